@@ -1,0 +1,33 @@
+# Every target sets up its own virtual environment on first use.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: demo test lint format bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0      # the CPU wheel, before anything can ask for a CUDA build
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.installed     ## train a character LM on the built-in corpus and print samples
+	$(PY) -m rnnkit train --preset default --out runs/demo --force
+
+test: $(VENV)/.installed     ## the test suite (fast, no network, no ../shared needed)
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check rnnkit tests bench
+	$(VENV)/bin/ruff format --check rnnkit tests bench
+
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff format rnnkit tests bench
+	$(VENV)/bin/ruff check --fix rnnkit tests bench
+
+bench: $(VENV)/.installed    ## benchmarks; they read ../shared/data (or RNNKIT_DATA)
+	$(PY) bench/engine.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,46 @@
+"""The `rnnkit` command line: subcommands only; each builds a config and calls the library.
+
+Each group of subcommands lives in its own module with an `add_commands(subparsers)` function
+that registers parsers whose `func` attribute takes the parsed arguments.
+"""
+
+import argparse
+import sys
+
+from rnnkit.errors import RnnkitError
+
+# module name -> what it provides; each module registers its own subcommands.
+COMMAND_MODULES = ["charlm", "energy", "text"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(prog="rnnkit", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"rnnkit.cli.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"rnnkit.cli.{name}":  # that group is not built yet
+                continue
+            raise
+        module.add_commands(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args) or 0
+    except RnnkitError as e:
+        print(f"rnnkit: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+"""One time step per file. `CELLS` maps a name to its class: adding a cell = one file + one entry."""
+
+from rnnkit.cells.elman import RNNReLU, RNNTanh
+from rnnkit.cells.gru import GRU
+from rnnkit.cells.gru_cho import GRUCho
+from rnnkit.cells.leaky import Leaky
+from rnnkit.cells.lstm import LSTM
+from rnnkit.cells.mut1 import MUT1
+from rnnkit.cells.mut2 import MUT2
+from rnnkit.cells.mut3 import MUT3
+
+CELLS = {
+    "rnn_tanh": RNNTanh,
+    "rnn_relu": RNNReLU,
+    "lstm": LSTM,
+    "gru": GRU,
+    "gru_cho": GRUCho,
+    "mut1": MUT1,
+    "mut2": MUT2,
+    "mut3": MUT3,
+    "leaky": Leaky,
+}

@@ -1,0 +1,74 @@
+"""Runs any cell over a sequence, forward and backward. Three backends give the same numbers:
+
+- `autograd`: a plain loop through autograd (the reference);
+- `python`:   hand-written BPTT, time loop in Python; any device and dtype;
+- `native`:   the same BPTT with the time loop in C++ (built on first use); CPU float32/float64.
+
+`run(...)` picks `native` when it is available and applies, else `python`.
+"""
+
+import warnings
+
+from rnnkit.engine.python import PythonRecurrence
+from rnnkit.engine.reference import autograd_loop
+
+BACKENDS = ("autograd", "python", "native")
+
+
+class GradProbe:
+    """Observes dL/dh_t: after backward, `probe.dh` is (T, B, H), the total gradient reaching h_t
+    at every step (time-major, as the engine runs). The gradient-flow diagnostics read it.
+    Several backward passes accumulate in `probe.history`."""
+
+    def __init__(self):
+        self.dh, self.history = None, []
+
+    def record(self, dh):
+        self.dh = dh.detach()
+        self.history.append(self.dh)
+
+
+_warned = set()
+
+
+def _warn_once(msg):
+    if msg not in _warned:
+        _warned.add(msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+
+
+def resolve_backend(backend, cell, xw):
+    """The backend that will actually run: `native` falls back to `python` (warning once) where it can't."""
+    if backend not in (None, *BACKENDS):
+        raise ValueError(
+            f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)} (or None for the fastest)"
+        )
+    if backend in ("autograd", "python"):
+        return backend
+    from rnnkit.engine import native
+
+    reason = native.unsupported(cell, xw)
+    if reason is None:
+        return "native"
+    if backend == "native" and reason != "quiet":
+        _warn_once(f"rnnkit native backend unavailable ({reason}); using the python backend")
+    return "python"
+
+
+def run(cell, xw, state0, P, mask=None, reverse=False, backend=None, probe=None):
+    """Run `cell` (a Cell class or instance) over xw.
+
+    Shapes: xw (T, B, G·H) time-major input projection; state0 tuple of (B, H); P the recurrent
+    parameters in `cell.REC_PARAMS` order; mask (T, B, 1) of 0/1 or None.
+    Returns hs (T, B, H) and the final state tuple.
+    """
+    cell = cell if isinstance(cell, type) else type(cell)
+    chosen = resolve_backend(backend, cell, xw)
+    if chosen == "autograd":
+        return autograd_loop(cell, xw, state0, P, mask, reverse, probe)
+    if chosen == "native":
+        from rnnkit.engine.native import NativeRecurrence as Fn
+    else:
+        Fn = PythonRecurrence
+    hs, *state = Fn.apply(cell, mask, reverse, probe, len(state0), xw, *state0, *P)
+    return hs, tuple(state)

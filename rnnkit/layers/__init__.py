@@ -1,0 +1,3 @@
+from rnnkit.layers.recurrent import Recurrent
+
+__all__ = ["Recurrent"]

@@ -1,0 +1,90 @@
+"""What every cell shares: parameters laid out as the engine expects them.
+
+A cell computes ONE time step and knows nothing about time (equinox, flax). The engine
+(`rnnkit.engine`) runs it over a sequence:
+
+    xw = project_input(x)                 # all T steps at once: one GEMM       (T, B, G·H)
+    for t:  state_t, us_t, cache_t = step(xw[t], state_{t-1}, P)
+    for t reversed:  dxw_t, dstate_{t-1}, dpre_t, dextra_t = step_backward(dstate_t, cache_t, P)
+    dU_k = Σ_t dpre_k,tᵀ u_k,t            # after the loop: one GEMM per recurrent matrix
+
+`P` are the recurrent parameters named in `REC_PARAMS`. Each entry (U, b) of `GEMMS` is a
+recurrent product pre_k = u_k Uᵀ + b that `step` forms from a vector u_k it returns in `us`
+(h_{t-1}, r ⊙ h_{t-1}, ...); `step_backward` returns dL/dpre_k, and the engine turns those into
+weight gradients with one large GEMM each. `EXTRAS` name parameters whose gradient is not a
+GEMM (a leaky unit's α): `step_backward` returns their per-step gradient and the engine sums it.
+"""
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def linear(u, W, b=None):
+    """u Wᵀ + b for a (B, ·) batch: the recurrent GEMM of one step."""
+    return u @ W.t() if b is None else torch.addmm(b, u, W.t())
+
+
+class Cell(nn.Module):
+    """Base of every cell: input weights W_xh (gates·H, D), bias b_xh, and the recurrent part."""
+
+    gates = 1  # blocks of H in the input projection
+    num_states = 1  # 1: h_t only; 2: (h_t, c_t)
+    REC_PARAMS = ("W_hh", "b_hh")
+    GEMMS = (("W_hh", "b_hh"),)
+    EXTRAS = ()
+    torch_mode = None  # name of the torch.nn recurrent module with the same function, if any
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True):
+        super().__init__()
+        for name, size in (("input_size", input_size), ("hidden_size", hidden_size)):
+            if not isinstance(size, int) or size <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {size!r}")
+        self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
+        H, G = hidden_size, self.gates
+        self.W_xh = nn.Parameter(torch.empty(G * H, input_size))
+        self.b_xh = nn.Parameter(torch.empty(G * H)) if bias else None
+
+    def reset_parameters(self) -> None:
+        """U(-1/√H, 1/√H) for every weight, as torch.nn does."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for name, p in self.named_parameters():
+            if name.startswith(("W_", "b_")):  # not a leaky unit's α
+                nn.init.uniform_(p, -bound, bound)
+
+    def project_input(self, xs):
+        """The input term of every gate for all steps at once: (T, B, D) -> (T, B, gates·H)."""
+        return F.linear(xs, self.W_xh, self.b_xh)
+
+    def rec_params(self) -> tuple:
+        return tuple(getattr(self, name) for name in self.REC_PARAMS)
+
+    def init_state(self, batch: int, dtype=None, device=None) -> tuple:
+        p = self.W_xh
+        z = torch.zeros(batch, self.hidden_size, dtype=dtype or p.dtype, device=device or p.device)
+        return tuple(z.clone() for _ in range(self.num_states))
+
+    # --- one step, as pure functions (set by each cell file) -----------------------------------
+    @staticmethod
+    def step(xw_t, state, P):  # -> (state_t, us, cache)
+        raise NotImplementedError
+
+    @staticmethod
+    def step_backward(dstate_t, cache, P):  # -> (dxw_t, dstate_prev, dpres, dextras)
+        raise NotImplementedError
+
+    def forward(self, x_t, state=None):
+        """One step for a (B, D) input: returns the new state tuple (h_t, ...) ."""
+        if state is None:
+            state = self.init_state(x_t.shape[0], x_t.dtype, x_t.device)
+        state = state if isinstance(state, tuple) else (state,)
+        new, _, _ = self.step(self.project_input(x_t), state, self.rec_params())
+        return new
+
+
+def recurrent_weights(cell: Cell, *shapes_and_names):
+    """Create the recurrent parameters `name: shape` on `cell` (None shape = absent bias)."""
+    for name, shape in shapes_and_names:
+        setattr(cell, name, nn.Parameter(torch.empty(*shape)) if shape is not None else None)

@@ -1,0 +1,70 @@
+"""Elman RNN (deck 002, "vanilla RNN"; deck 000, "Elman networks").
+
+    a_t = W_xh x_t + b_xh + W_hh h_{t-1} + b_hh
+    h_t = φ(a_t)                        φ = tanh (`rnn_tanh`) or max(0, ·) (`rnn_relu`)
+
+Backward, with dh_t the total gradient reaching h_t (from the output and from step t+1):
+
+    da_t     = dh_t ⊙ φ'(a_t)           tanh' = 1 - h_t²,  relu' = [h_t > 0]
+    dh_{t-1} = da_t W_hh                (the engine adds this GEMM; here we return da_t)
+    dW_hh    = Σ_t da_tᵀ h_{t-1}        (one GEMM after the loop, in the engine)
+
+Two biases, as torch.nn.RNN, so converters keep every weight.
+"""
+
+import torch
+
+from rnnkit.cells._base import Cell, linear, recurrent_weights
+
+
+def rnn_tanh_step(xw_t, state, P):
+    (h_prev,) = state
+    W_hh, b_hh = P
+    h_t = torch.tanh(xw_t + linear(h_prev, W_hh, b_hh))
+    return (h_t,), (h_prev,), (h_t,)
+
+
+def rnn_tanh_step_backward(dstate, cache, P):
+    (dh_t,), (h_t,) = dstate, cache
+    W_hh, _ = P
+    da_t = dh_t * (1 - h_t * h_t)
+    dh_prev = da_t @ W_hh
+    return da_t, (dh_prev,), (da_t,), ()
+
+
+def rnn_relu_step(xw_t, state, P):
+    (h_prev,) = state
+    W_hh, b_hh = P
+    h_t = torch.relu(xw_t + linear(h_prev, W_hh, b_hh))
+    return (h_t,), (h_prev,), (h_t,)
+
+
+def rnn_relu_step_backward(dstate, cache, P):
+    (dh_t,), (h_t,) = dstate, cache
+    W_hh, _ = P
+    da_t = dh_t * (h_t > 0).to(dh_t.dtype)
+    dh_prev = da_t @ W_hh
+    return da_t, (dh_prev,), (da_t,), ()
+
+
+class RNNTanh(Cell):
+    """Elman cell h_t = tanh(W_xh x_t + W_hh h_{t-1} + b). Shapes: x_t (B, D), h_t (B, H)."""
+
+    gates = 1
+    torch_mode = "RNN_TANH"
+    step = staticmethod(rnn_tanh_step)
+    step_backward = staticmethod(rnn_tanh_step_backward)
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__(input_size, hidden_size, bias)
+        H = hidden_size
+        recurrent_weights(self, ("W_hh", (H, H)), ("b_hh", (H,) if bias else None))
+        self.reset_parameters()
+
+
+class RNNReLU(RNNTanh):
+    """Elman cell with ReLU: h_t = max(0, W_xh x_t + W_hh h_{t-1} + b)."""
+
+    torch_mode = "RNN_RELU"
+    step = staticmethod(rnn_relu_step)
+    step_backward = staticmethod(rnn_relu_step_backward)

@@ -1,0 +1,64 @@
+"""Leaky-integrator units (deck 000, "leaky units"; Jaeger 2007, Bengio et al. 2013).
+
+    h̃_t = tanh(W_xh x_t + b_xh + W_hh h_{t-1} + b_hh)
+    h_t = (1 - α) ⊙ h_{t-1} + α ⊙ h̃_t
+
+α ∈ (0, 1] per unit sets a time constant of about 1/α steps: small α keeps a slowly moving
+average of the past, α = 1 is the Elman RNN. α is fixed (`alpha=0.5` or a tensor of H values)
+or learned per unit (`learn_alpha=True`, parametrised as α = σ(a) so it stays in (0, 1)).
+
+Backward:
+    dh̃ = dh_t ⊙ α      da = dh̃ ⊙ (1 - h̃²)       dα = Σ_b dh_t ⊙ (h̃_t - h_{t-1})
+    dh_{t-1} = dh_t ⊙ (1 - α) + da W_hh
+"""
+
+import torch
+from torch import nn
+
+from rnnkit.cells._base import Cell, linear, recurrent_weights
+
+
+def leaky_step(xw_t, state, P):
+    (h_prev,) = state
+    W_hh, b_hh, alpha = P
+    hc = torch.tanh(xw_t + linear(h_prev, W_hh, b_hh))
+    h_t = h_prev + alpha * (hc - h_prev)
+    return (h_t,), (h_prev,), (hc, h_prev, alpha)
+
+
+def leaky_step_backward(dstate, cache, P):
+    (dh_t,) = dstate
+    hc, h_prev, alpha = cache
+    W_hh = P[0]
+    da = dh_t * alpha * (1 - hc * hc)
+    dalpha = (dh_t * (hc - h_prev)).sum(0)
+    dh_prev = dh_t * (1 - alpha) + da @ W_hh
+    return da, (dh_prev,), (da,), (dalpha,)
+
+
+class Leaky(Cell):
+    """Leaky-integrator cell. Shapes: x_t (B, D), h_t (B, H); α (H,)."""
+
+    gates = 1
+    REC_PARAMS = ("W_hh", "b_hh", "alpha")
+    EXTRAS = ("alpha",)
+    step = staticmethod(leaky_step)
+    step_backward = staticmethod(leaky_step_backward)
+
+    def __init__(self, input_size, hidden_size, bias=True, alpha=0.5, learn_alpha: bool = False):
+        super().__init__(input_size, hidden_size, bias)
+        H = hidden_size
+        recurrent_weights(self, ("W_hh", (H, H)), ("b_hh", (H,) if bias else None))
+        self.reset_parameters()
+        a0 = torch.as_tensor(alpha, dtype=torch.get_default_dtype()).expand(H).clone()
+        if not bool(((a0 > 0) & (a0 <= 1)).all()):
+            raise ValueError(f"leaky alpha must lie in (0, 1], got {alpha!r}")
+        self.learn_alpha = learn_alpha
+        if learn_alpha:  # α = σ(a): start from the given α
+            self.alpha_logit = nn.Parameter(torch.logit(a0.clamp(max=1 - 1e-4)))
+        else:
+            self.register_buffer("alpha_fixed", a0)
+
+    @property
+    def alpha(self):
+        return torch.sigmoid(self.alpha_logit) if self.learn_alpha else self.alpha_fixed

@@ -1,0 +1,78 @@
+"""Long short-term memory (Hochreiter & Schmidhuber 1997; deck 002, deck 000).
+
+Gates in torch order i, f, g, o, stacked in one matrix:
+
+    a_t = W_xh x_t + b_xh + W_hh h_{t-1} + b_hh          (B, 4H) = [a_i, a_f, a_g, a_o]
+    i_t = σ(a_i)   f_t = σ(a_f)   g_t = tanh(a_g)   o_t = σ(a_o)
+    c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t
+    h_t = o_t ⊙ tanh(c_t)
+
+Backward (dh_t, dc_t: total gradients reaching h_t and c_t):
+
+    do_t = dh_t ⊙ tanh(c_t)
+    dc   = dc_t + dh_t ⊙ o_t ⊙ (1 - tanh²(c_t))
+    di_t = dc ⊙ g_t      df_t = dc ⊙ c_{t-1}      dg_t = dc ⊙ i_t
+    dc_{t-1} = dc ⊙ f_t                           (the additive path: no squashing, deck 002)
+    da = [di ⊙ i(1-i), df ⊙ f(1-f), dg ⊙ (1-g²), do ⊙ o(1-o)]
+    dh_{t-1} = da W_hh
+
+The forget-gate bias starts at `forget_bias` (default 1.0: Gers et al. 2000; Jozefowicz et al.
+2015 found it closes most of the gap to the GRU).
+"""
+
+import torch
+
+from rnnkit.cells._base import Cell, linear, recurrent_weights
+
+
+def lstm_step(xw_t, state, P):
+    h_prev, c_prev = state
+    W_hh, b_hh = P
+    a_t = xw_t + linear(h_prev, W_hh, b_hh)  # (B, 4H)
+    a_i, a_f, a_g, a_o = a_t.chunk(4, dim=1)
+    i_t, f_t, g_t, o_t = torch.sigmoid(a_i), torch.sigmoid(a_f), torch.tanh(a_g), torch.sigmoid(a_o)
+    c_t = f_t * c_prev + i_t * g_t
+    tanh_c = torch.tanh(c_t)
+    h_t = o_t * tanh_c
+    return (h_t, c_t), (h_prev,), (i_t, f_t, g_t, o_t, c_prev, tanh_c)
+
+
+def lstm_step_backward(dstate, cache, P):
+    dh_t, dc_t = dstate
+    i_t, f_t, g_t, o_t, c_prev, tanh_c = cache
+    W_hh, _ = P
+    do_t = dh_t * tanh_c
+    dc = dc_t + dh_t * o_t * (1 - tanh_c * tanh_c)
+    di_t, df_t, dg_t = dc * g_t, dc * c_prev, dc * i_t
+    dc_prev = dc * f_t
+    da_t = torch.cat(
+        (di_t * i_t * (1 - i_t), df_t * f_t * (1 - f_t), dg_t * (1 - g_t * g_t), do_t * o_t * (1 - o_t)),
+        dim=1,
+    )
+    dh_prev = da_t @ W_hh
+    return da_t, (dh_prev, dc_prev), (da_t,), ()
+
+
+class LSTM(Cell):
+    """LSTM cell; state (h_t, c_t), each (B, H). Weights W_xh (4H, D), W_hh (4H, H), gates i, f, g, o."""
+
+    gates = 4
+    num_states = 2
+    torch_mode = "LSTM"
+    step = staticmethod(lstm_step)
+    step_backward = staticmethod(lstm_step_backward)
+
+    def __init__(self, input_size, hidden_size, bias=True, forget_bias: float = 1.0):
+        super().__init__(input_size, hidden_size, bias)
+        H = hidden_size
+        recurrent_weights(self, ("W_hh", (4 * H, H)), ("b_hh", (4 * H,) if bias else None))
+        self.forget_bias = forget_bias
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        super().reset_parameters()
+        if self.bias and self.forget_bias is not None:
+            H = self.hidden_size
+            with torch.no_grad():  # split the forget bias over the two bias vectors torch keeps
+                self.b_xh[H : 2 * H].fill_(self.forget_bias)
+                self.b_hh[H : 2 * H].zero_()

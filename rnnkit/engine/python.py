@@ -1,0 +1,122 @@
+"""The `python` backend: backpropagation through time written out, the time loop in Python.
+
+Forward (time-major inside; `order` is 0..T-1, or T-1..0 for the reverse direction):
+
+    state = state_0
+    for t in order:
+        new, us, cache = step(xw[t], state, P)              # one recurrent GEMM (or two, three)
+        state = m_t ⊙ new + (1 - m_t) ⊙ state               # m_t = [t < length]: padding keeps the state
+        hs[t] = m_t ⊙ new_h                                 # outputs past a sequence's end are 0
+
+Backward, the same loop run backwards (Werbos 1990; deck 002 "BPTT"):
+
+    dstate = dL/dstate_T
+    for t in reversed(order):
+        dh = dstate_h + m_t ⊙ dhs[t]                        # total dL/dh_t: from above and from t+1
+        dxw[t], dstate_prev, dpre[t], dextra = step_backward(m_t ⊙ dstate, cache_t, P)
+        dstate = dstate_prev + (1 - m_t) ⊙ dstate
+    dU_k = Σ_t dpre_k[t]ᵀ u_k[t]                            # ONE GEMM per recurrent matrix, after the loop
+
+The input projection xw = x W_xhᵀ + b is outside this function, so autograd computes dW_xh and dx
+from dxw as one GEMM each. Runs on any device and dtype.
+"""
+
+import torch
+
+
+def _order(T, reverse):
+    return range(T - 1, -1, -1) if reverse else range(T)
+
+
+def forward_loop(cell, xw, state0, P, mask, reverse, keep):
+    """Run the cell over xw (T, B, G·H). Returns hs (T, B, H), final state, and what backward needs."""
+    T, B = xw.shape[:2]
+    H = state0[0].shape[1]
+    hs = xw.new_empty(T, B, H)
+    state, caches, us = state0, [None] * T, [[None] * T for _ in cell.GEMMS]
+    for t in _order(T, reverse):
+        new, u_t, cache = cell.step(xw[t], state, P)
+        if mask is not None:
+            m = mask[t]  # (B, 1)
+            new = tuple(s + m * (n - s) for n, s in zip(new, state))
+        hs[t] = new[0] if mask is None else m * new[0]
+        if keep:
+            caches[t] = cache
+            for k, u in enumerate(u_t):
+                us[k][t] = u
+        state = new
+    us = [torch.stack(u) for u in us] if keep else None
+    return hs, state, caches, us
+
+
+def backward_loop(cell, dhs, dstateT, caches, us, P, mask, reverse, probe):
+    """BPTT: returns dxw (T, B, G·H), dstate_0, and the gradients of the recurrent parameters P."""
+    T, B = dhs.shape[:2]
+    G = [u.shape[-1] for u in us]
+    dxw = None
+    dpres = [dhs.new_empty(T, B, P[cell.REC_PARAMS.index(w)].shape[0]) for w, _ in cell.GEMMS]
+    dextras = [0 for _ in cell.EXTRAS]
+    dh_record = dhs.new_empty(dhs.shape) if probe is not None else None
+    dstate = dstateT
+    for t in reversed(_order(T, reverse)):
+        dh = dstate[0] + (dhs[t] if mask is None else mask[t] * dhs[t])
+        if dh_record is not None:
+            dh_record[t] = dh
+        dnew = (dh, *dstate[1:])
+        if mask is not None:
+            m = mask[t]
+            dnew, dpass = tuple(m * d for d in dnew), tuple((1 - m) * d for d in dnew)
+        dxw_t, dprev, dpre, dextra = cell.step_backward(dnew, caches[t], P)
+        if dxw is None:
+            dxw = dhs.new_empty(T, B, dxw_t.shape[1])
+        dxw[t] = dxw_t
+        for k, d in enumerate(dpre):
+            dpres[k][t] = d
+        for k, d in enumerate(dextra):
+            dextras[k] = dextras[k] + d
+        dstate = dprev if mask is None else tuple(a + b for a, b in zip(dprev, dpass))
+        caches[t] = None  # free as we go
+    if probe is not None:
+        probe.record(dh_record)
+    return dxw, dstate, _param_grads(cell, P, dpres, us, G, dextras)
+
+
+def _param_grads(cell, P, dpres, us, G, dextras):
+    """dU_k = Σ_t dpre_kᵀ u_k as one GEMM; db_k = Σ dpre_k; extras summed over steps."""
+    grads = [None] * len(P)
+    for (w, b), dpre, u, g in zip(cell.GEMMS, dpres, us, G):
+        dpre2 = dpre.reshape(-1, dpre.shape[-1])
+        dW = dpre2.t() @ u.reshape(-1, g)
+        i = cell.REC_PARAMS.index(w)
+        grads[i] = dW if grads[i] is None else grads[i] + dW
+        if b is not None and P[cell.REC_PARAMS.index(b)] is not None:
+            grads[cell.REC_PARAMS.index(b)] = dpre2.sum(0)
+    for name, d in zip(cell.EXTRAS, dextras):
+        grads[cell.REC_PARAMS.index(name)] = d
+    return grads
+
+
+class PythonRecurrence(torch.autograd.Function):
+    """hs, *state_T = f(xw, *state_0, *P) with the hand-written backward above."""
+
+    @staticmethod
+    def forward(ctx, cell, mask, reverse, probe, n_state, xw, *tensors):
+        state0, P = tensors[:n_state], tensors[n_state:]
+        keep = torch.is_grad_enabled() or any(ctx.needs_input_grad[5:])
+        hs, state, caches, us = forward_loop(cell, xw, state0, P, mask, reverse, keep=keep)
+        ctx.cell, ctx.mask, ctx.reverse, ctx.probe, ctx.n_state = cell, mask, reverse, probe, n_state
+        ctx.caches, ctx.us, ctx.P, ctx.shape = caches, us, P, hs.shape
+        return (hs, *(s.clone() for s in state))  # clones: the caches may hold the same tensors
+
+    @staticmethod
+    def backward(ctx, dhs, *dstateT):
+        cell, P, us = ctx.cell, ctx.P, ctx.us
+        if dhs is None:
+            dhs = us[0].new_zeros(ctx.shape)
+        dstateT = tuple(torch.zeros_like(dhs[0]) if d is None else d for d in dstateT)
+        dxw, dstate0, dP = backward_loop(
+            cell, dhs, dstateT, ctx.caches, us, P, ctx.mask, ctx.reverse, ctx.probe
+        )
+        ctx.caches = ctx.us = ctx.P = None
+        dP = [None if p is None or not p.requires_grad else g for p, g in zip(P, dP)]
+        return (None, None, None, None, None, dxw, *dstate0, *dP)

@@ -1,0 +1,230 @@
+"""`Recurrent`: a cell run over time by the engine, stacked, bidirectional, with skip connections.
+
+    layer 0:   x_t ──► cell ──► h_t^1 ──(dropout)──► layer 1 ──► h_t^2 ──► ... ──► out_t
+    skip_input:   x_t is also fed to every layer above the first: input^ℓ = [h^{ℓ-1}, x]   (deck 000)
+    residual:     out^ℓ = h^ℓ + out^{ℓ-1} for ℓ > 0                                          (deck 000)
+    bidirectional: a second cell reads the sequence backwards; outputs concatenated [→h, ←h]
+    conditioning on v (B, C) (deck 000): as an extra input at every step (W_vh v, computed once per
+    sequence and added to each step's input projection), as the initial state h_0 = tanh(W_vs v + b),
+    or both.
+
+Shapes (batch-first unless `batch_first=False`): x (B, T, D) -> out (B, T, H·dirs); state as
+torch.nn: h, or (h, c) for lstm, each (num_layers·dirs, B, H).
+"""
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from rnnkit.cells import CELLS
+from rnnkit.engine import GradProbe, run
+from rnnkit.errors import RnnkitError
+
+TORCH_MODES = {"RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu", "LSTM": "lstm", "GRU": "gru"}
+
+
+class Recurrent(nn.Module):
+    """A stack of recurrent layers of one cell type.
+
+    Args:
+        cell: a name in `rnnkit.CELLS` (or a Cell class).
+        input_size, hidden_size, num_layers: sizes D, H, L.
+        bidirectional: add a reverse-time cell per layer.
+        dropout: dropout on the outputs of every layer but the last (training only).
+        skip_input: feed the input x to every layer.  residual: add each layer's input from below.
+        cond_size, cond_mode: a fixed vector v (B, C) per sequence; "input", "state" or "both".
+        backend: "autograd", "python", "native" or None (the fastest available).
+        batch_first: False for (T, B, D) tensors, as torch.nn's default.
+        **cell_kwargs: passed to the cell (forget_bias for lstm; alpha, learn_alpha for leaky).
+    """
+
+    def __init__(self, cell, input_size, hidden_size, num_layers=1, bidirectional=False, dropout=0.0,
+                 bias=True, skip_input=False, residual=False, cond_size=0, cond_mode="input",
+                 backend=None, batch_first=True, **cell_kwargs):  # fmt: skip
+        super().__init__()
+        Cell = CELLS.get(cell) if isinstance(cell, str) else cell
+        if Cell is None:
+            raise RnnkitError(f"unknown cell {cell!r}; choose one of: {', '.join(CELLS)}")
+        for name, v in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            if not isinstance(v, int) or v <= 0:
+                raise RnnkitError(f"{name} must be a positive integer, got {v!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise RnnkitError(f"dropout must be in [0, 1), got {dropout!r}")
+        if cond_mode not in ("input", "state", "both"):
+            raise RnnkitError(f"cond_mode must be 'input', 'state' or 'both', got {cond_mode!r}")
+        self.cell_name = cell if isinstance(cell, str) else Cell.__name__
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bidirectional, self.dropout, self.backend = bidirectional, dropout, backend
+        self.skip_input, self.residual, self.batch_first = skip_input, residual, batch_first
+        self.cond_size, self.cond_mode = cond_size, cond_mode
+        self.dirs = 2 if bidirectional else 1
+        H, dirs = hidden_size, self.dirs
+        self.cells = nn.ModuleList()  # index ℓ·dirs + direction
+        for layer in range(num_layers):
+            d_in = input_size if layer == 0 else H * dirs + (input_size if skip_input else 0)
+            for _ in range(dirs):
+                self.cells.append(Cell(d_in, H, bias=bias, **cell_kwargs))
+        n = num_layers * dirs
+        if cond_size and cond_mode in ("input", "both"):
+            self.W_vh = nn.ModuleList(nn.Linear(cond_size, Cell.gates * H, bias=False) for _ in range(n))
+        if cond_size and cond_mode in ("state", "both"):
+            self.W_vs = nn.ModuleList(nn.Linear(cond_size, H) for _ in range(n))
+        self.num_states = Cell.num_states
+
+    # --- forward ---------------------------------------------------------------------------
+    def forward(self, x, state=None, lengths=None, cond=None, probe=None):
+        """out, state = layer(x, state=None, lengths=None, cond=None).
+
+        probe: a `GradProbe` (watches layer 0, forward direction) or a list, one per layer·direction.
+        """
+        xs = self._check_input(x)  # (T, B, D)
+        T, B = xs.shape[:2]
+        mask = self._mask(lengths, T, B, xs)
+        state0 = self._initial_state(state, cond, B, xs)
+        probes = self._probes(probe)
+        below, prev, finals = xs, None, []
+        for layer in range(self.num_layers):
+            outs = []
+            for d in range(self.dirs):
+                i = layer * self.dirs + d
+                cell = self.cells[i]
+                xw = cell.project_input(below)  # (T, B, G·H): all steps in one GEMM
+                if hasattr(self, "W_vh"):
+                    xw = xw + self.W_vh[i](cond)[None]  # once per sequence, broadcast over T
+                s0 = tuple(s[i] for s in state0)
+                hs, sT = run(cell, xw, s0, cell.rec_params(), mask, d == 1, self.backend, probes[i])
+                outs.append(hs)
+                finals.append(sT)
+            out = outs[0] if self.dirs == 1 else torch.cat(outs, dim=-1)  # (T, B, H·dirs)
+            if self.residual and prev is not None:
+                out = out + prev
+            prev = out
+            if layer < self.num_layers - 1:
+                below = F.dropout(out, self.dropout, self.training) if self.dropout else out
+                if self.skip_input:
+                    below = torch.cat((below, xs), dim=-1)
+        out = out if not self.batch_first else out.transpose(0, 1)
+        stacked = tuple(torch.stack([f[k] for f in finals]) for k in range(self.num_states))
+        return out, (stacked if self.num_states == 2 else stacked[0])
+
+    def step(self, x_t, state=None, cond=None):
+        """One time step for a (B, D) input (sampling loops): returns (out_t (B, H·dirs), state)."""
+        if self.dirs == 2:
+            raise RnnkitError(
+                "a bidirectional layer reads the whole sequence; it cannot run one step at a time"
+            )
+        out, state = self.forward(x_t.unsqueeze(1 if self.batch_first else 0), state, cond=cond)
+        return out.squeeze(1 if self.batch_first else 0), state
+
+    # --- checks and set-up -------------------------------------------------------------------
+    def _check_input(self, x):
+        if not isinstance(x, torch.Tensor):
+            raise RnnkitError(f"input must be a torch.Tensor, got {type(x).__name__}")
+        layout = "(B, T, D)" if self.batch_first else "(T, B, D)"
+        if x.dim() != 3:
+            raise RnnkitError(f"input must have 3 dimensions {layout}, got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise RnnkitError(f"input must be a floating-point tensor, got {x.dtype}; embed token ids first")
+        if x.shape[-1] != self.input_size:
+            raise RnnkitError(f"input size is {x.shape[-1]} but the layer expects {self.input_size} {layout}")
+        w = self.cells[0].W_xh
+        if x.device != w.device:
+            raise RnnkitError(f"input is on {x.device} but the layer's weights are on {w.device}; move one")
+        if x.dtype != w.dtype:
+            raise RnnkitError(f"input dtype {x.dtype} differs from the weights' {w.dtype}; convert one")
+        if 0 in x.shape[:2]:
+            raise RnnkitError(f"input has an empty batch or time dimension: shape {tuple(x.shape)}")
+        return x.transpose(0, 1).contiguous() if self.batch_first else x.contiguous()
+
+    def _mask(self, lengths, T, B, xs):
+        if lengths is None:
+            return None
+        lengths = torch.as_tensor(lengths)
+        if lengths.shape != (B,) or lengths.is_floating_point():
+            raise RnnkitError(
+                f"lengths must be an integer tensor of shape ({B},), got {lengths.dtype} {tuple(lengths.shape)}"
+            )
+        lo, hi = int(lengths.min()), int(lengths.max())
+        if lo < 1 or hi > T:
+            raise RnnkitError(
+                f"lengths must lie in [1, {T}] (the time dimension), got values from {lo} to {hi}"
+            )
+        steps = torch.arange(T, device=xs.device)[:, None]
+        return (steps < lengths.to(xs.device)[None, :]).to(xs.dtype)[..., None]  # (T, B, 1)
+
+    def _initial_state(self, state, cond, B, xs):
+        n, H = self.num_layers * self.dirs, self.hidden_size
+        if cond is not None or self.cond_size:
+            if not self.cond_size:
+                raise RnnkitError("cond was given but the layer was built with cond_size=0")
+            if cond is None or cond.shape != (B, self.cond_size):
+                got = None if cond is None else tuple(cond.shape)
+                raise RnnkitError(f"cond must have shape ({B}, {self.cond_size}), got {got}")
+        if state is None:
+            zeros = xs.new_zeros(n, B, H)
+            if hasattr(self, "W_vs"):
+                h0 = torch.stack([torch.tanh(w(cond)) for w in self.W_vs])
+                return (h0,) + (zeros,) * (self.num_states - 1)
+            return (zeros,) * self.num_states
+        state = state if isinstance(state, tuple | list) else (state,)
+        what = "(h, c)" if self.num_states == 2 else "h"
+        if len(state) != self.num_states:
+            raise RnnkitError(f"state for {self.cell_name} must be {what}, got a tuple of {len(state)}")
+        for s in state:
+            if tuple(s.shape) != (n, B, H):
+                raise RnnkitError(
+                    f"state tensors must have shape (num_layers*dirs, B, H) = ({n}, {B}, {H}), got {tuple(s.shape)}"
+                )
+            if s.device != xs.device or s.dtype != xs.dtype:
+                raise RnnkitError(f"state is {s.dtype} on {s.device} but input is {xs.dtype} on {xs.device}")
+        return tuple(state)
+
+    def _probes(self, probe):
+        n = self.num_layers * self.dirs
+        if probe is None or isinstance(probe, GradProbe):
+            return [probe] + [None] * (n - 1)
+        if len(probe) != n:
+            raise RnnkitError(f"give one probe per layer and direction ({n}), got {len(probe)}")
+        return list(probe)
+
+    # --- converters ---------------------------------------------------------------------------
+    @classmethod
+    def from_torch(cls, m, backend=None):
+        """The same function as a torch.nn.RNN/LSTM/GRU, with every weight copied."""
+        if not isinstance(m, nn.RNNBase) or m.mode not in TORCH_MODES:
+            raise RnnkitError(f"from_torch takes torch.nn.RNN, LSTM or GRU, got {type(m).__name__}")
+        if getattr(m, "proj_size", 0):
+            raise RnnkitError("LSTM with proj_size > 0 has no rnnkit equivalent yet")
+        p = next(m.parameters())
+        layer = cls(TORCH_MODES[m.mode], m.input_size, m.hidden_size, m.num_layers, m.bidirectional,
+                    m.dropout, m.bias, backend=backend, batch_first=m.batch_first)  # fmt: skip
+        layer.to(device=p.device, dtype=p.dtype)
+        with torch.no_grad():
+            for name, ours in layer._torch_names():
+                ours.copy_(getattr(m, name))
+        return layer
+
+    def to_torch(self) -> nn.RNNBase:
+        """A torch.nn.RNN/LSTM/GRU with the same weights (for the cells torch has)."""
+        mode = self.cells[0].torch_mode
+        if mode is None or self.skip_input or self.residual or self.cond_size:
+            raise RnnkitError(f"torch.nn has no equivalent of this {self.cell_name} layer")
+        Module = {"LSTM": nn.LSTM, "GRU": nn.GRU}.get(mode, nn.RNN)
+        kw = {"nonlinearity": "relu" if mode == "RNN_RELU" else "tanh"} if Module is nn.RNN else {}
+        p = self.cells[0].W_xh
+        m = Module(self.input_size, self.hidden_size, self.num_layers, bias=self.cells[0].bias,
+                   batch_first=self.batch_first, dropout=self.dropout, bidirectional=self.bidirectional, **kw)  # fmt: skip
+        m.to(device=p.device, dtype=p.dtype)
+        with torch.no_grad():
+            for name, ours in self._torch_names():
+                getattr(m, name).copy_(ours)
+        return m
+
+    def _torch_names(self):
+        for i, cell in enumerate(self.cells):
+            sfx = f"l{i // self.dirs}" + ("_reverse" if i % self.dirs else "")
+            yield f"weight_ih_{sfx}", cell.W_xh
+            yield f"weight_hh_{sfx}", cell.W_hh
+            if cell.bias:
+                yield f"bias_ih_{sfx}", cell.b_xh
+                yield f"bias_hh_{sfx}", cell.b_hh

@@ -75,7 +75,6 @@ def backward_loop(cell, dhs, dstateT, caches, us, P, mask, reverse, probe):
         for k, d in enumerate(dextra):
             dextras[k] = dextras[k] + d
         dstate = dprev if mask is None else tuple(a + b for a, b in zip(dprev, dpass))
-        caches[t] = None  # free as we go
     if probe is not None:
         probe.record(dh_record)
     return dxw, dstate, _param_grads(cell, P, dpres, us, G, dextras)
@@ -117,6 +116,5 @@ class PythonRecurrence(torch.autograd.Function):
         dxw, dstate0, dP = backward_loop(
             cell, dhs, dstateT, ctx.caches, us, P, ctx.mask, ctx.reverse, ctx.probe
         )
-        ctx.caches = ctx.us = ctx.P = None
         dP = [None if p is None or not p.requires_grad else g for p, g in zip(P, dP)]
         return (None, None, None, None, None, dxw, *dstate0, *dP)

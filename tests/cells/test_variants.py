@@ -1,0 +1,69 @@
+"""Conventions the lectures disagree on, and the choices documented in the cell files."""
+
+import torch
+
+from rnnkit import CELLS, Recurrent
+
+torch.set_default_dtype(torch.float64)
+
+
+def test_gru_cho_z_convention_is_the_same_model():
+    """h = z⊙h_prev + (1-z)⊙h̃ (ours, decks 002/003) equals h = (1-u)⊙h_prev + u⊙h̃ (deck 000)
+    with u computed from negated z-weights."""
+    torch.manual_seed(1)
+    D, H, B = 3, 4, 2
+    cell = CELLS["gru_cho"](D, H)
+    x, h = torch.randn(B, D), torch.randn(B, H)
+    (ours,), _, _ = cell.step(cell.project_input(x), (h,), cell.rec_params())
+
+    W_xr, W_xz, W_xh = cell.W_xh.split(H)
+    b_r, b_z, b_h = cell.b_xh.split(H)
+    W_hr, W_hz = cell.W_hrz.split(H)
+    r = torch.sigmoid(x @ W_xr.t() + h @ W_hr.t() + b_r)
+    u = torch.sigmoid(x @ (-W_xz).t() + h @ (-W_hz).t() - b_z)  # the update gate of deck 000
+    h_tilde = torch.tanh(x @ W_xh.t() + (r * h) @ cell.W_hh.t() + b_h)
+    deck000 = (1 - u) * h + u * h_tilde
+    torch.testing.assert_close(ours, deck000)
+
+
+def test_mut1_mut2_projection_only_when_sizes_differ():
+    for name in ("mut1", "mut2"):
+        assert CELLS[name](5, 5).W_xp is None
+        assert CELLS[name](3, 5).W_xp.shape == (5, 3)
+
+
+def test_mut1_equals_paper_when_sizes_match():
+    torch.manual_seed(2)
+    H, B = 4, 3
+    cell = CELLS["mut1"](H, H)
+    x, h = torch.randn(B, H), torch.randn(B, H)
+    (ours,), _, _ = cell.step(cell.project_input(x), (h,), cell.rec_params())
+    W_xz, W_xr = cell.W_xh.split(H)
+    b_z, b_r, b_h = cell.b_xh.split(H)
+    z = torch.sigmoid(x @ W_xz.t() + b_z)
+    r = torch.sigmoid(x @ W_xr.t() + h @ cell.W_hr.t() + b_r)
+    paper = torch.tanh((r * h) @ cell.W_hh.t() + torch.tanh(x) + b_h) * z + h * (1 - z)
+    torch.testing.assert_close(ours, paper)
+
+
+def test_leaky_alpha_one_is_elman():
+    torch.manual_seed(3)
+    leaky = Recurrent("leaky", 3, 4, alpha=1.0, backend="python")
+    elman = Recurrent("rnn_tanh", 3, 4, backend="python")
+    elman.load_state_dict({k: v for k, v in leaky.state_dict().items() if "alpha" not in k})
+    x = torch.randn(2, 5, 3)
+    torch.testing.assert_close(leaky(x)[0], elman(x)[0])
+
+
+def test_leaky_learned_alpha_gets_gradient():
+    layer = Recurrent("leaky", 3, 4, learn_alpha=True, alpha=0.3, backend="python")
+    torch.testing.assert_close(layer.cells[0].alpha, torch.full((4,), 0.3))
+    layer(torch.randn(2, 5, 3))[0].sum().backward()
+    assert layer.cells[0].alpha_logit.grad.abs().sum() > 0
+
+
+def test_lstm_forget_bias_default_one():
+    cell = CELLS["lstm"](3, 4)
+    torch.testing.assert_close(cell.b_xh[4:8] + cell.b_hh[4:8], torch.ones(4))
+    cell = CELLS["lstm"](3, 4, forget_bias=0.0)
+    torch.testing.assert_close(cell.b_xh[4:8] + cell.b_hh[4:8], torch.zeros(4))

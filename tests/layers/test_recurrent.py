@@ -1,0 +1,118 @@
+"""The Recurrent layer: stacking, skip and residual connections, conditioning, bad input."""
+
+import pytest
+import torch
+
+from rnnkit import CELLS, GradProbe, Recurrent
+from rnnkit.errors import RnnkitError
+
+
+@pytest.mark.parametrize("name", list(CELLS))
+def test_every_cell_stacked_bidirectional(name):
+    layer = Recurrent(name, 3, 4, num_layers=2, bidirectional=True, dropout=0.1, backend="python")
+    out, state = layer(torch.randn(2, 5, 3), lengths=torch.tensor([5, 2]))
+    assert out.shape == (2, 5, 8)
+    assert (out[1, 2:] == 0).all()  # outputs past the end are zero
+    states = state if isinstance(state, tuple) else (state,)
+    assert all(s.shape == (4, 2, 4) for s in states)
+
+
+def test_dropout_only_in_training():
+    layer = Recurrent("gru", 3, 4, num_layers=2, dropout=0.5, backend="python").eval()
+    x = torch.randn(2, 5, 3)
+    torch.testing.assert_close(layer(x)[0], layer(x)[0])
+    layer.train()
+    assert not torch.allclose(layer(x)[0], layer(x)[0])
+
+
+def test_skip_input_and_residual():
+    layer = Recurrent("lstm", 3, 4, num_layers=3, skip_input=True, residual=True, backend="python")
+    assert layer.cells[1].input_size == 4 + 3
+    x = torch.randn(2, 5, 3, requires_grad=True)
+    out, _ = layer(x)
+    assert out.shape == (2, 5, 4)
+    out.sum().backward()
+    assert x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("mode", ["input", "state", "both"])
+def test_conditioning(mode):
+    layer = Recurrent("gru", 3, 4, num_layers=2, cond_size=6, cond_mode=mode, backend="python")
+    x, v = torch.randn(2, 5, 3), torch.randn(2, 6, requires_grad=True)
+    out, _ = layer(x, cond=v)
+    out.sum().backward()
+    assert v.grad.abs().sum() > 0
+    with pytest.raises(RnnkitError, match="cond must have shape"):
+        layer(x)
+
+
+def test_truncated_bptt_state_carry_equals_full_sequence():
+    layer = Recurrent("lstm", 3, 4, backend="python")
+    x = torch.randn(2, 10, 3)
+    full, _ = layer(x)
+    a, st = layer(x[:, :6])
+    b, _ = layer(x[:, 6:], tuple(s.detach() for s in st))
+    torch.testing.assert_close(torch.cat([a, b], 1), full)
+
+
+def test_step_equals_sequence():
+    layer = Recurrent("mut2", 3, 4, num_layers=2, backend="python")
+    x = torch.randn(2, 6, 3)
+    full, _ = layer(x)
+    state, outs = None, []
+    for t in range(6):
+        o, state = layer.step(x[:, t], state)
+        outs.append(o)
+    torch.testing.assert_close(torch.stack(outs, 1), full)
+
+
+def test_probe_per_layer():
+    layer = Recurrent("rnn_tanh", 3, 4, num_layers=2, backend="python")
+    probes = [GradProbe(), GradProbe()]
+    layer(torch.randn(2, 5, 3), probe=probes)[0].sum().backward()
+    assert all(p.dh.shape == (5, 2, 4) for p in probes)
+
+
+BAD = [
+    (lambda: torch.randn(5, 3), "3 dimensions"),
+    (lambda: torch.randn(2, 5, 4), "input size is 4"),
+    (lambda: torch.randint(0, 3, (2, 5, 3)), "floating-point"),
+    (lambda: torch.randn(2, 5, 3, dtype=torch.float64), "dtype"),
+    (lambda: torch.randn(2, 0, 3), "empty"),
+]
+
+
+@pytest.mark.parametrize("make,msg", BAD)
+def test_bad_input_one_line(make, msg):
+    layer = Recurrent("lstm", 3, 4, backend="python")
+    with pytest.raises(RnnkitError, match=msg) as e:
+        layer(make())
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "kw,msg",
+    [
+        (dict(lengths=torch.tensor([5, 0])), r"lengths must lie in \[1, 5\]"),
+        (dict(lengths=torch.tensor([6, 1])), r"lengths must lie"),
+        (dict(lengths=torch.tensor([5.0, 1.0])), "integer tensor"),
+        (dict(lengths=torch.tensor([5, 1, 1])), "shape"),
+        (dict(state=torch.zeros(1, 2, 4)), r"must be \(h, c\)"),
+        (dict(state=(torch.zeros(2, 2, 4), torch.zeros(2, 2, 4))), r"\(1, 2, 4\)"),
+    ],
+)
+def test_bad_lengths_and_state(kw, msg):
+    layer = Recurrent("lstm", 3, 4, backend="python")
+    with pytest.raises(RnnkitError, match=msg):
+        layer(torch.randn(2, 5, 3), **kw)
+
+
+def test_bad_construction():
+    with pytest.raises(RnnkitError, match="unknown cell"):
+        Recurrent("transformer", 3, 4)
+    with pytest.raises(RnnkitError, match="hidden_size must be a positive integer"):
+        Recurrent("lstm", 3, 0)
+    with pytest.raises(RnnkitError, match="dropout"):
+        Recurrent("lstm", 3, 4, dropout=1.5)
+    with pytest.raises(RnnkitError, match="no equivalent"):
+        Recurrent("mut1", 3, 4).to_torch()

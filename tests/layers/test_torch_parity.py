@@ -1,0 +1,81 @@
+"""Parity with torch.nn.RNN/LSTM/GRU: outputs, final states, every parameter and input gradient."""
+
+import pytest
+import torch
+from torch import nn
+
+from rnnkit import Recurrent
+
+MODULES = {
+    "rnn_tanh": lambda *a, **k: nn.RNN(*a, nonlinearity="tanh", **k),
+    "rnn_relu": lambda *a, **k: nn.RNN(*a, nonlinearity="relu", **k),
+    "lstm": nn.LSTM,
+    "gru": nn.GRU,
+}
+TOL = {torch.float64: dict(rtol=1e-10, atol=1e-10), torch.float32: dict(rtol=1e-5, atol=1e-5)}
+
+
+def run_torch(m, x, state, lengths):
+    if lengths is None:
+        return m(x, state)
+    packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    out, st = m(packed, state)
+    out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+    return out, st
+
+
+@pytest.mark.parametrize("backend", ["python", "autograd"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(
+    "layers,bidir,lengths", [(1, False, None), (2, True, [7, 3, 5, 1]), (2, False, [2, 7, 7, 4])]
+)
+@pytest.mark.parametrize("name", list(MODULES))
+def test_parity(name, layers, bidir, lengths, dtype, backend):
+    torch.manual_seed(0)
+    B, T, D, H = 4, 7, 5, 6
+    ref = MODULES[name](D, H, layers, batch_first=True, bidirectional=bidir).to(dtype)
+    ours = Recurrent.from_torch(ref, backend=backend)
+    x = torch.randn(B, T, D, dtype=dtype)
+    n = layers * (2 if bidir else 1)
+    h0 = torch.randn(n, B, H, dtype=dtype)
+    state = (h0, torch.randn(n, B, H, dtype=dtype)) if name == "lstm" else h0
+    flat = lambda s: s if isinstance(s, tuple) else (s,)  # noqa: E731
+
+    results = []
+    for m in (ref, ours):
+        xi = x.clone().requires_grad_()
+        si = tuple(s.clone().requires_grad_() for s in flat(state))
+        s_in = si if name == "lstm" else si[0]
+        if m is ref:
+            out, st = run_torch(m, xi, s_in, lengths)
+        else:
+            out, st = m(xi, s_in, lengths=None if lengths is None else torch.tensor(lengths))
+        g = torch.randn(out.shape, dtype=dtype, generator=torch.Generator().manual_seed(1))
+        loss = (out * g).sum() + sum((s * (k + 2)).sum() for k, s in enumerate(flat(st)))
+        params = [p for _, p in (m.named_parameters() if m is ref else ours._torch_names())]
+        grads = torch.autograd.grad(loss, [xi, *si, *params])
+        results.append((out, *flat(st), *grads))
+    for a, b in zip(*results):
+        torch.testing.assert_close(b, a, **TOL[dtype])
+
+
+@pytest.mark.parametrize("name", list(MODULES))
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_round_trip_keeps_every_weight(name, batch_first):
+    ref = MODULES[name](3, 4, 2, batch_first=batch_first, bidirectional=True)
+    back = Recurrent.from_torch(ref).to_torch()
+    assert type(back) is type(ref) and back.batch_first == batch_first
+    sd_ref, sd_back = ref.state_dict(), back.state_dict()
+    assert sd_ref.keys() == sd_back.keys()
+    for k in sd_ref:
+        assert torch.equal(sd_ref[k], sd_back[k]), k
+    x = torch.randn(5, 2, 3) if not batch_first else torch.randn(2, 5, 3)
+    torch.testing.assert_close(Recurrent.from_torch(ref, backend="python")(x)[0], ref(x)[0])
+
+
+def test_bias_false_round_trip():
+    ref = nn.GRU(3, 4, bias=False, batch_first=True)
+    ours = Recurrent.from_torch(ref, backend="python")
+    x = torch.randn(2, 5, 3)
+    torch.testing.assert_close(ours(x)[0], ref(x)[0])
+    assert set(ours.to_torch().state_dict()) == set(ref.state_dict())

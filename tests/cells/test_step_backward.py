@@ -5,8 +5,6 @@ import torch
 
 from rnnkit import CELLS
 
-torch.set_default_dtype(torch.float64)
-
 
 def make(name, D=4, H=5, **kw):
     torch.manual_seed(0)

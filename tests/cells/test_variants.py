@@ -4,8 +4,6 @@ import torch
 
 from rnnkit import CELLS, Recurrent
 
-torch.set_default_dtype(torch.float64)
-
 
 def test_gru_cho_z_convention_is_the_same_model():
     """h = z⊙h_prev + (1-z)⊙h̃ (ours, decks 002/003) equals h = (1-u)⊙h_prev + u⊙h̃ (deck 000)

@@ -1,0 +1,72 @@
+"""One-hot vectors, the embedding layer, and embeddings from factorising a document-word matrix.
+
+Deck 002: multiplying a weight matrix by a one-hot vector just extracts a column,
+
+    W e_j = W[:, j]          (W: E x V,  e_j: the j-th one-hot vector of length V)
+
+so an embedding layer stores W and looks the column up instead of multiplying.
+
+Deck 003: n documents over a vocabulary of d words give a document-word matrix D (n x d). Factorise
+
+    D ≈ U V,   U: n x k (row i = embedding of document i),   V: k x d (column j = embedding of word j)
+
+Truncated SVD gives the best rank-k factorisation in the least-squares sense: D ≈ (U_k Σ_k) V_k^T.
+"""
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from sklearn.decomposition import TruncatedSVD
+
+from rnnkit.errors import RnnkitError
+
+
+def one_hot(ids: torch.Tensor, V: int, dtype=torch.float32) -> torch.Tensor:
+    """e_j for each id: shape (*ids.shape, V) with a single 1 in position id."""
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= V):
+        raise RnnkitError(f"ids must lie in 0..{V - 1} for a vocabulary of {V}")
+    x = torch.zeros(*ids.shape, V, dtype=dtype)
+    return x.scatter_(-1, ids.unsqueeze(-1), 1.0)
+
+
+class Embedding(torch.nn.Module):
+    """x_t = W[:, id_t], the same as W @ one_hot(id_t) without building the one-hot vector.
+
+    The weight is stored as rows (V, E), as `torch.nn.Embedding` stores it: row j is column j of the
+    deck's W (E x V).
+
+    Shapes: ids (B, T) long -> (B, T, E).
+    """
+
+    def __init__(self, V: int, E: int):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.empty(V, E))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        torch.nn.init.normal_(self.weight, std=1.0)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.weight[ids]  # (B, T, E)
+
+
+def document_word_matrix(docs: list[list[int]], V: int) -> sp.csr_matrix:
+    """D[i, j] = how often word j occurs in document i; a sparse n x V count matrix."""
+    rows = np.repeat(np.arange(len(docs)), [len(d) for d in docs])
+    cols = np.fromiter((j for d in docs for j in d), dtype=np.int64, count=len(rows))
+    return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(docs), V))
+
+
+def svd_embeddings(D, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Factorise D ≈ U V with truncated SVD (scikit-learn's randomized solver).
+
+    Returns:
+        U: (n, k), rows are document embeddings (= U_k Σ_k).
+        V: (k, d), columns are word embeddings (= V_k^T).
+    """
+    n, d = D.shape
+    if not 1 <= k < min(n, d):
+        raise RnnkitError(f"k must lie in 1..{min(n, d) - 1} for a {n} x {d} document-word matrix, got {k}")
+    svd = TruncatedSVD(n_components=k, random_state=seed)
+    U = svd.fit_transform(D)
+    return U, svd.components_

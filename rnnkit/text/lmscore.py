@@ -1,0 +1,51 @@
+"""What every language model in rnnkit reports when it scores a text, and how it picks the next token.
+
+    log P(x_1 .. x_T) = Σ_t log P(x_t | x_<t)          in nats
+    nats/token        = -log P / T
+    bits/token        = nats/token / ln 2
+    perplexity        = exp(nats/token)
+
+Sampling (deck 004): choose the next token w^(j) with probability ∝ exp(α log P̂(w^(j) | history)),
+so α = 1 samples the model, larger α is greedier and α -> ∞ is the argmax (greedy completion).
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LMScore:
+    log_prob: float  # log P(text) in nats (<= 0)
+    tokens: int  # how many tokens were predicted
+
+    @property
+    def nats_per_token(self) -> float:
+        return -self.log_prob / max(self.tokens, 1)
+
+    @property
+    def bits_per_token(self) -> float:
+        return self.nats_per_token / math.log(2)
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.nats_per_token)
+
+    def as_dict(self) -> dict:
+        return {
+            "log_prob_nats": self.log_prob,
+            "tokens": self.tokens,
+            "nats_per_token": self.nats_per_token,
+            "bits_per_token": self.bits_per_token,
+            "perplexity": self.perplexity,
+        }
+
+
+def pick_next(p: np.ndarray, alpha: float | None, rng: np.random.Generator) -> int:
+    """Argmax of p when alpha is None, else a sample from p^α / Σ p^α."""
+    if alpha is None:
+        return int(np.argmax(p))
+    logits = alpha * np.log(np.maximum(p, 1e-300))
+    q = np.exp(logits - logits.max())
+    return int(rng.choice(len(q), p=q / q.sum()))

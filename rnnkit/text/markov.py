@@ -1,0 +1,153 @@
+"""Markov chains as probabilistic finite-state machines (deck 004).
+
+States s_1 .. s_K, each emitting a symbol; a start distribution π_0 and a transition table
+
+    P[i, j] = P(s_t = j | s_{t-1} = i),      Σ_j P[i, j] = 1.
+
+A string is allowed when some path emits it with every transition (and the start) of non-zero
+probability. The stationary distribution π solves π = π P, Σ π = 1 (the left eigenvector of P for
+eigenvalue 1).
+
+The two deck-004 machines are presets: `abe_machine()` (P(A | E) = 0.8, P(B | B) = 0) and
+`i_before_e_machine()` ("i" before "e", except after "c", over the alphabet {a, b, c, e, i}).
+"""
+
+from collections import Counter
+
+import numpy as np
+
+from rnnkit.errors import RnnkitError
+
+
+class MarkovChain:
+    """A probabilistic finite-state machine.
+
+    Args:
+        states: state names.
+        P: (K, K) transition table, rows sum to 1.
+        start: (K,) start distribution π_0; uniform over the states when None.
+        emits: state -> the symbol it writes (identity when None); several states may write one symbol.
+    """
+
+    def __init__(self, states: list[str], P, start=None, emits: dict[str, str] | None = None):
+        self.states = list(states)
+        self.P = np.asarray(P, dtype=np.float64)
+        K = len(self.states)
+        self.start = np.full(K, 1.0 / K) if start is None else np.asarray(start, dtype=np.float64)
+        self.emits = [(emits or {}).get(s, s) for s in self.states]
+        if self.P.shape != (K, K) or np.any(self.P < 0) or not np.allclose(self.P.sum(axis=1), 1):
+            raise RnnkitError(f"the transition table must be {K} x {K}, non-negative, rows summing to 1")
+        if self.start.shape != (K,) or not np.isclose(self.start.sum(), 1):
+            raise RnnkitError(f"the start distribution must have {K} entries summing to 1")
+
+    @classmethod
+    def from_table(cls, table: dict[str, dict[str, float]], **kwargs) -> "MarkovChain":
+        """Build from {state: {next state: probability}}; missing entries are 0."""
+        states = list(table)
+        P = [[table[a].get(b, 0.0) for b in states] for a in states]
+        return cls(states, P, **kwargs)
+
+    @classmethod
+    def estimate(cls, sequences, smoothing: float = 0.0) -> "MarkovChain":
+        """Maximum likelihood (plus `smoothing` pseudo-counts): P[i, j] = c(i j) / c(i •)."""
+        sequences = [list(s) for s in sequences if len(s) > 0]
+        if not sequences:
+            raise RnnkitError("cannot estimate a Markov chain from an empty corpus")
+        states = sorted({x for s in sequences for x in s})
+        idx = {s: i for i, s in enumerate(states)}
+        pairs = Counter((idx[a], idx[b]) for s in sequences for a, b in zip(s, s[1:]))
+        C = np.full((len(states), len(states)), float(smoothing))
+        for (i, j), c in pairs.items():
+            C[i, j] += c
+        rows = C.sum(axis=1, keepdims=True)
+        P = np.where(rows > 0, C / np.where(rows > 0, rows, 1), 1.0 / len(states))  # a dead end restarts uniformly
+        first = np.bincount([idx[s[0]] for s in sequences], minlength=len(states))
+        return cls(states, P, start=first / first.sum())
+
+    def sample(self, length: int, seed: int = 0) -> str:
+        """A string of `length` symbols: s_1 ~ π_0, s_t ~ P[s_{t-1}, :]."""
+        rng = np.random.default_rng(seed)
+        s = rng.choice(len(self.states), p=self.start)
+        out = [self.emits[s]]
+        for _ in range(length - 1):
+            s = rng.choice(len(self.states), p=self.P[s])
+            out.append(self.emits[s])
+        return "".join(out)
+
+    def simulate(self, steps: int, seed: int = 0) -> np.ndarray:
+        """State ids of one long run (vectorised by inverse-CDF sampling)."""
+        rng = np.random.default_rng(seed)
+        cdf, u = np.cumsum(self.P, axis=1), rng.random(steps)
+        s = np.empty(steps, np.int64)
+        s[0] = rng.choice(len(self.states), p=self.start)
+        for t in range(1, steps):
+            s[t] = min(np.searchsorted(cdf[s[t - 1]], u[t], side="right"), len(self.states) - 1)
+        return s
+
+    def log_prob(self, string) -> float:
+        """log P(string) summed over every state path that emits it (forward algorithm); -inf if none."""
+        symbols = list(string)
+        if not symbols:
+            return 0.0
+        alpha = self.start * self._emits(symbols[0])
+        log_scale = 0.0
+        for x in symbols[1:]:
+            alpha = (alpha @ self.P) * self._emits(x)
+            z = alpha.sum()
+            if z == 0:
+                return float("-inf")
+            log_scale, alpha = log_scale + np.log(z), alpha / z
+        z = alpha.sum()
+        return float(log_scale + np.log(z)) if z > 0 else float("-inf")
+
+    def allows(self, string) -> bool:
+        """True when the machine can write `string`."""
+        return self.log_prob(string) > float("-inf")
+
+    def _emits(self, symbol: str) -> np.ndarray:
+        return np.array([e == symbol for e in self.emits], dtype=np.float64)
+
+    def stationary(self) -> np.ndarray:
+        """π with π P = π, Σ π = 1: the eigenvector of P^T for the eigenvalue nearest 1."""
+        w, vecs = np.linalg.eig(self.P.T)
+        pi = np.real(vecs[:, np.argmin(np.abs(w - 1))])
+        return pi / pi.sum()
+
+
+def abe_machine() -> MarkovChain:
+    """Deck 004's A/B/E machine: P(A | E) = 0.8, P(B | B) = 0.
+
+    The deck's figure is not in the text; we take the transitions its examples imply: "AABEA" is
+    allowed, "ABBA" (B->B, B->A) and "ABAEEAAEABEEEE..." (B->A, E->E) are not. So B only moves to E,
+    and E moves to A (0.8) or B (0.2). A's row is our choice.
+    """
+    table = {"A": {"A": 0.4, "B": 0.3, "E": 0.3}, "B": {"E": 1.0}, "E": {"A": 0.8, "B": 0.2}}
+    return MarkovChain.from_table(table)
+
+
+def i_before_e_machine() -> MarkovChain:
+    """Deck 004's "i before e, except after c" machine over the alphabet {a, b, c, e, i}.
+
+    A first-order chain over letters cannot see two letters back, so "i" and "e" get two states each:
+    plain ("i", "e") and after-c ("ci", "ce"). Forbidden: "ei" unless after c, and "cie" (state ci -> e).
+    From every state the allowed next letters are equally likely.
+    """
+    letters = ["a", "b", "c", "e", "i"]
+    states = ["a", "b", "c", "e", "i", "ce", "ci"]
+
+    def target(state: str, letter: str) -> str | None:
+        if state == "c" and letter in "ei":
+            return "c" + letter
+        if (state == "e" and letter == "i") or (state == "ci" and letter == "e"):
+            return None
+        return letter
+
+    table = {}
+    for s in states:
+        nxt = [target(s, x) for x in letters if target(s, x) is not None]
+        table[s] = {t: 1.0 / len(nxt) for t in nxt}
+    start = [0.2, 0.2, 0.2, 0.2, 0.2, 0.0, 0.0]
+    return MarkovChain.from_table(table, start=start, emits={"ce": "e", "ci": "i"})
+
+
+PRESETS = {"abe": abe_machine, "i-before-e": i_before_e_machine}

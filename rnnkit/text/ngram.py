@@ -1,0 +1,211 @@
+"""n-gram language models of any order, with add-k or interpolated Kneser-Ney smoothing.
+
+An n-gram model predicts token w from the n-1 tokens before it, h = w_{i-n+1} .. w_{i-1}:
+
+    add-k:   P(w | h) = (c(h w) + k) / (c(h) + k V)
+
+    interpolated Kneser-Ney (Chen & Goodman 1998), recursively down to the uniform distribution:
+             P_m(w | h) = max(c_m(h w) - D_m, 0) / c_m(h•)  +  D_m N1+(h•) / c_m(h•) · P_{m-1}(w | h')
+             P_0(w)     = 1 / V
+    where h' drops the first token of h, c_n are raw counts, c_m (m < n) are continuation counts
+    N1+(•h w) (how many distinct tokens precede h w), c_m(h•) = Σ_w c_m(h w), N1+(h•) = #{w: c_m(h w) > 0},
+    and D_m = n1 / (n1 + 2 n2) from the counts-of-counts (or a fixed discount). A context never seen
+    backs off entirely: P_m(w | h) = P_{m-1}(w | h').
+
+The text is one stream (words: each line ends in `<eos>`); the first tokens use the shorter history
+they have. Counting is vectorised as a trie in numpy: the m-gram ending at position i gets the id
+of the pair (id of its (m-1)-gram prefix, last token), found by sorting the keys prefix_id · V + w.
+"""
+
+import json
+import pathlib
+
+import numpy as np
+
+from rnnkit.errors import RnnkitError
+from rnnkit.text.lmscore import LMScore, pick_next
+from rnnkit.text.vocab import Vocabulary, tokenize
+
+EOS = "<eos>"
+
+
+def text_tokens(text: str, level: str, lower: bool = False) -> list[str]:
+    """Characters as they are, or words with `<eos>` closing each line."""
+    if level == "char":
+        return list(text)
+    return [t for line in text.splitlines() for t in [*tokenize(line, "word", lower=lower), EOS]]
+
+
+class NGramLM:
+    """An n-gram language model over characters or words.
+
+    Args:
+        n: order (1 = unigram).
+        smoothing: "kneser-ney" or "add-k".
+        k: the add-k pseudo-count.
+        discount: a fixed Kneser-Ney discount D for every order; None estimates D_m = n1 / (n1 + 2 n2).
+        level: "char" or "word"; lower: lower-case words; min_freq: rarer words become `<unk>`.
+    """
+
+    def __init__(self, n: int, smoothing="kneser-ney", k=1.0, discount=None, level="char", lower=False, min_freq=1):
+        if n < 1:
+            raise RnnkitError(f"n-gram order must be >= 1, got n={n}")
+        if smoothing not in ("kneser-ney", "add-k"):
+            raise RnnkitError(f"unknown smoothing {smoothing!r}; use 'kneser-ney' or 'add-k'")
+        if k <= 0 and smoothing == "add-k":
+            raise RnnkitError(f"add-k needs k > 0, got {k}")
+        self.n, self.smoothing, self.k, self.discount = n, smoothing, float(k), discount
+        self.level, self.lower, self.min_freq = level, lower, min_freq
+
+    # ---- training ---------------------------------------------------------------------------------
+    def fit(self, text: str) -> "NGramLM":
+        tokens = text_tokens(text, self.level, self.lower)
+        if not tokens:
+            raise RnnkitError("empty training text; give a corpus with at least one token")
+        self.vocab = Vocabulary.build(tokens, min_freq=self.min_freq)
+        return self.fit_ids(np.array(self.vocab.encode(tokens), dtype=np.int64))
+
+    def fit_ids(self, x: np.ndarray) -> "NGramLM":
+        """Count every m-gram, m = 1..n, of the id stream x (ids < len(self.vocab))."""
+        V = len(self.vocab)
+        self.keys, self.count, self.cont = [None], [None], [None]
+        ctx, suffixes, prev_gram = np.zeros(len(x), np.int64), [None], None
+        for _m in range(1, self.n + 1):
+            valid = ctx >= 0
+            keys, inv, cnt = np.unique(ctx[valid] * V + x[valid], return_inverse=True, return_counts=True)
+            gram = np.full(len(x), -1, np.int64)
+            gram[valid] = inv
+            suffix = np.zeros(len(keys), np.int64)  # the (m-1)-gram that drops the first token
+            if prev_gram is not None:
+                suffix[inv] = prev_gram[valid]
+            self.keys.append(keys)
+            self.count.append(cnt)
+            suffixes.append(suffix)
+            ctx, prev_gram = np.concatenate([[-1], gram[:-1]]), gram
+        for m in range(1, self.n):  # N1+(• g): distinct (m+1)-grams whose suffix is g
+            self.cont.append(np.bincount(suffixes[m + 1], minlength=len(self.keys[m])))
+        self.cont.append(self.count[self.n])
+        self._statistics()
+        return self
+
+    def _statistics(self) -> None:
+        """Per order: context totals c(h•), types N1+(h•), and the discount D_m."""
+        V = len(self.vocab)
+        self.total, self.types, self.raw_total, self.D = [None], [None], [None], [None]
+        for m in range(1, self.n + 1):
+            c = self.cont[m]
+            h = self.keys[m] // V
+            size = 1 if m == 1 else len(self.keys[m - 1])
+            self.total.append(np.bincount(h, weights=c, minlength=size))
+            self.types.append(np.bincount(h, weights=c > 0, minlength=size))
+            self.raw_total.append(np.bincount(h, weights=self.count[m], minlength=size))
+            n1, n2 = np.sum(c == 1), np.sum(c == 2)
+            D = n1 / (n1 + 2 * n2) if n1 + n2 > 0 else 0.5
+            self.D.append(float(self.discount) if self.discount is not None else float(np.clip(D, 0.05, 0.95)))
+
+    # ---- probabilities ----------------------------------------------------------------------------
+    def _lookup(self, m: int, h: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Id of the m-gram (context id h, token w), or -1 where it was never seen."""
+        key = np.where(h >= 0, h * len(self.vocab) + w, -1)
+        keys = self.keys[m]
+        pos = np.minimum(np.searchsorted(keys, key), len(keys) - 1)
+        return np.where((h >= 0) & (keys[pos] == key), pos, -1)
+
+    def _contexts(self, x: np.ndarray) -> list[np.ndarray]:
+        """ctx[m][i] = id of the (m-1)-gram x[i-m+1 : i] before position i, or -1 (m = 1..n)."""
+        ctxs, ctx = [None], np.zeros(len(x), np.int64)
+        for m in range(1, self.n + 1):
+            ctxs.append(ctx)
+            gram = self._lookup(m, ctx, x)
+            ctx = np.concatenate([[-1], gram[:-1]])
+        return ctxs
+
+    def _prob(self, ctxs: list[np.ndarray], w: np.ndarray, order: np.ndarray) -> np.ndarray:
+        """P(w | context) with context ids ctxs[m] (broadcast against w); `order` caps the history."""
+        V = len(self.vocab)
+        p = np.full(np.broadcast(ctxs[1], w).shape, 1.0 / V)  # P_0
+        for m in range(1, self.n + 1):
+            h, g = ctxs[m], self._lookup(m, ctxs[m], w)
+            if self.smoothing == "add-k":
+                c, c_h = self.count[m][g] * (g >= 0), self.raw_total[m][np.maximum(h, 0)] * (h >= 0)
+                p = np.where(order == m, (c + self.k) / (c_h + self.k * V), p)
+                continue
+            c, total = self.cont[m][g] * (g >= 0), self.total[m][np.maximum(h, 0)]
+            seen = (h >= 0) & (total > 0) & (m <= order)
+            D, types = self.D[m], self.types[m][np.maximum(h, 0)]
+            p_m = (np.maximum(c - D, 0) + D * types * p) / np.where(seen, total, 1)
+            p = np.where(seen, p_m, p)
+        return p
+
+    def log_probs(self, x: np.ndarray, history: np.ndarray | None = None) -> np.ndarray:
+        """log P(x_i | x_<i) in nats for each i, each token seeing up to n-1 tokens back (history first)."""
+        history = np.zeros(0, np.int64) if history is None else history
+        full = np.concatenate([history, x]).astype(np.int64)
+        order = np.minimum(np.arange(len(full)) + 1, self.n)
+        p = self._prob(self._contexts(full), full, order)
+        return np.log(p[len(history) :])
+
+    def next_distribution(self, history: list[int]) -> np.ndarray:
+        """P(w | history) for every w in the vocabulary; it sums to 1."""
+        h = np.array(history[-(self.n - 1) :] if self.n > 1 else [], np.int64)
+        ctxs = self._contexts(np.concatenate([h, [0]]))
+        ctxs = [None] + [c[-1:] for c in ctxs[1:]]
+        return self._prob(ctxs, np.arange(len(self.vocab)), np.array(min(len(h) + 1, self.n)))
+
+    # ---- the language-model interface: score, complete, sample --------------------------------------
+    def encode(self, text: str) -> np.ndarray:
+        return np.array(self.vocab.encode(text_tokens(text, self.level, self.lower)), np.int64)
+
+    def decode(self, ids) -> str:
+        tokens = self.vocab.decode(ids)
+        if self.level == "char":
+            return "".join(tokens)
+        return " ".join(tokens).replace(f" {EOS} ", "\n").replace(EOS, "\n")
+
+    def score(self, text: str, context: str = "") -> LMScore:
+        """log P(text | context) in nats over the tokens of `text`."""
+        x = self.encode(text)
+        if len(x) == 0:
+            raise RnnkitError("nothing to score: the text has no tokens")
+        return LMScore(float(self.log_probs(x, self.encode(context)).sum()), len(x))
+
+    def generate(self, prefix: str, length: int, alpha: float | None = 1.0, seed: int = 0) -> str:
+        """Continue `prefix` by `length` tokens: sampled from p^α (deck 004), or greedy when alpha is None."""
+        rng = np.random.default_rng(seed)
+        ids = list(self.encode(prefix))
+        for _ in range(length):
+            ids.append(pick_next(self.next_distribution(ids), alpha, rng))
+        return self.decode(ids[len(ids) - length :])
+
+    def complete(self, prefix: str, length: int) -> str:
+        """Greedy completion: repeatedly append argmax_w P(w | prefix so far)."""
+        return self.generate(prefix, length, alpha=None)
+
+    def sample(self, length: int, prefix: str = "", temperature: float = 1.0, seed: int = 0) -> str:
+        return self.generate(prefix, length, alpha=1.0 / temperature, seed=seed)
+
+    # ---- save / load ------------------------------------------------------------------------------
+    def save(self, path) -> None:
+        path = pathlib.Path(path)
+        arrays = {f"{name}{m}": getattr(self, name)[m] for m in range(1, self.n + 1) for name in ("keys", "count")}
+        arrays.update({f"cont{m}": self.cont[m] for m in range(1, self.n)})
+        meta = {k: getattr(self, k) for k in ("n", "smoothing", "k", "discount", "level", "lower", "min_freq")}
+        meta["vocab"] = self.vocab.to_dict()
+        np.savez_compressed(path, meta=np.array(json.dumps(meta)), **arrays)
+
+    @classmethod
+    def load(cls, path) -> "NGramLM":
+        try:
+            with np.load(path) as z:
+                meta = json.loads(str(z["meta"]))
+                model = cls(**{k: v for k, v in meta.items() if k != "vocab"})
+                model.vocab = Vocabulary.from_dict(meta["vocab"])
+                model.keys, model.count = [None], [None]
+                for m in range(1, model.n + 1):
+                    model.keys.append(z[f"keys{m}"])
+                    model.count.append(z[f"count{m}"])
+                model.cont = [None] + [z[f"cont{m}"] for m in range(1, model.n)] + [model.count[model.n]]
+        except (OSError, ValueError, KeyError) as e:
+            raise RnnkitError(f"cannot read n-gram model {path}: {e}; train one with `rnnkit ngram train`") from None
+        model._statistics()
+        return model

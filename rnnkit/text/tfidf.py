@@ -1,0 +1,147 @@
+"""Bag of words and TF-IDF (deck 003), with cosine-similarity search of documents.
+
+    TF(x, d)      how prevalent term x is in document d:  "count" c(x, d),  "frequency" c(x, d) / |d|,
+                  or "log" 1 + log c(x, d)
+    IDF(x)        = 1 + log(N / df(x))                 N documents, df(x) of them contain x   (deck 003)
+                  = 1 + log((1 + N) / (1 + df(x)))     with smooth_idf (as if one extra document held every term)
+    TFIDF(x, d)   = TF(x, d) × IDF(x), each document vector then scaled to unit length (norm="l2")
+
+With the same tokens, tf="count" or "log" (sublinear_tf) and the same smooth_idf and norm, the vectors equal
+scikit-learn's `TfidfVectorizer`'s.
+"""
+
+import json
+import pathlib
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+from rnnkit.errors import RnnkitError
+from rnnkit.text.vocab import word_tokenize
+
+
+def term_counts(tokens: list[str]) -> Counter:
+    """The bag of words: term -> count c(x, d)."""
+    return Counter(tokens)
+
+
+def term_frequencies(tokens: list[str]) -> dict[str, float]:
+    """term -> c(x, d) / |d|."""
+    return {x: c / len(tokens) for x, c in Counter(tokens).items()}
+
+
+@dataclass
+class TfidfConfig:
+    tf: str = "count"  # "count", "frequency" or "log"
+    smooth_idf: bool = False  # False: IDF exactly as deck 003 writes it
+    norm: str | None = "l2"  # "l2" or None
+    lower: bool = True
+    stop_words: bool = False  # drop scikit-learn's English stop-word list
+    stem: bool = False  # Snowball (Porter 2) stemmer
+
+
+class Analyzer:
+    """text -> terms: lower-case, split words and punctuation, drop punctuation and stop words, stem."""
+
+    def __init__(self, config: TfidfConfig):
+        self.config = config
+        self.stemmer = None
+        if config.stem:
+            import snowballstemmer
+
+            self.stemmer = snowballstemmer.stemmer("english")
+
+    def __call__(self, text: str) -> list[str]:
+        terms = [t for t in word_tokenize(text, lower=self.config.lower, punctuation=True) if t[0].isalnum()]
+        if self.config.stop_words:
+            terms = [t for t in terms if t.lower() not in ENGLISH_STOP_WORDS]
+        return self.stemmer.stemWords(terms) if self.stemmer else terms
+
+
+class TfidfIndex:
+    """Fit IDF on a collection of documents; turn documents and queries into sparse TF-IDF rows; search.
+
+    Columns are the terms in alphabetical order (`self.terms`).
+    """
+
+    def __init__(self, config: TfidfConfig | None = None):
+        self.config = config or TfidfConfig()
+        if self.config.tf not in ("count", "frequency", "log") or self.config.norm not in ("l2", None):
+            raise RnnkitError(f"bad TF-IDF config {self.config}; tf: count|frequency|log, norm: l2|None")
+        self.analyzer = Analyzer(self.config)
+
+    def counts(self, docs: list[str]) -> sp.csr_matrix:
+        """Bag-of-words count matrix (N, |terms|); terms not in the index are dropped."""
+        rows, cols = [], []
+        for i, doc in enumerate(docs):
+            ids = [self.column[t] for t in self.analyzer(doc) if t in self.column]
+            rows += [i] * len(ids)
+            cols += ids
+        C = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(docs), len(self.terms)))
+        C.sum_duplicates()
+        return C
+
+    def fit(self, docs: list[str]) -> "TfidfIndex":
+        if not docs:
+            raise RnnkitError("no documents to index; give at least one non-empty document")
+        self.terms = sorted({t for doc in docs for t in self.analyzer(doc)})
+        if not self.terms:
+            raise RnnkitError("the documents hold no terms (after stop words); give documents with words")
+        self.column = {t: j for j, t in enumerate(self.terms)}
+        C = self.counts(docs)
+        N, df = C.shape[0], np.bincount(C.indices, minlength=C.shape[1])
+        self.idf = 1 + (np.log((1 + N) / (1 + df)) if self.config.smooth_idf else np.log(N / df))
+        self.matrix = self.weigh(C)
+        return self
+
+    def weigh(self, C: sp.csr_matrix) -> sp.csr_matrix:
+        """TF(x, d) × IDF(x), then each row scaled to unit L2 norm."""
+        X = C.astype(np.float64)
+        if self.config.tf == "log":
+            X.data = 1 + np.log(X.data)
+        elif self.config.tf == "frequency":
+            lengths = np.asarray(X.sum(axis=1)).ravel()
+            X = sp.diags(1 / np.maximum(lengths, 1)) @ X
+        X = sp.csr_matrix(X @ sp.diags(self.idf))
+        if self.config.norm == "l2":
+            norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel())
+            X = sp.csr_matrix(sp.diags(1 / np.where(norms > 0, norms, 1)) @ X)
+        return X
+
+    def transform(self, docs: list[str]) -> sp.csr_matrix:
+        return self.weigh(self.counts(docs))
+
+    def search(self, query: str, top: int = 10) -> list[tuple[int, float]]:
+        """Documents by cosine similarity to the query: [(document index, cosine)], best first."""
+        q = self.transform([query])
+        if q.nnz == 0:
+            raise RnnkitError(f"no term of the query {query!r} is in the index; try other words")
+        cos = (self.matrix @ q.T).toarray().ravel()
+        if self.config.norm is None:  # cosine needs unit vectors
+            norms = np.sqrt(np.asarray(self.matrix.multiply(self.matrix).sum(axis=1)).ravel())
+            cos = cos / np.where(norms > 0, norms, 1) / np.sqrt(q.multiply(q).sum())
+        best = np.argsort(-cos, kind="stable")[:top]
+        return [(int(i), float(cos[i])) for i in best if cos[i] > 0]
+
+    def save(self, directory) -> None:
+        d = pathlib.Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        sp.save_npz(d / "tfidf.npz", self.matrix)
+        meta = {"config": asdict(self.config), "terms": self.terms, "idf": self.idf.tolist()}
+        (d / "index.json").write_text(json.dumps(meta))
+
+    @classmethod
+    def load(cls, directory) -> "TfidfIndex":
+        d = pathlib.Path(directory)
+        try:
+            meta = json.loads((d / "index.json").read_text())
+            index = cls(TfidfConfig(**meta["config"]))
+            index.matrix = sp.load_npz(d / "tfidf.npz").tocsr()
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise RnnkitError(f"cannot read a TF-IDF index in {d}: {e}; build one with `rnnkit tfidf index`") from None
+        index.terms, index.idf = meta["terms"], np.array(meta["idf"])
+        index.column = {t: j for j, t in enumerate(index.terms)}
+        return index

@@ -1,0 +1,112 @@
+"""Tokenisers and the vocabulary: text -> tokens -> integer ids.
+
+    characters:  "To be" -> ['T', 'o', ' ', 'b', 'e']
+    words:       "To be, or not." -> ['to', 'be', ',', 'or', 'not', '.']   (lower=True, punctuation=True)
+
+A `Vocabulary` maps each kept token to an id 0..V-1; id 0 is `<unk>`, which stands for every token
+that was rarer than `min_freq`, fell past `max_size`, or was never seen.
+"""
+
+import json
+import pathlib
+import re
+from collections import Counter
+from collections.abc import Iterable
+
+from rnnkit.errors import RnnkitError
+
+UNK = "<unk>"
+_WORD_AND_PUNCT = re.compile(r"\w+(?:'\w+)?|[^\w\s]")
+
+
+def char_tokenize(text: str) -> list[str]:
+    """Every character is a token, whitespace included."""
+    return list(text)
+
+
+def word_tokenize(text: str, lower: bool = False, punctuation: bool = False) -> list[str]:
+    """Split on whitespace; with `punctuation`, also split punctuation marks off as their own tokens."""
+    if lower:
+        text = text.lower()
+    return _WORD_AND_PUNCT.findall(text) if punctuation else text.split()
+
+
+def tokenize(text: str, level: str = "word", lower: bool = False, punctuation: bool = False) -> list[str]:
+    """Tokenise at `level` "char" or "word"."""
+    if level == "char":
+        return char_tokenize(text)
+    if level == "word":
+        return word_tokenize(text, lower=lower, punctuation=punctuation)
+    raise RnnkitError(f"unknown token level {level!r}; use 'char' or 'word'")
+
+
+class Vocabulary:
+    """Token <-> id. Ids are assigned by descending count (ties: first seen), after `<unk>` = 0.
+
+    Args:
+        counts: token -> count; tokens with count < min_freq are dropped.
+        min_freq: the smallest count a token needs to get its own id.
+        max_size: at most this many ids in all (`<unk>` included); None for no limit.
+        unk: include the `<unk>` token (id 0). Without it, encoding an unknown token is an error.
+    """
+
+    def __init__(self, counts: Counter, min_freq: int = 1, max_size: int | None = None, unk: bool = True):
+        if min_freq < 1:
+            raise RnnkitError(f"min_freq must be >= 1, got {min_freq}")
+        kept = [(t, c) for t, c in counts.most_common() if c >= min_freq and not (unk and t == UNK)]
+        if max_size is not None:
+            kept = kept[: max(0, max_size - int(unk))]
+        self.unk = unk
+        self.itos = ([UNK] if unk else []) + [t for t, _ in kept]
+        self.stoi = {t: i for i, t in enumerate(self.itos)}
+        self.counts = [0] * int(unk) + [c for _, c in kept]
+        if unk:  # <unk> counts every occurrence of the tokens it replaces
+            self.counts[0] = sum(counts.values()) - sum(self.counts)
+
+    @classmethod
+    def build(cls, tokens: Iterable[str], **kwargs) -> "Vocabulary":
+        """Count `tokens` and keep those that pass min_freq / max_size."""
+        return cls(Counter(tokens), **kwargs)
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def __contains__(self, token: str) -> bool:
+        return token in self.stoi
+
+    def unknown(self, tokens: Iterable[str]) -> list[str]:
+        """The tokens (in order, each once) that have no id of their own."""
+        return list(dict.fromkeys(t for t in tokens if t not in self.stoi))
+
+    def encode(self, tokens: Iterable[str]) -> list[int]:
+        """Token ids; unknown tokens become `<unk>` (or raise when the vocabulary has none)."""
+        tokens = list(tokens)
+        if not self.unk:
+            missing = self.unknown(tokens)
+            if missing:
+                raise RnnkitError(f"unknown tokens {missing[:5]} not in the vocabulary; retrain or use unk=True")
+            return [self.stoi[t] for t in tokens]
+        return [self.stoi.get(t, 0) for t in tokens]
+
+    def decode(self, ids: Iterable[int]) -> list[str]:
+        return [self.itos[i] for i in ids]
+
+    def to_dict(self) -> dict:
+        return {"itos": self.itos, "counts": self.counts, "unk": self.unk}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Vocabulary":
+        vocab = cls.__new__(cls)
+        vocab.itos, vocab.counts, vocab.unk = list(d["itos"]), list(d["counts"]), bool(d["unk"])
+        vocab.stoi = {t: i for i, t in enumerate(vocab.itos)}
+        return vocab
+
+    def save(self, path) -> None:
+        pathlib.Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False))
+
+    @classmethod
+    def load(cls, path) -> "Vocabulary":
+        try:
+            return cls.from_dict(json.loads(pathlib.Path(path).read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise RnnkitError(f"cannot read vocabulary {path}: {e}; save one with Vocabulary.save") from None

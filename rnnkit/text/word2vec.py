@@ -1,0 +1,208 @@
+"""word2vec (deck 003): CBOW and skip-gram, with the full softmax or with negative sampling.
+
+Each word j has an input vector u_j (row j of U, V x E) and an output vector v_j (row j of V_out).
+
+    CBOW:       h = (1/m) Σ_{i=1}^m u_{w_i}   (the deck's sum when cbow_mean=False)   predicts w
+    skip-gram:  h = u_w                                                                predicts each w_i
+    full softmax:        ŷ_j = exp(h·v_j) / Σ_k exp(h·v_k),         J = -log ŷ_target
+    negative sampling:   J = -log σ(h·v_target) - Σ_{k=1}^K log σ(-h·v_{n_k}),  n_k ~ unigram^0.75
+                         (Mikolov et al. 2013)
+
+Frequent words are subsampled: a word with count f among T keeps each occurrence with probability
+(sqrt(f / (sT)) + 1) · sT / f (word2vec.c's formula, threshold s). The window is drawn per centre
+word uniformly from 1..window, so near words count more. The learning rate decays linearly.
+
+Training is minibatch SGD over shuffled (centre, context) pairs with hand-written gradients: each
+batch gathers rows of U and V_out, computes the gradient of J, and adds it back with index_add_.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from rnnkit.errors import RnnkitError
+from rnnkit.text.vocab import Vocabulary
+from rnnkit.text.wordvectors import WordVectors
+
+
+def softmax_loss_grads(h: torch.Tensor, V_out: torch.Tensor, target: torch.Tensor):
+    """Full softmax: J = Σ_b -log softmax(h_b V_out^T)[target_b].
+
+    Shapes: h (B, E), V_out (V, E), target (B,). Returns J, dJ/dh (B, E), dJ/dV_out (V, E).
+    """
+    scores = h @ V_out.T  # (B, V)
+    y_hat = torch.softmax(scores, dim=1)
+    J = -torch.log(y_hat.gather(1, target[:, None])).sum()
+    dscores = y_hat.clone()
+    dscores[torch.arange(len(target)), target] -= 1  # ŷ - y
+    return J, dscores @ V_out, dscores.T @ h
+
+
+def negative_sampling_loss_grads(h: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, need_loss: bool = True):
+    """J = Σ_b [-log σ(h_b·v_b0) - Σ_k log σ(-h_b·v_bk)]; column 0 of v is the target, 1..K the negatives.
+
+    Shapes: h (B, E), v (B, 1+K, E), mask (B, 1+K) is 0 where a negative equals the target (skipped).
+    Returns J (None unless need_loss), dJ/dh (B, E), dJ/dv (B, 1+K, E).
+    """
+    s = torch.bmm(v, h[:, :, None]).squeeze(2)  # (B, 1+K)
+    labels = torch.zeros_like(s)
+    labels[:, 0] = 1
+    ds = (torch.sigmoid(s) - labels) * mask  # d/ds of -log σ(s) is σ(s) - 1; of -log σ(-s) is σ(s)
+    J = None
+    if need_loss:
+        J = -(torch.nn.functional.logsigmoid(torch.where(labels > 0, s, -s)) * mask).sum()
+    return J, torch.bmm(ds[:, None, :], v).squeeze(1), ds[:, :, None] * h[:, None, :]
+
+
+@dataclass
+class Word2VecConfig:
+    model: str = "skip-gram"  # or "cbow"
+    loss: str = "negative"  # or "softmax" (exact, small vocabularies)
+    dimension: int = 100
+    window: int = 5
+    negative: int = 5
+    sample: float = 1e-3  # subsampling threshold s; 0 turns it off
+    min_count: int = 5
+    epochs: int = 5
+    alpha: float = 0.025  # learning rate, decayed linearly to min_alpha
+    min_alpha: float = 1e-4
+    cbow_mean: bool = True
+    batch_size: int = 2048  # (centre, context) pairs per SGD step
+    seed: int = 0
+
+
+class Word2Vec:
+    """Train word vectors on sentences (lists of words). `self.wv` holds the input vectors U."""
+
+    def __init__(self, config: Word2VecConfig | None = None, **overrides):
+        self.config = config or Word2VecConfig(**overrides)
+        c = self.config
+        if c.model not in ("skip-gram", "cbow") or c.loss not in ("negative", "softmax"):
+            raise RnnkitError(f"model must be skip-gram|cbow and loss negative|softmax, got {c.model}, {c.loss}")
+        if c.window < 1 or c.dimension < 1 or c.epochs < 1 or c.min_count < 1:
+            raise RnnkitError("window, dimension, epochs and min_count must all be >= 1")
+
+    def build_vocab(self, sentences: list[list[str]]) -> None:
+        self.vocab = Vocabulary.build((w for s in sentences for w in s), min_freq=self.config.min_count, unk=False)
+        if len(self.vocab) < 2:
+            raise RnnkitError(
+                f"only {len(self.vocab)} word(s) occur >= {self.config.min_count} times; a window needs at least 2 "
+                "distinct words: give a larger corpus or lower --min-count"
+            )
+        self.counts = np.array(self.vocab.counts, dtype=np.float64)
+
+    def fit(self, sentences: list[list[str]], progress: bool = False) -> "Word2Vec":
+        c = self.config
+        if not any(sentences):
+            raise RnnkitError("empty corpus: no words to train on")
+        self.build_vocab(sentences)
+        ids, sent = self._encode(sentences)
+        self.generator = torch.Generator().manual_seed(c.seed)
+        self.rng = np.random.default_rng(c.seed)
+        V, E = len(self.vocab), c.dimension
+        self.U = (torch.rand(V, E, generator=self.generator) - 0.5) / E  # word2vec.c's initialisation
+        self.V_out = torch.zeros(V, E)
+        self._negative_table()
+        pairs = self._pairs(ids, sent)
+        if len(pairs[0]) == 0:
+            raise RnnkitError("no (centre, context) pairs: every sentence has a single known word; give longer sentences")
+        self.seen, self.expected, self.loss_history = 0, len(pairs[0]) * c.epochs, []  # alpha's schedule
+        bar = tqdm(total=c.epochs, desc="word2vec epochs", disable=not progress)
+        for epoch in range(c.epochs):
+            self._epoch(*(pairs if epoch == 0 else self._pairs(ids, sent)))
+            bar.update(1)
+        bar.close()
+        self.wv = WordVectors(self.vocab.itos, self.U.numpy().copy())
+        return self
+
+    def _encode(self, sentences):
+        stoi = self.vocab.stoi
+        encoded = [[stoi[w] for w in s if w in stoi] for s in sentences]
+        ids = np.fromiter((i for s in encoded for i in s), dtype=np.int64)
+        sent = np.repeat(np.arange(len(encoded)), [len(s) for s in encoded])
+        return ids, sent
+
+    def _negative_table(self, size: int = 10_000_000) -> None:
+        """Word j fills a share ∝ count_j^0.75 of a table; a uniform index into it draws a negative."""
+        p = self.counts**0.75
+        self.table = torch.from_numpy(np.repeat(np.arange(len(p)), np.round(p / p.sum() * size).astype(np.int64)))
+
+    def _pairs(self, ids: np.ndarray, sent: np.ndarray):
+        """Subsample, draw each centre's window b ~ U{1..window}, and list the pairs within one sentence.
+
+        Returns centres (P,) and contexts: (P,) for skip-gram, (P, 2·window) padded with -1 for CBOW.
+        """
+        c, rng = self.config, self.rng
+        if c.sample > 0:
+            f, sT = self.counts[ids], c.sample * self.counts.sum()
+            keep = rng.random(len(ids)) < (np.sqrt(f / sT) + 1) * sT / f
+            ids, sent = ids[keep], sent[keep]
+        b = rng.integers(1, c.window + 1, len(ids))
+        centre, context = [], []
+        for o in range(1, c.window + 1):
+            i, j = np.arange(len(ids) - o), np.arange(o, len(ids))
+            same = sent[i] == sent[j]
+            for a, z in ((i, j), (j, i)):  # centre a, context z at distance o
+                use = same & (o <= b[a])
+                centre.append(a[use])
+                context.append(z[use])
+        centre, context = np.concatenate(centre), np.concatenate(context)
+        if c.model == "skip-gram":
+            order = rng.permutation(len(centre))
+            return ids[centre[order]], ids[context[order]]
+        return self._cbow_windows(ids, centre, context)
+
+    def _cbow_windows(self, ids, centre, context):
+        """Group the context positions of each centre into a row padded with -1: (P, 2·window)."""
+        order = np.lexsort((context, centre))
+        centre, context = centre[order], context[order]
+        starts = np.searchsorted(centre, np.unique(centre))
+        slot = np.arange(len(centre)) - np.repeat(starts, np.diff(np.append(starts, len(centre))))
+        rows = np.full((len(starts), 2 * self.config.window), -1, np.int64)
+        rows[np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(centre)))), slot] = ids[context]
+        perm = self.rng.permutation(len(starts))
+        return ids[centre[starts]][perm], rows[perm]
+
+    def _epoch(self, centres: np.ndarray, contexts: np.ndarray) -> None:
+        c = self.config
+        centres, contexts = torch.from_numpy(centres), torch.from_numpy(contexts)
+        for start in range(0, len(centres), c.batch_size):
+            progress = min(self.seen / self.expected, 1.0)
+            lr = c.alpha - (c.alpha - c.min_alpha) * progress
+            w, ctx = centres[start : start + c.batch_size], contexts[start : start + c.batch_size]
+            need_loss = start // c.batch_size % 100 == 0
+            J = self._step(w, ctx, lr, need_loss)
+            self.seen += len(w)
+            if need_loss:
+                self.loss_history.append(J / len(w))
+
+    def _step(self, w: torch.Tensor, ctx: torch.Tensor, lr: float, need_loss: bool) -> float | None:
+        """One SGD step on a batch: skip-gram (h = u_w, target ctx) or CBOW (h = mean u_ctx, target w)."""
+        B, E = len(w), self.config.dimension
+        if self.config.model == "skip-gram":
+            h_rows, h_weight, target = w[:, None], None, ctx
+            h = self.U.index_select(0, w)  # (B, E)
+        else:
+            mask = (ctx >= 0).float()
+            h_weight = mask / mask.sum(1, keepdim=True) if self.config.cbow_mean else mask
+            h_rows, target = ctx.clamp(min=0), w
+            h = (self.U.index_select(0, h_rows.reshape(-1)).view(B, -1, E) * h_weight[:, :, None]).sum(1)
+        if self.config.loss == "softmax":
+            J, dh, dV = softmax_loss_grads(h, self.V_out, target)
+            self.V_out -= lr * dV
+        else:
+            neg = self.table[torch.randint(len(self.table), (B, self.config.negative), generator=self.generator)]
+            targets = torch.cat([target[:, None], neg], 1).reshape(-1)  # (B·(1+K),)
+            mask = torch.cat([torch.ones(B, 1), (neg != target[:, None]).float()], 1)
+            v = self.V_out.index_select(0, targets).view(B, -1, E)
+            J, dh, dv = negative_sampling_loss_grads(h, v, mask, need_loss)
+            self.V_out.index_add_(0, targets, dv.view(-1, E), alpha=-lr)
+        dU = dh if h_weight is None else (dh[:, None, :] * h_weight[:, :, None]).view(-1, E)  # each row's share
+        self.U.index_add_(0, h_rows.reshape(-1), dU, alpha=-lr)
+        return None if J is None else float(J)
+
+    def loss_is_finite(self) -> bool:
+        return all(math.isfinite(x) for x in self.loss_history)

@@ -1,0 +1,155 @@
+"""Word vectors once trained: similarity, nearest neighbours, analogies, evaluation, and the word2vec
+text and binary file formats (the ones gensim's `KeyedVectors.load_word2vec_format` reads).
+
+    similarity(a, b) = cos(x_a, x_b) = x_a·x_b / (|x_a| |x_b|)
+    analogy a - b + c:  argmax_w cos(x_w, x̂_a - x̂_b + x̂_c) over w ∉ {a, b, c}   (x̂ = x / |x|)
+
+Formats:  text:    "V E\\n" then "word x_1 ... x_E\\n" per word
+          binary:  "V E\\n" then "word " + E little-endian float32 + "\\n" per word
+"""
+
+import pathlib
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from rnnkit.errors import RnnkitError
+
+
+class WordVectors:
+    """words (V,) and vectors (V, E); row i is the vector of words[i]."""
+
+    def __init__(self, words: list[str], vectors: np.ndarray):
+        self.words = list(words)
+        self.vectors = np.asarray(vectors, dtype=np.float32)
+        self.index = {w: i for i, w in enumerate(self.words)}
+        norms = np.linalg.norm(self.vectors, axis=1, keepdims=True)
+        self.unit = self.vectors / np.where(norms > 0, norms, 1)
+
+    def __contains__(self, word: str) -> bool:
+        return word in self.index
+
+    def __getitem__(self, word: str) -> np.ndarray:
+        return self.vectors[self._ids([word])[0]]
+
+    def _ids(self, words: list[str]) -> list[int]:
+        missing = [w for w in words if w not in self.index]
+        if missing:
+            raise RnnkitError(f"unknown word(s) {', '.join(map(repr, missing))}: not in the {len(self.words)}-word vocabulary")
+        return [self.index[w] for w in words]
+
+    def similarity(self, a: str, b: str) -> float:
+        i, j = self._ids([a, b])
+        return float(self.unit[i] @ self.unit[j])
+
+    def nearest(self, query: np.ndarray, topn: int = 10, exclude=()) -> list[tuple[str, float]]:
+        cos = self.unit @ (query / max(np.linalg.norm(query), 1e-12))
+        cos[list(exclude)] = -np.inf
+        best = np.argsort(-cos, kind="stable")[:topn]
+        return [(self.words[i], float(cos[i])) for i in best]
+
+    def neighbours(self, word: str, topn: int = 10) -> list[tuple[str, float]]:
+        (i,) = self._ids([word])
+        return self.nearest(self.unit[i], topn, exclude=[i])
+
+    def analogy(self, a: str, b: str, c: str, topn: int = 1) -> list[tuple[str, float]]:
+        """Words w nearest to a - b + c (king - man + woman -> queen)."""
+        ids = self._ids([a, b, c])
+        return self.nearest(self.unit[ids[0]] - self.unit[ids[1]] + self.unit[ids[2]], topn, exclude=ids)
+
+    # ---- evaluation ---------------------------------------------------------------------------------
+    def evaluate_similarity(self, path, restrict: set | None = None) -> tuple[float, int]:
+        """Spearman ρ between cosines and human scores over the word pairs we know; (ρ, pairs used)."""
+        cos, human = [], []
+        for line in pathlib.Path(path).read_text().splitlines():
+            parts = line.split("\t")
+            if line.startswith("#") or len(parts) < 3:
+                continue
+            a, b = parts[0].lower(), parts[1].lower()
+            if a in self.index and b in self.index and (restrict is None or {a, b} <= restrict):
+                cos.append(self.similarity(a, b))
+                human.append(float(parts[2]))
+        return (float(spearmanr(cos, human).statistic) if len(cos) > 1 else float("nan")), len(cos)
+
+    def evaluate_analogies(self, path, restrict: set | None = None) -> tuple[float, int]:
+        """Accuracy on "a b c d" questions (b - a + c = d) whose four words we know; (accuracy, questions)."""
+        quads = []
+        for line in pathlib.Path(path).read_text().splitlines():
+            words = line.lower().split()
+            if line.startswith(":") or len(words) != 4:
+                continue
+            if all(w in self.index for w in words) and (restrict is None or set(words) <= restrict):
+                quads.append([self.index[w] for w in words])
+        if not quads:
+            return float("nan"), 0
+        q = np.array(quads)
+        correct = 0
+        for chunk in np.array_split(q, max(1, len(q) // 512)):  # b - a + c for 512 questions at once
+            target = self.unit[chunk[:, 1]] - self.unit[chunk[:, 0]] + self.unit[chunk[:, 2]]
+            cos = target @ self.unit.T
+            np.put_along_axis(cos, chunk[:, :3], -np.inf, axis=1)
+            correct += int(np.sum(cos.argmax(1) == chunk[:, 3]))
+        return correct / len(q), len(q)
+
+    # ---- word2vec formats ---------------------------------------------------------------------------
+    def save(self, path, binary: bool = False) -> None:
+        V, E = self.vectors.shape
+        with open(path, "wb") as f:
+            f.write(f"{V} {E}\n".encode())
+            for w, x in zip(self.words, self.vectors):
+                if binary:
+                    f.write(w.encode() + b" " + x.astype("<f4").tobytes() + b"\n")
+                else:
+                    f.write((w + " " + " ".join(f"{v:.6g}" for v in x) + "\n").encode())
+
+    @classmethod
+    def load(cls, path, binary: bool | None = None) -> "WordVectors":
+        """Read either format; `binary=None` guesses from the file."""
+        try:
+            data = pathlib.Path(path).read_bytes()
+        except OSError as e:
+            raise RnnkitError(f"cannot read vectors {path}: {e.strerror}") from None
+        try:
+            header, rest = data.split(b"\n", 1)
+            V, E = (int(x) for x in header.split())
+            if binary is None:
+                binary = not _is_text(rest[: 4 * E + 200])
+            words, vectors = _read_binary(rest, V, E) if binary else _read_text(rest, V, E)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise RnnkitError(f"malformed word2vec file {path}: {e}; expected a 'V E' header then V vectors") from None
+        return cls(words, vectors)
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return e.start > len(head) - 4  # a cut multi-byte character at the end is still text
+    return True
+
+
+def _read_text(rest: bytes, V: int, E: int):
+    lines = rest.decode("utf-8").splitlines()
+    if len(lines) < V:
+        raise ValueError(f"header says {V} words, file has {len(lines)} lines")
+    words, rows = [], []
+    for n, line in enumerate(lines[:V], start=2):
+        parts = line.rstrip().split(" ")
+        if len(parts) != E + 1:
+            raise ValueError(f"line {n} has {len(parts) - 1} numbers, expected {E}")
+        words.append(parts[0])
+        rows.append([float(v) for v in parts[1:]])
+    return words, np.array(rows, dtype=np.float32)
+
+
+def _read_binary(rest: bytes, V: int, E: int):
+    words, vectors, pos = [], np.empty((V, E), np.float32), 0
+    for i in range(V):
+        space = rest.index(b" ", pos)
+        words.append(rest[pos:space].decode("utf-8").lstrip("\n"))
+        end = space + 1 + 4 * E
+        if end > len(rest):
+            raise ValueError(f"file ends inside the vector of word {i + 1} of {V}")
+        vectors[i] = np.frombuffer(rest[space + 1 : end], dtype="<f4")
+        pos = end
+    return words, vectors

@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+
+from rnnkit.errors import RnnkitError
+from rnnkit.text import MarkovChain, abe_machine, i_before_e_machine
+
+
+def test_abe_machine_is_decks_example():
+    m = abe_machine()
+    A, B, E = (m.states.index(s) for s in "ABE")
+    assert m.P[E, A] == 0.8 and m.P[B, B] == 0
+    assert m.allows("AABEA")
+    assert not m.allows("ABBA")
+    assert not m.allows("ABAEEAAEABEEEEAAABEEAAB")
+    assert all(m.allows(m.sample(30, seed=s)) for s in range(5))
+
+
+def test_i_before_e_except_after_c():
+    m = i_before_e_machine()
+    for word in ["bieb", "ceib", "abiec", "cei"]:
+        assert m.allows(word), word
+    for word in ["beib", "cie", "aciea"]:
+        assert not m.allows(word), word
+    s = m.sample(500, seed=0)
+    assert set(s) <= set("abcei") and m.allows(s)
+    assert "cie" not in s
+
+
+def test_stationary_distribution_matches_a_long_simulation():
+    for m in (abe_machine(), i_before_e_machine()):
+        pi = m.stationary()
+        assert pi @ m.P == pytest.approx(pi) and pi.sum() == pytest.approx(1)
+        visits = np.bincount(m.simulate(100_000, seed=1), minlength=len(m.states)) / 100_000
+        np.testing.assert_allclose(visits, pi, atol=0.01)
+
+
+def test_estimate_recovers_the_table():
+    m = abe_machine()
+    learned = MarkovChain.estimate([m.sample(20_000, seed=2)])
+    order = [learned.states.index(s) for s in m.states]
+    np.testing.assert_allclose(learned.P[np.ix_(order, order)], m.P, atol=0.02)
+
+
+def test_bad_tables():
+    with pytest.raises(RnnkitError):
+        MarkovChain(["a", "b"], [[0.5, 0.4], [1, 0]])
+    with pytest.raises(RnnkitError):
+        MarkovChain.estimate([])

@@ -1,0 +1,87 @@
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from rnnkit.errors import RnnkitError
+from rnnkit.text import NGramLM
+
+TEXT = "the cat sat on the mat. the dog sat on the log. a cat and a dog.\n" * 3
+
+
+def test_kneser_ney_matches_a_hand_computed_example():
+    # "abac", bigrams ab, ba, ac; vocabulary <unk> a b c (V = 4); D = 0.5.
+    # continuation counts N1+(•a) = N1+(•b) = N1+(•c) = 1, so P_1(w) = (max(1 - .5, 0) + .5·3·(1/4)) / 3
+    lm = NGramLM(2, discount=0.5).fit("abac")
+    (a, b, c), unk = (lm.vocab.stoi[t] for t in "abc"), 0
+    p1 = (0.5 + 0.5 * 3 / 4) / 3
+    p_after_a = lm.next_distribution([a])
+    assert p_after_a[b] == pytest.approx((0.5 + 0.5 * 2 * p1) / 2)  # c(ab) = 1, c(a•) = 2, N1+(a•) = 2
+    assert p_after_a[a] == pytest.approx(0.5 * 2 * p1 / 2)
+    assert p_after_a[unk] == pytest.approx(0.5 * 2 * (0.5 * 3 / 4 / 3) / 2)
+    assert lm.next_distribution([c]) == pytest.approx(lm.next_distribution([]))  # unseen context backs off
+    expected = math.log(p1) + math.log((0.5 + 2 * 0.5 * p1) / 2) + math.log(0.5 + 0.5 * p1) + math.log((0.5 + p1) / 2)
+    assert lm.score("abac").log_prob == pytest.approx(expected)
+
+
+def test_estimated_discount_uses_counts_of_counts():
+    lm = NGramLM(3).fit(TEXT)
+    c = lm.count[3]
+    n1, n2 = np.sum(c == 1), np.sum(c == 2)
+    assert lm.D[3] == pytest.approx(np.clip(n1 / (n1 + 2 * n2), 0.05, 0.95))
+
+
+def test_add_k_formula():
+    lm = NGramLM(2, smoothing="add-k", k=0.5).fit("abab")
+    V, a, b = len(lm.vocab), lm.vocab.stoi["a"], lm.vocab.stoi["b"]
+    assert lm.next_distribution([a])[b] == pytest.approx((2 + 0.5) / (2 + 0.5 * V))
+    assert lm.next_distribution([b])[a] == pytest.approx((1 + 0.5) / (1 + 0.5 * V))
+
+
+@pytest.mark.parametrize("smoothing", ["kneser-ney", "add-k"])
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_probabilities_sum_to_one_for_every_context(smoothing, n):
+    lm = NGramLM(n, smoothing=smoothing).fit(TEXT)
+    ids = range(len(lm.vocab))
+    for length in range(n):
+        for history in itertools.product(ids, repeat=length):
+            p = lm.next_distribution(list(history))
+            assert p.min() > 0 and p.sum() == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("smoothing", ["kneser-ney", "add-k"])
+def test_stream_scores_agree_with_next_distribution(smoothing):
+    lm = NGramLM(4, smoothing=smoothing).fit(TEXT)
+    x = lm.encode("the cat sat on a log")
+    lp = lm.log_probs(x)
+    for i in [0, 1, 2, 5, len(x) - 1]:
+        assert lp[i] == pytest.approx(np.log(lm.next_distribution(list(x[:i]))[x[i]]))
+
+
+def test_score_units_and_higher_order_fits_better():
+    held_out = "the dog sat on the mat."
+    s1, s4 = NGramLM(1).fit(TEXT).score(held_out), NGramLM(4).fit(TEXT).score(held_out)
+    assert s4.nats_per_token < s1.nats_per_token
+    assert s4.bits_per_token == pytest.approx(s4.nats_per_token / math.log(2))
+    assert s4.perplexity == pytest.approx(math.exp(-s4.log_prob / s4.tokens))
+    assert s4.tokens == len(held_out)
+
+
+def test_word_level_complete_and_sample_and_save(tmp_path):
+    lm = NGramLM(3, level="word").fit(TEXT)
+    assert lm.vocab.stoi["<eos>"] > 0
+    assert lm.complete("a cat", 3) == "and a dog."
+    assert lm.sample(20, seed=1) == lm.sample(20, seed=1)
+    lm.save(tmp_path / "m.npz")
+    again = NGramLM.load(tmp_path / "m.npz")
+    assert again.score("a cat sat").log_prob == pytest.approx(lm.score("a cat sat").log_prob)
+
+
+def test_bad_input():
+    with pytest.raises(RnnkitError, match="n=0"):
+        NGramLM(0)
+    with pytest.raises(RnnkitError, match="empty"):
+        NGramLM(2).fit("")
+    with pytest.raises(RnnkitError):
+        NGramLM.load("/nonexistent/model.npz")

@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+from rnnkit.errors import RnnkitError
+from rnnkit.text import TfidfConfig, TfidfIndex, term_counts, term_frequencies
+
+DOCS = [
+    "The cat sat on the mat.",
+    "The dog sat on the log, and the dog barked.",
+    "Cats and dogs are running; a cat runs fast!",
+    "Stock markets fell as investors sold shares.",
+    "The market for shares rallied.",
+]
+
+
+def test_bag_of_words():
+    assert term_counts("a b a".split()) == {"a": 2, "b": 1}
+    assert term_frequencies("a b a b".split()) == {"a": 0.5, "b": 0.5}
+
+
+def test_idf_is_the_decks_formula():
+    index = TfidfIndex(TfidfConfig(norm=None)).fit(DOCS)
+    j = index.column["the"]  # in 3 of 5 documents
+    assert index.idf[j] == pytest.approx(1 + np.log(5 / 3))
+    smooth = TfidfIndex(TfidfConfig(smooth_idf=True)).fit(DOCS)
+    assert smooth.idf[j] == pytest.approx(1 + np.log(6 / 4))
+
+
+@pytest.mark.parametrize("tf, smooth, norm", [("count", False, "l2"), ("count", True, "l2"), ("log", True, None)])
+@pytest.mark.parametrize("stop_words, stem", [(False, False), (True, True)])
+def test_equals_scikit_learn(tf, smooth, norm, stop_words, stem):
+    index = TfidfIndex(TfidfConfig(tf=tf, smooth_idf=smooth, norm=norm, stop_words=stop_words, stem=stem)).fit(DOCS)
+    sk = TfidfVectorizer(analyzer=index.analyzer, smooth_idf=smooth, norm=norm, sublinear_tf=tf == "log")
+    expected = sk.fit_transform(DOCS)
+    assert list(sk.get_feature_names_out()) == index.terms
+    np.testing.assert_allclose(index.matrix.toarray(), expected.toarray(), rtol=1e-12)
+    query = ["cats and the dog"]
+    np.testing.assert_allclose(index.transform(query).toarray(), sk.transform(query).toarray(), rtol=1e-12)
+
+
+def test_stemming_and_stop_words():
+    index = TfidfIndex(TfidfConfig(stop_words=True, stem=True)).fit(DOCS)
+    assert "the" not in index.column and "cat" in index.column and "cats" not in index.column
+    assert "run" in index.column  # running, runs -> run
+
+
+def test_search_ranks_by_cosine_and_round_trips(tmp_path):
+    index = TfidfIndex(TfidfConfig(stop_words=True, stem=True)).fit(DOCS)
+    hits = index.search("share market")
+    assert {hits[0][0], hits[1][0]} == {3, 4} and hits[0][1] >= hits[1][1] > 0
+    index.save(tmp_path / "idx")
+    again = TfidfIndex.load(tmp_path / "idx")
+    assert again.search("share market") == hits
+    with pytest.raises(RnnkitError, match="no term"):
+        index.search("zebra")
+    with pytest.raises(RnnkitError):
+        TfidfIndex().fit([])
+    with pytest.raises(RnnkitError):
+        TfidfIndex.load(tmp_path / "missing")

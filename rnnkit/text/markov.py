@@ -60,7 +60,9 @@ class MarkovChain:
         for (i, j), c in pairs.items():
             C[i, j] += c
         rows = C.sum(axis=1, keepdims=True)
-        P = np.where(rows > 0, C / np.where(rows > 0, rows, 1), 1.0 / len(states))  # a dead end restarts uniformly
+        P = np.where(
+            rows > 0, C / np.where(rows > 0, rows, 1), 1.0 / len(states)
+        )  # a dead end restarts uniformly
         first = np.bincount([idx[s[0]] for s in sequences], minlength=len(states))
         return cls(states, P, start=first / first.sum())
 

@@ -30,10 +30,12 @@ EOS = "<eos>"
 
 
 def text_tokens(text: str, level: str, lower: bool = False) -> list[str]:
-    """Characters as they are, or words with `<eos>` closing each line."""
+    """Characters as they are, or words with `<eos>` for each newline (an unfinished last line gets none)."""
     if level == "char":
         return list(text)
-    return [t for line in text.splitlines() for t in [*tokenize(line, "word", lower=lower), EOS]]
+    lines = text.split("\n")
+    tokens = [t for line in lines[:-1] for t in [*tokenize(line, "word", lower=lower), EOS]]
+    return tokens + tokenize(lines[-1], "word", lower=lower)
 
 
 class NGramLM:
@@ -47,7 +49,9 @@ class NGramLM:
         level: "char" or "word"; lower: lower-case words; min_freq: rarer words become `<unk>`.
     """
 
-    def __init__(self, n: int, smoothing="kneser-ney", k=1.0, discount=None, level="char", lower=False, min_freq=1):
+    def __init__(
+        self, n: int, smoothing="kneser-ney", k=1.0, discount=None, level="char", lower=False, min_freq=1
+    ):
         if n < 1:
             raise RnnkitError(f"n-gram order must be >= 1, got n={n}")
         if smoothing not in ("kneser-ney", "add-k"):
@@ -101,7 +105,9 @@ class NGramLM:
             self.raw_total.append(np.bincount(h, weights=self.count[m], minlength=size))
             n1, n2 = np.sum(c == 1), np.sum(c == 2)
             D = n1 / (n1 + 2 * n2) if n1 + n2 > 0 else 0.5
-            self.D.append(float(self.discount) if self.discount is not None else float(np.clip(D, 0.05, 0.95)))
+            self.D.append(
+                float(self.discount) if self.discount is not None else float(np.clip(D, 0.05, 0.95))
+            )
 
     # ---- probabilities ----------------------------------------------------------------------------
     def _lookup(self, m: int, h: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -187,9 +193,13 @@ class NGramLM:
     # ---- save / load ------------------------------------------------------------------------------
     def save(self, path) -> None:
         path = pathlib.Path(path)
-        arrays = {f"{name}{m}": getattr(self, name)[m] for m in range(1, self.n + 1) for name in ("keys", "count")}
+        arrays = {
+            f"{name}{m}": getattr(self, name)[m] for m in range(1, self.n + 1) for name in ("keys", "count")
+        }
         arrays.update({f"cont{m}": self.cont[m] for m in range(1, self.n)})
-        meta = {k: getattr(self, k) for k in ("n", "smoothing", "k", "discount", "level", "lower", "min_freq")}
+        meta = {
+            k: getattr(self, k) for k in ("n", "smoothing", "k", "discount", "level", "lower", "min_freq")
+        }
         meta["vocab"] = self.vocab.to_dict()
         np.savez_compressed(path, meta=np.array(json.dumps(meta)), **arrays)
 
@@ -206,6 +216,8 @@ class NGramLM:
                     model.count.append(z[f"count{m}"])
                 model.cont = [None] + [z[f"cont{m}"] for m in range(1, model.n)] + [model.count[model.n]]
         except (OSError, ValueError, KeyError) as e:
-            raise RnnkitError(f"cannot read n-gram model {path}: {e}; train one with `rnnkit ngram train`") from None
+            raise RnnkitError(
+                f"cannot read n-gram model {path}: {e}; train one with `rnnkit ngram train`"
+            ) from None
         model._statistics()
         return model

@@ -141,7 +141,9 @@ class TfidfIndex:
             index = cls(TfidfConfig(**meta["config"]))
             index.matrix = sp.load_npz(d / "tfidf.npz").tocsr()
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise RnnkitError(f"cannot read a TF-IDF index in {d}: {e}; build one with `rnnkit tfidf index`") from None
+            raise RnnkitError(
+                f"cannot read a TF-IDF index in {d}: {e}; build one with `rnnkit tfidf index`"
+            ) from None
         index.terms, index.idf = meta["terms"], np.array(meta["idf"])
         index.column = {t: j for j, t in enumerate(index.terms)}
         return index

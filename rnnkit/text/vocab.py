@@ -84,7 +84,9 @@ class Vocabulary:
         if not self.unk:
             missing = self.unknown(tokens)
             if missing:
-                raise RnnkitError(f"unknown tokens {missing[:5]} not in the vocabulary; retrain or use unk=True")
+                raise RnnkitError(
+                    f"unknown tokens {missing[:5]} not in the vocabulary; retrain or use unk=True"
+                )
             return [self.stoi[t] for t in tokens]
         return [self.stoi.get(t, 0) for t in tokens]
 

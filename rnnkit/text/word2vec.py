@@ -41,7 +41,9 @@ def softmax_loss_grads(h: torch.Tensor, V_out: torch.Tensor, target: torch.Tenso
     return J, dscores @ V_out, dscores.T @ h
 
 
-def negative_sampling_loss_grads(h: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, need_loss: bool = True):
+def negative_sampling_loss_grads(
+    h: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, need_loss: bool = True
+):
     """J = Σ_b [-log σ(h_b·v_b0) - Σ_k log σ(-h_b·v_bk)]; column 0 of v is the target, 1..K the negatives.
 
     Shapes: h (B, E), v (B, 1+K, E), mask (B, 1+K) is 0 where a negative equals the target (skipped).
@@ -81,12 +83,16 @@ class Word2Vec:
         self.config = config or Word2VecConfig(**overrides)
         c = self.config
         if c.model not in ("skip-gram", "cbow") or c.loss not in ("negative", "softmax"):
-            raise RnnkitError(f"model must be skip-gram|cbow and loss negative|softmax, got {c.model}, {c.loss}")
+            raise RnnkitError(
+                f"model must be skip-gram|cbow and loss negative|softmax, got {c.model}, {c.loss}"
+            )
         if c.window < 1 or c.dimension < 1 or c.epochs < 1 or c.min_count < 1:
             raise RnnkitError("window, dimension, epochs and min_count must all be >= 1")
 
     def build_vocab(self, sentences: list[list[str]]) -> None:
-        self.vocab = Vocabulary.build((w for s in sentences for w in s), min_freq=self.config.min_count, unk=False)
+        self.vocab = Vocabulary.build(
+            (w for s in sentences for w in s), min_freq=self.config.min_count, unk=False
+        )
         if len(self.vocab) < 2:
             raise RnnkitError(
                 f"only {len(self.vocab)} word(s) occur >= {self.config.min_count} times; a window needs at least 2 "
@@ -108,7 +114,9 @@ class Word2Vec:
         self._negative_table()
         pairs = self._pairs(ids, sent)
         if len(pairs[0]) == 0:
-            raise RnnkitError("no (centre, context) pairs: every sentence has a single known word; give longer sentences")
+            raise RnnkitError(
+                "no (centre, context) pairs: every sentence has a single known word; give longer sentences"
+            )
         self.seen, self.expected, self.loss_history = 0, len(pairs[0]) * c.epochs, []  # alpha's schedule
         bar = tqdm(total=c.epochs, desc="word2vec epochs", disable=not progress)
         for epoch in range(c.epochs):
@@ -128,7 +136,9 @@ class Word2Vec:
     def _negative_table(self, size: int = 10_000_000) -> None:
         """Word j fills a share ∝ count_j^0.75 of a table; a uniform index into it draws a negative."""
         p = self.counts**0.75
-        self.table = torch.from_numpy(np.repeat(np.arange(len(p)), np.round(p / p.sum() * size).astype(np.int64)))
+        self.table = torch.from_numpy(
+            np.repeat(np.arange(len(p)), np.round(p / p.sum() * size).astype(np.int64))
+        )
 
     def _pairs(self, ids: np.ndarray, sent: np.ndarray):
         """Subsample, draw each centre's window b ~ U{1..window}, and list the pairs within one sentence.
@@ -194,13 +204,17 @@ class Word2Vec:
             J, dh, dV = softmax_loss_grads(h, self.V_out, target)
             self.V_out -= lr * dV
         else:
-            neg = self.table[torch.randint(len(self.table), (B, self.config.negative), generator=self.generator)]
+            neg = self.table[
+                torch.randint(len(self.table), (B, self.config.negative), generator=self.generator)
+            ]
             targets = torch.cat([target[:, None], neg], 1).reshape(-1)  # (B·(1+K),)
             mask = torch.cat([torch.ones(B, 1), (neg != target[:, None]).float()], 1)
             v = self.V_out.index_select(0, targets).view(B, -1, E)
             J, dh, dv = negative_sampling_loss_grads(h, v, mask, need_loss)
             self.V_out.index_add_(0, targets, dv.view(-1, E), alpha=-lr)
-        dU = dh if h_weight is None else (dh[:, None, :] * h_weight[:, :, None]).view(-1, E)  # each row's share
+        dU = (
+            dh if h_weight is None else (dh[:, None, :] * h_weight[:, :, None]).view(-1, E)
+        )  # each row's share
         self.U.index_add_(0, h_rows.reshape(-1), dU, alpha=-lr)
         return None if J is None else float(J)
 

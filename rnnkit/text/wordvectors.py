@@ -35,7 +35,9 @@ class WordVectors:
     def _ids(self, words: list[str]) -> list[int]:
         missing = [w for w in words if w not in self.index]
         if missing:
-            raise RnnkitError(f"unknown word(s) {', '.join(map(repr, missing))}: not in the {len(self.words)}-word vocabulary")
+            raise RnnkitError(
+                f"unknown word(s) {', '.join(map(repr, missing))}: not in the {len(self.words)}-word vocabulary"
+            )
         return [self.index[w] for w in words]
 
     def similarity(self, a: str, b: str) -> float:
@@ -116,7 +118,9 @@ class WordVectors:
                 binary = not _is_text(rest[: 4 * E + 200])
             words, vectors = _read_binary(rest, V, E) if binary else _read_text(rest, V, E)
         except (ValueError, UnicodeDecodeError) as e:
-            raise RnnkitError(f"malformed word2vec file {path}: {e}; expected a 'V E' header then V vectors") from None
+            raise RnnkitError(
+                f"malformed word2vec file {path}: {e}; expected a 'V E' header then V vectors"
+            ) from None
         return cls(words, vectors)
 
 

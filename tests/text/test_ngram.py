@@ -21,7 +21,12 @@ def test_kneser_ney_matches_a_hand_computed_example():
     assert p_after_a[a] == pytest.approx(0.5 * 2 * p1 / 2)
     assert p_after_a[unk] == pytest.approx(0.5 * 2 * (0.5 * 3 / 4 / 3) / 2)
     assert lm.next_distribution([c]) == pytest.approx(lm.next_distribution([]))  # unseen context backs off
-    expected = math.log(p1) + math.log((0.5 + 2 * 0.5 * p1) / 2) + math.log(0.5 + 0.5 * p1) + math.log((0.5 + p1) / 2)
+    expected = (
+        math.log(p1)
+        + math.log((0.5 + 2 * 0.5 * p1) / 2)
+        + math.log(0.5 + 0.5 * p1)
+        + math.log((0.5 + p1) / 2)
+    )
     assert lm.score("abac").log_prob == pytest.approx(expected)
 
 

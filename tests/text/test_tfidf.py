@@ -27,10 +27,14 @@ def test_idf_is_the_decks_formula():
     assert smooth.idf[j] == pytest.approx(1 + np.log(6 / 4))
 
 
-@pytest.mark.parametrize("tf, smooth, norm", [("count", False, "l2"), ("count", True, "l2"), ("log", True, None)])
+@pytest.mark.parametrize(
+    "tf, smooth, norm", [("count", False, "l2"), ("count", True, "l2"), ("log", True, None)]
+)
 @pytest.mark.parametrize("stop_words, stem", [(False, False), (True, True)])
 def test_equals_scikit_learn(tf, smooth, norm, stop_words, stem):
-    index = TfidfIndex(TfidfConfig(tf=tf, smooth_idf=smooth, norm=norm, stop_words=stop_words, stem=stem)).fit(DOCS)
+    index = TfidfIndex(
+        TfidfConfig(tf=tf, smooth_idf=smooth, norm=norm, stop_words=stop_words, stem=stem)
+    ).fit(DOCS)
     sk = TfidfVectorizer(analyzer=index.analyzer, smooth_idf=smooth, norm=norm, sublinear_tf=tf == "log")
     expected = sk.fit_transform(DOCS)
     assert list(sk.get_feature_names_out()) == index.terms

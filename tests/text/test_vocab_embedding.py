@@ -8,7 +8,14 @@ from rnnkit.text import Embedding, Vocabulary, document_word_matrix, one_hot, sv
 
 def test_tokenisers():
     assert tokenize("To be", "char") == ["T", "o", " ", "b", "e"]
-    assert tokenize("To be, or not.", "word", lower=True, punctuation=True) == ["to", "be", ",", "or", "not", "."]
+    assert tokenize("To be, or not.", "word", lower=True, punctuation=True) == [
+        "to",
+        "be",
+        ",",
+        "or",
+        "not",
+        ".",
+    ]
     assert tokenize("To be, or", "word") == ["To", "be,", "or"]
     with pytest.raises(RnnkitError):
         tokenize("x", "sentence")
@@ -42,7 +49,9 @@ def test_one_hot_times_W_selects_a_column_equal_to_the_embedding_lookup():
 
 def test_svd_factorises_the_document_word_matrix():
     rng = np.random.default_rng(0)
-    docs = [list(rng.integers(0, 5, 20)) for _ in range(6)] + [list(rng.integers(5, 10, 20)) for _ in range(6)]
+    docs = [list(rng.integers(0, 5, 20)) for _ in range(6)] + [
+        list(rng.integers(5, 10, 20)) for _ in range(6)
+    ]
     D = document_word_matrix(docs, 10)
     assert D.shape == (12, 10) and D.sum() == 240
     U, Vt = svd_embeddings(D, k=2)

@@ -1,0 +1,116 @@
+import numpy as np
+import pytest
+import torch
+
+from rnnkit.errors import RnnkitError
+from rnnkit.text import Word2Vec, WordVectors
+from rnnkit.text.word2vec import negative_sampling_loss_grads, softmax_loss_grads
+
+
+def test_full_softmax_gradients_match_autograd():
+    torch.manual_seed(0)
+    h = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    V_out = torch.randn(7, 4, dtype=torch.float64, requires_grad=True)
+    target = torch.tensor([0, 3, 6, 3, 1])
+    J, dh, dV = softmax_loss_grads(h.detach(), V_out.detach(), target)
+    J_ref = torch.nn.functional.cross_entropy(h @ V_out.T, target, reduction="sum")
+    J_ref.backward()
+    assert J.item() == pytest.approx(J_ref.item())
+    torch.testing.assert_close(dh, h.grad)
+    torch.testing.assert_close(dV, V_out.grad)
+
+
+def test_negative_sampling_gradients_match_autograd():
+    torch.manual_seed(1)
+    h = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(5, 3, 4, dtype=torch.float64, requires_grad=True)
+    mask = torch.ones(5, 3, dtype=torch.float64)
+    mask[2, 1] = 0
+    J, dh, dv = negative_sampling_loss_grads(h.detach(), v.detach(), mask)
+    s = torch.einsum("bke,be->bk", v, h)
+    sign = torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64)
+    J_ref = -(torch.nn.functional.logsigmoid(s * sign) * mask).sum()
+    J_ref.backward()
+    assert J.item() == pytest.approx(J_ref.item())
+    torch.testing.assert_close(dh, h.grad)
+    torch.testing.assert_close(dv, v.grad)
+
+
+def planted_corpus(seed=0, groups=5, size=4, sentences=600, length=8):
+    """Words g{k}w{i}; each sentence uses the words of one group only."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(sentences):
+        k = rng.integers(groups)
+        out.append([f"g{k}w{i}" for i in rng.integers(size, size=length)])
+    return out
+
+
+@pytest.mark.parametrize(
+    "model, loss",
+    [("skip-gram", "negative"), ("cbow", "negative"), ("skip-gram", "softmax"), ("cbow", "softmax")],
+)
+def test_finds_the_planted_neighbours(model, loss):
+    config = dict(
+        model=model, loss=loss, dimension=16, window=3, min_count=1, epochs=5, sample=0, batch_size=64
+    )
+    config["alpha"] = 0.05 if loss == "negative" else 0.1
+    w2v = Word2Vec(**config).fit(planted_corpus())
+    assert w2v.loss_is_finite() and w2v.loss_history[-1] < w2v.loss_history[0]
+    for k in range(5):
+        near = [w for w, _ in w2v.wv.neighbours(f"g{k}w0", topn=3)]
+        assert all(w.startswith(f"g{k}") for w in near), (k, near)
+
+
+def test_seeded_runs_are_reproducible():
+    config = dict(dimension=8, window=2, min_count=1, epochs=1, batch_size=64, sample=1e-2)
+    a = Word2Vec(**config, seed=3).fit(planted_corpus()).wv.vectors
+    b = Word2Vec(**config, seed=3).fit(planted_corpus()).wv.vectors
+    c = Word2Vec(**config, seed=4).fit(planted_corpus()).wv.vectors
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_analogy_similarity_and_unknown_words():
+    words = ["king", "queen", "man", "woman", "apple"]
+    X = np.array([[1, 1, 0], [1, 0, 1], [0, 1, 0], [0, 0, 1], [5, -3, -3]], dtype=np.float32)
+    wv = WordVectors(words, X)
+    assert wv.analogy("king", "man", "woman")[0][0] == "queen"
+    assert wv.similarity("man", "man") == pytest.approx(1.0)
+    with pytest.raises(RnnkitError, match="'pear'"):
+        wv.neighbours("pear")
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_word2vec_formats_round_trip_and_load_in_gensim(tmp_path, binary):
+    rng = np.random.default_rng(0)
+    wv = WordVectors(["the", "caf\u00e9", "<unk>", "N"], rng.standard_normal((4, 5)).astype(np.float32))
+    path = tmp_path / ("v.bin" if binary else "v.txt")
+    wv.save(path, binary=binary)
+    again = WordVectors.load(path)
+    assert again.words == wv.words
+    np.testing.assert_allclose(again.vectors, wv.vectors, rtol=1e-5)
+    gensim_models = pytest.importorskip("gensim.models", reason="gensim is not installed (dev extra)")
+    kv = gensim_models.KeyedVectors.load_word2vec_format(str(path), binary=binary)
+    assert kv.index_to_key == wv.words
+    np.testing.assert_allclose(kv["caf\u00e9"], wv["caf\u00e9"], rtol=1e-5)
+
+
+def test_malformed_vector_files(tmp_path):
+    bad = tmp_path / "bad.txt"
+    for content in ["not a header\n", "2 3\nthe 1 2 3\n", "1 3\nthe 1 2\n", ""]:
+        bad.write_text(content)
+        with pytest.raises(RnnkitError, match="malformed"):
+            WordVectors.load(bad)
+    with pytest.raises(RnnkitError, match="cannot read"):
+        WordVectors.load(tmp_path / "missing.txt")
+
+
+def test_bad_corpora():
+    with pytest.raises(RnnkitError, match="empty"):
+        Word2Vec(min_count=1).fit([[], []])
+    with pytest.raises(RnnkitError, match="at least 2"):
+        Word2Vec(min_count=1).fit([["a"], ["a", "a"]])
+    with pytest.raises(RnnkitError, match="no \\(centre"):
+        Word2Vec(min_count=1, sample=0).fit([["a"], ["b"]])
+    with pytest.raises(RnnkitError):
+        Word2Vec(model="glove")

@@ -1,6 +1,122 @@
-"""The `native` backend: the BPTT time loop in C++ (placeholder until the extension lands)."""
+"""The `native` backend: the same BPTT as `python`, with the time loop in C++ (rnnkit/engine/csrc).
+
+Per step it runs the recurrent GEMM(s) into preallocated buffers (the BLAS inside libtorch) and ONE
+fused hand-written loop for the pointwise math; after the loop, the weight gradients are one GEMM
+per recurrent matrix, as in the python backend:
+
+    forward:   for t in order:             state_t = cell(xw[t], state_{t-1})            (C++)
+    backward:  for t in reversed(order):   dh = dstate_h + m_t ⊙ dhs[t];  step backward   (C++)
+               dU_k = Σ_t dpre_k,tᵀ u_k,t                                                   (one GEMM)
+
+The extension is compiled on first use with torch.utils.cpp_extension (ninja) and cached in torch's
+extensions directory ($TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions), so later runs only
+load it. If it cannot be built or loaded, `unsupported()` says why and the engine uses `python`.
+Set RNNKIT_NATIVE=0 to switch it off.
+"""
+
+import os
+import pathlib
+import warnings
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from rnnkit.cells import CELLS
+
+CELL_IDS = {CELLS[name]: i for i, name in enumerate(
+    ("rnn_tanh", "rnn_relu", "lstm", "gru", "gru_cho", "mut1", "mut2", "mut3", "leaky"))}  # fmt: skip
+CSRC = pathlib.Path(__file__).with_name("csrc")
+_ext, _reason = None, None
+
+
+def _build_flags():
+    """-O3 with the vector width the CPU has (torch detects it); the name keeps builds apart."""
+    flags = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-std=c++17"]
+    cap = torch.backends.cpu.get_cpu_capability()  # "AVX512", "AVX2", "DEFAULT", ...
+    if cap in ("AVX2", "AVX512"):
+        return "rnnkit_native_avx2", flags + ["-mavx2", "-mfma"]
+    return "rnnkit_native", flags
+
+
+def load():
+    """The compiled extension (built once, then cached), or None; the reason is in `_reason`."""
+    global _ext, _reason
+    if _ext is not None or _reason is not None:
+        return _ext
+    if os.environ.get("RNNKIT_NATIVE", "1") == "0":
+        _reason = "switched off by RNNKIT_NATIVE=0"
+        return None
+    try:
+        from torch.utils import cpp_extension
+
+        name, flags = _build_flags()
+        with warnings.catch_warnings():  # the build's own warnings are not the user's business
+            warnings.simplefilter("ignore")
+            _ext = cpp_extension.load(
+                name, [str(CSRC / "engine.cpp")], extra_cflags=flags, extra_include_paths=[str(CSRC)]
+            )
+    except Exception as e:  # no compiler, no ninja, unsupported platform, ...
+        _reason = f"could not build the C++ extension: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+    return _ext
 
 
 def unsupported(cell, xw):
     """None if the native backend can run this, else a short reason ("quiet" = no warning)."""
-    return "quiet"
+    cell = cell if isinstance(cell, type) else type(cell)
+    if cell not in CELL_IDS:
+        return "quiet"  # a user-defined cell: the python backend runs its step functions
+    if xw.device.type != "cpu":
+        return f"{xw.device.type} tensors (the native backend is CPU-only)"
+    if xw.dtype not in (torch.float32, torch.float64):
+        return f"dtype {xw.dtype} (the native backend runs float32 and float64)"
+    return None if load() is not None else _reason
+
+
+def _flat_params(cell, P, H):
+    """Contiguous recurrent parameters; a leaky unit's α spread to (H,)."""
+    P = [None if p is None else p.detach().contiguous() for p in P]
+    if cell.EXTRAS:
+        i = cell.REC_PARAMS.index("alpha")
+        P[i] = P[i].expand(H).contiguous()
+    return P
+
+
+class NativeRecurrence(torch.autograd.Function):
+    """hs, *state_T = f(xw, *state_0, *P): PythonRecurrence's contract, the time loop in C++."""
+
+    @staticmethod
+    def forward(ctx, cell, mask, reverse, probe, n_state, xw, *tensors):
+        state0, P = tensors[:n_state], tensors[n_state:]
+        T, B = xw.shape[:2]
+        H = state0[0].shape[1]
+        m = None if mask is None else mask.reshape(T, B).to(xw.dtype).contiguous()
+        flat = _flat_params(cell, P, H)
+        keep = any(ctx.needs_input_grad[5:])
+        out = load().forward(
+            CELL_IDS[cell], xw.contiguous(), [s.contiguous() for s in state0], flat, m, reverse, keep
+        )
+        ctx.cell, ctx.mask, ctx.reverse, ctx.probe, ctx.n_state = cell, m, reverse, probe, n_state
+        ctx.saved, ctx.flat, ctx.X = out[1 + n_state :], flat, xw.shape[2]
+        ctx.shapes = [None if p is None else p.shape for p in P]
+        return tuple(out[: 1 + n_state])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dhs, *dstateT):
+        HH = ctx.saved[0]
+        T, B, H = HH.shape[0] - 1, HH.shape[1], HH.shape[2]
+        dhs = HH.new_zeros(T, B, H) if dhs is None else dhs.contiguous()
+        dstateT = [HH.new_zeros(B, H) if d is None else d.contiguous() for d in dstateT]
+        probe = ctx.probe
+        out = load().backward(
+            CELL_IDS[ctx.cell], ctx.saved, ctx.X, ctx.flat, ctx.mask, ctx.reverse, dhs, dstateT,
+            probe is not None,
+        )  # fmt: skip
+        n = ctx.n_state
+        dxw, dstate0, dP = out[0], out[1 : 1 + n], out[1 + n : 1 + n + len(ctx.flat)]
+        if probe is not None:
+            probe.record(out[-1])
+        needs = ctx.needs_input_grad[5 + 1 + n :]
+        dP = [g.sum_to_size(s) if need and g is not None else None
+              for g, s, need in zip(dP, ctx.shapes, needs)]  # fmt: skip
+        return (None, None, None, None, None, dxw, *dstate0, *dP)

@@ -1,0 +1,227 @@
+// Elman (tanh, ReLU), leaky units, LSTM and GRU: one recurrent GEMM per step, forward and backward.
+// Each step is the GEMM into a buffer, then ONE fused loop over the batch rows (the pointwise math of
+// rnnkit/cells/*.py).  Padded rows (mask 0) keep their state, output 0 and pass dh straight through.
+#pragma once
+#include "fastmath.h"
+#include "run.h"
+
+namespace rnnkit {
+
+// What the engine does after the loop: dU = dpreᵀ u as one GEMM (u: -1 = h_prev, k = cache k).
+struct GradSpec {
+  int param;
+  bool from_dhw;
+  int64_t col0, width;
+  int u;
+  int bias;  // param index of the bias summed from the same dpre, or -1
+};
+
+template <typename T, bool relu>
+struct Elman {  // h_t = φ(xw_t + h_prev W_hhᵀ + b_hh)
+  static std::vector<int64_t> widths(int64_t) { return {}; }
+  static std::vector<GradSpec> grads(int64_t H) { return {{0, false, 0, H, -1, 1}}; }
+  static void fwd(Run<T>& r, int64_t t) {
+    const int64_t B = r.B, H = r.H;
+    const T *hp = r.h(r.prev(t)), *W = r.P[0], *bias = r.P[1];
+    T *pre = r.tmp[0], *hn = r.h(r.next(t));
+    gemm<T>(false, true, B, H, H, hp, H, W, H, T(0), pre, H);
+    for (int64_t b = 0; b < B; ++b) {
+      const T* __restrict x = r.xw + (t * B + b) * r.X;
+      const T* __restrict p = pre + b * H;
+      T* __restrict h = hn + b * H;
+      T* __restrict out = r.hs + (t * B + b) * H;
+      if (!r.m(t, b)) {
+        for (int64_t j = 0; j < H; ++j) h[j] = hp[b * H + j], out[j] = T(0);
+        continue;
+      }
+      for (int64_t j = 0; j < H; ++j) {
+        const T a = x[j] + p[j] + bias[j];
+        const T v = relu ? (a > T(0) ? a : T(0)) : tanh_(a);
+        h[j] = v, out[j] = v;
+      }
+    }
+  }
+  static void bwd(Run<T>& r, int64_t t) {  // da = dh ⊙ φ'(a),  dh_prev = da W_hh
+    const int64_t B = r.B, H = r.H;
+    const T* hn = r.h(r.next(t));
+    T* dxw = r.dxw + t * B * r.X;
+    for (int64_t b = 0; b < B; ++b) {
+      const T* __restrict h = hn + b * H;
+      const T* __restrict dh = r.dh + b * H;
+      T* __restrict da = dxw + b * r.X;
+      T* __restrict dH = r.dH + b * H;
+      const bool m = r.m(t, b);
+      for (int64_t j = 0; j < H; ++j) {
+        const T d = relu ? (h[j] > T(0) ? dh[j] : T(0)) : dh[j] * (T(1) - h[j] * h[j]);
+        da[j] = m ? d : T(0), dH[j] = m ? T(0) : dh[j];
+      }
+    }
+    gemm<T>(false, false, B, H, H, dxw, r.X, r.P[0], H, T(1), r.dH, H);
+  }
+};
+
+template <typename T>
+struct Leaky {  // h̃ = tanh(xw_t + h_prev W_hhᵀ + b),  h_t = h_prev + α ⊙ (h̃ - h_prev);  cache: h̃
+  static std::vector<int64_t> widths(int64_t H) { return {H}; }
+  static std::vector<GradSpec> grads(int64_t H) { return {{0, false, 0, H, -1, 1}}; }
+  static void fwd(Run<T>& r, int64_t t) {
+    const int64_t B = r.B, H = r.H;
+    const T *hp = r.h(r.prev(t)), *W = r.P[0], *bias = r.P[1], *alpha = r.P[2];
+    T *pre = r.tmp[0], *hn = r.h(r.next(t)), *hc = r.C(0, t, H);
+    gemm<T>(false, true, B, H, H, hp, H, W, H, T(0), pre, H);
+    for (int64_t b = 0; b < B; ++b) {
+      const T* __restrict x = r.xw + (t * B + b) * r.X;
+      const T* __restrict p = pre + b * H;
+      const T* __restrict h0 = hp + b * H;
+      T* __restrict c = hc + b * H;
+      T* __restrict h = hn + b * H;
+      T* __restrict out = r.hs + (t * B + b) * H;
+      const bool m = r.m(t, b);
+      for (int64_t j = 0; j < H; ++j) {
+        const T v = tanh_(x[j] + p[j] + bias[j]);
+        const T n = h0[j] + alpha[j] * (v - h0[j]);
+        c[j] = v, h[j] = m ? n : h0[j], out[j] = m ? n : T(0);
+      }
+    }
+  }
+  static void bwd(Run<T>& r, int64_t t) {  // da = dh α (1-h̃²), dα += dh (h̃ - h_prev), dh_prev = dh (1-α) + da W
+    const int64_t B = r.B, H = r.H;
+    const T *hp = r.h(r.prev(t)), *hc = r.C(0, t, H), *alpha = r.P[2];
+    T* dxw = r.dxw + t * B * r.X;
+    for (int64_t b = 0; b < B; ++b) {
+      const T* __restrict c = hc + b * H;
+      const T* __restrict h0 = hp + b * H;
+      const T* __restrict dh = r.dh + b * H;
+      T* __restrict da = dxw + b * r.X;
+      T* __restrict dH = r.dH + b * H;
+      T* __restrict dal = r.dalpha;
+      if (!r.m(t, b)) {
+        for (int64_t j = 0; j < H; ++j) da[j] = T(0), dH[j] = dh[j];
+        continue;
+      }
+      for (int64_t j = 0; j < H; ++j) {
+        da[j] = dh[j] * alpha[j] * (T(1) - c[j] * c[j]);
+        dal[j] += dh[j] * (c[j] - h0[j]);
+        dH[j] = dh[j] * (T(1) - alpha[j]);
+      }
+    }
+    gemm<T>(false, false, B, H, H, dxw, r.X, r.P[0], H, T(1), r.dH, H);
+  }
+};
+
+template <typename T>
+struct LSTM {  // gates i, f, g, o;  caches: [i f g o] activations (4H), tanh(c_t) (H)
+  static std::vector<int64_t> widths(int64_t H) { return {4 * H, H}; }
+  static std::vector<GradSpec> grads(int64_t H) { return {{0, false, 0, 4 * H, -1, 1}}; }
+  static void fwd(Run<T>& r, int64_t t) {
+    const int64_t B = r.B, H = r.H;
+    const T *hp = r.h(r.prev(t)), *cp = r.cs(r.prev(t)), *W = r.P[0], *bias = r.P[1];
+    T *pre = r.tmp[0], *hn = r.h(r.next(t)), *cn = r.cs(r.next(t));
+    gemm<T>(false, true, B, 4 * H, H, hp, H, W, H, T(0), pre, 4 * H);
+    for (int64_t b = 0; b < B; ++b) {
+      const T* __restrict x = r.xw + (t * B + b) * r.X;
+      const T* __restrict p = pre + b * 4 * H;
+      const T* __restrict h0 = hp + b * H;
+      const T* __restrict c0 = cp + b * H;
+      T* __restrict g = r.C(0, t, 4 * H) + b * 4 * H;
+      T* __restrict tc = r.C(1, t, H) + b * H;
+      T *__restrict h = hn + b * H, *__restrict c = cn + b * H;
+      T* __restrict out = r.hs + (t * B + b) * H;
+      const bool m = r.m(t, b);
+      for (int64_t j = 0; j < H; ++j) {
+        const T i_t = sigmoid(x[j] + p[j] + bias[j]);
+        const T f_t = sigmoid(x[H + j] + p[H + j] + bias[H + j]);
+        const T g_t = tanh_(x[2 * H + j] + p[2 * H + j] + bias[2 * H + j]);
+        const T o_t = sigmoid(x[3 * H + j] + p[3 * H + j] + bias[3 * H + j]);
+        const T c_t = f_t * c0[j] + i_t * g_t, th = tanh_(c_t), h_t = o_t * th;
+        g[j] = i_t, g[H + j] = f_t, g[2 * H + j] = g_t, g[3 * H + j] = o_t, tc[j] = th;
+        h[j] = m ? h_t : h0[j], c[j] = m ? c_t : c0[j], out[j] = m ? h_t : T(0);
+      }
+    }
+  }
+  static void bwd(Run<T>& r, int64_t t) {
+    const int64_t B = r.B, H = r.H;
+    const T* cp = r.cs(r.prev(t));
+    T* dxw = r.dxw + t * B * r.X;
+    for (int64_t b = 0; b < B; ++b) {
+      const T* __restrict g = r.C(0, t, 4 * H) + b * 4 * H;
+      const T* __restrict tc = r.C(1, t, H) + b * H;
+      const T* __restrict c0 = cp + b * H;
+      const T* __restrict dh = r.dh + b * H;
+      T* __restrict da = dxw + b * r.X;
+      T *__restrict dH = r.dH + b * H, *__restrict dC = r.dC + b * H;
+      if (!r.m(t, b)) {
+        for (int64_t j = 0; j < 4 * H; ++j) da[j] = T(0);
+        for (int64_t j = 0; j < H; ++j) dH[j] = dh[j];
+        continue;
+      }
+      for (int64_t j = 0; j < H; ++j) {
+        const T i_t = g[j], f_t = g[H + j], g_t = g[2 * H + j], o_t = g[3 * H + j], th = tc[j];
+        const T dc = dC[j] + dh[j] * o_t * (T(1) - th * th);
+        da[j] = dc * g_t * i_t * (T(1) - i_t);
+        da[H + j] = dc * c0[j] * f_t * (T(1) - f_t);
+        da[2 * H + j] = dc * i_t * (T(1) - g_t * g_t);
+        da[3 * H + j] = dh[j] * th * o_t * (T(1) - o_t);
+        dC[j] = dc * f_t, dH[j] = T(0);
+      }
+    }
+    gemm<T>(false, false, B, H, 4 * H, dxw, r.X, r.P[0], H, T(1), r.dH, H);
+  }
+};
+
+template <typename T>
+struct GRU {  // torch form, gates r, z, n;  caches: [r z n] (3H), h_n = (h_prev W_hnᵀ + b_hn) (H)
+  static std::vector<int64_t> widths(int64_t H) { return {3 * H, H}; }
+  static std::vector<GradSpec> grads(int64_t H) { return {{0, true, 0, 3 * H, -1, 1}}; }
+  static void fwd(Run<T>& r, int64_t t) {
+    const int64_t B = r.B, H = r.H;
+    const T *hp = r.h(r.prev(t)), *W = r.P[0], *bias = r.P[1];
+    T *pre = r.tmp[0], *hn = r.h(r.next(t));
+    gemm<T>(false, true, B, 3 * H, H, hp, H, W, H, T(0), pre, 3 * H);
+    for (int64_t b = 0; b < B; ++b) {
+      const T* __restrict x = r.xw + (t * B + b) * r.X;
+      const T* __restrict p = pre + b * 3 * H;
+      const T* __restrict h0 = hp + b * H;
+      T* __restrict g = r.C(0, t, 3 * H) + b * 3 * H;
+      T* __restrict hN = r.C(1, t, H) + b * H;
+      T* __restrict h = hn + b * H;
+      T* __restrict out = r.hs + (t * B + b) * H;
+      const bool m = r.m(t, b);
+      for (int64_t j = 0; j < H; ++j) {
+        const T r_t = sigmoid(x[j] + p[j] + bias[j]);
+        const T z_t = sigmoid(x[H + j] + p[H + j] + bias[H + j]);
+        const T h_n = p[2 * H + j] + bias[2 * H + j];
+        const T n_t = tanh_(x[2 * H + j] + r_t * h_n);
+        const T h_t = n_t + z_t * (h0[j] - n_t);
+        g[j] = r_t, g[H + j] = z_t, g[2 * H + j] = n_t, hN[j] = h_n;
+        h[j] = m ? h_t : h0[j], out[j] = m ? h_t : T(0);
+      }
+    }
+  }
+  static void bwd(Run<T>& r, int64_t t) {
+    const int64_t B = r.B, H = r.H;
+    const T* hp = r.h(r.prev(t));
+    T *dxw = r.dxw + t * B * r.X, *dhw = r.dhw + t * B * 3 * H;
+    for (int64_t b = 0; b < B; ++b) {
+      const T* __restrict g = r.C(0, t, 3 * H) + b * 3 * H;
+      const T* __restrict hN = r.C(1, t, H) + b * H;
+      const T* __restrict h0 = hp + b * H;
+      const T* __restrict dh = r.dh + b * H;
+      T *__restrict dx = dxw + b * r.X, *__restrict dw = dhw + b * 3 * H;
+      T* __restrict dH = r.dH + b * H;
+      const T m = r.m(t, b) ? T(1) : T(0);
+      for (int64_t j = 0; j < H; ++j) {
+        const T r_t = g[j], z_t = g[H + j], n_t = g[2 * H + j], d = m * dh[j];
+        const T da_n = d * (T(1) - z_t) * (T(1) - n_t * n_t);
+        const T da_r = da_n * hN[j] * r_t * (T(1) - r_t);
+        const T da_z = d * (h0[j] - n_t) * z_t * (T(1) - z_t);
+        dx[j] = da_r, dx[H + j] = da_z, dx[2 * H + j] = da_n;
+        dw[j] = da_r, dw[H + j] = da_z, dw[2 * H + j] = da_n * r_t;
+        dH[j] = m != T(0) ? dh[j] * z_t : dh[j];
+      }
+    }
+    gemm<T>(false, false, B, H, 3 * H, dhw, 3 * H, r.P[0], H, T(1), r.dH, H);
+  }
+};
+
+}  // namespace rnnkit

@@ -1,0 +1,160 @@
+// The native backend's time loop: forward and BPTT for every cell, over a whole sequence.
+//
+//   forward:   for t in order:            cell.fwd(t)     (recurrent GEMM(s) + one fused pointwise loop)
+//   backward:  for t in reversed(order):  dh = dH + m_t ⊙ dhs[t];  cell.bwd(t)   (pointwise, dh_prev GEMM)
+//              then dU_k = dpre_kᵀ u_k, one GEMM per recurrent matrix over all T·B rows.
+// Python (rnnkit/engine/native.py) wraps the two in a torch.autograd.Function.
+#include <torch/extension.h>
+
+#include "cells_gated.h"
+
+namespace rnnkit {
+
+using Tensors = std::vector<at::Tensor>;
+
+template <typename T>
+Run<T> make_run(const at::Tensor& HH, int64_t X, const std::vector<c10::optional<at::Tensor>>& P,
+                const c10::optional<at::Tensor>& mask, bool reverse, Tensors& keepalive) {
+  Run<T> r;
+  r.T_ = HH.size(0) - 1, r.B = HH.size(1), r.H = HH.size(2), r.X = X, r.reverse = reverse;
+  r.HH = HH.data_ptr<T>();
+  r.mask = mask ? mask->data_ptr<T>() : nullptr;
+  at::Tensor zeros = at::zeros({4 * r.H}, HH.options());  // stands in for an absent bias
+  keepalive.push_back(zeros);
+  for (auto& p : P) r.P.push_back(p ? p->data_ptr<T>() : zeros.data_ptr<T>());
+  for (int k = 0; k < 3; ++k) {
+    keepalive.push_back(at::empty({r.B, 4 * r.H}, HH.options()));
+    r.tmp.push_back(keepalive.back().data_ptr<T>());
+  }
+  return r;
+}
+
+// Returns [hs, h_T, (c_T), HH, (CC), caches...]; HH onwards is what backward needs.
+template <typename T, typename Cell>
+Tensors forward(const at::Tensor& xw, const Tensors& state0, const std::vector<c10::optional<at::Tensor>>& P,
+                const c10::optional<at::Tensor>& mask, bool reverse, bool keep) {
+  const int64_t T_ = xw.size(0), B = xw.size(1), H = state0[0].size(1);
+  const bool lstm = state0.size() == 2;
+  at::Tensor HH = at::empty({T_ + 1, B, H}, xw.options()), CC, hs = at::empty({T_, B, H}, xw.options());
+  Tensors keepalive, caches;
+  Run<T> r = make_run<T>(HH, xw.size(2), P, mask, reverse, keepalive);
+  r.keep = keep, r.xw = xw.data_ptr<T>(), r.hs = hs.data_ptr<T>();
+  HH[reverse ? T_ : 0].copy_(state0[0]);
+  if (lstm) {
+    CC = at::empty({T_ + 1, B, H}, xw.options());
+    CC[reverse ? T_ : 0].copy_(state0[1]);
+    r.CC = CC.data_ptr<T>();
+  }
+  for (int64_t w : Cell::widths(H)) {
+    caches.push_back(at::empty({keep ? T_ : 1, B, w}, xw.options()));
+    r.cache.push_back(caches.back().data_ptr<T>());
+  }
+  for (int64_t s = 0; s < T_; ++s) Cell::fwd(r, reverse ? T_ - 1 - s : s);
+  Tensors out{hs, HH[reverse ? 0 : T_].clone()};
+  if (lstm) out.push_back(CC[reverse ? 0 : T_].clone());
+  if (!keep) return out;
+  out.push_back(HH);
+  if (lstm) out.push_back(CC);
+  out.insert(out.end(), caches.begin(), caches.end());
+  return out;
+}
+
+template <typename T>
+void total_dh(Run<T>& r, int64_t t) {  // dh = dH + m_t ⊙ dhs[t]  (and the probe's record of it)
+  const int64_t BH = r.B * r.H;
+  const T* dhs = r.dhs + t * BH;
+  for (int64_t b = 0; b < r.B; ++b) {
+    const T m = r.m(t, b) ? T(1) : T(0);
+    for (int64_t j = b * r.H; j < (b + 1) * r.H; ++j) r.dh[j] = r.dH[j] + m * dhs[j];
+  }
+  if (r.probe != nullptr) std::copy(r.dh, r.dh + BH, r.probe + t * BH);
+}
+
+// saved = [HH, (CC), caches...]; returns [dxw, dh_0, (dc_0), dP..., (probe dh)]
+template <typename T, typename Cell>
+Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optional<at::Tensor>>& P,
+                 const c10::optional<at::Tensor>& mask, bool reverse, const at::Tensor& dhs,
+                 const Tensors& dstate, bool probe) {
+  const at::Tensor& HH = saved[0];
+  const bool lstm = dstate.size() == 2;
+  Tensors keepalive;
+  Run<T> r = make_run<T>(HH, X, P, mask, reverse, keepalive);
+  const int64_t T_ = r.T_, B = r.B, H = r.H;
+  auto o = HH.options();
+  at::Tensor dxw = at::empty({T_, B, X}, o), dH = dstate[0].clone(), dh = at::empty({B, H}, o), dC, dhw, rec;
+  r.dxw = dxw.data_ptr<T>(), r.dH = dH.data_ptr<T>(), r.dh = dh.data_ptr<T>(), r.dhs = dhs.data_ptr<T>();
+  if (lstm) dC = dstate[1].clone(), r.CC = saved[1].data_ptr<T>(), r.dC = dC.data_ptr<T>();
+  for (size_t k = lstm ? 2 : 1; k < saved.size(); ++k) r.cache.push_back(saved[k].data_ptr<T>());
+  if (std::is_same_v<Cell, GRU<T>>) dhw = at::empty({T_, B, 3 * H}, o), r.dhw = dhw.data_ptr<T>();
+  if (probe) rec = at::empty({T_, B, H}, o), r.probe = rec.data_ptr<T>();
+  at::Tensor dalpha = at::zeros({H}, o);
+  r.dalpha = dalpha.data_ptr<T>();
+  for (int64_t s = T_ - 1; s >= 0; --s) {
+    const int64_t t = reverse ? T_ - 1 - s : s;
+    total_dh(r, t);
+    Cell::bwd(r, t);
+  }
+  Tensors out{dxw, dH};
+  if (lstm) out.push_back(dC);
+  Tensors dP(P.size());
+  at::Tensor h_prev = HH.narrow(0, reverse ? 1 : 0, T_).reshape({T_ * B, H});
+  const size_t first = lstm ? 2 : 1;
+  for (const GradSpec& g : Cell::grads(H)) {  // dU = dpreᵀ u: ONE GEMM over all T·B rows
+    at::Tensor dpre = (g.from_dhw ? dhw : dxw).reshape({T_ * B, -1}).narrow(1, g.col0, g.width);
+    at::Tensor u = g.u < 0 ? h_prev : saved[first + g.u].reshape({T_ * B, H});
+    if (P[g.param]) dP[g.param] = dpre.t().mm(u);
+    if (g.bias >= 0 && P[g.bias]) dP[g.bias] = dpre.sum(0);
+  }
+  if (std::is_same_v<Cell, Leaky<T>> && P[2]) dP[2] = dalpha;  // leaky: α's gradient, summed over steps and rows
+  out.insert(out.end(), dP.begin(), dP.end());
+  if (probe) out.push_back(rec);
+  return out;
+}
+
+// cell ids in rnnkit/engine/native.py: CELL_IDS
+template <typename T, typename F>
+Tensors with_cell(int64_t cell, F&& f) {
+  switch (cell) {
+    case 0: return f(Elman<T, false>{});
+    case 1: return f(Elman<T, true>{});
+    case 2: return f(LSTM<T>{});
+    case 3: return f(GRU<T>{});
+    case 4: return f(Gated<T, Kind::Cho>{});
+    case 5: return f(Gated<T, Kind::M1>{});
+    case 6: return f(Gated<T, Kind::M2>{});
+    case 7: return f(Gated<T, Kind::M3>{});
+    case 8: return f(Leaky<T>{});
+  }
+  TORCH_CHECK(false, "rnnkit native: unknown cell id ", cell);
+  return {};
+}
+
+Tensors forward_py(int64_t cell, const at::Tensor& xw, const Tensors& state0,
+                   const std::vector<c10::optional<at::Tensor>>& P, const c10::optional<at::Tensor>& mask,
+                   bool reverse, bool keep) {
+  at::NoGradGuard no_grad;
+  return AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "rnnkit_forward", [&] {
+    return with_cell<scalar_t>(cell, [&](auto c) {
+      return forward<scalar_t, decltype(c)>(xw, state0, P, mask, reverse, keep);
+    });
+  });
+}
+
+Tensors backward_py(int64_t cell, const Tensors& saved, int64_t X, const std::vector<c10::optional<at::Tensor>>& P,
+                    const c10::optional<at::Tensor>& mask, bool reverse, const at::Tensor& dhs,
+                    const Tensors& dstate, bool probe) {
+  at::NoGradGuard no_grad;
+  return AT_DISPATCH_FLOATING_TYPES(dhs.scalar_type(), "rnnkit_backward", [&] {
+    return with_cell<scalar_t>(cell, [&](auto c) {
+      return backward<scalar_t, decltype(c)>(saved, X, P, mask, reverse, dhs, dstate, probe);
+    });
+  });
+}
+
+}  // namespace rnnkit
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &rnnkit::forward_py, "the cell over a sequence: [hs, state_T..., saved...]");
+  m.def("backward", &rnnkit::backward_py, "BPTT: [dxw, dstate_0..., dP..., (probe dh)]");
+  m.def("have_blas", &rnnkit::have_blas, "whether the BLAS GEMM inside libtorch is reachable");
+}

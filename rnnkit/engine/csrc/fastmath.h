@@ -1,0 +1,48 @@
+// Branch-free exp, sigmoid and tanh that the compiler vectorises inside the pointwise loops.
+//
+// float:  Cephes-style polynomials (a few ulp; the float32 tests allow 1e-5).
+// double: the C library (exact enough for the float64 tests at 1e-12; float64 is for checking).
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace rnnkit {
+
+inline float fexp(float x) {
+  x = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x);
+  const float n = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;  // round(x / ln 2)
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float y = 1.9875691500e-4f;
+  y = y * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = y * (r * r) + r + 1.f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;  // 2^n
+  float p;
+  std::memcpy(&p, &bits, sizeof p);
+  return y * p;
+}
+
+inline float sigmoid(float x) { return 1.f / (1.f + fexp(-x)); }
+inline double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+
+inline float tanh_(float x) {
+  const float a = x < 0.f ? -x : x;
+  const float big = 1.f - 2.f / (fexp(2.f * a) + 1.f);
+  const float z = x * x;
+  float s = -5.70498872745e-3f;
+  s = s * z + 2.06390887954e-2f;
+  s = s * z - 5.37397155531e-2f;
+  s = s * z + 1.33314422036e-1f;
+  s = s * z - 3.33332819422e-1f;
+  s = s * z * a + a;
+  const float r = a < 0.625f ? s : big;
+  return x < 0.f ? -r : r;
+}
+inline double tanh_(double x) { return std::tanh(x); }
+
+}  // namespace rnnkit

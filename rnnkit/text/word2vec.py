@@ -118,11 +118,11 @@ class Word2Vec:
                 "no (centre, context) pairs: every sentence has a single known word; give longer sentences"
             )
         self.seen, self.expected, self.loss_history = 0, len(pairs[0]) * c.epochs, []  # alpha's schedule
-        bar = tqdm(total=c.epochs, desc="word2vec epochs", disable=not progress)
-        for epoch in range(c.epochs):
-            self._epoch(*(pairs if epoch == 0 else self._pairs(ids, sent)))
-            bar.update(1)
-        bar.close()
+        with tqdm(
+            total=self.expected, desc="word2vec", unit=" pairs", unit_scale=True, disable=not progress
+        ) as bar:
+            for epoch in range(c.epochs):
+                self._epoch(*(pairs if epoch == 0 else self._pairs(ids, sent)), bar)
         self.wv = WordVectors(self.vocab.itos, self.U.numpy().copy())
         return self
 
@@ -176,7 +176,7 @@ class Word2Vec:
         perm = self.rng.permutation(len(starts))
         return ids[centre[starts]][perm], rows[perm]
 
-    def _epoch(self, centres: np.ndarray, contexts: np.ndarray) -> None:
+    def _epoch(self, centres: np.ndarray, contexts: np.ndarray, bar) -> None:
         c = self.config
         centres, contexts = torch.from_numpy(centres), torch.from_numpy(contexts)
         for start in range(0, len(centres), c.batch_size):
@@ -186,6 +186,7 @@ class Word2Vec:
             need_loss = start // c.batch_size % 100 == 0
             J = self._step(w, ctx, lr, need_loss)
             self.seen += len(w)
+            bar.update(len(w))
             if need_loss:
                 self.loss_history.append(J / len(w))
 

@@ -1,0 +1,193 @@
+"""Corpora for character language models, as compact token arrays.
+
+A corpus is a text file (UTF-8, any language) or a built-in name:
+
+    (none)       the Python standard library's own source: a deterministic selection of its
+                 ASCII modules, a few MB, present on every machine (it plays the part of the
+                 lectures' Linux-kernel example, offline)
+    shakespeare  Tiny Shakespeare (1,115,394 chars; karpathy/char-rnn data/tinyshakespeare/input.txt),
+                 looked up in --data-dir / RNNKIT_DATA, then the user's cache, then downloaded once
+                 and checked against its sha256
+
+The text is read in chunks and turned into one token per character, stored as uint8 / uint16 /
+int32 (whatever the vocabulary needs), so a corpus costs 1-4 bytes per character in memory, or
+nothing when `memmap_path` is given (the tokens are then written there and memory-mapped).
+"""
+
+import codecs
+import hashlib
+import os
+import pathlib
+import sysconfig
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+
+import numpy as np
+
+from rnnkit.errors import RnnkitError
+
+SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+SHAKESPEARE_FILE = "tinyshakespeare.txt"
+STDLIB_CHARS = 3_000_000  # size of the built-in default corpus
+CHUNK_BYTES = 1 << 24
+
+
+@dataclass
+class Corpus:
+    """A corpus as tokens: `tokens[i]` is the index of character i in `chars` (sorted)."""
+
+    name: str
+    chars: list  # the vocabulary: every character that occurs, sorted by code point
+    tokens: np.ndarray  # (N,) uint8/uint16/int32, possibly memory-mapped
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+
+def token_dtype(vocab_size: int):
+    return np.uint8 if vocab_size <= 256 else np.uint16 if vocab_size <= 65536 else np.int32
+
+
+def encode(text: str, chars: list) -> np.ndarray:
+    """Characters -> token indices, vectorised through the code points (one pass, no Python loop)."""
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    table = np.array([ord(c) for c in chars], dtype=np.uint32)
+    idx = np.searchsorted(table, codes)
+    if len(codes) and (idx.max() >= len(table) or (table[idx] != codes).any()):
+        unseen = sorted({c for c in text if c not in set(chars)})
+        raise RnnkitError(
+            f"characters the model never saw: {''.join(unseen)!r}; use only characters of its vocabulary"
+        )
+    return idx.astype(token_dtype(len(chars)))
+
+
+def _read_chunks(path: pathlib.Path):
+    """Yield the file's text chunk by chunk; bad UTF-8 or binary input is one clear error."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with open(path, "rb") as f:
+        while True:
+            raw = f.read(CHUNK_BYTES)
+            nul = raw.find(b"\0")
+            if nul >= 0:
+                raise RnnkitError(
+                    f"{path} looks binary (NUL byte at byte offset {offset + nul}); give a text file"
+                )
+            pending = len(decoder.getstate()[0])  # bytes of a character split across chunks
+            try:
+                text = decoder.decode(raw, final=not raw)
+            except UnicodeDecodeError as e:
+                at = offset - pending + e.start
+                raise RnnkitError(
+                    f"{path} is not UTF-8 text (invalid byte at byte offset {at}); convert it to UTF-8"
+                ) from None
+            offset += len(raw)
+            if text:
+                yield text
+            if not raw:
+                return
+
+
+def load_file(path, name=None, memmap_path=None) -> Corpus:
+    """Read a UTF-8 text file into a Corpus: pass 1 finds the vocabulary, pass 2 writes the tokens."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise RnnkitError(
+            f"corpus {path} not found; give a text file, 'shakespeare', or nothing for the built-in corpus"
+        )
+    vocab, n = set(), 0
+    for text in _read_chunks(path):
+        vocab.update(text)
+        n += len(text)
+    if n == 0:
+        raise RnnkitError(f"corpus {path} is empty; give a text file with some text in it")
+    chars = sorted(vocab)
+    dtype = token_dtype(len(chars))
+    if memmap_path is not None:
+        tokens = np.lib.format.open_memmap(memmap_path, mode="w+", dtype=dtype, shape=(n,))
+    else:
+        tokens = np.empty(n, dtype=dtype)
+    i = 0
+    for text in _read_chunks(path):
+        tokens[i : i + len(text)] = encode(text, chars)
+        i += len(text)
+    return Corpus(name or str(path), chars, tokens)
+
+
+def stdlib_text(limit=None) -> str:
+    """The standard library's top-level ASCII modules in sorted order, up to `limit` characters."""
+    limit = limit or STDLIB_CHARS
+    root = pathlib.Path(sysconfig.get_paths()["stdlib"])
+    parts, n = [], 0
+    for path in sorted(root.glob("*.py")):
+        try:
+            text = path.read_text(encoding="ascii")
+        except (UnicodeDecodeError, OSError):
+            continue  # non-ASCII modules would only add rare characters to the vocabulary
+        parts.append(f"# ---- {path.name} ----\n{text}\n")
+        n += len(parts[-1])
+        if n >= limit:
+            break
+    if n < 100_000:
+        raise RnnkitError(
+            f"the standard library's source is not installed at {root}; name a text file to train on"
+        )
+    return "".join(parts)[:limit]
+
+
+def cache_dir() -> pathlib.Path:
+    base = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
+    return pathlib.Path(base) / "rnnkit"
+
+
+def sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def shakespeare_path(data_dir=None) -> pathlib.Path:
+    """Local copy (data_dir, RNNKIT_DATA), else the cache, else download once and check its sha256."""
+    for folder in (data_dir, os.environ.get("RNNKIT_DATA")):
+        if folder:
+            for name in (SHAKESPEARE_FILE, "input.txt"):
+                if (pathlib.Path(folder) / name).is_file():
+                    return pathlib.Path(folder) / name
+    target = cache_dir() / SHAKESPEARE_FILE
+    if target.is_file() and sha256(target) == SHAKESPEARE_SHA256:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(SHAKESPEARE_URL, timeout=30) as r:
+            f.write(r.read())
+        if sha256(tmp) != SHAKESPEARE_SHA256:
+            raise RnnkitError(
+                f"downloaded Tiny Shakespeare has the wrong sha256; put char-rnn's input.txt at {target}"
+            )
+        os.replace(tmp, target)
+    except OSError as e:
+        raise RnnkitError(
+            f"cannot download Tiny Shakespeare ({e.__class__.__name__}); put char-rnn's "
+            f"data/tinyshakespeare/input.txt at {target} (or {SHAKESPEARE_FILE} in --data-dir / RNNKIT_DATA)"
+        ) from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def load_corpus(corpus=None, data_dir=None, memmap_path=None) -> Corpus:
+    """A corpus by name or path: None -> the standard library's source; 'shakespeare'; or a file."""
+    if corpus in (None, "", "stdlib", "default"):
+        text = stdlib_text()
+        chars = sorted(set(text))
+        return Corpus("stdlib", chars, encode(text, chars))
+    if corpus == "shakespeare" and not pathlib.Path(corpus).exists():
+        return load_file(shakespeare_path(data_dir), name="shakespeare", memmap_path=memmap_path)
+    return load_file(corpus, memmap_path=memmap_path)

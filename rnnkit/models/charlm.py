@@ -1,0 +1,188 @@
+"""Character language model: char-rnn and min-char-rnn (decks 002 and 004).
+
+    x_t = E[c_t]            (embedding, or the one-hot column of W_xh as in min-char-rnn)
+    h_t = cell(x_t, h_prev) (rnnkit Recurrent: lstm, gru, rnn_tanh, ... stacked num_layers deep)
+    y_t = W_hy h_t + b_y    (B, T, V) logits of the next character
+    p_t = softmax(y_t),     loss = -1/(B T) Σ log p_t[c_{t+1}]   (nats per character)
+
+One interface for the training loop, `forward(batch) -> (logits, loss)`. For truncated BPTT
+the model carries its hidden state from one window to the next, detached (`self.state`;
+`reset_state()` starts afresh). Sampling, scoring and completion feed the state back one
+character at a time (T = 1 calls).
+"""
+
+import inspect
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+TORCH_RNNS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": nn.RNN, "rnn_relu": nn.RNN}
+
+
+@dataclass
+class CharLMConfig:
+    vocab_size: int = 0
+    cell: str = "lstm"
+    hidden_size: int = 128
+    num_layers: int = 2
+    dropout: float = 0.0
+    embedding_size: int = 0  # 0 = one-hot input, as in the lectures
+    forget_bias: float = 1.0  # Jozefowicz et al. 2015; char-rnn initialises it to 1
+    backend: str | None = None  # rnnkit engine backend; None = fastest available
+    torch_rnn: bool = False  # build the recurrent part on torch.nn (for comparison)
+
+
+def detach(state):
+    if state is None:
+        return None
+    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+
+
+def _torch_recurrent(cfg: CharLMConfig, input_size: int) -> nn.Module:
+    if cfg.cell not in TORCH_RNNS:
+        raise ValueError(f"torch.nn has no '{cfg.cell}' layer; torch_rnn supports {sorted(TORCH_RNNS)}")
+    kw = {"nonlinearity": cfg.cell[4:]} if cfg.cell.startswith("rnn_") else {}
+    rnn = TORCH_RNNS[cfg.cell](
+        input_size, cfg.hidden_size, cfg.num_layers, batch_first=True, dropout=cfg.dropout, **kw
+    )
+    if cfg.cell == "lstm":  # gate order i, f, g, o: the forget-gate bias is the second quarter
+        H = cfg.hidden_size
+        with torch.no_grad():
+            for name, b in rnn.named_parameters():
+                if name.startswith("bias_ih"):
+                    b[H : 2 * H] = cfg.forget_bias
+                elif name.startswith("bias_hh"):
+                    b[H : 2 * H] = 0.0
+    return rnn
+
+
+class CharLM(nn.Module):
+    """Embedding (or one-hot) -> Recurrent -> Linear, over a vocabulary of V characters.
+
+    Shapes:
+        batch.xs, batch.ys: (B, T) int64 character indices; logits: (B, T, V).
+    """
+
+    def __init__(self, cfg: CharLMConfig):
+        super().__init__()
+        self.cfg = cfg
+        V, E = cfg.vocab_size, cfg.embedding_size
+        self.embedding = nn.Embedding(V, E) if E > 0 else None
+        input_size = E if E > 0 else V
+        if cfg.torch_rnn:
+            self.rnn = _torch_recurrent(cfg, input_size)
+        else:
+            from rnnkit import CELLS
+            from rnnkit.layers import Recurrent
+
+            takes_bias = "forget_bias" in inspect.signature(CELLS[cfg.cell]).parameters
+            self.rnn = Recurrent(
+                cfg.cell, input_size, cfg.hidden_size, num_layers=cfg.num_layers, dropout=cfg.dropout,
+                backend=cfg.backend, **({"forget_bias": cfg.forget_bias} if takes_bias else {}),
+            )  # fmt: skip
+        self.drop = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(cfg.hidden_size, V)  # W_hy, b_y
+        self.state = None  # carried across truncated-BPTT windows
+
+    def inputs(self, xs: torch.Tensor) -> torch.Tensor:
+        """(B, T) indices -> (B, T, D): an embedding lookup, or one-hot vectors (min-char-rnn)."""
+        if self.embedding is not None:
+            return self.embedding(xs)
+        return F.one_hot(xs, self.cfg.vocab_size).float()
+
+    def run(self, xs: torch.Tensor, state=None):
+        """(B, T) indices and a state -> (B, T, V) logits and the final state."""
+        hs, state = self.rnn(self.inputs(xs), state)  # (B, T, H)
+        return self.head(self.drop(hs)), state
+
+    def reset_state(self):
+        self.state = None
+
+    def forward(self, batch):
+        """Training interface: carry the state across windows; loss in nats per character."""
+        state = detach(self.state)
+        if state is not None and _batch_of(state) != batch.xs.shape[0]:
+            state = None  # a different number of streams: start afresh
+        logits, state = self.run(batch.xs, state)
+        self.state = detach(state)
+        loss = F.cross_entropy(logits.flatten(0, 1), batch.ys.flatten())
+        return logits, loss
+
+    # ---- one character at a time: sampling, scoring, completion ----------------------------
+
+    @torch.no_grad()
+    def step(self, c_t: int | torch.Tensor, state=None):
+        """One step: character index (or (B,) indices) -> (B, V) log-probabilities, new state."""
+        xs = torch.as_tensor(c_t, dtype=torch.long).reshape(-1, 1)  # (B, 1)
+        logits, state = self.run(xs, state)
+        return F.log_softmax(logits[:, -1].float(), dim=-1), state
+
+    @torch.no_grad()
+    def prime(self, ids: list, state=None):
+        """Feed a prefix one character at a time; returns the log-probabilities after it and the state."""
+        logp = None
+        for c in ids:
+            logp, state = self.step(c, state)
+        return logp, state
+
+    @torch.no_grad()
+    def sample(self, ids: list, length: int, temperature=1.0, top_k=0, greedy=False, generator=None) -> list:
+        """Continue `ids` by `length` characters: p ∝ exp(y / temperature), or argmax if greedy."""
+        logp, state = self.prime(ids)
+        out = []
+        for _ in range(length):
+            if greedy:
+                c = int(logp.argmax(-1))
+            else:
+                y = logp[0] / temperature
+                if top_k and top_k < y.numel():
+                    y = y.masked_fill(y < y.topk(top_k).values[-1], -math.inf)
+                c = int(torch.multinomial(F.softmax(y, -1), 1, generator=generator))
+            out.append(c)
+            logp, state = self.step(c, state)
+        return out
+
+    @torch.no_grad()
+    def log_probs(self, ids: list, context: list) -> list:
+        """log p(c_t | context, c_<t) for each character of `ids` (nats), one step at a time."""
+        logp, state = self.prime(context)
+        out = []
+        for c in ids:
+            out.append(float(logp[0, c]))
+            logp, state = self.step(c, state)
+        return out
+
+    @torch.no_grad()
+    def beam_complete(self, ids: list, length: int, beam: int = 1):
+        """The most probable continuation of `length` characters (deck 004's argmax completion).
+
+        Beam search keeps the K best partial continuations by total log-probability; the K
+        beams advance together as a batch of K streams, one character per step.
+        """
+        logp, state = self.prime(ids)  # (1, V)
+        seqs, scores = [[]], torch.zeros(1)
+        for _ in range(length):
+            total = scores[:, None] + logp  # (K, V)
+            V = total.shape[1]
+            top = total.flatten().topk(min(beam, total.numel()))
+            rows, cols = top.indices // V, top.indices % V
+            seqs = [seqs[r] + [int(c)] for r, c in zip(rows.tolist(), cols.tolist())]
+            scores = top.values
+            state = _select(state, rows)
+            logp, state = self.step(cols, state)
+        best = int(scores.argmax())
+        return seqs[best], float(scores[best])
+
+
+def _batch_of(state) -> int:
+    return (state[0] if isinstance(state, tuple) else state).shape[1]
+
+
+def _select(state, rows):
+    """Keep the beams `rows` of a state of shape (num_layers, K, H)."""
+    if isinstance(state, tuple):
+        return tuple(s[:, rows] for s in state)
+    return state[:, rows]

@@ -1,0 +1,103 @@
+"""Run configuration: one dataclass per component, nested in a RunConfig, saved beside every run.
+
+Overrides are typed; an unknown key is an error. Presets (rnnkit.presets) are small dicts of overrides.
+"""
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from rnnkit.errors import RnnkitError
+from rnnkit.models.charlm import CharLMConfig
+
+
+@dataclass
+class DataConfig:
+    corpus: str | None = None  # a text file, 'shakespeare', or None for the standard library's source
+    data_dir: str | None = (
+        None  # folder holding a local tinyshakespeare.txt (else RNNKIT_DATA, cache, download)
+    )
+    val_frac: float = 0.05  # last fraction of the corpus held out for validation
+    seq_len: int = 50  # T: characters per window (the truncation of BPTT)
+    batch_size: int = 50  # B: parallel streams
+
+
+@dataclass
+class TrainConfig:
+    optimizer: str = "adam"  # adam | rmsprop (char-rnn) | adagrad (min-char-rnn) | sgd
+    lr: float = 2e-3
+    lr_decay: float = 1.0  # multiply the learning rate by this after every epoch past lr_decay_after
+    lr_decay_after: int = 10
+    clip_norm: float = 0.0  # rescale the gradient if its norm exceeds this (0 = off)
+    clip_value: float = 5.0  # clamp every gradient element to [-v, v] as char-rnn does (0 = off)
+    weight_decay: float = 0.0
+    max_steps: int = 0  # 0 = no limit
+    max_epochs: float = 50.0
+    time_budget: float = 0.0  # minutes of training; 0 = no limit
+    seed: int = 1337
+    eval_every: int = 200  # steps between validations and checkpoints
+    sample_every: int = 500  # steps between printed samples (0 = never)
+    sample_length: int = 200
+    sample_temperature: float = 0.8
+    threads: int = 0  # torch threads; 0 = torch's default
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: CharLMConfig = field(default_factory=CharLMConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        cfg = cls()
+        cfg.update(d)
+        return cfg
+
+    def update(self, d: dict):
+        """Apply nested overrides {'model': {'hidden_size': 256}, ...}; unknown keys are errors."""
+        for section, values in d.items():
+            if section not in ("data", "model", "train"):
+                raise RnnkitError(f"unknown config section '{section}'; use data, model or train")
+            part = getattr(self, section)
+            names = {f.name for f in dataclasses.fields(part)}
+            for key, value in values.items():
+                if key not in names:
+                    raise RnnkitError(f"unknown option {section}.{key}; known: {', '.join(sorted(names))}")
+                setattr(part, key, value)
+
+
+def validate(cfg: RunConfig):
+    """Reject impossible settings up front, each with one line."""
+    from rnnkit import CELLS
+
+    m, d, t = cfg.model, cfg.data, cfg.train
+    if m.cell not in CELLS:
+        raise RnnkitError(f"unknown --cell '{m.cell}'; choose one of {', '.join(sorted(CELLS))}")
+    for name, value in [
+        ("--hidden-size", m.hidden_size), ("--num-layers", m.num_layers),
+        ("--seq-len", d.seq_len), ("--batch-size", d.batch_size),
+    ]:  # fmt: skip
+        if value <= 0:
+            raise RnnkitError(f"{name} must be > 0, got {value}")
+    for name, value in [
+        ("--embedding-size", m.embedding_size), ("--max-steps", t.max_steps), ("--max-epochs", t.max_epochs),
+        ("--time-budget", t.time_budget), ("--clip-norm", t.clip_norm), ("--clip-value", t.clip_value),
+        ("--sample-every", t.sample_every), ("--threads", t.threads),
+    ]:  # fmt: skip
+        if value < 0:
+            raise RnnkitError(f"{name} must be >= 0, got {value}")
+    if t.lr <= 0:
+        raise RnnkitError(f"--lr must be > 0, got {t.lr}")
+    if not 0 < t.lr_decay <= 1:
+        raise RnnkitError(f"--lr-decay must be in (0, 1], got {t.lr_decay}")
+    if not 0 <= m.dropout < 1:
+        raise RnnkitError(f"--dropout must be in [0, 1), got {m.dropout}")
+    if t.eval_every <= 0:
+        raise RnnkitError(f"--eval-every must be > 0, got {t.eval_every}")
+    if t.optimizer not in ("adam", "rmsprop", "adagrad", "sgd"):
+        raise RnnkitError(f"unknown --optimizer '{t.optimizer}'; choose adam, rmsprop, adagrad or sgd")
+    if t.sample_temperature <= 0:
+        raise RnnkitError("sample temperature must be > 0")

@@ -1,0 +1,254 @@
+"""Training a character language model with truncated BPTT, top to bottom.
+
+    for each step:
+        window k of the B streams -> model(batch) -> (logits, loss)     state carried, detached
+        loss.backward(); clip; optimizer.step()
+        every eval_every steps: validation loss (nats/char, bits/char), checkpoints, loss curve
+        every sample_every steps: a sample
+    stop at max_steps / max_epochs / time_budget; Ctrl-C saves and exits; NaN or 3x the
+    initial loss (char-rnn's rule) stops with the last good checkpoint kept.
+
+The loop only calls `model(batch) -> (logits, loss)`, `model.state` and `model.sample(...)`.
+"""
+
+import json
+import math
+import pathlib
+import time
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from rnnkit.data.bptt import StreamBatches, eval_streams, split
+from rnnkit.data.corpus import load_corpus
+from rnnkit.errors import RnnkitError
+from rnnkit.models.charlm import CharLM
+from rnnkit.train.checkpoint import load_checkpoint, save_checkpoint
+from rnnkit.train.config import RunConfig, validate
+from rnnkit.train.metrics import LN2, MetricsLog, plot_losses
+from rnnkit.train.optim import clip_gradients, lr_at_epoch, make_optimizer, set_lr
+
+RUN_FILES = ["config.json", "vocab.json", "metrics.csv", "loss.png", "latest.pt", "best.pt"]
+EXPLODE = 3.0  # char-rnn aborts when the loss exceeds 3x the initial loss
+DRY_RUN_STEPS = 4
+
+
+@dataclass
+class Progress:
+    step: int = 0
+    epoch: int = 0
+    window: int = 0  # next window of the current epoch
+    elapsed: float = 0.0  # seconds of training so far (over all sessions)
+    best_val: float = math.inf
+    initial_loss: float = 0.0
+
+
+def prepare_out(out, resume: bool, force: bool) -> pathlib.Path:
+    out = pathlib.Path(out)
+    if out.exists() and not out.is_dir():
+        raise RnnkitError(f"--out {out} is a file; give a folder")
+    taken = (out / "config.json").exists()
+    if resume and not (out / "latest.pt").exists():
+        raise RnnkitError(f"nothing to resume in {out} (no latest.pt); drop --resume to start a new run")
+    if taken and not resume and not force:
+        raise RnnkitError(f"{out} already holds a run; use --resume to continue it or --force to replace it")
+    if force and not resume:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def evaluate(model, batches) -> float:
+    """Mean loss in nats per character over every window, from a fresh state; the training state is kept."""
+    carried, was_training = model.state, model.training
+    model.eval()
+    model.reset_state()
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for batch in batches:
+            _, loss = model(batch)
+            total += float(loss) * batch.ys.numel()
+            n += batch.ys.numel()
+    model.state = carried
+    model.train(was_training)
+    return total / n
+
+
+def sample_text(model, chars, cfg, step: int) -> str:
+    """A sample primed with a newline (or the first character), seeded by the step for reproducibility."""
+    prime = [chars.index("\n")] if "\n" in chars else [0]
+    gen = torch.Generator().manual_seed(cfg.train.seed + step)
+    was_training = model.training
+    model.eval()
+    ids = model.sample(prime, cfg.train.sample_length, cfg.train.sample_temperature, generator=gen)
+    model.train(was_training)
+    return "".join(chars[i] for i in ids)
+
+
+def checkpoint_payload(cfg, chars, model, optimizer, progress) -> dict:
+    state = model.state
+    carry = [] if state is None else list(state) if isinstance(state, tuple) else [state]
+    return {
+        "config": json.dumps(cfg.to_dict()),
+        "chars": "".join(chars),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "progress": dict(vars(progress)),
+        "carry": carry,
+        "rng": torch.get_rng_state(),
+    }
+
+
+def restore(ckpt, model, optimizer) -> Progress:
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    carry = ckpt["carry"]
+    model.state = None if not carry else tuple(carry) if len(carry) == 2 else carry[0]
+    torch.set_rng_state(ckpt["rng"])
+    return Progress(**ckpt["progress"])
+
+
+def load_data(cfg: RunConfig, dry_run: bool):
+    corpus = load_corpus(cfg.data.corpus, cfg.data.data_dir)
+    tokens = corpus.tokens
+    if dry_run:  # a tiny slice: enough for a few windows and a validation split
+        tokens = tokens[: max(20_000, 6 * cfg.data.batch_size * cfg.data.seq_len)]
+    train_tokens, val_tokens = split(tokens, cfg.data.val_frac)
+    batches = StreamBatches(train_tokens, cfg.data.batch_size, cfg.data.seq_len)
+    val_batches = (
+        eval_streams(val_tokens, cfg.data.batch_size, cfg.data.seq_len) if len(val_tokens) > 1 else None
+    )
+    return corpus, batches, val_batches
+
+
+def train(cfg: RunConfig, out, resume=False, force=False, dry_run=False, log=print) -> int:
+    """Train (or continue) the run in folder `out`; returns the exit status (0, or 130 after Ctrl-C)."""
+    out = prepare_out(out, resume, force)
+    ckpt = load_checkpoint(out / "latest.pt") if resume else None
+    if dry_run:
+        cfg.train.max_steps = DRY_RUN_STEPS
+        cfg.train.eval_every = min(cfg.train.eval_every, 2)
+        cfg.train.sample_every = 2 if cfg.train.sample_every else 0
+        cfg.train.sample_length = min(cfg.train.sample_length, 40)
+    validate(cfg)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    corpus, batches, val_batches = load_data(cfg, dry_run)
+    chars = corpus.chars
+    if ckpt is not None and "".join(chars) != ckpt["chars"]:
+        raise RnnkitError(
+            f"the corpus of {out} has changed (its vocabulary differs); start a new run with --force"
+        )
+    cfg.model.vocab_size = len(chars)
+    torch.manual_seed(cfg.train.seed)
+    model = CharLM(cfg.model)
+    optimizer = make_optimizer(model.parameters(), cfg.train)
+    try:
+        progress = restore(ckpt, model, optimizer) if ckpt is not None else Progress()
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise RnnkitError(
+            f"{out / 'latest.pt'} does not fit this configuration ({str(e).splitlines()[0][:80]}); resume without changing model options"
+        ) from None
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    (out / "vocab.json").write_text(json.dumps(chars, ensure_ascii=False) + "\n")
+    n_params = sum(p.numel() for p in model.parameters())
+    log(
+        f"corpus {corpus.name}: {len(corpus.tokens):,} chars, vocabulary {len(chars)} (ln V = {math.log(len(chars)):.3f}); "
+        f"{cfg.model.cell} {cfg.model.num_layers}x{cfg.model.hidden_size}, {n_params:,} parameters; "
+        f"{len(batches)} windows of {cfg.data.batch_size}x{cfg.data.seq_len} per epoch -> {out}"
+    )
+    metrics = MetricsLog(out / "metrics.csv", resume_step=progress.step if ckpt is not None else None)
+    return _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, metrics, log)
+
+
+def _total_steps(cfg, batches) -> int | None:
+    limits = [cfg.train.max_steps] if cfg.train.max_steps else []
+    if cfg.train.max_epochs:
+        limits.append(math.ceil(cfg.train.max_epochs * len(batches)))
+    return min(limits) if limits else None
+
+
+def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, metrics, log) -> int:
+    t = cfg.train
+    total = _total_steps(cfg, batches)
+    budget = t.time_budget * 60 if t.time_budget else math.inf
+    bar = tqdm(total=total, initial=progress.step, unit="step", dynamic_ncols=True, mininterval=0.5)
+    save = lambda name: save_checkpoint(
+        out / name, checkpoint_payload(cfg, chars, model, optimizer, progress)
+    )  # noqa: E731
+    start, chars_per_step = time.perf_counter() - progress.elapsed, batches.B * batches.T
+    model.train()
+    if progress.step == 0:
+        save("latest.pt")  # a good checkpoint exists before the first step can go wrong
+    try:
+        while (total is None or progress.step < total) and progress.elapsed < budget:
+            if progress.window == 0:
+                model.reset_state()  # a new epoch reads each stream from its start
+            set_lr(optimizer, lr_at_epoch(t, progress.epoch))
+            t0 = time.perf_counter()
+            _, loss = model(batches.window(progress.window))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            clip_gradients(model.parameters(), t.clip_norm, t.clip_value)
+            loss = loss.detach().item()
+            _check_loss(loss, progress, out)
+            optimizer.step()
+            progress.step += 1
+            progress.window = (progress.window + 1) % len(batches)
+            progress.epoch += progress.window == 0
+            progress.elapsed = time.perf_counter() - start
+            speed = chars_per_step / max(time.perf_counter() - t0, 1e-9)
+            row = dict(step=progress.step, epoch=progress.epoch + progress.window / len(batches),
+                       wall_s=progress.elapsed, lr=optimizer.param_groups[0]["lr"], train_loss=loss, chars_per_s=speed)  # fmt: skip
+            bar.set_postfix(loss=f"{loss:.3f}", chars_s=f"{speed:,.0f}", refresh=False)
+            bar.update(1)
+            last = (total is not None and progress.step >= total) or progress.elapsed >= budget
+            if progress.step % t.eval_every == 0 or last:
+                _validate(model, val_batches, progress, row, save, bar)
+            metrics.write(**row)
+            if t.sample_every and (progress.step % t.sample_every == 0 or last):
+                bar.write(
+                    f"---- sample at step {progress.step} ----\n{sample_text(model, chars, cfg, progress.step)}\n----"
+                )
+            if "val_loss" in row:
+                plot_losses(metrics.rows, out / "loss.png")
+    except KeyboardInterrupt:
+        bar.close()
+        save("latest.pt")
+        log(f"interrupted at step {progress.step}; saved {out / 'latest.pt'}; continue with --resume")
+        return 130
+    bar.close()
+    save("latest.pt")
+    log(
+        f"done: {progress.step} steps in {progress.elapsed:.0f} s; best val {_nats(progress.best_val)}; run folder {out}"
+    )
+    return 0
+
+
+def _check_loss(loss: float, progress: Progress, out):
+    """NaN, or 3x the initial loss: stop; the checkpoints on disk are the last good ones."""
+    if progress.initial_loss == 0.0:
+        progress.initial_loss = loss
+    if not math.isfinite(loss) or loss > EXPLODE * progress.initial_loss:
+        raise RnnkitError(
+            f"loss {'became ' + str(loss) if not math.isfinite(loss) else f'exploded to {loss:.3f}'} at step "
+            f"{progress.step + 1} (initial {progress.initial_loss:.3f}); stopped, last good checkpoint in {out}; "
+            "try a lower --lr or --clip-norm"
+        )
+
+
+def _validate(model, val_batches, progress, row, save, bar):
+    if val_batches is not None:
+        val = evaluate(model, val_batches)
+        row.update(val_loss=val, val_bpc=val / LN2)
+        bar.write(f"step {progress.step}: train {row['train_loss']:.3f}, val {_nats(val)}")
+        if val < progress.best_val:
+            progress.best_val = val
+            save("best.pt")
+    save("latest.pt")
+
+
+def _nats(v: float) -> str:
+    return "n/a" if not math.isfinite(v) else f"{v:.4f} nats/char ({v / LN2:.4f} bits/char)"

@@ -1,0 +1,67 @@
+"""Metrics of a run: one CSV row per step (validation loss where measured) and a loss-curve PNG."""
+
+import csv
+import math
+import pathlib
+
+FIELDS = ["step", "epoch", "wall_s", "lr", "train_loss", "val_loss", "val_bpc", "chars_per_s"]
+LN2 = math.log(2)
+
+
+class MetricsLog:
+    """Appends rows to metrics.csv; on resume it keeps only the rows up to the checkpoint's step."""
+
+    def __init__(self, path, resume_step: int | None = None):
+        self.path = pathlib.Path(path)
+        rows = []
+        if resume_step is not None and self.path.exists():
+            with open(self.path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+        with open(self.path, "w", newline="") as f:
+            writer = csv.DictWriter(f, FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+        self.rows = rows
+
+    def write(self, **row):
+        row = {k: _fmt(row.get(k)) for k in FIELDS}
+        self.rows.append(row)
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, FIELDS).writerow(row)
+
+
+def _fmt(v):
+    if v is None:
+        return ""
+    return f"{v:.6g}" if isinstance(v, float) else v
+
+
+def read_metrics(path) -> list:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def plot_losses(rows: list, path):
+    """Train and validation loss (nats/char) against steps and against wall time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [
+        (int(r["step"]), float(r["wall_s"]), float(r["train_loss"])) for r in rows if r["train_loss"] != ""
+    ]
+    val = [(int(r["step"]), float(r["wall_s"]), float(r["val_loss"])) for r in rows if r["val_loss"] != ""]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, i, label in [(axes[0], 0, "step"), (axes[1], 1, "wall time (s)")]:
+        if train:
+            ax.plot([t[i] for t in train], [t[2] for t in train], lw=0.8, label="train")
+        if val:
+            ax.plot([v[i] for v in val], [v[2] for v in val], "o-", label="val")
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("loss (nats/char)")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

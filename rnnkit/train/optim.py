@@ -1,0 +1,41 @@
+"""Optimisers, gradient clipping and the learning-rate schedule of char-rnn and min-char-rnn.
+
+adagrad (min-char-rnn):  m += g²;  θ -= lr g / sqrt(m + 1e-8)
+rmsprop (char-rnn):      m = α m + (1-α) g², α = 0.95;  θ -= lr g / sqrt(m + 1e-8)
+clip by value (char-rnn, min-char-rnn): g = clamp(g, -v, v)
+clip by norm (deck 002): if ||g|| > c: g = g c / ||g||
+decay (char-rnn): lr_e = lr · decay^max(0, e - decay_after), e = epochs completed
+"""
+
+import torch
+
+
+def make_optimizer(params, cfg):
+    """The optimiser named by cfg.optimizer (a TrainConfig)."""
+    name, lr, wd = cfg.optimizer, cfg.lr, cfg.weight_decay
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, alpha=0.95, eps=1e-8, weight_decay=wd)
+    if name == "adagrad":
+        return torch.optim.Adagrad(params, lr=lr, eps=1e-8, weight_decay=wd)
+    return torch.optim.SGD(params, lr=lr, weight_decay=wd)
+
+
+def clip_gradients(params, clip_norm: float, clip_value: float) -> float:
+    """Clip in place; returns the gradient norm before clipping."""
+    params = [p for p in params if p.grad is not None]
+    norm = torch.nn.utils.clip_grad_norm_(params, clip_norm if clip_norm > 0 else float("inf"))
+    if clip_value > 0:
+        for p in params:
+            p.grad.clamp_(-clip_value, clip_value)
+    return float(norm)
+
+
+def lr_at_epoch(cfg, epoch: int) -> float:
+    return cfg.lr * cfg.lr_decay ** max(0, epoch - cfg.lr_decay_after)
+
+
+def set_lr(optimizer, lr: float):
+    for group in optimizer.param_groups:
+        group["lr"] = lr

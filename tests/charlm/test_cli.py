@@ -1,0 +1,115 @@
+import json
+
+import pytest
+from conftest import TINY
+
+from rnnkit.cli.charlm import load_model, score_text
+
+
+def test_train_dry_run_writes_a_run_folder(trained):
+    for name in ["config.json", "vocab.json", "metrics.csv", "loss.png", "latest.pt", "best.pt"]:
+        assert (trained / name).is_file()
+    assert json.loads((trained / "config.json").read_text())["model"]["hidden_size"] == 16
+
+
+@pytest.mark.parametrize("preset", ["min-char-rnn", "char-rnn"])
+def test_presets_dry_run(tmp_path, corpus, cli, preset):
+    code, out, err = cli("train", corpus, "--out", tmp_path / preset, "--preset", preset, "--dry-run")
+    assert code == 0, err
+    assert "vocabulary 30" in out
+
+
+def test_sample(trained, cli):
+    code, out, _ = cli("sample", trained, "--length", "30", "--seed", "1", "--prime", "the ")
+    assert code == 0 and out.startswith("the ") and len(out.rstrip("\n")) >= 30
+    assert cli("sample", trained, "--length", "30", "--seed", "1", "--prime", "the ")[1] == out
+    assert cli("sample", trained, "--length", "20", "--greedy")[0] == 0
+
+
+def test_score_ranks_and_matches_the_model(trained, cli):
+    code, out, _ = cli("score", trained, "the lazy dog", "dgo yzal eht", "--json")
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["rank"] for r in rows] == [1, 2] and rows[0]["log_prob"] >= rows[1]["log_prob"]
+    model, chars = load_model(trained)
+    r = score_text(model, chars, "the lazy dog")
+    assert r["chars"] == 12 and abs(r["bits_per_char"] * 0.6931471805599453 - r["nats_per_char"]) < 1e-9
+    assert cli("score", trained, "the lazy dog")[1].startswith("1. log p = ")
+
+
+def test_complete_greedy_and_beam(trained, cli):
+    code, out, _ = cli("complete", trained, "the quick", "--length", "10")
+    assert code == 0 and out.startswith("the quick") and len(out.rstrip("\n")) == 19
+    code, out, _ = cli("complete", trained, "the quick", "--length", "10", "--beam", "4")
+    assert code == 0 and out.startswith("the quick")
+
+
+def test_eval(trained, corpus, cli):
+    code, out, _ = cli("eval", trained, corpus, "--json")
+    result = json.loads(out)
+    assert (
+        code == 0
+        and result["nats_per_char"] > 0
+        and abs(result["bits_per_char"] - result["nats_per_char"] / 0.6931471805599453) < 1e-9
+    )
+
+
+def test_resume_and_force_from_the_command_line(trained, corpus, cli):
+    assert cli("train", corpus, "--out", trained, *TINY, "--dry-run")[0] == 2  # refused: a run is there
+    assert cli("train", "--out", trained, "--resume", "--max-steps", "6")[0] == 0
+    assert cli("train", corpus, "--out", trained, *TINY, "--dry-run", "--force")[0] == 0
+    code, _, err = cli("train", "--out", trained, "--resume", "--hidden-size", "64")
+    assert code == 2 and "cannot change when resuming" in err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--hidden-size", "0"], "--hidden-size must be > 0"),
+        (["--seq-len", "-3"], "--seq-len must be > 0"),
+        (["--batch-size", "0"], "--batch-size must be > 0"),
+        (["--lr", "0"], "--lr must be > 0"),
+        (["--cell", "nope"], "unknown --cell"),
+        (["--preset", "nope"], "unknown --preset"),
+        (["--dropout", "1.5"], "--dropout"),
+        (["--batch-size", "400", "--seq-len", "400"], "too few.*need at least 160,001"),
+    ],
+)
+def test_bad_train_options(tmp_path, corpus, cli, args, message):
+    code, _, err = cli("train", corpus, "--out", tmp_path / "run", *TINY, *args, "--dry-run")
+    assert code == 2 and err.count("\n") == 1
+    assert __import__("re").search(message, err), err
+
+
+def test_bad_corpora(tmp_path, cli):
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    for path, message in [
+        (tmp_path / "missing.txt", "not found"),
+        (tmp_path / "empty.txt", "empty"),
+        (tmp_path / "latin1.txt", "byte offset 3"),
+    ]:
+        code, _, err = cli("train", path, "--out", tmp_path / "run", *TINY, "--dry-run")
+        assert code == 2 and message in err, err
+
+
+def test_bad_sampling_options(trained, cli):
+    for args, message in [
+        (["--temperature", "0"], "--greedy"),
+        (["--temperature", "-1"], "--greedy"),
+        (["--length", "0"], "--length must be > 0"),
+        (["--prime", "the ÆØ"], "never saw: 'ÆØ'"),
+        (["--top-k", "-1"], "--top-k"),
+    ]:
+        code, _, err = cli("sample", trained, *args)
+        assert code == 2 and message in err, err
+    assert "--beam must be > 0" in cli("complete", trained, "the", "--beam", "0")[2]
+    assert "never saw" in cli("score", trained, "Ωmega")[2]
+
+
+def test_bad_checkpoint_from_the_command_line(tmp_path, cli):
+    (tmp_path / "junk.pt").write_bytes(b"PK\x03\x04 not really a zip")
+    code, _, err = cli("sample", tmp_path / "junk.pt")
+    assert code == 2 and "not an rnnkit checkpoint" in err
+    code, _, err = cli("sample", tmp_path)
+    assert code == 2 and "holds no checkpoint" in err

@@ -1,0 +1,127 @@
+import hashlib
+
+import numpy as np
+import pytest
+
+from rnnkit.data import corpus as corpus_mod
+from rnnkit.data.bptt import StreamBatches, eval_streams, split
+from rnnkit.data.corpus import encode, load_corpus, load_file, token_dtype
+from rnnkit.errors import RnnkitError
+
+
+def test_load_file_round_trips_any_language(tmp_path):
+    text = "Grüße, 世界! Ça va?\nπ ≈ 3.14159\n" * 3
+    path = tmp_path / "u.txt"
+    path.write_text(text, encoding="utf-8")
+    c = load_file(path)
+    assert c.chars == sorted(set(text))
+    assert c.tokens.dtype == np.uint8
+    assert "".join(c.chars[i] for i in c.tokens) == text
+
+
+def test_chunked_reading_and_memmap(tmp_path, monkeypatch):
+    monkeypatch.setattr(corpus_mod, "CHUNK_BYTES", 5)  # characters split across chunks
+    text = "añb€c😀d" * 20
+    path = tmp_path / "u.txt"
+    path.write_text(text, encoding="utf-8")
+    c = load_file(path, memmap_path=tmp_path / "tokens.npy")
+    assert isinstance(c.tokens, np.memmap)
+    assert "".join(c.chars[i] for i in c.tokens) == text
+
+
+def test_token_dtype_is_compact():
+    assert token_dtype(200) == np.uint8 and token_dtype(300) == np.uint16 and token_dtype(70000) == np.int32
+
+
+def test_bad_utf8_names_the_byte_offset(tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_bytes("héllo ".encode() + b"\xff rest")
+    with pytest.raises(RnnkitError, match="byte offset 7"):
+        load_file(path)
+
+
+def test_binary_file(tmp_path):
+    path = tmp_path / "bin.dat"
+    path.write_bytes(b"abc\x00\x01\x02")
+    with pytest.raises(RnnkitError, match="binary.*offset 3"):
+        load_file(path)
+
+
+def test_missing_and_empty(tmp_path):
+    with pytest.raises(RnnkitError, match="not found"):
+        load_file(tmp_path / "nope.txt")
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(RnnkitError, match="empty"):
+        load_file(tmp_path / "empty.txt")
+
+
+def test_default_corpus_is_the_standard_library(monkeypatch):
+    monkeypatch.setattr(corpus_mod, "STDLIB_CHARS", 200_000)
+    c = load_corpus(None)
+    assert (
+        c.name == "stdlib"
+        and len(c.tokens) == 200_000
+        and "def" in "".join(c.chars[i] for i in c.tokens[:5000])
+    )
+    assert c.vocab_size < 100  # ASCII only
+
+
+def test_shakespeare_download_is_checked_and_cached(tmp_path, monkeypatch):
+    src = tmp_path / "input.txt"
+    src.write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("RNNKIT_DATA", raising=False)
+    monkeypatch.setattr(corpus_mod, "SHAKESPEARE_URL", src.as_uri())
+    monkeypatch.setattr(corpus_mod, "SHAKESPEARE_SHA256", hashlib.sha256(src.read_bytes()).hexdigest())
+    c = load_corpus("shakespeare")
+    assert c.name == "shakespeare" and len(c.tokens) == len(src.read_text())
+    assert (tmp_path / "cache" / "rnnkit" / "tinyshakespeare.txt").is_file()
+    monkeypatch.setattr(corpus_mod, "SHAKESPEARE_SHA256", "0" * 64)  # a wrong download is refused
+    (tmp_path / "cache" / "rnnkit" / "tinyshakespeare.txt").unlink()
+    with pytest.raises(RnnkitError, match="sha256"):
+        load_corpus("shakespeare")
+
+
+def test_shakespeare_offline_says_where_to_put_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("RNNKIT_DATA", raising=False)
+    monkeypatch.setattr(corpus_mod, "SHAKESPEARE_URL", (tmp_path / "missing.txt").as_uri())
+    with pytest.raises(RnnkitError, match=r"put char-rnn's .* at .*tinyshakespeare.txt"):
+        load_corpus("shakespeare")
+
+
+def test_shakespeare_from_data_dir(tmp_path, monkeypatch):
+    (tmp_path / "tinyshakespeare.txt").write_text("ROMEO:\nBut soft!\n")
+    monkeypatch.setenv("RNNKIT_DATA", str(tmp_path))
+    assert len(load_corpus("shakespeare").tokens) == len("ROMEO:\nBut soft!\n")
+
+
+def test_stream_batches_follow_the_diagram():
+    tokens = np.arange(103, dtype=np.int32)
+    b = StreamBatches(tokens, batch_size=4, seq_len=5)  # L = 25 per stream, 5 windows
+    assert len(b) == 5
+    w0, w1 = b.window(0), b.window(1)
+    assert w0.xs.shape == (4, 5) and w0.xs.dtype.is_floating_point is False
+    assert w0.xs[1].tolist() == [25, 26, 27, 28, 29]  # stream 1 starts at L
+    assert w1.xs[1].tolist() == [30, 31, 32, 33, 34]  # window 1 continues stream 1
+    assert (w0.ys == w0.xs + 1).all()
+
+
+def test_eval_streams_keep_the_ragged_end():
+    b = eval_streams(np.arange(23), batch_size=8, seq_len=5)  # 4 streams of 5
+    assert sum(w.ys.numel() for w in b) == b.B * b.L
+
+
+def test_too_short_for_one_window_says_the_minimum():
+    with pytest.raises(RnnkitError, match="at least 2,501"):
+        StreamBatches(np.zeros(100, dtype=np.uint8), batch_size=50, seq_len=50)
+
+
+def test_split_is_first_and_last():
+    train, val = split(np.arange(100), 0.1)
+    assert train.tolist() == list(range(90)) and val.tolist() == list(range(90, 100))
+
+
+def test_encode_rejects_unknown_characters():
+    with pytest.raises(RnnkitError, match="never saw"):
+        encode("abz", ["a", "b"])

@@ -1,0 +1,101 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rnnkit.data.bptt import Window
+from rnnkit.models.charlm import CharLM, CharLMConfig
+
+V = 7
+
+
+def model(cell="lstm", **kw):
+    torch.manual_seed(0)
+    return CharLM(CharLMConfig(vocab_size=V, cell=cell, hidden_size=12, num_layers=2, **kw)).eval()
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
+@pytest.mark.parametrize("embedding_size", [0, 5])
+def test_forward_shapes_and_loss(cell, embedding_size):
+    m = model(cell, embedding_size=embedding_size)
+    xs = torch.randint(0, V, (3, 4))
+    logits, loss = m(Window(xs, xs))
+    assert logits.shape == (3, 4, V)
+    assert torch.isclose(loss, F.cross_entropy(logits.reshape(-1, V), xs.reshape(-1)))
+
+
+def test_state_is_carried_across_windows_and_detached():
+    m = model()
+    xs = torch.randint(0, V, (2, 10))
+    whole, _ = m(Window(xs, xs))
+    m.reset_state()
+    first, _ = m(Window(xs[:, :5], xs[:, :5]))
+    second, _ = m(Window(xs[:, 5:], xs[:, 5:]))
+    assert torch.allclose(torch.cat([first, second], 1), whole, atol=1e-5)
+    assert all(not s.requires_grad for s in m.state)
+
+
+def test_one_step_at_a_time_equals_the_whole_sequence():
+    m = model()
+    ids = [1, 4, 2, 6, 0]
+    with torch.no_grad():
+        logits, _ = m.run(torch.tensor([ids]))
+    state, steps = None, []
+    for c in ids:
+        logp, state = m.step(c, state)
+        steps.append(logp)
+    assert torch.allclose(torch.cat(steps), F.log_softmax(logits[0], -1), atol=1e-5)
+
+
+def test_log_probs_equal_the_independent_sum():
+    m = model()
+    context, ids = [3], [1, 4, 2, 6, 0, 5]
+    with torch.no_grad():
+        logits, _ = m.run(torch.tensor([context + ids[:-1]]))  # one pass, computed independently
+    expected = F.log_softmax(logits[0], -1)[torch.arange(len(ids)), torch.tensor(ids)]
+    assert math.isclose(sum(m.log_probs(ids, context)), float(expected.sum()), rel_tol=1e-5)
+
+
+def test_low_temperature_sampling_equals_greedy():
+    m = model()
+    greedy = m.sample([2], 20, greedy=True)
+    cold = m.sample([2], 20, temperature=1e-4, generator=torch.Generator().manual_seed(0))
+    assert cold == greedy
+
+
+def test_top_k_one_is_greedy_and_sampling_is_seeded():
+    m = model()
+    assert m.sample([2], 15, top_k=1, generator=torch.Generator().manual_seed(1)) == m.sample(
+        [2], 15, greedy=True
+    )
+    a = m.sample([2], 30, generator=torch.Generator().manual_seed(3))
+    b = m.sample([2], 30, generator=torch.Generator().manual_seed(3))
+    assert a == b
+
+
+def test_beam_search():
+    m = model()
+    greedy = m.sample([2, 3], 6, greedy=True)
+    one, score1 = m.beam_complete([2, 3], 6, beam=1)
+    assert one == greedy
+    assert math.isclose(score1, sum(m.log_probs(one, [2, 3])), rel_tol=1e-5)
+    best, score5 = m.beam_complete([2, 3], 6, beam=5)
+    assert score5 >= score1 - 1e-6
+    assert math.isclose(score5, sum(m.log_probs(best, [2, 3])), rel_tol=1e-5)
+
+
+def test_torch_rnn_model_matches_rnnkit_with_the_same_weights():
+    from rnnkit.layers import Recurrent
+
+    ref = model(torch_rnn=True)
+    ours = model()
+    ours.rnn = Recurrent.from_torch(ref.rnn)
+    ours.head.load_state_dict(ref.head.state_dict())
+    xs = torch.randint(0, V, (2, 6))
+    assert torch.allclose(ours(Window(xs, xs))[0], ref(Window(xs, xs))[0], atol=1e-5)
+
+
+def test_torch_rnn_lstm_forget_bias():
+    m = model(torch_rnn=True, forget_bias=1.0)
+    assert torch.all(m.rnn.bias_ih_l0[12:24] == 1.0) and torch.all(m.rnn.bias_hh_l0[12:24] == 0.0)

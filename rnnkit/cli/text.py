@@ -21,9 +21,14 @@ def add_commands(sub) -> None:
                                 ("--sample", float, 1e-3), ("--min-count", int, 5), ("--epochs", int, 5),
                                 ("--alpha", float, 0.025), ("--batch-size", int, 2048), ("--seed", int, 0)]:  # fmt: skip
         p.add_argument(flag, type=kind, default=default)
+    p.add_argument("--backend", choices=["auto", "native", "torch"], default="auto",
+                   help="native: compiled per-pair loop (negative sampling); torch: batched minibatches")  # fmt: skip
+    p.add_argument(
+        "--workers", type=int, default=1, help="native threads (> 1: Hogwild, not bit-reproducible)"
+    )
     p.add_argument("--lower", action="store_true", help="lower-case the corpus")
     p.add_argument(
-        "--dry-run", action="store_true", help="one epoch on the first 20k characters (smoke test)"
+        "--dry-run", action="store_true", help="one epoch, torch backend, first 20k characters (smoke test)"
     )
     p.set_defaults(func=cmd_word2vec)
 
@@ -133,9 +138,9 @@ def cmd_word2vec(args) -> int:
     text = read_text(args.corpus, DRY_RUN_CHARS if args.dry_run else None)
     sentences = [(line.lower() if args.lower else line).split() for line in text.splitlines()]
     config = Word2VecConfig(**{k: getattr(args, k) for k in ("model", "loss", "dimension", "window", "negative",
-                               "sample", "min_count", "epochs", "alpha", "batch_size", "seed")})  # fmt: skip
+                               "sample", "min_count", "epochs", "alpha", "batch_size", "seed", "backend", "workers")})  # fmt: skip
     if args.dry_run:
-        config.epochs, config.min_count = 1, 1
+        config.epochs, config.min_count, config.backend = 1, 1, "torch"
     w2v = Word2Vec(config).fit(sentences, progress=True)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

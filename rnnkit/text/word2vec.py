@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from rnnkit.errors import RnnkitError
+from rnnkit.text import w2v_native
 from rnnkit.text.vocab import Vocabulary
 from rnnkit.text.wordvectors import WordVectors
 
@@ -72,7 +73,9 @@ class Word2VecConfig:
     alpha: float = 0.025  # learning rate, decayed linearly to min_alpha
     min_alpha: float = 1e-4
     cbow_mean: bool = True
-    batch_size: int = 2048  # (centre, context) pairs per SGD step
+    batch_size: int = 2048  # (centre, context) pairs per SGD step of the batched torch path
+    backend: str = "auto"  # "native" (compiled per-pair loop, negative sampling), "torch" (batched), "auto"
+    workers: int = 1  # native threads; > 1 is Hogwild, fast but not bit-reproducible
     seed: int = 0
 
 
@@ -86,8 +89,10 @@ class Word2Vec:
             raise RnnkitError(
                 f"model must be skip-gram|cbow and loss negative|softmax, got {c.model}, {c.loss}"
             )
-        if c.window < 1 or c.dimension < 1 or c.epochs < 1 or c.min_count < 1:
-            raise RnnkitError("window, dimension, epochs and min_count must all be >= 1")
+        if c.backend not in ("auto", "native", "torch"):
+            raise RnnkitError(f"backend must be auto, native or torch, got {c.backend!r}")
+        if min(c.window, c.dimension, c.epochs, c.min_count, c.workers, c.batch_size) < 1:
+            raise RnnkitError("window, dimension, epochs, min_count, workers and batch_size must all be >= 1")
 
     def build_vocab(self, sentences: list[list[str]]) -> None:
         self.vocab = Vocabulary.build(
@@ -112,6 +117,7 @@ class Word2Vec:
         self.U = (torch.rand(V, E, generator=self.generator) - 0.5) / E  # word2vec.c's initialisation
         self.V_out = torch.zeros(V, E)
         self._negative_table()
+        self.native = self._native()
         pairs = self._pairs(ids, sent)
         if len(pairs[0]) == 0:
             raise RnnkitError(
@@ -121,8 +127,13 @@ class Word2Vec:
         with tqdm(
             total=self.expected, desc="word2vec", unit=" pairs", unit_scale=True, disable=not progress
         ) as bar:
-            for epoch in range(c.epochs):
-                self._epoch(*(pairs if epoch == 0 else self._pairs(ids, sent)), bar)
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # each step is small: a thread pool's barriers cost more than they give
+            try:
+                for epoch in range(c.epochs):
+                    self._epoch(*(pairs if epoch == 0 else self._pairs(ids, sent)), bar)
+            finally:
+                torch.set_num_threads(threads)
         self.wv = WordVectors(self.vocab.itos, self.U.numpy().copy())
         return self
 
@@ -133,12 +144,14 @@ class Word2Vec:
         sent = np.repeat(np.arange(len(encoded)), [len(s) for s in encoded])
         return ids, sent
 
-    def _negative_table(self, size: int = 10_000_000) -> None:
-        """Word j fills a share ∝ count_j^0.75 of a table; a uniform index into it draws a negative."""
+    def _negative_table(self, size: int = 1_000_000) -> None:
+        """Word j fills a share ∝ count_j^0.75 (at least one slot) of a table; a uniform index draws a negative.
+
+        A small table stays in cache; a million slots resolve probabilities down to 1e-6.
+        """
         p = self.counts**0.75
-        self.table = torch.from_numpy(
-            np.repeat(np.arange(len(p)), np.round(p / p.sum() * size).astype(np.int64))
-        )
+        slots = np.maximum(np.round(p / p.sum() * size), 1).astype(np.int64)
+        self.table = torch.from_numpy(np.repeat(np.arange(len(p)), slots))
 
     def _pairs(self, ids: np.ndarray, sent: np.ndarray):
         """Subsample, draw each centre's window b ~ U{1..window}, and list the pairs within one sentence.
@@ -176,19 +189,43 @@ class Word2Vec:
         perm = self.rng.permutation(len(starts))
         return ids[centre[starts]][perm], rows[perm]
 
+    def _native(self):
+        """The compiled loop when asked for (or "auto") and usable: negative sampling only."""
+        c = self.config
+        if c.backend == "torch" or c.loss != "negative":
+            if c.backend == "native":
+                raise RnnkitError(
+                    "the native backend runs negative sampling only; use --backend torch for softmax"
+                )
+            return None
+        ext = w2v_native.load()
+        if ext is None and c.backend == "native":
+            raise RnnkitError(f"native word2vec unavailable: {w2v_native.reason}; use backend 'torch'")
+        return ext
+
     def _epoch(self, centres: np.ndarray, contexts: np.ndarray, bar) -> None:
         c = self.config
         centres, contexts = torch.from_numpy(centres), torch.from_numpy(contexts)
-        for start in range(0, len(centres), c.batch_size):
+        step = 100_000 if self.native else c.batch_size
+        for start in range(0, len(centres), step):
             progress = min(self.seen / self.expected, 1.0)
             lr = c.alpha - (c.alpha - c.min_alpha) * progress
-            w, ctx = centres[start : start + c.batch_size], contexts[start : start + c.batch_size]
-            need_loss = start // c.batch_size % 100 == 0
-            J = self._step(w, ctx, lr, need_loss)
+            w, ctx = centres[start : start + step], contexts[start : start + step]
+            if self.native:
+                if start // step % 10 == 0:  # the loss on a few pairs, to watch (lr 0: no update)
+                    self.loss_history.append(self._step(w[:256], ctx[:256], 0.0, True) / len(w[:256]))
+                neg = self.table[
+                    torch.randint(len(self.table), (len(w), c.negative), generator=self.generator)
+                ]
+                self.native.sgns_pairs(self.U, self.V_out, w, ctx, neg, c.alpha, c.min_alpha, self.seen,
+                                       self.expected, c.cbow_mean, c.workers)  # fmt: skip
+            else:
+                need_loss = start // step % 100 == 0
+                J = self._step(w, ctx, lr, need_loss)
+                if need_loss:
+                    self.loss_history.append(J / len(w))
             self.seen += len(w)
             bar.update(len(w))
-            if need_loss:
-                self.loss_history.append(J / len(w))
 
     def _step(self, w: torch.Tensor, ctx: torch.Tensor, lr: float, need_loss: bool) -> float | None:
         """One SGD step on a batch: skip-gram (h = u_w, target ctx) or CBOW (h = mean u_ctx, target w)."""

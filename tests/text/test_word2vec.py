@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from rnnkit.errors import RnnkitError
-from rnnkit.text import Word2Vec, WordVectors
+from rnnkit.text import Word2Vec, WordVectors, w2v_native
 from rnnkit.text.word2vec import negative_sampling_loss_grads, softmax_loss_grads
 
 
@@ -54,6 +54,7 @@ def test_finds_the_planted_neighbours(model, loss):
     config = dict(
         model=model, loss=loss, dimension=16, window=3, min_count=1, epochs=5, sample=0, batch_size=64
     )
+    config["backend"] = "torch"  # the native loop has its own tests below
     config["alpha"] = 0.05 if loss == "negative" else 0.1
     w2v = Word2Vec(**config).fit(planted_corpus())
     assert w2v.loss_is_finite() and w2v.loss_history[-1] < w2v.loss_history[0]
@@ -63,7 +64,7 @@ def test_finds_the_planted_neighbours(model, loss):
 
 
 def test_seeded_runs_are_reproducible():
-    config = dict(dimension=8, window=2, min_count=1, epochs=1, batch_size=64, sample=1e-2)
+    config = dict(dimension=8, window=2, min_count=1, epochs=1, batch_size=64, sample=1e-2, backend="torch")
     a = Word2Vec(**config, seed=3).fit(planted_corpus()).wv.vectors
     b = Word2Vec(**config, seed=3).fit(planted_corpus()).wv.vectors
     c = Word2Vec(**config, seed=4).fit(planted_corpus()).wv.vectors
@@ -114,3 +115,48 @@ def test_bad_corpora():
         Word2Vec(min_count=1, sample=0).fit([["a"], ["b"]])
     with pytest.raises(RnnkitError):
         Word2Vec(model="glove")
+
+
+native = pytest.mark.skipif(
+    not w2v_native.is_built() or w2v_native.load() is None,
+    reason="the native word2vec loop is not compiled yet (it takes about a minute; any `rnnkit word2vec` run builds it)",
+)
+
+
+@native
+@pytest.mark.parametrize("cbow", [False, True])
+def test_native_loop_equals_pair_by_pair_reference(cbow):
+    g = torch.Generator().manual_seed(0)
+    V, E, K, P = 12, 6, 3, 20
+    U, V_out = torch.randn(V, E, generator=g) * 0.3, torch.randn(V, E, generator=g) * 0.3
+    centres = torch.randint(V, (P,), generator=g)
+    contexts = torch.randint(V, (P, 4), generator=g) if cbow else torch.randint(V, (P,), generator=g)
+    if cbow:
+        contexts[::3, 2:] = -1  # short windows are padded
+    negatives = torch.stack([torch.randperm(V, generator=g)[:K] for _ in range(P)])
+    alpha, min_alpha, seen, expected = 0.1, 0.001, 5, 40
+    U_ref, V_ref = U.clone(), V_out.clone()
+    for p in range(P):  # the reference: the batched gradient, one pair at a time
+        lr = alpha - (alpha - min_alpha) * min((seen + p) / expected, 1.0)
+        rows = contexts[p][contexts[p] >= 0] if cbow else centres[p : p + 1]
+        a = 1.0 / len(rows) if cbow else 1.0
+        target = centres[p] if cbow else contexts[p]
+        targets = torch.cat([target[None], negatives[p]])
+        mask = torch.cat([torch.ones(1), (negatives[p] != target).float()])[None]
+        _, dh, dv = negative_sampling_loss_grads((a * U_ref[rows]).sum(0)[None], V_ref[targets][None], mask)
+        V_ref.index_add_(0, targets, dv[0], alpha=-lr)
+        U_ref.index_add_(0, rows, (a * dh).expand(len(rows), E), alpha=-lr)
+    w2v_native.load().sgns_pairs(
+        U, V_out, centres, contexts, negatives, alpha, min_alpha, seen, expected, True, 1
+    )
+    torch.testing.assert_close(U, U_ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(V_out, V_ref, rtol=1e-4, atol=1e-5)
+
+
+@native
+def test_native_training_finds_the_planted_neighbours_reproducibly():
+    config = dict(dimension=16, window=3, min_count=1, epochs=5, sample=0, alpha=0.05, backend="native")
+    w2v = Word2Vec(**config).fit(planted_corpus())
+    assert np.array_equal(w2v.wv.vectors, Word2Vec(**config).fit(planted_corpus()).wv.vectors)
+    for k in range(5):
+        assert all(w.startswith(f"g{k}") for w, _ in w2v.wv.neighbours(f"g{k}w0", topn=3))

@@ -1,0 +1,144 @@
+"""word2vec's negative-sampling SGD as one compiled loop over pairs (the word2vec.c way), for speed.
+
+The batched torch path in word2vec.py adds up a whole batch's gradients at once; this loop applies
+them pair by pair, each in cache, exactly the same gradient as `negative_sampling_loss_grads`:
+
+    for each pair p:   lr_p = α - (α - α_min) · min(seen_p / expected, 1)
+        h = u_w (skip-gram)  or  h = Σ_i a_i u_{c_i}  with a_i = 1/m (cbow_mean) or 1 (CBOW)
+        for target t_0 and negatives t_1..t_K (a negative equal to t_0 is skipped):
+            g = σ(h·v_t) - [k = 0]           dJ/ds
+            dh += g v_t;   v_t -= lr g h
+        u_w -= lr dh   (skip-gram),   u_{c_i} -= lr a_i dh   (CBOW)
+
+Compiled on first use with torch.utils.cpp_extension and cached ($TORCH_EXTENSIONS_DIR); if that
+fails, `load()` returns None, `reason` says why, and word2vec uses the batched torch path.
+"""
+
+import os
+import sys
+import warnings
+
+import torch
+
+SOURCE = r"""
+#include <torch/extension.h>
+#include <algorithm>
+#include <cmath>
+#include <thread>
+#include <vector>
+
+static void sgns_range(torch::Tensor U, torch::Tensor V, torch::Tensor centres, torch::Tensor contexts,
+                       torch::Tensor negatives, double alpha, double min_alpha, int64_t seen, int64_t expected,
+                       bool cbow_mean, int64_t begin, int64_t end) {
+  const int64_t E = U.size(1), K = negatives.size(1);
+  const bool cbow = contexts.dim() == 2;
+  const int64_t C = cbow ? contexts.size(1) : 1;
+  float* u = U.data_ptr<float>();
+  float* v = V.data_ptr<float>();
+  const int64_t* w = centres.data_ptr<int64_t>();
+  const int64_t* ctx = contexts.data_ptr<int64_t>();
+  const int64_t* neg = negatives.data_ptr<int64_t>();
+  std::vector<float> h(E), dh(E);
+  for (int64_t p = begin; p < end; ++p) {
+    const float lr = alpha - (alpha - min_alpha) * std::min(double(seen + p) / double(expected), 1.0);
+    int64_t target;
+    float a = 1.0f;
+    std::fill(h.begin(), h.end(), 0.0f);
+    if (!cbow) {
+      target = ctx[p];
+      std::copy(u + w[p] * E, u + (w[p] + 1) * E, h.begin());
+    } else {
+      target = w[p];
+      int64_t m = 0;
+      for (int64_t i = 0; i < C; ++i) m += ctx[p * C + i] >= 0;
+      a = cbow_mean ? 1.0f / float(m) : 1.0f;
+      for (int64_t i = 0; i < C; ++i) {
+        const int64_t c = ctx[p * C + i];
+        if (c < 0) continue;
+        const float* uc = u + c * E;
+        for (int64_t e = 0; e < E; ++e) h[e] += a * uc[e];
+      }
+    }
+    std::fill(dh.begin(), dh.end(), 0.0f);
+    for (int64_t k = 0; k <= K; ++k) {
+      const int64_t t = k == 0 ? target : neg[p * K + k - 1];
+      if (k > 0 && t == target) continue;
+      float* vt = v + t * E;
+      float s = 0.0f;
+      for (int64_t e = 0; e < E; ++e) s += h[e] * vt[e];
+      const float g = 1.0f / (1.0f + std::exp(-s)) - (k == 0 ? 1.0f : 0.0f);
+      for (int64_t e = 0; e < E; ++e) {
+        dh[e] += g * vt[e];
+        vt[e] -= lr * g * h[e];
+      }
+    }
+    if (!cbow) {
+      float* uw = u + w[p] * E;
+      for (int64_t e = 0; e < E; ++e) uw[e] -= lr * dh[e];
+    } else {
+      for (int64_t i = 0; i < C; ++i) {
+        const int64_t c = ctx[p * C + i];
+        if (c < 0) continue;
+        float* uc = u + c * E;
+        for (int64_t e = 0; e < E; ++e) uc[e] -= lr * a * dh[e];
+      }
+    }
+  }
+}
+
+// workers > 1: Hogwild (Recht et al. 2011), threads update shared rows without locks, as word2vec.c
+// does; the result then depends on timing. workers = 1 is exactly reproducible.
+void sgns_pairs(torch::Tensor U, torch::Tensor V, torch::Tensor centres, torch::Tensor contexts,
+                torch::Tensor negatives, double alpha, double min_alpha, int64_t seen, int64_t expected,
+                bool cbow_mean, int64_t workers) {
+  const int64_t P = centres.size(0);
+  std::vector<std::thread> threads;
+  for (int64_t i = 0; i < workers; ++i) {
+    const int64_t begin = P * i / workers, end = P * (i + 1) / workers;
+    threads.emplace_back(sgns_range, U, V, centres, contexts, negatives, alpha, min_alpha, seen,
+                         expected, cbow_mean, begin, end);
+  }
+  for (auto& t : threads) t.join();
+}
+"""
+
+_ext, reason = None, None
+
+
+def _name_and_flags():
+    flags, name = ["-O3", "-ffast-math", "-std=c++17"], "rnnkit_word2vec"
+    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+        flags, name = flags + ["-mavx2", "-mfma"], name + "_avx2"
+    return name, flags
+
+
+def is_built() -> bool:
+    """True when a compiled copy is cached, so `load()` will not spend a minute compiling."""
+    from torch.utils import cpp_extension
+
+    name, _ = _name_and_flags()
+    return os.path.exists(os.path.join(cpp_extension._get_build_directory(name, False), f"{name}.so"))
+
+
+def load():
+    """The compiled loop (built once, then cached), or None with the reason in `reason`."""
+    global _ext, reason
+    if _ext is not None or reason is not None:
+        return _ext
+    if os.environ.get("RNNKIT_NATIVE", "1") == "0":
+        reason = "switched off by RNNKIT_NATIVE=0"
+        return None
+    try:
+        from torch.utils import cpp_extension
+
+        name, flags = _name_and_flags()
+        if not is_built():
+            print("rnnkit: compiling the word2vec loop once (about a minute)...", file=sys.stderr)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _ext = cpp_extension.load_inline(
+                name, cpp_sources=SOURCE, functions=["sgns_pairs"], extra_cflags=flags, verbose=False
+            )
+    except Exception as e:  # no compiler, no ninja, unsupported platform, ...
+        reason = f"could not build the C++ loop: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+    return _ext

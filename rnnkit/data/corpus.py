@@ -11,7 +11,8 @@ A corpus is a text file (UTF-8, any language) or a built-in name:
 
 The text is read in chunks and turned into one token per character, stored as uint8 / uint16 /
 int32 (whatever the vocabulary needs), so a corpus costs 1-4 bytes per character in memory, or
-nothing when `memmap_path` is given (the tokens are then written there and memory-mapped).
+nothing for files over 64 MB or when `memmap_path` is given (the tokens are then written to a
+file and memory-mapped).
 """
 
 import codecs
@@ -32,6 +33,7 @@ SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2d
 SHAKESPEARE_FILE = "tinyshakespeare.txt"
 STDLIB_CHARS = 3_000_000  # size of the built-in default corpus
 CHUNK_BYTES = 1 << 24
+MEMMAP_BYTES = 64 << 20  # bigger files keep their tokens in a memory-mapped file, not in RAM
 
 
 @dataclass
@@ -106,8 +108,12 @@ def load_file(path, name=None, memmap_path=None) -> Corpus:
         raise RnnkitError(f"corpus {path} is empty; give a text file with some text in it")
     chars = sorted(vocab)
     dtype = token_dtype(len(chars))
+    if memmap_path is None and path.stat().st_size > MEMMAP_BYTES:
+        memmap_path = _anonymous_file()
     if memmap_path is not None:
         tokens = np.lib.format.open_memmap(memmap_path, mode="w+", dtype=dtype, shape=(n,))
+        if memmap_path.name.startswith("rnnkit-tokens-"):
+            _unlink_quietly(memmap_path)  # the mapping stays valid; the file vanishes with the process
     else:
         tokens = np.empty(n, dtype=dtype)
     i = 0
@@ -115,6 +121,19 @@ def load_file(path, name=None, memmap_path=None) -> Corpus:
         tokens[i : i + len(text)] = encode(text, chars)
         i += len(text)
     return Corpus(name or str(path), chars, tokens)
+
+
+def _anonymous_file() -> pathlib.Path:
+    fd, name = tempfile.mkstemp(prefix="rnnkit-tokens-", suffix=".npy")
+    os.close(fd)
+    return pathlib.Path(name)
+
+
+def _unlink_quietly(path):
+    try:
+        os.unlink(path)
+    except OSError:  # Windows keeps mapped files; the temporary folder is cleaned eventually
+        pass
 
 
 def stdlib_text(limit=None) -> str:

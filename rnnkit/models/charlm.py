@@ -45,8 +45,9 @@ def _torch_recurrent(cfg: CharLMConfig, input_size: int) -> nn.Module:
     if cfg.cell not in TORCH_RNNS:
         raise ValueError(f"torch.nn has no '{cfg.cell}' layer; torch_rnn supports {sorted(TORCH_RNNS)}")
     kw = {"nonlinearity": cfg.cell[4:]} if cfg.cell.startswith("rnn_") else {}
+    dropout = cfg.dropout if cfg.num_layers > 1 else 0.0  # between layers only, as rnnkit's Recurrent
     rnn = TORCH_RNNS[cfg.cell](
-        input_size, cfg.hidden_size, cfg.num_layers, batch_first=True, dropout=cfg.dropout, **kw
+        input_size, cfg.hidden_size, cfg.num_layers, batch_first=True, dropout=dropout, **kw
     )
     if cfg.cell == "lstm":  # gate order i, f, g, o: the forget-gate bias is the second quarter
         H = cfg.hidden_size

@@ -32,10 +32,11 @@ PRESETS = {
                   "clip_value": 0.0, "time_budget": 20, "max_epochs": 0, "eval_every": 250, "sample_every": 1000},
     },
     "default": {
-        "data": {"corpus": None, "seq_len": 64, "batch_size": 32, "val_frac": 0.05},
+        "data": {"corpus": None, "seq_len": 64, "batch_size": 32, "val_frac": 0.02},
         "model": {"cell": "lstm", "hidden_size": 256, "num_layers": 1, "embedding_size": 32},
         "train": {"optimizer": "adam", "lr": 3e-3, "clip_norm": 1.0, "clip_value": 0.0, "time_budget": 5,
-                  "max_epochs": 0, "eval_every": 100, "sample_every": 200, "sample_temperature": 0.7},
+                  "max_epochs": 0, "eval_every": 200, "sample_every": 200, "sample_temperature": 0.7,
+                  "threads": 1},
     },
 }  # fmt: skip
 

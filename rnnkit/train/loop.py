@@ -39,7 +39,9 @@ class Progress:
     step: int = 0
     epoch: int = 0
     window: int = 0  # next window of the current epoch
-    elapsed: float = 0.0  # seconds of training so far (over all sessions)
+    elapsed: float = (
+        0.0  # seconds of training so far, all sessions; validation, samples, checkpoints excluded
+    )
     best_val: float = math.inf
     initial_loss: float = 0.0
 
@@ -175,10 +177,11 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
     total = _total_steps(cfg, batches)
     budget = t.time_budget * 60 if t.time_budget else math.inf
     bar = tqdm(total=total, initial=progress.step, unit="step", dynamic_ncols=True, mininterval=0.5)
-    save = lambda name: save_checkpoint(
-        out / name, checkpoint_payload(cfg, chars, model, optimizer, progress)
-    )  # noqa: E731
-    start, chars_per_step = time.perf_counter() - progress.elapsed, batches.B * batches.T
+
+    def save(name):
+        save_checkpoint(out / name, checkpoint_payload(cfg, chars, model, optimizer, progress))
+
+    chars_per_step = batches.B * batches.T
     model.train()
     if progress.step == 0:
         save("latest.pt")  # a good checkpoint exists before the first step can go wrong
@@ -198,8 +201,9 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
             progress.step += 1
             progress.window = (progress.window + 1) % len(batches)
             progress.epoch += progress.window == 0
-            progress.elapsed = time.perf_counter() - start
-            speed = chars_per_step / max(time.perf_counter() - t0, 1e-9)
+            dt = time.perf_counter() - t0
+            progress.elapsed += dt
+            speed = chars_per_step / max(dt, 1e-9)
             row = dict(step=progress.step, epoch=progress.epoch + progress.window / len(batches),
                        wall_s=progress.elapsed, lr=optimizer.param_groups[0]["lr"], train_loss=loss, chars_per_s=speed)  # fmt: skip
             bar.set_postfix(loss=f"{loss:.3f}", chars_s=f"{speed:,.0f}", refresh=False)

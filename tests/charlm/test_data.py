@@ -29,6 +29,14 @@ def test_chunked_reading_and_memmap(tmp_path, monkeypatch):
     assert "".join(c.chars[i] for i in c.tokens) == text
 
 
+def test_big_files_are_memory_mapped(tmp_path, monkeypatch):
+    monkeypatch.setattr(corpus_mod, "MEMMAP_BYTES", 10)
+    path = tmp_path / "big.txt"
+    path.write_text("abcabcabcabc" * 10)
+    c = load_file(path)
+    assert isinstance(c.tokens, np.memmap) and "".join(c.chars[i] for i in c.tokens[:6]) == "abcabc"
+
+
 def test_token_dtype_is_compact():
     assert token_dtype(200) == np.uint8 and token_dtype(300) == np.uint16 and token_dtype(70000) == np.int32
 

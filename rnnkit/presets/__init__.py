@@ -7,6 +7,9 @@ char-rnn      karpathy/char-rnn's defaults: 2x128 LSTM, one-hot input, seq 50, b
 shakespeare   the best validation loss on Tiny Shakespeare in 20 minutes on a 2-core CPU
 default       `make demo`: the standard library's source, progress within seconds, readable
               samples within about 5 minutes on 2 cores
+
+shakespeare and default run on one torch thread: on a 2-core machine shared with other jobs, two
+spinning OpenMP threads were 5-10x slower than one; raise it with --threads on a quiet machine.
 """
 
 from rnnkit.errors import RnnkitError
@@ -29,7 +32,8 @@ PRESETS = {
         "data": {"corpus": "shakespeare", "seq_len": 100, "batch_size": 32, "val_frac": 0.1},
         "model": {"cell": "lstm", "hidden_size": 512, "num_layers": 1, "embedding_size": 64, "dropout": 0.1},
         "train": {"optimizer": "adam", "lr": 3e-3, "lr_decay": 0.85, "lr_decay_after": 2, "clip_norm": 1.0,
-                  "clip_value": 0.0, "time_budget": 20, "max_epochs": 0, "eval_every": 250, "sample_every": 1000},
+                  "clip_value": 0.0, "time_budget": 20, "max_epochs": 0, "eval_every": 250, "sample_every": 1000,
+                  "threads": 1},
     },
     "default": {
         "data": {"corpus": None, "seq_len": 64, "batch_size": 32, "val_frac": 0.02},

@@ -226,7 +226,8 @@ def cmd_ngram_eval(args) -> int:
 def cmd_ngram_sample(args) -> int:
     _positive(length=args.length, temperature=args.temperature)
     lm = _load_lm(args.model)
-    print(args.prime + lm.sample(args.length, args.prime, args.temperature, args.seed))
+    sep = " " if lm.level == "word" and args.prime else ""
+    print(args.prime + sep + lm.sample(args.length, args.prime, args.temperature, args.seed))
     return 0
 
 

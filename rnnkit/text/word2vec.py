@@ -12,8 +12,10 @@ Frequent words are subsampled: a word with count f among T keeps each occurrence
 (sqrt(f / (sT)) + 1) · sT / f (word2vec.c's formula, threshold s). The window is drawn per centre
 word uniformly from 1..window, so near words count more. The learning rate decays linearly.
 
-Training is minibatch SGD over shuffled (centre, context) pairs with hand-written gradients: each
-batch gathers rows of U and V_out, computes the gradient of J, and adds it back with index_add_.
+Training is SGD over shuffled (centre, context) pairs with hand-written gradients, by one of two
+backends: "torch" takes minibatches (gather rows of U and V_out, compute the gradient of J, add it back
+with index_add_; every loss); "native" (negative sampling only, the default when it compiles) runs the
+same gradient pair by pair in a compiled loop (w2v_native.py), as word2vec.c does, several times faster.
 """
 
 import math

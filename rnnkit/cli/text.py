@@ -180,7 +180,7 @@ def cmd_ngram_train(args) -> int:
     text = read_text(args.corpus, DRY_RUN_CHARS if args.dry_run else None)
     lm = NGramLM(
         args.order, args.smoothing, args.k, args.discount, args.level, args.lower, args.min_freq
-    ).fit(text)
+    ).fit(text, progress=True)
     lm.save(args.out)
     print(f"{args.order}-gram {args.level} model, {len(lm.vocab)} tokens, {sum(len(k) for k in lm.keys[1:]):,} n-grams -> {args.out}")  # fmt: skip
     return 0
@@ -256,7 +256,7 @@ def cmd_tfidf_index(args) -> int:
 
     names, texts = _documents(args.documents, 100 if args.dry_run else None)
     config = TfidfConfig(tf=args.tf, smooth_idf=args.smooth_idf, stop_words=args.stop_words, stem=args.stem)
-    index = TfidfIndex(config).fit(texts)
+    index = TfidfIndex(config).fit(texts, progress=True)
     index.save(args.out)
     docs = [{"name": n, "preview": t[:100].replace("\n", " ")} for n, t in zip(names, texts)]
     (pathlib.Path(args.out) / "documents.json").write_text(json.dumps(docs, ensure_ascii=False))

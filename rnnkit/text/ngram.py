@@ -21,6 +21,7 @@ import json
 import pathlib
 
 import numpy as np
+from tqdm import tqdm
 
 from rnnkit.errors import RnnkitError
 from rnnkit.text.lmscore import LMScore, pick_next
@@ -62,19 +63,19 @@ class NGramLM:
         self.level, self.lower, self.min_freq = level, lower, min_freq
 
     # ---- training ---------------------------------------------------------------------------------
-    def fit(self, text: str) -> "NGramLM":
+    def fit(self, text: str, progress: bool = False) -> "NGramLM":
         tokens = text_tokens(text, self.level, self.lower)
         if not tokens:
             raise RnnkitError("empty training text; give a corpus with at least one token")
         self.vocab = Vocabulary.build(tokens, min_freq=self.min_freq)
-        return self.fit_ids(np.array(self.vocab.encode(tokens), dtype=np.int64))
+        return self.fit_ids(np.array(self.vocab.encode(tokens), dtype=np.int64), progress)
 
-    def fit_ids(self, x: np.ndarray) -> "NGramLM":
+    def fit_ids(self, x: np.ndarray, progress: bool = False) -> "NGramLM":
         """Count every m-gram, m = 1..n, of the id stream x (ids < len(self.vocab))."""
         V = len(self.vocab)
         self.keys, self.count, self.cont = [None], [None], [None]
         ctx, suffixes, prev_gram = np.zeros(len(x), np.int64), [None], None
-        for _m in range(1, self.n + 1):
+        for _m in tqdm(range(1, self.n + 1), desc="counting n-grams", unit=" orders", disable=not progress):
             valid = ctx >= 0
             keys, inv, cnt = np.unique(ctx[valid] * V + x[valid], return_inverse=True, return_counts=True)
             gram = np.full(len(x), -1, np.int64)

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+from tqdm import tqdm
 
 from rnnkit.errors import RnnkitError
 from rnnkit.text.vocab import word_tokenize
@@ -73,25 +74,27 @@ class TfidfIndex:
             raise RnnkitError(f"bad TF-IDF config {self.config}; tf: count|frequency|log, norm: l2|None")
         self.analyzer = Analyzer(self.config)
 
-    def counts(self, docs: list[str]) -> sp.csr_matrix:
+    def counts(self, docs: list[str], terms: list[list[str]] | None = None) -> sp.csr_matrix:
         """Bag-of-words count matrix (N, |terms|); terms not in the index are dropped."""
+        terms = terms if terms is not None else [self.analyzer(doc) for doc in docs]
         rows, cols = [], []
-        for i, doc in enumerate(docs):
-            ids = [self.column[t] for t in self.analyzer(doc) if t in self.column]
+        for i, doc_terms in enumerate(terms):
+            ids = [self.column[t] for t in doc_terms if t in self.column]
             rows += [i] * len(ids)
             cols += ids
-        C = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(docs), len(self.terms)))
+        C = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(terms), len(self.terms)))
         C.sum_duplicates()
         return C
 
-    def fit(self, docs: list[str]) -> "TfidfIndex":
+    def fit(self, docs: list[str], progress: bool = False) -> "TfidfIndex":
         if not docs:
             raise RnnkitError("no documents to index; give at least one non-empty document")
-        self.terms = sorted({t for doc in docs for t in self.analyzer(doc)})
+        terms = [self.analyzer(doc) for doc in tqdm(docs, desc="tf-idf", unit=" docs", disable=not progress)]
+        self.terms = sorted({t for doc_terms in terms for t in doc_terms})
         if not self.terms:
             raise RnnkitError("the documents hold no terms (after stop words); give documents with words")
         self.column = {t: j for j, t in enumerate(self.terms)}
-        C = self.counts(docs)
+        C = self.counts(docs, terms)
         N, df = C.shape[0], np.bincount(C.indices, minlength=C.shape[1])
         self.idf = 1 + (np.log((1 + N) / (1 + df)) if self.config.smooth_idf else np.log(N / df))
         self.matrix = self.weigh(C)

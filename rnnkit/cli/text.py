@@ -44,7 +44,9 @@ def add_commands(sub) -> None:
     p.add_argument("corpus")
     p.add_argument("--out", required=True, help="model file (.npz)")
     p.add_argument("-n", "--order", type=int, default=5)
-    p.add_argument("--smoothing", choices=["kneser-ney", "add-k"], default="kneser-ney")
+    p.add_argument(
+        "--smoothing", choices=["kneser-ney", "modified-kneser-ney", "add-k"], default="kneser-ney"
+    )
     p.add_argument("--k", type=float, default=1.0, help="add-k pseudo-count")
     p.add_argument(
         "--discount", type=float, default=None, help="fixed Kneser-Ney discount (default: estimated)"

@@ -1,4 +1,4 @@
-"""n-gram language models of any order, with add-k or interpolated Kneser-Ney smoothing.
+"""n-gram language models of any order, with add-k or interpolated (modified) Kneser-Ney smoothing.
 
 An n-gram model predicts token w from the n-1 tokens before it, h = w_{i-n+1} .. w_{i-1}:
 
@@ -11,6 +11,8 @@ An n-gram model predicts token w from the n-1 tokens before it, h = w_{i-n+1} ..
     N1+(•h w) (how many distinct tokens precede h w), c_m(h•) = Σ_w c_m(h w), N1+(h•) = #{w: c_m(h w) > 0},
     and D_m = n1 / (n1 + 2 n2) from the counts-of-counts (or a fixed discount). A context never seen
     backs off entirely: P_m(w | h) = P_{m-1}(w | h').
+    modified Kneser-Ney (Chen & Goodman 1998): D depends on the count, D1, D2 or D3+, and the weight of
+    P_{m-1} becomes Σ_w D(c_m(h w)) / c_m(h•) so that P_m still sums to 1.
 
 The text is one stream (words: each line ends in `<eos>`); the first tokens use the shorter history
 they have. Counting is vectorised as a trie in numpy: the m-gram ending at position i gets the id
@@ -44,7 +46,7 @@ class NGramLM:
 
     Args:
         n: order (1 = unigram).
-        smoothing: "kneser-ney" or "add-k".
+        smoothing: "kneser-ney", "modified-kneser-ney" or "add-k".
         k: the add-k pseudo-count.
         discount: a fixed Kneser-Ney discount D for every order; None estimates D_m = n1 / (n1 + 2 n2).
         level: "char" or "word"; lower: lower-case words; min_freq: rarer words become `<unk>`.
@@ -55,8 +57,10 @@ class NGramLM:
     ):
         if n < 1:
             raise RnnkitError(f"n-gram order must be >= 1, got n={n}")
-        if smoothing not in ("kneser-ney", "add-k"):
-            raise RnnkitError(f"unknown smoothing {smoothing!r}; use 'kneser-ney' or 'add-k'")
+        if smoothing not in ("kneser-ney", "modified-kneser-ney", "add-k"):
+            raise RnnkitError(
+                f"unknown smoothing {smoothing!r}; use kneser-ney, modified-kneser-ney or add-k"
+            )
         if k <= 0 and smoothing == "add-k":
             raise RnnkitError(f"add-k needs k > 0, got {k}")
         self.n, self.smoothing, self.k, self.discount = n, smoothing, float(k), discount
@@ -94,21 +98,32 @@ class NGramLM:
         return self
 
     def _statistics(self) -> None:
-        """Per order: context totals c(h•), types N1+(h•), and the discount D_m."""
+        """Per order: context totals c(h•), the discounted mass Σ_w D(c(h w)) of each context, discounts."""
         V = len(self.vocab)
-        self.total, self.types, self.raw_total, self.D = [None], [None], [None], [None]
+        self.total, self.mass, self.raw_total, self.D = [None], [None], [None], [None]
         for m in range(1, self.n + 1):
             c = self.cont[m]
             h = self.keys[m] // V
             size = 1 if m == 1 else len(self.keys[m - 1])
+            self.D.append(self._discounts(c))
             self.total.append(np.bincount(h, weights=c, minlength=size))
-            self.types.append(np.bincount(h, weights=c > 0, minlength=size))
+            self.mass.append(np.bincount(h, weights=self.D[m][np.minimum(c, 3)], minlength=size))
             self.raw_total.append(np.bincount(h, weights=self.count[m], minlength=size))
-            n1, n2 = np.sum(c == 1), np.sum(c == 2)
-            D = n1 / (n1 + 2 * n2) if n1 + n2 > 0 else 0.5
-            self.D.append(
-                float(self.discount) if self.discount is not None else float(np.clip(D, 0.05, 0.95))
-            )
+
+    def _discounts(self, c: np.ndarray) -> np.ndarray:
+        """D(c) for c = 0, 1, 2, 3+ from the counts-of-counts n_r = #{m-grams with count r}.
+
+        Kneser-Ney: D = n1 / (n1 + 2 n2) for every c > 0. Modified (Chen & Goodman 1998), with
+        Y = n1 / (n1 + 2 n2): D1 = 1 - 2Y n2/n1, D2 = 2 - 3Y n3/n2, D3+ = 3 - 4Y n4/n3.
+        """
+        if self.discount is not None:
+            return np.array([0.0, *[float(self.discount)] * 3])
+        n = [np.sum(c == r) for r in range(5)]
+        Y = n[1] / (n[1] + 2 * n[2]) if n[1] + n[2] > 0 else 0.5
+        if self.smoothing != "modified-kneser-ney":
+            return np.array([0.0, *[float(np.clip(Y, 0.05, 0.95))] * 3])
+        D = [r - (r + 1) * Y * n[r + 1] / n[r] if n[r] > 0 else Y for r in (1, 2, 3)]
+        return np.array([0.0, *(float(np.clip(d, 0.05, r)) for r, d in zip((0.95, 1.95, 2.95), D))])
 
     # ---- probabilities ----------------------------------------------------------------------------
     def _lookup(self, m: int, h: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -139,8 +154,8 @@ class NGramLM:
                 continue
             c, total = self.cont[m][g] * (g >= 0), self.total[m][np.maximum(h, 0)]
             seen = (h >= 0) & (total > 0) & (m <= order)
-            D, types = self.D[m], self.types[m][np.maximum(h, 0)]
-            p_m = (np.maximum(c - D, 0) + D * types * p) / np.where(seen, total, 1)
+            D, mass = self.D[m][np.minimum(c, 3)], self.mass[m][np.maximum(h, 0)]
+            p_m = (np.maximum(c - D, 0) + mass * p) / np.where(seen, total, 1)
             p = np.where(seen, p_m, p)
         return p
 

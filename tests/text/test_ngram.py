@@ -30,11 +30,16 @@ def test_kneser_ney_matches_a_hand_computed_example():
     assert lm.score("abac").log_prob == pytest.approx(expected)
 
 
-def test_estimated_discount_uses_counts_of_counts():
-    lm = NGramLM(3).fit(TEXT)
-    c = lm.count[3]
-    n1, n2 = np.sum(c == 1), np.sum(c == 2)
-    assert lm.D[3] == pytest.approx(np.clip(n1 / (n1 + 2 * n2), 0.05, 0.95))
+def test_estimated_discounts_use_counts_of_counts():
+    text = "".join(np.random.default_rng(0).choice(list("abcdefghijkl"), 5000))
+    c = NGramLM(3).fit(text).count[3]
+    n1, n2, n3, n4 = (np.sum(c == r) for r in (1, 2, 3, 4))
+    Y = n1 / (n1 + 2 * n2)
+    assert NGramLM(3).fit(text).D[3][1:] == pytest.approx([np.clip(Y, 0.05, 0.95)] * 3)
+    expected = np.clip(
+        [1 - 2 * Y * n2 / n1, 2 - 3 * Y * n3 / n2, 3 - 4 * Y * n4 / n3], 0.05, [0.95, 1.95, 2.95]
+    )
+    assert NGramLM(3, smoothing="modified-kneser-ney").fit(text).D[3][1:] == pytest.approx(expected)
 
 
 def test_add_k_formula():
@@ -44,7 +49,7 @@ def test_add_k_formula():
     assert lm.next_distribution([b])[a] == pytest.approx((1 + 0.5) / (1 + 0.5 * V))
 
 
-@pytest.mark.parametrize("smoothing", ["kneser-ney", "add-k"])
+@pytest.mark.parametrize("smoothing", ["kneser-ney", "modified-kneser-ney", "add-k"])
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_probabilities_sum_to_one_for_every_context(smoothing, n):
     lm = NGramLM(n, smoothing=smoothing).fit(TEXT)
@@ -55,7 +60,7 @@ def test_probabilities_sum_to_one_for_every_context(smoothing, n):
             assert p.min() > 0 and p.sum() == pytest.approx(1.0, abs=1e-12)
 
 
-@pytest.mark.parametrize("smoothing", ["kneser-ney", "add-k"])
+@pytest.mark.parametrize("smoothing", ["kneser-ney", "modified-kneser-ney", "add-k"])
 def test_stream_scores_agree_with_next_distribution(smoothing):
     lm = NGramLM(4, smoothing=smoothing).fit(TEXT)
     x = lm.encode("the cat sat on a log")

@@ -31,7 +31,7 @@ _ext, _reason = None, None
 
 def _build_flags():
     """-O3 with the vector width the CPU has (torch detects it); the name keeps builds apart."""
-    flags = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-std=c++17"]
+    flags = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"]
     cap = torch.backends.cpu.get_cpu_capability()  # "AVX512", "AVX2", "DEFAULT", ...
     if cap in ("AVX2", "AVX512"):
         return "rnnkit_native_avx2", flags + ["-mavx2", "-mfma"]

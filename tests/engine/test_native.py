@@ -34,13 +34,14 @@ def grads_of(cell, backend, x, s0, mask, reverse, weights):
     return [hs, *sT, x.grad, *[s.grad for s in s0], *params, probe.dh]
 
 
+@pytest.mark.parametrize("B", [3, 9])  # 9 rows: the time loop splits the batch over threads
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("name", list(CELLS))
-def test_native_equals_python(name, dtype):
-    cell, T, B = make(name, dtype), 6, 3
+def test_native_equals_python(name, dtype, B):
+    cell, T = make(name, dtype), 6
     x = torch.randn(T, B, cell.input_size, dtype=dtype)
     s0 = tuple(torch.randn(B, cell.hidden_size, dtype=dtype) for _ in range(cell.num_states))
-    lengths = torch.tensor([6, 2, 4])
+    lengths = torch.tensor([6, 2, 4] * (B // 3))
     mask = (torch.arange(T)[:, None] < lengths[None]).to(dtype)[..., None]
     weights = torch.randn(T, B, cell.hidden_size, dtype=dtype)
     for m in (None, mask):
@@ -67,6 +68,22 @@ def test_gradcheck(name):
         return native.NativeRecurrence.apply(type(cell), mask, False, None, len(s0), xw, *tensors)
 
     torch.autograd.gradcheck(f, (xw, *s0, *P))
+
+
+def test_threads_split_rows():
+    """With 2 threads and B >= 8 the loop runs per slice of rows; results must not change."""
+    cell, threads = make("lstm", torch.float64), torch.get_num_threads()
+    xw = cell.project_input(torch.randn(5, 8, 4, dtype=torch.float64))
+    s0 = cell.init_state(8)
+    try:
+        outs = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            with torch.no_grad():
+                outs.append(run(cell, xw, s0, cell.rec_params(), backend="native")[0])
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-12, atol=1e-12)
 
 
 def test_no_grad_saves_nothing_and_matches():

@@ -24,16 +24,18 @@ struct Elman {  // h_t = φ(xw_t + h_prev W_hhᵀ + b_hh)
     const int64_t B = r.B, H = r.H;
     const T *hp = r.h(r.prev(t)), *W = r.P[0], *bias = r.P[1];
     T *pre = r.tmp[0], *hn = r.h(r.next(t));
-    gemm<T>(false, true, B, H, H, hp, H, W, H, T(0), pre, H);
-    for (int64_t b = 0; b < B; ++b) {
+    r.rows_gemm(true, H, H, hp, H, W, H, T(0), pre, H);
+    for (int64_t b = r.b0; b < r.b1; ++b) {
       const T* __restrict x = r.xw + (t * B + b) * r.X;
       const T* __restrict p = pre + b * H;
       T* __restrict h = hn + b * H;
       T* __restrict out = r.hs + (t * B + b) * H;
       if (!r.m(t, b)) {
+        RNNKIT_SIMD
         for (int64_t j = 0; j < H; ++j) h[j] = hp[b * H + j], out[j] = T(0);
         continue;
       }
+      RNNKIT_SIMD
       for (int64_t j = 0; j < H; ++j) {
         const T a = x[j] + p[j] + bias[j];
         const T v = relu ? (a > T(0) ? a : T(0)) : tanh_(a);
@@ -45,18 +47,19 @@ struct Elman {  // h_t = φ(xw_t + h_prev W_hhᵀ + b_hh)
     const int64_t B = r.B, H = r.H;
     const T* hn = r.h(r.next(t));
     T* dxw = r.dxw + t * B * r.X;
-    for (int64_t b = 0; b < B; ++b) {
+    for (int64_t b = r.b0; b < r.b1; ++b) {
       const T* __restrict h = hn + b * H;
       const T* __restrict dh = r.dh + b * H;
       T* __restrict da = dxw + b * r.X;
       T* __restrict dH = r.dH + b * H;
-      const bool m = r.m(t, b);
+      const T m = r.m(t, b) ? T(1) : T(0);
+      RNNKIT_SIMD
       for (int64_t j = 0; j < H; ++j) {
         const T d = relu ? (h[j] > T(0) ? dh[j] : T(0)) : dh[j] * (T(1) - h[j] * h[j]);
-        da[j] = m ? d : T(0), dH[j] = m ? T(0) : dh[j];
+        da[j] = m != T(0) ? d : T(0), dH[j] = m != T(0) ? T(0) : dh[j];
       }
     }
-    gemm<T>(false, false, B, H, H, dxw, r.X, r.P[0], H, T(1), r.dH, H);
+    r.rows_gemm(false, H, H, dxw, r.X, r.P[0], H, T(1), r.dH, H);
   }
 };
 
@@ -68,19 +71,20 @@ struct Leaky {  // h̃ = tanh(xw_t + h_prev W_hhᵀ + b),  h_t = h_prev + α ⊙
     const int64_t B = r.B, H = r.H;
     const T *hp = r.h(r.prev(t)), *W = r.P[0], *bias = r.P[1], *alpha = r.P[2];
     T *pre = r.tmp[0], *hn = r.h(r.next(t)), *hc = r.C(0, t, H);
-    gemm<T>(false, true, B, H, H, hp, H, W, H, T(0), pre, H);
-    for (int64_t b = 0; b < B; ++b) {
+    r.rows_gemm(true, H, H, hp, H, W, H, T(0), pre, H);
+    for (int64_t b = r.b0; b < r.b1; ++b) {
       const T* __restrict x = r.xw + (t * B + b) * r.X;
       const T* __restrict p = pre + b * H;
       const T* __restrict h0 = hp + b * H;
       T* __restrict c = hc + b * H;
       T* __restrict h = hn + b * H;
       T* __restrict out = r.hs + (t * B + b) * H;
-      const bool m = r.m(t, b);
+      const T m = r.m(t, b) ? T(1) : T(0);
+      RNNKIT_SIMD
       for (int64_t j = 0; j < H; ++j) {
         const T v = tanh_(x[j] + p[j] + bias[j]);
         const T n = h0[j] + alpha[j] * (v - h0[j]);
-        c[j] = v, h[j] = m ? n : h0[j], out[j] = m ? n : T(0);
+        c[j] = v, h[j] = m != T(0) ? n : h0[j], out[j] = m != T(0) ? n : T(0);
       }
     }
   }
@@ -88,7 +92,7 @@ struct Leaky {  // h̃ = tanh(xw_t + h_prev W_hhᵀ + b),  h_t = h_prev + α ⊙
     const int64_t B = r.B, H = r.H;
     const T *hp = r.h(r.prev(t)), *hc = r.C(0, t, H), *alpha = r.P[2];
     T* dxw = r.dxw + t * B * r.X;
-    for (int64_t b = 0; b < B; ++b) {
+    for (int64_t b = r.b0; b < r.b1; ++b) {
       const T* __restrict c = hc + b * H;
       const T* __restrict h0 = hp + b * H;
       const T* __restrict dh = r.dh + b * H;
@@ -96,16 +100,18 @@ struct Leaky {  // h̃ = tanh(xw_t + h_prev W_hhᵀ + b),  h_t = h_prev + α ⊙
       T* __restrict dH = r.dH + b * H;
       T* __restrict dal = r.dalpha;
       if (!r.m(t, b)) {
+        RNNKIT_SIMD
         for (int64_t j = 0; j < H; ++j) da[j] = T(0), dH[j] = dh[j];
         continue;
       }
+      RNNKIT_SIMD
       for (int64_t j = 0; j < H; ++j) {
         da[j] = dh[j] * alpha[j] * (T(1) - c[j] * c[j]);
         dal[j] += dh[j] * (c[j] - h0[j]);
         dH[j] = dh[j] * (T(1) - alpha[j]);
       }
     }
-    gemm<T>(false, false, B, H, H, dxw, r.X, r.P[0], H, T(1), r.dH, H);
+    r.rows_gemm(false, H, H, dxw, r.X, r.P[0], H, T(1), r.dH, H);
   }
 };
 
@@ -117,8 +123,8 @@ struct LSTM {  // gates i, f, g, o;  caches: [i f g o] activations (4H), tanh(c_
     const int64_t B = r.B, H = r.H;
     const T *hp = r.h(r.prev(t)), *cp = r.cs(r.prev(t)), *W = r.P[0], *bias = r.P[1];
     T *pre = r.tmp[0], *hn = r.h(r.next(t)), *cn = r.cs(r.next(t));
-    gemm<T>(false, true, B, 4 * H, H, hp, H, W, H, T(0), pre, 4 * H);
-    for (int64_t b = 0; b < B; ++b) {
+    r.rows_gemm(true, 4 * H, H, hp, H, W, H, T(0), pre, 4 * H);
+    for (int64_t b = r.b0; b < r.b1; ++b) {
       const T* __restrict x = r.xw + (t * B + b) * r.X;
       const T* __restrict p = pre + b * 4 * H;
       const T* __restrict h0 = hp + b * H;
@@ -127,7 +133,8 @@ struct LSTM {  // gates i, f, g, o;  caches: [i f g o] activations (4H), tanh(c_
       T* __restrict tc = r.C(1, t, H) + b * H;
       T *__restrict h = hn + b * H, *__restrict c = cn + b * H;
       T* __restrict out = r.hs + (t * B + b) * H;
-      const bool m = r.m(t, b);
+      const T m = r.m(t, b) ? T(1) : T(0);
+      RNNKIT_SIMD
       for (int64_t j = 0; j < H; ++j) {
         const T i_t = sigmoid(x[j] + p[j] + bias[j]);
         const T f_t = sigmoid(x[H + j] + p[H + j] + bias[H + j]);
@@ -135,7 +142,7 @@ struct LSTM {  // gates i, f, g, o;  caches: [i f g o] activations (4H), tanh(c_
         const T o_t = sigmoid(x[3 * H + j] + p[3 * H + j] + bias[3 * H + j]);
         const T c_t = f_t * c0[j] + i_t * g_t, th = tanh_(c_t), h_t = o_t * th;
         g[j] = i_t, g[H + j] = f_t, g[2 * H + j] = g_t, g[3 * H + j] = o_t, tc[j] = th;
-        h[j] = m ? h_t : h0[j], c[j] = m ? c_t : c0[j], out[j] = m ? h_t : T(0);
+        h[j] = m != T(0) ? h_t : h0[j], c[j] = m != T(0) ? c_t : c0[j], out[j] = m != T(0) ? h_t : T(0);
       }
     }
   }
@@ -143,7 +150,7 @@ struct LSTM {  // gates i, f, g, o;  caches: [i f g o] activations (4H), tanh(c_
     const int64_t B = r.B, H = r.H;
     const T* cp = r.cs(r.prev(t));
     T* dxw = r.dxw + t * B * r.X;
-    for (int64_t b = 0; b < B; ++b) {
+    for (int64_t b = r.b0; b < r.b1; ++b) {
       const T* __restrict g = r.C(0, t, 4 * H) + b * 4 * H;
       const T* __restrict tc = r.C(1, t, H) + b * H;
       const T* __restrict c0 = cp + b * H;
@@ -151,10 +158,13 @@ struct LSTM {  // gates i, f, g, o;  caches: [i f g o] activations (4H), tanh(c_
       T* __restrict da = dxw + b * r.X;
       T *__restrict dH = r.dH + b * H, *__restrict dC = r.dC + b * H;
       if (!r.m(t, b)) {
+        RNNKIT_SIMD
         for (int64_t j = 0; j < 4 * H; ++j) da[j] = T(0);
+        RNNKIT_SIMD
         for (int64_t j = 0; j < H; ++j) dH[j] = dh[j];
         continue;
       }
+      RNNKIT_SIMD
       for (int64_t j = 0; j < H; ++j) {
         const T i_t = g[j], f_t = g[H + j], g_t = g[2 * H + j], o_t = g[3 * H + j], th = tc[j];
         const T dc = dC[j] + dh[j] * o_t * (T(1) - th * th);
@@ -165,7 +175,7 @@ struct LSTM {  // gates i, f, g, o;  caches: [i f g o] activations (4H), tanh(c_
         dC[j] = dc * f_t, dH[j] = T(0);
       }
     }
-    gemm<T>(false, false, B, H, 4 * H, dxw, r.X, r.P[0], H, T(1), r.dH, H);
+    r.rows_gemm(false, H, 4 * H, dxw, r.X, r.P[0], H, T(1), r.dH, H);
   }
 };
 
@@ -177,8 +187,8 @@ struct GRU {  // torch form, gates r, z, n;  caches: [r z n] (3H), h_n = (h_prev
     const int64_t B = r.B, H = r.H;
     const T *hp = r.h(r.prev(t)), *W = r.P[0], *bias = r.P[1];
     T *pre = r.tmp[0], *hn = r.h(r.next(t));
-    gemm<T>(false, true, B, 3 * H, H, hp, H, W, H, T(0), pre, 3 * H);
-    for (int64_t b = 0; b < B; ++b) {
+    r.rows_gemm(true, 3 * H, H, hp, H, W, H, T(0), pre, 3 * H);
+    for (int64_t b = r.b0; b < r.b1; ++b) {
       const T* __restrict x = r.xw + (t * B + b) * r.X;
       const T* __restrict p = pre + b * 3 * H;
       const T* __restrict h0 = hp + b * H;
@@ -186,7 +196,8 @@ struct GRU {  // torch form, gates r, z, n;  caches: [r z n] (3H), h_n = (h_prev
       T* __restrict hN = r.C(1, t, H) + b * H;
       T* __restrict h = hn + b * H;
       T* __restrict out = r.hs + (t * B + b) * H;
-      const bool m = r.m(t, b);
+      const T m = r.m(t, b) ? T(1) : T(0);
+      RNNKIT_SIMD
       for (int64_t j = 0; j < H; ++j) {
         const T r_t = sigmoid(x[j] + p[j] + bias[j]);
         const T z_t = sigmoid(x[H + j] + p[H + j] + bias[H + j]);
@@ -194,7 +205,7 @@ struct GRU {  // torch form, gates r, z, n;  caches: [r z n] (3H), h_n = (h_prev
         const T n_t = tanh_(x[2 * H + j] + r_t * h_n);
         const T h_t = n_t + z_t * (h0[j] - n_t);
         g[j] = r_t, g[H + j] = z_t, g[2 * H + j] = n_t, hN[j] = h_n;
-        h[j] = m ? h_t : h0[j], out[j] = m ? h_t : T(0);
+        h[j] = m != T(0) ? h_t : h0[j], out[j] = m != T(0) ? h_t : T(0);
       }
     }
   }
@@ -202,7 +213,7 @@ struct GRU {  // torch form, gates r, z, n;  caches: [r z n] (3H), h_n = (h_prev
     const int64_t B = r.B, H = r.H;
     const T* hp = r.h(r.prev(t));
     T *dxw = r.dxw + t * B * r.X, *dhw = r.dhw + t * B * 3 * H;
-    for (int64_t b = 0; b < B; ++b) {
+    for (int64_t b = r.b0; b < r.b1; ++b) {
       const T* __restrict g = r.C(0, t, 3 * H) + b * 3 * H;
       const T* __restrict hN = r.C(1, t, H) + b * H;
       const T* __restrict h0 = hp + b * H;
@@ -210,6 +221,7 @@ struct GRU {  // torch form, gates r, z, n;  caches: [r z n] (3H), h_n = (h_prev
       T *__restrict dx = dxw + b * r.X, *__restrict dw = dhw + b * 3 * H;
       T* __restrict dH = r.dH + b * H;
       const T m = r.m(t, b) ? T(1) : T(0);
+      RNNKIT_SIMD
       for (int64_t j = 0; j < H; ++j) {
         const T r_t = g[j], z_t = g[H + j], n_t = g[2 * H + j], d = m * dh[j];
         const T da_n = d * (T(1) - z_t) * (T(1) - n_t * n_t);
@@ -220,7 +232,7 @@ struct GRU {  // torch form, gates r, z, n;  caches: [r z n] (3H), h_n = (h_prev
         dH[j] = m != T(0) ? dh[j] * z_t : dh[j];
       }
     }
-    gemm<T>(false, false, B, H, 3 * H, dhw, 3 * H, r.P[0], H, T(1), r.dH, H);
+    r.rows_gemm(false, H, 3 * H, dhw, 3 * H, r.P[0], H, T(1), r.dH, H);
   }
 };
 

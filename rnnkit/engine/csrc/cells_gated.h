@@ -30,15 +30,16 @@ struct Gated {
     const T* hp = r.h(r.prev(t));
     T *p0 = r.tmp[0], *p1 = r.tmp[1], *TH = K == Kind::M3 ? r.C(3, t, H) : nullptr;
     if (K == Kind::M3) {
-      for (int64_t i = 0; i < B * H; ++i) TH[i] = tanh_(hp[i]);
-      gemm<T>(false, true, B, H, H, TH, H, r.P[0], H, T(0), p0, 2 * H);      // z block
-      gemm<T>(false, true, B, H, H, hp, H, r.P[1], H, T(0), p0 + H, 2 * H);  // r block
+      RNNKIT_SIMD
+      for (int64_t i = r.b0 * H; i < r.b1 * H; ++i) TH[i] = tanh_(hp[i]);
+      r.rows_gemm(true, H, H, TH, H, r.P[0], H, T(0), p0, 2 * H);      // z block
+      r.rows_gemm(true, H, H, hp, H, r.P[1], H, T(0), p0 + H, 2 * H);  // r block
     } else if (K == Kind::M1) {
-      gemm<T>(false, true, B, H, H, hp, H, r.P[0], H, T(0), p1, H);
+      r.rows_gemm(true, H, H, hp, H, r.P[0], H, T(0), p1, H);
     } else {
-      gemm<T>(false, true, B, 2 * H, H, hp, H, r.P[0], H, T(0), p0, 2 * H);
+      r.rows_gemm(true, 2 * H, H, hp, H, r.P[0], H, T(0), p0, 2 * H);
     }
-    for (int64_t b = 0; b < B; ++b) {
+    for (int64_t b = r.b0; b < r.b1; ++b) {
       const T* __restrict x = r.xw + (t * B + b) * r.X;
       const T* __restrict p = p0 + b * 2 * H;
       const T* __restrict q = p1 + b * H;
@@ -46,10 +47,13 @@ struct Gated {
       T* __restrict g = r.C(0, t, 2 * H) + b * 2 * H;
       T* __restrict u = r.C(2, t, H) + b * H;
       if (K == Kind::M1) {  // z = σ(xw_z) has no recurrent term
+        RNNKIT_SIMD
         for (int64_t j = 0; j < H; ++j) g[j] = sigmoid(x[j]), g[H + j] = sigmoid(x[H + j] + q[j]);
       } else {
+        RNNKIT_SIMD
         for (int64_t j = 0; j < 2 * H; ++j) g[j] = sigmoid(x[j] + p[j]);
       }
+      RNNKIT_SIMD
       for (int64_t j = 0; j < H; ++j) u[j] = g[rcol * H + j] * h0[j];
     }
   }
@@ -59,8 +63,8 @@ struct Gated {
     gates(r, t);
     const T* hp = r.h(r.prev(t));
     T *p2 = r.tmp[2], *hn = r.h(r.next(t));
-    gemm<T>(false, true, B, H, H, r.C(2, t, H), H, r.P[K == Kind::M3 ? 2 : 1], H, T(0), p2, H);
-    for (int64_t b = 0; b < B; ++b) {
+    r.rows_gemm(true, H, H, r.C(2, t, H), H, r.P[K == Kind::M3 ? 2 : 1], H, T(0), p2, H);
+    for (int64_t b = r.b0; b < r.b1; ++b) {
       const T* __restrict x = r.xw + (t * B + b) * r.X + 2 * H;
       const T* __restrict p = p2 + b * H;
       const T* __restrict h0 = hp + b * H;
@@ -68,11 +72,12 @@ struct Gated {
       T* __restrict hc = r.C(1, t, H) + b * H;
       T* __restrict h = hn + b * H;
       T* __restrict out = r.hs + (t * B + b) * H;
-      const bool m = r.m(t, b);
+      const T m = r.m(t, b) ? T(1) : T(0);
+      RNNKIT_SIMD
       for (int64_t j = 0; j < H; ++j) {
         const T v = tanh_(x[j] + p[j]);
         const T h_t = cho ? v + z[j] * (h0[j] - v) : h0[j] + z[j] * (v - h0[j]);
-        hc[j] = v, h[j] = m ? h_t : h0[j], out[j] = m ? h_t : T(0);
+        hc[j] = v, h[j] = m != T(0) ? h_t : h0[j], out[j] = m != T(0) ? h_t : T(0);
       }
     }
   }
@@ -81,13 +86,14 @@ struct Gated {
     const int64_t B = r.B, H = r.H, X = r.X;
     const T* hp = r.h(r.prev(t));
     T* dxw = r.dxw + t * B * X;
-    for (int64_t b = 0; b < B; ++b) {  // da_h̃ and da_z
+    for (int64_t b = r.b0; b < r.b1; ++b) {  // da_h̃ and da_z
       const T* __restrict g = r.C(0, t, 2 * H) + b * 2 * H;
       const T* __restrict hc = r.C(1, t, H) + b * H;
       const T* __restrict h0 = hp + b * H;
       const T* __restrict dh = r.dh + b * H;
       T* __restrict dx = dxw + b * X;
       const T m = r.m(t, b) ? T(1) : T(0);
+      RNNKIT_SIMD
       for (int64_t j = 0; j < H; ++j) {
         const T z = g[zcol * H + j], v = hc[j], d = m * dh[j];
         dx[2 * H + j] = d * (cho ? T(1) - z : z) * (T(1) - v * v);
@@ -95,9 +101,9 @@ struct Gated {
       }
     }
     T *du = r.tmp[0], *dzt = r.tmp[1];
-    gemm<T>(false, false, B, H, H, dxw + 2 * H, X, r.P[K == Kind::M3 ? 2 : 1], H, T(0), du, H);
-    if (K == Kind::M3) gemm<T>(false, false, B, H, H, dxw, X, r.P[0], H, T(0), dzt, H);
-    for (int64_t b = 0; b < B; ++b) {  // da_r and the direct part of dh_prev
+    r.rows_gemm(false, H, H, dxw + 2 * H, X, r.P[K == Kind::M3 ? 2 : 1], H, T(0), du, H);
+    if (K == Kind::M3) r.rows_gemm(false, H, H, dxw, X, r.P[0], H, T(0), dzt, H);
+    for (int64_t b = r.b0; b < r.b1; ++b) {  // da_r and the direct part of dh_prev
       const T* __restrict g = r.C(0, t, 2 * H) + b * 2 * H;
       const T* __restrict h0 = hp + b * H;
       const T* __restrict dh = r.dh + b * H;
@@ -106,19 +112,20 @@ struct Gated {
       const T* __restrict th = K == Kind::M3 ? r.C(3, t, H) + b * H : h0;
       T* __restrict dx = dxw + b * X;
       T* __restrict dH = r.dH + b * H;
-      const bool m = r.m(t, b);
+      const T m = r.m(t, b) ? T(1) : T(0);
+      RNNKIT_SIMD
       for (int64_t j = 0; j < H; ++j) {
         const T z = g[zcol * H + j], rg = g[rcol * H + j];
-        dx[rcol * H + j] = m ? u[j] * h0[j] * rg * (T(1) - rg) : T(0);
+        dx[rcol * H + j] = m != T(0) ? u[j] * h0[j] * rg * (T(1) - rg) : T(0);
         T d = dh[j] * (cho ? z : T(1) - z) + u[j] * rg;
         if (K == Kind::M3) d += w[j] * (T(1) - th[j] * th[j]);
-        dH[j] = m ? d : dh[j];
+        dH[j] = m != T(0) ? d : dh[j];
       }
     }
     if (K == Kind::M3 || K == Kind::M1)  // dh_prev += da_r W_hr
-      gemm<T>(false, false, B, H, H, dxw + H, X, r.P[K == Kind::M3 ? 1 : 0], H, T(1), r.dH, H);
+      r.rows_gemm(false, H, H, dxw + H, X, r.P[K == Kind::M3 ? 1 : 0], H, T(1), r.dH, H);
     else  // dh_prev += [da_r, da_z] W_hrz (cho) or [da_z, da_r] W_hzr (mut2)
-      gemm<T>(false, false, B, H, 2 * H, dxw, X, r.P[0], H, T(1), r.dH, H);
+      r.rows_gemm(false, H, 2 * H, dxw, X, r.P[0], H, T(1), r.dH, H);
   }
 };
 

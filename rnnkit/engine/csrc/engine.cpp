@@ -29,6 +29,25 @@ Run<T> make_run(const at::Tensor& HH, int64_t X, const std::vector<c10::optional
   return r;
 }
 
+inline int64_t row_threads(int64_t B) { return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), B / 4)); }
+
+// Rows of the batch never mix inside the time loop (every step is row-wise: GEMM rows, pointwise),
+// so each thread runs the WHOLE loop on its own slice of rows with single-threaded BLAS: no fork/join
+// per step. Only the weight-gradient GEMMs after the loop mix rows.
+template <typename T, typename F>
+void over_rows(const Run<T>& r, F&& loop) {
+  const int64_t nt = row_threads(r.B);
+  auto slice = [&](int64_t k) {
+    Run<T> s = r;
+    s.b0 = r.B * k / nt, s.b1 = r.B * (k + 1) / nt;
+    loop(s, k);
+  };
+  if (nt == 1) return slice(0);
+  at::parallel_for(0, nt, 1, [&](int64_t a, int64_t e) {
+    for (int64_t k = a; k < e; ++k) slice(k);  // BLAS runs single-threaded inside a parallel region
+  });
+}
+
 // Returns [hs, h_T, (c_T), HH, (CC), caches...]; HH onwards is what backward needs.
 template <typename T, typename Cell>
 Tensors forward(const at::Tensor& xw, const Tensors& state0, const std::vector<c10::optional<at::Tensor>>& P,
@@ -49,7 +68,9 @@ Tensors forward(const at::Tensor& xw, const Tensors& state0, const std::vector<c
     caches.push_back(at::empty({keep ? T_ : 1, B, w}, xw.options()));
     r.cache.push_back(caches.back().data_ptr<T>());
   }
-  for (int64_t s = 0; s < T_; ++s) Cell::fwd(r, reverse ? T_ - 1 - s : s);
+  over_rows(r, [&](Run<T>& q, int64_t) {
+    for (int64_t s = 0; s < T_; ++s) Cell::fwd(q, reverse ? T_ - 1 - s : s);
+  });
   Tensors out{hs, HH[reverse ? 0 : T_].clone()};
   if (lstm) out.push_back(CC[reverse ? 0 : T_].clone());
   if (!keep) return out;
@@ -63,11 +84,12 @@ template <typename T>
 void total_dh(Run<T>& r, int64_t t) {  // dh = dH + m_t ⊙ dhs[t]  (and the probe's record of it)
   const int64_t BH = r.B * r.H;
   const T* dhs = r.dhs + t * BH;
-  for (int64_t b = 0; b < r.B; ++b) {
+  for (int64_t b = r.b0; b < r.b1; ++b) {
     const T m = r.m(t, b) ? T(1) : T(0);
+    RNNKIT_SIMD
     for (int64_t j = b * r.H; j < (b + 1) * r.H; ++j) r.dh[j] = r.dH[j] + m * dhs[j];
   }
-  if (r.probe != nullptr) std::copy(r.dh, r.dh + BH, r.probe + t * BH);
+  if (r.probe != nullptr) std::copy(r.dh + r.b0 * r.H, r.dh + r.b1 * r.H, r.probe + t * BH + r.b0 * r.H);
 }
 
 // saved = [HH, (CC), caches...]; returns [dxw, dh_0, (dc_0), dP..., (probe dh)]
@@ -87,13 +109,15 @@ Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optiona
   for (size_t k = lstm ? 2 : 1; k < saved.size(); ++k) r.cache.push_back(saved[k].data_ptr<T>());
   if (std::is_same_v<Cell, GRU<T>>) dhw = at::empty({T_, B, 3 * H}, o), r.dhw = dhw.data_ptr<T>();
   if (probe) rec = at::empty({T_, B, H}, o), r.probe = rec.data_ptr<T>();
-  at::Tensor dalpha = at::zeros({H}, o);
-  r.dalpha = dalpha.data_ptr<T>();
-  for (int64_t s = T_ - 1; s >= 0; --s) {
-    const int64_t t = reverse ? T_ - 1 - s : s;
-    total_dh(r, t);
-    Cell::bwd(r, t);
-  }
+  at::Tensor dalpha = at::zeros({row_threads(B), H}, o);  // one row per thread: no race
+  over_rows(r, [&](Run<T>& q, int64_t k) {
+    q.dalpha = dalpha.data_ptr<T>() + k * H;
+    for (int64_t s = T_ - 1; s >= 0; --s) {
+      const int64_t t = reverse ? T_ - 1 - s : s;
+      total_dh(q, t);
+      Cell::bwd(q, t);
+    }
+  });
   Tensors out{dxw, dH};
   if (lstm) out.push_back(dC);
   Tensors dP(P.size());
@@ -105,7 +129,7 @@ Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optiona
     if (P[g.param]) dP[g.param] = dpre.t().mm(u);
     if (g.bias >= 0 && P[g.bias]) dP[g.bias] = dpre.sum(0);
   }
-  if (std::is_same_v<Cell, Leaky<T>> && P[2]) dP[2] = dalpha;  // leaky: α's gradient, summed over steps and rows
+  if (std::is_same_v<Cell, Leaky<T>> && P[2]) dP[2] = dalpha.sum(0);  // leaky: α's gradient, summed over steps and rows
   out.insert(out.end(), dP.begin(), dP.end());
   if (probe) out.push_back(rec);
   return out;

@@ -52,6 +52,7 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t
 template <typename T>
 struct Run {
   int64_t T_, B, H, X;  // steps, batch, hidden, width of an xw row
+  int64_t b0 = 0, b1 = 0;  // the rows this thread owns: rows never mix within the time loop
   bool reverse = false, keep = true;
   const T* xw = nullptr;
   const T* mask = nullptr;  // (T, B) of 0/1, or null
@@ -72,6 +73,11 @@ struct Run {
   T* h(int64_t slot) const { return HH + slot * B * H; }
   T* cs(int64_t slot) const { return CC + slot * B * H; }
   T* C(int k, int64_t t, int64_t width) const { return cache[k] + c(t) * B * width; }
+  // this thread's rows of C (B×N) = A (B×K) op(W) + beta·C, W stored (N×K) when tw, else (K×N)
+  void rows_gemm(bool tw, int64_t N, int64_t K, const T* A, int64_t lda, const T* W, int64_t ldw, T beta, T* C,
+                 int64_t ldc) const {
+    gemm<T>(false, tw, b1 - b0, N, K, A + b0 * lda, lda, W, ldw, beta, C + b0 * ldc, ldc);
+  }
 };
 
 }  // namespace rnnkit

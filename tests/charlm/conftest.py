@@ -19,10 +19,10 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-@pytest.fixture
-def corpus(tmp_path):
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
     """A tiny corpus: three pangrams repeated (6,150 characters, 30 distinct)."""
-    path = tmp_path / "tiny.txt"
+    path = tmp_path_factory.mktemp("corpus") / "tiny.txt"
     path.write_text(PANGRAMS * 50)
     return path
 
@@ -43,10 +43,12 @@ TINY = ["--cell", "lstm", "--hidden-size", "16", "--num-layers", "1", "--seq-len
         "--embedding-size", "8"]  # fmt: skip
 
 
-@pytest.fixture
-def trained(tmp_path, corpus, cli):
-    """A run folder after a --dry-run of a tiny model."""
-    out = tmp_path / "run"
-    code, _, err = cli("train", corpus, "--out", out, *TINY, "--dry-run")
-    assert code == 0, err
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, corpus):
+    """A run folder after a --dry-run of a tiny model (shared: tests only read it)."""
+    out = tmp_path_factory.mktemp("trained") / "run"
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    assert main(["train", str(corpus), "--out", str(out), *TINY, "--dry-run"]) == 0
+    torch.set_num_threads(n)
     return out

@@ -54,7 +54,9 @@ def test_eval(trained, corpus, cli):
     )
 
 
-def test_resume_and_force_from_the_command_line(trained, corpus, cli):
+def test_resume_and_force_from_the_command_line(tmp_path, corpus, cli):
+    trained = tmp_path / "run"
+    assert cli("train", corpus, "--out", trained, *TINY, "--dry-run")[0] == 0
     assert cli("train", corpus, "--out", trained, *TINY, "--dry-run")[0] == 2  # refused: a run is there
     assert cli("train", "--out", trained, "--resume", "--max-steps", "6")[0] == 0
     assert cli("train", corpus, "--out", trained, *TINY, "--dry-run", "--force")[0] == 0

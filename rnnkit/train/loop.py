@@ -68,13 +68,15 @@ def evaluate(model, batches) -> float:
     model.eval()
     model.reset_state()
     total, n = 0.0, 0
-    with torch.no_grad():
-        for batch in batches:
-            _, loss = model(batch)
-            total += float(loss) * batch.ys.numel()
-            n += batch.ys.numel()
-    model.state = carried
-    model.train(was_training)
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                _, loss = model(batch)
+                total += float(loss) * batch.ys.numel()
+                n += batch.ys.numel()
+    finally:  # also on Ctrl-C, so that the checkpoint then saved carries the training state
+        model.state = carried
+        model.train(was_training)
     return total / n
 
 

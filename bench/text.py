@@ -1,0 +1,125 @@
+"""Text baselines: word2vec against gensim on PTB, and character Kneser-Ney n-grams on Tiny Shakespeare.
+
+    .venv/bin/python bench/text.py [--data DIR] [--epochs 5] [--max-order 10] [--skip-torch]
+
+word2vec: skip-gram, negative sampling 5, window 5, 100 dimensions, 5 epochs, sample 1e-3, min_count 5,
+alpha 0.025 for both; words/s = corpus words x epochs / wall time of training (vocabulary included).
+Quality with the same code for both (rnnkit.text.WordVectors): WordSim-353 Spearman and Google analogy
+accuracy (the files inside gensim), on the pairs / questions whose words both vocabularies hold.
+n-grams: first 90% of Tiny Shakespeare to train, last 10% to validate; val nats and bits per character.
+"""
+
+import argparse
+import math
+import os
+import pathlib
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from _results import machine_line, markdown_table, update_results  # noqa: E402
+
+from rnnkit.text import NGramLM, Word2Vec, WordVectors, w2v_native  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SETTINGS = dict(dimension=100, window=5, negative=5, sample=1e-3, min_count=5, alpha=0.025, min_alpha=1e-4)
+
+
+def word2vec_rows(data: pathlib.Path, epochs: int, skip_torch: bool, repeats: int):
+    import gensim
+    from gensim.models import Word2Vec as GensimWord2Vec
+    from gensim.test.utils import datapath
+
+    sentences = [line.split() for line in (data / "ptb" / "ptb.train.txt").read_text().splitlines()]
+    words = sum(len(s) for s in sentences) * epochs
+    w2v_native.load()  # compile outside the timing
+
+    def train_gensim(workers):
+        g = GensimWord2Vec(sentences, sg=1, hs=0, vector_size=100, window=5, negative=5, sample=1e-3,
+                           min_count=5, alpha=0.025, min_alpha=1e-4, epochs=epochs, workers=workers, seed=1)  # fmt: skip
+        return WordVectors(g.wv.index_to_key, g.wv.vectors)
+
+    def train_rnnkit(backend, workers):
+        m = Word2Vec(
+            model="skip-gram", loss="negative", epochs=epochs, backend=backend, workers=workers, **SETTINGS
+        )
+        return m.fit(sentences).wv
+
+    configs = [(f"gensim {gensim.__version__} (workers={w})", train_gensim, (w,)) for w in (1, 2)]
+    configs += [(f"rnnkit native (workers={w})", train_rnnkit, ("native", w)) for w in (1, 2)]
+    best, vectors = {}, {}
+    for r in range(repeats):  # interleaved, best time of `repeats`: the machine is shared
+        for name, train, a in configs + (
+            [] if skip_torch or r else [("rnnkit torch (batched)", train_rnnkit, ("torch", 1))]
+        ):
+            t = time.perf_counter()
+            wv = train(*a)
+            best[name] = min(best.get(name, math.inf), time.perf_counter() - t)
+            vectors.setdefault(name, wv)  # quality of the first run
+            print(name, f"{best[name]:.1f}s", flush=True)
+    common = set.intersection(*(set(wv.words) for wv in vectors.values()))
+    rows = []
+    for name, wv in vectors.items():
+        rho, pairs = wv.evaluate_similarity(datapath("wordsim353.tsv"), restrict=common)
+        acc, questions = wv.evaluate_analogies(datapath("questions-words.txt"), restrict=common)
+        rows.append([name, f"{best[name]:.1f}", f"{words / best[name]:,.0f}", f"{rho:.4f}", pairs, f"{100 * acc:.2f}", questions])  # fmt: skip
+    return rows
+
+
+def ngram_rows(data: pathlib.Path, max_order: int):
+    text = (data / "tinyshakespeare.txt").read_text()
+    split = int(0.9 * len(text))
+    train, val = text[:split], text[split:]
+    rows = []
+    for n in range(1, max_order + 1):
+        row = [n]
+        for smoothing in ("kneser-ney", "modified-kneser-ney"):
+            t = time.perf_counter()
+            lm = NGramLM(n, smoothing=smoothing, level="char").fit(train)
+            train_s = time.perf_counter() - t
+            s = lm.score(val, context=train[-(n - 1) :] if n > 1 else "")
+            row += [f"{s.nats_per_token:.4f}", f"{s.bits_per_token:.4f}"]
+        row += [f"{train_s:.1f}", f"{sum(len(k) for k in lm.keys[1:]):,}"]
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=os.environ.get("RNNKIT_DATA", str(ROOT.parent / "shared" / "data")))
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--max-order", type=int, default=10)
+    parser.add_argument("--skip-torch", action="store_true", help="leave out the batched torch backend")
+    parser.add_argument("--repeats", type=int, default=2, help="word2vec timings: best of this many runs")
+    args = parser.parse_args()
+    data = pathlib.Path(args.data)
+    if not (data / "ptb" / "ptb.train.txt").exists() or not (data / "tinyshakespeare.txt").exists():
+        print(f"bench/text.py: data not found under {data}; set --data or RNNKIT_DATA", file=sys.stderr)
+        return 2
+    ngram = ngram_rows(data, args.max_order)
+    w2v = word2vec_rows(data, args.epochs, args.skip_torch, args.repeats)
+    md = "\n\n".join([
+        "## Text baselines (bench/text.py)",
+        machine_line() + f" (shared machine, {os.cpu_count()} cores; other jobs may run alongside)",
+        f"word2vec on PTB train, best time of {args.repeats} interleaved runs, quality of the first "
+        f"({args.epochs} epochs; skip-gram, negative 5, window 5, 100 dims, sample 1e-3, "
+        "min_count 5, alpha 0.025 -> 1e-4). Quality from the same evaluation code for every model, on the "
+        "WordSim-353 pairs / Google analogy questions all vocabularies cover. PTB is a small corpus (0.9M words), "
+        "so both scores are low for every model and differ between seeds by about as much as between models.",
+        markdown_table(["model", "train s", "words/s", "WordSim-353 Spearman", "pairs", "analogy acc %", "questions"], w2v),
+        "Character n-gram models on Tiny Shakespeare: first 90% train, last 10% val (scored as one stream, "
+        "with the end of the training text as history). Interpolated Kneser-Ney (KN, one discount "
+        "n1/(n1+2 n2) per order) and modified Kneser-Ney (MKN, discounts D1, D2, D3+ per order). "
+        "The baselines the character RNNs must beat; train s is wall time to count all orders 1..n.",
+        markdown_table(["n", "KN val nats/char", "KN val bits/char", "MKN val nats/char", "MKN val bits/char",
+                        "train s (MKN)", "distinct 1..n-grams"], ngram),
+    ])  # fmt: skip
+    print(md)
+    update_results("text", md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -117,10 +117,13 @@ def test_bad_corpora():
         Word2Vec(model="glove")
 
 
-native = pytest.mark.skipif(
-    not w2v_native.is_built() or w2v_native.load() is None,
-    reason="the native word2vec loop is not compiled yet (it takes about a minute; any `rnnkit word2vec` run builds it)",
-)
+def _native_skip_reason():
+    if not w2v_native.is_built():
+        return "the native word2vec loop is not compiled yet (about a minute; any `rnnkit word2vec` run builds it)"
+    return None if w2v_native.load() is not None else f"native word2vec loop unavailable: {w2v_native.reason}"
+
+
+native = pytest.mark.skipif(_native_skip_reason() is not None, reason=str(_native_skip_reason()))
 
 
 @native

@@ -34,6 +34,9 @@ inline int64_t row_threads(int64_t B) { return std::max<int64_t>(1, std::min<int
 // Rows of the batch never mix inside the time loop (every step is row-wise: GEMM rows, pointwise),
 // so each thread runs the WHOLE loop on its own slice of rows with single-threaded BLAS: no fork/join
 // per step. Only the weight-gradient GEMMs after the loop mix rows.
+// MKL's per-thread setting (Fortran interface: the count by pointer); weak, absent without MKL
+extern "C" int mkl_set_num_threads_local_(const int*) __attribute__((weak));
+
 template <typename T, typename F>
 void over_rows(const Run<T>& r, F&& loop) {
   const int64_t nt = row_threads(r.B);
@@ -44,7 +47,10 @@ void over_rows(const Run<T>& r, F&& loop) {
   };
   if (nt == 1) return slice(0);
   at::parallel_for(0, nt, 1, [&](int64_t a, int64_t e) {
-    for (int64_t k = a; k < e; ++k) slice(k);  // BLAS runs single-threaded inside a parallel region
+    const int one = 1, zero = 0;  // single-threaded BLAS inside (a nested team only oversubscribes)
+    if (mkl_set_num_threads_local_) mkl_set_num_threads_local_(&one);
+    for (int64_t k = a; k < e; ++k) slice(k);
+    if (mkl_set_num_threads_local_) mkl_set_num_threads_local_(&zero);  // 0: back to the global setting
   });
 }
 

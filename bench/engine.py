@@ -1,0 +1,190 @@
+"""Engine benchmark: train steps of a character LM, rnnkit's engine against torch.nn in the same run.
+
+    Embedding(65, 64) -> Recurrent(cell, 64, H, L) -> Linear(H, 65) -> cross-entropy;  Adam
+
+One train step = forward + backward + Adam step on a (B, T) batch of characters (random: the timing
+does not depend on the text). Times are medians over interleaved rounds (rnnkit, reference, rnnkit,
+...), so load from other processes hits both sides alike. GEMM FLOPs of a step = 6·T·B·Σ|W| over
+the weight matrices (forward, dx and dW of every GEMM); the machine's GEMM peak is measured here too.
+
+    .venv/bin/python bench/engine.py [--rounds 5] [--only lstm,gru] [--no-write]
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+from _results import machine_line, markdown_table, update_results  # noqa: E402
+
+from rnnkit import Recurrent  # noqa: E402
+from rnnkit.engine import native  # noqa: E402
+
+V, E = 65, 64
+TORCH = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": nn.RNN}
+SIZES = {"2x512": (2, 512, 32, 100), "1x128": (1, 128, 32, 50)}
+TARGETS = {("lstm", "2x512"): 1.0, ("gru", "2x512"): 1.1, ("rnn_tanh", "2x512"): 1.1,
+           ("lstm", "1x128"): 1.0, ("gru", "1x128"): 1.3, ("rnn_tanh", "1x128"): 1.3}  # fmt: skip
+OTHERS = ("mut1", "mut2", "mut3", "leaky", "gru_cho")
+READING = """
+How to read it: the speed-up is rnnkit's time over the reference's, same run, interleaved rounds.
+The other cells are compared with a Python loop through autograd (target 1.5x) and, by GEMM FLOP
+rate, with rnnkit's LSTM at the same size (target 0.9x). On a shared 2-core machine every OpenMP
+barrier inside torch's per-step kernels can wait a whole scheduler slice while another process holds
+the second core; rnnkit's native loop splits the batch rows over the threads for the WHOLE time loop
+(one fork/join per call), so under load its 2-thread speed-ups are inflated. The run with
+`--threads 1` (section engine-1thread) compares the code itself."""
+
+
+class CharLM(nn.Module):
+    def __init__(self, rnn):
+        super().__init__()
+        self.emb, self.rnn, self.head = nn.Embedding(V, E), rnn, nn.Linear(rnn.hidden_size, V)
+
+    def forward(self, x, y):
+        out, _ = self.rnn(self.emb(x))
+        return nn.functional.cross_entropy(self.head(out).reshape(-1, V), y.reshape(-1))
+
+
+def make(cell, L, H, kind):
+    """kind: "native", "autograd" (a Python loop through autograd) or "torch" (torch.nn)."""
+    torch.manual_seed(0)
+    rnn = (
+        TORCH[cell](E, H, L, batch_first=True) if kind == "torch" else Recurrent(cell, E, H, L, backend=kind)
+    )
+    model = CharLM(rnn)
+    return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+
+
+def gemm_flops(model, B, T):
+    mats = [p for n, p in model.named_parameters() if p.dim() == 2 and not n.startswith("emb")]
+    return 6 * T * B * sum(p.numel() for p in mats)
+
+
+def train_step(model, opt, x, y):
+    opt.zero_grad(set_to_none=True)
+    model(x, y).backward()
+    opt.step()
+
+
+def interleaved(fns, rounds, reps):
+    """Median seconds per call of each fn, timed in alternating rounds after one warm-up round."""
+    times = [[] for _ in fns]
+    for r in range(rounds + 1):
+        for k, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                fn()
+            if r:
+                times[k].append((time.perf_counter() - t0) / reps)
+    return [statistics.median(t) for t in times]
+
+
+def gemm_peak(rounds):
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    (t,) = interleaved([lambda: a @ b], rounds, 3)
+    return 2 * 2048**3 / t
+
+
+def train_row(cell, size, ref_kind, rounds):
+    """(rnnkit time, reference time, flops) for one config; the reference is torch.nn or autograd."""
+    L, H, B, T = SIZES[size]
+    x, y = torch.randint(0, V, (B, T)), torch.randint(0, V, (B, T))
+    ours, ref = make(cell, L, H, "native"), make(cell, L, H, ref_kind)
+    reps = 1 if L * H >= 1024 else 5
+    t_ours, t_ref = interleaved(
+        [lambda: train_step(*ours, x, y), lambda: train_step(*ref, x, y)], rounds, reps
+    )
+    return t_ours, t_ref, gemm_flops(ours[0], B, T)
+
+
+def step_row(rounds, steps=1000):
+    """One-step inference: B=1, 2x128 LSTM, the state fed back for `steps` steps."""
+    torch.manual_seed(0)
+    ours, ref = Recurrent("lstm", E, 128, 2, backend="native"), nn.LSTM(E, 128, 2, batch_first=True)
+    x = torch.randn(1, 1, E)
+
+    def run(m):
+        def go():
+            with torch.no_grad():
+                state = None
+                for _ in range(steps):
+                    _, state = m(x, state)
+
+        return go
+
+    t_ours, t_ref = interleaved([run(ours), run(ref)], rounds, 1)
+    flops = 2 * sum(p.numel() for p in ours.parameters() if p.dim() == 2) * steps
+    return t_ours, t_ref, flops
+
+
+def fmt_row(name, ref_name, t_ours, t_ref, chars, flops, peak, target):
+    ratio = t_ref / t_ours
+    rate = flops / t_ours
+    ok = "" if target is None else ("yes" if ratio >= target else f"no ({ratio / target:.2f} of target)")
+    cps = f"{chars / t_ours:,.0f}" if chars else f"{t_ours * 1e3:.1f} ms"
+    ref = f"{chars / t_ref:,.0f}" if chars else f"{t_ref * 1e3:.1f} ms"
+    return [name, cps, ref_name, ref, f"{ratio:.2f}x", "" if target is None else f">= {target}x",
+            f"{rate / 1e9:.1f}", f"{rate / peak:.2f}", ok]  # fmt: skip
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--only", default="", help="comma-separated cells (default: all)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    ap.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
+    args = ap.parse_args()
+    reason = native.unsupported(native.CELLS["lstm"], torch.zeros(1))
+    if reason:
+        sys.exit(f"native backend unavailable: {reason}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    only = set(args.only.split(",")) if args.only else None
+    peak = gemm_peak(args.rounds)
+    print(f"GEMM peak (2048² sgemm): {peak / 1e9:.1f} GFLOP/s", flush=True)
+    rows, lstm_rate, notes = [], {}, []
+    for size, (_, _, B, T) in SIZES.items():
+        for cell in (*TORCH, *OTHERS):
+            if only and cell not in only:
+                continue
+            ref_kind = "torch" if cell in TORCH else "autograd"
+            t_ours, t_ref, flops = train_row(cell, size, ref_kind, args.rounds)
+            ref_name = f"torch.nn.{TORCH[cell].__name__}" if cell in TORCH else "autograd loop"
+            target = TARGETS.get((cell, size), None if cell in TORCH else 1.5)
+            row = fmt_row(f"{cell} {size}, B{B} T{T}", ref_name, t_ours, t_ref, B * T, flops, peak, target)
+            if cell == "lstm":
+                lstm_rate[size] = flops / t_ours
+            elif cell in OTHERS and size in lstm_rate:
+                rel = flops / t_ours / lstm_rate[size]
+                row[-1] += f"; GEMM rate {rel:.2f}x rnnkit lstm" + ("" if rel >= 0.9 else " (target 0.9x)")
+            rows.append(row)
+            print(" | ".join(row), flush=True)
+    if not only or "step" in only:
+        t_ours, t_ref, flops = step_row(args.rounds)
+        row = fmt_row("one-step inference, lstm 2x128, B1, 1000 steps", "torch.nn.LSTM", t_ours, t_ref,
+                      0, flops, peak, 1.0)  # fmt: skip
+        rows.append(row)
+        print(" | ".join(row), flush=True)
+    notes.append(READING)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    notes.append(f"\nLoad average at the end of the run (1, 5, 15 min): {load} on {os.cpu_count()} cores.")
+    header = ["config", "rnnkit (chars/s)", "reference", "reference (chars/s)", "speed-up", "target",
+              "GEMM GFLOP/s", "of peak", "met"]  # fmt: skip
+    md = "\n".join([
+        "## engine: train step (forward + backward + Adam) of Embedding(65,64) -> Recurrent -> Linear -> CE",
+        "", f"{machine_line()}; GEMM peak {peak / 1e9:.1f} GFLOP/s (2048² sgemm, same run); medians of "
+        f"{args.rounds} interleaved rounds; rnnkit backend: native.", "", markdown_table(header, rows), *notes,
+    ])  # fmt: skip
+    print(md)
+    if not args.no_write:
+        update_results("engine" if not args.threads else f"engine-{args.threads}thread", md)
+
+
+if __name__ == "__main__":
+    main()

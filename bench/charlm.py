@@ -1,0 +1,178 @@
+"""Character language models on Tiny Shakespeare: validation nats/char against wall time.
+
+    .venv/bin/python bench/charlm.py [--budget 3] [--preset-budget 20] [--only lstm,torch_lstm]
+    .venv/bin/python bench/charlm.py --report-only      # rebuild the section from the runs in --out
+
+nanoGPT's split (first 90% train, last 10% val). Every model is trained by the same loop
+(rnnkit.train.loop.train) with identical settings; "torch.nn LSTM" is the same CharLM with its
+recurrent module swapped for torch.nn.LSTM(batch_first=True). Wall time is training time
+(validation excluded). Then the `shakespeare` preset for its own budget, and sampling speed
+(chars/s at batch 1, one character per call) of the `char-rnn` preset model.
+One torch thread throughout: the machine's 2 cores are shared with other jobs, and two spinning
+OpenMP threads on a busy machine ran 5-10x slower than one in our measurements.
+Data: RNNKIT_DATA or ../shared/data (tinyshakespeare.txt).
+"""
+
+import argparse
+import math
+import os
+import pathlib
+import sys
+import time
+
+import torch
+from _results import machine_line, markdown_table, update_results
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from rnnkit.models.charlm import CharLM  # noqa: E402
+from rnnkit.presets import PRESETS  # noqa: E402
+from rnnkit.train.config import RunConfig  # noqa: E402
+from rnnkit.train.loop import train  # noqa: E402
+from rnnkit.train.metrics import read_metrics  # noqa: E402
+
+DATA = pathlib.Path(os.environ.get("RNNKIT_DATA", ROOT.parent / "shared" / "data"))
+THRESHOLDS = [2.2, 2.0, 1.9, 1.8, 1.7, 1.6, 1.5]
+# the 3-minute settings: one layer, embedding input, Adam; the same for every model
+BUDGET_CONFIG = {
+    "data": {"corpus": "shakespeare", "seq_len": 64, "batch_size": 32, "val_frac": 0.1},
+    "model": {"hidden_size": 384, "num_layers": 1, "embedding_size": 48, "dropout": 0.0},
+    "train": {"optimizer": "adam", "lr": 4e-3, "clip_norm": 1.0, "clip_value": 0.0, "max_epochs": 0,
+              "eval_every": 100, "sample_every": 0, "seed": 1337, "threads": 1},
+}  # fmt: skip
+MODELS = {  # name -> (cell, torch_rnn)
+    "lstm": ("lstm", False), "gru": ("gru", False), "rnn_tanh": ("rnn_tanh", False), "torch_lstm": ("lstm", True),
+}  # fmt: skip
+LABELS = {"lstm": "rnnkit LSTM", "gru": "rnnkit GRU", "rnn_tanh": "rnnkit tanh RNN", "torch_lstm": "torch.nn LSTM",
+          "preset": "`shakespeare` preset (rnnkit LSTM 1x512)"}  # fmt: skip
+
+
+def run_model(name, budget, out):
+    cell, torch_rnn = MODELS[name]
+    cfg = RunConfig.from_dict(BUDGET_CONFIG)
+    cfg.data.data_dir = str(DATA)
+    cfg.model.cell, cfg.model.torch_rnn, cfg.train.time_budget = cell, torch_rnn, budget
+    train(cfg, out / name, force=True)
+    return read_metrics(out / name / "metrics.csv")
+
+
+def time_to(points, threshold):
+    return next((t for t, v in points if v <= threshold), None)
+
+
+def sampling_speeds(n=1000, rounds=5) -> dict:
+    """chars/s of `model.sample` at batch 1, one character per call; best of interleaved rounds."""
+    models = {}
+    for name, torch_rnn in [("rnnkit", False), ("torch.nn", True)]:
+        cfg = RunConfig.from_dict(PRESETS["char-rnn"])
+        cfg.model.vocab_size, cfg.model.torch_rnn = 65, torch_rnn
+        torch.manual_seed(0)
+        models[name] = CharLM(cfg.model).eval()
+        models[name].sample([0], 50)  # warm up
+    best = dict.fromkeys(models, 0.0)
+    for _ in range(rounds):  # interleaved, so that a busy moment on the shared machine hits both
+        for name, model in models.items():
+            t = time.perf_counter()
+            model.sample([0], n, generator=torch.Generator().manual_seed(0))
+            best[name] = max(best[name], n / (time.perf_counter() - t))
+    return best
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--budget", type=float, default=3.0, help="minutes per model")
+    p.add_argument(
+        "--preset-budget", type=float, default=20.0, help="minutes for the shakespeare preset (0 = skip)"
+    )
+    p.add_argument("--only", default=",".join(MODELS), help="comma-separated: " + ",".join(MODELS))
+    p.add_argument("--out", default=str(ROOT / "runs" / "bench-charlm"))
+    p.add_argument("--report-only", action="store_true", help="rebuild the table from the runs in --out")
+    p.add_argument(
+        "--note", default="", help="a sentence added under the table (e.g. which runs were repeated)"
+    )
+    args = p.parse_args()
+    if not (DATA / "tinyshakespeare.txt").is_file():
+        sys.exit(f"no {DATA / 'tinyshakespeare.txt'}; set RNNKIT_DATA to the folder holding it")
+    out = pathlib.Path(args.out)
+    torch.set_num_threads(1)
+    speeds = sampling_speeds()
+    for name in args.only.split(","):
+        if not args.report_only:
+            run_model(name, args.budget, out)
+    print(report(out, args.only.split(","), speeds, args))  # written now, and again with the preset run
+    if args.preset_budget:
+        cfg = RunConfig.from_dict(PRESETS["shakespeare"])
+        cfg.data.data_dir, cfg.train.time_budget, cfg.train.threads = str(DATA), args.preset_budget, 1
+        if not args.report_only:
+            train(cfg, out / "preset", force=True)
+        print(report(out, [*args.only.split(","), "preset"], speeds, args))
+
+
+def summary(metrics):
+    """Validation points (training seconds, nats/char) and the median training speed."""
+    rows = read_metrics(metrics)
+    speed = sorted(float(r["chars_per_s"]) for r in rows)[len(rows) // 2]
+    return [(float(r["wall_s"]), float(r["val_loss"])) for r in rows if r["val_loss"]], speed
+
+
+def preset_sample(run) -> str:
+    """A sample from the preset model, and deck 004's sentence pair scored under it."""
+    from rnnkit.cli.charlm import load_model, score_text
+
+    model, chars = load_model(run)
+    ids = model.sample([chars.index("\n")], 600, temperature=0.8, generator=torch.Generator().manual_seed(0))
+    pair = ["Colorless green ideas sleep furiously", "Furiously sleep ideas green colorless"]
+    scores = [score_text(model, chars, t) for t in pair]
+    lines = [
+        f"- {s['text']!r}: log p = {s['log_prob']:.2f} nats ({s['nats_per_char']:.3f} nats/char)"
+        for s in scores
+    ]
+    return (
+        "\n".join(lines)
+        + "\n\nSample (temperature 0.8, seed 0):\n\n```\n"
+        + "".join(chars[i] for i in ids)
+        + "\n```\n"
+    )
+
+
+NOTES = (
+    "The runs are sequential on a 2-core machine shared with other engineers' jobs whose load changed during "
+    "the run (load average 2 to 7), so throughput varied within and between runs; the median chars/s column "
+    "shows what each run got. 's to X' = training seconds at the first validation (every 100 steps; "
+    "250 for the preset) with val <= X. Sampling: best of 5 interleaved rounds of 1,000 characters."
+)
+
+
+def report(out, names, speeds, args) -> str:
+    header = [
+        "model",
+        "budget (min)",
+        "train chars/s (median)",
+        "final val nats/char",
+        "best val",
+        "bits/char",
+    ]
+    header += [f"s to {t}" for t in THRESHOLDS]
+    rows = []
+    for name in names:
+        points, speed = summary(out / name / "metrics.csv")
+        budget = args.preset_budget if name == "preset" else args.budget
+        best = min((v for _, v in points), default=math.nan)
+        times = [time_to(points, t) for t in THRESHOLDS]
+        rows.append([LABELS[name], f"{budget:g}", f"{speed:,.0f}", f"{points[-1][1]:.3f}" if points else "-",
+                     f"{best:.3f}", f"{best / math.log(2):.3f}"] + [f"{t:.0f}" if t is not None else "-" for t in times])  # fmt: skip
+    md = "## Character language model (bench/charlm.py)\n\n" + machine_line() + "\n\n"
+    md += "Tiny Shakespeare, first 90% train / last 10% val; wall time = training seconds (validation excluded); 1 torch thread.\n"
+    md += f"3-minute settings (all four models): `{BUDGET_CONFIG}`\n\n"
+    md += NOTES + "\n\n" + markdown_table(header, rows) + "\n\n" + (args.note + "\n\n" if args.note else "")
+    md += markdown_table(["sampling, char-rnn preset (2x128 LSTM), batch 1", "chars/s"],
+                         [[k, f"{v:,.0f}"] for k, v in speeds.items()]) + "\n"  # fmt: skip
+    if "preset" in names and (out / "preset" / "best.pt").is_file():
+        md += "\n`shakespeare` preset model:\n\n" + preset_sample(out / "preset")
+    update_results("charlm", md)
+    return md
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Input checks shared by the energy models: each failure is one RnnkitError line naming the fix."""
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from rnnkit.errors import RnnkitError
+
+
+def positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise RnnkitError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def positive_float(name: str, value) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise RnnkitError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def fraction(name: str, value) -> float:
+    if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise RnnkitError(f"{name} must be between 0 and 1, got {value!r}")
+    return float(value)
+
+
+def choice(name: str, value, options) -> str:
+    if value not in options:
+        raise RnnkitError(f"{name} must be one of {', '.join(options)}; got {value!r}")
+    return value
+
+
+def as_matrix(data, name: str) -> torch.Tensor:
+    """A (rows, units) float tensor from a tensor, array or list of equal-length rows."""
+    if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
+        lengths = sorted({len(row) for row in data if isinstance(row, Sequence)})
+        if len(lengths) > 1:
+            raise RnnkitError(
+                f"{name} have mixed lengths {lengths}; every one needs the same number of units"
+            )
+    try:
+        x = torch.as_tensor(data)
+    except (ValueError, TypeError) as e:
+        raise RnnkitError(f"{name} could not be read as a matrix of numbers ({e})") from None
+    if x.dim() == 1:
+        x = x[None]
+    if x.dim() != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise RnnkitError(f"{name} must be a non-empty (rows, units) matrix, got shape {tuple(x.shape)}")
+    return x if x.is_floating_point() else x.float()
+
+
+def _first_bad(x: torch.Tensor, ok: torch.Tensor) -> float:
+    return x[~ok].flatten()[0].item()
+
+
+def as_spins(data, name: str = "patterns", allow_zero: bool = False) -> torch.Tensor:
+    """±1 patterns (0 also allowed for partial cues: an unknown unit)."""
+    x = as_matrix(data, name)
+    ok = (x == 1) | (x == -1) | ((x == 0) if allow_zero else False)
+    if not ok.all():
+        allowed = "-1, 0 (unknown) or +1" if allow_zero else "-1 or +1"
+        raise RnnkitError(
+            f"{name} must be binary ({allowed}); found {_first_bad(x, ok):g} (map 0/1 data with 2*x - 1)"
+        )
+    return x
+
+
+def as_bits(data, name: str = "data") -> torch.Tensor:
+    """0/1 data for binary units."""
+    x = as_matrix(data, name)
+    ok = (x == 0) | (x == 1)
+    if not ok.all():
+        raise RnnkitError(f"{name} must be binary (0 or 1); found {_first_bad(x, ok):g}")
+    return x
+
+
+def units_match(name: str, x: torch.Tensor, units: int) -> None:
+    if x.shape[-1] != units:
+        raise RnnkitError(f"{name} have {x.shape[-1]} units but the model has {units}")

@@ -1,0 +1,131 @@
+"""Boltzmann machine (Ackley, Hinton, Sejnowski 1985); deck 001, "Boltzmann machines".
+
+    E(x) = -1/2 Σ_ij w_ij x_i x_j - Σ_i b_i x_i      x ∈ {0,1}^N, w symmetric, w_ii = 0   (θ_i = -b_i)
+    p(x) = exp(-E(x)) / Z
+    P(x_i = 1 | x_-i) = σ(Σ_j w_ij x_j + b_i)                                      (Gibbs sampling)
+
+Units 0..V-1 are visible, V..N-1 hidden. The log-likelihood of visible data has the gradient
+    ∂ log p(v) / ∂w_ij = <x_i x_j>_data - <x_i x_j>_model        (positive minus negative phase)
+The positive phase clamps v to the data and samples the hidden units; the negative phase reads
+persistent Gibbs chains that run freely between updates (Tieleman 2008). For N <= 20 the partition
+function, the visible distribution and the KL divergence to a target are exact (`rnnkit.energy.exact`).
+
+Shapes: states (B, N); data (B, V).
+"""
+
+import torch
+
+from rnnkit.energy import exact
+from rnnkit.energy._checks import as_bits, positive_float, positive_int, units_match
+from rnnkit.energy._util import single_thread
+
+
+class BoltzmannMachine:
+    def __init__(
+        self, num_visible, num_hidden=0, init_scale=0.01, generator=None, device=None, dtype=torch.float32
+    ):
+        self.num_visible = positive_int("number of visible units", num_visible)
+        if not isinstance(num_hidden, int) or num_hidden < 0:
+            positive_int("number of hidden units", num_hidden)
+        self.num_hidden = num_hidden
+        N = num_visible + num_hidden
+        W = torch.randn(N, N, generator=generator, device=device, dtype=dtype) * init_scale
+        self.W = (W + W.T).triu(1) + (W + W.T).triu(1).T  # symmetric, zero diagonal
+        self.b = torch.zeros(N, device=device, dtype=dtype)
+        self.chains = None  # persistent negative-phase states
+
+    @property
+    def num_units(self) -> int:
+        return self.num_visible + self.num_hidden
+
+    def energy(self, x: torch.Tensor) -> torch.Tensor:
+        """E(x) for states (B, N) -> (B,)."""
+        return -0.5 * ((x @ self.W) * x).sum(-1) - x @ self.b
+
+    def gibbs_sweep(self, x: torch.Tensor, units=None, generator=None) -> torch.Tensor:
+        """Resample each unit in `units` (all by default) in turn from P(x_i = 1 | x_-i); in place."""
+        for i in units if units is not None else range(self.num_units):
+            p = torch.sigmoid(x @ self.W[:, i] + self.b[i])
+            u = torch.rand(p.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x[:, i] = (u < p).to(x.dtype)
+        return x
+
+    def random_states(self, count: int, generator=None) -> torch.Tensor:
+        shape = (count, self.num_units)
+        return torch.randint(0, 2, shape, generator=generator, device=self.W.device).to(self.W.dtype)
+
+    def sample(self, num_chains: int, sweeps: int, generator=None) -> torch.Tensor:
+        """Independent chains from random states after `sweeps` full sweeps: (num_chains, N)."""
+        x = self.random_states(positive_int("number of chains", num_chains), generator)
+        with single_thread():
+            for _ in range(positive_int("sweeps", sweeps)):
+                self.gibbs_sweep(x, generator=generator)
+        return x
+
+    def positive_states(self, v: torch.Tensor, sweeps: int, generator=None) -> torch.Tensor:
+        """Visible units clamped to the data, hidden units Gibbs-sampled: (B, N)."""
+        x = torch.cat([v, self.random_states(len(v), generator)[:, self.num_visible :]], 1)
+        hidden = range(self.num_visible, self.num_units)
+        for _ in range(sweeps if self.num_hidden else 0):
+            self.gibbs_sweep(x, hidden, generator)
+        return x
+
+    def fit(
+        self,
+        data,
+        epochs=50,
+        lr=0.05,
+        batch_size=100,
+        num_chains=100,
+        sweeps=1,
+        positive_sweeps=5,
+        generator=None,
+        callback=None,
+    ) -> "BoltzmannMachine":
+        """Stochastic gradient ascent on the log-likelihood; `callback(epoch)` after each epoch."""
+        v = as_bits(data).to(self.W)
+        units_match("data", v, self.num_visible)
+        lr, batch_size = positive_float("learning rate", lr), positive_int("batch size", batch_size)
+        if self.chains is None or len(self.chains) != num_chains:
+            self.chains = self.random_states(positive_int("number of chains", num_chains), generator)
+        with single_thread():
+            for epoch in range(positive_int("epochs", epochs)):
+                order = torch.randperm(len(v), generator=generator, device=v.device)
+                for start in range(0, len(v), batch_size):
+                    batch = v[order[start : start + batch_size]]
+                    pos = self.positive_states(batch, positive_sweeps, generator)
+                    for _ in range(sweeps):
+                        self.gibbs_sweep(self.chains, generator=generator)
+                    self.update(pos, self.chains, lr)
+                if callback:
+                    callback(epoch)
+        return self
+
+    def update(self, pos: torch.Tensor, neg: torch.Tensor, lr: float) -> None:
+        """w += lr (<x xᵀ>_pos - <x xᵀ>_neg) off the diagonal, b += lr (<x>_pos - <x>_neg)."""
+        dW = pos.T @ pos / len(pos) - neg.T @ neg / len(neg)
+        self.W += lr * (dW - torch.diag(torch.diagonal(dW)))
+        self.b += lr * (pos.mean(0) - neg.mean(0))
+
+    # Exact answers by enumeration (N <= 20), float64.
+    def _log_weight(self, x: torch.Tensor) -> torch.Tensor:
+        W, b = self.W.double(), self.b.double()
+        return 0.5 * ((x @ W) * x).sum(-1) + x @ b
+
+    def log_partition(self) -> float:
+        return exact.log_sum_exp_states(self._log_weight, self.num_units, self.W.device).item()
+
+    def visible_log_probs(self) -> torch.Tensor:
+        """log p(v) for all 2^V visible states (index bit j = unit j), hidden units summed out."""
+        logp = exact.log_probs_states(self._log_weight, self.num_units, self.W.device)
+        return torch.logsumexp(logp.view(2**self.num_hidden, 2**self.num_visible), 0)
+
+    def log_likelihood(self, data) -> float:
+        """Mean exact log p(v) of the data."""
+        v = as_bits(data)
+        units_match("data", v, self.num_visible)
+        return self.visible_log_probs()[exact.state_index(v).to(self.W.device)].mean().item()
+
+    def kl_from(self, target: torch.Tensor) -> float:
+        """KL(target || model) over the 2^V visible states; target indexed as binary_states."""
+        return exact.kl_divergence(target.double().to(self.W.device), self.visible_log_probs().exp())

@@ -1,0 +1,154 @@
+"""Capacity of a Hopfield network: how many random patterns P can N units recall?
+
+For each N and load α = P/N, M networks each store P random ±1 patterns (M chosen so that every point
+averages at least `min_patterns` recalls); each network runs asynchronously from its own patterns
+(optionally corrupted) and from random states. Recorded per point:
+
+    mean overlap        m = s·ξ/N of the final state with the pattern it started from
+    recalled            fraction of patterns ending with < 1 % of bits wrong   (m > 0.98)
+    perfect             fraction ending exactly on the pattern                  (m = 1)
+    unfinished          fraction of patterns whose state still moved in the last allowed sweep
+    spurious            fraction of random starts that reach a fixed point away from every ±pattern
+                        (max |m| <= 0.98)
+    mixture             ... of those, the ones close to a 3-pattern mixture sgn(±ξ1 ± ξ2 ± ξ3),
+                        whose three overlaps are near 1/2 (Amit, Gutfreund, Sompolinsky 1985)
+    starts_unfinished   fraction of random starts still moving after `max_sweeps`
+    spurious_of_settled spurious / (1 - starts_unfinished): the share among the starts that settled
+
+Theory: retrieval collapses near α_c ≈ 0.138 (Amit, Gutfreund, Sompolinsky 1985); every pattern is a
+fixed point with high probability only below P = N / (2 ln N) (McEliece et al. 1987).
+"""
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from rnnkit.energy._checks import choice, fraction, positive_int
+from rnnkit.energy.hopfield import RULES, UNFINISHED, corrupt, overlap, random_patterns, run_async
+from rnnkit.errors import RnnkitError
+
+ALPHA_C = 0.138
+RECALL_OVERLAP = 0.98  # < 1 % of the bits wrong: (1 - m) / 2 < 0.01
+
+
+@dataclass
+class CapacityConfig:
+    sizes: tuple = (100, 200, 500, 1000)
+    loads: tuple = (0.02, 0.04, 0.06, 0.08, 0.10, 0.12, 0.13, 0.14, 0.15, 0.16, 0.18, 0.20, 0.22, 0.25)
+    rule: str = "hebbian"
+    cue_noise: float = 0.0  # fraction of bits flipped in each starting pattern
+    random_starts: int = 32  # per network, to count spurious states
+    min_patterns: int = 200  # recalls averaged per point
+    max_sweeps: int = 20
+    seed: int = 0
+
+    def check(self) -> "CapacityConfig":
+        for n in self.sizes:
+            positive_int("N", n)
+        for load in self.loads:
+            if not 0 < load <= 1:
+                raise RnnkitError(f"loads P/N must be in (0, 1], got {load}")
+        choice("rule", self.rule, RULES)
+        fraction("cue noise", self.cue_noise)
+        positive_int("random starts", self.random_starts)
+        positive_int("min patterns", self.min_patterns)
+        positive_int("max sweeps", self.max_sweeps)
+        return self
+
+
+def _three_mixture(m: torch.Tensor, N: int) -> torch.Tensor:
+    """Whether |overlaps| m (..., P) look like sgn(±ξ1 ± ξ2 ± ξ3): three of them 1/2 within the
+    random spread (2/√N, at least 0.1) and none of the others above 1/4."""
+    if m.shape[-1] < 3:
+        return torch.zeros(m.shape[:-1], dtype=torch.bool, device=m.device)
+    top = m.topk(min(4, m.shape[-1]), -1).values
+    near_half = ((top[..., :3] - 0.5).abs() < max(0.1, 2 / math.sqrt(N))).all(-1)
+    return near_half & (top[..., 3] < 0.25 if top.shape[-1] == 4 else True)
+
+
+def classify_random_starts(states: torch.Tensor, patterns: torch.Tensor, finished: torch.Tensor) -> dict:
+    """Fractions of random starts (M, R, N) that reached a spurious fixed point, a 3-mixture among them,
+    or no fixed point yet, against the stored patterns (M, P, N)."""
+    m = overlap(states, patterns).abs()  # (M, R, P)
+    spurious = finished & (m.max(-1).values <= RECALL_OVERLAP)
+    mixture = spurious & _three_mixture(m, states.shape[-1])
+    found = states[spurious]  # (K, N)
+    distinct = torch.unique(found * found[:, :1], dim=0)  # s and -s are one attractor
+    return {
+        "spurious": spurious.float().mean().item(),
+        "spurious_of_settled": (spurious.sum() / finished.sum().clamp(min=1)).item(),
+        "mixture": mixture.float().mean().item(),
+        "distinct_spurious": int(distinct.shape[0]),
+        "starts_unfinished": (~finished).float().mean().item(),
+    }
+
+
+def capacity_point(N: int, load: float, cfg: CapacityConfig, generator=None, device=None) -> dict:
+    """Store P = round(load N) patterns in M networks and recall; one row of the capacity table."""
+    start = time.perf_counter()
+    P = max(1, round(load * N))
+    M = math.ceil(cfg.min_patterns / P)
+    patterns = random_patterns(P, N, generator, device, batch=(M,))  # (M, P, N)
+    W = RULES[cfg.rule](patterns)
+    cues = corrupt(patterns, cfg.cue_noise, generator) if cfg.cue_noise else patterns
+    starts = random_patterns(cfg.random_starts, N, generator, device, batch=(M,))
+    theta = torch.zeros(M, N, device=device)
+    s0 = torch.cat([cues, starts], 1)  # (M, P + R, N)
+    states, _, status, sweeps = run_async(W, theta, s0, cfg.max_sweeps, generator, record=False)
+    m = (states[:, :P] * patterns).sum(-1) / N  # (M, P) overlap with the own pattern
+    return {
+        "N": N,
+        "P": P,
+        "load": P / N,
+        "networks": M,
+        "mean_overlap": m.mean().item(),
+        "recalled": (m > RECALL_OVERLAP).float().mean().item(),
+        "perfect": (m == 1).float().mean().item(),
+        "unfinished": (status[:, :P] == UNFINISHED).float().mean().item(),
+        **classify_random_starts(states[:, P:], patterns, status[:, P:] != UNFINISHED),
+        "sweeps": sweeps,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def capacity_experiment(cfg: CapacityConfig | None = None, device=None, progress=None) -> list[dict]:
+    """One row per (N, load); `progress(row)` is called after each."""
+    cfg = (cfg or CapacityConfig()).check()
+    generator = torch.Generator(device=device or "cpu").manual_seed(cfg.seed)
+    rows = []
+    for N in cfg.sizes:
+        for load in cfg.loads:
+            rows.append(capacity_point(N, load, cfg, generator, device))
+            if progress:
+                progress(rows[-1])
+    return rows
+
+
+def crossing(xs, ys, level: float) -> float | None:
+    """The first x where y falls through `level`, linearly interpolated; None if it never does."""
+    for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
+        if y0 >= level > y1:
+            return x0 + (y0 - level) * (x1 - x0) / (y0 - y1)
+    return None
+
+
+def crossings(rows: list[dict]) -> list[dict]:
+    """Per N: where recall (< 1 % errors), perfect recall and the mean overlap fall through 1/2,
+    beside α_c and the perfect-recall bound 1 / (2 ln N)."""
+    out = []
+    for N in sorted({r["N"] for r in rows}):
+        mine = sorted((r for r in rows if r["N"] == N), key=lambda r: r["load"])
+        loads = [r["load"] for r in mine]
+        out.append(
+            {
+                "N": N,
+                "recalled_half": crossing(loads, [r["recalled"] for r in mine], 0.5),
+                "perfect_half": crossing(loads, [r["perfect"] for r in mine], 0.5),
+                "overlap_half": crossing(loads, [r["mean_overlap"] for r in mine], 0.5),
+                "alpha_c": ALPHA_C,
+                "perfect_bound": 1 / (2 * math.log(N)),
+            }
+        )
+    return out

@@ -1,0 +1,212 @@
+"""Hopfield network (Hopfield 1982); deck 001, "Associative memories".
+
+    E = -1/2 Σ_ij w_ij s_i s_j + Σ_i θ_i s_i                      s ∈ {-1, +1}^N
+    s_i <- +1 if Σ_j w_ij s_j >= θ_i, else -1                      (update rule)
+    w_ij = (1/n) Σ_μ ξ_i^μ ξ_j^μ,  w_ii = 0                         (Hebbian; n patterns, the deck's scale)
+    w_ij += (1/N) (ξ_i ξ_j - ξ_i h_ji - h_ij ξ_j),  h_ij = Σ_{k≠i,j} w_ik ξ_k    (Storkey 1997, per pattern)
+
+Asynchronous mode updates one unit at a time in a random order; flipping s_i by Δ changes the energy by
+ΔE = -Δ (h_i - θ_i) <= 0, so E never increases and the state ends at a fixed point. Synchronous mode updates
+all units at once; E can then rise, and with symmetric weights the state ends in a fixed point or a 2-cycle
+(Goles-Chacc, Fogelman-Soulié, Pellegrin 1985), which is detected and reported.
+
+Shapes: the functions run M independent networks at once, each on B states.
+    weights (M, N, N)   thresholds (M, N)   states (M, B, N)   energies (M, B, U), one column per update
+`Hopfield` is the single-network front end (M = 1). A cue may hold 0 for an unknown unit (a partial cue).
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from rnnkit.energy._checks import as_spins, choice, fraction, positive_int, units_match
+from rnnkit.energy._util import single_thread
+
+FIXED_POINT, TWO_CYCLE, UNFINISHED = 0, 1, 2
+STATUS_NAMES = ("fixed point", "2-cycle", "unfinished")
+
+
+def hebbian(patterns: torch.Tensor) -> torch.Tensor:
+    """(M, P, N) ±1 patterns -> (M, N, N) weights, w = ξᵀξ / P with a zero diagonal."""
+    W = patterns.transpose(1, 2) @ patterns / patterns.shape[1]
+    return W - torch.diag_embed(torch.diagonal(W, dim1=1, dim2=2))
+
+
+def storkey(patterns: torch.Tensor) -> torch.Tensor:
+    """(M, P, N) -> (M, N, N): Storkey's incremental rule, one pattern at a time.
+
+    With w_ii = 0 the excluded terms fold in: ξ_i h_ji + h_ij ξ_j = ξ_i h_j + h_i ξ_j - 2 w_ij.
+    """
+    M, P, N = patterns.shape
+    W = patterns.new_zeros(M, N, N)
+    for mu in range(P):
+        xi = patterns[:, mu, :, None]  # (M, N, 1)
+        h = W @ xi  # (M, N, 1) local fields
+        W = W + (xi @ xi.mT - xi @ h.mT - h @ xi.mT + 2 * W) / N
+        W = W - torch.diag_embed(torch.diagonal(W, dim1=1, dim2=2))
+    return W
+
+
+RULES = {"hebbian": hebbian, "storkey": storkey}
+
+
+def energy(W: torch.Tensor, theta: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """E = -1/2 sᵀ W s + θᵀ s for states (M, B, N) -> (M, B)."""
+    return -0.5 * ((s @ W) * s).sum(-1) + (s * theta[:, None]).sum(-1)
+
+
+def _tie_safe(W: torch.Tensor, theta: torch.Tensor):
+    """float64 weights and the thresholds less a rounding tolerance, (M, N, N) and (M, N).
+
+    Ties are common (Hebbian fields are multiples of 1/P) and the rule sends them to +1. In float32 a
+    tied field drifts to ±1e-7 as flips accumulate, and the unit then flips back and forth instead of
+    settling; comparing with θ - tol keeps every tie a tie.
+    """
+    W, theta = W.double(), theta.double()
+    tol = 1e-9 * (1 + W.abs().sum(-1).amax(-1) + theta.abs().amax(-1))  # (M,)
+    return W, theta - tol[:, None]
+
+
+def _updated(h: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """The update rule: +1 where h >= θ (ties included), else -1."""
+    return torch.where(h >= threshold, 1.0, -1.0).to(h.dtype)
+
+
+def run_async(W, theta, s, max_sweeps=100, generator=None, record=True):
+    """Asynchronous dynamics until a whole sweep changes nothing.
+
+    Each sweep visits the units in a fresh random order, one unit at a time; all B states (of all M
+    networks) visit the same unit at the same moment, so a step reads one column of the local fields
+    h = s W. The fields follow every flip (W is symmetric, so flipping unit i of a state by Δ adds
+    Δ W[i] to that state's fields): a step costs O(N) per flip and O(B) otherwise.
+
+    Returns (states (M, B, N), energies (M, B, U) or None, status (M, B), sweeps run).
+    """
+    M, B, N = s.shape
+    dtype, (W, threshold) = s.dtype, _tie_safe(W, theta)
+    s = s.double()
+    fields = s @ W  # (M, B, N)
+    E = energy(W, theta.double(), s)
+    trace = [E.clone()] if record else None
+    changed = torch.ones(M, B, dtype=torch.bool, device=s.device)
+    sweeps = 0
+    with single_thread():
+        while changed.any() and sweeps < max_sweeps:
+            changed.zero_()
+            for i in torch.randperm(N, generator=generator, device=s.device).tolist():
+                h = fields[:, :, i]  # (M, B)
+                delta = _updated(h, threshold[:, i, None]) - s[:, :, i]
+                m, b = delta.nonzero(as_tuple=True)
+                if len(m):
+                    if record:  # ΔE = -Δ (h_i - θ_i)
+                        E -= delta * (h - theta[:, i, None])
+                    fields.index_put_((m, b), delta[m, b, None] * W[m, i], accumulate=True)
+                    s[:, :, i] += delta
+                    changed[m, b] = True
+                if record:
+                    trace.append(E.clone())
+            sweeps += 1
+    status = torch.where(changed, UNFINISHED, FIXED_POINT)
+    return s.to(dtype), (torch.stack(trace, -1).to(dtype) if record else None), status, sweeps
+
+
+def run_sync(W, theta, s, max_steps=100, record=True):
+    """Synchronous dynamics until a fixed point (s_t+1 = s_t) or a 2-cycle (s_t+1 = s_t-1).
+
+    A state stops moving once it is classified; the others go on. Same returns as `run_async`.
+    """
+    M, B, N = s.shape
+    dtype, (W, threshold), theta = s.dtype, _tie_safe(W, theta), theta.double()
+    s = s.double()
+    status = torch.full((M, B), UNFINISHED, device=s.device)
+    trace = [energy(W, theta, s)] if record else None
+    previous, steps = None, 0
+    while (status == UNFINISHED).any() and steps < max_steps:
+        new = _updated(s @ W, threshold[:, None])
+        active = status == UNFINISHED
+        fixed = active & (new == s).all(-1)
+        back = (new == previous).all(-1) if previous is not None else torch.zeros_like(fixed)
+        status[fixed], status[active & back & ~fixed] = FIXED_POINT, TWO_CYCLE
+        previous, s = s, torch.where((status == UNFINISHED)[..., None], new, s)
+        steps += 1
+        if record:
+            trace.append(energy(W, theta, s))
+    return s.to(dtype), (torch.stack(trace, -1).to(dtype) if record else None), status, steps
+
+
+@dataclass
+class RecallResult:
+    """Final states (B, N); energies (B, U) after every update; status (B,) indexes STATUS_NAMES."""
+
+    states: torch.Tensor
+    energies: torch.Tensor | None
+    status: torch.Tensor
+    steps: int  # sweeps (async) or synchronous steps
+
+    def summary(self) -> str:
+        counts = torch.bincount(self.status.flatten().cpu(), minlength=len(STATUS_NAMES))
+        return ", ".join(f"{int(n)} {name}" for n, name in zip(counts, STATUS_NAMES) if n)
+
+
+class Hopfield:
+    """A Hopfield network of `num_units` ±1 units; `store` patterns, then `recall` from cues.
+
+    Args:
+        num_units: N.
+        rule: "hebbian" or "storkey".
+        thresholds: θ (N,), zero by default.
+    Shapes: patterns and cues (B, N); cues may hold 0 for unknown units.
+    """
+
+    def __init__(
+        self, num_units: int, rule: str = "hebbian", thresholds=None, device=None, dtype=torch.float32
+    ):
+        self.num_units = positive_int("number of units N", num_units)
+        self.rule = choice("rule", rule, RULES)
+        self.W = torch.zeros(num_units, num_units, device=device, dtype=dtype)
+        self.theta = torch.zeros(num_units, device=device, dtype=dtype)
+        if thresholds is not None:
+            self.theta = torch.as_tensor(thresholds, device=device, dtype=dtype).reshape(num_units)
+
+    def store(self, patterns) -> "Hopfield":
+        xi = as_spins(patterns).to(self.W)
+        units_match("patterns", xi, self.num_units)
+        self.W = RULES[self.rule](xi[None])[0]
+        return self
+
+    def energy(self, states) -> torch.Tensor:
+        s = as_spins(states, "states", allow_zero=True).to(self.W)
+        return energy(self.W[None], self.theta[None], s[None])[0]
+
+    def recall(self, cues, mode="async", max_steps=100, generator=None, record=True) -> RecallResult:
+        """Run the dynamics from each cue. max_steps counts sweeps (async) or synchronous updates."""
+        s = as_spins(cues, "cues", allow_zero=True).to(self.W)
+        units_match("cues", s, self.num_units)
+        choice("mode", mode, ("async", "sync"))
+        positive_int("max_steps", max_steps)
+        if mode == "async":
+            out = run_async(self.W[None], self.theta[None], s[None], max_steps, generator, record)
+        else:
+            out = run_sync(self.W[None], self.theta[None], s[None], max_steps, record)
+        states, energies, status, steps = out
+        return RecallResult(states[0], None if energies is None else energies[0], status[0], steps)
+
+
+def random_patterns(count: int, num_units: int, generator=None, device=None, batch=()) -> torch.Tensor:
+    """Independent ±1 patterns with equal odds: (*batch, count, num_units)."""
+    bits = torch.randint(0, 2, (*batch, count, num_units), generator=generator, device=device)
+    return bits.float() * 2 - 1
+
+
+def corrupt(patterns: torch.Tensor, noise: float, generator=None, erase: bool = False) -> torch.Tensor:
+    """Flip (or, with erase, zero out: a partial cue) round(noise * N) random units of each pattern."""
+    N = patterns.shape[-1]
+    k = round(fraction("noise", noise) * N)
+    u = torch.rand(patterns.shape, generator=generator, device=patterns.device)
+    hit = u.argsort(-1).argsort(-1) < k  # exactly k units per pattern
+    return torch.where(hit, torch.zeros_like(patterns) if erase else -patterns, patterns)
+
+
+def overlap(states: torch.Tensor, patterns: torch.Tensor) -> torch.Tensor:
+    """m = s·ξ / N for (..., B, N) states and (..., P, N) patterns -> (..., B, P)."""
+    return states @ patterns.mT / patterns.shape[-1]

@@ -1,0 +1,59 @@
+"""Patterns for a Hopfield network from files: text, images, or scikit-learn's digits.
+
+Each reader returns (rows, image shape or None); rows are lists or a tensor of ±1 values, checked by
+`Hopfield.store` (non-binary values and mixed lengths are one-line errors there).
+"""
+
+import pathlib
+import re
+
+import torch
+
+from rnnkit.errors import RnnkitError
+
+
+def read_patterns(path) -> tuple:
+    """A text file, one pattern per line: values -1/1 (spaces or commas) or a string of + and -."""
+    try:
+        lines = [line.strip() for line in pathlib.Path(path).read_text().splitlines() if line.strip()]
+    except OSError as e:
+        raise RnnkitError(f"cannot read patterns file {path}: {e.strerror}") from None
+    rows = []
+    for line in lines:
+        if re.fullmatch(r"[+-]+", line):
+            rows.append([1.0 if ch == "+" else -1.0 for ch in line])
+        else:
+            try:
+                rows.append([float(tok) for tok in re.split(r"[,\s]+", line)])
+            except ValueError:
+                raise RnnkitError(
+                    f"patterns file {path}: cannot read the line {line[:40]!r} as numbers"
+                ) from None
+    return rows, None
+
+
+def read_images(paths) -> tuple:
+    """Images as ±1 patterns: dark pixels +1, light -1 (threshold at mid-grey)."""
+    from matplotlib.image import imread
+
+    rows, shapes = [], set()
+    for path in paths:
+        try:
+            image = torch.as_tensor(imread(path), dtype=torch.float32)
+        except (OSError, ValueError, SyntaxError) as e:
+            raise RnnkitError(f"cannot read image {path}: {e}") from None
+        grey = image[..., :3].mean(-1) if image.dim() == 3 else image
+        grey = grey / grey.max().clamp(min=1e-8)
+        shapes.add(tuple(grey.shape))
+        rows.append(torch.where(grey < 0.5, 1.0, -1.0).flatten().tolist())
+    return rows, next(iter(shapes)) if len(shapes) == 1 else None
+
+
+def digit_patterns(count: int) -> tuple:
+    from rnnkit.energy.digits import SHAPE, load_digits
+
+    if not 1 <= count <= 10:
+        raise RnnkitError(f"--digits takes 1 to 10 classes, got {count}")
+    x, y = load_digits()
+    first = [x[(y == c).nonzero()[0, 0]] for c in range(count)]
+    return torch.where(torch.stack(first) > 0.5, 1.0, -1.0), SHAPE

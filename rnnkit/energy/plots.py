@@ -1,0 +1,125 @@
+"""Figures of the energy models, written as PNG files (matplotlib, Agg backend: no display needed)."""
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import torch  # noqa: E402
+
+from rnnkit.energy.capacity import ALPHA_C  # noqa: E402
+
+
+def image_shape(units: int, shape=None) -> tuple:
+    """The given (height, width), or the most square factorisation of `units`."""
+    if shape:
+        return tuple(shape)
+    h = max(d for d in range(1, math.isqrt(units) + 1) if units % d == 0)
+    return h, units // h
+
+
+def _save(fig, path) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
+
+
+def image_grid(images, path, title="", shape=None, columns=10, symmetric=False) -> str:
+    """Rows of `images` (n, V) as small pictures; symmetric colours around 0 for weights."""
+    images = torch.as_tensor(images).detach().cpu().float()
+    h, w = image_shape(images.shape[1], shape)
+    rows = math.ceil(len(images) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 0.8, rows * 0.8 + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image in zip(axes.flat, images):
+        limit = image.abs().max().item() or 1.0
+        kw = dict(vmin=-limit, vmax=limit, cmap="RdBu_r") if symmetric else dict(cmap="gray_r")
+        ax.imshow(image.view(h, w).numpy(), interpolation="nearest", **kw)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def recall_figure(patterns, cues, states, path, shape=None, title="") -> str:
+    """Stored pattern, cue and recalled state side by side, one example per row."""
+    n = len(cues)
+    h, w = image_shape(cues.shape[1], shape)
+    patterns, cues, states = (torch.as_tensor(t).detach().cpu().float() for t in (patterns, cues, states))
+    fig, axes = plt.subplots(n, 3, figsize=(4.5, 1.5 * n + 0.5), squeeze=False)
+    for row, images in enumerate(zip(patterns, cues, states)):
+        for col, (image, name) in enumerate(zip(images, ("stored", "cue", "recalled"))):
+            axes[row, col].imshow(
+                image.view(h, w).numpy(), vmin=-1, vmax=1, cmap="gray_r", interpolation="nearest"
+            )
+            axes[row, col].axis("off")
+            if row == 0:
+                axes[row, col].set_title(name)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def energy_figure(energies, path, title="energy after each update") -> str:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for trace in torch.as_tensor(energies).cpu():
+        ax.plot(trace.numpy(), lw=1)
+    ax.set(xlabel="update", ylabel="E", title=title)
+    return _save(fig, path)
+
+
+def capacity_figure(rows, path, alpha_c=ALPHA_C) -> str:
+    """Overlap, recall with < 1 % errors, perfect recall and spurious states against the load P/N."""
+    panels = [
+        ("mean_overlap", "mean final overlap m"),
+        ("recalled", "fraction recalled (< 1% bits wrong)"),
+        ("perfect", "fraction recalled perfectly"),
+        ("spurious_of_settled", "settled random starts: share spurious"),
+    ]
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    for N in sorted({r["N"] for r in rows}):
+        mine = sorted((r for r in rows if r["N"] == N), key=lambda r: r["load"])
+        for ax, (key, _) in zip(axes.flat, panels):
+            line = ax.plot(
+                [r["load"] for r in mine], [r[key] for r in mine], marker="o", ms=3, label=f"N = {N}"
+            )
+            if key == "perfect":
+                ax.axvline(1 / (2 * math.log(N)), color=line[0].get_color(), ls=":", lw=1)
+    for ax, (_, label) in zip(axes.flat, panels):
+        ax.axvline(alpha_c, color="k", ls="--", lw=1)
+        ax.set(xlabel="load P / N", ylabel=label, ylim=(-0.02, 1.02))
+    axes[0, 0].legend()
+    axes[0, 0].set_title(f"dashed: α_c = {alpha_c}; dotted: 1 / (2 ln N)", fontsize=9)
+    return _save(fig, path)
+
+
+def ising_figure(results, path, tc=None, onsager=None) -> str:
+    """|m|, energy, specific heat and susceptibility against temperature, with T_c marked."""
+    T = results["temperature"].cpu().numpy()
+    panels = [("abs_magnetisation", "<|m|>"), ("energy", "<e> per site"),
+              ("specific_heat", "specific heat C"), ("susceptibility", "susceptibility χ")]  # fmt: skip
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    for ax, (key, label) in zip(axes.flat, panels):
+        ax.plot(T, results[key].cpu().numpy(), marker="o", ms=3)
+        if tc:
+            ax.axvline(tc, color="k", ls="--", lw=1, label=f"Onsager T_c = {tc:.3f}")
+        ax.set(xlabel="temperature T", ylabel=label)
+    if onsager:
+        fine = torch.linspace(float(T.min()), float(T.max()), 200)
+        axes[0, 0].plot(
+            fine.numpy(), [onsager(t) for t in fine.tolist()], "k:", lw=1, label="Onsager, infinite lattice"
+        )
+    axes[0, 0].legend(fontsize=8)
+    return _save(fig, path)
+
+
+def line_figure(x, ys: dict, path, xlabel, ylabel, title="", logy=False) -> str:
+    """One line per entry of ys against x."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, y in ys.items():
+        ax.plot(x, y, marker="o", ms=3, label=label)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if logy:
+        ax.set_yscale("log")
+    ax.legend()
+    return _save(fig, path)

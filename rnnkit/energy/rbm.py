@@ -1,0 +1,190 @@
+"""Restricted Boltzmann machine (Smolensky 1986; Hinton 2002); deck 001, "Restricted Boltzmann machines".
+
+    Bernoulli visible:  E(v, h) = -c·v - b·h - hᵀ W v           v ∈ {0,1}^V
+    Gaussian visible:   E(v, h) = ½‖v - c‖² - b·h - hᵀ W v      v ∈ R^V, unit variance (standardise data)
+    hidden units h ∈ {0,1}^H; W (H, V) holds deck 001's ω_ij on the edge (h_i, v_j) (scikit-learn's
+    components_), b is the hidden bias and c the visible bias, as in the deck.
+
+    P(h_i = 1 | v) = σ(b_i + Σ_j W_ij v_j)
+    P(v_j = 1 | h) = σ(c_j + Σ_i W_ij h_i)        or, Gaussian,  v | h ~ N(c + Wᵀh, I)
+    F(v) = -log Σ_h exp(-E(v, h)) = -c·v - Σ_i softplus(b_i + W_i·v)        (Bernoulli)
+                                  = ½‖v - c‖² - Σ_i softplus(b_i + W_i·v)   (Gaussian)
+    p(v) = exp(-F(v)) / Z
+
+Training (CD-k, PCD-k) is in rbm_train.py; exact answers for tiny models in rbm_exact.py; AIS in ais.py.
+Shapes: v (B, V), h (B, H).
+"""
+
+import torch
+from torch import nn
+from torch.nn.functional import softplus
+
+from rnnkit.energy import ais, rbm_exact, rbm_train
+from rnnkit.energy._checks import as_matrix, choice, positive_int, units_match
+from rnnkit.energy._util import single_thread
+from rnnkit.errors import RnnkitError
+
+VISIBLE_TYPES = ("bernoulli", "gaussian")
+
+
+class RBM(nn.Module):
+    """An RBM with V visible and H hidden units; parameters are buffers W (H, V), b (H,), c (V,).
+
+    Args:
+        num_visible, num_hidden: V and H.
+        visible: "bernoulli" or "gaussian" (unit variance).
+        init_scale: W starts as N(0, init_scale²), as scikit-learn's (0.01); biases start at 0.
+    """
+
+    def __init__(self, num_visible, num_hidden, visible="bernoulli", init_scale=0.01, generator=None,
+                 device=None, dtype=torch.float32):  # fmt: skip
+        super().__init__()
+        self.num_visible = positive_int("number of visible units", num_visible)
+        self.num_hidden = positive_int("number of hidden units", num_hidden)
+        self.visible = choice("visible units", visible, VISIBLE_TYPES)
+        W = torch.randn(num_hidden, num_visible, generator=generator, device=device, dtype=dtype) * init_scale
+        self.register_buffer("W", W)
+        self.register_buffer("b", torch.zeros(num_hidden, device=device, dtype=dtype))
+        self.register_buffer("c", torch.zeros(num_visible, device=device, dtype=dtype))
+
+    def check(self, v, name="data", binary=False) -> torch.Tensor:
+        """Data as a (B, V) tensor of the model's dtype and device; Bernoulli data in [0, 1]."""
+        x = as_matrix(v, name).to(self.W)
+        units_match(name, x, self.num_visible)
+        if not torch.isfinite(x).all():
+            raise RnnkitError(f"{name} contain NaN or infinite values")
+        if binary and not ((x == 0) | (x == 1)).all():
+            raise RnnkitError(f"{name} must be binary (0 or 1) here")
+        if self.visible == "bernoulli" and ((x < 0) | (x > 1)).any():
+            raise RnnkitError(f"{name} for Bernoulli visible units must lie in [0, 1] (scale them first)")
+        return x
+
+    # Conditionals and sampling.
+    def hidden_probs(self, v: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(v @ self.W.T + self.b)
+
+    def visible_mean(self, h: torch.Tensor) -> torch.Tensor:
+        pre = h @ self.W + self.c
+        return torch.sigmoid(pre) if self.visible == "bernoulli" else pre
+
+    def visible_from_noise(self, h: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """A visible sample given uniforms (Bernoulli) or standard normals (Gaussian) of shape (B, V)."""
+        mean = self.visible_mean(h)
+        return (noise < mean).to(mean.dtype) if self.visible == "bernoulli" else mean + noise
+
+    def sample_hidden(self, v: torch.Tensor, generator=None) -> torch.Tensor:
+        p = self.hidden_probs(v)
+        return (torch.rand(p.shape, generator=generator, device=p.device, dtype=p.dtype) < p).to(p.dtype)
+
+    def sample_visible(self, h: torch.Tensor, generator=None) -> torch.Tensor:
+        shape, kw = (len(h), self.num_visible), dict(generator=generator, device=h.device, dtype=h.dtype)
+        noise = torch.rand(shape, **kw) if self.visible == "bernoulli" else torch.randn(shape, **kw)
+        return self.visible_from_noise(h, noise)
+
+    def gibbs(self, v: torch.Tensor, steps: int = 1, generator=None) -> torch.Tensor:
+        """`steps` rounds of v -> h -> v."""
+        for _ in range(steps):
+            v = self.sample_visible(self.sample_hidden(v, generator), generator)
+        return v
+
+    @torch.no_grad()
+    def sample(self, num_samples=None, steps=1000, init=None, generator=None):
+        """Gibbs chains from noise (num_samples of them) or from data rows (init).
+
+        Returns (samples (B, V), visible means of the last step (B, V)).
+        """
+        positive_int("steps", steps)
+        if init is None:
+            shape = (positive_int("number of samples", num_samples), self.num_visible)
+            kw = dict(generator=generator, device=self.W.device, dtype=self.W.dtype)
+            init = (
+                torch.rand(shape, **kw).round() if self.visible == "bernoulli" else torch.randn(shape, **kw)
+            )
+        with single_thread():  # small operations, one after another
+            v = self.gibbs(self.check(init, "initial states"), steps - 1, generator)
+            h = self.sample_hidden(v, generator)
+            return self.sample_visible(h, generator), self.visible_mean(h)
+
+    # Scores.
+    def free_energy(self, v: torch.Tensor) -> torch.Tensor:
+        """F(v) (B,)."""
+        hidden_term = softplus(v @ self.W.T + self.b).sum(-1)
+        if self.visible == "bernoulli":
+            return -v @ self.c - hidden_term
+        return 0.5 * ((v - self.c) ** 2).sum(-1) - hidden_term
+
+    @torch.no_grad()
+    def transform(self, v) -> torch.Tensor:
+        """Hidden probabilities P(h = 1 | v) as features (scikit-learn's BernoulliRBM.transform)."""
+        return self.hidden_probs(self.check(v))
+
+    @torch.no_grad()
+    def reconstruction_error(self, v) -> float:
+        """Mean over samples and units of (v - E[v | h = P(h | v)])², a deterministic up-down pass."""
+        x = self.check(v)
+        return ((x - self.visible_mean(self.hidden_probs(x))) ** 2).mean().item()
+
+    @torch.no_grad()
+    def pseudo_likelihood(self, v, per_unit: bool = False, chunk_elements: int = 1 << 24) -> torch.Tensor:
+        """Exact pseudo-log-likelihood of binary data, (B,): Σ_j log P(v_j | v_-j), all V terms.
+
+        log P(v_j | v_-j) = log σ(F(v with v_j flipped) - F(v)). Normalisation: per_unit=False gives
+        the total over the V units; per_unit=True divides by V (a per-bit log-probability, comparable
+        across image sizes). scikit-learn's score_samples instead flips one random unit per sample and
+        multiplies by V (scikit-learn issue 23179): an unbiased but noisy estimate of the total.
+        """
+        if self.visible != "bernoulli":
+            raise RnnkitError("pseudo-likelihood is defined here for Bernoulli visible units only")
+        x = self.check(v, binary=True)
+        rows = max(1, chunk_elements // (self.num_visible * self.num_hidden))
+        out = torch.cat([self._pseudo_likelihood(x[a : a + rows]) for a in range(0, len(x), rows)])
+        return out / self.num_visible if per_unit else out
+
+    def _pseudo_likelihood(self, x: torch.Tensor) -> torch.Tensor:
+        pre = x @ self.W.T + self.b  # (B, H)
+        sign = 1 - 2 * x  # +1 where a flip turns a unit on, -1 where off; (B, V)
+        flipped = pre[:, None, :] + sign[..., None] * self.W.T  # (B, V, H) pre-activations after each flip
+        dF = -sign * self.c - (softplus(flipped) - softplus(pre)[:, None, :]).sum(-1)  # F(flipped) - F(v)
+        return torch.nn.functional.logsigmoid(dF).sum(-1)
+
+    def log_partition(self, method="auto", **ais_options) -> float:
+        """log Z: exact when V or H is small enough to enumerate (<= 20), else AIS."""
+        if method == "exact" or (method == "auto" and rbm_exact.can_enumerate(self)):
+            return rbm_exact.log_partition(self)
+        return ais.log_partition(self, **ais_options)[0]
+
+    @torch.no_grad()
+    def log_likelihood(self, v, log_Z=None) -> float:
+        """Mean log p(v) = -F(v) - log Z (a density for Gaussian visible units)."""
+        x = self.check(v)
+        log_Z = self.log_partition() if log_Z is None else log_Z
+        return -self.free_energy(x).mean().item() - log_Z
+
+    def fit(self, data, config=None, generator=None, callback=None) -> "RBM":
+        """Train by CD-k or PCD-k (rbm_train.py); config: an RBMTrainConfig (scikit-learn's defaults)."""
+        return rbm_train.fit(self, data, config or rbm_train.RBMTrainConfig(), generator, callback)
+
+    # Converters to and from scikit-learn's BernoulliRBM.
+    @classmethod
+    def from_sklearn(cls, estimator) -> "RBM":
+        H, V = estimator.components_.shape
+        rbm = cls(V, H)
+        for name, value in (("W", estimator.components_), ("b", estimator.intercept_hidden_),
+                            ("c", estimator.intercept_visible_)):  # fmt: skip
+            getattr(rbm, name).copy_(torch.as_tensor(value))
+        return rbm
+
+    def to_sklearn(self, **params):
+        import numpy as np
+        from sklearn.neural_network import BernoulliRBM
+
+        if self.visible != "bernoulli":
+            raise RnnkitError("scikit-learn's BernoulliRBM has Bernoulli visible units only")
+        est = BernoulliRBM(n_components=self.num_hidden, **params)
+        est.components_ = self.W.cpu().double().numpy().copy()
+        est.intercept_hidden_ = self.b.cpu().double().numpy().copy()
+        est.intercept_visible_ = self.c.cpu().double().numpy().copy()
+        est.h_samples_ = np.zeros((est.batch_size, self.num_hidden))
+        est.n_features_in_ = self.num_visible
+        est._n_features_out = self.num_hidden
+        return est

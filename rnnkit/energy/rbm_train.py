@@ -1,0 +1,160 @@
+"""Training an RBM by contrastive divergence: CD-k (Hinton 2002) and persistent CD-k (Tieleman 2008).
+
+Deck 001, "Contrastive divergence": the log-likelihood gradient is a data term minus a model term,
+    ∂ℓ/∂W = E_data[P(h|v) vᵀ] - E_model[P(h|v) vᵀ],
+and CD-k estimates the model term from k Gibbs steps started at the data; PCD-k continues chains
+kept from the previous update instead (scikit-learn's BernoulliRBM is PCD-1, chains = batch size).
+
+One update, from a minibatch v0 (B, V):
+
+    v0 ──> ph0 = P(h|v0) ──(CD: sample)──> h ──> v_1 ──> h_1 ... v_k ──> ph_k = P(h|v_k)
+                           (PCD: h = chain)                                 PCD: chain = h_k
+    g_W = ph0ᵀ v0 / B - ph_kᵀ v_k / Bc        g_b = mean(ph0 - ph_k)       g_c = mean(v0 - v_k)
+    m <- momentum m + lr (g - weight_decay W);   W <- W + m                (b, c without decay)
+
+The noise (uniforms, or normals for Gaussian visible samples) is drawn up front for a chunk of steps,
+so the torch loop here and the compiled CPU loop (rbm_cd.c) consume identical random numbers.
+"""
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from rnnkit.energy import _rbm_kernel
+from rnnkit.energy._checks import positive_float, positive_int
+from rnnkit.energy._util import single_thread
+from rnnkit.errors import RnnkitError
+
+NOISE_PER_CHUNK = 1 << 22  # random numbers drawn at once
+
+
+@dataclass
+class RBMTrainConfig:
+    epochs: int = 10
+    batch_size: int = 10
+    lr: float = 0.06
+    k: int = 1  # Gibbs steps per update
+    persistent: bool = True  # PCD-k; False: CD-k
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    num_chains: int | None = None  # persistent chains; the batch size when None (as scikit-learn)
+    shuffle: bool = True  # visit the data in a new order every epoch
+    use_kernel: bool = True  # the compiled CPU loop for Bernoulli float32 models, when it builds
+
+    def check(self) -> "RBMTrainConfig":
+        positive_int("epochs", self.epochs)
+        positive_int("batch size", self.batch_size)
+        positive_float("learning rate", self.lr)
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+            raise RnnkitError(f"k (Gibbs steps per update) must be an integer >= 1, got {self.k!r}")
+        if not 0 <= self.momentum < 1:
+            raise RnnkitError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0:
+            raise RnnkitError(f"weight decay must be >= 0, got {self.weight_decay}")
+        if self.num_chains is not None:
+            positive_int("number of chains", self.num_chains)
+        return self
+
+
+@dataclass
+class TrainState:
+    velocity: tuple  # momentum buffers for W, b, c
+    chain: torch.Tensor  # (Bc, H) persistent hidden states
+
+    @classmethod
+    def start(cls, rbm, num_chains: int) -> "TrainState":
+        zeros = tuple(torch.zeros_like(p) for p in (rbm.W, rbm.b, rbm.c))
+        return cls(zeros, rbm.W.new_zeros(num_chains, rbm.num_hidden))  # scikit-learn starts at h = 0
+
+
+def draw_noise(rbm, steps: int, B: int, Bc: int, k: int, persistent: bool, generator=None):
+    """(u0 (steps, B*H) or None for PCD, u (steps, k, Bc*(V+H))): per Gibbs step Bc*V visible
+    numbers, then Bc*H hidden uniforms."""
+    V, H = rbm.num_visible, rbm.num_hidden
+    kw = dict(generator=generator, device=rbm.W.device, dtype=rbm.W.dtype)
+    u0 = None if persistent else torch.rand(steps, B * H, **kw)
+    u = torch.rand(steps, k, Bc * (V + H), **kw)
+    if rbm.visible == "gaussian":
+        u[..., : Bc * V] = torch.randn(steps, k, Bc * V, **kw)
+    return u0, u
+
+
+def cd_gradient_from_noise(rbm, v0, chain, u0, u, k):
+    """One CD-k (u0 given) or PCD-k (u0 None, chain given) gradient estimate: ((dW, db, dc), new chain)."""
+    V, H = rbm.num_visible, rbm.num_hidden
+    ph0 = rbm.hidden_probs(v0)
+    h = chain if u0 is None else (u0.view(len(v0), H) < ph0).to(ph0.dtype)
+    for t in range(k):
+        n = len(h)
+        v = rbm.visible_from_noise(h, u[t, : n * V].view(n, V))
+        ph = rbm.hidden_probs(v)
+        h = (u[t, n * V :].view(n, H) < ph).to(ph.dtype)
+    dW = ph0.T @ v0 / len(v0) - ph.T @ v / len(v)
+    return (dW, ph0.mean(0) - ph.mean(0), v0.mean(0) - v.mean(0)), h
+
+
+@torch.no_grad()
+def cd_gradient(rbm, v0, k=1, chain=None, generator=None):
+    """A fresh CD-k gradient estimate (or PCD-k from `chain`) for data v0 (B, V): ((dW, db, dc), chain)."""
+    v0 = rbm.check(v0)
+    B, Bc = len(v0), len(v0) if chain is None else len(chain)
+    u0, u = draw_noise(rbm, 1, B, Bc, k, chain is not None, generator)
+    return cd_gradient_from_noise(rbm, v0, chain, None if u0 is None else u0[0], u[0], k)
+
+
+def apply_update(rbm, grads, state: TrainState, cfg: RBMTrainConfig) -> None:
+    for p, g, m, decay in zip((rbm.W, rbm.b, rbm.c), grads, state.velocity, (cfg.weight_decay, 0.0, 0.0)):
+        m.mul_(cfg.momentum).add_(g - decay * p, alpha=cfg.lr)
+        p.add_(m)
+
+
+def torch_pass(rbm, xs, u0, u, state: TrainState, cfg: RBMTrainConfig) -> None:
+    """S updates from minibatches xs (S, B, V) with their noise; the specification of rbm_cd.c."""
+    for s in range(len(xs)):
+        grads, h = cd_gradient_from_noise(rbm, xs[s], state.chain, None if u0 is None else u0[s], u[s], cfg.k)
+        apply_update(rbm, grads, state, cfg)
+        if cfg.persistent:
+            state.chain = h
+
+
+def choose_pass(rbm, cfg: RBMTrainConfig):
+    """The compiled loop where it applies and builds, else the torch loop."""
+    lib = _rbm_kernel.load() if cfg.use_kernel and _rbm_kernel.usable(rbm) else None
+    if lib is None:
+        return torch_pass
+    return lambda *args: _rbm_kernel.cd_pass(lib, *args)
+
+
+def _minibatches(x: torch.Tensor, B: int, steps_per_chunk: int):
+    """Full minibatches in chunks (S, B, V), then the remainder as one minibatch (1, r, V)."""
+    full = len(x) // B
+    for a in range(0, full, steps_per_chunk):
+        yield x[a * B : min(full, a + steps_per_chunk) * B].view(-1, B, x.shape[1])
+    if len(x) % B:
+        yield x[full * B :][None]
+
+
+@torch.no_grad()
+def fit(rbm, data, cfg: RBMTrainConfig, generator=None, callback=None):
+    """Train `rbm` in place on data (n, V); `callback(epoch, rbm)` after each epoch."""
+    cfg.check()
+    num_chains = cfg.num_chains or cfg.batch_size
+    tiny = rbm.W.device.type == "cpu" and cfg.batch_size * rbm.num_visible * rbm.num_hidden < 1 << 20
+    with single_thread() if tiny else contextlib.nullcontext():
+        x = rbm.check(data)
+        state = TrainState.start(rbm, num_chains)
+        run = choose_pass(rbm, cfg)
+        noise_per_step = cfg.k * max(num_chains, cfg.batch_size) * (rbm.num_visible + 2 * rbm.num_hidden)
+        chunk = NOISE_PER_CHUNK // noise_per_step + 1
+        for epoch in range(cfg.epochs):
+            order = torch.randperm(len(x), generator=generator, device=x.device) if cfg.shuffle else None
+            for xs in _minibatches(x if order is None else x[order], cfg.batch_size, chunk):
+                S, B = xs.shape[:2]
+                noise = draw_noise(
+                    rbm, S, B, num_chains if cfg.persistent else B, cfg.k, cfg.persistent, generator
+                )
+                run(rbm, xs, *noise, state, cfg)
+            if callback:
+                callback(epoch, rbm)
+    return rbm

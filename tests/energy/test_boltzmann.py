@@ -1,0 +1,66 @@
+import itertools
+import math
+
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from rnnkit.energy import exact
+from rnnkit.energy.boltzmann import BoltzmannMachine
+from rnnkit.errors import RnnkitError
+
+
+def machine(V, H=0, scale=1.0, seed=0):
+    return BoltzmannMachine(V, H, init_scale=scale, generator=torch.Generator().manual_seed(seed))
+
+
+def test_exact_partition_function_is_the_brute_force_sum():
+    bm = machine(3, 2, scale=0.8)
+    bm.b += torch.tensor([0.3, -0.2, 0.1, 0.5, -0.4])
+    terms = []
+    for bits in itertools.product([0.0, 1.0], repeat=5):
+        x = torch.tensor([bits])
+        terms.append(-bm.energy(x).item())
+    assert bm.log_partition() == pytest.approx(math.log(sum(math.exp(t) for t in terms)), rel=1e-6)
+    assert bm.visible_log_probs().exp().sum().item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("V, H", [(4, 0), (3, 2)])
+def test_gibbs_sampling_matches_the_enumerated_distribution(V, H):
+    bm = machine(V, H, scale=1.0, seed=V + H)
+    g = torch.Generator().manual_seed(1)
+    x = bm.sample(20000, sweeps=30, generator=g)  # independent chains: independent samples
+    counts = torch.bincount(exact.state_index(x[:, :V]), minlength=2**V).double()
+    expected = bm.visible_log_probs().exp() * len(x)
+    assert chisquare(counts.numpy(), expected.numpy()).pvalue > 1e-3
+
+
+def test_learning_lowers_the_kl_divergence_to_a_known_target():
+    g = torch.Generator().manual_seed(0)
+    teacher = machine(5, 0, scale=1.5, seed=3)
+    target = teacher.visible_log_probs().exp()
+    data = exact.binary_states(5)[torch.multinomial(target, 2000, replacement=True, generator=g)].float()
+    for H in (0, 2):
+        student = machine(5, H, seed=4)
+        before = student.kl_from(target)
+        student.fit(data, epochs=30, lr=0.05, batch_size=100, generator=g)
+        after = student.kl_from(target)
+        assert before > 1.0 and after < 0.1, (H, before, after)  # from ~4 nats to below 0.1
+        assert student.log_likelihood(data) > -math.log(32)  # better than the uniform distribution
+
+
+def test_weights_stay_symmetric_with_zero_diagonal():
+    bm = machine(4, 2).fit((torch.rand(50, 4) < 0.5).float(), epochs=2, batch_size=10)
+    torch.testing.assert_close(bm.W, bm.W.T)
+    assert (bm.W.diagonal() == 0).all()
+
+
+def test_bad_input():
+    with pytest.raises(RnnkitError):
+        machine(0)
+    with pytest.raises(RnnkitError):
+        machine(3).fit([[0, 1, 0.5]])
+    with pytest.raises(RnnkitError):
+        machine(3).fit([[0, 1]])
+    with pytest.raises(RnnkitError):
+        machine(15, 6).log_partition()

@@ -1,0 +1,40 @@
+import math
+
+import pytest
+import torch
+
+from rnnkit.energy import capacity
+from rnnkit.energy.hopfield import random_patterns
+from rnnkit.errors import RnnkitError
+
+
+def test_recall_holds_at_low_load_and_collapses_at_high_load():
+    cfg = capacity.CapacityConfig(sizes=(200,), loads=(0.05, 0.3), random_starts=8, min_patterns=40)
+    low, high = capacity.capacity_experiment(cfg)
+    assert low["recalled"] == 1.0 and low["mean_overlap"] > 0.99
+    assert high["recalled"] < 0.2 and high["mean_overlap"] < 0.8
+    assert 0 <= high["spurious"] <= 1 and high["P"] == 60
+    (c,) = capacity.crossings([low, high])
+    assert 0.05 < c["recalled_half"] < 0.3
+    assert c["perfect_bound"] == pytest.approx(1 / (2 * math.log(200)))
+
+
+def test_crossing_interpolates_the_first_fall_through_the_level():
+    assert capacity.crossing([0.1, 0.2, 0.3], [1.0, 0.6, 0.2], 0.5) == pytest.approx(0.225)
+    assert capacity.crossing([0.1, 0.2], [1.0, 0.9], 0.5) is None
+
+
+def test_three_pattern_mixtures_are_classified():
+    xi = random_patterns(5, 301, torch.Generator().manual_seed(0))  # odd N: no ties in the sign
+    mixture = torch.sign(xi[0] + xi[1] - xi[2])
+    states = torch.stack([mixture, -xi[3], xi[4]])[None]
+    out = capacity.classify_random_starts(states, xi[None], torch.ones(1, 3, dtype=torch.bool))
+    assert out["spurious"] == pytest.approx(1 / 3) and out["mixture"] == pytest.approx(1 / 3)
+    assert out["distinct_spurious"] == 1
+
+
+def test_bad_loads_are_rejected():
+    with pytest.raises(RnnkitError):
+        capacity.capacity_experiment(capacity.CapacityConfig(sizes=(100,), loads=(0.0,)))
+    with pytest.raises(RnnkitError):
+        capacity.capacity_experiment(capacity.CapacityConfig(sizes=(-5,)))

@@ -1,0 +1,34 @@
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
+
+from rnnkit.energy.dbn import DBN
+from rnnkit.energy.digits import load_digits
+from rnnkit.energy.rbm_train import RBMTrainConfig
+from rnnkit.errors import RnnkitError
+
+
+def test_stacked_features_classify_digits():
+    x, y = load_digits()
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    x, y = x[order], y[order].numpy()
+    dbn = DBN([64, 64, 32], generator=torch.Generator().manual_seed(1))
+    seen = []
+    cfg = RBMTrainConfig(epochs=10, lr=0.1, momentum=0.5)
+    dbn.fit(x[:1400], cfg, torch.Generator().manual_seed(2), lambda *a: seen.append(a[:2]))
+    assert seen[0] == (0, 0) and seen[-1] == (1, 9)
+    top, both = dbn.transform(x, "top"), dbn.transform(x, "all")
+    assert top.shape == (len(x), 32) and both.shape == (len(x), 96)
+    with threadpool_limits(1):  # a small fit; extra threads only stall on a busy machine
+        clf = LogisticRegression(C=100, max_iter=2000).fit(both[:1400].numpy(), y[:1400])
+    assert clf.score(both[1400:].numpy(), y[1400:]) > 0.9
+
+
+def test_bad_layer_sizes():
+    with pytest.raises(RnnkitError):
+        DBN([64])
+    with pytest.raises(RnnkitError):
+        DBN([64, 0])
+    with pytest.raises(RnnkitError):
+        DBN([8, 4, 2]).fit(torch.rand(10, 8), [RBMTrainConfig()])

@@ -1,0 +1,127 @@
+import itertools
+
+import pytest
+import torch
+
+from rnnkit.energy import hopfield as hop
+from rnnkit.energy.hopfield import FIXED_POINT, TWO_CYCLE, Hopfield
+from rnnkit.errors import RnnkitError
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_hebbian_is_the_deck_formula():
+    xi = hop.random_patterns(4, 7, gen())
+    W = hop.hebbian(xi[None])[0]
+    for i, j in itertools.product(range(7), range(7)):
+        expected = 0.0 if i == j else sum(xi[mu, i] * xi[mu, j] for mu in range(4)) / 4
+        assert W[i, j].item() == pytest.approx(float(expected))
+
+
+def test_storkey_matches_the_per_pattern_formula_with_exclusions():
+    xi = hop.random_patterns(3, 6, gen(1)).double()
+    N = 6
+    W = torch.zeros(N, N, dtype=torch.float64)
+    for x in xi:  # w_ij += (ξ_i ξ_j - ξ_i h_ji - h_ij ξ_j) / N,  h_ij = Σ_{k≠i,j} w_ik ξ_k
+        h = lambda i, j: sum(W[i, k] * x[k] for k in range(N) if k not in (i, j))  # noqa: B023, E731
+        new = torch.zeros_like(W)
+        for i, j in itertools.product(range(N), range(N)):
+            if i != j:
+                new[i, j] = W[i, j] + (x[i] * x[j] - x[i] * h(j, i) - h(i, j) * x[j]) / N
+        W = new
+    torch.testing.assert_close(hop.storkey(xi[None])[0], W)
+
+
+def random_network(N=40, seed=0):
+    g = gen(seed)
+    A = torch.randn(N, N, generator=g)
+    W = (A + A.T) / 2
+    W.fill_diagonal_(0)
+    return W[None], torch.randn(1, N, generator=g) * 0.5
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_energy_never_increases_under_asynchronous_updates(seed):
+    W, theta = random_network(seed=seed)
+    s = hop.random_patterns(16, 40, gen(seed + 10))
+    s[:4, :10] = 0  # partial cues: unknown units
+    states, energies, status, _ = hop.run_async(W, theta, s[None], generator=gen(seed))
+    steps = energies[0].diff(dim=-1)
+    assert (steps <= 1e-4).all(), steps.max()
+    assert (status == FIXED_POINT).all()
+    torch.testing.assert_close(energies[0, :, -1], hop.energy(W, theta, states)[0], rtol=1e-5, atol=1e-4)
+    fields = states[0] @ W[0]  # a fixed point: every unit agrees with the update rule
+    assert ((fields >= theta) == (states[0] > 0)).all()
+
+
+def test_stored_patterns_are_fixed_points_well_below_capacity():
+    N, P = 200, 10  # load 0.05, far below 0.138
+    xi = hop.random_patterns(P, N, gen())
+    net = Hopfield(N).store(xi)
+    for mode in ("async", "sync"):
+        result = net.recall(xi, mode=mode)
+        assert torch.equal(result.states, xi)
+        assert (result.status == FIXED_POINT).all() and result.steps == 1
+    noisy = hop.corrupt(xi, 0.15, gen(1))
+    assert torch.equal(net.recall(noisy, generator=gen(2)).states, xi)
+    partial = hop.corrupt(xi, 0.4, gen(3), erase=True)
+    assert (partial == 0).sum(-1).eq(80).all()
+    assert torch.equal(net.recall(partial, generator=gen(4)).states, xi)
+
+
+def test_synchronous_updates_detect_a_two_cycle():
+    net = Hopfield(2).store([[1, 1]])  # w_12 = 1
+    result = net.recall([[1, -1], [1, 1]], mode="sync")
+    assert result.status.tolist() == [TWO_CYCLE, FIXED_POINT]
+    assert "1 2-cycle" in result.summary()
+    assert (net.recall([[1, -1]], mode="async", generator=gen()).status == FIXED_POINT).all()
+
+
+def test_synchronous_two_cycles_in_a_larger_network_alternate():
+    N = 60
+    xi = hop.random_patterns(12, N, gen(5))
+    net = Hopfield(N).store(xi)
+    result = net.recall(hop.random_patterns(64, N, gen(6)), mode="sync", max_steps=200)
+    cycling = result.states[result.status == TWO_CYCLE]
+    assert len(cycling) > 0
+    W, theta = net.W[None], net.theta[None]
+    once = hop.run_sync(W, theta, cycling[None], max_steps=1)[0][0]
+    twice = hop.run_sync(W, theta, once[None], max_steps=1)[0][0]
+    assert not torch.equal(once, cycling) and torch.equal(twice, cycling)
+
+
+def test_storkey_stores_more_than_hebbian():
+    N, P = 100, 18  # load 0.18: above the Hebbian limit
+    xi = hop.random_patterns(P, N, gen(7))
+    fixed = {}
+    for rule in ("hebbian", "storkey"):
+        states = Hopfield(N, rule).store(xi).recall(xi, max_steps=1, record=False).states
+        fixed[rule] = (states == xi).all(-1).float().mean().item()
+    assert fixed["storkey"] == 1.0 and fixed["hebbian"] < 0.7
+
+
+def test_thresholds_enter_the_rule_and_the_energy():
+    net = Hopfield(3, thresholds=[10.0, 10.0, 10.0]).store([[1, 1, 1]])
+    result = net.recall([[1, 1, 1]], mode="sync")
+    assert result.states.tolist() == [[-1, -1, -1]]
+    assert net.energy([[1, 1, 1]]).item() == pytest.approx(-0.5 * 6 + 30)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Hopfield(0),
+        lambda: Hopfield(3, rule="oja"),
+        lambda: Hopfield(3).store([[1, 0.5, -1]]),
+        lambda: Hopfield(3).store([[1, -1, 1], [1, -1]]),
+        lambda: Hopfield(3).store([[1, -1, 1, 1]]),
+        lambda: Hopfield(3).store([[1, -1, 1]]).recall([[1, 2, 1]]),
+        lambda: Hopfield(3).store([[1, -1, 1]]).recall([[1, 1, 1]], mode="parallel"),
+    ],
+)
+def test_bad_input_is_one_clear_error(make):
+    with pytest.raises(RnnkitError) as e:
+        make()
+    assert "\n" not in str(e.value)

@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from rnnkit.energy import ising
+from rnnkit.errors import RnnkitError
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("update", ["metropolis", "heat-bath"])
+def test_magnetisation_orders_at_low_and_vanishes_at_high_temperature(update):
+    for start in ("ordered", "random"):
+        results = ising.Ising(32, [1.0, 4.0], update=update, start=start, generator=gen()).run(200, 300)
+        low, high = results["abs_magnetisation"].tolist()
+        assert high < 0.1
+        if start == "ordered":  # from a random start a 32x32 lattice can freeze into stripes at T = 1
+            assert low > 0.99
+
+
+@pytest.mark.parametrize("update", ["metropolis", "heat-bath"])
+def test_small_lattice_matches_exact_enumeration(update):
+    temps = [1.8] * 64 + [3.0] * 64  # 64 independent replicas per temperature
+    results = ising.Ising(4, temps, h=0.1, update=update, generator=gen(1)).run(3000, 200)
+    for which, T in ((slice(0, 64), 1.8), (slice(64, 128), 3.0)):
+        expected = ising.exact_averages(4, T, h=0.1)
+        assert results["abs_magnetisation"][which].mean().item() == pytest.approx(
+            expected["abs_magnetisation"], abs=0.01
+        )
+        assert results["energy"][which].mean().item() == pytest.approx(expected["energy"], abs=0.01)
+
+
+def test_energy_counts_each_bond_once():
+    up = torch.ones(1, 6, 6)
+    assert ising.energy_per_site(up, J=1.0, h=0.5).item() == pytest.approx(-2.5)
+    checker = (torch.arange(6)[:, None] + torch.arange(6)[None]) % 2 * 2 - 1.0
+    assert ising.energy_per_site(checker[None], J=1.0, h=0.0).item() == pytest.approx(2.0)
+
+
+def test_onsager():
+    assert ising.onsager_tc() == pytest.approx(2.269185, abs=1e-6)
+    assert ising.onsager_magnetisation(1.0) == pytest.approx(0.99927, abs=1e-5)
+    assert ising.onsager_magnetisation(3.0) == 0.0
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: ising.Ising(8, [0.0, 1.0]),
+        lambda: ising.Ising(8, [-2.0]),
+        lambda: ising.Ising(8, []),
+        lambda: ising.Ising(7, [1.0]),
+        lambda: ising.Ising(0, [1.0]),
+        lambda: ising.Ising(8, [1.0], update="wolff"),
+        lambda: ising.Ising(8, [1.0]).run(0, 0),
+    ],
+)
+def test_bad_input(make):
+    with pytest.raises(RnnkitError):
+        make()

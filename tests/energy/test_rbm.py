@@ -1,0 +1,196 @@
+import copy
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.integrate import quad
+
+from rnnkit.energy import _rbm_kernel, ais, exact, rbm_exact, rbm_train
+from rnnkit.energy.rbm import RBM
+from rnnkit.energy.rbm_train import RBMTrainConfig
+from rnnkit.errors import RnnkitError
+
+
+def model(V, H, visible="bernoulli", scale=1.0, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    rbm = RBM(V, H, visible, init_scale=scale, generator=g, dtype=dtype)
+    rbm.b += 0.5 * torch.randn(H, generator=g, dtype=dtype)
+    rbm.c += 0.5 * torch.randn(V, generator=g, dtype=dtype)
+    return rbm
+
+
+def energy(rbm, v, h):
+    visible = 0.5 * ((v - rbm.c) ** 2).sum() if rbm.visible == "gaussian" else -(v @ rbm.c)
+    return visible - h @ rbm.b - h @ rbm.W @ v
+
+
+@pytest.mark.parametrize("visible", ["bernoulli", "gaussian"])
+def test_free_energy_sums_out_the_hidden_units(visible):
+    rbm = model(4, 3, visible)
+    v = (
+        torch.rand(5, 4, dtype=torch.float64).round()
+        if visible == "bernoulli"
+        else torch.randn(5, 4).double()
+    )
+    hs = exact.binary_states(3)
+    for row, F in zip(v, rbm.free_energy(v)):
+        brute = -torch.logsumexp(torch.stack([-energy(rbm, row, h) for h in hs]), 0)
+        assert F.item() == pytest.approx(brute.item())
+
+
+def test_log_partition_by_visible_and_by_hidden_enumeration_agree():
+    wide, tall = model(6, 9), model(9, 6)  # the first enumerates v, the second h
+    brute = lambda r: torch.logsumexp(-r.free_energy(exact.binary_states(r.num_visible)), 0).item()  # noqa: E731
+    assert rbm_exact.log_partition(wide) == pytest.approx(brute(wide))
+    assert rbm_exact.log_partition(tall) == pytest.approx(brute(tall))
+
+
+def test_gaussian_log_partition_matches_numerical_integration():
+    rbm = model(1, 3, "gaussian", scale=0.7)
+    density = lambda x: math.exp(-rbm.free_energy(torch.tensor([[x]], dtype=torch.float64)).item())  # noqa: E731
+    Z, _ = quad(density, -30, 30)
+    assert rbm_exact.log_partition(rbm) == pytest.approx(math.log(Z), rel=1e-7)
+
+
+def test_pseudo_likelihood_is_the_sum_of_exact_conditionals():
+    rbm = model(5, 3)
+    states = exact.binary_states(5)
+    p = rbm_exact.visible_probs(rbm)
+    v = states[[3, 17, 30]]
+    expected = []
+    for row in v:
+        total = 0.0
+        for j in range(5):
+            flipped = row.clone()
+            flipped[j] = 1 - flipped[j]
+            p_v, p_f = p[exact.state_index(row[None])], p[exact.state_index(flipped[None])]
+            total += math.log(p_v / (p_v + p_f))
+        expected.append(total)
+    torch.testing.assert_close(rbm.pseudo_likelihood(v), torch.tensor(expected, dtype=torch.float64))
+    torch.testing.assert_close(rbm.pseudo_likelihood(v, per_unit=True), torch.tensor(expected).double() / 5)
+
+
+def test_scikit_learn_score_is_our_total_pseudo_likelihood_on_average():
+    rbm = model(6, 4, dtype=torch.float32)
+    v = exact.binary_states(6)[[5, 40]].float()
+    scores = np.stack([rbm.to_sklearn(random_state=seed).score_samples(v.numpy()) for seed in range(600)])
+    mean = torch.tensor(scores).mean(0)  # V log σ(ΔF) for a random unit: unbiased for the total
+    torch.testing.assert_close(mean, rbm.pseudo_likelihood(v).double(), rtol=0.05, atol=0.05)
+
+
+def test_cd_gradient_approaches_the_exact_gradient_as_k_grows():
+    rbm = model(6, 4, scale=2.0)  # strong weights: slow mixing, so k matters
+    data = (torch.rand(100, 6, generator=torch.Generator().manual_seed(1)) < 0.3).double()
+    exact_grad = torch.cat([t.flatten() for t in rbm_exact.exact_gradient(rbm, data)])
+    errors = []
+    for k in (1, 2, 4, 8, 16, 32, 64, 128):
+        cd = torch.cat([t.flatten() for t in rbm_exact.cd_gradient_expected(rbm, data, k)])
+        errors.append(((cd - exact_grad).norm() / exact_grad.norm()).item())
+    assert all(b < a or b < 1e-12 for a, b in zip(errors, errors[1:])), errors
+    assert errors[0] > 0.05 and errors[-1] < 1e-3, errors
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_sampled_cd_gradient_has_the_enumerated_expectation(k):
+    rbm = model(5, 3)
+    data = (torch.rand(8, 5, generator=torch.Generator().manual_seed(2)) < 0.5).double()
+    grads, _ = rbm_train.cd_gradient(
+        rbm, data.repeat(20000, 1), k, generator=torch.Generator().manual_seed(3)
+    )
+    sampled = torch.cat([t.flatten() for t in grads])
+    expected = torch.cat([t.flatten() for t in rbm_exact.cd_gradient_expected(rbm, data, k)])
+    assert (sampled - expected).abs().max() < 0.01
+
+
+@pytest.mark.skipif(_rbm_kernel.load() is None, reason="no C compiler for the CPU kernel")
+@pytest.mark.parametrize("persistent, k, momentum, decay, B, Bc", [(True, 1, 0, 0, 10, 10), (False, 2, 0.5, 1e-3, 7, 7),
+                                                                    (True, 3, 0.9, 1e-4, 5, 12)])  # fmt: skip
+def test_compiled_loop_equals_the_torch_loop(persistent, k, momentum, decay, B, Bc):
+    g = torch.Generator().manual_seed(4)
+    ours = RBM(20, 17, init_scale=0.5, generator=g)
+    twin = copy.deepcopy(ours)
+    cfg = RBMTrainConfig(k=k, persistent=persistent, momentum=momentum, weight_decay=decay)
+    xs = torch.rand(6, B, 20, generator=g)
+    u0, u = rbm_train.draw_noise(ours, 6, B, Bc if persistent else B, k, persistent, g)
+    states = [rbm_train.TrainState.start(r, Bc) for r in (ours, twin)]
+    rbm_train.torch_pass(ours, xs, u0, u, states[0], cfg)
+    _rbm_kernel.cd_pass(_rbm_kernel.load(), twin, xs, u0, u, states[1], cfg)
+    for a, b in zip((ours.W, ours.b, ours.c, states[0].chain), (twin.W, twin.b, twin.c, states[1].chain)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+def test_training_raises_the_exact_log_likelihood_of_digits(persistent):
+    from rnnkit.energy.digits import load_digits
+
+    x = (load_digits()[0][:600] > 0.5).float()
+    rbm = RBM(64, 12, generator=torch.Generator().manual_seed(0))
+    before = rbm.log_likelihood(x)
+    errors = []
+    cfg = RBMTrainConfig(epochs=5, lr=0.05, k=1, persistent=persistent, momentum=0.5)
+    rbm.fit(
+        x, cfg, torch.Generator().manual_seed(1), lambda epoch, r: errors.append(r.reconstruction_error(x))
+    )
+    after = rbm.log_likelihood(x)  # exact: 2^12 hidden states
+    assert before < -44 and after > before + 15, (before, after)
+    assert errors[-1] < errors[0]
+
+
+def test_gaussian_visible_units_train_and_sample():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(3, 6, generator=g) * 2
+    x = centres[torch.randint(0, 3, (900,), generator=g)] + 0.3 * torch.randn(900, 6, generator=g)
+    rbm = RBM(6, 8, "gaussian", generator=g)
+    before = rbm.log_likelihood(x)
+    rbm.fit(x, RBMTrainConfig(epochs=20, lr=0.01, persistent=False), g)
+    assert rbm.log_likelihood(x) > before + 1.0
+    samples, means = rbm.sample(200, steps=200, generator=g)
+    assert samples.shape == means.shape == (200, 6)
+
+
+@pytest.mark.parametrize("visible", ["bernoulli", "gaussian"])
+def test_ais_estimates_log_z_of_a_model_too_wide_to_enumerate_visibly(visible):
+    rbm = model(30, 10, visible, scale=0.3)
+    estimate, spread = ais.log_partition(
+        rbm, num_chains=200, num_betas=1000, generator=torch.Generator().manual_seed(5)
+    )
+    assert estimate == pytest.approx(rbm_exact.log_partition(rbm), abs=0.1)
+    assert spread < 0.1
+
+
+def test_transform_sample_and_scikit_learn_round_trip():
+    rbm = model(6, 4, dtype=torch.float32)
+    x = torch.rand(10, 6)
+    features = rbm.transform(x)
+    assert features.shape == (10, 4) and ((features > 0) & (features < 1)).all()
+    torch.testing.assert_close(torch.tensor(rbm.to_sklearn().transform(x.numpy())).float(), features)
+    torch.testing.assert_close(RBM.from_sklearn(rbm.to_sklearn()).W, rbm.W)
+    from_data, _ = rbm.sample(init=x, steps=3, generator=torch.Generator().manual_seed(0))
+    assert from_data.shape == (10, 6) and set(from_data.unique().tolist()) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda r: r.fit(torch.rand(20, 6), RBMTrainConfig(k=0)),
+        lambda r: r.fit(torch.rand(20, 6) * 2),
+        lambda r: r.fit(torch.rand(20, 5)),
+        lambda r: r.pseudo_likelihood(torch.rand(3, 6)),
+        lambda r: RBM(6, 0),
+        lambda r: RBM(6, 3, visible="poisson"),
+        lambda r: rbm_exact.exact_gradient(RBM(30, 3), torch.zeros(2, 30)),
+    ],
+)
+def test_bad_input(make):
+    with pytest.raises(RnnkitError) as e:
+        make(RBM(6, 3))
+    assert "\n" not in str(e.value)
+
+
+def test_exact_enumeration_refuses_large_models():
+    with pytest.raises(RnnkitError):
+        rbm_exact.log_partition(RBM(30, 30))
+    assert not rbm_exact.can_enumerate(RBM(30, 30)) and rbm_exact.can_enumerate(RBM(30, 12))
+    assert list(itertools.islice(exact.binary_states(2).tolist(), 4)) == [[0, 0], [1, 0], [0, 1], [1, 1]]

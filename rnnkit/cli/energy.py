@@ -77,7 +77,7 @@ def hopfield_capacity(args) -> None:
 
     def progress(r):
         print(f"N={r['N']:5d} P/N={r['load']:.3f} overlap={r['mean_overlap']:.3f} recalled={r['recalled']:.2f} "
-              f"perfect={r['perfect']:.2f} spurious={r['spurious']:.2f} ({r['seconds']:.1f}s)")  # fmt: skip
+              f"perfect={r['perfect']:.2f} spurious={r['spurious']:.2f} mixtures={r['mixture']:.2f} ({r['seconds']:.1f}s)")  # fmt: skip
 
     rows = capacity.capacity_experiment(cfg, args.device, progress)
     summary = capacity.crossings(rows)

@@ -10,8 +10,10 @@ averages at least `min_patterns` recalls); each network runs asynchronously from
     unfinished          fraction of patterns whose state still moved in the last allowed sweep
     spurious            fraction of random starts that reach a fixed point away from every ±pattern
                         (max |m| <= 0.98)
-    mixture             ... of those, the ones close to a 3-pattern mixture sgn(±ξ1 ± ξ2 ± ξ3),
-                        whose three overlaps are near 1/2 (Amit, Gutfreund, Sompolinsky 1985)
+    mixture             ... of those, mixture states: clearly correlated (|m| >= max(0.2, 3/√N)) with
+                        two or more stored patterns; the rest are spin-glass-like
+    three_mixture       ... and among the mixtures, symmetric 3-mixtures sgn(±ξ1 ± ξ2 ± ξ3), whose
+                        three overlaps are 1/2 (Amit, Gutfreund, Sompolinsky 1985)
     starts_unfinished   fraction of random starts still moving after `max_sweeps`
     spurious_of_settled spurious / (1 - starts_unfinished): the share among the starts that settled
 
@@ -58,6 +60,11 @@ class CapacityConfig:
         return self
 
 
+def _mixture(m: torch.Tensor, N: int) -> torch.Tensor:
+    """Whether |overlaps| m (..., P) show clear correlation with two or more patterns."""
+    return (m >= max(0.2, 3 / math.sqrt(N))).sum(-1) >= 2
+
+
 def _three_mixture(m: torch.Tensor, N: int) -> torch.Tensor:
     """Whether |overlaps| m (..., P) look like sgn(±ξ1 ± ξ2 ± ξ3): three of them 1/2 within the
     random spread (2/√N, at least 0.1) and none of the others above 1/4."""
@@ -69,17 +76,17 @@ def _three_mixture(m: torch.Tensor, N: int) -> torch.Tensor:
 
 
 def classify_random_starts(states: torch.Tensor, patterns: torch.Tensor, finished: torch.Tensor) -> dict:
-    """Fractions of random starts (M, R, N) that reached a spurious fixed point, a 3-mixture among them,
-    or no fixed point yet, against the stored patterns (M, P, N)."""
-    m = overlap(states, patterns).abs()  # (M, R, P)
+    """Fractions of random starts (M, R, N) that reached a spurious fixed point, a mixture or a symmetric
+    3-mixture among those, or no fixed point yet, against the stored patterns (M, P, N)."""
+    m, N = overlap(states, patterns).abs(), states.shape[-1]  # (M, R, P)
     spurious = finished & (m.max(-1).values <= RECALL_OVERLAP)
-    mixture = spurious & _three_mixture(m, states.shape[-1])
     found = states[spurious]  # (K, N)
     distinct = torch.unique(found * found[:, :1], dim=0)  # s and -s are one attractor
     return {
         "spurious": spurious.float().mean().item(),
         "spurious_of_settled": (spurious.sum() / finished.sum().clamp(min=1)).item(),
-        "mixture": mixture.float().mean().item(),
+        "mixture": (spurious & _mixture(m, N)).float().mean().item(),
+        "three_mixture": (spurious & _three_mixture(m, N)).float().mean().item(),
         "distinct_spurious": int(distinct.shape[0]),
         "starts_unfinished": (~finished).float().mean().item(),
     }

@@ -30,6 +30,7 @@ def test_three_pattern_mixtures_are_classified():
     states = torch.stack([mixture, -xi[3], xi[4]])[None]
     out = capacity.classify_random_starts(states, xi[None], torch.ones(1, 3, dtype=torch.bool))
     assert out["spurious"] == pytest.approx(1 / 3) and out["mixture"] == pytest.approx(1 / 3)
+    assert out["three_mixture"] == pytest.approx(1 / 3)
     assert out["distinct_spurious"] == 1
 
 

@@ -11,9 +11,11 @@ per recurrent matrix, as in the python backend:
 The extension is compiled on first use with torch.utils.cpp_extension (ninja) and cached in torch's
 extensions directory ($TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions), so later runs only
 load it. If it cannot be built or loaded, `unsupported()` says why and the engine uses `python`.
-Set RNNKIT_NATIVE=0 to switch it off.
+Set RNNKIT_NATIVE=0 to switch it off; RNNKIT_ROW_THREADS=N lets N threads split the batch rows
+(better on a loaded machine; the default 1 lets the BLAS thread each step's GEMM).
 """
 
+import hashlib
 import os
 import pathlib
 import warnings
@@ -38,6 +40,14 @@ def _build_flags():
     return "rnnkit_native", flags
 
 
+def _sources_hash() -> str:
+    """torch's build cache hashes only the .cpp it is given; the headers change too."""
+    digest = hashlib.sha256()
+    for f in sorted(CSRC.iterdir()):
+        digest.update(f.name.encode() + f.read_bytes())
+    return digest.hexdigest()[:10]
+
+
 def load():
     """The compiled extension (built once, then cached), or None; the reason is in `_reason`."""
     global _ext, _reason
@@ -53,8 +63,12 @@ def load():
         with warnings.catch_warnings():  # the build's own warnings are not the user's business
             warnings.simplefilter("ignore")
             _ext = cpp_extension.load(
-                name, [str(CSRC / "engine.cpp")], extra_cflags=flags, extra_include_paths=[str(CSRC)]
+                f"{name}_{_sources_hash()}",
+                [str(CSRC / "engine.cpp")],
+                extra_cflags=flags,
+                extra_include_paths=[str(CSRC)],
             )
+        _ext.set_row_threads(int(os.environ.get("RNNKIT_ROW_THREADS", "1")))
     except Exception as e:  # no compiler, no ninja, unsupported platform, ...
         _reason = f"could not build the C++ extension: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
     return _ext

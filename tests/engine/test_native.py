@@ -71,8 +71,9 @@ def test_gradcheck(name):
 
 
 def test_threads_split_rows():
-    """With 2 threads and B >= 8 the loop runs per slice of rows; results must not change."""
+    """With row splitting on, 2 threads and B >= 8 the loop runs per slice of rows; results must not change."""
     cell, threads = make("lstm", torch.float64), torch.get_num_threads()
+    native.load().set_row_threads(2)
     xw = cell.project_input(torch.randn(5, 8, 4, dtype=torch.float64))
     s0 = cell.init_state(8)
     try:
@@ -83,6 +84,7 @@ def test_threads_split_rows():
                 outs.append(run(cell, xw, s0, cell.rec_params(), backend="native")[0])
     finally:
         torch.set_num_threads(threads)
+        native.load().set_row_threads(1)
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-12, atol=1e-12)
 
 

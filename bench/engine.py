@@ -34,11 +34,12 @@ OTHERS = ("mut1", "mut2", "mut3", "leaky", "gru_cho")
 READING = """
 How to read it: the speed-up is rnnkit's time over the reference's, same run, interleaved rounds.
 The other cells are compared with a Python loop through autograd (target 1.5x) and, by GEMM FLOP
-rate, with rnnkit's LSTM at the same size (target 0.9x). On a shared 2-core machine every OpenMP
-barrier inside torch's per-step kernels can wait a whole scheduler slice while another process holds
-the second core; rnnkit's native loop splits the batch rows over the threads for the WHOLE time loop
-(one fork/join per call), so under load its 2-thread speed-ups are inflated. The run with
-`--threads 1` (section engine-1thread) compares the code itself."""
+rate, with rnnkit's LSTM at the same size (target 0.9x). Timings are only comparable on an idle
+machine: on a loaded 2-core machine every per-step thread barrier (torch's and, by default,
+rnnkit's BLAS-threaded GEMMs alike) can wait a whole scheduler slice. RNNKIT_ROW_THREADS=2 makes
+rnnkit split the batch rows over threads for the whole time loop instead (no per-step barrier),
+which is faster under load and slower when idle. The run with `--threads 1` (section
+engine-1thread) compares the code itself."""
 
 
 class CharLM(nn.Module):

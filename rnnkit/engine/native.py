@@ -18,26 +18,17 @@ Set RNNKIT_NATIVE=0 to switch it off; RNNKIT_ROW_THREADS=N lets N threads split 
 import hashlib
 import os
 import pathlib
-import warnings
 
 import torch
 from torch.autograd.function import once_differentiable
 
+from rnnkit._native_build import build, vector_flags
 from rnnkit.cells import CELLS
 
 CELL_IDS = {CELLS[name]: i for i, name in enumerate(
     ("rnn_tanh", "rnn_relu", "lstm", "gru", "gru_cho", "mut1", "mut2", "mut3", "leaky"))}  # fmt: skip
 CSRC = pathlib.Path(__file__).with_name("csrc")
 _ext, _reason = None, None
-
-
-def _build_flags():
-    """-O3 with the vector width the CPU has (torch detects it); the name keeps builds apart."""
-    flags = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"]
-    cap = torch.backends.cpu.get_cpu_capability()  # "AVX512", "AVX2", "DEFAULT", ...
-    if cap in ("AVX2", "AVX512"):
-        return "rnnkit_native_avx2", flags + ["-mavx2", "-mfma"]
-    return "rnnkit_native", flags
 
 
 def _sources_hash() -> str:
@@ -53,24 +44,20 @@ def load():
     global _ext, _reason
     if _ext is not None or _reason is not None:
         return _ext
-    if os.environ.get("RNNKIT_NATIVE", "1") == "0":
-        _reason = "switched off by RNNKIT_NATIVE=0"
-        return None
-    try:
-        from torch.utils import cpp_extension
+    from torch.utils import cpp_extension
 
-        name, flags = _build_flags()
-        with warnings.catch_warnings():  # the build's own warnings are not the user's business
-            warnings.simplefilter("ignore")
-            _ext = cpp_extension.load(
-                f"{name}_{_sources_hash()}",
-                [str(CSRC / "engine.cpp")],
-                extra_cflags=flags,
-                extra_include_paths=[str(CSRC)],
-            )
+    name, flags = vector_flags(
+        "rnnkit_native", ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"]
+    )
+    sources, include = [str(CSRC / "engine.cpp")], [str(CSRC)]
+    _ext, _reason = build(
+        "the C++ extension",
+        lambda: cpp_extension.load(
+            f"{name}_{_sources_hash()}", sources, extra_cflags=flags, extra_include_paths=include
+        ),
+    )
+    if _ext is not None:
         _ext.set_row_threads(int(os.environ.get("RNNKIT_ROW_THREADS", "1")))
-    except Exception as e:  # no compiler, no ninja, unsupported platform, ...
-        _reason = f"could not build the C++ extension: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
     return _ext
 
 

@@ -18,7 +18,7 @@ import os
 import sys
 import warnings
 
-import torch
+from rnnkit._native_build import build, vector_flags
 
 SOURCE = r"""
 #include <torch/extension.h>
@@ -106,10 +106,7 @@ _ext, reason = None, None
 
 
 def _name_and_flags():
-    flags, name = ["-O3", "-ffast-math", "-std=c++17"], "rnnkit_word2vec"
-    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
-        flags, name = flags + ["-mavx2", "-mfma"], name + "_avx2"
-    return name, flags
+    return vector_flags("rnnkit_word2vec", ["-O3", "-ffast-math", "-std=c++17"])
 
 
 def is_built() -> bool:
@@ -125,6 +122,18 @@ def load():
     global _ext, reason
     if _ext is not None or reason is not None:
         return _ext
+    from torch.utils import cpp_extension
+
+    name, flags = _name_and_flags()
+    if os.environ.get("RNNKIT_NATIVE", "1") != "0" and not is_built():
+        print("rnnkit: compiling the word2vec loop once (about a minute)...", file=sys.stderr)
+    _ext, reason = build(
+        "the C++ loop",
+        lambda: cpp_extension.load_inline(
+            name, cpp_sources=SOURCE, functions=["sgns_pairs"], extra_cflags=flags, verbose=False
+        ),
+    )
+    return _ext
     if os.environ.get("RNNKIT_NATIVE", "1") == "0":
         reason = "switched off by RNNKIT_NATIVE=0"
         return None

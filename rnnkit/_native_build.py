@@ -1,0 +1,30 @@
+"""Building rnnkit's compiled loops with torch.utils.cpp_extension: the part they all share.
+
+Each loop is compiled on first use and cached in torch's extensions directory. RNNKIT_NATIVE=0
+switches every one of them off; a failed build gives a one-line reason, never a traceback, and
+the caller falls back to its torch code.
+"""
+
+import os
+import warnings
+
+import torch
+
+
+def vector_flags(name: str, flags: list[str]) -> tuple[str, list[str]]:
+    """Add the vector width this CPU has (as torch detects it); the name keeps builds apart."""
+    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+        return f"{name}_avx2", [*flags, "-mavx2", "-mfma"]
+    return name, list(flags)
+
+
+def build(what: str, compile_fn) -> tuple[object, str | None]:
+    """(module, None) from `compile_fn()`, or (None, reason) when switched off or it cannot build."""
+    if os.environ.get("RNNKIT_NATIVE", "1") == "0":
+        return None, "switched off by RNNKIT_NATIVE=0"
+    try:
+        with warnings.catch_warnings():  # the build's own warnings are not the user's business
+            warnings.simplefilter("ignore")
+            return compile_fn(), None
+    except Exception as e:  # no compiler, no ninja, unsupported platform, ...
+        return None, f"could not build {what}: {type(e).__name__}: {str(e).splitlines()[0][:200]}"

@@ -195,5 +195,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &rnnkit::forward_py, "the cell over a sequence: [hs, state_T..., saved...]");
   m.def("backward", &rnnkit::backward_py, "BPTT: [dxw, dstate_0..., dP..., (probe dh)]");
   m.def("set_row_threads", &rnnkit::set_row_threads, "threads that may split the batch rows (1: BLAS threads)");
+  m.def("set_dnnl_min", [](int64_t n) { rnnkit::native_ext::g_dnnl_min = n; },
+        "float32 GEMMs of at least n multiply-adds use oneDNN (huge n: never)");
   m.def("have_blas", &rnnkit::have_blas, "whether the BLAS GEMM inside libtorch is reachable");
 }

@@ -31,11 +31,24 @@ void blas(char ta, char tb, int m, int n, int k, T alpha, const T* a, int lda, c
 
 inline bool have_blas() { return sgemm_ != nullptr && dgemm_ != nullptr; }
 
+// oneDNN's matmul inside libtorch (exported, header not shipped). On AMD Zen 4 it runs the per-step
+// GEMMs of a 2x512 LSTM 1.3-1.45x faster than MKL's sgemm (measured here); on tiny GEMMs its per-call
+// overhead loses, so only products of at least g_dnnl_min multiply-adds use it (RNNKIT_DNNL_MIN).
+namespace native_ext {
+inline int64_t g_dnnl_min = int64_t(1) << 23;
+}
+}  // namespace rnnkit
+namespace at::native {
+void mkldnn_matmul(const at::Tensor& mat1, const at::Tensor& mat2, const at::Tensor& result, float beta, float alpha);
+}
+namespace rnnkit {
+
 // C (M×N, row-major, ldc) = op(A) op(B) + beta·C with op(A) M×K, op(B) K×N.
 template <typename T>
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
           T beta, T* C, int64_t ldc) {
-  if (have_blas()) {  // row-major C = op(A) op(B)  <=>  column-major Cᵀ = op(B)ᵀ op(A)ᵀ
+  const bool dnnl = std::is_same_v<T, float> && M * N * K >= native_ext::g_dnnl_min && !at::in_parallel_region();
+  if (have_blas() && !dnnl) {  // row-major C = op(A) op(B)  <=>  column-major Cᵀ = op(B)ᵀ op(A)ᵀ
     blas<T>(tb ? 'T' : 'N', ta ? 'T' : 'N', N, M, K, T(1), B, ldb, A, lda, beta, C, ldc);
     return;
   }
@@ -43,10 +56,13 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t
   auto a = at::from_blob(const_cast<T*>(A), {ta ? K : M, ta ? M : K}, {lda, 1}, o);
   auto b = at::from_blob(const_cast<T*>(B), {tb ? N : K, tb ? K : N}, {ldb, 1}, o);
   auto c = at::from_blob(C, {M, N}, {ldc, 1}, o);
-  if (beta == T(0))
+  if (dnnl) {
+    at::native::mkldnn_matmul(ta ? a.t() : a, tb ? b.t() : b, c, float(beta), 1.f);
+  } else if (beta == T(0)) {
     at::mm_out(c, ta ? a.t() : a, tb ? b.t() : b);
-  else
+  } else {
     c.addmm_(ta ? a.t() : a, tb ? b.t() : b, beta);
+  }
 }
 
 template <typename T>

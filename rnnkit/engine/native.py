@@ -11,8 +11,9 @@ per recurrent matrix, as in the python backend:
 The extension is compiled on first use with torch.utils.cpp_extension (ninja) and cached in torch's
 extensions directory ($TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions), so later runs only
 load it. If it cannot be built or loaded, `unsupported()` says why and the engine uses `python`.
-Set RNNKIT_NATIVE=0 to switch it off; RNNKIT_DNNL_MIN=n sets the smallest float32 GEMM (multiply-adds)
-sent to oneDNN instead of MKL (default 2**23); RNNKIT_ROW_THREADS=N lets N threads split the batch rows
+Set RNNKIT_NATIVE=0 to switch it off. RNNKIT_GEMM picks how the float32 GEMMs run: `auto` (default: the
+first GEMM of each shape times MKL's sgemm, oneDNN's matmul and, for the per-step weights, MKL's packed
+GEMM, and keeps the fastest, since which wins depends on the CPU), or `blas`, `dnnl`, `packed`. RNNKIT_ROW_THREADS=N lets N threads split the batch rows
 (better on a loaded machine; the default 1 lets the BLAS thread each step's GEMM).
 """
 
@@ -59,7 +60,10 @@ def load():
     )
     if _ext is not None:
         _ext.set_row_threads(int(os.environ.get("RNNKIT_ROW_THREADS", "1")))
-        _ext.set_dnnl_min(int(os.environ.get("RNNKIT_DNNL_MIN", str(1 << 23))))
+        mode = os.environ.get("RNNKIT_GEMM", "auto")
+        if mode not in ("auto", "blas", "dnnl", "packed"):
+            raise ValueError(f"RNNKIT_GEMM={mode!r} is not a GEMM library; set auto, blas, dnnl or packed")
+        _ext.set_gemm(mode)
     return _ext
 
 

@@ -113,17 +113,19 @@ def test_resolve_backend():
 
 
 @pytest.mark.parametrize("name", list(CELLS))
-def test_onednn_gemms_match_python(name):
-    """Big float32 GEMMs go to oneDNN instead of MKL; force that path at test sizes."""
-    cell, T, B = make(name, torch.float32), 5, 4
+@pytest.mark.parametrize("mode", ["dnnl", "blas", "packed"])
+@pytest.mark.parametrize("T", [5, 9])  # from 8 steps on, the per-step weights are prepared once
+def test_forced_gemm_library_matches_python(name, mode, T):
+    """Float32 GEMMs go to MKL or oneDNN, whichever is faster per shape; force each at test sizes."""
+    cell, B = make(name, torch.float32), 4
     x = torch.randn(T, B, cell.input_size)
     s0 = tuple(torch.randn(B, cell.hidden_size) for _ in range(cell.num_states))
     weights = torch.randn(T, B, cell.hidden_size)
-    native.load().set_dnnl_min(0)
+    native.load().set_gemm(mode)
     try:
         got = grads_of(cell, "native", x, s0, None, False, weights)
     finally:
-        native.load().set_dnnl_min(1 << 23)
+        native.load().set_gemm("auto")
     want = grads_of(cell, "python", x, s0, None, False, weights)
     for a, b in zip(want, got):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)

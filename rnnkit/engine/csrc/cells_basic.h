@@ -22,9 +22,9 @@ struct Elman {  // h_t = φ(xw_t + h_prev W_hhᵀ + b_hh)
   static std::vector<GradSpec> grads(int64_t H) { return {{0, false, 0, H, -1, 1}}; }
   static void fwd(Run<T>& r, int64_t t) {
     const int64_t B = r.B, H = r.H;
-    const T *hp = r.h(r.prev(t)), *W = r.P[0], *bias = r.P[1];
+    const T *hp = r.h(r.prev(t)), *bias = r.P[1];
     T *pre = r.tmp[0], *hn = r.h(r.next(t));
-    r.rows_gemm(true, H, H, hp, H, W, H, T(0), pre, H);
+    r.mul_wt(0, H, H, hp, H, pre, H);
     for (int64_t b = r.b0; b < r.b1; ++b) {
       const T* __restrict x = r.xw + (t * B + b) * r.X;
       const T* __restrict p = pre + b * H;
@@ -59,7 +59,7 @@ struct Elman {  // h_t = φ(xw_t + h_prev W_hhᵀ + b_hh)
         da[j] = m != T(0) ? d : T(0), dH[j] = m != T(0) ? T(0) : dh[j];
       }
     }
-    r.rows_gemm(false, H, H, dxw, r.X, r.P[0], H, T(1), r.dH, H);
+    r.mul_w(0, false, H, H, dxw, r.X, T(1), r.dH, H);
   }
 };
 
@@ -69,9 +69,9 @@ struct Leaky {  // h̃ = tanh(xw_t + h_prev W_hhᵀ + b),  h_t = h_prev + α ⊙
   static std::vector<GradSpec> grads(int64_t H) { return {{0, false, 0, H, -1, 1}}; }
   static void fwd(Run<T>& r, int64_t t) {
     const int64_t B = r.B, H = r.H;
-    const T *hp = r.h(r.prev(t)), *W = r.P[0], *bias = r.P[1], *alpha = r.P[2];
+    const T *hp = r.h(r.prev(t)), *bias = r.P[1], *alpha = r.P[2];
     T *pre = r.tmp[0], *hn = r.h(r.next(t)), *hc = r.C(0, t, H);
-    r.rows_gemm(true, H, H, hp, H, W, H, T(0), pre, H);
+    r.mul_wt(0, H, H, hp, H, pre, H);
     for (int64_t b = r.b0; b < r.b1; ++b) {
       const T* __restrict x = r.xw + (t * B + b) * r.X;
       const T* __restrict p = pre + b * H;
@@ -111,7 +111,7 @@ struct Leaky {  // h̃ = tanh(xw_t + h_prev W_hhᵀ + b),  h_t = h_prev + α ⊙
         dH[j] = dh[j] * (T(1) - alpha[j]);
       }
     }
-    r.rows_gemm(false, H, H, dxw, r.X, r.P[0], H, T(1), r.dH, H);
+    r.mul_w(0, false, H, H, dxw, r.X, T(1), r.dH, H);
   }
 };
 
@@ -121,9 +121,9 @@ struct LSTM {  // gates i, f, g, o;  caches: [i f g o] activations (4H), tanh(c_
   static std::vector<GradSpec> grads(int64_t H) { return {{0, false, 0, 4 * H, -1, 1}}; }
   static void fwd(Run<T>& r, int64_t t) {
     const int64_t B = r.B, H = r.H;
-    const T *hp = r.h(r.prev(t)), *cp = r.cs(r.prev(t)), *W = r.P[0], *bias = r.P[1];
+    const T *hp = r.h(r.prev(t)), *cp = r.cs(r.prev(t)), *bias = r.P[1];
     T *pre = r.tmp[0], *hn = r.h(r.next(t)), *cn = r.cs(r.next(t));
-    r.rows_gemm(true, 4 * H, H, hp, H, W, H, T(0), pre, 4 * H);
+    r.mul_wt(0, 4 * H, H, hp, H, pre, 4 * H);
     for (int64_t b = r.b0; b < r.b1; ++b) {
       const T* __restrict x = r.xw + (t * B + b) * r.X;
       const T* __restrict p = pre + b * 4 * H;
@@ -175,7 +175,7 @@ struct LSTM {  // gates i, f, g, o;  caches: [i f g o] activations (4H), tanh(c_
         dC[j] = dc * f_t, dH[j] = T(0);
       }
     }
-    r.rows_gemm(false, H, 4 * H, dxw, r.X, r.P[0], H, T(1), r.dH, H);
+    r.mul_w(0, false, H, 4 * H, dxw, r.X, T(1), r.dH, H);
   }
 };
 
@@ -185,9 +185,9 @@ struct GRU {  // torch form, gates r, z, n;  caches: [r z n] (3H), h_n = (h_prev
   static std::vector<GradSpec> grads(int64_t H) { return {{0, true, 0, 3 * H, -1, 1}}; }
   static void fwd(Run<T>& r, int64_t t) {
     const int64_t B = r.B, H = r.H;
-    const T *hp = r.h(r.prev(t)), *W = r.P[0], *bias = r.P[1];
+    const T *hp = r.h(r.prev(t)), *bias = r.P[1];
     T *pre = r.tmp[0], *hn = r.h(r.next(t));
-    r.rows_gemm(true, 3 * H, H, hp, H, W, H, T(0), pre, 3 * H);
+    r.mul_wt(0, 3 * H, H, hp, H, pre, 3 * H);
     for (int64_t b = r.b0; b < r.b1; ++b) {
       const T* __restrict x = r.xw + (t * B + b) * r.X;
       const T* __restrict p = pre + b * 3 * H;
@@ -232,7 +232,7 @@ struct GRU {  // torch form, gates r, z, n;  caches: [r z n] (3H), h_n = (h_prev
         dH[j] = m != T(0) ? dh[j] * z_t : dh[j];
       }
     }
-    r.rows_gemm(false, H, 3 * H, dhw, 3 * H, r.P[0], H, T(1), r.dH, H);
+    r.mul_w(0, false, H, 3 * H, dhw, 3 * H, T(1), r.dH, H);
   }
 };
 

@@ -32,12 +32,12 @@ struct Gated {
     if (K == Kind::M3) {
       RNNKIT_SIMD
       for (int64_t i = r.b0 * H; i < r.b1 * H; ++i) TH[i] = tanh_(hp[i]);
-      r.rows_gemm(true, H, H, TH, H, r.P[0], H, T(0), p0, 2 * H);      // z block
-      r.rows_gemm(true, H, H, hp, H, r.P[1], H, T(0), p0 + H, 2 * H);  // r block
+      r.mul_wt(0, H, H, TH, H, p0, 2 * H);      // z block
+      r.mul_wt(1, H, H, hp, H, p0 + H, 2 * H);  // r block
     } else if (K == Kind::M1) {
-      r.rows_gemm(true, H, H, hp, H, r.P[0], H, T(0), p1, H);
+      r.mul_wt(0, H, H, hp, H, p1, H);
     } else {
-      r.rows_gemm(true, 2 * H, H, hp, H, r.P[0], H, T(0), p0, 2 * H);
+      r.mul_wt(0, 2 * H, H, hp, H, p0, 2 * H);
     }
     for (int64_t b = r.b0; b < r.b1; ++b) {
       const T* __restrict x = r.xw + (t * B + b) * r.X;
@@ -63,7 +63,7 @@ struct Gated {
     gates(r, t);
     const T* hp = r.h(r.prev(t));
     T *p2 = r.tmp[2], *hn = r.h(r.next(t));
-    r.rows_gemm(true, H, H, r.C(2, t, H), H, r.P[K == Kind::M3 ? 2 : 1], H, T(0), p2, H);
+    r.mul_wt(K == Kind::M3 ? 2 : 1, H, H, r.C(2, t, H), H, p2, H);
     for (int64_t b = r.b0; b < r.b1; ++b) {
       const T* __restrict x = r.xw + (t * B + b) * r.X + 2 * H;
       const T* __restrict p = p2 + b * H;
@@ -101,8 +101,8 @@ struct Gated {
       }
     }
     T *du = r.tmp[0], *dzt = r.tmp[1];
-    r.rows_gemm(false, H, H, dxw + 2 * H, X, r.P[K == Kind::M3 ? 2 : 1], H, T(0), du, H);
-    if (K == Kind::M3) r.rows_gemm(false, H, H, dxw, X, r.P[0], H, T(0), dzt, H);
+    r.mul_w(K == Kind::M3 ? 2 : 1, false, H, H, dxw + 2 * H, X, T(0), du, H);
+    if (K == Kind::M3) r.mul_w(0, false, H, H, dxw, X, T(0), dzt, H);
     for (int64_t b = r.b0; b < r.b1; ++b) {  // da_r and the direct part of dh_prev
       const T* __restrict g = r.C(0, t, 2 * H) + b * 2 * H;
       const T* __restrict h0 = hp + b * H;
@@ -123,9 +123,9 @@ struct Gated {
       }
     }
     if (K == Kind::M3 || K == Kind::M1)  // dh_prev += da_r W_hr
-      r.rows_gemm(false, H, H, dxw + H, X, r.P[K == Kind::M3 ? 1 : 0], H, T(1), r.dH, H);
+      r.mul_w(K == Kind::M3 ? 1 : 0, false, H, H, dxw + H, X, T(1), r.dH, H);
     else  // dh_prev += [da_r, da_z] W_hrz (cho) or [da_z, da_r] W_hzr (mut2)
-      r.rows_gemm(false, H, 2 * H, dxw, X, r.P[0], H, T(1), r.dH, H);
+      r.mul_w(0, false, H, 2 * H, dxw, X, T(1), r.dH, H);
   }
 };
 

@@ -11,6 +11,7 @@
 namespace rnnkit {
 
 using Tensors = std::vector<at::Tensor>;
+constexpr int64_t kPrepareSteps = 8;  // from this many steps on, per-step weights are prepared once (run.h, StepW)
 
 template <typename T>
 Run<T> make_run(const at::Tensor& HH, int64_t X, const std::vector<c10::optional<at::Tensor>>& P,
@@ -78,6 +79,7 @@ Tensors forward(const at::Tensor& xw, const Tensors& state0, const std::vector<c
     CC[reverse ? T_ : 0].copy_(state0[1]);
     r.CC = CC.data_ptr<T>();
   }
+  r.prepare = T_ >= kPrepareSteps;
   for (int64_t w : Cell::widths(H)) {
     caches.push_back(at::empty({keep ? T_ : 1, B, w}, xw.options()));
     r.cache.push_back(caches.back().data_ptr<T>());
@@ -116,6 +118,7 @@ Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optiona
   Tensors keepalive;
   Run<T> r = make_run<T>(HH, X, P, mask, reverse, keepalive);
   const int64_t T_ = r.T_, B = r.B, H = r.H;
+  r.prepare = T_ >= kPrepareSteps;
   auto o = HH.options();
   at::Tensor dxw = at::empty({T_, B, X}, o), dH = dstate[0].clone(), dh = at::empty({B, H}, o), dC, dhw, rec;
   r.dxw = dxw.data_ptr<T>(), r.dH = dH.data_ptr<T>(), r.dh = dh.data_ptr<T>(), r.dhs = dhs.data_ptr<T>();
@@ -195,7 +198,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &rnnkit::forward_py, "the cell over a sequence: [hs, state_T..., saved...]");
   m.def("backward", &rnnkit::backward_py, "BPTT: [dxw, dstate_0..., dP..., (probe dh)]");
   m.def("set_row_threads", &rnnkit::set_row_threads, "threads that may split the batch rows (1: BLAS threads)");
-  m.def("set_dnnl_min", [](int64_t n) { rnnkit::native_ext::g_dnnl_min = n; },
-        "float32 GEMMs of at least n multiply-adds use oneDNN (huge n: never)");
+  m.def("set_gemm", [](const std::string& mode) {
+          using rnnkit::native_ext::GemmMode;
+          const std::vector<std::string> names{"auto", "blas", "dnnl", "packed"};
+          const auto it = std::find(names.begin(), names.end(), mode);
+          TORCH_CHECK(it != names.end(), "RNNKIT_GEMM: auto, blas, dnnl or packed, not ", mode);
+          rnnkit::native_ext::g_gemm_mode = GemmMode(it - names.begin());
+        }, "float32 GEMMs: auto (time each library once per shape, keep the fastest), blas, dnnl or packed");
   m.def("have_blas", &rnnkit::have_blas, "whether the BLAS GEMM inside libtorch is reachable");
 }

@@ -9,6 +9,12 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <algorithm>
+#include <array>
+#include <memory>
+#include <chrono>
+#include <map>
+#include <mutex>
 #include <vector>
 
 extern "C" {  // BLAS inside libtorch_cpu (MKL); weak, so a build without it falls back to ATen
@@ -31,23 +37,42 @@ void blas(char ta, char tb, int m, int n, int k, T alpha, const T* a, int lda, c
 
 inline bool have_blas() { return sgemm_ != nullptr && dgemm_ != nullptr; }
 
-// oneDNN's matmul inside libtorch (exported, header not shipped). On AMD Zen 4 it runs the per-step
-// GEMMs of a 2x512 LSTM 1.3-1.45x faster than MKL's sgemm (measured here); on tiny GEMMs its per-call
-// overhead loses, so only products of at least g_dnnl_min multiply-adds use it (RNNKIT_DNNL_MIN).
-namespace native_ext {
-inline int64_t g_dnnl_min = int64_t(1) << 23;
+extern "C" {  // MKL's packed GEMM (inside libtorch_cpu with MKL; weak, so absent elsewhere)
+size_t SGEMM_PACK_GET_SIZE(const char*, const int*, const int*, const int*) __attribute__((weak));
+void SGEMM_PACK(const char*, const char*, const int*, const int*, const int*, const float*, const float*, const int*,
+                float*) __attribute__((weak));
+void SGEMM_COMPUTE(const char*, const char*, const int*, const int*, const int*, const float*, const int*,
+                   const float*, const int*, const float*, float*, const int*) __attribute__((weak));
 }
+inline bool have_packed() { return SGEMM_PACK_GET_SIZE && SGEMM_PACK && SGEMM_COMPUTE; }
+
 }  // namespace rnnkit
-namespace at::native {
+namespace at::native {  // oneDNN's matmul inside libtorch (exported; its header is not shipped)
 void mkldnn_matmul(const at::Tensor& mat1, const at::Tensor& mat2, const at::Tensor& result, float beta, float alpha);
 }
 namespace rnnkit {
 
-// C (M×N, row-major, ldc) = op(A) op(B) + beta·C with op(A) M×K, op(B) K×N.
+// Which library runs a GEMM. Neither MKL's sgemm nor oneDNN's matmul wins everywhere: at the per-step
+// shapes of a 2x512 LSTM oneDNN was 1.3-1.45x faster on an AMD Zen 4, MKL 1.2-1.4x faster on an Intel Sapphire
+// Rapids, and oneDNN's per-call overhead loses small GEMMs on both. The per-step GEMMs of the time loop
+// multiply the SAME weight matrix a hundred times, so they can also use a form of it prepared once:
+// a transposed copy (MKL runs A·Wᵀ 1.15-1.4x faster from a (K×N) copy than from W) or MKL's packed form
+// (pack once, no per-call packing: 1.3-2x at the 2x512 step shapes on Sapphire Rapids). With mode Auto
+// (RNNKIT_GEMM=auto, the default) the first GEMM of each shape times every option on scratch buffers and
+// later ones use the fastest; blas, dnnl and packed force one.
+enum class Lib { Blas, Dnnl, Packed };
+namespace native_ext {
+enum class GemmMode { Auto, Blas, Dnnl, Packed };
+inline GemmMode g_gemm_mode = GemmMode::Auto;
+using GemmKey = std::array<int64_t, 10>;
+inline std::map<GemmKey, int> g_plan;  // shape -> the fastest option
+inline std::mutex g_plan_mutex;
+inline constexpr int64_t kSmall = int64_t(1) << 18;  // multiply-adds below which plain BLAS always wins
+}  // namespace native_ext
+
 template <typename T>
-void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
-          T beta, T* C, int64_t ldc) {
-  const bool dnnl = std::is_same_v<T, float> && M * N * K >= native_ext::g_dnnl_min && !at::in_parallel_region();
+void gemm_with(bool dnnl, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+               int64_t ldb, T beta, T* C, int64_t ldc) {
   if (have_blas() && !dnnl) {  // row-major C = op(A) op(B)  <=>  column-major Cᵀ = op(B)ᵀ op(A)ᵀ
     blas<T>(tb ? 'T' : 'N', ta ? 'T' : 'N', N, M, K, T(1), B, ldb, A, lda, beta, C, ldc);
     return;
@@ -65,6 +90,129 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t
   }
 }
 
+// Best seconds per call of f over a few calls (after two to warm up).
+template <typename F>
+double best_time(F&& f) {
+  f(), f();
+  double best = 1e30;
+  for (int k = 0; k < 5; ++k) {
+    auto t0 = std::chrono::steady_clock::now();
+    f();
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return best;
+}
+
+// Plans are timed where nothing else of ours runs; an option slower than the best by this much loses.
+template <typename F>
+int fastest(int n, F&& time_option) {
+  std::vector<double> t(n, 1e30);
+  for (int round = 0; round < 2; ++round)  // two interleaved rounds: drift hits every option alike
+    for (int k = 0; k < n; ++k) t[k] = std::min(t[k], time_option(k));
+  return int(std::min_element(t.begin(), t.end()) - t.begin());
+}
+
+inline bool use_dnnl(bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc,
+                     bool beta) {
+  using namespace native_ext;
+  if (g_gemm_mode != GemmMode::Auto || M * N * K < kSmall) return g_gemm_mode == GemmMode::Dnnl;
+  const GemmKey key{M, N, K, ta, tb, lda, ldb, ldc, beta, at::get_num_threads()};
+  std::lock_guard<std::mutex> lock(g_plan_mutex);
+  auto it = g_plan.find(key);
+  if (it != g_plan.end()) return it->second == 1;
+  auto A = at::randn({ta ? K : M, lda}), B = at::randn({tb ? N : K, ldb}), C = at::zeros({M, ldc});
+  return (g_plan[key] = fastest(2, [&](int k) {
+            return best_time([&] {
+              gemm_with<float>(k == 1, ta, tb, M, N, K, A.data_ptr<float>(), lda, B.data_ptr<float>(), ldb, 1.f,
+                               C.data_ptr<float>(), ldc);
+            });
+          })) == 1;
+}
+
+// C (M×N, row-major, ldc) = op(A) op(B) + beta·C with op(A) M×K, op(B) K×N.
+template <typename T>
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
+          T beta, T* C, int64_t ldc) {
+  const bool dnnl = std::is_same_v<T, float> && !at::in_parallel_region() &&
+                    use_dnnl(ta, tb, M, N, K, lda, ldb, ldc, beta != T(0));
+  gemm_with<T>(dnnl, ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc);
+}
+
+// The weight operand of a per-step GEMM, C (M×N) = A (M×K) op(W) with op(W) = Wᵀ (W stored N×K) when tw,
+// else W (stored K×N): prepared once for the whole time loop in the form that runs fastest (see Lib).
+template <typename T>
+struct StepW {
+  Lib lib = Lib::Blas;
+  const T* W = nullptr;  // what each call reads: W itself, its transposed copy or its packed form
+  bool tw = false;
+  int64_t N = 0, K = 0, M = 0, ldw = 0;
+  at::Tensor hold;  // the copy or the packed form
+
+  // options: 0 plain BLAS on W in (K×N) layout (a transposed copy when tw), 1 oneDNN on W as stored,
+  // 2 oneDNN on the (K×N) layout, 3 MKL packed
+  static StepW make(int option, const T* W, bool tw, int64_t N, int64_t K, int64_t M) {
+    StepW s;
+    s.N = N, s.K = K, s.M = M, s.W = W, s.tw = tw, s.ldw = tw ? K : N;
+    s.lib = option == 0 ? Lib::Blas : option == 3 ? Lib::Packed : Lib::Dnnl;
+    auto o = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+    if (option == 3) {
+      if constexpr (std::is_same_v<T, float>) {
+        const int n = int(N), m = int(M), k = int(K), ld = int(s.ldw);
+        const float one = 1.f;
+        const char trans = tw ? 'T' : 'N';
+        s.hold = at::empty({int64_t(SGEMM_PACK_GET_SIZE("A", &n, &m, &k) / sizeof(float)) + 16}, o);
+        SGEMM_PACK("A", &trans, &n, &m, &k, &one, W, &ld, s.hold.data_ptr<float>());
+        s.W = s.hold.data_ptr<T>();
+      }
+    } else if (tw && option != 1) {
+      s.hold = at::from_blob(const_cast<T*>(W), {N, K}, o).t().contiguous();
+      s.W = s.hold.data_ptr<T>(), s.tw = false, s.ldw = N;
+    }
+    return s;
+  }
+  void mul(const T* A, int64_t lda, T beta, T* C, int64_t ldc) const {
+    if constexpr (std::is_same_v<T, float>) {
+      if (lib == Lib::Packed) {  // column-major: Cᵀ (N×M) = packed op(W)ᵀ (N×K) · Aᵀ (K×M)
+        const int n = int(N), m = int(M), k = int(K), lw = int(ldw), la = int(lda), lc = int(ldc);
+        SGEMM_COMPUTE("P", "N", &n, &m, &k, W, &lw, A, &la, &beta, C, &lc);
+        return;
+      }
+    }
+    gemm_with<T>(lib == Lib::Dnnl, false, tw, M, N, K, A, lda, W, ldw, beta, C, ldc);
+  }
+};
+
+// The fastest prepared form of W for this shape (timed once per shape and remembered; see Lib).
+template <typename T>
+StepW<T> step_weight(const T* W, bool tw, int64_t N, int64_t K, int64_t M, int64_t lda, int64_t ldc, bool beta) {
+  using namespace native_ext;
+  const bool f32 = std::is_same_v<T, float>;
+  if (!f32 || !have_blas()) return StepW<T>::make(0, W, tw, N, K, M);
+  switch (g_gemm_mode) {
+    case GemmMode::Blas: return StepW<T>::make(0, W, tw, N, K, M);
+    case GemmMode::Dnnl: return StepW<T>::make(1, W, tw, N, K, M);
+    case GemmMode::Packed: return StepW<T>::make(have_packed() ? 3 : 0, W, tw, N, K, M);
+    case GemmMode::Auto: break;
+  }
+  if (M * N * K < kSmall) return StepW<T>::make(0, W, tw, N, K, M);
+  const GemmKey key{M, N, K, tw, lda, ldc, beta, at::get_num_threads(), -1, -1};
+  std::lock_guard<std::mutex> lock(g_plan_mutex);
+  auto it = g_plan.find(key);
+  if (it != g_plan.end()) return StepW<T>::make(it->second, W, tw, N, K, M);
+  std::vector<StepW<T>> options;
+  for (int k = 0; k < 4; ++k)
+    if ((k != 2 || tw) && (k != 3 || have_packed())) options.push_back(StepW<T>::make(k, W, tw, N, K, M));
+  auto A = at::randn({M, lda}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
+  auto C = at::zeros({M, ldc}, A.options());
+  const int best = fastest(int(options.size()), [&](int k) {
+    return best_time([&] { options[k].mul(A.template data_ptr<T>(), lda, T(beta), C.template data_ptr<T>(), ldc); });
+  });
+  const int option = options[best].lib == Lib::Packed ? 3 : options[best].lib == Lib::Blas ? 0
+                     : options[best].tw == tw ? 1 : 2;
+  g_plan[key] = option;
+  return options[best];
+}
+
 template <typename T>
 struct Run {
   int64_t T_, B, H, X;  // steps, batch, hidden, width of an xw row
@@ -73,6 +221,8 @@ struct Run {
   const T* xw = nullptr;
   const T* mask = nullptr;  // (T, B) of 0/1, or null
   std::vector<const T*> P;  // recurrent parameters in REC_PARAMS order (null = absent bias)
+  bool prepare = false;  // a long loop: per-step weight operands are prepared once (StepW), else read as stored
+  std::shared_ptr<std::array<std::shared_ptr<StepW<T>>, 4>> sw = std::make_shared<std::array<std::shared_ptr<StepW<T>>, 4>>();
   T *hs = nullptr, *HH = nullptr, *CC = nullptr;
   std::vector<T*> cache;  // per-cell caches, each (T or 1, B, width)
   std::vector<T*> tmp;    // per-step scratch, (B, up to 4H) each
@@ -93,6 +243,19 @@ struct Run {
   void rows_gemm(bool tw, int64_t N, int64_t K, const T* A, int64_t lda, const T* W, int64_t ldw, T beta, T* C,
                  int64_t ldc) const {
     gemm<T>(false, tw, b1 - b0, N, K, A + b0 * lda, lda, W, ldw, beta, C + b0 * ldc, ldc);
+  }
+  // C (B×N) = A (B×K) op(W_k) + beta·C for W_k = P[k]: op(W_k) = W_kᵀ (stored N×K) when tw, else W_k (stored
+  // K×N). In a long loop the first call prepares W_k in its fastest form (StepW) and later steps reuse it.
+  void mul_w(int k, bool tw, int64_t N, int64_t K, const T* A, int64_t lda, T beta, T* C, int64_t ldc) const {
+    if (!prepare || b1 - b0 != B || at::in_parallel_region())  // short, or rows split over threads
+      return rows_gemm(tw, N, K, A, lda, P[k], tw ? K : N, beta, C, ldc);
+    auto& s = (*sw)[k];
+    if (!s) s = std::make_shared<StepW<T>>(step_weight<T>(P[k], tw, N, K, B, lda, ldc, beta != T(0)));
+    TORCH_CHECK(s->N == N && s->K == K, "rnnkit native: weight ", k, " used with two shapes in one loop");
+    s->mul(A, lda, beta, C, ldc);
+  }
+  void mul_wt(int k, int64_t N, int64_t K, const T* A, int64_t lda, T* C, int64_t ldc) const {
+    mul_w(k, true, N, K, A, lda, T(0), C, ldc);
   }
 };
 

@@ -55,7 +55,11 @@ def load():
     _ext, _reason = build(
         "the C++ extension",
         lambda: cpp_extension.load(
-            f"{name}_{_sources_hash()}", sources, extra_cflags=flags, extra_include_paths=include
+            f"{name}_{_sources_hash()}",
+            sources,
+            extra_cflags=[*flags, "-fopenmp"],
+            extra_ldflags=["-fopenmp"],
+            extra_include_paths=include,
         ),
     )
     if _ext is not None:
@@ -64,6 +68,7 @@ def load():
         if mode not in ("auto", "blas", "dnnl", "packed"):
             raise ValueError(f"RNNKIT_GEMM={mode!r} is not a GEMM library; set auto, blas, dnnl or packed")
         _ext.set_gemm(mode)
+        _ext.set_split(int(os.environ.get("RNNKIT_SPLIT", "1") != "0"))
     return _ext
 
 

@@ -129,3 +129,32 @@ def test_forced_gemm_library_matches_python(name, mode, T):
     want = grads_of(cell, "python", x, s0, None, False, weights)
     for a, b in zip(want, got):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("name", ["lstm"])
+def test_hidden_units_split_over_threads(name, dtype):
+    """From 8 steps and 32 units a thread, threads split the hidden units (split.h): same numbers as python,
+    with masks, reverse, the probe; and the same as the unsplit loop (RNNKIT_SPLIT=0)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)  # 3 slabs (96 units: 32, 32, 32... rounded to 16s) even on a 2-core machine
+    try:
+        cell, T, B = make(name, dtype, D=7, H=100), 9, 5
+        x = torch.randn(T, B, cell.input_size, dtype=dtype)
+        s0 = tuple(torch.randn(B, cell.hidden_size, dtype=dtype) for _ in range(cell.num_states))
+        mask = (torch.arange(T)[:, None] < torch.tensor([9, 2, 5, 8, 1])[None]).to(dtype)[..., None]
+        weights = torch.randn(T, B, cell.hidden_size, dtype=dtype)
+        for m in (None, mask):
+            for reverse in (False, True):
+                want = grads_of(cell, "python", x, s0, m, reverse, weights)
+                got = grads_of(cell, "native", x, s0, m, reverse, weights)
+                native.load().set_split(0)
+                try:
+                    unsplit = grads_of(cell, "native", x, s0, m, reverse, weights)
+                finally:
+                    native.load().set_split(1)
+                for a, b, c in zip(want, got, unsplit):
+                    torch.testing.assert_close(b, a, rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
+                    torch.testing.assert_close(b, c, rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
+    finally:
+        torch.set_num_threads(threads)

@@ -120,13 +120,19 @@ struct LSTM {  // gates i, f, g, o;  caches: [i f g o] activations (4H), tanh(c_
   static std::vector<int64_t> widths(int64_t H) { return {4 * H, H}; }
   static std::vector<GradSpec> grads(int64_t H) { return {{0, false, 0, 4 * H, -1, 1}}; }
   static void fwd(Run<T>& r, int64_t t) {
+    const int64_t H = r.H;
+    r.mul_wt(0, 4 * H, H, r.h(r.prev(t)), H, r.tmp[0], 4 * H);
+    fwd_units(r, t, r.tmp[0], 4 * H, H, 0, H);
+  }
+  // The pointwise part for hidden units [j0, j1): gate g of unit j reads pre[b·ldp + g·gs + j - j0]
+  // (all units: ldp = 4H, gs = H; one thread's slab of units in split.h: ldp = 4·gs, gs = j1 - j0).
+  static void fwd_units(Run<T>& r, int64_t t, const T* pre, int64_t ldp, int64_t gs, int64_t j0, int64_t j1) {
     const int64_t B = r.B, H = r.H;
     const T *hp = r.h(r.prev(t)), *cp = r.cs(r.prev(t)), *bias = r.P[1];
-    T *pre = r.tmp[0], *hn = r.h(r.next(t)), *cn = r.cs(r.next(t));
-    r.mul_wt(0, 4 * H, H, hp, H, pre, 4 * H);
+    T *hn = r.h(r.next(t)), *cn = r.cs(r.next(t));
     for (int64_t b = r.b0; b < r.b1; ++b) {
       const T* __restrict x = r.xw + (t * B + b) * r.X;
-      const T* __restrict p = pre + b * 4 * H;
+      const T* __restrict p = pre + b * ldp - j0;
       const T* __restrict h0 = hp + b * H;
       const T* __restrict c0 = cp + b * H;
       T* __restrict g = r.C(0, t, 4 * H) + b * 4 * H;
@@ -135,11 +141,11 @@ struct LSTM {  // gates i, f, g, o;  caches: [i f g o] activations (4H), tanh(c_
       T* __restrict out = r.hs + (t * B + b) * H;
       const T m = r.m(t, b) ? T(1) : T(0);
       RNNKIT_SIMD
-      for (int64_t j = 0; j < H; ++j) {
+      for (int64_t j = j0; j < j1; ++j) {
         const T i_t = sigmoid(x[j] + p[j] + bias[j]);
-        const T f_t = sigmoid(x[H + j] + p[H + j] + bias[H + j]);
-        const T g_t = tanh_(x[2 * H + j] + p[2 * H + j] + bias[2 * H + j]);
-        const T o_t = sigmoid(x[3 * H + j] + p[3 * H + j] + bias[3 * H + j]);
+        const T f_t = sigmoid(x[H + j] + p[gs + j] + bias[H + j]);
+        const T g_t = tanh_(x[2 * H + j] + p[2 * gs + j] + bias[2 * H + j]);
+        const T o_t = sigmoid(x[3 * H + j] + p[3 * gs + j] + bias[3 * H + j]);
         const T c_t = f_t * c0[j] + i_t * g_t, th = tanh_(c_t), h_t = o_t * th;
         g[j] = i_t, g[H + j] = f_t, g[2 * H + j] = g_t, g[3 * H + j] = o_t, tc[j] = th;
         h[j] = m != T(0) ? h_t : h0[j], c[j] = m != T(0) ? c_t : c0[j], out[j] = m != T(0) ? h_t : T(0);
@@ -147,6 +153,13 @@ struct LSTM {  // gates i, f, g, o;  caches: [i f g o] activations (4H), tanh(c_
     }
   }
   static void bwd(Run<T>& r, int64_t t) {
+    const int64_t H = r.H;
+    bwd_units(r, t, 0, H);
+    r.mul_w(0, false, H, 4 * H, r.dxw + t * r.B * r.X, r.X, T(1), r.dH, H);  // dh_prev += da W_hh
+  }
+  // The pointwise part for hidden units [j0, j1): da of their four gates, dc_prev; dh_prev's direct part (0,
+  // or dh where the row is padded) before the GEMM adds da W_hh.
+  static void bwd_units(Run<T>& r, int64_t t, int64_t j0, int64_t j1) {
     const int64_t B = r.B, H = r.H;
     const T* cp = r.cs(r.prev(t));
     T* dxw = r.dxw + t * B * r.X;
@@ -158,14 +171,12 @@ struct LSTM {  // gates i, f, g, o;  caches: [i f g o] activations (4H), tanh(c_
       T* __restrict da = dxw + b * r.X;
       T *__restrict dH = r.dH + b * H, *__restrict dC = r.dC + b * H;
       if (!r.m(t, b)) {
-        RNNKIT_SIMD
-        for (int64_t j = 0; j < 4 * H; ++j) da[j] = T(0);
-        RNNKIT_SIMD
-        for (int64_t j = 0; j < H; ++j) dH[j] = dh[j];
+        for (int64_t k = 0; k < 4; ++k) std::fill(da + k * H + j0, da + k * H + j1, T(0));
+        std::copy(dh + j0, dh + j1, dH + j0);
         continue;
       }
       RNNKIT_SIMD
-      for (int64_t j = 0; j < H; ++j) {
+      for (int64_t j = j0; j < j1; ++j) {
         const T i_t = g[j], f_t = g[H + j], g_t = g[2 * H + j], o_t = g[3 * H + j], th = tc[j];
         const T dc = dC[j] + dh[j] * o_t * (T(1) - th * th);
         da[j] = dc * g_t * i_t * (T(1) - i_t);
@@ -175,7 +186,6 @@ struct LSTM {  // gates i, f, g, o;  caches: [i f g o] activations (4H), tanh(c_
         dC[j] = dc * f_t, dH[j] = T(0);
       }
     }
-    r.mul_w(0, false, H, 4 * H, dxw, r.X, T(1), r.dH, H);
   }
 };
 

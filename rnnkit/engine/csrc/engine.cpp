@@ -7,6 +7,7 @@
 #include <torch/extension.h>
 
 #include "cells_gated.h"
+#include "split.h"
 
 namespace rnnkit {
 
@@ -84,9 +85,14 @@ Tensors forward(const at::Tensor& xw, const Tensors& state0, const std::vector<c
     caches.push_back(at::empty({keep ? T_ : 1, B, w}, xw.options()));
     r.cache.push_back(caches.back().data_ptr<T>());
   }
-  over_rows(r, [&](Run<T>& q, int64_t) {
-    for (int64_t s = 0; s < T_; ++s) Cell::fwd(q, reverse ? T_ - 1 - s : s);
-  });
+  const int split = std::is_same_v<Cell, LSTM<T>> && r.prepare && row_threads(B) == 1 ? split_threads(H) : 1;
+  if (split > 1) {
+    lstm_split_forward(r, split);
+  } else {
+    over_rows(r, [&](Run<T>& q, int64_t) {
+      for (int64_t s = 0; s < T_; ++s) Cell::fwd(q, reverse ? T_ - 1 - s : s);
+    });
+  }
   Tensors out{hs, HH[reverse ? 0 : T_].clone()};
   if (lstm) out.push_back(CC[reverse ? 0 : T_].clone());
   if (!keep) return out;
@@ -97,15 +103,15 @@ Tensors forward(const at::Tensor& xw, const Tensors& state0, const std::vector<c
 }
 
 template <typename T>
-void total_dh(Run<T>& r, int64_t t) {  // dh = dH + m_t ⊙ dhs[t]  (and the probe's record of it)
+void total_dh(Run<T>& r, int64_t t, int64_t j0, int64_t j1) {  // dh = dH + m_t ⊙ dhs[t]  (units [j0, j1))
   const int64_t BH = r.B * r.H;
   const T* dhs = r.dhs + t * BH;
   for (int64_t b = r.b0; b < r.b1; ++b) {
     const T m = r.m(t, b) ? T(1) : T(0);
     RNNKIT_SIMD
-    for (int64_t j = b * r.H; j < (b + 1) * r.H; ++j) r.dh[j] = r.dH[j] + m * dhs[j];
+    for (int64_t j = b * r.H + j0; j < b * r.H + j1; ++j) r.dh[j] = r.dH[j] + m * dhs[j];
+    if (r.probe != nullptr) std::copy(r.dh + b * r.H + j0, r.dh + b * r.H + j1, r.probe + t * BH + b * r.H + j0);
   }
-  if (r.probe != nullptr) std::copy(r.dh + r.b0 * r.H, r.dh + r.b1 * r.H, r.probe + t * BH + r.b0 * r.H);
 }
 
 // saved = [HH, (CC), caches...]; returns [dxw, dh_0, (dc_0), dP..., (probe dh)]
@@ -127,11 +133,13 @@ Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optiona
   if (std::is_same_v<Cell, GRU<T>>) dhw = at::empty({T_, B, 3 * H}, o), r.dhw = dhw.data_ptr<T>();
   if (probe) rec = at::empty({T_, B, H}, o), r.probe = rec.data_ptr<T>();
   at::Tensor dalpha = at::zeros({row_threads(B), H}, o);  // one row per thread: no race
-  over_rows(r, [&](Run<T>& q, int64_t k) {
+  const int split = std::is_same_v<Cell, LSTM<T>> && r.prepare && row_threads(B) == 1 ? split_threads(H) : 1;
+  if (split > 1) lstm_split_backward(r, split, total_dh<T>);
+  else over_rows(r, [&](Run<T>& q, int64_t k) {
     q.dalpha = dalpha.data_ptr<T>() + k * H;
     for (int64_t s = T_ - 1; s >= 0; --s) {
       const int64_t t = reverse ? T_ - 1 - s : s;
-      total_dh(q, t);
+      total_dh(q, t, 0, H);
       Cell::bwd(q, t);
     }
   });
@@ -205,5 +213,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           TORCH_CHECK(it != names.end(), "RNNKIT_GEMM: auto, blas, dnnl or packed, not ", mode);
           rnnkit::native_ext::g_gemm_mode = GemmMode(it - names.begin());
         }, "float32 GEMMs: auto (time each library once per shape, keep the fastest), blas, dnnl or packed");
+  m.def("gemm_plans", [] {
+          std::vector<std::pair<std::vector<int64_t>, int>> out;
+          std::lock_guard<std::mutex> lock(rnnkit::native_ext::g_plan_mutex);
+          for (auto& [k, v] : rnnkit::native_ext::g_plan) out.emplace_back(std::vector<int64_t>(k.begin(), k.end()), v);
+          return out;
+        }, "the timed choices so far: ([M, N, K, trans, lda, ldc/ldb, ..., threads, ...], option)");
+  m.def("set_split", [](int64_t on) { rnnkit::g_split = on; }, "1: split an LSTM's hidden units over threads");
   m.def("have_blas", &rnnkit::have_blas, "whether the BLAS GEMM inside libtorch is reachable");
 }

@@ -1,0 +1,114 @@
+// The LSTM's time loop with the hidden units, not the batch rows, split over threads.
+//
+// With BLAS-threaded GEMMs every step pays a fork and a join inside the BLAS, and the pointwise math runs
+// on one thread while the others wait. Here each of nt threads owns a slab of hidden units [j0, j1) for the
+// whole loop, keeps its own slice of W_hh (packed once), and does all the work of those units:
+//
+//   forward, per step:   pre_k = h_prev W_kᵀ       W_k: the rows of W_hh of the 4 gates of its units
+//                        gates, c_t, h_t of its units                               then ONE barrier
+//   backward, per step:  dh, da of its units (pointwise)                            then ONE barrier
+//                        dh_prev[:, j0:j1] += da W_hh[:, j0:j1]      (its units' columns, all 4H gate rows)
+//
+// The backward needs no second barrier: the next step's pointwise reads only its own units' dh_prev and dc.
+// Same numbers as the BLAS-threaded loop up to float summation order (the tests compare both).
+#pragma once
+#include <omp.h>
+
+#include "cells_basic.h"
+
+namespace rnnkit {
+
+// 1 (default): split the units over threads where it applies (RNNKIT_SPLIT=0 turns it off)
+inline int64_t g_split = 1;
+
+// Threads that split H units: torch's threads, each with at least 32 units; 1 = don't split.
+inline int split_threads(int64_t H) {
+  if (g_split == 0 || at::in_parallel_region()) return 1;
+  return int(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), H / 32)));
+}
+
+template <typename T>
+struct Slab {
+  int64_t j0 = 0, j1 = 0;
+  StepW<T> w;        // forward: the (4·Hk × H) rows of W_hh of its units; backward: W_hh[:, j0:j1]
+  at::Tensor rows, pre;
+};
+
+template <typename T>
+std::vector<Slab<T>> make_slabs(const Run<T>& r, int nt, bool backward) {
+  const int64_t H = r.H, B = r.B;
+  const auto o = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  const at::Tensor W = at::from_blob(const_cast<T*>(r.P[0]), {4 * H, H}, o);
+  const int option =
+      std::is_same_v<T, float> && have_packed() && native_ext::g_gemm_mode != native_ext::GemmMode::Blas ? 3 : 0;
+  std::vector<Slab<T>> slabs(nt);
+  for (int k = 0; k < nt; ++k) {
+    Slab<T>& s = slabs[k];
+    s.j0 = k == 0 ? 0 : H * k / nt / 16 * 16, s.j1 = k == nt - 1 ? H : H * (k + 1) / nt / 16 * 16;
+    const int64_t Hk = s.j1 - s.j0;
+    if (!backward) {
+      s.rows = W.view({4, H, H}).narrow(1, s.j0, Hk).reshape({4 * Hk, H}).contiguous();
+      s.w = StepW<T>::make(option, s.rows.template data_ptr<T>(), true, 4 * Hk, H, B);
+      s.pre = at::empty({B, 4 * Hk}, o);
+    } else {
+      s.rows = W.narrow(1, s.j0, Hk).contiguous();
+      s.w = StepW<T>::make(option, s.rows.template data_ptr<T>(), false, Hk, 4 * H, B);
+    }
+  }
+  return slabs;
+}
+
+extern "C" int mkl_set_num_threads_local_(const int*) __attribute__((weak));
+
+// Runs body(thread, threads) on nt OpenMP threads with single-threaded BLAS inside.
+template <typename F>
+void team(int nt, F&& body) {
+#pragma omp parallel num_threads(nt)
+  {
+    const int one = 1, zero = 0;
+    if (mkl_set_num_threads_local_) mkl_set_num_threads_local_(&one);
+    body(omp_get_thread_num(), omp_get_num_threads());
+    if (mkl_set_num_threads_local_) mkl_set_num_threads_local_(&zero);  // 0: back to the global setting
+  }
+}
+
+template <typename T>
+void lstm_split_forward(const Run<T>& r, int nt) {
+  std::vector<Slab<T>> slabs = make_slabs(r, nt, false);
+  team(nt, [&](int id, int got) {  // got < nt: a thread takes several slabs
+    Run<T> q = r;
+    q.b0 = 0, q.b1 = r.B;
+    for (int64_t s = 0; s < r.T_; ++s) {
+      const int64_t t = r.reverse ? r.T_ - 1 - s : s;
+      for (int k = id; k < nt; k += got) {
+        Slab<T>& sl = slabs[k];
+        const int64_t Hk = sl.j1 - sl.j0;
+        T* pre = sl.pre.template data_ptr<T>();
+        sl.w.mul(q.h(q.prev(t)), q.H, T(0), pre, 4 * Hk);
+        LSTM<T>::fwd_units(q, t, pre, 4 * Hk, Hk, sl.j0, sl.j1);
+      }
+#pragma omp barrier
+    }
+  });
+}
+
+template <typename T, typename TotalDh>
+void lstm_split_backward(const Run<T>& r, int nt, TotalDh&& total_dh) {
+  std::vector<Slab<T>> slabs = make_slabs(r, nt, true);
+  team(nt, [&](int id, int got) {
+    Run<T> q = r;
+    q.b0 = 0, q.b1 = r.B;
+    for (int64_t s = r.T_ - 1; s >= 0; --s) {
+      const int64_t t = r.reverse ? r.T_ - 1 - s : s;
+      for (int k = id; k < nt; k += got) {
+        total_dh(q, t, slabs[k].j0, slabs[k].j1);
+        LSTM<T>::bwd_units(q, t, slabs[k].j0, slabs[k].j1);
+      }
+#pragma omp barrier
+      for (int k = id; k < nt; k += got)  // dh_prev[:, j0:j1] += da W_hh[:, j0:j1]
+        slabs[k].w.mul(q.dxw + t * q.B * q.X, q.X, T(1), q.dH + slabs[k].j0, q.H);
+    }
+  });
+}
+
+}  // namespace rnnkit

@@ -35,11 +35,11 @@ READING = """
 How to read it: the speed-up is rnnkit's time over the reference's, same run, interleaved rounds.
 The other cells are compared with a Python loop through autograd (target 1.5x) and, by GEMM FLOP
 rate, with rnnkit's LSTM at the same size (target 0.9x). Timings are only comparable on an idle
-machine: on a loaded 2-core machine every per-step thread barrier (torch's and, by default,
-rnnkit's BLAS-threaded GEMMs alike) can wait a whole scheduler slice. RNNKIT_ROW_THREADS=2 makes
-rnnkit split the batch rows over threads for the whole time loop instead (no per-step barrier),
-which is faster under load and slower when idle. The run with `--threads 1` (section
-engine-1thread) compares the code itself."""
+machine, and the same row moves by 10-20% between runs on this shared one. The native engine
+prepares each per-step weight matrix once per loop in the form a first timing on this CPU found
+fastest (MKL packed, transposed copy or oneDNN; RNNKIT_GEMM), and an LSTM splits its hidden units
+over the threads with one barrier per step (RNNKIT_SPLIT=0 turns that off; other cells use the
+BLAS's threads for each step's GEMM). `--threads 1` writes a section engine-1thread."""
 
 
 class CharLM(nn.Module):

@@ -13,8 +13,10 @@ extensions directory ($TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions),
 load it. If it cannot be built or loaded, `unsupported()` says why and the engine uses `python`.
 Set RNNKIT_NATIVE=0 to switch it off. RNNKIT_GEMM picks how the float32 GEMMs run: `auto` (default: the
 first GEMM of each shape times MKL's sgemm, oneDNN's matmul and, for the per-step weights, MKL's packed
-GEMM, and keeps the fastest, since which wins depends on the CPU), or `blas`, `dnnl`, `packed`. RNNKIT_ROW_THREADS=N lets N threads split the batch rows
-(better on a loaded machine; the default 1 lets the BLAS thread each step's GEMM).
+GEMM, and keeps the fastest, since which wins depends on the CPU), or `blas`, `dnnl`, `packed`.
+An LSTM of at least 8 steps splits its hidden units over torch's threads (csrc/split.h; RNNKIT_SPLIT=0
+turns that off); other cells let the BLAS thread each step's GEMM. RNNKIT_ROW_THREADS=N instead lets N
+threads split the batch rows (better on a loaded machine).
 """
 
 import hashlib
@@ -33,9 +35,9 @@ CSRC = pathlib.Path(__file__).with_name("csrc")
 _ext, _reason = None, None
 
 
-def _sources_hash() -> str:
-    """torch's build cache hashes only the .cpp it is given; the headers change too."""
-    digest = hashlib.sha256()
+def _sources_hash(flags: list[str]) -> str:
+    """torch's build cache hashes only the .cpp it is given; the headers and flags change too."""
+    digest = hashlib.sha256(" ".join(flags).encode())
     for f in sorted(CSRC.iterdir()):
         digest.update(f.name.encode() + f.read_bytes())
     return digest.hexdigest()[:10]
@@ -55,7 +57,7 @@ def load():
     _ext, _reason = build(
         "the C++ extension",
         lambda: cpp_extension.load(
-            f"{name}_{_sources_hash()}",
+            f"{name}_{_sources_hash(flags)}",
             sources,
             extra_cflags=[*flags, "-fopenmp"],
             extra_ldflags=["-fopenmp"],

@@ -158,3 +158,21 @@ def test_hidden_units_split_over_threads(name, dtype):
                     torch.testing.assert_close(b, c, rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_recycled_buffers_never_alias_live_tensors():
+    """Big buffers come back from a pool (csrc/pool.h) only once nothing holds them: outputs kept from one
+    call are not overwritten by the next, and a freed buffer's reuse gives the same numbers."""
+    torch.manual_seed(0)
+    cell, T, B = CELLS["lstm"](16, 64), 40, 16  # buffers of 160 KB and more: pooled
+    xw = cell.project_input(torch.randn(T, B, 16)).detach()
+    s0 = (torch.zeros(B, 64), torch.zeros(B, 64))
+    with torch.no_grad():
+        first, _ = run(cell, xw, s0, cell.rec_params(), backend="native")
+        kept = first.clone()
+        second, _ = run(cell, xw * 2, s0, cell.rec_params(), backend="native")
+        assert first.data_ptr() != second.data_ptr()
+        torch.testing.assert_close(first, kept, rtol=0, atol=0)
+        del first, second
+        again, _ = run(cell, xw, s0, cell.rec_params(), backend="native")
+    torch.testing.assert_close(again, kept, rtol=0, atol=0)

@@ -121,8 +121,23 @@ struct LSTM {  // gates i, f, g, o;  caches: [i f g o] activations (4H), tanh(c_
   static std::vector<GradSpec> grads(int64_t H) { return {{0, false, 0, 4 * H, -1, 1}}; }
   static void fwd(Run<T>& r, int64_t t) {
     const int64_t H = r.H;
+    fetch_fwd(r, t, 0, H);
     r.mul_wt(0, 4 * H, H, r.h(r.prev(t)), H, r.tmp[0], 4 * H);
     fwd_units(r, t, r.tmp[0], 4 * H, H, 0, H);
+  }
+  // What fwd_units(t) reads from far away: the input projection of its units (see prefetch).
+  static void fetch_fwd(const Run<T>& r, int64_t t, int64_t j0, int64_t j1) {
+    for (int64_t b = r.b0; b < r.b1; ++b)
+      for (int64_t k = 0; k < 4; ++k) prefetch(r.xw + (t * r.B + b) * r.X + k * r.H + j0, (j1 - j0) * sizeof(T));
+  }
+  // What bwd_units(t) reads from far away: the gate activations, tanh(c_t), c_prev and dL/dh_t of its units.
+  static void fetch_bwd(const Run<T>& r, int64_t t, int64_t j0, int64_t j1) {
+    const int64_t B = r.B, H = r.H, n = (j1 - j0) * sizeof(T);
+    for (int64_t b = r.b0; b < r.b1; ++b) {
+      for (int64_t k = 0; k < 4; ++k) prefetch(r.C(0, t, 4 * H) + b * 4 * H + k * H + j0, n);
+      prefetch(r.C(1, t, H) + b * H + j0, n), prefetch(r.cs(r.prev(t)) + b * H + j0, n);
+      prefetch(r.dhs + (t * B + b) * H + j0, n);
+    }
   }
   // The pointwise part for hidden units [j0, j1): gate g of unit j reads pre[b·ldp + g·gs + j - j0]
   // (all units: ldp = 4H, gs = H; one thread's slab of units in split.h: ldp = 4·gs, gs = j1 - j0).
@@ -155,6 +170,8 @@ struct LSTM {  // gates i, f, g, o;  caches: [i f g o] activations (4H), tanh(c_
   static void bwd(Run<T>& r, int64_t t) {
     const int64_t H = r.H;
     bwd_units(r, t, 0, H);
+    const int64_t next = r.reverse ? t + 1 : t - 1;  // the step after this one in BPTT's order
+    if (next >= 0 && next < r.T_) fetch_bwd(r, next, 0, H);
     r.mul_w(0, false, H, 4 * H, r.dxw + t * r.B * r.X, r.X, T(1), r.dH, H);  // dh_prev += da W_hh
   }
   // The pointwise part for hidden units [j0, j1): da of their four gates, dc_prev; dh_prev's direct part (0,

@@ -25,7 +25,7 @@ Run<T> make_run(const at::Tensor& HH, int64_t X, const std::vector<c10::optional
   keepalive.push_back(zeros);
   for (auto& p : P) r.P.push_back(p ? p->data_ptr<T>() : zeros.data_ptr<T>());
   for (int k = 0; k < 3; ++k) {
-    keepalive.push_back(at::empty({r.B, 4 * r.H}, HH.options()));
+    keepalive.push_back(pooled_empty({r.B, 4 * r.H}, HH.options()));
     r.tmp.push_back(keepalive.back().data_ptr<T>());
   }
   return r;
@@ -70,19 +70,19 @@ Tensors forward(const at::Tensor& xw, const Tensors& state0, const std::vector<c
                 const c10::optional<at::Tensor>& mask, bool reverse, bool keep) {
   const int64_t T_ = xw.size(0), B = xw.size(1), H = state0[0].size(1);
   const bool lstm = state0.size() == 2;
-  at::Tensor HH = at::empty({T_ + 1, B, H}, xw.options()), CC, hs = at::empty({T_, B, H}, xw.options());
+  at::Tensor HH = pooled_empty({T_ + 1, B, H}, xw.options()), CC, hs = pooled_empty({T_, B, H}, xw.options());
   Tensors keepalive, caches;
   Run<T> r = make_run<T>(HH, xw.size(2), P, mask, reverse, keepalive);
   r.keep = keep, r.xw = xw.data_ptr<T>(), r.hs = hs.data_ptr<T>();
   HH[reverse ? T_ : 0].copy_(state0[0]);
   if (lstm) {
-    CC = at::empty({T_ + 1, B, H}, xw.options());
+    CC = pooled_empty({T_ + 1, B, H}, xw.options());
     CC[reverse ? T_ : 0].copy_(state0[1]);
     r.CC = CC.data_ptr<T>();
   }
   r.prepare = T_ >= kPrepareSteps;
   for (int64_t w : Cell::widths(H)) {
-    caches.push_back(at::empty({keep ? T_ : 1, B, w}, xw.options()));
+    caches.push_back(pooled_empty({keep ? T_ : 1, B, w}, xw.options()));
     r.cache.push_back(caches.back().data_ptr<T>());
   }
   const int split = std::is_same_v<Cell, LSTM<T>> && r.prepare && row_threads(B) == 1 ? split_threads(H) : 1;
@@ -126,12 +126,12 @@ Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optiona
   const int64_t T_ = r.T_, B = r.B, H = r.H;
   r.prepare = T_ >= kPrepareSteps;
   auto o = HH.options();
-  at::Tensor dxw = at::empty({T_, B, X}, o), dH = dstate[0].clone(), dh = at::empty({B, H}, o), dC, dhw, rec;
+  at::Tensor dxw = pooled_empty({T_, B, X}, o), dH = dstate[0].clone(), dh = pooled_empty({B, H}, o), dC, dhw, rec;
   r.dxw = dxw.data_ptr<T>(), r.dH = dH.data_ptr<T>(), r.dh = dh.data_ptr<T>(), r.dhs = dhs.data_ptr<T>();
   if (lstm) dC = dstate[1].clone(), r.CC = saved[1].data_ptr<T>(), r.dC = dC.data_ptr<T>();
   for (size_t k = lstm ? 2 : 1; k < saved.size(); ++k) r.cache.push_back(saved[k].data_ptr<T>());
-  if (std::is_same_v<Cell, GRU<T>>) dhw = at::empty({T_, B, 3 * H}, o), r.dhw = dhw.data_ptr<T>();
-  if (probe) rec = at::empty({T_, B, H}, o), r.probe = rec.data_ptr<T>();
+  if (std::is_same_v<Cell, GRU<T>>) dhw = pooled_empty({T_, B, 3 * H}, o), r.dhw = dhw.data_ptr<T>();
+  if (probe) rec = pooled_empty({T_, B, H}, o), r.probe = rec.data_ptr<T>();
   at::Tensor dalpha = at::zeros({row_threads(B), H}, o);  // one row per thread: no race
   const int split = std::is_same_v<Cell, LSTM<T>> && r.prepare && row_threads(B) == 1 ? split_threads(H) : 1;
   if (split > 1) lstm_split_backward(r, split, total_dh<T>);

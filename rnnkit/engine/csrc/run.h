@@ -9,6 +9,8 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include "pool.h"
+
 #include <algorithm>
 #include <array>
 #include <memory>
@@ -160,12 +162,13 @@ struct StepW {
         const int n = int(N), m = int(M), k = int(K), ld = int(s.ldw);
         const float one = 1.f;
         const char trans = tw ? 'T' : 'N';
-        s.hold = at::empty({int64_t(SGEMM_PACK_GET_SIZE("A", &n, &m, &k) / sizeof(float)) + 16}, o);
+        s.hold = pooled_empty({int64_t(SGEMM_PACK_GET_SIZE("A", &n, &m, &k) / sizeof(float)) + 16}, o);
         SGEMM_PACK("A", &trans, &n, &m, &k, &one, W, &ld, s.hold.data_ptr<float>());
         s.W = s.hold.data_ptr<T>();
       }
     } else if (tw && option != 1) {
-      s.hold = at::from_blob(const_cast<T*>(W), {N, K}, o).t().contiguous();
+      s.hold = pooled_empty({K, N}, o);
+      s.hold.copy_(at::from_blob(const_cast<T*>(W), {N, K}, o).t());
       s.W = s.hold.data_ptr<T>(), s.tw = false, s.ldw = N;
     }
     return s;

@@ -47,11 +47,13 @@ std::vector<Slab<T>> make_slabs(const Run<T>& r, int nt, bool backward) {
     s.j0 = k == 0 ? 0 : H * k / nt / 16 * 16, s.j1 = k == nt - 1 ? H : H * (k + 1) / nt / 16 * 16;
     const int64_t Hk = s.j1 - s.j0;
     if (!backward) {
-      s.rows = W.view({4, H, H}).narrow(1, s.j0, Hk).reshape({4 * Hk, H}).contiguous();
+      s.rows = pooled_empty({4 * Hk, H}, o);
+      s.rows.view({4, Hk, H}).copy_(W.view({4, H, H}).narrow(1, s.j0, Hk));
       s.w = StepW<T>::make(option, s.rows.template data_ptr<T>(), true, 4 * Hk, H, B);
-      s.pre = at::empty({B, 4 * Hk}, o);
+      s.pre = pooled_empty({B, 4 * Hk}, o);
     } else {
-      s.rows = W.narrow(1, s.j0, Hk).contiguous();
+      s.rows = pooled_empty({4 * H, Hk}, o);
+      s.rows.copy_(W.narrow(1, s.j0, Hk));
       s.w = StepW<T>::make(option, s.rows.template data_ptr<T>(), false, Hk, 4 * H, B);
     }
   }
@@ -84,6 +86,7 @@ void lstm_split_forward(const Run<T>& r, int nt) {
         Slab<T>& sl = slabs[k];
         const int64_t Hk = sl.j1 - sl.j0;
         T* pre = sl.pre.template data_ptr<T>();
+        LSTM<T>::fetch_fwd(q, t, sl.j0, sl.j1);
         sl.w.mul(q.h(q.prev(t)), q.H, T(0), pre, 4 * Hk);
         LSTM<T>::fwd_units(q, t, pre, 4 * Hk, Hk, sl.j0, sl.j1);
       }
@@ -105,8 +108,11 @@ void lstm_split_backward(const Run<T>& r, int nt, TotalDh&& total_dh) {
         LSTM<T>::bwd_units(q, t, slabs[k].j0, slabs[k].j1);
       }
 #pragma omp barrier
-      for (int k = id; k < nt; k += got)  // dh_prev[:, j0:j1] += da W_hh[:, j0:j1]
+      const int64_t next = r.reverse ? t + 1 : t - 1;  // the step after this one in BPTT's order
+      for (int k = id; k < nt; k += got) {  // dh_prev[:, j0:j1] += da W_hh[:, j0:j1]
+        if (next >= 0 && next < r.T_) LSTM<T>::fetch_bwd(q, next, slabs[k].j0, slabs[k].j1);
         slabs[k].w.mul(q.dxw + t * q.B * q.X, q.X, T(1), q.dH + slabs[k].j0, q.H);
+      }
     }
   });
 }

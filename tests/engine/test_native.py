@@ -132,7 +132,7 @@ def test_forced_gemm_library_matches_python(name, mode, T):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("name", ["lstm"])
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn_tanh", "rnn_relu", "leaky"])
 def test_hidden_units_split_over_threads(name, dtype):
     """From 8 steps and 32 units a thread, threads split the hidden units (split.h): same numbers as python,
     with masks, reverse, the probe; and the same as the unsplit loop (RNNKIT_SPLIT=0)."""

@@ -1,6 +1,11 @@
 // Elman (tanh, ReLU), leaky units, LSTM and GRU: one recurrent GEMM per step, forward and backward.
 // Each step is the GEMM into a buffer, then ONE fused loop over the batch rows (the pointwise math of
 // rnnkit/cells/*.py).  Padded rows (mask 0) keep their state, output 0 and pass dh straight through.
+//
+// Every cell here writes its pointwise math for a range of hidden units [j0, j1), so that the same code
+// runs all units in one thread (one_gemm_fwd/bwd below) or one slab of units per thread (split.h):
+//   fwd_units(r, t, pre, ldp, gs, j0, j1)   gate k of unit j reads pre[b·ldp + k·gs + j - j0]
+//   bwd_units(r, t, j0, j1)                  writes da (the GEMM's operand: da_row(r, t), ld da_ld(r))
 #pragma once
 #include "fastmath.h"
 #include "run.h"
@@ -16,34 +21,70 @@ struct GradSpec {
   int bias;  // param index of the bias summed from the same dpre, or -1
 };
 
+// Asks for blocks [k·bs + j0, k·bs + j1) of every row of a (T, B, ld) buffer at step t (see prefetch).
+template <typename T>
+void fetch_blocks(const Run<T>& r, const T* base, int64_t t, int64_t ld, int64_t blocks, int64_t bs, int64_t j0,
+                  int64_t j1) {
+  for (int64_t b = r.b0; b < r.b1; ++b)
+    for (int64_t k = 0; k < blocks; ++k) prefetch(base + (t * r.B + b) * ld + k * bs + j0, (j1 - j0) * sizeof(T));
+}
+
+// One step of a one-GEMM cell over all units: the recurrent GEMM, then the pointwise pass.
+template <typename T, typename Cell>
+void one_gemm_fwd(Run<T>& r, int64_t t) {
+  const int64_t H = r.H, G = Cell::kGates;
+  fetch_blocks(r, r.xw, t, r.X, G, H, 0, H);  // arrives while the GEMM runs
+  r.mul_wt(0, G * H, H, r.h(r.prev(t)), H, r.tmp[0], G * H);
+  Cell::fwd_units(r, t, r.tmp[0], G * H, H, 0, H);
+}
+
+// One BPTT step of a one-GEMM cell: the pointwise pass, then dh_prev += da W_hh.
+template <typename T, typename Cell>
+void one_gemm_bwd(Run<T>& r, int64_t t) {
+  const int64_t H = r.H, G = Cell::kGates;
+  Cell::bwd_units(r, t, 0, H);
+  const int64_t next = r.reverse ? t + 1 : t - 1;  // the step after this one in BPTT's order
+  if (next >= 0 && next < r.T_) Cell::fetch_bwd(r, next, 0, H);
+  r.mul_w(0, false, H, G * H, Cell::da_row(r, t), Cell::da_ld(r), T(1), r.dH, H);
+}
+
 template <typename T, bool relu>
 struct Elman {  // h_t = φ(xw_t + h_prev W_hhᵀ + b_hh)
+  static constexpr int64_t kGates = 1;
   static std::vector<int64_t> widths(int64_t) { return {}; }
   static std::vector<GradSpec> grads(int64_t H) { return {{0, false, 0, H, -1, 1}}; }
-  static void fwd(Run<T>& r, int64_t t) {
+  static void fwd(Run<T>& r, int64_t t) { one_gemm_fwd<T, Elman>(r, t); }
+  static void bwd(Run<T>& r, int64_t t) { one_gemm_bwd<T, Elman>(r, t); }
+  static T* da_row(const Run<T>& r, int64_t t) { return r.dxw + t * r.B * r.X; }
+  static int64_t da_ld(const Run<T>& r) { return r.X; }
+  static void fetch_bwd(const Run<T>& r, int64_t t, int64_t j0, int64_t j1) {
+    fetch_blocks(r, r.HH + r.B * r.H, r.reverse ? t - 1 : t, r.H, 1, r.H, j0, j1);  // h_t (slot next(t))
+    fetch_blocks(r, r.dhs, t, r.H, 1, r.H, j0, j1);
+  }
+  static void fwd_units(Run<T>& r, int64_t t, const T* pre, int64_t ldp, int64_t, int64_t j0, int64_t j1) {
     const int64_t B = r.B, H = r.H;
     const T *hp = r.h(r.prev(t)), *bias = r.P[1];
-    T *pre = r.tmp[0], *hn = r.h(r.next(t));
-    r.mul_wt(0, H, H, hp, H, pre, H);
+    T* hn = r.h(r.next(t));
     for (int64_t b = r.b0; b < r.b1; ++b) {
       const T* __restrict x = r.xw + (t * B + b) * r.X;
-      const T* __restrict p = pre + b * H;
+      const T* __restrict p = pre + b * ldp - j0;
+      const T* __restrict h0 = hp + b * H;
       T* __restrict h = hn + b * H;
       T* __restrict out = r.hs + (t * B + b) * H;
       if (!r.m(t, b)) {
         RNNKIT_SIMD
-        for (int64_t j = 0; j < H; ++j) h[j] = hp[b * H + j], out[j] = T(0);
+        for (int64_t j = j0; j < j1; ++j) h[j] = h0[j], out[j] = T(0);
         continue;
       }
       RNNKIT_SIMD
-      for (int64_t j = 0; j < H; ++j) {
+      for (int64_t j = j0; j < j1; ++j) {
         const T a = x[j] + p[j] + bias[j];
         const T v = relu ? (a > T(0) ? a : T(0)) : tanh_(a);
         h[j] = v, out[j] = v;
       }
     }
   }
-  static void bwd(Run<T>& r, int64_t t) {  // da = dh ⊙ φ'(a),  dh_prev = da W_hh
+  static void bwd_units(Run<T>& r, int64_t t, int64_t j0, int64_t j1) {  // da = dh ⊙ φ'(a)
     const int64_t B = r.B, H = r.H;
     const T* hn = r.h(r.next(t));
     T* dxw = r.dxw + t * B * r.X;
@@ -54,41 +95,50 @@ struct Elman {  // h_t = φ(xw_t + h_prev W_hhᵀ + b_hh)
       T* __restrict dH = r.dH + b * H;
       const T m = r.m(t, b) ? T(1) : T(0);
       RNNKIT_SIMD
-      for (int64_t j = 0; j < H; ++j) {
+      for (int64_t j = j0; j < j1; ++j) {
         const T d = relu ? (h[j] > T(0) ? dh[j] : T(0)) : dh[j] * (T(1) - h[j] * h[j]);
         da[j] = m != T(0) ? d : T(0), dH[j] = m != T(0) ? T(0) : dh[j];
       }
     }
-    r.mul_w(0, false, H, H, dxw, r.X, T(1), r.dH, H);
   }
 };
 
 template <typename T>
 struct Leaky {  // h̃ = tanh(xw_t + h_prev W_hhᵀ + b),  h_t = h_prev + α ⊙ (h̃ - h_prev);  cache: h̃
+  static constexpr int64_t kGates = 1;
   static std::vector<int64_t> widths(int64_t H) { return {H}; }
   static std::vector<GradSpec> grads(int64_t H) { return {{0, false, 0, H, -1, 1}}; }
-  static void fwd(Run<T>& r, int64_t t) {
+  static void fwd(Run<T>& r, int64_t t) { one_gemm_fwd<T, Leaky>(r, t); }
+  static void bwd(Run<T>& r, int64_t t) { one_gemm_bwd<T, Leaky>(r, t); }
+  static T* da_row(const Run<T>& r, int64_t t) { return r.dxw + t * r.B * r.X; }
+  static int64_t da_ld(const Run<T>& r) { return r.X; }
+  static void fetch_bwd(const Run<T>& r, int64_t t, int64_t j0, int64_t j1) {
+    fetch_blocks(r, r.cache[0], t, r.H, 1, r.H, j0, j1);
+    fetch_blocks(r, r.HH + (r.reverse ? r.B * r.H : 0), t, r.H, 1, r.H, j0, j1);  // h_prev (slot prev(t))
+    fetch_blocks(r, r.dhs, t, r.H, 1, r.H, j0, j1);
+  }
+  static void fwd_units(Run<T>& r, int64_t t, const T* pre, int64_t ldp, int64_t, int64_t j0, int64_t j1) {
     const int64_t B = r.B, H = r.H;
     const T *hp = r.h(r.prev(t)), *bias = r.P[1], *alpha = r.P[2];
-    T *pre = r.tmp[0], *hn = r.h(r.next(t)), *hc = r.C(0, t, H);
-    r.mul_wt(0, H, H, hp, H, pre, H);
+    T *hn = r.h(r.next(t)), *hc = r.C(0, t, H);
     for (int64_t b = r.b0; b < r.b1; ++b) {
       const T* __restrict x = r.xw + (t * B + b) * r.X;
-      const T* __restrict p = pre + b * H;
+      const T* __restrict p = pre + b * ldp - j0;
       const T* __restrict h0 = hp + b * H;
       T* __restrict c = hc + b * H;
       T* __restrict h = hn + b * H;
       T* __restrict out = r.hs + (t * B + b) * H;
       const T m = r.m(t, b) ? T(1) : T(0);
       RNNKIT_SIMD
-      for (int64_t j = 0; j < H; ++j) {
+      for (int64_t j = j0; j < j1; ++j) {
         const T v = tanh_(x[j] + p[j] + bias[j]);
         const T n = h0[j] + alpha[j] * (v - h0[j]);
         c[j] = v, h[j] = m != T(0) ? n : h0[j], out[j] = m != T(0) ? n : T(0);
       }
     }
   }
-  static void bwd(Run<T>& r, int64_t t) {  // da = dh α (1-h̃²), dα += dh (h̃ - h_prev), dh_prev = dh (1-α) + da W
+  // da = dh α (1-h̃²),  dα += dh (h̃ - h_prev),  dh_prev's direct part dh (1-α)
+  static void bwd_units(Run<T>& r, int64_t t, int64_t j0, int64_t j1) {
     const int64_t B = r.B, H = r.H;
     const T *hp = r.h(r.prev(t)), *hc = r.C(0, t, H), *alpha = r.P[2];
     T* dxw = r.dxw + t * B * r.X;
@@ -101,35 +151,28 @@ struct Leaky {  // h̃ = tanh(xw_t + h_prev W_hhᵀ + b),  h_t = h_prev + α ⊙
       T* __restrict dal = r.dalpha;
       if (!r.m(t, b)) {
         RNNKIT_SIMD
-        for (int64_t j = 0; j < H; ++j) da[j] = T(0), dH[j] = dh[j];
+        for (int64_t j = j0; j < j1; ++j) da[j] = T(0), dH[j] = dh[j];
         continue;
       }
       RNNKIT_SIMD
-      for (int64_t j = 0; j < H; ++j) {
+      for (int64_t j = j0; j < j1; ++j) {
         da[j] = dh[j] * alpha[j] * (T(1) - c[j] * c[j]);
         dal[j] += dh[j] * (c[j] - h0[j]);
         dH[j] = dh[j] * (T(1) - alpha[j]);
       }
     }
-    r.mul_w(0, false, H, H, dxw, r.X, T(1), r.dH, H);
   }
 };
 
 template <typename T>
 struct LSTM {  // gates i, f, g, o;  caches: [i f g o] activations (4H), tanh(c_t) (H)
+  static constexpr int64_t kGates = 4;
   static std::vector<int64_t> widths(int64_t H) { return {4 * H, H}; }
   static std::vector<GradSpec> grads(int64_t H) { return {{0, false, 0, 4 * H, -1, 1}}; }
-  static void fwd(Run<T>& r, int64_t t) {
-    const int64_t H = r.H;
-    fetch_fwd(r, t, 0, H);
-    r.mul_wt(0, 4 * H, H, r.h(r.prev(t)), H, r.tmp[0], 4 * H);
-    fwd_units(r, t, r.tmp[0], 4 * H, H, 0, H);
-  }
-  // What fwd_units(t) reads from far away: the input projection of its units (see prefetch).
-  static void fetch_fwd(const Run<T>& r, int64_t t, int64_t j0, int64_t j1) {
-    for (int64_t b = r.b0; b < r.b1; ++b)
-      for (int64_t k = 0; k < 4; ++k) prefetch(r.xw + (t * r.B + b) * r.X + k * r.H + j0, (j1 - j0) * sizeof(T));
-  }
+  static void fwd(Run<T>& r, int64_t t) { one_gemm_fwd<T, LSTM>(r, t); }
+  static void bwd(Run<T>& r, int64_t t) { one_gemm_bwd<T, LSTM>(r, t); }
+  static T* da_row(const Run<T>& r, int64_t t) { return r.dxw + t * r.B * r.X; }
+  static int64_t da_ld(const Run<T>& r) { return r.X; }
   // What bwd_units(t) reads from far away: the gate activations, tanh(c_t), c_prev and dL/dh_t of its units.
   static void fetch_bwd(const Run<T>& r, int64_t t, int64_t j0, int64_t j1) {
     const int64_t B = r.B, H = r.H, n = (j1 - j0) * sizeof(T);
@@ -167,13 +210,6 @@ struct LSTM {  // gates i, f, g, o;  caches: [i f g o] activations (4H), tanh(c_
       }
     }
   }
-  static void bwd(Run<T>& r, int64_t t) {
-    const int64_t H = r.H;
-    bwd_units(r, t, 0, H);
-    const int64_t next = r.reverse ? t + 1 : t - 1;  // the step after this one in BPTT's order
-    if (next >= 0 && next < r.T_) fetch_bwd(r, next, 0, H);
-    r.mul_w(0, false, H, 4 * H, r.dxw + t * r.B * r.X, r.X, T(1), r.dH, H);  // dh_prev += da W_hh
-  }
   // The pointwise part for hidden units [j0, j1): da of their four gates, dc_prev; dh_prev's direct part (0,
   // or dh where the row is padded) before the GEMM adds da W_hh.
   static void bwd_units(Run<T>& r, int64_t t, int64_t j0, int64_t j1) {
@@ -208,16 +244,27 @@ struct LSTM {  // gates i, f, g, o;  caches: [i f g o] activations (4H), tanh(c_
 
 template <typename T>
 struct GRU {  // torch form, gates r, z, n;  caches: [r z n] (3H), h_n = (h_prev W_hnᵀ + b_hn) (H)
+  static constexpr int64_t kGates = 3;
   static std::vector<int64_t> widths(int64_t H) { return {3 * H, H}; }
   static std::vector<GradSpec> grads(int64_t H) { return {{0, true, 0, 3 * H, -1, 1}}; }
-  static void fwd(Run<T>& r, int64_t t) {
+  static void fwd(Run<T>& r, int64_t t) { one_gemm_fwd<T, GRU>(r, t); }
+  static void bwd(Run<T>& r, int64_t t) { one_gemm_bwd<T, GRU>(r, t); }
+  // dh_prev's GEMM reads [da_r, da_z, da_n ⊙ r] (dhw), not dxw: the reset gate sits after W_hn
+  static T* da_row(const Run<T>& r, int64_t t) { return r.dhw + t * r.B * 3 * r.H; }
+  static int64_t da_ld(const Run<T>& r) { return 3 * r.H; }
+  static void fetch_bwd(const Run<T>& r, int64_t t, int64_t j0, int64_t j1) {
+    fetch_blocks(r, r.cache[0], t, 3 * r.H, 3, r.H, j0, j1);
+    fetch_blocks(r, r.cache[1], t, r.H, 1, r.H, j0, j1);
+    fetch_blocks(r, r.HH + (r.reverse ? r.B * r.H : 0), t, r.H, 1, r.H, j0, j1);  // h_prev (slot prev(t))
+    fetch_blocks(r, r.dhs, t, r.H, 1, r.H, j0, j1);
+  }
+  static void fwd_units(Run<T>& r, int64_t t, const T* pre, int64_t ldp, int64_t gs, int64_t j0, int64_t j1) {
     const int64_t B = r.B, H = r.H;
     const T *hp = r.h(r.prev(t)), *bias = r.P[1];
-    T *pre = r.tmp[0], *hn = r.h(r.next(t));
-    r.mul_wt(0, 3 * H, H, hp, H, pre, 3 * H);
+    T* hn = r.h(r.next(t));
     for (int64_t b = r.b0; b < r.b1; ++b) {
       const T* __restrict x = r.xw + (t * B + b) * r.X;
-      const T* __restrict p = pre + b * 3 * H;
+      const T* __restrict p = pre + b * ldp - j0;
       const T* __restrict h0 = hp + b * H;
       T* __restrict g = r.C(0, t, 3 * H) + b * 3 * H;
       T* __restrict hN = r.C(1, t, H) + b * H;
@@ -225,10 +272,10 @@ struct GRU {  // torch form, gates r, z, n;  caches: [r z n] (3H), h_n = (h_prev
       T* __restrict out = r.hs + (t * B + b) * H;
       const T m = r.m(t, b) ? T(1) : T(0);
       RNNKIT_SIMD
-      for (int64_t j = 0; j < H; ++j) {
+      for (int64_t j = j0; j < j1; ++j) {
         const T r_t = sigmoid(x[j] + p[j] + bias[j]);
-        const T z_t = sigmoid(x[H + j] + p[H + j] + bias[H + j]);
-        const T h_n = p[2 * H + j] + bias[2 * H + j];
+        const T z_t = sigmoid(x[H + j] + p[gs + j] + bias[H + j]);
+        const T h_n = p[2 * gs + j] + bias[2 * H + j];
         const T n_t = tanh_(x[2 * H + j] + r_t * h_n);
         const T h_t = n_t + z_t * (h0[j] - n_t);
         g[j] = r_t, g[H + j] = z_t, g[2 * H + j] = n_t, hN[j] = h_n;
@@ -236,7 +283,7 @@ struct GRU {  // torch form, gates r, z, n;  caches: [r z n] (3H), h_n = (h_prev
       }
     }
   }
-  static void bwd(Run<T>& r, int64_t t) {
+  static void bwd_units(Run<T>& r, int64_t t, int64_t j0, int64_t j1) {
     const int64_t B = r.B, H = r.H;
     const T* hp = r.h(r.prev(t));
     T *dxw = r.dxw + t * B * r.X, *dhw = r.dhw + t * B * 3 * H;
@@ -249,7 +296,7 @@ struct GRU {  // torch form, gates r, z, n;  caches: [r z n] (3H), h_n = (h_prev
       T* __restrict dH = r.dH + b * H;
       const T m = r.m(t, b) ? T(1) : T(0);
       RNNKIT_SIMD
-      for (int64_t j = 0; j < H; ++j) {
+      for (int64_t j = j0; j < j1; ++j) {
         const T r_t = g[j], z_t = g[H + j], n_t = g[2 * H + j], d = m * dh[j];
         const T da_n = d * (T(1) - z_t) * (T(1) - n_t * n_t);
         const T da_r = da_n * hN[j] * r_t * (T(1) - r_t);
@@ -259,7 +306,6 @@ struct GRU {  // torch form, gates r, z, n;  caches: [r z n] (3H), h_n = (h_prev
         dH[j] = m != T(0) ? dh[j] * z_t : dh[j];
       }
     }
-    r.mul_w(0, false, H, 3 * H, dhw, 3 * H, T(1), r.dH, H);
   }
 };
 

@@ -12,6 +12,13 @@
 namespace rnnkit {
 
 using Tensors = std::vector<at::Tensor>;
+
+// The cells whose step is one GEMM and a pointwise pass over units (cells_basic.h): split.h runs them.
+template <typename T, typename Cell>
+constexpr bool one_gemm() {
+  return std::is_same_v<Cell, Elman<T, false>> || std::is_same_v<Cell, Elman<T, true>> ||
+         std::is_same_v<Cell, Leaky<T>> || std::is_same_v<Cell, LSTM<T>> || std::is_same_v<Cell, GRU<T>>;
+}
 constexpr int64_t kPrepareSteps = 8;  // from this many steps on, per-step weights are prepared once (run.h, StepW)
 
 template <typename T>
@@ -85,9 +92,9 @@ Tensors forward(const at::Tensor& xw, const Tensors& state0, const std::vector<c
     caches.push_back(pooled_empty({keep ? T_ : 1, B, w}, xw.options()));
     r.cache.push_back(caches.back().data_ptr<T>());
   }
-  const int split = std::is_same_v<Cell, LSTM<T>> && r.prepare && row_threads(B) == 1 ? split_threads(H) : 1;
+  const int split = one_gemm<T, Cell>() && r.prepare && row_threads(B) == 1 ? split_threads(H) : 1;
   if (split > 1) {
-    lstm_split_forward(r, split);
+    if constexpr (one_gemm<T, Cell>()) split_forward<T, Cell>(r, split);
   } else {
     over_rows(r, [&](Run<T>& q, int64_t) {
       for (int64_t s = 0; s < T_; ++s) Cell::fwd(q, reverse ? T_ - 1 - s : s);
@@ -133,9 +140,11 @@ Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optiona
   if (std::is_same_v<Cell, GRU<T>>) dhw = pooled_empty({T_, B, 3 * H}, o), r.dhw = dhw.data_ptr<T>();
   if (probe) rec = pooled_empty({T_, B, H}, o), r.probe = rec.data_ptr<T>();
   at::Tensor dalpha = at::zeros({row_threads(B), H}, o);  // one row per thread: no race
-  const int split = std::is_same_v<Cell, LSTM<T>> && r.prepare && row_threads(B) == 1 ? split_threads(H) : 1;
-  if (split > 1) lstm_split_backward(r, split, total_dh<T>);
-  else over_rows(r, [&](Run<T>& q, int64_t k) {
+  const int split = one_gemm<T, Cell>() && r.prepare && row_threads(B) == 1 ? split_threads(H) : 1;
+  if (split > 1) {
+    r.dalpha = dalpha.data_ptr<T>();  // leaky: each thread adds into its own units of row 0
+    if constexpr (one_gemm<T, Cell>()) split_backward<T, Cell>(r, split, total_dh<T>);
+  } else over_rows(r, [&](Run<T>& q, int64_t k) {
     q.dalpha = dalpha.data_ptr<T>() + k * H;
     for (int64_t s = T_ - 1; s >= 0; --s) {
       const int64_t t = reverse ? T_ - 1 - s : s;

@@ -4,6 +4,9 @@
 //   xw blocks   gru_cho [r, z, h̃]       mut1-3 [z, r, h̃]
 //   h_t         gru_cho z ⊙ h_prev + (1-z) ⊙ h̃      mut  (1-z) ⊙ h_prev + z ⊙ h̃
 //   caches      0: the two gates in xw order (2H)  1: h̃ (H)  2: u = r ⊙ h_prev (H)  3: tanh(h_prev) (mut3)
+//
+// As in cells_basic.h the pointwise passes take a range of hidden units [j0, j1), so the same code runs
+// all units in one thread (fwd, bwd) or one slab per thread (split.h, split_gated_*).
 #pragma once
 #include "cells_basic.h"
 
@@ -15,6 +18,7 @@ template <typename T, Kind K>
 struct Gated {
   static constexpr bool cho = K == Kind::Cho;
   static constexpr int64_t zcol = cho ? 1 : 0, rcol = cho ? 0 : 1;  // block of z and r in xw
+  static constexpr int cand = K == Kind::M3 ? 2 : 1;                 // the candidate's matrix in P
 
   static std::vector<int64_t> widths(int64_t H) {
     return K == Kind::M3 ? std::vector<int64_t>{2 * H, H, H, H} : std::vector<int64_t>{2 * H, H, H};
@@ -25,48 +29,47 @@ struct Gated {
     return {{0, false, c0, w, -1, -1}, {1, false, 2 * H, H, 2, -1}};
   }
 
-  static void gates(Run<T>& r, int64_t t) {  // the gates' recurrent GEMM(s), then σ, then u = r ⊙ h_prev
+  static void th_units(Run<T>& r, int64_t t, int64_t j0, int64_t j1) {  // mut3: tanh(h_prev), W_hz's operand
+    const int64_t H = r.H;
+    const T* __restrict hp = r.h(r.prev(t));
+    T* __restrict TH = r.C(3, t, H);
+    for (int64_t b = r.b0; b < r.b1; ++b) {
+      RNNKIT_SIMD
+      for (int64_t j = b * H + j0; j < b * H + j1; ++j) TH[j] = tanh_(hp[j]);
+    }
+  }
+
+  // The gates of units [j0, j1), then u = r ⊙ h_prev. Their recurrent pre-activations: block k of unit j at
+  // p[b·ldp + k·gs + j - j0], two blocks in xw order (mut1: the r block only, as block 0).
+  static void gates_units(Run<T>& r, int64_t t, const T* p, int64_t ldp, int64_t gs, int64_t j0, int64_t j1) {
     const int64_t B = r.B, H = r.H;
     const T* hp = r.h(r.prev(t));
-    T *p0 = r.tmp[0], *p1 = r.tmp[1], *TH = K == Kind::M3 ? r.C(3, t, H) : nullptr;
-    if (K == Kind::M3) {
-      RNNKIT_SIMD
-      for (int64_t i = r.b0 * H; i < r.b1 * H; ++i) TH[i] = tanh_(hp[i]);
-      r.mul_wt(0, H, H, TH, H, p0, 2 * H);      // z block
-      r.mul_wt(1, H, H, hp, H, p0 + H, 2 * H);  // r block
-    } else if (K == Kind::M1) {
-      r.mul_wt(0, H, H, hp, H, p1, H);
-    } else {
-      r.mul_wt(0, 2 * H, H, hp, H, p0, 2 * H);
-    }
     for (int64_t b = r.b0; b < r.b1; ++b) {
       const T* __restrict x = r.xw + (t * B + b) * r.X;
-      const T* __restrict p = p0 + b * 2 * H;
-      const T* __restrict q = p1 + b * H;
+      const T* __restrict q = p + b * ldp - j0;
       const T* __restrict h0 = hp + b * H;
       T* __restrict g = r.C(0, t, 2 * H) + b * 2 * H;
       T* __restrict u = r.C(2, t, H) + b * H;
       if (K == Kind::M1) {  // z = σ(xw_z) has no recurrent term
         RNNKIT_SIMD
-        for (int64_t j = 0; j < H; ++j) g[j] = sigmoid(x[j]), g[H + j] = sigmoid(x[H + j] + q[j]);
+        for (int64_t j = j0; j < j1; ++j) g[j] = sigmoid(x[j]), g[H + j] = sigmoid(x[H + j] + q[j]);
       } else {
         RNNKIT_SIMD
-        for (int64_t j = 0; j < 2 * H; ++j) g[j] = sigmoid(x[j] + p[j]);
+        for (int64_t j = j0; j < j1; ++j) g[j] = sigmoid(x[j] + q[j]), g[H + j] = sigmoid(x[H + j] + q[gs + j]);
       }
       RNNKIT_SIMD
-      for (int64_t j = 0; j < H; ++j) u[j] = g[rcol * H + j] * h0[j];
+      for (int64_t j = j0; j < j1; ++j) u[j] = g[rcol * H + j] * h0[j];
     }
   }
 
-  static void fwd(Run<T>& r, int64_t t) {
+  // The candidate h̃ and h_t of units [j0, j1); the candidate's recurrent term at p[b·ldp + j - j0].
+  static void cand_units(Run<T>& r, int64_t t, const T* p, int64_t ldp, int64_t j0, int64_t j1) {
     const int64_t B = r.B, H = r.H;
-    gates(r, t);
     const T* hp = r.h(r.prev(t));
-    T *p2 = r.tmp[2], *hn = r.h(r.next(t));
-    r.mul_wt(K == Kind::M3 ? 2 : 1, H, H, r.C(2, t, H), H, p2, H);
+    T* hn = r.h(r.next(t));
     for (int64_t b = r.b0; b < r.b1; ++b) {
       const T* __restrict x = r.xw + (t * B + b) * r.X + 2 * H;
-      const T* __restrict p = p2 + b * H;
+      const T* __restrict q = p + b * ldp - j0;
       const T* __restrict h0 = hp + b * H;
       const T* __restrict z = r.C(0, t, 2 * H) + b * 2 * H + zcol * H;
       T* __restrict hc = r.C(1, t, H) + b * H;
@@ -74,19 +77,40 @@ struct Gated {
       T* __restrict out = r.hs + (t * B + b) * H;
       const T m = r.m(t, b) ? T(1) : T(0);
       RNNKIT_SIMD
-      for (int64_t j = 0; j < H; ++j) {
-        const T v = tanh_(x[j] + p[j]);
+      for (int64_t j = j0; j < j1; ++j) {
+        const T v = tanh_(x[j] + q[j]);
         const T h_t = cho ? v + z[j] * (h0[j] - v) : h0[j] + z[j] * (v - h0[j]);
         hc[j] = v, h[j] = m != T(0) ? h_t : h0[j], out[j] = m != T(0) ? h_t : T(0);
       }
     }
   }
 
-  static void bwd(Run<T>& r, int64_t t) {
+  static void fwd(Run<T>& r, int64_t t) {
+    const int64_t H = r.H;
+    const T* hp = r.h(r.prev(t));
+    T *p0 = r.tmp[0], *p2 = r.tmp[2];
+    if (K == Kind::M3) {
+      th_units(r, t, 0, H);
+      r.mul_wt(0, H, H, r.C(3, t, H), H, p0, 2 * H);  // z block
+      r.mul_wt(1, H, H, hp, H, p0 + H, 2 * H);        // r block
+      gates_units(r, t, p0, 2 * H, H, 0, H);
+    } else if (K == Kind::M1) {
+      r.mul_wt(0, H, H, hp, H, p0, H);
+      gates_units(r, t, p0, H, H, 0, H);
+    } else {
+      r.mul_wt(0, 2 * H, H, hp, H, p0, 2 * H);
+      gates_units(r, t, p0, 2 * H, H, 0, H);
+    }
+    r.mul_wt(cand, H, H, r.C(2, t, H), H, p2, H);
+    cand_units(r, t, p2, H, 0, H);
+  }
+
+  // Backward, first pass over units [j0, j1): da_h̃ and da_z.
+  static void bwd1_units(Run<T>& r, int64_t t, int64_t j0, int64_t j1) {
     const int64_t B = r.B, H = r.H, X = r.X;
     const T* hp = r.h(r.prev(t));
     T* dxw = r.dxw + t * B * X;
-    for (int64_t b = r.b0; b < r.b1; ++b) {  // da_h̃ and da_z
+    for (int64_t b = r.b0; b < r.b1; ++b) {
       const T* __restrict g = r.C(0, t, 2 * H) + b * 2 * H;
       const T* __restrict hc = r.C(1, t, H) + b * H;
       const T* __restrict h0 = hp + b * H;
@@ -94,16 +118,20 @@ struct Gated {
       T* __restrict dx = dxw + b * X;
       const T m = r.m(t, b) ? T(1) : T(0);
       RNNKIT_SIMD
-      for (int64_t j = 0; j < H; ++j) {
+      for (int64_t j = j0; j < j1; ++j) {
         const T z = g[zcol * H + j], v = hc[j], d = m * dh[j];
         dx[2 * H + j] = d * (cho ? T(1) - z : z) * (T(1) - v * v);
         dx[zcol * H + j] = d * (cho ? h0[j] - v : v - h0[j]) * z * (T(1) - z);
       }
     }
-    T *du = r.tmp[0], *dzt = r.tmp[1];
-    r.mul_w(K == Kind::M3 ? 2 : 1, false, H, H, dxw + 2 * H, X, T(0), du, H);
-    if (K == Kind::M3) r.mul_w(0, false, H, H, dxw, X, T(0), dzt, H);
-    for (int64_t b = r.b0; b < r.b1; ++b) {  // da_r and the direct part of dh_prev
+  }
+
+  // Second pass: da_r and dh_prev's direct part, from du = da_h̃ W_h (and mut3's dzt = da_z W_hz), (B, H) each.
+  static void bwd2_units(Run<T>& r, int64_t t, const T* du, const T* dzt, int64_t j0, int64_t j1) {
+    const int64_t B = r.B, H = r.H, X = r.X;
+    const T* hp = r.h(r.prev(t));
+    T* dxw = r.dxw + t * B * X;
+    for (int64_t b = r.b0; b < r.b1; ++b) {
       const T* __restrict g = r.C(0, t, 2 * H) + b * 2 * H;
       const T* __restrict h0 = hp + b * H;
       const T* __restrict dh = r.dh + b * H;
@@ -114,7 +142,7 @@ struct Gated {
       T* __restrict dH = r.dH + b * H;
       const T m = r.m(t, b) ? T(1) : T(0);
       RNNKIT_SIMD
-      for (int64_t j = 0; j < H; ++j) {
+      for (int64_t j = j0; j < j1; ++j) {
         const T z = g[zcol * H + j], rg = g[rcol * H + j];
         dx[rcol * H + j] = m != T(0) ? u[j] * h0[j] * rg * (T(1) - rg) : T(0);
         T d = dh[j] * (cho ? z : T(1) - z) + u[j] * rg;
@@ -122,10 +150,21 @@ struct Gated {
         dH[j] = m != T(0) ? d : dh[j];
       }
     }
-    if (K == Kind::M3 || K == Kind::M1)  // dh_prev += da_r W_hr
-      r.mul_w(K == Kind::M3 ? 1 : 0, false, H, H, dxw + H, X, T(1), r.dH, H);
-    else  // dh_prev += [da_r, da_z] W_hrz (cho) or [da_z, da_r] W_hzr (mut2)
-      r.mul_w(0, false, H, 2 * H, dxw, X, T(1), r.dH, H);
+  }
+
+  // The last GEMM of a BPTT step: dh_prev += da_r W_hr (mut1, mut3) or [da_0, da_1] W_g (gru_cho, mut2).
+  static int rz_param() { return K == Kind::M3 ? 1 : 0; }
+  static int64_t rz_col(int64_t H) { return K == Kind::M3 || K == Kind::M1 ? H : 0; }
+  static int64_t rz_width(int64_t H) { return K == Kind::M3 || K == Kind::M1 ? H : 2 * H; }
+
+  static void bwd(Run<T>& r, int64_t t) {
+    const int64_t H = r.H, X = r.X;
+    T *dxw = r.dxw + t * r.B * X, *du = r.tmp[0], *dzt = r.tmp[1];
+    bwd1_units(r, t, 0, H);
+    r.mul_w(cand, false, H, H, dxw + 2 * H, X, T(0), du, H);
+    if (K == Kind::M3) r.mul_w(0, false, H, H, dxw, X, T(0), dzt, H);
+    bwd2_units(r, t, du, dzt, 0, H);
+    r.mul_w(rz_param(), false, H, rz_width(H), dxw + rz_col(H), X, T(1), r.dH, H);
   }
 };
 

@@ -132,14 +132,15 @@ def test_forced_gemm_library_matches_python(name, mode, T):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("name", ["lstm", "gru", "rnn_tanh", "rnn_relu", "leaky"])
+@pytest.mark.parametrize("name", list(CELLS))
 def test_hidden_units_split_over_threads(name, dtype):
-    """From 8 steps and 32 units a thread, threads split the hidden units (split.h): same numbers as python,
-    with masks, reverse, the probe; and the same as the unsplit loop (RNNKIT_SPLIT=0)."""
+    """From 8 steps and 32 units a thread (gated cells: 256 units), threads split the hidden units (split.h):
+    same numbers as python, with masks, reverse, the probe; and as the unsplit loop (RNNKIT_SPLIT=0)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(3)  # 3 slabs (96 units: 32, 32, 32... rounded to 16s) even on a 2-core machine
     try:
-        cell, T, B = make(name, dtype, D=7, H=100), 9, 5
+        H = 300 if name in ("gru_cho", "mut1", "mut2", "mut3") else 100  # gated cells split from 256 units
+        cell, T, B = make(name, dtype, D=7, H=H), 9, 5
         x = torch.randn(T, B, cell.input_size, dtype=dtype)
         s0 = tuple(torch.randn(B, cell.hidden_size, dtype=dtype) for _ in range(cell.num_states))
         mask = (torch.arange(T)[:, None] < torch.tensor([9, 2, 5, 8, 1])[None]).to(dtype)[..., None]

@@ -16,6 +16,7 @@ enum class Kind { Cho, M1, M2, M3 };
 
 template <typename T, Kind K>
 struct Gated {
+  static constexpr Kind kind = K;
   static constexpr bool cho = K == Kind::Cho;
   static constexpr int64_t zcol = cho ? 1 : 0, rcol = cho ? 0 : 1;  // block of z and r in xw
   static constexpr int cand = K == Kind::M3 ? 2 : 1;                 // the candidate's matrix in P

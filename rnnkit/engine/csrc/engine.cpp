@@ -19,6 +19,14 @@ constexpr bool one_gemm() {
   return std::is_same_v<Cell, Elman<T, false>> || std::is_same_v<Cell, Elman<T, true>> ||
          std::is_same_v<Cell, Leaky<T>> || std::is_same_v<Cell, LSTM<T>> || std::is_same_v<Cell, GRU<T>>;
 }
+// Gated cells wait at two or three barriers a step: measured on 2 cores, splitting their units gained 1-6%
+// at H = 512 and lost 2-3% at H = 128, so they split from this width on.
+constexpr int64_t kGatedSplitMin = 256;
+template <typename T, typename Cell>
+constexpr bool gated() {  // gru_cho, mut1-3 (cells_gated.h)
+  return std::is_same_v<Cell, Gated<T, Kind::Cho>> || std::is_same_v<Cell, Gated<T, Kind::M1>> ||
+         std::is_same_v<Cell, Gated<T, Kind::M2>> || std::is_same_v<Cell, Gated<T, Kind::M3>>;
+}
 constexpr int64_t kPrepareSteps = 8;  // from this many steps on, per-step weights are prepared once (run.h, StepW)
 
 template <typename T>
@@ -93,8 +101,11 @@ Tensors forward(const at::Tensor& xw, const Tensors& state0, const std::vector<c
     r.cache.push_back(caches.back().data_ptr<T>());
   }
   const int split = one_gemm<T, Cell>() && r.prepare && row_threads(B) == 1 ? split_threads(H) : 1;
+  const int gsplit = gated<T, Cell>() && r.prepare && row_threads(B) == 1 && H >= kGatedSplitMin ? split_threads(H) : 1;
   if (split > 1) {
     if constexpr (one_gemm<T, Cell>()) split_forward<T, Cell>(r, split);
+  } else if (gsplit > 1) {
+    if constexpr (gated<T, Cell>()) split_gated_forward<T, Cell::kind>(r, gsplit);
   } else {
     over_rows(r, [&](Run<T>& q, int64_t) {
       for (int64_t s = 0; s < T_; ++s) Cell::fwd(q, reverse ? T_ - 1 - s : s);
@@ -141,9 +152,12 @@ Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optiona
   if (probe) rec = pooled_empty({T_, B, H}, o), r.probe = rec.data_ptr<T>();
   at::Tensor dalpha = at::zeros({row_threads(B), H}, o);  // one row per thread: no race
   const int split = one_gemm<T, Cell>() && r.prepare && row_threads(B) == 1 ? split_threads(H) : 1;
+  const int gsplit = gated<T, Cell>() && r.prepare && row_threads(B) == 1 && H >= kGatedSplitMin ? split_threads(H) : 1;
   if (split > 1) {
     r.dalpha = dalpha.data_ptr<T>();  // leaky: each thread adds into its own units of row 0
     if constexpr (one_gemm<T, Cell>()) split_backward<T, Cell>(r, split, total_dh<T>);
+  } else if (gsplit > 1) {
+    if constexpr (gated<T, Cell>()) split_gated_backward<T, Cell::kind>(r, gsplit, total_dh<T>);
   } else over_rows(r, [&](Run<T>& q, int64_t k) {
     q.dalpha = dalpha.data_ptr<T>() + k * H;
     for (int64_t s = T_ - 1; s >= 0; --s) {

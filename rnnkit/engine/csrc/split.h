@@ -15,7 +15,7 @@
 #pragma once
 #include <omp.h>
 
-#include "cells_basic.h"
+#include "cells_gated.h"
 
 namespace rnnkit {
 
@@ -28,6 +28,13 @@ inline int split_threads(int64_t H) {
   if (g_split == 0 || at::in_parallel_region()) return 1;
   return int(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), H / 32)));
 }
+
+// A forward step weight from the rows {k·H + j : k < blocks, j0 <= j < j1} of W (blocks·H × H): C = A rowsᵀ.
+template <typename T>
+StepW<T> rows_of(const T* W, int64_t blocks, int64_t H, int64_t j0, int64_t j1, int64_t M, std::vector<at::Tensor>& keep);
+// A backward step weight from the columns [j0, j1) of W (K × H): C = A cols.
+template <typename T>
+StepW<T> cols_of(const T* W, int64_t K, int64_t H, int64_t j0, int64_t j1, int64_t M, std::vector<at::Tensor>& keep);
 
 template <typename T>
 struct Slab {
@@ -60,6 +67,29 @@ std::vector<Slab<T>> make_slabs(const Run<T>& r, int64_t G, int nt, bool backwar
     }
   }
   return slabs;
+}
+
+inline int slab_option() {  // MKL's packed form where it exists (no per-call packing); else a plain copy
+  return have_packed() && native_ext::g_gemm_mode != native_ext::GemmMode::Blas ? 3 : 0;
+}
+
+template <typename T>
+StepW<T> rows_of(const T* W, int64_t blocks, int64_t H, int64_t j0, int64_t j1, int64_t M, std::vector<at::Tensor>& keep) {
+  const auto o = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  const int64_t Hk = j1 - j0;
+  at::Tensor rows = pooled_empty({blocks * Hk, H}, o);
+  rows.view({blocks, Hk, H}).copy_(at::from_blob(const_cast<T*>(W), {blocks, H, H}, o).narrow(1, j0, Hk));
+  keep.push_back(rows);
+  return StepW<T>::make(std::is_same_v<T, float> ? slab_option() : 0, rows.data_ptr<T>(), true, blocks * Hk, H, M);
+}
+
+template <typename T>
+StepW<T> cols_of(const T* W, int64_t K, int64_t H, int64_t j0, int64_t j1, int64_t M, std::vector<at::Tensor>& keep) {
+  const auto o = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  at::Tensor cols = pooled_empty({K, j1 - j0}, o);
+  cols.copy_(at::from_blob(const_cast<T*>(W), {K, H}, o).narrow(1, j0, j1 - j0));
+  keep.push_back(cols);
+  return StepW<T>::make(std::is_same_v<T, float> ? slab_option() : 0, cols.data_ptr<T>(), false, j1 - j0, K, M);
 }
 
 extern "C" int mkl_set_num_threads_local_(const int*) __attribute__((weak));
@@ -117,6 +147,100 @@ void split_backward(const Run<T>& r, int nt, TotalDh&& total_dh) {
         if (next >= 0 && next < r.T_) Cell::fetch_bwd(q, next, slabs[k].j0, slabs[k].j1);
         slabs[k].w.mul(Cell::da_row(q, t), Cell::da_ld(q), T(1), q.dH + slabs[k].j0, q.H);
       }
+    }
+  });
+}
+
+// gru_cho and mut1-3 (cells_gated.h): two barriers a step (mut3: three), since the candidate's GEMM reads
+// u = r ⊙ h_prev of every unit, and BPTT's dh_prev GEMMs read da_h̃ and then da_r of every unit.
+template <typename T, Kind K>
+void split_gated_forward(const Run<T>& r, int nt) {
+  using Cell = Gated<T, K>;
+  const int64_t H = r.H, B = r.B;
+  std::vector<at::Tensor> keep;
+  std::vector<int64_t> j0(nt), j1(nt);
+  std::vector<StepW<T>> wg(nt), wr(nt), wc(nt);  // gates (mut3: W_hz), mut3's W_hr, candidate
+  std::vector<at::Tensor> pg(nt), pc(nt);
+  const auto o = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  for (int k = 0; k < nt; ++k) {
+    j0[k] = k == 0 ? 0 : H * k / nt / 16 * 16, j1[k] = k == nt - 1 ? H : H * (k + 1) / nt / 16 * 16;
+    const int64_t blocks = K == Kind::Cho || K == Kind::M2 ? 2 : 1;
+    wg[k] = rows_of(r.P[0], blocks, H, j0[k], j1[k], B, keep);
+    if (K == Kind::M3) wr[k] = rows_of(r.P[1], 1, H, j0[k], j1[k], B, keep);
+    wc[k] = rows_of(r.P[Cell::cand], 1, H, j0[k], j1[k], B, keep);
+    pg[k] = pooled_empty({B, 2 * (j1[k] - j0[k])}, o), pc[k] = pooled_empty({B, j1[k] - j0[k]}, o);
+  }
+  team(nt, [&](int id, int got) {
+    Run<T> q = r;
+    q.b0 = 0, q.b1 = B;
+    for (int64_t s = 0; s < r.T_; ++s) {
+      const int64_t t = r.reverse ? r.T_ - 1 - s : s;
+      const T* hp = q.h(q.prev(t));
+      if (K == Kind::M3) {
+        for (int k = id; k < nt; k += got) Cell::th_units(q, t, j0[k], j1[k]);
+#pragma omp barrier
+      }
+      for (int k = id; k < nt; k += got) {
+        const int64_t Hk = j1[k] - j0[k];
+        T* p = pg[k].template data_ptr<T>();
+        fetch_blocks(q, q.xw, t, q.X, 3, H, j0[k], j1[k]);
+        if (K == Kind::M3) {
+          wg[k].mul(q.C(3, t, H), H, T(0), p, 2 * Hk);
+          wr[k].mul(hp, H, T(0), p + Hk, 2 * Hk);
+          Cell::gates_units(q, t, p, 2 * Hk, Hk, j0[k], j1[k]);
+        } else if (K == Kind::M1) {
+          wg[k].mul(hp, H, T(0), p, Hk);
+          Cell::gates_units(q, t, p, Hk, Hk, j0[k], j1[k]);
+        } else {
+          wg[k].mul(hp, H, T(0), p, 2 * Hk);
+          Cell::gates_units(q, t, p, 2 * Hk, Hk, j0[k], j1[k]);
+        }
+      }
+#pragma omp barrier
+      for (int k = id; k < nt; k += got) {
+        const int64_t Hk = j1[k] - j0[k];
+        T* p = pc[k].template data_ptr<T>();
+        wc[k].mul(q.C(2, t, H), H, T(0), p, Hk);
+        Cell::cand_units(q, t, p, Hk, j0[k], j1[k]);
+      }
+#pragma omp barrier
+    }
+  });
+}
+
+template <typename T, Kind K, typename TotalDh>
+void split_gated_backward(const Run<T>& r, int nt, TotalDh&& total_dh) {
+  using Cell = Gated<T, K>;
+  const int64_t H = r.H, B = r.B, X = r.X;
+  std::vector<at::Tensor> keep;
+  std::vector<int64_t> j0(nt), j1(nt);
+  std::vector<StepW<T>> wc(nt), wz(nt), wrz(nt);  // candidate, mut3's W_hz, the dh_prev GEMM's matrix
+  for (int k = 0; k < nt; ++k) {
+    j0[k] = k == 0 ? 0 : H * k / nt / 16 * 16, j1[k] = k == nt - 1 ? H : H * (k + 1) / nt / 16 * 16;
+    wc[k] = cols_of(r.P[Cell::cand], H, H, j0[k], j1[k], B, keep);
+    if (K == Kind::M3) wz[k] = cols_of(r.P[0], H, H, j0[k], j1[k], B, keep);
+    wrz[k] = cols_of(r.P[Cell::rz_param()], Cell::rz_width(H), H, j0[k], j1[k], B, keep);
+  }
+  T *du = r.tmp[0], *dzt = r.tmp[1];
+  team(nt, [&](int id, int got) {
+    Run<T> q = r;
+    q.b0 = 0, q.b1 = B;
+    for (int64_t s = r.T_ - 1; s >= 0; --s) {
+      const int64_t t = r.reverse ? r.T_ - 1 - s : s;
+      T* dxw = q.dxw + t * B * X;
+      for (int k = id; k < nt; k += got) {
+        total_dh(q, t, j0[k], j1[k]);
+        Cell::bwd1_units(q, t, j0[k], j1[k]);
+      }
+#pragma omp barrier
+      for (int k = id; k < nt; k += got) {  // du = da_h̃ W_h (and dzt = da_z W_hz) of its units, then da_r
+        wc[k].mul(dxw + 2 * H, X, T(0), du + j0[k], H);
+        if (K == Kind::M3) wz[k].mul(dxw, X, T(0), dzt + j0[k], H);
+        Cell::bwd2_units(q, t, du, dzt, j0[k], j1[k]);
+      }
+#pragma omp barrier
+      for (int k = id; k < nt; k += got)  // dh_prev[:, j0:j1] += da_{r(z)} W[:, j0:j1]
+        wrz[k].mul(dxw + Cell::rz_col(H), X, T(1), q.dH + j0[k], H);
     }
   });
 }

@@ -134,3 +134,32 @@ class NativeRecurrence(torch.autograd.Function):
         dP = [g.sum_to_size(s) if need and g is not None else None
               for g, s, need in zip(dP, ctx.shapes, needs)]  # fmt: skip
         return (None, None, None, None, None, dxw, *dstate0, *dP)
+
+
+class NativeProjection(torch.autograd.Function):
+    """xw = x W_xhᵀ + b for all steps (F.linear's function) with its buffers recycled by the extension."""
+
+    @staticmethod
+    def forward(ctx, x, W, b):
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1]).contiguous()
+        W = W.detach().contiguous()
+        ctx.save_for_backward(x2, W)
+        ctx.shape, ctx.has_b = shape, b is not None
+        xw = load().project(x2, W, None if b is None else b.detach().contiguous())
+        return xw.view(*shape[:-1], W.shape[0])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dxw):
+        x2, W = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        dx, dW, db = load().project_backward(
+            dxw.reshape(-1, W.shape[0]).contiguous(), x2, W, need[0], need[1], need[2] and ctx.has_b
+        )
+        return (dx.view(ctx.shape) if need[0] else None, dW if need[1] else None, db if need[2] else None)
+
+
+def project(x, W, b):
+    """F.linear(x, W, b) for the native backend: x (..., D), W (G, D), b (G,) or None."""
+    return NativeProjection.apply(x, W, b)

@@ -17,7 +17,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from rnnkit.cells import CELLS
-from rnnkit.engine import GradProbe, run
+from rnnkit.cells._base import Cell
+from rnnkit.engine import GradProbe, resolve_backend, run
 from rnnkit.errors import RnnkitError
 
 TORCH_MODES = {"RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu", "LSTM": "lstm", "GRU": "gru"}
@@ -88,7 +89,7 @@ class Recurrent(nn.Module):
             for d in range(self.dirs):
                 i = layer * self.dirs + d
                 cell = self.cells[i]
-                xw = cell.project_input(below)  # (T, B, G·H): all steps in one GEMM
+                xw = self._project(cell, below)  # (T, B, G·H): all steps in one GEMM
                 if hasattr(self, "W_vh"):
                     xw = xw + self.W_vh[i](cond)[None]  # once per sequence, broadcast over T
                 s0 = tuple(s[i] for s in state0)
@@ -106,6 +107,15 @@ class Recurrent(nn.Module):
         out = out if not self.batch_first else out.transpose(0, 1)
         stacked = tuple(torch.stack([f[k] for f in finals]) for k in range(self.num_states))
         return out, (stacked if self.num_states == 2 else stacked[0])
+
+    def _project(self, cell, xs):
+        """cell.project_input(xs); the native engine runs the plain projection in its recycled buffers."""
+        if type(cell).project_input is Cell.project_input and xs.shape[0] >= 8:  # long enough to pay
+            if resolve_backend(self.backend, cell, xs) == "native":
+                from rnnkit.engine.native import project
+
+                return project(xs, cell.W_xh, cell.b_xh)
+        return cell.project_input(xs)
 
     def step(self, x_t, state=None, cond=None):
         """One time step for a (B, D) input (sampling loops): returns (out_t (B, H·dirs), state)."""

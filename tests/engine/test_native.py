@@ -177,3 +177,18 @@ def test_recycled_buffers_never_alias_live_tensors():
         del first, second
         again, _ = run(cell, xw, s0, cell.rec_params(), backend="native")
     torch.testing.assert_close(again, kept, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_projection_equals_linear(bias):
+    """The native input projection (recycled buffers) is F.linear: values and every gradient, float64."""
+    torch.manual_seed(0)
+    x = torch.randn(9, 4, 6, dtype=torch.float64, requires_grad=True)
+    W = torch.randn(20, 6, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(20, dtype=torch.float64, requires_grad=True) if bias else None
+    torch.autograd.gradcheck(native.project, (x, W, b))
+    g = torch.randn(9, 4, 20, dtype=torch.float64)
+    want = torch.autograd.grad(torch.nn.functional.linear(x, W, b), [x, W] + ([b] if bias else []), g)
+    got = torch.autograd.grad(native.project(x, W, b), [x, W] + ([b] if bias else []), g)
+    for a, c in zip(want, got):
+        torch.testing.assert_close(c, a, rtol=1e-12, atol=1e-12)

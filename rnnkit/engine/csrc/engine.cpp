@@ -223,6 +223,41 @@ Tensors backward_py(int64_t cell, const Tensors& saved, int64_t X, const std::ve
   });
 }
 
+// The input projection of all steps, xw = x W_xhᵀ + b (x (N, D), W_xh (G, D)), into a recycled buffer:
+// with F.linear every train step wrote it, and the bias broadcast before it, into fresh memory (page faults).
+at::Tensor project(const at::Tensor& x, const at::Tensor& W, const c10::optional<at::Tensor>& b) {
+  at::NoGradGuard no_grad;
+  const int64_t N = x.size(0), D = x.size(1), G = W.size(0);
+  at::Tensor xw = pooled_empty({N, G}, x.options());
+  if (b) xw.copy_(b->expand({N, G}));
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnkit_project", [&] {
+    gemm<scalar_t>(false, true, N, G, D, x.data_ptr<scalar_t>(), D, W.data_ptr<scalar_t>(), D, scalar_t(b ? 1 : 0),
+                   xw.data_ptr<scalar_t>(), G);
+  });
+  return xw;
+}
+
+// Its backward: [dx = dxw W_xh, dW_xh = dxwᵀ x, db = Σ dxw], each only where asked (else undefined).
+Tensors project_backward(const at::Tensor& dxw, const at::Tensor& x, const at::Tensor& W, bool dx_, bool dW_, bool db_) {
+  at::NoGradGuard no_grad;
+  const int64_t N = x.size(0), D = x.size(1), G = W.size(0);
+  at::Tensor dx, dW, db;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnkit_project_backward", [&] {
+    if (dx_) {
+      dx = pooled_empty({N, D}, x.options());
+      gemm<scalar_t>(false, false, N, D, G, dxw.data_ptr<scalar_t>(), G, W.data_ptr<scalar_t>(), D, scalar_t(0),
+                     dx.data_ptr<scalar_t>(), D);
+    }
+    if (dW_) {
+      dW = at::empty({G, D}, x.options());
+      gemm<scalar_t>(true, false, G, D, N, dxw.data_ptr<scalar_t>(), G, x.data_ptr<scalar_t>(), D, scalar_t(0),
+                     dW.data_ptr<scalar_t>(), D);
+    }
+  });
+  if (db_) db = dxw.sum(0);
+  return {dx, dW, db};
+}
+
 }  // namespace rnnkit
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -243,5 +278,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           return out;
         }, "the timed choices so far: ([M, N, K, trans, lda, ldc/ldb, ..., threads, ...], option)");
   m.def("set_split", [](int64_t on) { rnnkit::g_split = on; }, "1: split an LSTM's hidden units over threads");
+  m.def("project", &rnnkit::project, "xw = x W_xhᵀ + b into a recycled buffer");
+  m.def("project_backward", &rnnkit::project_backward, "[dx, dW_xh, db] of project");
   m.def("have_blas", &rnnkit::have_blas, "whether the BLAS GEMM inside libtorch is reachable");
 }

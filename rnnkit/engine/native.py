@@ -14,9 +14,12 @@ load it. If it cannot be built or loaded, `unsupported()` says why and the engin
 Set RNNKIT_NATIVE=0 to switch it off. RNNKIT_GEMM picks how the float32 GEMMs run: `auto` (default: the
 first GEMM of each shape times MKL's sgemm, oneDNN's matmul and, for the per-step weights, MKL's packed
 GEMM, and keeps the fastest, since which wins depends on the CPU), or `blas`, `dnnl`, `packed`.
-An LSTM of at least 8 steps splits its hidden units over torch's threads (csrc/split.h; RNNKIT_SPLIT=0
-turns that off); other cells let the BLAS thread each step's GEMM. RNNKIT_ROW_THREADS=N instead lets N
-threads split the batch rows (better on a loaded machine).
+From 8 steps on, the hidden units are split over torch's threads, each thread keeping its slice of the
+recurrent weights for the whole loop (csrc/split.h; gated cells from 256 units; RNNKIT_SPLIT=0 turns that
+off and lets the BLAS thread each step's GEMM instead). RNNKIT_ROW_THREADS=N instead lets N threads split
+the batch rows (better on a loaded machine). The big buffers (states, caches, outputs, gradients, and the
+layer's input projection, `project`) are recycled between calls (csrc/pool.h) instead of faulting fresh
+pages in every step.
 """
 
 import hashlib
@@ -28,6 +31,7 @@ from torch.autograd.function import once_differentiable
 
 from rnnkit._native_build import build, vector_flags
 from rnnkit.cells import CELLS
+from rnnkit.errors import RnnkitError
 
 CELL_IDS = {CELLS[name]: i for i, name in enumerate(
     ("rnn_tanh", "rnn_relu", "lstm", "gru", "gru_cho", "mut1", "mut2", "mut3", "leaky"))}  # fmt: skip
@@ -48,6 +52,9 @@ def load():
     global _ext, _reason
     if _ext is not None or _reason is not None:
         return _ext
+    mode = os.environ.get("RNNKIT_GEMM", "auto")
+    if mode not in ("auto", "blas", "dnnl", "packed"):
+        raise RnnkitError(f"RNNKIT_GEMM={mode!r} is not a GEMM library; set auto, blas, dnnl or packed")
     from torch.utils import cpp_extension
 
     name, flags = vector_flags(
@@ -66,9 +73,6 @@ def load():
     )
     if _ext is not None:
         _ext.set_row_threads(int(os.environ.get("RNNKIT_ROW_THREADS", "1")))
-        mode = os.environ.get("RNNKIT_GEMM", "auto")
-        if mode not in ("auto", "blas", "dnnl", "packed"):
-            raise ValueError(f"RNNKIT_GEMM={mode!r} is not a GEMM library; set auto, blas, dnnl or packed")
         _ext.set_gemm(mode)
         _ext.set_split(int(os.environ.get("RNNKIT_SPLIT", "1") != "0"))
     return _ext

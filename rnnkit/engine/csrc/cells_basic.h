@@ -175,12 +175,10 @@ struct LSTM {  // gates i, f, g, o;  caches: [i f g o] activations (4H), tanh(c_
   static int64_t da_ld(const Run<T>& r) { return r.X; }
   // What bwd_units(t) reads from far away: the gate activations, tanh(c_t), c_prev and dL/dh_t of its units.
   static void fetch_bwd(const Run<T>& r, int64_t t, int64_t j0, int64_t j1) {
-    const int64_t B = r.B, H = r.H, n = (j1 - j0) * sizeof(T);
-    for (int64_t b = r.b0; b < r.b1; ++b) {
-      for (int64_t k = 0; k < 4; ++k) prefetch(r.C(0, t, 4 * H) + b * 4 * H + k * H + j0, n);
-      prefetch(r.C(1, t, H) + b * H + j0, n), prefetch(r.cs(r.prev(t)) + b * H + j0, n);
-      prefetch(r.dhs + (t * B + b) * H + j0, n);
-    }
+    fetch_blocks(r, r.cache[0], t, 4 * r.H, 4, r.H, j0, j1);
+    fetch_blocks(r, r.cache[1], t, r.H, 1, r.H, j0, j1);
+    fetch_blocks(r, r.CC + (r.reverse ? r.B * r.H : 0), t, r.H, 1, r.H, j0, j1);  // c_prev (slot prev(t))
+    fetch_blocks(r, r.dhs, t, r.H, 1, r.H, j0, j1);
   }
   // The pointwise part for hidden units [j0, j1): gate g of unit j reads pre[b·ldp + g·gs + j - j0]
   // (all units: ldp = 4H, gs = H; one thread's slab of units in split.h: ldp = 4·gs, gs = j1 - j0).

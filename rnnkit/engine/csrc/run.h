@@ -105,11 +105,11 @@ double best_time(F&& f) {
   return best;
 }
 
-// Plans are timed where nothing else of ours runs; an option slower than the best by this much loses.
+// The option (0 .. n-1) with the least time, the best of two interleaved rounds (drift hits all alike).
 template <typename F>
 int fastest(int n, F&& time_option) {
   std::vector<double> t(n, 1e30);
-  for (int round = 0; round < 2; ++round)  // two interleaved rounds: drift hits every option alike
+  for (int round = 0; round < 2; ++round)
     for (int k = 0; k < n; ++k) t[k] = std::min(t[k], time_option(k));
   return int(std::min_element(t.begin(), t.end()) - t.begin());
 }

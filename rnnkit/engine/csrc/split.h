@@ -1,5 +1,5 @@
-// The time loop of a one-GEMM cell (Elman, leaky, LSTM, GRU) with the hidden units, not the batch rows,
-// split over threads.
+// The time loop with the hidden units, not the batch rows, split over threads: every cell (one-GEMM cells
+// here, gated cells at the end of the file).
 //
 // With BLAS-threaded GEMMs every step pays a fork and a join inside the BLAS, and the pointwise math runs
 // on one thread while the others wait. Here each of nt threads owns a slab of hidden units [j0, j1) for the
@@ -15,6 +15,9 @@
 #pragma once
 #include <omp.h>
 
+#include <tuple>
+#include <utility>
+
 #include "cells_gated.h"
 
 namespace rnnkit {
@@ -29,50 +32,16 @@ inline int split_threads(int64_t H) {
   return int(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), H / 32)));
 }
 
-// A forward step weight from the rows {k·H + j : k < blocks, j0 <= j < j1} of W (blocks·H × H): C = A rowsᵀ.
-template <typename T>
-StepW<T> rows_of(const T* W, int64_t blocks, int64_t H, int64_t j0, int64_t j1, int64_t M, std::vector<at::Tensor>& keep);
-// A backward step weight from the columns [j0, j1) of W (K × H): C = A cols.
-template <typename T>
-StepW<T> cols_of(const T* W, int64_t K, int64_t H, int64_t j0, int64_t j1, int64_t M, std::vector<at::Tensor>& keep);
-
-template <typename T>
-struct Slab {
-  int64_t j0 = 0, j1 = 0;
-  StepW<T> w;        // forward: the (G·Hk × H) rows of W_hh of its units' gates; backward: W_hh[:, j0:j1]
-  at::Tensor rows, pre;
-};
-
-template <typename T>
-std::vector<Slab<T>> make_slabs(const Run<T>& r, int64_t G, int nt, bool backward) {
-  const int64_t H = r.H, B = r.B;
-  const auto o = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
-  const at::Tensor W = at::from_blob(const_cast<T*>(r.P[0]), {G * H, H}, o);
-  const int option =
-      std::is_same_v<T, float> && have_packed() && native_ext::g_gemm_mode != native_ext::GemmMode::Blas ? 3 : 0;
-  std::vector<Slab<T>> slabs(nt);
-  for (int k = 0; k < nt; ++k) {
-    Slab<T>& s = slabs[k];
-    s.j0 = k == 0 ? 0 : H * k / nt / 16 * 16, s.j1 = k == nt - 1 ? H : H * (k + 1) / nt / 16 * 16;
-    const int64_t Hk = s.j1 - s.j0;
-    if (!backward) {
-      s.rows = pooled_empty({G * Hk, H}, o);
-      s.rows.view({G, Hk, H}).copy_(W.view({G, H, H}).narrow(1, s.j0, Hk));
-      s.w = StepW<T>::make(option, s.rows.template data_ptr<T>(), true, G * Hk, H, B);
-      s.pre = pooled_empty({B, G * Hk}, o);
-    } else {
-      s.rows = pooled_empty({G * H, Hk}, o);
-      s.rows.copy_(W.narrow(1, s.j0, Hk));
-      s.w = StepW<T>::make(option, s.rows.template data_ptr<T>(), false, Hk, G * H, B);
-    }
-  }
-  return slabs;
+// Thread k's slab of H units out of nt: boundaries on multiples of 16 (whole AVX-512 vectors).
+inline std::pair<int64_t, int64_t> slab(int64_t H, int nt, int k) {
+  return {k == 0 ? 0 : H * k / nt / 16 * 16, k == nt - 1 ? H : H * (k + 1) / nt / 16 * 16};
 }
 
-inline int slab_option() {  // MKL's packed form where it exists (no per-call packing); else a plain copy
+inline int slab_option() {  // StepW option: MKL's packed form where it exists (no per-call packing), else a copy
   return have_packed() && native_ext::g_gemm_mode != native_ext::GemmMode::Blas ? 3 : 0;
 }
 
+// A forward step weight from the rows {k·H + j : k < blocks, j0 <= j < j1} of W (blocks·H × H): C = A rowsᵀ.
 template <typename T>
 StepW<T> rows_of(const T* W, int64_t blocks, int64_t H, int64_t j0, int64_t j1, int64_t M, std::vector<at::Tensor>& keep) {
   const auto o = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
@@ -83,6 +52,7 @@ StepW<T> rows_of(const T* W, int64_t blocks, int64_t H, int64_t j0, int64_t j1, 
   return StepW<T>::make(std::is_same_v<T, float> ? slab_option() : 0, rows.data_ptr<T>(), true, blocks * Hk, H, M);
 }
 
+// A backward step weight from the columns [j0, j1) of W (K × H): C = A cols.
 template <typename T>
 StepW<T> cols_of(const T* W, int64_t K, int64_t H, int64_t j0, int64_t j1, int64_t M, std::vector<at::Tensor>& keep) {
   const auto o = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
@@ -90,6 +60,31 @@ StepW<T> cols_of(const T* W, int64_t K, int64_t H, int64_t j0, int64_t j1, int64
   cols.copy_(at::from_blob(const_cast<T*>(W), {K, H}, o).narrow(1, j0, j1 - j0));
   keep.push_back(cols);
   return StepW<T>::make(std::is_same_v<T, float> ? slab_option() : 0, cols.data_ptr<T>(), false, j1 - j0, K, M);
+}
+
+// What a thread keeps for a one-GEMM cell: its units, its slice of W_hh (forward: the G·Hk rows of its units'
+// gates; backward: the columns of its units), and (forward) its pre-activations.
+template <typename T>
+struct Slab {
+  int64_t j0 = 0, j1 = 0;
+  StepW<T> w;
+  at::Tensor pre;
+};
+
+template <typename T>
+std::vector<Slab<T>> make_slabs(const Run<T>& r, int64_t G, int nt, bool backward, std::vector<at::Tensor>& keep) {
+  std::vector<Slab<T>> slabs(nt);
+  for (int k = 0; k < nt; ++k) {
+    Slab<T>& s = slabs[k];
+    std::tie(s.j0, s.j1) = slab(r.H, nt, k);
+    if (backward) {
+      s.w = cols_of(r.P[0], G * r.H, r.H, s.j0, s.j1, r.B, keep);
+    } else {
+      s.w = rows_of(r.P[0], G, r.H, s.j0, s.j1, r.B, keep);
+      s.pre = pooled_empty({r.B, G * (s.j1 - s.j0)}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
+    }
+  }
+  return slabs;
 }
 
 extern "C" int mkl_set_num_threads_local_(const int*) __attribute__((weak));
@@ -109,7 +104,8 @@ void team(int nt, F&& body) {
 template <typename T, typename Cell>
 void split_forward(const Run<T>& r, int nt) {
   const int64_t G = Cell::kGates;
-  std::vector<Slab<T>> slabs = make_slabs(r, G, nt, false);
+  std::vector<at::Tensor> keep;
+  std::vector<Slab<T>> slabs = make_slabs(r, G, nt, false, keep);
   team(nt, [&](int id, int got) {  // got < nt: a thread takes several slabs
     Run<T> q = r;
     q.b0 = 0, q.b1 = r.B;
@@ -131,7 +127,8 @@ void split_forward(const Run<T>& r, int nt) {
 template <typename T, typename Cell, typename TotalDh>
 void split_backward(const Run<T>& r, int nt, TotalDh&& total_dh) {
   const int64_t G = Cell::kGates;
-  std::vector<Slab<T>> slabs = make_slabs(r, G, nt, true);
+  std::vector<at::Tensor> keep;
+  std::vector<Slab<T>> slabs = make_slabs(r, G, nt, true, keep);
   team(nt, [&](int id, int got) {
     Run<T> q = r;
     q.b0 = 0, q.b1 = r.B;
@@ -163,7 +160,7 @@ void split_gated_forward(const Run<T>& r, int nt) {
   std::vector<at::Tensor> pg(nt), pc(nt);
   const auto o = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
   for (int k = 0; k < nt; ++k) {
-    j0[k] = k == 0 ? 0 : H * k / nt / 16 * 16, j1[k] = k == nt - 1 ? H : H * (k + 1) / nt / 16 * 16;
+    std::tie(j0[k], j1[k]) = slab(H, nt, k);
     const int64_t blocks = K == Kind::Cho || K == Kind::M2 ? 2 : 1;
     wg[k] = rows_of(r.P[0], blocks, H, j0[k], j1[k], B, keep);
     if (K == Kind::M3) wr[k] = rows_of(r.P[1], 1, H, j0[k], j1[k], B, keep);
@@ -216,7 +213,7 @@ void split_gated_backward(const Run<T>& r, int nt, TotalDh&& total_dh) {
   std::vector<int64_t> j0(nt), j1(nt);
   std::vector<StepW<T>> wc(nt), wz(nt), wrz(nt);  // candidate, mut3's W_hz, the dh_prev GEMM's matrix
   for (int k = 0; k < nt; ++k) {
-    j0[k] = k == 0 ? 0 : H * k / nt / 16 * 16, j1[k] = k == nt - 1 ? H : H * (k + 1) / nt / 16 * 16;
+    std::tie(j0[k], j1[k]) = slab(H, nt, k);
     wc[k] = cols_of(r.P[Cell::cand], H, H, j0[k], j1[k], B, keep);
     if (K == Kind::M3) wz[k] = cols_of(r.P[0], H, H, j0[k], j1[k], B, keep);
     wrz[k] = cols_of(r.P[Cell::rz_param()], Cell::rz_width(H), H, j0[k], j1[k], B, keep);

@@ -38,13 +38,22 @@ void one_gemm_fwd(Run<T>& r, int64_t t) {
   Cell::fwd_units(r, t, r.tmp[0], G * H, H, 0, H);
 }
 
+// Before step t's GEMM in BPTT: ask for what the next BPTT step's pointwise pass reads of units [j0, j1),
+// dL/dh from above and the cell's own caches (Cell::fetch_bwd).
+template <typename T, typename Cell>
+void fetch_next_bwd(const Run<T>& r, int64_t t, int64_t j0, int64_t j1) {
+  const int64_t next = r.reverse ? t + 1 : t - 1;
+  if (next < 0 || next >= r.T_) return;
+  fetch_blocks(r, r.dhs, next, r.H, 1, r.H, j0, j1);
+  Cell::fetch_bwd(r, next, j0, j1);
+}
+
 // One BPTT step of a one-GEMM cell: the pointwise pass, then dh_prev += da W_hh.
 template <typename T, typename Cell>
 void one_gemm_bwd(Run<T>& r, int64_t t) {
   const int64_t H = r.H, G = Cell::kGates;
   Cell::bwd_units(r, t, 0, H);
-  const int64_t next = r.reverse ? t + 1 : t - 1;  // the step after this one in BPTT's order
-  if (next >= 0 && next < r.T_) Cell::fetch_bwd(r, next, 0, H);
+  fetch_next_bwd<T, Cell>(r, t, 0, H);
   r.mul_w(0, false, H, G * H, Cell::da_row(r, t), Cell::da_ld(r), T(1), r.dH, H);
 }
 
@@ -57,9 +66,8 @@ struct Elman {  // h_t = φ(xw_t + h_prev W_hhᵀ + b_hh)
   static void bwd(Run<T>& r, int64_t t) { one_gemm_bwd<T, Elman>(r, t); }
   static T* da_row(const Run<T>& r, int64_t t) { return r.dxw + t * r.B * r.X; }
   static int64_t da_ld(const Run<T>& r) { return r.X; }
-  static void fetch_bwd(const Run<T>& r, int64_t t, int64_t j0, int64_t j1) {
-    fetch_blocks(r, r.HH + r.B * r.H, r.reverse ? t - 1 : t, r.H, 1, r.H, j0, j1);  // h_t (slot next(t))
-    fetch_blocks(r, r.dhs, t, r.H, 1, r.H, j0, j1);
+  static void fetch_bwd(const Run<T>& r, int64_t t, int64_t j0, int64_t j1) {  // h_t
+    fetch_blocks(r, r.at_next(r.HH), t, r.H, 1, r.H, j0, j1);
   }
   static void fwd_units(Run<T>& r, int64_t t, const T* pre, int64_t ldp, int64_t, int64_t j0, int64_t j1) {
     const int64_t B = r.B, H = r.H;
@@ -113,9 +121,8 @@ struct Leaky {  // h̃ = tanh(xw_t + h_prev W_hhᵀ + b),  h_t = h_prev + α ⊙
   static T* da_row(const Run<T>& r, int64_t t) { return r.dxw + t * r.B * r.X; }
   static int64_t da_ld(const Run<T>& r) { return r.X; }
   static void fetch_bwd(const Run<T>& r, int64_t t, int64_t j0, int64_t j1) {
-    fetch_blocks(r, r.cache[0], t, r.H, 1, r.H, j0, j1);
-    fetch_blocks(r, r.HH + (r.reverse ? r.B * r.H : 0), t, r.H, 1, r.H, j0, j1);  // h_prev (slot prev(t))
-    fetch_blocks(r, r.dhs, t, r.H, 1, r.H, j0, j1);
+    fetch_blocks(r, r.cache[0], t, r.H, 1, r.H, j0, j1);  // h̃
+    fetch_blocks(r, r.at_prev(r.HH), t, r.H, 1, r.H, j0, j1);
   }
   static void fwd_units(Run<T>& r, int64_t t, const T* pre, int64_t ldp, int64_t, int64_t j0, int64_t j1) {
     const int64_t B = r.B, H = r.H;
@@ -173,12 +180,11 @@ struct LSTM {  // gates i, f, g, o;  caches: [i f g o] activations (4H), tanh(c_
   static void bwd(Run<T>& r, int64_t t) { one_gemm_bwd<T, LSTM>(r, t); }
   static T* da_row(const Run<T>& r, int64_t t) { return r.dxw + t * r.B * r.X; }
   static int64_t da_ld(const Run<T>& r) { return r.X; }
-  // What bwd_units(t) reads from far away: the gate activations, tanh(c_t), c_prev and dL/dh_t of its units.
+  // What bwd_units(t) reads from far away (besides dL/dh): gate activations, tanh(c_t) and c_prev of its units.
   static void fetch_bwd(const Run<T>& r, int64_t t, int64_t j0, int64_t j1) {
     fetch_blocks(r, r.cache[0], t, 4 * r.H, 4, r.H, j0, j1);
     fetch_blocks(r, r.cache[1], t, r.H, 1, r.H, j0, j1);
-    fetch_blocks(r, r.CC + (r.reverse ? r.B * r.H : 0), t, r.H, 1, r.H, j0, j1);  // c_prev (slot prev(t))
-    fetch_blocks(r, r.dhs, t, r.H, 1, r.H, j0, j1);
+    fetch_blocks(r, r.at_prev(r.CC), t, r.H, 1, r.H, j0, j1);
   }
   // The pointwise part for hidden units [j0, j1): gate g of unit j reads pre[b·ldp + g·gs + j - j0]
   // (all units: ldp = 4H, gs = H; one thread's slab of units in split.h: ldp = 4·gs, gs = j1 - j0).
@@ -253,8 +259,7 @@ struct GRU {  // torch form, gates r, z, n;  caches: [r z n] (3H), h_n = (h_prev
   static void fetch_bwd(const Run<T>& r, int64_t t, int64_t j0, int64_t j1) {
     fetch_blocks(r, r.cache[0], t, 3 * r.H, 3, r.H, j0, j1);
     fetch_blocks(r, r.cache[1], t, r.H, 1, r.H, j0, j1);
-    fetch_blocks(r, r.HH + (r.reverse ? r.B * r.H : 0), t, r.H, 1, r.H, j0, j1);  // h_prev (slot prev(t))
-    fetch_blocks(r, r.dhs, t, r.H, 1, r.H, j0, j1);
+    fetch_blocks(r, r.at_prev(r.HH), t, r.H, 1, r.H, j0, j1);
   }
   static void fwd_units(Run<T>& r, int64_t t, const T* pre, int64_t ldp, int64_t gs, int64_t j0, int64_t j1) {
     const int64_t B = r.B, H = r.H;

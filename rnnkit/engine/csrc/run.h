@@ -241,6 +241,9 @@ struct Run {
   bool m(int64_t t, int64_t b) const { return mask == nullptr || mask[t * B + b] != T(0); }
   T* h(int64_t slot) const { return HH + slot * B * H; }
   T* cs(int64_t slot) const { return CC + slot * B * H; }
+  // (T+1, B, H) state slots read as a (T, B, H) array: row t is slot prev(t), resp. slot next(t)
+  const T* at_prev(const T* slots) const { return slots + (reverse ? B * H : 0); }
+  const T* at_next(const T* slots) const { return slots + (reverse ? 0 : B * H); }
   T* C(int k, int64_t t, int64_t width) const { return cache[k] + c(t) * B * width; }
   // this thread's rows of C (B×N) = A (B×K) op(W) + beta·C, W stored (N×K) when tw, else (K×N)
   void rows_gemm(bool tw, int64_t N, int64_t K, const T* A, int64_t lda, const T* W, int64_t ldw, T beta, T* C,

@@ -139,9 +139,8 @@ void split_backward(const Run<T>& r, int nt, TotalDh&& total_dh) {
         Cell::bwd_units(q, t, slabs[k].j0, slabs[k].j1);
       }
 #pragma omp barrier
-      const int64_t next = r.reverse ? t + 1 : t - 1;  // the step after this one in BPTT's order
       for (int k = id; k < nt; k += got) {  // dh_prev[:, j0:j1] += da W_hh[:, j0:j1]
-        if (next >= 0 && next < r.T_) Cell::fetch_bwd(q, next, slabs[k].j0, slabs[k].j1);
+        fetch_next_bwd<T, Cell>(q, t, slabs[k].j0, slabs[k].j1);
         slabs[k].w.mul(Cell::da_row(q, t), Cell::da_ld(q), T(1), q.dH + slabs[k].j0, q.H);
       }
     }

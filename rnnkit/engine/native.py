@@ -14,10 +14,12 @@ load it. If it cannot be built or loaded, `unsupported()` says why and the engin
 Set RNNKIT_NATIVE=0 to switch it off. RNNKIT_GEMM picks how the float32 GEMMs run: `auto` (default: the
 first GEMM of each shape times MKL's sgemm, oneDNN's matmul and, for the per-step weights, MKL's packed
 GEMM, and keeps the fastest, since which wins depends on the CPU), or `blas`, `dnnl`, `packed`.
-From 8 steps on, the hidden units are split over torch's threads, each thread keeping its slice of the
-recurrent weights for the whole loop (csrc/split.h; gated cells from 256 units; RNNKIT_SPLIT=0 turns that
-off and lets the BLAS thread each step's GEMM instead). RNNKIT_ROW_THREADS=N instead lets N threads split
-the batch rows (better on a loaded machine). The big buffers (states, caches, outputs, gradients, and the
+Threads split the work of the time loop in one of two ways: when the recurrent weights fit in a core's L2
+cache, each of torch's threads runs the whole loop on its own rows of the batch with its own packed copy of
+the weights (no barrier at all); else, from 8 steps on, the hidden units are split, each thread keeping its
+slice of the weights for the whole loop (csrc/split.h; gated cells from 256 units; RNNKIT_SPLIT=0 turns that
+off and lets the BLAS thread each step's GEMM instead). RNNKIT_ROW_THREADS=N forces N threads on the rows
+(1: never; default auto). The big buffers (states, caches, outputs, gradients, and the
 layer's input projection, `project`) are recycled between calls (csrc/pool.h) instead of faulting fresh
 pages in every step.
 """
@@ -55,6 +57,9 @@ def load():
     mode = os.environ.get("RNNKIT_GEMM", "auto")
     if mode not in ("auto", "blas", "dnnl", "packed"):
         raise RnnkitError(f"RNNKIT_GEMM={mode!r} is not a GEMM library; set auto, blas, dnnl or packed")
+    rows = os.environ.get("RNNKIT_ROW_THREADS", "auto")
+    if rows != "auto" and not (rows.isdigit() and int(rows) > 0):
+        raise RnnkitError(f"RNNKIT_ROW_THREADS={rows!r} is not a thread count; set auto or a number >= 1")
     from torch.utils import cpp_extension
 
     name, flags = vector_flags(
@@ -72,7 +77,7 @@ def load():
         ),
     )
     if _ext is not None:
-        _ext.set_row_threads(int(os.environ.get("RNNKIT_ROW_THREADS", "1")))
+        _ext.set_row_threads(0 if rows == "auto" else int(rows))
         _ext.set_gemm(mode)
         _ext.set_split(int(os.environ.get("RNNKIT_SPLIT", "1") != "0"))
     return _ext

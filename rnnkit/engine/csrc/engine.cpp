@@ -5,6 +5,7 @@
 //              then dU_k = dpre_kᵀ u_k, one GEMM per recurrent matrix over all T·B rows.
 // Python (rnnkit/engine/native.py) wraps the two in a torch.autograd.Function.
 #include <torch/extension.h>
+#include <unistd.h>
 
 #include "cells_gated.h"
 #include "split.h"
@@ -46,14 +47,35 @@ Run<T> make_run(const at::Tensor& HH, int64_t X, const std::vector<c10::optional
   return r;
 }
 
-// How many threads may split the batch rows (see over_rows). 1 (the default): one loop over all rows,
-// and the BLAS inside each step's GEMM uses torch's threads, as torch.nn does; measured on an idle
-// 2-core machine this is 1.2-1.7x faster than splitting rows (each thread then streams the whole W_hh
-// for half the rows). Splitting rows avoids per-step thread barriers, which helps on a loaded machine.
-inline int64_t g_row_threads = 1;
-inline void set_row_threads(int64_t n) { g_row_threads = std::max<int64_t>(1, n); }
-inline int64_t row_threads(int64_t B) {
-  return std::max<int64_t>(1, std::min<int64_t>({int64_t(at::get_num_threads()), B / 4, g_row_threads}));
+// How many threads split the batch rows (see over_rows), for recurrent weights of wbytes bytes.
+// 0 (the default, auto): all of torch's threads (at most one per 4 rows) when the weights fit in one core's L2
+// cache, else 1: one loop over all rows, the hidden units split over threads (split.h) or, failing that, the
+// BLAS threading each step's GEMM. Rows split: each thread streams the WHOLE W_hh every step for its rows,
+// which is cheap from its own L2 and needs no barrier at all; units split: each thread reads only its slice
+// of W_hh, but the threads meet at a barrier every step and read each other's h_t. Measured on 2 cores
+// (Sapphire Rapids, 2 MB L2 a core), B32 T50, forward + backward, rows vs units: LSTM H128 5.0 vs 6.4 ms,
+// H256 12.4 vs 15.0, H512 (4 MB of W_hh) 50.6 vs 45.0; GRU H512 (3 MB) 41.1 vs 35.9; mut1 H512 (2 MB)
+// 29.2 vs 31.3. N > 0 forces N (1: never split rows).
+inline int64_t g_row_threads = 0;
+inline void set_row_threads(int64_t n) { g_row_threads = std::max<int64_t>(0, n); }
+inline int64_t l2_bytes() {
+  static const int64_t bytes = [] {
+    const long n = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    return n > 0 ? int64_t(n) : int64_t(1) << 20;
+  }();
+  return bytes;
+}
+inline int64_t row_threads(int64_t B, int64_t wbytes) {
+  const int64_t most = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), B / 4));
+  if (g_row_threads > 0) return std::min(most, g_row_threads);
+  return wbytes <= l2_bytes() ? most : 1;
+}
+template <typename T>
+int64_t weight_bytes(const std::vector<c10::optional<at::Tensor>>& P) {
+  int64_t n = 0;
+  for (auto& p : P)
+    if (p) n += p->numel();
+  return n * int64_t(sizeof(T));
 }
 
 // Rows of the batch never mix inside the time loop (every step is row-wise: GEMM rows, pointwise),
@@ -63,11 +85,11 @@ inline int64_t row_threads(int64_t B) {
 extern "C" int mkl_set_num_threads_local_(const int*) __attribute__((weak));
 
 template <typename T, typename F>
-void over_rows(const Run<T>& r, F&& loop) {
-  const int64_t nt = row_threads(r.B);
+void over_rows(const Run<T>& r, int64_t nt, F&& loop) {
   auto slice = [&](int64_t k) {
     Run<T> s = r;
     s.b0 = r.B * k / nt, s.b1 = r.B * (k + 1) / nt;
+    if (nt > 1) s.sw = std::make_shared<std::array<std::shared_ptr<StepW<T>>, 4>>();  // its own prepared weights
     loop(s, k);
   };
   if (nt == 1) return slice(0);
@@ -100,14 +122,15 @@ Tensors forward(const at::Tensor& xw, const Tensors& state0, const std::vector<c
     caches.push_back(pooled_empty({keep ? T_ : 1, B, w}, xw.options()));
     r.cache.push_back(caches.back().data_ptr<T>());
   }
-  const int split = one_gemm<T, Cell>() && r.prepare && row_threads(B) == 1 ? split_threads(H) : 1;
-  const int gsplit = gated<T, Cell>() && r.prepare && row_threads(B) == 1 && H >= kGatedSplitMin ? split_threads(H) : 1;
+  const int64_t rows = row_threads(B, weight_bytes<T>(P));
+  const int split = one_gemm<T, Cell>() && r.prepare && rows == 1 ? split_threads(H) : 1;
+  const int gsplit = gated<T, Cell>() && r.prepare && rows == 1 && H >= kGatedSplitMin ? split_threads(H) : 1;
   if (split > 1) {
     if constexpr (one_gemm<T, Cell>()) split_forward<T, Cell>(r, split);
   } else if (gsplit > 1) {
     if constexpr (gated<T, Cell>()) split_gated_forward<T, Cell::kind>(r, gsplit);
   } else {
-    over_rows(r, [&](Run<T>& q, int64_t) {
+    over_rows(r, rows, [&](Run<T>& q, int64_t) {
       for (int64_t s = 0; s < T_; ++s) Cell::fwd(q, reverse ? T_ - 1 - s : s);
     });
   }
@@ -150,15 +173,16 @@ Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optiona
   for (size_t k = lstm ? 2 : 1; k < saved.size(); ++k) r.cache.push_back(saved[k].data_ptr<T>());
   if (std::is_same_v<Cell, GRU<T>>) dhw = pooled_empty({T_, B, 3 * H}, o), r.dhw = dhw.data_ptr<T>();
   if (probe) rec = pooled_empty({T_, B, H}, o), r.probe = rec.data_ptr<T>();
-  at::Tensor dalpha = at::zeros({row_threads(B), H}, o);  // one row per thread: no race
-  const int split = one_gemm<T, Cell>() && r.prepare && row_threads(B) == 1 ? split_threads(H) : 1;
-  const int gsplit = gated<T, Cell>() && r.prepare && row_threads(B) == 1 && H >= kGatedSplitMin ? split_threads(H) : 1;
+  const int64_t rows = row_threads(B, weight_bytes<T>(P));
+  at::Tensor dalpha = at::zeros({rows, H}, o);  // one row per thread: no race
+  const int split = one_gemm<T, Cell>() && r.prepare && rows == 1 ? split_threads(H) : 1;
+  const int gsplit = gated<T, Cell>() && r.prepare && rows == 1 && H >= kGatedSplitMin ? split_threads(H) : 1;
   if (split > 1) {
     r.dalpha = dalpha.data_ptr<T>();  // leaky: each thread adds into its own units of row 0
     if constexpr (one_gemm<T, Cell>()) split_backward<T, Cell>(r, split, total_dh<T>);
   } else if (gsplit > 1) {
     if constexpr (gated<T, Cell>()) split_gated_backward<T, Cell::kind>(r, gsplit, total_dh<T>);
-  } else over_rows(r, [&](Run<T>& q, int64_t k) {
+  } else over_rows(r, rows, [&](Run<T>& q, int64_t k) {
     q.dalpha = dalpha.data_ptr<T>() + k * H;
     for (int64_t s = T_ - 1; s >= 0; --s) {
       const int64_t t = reverse ? T_ - 1 - s : s;
@@ -263,7 +287,7 @@ Tensors project_backward(const at::Tensor& dxw, const at::Tensor& x, const at::T
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &rnnkit::forward_py, "the cell over a sequence: [hs, state_T..., saved...]");
   m.def("backward", &rnnkit::backward_py, "BPTT: [dxw, dstate_0..., dP..., (probe dh)]");
-  m.def("set_row_threads", &rnnkit::set_row_threads, "threads that may split the batch rows (1: BLAS threads)");
+  m.def("set_row_threads", &rnnkit::set_row_threads, "threads that split the batch rows: 0 auto (when W_hh fits in L2), N forces N (1: never)");
   m.def("set_gemm", [](const std::string& mode) {
           using rnnkit::native_ext::GemmMode;
           const std::vector<std::string> names{"auto", "blas", "dnnl", "packed"};

@@ -216,6 +216,13 @@ StepW<T> step_weight(const T* W, bool tw, int64_t N, int64_t K, int64_t M, int64
   return options[best];
 }
 
+// The StepW option for a thread's own weight slice: MKL's packed form where it exists (no per-call packing),
+// else a (K×N) copy. (Timing every option per thread would make the threads wait on each other.)
+template <typename T>
+int packed_option() {
+  return std::is_same_v<T, float> && have_packed() && native_ext::g_gemm_mode != native_ext::GemmMode::Blas ? 3 : 0;
+}
+
 template <typename T>
 struct Run {
   int64_t T_, B, H, X;  // steps, batch, hidden, width of an xw row
@@ -252,13 +259,17 @@ struct Run {
   }
   // C (B×N) = A (B×K) op(W_k) + beta·C for W_k = P[k]: op(W_k) = W_kᵀ (stored N×K) when tw, else W_k (stored
   // K×N). In a long loop the first call prepares W_k in its fastest form (StepW) and later steps reuse it.
+  // With the rows split over threads (over_rows), each thread prepares its own copy in the packed form.
   void mul_w(int k, bool tw, int64_t N, int64_t K, const T* A, int64_t lda, T beta, T* C, int64_t ldc) const {
-    if (!prepare || b1 - b0 != B || at::in_parallel_region())  // short, or rows split over threads
-      return rows_gemm(tw, N, K, A, lda, P[k], tw ? K : N, beta, C, ldc);
+    if (!prepare) return rows_gemm(tw, N, K, A, lda, P[k], tw ? K : N, beta, C, ldc);
     auto& s = (*sw)[k];
-    if (!s) s = std::make_shared<StepW<T>>(step_weight<T>(P[k], tw, N, K, B, lda, ldc, beta != T(0)));
+    if (!s) {
+      const bool all = b1 - b0 == B && !at::in_parallel_region();
+      s = std::make_shared<StepW<T>>(all ? step_weight<T>(P[k], tw, N, K, B, lda, ldc, beta != T(0))
+                                         : StepW<T>::make(packed_option<T>(), P[k], tw, N, K, b1 - b0));
+    }
     TORCH_CHECK(s->N == N && s->K == K, "rnnkit native: weight ", k, " used with two shapes in one loop");
-    s->mul(A, lda, beta, C, ldc);
+    s->mul(A + b0 * lda, lda, beta, C + b0 * ldc, ldc);
   }
   void mul_wt(int k, int64_t N, int64_t K, const T* A, int64_t lda, T* C, int64_t ldc) const {
     mul_w(k, true, N, K, A, lda, T(0), C, ldc);

@@ -37,10 +37,6 @@ inline std::pair<int64_t, int64_t> slab(int64_t H, int nt, int k) {
   return {k == 0 ? 0 : H * k / nt / 16 * 16, k == nt - 1 ? H : H * (k + 1) / nt / 16 * 16};
 }
 
-inline int slab_option() {  // StepW option: MKL's packed form where it exists (no per-call packing), else a copy
-  return have_packed() && native_ext::g_gemm_mode != native_ext::GemmMode::Blas ? 3 : 0;
-}
-
 // A forward step weight from the rows {k·H + j : k < blocks, j0 <= j < j1} of W (blocks·H × H): C = A rowsᵀ.
 template <typename T>
 StepW<T> rows_of(const T* W, int64_t blocks, int64_t H, int64_t j0, int64_t j1, int64_t M, std::vector<at::Tensor>& keep) {
@@ -49,7 +45,7 @@ StepW<T> rows_of(const T* W, int64_t blocks, int64_t H, int64_t j0, int64_t j1, 
   at::Tensor rows = pooled_empty({blocks * Hk, H}, o);
   rows.view({blocks, Hk, H}).copy_(at::from_blob(const_cast<T*>(W), {blocks, H, H}, o).narrow(1, j0, Hk));
   keep.push_back(rows);
-  return StepW<T>::make(std::is_same_v<T, float> ? slab_option() : 0, rows.data_ptr<T>(), true, blocks * Hk, H, M);
+  return StepW<T>::make(packed_option<T>(), rows.data_ptr<T>(), true, blocks * Hk, H, M);
 }
 
 // A backward step weight from the columns [j0, j1) of W (K × H): C = A cols.
@@ -59,7 +55,7 @@ StepW<T> cols_of(const T* W, int64_t K, int64_t H, int64_t j0, int64_t j1, int64
   at::Tensor cols = pooled_empty({K, j1 - j0}, o);
   cols.copy_(at::from_blob(const_cast<T*>(W), {K, H}, o).narrow(1, j0, j1 - j0));
   keep.push_back(cols);
-  return StepW<T>::make(std::is_same_v<T, float> ? slab_option() : 0, cols.data_ptr<T>(), false, j1 - j0, K, M);
+  return StepW<T>::make(packed_option<T>(), cols.data_ptr<T>(), false, j1 - j0, K, M);
 }
 
 // What a thread keeps for a one-GEMM cell: its units, its slice of W_hh (forward: the G·Hk rows of its units'

@@ -169,6 +169,12 @@ class NativeProjection(torch.autograd.Function):
         return (dx.view(ctx.shape) if need[0] else None, dW if need[1] else None, db if need[2] else None)
 
 
+def folds_input_bias(cell):
+    """Whether the cell's b_hh (P[1]) adds to the same pre-activation as the projection's bias b_xh, so that
+    the loop can add b_xh + b_hh and the projection run without a bias (not gru: b_hn sits behind r)."""
+    return type(cell) in (CELLS["rnn_tanh"], CELLS["rnn_relu"], CELLS["lstm"], CELLS["leaky"])
+
+
 def project(x, W, b):
     """F.linear(x, W, b) for the native backend: x (..., D), W (G, D), b (G,) or None."""
     return NativeProjection.apply(x, W, b)

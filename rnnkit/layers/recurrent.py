@@ -89,11 +89,11 @@ class Recurrent(nn.Module):
             for d in range(self.dirs):
                 i = layer * self.dirs + d
                 cell = self.cells[i]
-                xw = self._project(cell, below)  # (T, B, G·H): all steps in one GEMM
+                xw, P = self._project(cell, below)  # (T, B, G·H): all steps in one GEMM
                 if hasattr(self, "W_vh"):
                     xw = xw + self.W_vh[i](cond)[None]  # once per sequence, broadcast over T
                 s0 = tuple(s[i] for s in state0)
-                hs, sT = run(cell, xw, s0, cell.rec_params(), mask, d == 1, self.backend, probes[i])
+                hs, sT = run(cell, xw, s0, P, mask, d == 1, self.backend, probes[i])
                 outs.append(hs)
                 finals.append(sT)
             out = outs[0] if self.dirs == 1 else torch.cat(outs, dim=-1)  # (T, B, H·dirs)
@@ -109,13 +109,21 @@ class Recurrent(nn.Module):
         return out, (stacked if self.num_states == 2 else stacked[0])
 
     def _project(self, cell, xs):
-        """cell.project_input(xs); the native engine runs the plain projection in its recycled buffers."""
+        """(xw, P): cell.project_input(xs) and the recurrent parameters cell.rec_params().
+
+        The native engine runs the plain projection in its recycled buffers. Where b_xh and b_hh add to the
+        same pre-activation (Elman, leaky, LSTM), it projects without b_xh and the loop adds b_xh + b_hh:
+        the same function, one pass less over the (T, B, G·H) projection forward and one sum of its
+        gradient less backward (autograd hands both biases the loop's Σ dxw)."""
+        P = cell.rec_params()
         if type(cell).project_input is Cell.project_input and xs.shape[0] >= 8:  # long enough to pay
             if resolve_backend(self.backend, cell, xs) == "native":
-                from rnnkit.engine.native import project
+                from rnnkit.engine.native import folds_input_bias, project
 
-                return project(xs, cell.W_xh, cell.b_xh)
-        return cell.project_input(xs)
+                if folds_input_bias(cell) and cell.b_xh is not None and P[1] is not None:
+                    return project(xs, cell.W_xh, None), (P[0], P[1] + cell.b_xh, *P[2:])
+                return project(xs, cell.W_xh, cell.b_xh), P
+        return cell.project_input(xs), P
 
     def step(self, x_t, state=None, cond=None):
         """One time step for a (B, D) input (sampling loops): returns (out_t (B, H·dirs), state)."""

@@ -36,6 +36,7 @@ class Cell(nn.Module):
     GEMMS = (("W_hh", "b_hh"),)
     EXTRAS = ()
     torch_mode = None  # name of the torch.nn recurrent module with the same function, if any
+    tanh_tail = 0  # columns at the end of the projection that pass through tanh before the bias (MUT1)
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True):
         super().__init__()
@@ -56,7 +57,16 @@ class Cell(nn.Module):
 
     def project_input(self, xs):
         """The input term of every gate for all steps at once: (T, B, D) -> (T, B, gates·H)."""
-        return F.linear(xs, self.W_xh, self.b_xh)
+        W, b = self.input_affine()
+        if not self.tanh_tail:
+            return F.linear(xs, W, b)
+        return TanhTail.apply(F.linear(xs, W), self.tanh_tail, b)
+
+    def input_affine(self):
+        """(W, b): project_input(xs) = xs Wᵀ + b (one GEMM for all steps), with tanh applied before b to the
+        last `tanh_tail` columns (MUT1's tanh(x̃_t)); None if the cell's projection is not of that form.
+        The native engine runs that GEMM in its recycled buffers."""
+        return self.W_xh, self.b_xh
 
     def rec_params(self) -> tuple:
         return tuple(getattr(self, name) for name in self.REC_PARAMS)
@@ -82,6 +92,32 @@ class Cell(nn.Module):
         state = state if isinstance(state, tuple) else (state,)
         new, _, _ = self.step(self.project_input(x_t), state, self.rec_params())
         return new
+
+
+class TanhTail(torch.autograd.Function):
+    """xw[..., -n:] <- tanh(xw[..., -n:]), then xw += b (b: (G,) or None), in place on the GEMM's output:
+    MUT1's tanh(x̃_t) + b_h block without concatenating a separate tanh term.
+
+    Backward: dL/d(pre) = g, times (1 - tanh²) on the last n columns; db = Σ g over rows."""
+
+    @staticmethod
+    def forward(ctx, xw, n, b):
+        t = torch.tanh(xw[..., -n:])
+        xw[..., -n:] = t
+        if b is not None:
+            xw.add_(b)
+        ctx.mark_dirty(xw)
+        ctx.save_for_backward(t)
+        ctx.n = n
+        return xw
+
+    @staticmethod
+    def backward(ctx, g):
+        (t,) = ctx.saved_tensors
+        db = g.reshape(-1, g.shape[-1]).sum(0) if ctx.needs_input_grad[2] else None
+        dpre = g.clone()
+        dpre[..., -ctx.n :].mul_(1 - t * t)
+        return dpre, None, db
 
 
 def recurrent_weights(cell: Cell, *shapes_and_names):

@@ -64,7 +64,16 @@ class MUT2(MUTBase, Cell):
         self.reset_parameters()
 
     def project_input(self, xs):
-        H = self.hidden_size
+        if self.W_xp is not None:  # one GEMM for [z, x̃, h]
+            return super().project_input(xs)
+        H, b = self.hidden_size, self.b_xh  # x̃ = x_t: no GEMM for it
         zh = F.linear(xs, self.W_xh)
-        xw = torch.cat((zh[..., :H], self.x_tilde(xs), zh[..., H:]), dim=-1)
-        return xw if self.b_xh is None else xw + self.b_xh
+        xw = torch.cat((zh[..., :H], xs, zh[..., H:]), dim=-1)
+        return xw if b is None else xw.add_(b)  # in place on the concatenation: one pass less
+
+    def input_affine(self):
+        """[W_z; W_xp; W_h] and b_xh when D ≠ H (x̃ = W_xp x_t); None when D = H (x̃ = x_t)."""
+        if self.W_xp is None:
+            return None
+        H = self.hidden_size
+        return torch.cat((self.W_xh[:H], self.W_xp, self.W_xh[H:])), self.b_xh

@@ -146,27 +146,30 @@ class NativeRecurrence(torch.autograd.Function):
 
 
 class NativeProjection(torch.autograd.Function):
-    """xw = x W_xhᵀ + b for all steps (F.linear's function) with its buffers recycled by the extension."""
+    """xw = x W_xhᵀ + b for all steps (F.linear's function) with its buffers recycled by the extension;
+    with tail n > 0 the last n columns pass through tanh before b is added (Cell.tanh_tail, MUT1)."""
 
     @staticmethod
-    def forward(ctx, x, W, b):
+    def forward(ctx, x, W, b, tail):
         shape = x.shape
         x2 = x.reshape(-1, shape[-1]).contiguous()
         W = W.detach().contiguous()
-        ctx.save_for_backward(x2, W)
+        b = None if b is None else b.detach().contiguous()
+        xw, t = load().project(x2, W, b, [*shape[:-1], W.shape[0]], tail)
+        ctx.save_for_backward(x2, W, t)
         ctx.shape, ctx.has_b = shape, b is not None
-        xw = load().project(x2, W, None if b is None else b.detach().contiguous())
-        return xw.view(*shape[:-1], W.shape[0])
+        return xw
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dxw):
-        x2, W = ctx.saved_tensors
+        x2, W, t = ctx.saved_tensors
         need = ctx.needs_input_grad
         dx, dW, db = load().project_backward(
-            dxw.reshape(-1, W.shape[0]).contiguous(), x2, W, need[0], need[1], need[2] and ctx.has_b
+            dxw.reshape(-1, W.shape[0]).contiguous(), x2, W, need[0], need[1], need[2] and ctx.has_b, t
         )
-        return (dx.view(ctx.shape) if need[0] else None, dW if need[1] else None, db if need[2] else None)
+        return (dx.view(ctx.shape) if need[0] else None, dW if need[1] else None,
+                db if need[2] else None, None)  # fmt: skip
 
 
 def folds_input_bias(cell):
@@ -175,6 +178,7 @@ def folds_input_bias(cell):
     return type(cell) in (CELLS["rnn_tanh"], CELLS["rnn_relu"], CELLS["lstm"], CELLS["leaky"])
 
 
-def project(x, W, b):
-    """F.linear(x, W, b) for the native backend: x (..., D), W (G, D), b (G,) or None."""
-    return NativeProjection.apply(x, W, b)
+def project(x, W, b, tail=0):
+    """F.linear(x, W, b) for the native backend: x (..., D), W (G, D), b (G,) or None; tail: see
+    NativeProjection."""
+    return NativeProjection.apply(x, W, b, tail)

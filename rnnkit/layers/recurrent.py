@@ -17,11 +17,18 @@ from torch import nn
 from torch.nn import functional as F
 
 from rnnkit.cells import CELLS
-from rnnkit.cells._base import Cell
 from rnnkit.engine import GradProbe, resolve_backend, run
 from rnnkit.errors import RnnkitError
 
 TORCH_MODES = {"RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu", "LSTM": "lstm", "GRU": "gru"}
+
+
+def _input_affine(cell):
+    """cell.input_affine(), unless a subclass overrides project_input below where input_affine is defined
+    (then its projection is its own: the native engine calls project_input as it is)."""
+    mro = type(cell).__mro__
+    owner = {name: next(k for k in mro if name in vars(k)) for name in ("project_input", "input_affine")}
+    return cell.input_affine() if issubclass(owner["input_affine"], owner["project_input"]) else None
 
 
 class Recurrent(nn.Module):
@@ -116,13 +123,14 @@ class Recurrent(nn.Module):
         the same function, one pass less over the (T, B, G·H) projection forward and one sum of its
         gradient less backward (autograd hands both biases the loop's Σ dxw)."""
         P = cell.rec_params()
-        if type(cell).project_input is Cell.project_input and xs.shape[0] >= 8:  # long enough to pay
-            if resolve_backend(self.backend, cell, xs) == "native":
-                from rnnkit.engine.native import folds_input_bias, project
+        affine = _input_affine(cell) if xs.shape[0] >= 8 else None  # long enough to pay
+        if affine is not None and resolve_backend(self.backend, cell, xs) == "native":
+            from rnnkit.engine.native import folds_input_bias, project
 
-                if folds_input_bias(cell) and cell.b_xh is not None and P[1] is not None:
-                    return project(xs, cell.W_xh, None), (P[0], P[1] + cell.b_xh, *P[2:])
-                return project(xs, cell.W_xh, cell.b_xh), P
+            W, b = affine
+            if folds_input_bias(cell) and b is not None and P[1] is not None:
+                return project(xs, W, None), (P[0], P[1] + b, *P[2:])
+            return project(xs, W, b, cell.tanh_tail), P
         return cell.project_input(xs), P
 
     def step(self, x_t, state=None, cond=None):

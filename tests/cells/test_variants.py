@@ -1,5 +1,6 @@
 """Conventions the lectures disagree on, and the choices documented in the cell files."""
 
+import pytest
 import torch
 
 from rnnkit import CELLS, Recurrent
@@ -65,3 +66,30 @@ def test_lstm_forget_bias_default_one():
     torch.testing.assert_close(cell.b_xh[4:8] + cell.b_hh[4:8], torch.ones(4))
     cell = CELLS["lstm"](3, 4, forget_bias=0.0)
     torch.testing.assert_close(cell.b_xh[4:8] + cell.b_hh[4:8], torch.zeros(4))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("D", [3, 5])  # 3: x̃ = W_xp x_t (one GEMM for all blocks); 5 = H: x̃ = x_t
+@pytest.mark.parametrize("name", ["mut1", "mut2"])
+def test_mut_projection_is_the_papers(name, D, bias):
+    """The one-GEMM projection of MUT1/MUT2 (tanh(x̃) + b_h written in place for MUT1) equals the
+    blocks of the paper: [z, r, h] = [W_z x, W_r x, tanh(x̃)] + b (MUT1), [W_z x, x̃, W_h x] + b (MUT2);
+    float64 gradcheck through it."""
+    torch.manual_seed(0)
+    cell = CELLS[name](D, 5, bias=bias).double()
+    xs = torch.randn(4, 2, D, dtype=torch.float64, requires_grad=True)
+    H = 5
+    xt = cell.x_tilde(xs)
+    a = xs @ cell.W_xh.t()
+    want = (
+        torch.cat((a, torch.tanh(xt)), -1) if name == "mut1" else torch.cat((a[..., :H], xt, a[..., H:]), -1)
+    )
+    want = want if cell.b_xh is None else want + cell.b_xh
+    torch.testing.assert_close(cell.project_input(xs), want, rtol=1e-12, atol=1e-12)
+    params = [p for p in (cell.W_xh, cell.W_xp, cell.b_xh) if p is not None]
+    torch.autograd.gradcheck(lambda x, *p: cell.project_input(x), (xs, *params))
+    g = torch.randn_like(want)
+    got = torch.autograd.grad(cell.project_input(xs), [xs, *params], g)
+    ref = torch.autograd.grad(want, [xs, *params], g)
+    for u, v in zip(got, ref):
+        torch.testing.assert_close(u, v, rtol=1e-12, atol=1e-12)

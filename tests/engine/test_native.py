@@ -251,3 +251,40 @@ def test_layer_native_projection_equals_python(name, dtype):
     cell = layer.cells[0]
     if cell.b_xh is not None and getattr(cell, "b_hh", None) is not None:
         assert cell.b_xh.grad.data_ptr() != cell.b_hh.grad.data_ptr()
+
+
+@pytest.mark.parametrize("name", ["mut1", "mut2", "lstm"])
+def test_layer_native_equals_python_when_input_size_is_hidden_size(name):
+    """D = H: MUT1/MUT2 take x̃ = x_t itself (no W_xp) and keep their own projection."""
+    from rnnkit import Recurrent
+
+    torch.manual_seed(0)
+    layer, ref = Recurrent(name, 12, 12, num_layers=2), Recurrent(name, 12, 12, num_layers=2)
+    ref.load_state_dict(layer.state_dict())
+    layer.backend, ref.backend = "native", "python"
+    x = torch.randn(3, 10, 12, dtype=torch.float32)
+    for m in (layer, ref):
+        out, _ = m(x)
+        (out * torch.linspace(-1, 1, 12)).sum().backward()
+    for a, b in zip(layer.parameters(), ref.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_projection_with_tanh_tail(bias):
+    """MUT1's projection: the last n columns pass through tanh before the bias, natively as in Cell's
+    TanhTail; values and gradients (gradcheck, float64)."""
+    from rnnkit.cells._base import TanhTail
+
+    torch.manual_seed(0)
+    x = torch.randn(9, 4, 6, dtype=torch.float64, requires_grad=True)
+    W = torch.randn(15, 6, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(15, dtype=torch.float64, requires_grad=True) if bias else None
+    torch.autograd.gradcheck(lambda *a: native.project(*a, 5), (x, W, b))
+    g = torch.randn(9, 4, 15, dtype=torch.float64)
+    want_xw = TanhTail.apply(torch.nn.functional.linear(x, W), 5, b)
+    got_xw = native.project(x, W, b, 5)
+    torch.testing.assert_close(got_xw, want_xw, rtol=1e-12, atol=1e-12)
+    ins = [x, W] + ([b] if bias else [])
+    for a, c in zip(torch.autograd.grad(want_xw, ins, g), torch.autograd.grad(got_xw, ins, g)):
+        torch.testing.assert_close(c, a, rtol=1e-12, atol=1e-12)

@@ -249,33 +249,75 @@ Tensors backward_py(int64_t cell, const Tensors& saved, int64_t X, const std::ve
 
 // The input projection of all steps, xw = x W_xhᵀ + b (x (N, D), W_xh (G, D)), into a recycled buffer:
 // with F.linear every train step wrote it, and the bias broadcast before it, into fresh memory (page faults).
-at::Tensor project(const at::Tensor& x, const at::Tensor& W, const c10::optional<at::Tensor>& b) {
+// tail n > 0 (MUT1's tanh(x̃_t) block): the last n columns are tanh(x W_xhᵀ) + b, and t = their tanh is
+// returned too, for the backward. shape: xw's shape, (..., G) with N rows (given, so xw is not a view).
+Tensors project(const at::Tensor& x, const at::Tensor& W, const c10::optional<at::Tensor>& b,
+                std::vector<int64_t> shape, int64_t tail) {
   at::NoGradGuard no_grad;
   const int64_t N = x.size(0), D = x.size(1), G = W.size(0);
-  at::Tensor xw = pooled_empty({N, G}, x.options());
-  if (b) xw.copy_(b->expand({N, G}));
+  at::Tensor xw = pooled_empty(shape, x.options()), t;
+  TORCH_CHECK(xw.numel() == N * G, "rnnkit native: project into a shape of ", xw.numel(), " elements, not ", N * G);
+  if (b && tail == 0) xw.view({N, G}).copy_(b->expand({N, G}));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnkit_project", [&] {
-    gemm<scalar_t>(false, true, N, G, D, x.data_ptr<scalar_t>(), D, W.data_ptr<scalar_t>(), D, scalar_t(b ? 1 : 0),
-                   xw.data_ptr<scalar_t>(), G);
+    using T = scalar_t;
+    T* out = xw.data_ptr<T>();
+    gemm<T>(false, true, N, G, D, x.data_ptr<T>(), D, W.data_ptr<T>(), D, T(b && tail == 0 ? 1 : 0), out, G);
+    if (tail == 0) return;
+    t = pooled_empty({N, tail}, x.options());
+    T* th = t.data_ptr<T>();
+    const T* bias = b ? b->data_ptr<T>() : nullptr;
+    const int64_t g0 = G - tail;
+    at::parallel_for(0, N, 64, [&](int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; ++n) {
+        T* __restrict row = out + n * G;
+        T* __restrict tr = th + n * tail;
+        if (bias) {
+          RNNKIT_SIMD
+          for (int64_t j = 0; j < g0; ++j) row[j] += bias[j];
+        }
+        RNNKIT_SIMD
+        for (int64_t j = 0; j < tail; ++j) {
+          const T v = tanh_(row[g0 + j]);
+          tr[j] = v, row[g0 + j] = bias ? v + bias[g0 + j] : v;
+        }
+      }
+    });
   });
-  return xw;
+  return {xw, t};
 }
 
-// Its backward: [dx = dxw W_xh, dW_xh = dxwᵀ x, db = Σ dxw], each only where asked (else undefined).
-Tensors project_backward(const at::Tensor& dxw, const at::Tensor& x, const at::Tensor& W, bool dx_, bool dW_, bool db_) {
+// Its backward: [dx = dpre W_xh, dW_xh = dpreᵀ x, db = Σ dxw], each only where asked (else undefined);
+// dpre = dxw, times (1 - t²) on the tanh tail (t from project; undefined: no tail).
+Tensors project_backward(const at::Tensor& dxw, const at::Tensor& x, const at::Tensor& W, bool dx_, bool dW_, bool db_,
+                         const c10::optional<at::Tensor>& t) {
   at::NoGradGuard no_grad;
   const int64_t N = x.size(0), D = x.size(1), G = W.size(0);
-  at::Tensor dx, dW, db;
+  at::Tensor dx, dW, db, dpre = dxw;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnkit_project_backward", [&] {
+    using T = scalar_t;
+    if (t && (dx_ || dW_)) {
+      const int64_t tail = t->size(1), g0 = G - tail;
+      dpre = pooled_empty({N, G}, x.options());
+      const T *g = dxw.data_ptr<T>(), *th = t->data_ptr<T>();
+      T* d = dpre.data_ptr<T>();
+      at::parallel_for(0, N, 64, [&](int64_t n0, int64_t n1) {
+        for (int64_t n = n0; n < n1; ++n) {
+          const T* __restrict gr = g + n * G;
+          const T* __restrict tr = th + n * tail;
+          T* __restrict dr = d + n * G;
+          std::copy(gr, gr + g0, dr);
+          RNNKIT_SIMD
+          for (int64_t j = 0; j < tail; ++j) dr[g0 + j] = gr[g0 + j] * (T(1) - tr[j] * tr[j]);
+        }
+      });
+    }
     if (dx_) {
       dx = pooled_empty({N, D}, x.options());
-      gemm<scalar_t>(false, false, N, D, G, dxw.data_ptr<scalar_t>(), G, W.data_ptr<scalar_t>(), D, scalar_t(0),
-                     dx.data_ptr<scalar_t>(), D);
+      gemm<T>(false, false, N, D, G, dpre.data_ptr<T>(), G, W.data_ptr<T>(), D, T(0), dx.data_ptr<T>(), D);
     }
     if (dW_) {
       dW = at::empty({G, D}, x.options());
-      gemm<scalar_t>(true, false, G, D, N, dxw.data_ptr<scalar_t>(), G, x.data_ptr<scalar_t>(), D, scalar_t(0),
-                     dW.data_ptr<scalar_t>(), D);
+      gemm<T>(true, false, G, D, N, dpre.data_ptr<T>(), G, x.data_ptr<T>(), D, T(0), dW.data_ptr<T>(), D);
     }
   });
   if (db_) db = dxw.sum(0);
@@ -302,7 +344,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           return out;
         }, "the timed choices so far: ([M, N, K, trans, lda, ldc/ldb, ..., threads, ...], option)");
   m.def("set_split", [](int64_t on) { rnnkit::g_split = on; }, "1: split an LSTM's hidden units over threads");
-  m.def("project", &rnnkit::project, "xw = x W_xhᵀ + b into a recycled buffer");
+  m.def("project", &rnnkit::project, "[xw = x W_xhᵀ + b (tanh before b on a tail), t] into recycled buffers");
   m.def("project_backward", &rnnkit::project_backward, "[dx, dW_xh, db] of project");
   m.def("have_blas", &rnnkit::have_blas, "whether the BLAS GEMM inside libtorch is reachable");
 }

@@ -55,20 +55,25 @@ def resolve_backend(backend, cell, xw):
     return "python"
 
 
-def run(cell, xw, state0, P, mask=None, reverse=False, backend=None, probe=None):
+def run(cell, xw, state0, P, mask=None, reverse=False, backend=None, probe=None, batch_first=False):
     """Run `cell` (a Cell class or instance) over xw.
 
     Shapes: xw (T, B, G·H) time-major input projection; state0 tuple of (B, H); P the recurrent
     parameters in `cell.REC_PARAMS` order; mask (T, B, 1) of 0/1 or None.
-    Returns hs (T, B, H) and the final state tuple.
+    Returns hs (T, B, H), or (B, T, H) with batch_first (the native backend writes it so; the others
+    return a transposed view), and the final state tuple.
     """
     cell = cell if isinstance(cell, type) else type(cell)
     chosen = resolve_backend(backend, cell, xw)
-    if chosen == "autograd":
-        return autograd_loop(cell, xw, state0, P, mask, reverse, probe)
     if chosen == "native":
-        from rnnkit.engine.native import NativeRecurrence as Fn
+        from rnnkit.engine.native import NativeRecurrence
+
+        hs, *state = NativeRecurrence.apply(
+            cell, mask, reverse, probe, batch_first, len(state0), xw, *state0, *P
+        )
+        return hs, tuple(state)
+    if chosen == "autograd":
+        hs, state = autograd_loop(cell, xw, state0, P, mask, reverse, probe)
     else:
-        Fn = PythonRecurrence
-    hs, *state = Fn.apply(cell, mask, reverse, probe, len(state0), xw, *state0, *P)
-    return hs, tuple(state)
+        hs, *state = PythonRecurrence.apply(cell, mask, reverse, probe, len(state0), xw, *state0, *P)
+    return (hs.transpose(0, 1) if batch_first else hs), tuple(state)

@@ -105,20 +105,25 @@ def _flat_params(cell, P, H):
 
 
 class NativeRecurrence(torch.autograd.Function):
-    """hs, *state_T = f(xw, *state_0, *P): PythonRecurrence's contract, the time loop in C++."""
+    """hs, *state_T = f(xw, *state_0, *P): PythonRecurrence's contract, the time loop in C++.
+
+    batch_first: hs is written (B, T, H) straight away (and dL/dhs read so), sparing the layer's last
+    transpose and its copy both ways."""
 
     @staticmethod
-    def forward(ctx, cell, mask, reverse, probe, n_state, xw, *tensors):
+    def forward(ctx, cell, mask, reverse, probe, batch_first, n_state, xw, *tensors):
         state0, P = tensors[:n_state], tensors[n_state:]
         T, B = xw.shape[:2]
         H = state0[0].shape[1]
         m = None if mask is None else mask.reshape(T, B).to(xw.dtype).contiguous()
         flat = _flat_params(cell, P, H)
-        keep = any(ctx.needs_input_grad[5:])
+        keep = any(ctx.needs_input_grad[6:])
         out = load().forward(
-            CELL_IDS[cell], xw.contiguous(), [s.contiguous() for s in state0], flat, m, reverse, keep
-        )
+            CELL_IDS[cell], xw.contiguous(), [s.contiguous() for s in state0], flat, m, reverse, keep,
+            batch_first,
+        )  # fmt: skip
         ctx.cell, ctx.mask, ctx.reverse, ctx.probe, ctx.n_state = cell, m, reverse, probe, n_state
+        ctx.batch_first = batch_first
         ctx.saved, ctx.flat, ctx.X = out[1 + n_state :], flat, xw.shape[2]
         ctx.shapes = [None if p is None else p.shape for p in P]
         return tuple(out[: 1 + n_state])
@@ -128,21 +133,22 @@ class NativeRecurrence(torch.autograd.Function):
     def backward(ctx, dhs, *dstateT):
         HH = ctx.saved[0]
         T, B, H = HH.shape[0] - 1, HH.shape[1], HH.shape[2]
-        dhs = HH.new_zeros(T, B, H) if dhs is None else dhs.contiguous()
+        if dhs is None:
+            dhs = HH.new_zeros((B, T, H) if ctx.batch_first else (T, B, H))
         dstateT = [HH.new_zeros(B, H) if d is None else d.contiguous() for d in dstateT]
         probe = ctx.probe
         out = load().backward(
-            CELL_IDS[ctx.cell], ctx.saved, ctx.X, ctx.flat, ctx.mask, ctx.reverse, dhs, dstateT,
-            probe is not None,
+            CELL_IDS[ctx.cell], ctx.saved, ctx.X, ctx.flat, ctx.mask, ctx.reverse, dhs.contiguous(), dstateT,
+            probe is not None, ctx.batch_first,
         )  # fmt: skip
         n = ctx.n_state
         dxw, dstate0, dP = out[0], out[1 : 1 + n], out[1 + n : 1 + n + len(ctx.flat)]
         if probe is not None:
             probe.record(out[-1])
-        needs = ctx.needs_input_grad[5 + 1 + n :]
+        needs = ctx.needs_input_grad[6 + 1 + n :]
         dP = [g.sum_to_size(s) if need and g is not None else None
               for g, s, need in zip(dP, ctx.shapes, needs)]  # fmt: skip
-        return (None, None, None, None, None, dxw, *dstate0, *dP)
+        return (None, None, None, None, None, None, dxw, *dstate0, *dP)
 
 
 class NativeProjection(torch.autograd.Function):

@@ -65,7 +65,7 @@ def test_gradcheck(name):
     mask = (torch.arange(T)[:, None] < torch.tensor([4, 2, 3])[None]).double()[..., None]
 
     def f(xw, *tensors):
-        return native.NativeRecurrence.apply(type(cell), mask, False, None, len(s0), xw, *tensors)
+        return native.NativeRecurrence.apply(type(cell), mask, False, None, False, len(s0), xw, *tensors)
 
     torch.autograd.gradcheck(f, (xw, *s0, *P))
 
@@ -288,3 +288,30 @@ def test_projection_with_tanh_tail(bias):
     ins = [x, W] + ([b] if bias else [])
     for a, c in zip(torch.autograd.grad(want_xw, ins, g), torch.autograd.grad(got_xw, ins, g)):
         torch.testing.assert_close(c, a, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(CELLS))
+def test_batch_first_outputs(name):
+    """batch_first: the native loop writes hs as (B, T, H) and reads dL/dhs so; the same numbers as
+    python's time-major hs transposed (float64, masks, reverse, probe, split and unsplit sizes)."""
+    for H, T in ((5, 6), (40, 9)):
+        cell, B = make(name, torch.float64, D=4, H=H), 9
+        x = torch.randn(T, B, 4, dtype=torch.float64)
+        s0 = tuple(torch.randn(B, H, dtype=torch.float64) for _ in range(cell.num_states))
+        lengths = torch.tensor([T, 2, 4] * 3)
+        mask = (torch.arange(T)[:, None] < lengths[None]).double()[..., None]
+        weights = torch.randn(B, T, H, dtype=torch.float64)
+        for reverse in (False, True):
+            results = []
+            for backend, bf in (("python", False), ("native", True)):
+                cell.zero_grad()
+                xr, probe = x.clone().requires_grad_(), GradProbe()
+                hs, sT = run(
+                    cell, cell.project_input(xr), s0, cell.rec_params(), mask, reverse, backend, probe, bf
+                )
+                hs = hs if bf else hs.transpose(0, 1)
+                assert hs.shape == (B, T, H)
+                ((hs * weights).sum() + sT[0].sum()).backward()
+                results.append([hs, *sT, xr.grad, *[p.grad for p in cell.parameters()], probe.dh])
+            for a, b in zip(*results):
+                torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)

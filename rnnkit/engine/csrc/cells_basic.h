@@ -44,7 +44,7 @@ template <typename T, typename Cell>
 void fetch_next_bwd(const Run<T>& r, int64_t t, int64_t j0, int64_t j1) {
   const int64_t next = r.reverse ? t + 1 : t - 1;
   if (next < 0 || next >= r.T_) return;
-  fetch_blocks(r, r.dhs, next, r.H, 1, r.H, j0, j1);
+  for (int64_t b = r.b0; b < r.b1; ++b) prefetch(r.dout(next, b) + j0, (j1 - j0) * sizeof(T));
   Cell::fetch_bwd(r, next, j0, j1);
 }
 
@@ -78,7 +78,7 @@ struct Elman {  // h_t = φ(xw_t + h_prev W_hhᵀ + b_hh)
       const T* __restrict p = pre + b * ldp - j0;
       const T* __restrict h0 = hp + b * H;
       T* __restrict h = hn + b * H;
-      T* __restrict out = r.hs + (t * B + b) * H;
+      T* __restrict out = r.out(t, b);
       if (!r.m(t, b)) {
         RNNKIT_SIMD
         for (int64_t j = j0; j < j1; ++j) h[j] = h0[j], out[j] = T(0);
@@ -134,7 +134,7 @@ struct Leaky {  // h̃ = tanh(xw_t + h_prev W_hhᵀ + b),  h_t = h_prev + α ⊙
       const T* __restrict h0 = hp + b * H;
       T* __restrict c = hc + b * H;
       T* __restrict h = hn + b * H;
-      T* __restrict out = r.hs + (t * B + b) * H;
+      T* __restrict out = r.out(t, b);
       const T m = r.m(t, b) ? T(1) : T(0);
       RNNKIT_SIMD
       for (int64_t j = j0; j < j1; ++j) {
@@ -200,7 +200,7 @@ struct LSTM {  // gates i, f, g, o;  caches: [i f g o] activations (4H), tanh(c_
       T* __restrict g = r.C(0, t, 4 * H) + b * 4 * H;
       T* __restrict tc = r.C(1, t, H) + b * H;
       T *__restrict h = hn + b * H, *__restrict c = cn + b * H;
-      T* __restrict out = r.hs + (t * B + b) * H;
+      T* __restrict out = r.out(t, b);
       const T m = r.m(t, b) ? T(1) : T(0);
       RNNKIT_SIMD
       for (int64_t j = j0; j < j1; ++j) {
@@ -272,7 +272,7 @@ struct GRU {  // torch form, gates r, z, n;  caches: [r z n] (3H), h_n = (h_prev
       T* __restrict g = r.C(0, t, 3 * H) + b * 3 * H;
       T* __restrict hN = r.C(1, t, H) + b * H;
       T* __restrict h = hn + b * H;
-      T* __restrict out = r.hs + (t * B + b) * H;
+      T* __restrict out = r.out(t, b);
       const T m = r.m(t, b) ? T(1) : T(0);
       RNNKIT_SIMD
       for (int64_t j = j0; j < j1; ++j) {

@@ -75,7 +75,7 @@ struct Gated {
       const T* __restrict z = r.C(0, t, 2 * H) + b * 2 * H + zcol * H;
       T* __restrict hc = r.C(1, t, H) + b * H;
       T* __restrict h = hn + b * H;
-      T* __restrict out = r.hs + (t * B + b) * H;
+      T* __restrict out = r.out(t, b);
       const T m = r.m(t, b) ? T(1) : T(0);
       RNNKIT_SIMD
       for (int64_t j = j0; j < j1; ++j) {

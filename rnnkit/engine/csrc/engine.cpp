@@ -32,9 +32,10 @@ constexpr int64_t kPrepareSteps = 8;  // from this many steps on, per-step weigh
 
 template <typename T>
 Run<T> make_run(const at::Tensor& HH, int64_t X, const std::vector<c10::optional<at::Tensor>>& P,
-                const c10::optional<at::Tensor>& mask, bool reverse, Tensors& keepalive) {
+                const c10::optional<at::Tensor>& mask, bool reverse, Tensors& keepalive, bool batch_first) {
   Run<T> r;
   r.T_ = HH.size(0) - 1, r.B = HH.size(1), r.H = HH.size(2), r.X = X, r.reverse = reverse;
+  r.hs_t = batch_first ? r.H : r.B * r.H, r.hs_b = batch_first ? r.T_ * r.H : r.H;
   r.HH = HH.data_ptr<T>();
   r.mask = mask ? mask->data_ptr<T>() : nullptr;
   at::Tensor zeros = at::zeros({4 * r.H}, HH.options());  // stands in for an absent bias
@@ -104,12 +105,13 @@ void over_rows(const Run<T>& r, int64_t nt, F&& loop) {
 // Returns [hs, h_T, (c_T), HH, (CC), caches...]; HH onwards is what backward needs.
 template <typename T, typename Cell>
 Tensors forward(const at::Tensor& xw, const Tensors& state0, const std::vector<c10::optional<at::Tensor>>& P,
-                const c10::optional<at::Tensor>& mask, bool reverse, bool keep) {
+                const c10::optional<at::Tensor>& mask, bool reverse, bool keep, bool batch_first) {
   const int64_t T_ = xw.size(0), B = xw.size(1), H = state0[0].size(1);
   const bool lstm = state0.size() == 2;
-  at::Tensor HH = pooled_empty({T_ + 1, B, H}, xw.options()), CC, hs = pooled_empty({T_, B, H}, xw.options());
+  at::Tensor HH = pooled_empty({T_ + 1, B, H}, xw.options()), CC;
+  at::Tensor hs = batch_first ? pooled_empty({B, T_, H}, xw.options()) : pooled_empty({T_, B, H}, xw.options());
   Tensors keepalive, caches;
-  Run<T> r = make_run<T>(HH, xw.size(2), P, mask, reverse, keepalive);
+  Run<T> r = make_run<T>(HH, xw.size(2), P, mask, reverse, keepalive, batch_first);
   r.keep = keep, r.xw = xw.data_ptr<T>(), r.hs = hs.data_ptr<T>();
   HH[reverse ? T_ : 0].copy_(state0[0]);
   if (lstm) {
@@ -146,9 +148,9 @@ Tensors forward(const at::Tensor& xw, const Tensors& state0, const std::vector<c
 template <typename T>
 void total_dh(Run<T>& r, int64_t t, int64_t j0, int64_t j1) {  // dh = dH + m_t ⊙ dhs[t]  (units [j0, j1))
   const int64_t BH = r.B * r.H;
-  const T* dhs = r.dhs + t * BH;
   for (int64_t b = r.b0; b < r.b1; ++b) {
     const T m = r.m(t, b) ? T(1) : T(0);
+    const T* __restrict dhs = r.dout(t, b) - b * r.H;
     RNNKIT_SIMD
     for (int64_t j = b * r.H + j0; j < b * r.H + j1; ++j) r.dh[j] = r.dH[j] + m * dhs[j];
     if (r.probe != nullptr) std::copy(r.dh + b * r.H + j0, r.dh + b * r.H + j1, r.probe + t * BH + b * r.H + j0);
@@ -159,11 +161,11 @@ void total_dh(Run<T>& r, int64_t t, int64_t j0, int64_t j1) {  // dh = dH + m_t 
 template <typename T, typename Cell>
 Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optional<at::Tensor>>& P,
                  const c10::optional<at::Tensor>& mask, bool reverse, const at::Tensor& dhs,
-                 const Tensors& dstate, bool probe) {
+                 const Tensors& dstate, bool probe, bool batch_first) {
   const at::Tensor& HH = saved[0];
   const bool lstm = dstate.size() == 2;
   Tensors keepalive;
-  Run<T> r = make_run<T>(HH, X, P, mask, reverse, keepalive);
+  Run<T> r = make_run<T>(HH, X, P, mask, reverse, keepalive, batch_first);
   const int64_t T_ = r.T_, B = r.B, H = r.H;
   r.prepare = T_ >= kPrepareSteps;
   auto o = HH.options();
@@ -227,22 +229,22 @@ Tensors with_cell(int64_t cell, F&& f) {
 
 Tensors forward_py(int64_t cell, const at::Tensor& xw, const Tensors& state0,
                    const std::vector<c10::optional<at::Tensor>>& P, const c10::optional<at::Tensor>& mask,
-                   bool reverse, bool keep) {
+                   bool reverse, bool keep, bool batch_first) {
   at::NoGradGuard no_grad;
   return AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "rnnkit_forward", [&] {
     return with_cell<scalar_t>(cell, [&](auto c) {
-      return forward<scalar_t, decltype(c)>(xw, state0, P, mask, reverse, keep);
+      return forward<scalar_t, decltype(c)>(xw, state0, P, mask, reverse, keep, batch_first);
     });
   });
 }
 
 Tensors backward_py(int64_t cell, const Tensors& saved, int64_t X, const std::vector<c10::optional<at::Tensor>>& P,
                     const c10::optional<at::Tensor>& mask, bool reverse, const at::Tensor& dhs,
-                    const Tensors& dstate, bool probe) {
+                    const Tensors& dstate, bool probe, bool batch_first) {
   at::NoGradGuard no_grad;
   return AT_DISPATCH_FLOATING_TYPES(dhs.scalar_type(), "rnnkit_backward", [&] {
     return with_cell<scalar_t>(cell, [&](auto c) {
-      return backward<scalar_t, decltype(c)>(saved, X, P, mask, reverse, dhs, dstate, probe);
+      return backward<scalar_t, decltype(c)>(saved, X, P, mask, reverse, dhs, dstate, probe, batch_first);
     });
   });
 }

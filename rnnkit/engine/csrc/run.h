@@ -234,6 +234,7 @@ struct Run {
   bool prepare = false;  // a long loop: per-step weight operands are prepared once (StepW), else read as stored
   std::shared_ptr<std::array<std::shared_ptr<StepW<T>>, 4>> sw = std::make_shared<std::array<std::shared_ptr<StepW<T>>, 4>>();
   T *hs = nullptr, *HH = nullptr, *CC = nullptr;
+  int64_t hs_t = 0, hs_b = 0;  // strides of hs (and dhs) per step and per row: (T, B, H) or batch-first (B, T, H)
   std::vector<T*> cache;  // per-cell caches, each (T or 1, B, width)
   std::vector<T*> tmp;    // per-step scratch, (B, up to 4H) each
   // backward
@@ -252,6 +253,8 @@ struct Run {
   const T* at_prev(const T* slots) const { return slots + (reverse ? B * H : 0); }
   const T* at_next(const T* slots) const { return slots + (reverse ? 0 : B * H); }
   T* C(int k, int64_t t, int64_t width) const { return cache[k] + c(t) * B * width; }
+  T* out(int64_t t, int64_t b) const { return hs + t * hs_t + b * hs_b; }           // h_t of row b in hs
+  const T* dout(int64_t t, int64_t b) const { return dhs + t * hs_t + b * hs_b; }   // dL/dh_t from above
   // this thread's rows of C (B×N) = A (B×K) op(W) + beta·C, W stored (N×K) when tw, else (K×N)
   void rows_gemm(bool tw, int64_t N, int64_t K, const T* A, int64_t lda, const T* W, int64_t ldw, T beta, T* C,
                  int64_t ldc) const {

@@ -37,9 +37,13 @@ The other cells are compared with a Python loop through autograd (target 1.5x) a
 rate, with rnnkit's LSTM at the same size (target 0.9x). Timings are only comparable on an idle
 machine, and the same row moves by 10-20% between runs on this shared one. The native engine
 prepares each per-step weight matrix once per loop in the form a first timing on this CPU found
-fastest (MKL packed, transposed copy or oneDNN; RNNKIT_GEMM), and an LSTM splits its hidden units
-over the threads with one barrier per step (RNNKIT_SPLIT=0 turns that off; other cells use the
-BLAS's threads for each step's GEMM). `--threads 1` writes a section engine-1thread."""
+fastest (MKL packed, transposed copy or oneDNN; RNNKIT_GEMM). Threads split the batch rows when the
+recurrent weights fit in a core's L2 cache (here every 1x128 cell, rnn_tanh, leaky and mut1 at 2x512;
+RNNKIT_ROW_THREADS), else the hidden units (one barrier per step, gated cells two; RNNKIT_SPLIT=0
+turns that off). The GEMM rate counts only GEMM FLOPs of the whole train step (embedding lookup,
+softmax, Adam and the like take the same time for every cell), so a cell with fewer FLOPs per step
+(leaky: a quarter of an LSTM's recurrent FLOPs) shows a lower rate at the same engine efficiency.
+`--threads 1` writes a section engine-1thread."""
 
 
 class CharLM(nn.Module):

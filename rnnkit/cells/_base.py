@@ -37,6 +37,7 @@ class Cell(nn.Module):
     EXTRAS = ()
     torch_mode = None  # name of the torch.nn recurrent module with the same function, if any
     tanh_tail = 0  # columns at the end of the projection that pass through tanh before the bias (MUT1)
+    input_identity = None  # first column of a block that is the input itself (MUT1/MUT2 with D = H)
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True):
         super().__init__()
@@ -58,14 +59,21 @@ class Cell(nn.Module):
     def project_input(self, xs):
         """The input term of every gate for all steps at once: (T, B, D) -> (T, B, gates·H)."""
         W, b = self.input_affine()
-        if not self.tanh_tail:
+        c = self.input_identity
+        if c is None and not self.tanh_tail:
             return F.linear(xs, W, b)
-        return TanhTail.apply(F.linear(xs, W), self.tanh_tail, b)
+        pre = F.linear(xs, W)
+        if c is not None:  # x itself as the block [c, c + D)
+            pre = torch.cat((pre[..., :c], xs, pre[..., c:]), dim=-1)
+        if self.tanh_tail:
+            return TanhTail.apply(pre, self.tanh_tail, b)
+        return pre if b is None else pre.add_(b)  # in place on the concatenation: one pass less
 
     def input_affine(self):
-        """(W, b): project_input(xs) = xs Wᵀ + b (one GEMM for all steps), with tanh applied before b to the
-        last `tanh_tail` columns (MUT1's tanh(x̃_t)); None if the cell's projection is not of that form.
-        The native engine runs that GEMM in its recycled buffers."""
+        """(W, b): project_input(xs) = xs Wᵀ + b (one GEMM for all steps), except that
+        - with `input_identity` = c the columns [c, c + D) are xs itself and W has no rows for them,
+        - the last `tanh_tail` columns pass through tanh before b is added (MUT1's tanh(x̃_t)).
+        None if the cell's projection is not of that form. The native engine runs it in recycled buffers."""
         return self.W_xh, self.b_xh
 
     def rec_params(self) -> tuple:

@@ -15,7 +15,6 @@ Backward (h̃ = the tanh term):
 """
 
 import torch
-from torch.nn import functional as F
 
 from rnnkit.cells._base import Cell, recurrent_weights
 from rnnkit.cells._mut import MUTBase
@@ -59,20 +58,11 @@ class MUT1(MUTBase, Cell):
         H = hidden_size
         self.W_xh = torch.nn.Parameter(torch.empty(2 * H, input_size))  # [z, r] only
         self._make_projection()
-        self.tanh_tail = H if self.W_xp is not None else 0
+        self.tanh_tail = H  # [z, r, tanh(x̃)] + b
+        self.input_identity = 2 * H if self.W_xp is None else None
         recurrent_weights(self, ("W_hr", (H, H)), ("W_hh", (H, H)))
         self.reset_parameters()
 
-    def project_input(self, xs):
-        if self.W_xp is not None:  # one GEMM for [z, r, x̃], then tanh(x̃) + b in place (Cell.project_input)
-            return super().project_input(xs)
-        H, b = self.hidden_size, self.b_xh  # x̃ = x_t: no GEMM for it
-        zr = F.linear(xs, self.W_xh, None if b is None else b[: 2 * H])
-        xw = torch.cat((zr, torch.tanh(xs)), dim=-1)
-        if b is not None:
-            xw[..., 2 * H :].add_(b[2 * H :])  # in place on the concatenation: one pass less
-        return xw
-
     def input_affine(self):
-        """[W_xh; W_xp] and b_xh, tanh on the x̃ block (tanh_tail), when D ≠ H; None when D = H (x̃ = x_t)."""
-        return None if self.W_xp is None else (torch.cat((self.W_xh, self.W_xp)), self.b_xh)
+        """[W_xh; W_xp] (D ≠ H) or W_xh with x_t itself as the x̃ block (D = H), tanh on that block."""
+        return (self.W_xh if self.W_xp is None else torch.cat((self.W_xh, self.W_xp))), self.b_xh

@@ -15,7 +15,6 @@ Backward:
 """
 
 import torch
-from torch.nn import functional as F
 
 from rnnkit.cells._base import Cell, recurrent_weights
 from rnnkit.cells._mut import MUTBase
@@ -60,20 +59,13 @@ class MUT2(MUTBase, Cell):
         H = hidden_size
         self.W_xh = torch.nn.Parameter(torch.empty(2 * H, input_size))  # [z, h] only
         self._make_projection()
+        self.input_identity = H if self.W_xp is None else None  # [z, x̃, h] + b
         recurrent_weights(self, ("W_hzr", (2 * H, H)), ("W_hh", (H, H)))
         self.reset_parameters()
 
-    def project_input(self, xs):
-        if self.W_xp is not None:  # one GEMM for [z, x̃, h]
-            return super().project_input(xs)
-        H, b = self.hidden_size, self.b_xh  # x̃ = x_t: no GEMM for it
-        zh = F.linear(xs, self.W_xh)
-        xw = torch.cat((zh[..., :H], xs, zh[..., H:]), dim=-1)
-        return xw if b is None else xw.add_(b)  # in place on the concatenation: one pass less
-
     def input_affine(self):
-        """[W_z; W_xp; W_h] and b_xh when D ≠ H (x̃ = W_xp x_t); None when D = H (x̃ = x_t)."""
+        """[W_z; W_xp; W_h] (D ≠ H) or W_xh = [W_z; W_h] with x_t itself as the x̃ block (D = H)."""
         if self.W_xp is None:
-            return None
+            return self.W_xh, self.b_xh
         H = self.hidden_size
         return torch.cat((self.W_xh[:H], self.W_xp, self.W_xh[H:])), self.b_xh

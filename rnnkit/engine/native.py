@@ -152,18 +152,22 @@ class NativeRecurrence(torch.autograd.Function):
 
 
 class NativeProjection(torch.autograd.Function):
-    """xw = x W_xhᵀ + b for all steps (F.linear's function) with its buffers recycled by the extension;
-    with tail n > 0 the last n columns pass through tanh before b is added (Cell.tanh_tail, MUT1)."""
+    """xw = x W_xhᵀ + b for all steps (F.linear's function) with its buffers recycled by the extension.
+
+    tail n > 0: the last n columns pass through tanh before b is added (Cell.tanh_tail, MUT1).
+    ident c >= 0: columns [c, c + D) of xw are x itself and W holds only the other rows (Cell.input_identity:
+    MUT1/MUT2 with x̃_t = x_t); without a GEMM for them."""
 
     @staticmethod
-    def forward(ctx, x, W, b, tail):
+    def forward(ctx, x, W, b, tail, ident):
         shape = x.shape
         x2 = x.reshape(-1, shape[-1]).contiguous()
         W = W.detach().contiguous()
         b = None if b is None else b.detach().contiguous()
-        xw, t = load().project(x2, W, b, [*shape[:-1], W.shape[0]], tail)
+        G = W.shape[0] + (shape[-1] if ident >= 0 else 0)
+        xw, t = load().project(x2, W, b, [*shape[:-1], G], tail, ident)
         ctx.save_for_backward(x2, W, t)
-        ctx.shape, ctx.has_b = shape, b is not None
+        ctx.shape, ctx.has_b, ctx.ident = shape, b is not None, ident
         return xw
 
     @staticmethod
@@ -172,10 +176,11 @@ class NativeProjection(torch.autograd.Function):
         x2, W, t = ctx.saved_tensors
         need = ctx.needs_input_grad
         dx, dW, db = load().project_backward(
-            dxw.reshape(-1, W.shape[0]).contiguous(), x2, W, need[0], need[1], need[2] and ctx.has_b, t
-        )
+            dxw.reshape(-1, dxw.shape[-1]).contiguous(), x2, W, need[0], need[1], need[2] and ctx.has_b, t,
+            ctx.ident,
+        )  # fmt: skip
         return (dx.view(ctx.shape) if need[0] else None, dW if need[1] else None,
-                db if need[2] else None, None)  # fmt: skip
+                db if need[2] else None, None, None)  # fmt: skip
 
 
 def folds_input_bias(cell):
@@ -184,7 +189,7 @@ def folds_input_bias(cell):
     return type(cell) in (CELLS["rnn_tanh"], CELLS["rnn_relu"], CELLS["lstm"], CELLS["leaky"])
 
 
-def project(x, W, b, tail=0):
-    """F.linear(x, W, b) for the native backend: x (..., D), W (G, D), b (G,) or None; tail: see
+def project(x, W, b, tail=0, ident=-1):
+    """F.linear(x, W, b) for the native backend: x (..., D), W (G, D), b (G,) or None; tail, ident: see
     NativeProjection."""
-    return NativeProjection.apply(x, W, b, tail)
+    return NativeProjection.apply(x, W, b, tail, ident)

@@ -134,7 +134,8 @@ class Recurrent(nn.Module):
             W, b = affine
             if folds_input_bias(cell) and b is not None and P[1] is not None:
                 return project(xs, W, None), (P[0], P[1] + b, *P[2:])
-            return project(xs, W, b, cell.tanh_tail), P
+            ident = -1 if cell.input_identity is None else cell.input_identity
+            return project(xs, W, b, cell.tanh_tail, ident), P
         return cell.project_input(xs), P
 
     def step(self, x_t, state=None, cond=None):

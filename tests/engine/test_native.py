@@ -271,19 +271,30 @@ def test_layer_native_equals_python_when_input_size_is_hidden_size(name):
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_projection_with_tanh_tail(bias):
-    """MUT1's projection: the last n columns pass through tanh before the bias, natively as in Cell's
-    TanhTail; values and gradients (gradcheck, float64)."""
+@pytest.mark.parametrize("tail, ident", [(6, -1), (0, 6), (6, 12), (0, 0)])
+def test_projection_with_tanh_tail_and_identity_block(tail, ident, bias):
+    """MUT1/MUT2's projections: the last `tail` columns pass through tanh before the bias, and columns
+    [ident, ident + D) are x itself (W has no rows for them), natively as Cell.project_input does it;
+    values and gradients (gradcheck, float64)."""
     from rnnkit.cells._base import TanhTail
 
     torch.manual_seed(0)
-    x = torch.randn(9, 4, 6, dtype=torch.float64, requires_grad=True)
-    W = torch.randn(15, 6, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(15, dtype=torch.float64, requires_grad=True) if bias else None
-    torch.autograd.gradcheck(lambda *a: native.project(*a, 5), (x, W, b))
-    g = torch.randn(9, 4, 15, dtype=torch.float64)
-    want_xw = TanhTail.apply(torch.nn.functional.linear(x, W), 5, b)
-    got_xw = native.project(x, W, b, 5)
+    D, G = 6, 18
+    x = torch.randn(9, 4, D, dtype=torch.float64, requires_grad=True)
+    W = torch.randn(G - (D if ident >= 0 else 0), D, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(G, dtype=torch.float64, requires_grad=True) if bias else None
+
+    def reference(x, W, b):
+        pre = torch.nn.functional.linear(x, W)
+        if ident >= 0:
+            pre = torch.cat((pre[..., :ident], x, pre[..., ident:]), -1)
+        if tail:
+            return TanhTail.apply(pre, tail, b)
+        return pre if b is None else pre + b
+
+    torch.autograd.gradcheck(lambda *a: native.project(*a, tail, ident), (x, W, b))
+    g = torch.randn(9, 4, G, dtype=torch.float64)
+    want_xw, got_xw = reference(x, W, b), native.project(x, W, b, tail, ident)
     torch.testing.assert_close(got_xw, want_xw, rtol=1e-12, atol=1e-12)
     ins = [x, W] + ([b] if bias else [])
     for a, c in zip(torch.autograd.grad(want_xw, ins, g), torch.autograd.grad(got_xw, ins, g)):

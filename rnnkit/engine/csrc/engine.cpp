@@ -251,32 +251,42 @@ Tensors backward_py(int64_t cell, const Tensors& saved, int64_t X, const std::ve
 
 // The input projection of all steps, xw = x W_xhᵀ + b (x (N, D), W_xh (G, D)), into a recycled buffer:
 // with F.linear every train step wrote it, and the bias broadcast before it, into fresh memory (page faults).
-// tail n > 0 (MUT1's tanh(x̃_t) block): the last n columns are tanh(x W_xhᵀ) + b, and t = their tanh is
-// returned too, for the backward. shape: xw's shape, (..., G) with N rows (given, so xw is not a view).
+//   tail n > 0 (MUT1's tanh(x̃_t) block): the last n columns are tanh(·) + b; their tanh t is returned too.
+//   ident c >= 0 (MUT1/MUT2 with x̃_t = x_t): columns [c, c + D) are x itself (no GEMM), and W holds the
+//   other G - D rows in order: W[:c] gives columns [0, c), W[c:] columns [c + D, G).
+// shape: xw's shape, (..., G) with N rows (given, so that xw is not a view). Returns [xw, t].
 Tensors project(const at::Tensor& x, const at::Tensor& W, const c10::optional<at::Tensor>& b,
-                std::vector<int64_t> shape, int64_t tail) {
+                std::vector<int64_t> shape, int64_t tail, int64_t ident) {
   at::NoGradGuard no_grad;
-  const int64_t N = x.size(0), D = x.size(1), G = W.size(0);
+  const int64_t N = x.size(0), D = x.size(1), G = W.size(0) + (ident >= 0 ? D : 0);
   at::Tensor xw = pooled_empty(shape, x.options()), t;
   TORCH_CHECK(xw.numel() == N * G, "rnnkit native: project into a shape of ", xw.numel(), " elements, not ", N * G);
-  if (b && tail == 0) xw.view({N, G}).copy_(b->expand({N, G}));
+  const bool plain = tail == 0 && ident < 0;
+  if (b && plain) xw.view({N, G}).copy_(b->expand({N, G}));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnkit_project", [&] {
     using T = scalar_t;
     T* out = xw.data_ptr<T>();
-    gemm<T>(false, true, N, G, D, x.data_ptr<T>(), D, W.data_ptr<T>(), D, T(b && tail == 0 ? 1 : 0), out, G);
-    if (tail == 0) return;
-    t = pooled_empty({N, tail}, x.options());
-    T* th = t.data_ptr<T>();
+    const T *xp = x.data_ptr<T>(), *w = W.data_ptr<T>();
+    if (ident < 0) {
+      gemm<T>(false, true, N, G, D, xp, D, w, D, T(b && plain ? 1 : 0), out, G);
+    } else {  // the blocks around the identity block
+      if (ident > 0) gemm<T>(false, true, N, ident, D, xp, D, w, D, T(0), out, G);
+      if (G - ident - D > 0) gemm<T>(false, true, N, G - ident - D, D, xp, D, w + ident * D, D, T(0), out + ident + D, G);
+    }
+    if (plain) return;
+    if (tail) t = pooled_empty({N, tail}, x.options());
+    T* th = tail ? t.data_ptr<T>() : nullptr;
     const T* bias = b ? b->data_ptr<T>() : nullptr;
     const int64_t g0 = G - tail;
     at::parallel_for(0, N, 64, [&](int64_t n0, int64_t n1) {
       for (int64_t n = n0; n < n1; ++n) {
         T* __restrict row = out + n * G;
-        T* __restrict tr = th + n * tail;
+        if (ident >= 0) std::copy(xp + n * D, xp + (n + 1) * D, row + ident);
         if (bias) {
           RNNKIT_SIMD
           for (int64_t j = 0; j < g0; ++j) row[j] += bias[j];
         }
+        T* __restrict tr = th + n * tail;
         RNNKIT_SIMD
         for (int64_t j = 0; j < tail; ++j) {
           const T v = tanh_(row[g0 + j]);
@@ -289,11 +299,12 @@ Tensors project(const at::Tensor& x, const at::Tensor& W, const c10::optional<at
 }
 
 // Its backward: [dx = dpre W_xh, dW_xh = dpreᵀ x, db = Σ dxw], each only where asked (else undefined);
-// dpre = dxw, times (1 - t²) on the tanh tail (t from project; undefined: no tail).
+// dpre = dxw, times (1 - t²) on the tanh tail (t from project; undefined: no tail); with an identity
+// block (ident >= 0) its columns of dpre add to dx directly and the GEMMs skip them.
 Tensors project_backward(const at::Tensor& dxw, const at::Tensor& x, const at::Tensor& W, bool dx_, bool dW_, bool db_,
-                         const c10::optional<at::Tensor>& t) {
+                         const c10::optional<at::Tensor>& t, int64_t ident) {
   at::NoGradGuard no_grad;
-  const int64_t N = x.size(0), D = x.size(1), G = W.size(0);
+  const int64_t N = x.size(0), D = x.size(1), G = W.size(0) + (ident >= 0 ? D : 0), R = W.size(0);
   at::Tensor dx, dW, db, dpre = dxw;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnkit_project_backward", [&] {
     using T = scalar_t;
@@ -313,13 +324,28 @@ Tensors project_backward(const at::Tensor& dxw, const at::Tensor& x, const at::T
         }
       });
     }
+    const T *dp = dpre.data_ptr<T>(), *w = W.data_ptr<T>(), *xp = x.data_ptr<T>();
+    // the W rows and the dpre columns they pair with: all of them, or the blocks around the identity block
+    std::vector<std::array<int64_t, 3>> blocks;  // {first W row, first dpre column, rows}
+    if (ident < 0) blocks.push_back({0, 0, G});
+    else {
+      if (ident > 0) blocks.push_back({0, 0, ident});
+      if (R - ident > 0) blocks.push_back({ident, ident + D, R - ident});
+    }
     if (dx_) {
       dx = pooled_empty({N, D}, x.options());
-      gemm<T>(false, false, N, D, G, dpre.data_ptr<T>(), G, W.data_ptr<T>(), D, T(0), dx.data_ptr<T>(), D);
+      T* out = dx.data_ptr<T>();
+      if (ident >= 0) dx.copy_(dpre.narrow(1, ident, D));
+      T beta = T(ident >= 0 ? 1 : 0);
+      for (auto& [r0, c0, n] : blocks) {
+        gemm<T>(false, false, N, D, n, dp + c0, G, w + r0 * D, D, beta, out, D);
+        beta = T(1);
+      }
     }
     if (dW_) {
-      dW = at::empty({G, D}, x.options());
-      gemm<T>(true, false, G, D, N, dpre.data_ptr<T>(), G, x.data_ptr<T>(), D, T(0), dW.data_ptr<T>(), D);
+      dW = at::empty({R, D}, x.options());
+      for (auto& [r0, c0, n] : blocks)
+        gemm<T>(true, false, n, D, N, dp + c0, G, xp, D, T(0), dW.data_ptr<T>() + r0 * D, D);
     }
   });
   if (db_) db = dxw.sum(0);
@@ -346,7 +372,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           return out;
         }, "the timed choices so far: ([M, N, K, trans, lda, ldc/ldb, ..., threads, ...], option)");
   m.def("set_split", [](int64_t on) { rnnkit::g_split = on; }, "1: split an LSTM's hidden units over threads");
-  m.def("project", &rnnkit::project, "[xw = x W_xhᵀ + b (tanh before b on a tail), t] into recycled buffers");
+  m.def("project", &rnnkit::project, "[xw = x W_xhᵀ + b (tanh before b on a tail; an identity block), t] into recycled buffers");
   m.def("project_backward", &rnnkit::project_backward, "[dx, dW_xh, db] of project");
   m.def("have_blas", &rnnkit::have_blas, "whether the BLAS GEMM inside libtorch is reachable");
 }

@@ -308,21 +308,29 @@ Tensors project_backward(const at::Tensor& dxw, const at::Tensor& x, const at::T
   at::Tensor dx, dW, db, dpre = dxw;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnkit_project_backward", [&] {
     using T = scalar_t;
-    if (t && (dx_ || dW_)) {
-      const int64_t tail = t->size(1), g0 = G - tail;
+    if (t && (dx_ || dW_)) {  // one pass over dxw: dpre, and (db) column sums of fixed row chunks
+      const int64_t tail = t->size(1), g0 = G - tail, chunks = std::min<int64_t>(N, 32);
       dpre = pooled_empty({N, G}, x.options());
+      at::Tensor part = db_ ? at::zeros({chunks, G}, x.options()) : at::Tensor();
       const T *g = dxw.data_ptr<T>(), *th = t->data_ptr<T>();
-      T* d = dpre.data_ptr<T>();
-      at::parallel_for(0, N, 64, [&](int64_t n0, int64_t n1) {
-        for (int64_t n = n0; n < n1; ++n) {
-          const T* __restrict gr = g + n * G;
-          const T* __restrict tr = th + n * tail;
-          T* __restrict dr = d + n * G;
-          std::copy(gr, gr + g0, dr);
-          RNNKIT_SIMD
-          for (int64_t j = 0; j < tail; ++j) dr[g0 + j] = gr[g0 + j] * (T(1) - tr[j] * tr[j]);
-        }
+      T *d = dpre.data_ptr<T>(), *ps = db_ ? part.data_ptr<T>() : nullptr;
+      at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+        for (int64_t c = c0; c < c1; ++c)
+          for (int64_t n = N * c / chunks; n < N * (c + 1) / chunks; ++n) {
+            const T* __restrict gr = g + n * G;
+            const T* __restrict tr = th + n * tail;
+            T* __restrict dr = d + n * G;
+            std::copy(gr, gr + g0, dr);
+            RNNKIT_SIMD
+            for (int64_t j = 0; j < tail; ++j) dr[g0 + j] = gr[g0 + j] * (T(1) - tr[j] * tr[j]);
+            if (ps) {
+              T* __restrict p = ps + c * G;
+              RNNKIT_SIMD
+              for (int64_t j = 0; j < G; ++j) p[j] += gr[j];
+            }
+          }
       });
+      if (db_) db = part.sum(0), db_ = false;  // the same sums in the same order whatever the threads
     }
     const T *dp = dpre.data_ptr<T>(), *w = W.data_ptr<T>(), *xp = x.data_ptr<T>();
     // the W rows and the dpre columns they pair with: all of them, or the blocks around the identity block

@@ -326,3 +326,13 @@ def test_batch_first_outputs(name):
                 results.append([hs, *sT, xr.grad, *[p.grad for p in cell.parameters()], probe.dh])
             for a, b in zip(*results):
                 torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+
+
+def test_projection_backward_of_the_bias_alone():
+    """Only b needs a gradient (x and W frozen): the tanh-tail projection still gives Σ dxw."""
+    torch.manual_seed(0)
+    x, W = torch.randn(9, 4, 6, dtype=torch.float64), torch.randn(12, 6, dtype=torch.float64)
+    b = torch.randn(18, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(9, 4, 18, dtype=torch.float64)
+    (db,) = torch.autograd.grad(native.project(x, W, b, 6, 12), [b], g)
+    torch.testing.assert_close(db, g.reshape(-1, 18).sum(0), rtol=1e-12, atol=1e-12)

@@ -298,31 +298,33 @@ Tensors project(const at::Tensor& x, const at::Tensor& W, const c10::optional<at
   return {xw, t};
 }
 
-// Its backward: [dx = dpre W_xh, dW_xh = dpreᵀ x, db = Σ dxw], each only where asked (else undefined);
-// dpre = dxw, times (1 - t²) on the tanh tail (t from project; undefined: no tail); with an identity
-// block (ident >= 0) its columns of dpre add to dx directly and the GEMMs skip them.
+// Its backward: [dx = dpre W_xh, dW_xh = dpreᵀ x, db = Σ dxw], each only where asked (else undefined), where
+// dpre = dxw except on the tanh tail (t from project; undefined: no tail): there dtail = dxw_tail ⊙ (1 - t²),
+// formed in a (N × n) buffer of its own, so dxw itself is never copied. An identity block (ident >= 0)
+// adds its columns to dx directly and has no GEMM.
 Tensors project_backward(const at::Tensor& dxw, const at::Tensor& x, const at::Tensor& W, bool dx_, bool dW_, bool db_,
                          const c10::optional<at::Tensor>& t, int64_t ident) {
   at::NoGradGuard no_grad;
   const int64_t N = x.size(0), D = x.size(1), G = W.size(0) + (ident >= 0 ? D : 0), R = W.size(0);
-  at::Tensor dx, dW, db, dpre = dxw;
+  const int64_t tail = t ? t->size(1) : 0, g0 = G - tail;
+  at::Tensor dx, dW, db, dtail;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnkit_project_backward", [&] {
     using T = scalar_t;
-    if (t && (dx_ || dW_)) {  // one pass over dxw: dpre, and (db) column sums of fixed row chunks
-      const int64_t tail = t->size(1), g0 = G - tail, chunks = std::min<int64_t>(N, 32);
-      dpre = pooled_empty({N, G}, x.options());
+    const T* g = dxw.data_ptr<T>();
+    if (tail && (dx_ || dW_)) {  // one pass over dxw: dtail, and (db) column sums of fixed row chunks
+      const int64_t chunks = std::min<int64_t>(N, 32);
+      dtail = pooled_empty({N, tail}, x.options());
       at::Tensor part = db_ ? at::zeros({chunks, G}, x.options()) : at::Tensor();
-      const T *g = dxw.data_ptr<T>(), *th = t->data_ptr<T>();
-      T *d = dpre.data_ptr<T>(), *ps = db_ ? part.data_ptr<T>() : nullptr;
+      const T* th = t->data_ptr<T>();
+      T *d = dtail.data_ptr<T>(), *ps = db_ ? part.data_ptr<T>() : nullptr;
       at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
         for (int64_t c = c0; c < c1; ++c)
           for (int64_t n = N * c / chunks; n < N * (c + 1) / chunks; ++n) {
             const T* __restrict gr = g + n * G;
             const T* __restrict tr = th + n * tail;
-            T* __restrict dr = d + n * G;
-            std::copy(gr, gr + g0, dr);
+            T* __restrict dr = d + n * tail;
             RNNKIT_SIMD
-            for (int64_t j = 0; j < tail; ++j) dr[g0 + j] = gr[g0 + j] * (T(1) - tr[j] * tr[j]);
+            for (int64_t j = 0; j < tail; ++j) dr[j] = gr[g0 + j] * (T(1) - tr[j] * tr[j]);
             if (ps) {
               T* __restrict p = ps + c * G;
               RNNKIT_SIMD
@@ -332,28 +334,45 @@ Tensors project_backward(const at::Tensor& dxw, const at::Tensor& x, const at::T
       });
       if (db_) db = part.sum(0), db_ = false;  // the same sums in the same order whatever the threads
     }
-    const T *dp = dpre.data_ptr<T>(), *w = W.data_ptr<T>(), *xp = x.data_ptr<T>();
-    // the W rows and the dpre columns they pair with: all of them, or the blocks around the identity block
-    std::vector<std::array<int64_t, 3>> blocks;  // {first W row, first dpre column, rows}
-    if (ident < 0) blocks.push_back({0, 0, G});
-    else {
-      if (ident > 0) blocks.push_back({0, 0, ident});
-      if (R - ident > 0) blocks.push_back({ident, ident + D, R - ident});
-    }
+    if (!dx_ && !dW_) return;
+    // Column segments of dpre: {first column, columns, source, its leading dimension}; the sources are dxw
+    // and dtail. W's rows pair with the segments outside the identity block, in order.
+    struct Seg {
+      int64_t c0, n;
+      const T* src;
+      int64_t ld;
+    };
+    std::vector<Seg> segs;
+    auto add = [&](int64_t c0, int64_t c1) {  // [c0, c1) within [0, g0) from dxw, within the tail from dtail
+      for (int64_t a = c0; a < c1;) {
+        const int64_t e = a < g0 ? std::min(c1, g0) : c1;
+        if (e > a) segs.push_back(a < g0 ? Seg{a, e - a, g + a, G} : Seg{a, e - a, dtail.data_ptr<T>() + a - g0, tail});
+        a = e;
+      }
+    };
+    if (ident < 0) add(0, G);
+    else add(0, ident), add(ident + D, G);
+    auto row_of = [&](int64_t c) { return ident >= 0 && c > ident ? c - D : c; };  // W row of column c
+    const T *w = W.data_ptr<T>(), *xp = x.data_ptr<T>();
     if (dx_) {
       dx = pooled_empty({N, D}, x.options());
       T* out = dx.data_ptr<T>();
-      if (ident >= 0) dx.copy_(dpre.narrow(1, ident, D));
-      T beta = T(ident >= 0 ? 1 : 0);
-      for (auto& [r0, c0, n] : blocks) {
-        gemm<T>(false, false, N, D, n, dp + c0, G, w + r0 * D, D, beta, out, D);
+      T beta = T(0);
+      if (ident >= 0) {  // the identity block's gradient goes straight to dx
+        const bool in_tail = ident >= g0;
+        const T* src = in_tail ? dtail.data_ptr<T>() + ident - g0 : g + ident;
+        dx.copy_(at::from_blob(const_cast<T*>(src), {N, D}, {in_tail ? tail : G, 1}, x.options()));
+        beta = T(1);
+      }
+      for (const Seg& sg : segs) {
+        gemm<T>(false, false, N, D, sg.n, sg.src, sg.ld, w + row_of(sg.c0) * D, D, beta, out, D);
         beta = T(1);
       }
     }
     if (dW_) {
       dW = at::empty({R, D}, x.options());
-      for (auto& [r0, c0, n] : blocks)
-        gemm<T>(true, false, n, D, N, dp + c0, G, xp, D, T(0), dW.data_ptr<T>() + r0 * D, D);
+      for (const Seg& sg : segs)
+        gemm<T>(true, false, sg.n, D, N, sg.src, sg.ld, xp, D, T(0), dW.data_ptr<T>() + row_of(sg.c0) * D, D);
     }
   });
   if (db_) db = dxw.sum(0);

@@ -336,3 +336,19 @@ def test_projection_backward_of_the_bias_alone():
     g = torch.randn(9, 4, 18, dtype=torch.float64)
     (db,) = torch.autograd.grad(native.project(x, W, b, 6, 12), [b], g)
     torch.testing.assert_close(db, g.reshape(-1, 18).sum(0), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("plan", [0, 1, 2])
+@pytest.mark.parametrize("ta, tb", [(False, False), (True, False), (False, True), (True, True)])
+def test_every_gemm_plan(plan, ta, tb):
+    """The float32 GEMM plans the engine times per shape (MKL, oneDNN, the transposed problem) all give
+    op(A) op(B) + beta·C (the transposed one only runs with beta = 0)."""
+    torch.manual_seed(0)
+    M, N, K = 70, 90, 40
+    A = torch.randn((K, M) if ta else (M, K))
+    B = torch.randn((N, K) if tb else (K, N))
+    C0 = torch.randn(M, N)
+    want = (A.t() if ta else A) @ (B.t() if tb else B)
+    for beta in (0.0, 1.0):
+        got = native.load().gemm_run(plan, ta, tb, A, B, beta, C0.clone())
+        torch.testing.assert_close(got, want + beta * C0, rtol=1e-5, atol=1e-4)

@@ -402,4 +402,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("project", &rnnkit::project, "[xw = x W_xhᵀ + b (tanh before b on a tail; an identity block), t] into recycled buffers");
   m.def("project_backward", &rnnkit::project_backward, "[dx, dW_xh, db] of project");
   m.def("have_blas", &rnnkit::have_blas, "whether the BLAS GEMM inside libtorch is reachable");
+  m.def("gemm_run", [](int64_t plan, bool ta, bool tb, const at::Tensor& A, const at::Tensor& B, double beta,
+                       at::Tensor C) {  // for the tests: C = op(A) op(B) + beta·C by one plan (0 MKL, 1 oneDNN, 2 Cᵀ)
+          TORCH_CHECK(A.scalar_type() == at::kFloat && A.is_contiguous() && B.is_contiguous() && C.is_contiguous());
+          const int64_t M = C.size(0), N = C.size(1), K = ta ? A.size(0) : A.size(1);
+          rnnkit::gemm_run<float>(int(plan), ta, tb, M, N, K, A.data_ptr<float>(), A.size(1), B.data_ptr<float>(),
+                                  B.size(1), float(beta), C.data_ptr<float>(), N);
+          return C;
+        }, "one float32 GEMM by a given plan (tests)");
 }

@@ -3,6 +3,8 @@
 Both run the same hand-written BPTT, so float64 agrees to rounding (1e-12) and float32 to 1e-5.
 """
 
+import contextlib
+
 import pytest
 import torch
 
@@ -88,6 +90,34 @@ def test_threads_split_rows():
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-12, atol=1e-12)
 
 
+@contextlib.contextmanager
+def setting(setter, value, back):
+    """The extension's setter(value) inside the block, setter(back) after it."""
+    setter(value)
+    try:
+        yield
+    finally:
+        setter(back)
+
+
+def check_three_ways(cell, dtype, T, lengths, other):
+    """native == python and native == native run under other() (a setting), with masks, reverse, the probe."""
+    B = len(lengths)
+    x = torch.randn(T, B, cell.input_size, dtype=dtype)
+    s0 = tuple(torch.randn(B, cell.hidden_size, dtype=dtype) for _ in range(cell.num_states))
+    mask = (torch.arange(T)[:, None] < torch.tensor(lengths)[None]).to(dtype)[..., None]
+    weights = torch.randn(T, B, cell.hidden_size, dtype=dtype)
+    for m in (None, mask):
+        for reverse in (False, True):
+            want = grads_of(cell, "python", x, s0, m, reverse, weights)
+            got = grads_of(cell, "native", x, s0, m, reverse, weights)
+            with other():
+                alt = grads_of(cell, "native", x, s0, m, reverse, weights)
+            for a, b, c in zip(want, got, alt):
+                torch.testing.assert_close(b, a, rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
+                torch.testing.assert_close(b, c, rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("name", list(CELLS))
 def test_rows_split_over_threads_long_loop(name, dtype):
@@ -95,29 +125,13 @@ def test_rows_split_over_threads_long_loop(name, dtype):
     weights: same numbers as python and as one thread over all rows, with masks, reverse and the probe."""
     threads = torch.get_num_threads()
     torch.set_num_threads(3)  # 3 slices of 13 rows (4, 4, 5) even on a 2-core machine
-    native.load().set_row_threads(3)
     try:
-        cell, T, B = make(name, dtype, D=7, H=40), 9, 13
-        x = torch.randn(T, B, cell.input_size, dtype=dtype)
-        s0 = tuple(torch.randn(B, cell.hidden_size, dtype=dtype) for _ in range(cell.num_states))
-        lengths = torch.tensor([9, 2, 5, 8, 1, 9, 9, 3, 7, 9, 6, 4, 9])
-        mask = (torch.arange(T)[:, None] < lengths[None]).to(dtype)[..., None]
-        weights = torch.randn(T, B, cell.hidden_size, dtype=dtype)
-        for m in (None, mask):
-            for reverse in (False, True):
-                want = grads_of(cell, "python", x, s0, m, reverse, weights)
-                got = grads_of(cell, "native", x, s0, m, reverse, weights)
-                native.load().set_row_threads(1)
-                try:
-                    one = grads_of(cell, "native", x, s0, m, reverse, weights)
-                finally:
-                    native.load().set_row_threads(3)
-                for a, b, c in zip(want, got, one):
-                    torch.testing.assert_close(b, a, rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
-                    torch.testing.assert_close(b, c, rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
+        with setting(native.load().set_row_threads, 3, 0):
+            cell = make(name, dtype, D=7, H=40)
+            lengths = [9, 2, 5, 8, 1, 9, 9, 3, 7, 9, 6, 4, 9]
+            check_three_ways(cell, dtype, 9, lengths, lambda: setting(native.load().set_row_threads, 1, 3))
     finally:
         torch.set_num_threads(threads)
-        native.load().set_row_threads(0)
 
 
 def test_no_grad_saves_nothing_and_matches():
@@ -170,29 +184,15 @@ def test_hidden_units_split_over_threads(name, dtype):
     same numbers as python, with masks, reverse, the probe; and as the unsplit loop (RNNKIT_SPLIT=0)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(3)  # 3 slabs (96 units: 32, 32, 32... rounded to 16s) even on a 2-core machine
-    native.load().set_row_threads(1)  # small weights would split the rows instead
     try:
-        H = 300 if name in ("gru_cho", "mut1", "mut2", "mut3") else 100  # gated cells split from 256 units
-        cell, T, B = make(name, dtype, D=7, H=H), 9, 5
-        x = torch.randn(T, B, cell.input_size, dtype=dtype)
-        s0 = tuple(torch.randn(B, cell.hidden_size, dtype=dtype) for _ in range(cell.num_states))
-        mask = (torch.arange(T)[:, None] < torch.tensor([9, 2, 5, 8, 1])[None]).to(dtype)[..., None]
-        weights = torch.randn(T, B, cell.hidden_size, dtype=dtype)
-        for m in (None, mask):
-            for reverse in (False, True):
-                want = grads_of(cell, "python", x, s0, m, reverse, weights)
-                got = grads_of(cell, "native", x, s0, m, reverse, weights)
-                native.load().set_split(0)
-                try:
-                    unsplit = grads_of(cell, "native", x, s0, m, reverse, weights)
-                finally:
-                    native.load().set_split(1)
-                for a, b, c in zip(want, got, unsplit):
-                    torch.testing.assert_close(b, a, rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
-                    torch.testing.assert_close(b, c, rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
+        with setting(native.load().set_row_threads, 1, 0):  # small weights would split the rows instead
+            H = (
+                300 if name in ("gru_cho", "mut1", "mut2", "mut3") else 100
+            )  # gated cells split from 256 units
+            cell = make(name, dtype, D=7, H=H)
+            check_three_ways(cell, dtype, 9, [9, 2, 5, 8, 1], lambda: setting(native.load().set_split, 0, 1))
     finally:
         torch.set_num_threads(threads)
-        native.load().set_row_threads(0)
 
 
 def test_recycled_buffers_never_alias_live_tensors():

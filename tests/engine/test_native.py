@@ -352,3 +352,19 @@ def test_every_gemm_plan(plan, ta, tb):
     for beta in (0.0, 1.0):
         got = native.load().gemm_run(plan, ta, tb, A, B, beta, C0.clone())
         torch.testing.assert_close(got, want + beta * C0, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("var, value", [("RNNKIT_GEMM", "fastest"), ("RNNKIT_ROW_THREADS", "two")])
+def test_bad_engine_setting_is_a_one_line_error(var, value):
+    """A mistyped engine variable stops with one line naming it and the values it takes (a fresh process:
+    the extension reads them once, when it loads)."""
+    import subprocess
+    import sys
+
+    code = (
+        "from rnnkit.engine import native\ntry:\n    native.load()\nexcept ValueError as e:\n    print(e)\n"
+    )
+    env = {**__import__("os").environ, var: value}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 1 and var in lines[0] and value in lines[0], out.stdout + out.stderr

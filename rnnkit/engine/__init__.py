@@ -9,6 +9,8 @@
 
 import warnings
 
+import torch
+
 from rnnkit.engine.python import PythonRecurrence
 from rnnkit.engine.reference import autograd_loop
 
@@ -66,11 +68,12 @@ def run(cell, xw, state0, P, mask=None, reverse=False, backend=None, probe=None,
     cell = cell if isinstance(cell, type) else type(cell)
     chosen = resolve_backend(backend, cell, xw)
     if chosen == "native":
-        from rnnkit.engine.native import NativeRecurrence
+        from rnnkit.engine.native import NativeRecurrence, forward_only
 
-        hs, *state = NativeRecurrence.apply(
-            cell, mask, reverse, probe, batch_first, len(state0), xw, *state0, *P
-        )
+        tensors = (xw, *state0, *P)
+        if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)):
+            return forward_only(cell, mask, reverse, batch_first, xw, state0, P)
+        hs, *state = NativeRecurrence.apply(cell, mask, reverse, probe, batch_first, len(state0), *tensors)
         return hs, tuple(state)
     if chosen == "autograd":
         hs, state = autograd_loop(cell, xw, state0, P, mask, reverse, probe)

@@ -61,7 +61,11 @@ inline int64_t g_row_threads = 0;
 inline void set_row_threads(int64_t n) { g_row_threads = std::max<int64_t>(0, n); }
 inline int64_t l2_bytes() {
   static const int64_t bytes = [] {
+#ifdef _SC_LEVEL2_CACHE_SIZE  // glibc; elsewhere assume 1 MB
     const long n = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#else
+    const long n = 0;
+#endif
     return n > 0 ? int64_t(n) : int64_t(1) << 20;
   }();
   return bytes;

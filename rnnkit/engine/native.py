@@ -104,15 +104,21 @@ def _flat_params(cell, P, H):
     return P
 
 
+def _run_forward(cell, mask, reverse, batch_first, xw, state0, P, keep):
+    """The C++ loop forward: (its outputs [hs, state_T..., saved...], the (T, B) mask, the flat parameters)."""
+    T, B = xw.shape[:2]
+    m = None if mask is None else mask.reshape(T, B).to(xw.dtype).contiguous()
+    flat = _flat_params(cell, P, state0[0].shape[1])
+    out = load().forward(
+        CELL_IDS[cell], xw.contiguous(), [s.contiguous() for s in state0], flat, m, reverse, keep, batch_first
+    )
+    return out, m, flat
+
+
 def forward_only(cell, mask, reverse, batch_first, xw, state0, P):
     """NativeRecurrence's forward where no gradient is asked for (sampling, evaluation): the C++ loop keeps no
     caches and the call skips autograd.Function's bookkeeping (a third of a one-step call at H = 128)."""
-    T, B = xw.shape[:2]
-    m = None if mask is None else mask.reshape(T, B).to(xw.dtype).contiguous()
-    out = load().forward(
-        CELL_IDS[cell], xw.contiguous(), [s.contiguous() for s in state0], _flat_params(cell, P, state0[0].shape[1]),
-        m, reverse, False, batch_first,
-    )  # fmt: skip
+    out, _, _ = _run_forward(cell, mask, reverse, batch_first, xw, state0, P, keep=False)
     return out[0], tuple(out[1:])
 
 
@@ -125,15 +131,8 @@ class NativeRecurrence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, cell, mask, reverse, probe, batch_first, n_state, xw, *tensors):
         state0, P = tensors[:n_state], tensors[n_state:]
-        T, B = xw.shape[:2]
-        H = state0[0].shape[1]
-        m = None if mask is None else mask.reshape(T, B).to(xw.dtype).contiguous()
-        flat = _flat_params(cell, P, H)
         keep = any(ctx.needs_input_grad[6:])
-        out = load().forward(
-            CELL_IDS[cell], xw.contiguous(), [s.contiguous() for s in state0], flat, m, reverse, keep,
-            batch_first,
-        )  # fmt: skip
+        out, m, flat = _run_forward(cell, mask, reverse, batch_first, xw, state0, P, keep)
         ctx.cell, ctx.mask, ctx.reverse, ctx.probe, ctx.n_state = cell, m, reverse, probe, n_state
         ctx.batch_first = batch_first
         ctx.saved, ctx.flat, ctx.X = out[1 + n_state :], flat, xw.shape[2]

@@ -197,10 +197,11 @@ class Recurrent(nn.Module):
                 h0 = torch.stack([torch.tanh(w(cond)) for w in self.W_vs])
                 return (h0,) + (zeros,) * (self.num_states - 1)
             return (zeros,) * self.num_states
+        got = f"a tuple of {len(state)}" if isinstance(state, tuple | list) else "one tensor"
         state = state if isinstance(state, tuple | list) else (state,)
-        what = "(h, c)" if self.num_states == 2 else "h"
+        what = "a tuple (h, c)" if self.num_states == 2 else "h"
         if len(state) != self.num_states:
-            raise RnnkitError(f"state for {self.cell_name} must be {what}, got a tuple of {len(state)}")
+            raise RnnkitError(f"state for {self.cell_name} must be {what}, got {got}")
         for s in state:
             if tuple(s.shape) != (n, B, H):
                 raise RnnkitError(

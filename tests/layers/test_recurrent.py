@@ -97,7 +97,8 @@ def test_bad_input_one_line(make, msg):
         (dict(lengths=torch.tensor([6, 1])), r"lengths must lie"),
         (dict(lengths=torch.tensor([5.0, 1.0])), "integer tensor"),
         (dict(lengths=torch.tensor([5, 1, 1])), "shape"),
-        (dict(state=torch.zeros(1, 2, 4)), r"must be \(h, c\)"),
+        (dict(state=torch.zeros(1, 2, 4)), r"must be a tuple \(h, c\), got one tensor"),
+        (dict(state=(torch.zeros(1, 2, 4),)), r"must be a tuple \(h, c\), got a tuple of 1"),
         (dict(state=(torch.zeros(2, 2, 4), torch.zeros(2, 2, 4))), r"\(1, 2, 4\)"),
     ],
 )

@@ -7,7 +7,7 @@ does not depend on the text). Times are medians over interleaved rounds (rnnkit,
 ...), so load from other processes hits both sides alike. GEMM FLOPs of a step = 6·T·B·Σ|W| over
 the weight matrices (forward, dx and dW of every GEMM); the machine's GEMM peak is measured here too.
 
-    .venv/bin/python bench/engine.py [--rounds 5] [--only lstm,gru] [--no-write]
+    .venv/bin/python bench/engine.py [--rounds 6] [--only lstm,gru] [--no-write]
 """
 
 import argparse
@@ -34,7 +34,8 @@ OTHERS = ("mut1", "mut2", "mut3", "leaky", "gru_cho")
 READING = """
 How to read it: the speed-up is rnnkit's time over the reference's, same run, interleaved rounds.
 The other cells are compared with a Python loop through autograd (target 1.5x) and, by GEMM FLOP
-rate, with rnnkit's LSTM at the same size (target 0.9x). Timings are only comparable on an idle
+rate, with rnnkit's LSTM at the same size (target 0.9x), that LSTM timed in the same interleaved
+rounds as the cell (the LSTM's own row is an earlier run of it). Timings are only comparable on an idle
 machine, and the same row moves by 10-20% between runs on this shared one. The native engine
 prepares each per-step weight matrix once per loop in the form a first timing on this CPU found
 fastest (MKL packed, transposed copy or oneDNN; RNNKIT_GEMM). Threads split the batch rows when the
@@ -44,7 +45,12 @@ turns that off). The GEMM rate counts only GEMM FLOPs of the whole train step (e
 softmax, Adam and the like take the same time for every cell), so a cell with fewer FLOPs per step
 (leaky: a quarter of an LSTM's recurrent FLOPs) shows a lower rate at the same engine efficiency.
 In brackets: the same ratio for the recurrent layer alone (forward + backward of Recurrent, no
-embedding, head or Adam). `--threads 1` writes a section engine-1thread."""
+embedding, head or Adam). Where a row misses 0.9x, "needs its layer at" says how fast the cell's layer
+would have to run, per GEMM FLOP, against the LSTM's layer in its own step, for the whole step to
+reach 0.9x. The rest of the step (timed with a free stand-in for the layer) costs the same for every
+cell, so the fewer FLOPs a cell has, the faster per FLOP its layer must run: 0.90x where the rest is
+small (2x512), more at 1x128, and above 1.0x means narrower GEMMs beating the LSTM's wide ones.
+`--threads 1` writes a section engine-1thread."""
 
 
 class CharLM(nn.Module):
@@ -67,6 +73,18 @@ def make(cell, L, H, kind):
     return model, torch.optim.Adam(model.parameters(), lr=1e-3)
 
 
+class FreeLayer(nn.Module):
+    """A stand-in for the recurrent layer that costs (almost) nothing: (B, T, E) -> (B, T, H), the input repeated.
+    A train step through it times the rest of the step (embedding, head, softmax, Adam)."""
+
+    def __init__(self, H):
+        super().__init__()
+        self.hidden_size = H
+
+    def forward(self, x):
+        return x.repeat(1, 1, self.hidden_size // E), None
+
+
 def gemm_flops(model, B, T):
     mats = [p for n, p in model.named_parameters() if p.dim() == 2 and not n.startswith("emb")]
     return 6 * T * B * sum(p.numel() for p in mats)
@@ -79,10 +97,13 @@ def train_step(model, opt, x, y):
 
 
 def interleaved(fns, rounds, reps):
-    """Median seconds per call of each fn, timed in alternating rounds after one warm-up round."""
+    """Median seconds per call of each fn, timed in alternating rounds after one warm-up round; every other
+    round runs them in reverse order, so that no fn always follows the same one (whose data it finds in
+    the caches, or which it finds them flushed by)."""
     times = [[] for _ in fns]
     for r in range(rounds + 1):
-        for k, fn in enumerate(fns):
+        for k in range(len(fns)) if r % 2 else reversed(range(len(fns))):
+            fn = fns[k]
             t0 = time.perf_counter()
             for _ in range(reps):
                 fn()
@@ -97,31 +118,52 @@ def gemm_peak(rounds):
     return 2 * 2048**3 / t
 
 
-def train_row(cell, size, ref_kind, rounds):
-    """(rnnkit time, reference time, flops) for one config; the reference is torch.nn or autograd."""
+def train_row(cell, size, ref_kind, rounds, against_lstm=False):
+    """Seconds per train step [rnnkit, reference] and rnnkit's GEMM FLOPs for one config; the reference is
+    torch.nn or autograd. against_lstm: also rnnkit's LSTM of the same size and the rest of the step
+    (FreeLayer in the layer's place), timed in the same interleaved rounds; then returns
+    ([rnnkit, reference, rnnkit lstm, rest], flops, lstm flops)."""
     L, H, B, T = SIZES[size]
     x, y = torch.randint(0, V, (B, T)), torch.randint(0, V, (B, T))
-    ours, ref = make(cell, L, H, "native"), make(cell, L, H, ref_kind)
-    reps = 1 if L * H >= 1024 else 5
-    t_ours, t_ref = interleaved(
-        [lambda: train_step(*ours, x, y), lambda: train_step(*ref, x, y)], rounds, reps
-    )
-    return t_ours, t_ref, gemm_flops(ours[0], B, T)
+    models = [make(cell, L, H, "native"), make(cell, L, H, ref_kind)]
+    if against_lstm:
+        free = CharLM(FreeLayer(H))
+        models += [make("lstm", L, H, "native"), (free, torch.optim.Adam(free.parameters(), lr=1e-3))]
+    steps = [lambda m=m: train_step(*m, x, y) for m in models]
+    times = interleaved(steps, rounds, 1 if L * H >= 1024 else 5)
+    flops = gemm_flops(models[0][0], B, T)
+    return (times, flops, gemm_flops(models[2][0], B, T)) if against_lstm else (times, flops)
 
 
-def layer_rate(cell, size, rounds):
-    """GEMM FLOP/s of the recurrent layer alone (forward + backward of Recurrent, no embedding, head or Adam)."""
+def layer_rate_needed(size, t, flops, t_lstm, flops_lstm, t_rest):
+    """For a cell whose step takes t seconds for flops GEMM FLOPs: the GEMM rate its recurrent layer would need
+    for the whole step to reach 0.9x the LSTM's rate, over the rate the LSTM's layer has in its own step
+    (t_lstm seconds, flops_lstm FLOPs; t_rest: the step without its layer). inf: even a free layer misses."""
     L, H, B, T = SIZES[size]
-    torch.manual_seed(0)
-    layer = Recurrent(cell, E, H, L, backend="native")
-    x, w = torch.randn(B, T, E, requires_grad=True), torch.randn(B, T, H)
+    head = 6 * T * B * H * V  # the Linear(H, V) head's share of both counts
+    budget = flops * t_lstm / (0.9 * flops_lstm) - t_rest  # seconds the layer may take
+    lstm_layer = (flops_lstm - head) / (t_lstm - t_rest)
+    return (flops - head) / budget / lstm_layer if budget > 0 else float("inf")
 
-    def go():
+
+def layer_ratio(cell, size, rounds):
+    """GEMM FLOP rate of the cell's recurrent layer alone (forward + backward of Recurrent, no embedding, head
+    or Adam) over the LSTM layer's, the two timed in the same interleaved rounds."""
+    L, H, B, T = SIZES[size]
+    x, w = torch.randn(B, T, E, requires_grad=True), torch.randn(B, T, H)
+    layers, rates = [], []
+    for name in (cell, "lstm"):
+        torch.manual_seed(0)
+        layers.append(Recurrent(name, E, H, L, backend="native"))
+
+    def go(layer):
         out, _ = layer(x)
         (out * w).sum().backward()
 
-    (t,) = interleaved([go], rounds, 1 if L * H >= 1024 else 5)
-    return 6 * T * B * sum(p.numel() for p in layer.parameters() if p.dim() == 2) / t
+    times = interleaved([lambda m=m: go(m) for m in layers], rounds, 1 if L * H >= 1024 else 5)
+    for layer, t in zip(layers, times):
+        rates.append(6 * T * B * sum(p.numel() for p in layer.parameters() if p.dim() == 2) / t)
+    return rates[0] / rates[1]
 
 
 def step_row(rounds, steps=1000):
@@ -156,7 +198,7 @@ def fmt_row(name, ref_name, t_ours, t_ref, chars, flops, peak, target):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--only", default="", help="comma-separated cells (default: all)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
@@ -169,22 +211,28 @@ def main():
     only = set(args.only.split(",")) if args.only else None
     peak = gemm_peak(args.rounds)
     print(f"GEMM peak (2048² sgemm): {peak / 1e9:.1f} GFLOP/s", flush=True)
-    rows, lstm_rate, notes = [], {}, []
+    rows, notes = [], []
     for size, (_, _, B, T) in SIZES.items():
         for cell in (*TORCH, *OTHERS):
             if only and cell not in only:
                 continue
             ref_kind = "torch" if cell in TORCH else "autograd"
-            t_ours, t_ref, flops = train_row(cell, size, ref_kind, args.rounds)
             ref_name = f"torch.nn.{TORCH[cell].__name__}" if cell in TORCH else "autograd loop"
             target = TARGETS.get((cell, size), None if cell in TORCH else 1.5)
+            if cell in OTHERS:
+                (t_ours, t_ref, t_lstm, t_rest), flops, flops_lstm = train_row(
+                    cell, size, ref_kind, args.rounds, True
+                )
+            else:
+                (t_ours, t_ref), flops = train_row(cell, size, ref_kind, args.rounds)
             row = fmt_row(f"{cell} {size}, B{B} T{T}", ref_name, t_ours, t_ref, B * T, flops, peak, target)
-            if cell == "lstm":
-                lstm_rate[size] = flops / t_ours, layer_rate(cell, size, args.rounds)
-            elif cell in OTHERS and size in lstm_rate:
-                rel = flops / t_ours / lstm_rate[size][0]
+            if cell in OTHERS:
+                rel = flops / t_ours / (flops_lstm / t_lstm)
                 row[-1] += f"; GEMM rate {rel:.2f}x rnnkit lstm" + ("" if rel >= 0.9 else " (target 0.9x)")
-                row[-1] += f" (layer alone: {layer_rate(cell, size, args.rounds) / lstm_rate[size][1]:.2f}x)"
+                row[-1] += f" (layer alone: {layer_ratio(cell, size, args.rounds):.2f}x)"
+                if rel < 0.9:
+                    need = layer_rate_needed(size, t_ours, flops, t_lstm, flops_lstm, t_rest)
+                    row[-1] += f"; 0.9x needs its layer at {need:.2f}x the lstm layer's rate"
             rows.append(row)
             print(" | ".join(row), flush=True)
     if not only or "step" in only:

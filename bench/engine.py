@@ -112,6 +112,11 @@ def interleaved(fns, rounds, reps):
     return [statistics.median(t) for t in times]
 
 
+def calls_per_round(L, H):
+    """Calls of a timed fn per interleaved round: one for the big models, five for the small (1x128)."""
+    return 1 if L * H >= 1024 else 5
+
+
 def gemm_peak(rounds):
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     (t,) = interleaved([lambda: a @ b], rounds, 3)
@@ -130,7 +135,7 @@ def train_row(cell, size, ref_kind, rounds, against_lstm=False):
         free = CharLM(FreeLayer(H))
         models += [make("lstm", L, H, "native"), (free, torch.optim.Adam(free.parameters(), lr=1e-3))]
     steps = [lambda m=m: train_step(*m, x, y) for m in models]
-    times = interleaved(steps, rounds, 1 if L * H >= 1024 else 5)
+    times = interleaved(steps, rounds, calls_per_round(L, H))
     flops = gemm_flops(models[0][0], B, T)
     return (times, flops, gemm_flops(models[2][0], B, T)) if against_lstm else (times, flops)
 
@@ -151,7 +156,7 @@ def layer_ratio(cell, size, rounds):
     or Adam) over the LSTM layer's, the two timed in the same interleaved rounds."""
     L, H, B, T = SIZES[size]
     x, w = torch.randn(B, T, E, requires_grad=True), torch.randn(B, T, H)
-    layers, rates = [], []
+    layers = []
     for name in (cell, "lstm"):
         torch.manual_seed(0)
         layers.append(Recurrent(name, E, H, L, backend="native"))
@@ -160,9 +165,10 @@ def layer_ratio(cell, size, rounds):
         out, _ = layer(x)
         (out * w).sum().backward()
 
-    times = interleaved([lambda m=m: go(m) for m in layers], rounds, 1 if L * H >= 1024 else 5)
-    for layer, t in zip(layers, times):
-        rates.append(6 * T * B * sum(p.numel() for p in layer.parameters() if p.dim() == 2) / t)
+    times = interleaved([lambda m=m: go(m) for m in layers], rounds, calls_per_round(L, H))
+    rates = [
+        6 * T * B * sum(p.numel() for p in m.parameters() if p.dim() == 2) / t for m, t in zip(layers, times)
+    ]
     return rates[0] / rates[1]
 
 

@@ -38,7 +38,8 @@ rate, with rnnkit's LSTM at the same size (target 0.9x), that LSTM timed in the 
 rounds as the cell (the LSTM's own row is an earlier run of it). Timings are only comparable on an idle
 machine, and the same row moves by 10-20% between runs on this shared one. The native engine
 prepares each per-step weight matrix once per loop in the form a first timing on this CPU found
-fastest (MKL packed, transposed copy or oneDNN; RNNKIT_GEMM). Threads split the batch rows when the
+fastest (MKL packed, transposed copy, oneDNN or rnnkit's own AVX-512 kernel for the narrow steps of
+small cells; RNNKIT_GEMM). Threads split the batch rows when the
 recurrent weights fit in a core's L2 cache (here every 1x128 cell, rnn_tanh, leaky and mut1 at 2x512;
 RNNKIT_ROW_THREADS), else the hidden units (one barrier per step, gated cells two; RNNKIT_SPLIT=0
 turns that off). The GEMM rate counts only GEMM FLOPs of the whole train step (embedding lookup,

@@ -13,7 +13,10 @@ extensions directory ($TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions),
 load it. If it cannot be built or loaded, `unsupported()` says why and the engine uses `python`.
 Set RNNKIT_NATIVE=0 to switch it off. RNNKIT_GEMM picks how the float32 GEMMs run: `auto` (default: the
 first GEMM of each shape times MKL's sgemm, oneDNN's matmul and, for the per-step weights, MKL's packed
-GEMM, and keeps the fastest, since which wins depends on the CPU), or `blas`, `dnnl`, `packed`.
+GEMM, and keeps the fastest, since which wins depends on the CPU), or `blas`, `dnnl`, `packed`, `own`.
+On CPUs with AVX-512 the per-step GEMMs of a thread's own rows or units also have rnnkit's own kernel
+(csrc/kernel.h), which `auto` takes per shape where a first timing finds it 5% faster than MKL's packed GEMM
+(the narrow steps of small cells) and `own` forces (elsewhere `own` runs as `packed`).
 Threads split the work of the time loop in one of two ways: when the recurrent weights fit in a core's L2
 cache, each of torch's threads runs the whole loop on its own rows of the batch with its own packed copy of
 the weights (no barrier at all); else, from 8 steps on, the hidden units are split, each thread keeping its
@@ -55,8 +58,8 @@ def load():
     if _ext is not None or _reason is not None:
         return _ext
     mode = os.environ.get("RNNKIT_GEMM", "auto")
-    if mode not in ("auto", "blas", "dnnl", "packed"):
-        raise RnnkitError(f"RNNKIT_GEMM={mode!r} is not a GEMM library; set auto, blas, dnnl or packed")
+    if mode not in ("auto", "blas", "dnnl", "packed", "own"):
+        raise RnnkitError(f"RNNKIT_GEMM={mode!r} is not a GEMM library; set auto, blas, dnnl, packed or own")
     rows = os.environ.get("RNNKIT_ROW_THREADS", "auto")
     if rows != "auto" and not (rows.isdigit() and int(rows) > 0):
         raise RnnkitError(f"RNNKIT_ROW_THREADS={rows!r} is not a thread count; set auto or a number >= 1")

@@ -159,7 +159,7 @@ def test_resolve_backend():
 
 
 @pytest.mark.parametrize("name", list(CELLS))
-@pytest.mark.parametrize("mode", ["dnnl", "blas", "packed"])
+@pytest.mark.parametrize("mode", ["dnnl", "blas", "packed", "own"])
 @pytest.mark.parametrize("T", [5, 9])  # from 8 steps on, the per-step weights are prepared once
 def test_forced_gemm_library_matches_python(name, mode, T):
     """Float32 GEMMs go to MKL or oneDNN, whichever is faster per shape; force each at test sizes."""
@@ -352,6 +352,28 @@ def test_every_gemm_plan(plan, ta, tb):
     for beta in (0.0, 1.0):
         got = native.load().gemm_run(plan, ta, tb, A, B, beta, C0.clone())
         torch.testing.assert_close(got, want + beta * C0, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.skipif(
+    native.load() is None or not native.load().have_own_gemm(),
+    reason="rnnkit's own GEMM kernel needs an AVX-512 CPU",
+)
+@pytest.mark.parametrize("tw", [False, True])
+@pytest.mark.parametrize(
+    "M, N, K", [(1, 5, 1), (7, 16, 3), (8, 31, 17), (13, 32, 64), (16, 48, 128), (21, 130, 9)]
+)
+def test_own_gemm_kernel(M, N, K, tw):
+    """rnnkit's AVX-512 kernel (csrc/kernel.h) at every row tail (blocks of 8), panel tail (32 columns) and
+    operand layout, with padded leading dimensions: op(W) = Wᵀ (tw) or W, beta 0 and 1."""
+    torch.manual_seed(0)
+    A = torch.randn(M, K + 3)[:, :K]
+    W = torch.randn((N, K) if tw else (K, N))
+    C0 = torch.randn(M, N + 5)
+    want = A @ (W.t() if tw else W)
+    for beta in (0.0, 1.0):
+        got = native.load().own_gemm(A, W, tw, N, beta, C0.clone())
+        torch.testing.assert_close(got[:, :N], want + beta * C0[:, :N], rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(got[:, N:], C0[:, N:], rtol=0, atol=0)  # nothing written past column N
 
 
 @pytest.mark.parametrize("var, value", [("RNNKIT_GEMM", "fastest"), ("RNNKIT_ROW_THREADS", "two")])

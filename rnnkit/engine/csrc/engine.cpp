@@ -391,9 +391,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_row_threads", &rnnkit::set_row_threads, "threads that split the batch rows: 0 auto (when W_hh fits in L2), N forces N (1: never)");
   m.def("set_gemm", [](const std::string& mode) {
           using rnnkit::native_ext::GemmMode;
-          const std::vector<std::string> names{"auto", "blas", "dnnl", "packed"};
+          const std::vector<std::string> names{"auto", "blas", "dnnl", "packed", "own"};
           const auto it = std::find(names.begin(), names.end(), mode);
-          TORCH_CHECK(it != names.end(), "RNNKIT_GEMM: auto, blas, dnnl or packed, not ", mode);
+          TORCH_CHECK(it != names.end(), "RNNKIT_GEMM: auto, blas, dnnl, packed or own, not ", mode);
           rnnkit::native_ext::g_gemm_mode = GemmMode(it - names.begin());
         }, "float32 GEMMs: auto (time each library once per shape, keep the fastest), blas, dnnl or packed");
   m.def("gemm_plans", [] {
@@ -405,6 +405,16 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_split", [](int64_t on) { rnnkit::g_split = on; }, "1: split an LSTM's hidden units over threads");
   m.def("project", &rnnkit::project, "[xw = x W_xhᵀ + b (tanh before b on a tail; an identity block), t] into recycled buffers");
   m.def("project_backward", &rnnkit::project_backward, "[dx, dW_xh, db] of project");
+  m.def("have_own_gemm", [] { return bool(RNNKIT_OWN_GEMM); }, "whether rnnkit's AVX-512 GEMM kernel is compiled in");
+  m.def("own_gemm", [](const at::Tensor& A, const at::Tensor& W, bool tw, int64_t N, double beta, at::Tensor C) {
+          // for the tests: C[:, :N] = A[:, :K] op(W) + beta·C by kernel.h, A and C as strided row-major views
+          TORCH_CHECK(RNNKIT_OWN_GEMM, "rnnkit native: the own GEMM kernel needs AVX-512");
+          TORCH_CHECK(A.scalar_type() == at::kFloat && W.is_contiguous() && A.stride(1) == 1 && C.stride(1) == 1);
+          const int64_t K = tw ? W.size(1) : W.size(0);
+          auto s = rnnkit::StepW<float>::make(4, W.data_ptr<float>(), tw, N, K, A.size(0));
+          s.mul(A.data_ptr<float>(), A.stride(0), float(beta), C.data_ptr<float>(), C.stride(0));
+          return C;
+        }, "one float32 GEMM by rnnkit's own kernel (tests)");
   m.def("have_blas", &rnnkit::have_blas, "whether the BLAS GEMM inside libtorch is reachable");
   m.def("gemm_run", [](int64_t plan, bool ta, bool tb, const at::Tensor& A, const at::Tensor& B, double beta,
                        at::Tensor C) {  // for the tests: C = op(A) op(B) + beta·C by one plan (0 MKL, 1 oneDNN, 2 Cᵀ)

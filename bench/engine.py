@@ -35,12 +35,13 @@ READING = """
 How to read it: the speed-up is rnnkit's time over the reference's, same run, interleaved rounds.
 The other cells are compared with a Python loop through autograd (target 1.5x) and, by GEMM FLOP
 rate, with rnnkit's LSTM at the same size (target 0.9x), that LSTM timed in the same interleaved
-rounds as the cell (the LSTM's own row is an earlier run of it). Timings are only comparable on an idle
-machine, and the same row moves by 10-20% between runs on this shared one. The native engine
-prepares each per-step weight matrix once per loop in the form a first timing on this CPU found
-fastest (MKL packed, transposed copy, oneDNN or rnnkit's own AVX-512 kernel for the narrow steps of
-small cells; RNNKIT_GEMM). Threads split the batch rows when the
-recurrent weights fit in a core's L2 cache (here every 1x128 cell, rnn_tanh, leaky and mut1 at 2x512;
+rounds as the cell (the LSTM's own row is an earlier run of it) and compared round by round (the
+median of the per-round ratios, so that a change of load during the run cancels). Timings are only
+comparable on an idle machine, and the same row moves by 10-20% between runs on this shared one.
+The native engine prepares each per-step weight matrix once per loop in the form a first timing on
+this CPU found fastest (MKL packed, transposed copy, oneDNN or rnnkit's own AVX-512 kernel for the
+narrow steps of small cells; RNNKIT_GEMM). Threads split the batch rows when the recurrent weights
+fit in a core's L2 cache (here every 1x128 cell, rnn_tanh, leaky and mut1 at 2x512;
 RNNKIT_ROW_THREADS), else the hidden units (one barrier per step, gated cells two; RNNKIT_SPLIT=0
 turns that off). The GEMM rate counts only GEMM FLOPs of the whole train step (embedding lookup,
 softmax, Adam and the like take the same time for every cell), so a cell with fewer FLOPs per step
@@ -97,10 +98,10 @@ def train_step(model, opt, x, y):
     opt.step()
 
 
-def interleaved(fns, rounds, reps):
+def interleaved(fns, rounds, reps, raw=False):
     """Median seconds per call of each fn, timed in alternating rounds after one warm-up round; every other
     round runs them in reverse order, so that no fn always follows the same one (whose data it finds in
-    the caches, or which it finds them flushed by)."""
+    the caches, or which it finds them flushed by). raw: each fn's list of per-round times instead."""
     times = [[] for _ in fns]
     for r in range(rounds + 1):
         for k in range(len(fns)) if r % 2 else reversed(range(len(fns))):
@@ -110,7 +111,13 @@ def interleaved(fns, rounds, reps):
                 fn()
             if r:
                 times[k].append((time.perf_counter() - t0) / reps)
-    return [statistics.median(t) for t in times]
+    return times if raw else [statistics.median(t) for t in times]
+
+
+def paired_ratio(a, b):
+    """Median over rounds of a[r] / b[r]: two fns timed in the same rounds, compared round by round, so that a
+    change of load during the run (which moves both alike) cancels instead of shifting one median."""
+    return statistics.median(x / y for x, y in zip(a, b))
 
 
 def calls_per_round(L, H):
@@ -128,7 +135,8 @@ def train_row(cell, size, ref_kind, rounds, against_lstm=False):
     """Seconds per train step [rnnkit, reference] and rnnkit's GEMM FLOPs for one config; the reference is
     torch.nn or autograd. against_lstm: also rnnkit's LSTM of the same size and the rest of the step
     (FreeLayer in the layer's place), timed in the same interleaved rounds; then returns
-    ([rnnkit, reference, rnnkit lstm, rest], flops, lstm flops)."""
+    ([rnnkit, reference, rnnkit lstm, rest], flops, lstm flops, GEMM rate over the lstm's: the median of the
+    per-round ratios)."""
     L, H, B, T = SIZES[size]
     x, y = torch.randint(0, V, (B, T)), torch.randint(0, V, (B, T))
     models = [make(cell, L, H, "native"), make(cell, L, H, ref_kind)]
@@ -136,9 +144,13 @@ def train_row(cell, size, ref_kind, rounds, against_lstm=False):
         free = CharLM(FreeLayer(H))
         models += [make("lstm", L, H, "native"), (free, torch.optim.Adam(free.parameters(), lr=1e-3))]
     steps = [lambda m=m: train_step(*m, x, y) for m in models]
-    times = interleaved(steps, rounds, calls_per_round(L, H))
+    per_round = interleaved(steps, rounds, calls_per_round(L, H), raw=True)
+    times = [statistics.median(t) for t in per_round]
     flops = gemm_flops(models[0][0], B, T)
-    return (times, flops, gemm_flops(models[2][0], B, T)) if against_lstm else (times, flops)
+    if not against_lstm:
+        return times, flops
+    flops_lstm = gemm_flops(models[2][0], B, T)
+    return times, flops, flops_lstm, flops / flops_lstm * paired_ratio(per_round[2], per_round[0])
 
 
 def layer_rate_needed(size, t, flops, t_lstm, flops_lstm, t_rest):
@@ -166,11 +178,9 @@ def layer_ratio(cell, size, rounds):
         out, _ = layer(x)
         (out * w).sum().backward()
 
-    times = interleaved([lambda m=m: go(m) for m in layers], rounds, calls_per_round(L, H))
-    rates = [
-        6 * T * B * sum(p.numel() for p in m.parameters() if p.dim() == 2) / t for m, t in zip(layers, times)
-    ]
-    return rates[0] / rates[1]
+    times = interleaved([lambda m=m: go(m) for m in layers], rounds, calls_per_round(L, H), raw=True)
+    flops = [sum(p.numel() for p in m.parameters() if p.dim() == 2) for m in layers]
+    return flops[0] / flops[1] * paired_ratio(times[1], times[0])
 
 
 def step_row(rounds, steps=1000):
@@ -227,14 +237,13 @@ def main():
             ref_name = f"torch.nn.{TORCH[cell].__name__}" if cell in TORCH else "autograd loop"
             target = TARGETS.get((cell, size), None if cell in TORCH else 1.5)
             if cell in OTHERS:
-                (t_ours, t_ref, t_lstm, t_rest), flops, flops_lstm = train_row(
+                (t_ours, t_ref, t_lstm, t_rest), flops, flops_lstm, rel = train_row(
                     cell, size, ref_kind, args.rounds, True
                 )
             else:
                 (t_ours, t_ref), flops = train_row(cell, size, ref_kind, args.rounds)
             row = fmt_row(f"{cell} {size}, B{B} T{T}", ref_name, t_ours, t_ref, B * T, flops, peak, target)
             if cell in OTHERS:
-                rel = flops / t_ours / (flops_lstm / t_lstm)
                 row[-1] += f"; GEMM rate {rel:.2f}x rnnkit lstm" + ("" if rel >= 0.9 else " (target 0.9x)")
                 row[-1] += f" (layer alone: {layer_ratio(cell, size, args.rounds):.2f}x)"
                 if rel < 0.9:

@@ -85,9 +85,8 @@ int64_t weight_bytes(const std::vector<c10::optional<at::Tensor>>& P) {
 
 // Rows of the batch never mix inside the time loop (every step is row-wise: GEMM rows, pointwise),
 // so each thread runs the WHOLE loop on its own slice of rows with single-threaded BLAS: no fork/join
-// per step. Only the weight-gradient GEMMs after the loop mix rows.
-// MKL's per-thread setting (Fortran interface: the count by pointer); weak, absent without MKL
-extern "C" int mkl_set_num_threads_local_(const int*) __attribute__((weak));
+// per step. Only the weight-gradient GEMMs after the loop mix rows. (MKL's per-thread setting,
+// mkl_set_num_threads_local_, is declared in run.h.)
 
 template <typename T, typename F>
 void over_rows(const Run<T>& r, int64_t nt, F&& loop) {
@@ -395,7 +394,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           const auto it = std::find(names.begin(), names.end(), mode);
           TORCH_CHECK(it != names.end(), "RNNKIT_GEMM: auto, blas, dnnl, packed or own, not ", mode);
           rnnkit::native_ext::g_gemm_mode = GemmMode(it - names.begin());
-        }, "float32 GEMMs: auto (time each library once per shape, keep the fastest), blas, dnnl or packed");
+        }, "float32 GEMMs: auto (time each option once per shape, keep the fastest), blas, dnnl, packed or own");
   m.def("gemm_plans", [] {
           std::vector<std::pair<std::vector<int64_t>, int>> out;
           std::lock_guard<std::mutex> lock(rnnkit::native_ext::g_plan_mutex);

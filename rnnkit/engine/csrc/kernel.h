@@ -9,7 +9,7 @@
 //   for each panel p of 32 columns:  for each block of 8 rows i:
 //       c[i..i+8, 32p..32p+32] = Σ_k a[i.., k] ⊗ Wp[p][k, 0..32]          (16 FMAs per k, 2 loads + 8 broadcasts)
 //
-// The timed choice in run.h (StepW, own_option) decides per shape whether it or MKL runs.
+// run.h (StepW option 4) runs it; step_weight and thread_weight choose it per shape by timing it against MKL.
 #pragma once
 #include <algorithm>
 #include <cstdint>

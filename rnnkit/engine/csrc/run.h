@@ -49,7 +49,9 @@ void SGEMM_COMPUTE(const char*, const char*, const int*, const int*, const int*,
 }
 inline bool have_packed() { return SGEMM_PACK_GET_SIZE && SGEMM_PACK && SGEMM_COMPUTE; }
 
-extern "C" int mkl_set_num_threads_local_(const int*) __attribute__((weak));  // MKL's threads in this thread
+// MKL's thread count for the calling thread (Fortran interface: the count by pointer; returns the previous
+// one); weak, absent without MKL.
+extern "C" int mkl_set_num_threads_local_(const int*) __attribute__((weak));
 
 }  // namespace rnnkit
 namespace at::native {  // oneDNN's matmul inside libtorch (exported; its header is not shipped)
@@ -64,7 +66,8 @@ namespace rnnkit {
 // a transposed copy (MKL runs A·Wᵀ 1.15-1.4x faster from a (K×N) copy than from W) or MKL's packed form
 // (pack once, no per-call packing: 1.3-2x at the 2x512 step shapes on Sapphire Rapids). With mode Auto
 // (RNNKIT_GEMM=auto, the default) the first GEMM of each shape times every option on scratch buffers and
-// later ones use the fastest; blas, dnnl and packed force one.
+// later ones use the fastest (on AVX-512 CPUs also rnnkit's own kernel, kernel.h); blas, dnnl, packed and own
+// force one.
 enum class Lib { Blas, Dnnl, Packed, Own };
 namespace native_ext {
 enum class GemmMode { Auto, Blas, Dnnl, Packed, Own };
@@ -232,7 +235,8 @@ StepW<T> step_weight(const T* W, bool tw, int64_t N, int64_t K, int64_t M, int64
   if (it != g_plan.end()) return StepW<T>::make(it->second, W, tw, N, K, M);
   std::vector<StepW<T>> options;
   for (int k = 0; k < 5; ++k)
-    if ((k != 2 || tw) && (k != 3 || have_packed()) && (k != 4 || RNNKIT_OWN_GEMM)) options.push_back(StepW<T>::make(k, W, tw, N, K, M));
+    if ((k != 2 || tw) && (k != 3 || have_packed()) && (k != 4 || RNNKIT_OWN_GEMM))
+      options.push_back(StepW<T>::make(k, W, tw, N, K, M));
   auto A = at::randn({M, lda}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
   auto C = at::zeros({M, ldc}, A.options());
   const int best = fastest(int(options.size()), [&](int k) {

@@ -122,12 +122,19 @@ double best_time(F&& f) {
   return best;
 }
 
-// The option (0 .. n-1) with the least time, the best of two interleaved rounds (drift hits all alike).
+// Seconds of each option (0 .. n-1), the best of two interleaved rounds (drift hits all alike).
 template <typename F>
-int fastest(int n, F&& time_option) {
+std::vector<double> option_times(int n, F&& time_option) {
   std::vector<double> t(n, 1e30);
   for (int round = 0; round < 2; ++round)
     for (int k = 0; k < n; ++k) t[k] = std::min(t[k], time_option(k));
+  return t;
+}
+
+// The option with the least time (option_times).
+template <typename F>
+int fastest(int n, F&& time_option) {
+  const std::vector<double> t = option_times(n, time_option);
   return int(std::min_element(t.begin(), t.end()) - t.begin());
 }
 
@@ -273,12 +280,9 @@ StepW<T> thread_weight(const T* W, bool tw, int64_t N, int64_t K, int64_t M, int
     StepW<T> options[2] = {StepW<T>::make(packed, W, tw, N, K, M), StepW<T>::make(4, W, tw, N, K, M)};
     auto A = at::randn({M, lda}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
     auto C = at::zeros({M, ldc}, A.options());
-    double t[2] = {1e30, 1e30};
-    for (int round = 0; round < 2; ++round)
-      for (int k = 0; k < 2; ++k)
-        t[k] = std::min(t[k], best_time([&] {
-                          options[k].mul(A.template data_ptr<T>(), lda, T(beta), C.template data_ptr<T>(), ldc);
-                        }));
+    const std::vector<double> t = option_times(2, [&](int k) {
+      return best_time([&] { options[k].mul(A.template data_ptr<T>(), lda, T(beta), C.template data_ptr<T>(), ldc); });
+    });
     if (mkl_set_num_threads_local_) mkl_set_num_threads_local_(&before);
     it = g_plan.emplace(key, t[1] < 0.95 * t[0] ? 4 : packed).first;
   }

@@ -57,24 +57,44 @@ def resolve_backend(backend, cell, xw):
     return "python"
 
 
-def run(cell, xw, state0, P, mask=None, reverse=False, backend=None, probe=None, batch_first=False):
+def run(
+    cell,
+    xw,
+    state0,
+    P,
+    mask=None,
+    reverse=False,
+    backend=None,
+    probe=None,
+    batch_first=False,
+    *,
+    xbias=None,
+    raw_tail=False,
+):
     """Run `cell` (a Cell class or instance) over xw.
 
     Shapes: xw (T, B, G·H) time-major input projection; state0 tuple of (B, H); P the recurrent
     parameters in `cell.REC_PARAMS` order; mask (T, B, 1) of 0/1 or None.
     Returns hs (T, B, H), or (B, T, H) with batch_first (the native backend writes it so; the others
     return a transposed view), and the final state tuple.
+    Native backend only (Recurrent's projection, see `native.loop_adds_input_bias`): xbias, the input bias
+    b_xh that xw leaves out and the loop adds; raw_tail, MUT1's x̃ block given before its tanh.
     """
     cell = cell if isinstance(cell, type) else type(cell)
     chosen = resolve_backend(backend, cell, xw)
     if chosen == "native":
         from rnnkit.engine.native import NativeRecurrence, forward_only
 
+        P = (*P, xbias) if xbias is not None else tuple(P)
         tensors = (xw, *state0, *P)
         if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)):
-            return forward_only(cell, mask, reverse, batch_first, xw, state0, P)
-        hs, *state = NativeRecurrence.apply(cell, mask, reverse, probe, batch_first, len(state0), *tensors)
+            return forward_only(cell, mask, reverse, batch_first, raw_tail, xw, state0, P)
+        hs, *state = NativeRecurrence.apply(
+            cell, mask, reverse, probe, batch_first, raw_tail, len(state0), *tensors
+        )
         return hs, tuple(state)
+    if xbias is not None or raw_tail:
+        raise ValueError(f"xbias and raw_tail are for the native backend, not {chosen}")
     if chosen == "autograd":
         hs, state = autograd_loop(cell, xw, state0, P, mask, reverse, probe)
     else:

@@ -107,21 +107,21 @@ def _flat_params(cell, P, H):
     return P
 
 
-def _run_forward(cell, mask, reverse, batch_first, xw, state0, P, keep):
+def _run_forward(cell, mask, reverse, batch_first, raw, xw, state0, P, keep):
     """The C++ loop forward: (its outputs [hs, state_T..., saved...], the (T, B) mask, the flat parameters)."""
     T, B = xw.shape[:2]
     m = None if mask is None else mask.reshape(T, B).to(xw.dtype).contiguous()
     flat = _flat_params(cell, P, state0[0].shape[1])
     out = load().forward(
-        CELL_IDS[cell], xw.contiguous(), [s.contiguous() for s in state0], flat, m, reverse, keep, batch_first
-    )
+        CELL_IDS[cell], xw.contiguous(), [s.contiguous() for s in state0], flat, m, reverse, keep, batch_first, raw
+    )  # fmt: skip
     return out, m, flat
 
 
-def forward_only(cell, mask, reverse, batch_first, xw, state0, P):
+def forward_only(cell, mask, reverse, batch_first, raw, xw, state0, P):
     """NativeRecurrence's forward where no gradient is asked for (sampling, evaluation): the C++ loop keeps no
     caches and the call skips autograd.Function's bookkeeping (a third of a one-step call at H = 128)."""
-    out, _, _ = _run_forward(cell, mask, reverse, batch_first, xw, state0, P, keep=False)
+    out, _, _ = _run_forward(cell, mask, reverse, batch_first, raw, xw, state0, P, keep=False)
     return out[0], tuple(out[1:])
 
 
@@ -129,15 +129,16 @@ class NativeRecurrence(torch.autograd.Function):
     """hs, *state_T = f(xw, *state_0, *P): PythonRecurrence's contract, the time loop in C++.
 
     batch_first: hs is written (B, T, H) straight away (and dL/dhs read so), sparing the layer's last
-    transpose and its copy both ways."""
+    transpose and its copy both ways. P may end with a gated cell's input bias and raw may be set, see
+    `loop_adds_input_bias`."""
 
     @staticmethod
-    def forward(ctx, cell, mask, reverse, probe, batch_first, n_state, xw, *tensors):
+    def forward(ctx, cell, mask, reverse, probe, batch_first, raw, n_state, xw, *tensors):
         state0, P = tensors[:n_state], tensors[n_state:]
-        keep = any(ctx.needs_input_grad[6:])
-        out, m, flat = _run_forward(cell, mask, reverse, batch_first, xw, state0, P, keep)
+        keep = any(ctx.needs_input_grad[7:])
+        out, m, flat = _run_forward(cell, mask, reverse, batch_first, raw, xw, state0, P, keep)
         ctx.cell, ctx.mask, ctx.reverse, ctx.probe, ctx.n_state = cell, m, reverse, probe, n_state
-        ctx.batch_first = batch_first
+        ctx.batch_first, ctx.raw = batch_first, raw
         ctx.saved, ctx.flat, ctx.X = out[1 + n_state :], flat, xw.shape[2]
         ctx.shapes = [None if p is None else p.shape for p in P]
         return tuple(out[: 1 + n_state])
@@ -153,16 +154,16 @@ class NativeRecurrence(torch.autograd.Function):
         probe = ctx.probe
         out = load().backward(
             CELL_IDS[ctx.cell], ctx.saved, ctx.X, ctx.flat, ctx.mask, ctx.reverse, dhs.contiguous(), dstateT,
-            probe is not None, ctx.batch_first,
+            probe is not None, ctx.batch_first, ctx.raw,
         )  # fmt: skip
         n = ctx.n_state
         dxw, dstate0, dP = out[0], out[1 : 1 + n], out[1 + n : 1 + n + len(ctx.flat)]
         if probe is not None:
             probe.record(out[-1])
-        needs = ctx.needs_input_grad[6 + 1 + n :]
+        needs = ctx.needs_input_grad[7 + 1 + n :]
         dP = [g.sum_to_size(s) if need and g is not None else None
               for g, s, need in zip(dP, ctx.shapes, needs)]  # fmt: skip
-        return (None, None, None, None, None, None, dxw, *dstate0, *dP)
+        return (None, None, None, None, None, None, None, dxw, *dstate0, *dP)
 
 
 class NativeProjection(torch.autograd.Function):
@@ -201,6 +202,14 @@ def folds_input_bias(cell):
     """Whether the cell's b_hh (P[1]) adds to the same pre-activation as the projection's bias b_xh, so that
     the loop can add b_xh + b_hh and the projection run without a bias (not gru: b_hn sits behind r)."""
     return type(cell) in (CELLS["rnn_tanh"], CELLS["rnn_relu"], CELLS["lstm"], CELLS["leaky"])
+
+
+def loop_adds_input_bias(cell):
+    """Whether the loop adds the cell's input bias b_xh itself, handed to it after the recurrent parameters
+    (gru_cho, mut1-3, whose b_xh has no b_hh beside it to fold into), so that the projection runs without a
+    bias and the loop sums its gradient as it goes. MUT1's x̃ block can also come raw (run's raw_tail):
+    the loop takes its tanh, and the projection becomes a plain GEMM."""
+    return type(cell) in (CELLS["gru_cho"], CELLS["mut1"], CELLS["mut2"], CELLS["mut3"])
 
 
 def project(x, W, b, tail=0, ident=-1):

@@ -96,7 +96,8 @@ class Recurrent(nn.Module):
             for d in range(self.dirs):
                 i = layer * self.dirs + d
                 cell = self.cells[i]
-                xw, P = self._project(cell, below)  # (T, B, G·H): all steps in one GEMM
+                # (T, B, G·H): all steps in one GEMM; a conditioning term adds to xw after any tanh in it
+                xw, P, fold = self._project(cell, below, raw_ok=not hasattr(self, "W_vh"))
                 if hasattr(self, "W_vh"):
                     xw = xw + self.W_vh[i](cond)[None]  # once per sequence, broadcast over T
                 s0 = tuple(s[i] for s in state0)
@@ -104,7 +105,7 @@ class Recurrent(nn.Module):
                 bf = (
                     self.batch_first and layer == self.num_layers - 1 and self.dirs == 1 and not self.residual
                 )
-                hs, sT = run(cell, xw, s0, P, mask, d == 1, self.backend, probes[i], batch_first=bf)
+                hs, sT = run(cell, xw, s0, P, mask, d == 1, self.backend, probes[i], batch_first=bf, **fold)
                 outs.append(hs)
                 finals.append(sT)
             out = outs[0] if self.dirs == 1 else torch.cat(outs, dim=-1)  # (T, B, H·dirs)
@@ -119,24 +120,34 @@ class Recurrent(nn.Module):
         stacked = tuple(torch.stack([f[k] for f in finals]) for k in range(self.num_states))
         return out, (stacked if self.num_states == 2 else stacked[0])
 
-    def _project(self, cell, xs):
-        """(xw, P): cell.project_input(xs) and the recurrent parameters cell.rec_params().
+    def _project(self, cell, xs, raw_ok=True):
+        """(xw, P, fold): cell.project_input(xs), the recurrent parameters cell.rec_params(), and what
+        `run` needs to know of a projection the loop finishes (its xbias, raw_tail).
 
-        The native engine runs the plain projection in its recycled buffers. Where b_xh and b_hh add to the
-        same pre-activation (Elman, leaky, LSTM), it projects without b_xh and the loop adds b_xh + b_hh:
-        the same function, one pass less over the (T, B, G·H) projection forward and one sum of its
-        gradient less backward (autograd hands both biases the loop's Σ dxw)."""
+        The native engine runs the plain projection in its recycled buffers and leaves b_xh to the loop:
+        where b_xh and b_hh add to the same pre-activation (Elman, leaky, LSTM), the loop adds b_xh + b_hh
+        (autograd hands both biases the loop's Σ dxw); in gru_cho and MUT1-3 the loop adds b_xh itself and
+        sums its gradient as it goes; MUT1's tanh(x̃) is taken in the loop too (raw_ok: nothing is added to
+        xw in between). The same function, with one pass less over the (T, B, G·H) projection forward and
+        one less over its gradient backward."""
         P = cell.rec_params()
         affine = _input_affine(cell) if xs.shape[0] >= 8 else None  # long enough to pay
         if affine is not None and resolve_backend(self.backend, cell, xs) == "native":
-            from rnnkit.engine.native import folds_input_bias, project
+            from rnnkit.engine.native import folds_input_bias, loop_adds_input_bias, project
 
             W, b = affine
-            if folds_input_bias(cell) and b is not None and P[1] is not None:
-                return project(xs, W, None), (P[0], P[1] + b, *P[2:])
             ident = -1 if cell.input_identity is None else cell.input_identity
-            return project(xs, W, b, cell.tanh_tail, ident), P
-        return cell.project_input(xs), P
+            if folds_input_bias(cell) and b is not None and P[1] is not None:
+                return project(xs, W, None), (P[0], P[1] + b, *P[2:]), {}
+            if loop_adds_input_bias(cell):
+                raw = raw_ok and cell.tanh_tail > 0
+                return (
+                    project(xs, W, None, 0 if raw else cell.tanh_tail, ident),
+                    P,
+                    dict(xbias=b, raw_tail=raw),
+                )
+            return project(xs, W, b, cell.tanh_tail, ident), P, {}
+        return cell.project_input(xs), P, {}
 
     def step(self, x_t, state=None, cond=None):
         """One time step for a (B, D) input (sampling loops): returns (out_t (B, H·dirs), state)."""

@@ -67,7 +67,9 @@ def test_gradcheck(name):
     mask = (torch.arange(T)[:, None] < torch.tensor([4, 2, 3])[None]).double()[..., None]
 
     def f(xw, *tensors):
-        return native.NativeRecurrence.apply(type(cell), mask, False, None, False, len(s0), xw, *tensors)
+        return native.NativeRecurrence.apply(
+            type(cell), mask, False, None, False, False, len(s0), xw, *tensors
+        )
 
     torch.autograd.gradcheck(f, (xw, *s0, *P))
 
@@ -251,6 +253,62 @@ def test_layer_native_projection_equals_python(name, dtype):
     cell = layer.cells[0]
     if cell.b_xh is not None and getattr(cell, "b_hh", None) is not None:
         assert cell.b_xh.grad.data_ptr() != cell.b_hh.grad.data_ptr()
+
+
+GATED = ["gru_cho", "mut1", "mut2", "mut3"]
+
+
+@pytest.mark.parametrize("split", ["rows", "units"])
+@pytest.mark.parametrize("variant", ["bias", "no bias", "cond", "D = H"])
+@pytest.mark.parametrize("name", GATED)
+def test_layer_loop_adds_input_bias(name, variant, split):
+    """gru_cho and MUT1-3 leave b_xh to the loop (which sums its gradient as it runs), MUT1 its tanh(x̃) too:
+    float64 values and every gradient as the python backend's, with the batch rows or (H = 272, three
+    threads) the hidden units split over threads; without a bias, with a conditioning vector (added to xw
+    after the tanh, so MUT1's x̃ then comes already through it) and with D = H (x̃ = x, no W_xp)."""
+    from rnnkit import Recurrent
+
+    H = 272 if split == "units" else 12
+    D = H if variant == "D = H" else 5
+    kw = dict(bias=variant != "no bias", cond_size=3 if variant == "cond" else 0, bidirectional=True)
+    torch.manual_seed(0)
+    layer = Recurrent(name, D, H, **kw).double()
+    ref = Recurrent(name, D, H, **kw).double()
+    ref.load_state_dict(layer.state_dict())
+    layer.backend, ref.backend = "native", "python"
+    x, cond = torch.randn(3, 9, D, dtype=torch.float64), torch.randn(3, 3, dtype=torch.float64)
+    lengths, w = torch.tensor([9, 4, 8]), torch.randn(3, 9, 2 * H, dtype=torch.float64)
+    _, _, fold = layer._project(layer.cells[0], x.transpose(0, 1), raw_ok=variant != "cond")
+    assert (fold["xbias"] is not None) == (variant != "no bias")  # the path under test is the one taken
+    assert fold["raw_tail"] == (name == "mut1" and variant != "cond")
+    threads = torch.get_num_threads()
+    try:
+        if split == "units":
+            torch.set_num_threads(3)
+        with setting(native.load().set_row_threads, 1 if split == "units" else 0, 0):
+            for m in (layer, ref):
+                out, h = m(x, lengths=lengths, cond=cond if variant == "cond" else None)
+                ((out * w).sum() + (h * h).sum()).backward()
+    finally:
+        torch.set_num_threads(threads)
+    for (n, a), b in zip(layer.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-10, msg=n)
+
+
+@pytest.mark.parametrize("name", GATED)
+def test_layer_loop_adds_input_bias_gradcheck(name):
+    """The same path (T = 8: the native projection) against finite differences, float64."""
+    from rnnkit import Recurrent
+
+    torch.manual_seed(0)
+    layer = Recurrent(name, 3, 4, backend="native").double()
+    x = torch.randn(2, 8, 3, dtype=torch.float64, requires_grad=True)
+    names = [n for n, _ in layer.named_parameters()]
+
+    def f(x, *ps):
+        return torch.func.functional_call(layer, dict(zip(names, ps)), (x,))[0]
+
+    torch.autograd.gradcheck(f, (x, *[p.detach().requires_grad_() for p in layer.parameters()]))
 
 
 @pytest.mark.parametrize("name", ["mut1", "mut2", "lstm"])

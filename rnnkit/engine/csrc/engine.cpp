@@ -28,6 +28,24 @@ constexpr bool gated() {  // gru_cho, mut1-3 (cells_gated.h)
   return std::is_same_v<Cell, Gated<T, Kind::Cho>> || std::is_same_v<Cell, Gated<T, Kind::M1>> ||
          std::is_same_v<Cell, Gated<T, Kind::M2>> || std::is_same_v<Cell, Gated<T, Kind::M3>>;
 }
+// A gated cell's b_xh folded into the loop (the parameter after its matrices, cells_gated.h) and mut1's raw x̃.
+template <typename T, typename Cell>
+void fold_input(Run<T>& r, const std::vector<c10::optional<at::Tensor>>& P, bool raw) {
+  if constexpr (gated<T, Cell>()) {
+    if (int64_t(P.size()) > Cell::xb_param && P[Cell::xb_param]) r.xb = r.P[Cell::xb_param];
+    r.raw = raw && Cell::kind == Kind::M1;
+  }
+}
+template <typename T, typename Cell>
+std::vector<int64_t> cache_widths(const Run<T>& r) {
+  if constexpr (gated<T, Cell>()) return Cell::widths(r.H, r.raw);
+  else return Cell::widths(r.H);
+}
+template <typename T, typename Cell>
+std::vector<GradSpec> grad_specs(const Run<T>& r) {
+  if constexpr (gated<T, Cell>()) return Cell::grads(r.H, r.raw);
+  else return Cell::grads(r.H);
+}
 constexpr int64_t kPrepareSteps = 8;  // from this many steps on, per-step weights are prepared once (run.h, StepW)
 
 template <typename T>
@@ -41,6 +59,7 @@ Run<T> make_run(const at::Tensor& HH, int64_t X, const std::vector<c10::optional
   at::Tensor zeros = at::zeros({4 * r.H}, HH.options());  // stands in for an absent bias
   keepalive.push_back(zeros);
   for (auto& p : P) r.P.push_back(p ? p->data_ptr<T>() : zeros.data_ptr<T>());
+  r.xb = zeros.data_ptr<T>();
   for (int k = 0; k < 3; ++k) {
     keepalive.push_back(pooled_empty({r.B, 4 * r.H}, HH.options()));
     r.tmp.push_back(keepalive.back().data_ptr<T>());
@@ -108,7 +127,7 @@ void over_rows(const Run<T>& r, int64_t nt, F&& loop) {
 // Returns [hs, h_T, (c_T), HH, (CC), caches...]; HH onwards is what backward needs.
 template <typename T, typename Cell>
 Tensors forward(const at::Tensor& xw, const Tensors& state0, const std::vector<c10::optional<at::Tensor>>& P,
-                const c10::optional<at::Tensor>& mask, bool reverse, bool keep, bool batch_first) {
+                const c10::optional<at::Tensor>& mask, bool reverse, bool keep, bool batch_first, bool raw) {
   const int64_t T_ = xw.size(0), B = xw.size(1), H = state0[0].size(1);
   const bool lstm = state0.size() == 2;
   at::Tensor HH = pooled_empty({T_ + 1, B, H}, xw.options()), CC;
@@ -116,6 +135,7 @@ Tensors forward(const at::Tensor& xw, const Tensors& state0, const std::vector<c
   Tensors keepalive, caches;
   Run<T> r = make_run<T>(HH, xw.size(2), P, mask, reverse, keepalive, batch_first);
   r.keep = keep, r.xw = xw.data_ptr<T>(), r.hs = hs.data_ptr<T>();
+  fold_input<T, Cell>(r, P, raw);
   HH[reverse ? T_ : 0].copy_(state0[0]);
   if (lstm) {
     CC = pooled_empty({T_ + 1, B, H}, xw.options());
@@ -123,7 +143,7 @@ Tensors forward(const at::Tensor& xw, const Tensors& state0, const std::vector<c
     r.CC = CC.data_ptr<T>();
   }
   r.prepare = T_ >= kPrepareSteps;
-  for (int64_t w : Cell::widths(H)) {
+  for (int64_t w : cache_widths<T, Cell>(r)) {
     caches.push_back(pooled_empty({keep ? T_ : 1, B, w}, xw.options()));
     r.cache.push_back(caches.back().data_ptr<T>());
   }
@@ -164,11 +184,12 @@ void total_dh(Run<T>& r, int64_t t, int64_t j0, int64_t j1) {  // dh = dH + m_t 
 template <typename T, typename Cell>
 Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optional<at::Tensor>>& P,
                  const c10::optional<at::Tensor>& mask, bool reverse, const at::Tensor& dhs,
-                 const Tensors& dstate, bool probe, bool batch_first) {
+                 const Tensors& dstate, bool probe, bool batch_first, bool raw) {
   const at::Tensor& HH = saved[0];
   const bool lstm = dstate.size() == 2;
   Tensors keepalive;
   Run<T> r = make_run<T>(HH, X, P, mask, reverse, keepalive, batch_first);
+  fold_input<T, Cell>(r, P, raw);
   const int64_t T_ = r.T_, B = r.B, H = r.H;
   r.prepare = T_ >= kPrepareSteps;
   auto o = HH.options();
@@ -177,9 +198,12 @@ Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optiona
   if (lstm) dC = dstate[1].clone(), r.CC = saved[1].data_ptr<T>(), r.dC = dC.data_ptr<T>();
   for (size_t k = lstm ? 2 : 1; k < saved.size(); ++k) r.cache.push_back(saved[k].data_ptr<T>());
   if (std::is_same_v<Cell, GRU<T>>) dhw = pooled_empty({T_, B, 3 * H}, o), r.dhw = dhw.data_ptr<T>();
+  if (r.raw) dhw = pooled_empty({T_, B, H}, o), r.dhw = dhw.data_ptr<T>();  // mut1's da_h̃
   if (probe) rec = pooled_empty({T_, B, H}, o), r.probe = rec.data_ptr<T>();
   const int64_t rows = row_threads(B, weight_bytes<T>(P));
   at::Tensor dalpha = at::zeros({rows, H}, o);  // one row per thread: no race
+  at::Tensor dxb = at::zeros({rows, X}, o);      // the same for a gated cell's b_xh
+  r.dxb = dxb.data_ptr<T>();  // split over units: each thread adds into its own units' columns of row 0
   const int split = one_gemm<T, Cell>() && r.prepare && rows == 1 ? split_threads(H) : 1;
   const int gsplit = gated<T, Cell>() && r.prepare && rows == 1 && H >= kGatedSplitMin ? split_threads(H) : 1;
   if (split > 1) {
@@ -188,7 +212,7 @@ Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optiona
   } else if (gsplit > 1) {
     if constexpr (gated<T, Cell>()) split_gated_backward<T, Cell::kind>(r, gsplit, total_dh<T>);
   } else over_rows(r, rows, [&](Run<T>& q, int64_t k) {
-    q.dalpha = dalpha.data_ptr<T>() + k * H;
+    q.dalpha = dalpha.data_ptr<T>() + k * H, q.dxb = dxb.data_ptr<T>() + k * X;
     for (int64_t s = T_ - 1; s >= 0; --s) {
       const int64_t t = reverse ? T_ - 1 - s : s;
       total_dh(q, t, 0, H);
@@ -200,13 +224,15 @@ Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optiona
   Tensors dP(P.size());
   at::Tensor h_prev = HH.narrow(0, reverse ? 1 : 0, T_).reshape({T_ * B, H});
   const size_t first = lstm ? 2 : 1;
-  for (const GradSpec& g : Cell::grads(H)) {  // dU = dpreᵀ u: ONE GEMM over all T·B rows
+  for (const GradSpec& g : grad_specs<T, Cell>(r)) {  // dU = dpreᵀ u: ONE GEMM over all T·B rows
     at::Tensor dpre = (g.from_dhw ? dhw : dxw).reshape({T_ * B, -1}).narrow(1, g.col0, g.width);
     at::Tensor u = g.u < 0 ? h_prev : saved[first + g.u].reshape({T_ * B, H});
     if (P[g.param]) dP[g.param] = dpre.t().mm(u);
     if (g.bias >= 0 && P[g.bias]) dP[g.bias] = dpre.sum(0);
   }
   if (std::is_same_v<Cell, Leaky<T>> && P[2]) dP[2] = dalpha.sum(0);  // leaky: α's gradient, summed over steps and rows
+  if constexpr (gated<T, Cell>())
+    if (int64_t(P.size()) > Cell::xb_param && P[Cell::xb_param]) dP[Cell::xb_param] = dxb.sum(0);
   out.insert(out.end(), dP.begin(), dP.end());
   if (probe) out.push_back(rec);
   return out;
@@ -232,22 +258,22 @@ Tensors with_cell(int64_t cell, F&& f) {
 
 Tensors forward_py(int64_t cell, const at::Tensor& xw, const Tensors& state0,
                    const std::vector<c10::optional<at::Tensor>>& P, const c10::optional<at::Tensor>& mask,
-                   bool reverse, bool keep, bool batch_first) {
+                   bool reverse, bool keep, bool batch_first, bool raw) {
   at::NoGradGuard no_grad;
   return AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "rnnkit_forward", [&] {
     return with_cell<scalar_t>(cell, [&](auto c) {
-      return forward<scalar_t, decltype(c)>(xw, state0, P, mask, reverse, keep, batch_first);
+      return forward<scalar_t, decltype(c)>(xw, state0, P, mask, reverse, keep, batch_first, raw);
     });
   });
 }
 
 Tensors backward_py(int64_t cell, const Tensors& saved, int64_t X, const std::vector<c10::optional<at::Tensor>>& P,
                     const c10::optional<at::Tensor>& mask, bool reverse, const at::Tensor& dhs,
-                    const Tensors& dstate, bool probe, bool batch_first) {
+                    const Tensors& dstate, bool probe, bool batch_first, bool raw) {
   at::NoGradGuard no_grad;
   return AT_DISPATCH_FLOATING_TYPES(dhs.scalar_type(), "rnnkit_backward", [&] {
     return with_cell<scalar_t>(cell, [&](auto c) {
-      return backward<scalar_t, decltype(c)>(saved, X, P, mask, reverse, dhs, dstate, probe, batch_first);
+      return backward<scalar_t, decltype(c)>(saved, X, P, mask, reverse, dhs, dstate, probe, batch_first, raw);
     });
   });
 }

@@ -299,6 +299,12 @@ struct Run {
   const T* xw = nullptr;
   const T* mask = nullptr;  // (T, B) of 0/1, or null
   std::vector<const T*> P;  // recurrent parameters in REC_PARAMS order (null = absent bias)
+  // gru_cho, mut1-3 (cells_gated.h): the input bias b_xh (X) that the loop adds to xw, zeros where xw holds it
+  // already; dxb its gradient, Σ over steps and this thread's rows; raw (mut1): xw's x̃ block is given before
+  // its tanh, which the loop takes
+  const T* xb = nullptr;
+  T* dxb = nullptr;
+  bool raw = false;
   bool prepare = false;  // a long loop: per-step weight operands are prepared once (StepW), else read as stored
   std::shared_ptr<std::array<std::shared_ptr<StepW<T>>, 4>> sw = std::make_shared<std::array<std::shared_ptr<StepW<T>>, 4>>();
   T *hs = nullptr, *HH = nullptr, *CC = nullptr;

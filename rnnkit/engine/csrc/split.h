@@ -224,7 +224,7 @@ void split_gated_backward(const Run<T>& r, int nt, TotalDh&& total_dh) {
       }
 #pragma omp barrier
       for (int k = id; k < nt; k += got) {  // du = da_h̃ W_h (and dzt = da_z W_hz) of its units, then da_r
-        wc[k].mul(dxw + 2 * H, X, T(0), du + j0[k], H);
+        wc[k].mul(Cell::dah_row(q, t), Cell::dah_ld(q), T(0), du + j0[k], H);
         if (K == Kind::M3) wz[k].mul(dxw, X, T(0), dzt + j0[k], H);
         Cell::bwd2_units(q, t, du, dzt, j0[k], j1[k]);
       }

@@ -95,10 +95,10 @@ inline int64_t row_threads(int64_t B, int64_t wbytes) {
   return wbytes <= l2_bytes() ? most : 1;
 }
 template <typename T>
-int64_t weight_bytes(const std::vector<c10::optional<at::Tensor>>& P) {
+int64_t weight_bytes(const std::vector<c10::optional<at::Tensor>>& P) {  // the recurrent matrices
   int64_t n = 0;
   for (auto& p : P)
-    if (p) n += p->numel();
+    if (p && p->dim() == 2) n += p->numel();
   return n * int64_t(sizeof(T));
 }
 

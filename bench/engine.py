@@ -1,6 +1,6 @@
 """Engine benchmark: train steps of a character LM, rnnkit's engine against torch.nn in the same run.
 
-    Embedding(65, 64) -> Recurrent(cell, 64, H, L) -> Linear(H, 65) -> cross-entropy;  Adam
+    Embedding(65, 64) -> Recurrent(cell, 64, H, L) -> Linear(H, 65) -> cross-entropy;  Adam (fused, as rnnkit's trainer)
 
 One train step = forward + backward + Adam step on a (B, T) batch of characters (random: the timing
 does not depend on the text). Times are medians over interleaved rounds (rnnkit, reference, rnnkit,
@@ -24,6 +24,7 @@ from _results import machine_line, markdown_table, update_results  # noqa: E402
 
 from rnnkit import Recurrent  # noqa: E402
 from rnnkit.engine import native  # noqa: E402
+from rnnkit.train.optim import fused_or_not  # noqa: E402
 
 V, E = 65, 64
 TORCH = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": nn.RNN}
@@ -72,7 +73,7 @@ def make(cell, L, H, kind):
         TORCH[cell](E, H, L, batch_first=True) if kind == "torch" else Recurrent(cell, E, H, L, backend=kind)
     )
     model = CharLM(rnn)
-    return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+    return model, fused_or_not(torch.optim.Adam, model.parameters(), lr=1e-3)  # as rnnkit's trainer
 
 
 class FreeLayer(nn.Module):
@@ -142,7 +143,10 @@ def train_row(cell, size, ref_kind, rounds, against_lstm=False):
     models = [make(cell, L, H, "native"), make(cell, L, H, ref_kind)]
     if against_lstm:
         free = CharLM(FreeLayer(H))
-        models += [make("lstm", L, H, "native"), (free, torch.optim.Adam(free.parameters(), lr=1e-3))]
+        models += [
+            make("lstm", L, H, "native"),
+            (free, fused_or_not(torch.optim.Adam, free.parameters(), lr=1e-3)),
+        ]
     steps = [lambda m=m: train_step(*m, x, y) for m in models]
     per_round = interleaved(steps, rounds, calls_per_round(L, H), raw=True)
     times = [statistics.median(t) for t in per_round]

@@ -28,11 +28,17 @@ constexpr bool gated() {  // gru_cho, mut1-3 (cells_gated.h)
   return std::is_same_v<Cell, Gated<T, Kind::Cho>> || std::is_same_v<Cell, Gated<T, Kind::M1>> ||
          std::is_same_v<Cell, Gated<T, Kind::M2>> || std::is_same_v<Cell, Gated<T, Kind::M3>>;
 }
-// A gated cell's b_xh folded into the loop (the parameter after its matrices, cells_gated.h) and mut1's raw x̃.
+// Whether a gated cell's b_xh comes folded into the loop (the parameter after its matrices, cells_gated.h).
+template <typename T, typename Cell>
+bool has_input_bias(const std::vector<c10::optional<at::Tensor>>& P) {
+  if constexpr (gated<T, Cell>()) return int64_t(P.size()) > Cell::xb_param && P[Cell::xb_param];
+  else return false;
+}
+// The loop's part of the input projection: that b_xh, and mut1's raw x̃.
 template <typename T, typename Cell>
 void fold_input(Run<T>& r, const std::vector<c10::optional<at::Tensor>>& P, bool raw) {
   if constexpr (gated<T, Cell>()) {
-    if (int64_t(P.size()) > Cell::xb_param && P[Cell::xb_param]) r.xb = r.P[Cell::xb_param];
+    if (has_input_bias<T, Cell>(P)) r.xb = r.P[Cell::xb_param];
     r.raw = raw && Cell::kind == Kind::M1;
   }
 }
@@ -202,8 +208,8 @@ Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optiona
   if (probe) rec = pooled_empty({T_, B, H}, o), r.probe = rec.data_ptr<T>();
   const int64_t rows = row_threads(B, weight_bytes<T>(P));
   at::Tensor dalpha = at::zeros({rows, H}, o);  // one row per thread: no race
-  at::Tensor dxb = at::zeros({rows, X}, o);      // the same for a gated cell's b_xh
-  r.dxb = dxb.data_ptr<T>();  // split over units: each thread adds into its own units' columns of row 0
+  at::Tensor dxb;  // the same for a gated cell's b_xh (summed whether folded or not: no branch in the loop)
+  if (gated<T, Cell>()) dxb = at::zeros({rows, X}, o), r.dxb = dxb.data_ptr<T>();  // units split: row 0
   const int split = one_gemm<T, Cell>() && r.prepare && rows == 1 ? split_threads(H) : 1;
   const int gsplit = gated<T, Cell>() && r.prepare && rows == 1 && H >= kGatedSplitMin ? split_threads(H) : 1;
   if (split > 1) {
@@ -212,7 +218,8 @@ Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optiona
   } else if (gsplit > 1) {
     if constexpr (gated<T, Cell>()) split_gated_backward<T, Cell::kind>(r, gsplit, total_dh<T>);
   } else over_rows(r, rows, [&](Run<T>& q, int64_t k) {
-    q.dalpha = dalpha.data_ptr<T>() + k * H, q.dxb = dxb.data_ptr<T>() + k * X;
+    q.dalpha = dalpha.data_ptr<T>() + k * H;
+    if (q.dxb) q.dxb += k * X;
     for (int64_t s = T_ - 1; s >= 0; --s) {
       const int64_t t = reverse ? T_ - 1 - s : s;
       total_dh(q, t, 0, H);
@@ -232,7 +239,7 @@ Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optiona
   }
   if (std::is_same_v<Cell, Leaky<T>> && P[2]) dP[2] = dalpha.sum(0);  // leaky: α's gradient, summed over steps and rows
   if constexpr (gated<T, Cell>())
-    if (int64_t(P.size()) > Cell::xb_param && P[Cell::xb_param]) dP[Cell::xb_param] = dxb.sum(0);
+    if (has_input_bias<T, Cell>(P)) dP[Cell::xb_param] = dxb.sum(0);
   out.insert(out.end(), dP.begin(), dP.end());
   if (probe) out.push_back(rec);
   return out;

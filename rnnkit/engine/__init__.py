@@ -70,6 +70,7 @@ def run(
     *,
     xbias=None,
     raw_tail=False,
+    xtilde=None,
 ):
     """Run `cell` (a Cell class or instance) over xw.
 
@@ -78,7 +79,8 @@ def run(
     Returns hs (T, B, H), or (B, T, H) with batch_first (the native backend writes it so; the others
     return a transposed view), and the final state tuple.
     Native backend only (Recurrent's projection, see `native.loop_adds_input_bias`): xbias, the input bias
-    b_xh that xw leaves out and the loop adds; raw_tail, MUT1's x̃ block given before its tanh.
+    b_xh that xw leaves out and the loop adds; raw_tail, MUT1's x̃ block given before its tanh; xtilde (T, B, H),
+    with raw_tail, that block when it is the layer's input itself (D = H; xw then (T, B, 2H)).
     """
     cell = cell if isinstance(cell, type) else type(cell)
     chosen = resolve_backend(backend, cell, xw)
@@ -87,14 +89,15 @@ def run(
 
         P = (*P, xbias) if xbias is not None else tuple(P)
         tensors = (xw, *state0, *P)
-        if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)):
-            return forward_only(cell, mask, reverse, batch_first, raw_tail, xw, state0, P)
+        grad = any(t is not None and t.requires_grad for t in (*tensors, xtilde))
+        if not (torch.is_grad_enabled() and grad):
+            return forward_only(cell, mask, reverse, batch_first, raw_tail, xw, xtilde, state0, P)
         hs, *state = NativeRecurrence.apply(
-            cell, mask, reverse, probe, batch_first, raw_tail, len(state0), *tensors
+            cell, mask, reverse, probe, batch_first, raw_tail, len(state0), xw, xtilde, *tensors[1:]
         )
         return hs, tuple(state)
-    if xbias is not None or raw_tail:
-        raise ValueError(f"xbias and raw_tail are for the native backend, not {chosen}")
+    if xbias is not None or raw_tail or xtilde is not None:
+        raise ValueError(f"xbias, raw_tail and xtilde are for the native backend, not {chosen}")
     if chosen == "autograd":
         hs, state = autograd_loop(cell, xw, state0, P, mask, reverse, probe)
     else:

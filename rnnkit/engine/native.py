@@ -107,21 +107,23 @@ def _flat_params(cell, P, H):
     return P
 
 
-def _run_forward(cell, mask, reverse, batch_first, raw, xw, state0, P, keep):
+def _run_forward(cell, mask, reverse, batch_first, raw, xw, xt, state0, P, keep):
     """The C++ loop forward: (its outputs [hs, state_T..., saved...], the (T, B) mask, the flat parameters)."""
     T, B = xw.shape[:2]
     m = None if mask is None else mask.reshape(T, B).to(xw.dtype).contiguous()
     flat = _flat_params(cell, P, state0[0].shape[1])
+    xt = None if xt is None else xt.detach().contiguous()
     out = load().forward(
-        CELL_IDS[cell], xw.contiguous(), [s.contiguous() for s in state0], flat, m, reverse, keep, batch_first, raw
+        CELL_IDS[cell], xw.contiguous(), [s.contiguous() for s in state0], flat, m, reverse, keep, batch_first, raw,
+        xt,
     )  # fmt: skip
     return out, m, flat
 
 
-def forward_only(cell, mask, reverse, batch_first, raw, xw, state0, P):
+def forward_only(cell, mask, reverse, batch_first, raw, xw, xt, state0, P):
     """NativeRecurrence's forward where no gradient is asked for (sampling, evaluation): the C++ loop keeps no
     caches and the call skips autograd.Function's bookkeeping (a third of a one-step call at H = 128)."""
-    out, _, _ = _run_forward(cell, mask, reverse, batch_first, raw, xw, state0, P, keep=False)
+    out, _, _ = _run_forward(cell, mask, reverse, batch_first, raw, xw, xt, state0, P, keep=False)
     return out[0], tuple(out[1:])
 
 
@@ -130,15 +132,16 @@ class NativeRecurrence(torch.autograd.Function):
 
     batch_first: hs is written (B, T, H) straight away (and dL/dhs read so), sparing the layer's last
     transpose and its copy both ways. P may end with a gated cell's input bias and raw may be set, see
-    `loop_adds_input_bias`."""
+    `loop_adds_input_bias`; xt (T, B, H) or None: MUT1's x̃ when it is the layer's input itself (raw; xw then
+    holds only [z, r]), which the loop reads in place, its gradient a tensor of its own."""
 
     @staticmethod
-    def forward(ctx, cell, mask, reverse, probe, batch_first, raw, n_state, xw, *tensors):
+    def forward(ctx, cell, mask, reverse, probe, batch_first, raw, n_state, xw, xt, *tensors):
         state0, P = tensors[:n_state], tensors[n_state:]
         keep = any(ctx.needs_input_grad[7:])
-        out, m, flat = _run_forward(cell, mask, reverse, batch_first, raw, xw, state0, P, keep)
+        out, m, flat = _run_forward(cell, mask, reverse, batch_first, raw, xw, xt, state0, P, keep)
         ctx.cell, ctx.mask, ctx.reverse, ctx.probe, ctx.n_state = cell, m, reverse, probe, n_state
-        ctx.batch_first, ctx.raw = batch_first, raw
+        ctx.batch_first, ctx.raw, ctx.xt = batch_first, raw, xt is not None
         ctx.saved, ctx.flat, ctx.X = out[1 + n_state :], flat, xw.shape[2]
         ctx.shapes = [None if p is None else p.shape for p in P]
         return tuple(out[: 1 + n_state])
@@ -154,16 +157,16 @@ class NativeRecurrence(torch.autograd.Function):
         probe = ctx.probe
         out = load().backward(
             CELL_IDS[ctx.cell], ctx.saved, ctx.X, ctx.flat, ctx.mask, ctx.reverse, dhs.contiguous(), dstateT,
-            probe is not None, ctx.batch_first, ctx.raw,
+            probe is not None, ctx.batch_first, ctx.raw, ctx.xt,
         )  # fmt: skip
         n = ctx.n_state
-        dxw, dstate0, dP = out[0], out[1 : 1 + n], out[1 + n : 1 + n + len(ctx.flat)]
+        dxw, dxt, dstate0, dP = out[0], out[1], out[2 : 2 + n], out[2 + n : 2 + n + len(ctx.flat)]
         if probe is not None:
             probe.record(out[-1])
-        needs = ctx.needs_input_grad[7 + 1 + n :]
+        needs = ctx.needs_input_grad[7 + 2 + n :]
         dP = [g.sum_to_size(s) if need and g is not None else None
               for g, s, need in zip(dP, ctx.shapes, needs)]  # fmt: skip
-        return (None, None, None, None, None, None, None, dxw, *dstate0, *dP)
+        return (None, None, None, None, None, None, None, dxw, dxt, *dstate0, *dP)
 
 
 class NativeProjection(torch.autograd.Function):
@@ -171,10 +174,12 @@ class NativeProjection(torch.autograd.Function):
 
     tail n > 0: the last n columns pass through tanh before b is added (Cell.tanh_tail, MUT1).
     ident c >= 0: columns [c, c + D) of xw are x itself and W holds only the other rows (Cell.input_identity:
-    MUT1/MUT2 with x̃_t = x_t); without a GEMM for them."""
+    MUT1/MUT2 with x̃_t = x_t); without a GEMM for them.
+    pass_x: returns (xw, x) for a loop that reads x itself as an extra block (MUT1's x̃ = x, see
+    NativeRecurrence): backward adds that block's gradient to dx with the GEMM's own accumulation."""
 
     @staticmethod
-    def forward(ctx, x, W, b, tail, ident):
+    def forward(ctx, x, W, b, tail, ident, pass_x):
         shape = x.shape
         x2 = x.reshape(-1, shape[-1]).contiguous()
         W = W.detach().contiguous()
@@ -183,19 +188,21 @@ class NativeProjection(torch.autograd.Function):
         xw, t = load().project(x2, W, b, [*shape[:-1], G], tail, ident)
         ctx.save_for_backward(x2, W, t)
         ctx.shape, ctx.has_b, ctx.ident = shape, b is not None, ident
-        return xw
+        return (xw, x2.view(shape)) if pass_x else xw
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, dxw):
+    def backward(ctx, dxw, dx0=None):
         x2, W, t = ctx.saved_tensors
         need = ctx.needs_input_grad
+        if dx0 is not None:
+            dx0 = dx0.reshape(x2.shape).contiguous()
         dx, dW, db = load().project_backward(
             dxw.reshape(-1, dxw.shape[-1]).contiguous(), x2, W, need[0], need[1], need[2] and ctx.has_b, t,
-            ctx.ident,
+            ctx.ident, dx0 if need[0] else None,
         )  # fmt: skip
         return (dx.view(ctx.shape) if need[0] else None, dW if need[1] else None,
-                db if need[2] else None, None, None)  # fmt: skip
+                db if need[2] else None, None, None, None)  # fmt: skip
 
 
 def folds_input_bias(cell):
@@ -212,7 +219,7 @@ def loop_adds_input_bias(cell):
     return type(cell) in (CELLS["gru_cho"], CELLS["mut1"], CELLS["mut2"], CELLS["mut3"])
 
 
-def project(x, W, b, tail=0, ident=-1):
-    """F.linear(x, W, b) for the native backend: x (..., D), W (G, D), b (G,) or None; tail, ident: see
+def project(x, W, b, tail=0, ident=-1, pass_x=False):
+    """F.linear(x, W, b) for the native backend: x (..., D), W (G, D), b (G,) or None; tail, ident, pass_x: see
     NativeProjection."""
-    return NativeProjection.apply(x, W, b, tail, ident)
+    return NativeProjection.apply(x, W, b, tail, ident, pass_x)

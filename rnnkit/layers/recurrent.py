@@ -128,8 +128,9 @@ class Recurrent(nn.Module):
         where b_xh and b_hh add to the same pre-activation (Elman, leaky, LSTM), the loop adds b_xh + b_hh
         (autograd hands both biases the loop's Σ dxw); in gru_cho and MUT1-3 the loop adds b_xh itself and
         sums its gradient as it goes; MUT1's tanh(x̃) is taken in the loop too (raw_ok: nothing is added to
-        xw in between). The same function, with one pass less over the (T, B, G·H) projection forward and
-        one less over its gradient backward."""
+        xw in between), and where x̃ = x (D = H) the loop reads x where it is instead of a copy in xw. The same
+        function, with one pass less over the (T, B, G·H) projection forward and one less over its gradient
+        backward."""
         P = cell.rec_params()
         affine = _input_affine(cell) if xs.shape[0] >= 8 else None  # long enough to pay
         if affine is not None and resolve_backend(self.backend, cell, xs) == "native":
@@ -141,6 +142,9 @@ class Recurrent(nn.Module):
                 return project(xs, W, None), (P[0], P[1] + b, *P[2:]), {}
             if loop_adds_input_bias(cell):
                 raw = raw_ok and cell.tanh_tail > 0
+                if raw and ident == W.shape[0]:  # MUT1's x̃ = x, the last block: the loop reads x in place
+                    xw, xt = project(xs, W, None, pass_x=True)
+                    return xw, P, dict(xbias=b, raw_tail=True, xtilde=xt)
                 return (
                     project(xs, W, None, 0 if raw else cell.tanh_tail, ident),
                     P,

@@ -68,7 +68,7 @@ def test_gradcheck(name):
 
     def f(xw, *tensors):
         return native.NativeRecurrence.apply(
-            type(cell), mask, False, None, False, False, len(s0), xw, *tensors
+            type(cell), mask, False, None, False, False, len(s0), xw, None, *tensors
         )
 
     torch.autograd.gradcheck(f, (xw, *s0, *P))
@@ -265,7 +265,8 @@ def test_layer_loop_adds_input_bias(name, variant, split):
     """gru_cho and MUT1-3 leave b_xh to the loop (which sums its gradient as it runs), MUT1 its tanh(x̃) too:
     float64 values and every gradient as the python backend's, with the batch rows or (H = 272, three
     threads) the hidden units split over threads; without a bias, with a conditioning vector (added to xw
-    after the tanh, so MUT1's x̃ then comes already through it) and with D = H (x̃ = x, no W_xp)."""
+    after the tanh, so MUT1's x̃ then comes already through it) and with D = H (x̃ = x, no W_xp; MUT1's loop
+    then reads x̃ from the input itself and its gradient joins dx inside the projection's backward)."""
     from rnnkit import Recurrent
 
     H = 272 if split == "units" else 12
@@ -276,33 +277,40 @@ def test_layer_loop_adds_input_bias(name, variant, split):
     ref = Recurrent(name, D, H, **kw).double()
     ref.load_state_dict(layer.state_dict())
     layer.backend, ref.backend = "native", "python"
-    x, cond = torch.randn(3, 9, D, dtype=torch.float64), torch.randn(3, 3, dtype=torch.float64)
+    x = torch.randn(3, 9, D, dtype=torch.float64, requires_grad=True)
+    cond = torch.randn(3, 3, dtype=torch.float64)
     lengths, w = torch.tensor([9, 4, 8]), torch.randn(3, 9, 2 * H, dtype=torch.float64)
     _, _, fold = layer._project(layer.cells[0], x.transpose(0, 1), raw_ok=variant != "cond")
     assert (fold["xbias"] is not None) == (variant != "no bias")  # the path under test is the one taken
     assert fold["raw_tail"] == (name == "mut1" and variant != "cond")
+    assert ("xtilde" in fold) == (name == "mut1" and variant == "D = H")
     threads = torch.get_num_threads()
     try:
         if split == "units":
             torch.set_num_threads(3)
         with setting(native.load().set_row_threads, 1 if split == "units" else 0, 0):
+            dx = []
             for m in (layer, ref):
                 out, h = m(x, lengths=lengths, cond=cond if variant == "cond" else None)
                 ((out * w).sum() + (h * h).sum()).backward()
+                dx.append(x.grad)
+                x.grad = None
     finally:
         torch.set_num_threads(threads)
+    torch.testing.assert_close(dx[0], dx[1], rtol=1e-10, atol=1e-10, msg="dL/dx")
     for (n, a), b in zip(layer.named_parameters(), ref.parameters()):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-10, msg=n)
 
 
+@pytest.mark.parametrize("D", [3, 4])
 @pytest.mark.parametrize("name", GATED)
-def test_layer_loop_adds_input_bias_gradcheck(name):
-    """The same path (T = 8: the native projection) against finite differences, float64."""
+def test_layer_loop_adds_input_bias_gradcheck(name, D):
+    """The same path (T = 8: the native projection) against finite differences, float64; D = H too."""
     from rnnkit import Recurrent
 
     torch.manual_seed(0)
-    layer = Recurrent(name, 3, 4, backend="native").double()
-    x = torch.randn(2, 8, 3, dtype=torch.float64, requires_grad=True)
+    layer = Recurrent(name, D, 4, backend="native").double()
+    x = torch.randn(2, 8, D, dtype=torch.float64, requires_grad=True)
     names = [n for n, _ in layer.named_parameters()]
 
     def f(x, *ps):

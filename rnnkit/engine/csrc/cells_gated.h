@@ -10,7 +10,9 @@
 // of dxw less backward): the loop adds it (r.xb, the last parameter, zeros where xw holds it) and sums its
 // gradient as it goes (r.dxb). MUT1's projection then has no pass of its own either: xw's h̃ block holds x̃
 // itself (r.raw), the loop takes tanh(x̃), and dxw's h̃ block is dL/dx̃ = da_h̃ ⊙ (1 - tanh²(x̃)), while
-// da_h̃, which the candidate's GEMMs read, goes to a buffer of its own (dhw).
+// da_h̃, which the candidate's GEMMs read, goes to a buffer of its own (dhw). Where x̃ = x (D = H) even the
+// copy of x into xw goes: xw is [z, r] only and the loop reads x̃ from the layer's input (r.xt), writing
+// dL/dx̃ to a buffer (r.dxt) in which the projection's backward then forms dx.
 //
 // As in cells_basic.h the pointwise passes take a range of hidden units [j0, j1), so the same code runs
 // all units in one thread (fwd, bwd) or one slab per thread (split.h, split_gated_*).
@@ -45,6 +47,13 @@ struct Gated {
     return K == Kind::M1 && r.raw ? r.dhw + t * r.B * r.H : r.dxw + t * r.B * r.X + 2 * r.H;
   }
   static int64_t dah_ld(const Run<T>& r) { return K == Kind::M1 && r.raw ? r.H : r.X; }
+  // x̃ of row b at step t before its tanh (mut1 raw), and where dL/dx̃ goes: xw's h̃ block, or r.xt (see Run).
+  static const T* xt_row(const Run<T>& r, int64_t t, int64_t b) {
+    return r.xt ? r.xt + (t * r.B + b) * r.H : r.xw + (t * r.B + b) * r.X + 2 * r.H;
+  }
+  static T* dxt_row(const Run<T>& r, int64_t t, int64_t b) {
+    return r.dxt ? r.dxt + (t * r.B + b) * r.H : r.dxw + (t * r.B + b) * r.X + 2 * r.H;
+  }
 
   static void th_units(Run<T>& r, int64_t t, int64_t j0, int64_t j1) {  // mut3: tanh(h_prev), W_hz's operand
     const int64_t H = r.H;
@@ -94,7 +103,7 @@ struct Gated {
     T* hn = r.h(r.next(t));
     const T* __restrict xb = r.xb + 2 * H;
     for (int64_t b = r.b0; b < r.b1; ++b) {
-      const T* __restrict x = r.xw + (t * B + b) * r.X + 2 * H;
+      const T* __restrict x = raw ? xt_row(r, t, b) : r.xw + (t * B + b) * r.X + 2 * H;
       const T* __restrict q = p + b * ldp - j0;
       const T* __restrict h0 = hp + b * H;
       const T* __restrict z = r.C(0, t, 2 * H) + b * 2 * H + zcol * H;
@@ -152,6 +161,7 @@ struct Gated {
       const T* __restrict h0 = hp + b * H;
       const T* __restrict dh = r.dh + b * H;
       T* __restrict dx = dxw + b * X;
+      T* __restrict dxt = raw ? dxt_row(r, t, b) : nullptr;
       T* __restrict dah = dah_row(r, t) + b * dah_ld(r);
       const T m = r.m(t, b) ? T(1) : T(0);
       RNNKIT_SIMD
@@ -160,7 +170,7 @@ struct Gated {
         const T ah = d * (cho ? T(1) - z : z) * (T(1) - v * v);
         const T az = d * (cho ? h0[j] - v : v - h0[j]) * z * (T(1) - z);
         dah[j] = ah, dx[zcol * H + j] = az;
-        if constexpr (raw) dx[2 * H + j] = ah * (T(1) - tx[j] * tx[j]);
+        if constexpr (raw) dxt[j] = ah * (T(1) - tx[j] * tx[j]);
         db[2 * H + j] += ah, db[zcol * H + j] += az;
       }
     }

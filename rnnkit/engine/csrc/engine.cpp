@@ -34,13 +34,14 @@ bool has_input_bias(const std::vector<c10::optional<at::Tensor>>& P) {
   if constexpr (gated<T, Cell>()) return int64_t(P.size()) > Cell::xb_param && P[Cell::xb_param];
   else return false;
 }
-// The loop's part of the input projection: that b_xh, and mut1's raw x̃.
+// The loop's part of the input projection: that b_xh, and mut1's raw x̃ (xt: read from a tensor of its own).
 template <typename T, typename Cell>
-void fold_input(Run<T>& r, const std::vector<c10::optional<at::Tensor>>& P, bool raw) {
+void fold_input(Run<T>& r, const std::vector<c10::optional<at::Tensor>>& P, bool raw, bool xt) {
   if constexpr (gated<T, Cell>()) {
     if (has_input_bias<T, Cell>(P)) r.xb = r.P[Cell::xb_param];
     r.raw = raw && Cell::kind == Kind::M1;
   }
+  TORCH_CHECK(!xt || r.raw, "rnnkit native: a separate x̃ is for mut1 with raw x̃ only");
 }
 template <typename T, typename Cell>
 std::vector<int64_t> cache_widths(const Run<T>& r) {
@@ -133,7 +134,8 @@ void over_rows(const Run<T>& r, int64_t nt, F&& loop) {
 // Returns [hs, h_T, (c_T), HH, (CC), caches...]; HH onwards is what backward needs.
 template <typename T, typename Cell>
 Tensors forward(const at::Tensor& xw, const Tensors& state0, const std::vector<c10::optional<at::Tensor>>& P,
-                const c10::optional<at::Tensor>& mask, bool reverse, bool keep, bool batch_first, bool raw) {
+                const c10::optional<at::Tensor>& mask, bool reverse, bool keep, bool batch_first, bool raw,
+                const c10::optional<at::Tensor>& xt) {
   const int64_t T_ = xw.size(0), B = xw.size(1), H = state0[0].size(1);
   const bool lstm = state0.size() == 2;
   at::Tensor HH = pooled_empty({T_ + 1, B, H}, xw.options()), CC;
@@ -141,7 +143,11 @@ Tensors forward(const at::Tensor& xw, const Tensors& state0, const std::vector<c
   Tensors keepalive, caches;
   Run<T> r = make_run<T>(HH, xw.size(2), P, mask, reverse, keepalive, batch_first);
   r.keep = keep, r.xw = xw.data_ptr<T>(), r.hs = hs.data_ptr<T>();
-  fold_input<T, Cell>(r, P, raw);
+  fold_input<T, Cell>(r, P, raw, bool(xt));
+  if (xt) {
+    TORCH_CHECK(xt->is_contiguous() && xt->numel() == T_ * B * H, "rnnkit native: x̃ must be a contiguous (T, B, H)");
+    r.xt = xt->data_ptr<T>();
+  }
   HH[reverse ? T_ : 0].copy_(state0[0]);
   if (lstm) {
     CC = pooled_empty({T_ + 1, B, H}, xw.options());
@@ -186,20 +192,21 @@ void total_dh(Run<T>& r, int64_t t, int64_t j0, int64_t j1) {  // dh = dH + m_t 
   }
 }
 
-// saved = [HH, (CC), caches...]; returns [dxw, dh_0, (dc_0), dP..., (probe dh)]
+// saved = [HH, (CC), caches...]; returns [dxw, dx̃ (xt; else undefined), dh_0, (dc_0), dP..., (probe dh)]
 template <typename T, typename Cell>
 Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optional<at::Tensor>>& P,
                  const c10::optional<at::Tensor>& mask, bool reverse, const at::Tensor& dhs,
-                 const Tensors& dstate, bool probe, bool batch_first, bool raw) {
+                 const Tensors& dstate, bool probe, bool batch_first, bool raw, bool xt) {
   const at::Tensor& HH = saved[0];
   const bool lstm = dstate.size() == 2;
   Tensors keepalive;
   Run<T> r = make_run<T>(HH, X, P, mask, reverse, keepalive, batch_first);
-  fold_input<T, Cell>(r, P, raw);
+  fold_input<T, Cell>(r, P, raw, xt);
   const int64_t T_ = r.T_, B = r.B, H = r.H;
   r.prepare = T_ >= kPrepareSteps;
   auto o = HH.options();
-  at::Tensor dxw = pooled_empty({T_, B, X}, o), dH = dstate[0].clone(), dh = pooled_empty({B, H}, o), dC, dhw, rec;
+  at::Tensor dxw = pooled_empty({T_, B, X}, o), dH = dstate[0].clone(), dh = pooled_empty({B, H}, o), dC, dhw, rec, dxt;
+  if (xt) dxt = pooled_empty({T_, B, H}, o), r.dxt = dxt.data_ptr<T>();
   r.dxw = dxw.data_ptr<T>(), r.dH = dH.data_ptr<T>(), r.dh = dh.data_ptr<T>(), r.dhs = dhs.data_ptr<T>();
   if (lstm) dC = dstate[1].clone(), r.CC = saved[1].data_ptr<T>(), r.dC = dC.data_ptr<T>();
   for (size_t k = lstm ? 2 : 1; k < saved.size(); ++k) r.cache.push_back(saved[k].data_ptr<T>());
@@ -209,7 +216,8 @@ Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optiona
   const int64_t rows = row_threads(B, weight_bytes<T>(P));
   at::Tensor dalpha = at::zeros({rows, H}, o);  // one row per thread: no race
   at::Tensor dxb;  // the same for a gated cell's b_xh (summed whether folded or not: no branch in the loop)
-  if (gated<T, Cell>()) dxb = at::zeros({rows, X}, o), r.dxb = dxb.data_ptr<T>();  // units split: row 0
+  const int64_t XB = X + (xt ? H : 0);  // b_xh's width
+  if (gated<T, Cell>()) dxb = at::zeros({rows, XB}, o), r.dxb = dxb.data_ptr<T>();  // units split: row 0
   const int split = one_gemm<T, Cell>() && r.prepare && rows == 1 ? split_threads(H) : 1;
   const int gsplit = gated<T, Cell>() && r.prepare && rows == 1 && H >= kGatedSplitMin ? split_threads(H) : 1;
   if (split > 1) {
@@ -219,14 +227,14 @@ Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optiona
     if constexpr (gated<T, Cell>()) split_gated_backward<T, Cell::kind>(r, gsplit, total_dh<T>);
   } else over_rows(r, rows, [&](Run<T>& q, int64_t k) {
     q.dalpha = dalpha.data_ptr<T>() + k * H;
-    if (q.dxb) q.dxb += k * X;
+    if (q.dxb) q.dxb += k * XB;
     for (int64_t s = T_ - 1; s >= 0; --s) {
       const int64_t t = reverse ? T_ - 1 - s : s;
       total_dh(q, t, 0, H);
       Cell::bwd(q, t);
     }
   });
-  Tensors out{dxw, dH};
+  Tensors out{dxw, dxt, dH};
   if (lstm) out.push_back(dC);
   Tensors dP(P.size());
   at::Tensor h_prev = HH.narrow(0, reverse ? 1 : 0, T_).reshape({T_ * B, H});
@@ -265,22 +273,22 @@ Tensors with_cell(int64_t cell, F&& f) {
 
 Tensors forward_py(int64_t cell, const at::Tensor& xw, const Tensors& state0,
                    const std::vector<c10::optional<at::Tensor>>& P, const c10::optional<at::Tensor>& mask,
-                   bool reverse, bool keep, bool batch_first, bool raw) {
+                   bool reverse, bool keep, bool batch_first, bool raw, const c10::optional<at::Tensor>& xt) {
   at::NoGradGuard no_grad;
   return AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "rnnkit_forward", [&] {
     return with_cell<scalar_t>(cell, [&](auto c) {
-      return forward<scalar_t, decltype(c)>(xw, state0, P, mask, reverse, keep, batch_first, raw);
+      return forward<scalar_t, decltype(c)>(xw, state0, P, mask, reverse, keep, batch_first, raw, xt);
     });
   });
 }
 
 Tensors backward_py(int64_t cell, const Tensors& saved, int64_t X, const std::vector<c10::optional<at::Tensor>>& P,
                     const c10::optional<at::Tensor>& mask, bool reverse, const at::Tensor& dhs,
-                    const Tensors& dstate, bool probe, bool batch_first, bool raw) {
+                    const Tensors& dstate, bool probe, bool batch_first, bool raw, bool xt) {
   at::NoGradGuard no_grad;
   return AT_DISPATCH_FLOATING_TYPES(dhs.scalar_type(), "rnnkit_backward", [&] {
     return with_cell<scalar_t>(cell, [&](auto c) {
-      return backward<scalar_t, decltype(c)>(saved, X, P, mask, reverse, dhs, dstate, probe, batch_first, raw);
+      return backward<scalar_t, decltype(c)>(saved, X, P, mask, reverse, dhs, dstate, probe, batch_first, raw, xt);
     });
   });
 }
@@ -337,9 +345,10 @@ Tensors project(const at::Tensor& x, const at::Tensor& W, const c10::optional<at
 // Its backward: [dx = dpre W_xh, dW_xh = dpreᵀ x, db = Σ dxw], each only where asked (else undefined), where
 // dpre = dxw except on the tanh tail (t from project; undefined: no tail): there dtail = dxw_tail ⊙ (1 - t²),
 // formed in a (N × n) buffer of its own, so dxw itself is never copied. An identity block (ident >= 0)
-// adds its columns to dx directly and has no GEMM.
+// adds its columns to dx directly and has no GEMM. dx0 (N, D), a gradient of x from elsewhere (mut1's dL/dx̃
+// from the loop when x̃ = x): dx is formed in it, in place (the GEMM adds to it).
 Tensors project_backward(const at::Tensor& dxw, const at::Tensor& x, const at::Tensor& W, bool dx_, bool dW_, bool db_,
-                         const c10::optional<at::Tensor>& t, int64_t ident) {
+                         const c10::optional<at::Tensor>& t, int64_t ident, const c10::optional<at::Tensor>& dx0) {
   at::NoGradGuard no_grad;
   const int64_t N = x.size(0), D = x.size(1), G = W.size(0) + (ident >= 0 ? D : 0), R = W.size(0);
   const int64_t tail = t ? t->size(1) : 0, g0 = G - tail;
@@ -391,9 +400,11 @@ Tensors project_backward(const at::Tensor& dxw, const at::Tensor& x, const at::T
     auto row_of = [&](int64_t c) { return ident >= 0 && c > ident ? c - D : c; };  // W row of column c
     const T *w = W.data_ptr<T>(), *xp = x.data_ptr<T>();
     if (dx_) {
-      dx = pooled_empty({N, D}, x.options());
+      TORCH_CHECK(!dx0 || (ident < 0 && dx0->is_contiguous() && dx0->numel() == N * D),
+                  "rnnkit native: dx0 must be a contiguous (N, D) and ident < 0");
+      dx = dx0 ? *dx0 : pooled_empty({N, D}, x.options());
       T* out = dx.data_ptr<T>();
-      T beta = T(0);
+      T beta = T(dx0 ? 1 : 0);
       if (ident >= 0) {  // the identity block's gradient goes straight to dx
         const bool in_tail = ident >= g0;
         const T* src = in_tail ? dtail.data_ptr<T>() + ident - g0 : g + ident;

@@ -305,6 +305,10 @@ struct Run {
   const T* xb = nullptr;
   T* dxb = nullptr;
   bool raw = false;
+  // mut1 raw with x̃_t = x_t (D = H): xw holds only [z, r] (X = 2H) and the loop reads x̃ from the layer's input
+  // itself, xt (T, B, H), and writes dL/dx̃ to dxt (T, B, H): no copy of x into xw nor of dx̃ out of dxw
+  const T* xt = nullptr;
+  T* dxt = nullptr;
   bool prepare = false;  // a long loop: per-step weight operands are prepared once (StepW), else read as stored
   std::shared_ptr<std::array<std::shared_ptr<StepW<T>>, 4>> sw = std::make_shared<std::array<std::shared_ptr<StepW<T>>, 4>>();
   T *hs = nullptr, *HH = nullptr, *CC = nullptr;

@@ -173,7 +173,8 @@ void split_gated_forward(const Run<T>& r, int nt) {
       for (int k = id; k < nt; k += got) {
         const int64_t Hk = j1[k] - j0[k];
         T* p = pg[k].template data_ptr<T>();
-        fetch_blocks(q, q.xw, t, q.X, 3, H, j0[k], j1[k]);
+        fetch_blocks(q, q.xw, t, q.X, q.X / H, H, j0[k], j1[k]);
+        if (q.xt) fetch_blocks(q, q.xt, t, H, 1, H, j0[k], j1[k]);
         if (K == Kind::M3) {
           wg[k].mul(q.C(3, t, H), H, T(0), p, 2 * Hk);
           wr[k].mul(hp, H, T(0), p + Hk, 2 * Hk);

@@ -217,6 +217,31 @@ def fmt_row(name, ref_name, t_ours, t_ref, chars, flops, peak, target):
             f"{rate / 1e9:.1f}", f"{rate / peak:.2f}", ok]  # fmt: skip
 
 
+def builtin_rates(builtin):
+    """For scale, the GEMM-rate measure applied to the built-in cells: torch.nn.RNN and nn.GRU against
+    torch.nn.LSTM, and rnnkit's rnn_tanh and gru against rnnkit's lstm (medians of their own rows)."""
+    lines = []
+    for size in SIZES:
+        if ("lstm", size) not in builtin:
+            continue
+        t_lstm, t_ref_lstm, f_lstm = builtin["lstm", size]
+        parts = []
+        for cell in ("rnn_tanh", "gru"):
+            if (cell, size) in builtin:
+                t, t_ref, f = builtin[cell, size]
+                ours, ref = f / f_lstm * t_lstm / t, f / f_lstm * t_ref_lstm / t_ref
+                parts.append(f"torch.nn.{TORCH[cell].__name__} {ref:.2f}x (rnnkit {cell} {ours:.2f}x)")
+        if parts:
+            lines.append(f"{size}: " + ", ".join(parts))
+    if not lines:
+        return []
+    head = (
+        "\nFor scale, the same GEMM-rate measure for the built-in cells, each against its own library's LSTM "
+        "(whole train step, medians of the rows above): "
+    )
+    return [head + "; ".join(lines) + "."]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=6)
@@ -232,7 +257,7 @@ def main():
     only = set(args.only.split(",")) if args.only else None
     peak = gemm_peak(args.rounds)
     print(f"GEMM peak (2048² sgemm): {peak / 1e9:.1f} GFLOP/s", flush=True)
-    rows, notes = [], []
+    rows, notes, builtin = [], [], {}
     for size, (_, _, B, T) in SIZES.items():
         for cell in (*TORCH, *OTHERS):
             if only and cell not in only:
@@ -246,6 +271,7 @@ def main():
                 )
             else:
                 (t_ours, t_ref), flops = train_row(cell, size, ref_kind, args.rounds)
+                builtin[cell, size] = (t_ours, t_ref, flops)
             row = fmt_row(f"{cell} {size}, B{B} T{T}", ref_name, t_ours, t_ref, B * T, flops, peak, target)
             if cell in OTHERS:
                 row[-1] += f"; GEMM rate {rel:.2f}x rnnkit lstm" + ("" if rel >= 0.9 else " (target 0.9x)")
@@ -262,6 +288,7 @@ def main():
         rows.append(row)
         print(" | ".join(row), flush=True)
     notes.append(READING)
+    notes.extend(builtin_rates(builtin))
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     notes.append(f"\nLoad average at the end of the run (1, 5, 15 min): {load} on {os.cpu_count()} cores.")
     header = ["config", "rnnkit (chars/s)", "reference", "reference (chars/s)", "speed-up", "target",

@@ -49,6 +49,10 @@ class Cell(nn.Module):
         self.W_xh = nn.Parameter(torch.empty(G * H, input_size))
         self.b_xh = nn.Parameter(torch.empty(G * H)) if bias else None
 
+    def extra_repr(self) -> str:
+        """Sizes as torch.nn prints them: `LSTM(64, 128)`, `Leaky(64, 128, alpha=0.5)`."""
+        return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
+
     def reset_parameters(self) -> None:
         """U(-1/√H, 1/√H) for every weight, as torch.nn does."""
         bound = 1.0 / math.sqrt(self.hidden_size)

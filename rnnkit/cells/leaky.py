@@ -59,6 +59,13 @@ class Leaky(Cell):
         else:
             self.register_buffer("alpha_fixed", a0)
 
+    def extra_repr(self):
+        if self.learn_alpha:
+            return super().extra_repr() + ", learn_alpha=True"
+        a = self.alpha_fixed
+        shown = f"{a[0].item():g}" if bool((a == a[0]).all()) else "per unit"
+        return super().extra_repr() + f", alpha={shown}"
+
     @property
     def alpha(self):
         return torch.sigmoid(self.alpha_logit) if self.learn_alpha else self.alpha_fixed

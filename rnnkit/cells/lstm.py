@@ -69,6 +69,10 @@ class LSTM(Cell):
         self.forget_bias = forget_bias
         self.reset_parameters()
 
+    def extra_repr(self):
+        fb = "" if self.forget_bias == 1.0 else f", forget_bias={self.forget_bias}"
+        return super().extra_repr() + fb
+
     def reset_parameters(self):
         super().reset_parameters()
         if self.bias and self.forget_bias is not None:

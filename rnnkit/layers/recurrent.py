@@ -79,6 +79,20 @@ class Recurrent(nn.Module):
             self.W_vs = nn.ModuleList(nn.Linear(cond_size, H) for _ in range(n))
         self.num_states = Cell.num_states
 
+    def extra_repr(self):
+        """As torch.nn.LSTM prints itself: the cell, D, H, then the options that differ from the defaults."""
+        s = f"{self.cell_name!r}, {self.input_size}, {self.hidden_size}"
+        defaults = (("num_layers", 1), ("bidirectional", False), ("dropout", 0.0), ("skip_input", False),
+                    ("residual", False), ("cond_size", 0), ("backend", None), ("batch_first", True))  # fmt: skip
+        for name, default in defaults:
+            if getattr(self, name) != default:
+                s += f", {name}={getattr(self, name)!r}"
+        if self.cond_size:
+            s += f", cond_mode={self.cond_mode!r}"
+        if not self.cells[0].bias:
+            s += ", bias=False"
+        return s
+
     # --- forward ---------------------------------------------------------------------------
     def forward(self, x, state=None, lengths=None, cond=None, probe=None):
         """out, state = layer(x, state=None, lengths=None, cond=None).

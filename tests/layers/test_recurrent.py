@@ -117,3 +117,14 @@ def test_bad_construction():
         Recurrent("lstm", 3, 4, dropout=1.5)
     with pytest.raises(RnnkitError, match="no equivalent"):
         Recurrent("mut1", 3, 4).to_torch()
+
+
+def test_repr_shows_sizes_and_options():
+    """Printed like torch.nn.LSTM: the cell, D, H and the options that differ from the defaults."""
+    layer = Recurrent("lstm", 4, 6, num_layers=2, bidirectional=True, dropout=0.1, bias=False)
+    text = repr(layer)
+    assert "'lstm', 4, 6, num_layers=2, bidirectional=True, dropout=0.1, bias=False" in text
+    assert "LSTM(4, 6, bias=False)" in text and "LSTM(12, 6, bias=False)" in text
+    assert "Leaky(3, 5, alpha=0.3)" in repr(Recurrent("leaky", 3, 5, alpha=0.3))
+    assert "learn_alpha=True" in repr(Recurrent("leaky", 3, 5, learn_alpha=True))
+    assert "LSTM(3, 5, forget_bias=0.0)" in repr(Recurrent("lstm", 3, 5, forget_bias=0.0))

@@ -128,3 +128,25 @@ def test_repr_shows_sizes_and_options():
     assert "Leaky(3, 5, alpha=0.3)" in repr(Recurrent("leaky", 3, 5, alpha=0.3))
     assert "learn_alpha=True" in repr(Recurrent("leaky", 3, 5, learn_alpha=True))
     assert "LSTM(3, 5, forget_bias=0.0)" in repr(Recurrent("lstm", 3, 5, forget_bias=0.0))
+
+
+# What torch 2.13's dynamo says on its way: the native loop is a C++ call it can't trace (so it runs as it is,
+# one graph break), and two warnings from its own internals that only show with warnings as errors.
+@pytest.mark.filterwarnings("ignore:Dynamo does not know how to trace the builtin")
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")
+@pytest.mark.filterwarnings("ignore:<class 'torch.autograd.function.Function'> should not be instantiated")
+@pytest.mark.parametrize("name", ["lstm", "mut1"])
+def test_torch_compile_same_numbers(name):
+    """torch.compile of a model with a Recurrent in it gives the same outputs and gradients."""
+    torch.manual_seed(0)
+    layer = Recurrent(name, 4, 6, num_layers=2, bidirectional=True)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh())
+    x = torch.randn(3, 5, 4, requires_grad=True)
+    lengths = torch.tensor([5, 3, 2])
+    out = layer(model(x), lengths=lengths)[0]
+    (dx,) = torch.autograd.grad(out.square().sum(), x)
+    compiled = torch.compile(lambda x: layer(model(x), lengths=lengths)[0], backend="eager")
+    out_c = compiled(x)
+    (dx_c,) = torch.autograd.grad(out_c.square().sum(), x)
+    torch.testing.assert_close(out_c, out)
+    torch.testing.assert_close(dx_c, dx)

@@ -110,7 +110,8 @@ class TanhTail(torch.autograd.Function):
     """xw[..., -n:] <- tanh(xw[..., -n:]), then xw += b (b: (G,) or None), in place on the GEMM's output:
     MUT1's tanh(x̃_t) + b_h block without concatenating a separate tanh term.
 
-    Backward: dL/d(pre) = g, times (1 - tanh²) on the last n columns; db = Σ g over rows."""
+    Backward: dL/d(pre) = g, times (1 - tanh²) on the last n columns; db = Σ g over rows. Under
+    backward(create_graph=True) it reads tanh from the output (xw - b), so that it differentiates again."""
 
     @staticmethod
     def forward(ctx, xw, n, b):
@@ -119,16 +120,20 @@ class TanhTail(torch.autograd.Function):
         if b is not None:
             xw.add_(b)
         ctx.mark_dirty(xw)
-        ctx.save_for_backward(t)
+        ctx.save_for_backward(t, xw, b)
         ctx.n = n
         return xw
 
     @staticmethod
     def backward(ctx, g):
-        (t,) = ctx.saved_tensors
+        t, out, b = ctx.saved_tensors
+        n = ctx.n
         db = g.reshape(-1, g.shape[-1]).sum(0) if ctx.needs_input_grad[2] else None
+        if torch.is_grad_enabled():  # t from the output, which autograd can differentiate
+            t = out[..., -n:] if b is None else out[..., -n:] - b[-n:]
+            return torch.cat((g[..., :-n], g[..., -n:] * (1 - t * t)), dim=-1), None, db
         dpre = g.clone()
-        dpre[..., -ctx.n :].mul_(1 - t * t)
+        dpre[..., -n:].mul_(1 - t * t)
         return dpre, None, db
 
 

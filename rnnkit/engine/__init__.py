@@ -5,6 +5,10 @@
 - `native`:   the same BPTT with the time loop in C++ (built on first use); CPU float32/float64.
 
 `run(...)` picks `native` when it is available and applies, else `python`.
+
+Higher-order gradients (backward with create_graph=True) work on all three: `python` and `native`
+then compute their gradients through a rerun of the forward as an autograd loop
+(`reference.higher_order_grads`), since their hand-written BPTT reads caches that carry no graph.
 """
 
 import warnings

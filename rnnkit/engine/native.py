@@ -32,10 +32,11 @@ import os
 import pathlib
 
 import torch
-from torch.autograd.function import once_differentiable
+import torch.nn.functional as F
 
 from rnnkit._native_build import build, vector_flags
 from rnnkit.cells import CELLS
+from rnnkit.engine.reference import autograd_loop, higher_order_grads, restored_input, saved_input
 from rnnkit.errors import RnnkitError
 
 CELL_IDS = {CELLS[name]: i for i, name in enumerate(
@@ -144,16 +145,19 @@ class NativeRecurrence(torch.autograd.Function):
         ctx.batch_first, ctx.raw, ctx.xt = batch_first, raw, xt is not None
         ctx.saved, ctx.flat, ctx.X = out[1 + n_state :], flat, xw.shape[2]
         ctx.shapes = [None if p is None else p.shape for p in P]
+        ctx.mask_in = mask
+        ctx.save_for_backward(saved_input(ctx, xw), xt, *tensors)  # for higher-order gradients only
         return tuple(out[: 1 + n_state])
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dhs, *dstateT):
         HH = ctx.saved[0]
         T, B, H = HH.shape[0] - 1, HH.shape[1], HH.shape[2]
         if dhs is None:
             dhs = HH.new_zeros((B, T, H) if ctx.batch_first else (T, B, H))
         dstateT = [HH.new_zeros(B, H) if d is None else d.contiguous() for d in dstateT]
+        if torch.is_grad_enabled():  # backward(create_graph=True)
+            return (None,) * 7 + NativeRecurrence._differentiable(ctx, dhs, dstateT)
         probe = ctx.probe
         out = load().backward(
             CELL_IDS[ctx.cell], ctx.saved, ctx.X, ctx.flat, ctx.mask, ctx.reverse, dhs.contiguous(), dstateT,
@@ -168,6 +172,29 @@ class NativeRecurrence(torch.autograd.Function):
               for g, s, need in zip(dP, ctx.shapes, needs)]  # fmt: skip
         return (None, None, None, None, None, None, None, dxw, dxt, *dstate0, *dP)
 
+    @staticmethod
+    def _differentiable(ctx, dhs, dstateT):
+        """Gradients of (xw, xt, *state_0, *P) that differentiate again: the same function as a plain
+        autograd loop on the saved inputs, put back in the cell's own form first (what the loop folds in:
+        x̃ read in place, MUT1's tanh(x̃), the input bias b_xh), see higher_order_grads."""
+        xw, xt, *tensors = ctx.saved_tensors
+        xw, n, cell = restored_input(ctx, xw), ctx.n_state, ctx.cell
+        state0, P = tuple(tensors[:n]), tensors[n:]
+        xbias = P[len(cell.REC_PARAMS)] if len(P) > len(cell.REC_PARAMS) else None
+        P = P[: len(cell.REC_PARAMS)]
+
+        def rerun():
+            full = xw if xt is None else torch.cat((xw, xt), dim=-1)
+            if ctx.raw:
+                H = state0[0].shape[1]
+                full = torch.cat((full[..., :-H], torch.tanh(full[..., -H:])), dim=-1)
+            if xbias is not None:
+                full = full + xbias
+            hs, state = autograd_loop(cell, full, state0, P, ctx.mask_in, ctx.reverse, ctx.probe)
+            return (hs.transpose(0, 1) if ctx.batch_first else hs, *state)
+
+        return tuple(higher_order_grads([xw, xt, *tensors], rerun, (dhs, *dstateT)))
+
 
 class NativeProjection(torch.autograd.Function):
     """xw = x W_xhᵀ + b for all steps (F.linear's function) with its buffers recycled by the extension.
@@ -180,20 +207,22 @@ class NativeProjection(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, W, b, tail, ident, pass_x):
-        shape = x.shape
+        shape, Win, bin = x.shape, W, b
         x2 = x.reshape(-1, shape[-1]).contiguous()
         W = W.detach().contiguous()
         b = None if b is None else b.detach().contiguous()
         G = W.shape[0] + (shape[-1] if ident >= 0 else 0)
         xw, t = load().project(x2, W, b, [*shape[:-1], G], tail, ident)
-        ctx.save_for_backward(x2, W, t)
+        ctx.save_for_backward(x2, W, t, x, Win, bin)
+        ctx.tail, ctx.pass_x = tail, pass_x
         ctx.shape, ctx.has_b, ctx.ident = shape, b is not None, ident
         return (xw, x2.view(shape)) if pass_x else xw
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dxw, dx0=None):
-        x2, W, t = ctx.saved_tensors
+        x2, W, t, x, Win, b = ctx.saved_tensors
+        if torch.is_grad_enabled():  # backward(create_graph=True): the same function in torch ops
+            return NativeProjection._differentiable(ctx, x, Win, b, dxw, dx0)
         need = ctx.needs_input_grad
         if dx0 is not None:
             dx0 = dx0.reshape(x2.shape).contiguous()
@@ -203,6 +232,24 @@ class NativeProjection(torch.autograd.Function):
         )  # fmt: skip
         return (dx.view(ctx.shape) if need[0] else None, dW if need[1] else None,
                 db if need[2] else None, None, None, None)  # fmt: skip
+
+    @staticmethod
+    def _differentiable(ctx, x, W, b, dxw, dx0):
+        def rerun():
+            pre = projection_reference(x, W, b, ctx.tail, ctx.ident)
+            return (pre, x) if ctx.pass_x else (pre,)
+
+        return (*higher_order_grads([x, W, b], rerun, (dxw, dx0)), None, None, None)
+
+
+def projection_reference(x, W, b, tail=0, ident=-1):
+    """NativeProjection's function in differentiable torch ops (for higher-order gradients)."""
+    pre = F.linear(x, W)
+    if ident >= 0:
+        pre = torch.cat((pre[..., :ident], x, pre[..., ident:]), dim=-1)
+    if tail:
+        pre = torch.cat((pre[..., :-tail], torch.tanh(pre[..., -tail:])), dim=-1)
+    return pre if b is None else pre + b
 
 
 def folds_input_bias(cell):
@@ -221,5 +268,8 @@ def loop_adds_input_bias(cell):
 
 def project(x, W, b, tail=0, ident=-1, pass_x=False):
     """F.linear(x, W, b) for the native backend: x (..., D), W (G, D), b (G,) or None; tail, ident, pass_x: see
-    NativeProjection."""
-    return NativeProjection.apply(x, W, b, tail, ident, pass_x)
+    NativeProjection. xw carries how to compute it again (see engine.reference.saved_input)."""
+    out = NativeProjection.apply(x, W, b, tail, ident, pass_x)
+    xw = out[0] if pass_x else out
+    xw._rnnkit_rebuild = lambda: projection_reference(x, W, b, tail, ident)
+    return out

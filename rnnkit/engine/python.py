@@ -23,6 +23,8 @@ from dxw as one GEMM each. Runs on any device and dtype.
 
 import torch
 
+from rnnkit.engine.reference import autograd_loop, higher_order_grads, restored_input, saved_input
+
 
 def _order(T, reverse):
     return range(T - 1, -1, -1) if reverse else range(T)
@@ -105,6 +107,7 @@ class PythonRecurrence(torch.autograd.Function):
         hs, state, caches, us = forward_loop(cell, xw, state0, P, mask, reverse, keep=keep)
         ctx.cell, ctx.mask, ctx.reverse, ctx.probe, ctx.n_state = cell, mask, reverse, probe, n_state
         ctx.caches, ctx.us, ctx.P, ctx.shape = caches, us, P, hs.shape
+        ctx.save_for_backward(saved_input(ctx, xw), *tensors)  # for higher-order gradients only
         return (hs, *(s.clone() for s in state))  # clones: the caches may hold the same tensors
 
     @staticmethod
@@ -113,6 +116,17 @@ class PythonRecurrence(torch.autograd.Function):
         if dhs is None:
             dhs = us[0].new_zeros(ctx.shape)
         dstateT = tuple(torch.zeros_like(dhs[0]) if d is None else d for d in dstateT)
+        if torch.is_grad_enabled():  # backward(create_graph=True): gradients that differentiate again
+            xw, *tensors = ctx.saved_tensors
+            xw, n = restored_input(ctx, xw), ctx.n_state
+
+            def rerun():
+                hs, state = autograd_loop(
+                    cell, xw, tuple(tensors[:n]), tensors[n:], ctx.mask, ctx.reverse, ctx.probe
+                )
+                return (hs, *state)
+
+            return (None,) * 5 + tuple(higher_order_grads([xw, *tensors], rerun, (dhs, *dstateT)))
         dxw, dstate0, dP = backward_loop(
             cell, dhs, dstateT, ctx.caches, us, P, ctx.mask, ctx.reverse, ctx.probe
         )

@@ -41,3 +41,39 @@ def _watch(probe, hs):
     for t, h in enumerate(hs):
         if h is not None:
             h.register_hook(make(t))
+
+
+def higher_order_grads(inputs, outputs_fn, grads_out):
+    """Gradients that can be differentiated again, for `backward(create_graph=True)`.
+
+    The hand-written BPTT of the `python` and `native` backends reads values cached by the forward pass,
+    which carry no graph, so its gradients are right but constant to autograd: a second derivative through
+    them would silently miss every term of d(cache)/d(input). Where a higher-order gradient is asked for,
+    the backends call this instead: `outputs_fn()` reruns the forward as a plain autograd loop on `inputs`
+    (the Function's own saved inputs, still attached to the caller's graph), and autograd differentiates it
+    with create_graph=True. Costs one more forward; first-order backward passes never come here.
+
+    inputs: tensors or None; returns one gradient (or None) per input."""
+
+    wanted = [t for t in inputs if t is not None and t.requires_grad]
+    with torch.enable_grad():
+        outs = outputs_fn()
+        pairs = [(o, g) for o, g in zip(outs, grads_out) if g is not None and o.requires_grad]
+        got = torch.autograd.grad(
+            [o for o, _ in pairs], wanted, [g for _, g in pairs], create_graph=True, allow_unused=True
+        ) if pairs and wanted else [None] * len(wanted)  # fmt: skip
+    it = iter(got)
+    return [next(it) if t is not None and t.requires_grad else None for t in inputs]
+
+
+def saved_input(ctx, xw):
+    """What a loop Function keeps of its input xw for higher_order_grads: nothing when xw carries
+    `_rnnkit_rebuild` (set by Recurrent on its projection: a function that computes xw again from tensors
+    kept alive anyway, the layer input and the weights), else xw itself (kept until backward)."""
+    ctx.rebuild = getattr(xw, "_rnnkit_rebuild", None)
+    return None if ctx.rebuild is not None else xw
+
+
+def restored_input(ctx, xw):
+    """xw for higher_order_grads: the saved one, or computed again (attached to the caller's graph)."""
+    return xw if ctx.rebuild is None else ctx.rebuild()

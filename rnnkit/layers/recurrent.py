@@ -165,7 +165,9 @@ class Recurrent(nn.Module):
                     dict(xbias=b, raw_tail=raw),
                 )
             return project(xs, W, b, cell.tanh_tail, ident), P, {}
-        return cell.project_input(xs), P, {}
+        xw = cell.project_input(xs)
+        xw._rnnkit_rebuild = lambda: cell.project_input(xs)  # higher-order gradients: engine.reference
+        return xw, P, {}
 
     def step(self, x_t, state=None, cond=None):
         """One time step for a (B, D) input (sampling loops): returns (out_t (B, H·dirs), state)."""

@@ -148,6 +148,30 @@ def test_no_grad_saves_nothing_and_matches():
     torch.testing.assert_close(sT[1], refT[1], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", list(CELLS))
+@pytest.mark.parametrize("T,B,H", [(1, 3, 8), (2, 8, 16), (7, 8, 16), (12, 3, 64), (9, 3, 256)])
+def test_no_grad_every_path_matches(name, T, B, H):
+    """Without a backward to follow, the loop keeps 2 state slots and (LSTM, GRU) no caches: the same
+    outputs and final states as the python backend, both directions, odd and even T, padded rows, and
+    every way of running the loop (one thread, rows split, units split: 2 threads and T >= 8)."""
+    cell, threads = make(name, torch.float64, D=5, H=H), torch.get_num_threads()
+    torch.manual_seed(1)
+    xw = cell.project_input(torch.randn(T, B, 5, dtype=torch.float64))
+    s0 = tuple(torch.randn(B, H, dtype=torch.float64) for _ in range(cell.num_states))
+    mask = (torch.arange(T)[:, None] < torch.randint(1, T + 1, (B,))[None]).double()[..., None]
+    torch.set_num_threads(2)
+    try:
+        with torch.no_grad():
+            for reverse in (False, True):
+                hs, sT = run(cell, xw, s0, cell.rec_params(), mask, reverse, "native")
+                ref, refT = run(cell, xw, s0, cell.rec_params(), mask, reverse, "python")
+                torch.testing.assert_close(hs, ref, rtol=1e-12, atol=1e-12)
+                for a, b in zip(sT, refT):
+                    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_resolve_backend():
     xw = torch.zeros(1, 1, 4)
     assert resolve_backend(None, CELLS["gru"], xw) == "native"

@@ -189,6 +189,11 @@ struct LSTM {  // gates i, f, g, o;  caches: [i f g o] activations (4H), tanh(c_
   // The pointwise part for hidden units [j0, j1): gate g of unit j reads pre[b·ldp + g·gs + j - j0]
   // (all units: ldp = 4H, gs = H; one thread's slab of units in split.h: ldp = 4·gs, gs = j1 - j0).
   static void fwd_units(Run<T>& r, int64_t t, const T* pre, int64_t ldp, int64_t gs, int64_t j0, int64_t j1) {
+    if (r.keep) return fwd_rows<true>(r, t, pre, ldp, gs, j0, j1);
+    fwd_rows<false>(r, t, pre, ldp, gs, j0, j1);  // no backward to follow: no caches written
+  }
+  template <bool keep>
+  static void fwd_rows(Run<T>& r, int64_t t, const T* pre, int64_t ldp, int64_t gs, int64_t j0, int64_t j1) {
     const int64_t B = r.B, H = r.H;
     const T *hp = r.h(r.prev(t)), *cp = r.cs(r.prev(t)), *bias = r.P[1];
     T *hn = r.h(r.next(t)), *cn = r.cs(r.next(t));
@@ -209,7 +214,7 @@ struct LSTM {  // gates i, f, g, o;  caches: [i f g o] activations (4H), tanh(c_
         const T g_t = tanh_(x[2 * H + j] + p[2 * gs + j] + bias[2 * H + j]);
         const T o_t = sigmoid(x[3 * H + j] + p[3 * gs + j] + bias[3 * H + j]);
         const T c_t = f_t * c0[j] + i_t * g_t, th = tanh_(c_t), h_t = o_t * th;
-        g[j] = i_t, g[H + j] = f_t, g[2 * H + j] = g_t, g[3 * H + j] = o_t, tc[j] = th;
+        if constexpr (keep) g[j] = i_t, g[H + j] = f_t, g[2 * H + j] = g_t, g[3 * H + j] = o_t, tc[j] = th;
         h[j] = m != T(0) ? h_t : h0[j], c[j] = m != T(0) ? c_t : c0[j], out[j] = m != T(0) ? h_t : T(0);
       }
     }
@@ -262,6 +267,11 @@ struct GRU {  // torch form, gates r, z, n;  caches: [r z n] (3H), h_n = (h_prev
     fetch_blocks(r, r.at_prev(r.HH), t, r.H, 1, r.H, j0, j1);
   }
   static void fwd_units(Run<T>& r, int64_t t, const T* pre, int64_t ldp, int64_t gs, int64_t j0, int64_t j1) {
+    if (r.keep) return fwd_rows<true>(r, t, pre, ldp, gs, j0, j1);
+    fwd_rows<false>(r, t, pre, ldp, gs, j0, j1);  // no backward to follow: no caches written
+  }
+  template <bool keep>
+  static void fwd_rows(Run<T>& r, int64_t t, const T* pre, int64_t ldp, int64_t gs, int64_t j0, int64_t j1) {
     const int64_t B = r.B, H = r.H;
     const T *hp = r.h(r.prev(t)), *bias = r.P[1];
     T* hn = r.h(r.next(t));
@@ -281,7 +291,7 @@ struct GRU {  // torch form, gates r, z, n;  caches: [r z n] (3H), h_n = (h_prev
         const T h_n = p[2 * gs + j] + bias[2 * H + j];
         const T n_t = tanh_(x[2 * H + j] + r_t * h_n);
         const T h_t = n_t + z_t * (h0[j] - n_t);
-        g[j] = r_t, g[H + j] = z_t, g[2 * H + j] = n_t, hN[j] = h_n;
+        if constexpr (keep) g[j] = r_t, g[H + j] = z_t, g[2 * H + j] = n_t, hN[j] = h_n;
         h[j] = m != T(0) ? h_t : h0[j], out[j] = m != T(0) ? h_t : T(0);
       }
     }

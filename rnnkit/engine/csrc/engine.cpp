@@ -56,10 +56,10 @@ std::vector<GradSpec> grad_specs(const Run<T>& r) {
 constexpr int64_t kPrepareSteps = 8;  // from this many steps on, per-step weights are prepared once (run.h, StepW)
 
 template <typename T>
-Run<T> make_run(const at::Tensor& HH, int64_t X, const std::vector<c10::optional<at::Tensor>>& P,
+Run<T> make_run(int64_t T_, const at::Tensor& HH, int64_t X, const std::vector<c10::optional<at::Tensor>>& P,
                 const c10::optional<at::Tensor>& mask, bool reverse, Tensors& keepalive, bool batch_first) {
   Run<T> r;
-  r.T_ = HH.size(0) - 1, r.B = HH.size(1), r.H = HH.size(2), r.X = X, r.reverse = reverse;
+  r.T_ = T_, r.B = HH.size(1), r.H = HH.size(2), r.X = X, r.reverse = reverse;
   r.hs_t = batch_first ? r.H : r.B * r.H, r.hs_b = batch_first ? r.T_ * r.H : r.H;
   r.HH = HH.data_ptr<T>();
   r.mask = mask ? mask->data_ptr<T>() : nullptr;
@@ -138,20 +138,22 @@ Tensors forward(const at::Tensor& xw, const Tensors& state0, const std::vector<c
                 const c10::optional<at::Tensor>& xt) {
   const int64_t T_ = xw.size(0), B = xw.size(1), H = state0[0].size(1);
   const bool lstm = state0.size() == 2;
-  at::Tensor HH = pooled_empty({T_ + 1, B, H}, xw.options()), CC;
+  // without a backward to follow, only h_prev and h_t (and c) are needed: 2 slots (run.h), in the cache
+  const int64_t slots = keep ? T_ + 1 : 2, first = (reverse ? T_ : 0) % slots, last = (reverse ? 0 : T_) % slots;
+  at::Tensor HH = pooled_empty({slots, B, H}, xw.options()), CC;
   at::Tensor hs = batch_first ? pooled_empty({B, T_, H}, xw.options()) : pooled_empty({T_, B, H}, xw.options());
   Tensors keepalive, caches;
-  Run<T> r = make_run<T>(HH, xw.size(2), P, mask, reverse, keepalive, batch_first);
+  Run<T> r = make_run<T>(T_, HH, xw.size(2), P, mask, reverse, keepalive, batch_first);
   r.keep = keep, r.xw = xw.data_ptr<T>(), r.hs = hs.data_ptr<T>();
   fold_input<T, Cell>(r, P, raw, bool(xt));
   if (xt) {
     TORCH_CHECK(xt->is_contiguous() && xt->numel() == T_ * B * H, "rnnkit native: x̃ must be a contiguous (T, B, H)");
     r.xt = xt->data_ptr<T>();
   }
-  HH[reverse ? T_ : 0].copy_(state0[0]);
+  HH[first].copy_(state0[0]);
   if (lstm) {
-    CC = pooled_empty({T_ + 1, B, H}, xw.options());
-    CC[reverse ? T_ : 0].copy_(state0[1]);
+    CC = pooled_empty({slots, B, H}, xw.options());
+    CC[first].copy_(state0[1]);
     r.CC = CC.data_ptr<T>();
   }
   r.prepare = T_ >= kPrepareSteps;
@@ -171,8 +173,8 @@ Tensors forward(const at::Tensor& xw, const Tensors& state0, const std::vector<c
       for (int64_t s = 0; s < T_; ++s) Cell::fwd(q, reverse ? T_ - 1 - s : s);
     });
   }
-  Tensors out{hs, HH[reverse ? 0 : T_].clone()};
-  if (lstm) out.push_back(CC[reverse ? 0 : T_].clone());
+  Tensors out{hs, HH[last].clone()};
+  if (lstm) out.push_back(CC[last].clone());
   if (!keep) return out;
   out.push_back(HH);
   if (lstm) out.push_back(CC);
@@ -200,7 +202,7 @@ Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optiona
   const at::Tensor& HH = saved[0];
   const bool lstm = dstate.size() == 2;
   Tensors keepalive;
-  Run<T> r = make_run<T>(HH, X, P, mask, reverse, keepalive, batch_first);
+  Run<T> r = make_run<T>(HH.size(0) - 1, HH, X, P, mask, reverse, keepalive, batch_first);
   fold_input<T, Cell>(r, P, raw, xt);
   const int64_t T_ = r.T_, B = r.B, H = r.H;
   r.prepare = T_ >= kPrepareSteps;

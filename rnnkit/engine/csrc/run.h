@@ -5,6 +5,7 @@
 //   HH   (T+1, B, H)  states: forward keeps h_t in slot t+1 and h_0 in slot 0; reverse keeps h_t in
 //                     slot t and h_0 in slot T, so h_prev of step t is slot t (fwd) or t+1 (rev) and
 //                     HH[prev slots] lines up row for row with dpre (T, B, ·): dW = dpreᵀ h_prev is ONE GEMM.
+//                     A forward with no backward to follow (keep false) has 2 slots, slot s at s % 2.
 //   caches (T, B, ·)  what the backward step reads (gate activations, h̃, u = r ⊙ h_prev, ...)
 #pragma once
 #include <ATen/ATen.h>
@@ -325,8 +326,9 @@ struct Run {
   int64_t next(int64_t t) const { return reverse ? t : t + 1; }   // slot of h_t
   int64_t c(int64_t t) const { return keep ? t : 0; }            // cache index (1 slot when not kept)
   bool m(int64_t t, int64_t b) const { return mask == nullptr || mask[t * B + b] != T(0); }
-  T* h(int64_t slot) const { return HH + slot * B * H; }
-  T* cs(int64_t slot) const { return CC + slot * B * H; }
+  // Without a backward to follow (keep false) HH and CC hold 2 slots, h_prev and h_t, in turn.
+  T* h(int64_t slot) const { return HH + (keep ? slot : slot % 2) * B * H; }
+  T* cs(int64_t slot) const { return CC + (keep ? slot : slot % 2) * B * H; }
   // (T+1, B, H) state slots read as a (T, B, H) array: row t is slot prev(t), resp. slot next(t)
   const T* at_prev(const T* slots) const { return slots + (reverse ? B * H : 0); }
   const T* at_next(const T* slots) const { return slots + (reverse ? 0 : B * H); }

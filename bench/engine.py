@@ -187,6 +187,24 @@ def layer_ratio(cell, size, rounds):
     return flops[0] / flops[1] * paired_ratio(times[1], times[0])
 
 
+def eval_row(cell, size, rounds):
+    """Seconds per evaluation pass [rnnkit, torch.nn]: the model's loss under torch.no_grad, as a validation
+    pass runs it (no issue target; for the reader: torch.nn.LSTM has a separate oneDNN inference path)."""
+    L, H, B, T = SIZES[size]
+    x, y = torch.randint(0, V, (B, T)), torch.randint(0, V, (B, T))
+    models = [make(cell, L, H, kind)[0] for kind in ("native", "torch")]
+
+    def run(m):
+        def go():
+            with torch.no_grad():
+                m(x, y)
+
+        return go
+
+    t_ours, t_ref = interleaved([run(m) for m in models], rounds, calls_per_round(L, H))
+    return t_ours, t_ref, gemm_flops(models[0], B, T) // 3  # forward only: a third of the step's
+
+
 def step_row(rounds, steps=1000):
     """One-step inference: B=1, 2x128 LSTM, the state fed back for `steps` steps."""
     torch.manual_seed(0)
@@ -245,7 +263,7 @@ def builtin_rates(builtin):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=6)
-    ap.add_argument("--only", default="", help="comma-separated cells (default: all)")
+    ap.add_argument("--only", default="", help="comma-separated cells, eval, step (default: all)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     args = ap.parse_args()
@@ -281,6 +299,15 @@ def main():
                     row[-1] += f"; 0.9x needs its layer at {need:.2f}x the lstm layer's rate"
             rows.append(row)
             print(" | ".join(row), flush=True)
+    if not only or "eval" in only:
+        for size, (_, _, B, T) in SIZES.items():
+            for cell in TORCH:
+                t_ours, t_ref, flops = eval_row(cell, size, args.rounds)
+                ref_name = f"torch.nn.{TORCH[cell].__name__}"
+                row = fmt_row(f"evaluation (no_grad forward), {cell} {size}, B{B} T{T}", ref_name, t_ours, t_ref,
+                              B * T, flops, peak, None)  # fmt: skip
+                rows.append(row)
+                print(" | ".join(row), flush=True)
     if not only or "step" in only:
         t_ours, t_ref, flops = step_row(args.rounds)
         row = fmt_row("one-step inference, lstm 2x128, B1, 1000 steps", "torch.nn.LSTM", t_ours, t_ref,

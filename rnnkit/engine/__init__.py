@@ -61,6 +61,22 @@ def resolve_backend(backend, cell, xw):
     return "python"
 
 
+def _no_autocast(run, cell, xw, state0, P, mask, reverse, backend, probe, batch_first, **fold):
+    """`run` under torch.autocast: autocast would run the step's GEMMs in bfloat16/float16 while the state
+    and the pointwise math stay in float32 (a dtype clash inside the step), and a recurrence compounds the
+    rounding of every step. So the loop runs with autocast off, in the dtype of its parameters (float32),
+    and returns that dtype; the layers around it still run under autocast."""
+    dtype = next((p.dtype for p in P if p is not None), xw.dtype)
+
+    def cast(t):
+        return t if t is None or not t.is_floating_point() else t.to(dtype)
+
+    with torch.autocast(xw.device.type, enabled=False):
+        fold = {k: cast(v) if isinstance(v, torch.Tensor) else v for k, v in fold.items()}
+        return run(cell, cast(xw), tuple(cast(s) for s in state0), P, cast(mask), reverse, backend, probe,
+                   batch_first, **fold)  # fmt: skip
+
+
 def run(
     cell,
     xw,
@@ -87,6 +103,9 @@ def run(
     with raw_tail, that block when it is the layer's input itself (D = H; xw then (T, B, 2H)).
     """
     cell = cell if isinstance(cell, type) else type(cell)
+    if torch.is_autocast_enabled(xw.device.type):  # the loop runs in its parameters' dtype, see _no_autocast
+        return _no_autocast(run, cell, xw, state0, P, mask, reverse, backend, probe, batch_first, xbias=xbias,
+                            raw_tail=raw_tail, xtilde=xtilde)  # fmt: skip
     chosen = resolve_backend(backend, cell, xw)
     if chosen == "native":
         from rnnkit.engine.native import NativeRecurrence, forward_only

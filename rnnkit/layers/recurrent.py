@@ -146,7 +146,10 @@ class Recurrent(nn.Module):
         function, with one pass less over the (T, B, G·H) projection forward and one less over its gradient
         backward."""
         P = cell.rec_params()
-        affine = _input_affine(cell) if xs.shape[0] >= 8 else None  # long enough to pay
+        # long enough to pay; under torch.autocast the projection is an F.linear like any other (in bfloat16
+        # or float16), so that every backend gets the same xw
+        long = xs.shape[0] >= 8 and not torch.is_autocast_enabled(xs.device.type)
+        affine = _input_affine(cell) if long else None
         if affine is not None and resolve_backend(self.backend, cell, xs) == "native":
             from rnnkit.engine.native import folds_input_bias, loop_adds_input_bias, project
 

@@ -150,3 +150,23 @@ def test_torch_compile_same_numbers(name):
     (dx_c,) = torch.autograd.grad(out_c.square().sum(), x)
     torch.testing.assert_close(out_c, out)
     torch.testing.assert_close(dx_c, dx)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "mut1", "gru"])
+def test_autocast_bfloat16(cell):
+    """Under torch.autocast the projection runs in bfloat16 like any F.linear and the loop in float32 (the
+    python backend used to fail on a bfloat16 GEMM meeting a float32 state); every backend agrees."""
+    outs = {}
+    for backend in (None, "python", "autograd"):  # None: native where it builds
+        torch.manual_seed(0)
+        layer = Recurrent(cell, 8, 16, num_layers=2, bidirectional=True, backend=backend)
+        x = torch.randn(4, 10, 8, requires_grad=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out, _ = layer(x, lengths=torch.tensor([10, 3, 7, 10]))
+            loss = out.float().pow(2).mean()
+        loss.backward()
+        assert out.dtype == torch.float32
+        outs[backend] = (out, x.grad, layer.cells[0].W_hh.grad)
+    for backend in (None, "python"):
+        for a, b in zip(outs[backend], outs["autograd"]):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

@@ -54,7 +54,7 @@ reach 0.9x. The rest of the step (timed with a free stand-in for the layer) cost
 cell, so the fewer FLOPs a cell has, the faster per FLOP its layer must run: 0.90x where the rest is
 small (2x512), more at 1x128, and above 1.0x means narrower GEMMs beating the LSTM's wide ones.
 The evaluation rows time the same model's loss under torch.no_grad (a validation pass; no target in
-the issue): there torch.nn.LSTM switches to oneDNN's fused inference RNN, 1.3-1.4x faster than its own
+the issue): there torch.nn.LSTM switches to oneDNN's fused inference RNN, about 1.4x faster than its own
 forward under autograd, while rnnkit's loop keeps no caches and only two state slots.
 `--threads 1` writes a section engine-1thread."""
 

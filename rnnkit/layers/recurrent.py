@@ -9,12 +9,14 @@
     or both.
 
 Shapes (batch-first unless `batch_first=False`): x (B, T, D) -> out (B, T, H·dirs); state as
-torch.nn: h, or (h, c) for lstm, each (num_layers·dirs, B, H).
+torch.nn: h, or (h, c) for lstm, each (num_layers·dirs, B, H). Variable lengths: `lengths` (B,), or x a
+PackedSequence (out is then packed too).
 """
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.cells import CELLS
 from rnnkit.engine import GradProbe, resolve_backend, run
@@ -98,7 +100,10 @@ class Recurrent(nn.Module):
         """out, state = layer(x, state=None, lengths=None, cond=None).
 
         probe: a `GradProbe` (watches layer 0, forward direction) or a list, one per layer·direction.
+        x may also be a `PackedSequence` (as for torch.nn's RNNs): then out is one too, in the same order.
         """
+        if isinstance(x, PackedSequence):
+            return self._forward_packed(x, state, lengths, cond, probe)
         xs = self._check_input(x)  # (T, B, D)
         T, B = xs.shape[:2]
         mask = self._mask(lengths, T, B, xs)
@@ -171,6 +176,21 @@ class Recurrent(nn.Module):
         xw = cell.project_input(xs)
         xw._rnnkit_rebuild = lambda: cell.project_input(xs)  # higher-order gradients: engine.reference
         return xw, P, {}
+
+    def _forward_packed(self, packed, state, lengths, cond, probe):
+        """torch.nn's interface for packed batches: unpacked into padded steps with their lengths (the
+        batch in its original order, as the state is), run, and packed again like the input."""
+        if lengths is not None:
+            raise RnnkitError(
+                "give lengths or a PackedSequence, not both: a PackedSequence carries its lengths"
+            )
+        padded, lengths = pad_packed_sequence(packed, batch_first=self.batch_first)
+        out, state = self.forward(padded, state, lengths, cond, probe)
+        if packed.sorted_indices is not None:  # the order the packed data follows
+            order = packed.sorted_indices
+            out, lengths = out.index_select(0 if self.batch_first else 1, order), lengths[order.cpu()]
+        data = pack_padded_sequence(out, lengths, batch_first=self.batch_first).data
+        return PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices), state
 
     def step(self, x_t, state=None, cond=None):
         """One time step for a (B, D) input (sampling loops): returns (out_t (B, H·dirs), state)."""

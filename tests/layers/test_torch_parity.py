@@ -3,8 +3,10 @@
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from rnnkit import Recurrent
+from rnnkit.errors import RnnkitError
 
 MODULES = {
     "rnn_tanh": lambda *a, **k: nn.RNN(*a, nonlinearity="tanh", **k),
@@ -79,3 +81,41 @@ def test_bias_false_round_trip():
     x = torch.randn(2, 5, 3)
     torch.testing.assert_close(ours(x)[0], ref(x)[0])
     assert set(ours.to_torch().state_dict()) == set(ref.state_dict())
+
+
+@pytest.mark.parametrize("kind", [nn.LSTM, nn.GRU])
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("enforce_sorted", [True, False])
+def test_packed_sequence_as_torch(kind, batch_first, enforce_sorted):
+    """A PackedSequence in gives a PackedSequence out, in the same order, as torch.nn's RNNs: outputs, final
+    states and input gradients equal in float64 (state in the batch's original order, as torch's)."""
+    torch.manual_seed(0)
+    ref = kind(4, 5, num_layers=2, bidirectional=True, batch_first=batch_first).double()
+    ours = Recurrent.from_torch(ref)
+    lengths = torch.tensor([7, 5, 5, 2]) if enforce_sorted else torch.tensor([5, 7, 2, 5])
+    x = torch.randn(*((4, 7) if batch_first else (7, 4)), 4, dtype=torch.float64)
+    h0 = torch.randn(4, 4, 5, dtype=torch.float64)
+    results = []
+    for m in (ours, ref):
+        xx = x.clone().requires_grad_()
+        packed = pack_padded_sequence(xx, lengths, batch_first=batch_first, enforce_sorted=enforce_sorted)
+        out, state = m(packed, (h0, 0.5 * h0) if kind is nn.LSTM else h0)
+        h = state[0] if isinstance(state, tuple) else state
+        (out.data.pow(2).sum() + h.pow(3).sum()).backward()
+        results.append((out, h, xx.grad))
+    (out, h, g), (ref_out, ref_h, ref_g) = results
+    assert isinstance(out, PackedSequence)
+    assert torch.equal(out.batch_sizes, ref_out.batch_sizes)
+    for a, b in (
+        (out.sorted_indices, ref_out.sorted_indices),
+        (out.unsorted_indices, ref_out.unsorted_indices),
+    ):
+        assert (a is None and b is None) or torch.equal(a, b)
+    for a, b in ((out.data, ref_out.data), (h, ref_h), (g, ref_g)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_packed_sequence_and_lengths_is_a_clear_error():
+    packed = pack_padded_sequence(torch.randn(2, 3, 4), torch.tensor([3, 2]), batch_first=True)
+    with pytest.raises(RnnkitError, match="not both"):
+        Recurrent("gru", 4, 5)(packed, lengths=torch.tensor([3, 2]))

@@ -100,10 +100,14 @@ class Recurrent(nn.Module):
         """out, state = layer(x, state=None, lengths=None, cond=None).
 
         probe: a `GradProbe` (watches layer 0, forward direction) or a list, one per layer·direction.
-        x may also be a `PackedSequence` (as for torch.nn's RNNs): then out is one too, in the same order.
+        x may also be a `PackedSequence` (as for torch.nn's RNNs): then out is one too, in the same order;
+        or one unbatched sequence (T, D), as torch.nn's RNNs take it: then out is (T, H·dirs) and the state
+        tensors (num_layers·dirs, H).
         """
         if isinstance(x, PackedSequence):
             return self._forward_packed(x, state, lengths, cond, probe)
+        if isinstance(x, torch.Tensor) and x.dim() == 2:
+            return self._forward_unbatched(x, state, lengths, cond, probe)
         xs = self._check_input(x)  # (T, B, D)
         T, B = xs.shape[:2]
         mask = self._mask(lengths, T, B, xs)
@@ -177,6 +181,30 @@ class Recurrent(nn.Module):
         xw._rnnkit_rebuild = lambda: cell.project_input(xs)  # higher-order gradients: engine.reference
         return xw, P, {}
 
+    def _forward_unbatched(self, x, state, lengths, cond, probe):
+        """One sequence (T, D) run as a batch of one; state tensors (num_layers·dirs, H), cond (C,)."""
+        b = 0 if self.batch_first else 1
+        if state is not None:
+            given = state if isinstance(state, tuple | list) else (state,)
+            if any(s.dim() != 2 for s in given):
+                shapes = ", ".join(str(tuple(s.shape)) for s in given)
+                raise RnnkitError(f"for one unbatched sequence (T, D) the state tensors must be 2-D "
+                                  f"(num_layers*dirs, H), got {shapes}")  # fmt: skip
+            state = (
+                tuple(s.unsqueeze(1) for s in given)
+                if isinstance(state, tuple | list)
+                else state.unsqueeze(1)
+            )
+        lengths = None if lengths is None else torch.as_tensor(lengths).reshape(1)
+        cond = cond.unsqueeze(0) if cond is not None and cond.dim() == 1 else cond
+        out, state = self.forward(x.unsqueeze(b), state, lengths, cond, probe)
+        return out.squeeze(b), (
+            tuple(s.squeeze(1) for s in state) if self.num_states == 2 else state.squeeze(1)
+        )
+
+    def flatten_parameters(self):
+        """No-op, for code written for torch.nn's RNNs (which compact their weights for cuDNN here)."""
+
     def _forward_packed(self, packed, state, lengths, cond, probe):
         """torch.nn's interface for packed batches: unpacked into padded steps with their lengths (the
         batch in its original order, as the state is), run, and packed again like the input."""
@@ -207,7 +235,9 @@ class Recurrent(nn.Module):
             raise RnnkitError(f"input must be a torch.Tensor, got {type(x).__name__}")
         layout = "(B, T, D)" if self.batch_first else "(T, B, D)"
         if x.dim() != 3:
-            raise RnnkitError(f"input must have 3 dimensions {layout}, got shape {tuple(x.shape)}")
+            raise RnnkitError(
+                f"input must have 3 dimensions {layout} (or 2 for one sequence (T, D)), got shape {tuple(x.shape)}"
+            )
         if not x.is_floating_point():
             raise RnnkitError(f"input must be a floating-point tensor, got {x.dtype}; embed token ids first")
         if x.shape[-1] != self.input_size:

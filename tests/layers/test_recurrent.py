@@ -74,7 +74,7 @@ def test_probe_per_layer():
 
 
 BAD = [
-    (lambda: torch.randn(5, 3), "3 dimensions"),
+    (lambda: torch.randn(2, 5, 1, 3), "3 dimensions"),
     (lambda: torch.randn(2, 5, 4), "input size is 4"),
     (lambda: torch.randint(0, 3, (2, 5, 3)), "floating-point"),
     (lambda: torch.randn(2, 5, 3, dtype=torch.float64), "dtype"),

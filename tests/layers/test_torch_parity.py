@@ -119,3 +119,27 @@ def test_packed_sequence_and_lengths_is_a_clear_error():
     packed = pack_padded_sequence(torch.randn(2, 3, 4), torch.tensor([3, 2]), batch_first=True)
     with pytest.raises(RnnkitError, match="not both"):
         Recurrent("gru", 4, 5)(packed, lengths=torch.tensor([3, 2]))
+
+
+@pytest.mark.parametrize("kind", [nn.LSTM, nn.GRU])
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_unbatched_sequence_as_torch(kind, batch_first):
+    """One sequence (T, D) without a batch dimension, as torch.nn's RNNs take it: out (T, H·dirs), state
+    tensors (layers·dirs, H), equal to torch's, gradients too."""
+    torch.manual_seed(0)
+    ref = kind(3, 4, num_layers=2, bidirectional=True, batch_first=batch_first).double()
+    ours = Recurrent.from_torch(ref)
+    ours.flatten_parameters()  # what code written for torch.nn calls: a no-op here
+    x, h0 = torch.randn(6, 3, dtype=torch.float64), torch.randn(4, 4, dtype=torch.float64)
+    results = []
+    for m in (ours, ref):
+        xx = x.clone().requires_grad_()
+        out, state = m(xx, (h0, -h0) if kind is nn.LSTM else h0)
+        h = state[0] if isinstance(state, tuple) else state
+        (out.pow(2).sum() + h.sum()).backward()
+        results.append((out, h, xx.grad))
+    for a, b in zip(*results):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    with pytest.raises(RnnkitError, match="must be 2-D"):
+        ours(x, torch.zeros(4, 1, 4, dtype=torch.float64) if kind is nn.GRU else (h0[:, None], h0[:, None]))

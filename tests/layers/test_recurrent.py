@@ -170,3 +170,24 @@ def test_autocast_bfloat16(cell):
     for backend in (None, "python"):
         for a, b in zip(outs[backend], outs["autograd"]):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("use_reentrant", [False, True])
+def test_activation_checkpointing(use_reentrant):
+    """torch.utils.checkpoint around a layer (the forward run again in backward) gives the same gradients."""
+    torch.manual_seed(0)
+    layer = Recurrent("lstm", 4, 5, num_layers=2).double()
+    x = torch.randn(3, 9, 4, dtype=torch.float64, requires_grad=True)
+    grads = []
+    for wrapped in (False, True):
+        layer.zero_grad()
+        x.grad = None
+        out = (
+            torch.utils.checkpoint.checkpoint(lambda t: layer(t)[0], x, use_reentrant=use_reentrant)
+            if wrapped
+            else layer(x)[0]
+        )
+        out.pow(2).sum().backward()
+        grads.append([x.grad.clone(), *(p.grad.clone() for p in layer.parameters())])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

@@ -63,15 +63,7 @@ class Cell(nn.Module):
     def project_input(self, xs):
         """The input term of every gate for all steps at once: (T, B, D) -> (T, B, gates·H)."""
         W, b = self.input_affine()
-        c = self.input_identity
-        if c is None and not self.tanh_tail:
-            return F.linear(xs, W, b)
-        pre = F.linear(xs, W)
-        if c is not None:  # x itself as the block [c, c + D)
-            pre = torch.cat((pre[..., :c], xs, pre[..., c:]), dim=-1)
-        if self.tanh_tail:
-            return TanhTail.apply(pre, self.tanh_tail, b)
-        return pre if b is None else pre.add_(b)  # in place on the concatenation: one pass less
+        return affine_input(xs, W, b, self.tanh_tail, self.input_identity)
 
     def input_affine(self):
         """(W, b): project_input(xs) = xs Wᵀ + b (one GEMM for all steps), except that
@@ -104,6 +96,19 @@ class Cell(nn.Module):
         state = state if isinstance(state, tuple) else (state,)
         new, _, _ = self.step(self.project_input(x_t), state, self.rec_params())
         return new
+
+
+def affine_input(xs, W, b, tail=0, ident=None):
+    """xs Wᵀ + b, with the columns [ident, ident + D) xs itself (W has no rows for them) and the last `tail`
+    columns through tanh before b is added: what `Cell.input_affine` describes."""
+    if ident is None and not tail:
+        return F.linear(xs, W, b)
+    pre = F.linear(xs, W)
+    if ident is not None:  # x itself as the block [c, c + D)
+        pre = torch.cat((pre[..., :ident], xs, pre[..., ident:]), dim=-1)
+    if tail:
+        return TanhTail.apply(pre, tail, b)
+    return pre if b is None else pre.add_(b)  # in place on the concatenation: one pass less
 
 
 class TanhTail(torch.autograd.Function):

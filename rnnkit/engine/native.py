@@ -32,10 +32,10 @@ import os
 import pathlib
 
 import torch
-import torch.nn.functional as F
 
 from rnnkit._native_build import build, vector_flags
 from rnnkit.cells import CELLS
+from rnnkit.cells._base import affine_input
 from rnnkit.engine.reference import autograd_loop, higher_order_grads, restored_input, saved_input
 from rnnkit.errors import RnnkitError
 
@@ -244,12 +244,7 @@ class NativeProjection(torch.autograd.Function):
 
 def projection_reference(x, W, b, tail=0, ident=-1):
     """NativeProjection's function in differentiable torch ops (for higher-order gradients)."""
-    pre = F.linear(x, W)
-    if ident >= 0:
-        pre = torch.cat((pre[..., :ident], x, pre[..., ident:]), dim=-1)
-    if tail:
-        pre = torch.cat((pre[..., :-tail], torch.tanh(pre[..., -tail:])), dim=-1)
-    return pre if b is None else pre + b
+    return affine_input(x, W, b, tail, None if ident < 0 else ident)
 
 
 def folds_input_bias(cell):

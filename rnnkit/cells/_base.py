@@ -106,6 +106,9 @@ def affine_input(xs, W, b, tail=0, ident=None):
     pre = F.linear(xs, W)
     if ident is not None:  # x itself as the block [c, c + D)
         pre = torch.cat((pre[..., :ident], xs, pre[..., ident:]), dim=-1)
+    if tail and torch._C._functorch.peek_interpreter_stack() is not None:  # torch.func: plain ops
+        pre = torch.cat((pre[..., :-tail], torch.tanh(pre[..., -tail:])), dim=-1)
+        return pre if b is None else pre + b
     if tail:
         return TanhTail.apply(pre, tail, b)
     return pre if b is None else pre.add_(b)  # in place on the concatenation: one pass less

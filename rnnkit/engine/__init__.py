@@ -43,12 +43,24 @@ def _warn_once(msg):
         warnings.warn(msg, RuntimeWarning, stacklevel=3)
 
 
+def in_func_transform():
+    """Whether this runs inside a torch.func transform (grad, vmap, jacrev, ...)."""
+    peek = getattr(torch._C._functorch, "peek_interpreter_stack", None)
+    return peek is not None and peek() is not None
+
+
 def resolve_backend(backend, cell, xw):
-    """The backend that will actually run: `native` falls back to `python` (warning once) where it can't."""
+    """The backend that will actually run: `native` falls back to `python` (warning once) where it can't;
+    inside torch.func transforms every backend runs as `autograd`, plain torch ops that the transforms
+    know (the hand-written BPTT is an autograd.Function without vmap rule)."""
     if backend not in (None, *BACKENDS):
         raise ValueError(
             f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)} (or None for the fastest)"
         )
+    if in_func_transform():
+        if backend in ("python", "native"):
+            _warn_once(f"rnnkit {backend} backend inside a torch.func transform: using the autograd backend")
+        return "autograd"
     if backend in ("autograd", "python"):
         return backend
     from rnnkit.engine import native

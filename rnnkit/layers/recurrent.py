@@ -259,11 +259,12 @@ class Recurrent(nn.Module):
             raise RnnkitError(
                 f"lengths must be an integer tensor of shape ({B},), got {lengths.dtype} {tuple(lengths.shape)}"
             )
-        lo, hi = int(lengths.min()), int(lengths.max())
-        if lo < 1 or hi > T:
-            raise RnnkitError(
-                f"lengths must lie in [1, {T}] (the time dimension), got values from {lo} to {hi}"
-            )
+        if not torch._C._functorch.is_functorch_wrapped_tensor(lengths):  # vmap: its values can't be read
+            lo, hi = int(lengths.min()), int(lengths.max())
+            if lo < 1 or hi > T:
+                raise RnnkitError(
+                    f"lengths must lie in [1, {T}] (the time dimension), got values from {lo} to {hi}"
+                )
         steps = torch.arange(T, device=xs.device)[:, None]
         return (steps < lengths.to(xs.device)[None, :]).to(xs.dtype)[..., None]  # (T, B, 1)
 

@@ -1,0 +1,53 @@
+"""torch.func transforms (grad, vmap, jacrev) through a Recurrent layer: inside them every backend runs as
+`autograd` (plain torch ops the transforms know), with the same numbers as ordinary backward passes."""
+
+import pytest
+import torch
+from torch.func import functional_call, grad, jacrev, vmap
+
+from rnnkit import Recurrent
+from rnnkit.engine import _warned
+
+
+def setup(cell):
+    torch.manual_seed(0)
+    layer = Recurrent(cell, 4, 5, num_layers=2, bidirectional=True).double()
+    params = {k: v.detach() for k, v in layer.named_parameters()}
+    return layer, params, torch.randn(3, 9, 4, dtype=torch.float64), torch.tensor([9, 4, 6])
+
+
+def loss_of(layer):
+    def loss(params, x, lengths):
+        return functional_call(layer, params, (x,), {"lengths": lengths})[0].pow(2).sum()
+
+    return loss
+
+
+@pytest.mark.parametrize("cell", ["lstm", "mut1", "gru_cho", "leaky"])
+def test_grad_and_per_sample_grads(cell):
+    layer, params, x, lengths = setup(cell)
+    loss = loss_of(layer)
+    loss(dict(layer.named_parameters()), x, lengths).backward()  # the ordinary backward, native engine
+    g = grad(loss)(params, x, lengths)
+    per_sample = vmap(grad(loss), in_dims=(None, 0, 0))(params, x[:, None], lengths[:, None])
+    for name, p in layer.named_parameters():
+        torch.testing.assert_close(g[name], p.grad, rtol=1e-10, atol=1e-12)
+        assert per_sample[name].shape == (3, *p.shape)
+        torch.testing.assert_close(per_sample[name].sum(0), p.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_jacrev_equals_rows_of_backward():
+    layer, params, x, _ = setup("lstm")
+    J = jacrev(lambda x: functional_call(layer, params, (x,))[0].sum((0, 1)))(x)
+    xx = x.clone().requires_grad_()
+    out = layer(xx)[0].sum((0, 1))
+    rows = [torch.autograd.grad(out[i], xx, retain_graph=True)[0] for i in range(out.numel())]
+    torch.testing.assert_close(J, torch.stack(rows), rtol=1e-10, atol=1e-12)
+
+
+def test_asked_for_backend_warns_inside_a_transform():
+    layer, params, x, lengths = setup("gru")
+    layer.backend = "python"
+    _warned.clear()  # the warning comes once per process
+    with pytest.warns(RuntimeWarning, match="torch.func transform"):
+        grad(loss_of(layer))(params, x, lengths)

@@ -98,6 +98,12 @@ class Cell(nn.Module):
         return new
 
 
+def in_func_transform():
+    """Whether this runs inside a torch.func transform (grad, vmap, jacrev, ...)."""
+    peek = getattr(torch._C._functorch, "peek_interpreter_stack", None)
+    return peek is not None and peek() is not None
+
+
 def affine_input(xs, W, b, tail=0, ident=None):
     """xs Wᵀ + b, with the columns [ident, ident + D) xs itself (W has no rows for them) and the last `tail`
     columns through tanh before b is added: what `Cell.input_affine` describes."""
@@ -106,7 +112,7 @@ def affine_input(xs, W, b, tail=0, ident=None):
     pre = F.linear(xs, W)
     if ident is not None:  # x itself as the block [c, c + D)
         pre = torch.cat((pre[..., :ident], xs, pre[..., ident:]), dim=-1)
-    if tail and torch._C._functorch.peek_interpreter_stack() is not None:  # torch.func: plain ops
+    if tail and in_func_transform():  # plain ops, which the transforms know
         pre = torch.cat((pre[..., :-tail], torch.tanh(pre[..., -tail:])), dim=-1)
         return pre if b is None else pre + b
     if tail:

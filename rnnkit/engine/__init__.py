@@ -15,6 +15,7 @@ import warnings
 
 import torch
 
+from rnnkit.cells._base import in_func_transform
 from rnnkit.engine.python import PythonRecurrence
 from rnnkit.engine.reference import autograd_loop
 
@@ -41,12 +42,6 @@ def _warn_once(msg):
     if msg not in _warned:
         _warned.add(msg)
         warnings.warn(msg, RuntimeWarning, stacklevel=3)
-
-
-def in_func_transform():
-    """Whether this runs inside a torch.func transform (grad, vmap, jacrev, ...)."""
-    peek = getattr(torch._C._functorch, "peek_interpreter_stack", None)
-    return peek is not None and peek() is not None
 
 
 def resolve_backend(backend, cell, xw):

@@ -19,6 +19,7 @@ import math
 
 import torch
 from torch import nn
+from torch.autograd import forward_ad
 from torch.nn import functional as F
 
 
@@ -98,10 +99,12 @@ class Cell(nn.Module):
         return new
 
 
-def in_func_transform():
-    """Whether this runs inside a torch.func transform (grad, vmap, jacrev, ...)."""
+def plain_ops_only():
+    """Whether this runs inside a torch.func transform (grad, vmap, jacrev, ...) or a forward-mode AD level
+    (torch.autograd.forward_ad): there rnnkit's autograd.Functions, which have no vmap or jvp rule, can't run
+    and plain torch ops take their place."""
     peek = getattr(torch._C._functorch, "peek_interpreter_stack", None)
-    return peek is not None and peek() is not None
+    return (peek is not None and peek() is not None) or getattr(forward_ad, "_current_level", -1) >= 0
 
 
 def affine_input(xs, W, b, tail=0, ident=None):
@@ -112,7 +115,7 @@ def affine_input(xs, W, b, tail=0, ident=None):
     pre = F.linear(xs, W)
     if ident is not None:  # x itself as the block [c, c + D)
         pre = torch.cat((pre[..., :ident], xs, pre[..., ident:]), dim=-1)
-    if tail and in_func_transform():  # plain ops, which the transforms know
+    if tail and plain_ops_only():
         pre = torch.cat((pre[..., :-tail], torch.tanh(pre[..., -tail:])), dim=-1)
         return pre if b is None else pre + b
     if tail:

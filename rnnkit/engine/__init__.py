@@ -15,7 +15,7 @@ import warnings
 
 import torch
 
-from rnnkit.cells._base import in_func_transform
+from rnnkit.cells._base import plain_ops_only
 from rnnkit.engine.python import PythonRecurrence
 from rnnkit.engine.reference import autograd_loop
 
@@ -46,15 +46,16 @@ def _warn_once(msg):
 
 def resolve_backend(backend, cell, xw):
     """The backend that will actually run: `native` falls back to `python` (warning once) where it can't;
-    inside torch.func transforms every backend runs as `autograd`, plain torch ops that the transforms
-    know (the hand-written BPTT is an autograd.Function without vmap rule)."""
+    inside torch.func transforms and forward-mode AD every backend runs as `autograd`, plain torch ops that
+    those know (the hand-written BPTT is an autograd.Function without vmap or jvp rule)."""
     if backend not in (None, *BACKENDS):
         raise ValueError(
             f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)} (or None for the fastest)"
         )
-    if in_func_transform():
+    if plain_ops_only():
         if backend in ("python", "native"):
-            _warn_once(f"rnnkit {backend} backend inside a torch.func transform: using the autograd backend")
+            _warn_once(f"rnnkit {backend} backend inside a torch.func transform or forward-mode AD: using the "
+                       "autograd backend")  # fmt: skip
         return "autograd"
     if backend in ("autograd", "python"):
         return backend

@@ -1,9 +1,10 @@
-"""torch.func transforms (grad, vmap, jacrev) through a Recurrent layer: inside them every backend runs as
-`autograd` (plain torch ops the transforms know), with the same numbers as ordinary backward passes."""
+"""torch.func transforms (grad, vmap, jacrev, jvp) and forward-mode AD through a Recurrent layer: inside them
+every backend runs as `autograd` (plain torch ops they know), with the same numbers as ordinary backward passes."""
 
 import pytest
 import torch
-from torch.func import functional_call, grad, jacrev, vmap
+from torch.autograd import forward_ad
+from torch.func import functional_call, grad, jacrev, jvp, vmap
 
 from rnnkit import Recurrent
 from rnnkit.engine import _warned
@@ -51,3 +52,22 @@ def test_asked_for_backend_warns_inside_a_transform():
     _warned.clear()  # the warning comes once per process
     with pytest.warns(RuntimeWarning, match="torch.func transform"):
         grad(loss_of(layer))(params, x, lengths)
+
+
+@pytest.mark.filterwarnings(
+    "ignore:`torch.jit.script` is deprecated:DeprecationWarning"
+)  # inside torch's jvp
+@pytest.mark.parametrize("cell", ["lstm", "mut1"])
+def test_forward_mode_jvp(cell):
+    """Forward-mode AD (torch.func.jvp and torch.autograd.forward_ad dual numbers): J v equals the Jacobian
+    from reverse mode times v."""
+    layer, params, x, _ = setup(cell)
+    v = torch.randn_like(x)
+    _, jv = jvp(lambda x: layer(x)[0], (x,), (v,))
+    with forward_ad.dual_level():
+        dual_out, _ = layer(forward_ad.make_dual(x, v))
+        jv_dual = forward_ad.unpack_dual(dual_out).tangent
+    J = jacrev(lambda x: functional_call(layer, params, (x,))[0])(x)  # (B, T, 2H, B, T, D)
+    expected = (J.reshape(*J.shape[:3], -1) @ v.reshape(-1)).reshape(jv.shape)
+    torch.testing.assert_close(jv, expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(jv_dual, expected, rtol=1e-10, atol=1e-12)

@@ -107,6 +107,11 @@ def plain_ops_only():
     return (peek is not None and peek() is not None) or getattr(forward_ad, "_current_level", -1) >= 0
 
 
+def tanh_of_tail(pre, n):
+    """pre with tanh taken of its last n columns, out of place (TanhTail's function in plain ops)."""
+    return torch.cat((pre[..., :-n], torch.tanh(pre[..., -n:])), dim=-1)
+
+
 def affine_input(xs, W, b, tail=0, ident=None):
     """xs Wᵀ + b, with the columns [ident, ident + D) xs itself (W has no rows for them) and the last `tail`
     columns through tanh before b is added: what `Cell.input_affine` describes."""
@@ -116,7 +121,7 @@ def affine_input(xs, W, b, tail=0, ident=None):
     if ident is not None:  # x itself as the block [c, c + D)
         pre = torch.cat((pre[..., :ident], xs, pre[..., ident:]), dim=-1)
     if tail and plain_ops_only():
-        pre = torch.cat((pre[..., :-tail], torch.tanh(pre[..., -tail:])), dim=-1)
+        pre = tanh_of_tail(pre, tail)
         return pre if b is None else pre + b
     if tail:
         return TanhTail.apply(pre, tail, b)

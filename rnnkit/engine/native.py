@@ -35,7 +35,7 @@ import torch
 
 from rnnkit._native_build import build, vector_flags
 from rnnkit.cells import CELLS
-from rnnkit.cells._base import affine_input
+from rnnkit.cells._base import affine_input, tanh_of_tail
 from rnnkit.engine.reference import autograd_loop, higher_order_grads, restored_input, saved_input
 from rnnkit.errors import RnnkitError
 
@@ -145,7 +145,6 @@ class NativeRecurrence(torch.autograd.Function):
         ctx.batch_first, ctx.raw, ctx.xt = batch_first, raw, xt is not None
         ctx.saved, ctx.flat, ctx.X = out[1 + n_state :], flat, xw.shape[2]
         ctx.shapes = [None if p is None else p.shape for p in P]
-        ctx.mask_in = mask
         ctx.save_for_backward(saved_input(ctx, xw), xt, *tensors)  # for higher-order gradients only
         return tuple(out[: 1 + n_state])
 
@@ -186,11 +185,11 @@ class NativeRecurrence(torch.autograd.Function):
         def rerun():
             full = xw if xt is None else torch.cat((xw, xt), dim=-1)
             if ctx.raw:
-                H = state0[0].shape[1]
-                full = torch.cat((full[..., :-H], torch.tanh(full[..., -H:])), dim=-1)
+                full = tanh_of_tail(full, state0[0].shape[1])
             if xbias is not None:
                 full = full + xbias
-            hs, state = autograd_loop(cell, full, state0, P, ctx.mask_in, ctx.reverse, ctx.probe)
+            mask = None if ctx.mask is None else ctx.mask[..., None]  # (T, B, 1), as the layer gave it
+            hs, state = autograd_loop(cell, full, state0, P, mask, ctx.reverse, ctx.probe)
             return (hs.transpose(0, 1) if ctx.batch_first else hs, *state)
 
         return tuple(higher_order_grads([xw, xt, *tensors], rerun, (dhs, *dstateT)))

@@ -7,7 +7,7 @@ does not depend on the text). Times are medians over interleaved rounds (rnnkit,
 ...), so load from other processes hits both sides alike. GEMM FLOPs of a step = 6·T·B·Σ|W| over
 the weight matrices (forward, dx and dW of every GEMM); the machine's GEMM peak is measured here too.
 
-    .venv/bin/python bench/engine.py [--rounds 6] [--only lstm,gru,eval,step] [--no-write]
+    .venv/bin/python bench/engine.py [--rounds 6] [--only lstm,gru,lstmp,eval,step] [--no-write]
 """
 
 import argparse
@@ -15,6 +15,7 @@ import os
 import statistics
 import sys
 import time
+import warnings
 
 import torch
 from torch import nn
@@ -62,7 +63,8 @@ forward under autograd, while rnnkit's loop keeps no caches and only two state s
 class CharLM(nn.Module):
     def __init__(self, rnn):
         super().__init__()
-        self.emb, self.rnn, self.head = nn.Embedding(V, E), rnn, nn.Linear(rnn.hidden_size, V)
+        out = getattr(rnn, "proj_size", 0) or rnn.hidden_size
+        self.emb, self.rnn, self.head = nn.Embedding(V, E), rnn, nn.Linear(out, V)
 
     def forward(self, x, y):
         out, _ = self.rnn(self.emb(x))
@@ -70,11 +72,16 @@ class CharLM(nn.Module):
 
 
 def make(cell, L, H, kind):
-    """kind: "native", "autograd" (a Python loop through autograd) or "torch" (torch.nn)."""
+    """kind: "native", "autograd" (a Python loop through autograd) or "torch" (torch.nn). cell "lstmp": an LSTM
+    with proj_size H/2, which rnnkit runs on its python backend (kind "native" falls back to it quietly)."""
     torch.manual_seed(0)
-    rnn = (
-        TORCH[cell](E, H, L, batch_first=True) if kind == "torch" else Recurrent(cell, E, H, L, backend=kind)
-    )
+    if cell == "lstmp":
+        kw = dict(proj_size=H // 2, batch_first=True)
+        rnn = nn.LSTM(E, H, L, **kw) if kind == "torch" else Recurrent("lstm", E, H, L, backend=kind, **kw)
+    elif kind == "torch":
+        rnn = TORCH[cell](E, H, L, batch_first=True)
+    else:
+        rnn = Recurrent(cell, E, H, L, backend=kind)
     model = CharLM(rnn)
     return model, fused_or_not(torch.optim.Adam, model.parameters(), lr=1e-3)  # as rnnkit's trainer
 
@@ -266,7 +273,7 @@ def builtin_rates(builtin):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=6)
-    ap.add_argument("--only", default="", help="comma-separated cells, eval, step (default: all)")
+    ap.add_argument("--only", default="", help="comma-separated cells, lstmp, eval, step (default: all)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     args = ap.parse_args()
@@ -300,6 +307,14 @@ def main():
                 if rel < 0.9:
                     need = layer_rate_needed(size, t_ours, flops, t_lstm, flops_lstm, t_rest)
                     row[-1] += f"; 0.9x needs its layer at {need:.2f}x the lstm layer's rate"
+            rows.append(row)
+            print(" | ".join(row), flush=True)
+    if not only or "lstmp" in only:  # torch.nn.LSTM's proj_size: no target in the issue, python backend
+        warnings.filterwarnings("ignore", "LSTM with projections is not supported with oneDNN")
+        for size, (_, H, B, T) in SIZES.items():
+            (t_ours, t_ref), flops = train_row("lstmp", size, "torch", args.rounds)
+            row = fmt_row(f"lstm proj_size={H // 2} {size}, B{B} T{T} (python backend)", "torch.nn.LSTM", t_ours,
+                          t_ref, B * T, flops, peak, None)  # fmt: skip
             rows.append(row)
             print(" | ".join(row), flush=True)
     if not only or "eval" in only:

@@ -5,6 +5,7 @@ from rnnkit.cells.gru import GRU
 from rnnkit.cells.gru_cho import GRUCho
 from rnnkit.cells.leaky import Leaky
 from rnnkit.cells.lstm import LSTM
+from rnnkit.cells.lstmp import LSTMP
 from rnnkit.cells.mut1 import MUT1
 from rnnkit.cells.mut2 import MUT2
 from rnnkit.cells.mut3 import MUT3
@@ -20,3 +21,6 @@ CELLS = {
     "mut3": MUT3,
     "leaky": Leaky,
 }
+
+# Not a cell of the lectures, so not in CELLS: torch.nn.LSTM's proj_size, `Recurrent("lstm", ..., proj_size=P)`.
+__all__ = ["CELLS", "LSTMP"]

@@ -73,6 +73,11 @@ class Cell(nn.Module):
         None if the cell's projection is not of that form. The native engine runs it in recycled buffers."""
         return self.W_xh, self.b_xh
 
+    @property
+    def output_size(self) -> int:
+        """Width of h_t, the state fed back and the output: H (a projection's P in LSTMP)."""
+        return self.hidden_size
+
     def rec_params(self) -> tuple:
         return tuple(getattr(self, name) for name in self.REC_PARAMS)
 

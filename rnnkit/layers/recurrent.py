@@ -10,7 +10,8 @@
 
 Shapes (batch-first unless `batch_first=False`): x (B, T, D) -> out (B, T, H·dirs); state as
 torch.nn: h, or (h, c) for lstm, each (num_layers·dirs, B, H). Variable lengths: `lengths` (B,), or x a
-PackedSequence (out is then packed too).
+PackedSequence (out is then packed too). An lstm with `proj_size=P` (torch.nn.LSTM's option; cell LSTMP)
+outputs and feeds back h of P units: out (B, T, P·dirs), h (num_layers·dirs, B, P), c as before.
 """
 
 import torch
@@ -18,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from rnnkit.cells import CELLS
+from rnnkit.cells import CELLS, LSTMP
 from rnnkit.engine import GradProbe, resolve_backend, run
 from rnnkit.errors import RnnkitError
 
@@ -45,12 +46,13 @@ class Recurrent(nn.Module):
         cond_size, cond_mode: a fixed vector v (B, C) per sequence; "input", "state" or "both".
         backend: "autograd", "python", "native" or None (the fastest available).
         batch_first: False for (T, B, D) tensors, as torch.nn's default.
+        proj_size: for lstm, project h_t to this many units (torch.nn.LSTM's proj_size; 0: none).
         **cell_kwargs: passed to the cell (forget_bias for lstm; alpha, learn_alpha for leaky).
     """
 
     def __init__(self, cell, input_size, hidden_size, num_layers=1, bidirectional=False, dropout=0.0,
                  bias=True, skip_input=False, residual=False, cond_size=0, cond_mode="input",
-                 backend=None, batch_first=True, **cell_kwargs):  # fmt: skip
+                 backend=None, batch_first=True, proj_size=0, **cell_kwargs):  # fmt: skip
         super().__init__()
         Cell = CELLS.get(cell) if isinstance(cell, str) else cell
         if Cell is None:
@@ -58,6 +60,13 @@ class Recurrent(nn.Module):
         for name, v in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
             if not isinstance(v, int) or v <= 0:
                 raise RnnkitError(f"{name} must be a positive integer, got {v!r}")
+        if proj_size or Cell is LSTMP:
+            if Cell not in (CELLS["lstm"], LSTMP):
+                raise RnnkitError(f"proj_size is an option of the lstm cell, not of {cell!r}")
+            if not isinstance(proj_size, int) or not 0 < proj_size < hidden_size:
+                raise RnnkitError(f"proj_size must be an integer in [1, hidden_size) = [1, {hidden_size}), "
+                                  f"got {proj_size!r}")  # fmt: skip
+            Cell, cell_kwargs = LSTMP, {**cell_kwargs, "proj_size": proj_size}
         if not 0.0 <= dropout < 1.0:
             raise RnnkitError(f"dropout must be in [0, 1), got {dropout!r}")
         if cond_mode not in ("input", "state", "both"):
@@ -67,25 +76,28 @@ class Recurrent(nn.Module):
         self.bidirectional, self.dropout, self.backend = bidirectional, dropout, backend
         self.skip_input, self.residual, self.batch_first = skip_input, residual, batch_first
         self.cond_size, self.cond_mode = cond_size, cond_mode
+        self.proj_size = proj_size
         self.dirs = 2 if bidirectional else 1
         H, dirs = hidden_size, self.dirs
+        self.output_size = Hout = proj_size or H  # width of h_t per direction
         self.cells = nn.ModuleList()  # index ℓ·dirs + direction
         for layer in range(num_layers):
-            d_in = input_size if layer == 0 else H * dirs + (input_size if skip_input else 0)
+            d_in = input_size if layer == 0 else Hout * dirs + (input_size if skip_input else 0)
             for _ in range(dirs):
                 self.cells.append(Cell(d_in, H, bias=bias, **cell_kwargs))
         n = num_layers * dirs
         if cond_size and cond_mode in ("input", "both"):
             self.W_vh = nn.ModuleList(nn.Linear(cond_size, Cell.gates * H, bias=False) for _ in range(n))
         if cond_size and cond_mode in ("state", "both"):
-            self.W_vs = nn.ModuleList(nn.Linear(cond_size, H) for _ in range(n))
+            self.W_vs = nn.ModuleList(nn.Linear(cond_size, Hout) for _ in range(n))
         self.num_states = Cell.num_states
 
     def extra_repr(self):
         """As torch.nn.LSTM prints itself: the cell, D, H, then the options that differ from the defaults."""
         s = f"{self.cell_name!r}, {self.input_size}, {self.hidden_size}"
         defaults = (("num_layers", 1), ("bidirectional", False), ("dropout", 0.0), ("skip_input", False),
-                    ("residual", False), ("cond_size", 0), ("backend", None), ("batch_first", True))  # fmt: skip
+                    ("residual", False), ("cond_size", 0), ("backend", None), ("batch_first", True),
+                    ("proj_size", 0))  # fmt: skip
         for name, default in defaults:
             if getattr(self, name) != default:
                 s += f", {name}={getattr(self, name)!r}"
@@ -247,8 +259,8 @@ class Recurrent(nn.Module):
             raise RnnkitError(f"input is on {x.device} but the layer's weights are on {w.device}; move one")
         if x.dtype != w.dtype:
             raise RnnkitError(f"input dtype {x.dtype} differs from the weights' {w.dtype}; convert one")
-        if 0 in x.shape[:2]:
-            raise RnnkitError(f"input has an empty batch or time dimension: shape {tuple(x.shape)}")
+        if x.shape[1 if self.batch_first else 0] == 0:
+            raise RnnkitError(f"input has no time steps: shape {tuple(x.shape)} {layout}")
         return x.transpose(0, 1).contiguous() if self.batch_first else x.contiguous()
 
     def _mask(self, lengths, T, B, xs):
@@ -259,7 +271,8 @@ class Recurrent(nn.Module):
             raise RnnkitError(
                 f"lengths must be an integer tensor of shape ({B},), got {lengths.dtype} {tuple(lengths.shape)}"
             )
-        if not torch._C._functorch.is_functorch_wrapped_tensor(lengths):  # vmap: its values can't be read
+        # vmap: its values can't be read; an empty batch: nothing to check
+        if not torch._C._functorch.is_functorch_wrapped_tensor(lengths) and B:
             lo, hi = int(lengths.min()), int(lengths.max())
             if lo < 1 or hi > T:
                 raise RnnkitError(
@@ -270,6 +283,7 @@ class Recurrent(nn.Module):
 
     def _initial_state(self, state, cond, B, xs):
         n, H = self.num_layers * self.dirs, self.hidden_size
+        shapes = [(n, B, self.output_size), (n, B, H)][: self.num_states]  # h, and c of an lstm
         if cond is not None or self.cond_size:
             if not self.cond_size:
                 raise RnnkitError("cond was given but the layer was built with cond_size=0")
@@ -277,21 +291,24 @@ class Recurrent(nn.Module):
                 got = None if cond is None else tuple(cond.shape)
                 raise RnnkitError(f"cond must have shape ({B}, {self.cond_size}), got {got}")
         if state is None:
-            zeros = xs.new_zeros(n, B, H)
+            zeros = tuple(xs.new_zeros(shape) for shape in shapes)
             if hasattr(self, "W_vs"):
                 h0 = torch.stack([torch.tanh(w(cond)) for w in self.W_vs])
-                return (h0,) + (zeros,) * (self.num_states - 1)
-            return (zeros,) * self.num_states
+                return (h0, *zeros[1:])
+            return zeros
         got = f"a tuple of {len(state)}" if isinstance(state, tuple | list) else "one tensor"
         state = state if isinstance(state, tuple | list) else (state,)
         what = "a tuple (h, c)" if self.num_states == 2 else "h"
         if len(state) != self.num_states:
             raise RnnkitError(f"state for {self.cell_name} must be {what}, got {got}")
-        for s in state:
-            if tuple(s.shape) != (n, B, H):
+        for s, shape, what in zip(state, shapes, ("h", "c")):
+            if tuple(s.shape) != shape:
+                size = "H" if shape[2] == H else "proj_size"
                 raise RnnkitError(
                     f"state tensors must have shape (num_layers*dirs, B, H) = ({n}, {B}, {H}), got {tuple(s.shape)}"
-                )
+                    if not self.proj_size else
+                    f"state {what} must have shape (num_layers*dirs, B, {size}) = {shape}, got {tuple(s.shape)}"
+                )  # fmt: skip
             if s.device != xs.device or s.dtype != xs.dtype:
                 raise RnnkitError(f"state is {s.dtype} on {s.device} but input is {xs.dtype} on {xs.device}")
         return tuple(state)
@@ -310,11 +327,10 @@ class Recurrent(nn.Module):
         """The same function as a torch.nn.RNN/LSTM/GRU, with every weight copied."""
         if not isinstance(m, nn.RNNBase) or m.mode not in TORCH_MODES:
             raise RnnkitError(f"from_torch takes torch.nn.RNN, LSTM or GRU, got {type(m).__name__}")
-        if getattr(m, "proj_size", 0):
-            raise RnnkitError("LSTM with proj_size > 0 has no rnnkit equivalent yet")
         p = next(m.parameters())
         layer = cls(TORCH_MODES[m.mode], m.input_size, m.hidden_size, m.num_layers, m.bidirectional,
-                    m.dropout, m.bias, backend=backend, batch_first=m.batch_first)  # fmt: skip
+                    m.dropout, m.bias, backend=backend, batch_first=m.batch_first,
+                    proj_size=getattr(m, "proj_size", 0))  # fmt: skip
         layer.to(device=p.device, dtype=p.dtype)
         with torch.no_grad():
             for name, ours in layer._torch_names():
@@ -328,6 +344,7 @@ class Recurrent(nn.Module):
             raise RnnkitError(f"torch.nn has no equivalent of this {self.cell_name} layer")
         Module = {"LSTM": nn.LSTM, "GRU": nn.GRU}.get(mode, nn.RNN)
         kw = {"nonlinearity": "relu" if mode == "RNN_RELU" else "tanh"} if Module is nn.RNN else {}
+        kw.update({"proj_size": self.proj_size} if self.proj_size else {})
         p = self.cells[0].W_xh
         m = Module(self.input_size, self.hidden_size, self.num_layers, bias=self.cells[0].bias,
                    batch_first=self.batch_first, dropout=self.dropout, bidirectional=self.bidirectional, **kw)  # fmt: skip
@@ -345,3 +362,5 @@ class Recurrent(nn.Module):
             if cell.bias:
                 yield f"bias_ih_{sfx}", cell.b_xh
                 yield f"bias_hh_{sfx}", cell.b_hh
+            if self.proj_size:
+                yield f"weight_hr_{sfx}", cell.W_hr

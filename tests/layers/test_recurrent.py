@@ -78,7 +78,7 @@ BAD = [
     (lambda: torch.randn(2, 5, 4), "input size is 4"),
     (lambda: torch.randint(0, 3, (2, 5, 3)), "floating-point"),
     (lambda: torch.randn(2, 5, 3, dtype=torch.float64), "dtype"),
-    (lambda: torch.randn(2, 0, 3), "empty"),
+    (lambda: torch.randn(2, 0, 3), "no time steps"),
 ]
 
 

@@ -143,3 +143,22 @@ def test_unbatched_sequence_as_torch(kind, batch_first):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     with pytest.raises(RnnkitError, match="must be 2-D"):
         ours(x, torch.zeros(4, 1, 4, dtype=torch.float64) if kind is nn.GRU else (h0[:, None], h0[:, None]))
+
+
+@pytest.mark.parametrize("backend", ["autograd", "python", None])
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_empty_batch_as_torch(backend, batch_first):
+    """A batch of no sequences (the tail of a filtered batch) runs as in torch.nn: empty outputs and states of
+    the right shapes, gradients of zero; no time steps stays an error."""
+    ref = nn.LSTM(3, 4, 2, bidirectional=True, batch_first=batch_first)
+    ours = Recurrent.from_torch(ref, backend=backend)
+    x = torch.randn((0, 5, 3) if batch_first else (5, 0, 3))
+    for m in (ref, ours):
+        m.zero_grad()
+        xx = x.clone().requires_grad_()
+        out, (h, c) = m(xx) if m is ref else m(xx, lengths=torch.zeros(0, dtype=torch.long))
+        assert out.shape == ((0, 5, 8) if batch_first else (5, 0, 8)) and h.shape == c.shape == (4, 0, 4)
+        (out.sum() + h.sum()).backward()
+        assert xx.grad.shape == x.shape and all(not p.grad.any() for p in m.parameters())
+    with pytest.raises(RnnkitError, match="no time steps"):
+        ours(torch.randn((2, 0, 3) if batch_first else (0, 2, 3)))

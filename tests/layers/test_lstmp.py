@@ -1,0 +1,158 @@
+"""LSTM with a projection (torch.nn.LSTM's proj_size; cell LSTMP): hand-written backward against autograd,
+gradcheck of the engine, parity with torch.nn.LSTM(proj_size=P), conversion both ways, errors."""
+
+import pytest
+import torch
+from torch import nn
+from torch.autograd import gradcheck, gradgradcheck
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from rnnkit import GradProbe, Recurrent
+from rnnkit.cells import LSTMP
+from rnnkit.engine import run
+from rnnkit.errors import RnnkitError
+
+# torch.nn.LSTM's own note that its proj_size path has no oneDNN kernel (the reference side, not rnnkit)
+pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
+TOL = {torch.float64: dict(rtol=1e-10, atol=1e-10), torch.float32: dict(rtol=1e-5, atol=1e-5)}
+
+
+def engine_inputs(T=4, B=3, D=3, H=5, Pr=2, lengths=None):
+    torch.manual_seed(0)
+    cell = LSTMP(D, H, proj_size=Pr).double()
+    xw = cell.project_input(torch.randn(T, B, D, dtype=torch.float64)).detach().requires_grad_()
+    state0 = tuple(torch.randn(B, n, dtype=torch.float64, requires_grad=True) for n in (Pr, H))
+    P = tuple(p.detach().requires_grad_() for p in cell.rec_params())
+    mask = None
+    if lengths is not None:
+        mask = (torch.arange(T)[:, None] < torch.tensor(lengths)[None]).double()[..., None]
+    return cell, xw, state0, P, mask
+
+
+def test_step_backward_matches_autograd():
+    cell, xw, state0, P, _ = engine_inputs()
+    new, us, cache = cell.step(xw[0], state0, P)
+    dnew = tuple(torch.randn_like(s) for s in new)
+    auto = torch.autograd.grad(sum((s * d).sum() for s, d in zip(new, dnew)), [xw, *state0, *P])
+    dxw, dprev, dpres, _ = cell.step_backward(dnew, cache, P)
+    (da, dh), (h_prev, u) = dpres, us
+    # dW_hh, db_hh, dW_hr as the engine forms them
+    hand = [dxw, *dprev, da.t() @ h_prev, da.sum(0), dh.t() @ u]
+    torch.testing.assert_close(hand[0], auto[0][0], rtol=1e-12, atol=1e-12)
+    for h, a in zip(hand[1:], auto[1:]):
+        torch.testing.assert_close(h, a, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["autograd", "python", "native"])
+@pytest.mark.parametrize("reverse,lengths", [(False, None), (True, [4, 2, 1])])
+def test_gradcheck(backend, reverse, lengths):
+    cell, xw, state0, P, mask = engine_inputs(lengths=lengths)
+
+    def f(xw, h0, c0, *P):
+        hs, state = run(cell, xw, (h0, c0), P, mask, reverse, backend)
+        return (hs, *state)  # through the outputs and the final state (h, c)
+
+    assert gradcheck(f, (xw, *state0, *P), eps=1e-6, atol=1e-7)
+
+
+def test_gradgradcheck():
+    cell, xw, state0, P, mask = engine_inputs(T=3, B=2, H=3, lengths=[3, 1])
+
+    def f(xw, h0, c0, *P):
+        hs, state = run(cell, xw, (h0, c0), P, mask, True, "python")
+        return (hs, *state)
+
+    assert gradgradcheck(f, (xw, *state0, *P), eps=1e-6, atol=1e-5)
+
+
+def run_torch(m, x, state, lengths):
+    if lengths is None:
+        return m(x, state)
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    out, st = m(packed, state)
+    out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+    return out, st
+
+
+@pytest.mark.parametrize("backend", ["python", "autograd", None])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("layers,bidir,lengths", [(1, False, None), (2, True, [7, 3, 5, 1])])
+def test_parity_with_torch(layers, bidir, lengths, dtype, backend):
+    torch.manual_seed(0)
+    B, T, D, H, Pr = 4, 7, 5, 6, 3
+    ref = nn.LSTM(D, H, layers, batch_first=True, bidirectional=bidir, proj_size=Pr).to(dtype)
+    ours = Recurrent.from_torch(ref, backend=backend)
+    n = layers * (2 if bidir else 1)
+    x, h0, c0 = (torch.randn(*shape, dtype=dtype) for shape in ((B, T, D), (n, B, Pr), (n, B, H)))
+    results = []
+    for m in (ref, ours):
+        xi, hi, ci = (t.clone().requires_grad_() for t in (x, h0, c0))
+        if m is ref:
+            out, (h, c) = run_torch(m, xi, (hi, ci), lengths)
+        else:
+            out, (h, c) = m(xi, (hi, ci), lengths=None if lengths is None else torch.tensor(lengths))
+        assert out.shape == (B, T, Pr * n // layers) and h.shape == (n, B, Pr) and c.shape == (n, B, H)
+        g = torch.randn(out.shape, dtype=dtype, generator=torch.Generator().manual_seed(1))
+        loss = (out * g).sum() + (2 * h).sum() + (3 * c).sum()
+        params = [p for _, p in (m.named_parameters() if m is ref else ours._torch_names())]
+        results.append((out, h, c, *torch.autograd.grad(loss, [xi, hi, ci, *params])))
+    for a, b in zip(*results):
+        torch.testing.assert_close(b, a, **TOL[dtype])
+
+
+def test_round_trip_keeps_every_weight():
+    ref = nn.LSTM(3, 6, 2, bidirectional=True, proj_size=2)
+    ours = Recurrent.from_torch(ref)
+    assert ours.proj_size == 2 and ours.output_size == 2 and "proj_size=2" in repr(ours)
+    back = ours.to_torch()
+    assert back.proj_size == 2 and back.batch_first is False
+    sd_ref, sd_back = ref.state_dict(), back.state_dict()
+    assert sd_ref.keys() == sd_back.keys()
+    for k in sd_ref:
+        assert torch.equal(sd_ref[k], sd_back[k]), k
+
+
+def test_layer_options_with_projection():
+    """Stacked with skip_input, residual and conditioning on the state: every backend the same numbers."""
+    kw = dict(num_layers=2, skip_input=True, residual=True, cond_size=2, cond_mode="both", proj_size=2)
+    x, v = torch.randn(3, 5, 4, dtype=torch.float64), torch.randn(3, 2, dtype=torch.float64)
+    results = []
+    for backend in ("autograd", "python"):
+        torch.manual_seed(0)
+        layer = Recurrent("lstm", 4, 5, backend=backend, **kw).double()
+        probe = GradProbe()
+        out, (h, c) = layer(x, cond=v, lengths=torch.tensor([5, 2, 4]), probe=probe)
+        assert out.shape == (3, 5, 2) and h.shape == (2, 3, 2) and c.shape == (2, 3, 5)
+        (out.square().sum() + h.sum() + c.sum()).backward()
+        assert probe.dh.shape == (5, 3, 2)
+        results.append([out, h, c, probe.dh, *(p.grad for p in layer.parameters())])
+    for a, b in zip(*results):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+
+
+def test_unbatched_and_step():
+    torch.manual_seed(0)
+    ref = nn.LSTM(3, 4, proj_size=2, batch_first=True)
+    ours = Recurrent.from_torch(ref)
+    x = torch.randn(6, 3)
+    out, (h, c) = ours(x)
+    out_ref, (h_ref, c_ref) = ref(x)
+    torch.testing.assert_close(out, out_ref)
+    torch.testing.assert_close((h, c), (h_ref, c_ref))
+    y, state = ours.step(x[None, 0])
+    torch.testing.assert_close(y[0], out_ref[0])
+
+
+def test_errors_are_one_line():
+    with pytest.raises(RnnkitError, match="proj_size is an option of the lstm cell"):
+        Recurrent("gru", 3, 4, proj_size=2)
+    with pytest.raises(RnnkitError, match=r"proj_size must be an integer in \[1, hidden_size\)"):
+        Recurrent("lstm", 3, 4, proj_size=4)
+    with pytest.raises(RnnkitError, match=r"proj_size must be an integer"):
+        Recurrent(LSTMP, 3, 4)
+    layer = Recurrent("lstm", 3, 4, proj_size=2)
+    x = torch.randn(2, 5, 3)
+    with pytest.raises(RnnkitError, match=r"state h must have shape .* = \(1, 2, 2\), got \(1, 2, 4\)"):
+        layer(x, (torch.zeros(1, 2, 4), torch.zeros(1, 2, 4)))
+    with pytest.raises(RnnkitError, match=r"state c must have shape .*B, H\) = \(1, 2, 4\), got \(1, 2, 2\)"):
+        layer(x, (torch.zeros(1, 2, 2), torch.zeros(1, 2, 2)))

@@ -92,6 +92,8 @@ def unsupported(cell, xw):
     cell = cell if isinstance(cell, type) else type(cell)
     if cell not in CELL_IDS:
         return "quiet"  # a user-defined cell: the python backend runs its step functions
+    if type(xw) not in (torch.Tensor, torch.nn.Parameter):  # FakeTensor under torch.export, other subclasses
+        return f"{type(xw).__name__} tensors (the native loop reads a plain tensor's memory)"
     if xw.device.type != "cpu":
         return f"{xw.device.type} tensors (the native backend is CPU-only)"
     if xw.dtype not in (torch.float32, torch.float64):

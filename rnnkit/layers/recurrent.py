@@ -271,8 +271,13 @@ class Recurrent(nn.Module):
             raise RnnkitError(
                 f"lengths must be an integer tensor of shape ({B},), got {lengths.dtype} {tuple(lengths.shape)}"
             )
-        # vmap: its values can't be read; an empty batch: nothing to check
-        if not torch._C._functorch.is_functorch_wrapped_tensor(lengths) and B:
+        # checked in eager mode: in a graph being compiled or exported (torch.compile, torch.export) and under vmap
+        # the values aren't known yet; an empty batch has none
+        if (
+            B
+            and not torch.compiler.is_compiling()
+            and not torch._C._functorch.is_functorch_wrapped_tensor(lengths)
+        ):
             lo, hi = int(lengths.min()), int(lengths.max())
             if lo < 1 or hi > T:
                 raise RnnkitError(

@@ -73,7 +73,7 @@ class CharLM(nn.Module):
 
 def make(cell, L, H, kind):
     """kind: "native", "autograd" (a Python loop through autograd) or "torch" (torch.nn). cell "lstmp": an LSTM
-    with proj_size H/2, which rnnkit runs on its python backend (kind "native" falls back to it quietly)."""
+    with proj_size H/2 (torch.nn.LSTM's proj_size)."""
     torch.manual_seed(0)
     if cell == "lstmp":
         kw = dict(proj_size=H // 2, batch_first=True)
@@ -309,11 +309,11 @@ def main():
                     row[-1] += f"; 0.9x needs its layer at {need:.2f}x the lstm layer's rate"
             rows.append(row)
             print(" | ".join(row), flush=True)
-    if not only or "lstmp" in only:  # torch.nn.LSTM's proj_size: no target in the issue, python backend
+    if not only or "lstmp" in only:  # torch.nn.LSTM's proj_size: no target in the issue
         warnings.filterwarnings("ignore", "LSTM with projections is not supported with oneDNN")
         for size, (_, H, B, T) in SIZES.items():
             (t_ours, t_ref), flops = train_row("lstmp", size, "torch", args.rounds)
-            row = fmt_row(f"lstm proj_size={H // 2} {size}, B{B} T{T} (python backend)", "torch.nn.LSTM", t_ours,
+            row = fmt_row(f"lstm proj_size={H // 2} {size}, B{B} T{T}", "torch.nn.LSTM", t_ours,
                           t_ref, B * T, flops, peak, None)  # fmt: skip
             rows.append(row)
             print(" | ".join(row), flush=True)

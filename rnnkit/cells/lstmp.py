@@ -15,7 +15,7 @@ Backward (dh_t (B, P), dc_t (B, H)):
 
 Two recurrent GEMMs per step, so the engine's list of them has W_hr as a second entry. State (h_t, c_t)
 of sizes (P, H), as torch.nn.LSTM keeps them; the layer's output is h_t, P units per direction.
-Runs on the `python` and `autograd` backends (the native loop assumes one state width).
+The native loop runs it too (rnnkit/engine/csrc/cells_proj.h).
 """
 
 import torch

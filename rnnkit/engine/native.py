@@ -34,13 +34,13 @@ import pathlib
 import torch
 
 from rnnkit._native_build import build, vector_flags
-from rnnkit.cells import CELLS
+from rnnkit.cells import CELLS, LSTMP
 from rnnkit.cells._base import affine_input, tanh_of_tail
 from rnnkit.engine.reference import autograd_loop, higher_order_grads, restored_input, saved_input
 from rnnkit.errors import RnnkitError
 
 CELL_IDS = {CELLS[name]: i for i, name in enumerate(
-    ("rnn_tanh", "rnn_relu", "lstm", "gru", "gru_cho", "mut1", "mut2", "mut3", "leaky"))}  # fmt: skip
+    ("rnn_tanh", "rnn_relu", "lstm", "gru", "gru_cho", "mut1", "mut2", "mut3", "leaky"))} | {LSTMP: 9}  # fmt: skip
 CSRC = pathlib.Path(__file__).with_name("csrc")
 _ext, _reason = None, None
 
@@ -149,6 +149,7 @@ class NativeRecurrence(torch.autograd.Function):
         ctx.batch_first, ctx.raw, ctx.xt = batch_first, raw, xt is not None
         ctx.saved, ctx.flat, ctx.X = out[1 + n_state :], flat, xw.shape[2]
         ctx.shapes = [None if p is None else p.shape for p in P]
+        ctx.state_shapes = [s.shape for s in state0]  # h and c differ in width in lstmp
         ctx.save_for_backward(saved_input(ctx, xw), xt, *tensors)  # for higher-order gradients only
         return tuple(out[: 1 + n_state])
 
@@ -158,7 +159,9 @@ class NativeRecurrence(torch.autograd.Function):
         T, B, H = HH.shape[0] - 1, HH.shape[1], HH.shape[2]
         if dhs is None:
             dhs = HH.new_zeros((B, T, H) if ctx.batch_first else (T, B, H))
-        dstateT = [HH.new_zeros(B, H) if d is None else d.contiguous() for d in dstateT]
+        dstateT = [
+            HH.new_zeros(s) if d is None else d.contiguous() for d, s in zip(dstateT, ctx.state_shapes)
+        ]
         if torch.is_grad_enabled():  # backward(create_graph=True)
             return (None,) * 7 + NativeRecurrence._differentiable(ctx, dhs, dstateT)
         probe = ctx.probe
@@ -253,7 +256,7 @@ def projection_reference(x, W, b, tail=0, ident=-1):
 def folds_input_bias(cell):
     """Whether the cell's b_hh (P[1]) adds to the same pre-activation as the projection's bias b_xh, so that
     the loop can add b_xh + b_hh and the projection run without a bias (not gru: b_hn sits behind r)."""
-    return type(cell) in (CELLS["rnn_tanh"], CELLS["rnn_relu"], CELLS["lstm"], CELLS["leaky"])
+    return type(cell) in (CELLS["rnn_tanh"], CELLS["rnn_relu"], CELLS["lstm"], CELLS["leaky"], LSTMP)
 
 
 def loop_adds_input_bias(cell):

@@ -8,7 +8,7 @@ import contextlib
 import pytest
 import torch
 
-from rnnkit.cells import CELLS
+from rnnkit.cells import CELLS, LSTMP
 from rnnkit.engine import GradProbe, native, resolve_backend, run
 
 pytestmark = pytest.mark.skipif(
@@ -16,12 +16,25 @@ pytestmark = pytest.mark.skipif(
     reason=f"native backend unavailable: {native._reason}",
 )
 TOL = {torch.float64: 1e-12, torch.float32: 1e-5}
+NATIVE = {
+    **CELLS,
+    "lstmp": LSTMP,
+}  # every cell the native loop runs: the lectures' and torch's LSTM with proj_size
 
 
 def make(name, dtype, D=4, H=5):
-    kw = {"learn_alpha": True} if name == "leaky" else {}
+    kw = (
+        {"learn_alpha": True} if name == "leaky" else {"proj_size": max(1, H // 2)} if name == "lstmp" else {}
+    )
     torch.manual_seed(0)
-    return CELLS[name](D, H, **kw).to(dtype)
+    return NATIVE[name](D, H, **kw).to(dtype)
+
+
+def states(cell, B, dtype=torch.float32):
+    """A random initial state: h (B, output_size), and c (B, H) for the LSTMs."""
+    return tuple(
+        torch.randn(B, n, dtype=dtype) for n in (cell.output_size, cell.hidden_size)[: cell.num_states]
+    )
 
 
 def grads_of(cell, backend, x, s0, mask, reverse, weights):
@@ -38,14 +51,14 @@ def grads_of(cell, backend, x, s0, mask, reverse, weights):
 
 @pytest.mark.parametrize("B", [3, 9])  # 9 rows: the time loop splits the batch over threads
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("name", list(CELLS))
+@pytest.mark.parametrize("name", list(NATIVE))
 def test_native_equals_python(name, dtype, B):
     cell, T = make(name, dtype), 6
     x = torch.randn(T, B, cell.input_size, dtype=dtype)
-    s0 = tuple(torch.randn(B, cell.hidden_size, dtype=dtype) for _ in range(cell.num_states))
+    s0 = states(cell, B, dtype)
     lengths = torch.tensor([6, 2, 4] * (B // 3))
     mask = (torch.arange(T)[:, None] < lengths[None]).to(dtype)[..., None]
-    weights = torch.randn(T, B, cell.hidden_size, dtype=dtype)
+    weights = torch.randn(T, B, cell.output_size, dtype=dtype)
     for m in (None, mask):
         for reverse in (False, True):
             want = grads_of(cell, "python", x, s0, m, reverse, weights)
@@ -56,13 +69,13 @@ def test_native_equals_python(name, dtype, B):
                 torch.testing.assert_close(b, a, rtol=TOL[dtype], atol=TOL[dtype])
 
 
-@pytest.mark.parametrize("name", list(CELLS))
+@pytest.mark.parametrize("name", list(NATIVE))
 def test_gradcheck(name):
     """The native Function against finite differences (T=4, B=3, non-zero initial state)."""
     cell = make(name, torch.float64, D=3, H=3)
-    T, B, H = 4, 3, cell.hidden_size
+    T, B = 4, 3
     xw = cell.project_input(torch.randn(T, B, 3, dtype=torch.float64)).detach().requires_grad_()
-    s0 = [torch.randn(B, H, dtype=torch.float64, requires_grad=True) for _ in range(cell.num_states)]
+    s0 = [s.requires_grad_() for s in states(cell, B, torch.float64)]
     P = [None if p is None else p.detach().requires_grad_() for p in cell.rec_params()]
     mask = (torch.arange(T)[:, None] < torch.tensor([4, 2, 3])[None]).double()[..., None]
 
@@ -106,9 +119,9 @@ def check_three_ways(cell, dtype, T, lengths, other):
     """native == python and native == native run under other() (a setting), with masks, reverse, the probe."""
     B = len(lengths)
     x = torch.randn(T, B, cell.input_size, dtype=dtype)
-    s0 = tuple(torch.randn(B, cell.hidden_size, dtype=dtype) for _ in range(cell.num_states))
+    s0 = states(cell, B, dtype)
     mask = (torch.arange(T)[:, None] < torch.tensor(lengths)[None]).to(dtype)[..., None]
-    weights = torch.randn(T, B, cell.hidden_size, dtype=dtype)
+    weights = torch.randn(T, B, cell.output_size, dtype=dtype)
     for m in (None, mask):
         for reverse in (False, True):
             want = grads_of(cell, "python", x, s0, m, reverse, weights)
@@ -121,7 +134,7 @@ def check_three_ways(cell, dtype, T, lengths, other):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("name", list(CELLS))
+@pytest.mark.parametrize("name", list(NATIVE))
 def test_rows_split_over_threads_long_loop(name, dtype):
     """From 8 steps each row-slice thread multiplies by its own prepared (packed) copy of the recurrent
     weights: same numbers as python and as one thread over all rows, with masks, reverse and the probe."""
@@ -148,7 +161,7 @@ def test_no_grad_saves_nothing_and_matches():
     torch.testing.assert_close(sT[1], refT[1], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", list(CELLS))
+@pytest.mark.parametrize("name", list(NATIVE))
 @pytest.mark.parametrize("T,B,H", [(1, 3, 8), (2, 8, 16), (7, 8, 16), (12, 3, 64), (9, 3, 256)])
 def test_no_grad_every_path_matches(name, T, B, H):
     """Without a backward to follow, the loop keeps 2 state slots and (LSTM, GRU) no caches: the same
@@ -157,7 +170,7 @@ def test_no_grad_every_path_matches(name, T, B, H):
     cell, threads = make(name, torch.float64, D=5, H=H), torch.get_num_threads()
     torch.manual_seed(1)
     xw = cell.project_input(torch.randn(T, B, 5, dtype=torch.float64))
-    s0 = tuple(torch.randn(B, H, dtype=torch.float64) for _ in range(cell.num_states))
+    s0 = states(cell, B, torch.float64)
     mask = (torch.arange(T)[:, None] < torch.randint(1, T + 1, (B,))[None]).double()[..., None]
     torch.set_num_threads(2)
     try:
@@ -184,15 +197,15 @@ def test_resolve_backend():
     assert resolve_backend("native", Mine, xw) == "python"
 
 
-@pytest.mark.parametrize("name", list(CELLS))
+@pytest.mark.parametrize("name", list(NATIVE))
 @pytest.mark.parametrize("mode", ["dnnl", "blas", "packed", "own"])
 @pytest.mark.parametrize("T", [5, 9])  # from 8 steps on, the per-step weights are prepared once
 def test_forced_gemm_library_matches_python(name, mode, T):
     """Float32 GEMMs go to MKL or oneDNN, whichever is faster per shape; force each at test sizes."""
     cell, B = make(name, torch.float32), 4
     x = torch.randn(T, B, cell.input_size)
-    s0 = tuple(torch.randn(B, cell.hidden_size) for _ in range(cell.num_states))
-    weights = torch.randn(T, B, cell.hidden_size)
+    s0 = states(cell, B)
+    weights = torch.randn(T, B, cell.output_size)
     native.load().set_gemm(mode)
     try:
         got = grads_of(cell, "native", x, s0, None, False, weights)
@@ -204,7 +217,7 @@ def test_forced_gemm_library_matches_python(name, mode, T):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("name", list(CELLS))
+@pytest.mark.parametrize("name", list(NATIVE))
 def test_hidden_units_split_over_threads(name, dtype):
     """From 8 steps and 32 units a thread (gated cells: 256 units), threads split the hidden units (split.h):
     same numbers as python, with masks, reverse, the probe; and as the unsplit loop (RNNKIT_SPLIT=0)."""
@@ -255,14 +268,15 @@ def test_projection_equals_linear(bias):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("name", list(CELLS))
+@pytest.mark.parametrize("name", list(NATIVE))
 def test_layer_native_projection_equals_python(name, dtype):
     """A layer long enough (T >= 8) for the native projection: where b_xh and b_hh add to the same
     pre-activation the loop adds b_xh + b_hh and the projection has no bias; every gradient as python's."""
     from rnnkit import Recurrent
 
     torch.manual_seed(0)
-    kw = {"learn_alpha": True} if name == "leaky" else {}
+    kw = {"learn_alpha": True} if name == "leaky" else {"proj_size": 7} if name == "lstmp" else {}
+    name = "lstm" if name == "lstmp" else name
     layer = Recurrent(name, 6, 20, num_layers=2, bidirectional=True, **kw).to(dtype)
     ref = Recurrent(name, 6, 20, num_layers=2, bidirectional=True, **kw).to(dtype)
     ref.load_state_dict(layer.state_dict())
@@ -271,7 +285,7 @@ def test_layer_native_projection_equals_python(name, dtype):
     lengths = torch.tensor([9, 4, 7])
     for m in (layer, ref):
         out, _ = m(x, lengths=lengths)
-        (out * torch.linspace(-1, 1, 40, dtype=dtype)).sum().backward()
+        (out * torch.linspace(-1, 1, out.shape[-1], dtype=dtype)).sum().backward()
     for a, b in zip(layer.parameters(), ref.parameters()):
         torch.testing.assert_close(a.grad, b.grad, rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
     cell = layer.cells[0]
@@ -391,17 +405,17 @@ def test_projection_with_tanh_tail_and_identity_block(tail, ident, bias):
         torch.testing.assert_close(c, a, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", list(CELLS))
+@pytest.mark.parametrize("name", list(NATIVE))
 def test_batch_first_outputs(name):
     """batch_first: the native loop writes hs as (B, T, H) and reads dL/dhs so; the same numbers as
     python's time-major hs transposed (float64, masks, reverse, probe, split and unsplit sizes)."""
     for H, T in ((5, 6), (40, 9)):
         cell, B = make(name, torch.float64, D=4, H=H), 9
         x = torch.randn(T, B, 4, dtype=torch.float64)
-        s0 = tuple(torch.randn(B, H, dtype=torch.float64) for _ in range(cell.num_states))
+        s0, Hout = states(cell, B, torch.float64), cell.output_size
         lengths = torch.tensor([T, 2, 4] * 3)
         mask = (torch.arange(T)[:, None] < lengths[None]).double()[..., None]
-        weights = torch.randn(B, T, H, dtype=torch.float64)
+        weights = torch.randn(B, T, Hout, dtype=torch.float64)
         for reverse in (False, True):
             results = []
             for backend, bf in (("python", False), ("native", True)):
@@ -411,7 +425,7 @@ def test_batch_first_outputs(name):
                     cell, cell.project_input(xr), s0, cell.rec_params(), mask, reverse, backend, probe, bf
                 )
                 hs = hs if bf else hs.transpose(0, 1)
-                assert hs.shape == (B, T, H)
+                assert hs.shape == (B, T, Hout)
                 ((hs * weights).sum() + sT[0].sum()).backward()
                 results.append([hs, *sT, xr.grad, *[p.grad for p in cell.parameters()], probe.dh])
             for a, b in zip(*results):

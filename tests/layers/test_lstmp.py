@@ -9,11 +9,17 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from rnnkit import GradProbe, Recurrent
 from rnnkit.cells import LSTMP
-from rnnkit.engine import run
+from rnnkit.engine import native, run
 from rnnkit.errors import RnnkitError
 
 # torch.nn.LSTM's own note that its proj_size path has no oneDNN kernel (the reference side, not rnnkit)
 pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
+NATIVE = pytest.param(
+    "native",
+    marks=pytest.mark.skipif(
+        native.unsupported(LSTMP, torch.zeros(1)) is not None, reason="no native backend here"
+    ),
+)
 TOL = {torch.float64: dict(rtol=1e-10, atol=1e-10), torch.float32: dict(rtol=1e-5, atol=1e-5)}
 
 
@@ -43,7 +49,7 @@ def test_step_backward_matches_autograd():
         torch.testing.assert_close(h, a, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("backend", ["autograd", "python", "native"])
+@pytest.mark.parametrize("backend", ["autograd", "python", NATIVE])
 @pytest.mark.parametrize("reverse,lengths", [(False, None), (True, [4, 2, 1])])
 def test_gradcheck(backend, reverse, lengths):
     cell, xw, state0, P, mask = engine_inputs(lengths=lengths)
@@ -55,11 +61,12 @@ def test_gradcheck(backend, reverse, lengths):
     assert gradcheck(f, (xw, *state0, *P), eps=1e-6, atol=1e-7)
 
 
-def test_gradgradcheck():
+@pytest.mark.parametrize("backend", ["python", NATIVE])
+def test_gradgradcheck(backend):
     cell, xw, state0, P, mask = engine_inputs(T=3, B=2, H=3, lengths=[3, 1])
 
     def f(xw, h0, c0, *P):
-        hs, state = run(cell, xw, (h0, c0), P, mask, True, "python")
+        hs, state = run(cell, xw, (h0, c0), P, mask, True, backend)
         return (hs, *state)
 
     assert gradgradcheck(f, (xw, *state0, *P), eps=1e-6, atol=1e-5)
@@ -117,7 +124,7 @@ def test_layer_options_with_projection():
     kw = dict(num_layers=2, skip_input=True, residual=True, cond_size=2, cond_mode="both", proj_size=2)
     x, v = torch.randn(3, 5, 4, dtype=torch.float64), torch.randn(3, 2, dtype=torch.float64)
     results = []
-    for backend in ("autograd", "python"):
+    for backend in ("autograd", "python", None):  # None: native where it builds
         torch.manual_seed(0)
         layer = Recurrent("lstm", 4, 5, backend=backend, **kw).double()
         probe = GradProbe()
@@ -126,8 +133,9 @@ def test_layer_options_with_projection():
         (out.square().sum() + h.sum() + c.sum()).backward()
         assert probe.dh.shape == (5, 3, 2)
         results.append([out, h, c, probe.dh, *(p.grad for p in layer.parameters())])
-    for a, b in zip(*results):
-        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
 
 
 def test_unbatched_and_step():

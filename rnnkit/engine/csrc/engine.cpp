@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cells_gated.h"
+#include "cells_proj.h"
 #include "split.h"
 
 namespace rnnkit {
@@ -46,29 +47,34 @@ void fold_input(Run<T>& r, const std::vector<c10::optional<at::Tensor>>& P, bool
 template <typename T, typename Cell>
 std::vector<int64_t> cache_widths(const Run<T>& r) {
   if constexpr (gated<T, Cell>()) return Cell::widths(r.H, r.raw);
-  else return Cell::widths(r.H);
+  else return Cell::widths(r.HC);
 }
 template <typename T, typename Cell>
 std::vector<GradSpec> grad_specs(const Run<T>& r) {
   if constexpr (gated<T, Cell>()) return Cell::grads(r.H, r.raw);
+  else if constexpr (std::is_same_v<Cell, LSTMP<T>>) return Cell::grads(r.HC, r.H);
   else return Cell::grads(r.H);
 }
 constexpr int64_t kPrepareSteps = 8;  // from this many steps on, per-step weights are prepared once (run.h, StepW)
 
+// HC: the width of c_t where it differs from h_t's (lstmp), else 0.
 template <typename T>
 Run<T> make_run(int64_t T_, const at::Tensor& HH, int64_t X, const std::vector<c10::optional<at::Tensor>>& P,
-                const c10::optional<at::Tensor>& mask, bool reverse, Tensors& keepalive, bool batch_first) {
+                const c10::optional<at::Tensor>& mask, bool reverse, Tensors& keepalive, bool batch_first,
+                int64_t HC = 0) {
   Run<T> r;
   r.T_ = T_, r.B = HH.size(1), r.H = HH.size(2), r.X = X, r.reverse = reverse;
+  r.HC = HC > 0 ? HC : r.H;
+  const int64_t W = std::max(r.H, r.HC);
   r.hs_t = batch_first ? r.H : r.B * r.H, r.hs_b = batch_first ? r.T_ * r.H : r.H;
   r.HH = HH.data_ptr<T>();
   r.mask = mask ? mask->data_ptr<T>() : nullptr;
-  at::Tensor zeros = at::zeros({4 * r.H}, HH.options());  // stands in for an absent bias
+  at::Tensor zeros = at::zeros({4 * W}, HH.options());  // stands in for an absent bias
   keepalive.push_back(zeros);
   for (auto& p : P) r.P.push_back(p ? p->data_ptr<T>() : zeros.data_ptr<T>());
   r.xb = zeros.data_ptr<T>();
   for (int k = 0; k < 3; ++k) {
-    keepalive.push_back(pooled_empty({r.B, 4 * r.H}, HH.options()));
+    keepalive.push_back(pooled_empty({r.B, 4 * W}, HH.options()));
     r.tmp.push_back(keepalive.back().data_ptr<T>());
   }
   return r;
@@ -138,12 +144,13 @@ Tensors forward(const at::Tensor& xw, const Tensors& state0, const std::vector<c
                 const c10::optional<at::Tensor>& xt) {
   const int64_t T_ = xw.size(0), B = xw.size(1), H = state0[0].size(1);
   const bool lstm = state0.size() == 2;
+  const int64_t HC = lstm ? state0[1].size(1) : H;  // c_t's width: H but in lstmp
   // without a backward to follow, only h_prev and h_t (and c) are needed: 2 slots (run.h), in the cache
   const int64_t slots = keep ? T_ + 1 : 2, first = (reverse ? T_ : 0) % slots, last = (reverse ? 0 : T_) % slots;
   at::Tensor HH = pooled_empty({slots, B, H}, xw.options()), CC;
   at::Tensor hs = batch_first ? pooled_empty({B, T_, H}, xw.options()) : pooled_empty({T_, B, H}, xw.options());
   Tensors keepalive, caches;
-  Run<T> r = make_run<T>(T_, HH, xw.size(2), P, mask, reverse, keepalive, batch_first);
+  Run<T> r = make_run<T>(T_, HH, xw.size(2), P, mask, reverse, keepalive, batch_first, HC);
   r.keep = keep, r.xw = xw.data_ptr<T>(), r.hs = hs.data_ptr<T>();
   fold_input<T, Cell>(r, P, raw, bool(xt));
   if (xt) {
@@ -152,7 +159,7 @@ Tensors forward(const at::Tensor& xw, const Tensors& state0, const std::vector<c
   }
   HH[first].copy_(state0[0]);
   if (lstm) {
-    CC = pooled_empty({slots, B, H}, xw.options());
+    CC = pooled_empty({slots, B, HC}, xw.options());
     CC[first].copy_(state0[1]);
     r.CC = CC.data_ptr<T>();
   }
@@ -202,7 +209,7 @@ Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optiona
   const at::Tensor& HH = saved[0];
   const bool lstm = dstate.size() == 2;
   Tensors keepalive;
-  Run<T> r = make_run<T>(HH.size(0) - 1, HH, X, P, mask, reverse, keepalive, batch_first);
+  Run<T> r = make_run<T>(HH.size(0) - 1, HH, X, P, mask, reverse, keepalive, batch_first, lstm ? saved[1].size(2) : 0);
   fold_input<T, Cell>(r, P, raw, xt);
   const int64_t T_ = r.T_, B = r.B, H = r.H;
   r.prepare = T_ >= kPrepareSteps;
@@ -213,6 +220,7 @@ Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optiona
   if (lstm) dC = dstate[1].clone(), r.CC = saved[1].data_ptr<T>(), r.dC = dC.data_ptr<T>();
   for (size_t k = lstm ? 2 : 1; k < saved.size(); ++k) r.cache.push_back(saved[k].data_ptr<T>());
   if (std::is_same_v<Cell, GRU<T>>) dhw = pooled_empty({T_, B, 3 * H}, o), r.dhw = dhw.data_ptr<T>();
+  if (std::is_same_v<Cell, LSTMP<T>>) dhw = pooled_empty({T_, B, H}, o), r.dhw = dhw.data_ptr<T>();  // W_hr's dpre
   if (r.raw) dhw = pooled_empty({T_, B, H}, o), r.dhw = dhw.data_ptr<T>();  // mut1's da_h̃
   if (probe) rec = pooled_empty({T_, B, H}, o), r.probe = rec.data_ptr<T>();
   const int64_t rows = row_threads(B, weight_bytes<T>(P));
@@ -243,7 +251,7 @@ Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optiona
   const size_t first = lstm ? 2 : 1;
   for (const GradSpec& g : grad_specs<T, Cell>(r)) {  // dU = dpreᵀ u: ONE GEMM over all T·B rows
     at::Tensor dpre = (g.from_dhw ? dhw : dxw).reshape({T_ * B, -1}).narrow(1, g.col0, g.width);
-    at::Tensor u = g.u < 0 ? h_prev : saved[first + g.u].reshape({T_ * B, H});
+    at::Tensor u = g.u < 0 ? h_prev : saved[first + g.u].reshape({T_ * B, -1});
     if (P[g.param]) dP[g.param] = dpre.t().mm(u);
     if (g.bias >= 0 && P[g.bias]) dP[g.bias] = dpre.sum(0);
   }
@@ -268,6 +276,7 @@ Tensors with_cell(int64_t cell, F&& f) {
     case 6: return f(Gated<T, Kind::M2>{});
     case 7: return f(Gated<T, Kind::M3>{});
     case 8: return f(Leaky<T>{});
+    case 9: return f(LSTMP<T>{});
   }
   TORCH_CHECK(false, "rnnkit native: unknown cell id ", cell);
   return {};

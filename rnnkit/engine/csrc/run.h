@@ -294,7 +294,8 @@ StepW<T> thread_weight(const T* W, bool tw, int64_t N, int64_t K, int64_t M, int
 
 template <typename T>
 struct Run {
-  int64_t T_, B, H, X;  // steps, batch, hidden, width of an xw row
+  int64_t T_, B, H, X;  // steps, batch, width of h_t (the state fed back and output), width of an xw row
+  int64_t HC = 0;        // width of c_t and of each gate block: H, except in lstmp (h_t is c's projection)
   int64_t b0 = 0, b1 = 0;  // the rows this thread owns: rows never mix within the time loop
   bool reverse = false, keep = true;
   const T* xw = nullptr;
@@ -319,7 +320,7 @@ struct Run {
   // backward
   const T* dhs = nullptr;
   T *dxw = nullptr, *dhw = nullptr, *dalpha = nullptr, *probe = nullptr;
-  T *dH = nullptr, *dC = nullptr;  // (B, H): dL/dstate, carried from step t+1 down to step t
+  T *dH = nullptr, *dC = nullptr;  // (B, H), (B, HC): dL/dstate, carried from step t+1 down to step t
   T* dh = nullptr;                 // (B, H): the total dL/dh_t = dH + m_t ⊙ dhs[t], formed before each step
 
   int64_t prev(int64_t t) const { return reverse ? t + 1 : t; }  // slot of h_prev for step t
@@ -328,7 +329,7 @@ struct Run {
   bool m(int64_t t, int64_t b) const { return mask == nullptr || mask[t * B + b] != T(0); }
   // Without a backward to follow (keep false) HH and CC hold 2 slots, h_prev and h_t, in turn.
   T* h(int64_t slot) const { return HH + (keep ? slot : slot % 2) * B * H; }
-  T* cs(int64_t slot) const { return CC + (keep ? slot : slot % 2) * B * H; }
+  T* cs(int64_t slot) const { return CC + (keep ? slot : slot % 2) * B * HC; }
   // (T+1, B, H) state slots read as a (T, B, H) array: row t is slot prev(t), resp. slot next(t)
   const T* at_prev(const T* slots) const { return slots + (reverse ? B * H : 0); }
   const T* at_next(const T* slots) const { return slots + (reverse ? 0 : B * H); }

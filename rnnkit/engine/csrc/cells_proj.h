@@ -1,0 +1,114 @@
+// LSTM with a recurrent projection (rnnkit/cells/lstmp.py; torch.nn.LSTM's proj_size): two GEMMs a step.
+//
+//   forward:   a = h_prev W_hhᵀ (GEMM);  gates, c_t, u_t = o_t ⊙ tanh(c_t) (pointwise);  h_t = u_t W_hrᵀ (GEMM)
+//   backward:  du = dh_t W_hr (GEMM);  the LSTM's pointwise backward with du for dh;  dh_prev += da W_hh (GEMM)
+//              after the loop: dW_hh = Σ daᵀ h_prev, dW_hr = Σ dh_tᵀ u_t (one GEMM each)
+//
+// h_t has P = r.H units and c_t, the gates and u_t r.HC. Caches: [i f g o] (4HC), tanh(c_t) (HC), u_t (HC);
+// backward keeps each step's dL/dh_t (W_hr's dpre, zero on padded rows) in dhw (T, B, P). Padded rows keep
+// h and c and output 0, as in the LSTM. The rows run in one thread or split over threads (over_rows).
+#pragma once
+#include "cells_basic.h"
+
+namespace rnnkit {
+
+template <typename T>
+struct LSTMP {
+  static constexpr int64_t kGates = 4;
+  static std::vector<int64_t> widths(int64_t HC) { return {4 * HC, HC, HC}; }
+  static std::vector<GradSpec> grads(int64_t HC, int64_t P) {
+    return {{0, false, 0, 4 * HC, -1, 1}, {2, true, 0, P, 2, -1}};  // W_hh (+ b_hh) from da, W_hr from dh_t
+  }
+
+  static void fwd(Run<T>& r, int64_t t) {
+    const int64_t P = r.H, HC = r.HC;
+    r.mul_wt(0, 4 * HC, P, r.h(r.prev(t)), P, r.tmp[0], 4 * HC);  // h_prev W_hhᵀ
+    if (r.keep) gates<true>(r, t, r.tmp[0]);
+    else gates<false>(r, t, r.tmp[0]);
+    r.mul_wt(2, P, HC, r.C(2, t, HC), HC, r.h(r.next(t)), P);  // h_t = u_t W_hrᵀ
+    const T* hp = r.h(r.prev(t));
+    T* hn = r.h(r.next(t));
+    for (int64_t b = r.b0; b < r.b1; ++b) {  // padded rows keep h_prev; outputs
+      T* __restrict h = hn + b * P;
+      T* __restrict out = r.out(t, b);
+      if (r.m(t, b)) {
+        std::copy(h, h + P, out);
+      } else {
+        std::copy(hp + b * P, hp + (b + 1) * P, h);
+        std::fill(out, out + P, T(0));
+      }
+    }
+  }
+
+  // i, f, g, o, c_t and u_t = o_t ⊙ tanh(c_t) of every unit (the gates and tanh(c_t) cached only for a backward)
+  template <bool keep>
+  static void gates(Run<T>& r, int64_t t, const T* pre) {
+    const int64_t B = r.B, H = r.HC;
+    const T *cp = r.cs(r.prev(t)), *bias = r.P[1];
+    T* cn = r.cs(r.next(t));
+    for (int64_t b = r.b0; b < r.b1; ++b) {
+      const T* __restrict x = r.xw + (t * B + b) * r.X;
+      const T* __restrict p = pre + b * 4 * H;
+      const T* __restrict c0 = cp + b * H;
+      T* __restrict g = r.C(0, t, 4 * H) + b * 4 * H;
+      T* __restrict tc = r.C(1, t, H) + b * H;
+      T* __restrict u = r.C(2, t, H) + b * H;
+      T* __restrict c = cn + b * H;
+      const T m = r.m(t, b) ? T(1) : T(0);
+      RNNKIT_SIMD
+      for (int64_t j = 0; j < H; ++j) {
+        const T i_t = sigmoid(x[j] + p[j] + bias[j]);
+        const T f_t = sigmoid(x[H + j] + p[H + j] + bias[H + j]);
+        const T g_t = tanh_(x[2 * H + j] + p[2 * H + j] + bias[2 * H + j]);
+        const T o_t = sigmoid(x[3 * H + j] + p[3 * H + j] + bias[3 * H + j]);
+        const T c_t = f_t * c0[j] + i_t * g_t, th = tanh_(c_t);
+        if constexpr (keep) g[j] = i_t, g[H + j] = f_t, g[2 * H + j] = g_t, g[3 * H + j] = o_t, tc[j] = th;
+        u[j] = o_t * th, c[j] = m != T(0) ? c_t : c0[j];
+      }
+    }
+  }
+
+  static void bwd(Run<T>& r, int64_t t) {
+    const int64_t B = r.B, P = r.H, H = r.HC;
+    T* dhr = r.dhw + t * B * P;  // dL/dh_t of this step: W_hr's dpre
+    for (int64_t b = r.b0; b < r.b1; ++b) {  // dh_prev's direct part: 0, or dh where the row is padded
+      const T *dh = r.dh + b * P;
+      if (r.m(t, b)) {
+        std::copy(dh, dh + P, dhr + b * P);
+        std::fill(r.dH + b * P, r.dH + (b + 1) * P, T(0));
+      } else {
+        std::fill(dhr + b * P, dhr + (b + 1) * P, T(0));
+        std::copy(dh, dh + P, r.dH + b * P);
+      }
+    }
+    T* du_all = r.tmp[1];
+    r.mul_w(2, false, H, P, r.dh, P, T(0), du_all, H);  // du = dh_t W_hr
+    const T* cp = r.cs(r.prev(t));
+    T* dxw = r.dxw + t * B * r.X;
+    for (int64_t b = r.b0; b < r.b1; ++b) {
+      const T* __restrict g = r.C(0, t, 4 * H) + b * 4 * H;
+      const T* __restrict tc = r.C(1, t, H) + b * H;
+      const T* __restrict c0 = cp + b * H;
+      const T* __restrict du = du_all + b * H;
+      T* __restrict da = dxw + b * r.X;
+      T* __restrict dC = r.dC + b * H;
+      if (!r.m(t, b)) {  // padded: no gate gradient, dc passes through
+        std::fill(da, da + 4 * H, T(0));
+        continue;
+      }
+      RNNKIT_SIMD
+      for (int64_t j = 0; j < H; ++j) {
+        const T i_t = g[j], f_t = g[H + j], g_t = g[2 * H + j], o_t = g[3 * H + j], th = tc[j];
+        const T dc = dC[j] + du[j] * o_t * (T(1) - th * th);
+        da[j] = dc * g_t * i_t * (T(1) - i_t);
+        da[H + j] = dc * c0[j] * f_t * (T(1) - f_t);
+        da[2 * H + j] = dc * i_t * (T(1) - g_t * g_t);
+        da[3 * H + j] = du[j] * th * o_t * (T(1) - o_t);
+        dC[j] = dc * f_t;
+      }
+    }
+    r.mul_w(0, false, P, 4 * H, dxw, r.X, T(1), r.dH, P);  // dh_prev += da W_hh
+  }
+};
+
+}  // namespace rnnkit

@@ -47,12 +47,13 @@ class Recurrent(nn.Module):
         backend: "autograd", "python", "native" or None (the fastest available).
         batch_first: False for (T, B, D) tensors, as torch.nn's default.
         proj_size: for lstm, project h_t to this many units (torch.nn.LSTM's proj_size; 0: none).
+        device, dtype: where and in what type the parameters live (torch.nn's factory arguments).
         **cell_kwargs: passed to the cell (forget_bias for lstm; alpha, learn_alpha for leaky).
     """
 
     def __init__(self, cell, input_size, hidden_size, num_layers=1, bidirectional=False, dropout=0.0,
                  bias=True, skip_input=False, residual=False, cond_size=0, cond_mode="input",
-                 backend=None, batch_first=True, proj_size=0, **cell_kwargs):  # fmt: skip
+                 backend=None, batch_first=True, proj_size=0, device=None, dtype=None, **cell_kwargs):  # fmt: skip
         super().__init__()
         Cell = CELLS.get(cell) if isinstance(cell, str) else cell
         if Cell is None:
@@ -91,6 +92,10 @@ class Recurrent(nn.Module):
         if cond_size and cond_mode in ("state", "both"):
             self.W_vs = nn.ModuleList(nn.Linear(cond_size, Hout) for _ in range(n))
         self.num_states = Cell.num_states
+        if device is not None or dtype is not None:
+            if dtype is not None and not dtype.is_floating_point:
+                raise RnnkitError(f"dtype must be a floating-point type, got {dtype}")
+            self.to(device=device, dtype=dtype)
 
     def extra_repr(self):
         """As torch.nn.LSTM prints itself: the cell, D, H, then the options that differ from the defaults."""

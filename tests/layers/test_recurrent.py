@@ -218,3 +218,13 @@ def test_activation_checkpointing(use_reentrant):
         grads.append([x.grad.clone(), *(p.grad.clone() for p in layer.parameters())])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_device_and_dtype_factory_arguments():
+    """device= and dtype= as torch.nn.LSTM takes them: every parameter and buffer made so; not an integer type."""
+    layer = Recurrent("leaky", 3, 4, num_layers=2, cond_size=2, device="cpu", dtype=torch.float64)
+    assert {t.dtype for t in (*layer.parameters(), *layer.buffers())} == {torch.float64}
+    out, _ = layer(torch.randn(2, 5, 3, dtype=torch.float64), cond=torch.randn(2, 2, dtype=torch.float64))
+    assert out.dtype == torch.float64
+    with pytest.raises(RnnkitError, match="dtype must be a floating-point type"):
+        Recurrent("lstm", 3, 4, dtype=torch.int64)

@@ -311,14 +311,12 @@ class Recurrent(nn.Module):
         what = "a tuple (h, c)" if self.num_states == 2 else "h"
         if len(state) != self.num_states:
             raise RnnkitError(f"state for {self.cell_name} must be {what}, got {got}")
-        for s, shape, what in zip(state, shapes, ("h", "c")):
+        for s, shape, name in zip(state, shapes, ("h", "c")):
             if tuple(s.shape) != shape:
-                size = "H" if shape[2] == H else "proj_size"
+                width = "proj_size" if self.proj_size and name == "h" else "H"
                 raise RnnkitError(
-                    f"state tensors must have shape (num_layers*dirs, B, H) = ({n}, {B}, {H}), got {tuple(s.shape)}"
-                    if not self.proj_size else
-                    f"state {what} must have shape (num_layers*dirs, B, {size}) = {shape}, got {tuple(s.shape)}"
-                )  # fmt: skip
+                    f"state {name} must have shape (num_layers*dirs, B, {width}) = {shape}, got {tuple(s.shape)}"
+                )
             if s.device != xs.device or s.dtype != xs.dtype:
                 raise RnnkitError(f"state is {s.dtype} on {s.device} but input is {xs.dtype} on {xs.device}")
         return tuple(state)

@@ -113,14 +113,18 @@ class Recurrent(nn.Module):
         return s
 
     # --- forward ---------------------------------------------------------------------------
-    def forward(self, x, state=None, lengths=None, cond=None, probe=None):
+    def forward(self, x, state=None, lengths=None, cond=None, probe=None, *, hx=None):
         """out, state = layer(x, state=None, lengths=None, cond=None).
 
         probe: a `GradProbe` (watches layer 0, forward direction) or a list, one per layer·direction.
         x may also be a `PackedSequence` (as for torch.nn's RNNs): then out is one too, in the same order;
         or one unbatched sequence (T, D), as torch.nn's RNNs take it: then out is (T, H·dirs) and the state
-        tensors (num_layers·dirs, H).
+        tensors (num_layers·dirs, H). hx: the state under torch.nn's name for it (`lstm(x, hx=(h, c))`).
         """
+        if hx is not None:
+            if state is not None:
+                raise RnnkitError("give the initial state as state or as hx (torch.nn's name), not both")
+            state = hx
         if isinstance(x, PackedSequence):
             return self._forward_packed(x, state, lengths, cond, probe)
         if isinstance(x, torch.Tensor) and x.dim() == 2:

@@ -162,3 +162,14 @@ def test_empty_batch_as_torch(backend, batch_first):
         assert xx.grad.shape == x.shape and all(not p.grad.any() for p in m.parameters())
     with pytest.raises(RnnkitError, match="no time steps"):
         ours(torch.randn((2, 0, 3) if batch_first else (0, 2, 3)))
+
+
+def test_state_by_torch_name_hx():
+    """Code written for torch.nn passes the state as hx=: the same result as state=; both is an error."""
+    torch.manual_seed(0)
+    ref = nn.GRU(3, 4, batch_first=True)
+    ours = Recurrent.from_torch(ref)
+    x, h0 = torch.randn(2, 5, 3), torch.randn(1, 2, 4)
+    torch.testing.assert_close(ours(x, hx=h0)[0], ref(x, hx=h0)[0])
+    with pytest.raises(RnnkitError, match="not both"):
+        ours(x, h0, hx=h0)

@@ -20,21 +20,15 @@ The native loop runs it too (rnnkit/engine/csrc/cells_proj.h).
 
 import torch
 
-from rnnkit.cells._base import linear, recurrent_weights
-from rnnkit.cells.lstm import LSTM, lstm_step_backward
+from rnnkit.cells._base import recurrent_weights
+from rnnkit.cells.lstm import LSTM, lstm_step, lstm_step_backward
 
 
 def lstmp_step(xw_t, state, P):
-    h_prev, c_prev = state
     W_hh, b_hh, W_hr = P
-    a_t = xw_t + linear(h_prev, W_hh, b_hh)  # (B, 4H)
-    a_i, a_f, a_g, a_o = a_t.chunk(4, dim=1)
-    i_t, f_t, g_t, o_t = torch.sigmoid(a_i), torch.sigmoid(a_f), torch.tanh(a_g), torch.sigmoid(a_o)
-    c_t = f_t * c_prev + i_t * g_t
-    tanh_c = torch.tanh(c_t)
-    u_t = o_t * tanh_c
+    (u_t, c_t), (h_prev,), cache = lstm_step(xw_t, state, (W_hh, b_hh))  # u_t = o_t ⊙ tanh(c_t), (B, H)
     h_t = u_t @ W_hr.t()  # (B, P)
-    return (h_t, c_t), (h_prev, u_t), (i_t, f_t, g_t, o_t, c_prev, tanh_c)
+    return (h_t, c_t), (h_prev, u_t), cache
 
 
 def lstmp_step_backward(dstate, cache, P):

@@ -171,6 +171,26 @@ struct Leaky {  // h̃ = tanh(xw_t + h_prev W_hhᵀ + b),  h_t = h_prev + α ⊙
   }
 };
 
+// The LSTM's pointwise backward for units [j0, j1) of one row: from dh (dL/dh_t) and dC (dL/dc_t), the
+// gradients da of the four gate pre-activations (block stride H) and dc_prev (into dC); g: the four gate
+// activations, tc: tanh(c_t), c0: c_prev. With zero_dH, dH[j] = 0 too (dh_prev's direct part of a valid row).
+template <typename T, bool zero_dH>
+inline void lstm_gate_grads(const T* __restrict g, const T* __restrict tc, const T* __restrict c0,
+                            const T* __restrict dh, T* __restrict dC, T* __restrict da, T* __restrict dH,
+                            int64_t H, int64_t j0, int64_t j1) {
+  RNNKIT_SIMD
+  for (int64_t j = j0; j < j1; ++j) {
+    const T i_t = g[j], f_t = g[H + j], g_t = g[2 * H + j], o_t = g[3 * H + j], th = tc[j];
+    const T dc = dC[j] + dh[j] * o_t * (T(1) - th * th);
+    da[j] = dc * g_t * i_t * (T(1) - i_t);
+    da[H + j] = dc * c0[j] * f_t * (T(1) - f_t);
+    da[2 * H + j] = dc * i_t * (T(1) - g_t * g_t);
+    da[3 * H + j] = dh[j] * th * o_t * (T(1) - o_t);
+    dC[j] = dc * f_t;
+    if constexpr (zero_dH) dH[j] = T(0);
+  }
+}
+
 template <typename T>
 struct LSTM {  // gates i, f, g, o;  caches: [i f g o] activations (4H), tanh(c_t) (H)
   static constexpr int64_t kGates = 4;
@@ -237,16 +257,7 @@ struct LSTM {  // gates i, f, g, o;  caches: [i f g o] activations (4H), tanh(c_
         std::copy(dh + j0, dh + j1, dH + j0);
         continue;
       }
-      RNNKIT_SIMD
-      for (int64_t j = j0; j < j1; ++j) {
-        const T i_t = g[j], f_t = g[H + j], g_t = g[2 * H + j], o_t = g[3 * H + j], th = tc[j];
-        const T dc = dC[j] + dh[j] * o_t * (T(1) - th * th);
-        da[j] = dc * g_t * i_t * (T(1) - i_t);
-        da[H + j] = dc * c0[j] * f_t * (T(1) - f_t);
-        da[2 * H + j] = dc * i_t * (T(1) - g_t * g_t);
-        da[3 * H + j] = dh[j] * th * o_t * (T(1) - o_t);
-        dC[j] = dc * f_t, dH[j] = T(0);
-      }
+      lstm_gate_grads<T, true>(g, tc, c0, dh, dC, da, dH, H, j0, j1);
     }
   }
 };

@@ -96,16 +96,7 @@ struct LSTMP {
         std::fill(da, da + 4 * H, T(0));
         continue;
       }
-      RNNKIT_SIMD
-      for (int64_t j = 0; j < H; ++j) {
-        const T i_t = g[j], f_t = g[H + j], g_t = g[2 * H + j], o_t = g[3 * H + j], th = tc[j];
-        const T dc = dC[j] + du[j] * o_t * (T(1) - th * th);
-        da[j] = dc * g_t * i_t * (T(1) - i_t);
-        da[H + j] = dc * c0[j] * f_t * (T(1) - f_t);
-        da[2 * H + j] = dc * i_t * (T(1) - g_t * g_t);
-        da[3 * H + j] = du[j] * th * o_t * (T(1) - o_t);
-        dC[j] = dc * f_t;
-      }
+      lstm_gate_grads<T, false>(g, tc, c0, du, dC, da, nullptr, H, 0, H);  // du for the LSTM's dh
     }
     r.mul_w(0, false, P, 4 * H, dxw, r.X, T(1), r.dH, P);  // dh_prev += da W_hh
   }

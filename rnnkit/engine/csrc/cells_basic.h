@@ -212,20 +212,21 @@ struct LSTM {  // gates i, f, g, o;  caches: [i f g o] activations (4H), tanh(c_
     if (r.keep) return fwd_rows<true>(r, t, pre, ldp, gs, j0, j1);
     fwd_rows<false>(r, t, pre, ldp, gs, j0, j1);  // no backward to follow: no caches written
   }
-  template <bool keep>
+  // proj (lstmp, cells_proj.h): o_t ⊙ tanh(c_t) goes to cache 2 as u_t, of which a GEMM then makes h_t.
+  template <bool keep, bool proj = false>
   static void fwd_rows(Run<T>& r, int64_t t, const T* pre, int64_t ldp, int64_t gs, int64_t j0, int64_t j1) {
-    const int64_t B = r.B, H = r.H;
+    const int64_t B = r.B, H = r.HC;  // the units of c_t and of each gate: h_t's too, but in lstmp
     const T *hp = r.h(r.prev(t)), *cp = r.cs(r.prev(t)), *bias = r.P[1];
     T *hn = r.h(r.next(t)), *cn = r.cs(r.next(t));
     for (int64_t b = r.b0; b < r.b1; ++b) {
       const T* __restrict x = r.xw + (t * B + b) * r.X;
       const T* __restrict p = pre + b * ldp - j0;
-      const T* __restrict h0 = hp + b * H;
+      const T* __restrict h0 = proj ? nullptr : hp + b * H;
       const T* __restrict c0 = cp + b * H;
       T* __restrict g = r.C(0, t, 4 * H) + b * 4 * H;
       T* __restrict tc = r.C(1, t, H) + b * H;
-      T *__restrict h = hn + b * H, *__restrict c = cn + b * H;
-      T* __restrict out = r.out(t, b);
+      T *__restrict h = proj ? r.C(2, t, H) + b * H : hn + b * H, *__restrict c = cn + b * H;
+      T* __restrict out = proj ? nullptr : r.out(t, b);
       const T m = r.m(t, b) ? T(1) : T(0);
       RNNKIT_SIMD
       for (int64_t j = j0; j < j1; ++j) {
@@ -235,7 +236,8 @@ struct LSTM {  // gates i, f, g, o;  caches: [i f g o] activations (4H), tanh(c_
         const T o_t = sigmoid(x[3 * H + j] + p[3 * gs + j] + bias[3 * H + j]);
         const T c_t = f_t * c0[j] + i_t * g_t, th = tanh_(c_t), h_t = o_t * th;
         if constexpr (keep) g[j] = i_t, g[H + j] = f_t, g[2 * H + j] = g_t, g[3 * H + j] = o_t, tc[j] = th;
-        h[j] = m != T(0) ? h_t : h0[j], c[j] = m != T(0) ? c_t : c0[j], out[j] = m != T(0) ? h_t : T(0);
+        if constexpr (proj) h[j] = h_t, c[j] = m != T(0) ? c_t : c0[j];  // padded rows: h_t kept after the GEMM
+        else h[j] = m != T(0) ? h_t : h0[j], c[j] = m != T(0) ? c_t : c0[j], out[j] = m != T(0) ? h_t : T(0);
       }
     }
   }

@@ -23,8 +23,9 @@ struct LSTMP {
   static void fwd(Run<T>& r, int64_t t) {
     const int64_t P = r.H, HC = r.HC;
     r.mul_wt(0, 4 * HC, P, r.h(r.prev(t)), P, r.tmp[0], 4 * HC);  // h_prev W_hhᵀ
-    if (r.keep) gates<true>(r, t, r.tmp[0]);
-    else gates<false>(r, t, r.tmp[0]);
+    // the LSTM's pointwise pass: gates, c_t and u_t = o_t ⊙ tanh(c_t) (cache 2; the gates cached only for a backward)
+    if (r.keep) LSTM<T>::template fwd_rows<true, true>(r, t, r.tmp[0], 4 * HC, HC, 0, HC);
+    else LSTM<T>::template fwd_rows<false, true>(r, t, r.tmp[0], 4 * HC, HC, 0, HC);
     r.mul_wt(2, P, HC, r.C(2, t, HC), HC, r.h(r.next(t)), P);  // h_t = u_t W_hrᵀ
     const T* hp = r.h(r.prev(t));
     T* hn = r.h(r.next(t));
@@ -36,34 +37,6 @@ struct LSTMP {
       } else {
         std::copy(hp + b * P, hp + (b + 1) * P, h);
         std::fill(out, out + P, T(0));
-      }
-    }
-  }
-
-  // i, f, g, o, c_t and u_t = o_t ⊙ tanh(c_t) of every unit (the gates and tanh(c_t) cached only for a backward)
-  template <bool keep>
-  static void gates(Run<T>& r, int64_t t, const T* pre) {
-    const int64_t B = r.B, H = r.HC;
-    const T *cp = r.cs(r.prev(t)), *bias = r.P[1];
-    T* cn = r.cs(r.next(t));
-    for (int64_t b = r.b0; b < r.b1; ++b) {
-      const T* __restrict x = r.xw + (t * B + b) * r.X;
-      const T* __restrict p = pre + b * 4 * H;
-      const T* __restrict c0 = cp + b * H;
-      T* __restrict g = r.C(0, t, 4 * H) + b * 4 * H;
-      T* __restrict tc = r.C(1, t, H) + b * H;
-      T* __restrict u = r.C(2, t, H) + b * H;
-      T* __restrict c = cn + b * H;
-      const T m = r.m(t, b) ? T(1) : T(0);
-      RNNKIT_SIMD
-      for (int64_t j = 0; j < H; ++j) {
-        const T i_t = sigmoid(x[j] + p[j] + bias[j]);
-        const T f_t = sigmoid(x[H + j] + p[H + j] + bias[H + j]);
-        const T g_t = tanh_(x[2 * H + j] + p[2 * H + j] + bias[2 * H + j]);
-        const T o_t = sigmoid(x[3 * H + j] + p[3 * H + j] + bias[3 * H + j]);
-        const T c_t = f_t * c0[j] + i_t * g_t, th = tanh_(c_t);
-        if constexpr (keep) g[j] = i_t, g[H + j] = f_t, g[2 * H + j] = g_t, g[3 * H + j] = o_t, tc[j] = th;
-        u[j] = o_t * th, c[j] = m != T(0) ? c_t : c0[j];
       }
     }
   }

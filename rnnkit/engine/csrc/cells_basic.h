@@ -243,23 +243,27 @@ struct LSTM {  // gates i, f, g, o;  caches: [i f g o] activations (4H), tanh(c_
   }
   // The pointwise part for hidden units [j0, j1): da of their four gates, dc_prev; dh_prev's direct part (0,
   // or dh where the row is padded) before the GEMM adds da W_hh.
-  static void bwd_units(Run<T>& r, int64_t t, int64_t j0, int64_t j1) {
-    const int64_t B = r.B, H = r.H;
+  static void bwd_units(Run<T>& r, int64_t t, int64_t j0, int64_t j1) { bwd_rows<false>(r, t, r.dh, j0, j1); }
+  // dh: dL/d(o_t ⊙ tanh c_t), (B, HC). proj (lstmp, cells_proj.h): that is du = dh_t W_hr, and the caller sets
+  // dh_prev's direct part (h_t has other units than c_t there).
+  template <bool proj>
+  static void bwd_rows(Run<T>& r, int64_t t, const T* dh_all, int64_t j0, int64_t j1) {
+    const int64_t B = r.B, H = r.HC;
     const T* cp = r.cs(r.prev(t));
     T* dxw = r.dxw + t * B * r.X;
     for (int64_t b = r.b0; b < r.b1; ++b) {
       const T* __restrict g = r.C(0, t, 4 * H) + b * 4 * H;
       const T* __restrict tc = r.C(1, t, H) + b * H;
       const T* __restrict c0 = cp + b * H;
-      const T* __restrict dh = r.dh + b * H;
+      const T* __restrict dh = dh_all + b * H;
       T* __restrict da = dxw + b * r.X;
-      T *__restrict dH = r.dH + b * H, *__restrict dC = r.dC + b * H;
-      if (!r.m(t, b)) {
+      T *__restrict dH = proj ? nullptr : r.dH + b * H, *__restrict dC = r.dC + b * H;
+      if (!r.m(t, b)) {  // padded: no gate gradient; dc (and dh) pass through
         for (int64_t k = 0; k < 4; ++k) std::fill(da + k * H + j0, da + k * H + j1, T(0));
-        std::copy(dh + j0, dh + j1, dH + j0);
+        if constexpr (!proj) std::copy(dh + j0, dh + j1, dH + j0);
         continue;
       }
-      lstm_gate_grads<T, true>(g, tc, c0, dh, dC, da, dH, H, j0, j1);
+      lstm_gate_grads<T, !proj>(g, tc, c0, dh, dC, da, dH, H, j0, j1);
     }
   }
 };

@@ -56,22 +56,8 @@ struct LSTMP {
     }
     T* du_all = r.tmp[1];
     r.mul_w(2, false, H, P, r.dh, P, T(0), du_all, H);  // du = dh_t W_hr
-    const T* cp = r.cs(r.prev(t));
-    T* dxw = r.dxw + t * B * r.X;
-    for (int64_t b = r.b0; b < r.b1; ++b) {
-      const T* __restrict g = r.C(0, t, 4 * H) + b * 4 * H;
-      const T* __restrict tc = r.C(1, t, H) + b * H;
-      const T* __restrict c0 = cp + b * H;
-      const T* __restrict du = du_all + b * H;
-      T* __restrict da = dxw + b * r.X;
-      T* __restrict dC = r.dC + b * H;
-      if (!r.m(t, b)) {  // padded: no gate gradient, dc passes through
-        std::fill(da, da + 4 * H, T(0));
-        continue;
-      }
-      lstm_gate_grads<T, false>(g, tc, c0, du, dC, da, nullptr, H, 0, H);  // du for the LSTM's dh
-    }
-    r.mul_w(0, false, P, 4 * H, dxw, r.X, T(1), r.dH, P);  // dh_prev += da W_hh
+    LSTM<T>::template bwd_rows<true>(r, t, du_all, 0, H);  // the LSTM's pointwise backward, du for its dh
+    r.mul_w(0, false, P, 4 * H, r.dxw + t * B * r.X, r.X, T(1), r.dH, P);  // dh_prev += da W_hh
   }
 };
 

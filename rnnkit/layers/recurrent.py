@@ -80,7 +80,7 @@ class Recurrent(nn.Module):
         self.proj_size = proj_size
         self.dirs = 2 if bidirectional else 1
         H, dirs = hidden_size, self.dirs
-        self.output_size = Hout = proj_size or H  # width of h_t per direction
+        Hout = self.output_size
         self.cells = nn.ModuleList()  # index ℓ·dirs + direction
         for layer in range(num_layers):
             d_in = input_size if layer == 0 else Hout * dirs + (input_size if skip_input else 0)
@@ -96,6 +96,11 @@ class Recurrent(nn.Module):
             if dtype is not None and not dtype.is_floating_point:
                 raise RnnkitError(f"dtype must be a floating-point type, got {dtype}")
             self.to(device=device, dtype=dtype)
+
+    @property
+    def output_size(self) -> int:
+        """Width of h_t per direction: hidden_size, or proj_size for an lstm with a projection."""
+        return self.proj_size or self.hidden_size
 
     def extra_repr(self):
         """As torch.nn.LSTM prints itself: the cell, D, H, then the options that differ from the defaults."""

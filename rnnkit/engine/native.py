@@ -150,11 +150,15 @@ class NativeRecurrence(torch.autograd.Function):
         ctx.saved, ctx.flat, ctx.X = out[1 + n_state :], flat, xw.shape[2]
         ctx.shapes = [None if p is None else p.shape for p in P]
         ctx.state_shapes = [s.shape for s in state0]  # h and c differ in width in lstmp
-        ctx.save_for_backward(saved_input(ctx, xw), xt, *tensors)  # for higher-order gradients only
+        # saved for higher-order gradients, and so that backward's unpacking checks them (below)
+        ctx.save_for_backward(saved_input(ctx, xw), xt, *tensors)
         return tuple(out[: 1 + n_state])
 
     @staticmethod
     def backward(ctx, dhs, *dstateT):
+        # raises torch's own error if an input was changed in place since forward (a weight by an optimizer
+        # step, say), as torch.nn's RNNs do: the loop reads the parameters (ctx.flat shares their memory)
+        _ = ctx.saved_tensors
         HH = ctx.saved[0]
         T, B, H = HH.shape[0] - 1, HH.shape[1], HH.shape[2]
         if dhs is None:

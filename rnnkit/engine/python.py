@@ -107,7 +107,8 @@ class PythonRecurrence(torch.autograd.Function):
         hs, state, caches, us = forward_loop(cell, xw, state0, P, mask, reverse, keep=keep)
         ctx.cell, ctx.mask, ctx.reverse, ctx.probe, ctx.n_state = cell, mask, reverse, probe, n_state
         ctx.caches, ctx.us, ctx.P, ctx.shape = caches, us, P, hs.shape
-        ctx.save_for_backward(saved_input(ctx, xw), *tensors)  # for higher-order gradients only
+        # saved for higher-order gradients, and so that backward's unpacking checks them (below)
+        ctx.save_for_backward(saved_input(ctx, xw), *tensors)
         return (hs, *(s.clone() for s in state))  # clones: the caches may hold the same tensors
 
     @staticmethod
@@ -116,8 +117,10 @@ class PythonRecurrence(torch.autograd.Function):
         if dhs is None:
             dhs = us[0].new_zeros(ctx.shape)
         dstateT = tuple(torch.zeros_like(dhs[0]) if d is None else d for d in dstateT)
+        # unpacking raises torch's own error if an input was changed in place since forward (a weight by an
+        # optimizer step, the initial state), as torch.nn's RNNs do: the loop below reads P and the caches
+        xw, *tensors = ctx.saved_tensors
         if torch.is_grad_enabled():  # backward(create_graph=True): gradients that differentiate again
-            xw, *tensors = ctx.saved_tensors
             xw, n = restored_input(ctx, xw), ctx.n_state
 
             def rerun():

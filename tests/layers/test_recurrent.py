@@ -228,3 +228,29 @@ def test_device_and_dtype_factory_arguments():
     assert out.dtype == torch.float64
     with pytest.raises(RnnkitError, match="dtype must be a floating-point type"):
         Recurrent("lstm", 3, 4, dtype=torch.int64)
+
+
+@pytest.mark.parametrize("backend", [None, "python", "autograd"])  # None: native where it builds
+@pytest.mark.parametrize(
+    "name,changed",
+    # not MUT1's W_xh: its projection reads [W_xh; W_xp] concatenated, a copy made in forward
+    [
+        (n, c)
+        for n in ("lstm", "gru", "mut1", "leaky")
+        for c in ("W_hh", "W_xh", "h0")
+        if (n, c) != ("mut1", "W_xh")
+    ],
+)
+def test_input_changed_in_place_before_backward_is_torchs_error(backend, name, changed):
+    """A weight changed in place between forward and backward (an optimizer step taken too early) or the
+    initial state: torch's version-counter error, as torch.nn's RNNs give, never a silently wrong gradient."""
+    torch.manual_seed(0)
+    layer = Recurrent(name, 3, 4, backend=backend, **({"learn_alpha": True} if name == "leaky" else {}))
+    h0 = torch.randn(1, 2, 4, requires_grad=True) * 1.0
+    state = (h0, torch.zeros(1, 2, 4)) if name == "lstm" else h0
+    x = torch.randn(2, 9, 3, requires_grad=True)  # then dx reads W_xh; 9 steps: the native projection
+    out, _ = layer(x, state)
+    with torch.no_grad():
+        {"W_hh": layer.cells[0].W_hh, "W_xh": layer.cells[0].W_xh, "h0": h0}[changed].add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()

@@ -494,3 +494,22 @@ def test_bad_engine_setting_is_a_one_line_error(var, value):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 1 and var in lines[0] and value in lines[0], out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("H", [5, 300])  # 300 units: split over threads
+@pytest.mark.parametrize("name", list(NATIVE))
+def test_nan_and_inf_propagate_as_in_python(name, H):
+    """A NaN or inf in the input reaches the outputs and gradients where torch's ops take it (torch.relu(NaN) is
+    NaN): the trainer's NaN check sees a diverged run whatever the backend."""
+    cell = make(name, torch.float32, H=H)
+    x = torch.randn(12, 2, cell.input_size)
+    x[3, 0, 1], x[5, 1, 0] = float("nan"), float("inf")
+    got = []
+    for backend in ("python", "native"):
+        cell.zero_grad()
+        xb = x.clone().requires_grad_()
+        hs, _ = run(cell, cell.project_input(xb), states(cell, 2), cell.rec_params(), backend=backend)
+        hs.sum().backward()
+        got.append((hs.isnan(), hs.isinf(), xb.grad.isnan()))
+    for a, b in zip(*got):
+        assert torch.equal(a, b)

@@ -87,7 +87,7 @@ struct Elman {  // h_t = φ(xw_t + h_prev W_hhᵀ + b_hh)
       RNNKIT_SIMD
       for (int64_t j = j0; j < j1; ++j) {
         const T a = x[j] + p[j] + bias[j];
-        const T v = relu ? (a > T(0) ? a : T(0)) : tanh_(a);
+        const T v = relu ? (a < T(0) ? T(0) : a) : tanh_(a);
         h[j] = v, out[j] = v;
       }
     }

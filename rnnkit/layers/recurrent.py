@@ -357,8 +357,14 @@ class Recurrent(nn.Module):
     def to_torch(self) -> nn.RNNBase:
         """A torch.nn.RNN/LSTM/GRU with the same weights (for the cells torch has)."""
         mode = self.cells[0].torch_mode
-        if mode is None or self.skip_input or self.residual or self.cond_size:
-            raise RnnkitError(f"torch.nn has no equivalent of this {self.cell_name} layer")
+        if mode is None:
+            raise RnnkitError(
+                f"torch.nn has no {self.cell_name} cell (it has rnn_tanh, rnn_relu, lstm and gru)"
+            )
+        extras = [name for name in ("skip_input", "residual", "cond_size") if getattr(self, name)]
+        if extras:
+            raise RnnkitError(f"torch.nn's RNNs have no {' or '.join(extras)}: this {self.cell_name} layer has "
+                              "no torch.nn equivalent")  # fmt: skip
         Module = {"LSTM": nn.LSTM, "GRU": nn.GRU}.get(mode, nn.RNN)
         kw = {"nonlinearity": "relu" if mode == "RNN_RELU" else "tanh"} if Module is nn.RNN else {}
         kw.update({"proj_size": self.proj_size} if self.proj_size else {})

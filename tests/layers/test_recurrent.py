@@ -115,8 +115,10 @@ def test_bad_construction():
         Recurrent("lstm", 3, 0)
     with pytest.raises(RnnkitError, match="dropout"):
         Recurrent("lstm", 3, 4, dropout=1.5)
-    with pytest.raises(RnnkitError, match="no equivalent"):
+    with pytest.raises(RnnkitError, match="torch.nn has no mut1 cell"):
         Recurrent("mut1", 3, 4).to_torch()
+    with pytest.raises(RnnkitError, match="no skip_input or residual: this lstm layer"):
+        Recurrent("lstm", 3, 4, num_layers=2, skip_input=True, residual=True).to_torch()
 
 
 def test_repr_shows_sizes_and_options():

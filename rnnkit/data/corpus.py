@@ -96,6 +96,8 @@ def _read_chunks(path: pathlib.Path):
 def load_file(path, name=None, memmap_path=None) -> Corpus:
     """Read a UTF-8 text file into a Corpus: pass 1 finds the vocabulary, pass 2 writes the tokens."""
     path = pathlib.Path(path)
+    if path.is_dir():
+        raise RnnkitError(f"corpus {path} is a folder; give one text file (join several with cat)")
     if not path.is_file():
         raise RnnkitError(
             f"corpus {path} not found; give a text file, 'shakespeare', or nothing for the built-in corpus"

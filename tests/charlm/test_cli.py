@@ -90,6 +90,7 @@ def test_bad_corpora(tmp_path, cli):
         (tmp_path / "missing.txt", "not found"),
         (tmp_path / "empty.txt", "empty"),
         (tmp_path / "latin1.txt", "byte offset 3"),
+        (tmp_path, "is a folder; give one text file"),
     ]:
         code, _, err = cli("train", path, "--out", tmp_path / "run", *TINY, "--dry-run")
         assert code == 2 and message in err, err

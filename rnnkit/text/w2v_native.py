@@ -16,7 +16,6 @@ fails, `load()` returns None, `reason` says why, and word2vec uses the batched t
 
 import os
 import sys
-import warnings
 
 from rnnkit._native_build import build, vector_flags
 
@@ -133,21 +132,4 @@ def load():
             name, cpp_sources=SOURCE, functions=["sgns_pairs"], extra_cflags=flags, verbose=False
         ),
     )
-    return _ext
-    if os.environ.get("RNNKIT_NATIVE", "1") == "0":
-        reason = "switched off by RNNKIT_NATIVE=0"
-        return None
-    try:
-        from torch.utils import cpp_extension
-
-        name, flags = _name_and_flags()
-        if not is_built():
-            print("rnnkit: compiling the word2vec loop once (about a minute)...", file=sys.stderr)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            _ext = cpp_extension.load_inline(
-                name, cpp_sources=SOURCE, functions=["sgns_pairs"], extra_cflags=flags, verbose=False
-            )
-    except Exception as e:  # no compiler, no ninja, unsupported platform, ...
-        reason = f"could not build the C++ loop: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
     return _ext

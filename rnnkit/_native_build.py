@@ -22,10 +22,26 @@ def vector_flags(name: str, flags: list[str]) -> tuple[str, list[str]]:
     return name, list(flags)
 
 
+def _ninja_on_path():
+    """torch's build runs `ninja` found on PATH. The one pip installs with rnnkit (the `ninja` package) sits
+    beside the interpreter, which is not on PATH when the virtual environment isn't activated
+    (`.venv/bin/python -m rnnkit`, as `make demo` runs): without a system ninja nothing would build."""
+    try:
+        import ninja
+
+        bin_dir = ninja.BIN_DIR
+    except (ImportError, AttributeError):
+        return
+    path = os.environ.get("PATH", "")
+    if bin_dir not in path.split(os.pathsep):
+        os.environ["PATH"] = path + os.pathsep + bin_dir if path else bin_dir
+
+
 def build(what: str, compile_fn) -> tuple[object, str | None]:
     """(module, None) from `compile_fn()`, or (None, reason) when switched off or it cannot build."""
     if os.environ.get("RNNKIT_NATIVE", "1") == "0":
         return None, "switched off by RNNKIT_NATIVE=0"
+    _ninja_on_path()
     try:
         with warnings.catch_warnings():  # the build's own warnings are not the user's business
             warnings.simplefilter("ignore")

@@ -10,7 +10,7 @@ per recurrent matrix, as in the python backend:
 
 The extension is compiled on first use with torch.utils.cpp_extension (ninja) and cached in torch's
 extensions directory ($TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions), so later runs only
-load it. If it cannot be built or loaded, `unsupported()` says why and the engine uses `python`.
+load it. If it cannot be built or loaded, `unsupported()` says why and the engine uses `python`, warning once.
 Set RNNKIT_NATIVE=0 to switch it off. RNNKIT_GEMM picks how the float32 GEMMs run: `auto` (default: the
 first GEMM of each shape times MKL's sgemm, oneDNN's matmul and, for the per-step weights, MKL's packed
 GEMM, and keeps the fastest, since which wins depends on the CPU), or `blas`, `dnnl`, `packed`, `own`.
@@ -85,6 +85,12 @@ def load():
         _ext.set_gemm(mode)
         _ext.set_split(int(os.environ.get("RNNKIT_SPLIT", "1") != "0"))
     return _ext
+
+
+def build_failed(reason):
+    """Whether `reason` (from unsupported) is that the extension could not be built or loaded, not a tensor it
+    doesn't run or a switch (RNNKIT_NATIVE=0)."""
+    return _ext is None and reason == _reason and not reason.startswith("switched off")
 
 
 def unsupported(cell, xw):

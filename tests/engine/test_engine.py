@@ -1,5 +1,7 @@
 """The engine: gradcheck for every cell and backend, backends equal to the autograd reference."""
 
+import os
+
 import pytest
 import torch
 
@@ -88,3 +90,32 @@ def test_no_grad_forward_matches():
         a, _ = run(cell, xw, state0, P, backend="python")
     b, _ = run(cell, xw, state0, P, backend="autograd")
     torch.testing.assert_close(a, b.detach())
+
+
+def test_failed_build_warns_once_with_the_default_backend(monkeypatch):
+    """A machine where the extension can't build runs python 2-3x slower: the default backend says so once;
+    RNNKIT_NATIVE=0 (a choice) and tensors native doesn't run (float16 here) stay quiet."""
+    from rnnkit.engine import _warned, native, resolve_backend
+
+    cell, xw, *_ = setup("lstm", dtype=torch.float32)
+    monkeypatch.setattr(native, "_ext", None)
+    monkeypatch.setattr(native, "_reason", "could not build the C++ extension: RuntimeError: no compiler")
+    _warned.clear()
+    with pytest.warns(RuntimeWarning, match="no compiler.*RNNKIT_NATIVE=0"):
+        assert resolve_backend(None, cell, xw) == "python"
+    assert resolve_backend(None, cell, xw) == "python"  # once: no second warning (warnings are errors here)
+    assert resolve_backend(None, cell, xw.half()) == "python"
+    monkeypatch.setattr(native, "_reason", "switched off by RNNKIT_NATIVE=0")
+    _warned.clear()
+    assert resolve_backend(None, cell, xw) == "python"
+
+
+def test_build_finds_the_ninja_installed_beside_python(monkeypatch):
+    """torch's build looks for ninja on PATH; pip put rnnkit's (the ninja package) beside the interpreter,
+    which is not on PATH when the virtual environment isn't activated (`.venv/bin/python -m rnnkit`)."""
+    ninja = pytest.importorskip("ninja", reason="the ninja package (a dependency) is not installed here")
+    from rnnkit import _native_build
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    _native_build._ninja_on_path()
+    assert ninja.BIN_DIR in os.environ["PATH"].split(os.pathsep)

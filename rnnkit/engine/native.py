@@ -30,6 +30,7 @@ pages in every step.
 import hashlib
 import os
 import pathlib
+import sys
 
 import torch
 
@@ -69,11 +70,18 @@ def load():
     name, flags = vector_flags(
         "rnnkit_native", ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"]
     )
+    name = f"{name}_{_sources_hash(flags)}"
+    built = os.path.join(cpp_extension._get_build_directory(name, False), f"{name}.so")
+    if os.environ.get("RNNKIT_NATIVE", "1") != "0" and not os.path.exists(built):
+        print(
+            "rnnkit: compiling the native engine once (about a minute; cached for later runs)...",
+            file=sys.stderr,
+        )
     sources, include = [str(CSRC / "engine.cpp")], [str(CSRC)]
     _ext, _reason = build(
         "the C++ extension",
         lambda: cpp_extension.load(
-            f"{name}_{_sources_hash(flags)}",
+            name,
             sources,
             extra_cflags=[*flags, "-fopenmp"],
             extra_ldflags=["-fopenmp"],

@@ -95,6 +95,16 @@ def load():
     return _ext
 
 
+def _plain(*tensors):
+    """Whether the gradients handed to a backward are plain tensors whose memory the C++ code can read: not
+    the batched ones of `torch.autograd.grad(..., is_grads_batched=True)` or `jacobian(vectorize=True)`, for
+    which backward computes in torch ops instead (as for create_graph=True), which vmap knows."""
+    f = torch._C._functorch
+    return all(
+        t is None or not (f.is_legacy_batchedtensor(t) or f.is_functorch_wrapped_tensor(t)) for t in tensors
+    )
+
+
 def build_failed(reason):
     """Whether `reason` (from unsupported) is that the extension could not be built or loaded, not a tensor it
     doesn't run or a switch (RNNKIT_NATIVE=0)."""
@@ -180,7 +190,7 @@ class NativeRecurrence(torch.autograd.Function):
         dstateT = [
             HH.new_zeros(s) if d is None else d.contiguous() for d, s in zip(dstateT, ctx.state_shapes)
         ]
-        if torch.is_grad_enabled():  # backward(create_graph=True)
+        if torch.is_grad_enabled() or not _plain(dhs, *dstateT):  # create_graph=True, or batched gradients
             return (None,) * 7 + NativeRecurrence._differentiable(ctx, dhs, dstateT)
         probe = ctx.probe
         out = load().backward(
@@ -245,7 +255,7 @@ class NativeProjection(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dxw, dx0=None):
         x2, W, t, x, Win, b = ctx.saved_tensors
-        if torch.is_grad_enabled():  # backward(create_graph=True): the same function in torch ops
+        if torch.is_grad_enabled() or not _plain(dxw, dx0):  # create_graph=True or batched: in torch ops
             return NativeProjection._differentiable(ctx, x, Win, b, dxw, dx0)
         need = ctx.needs_input_grad
         if dx0 is not None:

@@ -75,5 +75,9 @@ def saved_input(ctx, xw):
 
 
 def restored_input(ctx, xw):
-    """xw for higher_order_grads: the saved one, or computed again (attached to the caller's graph)."""
-    return xw if ctx.rebuild is None else ctx.rebuild()
+    """xw for higher_order_grads: the saved one, or computed again (attached to the caller's graph, also where
+    backward runs without grad mode: under batched gradients, see native._plain)."""
+    if ctx.rebuild is None:
+        return xw
+    with torch.enable_grad():
+        return ctx.rebuild()

@@ -29,12 +29,14 @@ def autograd_loop(cell, xw, state0, P, mask, reverse, probe=None):
 def _watch(probe, hs):
     """Record dL/dh_t of every step into probe once all have arrived."""
     grads = [None] * len(hs)
+    watched = [t for t, h in enumerate(hs) if h is not None]
 
     def make(t):
         def hook(g):
             grads[t] = g
-            if all(x is not None for x in grads):
+            if all(grads[s] is not None for s in watched):  # the last of this backward pass
                 probe.record(torch.stack(grads))
+                grads[:] = [None] * len(grads)  # a second pass (retain_graph) records afresh
 
         return hook
 

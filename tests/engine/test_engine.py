@@ -78,6 +78,18 @@ def test_probe_same_in_both_backends():
     torch.testing.assert_close(out["python"], out["autograd"])
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_probe_records_each_backward_pass_once(backend):
+    """Two backward passes over one graph (retain_graph): two records, the second of that pass alone."""
+    cell, xw, state0, P, _ = setup("gru", T=5)
+    probe = GradProbe()
+    hs, _ = run(cell, xw, state0, P, None, False, backend, probe)
+    hs.sum().backward(retain_graph=True)
+    (3 * hs).sum().backward()
+    assert len(probe.history) == 2
+    torch.testing.assert_close(probe.history[1], 3 * probe.history[0])
+
+
 def test_unknown_backend_is_a_clear_error():
     cell, xw, state0, P, _ = setup("gru")
     with pytest.raises(ValueError, match="unknown backend"):

@@ -68,6 +68,8 @@ class Recurrent(nn.Module):
                 raise RnnkitError(f"proj_size must be an integer in [1, hidden_size) = [1, {hidden_size}), "
                                   f"got {proj_size!r}")  # fmt: skip
             Cell, cell_kwargs = LSTMP, {**cell_kwargs, "proj_size": proj_size}
+        if not isinstance(cond_size, int) or cond_size < 0:
+            raise RnnkitError(f"cond_size must be an integer >= 0 (0: no conditioning), got {cond_size!r}")
         if not 0.0 <= dropout < 1.0:
             raise RnnkitError(f"dropout must be in [0, 1), got {dropout!r}")
         if cond_mode not in ("input", "state", "both"):
@@ -209,6 +211,8 @@ class Recurrent(nn.Module):
 
     def _forward_unbatched(self, x, state, lengths, cond, probe):
         """One sequence (T, D) run as a batch of one; state tensors (num_layers·dirs, H), cond (C,)."""
+        if x.shape[0] == 0:  # said here, in the caller's shape
+            raise RnnkitError(f"input has no time steps: shape {tuple(x.shape)} (T, D)")
         b = 0 if self.batch_first else 1
         if state is not None:
             given = state if isinstance(state, tuple | list) else (state,)
@@ -247,11 +251,18 @@ class Recurrent(nn.Module):
         return PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices), state
 
     def step(self, x_t, state=None, cond=None):
-        """One time step for a (B, D) input (sampling loops): returns (out_t (B, H·dirs), state)."""
+        """One time step for a (B, D) input (sampling loops): returns (out_t (B, H·dirs), state). Like
+        torch.nn's cells it also takes one unbatched (D,) input: out_t (H·dirs,), state tensors (layers, H)."""
         if self.dirs == 2:
             raise RnnkitError(
                 "a bidirectional layer reads the whole sequence; it cannot run one step at a time"
             )
+        if not isinstance(x_t, torch.Tensor) or x_t.dim() not in (1, 2):
+            got = tuple(x_t.shape) if isinstance(x_t, torch.Tensor) else type(x_t).__name__
+            raise RnnkitError(f"step takes one time step x_t of shape (B, D) or (D,), got {got}")
+        if x_t.dim() == 1:  # one sequence's step: the unbatched (T, D) form with T = 1
+            out, state = self.forward(x_t.unsqueeze(0), state, cond=cond)
+            return out.squeeze(0), state
         out, state = self.forward(x_t.unsqueeze(1 if self.batch_first else 0), state, cond=cond)
         return out.squeeze(1 if self.batch_first else 0), state
 
@@ -309,6 +320,9 @@ class Recurrent(nn.Module):
             if cond is None or cond.shape != (B, self.cond_size):
                 got = None if cond is None else tuple(cond.shape)
                 raise RnnkitError(f"cond must have shape ({B}, {self.cond_size}), got {got}")
+            if cond.device != xs.device or cond.dtype != xs.dtype:
+                raise RnnkitError(f"cond is {cond.dtype} on {cond.device} but input is {xs.dtype} on {xs.device}; "
+                                  "convert one")  # fmt: skip
         if state is None:
             zeros = tuple(xs.new_zeros(shape) for shape in shapes)
             if hasattr(self, "W_vs"):

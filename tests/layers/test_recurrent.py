@@ -44,6 +44,10 @@ def test_conditioning(mode):
     assert v.grad.abs().sum() > 0
     with pytest.raises(RnnkitError, match="cond must have shape"):
         layer(x)
+    with pytest.raises(RnnkitError, match="cond is torch.float64 on cpu but input is torch.float32"):
+        layer(x, cond=v.detach().double())
+    with pytest.raises(RnnkitError, match="cond_size must be an integer >= 0"):
+        Recurrent("gru", 3, 4, cond_size=-1)
 
 
 def test_truncated_bptt_state_carry_equals_full_sequence():
@@ -64,6 +68,23 @@ def test_step_equals_sequence():
         o, state = layer.step(x[:, t], state)
         outs.append(o)
     torch.testing.assert_close(torch.stack(outs, 1), full)
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_step_of_one_unbatched_input(batch_first):
+    """step takes (D,) as torch.nn's cells do: out (H,), state (layers, H), in either layout."""
+    layer = Recurrent("gru", 3, 4, num_layers=2, batch_first=batch_first, backend="python")
+    x = torch.randn(3)
+    out, h = layer.step(x)
+    assert out.shape == (4,) and h.shape == (2, 4)
+    ref, h1 = layer.step(x[None], h[:, None])
+    out, h = layer.step(x, h)
+    torch.testing.assert_close(out, ref[0])
+    torch.testing.assert_close(h, h1[:, 0])
+    with pytest.raises(RnnkitError, match=r"x_t of shape \(B, D\) or \(D,\), got \(1, 2, 3\)"):
+        layer.step(torch.randn(1, 2, 3))
+    with pytest.raises(RnnkitError, match=r"no time steps: shape \(0, 3\) \(T, D\)"):
+        layer(torch.randn(0, 3))
 
 
 def test_probe_per_layer():

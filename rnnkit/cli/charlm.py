@@ -84,8 +84,9 @@ def train_config(args):
     else:
         cfg = RunConfig()
         cfg.update(preset(args.preset or "default") if args.preset or not args.corpus else {})
-        if args.corpus:
-            cfg.data.corpus = args.corpus
+        if args.corpus:  # a file by its absolute path: --resume may run from another folder
+            given = pathlib.Path(args.corpus)
+            cfg.data.corpus = str(given.resolve()) if given.is_file() else args.corpus
     for flag, (section, name, _) in TRAIN_OPTIONS.items():
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
@@ -131,14 +132,21 @@ def _positive(name, value):
         raise RnnkitError(f"{name} must be > 0, got {value}")
 
 
+def _seed_range(name, seed):
+    """torch's generators take seeds in [-2^63, 2^64)."""
+    if seed is not None and not -(2**63) <= seed < 2**64:
+        raise RnnkitError(f"{name} must lie in [-2^63, 2^64), got {seed}")
+
+
 def cmd_sample(args) -> int:
     import torch
 
     _positive("--length", args.length)
-    if args.temperature <= 0:
+    if not args.temperature > 0:  # NaN too
         raise RnnkitError(
             f"--temperature must be > 0, got {args.temperature}; for the most probable text use --greedy"
         )
+    _seed_range("--seed", args.seed)
     if args.top_k < 0:
         raise RnnkitError(f"--top-k must be >= 0, got {args.top_k}")
     model, chars = load_model(args.run)
@@ -195,14 +203,16 @@ def cmd_eval(args) -> int:
     model, chars = load_model(args.run)
     text = "".join(load_file(args.file).chars)  # validates the file and finds its characters
     encode(text, chars, args.file)
-    corpus_tokens = encode_tokens(pathlib.Path(args.file).read_text(encoding="utf-8"), chars)
+    with open(args.file, encoding="utf-8", newline="") as f:  # as training reads: \r\n stays \r\n
+        corpus_tokens = encode_tokens(f.read(), chars)
     if len(corpus_tokens) < 2:
         raise RnnkitError(f"{args.file} needs at least 2 characters to evaluate")
+    streams = eval_streams(corpus_tokens, 32, 100)
     with torch.no_grad():
-        nats = evaluate(model, eval_streams(corpus_tokens, 32, 100))
+        nats = evaluate(model, streams)
     result = {
         "file": args.file,
-        "chars": len(corpus_tokens) - 1,
+        "chars": sum(batch.ys.numel() for batch in streams),  # predicted (the streams' last odd few are not)
         "nats_per_char": nats,
         "bits_per_char": nats / math.log(2),
     }

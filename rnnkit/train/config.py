@@ -4,10 +4,14 @@ Overrides are typed; an unknown key is an error. Presets (rnnkit.presets) are sm
 """
 
 import dataclasses
+import math
+import os
 from dataclasses import dataclass, field
 
 from rnnkit.errors import RnnkitError
 from rnnkit.models.charlm import CharLMConfig
+
+MAX_THREADS = 1024  # torch itself crashes on absurd counts (100,000)
 
 
 @dataclass
@@ -74,6 +78,22 @@ def validate(cfg: RunConfig):
     from rnnkit import CELLS
 
     m, d, t = cfg.model, cfg.data, cfg.train
+    for name, value in [
+        ("--lr", t.lr), ("--lr-decay", t.lr_decay), ("--clip-norm", t.clip_norm), ("--clip-value", t.clip_value),
+        ("--weight-decay", t.weight_decay), ("--max-epochs", t.max_epochs), ("--time-budget", t.time_budget),
+        ("--dropout", m.dropout), ("--forget-bias", m.forget_bias), ("--val-frac", d.val_frac),
+        ("sample temperature", t.sample_temperature),
+    ]:  # fmt: skip
+        if not math.isfinite(value):
+            raise RnnkitError(f"{name} must be a finite number, got {value}")
+    if m.backend not in (None, "autograd", "python", "native"):
+        raise RnnkitError(f"unknown --backend '{m.backend}'; choose autograd, python or native")
+    if not -(2**63) <= t.seed < 2**64:
+        raise RnnkitError(f"--seed must lie in [-2^63, 2^64), got {t.seed}")
+    if t.threads > MAX_THREADS:
+        raise RnnkitError(
+            f"--threads must be at most {MAX_THREADS}, got {t.threads} (this machine has {os.cpu_count()} CPUs)"
+        )
     if m.cell not in CELLS:
         raise RnnkitError(f"unknown --cell '{m.cell}'; choose one of {', '.join(sorted(CELLS))}")
     for name, value in [
@@ -85,7 +105,7 @@ def validate(cfg: RunConfig):
     for name, value in [
         ("--embedding-size", m.embedding_size), ("--max-steps", t.max_steps), ("--max-epochs", t.max_epochs),
         ("--time-budget", t.time_budget), ("--clip-norm", t.clip_norm), ("--clip-value", t.clip_value),
-        ("--sample-every", t.sample_every), ("--threads", t.threads),
+        ("--sample-every", t.sample_every), ("--threads", t.threads), ("--weight-decay", t.weight_decay),
     ]:  # fmt: skip
         if value < 0:
             raise RnnkitError(f"{name} must be >= 0, got {value}")

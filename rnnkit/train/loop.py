@@ -11,12 +11,16 @@
 The loop only calls `model(batch) -> (logits, loss)`, `model.state` and `model.sample(...)`.
 """
 
+import hashlib
 import json
 import math
 import pathlib
+import signal
+import threading
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -45,10 +49,20 @@ class Progress:
     )
     best_val: float = math.inf
     initial_loss: float = 0.0
+    corpus_id: str = ""  # the corpus's length and hash: a resumed run must read the same text
 
 
-def prepare_out(out, resume: bool, force: bool) -> pathlib.Path:
+def fingerprint(tokens) -> str:
+    """Length and hash of the token array (a memory map too: hashed in place, about 1 GB/s)."""
+    data = np.ascontiguousarray(tokens)
+    return f"{len(data)}:{hashlib.blake2b(memoryview(data).cast('B'), digest_size=8).hexdigest()}"
+
+
+def check_out(out, resume: bool, force: bool) -> pathlib.Path:
+    """The run folder, checked (nothing is written or removed yet: see clear_out)."""
     out = pathlib.Path(out)
+    if resume and force:
+        raise RnnkitError("give --resume (continue the run) or --force (replace it), not both")
     if out.exists() and not out.is_dir():
         raise RnnkitError(f"--out {out} is a file; give a folder")
     taken = (out / "config.json").exists()
@@ -56,11 +70,17 @@ def prepare_out(out, resume: bool, force: bool) -> pathlib.Path:
         raise RnnkitError(f"nothing to resume in {out} (no latest.pt); drop --resume to start a new run")
     if taken and not resume and not force:
         raise RnnkitError(f"{out} already holds a run; use --resume to continue it or --force to replace it")
-    if force and not resume:
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def clear_out(out: pathlib.Path, force: bool):
+    """Make the run folder; with --force, remove the old run's files, once the new run's options and corpus have
+    passed their checks (a typo must not cost the old run), and any checkpoint a kill left half-written."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES if force else []:
+        (out / name).unlink(missing_ok=True)
+    for tmp in out.glob("*.pt*.tmp"):  # save_checkpoint's temporary files
+        tmp.unlink(missing_ok=True)
 
 
 def evaluate(model, batches) -> float:
@@ -130,7 +150,7 @@ def load_data(cfg: RunConfig, dry_run: bool):
 
 def train(cfg: RunConfig, out, resume=False, force=False, dry_run=False, log=print) -> int:
     """Train (or continue) the run in folder `out`; returns the exit status (0, or 130 after Ctrl-C)."""
-    out = prepare_out(out, resume, force)
+    out = check_out(out, resume, force)
     ckpt = load_checkpoint(out / "latest.pt") if resume else None
     if dry_run:
         cfg.train.max_steps = DRY_RUN_STEPS
@@ -142,10 +162,11 @@ def train(cfg: RunConfig, out, resume=False, force=False, dry_run=False, log=pri
         torch.set_num_threads(cfg.train.threads)
     corpus, batches, val_batches = load_data(cfg, dry_run)
     chars = corpus.chars
-    if ckpt is not None and "".join(chars) != ckpt["chars"]:
-        raise RnnkitError(
-            f"the corpus of {out} has changed (its vocabulary differs); start a new run with --force"
-        )
+    corpus_id = fingerprint(corpus.tokens)
+    saved_id = None if ckpt is None else ckpt["progress"].get("corpus_id") or corpus_id  # older runs: none
+    if ckpt is not None and ("".join(chars) != ckpt["chars"] or saved_id != corpus_id):
+        what = "its vocabulary differs" if "".join(chars) != ckpt["chars"] else "same characters, other text"
+        raise RnnkitError(f"the corpus of {out} has changed ({what}); start a new run with --force")
     cfg.model.vocab_size = len(chars)
     torch.manual_seed(cfg.train.seed)
     model = CharLM(cfg.model)
@@ -156,6 +177,8 @@ def train(cfg: RunConfig, out, resume=False, force=False, dry_run=False, log=pri
         raise RnnkitError(
             f"{out / 'latest.pt'} does not fit this configuration ({str(e).splitlines()[0][:80]}); resume without changing model options"
         ) from None
+    progress.corpus_id = corpus_id
+    clear_out(out, force)
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
     (out / "vocab.json").write_text(json.dumps(chars, ensure_ascii=False) + "\n")
     n_params = sum(p.numel() for p in model.parameters())
@@ -189,10 +212,13 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
     model.train()
     if progress.step == 0:
         save("latest.pt")  # a good checkpoint exists before the first step can go wrong
+    carried, stepped, row = model.state, True, None
+    stop = _StopAfterStep(bar)
     try:
         while (total is None or progress.step < total) and progress.elapsed < budget:
             if progress.window == 0:
                 model.reset_state()  # a new epoch reads each stream from its start
+            carried, stepped, row = model.state, False, None  # a step stopped half-way is undone to here
             set_lr(optimizer, lr_at_epoch(t, progress.epoch))
             t0 = time.perf_counter()
             _, loss = model(batches.window(progress.window))
@@ -202,6 +228,7 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
             loss = loss.detach().item()
             _check_loss(loss, progress, out)
             optimizer.step()
+            stepped = True
             progress.step += 1
             progress.window = (progress.window + 1) % len(batches)
             progress.epoch += progress.window == 0
@@ -217,23 +244,55 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
             if progress.step % t.eval_every == 0 or last:
                 _validate(model, val_batches, progress, row, save, bar)
             metrics.write(**row)
+            validated, row = "val_loss" in row, None
             if t.sample_every and (progress.step % t.sample_every == 0 or last):
                 bar.write(
                     f"---- sample at step {progress.step} ----\n{sample_text(model, chars, cfg, progress.step)}\n----"
                 )
-            if "val_loss" in row:
+            if validated:
                 plot_losses(metrics.rows, out / "loss.png")
-    except KeyboardInterrupt:
+            if stop.asked:  # Ctrl-C during the step: stopped here, where the run resumes exactly
+                raise KeyboardInterrupt
+    except KeyboardInterrupt:  # a Ctrl-C after the step, or a second one inside it
+        if not stepped:
+            model.state = carried  # the window under way is read again on --resume, from the same state
+        elif row is not None:
+            metrics.write(**row)  # stopped in its validation: the step itself is done
         bar.close()
         save("latest.pt")
         log(f"interrupted at step {progress.step}; saved {out / 'latest.pt'}; continue with --resume")
         return 130
-    bar.close()
+    finally:
+        bar.close()  # also before an error, whose line then starts a line of its own
+        stop.restore()
     save("latest.pt")
     log(
         f"done: {progress.step} steps in {progress.elapsed:.0f} s; best val {_nats(progress.best_val)}; run folder {out}"
     )
     return 0
+
+
+class _StopAfterStep:
+    """Ctrl-C while training finishes the step under way (its optimizer step, validation, checkpoint and metrics
+    row) and then stops, so that --resume continues exactly as an uninterrupted run would; a second Ctrl-C stops
+    at once (the step under way is then undone unless its optimizer step was taken). Main thread only: elsewhere
+    Python delivers no signals, and Ctrl-C keeps its default."""
+
+    def __init__(self, bar):
+        self.asked, self.bar, self.previous = False, bar, None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+
+    def _handler(self, signum, frame):
+        if self.asked:
+            raise KeyboardInterrupt
+        self.asked = True
+        self.bar.write("Ctrl-C: stopping after this step (Ctrl-C again to stop now)")
+
+    def restore(self):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
 
 
 def _check_loss(loss: float, progress: Progress, out):

@@ -24,6 +24,9 @@ def test_sample(trained, cli):
     assert code == 0 and out.startswith("the ") and len(out.rstrip("\n")) >= 30
     assert cli("sample", trained, "--length", "30", "--seed", "1", "--prime", "the ")[1] == out
     assert cli("sample", trained, "--length", "20", "--greedy")[0] == 0
+    # a temperature so small that log p / T overflows float32: the most probable character, as --greedy
+    greedy = cli("sample", trained, "--length", "20", "--greedy", "--prime", "the ")[1]
+    assert cli("sample", trained, "--length", "20", "--temperature", "1e-40", "--prime", "the ")[1] == greedy
 
 
 def test_score_ranks_and_matches_the_model(trained, cli):
@@ -52,6 +55,27 @@ def test_eval(trained, corpus, cli):
         and result["nats_per_char"] > 0
         and abs(result["bits_per_char"] - result["nats_per_char"] / 0.6931471805599453) < 1e-9
     )
+
+
+def test_eval_reads_line_ends_as_training_does(tmp_path, cli):
+    """\r and \r\n are characters of the corpus: eval of the training file itself predicts every one."""
+    text = tmp_path / "cr.txt"
+    text.write_bytes(("the quick brown fox\r" * 300).encode())
+    run = tmp_path / "run"
+    assert cli("train", text, "--out", run, *TINY, "--dry-run", "--val-frac", "0.1")[0] == 0
+    code, out, err = cli("eval", run, text, "--json")
+    assert code == 0, err
+    assert json.loads(out)["chars"] <= len(text.read_bytes()) - 1
+
+
+def test_resume_from_another_folder(tmp_path, corpus, cli, monkeypatch):
+    """The saved config names the corpus by its absolute path: --resume works from anywhere."""
+    monkeypatch.chdir(corpus.parent)
+    run = tmp_path / "run"
+    assert cli("train", corpus.name, "--out", run, *TINY, "--max-steps", "2")[0] == 0
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli("train", "--out", run, "--resume", "--max-steps", "3")
+    assert code == 0, err
 
 
 def test_resume_and_force_from_the_command_line(tmp_path, corpus, cli):
@@ -103,6 +127,8 @@ def test_bad_sampling_options(trained, cli):
         (["--length", "0"], "--length must be > 0"),
         (["--prime", "the ÆØ"], "never saw: 'ÆØ'"),
         (["--top-k", "-1"], "--top-k"),
+        (["--temperature", "nan"], "--greedy"),
+        (["--seed", str(10**30)], "--seed must lie in"),
     ]:
         code, _, err = cli("sample", trained, *args)
         assert code == 2 and message in err, err

@@ -85,6 +85,101 @@ def test_ctrl_c_saves_and_exits_cleanly(tmp_path, corpus, monkeypatch):
     assert load_checkpoint(tmp_path / "run" / "latest.pt")["progress"]["step"] == 4
 
 
+def _interrupted_then_resumed_equals_whole(tmp_path, corpus, monkeypatch, interrupt):
+    """Stop a run at the 5th clip_gradients call with `interrupt`, resume it to 12 steps: the same weights and
+    metrics as 12 steps in one go, and every step's metrics row exactly once."""
+    from rnnkit.train import loop
+
+    quiet = lambda s: None  # noqa: E731
+    cfg = tiny_config(corpus, max_steps=12, eval_every=3)
+    train(cfg, tmp_path / "whole", log=quiet)
+    calls, real = {"n": 0}, loop.clip_gradients
+
+    def stop_in_step_5(*a):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            interrupt()
+        return real(*a)
+
+    monkeypatch.setattr(loop, "clip_gradients", stop_in_step_5)
+    assert train(cfg, tmp_path / "split", log=quiet) == 130
+    monkeypatch.setattr(loop, "clip_gradients", real)
+    assert train(cfg, tmp_path / "split", resume=True, log=quiet) == 0
+    whole, split = (load_checkpoint(tmp_path / name / "latest.pt")["model"] for name in ("whole", "split"))
+    assert all(torch.equal(whole[k], split[k]) for k in whole)
+    rows = read_metrics(tmp_path / "split" / "metrics.csv")
+    assert [r["step"] for r in rows] == [str(s) for s in range(1, 13)]
+    assert [r["train_loss"] for r in rows] == [
+        r["train_loss"] for r in read_metrics(tmp_path / "whole" / "metrics.csv")
+    ]
+
+
+def test_ctrl_c_finishes_the_step_and_resumes_exactly(tmp_path, corpus, monkeypatch):
+    """A real SIGINT half-way through a step (after its forward pass): the step is finished, then the run
+    stops; before, the state carried to the next window was saved with the window not yet counted."""
+    import os
+    import signal
+
+    interrupt = lambda: os.kill(os.getpid(), signal.SIGINT)  # noqa: E731
+    _interrupted_then_resumed_equals_whole(tmp_path, corpus, monkeypatch, interrupt)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back after the run
+
+
+def test_second_ctrl_c_inside_a_step_undoes_it(tmp_path, corpus, monkeypatch):
+    """A KeyboardInterrupt inside a step (a second Ctrl-C) before its optimizer step: the step is undone,
+    state included, and --resume runs it again."""
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    _interrupted_then_resumed_equals_whole(tmp_path, corpus, monkeypatch, interrupt)
+
+
+def test_force_keeps_the_old_run_when_the_new_one_is_refused(tmp_path, corpus):
+    quiet = lambda s: None  # noqa: E731
+    train(tiny_config(corpus, max_steps=2), tmp_path / "run", log=quiet)
+    with pytest.raises(RnnkitError, match="--lr must be > 0"):
+        train(tiny_config(corpus, max_steps=2, lr=-1.0), tmp_path / "run", force=True, log=quiet)
+    bad = tiny_config(corpus, max_steps=2)
+    bad.data.corpus = str(tmp_path / "missing.txt")
+    with pytest.raises(RnnkitError, match="not found"):
+        train(bad, tmp_path / "run", force=True, log=quiet)
+    assert (tmp_path / "run" / "latest.pt").is_file() and (tmp_path / "run" / "config.json").is_file()
+    with pytest.raises(RnnkitError, match="not both"):
+        train(tiny_config(corpus, max_steps=2), tmp_path / "run", resume=True, force=True, log=quiet)
+
+
+def test_resume_refuses_a_corpus_changed_with_the_same_characters(tmp_path, corpus):
+    quiet = lambda s: None  # noqa: E731
+    text = tmp_path / "text.txt"
+    text.write_text(corpus.read_text())
+    cfg = tiny_config(text, max_steps=2)
+    train(cfg, tmp_path / "run", log=quiet)
+    text.write_text(corpus.read_text()[::-1])  # the same characters in another text
+    cfg.train.max_steps = 4
+    with pytest.raises(RnnkitError, match="corpus of .* has changed .same characters, other text"):
+        train(cfg, tmp_path / "run", resume=True, log=quiet)
+
+
+@pytest.mark.parametrize(
+    "section,key,value,message",
+    [
+        ("train", "lr", float("nan"), "--lr must be a finite number"),
+        ("train", "weight_decay", -1.0, "--weight-decay must be >= 0"),
+        ("train", "max_epochs", float("inf"), "--max-epochs must be a finite number"),
+        ("train", "seed", 10**30, r"--seed must lie in \[-2\^63, 2\^64\)"),
+        ("train", "threads", 100_000, "--threads must be at most 1024"),
+        ("model", "backend", "nope", "unknown --backend 'nope'"),
+        ("model", "forget_bias", float("nan"), "--forget-bias must be a finite number"),
+    ],
+)
+def test_bad_numbers_are_one_line_errors(tmp_path, corpus, section, key, value, message):
+    cfg = tiny_config(corpus, max_steps=2)
+    setattr(getattr(cfg, section), key, value)
+    with pytest.raises(RnnkitError, match=message):
+        train(cfg, tmp_path / "run", log=lambda s: None)
+
+
 def test_bad_checkpoints(tmp_path):
     good = tmp_path / "good.pt"
     save_checkpoint(good, {"config": "{}", "chars": "ab"})

@@ -203,7 +203,7 @@ def cmd_eval(args) -> int:
     model, chars = load_model(args.run)
     text = "".join(load_file(args.file).chars)  # validates the file and finds its characters
     encode(text, chars, args.file)
-    with open(args.file, encoding="utf-8", newline="") as f:  # as training reads: \r\n stays \r\n
+    with open(args.file, encoding="utf-8-sig", newline="") as f:  # as training reads: \r\n stays, no BOM
         corpus_tokens = encode_tokens(f.read(), chars)
     if len(corpus_tokens) < 2:
         raise RnnkitError(f"{args.file} needs at least 2 characters to evaluate")

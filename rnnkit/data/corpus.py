@@ -86,6 +86,8 @@ def _read_chunks(path: pathlib.Path):
                 raise RnnkitError(
                     f"{path} is not UTF-8 text (invalid byte at byte offset {at}); convert it to UTF-8"
                 ) from None
+            if offset == 0 and text.startswith("\ufeff"):
+                text = text[1:]  # a byte-order mark says how the file is encoded; it is not part of the text
             offset += len(raw)
             if text:
                 yield text

@@ -19,6 +19,13 @@ def test_load_file_round_trips_any_language(tmp_path):
     assert "".join(c.chars[i] for i in c.tokens) == text
 
 
+def test_a_byte_order_mark_is_not_text(tmp_path):
+    path = tmp_path / "bom.txt"
+    path.write_bytes("\ufeffhello\r\nworld\r\n".encode())  # as Windows' Notepad saves
+    c = load_file(path)
+    assert "".join(c.chars[i] for i in c.tokens) == "hello\r\nworld\r\n"
+
+
 def test_chunked_reading_and_memmap(tmp_path, monkeypatch):
     monkeypatch.setattr(corpus_mod, "CHUNK_BYTES", 5)  # characters split across chunks
     text = "añb€c😀d" * 20

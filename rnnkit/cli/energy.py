@@ -10,11 +10,13 @@ Every subcommand takes --dry-run (tiny sizes) for a smoke test.
 """
 
 import json
+import math
 import pathlib
 
 import torch
 
-from rnnkit.energy._checks import as_spins, positive_int
+from rnnkit.energy._checks import as_spins, positive_float, positive_int
+from rnnkit.errors import RnnkitError
 
 
 def _common(p, action: str):
@@ -25,10 +27,36 @@ def _common(p, action: str):
 
 
 def _setup(args):
+    """Check the options every command shares, make --out, and seed a generator on --device."""
+    for name, value in vars(args).items():  # nan or inf is never a meaningful number option here
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise RnnkitError(f"--{name.replace('_', '-')} must be a finite number, got {v}")
+    _check_device(args.device)
     out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise RnnkitError(f"--out {out} is a file; give a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RnnkitError(f"cannot make the --out folder {out}: {e.strerror}; give another folder") from None
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     return out, generator
+
+
+def _check_device(name: str) -> None:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise RnnkitError(f"unknown --device {name!r}; use cpu or cuda") from None
+    if device.type not in ("cpu", "cuda"):
+        raise RnnkitError(f"--device {name} is not supported; use cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RnnkitError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise RnnkitError(
+            f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s); use cuda:0"
+        )
 
 
 def _wrote(path) -> None:
@@ -44,7 +72,7 @@ def hopfield_recall(args) -> None:
         patterns, shape = patterns_io.read_patterns(args.patterns)
     elif args.images:
         patterns, shape = patterns_io.read_images(args.images)
-    elif args.digits:
+    elif args.digits is not None:  # 0 is given too: an error there, not random patterns
         patterns, shape = patterns_io.digit_patterns(args.digits)
     else:
         units = positive_int("number of units N", 64 if args.dry_run else args.units)
@@ -150,6 +178,7 @@ def rbm_dbn(args) -> None:
     from rnnkit.energy import plots
     from rnnkit.energy.dbn import DBN
 
+    positive_float("--C (inverse regularisation of the classifier)", args.C)
     out, g = _setup(args)
     x_train, y_train, x_test, y_test = _digits_split(args)
     layers = [16, 8] if args.dry_run else args.layers
@@ -175,12 +204,15 @@ def rbm_cd_check(args) -> None:
     from rnnkit.energy import plots, rbm_exact
     from rnnkit.energy.rbm import RBM
 
+    ks = [1, 2, 4] if args.dry_run else args.ks
+    for k in ks:
+        if k < 1:
+            raise RnnkitError(f"--ks: k (Gibbs steps) must be an integer >= 1, got {k}")
     out, g = _setup(args)
     V, H = args.visible_units, args.hidden_units
     rbm = RBM(V, H, init_scale=args.weight_scale, generator=g, device=args.device)
     data = (torch.rand(200, V, generator=g, device=args.device) < 0.3).float()
     exact = torch.cat([t.flatten() for t in rbm_exact.exact_gradient(rbm, data)])
-    ks = [1, 2, 4] if args.dry_run else args.ks
     errors = []
     for k in ks:
         cd = torch.cat([t.flatten() for t in rbm_exact.cd_gradient_expected(rbm, data, k)])

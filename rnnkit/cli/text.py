@@ -1,6 +1,7 @@
 """Subcommands for the text tools: word2vec, neighbours, ngram, tfidf, markov."""
 
 import json
+import math
 import pathlib
 from dataclasses import asdict
 
@@ -37,6 +38,8 @@ def add_commands(sub) -> None:
     p.add_argument("words", nargs="+", metavar="WORD", help="words; with --analogy: A B C for A - B + C")
     p.add_argument("--topn", type=int, default=10)
     p.add_argument("--analogy", action="store_true", help="the words nearest to A - B + C")
+    p.add_argument("--format", choices=["auto", "text", "binary"], default="auto",
+                   help="word2vec file format (default: guessed from the file)")  # fmt: skip
     p.set_defaults(func=cmd_neighbours)
 
     ngram = sub.add_parser("ngram", help="n-gram language models").add_subparsers(dest="ngram", required=True)
@@ -130,13 +133,37 @@ def read_text(path, limit: int | None = None) -> str:
 
 def _positive(**values) -> None:
     for name, value in values.items():
-        if value <= 0:
-            raise RnnkitError(f"--{name.replace('_', '-')} must be > 0, got {value}")
+        if not math.isfinite(value) or value <= 0:
+            raise RnnkitError(f"--{name.replace('_', '-')} must be a finite number > 0, got {value}")
+
+
+def _out_folder(path) -> pathlib.Path:
+    """--out as a folder, made now: a file in its place is an error before any work starts."""
+    out = pathlib.Path(path)
+    if out.exists() and not out.is_dir():
+        raise RnnkitError(f"--out {out} is a file; give a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RnnkitError(f"cannot make the --out folder {out}: {e.strerror}; give another folder") from None
+    return out
+
+
+def _out_file(path) -> pathlib.Path:
+    """--out as a file: its folder is made now; a folder in its place is an error before any work starts."""
+    out = pathlib.Path(path)
+    if out.is_dir():
+        raise RnnkitError(f"--out {out} is a folder; give a file name, e.g. {out / 'model.npz'}")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise RnnkitError(f"--out {out}: {out.parent} is a file, not a folder; give another path")
+    _out_folder(out.parent)
+    return out
 
 
 def cmd_word2vec(args) -> int:
     from rnnkit.text import Word2Vec, Word2VecConfig
 
+    out = _out_folder(args.out)
     text = read_text(args.corpus, DRY_RUN_CHARS if args.dry_run else None)
     sentences = [(line.lower() if args.lower else line).split() for line in text.splitlines()]
     config = Word2VecConfig(**{k: getattr(args, k) for k in ("model", "loss", "dimension", "window", "negative",
@@ -144,8 +171,6 @@ def cmd_word2vec(args) -> int:
     if args.dry_run:
         config.epochs, config.min_count, config.backend = 1, 1, "torch"
     w2v = Word2Vec(config).fit(sentences, progress=True)
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     w2v.wv.save(out / "vectors.txt")
     w2v.wv.save(out / "vectors.bin", binary=True)
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
@@ -157,7 +182,7 @@ def cmd_neighbours(args) -> int:
     from rnnkit.text import WordVectors
 
     _positive(topn=args.topn)
-    wv = WordVectors.load(args.vectors)
+    wv = WordVectors.load(args.vectors, binary={"auto": None, "text": False, "binary": True}[args.format])
     if args.analogy:
         if len(args.words) != 3:
             raise RnnkitError(
@@ -179,11 +204,12 @@ def cmd_neighbours(args) -> int:
 def cmd_ngram_train(args) -> int:
     from rnnkit.text import NGramLM
 
+    out = _out_file(args.out)
     text = read_text(args.corpus, DRY_RUN_CHARS if args.dry_run else None)
     lm = NGramLM(
         args.order, args.smoothing, args.k, args.discount, args.level, args.lower, args.min_freq
     ).fit(text, progress=True)
-    lm.save(args.out)
+    lm.save(out)
     print(f"{args.order}-gram {args.level} model, {len(lm.vocab)} tokens, {sum(len(k) for k in lm.keys[1:]):,} n-grams -> {args.out}")  # fmt: skip
     return 0
 
@@ -256,6 +282,7 @@ def _documents(path, limit=None) -> tuple[list[str], list[str]]:
 def cmd_tfidf_index(args) -> int:
     from rnnkit.text import TfidfConfig, TfidfIndex
 
+    _out_folder(args.out)
     names, texts = _documents(args.documents, 100 if args.dry_run else None)
     config = TfidfConfig(tf=args.tf, smooth_idf=args.smooth_idf, stop_words=args.stop_words, stem=args.stem)
     index = TfidfIndex(config).fit(texts, progress=True)
@@ -271,7 +298,14 @@ def cmd_tfidf_search(args) -> int:
 
     _positive(top=args.top)
     index = TfidfIndex.load(args.index)
-    docs = json.loads((pathlib.Path(args.index) / "documents.json").read_text())
+    path = pathlib.Path(args.index) / "documents.json"
+    try:
+        docs = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        reason = getattr(e, "strerror", None) or e
+        raise RnnkitError(
+            f"cannot read {path}: {reason}; rebuild the index with `rnnkit tfidf index`"
+        ) from None
     for rank, (i, cos) in enumerate(index.search(args.query, args.top), 1):
         print(f"{rank}. {cos:.4f}  {docs[i]['name']}  {docs[i]['preview']}")
     return 0

@@ -64,6 +64,8 @@ class Ising:
             raise RnnkitError(f"lattice size L must be even for the checkerboard update, got {size}")
         self.T = check_temperatures(temperatures).to(device=device, dtype=dtype)
         self.J, self.h = float(J), float(h)
+        if not (math.isfinite(self.J) and math.isfinite(self.h)):
+            raise RnnkitError(f"coupling J and field h must be finite numbers, got J={J}, h={h}")
         self.update = choice("update", update, UPDATES)
         self.generator = generator
         shape = (len(self.T), size, size)

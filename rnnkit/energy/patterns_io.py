@@ -15,9 +15,17 @@ from rnnkit.errors import RnnkitError
 def read_patterns(path) -> tuple:
     """A text file, one pattern per line: values -1/1 (spaces or commas) or a string of + and -."""
     try:
-        lines = [line.strip() for line in pathlib.Path(path).read_text().splitlines() if line.strip()]
+        lines = [
+            line.strip()
+            for line in pathlib.Path(path).read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
     except OSError as e:
         raise RnnkitError(f"cannot read patterns file {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise RnnkitError(
+            f"cannot read patterns file {path}: it is not UTF-8 text; give a text file of ±1 patterns"
+        ) from None
     rows = []
     for line in lines:
         if re.fullmatch(r"[+-]+", line):

@@ -61,8 +61,13 @@ class NGramLM:
             raise RnnkitError(
                 f"unknown smoothing {smoothing!r}; use kneser-ney, modified-kneser-ney or add-k"
             )
-        if k <= 0 and smoothing == "add-k":
-            raise RnnkitError(f"add-k needs k > 0, got {k}")
+        if not 0 < k < np.inf and smoothing == "add-k":
+            raise RnnkitError(f"add-k needs a finite k > 0, got {k}")
+        if discount is not None and not 0 <= discount <= 1:  # D > 1 or D < 0: P no longer sums to 1
+            raise RnnkitError(
+                f"the Kneser-Ney discount must be between 0 and 1, got {discount}; "
+                "leave it out to estimate it"
+            )
         self.n, self.smoothing, self.k, self.discount = n, smoothing, float(k), discount
         self.level, self.lower, self.min_freq = level, lower, min_freq
 
@@ -92,7 +97,9 @@ class NGramLM:
             suffixes.append(suffix)
             ctx, prev_gram = np.concatenate([[-1], gram[:-1]]), gram
         for m in range(1, self.n):  # N1+(• g): distinct (m+1)-grams whose suffix is g
-            self.cont.append(np.bincount(suffixes[m + 1], minlength=len(self.keys[m])))
+            cont = np.bincount(suffixes[m + 1], minlength=len(self.keys[m]))
+            # a text shorter than n tokens has no (m+1)-grams: order m is its top order, with raw counts
+            self.cont.append(cont if len(self.keys[m + 1]) else self.count[m])
         self.cont.append(self.count[self.n])
         self._statistics()
         return self
@@ -130,6 +137,8 @@ class NGramLM:
         """Id of the m-gram (context id h, token w), or -1 where it was never seen."""
         key = np.where(h >= 0, h * len(self.vocab) + w, -1)
         keys = self.keys[m]
+        if len(keys) == 0:  # no m-gram at all: the training text had fewer than m tokens
+            return np.full(key.shape, -1, np.int64)
         pos = np.minimum(np.searchsorted(keys, key), len(keys) - 1)
         return np.where((h >= 0) & (keys[pos] == key), pos, -1)
 
@@ -147,6 +156,8 @@ class NGramLM:
         V = len(self.vocab)
         p = np.full(np.broadcast(ctxs[1], w).shape, 1.0 / V)  # P_0
         for m in range(1, self.n + 1):
+            if len(self.keys[m]) == 0:  # no m-grams (nor longer ones): back off to order m - 1
+                break
             h, g = ctxs[m], self._lookup(m, ctxs[m], w)
             if self.smoothing == "add-k":
                 c, c_h = self.count[m][g] * (g >= 0), self.raw_total[m][np.maximum(h, 0)] * (h >= 0)
@@ -209,6 +220,7 @@ class NGramLM:
     # ---- save / load ------------------------------------------------------------------------------
     def save(self, path) -> None:
         path = pathlib.Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {
             f"{name}{m}": getattr(self, name)[m] for m in range(1, self.n + 1) for name in ("keys", "count")
         }

@@ -95,6 +95,12 @@ class Word2Vec:
             raise RnnkitError(f"backend must be auto, native or torch, got {c.backend!r}")
         if min(c.window, c.dimension, c.epochs, c.min_count, c.workers, c.batch_size) < 1:
             raise RnnkitError("window, dimension, epochs, min_count, workers and batch_size must all be >= 1")
+        if c.negative < 0:
+            raise RnnkitError(f"negative (noise words per pair) must be >= 0, got {c.negative}")
+        if not (math.isfinite(c.alpha) and c.alpha > 0):
+            raise RnnkitError(f"alpha (the learning rate) must be a number > 0, got {c.alpha}")
+        if not (math.isfinite(c.sample) and c.sample >= 0):
+            raise RnnkitError(f"sample (subsampling threshold) must be >= 0 (0 turns it off), got {c.sample}")
 
     def build_vocab(self, sentences: list[list[str]]) -> None:
         self.vocab = Vocabulary.build(

@@ -46,8 +46,10 @@ class WordVectors:
 
     def nearest(self, query: np.ndarray, topn: int = 10, exclude=()) -> list[tuple[str, float]]:
         cos = self.unit @ (query / max(np.linalg.norm(query), 1e-12))
-        cos[list(exclude)] = -np.inf
-        best = np.argsort(-cos, kind="stable")[:topn]
+        keep = np.ones(len(cos), bool)
+        keep[list(exclude)] = False  # never listed, however large topn is
+        ids = np.flatnonzero(keep)
+        best = ids[np.argsort(-cos[ids], kind="stable")[:topn]]
         return [(self.words[i], float(cos[i])) for i in best]
 
     def neighbours(self, word: str, topn: int = 10) -> list[tuple[str, float]]:
@@ -115,7 +117,7 @@ class WordVectors:
             header, rest = data.split(b"\n", 1)
             V, E = (int(x) for x in header.split())
             if binary is None:
-                binary = not _is_text(rest[: 4 * E + 200])
+                binary = not _is_text(rest, V, E) and _is_binary(rest, V, E)
             words, vectors = _read_binary(rest, V, E) if binary else _read_text(rest, V, E)
         except (ValueError, UnicodeDecodeError) as e:
             raise RnnkitError(
@@ -124,11 +126,39 @@ class WordVectors:
         return cls(words, vectors)
 
 
-def _is_text(head: bytes) -> bool:
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return e.start > len(head) - 4  # a cut multi-byte character at the end is still text
+def _is_text(rest: bytes, V: int, E: int, records: int = 5) -> bool:
+    """Whether the first records are text lines "word x_1 ... x_E": E + 1 fields, the last E numbers.
+
+    Raw float32 bytes (zero vectors are all NUL bytes, which decode as UTF-8) almost never split so.
+    """
+    pos = 0
+    for _ in range(min(V, records)):
+        end = rest.find(b"\n", pos)
+        end = len(rest) if end < 0 else end
+        try:
+            parts = rest[pos:end].decode("utf-8").rstrip().split(" ")
+            [float(v) for v in parts[1:]]
+        except (UnicodeDecodeError, ValueError):
+            return False
+        if len(parts) != E + 1:
+            return False
+        pos = end + 1
+    return True
+
+
+def _is_binary(rest: bytes, V: int, E: int, records: int = 5) -> bool:
+    """Whether the first records are binary: "word " (UTF-8, no white space) then exactly 4 E bytes."""
+    pos = 0
+    for _ in range(min(V, records)):
+        space = rest.find(b" ", pos)
+        word = rest[pos:space].lstrip(b"\n")  # the newline after the previous vector, if written
+        if space < 0 or not word or len(word.split()) != 1 or space + 1 + 4 * E > len(rest):
+            return False
+        try:
+            word.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        pos = space + 1 + 4 * E
     return True
 
 

@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from rnnkit.cli import main
 
@@ -38,6 +39,16 @@ def test_patterns_from_a_text_file(tmp_path, capsys):
         (["hopfield", "recall", "--patterns", "{bad}"], "must be binary"),
         (["hopfield", "recall", "--patterns", "{ragged}"], "mixed lengths"),
         (["hopfield", "recall", "--patterns", "{missing}"], "cannot read patterns file"),
+        (["hopfield", "recall", "--patterns", "{latin1}"], "is not UTF-8 text"),
+        (["hopfield", "recall", "--digits", "0"], "--digits takes 1 to 10 classes, got 0"),
+        (["hopfield", "recall", "--device", "bogus"], "unknown --device 'bogus'; use cpu or cuda"),
+        (["hopfield", "recall", "--device", "meta"], "--device meta is not supported"),
+        (["rbm", "cd-check", "--ks", "1", "-1"], "k (Gibbs steps) must be an integer >= 1, got -1"),
+        (["rbm", "cd-check", "--ks", "0"], "k (Gibbs steps) must be an integer >= 1, got 0"),
+        (["rbm", "dbn", "--C", "0"], "--C (inverse regularisation of the classifier) must be a positive"),
+        (["ising", "sweep", "--coupling", "nan"], "--coupling must be a finite number, got nan"),
+        (["ising", "sweep", "--field", "inf"], "--field must be a finite number, got inf"),
+        (["ising", "sweep", "--temperatures", "1", "nan"], "--temperatures must be a finite number"),
         (["hopfield", "capacity", "--sizes", "0"], "N must be a positive integer"),
         (["rbm", "train", "--k", "0"], "k (Gibbs steps per update) must be an integer >= 1"),
         (["ising", "sweep", "--temperatures", "0", "1"], "temperatures must be positive"),
@@ -49,8 +60,28 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(args, message, tmp_path, capsy
     files = {"bad": "1 -1 0.5\n", "ragged": "1 -1 1\n1 -1\n"}
     for name, text in files.items():
         (tmp_path / name).write_text(text)
-    paths = {name: str(tmp_path / name) for name in [*files, "missing"]}
+    (tmp_path / "latin1").write_bytes(b"\xff\xfe\x00bad\n")
+    paths = {name: str(tmp_path / name) for name in [*files, "latin1", "missing"]}
     args = [a.format(**paths) for a in args]
     assert main([*args, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("rnnkit: error: ") and message in err and err.count("\n") == 1, err
+
+
+OUT_COMMANDS = ["hopfield recall", "hopfield capacity", "rbm train", "rbm dbn", "rbm cd-check", "ising sweep"]
+
+
+@pytest.mark.parametrize("command", OUT_COMMANDS)
+def test_an_out_that_is_a_file_is_one_line_before_any_work(command, tmp_path, capsys):
+    taken = tmp_path / "taken.txt"
+    taken.write_text("not a folder\n")
+    assert main([*command.split(), "--dry-run", "--out", str(taken)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == f"rnnkit: error: --out {taken} is a file; give a folder\n"
+
+
+def test_cuda_asked_for_on_a_machine_without_it(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["ising", "sweep", "--dry-run", "--device", "cuda", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err == "rnnkit: error: --device cuda: CUDA is not available on this machine; use --device cpu\n"

@@ -54,6 +54,8 @@ def test_onsager():
         lambda: ising.Ising(0, [1.0]),
         lambda: ising.Ising(8, [1.0], update="wolff"),
         lambda: ising.Ising(8, [1.0]).run(0, 0),
+        lambda: ising.Ising(8, [1.0], J=float("nan")),
+        lambda: ising.Ising(8, [1.0], h=float("inf")),
     ],
 )
 def test_bad_input(make):

@@ -181,6 +181,8 @@ def test_transform_sample_and_scikit_learn_round_trip():
         lambda r: RBM(6, 0),
         lambda r: RBM(6, 3, visible="poisson"),
         lambda r: rbm_exact.exact_gradient(RBM(30, 3), torch.zeros(2, 30)),
+        lambda r: rbm_exact.cd_gradient_expected(r, torch.zeros(2, 6), 0),
+        lambda r: rbm_exact.cd_gradient_expected(r, torch.zeros(2, 6), -1),
     ],
 )
 def test_bad_input(make):

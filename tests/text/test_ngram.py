@@ -88,9 +88,35 @@ def test_word_level_complete_and_sample_and_save(tmp_path):
     assert again.score("a cat sat").log_prob == pytest.approx(lm.score("a cat sat").log_prob)
 
 
+@pytest.mark.parametrize("smoothing", ["kneser-ney", "modified-kneser-ney", "add-k"])
+def test_a_text_shorter_than_the_order_backs_off(smoothing, tmp_path):
+    # "ab" has no 3-, 4- or 5-grams: the 5-gram model backs off to its 2-grams, as a 2-gram model does
+    lm, ref = NGramLM(5, smoothing).fit("ab"), NGramLM(2, smoothing).fit("ab")
+    a, b = lm.vocab.stoi["a"], lm.vocab.stoi["b"]
+    for history in ([], [a], [b, a]):
+        p = lm.next_distribution(history)
+        assert p.min() > 0 and p.sum() == pytest.approx(1.0, abs=1e-12)
+        if len(history) < 2 or smoothing != "add-k":  # add-k: a longer, unseen context is uniform
+            assert p == pytest.approx(ref.next_distribution(history))
+    assert lm.score("ab").log_prob == pytest.approx(ref.score("ab").log_prob)
+    lm.save(tmp_path / "m.npz")
+    assert NGramLM.load(tmp_path / "m.npz").score("ba", "ab").log_prob == pytest.approx(
+        lm.score("ba", "ab").log_prob
+    )
+
+
+@pytest.mark.parametrize("discount", [0.0, 1.0])
+def test_fixed_discounts_at_the_ends_of_zero_to_one_sum_to_one(discount):
+    lm = NGramLM(2, discount=discount, level="word").fit("a b a c a b b a c c a b\n")
+    assert lm.next_distribution([lm.vocab.stoi["a"]]).sum() == pytest.approx(1.0)
+
+
 def test_bad_input():
     with pytest.raises(RnnkitError, match="n=0"):
         NGramLM(0)
+    for discount in (-0.5, 1.5, 3.0, float("nan")):
+        with pytest.raises(RnnkitError, match="discount must be between 0 and 1"):
+            NGramLM(2, discount=discount)
     with pytest.raises(RnnkitError, match="empty"):
         NGramLM(2).fit("")
     with pytest.raises(RnnkitError):

@@ -81,6 +81,14 @@ def test_analogy_similarity_and_unknown_words():
         wv.neighbours("pear")
 
 
+def test_excluded_words_are_never_listed_however_large_topn():
+    words = ["king", "queen", "man", "woman"]
+    wv = WordVectors(words, np.random.default_rng(0).standard_normal((4, 5)))
+    assert [w for w, _ in wv.neighbours("king", topn=10)] == [w for w, _ in wv.neighbours("king", topn=3)]
+    assert sorted(w for w, _ in wv.neighbours("king", topn=10)) == ["man", "queen", "woman"]
+    assert [w for w, _ in wv.analogy("king", "man", "woman", topn=4)] == ["queen"]
+
+
 @pytest.mark.parametrize("binary", [False, True])
 def test_word2vec_formats_round_trip_and_load_in_gensim(tmp_path, binary):
     rng = np.random.default_rng(0)
@@ -94,6 +102,20 @@ def test_word2vec_formats_round_trip_and_load_in_gensim(tmp_path, binary):
     kv = gensim_models.KeyedVectors.load_word2vec_format(str(path), binary=binary)
     assert kv.index_to_key == wv.words
     np.testing.assert_allclose(kv["caf\u00e9"], wv["caf\u00e9"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("E", [1, 4, 50])
+def test_binary_files_whose_first_vectors_are_zero_are_read_as_binary(tmp_path, E):
+    # zero vectors are NUL bytes, valid UTF-8: the format is guessed from the records, not the encoding
+    vectors = np.zeros((4, E), np.float32)
+    vectors[2:] = np.random.default_rng(0).standard_normal((2, E))
+    wv = WordVectors(["<pad>", "<unk>", "the", "of"], vectors)
+    for binary in (True, False):
+        wv.save(tmp_path / "v", binary=binary)
+        for guess in (None, binary):
+            again = WordVectors.load(tmp_path / "v", binary=guess)
+            assert again.words == wv.words
+            np.testing.assert_allclose(again.vectors, vectors, rtol=1e-5)
 
 
 def test_malformed_vector_files(tmp_path):
@@ -115,6 +137,26 @@ def test_bad_corpora():
         Word2Vec(min_count=1, sample=0).fit([["a"], ["b"]])
     with pytest.raises(RnnkitError):
         Word2Vec(model="glove")
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"negative": -1}, "negative"),
+        ({"alpha": 0.0}, "alpha"),
+        ({"alpha": -0.1}, "alpha"),
+        ({"alpha": float("nan")}, "alpha"),
+        ({"sample": -1e-3}, "sample"),
+    ],
+)
+def test_bad_sizes_and_rates(bad, message):
+    with pytest.raises(RnnkitError, match=message):
+        Word2Vec(**bad)
+
+
+def test_no_negative_samples_still_trains():
+    w2v = Word2Vec(dimension=4, min_count=1, epochs=1, negative=0, backend="torch").fit(planted_corpus())
+    assert w2v.loss_is_finite()
 
 
 def _native_skip_reason():

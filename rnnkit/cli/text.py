@@ -205,12 +205,13 @@ def cmd_ngram_train(args) -> int:
     from rnnkit.text import NGramLM
 
     out = _out_file(args.out)
+    out = out if out.suffix == ".npz" else out.with_name(out.name + ".npz")  # as numpy names it
     text = read_text(args.corpus, DRY_RUN_CHARS if args.dry_run else None)
     lm = NGramLM(
         args.order, args.smoothing, args.k, args.discount, args.level, args.lower, args.min_freq
     ).fit(text, progress=True)
     lm.save(out)
-    print(f"{args.order}-gram {args.level} model, {len(lm.vocab)} tokens, {sum(len(k) for k in lm.keys[1:]):,} n-grams -> {args.out}")  # fmt: skip
+    print(f"{args.order}-gram {args.level} model, {len(lm.vocab)} tokens, {sum(len(k) for k in lm.keys[1:]):,} n-grams -> {out}")  # fmt: skip
     return 0
 
 

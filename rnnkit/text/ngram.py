@@ -233,6 +233,9 @@ class NGramLM:
 
     @classmethod
     def load(cls, path) -> "NGramLM":
+        path = pathlib.Path(path)
+        if not path.exists() and path.with_name(path.name + ".npz").exists():  # saved without the ending
+            path = path.with_name(path.name + ".npz")
         try:
             with np.load(path) as z:
                 meta = json.loads(str(z["meta"]))

@@ -82,6 +82,10 @@ def test_ngram_train_makes_the_out_folder_and_a_short_text_scores(tmp_path, caps
     _one_error_line(capsys, "--temperature must be a finite number > 0")
     assert main(["ngram", "train", str(tiny), "--out", str(model), "--discount", "3"]) == 2
     _one_error_line(capsys, "discount must be between 0 and 1")
+    bare = tmp_path / "bare"  # numpy adds .npz: the command says so, and score finds it by either name
+    assert main(["ngram", "train", str(tiny), "--out", str(bare)]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("bare.npz")
+    assert main(["ngram", "score", str(bare), "ab"]) == 0
 
 
 def test_an_out_that_is_a_file_is_refused_before_any_work(tmp_path, corpus, capsys):

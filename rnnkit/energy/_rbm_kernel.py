@@ -20,7 +20,15 @@ import tempfile
 import torch
 
 SOURCE = pathlib.Path(__file__).with_name("rbm_cd.c")
-FLAGS = ["-O3", "-march=native", "-ffast-math", "-shared", "-fPIC"]
+FLAGS = [
+    "-O3",
+    "-march=native",
+    "-ffast-math",
+    "-fPIC",
+]  # compiling; linking (below) goes without -ffast-math:
+# with it the linker adds crtfastmath.o, whose loading turns on flush-to-zero for the whole process, torch's
+# arithmetic included (float32 denormals read as 0: a sampling temperature of 1e-40 became a division by zero)
+LINK = ["-shared"]
 
 
 def _cache_dir() -> pathlib.Path:
@@ -38,16 +46,17 @@ def _cpu_name() -> str:
 
 def _build(compiler: str) -> pathlib.Path | None:
     source = SOURCE.read_bytes()
-    key = hashlib.sha256(source + " ".join(FLAGS + [compiler, _cpu_name()]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(source + " ".join(FLAGS + LINK + [compiler, _cpu_name()]).encode()).hexdigest()[:16]
     target = _cache_dir() / f"rbm_cd-{key}.so"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        built = pathlib.Path(tmp) / target.name
-        result = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built), "-lm"], capture_output=True)
-        if result.returncode != 0:
-            return None
+        built, obj = pathlib.Path(tmp) / target.name, pathlib.Path(tmp) / "rbm_cd.o"
+        for command in ([compiler, *FLAGS, "-c", str(SOURCE), "-o", str(obj)],
+                        [compiler, *LINK, str(obj), "-o", str(built), "-lm"]):  # fmt: skip
+            if subprocess.run(command, capture_output=True).returncode != 0:
+                return None
         os.replace(built, target)  # atomic: parallel test processes may build at once
     return target
 

@@ -14,7 +14,7 @@
        PCD: chain = h
    Noise per step: U0[s] (B*H) for CD only; U[s][t] = [u_v (Bc*V), u_h (Bc*H)] for t < k.
    Layout: W (H, V) row-major; Wᵀ (V, H) is kept beside it so that both products run along rows.
-   Build: cc -O3 -march=native -ffast-math -shared -fPIC (see _rbm_kernel.py). */
+   Build: cc -O3 -march=native -ffast-math -fPIC -c, then cc -shared (see _rbm_kernel.py). */
 
 #include <math.h>
 #include <string.h>

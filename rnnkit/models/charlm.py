@@ -138,7 +138,8 @@ class CharLM(nn.Module):
             if greedy:
                 c = int(logp.argmax(-1))
             else:
-                y = (logp[0] - logp[0].max()) / temperature  # from the top: a tiny temperature can't overflow
+                # from the top, in float64: a tiny temperature can't overflow, nor be a denormal that flushes to 0
+                y = (logp[0].double() - logp[0].max()) / max(temperature, 1e-300)
                 if top_k and top_k < y.numel():
                     y = y.masked_fill(y < y.topk(top_k).values[-1], -math.inf)
                 c = int(torch.multinomial(F.softmax(y, -1), 1, generator=generator))

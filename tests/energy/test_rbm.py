@@ -121,6 +121,13 @@ def test_compiled_loop_equals_the_torch_loop(persistent, k, momentum, decay, B, 
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.skipif(_rbm_kernel.load() is None, reason="no C compiler for the CPU kernel")
+def test_loading_the_kernel_leaves_the_process_floating_point_alone():
+    """Linked with -ffast-math, the library's loading turned on flush-to-zero for the whole process."""
+    _rbm_kernel.load()
+    assert torch.tensor([1e-40]).mul(1.0).item() > 0  # a float32 denormal stays one
+
+
 @pytest.mark.parametrize("persistent", [True, False])
 def test_training_raises_the_exact_log_likelihood_of_digits(persistent):
     from rnnkit.energy.digits import load_digits

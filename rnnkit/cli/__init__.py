@@ -5,12 +5,25 @@ that registers parsers whose `func` attribute takes the parsed arguments.
 """
 
 import argparse
+import pathlib
 import sys
 
 from rnnkit.errors import RnnkitError
 
 # module name -> what it provides; each module registers its own subcommands.
 COMMAND_MODULES = ["charlm", "energy", "text"]
+
+
+def out_folder(path) -> pathlib.Path:
+    """--out as a folder, made now: a file in its place is an error before any work starts."""
+    out = pathlib.Path(path)
+    if out.exists() and not out.is_dir():
+        raise RnnkitError(f"--out {out} is a file; give a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RnnkitError(f"cannot make the --out folder {out}: {e.strerror}; give another folder") from None
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:

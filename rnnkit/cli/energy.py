@@ -11,10 +11,10 @@ Every subcommand takes --dry-run (tiny sizes) for a smoke test.
 
 import json
 import math
-import pathlib
 
 import torch
 
+from rnnkit.cli import out_folder
 from rnnkit.energy._checks import as_spins, positive_float, positive_int
 from rnnkit.errors import RnnkitError
 
@@ -33,13 +33,7 @@ def _setup(args):
             if isinstance(v, float) and not math.isfinite(v):
                 raise RnnkitError(f"--{name.replace('_', '-')} must be a finite number, got {v}")
     _check_device(args.device)
-    out = pathlib.Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise RnnkitError(f"--out {out} is a file; give a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RnnkitError(f"cannot make the --out folder {out}: {e.strerror}; give another folder") from None
+    out = out_folder(args.out)
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     return out, generator
 

@@ -5,6 +5,7 @@ import math
 import pathlib
 from dataclasses import asdict
 
+from rnnkit.cli import out_folder
 from rnnkit.errors import RnnkitError
 
 DRY_RUN_CHARS = 20_000
@@ -137,18 +138,6 @@ def _positive(**values) -> None:
             raise RnnkitError(f"--{name.replace('_', '-')} must be a finite number > 0, got {value}")
 
 
-def _out_folder(path) -> pathlib.Path:
-    """--out as a folder, made now: a file in its place is an error before any work starts."""
-    out = pathlib.Path(path)
-    if out.exists() and not out.is_dir():
-        raise RnnkitError(f"--out {out} is a file; give a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RnnkitError(f"cannot make the --out folder {out}: {e.strerror}; give another folder") from None
-    return out
-
-
 def _out_file(path) -> pathlib.Path:
     """--out as a file: its folder is made now; a folder in its place is an error before any work starts."""
     out = pathlib.Path(path)
@@ -156,14 +145,14 @@ def _out_file(path) -> pathlib.Path:
         raise RnnkitError(f"--out {out} is a folder; give a file name, e.g. {out / 'model.npz'}")
     if out.parent.exists() and not out.parent.is_dir():
         raise RnnkitError(f"--out {out}: {out.parent} is a file, not a folder; give another path")
-    _out_folder(out.parent)
+    out_folder(out.parent)
     return out
 
 
 def cmd_word2vec(args) -> int:
     from rnnkit.text import Word2Vec, Word2VecConfig
 
-    out = _out_folder(args.out)
+    out = out_folder(args.out)
     text = read_text(args.corpus, DRY_RUN_CHARS if args.dry_run else None)
     sentences = [(line.lower() if args.lower else line).split() for line in text.splitlines()]
     config = Word2VecConfig(**{k: getattr(args, k) for k in ("model", "loss", "dimension", "window", "negative",
@@ -283,7 +272,7 @@ def _documents(path, limit=None) -> tuple[list[str], list[str]]:
 def cmd_tfidf_index(args) -> int:
     from rnnkit.text import TfidfConfig, TfidfIndex
 
-    _out_folder(args.out)
+    out_folder(args.out)
     names, texts = _documents(args.documents, 100 if args.dry_run else None)
     config = TfidfConfig(tf=args.tf, smooth_idf=args.smooth_idf, stop_words=args.stop_words, stem=args.stem)
     index = TfidfIndex(config).fit(texts, progress=True)

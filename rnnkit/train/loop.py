@@ -163,10 +163,14 @@ def train(cfg: RunConfig, out, resume=False, force=False, dry_run=False, log=pri
     corpus, batches, val_batches = load_data(cfg, dry_run)
     chars = corpus.chars
     corpus_id = fingerprint(corpus.tokens)
-    saved_id = None if ckpt is None else ckpt["progress"].get("corpus_id") or corpus_id  # older runs: none
-    if ckpt is not None and ("".join(chars) != ckpt["chars"] or saved_id != corpus_id):
-        what = "its vocabulary differs" if "".join(chars) != ckpt["chars"] else "same characters, other text"
-        raise RnnkitError(f"the corpus of {out} has changed ({what}); start a new run with --force")
+    if ckpt is not None:
+        saved_id = (
+            ckpt["progress"].get("corpus_id") or corpus_id
+        )  # runs saved before it was kept: not checked
+        what = ("its vocabulary differs" if "".join(chars) != ckpt["chars"]
+                else "same characters, other text" if saved_id != corpus_id else None)  # fmt: skip
+        if what:
+            raise RnnkitError(f"the corpus of {out} has changed ({what}); start a new run with --force")
     cfg.model.vocab_size = len(chars)
     torch.manual_seed(cfg.train.seed)
     model = CharLM(cfg.model)

@@ -6,6 +6,7 @@ the caller falls back to its torch code.
 """
 
 import os
+import sys
 import warnings
 
 import torch
@@ -37,11 +38,21 @@ def _ninja_on_path():
         os.environ["PATH"] = path + os.pathsep + bin_dir if path else bin_dir
 
 
-def build(what: str, compile_fn) -> tuple[object, str | None]:
-    """(module, None) from `compile_fn()`, or (None, reason) when switched off or it cannot build."""
+def is_built(name: str) -> bool:
+    """Whether torch's extensions directory holds `name` compiled, so that building it only loads it."""
+    from torch.utils import cpp_extension
+
+    return os.path.exists(os.path.join(cpp_extension._get_build_directory(name, False), f"{name}.so"))
+
+
+def build(what: str, name: str, compile_fn) -> tuple[object, str | None]:
+    """(module, None) from `compile_fn()`, which builds extension `name`, or (None, reason) when switched off or
+    it cannot build. A first build takes a minute: it says so."""
     if os.environ.get("RNNKIT_NATIVE", "1") == "0":
         return None, "switched off by RNNKIT_NATIVE=0"
     _ninja_on_path()
+    if not is_built(name):
+        print(f"rnnkit: compiling {what} once (about a minute; cached for later runs)...", file=sys.stderr)
     try:
         with warnings.catch_warnings():  # the build's own warnings are not the user's business
             warnings.simplefilter("ignore")

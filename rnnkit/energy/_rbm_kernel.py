@@ -20,14 +20,9 @@ import tempfile
 import torch
 
 SOURCE = pathlib.Path(__file__).with_name("rbm_cd.c")
-FLAGS = [
-    "-O3",
-    "-march=native",
-    "-ffast-math",
-    "-fPIC",
-]  # compiling; linking (below) goes without -ffast-math:
-# with it the linker adds crtfastmath.o, whose loading turns on flush-to-zero for the whole process, torch's
-# arithmetic included (float32 denormals read as 0: a sampling temperature of 1e-40 became a division by zero)
+# Compiled with -ffast-math, linked without: with it the linker adds crtfastmath.o, whose loading turns on
+# flush-to-zero for the whole process, torch's arithmetic included (float32 denormals read as 0).
+FLAGS = ["-O3", "-march=native", "-ffast-math", "-fPIC"]
 LINK = ["-shared"]
 
 

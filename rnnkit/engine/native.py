@@ -30,7 +30,6 @@ pages in every step.
 import hashlib
 import os
 import pathlib
-import sys
 
 import torch
 
@@ -71,15 +70,10 @@ def load():
         "rnnkit_native", ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"]
     )
     name = f"{name}_{_sources_hash(flags)}"
-    built = os.path.join(cpp_extension._get_build_directory(name, False), f"{name}.so")
-    if os.environ.get("RNNKIT_NATIVE", "1") != "0" and not os.path.exists(built):
-        print(
-            "rnnkit: compiling the native engine once (about a minute; cached for later runs)...",
-            file=sys.stderr,
-        )
     sources, include = [str(CSRC / "engine.cpp")], [str(CSRC)]
     _ext, _reason = build(
-        "the C++ extension",
+        "the native engine",
+        name,
         lambda: cpp_extension.load(
             name,
             sources,

@@ -14,9 +14,6 @@ Compiled on first use with torch.utils.cpp_extension and cached ($TORCH_EXTENSIO
 fails, `load()` returns None, `reason` says why, and word2vec uses the batched torch path.
 """
 
-import os
-import sys
-
 from rnnkit._native_build import build, vector_flags
 
 SOURCE = r"""
@@ -108,14 +105,6 @@ def _name_and_flags():
     return vector_flags("rnnkit_word2vec", ["-O3", "-ffast-math", "-std=c++17"])
 
 
-def is_built() -> bool:
-    """True when a compiled copy is cached, so `load()` will not spend a minute compiling."""
-    from torch.utils import cpp_extension
-
-    name, _ = _name_and_flags()
-    return os.path.exists(os.path.join(cpp_extension._get_build_directory(name, False), f"{name}.so"))
-
-
 def load():
     """The compiled loop (built once, then cached), or None with the reason in `reason`."""
     global _ext, reason
@@ -124,10 +113,9 @@ def load():
     from torch.utils import cpp_extension
 
     name, flags = _name_and_flags()
-    if os.environ.get("RNNKIT_NATIVE", "1") != "0" and not is_built():
-        print("rnnkit: compiling the word2vec loop once (about a minute)...", file=sys.stderr)
     _ext, reason = build(
-        "the C++ loop",
+        "the word2vec loop",
+        name,
         lambda: cpp_extension.load_inline(
             name, cpp_sources=SOURCE, functions=["sgns_pairs"], extra_cflags=flags, verbose=False
         ),

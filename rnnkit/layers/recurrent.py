@@ -292,7 +292,7 @@ class Recurrent(nn.Module):
         if lengths is None:
             return None
         lengths = torch.as_tensor(lengths)
-        if lengths.shape != (B,) or lengths.is_floating_point():
+        if lengths.shape != (B,) or lengths.is_floating_point() or lengths.dtype == torch.bool:
             raise RnnkitError(
                 f"lengths must be an integer tensor of shape ({B},), got {lengths.dtype} {tuple(lengths.shape)}"
             )

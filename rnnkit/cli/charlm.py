@@ -23,8 +23,9 @@ TRAIN_OPTIONS = {
     "--eval-every": ("train", "eval_every", int), "--sample-every": ("train", "sample_every", int),
     "--threads": ("train", "threads", int),
 }  # fmt: skip
-# options that may change when a run is resumed (limits and reporting, not the model or data)
-RESUMABLE = {"max_steps", "max_epochs", "time_budget", "eval_every", "sample_every", "threads"}
+# options that may change when a run is resumed (limits and reporting, not the model or data; data_dir is only
+# where the same corpus lies, which the checkpoint's fingerprint of the corpus checks)
+RESUMABLE = {"max_steps", "max_epochs", "time_budget", "eval_every", "sample_every", "threads", "data_dir"}
 
 
 def add_commands(sub):
@@ -95,6 +96,8 @@ def train_config(args):
                     f"{flag} cannot change when resuming; only {', '.join(sorted(RESUMABLE))} can"
                 )
             setattr(getattr(cfg, section), name, value)
+    if cfg.data.data_dir:  # absolute, as the corpus file: --resume may run from another folder
+        cfg.data.data_dir = str(pathlib.Path(cfg.data.data_dir).expanduser().resolve())
     return cfg
 
 

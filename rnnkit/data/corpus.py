@@ -19,6 +19,7 @@ import codecs
 import hashlib
 import os
 import pathlib
+import sys
 import sysconfig
 import tempfile
 import urllib.request
@@ -174,18 +175,40 @@ def sha256(path) -> str:
     return h.hexdigest()
 
 
+def _local_copy(folder) -> pathlib.Path | None:
+    folder = pathlib.Path(folder).expanduser()
+    return next((folder / n for n in (SHAKESPEARE_FILE, "input.txt") if (folder / n).is_file()), None)
+
+
 def shakespeare_path(data_dir=None) -> pathlib.Path:
-    """Local copy (data_dir, RNNKIT_DATA), else the cache, else download once and check its sha256."""
-    for folder in (data_dir, os.environ.get("RNNKIT_DATA")):
-        if folder:
-            for name in (SHAKESPEARE_FILE, "input.txt"):
-                if (pathlib.Path(folder) / name).is_file():
-                    return pathlib.Path(folder) / name
+    """Local copy (data_dir, RNNKIT_DATA), else the cache, else download once and check its sha256.
+
+    A --data-dir given must hold the file: a typo says so instead of downloading. Local copies are taken as
+    they are (a user's own edition); the cached download is checked."""
+    if data_dir:
+        found = _local_copy(data_dir)
+        if found is None:
+            raise RnnkitError(
+                f"--data-dir {data_dir} holds no {SHAKESPEARE_FILE} (nor input.txt); give the folder that has it"
+            )
+        return found
+    env = os.environ.get("RNNKIT_DATA")
+    if env and (found := _local_copy(env)):
+        return found
     target = cache_dir() / SHAKESPEARE_FILE
-    if target.is_file() and sha256(target) == SHAKESPEARE_SHA256:
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
+    stale = ""
+    if target.is_file():
+        if sha256(target) == SHAKESPEARE_SHA256:
+            return target
+        stale = f"{target} is not char-rnn's Tiny Shakespeare (wrong sha256); "
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
+    except OSError as e:
+        raise RnnkitError(
+            f"cannot use the cache folder {target.parent} ({e.strerror}); set XDG_CACHE_HOME or give --data-dir"
+        ) from None
+    print(f"rnnkit: downloading Tiny Shakespeare (1.1 MB, once) from {SHAKESPEARE_URL}", file=sys.stderr)
     try:
         with os.fdopen(fd, "wb") as f, urllib.request.urlopen(SHAKESPEARE_URL, timeout=30) as r:
             f.write(r.read())
@@ -195,9 +218,11 @@ def shakespeare_path(data_dir=None) -> pathlib.Path:
             )
         os.replace(tmp, target)
     except OSError as e:
+        reason = getattr(e, "reason", None) or e.strerror or e.__class__.__name__
+        where = f" ({env} has none)" if env else ""
         raise RnnkitError(
-            f"cannot download Tiny Shakespeare ({e.__class__.__name__}); put char-rnn's "
-            f"data/tinyshakespeare/input.txt at {target} (or {SHAKESPEARE_FILE} in --data-dir / RNNKIT_DATA)"
+            f"{stale}cannot download Tiny Shakespeare ({reason}); put char-rnn's data/tinyshakespeare/input.txt "
+            f"at {target}, or {SHAKESPEARE_FILE} in a folder given as --data-dir or RNNKIT_DATA{where}"
         ) from None
     finally:
         if os.path.exists(tmp):
@@ -211,6 +236,6 @@ def load_corpus(corpus=None, data_dir=None, memmap_path=None) -> Corpus:
         text = stdlib_text()
         chars = sorted(set(text))
         return Corpus("stdlib", chars, encode(text, chars))
-    if corpus == "shakespeare" and not pathlib.Path(corpus).exists():
+    if corpus == "shakespeare" and not pathlib.Path(corpus).is_file():  # (a run folder may be called so)
         return load_file(shakespeare_path(data_dir), name="shakespeare", memmap_path=memmap_path)
     return load_file(corpus, memmap_path=memmap_path)

@@ -153,7 +153,7 @@ def train(cfg: RunConfig, out, resume=False, force=False, dry_run=False, log=pri
     out = check_out(out, resume, force)
     ckpt = load_checkpoint(out / "latest.pt") if resume else None
     if dry_run:
-        cfg.train.max_steps = DRY_RUN_STEPS
+        cfg.train.max_steps = min(cfg.train.max_steps or DRY_RUN_STEPS, DRY_RUN_STEPS)  # fewer if asked
         cfg.train.eval_every = min(cfg.train.eval_every, 2)
         cfg.train.sample_every = 2 if cfg.train.sample_every else 0
         cfg.train.sample_length = min(cfg.train.sample_length, 40)

@@ -140,3 +140,23 @@ def test_split_is_first_and_last():
 def test_encode_rejects_unknown_characters():
     with pytest.raises(RnnkitError, match="never saw"):
         encode("abz", ["a", "b"])
+
+
+def test_shakespeare_sources_say_what_is_wrong(tmp_path, monkeypatch):
+    """A --data-dir without the file is an error (a typo must not download); a stale cache copy is named; a
+    folder called shakespeare (a run folder) does not stand in for the dataset."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("RNNKIT_DATA", raising=False)
+    monkeypatch.setattr(corpus_mod, "SHAKESPEARE_URL", (tmp_path / "missing.txt").as_uri())
+    with pytest.raises(RnnkitError, match="--data-dir .*empty holds no tinyshakespeare.txt"):
+        load_corpus("shakespeare", data_dir=tmp_path / "empty")
+    stale = tmp_path / "cache" / "rnnkit" / "tinyshakespeare.txt"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("not the play\n")
+    with pytest.raises(RnnkitError, match="tinyshakespeare.txt is not char-rnn's Tiny Shakespeare"):
+        load_corpus("shakespeare")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "input.txt").write_text("ROMEO:\n")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "shakespeare").mkdir()  # e.g. --out shakespeare
+    assert load_corpus("shakespeare", data_dir="data").name == "shakespeare"

@@ -91,7 +91,22 @@ def main():
     p.add_argument(
         "--note", default="", help="a sentence added under the table (e.g. which runs were repeated)"
     )
+    p.add_argument(
+        "--no-write", action="store_true", help="print the table only; leave bench/RESULTS.md as it is"
+    )
     args = p.parse_args()
+    if not args.budget > 0:  # 0 would mean no time limit at all (the trainer's convention)
+        p.error(f"--budget must be > 0 minutes, got {args.budget}")
+    unknown = [name for name in args.only.split(",") if name not in MODELS]
+    if unknown:
+        p.error(f"--only: unknown model {', '.join(unknown)}; choose from {','.join(MODELS)}")
+    missing = [
+        name for name in args.only.split(",") if not (pathlib.Path(args.out) / name / "metrics.csv").is_file()
+    ]
+    if args.report_only and missing:
+        p.error(
+            f"--report-only: no runs of {', '.join(missing)} in {args.out}; run without --report-only first"
+        )
     if not (DATA / "tinyshakespeare.txt").is_file():
         sys.exit(f"no {DATA / 'tinyshakespeare.txt'}; set RNNKIT_DATA to the folder holding it")
     out = pathlib.Path(args.out)
@@ -170,7 +185,8 @@ def report(out, names, speeds, args) -> str:
                          [[k, f"{v:,.0f}"] for k, v in speeds.items()]) + "\n"  # fmt: skip
     if "preset" in names and (out / "preset" / "best.pt").is_file():
         md += "\n`shakespeare` preset model:\n\n" + preset_sample(out / "preset")
-    update_results("charlm", md)
+    if not args.no_write:
+        update_results("charlm", md)
     return md
 
 

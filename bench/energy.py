@@ -252,6 +252,9 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench-energy")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip", nargs="*", default=[], choices=["rbm", "hopfield", "ising"])
+    parser.add_argument(
+        "--no-write", action="store_true", help="print the tables only; leave bench/RESULTS.md"
+    )
     args = parser.parse_args()
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -262,7 +265,8 @@ def main() -> None:
         sections.append(bench_hopfield(out, args.device))
     if "ising" not in args.skip:
         sections.append(bench_ising(out, args.device))
-    update_results("energy", "\n\n".join(sections))
+    if not args.no_write:
+        update_results("energy", "\n\n".join(sections))
     print("\n\n".join(sections))
 
 

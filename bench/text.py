@@ -93,6 +93,9 @@ def main() -> int:
     parser.add_argument("--max-order", type=int, default=10)
     parser.add_argument("--skip-torch", action="store_true", help="leave out the batched torch backend")
     parser.add_argument("--repeats", type=int, default=2, help="word2vec timings: best of this many runs")
+    parser.add_argument(
+        "--no-write", action="store_true", help="print the table only; leave bench/RESULTS.md"
+    )
     args = parser.parse_args()
     data = pathlib.Path(args.data)
     if not (data / "ptb" / "ptb.train.txt").exists() or not (data / "tinyshakespeare.txt").exists():
@@ -117,7 +120,8 @@ def main() -> int:
                         "train s (MKN)", "distinct 1..n-grams"], ngram),
     ])  # fmt: skip
     print(md)
-    update_results("text", md)
+    if not args.no_write:
+        update_results("text", md)
     return 0
 
 

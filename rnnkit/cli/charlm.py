@@ -23,6 +23,19 @@ TRAIN_OPTIONS = {
     "--eval-every": ("train", "eval_every", int), "--sample-every": ("train", "sample_every", int),
     "--threads": ("train", "threads", int),
 }  # fmt: skip
+OPTION_HELP = {
+    "--cell": "rnn_tanh, rnn_relu, lstm, gru, gru_cho, mut1, mut2, mut3 or leaky (rnnkit.CELLS)",
+    "--backend": "autograd, python or native (default: the fastest that runs)",
+    "--optimizer": "adam, rmsprop (char-rnn), adagrad (min-char-rnn) or sgd",
+    "--embedding-size": "0: one-hot input, as in the lectures",
+    "--data-dir": "folder holding tinyshakespeare.txt (else $RNNKIT_DATA, the cache, a download)",
+    "--clip-norm": "rescale the gradient above this norm (0: off)",
+    "--clip-value": "clamp each gradient element to [-v, v] (0: off)",
+    "--lr-decay": "multiply the learning rate by this every epoch after --lr-decay-after",
+    "--max-steps": "0: no limit", "--max-epochs": "0: no limit", "--time-budget": "minutes of training; 0: no limit",
+    "--eval-every": "steps between validations and checkpoints", "--sample-every": "steps between samples (0: never)",
+    "--threads": "torch threads (0: torch's default)",
+}  # fmt: skip
 # options that may change when a run is resumed (limits and reporting, not the model or data; data_dir is only
 # where the same corpus lies, which the checkpoint's fingerprint of the corpus checks)
 RESUMABLE = {"max_steps", "max_epochs", "time_budget", "eval_every", "sample_every", "threads", "data_dir"}
@@ -34,9 +47,10 @@ def add_commands(sub):
         "corpus", nargs="?", help="text file, 'shakespeare', or omitted: the Python standard library's source"
     )
     p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--preset", help="min-char-rnn, char-rnn, shakespeare or default")
+    p.add_argument("--preset", help="min-char-rnn, char-rnn, shakespeare or default (the one used without a "
+                   "CORPUS; with one: a 2x128 LSTM, Adam, 50 streams of 50 characters); flags override it")  # fmt: skip
     for flag, (_, _, kind) in TRAIN_OPTIONS.items():
-        p.add_argument(flag, type=kind, default=None)
+        p.add_argument(flag, type=kind, default=None, help=OPTION_HELP.get(flag))
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--force", action="store_true", help="replace the run in --out")
     p.add_argument("--dry-run", action="store_true", help="a few steps on a tiny slice (smoke test)")

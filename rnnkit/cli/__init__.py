@@ -29,8 +29,12 @@ def out_folder(path) -> pathlib.Path:
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
+    from rnnkit import __version__
+
     parser = argparse.ArgumentParser(prog="rnnkit", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"rnnkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.commands = sub.choices  # name -> its parser, for errors in the command's own words
     for name in COMMAND_MODULES:
         try:
             module = importlib.import_module(f"rnnkit.cli.{name}")
@@ -44,7 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # said by the command's parser (its usage), not the top level's
+        parser.commands.get(getattr(args, "command", None), parser).error(
+            f"unrecognized arguments: {' '.join(extra)}"
+        )
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -149,12 +149,6 @@ def _positive(name, value):
         raise RnnkitError(f"{name} must be > 0, got {value}")
 
 
-def _seed_range(name, seed):
-    """torch's generators take seeds in [-2^63, 2^64)."""
-    if seed is not None and not -(2**63) <= seed < 2**64:
-        raise RnnkitError(f"{name} must lie in [-2^63, 2^64), got {seed}")
-
-
 def cmd_sample(args) -> int:
     import torch
 
@@ -163,7 +157,9 @@ def cmd_sample(args) -> int:
         raise RnnkitError(
             f"--temperature must be > 0, got {args.temperature}; for the most probable text use --greedy"
         )
-    _seed_range("--seed", args.seed)
+    from rnnkit.train.config import check_seed
+
+    check_seed(args.seed)
     if args.top_k < 0:
         raise RnnkitError(f"--top-k must be >= 0, got {args.top_k}")
     model, chars = load_model(args.run)

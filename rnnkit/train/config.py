@@ -73,6 +73,12 @@ class RunConfig:
                 setattr(part, key, value)
 
 
+def check_seed(seed, name="--seed"):
+    """torch's generators take seeds in [-2^63, 2^64); None: no seed given."""
+    if seed is not None and not -(2**63) <= seed < 2**64:
+        raise RnnkitError(f"{name} must lie in [-2^63, 2^64), got {seed}")
+
+
 def validate(cfg: RunConfig):
     """Reject impossible settings up front, each with one line."""
     from rnnkit import CELLS
@@ -88,8 +94,7 @@ def validate(cfg: RunConfig):
             raise RnnkitError(f"{name} must be a finite number, got {value}")
     if m.backend not in (None, "autograd", "python", "native"):
         raise RnnkitError(f"unknown --backend '{m.backend}'; choose autograd, python or native")
-    if not -(2**63) <= t.seed < 2**64:
-        raise RnnkitError(f"--seed must lie in [-2^63, 2^64), got {t.seed}")
+    check_seed(t.seed)
     if t.threads > MAX_THREADS:
         raise RnnkitError(
             f"--threads must be at most {MAX_THREADS}, got {t.threads} (this machine has {os.cpu_count()} CPUs)"

@@ -18,6 +18,7 @@ import torch
 from rnnkit.cells._base import plain_ops_only
 from rnnkit.engine.python import PythonRecurrence
 from rnnkit.engine.reference import autograd_loop
+from rnnkit.errors import RnnkitError
 
 BACKENDS = ("autograd", "python", "native")
 
@@ -49,7 +50,7 @@ def resolve_backend(backend, cell, xw):
     inside torch.func transforms and forward-mode AD every backend runs as `autograd`, plain torch ops that
     those know (the hand-written BPTT is an autograd.Function without vmap or jvp rule)."""
     if backend not in (None, *BACKENDS):
-        raise ValueError(
+        raise RnnkitError(
             f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)} (or None for the fastest)"
         )
     if plain_ops_only():

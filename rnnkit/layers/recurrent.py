@@ -14,13 +14,16 @@ PackedSequence (out is then packed too). An lstm with `proj_size=P` (torch.nn.LS
 outputs and feeds back h of P units: out (B, T, P·dirs), h (num_layers·dirs, B, P), c as before.
 """
 
+import numbers
+import warnings
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.cells import CELLS, LSTMP
-from rnnkit.engine import GradProbe, resolve_backend, run
+from rnnkit.engine import BACKENDS, GradProbe, resolve_backend, run
 from rnnkit.errors import RnnkitError
 
 TORCH_MODES = {"RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu", "LSTM": "lstm", "GRU": "gru"}
@@ -32,6 +35,13 @@ def _input_affine(cell):
     mro = type(cell).__mro__
     owner = {name: next(k for k in mro if name in vars(k)) for name in ("project_input", "input_affine")}
     return cell.input_affine() if issubclass(owner["input_affine"], owner["project_input"]) else None
+
+
+def _check_cond_type(cond):
+    if cond is not None and not isinstance(cond, torch.Tensor):
+        raise RnnkitError(
+            f"cond must be a tensor (B, C), got {type(cond).__name__}; make it with torch.as_tensor"
+        )
 
 
 class Recurrent(nn.Module):
@@ -70,10 +80,20 @@ class Recurrent(nn.Module):
             Cell, cell_kwargs = LSTMP, {**cell_kwargs, "proj_size": proj_size}
         if not isinstance(cond_size, int) or cond_size < 0:
             raise RnnkitError(f"cond_size must be an integer >= 0 (0: no conditioning), got {cond_size!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise RnnkitError(f"dropout must be in [0, 1), got {dropout!r}")
+        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0.0 <= dropout <= 1.0:
+            raise RnnkitError(
+                f"dropout must be a number in [0, 1] (the probability of zeroing), got {dropout!r}"
+            )
+        if dropout > 0 and num_layers == 1:  # torch.nn's RNNs warn the same
+            warnings.warn(f"dropout={dropout} does nothing with num_layers=1: it applies between layers only "
+                          "(add a dropout layer after this one instead)", UserWarning, stacklevel=2)  # fmt: skip
         if cond_mode not in ("input", "state", "both"):
             raise RnnkitError(f"cond_mode must be 'input', 'state' or 'both', got {cond_mode!r}")
+        if cond_mode != "input" and not cond_size:
+            raise RnnkitError(f"cond_mode={cond_mode!r} needs cond_size (the width C of the vector v)")
+        if backend not in (None, *BACKENDS):
+            raise RnnkitError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)} "
+                              "(or None for the fastest)")  # fmt: skip
         self.cell_name = cell if isinstance(cell, str) else Cell.__name__
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bidirectional, self.dropout, self.backend = bidirectional, dropout, backend
@@ -94,10 +114,19 @@ class Recurrent(nn.Module):
         if cond_size and cond_mode in ("state", "both"):
             self.W_vs = nn.ModuleList(nn.Linear(cond_size, Hout) for _ in range(n))
         self.num_states = Cell.num_states
+        self.register_load_state_dict_pre_hook(self._load_torch_state_dict)
         if device is not None or dtype is not None:
             if dtype is not None and not dtype.is_floating_point:
                 raise RnnkitError(f"dtype must be a floating-point type, got {dtype}")
             self.to(device=device, dtype=dtype)
+
+    def reset_parameters(self) -> None:
+        """Draw every weight afresh as at construction (torch.nn's RNNs have this method too)."""
+        for cell in self.cells:
+            cell.reset_parameters()
+        for name in ("W_vh", "W_vs"):
+            for lin in getattr(self, name, ()):
+                lin.reset_parameters()
 
     @property
     def output_size(self) -> int:
@@ -120,14 +149,21 @@ class Recurrent(nn.Module):
         return s
 
     # --- forward ---------------------------------------------------------------------------
-    def forward(self, x, state=None, lengths=None, cond=None, probe=None, *, hx=None):
+    def forward(self, x=None, state=None, lengths=None, cond=None, probe=None, *, hx=None, input=None):
         """out, state = layer(x, state=None, lengths=None, cond=None).
 
         probe: a `GradProbe` (watches layer 0, forward direction) or a list, one per layer·direction.
         x may also be a `PackedSequence` (as for torch.nn's RNNs): then out is one too, in the same order;
         or one unbatched sequence (T, D), as torch.nn's RNNs take it: then out is (T, H·dirs) and the state
-        tensors (num_layers·dirs, H). hx: the state under torch.nn's name for it (`lstm(x, hx=(h, c))`).
+        tensors (num_layers·dirs, H). input, hx: x and the state under torch.nn's names for them
+        (`lstm(input=x, hx=(h, c))`).
         """
+        if input is not None:
+            if x is not None:
+                raise RnnkitError("give the input as x or as input (torch.nn's name), not both")
+            x = input
+        if x is None:
+            raise RnnkitError("no input: call layer(x) with x of shape (B, T, D), or (T, D) for one sequence")
         if hx is not None:
             if state is not None:
                 raise RnnkitError("give the initial state as state or as hx (torch.nn's name), not both")
@@ -213,6 +249,9 @@ class Recurrent(nn.Module):
         """One sequence (T, D) run as a batch of one; state tensors (num_layers·dirs, H), cond (C,)."""
         if x.shape[0] == 0:  # said here, in the caller's shape
             raise RnnkitError(f"input has no time steps: shape {tuple(x.shape)} (T, D)")
+        if x.shape[1] != self.input_size:
+            raise RnnkitError(f"input size is {x.shape[1]} but the layer expects {self.input_size}: one sequence "
+                              f"(T, D) = (T, {self.input_size}), got {tuple(x.shape)}")  # fmt: skip
         b = 0 if self.batch_first else 1
         if state is not None:
             given = state if isinstance(state, tuple | list) else (state,)
@@ -225,7 +264,13 @@ class Recurrent(nn.Module):
                 if isinstance(state, tuple | list)
                 else state.unsqueeze(1)
             )
-        lengths = None if lengths is None else torch.as_tensor(lengths).reshape(1)
+        if lengths is not None:
+            lengths = torch.as_tensor(lengths)
+            if lengths.numel() != 1:
+                raise RnnkitError(f"for one unbatched sequence (T, D) lengths is one number, got shape "
+                                  f"{tuple(lengths.shape)}")  # fmt: skip
+            lengths = lengths.reshape(1)
+        _check_cond_type(cond)
         cond = cond.unsqueeze(0) if cond is not None and cond.dim() == 1 else cond
         out, state = self.forward(x.unsqueeze(b), state, lengths, cond, probe)
         return out.squeeze(b), (
@@ -314,6 +359,7 @@ class Recurrent(nn.Module):
     def _initial_state(self, state, cond, B, xs):
         n, H = self.num_layers * self.dirs, self.hidden_size
         shapes = [(n, B, self.output_size), (n, B, H)][: self.num_states]  # h, and c of an lstm
+        _check_cond_type(cond)
         if cond is not None or self.cond_size:
             if not self.cond_size:
                 raise RnnkitError("cond was given but the layer was built with cond_size=0")
@@ -365,8 +411,9 @@ class Recurrent(nn.Module):
         layer.to(device=p.device, dtype=p.dtype)
         with torch.no_grad():
             for name, ours in layer._torch_names():
-                ours.copy_(getattr(m, name))
-        return layer
+                theirs = getattr(m, name)
+                ours.copy_(theirs).requires_grad_(theirs.requires_grad)  # frozen weights stay frozen
+        return layer.train(m.training)  # an eval() module converts to one in eval mode (no dropout)
 
     def to_torch(self) -> nn.RNNBase:
         """A torch.nn.RNN/LSTM/GRU with the same weights (for the cells torch has)."""
@@ -388,8 +435,20 @@ class Recurrent(nn.Module):
         m.to(device=p.device, dtype=p.dtype)
         with torch.no_grad():
             for name, ours in self._torch_names():
-                getattr(m, name).copy_(ours)
-        return m
+                getattr(m, name).copy_(ours).requires_grad_(ours.requires_grad)
+        return m.train(self.training)
+
+    def _load_torch_state_dict(self, module, state_dict, prefix, *_):
+        """load_state_dict pre-hook: a state_dict of the torch.nn.RNN/LSTM/GRU that `to_torch` gives (keys
+        weight_ih_l0, ...) loads too, its keys renamed to this layer's (cells.0.W_xh, ...)."""
+        if self.cells[0].torch_mode is None or not any(
+            k.startswith(prefix + "weight_ih_l0") for k in state_dict
+        ):
+            return
+        ours = {id(p): name for name, p in self.named_parameters()}
+        for name, p in self._torch_names():
+            if prefix + name in state_dict and prefix + ours[id(p)] not in state_dict:
+                state_dict[prefix + ours[id(p)]] = state_dict.pop(prefix + name)
 
     def _torch_names(self):
         for i, cell in enumerate(self.cells):

@@ -135,8 +135,16 @@ def test_bad_construction():
         Recurrent("transformer", 3, 4)
     with pytest.raises(RnnkitError, match="hidden_size must be a positive integer"):
         Recurrent("lstm", 3, 0)
-    with pytest.raises(RnnkitError, match="dropout"):
-        Recurrent("lstm", 3, 4, dropout=1.5)
+    for dropout in (1.5, -0.1, "0.1", None, True):
+        with pytest.raises(RnnkitError, match="dropout must be a number in"):
+            Recurrent("lstm", 3, 4, num_layers=2, dropout=dropout)
+    Recurrent("lstm", 3, 4, num_layers=2, dropout=1.0)  # torch.nn takes [0, 1] too
+    with pytest.warns(UserWarning, match="does nothing with num_layers=1"):
+        Recurrent("lstm", 3, 4, dropout=0.2)
+    with pytest.raises(RnnkitError, match="cond_mode='state' needs cond_size"):
+        Recurrent("lstm", 3, 4, cond_mode="state")
+    with pytest.raises(RnnkitError, match="unknown backend 'cuda'"):
+        Recurrent("lstm", 3, 4, backend="cuda")
     with pytest.raises(RnnkitError, match="torch.nn has no mut1 cell"):
         Recurrent("mut1", 3, 4).to_torch()
     with pytest.raises(RnnkitError, match="no skip_input or residual: this lstm layer"):
@@ -278,3 +286,48 @@ def test_input_changed_in_place_before_backward_is_torchs_error(backend, name, c
         {"W_hh": layer.cells[0].W_hh, "W_xh": layer.cells[0].W_xh, "h0": h0}[changed].add_(1.0)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         out.sum().backward()
+
+
+def test_torch_names_and_keywords():
+    """What torch.nn code does with a layer: load an nn.LSTM state_dict, call with input=/hx=, reset_parameters."""
+    torch.manual_seed(0)
+    ref = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True, batch_first=True)
+    layer = Recurrent("lstm", 3, 4, num_layers=2, bidirectional=True)
+    layer.load_state_dict(ref.state_dict())  # torch's keys (weight_ih_l0_reverse, ...) are renamed to ours
+    x, h0 = torch.randn(2, 5, 3), (torch.randn(4, 2, 4), torch.randn(4, 2, 4))
+    torch.testing.assert_close(layer(input=x, hx=h0)[0], ref(x, h0)[0])
+    wrapped = torch.nn.Sequential(Recurrent("lstm", 3, 4, num_layers=2, bidirectional=True))
+    wrapped.load_state_dict(torch.nn.Sequential(ref).state_dict())  # keys under a prefix too
+    torch.testing.assert_close(wrapped[0](x)[0], ref(x)[0])
+    with pytest.raises(RnnkitError, match="not both"):
+        layer(x, input=x)
+    with pytest.raises(RnnkitError, match="no input"):
+        layer()
+    before = layer.cells[0].W_hh.clone()
+    layer.reset_parameters()
+    assert not torch.equal(before, layer.cells[0].W_hh)
+    assert (layer.cells[0].b_xh[4:8] == 1.0).all()  # the forget bias, as at construction
+
+
+def test_converters_keep_mode_and_frozen_weights():
+    ref = torch.nn.GRU(3, 4, num_layers=2, dropout=0.5, batch_first=True).eval()
+    ref.weight_hh_l0.requires_grad_(False)
+    layer = Recurrent.from_torch(ref)
+    assert not layer.training and not layer.cells[0].W_hh.requires_grad and layer.cells[0].W_xh.requires_grad
+    x = torch.randn(2, 5, 3)
+    torch.testing.assert_close(layer(x)[0], ref(x)[0])  # eval mode: no dropout on either side
+    back = layer.train().to_torch()
+    assert back.training and not back.weight_hh_l0.requires_grad
+
+
+def test_unbatched_input_errors_say_unbatched():
+    layer = Recurrent("lstm", 3, 4)
+    with pytest.raises(RnnkitError, match=r"one sequence \(T, D\) = \(T, 3\), got \(5, 7\)"):
+        layer(torch.randn(5, 7))
+    with pytest.raises(RnnkitError, match="lengths is one number"):
+        layer(torch.randn(5, 3), lengths=[4, 5])
+    out, _ = layer(torch.randn(5, 3), lengths=[4])
+    assert out.shape == (5, 4) and (out[4] == 0).all()
+    cond_layer = Recurrent("lstm", 3, 4, cond_size=2)
+    with pytest.raises(RnnkitError, match="cond must be a tensor"):
+        cond_layer(torch.randn(2, 5, 3), cond=[[1.0, 2.0], [3.0, 4.0]])

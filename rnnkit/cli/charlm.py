@@ -3,6 +3,7 @@
 import json
 import math
 import pathlib
+import sys
 
 from rnnkit.errors import RnnkitError
 
@@ -41,6 +42,9 @@ OPTION_HELP = {
 RESUMABLE = {"max_steps", "max_epochs", "time_budget", "eval_every", "sample_every", "threads", "data_dir"}
 
 
+RUN_HELP = "run folder (its best.pt, else latest.pt) or checkpoint file"
+
+
 def add_commands(sub):
     p = sub.add_parser("train", help="train a character language model")
     p.add_argument(
@@ -57,7 +61,7 @@ def add_commands(sub):
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="sample text from a trained model")
-    p.add_argument("run", help="run folder or checkpoint file")
+    p.add_argument("run", help=RUN_HELP)
     p.add_argument("--length", type=int, default=500)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)
@@ -66,22 +70,45 @@ def add_commands(sub):
     p.add_argument("--greedy", action="store_true", help="always the most probable character")
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("score", help="log-probability of texts under a model, ranked")
-    p.add_argument("run")
+    p = sub.add_parser(
+        "score",
+        help="log-probability of texts under a model, ranked",
+        description="log p(TEXT) = Σ log p(c_t | c_<t) in nats, each text from a zero state with a newline as "
+        "the context of its first character (a model that knows no newline scores from the second character, "
+        "the first being context). Ranked from the most probable.",
+    )
+    p.add_argument("run", help=RUN_HELP)
     p.add_argument("texts", nargs="+", metavar="TEXT")
     p.add_argument("--json", action="store_true", help="one JSON object per text")
     p.set_defaults(func=cmd_score)
 
-    p = sub.add_parser("complete", help="the most probable continuation of a prefix (greedy or beam search)")
-    p.add_argument("run")
+    p = sub.add_parser(
+        "complete",
+        help="the most probable continuation of a prefix (greedy or beam search)",
+        description="Prints PREFIX and the continuation of exactly --length characters (newlines included) with "
+        "the highest log-probability the beam finds; --json adds that log p in nats.",
+    )
+    p.add_argument("run", help=RUN_HELP)
     p.add_argument("prefix")
-    p.add_argument("--length", type=int, default=40)
+    p.add_argument("--length", type=int, default=40, help="characters to add (default 40)")
     p.add_argument("--beam", type=int, default=1, help="beam width K (1 = greedy)")
+    p.add_argument("--json", action="store_true", help="one JSON object: prefix, completion, log_prob")
     p.set_defaults(func=cmd_complete)
 
-    p = sub.add_parser("eval", help="nats/char and bits/char of a text file under a model")
-    p.add_argument("run")
+    p = sub.add_parser(
+        "eval",
+        help="nats/char and bits/char of a text file under a model",
+        description="Loss of a model on a text file, in nats and bits per character. As validation in training, "
+        "the file is cut into streams (the run's --batch-size of them, fewer for a short file) read in windows of "
+        "the run's --seq-len, each stream from a zero state: the run's own validation text gives its val_loss. "
+        "The first character of each stream is context only, and up to streams-1 characters at the end are left "
+        "out. --streams 1 reads the file as one text (every character after the first predicted, slower).",
+    )
+    p.add_argument("run", help=RUN_HELP)
     p.add_argument("file")
+    p.add_argument(
+        "--streams", type=int, default=0, help="parallel streams (default 0: the run's batch size)"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 
@@ -122,26 +149,22 @@ def cmd_train(args) -> int:
 
 
 def load_model(run):
-    """The model and vocabulary of a run folder or checkpoint file, ready for inference."""
-    from rnnkit.models.charlm import CharLM
-    from rnnkit.train.checkpoint import load_checkpoint
-    from rnnkit.train.config import RunConfig
+    """rnnkit.models.charlm.load_run (the Python API; imported here when needed, with torch)."""
+    from rnnkit.models.charlm import load_run
 
-    ckpt = load_checkpoint(run)
-    cfg = RunConfig.from_dict(json.loads(ckpt["config"]))
-    model = CharLM(cfg.model)
-    model.load_state_dict(ckpt["model"])
-    return model.eval(), list(ckpt["chars"])
+    return load_run(run)
 
 
 def encode(text: str, chars: list, what: str) -> list:
-    index = {c: i for i, c in enumerate(chars)}
-    unseen = sorted({c for c in text if c not in index})
-    if unseen:
-        raise RnnkitError(
-            f"{what} has characters the model never saw: {''.join(unseen)!r}; remove or replace them"
-        )
-    return [index[c] for c in text]
+    from rnnkit.models import charlm
+
+    return charlm.encode(text, chars, what)
+
+
+def score_text(model, chars, text: str) -> dict:
+    from rnnkit.models import charlm
+
+    return charlm.score_text(model, chars, text)
 
 
 def _positive(name, value):
@@ -171,20 +194,12 @@ def cmd_sample(args) -> int:
     return 0
 
 
-def score_text(model, chars, text: str) -> dict:
-    """log p(text) = Σ_t log p(c_t | c_<t), starting from a newline as context (if the model knows it)."""
-    ids = encode(text, chars, "TEXT")
-    context = [chars.index("\n")] if "\n" in chars else ids[:1]
-    scored = ids if "\n" in chars else ids[1:]
-    nats = -sum(model.log_probs(scored, context))
-    n = max(len(scored), 1)
-    return {"text": text, "log_prob": -nats, "nats": nats, "chars": len(scored),
-            "nats_per_char": nats / n, "bits_per_char": nats / n / math.log(2), "perplexity": math.exp(nats / n)}  # fmt: skip
-
-
 def cmd_score(args) -> int:
     model, chars = load_model(args.run)
     results = sorted((score_text(model, chars, t) for t in args.texts), key=lambda r: -r["log_prob"])
+    if "\n" not in chars:
+        print("note: this model knows no newline, so each text's first character is context and not scored",
+              file=sys.stderr)  # fmt: skip
     for rank, r in enumerate(results, 1):
         if args.json:
             print(json.dumps({"rank": rank, **r}, ensure_ascii=False))
@@ -201,7 +216,15 @@ def cmd_complete(args) -> int:
     if not args.prefix:
         raise RnnkitError("PREFIX is empty; give some text to complete")
     ids, log_prob = model.beam_complete(encode(args.prefix, chars, "PREFIX"), args.length, args.beam)
-    print(args.prefix + "".join(chars[i] for i in ids))
+    completion = "".join(chars[i] for i in ids)
+    if args.json:
+        print(
+            json.dumps(
+                {"prefix": args.prefix, "completion": completion, "log_prob": log_prob}, ensure_ascii=False
+            )
+        )
+    else:
+        print(args.prefix + completion)
     return 0
 
 
@@ -213,22 +236,26 @@ def cmd_eval(args) -> int:
     from rnnkit.data.corpus import load_file
     from rnnkit.train.loop import evaluate
 
+    if args.streams < 0:
+        raise RnnkitError(f"--streams must be >= 0 (0: the run's batch size), got {args.streams}")
     model, chars = load_model(args.run)
-    text = "".join(load_file(args.file).chars)  # validates the file and finds its characters
+    text = "".join(load_file(args.file, what="file").chars)  # validates the file and finds its characters
     encode(text, chars, args.file)
     with open(args.file, encoding="utf-8-sig", newline="") as f:  # as training reads: \r\n stays, no BOM
         corpus_tokens = encode_tokens(f.read(), chars)
     if len(corpus_tokens) < 2:
         raise RnnkitError(f"{args.file} needs at least 2 characters to evaluate")
-    streams = eval_streams(corpus_tokens, 32, 100)
+    data = model.run_config.data
+    streams = eval_streams(corpus_tokens, args.streams or data.batch_size, data.seq_len)
     with torch.no_grad():
         nats = evaluate(model, streams)
     result = {
         "file": args.file,
         "chars": sum(batch.ys.numel() for batch in streams),  # predicted (the streams' last odd few are not)
+        "streams": streams.B,
         "nats_per_char": nats,
         "bits_per_char": nats / math.log(2),
     }
     print(json.dumps(result) if args.json else f"{args.file}: {nats:.4f} nats/char, {nats / math.log(2):.4f} bits/char "
-          f"({result['chars']:,} characters predicted)")  # fmt: skip
+          f"({result['chars']:,} characters predicted in {streams.B} streams)")  # fmt: skip
     return 0

@@ -96,21 +96,25 @@ def _read_chunks(path: pathlib.Path):
                 return
 
 
-def load_file(path, name=None, memmap_path=None) -> Corpus:
-    """Read a UTF-8 text file into a Corpus: pass 1 finds the vocabulary, pass 2 writes the tokens."""
+def load_file(path, name=None, memmap_path=None, what="corpus") -> Corpus:
+    """Read a UTF-8 text file into a Corpus: pass 1 finds the vocabulary, pass 2 writes the tokens.
+    what: the file's role in error messages ("corpus" for training, else a file given to another command)."""
     path = pathlib.Path(path)
     if path.is_dir():
-        raise RnnkitError(f"corpus {path} is a folder; give one text file (join several with cat)")
+        raise RnnkitError(f"{what} {path} is a folder; give one text file (join several with cat)")
     if not path.is_file():
-        raise RnnkitError(
-            f"corpus {path} not found; give a text file, 'shakespeare', or nothing for the built-in corpus"
+        hint = (
+            "a text file, 'shakespeare', or nothing for the built-in corpus"
+            if what == "corpus"
+            else "a text file"
         )
+        raise RnnkitError(f"{what} {path} not found; give {hint}")
     vocab, n = set(), 0
     for text in _read_chunks(path):
         vocab.update(text)
         n += len(text)
     if n == 0:
-        raise RnnkitError(f"corpus {path} is empty; give a text file with some text in it")
+        raise RnnkitError(f"{what} {path} is empty; give a text file with some text in it")
     chars = sorted(vocab)
     dtype = token_dtype(len(chars))
     if memmap_path is None and path.stat().st_size > MEMMAP_BYTES:

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rnnkit.errors import RnnkitError
+
 TORCH_RNNS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": nn.RNN, "rnn_relu": nn.RNN}
 
 
@@ -81,7 +83,8 @@ class CharLM(nn.Module):
 
             takes_bias = "forget_bias" in inspect.signature(CELLS[cfg.cell]).parameters
             self.rnn = Recurrent(
-                cfg.cell, input_size, cfg.hidden_size, num_layers=cfg.num_layers, dropout=cfg.dropout,
+                cfg.cell, input_size, cfg.hidden_size, num_layers=cfg.num_layers,
+                dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,  # between layers; self.drop after the last
                 backend=cfg.backend, **({"forget_bias": cfg.forget_bias} if takes_bias else {}),
             )  # fmt: skip
         self.drop = nn.Dropout(cfg.dropout)
@@ -132,6 +135,11 @@ class CharLM(nn.Module):
     @torch.no_grad()
     def sample(self, ids: list, length: int, temperature=1.0, top_k=0, greedy=False, generator=None) -> list:
         """Continue `ids` by `length` characters: p ∝ exp(y / temperature), or argmax if greedy."""
+        _need_context(ids, "sample")
+        if not greedy and not temperature > 0:
+            raise RnnkitError(
+                f"temperature must be > 0, got {temperature}; for the most probable text use greedy"
+            )
         logp, state = self.prime(ids)
         out = []
         for _ in range(length):
@@ -150,6 +158,7 @@ class CharLM(nn.Module):
     @torch.no_grad()
     def log_probs(self, ids: list, context: list) -> list:
         """log p(c_t | context, c_<t) for each character of `ids` (nats), one step at a time."""
+        _need_context(context, "log_probs")
         logp, state = self.prime(context)
         out = []
         for c in ids:
@@ -164,6 +173,9 @@ class CharLM(nn.Module):
         Beam search keeps the K best partial continuations by total log-probability; the K
         beams advance together as a batch of K streams, one character per step.
         """
+        _need_context(ids, "beam_complete")
+        if beam < 1:
+            raise RnnkitError(f"beam must be >= 1, got {beam}")
         logp, state = self.prime(ids)  # (1, V)
         seqs, scores = [[]], torch.zeros(1)
         for _ in range(length):
@@ -177,6 +189,92 @@ class CharLM(nn.Module):
             logp, state = self.step(cols, state)
         best = int(scores.argmax())
         return seqs[best], float(scores[best])
+
+
+def _need_context(ids, what):
+    if len(ids) == 0:
+        raise RnnkitError(
+            f"{what} needs at least one character of context: the model predicts from its input"
+        )
+
+
+def encode(text: str, chars: list, what: str) -> list:
+    """Character indices of `text` in the vocabulary `chars`; one error naming every unseen character."""
+    index = {c: i for i, c in enumerate(chars)}
+    unseen = sorted({c for c in text if c not in index})
+    if unseen:
+        raise RnnkitError(
+            f"{what} has characters the model never saw: {''.join(unseen)!r}; remove or replace them"
+        )
+    return [index[c] for c in text]
+
+
+def load_run(run):
+    """(model in eval mode, vocabulary) of a run folder (its best.pt, else latest.pt) or a checkpoint file.
+
+    Loading never runs code from the file (torch.load with weights_only=True); a damaged or inconsistent
+    checkpoint is one RnnkitError naming the file."""
+    import json
+
+    from rnnkit import CELLS
+    from rnnkit.train.checkpoint import load_checkpoint, resolve
+    from rnnkit.train.config import RunConfig
+
+    ckpt, path = load_checkpoint(run), resolve(run)
+    bad = f"{path} is not a usable rnnkit checkpoint"
+    missing = [key for key in ("config", "chars", "model") if key not in ckpt]
+    if missing:
+        raise RnnkitError(f"{bad}: it has no {' or '.join(missing)}; retrain or use another file")
+    try:
+        cfg = RunConfig.from_dict(json.loads(ckpt["config"]))
+    except (TypeError, ValueError, AttributeError) as e:  # not JSON, not a dict, unknown keys
+        raise RnnkitError(f"{bad}: its config cannot be read ({str(e).splitlines()[0][:100]})") from None
+    if cfg.model.cell not in CELLS:
+        raise RnnkitError(
+            f"{bad}: its cell {cfg.model.cell!r} is not one of this rnnkit's ({', '.join(CELLS)})"
+        )
+    chars = list(ckpt["chars"]) if isinstance(ckpt["chars"], str) else ckpt["chars"]  # saved as one string
+    if (
+        not isinstance(chars, list | tuple)
+        or not all(isinstance(c, str) and len(c) == 1 for c in chars)
+        or len(set(chars)) != len(chars)
+        or len(chars) != cfg.model.vocab_size
+    ):
+        raise RnnkitError(
+            f"{bad}: its vocabulary does not match its model ({cfg.model.vocab_size} characters)"
+        )
+    model = CharLM(cfg.model)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, TypeError, AttributeError) as e:  # missing, unexpected or misshapen weights
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0]
+        raise RnnkitError(
+            f"{bad}: its weights do not fit its config ({detail[:160]})"
+        ) from None
+    model.run_config = cfg  # the whole run's settings (eval reads its validation windows from them)
+    return model.eval(), list(chars)
+
+
+def score_text(model, chars, text: str) -> dict:
+    """log p(text) = Σ_t log p(c_t | c_<t), in nats. The model predicts each character from the one before
+    it, so the first character of `text` is predicted from a newline, fed from a zero state (the start of a
+    line, if the model knows a newline); a model without one takes the text's first character as context
+    only and scores the rest (`first_is_context` in the result)."""
+    ids = encode(text, chars, "TEXT")
+    newline = "\n" in chars
+    context, scored = ([chars.index("\n")], ids) if newline else (ids[:1], ids[1:])
+    if not scored:
+        need = (
+            "some text"
+            if newline
+            else "at least 2 characters (this model knows no newline: the first is context)"
+        )
+        raise RnnkitError(f"TEXT {text!r} has nothing to score; give {need}")
+    nats = -math.fsum(model.log_probs(scored, context))
+    n = len(scored)
+    return {"text": text, "log_prob": -nats, "nats": nats, "chars": n, "first_is_context": not newline,
+            "nats_per_char": nats / n, "bits_per_char": nats / n / math.log(2), "perplexity": math.exp(nats / n)}  # fmt: skip
 
 
 def _batch_of(state) -> int:

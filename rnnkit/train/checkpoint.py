@@ -58,10 +58,16 @@ def load_checkpoint(run) -> dict:
         raise RnnkitError(
             f"{path} is not an rnnkit checkpoint (corrupt, truncated or another format); retrain or use another file"
         )
+    damaged = _damaged_member(path)
+    if damaged:
+        raise RnnkitError(
+            f"{path} is corrupt (the checksum of its {damaged} fails: changed on disk since it was written); "
+            "use the run's other checkpoint (best.pt or latest.pt) or retrain"
+        )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for damaged or foreign files
-        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else e.__class__.__name__
+        reason = _first_words(str(e)) or e.__class__.__name__
         raise RnnkitError(
             f"{path} cannot be read as an rnnkit checkpoint ({reason}); it is corrupt or of another format"
         ) from None
@@ -69,8 +75,31 @@ def load_checkpoint(run) -> dict:
         raise RnnkitError(
             f"{path} is not an rnnkit char-LM checkpoint (another format); give a file written by `rnnkit train`"
         )
-    if not isinstance(ckpt.get("version"), int) or ckpt["version"] > VERSION:
+    if not isinstance(ckpt.get("version"), int) or isinstance(ckpt["version"], bool) or ckpt["version"] < 1:
+        raise RnnkitError(
+            f"{path} has no valid checkpoint format version ({ckpt.get('version')!r}); it is damaged"
+        )
+    if ckpt["version"] > VERSION:
         raise RnnkitError(
             f"{path} was made by a newer rnnkit (checkpoint format v{ckpt.get('version')}, this one reads up to v{VERSION}); upgrade rnnkit"
         )
     return ckpt
+
+
+def _damaged_member(path) -> str | None:
+    """The first member of the checkpoint's zip archive whose CRC-32 fails, or None. torch.load does not check
+    the checksums it writes, so a flipped byte inside a tensor would otherwise load as a different model."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except Exception:  # a damaged directory or header: torch.load says what it can't read
+        return None
+    return None if bad is None else bad.split("/", 1)[-1]
+
+
+def _first_words(message: str, limit: int = 120) -> str:
+    """The first line of an exception's message, cut at a word boundary near `limit` characters."""
+    line = message.strip().splitlines()[0] if message.strip() else ""
+    if len(line) <= limit:
+        return line
+    return line[:limit].rsplit(" ", 1)[0] + " ..."

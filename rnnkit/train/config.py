@@ -74,9 +74,12 @@ class RunConfig:
 
 
 def check_seed(seed, name="--seed"):
-    """torch's generators take seeds in [-2^63, 2^64); None: no seed given."""
-    if seed is not None and not -(2**63) <= seed < 2**64:
-        raise RnnkitError(f"{name} must lie in [-2^63, 2^64), got {seed}")
+    """Seeds in [0, 2^32); None: no seed given. torch's CPU generator (a Mersenne twister) keeps only the low
+    32 bits of the 64 it accepts, so 0 and 2^32 would give the same numbers."""
+    if seed is not None and not 0 <= seed < 2**32:
+        raise RnnkitError(
+            f"{name} must lie in [0, 2^32) (torch's generator keeps 32 bits of a seed), got {seed}"
+        )
 
 
 def validate(cfg: RunConfig):

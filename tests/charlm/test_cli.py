@@ -1,10 +1,16 @@
+import csv
 import json
+import re
+import shutil
+import struct
+import zipfile
 
 import pytest
 import torch
 from conftest import TINY
 
 from rnnkit.cli.charlm import load_model, score_text
+from rnnkit.errors import RnnkitError
 
 
 def test_train_dry_run_writes_a_run_folder(trained):
@@ -150,3 +156,121 @@ def test_bad_checkpoint_from_the_command_line(tmp_path, cli):
     assert code == 2 and "not an rnnkit checkpoint" in err
     code, _, err = cli("sample", tmp_path)
     assert code == 2 and "holds no checkpoint" in err
+
+
+def test_eval_reproduces_validation_and_reads_one_stream(tmp_path, corpus, cli):
+    """By default eval cuts the file as validation in training does (the run's batch size and window): the run's
+    own validation text gives its val_loss. --streams 1 predicts every character after the first, in order."""
+    run = tmp_path / "run"
+    assert (
+        cli(
+            "train", corpus, "--out", run, *TINY, "--max-steps", "3", "--eval-every", "3", "--val-frac", "0.1"
+        )[0]
+        == 0
+    )
+    text = corpus.read_text()
+    val = tmp_path / "val.txt"
+    val.write_text(text[len(text) - round(len(text) * 0.1) :])
+    with open(run / "metrics.csv", newline="") as f:
+        val_loss = float(list(csv.DictReader(f))[-1]["val_loss"])
+    code, out, err = cli("eval", run, val, "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["streams"] == 4 and abs(result["nats_per_char"] - val_loss) < 1e-4
+    result = json.loads(cli("eval", run, val, "--json", "--streams", "1")[1])
+    model, chars = load_model(run)
+    ids = [chars.index(c) for c in val.read_text()]
+    nats = -sum(model.log_probs(ids[1:], ids[:1])) / (len(ids) - 1)
+    assert result["chars"] == len(ids) - 1 and abs(result["nats_per_char"] - nats) < 1e-5
+    assert "rnnkit: error: file nope.txt not found; give a text file" in cli(
+        "eval", run, tmp_path / "nope.txt"
+    )[2].replace(str(tmp_path) + "/", "")
+    assert "--streams must be >= 0" in cli("eval", run, val, "--streams", "-1")[2]
+
+
+def test_score_a_model_without_newline(tmp_path, cli):
+    """Such a model has nothing to predict a text's first character from: it is context, and a text of one
+    character has nothing to score (it used to score 0 nats and rank first)."""
+    text = tmp_path / "abc.txt"
+    text.write_text("abcabcaabbcc" * 200)
+    run = tmp_path / "run"
+    assert cli("train", text, "--out", run, *TINY, "--dry-run")[0] == 0
+    code, out, err = cli("score", run, "ab", "ca", "--json")
+    assert code == 0 and "first character is context" in err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert all(r["chars"] == 1 and r["first_is_context"] and isinstance(r["nats"], float) for r in rows)
+    assert "has nothing to score; give at least 2 characters" in cli("score", run, "ab", "a")[2]
+
+
+def test_score_empty_text_and_complete_json(trained, cli):
+    assert "TEXT '' has nothing to score; give some text" in cli("score", trained, "")[2]
+    code, out, _ = cli("complete", trained, "the quick", "--length", "6", "--beam", "3", "--json")
+    result = json.loads(out)
+    model, chars = load_model(trained)
+    ids = [chars.index(c) for c in "the quick" + result["completion"]]
+    assert code == 0 and len(result["completion"]) == 6
+    assert abs(sum(model.log_probs(ids[9:], ids[:9])) - result["log_prob"]) < 1e-4
+
+
+def test_seeds_are_32_bit(trained, cli):
+    """torch's generator keeps the low 32 bits of a seed: larger ones would repeat smaller ones' samples."""
+    for seed in (2**32, -1):
+        assert r"--seed must lie in [0, 2^32)" in cli("sample", trained, "--seed", seed)[2]
+
+
+def test_python_api_checks_its_input(trained):
+    model, _ = load_model(trained)
+    for call in (
+        lambda: model.log_probs([1], []),
+        lambda: model.sample([], 3),
+        lambda: model.beam_complete([], 3),
+    ):
+        with pytest.raises(RnnkitError, match="at least one character of context"):
+            call()
+    with pytest.raises(RnnkitError, match="beam must be >= 1"):
+        model.beam_complete([1], 3, 0)
+    with pytest.raises(RnnkitError, match="temperature must be > 0"):
+        model.sample([1], 3, temperature=-1.0)
+
+
+def _damage(path, how, tmp_path):
+    ckpt = torch.load(path, weights_only=True)
+    how(ckpt)
+    bad = tmp_path / "bad.pt"
+    torch.save(ckpt, bad)
+    return bad
+
+
+@pytest.mark.parametrize(
+    "how,message",
+    [
+        (lambda c: c.pop("model"), "it has no model"),
+        (lambda c: c.update(config="{not json"), "its config cannot be read"),
+        (lambda c: c.update(config=c["config"].replace('"cell": "lstm"', '"cell": "nosuch"')), "its cell 'nosuch'"),
+        (lambda c: c.update(chars=c["chars"] + "Ω"), "its vocabulary does not match its model"),
+        (lambda c: c.update(config=c["config"].replace('"hidden_size": 16', '"hidden_size": 32')),
+         "its weights do not fit its config \\(size mismatch for rnn.cells.0"),
+        (lambda c: c.update(version="1"), "no valid checkpoint format version"),
+    ],
+)  # fmt: skip
+def test_inconsistent_checkpoints_are_one_line_errors(trained, tmp_path, cli, how, message):
+    code, _, err = cli("score", _damage(trained / "best.pt", how, tmp_path), "the")
+    assert code == 2 and re.search(message, err) and err.count("\n") == 1, err
+
+
+def test_a_flipped_byte_in_a_checkpoint_is_caught(trained, tmp_path, cli):
+    """torch.load does not check the zip's CRC-32s: a changed weight would load as another model."""
+    bad = tmp_path / "flipped.pt"
+    shutil.copy(trained / "best.pt", bad)
+    with zipfile.ZipFile(bad) as z:
+        info = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    with open(bad, "r+b") as f:
+        f.seek(info.header_offset + 26)
+        name_len, extra_len = struct.unpack("<HH", f.read(4))
+        at = info.header_offset + 30 + name_len + extra_len + info.file_size // 2
+        f.seek(at)
+        byte = f.read(1)
+        f.seek(at)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    code, _, err = cli("score", bad, "the")
+    assert code == 2 and "is corrupt (the checksum of its data/" in err

@@ -249,9 +249,7 @@ def load_run(run):
     except (RuntimeError, TypeError, AttributeError) as e:  # missing, unexpected or misshapen weights
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0]
-        raise RnnkitError(
-            f"{bad}: its weights do not fit its config ({detail[:160]})"
-        ) from None
+        raise RnnkitError(f"{bad}: its weights do not fit its config ({detail[:160]})") from None
     model.run_config = cfg  # the whole run's settings (eval reads its validation windows from them)
     return model.eval(), list(chars)
 

@@ -45,12 +45,46 @@ def is_built(name: str) -> bool:
     return os.path.exists(os.path.join(cpp_extension._get_build_directory(name, False), f"{name}.so"))
 
 
+STALE_LOCK_S = 600  # a build takes a minute or two; a lock older than this was left by a killed one
+
+
+def _wait_for_lock(what: str, name: str):
+    """torch's build holds a `lock` file in the extension's folder while it builds (or loads), and any other
+    process waits for it to go, forever: a build killed half-way leaves it behind. Wait here instead, saying
+    so, while it is recent; remove it once it is older than any build takes."""
+    import time
+
+    from torch.utils import cpp_extension
+
+    lock = os.path.join(cpp_extension._get_build_directory(name, False), "lock")
+    said = False
+    while True:
+        try:
+            age = time.time() - os.path.getmtime(lock)
+        except OSError:
+            return  # no lock (or gone meanwhile)
+        if age > STALE_LOCK_S:
+            print(f"rnnkit: removing {lock}, left {age / 60:.0f} min ago by a build that was stopped",
+                  file=sys.stderr)  # fmt: skip
+            try:
+                os.unlink(lock)
+            except OSError:
+                pass
+            return
+        if not said:
+            print(f"rnnkit: waiting for another process building {what} (lock {lock}; it is removed after "
+                  f"{STALE_LOCK_S // 60} min)", file=sys.stderr)  # fmt: skip
+            said = True
+        time.sleep(0.5)
+
+
 def build(what: str, name: str, compile_fn) -> tuple[object, str | None]:
     """(module, None) from `compile_fn()`, which builds extension `name`, or (None, reason) when switched off or
     it cannot build. A first build takes a minute: it says so."""
     if os.environ.get("RNNKIT_NATIVE", "1") == "0":
         return None, "switched off by RNNKIT_NATIVE=0"
     _ninja_on_path()
+    _wait_for_lock(what, name)
     if not is_built(name):
         print(f"rnnkit: compiling {what} once (about a minute; cached for later runs)...", file=sys.stderr)
     try:

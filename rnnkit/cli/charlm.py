@@ -62,11 +62,14 @@ def add_commands(sub):
 
     p = sub.add_parser("sample", help="sample text from a trained model")
     p.add_argument("run", help=RUN_HELP)
-    p.add_argument("--length", type=int, default=500)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--length", type=int, default=500, help="characters to sample (default 500)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="p ∝ exp(logit / T): below 1 safer, above 1 more varied (default 1.0)")  # fmt: skip
+    p.add_argument(
+        "--top-k", type=int, default=0, help="sample among the K most probable only (default 0: all)"
+    )
     p.add_argument("--prime", default=None, help="text to start from (default: a newline)")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None, help="random seed in [0, 2^32) (default: a fresh one)")
     p.add_argument("--greedy", action="store_true", help="always the most probable character")
     p.set_defaults(func=cmd_sample)
 
@@ -78,7 +81,7 @@ def add_commands(sub):
         "the first being context). Ranked from the most probable.",
     )
     p.add_argument("run", help=RUN_HELP)
-    p.add_argument("texts", nargs="+", metavar="TEXT")
+    p.add_argument("texts", nargs="+", metavar="TEXT", help="one or more texts (quote each)")
     p.add_argument("--json", action="store_true", help="one JSON object per text")
     p.set_defaults(func=cmd_score)
 
@@ -105,11 +108,13 @@ def add_commands(sub):
         "out. --streams 1 reads the file as one text (every character after the first predicted, slower).",
     )
     p.add_argument("run", help=RUN_HELP)
-    p.add_argument("file")
+    p.add_argument("file", help="UTF-8 text file (only characters the model knows)")
     p.add_argument(
         "--streams", type=int, default=0, help="parallel streams (default 0: the run's batch size)"
     )
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--json", action="store_true", help="one JSON object: file, chars, streams, nats and bits per char"
+    )
     p.set_defaults(func=cmd_eval)
 
 
@@ -133,9 +138,8 @@ def train_config(args):
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
             if args.resume and name not in RESUMABLE:
-                raise RnnkitError(
-                    f"{flag} cannot change when resuming; only {', '.join(sorted(RESUMABLE))} can"
-                )
+                can = sorted(f for f, (_, n, _) in TRAIN_OPTIONS.items() if n in RESUMABLE)
+                raise RnnkitError(f"{flag} cannot change when resuming; only {', '.join(can)} can")
             setattr(getattr(cfg, section), name, value)
     if cfg.data.data_dir:  # absolute, as the corpus file: --resume may run from another folder
         cfg.data.data_dir = str(pathlib.Path(cfg.data.data_dir).expanduser().resolve())
@@ -257,5 +261,5 @@ def cmd_eval(args) -> int:
         "bits_per_char": nats / math.log(2),
     }
     print(json.dumps(result) if args.json else f"{args.file}: {nats:.4f} nats/char, {nats / math.log(2):.4f} bits/char "
-          f"({result['chars']:,} characters predicted in {streams.B} streams)")  # fmt: skip
+          f"({result['chars']:,} characters predicted in {streams.B} stream{'s' if streams.B > 1 else ''})")  # fmt: skip
     return 0

@@ -18,6 +18,8 @@ import torch
 
 from rnnkit.errors import RnnkitError
 
+UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it), then put back
+os.umask(UMASK)
 FORMAT = "rnnkit-charlm"
 VERSION = 1
 
@@ -31,6 +33,7 @@ def save_checkpoint(path, payload: dict):
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes it owner-only; as any other file of the run
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

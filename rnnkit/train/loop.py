@@ -14,6 +14,7 @@ The loop only calls `model(batch) -> (logits, loss)`, `model.state` and `model.s
 import hashlib
 import json
 import math
+import os
 import pathlib
 import signal
 import threading
@@ -65,6 +66,12 @@ def check_out(out, resume: bool, force: bool) -> pathlib.Path:
         raise RnnkitError("give --resume (continue the run) or --force (replace it), not both")
     if out.exists() and not out.is_dir():
         raise RnnkitError(f"--out {out} is a file; give a folder")
+    base = out.absolute()
+    while not base.exists():  # the folder that will hold it: it must be a folder we may write in
+        base = base.parent
+    if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
+        why = "is a file" if not base.is_dir() else "is not writable"
+        raise RnnkitError(f"cannot make the --out folder {out}: {base} {why}; give another folder")
     taken = (out / "config.json").exists()
     if resume and not (out / "latest.pt").exists():
         raise RnnkitError(f"nothing to resume in {out} (no latest.pt); drop --resume to start a new run")
@@ -76,7 +83,10 @@ def check_out(out, resume: bool, force: bool) -> pathlib.Path:
 def clear_out(out: pathlib.Path, force: bool):
     """Make the run folder; with --force, remove the old run's files, once the new run's options and corpus have
     passed their checks (a typo must not cost the old run), and any checkpoint a kill left half-written."""
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RnnkitError(f"cannot make the --out folder {out}: {e.strerror}; give another folder") from None
     for name in RUN_FILES if force else []:
         (out / name).unlink(missing_ok=True)
     for tmp in out.glob("*.pt*.tmp"):  # save_checkpoint's temporary files
@@ -245,15 +255,18 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
             bar.set_postfix(loss=f"{loss:.3f}", chars_s=f"{speed:,.0f}", **left, refresh=False)
             bar.update(1)
             last = (total is not None and progress.step >= total) or progress.elapsed >= budget
-            if progress.step % t.eval_every == 0 or last:
+            evaluated = (
+                progress.step % t.eval_every == 0 or last
+            )  # with --val-frac 0: checkpoint and plot only
+            if evaluated:
                 _validate(model, val_batches, progress, row, save, bar)
             metrics.write(**row)
-            validated, row = "val_loss" in row, None
+            row = None
             if t.sample_every and (progress.step % t.sample_every == 0 or last):
                 bar.write(
                     f"---- sample at step {progress.step} ----\n{sample_text(model, chars, cfg, progress.step)}\n----"
                 )
-            if validated:
+            if evaluated:
                 plot_losses(metrics.rows, out / "loss.png")
             if stop.asked:  # Ctrl-C during the step: stopped here, where the run resumes exactly
                 raise KeyboardInterrupt

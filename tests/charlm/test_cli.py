@@ -99,7 +99,19 @@ def test_resume_and_force_from_the_command_line(tmp_path, corpus, cli):
     assert cli("train", "--out", trained, "--resume", "--max-steps", "6")[0] == 0
     assert cli("train", corpus, "--out", trained, *TINY, "--dry-run", "--force")[0] == 0
     code, _, err = cli("train", "--out", trained, "--resume", "--hidden-size", "64")
-    assert code == 2 and "cannot change when resuming" in err
+    assert code == 2 and "cannot change when resuming; only --data-dir, --eval-every" in err
+
+
+def test_run_folder_without_validation_and_unmakeable(tmp_path, corpus, cli):
+    """--val-frac 0 still plots the training loss; checkpoints are readable as the other run files; an --out
+    that cannot be made (under a file) is one line."""
+    run = tmp_path / "run"
+    assert cli("train", corpus, "--out", run, *TINY, "--dry-run", "--val-frac", "0")[0] == 0
+    assert (run / "loss.png").is_file() and not (run / "best.pt").exists()
+    mode = (run / "latest.pt").stat().st_mode & 0o777
+    assert mode == (run / "config.json").stat().st_mode & 0o777, oct(mode)
+    code, _, err = cli("train", corpus, "--out", run / "config.json" / "x", *TINY, "--dry-run")
+    assert code == 2 and "cannot make the --out folder" in err and "is a file" in err
 
 
 @pytest.mark.parametrize(

@@ -131,3 +131,26 @@ def test_build_finds_the_ninja_installed_beside_python(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     _native_build._ninja_on_path()
     assert ninja.BIN_DIR in os.environ["PATH"].split(os.pathsep)
+
+
+def test_a_build_lock_left_by_a_killed_build_is_waited_for_then_removed(tmp_path, monkeypatch, capsys):
+    """torch's build waits forever for the lock a killed build left; rnnkit waits while it is recent (another
+    process may be building) and removes it once older than any build takes."""
+    import threading
+    import time
+
+    from rnnkit import _native_build
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    lock = tmp_path / "some_ext" / "lock"
+    lock.parent.mkdir()
+    lock.touch()
+    old = time.time() - _native_build.STALE_LOCK_S - 60
+    os.utime(lock, (old, old))
+    _native_build._wait_for_lock("the test extension", "some_ext")
+    assert not lock.exists() and "left 11 min ago by a build that was stopped" in capsys.readouterr().err
+    lock.touch()  # a build under way: waited for until it is done
+    threading.Timer(0.6, lock.unlink).start()
+    t0 = time.perf_counter()
+    _native_build._wait_for_lock("the test extension", "some_ext")
+    assert time.perf_counter() - t0 >= 0.5 and "waiting for another process building" in capsys.readouterr().err

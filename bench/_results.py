@@ -1,9 +1,16 @@
-"""Write one benchmark's table into bench/RESULTS.md, between its own markers.
+"""Write one benchmark's table into bench/RESULTS.md, between its own markers; and the checks of the
+scripts' options.
 
 Each benchmark owns a section `<!-- NAME:begin -->` ... `<!-- NAME:end -->`; re-running it replaces
 only that section, so several benchmarks share the file.
+
+The option checks are argparse `type=` functions: a bad value stops the script before any work with
+argparse's usage and one line `SCRIPT: error: argument --OPTION: ...` (exit status 2), as
+`ArgumentParser.error` does for the checks that involve more than one option.
 """
 
+import argparse
+import math
 import pathlib
 import platform
 import time
@@ -13,10 +20,15 @@ import torch
 RESULTS = pathlib.Path(__file__).with_name("RESULTS.md")
 
 
+def plural(n: int, word: str) -> str:
+    """'1 thread', '2 threads'."""
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def machine_line() -> str:
     return (
         f"{time.strftime('%Y-%m-%d %H:%M')}, {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+        f"{plural(torch.get_num_threads(), 'thread')}, torch {torch.__version__}"
     )
 
 
@@ -41,3 +53,59 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def int_at_least(low: int, high: int | None = None):
+    """argparse type: an integer >= low (and <= high)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high}, got {value}")
+        return value
+
+    return parse
+
+
+def finite_float(low: float, strict: bool):
+    """argparse type: a finite number > low (strict) or >= low."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        if value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low:g}, got {value:g}")
+        return value
+
+    return parse
+
+
+def name_list(choices):
+    """argparse type: comma-separated names, each one of `choices`, none twice; returns the list."""
+
+    def parse(text: str) -> list[str]:
+        names = [name.strip() for name in text.split(",")]
+        if not all(names):
+            raise argparse.ArgumentTypeError(
+                f"an empty name in {text!r}; give comma-separated names from {','.join(choices)}"
+            )
+        unknown = [name for name in names if name not in choices]
+        if unknown:
+            raise argparse.ArgumentTypeError(
+                f"unknown name {', '.join(map(repr, unknown))}; choose from {','.join(choices)}"
+            )
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise argparse.ArgumentTypeError(f"{', '.join(twice)} given twice")
+        return names
+
+    return parse

@@ -14,6 +14,7 @@ Data: RNNKIT_DATA or ../shared/data (tinyshakespeare.txt).
 """
 
 import argparse
+import json
 import math
 import os
 import pathlib
@@ -21,25 +22,29 @@ import sys
 import time
 
 import torch
-from _results import machine_line, markdown_table, update_results
+from _results import finite_float, machine_line, markdown_table, name_list, plural, update_results
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from rnnkit.errors import RnnkitError  # noqa: E402
 from rnnkit.models.charlm import CharLM  # noqa: E402
 from rnnkit.presets import PRESETS  # noqa: E402
 from rnnkit.train.config import RunConfig  # noqa: E402
-from rnnkit.train.loop import train  # noqa: E402
+from rnnkit.train.loop import check_out, train  # noqa: E402
 from rnnkit.train.metrics import read_metrics  # noqa: E402
 
 DATA = pathlib.Path(os.environ.get("RNNKIT_DATA", ROOT.parent / "shared" / "data"))
 THRESHOLDS = [2.2, 2.0, 1.9, 1.8, 1.7, 1.6, 1.5]
-# the 3-minute settings: one layer, embedding input, Adam; the same for every model
+THREADS = 1  # torch threads of every run (see above)
+# sampling speed: best of SAMPLE_ROUNDS interleaved rounds of SAMPLE_CHARS characters
+SAMPLE_CHARS, SAMPLE_ROUNDS = 1000, 5
+# the settings of the --budget runs: one layer, embedding input, Adam; the same for every model
 BUDGET_CONFIG = {
     "data": {"corpus": "shakespeare", "seq_len": 64, "batch_size": 32, "val_frac": 0.1},
     "model": {"hidden_size": 384, "num_layers": 1, "embedding_size": 48, "dropout": 0.0},
     "train": {"optimizer": "adam", "lr": 4e-3, "clip_norm": 1.0, "clip_value": 0.0, "max_epochs": 0,
-              "eval_every": 100, "sample_every": 0, "seed": 1337, "threads": 1},
+              "eval_every": 100, "sample_every": 0, "seed": 1337, "threads": THREADS},
 }  # fmt: skip
 MODELS = {  # name -> (cell, torch_rnn)
     "lstm": ("lstm", False), "gru": ("gru", False), "rnn_tanh": ("rnn_tanh", False), "torch_lstm": ("lstm", True),
@@ -61,7 +66,7 @@ def time_to(points, threshold):
     return next((t for t, v in points if v <= threshold), None)
 
 
-def sampling_speeds(n=1000, rounds=5) -> dict:
+def sampling_speeds(n=SAMPLE_CHARS, rounds=SAMPLE_ROUNDS) -> dict:
     """chars/s of `model.sample` at batch 1, one character per call; best of interleaved rounds."""
     models = {}
     for name, torch_rnn in [("rnnkit", False), ("torch.nn", True)]:
@@ -81,53 +86,85 @@ def sampling_speeds(n=1000, rounds=5) -> dict:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--budget", type=float, default=3.0, help="minutes per model")
     p.add_argument(
-        "--preset-budget", type=float, default=20.0, help="minutes for the shakespeare preset (0 = skip)"
-    )
-    p.add_argument("--only", default=",".join(MODELS), help="comma-separated: " + ",".join(MODELS))
-    p.add_argument("--out", default=str(ROOT / "runs" / "bench-charlm"))
-    p.add_argument("--report-only", action="store_true", help="rebuild the table from the runs in --out")
-    p.add_argument(
-        "--note", default="", help="a sentence added under the table (e.g. which runs were repeated)"
+        "--budget",
+        type=finite_float(0, strict=True),  # 0 would mean no time limit at all (the trainer's convention)
+        default=3.0,
+        help="training minutes per model, > 0 (default: 3)",
     )
     p.add_argument(
-        "--no-write", action="store_true", help="print the table only; leave bench/RESULTS.md as it is"
+        "--preset-budget",
+        type=finite_float(0, strict=False),
+        default=20.0,
+        help="training minutes of the shakespeare preset model; 0 = skip it (default: 20)",
+    )
+    p.add_argument(
+        "--only",
+        type=name_list(MODELS),
+        default=list(MODELS),
+        help=f"comma-separated models to train, from {','.join(MODELS)} (default: all four)",
+    )
+    p.add_argument(
+        "--out",
+        default=str(ROOT / "runs" / "bench-charlm"),
+        help="folder of the runs, one subfolder per model (and preset/); runs already there are replaced "
+        "(default: runs/bench-charlm in the repository)",
+    )
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: rebuild the table from the runs in --out (their budgets are read from them; "
+        "--preset-budget 0 leaves the preset out) (default: off)",
+    )
+    p.add_argument(
+        "--note",
+        default="",
+        help="a sentence added under the table, e.g. which runs were repeated (default: none)",
+    )
+    p.add_argument(
+        "--no-write",
+        action="store_true",
+        help="print the table only; leave bench/RESULTS.md as it is (default: write the charlm section)",
     )
     args = p.parse_args()
-    if not args.budget > 0:  # 0 would mean no time limit at all (the trainer's convention)
-        p.error(f"--budget must be > 0 minutes, got {args.budget}")
-    unknown = [name for name in args.only.split(",") if name not in MODELS]
-    if unknown:
-        p.error(f"--only: unknown model {', '.join(unknown)}; choose from {','.join(MODELS)}")
-    missing = [
-        name for name in args.only.split(",") if not (pathlib.Path(args.out) / name / "metrics.csv").is_file()
-    ]
-    if args.report_only and missing:
-        p.error(
-            f"--report-only: no runs of {', '.join(missing)} in {args.out}; run without --report-only first"
-        )
-    if not (DATA / "tinyshakespeare.txt").is_file():
-        sys.exit(f"no {DATA / 'tinyshakespeare.txt'}; set RNNKIT_DATA to the folder holding it")
     out = pathlib.Path(args.out)
-    torch.set_num_threads(1)
+    names = [*args.only, *(["preset"] if args.preset_budget else [])]
+    if out.exists() and not out.is_dir():
+        p.error(f"--out {out} is a file; give a folder")
+    if args.report_only:
+        missing = [name for name in names if not (out / name / "metrics.csv").is_file()]
+        if missing:
+            p.error(
+                f"--report-only: no runs of {', '.join(missing)} in {out}; run without --report-only first"
+                + (" (or give --preset-budget 0)" if "preset" in missing else "")
+            )
+    else:
+        if not (DATA / "tinyshakespeare.txt").is_file():
+            p.error(f"no {DATA / 'tinyshakespeare.txt'}; set RNNKIT_DATA to the folder holding it")
+        try:
+            for name in names:
+                check_out(out / name, resume=False, force=True)
+        except RnnkitError as e:
+            p.error(str(e))
+    torch.set_num_threads(THREADS)
     speeds = sampling_speeds()
-    for name in args.only.split(","):
+    for name in args.only:
         if not args.report_only:
             run_model(name, args.budget, out)
-    print(report(out, args.only.split(","), speeds, args))  # written now, and again with the preset run
+    print(report(out, args.only, speeds, args))  # written now, and again with the preset run
     if args.preset_budget:
         cfg = RunConfig.from_dict(PRESETS["shakespeare"])
-        cfg.data.data_dir, cfg.train.time_budget, cfg.train.threads = str(DATA), args.preset_budget, 1
+        cfg.data.data_dir, cfg.train.time_budget, cfg.train.threads = str(DATA), args.preset_budget, THREADS
         if not args.report_only:
             train(cfg, out / "preset", force=True)
-        print(report(out, [*args.only.split(","), "preset"], speeds, args))
+        print(report(out, [*args.only, "preset"], speeds, args))
 
 
 def summary(metrics):
     """Validation points (training seconds, nats/char) and the median training speed."""
     rows = read_metrics(metrics)
-    speed = sorted(float(r["chars_per_s"]) for r in rows)[len(rows) // 2]
+    speeds = sorted(float(r["chars_per_s"]) for r in rows if r["chars_per_s"])
+    speed = speeds[len(speeds) // 2] if speeds else math.nan
     return [(float(r["wall_s"]), float(r["val_loss"])) for r in rows if r["val_loss"]], speed
 
 
@@ -151,12 +188,36 @@ def preset_sample(run) -> str:
     )
 
 
-NOTES = (
-    "The runs are sequential on a 2-core machine shared with other engineers' jobs whose load changed during "
-    "the run (load average 2 to 7), so throughput varied within and between runs; the median chars/s column "
-    "shows what each run got. 's to X' = training seconds at the first validation (every 100 steps; "
-    "250 for the preset) with val <= X. Sampling: best of 5 interleaved rounds of 1,000 characters."
-)
+def run_settings(run: pathlib.Path) -> dict:
+    """The `train` part of a run's config.json (its time budget and threads); {} if there is none."""
+    try:
+        return json.loads((run / "config.json").read_text())["train"]
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def listing(items) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    items = list(items)
+    return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else "".join(items)
+
+
+def notes(names, args) -> str:
+    """What the table's columns mean and how the runs went: worded from this run's options."""
+    text = (
+        f"The runs are sequential, on a {os.cpu_count()}-core machine that may be shared with other jobs, so "
+        "throughput can vary within and between runs; the median chars/s column shows what each run got. "
+    )
+    if not args.report_only:
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        text += f"Load average at the end of the training (1, 5, 15 min): {load}. "
+    every = f"every {BUDGET_CONFIG['train']['eval_every']} steps"
+    if "preset" in names:
+        every += f"; {PRESETS['shakespeare']['train']['eval_every']} for the preset"
+    return text + (
+        f"'s to X' = training seconds at the first validation ({every}) with val <= X. "
+        f"Sampling: best of {SAMPLE_ROUNDS} interleaved rounds of {SAMPLE_CHARS:,} characters."
+    )
 
 
 def report(out, names, speeds, args) -> str:
@@ -169,18 +230,37 @@ def report(out, names, speeds, args) -> str:
         "bits/char",
     ]
     header += [f"s to {t}" for t in THRESHOLDS]
-    rows = []
+    rows, budgets, threads = [], {}, set()
     for name in names:
         points, speed = summary(out / name / "metrics.csv")
-        budget = args.preset_budget if name == "preset" else args.budget
+        settings = run_settings(out / name)  # what the run used (with --report-only, maybe other options)
+        budget = settings.get("time_budget", args.preset_budget if name == "preset" else args.budget)
+        budgets[name] = budget
+        threads.add(settings.get("threads", THREADS))
         best = min((v for _, v in points), default=math.nan)
         times = [time_to(points, t) for t in THRESHOLDS]
-        rows.append([LABELS[name], f"{budget:g}", f"{speed:,.0f}", f"{points[-1][1]:.3f}" if points else "-",
-                     f"{best:.3f}", f"{best / math.log(2):.3f}"] + [f"{t:.0f}" if t is not None else "-" for t in times])  # fmt: skip
+        rows.append([LABELS[name], f"{budget:g}", f"{speed:,.0f}" if speed == speed else "-",
+                     f"{points[-1][1]:.3f}" if points else "-", f"{best:.3f}", f"{best / math.log(2):.3f}"]
+                    + [f"{t:.0f}" if t is not None else "-" for t in times])  # fmt: skip
+    models = [name for name in names if name != "preset"]
+    which = "all four models" if sorted(models) == sorted(MODELS) else listing(LABELS[n] for n in models)
+    minutes = {budgets[n] for n in models}
+    settings = (
+        f"{min(minutes):g}-minute settings ({which})"
+        if len(minutes) == 1
+        else f"Settings of {which} (training minutes in the budget column)"
+    )
+    thread_text = " or ".join(plural(n, "torch thread") for n in sorted(threads))
     md = "## Character language model (bench/charlm.py)\n\n" + machine_line() + "\n\n"
-    md += "Tiny Shakespeare, first 90% train / last 10% val; wall time = training seconds (validation excluded); 1 torch thread.\n"
-    md += f"3-minute settings (all four models): `{BUDGET_CONFIG}`\n\n"
-    md += NOTES + "\n\n" + markdown_table(header, rows) + "\n\n" + (args.note + "\n\n" if args.note else "")
+    md += f"Tiny Shakespeare, first 90% train / last 10% val; wall time = training seconds (validation excluded); {thread_text}.\n"
+    md += f"{settings}: `{BUDGET_CONFIG}`\n\n"
+    md += (
+        notes(names, args)
+        + "\n\n"
+        + markdown_table(header, rows)
+        + "\n\n"
+        + (args.note + "\n\n" if args.note else "")
+    )
     md += markdown_table(["sampling, char-rnn preset (2x128 LSTM), batch 1", "chars/s"],
                          [[k, f"{v:,.0f}"] for k, v in speeds.items()]) + "\n"  # fmt: skip
     if "preset" in names and (out / "preset" / "best.pt").is_file():

@@ -1,6 +1,6 @@
-"""Benchmark for rnnkit.energy (issue 4); not a test. Writes the `energy` section of bench/RESULTS.md.
+"""Benchmark of rnnkit.energy (RBM, Hopfield, Ising); not a test. Writes the `energy` section of bench/RESULTS.md.
 
-    python bench/energy.py [--seeds 10] [--out runs/bench-energy] [--device cpu] [--skip rbm hopfield ising]
+    .venv/bin/python bench/energy.py [--seeds 10] [--out runs/bench-energy] [--device cpu] [--skip rbm hopfield ising]
 
 1. RBM on scikit-learn's digits, set up as scikit-learn's example plot_rbm_logistic_classification.py
    (digits nudged one pixel each way, min-max scaled to [0, 1], 80/20 split with random_state=0), against
@@ -14,6 +14,7 @@
 """
 
 import argparse
+import importlib.util
 import pathlib
 import statistics
 import sys
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # rnnkit without an install
-from _results import machine_line, markdown_table, update_results  # noqa: E402
+from _results import int_at_least, machine_line, markdown_table, plural, update_results  # noqa: E402
 
 from rnnkit.energy import _rbm_kernel, capacity, ising, plots  # noqa: E402
 from rnnkit.energy.rbm import RBM  # noqa: E402
@@ -113,16 +114,20 @@ def timing_table(times: dict) -> str:
 
 
 def quality_table(quality: dict) -> str:
-    """Mean ± sd over seeds per model, and rnnkit minus scikit-learn ± the standard error of that."""
+    """Mean ± sd over seeds per model, and rnnkit minus scikit-learn ± the standard error of that (the spreads
+    shown as - with a single seed)."""
     keys = list(quality["rnnkit"][0])
     stats = {name: {k: [r[k] for r in runs] for k in keys} for name, runs in quality.items()}
-    rows = [[name, *(f"{statistics.mean(v):.4f} ± {statistics.stdev(v):.4f}" for v in cols.values())]
-            for name, cols in stats.items()]  # fmt: skip
+    several = len(quality["rnnkit"]) > 1
+    rows = [[name, *(f"{statistics.mean(v):.4f} ± " + (f"{statistics.stdev(v):.4f}" if several else "-")
+                     for v in cols.values())] for name, cols in stats.items()]  # fmt: skip
     diff = []
     for k in keys:
         ours, theirs = stats["rnnkit"][k], stats["scikit-learn"][k]
-        se = (statistics.variance(ours) / len(ours) + statistics.variance(theirs) / len(theirs)) ** 0.5
-        diff.append(f"{statistics.mean(ours) - statistics.mean(theirs):+.4f} ± {se:.4f}")
+        se = "-"
+        if several:
+            se = f"{(statistics.variance(ours) / len(ours) + statistics.variance(theirs) / len(theirs)) ** 0.5:.4f}"
+        diff.append(f"{statistics.mean(ours) - statistics.mean(theirs):+.4f} ± {se}")
     rows.append(["rnnkit - scikit-learn (± standard error)", *diff])
     return markdown_table(["model (mean ± sd over seeds)", *keys], rows)
 
@@ -145,7 +150,7 @@ def bench_rbm(seeds: int, device: str) -> str:
     )
     return "\n\n".join(
         [
-            f"### RBM on digits vs scikit-learn BernoulliRBM ({seeds} seeds; rnnkit runs {path}, "
+            f"### RBM on digits vs scikit-learn BernoulliRBM ({plural(seeds, 'seed')}; rnnkit runs {path}, "
             f"built or loaded in {build:.2f} s before any timing)",
             f"Training set {X_train.shape[0]} x 64 (scikit-learn's example: nudged digits, min-max scaled), "
             f"test set {X_test.shape[0]}. Same settings: 100 hidden, lr 0.06, batch 10, 10 epochs, PCD-1.",
@@ -246,19 +251,77 @@ def bench_ising(out: pathlib.Path, device: str) -> str:
     )
 
 
+PARTS = ("rbm", "hopfield", "ising")
+
+
+def torch_device(text: str) -> str:
+    """argparse type: a device rnnkit.energy can run on here (cpu, or cuda[:N] with CUDA available)."""
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; give cpu, cuda or cuda:N") from None
+    if device.type == "cpu":
+        return text
+    if device.type != "cuda":
+        raise argparse.ArgumentTypeError(f"device {text!r} is not supported here; give cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: CUDA is not available on this machine; use cpu")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(
+            f"{text}: this machine has {torch.cuda.device_count()} CUDA device(s), numbered from 0"
+        )
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--out", default="runs/bench-energy")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["rbm", "hopfield", "ising"])
     parser.add_argument(
-        "--no-write", action="store_true", help="print the tables only; leave bench/RESULTS.md"
+        "--seeds",
+        type=int_at_least(1),
+        default=10,
+        help="RBM fits per model, seeds 0..N-1; the spreads need 2 or more (default: 10)",
+    )
+    parser.add_argument(
+        "--out",
+        default="runs/bench-energy",
+        help="folder for the Hopfield and Ising figures (default: runs/bench-energy in the current folder)",
+    )
+    parser.add_argument(
+        "--device",
+        type=torch_device,
+        default="cpu",
+        help="torch device of rnnkit's models: cpu, or cuda / cuda:N where CUDA is available (default: cpu)",
+    )
+    parser.add_argument(
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=PARTS,
+        help=f"parts to leave out, from {' '.join(PARTS)} (default: none)",
+    )
+    parser.add_argument(
+        "--no-write",
+        action="store_true",
+        help="print the tables only; leave bench/RESULTS.md as it is (default: write the energy section)",
     )
     args = parser.parse_args()
+    if set(PARTS) <= set(args.skip):
+        parser.error(f"--skip {' '.join(args.skip)} leaves nothing to run")
+    if "rbm" not in args.skip:
+        lacking = [
+            name for name in ("sklearn", "scipy", "threadpoolctl") if importlib.util.find_spec(name) is None
+        ]
+        if lacking:
+            parser.error(f"the RBM part needs {', '.join(lacking)}; install scikit-learn, or give --skip rbm")
     out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    sections = [f"## Energy models (issue 4): {machine_line()}, device {args.device}"]
+    if out.exists() and not out.is_dir():
+        parser.error(f"--out {out} is a file; give a folder")
+    if {"hopfield", "ising"} - set(args.skip):  # only they write figures
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            parser.error(f"cannot make the --out folder {out}: {e.strerror}")
+    sections = [f"## Energy models: {machine_line()}, device {args.device}"]
     if "rbm" not in args.skip:
         sections.append(bench_rbm(args.seeds, args.device))
     if "hopfield" not in args.skip:

@@ -7,7 +7,7 @@ does not depend on the text). Times are medians over interleaved rounds (rnnkit,
 ...), so load from other processes hits both sides alike. GEMM FLOPs of a step = 6·T·B·Σ|W| over
 the weight matrices (forward, dx and dW of every GEMM); the machine's GEMM peak is measured here too.
 
-    .venv/bin/python bench/engine.py [--rounds 6] [--only lstm,gru,lstmp,eval,step] [--no-write]
+    .venv/bin/python bench/engine.py [--rounds 6] [--only lstm,gru,lstmp,eval,step] [--threads N] [--no-write]
 """
 
 import argparse
@@ -21,10 +21,11 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-from _results import machine_line, markdown_table, update_results  # noqa: E402
+from _results import int_at_least, machine_line, markdown_table, name_list, plural, update_results  # noqa: E402
 
 from rnnkit import Recurrent  # noqa: E402
 from rnnkit.engine import native  # noqa: E402
+from rnnkit.train.config import MAX_THREADS  # noqa: E402
 from rnnkit.train.optim import fused_or_not  # noqa: E402
 
 V, E = 65, 64
@@ -33,6 +34,7 @@ SIZES = {"2x512": (2, 512, 32, 100), "1x128": (1, 128, 32, 50)}
 TARGETS = {("lstm", "2x512"): 1.0, ("gru", "2x512"): 1.1, ("rnn_tanh", "2x512"): 1.1,
            ("lstm", "1x128"): 1.0, ("gru", "1x128"): 1.3, ("rnn_tanh", "1x128"): 1.3}  # fmt: skip
 OTHERS = ("mut1", "mut2", "mut3", "leaky", "gru_cho")
+ROWS = (*TORCH, *OTHERS, "lstmp", "eval", "step")  # what --only picks from
 READING = """
 How to read it: the speed-up is rnnkit's time over the reference's, same run, interleaved rounds.
 The other cells are compared with a Python loop through autograd (target 1.5x) and, by GEMM FLOP
@@ -272,17 +274,37 @@ def builtin_rates(builtin):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=6)
-    ap.add_argument("--only", default="", help="comma-separated cells, lstmp, eval, step (default: all)")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
-    ap.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
+    ap.add_argument(
+        "--rounds",
+        type=int_at_least(1),
+        default=6,
+        help="timed rounds per row, after one warm-up round; the tables show their medians (default: 6)",
+    )
+    ap.add_argument(
+        "--only",
+        type=name_list(ROWS),
+        default=None,
+        help=f"comma-separated rows to run: cells {','.join((*TORCH, *OTHERS))} (train steps at both sizes), "
+        "lstmp (an LSTM with proj_size), eval (no_grad forward) and step (one-step inference) (default: all)",
+    )
+    ap.add_argument(
+        "--threads",
+        type=int_at_least(0, MAX_THREADS),
+        default=0,
+        help="torch threads; 0 = torch's choice; N > 0 writes the section engine-Nthread (default: 0)",
+    )
+    ap.add_argument(
+        "--no-write",
+        action="store_true",
+        help="print the table only; leave bench/RESULTS.md as it is (default: write the engine section)",
+    )
     args = ap.parse_args()
     reason = native.unsupported(native.CELLS["lstm"], torch.zeros(1))
     if reason:
         sys.exit(f"native backend unavailable: {reason}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    only = set(args.only.split(",")) if args.only else None
+    only = set(args.only) if args.only else None
     peak = gemm_peak(args.rounds)
     print(f"GEMM peak (2048² sgemm): {peak / 1e9:.1f} GFLOP/s", flush=True)
     rows, notes, builtin = [], [], {}
@@ -340,8 +362,9 @@ def main():
               "GEMM GFLOP/s", "of peak", "met"]  # fmt: skip
     md = "\n".join([
         "## engine: train step (forward + backward + Adam) of Embedding(65,64) -> Recurrent -> Linear -> CE",
-        "", f"{machine_line()}; GEMM peak {peak / 1e9:.1f} GFLOP/s (2048² sgemm, same run); medians of "
-        f"{args.rounds} interleaved rounds; rnnkit backend: native.", "", markdown_table(header, rows), *notes,
+        "", f"{machine_line()}; GEMM peak {peak / 1e9:.1f} GFLOP/s (2048² sgemm, same run); "
+        f"{'median' if args.rounds == 1 else 'medians'} of {plural(args.rounds, 'interleaved round')}; "
+        "rnnkit backend: native.", "", markdown_table(header, rows), *notes,
     ])  # fmt: skip
     print(md)
     if not args.no_write:

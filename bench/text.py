@@ -1,6 +1,6 @@
 """Text baselines: word2vec against gensim on PTB, and character Kneser-Ney n-grams on Tiny Shakespeare.
 
-    .venv/bin/python bench/text.py [--data DIR] [--epochs 5] [--max-order 10] [--skip-torch]
+    .venv/bin/python bench/text.py [--data DIR] [--epochs 5] [--max-order 10] [--repeats 2] [--skip-torch]
 
 word2vec: skip-gram, negative sampling 5, window 5, 100 dimensions, 5 epochs, sample 1e-3, min_count 5,
 alpha 0.025 for both; words/s = corpus words x epochs / wall time of training (vocabulary included).
@@ -10,6 +10,7 @@ n-grams: first 90% of Tiny Shakespeare to train, last 10% to validate; val nats 
 """
 
 import argparse
+import importlib.util
 import math
 import os
 import pathlib
@@ -18,7 +19,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from _results import machine_line, markdown_table, update_results  # noqa: E402
+from _results import int_at_least, machine_line, markdown_table, plural, update_results  # noqa: E402
 
 from rnnkit.text import NGramLM, Word2Vec, WordVectors, w2v_native  # noqa: E402
 
@@ -88,26 +89,49 @@ def ngram_rows(data: pathlib.Path, max_order: int):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=os.environ.get("RNNKIT_DATA", str(ROOT.parent / "shared" / "data")))
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--max-order", type=int, default=10)
-    parser.add_argument("--skip-torch", action="store_true", help="leave out the batched torch backend")
-    parser.add_argument("--repeats", type=int, default=2, help="word2vec timings: best of this many runs")
     parser.add_argument(
-        "--no-write", action="store_true", help="print the table only; leave bench/RESULTS.md"
+        "--data",
+        default=os.environ.get("RNNKIT_DATA", str(ROOT.parent / "shared" / "data")),
+        help="folder holding ptb/ptb.train.txt and tinyshakespeare.txt (default: RNNKIT_DATA, else ../shared/data)",
+    )
+    parser.add_argument(
+        "--epochs", type=int_at_least(1), default=5, help="word2vec training epochs, for both (default: 5)"
+    )
+    parser.add_argument(
+        "--max-order",
+        type=int_at_least(1),
+        default=10,
+        help="n-gram table: orders 1 to this (default: 10)",
+    )
+    parser.add_argument(
+        "--skip-torch", action="store_true", help="leave out the batched torch backend (default: run it)"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int_at_least(1),
+        default=2,
+        help="word2vec timings: best of this many interleaved runs (default: 2)",
+    )
+    parser.add_argument(
+        "--no-write",
+        action="store_true",
+        help="print the tables only; leave bench/RESULTS.md as it is (default: write the text section)",
     )
     args = parser.parse_args()
     data = pathlib.Path(args.data)
-    if not (data / "ptb" / "ptb.train.txt").exists() or not (data / "tinyshakespeare.txt").exists():
-        print(f"bench/text.py: data not found under {data}; set --data or RNNKIT_DATA", file=sys.stderr)
-        return 2
+    missing = [name for name in ("ptb/ptb.train.txt", "tinyshakespeare.txt") if not (data / name).is_file()]
+    if missing:
+        parser.error(f"no {', '.join(missing)} under {data}; set --data or RNNKIT_DATA")
+    if importlib.util.find_spec("gensim") is None:
+        parser.error("gensim is not installed (the word2vec baseline); pip install gensim")
     ngram = ngram_rows(data, args.max_order)
     w2v = word2vec_rows(data, args.epochs, args.skip_torch, args.repeats)
     md = "\n\n".join([
         "## Text baselines (bench/text.py)",
         machine_line() + f" (shared machine, {os.cpu_count()} cores; other jobs may run alongside)",
-        f"word2vec on PTB train, best time of {args.repeats} interleaved runs, quality of the first "
-        f"({args.epochs} epochs; skip-gram, negative 5, window 5, 100 dims, sample 1e-3, "
+        "word2vec on PTB train, "
+        + (f"best time of {args.repeats} interleaved runs, quality of the first" if args.repeats > 1 else "one run")
+        + f" ({plural(args.epochs, 'epoch')}; skip-gram, negative 5, window 5, 100 dims, sample 1e-3, "
         "min_count 5, alpha 0.025 -> 1e-4). Quality from the same evaluation code for every model, on the "
         "WordSim-353 pairs / Google analogy questions all vocabularies cover. PTB is a small corpus (0.9M words), "
         "so both scores are low for every model and differ between seeds by about as much as between models.",

@@ -18,8 +18,11 @@ def add_commands(sub) -> None:
     p.add_argument("corpus")
     p.add_argument("--out", required=True, help="folder for vectors.txt, vectors.bin and config.json")
     p.add_argument("--model", choices=["skip-gram", "cbow"], default="skip-gram")
-    p.add_argument("--loss", choices=["negative", "softmax"], default="negative")
-    for flag, kind, default in [("--dimension", int, 100), ("--window", int, 5), ("--negative", int, 5),
+    p.add_argument("--loss", choices=["negative", "softmax"], default="negative",
+                   help="negative sampling (default), or the exact full softmax (small vocabularies)")  # fmt: skip
+    p.add_argument("--negative", type=int, default=5,
+                   help="noise words per pair for --loss negative, >= 1 (default: 5; softmax needs none)")  # fmt: skip
+    for flag, kind, default in [("--dimension", int, 100), ("--window", int, 5),
                                 ("--sample", float, 1e-3), ("--min-count", int, 5), ("--epochs", int, 5),
                                 ("--alpha", float, 0.025), ("--batch-size", int, 2048), ("--seed", int, 0)]:  # fmt: skip
         p.add_argument(flag, type=kind, default=default)
@@ -51,10 +54,9 @@ def add_commands(sub) -> None:
     p.add_argument(
         "--smoothing", choices=["kneser-ney", "modified-kneser-ney", "add-k"], default="kneser-ney"
     )
-    p.add_argument("--k", type=float, default=1.0, help="add-k pseudo-count")
-    p.add_argument(
-        "--discount", type=float, default=None, help="fixed Kneser-Ney discount (default: estimated)"
-    )
+    p.add_argument("--k", type=float, default=None, help="add-k pseudo-count (add-k only; default: 1)")
+    p.add_argument("--discount", type=float, default=None,
+                   help="fixed discount in [0, 1] (Kneser-Ney only; default: estimated from the counts)")  # fmt: skip
     p.add_argument("--level", choices=["char", "word"], default="char")
     p.add_argument("--lower", action="store_true")
     p.add_argument("--min-freq", type=int, default=1)
@@ -66,21 +68,26 @@ def add_commands(sub) -> None:
     p.add_argument(
         "--context", default=None, help="text before each TEXT (default: a newline for char models)"
     )
-    p.add_argument("--json", action="store_true", help="one JSON object per text")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per text, with the keys of `rnnkit score --json` (text, rank, log_prob, "
+                   "nats, chars, nats_per_char, bits_per_char, perplexity; a word model says words, nats_per_word, "
+                   "bits_per_word) and unknown: the tokens scored as <unk>")  # fmt: skip
     p.set_defaults(func=cmd_ngram_score)
     p = ngram.add_parser("eval", help="nats and bits per token of a text file")
     p.add_argument("model")
     p.add_argument("file")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object: file, log_prob, nats, chars (or words), nats_per_char, bits_per_char "
+                   "(or _word), perplexity")  # fmt: skip
     p.set_defaults(func=cmd_ngram_eval)
-    p = ngram.add_parser("sample", help="sample text")
+    p = ngram.add_parser("sample", help="sample text (never <unk>)")
     p.add_argument("model")
     p.add_argument("--length", type=int, default=500)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--prime", default="", help="text to start from")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_ngram_sample)
-    p = ngram.add_parser("complete", help="greedy completion of a prefix")
+    p = ngram.add_parser("complete", help="greedy completion of a prefix (never <unk>)")
     p.add_argument("model")
     p.add_argument("prefix")
     p.add_argument("--length", type=int, default=40)
@@ -108,17 +115,75 @@ def add_commands(sub) -> None:
     p.add_argument("--top", type=int, default=10)
     p.set_defaults(func=cmd_tfidf_search)
 
-    p = sub.add_parser(
-        "markov", help="Markov chains (deck 004): sample, check strings, stationary distribution"
+    _add_markov(sub)
+
+
+MARKOV_SOURCE = """\
+The chain: --preset abe (deck 004's machine over the upper-case states A, B, E; the
+default), --preset i-before-e ("i" before "e", except after "c", over the lower-case
+letters a b c e i), or --text FILE: a chain of characters estimated from FILE, which
+starts as the file's lines start and moves from character to character as the file
+does. --preset and --text may go before or after the action."""
+
+MARKOV_CHECK = """\
+A STRING is allowed when some path of the chain writes it with every step of non-zero
+probability: its first symbol must be one the chain can start with, and each next
+symbol one it can move to from the one before. Symbols are case-sensitive: the abe
+preset writes upper-case A B E, so 'abe' is not allowed but 'ABE' is. A --text chain
+starts only as the file's lines start: 'the' is allowed when some line of the file
+starts with 't' and each pair of neighbouring characters in 'the' occurs in the file.
+A STRING that is not allowed is printed with the reason.
+
+"""
+
+
+def _add_markov(sub) -> None:
+    """`markov ACTION [options]`; the chain options (--preset, --text) go before or after the action."""
+    import argparse
+
+    def source_options(p) -> None:  # SUPPRESS: an option given at one level is not reset at the other
+        source = p.add_mutually_exclusive_group()
+        source.add_argument("--preset", choices=["abe", "i-before-e"], default=argparse.SUPPRESS,
+                            help="one of deck 004's machines (default: abe)")  # fmt: skip
+        source.add_argument("--text", metavar="FILE", default=argparse.SUPPRESS,
+                            help="estimate a character chain from this file instead")  # fmt: skip
+
+    kw = {"formatter_class": argparse.RawDescriptionHelpFormatter}
+    markov = sub.add_parser(
+        "markov",
+        help="Markov chains (deck 004): sample, check strings, stationary distribution",
+        description="Markov chains as probabilistic finite-state machines (deck 004).\n\n" + MARKOV_SOURCE,
+        **kw,
     )
-    p.add_argument("action", choices=["sample", "check", "stationary"])
+    source_options(markov)
+    actions = markov.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = actions.add_parser(
+        "sample",
+        help="a string drawn from the chain",
+        description="Write --length symbols: the first drawn from the start distribution, each next\n"
+        "one from the transition table's row of the one before.\n\n" + MARKOV_SOURCE,
+        **kw,
+    )
+    source_options(p)
+    p.add_argument("--length", type=int, default=30, help="symbols to write (default: 30)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p = actions.add_parser(
+        "check",
+        help="whether the chain can write each STRING, and if not, why",
+        description=MARKOV_CHECK + MARKOV_SOURCE,
+        **kw,
+    )
+    source_options(p)
     p.add_argument("strings", nargs="*", metavar="STRING", help="strings to check")
-    source = p.add_mutually_exclusive_group()
-    source.add_argument("--preset", choices=["abe", "i-before-e"], default="abe")
-    source.add_argument("--text", help="estimate a character chain from this file instead")
-    p.add_argument("--length", type=int, default=30)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_markov)
+    p = actions.add_parser(
+        "stationary",
+        help="the stationary distribution of the states",
+        description="The distribution π over the states with π P = π (the long-run share of time\n"
+        "in each state), one state and its probability a line.\n\n" + MARKOV_SOURCE,
+        **kw,
+    )
+    source_options(p)
+    markov.set_defaults(func=cmd_markov)
 
 
 def read_text(path, limit: int | None = None) -> str:
@@ -134,6 +199,8 @@ def read_text(path, limit: int | None = None) -> str:
 
 def _positive(**values) -> None:
     for name, value in values.items():
+        if isinstance(value, int) and value < 1:  # a count
+            raise RnnkitError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
         if not math.isfinite(value) or value <= 0:
             raise RnnkitError(f"--{name.replace('_', '-')} must be a finite number > 0, got {value}")
 
@@ -178,8 +245,8 @@ def cmd_neighbours(args) -> int:
                 f"--analogy needs exactly three words A B C (for A - B + C), got {len(args.words)}"
             )
         a, b, c = args.words
+        results = [wv.analogy(a, b, c, args.topn)]  # an unknown word is an error before any output
         print(f"{a} - {b} + {c}:")
-        results = [wv.analogy(a, b, c, args.topn)]
     else:
         results = [wv.neighbours(w, args.topn) for w in args.words]
     for word, near in zip(args.words, results):
@@ -193,12 +260,22 @@ def cmd_neighbours(args) -> int:
 def cmd_ngram_train(args) -> int:
     from rnnkit.text import NGramLM
 
+    if args.smoothing == "add-k" and args.discount is not None:
+        raise RnnkitError(
+            "--discount is for Kneser-Ney smoothing, not --smoothing add-k; leave it out or use --k"
+        )
+    if args.smoothing != "add-k" and args.k is not None:
+        raise RnnkitError(
+            f"--k is the add-k pseudo-count, not used by --smoothing {args.smoothing}; "
+            "leave it out or use --smoothing add-k"
+        )
     out = _out_file(args.out)
     out = out if out.suffix == ".npz" else out.with_name(out.name + ".npz")  # as numpy names it
     text = read_text(args.corpus, DRY_RUN_CHARS if args.dry_run else None)
-    lm = NGramLM(
-        args.order, args.smoothing, args.k, args.discount, args.level, args.lower, args.min_freq
-    ).fit(text, progress=True)
+    k = 1.0 if args.k is None else args.k
+    lm = NGramLM(args.order, args.smoothing, k, args.discount, args.level, args.lower, args.min_freq).fit(
+        text, progress=True
+    )
     lm.save(out)
     print(f"{args.order}-gram {args.level} model, {len(lm.vocab)} tokens, {sum(len(k) for k in lm.keys[1:]):,} n-grams -> {out}")  # fmt: skip
     return 0
@@ -222,7 +299,8 @@ def cmd_ngram_score(args) -> int:
         if args.json:
             print(
                 json.dumps(
-                    {"rank": rank, "text": text, **s.as_dict(), "unknown": unknown}, ensure_ascii=False
+                    {"rank": rank, "text": text, **s.as_dict(lm.level), "unknown": unknown},
+                    ensure_ascii=False,
                 )
             )
             continue
@@ -235,7 +313,7 @@ def cmd_ngram_score(args) -> int:
 def cmd_ngram_eval(args) -> int:
     lm = _load_lm(args.model)
     s = lm.score(read_text(args.file))
-    result = {"file": args.file, **s.as_dict()}
+    result = {"file": args.file, **s.as_dict(lm.level)}
     print(json.dumps(result) if args.json else f"{args.file}: {s.nats_per_token:.4f} nats/{lm.level}, "
           f"{s.bits_per_token:.4f} bits/{lm.level}, perplexity {s.perplexity:.3f} ({s.tokens:,} tokens)")  # fmt: skip
     return 0
@@ -304,15 +382,24 @@ def cmd_tfidf_search(args) -> int:
 def cmd_markov(args) -> int:
     from rnnkit.text.markov import PRESETS, MarkovChain
 
-    chain = MarkovChain.estimate([read_text(args.text)]) if args.text else PRESETS[args.preset]()
+    preset, text = getattr(args, "preset", None), getattr(args, "text", None)
+    if preset and text:  # one before the action, the other after it
+        raise RnnkitError("give --preset or --text, not both")
+    if text:
+        body = read_text(text)
+        chain = MarkovChain.estimate([body], starts=[line[0] for line in body.split("\n") if line])
+    else:
+        chain = PRESETS[preset or "abe"]()
     if args.action == "sample":
         _positive(length=args.length)
         print(chain.sample(args.length, args.seed))
     elif args.action == "check":
         if not args.strings:
             raise RnnkitError("markov check needs at least one STRING to check")
+        starts = f"no line of {text} starts with" if text else "the chain never starts with"
         for s in args.strings:
-            print(f"{'allowed' if chain.allows(s) else 'not allowed'}: {s}")
+            reason = chain.why_not(s, starts)
+            print(f"allowed: {s}" if reason is None else f"not allowed: {s}  ({reason})")
     else:
         for state, p in zip(chain.states, chain.stationary()):
             print(f"{state!r}\t{p:.6f}")

@@ -32,20 +32,23 @@ class LMScore:
     def perplexity(self) -> float:
         return math.exp(self.nats_per_token)
 
-    def as_dict(self) -> dict:
+    def as_dict(self, unit: str = "token") -> dict:
+        """The keys of `rnnkit score --json` for the RNN LM, with tokens called `unit`s: for "char",
+        log_prob, nats, chars, nats_per_char, bits_per_char, perplexity."""
         return {
-            "log_prob_nats": self.log_prob,
-            "tokens": self.tokens,
-            "nats_per_token": self.nats_per_token,
-            "bits_per_token": self.bits_per_token,
+            "log_prob": self.log_prob,
+            "nats": -self.log_prob,
+            f"{unit}s": self.tokens,
+            f"nats_per_{unit}": self.nats_per_token,
+            f"bits_per_{unit}": self.bits_per_token,
             "perplexity": self.perplexity,
         }
 
 
 def pick_next(p: np.ndarray, alpha: float | None, rng: np.random.Generator) -> int:
-    """Argmax of p when alpha is None, else a sample from p^α / Σ p^α."""
+    """Argmax of p when alpha is None, else a sample from p^α / Σ p^α (a token with p = 0 never)."""
     if alpha is None:
         return int(np.argmax(p))
-    logits = alpha * np.log(np.maximum(p, 1e-300))
+    logits = np.where(p > 0, alpha * np.log(np.where(p > 0, p, 1.0)), -np.inf)
     q = np.exp(logits - logits.max())
     return int(rng.choice(len(q), p=q / q.sum()))

@@ -48,12 +48,19 @@ class MarkovChain:
         return cls(states, P, **kwargs)
 
     @classmethod
-    def estimate(cls, sequences, smoothing: float = 0.0) -> "MarkovChain":
-        """Maximum likelihood (plus `smoothing` pseudo-counts): P[i, j] = c(i j) / c(i •)."""
+    def estimate(cls, sequences, smoothing: float = 0.0, starts=None) -> "MarkovChain":
+        """Maximum likelihood (plus `smoothing` pseudo-counts): P[i, j] = c(i j) / c(i •).
+
+        π_0 counts the first symbol of each sequence, or the symbols in `starts` when given (e.g. the
+        first character of each line of one long text).
+        """
         sequences = [list(s) for s in sequences if len(s) > 0]
         if not sequences:
             raise RnnkitError("cannot estimate a Markov chain from an empty corpus")
         states = sorted({x for s in sequences for x in s})
+        starts = [s[0] for s in sequences] if starts is None else list(starts)
+        if not starts or any(x not in states for x in starts):
+            raise RnnkitError("the start symbols must be symbols of the sequences")
         idx = {s: i for i, s in enumerate(states)}
         pairs = Counter((idx[a], idx[b]) for s in sequences for a, b in zip(s, s[1:]))
         C = np.full((len(states), len(states)), float(smoothing))
@@ -63,7 +70,7 @@ class MarkovChain:
         P = np.where(
             rows > 0, C / np.where(rows > 0, rows, 1), 1.0 / len(states)
         )  # a dead end restarts uniformly
-        first = np.bincount([idx[s[0]] for s in sequences], minlength=len(states))
+        first = np.bincount([idx[x] for x in starts], minlength=len(states))
         return cls(states, P, start=first / first.sum())
 
     def sample(self, length: int, seed: int = 0) -> str:
@@ -106,6 +113,34 @@ class MarkovChain:
         """True when the machine can write `string`."""
         return self.log_prob(string) > float("-inf")
 
+    def why_not(self, string, starts: str = "the chain never starts with") -> str | None:
+        """None when the machine can write `string`, else why not: a symbol it never writes, a first
+        symbol it cannot start with (said as `starts` {symbol!r}), or the first symbol it cannot write
+        after the ones before."""
+        symbols = list(string)
+        alphabet = list(dict.fromkeys(self.emits))
+        unknown = [x for x in dict.fromkeys(symbols) if x not in alphabet]
+        if unknown:
+            reason = (f"{', '.join(map(repr, unknown))} {'is' if len(unknown) == 1 else 'are'} not among "
+                      f"its symbols {_show(alphabet)}")  # fmt: skip
+            for case in (str.upper, str.lower):
+                if all(case(x) in alphabet for x in symbols) and "".join(symbols) != case("".join(symbols)):
+                    reason += f"; they are {case.__name__} case: try {case(''.join(symbols))!r}"
+                    break
+            return reason
+        if not symbols:
+            return None
+        alpha = self.start * self._emits(symbols[0])
+        if alpha.sum() == 0:
+            first = dict.fromkeys(e for e, p in zip(self.emits, self.start) if p > 0)
+            return f"{starts} {symbols[0]!r}; the first symbol can be {_show(list(first))}"
+        for i, x in enumerate(symbols[1:], 1):
+            alpha = (alpha @ self.P) * self._emits(x)
+            if alpha.sum() == 0:
+                return f"it cannot write {x!r} after {''.join(symbols[:i])!r}"
+            alpha = alpha / alpha.sum()
+        return None
+
     def _emits(self, symbol: str) -> np.ndarray:
         return np.array([e == symbol for e in self.emits], dtype=np.float64)
 
@@ -114,6 +149,13 @@ class MarkovChain:
         w, vecs = np.linalg.eig(self.P.T)
         pi = np.real(vecs[:, np.argmin(np.abs(w - 1))])
         return pi / pi.sum()
+
+
+def _show(symbols: list[str], limit: int = 20) -> str:
+    """Symbols for a message: "A B E", or quoted when some are white space or longer than one character."""
+    plain = all(len(x) == 1 and not x.isspace() for x in symbols)
+    shown = (" " if plain else ", ").join(symbols[:limit] if plain else map(repr, symbols[:limit]))
+    return shown + (f" … ({len(symbols)} in all)" if len(symbols) > limit else "")
 
 
 def abe_machine() -> MarkovChain:

@@ -21,6 +21,8 @@ of the pair (id of its (m-1)-gram prefix, last token), found by sorting the keys
 
 import json
 import pathlib
+import zipfile
+import zlib
 
 import numpy as np
 from tqdm import tqdm
@@ -30,6 +32,17 @@ from rnnkit.text.lmscore import LMScore, pick_next
 from rnnkit.text.vocab import Vocabulary, tokenize
 
 EOS = "<eos>"
+# what np.load and reading the arrays raise on a file that is not one of our models
+_NOT_A_MODEL = (
+    OSError,
+    EOFError,
+    ValueError,
+    KeyError,
+    TypeError,
+    AttributeError,
+    zipfile.BadZipFile,
+    zlib.error,
+)
 
 
 def text_tokens(text: str, level: str, lower: bool = False) -> list[str]:
@@ -203,11 +216,19 @@ class NGramLM:
         return LMScore(float(self.log_probs(x, self.encode(context)).sum()), len(x))
 
     def generate(self, prefix: str, length: int, alpha: float | None = 1.0, seed: int = 0) -> str:
-        """Continue `prefix` by `length` tokens: sampled from p^α (deck 004), or greedy when alpha is None."""
+        """Continue `prefix` by `length` tokens: sampled from p^α (deck 004), or greedy when alpha is None.
+
+        `<unk>` is never written: it stands for every rare word at once, so it is masked out and the
+        others renormalised (as word LMs usually sample).
+        """
         rng = np.random.default_rng(seed)
         ids = list(self.encode(prefix))
         for _ in range(length):
-            ids.append(pick_next(self.next_distribution(ids), alpha, rng))
+            p = self.next_distribution(ids)
+            if self.vocab.unk and p.sum() > p[0]:  # id 0 is <unk>
+                p[0] = 0.0
+                p = p / p.sum()
+            ids.append(pick_next(p, alpha, rng))
         return self.decode(ids[len(ids) - length :])
 
     def complete(self, prefix: str, length: int) -> str:
@@ -237,7 +258,17 @@ class NGramLM:
         if not path.exists() and path.with_name(path.name + ".npz").exists():  # saved without the ending
             path = path.with_name(path.name + ".npz")
         try:
-            with np.load(path) as z:
+            with open(path, "rb") as f:
+                is_zip = zipfile.is_zipfile(f)
+        except OSError as e:
+            raise RnnkitError(
+                f"cannot read n-gram model {path}: {e.strerror}; train one with `rnnkit ngram train`"
+            ) from None
+        not_a_model = f"{path} is not an rnnkit n-gram model (an .npz written by `rnnkit ngram train --out`)"
+        if not is_zip:  # np.load would read it as .npy, or offer to unpickle it
+            raise RnnkitError(not_a_model)
+        try:
+            with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
                 model = cls(**{k: v for k, v in meta.items() if k != "vocab"})
                 model.vocab = Vocabulary.from_dict(meta["vocab"])
@@ -246,9 +277,7 @@ class NGramLM:
                     model.keys.append(z[f"keys{m}"])
                     model.count.append(z[f"count{m}"])
                 model.cont = [None] + [z[f"cont{m}"] for m in range(1, model.n)] + [model.count[model.n]]
-        except (OSError, ValueError, KeyError) as e:
-            raise RnnkitError(
-                f"cannot read n-gram model {path}: {e}; train one with `rnnkit ngram train`"
-            ) from None
+        except _NOT_A_MODEL:
+            raise RnnkitError(not_a_model) from None
         model._statistics()
         return model

@@ -68,7 +68,7 @@ class Word2VecConfig:
     loss: str = "negative"  # or "softmax" (exact, small vocabularies)
     dimension: int = 100
     window: int = 5
-    negative: int = 5
+    negative: int = 5  # noise words per pair (>= 1) of negative sampling; the softmax loss ignores it
     sample: float = 1e-3  # subsampling threshold s; 0 turns it off
     min_count: int = 5
     epochs: int = 5
@@ -93,14 +93,20 @@ class Word2Vec:
             )
         if c.backend not in ("auto", "native", "torch"):
             raise RnnkitError(f"backend must be auto, native or torch, got {c.backend!r}")
-        if min(c.window, c.dimension, c.epochs, c.min_count, c.workers, c.batch_size) < 1:
-            raise RnnkitError("window, dimension, epochs, min_count, workers and batch_size must all be >= 1")
-        if c.negative < 0:
-            raise RnnkitError(f"negative (noise words per pair) must be >= 0, got {c.negative}")
+        for name in ("dimension", "window", "min_count", "epochs", "batch_size", "workers"):
+            if getattr(c, name) < 1:  # named as the command line's flag (--min-count for min_count)
+                raise RnnkitError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(c, name)}")
+        if c.loss == "negative" and c.negative < 1:  # K = 0 would only pull every pair together
+            raise RnnkitError(
+                f"--negative (noise words per pair) must be >= 1 for negative sampling, got {c.negative}; "
+                "for the full softmax, which needs none, use --loss softmax"
+            )
         if not (math.isfinite(c.alpha) and c.alpha > 0):
-            raise RnnkitError(f"alpha (the learning rate) must be a number > 0, got {c.alpha}")
+            raise RnnkitError(f"--alpha (the learning rate) must be a number > 0, got {c.alpha}")
         if not (math.isfinite(c.sample) and c.sample >= 0):
-            raise RnnkitError(f"sample (subsampling threshold) must be >= 0 (0 turns it off), got {c.sample}")
+            raise RnnkitError(
+                f"--sample (subsampling threshold) must be >= 0 (0 turns it off), got {c.sample}"
+            )
 
     def build_vocab(self, sentences: list[list[str]]) -> None:
         self.vocab = Vocabulary.build(

@@ -116,13 +116,22 @@ class WordVectors:
         try:
             header, rest = data.split(b"\n", 1)
             V, E = (int(x) for x in header.split())
+            looks_text = _is_text(rest, V, E)
+            wrong = None  # read in the wrong format, a file gives garbage vectors or a puzzling error
             if binary is None:
-                binary = not _is_text(rest, V, E) and _is_binary(rest, V, E)
-            words, vectors = _read_binary(rest, V, E) if binary else _read_text(rest, V, E)
+                binary = not looks_text and _is_binary(rest, V, E)
+            elif binary and looks_text:
+                wrong = ("binary", "text")
+            elif not binary and not looks_text and _is_binary(rest, V, E):
+                wrong = ("text", "binary")
+            if not wrong:
+                words, vectors = _read_binary(rest, V, E) if binary else _read_text(rest, V, E)
         except (ValueError, UnicodeDecodeError) as e:
             raise RnnkitError(
                 f"malformed word2vec file {path}: {e}; expected a 'V E' header then V vectors"
             ) from None
+        if wrong:
+            raise RnnkitError(f"{path} is not in word2vec {wrong[0]} format; try --format {wrong[1]}")
         return cls(words, vectors)
 
 
@@ -186,4 +195,6 @@ def _read_binary(rest: bytes, V: int, E: int):
             raise ValueError(f"file ends inside the vector of word {i + 1} of {V}")
         vectors[i] = np.frombuffer(rest[space + 1 : end], dtype="<f4")
         pos = end
+    if rest[pos:].strip():  # a binary file ends after its V-th vector (and a newline)
+        raise ValueError(f"{len(rest) - pos} bytes follow the last of the {V} vectors; is it binary?")
     return words, vectors

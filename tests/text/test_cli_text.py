@@ -57,7 +57,10 @@ def test_tfidf_commands(tmp_path, corpus, capsys):
 def test_markov_commands(capsys):
     assert main(["markov", "sample", "--preset", "i-before-e", "--length", "12"]) == 0
     assert main(["markov", "check", "AABEA", "ABBA"]) == 0
-    assert capsys.readouterr().out.splitlines()[-2:] == ["allowed: AABEA", "not allowed: ABBA"]
+    assert capsys.readouterr().out.splitlines()[-2:] == [
+        "allowed: AABEA",
+        "not allowed: ABBA  (it cannot write 'B' after 'AB')",
+    ]
     assert main(["markov", "stationary"]) == 0
     assert main(["markov", "check"]) == 2
 
@@ -97,7 +100,7 @@ def test_an_out_that_is_a_file_is_refused_before_any_work(tmp_path, corpus, caps
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--negative", "-1"], "negative (noise words per pair) must be >= 0"),
+        (["--negative", "-1"], "--negative (noise words per pair) must be >= 1 for negative sampling"),
         (["--alpha", "0"], "alpha (the learning rate) must be a number > 0"),
     ],
 )
@@ -118,7 +121,7 @@ def test_neighbours_format_flag(tmp_path, capsys):
         assert main(["neighbours", str(tmp_path / "v.bin"), "of", "--format", fmt, "--topn", "5"]) == 0
         assert "of" not in capsys.readouterr().out.splitlines()[1:]  # never its own neighbour
     assert main(["neighbours", str(tmp_path / "v.bin"), "of", "--format", "text"]) == 2
-    _one_error_line(capsys, "malformed word2vec file")
+    _one_error_line(capsys, "v.bin is not in word2vec text format; try --format binary")
 
 
 def test_tfidf_search_without_documents_json(tmp_path, corpus, capsys):
@@ -128,3 +131,199 @@ def test_tfidf_search_without_documents_json(tmp_path, corpus, capsys):
     capsys.readouterr()
     assert main(["tfidf", "search", str(index), "cat"]) == 2
     _one_error_line(capsys, "documents.json")
+
+
+# ---- fixes from a new user's review, one test each ------------------------------------------------------
+
+
+def test_markov_options_go_before_or_after_the_action_and_each_action_has_help(capsys):
+    assert main(["markov", "check", "--preset", "i-before-e", "bieb", "cie"]) == 0
+    assert main(["markov", "--preset", "i-before-e", "check", "bieb"]) == 0
+    assert main(["markov", "check", "bieb", "--preset", "i-before-e"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "allowed: bieb",
+        "not allowed: cie  (it cannot write 'e' after 'ci')",
+        "allowed: bieb",
+        "allowed: bieb",
+    ]
+    for action, words in [("sample", "--length"), ("check", "case-sensitive"), ("stationary", "π P = π")]:
+        with pytest.raises(SystemExit):
+            main(["markov", action, "--help"])
+        out = capsys.readouterr().out
+        assert f"usage: rnnkit markov {action}" in out and words in out and "--preset" in out
+    with pytest.raises(SystemExit):
+        main(["markov", "--help"])
+    out = capsys.readouterr().out
+    assert all(a in out for a in ("sample", "check", "stationary"))
+
+
+def test_markov_preset_and_text_on_either_side_of_the_action_conflict(tmp_path, capsys):
+    text = tmp_path / "t.txt"
+    text.write_text("ab\n")
+    assert main(["markov", "--text", str(text), "check", "--preset", "abe", "ab"]) == 2
+    _one_error_line(capsys, "give --preset or --text, not both")
+
+
+def test_markov_sample_refuses_extra_arguments(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["markov", "sample", "extra"])
+    assert e.value.code == 2 and "unrecognized arguments: extra" in capsys.readouterr().err
+
+
+def test_markov_not_allowed_says_why(tmp_path, capsys):
+    text = tmp_path / "t.txt"
+    text.write_text("To be, or not to be, that is the question.\nWhether tis nobler in the mind\n")
+    assert main(["markov", "--text", str(text), "check", "the", "Whether", "To be", "Tq"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"not allowed: the  (no line of {text} starts with 't'; the first symbol can be T W)",
+        "allowed: Whether",  # any line start may start, not only the file's first character
+        "allowed: To be",
+        "not allowed: Tq  (it cannot write 'q' after 'T')",
+    ]
+    assert main(["markov", "check", "abe", "ABE"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "not allowed: abe  ('a', 'b', 'e' are not among its symbols A B E; they are upper case: try 'ABE')",
+        "allowed: ABE",
+    ]
+    with pytest.raises(SystemExit):
+        main(["markov", "check", "--help"])
+    assert "'the' is allowed when some line of the file" in capsys.readouterr().out
+
+
+def test_neighbours_binary_format_on_a_text_file_is_one_clear_error(tmp_path, capsys):
+    import numpy as np
+
+    from rnnkit.text import WordVectors
+
+    rng = np.random.default_rng(0)
+    WordVectors(["the", "cat", "sat", "zebra"], rng.normal(size=(4, 6))).save(tmp_path / "v.txt")
+    assert main(["neighbours", str(tmp_path / "v.txt"), "the", "--format", "binary"]) == 2
+    _one_error_line(capsys, "v.txt is not in word2vec binary format; try --format text")  # and no warning
+    assert main(["neighbours", str(tmp_path / "v.txt"), "the", "--topn", "1"]) == 0
+
+
+def test_ngram_model_that_is_not_one_is_one_line_without_numpy_words(tmp_path, corpus, capsys):
+    assert main(["ngram", "eval", str(corpus), str(corpus)]) == 2
+    _one_error_line(
+        capsys, f"{corpus} is not an rnnkit n-gram model (an .npz written by `rnnkit ngram train --out`)"
+    )
+    import numpy as np
+
+    np.savez(tmp_path / "other.npz", a=np.arange(3))  # an .npz, but not ours
+    assert main(["ngram", "score", str(tmp_path / "other.npz"), "x"]) == 2
+    err = capsys.readouterr().err
+    assert "is not an rnnkit n-gram model" in err and "pickle" not in err
+
+
+@pytest.mark.parametrize(
+    "flag", ["--dimension", "--window", "--min-count", "--epochs", "--batch-size", "--workers"]
+)
+def test_word2vec_names_the_size_that_is_wrong(tmp_path, corpus, capsys, flag):
+    assert main(["word2vec", str(corpus), "--out", str(tmp_path / "w"), flag, "0"]) == 2
+    _one_error_line(capsys, f"{flag} must be >= 1, got 0")
+
+
+def test_word2vec_negative_zero_is_refused_for_negative_sampling(tmp_path, corpus, capsys):
+    assert main(["word2vec", str(corpus), "--out", str(tmp_path / "w"), "--negative", "0"]) == 2
+    _one_error_line(capsys, "--negative (noise words per pair) must be >= 1 for negative sampling, got 0")
+    args = ["--loss", "softmax", "--negative", "0", "--dimension", "4", "--min-count", "1", "--epochs", "1"]
+    assert main(["word2vec", str(corpus), "--out", str(tmp_path / "w"), *args]) == 0  # softmax needs none
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (
+            ["--smoothing", "add-k", "--discount", "0.5"],
+            "--discount is for Kneser-Ney smoothing, not --smoothing add-k",
+        ),
+        (["--k", "0.5"], "--k is the add-k pseudo-count, not used by --smoothing kneser-ney"),
+        (["--smoothing", "modified-kneser-ney", "--k", "2"], "not used by --smoothing modified-kneser-ney"),
+    ],
+)
+def test_ngram_train_refuses_options_of_another_smoothing(tmp_path, corpus, capsys, flags, message):
+    model = tmp_path / "m.npz"
+    assert main(["ngram", "train", str(corpus), "--out", str(model), *flags]) == 2
+    _one_error_line(capsys, message)
+    assert not model.exists()
+    for ok in (["--smoothing", "add-k", "--k", "0.5"], ["--discount", "0.5"]):
+        assert main(["ngram", "train", str(corpus), "--out", str(model), "-n", "2", *ok]) == 0
+
+
+def test_analogy_with_an_unknown_word_prints_nothing_before_the_error(tmp_path, corpus, capsys):
+    import numpy as np
+
+    from rnnkit.text import WordVectors
+
+    WordVectors(["king", "man", "woman", "queen"], np.eye(4)).save(tmp_path / "v.txt")
+    assert main(["neighbours", str(tmp_path / "v.txt"), "--analogy", "king", "zebra", "woman"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "'zebra'" in captured.err
+
+
+def test_ngram_complete_and_sample_never_write_unk(tmp_path, capsys):
+    corpus = tmp_path / "rare.txt"  # after "the" a rare word, i.e. <unk>, is the likeliest next word
+    corpus.write_text("".join(f"the w{i} sat\n" for i in range(30)) + "the cat sat\nthe cat sat\n")
+    model = tmp_path / "m.npz"
+    assert (
+        main(
+            [
+                "ngram",
+                "train",
+                str(corpus),
+                "--out",
+                str(model),
+                "-n",
+                "2",
+                "--level",
+                "word",
+                "--min-freq",
+                "2",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["ngram", "complete", str(model), "the", "--length", "6"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("the cat sat") and "<unk>" not in out
+    assert main(["ngram", "sample", str(model), "--length", "200", "--temperature", "5"]) == 0
+    assert "<unk>" not in capsys.readouterr().out
+
+
+def test_ngram_score_json_has_the_keys_of_rnnkit_score(tmp_path, corpus, capsys):
+    import json
+
+    model = tmp_path / "m.npz"
+    assert main(["ngram", "train", str(corpus), "--out", str(model), "-n", "3"]) == 0
+    capsys.readouterr()
+    assert main(["ngram", "score", str(model), "the cat", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    charlm_keys = {
+        "rank",
+        "text",
+        "log_prob",
+        "nats",
+        "chars",
+        "nats_per_char",
+        "bits_per_char",
+        "perplexity",
+    }
+    assert charlm_keys <= set(r) and r["chars"] == 7 and r["nats"] == pytest.approx(-r["log_prob"])
+    assert r["bits_per_char"] == pytest.approx(r["nats_per_char"] / 0.6931471805599453)
+    assert main(["ngram", "eval", str(model), str(corpus), "--json"]) == 0
+    assert {"file", "chars", "nats_per_char", "bits_per_char"} <= set(json.loads(capsys.readouterr().out))
+    words = tmp_path / "w.npz"
+    assert main(["ngram", "train", str(corpus), "--out", str(words), "-n", "2", "--level", "word"]) == 0
+    capsys.readouterr()
+    assert main(["ngram", "score", str(words), "the cat", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["words"] == 2 and {"nats_per_word", "bits_per_word", "log_prob", "nats"} <= set(r)
+
+
+def test_count_options_say_at_least_one(tmp_path, corpus, capsys):
+    model = tmp_path / "m.npz"
+    assert main(["ngram", "train", str(corpus), "--out", str(model), "-n", "2"]) == 0
+    capsys.readouterr()
+    assert main(["ngram", "sample", str(model), "--length", "0"]) == 2
+    _one_error_line(capsys, "--length must be >= 1, got 0")

@@ -46,3 +46,18 @@ def test_bad_tables():
         MarkovChain(["a", "b"], [[0.5, 0.4], [1, 0]])
     with pytest.raises(RnnkitError):
         MarkovChain.estimate([])
+
+
+def test_why_not_names_the_reason():
+    m = abe_machine()
+    assert m.why_not("AABEA") is None and m.why_not("") is None
+    assert m.why_not("ABBA") == "it cannot write 'B' after 'AB'"
+    assert "they are upper case: try 'ABE'" in m.why_not("abe")
+    assert m.why_not("AXA") == "'X' is not among its symbols A B E"
+    assert i_before_e_machine().why_not("cie") == "it cannot write 'e' after 'ci'"
+    chain = MarkovChain.estimate(["ab\nba\n"], starts="ab")  # a text whose lines start with a and b
+    assert chain.allows("ba") and chain.why_not("\nab") == (
+        "the chain never starts with '\\n'; the first symbol can be a b"
+    )
+    with pytest.raises(RnnkitError, match="start symbols"):
+        MarkovChain.estimate(["ab"], starts="c")

@@ -121,3 +121,24 @@ def test_bad_input():
         NGramLM(2).fit("")
     with pytest.raises(RnnkitError):
         NGramLM.load("/nonexistent/model.npz")
+
+
+def test_generate_never_writes_unk_even_where_it_is_likeliest():
+    text = "".join(f"the w{i} sat\n" for i in range(30)) + "the cat sat\nthe cat sat\n"
+    lm = NGramLM(2, level="word", min_freq=2).fit(text)
+    assert np.argmax(lm.next_distribution([lm.vocab.stoi["the"]])) == 0  # <unk> would win the argmax
+    assert lm.complete("the", 2) == "cat sat"
+    assert "<unk>" not in lm.sample(300, temperature=10.0)
+
+
+def test_model_load_of_other_files(tmp_path):
+    (tmp_path / "t.txt").write_text("some text\n")
+    for path in (tmp_path / "t.txt",):
+        with pytest.raises(RnnkitError, match=r"is not an rnnkit n-gram model \(an \.npz") as e:
+            NGramLM.load(path)
+        assert "pickle" not in str(e.value)
+    np.save(tmp_path / "a.npy", np.arange(3))
+    with pytest.raises(RnnkitError, match="is not an rnnkit n-gram model"):
+        NGramLM.load(tmp_path / "a.npy")
+    with pytest.raises(RnnkitError, match="cannot read n-gram model .*: No such file"):
+        NGramLM.load(tmp_path / "missing.npz")

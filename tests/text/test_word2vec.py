@@ -154,9 +154,24 @@ def test_bad_sizes_and_rates(bad, message):
         Word2Vec(**bad)
 
 
-def test_no_negative_samples_still_trains():
-    w2v = Word2Vec(dimension=4, min_count=1, epochs=1, negative=0, backend="torch").fit(planted_corpus())
-    assert w2v.loss_is_finite()
+def test_no_negative_samples_is_refused_for_negative_sampling_only():
+    # K = 0 noise words would only pull every (centre, context) pair together: nothing is learnt
+    with pytest.raises(RnnkitError, match="--negative .* must be >= 1 for negative sampling, got 0"):
+        Word2Vec(negative=0)
+    w2v = Word2Vec(dimension=4, min_count=1, epochs=1, negative=0, loss="softmax", backend="torch")
+    assert w2v.fit(planted_corpus()).loss_is_finite()  # the full softmax samples no noise words
+
+
+def test_a_text_file_read_as_binary_is_not_binary(tmp_path):
+    rng = np.random.default_rng(0)
+    WordVectors(["the", "cat", "sat"], rng.normal(size=(3, 5))).save(tmp_path / "v.txt")
+    with pytest.raises(RnnkitError, match="not in word2vec binary format; try --format text"):
+        WordVectors.load(tmp_path / "v.txt", binary=True)
+    (tmp_path / "odd.txt").write_text(
+        "2 2\nthe 1 2 3\ncat 4 5 6\ndog 7 8 9\n"
+    )  # not text (3 numbers) nor binary
+    with pytest.raises(RnnkitError, match="bytes follow the last of the 2 vectors"):
+        WordVectors.load(tmp_path / "odd.txt", binary=True)
 
 
 def _native_skip_reason():

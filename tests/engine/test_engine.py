@@ -153,4 +153,6 @@ def test_a_build_lock_left_by_a_killed_build_is_waited_for_then_removed(tmp_path
     threading.Timer(0.6, lock.unlink).start()
     t0 = time.perf_counter()
     _native_build._wait_for_lock("the test extension", "some_ext")
-    assert time.perf_counter() - t0 >= 0.5 and "waiting for another process building" in capsys.readouterr().err
+    assert (
+        time.perf_counter() - t0 >= 0.5 and "waiting for another process building" in capsys.readouterr().err
+    )

@@ -6,7 +6,8 @@
     rnnkit rbm dbn            a stack of RBMs; logistic regression on its features
     rnnkit rbm cd-check       how fast the CD-k gradient approaches the exact gradient as k grows
     rnnkit ising sweep        observables of the 2-D Ising model against temperature
-Every subcommand takes --dry-run (tiny sizes) for a smoke test.
+Every subcommand takes --dry-run (tiny sizes for the options not given) for a smoke test. Every option
+is checked before any work starts; a bad one is one line naming the flag.
 """
 
 import json
@@ -15,23 +16,34 @@ import math
 import torch
 
 from rnnkit.cli import out_folder
-from rnnkit.energy._checks import as_spins, positive_float, positive_int
+from rnnkit.energy._checks import as_spins, fraction, positive_float, positive_int
 from rnnkit.errors import RnnkitError
+
+# hopfield recall: N units need N² float32 weights, and recall works on a float64 copy (12 N² bytes and
+# more: 2.2 GB measured at this size), and one asynchronous sweep is N small steps.
+MAX_UNITS = 10_000
 
 
 def _common(p, action: str):
     p.add_argument("--out", default=f"runs/{action}", help="folder for the figures (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--dry-run", action="store_true", help="tiny sizes, for a smoke test")
+    p.add_argument(
+        "--dry-run", action="store_true", help="tiny sizes (for the options not given): a smoke test"
+    )
 
 
-def _setup(args):
-    """Check the options every command shares, make --out, and seed a generator on --device."""
-    for name, value in vars(args).items():  # nan or inf is never a meaningful number option here
+def _check_numbers(args) -> None:
+    """nan or inf is never a meaningful number option here; each command checks this first."""
+    for name, value in vars(args).items():
         for v in value if isinstance(value, list) else [value]:
             if isinstance(v, float) and not math.isfinite(v):
                 raise RnnkitError(f"--{name.replace('_', '-')} must be a finite number, got {v}")
+
+
+def _setup(args):
+    """Check --device, make --out, and seed a generator on --device: once every option is checked."""
+    _check_numbers(args)
     _check_device(args.device)
     out = out_folder(args.out)
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
@@ -57,20 +69,59 @@ def _wrote(path) -> None:
     print(f"wrote {path}")
 
 
+def _pick(args, name: str, default, dry):
+    """An option's value: as given; else `dry` under --dry-run; else `default`."""
+    value = getattr(args, name)
+    if value is not None:
+        return value
+    return dry if args.dry_run else default
+
+
+def _nonnegative_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise RnnkitError(f"{name} must be an integer >= 0, got {value!r}")
+    return value
+
+
+def _size(num_bytes: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if num_bytes < 1000:
+            return f"{num_bytes:.3g} {unit}"
+        num_bytes /= 1000
+    return f"{num_bytes:,.0f} TB"
+
+
+def _check_units(units: int, what: str, fix: str) -> None:
+    """Refuse a network too big to hold before its weights are allocated."""
+    if units > MAX_UNITS:
+        raise RnnkitError(
+            f"{what}: a {units:,}² weight matrix ({_size(4 * units**2)}) is too big; hopfield recall "
+            f"takes at most {MAX_UNITS:,} units; {fix}"
+        )
+
+
 # Hopfield.
 def hopfield_recall(args) -> None:
     from rnnkit.energy import hopfield, patterns_io, plots
 
+    _check_numbers(args)
+    units = positive_int("--units (number of units N)", _pick(args, "units", 100, 64))
+    count = positive_int("--random (number of patterns P)", args.random)
+    fraction("--noise", args.noise)
+    positive_int("--max-steps", args.max_steps)
     out, g = _setup(args)
     if args.patterns:
         patterns, shape = patterns_io.read_patterns(args.patterns)
+        n = len(patterns[0]) if patterns else 0
+        _check_units(n, f"--patterns {args.patterns} has patterns of {n:,} units", "use shorter patterns")
     elif args.images:
         patterns, shape = patterns_io.read_images(args.images)
+        (h, w), n = shape, len(patterns[0])
+        _check_units(n, f"--images of {w}x{h} = {n:,} pixels", "resize the images (to 100x100, say)")
     elif args.digits is not None:  # 0 is given too: an error there, not random patterns
         patterns, shape = patterns_io.digit_patterns(args.digits)
     else:
-        units = positive_int("number of units N", 64 if args.dry_run else args.units)
-        count = positive_int("number of patterns P", args.random)
+        _check_units(units, f"--units {units}", f"give --units {MAX_UNITS} or less")
         patterns, shape = hopfield.random_patterns(count, units, g, args.device), None
     xi = as_spins(patterns).to(args.device)
     net = hopfield.Hopfield(xi.shape[1], args.rule, device=args.device).store(xi)
@@ -89,13 +140,24 @@ def hopfield_recall(args) -> None:
 def hopfield_capacity(args) -> None:
     from rnnkit.energy import capacity, plots
 
-    out, _ = _setup(args)
+    _check_numbers(args)
+    d = capacity.CapacityConfig()
+    sizes = _pick(args, "sizes", d.sizes, (32, 64))
+    loads = _pick(args, "loads", d.loads, (0.05, 0.15, 0.25))
+    for n in sizes:
+        positive_int("--sizes (N)", n)
+    for load in loads:
+        if not 0 < load <= 1:
+            raise RnnkitError(f"--loads (P/N) must be in (0, 1], got {load}")
+    fraction("--noise", args.noise)
     cfg = capacity.CapacityConfig(
-        tuple(args.sizes), tuple(args.loads), args.rule, args.noise, args.random_starts, args.min_patterns,
-        args.max_sweeps, args.seed,
-    )  # fmt: skip
-    if args.dry_run:
-        cfg = capacity.CapacityConfig((32, 64), (0.05, 0.15, 0.25), args.rule, args.noise, 4, 8, 5, args.seed)
+        tuple(sizes), tuple(loads), args.rule, args.noise,
+        positive_int("--random-starts", _pick(args, "random_starts", d.random_starts, 4)),
+        positive_int("--min-patterns", _pick(args, "min_patterns", d.min_patterns, 8)),
+        positive_int("--max-sweeps", _pick(args, "max_sweeps", d.max_sweeps, 5)),
+        args.seed,
+    ).check()  # fmt: skip
+    out, _ = _setup(args)
 
     def progress(r):
         print(f"N={r['N']:5d} P/N={r['load']:.3f} overlap={r['mean_overlap']:.3f} recalled={r['recalled']:.2f} "
@@ -129,37 +191,73 @@ def _digits_split(args, gaussian=False):
     return x[:cut].to(dev), y[:cut], x[cut:].to(dev), y[cut:]
 
 
-def _train_config(args):
+LR = {"bernoulli": 0.06, "gaussian": 0.005}  # --lr when not given, by --visible
+
+
+def _train_config(args, visible="bernoulli"):
+    """The training options, each checked under its flag's name."""
     from rnnkit.energy.rbm_train import RBMTrainConfig
 
-    return RBMTrainConfig(1 if args.dry_run else args.epochs, args.batch_size, args.lr, args.k, not args.cd,
-                          args.momentum, args.weight_decay)  # fmt: skip
+    if isinstance(args.k, bool) or not isinstance(args.k, int) or args.k < 1:
+        raise RnnkitError(f"--k (Gibbs steps per update) must be an integer >= 1, got {args.k!r}")
+    if not 0 <= args.momentum < 1:
+        raise RnnkitError(f"--momentum must be in [0, 1), got {args.momentum}")
+    if args.weight_decay < 0:
+        raise RnnkitError(f"--weight-decay must be >= 0, got {args.weight_decay}")
+    return RBMTrainConfig(
+        positive_int("--epochs", _pick(args, "epochs", 10, 1)), positive_int("--batch-size", args.batch_size),
+        positive_float("--lr", LR[visible] if args.lr is None else args.lr), args.k, not args.cd,
+        args.momentum, args.weight_decay,
+    ).check()  # fmt: skip
+
+
+def _diverged(e, visible="bernoulli"):
+    """TrainingDiverged, said with the flag to change and a value to try."""
+    lower = LR[visible] if e.lr > LR[visible] else e.lr / 10
+    return RnnkitError(
+        f"RBM training diverged in epoch {e.epoch + 1} with --lr {e.lr:g}: the weights became NaN or "
+        f"infinite; stopped before writing any figure; try a lower --lr, e.g. {lower:g}"
+    )
 
 
 def rbm_train(args) -> None:
     from rnnkit.energy import ais, plots
     from rnnkit.energy.rbm import RBM
+    from rnnkit.energy.rbm_train import TrainingDiverged
 
+    _check_numbers(args)
+    cfg = _train_config(args, args.visible)
+    hidden = positive_int("--hidden", _pick(args, "hidden", 100, 16))
+    steps = positive_int("--gibbs-steps", _pick(args, "gibbs_steps", 1000, 10))
     out, g = _setup(args)
     gaussian = args.visible == "gaussian"
     x_train, _, x_test, _ = _digits_split(args, gaussian)
-    rbm = RBM(64, 16 if args.dry_run else args.hidden, args.visible, generator=g, device=args.device)
-    cfg = _train_config(args)
+    rbm = RBM(64, hidden, args.visible, generator=g, device=args.device)
 
     def log(epoch, r):
-        print(f"epoch {epoch + 1}: reconstruction error of test digits {r.reconstruction_error(x_test):.4f}")
+        error = r.reconstruction_error(x_test)
+        if not math.isfinite(error):
+            raise TrainingDiverged(epoch, cfg.lr)
+        print(f"epoch {epoch + 1}: reconstruction error of test digits {error:.4f}")
 
-    rbm.fit(x_train, cfg, g, log)
+    try:
+        rbm.fit(x_train, cfg, g, log)
+    except TrainingDiverged as e:
+        raise _diverged(e, args.visible) from None
     if not gaussian:
         pl = rbm.pseudo_likelihood((x_test > 0.5).float(), per_unit=True).mean().item()
         print(f"pseudo-likelihood of binarised test digits: {pl:.4f} per pixel, {pl * 64:.2f} per image")
     chains, betas = (10, 50) if args.dry_run else (100, 2000)
     log_Z, err = ais.log_partition(rbm, chains, betas, x_train, g)
     log_p = rbm.log_likelihood(x_test, log_Z)
+    if not (math.isfinite(log_Z) and math.isfinite(log_p)):
+        raise RnnkitError(
+            f"the AIS estimate of log Z is {log_Z} (log-likelihood {log_p}): the weights grew too large "
+            f"(largest |W| {rbm.W.abs().max().item():.3g}); try a lower --lr than {cfg.lr:g}"
+        )
     print(f"AIS log Z = {log_Z:.2f} ± {err:.2f}; test log-likelihood {log_p:.2f} per image")
     title = "RBM filters: rows of W (hidden x 64 pixels)"
     _wrote(plots.image_grid(rbm.W[:100], out / "filters.png", title, (8, 8), symmetric=True))
-    steps = 10 if args.dry_run else args.gibbs_steps
     _, means = rbm.sample(50, steps, generator=g)
     title = f"Gibbs chains from noise after {steps} steps (visible means)"
     _wrote(plots.image_grid(means, out / "samples.png", title, (8, 8)))
@@ -171,15 +269,21 @@ def rbm_dbn(args) -> None:
 
     from rnnkit.energy import plots
     from rnnkit.energy.dbn import DBN
+    from rnnkit.energy.rbm_train import TrainingDiverged
 
+    _check_numbers(args)
     positive_float("--C (inverse regularisation of the classifier)", args.C)
+    cfg = _train_config(args)
+    layers = _pick(args, "layers", [256, 128], [16, 8])
+    for n in layers:
+        positive_int("--layers (hidden sizes)", n)
     out, g = _setup(args)
     x_train, y_train, x_test, y_test = _digits_split(args)
-    layers = [16, 8] if args.dry_run else args.layers
     dbn = DBN([64, *layers], generator=g, device=args.device)
-    dbn.fit(
-        x_train, _train_config(args), g, lambda layer, epoch, _: print(f"layer {layer + 1} epoch {epoch + 1}")
-    )
+    try:
+        dbn.fit(x_train, cfg, g, lambda layer, epoch, _: print(f"layer {layer + 1} epoch {epoch + 1}"))
+    except TrainingDiverged as e:
+        raise _diverged(e) from None
 
     def accuracy(f_train, f_test):
         with threadpool_limits(1):  # a small fit; extra threads only stall on a busy machine
@@ -198,12 +302,14 @@ def rbm_cd_check(args) -> None:
     from rnnkit.energy import plots, rbm_exact
     from rnnkit.energy.rbm import RBM
 
-    ks = [1, 2, 4] if args.dry_run else args.ks
+    _check_numbers(args)
+    ks = _pick(args, "ks", [1, 2, 4, 8, 16, 32, 64, 128], [1, 2, 4])
     for k in ks:
         if k < 1:
             raise RnnkitError(f"--ks: k (Gibbs steps) must be an integer >= 1, got {k}")
+    V = positive_int("--visible-units", args.visible_units)
+    H = positive_int("--hidden-units", args.hidden_units)
     out, g = _setup(args)
-    V, H = args.visible_units, args.hidden_units
     rbm = RBM(V, H, init_scale=args.weight_scale, generator=g, device=args.device)
     data = (torch.rand(200, V, generator=g, device=args.device) < 0.3).float()
     exact = torch.cat([t.flatten() for t in rbm_exact.exact_gradient(rbm, data)])
@@ -223,15 +329,24 @@ def rbm_cd_check(args) -> None:
 def ising_sweep(args) -> None:
     from rnnkit.energy import ising, plots
 
-    out, g = _setup(args)
+    _check_numbers(args)
     if args.temperatures:
         temps = args.temperatures
+        if min(temps) <= 0:
+            raise RnnkitError(f"--temperatures must be positive numbers, got {temps}")
     else:
-        temps = torch.linspace(
-            args.t_min, args.t_max, positive_int("number of temperatures", args.count)
-        ).tolist()
-    size, sweeps, burn_in = (8, 20, 10) if args.dry_run else (args.size, args.sweeps, args.burn_in)
-    temps = temps[:: max(1, len(temps) // 4)] if args.dry_run else temps
+        if min(args.t_min, args.t_max) <= 0:
+            raise RnnkitError(
+                f"--t-min and --t-max: temperatures must be positive, got {args.t_min}, {args.t_max}"
+            )
+        count = positive_int("--count (number of temperatures)", _pick(args, "count", 32, 4))
+        temps = torch.linspace(args.t_min, args.t_max, count).tolist()
+    size = positive_int("--size (lattice side L)", _pick(args, "size", 64, 8))
+    if size % 2:
+        raise RnnkitError(f"--size (lattice side L) must be even for the checkerboard update, got {size}")
+    sweeps = positive_int("--sweeps", _pick(args, "sweeps", 1000, 20))
+    burn_in = _nonnegative_int("--burn-in", _pick(args, "burn_in", 500, 10))
+    out, g = _setup(args)
     model = ising.Ising(size, temps, args.coupling, args.field, args.update, args.start, g, args.device)
     results = model.run(sweeps, burn_in)
     tc = ising.onsager_tc(args.coupling) if args.field == 0 and args.coupling > 0 else None
@@ -258,8 +373,11 @@ def _add_hopfield(group) -> None:
     src.add_argument("--patterns", metavar="FILE", help="text file, one ±1 pattern per line")
     src.add_argument("--images", nargs="+", metavar="PNG", help="images of equal size, thresholded")
     src.add_argument("--digits", type=int, metavar="K", help="one image of each of the first K digits")
-    p.add_argument("--units", type=int, default=100, help="N for random patterns")
-    p.add_argument("--noise", type=float, default=0.2, help="fraction of each cue's units flipped")
+    p.add_argument("--units", type=int, help=f"N for random patterns (default: 100; 64 with --dry-run; "
+                   f"at most {MAX_UNITS:,})")  # fmt: skip
+    p.add_argument(
+        "--noise", type=float, default=0.2, help="fraction of each cue's units flipped (default: %(default)s)"
+    )
     p.add_argument("--erase", action="store_true", help="set those units to 0 (unknown) instead")
     p.add_argument("--mode", default="async", choices=["async", "sync"])
     p.add_argument("--rule", default="hebbian", choices=["hebbian", "storkey"])
@@ -269,21 +387,32 @@ def _add_hopfield(group) -> None:
 
     d = CapacityConfig()
     p = actions.add_parser("capacity", help="recall against the load P/N (Amit, Gutfreund, Sompolinsky)")
-    p.add_argument("--sizes", type=int, nargs="+", default=list(d.sizes))
-    p.add_argument("--loads", type=float, nargs="+", default=list(d.loads))
+    p.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help=f"numbers of units (default: {' '.join(map(str, d.sizes))}; 32 64 with --dry-run)",
+    )
+    p.add_argument("--loads", type=float, nargs="+", metavar="P/N",
+                   help="loads P/N (default: 0.02 to 0.25; 0.05 0.15 0.25 with --dry-run)")  # fmt: skip
     p.add_argument("--rule", default=d.rule, choices=["hebbian", "storkey"])
     p.add_argument("--noise", type=float, default=d.cue_noise, help="fraction of bits flipped in each cue")
-    p.add_argument("--random-starts", type=int, default=d.random_starts)
-    p.add_argument("--min-patterns", type=int, default=d.min_patterns)
-    p.add_argument("--max-sweeps", type=int, default=d.max_sweeps)
+    p.add_argument(
+        "--random-starts", type=int, help=f"per network (default: {d.random_starts}; 4 with --dry-run)"
+    )
+    p.add_argument(
+        "--min-patterns", type=int, help=f"recalls per point (default: {d.min_patterns}; 8 with --dry-run)"
+    )
+    p.add_argument("--max-sweeps", type=int, help=f"default: {d.max_sweeps}; 5 with --dry-run")
     _common(p, "hopfield-capacity")
     p.set_defaults(func=hopfield_capacity)
 
 
-def _training_options(p) -> None:
-    p.add_argument("--epochs", type=int, default=10)
+def _training_options(p, lr_help=f"learning rate (default: {LR['bernoulli']})") -> None:
+    p.add_argument("--epochs", type=int, help="default: 10; 1 with --dry-run")
     p.add_argument("--batch-size", type=int, default=10)
-    p.add_argument("--lr", type=float, default=0.06)
+    p.add_argument("--lr", type=float, help=lr_help)
     p.add_argument("--k", type=int, default=1, help="Gibbs steps per update")
     p.add_argument("--cd", action="store_true", help="CD-k from the data instead of persistent chains")
     p.add_argument("--momentum", type=float, default=0.0)
@@ -293,17 +422,23 @@ def _training_options(p) -> None:
 def _add_rbm(group) -> None:
     actions = group.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = actions.add_parser("train", help="train an RBM on scikit-learn's digits")
-    _training_options(p)
-    p.add_argument("--hidden", type=int, default=100)
+    _training_options(
+        p, f"learning rate (default: {LR['bernoulli']}; {LR['gaussian']} with --visible gaussian)"
+    )
+    p.add_argument("--hidden", type=int, help="hidden units (default: 100; 16 with --dry-run)")
     p.add_argument("--visible", default="bernoulli", choices=["bernoulli", "gaussian"],
-                   help="gaussian: standardised pixels; use a smaller --lr, e.g. 0.005")  # fmt: skip
-    p.add_argument("--gibbs-steps", type=int, default=1000, help="for the samples figure")
+                   help="gaussian: standardised pixels, with a smaller default --lr")  # fmt: skip
+    p.add_argument(
+        "--gibbs-steps", type=int, help="for the samples figure (default: 1000; 10 with --dry-run)"
+    )
     _common(p, "rbm-train")
     p.set_defaults(func=rbm_train)
 
     p = actions.add_parser("dbn", help="train a deep belief network; classify with its features")
     _training_options(p)
-    p.add_argument("--layers", type=int, nargs="+", default=[256, 128], help="hidden sizes")
+    p.add_argument(
+        "--layers", type=int, nargs="+", help="hidden sizes (default: 256 128; 16 8 with --dry-run)"
+    )
     p.add_argument("--C", type=float, default=100.0, help="inverse regularisation of the classifier")
     _common(p, "rbm-dbn")
     p.set_defaults(func=rbm_dbn)
@@ -312,7 +447,9 @@ def _add_rbm(group) -> None:
     p.add_argument("--visible-units", type=int, default=8)
     p.add_argument("--hidden-units", type=int, default=6)
     p.add_argument("--weight-scale", type=float, default=2.0, help="std of the random weights (slow mixing)")
-    p.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64, 128])
+    p.add_argument(
+        "--ks", type=int, nargs="+", help="Gibbs steps to try (default: 1 2 4 ... 128; 1 2 4 with --dry-run)"
+    )
     _common(p, "rbm-cd-check")
     p.set_defaults(func=rbm_cd_check)
 
@@ -320,13 +457,13 @@ def _add_rbm(group) -> None:
 def _add_ising(group) -> None:
     actions = group.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = actions.add_parser("sweep", help="magnetisation, energy, C and χ against temperature")
-    p.add_argument("--size", type=int, default=64, help="lattice side L (even)")
+    p.add_argument("--size", type=int, help="lattice side L, even (default: 64; 8 with --dry-run)")
     p.add_argument("--t-min", type=float, default=1.0)
     p.add_argument("--t-max", type=float, default=4.0)
-    p.add_argument("--count", type=int, default=32, help="number of temperatures")
+    p.add_argument("--count", type=int, help="number of temperatures (default: 32; 4 with --dry-run)")
     p.add_argument("--temperatures", type=float, nargs="+", help="explicit temperatures instead")
-    p.add_argument("--sweeps", type=int, default=1000, help="measured sweeps")
-    p.add_argument("--burn-in", type=int, default=500)
+    p.add_argument("--sweeps", type=int, help="measured sweeps (default: 1000; 20 with --dry-run)")
+    p.add_argument("--burn-in", type=int, help="default: 500; 10 with --dry-run")
     p.add_argument("--update", default="metropolis", choices=["metropolis", "heat-bath"])
     p.add_argument("--start", default="ordered", choices=["ordered", "random"])
     p.add_argument("--coupling", type=float, default=1.0, help="J")

@@ -24,6 +24,7 @@ from rnnkit.energy._util import single_thread
 
 FIXED_POINT, TWO_CYCLE, UNFINISHED = 0, 1, 2
 STATUS_NAMES = ("fixed point", "2-cycle", "unfinished")
+STATUS_PLURALS = ("fixed points", "2-cycles", "unfinished")
 
 
 def hebbian(patterns: torch.Tensor) -> torch.Tensor:
@@ -145,7 +146,8 @@ class RecallResult:
 
     def summary(self) -> str:
         counts = torch.bincount(self.status.flatten().cpu(), minlength=len(STATUS_NAMES))
-        return ", ".join(f"{int(n)} {name}" for n, name in zip(counts, STATUS_NAMES) if n)
+        names = zip(counts.tolist(), STATUS_NAMES, STATUS_PLURALS)
+        return ", ".join(f"{n} {name if n == 1 else plural}" for n, name, plural in names if n)
 
 
 class Hopfield:

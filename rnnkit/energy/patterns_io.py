@@ -44,7 +44,7 @@ def read_images(paths) -> tuple:
     """Images as ±1 patterns: dark pixels +1, light -1 (threshold at mid-grey)."""
     from matplotlib.image import imread
 
-    rows, shapes = [], set()
+    rows, shapes = [], {}
     for path in paths:
         try:
             image = torch.as_tensor(imread(path), dtype=torch.float32)
@@ -52,9 +52,15 @@ def read_images(paths) -> tuple:
             raise RnnkitError(f"cannot read image {path}: {e}") from None
         grey = image[..., :3].mean(-1) if image.dim() == 3 else image
         grey = grey / grey.max().clamp(min=1e-8)
-        shapes.add(tuple(grey.shape))
-        rows.append(torch.where(grey < 0.5, 1.0, -1.0).flatten().tolist())
-    return rows, next(iter(shapes)) if len(shapes) == 1 else None
+        shapes.setdefault(tuple(grey.shape), path)
+        if len(shapes) > 1:
+            (h0, w0), (h, w) = next(iter(shapes)), grey.shape
+            raise RnnkitError(
+                f"images must all have the same size: {shapes[h0, w0]} is {w0}x{h0} pixels but {path} is "
+                f"{w}x{h}; resize them to one size"
+            )
+        rows.append(torch.where(grey < 0.5, 1.0, -1.0).flatten())
+    return torch.stack(rows), next(iter(shapes))
 
 
 def digit_patterns(count: int) -> tuple:

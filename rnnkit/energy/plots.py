@@ -109,7 +109,8 @@ def ising_figure(results, path, tc=None, onsager=None) -> str:
         axes[0, 0].plot(
             fine.numpy(), [onsager(t) for t in fine.tolist()], "k:", lw=1, label="Onsager, infinite lattice"
         )
-    axes[0, 0].legend(fontsize=8)
+    if axes[0, 0].get_legend_handles_labels()[0]:  # no T_c line and no Onsager curve: no legend
+        axes[0, 0].legend(fontsize=8)
     return _save(fig, path)
 
 

@@ -29,6 +29,21 @@ from rnnkit.errors import RnnkitError
 NOISE_PER_CHUNK = 1 << 22  # random numbers drawn at once
 
 
+class TrainingDiverged(RnnkitError):
+    """The parameters became NaN or infinite: the learning rate is too high for the data."""
+
+    def __init__(self, epoch: int, lr: float):
+        self.epoch, self.lr = epoch, lr
+        super().__init__(
+            f"RBM training diverged in epoch {epoch + 1}: the weights became NaN or infinite; stopped; "
+            f"try a lower learning rate than {lr:g}"
+        )
+
+
+def _finite(rbm) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in (rbm.W, rbm.b, rbm.c))
+
+
 @dataclass
 class RBMTrainConfig:
     epochs: int = 10
@@ -137,7 +152,10 @@ def _minibatches(x: torch.Tensor, B: int, steps_per_chunk: int):
 
 @torch.no_grad()
 def fit(rbm, data, cfg: RBMTrainConfig, generator=None, callback=None):
-    """Train `rbm` in place on data (n, V); `callback(epoch, rbm)` after each epoch."""
+    """Train `rbm` in place on data (n, V); `callback(epoch, rbm)` after each epoch.
+
+    Raises TrainingDiverged (an RnnkitError) as soon as a parameter is NaN or infinite.
+    """
     cfg.check()
     num_chains = cfg.num_chains or cfg.batch_size
     tiny = rbm.W.device.type == "cpu" and cfg.batch_size * rbm.num_visible * rbm.num_hidden < 1 << 20
@@ -155,6 +173,8 @@ def fit(rbm, data, cfg: RBMTrainConfig, generator=None, callback=None):
                     rbm, S, B, num_chains if cfg.persistent else B, cfg.k, cfg.persistent, generator
                 )
                 run(rbm, xs, *noise, state, cfg)
+                if not _finite(rbm):
+                    raise TrainingDiverged(epoch, cfg.lr)
             if callback:
                 callback(epoch, rbm)
     return rbm

@@ -35,7 +35,7 @@ def test_patterns_from_a_text_file(tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["hopfield", "recall", "--units", "0"], "number of units N must be a positive integer"),
+        (["hopfield", "recall", "--units", "0"], "--units (number of units N) must be a positive integer"),
         (["hopfield", "recall", "--patterns", "{bad}"], "must be binary"),
         (["hopfield", "recall", "--patterns", "{ragged}"], "mixed lengths"),
         (["hopfield", "recall", "--patterns", "{missing}"], "cannot read patterns file"),
@@ -49,11 +49,11 @@ def test_patterns_from_a_text_file(tmp_path, capsys):
         (["ising", "sweep", "--coupling", "nan"], "--coupling must be a finite number, got nan"),
         (["ising", "sweep", "--field", "inf"], "--field must be a finite number, got inf"),
         (["ising", "sweep", "--temperatures", "1", "nan"], "--temperatures must be a finite number"),
-        (["hopfield", "capacity", "--sizes", "0"], "N must be a positive integer"),
-        (["rbm", "train", "--k", "0"], "k (Gibbs steps per update) must be an integer >= 1"),
-        (["ising", "sweep", "--temperatures", "0", "1"], "temperatures must be positive"),
-        (["ising", "sweep", "--t-min", "-1"], "temperatures must be positive"),
-        (["ising", "sweep", "--size", "0"], "lattice size L must be a positive integer"),
+        (["hopfield", "capacity", "--sizes", "0"], "--sizes (N) must be a positive integer, got 0"),
+        (["rbm", "train", "--k", "0"], "--k (Gibbs steps per update) must be an integer >= 1"),
+        (["ising", "sweep", "--temperatures", "0", "1"], "--temperatures must be positive"),
+        (["ising", "sweep", "--t-min", "-1"], "--t-min and --t-max: temperatures must be positive"),
+        (["ising", "sweep", "--size", "0"], "--size (lattice side L) must be a positive integer"),
     ],
 )
 def test_bad_input_is_one_line_and_a_nonzero_exit(args, message, tmp_path, capsys):
@@ -85,3 +85,145 @@ def test_cuda_asked_for_on_a_machine_without_it(monkeypatch, tmp_path, capsys):
     assert main(["ising", "sweep", "--dry-run", "--device", "cuda", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err == "rnnkit: error: --device cuda: CUDA is not available on this machine; use --device cpu\n"
+
+
+# Options are checked under their flag's name, before any work (nothing trained, no --out made), and a
+# given option is honoured under --dry-run, never silently replaced.
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["hopfield", "recall", "--noise", "1.5"], "--noise must be between 0 and 1, got 1.5"),
+        (["hopfield", "recall", "--max-steps", "0"], "--max-steps must be a positive integer, got 0"),
+        (["hopfield", "recall", "--random", "0"], "--random (number of patterns P) must be a positive"),
+        (["hopfield", "capacity", "--sizes", "0", "--dry-run"], "--sizes (N) must be a positive integer"),
+        (["hopfield", "capacity", "--loads", "1.5", "--dry-run"], "--loads (P/N) must be in (0, 1]"),
+        (["hopfield", "capacity", "--noise", "2"], "--noise must be between 0 and 1, got 2.0"),
+        (["hopfield", "capacity", "--max-sweeps", "0"], "--max-sweeps must be a positive integer"),
+        (["rbm", "train", "--gibbs-steps", "0"], "--gibbs-steps must be a positive integer, got 0"),
+        (["rbm", "train", "--gibbs-steps", "0", "--dry-run"], "--gibbs-steps must be a positive integer"),
+        (["rbm", "train", "--hidden", "0", "--dry-run"], "--hidden must be a positive integer, got 0"),
+        (["rbm", "train", "--epochs", "0"], "--epochs must be a positive integer, got 0"),
+        (["rbm", "train", "--lr", "0"], "--lr must be a positive number, got 0.0"),
+        (["rbm", "train", "--momentum", "1"], "--momentum must be in [0, 1), got 1.0"),
+        (["rbm", "dbn", "--layers", "16", "0", "--dry-run"], "--layers (hidden sizes) must be a positive"),
+        (["rbm", "dbn", "--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
+        (["rbm", "cd-check", "--hidden-units", "0"], "--hidden-units must be a positive integer, got 0"),
+        (["ising", "sweep", "--size", "7", "--dry-run"], "--size (lattice side L) must be even"),
+        (["ising", "sweep", "--burn-in", "-1"], "--burn-in must be an integer >= 0, got -1"),
+        (["ising", "sweep", "--count", "0"], "--count (number of temperatures) must be a positive integer"),
+    ],
+)
+def test_options_are_checked_by_flag_before_any_work(args, message, tmp_path, capsys, monkeypatch):
+    from rnnkit.energy import rbm_train
+
+    def no_training(*a, **k):
+        raise AssertionError("trained before checking the options")
+
+    monkeypatch.setattr(rbm_train, "fit", no_training)
+    out = tmp_path / "out"
+    assert main([*args, "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("rnnkit: error: ")
+    assert message in captured.err and captured.err.count("\n") == 1, captured.err
+    assert not out.exists()
+
+
+def test_a_given_option_is_honoured_under_dry_run(tmp_path, capsys):
+    assert main(["hopfield", "capacity", "--sizes", "40", "--dry-run", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "N=   40 P/N=0.050" in out and "N=   32" not in out
+    assert main(["ising", "sweep", "--dry-run", "--temperatures", "1.5", "2.5", "--out", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.startswith("T=1.500 ")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["rbm", "train", "--visible", "gaussian", "--lr", "1"], "with --lr 1: the weights became NaN or"),
+        (["rbm", "train", "--lr", "1000"], "try a lower --lr, e.g. 0.06"),
+        (["rbm", "dbn", "--lr", "1000"], "stopped before writing any figure"),
+    ],
+)
+def test_diverging_training_stops_with_one_line_naming_lr(args, message, tmp_path, capsys):
+    from rnnkit.energy import _rbm_kernel
+
+    if "gaussian" not in args and _rbm_kernel.load() is None:
+        pytest.skip("Bernoulli units diverge to NaN in the compiled CD loop, which does not build here")
+    assert main([*args, "--dry-run", "--out", str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert "nan" not in captured.out and "wrote" not in captured.out
+    err = captured.err
+    assert err.startswith("rnnkit: error: RBM training diverged in epoch 1 with --lr ")
+    assert message in err and "try a lower --lr" in err and err.count("\n") == 1
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_gaussian_visibles_train_with_their_default_lr(tmp_path, capsys):
+    import matplotlib.image
+
+    argv = ["rbm", "train", "--visible", "gaussian", "--dry-run", "--epochs", "2", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "nan" not in out and "inf" not in out
+    assert "AIS log Z = " in out
+    pixels = matplotlib.image.imread(tmp_path / "filters.png")[..., :3]
+    assert pixels.std() > 0.1  # a blank figure (title only) has std < 0.04
+
+
+def test_lr_help_gives_the_gaussian_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["rbm", "train", "--help"])
+    assert "0.005 with --visible gaussian" in " ".join(capsys.readouterr().out.split())
+
+
+def _write_images(tmp_path, *shapes):
+    import matplotlib.image
+    import numpy as np
+
+    paths = []
+    for i, shape in enumerate(shapes):
+        paths.append(str(tmp_path / f"image{i}.png"))
+        matplotlib.image.imsave(paths[-1], np.random.default_rng(i).random(shape))
+    return paths
+
+
+def test_images_too_big_for_the_weights_are_one_line_before_allocating(tmp_path, capsys, monkeypatch):
+    from rnnkit.energy import hopfield
+
+    monkeypatch.setattr(hopfield.Hopfield, "__init__", lambda *a, **k: pytest.fail("allocated the weights"))
+    paths = _write_images(tmp_path, (40, 300), (40, 300))  # 12,000 pixels
+    assert main(["hopfield", "recall", "--images", *paths, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "rnnkit: error: --images of 300x40 = 12,000 pixels: a 12,000² weight matrix (576 MB) is too big; "
+        "hopfield recall takes at most 10,000 units; resize the images (to 100x100, say)\n"
+    )
+    assert main(["hopfield", "recall", "--units", "400000", "--out", str(tmp_path / "out")]) == 2
+    assert "a 400,000² weight matrix (640 GB) is too big" in capsys.readouterr().err
+
+
+def test_images_of_different_sizes_are_named(tmp_path, capsys):
+    paths = _write_images(tmp_path, (4, 6), (6, 4))
+    assert main(["hopfield", "recall", "--images", *paths, "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (
+        f"rnnkit: error: images must all have the same size: {paths[0]} is 6x4 pixels but {paths[1]} is "
+        "4x6; resize them to one size\n"
+    )
+
+
+def test_images_are_recalled(tmp_path, capsys):
+    paths = _write_images(tmp_path, (6, 8), (6, 8))
+    assert main(["hopfield", "recall", "--images", *paths, "--noise", "0", "--out", str(tmp_path)]) == 0
+    assert "2 patterns of 48 units" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra", [["--field", "0.5"], ["--coupling", "-1"]])
+def test_ising_without_a_critical_temperature_draws_no_empty_legend(extra, tmp_path, capsys):
+    # pytest turns warnings into errors: matplotlib's "No artists with labels" would fail this
+    assert main(["ising", "sweep", "--dry-run", *extra, "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "ising.png").stat().st_size > 0
+
+
+def test_recall_summary_counts_in_plural(tmp_path, capsys):
+    assert main(["hopfield", "recall", "--dry-run", "--noise", "0", "--out", str(tmp_path)]) == 0
+    assert "async updates: 5 fixed points\n" in capsys.readouterr().out

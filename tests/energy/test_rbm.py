@@ -203,3 +203,35 @@ def test_exact_enumeration_refuses_large_models():
         rbm_exact.log_partition(RBM(30, 30))
     assert not rbm_exact.can_enumerate(RBM(30, 30)) and rbm_exact.can_enumerate(RBM(30, 12))
     assert list(itertools.islice(exact.binary_states(2).tolist(), 4)) == [[0, 0], [1, 0], [0, 1], [1, 1]]
+
+
+@pytest.mark.parametrize("visible", ["bernoulli", "gaussian"])
+def test_training_that_diverges_stops_at_once(visible):
+    # Bernoulli units diverge in the compiled loop (the torch loop's sigmoids saturate and stay finite)
+    if visible == "bernoulli" and _rbm_kernel.load() is None:
+        pytest.skip("the compiled CD loop does not build here")
+    g = torch.Generator().manual_seed(0)
+    rbm = RBM(16, 8, visible, generator=g)
+    data = (torch.rand(200, 16, generator=g) < 0.3).float()
+    epochs = []
+    cfg = RBMTrainConfig(epochs=3, lr=1e38)  # the weights overflow float32
+    with pytest.raises(
+        rbm_train.TrainingDiverged, match="diverged in epoch 1: .* lower learning rate than 1e"
+    ):
+        rbm.fit(data, cfg, g, lambda epoch, r: epochs.append(epoch))
+    assert epochs == []  # no callback saw NaN weights
+    assert issubclass(rbm_train.TrainingDiverged, RnnkitError)
+
+
+def test_the_default_lr_for_gaussian_visibles_trains_on_all_the_digits():
+    from rnnkit.cli import build_parser
+    from rnnkit.cli.energy import _digits_split, _train_config
+
+    args = build_parser().parse_args(["rbm", "train", "--visible", "gaussian"])
+    cfg = _train_config(args, args.visible)  # --lr 0.06 diverged here in the first epoch
+    x_train, _, x_test, _ = _digits_split(args, gaussian=True)
+    g = torch.Generator().manual_seed(0)
+    rbm = RBM(64, 100, "gaussian", generator=g)
+    errors = []
+    rbm.fit(x_train, cfg, g, lambda epoch, r: errors.append(r.reconstruction_error(x_test)))
+    assert len(errors) == 10 and all(math.isfinite(e) for e in errors) and errors[-1] < 0.8 * errors[0]

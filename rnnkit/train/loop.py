@@ -251,7 +251,11 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
             speed = chars_per_step / max(dt, 1e-9)
             row = dict(step=progress.step, epoch=progress.epoch + progress.window / len(batches),
                        wall_s=progress.elapsed, lr=optimizer.param_groups[0]["lr"], train_loss=loss, chars_per_s=speed)  # fmt: skip
-            left = {"budget_left": f"{max(budget - progress.elapsed, 0) / 60:.1f}min"} if budget < math.inf else {}
+            left = (
+                {"budget_left": f"{max(budget - progress.elapsed, 0) / 60:.1f}min"}
+                if budget < math.inf
+                else {}
+            )
             bar.set_postfix(loss=f"{loss:.3f}", chars_s=f"{speed:,.0f}", **left, refresh=False)
             bar.update(1)
             last = (total is not None and progress.step >= total) or progress.elapsed >= budget

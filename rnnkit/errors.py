@@ -7,3 +7,13 @@ catches it and prints the line without a traceback.
 
 class RnnkitError(ValueError):
     """Bad input from the user: a one-line message naming what is wrong and what to do."""
+
+
+def check_seed(seed, name="--seed"):
+    """Seeds in [0, 2^32); None: no seed given. torch's CPU generator (a Mersenne twister) keeps only the low
+    32 bits of the 64 it accepts, so 0 and 2^32 would give the same numbers; numpy refuses negative seeds.
+    One rule for every command."""
+    if seed is not None and not 0 <= seed < 2**32:
+        raise RnnkitError(
+            f"{name} must lie in [0, 2^32) (torch's generator keeps 32 bits of a seed), got {seed}"
+        )

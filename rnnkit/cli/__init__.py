@@ -5,10 +5,11 @@ that registers parsers whose `func` attribute takes the parsed arguments.
 """
 
 import argparse
+import os
 import pathlib
 import sys
 
-from rnnkit.errors import RnnkitError
+from rnnkit.errors import RnnkitError, check_seed
 
 # module name -> what it provides; each module registers its own subcommands.
 COMMAND_MODULES = ["charlm", "energy", "text"]
@@ -16,6 +17,8 @@ COMMAND_MODULES = ["charlm", "energy", "text"]
 
 def out_folder(path) -> pathlib.Path:
     """--out as a folder, made now: a file in its place is an error before any work starts."""
+    if not str(path).strip():
+        raise RnnkitError("--out is empty; give a folder (`--out .` for this one)")
     out = pathlib.Path(path)
     if out.exists() and not out.is_dir():
         raise RnnkitError(f"--out {out} is a file; give a folder")
@@ -57,10 +60,14 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     try:
+        check_seed(getattr(args, "seed", None))  # one range for every command's --seed
         return args.func(args) or 0
     except RnnkitError as e:
         print(f"rnnkit: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`rnnkit sample ... | head`): not an error of ours
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (no second error when Python flushes stdout at exit)
+        return 0
 
 
 if __name__ == "__main__":

@@ -68,7 +68,8 @@ def add_commands(sub):
     p.add_argument(
         "--top-k", type=int, default=0, help="sample among the K most probable only (default 0: all)"
     )
-    p.add_argument("--prime", default=None, help="text to start from (default: a newline)")
+    p.add_argument("--prime", default=None,
+                   help="text to start from (default: a newline, or the model's first character if it has none)")  # fmt: skip
     p.add_argument("--seed", type=int, default=None, help="random seed in [0, 2^32) (default: a fresh one)")
     p.add_argument("--greedy", action="store_true", help="always the most probable character")
     p.set_defaults(func=cmd_sample)
@@ -124,8 +125,8 @@ def train_config(args):
     from rnnkit.train.config import RunConfig
 
     out = pathlib.Path(args.out)
-    if args.resume and (out / "config.json").is_file():
-        cfg = RunConfig.from_dict(json.loads((out / "config.json").read_text()))
+    if args.resume and (out / "latest.pt").is_file():
+        cfg = _resumed_config(out)
         if args.preset or args.corpus:
             raise RnnkitError("--resume continues the saved run; drop --preset and CORPUS")
     else:
@@ -143,6 +144,33 @@ def train_config(args):
             setattr(getattr(cfg, section), name, value)
     if cfg.data.data_dir:  # absolute, as the corpus file: --resume may run from another folder
         cfg.data.data_dir = str(pathlib.Path(cfg.data.data_dir).expanduser().resolve())
+    return cfg
+
+
+def _resumed_config(out: pathlib.Path):
+    """The run's config.json; if it is missing or damaged, the config its latest.pt holds (saying so)."""
+    from rnnkit.train.checkpoint import load_checkpoint
+    from rnnkit.train.config import RunConfig
+
+    try:
+        return RunConfig.from_dict(json.loads((out / "config.json").read_text(encoding="utf-8")))
+    except (
+        OSError,
+        ValueError,
+        TypeError,
+        AttributeError,
+    ) as e:  # missing, not JSON, not a dict, unknown keys
+        why = "missing" if isinstance(e, FileNotFoundError) else "unreadable"
+    ckpt = load_checkpoint(out / "latest.pt")
+    try:
+        cfg = RunConfig.from_dict(json.loads(ckpt["config"]))
+    except (KeyError, ValueError, TypeError, AttributeError):
+        raise RnnkitError(f"cannot resume {out}: its config.json is {why} and latest.pt holds no config; "
+                          "start a new run with --force") from None  # fmt: skip
+    print(
+        f"rnnkit: {out / 'config.json'} is {why}; resuming with the config saved in latest.pt",
+        file=sys.stderr,
+    )
     return cfg
 
 
@@ -180,13 +208,10 @@ def cmd_sample(args) -> int:
     import torch
 
     _positive("--length", args.length)
-    if not args.temperature > 0:  # NaN too
+    if not args.greedy and not args.temperature > 0:  # NaN too
         raise RnnkitError(
             f"--temperature must be > 0, got {args.temperature}; for the most probable text use --greedy"
         )
-    from rnnkit.train.config import check_seed
-
-    check_seed(args.seed)
     if args.top_k < 0:
         raise RnnkitError(f"--top-k must be >= 0, got {args.top_k}")
     model, chars = load_model(args.run)
@@ -261,5 +286,6 @@ def cmd_eval(args) -> int:
         "bits_per_char": nats / math.log(2),
     }
     print(json.dumps(result) if args.json else f"{args.file}: {nats:.4f} nats/char, {nats / math.log(2):.4f} bits/char "
-          f"({result['chars']:,} characters predicted in {streams.B} stream{'s' if streams.B > 1 else ''})")  # fmt: skip
+          f"({result['chars']:,} character{'s' if result['chars'] > 1 else ''} predicted in {streams.B} "
+          f"stream{'s' if streams.B > 1 else ''})")  # fmt: skip
     return 0

@@ -238,11 +238,11 @@ def load_run(run):
         not isinstance(chars, list | tuple)
         or not all(isinstance(c, str) and len(c) == 1 for c in chars)
         or len(set(chars)) != len(chars)
-        or len(chars) != cfg.model.vocab_size
     ):
-        raise RnnkitError(
-            f"{bad}: its vocabulary does not match its model ({cfg.model.vocab_size} characters)"
-        )
+        raise RnnkitError(f"{bad}: its vocabulary is malformed (not a list of distinct single characters)")
+    if len(chars) != cfg.model.vocab_size:
+        raise RnnkitError(f"{bad}: its vocabulary ({len(chars)} characters) does not match its model "
+                          f"({cfg.model.vocab_size} characters)")  # fmt: skip
     model = CharLM(cfg.model)
     try:
         model.load_state_dict(ckpt["model"])
@@ -250,6 +250,9 @@ def load_run(run):
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0]
         raise RnnkitError(f"{bad}: its weights do not fit its config ({detail[:160]})") from None
+    broken = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if broken:  # training never saves such weights: the file was damaged or made elsewhere
+        raise RnnkitError(f"{bad}: its weights {', '.join(broken[:3])} hold NaN or infinite values")
     model.run_config = cfg  # the whole run's settings (eval reads its validation windows from them)
     return model.eval(), list(chars)
 

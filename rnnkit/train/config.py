@@ -8,7 +8,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
-from rnnkit.errors import RnnkitError
+from rnnkit.errors import RnnkitError, check_seed
 from rnnkit.models.charlm import CharLMConfig
 
 MAX_THREADS = 1024  # torch itself crashes on absurd counts (100,000)
@@ -71,15 +71,6 @@ class RunConfig:
                 if key not in names:
                     raise RnnkitError(f"unknown option {section}.{key}; known: {', '.join(sorted(names))}")
                 setattr(part, key, value)
-
-
-def check_seed(seed, name="--seed"):
-    """Seeds in [0, 2^32); None: no seed given. torch's CPU generator (a Mersenne twister) keeps only the low
-    32 bits of the 64 it accepts, so 0 and 2^32 would give the same numbers."""
-    if seed is not None and not 0 <= seed < 2**32:
-        raise RnnkitError(
-            f"{name} must lie in [0, 2^32) (torch's generator keeps 32 bits of a seed), got {seed}"
-        )
 
 
 def validate(cfg: RunConfig):

@@ -50,6 +50,7 @@ class Progress:
     )
     best_val: float = math.inf
     initial_loss: float = 0.0
+    smooth_loss: float = 0.0  # running average of the train loss, for the explosion test (0: not started)
     corpus_id: str = ""  # the corpus's length and hash: a resumed run must read the same text
 
 
@@ -61,6 +62,8 @@ def fingerprint(tokens) -> str:
 
 def check_out(out, resume: bool, force: bool) -> pathlib.Path:
     """The run folder, checked (nothing is written or removed yet: see clear_out)."""
+    if not str(out).strip():
+        raise RnnkitError("--out is empty; give a run folder (`--out .` for this one)")
     out = pathlib.Path(out)
     if resume and force:
         raise RnnkitError("give --resume (continue the run) or --force (replace it), not both")
@@ -240,9 +243,9 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
             loss.backward()
             clip_gradients(model.parameters(), t.clip_norm, t.clip_value)
             loss = loss.detach().item()
-            _check_loss(loss, progress, out)
+            smooth = _check_loss(loss, progress, out)
             optimizer.step()
-            stepped = True
+            stepped, progress.smooth_loss = True, smooth
             progress.step += 1
             progress.window = (progress.window + 1) % len(batches)
             progress.epoch += progress.window == 0
@@ -317,15 +320,22 @@ class _StopAfterStep:
 
 
 def _check_loss(loss: float, progress: Progress, out):
-    """NaN, or 3x the initial loss: stop; the checkpoints on disk are the last good ones."""
+    """NaN, or a smoothed loss 3x the initial one: stop; the checkpoints on disk are the last good ones.
+
+    The loss of one window is noisy, the more so the smaller the batch (min-char-rnn's is one stream of 25
+    characters: early on, a few windows can read 3x the start and recover within steps), so the test reads a
+    running average, smooth ← 0.7·smooth + 0.3·loss (a lasting blow-up still trips it within a few steps);
+    NaN or inf stops at once."""
     if progress.initial_loss == 0.0:
-        progress.initial_loss = loss
-    if not math.isfinite(loss) or loss > EXPLODE * progress.initial_loss:
+        progress.initial_loss = progress.smooth_loss = loss
+    smooth = 0.7 * progress.smooth_loss + 0.3 * loss  # kept once the step is taken (an undone step leaves it)
+    if not math.isfinite(loss) or smooth > EXPLODE * progress.initial_loss:
+        what = f"became {loss}" if not math.isfinite(loss) else f"exploded to {smooth:.3f} (running average)"
         raise RnnkitError(
-            f"loss {'became ' + str(loss) if not math.isfinite(loss) else f'exploded to {loss:.3f}'} at step "
-            f"{progress.step + 1} (initial {progress.initial_loss:.3f}); stopped, last good checkpoint in {out}; "
-            "try a lower --lr or --clip-norm"
+            f"loss {what} at step {progress.step + 1} (initial {progress.initial_loss:.3f}); stopped, last good "
+            f"checkpoint in {out}; try a lower --lr or --clip-norm"
         )
+    return smooth
 
 
 def _validate(model, val_batches, progress, row, save, bar):

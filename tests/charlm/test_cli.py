@@ -259,7 +259,7 @@ def _damage(path, how, tmp_path):
         (lambda c: c.pop("model"), "it has no model"),
         (lambda c: c.update(config="{not json"), "its config cannot be read"),
         (lambda c: c.update(config=c["config"].replace('"cell": "lstm"', '"cell": "nosuch"')), "its cell 'nosuch'"),
-        (lambda c: c.update(chars=c["chars"] + "Ω"), "its vocabulary does not match its model"),
+        (lambda c: c.update(chars=c["chars"] + "Ω"), r"its vocabulary \(31 characters\) does not match its model \(30"),
         (lambda c: c.update(config=c["config"].replace('"hidden_size": 16', '"hidden_size": 32')),
          "its weights do not fit its config \\(size mismatch for rnn.cells.0"),
         (lambda c: c.update(version="1"), "no valid checkpoint format version"),
@@ -286,3 +286,34 @@ def test_a_flipped_byte_in_a_checkpoint_is_caught(trained, tmp_path, cli):
         f.write(bytes([byte[0] ^ 0xFF]))
     code, _, err = cli("score", bad, "the")
     assert code == 2 and "is corrupt (the checksum of its data/" in err
+
+
+def test_resume_with_a_damaged_config_uses_the_checkpoints(tmp_path, corpus, cli):
+    run = tmp_path / "run"
+    assert cli("train", corpus, "--out", run, *TINY, "--dry-run")[0] == 0
+    (run / "config.json").write_text("garbage")
+    code, _, err = cli("train", "--out", run, "--resume", "--max-steps", "6")
+    assert code == 0 and "config.json is unreadable; resuming with the config saved in latest.pt" in err
+    (run / "config.json").unlink()
+    code, _, err = cli("train", "--out", run, "--resume", "--max-steps", "7")
+    assert code == 0 and "config.json is missing" in err
+
+
+def test_every_command_checks_its_seed_and_empty_out(tmp_path, trained, cli):
+    for args in (["markov", "sample", "--seed", "-1"], ["sample", trained, "--seed", str(2**32)],
+                 ["hopfield", "recall", "--dry-run", "--out", tmp_path / "h", "--seed", str(2**64)]):  # fmt: skip
+        code, _, err = cli(*args)
+        assert code == 2 and "--seed must lie in [0, 2^32)" in err, err
+    assert not (tmp_path / "h").exists()
+    for args in (["train", "--out", "", "--dry-run"], ["hopfield", "recall", "--dry-run", "--out", ""]):
+        code, _, err = cli(*args)
+        assert code == 2 and "--out is empty" in err, err
+
+
+def test_greedy_ignores_temperature_and_nan_weights_are_refused(trained, tmp_path, cli):
+    assert cli("sample", trained, "--greedy", "--temperature", "0", "--length", "5")[0] == 0
+    ckpt = torch.load(trained / "best.pt", weights_only=True)
+    ckpt["model"]["head.weight"][0, 0] = float("nan")
+    torch.save(ckpt, tmp_path / "nan.pt")
+    code, _, err = cli("sample", tmp_path / "nan.pt")
+    assert code == 2 and "its weights head.weight hold NaN or infinite values" in err

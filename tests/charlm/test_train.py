@@ -215,3 +215,20 @@ def test_checkpoint_does_not_unpickle_code(tmp_path):
     torch.save({"format": ckpt_mod.FORMAT, "version": 1, "x": Evil()}, path)
     with pytest.raises(RnnkitError, match="cannot be read"):
         load_checkpoint(path)
+
+
+def test_explosion_test_reads_a_running_average():
+    """One noisy window of a batch of one (min-char-rnn) may read 3x the start; a lasting blow-up still stops."""
+    from rnnkit.train.loop import Progress, _check_loss
+
+    progress = Progress()
+    for loss in [4.1, 3.9, 5.6, 9.5, 12.9, 5.4, 8.3, 6.2, 7.5]:  # what min-char-rnn's first steps read
+        progress.smooth_loss = _check_loss(loss, progress, "run")
+    progress = Progress()
+    with pytest.raises(RnnkitError, match=r"exploded to .* \(running average\) at step"):
+        for loss in [4.0] + [20.0] * 5:
+            progress.smooth_loss = _check_loss(loss, progress, "run")
+            progress.step += 1
+    assert progress.step <= 4
+    with pytest.raises(RnnkitError, match="became nan"):
+        _check_loss(float("nan"), Progress(initial_loss=4.0, smooth_loss=4.0), "run")

@@ -21,3 +21,8 @@ def test_cli_version_and_unknown_options_in_the_commands_words(capsys):
         main(["train", "--bogus", "--out", "x"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "rnnkit train: error: unrecognized arguments: --bogus" in err
+    for action in (["rbm", "train"], ["markov", "sample"], ["ising", "sweep"]):  # two-level: the action's own
+        with pytest.raises(SystemExit):
+            main([*action, "--bogus"])
+        err = capsys.readouterr().err
+        assert f"usage: rnnkit {' '.join(action)}" in err and "error: unrecognized arguments: --bogus" in err

@@ -52,10 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra:  # said by the command's parser (its usage), not the top level's
-        parser.commands.get(getattr(args, "command", None), parser).error(
-            f"unrecognized arguments: {' '.join(extra)}"
-        )
+    if extra:  # said by the action's parser (its usage) in two-level commands, else by the command's
+        own = getattr(args, "_parser", None) or parser.commands.get(getattr(args, "command", None), parser)
+        own.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -22,6 +22,12 @@ from rnnkit.errors import RnnkitError
 # hopfield recall: N units need N² float32 weights, and recall works on a float64 copy (12 N² bytes and
 # more: 2.2 GB measured at this size), and one asynchronous sweep is N small steps.
 MAX_UNITS = 10_000
+BYTES_PER_WEIGHT = 22  # measured: peak memory of a recall over the N² weights of one network
+# ising sweep: the (temperatures, L, L) spins and the sweep's temporaries, 32 bytes a spin measured.
+ISING_BYTES_PER_SPIN = 32
+MAX_ISING_BYTES = 4e9
+# rbm cd-check: the exact Gibbs transition matrix of rbm_exact (V <= 12, V + H <= 24).
+CD_MAX_VISIBLE, CD_MAX_UNITS = 12, 24
 
 
 def _common(p, action: str):
@@ -88,16 +94,20 @@ def _size(num_bytes: float) -> str:
         if num_bytes < 1000:
             return f"{num_bytes:.3g} {unit}"
         num_bytes /= 1000
-    return f"{num_bytes:,.0f} TB"
+    return f"{num_bytes:.3g} TB" if num_bytes < 1000 else f"{num_bytes:,.0f} TB"
 
 
-def _check_units(units: int, what: str, fix: str) -> None:
+def _check_units(units: int, what: str, fix: str, command: str = "hopfield recall") -> None:
     """Refuse a network too big to hold before its weights are allocated."""
     if units > MAX_UNITS:
         raise RnnkitError(
-            f"{what}: a {units:,}² weight matrix ({_size(4 * units**2)}) is too big; hopfield recall "
+            f"{what}: a {units:,}² weight matrix ({_size(4 * units**2)}) is too big; {command} "
             f"takes at most {MAX_UNITS:,} units; {fix}"
         )
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
 
 
 # Hopfield.
@@ -105,12 +115,15 @@ def hopfield_recall(args) -> None:
     from rnnkit.energy import hopfield, patterns_io, plots
 
     _check_numbers(args)
+    source = next((f"--{k}" for k in ("patterns", "images", "digits") if getattr(args, k) is not None), None)
+    if source and args.units is not None:  # the other sources set N themselves
+        raise RnnkitError(f"--units is for random patterns, not {source} (its patterns set N); leave it out")
     units = positive_int("--units (number of units N)", _pick(args, "units", 100, 64))
-    count = positive_int("--random (number of patterns P)", args.random)
+    count = positive_int("--random (number of patterns P)", 5 if args.random is None else args.random)
     fraction("--noise", args.noise)
     positive_int("--max-steps", args.max_steps)
-    out, g = _setup(args)
-    if args.patterns:
+    _check_device(args.device)
+    if args.patterns is not None:
         patterns, shape = patterns_io.read_patterns(args.patterns)
         n = len(patterns[0]) if patterns else 0
         _check_units(n, f"--patterns {args.patterns} has patterns of {n:,} units", "use shorter patterns")
@@ -122,13 +135,20 @@ def hopfield_recall(args) -> None:
         patterns, shape = patterns_io.digit_patterns(args.digits)
     else:
         _check_units(units, f"--units {units}", f"give --units {MAX_UNITS} or less")
-        patterns, shape = hopfield.random_patterns(count, units, g, args.device), None
-    xi = as_spins(patterns).to(args.device)
+        patterns, shape = None, None
+    xi = None if patterns is None else as_spins(patterns)  # a bad file is an error before --out is made
+    out, g = _setup(args)
+    if xi is None:
+        xi = hopfield.random_patterns(count, units, g, args.device)
+    xi = xi.to(args.device)
     net = hopfield.Hopfield(xi.shape[1], args.rule, device=args.device).store(xi)
     cues = hopfield.corrupt(xi, args.noise, g, erase=args.erase)
     result = net.recall(cues, args.mode, args.max_steps, g)
     m = hopfield.overlap(result.states, xi).diagonal()
-    print(f"{len(xi)} patterns of {xi.shape[1]} units, {args.rule} rule, {args.mode} updates: ", end="")
+    print(
+        f"{_plural(len(xi), 'pattern')} of {xi.shape[1]:,} units, {args.rule} rule, {args.mode} updates: ",
+        end="",
+    )
     print(result.summary())
     if (result.status == hopfield.TWO_CYCLE).any():
         print("synchronous updates entered a 2-cycle for some cues: the state alternates between two states")
@@ -146,14 +166,27 @@ def hopfield_capacity(args) -> None:
     loads = _pick(args, "loads", d.loads, (0.05, 0.15, 0.25))
     for n in sizes:
         positive_int("--sizes (N)", n)
+        _check_units(n, f"--sizes {n}", f"give --sizes of {MAX_UNITS:,} or less", "hopfield capacity")
     for load in loads:
         if not 0 < load <= 1:
             raise RnnkitError(f"--loads (P/N) must be in (0, 1], got {load}")
     fraction("--noise", args.noise)
+    min_patterns = positive_int("--min-patterns", _pick(args, "min_patterns", d.min_patterns, 8))
+    limit = BYTES_PER_WEIGHT * MAX_UNITS**2  # what the largest recall network may take
+    for n in sizes:
+        for load in loads:
+            networks = capacity.networks_per_point(n, load, min_patterns)
+            if BYTES_PER_WEIGHT * networks * n**2 > limit:
+                raise RnnkitError(
+                    f"--sizes {n} at --loads {load:g}: {networks:,} networks of {n:,} units (for "
+                    f"--min-patterns {min_patterns}) need about {_size(BYTES_PER_WEIGHT * networks * n**2)}, "
+                    f"more than the {_size(limit)} allowed; give larger --loads, a smaller --min-patterns "
+                    "or smaller --sizes"
+                )
     cfg = capacity.CapacityConfig(
         tuple(sizes), tuple(loads), args.rule, args.noise,
         positive_int("--random-starts", _pick(args, "random_starts", d.random_starts, 4)),
-        positive_int("--min-patterns", _pick(args, "min_patterns", d.min_patterns, 8)),
+        min_patterns,
         positive_int("--max-sweeps", _pick(args, "max_sweeps", d.max_sweeps, 5)),
         args.seed,
     ).check()  # fmt: skip
@@ -309,6 +342,18 @@ def rbm_cd_check(args) -> None:
             raise RnnkitError(f"--ks: k (Gibbs steps) must be an integer >= 1, got {k}")
     V = positive_int("--visible-units", args.visible_units)
     H = positive_int("--hidden-units", args.hidden_units)
+    if V > CD_MAX_VISIBLE:  # the Gibbs transition matrix is (2^V, 2^V)
+        raise RnnkitError(
+            f"--visible-units {V}: the exact CD-k check enumerates 2^V x 2^V visible transitions; "
+            f"give --visible-units {CD_MAX_VISIBLE} or less"
+        )
+    if V + H > CD_MAX_UNITS:  # P(h|v) over all 2^V x 2^H pairs
+        raise RnnkitError(
+            f"--visible-units {V} with --hidden-units {H}: the exact CD-k check enumerates 2^(V + H) states "
+            f"and needs V + H <= {CD_MAX_UNITS}; give --hidden-units {max(CD_MAX_UNITS - V, 1)} or less"
+        )
+    if args.weight_scale < 0:
+        raise RnnkitError(f"--weight-scale (std of the random weights) must be >= 0, got {args.weight_scale}")
     out, g = _setup(args)
     rbm = RBM(V, H, init_scale=args.weight_scale, generator=g, device=args.device)
     data = (torch.rand(200, V, generator=g, device=args.device) < 0.3).float()
@@ -334,18 +379,32 @@ def ising_sweep(args) -> None:
         temps = args.temperatures
         if min(temps) <= 0:
             raise RnnkitError(f"--temperatures must be positive numbers, got {temps}")
+        chains = len(temps)
     else:
         if min(args.t_min, args.t_max) <= 0:
             raise RnnkitError(
                 f"--t-min and --t-max: temperatures must be positive, got {args.t_min}, {args.t_max}"
             )
-        count = positive_int("--count (number of temperatures)", _pick(args, "count", 32, 4))
-        temps = torch.linspace(args.t_min, args.t_max, count).tolist()
+        chains = positive_int("--count (number of temperatures)", _pick(args, "count", 32, 4))
     size = positive_int("--size (lattice side L)", _pick(args, "size", 64, 8))
     if size % 2:
         raise RnnkitError(f"--size (lattice side L) must be even for the checkerboard update, got {size}")
     sweeps = positive_int("--sweeps", _pick(args, "sweeps", 1000, 20))
     burn_in = _nonnegative_int("--burn-in", _pick(args, "burn_in", 500, 10))
+    need = ISING_BYTES_PER_SPIN * chains * size**2
+    if need > MAX_ISING_BYTES:
+        largest = int(math.sqrt(MAX_ISING_BYTES / (ISING_BYTES_PER_SPIN * chains))) // 2 * 2
+        fix = (
+            f"give --size {largest:,} or less, or fewer temperatures"
+            if largest >= 2
+            else "give fewer temperatures"
+        )
+        raise RnnkitError(
+            f"--size {size:,} with {_plural(chains, 'temperature')}: {chains:,} x {size:,}² spins need about "
+            f"{_size(need)}, more than the {_size(MAX_ISING_BYTES)} allowed; {fix}"
+        )
+    if not args.temperatures:  # made only now: --count is within the limit
+        temps = torch.linspace(args.t_min, args.t_max, chains).tolist()
     out, g = _setup(args)
     model = ising.Ising(size, temps, args.coupling, args.field, args.update, args.start, g, args.device)
     results = model.run(sweeps, burn_in)
@@ -358,6 +417,7 @@ def ising_sweep(args) -> None:
 
 
 def add_commands(sub) -> None:
+    """Each action's parser is also its `_parser` default: unrecognized arguments are said with its usage."""
     _add_hopfield(sub.add_parser("hopfield", help="Hopfield networks: recall, capacity"))
     _add_rbm(sub.add_parser("rbm", help="restricted Boltzmann machines on digits"))
     _add_ising(sub.add_parser("ising", help="the 2-D Ising model"))
@@ -369,7 +429,7 @@ def _add_hopfield(group) -> None:
     actions = group.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = actions.add_parser("recall", help="store patterns and recall them from corrupted cues")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--random", type=int, default=5, metavar="P", help="P random patterns (default)")
+    src.add_argument("--random", type=int, metavar="P", help="P random patterns (the default source; P=5)")
     src.add_argument("--patterns", metavar="FILE", help="text file, one ±1 pattern per line")
     src.add_argument("--images", nargs="+", metavar="PNG", help="images of equal size, thresholded")
     src.add_argument("--digits", type=int, metavar="K", help="one image of each of the first K digits")
@@ -383,7 +443,7 @@ def _add_hopfield(group) -> None:
     p.add_argument("--rule", default="hebbian", choices=["hebbian", "storkey"])
     p.add_argument("--max-steps", type=int, default=100)
     _common(p, "hopfield-recall")
-    p.set_defaults(func=hopfield_recall)
+    p.set_defaults(func=hopfield_recall, _parser=p)
 
     d = CapacityConfig()
     p = actions.add_parser("capacity", help="recall against the load P/N (Amit, Gutfreund, Sompolinsky)")
@@ -406,7 +466,7 @@ def _add_hopfield(group) -> None:
     )
     p.add_argument("--max-sweeps", type=int, help=f"default: {d.max_sweeps}; 5 with --dry-run")
     _common(p, "hopfield-capacity")
-    p.set_defaults(func=hopfield_capacity)
+    p.set_defaults(func=hopfield_capacity, _parser=p)
 
 
 def _training_options(p, lr_help=f"learning rate (default: {LR['bernoulli']})") -> None:
@@ -432,7 +492,7 @@ def _add_rbm(group) -> None:
         "--gibbs-steps", type=int, help="for the samples figure (default: 1000; 10 with --dry-run)"
     )
     _common(p, "rbm-train")
-    p.set_defaults(func=rbm_train)
+    p.set_defaults(func=rbm_train, _parser=p)
 
     p = actions.add_parser("dbn", help="train a deep belief network; classify with its features")
     _training_options(p)
@@ -441,7 +501,7 @@ def _add_rbm(group) -> None:
     )
     p.add_argument("--C", type=float, default=100.0, help="inverse regularisation of the classifier")
     _common(p, "rbm-dbn")
-    p.set_defaults(func=rbm_dbn)
+    p.set_defaults(func=rbm_dbn, _parser=p)
 
     p = actions.add_parser("cd-check", help="CD-k against the exact gradient of a tiny RBM")
     p.add_argument("--visible-units", type=int, default=8)
@@ -451,7 +511,7 @@ def _add_rbm(group) -> None:
         "--ks", type=int, nargs="+", help="Gibbs steps to try (default: 1 2 4 ... 128; 1 2 4 with --dry-run)"
     )
     _common(p, "rbm-cd-check")
-    p.set_defaults(func=rbm_cd_check)
+    p.set_defaults(func=rbm_cd_check, _parser=p)
 
 
 def _add_ising(group) -> None:
@@ -469,4 +529,4 @@ def _add_ising(group) -> None:
     p.add_argument("--coupling", type=float, default=1.0, help="J")
     p.add_argument("--field", type=float, default=0.0, help="h")
     _common(p, "ising")
-    p.set_defaults(func=ising_sweep)
+    p.set_defaults(func=ising_sweep, _parser=p)

@@ -9,6 +9,7 @@ from rnnkit.cli import out_folder
 from rnnkit.errors import RnnkitError
 
 DRY_RUN_CHARS = 20_000
+MARKOV_LENGTH = 30  # markov sample --length when not given
 
 
 def add_commands(sub) -> None:
@@ -20,21 +21,23 @@ def add_commands(sub) -> None:
     p.add_argument("--model", choices=["skip-gram", "cbow"], default="skip-gram")
     p.add_argument("--loss", choices=["negative", "softmax"], default="negative",
                    help="negative sampling (default), or the exact full softmax (small vocabularies)")  # fmt: skip
-    p.add_argument("--negative", type=int, default=5,
-                   help="noise words per pair for --loss negative, >= 1 (default: 5; softmax needs none)")  # fmt: skip
+    p.add_argument("--negative", type=int,
+                   help="noise words per pair for --loss negative, >= 1 (default: 5; not for --loss softmax)")  # fmt: skip
     for flag, kind, default in [("--dimension", int, 100), ("--window", int, 5),
-                                ("--sample", float, 1e-3), ("--min-count", int, 5), ("--epochs", int, 5),
-                                ("--alpha", float, 0.025), ("--batch-size", int, 2048), ("--seed", int, 0)]:  # fmt: skip
+                                ("--sample", float, 1e-3), ("--alpha", float, 0.025), ("--batch-size", int, 2048),
+                                ("--seed", int, 0)]:  # fmt: skip
         p.add_argument(flag, type=kind, default=default)
-    p.add_argument("--backend", choices=["auto", "native", "torch"], default="auto",
-                   help="native: compiled per-pair loop (negative sampling); torch: batched minibatches")  # fmt: skip
+    p.add_argument("--min-count", type=int, help="rarer words are dropped (default: 5; 1 with --dry-run)")
+    p.add_argument("--epochs", type=int, help="default: 5; 1 with --dry-run")
+    p.add_argument("--backend", choices=["auto", "native", "torch"],
+                   help="native: compiled per-pair loop (negative sampling); torch: batched minibatches "
+                   "(default: auto; torch with --dry-run)")  # fmt: skip
     p.add_argument(
         "--workers", type=int, default=1, help="native threads (> 1: Hogwild, not bit-reproducible)"
     )
     p.add_argument("--lower", action="store_true", help="lower-case the corpus")
-    p.add_argument(
-        "--dry-run", action="store_true", help="one epoch, torch backend, first 20k characters (smoke test)"
-    )
+    p.add_argument("--dry-run", action="store_true",
+                   help="first 20k characters; one epoch, --min-count 1 and the torch backend unless given (smoke test)")  # fmt: skip
     p.set_defaults(func=cmd_word2vec)
 
     p = sub.add_parser("neighbours", help="nearest words of word vectors (word2vec text or binary format)")
@@ -61,7 +64,7 @@ def add_commands(sub) -> None:
     p.add_argument("--lower", action="store_true")
     p.add_argument("--min-freq", type=int, default=1)
     p.add_argument("--dry-run", action="store_true", help="the first 20k characters only (smoke test)")
-    p.set_defaults(func=cmd_ngram_train)
+    p.set_defaults(func=cmd_ngram_train, _parser=p)
     p = ngram.add_parser("score", help="log-probability of texts, ranked (as `rnnkit score` for the RNN LM)")
     p.add_argument("model")
     p.add_argument("texts", nargs="+", metavar="TEXT")
@@ -72,26 +75,26 @@ def add_commands(sub) -> None:
                    help="one JSON object per text, with the keys of `rnnkit score --json` (text, rank, log_prob, "
                    "nats, chars, nats_per_char, bits_per_char, perplexity; a word model says words, nats_per_word, "
                    "bits_per_word) and unknown: the tokens scored as <unk>")  # fmt: skip
-    p.set_defaults(func=cmd_ngram_score)
+    p.set_defaults(func=cmd_ngram_score, _parser=p)
     p = ngram.add_parser("eval", help="nats and bits per token of a text file")
     p.add_argument("model")
     p.add_argument("file")
     p.add_argument("--json", action="store_true",
                    help="one JSON object: file, log_prob, nats, chars (or words), nats_per_char, bits_per_char "
                    "(or _word), perplexity")  # fmt: skip
-    p.set_defaults(func=cmd_ngram_eval)
+    p.set_defaults(func=cmd_ngram_eval, _parser=p)
     p = ngram.add_parser("sample", help="sample text (never <unk>)")
     p.add_argument("model")
     p.add_argument("--length", type=int, default=500)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--prime", default="", help="text to start from")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_ngram_sample)
+    p.set_defaults(func=cmd_ngram_sample, _parser=p)
     p = ngram.add_parser("complete", help="greedy completion of a prefix (never <unk>)")
     p.add_argument("model")
     p.add_argument("prefix")
     p.add_argument("--length", type=int, default=40)
-    p.set_defaults(func=cmd_ngram_complete)
+    p.set_defaults(func=cmd_ngram_complete, _parser=p)
 
     tfidf = sub.add_parser("tfidf", help="TF-IDF index and search").add_subparsers(
         dest="tfidf", required=True
@@ -108,12 +111,12 @@ def add_commands(sub) -> None:
     p.add_argument("--stop-words", action="store_true")
     p.add_argument("--stem", action="store_true")
     p.add_argument("--dry-run", action="store_true", help="the first 100 documents only (smoke test)")
-    p.set_defaults(func=cmd_tfidf_index)
+    p.set_defaults(func=cmd_tfidf_index, _parser=p)
     p = tfidf.add_parser("search", help="documents ranked by cosine similarity to a query")
     p.add_argument("index")
     p.add_argument("query")
     p.add_argument("--top", type=int, default=10)
-    p.set_defaults(func=cmd_tfidf_search)
+    p.set_defaults(func=cmd_tfidf_search, _parser=p)
 
     _add_markov(sub)
 
@@ -148,6 +151,11 @@ def _add_markov(sub) -> None:
         source.add_argument("--text", metavar="FILE", default=argparse.SUPPRESS,
                             help="estimate a character chain from this file instead")  # fmt: skip
 
+    def sample_options(p, note="") -> None:  # sample's own options, also accepted before the action
+        p.add_argument("--length", type=int, default=argparse.SUPPRESS,
+                       help=f"symbols to write (default: {MARKOV_LENGTH}){note}")  # fmt: skip
+        p.add_argument("--seed", type=int, default=argparse.SUPPRESS, help=f"random seed (default: 0){note}")
+
     kw = {"formatter_class": argparse.RawDescriptionHelpFormatter}
     markov = sub.add_parser(
         "markov",
@@ -156,6 +164,7 @@ def _add_markov(sub) -> None:
         **kw,
     )
     source_options(markov)
+    sample_options(markov, "; sample only")
     actions = markov.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = actions.add_parser(
         "sample",
@@ -165,8 +174,8 @@ def _add_markov(sub) -> None:
         **kw,
     )
     source_options(p)
-    p.add_argument("--length", type=int, default=30, help="symbols to write (default: 30)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    sample_options(p)
+    p.set_defaults(_parser=p)
     p = actions.add_parser(
         "check",
         help="whether the chain can write each STRING, and if not, why",
@@ -175,6 +184,7 @@ def _add_markov(sub) -> None:
     )
     source_options(p)
     p.add_argument("strings", nargs="*", metavar="STRING", help="strings to check")
+    p.set_defaults(_parser=p)
     p = actions.add_parser(
         "stationary",
         help="the stationary distribution of the states",
@@ -183,6 +193,7 @@ def _add_markov(sub) -> None:
         **kw,
     )
     source_options(p)
+    p.set_defaults(_parser=p)
     markov.set_defaults(func=cmd_markov)
 
 
@@ -205,32 +216,43 @@ def _positive(**values) -> None:
             raise RnnkitError(f"--{name.replace('_', '-')} must be a finite number > 0, got {value}")
 
 
-def _out_file(path) -> pathlib.Path:
-    """--out as a file: its folder is made now; a folder in its place is an error before any work starts."""
+def _out_file(path, make: bool = True) -> pathlib.Path:
+    """--out as a file: a folder in its place is an error before any work starts; its folder is made now
+    (make=False: later, with `out_folder(out.parent)`, once every other check has passed)."""
     out = pathlib.Path(path)
     if out.is_dir():
         raise RnnkitError(f"--out {out} is a folder; give a file name, e.g. {out / 'model.npz'}")
     if out.parent.exists() and not out.parent.is_dir():
         raise RnnkitError(f"--out {out}: {out.parent} is a file, not a folder; give another path")
-    out_folder(out.parent)
+    if make:
+        out_folder(out.parent)
     return out
 
 
 def cmd_word2vec(args) -> int:
     from rnnkit.text import Word2Vec, Word2VecConfig
 
-    out = out_folder(args.out)
+    if args.loss == "softmax" and args.negative is not None:
+        raise RnnkitError(
+            "--negative is the number of noise words of --loss negative, not used by --loss softmax; leave it out"
+        )
+    d = Word2VecConfig()
+    given = {k: getattr(args, k) for k in ("model", "loss", "dimension", "window", "sample", "alpha",
+                                           "batch_size", "seed", "workers")}  # fmt: skip
+    for name, default, dry in [("negative", d.negative, d.negative), ("min_count", d.min_count, 1),
+                               ("epochs", d.epochs, 1), ("backend", d.backend, "torch")]:  # fmt: skip
+        value = getattr(args, name)  # as given; else the --dry-run size; else the default
+        given[name] = value if value is not None else dry if args.dry_run else default
+    config = Word2VecConfig(**given)
+    w2v = Word2Vec(config)  # every option checked before --out is made
     text = read_text(args.corpus, DRY_RUN_CHARS if args.dry_run else None)
+    out = out_folder(args.out)
     sentences = [(line.lower() if args.lower else line).split() for line in text.splitlines()]
-    config = Word2VecConfig(**{k: getattr(args, k) for k in ("model", "loss", "dimension", "window", "negative",
-                               "sample", "min_count", "epochs", "alpha", "batch_size", "seed", "backend", "workers")})  # fmt: skip
-    if args.dry_run:
-        config.epochs, config.min_count, config.backend = 1, 1, "torch"
-    w2v = Word2Vec(config).fit(sentences, progress=True)
+    w2v.fit(sentences, progress=True)
     w2v.wv.save(out / "vectors.txt")
     w2v.wv.save(out / "vectors.bin", binary=True)
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
-    print(f"{len(w2v.vocab)} words x {config.dimension} dimensions -> {out}/vectors.txt, vectors.bin")
+    print(f"{len(w2v.vocab):,} words x {config.dimension:,} dimensions -> {out}/vectors.txt, vectors.bin")
     return 0
 
 
@@ -269,15 +291,26 @@ def cmd_ngram_train(args) -> int:
             f"--k is the add-k pseudo-count, not used by --smoothing {args.smoothing}; "
             "leave it out or use --smoothing add-k"
         )
-    out = _out_file(args.out)
+    if args.order < 1:
+        raise RnnkitError(f"-n/--order (the n-gram order) must be >= 1, got {args.order}")
+    if args.min_freq < 1:
+        raise RnnkitError(f"--min-freq must be >= 1 (1 keeps every token), got {args.min_freq}")
+    out = _out_file(args.out, make=False)
     out = out if out.suffix == ".npz" else out.with_name(out.name + ".npz")  # as numpy names it
-    text = read_text(args.corpus, DRY_RUN_CHARS if args.dry_run else None)
     k = 1.0 if args.k is None else args.k
-    lm = NGramLM(args.order, args.smoothing, k, args.discount, args.level, args.lower, args.min_freq).fit(
-        text, progress=True
-    )
+    lm = NGramLM(args.order, args.smoothing, k, args.discount, args.level, args.lower, args.min_freq)
+    text = read_text(args.corpus, DRY_RUN_CHARS if args.dry_run else None)
+    lm.fit(text, progress=True)
+    if not lm.knows_tokens():  # it could only ever write <unk>
+        raise RnnkitError(
+            f"with --min-freq {args.min_freq} the model knows no {args.level} but <unk> (none occurs "
+            f"{args.min_freq} times in {args.corpus}); lower --min-freq"
+        )
+    out_folder(out.parent)  # made once every option and the corpus are checked
     lm.save(out)
-    print(f"{args.order}-gram {args.level} model, {len(lm.vocab)} tokens, {sum(len(k) for k in lm.keys[1:]):,} n-grams -> {out}")  # fmt: skip
+    n_tokens = len(lm.vocab)
+    print(f"{args.order}-gram {args.level} model, {n_tokens:,} token{'' if n_tokens == 1 else 's'}, "
+          f"{sum(len(k) for k in lm.keys[1:]):,} n-grams -> {out}")  # fmt: skip
     return 0
 
 
@@ -385,14 +418,19 @@ def cmd_markov(args) -> int:
     preset, text = getattr(args, "preset", None), getattr(args, "text", None)
     if preset and text:  # one before the action, the other after it
         raise RnnkitError("give --preset or --text, not both")
+    if args.action != "sample":  # given before the action: sample's options, not this one's
+        for name in ("length", "seed"):
+            if hasattr(args, name):
+                raise RnnkitError(f"--{name} is for markov sample, not markov {args.action}; leave it out")
     if text:
         body = read_text(text)
         chain = MarkovChain.estimate([body], starts=[line[0] for line in body.split("\n") if line])
     else:
         chain = PRESETS[preset or "abe"]()
     if args.action == "sample":
-        _positive(length=args.length)
-        print(chain.sample(args.length, args.seed))
+        length = getattr(args, "length", MARKOV_LENGTH)
+        _positive(length=length)
+        print(chain.sample(length, getattr(args, "seed", 0)))
     elif args.action == "check":
         if not args.strings:
             raise RnnkitError("markov check needs at least one STRING to check")

@@ -92,11 +92,16 @@ def classify_random_starts(states: torch.Tensor, patterns: torch.Tensor, finishe
     }
 
 
+def networks_per_point(N: int, load: float, min_patterns: int) -> int:
+    """M: how many networks of N units, each storing P = round(load N) patterns, make min_patterns recalls."""
+    return math.ceil(min_patterns / max(1, round(load * N)))
+
+
 def capacity_point(N: int, load: float, cfg: CapacityConfig, generator=None, device=None) -> dict:
     """Store P = round(load N) patterns in M networks and recall; one row of the capacity table."""
     start = time.perf_counter()
     P = max(1, round(load * N))
-    M = math.ceil(cfg.min_patterns / P)
+    M = networks_per_point(N, load, cfg.min_patterns)
     patterns = random_patterns(P, N, generator, device, batch=(M,))  # (M, P, N)
     W = RULES[cfg.rule](patterns)
     cues = corrupt(patterns, cfg.cue_noise, generator) if cfg.cue_noise else patterns

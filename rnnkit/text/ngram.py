@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from rnnkit.errors import RnnkitError
 from rnnkit.text.lmscore import LMScore, pick_next
-from rnnkit.text.vocab import Vocabulary, tokenize
+from rnnkit.text.vocab import UNK, Vocabulary, tokenize
 
 EOS = "<eos>"
 # what np.load and reading the arrays raise on a file that is not one of our models
@@ -221,6 +221,11 @@ class NGramLM:
         `<unk>` is never written: it stands for every rare word at once, so it is masked out and the
         others renormalised (as word LMs usually sample).
         """
+        if not self.knows_tokens():
+            raise RnnkitError(
+                f"the model knows no {self.level} but <unk> (every one was rarer than its min_freq "
+                f"{self.min_freq}); train it again with a lower --min-freq"
+            )
         rng = np.random.default_rng(seed)
         ids = list(self.encode(prefix))
         for _ in range(length):
@@ -230,6 +235,10 @@ class NGramLM:
                 p = p / p.sum()
             ids.append(pick_next(p, alpha, rng))
         return self.decode(ids[len(ids) - length :])
+
+    def knows_tokens(self) -> bool:
+        """Whether the vocabulary has a token to write besides <unk> (and a word model's <eos>)."""
+        return any(t not in (UNK, EOS) for t in self.vocab.itos)
 
     def complete(self, prefix: str, length: int) -> str:
         """Greedy completion: repeatedly append argmax_w P(w | prefix so far)."""

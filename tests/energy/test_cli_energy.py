@@ -227,3 +227,99 @@ def test_ising_without_a_critical_temperature_draws_no_empty_legend(extra, tmp_p
 def test_recall_summary_counts_in_plural(tmp_path, capsys):
     assert main(["hopfield", "recall", "--dry-run", "--noise", "0", "--out", str(tmp_path)]) == 0
     assert "async updates: 5 fixed points\n" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["ising", "sweep", "--size", "100000", "--dry-run"],
+            "give --size 5,590 or less, or fewer temperatures",
+        ),
+        (["ising", "sweep", "--count", "1000000000"], "need about 131 TB, more than the 4 GB allowed"),
+        (
+            ["hopfield", "capacity", "--sizes", "10000000", "--dry-run"],
+            "hopfield capacity takes at most 10,000",
+        ),
+        (["hopfield", "capacity", "--sizes", "20000"], "give --sizes of 10,000 or less"),
+        (["hopfield", "capacity", "--sizes", "10000", "--loads", "0.001"], "20 networks of 10,000 units"),
+    ],
+)
+def test_sizes_too_big_to_hold_are_one_line_before_allocating(args, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch, "linspace", None)  # nothing, not even the temperatures, is made first
+    monkeypatch.setattr(torch, "randint", None)
+    assert main([*args, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rnnkit: error: ") and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["hopfield", "recall", "--bogus"],
+        ["hopfield", "capacity", "--bogus"],
+        ["rbm", "train", "--bogus"],
+        ["rbm", "cd-check", "--bogus"],
+        ["ising", "sweep", "--bogus"],
+    ],
+)
+def test_each_action_parser_is_known_for_its_own_usage(args):
+    from rnnkit.cli import build_parser
+
+    parsed, extra = build_parser().parse_known_args(args)
+    assert extra == ["--bogus"] and parsed._parser.prog == f"rnnkit {args[0]} {args[1]}"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--random", "5", "--digits", "3"],  # 5 is the default number of random patterns
+        ["--random", "5", "--patterns", "p.txt"],
+        ["--random", "6", "--digits", "3"],
+    ],
+)
+def test_recall_refuses_two_pattern_sources_whatever_the_values(args, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["hopfield", "recall", *args, "--dry-run", "--out", str(tmp_path / "out")])
+    assert e.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_recall_refuses_units_with_another_pattern_source(tmp_path, capsys):
+    assert main(["hopfield", "recall", "--units", "50", "--digits", "3", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "--units is for random patterns, not --digits" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["hopfield", "recall", "--patterns", "{ragged}"], "mixed lengths"),
+        (["hopfield", "recall", "--patterns", "{bad}"], "must be binary"),
+        (["rbm", "cd-check", "--visible-units", "40"], "give --visible-units 12 or less"),
+        (["rbm", "cd-check", "--visible-units", "15"], "give --visible-units 12 or less"),
+        (["rbm", "cd-check", "--hidden-units", "30"], "--hidden-units 30: the exact CD-k check"),
+        (
+            ["rbm", "cd-check", "--weight-scale", "-1"],
+            "--weight-scale (std of the random weights) must be >= 0",
+        ),
+    ],
+)
+def test_bad_options_make_no_out_folder_and_name_the_flag(args, message, tmp_path, capsys):
+    (tmp_path / "bad").write_text("1 -1 0.5\n")
+    (tmp_path / "ragged").write_text("1 -1 1\n1 -1\n")
+    args = [a.format(bad=tmp_path / "bad", ragged=tmp_path / "ragged") for a in args]
+    assert main([*args, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rnnkit: error: ") and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_recall_of_one_pattern_says_pattern(tmp_path, capsys):
+    assert (
+        main(["hopfield", "recall", "--random", "1", "--dry-run", "--noise", "0", "--out", str(tmp_path)])
+        == 0
+    )
+    assert capsys.readouterr().out.startswith("1 pattern of 64 units,")

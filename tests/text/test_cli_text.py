@@ -226,7 +226,7 @@ def test_word2vec_names_the_size_that_is_wrong(tmp_path, corpus, capsys, flag):
 def test_word2vec_negative_zero_is_refused_for_negative_sampling(tmp_path, corpus, capsys):
     assert main(["word2vec", str(corpus), "--out", str(tmp_path / "w"), "--negative", "0"]) == 2
     _one_error_line(capsys, "--negative (noise words per pair) must be >= 1 for negative sampling, got 0")
-    args = ["--loss", "softmax", "--negative", "0", "--dimension", "4", "--min-count", "1", "--epochs", "1"]
+    args = ["--loss", "softmax", "--dimension", "4", "--min-count", "1", "--epochs", "1"]
     assert main(["word2vec", str(corpus), "--out", str(tmp_path / "w"), *args]) == 0  # softmax needs none
 
 
@@ -327,3 +327,117 @@ def test_count_options_say_at_least_one(tmp_path, corpus, capsys):
     capsys.readouterr()
     assert main(["ngram", "sample", str(model), "--length", "0"]) == 2
     _one_error_line(capsys, "--length must be >= 1, got 0")
+
+
+@pytest.mark.parametrize(
+    "args, out",
+    [
+        (["markov", "--length", "10", "sample"], 10),
+        (["markov", "--seed", "3", "sample"], 30),
+        (["markov", "--seed", "3", "--length", "7", "sample"], 7),
+        (["markov", "sample", "--length", "7", "--seed", "3"], 7),
+    ],
+)
+def test_markov_sample_options_go_before_or_after_the_action(args, out, capsys):
+    assert main(args) == 0
+    assert len(capsys.readouterr().out.strip()) == out
+    seeded = [["markov", "--seed", "3", "sample"], ["markov", "sample", "--seed", "3"]]
+    assert main(seeded[0]) == 0 and main(seeded[1]) == 0
+    first, second = capsys.readouterr().out.splitlines()
+    assert first == second
+
+
+@pytest.mark.parametrize("action", [["check", "AB"], ["stationary"]])
+def test_markov_sample_options_before_another_action_are_refused(action, capsys):
+    assert main(["markov", "--length", "5", *action]) == 2
+    _one_error_line(capsys, f"--length is for markov sample, not markov {action[0]}")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["markov", "sample", "--bogus"],
+        ["markov", "check", "--bogus"],
+        ["markov", "stationary", "--bogus"],
+        ["ngram", "score", "m", "t", "--bogus"],
+        ["ngram", "train", "c", "--out", "m", "--bogus"],
+        ["tfidf", "search", "i", "q", "--bogus"],
+    ],
+)
+def test_each_action_parser_is_known_for_its_own_usage(args):
+    from rnnkit.cli import build_parser
+
+    parsed, extra = build_parser().parse_known_args(args)
+    assert extra == ["--bogus"] and parsed._parser.prog == f"rnnkit {args[0]} {args[1]}"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["word2vec", "{corpus}", "--out", "{out}", "--dimension", "0"], "--dimension must be >= 1"),
+        (["word2vec", "{corpus}", "--out", "{out}", "--dry-run", "--epochs", "0"], "--epochs must be >= 1"),
+        (
+            ["word2vec", "{corpus}", "--out", "{out}", "--loss", "softmax", "--negative", "3"],
+            "--negative is the number of noise words of --loss negative, not used by --loss softmax",
+        ),  # fmt: skip
+        (
+            ["ngram", "train", "{corpus}", "--out", "{out}/m.npz", "-n", "0"],
+            "-n/--order (the n-gram order) must be >= 1",
+        ),
+        (
+            ["ngram", "train", "{corpus}", "--out", "{out}/m.npz", "--min-freq", "0"],
+            "--min-freq must be >= 1",
+        ),
+        (
+            ["ngram", "train", "{corpus}", "--out", "{out}/m.npz", "--level", "word", "--min-freq", "500"],
+            "the model knows no word but <unk> (none occurs 500 times",
+        ),  # fmt: skip
+    ],
+)
+def test_bad_text_options_name_the_flag_and_make_no_out_folder(args, message, tmp_path, corpus, capsys):
+    out = tmp_path / "new"
+    assert main([a.format(corpus=corpus, out=out) for a in args]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]  # after ngram's counting bar, if any
+    assert err.startswith("rnnkit: error: ") and message in err, err
+    assert not out.exists()
+
+
+def test_ngram_model_that_knows_only_unk_refuses_to_sample(tmp_path, capsys):
+    from rnnkit.text import NGramLM
+
+    lm = NGramLM(2, level="word", min_freq=5).fit("a b\n")
+    lm.save(tmp_path / "m.npz")
+    for args in (["sample", str(tmp_path / "m.npz")], ["complete", str(tmp_path / "m.npz"), "a"]):
+        assert main(["ngram", *args]) == 2
+        _one_error_line(capsys, "the model knows no word but <unk>")
+
+
+def test_dry_run_shrinks_only_options_not_given(tmp_path, corpus, capsys):
+    import json
+
+    out = tmp_path / "w"
+    assert (
+        main(
+            ["word2vec", str(corpus), "--out", str(out), "--dry-run", "--dimension", "4", "--min-count", "2"]
+        )
+        == 0
+    )
+    config = json.loads((out / "config.json").read_text())
+    assert (config["min_count"], config["epochs"], config["backend"]) == (2, 1, "torch")
+
+
+def test_counts_are_plural_and_have_thousands_separators(tmp_path, capsys):
+    one = tmp_path / "one.txt"
+    one.write_text("a")
+    assert main(["ngram", "train", str(one), "--out", str(tmp_path / "m.npz"), "--level", "char"]) == 0
+    assert "model, 2 tokens," in capsys.readouterr().out  # <unk> and a
+    words = tmp_path / "words.txt"
+    words.write_text(" ".join(f"w{i}" for i in range(1100)) + "\n")
+    assert (
+        main(["ngram", "train", str(words), "--out", str(tmp_path / "m.npz"), "--level", "word", "-n", "1"])
+        == 0
+    )
+    assert "model, 1,102 tokens," in capsys.readouterr().out  # the words, <unk> and <eos>
+    args = ["--out", str(tmp_path / "w"), "--dry-run", "--dimension", "2", "--window", "1"]
+    assert main(["word2vec", str(words), *args]) == 0
+    assert "1,100 words x 2 dimensions" in capsys.readouterr().out

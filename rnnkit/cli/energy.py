@@ -231,17 +231,11 @@ def _train_config(args, visible="bernoulli"):
     """The training options, each checked under its flag's name."""
     from rnnkit.energy.rbm_train import RBMTrainConfig
 
-    if isinstance(args.k, bool) or not isinstance(args.k, int) or args.k < 1:
-        raise RnnkitError(f"--k (Gibbs steps per update) must be an integer >= 1, got {args.k!r}")
-    if not 0 <= args.momentum < 1:
-        raise RnnkitError(f"--momentum must be in [0, 1), got {args.momentum}")
-    if args.weight_decay < 0:
-        raise RnnkitError(f"--weight-decay must be >= 0, got {args.weight_decay}")
+    flags = {key: "--" + key.replace("_", "-") for key in RBMTrainConfig.NAMES}
     return RBMTrainConfig(
-        positive_int("--epochs", _pick(args, "epochs", 10, 1)), positive_int("--batch-size", args.batch_size),
-        positive_float("--lr", LR[visible] if args.lr is None else args.lr), args.k, not args.cd,
-        args.momentum, args.weight_decay,
-    ).check()  # fmt: skip
+        _pick(args, "epochs", 10, 1), args.batch_size, LR[visible] if args.lr is None else args.lr, args.k,
+        not args.cd, args.momentum, args.weight_decay,
+    ).check(flags)  # fmt: skip
 
 
 def _diverged(e, visible="bernoulli"):

@@ -57,18 +57,23 @@ class RBMTrainConfig:
     shuffle: bool = True  # visit the data in a new order every epoch
     use_kernel: bool = True  # the compiled CPU loop for Bernoulli float32 models, when it builds
 
-    def check(self) -> "RBMTrainConfig":
-        positive_int("epochs", self.epochs)
-        positive_int("batch size", self.batch_size)
-        positive_float("learning rate", self.lr)
+    NAMES = {"epochs": "epochs", "batch_size": "batch size", "lr": "learning rate", "k": "k",
+             "momentum": "momentum", "weight_decay": "weight decay", "num_chains": "number of chains"}  # fmt: skip
+
+    def check(self, names: dict | None = None) -> "RBMTrainConfig":
+        """Each setting in range, or one RnnkitError naming it (names: field -> how to call it, e.g. its flag)."""
+        name = {**self.NAMES, **(names or {})}
+        positive_int(name["epochs"], self.epochs)
+        positive_int(name["batch_size"], self.batch_size)
+        positive_float(name["lr"], self.lr)
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
-            raise RnnkitError(f"k (Gibbs steps per update) must be an integer >= 1, got {self.k!r}")
+            raise RnnkitError(f"{name['k']} (Gibbs steps per update) must be an integer >= 1, got {self.k!r}")
         if not 0 <= self.momentum < 1:
-            raise RnnkitError(f"momentum must be in [0, 1), got {self.momentum}")
+            raise RnnkitError(f"{name['momentum']} must be in [0, 1), got {self.momentum}")
         if self.weight_decay < 0:
-            raise RnnkitError(f"weight decay must be >= 0, got {self.weight_decay}")
+            raise RnnkitError(f"{name['weight_decay']} must be >= 0, got {self.weight_decay}")
         if self.num_chains is not None:
-            positive_int("number of chains", self.num_chains)
+            positive_int(name["num_chains"], self.num_chains)
         return self
 
 

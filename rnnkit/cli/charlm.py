@@ -152,6 +152,10 @@ def _resumed_config(out: pathlib.Path):
     from rnnkit.train.checkpoint import load_checkpoint
     from rnnkit.train.config import RunConfig
 
+    if (out / "config.json").is_dir():
+        raise RnnkitError(
+            f"{out / 'config.json'} is a folder; remove it (the run's config is rewritten on resume)"
+        )
     try:
         return RunConfig.from_dict(json.loads((out / "config.json").read_text(encoding="utf-8")))
     except (

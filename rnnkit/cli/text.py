@@ -219,6 +219,8 @@ def _positive(**values) -> None:
 def _out_file(path, make: bool = True) -> pathlib.Path:
     """--out as a file: a folder in its place is an error before any work starts; its folder is made now
     (make=False: later, with `out_folder(out.parent)`, once every other check has passed)."""
+    if not str(path).strip():
+        raise RnnkitError("--out is empty; give a file name, e.g. model.npz")
     out = pathlib.Path(path)
     if out.is_dir():
         raise RnnkitError(f"--out {out} is a folder; give a file name, e.g. {out / 'model.npz'}")
@@ -390,7 +392,9 @@ def cmd_tfidf_index(args) -> int:
     index.save(args.out)
     docs = [{"name": n, "preview": t[:100].replace("\n", " ")} for n, t in zip(names, texts)]
     (pathlib.Path(args.out) / "documents.json").write_text(json.dumps(docs, ensure_ascii=False))
-    print(f"{len(texts)} documents, {len(index.terms)} terms -> {args.out}")
+    print(
+        f"{len(texts):,} document{'s' if len(texts) != 1 else ''}, {len(index.terms):,} terms -> {args.out}"
+    )
     return 0
 
 

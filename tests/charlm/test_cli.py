@@ -297,6 +297,10 @@ def test_resume_with_a_damaged_config_uses_the_checkpoints(tmp_path, corpus, cli
     (run / "config.json").unlink()
     code, _, err = cli("train", "--out", run, "--resume", "--max-steps", "7")
     assert code == 0 and "config.json is missing" in err
+    (run / "config.json").unlink()
+    (run / "config.json").mkdir()
+    code, _, err = cli("train", "--out", run, "--resume", "--max-steps", "8")
+    assert code == 2 and "config.json is a folder; remove it" in err
 
 
 def test_every_command_checks_its_seed_and_empty_out(tmp_path, trained, cli):

@@ -441,3 +441,10 @@ def test_counts_are_plural_and_have_thousands_separators(tmp_path, capsys):
     args = ["--out", str(tmp_path / "w"), "--dry-run", "--dimension", "2", "--window", "1"]
     assert main(["word2vec", str(words), *args]) == 0
     assert "1,100 words x 2 dimensions" in capsys.readouterr().out
+
+
+def test_ngram_train_refuses_an_empty_out(tmp_path, capsys):
+    text = tmp_path / "t.txt"
+    text.write_text("to be or not to be\n" * 20)
+    assert main(["ngram", "train", str(text), "--out", ""]) == 2
+    assert "--out is empty; give a file name" in capsys.readouterr().err

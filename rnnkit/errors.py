@@ -15,5 +15,5 @@ def check_seed(seed, name="--seed"):
     One rule for every command."""
     if seed is not None and not 0 <= seed < 2**32:
         raise RnnkitError(
-            f"{name} must lie in [0, 2^32) (torch's generator keeps 32 bits of a seed), got {seed}"
+            f"{name} must lie in [0, 2^32) (torch's generator keeps 32 bits; one range for every command), got {seed}"
         )

@@ -35,7 +35,7 @@ OPTION_HELP = {
     "--lr-decay": "multiply the learning rate by this every epoch after --lr-decay-after",
     "--max-steps": "0: no limit", "--max-epochs": "0: no limit", "--time-budget": "minutes of training; 0: no limit",
     "--eval-every": "steps between validations and checkpoints", "--sample-every": "steps between samples (0: never)",
-    "--threads": "torch threads (0: torch's default)",
+    "--threads": "torch threads (0: torch's default)", "--seed": "random seed in [0, 2^32)",
 }  # fmt: skip
 # options that may change when a run is resumed (limits and reporting, not the model or data; data_dir is only
 # where the same corpus lies, which the checkpoint's fingerprint of the corpus checks)

@@ -32,7 +32,7 @@ CD_MAX_VISIBLE, CD_MAX_UNITS = 12, 24
 
 def _common(p, action: str):
     p.add_argument("--out", default=f"runs/{action}", help="folder for the figures (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed in [0, 2^32) (default: 0)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument(
         "--dry-run", action="store_true", help="tiny sizes (for the options not given): a smoke test"

@@ -26,7 +26,8 @@ def add_commands(sub) -> None:
     for flag, kind, default in [("--dimension", int, 100), ("--window", int, 5),
                                 ("--sample", float, 1e-3), ("--alpha", float, 0.025), ("--batch-size", int, 2048),
                                 ("--seed", int, 0)]:  # fmt: skip
-        p.add_argument(flag, type=kind, default=default)
+        p.add_argument(flag, type=kind, default=default, help=f"default: {default}" + (
+            "; in [0, 2^32)" if flag == "--seed" else ""))  # fmt: skip
     p.add_argument("--min-count", type=int, help="rarer words are dropped (default: 5; 1 with --dry-run)")
     p.add_argument("--epochs", type=int, help="default: 5; 1 with --dry-run")
     p.add_argument("--backend", choices=["auto", "native", "torch"],
@@ -88,7 +89,7 @@ def add_commands(sub) -> None:
     p.add_argument("--length", type=int, default=500)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--prime", default="", help="text to start from")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed in [0, 2^32) (default: 0)")
     p.set_defaults(func=cmd_ngram_sample, _parser=p)
     p = ngram.add_parser("complete", help="greedy completion of a prefix (never <unk>)")
     p.add_argument("model")
@@ -154,7 +155,9 @@ def _add_markov(sub) -> None:
     def sample_options(p, note="") -> None:  # sample's own options, also accepted before the action
         p.add_argument("--length", type=int, default=argparse.SUPPRESS,
                        help=f"symbols to write (default: {MARKOV_LENGTH}){note}")  # fmt: skip
-        p.add_argument("--seed", type=int, default=argparse.SUPPRESS, help=f"random seed (default: 0){note}")
+        p.add_argument(
+            "--seed", type=int, default=argparse.SUPPRESS, help=f"random seed in [0, 2^32) (default: 0){note}"
+        )
 
     kw = {"formatter_class": argparse.RawDescriptionHelpFormatter}
     markov = sub.add_parser(

@@ -109,3 +109,12 @@ def name_list(choices):
         return names
 
     return parse
+
+
+def add_no_write(parser: argparse.ArgumentParser, section: str):
+    """--no-write: print the tables only (every script has it)."""
+    parser.add_argument(
+        "--no-write",
+        action="store_true",
+        help=f"print the tables only; leave bench/RESULTS.md as it is (default: write the {section} section)",
+    )

@@ -22,7 +22,15 @@ import sys
 import time
 
 import torch
-from _results import finite_float, machine_line, markdown_table, name_list, plural, update_results
+from _results import (
+    add_no_write,
+    finite_float,
+    machine_line,
+    markdown_table,
+    name_list,
+    plural,
+    update_results,
+)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -121,11 +129,7 @@ def main():
         default="",
         help="a sentence added under the table, e.g. which runs were repeated (default: none)",
     )
-    p.add_argument(
-        "--no-write",
-        action="store_true",
-        help="print the table only; leave bench/RESULTS.md as it is (default: write the charlm section)",
-    )
+    add_no_write(p, "charlm")
     args = p.parse_args()
     out = pathlib.Path(args.out)
     names = [*args.only, *(["preset"] if args.preset_budget else [])]

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # rnnkit without an install
-from _results import int_at_least, machine_line, markdown_table, plural, update_results  # noqa: E402
+from _results import add_no_write, int_at_least, machine_line, markdown_table, plural, update_results  # noqa: E402
 
 from rnnkit.energy import _rbm_kernel, capacity, ising, plots  # noqa: E402
 from rnnkit.energy.rbm import RBM  # noqa: E402
@@ -299,11 +299,7 @@ def main() -> None:
         choices=PARTS,
         help=f"parts to leave out, from {' '.join(PARTS)} (default: none)",
     )
-    parser.add_argument(
-        "--no-write",
-        action="store_true",
-        help="print the tables only; leave bench/RESULTS.md as it is (default: write the energy section)",
-    )
+    add_no_write(parser, "energy")
     args = parser.parse_args()
     if set(PARTS) <= set(args.skip):
         parser.error(f"--skip {' '.join(args.skip)} leaves nothing to run")

@@ -21,7 +21,15 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-from _results import int_at_least, machine_line, markdown_table, name_list, plural, update_results  # noqa: E402
+from _results import (
+    add_no_write,
+    int_at_least,
+    machine_line,
+    markdown_table,
+    name_list,
+    plural,
+    update_results,
+)  # noqa: E402
 
 from rnnkit import Recurrent  # noqa: E402
 from rnnkit.engine import native  # noqa: E402
@@ -293,11 +301,7 @@ def main():
         default=0,
         help="torch threads; 0 = torch's choice; N > 0 writes the section engine-Nthread (default: 0)",
     )
-    ap.add_argument(
-        "--no-write",
-        action="store_true",
-        help="print the table only; leave bench/RESULTS.md as it is (default: write the engine section)",
-    )
+    add_no_write(ap, "engine")
     args = ap.parse_args()
     reason = native.unsupported(native.CELLS["lstm"], torch.zeros(1))
     if reason:

@@ -19,7 +19,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from _results import int_at_least, machine_line, markdown_table, plural, update_results  # noqa: E402
+from _results import add_no_write, int_at_least, machine_line, markdown_table, plural, update_results  # noqa: E402
 
 from rnnkit.text import NGramLM, Word2Vec, WordVectors, w2v_native  # noqa: E402
 
@@ -112,11 +112,7 @@ def main() -> int:
         default=2,
         help="word2vec timings: best of this many interleaved runs (default: 2)",
     )
-    parser.add_argument(
-        "--no-write",
-        action="store_true",
-        help="print the tables only; leave bench/RESULTS.md as it is (default: write the text section)",
-    )
+    add_no_write(parser, "text")
     args = parser.parse_args()
     data = pathlib.Path(args.data)
     missing = [name for name in ("ptb/ptb.train.txt", "tinyshakespeare.txt") if not (data / name).is_file()]

@@ -21,6 +21,18 @@ from rnnkit.engine.reference import autograd_loop
 from rnnkit.errors import RnnkitError
 
 BACKENDS = ("autograd", "python", "native")
+TRACE_ERROR = (
+    "torch.jit.trace can't record rnnkit's recurrent loop (it runs outside the ops the tracer sees, so the "
+    "trace would replay garbage; torch.jit is deprecated): use torch.export.export(model, (x,)) or "
+    "torch.compile(model)"
+)
+
+
+def refuse_jit_trace():
+    """torch.jit.trace records torch ops only: the native loop's outputs would become constants of the trace
+    (the python loop's length T too), a program that silently computes something else. So it is refused."""
+    if torch.jit.is_tracing():
+        raise RnnkitError(TRACE_ERROR)
 
 
 class GradProbe:
@@ -114,6 +126,7 @@ def run(
     b_xh that xw leaves out and the loop adds; raw_tail, MUT1's x̃ block given before its tanh; xtilde (T, B, H),
     with raw_tail, that block when it is the layer's input itself (D = H; xw then (T, B, 2H)).
     """
+    refuse_jit_trace()
     cell = cell if isinstance(cell, type) else type(cell)
     if torch.is_autocast_enabled(xw.device.type):  # the loop runs in its parameters' dtype, see _no_autocast
         return _no_autocast(run, cell, xw, state0, P, mask, reverse, backend, probe, batch_first, xbias=xbias,

@@ -23,7 +23,7 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.cells import CELLS, LSTMP
-from rnnkit.engine import BACKENDS, GradProbe, resolve_backend, run
+from rnnkit.engine import BACKENDS, GradProbe, refuse_jit_trace, resolve_backend, run
 from rnnkit.errors import RnnkitError
 
 TORCH_MODES = {"RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu", "LSTM": "lstm", "GRU": "gru"}
@@ -158,6 +158,7 @@ class Recurrent(nn.Module):
         tensors (num_layers·dirs, H). input, hx: x and the state under torch.nn's names for them
         (`lstm(input=x, hx=(h, c))`).
         """
+        refuse_jit_trace()  # before the native projection, whose output the tracer can't see either
         if input is not None:
             if x is not None:
                 raise RnnkitError("give the input as x or as input (torch.nn's name), not both")

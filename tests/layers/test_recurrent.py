@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from rnnkit import CELLS, GradProbe, Recurrent
+from rnnkit.engine import run
 from rnnkit.errors import RnnkitError
 
 
@@ -209,6 +210,19 @@ def test_torch_export_same_numbers(name, kw, strict):
     for lengths in ([9, 4, 1], [2, 9, 5]):
         lengths = torch.tensor(lengths)
         torch.testing.assert_close(program.module()(x, lengths), model(x, lengths))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated")
+@pytest.mark.parametrize("backend", [None, "python", "autograd"])
+def test_jit_trace_is_refused_not_replayed_wrong(backend):
+    """torch.jit.trace can't see the loop (native: a C++ call; python: T as a constant), so the traced program
+    replayed garbage (3e35 for a (3, 7, 8) batch) with only tracer warnings: it is refused, naming export."""
+    layer = Recurrent("lstm", 8, 16, backend=backend).eval().requires_grad_(False)
+    with pytest.raises(RnnkitError, match=r"torch.jit.trace .*torch.export.export"):
+        torch.jit.trace(lambda x: layer(x)[0], torch.randn(3, 7, 8))
+    with pytest.raises(RnnkitError, match="torch.jit.trace"):  # the engine called directly too
+        torch.jit.trace(lambda xw: run(CELLS["rnn_tanh"], xw, (torch.zeros(3, 4),), (torch.eye(4), None))[0],
+                        torch.randn(5, 3, 4))  # fmt: skip
 
 
 @pytest.mark.parametrize("cell", ["lstm", "mut1", "gru"])

@@ -139,6 +139,14 @@ int fastest(int n, F&& time_option) {
   return int(std::min_element(t.begin(), t.end()) - t.begin());
 }
 
+// An operand for timing a GEMM: fixed values in [-0.5, 0.5), not drawn from torch's random generator, whose
+// stream (dropout masks, samples) must not depend on whether a shape was timed in this process before.
+template <typename T>
+at::Tensor timing_operand(int64_t rows, int64_t cols) {
+  const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  return at::arange(rows * cols, options).mul_(0.6180339887).frac_().sub_(0.5).view({rows, cols});
+}
+
 // How a float32 GEMM runs (timed once per shape, see fastest): 0 MKL, 1 oneDNN, 2 MKL on the transposed
 // problem Cᵀ = op(B)ᵀ op(A)ᵀ into a scratch buffer, then copied into C (beta = 0 only). Option 2 is for
 // weight gradients like dW_xh = dxwᵀ x with a narrow x: (x ᵀ dxw)ᵀ measured 1.2-1.55x faster at D = 64.
@@ -150,7 +158,8 @@ inline int gemm_plan(bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_t 
   std::lock_guard<std::mutex> lock(g_plan_mutex);
   auto it = g_plan.find(key);
   if (it != g_plan.end()) return it->second;
-  auto A = at::randn({ta ? K : M, lda}), B = at::randn({tb ? N : K, ldb}), C = at::zeros({M, ldc});
+  auto A = timing_operand<float>(ta ? K : M, lda), B = timing_operand<float>(tb ? N : K, ldb);
+  auto C = at::zeros({M, ldc});
   return g_plan[key] = fastest(beta ? 2 : 3, [&](int k) {
            return best_time([&] {
              gemm_run<float>(k, ta, tb, M, N, K, A.data_ptr<float>(), lda, B.data_ptr<float>(), ldb,
@@ -245,7 +254,7 @@ StepW<T> step_weight(const T* W, bool tw, int64_t N, int64_t K, int64_t M, int64
   for (int k = 0; k < 5; ++k)
     if ((k != 2 || tw) && (k != 3 || have_packed()) && (k != 4 || RNNKIT_OWN_GEMM))
       options.push_back(StepW<T>::make(k, W, tw, N, K, M));
-  auto A = at::randn({M, lda}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
+  auto A = timing_operand<T>(M, lda);
   auto C = at::zeros({M, ldc}, A.options());
   const int best = fastest(int(options.size()), [&](int k) {
     return best_time([&] { options[k].mul(A.template data_ptr<T>(), lda, T(beta), C.template data_ptr<T>(), ldc); });
@@ -279,7 +288,7 @@ StepW<T> thread_weight(const T* W, bool tw, int64_t N, int64_t K, int64_t M, int
     const int one = 1;
     const int before = mkl_set_num_threads_local_ ? mkl_set_num_threads_local_(&one) : 0;
     StepW<T> options[2] = {StepW<T>::make(packed, W, tw, N, K, M), StepW<T>::make(4, W, tw, N, K, M)};
-    auto A = at::randn({M, lda}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
+    auto A = timing_operand<T>(M, lda);
     auto C = at::zeros({M, ldc}, A.options());
     const std::vector<double> t = option_times(2, [&](int k) {
       return best_time([&] { options[k].mul(A.template data_ptr<T>(), lda, T(beta), C.template data_ptr<T>(), ldc); });

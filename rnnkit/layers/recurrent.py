@@ -189,11 +189,10 @@ class Recurrent(nn.Module):
                 if hasattr(self, "W_vh"):
                     xw = xw + self.W_vh[i](cond)[None]  # once per sequence, broadcast over T
                 s0 = tuple(s[i] for s in state0)
-                # the last layer's outputs straight in the caller's layout (no transpose and copy after)
-                bf = (
-                    self.batch_first and layer == self.num_layers - 1 and self.dirs == 1 and not self.residual
-                )
-                hs, sT = run(cell, xw, s0, P, mask, d == 1, self.backend, probes[i], batch_first=bf, **fold)
+                # time-major on every backend, so that a batch-first out is a transposed view with torch.nn's
+                # strides: dropout after the layer fills its mask in memory order, and so draws the same mask
+                # (the same training run for a seed) on every backend and as with torch.nn's RNNs
+                hs, sT = run(cell, xw, s0, P, mask, d == 1, self.backend, probes[i], **fold)
                 outs.append(hs)
                 finals.append(sT)
             out = outs[0] if self.dirs == 1 else torch.cat(outs, dim=-1)  # (T, B, H·dirs)
@@ -204,7 +203,7 @@ class Recurrent(nn.Module):
                 below = F.dropout(out, self.dropout, self.training) if self.dropout else out
                 if self.skip_input:
                     below = torch.cat((below, xs), dim=-1)
-        out = out if not self.batch_first or bf else out.transpose(0, 1)
+        out = out.transpose(0, 1) if self.batch_first else out
         stacked = tuple(torch.stack([f[k] for f in finals]) for k in range(self.num_states))
         return out, (stacked if self.num_states == 2 else stacked[0])
 

@@ -229,13 +229,14 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
     model.train()
     if progress.step == 0:
         save("latest.pt")  # a good checkpoint exists before the first step can go wrong
-    carried, stepped, row = model.state, True, None
+    carried, rng, stepped, row = model.state, None, True, None
     stop = _StopAfterStep(bar)
     try:
         while (total is None or progress.step < total) and progress.elapsed < budget:
             if progress.window == 0:
                 model.reset_state()  # a new epoch reads each stream from its start
-            carried, stepped, row = model.state, False, None  # a step stopped half-way is undone to here
+            # a step stopped half-way is undone to here: its state, and the random stream its dropout drew from
+            carried, rng, stepped, row = model.state, torch.get_rng_state(), False, None
             set_lr(optimizer, lr_at_epoch(t, progress.epoch))
             t0 = time.perf_counter()
             _, loss = model(batches.window(progress.window))
@@ -278,8 +279,9 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
             if stop.asked:  # Ctrl-C during the step: stopped here, where the run resumes exactly
                 raise KeyboardInterrupt
     except KeyboardInterrupt:  # a Ctrl-C after the step, or a second one inside it
-        if not stepped:
-            model.state = carried  # the window under way is read again on --resume, from the same state
+        if not stepped:  # the window under way is read again on --resume, from the same state and masks
+            model.state = carried
+            torch.set_rng_state(rng)
         elif row is not None:
             metrics.write(**row)  # stopped in its validation: the step itself is done
         bar.close()

@@ -87,11 +87,13 @@ def test_ctrl_c_saves_and_exits_cleanly(tmp_path, corpus, monkeypatch):
 
 def _interrupted_then_resumed_equals_whole(tmp_path, corpus, monkeypatch, interrupt):
     """Stop a run at the 5th clip_gradients call with `interrupt`, resume it to 12 steps: the same weights and
-    metrics as 12 steps in one go, and every step's metrics row exactly once."""
+    metrics as 12 steps in one go, and every step's metrics row exactly once. With dropout: an undone step has
+    drawn masks already, and the random stream is put back too (the resumed run drew other masks)."""
     from rnnkit.train import loop
 
     quiet = lambda s: None  # noqa: E731
     cfg = tiny_config(corpus, max_steps=12, eval_every=3)
+    cfg.model.num_layers, cfg.model.dropout = 2, 0.3
     train(cfg, tmp_path / "whole", log=quiet)
     calls, real = {"n": 0}, loop.clip_gradients
 

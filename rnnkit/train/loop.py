@@ -162,7 +162,16 @@ def load_data(cfg: RunConfig, dry_run: bool):
 
 
 def train(cfg: RunConfig, out, resume=False, force=False, dry_run=False, log=print) -> int:
-    """Train (or continue) the run in folder `out`; returns the exit status (0, or 130 after Ctrl-C)."""
+    """Train (or continue) the run in folder `out`; returns the exit status (0, or 130 after Ctrl-C).
+    `cfg.train.threads` holds for the run only: the caller's thread count is put back after it."""
+    threads = torch.get_num_threads()
+    try:
+        return _train(cfg, out, resume, force, dry_run, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg, out, resume, force, dry_run, log):
     out = check_out(out, resume, force)
     ckpt = load_checkpoint(out / "latest.pt") if resume else None
     if dry_run:

@@ -234,3 +234,16 @@ def test_explosion_test_reads_a_running_average():
     assert progress.step <= 4
     with pytest.raises(RnnkitError, match="became nan"):
         _check_loss(float("nan"), Progress(initial_loss=4.0, smooth_loss=4.0), "run")
+
+
+def test_threads_hold_for_the_run_only(tmp_path, corpus):
+    """train(..., threads=N) used to leave torch at N threads for the rest of the caller's process."""
+    before = torch.get_num_threads()
+    other = 1 if before > 1 else 2
+    assert train(tiny_config(corpus, max_steps=2, threads=other), tmp_path / "run", log=lambda s: None) == 0
+    assert torch.get_num_threads() == before
+    bad = tiny_config(corpus, max_steps=2, threads=other)
+    bad.data.corpus = str(tmp_path / "missing.txt")
+    with pytest.raises(RnnkitError, match="not found"):
+        train(bad, tmp_path / "other", log=lambda s: None)
+    assert torch.get_num_threads() == before

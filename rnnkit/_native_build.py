@@ -5,6 +5,7 @@ switches every one of them off; a failed build gives a one-line reason, never a 
 the caller falls back to its torch code.
 """
 
+import contextlib
 import os
 import sys
 import warnings
@@ -23,19 +24,30 @@ def vector_flags(name: str, flags: list[str]) -> tuple[str, list[str]]:
     return name, list(flags)
 
 
+@contextlib.contextmanager
 def _ninja_on_path():
     """torch's build runs `ninja` found on PATH. The one pip installs with rnnkit (the `ninja` package) sits
     beside the interpreter, which is not on PATH when the virtual environment isn't activated
-    (`.venv/bin/python -m rnnkit`, as `make demo` runs): without a system ninja nothing would build."""
+    (`.venv/bin/python -m rnnkit`, as `make demo` runs): without a system ninja nothing would build.
+    It is added for the build only; the caller's PATH is put back after it."""
     try:
         import ninja
 
         bin_dir = ninja.BIN_DIR
     except (ImportError, AttributeError):
+        bin_dir = None
+    path = os.environ.get("PATH")
+    if bin_dir is None or bin_dir in (path or "").split(os.pathsep):
+        yield
         return
-    path = os.environ.get("PATH", "")
-    if bin_dir not in path.split(os.pathsep):
-        os.environ["PATH"] = path + os.pathsep + bin_dir if path else bin_dir
+    os.environ["PATH"] = path + os.pathsep + bin_dir if path else bin_dir
+    try:
+        yield
+    finally:
+        if path is None:
+            os.environ.pop("PATH", None)
+        else:
+            os.environ["PATH"] = path
 
 
 def is_built(name: str) -> bool:
@@ -83,12 +95,12 @@ def build(what: str, name: str, compile_fn) -> tuple[object, str | None]:
     it cannot build. A first build takes a minute: it says so."""
     if os.environ.get("RNNKIT_NATIVE", "1") == "0":
         return None, "switched off by RNNKIT_NATIVE=0"
-    _ninja_on_path()
     _wait_for_lock(what, name)
     if not is_built(name):
         print(f"rnnkit: compiling {what} once (about a minute; cached for later runs)...", file=sys.stderr)
     try:
-        with warnings.catch_warnings():  # the build's own warnings are not the user's business
+        # the build's own warnings are not the user's business
+        with warnings.catch_warnings(), _ninja_on_path():
             warnings.simplefilter("ignore")
             return compile_fn(), None
     except Exception as e:  # no compiler, no ninja, unsupported platform, ...

@@ -122,15 +122,22 @@ def test_failed_build_warns_once_with_the_default_backend(monkeypatch):
     assert resolve_backend(None, cell, xw) == "python"
 
 
-def test_build_finds_the_ninja_installed_beside_python(monkeypatch):
+def test_build_finds_the_ninja_installed_beside_python(monkeypatch, tmp_path):
     """torch's build looks for ninja on PATH; pip put rnnkit's (the ninja package) beside the interpreter,
-    which is not on PATH when the virtual environment isn't activated (`.venv/bin/python -m rnnkit`)."""
+    which is not on PATH when the virtual environment isn't activated (`.venv/bin/python -m rnnkit`). It is
+    there for the build only: the caller's PATH (its child processes' too) was left changed for good."""
     ninja = pytest.importorskip("ninja", reason="the ninja package (a dependency) is not installed here")
     from rnnkit import _native_build
 
     monkeypatch.setenv("PATH", "/nonexistent")
-    _native_build._ninja_on_path()
-    assert ninja.BIN_DIR in os.environ["PATH"].split(os.pathsep)
+    monkeypatch.setenv("RNNKIT_NATIVE", "1")
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))  # its build folder: not in the user's cache
+    seen = []
+    module, reason = _native_build.build(
+        "a test", "rnnkit_no_such_ext", lambda: seen.append(os.environ["PATH"])
+    )
+    assert reason is None and ninja.BIN_DIR in seen[0].split(os.pathsep)
+    assert os.environ["PATH"] == "/nonexistent"
 
 
 def test_a_build_lock_left_by_a_killed_build_is_waited_for_then_removed(tmp_path, monkeypatch, capsys):

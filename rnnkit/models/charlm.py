@@ -243,7 +243,8 @@ def load_run(run):
     if len(chars) != cfg.model.vocab_size:
         raise RnnkitError(f"{bad}: its vocabulary ({len(chars)} characters) does not match its model "
                           f"({cfg.model.vocab_size} characters)")  # fmt: skip
-    model = CharLM(cfg.model)
+    with torch.random.fork_rng(devices=[]):  # its random initial weights are overwritten: the caller's stream
+        model = CharLM(cfg.model)  # (torch.manual_seed, then sampling) is left as it was
     try:
         model.load_state_dict(ckpt["model"])
     except (RuntimeError, TypeError, AttributeError) as e:  # missing, unexpected or misshapen weights

@@ -245,6 +245,16 @@ def test_python_api_checks_its_input(trained):
         model.sample([1], 3, temperature=-1.0)
 
 
+def test_loading_a_run_leaves_the_random_stream_alone(trained):
+    """load_run builds the model (random initial weights) and then loads its weights: the initialisation drew
+    from torch's generator, so torch.manual_seed(s) followed by load_run sampled another stream than s's."""
+    torch.manual_seed(0)
+    want = torch.rand(3)
+    torch.manual_seed(0)
+    load_model(trained)
+    torch.testing.assert_close(torch.rand(3), want, rtol=0, atol=0)
+
+
 def _damage(path, how, tmp_path):
     ckpt = torch.load(path, weights_only=True)
     how(ckpt)

@@ -96,12 +96,56 @@ class Cell(nn.Module):
         raise NotImplementedError
 
     def forward(self, x_t, state=None):
-        """One step for a (B, D) input: returns the new state tuple (h_t, ...) ."""
+        """One step for a (B, D) input: returns the new state tuple (h_t, ...), each (B, ·). state: that tuple,
+        h_t alone for the one-state cells, or None (zeros). Like torch.nn's cells, also one unbatched step:
+        x_t (D,), the states (·,)."""
+        unbatched = isinstance(x_t, torch.Tensor) and x_t.dim() == 1
+        x_t, state = self._checked_step(x_t, state, unbatched)
         if state is None:
             state = self.init_state(x_t.shape[0], x_t.dtype, x_t.device)
-        state = state if isinstance(state, tuple) else (state,)
         new, _, _ = self.step(self.project_input(x_t), state, self.rec_params())
-        return new
+        return tuple(s[0] for s in new) if unbatched else new
+
+    def _checked_step(self, x_t, state, unbatched):
+        """(x_t, state) as (B, D) and a tuple of (B, ·), or a one-line error naming what is wrong: the step's
+        own ops would fail deep inside, or (a 1-D x_t read as a batch) compute something else."""
+        from rnnkit.errors import RnnkitError
+
+        name, D = type(self).__name__, self.input_size
+        if not isinstance(x_t, torch.Tensor):
+            raise RnnkitError(f"{name}: x_t must be a tensor (B, {D}), got {type(x_t).__name__}")
+        if x_t.dim() not in (1, 2) or x_t.shape[-1] != D:
+            raise RnnkitError(f"{name} runs one step: x_t must be (B, {D}), or ({D},) for one sequence, got shape "
+                              f"{tuple(x_t.shape)}; a sequence (B, T, D) runs with rnnkit.Recurrent")  # fmt: skip
+        if not x_t.is_floating_point():
+            raise RnnkitError(f"{name}: x_t is {x_t.dtype}; give a floating-point tensor (e.g. x_t.float())")
+        W = self.W_xh
+        if x_t.device != W.device or (
+            x_t.dtype != W.dtype and not torch.is_autocast_enabled(x_t.device.type)
+        ):
+            raise RnnkitError(f"{name}: x_t is {x_t.dtype} on {x_t.device} but the cell's weights are {W.dtype} "
+                              f"on {W.device}; move one to the other (cell.to(x_t) or x_t.to(...))")  # fmt: skip
+        x_t = x_t[None] if unbatched else x_t
+        if state is None:
+            return x_t, None
+        given = tuple(state) if isinstance(state, tuple | list) else (state,)
+        widths = (self.output_size, self.hidden_size)[: self.num_states]
+        lead = () if unbatched else (x_t.shape[0],)
+        want = " and ".join(str((*lead, w)) for w in widths)
+        what = "(h, c)" if self.num_states == 2 else "h"
+        if len(given) != self.num_states or not all(isinstance(s, torch.Tensor) for s in given):
+            raise RnnkitError(f"{name}: state must be {what}, tensors of shape {want}; got "
+                              f"{len(given)} item(s)")  # fmt: skip
+        if any(tuple(s.shape) != (*lead, w) for s, w in zip(given, widths)):
+            got = ", ".join(str(tuple(s.shape)) for s in given)
+            raise RnnkitError(f"{name}: state must be {what} of shape {want} for x_t {tuple(x_t.shape)[-len(lead) - 1:]}"
+                              f", got {got}")  # fmt: skip
+        if any(s.dtype != x_t.dtype or s.device != x_t.device for s in given):
+            s = next(s for s in given if s.dtype != x_t.dtype or s.device != x_t.device)
+            raise RnnkitError(
+                f"{name}: state is {s.dtype} on {s.device} but x_t is {x_t.dtype} on {x_t.device}"
+            )
+        return x_t, tuple(s[None] for s in given) if unbatched else given
 
 
 def plain_ops_only():

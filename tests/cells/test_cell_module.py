@@ -1,0 +1,64 @@
+"""A cell module run by hand, one step at a time (as torch.nn.LSTMCell/GRUCell/RNNCell are): the same numbers as
+torch's cells, one unbatched step as they take it, and a one-line error for a wrong input or state."""
+
+import pytest
+import torch
+from torch import nn
+
+from rnnkit.cells import CELLS, LSTMP
+from rnnkit.errors import RnnkitError
+
+TORCH_CELLS = {"rnn_tanh": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
+
+
+def copy_from(cell, m):
+    """rnnkit's cell with the weights of torch's `m` (same layout: W_xh = weight_ih, ...)."""
+    with torch.no_grad():
+        cell.W_xh.copy_(m.weight_ih), cell.W_hh.copy_(m.weight_hh)
+        cell.b_xh.copy_(m.bias_ih), cell.b_hh.copy_(m.bias_hh)
+    return cell
+
+
+@pytest.mark.parametrize("name", list(TORCH_CELLS))
+def test_steps_by_hand_equal_torch_cells_batched_and_unbatched(name):
+    torch.manual_seed(0)
+    m = TORCH_CELLS[name](4, 5)
+    cell = copy_from(CELLS[name](4, 5), m)
+    x = torch.randn(6, 3, 4)
+    state, want = None, None
+    for x_t in x:
+        state = cell(x_t, state)
+        want = m(x_t, want)
+    torch.testing.assert_close(state[0], want[0] if name == "lstm" else want)
+    one = cell(x[0, 0])  # unbatched: (D,) in, (H,) states out, as torch's cells
+    want = m(x[0, 0])
+    assert all(s.shape == (5,) for s in one)
+    torch.testing.assert_close(one[0], want[0] if name == "lstm" else want)
+    torch.testing.assert_close(cell(x[1, 0], one)[0], cell(x[1, :1], tuple(s[None] for s in one))[0][0])
+
+
+@pytest.mark.parametrize("name", [*CELLS, "lstmp"])
+def test_wrong_input_or_state_is_one_line(name):
+    cell = LSTMP(4, 6, proj_size=3) if name == "lstmp" else CELLS[name](4, 6)
+    ok = cell(torch.randn(2, 4))
+    assert ok[0].shape == (2, cell.output_size)
+    bad = [
+        (lambda: cell(torch.randn(2, 5)), r"x_t must be \(B, 4\), or \(4,\) .*got shape \(2, 5\)"),
+        (lambda: cell(torch.randn(2, 3, 4)), r"one step.*\(2, 3, 4\).*rnnkit.Recurrent"),  # a sequence
+        (lambda: cell(torch.ones(2, 4, dtype=torch.long)), "x_t is torch.int64; give a floating-point"),
+        (lambda: cell(torch.randn(2, 4).float()), "x_t is torch.float32 .* weights are torch.float64"),
+        (lambda: cell([[0.0] * 4]), "x_t must be a tensor"),
+        (
+            lambda: cell(torch.randn(2, 4), tuple(torch.zeros(3, s.shape[1]) for s in ok)),
+            r"state must be .*\(3,",
+        ),
+        (lambda: cell(torch.randn(2, 4), (*ok, ok[0])), r"state must be .*got \d item"),
+        (lambda: cell(torch.randn(2, 4), tuple(s.float() for s in ok)), "state is torch.float32"),
+        (
+            lambda: cell(torch.randn(4), ok),
+            r"state must be .* of shape \(\d,\)",
+        ),  # unbatched step, batched state
+    ]
+    for call, message in bad:
+        with pytest.raises(RnnkitError, match=message):
+            call()

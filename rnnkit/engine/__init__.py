@@ -101,6 +101,61 @@ def _no_autocast(run, cell, xw, state0, P, mask, reverse, backend, probe, batch_
                    batch_first, **fold)  # fmt: skip
 
 
+def check_inputs(cell, xw, state0, P, mask):
+    """A one-line error for what `run` can't run: the loops would fail deep inside, read a mask (T, B) over
+    the wrong axis, or (native) read a parameter's memory as another's. Returns the mask as (T, B, 1)."""
+    name = cell.__name__
+    if not isinstance(xw, torch.Tensor) or xw.dim() != 3:
+        got = tuple(xw.shape) if isinstance(xw, torch.Tensor) else type(xw).__name__
+        raise RnnkitError(f"run({name}): xw must be the time-major input projection (T, B, G·H), got {got}")
+    T, B = xw.shape[:2]
+    states = tuple(state0) if isinstance(state0, tuple | list) else (state0,)
+    if len(states) != cell.num_states or not all(
+        isinstance(s, torch.Tensor) and s.dim() == 2 for s in states
+    ):
+        raise RnnkitError(f"run({name}): state0 must be a tuple of {cell.num_states} tensor(s) (B, H)")
+    if any(s.shape[0] not in (B, 1) for s in states):
+        raise RnnkitError(f"run({name}): state0 {[tuple(s.shape) for s in states]} has another batch than xw "
+                          f"{tuple(xw.shape)} (T, B, G·H)")  # fmt: skip
+    if len(P) != len(cell.REC_PARAMS):
+        raise RnnkitError(f"run({name}): P must hold {len(cell.REC_PARAMS)} tensors, {', '.join(cell.REC_PARAMS)} "
+                          f"(cell.rec_params()), got {len(P)}")  # fmt: skip
+    params, widths = dict(zip(cell.REC_PARAMS, P)), {s.shape[1] for s in states}
+    for W_name, b_name in cell.GEMMS:
+        W, b = params[W_name], params.get(b_name)
+        if not isinstance(W, torch.Tensor) or W.dim() != 2 or W.shape[1] not in widths:
+            got = tuple(W.shape) if isinstance(W, torch.Tensor) else W
+            raise RnnkitError(f"run({name}): P's {W_name} must be a matrix (N, K) with K a state width "
+                              f"{sorted(widths)}, got {got}; give P in cell.REC_PARAMS order")  # fmt: skip
+        if b is not None and (not isinstance(b, torch.Tensor) or tuple(b.shape) != (W.shape[0],)):
+            got = tuple(b.shape) if isinstance(b, torch.Tensor) else b
+            raise RnnkitError(f"run({name}): P's {b_name} must be ({W.shape[0]},) for {W_name} {tuple(W.shape)}, "
+                              f"got {got}; give P in cell.REC_PARAMS order")  # fmt: skip
+    for extra in cell.EXTRAS:
+        e = params[extra]
+        if not isinstance(e, torch.Tensor) or tuple(e.shape) != (states[0].shape[1],):
+            got = tuple(e.shape) if isinstance(e, torch.Tensor) else e
+            raise RnnkitError(
+                f"run({name}): P's {extra} must be ({states[0].shape[1]},), one per unit, got {got}"
+            )
+    tensors = [xw, *states, *(p for p in P if p is not None)]
+    if any(t.dtype != xw.dtype or t.device != xw.device for t in tensors) and not torch.is_autocast_enabled(
+        xw.device.type
+    ):
+        kinds = sorted({f"{t.dtype} on {t.device}" for t in tensors})
+        raise RnnkitError(
+            f"run({name}): xw, state0 and P must share one dtype and device, got {', '.join(kinds)}"
+        )
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor) or tuple(mask.shape) not in ((T, B), (T, B, 1)):
+        got = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise RnnkitError(
+            f"run({name}): mask must be (T, B, 1) (or (T, B)) = ({T}, {B}, 1) of 0/1, got {got}"
+        )
+    return mask.reshape(T, B, 1)
+
+
 def run(
     cell,
     xw,
@@ -115,11 +170,13 @@ def run(
     xbias=None,
     raw_tail=False,
     xtilde=None,
+    check=True,
 ):
     """Run `cell` (a Cell class or instance) over xw.
 
     Shapes: xw (T, B, G·H) time-major input projection; state0 tuple of (B, H); P the recurrent
-    parameters in `cell.REC_PARAMS` order; mask (T, B, 1) of 0/1 or None.
+    parameters in `cell.REC_PARAMS` order; mask (T, B, 1) (or (T, B)) of 0/1 or None. These are checked
+    (`check_inputs`; check=False skips it for callers that build them right, as Recurrent does).
     Returns hs (T, B, H), or (B, T, H) with batch_first (the native backend writes it so; the others
     return a transposed view), and the final state tuple.
     Native backend only (Recurrent's projection, see `native.loop_adds_input_bias`): xbias, the input bias
@@ -128,6 +185,8 @@ def run(
     """
     refuse_jit_trace()
     cell = cell if isinstance(cell, type) else type(cell)
+    if check:
+        mask = check_inputs(cell, xw, state0, P, mask)
     if torch.is_autocast_enabled(xw.device.type):  # the loop runs in its parameters' dtype, see _no_autocast
         return _no_autocast(run, cell, xw, state0, P, mask, reverse, backend, probe, batch_first, xbias=xbias,
                             raw_tail=raw_tail, xtilde=xtilde)  # fmt: skip

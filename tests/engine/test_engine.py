@@ -163,3 +163,35 @@ def test_a_build_lock_left_by_a_killed_build_is_waited_for_then_removed(tmp_path
     assert (
         time.perf_counter() - t0 >= 0.5 and "waiting for another process building" in capsys.readouterr().err
     )
+
+
+@pytest.mark.parametrize("backend", ["autograd", "python", "native"])
+def test_run_checks_what_it_is_given(backend):
+    """engine.run called by hand: a wrong input is one line before any loop runs. A mask (T, B) was read over
+    H by autograd and python (0.97 off where B = H) but not by native: it now means (T, B, 1) on every backend;
+    P out of order made the native loop read a bias as a matrix, silently (1.08 off)."""
+    from rnnkit.errors import RnnkitError
+
+    cell, xw, state0, P, _ = setup("rnn_tanh", T=5, B=4, H=4)
+    m = torch.tensor([[1.0, 1, 0, 0]] * 5, dtype=torch.float64)
+    want = run(cell, xw, state0, P, m[..., None], backend="autograd")[0]
+    torch.testing.assert_close(run(cell, xw, state0, P, m, backend=backend)[0], want)
+    bad = [
+        (lambda: run(cell, xw[0], state0, P, backend=backend), r"xw must be .*\(T, B, G·H\), got \(4, 4\)"),
+        (
+            lambda: run(cell, xw, state0, P[::-1], backend=backend),
+            r"W_hh must be a matrix .*REC_PARAMS order",
+        ),
+        (lambda: run(cell, xw, state0, P[:1], backend=backend), r"P must hold 2 tensors, W_hh, b_hh"),
+        (lambda: run(cell, xw, state0, (P[0], P[1][:2]), backend=backend), r"b_hh must be \(4,\)"),
+        (lambda: run(cell, xw, (state0[0][:2],), P, backend=backend), r"another batch than xw"),
+        (lambda: run(cell, xw, state0 * 2, P, backend=backend), r"state0 must be a tuple of 1 tensor"),
+        (lambda: run(cell, xw, state0, P, m[:, :2], backend=backend), r"mask must be \(T, B, 1\)"),
+        (lambda: run(cell, xw.float(), state0, P, backend=backend), r"share one dtype and device"),
+    ]
+    for call, message in bad:
+        with pytest.raises(RnnkitError, match=message):
+            call()
+    leaky, xw, state0, P, _ = setup("leaky", T=5, B=4, H=4)
+    with pytest.raises(RnnkitError, match=r"alpha must be \(4,\)"):
+        run(leaky, xw, state0, (*P[:2], P[2][:1]), backend=backend)

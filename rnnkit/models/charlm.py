@@ -13,6 +13,7 @@ character at a time (T = 1 calls).
 
 import inspect
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -81,6 +82,8 @@ class CharLM(nn.Module):
             from rnnkit import CELLS
             from rnnkit.layers import Recurrent
 
+            if cfg.cell not in CELLS:
+                raise RnnkitError(f"unknown cell {cfg.cell!r}; choose one of: {', '.join(CELLS)}")
             takes_bias = "forget_bias" in inspect.signature(CELLS[cfg.cell]).parameters
             self.rnn = Recurrent(
                 cfg.cell, input_size, cfg.hidden_size, num_layers=cfg.num_layers,
@@ -116,11 +119,32 @@ class CharLM(nn.Module):
         return logits, loss
 
     # ---- one character at a time: sampling, scoring, completion ----------------------------
+    def _check_ids(self, ids, what) -> list:
+        """ids as a list of ints, each a character index in [0, V), or one error: text must be encoded first
+        (`encode(text, chars, ...)`). Takes a list, a numpy array or an integer tensor."""
+        V = self.cfg.vocab_size
+        if isinstance(ids, torch.Tensor) and not (
+            ids.is_floating_point() or ids.is_complex() or ids.dim() > 1
+        ):
+            ids = ids.tolist()
+        if isinstance(ids, str) or not all(
+            isinstance(c, numbers.Integral) and not isinstance(c, bool) for c in ids
+        ):
+            raise RnnkitError(f"{what} takes character indices (ints), got {ids!r}; encode text with "
+                              "rnnkit.models.charlm.encode(text, chars, ...)")  # fmt: skip
+        bad = [int(c) for c in ids if not 0 <= c < V]
+        if bad:
+            raise RnnkitError(f"{what}: indices {bad[:5]} lie outside the vocabulary [0, {V})")
+        return [int(c) for c in ids]
 
     @torch.no_grad()
     def step(self, c_t: int | torch.Tensor, state=None):
         """One step: character index (or (B,) indices) -> (B, V) log-probabilities, new state."""
-        xs = torch.as_tensor(c_t, dtype=torch.long).reshape(-1, 1)  # (B, 1)
+        xs = torch.as_tensor(c_t)
+        if xs.is_floating_point() or xs.is_complex() or xs.dtype == torch.bool or xs.dim() > 1:
+            raise RnnkitError(f"step takes a character index or a (B,) tensor of them, got {c_t!r}")
+        self._check_ids(xs.reshape(-1).tolist(), "step")
+        xs = xs.to(torch.long).reshape(-1, 1)  # (B, 1)
         logits, state = self.run(xs, state)
         return F.log_softmax(logits[:, -1].float(), dim=-1), state
 
@@ -136,9 +160,12 @@ class CharLM(nn.Module):
     def sample(self, ids: list, length: int, temperature=1.0, top_k=0, greedy=False, generator=None) -> list:
         """Continue `ids` by `length` characters: p ∝ exp(y / temperature), or argmax if greedy."""
         _need_context(ids, "sample")
-        if not greedy and not temperature > 0:
+        ids = self._check_ids(ids, "sample")
+        _check_count(length, "length", 0)
+        _check_count(top_k, "top_k", 0)
+        if not greedy and not (isinstance(temperature, int | float) and temperature > 0):
             raise RnnkitError(
-                f"temperature must be > 0, got {temperature}; for the most probable text use greedy"
+                f"temperature must be > 0, got {temperature!r}; for the most probable text use greedy"
             )
         logp, state = self.prime(ids)
         out = []
@@ -159,6 +186,8 @@ class CharLM(nn.Module):
     def log_probs(self, ids: list, context: list) -> list:
         """log p(c_t | context, c_<t) for each character of `ids` (nats), one step at a time."""
         _need_context(context, "log_probs")
+        context = self._check_ids(context, "log_probs context")
+        ids = self._check_ids(ids, "log_probs")
         logp, state = self.prime(context)
         out = []
         for c in ids:
@@ -174,8 +203,9 @@ class CharLM(nn.Module):
         beams advance together as a batch of K streams, one character per step.
         """
         _need_context(ids, "beam_complete")
-        if beam < 1:
-            raise RnnkitError(f"beam must be >= 1, got {beam}")
+        ids = self._check_ids(ids, "beam_complete")
+        _check_count(length, "length", 0)
+        _check_count(beam, "beam", 1)
         logp, state = self.prime(ids)  # (1, V)
         seqs, scores = [[]], torch.zeros(1)
         for _ in range(length):
@@ -189,6 +219,11 @@ class CharLM(nn.Module):
             logp, state = self.step(cols, state)
         best = int(scores.argmax())
         return seqs[best], float(scores[best])
+
+
+def _check_count(n, name, least):
+    if isinstance(n, bool) or not isinstance(n, int) or n < least:
+        raise RnnkitError(f"{name} must be an integer >= {least}, got {n!r}")
 
 
 def _need_context(ids, what):
@@ -263,6 +298,10 @@ def score_text(model, chars, text: str) -> dict:
     it, so the first character of `text` is predicted from a newline, fed from a zero state (the start of a
     line, if the model knows a newline); a model without one takes the text's first character as context
     only and scores the rest (`first_is_context` in the result)."""
+    V = model.cfg.vocab_size
+    if len(chars) != V or len(set(chars)) != len(chars):
+        raise RnnkitError(f"chars must be the model's vocabulary, {V} distinct characters (load_run gives both), "
+                          f"got {len(chars)} ({len(set(chars))} distinct)")  # fmt: skip
     ids = encode(text, chars, "TEXT")
     newline = "\n" in chars
     context, scored = ([chars.index("\n")], ids) if newline else (ids[:1], ids[1:])

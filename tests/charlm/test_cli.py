@@ -239,7 +239,7 @@ def test_python_api_checks_its_input(trained):
     ):
         with pytest.raises(RnnkitError, match="at least one character of context"):
             call()
-    with pytest.raises(RnnkitError, match="beam must be >= 1"):
+    with pytest.raises(RnnkitError, match="beam must be an integer >= 1"):
         model.beam_complete([1], 3, 0)
     with pytest.raises(RnnkitError, match="temperature must be > 0"):
         model.sample([1], 3, temperature=-1.0)

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -99,3 +100,35 @@ def test_torch_rnn_model_matches_rnnkit_with_the_same_weights():
 def test_torch_rnn_lstm_forget_bias():
     m = model(torch_rnn=True, forget_bias=1.0)
     assert torch.all(m.rnn.bias_ih_l0[12:24] == 1.0) and torch.all(m.rnn.bias_hh_l0[12:24] == 0.0)
+
+
+def test_one_character_api_checks_its_ids_and_options():
+    """Text instead of indices, indices outside [0, V), a float index (step(1.7) was step(1)), and non-integer
+    or negative lengths, top_k and beams are one line each; numpy and tensor indices are taken as lists."""
+    from rnnkit.errors import RnnkitError
+    from rnnkit.models.charlm import score_text
+
+    lm = model("rnn_tanh")
+    bad = [
+        (lambda: lm.sample("ab", 3), r"sample takes character indices \(ints\), got 'ab'; encode text"),
+        (lambda: lm.sample([V], 3), rf"indices \[{V}\] lie outside the vocabulary \[0, {V}\)"),
+        (lambda: lm.sample([-1], 3), r"indices \[-1\] lie outside"),
+        (lambda: lm.log_probs([V], [0]), "log_probs: indices"),
+        (lambda: lm.log_probs([1], [1.0]), "log_probs context takes character indices"),
+        (lambda: lm.step(1.7), "step takes a character index"),
+        (lambda: lm.step(V), "step: indices"),
+        (lambda: lm.sample([1], 3, top_k=-1), "top_k must be an integer >= 0, got -1"),
+        (lambda: lm.sample([1], -3), "length must be an integer >= 0"),
+        (lambda: lm.sample([1], 3, temperature="0.5"), "temperature must be > 0, got '0.5'"),
+        (lambda: lm.beam_complete([1], 3, beam=2.5), "beam must be an integer >= 1, got 2.5"),
+        (lambda: CharLM(CharLMConfig(vocab_size=V, cell="lstmm")), "unknown cell 'lstmm'; choose one of"),
+        (lambda: score_text(lm, list("abc\n"), "ab"), f"chars must be the model's vocabulary, {V} distinct"),
+        (lambda: score_text(lm, list("aabcde\n"), "ab"), r"got 7 \(6 distinct\)"),
+    ]
+    for call, message in bad:
+        with pytest.raises(RnnkitError, match=message):
+            call()
+    seeded = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    want = lm.sample([1, 2], 4, generator=seeded())
+    assert lm.sample(np.array([1, 2]), 4, generator=seeded()) == want
+    assert lm.sample(torch.tensor([1, 2]), 4, generator=seeded()) == want

@@ -18,6 +18,7 @@ import torch
 from rnnkit.energy import exact
 from rnnkit.energy._checks import as_bits, positive_float, positive_int, units_match
 from rnnkit.energy._util import single_thread
+from rnnkit.errors import RnnkitError
 
 
 class BoltzmannMachine:
@@ -38,8 +39,10 @@ class BoltzmannMachine:
     def num_units(self) -> int:
         return self.num_visible + self.num_hidden
 
-    def energy(self, x: torch.Tensor) -> torch.Tensor:
-        """E(x) for states (B, N) -> (B,)."""
+    def energy(self, x) -> torch.Tensor:
+        """E(x) for 0/1 states (B, N) -> (B,); a 1-D state is one row -> (1,)."""
+        x = as_bits(x, "states").to(self.W)
+        units_match("states", x, self.num_units)
         return -0.5 * ((x @ self.W) * x).sum(-1) - x @ self.b
 
     def gibbs_sweep(self, x: torch.Tensor, units=None, generator=None) -> torch.Tensor:
@@ -86,6 +89,8 @@ class BoltzmannMachine:
         v = as_bits(data).to(self.W)
         units_match("data", v, self.num_visible)
         lr, batch_size = positive_float("learning rate", lr), positive_int("batch size", batch_size)
+        positive_int("sweeps (Gibbs sweeps of the free chains per update)", sweeps)
+        positive_int("positive_sweeps (Gibbs sweeps of the clamped hidden units)", positive_sweeps)
         if self.chains is None or len(self.chains) != num_chains:
             self.chains = self.random_states(positive_int("number of chains", num_chains), generator)
         with single_thread():
@@ -126,6 +131,32 @@ class BoltzmannMachine:
         units_match("data", v, self.num_visible)
         return self.visible_log_probs()[exact.state_index(v).to(self.W.device)].mean().item()
 
-    def kl_from(self, target: torch.Tensor) -> float:
-        """KL(target || model) over the 2^V visible states; target indexed as binary_states."""
-        return exact.kl_divergence(target.double().to(self.W.device), self.visible_log_probs().exp())
+    def kl_from(self, target) -> float:
+        """KL(target || model) over the 2^V visible states; target (2^V,) a probability vector (tensor,
+        array or list) indexed as binary_states."""
+        p = self.check_distribution(target)
+        return exact.kl_divergence(p, self.visible_log_probs().exp())
+
+    def check_distribution(self, target, name="target") -> torch.Tensor:
+        """A probability vector over the 2^V visible states as float64 on the model's device."""
+        exact.check_bits(self.num_visible, "the visible states")
+        try:
+            p = torch.as_tensor(target, dtype=torch.float64, device=self.W.device)
+        except (TypeError, ValueError, RuntimeError):
+            raise RnnkitError(
+                f"{name} must be a vector of probabilities, got {type(target).__name__}"
+            ) from None
+        n = 2**self.num_visible
+        if p.shape != (n,):
+            raise RnnkitError(
+                f"{name} must hold one probability per visible state, shape ({n},) for {self.num_visible} "
+                f"visible units, got shape {tuple(p.shape)}"
+            )
+        if not torch.isfinite(p).all() or (p < 0).any():
+            raise RnnkitError(f"{name} probabilities must be finite and >= 0")
+        total = p.sum().item()
+        if abs(total - 1) > 1e-4:
+            raise RnnkitError(
+                f"{name} probabilities must sum to 1, got {total:g}; divide counts by their total"
+            )
+        return p

@@ -22,6 +22,7 @@ fixed point with high probability only below P = N / (2 ln N) (McEliece et al. 1
 """
 
 import math
+import numbers
 import time
 from dataclasses import dataclass
 
@@ -47,10 +48,16 @@ class CapacityConfig:
     seed: int = 0
 
     def check(self) -> "CapacityConfig":
+        for field in ("sizes", "loads"):
+            value = getattr(self, field)
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+                raise RnnkitError(
+                    f"{field} must be a list of numbers, got {value!r}; e.g. {field}=({value!r},)"
+                )
         for n in self.sizes:
             positive_int("N", n)
         for load in self.loads:
-            if not 0 < load <= 1:
+            if isinstance(load, bool) or not isinstance(load, numbers.Real) or not 0 < load <= 1:
                 raise RnnkitError(f"loads P/N must be in (0, 1], got {load}")
         choice("rule", self.rule, RULES)
         fraction("cue noise", self.cue_noise)

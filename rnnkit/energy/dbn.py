@@ -21,6 +21,8 @@ from rnnkit.errors import RnnkitError
 class DBN:
     def __init__(self, sizes, visible="bernoulli", generator=None, device=None):
         """sizes: [V, H_1, H_2, ...], at least one hidden layer."""
+        if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
+            raise RnnkitError(f"DBN sizes must be a list [V, H_1, ...] of layer sizes, got {sizes!r}")
         if len(sizes) < 2:
             raise RnnkitError(f"a DBN needs the visible size and at least one hidden size, got {list(sizes)}")
         for n in sizes:

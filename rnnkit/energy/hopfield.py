@@ -21,6 +21,7 @@ import torch
 
 from rnnkit.energy._checks import as_spins, choice, fraction, positive_int, units_match
 from rnnkit.energy._util import single_thread
+from rnnkit.errors import RnnkitError
 
 FIXED_POINT, TWO_CYCLE, UNFINISHED = 0, 1, 2
 STATUS_NAMES = ("fixed point", "2-cycle", "unfinished")
@@ -150,6 +151,23 @@ class RecallResult:
         return ", ".join(f"{n} {name if n == 1 else plural}" for n, name, plural in names if n)
 
 
+def _check_thresholds(thresholds, num_units: int) -> torch.Tensor:
+    """θ as a float64 vector (N,) of finite numbers, or one RnnkitError."""
+    if isinstance(thresholds, (str, bytes)):
+        raise RnnkitError(f"thresholds must be {num_units} numbers (a list, array or tensor), got a string")
+    try:
+        theta = torch.as_tensor(thresholds, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise RnnkitError(
+            f"thresholds must be {num_units} numbers, got {type(thresholds).__name__}"
+        ) from None
+    if theta.numel() != num_units:
+        raise RnnkitError(f"thresholds need one value per unit: {num_units}, got {theta.numel()}")
+    if not torch.isfinite(theta).all():
+        raise RnnkitError("thresholds contain NaN or infinite values; give finite numbers")
+    return theta.reshape(num_units)
+
+
 class Hopfield:
     """A Hopfield network of `num_units` ±1 units; `store` patterns, then `recall` from cues.
 
@@ -168,7 +186,7 @@ class Hopfield:
         self.W = torch.zeros(num_units, num_units, device=device, dtype=dtype)
         self.theta = torch.zeros(num_units, device=device, dtype=dtype)
         if thresholds is not None:
-            self.theta = torch.as_tensor(thresholds, device=device, dtype=dtype).reshape(num_units)
+            self.theta = _check_thresholds(thresholds, num_units).to(device=device, dtype=dtype)
 
     def store(self, patterns) -> "Hopfield":
         xi = as_spins(patterns).to(self.W)
@@ -178,6 +196,7 @@ class Hopfield:
 
     def energy(self, states) -> torch.Tensor:
         s = as_spins(states, "states", allow_zero=True).to(self.W)
+        units_match("states", s, self.num_units)
         return energy(self.W[None], self.theta[None], s[None])[0]
 
     def recall(self, cues, mode="async", max_steps=100, generator=None, record=True) -> RecallResult:

@@ -35,14 +35,36 @@ def onsager_tc(J: float = 1.0) -> float:
 
 def onsager_magnetisation(T: float, J: float = 1.0) -> float:
     """Spontaneous magnetisation of the infinite lattice (Onsager 1944, Yang 1952); 0 above T_c."""
+    T = one_temperature(T)
     return (1 - math.sinh(2 * J / T) ** -4) ** 0.125 if T < onsager_tc(J) else 0.0
 
 
 def check_temperatures(temperatures) -> torch.Tensor:
-    t = torch.as_tensor(temperatures, dtype=torch.float64).flatten()
+    try:
+        t = torch.as_tensor(temperatures, dtype=torch.float64).flatten()
+    except (TypeError, ValueError, RuntimeError):
+        raise RnnkitError(f"temperatures must be positive numbers, got {temperatures!r}") from None
     if t.numel() == 0 or not torch.isfinite(t).all() or (t <= 0).any():
         raise RnnkitError(f"temperatures must be positive numbers, got {t.tolist()}")
     return t
+
+
+def one_temperature(T) -> float:
+    """One positive finite temperature, checked as `Ising` checks its temperatures."""
+    if isinstance(T, bool) or not isinstance(T, (int, float)):
+        raise RnnkitError(f"the temperature T must be one positive number, got {T!r}")
+    return check_temperatures(T).item()
+
+
+def check_coupling(J, h) -> tuple[float, float]:
+    """Finite floats J and h, or one RnnkitError."""
+    try:
+        J, h = float(J), float(h)
+    except (TypeError, ValueError):
+        raise RnnkitError(f"coupling J and field h must be finite numbers, got J={J!r}, h={h!r}") from None
+    if not (math.isfinite(J) and math.isfinite(h)):
+        raise RnnkitError(f"coupling J and field h must be finite numbers, got J={J}, h={h}")
+    return J, h
 
 
 def neighbour_sum(s: torch.Tensor) -> torch.Tensor:
@@ -63,9 +85,7 @@ class Ising:
         if size % 2:
             raise RnnkitError(f"lattice size L must be even for the checkerboard update, got {size}")
         self.T = check_temperatures(temperatures).to(device=device, dtype=dtype)
-        self.J, self.h = float(J), float(h)
-        if not (math.isfinite(self.J) and math.isfinite(self.h)):
-            raise RnnkitError(f"coupling J and field h must be finite numbers, got J={J}, h={h}")
+        self.J, self.h = check_coupling(J, h)
         self.update = choice("update", update, UPDATES)
         self.generator = generator
         shape = (len(self.T), size, size)
@@ -121,6 +141,9 @@ def observables(m: torch.Tensor, e: torch.Tensor, T: torch.Tensor, N: int) -> di
 
 def exact_averages(size: int, T: float, J: float = 1.0, h: float = 0.0) -> dict:
     """<|m|> and <e> by enumerating all 2^(L²) states; L <= 4."""
+    positive_int("lattice size L", size)
+    T = one_temperature(T)
+    J, h = check_coupling(J, h)
     if size * size > 16:
         raise RnnkitError("exact Ising averages enumerate 2^(L²) states: L <= 4")
     s = binary_states(size * size).view(-1, size, size) * 2 - 1

@@ -25,6 +25,7 @@ from rnnkit.energy._util import single_thread
 from rnnkit.errors import RnnkitError
 
 VISIBLE_TYPES = ("bernoulli", "gaussian")
+LOG_PARTITION_METHODS = ("auto", "exact", "ais")
 
 
 class RBM(nn.Module):
@@ -48,7 +49,9 @@ class RBM(nn.Module):
         self.register_buffer("c", torch.zeros(num_visible, device=device, dtype=dtype))
 
     def check(self, v, name="data", binary=False) -> torch.Tensor:
-        """Data as a (B, V) tensor of the model's dtype and device; Bernoulli data in [0, 1]."""
+        """Data as a (B, V) tensor of the model's dtype and device; Bernoulli data in [0, 1].
+
+        A 1-D vector is one sample, (1, V); lists, arrays and any numeric dtype are accepted."""
         x = as_matrix(v, name).to(self.W)
         units_match(name, x, self.num_visible)
         if not torch.isfinite(x).all():
@@ -59,7 +62,19 @@ class RBM(nn.Module):
             raise RnnkitError(f"{name} for Bernoulli visible units must lie in [0, 1] (scale them first)")
         return x
 
-    # Conditionals and sampling.
+    def check_hidden(self, h, name="hidden states") -> torch.Tensor:
+        """Hidden states (or probabilities) as a (B, H) tensor of the model's dtype and device, in [0, 1]."""
+        x = as_matrix(h, name).to(self.W)
+        units_match(name, x, self.num_hidden)
+        if not torch.isfinite(x).all():
+            raise RnnkitError(f"{name} contain NaN or infinite values")
+        if ((x < 0) | (x > 1)).any():
+            raise RnnkitError(f"{name} must lie in [0, 1] (binary states or probabilities)")
+        return x
+
+    # Conditionals and sampling. hidden_probs, visible_mean and visible_from_noise are the unchecked
+    # building blocks of the training loops: they take (B, V) / (B, H) tensors of the model's dtype.
+    # sample_hidden, sample_visible, gibbs and free_energy check their input (a 1-D state is one sample).
     def hidden_probs(self, v: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(v @ self.W.T + self.b)
 
@@ -72,20 +87,33 @@ class RBM(nn.Module):
         mean = self.visible_mean(h)
         return (noise < mean).to(mean.dtype) if self.visible == "bernoulli" else mean + noise
 
-    def sample_hidden(self, v: torch.Tensor, generator=None) -> torch.Tensor:
+    def _sample_hidden(self, v: torch.Tensor, generator=None) -> torch.Tensor:
         p = self.hidden_probs(v)
         return (torch.rand(p.shape, generator=generator, device=p.device, dtype=p.dtype) < p).to(p.dtype)
 
-    def sample_visible(self, h: torch.Tensor, generator=None) -> torch.Tensor:
+    def _sample_visible(self, h: torch.Tensor, generator=None) -> torch.Tensor:
         shape, kw = (len(h), self.num_visible), dict(generator=generator, device=h.device, dtype=h.dtype)
         noise = torch.rand(shape, **kw) if self.visible == "bernoulli" else torch.randn(shape, **kw)
         return self.visible_from_noise(h, noise)
 
-    def gibbs(self, v: torch.Tensor, steps: int = 1, generator=None) -> torch.Tensor:
-        """`steps` rounds of v -> h -> v."""
+    def _gibbs(self, v: torch.Tensor, steps: int, generator=None) -> torch.Tensor:
         for _ in range(steps):
-            v = self.sample_visible(self.sample_hidden(v, generator), generator)
+            v = self._sample_visible(self._sample_hidden(v, generator), generator)
         return v
+
+    def sample_hidden(self, v, generator=None) -> torch.Tensor:
+        """h ~ P(h | v) for visible states v (B, V) -> (B, H); a 1-D v is one state -> (1, H)."""
+        return self._sample_hidden(self.check(v, "visible states"), generator)
+
+    def sample_visible(self, h, generator=None) -> torch.Tensor:
+        """v ~ P(v | h) for hidden states h (B, H) -> (B, V); a 1-D h is one state -> (1, V)."""
+        return self._sample_visible(self.check_hidden(h), generator)
+
+    def gibbs(self, v, steps: int = 1, generator=None) -> torch.Tensor:
+        """`steps` rounds of v -> h -> v from visible states (B, V) -> (B, V); a 1-D v -> (1, V)."""
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise RnnkitError(f"Gibbs steps must be an integer >= 0, got {steps!r}")
+        return self._gibbs(self.check(v, "visible states"), steps, generator)
 
     @torch.no_grad()
     def sample(self, num_samples=None, steps=1000, init=None, generator=None):
@@ -101,13 +129,16 @@ class RBM(nn.Module):
                 torch.rand(shape, **kw).round() if self.visible == "bernoulli" else torch.randn(shape, **kw)
             )
         with single_thread():  # small operations, one after another
-            v = self.gibbs(self.check(init, "initial states"), steps - 1, generator)
-            h = self.sample_hidden(v, generator)
-            return self.sample_visible(h, generator), self.visible_mean(h)
+            v = self._gibbs(self.check(init, "initial states"), steps - 1, generator)
+            h = self._sample_hidden(v, generator)
+            return self._sample_visible(h, generator), self.visible_mean(h)
 
     # Scores.
-    def free_energy(self, v: torch.Tensor) -> torch.Tensor:
-        """F(v) (B,)."""
+    def free_energy(self, v) -> torch.Tensor:
+        """F(v) (B,) for visible states (B, V), checked as `check` does (a 1-D v is one state -> (1,))."""
+        return self._free_energy(self.check(v, "visible states"))
+
+    def _free_energy(self, v: torch.Tensor) -> torch.Tensor:
         hidden_term = softplus(v @ self.W.T + self.b).sum(-1)
         if self.visible == "bernoulli":
             return -v @ self.c - hidden_term
@@ -148,7 +179,9 @@ class RBM(nn.Module):
         return torch.nn.functional.logsigmoid(dF).sum(-1)
 
     def log_partition(self, method="auto", **ais_options) -> float:
-        """log Z: exact when V or H is small enough to enumerate (<= 20), else AIS."""
+        """log Z by `method`: "exact" (V or H <= 20, enumerated), "ais" (annealed importance sampling,
+        with ais_options), or "auto": exact when V or H is small enough to enumerate, else AIS."""
+        choice("method", method, LOG_PARTITION_METHODS)
         if method == "exact" or (method == "auto" and rbm_exact.can_enumerate(self)):
             return rbm_exact.log_partition(self)
         return ais.log_partition(self, **ais_options)[0]
@@ -158,11 +191,17 @@ class RBM(nn.Module):
         """Mean log p(v) = -F(v) - log Z (a density for Gaussian visible units)."""
         x = self.check(v)
         log_Z = self.log_partition() if log_Z is None else log_Z
-        return -self.free_energy(x).mean().item() - log_Z
+        return -self._free_energy(x).mean().item() - log_Z
 
     def fit(self, data, config=None, generator=None, callback=None) -> "RBM":
         """Train by CD-k or PCD-k (rbm_train.py); config: an RBMTrainConfig (scikit-learn's defaults)."""
-        return rbm_train.fit(self, data, config or rbm_train.RBMTrainConfig(), generator, callback)
+        config = rbm_train.RBMTrainConfig() if config is None else config
+        if not isinstance(config, rbm_train.RBMTrainConfig):
+            raise RnnkitError(
+                f"config must be an RBMTrainConfig, got {type(config).__name__}; "
+                "for a dict of settings pass RBMTrainConfig(**settings)"
+            )
+        return rbm_train.fit(self, data, config, generator, callback)
 
     # Converters to and from scikit-learn's BernoulliRBM.
     @classmethod

@@ -17,6 +17,8 @@ so the torch loop here and the compiled CPU loop (rbm_cd.c) consume identical ra
 """
 
 import contextlib
+import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +46,10 @@ def _finite(rbm) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in (rbm.W, rbm.b, rbm.c))
 
 
+def _number(x) -> bool:
+    return not isinstance(x, bool) and isinstance(x, numbers.Real) and math.isfinite(x)
+
+
 @dataclass
 class RBMTrainConfig:
     epochs: int = 10
@@ -68,10 +74,10 @@ class RBMTrainConfig:
         positive_float(name["lr"], self.lr)
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
             raise RnnkitError(f"{name['k']} (Gibbs steps per update) must be an integer >= 1, got {self.k!r}")
-        if not 0 <= self.momentum < 1:
-            raise RnnkitError(f"{name['momentum']} must be in [0, 1), got {self.momentum}")
-        if self.weight_decay < 0:
-            raise RnnkitError(f"{name['weight_decay']} must be >= 0, got {self.weight_decay}")
+        if not _number(self.momentum) or not 0 <= self.momentum < 1:
+            raise RnnkitError(f"{name['momentum']} must be in [0, 1), got {self.momentum!r}")
+        if not _number(self.weight_decay) or self.weight_decay < 0:
+            raise RnnkitError(f"{name['weight_decay']} must be >= 0, got {self.weight_decay!r}")
         if self.num_chains is not None:
             positive_int(name["num_chains"], self.num_chains)
         return self

@@ -1,6 +1,7 @@
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 from scipy.stats import chisquare
@@ -64,3 +65,47 @@ def test_bad_input():
         machine(3).fit([[0, 1]])
     with pytest.raises(RnnkitError):
         machine(15, 6).log_partition()
+
+
+@pytest.mark.parametrize("setting", [{"sweeps": 0}, {"sweeps": -1}, {"sweeps": 1.5}, {"positive_sweeps": 0},
+                                     {"positive_sweeps": -2}, {"positive_sweeps": 2.0}])  # fmt: skip
+def test_sweeps_must_be_integers_of_at_least_one(setting):
+    # sweeps=0 used to train silently with frozen negative chains; 1.5 raised a TypeError
+    with pytest.raises(RnnkitError) as e:
+        machine(3, 1).fit([[1, 0, 1]] * 8, epochs=1, **setting)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        torch.ones(8),  # counts, not probabilities
+        torch.tensor([1.5, -0.5, 0, 0, 0, 0, 0, 0]),
+        torch.ones(16) / 16,  # the wrong number of states
+        torch.ones(2, 4) / 8,
+        torch.full((8,), float("nan")),
+        "uniform",
+    ],
+)
+def test_kl_from_needs_a_probability_vector_over_the_visible_states(target):
+    with pytest.raises(RnnkitError) as e:
+        machine(3, 1).kl_from(target)
+    assert "\n" not in str(e.value)
+
+
+def test_kl_from_takes_arrays_and_lists():
+    bm = machine(3, 1)
+    expected = bm.kl_from(torch.ones(8) / 8)
+    assert bm.kl_from(np.ones(8) / 8) == pytest.approx(expected)
+    assert bm.kl_from([0.125] * 8) == pytest.approx(expected)
+
+
+def test_energy_checks_its_states():
+    bm = machine(3, 1)
+    assert bm.energy([1, 0, 1, 1]).shape == (1,)
+    torch.testing.assert_close(
+        bm.energy(torch.tensor([[1, 0, 1, 1]])), bm.energy(torch.tensor([[1.0, 0, 1, 1]]))
+    )
+    for bad in ([[1, 0, 1]], [[1, 0, 2, 1]]):
+        with pytest.raises(RnnkitError):
+            bm.energy(bad)

@@ -39,3 +39,7 @@ def test_bad_loads_are_rejected():
         capacity.capacity_experiment(capacity.CapacityConfig(sizes=(100,), loads=(0.0,)))
     with pytest.raises(RnnkitError):
         capacity.capacity_experiment(capacity.CapacityConfig(sizes=(-5,)))
+    with pytest.raises(RnnkitError):
+        capacity.capacity_experiment(capacity.CapacityConfig(sizes=50))  # was TypeError: not iterable
+    with pytest.raises(RnnkitError):
+        capacity.capacity_experiment(capacity.CapacityConfig(sizes=(100,), loads=("0.1",)))

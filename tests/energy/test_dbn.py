@@ -32,3 +32,5 @@ def test_bad_layer_sizes():
         DBN([64, 0])
     with pytest.raises(RnnkitError):
         DBN([8, 4, 2]).fit(torch.rand(10, 8), [RBMTrainConfig()])
+    with pytest.raises(RnnkitError):
+        DBN(5)  # was TypeError: object of type 'int' has no len()

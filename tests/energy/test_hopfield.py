@@ -119,9 +119,20 @@ def test_thresholds_enter_the_rule_and_the_energy():
         lambda: Hopfield(3).store([[1, -1, 1, 1]]),
         lambda: Hopfield(3).store([[1, -1, 1]]).recall([[1, 2, 1]]),
         lambda: Hopfield(3).store([[1, -1, 1]]).recall([[1, 1, 1]], mode="parallel"),
+        lambda: Hopfield(4, thresholds=[float("nan")] * 4),
+        lambda: Hopfield(4, thresholds=[0.0, float("inf"), 0.0, 0.0]),
+        lambda: Hopfield(4, thresholds=[0.0, 0.0, 0.0]),
+        lambda: Hopfield(4, thresholds="0 0 0 0"),
+        lambda: Hopfield(4, thresholds=[[0.0, 0.0], "a"]),
+        lambda: Hopfield(4).store([[1, -1, 1, -1]]).energy([[1, -1, 1]]),
     ],
 )
 def test_bad_input_is_one_clear_error(make):
     with pytest.raises(RnnkitError) as e:
         make()
     assert "\n" not in str(e.value)
+
+
+def test_thresholds_take_lists_arrays_and_tensors():
+    for theta in ([1.0, 2.0, 3.0], torch.tensor([1, 2, 3]), torch.tensor([[1.0, 2.0, 3.0]])):
+        assert Hopfield(3, thresholds=theta).theta.tolist() == [1.0, 2.0, 3.0]

@@ -56,8 +56,19 @@ def test_onsager():
         lambda: ising.Ising(8, [1.0]).run(0, 0),
         lambda: ising.Ising(8, [1.0], J=float("nan")),
         lambda: ising.Ising(8, [1.0], h=float("inf")),
+        lambda: ising.Ising(8, [1.0], J="a"),
+        lambda: ising.Ising(8, "hot"),
+        lambda: ising.exact_averages(2, -1.0),
+        lambda: ising.exact_averages(2, 0.0),
+        lambda: ising.exact_averages(2, float("nan")),
+        lambda: ising.exact_averages(2, [1.0, 2.0]),
+        lambda: ising.exact_averages(0, 1.0),
+        lambda: ising.exact_averages(2, 1.0, J="a"),
+        lambda: ising.onsager_magnetisation(-1.0),
+        lambda: ising.onsager_magnetisation(0.0),
     ],
 )
 def test_bad_input(make):
-    with pytest.raises(RnnkitError):
+    with pytest.raises(RnnkitError) as e:
         make()
+    assert "\n" not in str(e.value)

@@ -235,3 +235,57 @@ def test_the_default_lr_for_gaussian_visibles_trains_on_all_the_digits():
     errors = []
     rbm.fit(x_train, cfg, g, lambda epoch, r: errors.append(r.reconstruction_error(x_test)))
     assert len(errors) == 10 and all(math.isfinite(e) for e in errors) and errors[-1] < 0.8 * errors[0]
+
+
+def test_one_state_is_one_sample_in_every_sampler_and_score():
+    # a 1-D state was read as a batch: sample_visible(h (3,)) returned (3, 6)
+    rbm, g = RBM(6, 3, generator=torch.Generator().manual_seed(0)), torch.Generator().manual_seed(1)
+    assert rbm.sample_visible(torch.ones(3), g).shape == (1, 6)
+    assert rbm.sample_hidden(torch.ones(6), g).shape == (1, 3)
+    assert rbm.gibbs(torch.ones(6), 2, g).shape == (1, 6)
+    assert rbm.sample(init=torch.ones(6), steps=2, generator=g)[0].shape == (1, 6)
+    assert rbm.free_energy(torch.ones(6)).shape == (1,)
+
+
+def test_free_energy_takes_what_log_likelihood_takes():
+    rbm = RBM(6, 3, generator=torch.Generator().manual_seed(0))
+    expected = rbm.free_energy(torch.tensor([[1.0, 0, 1, 0, 1, 0]]))
+    for v in ([[1, 0, 1, 0, 1, 0]], np.array([[1, 0, 1, 0, 1, 0]]), torch.tensor([[1, 0, 1, 0, 1, 0]]),
+              torch.tensor([[1, 0, 1, 0, 1, 0]], dtype=torch.float64)):  # fmt: skip
+        torch.testing.assert_close(rbm.free_energy(v), expected)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda r: r.free_energy(torch.ones(2, 5)),
+        lambda r: r.free_energy(torch.full((2, 6), 2.0)),
+        lambda r: r.free_energy("101010"),
+        lambda r: r.sample_visible(torch.ones(2, 4)),
+        lambda r: r.sample_visible(torch.full((1, 3), float("nan"))),
+        lambda r: r.sample_visible(torch.full((1, 3), 2.0)),
+        lambda r: r.sample_hidden(torch.ones(1, 7)),
+        lambda r: r.gibbs(torch.ones(1, 5)),
+        lambda r: r.gibbs(torch.ones(1, 6), steps=-1),
+        lambda r: r.gibbs(torch.ones(1, 6), steps=1.5),
+        lambda r: r.log_partition("bogus"),
+        lambda r: r.log_partition("Exact"),
+        lambda r: r.fit(torch.zeros(10, 6), {"epochs": 1}),
+        lambda r: r.fit(torch.zeros(10, 6), RBMTrainConfig(momentum="0.5", epochs=1)),
+        lambda r: r.fit(torch.zeros(10, 6), RBMTrainConfig(weight_decay="0", epochs=1)),
+    ],
+)
+def test_bad_states_methods_and_configs_are_one_clear_error(make):
+    with pytest.raises(RnnkitError) as e:
+        make(RBM(6, 3))
+    assert "\n" not in str(e.value)
+
+
+def test_log_partition_methods():
+    rbm = RBM(6, 3, generator=torch.Generator().manual_seed(0))
+    exact_log_Z = rbm.log_partition("exact")
+    assert rbm.log_partition("auto") == exact_log_Z
+    ais_log_Z = rbm.log_partition(
+        "ais", num_betas=200, num_chains=20, generator=torch.Generator().manual_seed(0)
+    )
+    assert ais_log_Z == pytest.approx(exact_log_Z, abs=0.05)

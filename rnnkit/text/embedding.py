@@ -21,10 +21,18 @@ from sklearn.decomposition import TruncatedSVD
 from rnnkit.errors import RnnkitError
 
 
-def one_hot(ids: torch.Tensor, V: int, dtype=torch.float32) -> torch.Tensor:
-    """e_j for each id: shape (*ids.shape, V) with a single 1 in position id."""
+def check_ids(ids: torch.Tensor, V: int) -> None:
+    """Token ids must be integers in 0..V-1 (a negative id would silently index from the end)."""
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise RnnkitError(f"ids must be an integer tensor (torch.long), got {ids.dtype}")
     if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= V):
         raise RnnkitError(f"ids must lie in 0..{V - 1} for a vocabulary of {V}")
+
+
+def one_hot(ids: torch.Tensor, V: int, dtype=torch.float32) -> torch.Tensor:
+    """e_j for each id: shape (*ids.shape, V) with a single 1 in position id."""
+    ids = torch.as_tensor(ids)
+    check_ids(ids, V)
     x = torch.zeros(*ids.shape, V, dtype=dtype)
     return x.scatter_(-1, ids.unsqueeze(-1), 1.0)
 
@@ -35,7 +43,8 @@ class Embedding(torch.nn.Module):
     The weight is stored as rows (V, E), as `torch.nn.Embedding` stores it: row j is column j of the
     deck's W (E x V).
 
-    Shapes: ids (B, T) long -> (B, T, E).
+    Shapes: ids (B, T) long -> (B, T, E). Ids are checked to lie in 0..V-1 (one min/max per call);
+    a training loop that has checked its data can index `self.weight` directly.
     """
 
     def __init__(self, V: int, E: int):
@@ -47,6 +56,7 @@ class Embedding(torch.nn.Module):
         torch.nn.init.normal_(self.weight, std=1.0)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        check_ids(ids, len(self.weight))
         return self.weight[ids]  # (B, T, E)
 
 

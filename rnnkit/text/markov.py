@@ -12,6 +12,7 @@ The two deck-004 machines are presets: `abe_machine()` (P(A | E) = 0.8, P(B | B)
 `i_before_e_machine()` ("i" before "e", except after "c", over the alphabet {a, b, c, e, i}).
 """
 
+import numbers
 from collections import Counter
 
 import numpy as np
@@ -37,8 +38,8 @@ class MarkovChain:
         self.emits = [(emits or {}).get(s, s) for s in self.states]
         if self.P.shape != (K, K) or np.any(self.P < 0) or not np.allclose(self.P.sum(axis=1), 1):
             raise RnnkitError(f"the transition table must be {K} x {K}, non-negative, rows summing to 1")
-        if self.start.shape != (K,) or not np.isclose(self.start.sum(), 1):
-            raise RnnkitError(f"the start distribution must have {K} entries summing to 1")
+        if self.start.shape != (K,) or np.any(self.start < 0) or not np.isclose(self.start.sum(), 1):
+            raise RnnkitError(f"the start distribution must have {K} non-negative entries summing to 1")
 
     @classmethod
     def from_table(cls, table: dict[str, dict[str, float]], **kwargs) -> "MarkovChain":
@@ -54,6 +55,10 @@ class MarkovChain:
         π_0 counts the first symbol of each sequence, or the symbols in `starts` when given (e.g. the
         first character of each line of one long text).
         """
+        if isinstance(sequences, str):
+            raise RnnkitError("MarkovChain.estimate takes a list of sequences, not one str: wrap it ([text])")
+        if not (np.isfinite(smoothing) and smoothing >= 0):
+            raise RnnkitError(f"smoothing (pseudo-counts per transition) must be >= 0, got {smoothing}")
         sequences = [list(s) for s in sequences if len(s) > 0]
         if not sequences:
             raise RnnkitError("cannot estimate a Markov chain from an empty corpus")
@@ -74,7 +79,10 @@ class MarkovChain:
         return cls(states, P, start=first / first.sum())
 
     def sample(self, length: int, seed: int = 0) -> str:
-        """A string of `length` symbols: s_1 ~ π_0, s_t ~ P[s_{t-1}, :]."""
+        """A string of `length` symbols: s_1 ~ π_0, s_t ~ P[s_{t-1}, :]; "" for length 0."""
+        _check_length(length, "sample length")
+        if length == 0:
+            return ""
         rng = np.random.default_rng(seed)
         s = rng.choice(len(self.states), p=self.start)
         out = [self.emits[s]]
@@ -84,7 +92,10 @@ class MarkovChain:
         return "".join(out)
 
     def simulate(self, steps: int, seed: int = 0) -> np.ndarray:
-        """State ids of one long run (vectorised by inverse-CDF sampling)."""
+        """State ids of one long run of `steps` states (vectorised by inverse-CDF sampling); empty for 0."""
+        _check_length(steps, "simulate steps")
+        if steps == 0:
+            return np.empty(0, np.int64)
         rng = np.random.default_rng(seed)
         cdf, u = np.cumsum(self.P, axis=1), rng.random(steps)
         s = np.empty(steps, np.int64)
@@ -149,6 +160,11 @@ class MarkovChain:
         w, vecs = np.linalg.eig(self.P.T)
         pi = np.real(vecs[:, np.argmin(np.abs(w - 1))])
         return pi / pi.sum()
+
+
+def _check_length(n, what: str) -> None:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+        raise RnnkitError(f"{what} must be a whole number >= 0, got {n!r}")
 
 
 def _show(symbols: list[str], limit: int = 20) -> str:

@@ -20,6 +20,7 @@ of the pair (id of its (m-1)-gram prefix, last token), found by sorting the keys
 """
 
 import json
+import numbers
 import pathlib
 import zipfile
 import zlib
@@ -81,6 +82,8 @@ class NGramLM:
                 f"the Kneser-Ney discount must be between 0 and 1, got {discount}; "
                 "leave it out to estimate it"
             )
+        if level not in ("char", "word"):
+            raise RnnkitError(f"unknown token level {level!r}; use 'char' or 'word'")
         self.n, self.smoothing, self.k, self.discount = n, smoothing, float(k), discount
         self.level, self.lower, self.min_freq = level, lower, min_freq
 
@@ -185,14 +188,25 @@ class NGramLM:
 
     def log_probs(self, x: np.ndarray, history: np.ndarray | None = None) -> np.ndarray:
         """log P(x_i | x_<i) in nats for each i, each token seeing up to n-1 tokens back (history first)."""
-        history = np.zeros(0, np.int64) if history is None else history
-        full = np.concatenate([history, x]).astype(np.int64)
+        history = np.zeros(0, np.int64) if history is None else self._check_ids(history, "history")
+        full = np.concatenate([history, self._check_ids(x, "x")]).astype(np.int64)
         order = np.minimum(np.arange(len(full)) + 1, self.n)
         p = self._prob(self._contexts(full), full, order)
         return np.log(p[len(history) :])
 
+    def _check_ids(self, ids, name: str) -> np.ndarray:
+        """ids as a 1-D integer array, each a token id 0..V-1."""
+        ids, V = np.asarray(ids), len(self.vocab)
+        if ids.ndim != 1 or ids.size and (ids.dtype.kind not in "iu" or ids.min() < 0 or ids.max() >= V):
+            raise RnnkitError(
+                f"{name} must be a 1-D array of integer token ids in 0..{V - 1} for this {V}-token vocabulary; "
+                "turn text into ids with model.encode(text)"
+            )
+        return ids
+
     def next_distribution(self, history: list[int]) -> np.ndarray:
         """P(w | history) for every w in the vocabulary; it sums to 1."""
+        history = self._check_ids(history, "history")
         h = np.array(history[-(self.n - 1) :] if self.n > 1 else [], np.int64)
         ctxs = self._contexts(np.concatenate([h, [0]]))
         ctxs = [None] + [c[-1:] for c in ctxs[1:]]
@@ -226,6 +240,12 @@ class NGramLM:
                 f"the model knows no {self.level} but <unk> (every one was rarer than its min_freq "
                 f"{self.min_freq}); train it again with a lower --min-freq"
             )
+        if isinstance(length, bool) or not isinstance(length, numbers.Integral) or length < 0:
+            raise RnnkitError(f"length must be a whole number >= 0, got {length!r}")
+        if alpha is not None and not (np.isfinite(alpha) and alpha > 0):
+            raise RnnkitError(
+                f"alpha (the sharpening power) must be a number > 0, or None for greedy; got {alpha}"
+            )
         rng = np.random.default_rng(seed)
         ids = list(self.encode(prefix))
         for _ in range(length):
@@ -245,6 +265,11 @@ class NGramLM:
         return self.generate(prefix, length, alpha=None)
 
     def sample(self, length: int, prefix: str = "", temperature: float = 1.0, seed: int = 0) -> str:
+        """`length` tokens after `prefix`, sampled from p^(1/temperature): 1 samples the model, lower is greedier."""
+        if not (np.isfinite(temperature) and temperature > 0):
+            raise RnnkitError(
+                f"temperature must be a number > 0, got {temperature}; for greedy text use complete()"
+            )
         return self.generate(prefix, length, alpha=1.0 / temperature, seed=seed)
 
     # ---- save / load ------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ scikit-learn's `TfidfVectorizer`'s.
 """
 
 import json
+import numbers
 import pathlib
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -24,13 +25,21 @@ from rnnkit.errors import RnnkitError
 from rnnkit.text.vocab import word_tokenize
 
 
+def _not_str(value, what: str, fix: str) -> None:
+    """Refuse one str where a list is meant: iterating it would give characters (as scikit-learn refuses)."""
+    if isinstance(value, str):
+        raise RnnkitError(f"{what}, not a str: {fix}")
+
+
 def term_counts(tokens: list[str]) -> Counter:
     """The bag of words: term -> count c(x, d)."""
+    _not_str(tokens, "term_counts takes a list of tokens", "split the text first (text.split())")
     return Counter(tokens)
 
 
 def term_frequencies(tokens: list[str]) -> dict[str, float]:
     """term -> c(x, d) / |d|."""
+    _not_str(tokens, "term_frequencies takes a list of tokens", "split the text first (text.split())")
     return {x: c / len(tokens) for x, c in Counter(tokens).items()}
 
 
@@ -76,6 +85,7 @@ class TfidfIndex:
 
     def counts(self, docs: list[str], terms: list[list[str]] | None = None) -> sp.csr_matrix:
         """Bag-of-words count matrix (N, |terms|); terms not in the index are dropped."""
+        _not_str(docs, "TfidfIndex.counts takes a list of documents", "wrap one document in a list ([text])")
         terms = terms if terms is not None else [self.analyzer(doc) for doc in docs]
         rows, cols = [], []
         for i, doc_terms in enumerate(terms):
@@ -87,6 +97,7 @@ class TfidfIndex:
         return C
 
     def fit(self, docs: list[str], progress: bool = False) -> "TfidfIndex":
+        _not_str(docs, "TfidfIndex.fit takes a list of documents", "wrap one document in a list ([text])")
         if not docs:
             raise RnnkitError("no documents to index; give at least one non-empty document")
         terms = [self.analyzer(doc) for doc in tqdm(docs, desc="tf-idf", unit=" docs", disable=not progress)]
@@ -115,10 +126,13 @@ class TfidfIndex:
         return X
 
     def transform(self, docs: list[str]) -> sp.csr_matrix:
+        _not_str(docs, "TfidfIndex.transform takes a list of documents", "wrap one query in a list ([query])")
         return self.weigh(self.counts(docs))
 
     def search(self, query: str, top: int = 10) -> list[tuple[int, float]]:
         """Documents by cosine similarity to the query: [(document index, cosine)], best first."""
+        if isinstance(top, bool) or not isinstance(top, numbers.Integral) or top < 1:
+            raise RnnkitError(f"top (how many documents to return) must be a whole number >= 1, got {top!r}")
         q = self.transform([query])
         if q.nnz == 0:
             raise RnnkitError(f"no term of the query {query!r} is in the index; try other words")

@@ -11,7 +11,8 @@ import json
 import pathlib
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from numbers import Integral
 
 from rnnkit.errors import RnnkitError
 
@@ -51,6 +52,11 @@ class Vocabulary:
     """
 
     def __init__(self, counts: Counter, min_freq: int = 1, max_size: int | None = None, unk: bool = True):
+        if not isinstance(counts, Mapping):
+            raise RnnkitError(
+                f"Vocabulary takes token counts (a Counter), not a {type(counts).__name__}: "
+                "to count a list of tokens use Vocabulary.build(tokens)"
+            )
         if min_freq < 1:
             raise RnnkitError(f"min_freq must be >= 1, got {min_freq}")
         kept = [(t, c) for t, c in counts.most_common() if c >= min_freq and not (unk and t == UNK)]
@@ -79,7 +85,14 @@ class Vocabulary:
         return list(dict.fromkeys(t for t in tokens if t not in self.stoi))
 
     def encode(self, tokens: Iterable[str]) -> list[int]:
-        """Token ids; unknown tokens become `<unk>` (or raise when the vocabulary has none)."""
+        """Token ids; unknown tokens become `<unk>` (or raise when the vocabulary has none).
+
+        A str is a sequence of characters: only a vocabulary of single characters takes one.
+        """
+        if isinstance(tokens, str) and not all(len(t) == 1 for t in self.itos if t != UNK):
+            raise RnnkitError(
+                "Vocabulary.encode takes a list of tokens, not a str: split the text first (text.split())"
+            )
         tokens = list(tokens)
         if not self.unk:
             missing = self.unknown(tokens)
@@ -91,6 +104,12 @@ class Vocabulary:
         return [self.stoi.get(t, 0) for t in tokens]
 
     def decode(self, ids: Iterable[int]) -> list[str]:
+        ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)  # numpy or torch: plain ints
+        bad = [i for i in ids if not (isinstance(i, Integral) and 0 <= i < len(self.itos))]
+        if bad:
+            raise RnnkitError(
+                f"ids {bad[:5]} are not token ids of this vocabulary: give whole numbers in 0..{len(self.itos) - 1}"
+            )
         return [self.itos[i] for i in ids]
 
     def to_dict(self) -> dict:

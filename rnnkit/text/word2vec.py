@@ -18,7 +18,9 @@ with index_add_; every loss); "native" (negative sampling only, the default when
 same gradient pair by pair in a compiled loop (w2v_native.py), as word2vec.c does, several times faster.
 """
 
+import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,10 +84,16 @@ class Word2VecConfig:
 
 
 class Word2Vec:
-    """Train word vectors on sentences (lists of words). `self.wv` holds the input vectors U."""
+    """Train word vectors on sentences (lists of words). `self.wv` holds the input vectors U.
+
+    Options come from `config`, with any keyword `overrides` (Word2VecConfig's fields) applied on top.
+    """
 
     def __init__(self, config: Word2VecConfig | None = None, **overrides):
-        self.config = config or Word2VecConfig(**overrides)
+        try:
+            self.config = dataclasses.replace(config or Word2VecConfig(), **overrides)
+        except TypeError as e:  # an option Word2VecConfig does not have
+            raise RnnkitError(f"{e}; the options are the fields of Word2VecConfig") from None
         c = self.config
         if c.model not in ("skip-gram", "cbow") or c.loss not in ("negative", "softmax"):
             raise RnnkitError(
@@ -93,6 +101,11 @@ class Word2Vec:
             )
         if c.backend not in ("auto", "native", "torch"):
             raise RnnkitError(f"backend must be auto, native or torch, got {c.backend!r}")
+        for name in ("dimension", "window", "min_count", "epochs", "batch_size", "workers", "negative"):
+            if not isinstance(getattr(c, name), numbers.Integral):
+                raise RnnkitError(
+                    f"--{name.replace('_', '-')} must be a whole number, got {getattr(c, name)!r}"
+                )
         for name in ("dimension", "window", "min_count", "epochs", "batch_size", "workers"):
             if getattr(c, name) < 1:  # named as the command line's flag (--min-count for min_count)
                 raise RnnkitError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(c, name)}")
@@ -103,6 +116,10 @@ class Word2Vec:
             )
         if not (math.isfinite(c.alpha) and c.alpha > 0):
             raise RnnkitError(f"--alpha (the learning rate) must be a number > 0, got {c.alpha}")
+        if not 0 <= c.min_alpha <= c.alpha:  # the rate decays linearly from alpha to min_alpha
+            raise RnnkitError(
+                f"--min-alpha (the final learning rate) must lie in [0, alpha = {c.alpha}], got {c.min_alpha}"
+            )
         if not (math.isfinite(c.sample) and c.sample >= 0):
             raise RnnkitError(
                 f"--sample (subsampling threshold) must be >= 0 (0 turns it off), got {c.sample}"
@@ -121,6 +138,12 @@ class Word2Vec:
 
     def fit(self, sentences: list[list[str]], progress: bool = False) -> "Word2Vec":
         c = self.config
+        sentences = sentences if isinstance(sentences, str | list) else list(sentences)  # a generator: once
+        if isinstance(sentences, str) or any(isinstance(s, str) for s in sentences):
+            raise RnnkitError(
+                "Word2Vec.fit takes sentences as lists of words, not str: split them first "
+                "([s.split() for s in texts])"
+            )
         if not any(sentences):
             raise RnnkitError("empty corpus: no words to train on")
         self.build_vocab(sentences)

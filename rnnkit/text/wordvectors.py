@@ -8,6 +8,7 @@ Formats:  text:    "V E\\n" then "word x_1 ... x_E\\n" per word
           binary:  "V E\\n" then "word " + E little-endian float32 + "\\n" per word
 """
 
+import numbers
 import pathlib
 
 import numpy as np
@@ -22,6 +23,11 @@ class WordVectors:
     def __init__(self, words: list[str], vectors: np.ndarray):
         self.words = list(words)
         self.vectors = np.asarray(vectors, dtype=np.float32)
+        if self.vectors.ndim != 2 or self.vectors.shape[0] != len(self.words):
+            raise RnnkitError(
+                f"vectors must be a ({len(self.words)}, E) matrix, one row per word, got shape "
+                f"{self.vectors.shape}; transpose it if its columns are the words"
+            )
         self.index = {w: i for i, w in enumerate(self.words)}
         norms = np.linalg.norm(self.vectors, axis=1, keepdims=True)
         self.unit = self.vectors / np.where(norms > 0, norms, 1)
@@ -45,6 +51,13 @@ class WordVectors:
         return float(self.unit[i] @ self.unit[j])
 
     def nearest(self, query: np.ndarray, topn: int = 10, exclude=()) -> list[tuple[str, float]]:
+        if isinstance(topn, bool) or not isinstance(topn, numbers.Integral) or topn < 1:
+            raise RnnkitError(f"topn (how many words to list) must be a whole number >= 1, got {topn!r}")
+        E = self.vectors.shape[1]
+        if isinstance(query, str) or np.shape(query) != (E,):
+            raise RnnkitError(
+                f"nearest takes a vector of {E} numbers, got {query!r:.40}; for a word use neighbours(word)"
+            )
         cos = self.unit @ (query / max(np.linalg.norm(query), 1e-12))
         keep = np.ones(len(cos), bool)
         keep[list(exclude)] = False  # never listed, however large topn is

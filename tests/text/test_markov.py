@@ -46,6 +46,29 @@ def test_bad_tables():
         MarkovChain(["a", "b"], [[0.5, 0.4], [1, 0]])
     with pytest.raises(RnnkitError):
         MarkovChain.estimate([])
+    with pytest.raises(RnnkitError, match="non-negative"):  # sums to 1, but P('A') would be 1.5
+        MarkovChain(["A", "B"], [[0.5, 0.5], [0.5, 0.5]], start=[1.5, -0.5])
+
+
+def test_estimate_refuses_one_str_and_negative_smoothing():
+    # a bare str would make each letter a sequence of its own: no transitions, a uniform table
+    with pytest.raises(RnnkitError, match=r"list of sequences, not one str: wrap it \(\[text\]\)"):
+        MarkovChain.estimate("AABEAABEE")
+    assert MarkovChain.estimate(["AABEAABEE"]).P[1].tolist() == [0.0, 0.0, 1.0]  # B -> E
+    for smoothing in (-1, float("nan")):
+        with pytest.raises(RnnkitError, match="smoothing"):
+            MarkovChain.estimate(["AB", "BA"], smoothing=smoothing)
+
+
+def test_zero_and_negative_lengths():
+    m = abe_machine()
+    assert m.sample(0) == "" and len(m.sample(1)) == 1
+    assert m.simulate(0).shape == (0,)
+    for bad in (-2, 1.5):
+        with pytest.raises(RnnkitError, match="sample length must be a whole number >= 0"):
+            m.sample(bad)
+        with pytest.raises(RnnkitError, match="simulate steps must be a whole number >= 0"):
+            m.simulate(bad)
 
 
 def test_why_not_names_the_reason():

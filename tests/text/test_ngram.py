@@ -121,6 +121,28 @@ def test_bad_input():
         NGramLM(2).fit("")
     with pytest.raises(RnnkitError):
         NGramLM.load("/nonexistent/model.npz")
+    with pytest.raises(RnnkitError, match="unknown token level 'chars'; use 'char' or 'word'"):
+        NGramLM(2, level="chars")  # once silently a word model
+
+
+@pytest.mark.parametrize("temperature", [0, 0.0, -1.0, float("nan"), float("inf")])
+def test_sample_refuses_temperatures_that_are_not_positive(temperature):
+    lm = NGramLM(3).fit("abracadabra abracadabra\n" * 5)
+    with pytest.raises(RnnkitError, match="temperature must be a number > 0"):
+        lm.sample(5, prefix="ab", temperature=temperature)
+    with pytest.raises(RnnkitError, match="alpha"):
+        lm.generate("ab", 5, alpha=-1.0)
+    with pytest.raises(RnnkitError, match="length"):
+        lm.generate("ab", -1)
+
+
+@pytest.mark.parametrize("ids", [[1, 50], [1, -1], [1.7, 2.2], [[1, 2]]])
+def test_log_probs_refuses_ids_outside_the_vocabulary(ids):
+    lm = NGramLM(3).fit("abracadabra abracadabra\n" * 5)
+    with pytest.raises(RnnkitError, match=r"1-D array of integer token ids in 0\.\.7 .*model\.encode"):
+        lm.log_probs(np.array(ids))
+    with pytest.raises(RnnkitError, match="history"):
+        lm.log_probs(np.array([1, 2]), history=np.array([99]))
 
 
 def test_generate_never_writes_unk_even_where_it_is_likeliest():

@@ -17,6 +17,25 @@ DOCS = [
 def test_bag_of_words():
     assert term_counts("a b a".split()) == {"a": 2, "b": 1}
     assert term_frequencies("a b a b".split()) == {"a": 0.5, "b": 0.5}
+    for f in (term_counts, term_frequencies):
+        with pytest.raises(RnnkitError, match=r"list of tokens, not a str"):
+            f("the cat")  # once counted characters
+
+
+def test_a_bare_str_is_refused_as_scikit_learn_does():
+    with pytest.raises(RnnkitError, match=r"fit takes a list of documents, not a str: .*\[text\]"):
+        TfidfIndex().fit("the cat sat on the mat")  # once 22 one-character documents
+    index = TfidfIndex().fit(DOCS)
+    for f in (index.transform, index.counts):
+        with pytest.raises(RnnkitError, match="list of documents, not a str"):
+            f("cat sat")
+    assert index.transform(["cat sat"]).shape == (1, len(index.terms))
+
+
+@pytest.mark.parametrize("top", [0, -1, 1.5])
+def test_search_refuses_top_below_one(top):
+    with pytest.raises(RnnkitError, match="top .* must be a whole number >= 1"):
+        TfidfIndex().fit(DOCS).search("cat", top=top)  # top=-1 once dropped the last hit
 
 
 def test_idf_is_the_decks_formula():

@@ -35,6 +35,27 @@ def test_vocabulary_unk_min_freq_max_size_and_json(tmp_path):
         strict.encode(["a", "zzz"])
 
 
+def test_word_vocabulary_refuses_a_str_but_a_character_vocabulary_takes_one():
+    words = Vocabulary.build("the cat sat on the mat".split())
+    assert words.encode(["the", "cat"]) == [1, 2]
+    with pytest.raises(
+        RnnkitError, match=r"list of tokens, not a str: split the text first \(text\.split\(\)\)"
+    ):
+        words.encode("the cat")  # once every character, each <unk>
+    chars = Vocabulary.build("hello world")
+    assert chars.encode("hello") == chars.encode(list("hello"))
+    with pytest.raises(RnnkitError, match="Vocabulary.build"):
+        Vocabulary(["a", "b"])
+
+
+@pytest.mark.parametrize("ids", [[-1], [6], [1, 99], [1.0]])
+def test_decode_refuses_ids_outside_the_vocabulary(ids):
+    vocab = Vocabulary.build("the cat sat on the mat".split())  # 6 ids with <unk>
+    with pytest.raises(RnnkitError, match=r"not token ids of this vocabulary: .*0\.\.5"):
+        vocab.decode(ids)  # -1 once decoded silently to the last token
+    assert vocab.decode(np.array([1, 2])) == vocab.decode(torch.tensor([1, 2])) == ["the", "cat"]
+
+
 def test_one_hot_times_W_selects_a_column_equal_to_the_embedding_lookup():
     torch.manual_seed(0)
     V, E = 7, 3
@@ -45,6 +66,19 @@ def test_one_hot_times_W_selects_a_column_equal_to_the_embedding_lookup():
     assert torch.equal(x.sum(-1), torch.ones(2, 3))
     assert torch.allclose(x @ W.T, emb(ids))  # W e_j = column j of W
     assert torch.equal((W @ one_hot(torch.tensor(4), V)), W[:, 4])
+
+
+@pytest.mark.parametrize(
+    "ids, message",
+    [([-1], r"0\.\.3"), ([4], r"0\.\.3"), ([1.0, 2.7], "integer tensor")],
+)
+def test_one_hot_and_embedding_refuse_bad_ids(ids, message):
+    ids = torch.tensor(ids)
+    with pytest.raises(RnnkitError, match=message):
+        one_hot(ids, 4)
+    with pytest.raises(RnnkitError, match=message):
+        Embedding(4, 2)(ids)  # id -1 once gave row 3
+    assert torch.equal(one_hot([1, 2], 4), one_hot(torch.tensor([1, 2]), 4))  # a list is fine
 
 
 def test_svd_factorises_the_document_word_matrix():

@@ -128,6 +128,22 @@ def test_malformed_vector_files(tmp_path):
         WordVectors.load(tmp_path / "missing.txt")
 
 
+def test_word_vectors_check_shapes_and_topn():
+    X = np.random.default_rng(0).normal(size=(4, 3))
+    wv = WordVectors(list("abcd"), X)
+    with pytest.raises(
+        RnnkitError, match=r"\(4, E\) matrix, one row per word, got shape \(3, 4\); transpose"
+    ):
+        WordVectors(list("abcd"), X.T)  # once scored silently
+    for topn in (0, -1):
+        with pytest.raises(RnnkitError, match="topn .* must be a whole number >= 1"):
+            wv.neighbours("a", topn=topn)  # topn=-1 once dropped the last neighbour
+    for query in ("a", np.ones(4)):
+        with pytest.raises(RnnkitError, match="a vector of 3 numbers"):
+            wv.nearest(query)
+    assert [w for w, _ in wv.neighbours("a", topn=10)] == [w for w, _ in wv.neighbours("a", topn=3)]
+
+
 def test_bad_corpora():
     with pytest.raises(RnnkitError, match="empty"):
         Word2Vec(min_count=1).fit([[], []])
@@ -139,6 +155,22 @@ def test_bad_corpora():
         Word2Vec(model="glove")
 
 
+@pytest.mark.parametrize("sentences", ["the cat sat on the mat", ["the cat sat on the mat"] * 20])
+def test_str_sentences_are_refused(sentences):
+    # iterating a str gives characters: it would silently train character vectors
+    with pytest.raises(RnnkitError, match=r"lists of words, not str: .*s\.split\(\)"):
+        Word2Vec(min_count=1, backend="torch").fit(sentences)
+
+
+def test_overrides_apply_on_top_of_a_config():
+    from rnnkit.text import Word2VecConfig
+
+    w2v = Word2Vec(Word2VecConfig(window=3), dimension=7)
+    assert (w2v.config.dimension, w2v.config.window) == (7, 3)
+    with pytest.raises(RnnkitError, match="--dimension must be >= 1"):
+        Word2Vec(Word2VecConfig(), dimension=0)
+
+
 @pytest.mark.parametrize(
     "bad, message",
     [
@@ -147,6 +179,11 @@ def test_bad_corpora():
         ({"alpha": -0.1}, "alpha"),
         ({"alpha": float("nan")}, "alpha"),
         ({"sample": -1e-3}, "sample"),
+        ({"min_alpha": -1.0}, "min-alpha"),
+        ({"min_alpha": 0.5}, "min-alpha"),  # above alpha: the rate would grow
+        ({"window": 2.5}, "window"),
+        ({"dimension": 4.5}, "dimension"),
+        ({"bogus": 1}, "Word2VecConfig"),
     ],
 )
 def test_bad_sizes_and_rates(bad, message):

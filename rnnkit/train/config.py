@@ -67,16 +67,41 @@ class RunConfig:
                 raise RnnkitError(f"unknown config section '{section}'; use data, model or train")
             part = getattr(self, section)
             names = {f.name for f in dataclasses.fields(part)}
+            if not isinstance(values, dict):
+                raise RnnkitError(f"config section '{section}' must be a mapping of options, got {values!r}")
             for key, value in values.items():
                 if key not in names:
                     raise RnnkitError(f"unknown option {section}.{key}; known: {', '.join(sorted(names))}")
                 setattr(part, key, value)
 
 
+KINDS = {int: "a whole number", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _check_types(cfg: RunConfig):
+    """Every option of the kind its field declares (a config from Python or a config.json, where nothing
+    parsed it as the command line's flags are): 12.5 hidden units or a seed of 1.5 were taken as they came."""
+    for section in ("data", "model", "train"):
+        part = getattr(cfg, section)
+        for f in dataclasses.fields(part):
+            value, kinds = getattr(part, f.name), getattr(f.type, "__args__", (f.type,))
+            ok = (value is None and type(None) in kinds) or any(
+                isinstance(value, k)
+                and not (isinstance(value, bool) and k is not bool)
+                or (k is float and isinstance(value, int) and not isinstance(value, bool))
+                for k in kinds
+                if k is not type(None)
+            )
+            if not ok:
+                want = " or ".join(KINDS.get(k, "none") for k in kinds)
+                raise RnnkitError(f"option {section}.{f.name} must be {want}, got {value!r}")
+
+
 def validate(cfg: RunConfig):
     """Reject impossible settings up front, each with one line."""
     from rnnkit import CELLS
 
+    _check_types(cfg)
     m, d, t = cfg.model, cfg.data, cfg.train
     for name, value in [
         ("--lr", t.lr), ("--lr-decay", t.lr_decay), ("--clip-norm", t.clip_norm), ("--clip-value", t.clip_value),
@@ -105,6 +130,7 @@ def validate(cfg: RunConfig):
         ("--embedding-size", m.embedding_size), ("--max-steps", t.max_steps), ("--max-epochs", t.max_epochs),
         ("--time-budget", t.time_budget), ("--clip-norm", t.clip_norm), ("--clip-value", t.clip_value),
         ("--sample-every", t.sample_every), ("--threads", t.threads), ("--weight-decay", t.weight_decay),
+        ("sample length", t.sample_length),
     ]:  # fmt: skip
         if value < 0:
             raise RnnkitError(f"{name} must be >= 0, got {value}")

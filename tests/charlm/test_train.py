@@ -247,3 +247,29 @@ def test_threads_hold_for_the_run_only(tmp_path, corpus):
     with pytest.raises(RnnkitError, match="not found"):
         train(bad, tmp_path / "other", log=lambda s: None)
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"model": {"hidden_size": 12.5}}, r"model.hidden_size must be a whole number, got 12.5"),
+        ({"model": {"hidden_size": True}}, r"model.hidden_size must be a whole number, got True"),
+        ({"data": {"val_frac": "0.1"}}, r"data.val_frac must be a number, got '0.1'"),
+        ({"train": {"seed": 1.5}}, r"train.seed must be a whole number"),
+        ({"model": {"backend": 3}}, r"model.backend must be a string or none"),
+        ({"train": {"sample_length": -1}}, r"sample length must be >= 0"),
+    ],
+)
+def test_config_options_of_the_wrong_kind_are_one_line(overrides, message):
+    """A config from Python or a hand-edited config.json is not parsed as the flags are: 12.5 hidden units or a
+    string learning rate ran into a TypeError deep in validation, or were taken as they came."""
+    from rnnkit.train.config import validate
+
+    cfg = RunConfig.from_dict(overrides)
+    with pytest.raises(RnnkitError, match=message):
+        validate(cfg)
+    with pytest.raises(RnnkitError, match="config section 'model' must be a mapping"):
+        RunConfig.from_dict({"model": 5})
+    validate(
+        RunConfig.from_dict({"train": {"max_epochs": 3, "lr": 1}})
+    )  # ints where floats are declared: fine

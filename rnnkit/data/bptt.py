@@ -33,6 +33,12 @@ class Window:
     ys: torch.Tensor  # (B, T)
 
 
+def _check_sizes(batch_size, seq_len):
+    for name, n in (("batch size (streams)", batch_size), ("seq_len (window length)", seq_len)):
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+            raise RnnkitError(f"{name} must be a whole number >= 1, got {n!r}")
+
+
 class StreamBatches:
     """Windows of T characters over B parallel streams of a token array.
 
@@ -44,6 +50,11 @@ class StreamBatches:
     """
 
     def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, ragged: bool = False):
+        _check_sizes(batch_size, seq_len)
+        tokens = np.asarray(tokens)
+        if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
+            raise RnnkitError(f"tokens must be a 1-D array of integer token ids, got {tokens.dtype} of shape "
+                              f"{tokens.shape}")  # fmt: skip
         self.B, self.T = batch_size, seq_len
         self.L = (len(tokens) - 1) // batch_size  # characters per stream
         if self.L < (1 if ragged else seq_len):
@@ -62,6 +73,8 @@ class StreamBatches:
         return -(-self.L // self.T) if self.ragged else self.L // self.T
 
     def window(self, k: int) -> Window:
+        if not 0 <= k < len(self):
+            raise IndexError(f"window {k} out of range: there are {len(self)}")
         t0, t1 = k * self.T, min((k + 1) * self.T, self.L)
         xs = torch.from_numpy(np.ascontiguousarray(self.inputs[:, t0:t1]).astype(np.int64))
         ys = torch.from_numpy(np.ascontiguousarray(self.targets[:, t0:t1]).astype(np.int64))
@@ -74,6 +87,7 @@ class StreamBatches:
 
 def eval_streams(tokens: np.ndarray, batch_size: int, seq_len: int) -> StreamBatches:
     """Evaluation batches: as many streams as the text allows (at most B), last window kept."""
+    _check_sizes(batch_size, seq_len)
     B = max(1, min(batch_size, (len(tokens) - 1) // seq_len))
     return StreamBatches(tokens, B, seq_len, ragged=True)
 

@@ -160,3 +160,22 @@ def test_shakespeare_sources_say_what_is_wrong(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "shakespeare").mkdir()  # e.g. --out shakespeare
     assert load_corpus("shakespeare", data_dir="data").name == "shakespeare"
+
+
+def test_stream_batches_check_their_sizes_and_tokens():
+    """B or T of 0 divided by zero, B < 0 asked for 'at least -4 characters', float tokens were truncated to
+    ids silently and a window past the end was empty."""
+    toks = np.arange(100, dtype=np.uint8)
+    for call, message in [
+        (lambda: StreamBatches(toks, 0, 5), r"batch size \(streams\) must be a whole number >= 1, got 0"),
+        (lambda: StreamBatches(toks, -1, 5), "got -1"),
+        (lambda: StreamBatches(toks, 2, 0), r"seq_len \(window length\) must be a whole number >= 1"),
+        (lambda: eval_streams(toks, 4, 0), "seq_len"),
+        (lambda: StreamBatches(np.linspace(0, 3, 100), 2, 5), "integer token ids, got float64"),
+    ]:
+        with pytest.raises(RnnkitError, match=message):
+            call()
+    batches = StreamBatches(list(range(100)), 2, 5)  # a list of ids works as an array
+    assert batches.window(0).xs.tolist() == [[0, 1, 2, 3, 4], [49, 50, 51, 52, 53]]
+    with pytest.raises(IndexError, match="window 1000 out of range: there are 9"):
+        batches.window(1000)

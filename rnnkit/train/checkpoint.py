@@ -24,8 +24,32 @@ FORMAT = "rnnkit-charlm"
 VERSION = 1
 
 
+def _unloadable(x, where="payload"):
+    """Where in `x` something sits that a weights_only load refuses (a numpy array, a config object, ...),
+    or None: tensors, numbers, strings, None and dicts, lists and tuples of them only."""
+    if x is None or isinstance(x, bool | int | float | str | torch.Tensor | torch.Size):
+        return None
+    if isinstance(x, dict):
+        for k, v in x.items():
+            bad = _unloadable(k, where) or _unloadable(v, f"{where}[{k!r}]")
+            if bad:
+                return bad
+        return None
+    if isinstance(x, list | tuple):
+        return next((bad for i, v in enumerate(x) if (bad := _unloadable(v, f"{where}[{i}]"))), None)
+    return f"{where} ({type(x).__name__})"
+
+
 def save_checkpoint(path, payload: dict):
+    """Write `payload` to `path` atomically (a temporary file, then a rename), in a form that loading reads back
+    without executing code from it (weights_only): tensors, numbers, strings and containers of them."""
     path = pathlib.Path(path)
+    bad = _unloadable(payload)
+    if bad:
+        raise RnnkitError(f"a checkpoint holds tensors, numbers, strings and dicts/lists of them only; {bad} is "
+                          "not one (convert it: torch.as_tensor(array), dataclasses.asdict(config))")  # fmt: skip
+    if not path.parent.is_dir():
+        raise RnnkitError(f"cannot write {path}: folder {path.parent} does not exist; create it first")
     payload = {"format": FORMAT, "version": VERSION, **payload}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:

@@ -273,3 +273,22 @@ def test_config_options_of_the_wrong_kind_are_one_line(overrides, message):
     validate(
         RunConfig.from_dict({"train": {"max_epochs": 3, "lr": 1}})
     )  # ints where floats are declared: fine
+
+
+def test_save_checkpoint_refuses_what_loading_would_refuse(tmp_path):
+    """A numpy array or a config object saved fine and then loaded as 'corrupt or of another format' (loading
+    reads weights only); a missing folder was a FileNotFoundError on a temporary name."""
+    import numpy as np
+
+    for payload, where in [({"x": np.zeros(3)}, r"payload\['x'\] \(ndarray\)"),
+                           ({"cfg": RunConfig()}, r"payload\['cfg'\] \(RunConfig\)"),
+                           ({"a": [1, {"b": {3}}]}, r"payload\['a'\]\[1\]\['b'\] \(set\)")]:  # fmt: skip
+        with pytest.raises(RnnkitError, match=where + " is not one"):
+            save_checkpoint(tmp_path / "c.pt", payload)
+    assert not list(tmp_path.iterdir())  # nothing written, no temporary file left
+    with pytest.raises(RnnkitError, match="folder .*missing does not exist"):
+        save_checkpoint(tmp_path / "missing" / "c.pt", {"x": 1})
+    save_checkpoint(
+        tmp_path / "c.pt", {"x": torch.zeros(2), "cfg": RunConfig().to_dict(), "t": (1, 2.0, None)}
+    )
+    assert load_checkpoint(tmp_path / "c.pt")["t"] == (1, 2.0, None)

@@ -144,17 +144,24 @@ class CharLM(nn.Module):
         if xs.is_floating_point() or xs.is_complex() or xs.dtype == torch.bool or xs.dim() > 1:
             raise RnnkitError(f"step takes a character index or a (B,) tensor of them, got {c_t!r}")
         self._check_ids(xs.reshape(-1).tolist(), "step")
-        xs = xs.to(torch.long).reshape(-1, 1)  # (B, 1)
+        return self._step(xs, state)
+
+    def _step(self, c_t, state):
+        """step without its checks, for the loops below (their ids are checked once, up front)."""
+        xs = torch.as_tensor(c_t, dtype=torch.long).reshape(-1, 1)  # (B, 1)
         logits, state = self.run(xs, state)
         return F.log_softmax(logits[:, -1].float(), dim=-1), state
+
+    def _prime(self, ids, state=None):
+        logp = None
+        for c in ids:
+            logp, state = self._step(c, state)
+        return logp, state
 
     @torch.no_grad()
     def prime(self, ids: list, state=None):
         """Feed a prefix one character at a time; returns the log-probabilities after it and the state."""
-        logp = None
-        for c in ids:
-            logp, state = self.step(c, state)
-        return logp, state
+        return self._prime(self._check_ids(ids, "prime"), state)
 
     @torch.no_grad()
     def sample(self, ids: list, length: int, temperature=1.0, top_k=0, greedy=False, generator=None) -> list:
@@ -167,7 +174,7 @@ class CharLM(nn.Module):
             raise RnnkitError(
                 f"temperature must be > 0, got {temperature!r}; for the most probable text use greedy"
             )
-        logp, state = self.prime(ids)
+        logp, state = self._prime(ids)
         out = []
         for _ in range(length):
             if greedy:
@@ -179,7 +186,7 @@ class CharLM(nn.Module):
                     y = y.masked_fill(y < y.topk(top_k).values[-1], -math.inf)
                 c = int(torch.multinomial(F.softmax(y, -1), 1, generator=generator))
             out.append(c)
-            logp, state = self.step(c, state)
+            logp, state = self._step(c, state)
         return out
 
     @torch.no_grad()
@@ -188,11 +195,11 @@ class CharLM(nn.Module):
         _need_context(context, "log_probs")
         context = self._check_ids(context, "log_probs context")
         ids = self._check_ids(ids, "log_probs")
-        logp, state = self.prime(context)
+        logp, state = self._prime(context)
         out = []
         for c in ids:
             out.append(float(logp[0, c]))
-            logp, state = self.step(c, state)
+            logp, state = self._step(c, state)
         return out
 
     @torch.no_grad()
@@ -206,7 +213,7 @@ class CharLM(nn.Module):
         ids = self._check_ids(ids, "beam_complete")
         _check_count(length, "length", 0)
         _check_count(beam, "beam", 1)
-        logp, state = self.prime(ids)  # (1, V)
+        logp, state = self._prime(ids)  # (1, V)
         seqs, scores = [[]], torch.zeros(1)
         for _ in range(length):
             total = scores[:, None] + logp  # (K, V)
@@ -216,7 +223,7 @@ class CharLM(nn.Module):
             seqs = [seqs[r] + [int(c)] for r, c in zip(rows.tolist(), cols.tolist())]
             scores = top.values
             state = _select(state, rows)
-            logp, state = self.step(cols, state)
+            logp, state = self._step(cols, state)
         best = int(scores.argmax())
         return seqs[best], float(scores[best])
 

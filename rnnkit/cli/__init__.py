@@ -49,6 +49,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _out_of_memory(e) -> str | None:
+    """One line for a failed allocation (a model or batch too big for this machine: --hidden-size 200000 asked
+    for 640 GB and ended in a traceback from torch's allocator), or None for any other error."""
+    import re
+
+    msg = str(e)
+    if not (
+        isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or "can't allocate memory" in msg
+    ):
+        return None
+    size = re.search(r"allocate (\d+) bytes", msg)
+    size = (
+        f"{int(size[1]) / 2**30:,.1f} GiB"
+        if size
+        else (re.findall(r"allocate ([\d.]+ \w+)", msg) or ["memory"])[0]
+    )
+    try:
+        total = (
+            f" (this machine has {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:,.1f} GiB)"
+        )
+    except (ValueError, OSError, AttributeError):
+        total = ""
+    return (f"out of memory: an allocation of {size} failed{total}; choose smaller sizes (the model's "
+            "--hidden-size/--num-layers, --batch-size, --seq-len or the command's own)")  # fmt: skip
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -63,6 +89,12 @@ def main(argv=None) -> int:
         return args.func(args) or 0
     except RnnkitError as e:
         print(f"rnnkit: error: {e}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as e:  # torch's allocator raises RuntimeError, numpy MemoryError
+        said = _out_of_memory(e)
+        if said is None:
+            raise
+        print(f"rnnkit: error: {said}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (`rnnkit sample ... | head`): not an error of ours
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (no second error when Python flushes stdout at exit)

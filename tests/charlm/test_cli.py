@@ -331,3 +331,35 @@ def test_greedy_ignores_temperature_and_nan_weights_are_refused(trained, tmp_pat
     torch.save(ckpt, tmp_path / "nan.pt")
     code, _, err = cli("sample", tmp_path / "nan.pt")
     assert code == 2 and "its weights head.weight hold NaN or infinite values" in err
+
+
+@pytest.mark.parametrize(
+    "error, size",
+    [
+        (
+            RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                "you tried to allocate 640000000000 bytes. Error code 12"
+            ),
+            "596.0 GiB",
+        ),  # fmt: skip
+        (MemoryError("Unable to allocate 74.5 GiB for an array with shape (100000, 100000)"), "74.5 GiB"),
+    ],
+)
+def test_a_model_too_big_for_memory_is_one_line(tmp_path, corpus, cli, monkeypatch, error, size):
+    """--hidden-size 200000 asked torch for 640 GB: a traceback from its allocator. (Raised here by hand: a real
+    allocation that size could succeed lazily under overcommit and then page the machine to death.)"""
+    from rnnkit.models import charlm
+
+    def too_big(*a, **k):
+        raise error
+
+    monkeypatch.setattr(charlm.CharLM, "__init__", too_big)
+    code, _, err = cli("train", corpus, "--out", tmp_path / "run", *TINY, "--dry-run")
+    assert code == 2 and err.count("\n") == 1
+    assert f"out of memory: an allocation of {size} failed" in err and "--hidden-size" in err
+    monkeypatch.setattr(
+        charlm.CharLM, "__init__", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("other"))
+    )
+    with pytest.raises(RuntimeError, match="other"):  # any other error is not ours to word
+        cli("train", corpus, "--out", tmp_path / "run2", *TINY, "--dry-run")

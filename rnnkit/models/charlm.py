@@ -98,7 +98,9 @@ class CharLM(nn.Module):
         """(B, T) indices -> (B, T, D): an embedding lookup, or one-hot vectors (min-char-rnn)."""
         if self.embedding is not None:
             return self.embedding(xs)
-        return F.one_hot(xs, self.cfg.vocab_size).float()
+        return F.one_hot(xs, self.cfg.vocab_size).to(
+            self.head.weight.dtype
+        )  # the model's dtype (float64 too)
 
     def run(self, xs: torch.Tensor, state=None):
         """(B, T) indices and a state -> (B, T, V) logits and the final state."""

@@ -132,3 +132,14 @@ def test_one_character_api_checks_its_ids_and_options():
     want = lm.sample([1, 2], 4, generator=seeded())
     assert lm.sample(np.array([1, 2]), 4, generator=seeded()) == want
     assert lm.sample(torch.tensor([1, 2]), 4, generator=seeded()) == want
+
+
+@pytest.mark.parametrize("embedding_size", [0, 5])
+def test_a_float64_model_runs_in_float64(embedding_size):
+    """model.double() (or float64 as torch's default dtype): one-hot inputs were made float32 and met float64
+    weights in a dtype error."""
+    lm = model("gru", embedding_size=embedding_size).double()
+    xs = torch.randint(0, V, (2, 6))
+    logits, loss = lm(Window(xs, xs))
+    assert logits.dtype == torch.float64 and loss.dtype == torch.float64
+    assert len(lm.sample([1], 4, generator=torch.Generator().manual_seed(0))) == 4

@@ -152,7 +152,8 @@ class CharLM(nn.Module):
         """step without its checks, for the loops below (their ids are checked once, up front)."""
         xs = torch.as_tensor(c_t, dtype=torch.long).reshape(-1, 1)  # (B, 1)
         logits, state = self.run(xs, state)
-        return F.log_softmax(logits[:, -1].float(), dim=-1), state
+        y = logits[:, -1]  # float32 at least (a half-precision model too), float64 for a float64 model
+        return F.log_softmax(y.to(torch.promote_types(y.dtype, torch.float32)), dim=-1), state
 
     def _prime(self, ids, state=None):
         logp = None
@@ -216,7 +217,7 @@ class CharLM(nn.Module):
         _check_count(length, "length", 0)
         _check_count(beam, "beam", 1)
         logp, state = self._prime(ids)  # (1, V)
-        seqs, scores = [[]], torch.zeros(1)
+        seqs, scores = [[]], torch.zeros(1, dtype=logp.dtype)
         for _ in range(length):
             total = scores[:, None] + logp  # (K, V)
             V = total.shape[1]

@@ -29,11 +29,11 @@ def check_ids(ids: torch.Tensor, V: int) -> None:
         raise RnnkitError(f"ids must lie in 0..{V - 1} for a vocabulary of {V}")
 
 
-def one_hot(ids: torch.Tensor, V: int, dtype=torch.float32) -> torch.Tensor:
-    """e_j for each id: shape (*ids.shape, V) with a single 1 in position id."""
+def one_hot(ids: torch.Tensor, V: int, dtype=None) -> torch.Tensor:
+    """e_j for each id: shape (*ids.shape, V) with a single 1 in position id; dtype: torch's default."""
     ids = torch.as_tensor(ids)
     check_ids(ids, V)
-    x = torch.zeros(*ids.shape, V, dtype=dtype)
+    x = torch.zeros(*ids.shape, V, dtype=dtype or torch.get_default_dtype())
     return x.scatter_(-1, ids.unsqueeze(-1), 1.0)
 
 
@@ -56,6 +56,7 @@ class Embedding(torch.nn.Module):
         torch.nn.init.normal_(self.weight, std=1.0)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        ids = torch.as_tensor(ids)  # a list or array of ids too
         check_ids(ids, len(self.weight))
         return self.weight[ids]  # (B, T, E)
 

@@ -151,8 +151,11 @@ class Word2Vec:
         self.generator = torch.Generator().manual_seed(c.seed)
         self.rng = np.random.default_rng(c.seed)
         V, E = len(self.vocab), c.dimension
-        self.U = (torch.rand(V, E, generator=self.generator) - 0.5) / E  # word2vec.c's initialisation
-        self.V_out = torch.zeros(V, E)
+        # float32, as word2vec.c and gensim keep them (and the native loop reads), whatever torch's default dtype
+        self.U = (
+            torch.rand(V, E, generator=self.generator, dtype=torch.float32) - 0.5
+        ) / E  # word2vec.c's init
+        self.V_out = torch.zeros(V, E, dtype=torch.float32)
         self._negative_table()
         self.native = self._native()
         pairs = self._pairs(ids, sent)
@@ -283,7 +286,7 @@ class Word2Vec:
                 torch.randint(len(self.table), (B, self.config.negative), generator=self.generator)
             ]
             targets = torch.cat([target[:, None], neg], 1).reshape(-1)  # (B·(1+K),)
-            mask = torch.cat([torch.ones(B, 1), (neg != target[:, None]).float()], 1)
+            mask = torch.cat([torch.ones(B, 1, dtype=torch.float32), (neg != target[:, None]).float()], 1)
             v = self.V_out.index_select(0, targets).view(B, -1, E)
             J, dh, dv = negative_sampling_loss_grads(h, v, mask, need_loss)
             self.V_out.index_add_(0, targets, dv.view(-1, E), alpha=-lr)

@@ -18,16 +18,22 @@ from rnnkit.errors import RnnkitError
 
 
 class WordVectors:
-    """words (V,) and vectors (V, E); row i is the vector of words[i]."""
+    """words (V,) and vectors (V, E); row i is the vector of words[i]. Kept in float32, as the word2vec formats
+    store them."""
 
     def __init__(self, words: list[str], vectors: np.ndarray):
         self.words = list(words)
-        self.vectors = np.asarray(vectors, dtype=np.float32)
+        with np.errstate(over="ignore"):  # said below, in one line
+            self.vectors = np.asarray(vectors, dtype=np.float32)
         if self.vectors.ndim != 2 or self.vectors.shape[0] != len(self.words):
             raise RnnkitError(
                 f"vectors must be a ({len(self.words)}, E) matrix, one row per word, got shape "
                 f"{self.vectors.shape}; transpose it if its columns are the words"
             )
+        if not np.isfinite(self.vectors).all():
+            row = int(np.flatnonzero(~np.isfinite(self.vectors).all(axis=1))[0])
+            raise RnnkitError(f"the vector of {self.words[row]!r} is not finite in float32 (NaN, or beyond "
+                              "±3.4e38); word vectors must be finite numbers")  # fmt: skip
         self.index = {w: i for i, w in enumerate(self.words)}
         norms = np.linalg.norm(self.vectors, axis=1, keepdims=True)
         self.unit = self.vectors / np.where(norms > 0, norms, 1)

@@ -143,3 +143,8 @@ def test_a_float64_model_runs_in_float64(embedding_size):
     logits, loss = lm(Window(xs, xs))
     assert logits.dtype == torch.float64 and loss.dtype == torch.float64
     assert len(lm.sample([1], 4, generator=torch.Generator().manual_seed(0))) == 4
+    assert lm.step(1)[0].dtype == torch.float64  # log-probabilities were cut to float32
+    logp = lm.log_probs([2, 3], [1])
+    with torch.no_grad():
+        want = torch.log_softmax(lm.run(torch.tensor([[1, 2]]))[0][0], -1)
+    assert logp == pytest.approx([want[0, 2].item(), want[1, 3].item()], rel=1e-12, abs=1e-12)

@@ -98,3 +98,21 @@ def test_svd_factorises_the_document_word_matrix():
     assert cos[:6, :6].mean() > cos[:6, 6:].mean() + 0.3
     with pytest.raises(RnnkitError):
         svd_embeddings(D, k=50)
+
+
+def test_one_hot_follows_torchs_default_dtype_and_embedding_takes_lists():
+    """one_hot was float32 under a float64 default (a float64 model then refused it, as Embedding's output
+    was float64); Embedding took tensors only (a list of ids: AttributeError)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        assert one_hot([0, 2], 4).dtype == torch.float64
+    finally:
+        torch.set_default_dtype(old)
+    assert (
+        one_hot([0, 2], 4).dtype == torch.float32
+        and one_hot([1], 3, dtype=torch.float16).dtype == torch.float16
+    )
+    emb = Embedding(4, 2)
+    torch.testing.assert_close(emb([1, 3]), emb(torch.tensor([1, 3])))
+    torch.testing.assert_close(emb(np.array([1, 3])), emb.weight[[1, 3]])

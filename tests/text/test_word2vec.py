@@ -256,3 +256,26 @@ def test_native_training_finds_the_planted_neighbours_reproducibly():
     assert np.array_equal(w2v.wv.vectors, Word2Vec(**config).fit(planted_corpus()).wv.vectors)
     for k in range(5):
         assert all(w.startswith(f"g{k}") for w, _ in w2v.wv.neighbours(f"g{k}w0", topn=3))
+
+
+@pytest.mark.parametrize("backend", ["torch", "native"])
+def test_float64_as_torchs_default_dtype(backend):
+    """With float64 as torch's default dtype the native backend aborted the process (its loop reads float32)
+    and the torch backend failed on a mix of dtypes; word vectors are float32, as word2vec.c keeps them."""
+    if backend == "native" and _native_skip_reason():
+        pytest.skip(_native_skip_reason())
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        sentences = [s.split() for s in ["the cat sat on the mat", "the dog sat on the log"] * 20]
+        for model in ("skip-gram", "cbow"):
+            w = Word2Vec(model=model, backend=backend, dimension=8, min_count=1, epochs=1).fit(sentences)
+            assert w.U.dtype == torch.float32 and w.wv.vectors.dtype == np.float32
+    finally:
+        torch.set_default_dtype(old)
+
+
+def test_word_vectors_must_be_finite_in_float32():
+    """1e39 overflowed to inf in float32 and every cosine with it became NaN, with only a numpy warning."""
+    with pytest.raises(RnnkitError, match="the vector of 'b' is not finite in float32"):
+        WordVectors(["a", "b"], np.array([[1.0, 0.0], [1e39, 1.0]]))

@@ -22,14 +22,13 @@ from rnnkit.errors import RnnkitError
 
 
 class BoltzmannMachine:
-    def __init__(
-        self, num_visible, num_hidden=0, init_scale=0.01, generator=None, device=None, dtype=torch.float32
-    ):
+    def __init__(self, num_visible, num_hidden=0, init_scale=0.01, generator=None, device=None, dtype=None):
         self.num_visible = positive_int("number of visible units", num_visible)
         if not isinstance(num_hidden, int) or num_hidden < 0:
             positive_int("number of hidden units", num_hidden)
         self.num_hidden = num_hidden
         N = num_visible + num_hidden
+        dtype = dtype or torch.get_default_dtype()  # as torch.nn's modules: float32 unless set otherwise
         W = torch.randn(N, N, generator=generator, device=device, dtype=dtype) * init_scale
         self.W = (W + W.T).triu(1) + (W + W.T).triu(1).T  # symmetric, zero diagonal
         self.b = torch.zeros(N, device=device, dtype=dtype)

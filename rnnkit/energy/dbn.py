@@ -19,8 +19,8 @@ from rnnkit.errors import RnnkitError
 
 
 class DBN:
-    def __init__(self, sizes, visible="bernoulli", generator=None, device=None):
-        """sizes: [V, H_1, H_2, ...], at least one hidden layer."""
+    def __init__(self, sizes, visible="bernoulli", generator=None, device=None, dtype=None):
+        """sizes: [V, H_1, H_2, ...], at least one hidden layer; dtype: torch's default unless given."""
         if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
             raise RnnkitError(f"DBN sizes must be a list [V, H_1, ...] of layer sizes, got {sizes!r}")
         if len(sizes) < 2:
@@ -28,7 +28,14 @@ class DBN:
         for n in sizes:
             positive_int("layer size", n)
         self.rbms = [
-            RBM(n_in, n_out, visible if i == 0 else "bernoulli", generator=generator, device=device)
+            RBM(
+                n_in,
+                n_out,
+                visible if i == 0 else "bernoulli",
+                generator=generator,
+                device=device,
+                dtype=dtype,
+            )
             for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:]))
         ]
 

@@ -178,11 +178,10 @@ class Hopfield:
     Shapes: patterns and cues (B, N); cues may hold 0 for unknown units.
     """
 
-    def __init__(
-        self, num_units: int, rule: str = "hebbian", thresholds=None, device=None, dtype=torch.float32
-    ):
+    def __init__(self, num_units: int, rule: str = "hebbian", thresholds=None, device=None, dtype=None):
         self.num_units = positive_int("number of units N", num_units)
         self.rule = choice("rule", rule, RULES)
+        dtype = dtype or torch.get_default_dtype()  # as torch.nn's modules: float32 unless set otherwise
         self.W = torch.zeros(num_units, num_units, device=device, dtype=dtype)
         self.theta = torch.zeros(num_units, device=device, dtype=dtype)
         if thresholds is not None:

@@ -80,10 +80,11 @@ def energy_per_site(s: torch.Tensor, J: float, h: float) -> torch.Tensor:
 
 class Ising:
     def __init__(self, size, temperatures, J=1.0, h=0.0, update="metropolis", start="ordered",
-                 generator=None, device=None, dtype=torch.float32):  # fmt: skip
+                 generator=None, device=None, dtype=None):  # fmt: skip
         self.size = positive_int("lattice size L", size)
         if size % 2:
             raise RnnkitError(f"lattice size L must be even for the checkerboard update, got {size}")
+        dtype = dtype or torch.get_default_dtype()  # as torch.nn's modules: float32 unless set otherwise
         self.T = check_temperatures(temperatures).to(device=device, dtype=dtype)
         self.J, self.h = check_coupling(J, h)
         self.update = choice("update", update, UPDATES)

@@ -38,11 +38,12 @@ class RBM(nn.Module):
     """
 
     def __init__(self, num_visible, num_hidden, visible="bernoulli", init_scale=0.01, generator=None,
-                 device=None, dtype=torch.float32):  # fmt: skip
+                 device=None, dtype=None):  # fmt: skip
         super().__init__()
         self.num_visible = positive_int("number of visible units", num_visible)
         self.num_hidden = positive_int("number of hidden units", num_hidden)
         self.visible = choice("visible units", visible, VISIBLE_TYPES)
+        dtype = dtype or torch.get_default_dtype()  # as torch.nn's modules: float32 unless set otherwise
         W = torch.randn(num_hidden, num_visible, generator=generator, device=device, dtype=dtype) * init_scale
         self.register_buffer("W", W)
         self.register_buffer("b", torch.zeros(num_hidden, device=device, dtype=dtype))
@@ -207,7 +208,7 @@ class RBM(nn.Module):
     @classmethod
     def from_sklearn(cls, estimator) -> "RBM":
         H, V = estimator.components_.shape
-        rbm = cls(V, H)
+        rbm = cls(V, H, dtype=torch.as_tensor(estimator.components_).dtype)  # scikit-learn's (float64): exact
         for name, value in (("W", estimator.components_), ("b", estimator.intercept_hidden_),
                             ("c", estimator.intercept_visible_)):  # fmt: skip
             getattr(rbm, name).copy_(torch.as_tensor(value))

@@ -173,7 +173,11 @@ def test_transform_sample_and_scikit_learn_round_trip():
     features = rbm.transform(x)
     assert features.shape == (10, 4) and ((features > 0) & (features < 1)).all()
     torch.testing.assert_close(torch.tensor(rbm.to_sklearn().transform(x.numpy())).float(), features)
-    torch.testing.assert_close(RBM.from_sklearn(rbm.to_sklearn()).W, rbm.W)
+    back = RBM.from_sklearn(rbm.to_sklearn())  # in scikit-learn's float64: its weights exactly
+    assert back.W.dtype == torch.float64
+    torch.testing.assert_close(back.W.float(), rbm.W)
+    est = back.to_sklearn()
+    assert (RBM.from_sklearn(est).W.numpy() == est.components_).all()
     from_data, _ = rbm.sample(init=x, steps=3, generator=torch.Generator().manual_seed(0))
     assert from_data.shape == (10, 6) and set(from_data.unique().tolist()) <= {0.0, 1.0}
 
@@ -289,3 +293,23 @@ def test_log_partition_methods():
         "ais", num_betas=200, num_chains=20, generator=torch.Generator().manual_seed(0)
     )
     assert ais_log_Z == pytest.approx(exact_log_Z, abs=0.05)
+
+
+def test_energy_models_follow_torchs_default_dtype():
+    """They were float32 whatever the default (as torch.nn's modules are not): float64 data and thresholds
+    were cut to float32. A DBN could not be float64 at all."""
+    from rnnkit.energy import DBN, BoltzmannMachine, Hopfield, Ising
+
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        assert Hopfield(4, thresholds=[0.1] * 4).theta[0].item() == 0.1
+        assert RBM(3, 2).W.dtype == BoltzmannMachine(3, 1).W.dtype == torch.float64
+        assert Ising(4, [2.0]).spins.dtype == torch.float64
+        assert all(r.W.dtype == torch.float64 for r in DBN([4, 3, 2]).rbms)
+    finally:
+        torch.set_default_dtype(old)
+    assert (
+        RBM(3, 2).W.dtype == torch.float32
+        and DBN([4, 3], dtype=torch.float64).rbms[0].W.dtype == torch.float64
+    )

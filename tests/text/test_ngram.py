@@ -164,3 +164,13 @@ def test_model_load_of_other_files(tmp_path):
         NGramLM.load(tmp_path / "a.npy")
     with pytest.raises(RnnkitError, match="cannot read n-gram model .*: No such file"):
         NGramLM.load(tmp_path / "missing.npz")
+
+
+def test_fit_ids_needs_a_vocabulary_and_ids_in_it():
+    """fit_ids on a fresh model was an AttributeError on 'vocab'; float or out-of-range ids were counted."""
+    with pytest.raises(RnnkitError, match="set model.vocab first"):
+        NGramLM(3).fit_ids(np.array([1, 2]))
+    m = NGramLM(3).fit("abc abd abc")
+    for x in (np.array([1.5]), np.array([-1]), np.array([len(m.vocab)]), np.zeros((2, 2), np.int64)):
+        with pytest.raises(RnnkitError, match="1-D array of integer ids"):
+            m.fit_ids(x)

@@ -177,8 +177,8 @@ def run(
     Shapes: xw (T, B, G·H) time-major input projection; state0 tuple of (B, H); P the recurrent
     parameters in `cell.REC_PARAMS` order; mask (T, B, 1) (or (T, B)) of 0/1 or None. These are checked
     (`check_inputs`; check=False skips it for callers that build them right, as Recurrent does).
-    Returns hs (T, B, H), or (B, T, H) with batch_first (the native backend writes it so; the others
-    return a transposed view), and the final state tuple.
+    Returns hs (T, B, H), or with batch_first (B, T, H) contiguous (the native backend writes it so, the
+    others copy), and the final state tuple.
     Native backend only (Recurrent's projection, see `native.loop_adds_input_bias`): xbias, the input bias
     b_xh that xw leaves out and the loop adds; raw_tail, MUT1's x̃ block given before its tanh; xtilde (T, B, H),
     with raw_tail, that block when it is the layer's input itself (D = H; xw then (T, B, 2H)).
@@ -209,4 +209,4 @@ def run(
         hs, state = autograd_loop(cell, xw, state0, P, mask, reverse, probe)
     else:
         hs, *state = PythonRecurrence.apply(cell, mask, reverse, probe, len(state0), xw, *state0, *P)
-    return (hs.transpose(0, 1) if batch_first else hs), tuple(state)
+    return (hs.transpose(0, 1).contiguous() if batch_first else hs), tuple(state)  # as native writes it

@@ -153,9 +153,8 @@ def forward_only(cell, mask, reverse, batch_first, raw, xw, xt, state0, P):
 class NativeRecurrence(torch.autograd.Function):
     """hs, *state_T = f(xw, *state_0, *P): PythonRecurrence's contract, the time loop in C++.
 
-    batch_first: hs is written (B, T, H) straight away (and dL/dhs read so), sparing a caller's transpose and
-    its copy both ways (Recurrent doesn't ask for it: its batch-first output is a transposed view on every
-    backend, torch.nn's strides, so that a dropout mask drawn for it is the same). P may end with a gated cell's input bias and raw may be set, see
+    batch_first: hs is written (B, T, H) straight away (and dL/dhs read so), sparing the layer's last
+    transpose and its copy both ways. P may end with a gated cell's input bias and raw may be set, see
     `loop_adds_input_bias`; xt (T, B, H) or None: MUT1's x̃ when it is the layer's input itself (raw; xw then
     holds only [z, r]), which the loop reads in place, its gradient a tensor of its own."""
 

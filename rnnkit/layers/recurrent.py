@@ -189,10 +189,14 @@ class Recurrent(nn.Module):
                 if hasattr(self, "W_vh"):
                     xw = xw + self.W_vh[i](cond)[None]  # once per sequence, broadcast over T
                 s0 = tuple(s[i] for s in state0)
-                # time-major on every backend, so that a batch-first out is a transposed view with torch.nn's
-                # strides: dropout after the layer fills its mask in memory order, and so draws the same mask
-                # (the same training run for a seed) on every backend and as with torch.nn's RNNs
-                hs, sT = run(cell, xw, s0, P, mask, d == 1, self.backend, probes[i], check=False, **fold)
+                # the last layer's outputs straight in the caller's layout, contiguous (B, T, H) on every backend
+                # (no transpose and copy after, in the layer or in a Linear after it; and dropout after the layer,
+                # which fills its mask in memory order, draws the same mask for a seed on every backend)
+                bf = (
+                    self.batch_first and layer == self.num_layers - 1 and self.dirs == 1 and not self.residual
+                )
+                hs, sT = run(cell, xw, s0, P, mask, d == 1, self.backend, probes[i], batch_first=bf, check=False,
+                             **fold)  # fmt: skip
                 outs.append(hs)
                 finals.append(sT)
             out = outs[0] if self.dirs == 1 else torch.cat(outs, dim=-1)  # (T, B, H·dirs)
@@ -203,7 +207,7 @@ class Recurrent(nn.Module):
                 below = F.dropout(out, self.dropout, self.training) if self.dropout else out
                 if self.skip_input:
                     below = torch.cat((below, xs), dim=-1)
-        out = out.transpose(0, 1) if self.batch_first else out
+        out = out.transpose(0, 1) if self.batch_first and not bf else out  # bf: written (B, T, H) already
         stacked = tuple(torch.stack([f[k] for f in finals]) for k in range(self.num_states))
         return out, (stacked if self.num_states == 2 else stacked[0])
 

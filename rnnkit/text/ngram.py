@@ -100,14 +100,8 @@ class NGramLM:
         (as `fit` sets it from a text)."""
         if getattr(self, "vocab", None) is None:
             raise RnnkitError("fit_ids counts ids of a vocabulary: set model.vocab first (or call fit(text))")
-        x = np.asarray(x)
+        x = self._check_ids(x, "fit_ids's x")
         V = len(self.vocab)
-        if (
-            x.ndim != 1
-            or not np.issubdtype(x.dtype, np.integer)
-            or (x.size and (x.min() < 0 or x.max() >= V))
-        ):
-            raise RnnkitError(f"fit_ids takes a 1-D array of integer ids in 0..{V - 1}")
         self.keys, self.count, self.cont = [None], [None], [None]
         ctx, suffixes, prev_gram = np.zeros(len(x), np.int64), [None], None
         for _m in tqdm(range(1, self.n + 1), desc="counting n-grams", unit=" orders", disable=not progress):

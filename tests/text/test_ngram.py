@@ -172,5 +172,5 @@ def test_fit_ids_needs_a_vocabulary_and_ids_in_it():
         NGramLM(3).fit_ids(np.array([1, 2]))
     m = NGramLM(3).fit("abc abd abc")
     for x in (np.array([1.5]), np.array([-1]), np.array([len(m.vocab)]), np.zeros((2, 2), np.int64)):
-        with pytest.raises(RnnkitError, match="1-D array of integer ids"):
+        with pytest.raises(RnnkitError, match="1-D array of integer token ids"):
             m.fit_ids(x)

@@ -23,6 +23,7 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.cells import CELLS, LSTMP
+from rnnkit.cells._base import affine_input
 from rnnkit.engine import BACKENDS, GradProbe, refuse_jit_trace, resolve_backend, run
 from rnnkit.errors import RnnkitError
 
@@ -246,7 +247,13 @@ class Recurrent(nn.Module):
                 )
             return project(xs, W, b, cell.tanh_tail, ident), P, {}
         xw = cell.project_input(xs)
-        xw._rnnkit_rebuild = lambda: cell.project_input(xs)  # higher-order gradients: engine.reference
+        affine = _input_affine(cell)
+        # higher-order gradients (engine.reference): xw again from the tensors of THIS call, not from the cell's
+        # attributes at backward time (functional_call has put the module's own back by then)
+        if affine is not None:
+            W, b = affine
+            tail, ident = cell.tanh_tail, cell.input_identity
+            xw._rnnkit_rebuild = lambda: affine_input(xs, W, b, tail, ident)
         return xw, P, {}
 
     def _forward_unbatched(self, x, state, lengths, cond, probe):

@@ -232,6 +232,11 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
     bar = tqdm(total=total, initial=progress.step, unit="step", dynamic_ncols=True, mininterval=0.5)
 
     def save(name):
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):  # the last update overflowed
+            raise RnnkitError(
+                f"the weights became NaN or infinite at step {progress.step}; stopped, last good checkpoint in "
+                f"{out}; try a lower --lr or --clip-norm"
+            )
         save_checkpoint(out / name, checkpoint_payload(cfg, chars, model, optimizer, progress))
 
     chars_per_step = batches.B * batches.T
@@ -251,9 +256,9 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
             _, loss = model(batches.window(progress.window))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            clip_gradients(model.parameters(), t.clip_norm, t.clip_value)
+            grad_norm = clip_gradients(model.parameters(), t.clip_norm, t.clip_value)
             loss = loss.detach().item()
-            smooth = _check_loss(loss, progress, out)
+            smooth = _check_loss(loss, progress, out, grad_norm)
             optimizer.step()
             stepped, progress.smooth_loss = True, smooth
             progress.step += 1
@@ -276,7 +281,7 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
                 progress.step % t.eval_every == 0 or last
             )  # with --val-frac 0: checkpoint and plot only
             if evaluated:
-                _validate(model, val_batches, progress, row, save, bar)
+                _validate(model, val_batches, progress, row, save, bar, out)
             metrics.write(**row)
             row = None
             if t.sample_every and (progress.step % t.sample_every == 0 or last):
@@ -330,8 +335,9 @@ class _StopAfterStep:
             self.previous = None
 
 
-def _check_loss(loss: float, progress: Progress, out):
-    """NaN, or a smoothed loss 3x the initial one: stop; the checkpoints on disk are the last good ones.
+def _check_loss(loss: float, progress: Progress, out, grad_norm: float = 0.0):
+    """NaN, or a smoothed loss 3x the initial one, or a gradient norm that overflowed: stop before the optimizer
+    step; the checkpoints on disk are the last good ones.
 
     The loss of one window is noisy, the more so the smaller the batch (min-char-rnn's is one stream of 25
     characters: early on, a few windows can read 3x the start and recover within steps), so the test reads a
@@ -346,12 +352,23 @@ def _check_loss(loss: float, progress: Progress, out):
             f"loss {what} at step {progress.step + 1} (initial {progress.initial_loss:.3f}); stopped, last good "
             f"checkpoint in {out}; try a lower --lr or --clip-norm"
         )
+    if not math.isfinite(grad_norm):  # clipping can't mend it: inf/inf scales every gradient to NaN
+        raise RnnkitError(
+            f"the gradient norm became {grad_norm} at step {progress.step + 1}; stopped, last good checkpoint in "
+            f"{out}; try a lower --lr"
+        )
     return smooth
 
 
-def _validate(model, val_batches, progress, row, save, bar):
+def _validate(model, val_batches, progress, row, save, bar, out):
     if val_batches is not None:
         val = evaluate(model, val_batches)
+        if not math.isfinite(val) or val > EXPLODE * progress.initial_loss:  # the update just taken blew up
+            raise RnnkitError(
+                f"validation loss {'became' if not math.isfinite(val) else 'exploded to'} {val:.4g} at step "
+                f"{progress.step} (initial train loss {progress.initial_loss:.3f}); stopped, last good checkpoint "
+                f"in {out}; try a lower --lr or --clip-norm"
+            )
         row.update(val_loss=val, val_bpc=val / LN2)
         bar.write(f"step {progress.step}: train {row['train_loss']:.3f}, val {_nats(val)}")
         if val < progress.best_val:

@@ -38,9 +38,14 @@ def fused_or_not(Optimizer, params, **kw):
 
 
 def clip_gradients(params, clip_norm: float, clip_value: float) -> float:
-    """Clip in place; returns the gradient norm before clipping."""
+    """Clip in place; returns the gradient norm before clipping (inf or NaN: the step must not be taken; the
+    gradients are then left as they are, not scaled by a NaN factor)."""
     params = [p for p in params if p.grad is not None]
-    norm = torch.nn.utils.clip_grad_norm_(params, clip_norm if clip_norm > 0 else float("inf"))
+    norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    if not torch.isfinite(norm):
+        return float(norm)
+    if clip_norm > 0:
+        torch.nn.utils.clip_grads_with_norm_(params, clip_norm, norm)
     if clip_value > 0:
         for p in params:
             p.grad.clamp_(-clip_value, clip_value)

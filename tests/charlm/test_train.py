@@ -68,6 +68,46 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, corpus):
     assert all(torch.isfinite(p).all() for p in ckpt["model"].values())
 
 
+@pytest.mark.parametrize(
+    "lr, val_frac, message",
+    [
+        (1e6, 0.1, "validation loss exploded"),  # a finite blow-up, seen at the validation after the step
+        (1e39, 0.1, "validation loss became nan"),  # overflow
+        (1e39, 0.0, "weights became NaN or infinite"),  # overflow with no validation: refused at the save
+    ],
+)
+def test_an_update_that_blows_up_never_reaches_a_checkpoint(tmp_path, corpus, lr, val_frac, message):
+    """The step's own update can blow the weights up after its loss was checked: the checkpoints written after
+    it (at a validation, at the end of the run) must not be the blown-up weights."""
+    cfg = tiny_config(corpus, max_steps=1, eval_every=1, lr=lr, optimizer="sgd", clip_norm=0.0)
+    cfg.data.val_frac = val_frac
+    with pytest.raises(RnnkitError, match=f"{message}.*last good checkpoint"):
+        train(cfg, tmp_path / "run", log=lambda s: None)
+    ckpt = load_checkpoint(tmp_path / "run")
+    assert ckpt["progress"]["step"] == 0 and not (tmp_path / "run" / "best.pt").exists()
+    assert all(torch.isfinite(p).all() and p.abs().max() < 10 for p in ckpt["model"].values())
+
+
+@pytest.mark.parametrize("clip_norm", [0.0, 1.0])
+def test_an_infinite_gradient_stops_before_the_optimizer_step(tmp_path, corpus, monkeypatch, clip_norm):
+    """clip_grad_norm_ scales an inf gradient by inf/inf = NaN: every weight would become NaN."""
+    from rnnkit.train import loop
+
+    real = loop.clip_gradients
+
+    def inf_grad(params, *args):
+        params = list(params)
+        params[0].grad[0] = float("inf")
+        return real(params, *args)
+
+    monkeypatch.setattr(loop, "clip_gradients", inf_grad)
+    cfg = tiny_config(corpus, max_steps=3, clip_norm=clip_norm, clip_value=5.0)
+    with pytest.raises(RnnkitError, match="gradient norm became inf at step 1.*last good checkpoint"):
+        train(cfg, tmp_path / "run", log=lambda s: None)
+    ckpt = load_checkpoint(tmp_path / "run")
+    assert all(torch.isfinite(p).all() for p in ckpt["model"].values())
+
+
 def test_ctrl_c_saves_and_exits_cleanly(tmp_path, corpus, monkeypatch):
     from rnnkit.train import loop
 

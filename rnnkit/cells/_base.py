@@ -140,8 +140,13 @@ class Cell(nn.Module):
             got = ", ".join(str(tuple(s.shape)) for s in given)
             raise RnnkitError(f"{name}: state must be {what} of shape {want} for x_t {tuple(x_t.shape)[-len(lead) - 1:]}"
                               f", got {got}")  # fmt: skip
-        if any(s.dtype != x_t.dtype or s.device != x_t.device for s in given):
-            s = next(s for s in given if s.dtype != x_t.dtype or s.device != x_t.device)
+        autocast = torch.is_autocast_enabled(x_t.device.type)  # the step's ops cast, as in torch.nn's cells
+
+        def clash(s):
+            return s.device != x_t.device or (s.dtype != x_t.dtype and not autocast)
+
+        if any(clash(s) for s in given):
+            s = next(s for s in given if clash(s))
             raise RnnkitError(
                 f"{name}: state is {s.dtype} on {s.device} but x_t is {x_t.dtype} on {x_t.device}"
             )

@@ -338,7 +338,7 @@ class Recurrent(nn.Module):
         w = self.cells[0].W_xh
         if x.device != w.device:
             raise RnnkitError(f"input is on {x.device} but the layer's weights are on {w.device}; move one")
-        if x.dtype != w.dtype:
+        if x.dtype != w.dtype and not torch.is_autocast_enabled(x.device.type):  # autocast: the loop casts
             raise RnnkitError(f"input dtype {x.dtype} differs from the weights' {w.dtype}; convert one")
         if x.shape[1 if self.batch_first else 0] == 0:
             raise RnnkitError(f"input has no time steps: shape {tuple(x.shape)} {layout}")
@@ -377,7 +377,9 @@ class Recurrent(nn.Module):
             if cond is None or cond.shape != (B, self.cond_size):
                 got = None if cond is None else tuple(cond.shape)
                 raise RnnkitError(f"cond must have shape ({B}, {self.cond_size}), got {got}")
-            if cond.device != xs.device or cond.dtype != xs.dtype:
+            if cond.device != xs.device or (
+                cond.dtype != xs.dtype and not torch.is_autocast_enabled(xs.device.type)
+            ):
                 raise RnnkitError(f"cond is {cond.dtype} on {cond.device} but input is {xs.dtype} on {xs.device}; "
                                   "convert one")  # fmt: skip
         if state is None:
@@ -397,7 +399,9 @@ class Recurrent(nn.Module):
                 raise RnnkitError(
                     f"state {name} must have shape (num_layers*dirs, B, {width}) = {shape}, got {tuple(s.shape)}"
                 )
-            if s.device != xs.device or s.dtype != xs.dtype:
+            if s.device != xs.device or (
+                s.dtype != xs.dtype and not torch.is_autocast_enabled(xs.device.type)
+            ):
                 raise RnnkitError(f"state is {s.dtype} on {s.device} but input is {xs.dtype} on {xs.device}")
         return tuple(state)
 

@@ -245,6 +245,32 @@ def test_autocast_bfloat16(cell):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_autocast_after_a_bfloat16_layer(cell):
+    """Under autocast a Linear before the layer gives bfloat16: the layer takes it (and a float32 or bfloat16
+    state) as torch.nn's RNNs do, and a cell run by hand takes a float32 state with a bfloat16 x_t."""
+    results = {}
+    for backend in (None, "python", "autograd"):
+        torch.manual_seed(0)
+        lin, layer = torch.nn.Linear(3, 8), Recurrent(cell, 8, 16, num_layers=2, backend=backend)
+        x = torch.randn(4, 10, 3)
+        h = torch.zeros(2, 4, 16)
+        state = (h, h.bfloat16()) if cell == "lstm" else h
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            z = lin(x)
+            assert z.dtype == torch.bfloat16
+            out, _ = layer(z, state, lengths=torch.tensor([10, 3, 7, 10]))
+            out_t, _ = layer.step(z[:, 0])
+            by_hand = layer.cells[0](z[:, 0], torch.zeros(4, 16) if cell == "gru" else (h[0], h[0]))
+        out.float().pow(2).mean().backward()
+        assert out.dtype == out_t.dtype == torch.float32
+        results[backend] = (out, lin.weight.grad, layer.cells[0].W_hh.grad)
+    assert by_hand[0].dtype == torch.float32
+    for backend in (None, "python"):
+        for a, b in zip(results[backend], results["autograd"]):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("use_reentrant", [False, True])
 def test_activation_checkpointing(use_reentrant):
     """torch.utils.checkpoint around a layer (the forward run again in backward) gives the same gradients."""

@@ -96,15 +96,16 @@ class Cell(nn.Module):
         raise NotImplementedError
 
     def forward(self, x_t, state=None):
-        """One step for a (B, D) input: returns the new state tuple (h_t, ...), each (B, ·). state: that tuple,
-        h_t alone for the one-state cells, or None (zeros). Like torch.nn's cells, also one unbatched step:
-        x_t (D,), the states (·,)."""
+        """One step for a (B, D) input, as torch.nn's cells: returns h_t (B, H) for the one-state cells (as
+        nn.RNNCell, nn.GRUCell), the tuple (h_t, c_t) for lstm and lstmp (as nn.LSTMCell). state: the same, a
+        one-tuple (h_t,), or None (zeros). Also one unbatched step: x_t (D,), the states (·,)."""
         unbatched = isinstance(x_t, torch.Tensor) and x_t.dim() == 1
         x_t, state = self._checked_step(x_t, state, unbatched)
         if state is None:
             state = self.init_state(x_t.shape[0], x_t.dtype, x_t.device)
         new, _, _ = self.step(self.project_input(x_t), state, self.rec_params())
-        return tuple(s[0] for s in new) if unbatched else new
+        new = tuple(s[0] for s in new) if unbatched else tuple(new)
+        return new if self.num_states == 2 else new[0]
 
     def _checked_step(self, x_t, state, unbatched):
         """(x_t, state) as (B, D) and a tuple of (B, ·), or a one-line error naming what is wrong: the step's

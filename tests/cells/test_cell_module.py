@@ -29,18 +29,24 @@ def test_steps_by_hand_equal_torch_cells_batched_and_unbatched(name):
     for x_t in x:
         state = cell(x_t, state)
         want = m(x_t, want)
-    torch.testing.assert_close(state[0], want[0] if name == "lstm" else want)
+        # what torch's cell returns: h_t, or the tuple (h_t, c_t) for the LSTM
+        assert type(state) is type(want) and (name != "lstm" or len(state) == 2)
+    torch.testing.assert_close(state, want)
     one = cell(x[0, 0])  # unbatched: (D,) in, (H,) states out, as torch's cells
     want = m(x[0, 0])
-    assert all(s.shape == (5,) for s in one)
-    torch.testing.assert_close(one[0], want[0] if name == "lstm" else want)
-    torch.testing.assert_close(cell(x[1, 0], one)[0], cell(x[1, :1], tuple(s[None] for s in one))[0][0])
+    torch.testing.assert_close(one, want)
+    h = lambda s: s[0] if name == "lstm" else s  # noqa: E731
+    batch_of_one = cell(x[1, :1], tuple(s[None] for s in one) if name == "lstm" else one[None])
+    torch.testing.assert_close(h(cell(x[1, 0], one)), h(batch_of_one)[0])
+    if name != "lstm":  # a one-tuple (h_t,) is taken as the state too
+        torch.testing.assert_close(cell(x[1], (state,)), cell(x[1], state))
 
 
 @pytest.mark.parametrize("name", [*CELLS, "lstmp"])
 def test_wrong_input_or_state_is_one_line(name):
     cell = LSTMP(4, 6, proj_size=3) if name == "lstmp" else CELLS[name](4, 6)
     ok = cell(torch.randn(2, 4))
+    ok = ok if cell.num_states == 2 else (ok,)
     assert ok[0].shape == (2, cell.output_size)
     bad = [
         (lambda: cell(torch.randn(2, 5)), r"x_t must be \(B, 4\), or \(4,\) .*got shape \(2, 5\)"),

@@ -48,5 +48,6 @@ def test_step_backward_matches_autograd(name):
 @pytest.mark.parametrize("name", list(CELLS))
 def test_module_step_shapes(name):
     cell = make(name, D=3, H=6)
-    new = cell(torch.randn(2, 3))
+    new = cell(torch.randn(2, 3))  # h_t, or (h_t, c_t), as torch.nn's cells
+    new = new if cell.num_states == 2 else (new,)
     assert len(new) == cell.num_states and all(s.shape == (2, 6) for s in new)

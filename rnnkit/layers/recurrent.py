@@ -177,6 +177,10 @@ class Recurrent(nn.Module):
         xs = self._check_input(x)  # (T, B, D)
         T, B = xs.shape[:2]
         mask = self._mask(lengths, T, B, xs)
+        # the padding is never read, as with pack_padded_sequence: NaN or inf there would reach the weight
+        # gradients (0·NaN in dW_xh = Σ dxwᵀ x) and more
+        if mask is not None:
+            xs = xs.masked_fill(mask == 0, 0)
         state0 = self._initial_state(state, cond, B, xs)
         probes = self._probes(probe)
         below, prev, finals = xs, None, []

@@ -371,3 +371,26 @@ def test_unbatched_input_errors_say_unbatched():
     cond_layer = Recurrent("lstm", 3, 4, cond_size=2)
     with pytest.raises(RnnkitError, match="cond must be a tensor"):
         cond_layer(torch.randn(2, 5, 3), cond=[[1.0, 2.0], [3.0, 4.0]])
+
+
+@pytest.mark.parametrize("backend", ["autograd", "python", "native"])
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_padding_is_never_read(cell, backend):
+    """NaN and inf past a sequence's length change nothing, as with pack_padded_sequence (they reached the
+    weight gradients through 0·NaN on every backend, and the outputs on the masking-by-product ones)."""
+    torch.manual_seed(0)
+    layer = Recurrent(cell, 4, 6, num_layers=2, bidirectional=True, skip_input=True, backend=backend)
+    lengths = torch.tensor([9, 4, 2])
+    x = torch.randn(3, 9, 4)
+    x[1, 4:], x[2, 2:] = 0.0, 0.0
+    dirty = x.clone()
+    dirty[1, 5, :], dirty[2, 3, 0] = float("nan"), float("inf")
+    results = []
+    for inp in (x, dirty):
+        inp = inp.clone().requires_grad_()
+        layer.zero_grad()
+        out, state = layer(inp, lengths=lengths)
+        (out.sum() + sum(s.sum() for s in state)).backward()
+        results.append([out, *state, inp.grad, *(p.grad for p in layer.parameters())])
+    for clean, got in zip(*results):
+        torch.testing.assert_close(got, clean, rtol=0, atol=0)

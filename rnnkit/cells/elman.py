@@ -42,7 +42,7 @@ def rnn_relu_step(xw_t, state, P):
 def rnn_relu_step_backward(dstate, cache, P):
     (dh_t,), (h_t,) = dstate, cache
     W_hh, _ = P
-    da_t = dh_t * (h_t > 0).to(dh_t.dtype)
+    da_t = torch.where(h_t <= 0, 0.0, dh_t)  # torch's threshold_backward: a NaN h_t passes dh_t on
     dh_prev = da_t @ W_hh
     return da_t, (dh_prev,), (da_t,), ()
 

@@ -394,3 +394,36 @@ def test_padding_is_never_read(cell, backend):
         results.append([out, *state, inp.grad, *(p.grad for p in layer.parameters())])
     for clean, got in zip(*results):
         torch.testing.assert_close(got, clean, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", ["python", "native"])
+def test_relu_gradient_passes_nan_on_as_torch_does(backend):
+    """relu' as torch's threshold_backward: a NaN h_t passes dh_t on (native and python turned it into 0:
+    5 NaN in dx where torch.nn.RNN has 75, a blow-up half hidden)."""
+    results = {}
+    for b in (backend, "autograd"):
+        torch.manual_seed(5)
+        layer = Recurrent("rnn_relu", 5, 17, backend=b)
+        with torch.no_grad():
+            layer.cells[0].W_hh[0, 1] = float("nan")
+        x = torch.randn(3, 9, 5, requires_grad=True)
+        out, h = layer(x)
+        (out.sum() + h.sum()).backward()
+        results[b] = (out.isnan(), x.grad.isnan(), layer.cells[0].W_xh.grad.isnan())
+    for got, want in zip(results[backend], results["autograd"]):
+        assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "mut1"])
+def test_saturated_gates_have_zero_derivative(cell):
+    """Inputs of 1e38 saturate every gate: float32 sigmoid is then exactly 0 or 1 and its derivative 0 (the
+    native engine's fast exp stopped at 4e-39, which times the input gave weight gradients of 4 to 12)."""
+    grads = {}
+    for backend in ("native", "autograd"):
+        torch.manual_seed(5)
+        layer = Recurrent(cell, 5, 17, backend=backend)
+        x = torch.randn(3, 10, 5) * 1e38
+        out, _ = layer(x)
+        out.sum().backward()
+        grads[backend] = layer.cells[0].W_xh.grad
+    torch.testing.assert_close(grads["native"], grads["autograd"], rtol=0, atol=1e-6)

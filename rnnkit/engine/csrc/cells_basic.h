@@ -104,7 +104,7 @@ struct Elman {  // h_t = φ(xw_t + h_prev W_hhᵀ + b_hh)
       const T m = r.m(t, b) ? T(1) : T(0);
       RNNKIT_SIMD
       for (int64_t j = j0; j < j1; ++j) {
-        const T d = relu ? (h[j] > T(0) ? dh[j] : T(0)) : dh[j] * (T(1) - h[j] * h[j]);
+        const T d = relu ? (h[j] <= T(0) ? T(0) : dh[j]) : dh[j] * (T(1) - h[j] * h[j]);
         da[j] = m != T(0) ? d : T(0), dH[j] = m != T(0) ? T(0) : dh[j];
       }
     }

@@ -24,7 +24,7 @@ slice of the weights for the whole loop (csrc/split.h; gated cells from 256 unit
 off and lets the BLAS thread each step's GEMM instead). RNNKIT_ROW_THREADS=N forces N threads on the rows
 (1: never; default auto). The big buffers (states, caches, outputs, gradients, and the
 layer's input projection, `project`) are recycled between calls (csrc/pool.h) instead of faulting fresh
-pages in every step.
+pages in every step; `release_memory()` hands the idle ones back.
 """
 
 import hashlib
@@ -87,6 +87,14 @@ def load():
         _ext.set_gemm(mode)
         _ext.set_split(int(os.environ.get("RNNKIT_SPLIT", "1") != "0"))
     return _ext
+
+
+def release_memory() -> int:
+    """Hand every idle recycled buffer back to the system (as torch.cuda.empty_cache does for its cache); returns
+    the bytes released. The pool keeps at most 1.25x the most memory the loops used at once (csrc/pool.h), so
+    this is for a process that ran a big model and goes on with other work."""
+    ext = load()
+    return 0 if ext is None else ext.release_memory()
 
 
 def _plain(*tensors):
@@ -164,20 +172,25 @@ class NativeRecurrence(torch.autograd.Function):
         keep = any(ctx.needs_input_grad[7:])
         out, m, flat = _run_forward(cell, mask, reverse, batch_first, raw, xw, xt, state0, P, keep)
         ctx.cell, ctx.mask, ctx.reverse, ctx.probe, ctx.n_state = cell, m, reverse, probe, n_state
-        ctx.batch_first, ctx.raw, ctx.xt = batch_first, raw, xt is not None
-        ctx.saved, ctx.flat, ctx.X = out[1 + n_state :], flat, xw.shape[2]
+        ctx.batch_first, ctx.raw, ctx.xt, ctx.X = batch_first, raw, xt is not None, xw.shape[2]
         ctx.shapes = [None if p is None else p.shape for p in P]
         ctx.state_shapes = [s.shape for s in state0]  # h and c differ in width in lstmp
-        # saved for higher-order gradients, and so that backward's unpacking checks them (below)
-        ctx.save_for_backward(saved_input(ctx, xw), xt, *tensors)
+        # the inputs (for higher-order gradients; the parameters as the loop read them) and the loop's states and
+        # caches, all through save_for_backward: freed once backward has run, seen by saved-tensor hooks
+        # (save_on_cpu, torch.utils.checkpoint), and checked for in-place changes when unpacked (below)
+        ctx.n_tensors = len(tensors)
+        ctx.save_for_backward(saved_input(ctx, xw), xt, *tensors, *out[1 + n_state :])
         return tuple(out[: 1 + n_state])
 
     @staticmethod
     def backward(ctx, dhs, *dstateT):
         # raises torch's own error if an input was changed in place since forward (a weight by an optimizer
-        # step, say), as torch.nn's RNNs do: the loop reads the parameters (ctx.flat shares their memory)
-        _ = ctx.saved_tensors
-        HH = ctx.saved[0]
+        # step, say), as torch.nn's RNNs do; and the parameters are the saved ones, not the module's now (a
+        # hook that saves copies keeps those of forward time, as autograd's own graph does)
+        _, _, *rest = ctx.saved_tensors
+        tensors, saved = rest[: ctx.n_tensors], rest[ctx.n_tensors :]
+        HH = saved[0]
+        flat = _flat_params(ctx.cell, tensors[ctx.n_state :], ctx.state_shapes[0][1])
         T, B, H = HH.shape[0] - 1, HH.shape[1], HH.shape[2]
         if dhs is None:
             dhs = HH.new_zeros((B, T, H) if ctx.batch_first else (T, B, H))
@@ -188,11 +201,11 @@ class NativeRecurrence(torch.autograd.Function):
             return (None,) * 7 + NativeRecurrence._differentiable(ctx, dhs, dstateT)
         probe = ctx.probe
         out = load().backward(
-            CELL_IDS[ctx.cell], ctx.saved, ctx.X, ctx.flat, ctx.mask, ctx.reverse, dhs.contiguous(), dstateT,
+            CELL_IDS[ctx.cell], saved, ctx.X, flat, ctx.mask, ctx.reverse, dhs.contiguous(), dstateT,
             probe is not None, ctx.batch_first, ctx.raw, ctx.xt,
         )  # fmt: skip
         n = ctx.n_state
-        dxw, dxt, dstate0, dP = out[0], out[1], out[2 : 2 + n], out[2 + n : 2 + n + len(ctx.flat)]
+        dxw, dxt, dstate0, dP = out[0], out[1], out[2 : 2 + n], out[2 + n : 2 + n + len(flat)]
         if probe is not None:
             probe.record(out[-1])
         needs = ctx.needs_input_grad[7 + 2 + n :]
@@ -206,6 +219,7 @@ class NativeRecurrence(torch.autograd.Function):
         autograd loop on the saved inputs, put back in the cell's own form first (what the loop folds in:
         x̃ read in place, MUT1's tanh(x̃), the input bias b_xh), see higher_order_grads."""
         xw, xt, *tensors = ctx.saved_tensors
+        tensors = tensors[: ctx.n_tensors]
         xw, n, cell = restored_input(ctx, xw), ctx.n_state, ctx.cell
         state0, P = tuple(tensors[:n]), tensors[n:]
         xbias = P[len(cell.REC_PARAMS)] if len(P) > len(cell.REC_PARAMS) else None

@@ -105,21 +105,39 @@ class PythonRecurrence(torch.autograd.Function):
         state0, P = tensors[:n_state], tensors[n_state:]
         keep = torch.is_grad_enabled() or any(ctx.needs_input_grad[5:])
         hs, state, caches, us = forward_loop(cell, xw, state0, P, mask, reverse, keep=keep)
-        ctx.cell, ctx.mask, ctx.reverse, ctx.probe, ctx.n_state = cell, mask, reverse, probe, n_state
-        ctx.caches, ctx.us, ctx.P, ctx.shape = caches, us, P, hs.shape
-        # saved for higher-order gradients, and so that backward's unpacking checks them (below)
-        ctx.save_for_backward(saved_input(ctx, xw), *tensors)
+        ctx.cell, ctx.mask, ctx.reverse, ctx.probe, ctx.n_state, ctx.shape = (
+            cell,
+            mask,
+            reverse,
+            probe,
+            n_state,
+            hs.shape,
+        )
+        # the inputs (for higher-order gradients; the parameters as the loop read them) and every step's cache, all
+        # through save_for_backward: freed once backward has run, seen by saved-tensor hooks (save_on_cpu,
+        # torch.utils.checkpoint), and checked for in-place changes when unpacked (below)
+        flat = [c for cache in caches for c in cache] if keep else []
+        ctx.n_tensors, ctx.n_us, ctx.per_step = (
+            len(tensors),
+            len(us) if keep else 0,
+            len(flat) // max(len(caches), 1),
+        )
+        ctx.save_for_backward(saved_input(ctx, xw), *tensors, *(us if keep else ()), *flat)
         return (hs, *(s.clone() for s in state))  # clones: the caches may hold the same tensors
 
     @staticmethod
     def backward(ctx, dhs, *dstateT):
-        cell, P, us = ctx.cell, ctx.P, ctx.us
+        # unpacking raises torch's own error if an input was changed in place since forward (a weight by an
+        # optimizer step, the initial state), as torch.nn's RNNs do: the loop below reads P and the caches, the
+        # saved ones (a hook that saves copies keeps those of forward time, as autograd's own graph does)
+        xw, *rest = ctx.saved_tensors
+        n, k = ctx.n_tensors, ctx.per_step
+        tensors, us, flat = rest[:n], rest[n : n + ctx.n_us], rest[n + ctx.n_us :]
+        caches = [tuple(flat[i : i + k]) for i in range(0, len(flat), k)]
+        cell, P = ctx.cell, tensors[ctx.n_state :]
         if dhs is None:
             dhs = us[0].new_zeros(ctx.shape)
         dstateT = tuple(torch.zeros_like(dhs[0]) if d is None else d for d in dstateT)
-        # unpacking raises torch's own error if an input was changed in place since forward (a weight by an
-        # optimizer step, the initial state), as torch.nn's RNNs do: the loop below reads P and the caches
-        xw, *tensors = ctx.saved_tensors
         if torch.is_grad_enabled():  # backward(create_graph=True): gradients that differentiate again
             xw, n = restored_input(ctx, xw), ctx.n_state
 
@@ -130,8 +148,6 @@ class PythonRecurrence(torch.autograd.Function):
                 return (hs, *state)
 
             return (None,) * 5 + tuple(higher_order_grads([xw, *tensors], rerun, (dhs, *dstateT)))
-        dxw, dstate0, dP = backward_loop(
-            cell, dhs, dstateT, ctx.caches, us, P, ctx.mask, ctx.reverse, ctx.probe
-        )
+        dxw, dstate0, dP = backward_loop(cell, dhs, dstateT, caches, us, P, ctx.mask, ctx.reverse, ctx.probe)
         dP = [None if p is None or not p.requires_grad else g for p, g in zip(P, dP)]
         return (None, None, None, None, None, dxw, *dstate0, *dP)

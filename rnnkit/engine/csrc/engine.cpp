@@ -469,6 +469,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           s.mul(A.data_ptr<float>(), A.stride(0), float(beta), C.data_ptr<float>(), C.stride(0));
           return C;
         }, "one float32 GEMM by rnnkit's own kernel (tests)");
+  m.def("release_memory", [] { return int64_t(rnnkit::Pool::get().release()); },
+        "return every idle recycled buffer to the system; the bytes released");
+  m.def("pool_stats", [] { return rnnkit::Pool::get().stats(); },
+        "bytes of the recycled-buffer pool: (idle, handed out now, most ever handed out at once)");
   m.def("have_blas", &rnnkit::have_blas, "whether the BLAS GEMM inside libtorch is reachable");
   m.def("gemm_run", [](int64_t plan, bool ta, bool tb, const at::Tensor& A, const at::Tensor& B, double beta,
                        at::Tensor C) {  // for the tests: C = op(A) op(B) + beta·C by one plan (0 MKL, 1 oneDNN, 2 Cᵀ)

@@ -3,13 +3,22 @@
 // Every call of the loop needs the same few big buffers (states, caches, outputs, dxw: megabytes each).
 // Fresh ones from malloc come from mmap: the first write to each 4 KB page faults into the kernel,
 // which zeroes it. Measured here that cost 30-60% of the forward pointwise pass (2x512 and 1x128 LSTMs).
-// So buffers of at least kPoolMin bytes are handed out as tensors whose deleter returns the memory to a
-// free list keyed by size (from 64 KB: glibc mmaps from 128 KB up), and the next call of the same shape reuses it, already mapped. At most
-// kPoolIdle bytes sit idle; beyond that, freed blocks go back to the system.
+// So buffers of at least kPoolMin bytes (from 64 KB: glibc mmaps from 128 KB up) are handed out as tensors
+// whose deleter returns the memory to a free list, and the next call of the same shape reuses it, already
+// mapped; a block up to a quarter bigger than asked for serves too (shapes that vary a little: the last batch
+// of an epoch, bucketed lengths).
+//
+// What sits idle is bounded by what the loops use: at most 1.25x the most bytes ever handed out at once
+// (at least 64 MB, at most 1 GB), so a fixed-shape training loop finds all its buffers again, while varying
+// shapes don't pile up blocks of every size met: beyond the bound the block idle longest goes back to the
+// system first. `release()` returns every idle block (rnnkit.engine.native.release_memory()).
 #pragma once
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <iterator>
+#include <list>
 #include <map>
 #include <mutex>
 #include <vector>
@@ -17,40 +26,93 @@
 namespace rnnkit {
 
 struct Pool {
-  static constexpr size_t kPoolMin = size_t(1) << 16, kPoolIdle = size_t(1) << 30;
+  static constexpr size_t kPoolMin = size_t(1) << 16;
+  static constexpr size_t kIdleMin = size_t(64) << 20, kIdleMax = size_t(1) << 30;
+  struct Block {
+    void* p;
+    size_t bytes;
+  };
   std::mutex mutex;
-  std::map<size_t, std::vector<void*>> idle;  // size -> free blocks
-  size_t idle_bytes = 0;
+  std::list<Block> lru;  // idle blocks, the one idle longest first
+  std::multimap<size_t, std::list<Block>::iterator> by_size;
+  size_t idle_bytes = 0, live_bytes = 0, peak_live = 0;
 
   static Pool& get() {  // never destroyed: tensors may be freed during interpreter shutdown
     static Pool* pool = new Pool();
     return *pool;
   }
-  void* take(size_t bytes) {
+  size_t idle_cap() const { return std::clamp(peak_live + peak_live / 4, kIdleMin, kIdleMax); }
+  // a block of at least `bytes` (its own size in `got`)
+  void* take(size_t bytes, size_t& got) {
     {
       std::lock_guard<std::mutex> lock(mutex);
-      auto it = idle.find(bytes);
-      if (it != idle.end() && !it->second.empty()) {
-        void* p = it->second.back();
-        it->second.pop_back();
-        idle_bytes -= bytes;
-        return p;
+      auto it = by_size.lower_bound(bytes);
+      if (it != by_size.end() && it->first <= bytes + bytes / 4) {
+        const Block b = *it->second;
+        lru.erase(it->second);
+        by_size.erase(it);
+        idle_bytes -= b.bytes;
+        got = b.bytes;
+        note_live(b.bytes);
+        return b.p;
       }
     }
     void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
     TORCH_CHECK(p != nullptr, "rnnkit native: out of memory allocating ", bytes, " bytes");
+    got = bytes;
+    std::lock_guard<std::mutex> lock(mutex);
+    note_live(bytes);
     return p;
   }
   void give(void* p, size_t bytes) {
+    std::vector<void*> drop;
     {
       std::lock_guard<std::mutex> lock(mutex);
-      if (idle_bytes + bytes <= kPoolIdle) {
-        idle[bytes].push_back(p);
+      live_bytes -= bytes;
+      if (bytes <= idle_cap()) {
+        lru.push_back({p, bytes});
+        by_size.emplace(bytes, std::prev(lru.end()));
         idle_bytes += bytes;
-        return;
+        p = nullptr;
       }
+      while (idle_bytes > idle_cap()) drop.push_back(evict_oldest());
     }
-    std::free(p);
+    if (p) std::free(p);
+    for (void* q : drop) std::free(q);
+  }
+  // every idle block back to the system; returns the bytes released
+  size_t release() {
+    std::vector<void*> drop;
+    size_t freed;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      freed = idle_bytes;
+      while (!lru.empty()) drop.push_back(evict_oldest());
+    }
+    for (void* q : drop) std::free(q);
+    return freed;
+  }
+  std::vector<int64_t> stats() {  // (idle, live, peak) bytes
+    std::lock_guard<std::mutex> lock(mutex);
+    return {int64_t(idle_bytes), int64_t(live_bytes), int64_t(peak_live)};
+  }
+
+ private:
+  void note_live(size_t bytes) {
+    live_bytes += bytes;
+    peak_live = std::max(peak_live, live_bytes);
+  }
+  void* evict_oldest() {  // with the mutex held
+    const Block b = lru.front();
+    auto range = by_size.equal_range(b.bytes);
+    for (auto it = range.first; it != range.second; ++it)
+      if (it->second == lru.begin()) {
+        by_size.erase(it);
+        break;
+      }
+    lru.pop_front();
+    idle_bytes -= b.bytes;
+    return b.p;
   }
 };
 
@@ -60,8 +122,9 @@ inline at::Tensor pooled_empty(at::IntArrayRef sizes, const at::TensorOptions& o
   for (int64_t s : sizes) n *= s;
   const size_t bytes = size_t(n) * c10::elementSize(c10::typeMetaToScalarType(o.dtype()));
   if (bytes < Pool::kPoolMin || o.device().type() != c10::DeviceType::CPU) return at::empty(sizes, o);
-  void* p = Pool::get().take(bytes);
-  return at::from_blob(p, sizes, [bytes](void* q) { Pool::get().give(q, bytes); }, o);
+  size_t got = 0;
+  void* p = Pool::get().take(bytes, got);
+  return at::from_blob(p, sizes, [got](void* q) { Pool::get().give(q, got); }, o);
 }
 
 }  // namespace rnnkit

@@ -75,6 +75,7 @@ enum class GemmMode { Auto, Blas, Dnnl, Packed, Own };
 inline GemmMode g_gemm_mode = GemmMode::Auto;
 using GemmKey = std::array<int64_t, 10>;
 inline std::map<GemmKey, int> g_plan;  // shape -> the fastest option
+inline std::map<GemmKey, int> g_seen;  // shape class -> calls so far, until it is timed (gemm_plan)
 inline std::mutex g_plan_mutex;
 inline constexpr int64_t kSmall = int64_t(1) << 18;  // multiply-adds below which plain BLAS always wins
 }  // namespace native_ext
@@ -110,15 +111,21 @@ void gemm_run(int plan, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const
   at::from_blob(C, {M, N}, {ldc, 1}, o).copy_(Ct.t());
 }
 
-// Best seconds per call of f over a few calls (after two to warm up).
+// Best seconds per call of f over a few calls (after one or two to warm up): five, fewer for a call of
+// milliseconds (a GEMM over a long sequence), whose time varies less and whose timing would cost seconds.
 template <typename F>
 double best_time(F&& f) {
-  f(), f();
-  double best = 1e30;
-  for (int k = 0; k < 5; ++k) {
-    auto t0 = std::chrono::steady_clock::now();
+  using clock = std::chrono::steady_clock;
+  auto seconds = [](clock::time_point t0) { return std::chrono::duration<double>(clock::now() - t0).count(); };
+  auto t0 = clock::now();
+  f();
+  if (seconds(t0) < 5e-3) f();
+  double best = 1e30, spent = 0;
+  for (int k = 0; k < 5 && (k < 2 || spent < 20e-3); ++k) {
+    t0 = clock::now();
     f();
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    const double s = seconds(t0);
+    best = std::min(best, s), spent += s;
   }
   return best;
 }
@@ -150,14 +157,36 @@ at::Tensor timing_operand(int64_t rows, int64_t cols) {
 // How a float32 GEMM runs (timed once per shape, see fastest): 0 MKL, 1 oneDNN, 2 MKL on the transposed
 // problem Cᵀ = op(B)ᵀ op(A)ᵀ into a scratch buffer, then copied into C (beta = 0 only). Option 2 is for
 // weight gradients like dW_xh = dxwᵀ x with a narrow x: (x ᵀ dxw)ᵀ measured 1.2-1.55x faster at D = 64.
+//
+// The plan is kept per shape class, not per exact shape: sizes above 256 are rounded up to eighths of an octave
+// (3200 and 3300 share one), as the sizes that follow the data (T·B) vary from batch to batch, and timing three
+// options afresh for every new (T, B) made each new shape's call 10-20x slower. And a class is timed only when
+// it comes back a third time (until then MKL runs it): a training loop's shapes recur at once, while shapes that
+// come and go (random lengths) are never worth three options' timing. The shape met then is timed as it is; one
+// of more than 2^32 multiply-adds on a part of its longest side.
+inline int64_t plan_class(int64_t d) {
+  if (d <= 256) return d;
+  const int64_t step = int64_t(1) << (63 - __builtin_clzll(uint64_t(d)) - 3);
+  return (d + step - 1) / step * step;
+}
+
 inline int gemm_plan(bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc,
                      bool beta) {
   using namespace native_ext;
   if (g_gemm_mode != GemmMode::Auto || M * N * K < kSmall) return g_gemm_mode == GemmMode::Dnnl ? 1 : 0;
-  const GemmKey key{M, N, K, ta, tb, lda, ldb, ldc, beta, at::get_num_threads()};
+  const GemmKey key{plan_class(M), plan_class(N), plan_class(K), ta, tb, plan_class(lda), plan_class(ldb),
+                    plan_class(ldc), beta, at::get_num_threads()};
   std::lock_guard<std::mutex> lock(g_plan_mutex);
   auto it = g_plan.find(key);
   if (it != g_plan.end()) return it->second;
+  if (++g_seen[key] < 3) return 0;
+  g_seen.erase(key);
+  constexpr double kTimeCap = 4294967296.0;  // 2^32 multiply-adds
+  const double work = double(M) * double(N) * double(K);
+  if (work > kTimeCap) {  // lds stay: a shorter side still fits in them
+    int64_t& longest = M >= N && M >= K ? M : (N >= K ? N : K);
+    longest = std::max<int64_t>(1, int64_t(double(longest) * kTimeCap / work));
+  }
   auto A = timing_operand<float>(ta ? K : M, lda), B = timing_operand<float>(tb ? N : K, ldb);
   auto C = at::zeros({M, ldc});
   return g_plan[key] = fastest(beta ? 2 : 3, [&](int k) {

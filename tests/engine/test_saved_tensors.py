@@ -1,0 +1,131 @@
+"""What a graph keeps for its backward: every backend saves it through save_for_backward, so that saved-tensor
+hooks see it, torch.utils.checkpoint drops it, backward frees it, and the gradients use what forward saw; and
+the native engine's recycled buffers and GEMM plans stay bounded when shapes vary."""
+
+import os
+import random
+
+import pytest
+import torch
+
+from rnnkit import CELLS, Recurrent
+from rnnkit.engine import native
+
+BACKENDS = ["autograd", "python", "native"]
+needs_native = pytest.mark.skipif(
+    native.unsupported(CELLS["lstm"], torch.zeros(1)) is not None,
+    reason=f"native backend unavailable: {native._reason}",
+)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("cell", ["lstm", "gru", "leaky"])
+def test_hooks_that_save_copies_keep_the_weights_of_forward(cell, backend):
+    """A saved-tensor hook that stores copies (offloading, compression), then the weights changed in place
+    before backward (an optimizer step): the gradient is the one at forward's weights, as autograd's own graph
+    and torch.nn give it (python and native read the module's weights as they were at backward: 0.19 off)."""
+
+    def grad(step):
+        torch.manual_seed(0)
+        layer = Recurrent(cell, 5, 7, backend=backend).double()
+        x = torch.randn(3, 12, 5, dtype=torch.float64)
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: t.clone(), lambda t: t):
+            loss = layer(x)[0].pow(2).sum()
+        if step:
+            with torch.no_grad():
+                for p in layer.parameters():
+                    p.mul_(1.5)
+        loss.backward()
+        return [p.grad for p in layer.parameters()]
+
+    for got, want in zip(grad(step=True), grad(step=False)):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["python", "native"])
+def test_the_loop_caches_go_through_save_for_backward(backend):
+    """Hooks see the states and caches (an LSTM's gates: T·B·4H numbers), and backward frees them while the
+    output lives on (they were attributes of the graph node: kept as long as the output, out of reach of
+    checkpointing)."""
+    T, B, H = 20, 4, 8
+    layer = Recurrent("lstm", 3, H, backend=backend)
+    seen = []
+
+    def pack(t):
+        seen.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out, _ = layer(torch.randn(B, T, 3))
+    assert sum(seen) >= T * B * 4 * H
+    node = out.grad_fn
+    while "Recurrence" not in type(node).__name__:  # past the layout copy after the loop
+        node = next(f for f, _ in node.next_functions if f is not None)
+    assert len(node.saved_tensors) > 2
+    out.sum().backward()
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        node.saved_tensors  # noqa: B018
+
+
+@needs_native
+def test_checkpointing_keeps_no_caches():
+    """Under torch.utils.checkpoint the loop's states and caches don't stay between forward and backward (they
+    did as attributes of the graph node: checkpointing saved no memory)."""
+    ext = native.load()
+    layer = Recurrent("lstm", 3, 64, backend="native")
+    x = torch.randn(16, 50, 3)
+    caches = 50 * 16 * 4 * 64 * 4  # bytes of an LSTM's gates alone
+    base = ext.pool_stats()[1]
+    out = layer(x)[0]
+    assert ext.pool_stats()[1] - base >= caches
+    del out
+    base = ext.pool_stats()[1]
+    out = torch.utils.checkpoint.checkpoint(lambda x: layer(x)[0], x, use_reentrant=False)
+    assert ext.pool_stats()[1] - base < caches / 2  # the output alone
+    out.sum().backward()
+    assert all(p.grad is not None for p in layer.parameters())
+
+
+@needs_native
+def test_recycled_buffers_stay_bounded_when_shapes_vary():
+    """The pool keeps at most 1.25x the most memory the loops used at once (at least 64 MB): shapes that vary
+    from call to call no longer pile up idle blocks of every size met (1.1 GB after 400 random shapes)."""
+    ext = native.load()
+    native.release_memory()
+    assert ext.pool_stats()[0] == 0
+    layer = Recurrent("lstm", 16, 256, backend="native")
+    random.seed(0)
+    met = 0
+    for _ in range(40):
+        B, T = random.randint(8, 24), random.randint(40, 120)
+        out, _ = layer(torch.randn(B, T, 16))
+        out.sum().backward()
+        met += T * B * 256 * 4 * 4  # the caches alone of this shape
+    idle, _, peak = ext.pool_stats()
+    assert 0 < idle <= max(64 << 20, peak + peak // 4)
+    if peak < met / 8:  # (a test before this one may have used more at once)
+        assert idle < met / 4
+    assert native.release_memory() == idle and ext.pool_stats()[0] == 0
+
+
+@needs_native
+def test_gemm_plans_are_kept_per_shape_class_and_timed_when_a_class_recurs():
+    """A new (T, B) no longer times three GEMM options (10-20x the call): sizes share a plan by eighths of an
+    octave, and a class is timed only on its third call."""
+    ext = native.load()
+    W = torch.randn(301, 37)
+
+    def mine():  # the plans of this test's projection: K = 37 and N = 301 occur nowhere else
+        return [k for k, _ in ext.gemm_plans() if k[1] == 320 and k[2] == 37]  # N = 301: class [289, 320]
+
+    ext.set_gemm("auto")
+    try:
+        for M in (3200, 3300):
+            native.project(torch.randn(M, 1, 37), W, None)
+        assert mine() == []  # two calls of one class: MKL, nothing timed
+        native.project(torch.randn(3250, 1, 37), W, None)
+        assert [k[0] for k in mine()] == [3328]  # the third: timed, for the class [3073, 3328]
+        native.project(torch.randn(3100, 1, 37), W, None)
+        assert len(mine()) == 1
+    finally:
+        ext.set_gemm(os.environ.get("RNNKIT_GEMM", "auto"))

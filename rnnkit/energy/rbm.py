@@ -195,7 +195,8 @@ class RBM(nn.Module):
         return -self._free_energy(x).mean().item() - log_Z
 
     def fit(self, data, config=None, generator=None, callback=None) -> "RBM":
-        """Train by CD-k or PCD-k (rbm_train.py); config: an RBMTrainConfig (scikit-learn's defaults)."""
+        """Train by CD-k or PCD-k (rbm_train.py); config: an RBMTrainConfig (by default the settings of
+        scikit-learn's RBM example: PCD-1, lr 0.06, batch 10, 10 epochs)."""
         config = rbm_train.RBMTrainConfig() if config is None else config
         if not isinstance(config, rbm_train.RBMTrainConfig):
             raise RnnkitError(

@@ -37,7 +37,7 @@ def refuse_jit_trace():
 
 class GradProbe:
     """Observes dL/dh_t: after backward, `probe.dh` is (T, B, H), the total gradient reaching h_t
-    at every step (time-major, as the engine runs). The gradient-flow diagnostics read it.
+    at every step (time-major, as the engine runs): how gradients vanish or explode over time (deck 002).
     Several backward passes accumulate in `probe.history`."""
 
     def __init__(self):

@@ -26,3 +26,30 @@ def test_cli_version_and_unknown_options_in_the_commands_words(capsys):
             main([*action, "--bogus"])
         err = capsys.readouterr().err
         assert f"usage: rnnkit {' '.join(action)}" in err and "error: unrecognized arguments: --bogus" in err
+
+
+@pytest.mark.parametrize(
+    "command, shown",
+    [
+        (["ngram", "train"], [r"--order ORDER\s+default: 5", r"--level \{char,word\}\s+default: char"]),
+        (["tfidf", "search"], [r"--top TOP\s+default: 10"]),
+        (["ising", "sweep"], [r"--update \{metropolis,heat-bath\}\s+default: metropolis"]),
+        (["ngram", "sample"], [r"--prime PRIME\s+text to start from\n"]),  # no "(default: )" for ""
+    ],
+)
+def test_help_shows_every_default(capsys, command, shown):
+    """Every option with a default shows it, also those without a help text of their own."""
+    import re
+
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    out = capsys.readouterr().out
+    for pattern in shown:
+        assert re.search(pattern, out), (pattern, out)
+
+
+@pytest.mark.parametrize("group", ["ngram", "tfidf", "hopfield", "rbm", "ising", "markov"])
+def test_a_group_without_its_action_names_it_so(capsys, group):
+    with pytest.raises(SystemExit):
+        main([group])
+    assert "required: ACTION" in capsys.readouterr().err

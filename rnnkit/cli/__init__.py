@@ -46,7 +46,29 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.add_commands(sub)
+    _show_defaults(parser)
     return parser
+
+
+def _show_defaults(parser):
+    """Every option's help ends with its default, where it has one and the help doesn't say it already (as
+    argparse's ArgumentDefaultsHelpFormatter, which skips options without a help text and shows None)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for p in action.choices.values():
+                _show_defaults(p)
+            continue
+        default, help = action.default, action.help or ""
+        if (
+            not action.option_strings
+            or help == argparse.SUPPRESS
+            or default in (None, False, "", argparse.SUPPRESS)
+            or isinstance(action, argparse._StoreConstAction | argparse._HelpAction | argparse._VersionAction)
+            or "default" in help
+        ):
+            continue
+        shown = str(default).replace("%", "%%")
+        action.help = f"{help} (default: {shown})" if help else f"default: {shown}"
 
 
 def _out_of_memory(e) -> str | None:

@@ -50,7 +50,9 @@ def add_commands(sub) -> None:
                    help="word2vec file format (default: guessed from the file)")  # fmt: skip
     p.set_defaults(func=cmd_neighbours)
 
-    ngram = sub.add_parser("ngram", help="n-gram language models").add_subparsers(dest="ngram", required=True)
+    ngram = sub.add_parser("ngram", help="n-gram language models").add_subparsers(
+        dest="ngram", required=True, metavar="ACTION"
+    )
     p = ngram.add_parser("train", help="count n-grams of a text file")
     p.add_argument("corpus")
     p.add_argument("--out", required=True, help="model file (.npz)")
@@ -98,7 +100,7 @@ def add_commands(sub) -> None:
     p.set_defaults(func=cmd_ngram_complete, _parser=p)
 
     tfidf = sub.add_parser("tfidf", help="TF-IDF index and search").add_subparsers(
-        dest="tfidf", required=True
+        dest="tfidf", required=True, metavar="ACTION"
     )
     p = tfidf.add_parser(
         "index", help="index documents: a folder of .txt files, or a file with one document a line"

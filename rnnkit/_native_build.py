@@ -90,18 +90,53 @@ def _wait_for_lock(what: str, name: str):
         time.sleep(0.5)
 
 
+@contextlib.contextmanager
+def _build_lock(what: str, name: str):
+    """Hold rnnkit's own lock on the extension's folder while torch builds or loads it: an flock, which the
+    system lets go when its process dies, however it dies. Whoever holds it knows that torch's `lock` file, if
+    there is one, is left over from a process killed inside torch's build or load (every live one holds this
+    lock too), and removes it at once instead of waiting STALE_LOCK_S for it. Without fcntl (Windows): the
+    wait by the lock file's age."""
+    try:
+        import fcntl
+    except ImportError:
+        _wait_for_lock(what, name)
+        yield
+        return
+    from torch.utils import cpp_extension
+
+    folder = cpp_extension._get_build_directory(name, False)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "rnnkit.lock"), "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            print(f"rnnkit: waiting for another process building {what}...", file=sys.stderr)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        left = os.path.join(folder, "lock")
+        if os.path.exists(left):
+            print(f"rnnkit: removing {left}, left by a process stopped while building or loading {what}",
+                  file=sys.stderr)  # fmt: skip
+            with contextlib.suppress(OSError):
+                os.unlink(left)
+        yield  # the flock goes with the file
+
+
 def build(what: str, name: str, compile_fn) -> tuple[object, str | None]:
     """(module, None) from `compile_fn()`, which builds extension `name`, or (None, reason) when switched off or
     it cannot build. A first build takes a minute: it says so."""
     if os.environ.get("RNNKIT_NATIVE", "1") == "0":
         return None, "switched off by RNNKIT_NATIVE=0"
-    _wait_for_lock(what, name)
-    if not is_built(name):
-        print(f"rnnkit: compiling {what} once (about a minute; cached for later runs)...", file=sys.stderr)
     try:
-        # the build's own warnings are not the user's business
-        with warnings.catch_warnings(), _ninja_on_path():
-            warnings.simplefilter("ignore")
-            return compile_fn(), None
-    except Exception as e:  # no compiler, no ninja, unsupported platform, ...
+        with _build_lock(what, name):
+            if not is_built(name):
+                print(
+                    f"rnnkit: compiling {what} once (about a minute; cached for later runs)...",
+                    file=sys.stderr,
+                )
+            # the build's own warnings are not the user's business
+            with warnings.catch_warnings(), _ninja_on_path():
+                warnings.simplefilter("ignore")
+                return compile_fn(), None
+    except Exception as e:  # no compiler, no ninja, unsupported platform, an unwritable cache, ...
         return None, f"could not build {what}: {type(e).__name__}: {str(e).splitlines()[0][:200]}"

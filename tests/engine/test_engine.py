@@ -165,6 +165,38 @@ def test_a_build_lock_left_by_a_killed_build_is_waited_for_then_removed(tmp_path
     )
 
 
+def test_a_lock_left_by_a_killed_process_goes_at_once_and_a_live_builder_is_waited_for(
+    tmp_path, monkeypatch, capsys
+):
+    """rnnkit's own flock on the build folder: a process killed inside torch's build or load (SIGKILL, SIGPIPE
+    from `| head`) left torch's `lock` behind and every later process waited 10 minutes; the system lets go of
+    a dead process's flock, so the next one knows at once. A live builder holds it: waited for."""
+    import subprocess
+    import sys
+    import time
+
+    from rnnkit import _native_build
+
+    pytest.importorskip("fcntl")
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    folder = tmp_path / "some_ext"
+    folder.mkdir()
+    (folder / "lock").touch()  # fresh: the age rule would have waited for it
+    with _native_build._build_lock("the test extension", "some_ext"):
+        assert not (folder / "lock").exists()
+    assert "removing" in capsys.readouterr().err
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); print(flush=True); "
+        "time.sleep(0.8)"), str(folder / "rnnkit.lock")], stdout=subprocess.PIPE)  # fmt: skip
+    holder.stdout.readline()  # it holds the lock
+    t0 = time.perf_counter()
+    with _native_build._build_lock("the test extension", "some_ext"):
+        waited = time.perf_counter() - t0
+    holder.wait()
+    holder.stdout.close()
+    assert waited >= 0.3 and "waiting for another process building" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("backend", ["autograd", "python", "native"])
 def test_run_checks_what_it_is_given(backend):
     """engine.run called by hand: a wrong input is one line before any loop runs. A mask (T, B) was read over

@@ -352,6 +352,8 @@ class Recurrent(nn.Module):
         if lengths is None:
             return None
         lengths = torch.as_tensor(lengths)
+        if lengths.shape == (0,) and B == 0:  # [] for an empty batch: as_tensor makes it float
+            lengths = lengths.long()
         if lengths.shape != (B,) or lengths.is_floating_point() or lengths.dtype == torch.bool:
             raise RnnkitError(
                 f"lengths must be an integer tensor of shape ({B},), got {lengths.dtype} {tuple(lengths.shape)}"
@@ -460,12 +462,15 @@ class Recurrent(nn.Module):
     def _load_torch_state_dict(self, module, state_dict, prefix, *_):
         """load_state_dict pre-hook: a state_dict of the torch.nn.RNN/LSTM/GRU that `to_torch` gives (keys
         weight_ih_l0, ...) loads too, its keys renamed to this layer's (cells.0.W_xh, ...)."""
-        if self.cells[0].torch_mode is None or not any(
-            k.startswith(prefix + "weight_ih_l0") for k in state_dict
-        ):
+        if self.cells[0].torch_mode is None:
+            return
+        torch_names = list(self._torch_names())
+        if not any(
+            prefix + name in state_dict for name, _ in torch_names
+        ):  # any of them (strict=False: a part)
             return
         ours = {id(p): name for name, p in self.named_parameters()}
-        for name, p in self._torch_names():
+        for name, p in torch_names:
             if prefix + name in state_dict and prefix + ours[id(p)] not in state_dict:
                 state_dict[prefix + ours[id(p)]] = state_dict.pop(prefix + name)
 

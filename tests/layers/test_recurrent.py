@@ -328,6 +328,11 @@ def test_input_changed_in_place_before_backward_is_torchs_error(backend, name, c
         out.sum().backward()
 
 
+def test_lengths_of_an_empty_batch_may_be_an_empty_list():
+    out, _ = Recurrent("gru", 3, 4)(torch.zeros(0, 5, 3), lengths=[])
+    assert out.shape == (0, 5, 4)
+
+
 def test_torch_names_and_keywords():
     """What torch.nn code does with a layer: load an nn.LSTM state_dict, call with input=/hx=, reset_parameters."""
     torch.manual_seed(0)
@@ -339,6 +344,13 @@ def test_torch_names_and_keywords():
     wrapped = torch.nn.Sequential(Recurrent("lstm", 3, 4, num_layers=2, bidirectional=True))
     wrapped.load_state_dict(torch.nn.Sequential(ref).state_dict())  # keys under a prefix too
     torch.testing.assert_close(wrapped[0](x)[0], ref(x)[0])
+    part = {
+        k: v for k, v in ref.state_dict().items() if "_l1" in k
+    }  # layer 1 only (was not renamed: no _l0 key)
+    fresh = Recurrent("lstm", 3, 4, num_layers=2, bidirectional=True)
+    missing, unexpected = fresh.load_state_dict(part, strict=False)
+    assert unexpected == [] and all(".0." in k or ".1." in k for k in missing)
+    torch.testing.assert_close(fresh.cells[2].W_xh, ref.weight_ih_l1)
     with pytest.raises(RnnkitError, match="not both"):
         layer(x, input=x)
     with pytest.raises(RnnkitError, match="no input"):

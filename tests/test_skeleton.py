@@ -35,6 +35,13 @@ def test_cli_version_and_unknown_options_in_the_commands_words(capsys):
         (["tfidf", "search"], [r"--top TOP\s+default: 10"]),
         (["ising", "sweep"], [r"--update \{metropolis,heat-bath\}\s+default: metropolis"]),
         (["ngram", "sample"], [r"--prime PRIME\s+text to start from\n"]),  # no "(default: )" for ""
+        (
+            ["rbm", "train"],
+            [
+                r"--momentum MOMENTUM\s+default: 0.0",
+                r"(?s)--visible \{bernoulli,gaussian\}\s+gaussian:.*?\(default: bernoulli\)",
+            ],
+        ),
     ],
 )
 def test_help_shows_every_default(capsys, command, shown):

@@ -122,7 +122,8 @@ class Cell(nn.Module):
             raise RnnkitError(f"{name}: x_t is {x_t.dtype}; give a floating-point tensor (e.g. x_t.float())")
         W = self.W_xh
         if x_t.device != W.device or (
-            x_t.dtype != W.dtype and not torch.is_autocast_enabled(x_t.device.type)
+            x_t.dtype != W.dtype
+            and not (torch.is_autocast_enabled(x_t.device.type) and {x_t.dtype, W.dtype} <= AUTOCAST_DTYPES)
         ):
             raise RnnkitError(f"{name}: x_t is {x_t.dtype} on {x_t.device} but the cell's weights are {W.dtype} "
                               f"on {W.device}; move one to the other (cell.to(x_t) or x_t.to(...))")  # fmt: skip
@@ -144,7 +145,9 @@ class Cell(nn.Module):
         autocast = torch.is_autocast_enabled(x_t.device.type)  # the step's ops cast, as in torch.nn's cells
 
         def clash(s):
-            return s.device != x_t.device or (s.dtype != x_t.dtype and not autocast)
+            return s.device != x_t.device or (
+                s.dtype != x_t.dtype and not (autocast and {s.dtype, x_t.dtype} <= AUTOCAST_DTYPES)
+            )
 
         if any(clash(s) for s in given):
             s = next(s for s in given if clash(s))
@@ -152,6 +155,9 @@ class Cell(nn.Module):
                 f"{name}: state is {s.dtype} on {s.device} but x_t is {x_t.dtype} on {x_t.device}"
             )
         return x_t, tuple(s[None] for s in given) if unbatched else given
+
+
+AUTOCAST_DTYPES = {torch.float32, torch.float16, torch.bfloat16}  # what torch.autocast casts between
 
 
 def plain_ops_only():

@@ -62,9 +62,12 @@ def _show_defaults(parser):
         if (
             not action.option_strings
             or help == argparse.SUPPRESS
-            or default in (None, False, "", argparse.SUPPRESS)
+            or default is None
+            or default is False
+            or default == ""
+            or default == argparse.SUPPRESS
             or isinstance(action, argparse._StoreConstAction | argparse._HelpAction | argparse._VersionAction)
-            or "default" in help
+            or "default:" in help
         ):
             continue
         shown = str(default).replace("%", "%%")

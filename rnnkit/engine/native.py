@@ -93,8 +93,7 @@ def release_memory() -> int:
     """Hand every idle recycled buffer back to the system (as torch.cuda.empty_cache does for its cache); returns
     the bytes released. The pool keeps at most 1.25x the most memory the loops used at once (csrc/pool.h), so
     this is for a process that ran a big model and goes on with other work."""
-    ext = load()
-    return 0 if ext is None else ext.release_memory()
+    return 0 if _ext is None else _ext.release_memory()  # nothing to release before the extension has run
 
 
 def _plain(*tensors):

@@ -97,6 +97,13 @@ def _param_grads(cell, P, dpres, us, G, dextras):
     return grads
 
 
+def _flat_tuples(caches):
+    """Whether every step's cache is a tuple of tensors (or None) of one length: what save_for_backward takes."""
+    lengths = {len(c) if isinstance(c, tuple) else -1 for c in caches}
+    tensors = all(c is None or isinstance(c, torch.Tensor) for cache in caches for c in cache)
+    return len(lengths) <= 1 and -1 not in lengths and tensors
+
+
 class PythonRecurrence(torch.autograd.Function):
     """hs, *state_T = f(xw, *state_0, *P) with the hand-written backward above."""
 
@@ -105,23 +112,16 @@ class PythonRecurrence(torch.autograd.Function):
         state0, P = tensors[:n_state], tensors[n_state:]
         keep = torch.is_grad_enabled() or any(ctx.needs_input_grad[5:])
         hs, state, caches, us = forward_loop(cell, xw, state0, P, mask, reverse, keep=keep)
-        ctx.cell, ctx.mask, ctx.reverse, ctx.probe, ctx.n_state, ctx.shape = (
-            cell,
-            mask,
-            reverse,
-            probe,
-            n_state,
-            hs.shape,
-        )
+        ctx.cell, ctx.mask, ctx.reverse, ctx.probe, ctx.n_state = cell, mask, reverse, probe, n_state
+        ctx.shape, ctx.n_tensors, ctx.n_us = hs.shape, len(tensors), len(us) if keep else 0
         # the inputs (for higher-order gradients; the parameters as the loop read them) and every step's cache, all
         # through save_for_backward: freed once backward has run, seen by saved-tensor hooks (save_on_cpu,
-        # torch.utils.checkpoint), and checked for in-place changes when unpacked (below)
-        flat = [c for cache in caches for c in cache] if keep else []
-        ctx.n_tensors, ctx.n_us, ctx.per_step = (
-            len(tensors),
-            len(us) if keep else 0,
-            len(flat) // max(len(caches), 1),
-        )
+        # torch.utils.checkpoint), and checked for in-place changes when unpacked (below). A cell of the user's
+        # own whose caches are not flat tuples of tensors, one length every step, keeps them as they are.
+        flat_ok = keep and _flat_tuples(caches)
+        ctx.caches = caches if keep and not flat_ok else None
+        flat = [c for cache in caches for c in cache] if flat_ok else []
+        ctx.per_step = len(flat) // max(len(caches), 1)
         ctx.save_for_backward(saved_input(ctx, xw), *tensors, *(us if keep else ()), *flat)
         return (hs, *(s.clone() for s in state))  # clones: the caches may hold the same tensors
 
@@ -133,7 +133,9 @@ class PythonRecurrence(torch.autograd.Function):
         xw, *rest = ctx.saved_tensors
         n, k = ctx.n_tensors, ctx.per_step
         tensors, us, flat = rest[:n], rest[n : n + ctx.n_us], rest[n + ctx.n_us :]
-        caches = [tuple(flat[i : i + k]) for i in range(0, len(flat), k)]
+        caches = ctx.caches or (
+            [tuple(flat[i : i + k]) for i in range(0, len(flat), k)] if k else [()] * ctx.shape[0]
+        )
         cell, P = ctx.cell, tensors[ctx.n_state :]
         if dhs is None:
             dhs = us[0].new_zeros(ctx.shape)

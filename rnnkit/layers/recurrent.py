@@ -23,7 +23,7 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.cells import CELLS, LSTMP
-from rnnkit.cells._base import affine_input
+from rnnkit.cells._base import AUTOCAST_DTYPES, affine_input
 from rnnkit.engine import BACKENDS, GradProbe, refuse_jit_trace, resolve_backend, run
 from rnnkit.errors import RnnkitError
 
@@ -36,6 +36,12 @@ def _input_affine(cell):
     mro = type(cell).__mro__
     owner = {name: next(k for k in mro if name in vars(k)) for name in ("project_input", "input_affine")}
     return cell.input_affine() if issubclass(owner["input_affine"], owner["project_input"]) else None
+
+
+def _autocast_casts(a, b):
+    """Whether torch.autocast is on and casts between the dtypes of a and b (float32, float16, bfloat16: the
+    loop runs in its weights' dtype, see engine._no_autocast); float64 meets a one-line error as without it."""
+    return torch.is_autocast_enabled(a.device.type) and {a.dtype, b.dtype} <= AUTOCAST_DTYPES
 
 
 def _check_cond_type(cond):
@@ -250,14 +256,15 @@ class Recurrent(nn.Module):
                     dict(xbias=b, raw_tail=raw),
                 )
             return project(xs, W, b, cell.tanh_tail, ident), P, {}
-        xw = cell.project_input(xs)
-        affine = _input_affine(cell)
+        affine = _input_affine(cell) if affine is None else affine
+        if affine is None:  # a projection of the cell's own: rebuilt from xw itself (saved_input)
+            return cell.project_input(xs), P, {}
+        W, b = affine
+        tail, ident = cell.tanh_tail, cell.input_identity
+        xw = affine_input(xs, W, b, tail, ident)  # cell.project_input(xs), its weights taken once
         # higher-order gradients (engine.reference): xw again from the tensors of THIS call, not from the cell's
         # attributes at backward time (functional_call has put the module's own back by then)
-        if affine is not None:
-            W, b = affine
-            tail, ident = cell.tanh_tail, cell.input_identity
-            xw._rnnkit_rebuild = lambda: affine_input(xs, W, b, tail, ident)
+        xw._rnnkit_rebuild = lambda: affine_input(xs, W, b, tail, ident)
         return xw, P, {}
 
     def _forward_unbatched(self, x, state, lengths, cond, probe):
@@ -342,7 +349,7 @@ class Recurrent(nn.Module):
         w = self.cells[0].W_xh
         if x.device != w.device:
             raise RnnkitError(f"input is on {x.device} but the layer's weights are on {w.device}; move one")
-        if x.dtype != w.dtype and not torch.is_autocast_enabled(x.device.type):  # autocast: the loop casts
+        if x.dtype != w.dtype and not _autocast_casts(x, w):
             raise RnnkitError(f"input dtype {x.dtype} differs from the weights' {w.dtype}; convert one")
         if x.shape[1 if self.batch_first else 0] == 0:
             raise RnnkitError(f"input has no time steps: shape {tuple(x.shape)} {layout}")
@@ -383,9 +390,7 @@ class Recurrent(nn.Module):
             if cond is None or cond.shape != (B, self.cond_size):
                 got = None if cond is None else tuple(cond.shape)
                 raise RnnkitError(f"cond must have shape ({B}, {self.cond_size}), got {got}")
-            if cond.device != xs.device or (
-                cond.dtype != xs.dtype and not torch.is_autocast_enabled(xs.device.type)
-            ):
+            if cond.device != xs.device or (cond.dtype != xs.dtype and not _autocast_casts(cond, xs)):
                 raise RnnkitError(f"cond is {cond.dtype} on {cond.device} but input is {xs.dtype} on {xs.device}; "
                                   "convert one")  # fmt: skip
         if state is None:
@@ -405,9 +410,7 @@ class Recurrent(nn.Module):
                 raise RnnkitError(
                     f"state {name} must have shape (num_layers*dirs, B, {width}) = {shape}, got {tuple(s.shape)}"
                 )
-            if s.device != xs.device or (
-                s.dtype != xs.dtype and not torch.is_autocast_enabled(xs.device.type)
-            ):
+            if s.device != xs.device or (s.dtype != xs.dtype and not _autocast_casts(s, xs)):
                 raise RnnkitError(f"state is {s.dtype} on {s.device} but input is {xs.dtype} on {xs.device}")
         return tuple(state)
 

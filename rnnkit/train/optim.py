@@ -42,6 +42,8 @@ def clip_gradients(params, clip_norm: float, clip_value: float) -> float:
     gradients are then left as they are, not scaled by a NaN factor)."""
     params = [p for p in params if p.grad is not None]
     norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    if not torch.isfinite(norm):  # the float32 sum of squares overflows from gradients of about 1e19 on
+        norm = torch.nn.utils.get_total_norm([p.grad.double() for p in params])
     if not torch.isfinite(norm):
         return float(norm)
     if clip_norm > 0:

@@ -332,3 +332,15 @@ def test_save_checkpoint_refuses_what_loading_would_refuse(tmp_path):
         tmp_path / "c.pt", {"x": torch.zeros(2), "cfg": RunConfig().to_dict(), "t": (1, 2.0, None)}
     )
     assert load_checkpoint(tmp_path / "c.pt")["t"] == (1, 2.0, None)
+
+
+def test_clipping_by_value_survives_gradients_whose_float32_norm_overflows():
+    """min-char-rnn clips by value only: gradients of 1e19 are finite, clamped to ±5, though their float32 sum
+    of squares overflows (the run stopped on an inf norm); the norm comes from float64 then."""
+    from rnnkit.train.optim import clip_gradients
+
+    p = torch.nn.Parameter(torch.zeros(1000))
+    p.grad = torch.full((1000,), 1e19)
+    norm = clip_gradients([p], clip_norm=0.0, clip_value=5.0)
+    assert math.isfinite(norm) and abs(norm / (1e19 * 1000**0.5) - 1) < 1e-6
+    assert torch.equal(p.grad, torch.full((1000,), 5.0))

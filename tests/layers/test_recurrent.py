@@ -439,3 +439,12 @@ def test_saturated_gates_have_zero_derivative(cell):
         out.sum().backward()
         grads[backend] = layer.cells[0].W_xh.grad
     torch.testing.assert_close(grads["native"], grads["autograd"], rtol=0, atol=1e-6)
+
+
+def test_autocast_still_refuses_float64_in_one_line():
+    """autocast casts between float32, float16 and bfloat16; a float64 input stays a one-line error."""
+    with (
+        torch.autocast("cpu", dtype=torch.bfloat16),
+        pytest.raises(RnnkitError, match="input dtype torch.float64"),
+    ):
+        Recurrent("lstm", 3, 4)(torch.randn(2, 5, 3, dtype=torch.float64))

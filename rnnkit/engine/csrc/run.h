@@ -75,7 +75,6 @@ enum class GemmMode { Auto, Blas, Dnnl, Packed, Own };
 inline GemmMode g_gemm_mode = GemmMode::Auto;
 using GemmKey = std::array<int64_t, 10>;
 inline std::map<GemmKey, int> g_plan;  // shape -> the fastest option
-inline std::map<GemmKey, int> g_seen;  // shape class -> calls so far, until it is timed (gemm_plan)
 inline std::mutex g_plan_mutex;
 inline constexpr int64_t kSmall = int64_t(1) << 18;  // multiply-adds below which plain BLAS always wins
 }  // namespace native_ext
@@ -160,10 +159,9 @@ at::Tensor timing_operand(int64_t rows, int64_t cols) {
 //
 // The plan is kept per shape class, not per exact shape: sizes above 256 are rounded up to eighths of an octave
 // (3200 and 3300 share one), as the sizes that follow the data (T·B) vary from batch to batch, and timing three
-// options afresh for every new (T, B) made each new shape's call 10-20x slower. And a class is timed only when
-// it comes back a third time (until then MKL runs it): a training loop's shapes recur at once, while shapes that
-// come and go (random lengths) are never worth three options' timing. The shape met then is timed as it is; one
-// of more than 2^32 multiply-adds on a part of its longest side.
+// options afresh for every new (T, B) made each new shape's call 10-20x slower. The first shape of a class is
+// timed as it is (one of more than 2^32 multiply-adds on a part of its longest side), and every call of the
+// class runs the plan found, from the first on: the same input gives the same bits every time.
 inline int64_t plan_class(int64_t d) {
   if (d <= 256) return d;
   const int64_t step = int64_t(1) << (63 - __builtin_clzll(uint64_t(d)) - 3);
@@ -179,8 +177,6 @@ inline int gemm_plan(bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_t 
   std::lock_guard<std::mutex> lock(g_plan_mutex);
   auto it = g_plan.find(key);
   if (it != g_plan.end()) return it->second;
-  if (++g_seen[key] < 3) return 0;
-  g_seen.erase(key);
   constexpr double kTimeCap = 4294967296.0;  // 2^32 multiply-adds
   const double work = double(M) * double(N) * double(K);
   if (work > kTimeCap) {  // lds stay: a shorter side still fits in them

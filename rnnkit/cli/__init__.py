@@ -124,6 +124,11 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # the reader went away (`rnnkit sample ... | head`): not an error of ours
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (no second error when Python flushes stdout at exit)
         return 0
+    except OSError as e:  # the machine's, not the input's: a full disk, a path it can't write or read
+        where = f": {e.filename}" if e.filename else ""
+        print(f"rnnkit: error: {e.strerror or e}{where}; check the path, its permissions and the free space "
+              "(files written before are left as they were)", file=sys.stderr)  # fmt: skip
+        return 2
 
 
 if __name__ == "__main__":

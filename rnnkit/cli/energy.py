@@ -15,6 +15,7 @@ import math
 
 import torch
 
+from rnnkit._io import write_text
 from rnnkit.cli import out_folder
 from rnnkit.energy._checks import as_spins, fraction, positive_float, positive_int
 from rnnkit.errors import RnnkitError
@@ -203,7 +204,7 @@ def hopfield_capacity(args) -> None:
         print(f"N={c['N']}: half recalled at P/N={show(c['recalled_half'])} (α_c={c['alpha_c']}), half "
               f"perfect at {show(c['perfect_half'])} (1/(2 ln N)={c['perfect_bound']:.3f}), "
               f"overlap 1/2 at {show(c['overlap_half'])}")  # fmt: skip
-    (out / "capacity.json").write_text(json.dumps({"rows": rows, "crossings": summary}, indent=1))
+    write_text(out / "capacity.json", json.dumps({"rows": rows, "crossings": summary}, indent=1))
     _wrote(out / "capacity.json")
     _wrote(plots.capacity_figure(rows, out / "capacity.png"))
 

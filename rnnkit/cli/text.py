@@ -5,6 +5,7 @@ import math
 import pathlib
 from dataclasses import asdict
 
+from rnnkit._io import write_text
 from rnnkit.cli import out_folder
 from rnnkit.errors import RnnkitError
 
@@ -258,7 +259,7 @@ def cmd_word2vec(args) -> int:
     w2v.fit(sentences, progress=True)
     w2v.wv.save(out / "vectors.txt")
     w2v.wv.save(out / "vectors.bin", binary=True)
-    (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    write_text(out / "config.json", json.dumps(asdict(config), indent=2))
     print(f"{len(w2v.vocab):,} words x {config.dimension:,} dimensions -> {out}/vectors.txt, vectors.bin")
     return 0
 
@@ -396,7 +397,7 @@ def cmd_tfidf_index(args) -> int:
     index = TfidfIndex(config).fit(texts, progress=True)
     index.save(args.out)
     docs = [{"name": n, "preview": t[:100].replace("\n", " ")} for n, t in zip(names, texts)]
-    (pathlib.Path(args.out) / "documents.json").write_text(json.dumps(docs, ensure_ascii=False))
+    write_text(pathlib.Path(args.out) / "documents.json", json.dumps(docs, ensure_ascii=False))
     print(
         f"{len(texts):,} document{'s' if len(texts) != 1 else ''}, {len(index.terms):,} terms -> {args.out}"
     )
@@ -411,6 +412,9 @@ def cmd_tfidf_search(args) -> int:
     path = pathlib.Path(args.index) / "documents.json"
     try:
         docs = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(docs, list) or len(docs) != index.matrix.shape[0]:
+            raise ValueError(f"it lists {len(docs) if isinstance(docs, list) else 'no'} documents for the "
+                             f"index's {index.matrix.shape[0]}")  # fmt: skip
     except (OSError, ValueError) as e:
         reason = getattr(e, "strerror", None) or e
         raise RnnkitError(

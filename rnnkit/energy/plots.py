@@ -8,6 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import torch  # noqa: E402
 
+from rnnkit._io import save_figure  # noqa: E402
 from rnnkit.energy.capacity import ALPHA_C  # noqa: E402
 
 
@@ -21,7 +22,7 @@ def image_shape(units: int, shape=None) -> tuple:
 
 def _save(fig, path) -> str:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return str(path)
 

@@ -28,6 +28,7 @@ import zlib
 import numpy as np
 from tqdm import tqdm
 
+from rnnkit._io import atomic_open
 from rnnkit.errors import RnnkitError
 from rnnkit.text.lmscore import LMScore, pick_next
 from rnnkit.text.vocab import UNK, Vocabulary, tokenize
@@ -288,7 +289,8 @@ class NGramLM:
             k: getattr(self, k) for k in ("n", "smoothing", "k", "discount", "level", "lower", "min_freq")
         }
         meta["vocab"] = self.vocab.to_dict()
-        np.savez_compressed(path, meta=np.array(json.dumps(meta)), **arrays)
+        with atomic_open(path, "wb") as f:  # a failed write leaves the old model as it was
+            np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays)
 
     @classmethod
     def load(cls, path) -> "NGramLM":

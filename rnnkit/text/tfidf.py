@@ -13,6 +13,7 @@ scikit-learn's `TfidfVectorizer`'s.
 import json
 import numbers
 import pathlib
+import zipfile
 from collections import Counter
 from dataclasses import asdict, dataclass
 
@@ -21,6 +22,7 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 from tqdm import tqdm
 
+from rnnkit._io import atomic_open, write_text
 from rnnkit.errors import RnnkitError
 from rnnkit.text.vocab import word_tokenize
 
@@ -146,9 +148,10 @@ class TfidfIndex:
     def save(self, directory) -> None:
         d = pathlib.Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        sp.save_npz(d / "tfidf.npz", self.matrix)
+        with atomic_open(d / "tfidf.npz", "wb") as f:  # each file whole or the old one (rnnkit._io)
+            sp.save_npz(f, self.matrix)
         meta = {"config": asdict(self.config), "terms": self.terms, "idf": self.idf.tolist()}
-        (d / "index.json").write_text(json.dumps(meta))
+        write_text(d / "index.json", json.dumps(meta))
 
     @classmethod
     def load(cls, directory) -> "TfidfIndex":
@@ -157,10 +160,12 @@ class TfidfIndex:
             meta = json.loads((d / "index.json").read_text())
             index = cls(TfidfConfig(**meta["config"]))
             index.matrix = sp.load_npz(d / "tfidf.npz").tocsr()
-        except (OSError, ValueError, KeyError, TypeError) as e:
+            index.terms, index.idf = meta["terms"], np.array(meta["idf"])
+            if index.matrix.shape[1] != len(index.terms) or len(index.idf) != len(index.terms):
+                raise ValueError(f"{index.matrix.shape[1]} columns for {len(index.terms)} terms")
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
             raise RnnkitError(
                 f"cannot read a TF-IDF index in {d}: {e}; build one with `rnnkit tfidf index`"
             ) from None
-        index.terms, index.idf = meta["terms"], np.array(meta["idf"])
         index.column = {t: j for j, t in enumerate(index.terms)}
         return index

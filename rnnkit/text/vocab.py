@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from numbers import Integral
 
+from rnnkit._io import write_text
 from rnnkit.errors import RnnkitError
 
 UNK = "<unk>"
@@ -123,7 +124,7 @@ class Vocabulary:
         return vocab
 
     def save(self, path) -> None:
-        pathlib.Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False))
+        write_text(path, json.dumps(self.to_dict(), ensure_ascii=False))
 
     @classmethod
     def load(cls, path) -> "Vocabulary":

@@ -14,6 +14,7 @@ import pathlib
 import numpy as np
 from scipy.stats import spearmanr
 
+from rnnkit._io import atomic_open
 from rnnkit.errors import RnnkitError
 
 
@@ -117,7 +118,7 @@ class WordVectors:
     # ---- word2vec formats ---------------------------------------------------------------------------
     def save(self, path, binary: bool = False) -> None:
         V, E = self.vectors.shape
-        with open(path, "wb") as f:
+        with atomic_open(path, "wb") as f:  # a failed write leaves the old file as it was
             f.write(f"{V} {E}\n".encode())
             for w, x in zip(self.words, self.vectors):
                 if binary:

@@ -9,17 +9,14 @@ Ctrl-C never leaves a half-written checkpoint.
      "model": state_dict, "optimizer": state_dict, "progress": {...}, "carry": [tensors], "rng": tensor}
 """
 
-import os
 import pathlib
-import tempfile
 import zipfile
 
 import torch
 
+from rnnkit._io import atomic_open
 from rnnkit.errors import RnnkitError
 
-UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it), then put back
-os.umask(UMASK)
 FORMAT = "rnnkit-charlm"
 VERSION = 1
 
@@ -51,17 +48,8 @@ def save_checkpoint(path, payload: dict):
     if not path.parent.is_dir():
         raise RnnkitError(f"cannot write {path}: folder {path.parent} does not exist; create it first")
     payload = {"format": FORMAT, "version": VERSION, **payload}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes it owner-only; as any other file of the run
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_open(path, "wb") as f:  # a temporary file, then a rename: the old checkpoint stays until then
+        torch.save(payload, f)
 
 
 def resolve(run) -> pathlib.Path:

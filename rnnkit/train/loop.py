@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from rnnkit._io import write_text
 from rnnkit.data.bptt import StreamBatches, eval_streams, split
 from rnnkit.data.corpus import load_corpus
 from rnnkit.engine import native
@@ -205,8 +206,8 @@ def _train(cfg, out, resume, force, dry_run, log):
         ) from None
     progress.corpus_id = corpus_id
     clear_out(out, force)
-    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-    (out / "vocab.json").write_text(json.dumps(chars, ensure_ascii=False) + "\n")
+    write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+    write_text(out / "vocab.json", json.dumps(chars, ensure_ascii=False) + "\n")
     n_params = sum(p.numel() for p in model.parameters())
     log(
         f"corpus {corpus.name}: {len(corpus.tokens):,} chars, vocabulary {len(chars)} (ln V = {math.log(len(chars)):.3f}); "

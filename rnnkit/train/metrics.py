@@ -4,6 +4,8 @@ import csv
 import math
 import pathlib
 
+from rnnkit._io import atomic_open, save_figure
+
 FIELDS = ["step", "epoch", "wall_s", "lr", "train_loss", "val_loss", "val_bpc", "chars_per_s"]
 LN2 = math.log(2)
 
@@ -14,10 +16,9 @@ class MetricsLog:
     def __init__(self, path, resume_step: int | None = None):
         self.path = pathlib.Path(path)
         rows = []
-        if resume_step is not None and self.path.exists():
-            with open(self.path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
-        with open(self.path, "w", newline="") as f:
+        if resume_step is not None and self.path.is_file():
+            rows = [r for r in read_metrics(self.path) if int(r["step"]) <= resume_step]
+        with atomic_open(self.path, "w", newline="") as f:  # a failed write leaves the old rows
             writer = csv.DictWriter(f, FIELDS)
             writer.writeheader()
             writer.writerows(rows)
@@ -37,8 +38,22 @@ def _fmt(v):
 
 
 def read_metrics(path) -> list:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    """The rows of metrics.csv that are whole: a row cut short (a full disk, a kill while writing it) or
+    otherwise damaged is left out, so that a resumed run still plots and continues."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        return [r for r in csv.DictReader(f) if _whole(r)]
+
+
+def _whole(row) -> bool:
+    try:
+        int(row["step"])
+        if any(v is None for v in row.values()):  # fields missing at the end of a row cut short
+            return False
+        for k in ("wall_s", "train_loss", "val_loss"):
+            float(row[k] or 0)  # "" where nothing was measured
+        return True
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def plot_losses(rows: list, path):
@@ -63,5 +78,5 @@ def plot_losses(rows: list, path):
     axes[0].set_ylabel("loss (nats/char)")
     axes[0].legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)

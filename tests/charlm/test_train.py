@@ -344,3 +344,18 @@ def test_clipping_by_value_survives_gradients_whose_float32_norm_overflows():
     norm = clip_gradients([p], clip_norm=0.0, clip_value=5.0)
     assert math.isfinite(norm) and abs(norm / (1e19 * 1000**0.5) - 1) < 1e-6
     assert torch.equal(p.grad, torch.full((1000,), 5.0))
+
+
+def test_resume_survives_a_metrics_row_cut_short(tmp_path, corpus):
+    """A row cut short in metrics.csv (a full disk or a kill while it was written) is left out on resume; it
+    made every later resume fail at its first plot."""
+    quiet = lambda s: None  # noqa: E731
+    cfg = tiny_config(corpus, max_steps=10, eval_every=5)
+    train(cfg, tmp_path / "run", log=quiet)
+    path = tmp_path / "run" / "metrics.csv"
+    text = path.read_text()
+    path.write_text(text[: text.index("\n8,") + 4])  # rows 1-7, and row 8 cut after its step
+    cfg.train.max_steps = 12
+    assert train(cfg, tmp_path / "run", resume=True, log=quiet) == 0
+    steps = [r["step"] for r in read_metrics(path)]
+    assert steps == [str(s) for s in [*range(1, 8), *range(11, 13)]]

@@ -448,3 +448,43 @@ def test_ngram_train_refuses_an_empty_out(tmp_path, capsys):
     text.write_text("to be or not to be\n" * 20)
     assert main(["ngram", "train", str(text), "--out", ""]) == 2
     assert "--out is empty; give a file name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "first, again, written",
+    [
+        (["word2vec", "{c}", "--out", "{o}", "--dry-run"], ["--dimension", "30"], "vectors.txt"),
+        (["ngram", "train", "{c}", "--out", "{o}/m.npz", "-n", "2"], ["-n", "4"], "m.npz"),
+        (["tfidf", "index", "{c}", "--out", "{o}"], ["--stem"], "tfidf.npz"),
+    ],
+)
+def test_a_full_disk_leaves_the_old_files_and_says_so_in_one_line(tmp_path, corpus, capsys, monkeypatch, first,
+                                                                    again, written):  # fmt: skip
+    """A write that fails (a full disk, a file-size limit) leaves the files of the last run as they were (they
+    were truncated: word2vec's vectors, the n-gram model) and is one line naming the file (was a traceback)."""
+    import errno
+
+    from rnnkit import _io
+
+    out = tmp_path / "out"
+    args = [a.format(c=corpus, o=out) for a in first]
+    assert main(args) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(_io.os, "fsync", full)
+    capsys.readouterr()
+    assert main(args + again) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("rnnkit")]  # not the bars
+    assert len(err) == 1 and "No space left on device" in err[0] and written in err[0]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # and no temporary files left
+
+
+def test_tfidf_search_refuses_documents_of_another_index(tmp_path, corpus, capsys):
+    index = tmp_path / "idx"
+    assert main(["tfidf", "index", str(corpus), "--out", str(index)]) == 0
+    (index / "documents.json").write_text("[]")
+    assert main(["tfidf", "search", str(index), "cat"]) == 2
+    assert "lists 0 documents for the index's" in capsys.readouterr().err

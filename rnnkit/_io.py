@@ -1,0 +1,48 @@
+"""Files written whole or not at all: a temporary file in the same folder, then a rename over the target.
+
+A full disk, a file-size limit or a kill half-way leaves the old file as it was (word2vec's vectors, an n-gram
+model, a TF-IDF index, metrics.csv rewritten on resume, figures), never a truncated one that readers then
+call malformed. Checkpoints go the same way (rnnkit.train.checkpoint).
+"""
+
+import contextlib
+import os
+import pathlib
+import tempfile
+
+UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it), then put back
+os.umask(UMASK)
+
+
+@contextlib.contextmanager
+def atomic_open(path, mode: str = "w", **kw):
+    """open(path, mode) for writing, whose content replaces `path` only once the block ends without error."""
+    path = pathlib.Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **kw) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes it owner-only; as any other file the user writes
+        os.replace(tmp, path)
+    except OSError as e:
+        if e.filename is None:  # a failed write names no file: the one being written
+            e.filename = str(path)
+        raise
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text(path, text: str) -> None:
+    """pathlib.Path.write_text(text) (UTF-8), atomically."""
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def save_figure(fig, path, **kw) -> None:
+    """fig.savefig(path), atomically (the format from path's suffix, as savefig takes it)."""
+    path = pathlib.Path(path)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format=path.suffix.lstrip(".") or "png", **kw)

@@ -467,10 +467,8 @@ class Recurrent(nn.Module):
         weight_ih_l0, ...) loads too, its keys renamed to this layer's (cells.0.W_xh, ...)."""
         if self.cells[0].torch_mode is None:
             return
-        torch_names = list(self._torch_names())
-        if not any(
-            prefix + name in state_dict for name, _ in torch_names
-        ):  # any of them (strict=False: a part)
+        torch_names = list(self._torch_names())  # any part of them is renamed (strict=False)
+        if not any(prefix + name in state_dict for name, _ in torch_names):
             return
         ours = {id(p): name for name, p in self.named_parameters()}
         for name, p in torch_names:

@@ -71,20 +71,21 @@ def load_checkpoint(run) -> dict:
     path = resolve(run)
     if path.stat().st_size == 0 or not zipfile.is_zipfile(path):
         raise RnnkitError(
-            f"{path} is not an rnnkit checkpoint (corrupt, truncated or another format); retrain or use another file"
+            f"{path} is not an rnnkit checkpoint (corrupt, truncated or another format); {_instead(path)}"
         )
     damaged = _damaged_member(path)
     if damaged:
         raise RnnkitError(
             f"{path} is corrupt (the checksum of its {damaged} fails: changed on disk since it was written); "
-            "use the run's other checkpoint (best.pt or latest.pt) or retrain"
+            f"{_instead(path)}"
         )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for damaged or foreign files
         reason = _first_words(str(e)) or e.__class__.__name__
         raise RnnkitError(
-            f"{path} cannot be read as an rnnkit checkpoint ({reason}); it is corrupt or of another format"
+            f"{path} cannot be read as an rnnkit checkpoint ({reason}); it is corrupt or of another format; "
+            f"{_instead(path)}"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise RnnkitError(
@@ -99,6 +100,14 @@ def load_checkpoint(run) -> dict:
             f"{path} was made by a newer rnnkit (checkpoint format v{ckpt.get('version')}, this one reads up to v{VERSION}); upgrade rnnkit"
         )
     return ckpt
+
+
+def _instead(path) -> str:
+    """What to do about an unreadable checkpoint: the run's other one where it has one."""
+    other = {"best.pt": "latest.pt", "latest.pt": "best.pt"}.get(path.name)
+    if other and (path.parent / other).is_file():
+        return f"the run's other checkpoint may be whole: give {path.parent / other}"
+    return "retrain or use another file"
 
 
 def _damaged_member(path) -> str | None:

@@ -359,3 +359,15 @@ def test_resume_survives_a_metrics_row_cut_short(tmp_path, corpus):
     assert train(cfg, tmp_path / "run", resume=True, log=quiet) == 0
     steps = [r["step"] for r in read_metrics(path)]
     assert steps == [str(s) for s in [*range(1, 8), *range(11, 13)]]
+
+
+def test_an_unreadable_best_pt_points_to_latest_pt(tmp_path):
+    """A run folder whose best.pt is empty (a disk that filled as it was renamed in, a copy cut short) sends the
+    user to the run's latest.pt, which may be whole, instead of telling them to retrain."""
+    run = tmp_path / "run"
+    run.mkdir()
+    save_checkpoint(run / "latest.pt", {"config": "{}", "chars": "ab"})
+    (run / "best.pt").write_bytes(b"")
+    with pytest.raises(RnnkitError, match=r"other checkpoint may be whole: give .*latest\.pt"):
+        load_checkpoint(run)
+    assert load_checkpoint(run / "latest.pt")["chars"] == "ab"

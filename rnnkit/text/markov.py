@@ -6,7 +6,7 @@ States s_1 .. s_K, each emitting a symbol; a start distribution π_0 and a trans
 
 A string is allowed when some path emits it with every transition (and the start) of non-zero
 probability. The stationary distribution π solves π = π P, Σ π = 1 (the left eigenvector of P for
-eigenvalue 1).
+eigenvalue 1; for a chain with several closed classes, the long-run distribution from π_0).
 
 The two deck-004 machines are presets: `abe_machine()` (P(A | E) = 0.8, P(B | B) = 0) and
 `i_before_e_machine()` ("i" before "e", except after "c", over the alphabet {a, b, c, e, i}).
@@ -156,9 +156,23 @@ class MarkovChain:
         return np.array([e == symbol for e in self.emits], dtype=np.float64)
 
     def stationary(self) -> np.ndarray:
-        """π with π P = π, Σ π = 1: the eigenvector of P^T for the eigenvalue nearest 1."""
-        w, vecs = np.linalg.eig(self.P.T)
-        pi = np.real(vecs[:, np.argmin(np.abs(w - 1))])
+        """π with π P = π, Σ π = 1: the fraction of the time the chain spends in each state in the long run,
+        π = lim_n (1/n) Σ_{t<n} π_0 P^t.
+
+        An irreducible chain has only this one π, whatever π_0 (P^T's eigenvector for eigenvalue 1). A chain
+        with several closed classes of states (once in one, it never leaves) has many, and no eigenvector
+        picks the right one (a mixture of the classes with negative weights came back); π_0 picks it here:
+        each class's own π, weighted by the chance of ending up in that class. Computed as π_0 L^(2^60) for
+        the lazy chain L = (I + P) / 2, by 60 squarings: it has the same π, and no period, so its powers
+        converge to that limit.
+        """
+        L = (np.eye(len(self.states)) + self.P / self.P.sum(axis=1, keepdims=True)) / 2
+        for _ in range(60):
+            L, last = L @ L, L
+            L /= L.sum(axis=1, keepdims=True)  # stays stochastic: no drift over 2^60 steps
+            if np.array_equal(L, last):  # a chain that mixes fast is there in a few squarings
+                break
+        pi = self.start @ L
         return pi / pi.sum()
 
 

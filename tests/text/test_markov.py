@@ -34,6 +34,22 @@ def test_stationary_distribution_matches_a_long_simulation():
         np.testing.assert_allclose(visits, pi, atol=0.01)
 
 
+def test_stationary_distribution_of_a_chain_with_two_closed_classes():
+    """{a, d} and {b, c} never reach each other: eigenvalue 1 is double, and the eigenvector taken gave
+    [0.364, 0, 0, 0.636] whatever the start (for other tables, negative entries). The answer is the long-run
+    distribution from the start distribution."""
+    P = np.array([[0.3, 0.0, 0.0, 0.7], [0.0, 0.36, 0.64, 0.0], [0.0, 0.02, 0.98, 0.0], [0.4, 0.0, 0.0, 0.6]])
+    for start in ([0.25] * 4, [0.5, 0.0, 0.5, 0.0], [1.0, 0.0, 0.0, 0.0]):
+        pi = MarkovChain(list("abcd"), P, start=start).stationary()
+        x, total = np.array(start), np.zeros(4)
+        for _ in range(20_000):  # the Cesàro average of π_0 P^t
+            total, x = total + x, x @ P
+        np.testing.assert_allclose(pi, total / total.sum(), atol=1e-3)
+        assert (pi >= 0).all() and pi @ P == pytest.approx(pi)
+    periodic = MarkovChain(list("ab"), [[0.0, 1.0], [1.0, 0.0]], start=[1.0, 0.0])
+    np.testing.assert_allclose(periodic.stationary(), [0.5, 0.5])
+
+
 def test_estimate_recovers_the_table():
     m = abe_machine()
     learned = MarkovChain.estimate([m.sample(20_000, seed=2)])

@@ -272,18 +272,20 @@ def rbm_train(args) -> None:
         rbm.fit(x_train, cfg, g, log)
     except TrainingDiverged as e:
         raise _diverged(e, args.visible) from None
+    x_scored = x_test if gaussian else (x_test > 0.5).to(x_test.dtype)  # probabilities of binary digits
     if not gaussian:
-        pl = rbm.pseudo_likelihood((x_test > 0.5).float(), per_unit=True).mean().item()
+        pl = rbm.pseudo_likelihood(x_scored, per_unit=True).mean().item()
         print(f"pseudo-likelihood of binarised test digits: {pl:.4f} per pixel, {pl * 64:.2f} per image")
     chains, betas = (10, 50) if args.dry_run else (100, 2000)
     log_Z, err = ais.log_partition(rbm, chains, betas, x_train, g)
-    log_p = rbm.log_likelihood(x_test, log_Z)
+    log_p = rbm.log_likelihood(x_scored, log_Z)
     if not (math.isfinite(log_Z) and math.isfinite(log_p)):
         raise RnnkitError(
             f"the AIS estimate of log Z is {log_Z} (log-likelihood {log_p}): the weights grew too large "
             f"(largest |W| {rbm.W.abs().max().item():.3g}); try a lower --lr than {cfg.lr:g}"
         )
-    print(f"AIS log Z = {log_Z:.2f} ± {err:.2f}; test log-likelihood {log_p:.2f} per image")
+    scored = "test digits" if gaussian else "binarised test digits"
+    print(f"AIS log Z = {log_Z:.2f} ± {err:.2f}; log-likelihood of {scored} {log_p:.2f} per image")
     title = "RBM filters: rows of W (hidden x 64 pixels)"
     _wrote(plots.image_grid(rbm.W[:100], out / "filters.png", title, (8, 8), symmetric=True))
     _, means = rbm.sample(50, steps, generator=g)

@@ -189,8 +189,9 @@ class RBM(nn.Module):
 
     @torch.no_grad()
     def log_likelihood(self, v, log_Z=None) -> float:
-        """Mean log p(v) = -F(v) - log Z (a density for Gaussian visible units)."""
-        x = self.check(v)
+        """Mean log p(v) = -F(v) - log Z (a density for Gaussian visible units). Bernoulli data must be binary:
+        for grey values in (0, 1) -F(v) - log Z is the log-probability of nothing (binarise them first)."""
+        x = self.check(v, binary=self.visible == "bernoulli")
         log_Z = self.log_partition() if log_Z is None else log_Z
         return -self._free_energy(x).mean().item() - log_Z
 

@@ -23,6 +23,8 @@ def test_every_subcommand_runs_dry_and_writes_its_figures(command, tmp_path, cap
     for name in SMOKE[command]:
         assert (tmp_path / name).stat().st_size > 0
         assert f"wrote {tmp_path / name}" in out
+    if command == "rbm train":  # the log-likelihood of the digits its pseudo-likelihood scores, not grey ones
+        assert "log-likelihood of binarised test digits" in out
 
 
 def test_patterns_from_a_text_file(tmp_path, capsys):

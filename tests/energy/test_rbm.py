@@ -189,6 +189,7 @@ def test_transform_sample_and_scikit_learn_round_trip():
         lambda r: r.fit(torch.rand(20, 6) * 2),
         lambda r: r.fit(torch.rand(20, 5)),
         lambda r: r.pseudo_likelihood(torch.rand(3, 6)),
+        lambda r: r.log_likelihood(torch.rand(3, 6), 0.0),  # grey values: -F(v) - log Z of nothing
         lambda r: RBM(6, 0),
         lambda r: RBM(6, 3, visible="poisson"),
         lambda r: rbm_exact.exact_gradient(RBM(30, 3), torch.zeros(2, 30)),

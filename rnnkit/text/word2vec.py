@@ -11,6 +11,9 @@ Each word j has an input vector u_j (row j of U, V x E) and an output vector v_j
 Frequent words are subsampled: a word with count f among T keeps each occurrence with probability
 (sqrt(f / (sT)) + 1) · sT / f (word2vec.c's formula, threshold s). The window is drawn per centre
 word uniformly from 1..window, so near words count more. The learning rate decays linearly.
+CBOW with the mean follows the gradient exactly: each of the m context vectors moves by (1/m) dJ/dh.
+word2vec.c and gensim move each by the whole dJ/dh, so at the same learning rate rnnkit's context
+vectors move m times less for the same dJ/dh.
 
 Training is SGD over shuffled (centre, context) pairs with hand-written gradients, by one of two
 backends: "torch" takes minibatches (gather rows of U and V_out, compute the gradient of J, add it back

@@ -173,6 +173,11 @@ def train(cfg: RunConfig, out, resume=False, force=False, dry_run=False, log=pri
 
 
 def _train(cfg, out, resume, force, dry_run, log):
+    if resume and dry_run:  # its steps on a slice would land in the run, and its config replace the run's
+        raise RnnkitError(
+            "--dry-run with --resume would train the run on a slice of its corpus and rewrite its config; "
+            "resume without --dry-run (a dry run takes a new --out folder)"
+        )
     out = check_out(out, resume, force)
     ckpt = load_checkpoint(out / "latest.pt") if resume else None
     if dry_run:

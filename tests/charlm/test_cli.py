@@ -102,6 +102,17 @@ def test_resume_and_force_from_the_command_line(tmp_path, corpus, cli):
     assert code == 2 and "cannot change when resuming; only --data-dir, --eval-every" in err
 
 
+def test_a_dry_run_never_touches_a_run_it_would_resume(tmp_path, corpus, cli):
+    """--resume --dry-run trained the run on the dry run's slice (validating on training text) and wrote its
+    config (max_steps 4, sample_length 40) into config.json and the checkpoints, for every later resume."""
+    run = tmp_path / "run"
+    assert cli("train", corpus, "--out", run, *TINY, "--max-steps", "3")[0] == 0
+    files = {p.name: p.read_bytes() for p in run.iterdir()}
+    code, _, err = cli("train", "--out", run, "--resume", "--dry-run")
+    assert code == 2 and "--dry-run with --resume would train the run on a slice" in err
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == files
+
+
 def test_run_folder_without_validation_and_unmakeable(tmp_path, corpus, cli):
     """--val-frac 0 still plots the training loss; checkpoints are readable as the other run files; an --out
     that cannot be made (under a file) is one line."""

@@ -32,7 +32,7 @@ OPTION_HELP = {
     "--data-dir": "folder holding tinyshakespeare.txt (else $RNNKIT_DATA, the cache, a download)",
     "--clip-norm": "rescale the gradient above this norm (0: off)",
     "--clip-value": "clamp each gradient element to [-v, v] (0: off)",
-    "--lr-decay": "multiply the learning rate by this every epoch after --lr-decay-after",
+    "--lr-decay": "multiply the learning rate by this at the end of every epoch from --lr-decay-after on",
     "--max-steps": "0: no limit", "--max-epochs": "0: no limit", "--time-budget": "minutes of training; 0: no limit",
     "--eval-every": "steps between validations and checkpoints", "--sample-every": "steps between samples (0: never)",
     "--threads": "torch threads (0: torch's default)", "--seed": "random seed in [0, 2^32)",

@@ -1,7 +1,8 @@
 """Presets for `rnnkit train --preset NAME`: small dicts of overrides of the RunConfig defaults.
 
 min-char-rnn  Karpathy's 112-line gist (deck 002): vanilla tanh RNN, 100 units, one-hot input,
-              windows of 25, one stream, Adagrad 0.1, every gradient element clipped to [-5, 5]
+              windows of 25, one stream, Adagrad 0.1, every gradient element of the window's summed
+              loss clipped to [-5, 5]: rnnkit's loss is the mean over the 25 characters, so [-0.2, 0.2]
 char-rnn      karpathy/char-rnn's defaults: 2x128 LSTM, one-hot input, seq 50, batch 50,
               RMSprop 2e-3 (α 0.95), decay 0.97 per epoch after epoch 10, clip 5, 95/5 split, forget bias 1
 shakespeare   the best validation loss on Tiny Shakespeare in 20 minutes on a 2-core CPU
@@ -21,7 +22,7 @@ PRESETS = {
     "min-char-rnn": {
         "data": {"seq_len": 25, "batch_size": 1, "val_frac": 0.05},
         "model": {"cell": "rnn_tanh", "hidden_size": 100, "num_layers": 1, "embedding_size": 0},
-        "train": {"optimizer": "adagrad", "lr": 0.1, "clip_value": 5.0, "clip_norm": 0.0,
+        "train": {"optimizer": "adagrad", "lr": 0.1, "clip_value": 5.0 / 25, "clip_norm": 0.0,
                   "eval_every": 1000, "sample_every": 1000, "sample_temperature": 1.0},
     },
     "char-rnn": {
@@ -34,7 +35,7 @@ PRESETS = {
     "shakespeare": {
         "data": {"corpus": "shakespeare", "seq_len": 100, "batch_size": 32, "val_frac": 0.1},
         "model": {"cell": "lstm", "hidden_size": 512, "num_layers": 1, "embedding_size": 64, "dropout": 0.1},
-        "train": {"optimizer": "adam", "lr": 3e-3, "lr_decay": 0.85, "lr_decay_after": 2, "clip_norm": 1.0,
+        "train": {"optimizer": "adam", "lr": 3e-3, "lr_decay": 0.85, "lr_decay_after": 3, "clip_norm": 1.0,
                   "clip_value": 0.0, "time_budget": 20, "max_epochs": 0, "eval_every": 250, "sample_every": 1000,
                   "threads": 1},
     },

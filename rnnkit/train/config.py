@@ -29,7 +29,7 @@ class DataConfig:
 class TrainConfig:
     optimizer: str = "adam"  # adam | rmsprop (char-rnn) | adagrad (min-char-rnn) | sgd
     lr: float = 2e-3
-    lr_decay: float = 1.0  # multiply the learning rate by this after every epoch past lr_decay_after
+    lr_decay: float = 1.0  # multiply the rate by this at the end of every epoch from lr_decay_after on
     lr_decay_after: int = 10
     clip_norm: float = 0.0  # rescale the gradient if its norm exceeds this (0 = off)
     clip_value: float = 5.0  # clamp every gradient element to [-v, v] as char-rnn does (0 = off)

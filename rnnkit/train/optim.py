@@ -1,10 +1,13 @@
 """Optimisers, gradient clipping and the learning-rate schedule of char-rnn and min-char-rnn.
 
-adagrad (min-char-rnn):  m += g²;  θ -= lr g / sqrt(m + 1e-8)
-rmsprop (char-rnn):      m = α m + (1-α) g², α = 0.95;  θ -= lr g / sqrt(m + 1e-8)
+adagrad (min-char-rnn):  m += g²;  θ -= lr g / (sqrt(m) + 1e-8)                       (torch's Adagrad)
+rmsprop (char-rnn):      m = α m + (1-α) g², α = 0.95;  θ -= lr g / (sqrt(m) + 1e-8)   (as char-rnn's optim)
 clip by value (char-rnn, min-char-rnn): g = clamp(g, -v, v)
 clip by norm (deck 002): if ||g|| > c: g = g c / ||g||
-decay (char-rnn): lr_e = lr · decay^max(0, e - decay_after), e = epochs completed
+decay (char-rnn): at the end of every epoch k >= decay_after, lr *= decay; so after e epochs
+                  lr_e = lr · decay^max(0, e - max(decay_after, 1) + 1)
+min-char-rnn puts Adagrad's 1e-8 inside the root, sqrt(m + 1e-8): an element whose gradients are far below
+1e-4 moves by about lr · |g| / 1e-4 there and by up to lr here, in the first steps; otherwise the two agree.
 """
 
 import torch
@@ -55,7 +58,9 @@ def clip_gradients(params, clip_norm: float, clip_value: float) -> float:
 
 
 def lr_at_epoch(cfg, epoch: int) -> float:
-    return cfg.lr * cfg.lr_decay ** max(0, epoch - cfg.lr_decay_after)
+    """The learning rate after `epoch` completed epochs: char-rnn decays at the end of every epoch from
+    lr_decay_after on (its check `epoch >= learning_rate_decay_after` after the epoch's last step)."""
+    return cfg.lr * cfg.lr_decay ** max(0, epoch - max(cfg.lr_decay_after, 1) + 1)
 
 
 def set_lr(optimizer, lr: float):

@@ -371,3 +371,28 @@ def test_an_unreadable_best_pt_points_to_latest_pt(tmp_path):
     with pytest.raises(RnnkitError, match=r"other checkpoint may be whole: give .*latest\.pt"):
         load_checkpoint(run)
     assert load_checkpoint(run / "latest.pt")["chars"] == "ab"
+
+
+def test_learning_rate_decays_as_char_rnn_does():
+    """char-rnn multiplies the rate at the end of every epoch k with k >= learning_rate_decay_after; this
+    applied one decay fewer (the char-rnn preset's first decay came after epoch 11, not 10)."""
+    from rnnkit.train.config import TrainConfig
+    from rnnkit.train.optim import lr_at_epoch
+
+    for after in (0, 1, 2, 10):
+        cfg = TrainConfig(lr=1.0, lr_decay=0.5, lr_decay_after=after)
+        lr = 1.0  # char-rnn's optim_state.learningRate
+        for epoch in range(1, 16):  # the end of epoch `epoch`: char-rnn's check, then the next epoch's rate
+            if epoch >= after:
+                lr *= 0.5
+            assert lr_at_epoch(cfg, epoch) == lr, (after, epoch)
+        assert lr_at_epoch(cfg, 0) == 1.0
+
+
+def test_min_char_rnn_clips_the_summed_gradient_at_5():
+    """min-char-rnn clips the gradient of the window's summed loss to [-5, 5]; rnnkit's loss is the mean over
+    the window's characters, so the preset's clip is 5 / 25 (at 5 it never fired: 125 on the sum)."""
+    from rnnkit.presets import preset
+
+    p = preset("min-char-rnn")
+    assert p["train"]["clip_value"] * p["data"]["seq_len"] * p["data"]["batch_size"] == pytest.approx(5.0)

@@ -48,14 +48,17 @@ RUN_HELP = "run folder (its best.pt, else latest.pt) or checkpoint file"
 def add_commands(sub):
     p = sub.add_parser("train", help="train a character language model")
     p.add_argument(
-        "corpus", nargs="?", help="text file, 'shakespeare', or omitted: the Python standard library's source"
+        "corpus",
+        nargs="?",
+        help="text file, 'shakespeare', or omitted: the Python standard library's source; with --resume, "
+        "the run's own text in a new place (omitted: where it was)",
     )
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--preset", help="min-char-rnn, char-rnn, shakespeare or default (the one used without a "
                    "CORPUS; with one: a 2x128 LSTM, Adam, 50 streams of 50 characters); flags override it")  # fmt: skip
     for flag, (_, _, kind) in TRAIN_OPTIONS.items():
         p.add_argument(flag, type=kind, default=None, help=OPTION_HELP.get(flag))
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out with its settings")
     p.add_argument("--force", action="store_true", help="replace the run in --out")
     p.add_argument("--dry-run", action="store_true", help="a few steps on a tiny slice (smoke test)")
     p.set_defaults(func=cmd_train)
@@ -125,16 +128,21 @@ def train_config(args):
     from rnnkit.train.config import RunConfig
 
     out = pathlib.Path(args.out)
-    if args.resume and (out / "latest.pt").is_file():
+    resuming = args.resume and (out / "latest.pt").is_file()
+    if resuming:
         cfg = _resumed_config(out)
-        if args.preset or args.corpus:
-            raise RnnkitError("--resume continues the saved run; drop --preset and CORPUS")
+        if args.preset:
+            raise RnnkitError("--resume continues the saved run with its settings; drop --preset")
+        saved = pathlib.Path(cfg.data.corpus or "")
+        if not args.corpus and saved.is_absolute() and not saved.exists():
+            raise RnnkitError(f"the run's corpus {saved} is gone; if the file moved, give its new place: "
+                              f"rnnkit train NEW_PATH --out {out} --resume")  # fmt: skip
     else:
         cfg = RunConfig()
         cfg.update(preset(args.preset or "default") if args.preset or not args.corpus else {})
-        if args.corpus:  # a file by its absolute path: --resume may run from another folder
-            given = pathlib.Path(args.corpus)
-            cfg.data.corpus = str(given.resolve()) if given.is_file() else args.corpus
+    if args.corpus:  # a file by its absolute path: --resume may run from another folder. Resuming, the run's
+        given = pathlib.Path(args.corpus)  # text in a new place: a changed text fails the corpus check
+        cfg.data.corpus = str(given.resolve()) if given.is_file() else args.corpus
     for flag, (section, name, _) in TRAIN_OPTIONS.items():
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:

@@ -92,6 +92,27 @@ def test_resume_from_another_folder(tmp_path, corpus, cli, monkeypatch):
     assert code == 0, err
 
 
+def test_resume_finds_a_corpus_that_moved(tmp_path, corpus, cli):
+    """The run's corpus file moved: --resume said "not found; give a text file", and refused a CORPUS given with
+    --resume, so no command could continue the run. A changed text is still refused by its fingerprint."""
+    text, run = tmp_path / "a" / "corpus.txt", tmp_path / "run"
+    text.parent.mkdir()
+    text.write_text(corpus.read_text())
+    assert cli("train", text, "--out", run, *TINY, "--max-steps", "2")[0] == 0
+    moved = tmp_path / "b.txt"
+    text.rename(moved)
+    code, _, err = cli("train", "--out", run, "--resume", "--max-steps", "3")
+    assert code == 2 and f"the run's corpus {text} is gone; if the file moved, give its new place" in err
+    code, _, err = cli("train", moved, "--out", run, "--resume", "--max-steps", "3")
+    assert code == 0, err
+    assert json.loads((run / "config.json").read_text())["data"]["corpus"] == str(moved)
+    moved.write_text(corpus.read_text()[::-1])  # the same characters, another text
+    code, _, err = cli("train", moved, "--out", run, "--resume", "--max-steps", "4")
+    assert code == 2 and "has changed (same characters, other text)" in err
+    code, _, err = cli("train", moved, "--out", run, "--resume", "--preset", "char-rnn")
+    assert code == 2 and "drop --preset" in err
+
+
 def test_resume_and_force_from_the_command_line(tmp_path, corpus, cli):
     trained = tmp_path / "run"
     assert cli("train", corpus, "--out", trained, *TINY, "--dry-run")[0] == 0

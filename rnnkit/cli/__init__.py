@@ -121,6 +121,9 @@ def main(argv=None) -> int:
             raise
         print(f"rnnkit: error: {said}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C outside training's own handler (it saves, then returns 130)
+        print("rnnkit: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # the reader went away (`rnnkit sample ... | head`): not an error of ours
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (no second error when Python flushes stdout at exit)
         return 0

@@ -395,3 +395,15 @@ def test_a_model_too_big_for_memory_is_one_line(tmp_path, corpus, cli, monkeypat
     )
     with pytest.raises(RuntimeError, match="other"):  # any other error is not ours to word
         cli("train", corpus, "--out", tmp_path / "run2", *TINY, "--dry-run")
+
+
+def test_ctrl_c_at_start_up_is_one_line(tmp_path, corpus, cli, monkeypatch):
+    """Ctrl-C before training's own handler is in place (while torch loads) printed a traceback."""
+    import rnnkit.train.loop
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rnnkit.train.loop, "load_corpus", interrupted)
+    code, out, err = cli("train", corpus, "--out", tmp_path / "run", *TINY)
+    assert (code, out, err) == (130, "", "rnnkit: interrupted\n")

@@ -25,14 +25,25 @@ off and lets the BLAS thread each step's GEMM instead). RNNKIT_ROW_THREADS=N for
 (1: never; default auto). The big buffers (states, caches, outputs, gradients, and the
 layer's input projection, `project`) are recycled between calls (csrc/pool.h) instead of faulting fresh
 pages in every step; `release_memory()` hands the idle ones back.
+
+The GEMM options give the same numbers only up to float rounding, and a timing can pick either of two that run
+about as fast, so a choice timed afresh in every process made the same command with the same seed give other
+bits now and then, and `--resume` other weights than the uninterrupted run. The choices are therefore kept
+in a file beside the build, one per CPU model (RNNKIT_GEMM_PLANS names another file; empty: keep none, time
+in every process): every process on this machine takes the choices the first one timed. Delete the file
+to time them again (after a BLAS upgrade, say).
 """
 
 import hashlib
+import json
 import os
 import pathlib
+import platform
+import threading
 
 import torch
 
+from rnnkit._io import write_text
 from rnnkit._native_build import build, vector_flags
 from rnnkit.cells import CELLS, LSTMP
 from rnnkit.cells._base import affine_input, tanh_of_tail
@@ -86,7 +97,53 @@ def load():
         _ext.set_row_threads(0 if rows == "auto" else int(rows))
         _ext.set_gemm(mode)
         _ext.set_split(int(os.environ.get("RNNKIT_SPLIT", "1") != "0"))
+        _ext.add_gemm_plans(_read_plans())
+        _kept[0] = _ext.gemm_plan_count()
     return _ext
+
+
+_kept, _kept_lock = [0], threading.Lock()  # how many choices the file holds from this process
+
+
+def plan_file() -> pathlib.Path | None:
+    """The file of GEMM choices of this build on this CPU model (see the module's docstring), or None."""
+    given = os.environ.get("RNNKIT_GEMM_PLANS")
+    if given is not None:
+        return pathlib.Path(given).expanduser() if given else None
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    tag = hashlib.sha256(f"{cpu} {platform.machine()}".encode()).hexdigest()[:10]
+    return pathlib.Path(_ext.__file__).with_name(f"gemm_plans_{tag}.json")
+
+
+def _read_plans() -> list:
+    """The kept choices, [[key, option], ...]; none from a file that is missing or damaged (they are timed)."""
+    path = plan_file()
+    try:
+        plans = json.loads(path.read_text(encoding="utf-8")) if path is not None else []
+        return [(list(map(int, key)), int(option)) for key, option in plans]
+    except (OSError, ValueError, TypeError):
+        return []
+
+
+def keep_plans() -> None:
+    """Add the choices timed since the last call to the file (merged with what other processes added)."""
+    with _kept_lock:
+        n = _ext.gemm_plan_count()
+        if n == _kept[0] or (path := plan_file()) is None:
+            return
+        _kept[0] = n
+        kept = {tuple(key): option for key, option in _read_plans()}
+        for key, option in _ext.gemm_plans():
+            kept.setdefault(tuple(key), option)  # another process's choice stands: later ones read it
+        try:
+            write_text(path, json.dumps([[list(k), v] for k, v in sorted(kept.items())]) + "\n")
+        except OSError:  # a read-only cache: the choices are timed again in every process
+            pass
 
 
 def release_memory() -> int:
@@ -147,6 +204,7 @@ def _run_forward(cell, mask, reverse, batch_first, raw, xw, xt, state0, P, keep)
         CELL_IDS[cell], xw.contiguous(), [s.contiguous() for s in state0], flat, m, reverse, keep, batch_first, raw,
         xt,
     )  # fmt: skip
+    keep_plans()
     return out, m, flat
 
 
@@ -203,6 +261,7 @@ class NativeRecurrence(torch.autograd.Function):
             CELL_IDS[ctx.cell], saved, ctx.X, flat, ctx.mask, ctx.reverse, dhs.contiguous(), dstateT,
             probe is not None, ctx.batch_first, ctx.raw, ctx.xt,
         )  # fmt: skip
+        keep_plans()
         n = ctx.n_state
         dxw, dxt, dstate0, dP = out[0], out[1], out[2 : 2 + n], out[2 + n : 2 + n + len(flat)]
         if probe is not None:
@@ -254,6 +313,7 @@ class NativeProjection(torch.autograd.Function):
         b = None if b is None else b.detach().contiguous()
         G = W.shape[0] + (shape[-1] if ident >= 0 else 0)
         xw, t = load().project(x2, W, b, [*shape[:-1], G], tail, ident)
+        keep_plans()
         ctx.save_for_backward(x2, W, t, x, Win, bin)
         ctx.tail, ctx.pass_x = tail, pass_x
         ctx.shape, ctx.has_b, ctx.ident = shape, b is not None, ident
@@ -271,6 +331,7 @@ class NativeProjection(torch.autograd.Function):
             dxw.reshape(-1, dxw.shape[-1]).contiguous(), x2, W, need[0], need[1], need[2] and ctx.has_b, t,
             ctx.ident, dx0 if need[0] else None,
         )  # fmt: skip
+        keep_plans()
         return (dx.view(ctx.shape) if need[0] else None, dW if need[1] else None,
                 db if need[2] else None, None, None, None)  # fmt: skip
 

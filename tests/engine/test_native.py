@@ -532,3 +532,40 @@ def test_nan_and_inf_propagate_as_in_python(name, H):
         got.append((hs.isnan(), hs.isinf(), xb.grad.isnan()))
     for a, b in zip(*got):
         assert torch.equal(a, b)
+
+
+def test_gemm_choices_are_kept_for_later_processes(tmp_path, monkeypatch):
+    """Two GEMM options that run about as fast give other bits, and a timing in each process picked either:
+    the same command with the same seed gave other weights now and then (2 runs in 10), and --resume other
+    weights than the uninterrupted run. The choices are kept in a file: a later process times nothing and
+    gives the same bits. A damaged file is timed afresh and rewritten."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import hashlib, json, torch, rnnkit\nfrom rnnkit.engine import native\n"
+        "ext = native.load()\nbefore = ext.gemm_plan_count()\ntorch.manual_seed(0)\n"
+        "m = rnnkit.Recurrent('lstm', 64, 128, backend='native')\nx = torch.randn(32, 20, 64, requires_grad=True)\n"
+        "out, _ = m(x)\nout.sum().backward()\n"
+        "got = [out.detach(), x.grad, *[p.grad for p in m.parameters()]]\n"
+        "print(json.dumps([before, ext.gemm_plan_count(), hashlib.sha256(b''.join(t.numpy().tobytes() "
+        "for t in got)).hexdigest()]))\n"
+    )
+    path = tmp_path / "plans.json"
+    env = {**__import__("os").environ, "RNNKIT_GEMM_PLANS": str(path), "RNNKIT_GEMM": "auto"}
+
+    def fresh_process():
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+        )
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    before, timed, bits = fresh_process()
+    assert before == 0 and timed > 0 and len(json.loads(path.read_text())) == timed
+    assert fresh_process() == [timed, timed, bits]  # read back: nothing timed, the same bits
+    path.write_text('[[1, 2], "x"')
+    assert fresh_process()[:2] == [0, timed] and len(json.loads(path.read_text())) == timed
+    monkeypatch.setenv("RNNKIT_GEMM_PLANS", "")
+    assert native.plan_file() is None  # empty: none kept, every process times its own

@@ -456,6 +456,22 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           for (auto& [k, v] : rnnkit::native_ext::g_plan) out.emplace_back(std::vector<int64_t>(k.begin(), k.end()), v);
           return out;
         }, "the timed choices so far: ([M, N, K, trans, lda, ldc/ldb, ..., threads, ...], option)");
+  m.def("add_gemm_plans", [](const std::vector<std::pair<std::vector<int64_t>, int>>& plans) {
+          // choices timed by an earlier process (native.py keeps them in a file): same choices, same bits
+          std::lock_guard<std::mutex> lock(rnnkit::native_ext::g_plan_mutex);
+          int64_t added = 0;
+          for (auto& [k, v] : plans) {
+            if (k.size() != std::tuple_size_v<rnnkit::native_ext::GemmKey> || v < 0 || v > 4) continue;
+            rnnkit::native_ext::GemmKey key;
+            std::copy(k.begin(), k.end(), key.begin());
+            added += rnnkit::native_ext::g_plan.emplace(key, v).second;
+          }
+          return added;
+        }, "add choices (as gemm_plans gives them) for shapes not timed yet; returns how many were added");
+  m.def("gemm_plan_count", [] {
+          std::lock_guard<std::mutex> lock(rnnkit::native_ext::g_plan_mutex);
+          return int64_t(rnnkit::native_ext::g_plan.size());
+        }, "how many choices are known");
   m.def("set_split", [](int64_t on) { rnnkit::g_split = on; }, "1: split an LSTM's hidden units over threads");
   m.def("project", &rnnkit::project, "[xw = x W_xhᵀ + b (tanh before b on a tail; an identity block), t] into recycled buffers");
   m.def("project_backward", &rnnkit::project_backward, "[dx, dW_xh, db] of project");

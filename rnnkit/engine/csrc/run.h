@@ -217,6 +217,7 @@ struct StepW {
   static StepW make(int option, const T* W, bool tw, int64_t N, int64_t K, int64_t M) {
     StepW s;
     if (option == 4 && !RNNKIT_OWN_GEMM) option = 0;  // no AVX-512: the kernel is not compiled
+    if (option == 3 && !have_packed()) option = 0;    // (a choice read back from a plan file, see native.py)
     s.N = N, s.K = K, s.M = M, s.W = W, s.tw = tw, s.ldw = tw ? K : N;
     s.lib = option == 0 ? Lib::Blas : option == 3 ? Lib::Packed : option == 4 ? Lib::Own : Lib::Dnnl;
     auto o = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);

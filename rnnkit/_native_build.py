@@ -111,7 +111,7 @@ def _build_lock(what: str, name: str):
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            print(f"rnnkit: waiting for another process building {what}...", file=sys.stderr)
+            print(f"rnnkit: waiting for another process building or loading {what}...", file=sys.stderr)
             fcntl.flock(f, fcntl.LOCK_EX)
         left = os.path.join(folder, "lock")
         if os.path.exists(left):

@@ -30,8 +30,12 @@ The GEMM options give the same numbers only up to float rounding, and a timing c
 about as fast, so a choice timed afresh in every process made the same command with the same seed give other
 bits now and then, and `--resume` other weights than the uninterrupted run. The choices are therefore kept
 in a file beside the build, one per CPU model (RNNKIT_GEMM_PLANS names another file; empty: keep none, time
-in every process): every process on this machine takes the choices the first one timed. Delete the file
-to time them again (after a BLAS upgrade, say).
+in every process): a process takes the choices that processes before it timed. Processes started together
+before the file holds a shape's choice (a DDP job's ranks, say) time their own; under
+torch.use_deterministic_algorithms(True) nothing is timed and every process makes the same fixed choices.
+Delete the file to time them again (after a BLAS upgrade, say).
+
+The loops run without the GIL, as torch's ops do: other Python threads go on meanwhile.
 """
 
 import hashlib
@@ -54,6 +58,7 @@ CELL_IDS = {CELLS[name]: i for i, name in enumerate(
     ("rnn_tanh", "rnn_relu", "lstm", "gru", "gru_cho", "mut1", "mut2", "mut3", "leaky"))} | {LSTMP: 9}  # fmt: skip
 CSRC = pathlib.Path(__file__).with_name("csrc")
 _ext, _reason = None, None
+_load_lock = threading.Lock()
 
 
 def _sources_hash(flags: list[str]) -> str:
@@ -66,6 +71,13 @@ def _sources_hash(flags: list[str]) -> str:
 
 def load():
     """The compiled extension (built once, then cached), or None; the reason is in `_reason`."""
+    if _ext is not None or _reason is not None:
+        return _ext
+    with _load_lock:  # threads calling first at once: one loads it (and applies the settings), once
+        return _load()
+
+
+def _load():
     global _ext, _reason
     if _ext is not None or _reason is not None:
         return _ext

@@ -569,3 +569,101 @@ def test_gemm_choices_are_kept_for_later_processes(tmp_path, monkeypatch):
     assert fresh_process()[:2] == [0, timed] and len(json.loads(path.read_text())) == timed
     monkeypatch.setenv("RNNKIT_GEMM_PLANS", "")
     assert native.plan_file() is None  # empty: none kept, every process times its own
+
+
+def test_deterministic_algorithms_time_nothing():
+    """Under torch.use_deterministic_algorithms(True) no GEMM is timed: the same fixed choices (MKL, its packed
+    form for the per-step weights) in every process, also in processes started together before any kept its
+    timed choices (whose ranks each timed their own and got other bits)."""
+    ext = native.load()
+    torch.manual_seed(0)
+    layer = Recurrent("lstm", 48, 136, backend="native")  # sizes no other test times
+    x = torch.randn(24, 40, 48, requires_grad=True)
+
+    def bits():
+        x.grad = None
+        layer.zero_grad()
+        out, _ = layer(x)
+        out.sum().backward()
+        return [out.detach(), x.grad, *[p.grad.clone() for p in layer.parameters()]]
+
+    before = ext.gemm_plan_count()
+    torch.use_deterministic_algorithms(True)
+    try:
+        fixed = bits()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert ext.gemm_plan_count() == before
+    ext.set_gemm("packed")  # the same choices, forced
+    try:
+        assert all(torch.equal(a, b) for a, b in zip(fixed, bits()))
+    finally:
+        ext.set_gemm(__import__("os").environ.get("RNNKIT_GEMM", "auto"))
+
+
+def test_the_loop_lets_other_python_threads_run():
+    """The extension held the GIL for a whole loop (a B=16, T=1500 LSTM stopped every other Python thread for
+    0.2 s; a first call of a new size, with its GEMM timings, for 1.5 s); it lets go of it as torch's ops do."""
+    import threading
+    import time
+
+    x, W = torch.randn(60000, 512), torch.randn(512, 512)
+    project = native.load().project
+    project(x, W, None, [60000, 1, 512], 0, -1)  # timed once
+    ticks, stop = [], threading.Event()
+
+    def ticker():
+        while not stop.is_set():
+            ticks.append(time.perf_counter())
+
+    thread = threading.Thread(target=ticker)
+    thread.start()
+    try:
+        time.sleep(0.05)
+        t0 = time.perf_counter()
+        project(x, W, None, [60000, 1, 512], 0, -1)
+        t1 = time.perf_counter()
+    finally:
+        stop.set()
+        thread.join()
+    during = [t0] + [t for t in ticks if t0 < t < t1] + [t1]
+    longest = max(b - a for a, b in zip(during, during[1:]))
+    assert longest < 0.5 * (t1 - t0), (longest, t1 - t0)  # held: no tick at all while it ran
+
+
+def test_the_callers_mkl_thread_count_is_put_back():
+    """The loops run MKL single-threaded in each of their threads and then set the calling thread's MKL count
+    to 'the global setting' instead of what it was: with MKL_NUM_THREADS=1 and torch.set_num_threads(2), the
+    user's own torch.mm ran on one thread after an rnnkit call, with other bits."""
+    import subprocess
+    import sys
+
+    code = (
+        "import ctypes, os, torch, rnnkit\n"
+        "lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), 'lib', 'libtorch_cpu.so'))\n"
+        "torch.set_num_threads(2)\nseen = [lib.mkl_get_max_threads()]\n"
+        "for H in (128, 512):\n"
+        "    with torch.no_grad():\n"
+        "        rnnkit.Recurrent('lstm', 32, H, backend='native')(torch.randn(16, 20, 32))\n"
+        "    seen.append(lib.mkl_get_max_threads())\n"
+        "print(seen)\n"
+    )
+    env = {**__import__("os").environ, "MKL_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.stdout.strip().splitlines()[-1] == "[2, 2, 2]", out.stdout + out.stderr
+
+
+def test_threads_loading_the_extension_at_once_load_it_once():
+    """Threads whose first calls came together each loaded the extension (and applied the settings again), and
+    each waited for the others' lock with 'waiting for another process building the native engine'."""
+    import subprocess
+    import sys
+
+    code = (
+        "import threading\nfrom rnnkit.engine import native\ncalls = []\nbuild = native.build\n"
+        "native.build = lambda *a: calls.append(1) or build(*a)\n"
+        "threads = [threading.Thread(target=native.load) for _ in range(4)]\n"
+        "[t.start() for t in threads]\n[t.join() for t in threads]\nprint(len(calls))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip() == "1" and "waiting" not in out.stderr, out.stdout + out.stderr

@@ -4,6 +4,7 @@
 //   backward:  for t in reversed(order):  dh = dH + m_t ⊙ dhs[t];  cell.bwd(t)   (pointwise, dh_prev GEMM)
 //              then dU_k = dpre_kᵀ u_k, one GEMM per recurrent matrix over all T·B rows.
 // Python (rnnkit/engine/native.py) wraps the two in a torch.autograd.Function.
+#include <pthread.h>
 #include <torch/extension.h>
 #include <unistd.h>
 
@@ -130,10 +131,10 @@ void over_rows(const Run<T>& r, int64_t nt, F&& loop) {
   };
   if (nt == 1) return slice(0);
   at::parallel_for(0, nt, 1, [&](int64_t a, int64_t e) {
-    const int one = 1, zero = 0;  // single-threaded BLAS inside (a nested team only oversubscribes)
-    if (mkl_set_num_threads_local_) mkl_set_num_threads_local_(&one);
+    const int one = 1;  // single-threaded BLAS inside (a nested team only oversubscribes), then each thread's
+    const int before = mkl_set_num_threads_local_ ? mkl_set_num_threads_local_(&one) : 0;  // own setting back
     for (int64_t k = a; k < e; ++k) slice(k);
-    if (mkl_set_num_threads_local_) mkl_set_num_threads_local_(&zero);  // 0: back to the global setting
+    if (mkl_set_num_threads_local_) mkl_set_num_threads_local_(&before);
   });
 }
 
@@ -439,9 +440,25 @@ Tensors project_backward(const at::Tensor& dxw, const at::Tensor& x, const at::T
 
 }  // namespace rnnkit
 
+namespace rnnkit {
+// The loops run without the GIL (as torch's own ops do: other Python threads go on meanwhile), so a thread
+// may fork while another holds the plan table's or the pool's lock, which the child would then wait for
+// forever. fork waits until neither is held instead, as glibc does for malloc's locks.
+void lock_for_fork() {
+  native_ext::g_plan_mutex.lock();
+  Pool::get().mutex.lock();
+}
+void unlock_after_fork() {
+  Pool::get().mutex.unlock();
+  native_ext::g_plan_mutex.unlock();
+}
+}  // namespace rnnkit
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &rnnkit::forward_py, "the cell over a sequence: [hs, state_T..., saved...]");
-  m.def("backward", &rnnkit::backward_py, "BPTT: [dxw, dstate_0..., dP..., (probe dh)]");
+  pthread_atfork(rnnkit::lock_for_fork, rnnkit::unlock_after_fork, rnnkit::unlock_after_fork);
+  const auto nogil = py::call_guard<py::gil_scoped_release>();
+  m.def("forward", &rnnkit::forward_py, "the cell over a sequence: [hs, state_T..., saved...]", nogil);
+  m.def("backward", &rnnkit::backward_py, "BPTT: [dxw, dstate_0..., dP..., (probe dh)]", nogil);
   m.def("set_row_threads", &rnnkit::set_row_threads, "threads that split the batch rows: 0 auto (when W_hh fits in L2), N forces N (1: never)");
   m.def("set_gemm", [](const std::string& mode) {
           using rnnkit::native_ext::GemmMode;
@@ -473,8 +490,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           return int64_t(rnnkit::native_ext::g_plan.size());
         }, "how many choices are known");
   m.def("set_split", [](int64_t on) { rnnkit::g_split = on; }, "1: split an LSTM's hidden units over threads");
-  m.def("project", &rnnkit::project, "[xw = x W_xhᵀ + b (tanh before b on a tail; an identity block), t] into recycled buffers");
-  m.def("project_backward", &rnnkit::project_backward, "[dx, dW_xh, db] of project");
+  m.def("project", &rnnkit::project, "[xw = x W_xhᵀ + b (tanh before b on a tail; an identity block), t] into recycled buffers", nogil);
+  m.def("project_backward", &rnnkit::project_backward, "[dx, dW_xh, db] of project", nogil);
   m.def("have_own_gemm", [] { return bool(RNNKIT_OWN_GEMM); }, "whether rnnkit's AVX-512 GEMM kernel is compiled in");
   m.def("own_gemm", [](const at::Tensor& A, const at::Tensor& W, bool tw, int64_t N, double beta, at::Tensor C) {
           // for the tests: C[:, :N] = A[:, :K] op(W) + beta·C by kernel.h, A and C as strided row-major views

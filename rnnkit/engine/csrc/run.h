@@ -77,6 +77,10 @@ using GemmKey = std::array<int64_t, 10>;
 inline std::map<GemmKey, int> g_plan;  // shape -> the fastest option
 inline std::mutex g_plan_mutex;
 inline constexpr int64_t kSmall = int64_t(1) << 18;  // multiply-adds below which plain BLAS always wins
+// Under torch.use_deterministic_algorithms(True) nothing is timed: a fixed choice for every shape (MKL, its
+// packed form for the per-step weights), the same in every process, also in processes started together
+// (a DDP job's ranks) before any of them has kept its timed choices (native.py).
+inline bool fixed_choice() { return at::globalContext().deterministicAlgorithms(); }
 }  // namespace native_ext
 
 template <typename T>
@@ -171,7 +175,8 @@ inline int64_t plan_class(int64_t d) {
 inline int gemm_plan(bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc,
                      bool beta) {
   using namespace native_ext;
-  if (g_gemm_mode != GemmMode::Auto || M * N * K < kSmall) return g_gemm_mode == GemmMode::Dnnl ? 1 : 0;
+  if (g_gemm_mode != GemmMode::Auto || M * N * K < kSmall || fixed_choice())
+    return g_gemm_mode == GemmMode::Dnnl ? 1 : 0;
   const GemmKey key{plan_class(M), plan_class(N), plan_class(K), ta, tb, plan_class(lda), plan_class(ldb),
                     plan_class(ldc), beta, at::get_num_threads()};
   std::lock_guard<std::mutex> lock(g_plan_mutex);
@@ -272,6 +277,7 @@ StepW<T> step_weight(const T* W, bool tw, int64_t N, int64_t K, int64_t M, int64
     case GemmMode::Auto: break;
   }
   if (M * N * K < kSmall) return StepW<T>::make(0, W, tw, N, K, M);
+  if (fixed_choice()) return StepW<T>::make(have_packed() ? 3 : 0, W, tw, N, K, M);
   const GemmKey key{M, N, K, tw, lda, ldc, beta, at::get_num_threads(), -1, -1};
   std::lock_guard<std::mutex> lock(g_plan_mutex);
   auto it = g_plan.find(key);
@@ -304,7 +310,7 @@ StepW<T> thread_weight(const T* W, bool tw, int64_t N, int64_t K, int64_t M, int
   const int packed = f32 && have_packed() && g_gemm_mode != GemmMode::Blas ? 3 : 0;
   if (!f32 || !RNNKIT_OWN_GEMM || g_gemm_mode == GemmMode::Blas) return StepW<T>::make(packed, W, tw, N, K, M);
   if (g_gemm_mode == GemmMode::Own) return StepW<T>::make(4, W, tw, N, K, M);
-  if (g_gemm_mode != GemmMode::Auto) return StepW<T>::make(packed, W, tw, N, K, M);
+  if (g_gemm_mode != GemmMode::Auto || fixed_choice()) return StepW<T>::make(packed, W, tw, N, K, M);
   const GemmKey key{M, N, K, tw, lda, ldc, beta, at::get_num_threads(), -2, -2};
   int option = packed;
   {  // the lock only while choosing: the threads prepare their copies at the same time

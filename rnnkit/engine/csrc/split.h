@@ -88,10 +88,10 @@ template <typename F>
 void team(int nt, F&& body) {
 #pragma omp parallel num_threads(nt)
   {
-    const int one = 1, zero = 0;
-    if (mkl_set_num_threads_local_) mkl_set_num_threads_local_(&one);
+    const int one = 1;  // each thread's own setting put back after (the caller's: torch's, or MKL_NUM_THREADS)
+    const int before = mkl_set_num_threads_local_ ? mkl_set_num_threads_local_(&one) : 0;
     body(omp_get_thread_num(), omp_get_num_threads());
-    if (mkl_set_num_threads_local_) mkl_set_num_threads_local_(&zero);  // 0: back to the global setting
+    if (mkl_set_num_threads_local_) mkl_set_num_threads_local_(&before);
   }
 }
 

@@ -36,16 +36,38 @@ def refuse_jit_trace():
 
 
 class GradProbe:
-    """Observes dL/dh_t: after backward, `probe.dh` is (T, B, H), the total gradient reaching h_t
-    at every step (time-major, as the engine runs): how gradients vanish or explode over time (deck 002).
-    Several backward passes accumulate in `probe.history`."""
+    """Observes dL/dh_t: after backward, `probe.dh` is (T, B, H), the total gradient reaching h_t at every
+    step: how gradients vanish or explode over time (deck 002). Row t is input position t in either
+    direction (the reverse direction reaches h_t in the order T-1 .. 0); where a sequence has ended (t >= its
+    length) the state passes through unchanged, and so row t holds the gradient it carries: dL/dh_T forward,
+    dL/dh_0 in reverse. A step the pass doesn't reach records 0. One record per backward pass, also for a
+    second-order pass (through a gradient taken with create_graph=True), which reaches h_t along two paths;
+    several passes accumulate in `probe.history`. Under vmap and batched gradients (is_grads_batched,
+    jacobian(vectorize=True)) it records nothing (with a warning): those gradients are not plain tensors."""
 
     def __init__(self):
-        self.dh, self.history = None, []
+        self.dh, self.history, self._pass = None, [], None
 
     def record(self, dh):
-        self.dh = dh.detach()
-        self.history.append(self.dh)
+        if _batched(dh):
+            _warn_once("rnnkit GradProbe records nothing under vmap or batched gradients (is_grads_batched, "
+                       "jacobian(vectorize=True)); take the gradients one at a time to see dL/dh_t")  # fmt: skip
+            return
+        dh, now = dh.detach(), torch._C._current_graph_task_id()
+        if now != -1 and now == self._pass and self.history and self.history[-1].shape == dh.shape:
+            dh = self.history.pop() + dh  # the other path of the same pass (second order: see above)
+        self._pass, self.dh = now, dh
+        self.history.append(dh)
+
+
+def _batched(t) -> bool:
+    """Whether t is a batched gradient (is_grads_batched) or we are inside vmap."""
+    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+
+    vmap = torch._C._functorch.TransformType.Vmap
+    return torch._C._functorch.is_legacy_batchedtensor(t) or any(
+        i.key() == vmap for i in retrieve_all_functorch_interpreters()
+    )
 
 
 _warned = set()

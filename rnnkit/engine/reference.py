@@ -27,22 +27,21 @@ def autograd_loop(cell, xw, state0, P, mask, reverse, probe=None):
 
 
 def _watch(probe, hs):
-    """Record dL/dh_t of every step into probe once all have arrived."""
-    grads = [None] * len(hs)
-    watched = [t for t, h in enumerate(hs) if h is not None]
+    """Record dL/dh_t of every step into probe, once per backward pass: one hook on all the steps, called when
+    the pass has computed every gradient it needs; a step it doesn't reach (a loss on c_T alone misses h_T)
+    gets None, recorded as 0. (A hook per step recorded only once all had fired in one pass: nothing for such
+    a pass, and the next pass's record then mixed both.)"""
+    watched = [t for t, h in enumerate(hs) if h is not None]  # (the steps whose h_t needs a gradient)
+    if not watched:
+        return
+    h = hs[watched[0]]
 
-    def make(t):
-        def hook(g):
-            grads[t] = g
-            if all(grads[s] is not None for s in watched):  # the last of this backward pass
-                probe.record(torch.stack(grads))
-                grads[:] = [None] * len(grads)  # a second pass (retain_graph) records afresh
+    def hook(grads):
+        got = dict(zip(watched, grads))
+        zero = torch.zeros(h.shape, dtype=h.dtype, device=h.device)
+        probe.record(torch.stack([zero if got.get(t) is None else got[t] for t in range(len(hs))]))
 
-        return hook
-
-    for t, h in enumerate(hs):
-        if h is not None:
-            h.register_hook(make(t))
+    torch.autograd.graph.register_multi_grad_hook([hs[t] for t in watched], hook, mode="all")
 
 
 def higher_order_grads(inputs, outputs_fn, grads_out):

@@ -90,6 +90,23 @@ def test_probe_records_each_backward_pass_once(backend):
     torch.testing.assert_close(probe.history[1], 3 * probe.history[0])
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_probe_records_a_pass_that_misses_a_step(backend):
+    """A loss on c_T alone never reaches h_T: the autograd backend's hooks waited for every step and recorded
+    nothing, and a next pass (retain_graph) then recorded steps of both passes mixed (1.35 off)."""
+    cell, xw, state0, P, _ = setup("lstm", T=5)
+    probe = GradProbe()
+    hs, (h, c) = run(cell, xw, state0, P, None, False, backend, probe)
+    c.sum().backward(retain_graph=True)
+    assert len(probe.history) == 1 and torch.equal(probe.dh[-1], torch.zeros_like(probe.dh[-1]))
+    hs.sum().backward()
+    assert len(probe.history) == 2
+    alone = GradProbe()  # the second pass alone, on a fresh graph
+    hs, _ = run(cell, xw, state0, P, None, False, "autograd", alone)
+    hs.sum().backward()
+    torch.testing.assert_close(probe.dh, alone.dh)
+
+
 def test_unknown_backend_is_a_clear_error():
     cell, xw, state0, P, _ = setup("gru")
     with pytest.raises(ValueError, match="unknown backend"):

@@ -105,6 +105,35 @@ def test_probe_records_under_create_graph(backend):
     torch.testing.assert_close(probe.dh[-1], torch.ones(2, 3, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_probe_records_a_second_order_pass_once(backend):
+    """A pass through a create_graph=True gradient reaches h_t along two paths (the rerun's graph and the
+    outputs): python and native recorded two partial records, whose sum is autograd's one record."""
+    records = {}
+    for b in ("autograd", backend):
+        cell, xw, state0, P, _ = engine_inputs("rnn_tanh", T=6)
+        probe = GradProbe()
+        hs, _ = run(cell, xw, state0, P, None, False, b, probe)
+        (g,) = torch.autograd.grad((hs**2).sum(), xw, create_graph=True)
+        first = len(probe.history)
+        g.pow(2).sum().backward()
+        assert len(probe.history) == first + 1
+        records[b] = probe.dh
+    torch.testing.assert_close(records[backend], records["autograd"], rtol=1e-10, atol=1e-12)
+
+
+def test_probe_records_nothing_under_batched_gradients():
+    """is_grads_batched (and vmap) hand the hooks batched tensors: recording one raised 'Batching rule not
+    implemented for aten::detach' and failed the whole gradient."""
+    cell, xw, state0, P, _ = engine_inputs("rnn_tanh", T=4)
+    probe = GradProbe()
+    hs, _ = run(cell, xw, state0, P, None, False, "python", probe)
+    V = torch.randn(3, *hs.shape, dtype=hs.dtype)
+    with pytest.warns(RuntimeWarning, match="GradProbe records nothing under vmap or batched"):
+        (g,) = torch.autograd.grad(hs, xw, V, is_grads_batched=True)
+    assert g.shape == (3, *xw.shape) and probe.history == []
+
+
 @pytest.mark.skipif(not NATIVE, reason="native backend unavailable")
 def test_training_keeps_no_copy_of_the_projection():
     """Only create_graph needs the loop's input again: the layer hands a way to recompute it instead."""

@@ -433,6 +433,7 @@ class Recurrent(nn.Module):
                     m.dropout, m.bias, backend=backend, batch_first=m.batch_first,
                     proj_size=getattr(m, "proj_size", 0))  # fmt: skip
         layer.to(device=p.device, dtype=p.dtype)
+        _refuse_reparametrized(m, [name for name, _ in layer._torch_names()])
         with torch.no_grad():
             for name, ours in layer._torch_names():
                 theirs = getattr(m, name)
@@ -485,3 +486,28 @@ class Recurrent(nn.Module):
                 yield f"bias_hh_{sfx}", cell.b_hh
             if self.proj_size:
                 yield f"weight_hr_{sfx}", cell.W_hr
+
+
+def _refuse_reparametrized(m, names):
+    """A weight computed from others (parametrizations.weight_norm, orthogonal, the old weight_norm and
+    spectral_norm hooks) would be copied as it was last computed and frozen, not trained: from_torch refuses."""
+    from torch.nn.utils import parametrize
+    from torch.nn.utils.spectral_norm import SpectralNorm
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    hooks = {h.name: h for h in m._forward_pre_hooks.values() if isinstance(h, (WeightNorm, SpectralNorm))}
+    for name in names:
+        if name in hooks:
+            kind = "weight_norm" if isinstance(hooks[name], WeightNorm) else "spectral_norm"
+            how, undo = kind, f"torch.nn.utils.remove_{kind}(m, '{name}')"
+        elif parametrize.is_parametrized(m, name):
+            how, undo = (
+                "a parametrization",
+                f"torch.nn.utils.parametrize.remove_parametrizations(m, '{name}')",
+            )
+        else:
+            continue
+        raise RnnkitError(
+            f"from_torch: {name} is computed from other parameters ({how}), which rnnkit's layer would copy "
+            f"once and not train; make it a plain weight first: {undo}"
+        )

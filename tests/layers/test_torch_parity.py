@@ -1,5 +1,7 @@
 """Parity with torch.nn.RNN/LSTM/GRU: outputs, final states, every parameter and input gradient."""
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -198,3 +200,23 @@ def test_same_seed_same_dropout_on_every_backend(name, batch_first):
     for backend in (None, "python"):
         assert outs[backend][0] == outs["autograd"][0]
         torch.testing.assert_close(outs[backend][1], outs["autograd"][1], **TOL[torch.float32])
+
+
+@pytest.mark.parametrize(
+    "reparametrize, how",
+    [
+        (lambda m: torch.nn.utils.parametrizations.weight_norm(m, "weight_hh_l0"), "remove_parametrizations"),
+        (lambda m: torch.nn.utils.parametrizations.orthogonal(m, "weight_hh_l0"), "remove_parametrizations"),
+        (lambda m: torch.nn.utils.weight_norm(m, "weight_hh_l0"), "remove_weight_norm"),
+        (lambda m: torch.nn.utils.spectral_norm(m, "weight_hh_l0"), "remove_spectral_norm"),
+    ],
+)
+def test_from_torch_refuses_a_weight_computed_from_others(reparametrize, how):
+    """A weight_norm'ed or orthogonal W_hh was copied frozen (requires_grad False: never trained), and the old
+    weight_norm's as last computed (0.086 off after an optimizer step with no forward since)."""
+    m = torch.nn.GRU(4, 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch deprecates the old weight_norm
+        reparametrize(m)
+    with pytest.raises(RnnkitError, match=f"weight_hh_l0 is computed from other parameters.*{how}"):
+        Recurrent.from_torch(m)

@@ -123,7 +123,36 @@ def _no_autocast(run, cell, xw, state0, P, mask, reverse, backend, probe, batch_
                    batch_first, **fold)  # fmt: skip
 
 
-def check_inputs(cell, xw, state0, P, mask):
+def _check_sizes(cell, xw, states, P, xtilde):
+    """The widths a cell of these states has: xw's G·H, the state widths and every parameter's shape, read off
+    the cell itself built on the meta device (no memory). The native loop trusts them: a W_hh or xw of
+    another width, or an LSTM's c wider than h, read and wrote past its buffers. A cell built otherwise (one
+    of the user's own, with other arguments) is left to its step functions."""
+    from rnnkit.cells import LSTMP
+
+    h, c = states[0].shape[1], states[-1].shape[1]
+    try:
+        with torch.device("meta"):
+            model = cell(1, c, proj_size=h) if cell is LSTMP else cell(1, c)
+    except Exception:  # noqa: BLE001  (a cell of the user's own with other arguments)
+        return
+    name, H = cell.__name__, model.hidden_size
+    want, got = [model.output_size, model.hidden_size][: cell.num_states], [s.shape[1] for s in states]
+    if want != got:
+        what = "(h, c)" if cell.num_states == 2 else "h"
+        raise RnnkitError(f"run({name}): state {what} widths {got} don't fit one cell; {want} would")
+    X = model.gates * H - (H if xtilde is not None else 0)  # MUT1's x̃ = x given apart
+    if xw.shape[2] != X:
+        raise RnnkitError(f"run({name}): xw must be (T, B, {X}) for H = {H} (the cell's {model.gates}·H), "
+                          f"got {tuple(xw.shape)}")  # fmt: skip
+    for param, p in zip(cell.REC_PARAMS, P):
+        ours = getattr(model, param)
+        if p is not None and param not in cell.EXTRAS and ours is not None and p.shape != ours.shape:
+            raise RnnkitError(f"run({name}): P's {param} must be {tuple(ours.shape)} for H = {H}, got "
+                              f"{tuple(p.shape)}; give P in cell.REC_PARAMS order")  # fmt: skip
+
+
+def check_inputs(cell, xw, state0, P, mask, xtilde=None):
     """A one-line error for what `run` can't run: the loops would fail deep inside, read a mask (T, B) over
     the wrong axis, or (native) read a parameter's memory as another's. Returns the mask as (T, B, 1)."""
     name = cell.__name__
@@ -160,6 +189,7 @@ def check_inputs(cell, xw, state0, P, mask):
             raise RnnkitError(
                 f"run({name}): P's {extra} must be ({states[0].shape[1]},), one per unit, got {got}"
             )
+    _check_sizes(cell, xw, states, P, xtilde)
     tensors = [xw, *states, *(p for p in P if p is not None)]
     if any(t.dtype != xw.dtype or t.device != xw.device for t in tensors) and not torch.is_autocast_enabled(
         xw.device.type
@@ -208,7 +238,7 @@ def run(
     refuse_jit_trace()
     cell = cell if isinstance(cell, type) else type(cell)
     if check:
-        mask = check_inputs(cell, xw, state0, P, mask)
+        mask = check_inputs(cell, xw, state0, P, mask, xtilde)
     if torch.is_autocast_enabled(xw.device.type):  # the loop runs in its parameters' dtype, see _no_autocast
         return _no_autocast(run, cell, xw, state0, P, mask, reverse, backend, probe, batch_first, xbias=xbias,
                             raw_tail=raw_tail, xtilde=xtilde)  # fmt: skip

@@ -244,3 +244,23 @@ def test_run_checks_what_it_is_given(backend):
     leaky, xw, state0, P, _ = setup("leaky", T=5, B=4, H=4)
     with pytest.raises(RnnkitError, match=r"alpha must be \(4,\)"):
         run(leaky, xw, state0, (*P[:2], P[2][:1]), backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["autograd", "python", "native"])
+def test_run_checks_every_width_against_the_cell(backend):
+    """Widths that don't fit the cell: the native loop trusted them and read or wrote past its buffers (an
+    LSTM's c wider than h corrupted the heap, 'free(): invalid next size'); the others failed deep inside."""
+    from rnnkit.errors import RnnkitError
+
+    cell, xw, (h, c), (W, b), _ = setup("lstm", T=6, B=3, H=5)
+    bad = [
+        (lambda: run(cell, xw[..., :5], (h, c), (W, b), backend=backend), r"xw must be \(T, B, 20\) for H = 5"),
+        (lambda: run(cell, xw, (h, c), (W[:5], b[:5]), backend=backend), r"W_hh must be \(20, 5\) for H = 5"),
+        (lambda: run(cell, xw, (h, torch.cat([c, c], 1)[:, :7]), (W, b), backend=backend),
+         r"state \(h, c\) widths \[5, 7\] don't fit one cell; \[7, 7\] would"),
+    ]  # fmt: skip
+    elman, xe, se, Pe, _ = setup("rnn_tanh", T=6, B=3, H=5)
+    bad.append((lambda: run(elman, torch.cat([xe, xe], 2)[..., :7], se, Pe, backend=backend), r"\(T, B, 5\)"))
+    for call, message in bad:
+        with pytest.raises(RnnkitError, match=message):
+            call()

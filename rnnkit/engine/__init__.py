@@ -128,14 +128,21 @@ def _check_sizes(cell, xw, states, P, xtilde):
     the cell itself built on the meta device (no memory). The native loop trusts them: a W_hh or xw of
     another width, or an LSTM's c wider than h, read and wrote past its buffers. A cell built otherwise (one
     of the user's own, with other arguments) is left to its step functions."""
-    from rnnkit.cells import LSTMP
+    from rnnkit.cells import CELLS, LSTMP
 
     h, c = states[0].shape[1], states[-1].shape[1]
+    if h == 0 or c == 0:
+        return  # no units: nothing to read
+    if cell is LSTMP and h >= c:
+        raise RnnkitError(f"run(LSTMP): state (h, c) widths [{h}, {c}]: h, c's projection, must be narrower")
+    build = (lambda: cell(1, c, proj_size=h)) if cell is LSTMP else (lambda: cell(1, c))
     try:
         with torch.device("meta"):
-            model = cell(1, c, proj_size=h) if cell is LSTMP else cell(1, c)
+            model = build()
     except Exception:  # noqa: BLE001  (a cell of the user's own with other arguments)
-        return
+        if cell not in CELLS.values():
+            return
+        model = build()  # (leaky checks its α's values, which the meta device has not)
     name, H = cell.__name__, model.hidden_size
     want, got = [model.output_size, model.hidden_size][: cell.num_states], [s.shape[1] for s in states]
     if want != got:
@@ -229,6 +236,7 @@ def run(
     Shapes: xw (T, B, G·H) time-major input projection; state0 tuple of (B, H); P the recurrent
     parameters in `cell.REC_PARAMS` order; mask (T, B, 1) (or (T, B)) of 0/1 or None. These are checked
     (`check_inputs`; check=False skips it for callers that build them right, as Recurrent does).
+    xw at masked steps must be finite (Recurrent zeroes them): 0·NaN is NaN, which reaches the gradients.
     Returns hs (T, B, H), or with batch_first (B, T, H) contiguous (the native backend writes it so, the
     others copy), and the final state tuple.
     Native backend only (Recurrent's projection, see `native.loop_adds_input_bias`): xbias, the input bias

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from rnnkit import CELLS, GradProbe
+from rnnkit.cells import LSTMP
 from rnnkit.engine import run
 
 BACKENDS = ["autograd", "python"]
@@ -105,6 +106,14 @@ def test_probe_records_a_pass_that_misses_a_step(backend):
     hs, _ = run(cell, xw, state0, P, None, False, "autograd", alone)
     hs.sum().backward()
     torch.testing.assert_close(probe.dh, alone.dh)
+
+
+def test_no_units_run_without_a_blas_error(capfd):
+    """H = 0 through engine.run: BLAS was handed a leading dimension of 0 and printed an error every step."""
+    cell, xw, state0, P, _ = setup("rnn_tanh", T=9, B=3, H=4)
+    hs, (h,) = run(cell, xw[..., :0], (state0[0][:, :0],), (P[0][:0, :0], P[1][:0]))
+    assert hs.shape == (9, 3, 0) and h.shape == (3, 0)
+    assert "ERROR" not in "".join(capfd.readouterr())
 
 
 def test_unknown_backend_is_a_clear_error():
@@ -259,6 +268,13 @@ def test_run_checks_every_width_against_the_cell(backend):
         (lambda: run(cell, xw, (h, torch.cat([c, c], 1)[:, :7]), (W, b), backend=backend),
          r"state \(h, c\) widths \[5, 7\] don't fit one cell; \[7, 7\] would"),
     ]  # fmt: skip
+    f64 = dict(dtype=torch.float64)  # an lstmp whose h (7) is wider than its c (5): weights to fit, no cell
+    Pp, xp = (
+        (torch.randn(20, 7, **f64), torch.randn(20, **f64), torch.randn(7, 5, **f64)),
+        torch.randn(6, 3, 20, **f64),
+    )
+    hc = (torch.zeros(3, 7, **f64), torch.zeros(3, 5, **f64))
+    bad.append((lambda: run(LSTMP, xp, hc, Pp, backend=backend), r"h, c's projection, must be narrower"))
     elman, xe, se, Pe, _ = setup("rnn_tanh", T=6, B=3, H=5)
     bad.append((lambda: run(elman, torch.cat([xe, xe], 2)[..., :7], se, Pe, backend=backend), r"\(T, B, 5\)"))
     for call, message in bad:

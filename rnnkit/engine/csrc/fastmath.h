@@ -21,7 +21,7 @@ inline void prefetch(const void* p, size_t n) {
 
 inline float fexp(float x) {
   const float x0 = x;
-  x = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x);
+  x = x > -87.3f ? (x < 88.3f ? x : 88.3f) : -87.3f;  // NaN too: its conversion to int below would be UB
   const float n = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;  // round(x / ln 2)
   float r = x - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
@@ -37,7 +37,7 @@ inline float fexp(float x) {
   std::memcpy(&p, &bits, sizeof p);
   // past the clamp: 0 and inf as expf gives them, so that a saturated sigmoid is exactly 0 or 1 (its derivative
   // then 0 as in torch, not 4e-39, which a huge input turned into a visible weight gradient); NaN stays NaN
-  return x0 < -87.3f ? 0.f : (x0 > 88.3f ? INFINITY : y * p);
+  return x0 != x0 ? x0 : x0 < -87.3f ? 0.f : (x0 > 88.3f ? INFINITY : y * p);
 }
 
 inline float sigmoid(float x) { return 1.f / (1.f + fexp(-x)); }

@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <array>
+#include <limits>
 #include <memory>
 #include <chrono>
 #include <map>
@@ -86,11 +87,20 @@ inline bool fixed_choice() { return at::globalContext().deterministicAlgorithms(
 template <typename T>
 void gemm_with(bool dnnl, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
                int64_t ldb, T beta, T* C, int64_t ldc) {
-  if (have_blas() && !dnnl) {  // row-major C = op(A) op(B)  <=>  column-major Cᵀ = op(B)ᵀ op(A)ᵀ
+  if (M == 0 || N == 0) return;  // (BLAS would print an error for a leading dimension of 0)
+  const auto o = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  if (K == 0) {  // C = beta·C
+    auto c = at::from_blob(C, {M, N}, {ldc, 1}, o);
+    beta == T(0) ? c.zero_() : c.mul_(beta);
+    return;
+  }
+  // the Fortran BLAS takes int sizes: past 2^31 - 1 (T·B rows of a projection over a long signal) they wrapped
+  // and the GEMM computed part of it, or nothing; ATen's path takes int64
+  const bool fits = std::max({M, N, K, lda, ldb, ldc}) <= int64_t(std::numeric_limits<int>::max());
+  if (have_blas() && !dnnl && fits) {  // row-major C = op(A) op(B)  <=>  column-major Cᵀ = op(B)ᵀ op(A)ᵀ
     blas<T>(tb ? 'T' : 'N', ta ? 'T' : 'N', N, M, K, T(1), B, ldb, A, lda, beta, C, ldc);
     return;
   }
-  auto o = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
   auto a = at::from_blob(const_cast<T*>(A), {ta ? K : M, ta ? M : K}, {lda, 1}, o);
   auto b = at::from_blob(const_cast<T*>(B), {tb ? N : K, tb ? K : N}, {ldb, 1}, o);
   auto c = at::from_blob(C, {M, N}, {ldc, 1}, o);
@@ -187,6 +197,14 @@ inline int gemm_plan(bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_t 
   if (work > kTimeCap) {  // lds stay: a shorter side still fits in them
     int64_t& longest = M >= N && M >= K ? M : (N >= K ? N : K);
     longest = std::max<int64_t>(1, int64_t(double(longest) * kTimeCap / work));
+  }
+  // and at most 4M floats (16 MB) an operand: a tall, narrow GEMM (a projection over T·B rows) stays under the
+  // work cap at any size, and its timing copies were as big as the real operands (3x the memory of the call)
+  constexpr int64_t kTimeFloats = int64_t(1) << 22;
+  auto floats = [&] { return std::max({(ta ? K : M) * lda, (tb ? N : K) * ldb, M * ldc}); };
+  while (floats() > kTimeFloats && std::max({M, N, K}) > 1) {
+    int64_t& longest = M >= N && M >= K ? M : (N >= K ? N : K);
+    longest = (longest + 1) / 2;
   }
   auto A = timing_operand<float>(ta ? K : M, lda), B = timing_operand<float>(tb ? N : K, ldb);
   auto C = at::zeros({M, ldc});

@@ -128,8 +128,7 @@ def train_config(args):
     from rnnkit.train.config import RunConfig
 
     out = pathlib.Path(args.out)
-    resuming = args.resume and (out / "latest.pt").is_file()
-    if resuming:
+    if args.resume and (out / "latest.pt").is_file():
         cfg = _resumed_config(out)
         if args.preset:
             raise RnnkitError("--resume continues the saved run with its settings; drop --preset")

@@ -78,7 +78,7 @@ def load():
 
 
 def _load():
-    global _ext, _reason
+    global _ext, _reason, _kept
     if _ext is not None or _reason is not None:
         return _ext
     mode = os.environ.get("RNNKIT_GEMM", "auto")
@@ -110,11 +110,11 @@ def _load():
         _ext.set_gemm(mode)
         _ext.set_split(int(os.environ.get("RNNKIT_SPLIT", "1") != "0"))
         _ext.add_gemm_plans(_read_plans())
-        _kept[0] = _ext.gemm_plan_count()
+        _kept = _ext.gemm_plan_count()
     return _ext
 
 
-_kept, _kept_lock = [0], threading.Lock()  # how many choices the file holds from this process
+_kept, _kept_lock = 0, threading.Lock()  # how many choices this process knew when it last wrote the file
 
 
 def plan_file() -> pathlib.Path | None:
@@ -144,11 +144,12 @@ def _read_plans() -> list:
 
 def keep_plans() -> None:
     """Add the choices timed since the last call to the file (merged with what other processes added)."""
+    global _kept
     with _kept_lock:
         n = _ext.gemm_plan_count()
-        if n == _kept[0] or (path := plan_file()) is None:
+        if n == _kept or (path := plan_file()) is None:
             return
-        _kept[0] = n
+        _kept = n
         kept = {tuple(key): option for key, option in _read_plans()}
         for key, option in _ext.gemm_plans():
             kept.setdefault(tuple(key), option)  # another process's choice stands: later ones read it

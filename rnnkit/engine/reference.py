@@ -34,11 +34,11 @@ def _watch(probe, hs):
     watched = [t for t, h in enumerate(hs) if h is not None]  # (the steps whose h_t needs a gradient)
     if not watched:
         return
-    h = hs[watched[0]]
+    shape, like = hs[watched[0]].shape, {"dtype": hs[watched[0]].dtype, "device": hs[watched[0]].device}
 
-    def hook(grads):
+    def hook(grads):  # (holds no tensor of the graph: the graph would then hold itself)
         got = dict(zip(watched, grads))
-        zero = torch.zeros(h.shape, dtype=h.dtype, device=h.device)
+        zero = torch.zeros(shape, **like)
         probe.record(torch.stack([zero if got.get(t) is None else got[t] for t in range(len(hs))]))
 
     torch.autograd.graph.register_multi_grad_hook([hs[t] for t in watched], hook, mode="all")

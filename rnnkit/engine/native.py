@@ -38,6 +38,7 @@ Delete the file to time them again (after a BLAS upgrade, say).
 The loops run without the GIL, as torch's ops do: other Python threads go on meanwhile.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -150,13 +151,27 @@ def keep_plans() -> None:
         if n == _kept or (path := plan_file()) is None:
             return
         _kept = n
-        kept = {tuple(key): option for key, option in _read_plans()}
-        for key, option in _ext.gemm_plans():
-            kept.setdefault(tuple(key), option)  # another process's choice stands: later ones read it
         try:
-            write_text(path, json.dumps([[list(k), v] for k, v in sorted(kept.items())]) + "\n")
+            with _file_lock(path.with_name(path.name + ".lock")):  # processes adding at once lose nothing
+                kept = {tuple(key): option for key, option in _read_plans()}
+                for key, option in _ext.gemm_plans():
+                    kept.setdefault(tuple(key), option)  # another process's choice stands: later ones read it
+                write_text(path, json.dumps([[list(k), v] for k, v in sorted(kept.items())]) + "\n")
         except OSError:  # a read-only cache: the choices are timed again in every process
             pass
+
+
+@contextlib.contextmanager
+def _file_lock(path):
+    """An exclusive flock on `path` (made if missing) while the block runs; no lock where fcntl is missing."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield  # the lock goes with the file
 
 
 def release_memory() -> int:

@@ -50,9 +50,10 @@ class Leaky(Cell):
         H = hidden_size
         recurrent_weights(self, ("W_hh", (H, H)), ("b_hh", (H,) if bias else None))
         self.reset_parameters()
-        a0 = torch.as_tensor(alpha, dtype=torch.get_default_dtype()).expand(H).clone()
+        a0 = torch.as_tensor(alpha, dtype=torch.get_default_dtype(), device="cpu").expand(H).clone()
         if not bool(((a0 > 0) & (a0 <= 1)).all()):
             raise ValueError(f"leaky alpha must lie in (0, 1], got {alpha!r}")
+        a0 = a0.to(torch.get_default_device())  # (checked on the CPU: also under `with torch.device("meta")`)
         self.learn_alpha = learn_alpha
         if learn_alpha:  # α = σ(a): start from the given α
             self.alpha_logit = nn.Parameter(torch.logit(a0.clamp(max=1 - 1e-4)))

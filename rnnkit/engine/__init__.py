@@ -48,16 +48,29 @@ class GradProbe:
     def __init__(self):
         self.dh, self.history, self._pass = None, [], None
 
-    def record(self, dh):
+    def record(self, dh, call=None):
+        """Add dh as this pass's record; `call` names the run it comes from: a second record of the same run in
+        the same pass (the other path of a second-order pass) is added to the first, never one of another run
+        sharing the probe (truncated BPTT chunks, a layer used twice in one graph)."""
         if _batched(dh):
             _warn_once("rnnkit GradProbe records nothing under vmap or batched gradients (is_grads_batched, "
                        "jacobian(vectorize=True)); take the gradients one at a time to see dL/dh_t")  # fmt: skip
             return
         dh, now = dh.detach(), torch._C._current_graph_task_id()
-        if now != -1 and now == self._pass and self.history and self.history[-1].shape == dh.shape:
+        if now != -1 and (now, call) == self._pass and call is not None and self.history:
             dh = self.history.pop() + dh  # the other path of the same pass (second order: see above)
-        self._pass, self.dh = now, dh
+        self._pass, self.dh = (now, call), dh
         self.history.append(dh)
+
+
+class _Call:
+    """A probe as one run sees it: its records name the run (see GradProbe.record)."""
+
+    def __init__(self, probe):
+        self.probe = probe
+
+    def record(self, dh):
+        self.probe.record(dh, call=self)
 
 
 def _batched(t) -> bool:
@@ -120,7 +133,7 @@ def _no_autocast(run, cell, xw, state0, P, mask, reverse, backend, probe, batch_
     with torch.autocast(xw.device.type, enabled=False):
         fold = {k: cast(v) if isinstance(v, torch.Tensor) else v for k, v in fold.items()}
         return run(cell, cast(xw), tuple(cast(s) for s in state0), P, cast(mask), reverse, backend, probe,
-                   batch_first, **fold)  # fmt: skip
+                   batch_first, check=False, **fold)  # fmt: skip
 
 
 def _check_sizes(cell, xw, states, P, xtilde):
@@ -140,9 +153,9 @@ def _check_sizes(cell, xw, states, P, xtilde):
         with torch.device("meta"):
             model = build()
     except Exception:  # noqa: BLE001  (a cell of the user's own with other arguments)
-        if cell not in CELLS.values():
-            return
-        model = build()  # (leaky checks its α's values, which the meta device has not)
+        if cell in CELLS.values():
+            raise
+        return
     name, H = cell.__name__, model.hidden_size
     want, got = [model.output_size, model.hidden_size][: cell.num_states], [s.shape[1] for s in states]
     if want != got:
@@ -250,6 +263,7 @@ def run(
     if torch.is_autocast_enabled(xw.device.type):  # the loop runs in its parameters' dtype, see _no_autocast
         return _no_autocast(run, cell, xw, state0, P, mask, reverse, backend, probe, batch_first, xbias=xbias,
                             raw_tail=raw_tail, xtilde=xtilde)  # fmt: skip
+    probe = None if probe is None else _Call(probe)  # (this run's records: see GradProbe.record)
     chosen = resolve_backend(backend, cell, xw)
     if chosen == "native":
         from rnnkit.engine.native import NativeRecurrence, forward_only

@@ -116,6 +116,18 @@ def test_no_units_run_without_a_blas_error(capfd):
     assert "ERROR" not in "".join(capfd.readouterr())
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_one_probe_over_two_runs_in_one_pass_records_each(backend):
+    """Truncated BPTT over two chunks with one probe, one backward: two records, not their sum (the merge of a
+    second-order pass's two paths caught them)."""
+    cell, xw, state0, P, _ = setup("gru", T=6)
+    probe = GradProbe()
+    hs1, s1 = run(cell, xw[:3], state0, P, None, False, backend, probe)
+    hs2, _ = run(cell, xw[3:], s1, P, None, False, backend, probe)
+    (hs1.sum() + 2 * hs2.sum()).backward()
+    assert len(probe.history) == 2 and {r.shape[0] for r in probe.history} == {3}
+
+
 def test_unknown_backend_is_a_clear_error():
     cell, xw, state0, P, _ = setup("gru")
     with pytest.raises(ValueError, match="unknown backend"):

@@ -95,7 +95,7 @@ def _load():
     )
     name = f"{name}_{_sources_hash(flags)}"
     sources, include = [str(CSRC / "engine.cpp")], [str(CSRC)]
-    _ext, _reason = build(
+    ext, reason = build(
         "the native engine",
         name,
         lambda: cpp_extension.load(
@@ -106,19 +106,20 @@ def _load():
             extra_include_paths=include,
         ),
     )
-    if _ext is not None:
-        _ext.set_row_threads(0 if rows == "auto" else int(rows))
-        _ext.set_gemm(mode)
-        _ext.set_split(int(os.environ.get("RNNKIT_SPLIT", "1") != "0"))
-        _ext.add_gemm_plans(_read_plans())
-        _kept = _ext.gemm_plan_count()
+    if ext is not None:  # set up before other threads see it (load's unlocked check)
+        ext.set_row_threads(0 if rows == "auto" else int(rows))
+        ext.set_gemm(mode)
+        ext.set_split(int(os.environ.get("RNNKIT_SPLIT", "1") != "0"))
+        ext.add_gemm_plans(_read_plans(plan_file(ext)))
+        _kept = ext.gemm_plan_count()
+    _ext, _reason = ext, reason
     return _ext
 
 
 _kept, _kept_lock = 0, threading.Lock()  # how many choices this process knew when it last wrote the file
 
 
-def plan_file() -> pathlib.Path | None:
+def plan_file(ext=None) -> pathlib.Path | None:
     """The file of GEMM choices of this build on this CPU model (see the module's docstring), or None."""
     given = os.environ.get("RNNKIT_GEMM_PLANS")
     if given is not None:
@@ -130,17 +131,19 @@ def plan_file() -> pathlib.Path | None:
     except OSError:
         pass
     tag = hashlib.sha256(f"{cpu} {platform.machine()}".encode()).hexdigest()[:10]
-    return pathlib.Path(_ext.__file__).with_name(f"gemm_plans_{tag}.json")
+    return pathlib.Path((ext or _ext).__file__).with_name(f"gemm_plans_{tag}.json")
 
 
-def _read_plans() -> list:
-    """The kept choices, [[key, option], ...]; none from a file that is missing or damaged (they are timed)."""
-    path = plan_file()
+def _read_plans(path) -> list:
+    """The kept choices, [(key, option), ...]; none from a file that is missing or damaged (they are timed):
+    a key is 10 integers within int64, an option one of 0..4."""
     try:
         plans = json.loads(path.read_text(encoding="utf-8")) if path is not None else []
-        return [(list(map(int, key)), int(option)) for key, option in plans]
-    except (OSError, ValueError, TypeError):
+        plans = [(list(map(int, key)), int(option)) for key, option in plans]
+    except (OSError, ValueError, TypeError, ArithmeticError):
         return []
+    fits = all(len(k) == 10 and all(abs(v) < 2**62 for v in k) and 0 <= o <= 4 for k, o in plans)
+    return plans if fits else []
 
 
 def keep_plans() -> None:
@@ -153,7 +156,7 @@ def keep_plans() -> None:
         _kept = n
         try:
             with _file_lock(path.with_name(path.name + ".lock")):  # processes adding at once lose nothing
-                kept = {tuple(key): option for key, option in _read_plans()}
+                kept = {tuple(key): option for key, option in _read_plans(path)}
                 for key, option in _ext.gemm_plans():
                     kept.setdefault(tuple(key), option)  # another process's choice stands: later ones read it
                 write_text(path, json.dumps([[list(k), v] for k, v in sorted(kept.items())]) + "\n")

@@ -491,13 +491,16 @@ class Recurrent(nn.Module):
 def _refuse_reparametrized(m, names):
     """A weight computed from others (parametrizations.weight_norm, orthogonal, the old weight_norm and
     spectral_norm hooks) would be copied as it was last computed and frozen, not trained: from_torch refuses."""
-    from torch.nn.utils import parametrize
+    from torch.nn.utils import parametrize, prune
     from torch.nn.utils.spectral_norm import SpectralNorm
     from torch.nn.utils.weight_norm import WeightNorm
 
     hooks = {h.name: h for h in m._forward_pre_hooks.values() if isinstance(h, (WeightNorm, SpectralNorm))}
+    pruned = {h._tensor_name for h in m._forward_pre_hooks.values() if isinstance(h, prune.BasePruningMethod)}
     for name in names:
-        if name in hooks:
+        if name in pruned:
+            how, undo = "pruning: weight_orig times a mask", f"torch.nn.utils.prune.remove(m, '{name}')"
+        elif name in hooks:
             kind = "weight_norm" if isinstance(hooks[name], WeightNorm) else "spectral_norm"
             how, undo = kind, f"torch.nn.utils.remove_{kind}(m, '{name}')"
         elif parametrize.is_parametrized(m, name):

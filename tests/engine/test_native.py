@@ -565,8 +565,13 @@ def test_gemm_choices_are_kept_for_later_processes(tmp_path, monkeypatch):
     before, timed, bits = fresh_process()
     assert before == 0 and timed > 0 and len(json.loads(path.read_text())) == timed
     assert fresh_process() == [timed, timed, bits]  # read back: nothing timed, the same bits
-    path.write_text('[[1, 2], "x"')
-    assert fresh_process()[:2] == [0, timed] and len(json.loads(path.read_text())) == timed
+    for damaged in (
+        '[[1, 2], "x"',
+        "[[[1e400, 0, 0, 0, 0, 0, 0, 0, 0, 0], 0]]",
+        f"[[[{2**70}, 0, 0, 0, 0, 0, 0, 0, 0, 0], 0]]",
+    ):
+        path.write_text(damaged)  # (numbers past int64 made every call fail)
+        assert fresh_process()[:2] == [0, timed] and len(json.loads(path.read_text())) == timed
     monkeypatch.setenv("RNNKIT_GEMM_PLANS", "")
     assert native.plan_file() is None  # empty: none kept, every process times its own
 

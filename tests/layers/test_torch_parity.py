@@ -209,6 +209,7 @@ def test_same_seed_same_dropout_on_every_backend(name, batch_first):
         (lambda m: torch.nn.utils.parametrizations.orthogonal(m, "weight_hh_l0"), "remove_parametrizations"),
         (lambda m: torch.nn.utils.weight_norm(m, "weight_hh_l0"), "remove_weight_norm"),
         (lambda m: torch.nn.utils.spectral_norm(m, "weight_hh_l0"), "remove_spectral_norm"),
+        (lambda m: torch.nn.utils.prune.l1_unstructured(m, "weight_hh_l0", 0.5), r"prune.remove"),
     ],
 )
 def test_from_torch_refuses_a_weight_computed_from_others(reparametrize, how):

@@ -456,6 +456,8 @@ void unlock_after_fork() {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   pthread_atfork(rnnkit::lock_for_fork, rnnkit::unlock_after_fork, rnnkit::unlock_after_fork);
+  // Without the GIL also while waiting for the plan table's lock: its holder may be timing GEMMs whose ATen
+  // ops call back into Python (a TorchDispatchMode) and need the GIL.
   const auto nogil = py::call_guard<py::gil_scoped_release>();
   m.def("forward", &rnnkit::forward_py, "the cell over a sequence: [hs, state_T..., saved...]", nogil);
   m.def("backward", &rnnkit::backward_py, "BPTT: [dxw, dstate_0..., dP..., (probe dh)]", nogil);
@@ -472,7 +474,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           std::lock_guard<std::mutex> lock(rnnkit::native_ext::g_plan_mutex);
           for (auto& [k, v] : rnnkit::native_ext::g_plan) out.emplace_back(std::vector<int64_t>(k.begin(), k.end()), v);
           return out;
-        }, "the timed choices so far: ([M, N, K, trans, lda, ldc/ldb, ..., threads, ...], option)");
+        }, "the timed choices so far: ([M, N, K, trans, lda, ldc/ldb, ..., threads, ...], option)", nogil);
   m.def("add_gemm_plans", [](const std::vector<std::pair<std::vector<int64_t>, int>>& plans) {
           // choices timed by an earlier process (native.py keeps them in a file): same choices, same bits
           std::lock_guard<std::mutex> lock(rnnkit::native_ext::g_plan_mutex);
@@ -484,11 +486,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
             added += rnnkit::native_ext::g_plan.emplace(key, v).second;
           }
           return added;
-        }, "add choices (as gemm_plans gives them) for shapes not timed yet; returns how many were added");
+        }, "add choices (as gemm_plans gives them) for shapes not timed yet; returns how many were added", nogil);
   m.def("gemm_plan_count", [] {
           std::lock_guard<std::mutex> lock(rnnkit::native_ext::g_plan_mutex);
           return int64_t(rnnkit::native_ext::g_plan.size());
-        }, "how many choices are known");
+        }, "how many choices are known", nogil);  // (no GIL while waiting for the table: see below)
   m.def("set_split", [](int64_t on) { rnnkit::g_split = on; }, "1: split an LSTM's hidden units over threads");
   m.def("project", &rnnkit::project, "[xw = x W_xhᵀ + b (tanh before b on a tail; an identity block), t] into recycled buffers", nogil);
   m.def("project_backward", &rnnkit::project_backward, "[dx, dW_xh, db] of project", nogil);

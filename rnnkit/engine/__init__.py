@@ -40,7 +40,7 @@ class GradProbe:
     step: how gradients vanish or explode over time (deck 002). Row t is input position t in either
     direction (the reverse direction reaches h_t in the order T-1 .. 0); where a sequence has ended (t >= its
     length) the state passes through unchanged, and so row t holds the gradient it carries: dL/dh_T forward,
-    dL/dh_0 in reverse. A step the pass doesn't reach records 0. One record per backward pass, also for a
+    dL/dh_0 in reverse. A step the pass doesn't reach records 0. One record per run and backward pass, also for a
     second-order pass (through a gradient taken with create_graph=True), which reaches h_t along two paths;
     several passes accumulate in `probe.history`. Under vmap and batched gradients (is_grads_batched,
     jacobian(vectorize=True)) it records nothing (with a warning): those gradients are not plain tensors."""
@@ -102,7 +102,7 @@ def resolve_backend(backend, cell, xw):
         )
     if plain_ops_only():
         if backend in ("python", "native"):
-            _warn_once(f"rnnkit {backend} backend inside a torch.func transform or forward-mode AD: using the "
+            _warn_once(f"rnnkit {backend} backend inside a torch.func transform, forward-mode AD or torch.compile: using the "
                        "autograd backend")  # fmt: skip
         return "autograd"
     if backend in ("autograd", "python"):

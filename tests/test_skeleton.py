@@ -55,6 +55,33 @@ def test_help_shows_every_default(capsys, command, shown):
         assert re.search(pattern, out), (pattern, out)
 
 
+def _every_command():
+    import argparse
+
+    from rnnkit.cli import build_parser
+
+    def walk(parser, path):
+        yield path
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, p in action.choices.items():
+                    yield from walk(p, [*path, name])
+
+    return list(walk(build_parser(), []))[1:]
+
+
+def test_no_help_names_its_default_twice(capsys):
+    """A help text that says its default itself ("(default 500)") gets no second "(default: 500)"."""
+    import re
+
+    for command in _every_command():
+        with pytest.raises(SystemExit):
+            main([*command, "--help"])
+        out = re.sub(r"\s+", " ", capsys.readouterr().out)
+        for line in re.split(r" (?=-{1,2}[a-z])", out):
+            assert len(re.findall(r"\bdefault\b", line)) < 2, (command, line)
+
+
 @pytest.mark.parametrize("group", ["ngram", "tfidf", "hopfield", "rbm", "ising", "markov"])
 def test_a_group_without_its_action_names_it_so(capsys, group):
     with pytest.raises(SystemExit):

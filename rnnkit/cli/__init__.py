@@ -7,6 +7,7 @@ that registers parsers whose `func` attribute takes the parsed arguments.
 import argparse
 import os
 import pathlib
+import re
 import sys
 
 from rnnkit.errors import RnnkitError, check_seed
@@ -67,7 +68,7 @@ def _show_defaults(parser):
             or default == ""
             or default == argparse.SUPPRESS
             or isinstance(action, argparse._StoreConstAction | argparse._HelpAction | argparse._VersionAction)
-            or "default:" in help
+            or re.search(r"\(default\b|default:", help)
         ):
             continue
         shown = str(default).replace("%", "%%")

@@ -1,5 +1,6 @@
 """`rnnkit train | sample | score | complete | eval`: character language models from the command line."""
 
+import argparse
 import json
 import math
 import pathlib
@@ -45,8 +46,39 @@ RESUMABLE = {"max_steps", "max_epochs", "time_budget", "eval_every", "sample_eve
 RUN_HELP = "run folder (its best.pt, else latest.pt) or checkpoint file"
 
 
+def _preset_table() -> str:
+    """What each flag is when not given, per preset (and for a CORPUS without --preset): train --help's epilog."""
+    from rnnkit.presets import PRESETS
+    from rnnkit.train.config import RunConfig
+
+    columns = {name: preset for name, preset in PRESETS.items() if name != "default"}
+    columns = {"default": PRESETS["default"], **columns, "CORPUS": {}}
+    rows = [["", *columns]]
+    for flag, (section, name, _) in TRAIN_OPTIONS.items():
+        if flag in ("--data-dir", "--backend", "--seed"):  # the same under every preset, said in their help
+            continue
+        cells = []
+        for overrides in columns.values():
+            cfg = RunConfig()
+            cfg.update(overrides)
+            value = getattr(getattr(cfg, section), name)
+            cells.append(f"{value:g}" if isinstance(value, float) else str(value))
+        rows.append([flag, *cells])
+    width = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, width, strict=True)).rstrip() for r in rows]
+    return (
+        "A flag not given takes the preset's value (CORPUS: a text file without --preset;\n"
+        f"--seed is {RunConfig().train.seed} in all):\n" + "\n".join(lines)
+    )
+
+
 def add_commands(sub):
-    p = sub.add_parser("train", help="train a character language model")
+    p = sub.add_parser(
+        "train",
+        help="train a character language model",
+        epilog=_preset_table(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument(
         "corpus",
         nargs="?",

@@ -12,8 +12,10 @@ The extension is compiled on first use with torch.utils.cpp_extension (ninja) an
 extensions directory ($TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions), so later runs only
 load it. If it cannot be built or loaded, `unsupported()` says why and the engine uses `python`, warning once.
 Set RNNKIT_NATIVE=0 to switch it off. RNNKIT_GEMM picks how the float32 GEMMs run: `auto` (default: the
-first GEMM of each shape times MKL's sgemm, oneDNN's matmul and, for the per-step weights, MKL's packed
-GEMM, and keeps the fastest, since which wins depends on the CPU), or `blas`, `dnnl`, `packed`, `own`.
+first GEMM of each shape times MKL's sgemm (also on the transposed problem), oneDNN's matmul and, for the
+per-step weights, MKL's packed GEMM, and keeps the fastest, since which wins depends on the CPU), or `blas`,
+`dnnl`, `packed`, `own`. torch runs oneDNN's float32 matmul only on CPUs with AVX-512 (or AVX-NE-CONVERT);
+elsewhere it is not offered and `dnnl` runs as `blas`.
 On CPUs with AVX-512 the per-step GEMMs of a thread's own rows or units also have rnnkit's own kernel
 (csrc/kernel.h), which `auto` takes per shape where a first timing finds it 5% faster than MKL's packed GEMM
 (the narrow steps of small cells) and `own` forces (elsewhere `own` runs as `packed`).

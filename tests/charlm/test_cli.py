@@ -407,3 +407,29 @@ def test_ctrl_c_at_start_up_is_one_line(tmp_path, corpus, cli, monkeypatch):
     monkeypatch.setattr(rnnkit.train.loop, "load_corpus", interrupted)
     code, out, err = cli("train", corpus, "--out", tmp_path / "run", *TINY)
     assert (code, out, err) == (130, "", "rnnkit: interrupted\n")
+
+
+def test_train_help_table_is_what_train_runs_with(capsys):
+    """train --help's table of each preset's values holds what train_config builds for each column."""
+    import argparse
+
+    from rnnkit.cli import build_parser, main
+    from rnnkit.cli.charlm import TRAIN_OPTIONS, train_config
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    table = out[out.index("A flag not given") :].splitlines()[2:]
+    columns = table[0].split()
+    assert columns == ["default", "min-char-rnn", "char-rnn", "shakespeare", "CORPUS"]
+    rows = {line.split()[0]: line.split()[1:] for line in table[1:]}
+    assert len(rows) == len(TRAIN_OPTIONS) - 3
+    for k, column in enumerate(columns):
+        given = ["some.txt"] if column == "CORPUS" else ["--preset", column]
+        args = build_parser().parse_args(["train", "--out", "x", *given])
+        assert isinstance(args, argparse.Namespace)
+        cfg = train_config(args)
+        for flag, cells in rows.items():
+            section, name, _ = TRAIN_OPTIONS[flag]
+            value = getattr(getattr(cfg, section), name)
+            assert (f"{value:g}" if isinstance(value, float) else str(value)) == cells[k], (column, flag)

@@ -636,6 +636,72 @@ def test_the_loop_lets_other_python_threads_run():
     assert longest < 0.5 * (t1 - t0), (longest, t1 - t0)  # held: no tick at all while it ran
 
 
+def test_first_calls_time_their_gemms_on_any_cpu():
+    """On a CPU without AVX-512 (an AVX2 AMD EPYC) torch's oneDNN matmul refuses float32 ("mkldnn_matmul bf16
+    path needs the cpu support ..."), and timing it made every first call of a big enough shape fail: a 2x512
+    LSTM could not train. It is offered only where it runs; RNNKIT_GEMM=dnnl runs as blas there."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, rnnkit\nfrom rnnkit.engine import native\nfrom rnnkit.layers import Recurrent\n"
+        "torch.manual_seed(0)\nx = torch.randn(32, 12, 64)\nouts = []\n"
+        "for backend in ('native', 'python'):\n"
+        "    torch.manual_seed(1)\n"
+        "    layer = Recurrent('lstm', 64, 320, num_layers=2, backend=backend)\n"
+        "    out, _ = layer(x)\n    out.square().sum().backward()\n"
+        "    outs.append([out, *[p.grad for p in layer.parameters()]])\n"
+        "for a, b in zip(*outs):\n    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)\n"
+        "print(native.load().gemm_plan_count(), native.load().have_dnnl())\n"
+    )
+    for mode in ("auto", "dnnl"):
+        env = {**__import__("os").environ, "RNNKIT_GEMM_PLANS": "", "RNNKIT_GEMM": mode}
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        timed = int(out.stdout.split()[0])
+        assert (timed > 0) == (mode == "auto"), out.stdout
+
+
+def test_fork_while_another_thread_times_a_gemm_under_a_dispatch_mode():
+    """A thread timing a new GEMM shape held the plan table's lock meanwhile; under a TorchDispatchMode its ops
+    call back into Python and wait for the GIL, which a thread in fork held while waiting for that lock (fork
+    waits for it: lock_for_fork): both froze for good."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, threading, time, torch\n"
+        "from torch.utils._python_dispatch import TorchDispatchMode\n"
+        "from rnnkit.engine import native\n"
+        "ext = native.load()\nstarted = threading.Event()\n"
+        "class Slow(TorchDispatchMode):\n"
+        "    def __torch_dispatch__(self, func, types, args=(), kwargs=None):\n"
+        "        if not started.is_set():\n"
+        "            started.set()\n"
+        "            time.sleep(0.3)\n"
+        "        return func(*args, **(kwargs or {}))\n"
+        "x, W = torch.randn(3000, 200), torch.randn(200, 200)\n"
+        "def work():\n"
+        "    with Slow():\n"
+        "        ext.project(x, W, None, [3000, 1, 200], 0, -1)\n"
+        "thread = threading.Thread(target=work)\nthread.start()\nstarted.wait()\ntime.sleep(0.1)\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n    os._exit(0)\n"
+        "os.waitpid(pid, 0)\nthread.join()\nprint('timed', ext.gemm_plan_count())\n"
+    )
+    env = {**__import__("os").environ, "RNNKIT_GEMM_PLANS": ""}  # none kept: the shape is timed afresh
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("fork froze while another thread timed a GEMM")
+    assert out.returncode == 0 and out.stdout.startswith("timed"), out.stdout + out.stderr
+    assert int(out.stdout.split()[1]) > 0  # the shape was timed (under the mode)
+
+
 def test_the_callers_mkl_thread_count_is_put_back():
     """The loops run MKL single-threaded in each of their threads and then set the calling thread's MKL count
     to 'the global setting' instead of what it was: with MKL_NUM_THREADS=1 and torch.set_num_threads(2), the

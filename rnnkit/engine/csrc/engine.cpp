@@ -456,8 +456,10 @@ void unlock_after_fork() {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   pthread_atfork(rnnkit::lock_for_fork, rnnkit::unlock_after_fork, rnnkit::unlock_after_fork);
-  // Without the GIL also while waiting for the plan table's lock: its holder may be timing GEMMs whose ATen
-  // ops call back into Python (a TorchDispatchMode) and need the GIL.
+  rnnkit::g_have_dnnl = rnnkit::probe_dnnl();
+  m.def("have_dnnl", &rnnkit::have_dnnl, "whether oneDNN's matmul runs float32 on this CPU (else not offered)");
+  // The loops, and the plan table's bindings, run without the GIL, as torch's ops do (the table's lock is held
+  // only to read or write it: run.h, known_plan).
   const auto nogil = py::call_guard<py::gil_scoped_release>();
   m.def("forward", &rnnkit::forward_py, "the cell over a sequence: [hs, state_T..., saved...]", nogil);
   m.def("backward", &rnnkit::backward_py, "BPTT: [dxw, dstate_0..., dP..., (probe dh)]", nogil);

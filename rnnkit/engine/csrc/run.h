@@ -61,6 +61,26 @@ void mkldnn_matmul(const at::Tensor& mat1, const at::Tensor& mat2, const at::Ten
 }
 namespace rnnkit {
 
+// Whether oneDNN's matmul runs float32 here: torch 2.13 refuses it on CPUs without AVX-512 or AVX-NE-CONVERT
+// ("mkldnn_matmul bf16 path needs ...", an AVX2 AMD EPYC), where timing it failed every first call of a shape.
+// Probed once when the extension loads (engine.cpp); without it the options that use it are not offered, and a
+// choice of it (RNNKIT_GEMM=dnnl, a plan file from another machine) runs as plain BLAS.
+inline bool g_have_dnnl = false;
+inline bool probe_dnnl() {
+  c10::impl::ExcludeDispatchKeyGuard no_python(c10::DispatchKeySet({c10::DispatchKey::Python,
+                                                                    c10::DispatchKey::PythonTLSSnapshot}));
+  float a[4] = {1, 2, 3, 4}, c[4] = {0, 0, 0, 0};
+  const auto o = at::TensorOptions().dtype(at::kFloat);
+  try {
+    at::native::mkldnn_matmul(at::from_blob(a, {2, 2}, o), at::from_blob(a, {2, 2}, o), at::from_blob(c, {2, 2}, o),
+                              0.f, 1.f);
+  } catch (const std::exception&) {
+    return false;
+  }
+  return c[0] == 7 && c[1] == 10 && c[2] == 15 && c[3] == 22;
+}
+inline bool have_dnnl() { return g_have_dnnl; }
+
 // Which library runs a GEMM. Neither MKL's sgemm nor oneDNN's matmul wins everywhere: at the per-step
 // shapes of a 2x512 LSTM oneDNN was 1.3-1.45x faster on an AMD Zen 4, MKL 1.2-1.4x faster on an Intel Sapphire
 // Rapids, and oneDNN's per-call overhead loses small GEMMs on both. The per-step GEMMs of the time loop
@@ -82,6 +102,20 @@ inline constexpr int64_t kSmall = int64_t(1) << 18;  // multiply-adds below whic
 // packed form for the per-step weights), the same in every process, also in processes started together
 // (a DDP job's ranks) before any of them has kept its timed choices (native.py).
 inline bool fixed_choice() { return at::globalContext().deterministicAlgorithms(); }
+
+// The plan table's lock is held only to read or write it, never while timing: the timed ops may call back into
+// Python (a TorchDispatchMode) and wait for the GIL, while a thread that holds the GIL waits for the lock in
+// fork (engine.cpp: lock_for_fork), and the two froze. Threads that meet a new shape together time it each,
+// and all take the choice kept first: every thread runs the same option, the same bits.
+inline int known_plan(const GemmKey& key) {  // -1: not timed yet
+  std::lock_guard<std::mutex> lock(g_plan_mutex);
+  const auto it = g_plan.find(key);
+  return it == g_plan.end() ? -1 : it->second;
+}
+inline int keep_plan(const GemmKey& key, int option) {  // the choice kept for key: option, or an earlier one
+  std::lock_guard<std::mutex> lock(g_plan_mutex);
+  return g_plan.emplace(key, option).first->second;
+}
 }  // namespace native_ext
 
 template <typename T>
@@ -97,6 +131,7 @@ void gemm_with(bool dnnl, bool ta, bool tb, int64_t M, int64_t N, int64_t K, con
   // the Fortran BLAS takes int sizes: past 2^31 - 1 (T·B rows of a projection over a long signal) they wrapped
   // and the GEMM computed part of it, or nothing; ATen's path takes int64
   const bool fits = std::max({M, N, K, lda, ldb, ldc}) <= int64_t(std::numeric_limits<int>::max());
+  dnnl = dnnl && have_dnnl();
   if (have_blas() && !dnnl && fits) {  // row-major C = op(A) op(B)  <=>  column-major Cᵀ = op(B)ᵀ op(A)ᵀ
     blas<T>(tb ? 'T' : 'N', ta ? 'T' : 'N', N, M, K, T(1), B, ldb, A, lda, beta, C, ldc);
     return;
@@ -186,12 +221,10 @@ inline int gemm_plan(bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_t 
                      bool beta) {
   using namespace native_ext;
   if (g_gemm_mode != GemmMode::Auto || M * N * K < kSmall || fixed_choice())
-    return g_gemm_mode == GemmMode::Dnnl ? 1 : 0;
+    return g_gemm_mode == GemmMode::Dnnl && have_dnnl() ? 1 : 0;
   const GemmKey key{plan_class(M), plan_class(N), plan_class(K), ta, tb, plan_class(lda), plan_class(ldb),
                     plan_class(ldc), beta, at::get_num_threads()};
-  std::lock_guard<std::mutex> lock(g_plan_mutex);
-  auto it = g_plan.find(key);
-  if (it != g_plan.end()) return it->second;
+  if (const int known = known_plan(key); known >= 0) return known;
   constexpr double kTimeCap = 4294967296.0;  // 2^32 multiply-adds
   const double work = double(M) * double(N) * double(K);
   if (work > kTimeCap) {  // lds stay: a shorter side still fits in them
@@ -208,12 +241,13 @@ inline int gemm_plan(bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_t 
   }
   auto A = timing_operand<float>(ta ? K : M, lda), B = timing_operand<float>(tb ? N : K, ldb);
   auto C = at::zeros({M, ldc});
-  return g_plan[key] = fastest(beta ? 2 : 3, [&](int k) {
-           return best_time([&] {
-             gemm_run<float>(k, ta, tb, M, N, K, A.data_ptr<float>(), lda, B.data_ptr<float>(), ldb,
-                             beta ? 1.f : 0.f, C.data_ptr<float>(), ldc);
-           });
-         });
+  return keep_plan(key, fastest(beta ? 2 : 3, [&](int k) {
+    if (k == 1 && !have_dnnl()) return 1e30;  // not offered
+    return best_time([&] {
+      gemm_run<float>(k, ta, tb, M, N, K, A.data_ptr<float>(), lda, B.data_ptr<float>(), ldb, beta ? 1.f : 0.f,
+                      C.data_ptr<float>(), ldc);
+    });
+  }));
 }
 
 // C (M×N, row-major, ldc) = op(A) op(B) + beta·C with op(A) M×K, op(B) K×N.
@@ -241,6 +275,7 @@ struct StepW {
     StepW s;
     if (option == 4 && !RNNKIT_OWN_GEMM) option = 0;  // no AVX-512: the kernel is not compiled
     if (option == 3 && !have_packed()) option = 0;    // (a choice read back from a plan file, see native.py)
+    if ((option == 1 || option == 2) && !have_dnnl()) option = 0;
     s.N = N, s.K = K, s.M = M, s.W = W, s.tw = tw, s.ldw = tw ? K : N;
     s.lib = option == 0 ? Lib::Blas : option == 3 ? Lib::Packed : option == 4 ? Lib::Own : Lib::Dnnl;
     auto o = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
@@ -289,7 +324,7 @@ StepW<T> step_weight(const T* W, bool tw, int64_t N, int64_t K, int64_t M, int64
   if (!f32 || !have_blas()) return StepW<T>::make(0, W, tw, N, K, M);
   switch (g_gemm_mode) {
     case GemmMode::Blas: return StepW<T>::make(0, W, tw, N, K, M);
-    case GemmMode::Dnnl: return StepW<T>::make(1, W, tw, N, K, M);
+    case GemmMode::Dnnl: return StepW<T>::make(have_dnnl() ? 1 : 0, W, tw, N, K, M);
     case GemmMode::Packed: return StepW<T>::make(have_packed() ? 3 : 0, W, tw, N, K, M);
     case GemmMode::Own: return StepW<T>::make(RNNKIT_OWN_GEMM ? 4 : 0, W, tw, N, K, M);
     case GemmMode::Auto: break;
@@ -297,12 +332,11 @@ StepW<T> step_weight(const T* W, bool tw, int64_t N, int64_t K, int64_t M, int64
   if (M * N * K < kSmall) return StepW<T>::make(0, W, tw, N, K, M);
   if (fixed_choice()) return StepW<T>::make(have_packed() ? 3 : 0, W, tw, N, K, M);
   const GemmKey key{M, N, K, tw, lda, ldc, beta, at::get_num_threads(), -1, -1};
-  std::lock_guard<std::mutex> lock(g_plan_mutex);
-  auto it = g_plan.find(key);
-  if (it != g_plan.end()) return StepW<T>::make(it->second, W, tw, N, K, M);
+  if (const int known = known_plan(key); known >= 0) return StepW<T>::make(known, W, tw, N, K, M);
   std::vector<StepW<T>> options;
   for (int k = 0; k < 5; ++k)
-    if ((k != 2 || tw) && (k != 3 || have_packed()) && (k != 4 || RNNKIT_OWN_GEMM))
+    if ((k != 2 || tw) && (k != 3 || have_packed()) && (k != 4 || RNNKIT_OWN_GEMM) &&
+        ((k != 1 && k != 2) || have_dnnl()))
       options.push_back(StepW<T>::make(k, W, tw, N, K, M));
   auto A = timing_operand<T>(M, lda);
   auto C = at::zeros({M, ldc}, A.options());
@@ -311,8 +345,8 @@ StepW<T> step_weight(const T* W, bool tw, int64_t N, int64_t K, int64_t M, int64
   });
   const Lib lib = options[best].lib;
   const int option = lib == Lib::Own ? 4 : lib == Lib::Packed ? 3 : lib == Lib::Blas ? 0 : options[best].tw == tw ? 1 : 2;
-  g_plan[key] = option;
-  return options[best];
+  const int kept = keep_plan(key, option);
+  return kept == option ? options[best] : StepW<T>::make(kept, W, tw, N, K, M);
 }
 
 // A thread's own weight slice, C (M×N) = A op(W) on that thread's M rows: MKL's packed form where it exists
@@ -330,11 +364,8 @@ StepW<T> thread_weight(const T* W, bool tw, int64_t N, int64_t K, int64_t M, int
   if (g_gemm_mode == GemmMode::Own) return StepW<T>::make(4, W, tw, N, K, M);
   if (g_gemm_mode != GemmMode::Auto || fixed_choice()) return StepW<T>::make(packed, W, tw, N, K, M);
   const GemmKey key{M, N, K, tw, lda, ldc, beta, at::get_num_threads(), -2, -2};
-  int option = packed;
-  {  // the lock only while choosing: the threads prepare their copies at the same time
-  std::lock_guard<std::mutex> lock(g_plan_mutex);
-  auto it = g_plan.find(key);
-  if (it == g_plan.end()) {  // timed on one thread, as the loop runs it (MKL inside a team runs on one)
+  int option = known_plan(key);
+  if (option < 0) {  // timed on one thread, as the loop runs it (MKL inside a team runs on one)
     const int one = 1;
     const int before = mkl_set_num_threads_local_ ? mkl_set_num_threads_local_(&one) : 0;
     StepW<T> options[2] = {StepW<T>::make(packed, W, tw, N, K, M), StepW<T>::make(4, W, tw, N, K, M)};
@@ -344,9 +375,7 @@ StepW<T> thread_weight(const T* W, bool tw, int64_t N, int64_t K, int64_t M, int
       return best_time([&] { options[k].mul(A.template data_ptr<T>(), lda, T(beta), C.template data_ptr<T>(), ldc); });
     });
     if (mkl_set_num_threads_local_) mkl_set_num_threads_local_(&before);
-    it = g_plan.emplace(key, t[1] < 0.95 * t[0] ? 4 : packed).first;
-  }
-  option = it->second;
+    option = keep_plan(key, t[1] < 0.95 * t[0] ? 4 : packed);
   }
   return StepW<T>::make(option, W, tw, N, K, M);
 }

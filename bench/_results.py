@@ -25,9 +25,28 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
+def cpu_name() -> str:
+    """The CPU's model name ("AMD EPYC", "Intel(R) Xeon(R) Platinum 8480+"), else the architecture."""
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_key() -> str:
+    """The CPU's vendor and vector width as torch sees it ("amd-avx2", "intel-avx512"): the engine's speed
+    depends on both, so each such CPU keeps its own section of RESULTS.md."""
+    name = cpu_name().lower()
+    vendor = next((v for v in ("intel", "amd", "arm", "apple") if v in name), platform.machine().lower())
+    return f"{vendor}-{torch.backends.cpu.get_cpu_capability().lower()}"
+
+
 def machine_line() -> str:
     return (
-        f"{time.strftime('%Y-%m-%d %H:%M')}, {platform.processor() or platform.machine()}, "
+        f"{time.strftime('%Y-%m-%d %H:%M')}, {cpu_name()} ({torch.backends.cpu.get_cpu_capability()}), "
         f"{plural(torch.get_num_threads(), 'thread')}, torch {torch.__version__}"
     )
 

@@ -23,6 +23,7 @@ from torch import nn
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 from _results import (
     add_no_write,
+    cpu_key,
     int_at_least,
     machine_line,
     markdown_table,
@@ -67,7 +68,8 @@ small (2x512), more at 1x128, and above 1.0x means narrower GEMMs beating the LS
 The evaluation rows time the same model's loss under torch.no_grad (a validation pass; no target in
 the issue): there torch.nn.LSTM switches to oneDNN's fused inference RNN, about 1.4x faster than its own
 forward under autograd, while rnnkit's loop keeps no caches and only two state slots.
-`--threads 1` writes a section engine-1thread."""
+Each kind of CPU (vendor and vector width) keeps its own section, engine-amd-avx2 say; `--threads 1` writes
+engine-1thread-amd-avx2."""
 
 
 class CharLM(nn.Module):
@@ -299,7 +301,7 @@ def main():
         "--threads",
         type=int_at_least(0, MAX_THREADS),
         default=0,
-        help="torch threads; 0 = torch's choice; N > 0 writes the section engine-Nthread (default: 0)",
+        help="torch threads; 0 = torch's choice; N > 0 writes the section engine-Nthread-CPU (default: 0)",
     )
     add_no_write(ap, "engine")
     args = ap.parse_args()
@@ -365,14 +367,16 @@ def main():
     header = ["config", "rnnkit (chars/s)", "reference", "reference (chars/s)", "speed-up", "target",
               "GEMM GFLOP/s", "of peak", "met"]  # fmt: skip
     md = "\n".join([
-        "## engine: train step (forward + backward + Adam) of Embedding(65,64) -> Recurrent -> Linear -> CE",
+        f"## engine, {cpu_key()}: train step (forward + backward + Adam) of Embedding(65,64) -> Recurrent -> Linear"
+        " -> CE",
         "", f"{machine_line()}; GEMM peak {peak / 1e9:.1f} GFLOP/s (2048² sgemm, same run); "
         f"{'median' if args.rounds == 1 else 'medians'} of {plural(args.rounds, 'interleaved round')}; "
         "rnnkit backend: native.", "", markdown_table(header, rows), *notes,
     ])  # fmt: skip
     print(md)
     if not args.no_write:
-        update_results("engine" if not args.threads else f"engine-{args.threads}thread", md)
+        threads = f"-{args.threads}thread" if args.threads else ""
+        update_results(f"engine{threads}-{cpu_key()}", md)
 
 
 if __name__ == "__main__":

@@ -189,6 +189,7 @@ class Recurrent(nn.Module):
             xs = xs.masked_fill(mask == 0, 0)
         state0 = self._initial_state(state, cond, B, xs)
         probes = self._probes(probe)
+        conditioned = "W_vh" in self._modules  # not hasattr: a miss on a Module raises, 3 µs
         below, prev, finals = xs, None, []
         for layer in range(self.num_layers):
             outs = []
@@ -196,8 +197,8 @@ class Recurrent(nn.Module):
                 i = layer * self.dirs + d
                 cell = self.cells[i]
                 # (T, B, G·H): all steps in one GEMM; a conditioning term adds to xw after any tanh in it
-                xw, P, fold = self._project(cell, below, raw_ok=not hasattr(self, "W_vh"))
-                if hasattr(self, "W_vh"):
+                xw, P, fold = self._project(cell, below, raw_ok=not conditioned)
+                if conditioned:
                     xw = xw + self.W_vh[i](cond)[None]  # once per sequence, broadcast over T
                 s0 = tuple(s[i] for s in state0)
                 # the last layer's outputs straight in the caller's layout, contiguous (B, T, H) on every backend
@@ -395,7 +396,7 @@ class Recurrent(nn.Module):
                                   "convert one")  # fmt: skip
         if state is None:
             zeros = tuple(xs.new_zeros(shape) for shape in shapes)
-            if hasattr(self, "W_vs"):
+            if "W_vs" in self._modules:
                 h0 = torch.stack([torch.tanh(w(cond)) for w in self.W_vs])
                 return (h0, *zeros[1:])
             return zeros

@@ -354,7 +354,8 @@ StepW<T> step_weight(const T* W, bool tw, int64_t N, int64_t K, int64_t M, int64
 // (kernel.h) instead where a first timing of this shape finds it at least 5% faster than MKL's packed GEMM
 // (at the narrow steps of small cells: 16×128×128 ran 1.1-1.2x faster; at an LSTM's 16×512×128 they tie,
 // and in the loop MKL was the faster, so a near tie keeps MKL). Only the choice of the two is timed, once per
-// shape, so the threads seldom wait for each other.
+// shape; the threads of a loop that meet it first time it side by side, as the loop runs, and take the choice
+// kept first (keep_plan).
 template <typename T>
 StepW<T> thread_weight(const T* W, bool tw, int64_t N, int64_t K, int64_t M, int64_t lda, int64_t ldc, bool beta) {
   using namespace native_ext;

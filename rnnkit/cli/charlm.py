@@ -51,19 +51,16 @@ def _preset_table() -> str:
     from rnnkit.presets import PRESETS
     from rnnkit.train.config import RunConfig
 
-    columns = {name: preset for name, preset in PRESETS.items() if name != "default"}
-    columns = {"default": PRESETS["default"], **columns, "CORPUS": {}}
-    rows = [["", *columns]]
-    for flag, (section, name, _) in TRAIN_OPTIONS.items():
+    names = ["default", *(name for name in PRESETS if name != "default"), "CORPUS"]
+    configs = [RunConfig() for _ in names]  # one per column, built once (this runs at every start of the CLI)
+    for cfg, name in zip(configs, names, strict=True):
+        cfg.update(PRESETS.get(name, {}))
+    rows = [["", *names]]
+    for flag, (section, field, _) in TRAIN_OPTIONS.items():
         if flag in ("--data-dir", "--backend", "--seed"):  # the same under every preset, said in their help
             continue
-        cells = []
-        for overrides in columns.values():
-            cfg = RunConfig()
-            cfg.update(overrides)
-            value = getattr(getattr(cfg, section), name)
-            cells.append(f"{value:g}" if isinstance(value, float) else str(value))
-        rows.append([flag, *cells])
+        values = [getattr(getattr(cfg, section), field) for cfg in configs]
+        rows.append([flag, *(f"{v:g}" if isinstance(v, float) else str(v) for v in values)])
     width = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, width, strict=True)).rstrip() for r in rows]
     return (

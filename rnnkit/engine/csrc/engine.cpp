@@ -89,7 +89,8 @@ Run<T> make_run(int64_t T_, const at::Tensor& HH, int64_t X, const std::vector<c
 // of W_hh, but the threads meet at a barrier every step and read each other's h_t. Measured on 2 cores
 // (Sapphire Rapids, 2 MB L2 a core), B32 T50, forward + backward, rows vs units: LSTM H128 5.0 vs 6.4 ms,
 // H256 12.4 vs 15.0, H512 (4 MB of W_hh) 50.6 vs 45.0; GRU H512 (3 MB) 41.1 vs 35.9; mut1 H512 (2 MB)
-// 29.2 vs 31.3. N > 0 forces N (1: never split rows).
+// 29.2 vs 31.3. N > 0 splits the rows whatever the weights' size, over at most N threads (no more than torch's
+// threads nor one per 4 rows; 1: never split rows).
 inline int64_t g_row_threads = 0;
 inline void set_row_threads(int64_t n) { g_row_threads = std::max<int64_t>(0, n); }
 inline int64_t l2_bytes() {
@@ -475,7 +476,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   const auto nogil = py::call_guard<py::gil_scoped_release>();
   m.def("forward", &rnnkit::forward_py, "the cell over a sequence: [hs, state_T..., saved...]", nogil);
   m.def("backward", &rnnkit::backward_py, "BPTT: [dxw, dstate_0..., dP..., (probe dh)]", nogil);
-  m.def("set_row_threads", &rnnkit::set_row_threads, "threads that split the batch rows: 0 auto (when W_hh fits in L2), N forces N (1: never)");
+  m.def("set_row_threads", &rnnkit::set_row_threads, "threads that split the batch rows: 0 auto (when W_hh fits in L2), N at most N whatever its size (1: never)");
   m.def("set_gemm", [](const std::string& mode) {
           using rnnkit::native_ext::GemmMode;
           const std::vector<std::string> names{"auto", "blas", "dnnl", "packed", "own"};

@@ -55,7 +55,8 @@ The native engine prepares each per-step weight matrix once per loop in the form
 this CPU found fastest (MKL packed, transposed copy, oneDNN or rnnkit's own AVX-512 kernel for the
 narrow steps of small cells; RNNKIT_GEMM). Threads split the batch rows when the recurrent weights
 fit in a core's L2 cache (every 1x128 cell; at 2x512 rnn_tanh and leaky with 1 MB of W_hh, and mut1 with
-2 MB where the L2 holds it; RNNKIT_ROW_THREADS), else the hidden units (one barrier per step; gru_cho, mut1
+2 MB where the L2 holds it; RNNKIT_ROW_THREADS), or where a first timing finds the rows faster past L2 (an
+AMD Zen 4: every 2x512 cell), else the hidden units (one barrier per step; gru_cho, mut1
 and mut2 two, mut3 three; RNNKIT_SPLIT=0 turns that off). The GEMM rate counts only GEMM FLOPs of the whole train step (embedding lookup,
 softmax, Adam and the like take the same time for every cell), so a cell with fewer FLOPs per step
 (leaky: a quarter of an LSTM's recurrent FLOPs) shows a lower rate at the same engine efficiency.

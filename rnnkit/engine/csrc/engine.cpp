@@ -8,6 +8,8 @@
 #include <torch/extension.h>
 #include <unistd.h>
 
+#include <chrono>
+
 #include "cells_gated.h"
 #include "cells_proj.h"
 #include "split.h"
@@ -104,8 +106,9 @@ inline int64_t l2_bytes() {
   }();
   return bytes;
 }
+inline int64_t most_row_threads(int64_t B) { return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), B / 4)); }
 inline int64_t row_threads(int64_t B, int64_t wbytes) {
-  const int64_t most = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), B / 4));
+  const int64_t most = most_row_threads(B);
   if (g_row_threads > 0) return std::min(most, g_row_threads);
   return wbytes <= l2_bytes() ? most : 1;
 }
@@ -115,6 +118,32 @@ int64_t weight_bytes(const std::vector<c10::optional<at::Tensor>>& P) {  // the 
   for (auto& p : P)
     if (p && p->dim() == 2) n += p->numel();
   return n * int64_t(sizeof(T));
+}
+
+// Past L2 the cache below decides whether rows or units split the loop faster. On a Sapphire Rapids (2 MB L2)
+// units won by 12-13% at 3-4 MB of W_hh (LSTM, GRU at H512, above); on an AMD Zen 4 (1 MB L2, 32 MB L3),
+// forward + backward at 2x512 B32, rows won at 2-4 MB: MUT1 by 17%, GRU 15%, gru_cho 9%, MUT2 5%, MUT3 4%,
+// LSTM 2%. So there the forward times both once per (cell, B, H, weights, threads) and keeps the faster in
+// the plan table (and its file, with the GEMM choices: same choice, same bits, in every later process); the
+// backward takes the same. Not timed: float64, RNNKIT_ROW_THREADS or RNNKIT_GEMM set, deterministic mode.
+template <typename T, typename Cell>
+constexpr int64_t cell_id() {  // as CELL_IDS in rnnkit/engine/native.py (and with_cell below)
+  if constexpr (std::is_same_v<Cell, Elman<T, false>>) return 0;
+  else if constexpr (std::is_same_v<Cell, Elman<T, true>>) return 1;
+  else if constexpr (std::is_same_v<Cell, LSTM<T>>) return 2;
+  else if constexpr (std::is_same_v<Cell, GRU<T>>) return 3;
+  else if constexpr (std::is_same_v<Cell, Leaky<T>>) return 8;
+  else if constexpr (std::is_same_v<Cell, LSTMP<T>>) return 9;
+  else return 4 + int64_t(Cell::kind);  // Gated: Cho, M1, M2, M3
+}
+template <typename T, typename Cell>
+native_ext::GemmKey split_key(int64_t B, int64_t H, int64_t wbytes) {  // -3: a split choice, not a GEMM's
+  return {cell_id<T, Cell>(), B, H, wbytes, at::get_num_threads(), 0, 0, 0, -3, -3};
+}
+template <typename T>
+bool split_timed() {
+  return std::is_same_v<T, float> && g_row_threads == 0 && native_ext::g_gemm_mode == native_ext::GemmMode::Auto &&
+         !native_ext::fixed_choice();
 }
 
 // Rows of the batch never mix inside the time loop (every step is row-wise: GEMM rows, pointwise),
@@ -170,17 +199,46 @@ Tensors forward(const at::Tensor& xw, const Tensors& state0, const std::vector<c
     caches.push_back(pooled_empty({keep ? T_ : 1, B, w}, xw.options()));
     r.cache.push_back(caches.back().data_ptr<T>());
   }
-  const int64_t rows = row_threads(B, weight_bytes<T>(P));
-  const int split = one_gemm<T, Cell>() && r.prepare && rows == 1 ? split_threads(H) : 1;
-  const int gsplit = gated<T, Cell>() && r.prepare && rows == 1 && H >= kGatedSplitMin ? split_threads(H) : 1;
-  if (split > 1) {
-    if constexpr (one_gemm<T, Cell>()) split_forward<T, Cell>(r, split);
-  } else if (gsplit > 1) {
-    if constexpr (gated<T, Cell>()) split_gated_forward<T, Cell::kind>(r, gsplit);
+  auto loop = [&](int64_t rows) {
+    const int split = one_gemm<T, Cell>() && r.prepare && rows == 1 ? split_threads(H) : 1;
+    const int gsplit = gated<T, Cell>() && r.prepare && rows == 1 && H >= kGatedSplitMin ? split_threads(H) : 1;
+    if (split > 1) {
+      if constexpr (one_gemm<T, Cell>()) split_forward<T, Cell>(r, split);
+    } else if (gsplit > 1) {
+      if constexpr (gated<T, Cell>()) split_gated_forward<T, Cell::kind>(r, gsplit);
+    } else {
+      over_rows(r, rows, [&](Run<T>& q, int64_t) {
+        for (int64_t s = 0; s < T_; ++s) Cell::fwd(q, reverse ? T_ - 1 - s : s);
+      });
+    }
+  };
+  const int64_t wbytes = weight_bytes<T>(P), most = most_row_threads(B);
+  int64_t rows = row_threads(B, wbytes);
+  const bool splits = (one_gemm<T, Cell>() || (gated<T, Cell>() && H >= kGatedSplitMin)) && r.prepare;
+  if (rows == 1 && most > 1 && splits && split_threads(H) > 1 && split_timed<T>()) {
+    const native_ext::GemmKey key = split_key<T, Cell>(B, H, wbytes);
+    int choice = native_ext::known_plan(key);
+    if (choice < 0) {  // rows, units (twice over up to 200 steps) from the same initial state
+      double best[2] = {1e30, 1e30};
+      for (int k = 0; k < (T_ < 200 ? 4 : 2); ++k) {
+        const int by_rows = 1 - k % 2;
+        HH[first].copy_(state0[0]);
+        if (lstm) CC[first].copy_(state0[1]);
+        const auto t0 = std::chrono::steady_clock::now();
+        loop(by_rows ? most : 1);
+        best[by_rows] = std::min(best[by_rows], std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      }
+      choice = native_ext::keep_plan(key, best[1] < best[0] ? 1 : 0);
+      if (choice == 1) {  // the last run split units: the outputs again by the choice kept (its bits)
+        HH[first].copy_(state0[0]);
+        if (lstm) CC[first].copy_(state0[1]);
+        loop(most);
+      }
+    } else {
+      loop(choice == 1 ? most : 1);
+    }
   } else {
-    over_rows(r, rows, [&](Run<T>& q, int64_t) {
-      for (int64_t s = 0; s < T_; ++s) Cell::fwd(q, reverse ? T_ - 1 - s : s);
-    });
+    loop(rows);
   }
   Tensors out{hs, HH[last].clone()};
   if (lstm) out.push_back(CC[last].clone());
@@ -237,7 +295,10 @@ Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optiona
   if (std::is_same_v<Cell, LSTMP<T>>) dhw = pooled_empty({T_, B, H}, o), r.dhw = dhw.data_ptr<T>();  // W_hr's dpre
   if (r.raw) dhw = pooled_empty({T_, B, H}, o), r.dhw = dhw.data_ptr<T>();  // mut1's da_h̃
   if (probe) rec = pooled_empty({T_, B, H}, o), r.probe = rec.data_ptr<T>();
-  const int64_t rows = row_threads(B, weight_bytes<T>(P));
+  const int64_t wbytes = weight_bytes<T>(P);
+  int64_t rows = row_threads(B, wbytes);
+  if (rows == 1 && split_timed<T>())  // the forward's timed choice (none: the rule)
+    if (native_ext::known_plan(split_key<T, Cell>(B, H, wbytes)) == 1) rows = most_row_threads(B);
   at::Tensor dalpha = at::zeros({rows, H}, o);  // one row per thread: no race
   at::Tensor dxb;  // the same for a gated cell's b_xh (summed whether folded or not: no branch in the loop)
   const int64_t XB = X + (xt ? H : 0);  // b_xh's width
@@ -476,7 +537,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   const auto nogil = py::call_guard<py::gil_scoped_release>();
   m.def("forward", &rnnkit::forward_py, "the cell over a sequence: [hs, state_T..., saved...]", nogil);
   m.def("backward", &rnnkit::backward_py, "BPTT: [dxw, dstate_0..., dP..., (probe dh)]", nogil);
-  m.def("set_row_threads", &rnnkit::set_row_threads, "threads that split the batch rows: 0 auto (when W_hh fits in L2), N at most N whatever its size (1: never)");
+  m.def("set_row_threads", &rnnkit::set_row_threads, "threads that split the batch rows: 0 auto (W_hh in L2, or timed past it), N at most N whatever its size (1: never)");
   m.def("set_gemm", [](const std::string& mode) {
           using rnnkit::native_ext::GemmMode;
           const std::vector<std::string> names{"auto", "blas", "dnnl", "packed", "own"};

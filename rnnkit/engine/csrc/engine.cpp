@@ -297,7 +297,7 @@ Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optiona
   if (probe) rec = pooled_empty({T_, B, H}, o), r.probe = rec.data_ptr<T>();
   const int64_t wbytes = weight_bytes<T>(P);
   int64_t rows = row_threads(B, wbytes);
-  if (rows == 1 && split_timed<T>())  // the forward's timed choice (none: the rule)
+  if (rows == 1 && split_threads(H) > 1 && split_timed<T>())  // the forward's timed choice (none: the rule)
     if (native_ext::known_plan(split_key<T, Cell>(B, H, wbytes)) == 1) rows = most_row_threads(B);
   at::Tensor dalpha = at::zeros({rows, H}, o);  // one row per thread: no race
   at::Tensor dxb;  // the same for a gated cell's b_xh (summed whether folded or not: no branch in the loop)

@@ -25,7 +25,8 @@ the weights (no barrier at all); else, from 8 steps on, the hidden units are spl
 slice of the weights for the whole loop (csrc/split.h; gated cells from 256 units; RNNKIT_SPLIT=0 turns that
 off and lets the BLAS thread each step's GEMM instead). Past L2 which of the two wins depends on the cache
 below it (rows on an AMD Zen 4 with 32 MB of L3, units on a Sapphire Rapids): the first forward of a
-(cell, B, H, threads) times both and keeps the faster with the GEMM choices (csrc/engine.cpp, split_key). RNNKIT_ROW_THREADS=N splits the rows whatever
+(cell, B up to a power of 2, H, threads) times both, four loops, and keeps the faster with the GEMM choices
+(csrc/engine.cpp, split_key). RNNKIT_ROW_THREADS=N splits the rows whatever
 the weights' size, over at most N threads (and no more than torch's threads, nor one per 4 rows; 1: never;
 default auto). The big buffers (states, caches, outputs, gradients, and the
 layer's input projection, `project`) are recycled between calls (csrc/pool.h) instead of faulting fresh

@@ -744,36 +744,42 @@ def test_threads_loading_the_extension_at_once_load_it_once():
 def test_rows_or_units_past_l2_is_timed_once_and_kept():
     """Past a core's L2 the loop split the hidden units over its threads, by a rule measured on a Sapphire
     Rapids (2 MB L2); on an AMD Zen 4 (1 MB L2, 32 MB L3) splitting the batch rows ran 2-17% faster at 2x512
-    (MUT1 17%, GRU 15%). The forward now times both once per (cell, B, H, threads) and keeps the faster, as
-    it keeps its GEMM choices, and the backward takes the same. Either way: the python backend's numbers,
-    and the same bits on every later call."""
-    ext = native.load()
-    H = 512  # an LSTM's W_hh: 4 MB
+    (MUT1 17%, GRU 15%). The forward now times both once per (cell, B up to a power of 2, H, threads) and
+    keeps the faster, as it keeps its GEMM choices, and the backward takes the same. Either way: the python
+    backend's numbers, and the same bits on every later call. Under 8 steps nothing splits, whatever is kept:
+    the backward took a kept "rows" there while its forward had not (other bits for the same input)."""
     import ctypes
 
+    ext = native.load()
+    H = 512  # an LSTM's W_hh: 4 MB
     l2 = ctypes.CDLL(None).sysconf(191)  # glibc's _SC_LEVEL2_CACHE_SIZE, as the extension reads it
     if l2 >= 4 * H * H * 4:
         pytest.skip("the weights fit in this CPU's L2: rows split the loop without a timing")
     if torch.get_num_threads() < 2:
         pytest.skip("one thread: nothing to split")
     key = lambda B: [2, B, H, 4 * H * H * 4, torch.get_num_threads(), 0, 0, 0, -3, -3]  # noqa: E731
-    ext.add_gemm_plans([(key(17), 0), (key(21), 1)])  # kept choices: units, rows (13: timed here)
+    ext.add_gemm_plans([(key(32), 0), (key(64), 1)])  # kept choices: units, rows (B up to 16: timed here)
+
+    def run(backend, B, T):
+        torch.manual_seed(0)
+        x = torch.randn(B, T, 24, requires_grad=True)
+        torch.manual_seed(1)
+        layer = Recurrent("lstm", 24, H, backend=backend)
+        out, (h, c) = layer(x)
+        ((out * out).sum() + (c * h).sum()).backward()
+        return [out, h, c, x.grad, *[p.grad for p in layer.parameters()]]
+
     with setting(ext.set_gemm, "auto", os.environ.get("RNNKIT_GEMM", "auto")):
         with setting(ext.set_row_threads, 0, 0):
-            for B in (13, 17, 21):
-                torch.manual_seed(0)
-                x = torch.randn(B, 9, 24, requires_grad=True)
-                results = []
-                for backend in ("native", "python", "native"):
-                    torch.manual_seed(1)
-                    layer = Recurrent("lstm", 24, H, backend=backend)
-                    out, (h, c) = layer(x)
-                    ((out * out).sum() + (c * h).sum()).backward()
-                    results.append([out, h, c, x.grad, *[p.grad for p in layer.parameters()]])
-                    x.grad = None
+            for B, bucket, choice in ((13, 16, None), (24, 32, 0), (40, 64, 1)):
+                results = [run(backend, B, 9) for backend in ("native", "python", "native")]
                 for a, b, again in zip(*results):
                     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
                     assert torch.equal(a, again)
-                kept = {tuple(k): v for k, v in ext.gemm_plans()}
-                assert kept.get(tuple(key(B))) == {13: kept.get(tuple(key(13)), -1), 17: 0, 21: 1}[B]
-                assert kept.get(tuple(key(B))) in (0, 1), f"B={B}: the split was not timed"
+                kept = {tuple(k): v for k, v in ext.gemm_plans()}.get(tuple(key(bucket)))
+                assert kept in (0, 1), f"B={B}: the split was not timed"
+                assert choice is None or kept == choice
+            short = run("native", 40, 5)  # rows kept for this B, but 5 steps: no split either way
+        with setting(ext.set_row_threads, 1, 0):
+            for a, b in zip(short, run("native", 40, 5)):
+                assert torch.equal(a, b)

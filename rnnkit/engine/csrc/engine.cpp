@@ -123,9 +123,10 @@ int64_t weight_bytes(const std::vector<c10::optional<at::Tensor>>& P) {  // the 
 // Past L2 the cache below decides whether rows or units split the loop faster. On a Sapphire Rapids (2 MB L2)
 // units won by 12-13% at 3-4 MB of W_hh (LSTM, GRU at H512, above); on an AMD Zen 4 (1 MB L2, 32 MB L3),
 // forward + backward at 2x512 B32, rows won at 2-4 MB: MUT1 by 17%, GRU 15%, gru_cho 9%, MUT2 5%, MUT3 4%,
-// LSTM 2%. So there the forward times both once per (cell, B, H, weights, threads) and keeps the faster in
-// the plan table (and its file, with the GEMM choices: same choice, same bits, in every later process); the
-// backward takes the same. Not timed: float64, RNNKIT_ROW_THREADS or RNNKIT_GEMM set, deterministic mode.
+// LSTM 2%. So there the forward times both once per (cell, B up to a power of 2, H, weights, threads): four
+// loops (the first call of such a layer costs about 4x) and keeps the faster in the plan table (and its file,
+// with the GEMM choices: same choice, same bits, in every later process); the backward takes the same. Not
+// timed: float64, RNNKIT_ROW_THREADS or RNNKIT_GEMM set, deterministic mode.
 template <typename T, typename Cell>
 constexpr int64_t cell_id() {  // as CELL_IDS in rnnkit/engine/native.py (and with_cell below)
   if constexpr (std::is_same_v<Cell, Elman<T, false>>) return 0;
@@ -138,11 +139,17 @@ constexpr int64_t cell_id() {  // as CELL_IDS in rnnkit/engine/native.py (and wi
 }
 template <typename T, typename Cell>
 native_ext::GemmKey split_key(int64_t B, int64_t H, int64_t wbytes) {  // -3: a split choice, not a GEMM's
-  return {cell_id<T, Cell>(), B, H, wbytes, at::get_num_threads(), 0, 0, 0, -3, -3};
+  const int64_t batch = B <= 1 ? B : int64_t(1) << (64 - __builtin_clzll(uint64_t(B - 1)));  // B up to a power of 2
+  return {cell_id<T, Cell>(), batch, H, wbytes, at::get_num_threads(), 0, 0, 0, -3, -3};
 }
-template <typename T>
-bool split_timed() {
-  return std::is_same_v<T, float> && g_row_threads == 0 && native_ext::g_gemm_mode == native_ext::GemmMode::Auto &&
+
+// Whether the forward times (and the backward looks up) rows or units: past L2 (the rule says units), from 8
+// steps on, where the units would split and the rows could; float32 with every setting on auto.
+template <typename T, typename Cell>
+bool timed_split(const Run<T>& r, int64_t rule_rows) {
+  const bool units = (one_gemm<T, Cell>() || (gated<T, Cell>() && r.H >= kGatedSplitMin)) && r.prepare;
+  return std::is_same_v<T, float> && rule_rows == 1 && most_row_threads(r.B) > 1 && units &&
+         split_threads(r.H) > 1 && g_row_threads == 0 && native_ext::g_gemm_mode == native_ext::GemmMode::Auto &&
          !native_ext::fixed_choice();
 }
 
@@ -213,14 +220,13 @@ Tensors forward(const at::Tensor& xw, const Tensors& state0, const std::vector<c
     }
   };
   const int64_t wbytes = weight_bytes<T>(P), most = most_row_threads(B);
-  int64_t rows = row_threads(B, wbytes);
-  const bool splits = (one_gemm<T, Cell>() || (gated<T, Cell>() && H >= kGatedSplitMin)) && r.prepare;
-  if (rows == 1 && most > 1 && splits && split_threads(H) > 1 && split_timed<T>()) {
+  const int64_t rows = row_threads(B, wbytes);
+  if (timed_split<T, Cell>(r, rows)) {
     const native_ext::GemmKey key = split_key<T, Cell>(B, H, wbytes);
     int choice = native_ext::known_plan(key);
-    if (choice < 0) {  // rows, units (twice over up to 200 steps) from the same initial state
-      double best[2] = {1e30, 1e30};
-      for (int k = 0; k < (T_ < 200 ? 4 : 2); ++k) {
+    if (choice < 0) {  // rows, units, rows, units from the same initial state, the best of two each (the first
+      double best[2] = {1e30, 1e30};  // run of each way also prepares its per-thread weights, timing new shapes)
+      for (int k = 0; k < 4; ++k) {
         const int by_rows = 1 - k % 2;
         HH[first].copy_(state0[0]);
         if (lstm) CC[first].copy_(state0[1]);
@@ -297,7 +303,7 @@ Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optiona
   if (probe) rec = pooled_empty({T_, B, H}, o), r.probe = rec.data_ptr<T>();
   const int64_t wbytes = weight_bytes<T>(P);
   int64_t rows = row_threads(B, wbytes);
-  if (rows == 1 && split_threads(H) > 1 && split_timed<T>())  // the forward's timed choice (none: the rule)
+  if (timed_split<T, Cell>(r, rows))  // the forward's timed choice (none: the rule)
     if (native_ext::known_plan(split_key<T, Cell>(B, H, wbytes)) == 1) rows = most_row_threads(B);
   at::Tensor dalpha = at::zeros({rows, H}, o);  // one row per thread: no race
   at::Tensor dxb;  // the same for a gated cell's b_xh (summed whether folded or not: no branch in the loop)

@@ -226,18 +226,20 @@ Tensors forward(const at::Tensor& xw, const Tensors& state0, const std::vector<c
     int choice = native_ext::known_plan(key);
     if (choice < 0) {  // rows, units, rows, units from the same initial state, the best of two each (the first
       double best[2] = {1e30, 1e30};  // run of each way also prepares its per-thread weights, timing new shapes)
-      for (int k = 0; k < 4; ++k) {
-        const int by_rows = 1 - k % 2;
+      auto restart = [&] {  // (the 2-slot ring without a backward overwrites it)
         HH[first].copy_(state0[0]);
         if (lstm) CC[first].copy_(state0[1]);
+      };
+      for (int k = 0; k < 4; ++k) {
+        const int by_rows = 1 - k % 2;
+        restart();
         const auto t0 = std::chrono::steady_clock::now();
         loop(by_rows ? most : 1);
         best[by_rows] = std::min(best[by_rows], std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
       }
       choice = native_ext::keep_plan(key, best[1] < best[0] ? 1 : 0);
       if (choice == 1) {  // the last run split units: the outputs again by the choice kept (its bits)
-        HH[first].copy_(state0[0]);
-        if (lstm) CC[first].copy_(state0[1]);
+        restart();
         loop(most);
       }
     } else {

@@ -254,6 +254,22 @@ def test_recycled_buffers_never_alias_live_tensors():
     torch.testing.assert_close(again, kept, rtol=0, atol=0)
 
 
+def test_recycled_outputs_resize_as_torch_outputs_do():
+    """An output in a recycled buffer resizes as at::empty's (torch.nn.LSTM's outputs) does: out.resize_ to a bigger
+    shape keeps its values (it raised "Trying to resize storage that is not resizable"), and the buffer it leaves
+    goes back to the pool."""
+    ext = native.load()
+    layer = Recurrent("lstm", 16, 64, backend="native")
+    with torch.no_grad():
+        out, _ = layer(torch.randn(16, 40, 16))  # 160 KB: pooled
+    want, live = out.clone(), ext.pool_stats()[1]
+    out.resize_(32, 40, 64)
+    torch.testing.assert_close(out[:16], want, rtol=0, atol=0)
+    assert ext.pool_stats()[1] <= live - want.numel() * 4
+    out.untyped_storage().resize_(0)
+    assert out.untyped_storage().nbytes() == 0
+
+
 @pytest.mark.parametrize("bias", [True, False])
 def test_projection_equals_linear(bias):
     """The native input projection (recycled buffers) is F.linear: values and every gradient, float64."""

@@ -14,6 +14,7 @@
 // system first. `release()` returns every idle block (rnnkit.engine.native.release_memory()).
 #pragma once
 #include <ATen/ATen.h>
+#include <c10/core/CPUAllocator.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -116,7 +117,20 @@ struct Pool {
   }
 };
 
-// at::empty(sizes, o), from the pool when big.
+// A pooled block as a DataPtr's context: the block goes back to the pool when the storage lets it go.
+struct PoolBlock {
+  void* p;
+  size_t bytes;
+  static void give_back(void* ctx) {
+    auto* b = static_cast<PoolBlock*>(ctx);
+    Pool::get().give(b->p, b->bytes);
+    delete b;
+  }
+};
+
+// at::empty(sizes, o), from the pool when big. The storage stays resizable as at::empty's is (out.resize_ to a
+// bigger shape, as torch.nn's outputs allow): a resize takes new memory from torch's CPU allocator, copies, and
+// hands the block back to the pool.
 inline at::Tensor pooled_empty(at::IntArrayRef sizes, const at::TensorOptions& o) {
   int64_t n = 1;
   for (int64_t s : sizes) n *= s;
@@ -124,7 +138,13 @@ inline at::Tensor pooled_empty(at::IntArrayRef sizes, const at::TensorOptions& o
   if (bytes < Pool::kPoolMin || o.device().type() != c10::DeviceType::CPU) return at::empty(sizes, o);
   size_t got = 0;
   void* p = Pool::get().take(bytes, got);
-  return at::from_blob(p, sizes, [got](void* q) { Pool::get().give(q, got); }, o);
+  c10::DataPtr data(p, new PoolBlock{p, got}, &PoolBlock::give_back, c10::Device(c10::DeviceType::CPU));
+  c10::Storage storage(c10::Storage::use_byte_size_t(), bytes, std::move(data), c10::GetCPUAllocator(),
+                       /*resizable=*/true);
+  at::Tensor t = at::detail::make_tensor<c10::TensorImpl>(std::move(storage), c10::DispatchKeySet(c10::DispatchKey::CPU),
+                                                          o.dtype());
+  t.unsafeGetTensorImpl()->set_sizes_contiguous(sizes);
+  return t;
 }
 
 }  // namespace rnnkit

@@ -2,13 +2,17 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+# where pip finds torch: empty = pip's own configuration (here the machine's local wheel directory, which holds the
+# CPU wheel); on a machine that reaches PyPI, where torch==2.13.0 on Linux is the CUDA build, pass
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 
 .PHONY: demo test lint format bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0      # the CPU wheel, before anything can ask for a CUDA build
+	$(PY) -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))  # the CPU wheel first
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 

@@ -185,8 +185,9 @@ def _file_lock(path):
 
 def release_memory() -> int:
     """Hand every idle recycled buffer back to the system (as torch.cuda.empty_cache does for its cache); returns
-    the bytes released. The pool keeps at most 1.25x the most memory the loops used at once (csrc/pool.h), so
-    this is for a process that ran a big model and goes on with other work."""
+    the bytes released. The pool keeps idle at most 1.25x the most memory the loops used at once, that bound taken
+    between 64 MB and 1 GB (csrc/pool.h), so this is for a process that ran a big model and goes on with other
+    work."""
     return 0 if _ext is None else _ext.release_memory()  # nothing to release before the extension has run
 
 

@@ -187,6 +187,28 @@ def test_no_grad_every_path_matches(name, T, B, H):
         torch.set_num_threads(threads)
 
 
+@pytest.mark.parametrize("name", ["lstm", "gru", "leaky", "mut1"])
+def test_inference_mode_matches_no_grad(name):
+    """Under torch.inference_mode (serving code) a layer gives what it gives under no_grad, on every backend, as
+    inference tensors (recycled buffers included, T = 40: pooled); a normal call after it still tracks gradients."""
+    torch.manual_seed(0)
+    layer, x = Recurrent(name, 16, 64, num_layers=2, bidirectional=True), torch.randn(5, 40, 16)
+    lengths = torch.tensor([40, 3, 17, 40, 9])
+    for backend in ("native", "python", "autograd"):
+        layer.backend = backend
+        with torch.no_grad():
+            want, want_h = layer(x, lengths=lengths)
+        with torch.inference_mode():
+            got, got_h = layer(x, lengths=lengths)
+        assert got.is_inference()
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+        torch.testing.assert_close(got_h, want_h, rtol=0, atol=0)
+        out, _ = layer(x, lengths=lengths)
+        out.sum().backward()
+        assert all(p.grad is not None for p in layer.parameters())
+        layer.zero_grad()
+
+
 def test_resolve_backend():
     xw = torch.zeros(1, 1, 4)
     assert resolve_backend(None, CELLS["gru"], xw) == "native"

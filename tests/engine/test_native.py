@@ -5,6 +5,7 @@ Both run the same hand-written BPTT, so float64 agrees to rounding (1e-12) and f
 
 import contextlib
 import os
+import pathlib
 
 import pytest
 import torch
@@ -821,3 +822,14 @@ def test_rows_or_units_past_l2_is_timed_once_and_kept():
         with setting(ext.set_row_threads, 1, 0):
             for a, b in zip(short, run("native", 40, 5)):
                 assert torch.equal(a, b)
+
+
+def test_the_tests_keep_their_gemm_choices_out_of_the_users_file():
+    """Tests plant choices of their own (test_rows_or_units_past_l2_is_timed_once_and_kept: "units" for an LSTM
+    2x512 at B 17-32, slower on an AMD Zen 4), and a choice already in the user's file stood against the planted
+    one: after a training run had kept "rows", that test failed, and a test run on a fresh machine left "units"
+    in the file for every later run. tests/conftest.py gives each test session an empty file of its own."""
+    ext = native.load()
+    beside_build = pathlib.Path(ext.__file__).parent
+    path = native.plan_file()
+    assert path is not None and path.parent != beside_build and path.name == "gemm_plans.json"

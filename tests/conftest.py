@@ -1,0 +1,23 @@
+"""Test-session set-up shared by every test directory."""
+
+import os
+import shutil
+import tempfile
+
+_plans_dir = None
+
+
+def pytest_configure(config):
+    """The native engine keeps its timed GEMM and rows-or-units choices in a file beside its build, which later
+    processes read (rnnkit/engine/native.py). Tests plant choices of their own (a "units" split that is slower on
+    some CPUs) and assert what a fresh timing keeps, so they must neither read the user's file, where a choice
+    timed by an earlier training run would stand against the one a test plants, nor write theirs into it, where
+    every later run would take them. Each test session gets an empty file of its own."""
+    global _plans_dir
+    _plans_dir = tempfile.mkdtemp(prefix="rnnkit-test-plans-")
+    os.environ["RNNKIT_GEMM_PLANS"] = os.path.join(_plans_dir, "gemm_plans.json")
+
+
+def pytest_unconfigure(config):
+    if _plans_dir is not None:
+        shutil.rmtree(_plans_dir, ignore_errors=True)

@@ -122,8 +122,7 @@ class Cell(nn.Module):
             raise RnnkitError(f"{name}: x_t is {x_t.dtype}; give a floating-point tensor (e.g. x_t.float())")
         W = self.W_xh
         if x_t.device != W.device or (
-            x_t.dtype != W.dtype
-            and not (torch.is_autocast_enabled(x_t.device.type) and {x_t.dtype, W.dtype} <= AUTOCAST_DTYPES)
+            x_t.dtype != W.dtype and not (autocast_on(x_t.device) and {x_t.dtype, W.dtype} <= AUTOCAST_DTYPES)
         ):
             raise RnnkitError(f"{name}: x_t is {x_t.dtype} on {x_t.device} but the cell's weights are {W.dtype} "
                               f"on {W.device}; move one to the other (cell.to(x_t) or x_t.to(...))")  # fmt: skip
@@ -142,7 +141,7 @@ class Cell(nn.Module):
             got = ", ".join(str(tuple(s.shape)) for s in given)
             raise RnnkitError(f"{name}: state must be {what} of shape {want} for x_t {tuple(x_t.shape)[-len(lead) - 1:]}"
                               f", got {got}")  # fmt: skip
-        autocast = torch.is_autocast_enabled(x_t.device.type)  # the step's ops cast, as in torch.nn's cells
+        autocast = autocast_on(x_t.device)  # the step's ops cast, as in torch.nn's cells
 
         def clash(s):
             return s.device != x_t.device or (
@@ -158,6 +157,13 @@ class Cell(nn.Module):
 
 
 AUTOCAST_DTYPES = {torch.float32, torch.float16, torch.bfloat16}  # what torch.autocast casts between
+
+
+def autocast_on(device):
+    """Whether torch.autocast is on for tensors on `device`: torch.is_autocast_enabled, but False for a device
+    type autocast has no mode for (meta tensors, which torch asks about first: it raised "unknown device type
+    for autocast" there, where torch.nn's RNNs run)."""
+    return torch.amp.is_autocast_available(device.type) and torch.is_autocast_enabled(device.type)
 
 
 def plain_ops_only():

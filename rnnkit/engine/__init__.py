@@ -15,7 +15,7 @@ import warnings
 
 import torch
 
-from rnnkit.cells._base import plain_ops_only
+from rnnkit.cells._base import autocast_on, plain_ops_only
 from rnnkit.engine.python import PythonRecurrence
 from rnnkit.engine.reference import autograd_loop
 from rnnkit.errors import RnnkitError
@@ -211,9 +211,7 @@ def check_inputs(cell, xw, state0, P, mask, xtilde=None):
             )
     _check_sizes(cell, xw, states, P, xtilde)
     tensors = [xw, *states, *(p for p in P if p is not None)]
-    if any(t.dtype != xw.dtype or t.device != xw.device for t in tensors) and not torch.is_autocast_enabled(
-        xw.device.type
-    ):
+    if any(t.dtype != xw.dtype or t.device != xw.device for t in tensors) and not autocast_on(xw.device):
         kinds = sorted({f"{t.dtype} on {t.device}" for t in tensors})
         raise RnnkitError(
             f"run({name}): xw, state0 and P must share one dtype and device, got {', '.join(kinds)}"
@@ -260,7 +258,7 @@ def run(
     cell = cell if isinstance(cell, type) else type(cell)
     if check:
         mask = check_inputs(cell, xw, state0, P, mask, xtilde)
-    if torch.is_autocast_enabled(xw.device.type):  # the loop runs in its parameters' dtype, see _no_autocast
+    if autocast_on(xw.device):  # the loop runs in its parameters' dtype, see _no_autocast
         return _no_autocast(run, cell, xw, state0, P, mask, reverse, backend, probe, batch_first, xbias=xbias,
                             raw_tail=raw_tail, xtilde=xtilde)  # fmt: skip
     probe = None if probe is None else _Call(probe)  # (this run's records: see GradProbe.record)

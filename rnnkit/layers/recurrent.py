@@ -23,7 +23,7 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.cells import CELLS, LSTMP
-from rnnkit.cells._base import AUTOCAST_DTYPES, affine_input
+from rnnkit.cells._base import AUTOCAST_DTYPES, affine_input, autocast_on
 from rnnkit.engine import BACKENDS, GradProbe, refuse_jit_trace, resolve_backend, run
 from rnnkit.errors import RnnkitError
 
@@ -41,7 +41,7 @@ def _input_affine(cell):
 def _autocast_casts(a, b):
     """Whether torch.autocast is on and casts between the dtypes of a and b (float32, float16, bfloat16: the
     loop runs in its weights' dtype, see engine._no_autocast); float64 meets a one-line error as without it."""
-    return torch.is_autocast_enabled(a.device.type) and {a.dtype, b.dtype} <= AUTOCAST_DTYPES
+    return autocast_on(a.device) and {a.dtype, b.dtype} <= AUTOCAST_DTYPES
 
 
 def _check_cond_type(cond):
@@ -237,7 +237,7 @@ class Recurrent(nn.Module):
         P = cell.rec_params()
         # long enough to pay; under torch.autocast the projection is an F.linear like any other (in bfloat16
         # or float16), so that every backend gets the same xw
-        long = xs.shape[0] >= 8 and not torch.is_autocast_enabled(xs.device.type)
+        long = xs.shape[0] >= 8 and not autocast_on(xs.device)
         affine = _input_affine(cell) if long else None
         if affine is not None and resolve_backend(self.backend, cell, xs) == "native":
             from rnnkit.engine.native import folds_input_bias, loop_adds_input_bias, project
@@ -366,10 +366,11 @@ class Recurrent(nn.Module):
             raise RnnkitError(
                 f"lengths must be an integer tensor of shape ({B},), got {lengths.dtype} {tuple(lengths.shape)}"
             )
-        # checked in eager mode: in a graph being compiled or exported (torch.compile, torch.export) and under vmap
-        # the values aren't known yet; an empty batch has none
+        # checked in eager mode: in a graph being compiled or exported (torch.compile, torch.export), under vmap and
+        # on the meta device the values aren't known; an empty batch has none
         if (
             B
+            and lengths.device.type != "meta"
             and not torch.compiler.is_compiling()
             and not torch._C._functorch.is_functorch_wrapped_tensor(lengths)
         ):

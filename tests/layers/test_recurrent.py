@@ -271,6 +271,24 @@ def test_autocast_after_a_bfloat16_layer(cell):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_meta_tensors_give_shapes(cell):
+    """On the meta device (shapes without data: a model's size worked out before it is built, deferred
+    initialisation) every cell runs as torch.nn's RNNs do, forward and backward; it raised "unknown device type
+    for autocast" from deep inside, asking torch whether autocast was on for a device it has no mode for."""
+    with torch.device("meta"):
+        layer, one_way = Recurrent(cell, 8, 16, num_layers=2, bidirectional=True), Recurrent(cell, 8, 16)
+        x = torch.randn(4, 7, 8, requires_grad=True)
+    for lengths in (None, torch.tensor([7, 3, 2, 1]), torch.tensor([7, 3, 2, 1], device="meta")):
+        out, state = layer(x, lengths=lengths)
+        out.sum().backward()
+        h = state[0] if cell == "lstm" else state
+        assert out.shape == (4, 7, 32) and h.shape == (4, 4, 16) and out.device.type == "meta"
+        assert x.grad.shape == x.shape and layer.cells[0].W_hh.grad.device.type == "meta"
+    out_t, _ = one_way.step(x[:, 0])
+    assert out_t.shape == (4, 16) and out_t.device.type == "meta"
+
+
 @pytest.mark.parametrize("use_reentrant", [False, True])
 def test_activation_checkpointing(use_reentrant):
     """torch.utils.checkpoint around a layer (the forward run again in backward) gives the same gradients."""

@@ -43,7 +43,7 @@ def add_commands(sub) -> None:
     p.set_defaults(func=cmd_word2vec)
 
     p = sub.add_parser("neighbours", help="nearest words of word vectors (word2vec text or binary format)")
-    p.add_argument("vectors")
+    p.add_argument("vectors", help="a word2vec file, or the folder that `rnnkit word2vec --out` wrote")
     p.add_argument("words", nargs="+", metavar="WORD", help="words; with --analogy: A B C for A - B + C")
     p.add_argument("--topn", type=int, default=10)
     p.add_argument("--analogy", action="store_true", help="the words nearest to A - B + C")

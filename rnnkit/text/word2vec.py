@@ -174,7 +174,12 @@ class Word2Vec:
             torch.set_num_threads(1)  # each step is small: a thread pool's barriers cost more than they give
             try:
                 for epoch in range(c.epochs):
-                    self._epoch(*(pairs if epoch == 0 else self._pairs(ids, sent)), bar)
+                    # each epoch draws its own windows: the bar's total follows them (it overran by a few %)
+                    if epoch:
+                        pairs = self._pairs(ids, sent)
+                        bar.total = bar.n + len(pairs[0]) * (c.epochs - epoch)
+                        bar.refresh()
+                    self._epoch(*pairs, bar)
             finally:
                 torch.set_num_threads(threads)
         self.wv = WordVectors(self.vocab.itos, self.U.numpy().copy())

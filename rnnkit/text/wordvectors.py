@@ -128,9 +128,23 @@ class WordVectors:
 
     @classmethod
     def load(cls, path, binary: bool | None = None) -> "WordVectors":
-        """Read either format; `binary=None` guesses from the file."""
+        """Read either format; `binary=None` guesses from the file. `path` may also be the folder that `rnnkit
+        word2vec --out` writes: its vectors.bin is read (vectors.txt with `binary=False`, or where there is no
+        vectors.bin)."""
+        path = pathlib.Path(path)
+        if path.is_dir():
+            names = {True: ["vectors.bin"], False: ["vectors.txt"]}.get(
+                binary, ["vectors.bin", "vectors.txt"]
+            )
+            found = next((path / n for n in names if (path / n).is_file()), None)
+            if found is None:
+                raise RnnkitError(
+                    f"{path} is a folder without {' or '.join(names)}; give a word2vec file or the folder "
+                    "that `rnnkit word2vec --out` wrote"
+                )
+            path = found
         try:
-            data = pathlib.Path(path).read_bytes()
+            data = path.read_bytes()
         except OSError as e:
             raise RnnkitError(f"cannot read vectors {path}: {e.strerror}") from None
         try:

@@ -22,6 +22,15 @@ def test_word2vec_and_neighbours(tmp_path, corpus, capsys):
     assert main(["neighbours", str(out / "vectors.txt"), "--analogy", "cat", "dog", "log"]) == 0
     assert main(["neighbours", str(out / "vectors.txt"), "zebra"]) == 2
     assert "'zebra'" in capsys.readouterr().err
+    capsys.readouterr()
+    # the folder that word2vec --out wrote stands for its vectors (binary, or text with --format text)
+    for args in ([], ["--format", "text"]):
+        assert main(["neighbours", str(out), "cat", "--topn", "2", *args]) == 0
+        assert capsys.readouterr().out.startswith("cat:\n")
+    assert main(["neighbours", str(tmp_path), "cat"]) == 2
+    _one_error_line(
+        capsys, f"{tmp_path} is a folder without vectors.bin or vectors.txt; give a word2vec file"
+    )
     bad = tmp_path / "bad.txt"
     bad.write_text("3 4\nthe 1 2\n")
     assert main(["neighbours", str(bad), "the"]) == 2

@@ -22,6 +22,13 @@ from torch import nn
 from torch.autograd import forward_ad
 from torch.nn import functional as F
 
+from rnnkit.errors import RnnkitError
+
+SCRIPT_ERROR = (
+    "torch.jit.script can't compile rnnkit's cells and layers (their loop is a call TorchScript can't see "
+    "into; torch.jit is deprecated): use torch.export.export(model, (x,)) or torch.compile(model)"
+)
+
 
 def linear(u, W, b=None):
     """u Wᵀ + b for a (B, ·) batch: the recurrent GEMM of one step."""
@@ -39,6 +46,10 @@ class Cell(nn.Module):
     torch_mode = None  # name of the torch.nn recurrent module with the same function, if any
     tanh_tail = 0  # columns at the end of the projection that pass through tanh before the bias (MUT1)
     input_identity = None  # first column of a block that is the input itself (MUT1/MUT2 with D = H)
+
+    def __prepare_scriptable__(self):
+        """torch.jit.script calls this on every module of a model before compiling it: refused in one line."""
+        raise RnnkitError(SCRIPT_ERROR)
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True):
         super().__init__()

@@ -23,7 +23,7 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.cells import CELLS, LSTMP
-from rnnkit.cells._base import AUTOCAST_DTYPES, affine_input, autocast_on
+from rnnkit.cells._base import AUTOCAST_DTYPES, SCRIPT_ERROR, affine_input, autocast_on
 from rnnkit.engine import BACKENDS, GradProbe, refuse_jit_trace, resolve_backend, run
 from rnnkit.errors import RnnkitError
 
@@ -299,6 +299,11 @@ class Recurrent(nn.Module):
         return out.squeeze(b), (
             tuple(s.squeeze(1) for s in state) if self.num_states == 2 else state.squeeze(1)
         )
+
+    def __prepare_scriptable__(self):
+        """torch.jit.script calls this on every module of a model before compiling it: refused in one line
+        (TorchScript can't compile forward's signature, let alone the loop)."""
+        raise RnnkitError(SCRIPT_ERROR)
 
     def flatten_parameters(self):
         """No-op, for code written for torch.nn's RNNs (which compact their weights for cuDNN here)."""

@@ -225,6 +225,17 @@ def test_jit_trace_is_refused_not_replayed_wrong(backend):
                         torch.randn(5, 3, 4))  # fmt: skip
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+def test_jit_script_is_refused_in_one_line():
+    """torch.jit.script failed deep inside TorchScript's frontend ('Compiled functions can't take variable
+    number of arguments'); a layer, a bare cell and a model holding a layer get one line naming export."""
+    layer = Recurrent("lstm", 8, 16)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), layer)
+    for module in (layer, CELLS["gru"](8, 16), model):
+        with pytest.raises(RnnkitError, match=r"torch.jit.script .*torch.export.export"):
+            torch.jit.script(module)
+
+
 @pytest.mark.parametrize("cell", ["lstm", "mut1", "gru"])
 def test_autocast_bfloat16(cell):
     """Under torch.autocast the projection runs in bfloat16 like any F.linear and the loop in float32 (the

@@ -106,7 +106,7 @@ class Recurrent(nn.Module):
         self.bidirectional, self.dropout, self.backend = bidirectional, dropout, backend
         self.skip_input, self.residual, self.batch_first = skip_input, residual, batch_first
         self.cond_size, self.cond_mode = cond_size, cond_mode
-        self.proj_size = proj_size
+        self.proj_size, self.bias = proj_size, bias
         self.dirs = 2 if bidirectional else 1
         H, dirs = hidden_size, self.dirs
         Hout = self.output_size
@@ -482,6 +482,30 @@ class Recurrent(nn.Module):
         for name, p in torch_names:
             if prefix + name in state_dict and prefix + ours[id(p)] not in state_dict:
                 state_dict[prefix + ours[id(p)]] = state_dict.pop(prefix + name)
+
+    def __getattr__(self, name):
+        """torch.nn's names for the weights (weight_ih_l0, weight_hh_l1_reverse, bias_hh_l0, weight_hr_l0), for
+        the cells torch has: this layer's own parameters under those names (the same tensors, so
+        nn.init.orthogonal_(layer.weight_hh_l0) initialises cells[0].W_hh, as code written for torch.nn does)."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name.startswith(("weight_", "bias_")) and self.cells[0].torch_mode is not None:
+                for torch_name, p in self._torch_names():
+                    if torch_name == name:
+                        return p
+            raise
+
+    @property
+    def all_weights(self) -> list[list[nn.Parameter]]:
+        """As torch.nn's RNNs give it: per layer and direction, [weight_ih, weight_hh, bias_ih, bias_hh]
+        (without the biases for bias=False; weight_hr last with proj_size). The cells torch has only."""
+        if self.cells[0].torch_mode is None:
+            raise RnnkitError(f"all_weights lists torch.nn's weights; torch.nn has no {self.cell_name} cell "
+                              "(use named_parameters())")  # fmt: skip
+        per_cell = len(list(self._torch_names())) // len(self.cells)
+        weights = [p for _, p in self._torch_names()]
+        return [weights[i : i + per_cell] for i in range(0, len(weights), per_cell)]
 
     def _torch_names(self):
         for i, cell in enumerate(self.cells):

@@ -77,6 +77,36 @@ def test_round_trip_keeps_every_weight(name, batch_first):
     torch.testing.assert_close(Recurrent.from_torch(ref, backend="python")(x)[0], ref(x)[0])
 
 
+@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
+@pytest.mark.parametrize(
+    "name,kw", [("lstm", {}), ("gru", {"bias": False}), ("rnn_relu", {}), ("lstm", {"proj_size": 2})]
+)
+def test_weights_by_torch_name(name, kw):
+    """Code written for torch.nn reaches the weights by torch's names: layer.weight_hh_l0, bias_ih_l1_reverse,
+    all_weights, bias; they are this layer's own parameters, so initialising them in place initialises it."""
+    ref = MODULES[name](3, 4, 2, batch_first=True, bidirectional=True, **kw)
+    ours = Recurrent.from_torch(ref)
+    assert ours.bias == ref.bias
+    for n, p in ref.named_parameters():
+        assert torch.equal(getattr(ours, n), p), n
+    assert [[w.shape for w in ws] for ws in ours.all_weights] == [
+        [w.shape for w in ws] for ws in ref.all_weights
+    ]
+    assert ours.weight_hh_l1_reverse is ours.cells[3].W_hh
+    with torch.no_grad():
+        nn.init.orthogonal_(ours.weight_hh_l0)
+        ref.weight_hh_l0.copy_(ours.cells[0].W_hh)
+    x = torch.randn(2, 5, 3)
+    torch.testing.assert_close(ours(x)[0], ref(x)[0])
+    with pytest.raises(AttributeError, match="weight_hh_l2"):
+        _ = ours.weight_hh_l2
+    mut1 = Recurrent("mut1", 3, 4)
+    with pytest.raises(AttributeError, match="weight_hh_l0"):  # torch has no such cell: no torch names
+        _ = mut1.weight_hh_l0
+    with pytest.raises(RnnkitError, match="torch.nn has no mut1 cell"):
+        _ = mut1.all_weights
+
+
 def test_bias_false_round_trip():
     ref = nn.GRU(3, 4, bias=False, batch_first=True)
     ours = Recurrent.from_torch(ref, backend="python")

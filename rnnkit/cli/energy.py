@@ -166,7 +166,10 @@ def hopfield_capacity(args) -> None:
     sizes = _pick(args, "sizes", d.sizes, (32, 64))
     loads = _pick(args, "loads", d.loads, (0.05, 0.15, 0.25))
     for n in sizes:
-        positive_int("--sizes (N)", n)
+        if positive_int("--sizes (N)", n) < 2:
+            raise RnnkitError(
+                f"--sizes (N) must be 2 or more (one unit has no weights: W's diagonal is zero), got {n}"
+            )
         _check_units(n, f"--sizes {n}", f"give --sizes of {MAX_UNITS:,} or less", "hopfield capacity")
     for load in loads:
         if not 0 < load <= 1:

@@ -55,7 +55,10 @@ class CapacityConfig:
                     f"{field} must be a list of numbers, got {value!r}; e.g. {field}=({value!r},)"
                 )
         for n in self.sizes:
-            positive_int("N", n)
+            if positive_int("N", n) < 2:
+                raise RnnkitError(
+                    f"sizes N must be 2 or more (one unit has no weights: W's diagonal is zero), got {n}"
+                )
         for load in self.loads:
             if isinstance(load, bool) or not isinstance(load, numbers.Real) or not 0 < load <= 1:
                 raise RnnkitError(f"loads P/N must be in (0, 1], got {load}")
@@ -167,7 +170,7 @@ def crossings(rows: list[dict]) -> list[dict]:
                 "perfect_half": crossing(loads, [r["perfect"] for r in mine], 0.5),
                 "overlap_half": crossing(loads, [r["mean_overlap"] for r in mine], 0.5),
                 "alpha_c": ALPHA_C,
-                "perfect_bound": 1 / (2 * math.log(N)),
+                "perfect_bound": 1 / (2 * math.log(N)) if N > 1 else None,
             }
         )
     return out

@@ -41,7 +41,11 @@ def onsager_tc(J: float = 1.0) -> float:
 def onsager_magnetisation(T: float, J: float = 1.0) -> float:
     """Spontaneous magnetisation of the infinite lattice (Onsager 1944, Yang 1952); 0 above T_c."""
     T = one_temperature(T)
-    return (1 - math.sinh(2 * J / T) ** -4) ** 0.125 if T < onsager_tc(J) else 0.0
+    if T >= onsager_tc(J):
+        return 0.0
+    x = 2 * J / T
+    csch = -2 * math.exp(-x) / math.expm1(-2 * x)  # 1 / sinh(x), which overflowed below T = 0.0028 J
+    return (1 - csch**4) ** 0.125
 
 
 def check_temperatures(temperatures) -> torch.Tensor:
@@ -90,7 +94,11 @@ class Ising:
         if size % 2:
             raise RnnkitError(f"lattice size L must be even for the checkerboard update, got {size}")
         dtype = dtype or torch.get_default_dtype()  # as torch.nn's modules: float32 unless set otherwise
-        self.T = check_temperatures(temperatures).to(device=device, dtype=dtype)
+        T = check_temperatures(temperatures)
+        self.T = T.to(device=device, dtype=dtype)
+        if not torch.isfinite(self.T).all() or (self.T <= 0).any():  # 1e-50 is 0 in float32, 1e39 inf
+            raise RnnkitError(f"temperatures must be positive numbers that {dtype} holds (about 1e-38 to 3e38 in "
+                              f"float32), got {T.tolist()}")  # fmt: skip
         self.J, self.h = check_coupling(J, h)
         self.update = choice("update", update, UPDATES)
         self.generator = generator

@@ -84,7 +84,7 @@ def capacity_figure(rows, path, alpha_c=ALPHA_C) -> str:
             line = ax.plot(
                 [r["load"] for r in mine], [r[key] for r in mine], marker="o", ms=3, label=f"N = {N}"
             )
-            if key == "perfect":
+            if key == "perfect" and N > 1:
                 ax.axvline(1 / (2 * math.log(N)), color=line[0].get_color(), ls=":", lw=1)
     for ax, (_, label) in zip(axes.flat, panels):
         ax.axvline(alpha_c, color="k", ls="--", lw=1)
@@ -121,7 +121,7 @@ def line_figure(x, ys: dict, path, xlabel, ylabel, title="", logy=False) -> str:
     for label, y in ys.items():
         ax.plot(x, y, marker="o", ms=3, label=label)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-    if logy:
+    if logy and any(v > 0 for y in ys.values() for v in y):  # all zero (an exact match): no log scale to draw
         ax.set_yscale("log")
     ax.legend()
     return _save(fig, path)

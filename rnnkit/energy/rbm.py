@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.functional import softplus
 
 from rnnkit.energy import ais, rbm_exact, rbm_train
-from rnnkit.energy._checks import as_matrix, choice, positive_int, units_match
+from rnnkit.energy._checks import _first_bad, as_matrix, choice, positive_int, units_match
 from rnnkit.energy._util import single_thread
 from rnnkit.errors import RnnkitError
 
@@ -58,7 +58,8 @@ class RBM(nn.Module):
         if not torch.isfinite(x).all():
             raise RnnkitError(f"{name} contain NaN or infinite values")
         if binary and not ((x == 0) | (x == 1)).all():
-            raise RnnkitError(f"{name} must be binary (0 or 1) here")
+            raise RnnkitError(f"{name} must be binary (0 or 1) here; found {_first_bad(x, (x == 0) | (x == 1)):g} "
+                              "(threshold probabilities first: (x > 0.5).float())")  # fmt: skip
         if self.visible == "bernoulli" and ((x < 0) | (x > 1)).any():
             raise RnnkitError(f"{name} for Bernoulli visible units must lie in [0, 1] (scale them first)")
         return x

@@ -63,8 +63,10 @@ static void fill_rows(float *R out, const float *R row, int rows, int N) {
     for (int r = 0; r < rows; r++) memcpy(out + (long)r * N, row, sizeof(float) * N);
 }
 
+/* σ(x) = 1 / (1 + e^-x), x clamped to [-80, 80] first: under -ffast-math the vectorised expf has no overflow
+   path (e^96 came out NaN, not inf, and the weights with it), and at ±80 σ is 1 or 1.8e-35 in float32 anyway. */
 static void sigmoid(float *R x, long n) {
-    for (long a = 0; a < n; a++) x[a] = 1.0f / (1.0f + expf(-x[a]));
+    for (long a = 0; a < n; a++) x[a] = 1.0f / (1.0f + expf(-fminf(fmaxf(x[a], -80.0f), 80.0f)));
 }
 
 static void sample(const float *R p, const float *R u, float *R x, long n) {

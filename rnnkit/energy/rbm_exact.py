@@ -66,6 +66,8 @@ def statistics(rbm, weights: torch.Tensor, v: torch.Tensor):
 
 def data_distribution(rbm, data: torch.Tensor) -> torch.Tensor:
     """The empirical distribution q_0 of binary data over the 2^V visible states."""
+    _bernoulli_visible(rbm, "the data distribution")
+    data = rbm.check(data, binary=True)  # x.long() below read 0.9 as 0: grey data were all-zero states
     index = exact.state_index(data).to(rbm.W.device)
     return torch.bincount(index, minlength=2**rbm.num_visible).double() / len(data)
 

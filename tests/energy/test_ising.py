@@ -64,6 +64,8 @@ def test_onsager():
     assert ising.onsager_tc() == pytest.approx(2.269185, abs=1e-6)
     assert ising.onsager_magnetisation(1.0) == pytest.approx(0.99927, abs=1e-5)
     assert ising.onsager_magnetisation(3.0) == 0.0
+    assert ising.onsager_magnetisation(1e-3) == 1.0  # sinh(2J/T) overflowed below T = 0.0028 J
+    assert ising.onsager_magnetisation(1e-300) == 1.0
 
 
 @pytest.mark.parametrize(
@@ -71,6 +73,8 @@ def test_onsager():
     [
         lambda: ising.Ising(8, [0.0, 1.0]),
         lambda: ising.Ising(8, [-2.0]),
+        lambda: ising.Ising(8, [1e-50, 1.0]),  # 0 in float32: C and χ came out NaN
+        lambda: ising.Ising(8, [1e39]),  # inf in float32
         lambda: ising.Ising(8, []),
         lambda: ising.Ising(7, [1.0]),
         lambda: ising.Ising(0, [1.0]),

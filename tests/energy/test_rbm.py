@@ -121,6 +121,31 @@ def test_compiled_loop_equals_the_torch_loop(persistent, k, momentum, decay, B, 
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("data", [[[0.9, 0.0, 1.0]], [[-1.0, 0.0, 1.0]], [[1.0, 0.0, 1.0, 1.0]]])
+def test_exact_gradients_refuse_data_that_is_not_binary_states(data):
+    """x.long() read 0.9 as 0, so grey data silently got the gradient of all-zero states; -1 and a wrong
+    width failed deep in torch."""
+    rbm = model(3, 2)
+    for gradient in (rbm_exact.exact_gradient, lambda r, d: rbm_exact.cd_gradient_expected(r, d, 1)):
+        with pytest.raises(RnnkitError, match="binary|units"):
+            gradient(rbm, torch.tensor(data))
+
+
+@pytest.mark.skipif(_rbm_kernel.load() is None, reason="no C compiler for the CPU kernel")
+def test_compiled_loop_survives_saturated_units():
+    """Pre-activations below -88 (large weights) made the -ffast-math expf of the compiled sigmoid NaN, so
+    training 'diverged' where the torch loop trains; both loops now give the same finite weights."""
+    x = (torch.rand(10, 64, generator=torch.Generator().manual_seed(1)) < 0.5).float()
+    Ws = []
+    for use_kernel in (True, False):
+        g = torch.Generator().manual_seed(0)
+        rbm = RBM(64, 16, generator=g, init_scale=20.0)
+        rbm.fit(x, RBMTrainConfig(epochs=1, lr=1e-6, use_kernel=use_kernel), g)
+        Ws.append(rbm.W)
+    assert Ws[0].isfinite().all()
+    torch.testing.assert_close(Ws[0], Ws[1])
+
+
 @pytest.mark.skipif(_rbm_kernel.load() is None, reason="no C compiler for the CPU kernel")
 def test_loading_the_kernel_leaves_the_process_floating_point_alone():
     """Linked with -ffast-math, the library's loading turned on flush-to-zero for the whole process."""
@@ -210,13 +235,11 @@ def test_exact_enumeration_refuses_large_models():
     assert list(itertools.islice(exact.binary_states(2).tolist(), 4)) == [[0, 0], [1, 0], [0, 1], [1, 1]]
 
 
-@pytest.mark.parametrize("visible", ["bernoulli", "gaussian"])
-def test_training_that_diverges_stops_at_once(visible):
-    # Bernoulli units diverge in the compiled loop (the torch loop's sigmoids saturate and stay finite)
-    if visible == "bernoulli" and _rbm_kernel.load() is None:
-        pytest.skip("the compiled CD loop does not build here")
+def test_training_that_diverges_stops_at_once():
+    """Gaussian visible units, whose reconstructions grow with W. (Bernoulli units saturate and stay finite in
+    both loops: see test_compiled_loop_survives_saturated_units.)"""
     g = torch.Generator().manual_seed(0)
-    rbm = RBM(16, 8, visible, generator=g)
+    rbm = RBM(16, 8, "gaussian", generator=g)
     data = (torch.rand(200, 16, generator=g) < 0.3).float()
     epochs = []
     cfg = RBMTrainConfig(epochs=3, lr=1e38)  # the weights overflow float32

@@ -5,6 +5,7 @@ that registers parsers whose `func` attribute takes the parsed arguments.
 """
 
 import argparse
+import contextlib
 import os
 import pathlib
 import re
@@ -28,6 +29,20 @@ def out_folder(path) -> pathlib.Path:
     except OSError as e:
         raise RnnkitError(f"cannot make the --out folder {out}: {e.strerror}; give another folder") from None
     return out
+
+
+@contextlib.contextmanager
+def made_out_folder(path):
+    """out_folder(path) for the work of a with block: a folder it made is removed again where the work fails
+    (bad input found while reading, Ctrl-C) before anything was written into it, instead of left empty."""
+    existed = pathlib.Path(path).exists()
+    out = out_folder(path)
+    try:
+        yield out
+    except BaseException:
+        if not existed and not any(out.iterdir()):
+            out.rmdir()
+        raise
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,7 +6,7 @@ import pathlib
 from dataclasses import asdict
 
 from rnnkit._io import write_text
-from rnnkit.cli import out_folder
+from rnnkit.cli import made_out_folder, out_folder
 from rnnkit.errors import RnnkitError
 
 DRY_RUN_CHARS = 20_000
@@ -25,8 +25,7 @@ def add_commands(sub) -> None:
     p.add_argument("--negative", type=int,
                    help="noise words per pair for --loss negative, >= 1 (default: 5; not for --loss softmax)")  # fmt: skip
     for flag, kind, default in [("--dimension", int, 100), ("--window", int, 5),
-                                ("--sample", float, 1e-3), ("--alpha", float, 0.025), ("--batch-size", int, 2048),
-                                ("--seed", int, 0)]:  # fmt: skip
+                                ("--sample", float, 1e-3), ("--alpha", float, 0.025), ("--seed", int, 0)]:  # fmt: skip
         p.add_argument(flag, type=kind, default=default, help=f"default: {default}" + (
             "; in [0, 2^32)" if flag == "--seed" else ""))  # fmt: skip
     p.add_argument("--min-count", type=int, help="rarer words are dropped (default: 5; 1 with --dry-run)")
@@ -34,9 +33,10 @@ def add_commands(sub) -> None:
     p.add_argument("--backend", choices=["auto", "native", "torch"],
                    help="native: compiled per-pair loop (negative sampling); torch: batched minibatches "
                    "(default: auto; torch with --dry-run)")  # fmt: skip
-    p.add_argument(
-        "--workers", type=int, default=1, help="native threads (> 1: Hogwild, not bit-reproducible)"
-    )
+    p.add_argument("--batch-size", type=int,
+                   help="pairs per SGD step of the torch backend (default: 2048; the native one takes pairs one by one)")  # fmt: skip
+    p.add_argument("--workers", type=int,
+                   help="threads of the native backend (default: 1; > 1: Hogwild, not bit-reproducible)")  # fmt: skip
     p.add_argument("--lower", action="store_true", help="lower-case the corpus")
     p.add_argument("--dry-run", action="store_true",
                    help="first 20k characters; one epoch, --min-count 1 and the torch backend unless given (smoke test)")  # fmt: skip
@@ -245,21 +245,30 @@ def cmd_word2vec(args) -> int:
             "--negative is the number of noise words of --loss negative, not used by --loss softmax; leave it out"
         )
     d = Word2VecConfig()
-    given = {k: getattr(args, k) for k in ("model", "loss", "dimension", "window", "sample", "alpha",
-                                           "batch_size", "seed", "workers")}  # fmt: skip
+    given = {k: getattr(args, k) for k in ("model", "loss", "dimension", "window", "sample", "alpha", "seed")}
     for name, default, dry in [("negative", d.negative, d.negative), ("min_count", d.min_count, 1),
-                               ("epochs", d.epochs, 1), ("backend", d.backend, "torch")]:  # fmt: skip
+                               ("epochs", d.epochs, 1), ("backend", d.backend, "torch"),
+                               ("batch_size", d.batch_size, d.batch_size), ("workers", d.workers, d.workers)]:  # fmt: skip
         value = getattr(args, name)  # as given; else the --dry-run size; else the default
         given[name] = value if value is not None else dry if args.dry_run else default
     config = Word2VecConfig(**given)
     w2v = Word2Vec(config)  # every option checked before --out is made
+    backend = w2v.resolved_backend()
+    name, why, other = {"native": ("batch_size", "it takes the pairs one by one", "torch"),
+                        "torch": ("workers", "it steps its minibatches on one thread", "native")}[backend]  # fmt: skip
+    if getattr(args, name) not in (
+        None,
+        1 if name == "workers" else None,
+    ):  # as --negative above: no silent no-op
+        raise RnnkitError(f"--{name.replace('_', '-')} has no effect on the {backend} backend ({why}); leave it out "
+                          f"or add --backend {other}")  # fmt: skip
     text = read_text(args.corpus, DRY_RUN_CHARS if args.dry_run else None)
-    out = out_folder(args.out)
-    sentences = [(line.lower() if args.lower else line).split() for line in text.splitlines()]
-    w2v.fit(sentences, progress=True)
-    w2v.wv.save(out / "vectors.txt")
-    w2v.wv.save(out / "vectors.bin", binary=True)
-    write_text(out / "config.json", json.dumps(asdict(config), indent=2))
+    with made_out_folder(args.out) as out:  # made before training; gone again if the corpus has no pairs
+        sentences = [(line.lower() if args.lower else line).split() for line in text.splitlines()]
+        w2v.fit(sentences, progress=True)
+        w2v.wv.save(out / "vectors.txt")
+        w2v.wv.save(out / "vectors.bin", binary=True)
+        write_text(out / "config.json", json.dumps(asdict(config), indent=2))
     print(f"{len(w2v.vocab):,} words x {config.dimension:,} dimensions -> {out}/vectors.txt, vectors.bin")
     return 0
 
@@ -379,25 +388,28 @@ def cmd_ngram_complete(args) -> int:
 
 
 def _documents(path, limit=None) -> tuple[list[str], list[str]]:
-    """(names, texts): the .txt files of a folder, or the non-empty lines of a file."""
+    """(names, texts): the .txt files of a folder, or the non-empty lines of a file, each named file:N with N
+    its line number in the file as an editor or grep -n counts it (blank lines too; they were skipped)."""
     p = pathlib.Path(path)
     if p.is_dir():
         files = sorted(p.glob("*.txt"))[:limit]
         return [f.name for f in files], [read_text(f) for f in files]
-    lines = [line for line in read_text(p).splitlines() if line.strip()][:limit]
-    return [f"{p.name}:{i + 1}" for i in range(len(lines))], lines
+    numbered = [(n, line) for n, line in enumerate(read_text(p).split("\n"), 1) if line.strip()][:limit]
+    return [f"{p.name}:{n}" for n, _ in numbered], [line for _, line in numbered]
 
 
 def cmd_tfidf_index(args) -> int:
     from rnnkit.text import TfidfConfig, TfidfIndex
 
-    out_folder(args.out)
-    names, texts = _documents(args.documents, 100 if args.dry_run else None)
-    config = TfidfConfig(tf=args.tf, smooth_idf=args.smooth_idf, stop_words=args.stop_words, stem=args.stem)
-    index = TfidfIndex(config).fit(texts, progress=True)
-    index.save(args.out)
-    docs = [{"name": n, "preview": t[:100].replace("\n", " ")} for n, t in zip(names, texts)]
-    write_text(pathlib.Path(args.out) / "documents.json", json.dumps(docs, ensure_ascii=False))
+    with made_out_folder(args.out) as out:  # gone again if the documents are empty, missing or binary
+        names, texts = _documents(args.documents, 100 if args.dry_run else None)
+        config = TfidfConfig(
+            tf=args.tf, smooth_idf=args.smooth_idf, stop_words=args.stop_words, stem=args.stem
+        )
+        index = TfidfIndex(config).fit(texts, progress=True)
+        index.save(out)
+        docs = [{"name": n, "preview": t[:100].replace("\n", " ")} for n, t in zip(names, texts)]
+        write_text(out / "documents.json", json.dumps(docs, ensure_ascii=False))
     print(
         f"{len(texts):,} document{'s' if len(texts) != 1 else ''}, {len(index.terms):,} terms -> {args.out}"
     )

@@ -197,7 +197,8 @@ class NGramLM:
         full = np.concatenate([history, self._check_ids(x, "x")]).astype(np.int64)
         order = np.minimum(np.arange(len(full)) + 1, self.n)
         p = self._prob(self._contexts(full), full, order)
-        return np.log(p[len(history) :])
+        with np.errstate(divide="ignore"):  # p = 0 (no smoothing, an unseen n-gram): -inf, said by the caller
+            return np.log(p[len(history) :])
 
     def _check_ids(self, ids, name: str) -> np.ndarray:
         """ids as a 1-D integer array, each a token id 0..V-1."""

@@ -163,6 +163,13 @@ class Word2Vec:
         self.native = self._native()
         pairs = self._pairs(ids, sent)
         if len(pairs[0]) == 0:
+            if (
+                c.sample > 0 and len(sent) and np.bincount(sent).max() > 1
+            ):  # pairs were there before subsampling
+                raise RnnkitError(
+                    f"no (centre, context) pairs left after subsampling frequent words (sample {c.sample:g} drops "
+                    "most occurrences of every word in a corpus this small); use sample 0 (--sample 0) or more text"
+                )
             raise RnnkitError(
                 "no (centre, context) pairs: every sentence has a single known word; give longer sentences"
             )
@@ -236,6 +243,10 @@ class Word2Vec:
         rows[np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(centre)))), slot] = ids[context]
         perm = self.rng.permutation(len(starts))
         return ids[centre[starts]][perm], rows[perm]
+
+    def resolved_backend(self) -> str:
+        """ "native" or "torch": the backend fit will use (config.backend, "auto" resolved)."""
+        return "torch" if self._native() is None else "native"
 
     def _native(self):
         """The compiled loop when asked for (or "auto") and usable: negative sampling only."""

@@ -117,14 +117,21 @@ class WordVectors:
 
     # ---- word2vec formats ---------------------------------------------------------------------------
     def save(self, path, binary: bool = False) -> None:
+        """word2vec's text or binary format, as gensim reads and writes them: a "V E" header line, then per word
+        the word, a space and its E numbers (text: 9 significant digits, which give each float32 back exactly;
+        binary: 4 E bytes little-endian, then a newline)."""
         V, E = self.vectors.shape
+        bad = next((w for w in self.words if not w or any(c in w for c in " \t\n\r\v\f")), None)
+        if bad is not None:  # the file would not read back, here or in gensim
+            raise RnnkitError(f"cannot save the word {bad!r} in word2vec format, where a space ends the word: "
+                              "words must be non-empty, without spaces, tabs or newlines (join phrases with _)")  # fmt: skip
         with atomic_open(path, "wb") as f:  # a failed write leaves the old file as it was
             f.write(f"{V} {E}\n".encode())
             for w, x in zip(self.words, self.vectors):
                 if binary:
                     f.write(w.encode() + b" " + x.astype("<f4").tobytes() + b"\n")
                 else:
-                    f.write((w + " " + " ".join(f"{v:.6g}" for v in x) + "\n").encode())
+                    f.write((w + " " + " ".join(f"{v:.9g}" for v in x.tolist()) + "\n").encode())
 
     @classmethod
     def load(cls, path, binary: bool | None = None) -> "WordVectors":
@@ -150,6 +157,10 @@ class WordVectors:
         try:
             header, rest = data.split(b"\n", 1)
             V, E = (int(x) for x in header.split())
+            if V < 1 or E < 1:
+                raise ValueError(
+                    f"its header '{V} {E}' promises no vectors (V words of E numbers, both >= 1)"
+                )
             looks_text = _is_text(rest, V, E)
             wrong = None  # read in the wrong format, a file gives garbage vectors or a puzzling error
             if binary is None:
@@ -206,7 +217,8 @@ def _is_binary(rest: bytes, V: int, E: int, records: int = 5) -> bool:
 
 
 def _read_text(rest: bytes, V: int, E: int):
-    lines = rest.decode("utf-8").splitlines()
+    lines = rest.decode("utf-8").split("\n")  # not splitlines: a word may hold \x85, \u2028 or \x0c
+    lines = lines[:-1] if lines and not lines[-1].strip() else lines  # the last line's newline
     if len(lines) < V:
         raise ValueError(f"header says {V} words, file has {len(lines)} lines")
     words, rows = [], []

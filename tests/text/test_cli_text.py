@@ -497,3 +497,74 @@ def test_tfidf_search_refuses_documents_of_another_index(tmp_path, corpus, capsy
     (index / "documents.json").write_text("[]")
     assert main(["tfidf", "search", str(index), "cat"]) == 2
     assert "lists 0 documents for the index's" in capsys.readouterr().err
+
+
+def test_tfidf_search_names_the_line_of_the_file(tmp_path, capsys):
+    """Blank lines were dropped before the lines were numbered: the text of line 3 was named file:2."""
+    docs = tmp_path / "docs.txt"
+    docs.write_text("the cat sat\n\nthe dog barked\r\ncats and dogs\n")
+    assert main(["tfidf", "index", str(docs), "--out", str(tmp_path / "idx")]) == 0
+    assert main(["tfidf", "search", str(tmp_path / "idx"), "dog barked"]) == 0
+    assert "docs.txt:3  the dog barked" in capsys.readouterr().out
+
+
+def test_ngram_json_of_a_text_of_probability_zero_is_valid_json(tmp_path, capsys, recwarn):
+    """An unsmoothed model (--discount 0) gives an unseen bigram p = 0: json.dumps wrote -Infinity, which is
+    not JSON, and numpy warned 'divide by zero'. The infinite values are null; the text output says inf."""
+    import json
+
+    corpus, unseen = tmp_path / "c.txt", tmp_path / "u.txt"
+    corpus.write_text("abab abab\nbaba\n")
+    unseen.write_text("bbbb\n")
+    model = str(tmp_path / "m.npz")
+    assert main(["ngram", "train", str(corpus), "--out", model, "-n", "2", "--discount", "0"]) == 0
+    capsys.readouterr()
+    assert main(["ngram", "eval", model, str(unseen), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+    assert result["perplexity"] is None and result["log_prob"] is None and result["chars"] == 5
+    assert main(["ngram", "score", model, "bb", "ba", "--json"]) == 0
+    rows = [
+        json.loads(line, parse_constant=lambda c: pytest.fail(c))
+        for line in capsys.readouterr().out.split("\n")[:-1]
+    ]
+    assert (
+        [r["text"] for r in rows] == ["ba", "bb"] and rows[1]["log_prob"] is None and rows[0]["log_prob"] < 0
+    )
+    assert main(["ngram", "eval", model, str(unseen)]) == 0
+    assert "inf nats/char" in capsys.readouterr().out
+    assert not [w for w in recwarn if "divide by zero" in str(w.message)]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["word2vec", "{one}", "--dry-run"], ["tfidf", "index", "{empty}"], ["tfidf", "index", "{missing}"]],
+)
+def test_a_command_that_fails_on_its_input_leaves_no_empty_out_folder(tmp_path, capsys, command):
+    (tmp_path / "one.txt").write_text("a\nb\n")  # no sentence of two words: no pairs
+    (tmp_path / "empty.txt").write_text("")
+    files = {name: str(tmp_path / f"{name}.txt") for name in ("one", "empty", "missing")}
+    out = tmp_path / "out"
+    assert main([*(a.format(**files) for a in command), "--out", str(out)]) == 2
+    assert not out.exists()
+    out.mkdir()  # a folder that was there before stays
+    assert main([*(a.format(**files) for a in command), "--out", str(out)]) == 2
+    assert out.is_dir()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--backend", "native", "--batch-size", "64"], "--batch-size has no effect on the native backend"),
+        (["--backend", "torch", "--workers", "2"], "--workers has no effect on the torch backend"),
+        (["--dry-run", "--workers", "2"], "--workers has no effect on the torch backend"),
+    ],
+)
+def test_word2vec_refuses_an_option_its_backend_ignores(tmp_path, corpus, capsys, flags, message):
+    """--batch-size 1 and 4096 gave byte-identical native vectors; --workers 2 changed nothing in torch."""
+    from rnnkit.text import w2v_native
+
+    if "native" in flags and w2v_native.load() is None:
+        pytest.skip("the native word2vec loop does not build here")
+    assert main(["word2vec", str(corpus), "--out", str(tmp_path / "w"), *flags]) == 2
+    _one_error_line(capsys, message)
+    assert main(["word2vec", str(corpus), "--out", str(tmp_path / "w"), "--dry-run", "--workers", "1"]) == 0

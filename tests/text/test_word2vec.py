@@ -92,16 +92,49 @@ def test_excluded_words_are_never_listed_however_large_topn():
 @pytest.mark.parametrize("binary", [False, True])
 def test_word2vec_formats_round_trip_and_load_in_gensim(tmp_path, binary):
     rng = np.random.default_rng(0)
-    wv = WordVectors(["the", "caf\u00e9", "<unk>", "N"], rng.standard_normal((4, 5)).astype(np.float32))
+    words = [
+        "the",
+        "caf\u00e9",
+        "<unk>",
+        "N",
+        "a\x85b",
+        "c\u2028d",
+        "e\x1cf",
+    ]  # not white space in the format
+    wv = WordVectors(words, rng.standard_normal((7, 5)).astype(np.float32) / 3)
     path = tmp_path / ("v.bin" if binary else "v.txt")
     wv.save(path, binary=binary)
-    again = WordVectors.load(path)
+    again = WordVectors.load(path)  # text split by str.splitlines broke at \x85; 6 digits lost float32 bits
     assert again.words == wv.words
-    np.testing.assert_allclose(again.vectors, wv.vectors, rtol=1e-5)
+    np.testing.assert_array_equal(again.vectors, wv.vectors)
     gensim_models = pytest.importorskip("gensim.models", reason="gensim is not installed (dev extra)")
     kv = gensim_models.KeyedVectors.load_word2vec_format(str(path), binary=binary)
     assert kv.index_to_key == wv.words
     np.testing.assert_allclose(kv["caf\u00e9"], wv["caf\u00e9"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("word", ["two words", "", "tab\there", "new\nline"])
+def test_save_refuses_words_the_format_cannot_hold(tmp_path, word):
+    """Saved, they made files that neither WordVectors.load nor gensim reads back."""
+    wv = WordVectors([word, "ok"], np.ones((2, 3), np.float32))
+    for binary in (False, True):
+        with pytest.raises(RnnkitError, match="words must be non-empty, without spaces, tabs or newlines"):
+            wv.save(tmp_path / "v", binary=binary)
+    assert not (tmp_path / "v").exists()
+
+
+@pytest.mark.parametrize("header", ["0 5", "-1 5", "3 0"])
+def test_a_header_without_vectors_is_named(tmp_path, header):
+    (tmp_path / "v.txt").write_text(header + "\n")
+    with pytest.raises(RnnkitError, match=f"its header '{header}' promises no vectors"):
+        WordVectors.load(tmp_path / "v.txt")
+
+
+def test_subsampling_that_leaves_no_pairs_says_so():
+    sentences = [["héllo", "wörld", "日本"], ["日本", "héllo"], ["wörld", "日本", "héllo"]]
+    with pytest.raises(RnnkitError, match=r"no \(centre, context\) pairs left after subsampling .* sample 0"):
+        Word2Vec(dimension=4, min_count=1, epochs=1).fit(sentences)
+    Word2Vec(dimension=4, min_count=1, epochs=1, sample=0).fit(sentences)
 
 
 @pytest.mark.parametrize("E", [1, 4, 50])

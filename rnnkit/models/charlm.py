@@ -324,8 +324,16 @@ def score_text(model, chars, text: str) -> dict:
         raise RnnkitError(f"TEXT {text!r} has nothing to score; give {need}")
     nats = -math.fsum(model.log_probs(scored, context))
     n = len(scored)
-    return {"text": text, "log_prob": -nats, "nats": nats, "chars": n, "first_is_context": not newline,
-            "nats_per_char": nats / n, "bits_per_char": nats / n / math.log(2), "perplexity": math.exp(nats / n)}  # fmt: skip
+    return {
+        "text": text,
+        "log_prob": -nats,
+        "nats": nats,
+        "chars": n,
+        "first_is_context": not newline,
+        "nats_per_char": nats / n,
+        "bits_per_char": nats / n / math.log(2),
+        "perplexity": math.exp(nats / n) if nats / n < 709 else math.inf,
+    }  # fmt: skip  (exp(710) overflows)
 
 
 def _batch_of(state) -> int:

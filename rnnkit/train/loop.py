@@ -115,6 +115,21 @@ def evaluate(model, batches) -> float:
     return total / n
 
 
+def window_loss(model, batch, state) -> float:
+    """The loss of one window run from `state` with the current weights (eval mode, no grad); the training
+    state is kept."""
+    carried, was_training = model.state, model.training
+    model.eval()
+    model.state = state
+    try:
+        with torch.no_grad():
+            _, loss = model(batch)
+    finally:
+        model.state = carried
+        model.train(was_training)
+    return float(loss)
+
+
 def sample_text(model, chars, cfg, step: int) -> str:
     """A sample primed with a newline (or the first character), seeded by the step for reproducibility."""
     prime = [chars.index("\n")] if "\n" in chars else [0]
@@ -259,7 +274,8 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
             carried, rng, stepped, row = model.state, torch.get_rng_state(), False, None
             set_lr(optimizer, lr_at_epoch(t, progress.epoch))
             t0 = time.perf_counter()
-            _, loss = model(batches.window(progress.window))
+            window = progress.window
+            _, loss = model(batches.window(window))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = clip_gradients(model.parameters(), t.clip_norm, t.clip_value)
@@ -287,7 +303,8 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
                 progress.step % t.eval_every == 0 or last
             )  # with --val-frac 0: checkpoint and plot only
             if evaluated:
-                _validate(model, val_batches, progress, row, save, bar, out)
+                _validate(model, val_batches, progress, row, save, bar, out,
+                          lambda w=window, s=carried: window_loss(model, batches.window(w), s))  # fmt: skip
             metrics.write(**row)
             row = None
             if t.sample_every and (progress.step % t.sample_every == 0 or last):
@@ -366,14 +383,22 @@ def _check_loss(loss: float, progress: Progress, out, grad_norm: float = 0.0):
     return smooth
 
 
-def _validate(model, val_batches, progress, row, save, bar, out):
+def _validate(model, val_batches, progress, row, save, bar, out, train_loss_now):
+    """Validate and checkpoint after a step. The step's update may have blown the weights up after its loss was
+    checked: a validation loss that is not finite, or over 3x the initial train loss while the window just
+    trained on also reads over 3x with the new weights (`train_loss_now()`, the train loss char-rnn's test reads
+    at the next step), stops before the checkpoint. A high validation loss alone is overfitting, not a blow-up:
+    it is recorded, best.pt keeps the best model, and training goes on."""
     if val_batches is not None:
         val = evaluate(model, val_batches)
-        if not math.isfinite(val) or val > EXPLODE * progress.initial_loss:  # the update just taken blew up
+        limit = EXPLODE * progress.initial_loss
+        now = train_loss_now() if math.isfinite(val) and val > limit else None
+        if not math.isfinite(val) or now is not None and not now <= limit:  # the update just taken blew up
             raise RnnkitError(
                 f"validation loss {'became' if not math.isfinite(val) else 'exploded to'} {val:.4g} at step "
-                f"{progress.step} (initial train loss {progress.initial_loss:.3f}); stopped, last good checkpoint "
-                f"in {out}; try a lower --lr or --clip-norm"
+                f"{progress.step} (initial train loss {progress.initial_loss:.3f}"
+                + ("" if now is None else f"; the window just trained on reads {now:.4g} now")
+                + f"); stopped, last good checkpoint in {out}; try a lower --lr or --clip-norm"
             )
         row.update(val_loss=val, val_bpc=val / LN2)
         bar.write(f"step {progress.step}: train {row['train_loss']:.3f}, val {_nats(val)}")

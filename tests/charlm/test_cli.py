@@ -433,3 +433,27 @@ def test_train_help_table_is_what_train_runs_with(capsys):
             section, name, _ = TRAIN_OPTIONS[flag]
             value = getattr(getattr(cfg, section), name)
             assert (f"{value:g}" if isinstance(value, float) else str(value)) == cells[k], (column, flag)
+
+
+def test_a_next_to_impossible_text_scores_with_an_infinite_perplexity(trained, tmp_path, cli):
+    """exp(nats/char) overflowed (OverflowError traceback) beyond 709 nats/char; in JSON it is null (json.dumps
+    would write Infinity, which JSON parsers refuse)."""
+    import json
+
+    chars = json.loads((trained / "vocab.json").read_text())
+    ckpt = torch.load(trained / "best.pt", weights_only=True)
+    sure = chars.index("e")  # a model certain that every character is "e"
+    ckpt["model"]["head.weight"].zero_()
+    ckpt["model"]["head.bias"].zero_()
+    ckpt["model"]["head.bias"][sure] = 1e6
+    torch.save(ckpt, tmp_path / "sure.pt")
+    code, out, err = cli("score", tmp_path / "sure.pt", "eee", "tat", "--json")
+    assert code == 0, err
+    rows = [
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+        for line in out.splitlines()
+    ]
+    assert [r["text"] for r in rows] == ["eee", "tat"]
+    assert rows[0]["perplexity"] == pytest.approx(1.0) and rows[1]["perplexity"] is None
+    code, out, _ = cli("score", tmp_path / "sure.pt", "tat")
+    assert code == 0 and "perplexity inf" in out

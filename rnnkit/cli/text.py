@@ -256,10 +256,8 @@ def cmd_word2vec(args) -> int:
     backend = w2v.resolved_backend()
     name, why, other = {"native": ("batch_size", "it takes the pairs one by one", "torch"),
                         "torch": ("workers", "it steps its minibatches on one thread", "native")}[backend]  # fmt: skip
-    if getattr(args, name) not in (
-        None,
-        1 if name == "workers" else None,
-    ):  # as --negative above: no silent no-op
+    value = getattr(args, name)
+    if value is not None and (name, value) != ("workers", 1):  # as --negative above: no silent no-op
         raise RnnkitError(f"--{name.replace('_', '-')} has no effect on the {backend} backend ({why}); leave it out "
                           f"or add --backend {other}")  # fmt: skip
     text = read_text(args.corpus, DRY_RUN_CHARS if args.dry_run else None)

@@ -279,6 +279,7 @@ def run(
         raise ValueError(f"xbias, raw_tail and xtilde are for the native backend, not {chosen}")
     if chosen == "autograd":
         hs, state = autograd_loop(cell, xw, state0, P, mask, reverse, probe)
-    else:
+    else:  # a state0 of batch 1 is broadcast (as the other backends do); expand's backward sums its gradient
+        state0 = tuple(s.expand(xw.shape[1], -1) for s in state0)
         hs, *state = PythonRecurrence.apply(cell, mask, reverse, probe, len(state0), xw, *state0, *P)
     return (hs.transpose(0, 1).contiguous() if batch_first else hs), tuple(state)  # as native writes it

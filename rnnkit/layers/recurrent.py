@@ -490,11 +490,29 @@ class Recurrent(nn.Module):
         try:
             return super().__getattr__(name)
         except AttributeError:
-            if name.startswith(("weight_", "bias_")) and self.cells[0].torch_mode is not None:
-                for torch_name, p in self._torch_names():
-                    if torch_name == name:
-                        return p
+            slot = self._torch_slot(name)
+            if slot is not None:
+                return getattr(*slot)
             raise
+
+    def __setattr__(self, name, value):
+        """layer.weight_hh_l0 = nn.Parameter(...) replaces cells[0].W_hh, as it replaces torch.nn.LSTM's weight."""
+        slot = self._torch_slot(name)
+        if slot is not None:
+            setattr(*slot, value)
+        else:
+            super().__setattr__(name, value)
+
+    def _torch_slot(self, name):
+        """(cell, attribute) that torch.nn's weight name `name` stands for, or None."""
+        if not name.startswith(("weight_", "bias_")):
+            return None
+        cells = self.__dict__.get("_modules", {}).get("cells")  # none yet while __init__ runs
+        if not cells or cells[0].torch_mode is None:
+            return None
+        return next(
+            ((cell, attr) for torch_name, cell, attr in self._torch_slots() if torch_name == name), None
+        )
 
     @property
     def all_weights(self) -> list[list[nn.Parameter]]:
@@ -508,15 +526,21 @@ class Recurrent(nn.Module):
         return [weights[i : i + per_cell] for i in range(0, len(weights), per_cell)]
 
     def _torch_names(self):
+        """(torch.nn's name, parameter) in torch.nn's order."""
+        for name, cell, attr in self._torch_slots():
+            yield name, getattr(cell, attr)
+
+    def _torch_slots(self):
+        """(torch.nn's name, cell, the cell's attribute) in torch.nn's order."""
         for i, cell in enumerate(self.cells):
             sfx = f"l{i // self.dirs}" + ("_reverse" if i % self.dirs else "")
-            yield f"weight_ih_{sfx}", cell.W_xh
-            yield f"weight_hh_{sfx}", cell.W_hh
+            yield f"weight_ih_{sfx}", cell, "W_xh"
+            yield f"weight_hh_{sfx}", cell, "W_hh"
             if cell.bias:
-                yield f"bias_ih_{sfx}", cell.b_xh
-                yield f"bias_hh_{sfx}", cell.b_hh
+                yield f"bias_ih_{sfx}", cell, "b_xh"
+                yield f"bias_hh_{sfx}", cell, "b_hh"
             if self.proj_size:
-                yield f"weight_hr_{sfx}", cell.W_hr
+                yield f"weight_hr_{sfx}", cell, "W_hr"
 
 
 def _refuse_reparametrized(m, names):

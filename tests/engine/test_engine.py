@@ -53,6 +53,24 @@ def test_python_equals_autograd_float32(name):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["gru", "lstm", "mut1"])
+@pytest.mark.parametrize("reverse,lengths", [(False, None), (True, [4, 2, 1])])
+def test_a_state0_of_batch_one_is_broadcast_by_every_backend(name, reverse, lengths):
+    """run accepts state0 (1, H) for a batch of B; the python backend failed in torch.stack ([1, 4] and [3, 4])
+    where autograd and native broadcast it. Outputs and gradients (summed over the batch) agree."""
+    cell, xw, state0, P, mask = setup(name, lengths=lengths)
+    state0 = tuple(s[:1].detach().requires_grad_() for s in state0)
+    results = {}
+    for backend in ("autograd", "python", "native"):
+        hs, state = run(cell, xw, state0, P, mask, reverse, backend)
+        loss = (hs * torch.linspace(-1, 1, hs.numel(), dtype=hs.dtype).reshape(hs.shape)).sum()
+        loss = loss + sum((s * (k + 2)).sum() for k, s in enumerate(state))
+        results[backend] = (hs, *state, *torch.autograd.grad(loss, (xw, *state0, *P)))
+    for backend in ("python", "native"):
+        for a, b in zip(results["autograd"], results[backend]):
+            torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_probe_records_dh_per_step(backend):
     cell, xw, state0, P, _ = setup("rnn_tanh", T=6)

@@ -98,6 +98,10 @@ def test_weights_by_torch_name(name, kw):
         ref.weight_hh_l0.copy_(ours.cells[0].W_hh)
     x = torch.randn(2, 5, 3)
     torch.testing.assert_close(ours(x)[0], ref(x)[0])
+    ours.weight_ih_l1 = nn.Parameter(torch.zeros_like(ours.weight_ih_l1))  # replaces, as in torch.nn
+    ref.weight_ih_l1 = nn.Parameter(torch.zeros_like(ref.weight_ih_l1))
+    assert ours.cells[2].W_xh is ours.weight_ih_l1 and "weight_ih_l1" not in dict(ours.named_parameters())
+    torch.testing.assert_close(ours(x)[0], ref(x)[0])
     with pytest.raises(AttributeError, match="weight_hh_l2"):
         _ = ours.weight_hh_l2
     mut1 = Recurrent("mut1", 3, 4)

@@ -126,7 +126,12 @@ def main() -> int:
         "## Text baselines (bench/text.py)",
         machine_line() + f" (shared machine, {os.cpu_count()} cores; other jobs may run alongside)",
         "word2vec on PTB train, "
-        + (f"best time of {args.repeats} interleaved runs, quality of the first" if args.repeats > 1 else "one run")
+        + (
+            f"best time of {args.repeats} interleaved runs, quality of the first"
+            + ("" if args.skip_torch else " (rnnkit torch, the slow batched path, runs once)")
+            if args.repeats > 1
+            else "one run"
+        )
         + f" ({plural(args.epochs, 'epoch')}; skip-gram, negative 5, window 5, 100 dims, sample 1e-3, "
         "min_count 5, alpha 0.025 -> 1e-4). Quality from the same evaluation code for every model, on the "
         "WordSim-353 pairs / Google analogy questions all vocabularies cover. PTB is a small corpus (0.9M words), "

@@ -178,6 +178,10 @@ def train_config(args):
                 can = sorted(f for f, (_, n, _) in TRAIN_OPTIONS.items() if n in RESUMABLE)
                 raise RnnkitError(f"{flag} cannot change when resuming; only {', '.join(can)} can")
             setattr(getattr(cfg, section), name, value)
+    if cfg.data.data_dir is not None and not cfg.data.data_dir.strip():
+        raise RnnkitError(
+            "--data-dir is empty; give the folder that holds tinyshakespeare.txt, or leave it out"
+        )
     if cfg.data.data_dir:  # absolute, as the corpus file: --resume may run from another folder
         cfg.data.data_dir = str(pathlib.Path(cfg.data.data_dir).expanduser().resolve())
     return cfg

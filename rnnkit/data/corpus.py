@@ -189,7 +189,11 @@ def shakespeare_path(data_dir=None) -> pathlib.Path:
 
     A --data-dir given must hold the file: a typo says so instead of downloading. Local copies are taken as
     they are (a user's own edition); the cached download is checked."""
-    if data_dir:
+    if data_dir is not None:
+        if not str(data_dir).strip():  # "$DATA" unset in a script: not a folder, and no reason to download
+            raise RnnkitError(
+                "--data-dir is empty; give the folder that holds tinyshakespeare.txt, or leave it out"
+            )
         found = _local_copy(data_dir)
         if found is None:
             raise RnnkitError(

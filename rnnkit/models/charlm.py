@@ -14,6 +14,7 @@ character at a time (T = 1 calls).
 import inspect
 import math
 import numbers
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -125,12 +126,15 @@ class CharLM(nn.Module):
         """ids as a list of ints, each a character index in [0, V), or one error: text must be encoded first
         (`encode(text, chars, ...)`). Takes a list, a numpy array or an integer tensor."""
         V = self.cfg.vocab_size
-        if isinstance(ids, torch.Tensor) and not (
-            ids.is_floating_point() or ids.is_complex() or ids.dim() > 1
-        ):
+        if isinstance(ids, torch.Tensor):
+            if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool or ids.dim() != 1:
+                raise RnnkitError(f"{what} takes character indices, a list or a 1-D integer tensor, got a "
+                                  f"{ids.dtype} tensor of shape {tuple(ids.shape)}")  # fmt: skip
             ids = ids.tolist()
-        if isinstance(ids, str) or not all(
-            isinstance(c, numbers.Integral) and not isinstance(c, bool) for c in ids
+        if (
+            isinstance(ids, str)
+            or not isinstance(ids, Iterable)
+            or not all(isinstance(c, numbers.Integral) and not isinstance(c, bool) for c in ids)
         ):
             raise RnnkitError(f"{what} takes character indices (ints), got {ids!r}; encode text with "
                               "rnnkit.models.charlm.encode(text, chars, ...)")  # fmt: skip
@@ -164,19 +168,24 @@ class CharLM(nn.Module):
     @torch.no_grad()
     def prime(self, ids: list, state=None):
         """Feed a prefix one character at a time; returns the log-probabilities after it and the state."""
-        return self._prime(self._check_ids(ids, "prime"), state)
+        ids = self._check_ids(ids, "prime")
+        _need_context(ids, "prime")
+        return self._prime(ids, state)
 
     @torch.no_grad()
     def sample(self, ids: list, length: int, temperature=1.0, top_k=0, greedy=False, generator=None) -> list:
         """Continue `ids` by `length` characters: p ∝ exp(y / temperature), or argmax if greedy."""
-        _need_context(ids, "sample")
         ids = self._check_ids(ids, "sample")
-        _check_count(length, "length", 0)
-        _check_count(top_k, "top_k", 0)
-        if not greedy and not (isinstance(temperature, int | float) and temperature > 0):
-            raise RnnkitError(
-                f"temperature must be > 0, got {temperature!r}; for the most probable text use greedy"
-            )
+        _need_context(ids, "sample")
+        length, top_k = _check_count(length, "length", 0), _check_count(top_k, "top_k", 0)
+        if not greedy:
+            if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+                raise RnnkitError(f"temperature must be a number > 0, got {temperature!r}")
+            if not temperature > 0:  # (NaN too)
+                raise RnnkitError(
+                    f"temperature must be > 0, got {temperature!r}; for the most probable text use greedy"
+                )
+            temperature = float(temperature)
         logp, state = self._prime(ids)
         out = []
         for _ in range(length):
@@ -195,8 +204,8 @@ class CharLM(nn.Module):
     @torch.no_grad()
     def log_probs(self, ids: list, context: list) -> list:
         """log p(c_t | context, c_<t) for each character of `ids` (nats), one step at a time."""
-        _need_context(context, "log_probs")
         context = self._check_ids(context, "log_probs context")
+        _need_context(context, "log_probs")
         ids = self._check_ids(ids, "log_probs")
         logp, state = self._prime(context)
         out = []
@@ -212,10 +221,9 @@ class CharLM(nn.Module):
         Beam search keeps the K best partial continuations by total log-probability; the K
         beams advance together as a batch of K streams, one character per step.
         """
-        _need_context(ids, "beam_complete")
         ids = self._check_ids(ids, "beam_complete")
-        _check_count(length, "length", 0)
-        _check_count(beam, "beam", 1)
+        _need_context(ids, "beam_complete")
+        length, beam = _check_count(length, "length", 0), _check_count(beam, "beam", 1)
         logp, state = self._prime(ids)  # (1, V)
         seqs, scores = [[]], torch.zeros(1, dtype=logp.dtype)
         for _ in range(length):
@@ -231,9 +239,11 @@ class CharLM(nn.Module):
         return seqs[best], float(scores[best])
 
 
-def _check_count(n, name, least):
-    if isinstance(n, bool) or not isinstance(n, int) or n < least:
+def _check_count(n, name, least) -> int:
+    """n as an int (a numpy integer too), or one error."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < least:
         raise RnnkitError(f"{name} must be an integer >= {least}, got {n!r}")
+    return int(n)
 
 
 def _need_context(ids, what):
@@ -308,6 +318,8 @@ def score_text(model, chars, text: str) -> dict:
     it, so the first character of `text` is predicted from a newline, fed from a zero state (the start of a
     line, if the model knows a newline); a model without one takes the text's first character as context
     only and scores the rest (`first_is_context` in the result)."""
+    if not isinstance(text, str):
+        raise RnnkitError(f"score_text scores a str, got {type(text).__name__} {text!r}")
     V = model.cfg.vocab_size
     if len(chars) != V or len(set(chars)) != len(chars):
         raise RnnkitError(f"chars must be the model's vocabulary, {V} distinct characters (load_run gives both), "

@@ -119,7 +119,18 @@ def test_one_character_api_checks_its_ids_and_options():
         (lambda: lm.step(V), "step: indices"),
         (lambda: lm.sample([1], 3, top_k=-1), "top_k must be an integer >= 0, got -1"),
         (lambda: lm.sample([1], -3), "length must be an integer >= 0"),
-        (lambda: lm.sample([1], 3, temperature="0.5"), "temperature must be > 0, got '0.5'"),
+        (lambda: lm.sample([1], 3, temperature="0.5"), "temperature must be a number > 0, got '0.5'"),
+        (lambda: lm.sample([1], 3, temperature=True), "temperature must be a number > 0, got True"),
+        (
+            lambda: lm.sample([1], 3, temperature=0.0),
+            "temperature must be > 0, got 0.0; for the most probable",
+        ),
+        (
+            lambda: lm.sample(torch.tensor(3), 3),
+            r"a torch.int64 tensor of shape \(\)",
+        ),  # was len() of a 0-d tensor
+        (lambda: lm.prime([]), "prime needs at least one character of context"),  # was (None, None)
+        (lambda: score_text(lm, list("abcdef\n"), 5), "score_text scores a str, got int 5"),
         (lambda: lm.beam_complete([1], 3, beam=2.5), "beam must be an integer >= 1, got 2.5"),
         (lambda: CharLM(CharLMConfig(vocab_size=V, cell="lstmm")), "unknown cell 'lstmm'; choose one of"),
         (lambda: score_text(lm, list("abc\n"), "ab"), f"chars must be the model's vocabulary, {V} distinct"),
@@ -132,6 +143,10 @@ def test_one_character_api_checks_its_ids_and_options():
     want = lm.sample([1, 2], 4, generator=seeded())
     assert lm.sample(np.array([1, 2]), 4, generator=seeded()) == want
     assert lm.sample(torch.tensor([1, 2]), 4, generator=seeded()) == want
+    # numpy scalars for counts and the temperature, as numpy arrays for the indices ("got np.float32(0.5)" was
+    # refused as not > 0)
+    assert lm.sample([1, 2], np.int64(4), np.float32(1.0), generator=seeded()) == want
+    assert lm.beam_complete([1], np.int64(3), np.int64(2)) == lm.beam_complete([1], 3, 2)
 
 
 @pytest.mark.parametrize("embedding_size", [0, 5])

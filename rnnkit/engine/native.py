@@ -69,8 +69,10 @@ _load_lock = threading.Lock()
 
 
 def _sources_hash(flags: list[str]) -> str:
-    """torch's build cache hashes only the .cpp it is given; the headers and flags change too."""
-    digest = hashlib.sha256(" ".join(flags).encode())
+    """torch's build cache hashes only the .cpp it is given; the headers and flags change too. And the folder
+    they are in: torch's build.ninja names the source by its path, so two checkouts (a clone beside the
+    working copy) sharing one build folder made ninja rebuild it, a minute or two, each time the other loaded."""
+    digest = hashlib.sha256(" ".join([*flags, str(CSRC.resolve())]).encode())
     for f in sorted(CSRC.iterdir()):
         digest.update(f.name.encode() + f.read_bytes())
     return digest.hexdigest()[:10]

@@ -833,3 +833,16 @@ def test_the_tests_keep_their_gemm_choices_out_of_the_users_file():
     beside_build = pathlib.Path(ext.__file__).parent
     path = native.plan_file()
     assert path is not None and path.parent != beside_build and path.name == "gemm_plans.json"
+
+
+def test_each_checkout_builds_into_its_own_folder(tmp_path, monkeypatch):
+    """The build folder is named by a hash of the sources and flags, and torch's build.ninja by the sources'
+    path: a clone beside the working copy shared the folder, and each one's load rebuilt it (a minute or two)."""
+    import shutil
+
+    here = native._sources_hash(["-O3"])
+    assert native._sources_hash(["-O3"]) == here and native._sources_hash(["-O2"]) != here
+    copy = tmp_path / "csrc"
+    shutil.copytree(native.CSRC, copy)
+    monkeypatch.setattr(native, "CSRC", copy)
+    assert native._sources_hash(["-O3"]) != here

@@ -6,6 +6,7 @@ that registers parsers whose `func` attribute takes the parsed arguments.
 
 import argparse
 import contextlib
+import math
 import os
 import pathlib
 import re
@@ -29,6 +30,13 @@ def out_folder(path) -> pathlib.Path:
     except OSError as e:
         raise RnnkitError(f"cannot make the --out folder {out}: {e.strerror}; give another folder") from None
     return out
+
+
+def finite_or_null(values: dict) -> dict:
+    """For --json: JSON has no infinity (json.dumps writes Infinity, which parsers refuse), so a value that is
+    not finite is null: the perplexity of a text a model finds next to impossible (beyond exp(709)) or of
+    probability 0 (an n-gram model without smoothing)."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in values.items()}
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ import math
 import pathlib
 import sys
 
+from rnnkit.cli import finite_or_null
 from rnnkit.errors import RnnkitError
 
 # flag -> (config section, field, type); every default is None so that only given flags override
@@ -275,7 +276,7 @@ def cmd_score(args) -> int:
               file=sys.stderr)  # fmt: skip
     for rank, r in enumerate(results, 1):
         if args.json:
-            print(json.dumps(_finite_or_null({"rank": rank, **r}), ensure_ascii=False))
+            print(json.dumps(finite_or_null({"rank": rank, **r}), ensure_ascii=False))
         else:
             print(f"{rank}. log p = {r['log_prob']:.3f} nats  {r['nats_per_char']:.4f} nats/char  "
                   f"{r['bits_per_char']:.4f} bits/char  perplexity {r['perplexity']:.3f}  {r['text']!r}")  # fmt: skip
@@ -293,19 +294,13 @@ def cmd_complete(args) -> int:
     if args.json:
         print(
             json.dumps(
-                _finite_or_null({"prefix": args.prefix, "completion": completion, "log_prob": log_prob}),
+                finite_or_null({"prefix": args.prefix, "completion": completion, "log_prob": log_prob}),
                 ensure_ascii=False,
             )
         )
     else:
         print(args.prefix + completion)
     return 0
-
-
-def _finite_or_null(values: dict) -> dict:
-    """JSON has no infinity (json.dumps writes Infinity, which parsers refuse): null for a value that is not
-    finite, e.g. the perplexity of a text a model finds next to impossible (exp(nats/char) beyond 1.8e308)."""
-    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in values.items()}
 
 
 def cmd_eval(args) -> int:
@@ -336,7 +331,7 @@ def cmd_eval(args) -> int:
         "nats_per_char": nats,
         "bits_per_char": nats / math.log(2),
     }
-    print(json.dumps(_finite_or_null(result)) if args.json else f"{args.file}: {nats:.4f} nats/char, {nats / math.log(2):.4f} bits/char "
+    print(json.dumps(finite_or_null(result)) if args.json else f"{args.file}: {nats:.4f} nats/char, {nats / math.log(2):.4f} bits/char "
           f"({result['chars']:,} character{'s' if result['chars'] > 1 else ''} predicted in {streams.B} "
           f"stream{'s' if streams.B > 1 else ''})")  # fmt: skip
     return 0

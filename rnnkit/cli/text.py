@@ -6,7 +6,7 @@ import pathlib
 from dataclasses import asdict
 
 from rnnkit._io import write_text
-from rnnkit.cli import made_out_folder, out_folder
+from rnnkit.cli import finite_or_null, made_out_folder, out_folder
 from rnnkit.errors import RnnkitError
 
 DRY_RUN_CHARS = 20_000
@@ -347,7 +347,7 @@ def cmd_ngram_score(args) -> int:
         if args.json:
             print(
                 json.dumps(
-                    {"rank": rank, "text": text, **s.as_dict(lm.level), "unknown": unknown},
+                    finite_or_null({"rank": rank, "text": text, **s.as_dict(lm.level), "unknown": unknown}),
                     ensure_ascii=False,
                 )
             )
@@ -362,7 +362,7 @@ def cmd_ngram_eval(args) -> int:
     lm = _load_lm(args.model)
     s = lm.score(read_text(args.file))
     result = {"file": args.file, **s.as_dict(lm.level)}
-    print(json.dumps(result) if args.json else f"{args.file}: {s.nats_per_token:.4f} nats/{lm.level}, "
+    print(json.dumps(finite_or_null(result)) if args.json else f"{args.file}: {s.nats_per_token:.4f} nats/{lm.level}, "
           f"{s.bits_per_token:.4f} bits/{lm.level}, perplexity {s.perplexity:.3f} ({s.tokens:,} tokens)")  # fmt: skip
     return 0
 

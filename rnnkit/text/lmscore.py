@@ -34,9 +34,9 @@ class LMScore:
 
     def as_dict(self, unit: str = "token") -> dict:
         """The keys of `rnnkit score --json` for the RNN LM, with tokens called `unit`s: for "char",
-        log_prob, nats, chars, nats_per_char, bits_per_char, perplexity. A text of probability 0 (an n-gram
-        model without smoothing meeting an unseen n-gram) has infinite ones: null, as JSON has no infinity."""
-        values = {
+        log_prob, nats, chars, nats_per_char, bits_per_char, perplexity (infinite for a text of probability 0:
+        an n-gram model without smoothing meeting an unseen n-gram)."""
+        return {
             "log_prob": self.log_prob,
             "nats": -self.log_prob,
             f"{unit}s": self.tokens,
@@ -44,7 +44,6 @@ class LMScore:
             f"bits_per_{unit}": self.bits_per_token,
             "perplexity": self.perplexity,
         }
-        return {k: v if math.isfinite(v) else None for k, v in values.items()}
 
 
 def pick_next(p: np.ndarray, alpha: float | None, rng: np.random.Generator) -> int:

@@ -521,8 +521,8 @@ class Recurrent(nn.Module):
         if self.cells[0].torch_mode is None:
             raise RnnkitError(f"all_weights lists torch.nn's weights; torch.nn has no {self.cell_name} cell "
                               "(use named_parameters())")  # fmt: skip
-        per_cell = len(list(self._torch_names())) // len(self.cells)
         weights = [p for _, p in self._torch_names()]
+        per_cell = len(weights) // len(self.cells)
         return [weights[i : i + per_cell] for i in range(0, len(weights), per_cell)]
 
     def _torch_names(self):

@@ -336,6 +336,7 @@ def score_text(model, chars, text: str) -> dict:
         raise RnnkitError(f"TEXT {text!r} has nothing to score; give {need}")
     nats = -math.fsum(model.log_probs(scored, context))
     n = len(scored)
+    # the keys of rnnkit.text.LMScore.as_dict("char") (importing rnnkit.text here would load scipy: +1 s a command)
     return {
         "text": text,
         "log_prob": -nats,
@@ -344,8 +345,8 @@ def score_text(model, chars, text: str) -> dict:
         "first_is_context": not newline,
         "nats_per_char": nats / n,
         "bits_per_char": nats / n / math.log(2),
-        "perplexity": math.exp(nats / n) if nats / n < 709 else math.inf,
-    }  # fmt: skip  (exp(710) overflows)
+        "perplexity": math.exp(nats / n) if nats / n < 709 else math.inf,  # exp(710) overflows
+    }
 
 
 def _batch_of(state) -> int:

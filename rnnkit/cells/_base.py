@@ -237,7 +237,18 @@ class TanhTail(torch.autograd.Function):
         return dpre, None, db
 
 
+TORCH_ORDER = ("W_xh", "W_hh", "b_xh", "b_hh", "W_hr")  # weight_ih, weight_hh, bias_ih, bias_hh, weight_hr
+
+
 def recurrent_weights(cell: Cell, *shapes_and_names):
-    """Create the recurrent parameters `name: shape` on `cell` (None shape = absent bias)."""
+    """Create the recurrent parameters `name: shape` on `cell` (None shape = absent bias). A cell torch.nn has
+    lists its parameters in torch.nn's order (TORCH_ORDER): code that pairs parameters by position, such as
+    vector_to_parameters(parameters_to_vector(lstm.parameters()), layer.parameters()) or an optimizer state
+    of a torch.nn model, then gives the same weights, not b_xh's values in W_hh."""
     for name, shape in shapes_and_names:
         setattr(cell, name, nn.Parameter(torch.empty(*shape)) if shape is not None else None)
+    if cell.torch_mode is not None:
+        params = cell._parameters
+        rank = {name: i for i, name in enumerate(TORCH_ORDER)}
+        for name in sorted(params, key=lambda n: rank.get(n, len(TORCH_ORDER))):
+            params[name] = params.pop(name)

@@ -72,6 +72,7 @@ class Recurrent(nn.Module):
                  bias=True, skip_input=False, residual=False, cond_size=0, cond_mode="input",
                  backend=None, batch_first=True, proj_size=0, device=None, dtype=None, **cell_kwargs):  # fmt: skip
         super().__init__()
+        object.__setattr__(self, "_parameters", _OwnParameters(self))
         Cell = CELLS.get(cell) if isinstance(cell, str) else cell
         if Cell is None:
             raise RnnkitError(f"unknown cell {cell!r}; choose one of: {', '.join(CELLS)}")
@@ -181,6 +182,7 @@ class Recurrent(nn.Module):
         if isinstance(x, torch.Tensor) and x.dim() == 2:
             return self._forward_unbatched(x, state, lengths, cond, probe)
         xs = self._check_input(x)  # (T, B, D)
+        self._cell_hooks(x)
         T, B = xs.shape[:2]
         mask = self._mask(lengths, T, B, xs)
         # the padding is never read, as with pack_padded_sequence: NaN or inf there would reach the weight
@@ -222,6 +224,22 @@ class Recurrent(nn.Module):
         out = out.transpose(0, 1) if self.batch_first and not bf else out  # bf: written (B, T, H) already
         stacked = tuple(torch.stack([f[k] for f in finals]) for k in range(self.num_states))
         return out, (stacked if self.num_states == 2 else stacked[0])
+
+    def _cell_hooks(self, x):
+        """torch's per-call hooks of the cells. The layer runs a cell's equations in one engine call per sequence,
+        never as cell(x_t) step by step, so a cell's hooks would not fire by themselves. Its forward pre-hooks
+        (what torch.nn.utils.prune and the old weight_norm and spectral_norm recompute a weight with, from
+        weight_orig) run here, once per layer call, before its weights are read, with the layer's input as the
+        args. Forward and backward hooks, which expect the cell's own output of one step, are refused."""
+        for i, cell in enumerate(self.cells):
+            if cell._forward_hooks or cell._backward_hooks or cell._backward_pre_hooks:
+                raise RnnkitError(
+                    f"layer.cells[{i}] has a forward or backward hook, which would never fire: the layer runs its "
+                    "cells' equations in one engine call per sequence, not cell(x_t) step by step; hook the layer "
+                    "itself (register_forward_hook on it), or record dL/dh_t with rnnkit.GradProbe"
+                )
+            for key, hook in list(cell._forward_pre_hooks.items()):
+                hook(cell, (x,), {}) if key in cell._forward_pre_hooks_with_kwargs else hook(cell, (x,))
 
     def _project(self, cell, xs, raw_ok=True):
         """(xw, P, fold): cell.project_input(xs), the recurrent parameters cell.rec_params(), and what
@@ -440,7 +458,7 @@ class Recurrent(nn.Module):
                     m.dropout, m.bias, backend=backend, batch_first=m.batch_first,
                     proj_size=getattr(m, "proj_size", 0))  # fmt: skip
         layer.to(device=p.device, dtype=p.dtype)
-        _refuse_reparametrized(m, [name for name, _ in layer._torch_names()])
+        _refuse_reparametrized(m, [name for name, _ in layer._torch_names()], "from_torch", "m")
         with torch.no_grad():
             for name, ours in layer._torch_names():
                 theirs = getattr(m, name)
@@ -458,6 +476,10 @@ class Recurrent(nn.Module):
         if extras:
             raise RnnkitError(f"torch.nn's RNNs have no {' or '.join(extras)}: this {self.cell_name} layer has "
                               "no torch.nn equivalent")  # fmt: skip
+        for i, cell in enumerate(self.cells):
+            _refuse_reparametrized(
+                cell, ["W_xh", "W_hh", "b_xh", "b_hh", "W_hr"], "to_torch", f"layer.cells[{i}]"
+            )
         Module = {"LSTM": nn.LSTM, "GRU": nn.GRU}.get(mode, nn.RNN)
         kw = {"nonlinearity": "relu" if mode == "RNN_RELU" else "tanh"} if Module is nn.RNN else {}
         kw.update({"proj_size": self.proj_size} if self.proj_size else {})
@@ -503,6 +525,25 @@ class Recurrent(nn.Module):
         else:
             super().__setattr__(name, value)
 
+    def register_parameter(self, name, param):
+        """nn.Module's, refusing <torch name>_orig: torch.nn.utils.prune registers weight_orig before it finds
+        that weight is not the layer's own parameter, and would leave the layer half pruned."""
+        if name.endswith("_orig") and self._alias_message(name[: -len("_orig")]):
+            raise _AliasError(self._alias_message(name[: -len("_orig")]))
+        super().register_parameter(name, param)
+
+    def _alias_message(self, name):
+        """For torch.nn's weight name `name` of this layer: why torch's utilities cannot take it (else None)."""
+        slot = self._torch_slot(name) if isinstance(name, str) else None
+        if slot is None:
+            return None
+        cell, attr = slot
+        i = next(i for i, c in enumerate(self.cells) if c is cell)
+        return (
+            f"{name} is torch.nn's name for layer.cells[{i}].{attr}, not a parameter of the layer itself: apply "
+            f"torch.nn.utils.prune, weight_norm, spectral_norm or parametrizations to (layer.cells[{i}], '{attr}')"
+        )
+
     def _torch_slot(self, name):
         """(cell, attribute) that torch.nn's weight name `name` stands for, or None."""
         if not name.startswith(("weight_", "bias_")):
@@ -543,9 +584,10 @@ class Recurrent(nn.Module):
                 yield f"weight_hr_{sfx}", cell, "W_hr"
 
 
-def _refuse_reparametrized(m, names):
-    """A weight computed from others (parametrizations.weight_norm, orthogonal, the old weight_norm and
-    spectral_norm hooks) would be copied as it was last computed and frozen, not trained: from_torch refuses."""
+def _refuse_reparametrized(m, names, what, label):
+    """A weight computed from others (parametrizations.weight_norm, orthogonal, pruning, the old weight_norm and
+    spectral_norm hooks) would be copied as it was last computed, a plain weight from then on: from_torch and
+    to_torch refuse. m: the module that holds the weights; label: what the user calls it."""
     from torch.nn.utils import parametrize, prune
     from torch.nn.utils.spectral_norm import SpectralNorm
     from torch.nn.utils.weight_norm import WeightNorm
@@ -554,18 +596,46 @@ def _refuse_reparametrized(m, names):
     pruned = {h._tensor_name for h in m._forward_pre_hooks.values() if isinstance(h, prune.BasePruningMethod)}
     for name in names:
         if name in pruned:
-            how, undo = "pruning: weight_orig times a mask", f"torch.nn.utils.prune.remove(m, '{name}')"
+            how, undo = "pruning: weight_orig times a mask", f"torch.nn.utils.prune.remove({label}, '{name}')"
         elif name in hooks:
             kind = "weight_norm" if isinstance(hooks[name], WeightNorm) else "spectral_norm"
-            how, undo = kind, f"torch.nn.utils.remove_{kind}(m, '{name}')"
+            how, undo = kind, f"torch.nn.utils.remove_{kind}({label}, '{name}')"
         elif parametrize.is_parametrized(m, name):
             how, undo = (
                 "a parametrization",
-                f"torch.nn.utils.parametrize.remove_parametrizations(m, '{name}')",
+                f"torch.nn.utils.parametrize.remove_parametrizations({label}, '{name}')",
             )
         else:
             continue
+        shown = name if label == "m" else f"{label}.{name}"
         raise RnnkitError(
-            f"from_torch: {name} is computed from other parameters ({how}), which rnnkit's layer would copy "
-            f"once and not train; make it a plain weight first: {undo}"
+            f"{what}: {shown} is computed from other parameters ({how}), which the copy would take once as it "
+            f"is now and then train as a plain weight; make it a plain weight first: {undo}"
         )
+
+
+class _AliasError(KeyError, RnnkitError):
+    """A KeyError (what torch's utilities and dict users catch) whose message reads as one line."""
+
+    def __str__(self):
+        return str(self.args[0])
+
+
+class _OwnParameters(dict):
+    """A layer's own parameters (nn.Module._parameters). torch.nn's weight names (weight_hh_l0, ...) name its
+    cells' parameters and are not entries here: torch's utilities that reach into _parameters by name (prune,
+    the old weight_norm and spectral_norm) failed on them with a bare KeyError: 'weight_hh_l0'. They get one
+    line naming the cell's parameter to apply them to instead."""
+
+    def __init__(self, owner):
+        super().__init__()
+        self.owner = owner
+
+    def __missing__(self, key):
+        message = self.owner._alias_message(key)
+        raise _AliasError(message) if message else KeyError(key)
+
+    def __delitem__(self, key):
+        if key not in self and self.owner._alias_message(key):
+            raise _AliasError(self.owner._alias_message(key))
+        super().__delitem__(key)

@@ -5,8 +5,13 @@ A checkpoint is a dict of tensors, numbers and strings saved with `torch.save` a
 a temporary file in the same folder, flushed to disk, then renamed over the old one, so a crash or
 Ctrl-C never leaves a half-written checkpoint.
 
-    {"format": "rnnkit-charlm", "version": 1, "config": <RunConfig as JSON>, "chars": <vocabulary>,
-     "model": state_dict, "optimizer": state_dict, "progress": {...}, "carry": [tensors], "rng": tensor}
+    {"format": "rnnkit-charlm", "version": 2, "config": <RunConfig as JSON>, "chars": <vocabulary>,
+     "model": state_dict, "optimizer": state_dict, "param_names": [the optimizer's parameters, in its order],
+     "progress": {...}, "carry": [tensors], "rng": tensor}
+
+Version 2 lists the optimizer's parameters by name: an optimizer's state_dict knows them by position only.
+Version 1 (no param_names) was written before the cells torch.nn has listed their parameters in torch.nn's
+order; it had each b_xh right after its W_xh (train.loop.restore reads both).
 """
 
 import pathlib
@@ -18,7 +23,7 @@ from rnnkit._io import atomic_open
 from rnnkit.errors import RnnkitError
 
 FORMAT = "rnnkit-charlm"
-VERSION = 1
+VERSION = 2
 
 
 def _unloadable(x, where="payload"):

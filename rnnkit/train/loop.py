@@ -149,6 +149,7 @@ def checkpoint_payload(cfg, chars, model, optimizer, progress) -> dict:
         "chars": "".join(chars),
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
+        "param_names": [name for name, _ in model.named_parameters()],
         "progress": dict(vars(progress)),
         "carry": carry,
         "rng": torch.get_rng_state(),
@@ -157,11 +158,41 @@ def checkpoint_payload(cfg, chars, model, optimizer, progress) -> dict:
 
 def restore(ckpt, model, optimizer) -> Progress:
     model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
+    optimizer.load_state_dict(_in_model_order(ckpt, model))
     carry = ckpt["carry"]
     model.state = None if not carry else tuple(carry) if len(carry) == 2 else carry[0]
     torch.set_rng_state(ckpt["rng"])
     return Progress(**ckpt["progress"])
+
+
+def _in_model_order(ckpt, model) -> dict:
+    """The checkpoint's optimizer state_dict with its parameters listed in the model's order (an optimizer's
+    state_dict pairs them by position). A version-1 checkpoint has no param_names: then every b_xh came right
+    after its W_xh (before the cells torch.nn has took torch.nn's order, W_hh before b_xh)."""
+    state = ckpt["optimizer"]
+    names = [name for name, _ in model.named_parameters()]
+    saved = ckpt.get("param_names")
+    if saved is None:
+        saved = []
+        for name in names:
+            if not (name.endswith("b_xh") and name[: -len("b_xh")] + "W_xh" in names):
+                saved.append(name)
+            if name.endswith("W_xh") and name[: -len("W_xh")] + "b_xh" in names:
+                saved.append(name[: -len("W_xh")] + "b_xh")
+    groups = state.get("param_groups", [])
+    if saved != names and len(groups) == 1 and sorted(saved) == sorted(names):
+        ids = dict(zip(saved, groups[0]["params"]))
+        state = {**state, "param_groups": [{**groups[0], "params": [ids[name] for name in names]}]}
+    # torch's load_state_dict checks no tensor's shape, and the fused Adam step then crashed the process
+    # (a segmentation fault) on moments of another parameter's shape
+    params = dict(model.named_parameters())
+    ids = [i for group in state.get("param_groups", []) for i in group.get("params", [])]
+    for name, i in zip(names, ids):
+        for key, value in state.get("state", {}).get(i, {}).items():
+            if isinstance(value, torch.Tensor) and value.dim() and value.shape != params[name].shape:
+                raise ValueError(f"optimizer {key} of {name} is {tuple(value.shape)}, the parameter "
+                                 f"{tuple(params[name].shape)}")  # fmt: skip
+    return state
 
 
 def load_data(cfg: RunConfig, dry_run: bool):

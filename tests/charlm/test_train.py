@@ -415,3 +415,39 @@ def test_min_char_rnn_clips_the_summed_gradient_at_5():
 
     p = preset("min-char-rnn")
     assert p["train"]["clip_value"] * p["data"]["seq_len"] * p["data"]["batch_size"] == pytest.approx(5.0)
+
+
+def test_resume_reads_a_version_1_checkpoint_whose_optimizer_listed_b_xh_after_w_xh(tmp_path, corpus):
+    """The cells torch.nn has list their parameters in torch.nn's order now (W_hh before b_xh), and an
+    optimizer's state_dict pairs parameters by position: a version-1 checkpoint's Adam state (each b_xh right
+    after its W_xh) would have loaded shape-mismatched, or silently swapped. Version 2 names them."""
+    quiet = lambda s: None  # noqa: E731
+    cfg = tiny_config(corpus, max_steps=30, eval_every=10)
+    cfg.model.cell, cfg.model.num_layers = "gru", 2
+    train(cfg, tmp_path / "whole", log=quiet)
+    cfg.train.max_steps = 20
+    train(cfg, tmp_path / "split", log=quiet)
+    path = tmp_path / "split" / "latest.pt"
+    ckpt = load_checkpoint(path)
+    assert ckpt["version"] == 2
+    names = ckpt.pop("param_names")
+    old = []  # version 1's order: b_xh right after W_xh
+    for name in names:
+        if not name.endswith("b_xh"):
+            old.append(name)
+        if name.endswith("W_xh"):
+            old.append(name[: -len("W_xh")] + "b_xh")
+    assert old != names and sorted(old) == sorted(names)
+    opt = ckpt["optimizer"]
+    opt["state"] = {old.index(name): opt["state"][i] for i, name in enumerate(names)}
+    save_checkpoint(path, {**ckpt, "param_names": names})  # a state that does not fit its names
+    cfg.train.max_steps = 30
+    with pytest.raises(
+        RnnkitError,
+        match=r"does not fit .*optimizer exp_avg of rnn.cells.0.W_hh is \(96,\), the parameter \(96, 32\)",
+    ):
+        train(cfg, tmp_path / "split", resume=True, log=quiet)  # (fused Adam crashed the process on it)
+    save_checkpoint(path, {**ckpt, "version": 1})
+    train(cfg, tmp_path / "split", resume=True, log=quiet)
+    whole, split = (read_metrics(tmp_path / run / "metrics.csv") for run in ("whole", "split"))
+    assert [r["train_loss"] for r in whole] == [r["train_loss"] for r in split]

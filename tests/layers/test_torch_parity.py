@@ -255,3 +255,112 @@ def test_from_torch_refuses_a_weight_computed_from_others(reparametrize, how):
         reparametrize(m)
     with pytest.raises(RnnkitError, match=f"weight_hh_l0 is computed from other parameters.*{how}"):
         Recurrent.from_torch(m)
+
+
+OLD_STYLE = {  # torch's hook-based reparametrizations: a forward pre-hook computes the weight on every call
+    "prune": lambda m, name: torch.nn.utils.prune.l1_unstructured(m, name, 0.5),
+    "spectral_norm": lambda m, name: torch.nn.utils.spectral_norm(m, name),
+    "weight_norm": lambda m, name: torch.nn.utils.weight_norm(m, name),
+}
+
+
+@pytest.mark.parametrize("backend", ["autograd", "python", "native"])
+@pytest.mark.parametrize("kind", list(OLD_STYLE))
+def test_hook_based_reparametrization_of_a_cell_trains_as_on_torch(kind, backend):
+    """The layer never calls its cells as modules, so their forward pre-hooks never ran: a spectral_norm'ed W_hh
+    stayed as first computed (norm 1.4, W_hh_orig never trained), and a pruned one failed at the second backward
+    ("backward through the graph a second time"). They run once per layer call now: the same training as
+    torch.nn.LSTM with the same hook on weight_hh_l0."""
+    torch.manual_seed(0)
+    x, ref = torch.randn(2, 5, 3, dtype=torch.float64), nn.LSTM(3, 4, batch_first=True).double()
+    layer = Recurrent.from_torch(ref, backend=backend)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch deprecates the old weight_norm
+        OLD_STYLE[kind](layer.cells[0], "W_hh")
+        OLD_STYLE[kind](ref, "weight_hh_l0")
+    if kind == "spectral_norm":  # the same power-iteration start
+        with torch.no_grad():
+            layer.cells[0].W_hh_u.copy_(ref.weight_hh_l0_u), layer.cells[0].W_hh_v.copy_(ref.weight_hh_l0_v)
+    opts = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (layer, ref)]
+    for _ in range(3):
+        for opt, m in zip(opts, (layer, ref)):
+            opt.zero_grad()
+            m(x)[0].pow(2).sum().backward()
+            opt.step()
+    torch.testing.assert_close(layer(x)[0], ref(x)[0], **TOL[torch.float64])
+    torch.testing.assert_close(layer.cells[0].W_hh, ref.weight_hh_l0, **TOL[torch.float64])  # computed anew
+
+
+@pytest.mark.parametrize("kind", list(OLD_STYLE))
+def test_hook_based_utility_on_a_torch_name_says_which_cell_to_give_it(kind):
+    """prune(layer, "weight_hh_l0") and the old weight_norm / spectral_norm raised a bare KeyError: 'weight_hh_l0'
+    from inside torch (prune after registering weight_hh_l0_orig on the layer); the torch names are names for
+    the cells' parameters, and the error now says which one to give the utility."""
+    layer = Recurrent("lstm", 3, 4, num_layers=2, bidirectional=True)
+    before = dict(layer.named_parameters())
+    with warnings.catch_warnings(), pytest.raises(KeyError, match=r"\(layer.cells\[3\], 'W_hh'\)"):
+        warnings.simplefilter("ignore", FutureWarning)
+        OLD_STYLE[kind](layer, "weight_hh_l1_reverse")
+    assert dict(layer.named_parameters()) == before and not layer._forward_pre_hooks
+
+
+def test_forward_hook_on_a_cell_is_refused_and_the_layer_keeps_its_own():
+    layer, x = Recurrent("gru", 3, 4), torch.randn(2, 5, 3)
+    seen = []
+    layer.register_forward_hook(lambda m, args, out: seen.append(out[0].shape))
+    layer(x)
+    assert seen == [(2, 5, 4)]
+    handle = layer.cells[0].register_forward_hook(lambda *a: None)
+    with pytest.raises(
+        RnnkitError, match=r"cells\[0\] has a forward or backward hook.*hook the layer itself"
+    ):
+        layer(x)
+    handle.remove()
+    layer(x)
+
+
+def test_to_torch_refuses_a_reparametrized_cell():
+    layer = Recurrent("lstm", 3, 4)
+    torch.nn.utils.prune.l1_unstructured(layer.cells[0], "W_hh", 0.5)
+    with pytest.raises(
+        RnnkitError, match=r"to_torch: layer.cells\[0\].W_hh is computed.*prune.remove\(layer"
+    ):
+        layer.to_torch()
+
+
+def test_the_layers_parameter_dict_survives_copies():
+    import copy
+    import io
+
+    layer = Recurrent("lstm", 3, 4)
+    buf = io.BytesIO()
+    torch.save(layer, buf)
+    for other in (copy.deepcopy(layer), torch.load(io.BytesIO(buf.getvalue()), weights_only=False)):
+        assert other._parameters.owner is other
+        with pytest.raises(KeyError, match="cells"):
+            other._parameters["weight_hh_l0"]
+        with pytest.raises(KeyError) as e:
+            other._parameters["nothing"]
+        assert type(e.value) is KeyError
+
+
+@pytest.mark.parametrize("kind, kw", [("rnn_tanh", {}), ("gru", {}), ("lstm", {"forget_bias": None})])
+def test_parameters_in_torch_order_so_the_same_seed_gives_torchs_weights(kind, kw):
+    """parameters() lists weight_ih, weight_hh, bias_ih, bias_hh per layer and direction as torch.nn does
+    (W_xh, b_xh, W_hh, b_hh before): vector_to_parameters(parameters_to_vector(torch's), ours) scrambled the
+    weights silently. The same order also draws the same initial weights for a seed (an LSTM's forget bias
+    aside: 1.0 by default here, torch's with forget_bias=None)."""
+    from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+    torch.manual_seed(3)
+    layer = Recurrent(kind, 5, 7, num_layers=2, bidirectional=True, **kw)
+    torch.manual_seed(3)
+    ref = MODULES[kind](5, 7, 2, batch_first=True, bidirectional=True)
+    assert all(torch.equal(a, b) for a, b in zip(layer.parameters(), ref.parameters()))
+    assert [p.shape for p in layer.parameters()] == [p.shape for p in ref.parameters()]
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.normal_()
+    vector_to_parameters(parameters_to_vector(ref.parameters()), layer.parameters())
+    x = torch.randn(2, 4, 5)
+    torch.testing.assert_close(layer(x)[0], ref(x)[0], **TOL[torch.float32])

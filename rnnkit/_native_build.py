@@ -6,11 +6,14 @@ the caller falls back to its torch code.
 """
 
 import contextlib
+import hashlib
 import os
 import sys
 import warnings
 
 import torch
+
+from rnnkit._io import write_text
 
 
 def vector_flags(name: str, flags: list[str]) -> tuple[str, list[str]]:
@@ -50,11 +53,47 @@ def _ninja_on_path():
             os.environ["PATH"] = path
 
 
-def is_built(name: str) -> bool:
-    """Whether torch's extensions directory holds `name` compiled, so that building it only loads it."""
+def built_path(name: str) -> str:
+    """Where torch's build puts extension `name`: `name`.so in its folder of the extensions directory."""
     from torch.utils import cpp_extension
 
-    return os.path.exists(os.path.join(cpp_extension._get_build_directory(name, False), f"{name}.so"))
+    return os.path.join(cpp_extension._get_build_directory(name, False), f"{name}.so")
+
+
+# A library whose file was cut short (a full disk, a copy of the cache that stopped half-way) still looks up to
+# date to ninja, and loading it killed every later process with a bus error (a 0-byte one failed to load in
+# every process). So each build of ours records the library's checksum beside it, and a library that does not
+# match its record (or has none) is removed before the build, which then makes it again.
+def _fingerprint(path: str) -> str:
+    with open(path, "rb") as f:
+        data = f.read()
+    return f"sha256 {hashlib.sha256(data).hexdigest()} size {len(data)}"
+
+
+def record(path: str) -> None:
+    """Write the checksum of the library at `path` beside it (atomically: a reader sees the old or the new)."""
+    write_text(path + ".sha256", _fingerprint(path) + "\n")
+
+
+def matches_record(path: str) -> bool:
+    """Whether the library at `path` is there and is what our build recorded (a sha256 of 1-2 MB: ~1 ms)."""
+    try:
+        with open(path + ".sha256", encoding="utf-8") as f:
+            return f.read().strip() == _fingerprint(path)
+    except (OSError, ValueError):
+        return False
+
+
+def remove_damaged(what: str, path: str) -> bool:
+    """Remove the library at `path` if it is there but not as built (see above), saying so; whether it did."""
+    if not os.path.exists(path) or matches_record(path):
+        return False
+    print(f"rnnkit: {path} does not match the record of its build (damaged, or built by an older rnnkit); "
+          f"removed it, building {what} again", file=sys.stderr)  # fmt: skip
+    for stale in (path, path + ".sha256"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(stale)
+    return True
 
 
 STALE_LOCK_S = 600  # a build takes a minute or two; a lock older than this was left by a killed one
@@ -129,7 +168,10 @@ def build(what: str, name: str, compile_fn) -> tuple[object, str | None]:
         return None, "switched off by RNNKIT_NATIVE=0"
     try:
         with _build_lock(what, name):
-            if not is_built(name):
+            path = built_path(name)
+            damaged = remove_damaged(what, path)  # (says so itself)
+            before = _stat(path)
+            if before is None and not damaged:
                 print(
                     f"rnnkit: compiling {what} once (about a minute; cached for later runs)...",
                     file=sys.stderr,
@@ -137,6 +179,18 @@ def build(what: str, name: str, compile_fn) -> tuple[object, str | None]:
             # the build's own warnings are not the user's business
             with warnings.catch_warnings(), _ninja_on_path():
                 warnings.simplefilter("ignore")
-                return compile_fn(), None
+                module = compile_fn()
+            if os.path.exists(path) and (before is None or _stat(path) != before):  # built (again) just now
+                record(path)
+            return module, None
     except Exception as e:  # no compiler, no ninja, unsupported platform, an unwritable cache, ...
         return None, f"could not build {what}: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+
+
+def _stat(path: str):
+    """What changes when ninja writes the file again (None: no file)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ino

@@ -7,6 +7,7 @@ compiled loops in rnnkit), `load()` returns None and training runs the torch loo
 which is the specification the kernel is tested against.
 """
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -18,6 +19,8 @@ import subprocess
 import tempfile
 
 import torch
+
+from rnnkit import _native_build
 
 SOURCE = pathlib.Path(__file__).with_name("rbm_cd.c")
 # Compiled with -ffast-math, linked without: with it the linker adds crtfastmath.o, whose loading turns on
@@ -43,17 +46,36 @@ def _build(compiler: str) -> pathlib.Path | None:
     source = SOURCE.read_bytes()
     key = hashlib.sha256(source + " ".join(FLAGS + LINK + [compiler, _cpu_name()]).encode()).hexdigest()[:16]
     target = _cache_dir() / f"rbm_cd-{key}.so"
-    if target.exists():
-        return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        built, obj = pathlib.Path(tmp) / target.name, pathlib.Path(tmp) / "rbm_cd.o"
-        for command in ([compiler, *FLAGS, "-c", str(SOURCE), "-o", str(obj)],
-                        [compiler, *LINK, str(obj), "-o", str(built), "-lm"]):  # fmt: skip
-            if subprocess.run(command, capture_output=True).returncode != 0:
-                return None
-        os.replace(built, target)  # atomic: parallel test processes may build at once
+    with _locked(target.with_name(target.name + ".lock")):  # parallel test processes may build at once
+        # a library cut short (a full disk) killed the process that loaded it; one that doesn't match the
+        # record of its build is built again (see _native_build.record)
+        _native_build.remove_damaged("the RBM kernel", str(target))
+        if target.exists():
+            return target
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            built, obj = pathlib.Path(tmp) / target.name, pathlib.Path(tmp) / "rbm_cd.o"
+            for command in ([compiler, *FLAGS, "-c", str(SOURCE), "-o", str(obj)],
+                            [compiler, *LINK, str(obj), "-o", str(built), "-lm"]):  # fmt: skip
+                if subprocess.run(command, capture_output=True).returncode != 0:
+                    return None
+            _native_build.record(str(built))
+            os.replace(str(built) + ".sha256", str(target) + ".sha256")
+            os.replace(built, target)
     return target
+
+
+@contextlib.contextmanager
+def _locked(path: pathlib.Path):
+    """An exclusive flock on `path` while the block runs (none where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield  # the lock goes with the file
 
 
 @functools.cache

@@ -153,6 +153,22 @@ def test_loading_the_kernel_leaves_the_process_floating_point_alone():
     assert torch.tensor([1e-40]).mul(1.0).item() > 0  # a float32 denormal stays one
 
 
+@pytest.mark.skipif(_rbm_kernel.load() is None, reason="no C compiler for the CPU kernel")
+def test_a_damaged_kernel_is_built_again(tmp_path, monkeypatch, capsys):
+    """_build returned any library that was there: one cut short (a full disk) killed the process loading it, a
+    0-byte one fell back to the torch loop in every process. One that doesn't match its build's record is built
+    again."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    compiler = __import__("shutil").which("cc") or __import__("shutil").which("gcc")
+    path = _rbm_kernel._build(compiler)
+    size = path.stat().st_size
+    for damaged in (size // 2, 0):
+        with open(path, "r+b") as f:
+            f.truncate(damaged)
+        assert _rbm_kernel._build(compiler) == path and path.stat().st_size == size
+        assert "does not match the record of its build" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("persistent", [True, False])
 def test_training_raises_the_exact_log_likelihood_of_digits(persistent):
     from rnnkit.energy.digits import load_digits

@@ -253,6 +253,39 @@ def test_a_lock_left_by_a_killed_process_goes_at_once_and_a_live_builder_is_wait
     assert waited >= 0.3 and "waiting for another process building" in capsys.readouterr().err
 
 
+def test_a_damaged_build_is_removed_and_built_again(tmp_path, monkeypatch, capsys):
+    """A library cut short (a full disk, a copy of the cache that stopped) looked up to date to ninja: loading
+    it killed every later process with a bus error, and a 0-byte one fell back in every process. Each build
+    records the library's checksum; one that doesn't match (or has no record) is removed and built again."""
+    from rnnkit import _native_build
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setenv("RNNKIT_NATIVE", "1")
+    so = tmp_path / "some_ext" / "some_ext.so"
+    builds = []
+
+    def compile_fn():  # as ninja: makes the library only where it is missing
+        if not so.exists():
+            builds.append(1)
+            so.write_bytes(b"\x7fELF" + bytes(5000))
+        return "module"
+
+    assert _native_build.build("the test extension", "some_ext", compile_fn) == ("module", None)
+    assert _native_build.build("the test extension", "some_ext", compile_fn) == ("module", None)
+    assert len(builds) == 1 and "compiling" in capsys.readouterr().err  # the second one only loaded it
+    for size in (700, 0):
+        with open(so, "r+b") as f:
+            f.truncate(size)
+        assert _native_build.build("the test extension", "some_ext", compile_fn) == ("module", None)
+        err = capsys.readouterr().err
+        assert (
+            so.stat().st_size == 5004 and err.count("\n") == 1 and "does not match the record of its" in err
+        )
+    (tmp_path / "some_ext" / "some_ext.so.sha256").unlink()  # not from a build of ours (an older rnnkit)
+    _native_build.build("the test extension", "some_ext", compile_fn)
+    assert len(builds) == 4 and _native_build.matches_record(str(so))
+
+
 @pytest.mark.parametrize("backend", ["autograd", "python", "native"])
 def test_run_checks_what_it_is_given(backend):
     """engine.run called by hand: a wrong input is one line before any loop runs. A mask (T, B) was read over

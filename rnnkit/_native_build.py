@@ -31,8 +31,10 @@ def vector_flags(name: str, flags: list[str]) -> tuple[str, list[str]]:
 def _ninja_on_path():
     """torch's build runs `ninja` found on PATH. The one pip installs with rnnkit (the `ninja` package) sits
     beside the interpreter, which is not on PATH when the virtual environment isn't activated
-    (`.venv/bin/python -m rnnkit`, as `make demo` runs): without a system ninja nothing would build.
-    It is added for the build only; the caller's PATH is put back after it."""
+    (`.venv/bin/python -m rnnkit`, as `make demo` runs): without a system ninja nothing would build. It goes
+    first on PATH: after a system ninja (another version) it built only where the environment was not activated,
+    and each ninja discarded the other's build log and rebuilt everything. It is there for the build only; the
+    caller's PATH is put back after it."""
     try:
         import ninja
 
@@ -40,10 +42,11 @@ def _ninja_on_path():
     except (ImportError, AttributeError):
         bin_dir = None
     path = os.environ.get("PATH")
-    if bin_dir is None or bin_dir in (path or "").split(os.pathsep):
+    entries = path.split(os.pathsep) if path else []
+    if bin_dir is None or entries[:1] == [bin_dir]:
         yield
         return
-    os.environ["PATH"] = path + os.pathsep + bin_dir if path else bin_dir
+    os.environ["PATH"] = os.pathsep.join([bin_dir, *(e for e in entries if e != bin_dir)])
     try:
         yield
     finally:

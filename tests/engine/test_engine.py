@@ -196,6 +196,27 @@ def test_build_finds_the_ninja_installed_beside_python(monkeypatch, tmp_path):
     assert os.environ["PATH"] == "/nonexistent"
 
 
+def test_the_build_runs_the_pinned_ninja_before_a_system_one(monkeypatch, tmp_path):
+    """With ninja's folder added after PATH, a system ninja (another version) built where the virtual environment
+    was not activated and pip's where it was: each discarded the other's build log and rebuilt everything."""
+    ninja = pytest.importorskip("ninja", reason="the ninja package (a dependency) is not installed here")
+    import shutil
+
+    from rnnkit import _native_build
+
+    system = tmp_path / "bin"
+    system.mkdir()
+    (system / "ninja").write_text("#!/bin/sh\n")
+    (system / "ninja").chmod(0o755)
+    monkeypatch.setenv("RNNKIT_NATIVE", "1")
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    for path in (str(system), os.pathsep.join([str(system), ninja.BIN_DIR])):  # not activated, activated last
+        monkeypatch.setenv("PATH", path)
+        module, reason = _native_build.build("a test", "rnnkit_no_such_ext", lambda: shutil.which("ninja"))
+        assert reason is None and os.path.dirname(module) == ninja.BIN_DIR
+        assert os.environ["PATH"] == path
+
+
 def test_a_build_lock_left_by_a_killed_build_is_waited_for_then_removed(tmp_path, monkeypatch, capsys):
     """torch's build waits forever for the lock a killed build left; rnnkit waits while it is recent (another
     process may be building) and removes it once older than any build takes."""

@@ -8,6 +8,7 @@ the caller falls back to its torch code.
 import contextlib
 import hashlib
 import os
+import pathlib
 import sys
 import warnings
 
@@ -25,6 +26,18 @@ def vector_flags(name: str, flags: list[str]) -> tuple[str, list[str]]:
     if capability == "AVX2":
         return f"{name}_avx2", [*flags, "-mavx2", "-mfma"]
     return name, list(flags)
+
+
+def build_tag(flags: list[str], sources) -> str:
+    """A hash of what goes into a build, for its folder's name: torch's build cache hashes only the .cpp it is
+    given, while headers and flags change too. And where they are: torch's build.ninja names the sources and
+    torch's headers and libraries by path, so two checkouts or virtual environments sharing one folder made
+    ninja rebuild it, a minute or two, each time the other loaded."""
+    torch_dir = os.path.dirname(os.path.abspath(torch.__file__))
+    digest = hashlib.sha256("\0".join([*flags, torch.__version__, torch_dir]).encode())
+    for source in map(pathlib.Path, sources):
+        digest.update(b"\0" + str(source.resolve()).encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()[:10]
 
 
 @contextlib.contextmanager
@@ -164,11 +177,16 @@ def _build_lock(what: str, name: str):
         yield  # the flock goes with the file
 
 
+def switched_off() -> str | None:
+    """The reason when RNNKIT_NATIVE switches the compiled loops off, else None."""
+    return "switched off by RNNKIT_NATIVE=0" if os.environ.get("RNNKIT_NATIVE", "1") == "0" else None
+
+
 def build(what: str, name: str, compile_fn) -> tuple[object, str | None]:
     """(module, None) from `compile_fn()`, which builds extension `name`, or (None, reason) when switched off or
     it cannot build. A first build takes a minute: it says so."""
-    if os.environ.get("RNNKIT_NATIVE", "1") == "0":
-        return None, "switched off by RNNKIT_NATIVE=0"
+    if off := switched_off():
+        return None, off
     try:
         with _build_lock(what, name):
             path = built_path(name)

@@ -55,7 +55,7 @@ import threading
 import torch
 
 from rnnkit._io import write_text
-from rnnkit._native_build import build, vector_flags
+from rnnkit._native_build import build, build_tag, switched_off, vector_flags
 from rnnkit.cells import CELLS, LSTMP
 from rnnkit.cells._base import affine_input, tanh_of_tail
 from rnnkit.engine.reference import autograd_loop, higher_order_grads, restored_input, saved_input
@@ -69,13 +69,11 @@ _load_lock = threading.Lock()
 
 
 def _sources_hash(flags: list[str]) -> str:
-    """torch's build cache hashes only the .cpp it is given; the headers and flags change too. And the folder
-    they are in: torch's build.ninja names the source by its path, so two checkouts (a clone beside the
-    working copy) sharing one build folder made ninja rebuild it, a minute or two, each time the other loaded."""
-    digest = hashlib.sha256(" ".join([*flags, str(CSRC.resolve())]).encode())
-    for f in sorted(CSRC.iterdir()):
-        digest.update(f.name.encode() + f.read_bytes())
-    return digest.hexdigest()[:10]
+    """The build folder's hash (see build_tag) of the sources: *.cpp, *.h and *.c only, not an editor's swap
+    file (a full rebuild each time one came and went) nor a folder (which failed every forward)."""
+    return build_tag(
+        flags, sorted(f for f in CSRC.iterdir() if f.suffix in (".cpp", ".h", ".c") and f.is_file())
+    )
 
 
 def load():
@@ -98,10 +96,17 @@ def _load():
         raise RnnkitError(f"RNNKIT_ROW_THREADS={rows!r} is not a thread count; set auto or a number >= 1")
     from torch.utils import cpp_extension
 
+    if off := switched_off():  # before anything reads the sources
+        _ext, _reason = None, off
+        return None
     name, flags = vector_flags(
         "rnnkit_native", ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"]
     )
-    name = f"{name}_{_sources_hash(flags)}"
+    try:
+        name = f"{name}_{_sources_hash(flags)}"
+    except OSError as e:
+        _ext, _reason = None, f"could not read the native engine's sources in {CSRC}: {type(e).__name__}: {e}"
+        return None
     sources, include = [str(CSRC / "engine.cpp")], [str(CSRC)]
     ext, reason = build(
         "the native engine",

@@ -14,7 +14,7 @@ Compiled on first use with torch.utils.cpp_extension and cached ($TORCH_EXTENSIO
 fails, `load()` returns None, `reason` says why, and word2vec uses the batched torch path.
 """
 
-from rnnkit._native_build import build, vector_flags
+from rnnkit._native_build import build, build_tag, vector_flags
 
 SOURCE = r"""
 #include <torch/extension.h>
@@ -102,7 +102,11 @@ _ext, reason = None, None
 
 
 def _name_and_flags():
-    return vector_flags("rnnkit_word2vec", ["-O3", "-ffast-math", "-std=c++17"])
+    """The build's name carries a hash of this file (the source above), its path and the flags: a fixed name was
+    shared by every checkout and virtual environment, whose paths torch's build.ninja holds, so each one's load
+    rebuilt it."""
+    name, flags = vector_flags("rnnkit_word2vec", ["-O3", "-ffast-math", "-std=c++17"])
+    return f"{name}_{build_tag(flags, [__file__])}", flags
 
 
 def load():

@@ -846,3 +846,28 @@ def test_each_checkout_builds_into_its_own_folder(tmp_path, monkeypatch):
     shutil.copytree(native.CSRC, copy)
     monkeypatch.setattr(native, "CSRC", copy)
     assert native._sources_hash(["-O3"]) != here
+
+
+def test_only_sources_go_into_the_build_folders_name(tmp_path, monkeypatch):
+    """Every file in csrc was hashed: a folder there (mkdir csrc/sub) failed every forward with IsADirectoryError,
+    even with RNNKIT_NATIVE=0, and an editor's swap file forced a full rebuild. Sources are *.cpp and *.h; the
+    switch is read first, and sources that can't be read are a reason to fall back."""
+    import shutil
+
+    copy = tmp_path / "csrc"
+    shutil.copytree(native.CSRC, copy)
+    monkeypatch.setattr(native, "CSRC", copy)
+    here = native._sources_hash(["-O3"])
+    (copy / "sub").mkdir()
+    (copy / ".engine.cpp.swp").write_bytes(b"vim")
+    assert native._sources_hash(["-O3"]) == here
+    (copy / "kernel.h").write_text((copy / "kernel.h").read_text() + "\n")
+    assert native._sources_hash(["-O3"]) != here
+    monkeypatch.setattr(native, "CSRC", tmp_path / "missing")
+    monkeypatch.setattr(native, "_ext", None)
+    monkeypatch.setattr(native, "_reason", None)
+    monkeypatch.setenv("RNNKIT_NATIVE", "0")
+    assert native._load() is None and native._reason.startswith("switched off")
+    monkeypatch.setattr(native, "_reason", None)
+    monkeypatch.setenv("RNNKIT_NATIVE", "1")
+    assert native._load() is None and "could not read the native engine's sources" in native._reason

@@ -323,3 +323,24 @@ def test_batched_path_on_a_tiny_vocabulary_learns_instead_of_diverging(model):
     m = Word2Vec(dimension=8, min_count=1, epochs=5, window=2, backend="torch", sample=0, model=model)
     m.fit(sentences)
     assert m.loss_is_finite() and m.loss_history[-1] < 0.8 * m.loss_history[0]
+
+
+def test_each_checkout_and_environment_builds_the_native_loop_into_its_own_folder(tmp_path, monkeypatch):
+    """The native loop's build folder had one fixed name for every checkout and virtual environment, and torch's
+    build.ninja holds their paths: each one's load rebuilt it. Its name now carries a hash of its source, the
+    source's path, the flags and torch's place."""
+    import shutil
+
+    import torch
+
+    name, flags = w2v_native._name_and_flags()
+    assert w2v_native._name_and_flags() == (name, flags) and name.startswith("rnnkit_word2vec")
+    copy = tmp_path / "w2v_native.py"
+    shutil.copy(w2v_native.__file__, copy)
+    with monkeypatch.context() as m:
+        m.setattr(w2v_native, "__file__", str(copy))
+        assert w2v_native._name_and_flags()[0] != name  # another checkout
+        copy.write_text(copy.read_text() + "\n")
+        assert w2v_native._name_and_flags()[0] != name
+    monkeypatch.setattr(torch, "__file__", str(tmp_path / "venv" / "torch" / "__init__.py"))
+    assert w2v_native._name_and_flags()[0] != name  # another virtual environment

@@ -145,6 +145,46 @@ def _wait_for_lock(what: str, name: str):
         time.sleep(0.5)
 
 
+# The lock files this process holds open. A child forked meanwhile (by another thread) has a copy of each, which
+# keeps the flock held for as long as the child lives, so its own build or load waited for itself forever: the
+# child closes its copies at once.
+_held_files: set = set()
+
+
+def _close_held_files():
+    for f in list(_held_files):
+        with contextlib.suppress(OSError):
+            f.close()
+    _held_files.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_held_files)
+
+
+@contextlib.contextmanager
+def flocked(path, waiting: str | None = None):
+    """An exclusive flock on `path` (made if missing) while the block runs: the system lets it go when its process
+    dies, however it dies. `waiting`: a line to print when another process holds it. No lock without fcntl."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path, "a") as f:
+        _held_files.add(f)
+        try:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                if waiting:
+                    print(waiting, file=sys.stderr)
+                fcntl.flock(f, fcntl.LOCK_EX)
+            yield  # the lock goes with the file
+        finally:
+            _held_files.discard(f)
+
+
 @contextlib.contextmanager
 def _build_lock(what: str, name: str):
     """Hold rnnkit's own lock on the extension's folder while torch builds or loads it: an flock, which the
@@ -153,7 +193,7 @@ def _build_lock(what: str, name: str):
     lock too), and removes it at once instead of waiting STALE_LOCK_S for it. Without fcntl (Windows): the
     wait by the lock file's age."""
     try:
-        import fcntl
+        import fcntl  # noqa: F401
     except ImportError:
         _wait_for_lock(what, name)
         yield
@@ -162,19 +202,17 @@ def _build_lock(what: str, name: str):
 
     folder = cpp_extension._get_build_directory(name, False)
     os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "rnnkit.lock"), "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            print(f"rnnkit: waiting for another process building or loading {what}...", file=sys.stderr)
-            fcntl.flock(f, fcntl.LOCK_EX)
+    with flocked(
+        os.path.join(folder, "rnnkit.lock"),
+        f"rnnkit: waiting for another process building or loading {what}...",
+    ):
         left = os.path.join(folder, "lock")
         if os.path.exists(left):
             print(f"rnnkit: removing {left}, left by a process stopped while building or loading {what}",
                   file=sys.stderr)  # fmt: skip
             with contextlib.suppress(OSError):
                 os.unlink(left)
-        yield  # the flock goes with the file
+        yield
 
 
 def switched_off() -> str | None:

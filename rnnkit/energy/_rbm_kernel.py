@@ -7,7 +7,6 @@ compiled loops in rnnkit), `load()` returns None and training runs the torch loo
 which is the specification the kernel is tested against.
 """
 
-import contextlib
 import ctypes
 import functools
 import hashlib
@@ -47,7 +46,9 @@ def _build(compiler: str) -> pathlib.Path | None:
     key = hashlib.sha256(source + " ".join(FLAGS + LINK + [compiler, _cpu_name()]).encode()).hexdigest()[:16]
     target = _cache_dir() / f"rbm_cd-{key}.so"
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(target.with_name(target.name + ".lock")):  # parallel test processes may build at once
+    with _native_build.flocked(
+        target.with_name(target.name + ".lock")
+    ):  # parallel test processes may build at once
         # a library cut short (a full disk) killed the process that loaded it; one that doesn't match the
         # record of its build is built again (see _native_build.record)
         _native_build.remove_damaged("the RBM kernel", str(target))
@@ -63,19 +64,6 @@ def _build(compiler: str) -> pathlib.Path | None:
             os.replace(str(built) + ".sha256", str(target) + ".sha256")
             os.replace(built, target)
     return target
-
-
-@contextlib.contextmanager
-def _locked(path: pathlib.Path):
-    """An exclusive flock on `path` while the block runs (none where fcntl is missing)."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        yield  # the lock goes with the file
 
 
 @functools.cache

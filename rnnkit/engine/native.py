@@ -44,7 +44,6 @@ Delete the file to time them again (after a BLAS upgrade, say).
 The loops run without the GIL, as torch's ops do: other Python threads go on meanwhile.
 """
 
-import contextlib
 import hashlib
 import json
 import os
@@ -55,7 +54,7 @@ import threading
 import torch
 
 from rnnkit._io import write_text
-from rnnkit._native_build import build, build_tag, switched_off, vector_flags
+from rnnkit._native_build import build, build_tag, flocked, switched_off, vector_flags
 from rnnkit.cells import CELLS, LSTMP
 from rnnkit.cells._base import affine_input, tanh_of_tail
 from rnnkit.engine.reference import autograd_loop, higher_order_grads, restored_input, saved_input
@@ -132,6 +131,17 @@ def _load():
 _kept, _kept_lock = 0, threading.Lock()  # how many choices this process knew when it last wrote the file
 
 
+def _new_locks():
+    """A child forked while another thread held a lock (inside load(), say) inherits it held, by a thread it
+    doesn't have: its first forward waited forever. The child starts with fresh ones."""
+    global _load_lock, _kept_lock
+    _load_lock, _kept_lock = threading.Lock(), threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_locks)
+
+
 def plan_file(ext=None) -> pathlib.Path | None:
     """The file of GEMM choices of this build on this CPU model (see the module's docstring), or None."""
     given = os.environ.get("RNNKIT_GEMM_PLANS")
@@ -168,26 +178,13 @@ def keep_plans() -> None:
             return
         _kept = n
         try:
-            with _file_lock(path.with_name(path.name + ".lock")):  # processes adding at once lose nothing
+            with flocked(path.with_name(path.name + ".lock")):  # processes adding at once lose nothing
                 kept = {tuple(key): option for key, option in _read_plans(path)}
                 for key, option in _ext.gemm_plans():
                     kept.setdefault(tuple(key), option)  # another process's choice stands: later ones read it
                 write_text(path, json.dumps([[list(k), v] for k, v in sorted(kept.items())]) + "\n")
         except OSError:  # a read-only cache: the choices are timed again in every process
             pass
-
-
-@contextlib.contextmanager
-def _file_lock(path):
-    """An exclusive flock on `path` (made if missing) while the block runs; no lock where fcntl is missing."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        yield  # the lock goes with the file
 
 
 def release_memory() -> int:

@@ -871,3 +871,23 @@ def test_only_sources_go_into_the_build_folders_name(tmp_path, monkeypatch):
     monkeypatch.setattr(native, "_reason", None)
     monkeypatch.setenv("RNNKIT_NATIVE", "1")
     assert native._load() is None and "could not read the native engine's sources" in native._reason
+
+
+@pytest.mark.skipif(not hasattr(os, "register_at_fork"), reason="no fork here")
+def test_a_child_forked_while_another_thread_loads_the_extension_loads_it_too():
+    """A fork while another thread was inside native.load() left the child holding that thread's lock (and its
+    copy of the build folder's flock), taken by no thread it has: its first forward waited forever."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, signal, threading\nimport torch.utils.cpp_extension as ce\nfrom rnnkit.engine import native\n"
+        "parent, inside, release, real = os.getpid(), threading.Event(), threading.Event(), ce.load\n"
+        "def slow_load(*a, **k):\n    if os.getpid() == parent:\n        inside.set()\n        release.wait()\n"
+        "    return real(*a, **k)\n"
+        "ce.load = slow_load\nt = threading.Thread(target=native.load)\nt.start()\ninside.wait()\n"
+        "pid = os.fork()\nif pid == 0:\n    signal.alarm(30)\n    os._exit(0 if native.load() is not None else 3)\n"
+        "release.set()\nt.join()\nprint(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "0", out.stdout + out.stderr  # -14: the child hung (killed by its alarm)

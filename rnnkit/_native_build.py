@@ -6,7 +6,9 @@ the caller falls back to its torch code.
 """
 
 import contextlib
+import errno
 import hashlib
+import logging
 import os
 import pathlib
 import sys
@@ -222,12 +224,14 @@ def switched_off() -> str | None:
 
 def build(what: str, name: str, compile_fn) -> tuple[object, str | None]:
     """(module, None) from `compile_fn()`, which builds extension `name`, or (None, reason) when switched off or
-    it cannot build. A first build takes a minute: it says so."""
+    it cannot build; the reason names the cause and the fix. A first build takes a minute: it says so."""
     if off := switched_off():
         return None, off
+    folder, damaged = None, False
     try:
+        path = built_path(name)
+        folder = os.path.dirname(path)
         with _build_lock(what, name):
-            path = built_path(name)
             damaged = remove_damaged(what, path)  # (says so itself)
             before = _stat(path)
             if before is None and not damaged:
@@ -236,14 +240,62 @@ def build(what: str, name: str, compile_fn) -> tuple[object, str | None]:
                     file=sys.stderr,
                 )
             # the build's own warnings are not the user's business
-            with warnings.catch_warnings(), _ninja_on_path():
+            with warnings.catch_warnings(), _ninja_on_path(), _torch_logs_off():
                 warnings.simplefilter("ignore")
                 module = compile_fn()
             if os.path.exists(path) and (before is None or _stat(path) != before):  # built (again) just now
                 record(path)
             return module, None
     except Exception as e:  # no compiler, no ninja, unsupported platform, an unwritable cache, ...
-        return None, f"could not build {what}: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        return None, failure(what, e, folder, damaged)
+
+
+@contextlib.contextmanager
+def _torch_logs_off():
+    """torch logs a block of a dozen lines when it can't find the compiler or doesn't know it ("Your compiler
+    (c++) is not compatible ..."); a failed build says why in one line of ours, a good one needs nothing."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    disabled, logger.disabled = logger.disabled, True
+    try:
+        yield
+    finally:
+        logger.disabled = disabled
+
+
+def cause(e: BaseException) -> str:
+    """The line that says why a build failed: torch's error starts with the first command ninja ran ("Error
+    building extension 'x': [1/2] c++ -MMD ..."), the reason comes lines later ("c++: not found", "error: ...");
+    any other error is its type and first line."""
+    text = str(e)
+    if text.startswith("Error building extension") or text.startswith("Error compiling"):
+        lines = [line.strip() for line in text.split(": ", 1)[-1].splitlines() if line.strip()]
+        for keys in (("not found", "error:", "No such file", "Permission denied"), ("Error", "ERROR")):
+            hit = next((line for line in lines if any(k in line for k in keys)), None)
+            if hit is not None:
+                return hit[:300]
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"{type(e).__name__}: {first}"[:300]
+
+
+def fix(e: BaseException, why: str, folder: str | None, damaged: bool = False,
+        cache: str = "TORCH_EXTENSIONS_DIR") -> str:  # fmt: skip
+    """What the user can do about the failure `e` (whose cause is `why`)."""
+    unwritable = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST)
+    if isinstance(e, OSError) and e.errno in unwritable or "Read-only file system" in why:
+        return f"set {cache} to a writable folder"
+    if "not found" in why or "Ninja is required" in why or "No such file or directory: 'ninja'" in why:
+        return "install a C++ compiler (g++) and ninja (pip install ninja)"
+    if folder is not None and (damaged or isinstance(e, ImportError)):
+        return f"delete {folder} to build it afresh"
+    if "error:" in why:
+        return "set CXX to a recent g++ (or clang++) that compiles it"
+    return "install a C++ compiler (g++) and ninja (pip install ninja)"
+
+
+def failure(what: str, e: BaseException, folder: str | None, damaged: bool = False, **kw) -> str:
+    """The one-line reason a build failed: its cause and its fix."""
+    why = cause(e)
+    return f"could not build {what}: {why}; {fix(e, why, folder, damaged, **kw)}"
 
 
 def _stat(path: str):

@@ -116,7 +116,7 @@ def resolve_backend(backend, cell, xw):
         _warn_once(f"rnnkit native backend unavailable ({reason}); using the python backend")
     elif backend is None and native.build_failed(reason):  # the default too: 2-3x slower deserves a word
         _warn_once(f"rnnkit native backend unavailable ({reason}); using the python backend, 2-3x slower on "
-                   "small models. Install a C++ compiler (and ninja), or set RNNKIT_NATIVE=0 to choose python quietly")  # fmt: skip
+                   "small models (or set RNNKIT_NATIVE=0 to choose python quietly)")  # fmt: skip
     return "python"
 
 

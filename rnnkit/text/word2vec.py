@@ -259,7 +259,7 @@ class Word2Vec:
             return None
         ext = w2v_native.load()
         if ext is None and c.backend == "native":
-            raise RnnkitError(f"native word2vec unavailable: {w2v_native.reason}; use backend 'torch'")
+            raise RnnkitError(f"native word2vec unavailable: {w2v_native.reason}, or use backend 'torch'")
         return ext
 
     def _epoch(self, centres: np.ndarray, contexts: np.ndarray, bar) -> None:

@@ -307,6 +307,66 @@ def test_a_damaged_build_is_removed_and_built_again(tmp_path, monkeypatch, capsy
     assert len(builds) == 4 and _native_build.matches_record(str(so))
 
 
+NINJA_OUTPUT = (  # what torch raises when ninja's first command fails: the cause comes lines later
+    "Error building extension 'some_ext': [1/2] c++ -MMD -MF engine.o.d -DTORCH_EXTENSION_NAME=some_ext -O3 -c "
+    "engine.cpp -o engine.o\nFAILED: engine.o\nc++ -MMD -MF engine.o.d -O3 -c engine.cpp -o engine.o\n{}\n"
+    "ninja: build stopped: subcommand failed.\n"
+)
+
+
+NOT_FOUND, COMPILE_ERROR = "/bin/sh: 1: c++: not found", "engine.cpp:3:1: error: 'x' was not declared"
+NO_NINJA = "Ninja is required to load C++ extensions (pip install ninja to get it)"
+
+
+@pytest.mark.parametrize(
+    "error, cause, fix",
+    [
+        (RuntimeError(NINJA_OUTPUT.format(NOT_FOUND)), NOT_FOUND, "install a C++ compiler"),
+        (RuntimeError(NINJA_OUTPUT.format(COMPILE_ERROR)), COMPILE_ERROR, "set CXX"),
+        (RuntimeError(NO_NINJA), f"RuntimeError: {NO_NINJA}", "install a C++ compiler"),
+        (PermissionError(13, "Permission denied"), "PermissionError: [Errno 13]", "set TORCH_EXTENSIONS_DIR"),
+        (OSError(30, "Read-only file system"), "OSError: [Errno 30]", "set TORCH_EXTENSIONS_DIR"),
+        (ImportError("some_ext.so: invalid ELF header"), "ImportError: some_ext.so: invalid ELF", "delete"),
+    ],
+)
+def test_a_failed_build_names_its_cause_and_the_fix(tmp_path, monkeypatch, capfd, error, cause, fix):
+    """The reason was the first line of torch's error, cut at 200 characters: "Error building extension ...:
+    [1/2] c++ -MMD ...", never the cause ("c++: not found", "error: ..."); torch logged a dozen lines more
+    ("Your compiler (c++) is not compatible ..."), and the fix was "Install a C++ compiler (and ninja)" for an
+    unwritable cache or a broken library too. Now: the line that says why, and the fix for that."""
+    from torch.utils import cpp_extension
+
+    from rnnkit import _native_build
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setenv("RNNKIT_NATIVE", "1")
+
+    def compile_fn():
+        cpp_extension.get_compiler_abi_compatibility_and_version("no-such-c++")  # torch's warning block
+        raise error
+
+    module, reason = _native_build.build("the test extension", "some_ext", compile_fn)
+    assert module is None and reason.startswith(f"could not build the test extension: {cause}")
+    assert fix in reason.split("; ")[-1] and "\n" not in reason
+    assert "not compatible" not in capfd.readouterr().err
+    if fix == "delete":
+        assert str(tmp_path / "some_ext") in reason
+
+
+def test_a_cache_that_is_not_a_folder_says_to_set_torch_extensions_dir(tmp_path, monkeypatch):
+    from rnnkit import _native_build
+
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "file" / "cache"))
+    monkeypatch.setenv("RNNKIT_NATIVE", "1")
+    module, reason = _native_build.build("the test extension", "some_ext", lambda: "module")
+    assert (
+        module is None
+        and "NotADirectoryError" in reason
+        and "set TORCH_EXTENSIONS_DIR to a writable" in reason
+    )
+
+
 @pytest.mark.parametrize("backend", ["autograd", "python", "native"])
 def test_run_checks_what_it_is_given(backend):
     """engine.run called by hand: a wrong input is one line before any loop runs. A mask (T, B) was read over

@@ -222,6 +222,25 @@ def switched_off() -> str | None:
     return "switched off by RNNKIT_NATIVE=0" if os.environ.get("RNNKIT_NATIVE", "1") == "0" else None
 
 
+UNWRITABLE = (
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ENOTDIR,
+    errno.EEXIST,
+)  # a cache we can't write in
+
+
+def _import(name: str, path: str):
+    """The extension module in the library at `path`, as torch's load imports it after its build."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def build(what: str, name: str, compile_fn) -> tuple[object, str | None]:
     """(module, None) from `compile_fn()`, which builds extension `name`, or (None, reason) when switched off or
     it cannot build; the reason names the cause and the fix. A first build takes a minute: it says so."""
@@ -231,7 +250,15 @@ def build(what: str, name: str, compile_fn) -> tuple[object, str | None]:
     try:
         path = built_path(name)
         folder = os.path.dirname(path)
-        with _build_lock(what, name):
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(_build_lock(what, name))
+            except OSError as e:
+                if e.errno not in UNWRITABLE or not matches_record(path):
+                    raise
+                # a cache we can't write (a shared or read-only one) that holds the library as built: load it as
+                # it is (torch's load would run ninja in the folder, under a lock file it makes there)
+                return _import(name, path), None
             damaged = remove_damaged(what, path)  # (says so itself)
             before = _stat(path)
             if before is None and not damaged:
@@ -280,8 +307,7 @@ def cause(e: BaseException) -> str:
 def fix(e: BaseException, why: str, folder: str | None, damaged: bool = False,
         cache: str = "TORCH_EXTENSIONS_DIR") -> str:  # fmt: skip
     """What the user can do about the failure `e` (whose cause is `why`)."""
-    unwritable = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST)
-    if isinstance(e, OSError) and e.errno in unwritable or "Read-only file system" in why:
+    if isinstance(e, OSError) and e.errno in UNWRITABLE or "Read-only file system" in why:
         return f"set {cache} to a writable folder"
     if "not found" in why or "Ninja is required" in why or "No such file or directory: 'ninja'" in why:
         return "install a C++ compiler (g++) and ninja (pip install ninja)"

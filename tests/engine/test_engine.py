@@ -307,6 +307,39 @@ def test_a_damaged_build_is_removed_and_built_again(tmp_path, monkeypatch, capsy
     assert len(builds) == 4 and _native_build.matches_record(str(so))
 
 
+def test_a_cache_it_cannot_write_in_that_holds_the_build_is_loaded_as_it_is(tmp_path, monkeypatch):
+    """A shared or read-only extensions cache holding the build was refused (the lock file can't be made there),
+    and every process ran python, 2-3x slower: a library that matches its build's record is loaded as it is. One
+    that doesn't (or has no record) is not trusted: the reason says to set TORCH_EXTENSIONS_DIR."""
+    import contextlib
+
+    from rnnkit import _native_build
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setenv("RNNKIT_NATIVE", "1")
+    so = tmp_path / "some_ext" / "some_ext.so"
+    _native_build.build("the test extension", "some_ext", lambda: so.write_bytes(b"\x7fELF" + bytes(99)))
+
+    @contextlib.contextmanager
+    def read_only(what, name):
+        raise OSError(30, "Read-only file system", str(tmp_path / name / "rnnkit.lock"))
+        yield
+
+    monkeypatch.setattr(_native_build, "_build_lock", read_only)
+    monkeypatch.setattr(_native_build, "_import", lambda name, path: ("module", name, path))
+
+    def compile_fn():
+        raise AssertionError("torch's load (ninja in the folder) must not run")
+
+    assert _native_build.build("the test extension", "some_ext", compile_fn) == (
+        ("module", "some_ext", str(so)),
+        None,
+    )
+    so.write_bytes(b"\x7fELF")  # damaged: not loaded
+    module, reason = _native_build.build("the test extension", "some_ext", compile_fn)
+    assert module is None and "Read-only file system" in reason and "set TORCH_EXTENSIONS_DIR to a" in reason
+
+
 NINJA_OUTPUT = (  # what torch raises when ninja's first command fails: the cause comes lines later
     "Error building extension 'some_ext': [1/2] c++ -MMD -MF engine.o.d -DTORCH_EXTENSION_NAME=some_ext -O3 -c "
     "engine.cpp -o engine.o\nFAILED: engine.o\nc++ -MMD -MF engine.o.d -O3 -c engine.cpp -o engine.o\n{}\n"

@@ -2,8 +2,8 @@
 
 The C file is compiled once per machine with the system C compiler (`cc`, or $CC) into
 $XDG_CACHE_HOME/rnnkit (~/.cache/rnnkit) and loaded with ctypes; no torch headers are involved, so
-the build takes about a second. Without a compiler, or with RNNKIT_NATIVE=0 (the switch of the other
-compiled loops in rnnkit), `load()` returns None and training runs the torch loop in rbm_train.py,
+the build takes about a second. Without a compiler (warned once), or with RNNKIT_NATIVE=0 (the switch of
+the other compiled loops in rnnkit), `load()` returns None and training runs the torch loop in rbm_train.py,
 which is the specification the kernel is tested against.
 """
 
@@ -16,6 +16,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import warnings
 
 import torch
 
@@ -41,14 +42,15 @@ def _cpu_name() -> str:
         return platform.processor()
 
 
-def _build(compiler: str) -> pathlib.Path | None:
+def _build(compiler: str) -> pathlib.Path:
+    """The library built with `compiler` (cached); raises OSError or RuntimeError (the compiler's message) when
+    it cannot be built."""
     source = SOURCE.read_bytes()
     key = hashlib.sha256(source + " ".join(FLAGS + LINK + [compiler, _cpu_name()]).encode()).hexdigest()[:16]
     target = _cache_dir() / f"rbm_cd-{key}.so"
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _native_build.flocked(
-        target.with_name(target.name + ".lock")
-    ):  # parallel test processes may build at once
+    # parallel test processes may build at once
+    with _native_build.flocked(target.with_name(target.name + ".lock")):
         # a library cut short (a full disk) killed the process that loaded it; one that doesn't match the
         # record of its build is built again (see _native_build.record)
         _native_build.remove_damaged("the RBM kernel", str(target))
@@ -58,8 +60,10 @@ def _build(compiler: str) -> pathlib.Path | None:
             built, obj = pathlib.Path(tmp) / target.name, pathlib.Path(tmp) / "rbm_cd.o"
             for command in ([compiler, *FLAGS, "-c", str(SOURCE), "-o", str(obj)],
                             [compiler, *LINK, str(obj), "-o", str(built), "-lm"]):  # fmt: skip
-                if subprocess.run(command, capture_output=True).returncode != 0:
-                    return None
+                done = subprocess.run(command, capture_output=True, text=True, errors="replace")
+                if done.returncode != 0:
+                    raise RuntimeError(f"Error compiling {SOURCE.name}: {compiler} exited with status "
+                                       f"{done.returncode}\n{done.stderr}")  # fmt: skip
             _native_build.record(str(built))
             os.replace(str(built) + ".sha256", str(target) + ".sha256")
             os.replace(built, target)
@@ -67,22 +71,53 @@ def _build(compiler: str) -> pathlib.Path | None:
 
 
 @functools.cache
-def load():
-    """The ctypes library, or None when this machine cannot build it."""
-    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
-    if not compiler or not SOURCE.exists() or os.environ.get("RNNKIT_NATIVE", "1") == "0":
-        return None
-    try:
-        path = _build(compiler)
-        lib = ctypes.CDLL(str(path)) if path else None
-    except OSError:
-        return None
-    if lib is not None:
+def _built() -> tuple[ctypes.CDLL | None, str | None]:
+    """(the library, None), or (None, why not): with $CC (else cc), then gcc where that one fails."""
+    if off := _native_build.switched_off():
+        return None, off
+    names = list(dict.fromkeys(c for c in (os.environ.get("CC") or "cc", "gcc")))  # CC=/bin/false: gcc
+    failures = []
+    for name in names:
+        compiler = shutil.which(name)
+        if compiler is None:
+            failures.append((name, None, f"{name}: not found"))
+            continue
+        try:
+            lib = ctypes.CDLL(str(_build(compiler)))
+        except (OSError, RuntimeError) as e:
+            failures.append((name, e, _native_build.cause(e)))
+            continue
         P, I, F = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
         lib.rbm_cd_pass.argtypes = [P] * 11 + [I] * 6 + [F] * 3
         lib.rbm_cd_pass.restype = None
         lib.rbm_cd_work_size.argtypes = [I] * 4
         lib.rbm_cd_work_size.restype = ctypes.c_long
+        return lib, None
+    _, e, why = next((f for f in failures if f[1] is not None), failures[0])  # the first that ran says most
+    if isinstance(e, OSError) and e.errno in _native_build.UNWRITABLE:
+        fix = f"set XDG_CACHE_HOME to a writable folder (the kernel is kept in {_cache_dir()})"
+    else:
+        fix = "install a C compiler (cc or gcc) or set CC to one"
+    return None, f"could not build the RBM kernel with {' or '.join(names)}: {why}; {fix}"
+
+
+def unavailable() -> str | None:
+    """Why the kernel can't be used (None: it can), without a warning."""
+    return _built()[1]
+
+
+_warned = False
+
+
+def load():
+    """The ctypes library, or None: switched off (RNNKIT_NATIVE=0), or it can't be built on this machine, which
+    a warning says once per process (training then runs the torch loop, a few times slower)."""
+    global _warned
+    lib, reason = _built()
+    if lib is None and not _warned and _native_build.switched_off() is None:
+        _warned = True
+        warnings.warn(f"rnnkit: {reason}; training runs the torch loop, slower (or set RNNKIT_NATIVE=0 to "
+                      "choose it quietly)", RuntimeWarning, stacklevel=2)  # fmt: skip
     return lib
 
 

@@ -14,7 +14,9 @@ Compiled on first use with torch.utils.cpp_extension and cached ($TORCH_EXTENSIO
 fails, `load()` returns None, `reason` says why, and word2vec uses the batched torch path.
 """
 
-from rnnkit._native_build import build, build_tag, vector_flags
+import warnings
+
+from rnnkit._native_build import build, build_tag, switched_off, vector_flags
 
 SOURCE = r"""
 #include <torch/extension.h>
@@ -99,6 +101,19 @@ void sgns_pairs(torch::Tensor U, torch::Tensor V, torch::Tensor centres, torch::
 """
 
 _ext, reason = None, None
+_warned = False
+
+
+def warn_fallback() -> None:
+    """Say once per process that backend 'auto' runs the batched torch path because the loop can't be built (not
+    when switched off by RNNKIT_NATIVE=0): it fell back silently, several times slower."""
+    global _warned
+    if _warned or reason is None or switched_off() is not None:
+        return
+    _warned = True
+    warnings.warn(f"rnnkit: native word2vec unavailable ({reason}); using the batched torch path, several times "
+                  "slower (or set backend 'torch' or RNNKIT_NATIVE=0 to choose it quietly)", RuntimeWarning,
+                  stacklevel=4)  # fmt: skip
 
 
 def _name_and_flags():

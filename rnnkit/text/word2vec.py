@@ -260,6 +260,8 @@ class Word2Vec:
         ext = w2v_native.load()
         if ext is None and c.backend == "native":
             raise RnnkitError(f"native word2vec unavailable: {w2v_native.reason}, or use backend 'torch'")
+        if ext is None:
+            w2v_native.warn_fallback()
         return ext
 
     def _epoch(self, centres: np.ndarray, contexts: np.ndarray, bar) -> None:

@@ -104,7 +104,7 @@ def test_sampled_cd_gradient_has_the_enumerated_expectation(k):
     assert (sampled - expected).abs().max() < 0.01
 
 
-@pytest.mark.skipif(_rbm_kernel.load() is None, reason="no C compiler for the CPU kernel")
+@pytest.mark.skipif(_rbm_kernel.unavailable() is not None, reason=str(_rbm_kernel.unavailable()))
 @pytest.mark.parametrize("persistent, k, momentum, decay, B, Bc", [(True, 1, 0, 0, 10, 10), (False, 2, 0.5, 1e-3, 7, 7),
                                                                     (True, 3, 0.9, 1e-4, 5, 12)])  # fmt: skip
 def test_compiled_loop_equals_the_torch_loop(persistent, k, momentum, decay, B, Bc):
@@ -131,7 +131,7 @@ def test_exact_gradients_refuse_data_that_is_not_binary_states(data):
             gradient(rbm, torch.tensor(data))
 
 
-@pytest.mark.skipif(_rbm_kernel.load() is None, reason="no C compiler for the CPU kernel")
+@pytest.mark.skipif(_rbm_kernel.unavailable() is not None, reason=str(_rbm_kernel.unavailable()))
 def test_compiled_loop_survives_saturated_units():
     """Pre-activations below -88 (large weights) made the -ffast-math expf of the compiled sigmoid NaN, so
     training 'diverged' where the torch loop trains; both loops now give the same finite weights."""
@@ -146,14 +146,14 @@ def test_compiled_loop_survives_saturated_units():
     torch.testing.assert_close(Ws[0], Ws[1])
 
 
-@pytest.mark.skipif(_rbm_kernel.load() is None, reason="no C compiler for the CPU kernel")
+@pytest.mark.skipif(_rbm_kernel.unavailable() is not None, reason=str(_rbm_kernel.unavailable()))
 def test_loading_the_kernel_leaves_the_process_floating_point_alone():
     """Linked with -ffast-math, the library's loading turned on flush-to-zero for the whole process."""
     _rbm_kernel.load()
     assert torch.tensor([1e-40]).mul(1.0).item() > 0  # a float32 denormal stays one
 
 
-@pytest.mark.skipif(_rbm_kernel.load() is None, reason="no C compiler for the CPU kernel")
+@pytest.mark.skipif(_rbm_kernel.unavailable() is not None, reason=str(_rbm_kernel.unavailable()))
 def test_a_damaged_kernel_is_built_again(tmp_path, monkeypatch, capsys):
     """_build returned any library that was there: one cut short (a full disk) killed the process loading it, a
     0-byte one fell back to the torch loop in every process. One that doesn't match its build's record is built
@@ -167,6 +167,53 @@ def test_a_damaged_kernel_is_built_again(tmp_path, monkeypatch, capsys):
             f.truncate(damaged)
         assert _rbm_kernel._build(compiler) == path and path.stat().st_size == size
         assert "does not match the record of its build" in capsys.readouterr().err
+
+
+@pytest.fixture
+def fresh_kernel(monkeypatch, tmp_path):
+    """_rbm_kernel as in a new process, its cache in tmp_path; the real one again after the test."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(_rbm_kernel, "_warned", False)
+    _rbm_kernel._built.cache_clear()
+    yield
+    _rbm_kernel._built.cache_clear()
+
+
+@pytest.mark.parametrize(
+    "env, match",
+    [
+        (
+            {"CC": "no-such-cc", "PATH": "/nonexistent"},
+            "with no-such-cc or gcc: no-such-cc: not found; install a C",
+        ),
+        (
+            {"CC": "/bin/false", "PATH": "/nonexistent"},
+            "/bin/false exited with status 1; install a C compiler",
+        ),
+        (
+            {"XDG_CACHE_HOME": "/dev/null/cache"},
+            "NotADirectoryError.*set XDG_CACHE_HOME to a writable folder",
+        ),
+    ],
+)
+def test_a_kernel_that_cannot_be_built_is_warned_of_once(fresh_kernel, monkeypatch, env, match):
+    """Every failure (no compiler, CC=/bin/false, an unwritable cache) fell back to the torch loop silently:
+    one warning names the cause and the fix, once per process; RNNKIT_NATIVE=0 is quiet."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.warns(RuntimeWarning, match=match):
+        assert _rbm_kernel.load() is None
+    assert _rbm_kernel.load() is None  # no second warning (warnings are errors here)
+    _rbm_kernel._built.cache_clear()
+    monkeypatch.setattr(_rbm_kernel, "_warned", False)
+    monkeypatch.setenv("RNNKIT_NATIVE", "0")
+    assert _rbm_kernel.load() is None and _rbm_kernel.unavailable().startswith("switched off")
+
+
+@pytest.mark.skipif(__import__("shutil").which("gcc") is None, reason="no gcc to fall back to")
+def test_a_failing_cc_falls_back_to_gcc(fresh_kernel, monkeypatch):
+    monkeypatch.setenv("CC", "/bin/false")
+    assert _rbm_kernel.load() is not None
 
 
 @pytest.mark.parametrize("persistent", [True, False])

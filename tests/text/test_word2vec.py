@@ -344,3 +344,24 @@ def test_each_checkout_and_environment_builds_the_native_loop_into_its_own_folde
         assert w2v_native._name_and_flags()[0] != name
     monkeypatch.setattr(torch, "__file__", str(tmp_path / "venv" / "torch" / "__init__.py"))
     assert w2v_native._name_and_flags()[0] != name  # another virtual environment
+
+
+def test_auto_warns_once_when_the_native_loop_cannot_be_built(monkeypatch):
+    """backend 'auto' ran the batched torch path, several times slower, without a word when the loop could not
+    be built: one warning per process names the cause and the fix; backend 'torch' and RNNKIT_NATIVE=0 are
+    quiet."""
+    monkeypatch.setattr(w2v_native, "load", lambda: None)
+    monkeypatch.setattr(
+        w2v_native, "reason", "could not build the word2vec loop: c++: not found; install ..."
+    )
+    monkeypatch.setattr(w2v_native, "_warned", False)
+    with pytest.warns(
+        RuntimeWarning, match="native word2vec unavailable .*c\\+\\+: not found.*RNNKIT_NATIVE=0"
+    ):
+        assert Word2Vec(backend="auto").resolved_backend() == "torch"
+    assert Word2Vec(backend="auto").resolved_backend() == "torch"  # once (warnings are errors here)
+    monkeypatch.setattr(w2v_native, "_warned", False)
+    assert Word2Vec(backend="torch").resolved_backend() == "torch"
+    monkeypatch.setenv("RNNKIT_NATIVE", "0")
+    monkeypatch.setattr(w2v_native, "reason", "switched off by RNNKIT_NATIVE=0")
+    assert Word2Vec(backend="auto").resolved_backend() == "torch"

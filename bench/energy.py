@@ -15,7 +15,6 @@
 
 import argparse
 import importlib.util
-import os
 import pathlib
 import statistics
 import sys
@@ -146,8 +145,11 @@ def bench_rbm(seeds: int, device: str) -> str:
             if name in SCORED:
                 quality[name].append(scores(rbm, X_train, y_train, X_test, y_test))
                 print(name, seed, f"{seconds:.3f}s", quality[name][-1], flush=True)
-    why = "RNNKIT_NATIVE=0" if os.environ.get("RNNKIT_NATIVE") == "0" else "no C compiler found"
-    path = "the compiled CPU loop (rbm_cd.c)" if kernel is not None else f"the torch loop ({why})"
+    path = (
+        "the compiled CPU loop (rbm_cd.c)"
+        if kernel is not None
+        else f"the torch loop ({_rbm_kernel.unavailable()})"
+    )
     return "\n\n".join(
         [
             f"### RBM on digits vs scikit-learn BernoulliRBM ({plural(seeds, 'seed')}; rnnkit runs {path}, "

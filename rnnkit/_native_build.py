@@ -17,6 +17,7 @@ import warnings
 import torch
 
 from rnnkit._io import write_text
+from rnnkit.errors import RnnkitError
 
 
 def vector_flags(name: str, flags: list[str]) -> tuple[str, list[str]]:
@@ -217,9 +218,24 @@ def _build_lock(what: str, name: str):
         yield
 
 
+def switch(name: str) -> bool:
+    """An on/off environment variable (on when unset): only an exact '0' was off, so RNNKIT_NATIVE=false or off
+    left the loops on, silently. Off: 0, false, off, no; on: 1, true, on, yes or empty (any case, spaces around
+    ignored); anything else is a one-line error."""
+    value = os.environ.get(name, "1")
+    word = value.strip().lower()
+    if word in ("0", "false", "off", "no"):
+        return False
+    if word in ("1", "true", "on", "yes", ""):
+        return True
+    raise RnnkitError(
+        f"{name}={value!r} is neither on nor off; set 1, true, on or yes, or 0, false, off or no"
+    )
+
+
 def switched_off() -> str | None:
     """The reason when RNNKIT_NATIVE switches the compiled loops off, else None."""
-    return "switched off by RNNKIT_NATIVE=0" if os.environ.get("RNNKIT_NATIVE", "1") == "0" else None
+    return None if switch("RNNKIT_NATIVE") else f"switched off by RNNKIT_NATIVE={os.environ['RNNKIT_NATIVE'].strip()}"
 
 
 UNWRITABLE = (

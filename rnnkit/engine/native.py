@@ -54,7 +54,7 @@ import threading
 import torch
 
 from rnnkit._io import write_text
-from rnnkit._native_build import build, build_tag, flocked, switched_off, vector_flags
+from rnnkit._native_build import build, build_tag, flocked, switch, switched_off, vector_flags
 from rnnkit.cells import CELLS, LSTMP
 from rnnkit.cells._base import affine_input, tanh_of_tail
 from rnnkit.engine.reference import autograd_loop, higher_order_grads, restored_input, saved_input
@@ -90,9 +90,7 @@ def _load():
     mode = os.environ.get("RNNKIT_GEMM", "auto")
     if mode not in ("auto", "blas", "dnnl", "packed", "own"):
         raise RnnkitError(f"RNNKIT_GEMM={mode!r} is not a GEMM library; set auto, blas, dnnl, packed or own")
-    rows = os.environ.get("RNNKIT_ROW_THREADS", "auto")
-    if rows != "auto" and not (rows.isdigit() and int(rows) > 0):
-        raise RnnkitError(f"RNNKIT_ROW_THREADS={rows!r} is not a thread count; set auto or a number >= 1")
+    rows, split = _row_threads(), switch("RNNKIT_SPLIT")  # (a mistake is told before a minute's build)
     from torch.utils import cpp_extension
 
     if off := switched_off():  # before anything reads the sources
@@ -119,13 +117,29 @@ def _load():
         ),
     )
     if ext is not None:  # set up before other threads see it (load's unlocked check)
-        ext.set_row_threads(0 if rows == "auto" else int(rows))
+        ext.set_row_threads(rows)
         ext.set_gemm(mode)
-        ext.set_split(int(os.environ.get("RNNKIT_SPLIT", "1") != "0"))
+        ext.set_split(int(split))
         ext.add_gemm_plans(_read_plans(plan_file(ext)))
         _kept = ext.gemm_plan_count()
     _ext, _reason = ext, reason
     return _ext
+
+
+MAX_ROW_THREADS = 4096
+
+
+def _row_threads() -> int:
+    """RNNKIT_ROW_THREADS: 0 for auto, else N. Only ASCII digits: str.isdigit took '²' (then int() failed with a
+    traceback), and 20 digits overflowed the extension's int64 (a TypeError from pybind)."""
+    value = os.environ.get("RNNKIT_ROW_THREADS", "auto")
+    rows = value.strip()
+    if rows.lower() == "auto":
+        return 0
+    if rows.isascii() and rows.isdigit() and 1 <= int(rows) <= MAX_ROW_THREADS:
+        return int(rows)
+    raise RnnkitError(f"RNNKIT_ROW_THREADS={value!r} is not a thread count; set auto or a whole number from 1 "
+                      f"to {MAX_ROW_THREADS}")  # fmt: skip
 
 
 _kept, _kept_lock = 0, threading.Lock()  # how many choices this process knew when it last wrote the file

@@ -340,6 +340,36 @@ def test_a_cache_it_cannot_write_in_that_holds_the_build_is_loaded_as_it_is(tmp_
     assert module is None and "Read-only file system" in reason and "set TORCH_EXTENSIONS_DIR to a" in reason
 
 
+@pytest.mark.parametrize(
+    "value, on",
+    [("0", False), ("false", False), (" Off ", False), ("NO", False), ("1", True), ("true", True), ("On", True),
+     ("yes", True), ("", True), (None, True)],
+)  # fmt: skip
+def test_rnnkit_native_takes_the_usual_words_for_off_and_on(monkeypatch, value, on):
+    """Only an exact '0' switched the compiled loops off: RNNKIT_NATIVE=false or off left them on, silently."""
+    from rnnkit import _native_build
+
+    if value is None:
+        monkeypatch.delenv("RNNKIT_NATIVE", raising=False)
+    else:
+        monkeypatch.setenv("RNNKIT_NATIVE", value)
+    assert _native_build.switch("RNNKIT_NATIVE") is on
+    assert (_native_build.switched_off() is None) is on
+    if not on:
+        assert _native_build.build("a test", "some_ext", lambda: pytest.fail("built while off"))[0] is None
+
+
+def test_an_unknown_switch_value_is_a_one_line_error(monkeypatch):
+    from rnnkit import _native_build
+    from rnnkit.errors import RnnkitError
+
+    monkeypatch.setenv("RNNKIT_NATIVE", "maybe")
+    with pytest.raises(
+        RnnkitError, match="^RNNKIT_NATIVE='maybe' is neither on nor off; set 1, true, on or yes, or 0"
+    ):
+        _native_build.switched_off()
+
+
 NINJA_OUTPUT = (  # what torch raises when ninja's first command fails: the cause comes lines later
     "Error building extension 'some_ext': [1/2] c++ -MMD -MF engine.o.d -DTORCH_EXTENSION_NAME=some_ext -O3 -c "
     "engine.cpp -o engine.o\nFAILED: engine.o\nc++ -MMD -MF engine.o.d -O3 -c engine.cpp -o engine.o\n{}\n"

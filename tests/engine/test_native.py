@@ -891,3 +891,29 @@ def test_a_child_forked_while_another_thread_loads_the_extension_loads_it_too():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "0", out.stdout + out.stderr  # -14: the child hung (killed by its alarm)
+
+
+@pytest.mark.parametrize(
+    "var, value",
+    [("RNNKIT_ROW_THREADS", "²"), ("RNNKIT_ROW_THREADS", "9" * 20), ("RNNKIT_ROW_THREADS", "0"),
+     ("RNNKIT_SPLIT", "2"), ("RNNKIT_NATIVE", "maybe")],
+)  # fmt: skip
+def test_engine_settings_are_parsed_strictly(monkeypatch, var, value):
+    """RNNKIT_ROW_THREADS='²' passed str.isdigit, then int() failed with a traceback; 20 digits overflowed the
+    extension's int64 (a TypeError from pybind); RNNKIT_SPLIT and RNNKIT_NATIVE took anything but '0' as on. Each
+    is a one-line error naming the variable, before any build."""
+    from rnnkit.errors import RnnkitError
+
+    monkeypatch.setattr(native, "_ext", None)
+    monkeypatch.setattr(native, "_reason", None)
+    monkeypatch.setattr(native, "build", lambda *a: pytest.fail("built despite a bad setting"))
+    monkeypatch.setenv(var, value)
+    with pytest.raises(RnnkitError, match=f"^{var}={value!r} is .*; set ") as error:
+        native._load()
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("rows, threads", [(" 3 ", 3), ("AUTO", 0), ("4096", 4096)])
+def test_row_threads_take_a_count_or_auto(monkeypatch, rows, threads):
+    monkeypatch.setenv("RNNKIT_ROW_THREADS", rows)
+    assert native._row_threads() == threads

@@ -235,7 +235,11 @@ def switch(name: str) -> bool:
 
 def switched_off() -> str | None:
     """The reason when RNNKIT_NATIVE switches the compiled loops off, else None."""
-    return None if switch("RNNKIT_NATIVE") else f"switched off by RNNKIT_NATIVE={os.environ['RNNKIT_NATIVE'].strip()}"
+    return (
+        None
+        if switch("RNNKIT_NATIVE")
+        else f"switched off by RNNKIT_NATIVE={os.environ['RNNKIT_NATIVE'].strip()}"
+    )
 
 
 UNWRITABLE = (

@@ -50,6 +50,7 @@ import os
 import pathlib
 import platform
 import threading
+import warnings
 
 import torch
 
@@ -160,7 +161,7 @@ def plan_file(ext=None) -> pathlib.Path | None:
     """The file of GEMM choices of this build on this CPU model (see the module's docstring), or None."""
     given = os.environ.get("RNNKIT_GEMM_PLANS")
     if given is not None:
-        return pathlib.Path(given).expanduser() if given else None
+        return _given_plan_file(given) if given else None
     cpu = platform.processor()
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
@@ -171,16 +172,51 @@ def plan_file(ext=None) -> pathlib.Path | None:
     return pathlib.Path((ext or _ext).__file__).with_name(f"gemm_plans_{tag}.json")
 
 
+def _given_plan_file(given: str) -> pathlib.Path | None:
+    """RNNKIT_GEMM_PLANS's file, or None (with a warning, once) where it can't be one: a folder, or a file in a
+    folder that isn't there, was ignored in silence (and a folder got <folder>.lock made beside it)."""
+    path = pathlib.Path(given).expanduser()
+    if path.is_dir():
+        _warn_plans(
+            f"RNNKIT_GEMM_PLANS={given!r} is a folder; name a file (such as {path / 'gemm_plans.json'})"
+        )
+        return None
+    if not path.parent.is_dir():
+        _warn_plans(f"RNNKIT_GEMM_PLANS={given!r} is not in a folder ({path.parent} is missing or a file); create "
+                    "the folder or name a file in another")  # fmt: skip
+        return None
+    return path
+
+
+_plan_warnings = set()
+
+
+def _warn_plans(problem: str) -> None:
+    """Warn once per process that the GEMM choices can't be kept: they are timed again in every process."""
+    if problem not in _plan_warnings:
+        _plan_warnings.add(problem)
+        warnings.warn(f"rnnkit: {problem}, or set it empty to keep none; meanwhile the GEMM choices are timed "
+                      "again in every process", RuntimeWarning, stacklevel=3)  # fmt: skip
+
+
 def _read_plans(path) -> list:
-    """The kept choices, [(key, option), ...]; none from a file that is missing or damaged (they are timed):
-    a key is 10 integers within int64, an option one of 0..4."""
+    """The kept choices, [(key, option), ...]: a key is 10 integers within int64, an option one of 0..4. None from
+    a file that is missing or damaged (they are timed), and an entry that isn't one is left out (one bad entry
+    discarded the whole file; 100000 nested '[' raised RecursionError from every forward)."""
     try:
         plans = json.loads(path.read_text(encoding="utf-8")) if path is not None else []
-        plans = [(list(map(int, key)), int(option)) for key, option in plans]
-    except (OSError, ValueError, TypeError, ArithmeticError):
+    except (OSError, ValueError, RecursionError):
         return []
-    fits = all(len(k) == 10 and all(abs(v) < 2**62 for v in k) and 0 <= o <= 4 for k, o in plans)
-    return plans if fits else []
+    good = []
+    for entry in plans if isinstance(plans, list) else []:
+        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], list)):
+            continue
+        key, option = entry
+        numbers = [*key, option]
+        if all(type(v) is int for v in numbers) and len(key) == 10 and all(abs(v) < 2**62 for v in key):
+            if 0 <= option <= 4:
+                good.append((key, option))
+    return good
 
 
 def keep_plans() -> None:
@@ -197,8 +233,12 @@ def keep_plans() -> None:
                 for key, option in _ext.gemm_plans():
                     kept.setdefault(tuple(key), option)  # another process's choice stands: later ones read it
                 write_text(path, json.dumps([[list(k), v] for k, v in sorted(kept.items())]) + "\n")
-        except OSError:  # a read-only cache: the choices are timed again in every process
-            pass
+        except (
+            OSError
+        ) as e:  # a read-only cache beside the build: the choices are timed again in every process
+            if given := os.environ.get("RNNKIT_GEMM_PLANS"):  # a file the user named: say so
+                _warn_plans(f"RNNKIT_GEMM_PLANS={given!r} can't be written ({e.strerror or e}); name a file you "
+                            "can write")  # fmt: skip
 
 
 def release_memory() -> int:

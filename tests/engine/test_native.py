@@ -917,3 +917,43 @@ def test_engine_settings_are_parsed_strictly(monkeypatch, var, value):
 def test_row_threads_take_a_count_or_auto(monkeypatch, rows, threads):
     monkeypatch.setenv("RNNKIT_ROW_THREADS", rows)
     assert native._row_threads() == threads
+
+
+def test_damaged_gemm_plans_keep_their_good_entries(tmp_path):
+    """100000 nested '[' raised RecursionError from every forward; one bad entry discarded the whole file."""
+    path = tmp_path / "plans.json"
+    path.write_text("[" * 100000)
+    assert native._read_plans(path) == []
+    good = [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 2]
+    bad = [[1, 2], 0], [[2**70] + [0] * 9, 0], [[0] * 10, 5], [[0.5] * 10, 0], ["0123456789", 0], {"a": 1}, 7
+    path.write_text(__import__("json").dumps([bad[0], good, *bad[1:]]))
+    assert native._read_plans(path) == [tuple(good)]
+    path.write_text('{"not": "a list"}')
+    assert native._read_plans(path) == []
+
+
+@pytest.mark.parametrize("where", ["folder", "missing folder", "unwritable"])
+def test_a_gemm_plans_file_that_cannot_be_kept_is_warned_of_once(tmp_path, monkeypatch, where):
+    """RNNKIT_GEMM_PLANS naming a folder (which got <folder>.lock made beside it), a file in a folder that isn't
+    there, or a file that can't be written was ignored in silence: every process timed its GEMMs again."""
+    given = {"folder": tmp_path, "missing folder": tmp_path / "no" / "plans.json"}.get(
+        where, tmp_path / "p.json"
+    )
+    monkeypatch.setenv("RNNKIT_GEMM_PLANS", str(given))
+    monkeypatch.setattr(native, "_plan_warnings", set())
+    monkeypatch.setattr(native, "_kept", -1)  # choices to add
+    if where == "unwritable":
+
+        def write_text(path, text):
+            raise PermissionError(13, "Permission denied", str(path))
+
+        monkeypatch.setattr(native, "write_text", write_text)
+    native.load()
+    message = {"folder": "is a folder; name a file", "missing folder": "is not in a folder"}.get(
+        where, "can't be"
+    )
+    with pytest.warns(RuntimeWarning, match=f"RNNKIT_GEMM_PLANS=.* {message}.*or set it empty to keep none"):
+        native.keep_plans()
+    monkeypatch.setattr(native, "_kept", -1)
+    native.keep_plans()  # once (warnings are errors here)
+    assert not pathlib.Path(f"{tmp_path}.lock").exists()

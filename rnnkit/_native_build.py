@@ -1,8 +1,10 @@
 """Building rnnkit's compiled loops with torch.utils.cpp_extension: the part they all share.
 
-Each loop is compiled on first use and cached in torch's extensions directory. RNNKIT_NATIVE=0
-switches every one of them off; a failed build gives a one-line reason, never a traceback, and
-the caller falls back to its torch code.
+Each loop is compiled on first use and cached in torch's extensions directory, a folder per sources, flags
+and torch (build_tag), with the library's checksum beside it: one that no longer matches is built again, and
+a cache that can't be written in is loaded from as it is. RNNKIT_NATIVE=0 (or false, off, no) switches every
+one of them off; a failed build gives a one-line reason, its cause and its fix, never a traceback, and the
+caller falls back to its torch code.
 """
 
 import contextlib

@@ -518,12 +518,18 @@ class Recurrent(nn.Module):
             raise
 
     def __setattr__(self, name, value):
-        """layer.weight_hh_l0 = nn.Parameter(...) replaces cells[0].W_hh, as it replaces torch.nn.LSTM's weight."""
+        """layer.weight_hh_l0 = nn.Parameter(...) replaces cells[0].W_hh, as it replaces torch.nn.LSTM's weight.
+        A plain tensor takes the parameter's place as torch.func.functional_call puts it there (in _parameters,
+        where torch.nn.LSTM keeps weight_hh_l0): functional_call(layer, {"weight_hh_l0": t, ...}, x) with a
+        torch.nn model's keys failed ("cannot assign 'torch.FloatTensor' as parameter 'W_hh'")."""
         slot = self._torch_slot(name)
-        if slot is not None:
-            setattr(*slot, value)
-        else:
+        if slot is None:
             super().__setattr__(name, value)
+        elif isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter):
+            cell, attr = slot
+            cell._parameters[attr] = value
+        else:
+            setattr(*slot, value)
 
     def register_parameter(self, name, param):
         """nn.Module's, refusing <torch name>_orig: torch.nn.utils.prune registers weight_orig before it finds

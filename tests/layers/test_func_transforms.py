@@ -96,3 +96,19 @@ def test_functional_call_meta_gradient(backend, T):
 
     for got, want in zip(meta_grad(backend), meta_grad("autograd")):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_functional_call_takes_a_torch_nn_models_keys():
+    """functional_call(layer, torch_lstm.state_dict(), x) failed ("cannot assign 'torch.FloatTensor' as parameter
+    'W_xh'"): a torch name's plain tensor now takes the cell parameter's place as functional_call puts tensors
+    there, and the layer has its own Parameters back after."""
+    torch.manual_seed(0)
+    ref = torch.nn.LSTM(3, 4, 2, batch_first=True, bidirectional=True)
+    layer = Recurrent("lstm", 3, 4, num_layers=2, bidirectional=True)
+    own = [p.detach().clone() for p in layer.parameters()]
+    x, params = torch.randn(2, 5, 3), {k: v.detach().clone() for k, v in ref.state_dict().items()}
+    torch.testing.assert_close(functional_call(layer, params, (x,))[0], functional_call(ref, params, (x,))[0])
+    grads = [grad(lambda p, m=m: functional_call(m, p, (x,))[0].pow(2).sum())(params) for m in (layer, ref)]
+    for k in params:
+        torch.testing.assert_close(grads[0][k], grads[1][k])
+    assert all(type(p) is torch.nn.Parameter and torch.equal(p, q) for p, q in zip(layer.parameters(), own))

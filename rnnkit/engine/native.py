@@ -233,9 +233,8 @@ def keep_plans() -> None:
                 for key, option in _ext.gemm_plans():
                     kept.setdefault(tuple(key), option)  # another process's choice stands: later ones read it
                 write_text(path, json.dumps([[list(k), v] for k, v in sorted(kept.items())]) + "\n")
-        except (
-            OSError
-        ) as e:  # a read-only cache beside the build: the choices are timed again in every process
+        except OSError as e:
+            # a read-only cache beside the build: the choices are timed again in every process
             if given := os.environ.get("RNNKIT_GEMM_PLANS"):  # a file the user named: say so
                 _warn_plans(f"RNNKIT_GEMM_PLANS={given!r} can't be written ({e.strerror or e}); name a file you "
                             "can write")  # fmt: skip

@@ -170,7 +170,8 @@ def _in_model_order(ckpt, model) -> dict:
     state_dict pairs them by position). A version-1 checkpoint has no param_names: then every b_xh came right
     after its W_xh (before the cells torch.nn has took torch.nn's order, W_hh before b_xh)."""
     state = ckpt["optimizer"]
-    names = [name for name, _ in model.named_parameters()]
+    params = dict(model.named_parameters())
+    names = list(params)
     saved = ckpt.get("param_names")
     if saved is None:
         saved = []
@@ -185,7 +186,6 @@ def _in_model_order(ckpt, model) -> dict:
         state = {**state, "param_groups": [{**groups[0], "params": [ids[name] for name in names]}]}
     # torch's load_state_dict checks no tensor's shape, and the fused Adam step then crashed the process
     # (a segmentation fault) on moments of another parameter's shape
-    params = dict(model.named_parameters())
     ids = [i for group in state.get("param_groups", []) for i in group.get("params", [])]
     for name, i in zip(names, ids):
         for key, value in state.get("state", {}).get(i, {}).items():

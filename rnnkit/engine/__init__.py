@@ -16,6 +16,7 @@ import warnings
 import torch
 
 from rnnkit.cells._base import autocast_on, plain_ops_only
+from rnnkit.engine import compiled
 from rnnkit.engine.python import PythonRecurrence
 from rnnkit.engine.reference import autograd_loop
 from rnnkit.errors import RnnkitError
@@ -261,6 +262,8 @@ def run(
     if autocast_on(xw.device):  # the loop runs in its parameters' dtype, see _no_autocast
         return _no_autocast(run, cell, xw, state0, P, mask, reverse, backend, probe, batch_first, xbias=xbias,
                             raw_tail=raw_tail, xtilde=xtilde)  # fmt: skip
+    if xbias is None and not raw_tail and xtilde is None and compiled.wanted(cell, xw, backend, probe):
+        return compiled.run(cell, xw, state0, P, mask, reverse, batch_first)  # torch.compile: one operator
     probe = None if probe is None else _Call(probe)  # (this run's records: see GradProbe.record)
     chosen = resolve_backend(backend, cell, xw)
     if chosen == "native":

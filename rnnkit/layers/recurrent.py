@@ -254,8 +254,10 @@ class Recurrent(nn.Module):
         backward."""
         P = cell.rec_params()
         # long enough to pay; under torch.autocast the projection is an F.linear like any other (in bfloat16
-        # or float16), so that every backend gets the same xw
-        long = xs.shape[0] >= 8 and not autocast_on(xs.device)
+        # or float16), so that every backend gets the same xw; and under torch.compile, which compiles F.linear
+        # with what is around it (the loop is an operator there, engine/compiled.py), without asking T (a guard
+        # that compiled a third graph for lengths under 8)
+        long = not torch.compiler.is_compiling() and xs.shape[0] >= 8 and not autocast_on(xs.device)
         affine = _input_affine(cell) if long else None
         if affine is not None and resolve_backend(self.backend, cell, xs) == "native":
             from rnnkit.engine.native import folds_input_bias, loop_adds_input_bias, project

@@ -163,16 +163,17 @@ def test_repr_shows_sizes_and_options():
     assert "LSTM(3, 5, forget_bias=0.0)" in repr(Recurrent("lstm", 3, 5, forget_bias=0.0))
 
 
-# What torch 2.13's dynamo says on its way: the native loop is a C++ call it can't trace (so it runs as it is,
-# one graph break), and two warnings from its own internals that only show with warnings as errors.
-@pytest.mark.filterwarnings("ignore:Dynamo does not know how to trace the builtin")
+# What torch 2.13's dynamo says of its own internals on its way, shown only with warnings as errors.
 @pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")
 @pytest.mark.filterwarnings("ignore:<class 'torch.autograd.function.Function'> should not be instantiated")
+@pytest.mark.parametrize(
+    "backend", [None, "autograd"]
+)  # the loop as one operator; unrolled (engine/compiled.py)
 @pytest.mark.parametrize("name", ["lstm", "mut1"])
-def test_torch_compile_same_numbers(name):
+def test_torch_compile_same_numbers(name, backend):
     """torch.compile of a model with a Recurrent in it gives the same outputs and gradients."""
     torch.manual_seed(0)
-    layer = Recurrent(name, 4, 6, num_layers=2, bidirectional=True)
+    layer = Recurrent(name, 4, 6, num_layers=2, bidirectional=True, backend=backend)
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh())
     x = torch.randn(3, 5, 4, requires_grad=True)
     lengths = torch.tensor([5, 3, 2])

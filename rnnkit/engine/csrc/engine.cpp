@@ -387,6 +387,21 @@ Tensors backward_py(int64_t cell, const Tensors& saved, int64_t X, const std::ve
   });
 }
 
+// The widths of forward's caches (its outputs after HH and CC, each (T, B, width)) for a cell of H units (c_t HC
+// wide), mut1's x̃ raw or not: what a graph compiler must know of forward's outputs before it runs (compiled.py).
+std::vector<int64_t> cache_widths_py(int64_t cell, int64_t H, int64_t HC, bool raw) {
+  std::vector<int64_t> widths;
+  with_cell<float>(cell, [&](auto c) {
+    using Cell = decltype(c);
+    Run<float> r;
+    r.H = H, r.HC = HC;
+    if constexpr (gated<float, Cell>()) r.raw = raw && Cell::kind == Kind::M1;  // as fold_input
+    widths = cache_widths<float, Cell>(r);
+    return Tensors{};
+  });
+  return widths;
+}
+
 // The input projection of all steps, xw = x W_xhᵀ + b (x (N, D), W_xh (G, D)), into a recycled buffer:
 // with F.linear every train step wrote it, and the bias broadcast before it, into fresh memory (page faults).
 //   tail n > 0 (MUT1's tanh(x̃_t) block): the last n columns are tanh(·) + b; their tanh t is returned too.
@@ -544,6 +559,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   // only to read or write it: run.h, known_plan).
   const auto nogil = py::call_guard<py::gil_scoped_release>();
   m.def("forward", &rnnkit::forward_py, "the cell over a sequence: [hs, state_T..., saved...]", nogil);
+  m.def("cache_widths", &rnnkit::cache_widths_py, "the widths of forward's caches: (cell, H, HC, raw) -> [width...]");
   m.def("backward", &rnnkit::backward_py, "BPTT: [dxw, dstate_0..., dP..., (probe dh)]", nogil);
   m.def("set_row_threads", &rnnkit::set_row_threads, "threads that split the batch rows: 0 auto (W_hh in L2, or timed past it), N at most N whatever its size (1: never)");
   m.def("set_gemm", [](const std::string& mode) {

@@ -1,0 +1,197 @@
+"""The native loop as an operator under torch.compile (rnnkit/engine/compiled.py): its registration is what
+torch.library's own checker wants, a compiled model gives eager's numbers, and a new length does not
+compile the model again."""
+
+import pytest
+import torch
+
+from rnnkit import Recurrent
+from rnnkit.cells import CELLS
+from rnnkit.engine import GradProbe, compiled, native
+
+pytestmark = [
+    pytest.mark.skipif(native.load() is None, reason="the native engine could not be built here"),
+    # what torch 2.13's dynamo says of its own internals on its way (shown only with warnings as errors)
+    pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf"),
+]
+NAMES = list(CELLS)
+
+
+def test_native_ready_is_marked_as_dynamo_marks_it():
+    """compiled.native_ready carries what torch.compiler.assume_constant_result sets (set by hand there, to keep
+    dynamo out of `import rnnkit`): if a torch release marks functions otherwise, this says so."""
+
+    def f():
+        return True
+
+    torch.compiler.assume_constant_result(f)
+    assert vars(f) == {"_dynamo_marked_constant": True}
+    assert compiled.native_ready._dynamo_marked_constant is True
+
+
+def _op_args(name, T=5, B=3, H=4, reverse=False, batch_first=False, masked=True, keep=True, b1=False):
+    torch.manual_seed(0)
+    cell = CELLS[name](3, H).double()
+    X = cell.project_input(torch.randn(T, B, 3, dtype=torch.float64)).shape[-1]
+    xw = torch.randn(T, B, X, dtype=torch.float64, requires_grad=True)
+    state0 = [
+        torch.randn(1 if b1 else B, H, dtype=torch.float64, requires_grad=True)
+        for _ in range(cell.num_states)
+    ]
+    P = [p.detach().clone().requires_grad_() for p in cell.rec_params()]
+    mask = (
+        (torch.arange(T)[:, None] < torch.tensor([T, 2, 1][:B])[None, :]).double()[..., None]
+        if masked
+        else None
+    )
+    return (native.CELL_IDS[type(cell)], xw, state0, P, mask, reverse, keep, batch_first)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_opcheck(name):
+    """torch.library.opcheck: the schema, the fake (shape-only) functions against the real outputs, the autograd
+    registration and AOTAutograd with dynamic shapes."""
+    torch.library.opcheck(compiled.recurrence, _op_args(name))
+
+
+@pytest.mark.parametrize("kw", [{"reverse": True, "batch_first": True}, {"masked": False, "b1": True},
+                                {"keep": False}])  # fmt: skip
+def test_opcheck_options(kw):
+    for name in ("lstm", "leaky", "mut1"):
+        torch.library.opcheck(compiled.recurrence, _op_args(name, **kw))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gradcheck_of_the_operator(name):
+    """The operator's registered backward (the C++ BPTT) against finite differences, through the final state
+    too, with variable lengths and a state0 of batch 1 broadcast."""
+    args = list(_op_args(name, b1=True))
+    n = len(args[2])
+
+    def f(xw, *rest):
+        state0, P = list(rest[:n]), list(rest[n:])
+        out = compiled.recurrence(args[0], xw, state0, P, *args[4:])
+        return tuple(out[: 1 + n])
+
+    assert torch.autograd.gradcheck(f, (args[1], *args[2], *args[3]))
+
+
+def _same(f, g, inputs):
+    out, out_c = f(), g()
+    torch.testing.assert_close(out_c, out, rtol=1e-10, atol=1e-12)
+    grads = torch.autograd.grad(out, inputs)
+    grads_c = torch.autograd.grad(out_c, inputs)
+    for a, b in zip(grads_c, grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", [*NAMES, "lstmp"])
+def test_compiled_layer_matches_eager(name):
+    """A 2-layer bidirectional layer with variable lengths, compiled (AOTAutograd, whole graph) and eager: the
+    same outputs and final states, the same gradients of the input and every parameter (float64)."""
+    torch.manual_seed(0)
+    kw = {"proj_size": 3} if name == "lstmp" else {}
+    layer = Recurrent(name.replace("lstmp", "lstm"), 5, 6, num_layers=2, bidirectional=True, **kw).double()
+    x = torch.randn(3, 7, 5, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([7, 4, 1])
+
+    def f(x):
+        out, state = layer(x, lengths=lengths)
+        state = state if isinstance(state, tuple) else (state,)
+        return out.square().sum() + sum(s.sin().sum() for s in state)
+
+    torch._dynamo.reset()
+    g = torch.compile(f, backend="aot_eager", fullgraph=True)
+    _same(lambda: f(x), lambda: g(x), [x, *layer.parameters()])
+
+
+def _counting():
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    return backend, graphs
+
+
+def test_one_operator_and_no_compile_per_length():
+    """The loop is one node `rnnkit.recurrence` of the graph (not T copies of a step), and lengths after the
+    second share one graph with a symbolic T: the unrolled loop compiled anew for every length."""
+    torch.manual_seed(0)
+    layer = Recurrent("lstm", 4, 8, num_layers=2)
+    backend, graphs = _counting()
+    torch._dynamo.reset()
+    f = torch.compile(lambda x: layer(x)[0].sum(), backend=backend, fullgraph=True)
+    for T in (5, 9, 13, 40, 3):
+        x = torch.randn(2, T, 4, requires_grad=True)
+        y = f(x)
+        y.backward()
+        torch.testing.assert_close(y, layer(x)[0].sum())
+    assert len(graphs) == 2  # the first length, then one dynamic graph for every other
+    ops = [str(n.target) for n in graphs[-1].graph.nodes if n.op == "call_function"]
+    assert ops.count("rnnkit.recurrence.default") == 2, ops  # one per layer
+
+
+def test_no_grad_and_probe_and_export_keep_their_paths():
+    """Without gradients the operator keeps no caches; a GradProbe (records are Python side effects) and
+    torch.export (a program that needs no rnnkit) keep plain torch ops."""
+    torch.manual_seed(0)
+    layer = Recurrent("gru", 4, 8)
+    x = torch.randn(2, 6, 4)
+    backend, graphs = _counting()
+    torch._dynamo.reset()
+    with torch.no_grad():
+        out = torch.compile(lambda x: layer(x)[0], backend=backend, fullgraph=True)(x)
+    torch.testing.assert_close(out, layer(x)[0])
+    assert "rnnkit.recurrence.default" in [str(n.target) for n in graphs[0].graph.nodes]
+
+    probe = GradProbe()
+    x.requires_grad_()
+    torch._dynamo.reset()
+    backend, graphs = _counting()
+    torch.compile(lambda x: layer(x, probe=probe)[0].sum(), backend=backend)(x)
+    assert all("rnnkit.recurrence" not in str(n.target) for g in graphs for n in g.graph.nodes)
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, x):
+            return self.layer(x)[0]
+
+    program = torch.export.export(Model(), (x.detach(),))
+    assert all("rnnkit" not in str(n.target) for n in program.graph.nodes)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # (inductor's own, on some Python versions)
+def test_inductor_train_steps():
+    """torch.compile's default backend (inductor): a few Adam steps of a small char LM give eager's losses."""
+    torch.manual_seed(0)
+    emb, layer, head = torch.nn.Embedding(11, 6), Recurrent("lstm", 6, 8), torch.nn.Linear(8, 11)
+    params = [*emb.parameters(), *layer.parameters(), *head.parameters()]
+    start = [p.detach().clone() for p in params]
+    ids = torch.randint(0, 11, (4, 9))
+
+    def loss(ids):
+        out, _ = layer(emb(ids[:, :-1]))
+        return torch.nn.functional.cross_entropy(head(out).flatten(0, 1), ids[:, 1:].flatten())
+
+    def train(f):
+        with torch.no_grad():
+            for p, s in zip(params, start):
+                p.copy_(s)
+        opt = torch.optim.Adam(params, lr=0.01)
+        losses = []
+        for _ in range(3):
+            opt.zero_grad()
+            value = f(ids)
+            value.backward()
+            opt.step()
+            losses.append(value.item())
+        return losses
+
+    torch._dynamo.reset()
+    eager, comp = train(loss), train(torch.compile(loss))
+    torch.testing.assert_close(comp, eager, rtol=1e-5, atol=1e-6)

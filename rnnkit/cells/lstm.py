@@ -64,10 +64,13 @@ class LSTM(Cell):
 
     def __init__(self, input_size, hidden_size, bias=True, forget_bias: float = 1.0):
         super().__init__(input_size, hidden_size, bias)
-        H = hidden_size
-        recurrent_weights(self, ("W_hh", (4 * H, H)), ("b_hh", (4 * H,) if bias else None))
+        recurrent_weights(self, *self._recurrent_shapes(hidden_size, bias))
         self.forget_bias = forget_bias
-        self.reset_parameters()
+        self.reset_parameters()  # (once: a second draw gave other weights than torch.nn's for the same seed)
+
+    def _recurrent_shapes(self, H, bias):
+        """(name, shape) of the recurrent parameters (LSTMP's add its projection)."""
+        return ("W_hh", (4 * H, H)), ("b_hh", (4 * H,) if bias else None)
 
     def extra_repr(self):
         fb = "" if self.forget_bias == 1.0 else f", forget_bias={self.forget_bias}"

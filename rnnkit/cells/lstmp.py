@@ -20,7 +20,6 @@ The native loop runs it too (rnnkit/engine/csrc/cells_proj.h).
 
 import torch
 
-from rnnkit.cells._base import recurrent_weights
 from rnnkit.cells.lstm import LSTM, lstm_step, lstm_step_backward
 
 
@@ -56,9 +55,10 @@ class LSTMP(LSTM):
             )
         self.proj_size = proj_size
         super().__init__(input_size, hidden_size, bias, forget_bias)
-        H, Pr = hidden_size, proj_size
-        recurrent_weights(self, ("W_hh", (4 * H, Pr)), ("W_hr", (Pr, H)))
-        self.reset_parameters()
+
+    def _recurrent_shapes(self, H, bias):
+        P = self.proj_size
+        return ("W_hh", (4 * H, P)), ("b_hh", (4 * H,) if bias else None), ("W_hr", (P, H))
 
     @property
     def output_size(self) -> int:

@@ -344,18 +344,28 @@ def test_the_layers_parameter_dict_survives_copies():
         assert type(e.value) is KeyError
 
 
-@pytest.mark.parametrize("kind, kw", [("rnn_tanh", {}), ("gru", {}), ("lstm", {"forget_bias": None})])
+@pytest.mark.parametrize(
+    "kind, kw",
+    [
+        ("rnn_tanh", {}),
+        ("gru", {}),
+        ("lstm", {"forget_bias": None}),
+        ("lstm", {"forget_bias": None, "proj_size": 3}),
+    ],
+)
 def test_parameters_in_torch_order_so_the_same_seed_gives_torchs_weights(kind, kw):
     """parameters() lists weight_ih, weight_hh, bias_ih, bias_hh per layer and direction as torch.nn does
     (W_xh, b_xh, W_hh, b_hh before): vector_to_parameters(parameters_to_vector(torch's), ours) scrambled the
     weights silently. The same order also draws the same initial weights for a seed (an LSTM's forget bias
-    aside: 1.0 by default here, torch's with forget_bias=None)."""
+    aside: 1.0 by default here, torch's with forget_bias=None); with proj_size too, whose cell drew its weights
+    twice."""
     from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
     torch.manual_seed(3)
     layer = Recurrent(kind, 5, 7, num_layers=2, bidirectional=True, **kw)
     torch.manual_seed(3)
-    ref = MODULES[kind](5, 7, 2, batch_first=True, bidirectional=True)
+    torch_kw = {"proj_size": kw["proj_size"]} if "proj_size" in kw else {}
+    ref = MODULES[kind](5, 7, 2, batch_first=True, bidirectional=True, **torch_kw)
     assert all(torch.equal(a, b) for a, b in zip(layer.parameters(), ref.parameters()))
     assert [p.shape for p in layer.parameters()] == [p.shape for p in ref.parameters()]
     with torch.no_grad():

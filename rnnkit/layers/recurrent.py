@@ -20,6 +20,7 @@ import warnings
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.utils import parametrize
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.cells import CELLS, LSTMP
@@ -42,6 +43,21 @@ def _autocast_casts(a, b):
     """Whether torch.autocast is on and casts between the dtypes of a and b (float32, float16, bfloat16: the
     loop runs in its weights' dtype, see engine._no_autocast); float64 meets a one-line error as without it."""
     return autocast_on(a.device) and {a.dtype, b.dtype} <= AUTOCAST_DTYPES
+
+
+def _weight_shapes(cell):
+    """(name, shape) of a cell's weights as built: what `_check_weights` holds them to."""
+    names = ("W_xh", "b_xh", *type(cell).REC_PARAMS)
+    return tuple((n, getattr(cell, n).shape) for n in names if getattr(cell, n, None) is not None)
+
+
+def _check_state_type(state, num_states):
+    """A state that isn't a tensor (or a tuple (h, c) of tensors) said in one line, not an AttributeError."""
+    given = state if isinstance(state, tuple | list) else (state,)
+    if not all(isinstance(s, torch.Tensor) for s in given):
+        what = "a tuple (h, c) of tensors" if num_states == 2 else "a tensor h"
+        got = ", ".join(type(s).__name__ for s in given)
+        raise RnnkitError(f"state must be {what} (or None for zeros), got {got}")
 
 
 def _check_cond_type(cond):
@@ -77,16 +93,20 @@ class Recurrent(nn.Module):
         if Cell is None:
             raise RnnkitError(f"unknown cell {cell!r}; choose one of: {', '.join(CELLS)}")
         for name, v in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
-            if not isinstance(v, int) or v <= 0:
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise RnnkitError(f"{name} must be a positive integer, got {v!r}")
         if proj_size or Cell is LSTMP:
             if Cell not in (CELLS["lstm"], LSTMP):
                 raise RnnkitError(f"proj_size is an option of the lstm cell, not of {cell!r}")
-            if not isinstance(proj_size, int) or not 0 < proj_size < hidden_size:
+            if (
+                isinstance(proj_size, bool)
+                or not isinstance(proj_size, int)
+                or not 0 < proj_size < hidden_size
+            ):
                 raise RnnkitError(f"proj_size must be an integer in [1, hidden_size) = [1, {hidden_size}), "
                                   f"got {proj_size!r}")  # fmt: skip
             Cell, cell_kwargs = LSTMP, {**cell_kwargs, "proj_size": proj_size}
-        if not isinstance(cond_size, int) or cond_size < 0:
+        if isinstance(cond_size, bool) or not isinstance(cond_size, int) or cond_size < 0:
             raise RnnkitError(f"cond_size must be an integer >= 0 (0: no conditioning), got {cond_size!r}")
         if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0.0 <= dropout <= 1.0:
             raise RnnkitError(
@@ -122,6 +142,7 @@ class Recurrent(nn.Module):
         if cond_size and cond_mode in ("state", "both"):
             self.W_vs = nn.ModuleList(nn.Linear(cond_size, Hout) for _ in range(n))
         self.num_states = Cell.num_states
+        self._weight_shapes = [_weight_shapes(c) for c in self.cells]
         self.register_load_state_dict_pre_hook(self._load_torch_state_dict)
         if device is not None or dtype is not None:
             if dtype is not None and not dtype.is_floating_point:
@@ -252,6 +273,7 @@ class Recurrent(nn.Module):
         xw in between), and where x̃ = x (D = H) the loop reads x where it is instead of a copy in xw. The same
         function, with one pass less over the (T, B, G·H) projection forward and one less over its gradient
         backward."""
+        self._check_weights(cell)
         P = cell.rec_params()
         # long enough to pay; under torch.autocast the projection is an F.linear like any other (in bfloat16
         # or float16), so that every backend gets the same xw; and under torch.compile, which compiles F.linear
@@ -288,6 +310,25 @@ class Recurrent(nn.Module):
         xw._rnnkit_rebuild = lambda: affine_input(xs, W, b, tail, ident)
         return xw, P, {}
 
+    def _check_weights(self, cell):
+        """A weight replaced by one of another shape (layer.weight_hh_l0 = ..., functional_call, cells[i].W_hh = ...)
+        is refused in one line: the native loop trusts the shapes and read past the tensor (NaN, no error)."""
+        shapes = self.__dict__.get("_weight_shapes")
+        if shapes is None:  # a layer pickled before they were kept
+            shapes = self._weight_shapes = [_weight_shapes(c) for c in self.cells]
+        i = next(i for i, c in enumerate(self.cells) if c is cell)
+        for name, want in shapes[i]:
+            if parametrize.is_parametrized(
+                cell, name
+            ):  # computed at every read (torch checks its shape once)
+                continue
+            p = getattr(cell, name)
+            if p is not None and p.shape != want:
+                slots = self._torch_slots() if cell.torch_mode is not None else ()
+                alias = next((f" ({n})" for n, c, a in slots if c is cell and a == name), "")
+                raise RnnkitError(f"layer.cells[{i}].{name}{alias} has shape {tuple(p.shape)}, but this layer's "
+                                  f"{self.cell_name} cell needs {tuple(want)}; give it a tensor of that shape")  # fmt: skip
+
     def _forward_unbatched(self, x, state, lengths, cond, probe):
         """One sequence (T, D) run as a batch of one; state tensors (num_layers·dirs, H), cond (C,)."""
         if x.shape[0] == 0:  # said here, in the caller's shape
@@ -297,11 +338,14 @@ class Recurrent(nn.Module):
                               f"(T, D) = (T, {self.input_size}), got {tuple(x.shape)}")  # fmt: skip
         b = 0 if self.batch_first else 1
         if state is not None:
+            _check_state_type(state, self.num_states)
             given = state if isinstance(state, tuple | list) else (state,)
-            if any(s.dim() != 2 for s in given):
+            n = self.num_layers * self.dirs
+            want = [(n, self.output_size), (n, self.hidden_size)][: len(given)]
+            if any(tuple(s.shape) != w for s, w in zip(given, want)):  # said in the caller's shapes
                 shapes = ", ".join(str(tuple(s.shape)) for s in given)
-                raise RnnkitError(f"for one unbatched sequence (T, D) the state tensors must be 2-D "
-                                  f"(num_layers*dirs, H), got {shapes}")  # fmt: skip
+                raise RnnkitError(f"for one unbatched sequence (T, D) the state must be (num_layers*dirs, H) = "
+                                  f"{', '.join(map(str, want))}, got {shapes}")  # fmt: skip
             state = (
                 tuple(s.unsqueeze(1) for s in given)
                 if isinstance(state, tuple | list)
@@ -314,6 +358,9 @@ class Recurrent(nn.Module):
                                   f"{tuple(lengths.shape)}")  # fmt: skip
             lengths = lengths.reshape(1)
         _check_cond_type(cond)
+        if cond is not None and self.cond_size and cond.dim() == 1 and cond.shape != (self.cond_size,):
+            raise RnnkitError(f"for one unbatched sequence (T, D) cond must have shape (C,) = ({self.cond_size},), "
+                              f"got {tuple(cond.shape)}")  # fmt: skip
         cond = cond.unsqueeze(0) if cond is not None and cond.dim() == 1 else cond
         out, state = self.forward(x.unsqueeze(b), state, lengths, cond, probe)
         return out.squeeze(b), (
@@ -384,7 +431,15 @@ class Recurrent(nn.Module):
     def _mask(self, lengths, T, B, xs):
         if lengths is None:
             return None
-        lengths = torch.as_tensor(lengths)
+        try:
+            lengths = torch.as_tensor(lengths)
+        except (TypeError, ValueError, RuntimeError):
+            raise RnnkitError(
+                f"lengths must be integers, one per sequence ({B},), got {lengths!r:.60}"
+            ) from None
+        if lengths.device.type == "meta" and xs.device.type != "meta":
+            raise RnnkitError("lengths is a meta tensor, which holds no values; give the lengths on the CPU or the "
+                              f"input's device ({xs.device})")  # fmt: skip
         if lengths.shape == (0,) and B == 0:  # [] for an empty batch: as_tensor makes it float
             lengths = lengths.long()
         if lengths.shape != (B,) or lengths.is_floating_point() or lengths.dtype == torch.bool:
@@ -426,6 +481,7 @@ class Recurrent(nn.Module):
                 h0 = torch.stack([torch.tanh(w(cond)) for w in self.W_vs])
                 return (h0, *zeros[1:])
             return zeros
+        _check_state_type(state, self.num_states)
         got = f"a tuple of {len(state)}" if isinstance(state, tuple | list) else "one tensor"
         state = state if isinstance(state, tuple | list) else (state,)
         what = "a tuple (h, c)" if self.num_states == 2 else "h"

@@ -123,6 +123,11 @@ def test_bad_input_one_line(make, msg):
         (dict(state=torch.zeros(1, 2, 4)), r"must be a tuple \(h, c\), got one tensor"),
         (dict(state=(torch.zeros(1, 2, 4),)), r"must be a tuple \(h, c\), got a tuple of 1"),
         (dict(state=(torch.zeros(2, 2, 4), torch.zeros(2, 2, 4))), r"\(1, 2, 4\)"),
+        # were an AttributeError, a TypeError from torch, and "Cannot copy out of meta tensor"
+        (dict(state=(None, None)), r"state must be a tuple \(h, c\) of tensors .*got NoneType, NoneType"),
+        (dict(state=0), r"state must be a tuple \(h, c\) of tensors .*got int"),
+        (dict(lengths="ab"), r"lengths must be integers, one per sequence \(2,\), got 'ab'"),
+        (dict(lengths=torch.tensor([5, 3], device="meta")), "lengths is a meta tensor"),
     ],
 )
 def test_bad_lengths_and_state(kw, msg):
@@ -136,6 +141,9 @@ def test_bad_construction():
         Recurrent("transformer", 3, 4)
     with pytest.raises(RnnkitError, match="hidden_size must be a positive integer"):
         Recurrent("lstm", 3, 0)
+    for kw in (dict(input_size=True), dict(num_layers=True), dict(cond_size=True), dict(proj_size=True)):
+        with pytest.raises(RnnkitError, match="must be"):  # a bool is not a size (isinstance(True, int))
+            Recurrent(**{"cell": "lstm", "input_size": 3, "hidden_size": 4, **kw})
     for dropout in (1.5, -0.1, "0.1", None, True):
         with pytest.raises(RnnkitError, match="dropout must be a number in"):
             Recurrent("lstm", 3, 4, num_layers=2, dropout=dropout)
@@ -413,6 +421,37 @@ def test_unbatched_input_errors_say_unbatched():
     cond_layer = Recurrent("lstm", 3, 4, cond_size=2)
     with pytest.raises(RnnkitError, match="cond must be a tensor"):
         cond_layer(torch.randn(2, 5, 3), cond=[[1.0, 2.0], [3.0, 4.0]])
+    # said in the shapes the caller gave, not the batch of one they run as ("(2, 1, 4), got (2, 1, 5)")
+    two = Recurrent("lstm", 3, 4, num_layers=2)
+    with pytest.raises(
+        RnnkitError, match=r"\(num_layers\*dirs, H\) = \(2, 4\), \(2, 4\), got \(2, 5\), \(2, 4\)"
+    ):
+        two(torch.randn(5, 3), (torch.zeros(2, 5), torch.zeros(2, 4)))
+    with pytest.raises(RnnkitError, match=r"cond must have shape \(C,\) = \(2,\), got \(3,\)"):
+        cond_layer(torch.randn(5, 3), cond=torch.randn(3))
+    with pytest.raises(RnnkitError, match="state must be a tensor h"):
+        Recurrent("gru", 3, 4)(torch.randn(5, 3), 0)
+
+
+@pytest.mark.parametrize("backend", ["autograd", "python", "native"])
+def test_weight_of_another_shape_is_refused(backend):
+    """A weight replaced by one of another shape, through torch's name, on the cell or by functional_call: one
+    line naming it and the shape wanted. The native loop trusted the shapes and read past the tensor (NaN out,
+    no error); the others failed inside torch's matmul."""
+    layer = Recurrent("lstm", 3, 8, backend=backend)
+    x = torch.randn(2, 9, 3)
+    params = dict(layer.named_parameters())
+    with pytest.raises(
+        RnnkitError, match=r"cells\[0\]\.W_hh \(weight_hh_l0\) has shape \(1, 1\), .* needs \(32, 8\)"
+    ):
+        torch.func.functional_call(layer, {**params, "cells.0.W_hh": torch.randn(1, 1)}, (x,))
+    layer.weight_hh_l0 = torch.nn.Parameter(torch.randn(32, 2))
+    with pytest.raises(RnnkitError, match=r"cells\[0\]\.W_hh \(weight_hh_l0\) has shape \(32, 2\)"):
+        layer(x)
+    gru = Recurrent("mut2", 3, 8, num_layers=2, backend=backend)
+    gru.cells[1].b_xh = torch.nn.Parameter(torch.zeros(5))
+    with pytest.raises(RnnkitError, match=r"cells\[1\]\.b_xh has shape \(5,\)"):
+        gru(x)
 
 
 @pytest.mark.parametrize("backend", ["autograd", "python", "native"])

@@ -177,7 +177,9 @@ def test_unbatched_sequence_as_torch(kind, batch_first):
     for a, b in zip(*results):
         assert a.shape == b.shape
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
-    with pytest.raises(RnnkitError, match="must be 2-D"):
+    with pytest.raises(
+        RnnkitError, match=r"for one unbatched sequence \(T, D\) the state must be \(num_layers\*dirs, H\)"
+    ):
         ours(x, torch.zeros(4, 1, 4, dtype=torch.float64) if kind is nn.GRU else (h0[:, None], h0[:, None]))
 
 

@@ -20,7 +20,6 @@ import warnings
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.nn.utils import parametrize
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.cells import CELLS, LSTMP
@@ -220,6 +219,7 @@ class Recurrent(nn.Module):
                 i = layer * self.dirs + d
                 cell = self.cells[i]
                 # (T, B, G·H): all steps in one GEMM; a conditioning term adds to xw after any tanh in it
+                self._check_weights(i, cell)
                 xw, P, fold = self._project(cell, below, raw_ok=not conditioned)
                 if conditioned:
                     xw = xw + self.W_vh[i](cond)[None]  # once per sequence, broadcast over T
@@ -273,7 +273,6 @@ class Recurrent(nn.Module):
         xw in between), and where x̃ = x (D = H) the loop reads x where it is instead of a copy in xw. The same
         function, with one pass less over the (T, B, G·H) projection forward and one less over its gradient
         backward."""
-        self._check_weights(cell)
         P = cell.rec_params()
         # long enough to pay; under torch.autocast the projection is an F.linear like any other (in bfloat16
         # or float16), so that every backend gets the same xw; and under torch.compile, which compiles F.linear
@@ -310,19 +309,17 @@ class Recurrent(nn.Module):
         xw._rnnkit_rebuild = lambda: affine_input(xs, W, b, tail, ident)
         return xw, P, {}
 
-    def _check_weights(self, cell):
+    def _check_weights(self, i, cell):
         """A weight replaced by one of another shape (layer.weight_hh_l0 = ..., functional_call, cells[i].W_hh = ...)
-        is refused in one line: the native loop trusts the shapes and read past the tensor (NaN, no error)."""
+        is refused in one line: the native loop trusts the shapes and read past the tensor (NaN, no error). Only
+        the cell's own parameters are read (1 µs): a weight computed by a parametrization or a pruning hook is
+        not among them, and reading it would compute it again."""
         shapes = self.__dict__.get("_weight_shapes")
         if shapes is None:  # a layer pickled before they were kept
             shapes = self._weight_shapes = [_weight_shapes(c) for c in self.cells]
-        i = next(i for i, c in enumerate(self.cells) if c is cell)
+        own = cell._parameters
         for name, want in shapes[i]:
-            if parametrize.is_parametrized(
-                cell, name
-            ):  # computed at every read (torch checks its shape once)
-                continue
-            p = getattr(cell, name)
+            p = own.get(name)
             if p is not None and p.shape != want:
                 slots = self._torch_slots() if cell.torch_mode is not None else ()
                 alias = next((f" ({n})" for n, c, a in slots if c is cell and a == name), "")

@@ -210,7 +210,8 @@ def check_inputs(cell, xw, state0, P, mask, xtilde=None):
             raise RnnkitError(
                 f"run({name}): P's {extra} must be ({states[0].shape[1]},), one per unit, got {got}"
             )
-    _check_sizes(cell, xw, states, P, xtilde)
+    if not torch.compiler.is_compiling():  # (builds a cell on the meta device: a graph break in dynamo)
+        _check_sizes(cell, xw, states, P, xtilde)
     tensors = [xw, *states, *(p for p in P if p is not None)]
     if any(t.dtype != xw.dtype or t.device != xw.device for t in tensors) and not autocast_on(xw.device):
         kinds = sorted({f"{t.dtype} on {t.device}" for t in tensors})

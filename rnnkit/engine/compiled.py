@@ -21,6 +21,7 @@ import functools
 import torch
 from torch import Tensor
 
+from rnnkit.cells._base import plain_ops_only
 from rnnkit.engine import native
 
 CELL_OF_ID = {i: cell for cell, i in native.CELL_IDS.items()}
@@ -36,6 +37,16 @@ def native_ready() -> bool:
 native_ready._dynamo_marked_constant = True
 
 
+def transformed() -> bool:
+    """plain_ops_only() as it is, not as dynamo traces it (there it reads True in any compiled graph): whether the
+    graph is traced inside torch.func.grad, vmap, jvp or forward-mode AD, where the operator has no rule and the
+    loop must run as plain torch ops. A constant of the graph, as native_ready."""
+    return plain_ops_only()
+
+
+transformed._dynamo_marked_constant = True
+
+
 def wanted(cell, xw, backend, probe) -> bool:
     """Whether `run` should take the operator: inside torch.compile (not torch.export), where `native` would run."""
     return (
@@ -47,17 +58,31 @@ def wanted(cell, xw, backend, probe) -> bool:
         and xw.device.type == "cpu"
         and xw.dtype in (torch.float32, torch.float64)
         and xw.shape[1] > 0
+        and not transformed()
         and native_ready()
     )
 
 
 def run(cell, xw, state0, P, mask, reverse, batch_first):
-    """hs, state_T of `cell` over xw through the operator (engine.run's contract, without xbias or raw x̃)."""
-    tensors = (xw, *state0, *(p for p in P if p is not None))
-    keep = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)  # caches only for a backward
+    """hs, state_T of `cell` over xw through the operator (engine.run's contract, without xbias or raw x̃).
+    P goes as the parameters present and their places in cell.REC_PARAMS (no bias: a None, which a custom op's
+    autograd can't pair with a gradient)."""
+    given = [k for k, p in enumerate(P) if p is not None]
+    P = [P[k] for k in given]
+    keep = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (xw, *state0, *P)
+    )  # caches only for a backward
     n = len(state0)
-    out = recurrence(native.CELL_IDS[cell], xw, list(state0), list(P), mask, reverse, keep, batch_first)
+    out = recurrence(native.CELL_IDS[cell], xw, list(state0), P, given, mask, reverse, keep, batch_first)
     return out[0], tuple(out[1 : 1 + n])
+
+
+def _all_params(cell: int, P, given):
+    """The cell's REC_PARAMS in order, None where absent."""
+    full = [None] * len(CELL_OF_ID[cell].REC_PARAMS)
+    for k, p in zip(given, P):
+        full[k] = p
+    return full
 
 
 @functools.cache
@@ -72,21 +97,24 @@ def recurrence(
     cell: int,
     xw: Tensor,
     state0: list[Tensor],
-    P: list[Tensor | None],
+    P: list[Tensor],
+    given: list[int],
     mask: Tensor | None,
     reverse: bool,
     keep: bool,
     batch_first: bool,
 ) -> list[Tensor]:
-    """[hs, state_T..., and with keep what backward reads: HH (T+1, B, H), (CC,) caches (T, B, w)...]."""
+    """[hs, state_T..., and with keep what backward reads: HH (T+1, B, H), (CC,) caches (T, B, w)...].
+    P: the cell's recurrent parameters present, `given` their places in its REC_PARAMS."""
+    full = _all_params(cell, P, given)
     out, _, _ = native._run_forward(
-        CELL_OF_ID[cell], mask, reverse, batch_first, False, xw, None, state0, P, keep
+        CELL_OF_ID[cell], mask, reverse, batch_first, False, xw, None, state0, full, keep
     )
     return list(out)
 
 
 @recurrence.register_fake
-def _(cell, xw, state0, P, mask, reverse, keep, batch_first):
+def _(cell, xw, state0, P, given, mask, reverse, keep, batch_first):
     T, B = xw.shape[:2]
     H, HC = state0[0].shape[1], state0[-1].shape[1]  # h_t's and c_t's widths (the same but in lstmp)
     out = [
@@ -104,16 +132,17 @@ def recurrence_backward(
     cell: int,
     saved: list[Tensor],
     X: int,
-    P: list[Tensor | None],
+    P: list[Tensor],
+    given: list[int],
     mask: Tensor | None,
     reverse: bool,
     dhs: Tensor,
     dstate: list[Tensor],
     batch_first: bool,
 ) -> list[Tensor]:
-    """BPTT: [dxw (T, B, X), dstate_0..., dP for each P given (α of a leaky unit spread to (H,))]."""
+    """BPTT: [dxw (T, B, X), dstate_0..., dP for each P (α of a leaky unit spread to (H,))]."""
     T, B, H = saved[0].shape[0] - 1, saved[0].shape[1], saved[0].shape[2]
-    flat = native._flat_params(CELL_OF_ID[cell], P, H)
+    flat = native._flat_params(CELL_OF_ID[cell], _all_params(cell, P, given), H)
     m = None if mask is None else mask.reshape(T, B).to(dhs.dtype).contiguous()  # as _run_forward's
     dstate = [d.contiguous() for d in dstate]
     out = native.load().backward(cell, saved, X, flat, m, reverse, dhs.contiguous(), dstate, False, batch_first,
@@ -121,63 +150,57 @@ def recurrence_backward(
     native.keep_plans()
     n = len(dstate)
     dP = out[2 + n : 2 + n + len(flat)]
-    return [
-        out[0],
-        *out[2 : 2 + n],
-        *(torch.zeros_like(p) if g is None else g for p, g in zip(flat, dP) if p is not None),
-    ]
+    grads = [torch.zeros_like(flat[k]) if dP[k] is None else dP[k] for k in given]
+    return [out[0], *out[2 : 2 + n], *grads]
 
 
 @recurrence_backward.register_fake
-def _(cell, saved, X, P, mask, reverse, dhs, dstate, batch_first):
+def _(cell, saved, X, P, given, mask, reverse, dhs, dstate, batch_first):
     T, B, H = saved[0].shape[0] - 1, saved[0].shape[1], saved[0].shape[2]
     c = CELL_OF_ID[cell]
     alpha = c.REC_PARAMS.index("alpha") if "alpha" in c.EXTRAS else -1
-    dP = [p.new_empty((H,) if i == alpha else p.shape) for i, p in enumerate(P) if p is not None]
+    dP = [p.new_empty((H,) if k == alpha else p.shape) for k, p in zip(given, P)]
     return [dhs.new_empty((T, B, X)), *(d.new_empty(d.shape) for d in dstate), *dP]
 
 
 def _setup_context(ctx, inputs, output):
-    cell, xw, state0, P, mask, reverse, keep, batch_first = inputs
-    ctx.cell, ctx.reverse, ctx.batch_first, ctx.n, ctx.X = (
-        cell,
-        reverse,
-        batch_first,
+    cell, xw, state0, P, given, mask, reverse, keep, batch_first = inputs
+    ctx.cell, ctx.given, ctx.reverse, ctx.keep, ctx.batch_first = cell, given, reverse, keep, batch_first
+    ctx.n, ctx.X, ctx.state_shapes, ctx.p_shapes = (
         len(state0),
         xw.shape[2],
+        [s.shape for s in state0],
+        [p.shape for p in P],
     )
-    ctx.state_shapes, ctx.p_shapes = [s.shape for s in state0], [None if p is None else p.shape for p in P]
     # without keep (run asks for it where a gradient is wanted; a caller of the operator may not), the forward is
     # run again for its caches
     ctx.save_for_backward(mask, *P, *(output[1 + len(state0) :] if keep else (xw, *state0)))
-    ctx.keep = keep
 
 
 def _backward(ctx, grads):
     mask, *rest = ctx.saved_tensors
-    P, saved = rest[: len(ctx.p_shapes)], rest[len(ctx.p_shapes) :]
+    P, saved = list(rest[: len(ctx.p_shapes)]), rest[len(ctx.p_shapes) :]
+    n = ctx.n
     if not ctx.keep:
         xw, state0 = saved[0], list(saved[1:])
-        saved = recurrence(ctx.cell, xw, state0, list(P), mask, ctx.reverse, True, ctx.batch_first)[
-            1 + ctx.n :
+        saved = recurrence(ctx.cell, xw, state0, P, ctx.given, mask, ctx.reverse, True, ctx.batch_first)[
+            1 + n :
         ]
-    dhs, *dstate = grads[: 1 + ctx.n]
+    dhs, *dstate = grads[: 1 + n]
     HH = saved[0]
-    T, B = HH.shape[0] - 1, HH.shape[1]
+    T, B, H = HH.shape
+    T = T - 1
     if dhs is None:
-        dhs = HH.new_zeros((B, T, HH.shape[2]) if ctx.batch_first else (T, B, HH.shape[2]))
+        dhs = HH.new_zeros((B, T, H) if ctx.batch_first else (T, B, H))
     dstate = [HH.new_zeros((B, s[1])) if d is None else d for d, s in zip(dstate, ctx.state_shapes)]
     out = recurrence_backward(
-        ctx.cell, list(saved), ctx.X, list(P), mask, ctx.reverse, dhs, dstate, ctx.batch_first
+        ctx.cell, list(saved), ctx.X, P, ctx.given, mask, ctx.reverse, dhs, dstate, ctx.batch_first
     )
-    n, grads_of_P = ctx.n, iter(out[1 + ctx.n :])
     dstate0 = [
         d.sum_to_size(s) for d, s in zip(out[1 : 1 + n], ctx.state_shapes)
     ]  # a state0 of batch 1: summed
-    dP = [
-        None if s is None else next(grads_of_P).sum_to_size(s) for s in ctx.p_shapes
-    ]  # α: (H,) to its own shape
-    return None, out[0], dstate0, dP, None, None, None, None
+    dP = [g.sum_to_size(s) for g, s in zip(out[1 + n :], ctx.p_shapes)]  # α: (H,) back to its own shape
+    return None, out[0], dstate0, dP, None, None, None, None, None
 
 
 recurrence.register_autograd(_backward, setup_context=_setup_context)

@@ -6,6 +6,8 @@ backward, so it checks every hand-written `*_step_backward` and the engine's BPT
 
 import torch
 
+from rnnkit.errors import RnnkitError
+
 
 def autograd_loop(cell, xw, state0, P, mask, reverse, probe=None):
     T = xw.shape[0]
@@ -29,11 +31,21 @@ def autograd_loop(cell, xw, state0, P, mask, reverse, probe=None):
     return torch.stack(outs), state
 
 
+PROBE_COMPILE_ERROR = (
+    "a GradProbe records dL/dh_t with autograd hooks on the loop's states, which a graph compiled by torch.compile "
+    "doesn't keep: compile without fullgraph=True (the probed loop then runs eagerly) or probe outside torch.compile"
+)
+
+
 def _watch(probe, hs):
     """Record dL/dh_t of every step into probe, once per backward pass: one hook on all the steps, called when
     the pass has computed every gradient it needs; a step it doesn't reach (a loss on c_T alone misses h_T)
     gets None, recorded as 0. (A hook per step recorded only once all had fired in one pass: nothing for such
     a pass, and the next pass's record then mixed both.)"""
+    if torch.compiler.is_compiling() and not torch.compiler.is_exporting():
+        # hooks on a compiled graph's steps recorded dL/dout_t, not dL/dh_t. Dynamo takes this raise for a graph
+        # break: the loop around it runs eagerly (the probe records what it should), and fullgraph=True says why
+        raise RnnkitError(PROBE_COMPILE_ERROR)
     watched = [t for t, h in enumerate(hs) if h is not None]  # (the steps whose h_t needs a gradient)
     if not watched:
         return

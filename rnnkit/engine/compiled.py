@@ -69,9 +69,8 @@ def run(cell, xw, state0, P, mask, reverse, batch_first):
     autograd can't pair with a gradient)."""
     given = [k for k, p in enumerate(P) if p is not None]
     P = [P[k] for k in given]
-    keep = torch.is_grad_enabled() and any(
-        t.requires_grad for t in (xw, *state0, *P)
-    )  # caches only for a backward
+    # the caches only where a backward will read them
+    keep = torch.is_grad_enabled() and any(t.requires_grad for t in (xw, *state0, *P))
     n = len(state0)
     out = recurrence(native.CELL_IDS[cell], xw, list(state0), P, given, mask, reverse, keep, batch_first)
     return out[0], tuple(out[1 : 1 + n])

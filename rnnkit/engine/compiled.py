@@ -164,6 +164,9 @@ def _(cell, saved, X, P, given, mask, reverse, dhs, dstate, batch_first):
 
 def _setup_context(ctx, inputs, output):
     cell, xw, state0, P, given, mask, reverse, keep, batch_first = inputs
+    # no zeros for the outputs backward gets no gradient of: the caches, megabytes, never differentiated (and hs or
+    # a final state the loss does not read: _backward takes None for those)
+    ctx.set_materialize_grads(False)
     ctx.cell, ctx.given, ctx.reverse, ctx.keep, ctx.batch_first = cell, given, reverse, keep, batch_first
     ctx.n, ctx.X, ctx.state_shapes, ctx.p_shapes = (
         len(state0),

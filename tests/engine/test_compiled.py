@@ -79,6 +79,26 @@ def test_gradcheck_of_the_operator(name):
     assert torch.autograd.gradcheck(f, (args[1], *args[2], *args[3]))
 
 
+@pytest.mark.parametrize("name", ["lstm", "gru", "mut1"])
+@pytest.mark.parametrize("through", ["outputs", "final state", "cell state"])
+def test_operator_gradients_through_part_of_its_outputs(name, through):
+    """The operator's backward gets None, not zeros, for the outputs a loss doesn't read (set_materialize_grads
+    False: its caches are megabytes); through hs alone, the final h alone or the LSTM's final c alone it
+    gives the autograd.Function's gradients."""
+    if through == "cell state" and name != "lstm":
+        pytest.skip("only the LSTM has a cell state")
+    cell_id, xw, state0, P, given, mask, reverse, keep, bf = _op_args(name)
+    cell, n = compiled.CELL_OF_ID[cell_id], len(state0)
+    inputs = (xw, *state0, *P)
+    out = compiled.recurrence(cell_id, xw, state0, P, given, mask, reverse, keep, bf)
+    ref = native.NativeRecurrence.apply(cell, mask, reverse, None, bf, False, n, xw, None, *state0, *P)
+    pick = {"outputs": 0, "final state": 1, "cell state": 2}[through]
+    w = torch.randn_like(out[pick])
+    for a, b in zip(torch.autograd.grad((out[pick] * w).sum(), inputs),
+                    torch.autograd.grad((ref[pick] * w).sum(), inputs)):  # fmt: skip
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
 def _same(f, g, inputs):
     out, out_c = f(), g()
     torch.testing.assert_close(out_c, out, rtol=1e-10, atol=1e-12)

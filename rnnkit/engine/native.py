@@ -331,7 +331,7 @@ class NativeRecurrence(torch.autograd.Function):
         # caches, all through save_for_backward: freed once backward has run, seen by saved-tensor hooks
         # (save_on_cpu, torch.utils.checkpoint), and checked for in-place changes when unpacked (below)
         ctx.n_tensors = len(tensors)
-        ctx.save_for_backward(saved_input(ctx, xw), xt, *tensors, *out[1 + n_state :])
+        ctx.save_for_backward(*saved_input(ctx, xw), xt, *tensors, *out[1 + n_state :])
         return tuple(out[: 1 + n_state])
 
     @staticmethod
@@ -339,7 +339,7 @@ class NativeRecurrence(torch.autograd.Function):
         # raises torch's own error if an input was changed in place since forward (a weight by an optimizer
         # step, say), as torch.nn's RNNs do; and the parameters are the saved ones, not the module's now (a
         # hook that saves copies keeps those of forward time, as autograd's own graph does)
-        _, _, *rest = ctx.saved_tensors
+        rest = ctx.saved_tensors[ctx.n_in + 1 :]  # (after xw's and xt)
         tensors, saved = rest[: ctx.n_tensors], rest[ctx.n_tensors :]
         HH = saved[0]
         flat = _flat_params(ctx.cell, tensors[ctx.n_state :], ctx.state_shapes[0][1])
@@ -371,9 +371,9 @@ class NativeRecurrence(torch.autograd.Function):
         """Gradients of (xw, xt, *state_0, *P) that differentiate again: the same function as a plain
         autograd loop on the saved inputs, put back in the cell's own form first (what the loop folds in:
         x̃ read in place, MUT1's tanh(x̃), the input bias b_xh), see higher_order_grads."""
-        xw, xt, *tensors = ctx.saved_tensors
-        tensors = tensors[: ctx.n_tensors]
-        xw, n, cell = restored_input(ctx, xw), ctx.n_state, ctx.cell
+        saved = ctx.saved_tensors
+        xt, tensors = saved[ctx.n_in], saved[ctx.n_in + 1 : ctx.n_in + 1 + ctx.n_tensors]
+        xw, n, cell = restored_input(ctx, saved[: ctx.n_in]), ctx.n_state, ctx.cell
         state0, P = tuple(tensors[:n]), tensors[n:]
         xbias = P[len(cell.REC_PARAMS)] if len(P) > len(cell.REC_PARAMS) else None
         P = P[: len(cell.REC_PARAMS)]
@@ -463,5 +463,5 @@ def project(x, W, b, tail=0, ident=-1, pass_x=False):
     NativeProjection. xw carries how to compute it again (see engine.reference.saved_input)."""
     out = NativeProjection.apply(x, W, b, tail, ident, pass_x)
     xw = out[0] if pass_x else out
-    xw._rnnkit_rebuild = lambda: projection_reference(x, W, b, tail, ident)
+    xw._rnnkit_rebuild = (lambda x, W, b: projection_reference(x, W, b, tail, ident)), (x, W, b)
     return out

@@ -122,7 +122,7 @@ class PythonRecurrence(torch.autograd.Function):
         ctx.caches = caches if keep and not flat_ok else None
         flat = [c for cache in caches for c in cache] if flat_ok else []
         ctx.per_step = len(flat) // max(len(caches), 1)
-        ctx.save_for_backward(saved_input(ctx, xw), *tensors, *(us if keep else ()), *flat)
+        ctx.save_for_backward(*saved_input(ctx, xw), *tensors, *(us if keep else ()), *flat)
         return (hs, *(s.clone() for s in state))  # clones: the caches may hold the same tensors
 
     @staticmethod
@@ -130,7 +130,8 @@ class PythonRecurrence(torch.autograd.Function):
         # unpacking raises torch's own error if an input was changed in place since forward (a weight by an
         # optimizer step, the initial state), as torch.nn's RNNs do: the loop below reads P and the caches, the
         # saved ones (a hook that saves copies keeps those of forward time, as autograd's own graph does)
-        xw, *rest = ctx.saved_tensors
+        saved = ctx.saved_tensors
+        xw, rest = saved[: ctx.n_in], saved[ctx.n_in :]  # (xw, or what computes it again: saved_input)
         n, k = ctx.n_tensors, ctx.per_step
         tensors, us, flat = rest[:n], rest[n : n + ctx.n_us], rest[n + ctx.n_us :]
         caches = ctx.caches or (

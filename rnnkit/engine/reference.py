@@ -83,17 +83,20 @@ def higher_order_grads(inputs, outputs_fn, grads_out):
 
 
 def saved_input(ctx, xw):
-    """What a loop Function keeps of its input xw for higher_order_grads: nothing when xw carries
-    `_rnnkit_rebuild` (set by Recurrent on its projection: a function that computes xw again from tensors
-    kept alive anyway, the layer input and the weights), else xw itself (kept until backward)."""
-    ctx.rebuild = getattr(xw, "_rnnkit_rebuild", None)
-    return None if ctx.rebuild is not None else xw
+    """The tensors a loop Function saves (save_for_backward, first) of its input xw for higher_order_grads: where
+    xw carries `_rnnkit_rebuild` (set on Recurrent's projection: (f, tensors) with xw = f(*tensors), the layer
+    input and the weights, kept alive anyway), those tensors, else xw itself. Through save_for_backward, never
+    an attribute of ctx: a graph kept after its backward (a loss kept in a list) must not hold them."""
+    ctx.rebuild, tensors = getattr(xw, "_rnnkit_rebuild", (None, (xw,)))
+    ctx.n_in = len(tensors)
+    return tuple(tensors)
 
 
-def restored_input(ctx, xw):
-    """xw for higher_order_grads: the saved one, or computed again (attached to the caller's graph, also where
-    backward runs without grad mode: under batched gradients, see native._plain)."""
+def restored_input(ctx, saved):
+    """xw for higher_order_grads from saved_input's tensors (as unpacked): the saved xw, or computed again
+    (attached to the caller's graph, also where backward runs without grad mode: under batched gradients, see
+    native._plain)."""
     if ctx.rebuild is None:
-        return xw
+        return saved[0]
     with torch.enable_grad():
-        return ctx.rebuild()
+        return ctx.rebuild(*saved)

@@ -306,7 +306,7 @@ class Recurrent(nn.Module):
         xw = affine_input(xs, W, b, tail, ident)  # cell.project_input(xs), its weights taken once
         # higher-order gradients (engine.reference): xw again from the tensors of THIS call, not from the cell's
         # attributes at backward time (functional_call has put the module's own back by then)
-        xw._rnnkit_rebuild = lambda: affine_input(xs, W, b, tail, ident)
+        xw._rnnkit_rebuild = (lambda xs, W, b: affine_input(xs, W, b, tail, ident)), (xs, W, b)
         return xw, P, {}
 
     def _check_weights(self, i, cell):

@@ -136,13 +136,32 @@ def test_probe_records_nothing_under_batched_gradients():
 
 @pytest.mark.skipif(not NATIVE, reason="native backend unavailable")
 def test_training_keeps_no_copy_of_the_projection():
-    """Only create_graph needs the loop's input again: the layer hands a way to recompute it instead."""
+    """Only create_graph needs the loop's input again: the layer hands a way to recompute it instead, and the
+    loop saves what that reads, the layer's input (T, B, D) and W_xh, not xw (T, B, 4H)."""
     layer = rnnkit.Recurrent("lstm", 4, 5)
     out, _ = layer(torch.randn(2, 9, 4, requires_grad=True))
     fn = out.grad_fn
     while "NativeRecurrence" not in type(fn).__name__:
         fn = fn.next_functions[0][0]
-    assert fn.saved_tensors[0] is None
+    x, W, b = fn.saved_tensors[:3]  # (b: none, the loop adds b_xh)
+    assert x.shape == (9, 2, 4) and torch.equal(W, layer.cells[0].W_xh) and b is None
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("what", ["x", "W_xh"])
+def test_a_change_in_place_before_backward_raises_not_a_wrong_second_derivative(what, backend):
+    """create_graph recomputes the projection from the layer's input and W_xh: changed in place between forward
+    and backward (a frozen W_xh, an input that needs no gradient, time-major so the layer reads it in place),
+    torch's in-place error, as for any tensor a backward reads; the gradient came from the new values before."""
+    torch.manual_seed(0)
+    layer = rnnkit.Recurrent("gru", 4, 5, backend=backend).double()
+    layer.cells[0].W_xh.requires_grad_(False)
+    x = torch.randn(9, 2, 4, dtype=torch.float64).transpose(0, 1)  # (B, T, D) over time-major memory
+    loss = layer(x)[0].pow(2).sum()
+    with torch.no_grad():
+        (x if what == "x" else layer.cells[0].W_xh).mul_(3.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        torch.autograd.grad(loss, [layer.cells[0].W_hh], create_graph=True)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

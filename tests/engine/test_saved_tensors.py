@@ -67,6 +67,26 @@ def test_the_loop_caches_go_through_save_for_backward(backend):
         node.saved_tensors  # noqa: B018
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_graph_kept_after_backward_holds_no_inputs(backend):
+    """A loss kept after its backward (`total = total + loss`, a list of losses) holds autograd's metadata only,
+    as with torch.nn.LSTM: not the layer's input nor, above the first layer, the (T, B, H) output of the layer
+    below (the recipe that computes xw again for higher-order gradients held them as an attribute of the graph
+    node: memory grew by both with every step kept)."""
+    import gc
+
+    layer, kept = Recurrent("lstm", 3, 8, num_layers=2, backend=backend), []
+    for _ in range(3):
+        x = torch.randn(4, 12, 3)
+        loss = layer(x)[0].pow(2).mean()
+        loss.backward()
+        kept.append(loss)
+        del x, loss
+    gc.collect()
+    held = [t.shape for t in gc.get_objects() if type(t) is torch.Tensor and t.dim() == 3]
+    assert [s for s in held if sorted(s) in ([3, 4, 12], [4, 8, 12])] == []
+
+
 @needs_native
 def test_checkpointing_keeps_no_caches():
     """Under torch.utils.checkpoint the loop's states and caches don't stay between forward and backward (they

@@ -18,6 +18,9 @@
 
 #include <algorithm>
 #include <cstdlib>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <iterator>
 #include <list>
 #include <map>
@@ -91,6 +94,11 @@ struct Pool {
       while (!lru.empty()) drop.push_back(evict_oldest());
     }
     for (void* q : drop) std::free(q);
+#ifdef __GLIBC__
+    // glibc keeps freed blocks under its mmap threshold (which rises to the biggest mmapped block freed, up to
+    // 32 MB) in its heap, where they stay in the process's memory: handed back to the system here, as promised
+    malloc_trim(0);
+#endif
     return freed;
   }
   std::vector<int64_t> stats() {  // (idle, live, peak) bytes

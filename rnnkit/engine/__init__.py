@@ -260,6 +260,9 @@ def run(
     cell = cell if isinstance(cell, type) else type(cell)
     if check:
         mask = check_inputs(cell, xw, state0, P, mask, xtilde)
+        # a copy, which the loops keep for backward: the caller's own mask changed in place in between (refilled
+        # for the next batch) would change the gradient (Recurrent, check=False, makes a new one every call)
+        mask = None if mask is None else mask.clone()
     if autocast_on(xw.device):  # the loop runs in its parameters' dtype, see _no_autocast
         return _no_autocast(run, cell, xw, state0, P, mask, reverse, backend, probe, batch_first, xbias=xbias,
                             raw_tail=raw_tail, xtilde=xtilde)  # fmt: skip

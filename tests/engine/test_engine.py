@@ -487,3 +487,18 @@ def test_run_checks_every_width_against_the_cell(backend):
     for call, message in bad:
         with pytest.raises(RnnkitError, match=message):
             call()
+
+
+@pytest.mark.parametrize("backend", [*BACKENDS, "native"])
+@pytest.mark.parametrize("shape", ["T,B", "T,B,1"])
+def test_the_callers_mask_changed_after_forward_changes_no_gradient(backend, shape):
+    """run keeps its own copy of the mask for backward: the caller's, refilled in place in between (the next
+    batch's lengths), gave another dL/dxw on python and native (the loops read it at backward), torch's in-place
+    error on autograd."""
+    cell, xw, state0, P, mask = setup("gru", lengths=[4, 2, 1])
+    mask = mask[..., 0].contiguous() if shape == "T,B" else mask
+    hs, _ = run(cell, xw, state0, P, mask, backend=backend)
+    (before,) = torch.autograd.grad(hs.sum(), xw, retain_graph=True)  # (1 at the padding too)
+    mask.fill_(1.0)
+    (after,) = torch.autograd.grad(hs.sum(), xw)
+    torch.testing.assert_close(after, before, rtol=0, atol=0)

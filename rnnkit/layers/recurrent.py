@@ -311,20 +311,28 @@ class Recurrent(nn.Module):
 
     def _check_weights(self, i, cell):
         """A weight replaced by one of another shape (layer.weight_hh_l0 = ..., functional_call, cells[i].W_hh = ...)
-        is refused in one line: the native loop trusts the shapes and read past the tensor (NaN, no error). Only
+        is refused in one line: the native loop trusts the shapes and read past the tensor (NaN, no error); one
+        of another dtype than the cell's others too (torch's error from inside a matmul, else). Only
         the cell's own parameters are read (1 µs): a weight computed by a parametrization or a pruning hook is
         not among them, and reading it would compute it again."""
         shapes = self.__dict__.get("_weight_shapes")
         if shapes is None:  # a layer pickled before they were kept
             shapes = self._weight_shapes = [_weight_shapes(c) for c in self.cells]
-        own = cell._parameters
+        own, dtype = cell._parameters, None
         for name, want in shapes[i]:
             p = own.get(name)
-            if p is not None and p.shape != want:
+            if p is None:
+                continue
+            if p.shape != want or (dtype is not None and p.dtype != dtype):
                 slots = self._torch_slots() if cell.torch_mode is not None else ()
                 alias = next((f" ({n})" for n, c, a in slots if c is cell and a == name), "")
-                raise RnnkitError(f"layer.cells[{i}].{name}{alias} has shape {tuple(p.shape)}, but this layer's "
-                                  f"{self.cell_name} cell needs {tuple(want)}; give it a tensor of that shape")  # fmt: skip
+                if p.shape != want:
+                    raise RnnkitError(f"layer.cells[{i}].{name}{alias} has shape {tuple(p.shape)}, but this layer's "
+                                      f"{self.cell_name} cell needs {tuple(want)}; give it a tensor of that shape")  # fmt: skip
+                raise RnnkitError(f"layer.cells[{i}].{name}{alias} is {p.dtype} but the cell's other weights are "
+                                  f"{dtype}; give it a tensor of their dtype (or convert the whole layer: "
+                                  f"layer.to({p.dtype}))")  # fmt: skip
+            dtype = p.dtype
 
     def _forward_unbatched(self, x, state, lengths, cond, probe):
         """One sequence (T, D) run as a batch of one; state tensors (num_layers·dirs, H), cond (C,)."""

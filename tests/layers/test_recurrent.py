@@ -452,6 +452,14 @@ def test_weight_of_another_shape_is_refused(backend):
     gru.cells[1].b_xh = torch.nn.Parameter(torch.zeros(5))
     with pytest.raises(RnnkitError, match=r"cells\[1\]\.b_xh has shape \(5,\)"):
         gru(x)
+    # a weight of another dtype than the cell's others: torch's "expected scalar type Float but found Double"
+    # from inside a matmul before
+    layer = Recurrent("lstm", 3, 8, backend=backend)
+    layer.bias_hh_l0 = torch.nn.Parameter(layer.bias_hh_l0.detach().double())
+    with pytest.raises(
+        RnnkitError, match=r"cells\[0\]\.b_hh \(bias_hh_l0\) is torch.float64 but .* torch.float32"
+    ):
+        layer(x)
 
 
 @pytest.mark.parametrize("backend", ["autograd", "python", "native"])

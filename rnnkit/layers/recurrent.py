@@ -24,6 +24,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from rnnkit.cells import CELLS, LSTMP
 from rnnkit.cells._base import AUTOCAST_DTYPES, SCRIPT_ERROR, affine_input, autocast_on
+from rnnkit.cells._base import Cell as BaseCell
 from rnnkit.engine import BACKENDS, GradProbe, refuse_jit_trace, resolve_backend, run
 from rnnkit.errors import RnnkitError
 
@@ -88,9 +89,21 @@ class Recurrent(nn.Module):
                  backend=None, batch_first=True, proj_size=0, device=None, dtype=None, **cell_kwargs):  # fmt: skip
         super().__init__()
         object.__setattr__(self, "_parameters", _OwnParameters(self))
+        if "nonlinearity" in cell_kwargs:  # torch.nn.RNN's option: a cell of its own here
+            phi = cell_kwargs.pop("nonlinearity")
+            if cell not in ("rnn_tanh", "rnn_relu") or phi not in ("tanh", "relu"):
+                raise RnnkitError(f"nonlinearity={phi!r} is torch.nn.RNN's option; here the cell names it: "
+                                  "Recurrent('rnn_tanh', ...) or Recurrent('rnn_relu', ...)")  # fmt: skip
+            cell = f"rnn_{phi}"
         Cell = CELLS.get(cell) if isinstance(cell, str) else cell
         if Cell is None:
             raise RnnkitError(f"unknown cell {cell!r}; choose one of: {', '.join(CELLS)}")
+        if not (isinstance(Cell, type) and issubclass(Cell, BaseCell)):
+            hint = (f"the class, type(cell) = {type(cell).__name__}" if isinstance(cell, BaseCell)
+                    else "Recurrent.from_torch(m) converts a torch.nn module" if isinstance(cell, type | nn.Module)
+                    else "Recurrent('lstm', input_size, hidden_size, ...): the cell comes first")  # fmt: skip
+            raise RnnkitError(f"cell must be a name in rnnkit.CELLS ({', '.join(CELLS)}) or a Cell class, got "
+                              f"{cell!r}; {hint}")  # fmt: skip
         for name, v in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise RnnkitError(f"{name} must be a positive integer, got {v!r}")
@@ -135,6 +148,10 @@ class Recurrent(nn.Module):
             d_in = input_size if layer == 0 else Hout * dirs + (input_size if skip_input else 0)
             for _ in range(dirs):
                 self.cells.append(Cell(d_in, H, bias=bias, **cell_kwargs))
+        if self.cells[0].output_size != Hout:  # a cell of one's own whose h_t is narrower than H (as LSTMP's)
+            raise RnnkitError(f"{Cell.__name__}'s h_t has {self.cells[0].output_size} units, but a layer feeds back "
+                              f"and outputs proj_size or hidden_size = {Hout}; only the lstm's proj_size makes h_t "
+                              "narrower than H")  # fmt: skip
         n = num_layers * dirs
         if cond_size and cond_mode in ("input", "both"):
             self.W_vh = nn.ModuleList(nn.Linear(cond_size, Cell.gates * H, bias=False) for _ in range(n))
@@ -517,9 +534,11 @@ class Recurrent(nn.Module):
         if not isinstance(m, nn.RNNBase) or m.mode not in TORCH_MODES:
             raise RnnkitError(f"from_torch takes torch.nn.RNN, LSTM or GRU, got {type(m).__name__}")
         p = next(m.parameters())
+        # forget_bias None: reset_parameters draws the forget bias as torch does
         layer = cls(TORCH_MODES[m.mode], m.input_size, m.hidden_size, m.num_layers, m.bidirectional,
                     m.dropout, m.bias, backend=backend, batch_first=m.batch_first,
-                    proj_size=getattr(m, "proj_size", 0))  # fmt: skip
+                    proj_size=getattr(m, "proj_size", 0),
+                    **({"forget_bias": None} if m.mode == "LSTM" else {}))  # fmt: skip
         layer.to(device=p.device, dtype=p.dtype)
         _refuse_reparametrized(m, [name for name, _ in layer._torch_names()], "from_torch", "m")
         with torch.no_grad():

@@ -139,6 +139,19 @@ def test_bad_lengths_and_state(kw, msg):
 def test_bad_construction():
     with pytest.raises(RnnkitError, match="unknown cell"):
         Recurrent("transformer", 3, 4)
+    # what is not a cell: AttributeError from inside before
+    with pytest.raises(
+        RnnkitError, match="got 3; Recurrent\\('lstm', input_size, hidden_size, ...\\): the cell comes"
+    ):
+        Recurrent(3, 4, 2)
+    with pytest.raises(RnnkitError, match="Recurrent.from_torch\\(m\\) converts a torch.nn module"):
+        Recurrent(torch.nn.LSTM, 3, 4)
+    with pytest.raises(RnnkitError, match="the class, type\\(cell\\) = LSTM"):
+        Recurrent(CELLS["lstm"](3, 4), 3, 4)
+    # torch.nn.RNN's nonlinearity names the cell (a TypeError from the cell before)
+    assert type(Recurrent("rnn_tanh", 3, 4, nonlinearity="relu").cells[0]) is CELLS["rnn_relu"]
+    with pytest.raises(RnnkitError, match="nonlinearity='relu' is torch.nn.RNN's option"):
+        Recurrent("gru", 3, 4, nonlinearity="relu")
     with pytest.raises(RnnkitError, match="hidden_size must be a positive integer"):
         Recurrent("lstm", 3, 0)
     for kw in (dict(input_size=True), dict(num_layers=True), dict(cond_size=True), dict(proj_size=True)):

@@ -376,3 +376,15 @@ def test_parameters_in_torch_order_so_the_same_seed_gives_torchs_weights(kind, k
     vector_to_parameters(parameters_to_vector(ref.parameters()), layer.parameters())
     x = torch.randn(2, 4, 5)
     torch.testing.assert_close(layer(x)[0], ref(x)[0], **TOL[torch.float32])
+
+
+def test_from_torch_reset_parameters_draws_as_torch():
+    """A layer from torch.nn.LSTM draws its weights as torch.nn does (the forget bias too, not 1.0)."""
+    m = nn.LSTM(3, 5, 2)
+    layer = Recurrent.from_torch(m)
+    torch.manual_seed(0)
+    m.reset_parameters()
+    torch.manual_seed(0)
+    layer.reset_parameters()
+    for name, ours in layer._torch_names():
+        torch.testing.assert_close(ours, getattr(m, name), rtol=0, atol=0)

@@ -47,6 +47,21 @@ class Cell(nn.Module):
     tanh_tail = 0  # columns at the end of the projection that pass through tanh before the bias (MUT1)
     input_identity = None  # first column of a block that is the input itself (MUT1/MUT2 with D = H)
 
+    def __init_subclass__(cls, **kwargs):
+        """A cell of one's own is checked when its class is defined, in one line each: the engine would
+        otherwise leave a parameter it doesn't know how to differentiate without a gradient (no error), or
+        fail deep inside with a third state."""
+        super().__init_subclass__(**kwargs)
+        if cls.num_states not in (1, 2):
+            raise RnnkitError(f"{cls.__name__}.num_states = {cls.num_states!r}: the engine and the layers run cells of "
+                              "one state (h_t) or two (h_t, c_t)")  # fmt: skip
+        covered = {name for pair in cls.GEMMS for name in pair if name is not None} | set(cls.EXTRAS)
+        missing = [name for name in cls.REC_PARAMS if name not in covered]
+        if missing:
+            raise RnnkitError(f"{cls.__name__}: REC_PARAMS {', '.join(missing)} in neither GEMMS (a recurrent product "
+                              "u Uᵀ + b) nor EXTRAS (a gradient step_backward returns): the engine would give them "
+                              "no gradient; list each in one of them")  # fmt: skip
+
     def __prepare_scriptable__(self):
         """torch.jit.script calls this on every module of a model before compiling it: refused in one line."""
         raise RnnkitError(SCRIPT_ERROR)
@@ -66,7 +81,8 @@ class Cell(nn.Module):
         return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
 
     def reset_parameters(self) -> None:
-        """U(-1/√H, 1/√H) for every weight, as torch.nn does."""
+        """U(-1/√H, 1/√H) for every weight named W_* or b_*, as torch.nn does. A parameter of another name (a
+        leaky unit's α) is the cell's own to draw: a cell with one overrides this method (calling it first)."""
         bound = 1.0 / math.sqrt(self.hidden_size)
         for name, p in self.named_parameters():
             if name.startswith(("W_", "b_")):  # not a leaky unit's α
@@ -106,10 +122,19 @@ class Cell(nn.Module):
     def step_backward(dstate_t, cache, P):  # -> (dxw_t, dstate_prev, dpres, dextras)
         raise NotImplementedError
 
-    def forward(self, x_t, state=None):
+    def forward(self, x_t=None, state=None, *, hx=None, input=None):
         """One step for a (B, D) input, as torch.nn's cells: returns h_t (B, H) for the one-state cells (as
         nn.RNNCell, nn.GRUCell), the tuple (h_t, c_t) for lstm and lstmp (as nn.LSTMCell). state: the same, a
-        one-tuple (h_t,), or None (zeros). Also one unbatched step: x_t (D,), the states (·,)."""
+        one-tuple (h_t,), or None (zeros). Also one unbatched step: x_t (D,), the states (·,). input, hx: x_t
+        and state under torch.nn's names for them (`cell(input=x, hx=(h, c))`)."""
+        if input is not None:
+            if x_t is not None:
+                raise RnnkitError("give the input as x_t or as input (torch.nn's name), not both")
+            x_t = input
+        if hx is not None:
+            if state is not None:
+                raise RnnkitError("give the state as state or as hx (torch.nn's name), not both")
+            state = hx
         unbatched = isinstance(x_t, torch.Tensor) and x_t.dim() == 1
         x_t, state = self._checked_step(x_t, state, unbatched)
         if state is None:

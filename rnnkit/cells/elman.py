@@ -6,7 +6,7 @@
 Backward, with dh_t the total gradient reaching h_t (from the output and from step t+1):
 
     da_t     = dh_t ⊙ φ'(a_t)           tanh' = 1 - h_t²,  relu' = [h_t > 0]
-    dh_{t-1} = da_t W_hh                (the engine adds this GEMM; here we return da_t)
+    dh_{t-1} = da_t W_hh                (in step_backward: the GEMM of every step)
     dW_hh    = Σ_t da_tᵀ h_{t-1}        (one GEMM after the loop, in the engine)
 
 Two biases, as torch.nn.RNN, so converters keep every weight.

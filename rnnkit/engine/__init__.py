@@ -193,31 +193,39 @@ def check_inputs(cell, xw, state0, P, mask, xtilde=None):
         raise RnnkitError(f"run({name}): P must hold {len(cell.REC_PARAMS)} tensors, {', '.join(cell.REC_PARAMS)} "
                           f"(cell.rec_params()), got {len(P)}")  # fmt: skip
     params, widths = dict(zip(cell.REC_PARAMS, P)), {s.shape[1] for s in states}
-    for W_name, b_name in cell.GEMMS:
-        W, b = params[W_name], params.get(b_name)
-        if not isinstance(W, torch.Tensor) or W.dim() != 2 or W.shape[1] not in widths:
-            got = tuple(W.shape) if isinstance(W, torch.Tensor) else W
-            raise RnnkitError(f"run({name}): P's {W_name} must be a matrix (N, K) with K a state width "
-                              f"{sorted(widths)}, got {got}; give P in cell.REC_PARAMS order")  # fmt: skip
-        if b is not None and (not isinstance(b, torch.Tensor) or tuple(b.shape) != (W.shape[0],)):
-            got = tuple(b.shape) if isinstance(b, torch.Tensor) else b
-            raise RnnkitError(f"run({name}): P's {b_name} must be ({W.shape[0]},) for {W_name} {tuple(W.shape)}, "
-                              f"got {got}; give P in cell.REC_PARAMS order")  # fmt: skip
-    for extra in cell.EXTRAS:
-        e = params[extra]
-        if not isinstance(e, torch.Tensor) or tuple(e.shape) != (states[0].shape[1],):
-            got = tuple(e.shape) if isinstance(e, torch.Tensor) else e
-            raise RnnkitError(
-                f"run({name}): P's {extra} must be ({states[0].shape[1]},), one per unit, got {got}"
-            )
-    if not torch.compiler.is_compiling():  # (builds a cell on the meta device: a graph break in dynamo)
-        _check_sizes(cell, xw, states, P, xtilde)
+    # the shapes the native loop trusts of rnnkit's cells; a cell of one's own: its step functions say what they
+    # take (an EXTRAS parameter need not be one per unit, a GEMM may read another vector than a state)
+    if cell in compiled.native.CELL_IDS:
+        for W_name, b_name in cell.GEMMS:
+            W, b = params[W_name], params.get(b_name)
+            if not isinstance(W, torch.Tensor) or W.dim() != 2 or W.shape[1] not in widths:
+                got = tuple(W.shape) if isinstance(W, torch.Tensor) else W
+                raise RnnkitError(f"run({name}): P's {W_name} must be a matrix (N, K) with K a state width "
+                                  f"{sorted(widths)}, got {got}; give P in cell.REC_PARAMS order")  # fmt: skip
+            if b is not None and (not isinstance(b, torch.Tensor) or tuple(b.shape) != (W.shape[0],)):
+                got = tuple(b.shape) if isinstance(b, torch.Tensor) else b
+                raise RnnkitError(f"run({name}): P's {b_name} must be ({W.shape[0]},) for {W_name} {tuple(W.shape)}, "
+                                  f"got {got}; give P in cell.REC_PARAMS order")  # fmt: skip
+        for extra in cell.EXTRAS:
+            e = params[extra]
+            if not isinstance(e, torch.Tensor) or tuple(e.shape) != (states[0].shape[1],):
+                got = tuple(e.shape) if isinstance(e, torch.Tensor) else e
+                raise RnnkitError(
+                    f"run({name}): P's {extra} must be ({states[0].shape[1]},), one per unit, got {got}"
+                )
+        if not torch.compiler.is_compiling():  # (builds a cell on the meta device: a graph break in dynamo)
+            _check_sizes(cell, xw, states, P, xtilde)
     tensors = [xw, *states, *(p for p in P if p is not None)]
     if any(t.dtype != xw.dtype or t.device != xw.device for t in tensors) and not autocast_on(xw.device):
         kinds = sorted({f"{t.dtype} on {t.device}" for t in tensors})
         raise RnnkitError(
             f"run({name}): xw, state0 and P must share one dtype and device, got {', '.join(kinds)}"
         )
+    return _checked_mask(name, mask, T, B)
+
+
+def _checked_mask(name, mask, T, B):
+    """The mask as (T, B, 1), or a one-line error: read over the wrong axis otherwise."""
     if mask is None:
         return None
     if not isinstance(mask, torch.Tensor) or tuple(mask.shape) not in ((T, B), (T, B, 1)):

@@ -6,6 +6,7 @@ Both run the same hand-written BPTT, so float64 agrees to rounding (1e-12) and f
 import contextlib
 import os
 import pathlib
+import warnings
 
 import pytest
 import torch
@@ -215,11 +216,14 @@ def test_resolve_backend():
     assert resolve_backend(None, CELLS["gru"], xw) == "native"
     assert resolve_backend(None, CELLS["gru"], xw.to(torch.bfloat16)) == "python"
 
-    class Mine(CELLS["rnn_tanh"]):  # a user-defined cell: python runs its own step, quietly
+    class Mine(CELLS["rnn_tanh"]):  # a user-defined cell: python runs its own step, quietly by default
         pass
 
-    assert native.unsupported(Mine, xw) == "quiet"
-    assert resolve_backend("native", Mine, xw) == "python"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_backend(None, Mine, xw) == "python"
+    with pytest.warns(RuntimeWarning, match="Mine is not one of rnnkit's cells"):  # asked for: said (once)
+        assert resolve_backend("native", Mine, xw) == "python"
 
 
 @pytest.mark.parametrize("name", list(NATIVE))

@@ -267,10 +267,8 @@ def build_failed(reason):
 def unsupported(cell, xw):
     """None if the native backend can run this, else a short reason ("quiet" = no warning)."""
     cell = cell if isinstance(cell, type) else type(cell)
-    if (
-        cell not in CELL_IDS
-    ):  # a cell of one's own: the python backend runs its step functions (said only where
-        # backend="native" was asked for)
+    # a cell of one's own: the python backend runs its step functions (said where backend="native" was asked for)
+    if cell not in CELL_IDS:
         return f"{cell.__name__} is not one of rnnkit's cells, which the native loop runs"
     if type(xw) not in (torch.Tensor, torch.nn.Parameter):  # FakeTensor under torch.export, other subclasses
         return f"{type(xw).__name__} tensors (the native loop reads a plain tensor's memory)"

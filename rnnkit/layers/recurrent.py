@@ -15,11 +15,13 @@ outputs and feeds back h of P units: out (B, T, P·dirs), h (num_layers·dirs, B
 """
 
 import numbers
+import sys
 import warnings
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.utils._named_member_accessor import swap_tensor as _swap_tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.cells import CELLS, LSTMP
@@ -603,11 +605,16 @@ class Recurrent(nn.Module):
         """layer.weight_hh_l0 = nn.Parameter(...) replaces cells[0].W_hh, as it replaces torch.nn.LSTM's weight.
         A plain tensor takes the parameter's place as torch.func.functional_call puts it there (in _parameters,
         where torch.nn.LSTM keeps weight_hh_l0): functional_call(layer, {"weight_hh_l0": t, ...}, x) with a
-        torch.nn model's keys failed ("cannot assign 'torch.FloatTensor' as parameter 'W_hh'")."""
+        torch.nn model's keys failed ("cannot assign 'torch.FloatTensor' as parameter 'W_hh'"). From anywhere
+        else, as torch.nn.LSTM, a plain tensor is refused: it took the weight's place and never trained."""
         slot = self._torch_slot(name)
         if slot is None:
             super().__setattr__(name, value)
         elif isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter):
+            if sys._getframe(1).f_code is not _swap_tensor.__code__:  # the user's own code: torch.nn's error,
+                # not a weight that silently stops training (a plain tensor is not among parameters() to train)
+                raise TypeError(f"cannot assign '{value.type()}' as parameter '{name}' (torch.nn.Parameter or None "
+                                f"expected): layer.{name} = nn.Parameter(t), or copy into it with torch.no_grad()")  # fmt: skip
             cell, attr = slot
             cell._parameters[attr] = value
         else:

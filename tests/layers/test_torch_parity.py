@@ -388,3 +388,17 @@ def test_from_torch_reset_parameters_draws_as_torch():
     layer.reset_parameters()
     for name, ours in layer._torch_names():
         torch.testing.assert_close(ours, getattr(m, name), rtol=0, atol=0)
+
+
+def test_a_plain_tensor_for_a_torch_named_weight_is_refused_as_torch_refuses_it():
+    """layer.weight_hh_l0 = torch.randn(...) took the weight's place as a plain tensor, which no optimizer
+    trains (torch.nn.LSTM raises); functional_call with torch.nn's keys still puts plain tensors there."""
+    with pytest.raises(TypeError, match="cannot assign 'torch.FloatTensor' as parameter 'weight_hh_l0'"):
+        nn.LSTM(3, 4).weight_hh_l0 = torch.randn(16, 4)  # (torch's own: and that module is then out of step)
+    layer, m = Recurrent("lstm", 3, 4), nn.LSTM(3, 4, batch_first=True)
+    with pytest.raises(TypeError, match="cannot assign 'torch.FloatTensor' as parameter 'weight_hh_l0'"):
+        layer.weight_hh_l0 = torch.randn(16, 4)
+    x = torch.randn(2, 5, 3)
+    out = torch.func.functional_call(layer, dict(m.named_parameters()), (x,))[0]
+    torch.testing.assert_close(out, m(x)[0])
+    assert all(isinstance(p, nn.Parameter) for p in layer.parameters())

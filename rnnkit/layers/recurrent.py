@@ -196,14 +196,16 @@ class Recurrent(nn.Module):
         return s
 
     # --- forward ---------------------------------------------------------------------------
-    def forward(self, x=None, state=None, lengths=None, cond=None, probe=None, *, hx=None, input=None):
+    def forward(
+        self, x=None, state=None, lengths=None, cond=None, probe=None, *, hx=None, input=None, _sorted=None
+    ):
         """out, state = layer(x, state=None, lengths=None, cond=None).
 
         probe: a `GradProbe` (watches layer 0, forward direction) or a list, one per layer·direction.
         x may also be a `PackedSequence` (as for torch.nn's RNNs): then out is one too, in the same order;
         or one unbatched sequence (T, D), as torch.nn's RNNs take it: then out is (T, H·dirs) and the state
         tensors (num_layers·dirs, H). input, hx: x and the state under torch.nn's names for them
-        (`lstm(input=x, hx=(h, c))`).
+        (`lstm(input=x, hx=(h, c))`). (_sorted: a PackedSequence's sorted_indices, see _dropout.)
         """
         refuse_jit_trace()  # before the native projection, whose output the tracer can't see either
         if input is not None:
@@ -258,7 +260,7 @@ class Recurrent(nn.Module):
                 out = out + prev
             prev = out
             if layer < self.num_layers - 1:
-                below = F.dropout(out, self.dropout, self.training) if self.dropout else out
+                below = self._dropout(out, mask, _sorted) if self.dropout else out
                 if self.skip_input:
                     below = torch.cat((below, xs), dim=-1)
         out = out.transpose(0, 1) if self.batch_first and not bf else out  # bf: written (B, T, H) already
@@ -399,6 +401,19 @@ class Recurrent(nn.Module):
     def flatten_parameters(self):
         """No-op, for code written for torch.nn's RNNs (which compact their weights for cuDNN here)."""
 
+    def _dropout(self, out, mask, order):
+        """Dropout between layers on out (T, B, ·). For a PackedSequence (order: its sorted_indices, or all the
+        batch in order), drawn as torch.nn draws it, over the packed outputs alone (the valid steps, time-major,
+        the batch longest first): the same seed gives torch.nn's masks, and leaves the generator where it does."""
+        if order is None or not (self.training and 0 < self.dropout < 1):
+            return F.dropout(out, self.dropout, self.training)
+        T, B = out.shape[:2]
+        order = torch.arange(B, device=out.device) if order is False else order.to(out.device)
+        valid = torch.ones(T, B, dtype=torch.bool, device=out.device) if mask is None else mask[..., 0] != 0
+        valid = valid[:, order]  # in the packed order: row t holds the batch_sizes[t] longest first
+        dropped = out.new_zeros(out.shape).index_put((valid,), F.dropout(out[:, order][valid], self.dropout))
+        return dropped[:, torch.argsort(order)]
+
     def _forward_packed(self, packed, state, lengths, cond, probe):
         """torch.nn's interface for packed batches: unpacked into padded steps with their lengths (the
         batch in its original order, as the state is), run, and packed again like the input."""
@@ -407,7 +422,8 @@ class Recurrent(nn.Module):
                 "give lengths or a PackedSequence, not both: a PackedSequence carries its lengths"
             )
         padded, lengths = pad_packed_sequence(packed, batch_first=self.batch_first)
-        out, state = self.forward(padded, state, lengths, cond, probe)
+        order = False if packed.sorted_indices is None else packed.sorted_indices
+        out, state = self.forward(padded, state, lengths, cond, probe, _sorted=order)
         if packed.sorted_indices is not None:  # the order the packed data follows
             order = packed.sorted_indices
             out, lengths = out.index_select(0 if self.batch_first else 1, order), lengths[order.cpu()]

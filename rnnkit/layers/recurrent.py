@@ -344,16 +344,20 @@ class Recurrent(nn.Module):
             p = own.get(name)
             if p is None:
                 continue
-            if p.shape != want or (dtype is not None and p.dtype != dtype):
-                slots = self._torch_slots() if cell.torch_mode is not None else ()
-                alias = next((f" ({n})" for n, c, a in slots if c is cell and a == name), "")
-                if p.shape != want:
-                    raise RnnkitError(f"layer.cells[{i}].{name}{alias} has shape {tuple(p.shape)}, but this layer's "
-                                      f"{self.cell_name} cell needs {tuple(want)}; give it a tensor of that shape")  # fmt: skip
-                raise RnnkitError(f"layer.cells[{i}].{name}{alias} is {p.dtype} but the cell's other weights are "
+            if p.shape != want:
+                raise RnnkitError(f"{self._weight_label(i, cell, name)} has shape {tuple(p.shape)}, but this layer's "
+                                  f"{self.cell_name} cell needs {tuple(want)}; give it a tensor of that shape")  # fmt: skip
+            if dtype is not None and p.dtype != dtype:
+                raise RnnkitError(f"{self._weight_label(i, cell, name)} is {p.dtype} but the cell's other weights are "
                                   f"{dtype}; give it a tensor of their dtype (or convert the whole layer: "
                                   f"layer.to({p.dtype}))")  # fmt: skip
             dtype = p.dtype
+
+    def _weight_label(self, i, cell, name):
+        """layer.cells[i].W_hh, with torch.nn's name beside it where it has one: "(weight_hh_l0)"."""
+        slots = self._torch_slots() if cell.torch_mode is not None else ()
+        alias = next((f" ({n})" for n, c, a in slots if c is cell and a == name), "")
+        return f"layer.cells[{i}].{name}{alias}"
 
     def _forward_unbatched(self, x, state, lengths, cond, probe):
         """One sequence (T, D) run as a batch of one; state tensors (num_layers·dirs, H), cond (C,)."""
@@ -402,13 +406,13 @@ class Recurrent(nn.Module):
         """No-op, for code written for torch.nn's RNNs (which compact their weights for cuDNN here)."""
 
     def _dropout(self, out, mask, order):
-        """Dropout between layers on out (T, B, ·). For a PackedSequence (order: its sorted_indices, or all the
-        batch in order), drawn as torch.nn draws it, over the packed outputs alone (the valid steps, time-major,
+        """Dropout between layers on out (T, B, ·). For a PackedSequence (order: its sorted_indices, or the batch
+        in order where it has none), drawn as torch.nn draws it, over the packed outputs alone (the valid steps, time-major,
         the batch longest first): the same seed gives torch.nn's masks, and leaves the generator where it does."""
         if order is None or not (self.training and 0 < self.dropout < 1):
             return F.dropout(out, self.dropout, self.training)
         T, B = out.shape[:2]
-        order = torch.arange(B, device=out.device) if order is False else order.to(out.device)
+        order = order.to(out.device)
         valid = torch.ones(T, B, dtype=torch.bool, device=out.device) if mask is None else mask[..., 0] != 0
         valid = valid[:, order]  # in the packed order: row t holds the batch_sizes[t] longest first
         dropped = out.new_zeros(out.shape).index_put((valid,), F.dropout(out[:, order][valid], self.dropout))
@@ -422,7 +426,9 @@ class Recurrent(nn.Module):
                 "give lengths or a PackedSequence, not both: a PackedSequence carries its lengths"
             )
         padded, lengths = pad_packed_sequence(packed, batch_first=self.batch_first)
-        order = False if packed.sorted_indices is None else packed.sorted_indices
+        order = packed.sorted_indices
+        if order is None:  # packed from a batch sorted already
+            order = torch.arange(padded.shape[0 if self.batch_first else 1])
         out, state = self.forward(padded, state, lengths, cond, probe, _sorted=order)
         if packed.sorted_indices is not None:  # the order the packed data follows
             order = packed.sorted_indices

@@ -683,6 +683,32 @@ class Recurrent(nn.Module):
         per_cell = len(weights) // len(self.cells)
         return [weights[i : i + per_cell] for i in range(0, len(weights), per_cell)]
 
+    @property
+    def mode(self) -> str | None:
+        """torch.nn.RNNBase's mode ("LSTM", "GRU", "RNN_TANH", "RNN_RELU"); None for a cell torch.nn lacks."""
+        return self.cells[0].torch_mode
+
+    @property
+    def _flat_weights_names(self) -> list[str]:
+        """torch.nn's weight names in its order, read by code written against torch.nn.RNNBase internals."""
+        return [name for name, _ in self._torch_names()] if self.cells[0].torch_mode else []
+
+    @property
+    def _flat_weights(self) -> list[nn.Parameter]:
+        """The weights named by _flat_weights_names, as torch.nn.RNNBase keeps them (read-only here)."""
+        return [p for _, p in self._torch_names()] if self.cells[0].torch_mode else []
+
+    @property
+    def _all_weights(self) -> list[list[str]]:
+        """_flat_weights_names per layer and direction, as torch.nn.RNNBase's _all_weights."""
+        names = self._flat_weights_names
+        per_cell = len(names) // len(self.cells)
+        return [names[i : i + per_cell] for i in range(0, len(names), per_cell)] if names else []
+
+    def __dir__(self):
+        """torch.nn's weight names too (weight_hh_l0, ...), for completion in a shell or notebook."""
+        return [*super().__dir__(), *self._flat_weights_names]
+
     def _torch_names(self):
         """(torch.nn's name, parameter) in torch.nn's order."""
         for name, cell, attr in self._torch_slots():

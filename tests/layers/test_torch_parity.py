@@ -93,6 +93,12 @@ def test_weights_by_torch_name(name, kw):
         [w.shape for w in ws] for ws in ref.all_weights
     ]
     assert ours.weight_hh_l1_reverse is ours.cells[3].W_hh
+    assert (ours.mode, ours._flat_weights_names, ours._all_weights) == (
+        ref.mode, ref._flat_weights_names, ref._all_weights)  # fmt: skip
+    assert all(
+        a is getattr(ours, n) for a, n in zip(ours._flat_weights, ref._flat_weights_names, strict=True)
+    )
+    assert set(ref._flat_weights_names) <= set(dir(ours))
     with torch.no_grad():
         nn.init.orthogonal_(ours.weight_hh_l0)
         ref.weight_hh_l0.copy_(ours.cells[0].W_hh)
@@ -109,6 +115,7 @@ def test_weights_by_torch_name(name, kw):
         _ = mut1.weight_hh_l0
     with pytest.raises(RnnkitError, match="torch.nn has no mut1 cell"):
         _ = mut1.all_weights
+    assert (mut1.mode, mut1._flat_weights, mut1._all_weights) == (None, [], [])
 
 
 def test_bias_false_round_trip():

@@ -181,7 +181,14 @@ def check_inputs(cell, xw, state0, P, mask, xtilde=None):
         got = tuple(xw.shape) if isinstance(xw, torch.Tensor) else type(xw).__name__
         raise RnnkitError(f"run({name}): xw must be the time-major input projection (T, B, G·H), got {got}")
     T, B = xw.shape[:2]
-    states = tuple(state0) if isinstance(state0, tuple | list) else (state0,)
+    # a bare tensor h passed these checks as (h,) but reached the loops as it was: a traceback from inside them
+    if not isinstance(state0, tuple | list):
+        got = f"one {type(state0).__name__}" + (
+            f" {tuple(state0.shape)}" if isinstance(state0, torch.Tensor) else ""
+        )
+        raise RnnkitError(f"run({name}): state0 must be a tuple of {cell.num_states} tensor(s) (B, H), got {got}; "
+                          "give (h,) for one state")  # fmt: skip
+    states = tuple(state0)
     if len(states) != cell.num_states or not all(
         isinstance(s, torch.Tensor) and s.dim() == 2 for s in states
     ):

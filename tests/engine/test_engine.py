@@ -451,6 +451,10 @@ def test_run_checks_what_it_is_given(backend):
         (lambda: run(cell, xw, state0, (P[0], P[1][:2]), backend=backend), r"b_hh must be \(4,\)"),
         (lambda: run(cell, xw, (state0[0][:2],), P, backend=backend), r"another batch than xw"),
         (lambda: run(cell, xw, state0 * 2, P, backend=backend), r"state0 must be a tuple of 1 tensor"),
+        (
+            lambda: run(cell, xw, state0[0], P, backend=backend),
+            r"state0 must be a tuple .*got one Tensor \(4, 4\)",
+        ),
         (lambda: run(cell, xw, state0, P, m[:, :2], backend=backend), r"mask must be \(T, B, 1\)"),
         (lambda: run(cell, xw.float(), state0, P, backend=backend), r"share one dtype and device"),
     ]

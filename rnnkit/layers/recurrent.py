@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils._named_member_accessor import swap_tensor as _swap_tensor
+from torch.nn.utils.parametrize import register_parametrization as _register_parametrization
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.cells import CELLS, LSTMP
@@ -777,6 +778,20 @@ class _OwnParameters(dict):
     def __missing__(self, key):
         message = self.owner._alias_message(key)
         raise _AliasError(message) if message else KeyError(key)
+
+    def __contains__(self, key):
+        """torch.nn.utils.parametrize.register_parametrization (parametrizations.weight_norm, orthogonal, ...) asks
+        `name in module._parameters` and, for weight_hh_l0, raised a ValueError with the whole layer's repr in it
+        and no word of the cell: it gets the one line (a ValueError too). Everyone else gets dict's answer."""
+        if super().__contains__(key):
+            return True
+        if torch.compiler.is_compiling():  # (dynamo asks too, and can't trace sys._getframe)
+            return False
+        if sys._getframe(1).f_code is _register_parametrization.__code__:
+            message = self.owner._alias_message(key)
+            if message:
+                raise _AliasError(message)
+        return False
 
     def __delitem__(self, key):
         if key not in self and self.owner._alias_message(key):

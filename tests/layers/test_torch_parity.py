@@ -313,6 +313,29 @@ def test_hook_based_utility_on_a_torch_name_says_which_cell_to_give_it(kind):
     assert dict(layer.named_parameters()) == before and not layer._forward_pre_hooks
 
 
+@pytest.mark.parametrize(
+    "register",
+    [
+        lambda m, name: torch.nn.utils.parametrizations.weight_norm(m, name),
+        lambda m, name: torch.nn.utils.parametrizations.orthogonal(m, name),
+        lambda m, name: torch.nn.utils.parametrize.register_parametrization(m, name, nn.Identity()),
+    ],
+)
+def test_parametrization_on_a_torch_name_says_which_cell_to_give_it(register):
+    """parametrizations.weight_norm(layer, "weight_hh_l0"), as code written for torch.nn.LSTM does it, raised torch's
+    ValueError with the whole layer's repr in it and no word of the cell."""
+    layer = Recurrent("lstm", 3, 4, num_layers=2, bidirectional=True)
+    before = dict(layer.named_parameters())
+    with pytest.raises(
+        ValueError, match=r"^weight_hh_l1_reverse is torch.nn's name .*\(layer.cells\[3\], 'W_hh'\)$"
+    ):
+        register(layer, "weight_hh_l1_reverse")
+    assert dict(layer.named_parameters()) == before and not torch.nn.utils.parametrize.is_parametrized(layer)
+    assert (
+        "cells.0.W_hh" not in layer._parameters and "weight_hh_l0" not in layer._parameters
+    )  # elsewhere: no
+
+
 def test_forward_hook_on_a_cell_is_refused_and_the_layer_keeps_its_own():
     layer, x = Recurrent("gru", 3, 4), torch.randn(2, 5, 3)
     seen = []

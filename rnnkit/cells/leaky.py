@@ -50,7 +50,17 @@ class Leaky(Cell):
         H = hidden_size
         recurrent_weights(self, ("W_hh", (H, H)), ("b_hh", (H,) if bias else None))
         self.reset_parameters()
-        a0 = torch.as_tensor(alpha, dtype=torch.get_default_dtype(), device="cpu").expand(H).clone()
+        # said in one line: expand's own error named neither alpha nor H (a string: "new(): invalid data type")
+        try:
+            a0 = torch.as_tensor(alpha, dtype=torch.get_default_dtype(), device="cpu")
+        except (TypeError, ValueError, RuntimeError):
+            a0 = None
+        if a0 is None or a0.shape not in ((), (1,), (H,)):
+            got = f"shape {tuple(a0.shape)}" if a0 is not None else repr(alpha)
+            raise ValueError(
+                f"leaky alpha must be a number or {H} values, one per unit (hidden_size = {H}), got {got}"
+            )
+        a0 = a0.expand(H).clone()
         if not bool(((a0 > 0) & (a0 <= 1)).all()):
             raise ValueError(f"leaky alpha must lie in (0, 1], got {alpha!r}")
         a0 = a0.to(torch.get_default_device())  # (checked on the CPU: also under `with torch.device("meta")`)

@@ -93,3 +93,15 @@ def test_mut_projection_is_the_papers(name, D, bias):
     ref = torch.autograd.grad(want, [xs, *params], g)
     for u, v in zip(got, ref):
         torch.testing.assert_close(u, v, rtol=1e-12, atol=1e-12)
+
+
+def test_leaky_alpha_of_another_length_is_one_line():
+    """A tensor of another length than H (or a string) got torch's error from inside expand()."""
+    assert Recurrent("leaky", 3, 4, alpha=[0.1, 0.2, 0.3, 0.4]).cells[0].alpha.shape == (4,)
+    for alpha, got in (
+        (torch.tensor([0.1, 0.5]), r"shape \(2,\)"),
+        ("0.5", "'0.5'"),
+        (torch.ones(2, 4), r"shape \(2, 4\)"),
+    ):
+        with pytest.raises(ValueError, match=rf"^leaky alpha must be a number or 4 values.*got {got}$"):
+            Recurrent("leaky", 3, 4, alpha=alpha)

@@ -102,8 +102,10 @@ def resolve_backend(backend, cell, xw):
             f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)} (or None for the fastest)"
         )
     if plain_ops_only():
-        if backend in ("python", "native"):
-            _warn_once(f"rnnkit {backend} backend inside a torch.func transform, forward-mode AD or torch.compile: using the "
+        # not under torch.compile (which reads as a transform here): its unrolled loop for python is documented, and
+        # warnings.warn is a graph break there, which failed torch.compile(layer, fullgraph=True)
+        if backend in ("python", "native") and not torch.compiler.is_compiling():
+            _warn_once(f"rnnkit {backend} backend inside a torch.func transform or forward-mode AD: using the "
                        "autograd backend")  # fmt: skip
         return "autograd"
     if backend in ("autograd", "python"):

@@ -207,6 +207,18 @@ def test_torch_compile_same_numbers(name, backend):
     torch.testing.assert_close(dx_c, dx)
 
 
+def test_torch_compile_fullgraph_with_the_python_backend():
+    """backend="python" under torch.compile (the unrolled loop) warned through warnings.warn, a graph break: the
+    first fullgraph=True compile in a process failed ("Attempted to call function marked as skipped")."""
+    from rnnkit import engine
+
+    engine._warned.clear()  # (a warning given once before would hide it)
+    torch.manual_seed(0)
+    layer, x = Recurrent("gru", 4, 5, backend="python"), torch.randn(2, 6, 4)
+    torch._dynamo.reset()
+    torch.testing.assert_close(torch.compile(layer, backend="eager", fullgraph=True)(x)[0], layer(x)[0])
+
+
 @pytest.mark.parametrize("strict", [False, True])
 @pytest.mark.parametrize("name,kw", [("lstm", {"num_layers": 2}), ("mut1", {"bidirectional": True})])
 def test_torch_export_same_numbers(name, kw, strict):

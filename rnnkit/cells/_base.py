@@ -36,7 +36,20 @@ def linear(u, W, b=None):
 
 
 class Cell(nn.Module):
-    """Base of every cell: input weights W_xh (gates·H, D), bias b_xh, and the recurrent part."""
+    """Base of every cell: input weights W_xh (gates·H, D), bias b_xh, and the recurrent part.
+
+    A cell of one's own (the README points here) sets `gates`, `num_states`, REC_PARAMS, GEMMS, EXTRAS, creates
+    its parameters in __init__ and gives two pure functions of one step (see the module docstring):
+
+        step(xw_t, state, P) -> (state_t, us, cache)
+            xw_t (B, gates·H) this step's input projection; state and state_t tuples of num_states tensors
+            (B, ·), h_t first (the output); P the parameters in REC_PARAMS order; us one vector u_k (B, ·) per
+            GEMMS entry (U_k, b_k), the one the step multiplies as u_k U_kᵀ + b_k; cache what backward needs.
+        step_backward(dstate_t, cache, P) -> (dxw_t, dstate_prev, dpres, dextras)
+            dstate_t the total dL/dstate_t (tuple); dxw_t (B, gates·H); dstate_prev a tuple like state;
+            dpres one dL/dpre_k (B, ·) per GEMMS entry (the engine makes dU_k, db_k of them after the loop);
+            dextras one gradient per EXTRAS parameter, for this step (the engine sums them over time).
+    """
 
     gates = 1  # blocks of H in the input projection
     num_states = 1  # 1: h_t only; 2: (h_t, c_t)

@@ -14,6 +14,7 @@ then compute their gradients through a rerun of the forward as an autograd loop
 import warnings
 
 import torch
+from torch.nn.utils.parametrize import type_before_parametrizations
 
 from rnnkit.cells._base import autocast_on, plain_ops_only
 from rnnkit.engine import compiled
@@ -274,7 +275,9 @@ def run(
     with raw_tail, that block when it is the layer's input itself (D = H; xw then (T, B, 2H)).
     """
     refuse_jit_trace()
-    cell = cell if isinstance(cell, type) else type(cell)
+    # a cell with torch.nn.utils.parametrizations is an instance of a class torch made for it (ParametrizedLSTM): the
+    # cell it was (its parameters are computed, P holds them), which the native loop runs as any other
+    cell = cell if isinstance(cell, type) else type_before_parametrizations(cell)
     if check:
         mask = check_inputs(cell, xw, state0, P, mask, xtilde)
         # a copy, which the loops keep for backward: the caller's own mask changed in place in between (refilled

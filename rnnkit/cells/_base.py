@@ -215,6 +215,16 @@ def autocast_on(device):
     return torch.amp.is_autocast_available(device.type) and torch.is_autocast_enabled(device.type)
 
 
+def cell_class(cell):
+    """The class of a cell (or the class itself), the one it had before torch.nn.utils.parametrizations swapped it
+    for a class of torch's (ParametrizedLSTM): torch's type_before_parametrizations, without its attribute lookup
+    that fails through nn.Module.__getattr__ on every cell (2 µs, a few times a call: one-step inference)."""
+    if isinstance(cell, type):
+        return cell
+    parametrized = isinstance(cell._modules.get("parametrizations"), nn.ModuleDict)
+    return type(cell).__bases__[0] if parametrized else type(cell)
+
+
 def plain_ops_only():
     """Whether this runs inside a torch.func transform (grad, vmap, jacrev, ...) or a forward-mode AD level
     (torch.autograd.forward_ad): there rnnkit's autograd.Functions, which have no vmap or jvp rule, can't run

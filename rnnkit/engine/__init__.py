@@ -14,9 +14,8 @@ then compute their gradients through a rerun of the forward as an autograd loop
 import warnings
 
 import torch
-from torch.nn.utils.parametrize import type_before_parametrizations
 
-from rnnkit.cells._base import autocast_on, plain_ops_only
+from rnnkit.cells._base import autocast_on, cell_class, plain_ops_only
 from rnnkit.engine import compiled
 from rnnkit.engine.python import PythonRecurrence
 from rnnkit.engine.reference import autograd_loop
@@ -277,7 +276,7 @@ def run(
     refuse_jit_trace()
     # a cell with torch.nn.utils.parametrizations is an instance of a class torch made for it (ParametrizedLSTM): the
     # cell it was (its parameters are computed, P holds them), which the native loop runs as any other
-    cell = cell if isinstance(cell, type) else type_before_parametrizations(cell)
+    cell = cell_class(cell)
     if check:
         mask = check_inputs(cell, xw, state0, P, mask, xtilde)
         # a copy, which the loops keep for backward: the caller's own mask changed in place in between (refilled

@@ -53,12 +53,11 @@ import threading
 import warnings
 
 import torch
-from torch.nn.utils.parametrize import type_before_parametrizations
 
 from rnnkit._io import write_text
 from rnnkit._native_build import build, build_tag, flocked, switch, switched_off, vector_flags
 from rnnkit.cells import CELLS, LSTMP
-from rnnkit.cells._base import affine_input, tanh_of_tail
+from rnnkit.cells._base import affine_input, cell_class, tanh_of_tail
 from rnnkit.engine.reference import autograd_loop, higher_order_grads, restored_input, saved_input
 from rnnkit.errors import RnnkitError
 
@@ -267,7 +266,7 @@ def build_failed(reason):
 
 def unsupported(cell, xw):
     """None if the native backend can run this, else a short reason ("quiet" = no warning)."""
-    cell = cell if isinstance(cell, type) else type_before_parametrizations(cell)  # (see engine.run)
+    cell = cell_class(cell)  # (see engine.run)
     # a cell of one's own: the python backend runs its step functions (said where backend="native" was asked for)
     if cell not in CELL_IDS:
         return f"{cell.__name__} is not one of rnnkit's cells, which the native loop runs"
@@ -449,7 +448,7 @@ def projection_reference(x, W, b, tail=0, ident=-1):
 def folds_input_bias(cell):
     """Whether the cell's b_hh (P[1]) adds to the same pre-activation as the projection's bias b_xh, so that
     the loop can add b_xh + b_hh and the projection run without a bias (not gru: b_hn sits behind r)."""
-    cls = type_before_parametrizations(cell)  # (see engine.run)
+    cls = cell_class(cell)  # (see engine.run)
     return cls in (CELLS["rnn_tanh"], CELLS["rnn_relu"], CELLS["lstm"], CELLS["leaky"], LSTMP)
 
 
@@ -458,7 +457,7 @@ def loop_adds_input_bias(cell):
     (gru_cho, mut1-3, whose b_xh has no b_hh beside it to fold into), so that the projection runs without a
     bias and the loop sums its gradient as it goes. MUT1's x̃ block can also come raw (run's raw_tail):
     the loop takes its tanh, and the projection becomes a plain GEMM."""
-    cls = type_before_parametrizations(cell)  # (see engine.run)
+    cls = cell_class(cell)  # (see engine.run)
     return cls in (CELLS["gru_cho"], CELLS["mut1"], CELLS["mut2"], CELLS["mut3"])
 
 

@@ -785,7 +785,9 @@ class _OwnParameters(dict):
         and no word of the cell: it gets the one line (a ValueError too). Everyone else gets dict's answer."""
         if super().__contains__(key):
             return True
-        if torch.compiler.is_compiling():  # (dynamo asks too, and can't trace sys._getframe)
+        # (nn.Module.__getattr__ asks on every layer.cells; dynamo asks too, and can't trace sys._getframe)
+        torch_name = isinstance(key, str) and key.startswith(("weight_", "bias_"))
+        if not torch_name or torch.compiler.is_compiling():
             return False
         if sys._getframe(1).f_code is _register_parametrization.__code__:
             message = self.owner._alias_message(key)

@@ -566,10 +566,7 @@ class Recurrent(nn.Module):
                     **({"forget_bias": None} if m.mode == "LSTM" else {}))  # fmt: skip
         layer.to(device=p.device, dtype=p.dtype)
         _refuse_reparametrized(m, [name for name, _ in layer._torch_names()], "from_torch", "m")
-        with torch.no_grad():
-            for name, ours in layer._torch_names():
-                theirs = getattr(m, name)
-                ours.copy_(theirs).requires_grad_(theirs.requires_grad)  # frozen weights stay frozen
+        _copy_weights(m, layer)
         return layer.train(m.training)  # an eval() module converts to one in eval mode (no dropout)
 
     def to_torch(self) -> nn.RNNBase:
@@ -594,9 +591,7 @@ class Recurrent(nn.Module):
         m = Module(self.input_size, self.hidden_size, self.num_layers, bias=self.cells[0].bias,
                    batch_first=self.batch_first, dropout=self.dropout, bidirectional=self.bidirectional, **kw)  # fmt: skip
         m.to(device=p.device, dtype=p.dtype)
-        with torch.no_grad():
-            for name, ours in self._torch_names():
-                getattr(m, name).copy_(ours).requires_grad_(ours.requires_grad)
+        _copy_weights(self, m)
         return m.train(self.training)
 
     def _load_torch_state_dict(self, module, state_dict, prefix, *_):
@@ -726,6 +721,23 @@ class Recurrent(nn.Module):
                 yield f"bias_hh_{sfx}", cell, "b_hh"
             if self.proj_size:
                 yield f"weight_hr_{sfx}", cell, "W_hr"
+
+
+def _copy_weights(src, dst):
+    """Copy every weight by torch.nn's name from src to dst (a torch.nn RNN and a Recurrent, either way), frozen
+    ones staying frozen. A Parameter that src holds under two names (tied layers or directions) becomes one
+    Parameter of dst's too: two copies trained apart, and a torch.nn optimizer's state (one entry per Parameter)
+    no longer fits."""
+    names = [name for name, _ in (src if isinstance(src, Recurrent) else dst)._torch_names()]
+    first = {}
+    for name in names:
+        theirs = getattr(src, name)
+        if id(theirs) in first:
+            setattr(dst, name, getattr(dst, first[id(theirs)]))
+            continue
+        first[id(theirs)] = name
+        with torch.no_grad():  # frozen weights stay frozen
+            getattr(dst, name).copy_(theirs).requires_grad_(theirs.requires_grad)
 
 
 def _refuse_reparametrized(m, names, what, label):

@@ -77,6 +77,33 @@ def test_round_trip_keeps_every_weight(name, batch_first):
     torch.testing.assert_close(Recurrent.from_torch(ref, backend="python")(x)[0], ref(x)[0])
 
 
+@pytest.mark.parametrize("backend", ["python", "native"])
+def test_round_trip_keeps_tied_weights(backend):
+    """A Parameter shared by two layers or directions stays one Parameter both ways: two copies trained apart
+    (and a torch.nn optimizer's state, one entry per Parameter, no longer fit)."""
+    torch.manual_seed(0)
+    ref = nn.LSTM(4, 4, 2, batch_first=True, bidirectional=True)
+    ref.weight_hh_l1 = ref.weight_hh_l0
+    ref.bias_ih_l0_reverse = ref.bias_ih_l0
+    ours = Recurrent.from_torch(ref, backend=backend)
+    assert ours.weight_hh_l1 is ours.weight_hh_l0 and ours.bias_ih_l0_reverse is ours.bias_ih_l0
+    assert len(list(ours.parameters())) == len(list(ref.parameters()))
+    opts = [torch.optim.SGD(m.parameters(), lr=0.5, momentum=0.9) for m in (ref, ours)]
+    for _ in range(3):
+        x, y = torch.randn(3, 6, 4), torch.randn(3, 6, 8)
+        losses = []
+        for m, opt in zip((ref, ours), opts):
+            opt.zero_grad()
+            loss = ((m(x)[0] - y) ** 2).mean()
+            loss.backward()
+            opt.step()
+            losses.append(loss)
+        torch.testing.assert_close(losses[1], losses[0])
+    back = ours.to_torch()
+    assert back.weight_hh_l1 is back.weight_hh_l0 and back.bias_ih_l0_reverse is back.bias_ih_l0
+    torch.testing.assert_close(back(x)[0], ref(x)[0])
+
+
 @pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
 @pytest.mark.parametrize(
     "name,kw", [("lstm", {}), ("gru", {"bias": False}), ("rnn_relu", {}), ("lstm", {"proj_size": 2})]

@@ -179,6 +179,15 @@ def train_config(args):
                 can = sorted(f for f, (_, n, _) in TRAIN_OPTIONS.items() if n in RESUMABLE)
                 raise RnnkitError(f"{flag} cannot change when resuming; only {', '.join(can)} can")
             setattr(getattr(cfg, section), name, value)
+    if args.forget_bias is not None:  # only lstm has a forget gate: other cells ran as if it were not given
+        import inspect
+
+        from rnnkit import CELLS
+
+        cell = CELLS.get(cfg.model.cell)
+        if cell is not None and "forget_bias" not in inspect.signature(cell).parameters:
+            raise RnnkitError(f"--forget-bias sets the forget gate of an lstm; the {cfg.model.cell} cell has none "
+                              "(drop --forget-bias)")  # fmt: skip
     if cfg.data.data_dir is not None and not cfg.data.data_dir.strip():
         raise RnnkitError(
             "--data-dir is empty; give the folder that holds tinyshakespeare.txt, or leave it out"

@@ -158,6 +158,7 @@ def test_run_folder_without_validation_and_unmakeable(tmp_path, corpus, cli):
         (["--dropout", "1.5"], "--dropout"),
         (["--batch-size", "400", "--seq-len", "400"], "too few.*need at least 160,001"),
         (["--data-dir", ""], "--data-dir is empty"),  # "$DATA" unset: it was ignored, and the text downloaded
+        (["--cell", "gru", "--forget-bias", "3"], "--forget-bias .* has none"),  # was ignored in silence
     ],
 )
 def test_bad_train_options(tmp_path, corpus, cli, args, message):

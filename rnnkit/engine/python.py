@@ -36,12 +36,13 @@ def forward_loop(cell, xw, state0, P, mask, reverse, keep):
     H = state0[0].shape[1]
     hs = xw.new_empty(T, B, H)
     state, caches, us = state0, [None] * T, [[None] * T for _ in cell.GEMMS]
+    # (T, B, 1): padded steps by a select, see autograd_loop (0·inf where a padded step overflowed)
+    live = None if mask is None else mask != 0
     for t in _order(T, reverse):
         new, u_t, cache = cell.step(xw[t], state, P)
         if mask is not None:
-            m = mask[t]  # (B, 1)
-            new = tuple(s + m * (n - s) for n, s in zip(new, state))
-        hs[t] = new[0] if mask is None else m * new[0]
+            new = tuple(torch.where(live[t], n, s) for n, s in zip(new, state))
+        hs[t] = new[0] if mask is None else torch.where(live[t], new[0], 0)
         if keep:
             caches[t] = cache
             for k, u in enumerate(u_t):

@@ -17,12 +17,14 @@ def autograd_loop(cell, xw, state0, P, mask, reverse, probe=None):
     # one view per step, taken once: xw[t] in the loop would make each step's backward write its gradient into
     # a (T, B, G) zero tensor of its own, T² memory and time under create_graph (1.7 GB at T=2000, B=2, H=8)
     xw_t = xw.unbind(0)
+    # padded steps by a select, not s + m·(n - s) and m·h: a padded step's candidate n is discarded, and one that
+    # overflowed to inf (a growing relu state, float16) made the kept state NaN (0·inf), its output too
+    live = None if mask is None else mask != 0
     for t in order:
         new, _, _ = cell.step(xw_t[t], state, P)
         if mask is not None:
-            m = mask[t]
-            new = tuple(s + m * (n - s) for n, s in zip(new, state))
-        outs[t] = new[0] if mask is None else mask[t] * new[0]
+            new = tuple(torch.where(live[t], n, s) for n, s in zip(new, state))
+        outs[t] = new[0] if mask is None else torch.where(live[t], new[0], 0)
         if probe is not None and new[0].requires_grad:
             hooks[t] = new[0]
         state = new

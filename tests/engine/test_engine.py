@@ -506,3 +506,21 @@ def test_the_callers_mask_changed_after_forward_changes_no_gradient(backend, sha
     mask.fill_(1.0)
     (after,) = torch.autograd.grad(hs.sum(), xw)
     torch.testing.assert_close(after, before, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", [*BACKENDS, "native"])
+@pytest.mark.parametrize("dtype,w", [(torch.float32, 1e20), (torch.float16, 300.0)])
+def test_a_padded_step_that_overflows_keeps_the_state(backend, dtype, w):
+    """A padded step's candidate is discarded: one that overflowed to inf (a growing relu state; easily in float16)
+    made the kept state NaN on autograd and python (s + m·(n - s) = NaN for m = 0, n = inf), its output too, where
+    torch.nn and native keep the state and output 0."""
+    if backend == "native" and dtype == torch.float16:
+        pytest.skip("native runs float32 and float64 (float16 runs as python)")
+    cell = CELLS["rnn_relu"](1, 1).to(dtype)
+    xw = torch.ones(3, 1, 1, dtype=dtype)  # h_1 = 1, h_2 = w + 1; step 3 is padding: w² + w overflows
+    P = (torch.full((1, 1), w, dtype=dtype), torch.zeros(1, dtype=dtype))
+    mask = torch.tensor([1.0, 1.0, 0.0], dtype=dtype).reshape(3, 1, 1)
+    hs, (h,) = run(cell, xw, (torch.zeros(1, 1, dtype=dtype),), P, mask, backend=backend)
+    h2 = torch.tensor(w + 1, dtype=dtype).item()
+    assert hs.flatten().tolist() == [1.0, h2, 0.0]
+    assert h.item() == h2

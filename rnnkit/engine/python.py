@@ -61,8 +61,10 @@ def backward_loop(cell, dhs, dstateT, caches, us, P, mask, reverse, probe):
     dextras = [0 for _ in cell.EXTRAS]
     dh_record = dhs.new_empty(dhs.shape) if probe is not None else None
     dstate = dstateT
+    # a select: a padded step's output is 0 whatever came before, so a NaN of dL/dout there reaches nothing
+    live = None if mask is None else mask != 0
     for t in reversed(_order(T, reverse)):
-        dh = dstate[0] + (dhs[t] if mask is None else mask[t] * dhs[t])
+        dh = dstate[0] + (dhs[t] if mask is None else torch.where(live[t], dhs[t], 0))
         if dh_record is not None:
             dh_record[t] = dh
         dnew = (dh, *dstate[1:])

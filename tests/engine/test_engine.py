@@ -524,3 +524,18 @@ def test_a_padded_step_that_overflows_keeps_the_state(backend, dtype, w):
     h2 = torch.tensor(w + 1, dtype=dtype).item()
     assert hs.flatten().tolist() == [1.0, h2, 0.0]
     assert h.item() == h2
+
+
+@pytest.mark.parametrize("backend", [*BACKENDS, "native"])
+@pytest.mark.parametrize("name", ["gru", "lstm", "rnn_relu"])
+def test_a_nan_gradient_at_the_padding_reaches_nothing(backend, name):
+    """A padded step's output is 0 whatever came before: dL/dout there reaches nothing, as torch.nn's packed run
+    drops it. A masked loss whose gradient is NaN there (sqrt(Σ out²) at 0) made every gradient NaN (m · dhs)."""
+    cell, xw, state0, P, mask = setup(name, lengths=[4, 2, 1])
+    hs, _ = run(cell, xw, state0, P, mask, backend=backend)
+    g = torch.randn(hs.shape, dtype=hs.dtype, generator=torch.Generator().manual_seed(1)) * mask
+    inputs = (xw, *state0, *P)
+    want = torch.autograd.grad(hs, inputs, g, retain_graph=True)
+    got = torch.autograd.grad(hs, inputs, g.masked_fill(mask == 0, float("nan")))
+    for a, b in zip(want, got):
+        torch.testing.assert_close(b, a, rtol=0, atol=0)

@@ -264,7 +264,9 @@ void total_dh(Run<T>& r, int64_t t, int64_t j0, int64_t j1) {  // dh = dH + m_t 
     const T m = r.m(t, b) ? T(1) : T(0);
     const T* __restrict dhs = r.dout(t, b) - b * r.H;
     RNNKIT_SIMD
-    for (int64_t j = b * r.H + j0; j < b * r.H + j1; ++j) r.dh[j] = r.dH[j] + m * dhs[j];
+    // a select, not m · dhs: a padded step's output is 0 whatever came before, so dL/dout there reaches nothing
+    // (a masked loss's NaN there, sqrt(Σ out²) at 0, made every gradient NaN; torch.nn's packed run drops it)
+    for (int64_t j = b * r.H + j0; j < b * r.H + j1; ++j) r.dh[j] = r.dH[j] + (m != T(0) ? dhs[j] : T(0));
     if (r.probe != nullptr) std::copy(r.dh + b * r.H + j0, r.dh + b * r.H + j1, r.probe + t * BH + b * r.H + j0);
   }
 }

@@ -82,7 +82,7 @@ class Cell(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True):
         super().__init__()
         for name, size in (("input_size", input_size), ("hidden_size", hidden_size)):
-            if not isinstance(size, int) or size <= 0:
+            if isinstance(size, bool) or not isinstance(size, int) or size <= 0:  # (True is an int: width 1)
                 raise ValueError(f"{name} must be a positive integer, got {size!r}")
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
         H, G = hidden_size, self.gates

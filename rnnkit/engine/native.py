@@ -88,9 +88,10 @@ def _load():
     global _ext, _reason, _kept
     if _ext is not None or _reason is not None:
         return _ext
-    mode = os.environ.get("RNNKIT_GEMM", "auto")
+    given = os.environ.get("RNNKIT_GEMM", "auto")
+    mode = given.strip().lower()  # any case, as the other RNNKIT_ switches take theirs
     if mode not in ("auto", "blas", "dnnl", "packed", "own"):
-        raise RnnkitError(f"RNNKIT_GEMM={mode!r} is not a GEMM library; set auto, blas, dnnl, packed or own")
+        raise RnnkitError(f"RNNKIT_GEMM={given!r} is not a GEMM library; set auto, blas, dnnl, packed or own")
     rows, split = _row_threads(), switch("RNNKIT_SPLIT")  # (a mistake is told before a minute's build)
     from torch.utils import cpp_extension
 

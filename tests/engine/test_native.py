@@ -559,6 +559,17 @@ def test_bad_engine_setting_is_a_one_line_error(var, value):
     assert len(lines) == 1 and var in lines[0] and value in lines[0], out.stdout + out.stderr
 
 
+def test_engine_setting_in_capitals_runs():
+    """RNNKIT_GEMM=BLAS was refused while RNNKIT_NATIVE=OFF and RNNKIT_ROW_THREADS=AUTO ran: any case now."""
+    import subprocess
+    import sys
+
+    code = "from rnnkit.engine import native\nprint(native.load() is not None)"
+    env = {**__import__("os").environ, "RNNKIT_GEMM": "BLAS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "True", out.stdout + out.stderr
+
+
 @pytest.mark.parametrize("H", [5, 300])  # 300 units: split over threads
 @pytest.mark.parametrize("name", list(NATIVE))
 def test_nan_and_inf_propagate_as_in_python(name, H):

@@ -331,6 +331,9 @@ def fix(e: BaseException, why: str, folder: str | None, damaged: bool = False,
     """What the user can do about the failure `e` (whose cause is `why`)."""
     if isinstance(e, OSError) and e.errno in UNWRITABLE or "Read-only file system" in why:
         return f"set {cache} to a writable folder"
+    cxx = os.environ.get("CXX", "").strip()
+    if cxx and ("not found" in why or "No such file" in why) and cxx.split()[0] in why:  # the user's own CXX
+        return f"CXX={cxx!r} names no compiler here: unset CXX, or set it to a g++ (or clang++) on PATH"
     if "not found" in why or "Ninja is required" in why or "No such file or directory: 'ninja'" in why:
         return "install a C++ compiler (g++) and ninja (pip install ninja)"
     if folder is not None and (damaged or isinstance(e, ImportError)):

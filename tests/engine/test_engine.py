@@ -416,6 +416,18 @@ def test_a_failed_build_names_its_cause_and_the_fix(tmp_path, monkeypatch, capfd
         assert str(tmp_path / "some_ext") in reason
 
 
+def test_a_cxx_that_names_no_compiler_is_the_fix(monkeypatch):
+    """CXX=/nonexistent/g++ was told to install a compiler (g++), though one was there: the user's CXX was wrong."""
+    from rnnkit import _native_build
+
+    why = "/bin/sh: 1: /nonexistent/g++: not found"
+    error = RuntimeError(NINJA_OUTPUT.format(why))
+    monkeypatch.setenv("CXX", "/nonexistent/g++")
+    assert "CXX='/nonexistent/g++' names no compiler here" in _native_build.fix(error, why, None)
+    monkeypatch.setenv("CXX", "g++")  # a CXX that is there: the compiler missing is something else's
+    assert _native_build.fix(error, NOT_FOUND, None).startswith("install a C++ compiler")
+
+
 def test_a_cache_that_is_not_a_folder_says_to_set_torch_extensions_dir(tmp_path, monkeypatch):
     from rnnkit import _native_build
 

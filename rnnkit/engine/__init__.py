@@ -147,10 +147,14 @@ def _check_sizes(cell, xw, states, P, xtilde):
     from rnnkit.cells import CELLS, LSTMP
 
     h, c = states[0].shape[1], states[-1].shape[1]
-    if h == 0 or c == 0:
-        return  # no units: nothing to read
-    if cell is LSTMP and h >= c:
-        raise RnnkitError(f"run(LSTMP): state (h, c) widths [{h}, {c}]: h, c's projection, must be narrower")
+    if cell is LSTMP and not 0 < h < c:  # (h of 0 units skipped the checks below: xw was read as 4c wide)
+        raise RnnkitError(f"run(LSTMP): state (h, c) widths [{h}, {c}]: h, c's projection, must be narrower and "
+                          "at least 1 wide")  # fmt: skip
+    if h == 0 or c == 0:  # no units: nothing to read, and xw must have no columns (the native loop returned
+        if xw.shape[2] != 0:  # dxw's columns unwritten, memory as it was, where the others fail)
+            raise RnnkitError(f"run({cell.__name__}): xw must be (T, B, 0) for a state of 0 units, got "
+                              f"{tuple(xw.shape)}")  # fmt: skip
+        return
     build = (lambda: cell(1, c, proj_size=h)) if cell is LSTMP else (lambda: cell(1, c))
     try:
         with torch.device("meta"):
@@ -233,6 +237,26 @@ def check_inputs(cell, xw, state0, P, mask, xtilde=None):
     return _checked_mask(name, mask, T, B)
 
 
+def _check_folded(cell, xw, states, xbias, raw_tail, xtilde):
+    """A one-line error for a part of the projection handed to the native loop (see `run`) that it can't take:
+    the loop of gru_cho and mut1-3 read xbias as b_xh (G·H,) whatever its size (past its end, a smaller one),
+    and other cells ignored it, as they ignore raw_tail (MUT1's only): their outputs without it, in silence."""
+    name = cell.__name__
+    if xbias is not None:
+        if not compiled.native.loop_adds_input_bias(cell):
+            raise RnnkitError(f"run({name}): xbias is the input bias b_xh that the loop of gru_cho and mut1-3 adds; "
+                              f"{name}'s belongs in xw")  # fmt: skip
+        width = xw.shape[2] + (states[0].shape[1] if xtilde is not None else 0)  # x̃'s block given apart
+        if not isinstance(xbias, torch.Tensor) or tuple(xbias.shape) != (width,):
+            got = tuple(xbias.shape) if isinstance(xbias, torch.Tensor) else type(xbias).__name__
+            raise RnnkitError(f"run({name}): xbias must be ({width},), one per column of xw, got {got}")
+        if (xbias.dtype, xbias.device) != (xw.dtype, xw.device) and not autocast_on(xw.device):
+            raise RnnkitError(f"run({name}): xbias must be {xw.dtype} on {xw.device} as xw, got {xbias.dtype} on "
+                              f"{xbias.device}")  # fmt: skip
+    if raw_tail and cell is not compiled.native.CELLS["mut1"]:
+        raise RnnkitError(f"run({name}): raw_tail is MUT1's (its x̃ block given before its tanh)")
+
+
 def _checked_mask(name, mask, T, B):
     """The mask as (T, B, 1), or a one-line error: read over the wrong axis otherwise."""
     if mask is None:
@@ -279,6 +303,7 @@ def run(
     cell = cell_class(cell)
     if check:
         mask = check_inputs(cell, xw, state0, P, mask, xtilde)
+        _check_folded(cell, xw, state0, xbias, raw_tail, xtilde)
         # a copy, which the loops keep for backward: the caller's own mask changed in place in between (refilled
         # for the next batch) would change the gradient (Recurrent, check=False, makes a new one every call)
         mask = None if mask is None else mask.clone()

@@ -972,3 +972,44 @@ def test_a_gemm_plans_file_that_cannot_be_kept_is_warned_of_once(tmp_path, monke
     monkeypatch.setattr(native, "_kept", -1)
     native.keep_plans()  # once (warnings are errors here)
     assert not pathlib.Path(f"{tmp_path}.lock").exists()
+
+
+@pytest.mark.parametrize("name", ["gru_cho", "mut1", "mut2", "mut3", "lstm"])
+def test_an_input_bias_the_loop_cannot_take_is_refused(name):
+    """run's xbias, b_xh (3H,) that the loop of gru_cho and mut1-3 adds, was taken at any size: one of (1,) was
+    read 3H floats past its start (other memory in the outputs, ASan: heap-buffer-overflow), and an lstm's was
+    ignored (its outputs without it, its gradient None); raw_tail is MUT1's alone."""
+    from rnnkit.errors import RnnkitError
+
+    H, (T, B) = 16, (3, 2)
+    cell = NATIVE[name](3, H)
+    xw = torch.randn(T, B, cell.gates * H)
+    s0 = states(cell, B)
+    message = "xbias must be" if name != "lstm" else "xbias is the input bias"
+    with pytest.raises(RnnkitError, match=message):
+        run(cell, xw, s0, cell.rec_params(), backend="native", xbias=torch.zeros(1))
+    if name != "lstm":  # the loop checks the size too (check=False, as Recurrent calls it)
+        with pytest.raises(RuntimeError, match="b_xh of 1 for"):
+            run(cell, xw, s0, cell.rec_params(), backend="native", xbias=torch.zeros(1), check=False)
+        run(cell, xw, s0, cell.rec_params(), backend="native", xbias=torch.zeros(cell.gates * H))  # (fits)
+    if name != "mut1":
+        with pytest.raises(RnnkitError, match="raw_tail is MUT1's"):
+            run(cell, xw, s0, cell.rec_params(), backend="native", raw_tail=True)
+
+
+def test_a_state_of_no_units_takes_an_xw_of_no_columns_only():
+    """Zero units skipped run's size checks: an lstmp with h 0 wide read xw as 4c wide whatever its width (ASan:
+    heap-buffer-overflow), and 0 units with an xw of columns gave dxw's columns unwritten, memory as it was."""
+    from rnnkit.errors import RnnkitError
+
+    T, B, c = 3, 2, 16
+    P = (torch.randn(4 * c, 0), torch.randn(4 * c), torch.randn(0, c))
+    with pytest.raises(RnnkitError, match=r"must be narrower and at least 1 wide"):
+        run(LSTMP, torch.randn(T, B, 1), (torch.zeros(B, 0), torch.zeros(B, c)), P, backend="native")
+    xw, h0, P = torch.randn(T, B, 5), (torch.zeros(B, 0),), (torch.zeros(0, 0), torch.zeros(0))
+    with pytest.raises(RnnkitError, match=r"xw must be \(T, B, 0\) for a state of 0 units"):
+        run(CELLS["rnn_tanh"], xw, h0, P, backend="native")
+    with pytest.raises(RuntimeError, match="xw rows of 5 columns for a cell that reads 0"):  # (C++'s check)
+        run(CELLS["rnn_tanh"], xw, h0, P, backend="native", check=False)
+    hs, (h,) = run(CELLS["rnn_tanh"], xw[..., :0], h0, P, backend="native")
+    assert hs.shape == (T, B, 0) and h.shape == (B, 0)

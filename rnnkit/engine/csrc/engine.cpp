@@ -38,11 +38,26 @@ bool has_input_bias(const std::vector<c10::optional<at::Tensor>>& P) {
   if constexpr (gated<T, Cell>()) return int64_t(P.size()) > Cell::xb_param && P[Cell::xb_param];
   else return false;
 }
+// The width of the xw rows the cell reads: its gates' pre-activations ([z, r] only for mut1 with x̃ apart).
+template <typename T, typename Cell>
+int64_t xw_width(const Run<T>& r, bool xt) {
+  if constexpr (gated<T, Cell>()) return (xt ? 2 : 3) * r.H;
+  else if constexpr (std::is_same_v<Cell, LSTMP<T>>) return 4 * r.HC;
+  else return Cell::kGates * r.H;
+}
 // The loop's part of the input projection: that b_xh, and mut1's raw x̃ (xt: read from a tensor of its own).
+// The sizes it reads are checked here too (engine.run checks them first, with the cell's words): an xw or b_xh
+// of another width was read past its end.
 template <typename T, typename Cell>
 void fold_input(Run<T>& r, const std::vector<c10::optional<at::Tensor>>& P, bool raw, bool xt) {
+  const int64_t width = xw_width<T, Cell>(r, xt);
+  TORCH_CHECK(r.X == width, "rnnkit native: xw rows of ", r.X, " columns for a cell that reads ", width);
   if constexpr (gated<T, Cell>()) {
-    if (has_input_bias<T, Cell>(P)) r.xb = r.P[Cell::xb_param];
+    if (has_input_bias<T, Cell>(P)) {
+      TORCH_CHECK(P[Cell::xb_param]->numel() == 3 * r.H, "rnnkit native: b_xh of ", P[Cell::xb_param]->numel(),
+                  " for ", 3 * r.H, " columns");
+      r.xb = r.P[Cell::xb_param];
+    }
     r.raw = raw && Cell::kind == Kind::M1;
   }
   TORCH_CHECK(!xt || r.raw, "rnnkit native: a separate x̃ is for mut1 with raw x̃ only");

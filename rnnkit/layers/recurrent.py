@@ -629,8 +629,10 @@ class Recurrent(nn.Module):
         if slot is None:
             super().__setattr__(name, value)
         elif isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter):
-            if sys._getframe(1).f_code is not _swap_tensor.__code__:  # the user's own code: torch.nn's error,
-                # not a weight that silently stops training (a plain tensor is not among parameters() to train)
+            # the user's own code: torch.nn's error, not a weight that silently stops training (a plain tensor is
+            # not among parameters() to train); not asked under torch.compile, where functional_call's swap is
+            # traced and sys._getframe is a graph break (fullgraph=True failed)
+            if not torch.compiler.is_compiling() and sys._getframe(1).f_code is not _swap_tensor.__code__:
                 raise TypeError(f"cannot assign '{value.type()}' as parameter '{name}' (torch.nn.Parameter or None "
                                 f"expected): layer.{name} = nn.Parameter(t), or copy into it with torch.no_grad()")  # fmt: skip
             cell, attr = slot

@@ -112,3 +112,15 @@ def test_functional_call_takes_a_torch_nn_models_keys():
     for k in params:
         torch.testing.assert_close(grads[0][k], grads[1][k])
     assert all(type(p) is torch.nn.Parameter and torch.equal(p, q) for p, q in zip(layer.parameters(), own))
+
+
+def test_functional_call_with_torch_nn_keys_compiles_in_one_graph():
+    """The check that a plain tensor for a torch name comes from functional_call (its caller's frame) is a graph
+    break under torch.compile: fullgraph=True failed ("Attempted to call function marked as skipped")."""
+    torch.manual_seed(0)
+    ref = torch.nn.LSTM(3, 4, batch_first=True)
+    layer = Recurrent.from_torch(ref)
+    x, params = torch.randn(2, 5, 3), {k: 2 * v.detach() for k, v in ref.named_parameters()}
+    torch._dynamo.reset()
+    f = torch.compile(lambda p, x: functional_call(layer, p, (x,))[0], backend="eager", fullgraph=True)
+    torch.testing.assert_close(f(params, x), functional_call(ref, params, (x,))[0])

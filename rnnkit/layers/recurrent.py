@@ -235,11 +235,12 @@ class Recurrent(nn.Module):
         probes = self._probes(probe)
         conditioned = "W_vh" in self._modules  # not hasattr: a miss on a Module raises, 3 µs
         below, prev, finals = xs, None, []
+        cells = self._modules["cells"]  # (self.cells: a miss through nn.Module.__getattr__, 1 µs a time)
         for layer in range(self.num_layers):
             outs = []
             for d in range(self.dirs):
                 i = layer * self.dirs + d
-                cell = self.cells[i]
+                cell = cells[i]
                 # (T, B, G·H): all steps in one GEMM; a conditioning term adds to xw after any tanh in it
                 self._check_weights(i, cell)
                 xw, P, fold = self._project(cell, below, raw_ok=not conditioned)
@@ -274,7 +275,7 @@ class Recurrent(nn.Module):
         (what torch.nn.utils.prune and the old weight_norm and spectral_norm recompute a weight with, from
         weight_orig) run here, once per layer call, before its weights are read, with the layer's input as the
         args. Forward and backward hooks, which expect the cell's own output of one step, are refused."""
-        for i, cell in enumerate(self.cells):
+        for i, cell in enumerate(self._modules["cells"]):
             if cell._forward_hooks or cell._backward_hooks or cell._backward_pre_hooks:
                 raise RnnkitError(
                     f"layer.cells[{i}] has a forward or backward hook, which would never fire: the layer runs its "
@@ -466,7 +467,7 @@ class Recurrent(nn.Module):
             raise RnnkitError(f"input must be a floating-point tensor, got {x.dtype}; embed token ids first")
         if x.shape[-1] != self.input_size:
             raise RnnkitError(f"input size is {x.shape[-1]} but the layer expects {self.input_size} {layout}")
-        w = self.cells[0].W_xh
+        w = self._modules["cells"][0].W_xh
         if x.device != w.device:
             raise RnnkitError(f"input is on {x.device} but the layer's weights are on {w.device}; move one")
         if x.dtype != w.dtype and not _autocast_casts(x, w):

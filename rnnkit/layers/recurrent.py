@@ -6,7 +6,8 @@
     bidirectional: a second cell reads the sequence backwards; outputs concatenated [→h, ←h]
     conditioning on v (B, C) (deck 000): as an extra input at every step (W_vh v, computed once per
     sequence and added to each step's input projection), as the initial state h_0 = tanh(W_vs v + b),
-    or both.
+    or both. W_vh, W_vs: one per layer·direction; an lstm's c_0 is then 0; a `state` given to forward
+    takes the place of this h_0 (W_vs is then unused).
 
 Shapes (batch-first unless `batch_first=False`): x (B, T, D) -> out (B, T, H·dirs); state as
 torch.nn: h, or (h, c) for lstm, each (num_layers·dirs, B, H). Variable lengths: `lengths` (B,), or x a

@@ -550,6 +550,21 @@ class Recurrent(nn.Module):
         n = self.num_layers * self.dirs
         if probe is None or isinstance(probe, GradProbe):
             return [probe] + [None] * (n - 1)
+        # anything else failed with "object of type 'type' has no len()" (GradProbe without its parentheses) or,
+        # a list holding something else, an AttributeError from inside backward
+        bad = [
+            p
+            for p in (probe if isinstance(probe, list | tuple) else [probe])
+            if not isinstance(p, GradProbe | None)
+        ]
+        if bad:
+            got = (
+                "the class GradProbe: give an instance, GradProbe()"
+                if bad[0] is GradProbe
+                else type(bad[0]).__name__
+            )
+            raise RnnkitError(f"probe must be an rnnkit.GradProbe, or a list of them (or None), one per layer and "
+                              f"direction ({n}); got {got}")  # fmt: skip
         if len(probe) != n:
             raise RnnkitError(f"give one probe per layer and direction ({n}), got {len(probe)}")
         return list(probe)

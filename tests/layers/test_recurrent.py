@@ -95,6 +95,14 @@ def test_probe_per_layer():
     assert all(p.dh.shape == (5, 2, 4) for p in probes)
 
 
+@pytest.mark.parametrize("probe", [GradProbe, ["oops", None], "ab", 3])
+def test_probe_not_a_probe(probe):
+    # the class failed with "object of type 'type' has no len()", a list of something else in backward
+    layer = Recurrent("lstm", 3, 4, num_layers=2, backend="python")
+    with pytest.raises(RnnkitError, match="probe must be an rnnkit.GradProbe"):
+        layer(torch.randn(2, 5, 3), probe=probe)
+
+
 BAD = [
     (lambda: torch.randn(2, 5, 1, 3), "3 dimensions"),
     (lambda: torch.randn(2, 5, 4), "input size is 4"),

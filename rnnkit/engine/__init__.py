@@ -37,13 +37,13 @@ def refuse_jit_trace():
 
 
 class GradProbe:
-    """Observes dL/dh_t: after backward, `probe.dh` is (T, B, H), the total gradient reaching h_t at every
-    step: how gradients vanish or explode over time (deck 002). Row t is input position t in either
-    direction (the reverse direction reaches h_t in the order T-1 .. 0); where a sequence has ended (t >= its
-    length) the state passes through unchanged, and so row t holds the gradient it carries: dL/dh_T forward,
-    dL/dh_0 in reverse. A step the pass doesn't reach records 0. One record per run and backward pass, also for a
-    second-order pass (through a gradient taken with create_graph=True), which reaches h_t along two paths;
-    several passes accumulate in `probe.history`. Under vmap and batched gradients (is_grads_batched,
+    """Observes dL/dh_t: after backward, `probe.dh` is (T, B, H) (H: h_t's width, proj_size for an lstm with one),
+    the total gradient reaching h_t at every step: how gradients vanish or explode over time (deck 002). Row t is
+    input position t in either direction (the reverse direction reaches h_t in the order T-1 .. 0); where a sequence
+    has ended (t >= its length) the state passes through unchanged, and so row t holds the gradient it carries:
+    dL/dh_T forward, dL/dh_0 in reverse. A step the pass doesn't reach records 0. One record per run and backward
+    pass, also for a second-order pass (through a gradient taken with create_graph=True), which reaches h_t along
+    two paths; several passes accumulate in `probe.history`. Under vmap and batched gradients (is_grads_batched,
     jacobian(vectorize=True)) it records nothing (with a warning): those gradients are not plain tensors."""
 
     def __init__(self):

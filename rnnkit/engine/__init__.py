@@ -241,9 +241,11 @@ def _check_folded(cell, xw, states, xbias, raw_tail, xtilde):
     """A one-line error for a part of the projection handed to the native loop (see `run`) that it can't take:
     the loop of gru_cho and mut1-3 read xbias as b_xh (G·H,) whatever its size (past its end, a smaller one),
     and other cells ignored it, as they ignore raw_tail (MUT1's only): their outputs without it, in silence."""
+    from rnnkit.engine import native
+
     name = cell.__name__
     if xbias is not None:
-        if not compiled.native.loop_adds_input_bias(cell):
+        if not native.loop_adds_input_bias(cell):
             raise RnnkitError(f"run({name}): xbias is the input bias b_xh that the loop of gru_cho and mut1-3 adds; "
                               f"{name}'s belongs in xw")  # fmt: skip
         width = xw.shape[2] + (states[0].shape[1] if xtilde is not None else 0)  # x̃'s block given apart
@@ -253,7 +255,7 @@ def _check_folded(cell, xw, states, xbias, raw_tail, xtilde):
         if (xbias.dtype, xbias.device) != (xw.dtype, xw.device) and not autocast_on(xw.device):
             raise RnnkitError(f"run({name}): xbias must be {xw.dtype} on {xw.device} as xw, got {xbias.dtype} on "
                               f"{xbias.device}")  # fmt: skip
-    if raw_tail and cell is not compiled.native.CELLS["mut1"]:
+    if raw_tail and cell is not native.CELLS["mut1"]:
         raise RnnkitError(f"run({name}): raw_tail is MUT1's (its x̃ block given before its tanh)")
 
 

@@ -694,9 +694,7 @@ class Recurrent(nn.Module):
         if self.cells[0].torch_mode is None:
             raise RnnkitError(f"all_weights lists torch.nn's weights; torch.nn has no {self.cell_name} cell "
                               "(use named_parameters())")  # fmt: skip
-        weights = [p for _, p in self._torch_names()]
-        per_cell = len(weights) // len(self.cells)
-        return [weights[i : i + per_cell] for i in range(0, len(weights), per_cell)]
+        return self._per_cell(self._flat_weights)
 
     @property
     def mode(self) -> str | None:
@@ -716,9 +714,12 @@ class Recurrent(nn.Module):
     @property
     def _all_weights(self) -> list[list[str]]:
         """_flat_weights_names per layer and direction, as torch.nn.RNNBase's _all_weights."""
-        names = self._flat_weights_names
-        per_cell = len(names) // len(self.cells)
-        return [names[i : i + per_cell] for i in range(0, len(names), per_cell)] if names else []
+        return self._per_cell(self._flat_weights_names)
+
+    def _per_cell(self, items):
+        """A list in torch.nn's order (one block per layer and direction) cut into those blocks."""
+        n = len(items) // len(self.cells)
+        return [items[i : i + n] for i in range(0, len(items), n)] if items else []
 
     def __dir__(self):
         """torch.nn's weight names too (weight_hh_l0, ...), for completion in a shell or notebook."""

@@ -1013,3 +1013,41 @@ def test_a_state_of_no_units_takes_an_xw_of_no_columns_only():
         run(CELLS["rnn_tanh"], xw, h0, P, backend="native", check=False)
     hs, (h,) = run(CELLS["rnn_tanh"], xw[..., :0], h0, P, backend="native")
     assert hs.shape == (T, B, 0) and h.shape == (B, 0)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (0, False, False, (4, 3), (5, 6), (4, 6)),  # op(A) 4×3 against op(B) 5×6
+        (0, True, False, (4, 3), (4, 6), (4, 6)),  # op(A) = Aᵀ is 3×4, C has 4 rows
+        (0, False, True, (4, 3), (6, 4), (4, 6)),  # op(B) = Bᵀ is 4×6, A has 3 columns
+        (0, False, False, (4, 3), (3, 7), (4, 6)),  # C one column short
+        (3, False, False, (4, 3), (3, 6), (4, 6)),  # no plan 3
+    ],
+)
+def test_gemm_run_refuses_operands_that_disagree(args):
+    """The tests' gemm_run binding read past its operands when their shapes disagreed (it took M, N, K from
+    C and A alone): now an error naming the shapes."""
+    plan, ta, tb, a, b, c = args
+    with pytest.raises(RuntimeError, match="gemm_run: (shapes disagree|plan is)"):
+        native.load().gemm_run(plan, ta, tb, torch.randn(a), torch.randn(b), 0.0, torch.zeros(c))
+
+
+@pytest.mark.skipif(
+    native.load() is None or not native.load().have_own_gemm(),
+    reason="rnnkit's own GEMM kernel needs an AVX-512 CPU",
+)
+@pytest.mark.parametrize(
+    "tw, a, w, N, c",
+    [
+        (False, (4, 3), (3, 6), 7, (4, 7)),  # N past W's columns
+        (True, (4, 3), (6, 3), 5, (4, 5)),  # Wᵀ has 6 columns, not 5
+        (False, (4, 2), (3, 6), 6, (4, 6)),  # A has 2 columns, K = 3
+        (False, (4, 3), (3, 6), 6, (5, 6)),  # C's rows
+        (False, (4, 3), (3, 6), 6, (4, 5)),  # C one column short
+    ],
+)
+def test_own_gemm_refuses_operands_that_disagree(tw, a, w, N, c):
+    """The same for the own kernel's test binding."""
+    with pytest.raises(RuntimeError, match="own_gemm: shapes disagree"):
+        native.load().own_gemm(torch.randn(a), torch.randn(w), tw, N, 0.0, torch.zeros(c))

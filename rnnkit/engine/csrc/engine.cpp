@@ -615,8 +615,16 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("own_gemm", [](const at::Tensor& A, const at::Tensor& W, bool tw, int64_t N, double beta, at::Tensor C) {
           // for the tests: C[:, :N] = A[:, :K] op(W) + beta·C by kernel.h, A and C as strided row-major views
           TORCH_CHECK(RNNKIT_OWN_GEMM, "rnnkit native: the own GEMM kernel needs AVX-512");
-          TORCH_CHECK(A.scalar_type() == at::kFloat && W.is_contiguous() && A.stride(1) == 1 && C.stride(1) == 1);
+          TORCH_CHECK(A.dim() == 2 && W.dim() == 2 && C.dim() == 2, "own_gemm: A, W and C must be matrices");
+          TORCH_CHECK(A.scalar_type() == at::kFloat && W.scalar_type() == at::kFloat && C.scalar_type() == at::kFloat,
+                      "own_gemm: A, W and C must be float32");
+          TORCH_CHECK(W.is_contiguous() && A.stride(1) == 1 && C.stride(1) == 1,
+                      "own_gemm: W must be contiguous, A and C rows of unit stride");
           const int64_t K = tw ? W.size(1) : W.size(0);
+          // op(W) is K×N (W stored N×K when tw, else K×N); A's first K columns and C's first N are used
+          TORCH_CHECK(W.size(tw ? 0 : 1) == N && A.size(1) >= K && C.size(0) == A.size(0) && C.size(1) >= N,
+                      "own_gemm: shapes disagree: A ", A.sizes(), ", W ", W.sizes(), (tw ? " (transposed)" : ""),
+                      ", N ", N, ", C ", C.sizes());
           auto s = rnnkit::StepW<float>::make(4, W.data_ptr<float>(), tw, N, K, A.size(0));
           s.mul(A.data_ptr<float>(), A.stride(0), float(beta), C.data_ptr<float>(), C.stride(0));
           return C;
@@ -628,8 +636,17 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("have_blas", &rnnkit::have_blas, "whether the BLAS GEMM inside libtorch is reachable");
   m.def("gemm_run", [](int64_t plan, bool ta, bool tb, const at::Tensor& A, const at::Tensor& B, double beta,
                        at::Tensor C) {  // for the tests: C = op(A) op(B) + beta·C by one plan (0 MKL, 1 oneDNN, 2 Cᵀ)
-          TORCH_CHECK(A.scalar_type() == at::kFloat && A.is_contiguous() && B.is_contiguous() && C.is_contiguous());
+          TORCH_CHECK(plan >= 0 && plan <= 2, "gemm_run: plan is 0 (MKL), 1 (oneDNN) or 2 (Cᵀ), not ", plan);
+          TORCH_CHECK(A.dim() == 2 && B.dim() == 2 && C.dim() == 2, "gemm_run: A, B and C must be matrices");
+          TORCH_CHECK(A.scalar_type() == at::kFloat && B.scalar_type() == at::kFloat && C.scalar_type() == at::kFloat,
+                      "gemm_run: A, B and C must be float32");
+          TORCH_CHECK(A.is_contiguous() && B.is_contiguous() && C.is_contiguous(),
+                      "gemm_run: A, B and C must be contiguous");
           const int64_t M = C.size(0), N = C.size(1), K = ta ? A.size(0) : A.size(1);
+          // op(A) is M×K and op(B) K×N
+          TORCH_CHECK(A.size(ta ? 1 : 0) == M && B.size(tb ? 1 : 0) == K && B.size(tb ? 0 : 1) == N,
+                      "gemm_run: shapes disagree: A ", A.sizes(), (ta ? " (transposed)" : ""), ", B ", B.sizes(),
+                      (tb ? " (transposed)" : ""), ", C ", C.sizes());
           rnnkit::gemm_run<float>(int(plan), ta, tb, M, N, K, A.data_ptr<float>(), A.size(1), B.data_ptr<float>(),
                                   B.size(1), float(beta), C.data_ptr<float>(), N);
           return C;

@@ -35,9 +35,15 @@ def _cache_dir() -> pathlib.Path:
 
 
 def _cpu_name() -> str:
-    try:  # -march=native code must not travel to another CPU through a shared home directory
+    """The CPU's model name and flags: -march=native code must not travel to another CPU through a shared home
+    directory. The first of the two lines alone (the model name) was the key: a VM's CPU shows one ("AMD EPYC")
+    for models with and without AVX-512, and a library built on the one (AVX-512 instructions) would kill the
+    other's process (SIGILL)."""
+    try:
         lines = pathlib.Path("/proc/cpuinfo").read_text().splitlines()
-        return next((line for line in lines if line.startswith(("model name", "flags"))), "")
+        return "\n".join(
+            next((line for line in lines if line.startswith(key)), "") for key in ("model name", "flags")
+        )
     except OSError:
         return platform.processor()
 

@@ -169,6 +169,18 @@ def test_a_damaged_kernel_is_built_again(tmp_path, monkeypatch, capsys):
         assert "does not match the record of its build" in capsys.readouterr().err
 
 
+def test_the_kernels_cache_tells_cpus_with_other_flags_apart(monkeypatch):
+    """The library is built with -march=native and cached by the CPU: the key was its model name alone, which a
+    VM shows as "AMD EPYC" for CPUs with AVX-512 and without, and a shared home directory would give the one's
+    library (AVX-512 instructions) to the other, killing its process. The flags are in the key too."""
+    seen = {}
+    for flags in ("fpu sse2 avx2 fma avx512f avx512bw", "fpu sse2 avx2 fma"):
+        cpuinfo = f"processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: {flags}\n\nprocessor\t: 1\n"
+        monkeypatch.setattr(_rbm_kernel.pathlib.Path, "read_text", lambda self, *a, text=cpuinfo, **k: text)
+        seen[flags] = _rbm_kernel._cpu_name()
+    assert len(set(seen.values())) == 2 and all("AMD EPYC" in name for name in seen.values()), seen
+
+
 @pytest.fixture
 def fresh_kernel(monkeypatch, tmp_path):
     """_rbm_kernel as in a new process, its cache in tmp_path; the real one again after the test."""

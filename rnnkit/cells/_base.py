@@ -20,6 +20,7 @@ import math
 import torch
 from torch import nn
 from torch.autograd import forward_ad
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from torch.nn import functional as F
 
 from rnnkit.errors import RnnkitError
@@ -28,6 +29,25 @@ SCRIPT_ERROR = (
     "torch.jit.script can't compile rnnkit's cells and layers (their loop is a call TorchScript can't see "
     "into; torch.jit is deprecated): use torch.export.export(model, (x,)) or torch.compile(model)"
 )
+
+
+def fx_call(module, kwargs):
+    """Under torch.fx.symbolic_trace (FX proxies among the arguments), the call recorded as one call_module node,
+    as FX records torch.nn's modules (torch.nn.LSTM, LSTMCell): the traced model calls the module itself. None
+    where no argument is a proxy. FX traced into rnnkit's cells and layers instead, whose checks failed on the
+    proxies ("input must be a torch.Tensor, got Proxy"), so a model holding one could not be traced at all
+    (create_feature_extractor, FX quantization). The module traced as the root itself can't be a call of
+    itself: refused in one line. (Asked only where is_fx_symbolic_tracing(): a dict of the arguments costs.)"""
+    proxy = next((a for a in torch.utils._pytree.tree_leaves(kwargs) if isinstance(a, torch.fx.Proxy)), None)
+    if proxy is None:
+        return None
+    tracer, name = proxy.tracer, type(module).__name__
+    if module is tracer.root:
+        raise RnnkitError(f"torch.fx.symbolic_trace can't trace into rnnkit's {name} (its loop and checks need real "
+                          f"tensors): trace a model that holds it, where it is one call of the {name}, as torch.nn's "
+                          "RNNs are; or use torch.export.export(model, (x,))")  # fmt: skip
+    given = {k: v for k, v in kwargs.items() if v is not None}
+    return tracer.create_proxy("call_module", tracer.path_of_module(module), (), given)
 
 
 def linear(u, W, b=None):
@@ -140,6 +160,10 @@ class Cell(nn.Module):
         nn.RNNCell, nn.GRUCell), the tuple (h_t, c_t) for lstm and lstmp (as nn.LSTMCell). state: the same, a
         one-tuple (h_t,), or None (zeros). Also one unbatched step: x_t (D,), the states (·,). input, hx: x_t
         and state under torch.nn's names for them (`cell(input=x, hx=(h, c))`)."""
+        if is_fx_symbolic_tracing():  # (one call_module node, as FX records torch.nn's cells)
+            traced = fx_call(self, dict(x_t=x_t, state=state, hx=hx, input=input))
+            if traced is not None:
+                return traced
         if input is not None:
             if x_t is not None:
                 raise RnnkitError("give the input as x_t or as input (torch.nn's name), not both")

@@ -21,13 +21,14 @@ import warnings
 
 import torch
 from torch import nn
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from torch.nn import functional as F
 from torch.nn.utils._named_member_accessor import swap_tensor as _swap_tensor
 from torch.nn.utils.parametrize import register_parametrization as _register_parametrization
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.cells import CELLS, LSTMP
-from rnnkit.cells._base import AUTOCAST_DTYPES, SCRIPT_ERROR, affine_input, autocast_on
+from rnnkit.cells._base import AUTOCAST_DTYPES, SCRIPT_ERROR, affine_input, autocast_on, fx_call
 from rnnkit.cells._base import Cell as BaseCell
 from rnnkit.engine import BACKENDS, GradProbe, refuse_jit_trace, resolve_backend, run
 from rnnkit.errors import RnnkitError
@@ -210,6 +211,11 @@ class Recurrent(nn.Module):
         (`lstm(input=x, hx=(h, c))`). (_sorted: a PackedSequence's sorted_indices, see _dropout.)
         """
         refuse_jit_trace()  # before the native projection, whose output the tracer can't see either
+        if is_fx_symbolic_tracing():  # (one call_module node, as FX records torch.nn's RNNs)
+            given = dict(x=x, state=state, lengths=lengths, cond=cond, probe=probe, hx=hx, input=input)
+            traced = fx_call(self, given)
+            if traced is not None:
+                return traced
         if input is not None:
             if x is not None:
                 raise RnnkitError("give the input as x or as input (torch.nn's name), not both")

@@ -76,3 +76,16 @@ def test_sizes_that_are_not_positive_integers_are_refused(name, sizes):
     """As Recurrent refuses them: True was taken as an int, a cell of width 1."""
     with pytest.raises(ValueError, match="must be a positive integer"):
         CELLS[name](*sizes)
+
+
+def test_fx_symbolic_trace_keeps_a_cell_as_one_call():
+    """As torch.nn.LSTMCell, a cell in a model traced by torch.fx.symbolic_trace is one call_module node (FX traced into
+    it and failed: "x_t must be a tensor (B, 4), got Proxy"); a cell traced as the root is refused in one line."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), CELLS["gru"](4, 6))
+    graph = torch.fx.symbolic_trace(model)
+    assert [n.target for n in graph.graph.nodes if n.op == "call_module"] == ["0", "1"]
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(graph(x), model(x))
+    with pytest.raises(RnnkitError, match=r"torch.fx.symbolic_trace can't trace into rnnkit's LSTM"):
+        torch.fx.symbolic_trace(CELLS["lstm"](4, 6))

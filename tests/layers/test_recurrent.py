@@ -278,6 +278,33 @@ def test_jit_script_is_refused_in_one_line():
             torch.jit.script(module)
 
 
+@pytest.mark.parametrize("backend", [None, "python"])
+def test_fx_symbolic_trace_keeps_the_layer_as_one_call(backend):
+    """torch.fx.symbolic_trace keeps torch.nn's RNNs as one call_module node; it traced into a Recurrent, whose checks
+    failed on its proxies ("input must be a torch.Tensor, got Proxy"), so no model holding one could be traced
+    (create_feature_extractor, FX quantization). It is one call now, the traced model calling the layer itself with
+    what it was given (lengths, hx= too); the layer traced as the root is refused in one line."""
+    torch.manual_seed(0)
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(4, 4)
+            self.rnn = Recurrent("lstm", 4, 6, num_layers=2, backend=backend)
+
+        def forward(self, x, lengths, h, c):
+            return self.rnn(self.proj(x), lengths=lengths, hx=(h, c))[0].sum(-1)
+
+    model = Model()
+    graph = torch.fx.symbolic_trace(model)
+    assert [n.target for n in graph.graph.nodes if n.op == "call_module"] == ["proj", "rnn"]
+    x, lengths = torch.randn(3, 9, 4), torch.tensor([9, 2, 5])
+    h, c = torch.randn(2, 3, 6), torch.randn(2, 3, 6)
+    torch.testing.assert_close(graph(x, lengths, h, c), model(x, lengths, h, c))
+    with pytest.raises(RnnkitError, match=r"symbolic_trace can't trace into rnnkit's Recurrent .*holds it"):
+        torch.fx.symbolic_trace(model.rnn)
+
+
 @pytest.mark.parametrize("cell", ["lstm", "mut1", "gru"])
 def test_autocast_bfloat16(cell):
     """Under torch.autocast the projection runs in bfloat16 like any F.linear and the loop in float32 (the

@@ -40,9 +40,15 @@ class CharLMConfig:
 
 
 def detach(state):
+    """The state cut from its graph. One made under torch.inference_mode() (an evaluation calling model(batch)) is
+    copied out of it where autograd runs: the next training window failed ("Inference tensors cannot be saved for
+    backward"), where one made under torch.no_grad() trains on."""
     if state is None:
         return None
-    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+    if isinstance(state, tuple):
+        return tuple(detach(s) for s in state)
+    thaw = state.is_inference() and not torch.is_inference_mode_enabled()
+    return state.clone() if thaw else state.detach()
 
 
 def _torch_recurrent(cfg: CharLMConfig, input_size: int) -> nn.Module:

@@ -37,6 +37,24 @@ def test_state_is_carried_across_windows_and_detached():
     assert all(not s.requires_grad for s in m.state)
 
 
+@pytest.mark.parametrize("torch_rnn", [False, True])
+def test_training_goes_on_after_an_evaluation_under_inference_mode(torch_rnn):
+    """model(batch) under torch.inference_mode() carried a state made there into the next training window, which
+    failed ("Inference tensors cannot be saved for backward"); it trains on, carrying that state, as after an
+    evaluation under torch.no_grad()."""
+    m = model(torch_rnn=torch_rnn)
+    xs = torch.randint(0, V, (2, 10))
+    with torch.no_grad():
+        m(Window(xs[:, :5], xs[:, :5]))
+    want, _ = m.train()(Window(xs[:, 5:], xs[:, 5:]))
+    m.state = None
+    with torch.inference_mode():
+        m.eval()(Window(xs[:, :5], xs[:, :5]))
+    logits, loss = m.train()(Window(xs[:, 5:], xs[:, 5:]))
+    loss.backward()
+    torch.testing.assert_close(logits, want)
+
+
 def test_one_step_at_a_time_equals_the_whole_sequence():
     m = model()
     ids = [1, 4, 2, 6, 0]

@@ -28,12 +28,19 @@ TRACE_ERROR = (
     "torch.compile(model)"
 )
 
+ONNX_TRACE_ERROR = (
+    "torch.onnx.export(..., dynamo=False) traces the model with torch.jit, which can't record rnnkit's recurrent "
+    "loop (it runs outside the ops the tracer sees): export with torch.onnx.export(model, (x,), dynamo=True), "
+    "which goes through torch.export"
+)
+
 
 def refuse_jit_trace():
     """torch.jit.trace records torch ops only: the native loop's outputs would become constants of the trace
-    (the python loop's length T too), a program that silently computes something else. So it is refused."""
+    (the python loop's length T too), a program that silently computes something else. So it is refused; under
+    torch.onnx.export's old exporter (dynamo=False), which traces so, the line names the ONNX exporter that works."""
     if torch.jit.is_tracing():
-        raise RnnkitError(TRACE_ERROR)
+        raise RnnkitError(ONNX_TRACE_ERROR if torch.onnx.is_in_onnx_export() else TRACE_ERROR)
 
 
 class GradProbe:

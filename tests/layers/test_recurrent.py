@@ -1,5 +1,7 @@
 """The Recurrent layer: stacking, skip and residual connections, conditioning, bad input."""
 
+import io
+
 import pytest
 import torch
 
@@ -265,6 +267,15 @@ def test_jit_trace_is_refused_not_replayed_wrong(backend):
     with pytest.raises(RnnkitError, match="torch.jit.trace"):  # the engine called directly too
         torch.jit.trace(lambda xw: run(CELLS["rnn_tanh"], xw, (torch.zeros(3, 4),), (torch.eye(4), None))[0],
                         torch.randn(5, 3, 4))  # fmt: skip
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
+def test_onnx_export_through_jit_trace_names_the_exporter_that_works():
+    """torch.onnx.export(..., dynamo=False) traces with torch.jit: it was refused with the line for torch.jit.trace,
+    which the caller never called; the line names dynamo=True (through torch.export, which runs the layer)."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), Recurrent("gru", 4, 6))
+    with pytest.raises(RnnkitError, match=r"torch.onnx.export\(\.\.\., dynamo=False\) .*dynamo=True"):
+        torch.onnx.export(model, (torch.randn(2, 5, 4),), io.BytesIO(), dynamo=False)
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")

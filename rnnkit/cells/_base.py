@@ -31,13 +31,18 @@ SCRIPT_ERROR = (
 )
 
 
-def fx_call(module, kwargs):
+def fx_call(module, kwargs, base):
     """Under torch.fx.symbolic_trace (FX proxies among the arguments), the call recorded as one call_module node,
     as FX records torch.nn's modules (torch.nn.LSTM, LSTMCell): the traced model calls the module itself. None
     where no argument is a proxy. FX traced into rnnkit's cells and layers instead, whose checks failed on the
     proxies ("input must be a torch.Tensor, got Proxy"), so a model holding one could not be traced at all
     (create_feature_extractor, FX quantization). The module traced as the root itself can't be a call of
-    itself: refused in one line. (Asked only where is_fx_symbolic_tracing(): a dict of the arguments costs.)"""
+    itself: refused in one line. (Asked only where is_fx_symbolic_tracing(): a dict of the arguments costs.)
+
+    base: the rnnkit class whose forward is running (Cell, Recurrent). FX, which doesn't take rnnkit's modules
+    for leaves, has already traced what the module's own call runs around it: its hooks, and a subclass's forward
+    that calls this one. A call of the module would run those again (a hook's `out * 2` doubled twice, a
+    subclass's `x * 2` twice): there the node calls base.forward alone (fx_forward)."""
     proxy = next((a for a in torch.utils._pytree.tree_leaves(kwargs) if isinstance(a, torch.fx.Proxy)), None)
     if proxy is None:
         return None
@@ -47,7 +52,27 @@ def fx_call(module, kwargs):
                           f"tensors): trace a model that holds it, where it is one call of the {name}, as torch.nn's "
                           "RNNs are; or use torch.export.export(model, (x,))")  # fmt: skip
     given = {k: v for k, v in kwargs.items() if v is not None}
-    return tracer.create_proxy("call_module", tracer.path_of_module(module), (), given)
+    path = tracer.path_of_module(module)
+    if type(module).forward is base.forward and not _forward_hooks(module):
+        return tracer.create_proxy("call_module", path, (), given)
+    layer = tracer.create_proxy("get_attr", path, (), {})  # (the module itself, not a call of it)
+    return tracer.create_proxy("call_function", fx_forward, (layer,), given)
+
+
+def _forward_hooks(module) -> bool:
+    """Whether module's call runs forward hooks (its own or global ones) around its forward."""
+    from torch.nn.modules import module as hooks
+
+    return bool(module._forward_hooks or module._forward_pre_hooks or hooks._global_forward_hooks
+                or hooks._global_forward_pre_hooks)  # fmt: skip
+
+
+def fx_forward(module, **kwargs):
+    """Cell.forward or Recurrent.forward of module alone, without its hooks or a subclass's forward around it:
+    what a model traced by torch.fx.symbolic_trace calls where those were traced already (see fx_call)."""
+    from rnnkit.layers.recurrent import Recurrent  # (which imports this module)
+
+    return (Recurrent if isinstance(module, Recurrent) else Cell).forward(module, **kwargs)
 
 
 def linear(u, W, b=None):
@@ -161,7 +186,7 @@ class Cell(nn.Module):
         one-tuple (h_t,), or None (zeros). Also one unbatched step: x_t (D,), the states (·,). input, hx: x_t
         and state under torch.nn's names for them (`cell(input=x, hx=(h, c))`)."""
         if is_fx_symbolic_tracing():  # (one call_module node, as FX records torch.nn's cells)
-            traced = fx_call(self, dict(x_t=x_t, state=state, hx=hx, input=input))
+            traced = fx_call(self, dict(x_t=x_t, state=state, hx=hx, input=input), Cell)
             if traced is not None:
                 return traced
         if input is not None:

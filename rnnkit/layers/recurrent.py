@@ -213,7 +213,7 @@ class Recurrent(nn.Module):
         refuse_jit_trace()  # before the native projection, whose output the tracer can't see either
         if is_fx_symbolic_tracing():  # (one call_module node, as FX records torch.nn's RNNs)
             given = dict(x=x, state=state, lengths=lengths, cond=cond, probe=probe, hx=hx, input=input)
-            traced = fx_call(self, given)
+            traced = fx_call(self, given, Recurrent)
             if traced is not None:
                 return traced
         if input is not None:

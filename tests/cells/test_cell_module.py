@@ -89,3 +89,18 @@ def test_fx_symbolic_trace_keeps_a_cell_as_one_call():
     torch.testing.assert_close(graph(x), model(x))
     with pytest.raises(RnnkitError, match=r"torch.fx.symbolic_trace can't trace into rnnkit's LSTM"):
         torch.fx.symbolic_trace(CELLS["lstm"](4, 6))
+
+
+def test_fx_symbolic_trace_runs_a_subclass_forward_once():
+    """A cell's subclass whose forward calls the cell's: FX traced that forward, and one call of the cell there
+    ran it again (x + 1 and · 2 twice), with the cell's argument names, which the subclass's forward may not take."""
+    torch.manual_seed(0)
+
+    class Shifted(type(CELLS["gru"](4, 6))):
+        def forward(self, x, h=None):
+            return super().forward(x + 1, h) * 2
+
+    model = nn.Sequential(nn.Linear(4, 4), Shifted(4, 6))
+    graph = torch.fx.symbolic_trace(model)
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(graph(x), model(x))

@@ -316,6 +316,26 @@ def test_fx_symbolic_trace_keeps_the_layer_as_one_call(backend):
         torch.fx.symbolic_trace(model.rnn)
 
 
+def test_fx_symbolic_trace_runs_a_subclass_forward_and_hooks_once():
+    """FX traces what a Recurrent's call runs around its forward (its hooks, a subclass's forward calling
+    Recurrent.forward) before the layer is reached: one call of the layer there ran them again, and the traced
+    model computed something else in silence (a hook's out * 2 and a subclass's x * 2 applied twice)."""
+    torch.manual_seed(0)
+
+    class Scaled(Recurrent):
+        def forward(self, x, state=None):
+            out, state = super().forward(x * 2, state)
+            return out * 3, state
+
+    hooked = Recurrent("lstm", 4, 6)
+    hooked.register_forward_hook(lambda module, args, out: (out[0] * 2, out[1]))
+    for layer in (Scaled("gru", 4, 6), hooked):
+        model = torch.nn.Sequential(torch.nn.Linear(4, 4), layer)
+        graph = torch.fx.symbolic_trace(model)
+        x = torch.randn(3, 5, 4)
+        torch.testing.assert_close(graph(x)[0], model(x)[0])
+
+
 @pytest.mark.parametrize("cell", ["lstm", "mut1", "gru"])
 def test_autocast_bfloat16(cell):
     """Under torch.autocast the projection runs in bfloat16 like any F.linear and the loop in float32 (the

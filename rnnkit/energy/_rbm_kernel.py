@@ -27,6 +27,8 @@ SOURCE = pathlib.Path(__file__).with_name("rbm_cd.c")
 # flush-to-zero for the whole process, torch's arithmetic included (float32 denormals read as 0).
 FLAGS = ["-O3", "-march=native", "-ffast-math", "-fPIC"]
 LINK = ["-shared"]
+# the lines of /proc/cpuinfo that tell CPUs apart (x86, then ARM), for the cache key (_cpu_name)
+CPUINFO_KEYS = ("model name", "flags", "Features", "CPU implementer", "CPU part")
 
 
 def _cache_dir() -> pathlib.Path:
@@ -38,12 +40,11 @@ def _cpu_name() -> str:
     """The CPU's model name and flags: -march=native code must not travel to another CPU through a shared home
     directory. The first of the two lines alone (the model name) was the key: a VM's CPU shows one ("AMD EPYC")
     for models with and without AVX-512, and a library built on the one (AVX-512 instructions) would kill the
-    other's process (SIGILL)."""
+    other's process (SIGILL). An ARM CPU shows neither line: its part and its flags ("Features", SVE or not)."""
     try:
         lines = pathlib.Path("/proc/cpuinfo").read_text().splitlines()
-        return "\n".join(
-            next((line for line in lines if line.startswith(key)), "") for key in ("model name", "flags")
-        )
+        found = (next((line for line in lines if line.startswith(key)), "") for key in CPUINFO_KEYS)
+        return "\n".join(line for line in found if line)
     except OSError:
         return platform.processor()
 

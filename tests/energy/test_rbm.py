@@ -181,6 +181,20 @@ def test_the_kernels_cache_tells_cpus_with_other_flags_apart(monkeypatch):
     assert len(set(seen.values())) == 2 and all("AMD EPYC" in name for name in seen.values()), seen
 
 
+def test_the_kernels_cache_tells_arm_cpus_apart(monkeypatch):
+    """An ARM CPU's /proc/cpuinfo has no "model name" or "flags" line: every ARM CPU had the same key, and a
+    library built with -march=native on one with SVE (Graviton3) would kill the process on one without it."""
+    seen = set()
+    for features, part in (
+        ("fp asimd aes crc32 atomics", "0xd0c"),
+        ("fp asimd aes crc32 atomics sve sve2", "0xd40"),
+    ):
+        cpuinfo = f"processor\t: 0\nFeatures\t: {features}\nCPU implementer\t: 0x41\nCPU part\t: {part}\n\n"
+        monkeypatch.setattr(_rbm_kernel.pathlib.Path, "read_text", lambda self, *a, text=cpuinfo, **k: text)
+        seen.add(_rbm_kernel._cpu_name())
+    assert len(seen) == 2, seen
+
+
 @pytest.fixture
 def fresh_kernel(monkeypatch, tmp_path):
     """_rbm_kernel as in a new process, its cache in tmp_path; the real one again after the test."""

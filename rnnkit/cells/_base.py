@@ -52,6 +52,9 @@ def fx_call(module, kwargs, base):
                           f"tensors): trace a model that holds it, where it is one call of the {name}, as torch.nn's "
                           "RNNs are; or use torch.export.export(model, (x,))")  # fmt: skip
     given = {k: v for k, v in kwargs.items() if v is not None}
+    if "probe" in given:  # (FX failed on it: "NotImplementedError: argument of type: <class 'GradProbe'>")
+        raise RnnkitError(f"torch.fx.symbolic_trace can't keep a GradProbe in a traced model (its hooks need the "
+                          f"{name}'s real steps): trace the model without probe=, and run it with one")  # fmt: skip
     path = tracer.path_of_module(module)
     if type(module).forward is base.forward and not _forward_hooks(module):
         return tracer.create_proxy("call_module", path, (), given)

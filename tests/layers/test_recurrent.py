@@ -336,6 +336,24 @@ def test_fx_symbolic_trace_runs_a_subclass_forward_and_hooks_once():
         torch.testing.assert_close(graph(x)[0], model(x)[0])
 
 
+def test_fx_symbolic_trace_refuses_a_grad_probe_in_one_line():
+    """A GradProbe can't be an argument of a traced model's call: FX failed deep inside ("NotImplementedError:
+    argument of type: <class 'rnnkit.engine.GradProbe'>")."""
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn, self.probe = Recurrent("gru", 4, 6), GradProbe()
+
+        def forward(self, x):
+            return self.rnn(x, probe=self.probe)[0]
+
+    model = Model()
+    model(torch.randn(2, 5, 4))  # (eagerly it runs)
+    with pytest.raises(RnnkitError, match="symbolic_trace can't keep a GradProbe"):
+        torch.fx.symbolic_trace(model)
+
+
 @pytest.mark.parametrize("cell", ["lstm", "mut1", "gru"])
 def test_autocast_bfloat16(cell):
     """Under torch.autocast the projection runs in bfloat16 like any F.linear and the loop in float32 (the

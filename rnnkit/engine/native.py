@@ -273,6 +273,10 @@ def unsupported(cell, xw):
         return f"{cell.__name__} is not one of rnnkit's cells, which the native loop runs"
     if type(xw) not in (torch.Tensor, torch.nn.Parameter):  # FakeTensor under torch.export, other subclasses
         return f"{type(xw).__name__} tensors (the native loop reads a plain tensor's memory)"
+    if torch._C._get_dispatch_mode(torch._C._TorchDispatchModeKey.PROXY) is not None:
+        # make_fx on real tensors: its graph holds the ops the dispatcher saw, and the loop's work is none of them
+        # (the graph replayed the empty buffers the loop had filled: out 1e34 off)
+        return "make_fx tracing (its graph records torch's ops, and the native loop runs none)"
     if xw.device.type != "cpu":
         return f"{xw.device.type} tensors (the native backend is CPU-only)"
     if xw.dtype not in (torch.float32, torch.float64):

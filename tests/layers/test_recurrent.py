@@ -256,6 +256,23 @@ def test_torch_export_same_numbers(name, kw, strict):
         torch.testing.assert_close(program.module()(x, lengths), model(x, lengths))
 
 
+def test_make_fx_graph_computes_what_the_layer_does():
+    """make_fx on real tensors recorded the native loop's empty output buffers and not the loop (a C++ call the
+    dispatcher never sees): its graph computed garbage (out 8e34 off) without a word. There the layer runs as
+    python, whose ops the graph holds, as under a FakeTensor trace (torch.export)."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    torch.manual_seed(0)
+    layer = Recurrent("lstm", 4, 8, num_layers=2)
+
+    def f(x):
+        return layer(x)[0]
+
+    graph = make_fx(f)(torch.randn(2, 9, 4))
+    x = torch.randn(2, 9, 4)
+    torch.testing.assert_close(graph(x), f(x))
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated")
 @pytest.mark.parametrize("backend", [None, "python", "autograd"])
 def test_jit_trace_is_refused_not_replayed_wrong(backend):

@@ -44,6 +44,7 @@ Delete the file to time them again (after a BLAS upgrade, say).
 The loops run without the GIL, as torch's ops do: other Python threads go on meanwhile.
 """
 
+import glob
 import hashlib
 import json
 import os
@@ -230,6 +231,10 @@ def keep_plans() -> None:
         _kept = n
         try:
             with flocked(path.with_name(path.name + ".lock")):  # processes adding at once lose nothing
+                # a temporary file of this one is a write cut short (a process killed in it): every writer holds
+                # this lock, so none is in progress; they piled up beside the build, one a kill
+                for stale in path.parent.glob(glob.escape(path.name) + ".*.tmp"):
+                    stale.unlink(missing_ok=True)
                 kept = {tuple(key): option for key, option in _read_plans(path)}
                 for key, option in _ext.gemm_plans():
                     kept.setdefault(tuple(key), option)  # another process's choice stands: later ones read it

@@ -974,6 +974,22 @@ def test_a_gemm_plans_file_that_cannot_be_kept_is_warned_of_once(tmp_path, monke
     assert not pathlib.Path(f"{tmp_path}.lock").exists()
 
 
+def test_a_plans_write_cut_short_leaves_no_temporary_file_behind(tmp_path, monkeypatch):
+    """A process killed while writing the GEMM choices (atomically: a temporary file, then a rename) left its
+    <file>.<random>.tmp beside the build for good, one more for every such kill; the next write removes them."""
+    path = tmp_path / "plans.json"
+    monkeypatch.setenv("RNNKIT_GEMM_PLANS", str(path))
+    native.load()
+    stale = tmp_path / "plans.json.x1y2z3.tmp"
+    stale.write_text("[[[1, 2")
+    other = tmp_path / "other.json.x1y2z3.tmp"  # not this file's
+    other.write_text("")
+    monkeypatch.setattr(native, "_kept", -1)  # choices to add
+    native.keep_plans()
+    assert not stale.exists() and other.exists()
+    assert path.exists()
+
+
 @pytest.mark.parametrize("name", ["gru_cho", "mut1", "mut2", "mut3", "lstm"])
 def test_an_input_bias_the_loop_cannot_take_is_refused(name):
     """run's xbias, b_xh (3H,) that the loop of gru_cho and mut1-3 adds, was taken at any size: one of (1,) was

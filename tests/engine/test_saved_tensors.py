@@ -182,6 +182,34 @@ def test_gemm_plans_are_kept_per_shape_class():
 
 
 @needs_native
+def test_a_class_between_two_agreeing_plans_takes_their_choice_untimed():
+    """A fresh machine timed every eighth-octave class of T·B it met, 0.1-0.3 s each: 25 s in the first 60 steps
+    of a 2x128 LSTM on random (B, T), 3.5x the steps' own time. A class between two kept classes of the same
+    GEMM at most 4x apart, that differ from it in that one size and agree, now takes their choice untimed.
+    Planted: MKL on the transposed problem (plan 2), which a timing of this shape would not pick."""
+    ext = native.load()
+    W = torch.randn(293, 41)  # N = 293 (class 320), K = 41: occur nowhere else
+
+    def mine():
+        return {k[0]: v for k, v in ext.gemm_plans() if k[1] == 320 and k[2] == 41}
+
+    ext.set_gemm("auto")
+    try:
+        native.project(torch.randn(300, 1, 41), W, None)  # timed: the key of this GEMM
+        (key,) = [k for k, _ in ext.gemm_plans() if k[1] == 320 and k[2] == 41]
+        assert ext.add_gemm_plans([([M, *key[1:]], 2) for M in (2048, 4096, 16384 * 4 + 8192)]) == 3
+        for M, kept in ((3000, 2), (2900, 2)):  # classes 3072 and 3072: between 2048 and 4096
+            x = torch.randn(M, 1, 41)
+            out = native.project(x, W, None)
+            torch.testing.assert_close(out, x @ W.T, rtol=1e-5, atol=1e-5)
+            assert mine()[3072] == kept
+        native.project(torch.randn(5000, 1, 41), W, None)  # class 5120: no agreeing neighbour within 4x above
+        assert 5120 in mine()
+    finally:
+        ext.set_gemm(os.environ.get("RNNKIT_GEMM", "auto"))
+
+
+@needs_native
 def test_weight_gradients_run_by_the_timed_gemm_plan():
     """dW_hh = dpreᵀ h_prev over all T·B rows went to at::mm (MKL) and never to the library a timing found
     fastest: on an AMD Zen 4, MKL ran a 2x512 LSTM's dW_hh at 103 GFLOP/s, oneDNN at 188 (a tenth of the

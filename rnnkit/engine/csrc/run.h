@@ -116,6 +116,35 @@ inline int keep_plan(const GemmKey& key, int option) {  // the choice kept for k
   std::lock_guard<std::mutex> lock(g_plan_mutex);
   return g_plan.emplace(key, option).first->second;
 }
+// A GEMM's shape class not timed yet that lies between two timed classes of the same GEMM, differing from both
+// in one size only (M, N or K: the one that follows the data, T·B), at most 4x apart, takes their choice where
+// they agree: the fastest option changes with that size at one point or two (measured on a Zen 4, the GEMMs of a
+// 2x128 LSTM over T·B = 256 .. 28672: oneDNN from 4-8K rows on, MKL at or near a tie below), and timing each of
+// a long run's eighth-octave classes cost a fresh machine 0.1-0.3 s a class (25 s in the first 60 steps of
+// random-shape training, 3.5x the steps' own time). Leading dimensions equal to that size follow it. -1: none.
+inline int bracketed_plan(const GemmKey& key) {
+  std::lock_guard<std::mutex> lock(g_plan_mutex);
+  for (int i = 0; i < 3; ++i) {
+    if (key[i] <= 256) continue;  // exact sizes, no classes
+    auto same = [&](const GemmKey& e) {  // e differs from key in size i (and the lds that equal it) only
+      for (int j = 0; j < int(key.size()); ++j) {
+        const bool follows = j != i && j >= 5 && j <= 7 && key[j] == key[i];
+        if (j != i && (follows ? e[j] != e[i] : e[j] != key[j])) return false;
+      }
+      return true;
+    };
+    const std::pair<const GemmKey, int>*below = nullptr, *above = nullptr;
+    for (const auto& entry : g_plan) {
+      const int64_t d = entry.first[i];
+      if (d == key[i] || !same(entry.first)) continue;
+      if (d < key[i] && (!below || d > below->first[i])) below = &entry;
+      if (d > key[i] && (!above || d < above->first[i])) above = &entry;
+    }
+    if (below && above && above->first[i] <= 4 * below->first[i] && below->second == above->second)
+      return below->second;
+  }
+  return -1;
+}
 }  // namespace native_ext
 
 template <typename T>
@@ -159,17 +188,20 @@ void gemm_run(int plan, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const
   at::from_blob(C, {M, N}, {ldc, 1}, o).copy_(Ct.t());
 }
 
-// Best seconds per call of f over a few calls (after one or two to warm up): five, fewer for a call of
-// milliseconds (a GEMM over a long sequence), whose time varies less and whose timing would cost seconds.
+// Best seconds per call of f over a few calls (after one or two to warm up, none when warm: f ran before): five,
+// fewer for a call of milliseconds (a GEMM over a long sequence), whose time varies less and whose timing would
+// cost seconds, and no more once the best is past give_up (an option already beaten by far).
 template <typename F>
-double best_time(F&& f) {
+double best_time(F&& f, bool warm = false, double give_up = 1e30) {
   using clock = std::chrono::steady_clock;
   auto seconds = [](clock::time_point t0) { return std::chrono::duration<double>(clock::now() - t0).count(); };
   auto t0 = clock::now();
-  f();
-  if (seconds(t0) < 5e-3) f();
+  if (!warm) {
+    f();
+    if (seconds(t0) < 5e-3) f();
+  }
   double best = 1e30, spent = 0;
-  for (int k = 0; k < 5 && (k < 2 || spent < 20e-3); ++k) {
+  for (int k = 0; k < 5 && (k < 2 || spent < 20e-3) && (k == 0 || best <= give_up); ++k) {
     t0 = clock::now();
     f();
     const double s = seconds(t0);
@@ -178,20 +210,35 @@ double best_time(F&& f) {
   return best;
 }
 
-// Seconds of each option (0 .. n-1), the best of two interleaved rounds (drift hits all alike).
-template <typename F>
-std::vector<double> option_times(int n, F&& time_option) {
+// Seconds per call of each option (run(k) runs option k once; offered(k) false: not timed, 1e30), the best of
+// two interleaved rounds (drift hits all alike). An option 2x behind the best so far stops after one timed call,
+// and the second round times again only the options within 1.25x of the best: the rounds are there to tell near
+// ties apart, and timing losers by far cost a fresh machine a third of its first-call time (a 13 ms GEMM 18 calls).
+template <typename F, typename G>
+std::vector<double> option_times(int n, F&& run, G&& offered) {
   std::vector<double> t(n, 1e30);
   for (int round = 0; round < 2; ++round)
-    for (int k = 0; k < n; ++k) t[k] = std::min(t[k], time_option(k));
+    for (int k = 0; k < n; ++k) {
+      const double best = *std::min_element(t.begin(), t.end());
+      if (!offered(k) || (round == 1 && t[k] > 1.25 * best)) continue;
+      t[k] = std::min(t[k], best_time([&] { run(k); }, round == 1, 2 * best));
+    }
   return t;
+}
+template <typename F>
+std::vector<double> option_times(int n, F&& run) {
+  return option_times(n, run, [](int) { return true; });
 }
 
 // The option with the least time (option_times).
-template <typename F>
-int fastest(int n, F&& time_option) {
-  const std::vector<double> t = option_times(n, time_option);
+template <typename F, typename G>
+int fastest(int n, F&& run, G&& offered) {
+  const std::vector<double> t = option_times(n, run, offered);
   return int(std::min_element(t.begin(), t.end()) - t.begin());
+}
+template <typename F>
+int fastest(int n, F&& run) {
+  return fastest(n, run, [](int) { return true; });
 }
 
 // An operand for timing a GEMM: fixed values in [-0.5, 0.5), not drawn from torch's random generator, whose
@@ -225,6 +272,7 @@ inline int gemm_plan(bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_t 
   const GemmKey key{plan_class(M), plan_class(N), plan_class(K), ta, tb, plan_class(lda), plan_class(ldb),
                     plan_class(ldc), beta, at::get_num_threads()};
   if (const int known = known_plan(key); known >= 0) return known;
+  if (const int between = bracketed_plan(key); between >= 0) return keep_plan(key, between);
   constexpr double kTimeCap = 4294967296.0;  // 2^32 multiply-adds
   const double work = double(M) * double(N) * double(K);
   if (work > kTimeCap) {  // lds stay: a shorter side still fits in them
@@ -242,12 +290,9 @@ inline int gemm_plan(bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_t 
   auto A = timing_operand<float>(ta ? K : M, lda), B = timing_operand<float>(tb ? N : K, ldb);
   auto C = at::zeros({M, ldc});
   return keep_plan(key, fastest(beta ? 2 : 3, [&](int k) {
-    if (k == 1 && !have_dnnl()) return 1e30;  // not offered
-    return best_time([&] {
-      gemm_run<float>(k, ta, tb, M, N, K, A.data_ptr<float>(), lda, B.data_ptr<float>(), ldb, beta ? 1.f : 0.f,
-                      C.data_ptr<float>(), ldc);
-    });
-  }));
+    gemm_run<float>(k, ta, tb, M, N, K, A.data_ptr<float>(), lda, B.data_ptr<float>(), ldb, beta ? 1.f : 0.f,
+                    C.data_ptr<float>(), ldc);
+  }, [](int k) { return k != 1 || have_dnnl(); }));
 }
 
 // C (M×N, row-major, ldc) = op(A) op(B) + beta·C with op(A) M×K, op(B) K×N.
@@ -341,7 +386,7 @@ StepW<T> step_weight(const T* W, bool tw, int64_t N, int64_t K, int64_t M, int64
   auto A = timing_operand<T>(M, lda);
   auto C = at::zeros({M, ldc}, A.options());
   const int best = fastest(int(options.size()), [&](int k) {
-    return best_time([&] { options[k].mul(A.template data_ptr<T>(), lda, T(beta), C.template data_ptr<T>(), ldc); });
+    options[k].mul(A.template data_ptr<T>(), lda, T(beta), C.template data_ptr<T>(), ldc);
   });
   const Lib lib = options[best].lib;
   const int option = lib == Lib::Own ? 4 : lib == Lib::Packed ? 3 : lib == Lib::Blas ? 0 : options[best].tw == tw ? 1 : 2;
@@ -373,7 +418,7 @@ StepW<T> thread_weight(const T* W, bool tw, int64_t N, int64_t K, int64_t M, int
     auto A = timing_operand<T>(M, lda);
     auto C = at::zeros({M, ldc}, A.options());
     const std::vector<double> t = option_times(2, [&](int k) {
-      return best_time([&] { options[k].mul(A.template data_ptr<T>(), lda, T(beta), C.template data_ptr<T>(), ldc); });
+      options[k].mul(A.template data_ptr<T>(), lda, T(beta), C.template data_ptr<T>(), ldc);
     });
     if (mkl_set_num_threads_local_) mkl_set_num_threads_local_(&before);
     option = keep_plan(key, t[1] < 0.95 * t[0] ? 4 : packed);

@@ -67,10 +67,11 @@ def backward_loop(cell, dhs, dstateT, caches, us, P, mask, reverse, probe):
         dh = dstate[0] + (dhs[t] if mask is None else torch.where(live[t], dhs[t], 0))
         if dh_record is not None:
             dh_record[t] = dh
-        dnew = (dh, *dstate[1:])
+        dnew = dpass = (dh, *dstate[1:])
+        # selects, not m·d and (1 - m)·d: 0·inf is NaN, and an inf (or NaN) dh reaching a padded step made the
+        # step's gradients NaN and, through them, the state passed on (c's too)
         if mask is not None:
-            m = mask[t]
-            dnew, dpass = tuple(m * d for d in dnew), tuple((1 - m) * d for d in dnew)
+            dnew = tuple(torch.where(live[t], d, 0) for d in dnew)
         dxw_t, dprev, dpre, dextra = cell.step_backward(dnew, caches[t], P)
         if dxw is None:
             dxw = dhs.new_empty(T, B, dxw_t.shape[1])
@@ -79,7 +80,7 @@ def backward_loop(cell, dhs, dstateT, caches, us, P, mask, reverse, probe):
             dpres[k][t] = d
         for k, d in enumerate(dextra):
             dextras[k] = dextras[k] + d
-        dstate = dprev if mask is None else tuple(a + b for a, b in zip(dprev, dpass))
+        dstate = dprev if mask is None else tuple(torch.where(live[t], a, b) for a, b in zip(dprev, dpass))
     if probe is not None:
         probe.record(dh_record)
     return dxw, dstate, _param_grads(cell, P, dpres, us, G, dextras)

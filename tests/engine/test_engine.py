@@ -551,3 +551,32 @@ def test_a_nan_gradient_at_the_padding_reaches_nothing(backend, name):
     got = torch.autograd.grad(hs, inputs, g.masked_fill(mask == 0, float("nan")))
     for a, b in zip(want, got):
         torch.testing.assert_close(b, a, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", ["python", "native"])
+@pytest.mark.parametrize("name", list(CELLS))
+def test_an_inf_gradient_reaching_the_padding_passes_through_it(backend, name):
+    """In the reverse direction BPTT reaches a sequence's padding last, with dL/dh_0 of its valid part: where that
+    overflowed to inf (huge recurrent weights), python's m · d and (1 - m) · d and native's m · dh (gru, gru_cho,
+    mut1-3) made it NaN at the padded steps (0 · inf), and with it every weight gradient (finite on autograd and
+    torch.nn, whose packed run has no padded steps) and, on python, c's gradient passed on beside it (lstm's dc_0
+    NaN instead of finite)."""
+    torch.manual_seed(0)
+    cell = CELLS[name](1, 2)
+    P0 = [p.detach() * (1e38 if p.dim() == 2 else 1) for p in cell.rec_params() if p is not None]
+    mask = torch.tensor([1.0, 0.0]).reshape(2, 1, 1)  # one valid step, then padding (reached last backward)
+
+    def grads(backend):
+        P = [p.clone().requires_grad_() for p in P0]
+        xw = torch.full((2, 1, cell.gates * 2), 0.3, requires_grad=True)
+        state0 = tuple(torch.zeros(1, 2, requires_grad=True) for _ in range(cell.num_states))
+        hs, state = run(cell, xw, state0, P, mask, reverse=True, backend=backend)
+        (hs.sum() * 1e4 + sum(s.sum() for s in state)).backward()
+        return [xw.grad, *(s.grad for s in state0), *(p.grad for p in P)]
+
+    want, got = grads("autograd"), grads(backend)
+    names = [n for n, p in zip(cell.REC_PARAMS, cell.rec_params()) if p is not None]
+    # W_hh's gradient is finite on autograd (gated cells' W_hr's is NaN there too: 0 · inf with h_0 = 0)
+    assert want[1 + cell.num_states + names.index("W_hh")].isfinite().all()
+    for a, b in zip(want, got):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=0, equal_nan=True)

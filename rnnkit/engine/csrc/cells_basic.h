@@ -324,16 +324,25 @@ struct GRU {  // torch form, gates r, z, n;  caches: [r z n] (3H), h_n = (h_prev
       const T* __restrict dh = r.dh + b * H;
       T *__restrict dx = dxw + b * r.X, *__restrict dw = dhw + b * 3 * H;
       T* __restrict dH = r.dH + b * H;
-      const T m = r.m(t, b) ? T(1) : T(0);
+      // padded: no gate gradient, dh passes through (not m · dh: 0 · inf is NaN, and an inf dh reaching a padded
+      // step made every weight gradient NaN, where autograd and torch.nn's packed run keep them finite)
+      if (!r.m(t, b)) {
+        RNNKIT_SIMD
+        for (int64_t j = j0; j < j1; ++j) {
+          dx[j] = dx[H + j] = dx[2 * H + j] = T(0), dw[j] = dw[H + j] = dw[2 * H + j] = T(0);
+          dH[j] = dh[j];
+        }
+        continue;
+      }
       RNNKIT_SIMD
       for (int64_t j = j0; j < j1; ++j) {
-        const T r_t = g[j], z_t = g[H + j], n_t = g[2 * H + j], d = m * dh[j];
+        const T r_t = g[j], z_t = g[H + j], n_t = g[2 * H + j], d = dh[j];
         const T da_n = d * (T(1) - z_t) * (T(1) - n_t * n_t);
         const T da_r = da_n * hN[j] * r_t * (T(1) - r_t);
         const T da_z = d * (h0[j] - n_t) * z_t * (T(1) - z_t);
         dx[j] = da_r, dx[H + j] = da_z, dx[2 * H + j] = da_n;
         dw[j] = da_r, dw[H + j] = da_z, dw[2 * H + j] = da_n * r_t;
-        dH[j] = m != T(0) ? dh[j] * z_t : dh[j];
+        dH[j] = dh[j] * z_t;
       }
     }
   }

@@ -163,10 +163,17 @@ struct Gated {
       T* __restrict dx = dxw + b * X;
       T* __restrict dxt = raw ? dxt_row(r, t, b) : nullptr;
       T* __restrict dah = dah_row(r, t) + b * dah_ld(r);
-      const T m = r.m(t, b) ? T(1) : T(0);
+      if (!r.m(t, b)) {  // padded: no gradient (not m · dh: 0 · inf is NaN, see GRU's bwd_units); bwd2 passes dh
+        RNNKIT_SIMD
+        for (int64_t j = j0; j < j1; ++j) {
+          dah[j] = T(0), dx[zcol * H + j] = T(0);
+          if constexpr (raw) dxt[j] = T(0);
+        }
+        continue;
+      }
       RNNKIT_SIMD
       for (int64_t j = j0; j < j1; ++j) {
-        const T z = g[zcol * H + j], v = hc[j], d = m * dh[j];
+        const T z = g[zcol * H + j], v = hc[j], d = dh[j];
         const T ah = d * (cho ? T(1) - z : z) * (T(1) - v * v);
         const T az = d * (cho ? h0[j] - v : v - h0[j]) * z * (T(1) - z);
         dah[j] = ah, dx[zcol * H + j] = az;

@@ -54,6 +54,7 @@ import threading
 import warnings
 
 import torch
+from torch.autograd import forward_ad
 
 from rnnkit._io import write_text
 from rnnkit._native_build import build, build_tag, flocked, switch, switched_off, vector_flags
@@ -256,11 +257,20 @@ def release_memory() -> int:
 
 def _plain(*tensors):
     """Whether the gradients handed to a backward are plain tensors whose memory the C++ code can read: not
-    the batched ones of `torch.autograd.grad(..., is_grads_batched=True)` or `jacobian(vectorize=True)`, for
-    which backward computes in torch ops instead (as for create_graph=True), which vmap knows."""
+    the batched ones of `torch.autograd.grad(..., is_grads_batched=True)` or `jacobian(vectorize=True)`, nor
+    those of torch.func.jvp or grad (a backward of a graph built outside them), nor dual tensors of forward-mode
+    AD (a gradient's tangent: the C++ code read the primal and the tangent came out None, in silence): for
+    these backward computes in torch ops instead (as for create_graph=True), which carry them."""
     f = torch._C._functorch
+    dual = getattr(forward_ad, "_current_level", -1) >= 0
     return all(
-        t is None or not (f.is_legacy_batchedtensor(t) or f.is_functorch_wrapped_tensor(t)) for t in tensors
+        t is None
+        or not (
+            f.is_legacy_batchedtensor(t)
+            or f.is_functorch_wrapped_tensor(t)
+            or (dual and forward_ad.unpack_dual(t).tangent is not None)
+        )
+        for t in tensors
     )
 
 
@@ -385,11 +395,11 @@ class NativeRecurrence(torch.autograd.Function):
         saved = ctx.saved_tensors
         xt, tensors = saved[ctx.n_in], saved[ctx.n_in + 1 : ctx.n_in + 1 + ctx.n_tensors]
         xw, n, cell = restored_input(ctx, saved[: ctx.n_in]), ctx.n_state, ctx.cell
-        state0, P = tuple(tensors[:n]), tensors[n:]
-        xbias = P[len(cell.REC_PARAMS)] if len(P) > len(cell.REC_PARAMS) else None
-        P = P[: len(cell.REC_PARAMS)]
 
-        def rerun():
+        def rerun(xw, xt, *tensors):
+            state0, P = tuple(tensors[:n]), tensors[n:]
+            xbias = P[len(cell.REC_PARAMS)] if len(P) > len(cell.REC_PARAMS) else None
+            P = P[: len(cell.REC_PARAMS)]
             full = xw if xt is None else torch.cat((xw, xt), dim=-1)
             if ctx.raw:
                 full = tanh_of_tail(full, state0[0].shape[1])
@@ -399,7 +409,7 @@ class NativeRecurrence(torch.autograd.Function):
             hs, state = autograd_loop(cell, full, state0, P, mask, ctx.reverse, ctx.probe)
             return (hs.transpose(0, 1) if ctx.batch_first else hs, *state)
 
-        return tuple(higher_order_grads([xw, xt, *tensors], rerun, (dhs, *dstateT)))
+        return tuple(higher_order_grads([xw, xt, *tensors], rerun, (dhs, *dstateT), ctx.needs_input_grad[7:]))
 
 
 class NativeProjection(torch.autograd.Function):
@@ -443,11 +453,11 @@ class NativeProjection(torch.autograd.Function):
 
     @staticmethod
     def _differentiable(ctx, x, W, b, dxw, dx0):
-        def rerun():
+        def rerun(x, W, b):
             pre = projection_reference(x, W, b, ctx.tail, ctx.ident)
             return (pre, x) if ctx.pass_x else (pre,)
 
-        return (*higher_order_grads([x, W, b], rerun, (dxw, dx0)), None, None, None)
+        return (*higher_order_grads([x, W, b], rerun, (dxw, dx0), ctx.needs_input_grad[:3]), None, None, None)
 
 
 def projection_reference(x, W, b, tail=0, ident=-1):

@@ -148,13 +148,14 @@ class PythonRecurrence(torch.autograd.Function):
         if torch.is_grad_enabled():  # backward(create_graph=True): gradients that differentiate again
             xw, n = restored_input(ctx, xw), ctx.n_state
 
-            def rerun():
+            def rerun(xw, *tensors):
                 hs, state = autograd_loop(
                     cell, xw, tuple(tensors[:n]), tensors[n:], ctx.mask, ctx.reverse, ctx.probe
                 )
                 return (hs, *state)
 
-            return (None,) * 5 + tuple(higher_order_grads([xw, *tensors], rerun, (dhs, *dstateT)))
+            grads = higher_order_grads([xw, *tensors], rerun, (dhs, *dstateT), ctx.needs_input_grad[5:])
+            return (None,) * 5 + tuple(grads)
         dxw, dstate0, dP = backward_loop(cell, dhs, dstateT, caches, us, P, ctx.mask, ctx.reverse, ctx.probe)
         dP = [None if p is None or not p.requires_grad else g for p, g in zip(P, dP)]
         return (None, None, None, None, None, dxw, *dstate0, *dP)

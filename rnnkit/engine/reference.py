@@ -61,27 +61,64 @@ def _watch(probe, hs):
     torch.autograd.graph.register_multi_grad_hook([hs[t] for t in watched], hook, mode="all")
 
 
-def higher_order_grads(inputs, outputs_fn, grads_out):
+def higher_order_grads(inputs, outputs_fn, grads_out, needs=None):
     """Gradients that can be differentiated again, for `backward(create_graph=True)`.
 
     The hand-written BPTT of the `python` and `native` backends reads values cached by the forward pass,
     which carry no graph, so its gradients are right but constant to autograd: a second derivative through
     them would silently miss every term of d(cache)/d(input). Where a higher-order gradient is asked for,
-    the backends call this instead: `outputs_fn()` reruns the forward as a plain autograd loop on `inputs`
+    the backends call this instead: `outputs_fn(*inputs)` reruns the forward as a plain autograd loop on `inputs`
     (the Function's own saved inputs, still attached to the caller's graph), and autograd differentiates it
     with create_graph=True. Costs one more forward; first-order backward passes never come here.
 
-    inputs: tensors or None; returns one gradient (or None) per input."""
+    Inside torch.func.grad, vjp or jvp (a backward of a graph built outside them: `jvp(lambda v:
+    torch.autograd.grad(out, x, v), ...)`) ordinary autograd records nothing, so the rerun is differentiated by
+    torch.func.vjp instead (the rerun had no graph: every gradient came back None, "the differentiated Tensor
+    appears to not have been used in the graph"). needs: the Function's needs_input_grad for `inputs` (there the
+    inputs' requires_grad can't tell: xw rebuilt inside such a transform has none).
 
+    inputs: tensors or None; returns one gradient (or None) per input."""
+    if needs is not None and _no_recording():
+        return _functional_grads(inputs, outputs_fn, grads_out, needs)
     wanted = [t for t in inputs if t is not None and t.requires_grad]
     with torch.enable_grad():
-        outs = outputs_fn()
+        outs = outputs_fn(*inputs)
         pairs = [(o, g) for o, g in zip(outs, grads_out) if g is not None and o.requires_grad]
         got = torch.autograd.grad(
             [o for o, _ in pairs], wanted, [g for _, g in pairs], create_graph=True, allow_unused=True
         ) if pairs and wanted else [None] * len(wanted)  # fmt: skip
     it = iter(got)
     return [next(it) if t is not None and t.requires_grad else None for t in inputs]
+
+
+def _no_recording():
+    """Whether a torch.func.grad/vjp/jacrev or jvp/jacfwd level is active: there ops on tensors from outside the
+    transform record no graph for ordinary autograd, even under torch.enable_grad() (vmap alone records)."""
+    from torch._C._functorch import TransformType
+    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+
+    recording_off = (TransformType.Grad, TransformType.Jvp)
+    return any(i.key() in recording_off for i in retrieve_all_functorch_interpreters())
+
+
+def _functional_grads(inputs, outputs_fn, grads_out, needs):
+    """higher_order_grads through torch.func.vjp (see there)."""
+    idx = [i for i, (t, n) in enumerate(zip(inputs, needs)) if n and t is not None]
+    if not idx:
+        return [None] * len(inputs)
+
+    def f(*wanted):
+        args = list(inputs)
+        for i, w in zip(idx, wanted):
+            args[i] = w
+        return tuple(outputs_fn(*args))
+
+    outs, vjp_fn = torch.func.vjp(f, *(inputs[i] for i in idx))
+    cotangents = tuple(torch.zeros_like(o) if g is None else g for o, g in zip(outs, grads_out))
+    got, out = vjp_fn(cotangents), [None] * len(inputs)
+    for i, g in zip(idx, got):
+        out[i] = g
+    return out
 
 
 def saved_input(ctx, xw):

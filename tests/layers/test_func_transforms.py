@@ -124,3 +124,42 @@ def test_functional_call_with_torch_nn_keys_compiles_in_one_graph():
     torch._dynamo.reset()
     f = torch.compile(lambda p, x: functional_call(layer, p, (x,))[0], backend="eager", fullgraph=True)
     torch.testing.assert_close(f(params, x), functional_call(ref, params, (x,))[0])
+
+
+@pytest.mark.filterwarnings(
+    "ignore:`torch.jit.script` is deprecated:DeprecationWarning"
+)  # inside torch's jvp
+@pytest.mark.parametrize("backend", ["python", "native"])
+@pytest.mark.parametrize("cell, D, T", [("lstm", 3, 9), ("mut1", 4, 9), ("gru_cho", 3, 5)])
+def test_backward_of_an_outer_graph_inside_jvp_grad_and_forward_mode(backend, cell, D, T):
+    """A graph built outside the transforms and differentiated inside them, as a function of the cotangent v:
+    jvp(lambda v: torch.autograd.grad(out, x, v), ...), grad of it, and v a dual tensor of forward-mode AD. The
+    native backward read the dual's primal alone (the gradient's tangent came out None, in silence), and
+    inside torch.func.jvp or grad both loops' rerun for gradients in torch ops (native's there, and
+    create_graph=True) recorded no graph: every gradient None, "the differentiated Tensor appears to not have
+    been used in the graph"."""
+
+    def results(backend):
+        torch.manual_seed(0)
+        layer = Recurrent(cell, D, 4, backend=backend).double()
+        g = torch.Generator().manual_seed(1)
+        x = torch.randn(2, T, D, dtype=torch.float64, generator=g, requires_grad=True)
+        out, _ = layer(x, lengths=torch.tensor([T, T - 2]))
+        v, t = (torch.randn(out.shape, dtype=torch.float64, generator=g) for _ in range(2))
+        inputs = [x, *layer.parameters()]
+
+        def vjp(v, create_graph=False):
+            return torch.autograd.grad(out, inputs, v, retain_graph=True, create_graph=create_graph)
+
+        with forward_ad.dual_level():
+            dual = [forward_ad.unpack_dual(d).tangent for d in vjp(forward_ad.make_dual(v, t))]
+        return (
+            jvp(vjp, (v,), (t,))[1],
+            jvp(lambda v: vjp(v, create_graph=True), (v,), (t,))[1],
+            grad(lambda v: sum(d.pow(2).sum() for d in vjp(v)))(v),
+            dual,
+        )
+
+    for got, want in zip(results(backend), results("autograd")):
+        assert not any(g is None for g in got)
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)

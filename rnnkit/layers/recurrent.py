@@ -501,15 +501,11 @@ class Recurrent(nn.Module):
             raise RnnkitError(
                 f"lengths must be an integer tensor of shape ({B},), got {lengths.dtype} {tuple(lengths.shape)}"
             )
-        # checked in eager mode: in a graph being compiled or exported (torch.compile, torch.export), under vmap and
-        # on the meta device the values aren't known; an empty batch has none
-        if (
-            B
-            and lengths.device.type != "meta"
-            and not torch.compiler.is_compiling()
-            and not torch._C._functorch.is_functorch_wrapped_tensor(lengths)
-        ):
-            lo, hi = int(lengths.min()), int(lengths.max())
+        # checked in eager mode: in a graph being compiled, exported or traced by make_fx (torch.compile,
+        # torch.export, torch.func.linearize) and on the meta device the values aren't known; an empty batch has none
+        values = None if torch.compiler.is_compiling() else _values(lengths)  # (dynamo can't trace _values)
+        if B and values is not None and values.device.type != "meta":
+            lo, hi = int(values.min()), int(values.max())
             if lo < 1 or hi > T:
                 raise RnnkitError(
                     f"lengths must lie in [1, {T}] (the time dimension), got values from {lo} to {hi}"
@@ -747,6 +743,19 @@ class Recurrent(nn.Module):
                 yield f"bias_hh_{sfx}", cell, "b_hh"
             if self.proj_size:
                 yield f"weight_hr_{sfx}", cell, "W_hr"
+
+
+def _values(t):
+    """The plain tensor holding t's values, or None where they can't be read: under make_fx tracing (its proxies
+    fail on int(), "trying to get value out of a tracing tensor": a deep traceback from torch.func.linearize).
+    Under vmap that is the tensor vmap wraps, all its rows at once (lengths given per sample were not checked:
+    a length of 0 gave zeros, one past T ran T steps, in silence)."""
+    if torch._C._get_dispatch_mode(torch._C._TorchDispatchModeKey.PROXY) is not None:
+        return None
+    f = torch._C._functorch
+    while f.is_functorch_wrapped_tensor(t):
+        t = f.get_unwrapped(t)
+    return t
 
 
 def _copy_weights(src, dst):

@@ -8,6 +8,7 @@ from torch.func import functional_call, grad, jacrev, jvp, vmap
 
 from rnnkit import Recurrent
 from rnnkit.engine import _warned
+from rnnkit.errors import RnnkitError
 
 
 def setup(cell):
@@ -163,3 +164,38 @@ def test_backward_of_an_outer_graph_inside_jvp_grad_and_forward_mode(backend, ce
     for got, want in zip(results(backend), results("autograd")):
         assert not any(g is None for g in got)
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_lengths_are_checked_under_vmap():
+    """Lengths given per sample under vmap were not checked (their values were taken for unknown there): a length
+    of 0 gave an output of zeros and one past T ran T steps, in silence, where the eager layer refuses both."""
+    layer = Recurrent("lstm", 3, 4)
+    x = torch.randn(2, 1, 6, 3)
+    for lengths in ([0, 5], [7, 5]):
+        with pytest.raises(RnnkitError, match=r"lengths must lie in \[1, 6\]"):
+            vmap(lambda x, n: layer(x, lengths=n)[0])(x, torch.tensor(lengths)[:, None])
+    out = vmap(lambda x, n: layer(x, lengths=n)[0])(x, torch.tensor([6, 3])[:, None])
+    torch.testing.assert_close(out[:, 0], layer(x[:, 0], lengths=torch.tensor([6, 3]))[0])
+
+
+@pytest.mark.filterwarnings(
+    "ignore:`torch.jit.script` is deprecated:DeprecationWarning"
+)  # inside torch's jvp
+@pytest.mark.filterwarnings("ignore:Attempted to insert a get_attr Node:UserWarning")  # torch's const_fold
+def test_linearize_and_make_fx_with_lengths():
+    """torch.func.linearize (make_fx over jvp) and make_fx of a layer given lengths failed deep inside torch
+    ("trying to get value out of a tracing tensor with aten._local_scalar_dense"): the check of the lengths'
+    values read a traced tensor. There the values aren't known, as under torch.compile, and go unchecked."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    torch.manual_seed(0)
+    layer = Recurrent("lstm", 3, 4).double()
+    x, lengths, v = (
+        torch.randn(2, 9, 3, dtype=torch.float64),
+        torch.tensor([9, 5]),
+        torch.randn(2, 9, 3).double(),
+    )
+    _, jvp_fn = torch.func.linearize(lambda x: layer(x, lengths=lengths)[0], x)
+    torch.testing.assert_close(jvp_fn(v), jvp(lambda x: layer(x, lengths=lengths)[0], (x,), (v,))[1])
+    graph = make_fx(lambda x, n: layer(x, lengths=n)[0])(x, lengths)
+    torch.testing.assert_close(graph(x, torch.tensor([3, 7])), layer(x, lengths=torch.tensor([3, 7]))[0])

@@ -285,6 +285,12 @@ def plain_ops_only():
     return (peek is not None and peek() is not None) or getattr(forward_ad, "_current_level", -1) >= 0
 
 
+def make_fx_tracing():
+    """Whether make_fx traces this (a proxy dispatch mode, also under torch.func.linearize): its graph records
+    torch's ops on proxies, whose values can't be read and which see no work done outside torch's ops."""
+    return torch._C._get_dispatch_mode(torch._C._TorchDispatchModeKey.PROXY) is not None
+
+
 def tanh_of_tail(pre, n):
     """pre with tanh taken of its last n columns, out of place (TanhTail's function in plain ops)."""
     return torch.cat((pre[..., :-n], torch.tanh(pre[..., -n:])), dim=-1)

@@ -59,7 +59,7 @@ from torch.autograd import forward_ad
 from rnnkit._io import write_text
 from rnnkit._native_build import build, build_tag, flocked, switch, switched_off, vector_flags
 from rnnkit.cells import CELLS, LSTMP
-from rnnkit.cells._base import affine_input, cell_class, tanh_of_tail
+from rnnkit.cells._base import affine_input, cell_class, make_fx_tracing, tanh_of_tail
 from rnnkit.engine.reference import autograd_loop, higher_order_grads, restored_input, saved_input
 from rnnkit.errors import RnnkitError
 
@@ -288,7 +288,7 @@ def unsupported(cell, xw):
         return f"{cell.__name__} is not one of rnnkit's cells, which the native loop runs"
     if type(xw) not in (torch.Tensor, torch.nn.Parameter):  # FakeTensor under torch.export, other subclasses
         return f"{type(xw).__name__} tensors (the native loop reads a plain tensor's memory)"
-    if torch._C._get_dispatch_mode(torch._C._TorchDispatchModeKey.PROXY) is not None:
+    if make_fx_tracing():
         # make_fx on real tensors: its graph holds the ops the dispatcher saw, and the loop's work is none of them
         # (the graph replayed the empty buffers the loop had filled: out 1e34 off)
         return "make_fx tracing (its graph records torch's ops, and the native loop runs none)"

@@ -28,7 +28,14 @@ from torch.nn.utils.parametrize import register_parametrization as _register_par
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.cells import CELLS, LSTMP
-from rnnkit.cells._base import AUTOCAST_DTYPES, SCRIPT_ERROR, affine_input, autocast_on, fx_call
+from rnnkit.cells._base import (
+    AUTOCAST_DTYPES,
+    SCRIPT_ERROR,
+    affine_input,
+    autocast_on,
+    fx_call,
+    make_fx_tracing,
+)
 from rnnkit.cells._base import Cell as BaseCell
 from rnnkit.engine import BACKENDS, GradProbe, refuse_jit_trace, resolve_backend, run
 from rnnkit.errors import RnnkitError
@@ -750,7 +757,7 @@ def _values(t):
     fail on int(), "trying to get value out of a tracing tensor": a deep traceback from torch.func.linearize).
     Under vmap that is the tensor vmap wraps, all its rows at once (lengths given per sample were not checked:
     a length of 0 gave zeros, one past T ran T steps, in silence)."""
-    if torch._C._get_dispatch_mode(torch._C._TorchDispatchModeKey.PROXY) is not None:
+    if make_fx_tracing():
         return None
     f = torch._C._functorch
     while f.is_functorch_wrapped_tensor(t):

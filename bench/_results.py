@@ -17,6 +17,8 @@ import time
 
 import torch
 
+from rnnkit._native_build import cpu_fields
+
 RESULTS = pathlib.Path(__file__).with_name("RESULTS.md")
 
 
@@ -37,11 +39,18 @@ def cpu_name() -> str:
 
 
 def cpu_key() -> str:
-    """The CPU's vendor and vector width as torch sees it ("amd-avx2", "intel-avx512"): the engine's speed
-    depends on both, so each such CPU keeps its own section of RESULTS.md."""
+    """The CPU's vendor, generation where known, and vector width as torch sees it ("amd-zen4-avx512",
+    "intel-avx512"): the engine's speed depends on all three, so each such CPU keeps its own section of
+    RESULTS.md. A VM names a Zen 4 and a Zen 5 alike ("AMD EPYC"), and the Zen 5 (twice the GEMM rate) wrote
+    over the Zen 4's section: the CPU family tells them apart."""
     name = cpu_name().lower()
     vendor = next((v for v in ("intel", "amd", "arm", "apple") if v in name), platform.machine().lower())
-    return f"{vendor}-{torch.backends.cpu.get_cpu_capability().lower()}"
+    capability = torch.backends.cpu.get_cpu_capability().lower()
+    if vendor == "amd":
+        family = cpu_fields("cpu family").get("cpu family", "")
+        zen = {"23": "zen1-2", "25": "zen4" if capability == "avx512" else "zen3", "26": "zen5"}.get(family)
+        vendor = f"amd-{zen or 'family' + family}" if family else vendor
+    return f"{vendor}-{capability}"
 
 
 def machine_line() -> str:

@@ -69,8 +69,8 @@ small (2x512), more at 1x128, and above 1.0x means narrower GEMMs beating the LS
 The evaluation rows time the same model's loss under torch.no_grad (a validation pass; no target in
 the issue): there torch.nn.LSTM switches to oneDNN's fused inference RNN, about 1.4x faster than its own
 forward under autograd, while rnnkit's loop keeps no caches and only two state slots.
-Each kind of CPU (vendor and vector width) keeps its own section, engine-amd-avx2 say; `--threads 1` writes
-engine-1thread-amd-avx2."""
+Each kind of CPU (vendor, generation where the CPU family tells it, and vector width) keeps its own section,
+engine-amd-zen5-avx512 say; `--threads 1` writes engine-1thread-amd-zen5-avx512."""
 
 
 class CharLM(nn.Module):

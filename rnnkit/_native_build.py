@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import pathlib
+import platform
 import sys
 import warnings
 
@@ -20,6 +21,30 @@ import torch
 
 from rnnkit._io import write_text
 from rnnkit.errors import RnnkitError
+
+
+def cpu_fields(*names: str) -> dict[str, str]:
+    """The fields of the first processor in /proc/cpuinfo among names ("model name", "cpu family", "flags";
+    an ARM CPU's "CPU part", "Features"), those it has; {} where the file can't be read (not Linux)."""
+    try:
+        lines = pathlib.Path("/proc/cpuinfo").read_text(errors="replace").splitlines()
+    except OSError:
+        return {}
+    fields = {}
+    for line in lines:
+        if not line.strip() and fields:
+            break  # the first processor's block ends
+        name, colon, value = line.partition(":")
+        if colon and name.strip() in names:
+            fields.setdefault(name.strip(), value.strip())
+    return fields
+
+
+def cpu_tag(*names: str) -> str:
+    """The CPU for a cache key: the cpuinfo fields among names, one "name: value" per line, else the
+    processor's name (platform.processor())."""
+    fields = cpu_fields(*names)
+    return "\n".join(f"{n}: {fields[n]}" for n in names if n in fields) or platform.processor()
 
 
 def vector_flags(name: str, flags: list[str]) -> tuple[str, list[str]]:

@@ -12,7 +12,6 @@ import functools
 import hashlib
 import os
 import pathlib
-import platform
 import shutil
 import subprocess
 import tempfile
@@ -41,12 +40,7 @@ def _cpu_name() -> str:
     directory. The first of the two lines alone (the model name) was the key: a VM's CPU shows one ("AMD EPYC")
     for models with and without AVX-512, and a library built on the one (AVX-512 instructions) would kill the
     other's process (SIGILL). An ARM CPU shows neither line: its part and its flags ("Features", SVE or not)."""
-    try:
-        lines = pathlib.Path("/proc/cpuinfo").read_text().splitlines()
-        found = (next((line for line in lines if line.startswith(key)), "") for key in CPUINFO_KEYS)
-        return "\n".join(line for line in found if line)
-    except OSError:
-        return platform.processor()
+    return _native_build.cpu_tag(*CPUINFO_KEYS)
 
 
 def _build(compiler: str) -> pathlib.Path:

@@ -35,8 +35,8 @@ pages in every step; `release_memory()` hands the idle ones back.
 The GEMM options give the same numbers only up to float rounding, and a timing can pick either of two that run
 about as fast, so a choice timed afresh in every process made the same command with the same seed give other
 bits now and then, and `--resume` other weights than the uninterrupted run. The choices are therefore kept
-in a file beside the build, one per CPU model (RNNKIT_GEMM_PLANS names another file; empty: keep none, time
-in every process): a process takes the choices that processes before it timed. Processes started together
+in a file beside the build, one per CPU model (its family and model number, not only the
+name a VM shows; RNNKIT_GEMM_PLANS names another file; empty: keep none, time in every process): a process takes the choices that processes before it timed. Processes started together
 before the file holds a shape's choice (a DDP job's ranks, say) time their own; under
 torch.use_deterministic_algorithms(True) nothing is timed and every process makes the same fixed choices.
 Delete the file to time them again (after a BLAS upgrade, say).
@@ -57,7 +57,7 @@ import torch
 from torch.autograd import forward_ad
 
 from rnnkit._io import write_text
-from rnnkit._native_build import build, build_tag, flocked, switch, switched_off, vector_flags
+from rnnkit._native_build import build, build_tag, cpu_tag, flocked, switch, switched_off, vector_flags
 from rnnkit.cells import CELLS, LSTMP
 from rnnkit.cells._base import affine_input, cell_class, make_fx_tracing, tanh_of_tail
 from rnnkit.engine.reference import autograd_loop, higher_order_grads, restored_input, saved_input
@@ -160,18 +160,17 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_new_locks)
 
 
+# what tells CPUs apart for the GEMM choices: the model name alone ("AMD EPYC" in a VM) was the key, and a
+# Zen 4 and a Zen 5 (twice the GEMM rate, other choices) shared one file through a shared build cache
+PLAN_CPU_FIELDS = ("vendor_id", "cpu family", "model", "model name", "CPU implementer", "CPU part")
+
+
 def plan_file(ext=None) -> pathlib.Path | None:
     """The file of GEMM choices of this build on this CPU model (see the module's docstring), or None."""
     given = os.environ.get("RNNKIT_GEMM_PLANS")
     if given is not None:
         return _given_plan_file(given) if given else None
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    tag = hashlib.sha256(f"{cpu} {platform.machine()}".encode()).hexdigest()[:10]
+    tag = hashlib.sha256(f"{cpu_tag(*PLAN_CPU_FIELDS)} {platform.machine()}".encode()).hexdigest()[:10]
     return pathlib.Path((ext or _ext).__file__).with_name(f"gemm_plans_{tag}.json")
 
 

@@ -850,6 +850,26 @@ def test_the_tests_keep_their_gemm_choices_out_of_the_users_file():
     assert path is not None and path.parent != beside_build and path.name == "gemm_plans.json"
 
 
+def test_cpus_that_a_vm_names_alike_keep_their_own_gemm_choices(monkeypatch):
+    """The choices were kept by the CPU's model name alone, which a VM shows as "AMD EPYC" for a Zen 4 and a
+    Zen 5 (twice the GEMM rate, other choices): through a shared build cache the one took the other's choices.
+    The family and model number are in the key too; an ARM CPU's part tells it apart."""
+    monkeypatch.delenv("RNNKIT_GEMM_PLANS", raising=False)
+    seen = set()
+    cpus = [("AuthenticAMD", "25", "17"), ("AuthenticAMD", "26", "2"), ("AuthenticAMD", "26", "2")]
+    for vendor, family, model in cpus:
+        cpuinfo = (f"processor\t: 0\nvendor_id\t: {vendor}\ncpu family\t: {family}\nmodel\t\t: {model}\n"
+                   f"model name\t: AMD EPYC\nflags\t\t: fpu avx512f\n\nprocessor\t: 1\ncpu family\t: 99\n")  # fmt: skip
+        monkeypatch.setattr(pathlib.Path, "read_text", lambda self, *a, text=cpuinfo, **k: text)
+        seen.add(native.plan_file().name)
+    assert len(seen) == 2, seen
+    for part in ("0xd0c", "0xd40"):
+        cpuinfo = f"processor\t: 0\nFeatures\t: fp asimd\nCPU implementer\t: 0x41\nCPU part\t: {part}\n\n"
+        monkeypatch.setattr(pathlib.Path, "read_text", lambda self, *a, text=cpuinfo, **k: text)
+        seen.add(native.plan_file().name)
+    assert len(seen) == 4, seen
+
+
 def test_each_checkout_builds_into_its_own_folder(tmp_path, monkeypatch):
     """The build folder is named by a hash of the sources and flags, and torch's build.ninja by the sources'
     path: a clone beside the working copy shared the folder, and each one's load rebuilt it (a minute or two)."""

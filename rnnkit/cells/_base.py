@@ -15,6 +15,7 @@ weight gradients with one large GEMM each. `EXTRAS` name parameters whose gradie
 GEMM (a leaky unit's α): `step_backward` returns their per-step gradient and the engine sums it.
 """
 
+import contextlib
 import math
 
 import torch
@@ -291,6 +292,28 @@ def make_fx_tracing():
     return torch._C._get_dispatch_mode(torch._C._TorchDispatchModeKey.PROXY) is not None
 
 
+def joined(op, tensors, dim=0):
+    """op(tensors, dim) for op torch.cat or torch.stack, also under torch.autocast where the tensors hold a half type
+    other than autocast's own (a layer kept in bfloat16 under autocast(dtype=float16), an input in float16 under
+    bfloat16): autocast joins tensors in float32 if one is, else in its own dtype, and on the other half type raised
+    "Unexpected floating ScalarType in at::autocast::prioritize" from inside torch, where torch.nn's RNNs run. They
+    are joined in the dtype they promote to, autocast's own choice wherever it had one."""
+    if not autocast_on(tensors[0].device):
+        return op(tensors, dim=dim)
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    with autocast_off(tensors[0]):
+        return op([t.to(dtype) for t in tensors], dim=dim)
+
+
+def autocast_off(t):
+    """A context that turns torch.autocast off for t's device where it is on: for ops that move values without
+    computing (packing, index_put), which autocast joins as torch.cat (see `joined`) and which then failed on a
+    half type other than its own; they keep their tensors' dtype either way."""
+    return torch.autocast(t.device.type, enabled=False) if autocast_on(t.device) else contextlib.nullcontext()
+
+
 def tanh_of_tail(pre, n):
     """pre with tanh taken of its last n columns, out of place (TanhTail's function in plain ops)."""
     return torch.cat((pre[..., :-n], torch.tanh(pre[..., -n:])), dim=-1)
@@ -303,7 +326,7 @@ def affine_input(xs, W, b, tail=0, ident=None):
         return F.linear(xs, W, b)
     pre = F.linear(xs, W)
     if ident is not None:  # x itself as the block [c, c + D)
-        pre = torch.cat((pre[..., :ident], xs, pre[..., ident:]), dim=-1)
+        pre = joined(torch.cat, (pre[..., :ident], xs, pre[..., ident:]), dim=-1)
     if tail and plain_ops_only():
         pre = tanh_of_tail(pre, tail)
         return pre if b is None else pre + b

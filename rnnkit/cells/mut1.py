@@ -16,7 +16,7 @@ Backward (h̃ = the tanh term):
 
 import torch
 
-from rnnkit.cells._base import Cell, recurrent_weights
+from rnnkit.cells._base import Cell, joined, recurrent_weights
 from rnnkit.cells._mut import MUTBase
 
 
@@ -65,4 +65,4 @@ class MUT1(MUTBase, Cell):
 
     def input_affine(self):
         """[W_xh; W_xp] (D ≠ H) or W_xh with x_t itself as the x̃ block (D = H), tanh on that block."""
-        return (self.W_xh if self.W_xp is None else torch.cat((self.W_xh, self.W_xp))), self.b_xh
+        return (self.W_xh if self.W_xp is None else joined(torch.cat, (self.W_xh, self.W_xp))), self.b_xh

@@ -16,7 +16,7 @@ Backward:
 
 import torch
 
-from rnnkit.cells._base import Cell, recurrent_weights
+from rnnkit.cells._base import Cell, joined, recurrent_weights
 from rnnkit.cells._mut import MUTBase
 
 
@@ -68,4 +68,4 @@ class MUT2(MUTBase, Cell):
         if self.W_xp is None:
             return self.W_xh, self.b_xh
         H = self.hidden_size
-        return torch.cat((self.W_xh[:H], self.W_xp, self.W_xh[H:])), self.b_xh
+        return joined(torch.cat, (self.W_xh[:H], self.W_xp, self.W_xh[H:])), self.b_xh

@@ -32,8 +32,10 @@ from rnnkit.cells._base import (
     AUTOCAST_DTYPES,
     SCRIPT_ERROR,
     affine_input,
+    autocast_off,
     autocast_on,
     fx_call,
+    joined,
     make_fx_tracing,
 )
 from rnnkit.cells._base import Cell as BaseCell
@@ -271,16 +273,16 @@ class Recurrent(nn.Module):
                              **fold)  # fmt: skip
                 outs.append(hs)
                 finals.append(sT)
-            out = outs[0] if self.dirs == 1 else torch.cat(outs, dim=-1)  # (T, B, H·dirs)
+            out = outs[0] if self.dirs == 1 else joined(torch.cat, outs, dim=-1)  # (T, B, H·dirs)
             if self.residual and prev is not None:
                 out = out + prev
             prev = out
             if layer < self.num_layers - 1:
                 below = self._dropout(out, mask, _sorted) if self.dropout else out
                 if self.skip_input:
-                    below = torch.cat((below, xs), dim=-1)
+                    below = joined(torch.cat, (below, xs), dim=-1)
         out = out.transpose(0, 1) if self.batch_first and not bf else out  # bf: written (B, T, H) already
-        stacked = tuple(torch.stack([f[k] for f in finals]) for k in range(self.num_states))
+        stacked = tuple(joined(torch.stack, [f[k] for f in finals]) for k in range(self.num_states))
         return out, (stacked if self.num_states == 2 else stacked[0])
 
     def _cell_hooks(self, x):
@@ -431,7 +433,9 @@ class Recurrent(nn.Module):
         order = order.to(out.device)
         valid = torch.ones(T, B, dtype=torch.bool, device=out.device) if mask is None else mask[..., 0] != 0
         valid = valid[:, order]  # in the packed order: row t holds the batch_sizes[t] longest first
-        dropped = out.new_zeros(out.shape).index_put((valid,), F.dropout(out[:, order][valid], self.dropout))
+        kept = F.dropout(out[:, order][valid], self.dropout)
+        with autocast_off(out):  # (see joined)
+            dropped = out.new_zeros(out.shape).index_put((valid,), kept)
         return dropped[:, torch.argsort(order)]
 
     def _forward_packed(self, packed, state, lengths, cond, probe):
@@ -441,7 +445,8 @@ class Recurrent(nn.Module):
             raise RnnkitError(
                 "give lengths or a PackedSequence, not both: a PackedSequence carries its lengths"
             )
-        padded, lengths = pad_packed_sequence(packed, batch_first=self.batch_first)
+        with autocast_off(packed.data):  # (see joined)
+            padded, lengths = pad_packed_sequence(packed, batch_first=self.batch_first)
         order = packed.sorted_indices
         if order is None:  # packed from a batch sorted already
             order = torch.arange(padded.shape[0 if self.batch_first else 1])
@@ -449,7 +454,8 @@ class Recurrent(nn.Module):
         if packed.sorted_indices is not None:  # the order the packed data follows
             order = packed.sorted_indices
             out, lengths = out.index_select(0 if self.batch_first else 1, order), lengths[order.cpu()]
-        data = pack_padded_sequence(out, lengths, batch_first=self.batch_first).data
+        with autocast_off(out):
+            data = pack_padded_sequence(out, lengths, batch_first=self.batch_first).data
         return PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices), state
 
     def step(self, x_t, state=None, cond=None):

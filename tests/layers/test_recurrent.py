@@ -4,6 +4,7 @@ import io
 
 import pytest
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence
 
 from rnnkit import CELLS, GradProbe, Recurrent
 from rnnkit.engine import run
@@ -415,6 +416,41 @@ def test_autocast_after_a_bfloat16_layer(cell):
     for backend in (None, "python"):
         for a, b in zip(results[backend], results["autograd"]):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "cell, D, params, x_dtype, autocast",
+    [
+        ("gru", 8, torch.bfloat16, torch.bfloat16, torch.float16),  # stacking the final states
+        ("mut1", 8, torch.bfloat16, torch.bfloat16, torch.float16),  # [W_xh; W_xp], the bidirectional cat
+        ("mut2", 8, torch.float16, torch.float16, torch.bfloat16),  # [W_z; W_xp; W_h]
+        ("mut1", 16, torch.float32, torch.float16, torch.bfloat16),  # x itself as MUT1's x̃ block (D = H)
+        ("lstm", 8, torch.bfloat16, torch.float16, torch.bfloat16),  # skip_input's cat of h and x
+    ],
+)
+def test_autocast_to_one_half_type_runs_a_layer_or_input_in_the_other(cell, D, params, x_dtype, autocast):
+    """A layer kept in bfloat16 under torch.autocast(dtype=float16), or an input in float16 under bfloat16, runs as
+    torch.nn's RNNs run it: the layer's torch.cat and torch.stack, which autocast joins in its own dtype or float32,
+    raised "Unexpected floating ScalarType in at::autocast::prioritize" from inside torch on the other half type.
+    Every backend agrees, packed sequences with dropout too."""
+    results = {}
+    for backend in (None, "python", "autograd"):
+        torch.manual_seed(0)
+        layer = Recurrent(cell, D, 16, num_layers=2, bidirectional=True, dropout=0.3, skip_input=cell == "lstm",
+                          backend=backend).to(params)  # fmt: skip
+        x = torch.randn(3, 9, D).to(x_dtype).requires_grad_()
+        lengths = torch.tensor([9, 4, 6])
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        with torch.autocast("cpu", dtype=autocast):
+            out, state = layer(x, lengths=lengths)
+            out_packed, _ = layer(packed)
+            loss = out.float().pow(2).mean() + out_packed.data.float().sum()
+        loss.backward()
+        assert out.dtype == params and torch.isfinite(x.grad).all()
+        results[backend] = (out.float(), x.grad.float(), layer.cells[2].W_hh.grad.float())
+    for backend in (None, "python"):
+        for a, b in zip(results[backend], results["autograd"]):
+            torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2)
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))

@@ -327,12 +327,25 @@ def affine_input(xs, W, b, tail=0, ident=None):
     pre = F.linear(xs, W)
     if ident is not None:  # x itself as the block [c, c + D)
         pre = joined(torch.cat, (pre[..., :ident], xs, pre[..., ident:]), dim=-1)
-    if tail and plain_ops_only():
+    kept = outputs_kept()
+    if tail and (kept or plain_ops_only()):
         pre = tanh_of_tail(pre, tail)
         return pre if b is None else pre + b
     if tail:
         return TanhTail.apply(pre, tail, b)
-    return pre if b is None else pre.add_(b)  # in place on the concatenation: one pass less
+    if b is None:
+        return pre
+    return pre + b if kept else pre.add_(b)  # in place on the concatenation: one pass less
+
+
+def outputs_kept():
+    """Whether a Python dispatch mode sees the ops run here (selective activation checkpointing, whose policy keeps
+    the outputs of the ops it names, a GEMM's or a cat's, and hands the same tensors back when backward runs the
+    forward again). Such an output must not be changed in place after: the rerun got the changed one and changed
+    it again (MUT1's tanh taken twice, silently wrong gradients; torch's check of kept tensors misses a GEMM's
+    output, which F.linear returns as an _unsafe_view). Not asked under torch.compile (dynamo can't trace the
+    question; plain_ops_only() reads True there, and the graph is functionalized)."""
+    return not torch.compiler.is_compiling() and torch._C._len_torch_dispatch_stack() > 0
 
 
 class TanhTail(torch.autograd.Function):

@@ -492,6 +492,44 @@ def test_activation_checkpointing(use_reentrant):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("backend", ["autograd", "python", "native"])
+def test_selective_checkpointing_that_saves_the_matmuls_gives_the_same_gradients(backend):
+    """Selective activation checkpointing (context_fn) keeps the outputs of the ops its policy names and hands the
+    same tensors back when the forward runs again in backward. MUT1's input projection took tanh of its x̃ block
+    in place on the GEMM's output: that output, kept as saved, was changed, and the rerun took tanh of it again
+    (tanh(tanh(.) + b) + b), which torch's check of kept tensors missed: wrong gradients in silence. Where x̃ = x
+    (D = H, layer 1) the bias was added in place on a concatenation: torch's error "cached ... mutated" for a
+    policy that keeps cat."""
+    import functools
+
+    from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
+
+    aten = torch.ops.aten
+    keep = {aten.mm.default, aten.addmm.default, aten.cat.default}
+
+    def policy(ctx, op, *args, **kwargs):
+        return CheckpointPolicy.MUST_SAVE if op in keep else CheckpointPolicy.PREFER_RECOMPUTE
+
+    torch.manual_seed(0)
+    layer = Recurrent("mut1", 3, 4, num_layers=2, backend=backend).double()  # layer 1: D = H, x̃ = x
+    x = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
+    grads = []
+    for context_fn in (None, functools.partial(create_selective_checkpoint_contexts, policy)):
+        layer.zero_grad()
+        x.grad = None
+        out = (
+            layer(x)[0]
+            if context_fn is None
+            else torch.utils.checkpoint.checkpoint(
+                lambda t: layer(t)[0], x, use_reentrant=False, context_fn=context_fn
+            )
+        )
+        out.pow(2).sum().backward()
+        grads.append([out.detach(), x.grad.clone(), *(p.grad.clone() for p in layer.parameters())])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
 def test_device_and_dtype_factory_arguments():
     """device= and dtype= as torch.nn.LSTM takes them: every parameter and buffer made so; not an integer type."""
     layer = Recurrent("leaky", 3, 4, num_layers=2, cond_size=2, device="cpu", dtype=torch.float64)

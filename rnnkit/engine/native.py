@@ -359,7 +359,10 @@ class NativeRecurrence(torch.autograd.Function):
         # raises torch's own error if an input was changed in place since forward (a weight by an optimizer
         # step, say), as torch.nn's RNNs do; and the parameters are the saved ones, not the module's now (a
         # hook that saves copies keeps those of forward time, as autograd's own graph does)
-        rest = ctx.saved_tensors[ctx.n_in + 1 :]  # (after xw's and xt)
+        # unpacked once: torch.utils.checkpoint (non-reentrant) lets each saved tensor be unpacked once only, and
+        # _differentiable below needs them too (a second ctx.saved_tensors failed there with a CheckpointError)
+        all_saved = ctx.saved_tensors
+        rest = all_saved[ctx.n_in + 1 :]  # (after xw's and xt)
         tensors, saved = rest[: ctx.n_tensors], rest[ctx.n_tensors :]
         HH = saved[0]
         flat = _flat_params(ctx.cell, tensors[ctx.n_state :], ctx.state_shapes[0][1])
@@ -370,7 +373,7 @@ class NativeRecurrence(torch.autograd.Function):
             HH.new_zeros(s) if d is None else d.contiguous() for d, s in zip(dstateT, ctx.state_shapes)
         ]
         if torch.is_grad_enabled() or not _plain(dhs, *dstateT):  # create_graph=True, or batched gradients
-            return (None,) * 7 + NativeRecurrence._differentiable(ctx, dhs, dstateT)
+            return (None,) * 7 + NativeRecurrence._differentiable(ctx, all_saved, dhs, dstateT)
         probe = ctx.probe
         out = load().backward(
             CELL_IDS[ctx.cell], saved, ctx.X, flat, ctx.mask, ctx.reverse, dhs.contiguous(), dstateT,
@@ -387,11 +390,11 @@ class NativeRecurrence(torch.autograd.Function):
         return (None, None, None, None, None, None, None, dxw, dxt, *dstate0, *dP)
 
     @staticmethod
-    def _differentiable(ctx, dhs, dstateT):
+    def _differentiable(ctx, saved, dhs, dstateT):
         """Gradients of (xw, xt, *state_0, *P) that differentiate again: the same function as a plain
-        autograd loop on the saved inputs, put back in the cell's own form first (what the loop folds in:
-        x̃ read in place, MUT1's tanh(x̃), the input bias b_xh), see higher_order_grads."""
-        saved = ctx.saved_tensors
+        autograd loop on the saved inputs (`saved`: ctx.saved_tensors as backward unpacked them), put back in
+        the cell's own form first (what the loop folds in: x̃ read in place, MUT1's tanh(x̃), the input bias
+        b_xh), see higher_order_grads."""
         xt, tensors = saved[ctx.n_in], saved[ctx.n_in + 1 : ctx.n_in + 1 + ctx.n_tensors]
         xw, n, cell = restored_input(ctx, saved[: ctx.n_in]), ctx.n_state, ctx.cell
 

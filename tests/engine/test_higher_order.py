@@ -203,3 +203,28 @@ def test_autograd_loop_reads_each_step_through_one_unbind():
         todo.extend(f for f, _ in fn.next_functions)
     assert names.count("UnbindBackward0") == 1
     assert "SelectBackward0" not in names
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_second_derivative_through_activation_checkpointing(backend):
+    """torch.utils.checkpoint (non-reentrant) lets each saved tensor be unpacked once; the native loop's backward
+    under create_graph=True unpacked ctx.saved_tensors twice (once to find its states, again for the rerun) and
+    failed with torch's CheckpointError ("Unpack is being triggered for a tensor that was already unpacked
+    once"). Now the second derivative is the one without checkpointing."""
+    torch.manual_seed(0)
+    layer = rnnkit.Recurrent("gru", 3, 4, num_layers=2, backend=backend).double()
+    x = torch.randn(2, 9, 3, dtype=torch.float64, requires_grad=True)  # T >= 8: the native projection too
+    grads = []
+    for wrapped in (False, True):
+        layer.zero_grad()
+        x.grad = None
+        out = (
+            torch.utils.checkpoint.checkpoint(lambda t: layer(t)[0], x, use_reentrant=False)
+            if wrapped
+            else layer(x)[0]
+        )
+        (gx,) = torch.autograd.grad(out.square().sum(), x, create_graph=True)
+        gx.square().sum().backward()
+        grads.append([x.grad.clone(), *(p.grad.clone() for p in layer.parameters())])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

@@ -16,6 +16,7 @@ GEMM (a leaky unit's α): `step_backward` returns their per-step gradient and th
 """
 
 import contextlib
+import inspect
 import math
 
 import torch
@@ -97,7 +98,10 @@ class Cell(nn.Module):
         step_backward(dstate_t, cache, P) -> (dxw_t, dstate_prev, dpres, dextras)
             dstate_t the total dL/dstate_t (tuple); dxw_t (B, gates·H); dstate_prev a tuple like state;
             dpres one dL/dpre_k (B, ·) per GEMMS entry (the engine makes dU_k, db_k of them after the loop);
-            dextras one gradient per EXTRAS parameter, for this step (the engine sums them over time).
+            dextras one gradient per EXTRAS parameter, for this step (the engine sums them over time), shaped as
+            the parameter (summed over the batch).
+    Both are pure functions, staticmethods of the class. What they return is checked at the first step of every run
+    of a cell of one's own (the form and shapes, in one line each: check_step).
     """
 
     gates = 1  # blocks of H in the input projection
@@ -108,12 +112,14 @@ class Cell(nn.Module):
     torch_mode = None  # name of the torch.nn recurrent module with the same function, if any
     tanh_tail = 0  # columns at the end of the projection that pass through tanh before the bias (MUT1)
     input_identity = None  # first column of a block that is the input itself (MUT1/MUT2 with D = H)
+    _checked_steps = False  # whether the loops check what step and step_backward return (set per class below)
 
     def __init_subclass__(cls, **kwargs):
         """A cell of one's own is checked when its class is defined, in one line each: the engine would
         otherwise leave a parameter it doesn't know how to differentiate without a gradient (no error), or
         fail deep inside with a third state."""
         super().__init_subclass__(**kwargs)
+        _check_declarations(cls)
         if cls.num_states not in (1, 2):
             raise RnnkitError(f"{cls.__name__}.num_states = {cls.num_states!r}: the engine and the layers run cells of "
                               "one state (h_t) or two (h_t, c_t)")  # fmt: skip
@@ -123,6 +129,9 @@ class Cell(nn.Module):
             raise RnnkitError(f"{cls.__name__}: REC_PARAMS {', '.join(missing)} in neither GEMMS (a recurrent product "
                               "u Uᵀ + b) nor EXTRAS (a gradient step_backward returns): the engine would give them "
                               "no gradient; list each in one of them")  # fmt: skip
+        # what step and step_backward return is checked at the first step of every run (check_step): rnnkit's
+        # own cells are held to it by their tests instead, and their loops pay nothing for it
+        cls._checked_steps = not cls.__module__.startswith("rnnkit.cells.")
 
     def __prepare_scriptable__(self):
         """torch.jit.script calls this on every module of a model before compiling it: refused in one line."""
@@ -168,7 +177,14 @@ class Cell(nn.Module):
         return self.hidden_size
 
     def rec_params(self) -> tuple:
-        return tuple(getattr(self, name) for name in self.REC_PARAMS)
+        try:
+            return tuple(getattr(self, name) for name in self.REC_PARAMS)
+        except AttributeError:  # (nn.Module's "'X' object has no attribute 'b_hh'", deep in a forward)
+            missing = next((name for name in self.REC_PARAMS if not hasattr(self, name)), None)
+            if missing is None:
+                raise
+            raise RnnkitError(f"{type(self).__name__} has no {missing}, which REC_PARAMS names: create it in __init__ "
+                              "(recurrent_weights(self, (name, shape), ...); None for a bias it doesn't have)") from None  # fmt: skip
 
     def init_state(self, batch: int, dtype=None, device=None) -> tuple:
         p = self.W_xh
@@ -178,11 +194,14 @@ class Cell(nn.Module):
     # --- one step, as pure functions (set by each cell file) -----------------------------------
     @staticmethod
     def step(xw_t, state, P):  # -> (state_t, us, cache)
-        raise NotImplementedError
+        raise NotImplementedError("a cell gives step(xw_t, state, P) -> (state_t, us, cache) as a staticmethod of its "
+                                  "class (see rnnkit.cells._base.Cell); this one has none")  # fmt: skip
 
     @staticmethod
     def step_backward(dstate_t, cache, P):  # -> (dxw_t, dstate_prev, dpres, dextras)
-        raise NotImplementedError
+        raise NotImplementedError("a cell gives step_backward(dstate_t, cache, P) -> (dxw_t, dstate_prev, dpres, "
+                                  "dextras) as a staticmethod of its class (see rnnkit.cells._base.Cell); this one has "
+                                  "none")  # fmt: skip
 
     def forward(self, x_t=None, state=None, *, hx=None, input=None):
         """One step for a (B, D) input, as torch.nn's cells: returns h_t (B, H) for the one-state cells (as
@@ -205,7 +224,11 @@ class Cell(nn.Module):
         x_t, state = self._checked_step(x_t, state, unbatched)
         if state is None:
             state = self.init_state(x_t.shape[0], x_t.dtype, x_t.device)
-        new, _, _ = self.step(self.project_input(x_t), state, self.rec_params())
+        xw_t, P = self.project_input(x_t), self.rec_params()
+        got = self.step(xw_t, state, P)
+        if self._checked_steps:
+            check_step(cell_class(self), got, xw_t, state, P)
+        new = got[0]
         new = tuple(s[0] for s in new) if unbatched else tuple(new)
         return new if self.num_states == 2 else new[0]
 
@@ -256,6 +279,143 @@ class Cell(nn.Module):
                 f"{name}: state is {s.dtype} on {s.device} but x_t is {x_t.dtype} on {x_t.device}"
             )
         return x_t, tuple(s[None] for s in given) if unbatched else given
+
+
+def _check_declarations(cls):
+    """A cell class's REC_PARAMS, GEMMS, EXTRAS, gates, step and step_backward, each said in one line where it
+    can't be what the engine reads: the python loop failed deep inside on a GEMMS name missing from REC_PARAMS
+    ("tuple.index(x): x not in tuple"), a string for REC_PARAMS was read letter by letter, and a step written as a
+    plain method ran in a layer (which calls it on the class) but not in cell(x_t), which passed the cell as xw_t."""
+    name = cls.__name__
+    for attr in ("REC_PARAMS", "EXTRAS"):
+        names = getattr(cls, attr)
+        if isinstance(names, str):
+            raise RnnkitError(f"{name}: {attr} must be a tuple of names, got the string {names!r}; write "
+                              f"({names!r},)")  # fmt: skip
+        if not isinstance(names, tuple | list) or not all(isinstance(n, str) for n in names):
+            raise RnnkitError(f"{name}: {attr} must be a tuple of names (strings), got {names!r}")
+    pairs = cls.GEMMS
+    if not isinstance(pairs, tuple | list) or not all(
+        isinstance(p, tuple | list) and len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], str | None)
+        for p in pairs
+    ):
+        raise RnnkitError(f"{name}: GEMMS must be a tuple of pairs (U, b), names of REC_PARAMS (b None for a product "
+                          f"without bias), got {pairs!r}")  # fmt: skip
+    for attr, names in (
+        ("GEMMS", [n for pair in pairs for n in pair if n is not None]),
+        ("EXTRAS", cls.EXTRAS),
+    ):
+        stray = [n for n in names if n not in cls.REC_PARAMS]
+        if stray:
+            raise RnnkitError(f"{name}: {attr} names {', '.join(stray)}, which is not in REC_PARAMS "
+                              f"({', '.join(cls.REC_PARAMS)}): P holds REC_PARAMS only; add it there (a bias the cell "
+                              "may lack as well: rec_params() gives None for it), or leave it out")  # fmt: skip
+    if isinstance(cls.gates, bool) or not isinstance(cls.gates, int) or cls.gates < 1:
+        raise RnnkitError(f"{name}.gates = {cls.gates!r}: the number of H-wide blocks of the input projection, "
+                          "a positive integer")  # fmt: skip
+    for attr in ("step", "step_backward"):
+        if inspect.isfunction(vars(cls).get(attr)):
+            raise RnnkitError(f"{name}.{attr} is a plain function in the class body, which cell(x_t) would call "
+                              f"with the cell as its first argument: make it a staticmethod ({attr} = "
+                              f"staticmethod(f), or @staticmethod above def {attr})")  # fmt: skip
+
+
+def _what(x):
+    """How a value that should have been a tuple reads in an error: "a Tensor (2, 4)", "3 item(s)"."""
+    if isinstance(x, torch.Tensor):
+        return f"a Tensor {tuple(x.shape)}"
+    return f"{len(x)} item(s)" if isinstance(x, tuple | list) else f"a {type(x).__name__}"
+
+
+def _check_tensors(where, what, got, want):
+    """got, a tuple of tensors of the shapes in want (None: any), or a one-line error naming the first that isn't.
+    what: (the name of the tuple, a function of the index giving what the entry is for, the rule its shape follows)."""
+    name, label, rule = what
+    for k, (g, w) in enumerate(zip(got, want)):
+        if not isinstance(g, torch.Tensor):
+            raise RnnkitError(f"{where} returned {name}[{k}]{label(k)} as a {type(g).__name__}; it must be a tensor"
+                              f"{'' if w is None else f' {w}'}")  # fmt: skip
+        if w is not None and tuple(g.shape) != w:
+            raise RnnkitError(
+                f"{where} returned {name}[{k}] of shape {tuple(g.shape)}{label(k)}; it must be {w}{rule}"
+            )
+
+
+def _per_gemm(cell, where, what, got, P, B, width, kind, meaning):
+    """One tensor (B, width(U_k)) per GEMMS entry (U_k, b_k), or a one-line error."""
+    pairs = cell.GEMMS
+    if not isinstance(got, tuple | list) or len(got) != len(pairs):
+        names = ", ".join(w for w, _ in pairs)
+        n = f"{len(pairs)} GEMMS entr{'y' if len(pairs) == 1 else 'ies'}"
+        raise RnnkitError(f"{where} returned {_what(got) if not isinstance(got, tuple | list) else len(got)} "
+                          f"{kind} in {what} for {n} ({names}): return one {meaning} per entry, in GEMMS order")  # fmt: skip
+    Us = [P[cell.REC_PARAMS.index(w)] for w, _ in pairs]
+    want = [(B, width(U)) if isinstance(U, torch.Tensor) else None for U in Us]
+    label = lambda k: f" for {pairs[k][0]} {tuple(Us[k].shape)}" if want[k] is not None else ""  # noqa: E731
+    _check_tensors(where, (what, label, ""), got, want)
+
+
+def check_step(cell, got, xw_t, state, P):
+    """What a cell of one's own's step returned, checked at the first step of a run (Cell._checked_steps): a
+    one-line error naming what is of the wrong form, instead of a failure deep in the loops (too many values to
+    unpack, shapes that can't be multiplied) or wrong numbers in silence (a bare h_t read as a tuple of rows)."""
+    where, n, B = f"{cell.__name__}.step", cell.num_states, xw_t.shape[0]
+    if not isinstance(got, tuple | list) or len(got) != 3:
+        raise RnnkitError(f"{where} must return (state_t, us, cache), got {_what(got)}")
+    new, us, _ = got
+    if not isinstance(new, tuple | list) or len(new) != n:
+        hint = "; return (h_t,), not h_t" if n == 1 and isinstance(new, torch.Tensor) else ""
+        raise RnnkitError(f"{where} must return state_t as a tuple of {n} tensor(s) (B, ·), h_t first, got "
+                          f"{_what(new)}{hint}")  # fmt: skip
+    _check_tensors(where, ("state_t", lambda k: "", " as the state it was given (B, ·)"), new,
+                   [(B, s.shape[-1]) for s in state])  # fmt: skip
+    _per_gemm(cell, where, "us", us, P, B, lambda U: U.shape[1], "vector(s)", "u_k (B, K) (the vector the step "
+              "multiplies as u_k U_kᵀ + b_k)")  # fmt: skip
+
+
+def check_step_backward(cell, got, dstate, P, xw_width):
+    """What a cell of one's own's step_backward returned, checked at the first step of the backward loop (see
+    check_step): a missing dpres left a weight gradient as the loop's empty buffer, whatever the memory held, and a
+    missing dextras failed in torch with "expected Variable or None (got int)"; a dextra of a broadcastable shape
+    was summed to the parameter's by autograd (3x a scalar's gradient from a (3,) one)."""
+    where, n, B = f"{cell.__name__}.step_backward", cell.num_states, dstate[0].shape[0]
+    if not isinstance(got, tuple | list) or len(got) != 4:
+        raise RnnkitError(f"{where} must return (dxw_t, dstate_prev, dpres, dextras), got {_what(got)}")
+    dxw, dprev, dpres, dextras = got
+    if not isinstance(dxw, torch.Tensor) or tuple(dxw.shape) != (B, xw_width):
+        got_ = tuple(dxw.shape) if isinstance(dxw, torch.Tensor) else f"a {type(dxw).__name__}"
+        raise RnnkitError(
+            f"{where} returned dxw_t of shape {got_}; it must be {(B, xw_width)}, as xw_t (B, gates·H)"
+        )
+    if not isinstance(dprev, tuple | list) or len(dprev) != n:
+        raise RnnkitError(f"{where} must return dstate_prev as a tuple of {n} tensor(s), as the state (B, ·), got "
+                          f"{_what(dprev)}")  # fmt: skip
+    _check_tensors(
+        where, ("dstate_prev", lambda k: "", " as the state (B, ·)"), dprev, [tuple(d.shape) for d in dstate]
+    )
+    _per_gemm(
+        cell,
+        where,
+        "dpres",
+        dpres,
+        P,
+        B,
+        lambda U: U.shape[0],
+        "gradient(s)",
+        "dL/dpre_k (B, N) (U_k: (N, K))",
+    )
+    extras = cell.EXTRAS
+    if not isinstance(dextras, tuple | list) or len(dextras) != len(extras):
+        n_ = _what(dextras) if not isinstance(dextras, tuple | list) else len(dextras)
+        raise RnnkitError(f"{where} returned {n_} gradient(s) in dextras for {len(extras)} EXTRAS "
+                          f"entr{'y' if len(extras) == 1 else 'ies'} ({', '.join(extras)}): return this step's "
+                          "gradient of each, in EXTRAS order, shaped as the parameter")  # fmt: skip
+    for k, (d, e) in enumerate(zip(dextras, extras)):
+        p = P[cell.REC_PARAMS.index(e)]
+        if isinstance(p, torch.Tensor) and (not isinstance(d, torch.Tensor) or d.shape != p.shape):
+            got_ = f"shape {tuple(d.shape)}" if isinstance(d, torch.Tensor) else f"a {type(d).__name__}"
+            raise RnnkitError(f"{where} returned dextras[{k}] of {got_} for {e} {tuple(p.shape)}; it must be "
+                              f"{tuple(p.shape)}, this step's gradient summed over the batch")  # fmt: skip
 
 
 AUTOCAST_DTYPES = {torch.float32, torch.float16, torch.bfloat16}  # what torch.autocast casts between

@@ -23,6 +23,7 @@ from dxw as one GEMM each. Runs on any device and dtype.
 
 import torch
 
+from rnnkit.cells._base import check_step, check_step_backward
 from rnnkit.engine.reference import autograd_loop, higher_order_grads, restored_input, saved_input
 
 
@@ -38,8 +39,13 @@ def forward_loop(cell, xw, state0, P, mask, reverse, keep):
     state, caches, us = state0, [None] * T, [[None] * T for _ in cell.GEMMS]
     # (T, B, 1): padded steps by a select, see autograd_loop (0·inf where a padded step overflowed)
     live = None if mask is None else mask != 0
+    check = cell._checked_steps  # (a cell of one's own: its first step's outputs, see check_step)
     for t in _order(T, reverse):
-        new, u_t, cache = cell.step(xw[t], state, P)
+        got = cell.step(xw[t], state, P)
+        if check:
+            check_step(cell, got, xw[t], state, P)
+            check = False
+        new, u_t, cache = got
         if mask is not None:
             new = tuple(torch.where(live[t], n, s) for n, s in zip(new, state))
         hs[t] = new[0] if mask is None else torch.where(live[t], new[0], 0)
@@ -52,8 +58,9 @@ def forward_loop(cell, xw, state0, P, mask, reverse, keep):
     return hs, state, caches, us
 
 
-def backward_loop(cell, dhs, dstateT, caches, us, P, mask, reverse, probe):
-    """BPTT: returns dxw (T, B, G·H), dstate_0, and the gradients of the recurrent parameters P."""
+def backward_loop(cell, dhs, dstateT, caches, us, P, mask, reverse, probe, xw_width=None):
+    """BPTT: returns dxw (T, B, G·H), dstate_0, and the gradients of the recurrent parameters P. xw_width: G·H,
+    which a cell of one's own's dxw_t is held to (see check_step_backward)."""
     T, B = dhs.shape[:2]
     G = [u.shape[-1] for u in us]
     dxw = None
@@ -63,6 +70,7 @@ def backward_loop(cell, dhs, dstateT, caches, us, P, mask, reverse, probe):
     dstate = dstateT
     # a select: a padded step's output is 0 whatever came before, so a NaN of dL/dout there reaches nothing
     live = None if mask is None else mask != 0
+    check = cell._checked_steps and xw_width is not None
     for t in reversed(_order(T, reverse)):
         dh = dstate[0] + (dhs[t] if mask is None else torch.where(live[t], dhs[t], 0))
         if dh_record is not None:
@@ -72,7 +80,11 @@ def backward_loop(cell, dhs, dstateT, caches, us, P, mask, reverse, probe):
         # step's gradients NaN and, through them, the state passed on (c's too)
         if mask is not None:
             dnew = tuple(torch.where(live[t], d, 0) for d in dnew)
-        dxw_t, dprev, dpre, dextra = cell.step_backward(dnew, caches[t], P)
+        got = cell.step_backward(dnew, caches[t], P)
+        if check:
+            check_step_backward(cell, got, dnew, P, xw_width)
+            check = False
+        dxw_t, dprev, dpre, dextra = got
         if dxw is None:
             dxw = dhs.new_empty(T, B, dxw_t.shape[1])
         dxw[t] = dxw_t
@@ -118,6 +130,7 @@ class PythonRecurrence(torch.autograd.Function):
         hs, state, caches, us = forward_loop(cell, xw, state0, P, mask, reverse, keep=keep)
         ctx.cell, ctx.mask, ctx.reverse, ctx.probe, ctx.n_state = cell, mask, reverse, probe, n_state
         ctx.shape, ctx.n_tensors, ctx.n_us = hs.shape, len(tensors), len(us) if keep else 0
+        ctx.xw_width = xw.shape[2]
         # the inputs (for higher-order gradients; the parameters as the loop read them) and every step's cache, all
         # through save_for_backward: freed once backward has run, seen by saved-tensor hooks (save_on_cpu,
         # torch.utils.checkpoint), and checked for in-place changes when unpacked (below). A cell of the user's
@@ -156,6 +169,8 @@ class PythonRecurrence(torch.autograd.Function):
 
             grads = higher_order_grads([xw, *tensors], rerun, (dhs, *dstateT), ctx.needs_input_grad[5:])
             return (None,) * 5 + tuple(grads)
-        dxw, dstate0, dP = backward_loop(cell, dhs, dstateT, caches, us, P, ctx.mask, ctx.reverse, ctx.probe)
+        dxw, dstate0, dP = backward_loop(
+            cell, dhs, dstateT, caches, us, P, ctx.mask, ctx.reverse, ctx.probe, ctx.xw_width
+        )
         dP = [None if p is None or not p.requires_grad else g for p, g in zip(P, dP)]
         return (None, None, None, None, None, dxw, *dstate0, *dP)

@@ -6,6 +6,7 @@ backward, so it checks every hand-written `*_step_backward` and the engine's BPT
 
 import torch
 
+from rnnkit.cells._base import check_step
 from rnnkit.errors import RnnkitError
 
 
@@ -20,8 +21,13 @@ def autograd_loop(cell, xw, state0, P, mask, reverse, probe=None):
     # padded steps by a select, not s + m·(n - s) and m·h: a padded step's candidate n is discarded, and one that
     # overflowed to inf (a growing relu state, float16) made the kept state NaN (0·inf), its output too
     live = None if mask is None else mask != 0
+    check = cell._checked_steps  # (a cell of one's own: its first step's outputs, see check_step)
     for t in order:
-        new, _, _ = cell.step(xw_t[t], state, P)
+        got = cell.step(xw_t[t], state, P)
+        if check:
+            check_step(cell, got, xw_t[t], state, P)
+            check = False
+        new = got[0]
         if mask is not None:
             new = tuple(torch.where(live[t], n, s) for n, s in zip(new, state))
         outs[t] = new[0] if mask is None else torch.where(live[t], new[0], 0)

@@ -172,6 +172,7 @@ class Recurrent(nn.Module):
         if cond_size and cond_mode in ("state", "both"):
             self.W_vs = nn.ModuleList(nn.Linear(cond_size, Hout) for _ in range(n))
         self.num_states = Cell.num_states
+        self.cells[0].rec_params()  # a REC_PARAMS attribute a cell of one's own never created, said here
         self._weight_shapes = [_weight_shapes(c) for c in self.cells]
         self.register_load_state_dict_pre_hook(self._load_torch_state_dict)
         if device is not None or dtype is not None:

@@ -115,3 +115,145 @@ def test_a_cell_whose_h_is_narrower_than_H_is_refused_by_the_layer():
 
     with pytest.raises(RnnkitError, match="Narrow's h_t has 2 units, but a layer feeds back and outputs"):
         Recurrent(Narrow, 3, 5)
+
+
+def _layer_loss(Cls, backend, H=4):
+    """Recurrent(Cls) over a small batch, forward and backward."""
+    torch.manual_seed(0)
+    layer = Recurrent(Cls, 3, H, backend=backend)
+    layer(torch.randn(2, 5, 3))[0].pow(2).sum().backward()
+    return layer
+
+
+def _bare_h(xw_t, state, P):
+    (h_t,), us, cache = gain_step(xw_t, state, P)
+    return h_t, us, cache
+
+
+def _no_us(xw_t, state, P):
+    new, _, cache = gain_step(xw_t, state, P)
+    return new, (), cache
+
+
+def _wide_h(xw_t, state, P):
+    (h_t,), us, cache = gain_step(xw_t, state, P)
+    return (torch.cat((h_t, h_t), 1),), us, cache
+
+
+def _backward(change):
+    """gain_step_backward with its result (dxw, dstate_prev, dpres, dextras) passed through change."""
+    return staticmethod(lambda dstate, cache, P: change(*gain_step_backward(dstate, cache, P)))
+
+
+MALFORMED = {
+    "step returns h_t, not (h_t,)": (
+        dict(step=staticmethod(_bare_h)),
+        r"GainBad.step must return state_t as a tuple of 1 tensor\(s\) .* got a Tensor",
+    ),
+    "step returns no us": (
+        dict(step=staticmethod(_no_us)),
+        r"GainBad.step returned 0 vector\(s\) in us for 1 GEMMS entry .*W_hh",
+    ),
+    "step returns h_t too wide": (
+        dict(step=staticmethod(_wide_h)),
+        r"GainBad.step returned state_t\[0\] of shape \(2, 8\); it must be \(2, 4\)",
+    ),
+    "two states declared, one returned": (
+        dict(num_states=2, step=staticmethod(lambda xw_t, state, P: gain_step(xw_t, state[:1], P))),
+        r"GainBad.step must return state_t as a tuple of 2 tensor\(s\) .* got 1",
+    ),
+    "step_backward returns 3 items": (
+        dict(step_backward=_backward(lambda dxw, dp, dpre, de: (dxw, dp, dpre))),
+        r"GainBad.step_backward must return \(dxw_t, dstate_prev, dpres, dextras\), got 3 item",
+    ),
+    "dxw too wide": (
+        dict(step_backward=_backward(lambda dxw, dp, dpre, de: (torch.cat((dxw, dxw), 1), dp, dpre, de))),
+        r"GainBad.step_backward returned dxw_t of shape \(2, 8\); it must be \(2, 4\)",
+    ),
+    "dstate_prev a bare tensor": (
+        dict(step_backward=_backward(lambda dxw, dp, dpre, de: (dxw, dp[0], dpre, de))),
+        r"GainBad.step_backward must return dstate_prev as a tuple of 1 tensor\(s\)",
+    ),
+    "dstate_prev narrow": (
+        dict(step_backward=_backward(lambda dxw, dp, dpre, de: (dxw, (dp[0][:, :2],), dpre, de))),
+        r"GainBad.step_backward returned dstate_prev\[0\] of shape \(2, 2\); it must be \(2, 4\)",
+    ),
+    "no dpres": (
+        dict(step_backward=_backward(lambda dxw, dp, dpre, de: (dxw, dp, (), de))),
+        r"GainBad.step_backward returned 0 gradient\(s\) in dpres for 1 GEMMS entry",
+    ),
+    "dpre narrow": (
+        dict(step_backward=_backward(lambda dxw, dp, dpre, de: (dxw, dp, (dpre[0][:, :2],), de))),
+        r"GainBad.step_backward returned dpres\[0\] of shape \(2, 2\) for W_hh \(4, 4\); it must be \(2, 4\)",
+    ),
+    "no dextras": (
+        dict(step_backward=_backward(lambda dxw, dp, dpre, de: (dxw, dp, dpre, ()))),
+        r"GainBad.step_backward returned 0 gradient\(s\) in dextras for 1 EXTRAS entry .*g",
+    ),
+    "dextra per unit for a scalar": (
+        dict(step_backward=_backward(lambda dxw, dp, dpre, de: (dxw, dp, dpre, (de[0].expand(3),)))),
+        r"GainBad.step_backward returned dextras\[0\] of shape \(3,\) for g \(\); it must be \(\)",
+    ),
+}
+
+
+@pytest.mark.parametrize("backend", ["autograd", "python"])
+@pytest.mark.parametrize("what", list(MALFORMED))
+def test_a_step_or_step_backward_of_the_wrong_form_is_said_in_one_line_at_its_first_step(what, backend):
+    """What step and step_backward return is checked at a cell of one's own's first step: the loops failed deep
+    inside (too many values to unpack, shapes that cannot be multiplied, "expected Variable or None (got int)"),
+    or gave wrong numbers in silence: no dpres left the weight gradient as the loop's empty buffer (whatever the
+    memory held), a bare h_t made cell(x_t) return the first row of the batch. (autograd runs no step_backward.)"""
+    attrs, message = MALFORMED[what]
+    Bad = type("GainBad", (GainRNN,), attrs)
+    if backend == "autograd" and "step_backward" in attrs:
+        _layer_loss(Bad, backend)
+        return
+    with pytest.raises(RnnkitError, match=message):
+        _layer_loss(Bad, backend)
+    if "step" in attrs or "num_states" in attrs:  # the module's own step too
+        with pytest.raises(
+            RnnkitError, match=message.replace(r"\(2, 8\)", r"\(1, 8\)").replace(r"\(2, 4\)", r"\(1, 4\)")
+        ):
+            Bad(3, 4)(torch.randn(1, 3), None if Bad.num_states == 1 else (torch.zeros(1, 4),) * 2)
+
+
+def test_a_name_in_GEMMS_or_EXTRAS_that_is_not_in_REC_PARAMS_is_refused_when_the_class_is_defined():
+    """The python loop failed on it with "tuple.index(x): x not in tuple" (autograd ran: P has no such entry)."""
+    with pytest.raises(RnnkitError, match=r"NoBias: GEMMS names b_hh, which is not in REC_PARAMS \(W_hh\)"):
+
+        class NoBias(GainRNN):
+            REC_PARAMS = ("W_hh",)
+            GEMMS = (("W_hh", "b_hh"),)
+            EXTRAS = ()
+
+    with pytest.raises(
+        RnnkitError, match=r"GainS: REC_PARAMS must be a tuple of names, got the string 'W_hh'"
+    ):
+
+        class GainS(GainRNN):
+            REC_PARAMS = "W_hh"
+
+
+def test_a_step_written_as_a_plain_method_is_refused_when_the_class_is_defined():
+    """A `def step(xw_t, state, P)` in the class body ran in the layer (which calls it on the class) but not in
+    cell(x_t), which passed the cell as xw_t: "takes 3 positional arguments but 4 were given"."""
+    with pytest.raises(RnnkitError, match=r"Plain.step is a plain function .* staticmethod"):
+
+        class Plain(GainRNN):
+            step = gain_step
+
+
+def test_a_REC_PARAMS_attribute_the_cell_never_created_is_said_when_the_layer_is_built():
+    """nn.Module's "'Forgot' object has no attribute 'b_hh'" came at the first forward."""
+
+    class Forgot(GainRNN):
+        def __init__(self, input_size, hidden_size, bias=True):
+            Cell.__init__(self, input_size, hidden_size, bias)
+            recurrent_weights(self, ("W_hh", (hidden_size, hidden_size)))
+            self.g = nn.Parameter(torch.tensor(1.0))
+
+    with pytest.raises(
+        RnnkitError, match=r"Forgot has no b_hh, which REC_PARAMS names: create it in __init__"
+    ):
+        Recurrent(Forgot, 3, 4)

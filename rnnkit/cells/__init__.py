@@ -1,5 +1,6 @@
 """One time step per file. `CELLS` maps a name to its class: adding a cell = one file + one entry."""
 
+from rnnkit.cells.check import check_cell
 from rnnkit.cells.elman import RNNReLU, RNNTanh
 from rnnkit.cells.gru import GRU
 from rnnkit.cells.gru_cho import GRUCho
@@ -23,4 +24,4 @@ CELLS = {
 }
 
 # Not a cell of the lectures, so not in CELLS: torch.nn.LSTM's proj_size, `Recurrent("lstm", ..., proj_size=P)`.
-__all__ = ["CELLS", "LSTMP"]
+__all__ = ["CELLS", "LSTMP", "check_cell"]

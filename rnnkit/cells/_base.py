@@ -101,7 +101,8 @@ class Cell(nn.Module):
             dextras one gradient per EXTRAS parameter, for this step (the engine sums them over time), shaped as
             the parameter (summed over the batch).
     Both are pure functions, staticmethods of the class. What they return is checked at the first step of every run
-    of a cell of one's own (the form and shapes, in one line each: check_step).
+    of a cell of one's own (the form and shapes, in one line each: check_step); whether step_backward is the
+    derivative of step, rnnkit.cells.check_cell(MyCell) checks against autograd.
     """
 
     gates = 1  # blocks of H in the input projection

@@ -257,3 +257,47 @@ def test_a_REC_PARAMS_attribute_the_cell_never_created_is_said_when_the_layer_is
         RnnkitError, match=r"Forgot has no b_hh, which REC_PARAMS names: create it in __init__"
     ):
         Recurrent(Forgot, 3, 4)
+
+
+def _softsign_step(xw_t, state, P):
+    """h_t = a_t / (1 + |a_t|), a_t = xw_t + h_{t-1} W_hhᵀ + b_hh."""
+    (h_prev,) = state
+    a_t = xw_t + linear(h_prev, *P)
+    return (a_t / (1 + a_t.abs()),), (h_prev,), (a_t,)
+
+
+def _softsign_step_backward_wrong(dstate, cache, P):
+    """softsign' = 1 / (1 + |a|)², written without its square: off by a factor 1 + |a|."""
+    (dh_t,), (a_t,) = dstate, cache
+    da_t = dh_t / (1 + a_t.abs())
+    return da_t, (da_t @ P[0],), (da_t,), ()
+
+
+def test_check_cell_names_the_gradient_a_slightly_wrong_step_backward_gets_wrong():
+    """A cell of one's own whose step_backward is not quite the derivative of its step trained with its gradients
+    in silence on the python backend; rnnkit.cells.check_cell compares it with autograd, one step and a sequence."""
+    from rnnkit.cells import check_cell
+
+    class Softsign(Cell):
+        step = staticmethod(_softsign_step)
+        step_backward = staticmethod(_softsign_step_backward_wrong)
+
+        def __init__(self, input_size, hidden_size, bias=True):
+            super().__init__(input_size, hidden_size, bias)
+            recurrent_weights(self, ("W_hh", (hidden_size, hidden_size)), ("b_hh", (hidden_size,)))
+            self.reset_parameters()
+
+    before = torch.random.get_rng_state()
+    with pytest.raises(RnnkitError, match=r"Softsign: the gradient of dxw_t \(one step\) differs from autograd's .* "
+                                          r"fix step_backward"):  # fmt: skip
+        check_cell(Softsign)
+    check_cell(GainRNN, 2, 3)
+    check_cell("leaky", learn_alpha=True)
+    assert torch.equal(torch.random.get_rng_state(), before)  # the caller's random stream as it was
+
+
+@pytest.mark.parametrize("name", ["rnn_tanh", "lstm", "gru_cho", "mut1", "leaky"])
+def test_check_cell_passes_rnnkits_own_cells(name):
+    from rnnkit.cells import check_cell
+
+    check_cell(name)

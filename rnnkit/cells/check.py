@@ -1,0 +1,117 @@
+"""`check_cell`: whether a cell's hand-written step_backward is the derivative of its step, against autograd.
+
+rnnkit's own cells are held to it by tests/cells/test_step_backward.py; a cell of one's own, written outside
+rnnkit, had nothing to tell a slightly wrong backward (a derivative off by a factor, a term left out) from a right
+one: the python backend trained with its gradients in silence. check_cell is that test, in one call.
+"""
+
+import torch
+
+from rnnkit.cells._base import Cell, check_step, check_step_backward
+from rnnkit.errors import RnnkitError
+
+
+def _differs(name, what, hand, auto, rtol, atol):
+    """A one-line error if the hand-written gradient `hand` is not autograd's `auto` (None: no gradient, zeros)."""
+    if auto is None and hand is None:
+        return
+    if auto is None:
+        auto = torch.zeros_like(hand)
+    if hand is None:
+        hand = torch.zeros_like(auto)
+    if hand.shape != auto.shape:
+        raise RnnkitError(f"{name}: the gradient of {what} has shape {tuple(hand.shape)}, autograd's "
+                          f"{tuple(auto.shape)}")  # fmt: skip
+    err, scale = (
+        (hand - auto).abs().max().item() if hand.numel() else 0.0,
+        auto.abs().max().item() if auto.numel() else 0.0,
+    )
+    if not err <= atol + rtol * scale:  # (NaN too)
+        raise RnnkitError(f"{name}: the gradient of {what} differs from autograd's through step by up to {err:.3g} "
+                          f"(autograd's largest {scale:.3g}): fix step_backward")  # fmt: skip
+
+
+def check_cell(
+    cell, input_size=3, hidden_size=4, *, batch=3, steps=5, seed=0, rtol=1e-7, atol=1e-9, **cell_kwargs
+):
+    """Check a cell's step_backward against autograd through its step, in float64; raise an RnnkitError naming the
+    first gradient that differs, else return None.
+
+    cell: a Cell class (or a name in rnnkit.CELLS), built as cell(input_size, hidden_size, **cell_kwargs) with
+    every parameter moved off its initial value (a bias of zeros hides the terms it multiplies). Two checks:
+    - one step: dxw_t, each dstate_prev, and every recurrent parameter's gradient as the engine assembles it
+      (dU_k = dpre_kᵀ u_k, db_k = Σ dpre_k, the dextras), against torch.autograd.grad through step;
+    - a sequence of `steps` steps, both directions, a second sequence shorter (lengths), from a random initial
+      state: the python backend (the hand-written BPTT) against the autograd backend, every gradient: it
+      catches a cache that a later step changes in place, which one step can't show.
+    The caller's random number generator is left as it was."""
+    from rnnkit.cells import CELLS
+    from rnnkit.layers import Recurrent
+
+    Cls = CELLS.get(cell) if isinstance(cell, str) else cell
+    if not (isinstance(Cls, type) and issubclass(Cls, Cell)):
+        raise RnnkitError(f"check_cell takes a Cell class or a name in rnnkit.CELLS, got {cell!r}")
+    name = Cls.__name__
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Cls(input_size, hidden_size, **cell_kwargs).double()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.1 * torch.randn_like(p))
+        _one_step(model, name, batch, rtol, atol)
+        _sequence(Recurrent, Cls, model, name, input_size, hidden_size, batch, steps, rtol, atol, cell_kwargs)
+
+
+def _one_step(model, name, B, rtol, atol):
+    Cls = type(model)
+    xw = model.project_input(torch.randn(B, model.input_size, dtype=torch.float64)).detach().requires_grad_()
+    state = tuple(torch.randn_like(s).requires_grad_() for s in model.init_state(B))
+    P = tuple(p if p is None else p.detach().requires_grad_() for p in model.rec_params())
+    got = Cls.step(xw, state, P)
+    check_step(Cls, got, xw, state, P)
+    new, us, cache = got
+    dnew = tuple(torch.randn_like(s) for s in new)
+    inputs = [xw, *state, *(p for p in P if p is not None)]
+    auto = torch.autograd.grad(sum((s * d).sum() for s, d in zip(new, dnew)), inputs, allow_unused=True)
+    back = Cls.step_backward(dnew, cache, P)
+    check_step_backward(Cls, back, dnew, P, xw.shape[1])
+    dxw, dprev, dpres, dextras = back
+    grads = dict.fromkeys(Cls.REC_PARAMS)
+    for (w, b), dpre, u in zip(Cls.GEMMS, dpres, us):
+        dW = dpre.t() @ u
+        grads[w] = dW if grads[w] is None else grads[w] + dW
+        if b is not None and P[Cls.REC_PARAMS.index(b)] is not None:
+            grads[b] = dpre.sum(0)
+    for extra, d in zip(Cls.EXTRAS, dextras):
+        grads[extra] = d
+    hand = [("dxw_t (one step)", dxw)]
+    hand += [(f"the state's entry {k} at t-1 (dstate_prev[{k}], one step)", d) for k, d in enumerate(dprev)]
+    hand += [(f"{n} (one step)", grads[n]) for n, p in zip(Cls.REC_PARAMS, P) if p is not None]
+    for (what, h), a in zip(hand, auto):
+        _differs(name, what, h, a, rtol, atol)
+
+
+def _sequence(Recurrent, Cls, model, name, D, H, B, T, rtol, atol, cell_kwargs):
+    x = torch.randn(B, T, D, dtype=torch.float64)
+    lengths = torch.full((B,), T)
+    lengths[-1] = max(1, T // 2)
+    state = None
+    grads = {}
+    for backend in ("autograd", "python"):
+        layer = Recurrent(Cls, D, H, bidirectional=True, backend=backend, **cell_kwargs).double()
+        for cell in layer.cells:
+            cell.load_state_dict(model.state_dict())
+        if state is None:
+            state = tuple(torch.randn(2, B, s.shape[1], dtype=torch.float64) for s in model.init_state(1))
+        s0 = tuple(s.clone().requires_grad_() for s in state)
+        xs = x.clone().requires_grad_()
+        out, sT = layer(xs, s0 if Cls.num_states == 2 else s0[0], lengths=lengths)
+        sT = sT if isinstance(sT, tuple) else (sT,)
+        loss = (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)).sum()
+        loss = loss + sum((s * s.detach().cos()).sum() for s in sT)
+        loss.backward()
+        grads[backend] = [("the input x (a sequence)", xs.grad)]
+        grads[backend] += [(f"the initial state's entry {k} (a sequence)", s.grad) for k, s in enumerate(s0)]
+        grads[backend] += [(f"{n} (a sequence)", p.grad) for n, p in layer.named_parameters()]
+    for (what, h), (_, a) in zip(grads["python"], grads["autograd"]):
+        _differs(name, what, h, a, rtol, atol)

@@ -153,11 +153,13 @@ class Cell(nn.Module):
         return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
 
     def reset_parameters(self) -> None:
-        """U(-1/√H, 1/√H) for every weight named W_* or b_*, as torch.nn does. A parameter of another name (a
-        leaky unit's α) is the cell's own to draw: a cell with one overrides this method (calling it first)."""
+        """U(-1/√H, 1/√H) for every weight named W_* or b_* and every matrix and bias in GEMMS, as torch.nn does. A
+        parameter of another name (a leaky unit's α) is the cell's own to draw: a cell with one overrides this method
+        (calling it first). (GEMMS: a cell of one's own whose recurrent matrix is named U kept torch.empty's memory.)"""
         bound = 1.0 / math.sqrt(self.hidden_size)
+        gemms = {name for pair in self.GEMMS for name in pair if name is not None}
         for name, p in self.named_parameters():
-            if name.startswith(("W_", "b_")):  # not a leaky unit's α
+            if name.startswith(("W_", "b_")) or name in gemms:  # not a leaky unit's α
                 nn.init.uniform_(p, -bound, bound)
 
     def project_input(self, xs):

@@ -301,3 +301,25 @@ def test_check_cell_passes_rnnkits_own_cells(name):
     from rnnkit.cells import check_cell
 
     check_cell(name)
+
+
+def test_a_recurrent_matrix_of_another_name_than_W_is_drawn_by_reset_parameters():
+    """reset_parameters drew the weights named W_* and b_* only: a cell of one's own naming its recurrent matrix U
+    (as papers often do), listed in GEMMS, kept torch.empty's memory as its initial weights, whatever it held."""
+
+    class UCell(GainRNN):
+        REC_PARAMS = ("U", "c", "g")
+        GEMMS = (("U", "c"),)
+
+        def __init__(self, input_size, hidden_size, bias=True):
+            Cell.__init__(self, input_size, hidden_size, bias)
+            self.U = nn.Parameter(torch.full((hidden_size, hidden_size), float("nan")))
+            self.c = nn.Parameter(torch.full((hidden_size,), float("nan")))
+            self.g = nn.Parameter(torch.tensor(1.0))
+            self.reset_parameters()
+
+    torch.manual_seed(0)
+    cell = UCell(3, 16)
+    for p in (cell.U.detach(), cell.c.detach()):
+        assert bool(p.isfinite().all()) and float(p.abs().max()) <= 16**-0.5 and float(p.std()) > 0
+    assert cell.g.item() == 1.0  # (not in GEMMS: the cell's own to draw)

@@ -434,11 +434,36 @@ def autocast_on(device):
 def cell_class(cell):
     """The class of a cell (or the class itself), the one it had before torch.nn.utils.parametrizations swapped it
     for a class of torch's (ParametrizedLSTM): torch's type_before_parametrizations, without its attribute lookup
-    that fails through nn.Module.__getattr__ on every cell (2 µs, a few times a call: one-step inference)."""
+    that fails through nn.Module.__getattr__ on every cell (2 µs, a few times a call: one-step inference). A
+    subclass of one of rnnkit's cells that changes none of its math is that cell (see same_math)."""
     if isinstance(cell, type):
-        return cell
+        return _math_of.get(cell) or same_math(cell)
     parametrized = isinstance(cell._modules.get("parametrizations"), nn.ModuleDict)
-    return type(cell).__bases__[0] if parametrized else type(cell)
+    cls = type(cell).__bases__[0] if parametrized else type(cell)
+    return _math_of.get(cls) or same_math(cls)
+
+
+# What a subclass of one of rnnkit's cells may define and still compute as that cell: its step, step_backward,
+# declarations and projection are the base's own.
+SAME_MATH = frozenset(("__init__", "reset_parameters", "extra_repr", "__module__", "__qualname__", "__doc__",
+                       "__annotations__", "__firstlineno__", "__static_attributes__", "__dict__", "__weakref__",
+                       "_checked_steps"))  # fmt: skip
+_math_of = {}  # class -> same_math(class)
+
+
+def same_math(cls):
+    """rnnkit's own cell class that cls computes as, where cls subclasses it defining only what SAME_MATH names (a
+    cell that draws its weights another way: `class Ortho(LSTM)` with an orthogonal W_hh in reset_parameters);
+    else cls. Such a subclass ran on the python loop, 2-4x slower, with a warning that it "is not one of
+    rnnkit's cells", which the native loop runs: the engine keyed on the exact class."""
+    from rnnkit.cells import CELLS, LSTMP
+
+    own = {*CELLS.values(), LSTMP}
+    c = cls
+    while c not in own and len(c.__bases__) == 1 and set(vars(c)) <= SAME_MATH:
+        c = c.__bases__[0]
+    _math_of[cls] = c if c in own else cls
+    return _math_of[cls]
 
 
 def plain_ops_only():

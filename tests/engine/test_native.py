@@ -211,13 +211,47 @@ def test_inference_mode_matches_no_grad(name):
         layer.zero_grad()
 
 
+def test_a_subclass_of_a_cell_that_only_draws_its_weights_otherwise_runs_natively():
+    """The engine keyed on the exact class: `class Ortho(LSTM)` with an orthogonal W_hh ran on the python loop,
+    2-4x slower, with a warning that it "is not one of rnnkit's cells". A subclass that defines only __init__,
+    reset_parameters or extra_repr is its base to the engine; one that defines anything else (its own step,
+    another declaration) is a cell of its own, which python runs."""
+
+    class Ortho(CELLS["lstm"]):
+        def reset_parameters(self):
+            super().reset_parameters()
+            torch.nn.init.orthogonal_(self.W_hh)
+
+    class Deeper(Ortho):
+        pass
+
+    class Own(CELLS["lstm"]):
+        step = staticmethod(CELLS["lstm"].step)
+
+    xw = torch.zeros(1, 1, 16)
+    for cls in (Ortho, Deeper):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert resolve_backend("native", cls, xw) == "native"
+        torch.manual_seed(0)
+        layer = Recurrent(cls, 3, 4, num_layers=2, backend="native")
+        ref = Recurrent("lstm", 3, 4, num_layers=2, backend="autograd")
+        ref.load_state_dict(layer.state_dict())
+        x = torch.randn(2, 5, 3)
+        out, _ = layer(x)
+        assert type(out.grad_fn).__name__ == "NativeRecurrenceBackward"
+        torch.testing.assert_close(out, ref(x)[0])
+    with pytest.warns(RuntimeWarning, match="Own is not one of rnnkit's cells"):
+        assert resolve_backend("native", Own, xw) == "python"
+
+
 def test_resolve_backend():
     xw = torch.zeros(1, 1, 4)
     assert resolve_backend(None, CELLS["gru"], xw) == "native"
     assert resolve_backend(None, CELLS["gru"], xw.to(torch.bfloat16)) == "python"
 
     class Mine(CELLS["rnn_tanh"]):  # a user-defined cell: python runs its own step, quietly by default
-        pass
+        step = staticmethod(CELLS["rnn_tanh"].step)
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")

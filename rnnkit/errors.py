@@ -4,6 +4,22 @@ It subclasses ValueError, so library callers can catch the usual exception; the 
 catches it and prints the line without a traceback.
 """
 
+import os
+import sys
+
+
+def user_stacklevel() -> int:
+    """warnings.warn's stacklevel for the caller's own line: the first frame outside rnnkit and torch (a layer's
+    forward runs under torch.nn.Module's call). A fixed stacklevel pointed inside rnnkit (engine/__init__.py,
+    layers/recurrent.py) for a warning raised some calls deeper than its author counted."""
+    inside = [os.path.dirname(os.path.abspath(sys.modules[__package__].__file__)) + os.sep]
+    if "torch" in sys.modules:
+        inside.append(os.path.dirname(os.path.abspath(sys.modules["torch"].__file__)) + os.sep)
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(tuple(inside)):
+        frame, level = frame.f_back, level + 1
+    return level
+
 
 class RnnkitError(ValueError):
     """Bad input from the user: a one-line message naming what is wrong and what to do."""

@@ -20,6 +20,7 @@ import warnings
 import torch
 
 from rnnkit import _native_build
+from rnnkit.errors import user_stacklevel
 
 SOURCE = pathlib.Path(__file__).with_name("rbm_cd.c")
 # Compiled with -ffast-math, linked without: with it the linker adds crtfastmath.o, whose loading turns on
@@ -118,7 +119,7 @@ def load():
     if lib is None and not _warned and _native_build.switched_off() is None:
         _warned = True
         warnings.warn(f"rnnkit: {reason}; training runs the torch loop, slower (or set RNNKIT_NATIVE=0 to "
-                      "choose it quietly)", RuntimeWarning, stacklevel=2)  # fmt: skip
+                      "choose it quietly)", RuntimeWarning, stacklevel=user_stacklevel())  # fmt: skip
     return lib
 
 

@@ -19,7 +19,7 @@ from rnnkit.cells._base import autocast_on, cell_class, plain_ops_only
 from rnnkit.engine import compiled
 from rnnkit.engine.python import PythonRecurrence
 from rnnkit.engine.reference import autograd_loop
-from rnnkit.errors import RnnkitError
+from rnnkit.errors import RnnkitError, user_stacklevel
 
 BACKENDS = ("autograd", "python", "native")
 TRACE_ERROR = (
@@ -97,7 +97,7 @@ _warned = set()
 def _warn_once(msg):
     if msg not in _warned:
         _warned.add(msg)
-        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+        warnings.warn(msg, RuntimeWarning, stacklevel=user_stacklevel())
 
 
 def resolve_backend(backend, cell, xw):

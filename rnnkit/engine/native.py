@@ -61,7 +61,7 @@ from rnnkit._native_build import build, build_tag, cpu_tag, flocked, switch, swi
 from rnnkit.cells import CELLS, LSTMP
 from rnnkit.cells._base import affine_input, cell_class, make_fx_tracing, tanh_of_tail
 from rnnkit.engine.reference import autograd_loop, higher_order_grads, restored_input, saved_input
-from rnnkit.errors import RnnkitError
+from rnnkit.errors import RnnkitError, user_stacklevel
 
 CELL_IDS = {CELLS[name]: i for i, name in enumerate(
     ("rnn_tanh", "rnn_relu", "lstm", "gru", "gru_cho", "mut1", "mut2", "mut3", "leaky"))} | {LSTMP: 9}  # fmt: skip
@@ -198,7 +198,7 @@ def _warn_plans(problem: str) -> None:
     if problem not in _plan_warnings:
         _plan_warnings.add(problem)
         warnings.warn(f"rnnkit: {problem}, or set it empty to keep none; meanwhile the GEMM choices are timed "
-                      "again in every process", RuntimeWarning, stacklevel=3)  # fmt: skip
+                      "again in every process", RuntimeWarning, stacklevel=user_stacklevel())  # fmt: skip
 
 
 def _read_plans(path) -> list:

@@ -40,7 +40,7 @@ from rnnkit.cells._base import (
 )
 from rnnkit.cells._base import Cell as BaseCell
 from rnnkit.engine import BACKENDS, GradProbe, refuse_jit_trace, resolve_backend, run
-from rnnkit.errors import RnnkitError
+from rnnkit.errors import RnnkitError, user_stacklevel
 
 TORCH_MODES = {"RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu", "LSTM": "lstm", "GRU": "gru"}
 
@@ -140,7 +140,7 @@ class Recurrent(nn.Module):
             )
         if dropout > 0 and num_layers == 1:  # torch.nn's RNNs warn the same
             warnings.warn(f"dropout={dropout} does nothing with num_layers=1: it applies between layers only "
-                          "(add a dropout layer after this one instead)", UserWarning, stacklevel=2)  # fmt: skip
+                          "(add a dropout layer after this one instead)", UserWarning, stacklevel=user_stacklevel())  # fmt: skip
         if cond_mode not in ("input", "state", "both"):
             raise RnnkitError(f"cond_mode must be 'input', 'state' or 'both', got {cond_mode!r}")
         if cond_mode != "input" and not cond_size:

@@ -17,6 +17,7 @@ fails, `load()` returns None, `reason` says why, and word2vec uses the batched t
 import warnings
 
 from rnnkit._native_build import build, build_tag, switched_off, vector_flags
+from rnnkit.errors import user_stacklevel
 
 SOURCE = r"""
 #include <torch/extension.h>
@@ -113,7 +114,7 @@ def warn_fallback() -> None:
     _warned = True
     warnings.warn(f"rnnkit: native word2vec unavailable ({reason}); using the batched torch path, several times "
                   "slower (or set backend 'torch' or RNNKIT_NATIVE=0 to choose it quietly)", RuntimeWarning,
-                  stacklevel=4)  # fmt: skip
+                  stacklevel=user_stacklevel())  # fmt: skip
 
 
 def _name_and_flags():

@@ -7,6 +7,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from rnnkit import CELLS, GradProbe, Recurrent
+from rnnkit.cells._base import Cell
 from rnnkit.engine import run
 from rnnkit.errors import RnnkitError
 
@@ -725,3 +726,27 @@ def test_autocast_still_refuses_float64_in_one_line():
         pytest.raises(RnnkitError, match="input dtype torch.float64"),
     ):
         Recurrent("lstm", 3, 4)(torch.randn(2, 5, 3, dtype=torch.float64))
+
+
+def test_the_layers_warnings_point_at_the_users_line():
+    """A fixed stacklevel pointed inside rnnkit (engine/__init__.py, layers/recurrent.py) for the native backend's
+    fallback, raised several calls below the layer's forward (itself under torch.nn.Module's call): each warning
+    now names the first line outside rnnkit and torch, the caller's."""
+
+    class Own(Cell):
+        step = staticmethod(CELLS["rnn_tanh"].step)
+        step_backward = staticmethod(CELLS["rnn_tanh"].step_backward)
+
+        def __init__(self, input_size, hidden_size, bias=True):
+            super().__init__(input_size, hidden_size, bias)
+            self.W_hh = torch.nn.Parameter(torch.empty(hidden_size, hidden_size))
+            self.b_hh = torch.nn.Parameter(torch.empty(hidden_size))
+            self.reset_parameters()
+
+    with pytest.warns(UserWarning, match="does nothing with num_layers=1") as seen:
+        Recurrent("gru", 3, 4, dropout=0.5)
+    assert seen[0].filename == __file__
+    layer = Recurrent(Own, 3, 4, backend="native")
+    with pytest.warns(RuntimeWarning, match="Own is not one of rnnkit's cells") as seen:
+        layer(torch.randn(2, 5, 3))
+    assert [w.filename for w in seen] == [__file__]

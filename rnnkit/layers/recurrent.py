@@ -401,7 +401,12 @@ class Recurrent(nn.Module):
                 else state.unsqueeze(1)
             )
         if lengths is not None:
-            lengths = torch.as_tensor(lengths)
+            try:  # torch's own errors else ("new(): invalid data type 'str'"), where a batch gets _mask's line
+                lengths = torch.as_tensor(lengths)
+            except (TypeError, ValueError, RuntimeError):
+                raise RnnkitError(
+                    f"for one unbatched sequence (T, D) lengths is one integer, got {lengths!r:.60}"
+                ) from None
             if lengths.numel() != 1:
                 raise RnnkitError(f"for one unbatched sequence (T, D) lengths is one number, got shape "
                                   f"{tuple(lengths.shape)}")  # fmt: skip

@@ -634,6 +634,15 @@ def test_unbatched_input_errors_say_unbatched():
         Recurrent("gru", 3, 4)(torch.randn(5, 3), 0)
 
 
+@pytest.mark.parametrize("lengths", ["ab", object(), [None]])
+def test_unbatched_lengths_that_are_not_numbers_are_said_in_one_line(lengths):
+    # torch.as_tensor's own errors came out of the unbatched path ("new(): invalid data type 'str'", "Could not
+    # infer dtype of object"), where a batch got the one line
+    layer = Recurrent("lstm", 3, 4)
+    with pytest.raises(RnnkitError, match=r"for one unbatched sequence \(T, D\) lengths is one integer, got"):
+        layer(torch.randn(5, 3), lengths=lengths)
+
+
 @pytest.mark.parametrize("backend", ["autograd", "python", "native"])
 def test_weight_of_another_shape_is_refused(backend):
     """A weight replaced by one of another shape, through torch's name, on the cell or by functional_call: one

@@ -564,7 +564,8 @@ class Recurrent(nn.Module):
                     f"state {name} must have shape (num_layers*dirs, B, {width}) = {shape}, got {tuple(s.shape)}"
                 )
             if s.device != xs.device or (s.dtype != xs.dtype and not _autocast_casts(s, xs)):
-                raise RnnkitError(f"state is {s.dtype} on {s.device} but input is {xs.dtype} on {xs.device}")
+                raise RnnkitError(f"state {name} is {s.dtype} on {s.device} but input is {xs.dtype} on {xs.device}; "
+                                  f"convert one ({name}.to(x))")  # fmt: skip
         return tuple(state)
 
     def _probes(self, probe):

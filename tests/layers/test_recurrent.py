@@ -140,6 +140,15 @@ def test_bad_input_one_line(make, msg):
         (dict(state=0), r"state must be a tuple \(h, c\) of tensors .*got int"),
         (dict(lengths="ab"), r"lengths must be integers, one per sequence \(2,\), got 'ab'"),
         (dict(lengths=torch.tensor([5, 3], device="meta")), "lengths is a meta tensor"),
+        # said which of h and c, and the fix (was "state is torch.float64 on cpu but input is ...", no more)
+        (
+            dict(state=(torch.zeros(1, 2, 4), torch.zeros(1, 2, 4, dtype=torch.float64))),
+            r"state c is torch.float64 on cpu but input is torch.float32 on cpu; convert one",
+        ),
+        (
+            dict(state=(torch.zeros(1, 2, 4, device="meta"), torch.zeros(1, 2, 4))),
+            r"state h is torch.float32 on meta",
+        ),
     ],
 )
 def test_bad_lengths_and_state(kw, msg):

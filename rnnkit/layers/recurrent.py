@@ -72,6 +72,18 @@ def _check_state_type(state, num_states):
         what = "a tuple (h, c) of tensors" if num_states == 2 else "a tensor h"
         got = ", ".join(type(s).__name__ for s in given)
         raise RnnkitError(f"state must be {what} (or None for zeros), got {got}")
+    for s in given:
+        _refuse_layout(s, "state must be dense tensors,", "make them dense (.to_dense())")
+
+
+def _refuse_layout(t, what, fix):
+    """A sparse or nested tensor said in one line: torch's errors came from deep inside the layer ("unsupported
+    memory format option Contiguous", "NestedTensorImpl doesn't support sizes", "Could not run 'aten::min' with
+    arguments from the 'SparseCPU' backend")."""
+    if t.is_nested:
+        raise RnnkitError(f"{what} got a nested tensor; {fix}")
+    if t.layout != torch.strided:
+        raise RnnkitError(f"{what} got {t.layout}; {fix}")
 
 
 def _check_cond_type(cond):
@@ -238,6 +250,9 @@ class Recurrent(nn.Module):
             state = hx
         if isinstance(x, PackedSequence):
             return self._forward_packed(x, state, lengths, cond, probe)
+        if isinstance(x, torch.Tensor):
+            _refuse_layout(x, "input must be a dense tensor,", "pad the sequences (torch.nn.utils.rnn.pad_sequence) "
+                           "and give their lengths, or pack them" if x.is_nested else "x.to_dense()")  # fmt: skip
         if isinstance(x, torch.Tensor) and x.dim() == 2:
             return self._forward_unbatched(x, state, lengths, cond, probe)
         xs = self._check_input(x)  # (T, B, D)
@@ -511,6 +526,7 @@ class Recurrent(nn.Module):
             raise RnnkitError(
                 f"lengths must be integers, one per sequence ({B},), got {lengths!r:.60}"
             ) from None
+        _refuse_layout(lengths, "lengths must be a dense tensor,", "lengths.to_dense()")
         if lengths.device.type == "meta" and xs.device.type != "meta":
             raise RnnkitError("lengths is a meta tensor, which holds no values; give the lengths on the CPU or the "
                               f"input's device ({xs.device})")  # fmt: skip

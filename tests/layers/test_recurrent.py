@@ -643,6 +643,31 @@ def test_unbatched_input_errors_say_unbatched():
         Recurrent("gru", 3, 4)(torch.randn(5, 3), 0)
 
 
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors is in prototype stage")
+def test_sparse_or_nested_tensors_are_refused_in_one_line():
+    # failed inside torch: "unsupported memory format option Contiguous" (sparse input), "Internal error:
+    # NestedTensorImpl doesn't support sizes" (a nested tensor of sequences of different lengths), "Could not run
+    # 'aten::min' with arguments from the 'SparseCPU' backend" (sparse lengths)
+    layer = Recurrent("lstm", 3, 4)
+    x = torch.randn(2, 5, 3)
+    with pytest.raises(
+        RnnkitError, match=r"input must be a dense tensor, got torch.sparse_coo; x.to_dense\(\)"
+    ):
+        layer(x.to_sparse())
+    with pytest.raises(RnnkitError, match="input must be a dense tensor, got torch.sparse_coo"):
+        layer(x[0].to_sparse())  # one unbatched sequence
+    for layout in (torch.strided, torch.jagged):
+        nested = torch.nested.nested_tensor([torch.randn(5, 3), torch.randn(3, 3)], layout=layout)
+        with pytest.raises(
+            RnnkitError, match="input must be a dense tensor, got a nested tensor; pad the sequences"
+        ):
+            layer(nested)
+    with pytest.raises(RnnkitError, match="lengths must be a dense tensor, got torch.sparse_coo"):
+        layer(x, lengths=torch.tensor([5, 3]).to_sparse())
+    with pytest.raises(RnnkitError, match="state must be dense tensors, got torch.sparse_coo"):
+        layer(x, (torch.zeros(1, 2, 4).to_sparse(), torch.zeros(1, 2, 4)))
+
+
 @pytest.mark.parametrize("lengths", ["ab", object(), [None]])
 def test_unbatched_lengths_that_are_not_numbers_are_said_in_one_line(lengths):
     # torch.as_tensor's own errors came out of the unbatched path ("new(): invalid data type 'str'", "Could not

@@ -639,6 +639,15 @@ def test_unbatched_input_errors_say_unbatched():
         two(torch.randn(5, 3), (torch.zeros(2, 5), torch.zeros(2, 4)))
     with pytest.raises(RnnkitError, match=r"cond must have shape \(C,\) = \(2,\), got \(3,\)"):
         cond_layer(torch.randn(5, 3), cond=torch.randn(3))
+    for bad in (
+        torch.randn(2, 2),
+        torch.tensor(1.0),
+    ):  # were "cond must have shape (1, 2), got (2, 2)": a batch of 1
+        with pytest.raises(
+            RnnkitError, match=r"one unbatched sequence \(T, D\) cond must have shape \(C,\) = \(2,\)"
+        ):
+            cond_layer(torch.randn(5, 3), cond=bad)
+    assert cond_layer(torch.randn(5, 3), cond=torch.randn(1, 2))[0].shape == (5, 4)  # (1, C) as before
     with pytest.raises(RnnkitError, match="state must be a tensor h"):
         Recurrent("gru", 3, 4)(torch.randn(5, 3), 0)
 

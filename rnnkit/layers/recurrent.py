@@ -489,6 +489,9 @@ class Recurrent(nn.Module):
         if not isinstance(x_t, torch.Tensor) or x_t.dim() not in (1, 2):
             got = tuple(x_t.shape) if isinstance(x_t, torch.Tensor) else type(x_t).__name__
             raise RnnkitError(f"step takes one time step x_t of shape (B, D) or (D,), got {got}")
+        if x_t.shape[-1] != self.input_size:  # said here, in the step's shapes
+            raise RnnkitError(f"x_t has {x_t.shape[-1]} features but the layer expects {self.input_size}: x_t (B, D) or "
+                              f"(D,) with D = {self.input_size}")  # fmt: skip
         if x_t.dim() == 1:  # one sequence's step: the unbatched (T, D) form with T = 1
             out, state = self.forward(x_t.unsqueeze(0), state, cond=cond)
             return out.squeeze(0), state

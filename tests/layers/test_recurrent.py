@@ -88,6 +88,13 @@ def test_step_of_one_unbatched_input(batch_first):
     torch.testing.assert_close(h, h1[:, 0])
     with pytest.raises(RnnkitError, match=r"x_t of shape \(B, D\) or \(D,\), got \(1, 2, 3\)"):
         layer.step(torch.randn(1, 2, 3))
+    # said in the step's shapes, not those of the sequence of one step it runs as ("... expects 3 (B, T, D)")
+    for x_t in (torch.randn(2, 5), torch.randn(5)):
+        with pytest.raises(
+            RnnkitError,
+            match=r"x_t has 5 features but the layer expects 3: x_t \(B, D\) or \(D,\) with D = 3",
+        ):
+            layer.step(x_t)
     with pytest.raises(RnnkitError, match=r"no time steps: shape \(0, 3\) \(T, D\)"):
         layer(torch.randn(0, 3))
 

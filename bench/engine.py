@@ -43,7 +43,8 @@ SIZES = {"2x512": (2, 512, 32, 100), "1x128": (1, 128, 32, 50)}
 TARGETS = {("lstm", "2x512"): 1.0, ("gru", "2x512"): 1.1, ("rnn_tanh", "2x512"): 1.1,
            ("lstm", "1x128"): 1.0, ("gru", "1x128"): 1.3, ("rnn_tanh", "1x128"): 1.3}  # fmt: skip
 OTHERS = ("mut1", "mut2", "mut3", "leaky", "gru_cho")
-ROWS = (*TORCH, *OTHERS, "lstmp", "eval", "step")  # what --only picks from
+OWN = ("lstm", "gru", "rnn_tanh", "leaky")  # rewritten as cells of one's own (own_cell), for the "own" rows
+ROWS = (*TORCH, *OTHERS, "lstmp", "own", "eval", "step")  # what --only picks from
 READING = """
 How to read it: the speed-up is rnnkit's time over the reference's, same run, interleaved rounds.
 The other cells are compared with a Python loop through autograd (target 1.5x) and, by GEMM FLOP
@@ -84,9 +85,19 @@ class CharLM(nn.Module):
         return nn.functional.cross_entropy(self.head(out).reshape(-1, V), y.reshape(-1))
 
 
+def own_cell(name):
+    """rnnkit's cell `name` as a user would write it outside rnnkit: a Cell subclass defining its own step and
+    step_backward (here the built-in ones, so the math is the same), which the engine knows only by tracing them
+    (rnnkit/engine/traced.py); before, the python loop ran every such cell."""
+    base = native.CELLS[name]
+    body = {"step": staticmethod(base.step), "step_backward": staticmethod(base.step_backward)}
+    return type(f"Own{base.__name__}", (base,), {**body, "__module__": __name__})
+
+
 def make(cell, L, H, kind):
-    """kind: "native", "autograd" (a Python loop through autograd) or "torch" (torch.nn). cell "lstmp": an LSTM
-    with proj_size H/2 (torch.nn.LSTM's proj_size)."""
+    """kind: "native", "python" (the hand-written BPTT in a Python loop), "autograd" (a Python loop through
+    autograd) or "torch" (torch.nn). cell "lstmp": an LSTM with proj_size H/2 (torch.nn.LSTM's proj_size); a Cell
+    class: that class."""
     torch.manual_seed(0)
     if cell == "lstmp":
         kw = dict(proj_size=H // 2, batch_first=True)
@@ -219,6 +230,21 @@ def layer_ratio(cell, size, rounds):
     times = interleaved([lambda m=m: go(m) for m in layers], rounds, calls_per_round(L, H), raw=True)
     flops = [sum(p.numel() for p in m.parameters() if p.dim() == 2) for m in layers]
     return flops[0] / flops[1] * paired_ratio(times[1], times[0])
+
+
+def own_row(cell, size, rounds):
+    """Seconds per train step [own cell on the native loop, the built-in cell, own cell on the python loop], and
+    the GEMM FLOPs: rnnkit's `cell` rewritten as a cell of one's own (own_cell), traced into the native loop."""
+    L, H, B, T = SIZES[size]
+    x, y = torch.randint(0, V, (B, T)), torch.randint(0, V, (B, T))
+    own = own_cell(cell)
+    models = [make(own, L, H, "native"), make(cell, L, H, "native"), make(own, L, H, "python")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (the native loop must run it: no fallback)
+        train_step(*models[0], x, y)
+    steps = [lambda m=m: train_step(*m, x, y) for m in models]
+    times = interleaved(steps, rounds, calls_per_round(L, H))
+    return (*times, gemm_flops(models[0][0], B, T))
 
 
 def eval_row(cell, size, rounds):
@@ -357,6 +383,15 @@ def main():
                           t_ref, B * T, flops, peak, None)  # fmt: skip
             rows.append(row)
             print(" | ".join(row), flush=True)
+    if not only or "own" in only:  # a cell of one's own (the mission: about what a built-in one costs)
+        for size, (_, _, B, T) in SIZES.items():
+            for cell in OWN:
+                t_own, t_builtin, t_python, flops = own_row(cell, size, args.rounds)
+                row = fmt_row(f"{cell} written as one's own cell (traced), {size}, B{B} T{T}", f"rnnkit {cell}",
+                              t_own, t_builtin, B * T, flops, peak, None)  # fmt: skip
+                row[-1] = f"its python loop (before): {t_python / t_own:.2f}x slower"
+                rows.append(row)
+                print(" | ".join(row), flush=True)
     if not only or "eval" in only:
         for size, (_, _, B, T) in SIZES.items():
             for cell in TORCH:

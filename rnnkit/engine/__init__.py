@@ -100,7 +100,7 @@ def _warn_once(msg):
         warnings.warn(msg, RuntimeWarning, stacklevel=user_stacklevel())
 
 
-def resolve_backend(backend, cell, xw):
+def resolve_backend(backend, cell, xw, P=None):
     """The backend that will actually run: `native` falls back to `python` (warning once) where it can't;
     inside torch.func transforms and forward-mode AD every backend runs as `autograd`, plain torch ops that
     those know (the hand-written BPTT is an autograd.Function without vmap or jvp rule)."""
@@ -119,7 +119,7 @@ def resolve_backend(backend, cell, xw):
         return backend
     from rnnkit.engine import native
 
-    reason = native.unsupported(cell, xw)
+    reason = native.unsupported(cell, xw, P)
     if reason is None:
         return "native"
     if backend == "native" and reason != "quiet":
@@ -128,6 +128,20 @@ def resolve_backend(backend, cell, xw):
         _warn_once(f"rnnkit native backend unavailable ({reason}); using the python backend, 2-3x slower on "
                    "small models (or set RNNKIT_NATIVE=0 to choose python quietly)")  # fmt: skip
     return "python"
+
+
+def native_fits(cell, xw, state0, P):
+    """Whether the sizes fit what the native loop reads: rnnkit's own cells are checked by check_inputs; a cell of
+    one's own (traced, native.traced_id) needs an xw of gates·H columns and states H wide, H = U's columns."""
+    from rnnkit.engine import native
+
+    if cell in native.CELL_IDS:
+        return True
+    U = P[cell.REC_PARAMS.index(cell.GEMMS[0][0])]
+    if not isinstance(U, torch.Tensor) or U.dim() != 2:
+        return False
+    H = U.shape[1]
+    return xw.shape[-1] == cell.gates * H and all(s.shape[-1] == H for s in state0)
 
 
 def _no_autocast(run, cell, xw, state0, P, mask, reverse, backend, probe, batch_first, **fold):
@@ -322,7 +336,9 @@ def run(
     if xbias is None and not raw_tail and xtilde is None and compiled.wanted(cell, xw, backend, probe):
         return compiled.run(cell, xw, state0, P, mask, reverse, batch_first)  # torch.compile: one operator
     probe = None if probe is None else _Call(probe)  # (this run's records: see GradProbe.record)
-    chosen = resolve_backend(backend, cell, xw)
+    chosen = resolve_backend(backend, cell, xw, P)
+    if chosen == "native" and not native_fits(cell, xw, state0, P):
+        chosen = "python"  # a cell of one's own given sizes its trace doesn't take: python's checks say what is wrong
     if chosen == "native":
         from rnnkit.engine.native import NativeRecurrence, forward_only
 

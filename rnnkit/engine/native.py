@@ -41,6 +41,11 @@ before the file holds a shape's choice (a DDP job's ranks, say) time their own; 
 torch.use_deterministic_algorithms(True) nothing is timed and every process makes the same fixed choices.
 Delete the file to time them again (after a BLAS upgrade, say).
 
+A cell of one's own runs here too where its step and step_backward trace into per-unit kernels (traced.py:
+make_fx, then C++ emitted and compiled in a fraction of a second, cached); `traced_id` registers them with the
+loop once per class, parameter shapes and dtype (csrc/cells_traced.h), and `unsupported` gives the reason for one
+that doesn't trace, which the python loop then runs.
+
 The loops run without the GIL, as torch's ops do: other Python threads go on meanwhile.
 """
 
@@ -279,12 +284,12 @@ def build_failed(reason):
     return _ext is None and reason == _reason and not reason.startswith("switched off")
 
 
-def unsupported(cell, xw):
-    """None if the native backend can run this, else a short reason ("quiet" = no warning)."""
-    cell = cell_class(cell)  # (see engine.run)
-    # a cell of one's own: the python backend runs its step functions (said where backend="native" was asked for)
-    if cell not in CELL_IDS:
-        return f"{cell.__name__} is not one of rnnkit's cells, which the native loop runs"
+def unsupported(cell, xw, P=None):
+    """None if the native backend can run this, else a short reason ("quiet" = no warning).
+
+    P: the recurrent parameters (a cell instance gives its own): a cell of one's own runs natively where its step
+    functions trace into the loop's kernels (see traced_id), which they depend on."""
+    given, cell = cell, cell_class(cell)  # (see engine.run)
     if type(xw) not in (torch.Tensor, torch.nn.Parameter):  # FakeTensor under torch.export, other subclasses
         return f"{type(xw).__name__} tensors (the native loop reads a plain tensor's memory)"
     if make_fx_tracing():
@@ -297,13 +302,78 @@ def unsupported(cell, xw):
         return f"dtype {xw.dtype} (the native backend runs float32 and float64)"
     if xw.dim() == 3 and 0 in xw.shape[:2]:
         return "quiet"  # an empty batch: nothing to run fast; python's loop passes it through
-    return None if load() is not None else _reason
+    if load() is None:
+        return _reason
+    if cell not in CELL_IDS:  # a cell of one's own: traced into kernels, or run by the python loop
+        if (
+            torch.compiler.is_compiling()
+        ):  # (tracing it is no graph's op: dynamo unrolls python's loop, see compiled)
+            return f"{cell.__name__} is a cell of one's own, which the native loop runs outside torch.compile"
+        if P is None and isinstance(given, torch.nn.Module):
+            P = given.rec_params()
+        if P is None:
+            return (
+                f"{cell.__name__} is not one of rnnkit's cells, and no parameters were given to trace it with"
+            )
+        got = traced_id(cell, P, xw)
+        return got if isinstance(got, str) else None
+    return None
+
+
+_traced = {}  # (cell class, its parameters' shapes, dtype) -> cell id, or why it can't run natively
+_traced_lock = threading.Lock()
+
+
+def _traced_key(cell, P, xw):
+    return cell, tuple(None if p is None else tuple(p.shape) for p in P), xw.dtype
+
+
+def traced_id(cell, P, xw):
+    """The native loop's id for a cell of one's own, its step and step_backward traced into kernels (traced.py)
+    and registered with the loop once per class and shapes; or the one-line reason it runs on the python loop."""
+    key = _traced_key(cell, P, xw)
+    got = _traced.get(key)
+    if got is not None:
+        return got
+    from rnnkit.engine import traced
+
+    with _traced_lock:
+        if key in _traced:
+            return _traced[key]
+        got = _trace(traced, cell, P, xw)
+        _traced[key] = got
+        return got
+
+
+def _trace(traced, cell, P, xw):
+    U = P[cell.REC_PARAMS.index(cell.GEMMS[0][0])] if len(cell.GEMMS) == 1 else None
+    if U is None or U.dim() != 2:
+        return f"{cell.__name__} has {len(cell.GEMMS)} recurrent products (GEMMS); the native loop runs a cell of one's own with one"
+    H = U.shape[1]
+    try:
+        t = traced.trace_cell(cell, H, list(P), xw.dtype)
+    except traced.Untraceable as e:
+        return str(e)
+    extras = [(i, b) for i, b in t.extras]
+    try:
+        return load().register_traced(
+            t.n_states, t.G, t.Gp, t.u_param, t.b_param, t.dpre_is_dxw, list(t.cache_blocks),
+            [i for i, _ in extras], [b for _, b in extras], [t.fwd_f32, t.bwd_f32, t.fwd_f64, t.bwd_f64], len(P),
+        )  # fmt: skip
+    except RuntimeError as e:  # (more buffers and parameters than the loop passes a kernel, say)
+        return f"{cell.__name__}: {str(e).splitlines()[0]}; it runs on the python loop"
+
+
+def cell_id(cell, P, xw):
+    """The native loop's id of cell (a class): rnnkit's own, or a cell of one's own as traced (traced_id)."""
+    got = CELL_IDS.get(cell)
+    return got if got is not None else traced_id(cell, P, xw)
 
 
 def _flat_params(cell, P, H):
     """Contiguous recurrent parameters; a leaky unit's α spread to (H,)."""
     P = [None if p is None else p.detach().contiguous() for p in P]
-    if cell.EXTRAS:
+    if cell.EXTRAS and cell in CELL_IDS:
         i = cell.REC_PARAMS.index("alpha")
         P[i] = P[i].expand(H).contiguous()
     return P
@@ -316,7 +386,7 @@ def _run_forward(cell, mask, reverse, batch_first, raw, xw, xt, state0, P, keep)
     flat = _flat_params(cell, P, state0[0].shape[1])
     xt = None if xt is None else xt.detach().contiguous()
     out = load().forward(
-        CELL_IDS[cell], xw.contiguous(), [s.contiguous() for s in state0], flat, m, reverse, keep, batch_first, raw,
+        cell_id(cell, P, xw), xw.contiguous(), [s.contiguous() for s in state0], flat, m, reverse, keep, batch_first, raw,
         xt,
     )  # fmt: skip
     keep_plans()
@@ -344,6 +414,7 @@ class NativeRecurrence(torch.autograd.Function):
         keep = any(ctx.needs_input_grad[7:])
         out, m, flat = _run_forward(cell, mask, reverse, batch_first, raw, xw, xt, state0, P, keep)
         ctx.cell, ctx.mask, ctx.reverse, ctx.probe, ctx.n_state = cell, m, reverse, probe, n_state
+        ctx.cell_id = cell_id(cell, P, xw)
         ctx.batch_first, ctx.raw, ctx.xt, ctx.X = batch_first, raw, xt is not None, xw.shape[2]
         ctx.shapes = [None if p is None else p.shape for p in P]
         ctx.state_shapes = [s.shape for s in state0]  # h and c differ in width in lstmp
@@ -376,7 +447,7 @@ class NativeRecurrence(torch.autograd.Function):
             return (None,) * 7 + NativeRecurrence._differentiable(ctx, all_saved, dhs, dstateT)
         probe = ctx.probe
         out = load().backward(
-            CELL_IDS[ctx.cell], saved, ctx.X, flat, ctx.mask, ctx.reverse, dhs.contiguous(), dstateT,
+            ctx.cell_id, saved, ctx.X, flat, ctx.mask, ctx.reverse, dhs.contiguous(), dstateT,
             probe is not None, ctx.batch_first, ctx.raw, ctx.xt,
         )  # fmt: skip
         keep_plans()

@@ -1,6 +1,6 @@
 """A cell of one's own, as a contributor writes one (one file, the equations, step and step_backward): checked
-when its class is defined, run by every backend with the right gradients, and a one-line warning where
-backend="native" was asked for (the native loop runs rnnkit's cells only)."""
+when its class is defined and run by every backend with the right gradients (the native loop through its traced
+kernels, tests/engine/test_native_own_cell.py)."""
 
 import warnings
 
@@ -50,7 +50,7 @@ class GainRNN(Cell):
 @pytest.mark.parametrize("backend", ["autograd", "python", "native"])
 def test_a_cell_of_ones_own_runs_on_every_backend(backend):
     """Recurrent and engine.run take it (engine.run asked an EXTRAS parameter to be one per unit, the native
-    loop's rule for rnnkit's cells); backend="native" says once that the python loop runs it instead."""
+    loop's rule for rnnkit's cells); a scalar EXTRAS parameter traces into the native loop too."""
     torch.manual_seed(0)
     x = torch.randn(2, 5, 3, dtype=torch.float64)
     grads = {}
@@ -60,9 +60,7 @@ def test_a_cell_of_ones_own_runs_on_every_backend(backend):
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
             layer(x, lengths=torch.tensor([5, 3]))[0].pow(2).sum().backward()
-        said = [str(w.message) for w in seen]
-        assert said == (["rnnkit native backend unavailable (GainRNN is not one of rnnkit's cells, which the native "
-                         "loop runs); using the python backend"] if be == "native" else [])  # fmt: skip
+        assert [str(w.message) for w in seen] == []  # (native: traced into the loop's kernels, no fallback)
         grads[be] = [p.grad for p in layer.parameters()]
     for a, b in zip(grads["autograd"], grads[backend]):
         torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)

@@ -792,8 +792,14 @@ def test_the_layers_warnings_point_at_the_users_line():
     fallback, raised several calls below the layer's forward (itself under torch.nn.Module's call): each warning
     now names the first line outside rnnkit and torch, the caller's."""
 
+    def centred_step(
+        xw_t, state, P
+    ):  # (a mean over the units: no per-unit kernel, so the python loop runs it)
+        (h_t,), us, cache = CELLS["rnn_tanh"].step(xw_t - xw_t.mean(1, keepdim=True), state, P)
+        return (h_t,), us, cache
+
     class Own(Cell):
-        step = staticmethod(CELLS["rnn_tanh"].step)
+        step = staticmethod(centred_step)
         step_backward = staticmethod(CELLS["rnn_tanh"].step_backward)
 
         def __init__(self, input_size, hidden_size, bias=True):
@@ -806,6 +812,8 @@ def test_the_layers_warnings_point_at_the_users_line():
         Recurrent("gru", 3, 4, dropout=0.5)
     assert seen[0].filename == __file__
     layer = Recurrent(Own, 3, 4, backend="native")
-    with pytest.warns(RuntimeWarning, match="Own is not one of rnnkit's cells") as seen:
+    with pytest.warns(
+        RuntimeWarning, match=r"Own.step uses aten.mean.dim \(a reduction over units\)"
+    ) as seen:
         layer(torch.randn(2, 5, 3))
     assert [w.filename for w in seen] == [__file__]

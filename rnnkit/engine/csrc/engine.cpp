@@ -12,6 +12,7 @@
 
 #include "cells_gated.h"
 #include "cells_proj.h"
+#include "cells_traced.h"
 #include "split.h"
 
 namespace rnnkit {
@@ -32,6 +33,10 @@ constexpr bool gated() {  // gru_cho, mut1-3 (cells_gated.h)
   return std::is_same_v<Cell, Gated<T, Kind::Cho>> || std::is_same_v<Cell, Gated<T, Kind::M1>> ||
          std::is_same_v<Cell, Gated<T, Kind::M2>> || std::is_same_v<Cell, Gated<T, Kind::M3>>;
 }
+template <typename T, typename Cell>
+constexpr bool traced() {  // a cell of one's own, traced into kernels (cells_traced.h)
+  return std::is_same_v<Cell, Traced<T>>;
+}
 // Whether a gated cell's b_xh comes folded into the loop (the parameter after its matrices, cells_gated.h).
 template <typename T, typename Cell>
 bool has_input_bias(const std::vector<c10::optional<at::Tensor>>& P) {
@@ -43,6 +48,7 @@ template <typename T, typename Cell>
 int64_t xw_width(const Run<T>& r, bool xt) {
   if constexpr (gated<T, Cell>()) return (xt ? 2 : 3) * r.H;
   else if constexpr (std::is_same_v<Cell, LSTMP<T>>) return 4 * r.HC;
+  else if constexpr (traced<T, Cell>()) return Traced<T>::cell(r).G * r.H;
   else return Cell::kGates * r.H;
 }
 // The loop's part of the input projection: that b_xh, and mut1's raw x̃ (xt: read from a tensor of its own).
@@ -65,12 +71,14 @@ void fold_input(Run<T>& r, const std::vector<c10::optional<at::Tensor>>& P, bool
 template <typename T, typename Cell>
 std::vector<int64_t> cache_widths(const Run<T>& r) {
   if constexpr (gated<T, Cell>()) return Cell::widths(r.H, r.raw);
+  else if constexpr (traced<T, Cell>()) return Cell::widths(Cell::cell(r), r.H);
   else return Cell::widths(r.HC);
 }
 template <typename T, typename Cell>
 std::vector<GradSpec> grad_specs(const Run<T>& r) {
   if constexpr (gated<T, Cell>()) return Cell::grads(r.H, r.raw);
   else if constexpr (std::is_same_v<Cell, LSTMP<T>>) return Cell::grads(r.HC, r.H);
+  else if constexpr (traced<T, Cell>()) return Cell::grads(Cell::cell(r), r.H);
   else return Cell::grads(r.H);
 }
 constexpr int64_t kPrepareSteps = 8;  // from this many steps on, per-step weights are prepared once (run.h, StepW)
@@ -91,8 +99,10 @@ Run<T> make_run(int64_t T_, const at::Tensor& HH, int64_t X, const std::vector<c
   keepalive.push_back(zeros);
   for (auto& p : P) r.P.push_back(p ? p->data_ptr<T>() : zeros.data_ptr<T>());
   r.xb = zeros.data_ptr<T>();
+  r.tc = tl_traced;  // (with_cell's, for a traced cell)
+  const int64_t tmp_width = std::max(4 * W, r.tc ? static_cast<const TracedCell*>(r.tc)->Gp * r.H : 0);
   for (int k = 0; k < 3; ++k) {
-    keepalive.push_back(pooled_empty({r.B, 4 * W}, HH.options()));
+    keepalive.push_back(pooled_empty({r.B, tmp_width}, HH.options()));
     r.tmp.push_back(keepalive.back().data_ptr<T>());
   }
   return r;
@@ -150,6 +160,7 @@ constexpr int64_t cell_id() {  // as CELL_IDS in rnnkit/engine/native.py (and wi
   else if constexpr (std::is_same_v<Cell, GRU<T>>) return 3;
   else if constexpr (std::is_same_v<Cell, Leaky<T>>) return 8;
   else if constexpr (std::is_same_v<Cell, LSTMP<T>>) return 9;
+  else if constexpr (traced<T, Cell>()) return 10;
   else return 4 + int64_t(Cell::kind);  // Gated: Cho, M1, M2, M3
 }
 template <typename T, typename Cell>
@@ -162,7 +173,10 @@ native_ext::GemmKey split_key(int64_t B, int64_t H, int64_t wbytes) {  // -3: a 
 // steps on, where the units would split and the rows could; float32 with every setting on auto.
 template <typename T, typename Cell>
 bool timed_split(const Run<T>& r, int64_t rule_rows) {
-  const bool units = (one_gemm<T, Cell>() || (gated<T, Cell>() && r.H >= kGatedSplitMin)) && r.prepare;
+  // (a traced cell's other way is one loop over all rows, each step's GEMM threaded by the BLAS: it splits no
+  // units; its rows ran 13-16% faster at a 2x512 LSTM's and GRU's sizes on an AMD Zen 5)
+  const bool units = (one_gemm<T, Cell>() || (gated<T, Cell>() && r.H >= kGatedSplitMin) || traced<T, Cell>()) &&
+                     r.prepare;
   return std::is_same_v<T, float> && rule_rows == 1 && most_row_threads(r.B) > 1 && units &&
          split_threads(r.H) > 1 && g_row_threads == 0 && native_ext::g_gemm_mode == native_ext::GemmMode::Auto &&
          !native_ext::fixed_choice();
@@ -319,12 +333,16 @@ Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optiona
   if (std::is_same_v<Cell, GRU<T>>) dhw = pooled_empty({T_, B, 3 * H}, o), r.dhw = dhw.data_ptr<T>();
   if (std::is_same_v<Cell, LSTMP<T>>) dhw = pooled_empty({T_, B, H}, o), r.dhw = dhw.data_ptr<T>();  // W_hr's dpre
   if (r.raw) dhw = pooled_empty({T_, B, H}, o), r.dhw = dhw.data_ptr<T>();  // mut1's da_h̃
+  if constexpr (traced<T, Cell>())
+    if (!Cell::cell(r).dpre_is_dxw) dhw = pooled_empty({T_, B, Cell::cell(r).Gp * H}, o), r.dhw = dhw.data_ptr<T>();
   if (probe) rec = pooled_empty({T_, B, H}, o), r.probe = rec.data_ptr<T>();
   const int64_t wbytes = weight_bytes<T>(P);
   int64_t rows = row_threads(B, wbytes);
   if (timed_split<T, Cell>(r, rows))  // the forward's timed choice (none: the rule)
     if (native_ext::known_plan(split_key<T, Cell>(B, H, wbytes)) == 1) rows = most_row_threads(B);
-  at::Tensor dalpha = at::zeros({rows, H}, o);  // one row per thread: no race
+  int64_t AW = H;  // the width of dalpha's rows: a traced cell's EXTRAS side by side
+  if constexpr (traced<T, Cell>()) AW = Cell::cell(r).extra_width(H);
+  at::Tensor dalpha = at::zeros({rows, AW}, o);  // one row per thread: no race
   at::Tensor dxb;  // the same for a gated cell's b_xh (summed whether folded or not: no branch in the loop)
   const int64_t XB = X + (xt ? H : 0);  // b_xh's width
   if (gated<T, Cell>()) dxb = at::zeros({rows, XB}, o), r.dxb = dxb.data_ptr<T>();  // units split: row 0
@@ -336,7 +354,7 @@ Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optiona
   } else if (gsplit > 1) {
     if constexpr (gated<T, Cell>()) split_gated_backward<T, Cell::kind>(r, gsplit, total_dh<T>);
   } else over_rows(r, rows, [&](Run<T>& q, int64_t k) {
-    q.dalpha = dalpha.data_ptr<T>() + k * H;
+    q.dalpha = dalpha.data_ptr<T>() + k * AW;
     if (q.dxb) q.dxb += k * XB;
     for (int64_t s = T_ - 1; s >= 0; --s) {
       const int64_t t = reverse ? T_ - 1 - s : s;
@@ -356,6 +374,11 @@ Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optiona
     if (g.bias >= 0 && P[g.bias]) dP[g.bias] = dpre.sum(0);
   }
   if (std::is_same_v<Cell, Leaky<T>> && P[2]) dP[2] = dalpha.sum(0);  // leaky: α's gradient, summed over steps and rows
+  if constexpr (traced<T, Cell>()) {  // the EXTRAS' accumulators, summed over threads (Python sums to their shapes)
+    const TracedCell& c = Cell::cell(r);
+    for (size_t e = 0, off = 0; e < c.extra_params.size(); off += c.extra_blocks[e] * H, ++e)
+      if (P[c.extra_params[e]]) dP[c.extra_params[e]] = dalpha.narrow(1, off, c.extra_blocks[e] * H).sum(0);
+  }
   if constexpr (gated<T, Cell>())
     if (has_input_bias<T, Cell>(P)) dP[Cell::xb_param] = dxb.sum(0);
   out.insert(out.end(), dP.begin(), dP.end());
@@ -366,6 +389,11 @@ Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optiona
 // cell ids in rnnkit/engine/native.py: CELL_IDS
 template <typename T, typename F>
 Tensors with_cell(int64_t cell, F&& f) {
+  tl_traced = nullptr;
+  if (cell >= kTracedBase) {
+    tl_traced = traced_cell(cell);
+    return f(Traced<T>{});
+  }
   switch (cell) {
     case 0: return f(Elman<T, false>{});
     case 1: return f(Elman<T, true>{});
@@ -411,7 +439,7 @@ std::vector<int64_t> cache_widths_py(int64_t cell, int64_t H, int64_t HC, bool r
   with_cell<float>(cell, [&](auto c) {
     using Cell = decltype(c);
     Run<float> r;
-    r.H = H, r.HC = HC;
+    r.H = H, r.HC = HC, r.tc = tl_traced;
     if constexpr (gated<float, Cell>()) r.raw = raw && Cell::kind == Kind::M1;  // as fold_input
     widths = cache_widths<float, Cell>(r);
     return Tensors{};
@@ -561,8 +589,10 @@ namespace rnnkit {
 void lock_for_fork() {
   native_ext::g_plan_mutex.lock();
   Pool::get().mutex.lock();
+  g_traced_mutex.lock();
 }
 void unlock_after_fork() {
+  g_traced_mutex.unlock();
   Pool::get().mutex.unlock();
   native_ext::g_plan_mutex.unlock();
 }
@@ -576,6 +606,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   // only to read or write it: run.h, known_plan).
   const auto nogil = py::call_guard<py::gil_scoped_release>();
   m.def("forward", &rnnkit::forward_py, "the cell over a sequence: [hs, state_T..., saved...]", nogil);
+  m.def("register_traced", &rnnkit::register_traced,
+        "a traced cell of one's own (cells_traced.h) -> its cell id; kernels: [fwd f32, bwd f32, fwd f64, bwd f64]");
   m.def("cache_widths", &rnnkit::cache_widths_py, "the widths of forward's caches: (cell, H, HC, raw) -> [width...]");
   m.def("backward", &rnnkit::backward_py, "BPTT: [dxw, dstate_0..., dP..., (probe dh)]", nogil);
   m.def("set_row_threads", &rnnkit::set_row_threads, "threads that split the batch rows: 0 auto (W_hh in L2, or timed past it), N at most N whatever its size (1: never)");

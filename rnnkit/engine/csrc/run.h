@@ -464,6 +464,7 @@ struct Run {
   // itself, xt (T, B, H), and writes dL/dx̃ to dxt (T, B, H): no copy of x into xw nor of dx̃ out of dxw
   const T* xt = nullptr;
   T* dxt = nullptr;
+  const void* tc = nullptr;  // a traced cell's description (cells_traced.h: TracedCell), else null
   bool prepare = false;  // a long loop: per-step weight operands are prepared once (StepW), else read as stored
   std::shared_ptr<std::array<std::shared_ptr<StepW<T>>, 4>> sw = std::make_shared<std::array<std::shared_ptr<StepW<T>>, 4>>();
   T *hs = nullptr, *HH = nullptr, *CC = nullptr;

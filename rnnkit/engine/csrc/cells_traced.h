@@ -1,0 +1,156 @@
+// A cell of one's own, run by the native loop: its step and step_backward traced into pointwise kernels
+// (rnnkit/engine/traced.py generates them in C++, compiles them into a small library of their own and hands
+// their addresses here), and the loop around them the same as for the built-in one-GEMM cells:
+//
+//   forward:  pre = h_prev U_hᵀ (the engine's GEMM, prepared once);  per row: fwd(xw_t, pre, state) -> state_t, caches
+//   backward: per row: bwd(dstate_t, caches) -> dxw_t, dpre, dstate_prev's direct part, += the EXTRAS' gradients;
+//             dh_prev += dpre U_h (the engine's GEMM);  after the loop dU = dpreᵀ h_prev, db = Σ dpre.
+//
+// A padded row (mask 0) keeps its state, outputs 0 and passes dh (and dc) straight through, as every cell does.
+#pragma once
+#include <memory>
+#include <mutex>
+
+#include "cells_basic.h"
+
+namespace rnnkit {
+
+// One traced cell, as traced.py describes it (register_traced below). Widths are in blocks of H.
+struct TracedCell {
+  using Kernel = void (*)(const void* const* in, void* const* out, int64_t H, int64_t j0, int64_t j1);
+  int64_t n_states = 1, G = 1, Gp = 1;  // states; blocks of an xw row; blocks of the GEMM's pre row
+  int64_t u_param = 0, b_param = -1;    // P indices of U and of the bias summed from dpre (-1: none)
+  bool dpre_is_dxw = true;              // dpre is dxw itself (else a buffer of its own, dhw)
+  std::vector<int64_t> cache_blocks;    // the forward kernel's caches
+  std::vector<int64_t> extra_params, extra_blocks;  // EXTRAS: their P indices and accumulator widths
+  Kernel fwd[2] = {nullptr, nullptr}, bwd[2] = {nullptr, nullptr};  // [float, double]
+  int64_t extra_width(int64_t H) const {
+    int64_t w = 0;
+    for (int64_t b : extra_blocks) w += b * H;
+    return w;
+  }
+};
+constexpr int64_t kTracedBase = 100;  // cell ids from here on are traced cells, in order of registration
+inline std::mutex g_traced_mutex;
+inline std::vector<std::shared_ptr<const TracedCell>> g_traced;
+// The traced cell of the call running on this thread (with_cell sets it; the loops copy it into their Run).
+inline thread_local const TracedCell* tl_traced = nullptr;
+inline const TracedCell* traced_cell(int64_t id) {
+  std::lock_guard<std::mutex> lock(g_traced_mutex);
+  TORCH_CHECK(id >= kTracedBase && id - kTracedBase < int64_t(g_traced.size()), "rnnkit native: unknown cell id ", id);
+  return g_traced[id - kTracedBase].get();
+}
+
+template <typename T>
+struct Traced {
+  static constexpr int64_t kGates = 1;  // (unused: the widths are the traced cell's, in r.tc)
+  static constexpr int kMaxPointers = 64;
+  static const TracedCell& cell(const Run<T>& r) { return *static_cast<const TracedCell*>(r.tc); }
+  static TracedCell::Kernel fwd_kernel(const Run<T>& r) { return cell(r).fwd[std::is_same_v<T, double>]; }
+  static TracedCell::Kernel bwd_kernel(const Run<T>& r) { return cell(r).bwd[std::is_same_v<T, double>]; }
+  static std::vector<int64_t> widths(const TracedCell& c, int64_t H) {
+    std::vector<int64_t> w;
+    for (int64_t b : c.cache_blocks) w.push_back(b * H);
+    return w;
+  }
+  static std::vector<GradSpec> grads(const TracedCell& c, int64_t H) {
+    return {{int(c.u_param), !c.dpre_is_dxw, 0, c.Gp * H, -1, int(c.b_param)}};
+  }
+  static T* dpre_rows(const Run<T>& r, int64_t t) {  // step t's dpre (B rows), and its row stride
+    return cell(r).dpre_is_dxw ? r.dxw + t * r.B * r.X : r.dhw + t * r.B * cell(r).Gp * r.H;
+  }
+  static int64_t dpre_ld(const Run<T>& r) { return cell(r).dpre_is_dxw ? r.X : cell(r).Gp * r.H; }
+
+  // pre = h_prev Uᵀ into tmp[0] (B, Gp·H), then the kernel row by row.
+  static void fwd(Run<T>& r, int64_t t) {
+    const TracedCell& c = cell(r);
+    const int64_t B = r.B, H = r.H, W = c.Gp * H, S = c.n_states, NP = int64_t(r.P.size());
+    const T* hp = r.h(r.prev(t));
+    fetch_blocks(r, r.xw, t, r.X, 1, r.X, 0, r.X);  // arrives while the GEMM runs
+    r.mul_wt(int(c.u_param), W, H, hp, H, r.tmp[0], W);
+    const T* cp = S == 2 ? r.cs(r.prev(t)) : nullptr;
+    T *hn = r.h(r.next(t)), *cn = S == 2 ? r.cs(r.next(t)) : nullptr;
+    const void* in[kMaxPointers];
+    void* out[kMaxPointers];
+    for (int64_t i = 0; i < NP; ++i) in[2 + S + i] = r.P[i];
+    const auto kernel = fwd_kernel(r);
+    const std::vector<int64_t>& cb = c.cache_blocks;
+    for (int64_t b = r.b0; b < r.b1; ++b) {
+      const T* h0 = hp + b * H;
+      T* h = hn + b * H;
+      T* o = r.out(t, b);
+      if (!r.m(t, b)) {
+        std::copy(h0, h0 + H, h), std::fill(o, o + H, T(0));
+        if (S == 2) std::copy(cp + b * H, cp + (b + 1) * H, cn + b * H);
+        continue;
+      }
+      in[0] = r.xw + (t * B + b) * r.X, in[1] = r.tmp[0] + b * W, in[2] = h0;
+      if (S == 2) in[3] = cp + b * H;
+      out[0] = h;
+      if (S == 2) out[1] = cn + b * H;
+      for (size_t k = 0; k < cb.size(); ++k) out[S + k] = r.C(int(k), t, cb[k] * H) + b * cb[k] * H;
+      kernel(in, out, H, 0, H);
+      std::copy(h, h + H, o);
+    }
+  }
+
+  // The kernel row by row (dh: the total dL/dh_t, formed by the loop), then dh_prev += dpre U.
+  static void bwd(Run<T>& r, int64_t t) {
+    const TracedCell& c = cell(r);
+    const int64_t B = r.B, H = r.H, W = c.Gp * H, S = c.n_states, NP = int64_t(r.P.size());
+    const std::vector<int64_t>& cb = c.cache_blocks;
+    const int64_t nc = int64_t(cb.size()), ne = int64_t(c.extra_blocks.size());
+    const void* in[kMaxPointers];
+    void* out[kMaxPointers];
+    for (int64_t i = 0; i < NP; ++i) in[S + nc + i] = r.P[i];
+    for (int64_t e = 0, off = 0; e < ne; off += c.extra_blocks[e] * H, ++e) out[2 + S + e] = r.dalpha + off;
+    T* dpre = dpre_rows(r, t);
+    const int64_t ld = dpre_ld(r);
+    const auto kernel = bwd_kernel(r);
+    for (int64_t b = r.b0; b < r.b1; ++b) {
+      T* dx = r.dxw + (t * B + b) * r.X;
+      T* dp = dpre + b * ld;
+      T* dH = r.dH + b * H;
+      const T* dh = r.dh + b * H;
+      if (!r.m(t, b)) {  // no gradient into this step; dh (and dc) pass through
+        std::fill(dx, dx + r.X, T(0));
+        if (!c.dpre_is_dxw) std::fill(dp, dp + W, T(0));
+        std::copy(dh, dh + H, dH);
+        continue;
+      }
+      in[0] = dh;
+      if (S == 2) in[1] = r.dC + b * H;
+      for (int64_t k = 0; k < nc; ++k) in[S + k] = r.C(int(k), t, cb[k] * H) + b * cb[k] * H;
+      out[0] = dx, out[1] = dp, out[2] = dH;
+      if (S == 2) out[3] = r.dC + b * H;
+      kernel(in, out, H, 0, H);
+    }
+    r.mul_w(int(c.u_param), false, H, W, dpre, ld, T(1), r.dH, H);
+  }
+};
+
+// Registers a traced cell (see TracedCell; kernels as addresses), returning its cell id.
+inline int64_t register_traced(int64_t n_states, int64_t G, int64_t Gp, int64_t u_param, int64_t b_param,
+                               bool dpre_is_dxw, std::vector<int64_t> cache_blocks, std::vector<int64_t> extra_params,
+                               std::vector<int64_t> extra_blocks, std::vector<int64_t> kernels, int64_t n_params) {
+  TORCH_CHECK(n_states == 1 || n_states == 2, "rnnkit native: a traced cell has 1 or 2 states");
+  TORCH_CHECK(G > 0 && Gp > 0 && u_param >= 0 && u_param < 4 && u_param < n_params && b_param < n_params,
+              "rnnkit native: a traced cell's sizes are out of range");
+  TORCH_CHECK(kernels.size() == 4 && extra_params.size() == extra_blocks.size(), "rnnkit native: traced cell: 4 kernels");
+  const int64_t pointers = 2 + n_states + int64_t(cache_blocks.size()) + n_params + int64_t(extra_blocks.size());
+  TORCH_CHECK(pointers <= Traced<float>::kMaxPointers, "rnnkit native: a traced cell with ", pointers,
+              " buffers and parameters (at most ", Traced<float>::kMaxPointers, ")");
+  auto c = std::make_shared<TracedCell>();
+  c->n_states = n_states, c->G = G, c->Gp = Gp, c->u_param = u_param, c->b_param = b_param;
+  c->dpre_is_dxw = dpre_is_dxw, c->cache_blocks = std::move(cache_blocks);
+  c->extra_params = std::move(extra_params), c->extra_blocks = std::move(extra_blocks);
+  for (int k = 0; k < 2; ++k) {
+    c->fwd[k] = reinterpret_cast<TracedCell::Kernel>(kernels[2 * k]);
+    c->bwd[k] = reinterpret_cast<TracedCell::Kernel>(kernels[2 * k + 1]);
+  }
+  std::lock_guard<std::mutex> lock(g_traced_mutex);
+  g_traced.push_back(std::move(c));
+  return kTracedBase + int64_t(g_traced.size()) - 1;
+}
+
+}  // namespace rnnkit

@@ -1,0 +1,662 @@
+"""A cell of one's own run natively: its step and step_backward traced into aten graphs and compiled to C++.
+
+The native loop runs rnnkit's built-in cells with hand-written pointwise kernels. A cell of one's own (see
+rnnkit.cells._base.Cell) gives the same two pure functions of one step, and for most cells they are pointwise
+math around ONE recurrent product pre = h_{t-1} Uᵀ (+ b). Here they are read like a small compiler does:
+
+    trace    make_fx records step and step_backward on fake sample tensors (aten ops, no values)
+    analyse  every value becomes, per unit j, a list of C expressions, one per block of H units: a row value
+             (B, k·H) is k scalars at unit j; slices, splits and cats only re-index those blocks
+    emit     one C++ loop over the units j of one batch row, for float and for double
+    compile  the system compiler, cached on disk by a hash of the source; loaded with ctypes
+
+The engine does the GEMMs itself: forward hands the kernel pre without bias (the kernel adds b where the step
+used addmm), and backward's kernel leaves out the dpre U term of dh_{t-1}, which the engine adds with its
+GEMM. A cell outside that form (another matrix product, a reduction over units, control flow on values)
+raises Untraceable with a one-line reason, and the engine keeps it on the python loop.
+
+Kernel ABI (per batch row, units j in [j0, j1); element (block k, unit j) of a row value is ptr[k*H + j]):
+    fwd in  = [xw, pre, state_0, (state_1), P_0 .. P_{n-1}]     out = [state_t_0, (state_t_1), cache buffers]
+    bwd in  = [dstate_0, (dstate_1), cache buffers, P_0 ..]     out = [dxw, dpre, dstate_prev_0, (dstate_prev_1),
+                                                                      one accumulator per EXTRAS entry (+=)]
+"""
+
+import ctypes
+import hashlib
+import math
+import operator
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+
+import torch
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from rnnkit.cells._base import check_step, check_step_backward
+
+FALLBACK = "which the native loop can't fuse; it runs on the python loop"
+
+
+class Untraceable(Exception):
+    """A cell the native loop can't run: str(e) is the one-line reason."""
+
+
+@dataclass(frozen=True)
+class Traced:
+    """A traced cell: the generated source, its layout (see the module docstring) and the kernels' addresses."""
+
+    source: str
+    n_states: int
+    G: int
+    Gp: int
+    u_param: int
+    b_param: int
+    cache_blocks: tuple
+    dpre_is_dxw: bool
+    extras: tuple
+    fwd_f32: int = 0
+    bwd_f32: int = 0
+    fwd_f64: int = 0
+    bwd_f64: int = 0
+
+
+_traced = {}  # (cls, H, G, shapes of P, dtype) -> Traced, or the Untraceable it raised
+_libs = {}  # path of a loaded .so -> its ctypes handle (kept alive: the engine holds its function addresses)
+
+
+def trace_cell(cls, H: int, P: list, dtype) -> Traced:
+    """The compiled kernels of cls for hidden size H, parameters P (in REC_PARAMS order, None for an absent bias)
+    and dtype; traced once per key, then a dict look-up. Raises Untraceable where the cell is outside v1."""
+    key = (cls, H, cls.gates, tuple(None if p is None else tuple(p.shape) for p in P), dtype)
+    hit = _traced.get(key)
+    if hit is None:
+        try:
+            hit = _traced[key] = _trace_and_compile(cls, H, P, dtype)
+        except Untraceable as e:
+            _traced[key] = e
+            raise
+    if isinstance(hit, Untraceable):
+        raise Untraceable(str(hit))
+    return hit
+
+
+# --- trace --------------------------------------------------------------------------------------------
+
+
+def _trace_and_compile(cls, H, P, dtype):
+    """Sample one step on real tensors (checked as the loops check them), trace both functions, emit, compile."""
+    name, n, G = cls.__name__, cls.num_states, cls.gates
+    if len(cls.GEMMS) != 1:
+        raise Untraceable(f"{name} has {len(cls.GEMMS)} GEMMS entries, and the native loop runs cells of one "
+                          "recurrent product h_{t-1} Uᵀ; it runs on the python loop")  # fmt: skip
+    P = [None if p is None else p.detach().to(dtype) for p in P]
+    B, rnd = 2, torch.Generator().manual_seed(0)
+    xw_t = torch.randn(B, G * H, generator=rnd, dtype=dtype)
+    state = tuple(torch.randn(B, H, generator=rnd, dtype=dtype) for _ in range(n))
+    dstate = tuple(torch.randn(B, H, generator=rnd, dtype=dtype) for _ in range(n))
+    got = cls.step(xw_t, state, P)
+    check_step(cls, got, xw_t, state, P)
+    if not isinstance(got[2], tuple | list):
+        raise Untraceable(f"{name}.step returns its cache as a {type(got[2]).__name__}, not a tuple of row tensors "
+                          "the native loop can keep; it runs on the python loop")  # fmt: skip
+    cache = tuple(got[2])
+    for i, c in enumerate(cache):
+        if not isinstance(c, torch.Tensor) or c.dim() == 0:
+            what = "a 0-dim tensor" if isinstance(c, torch.Tensor) else f"a {type(c).__name__}"
+            raise Untraceable(f"{name}.step keeps {what} in cache[{i}], which the native loop can't keep per row; "
+                              "it runs on the python loop")  # fmt: skip
+    back = cls.step_backward(dstate, got[2], P)
+    check_step_backward(cls, back, dstate, P, G * H)
+
+    present = [p for p in P if p is not None]
+    shared = [any(c is p for p in present) for c in cache]  # a parameter kept as itself: no buffer
+    cache_in = tuple(c if s else c.clone() for c, s in zip(cache, shared))
+
+    def step(*flat):
+        new, us, cache_t = cls.step(flat[0], tuple(flat[1 : 1 + n]), _with_none(P, flat[1 + n :]))
+        return [*new, *us, *cache_t]
+
+    def step_backward(*flat):
+        m = len(cache)
+        out = cls.step_backward(tuple(flat[:n]), tuple(flat[n : n + m]), _with_none(P, flat[n + m :]))
+        dxw, dprev, dpres, dextras = out
+        return [dxw, *dprev, *dpres, *dextras]
+
+    fwd = _trace(step, f"{name}.step", [xw_t, *state, *present])
+    bwd = _trace(step_backward, f"{name}.step_backward", [*dstate, *cache_in, *present])
+    kernels = _Analysis(cls, H, P).run(fwd, bwd, cache)
+    return _compile_and_load(kernels, name)
+
+
+def _with_none(P, given):
+    """P in REC_PARAMS order with the traced tensors in place of the present ones (None stays None)."""
+    it = iter(given)
+    return [None if p is None else next(it) for p in P]
+
+
+def _trace(fn, where, args):
+    """fn's aten graph on fake tensors; a failure (control flow on a value: no value to branch on) refused."""
+    try:  # (fails with GuardOnDataDependentSymNode, DataDependentOutputException, an op fake tensors can't run)
+        return make_fx(fn, tracing_mode="fake")(*args)
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        raise Untraceable(f"{where} can't be traced on fake tensors ({type(e).__name__}: {first}; control flow on a "
+                          "tensor's value?), so the native loop can't fuse it; it runs on the python loop") from None  # fmt: skip
+
+
+# --- analyse ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Val:
+    """A value at unit j: kind "row" (B, k·H), "unit" (k·H,) or "scalar" (one value for all units), with one C
+    expression per block; or a marker: "list" (a split), "U" / "Ut" (the recurrent matrix, its transpose), "dU"
+    (dpre U), "sum0" / "sum" (a sum over rows / over everything: an EXTRAS gradient)."""
+
+    kind: str
+    blocks: list
+    boolean: bool = False
+    node: object = None  # for "dU": dpre's node; for "dprev": the same
+
+
+LITERAL_OPS = {"ones_like.default": 1.0, "zeros_like.default": 0.0}
+SAME = {"clone.default", "alias.default", "detach.default", "lift_fresh_copy.default", "contiguous.default"}
+UNIT_REDUCTIONS = {"mean", "var", "std", "amax", "amin", "max", "min", "norm", "logsumexp", "softmax",
+                   "_softmax", "log_softmax", "_log_softmax", "prod", "var_mean", "cumsum", "linalg_vector_norm",
+                   "native_layer_norm", "argmax", "any", "all"}  # fmt: skip
+PRODUCTS = {"mm", "bmm", "matmul", "addmm", "baddbmm", "dot", "mv", "linear", "einsum", "addmv"}
+RESHAPES = {"view", "expand", "unsqueeze", "reshape", "_unsafe_view", "permute", "transpose", "flatten", "squeeze",
+            "select", "index", "gather", "flip", "roll", "_reshape_alias", "as_strided", "narrow"}  # fmt: skip
+
+
+def _why(packet, nd):
+    """A few words on why an op of this family can't be fused per unit."""
+    if packet in UNIT_REDUCTIONS or packet == "sum":
+        dims = nd.args[1] if len(nd.args) > 1 else [-1]
+        dims = [dims] if isinstance(dims, int) else dims if isinstance(dims, list | tuple) else [-1]
+        rank = nd.args[0].meta["val"].dim()
+        return " (a reduction over units)" if {-1, rank - 1} & set(dims) else " (a reduction over rows)"
+    if packet in PRODUCTS or packet == "t":
+        return " (a matrix product other than the recurrent GEMM)"
+    if packet in RESHAPES:
+        return " (a reshape or index that mixes units or rows)"
+    if packet.endswith("_"):
+        return " (an in-place op)"
+    return ""
+
+
+class _Analysis:
+    """Walks the two graphs, turning each node into a Val and each computed block into one C statement."""
+
+    def __init__(self, cls, H, P):
+        self.cls, self.H, self.P = cls, H, P
+        self.U_name, b = cls.GEMMS[0]
+        self.u = cls.REC_PARAMS.index(self.U_name)
+        self.b = -1 if b is None or P[cls.REC_PARAMS.index(b)] is None else cls.REC_PARAMS.index(b)
+        U = P[self.u]
+        if U is None or U.dim() != 2 or U.shape[1] != H or U.shape[0] % H:
+            got = "None" if U is None else f"of shape {tuple(U.shape)}"
+            raise Untraceable(f"{cls.__name__}'s {self.U_name} is {got}, not (k·H, H) with H = {H}, the matrix the "
+                              "native loop multiplies h_{t-1} by; it runs on the python loop")  # fmt: skip
+        self.Gp = U.shape[0] // H
+
+    def run(self, fwd, bwd, cache):
+        """(source, layout): both kernels from both graphs."""
+        fwd_body, slots, cache_blocks = self.forward(fwd)
+        bwd_body, dpre_is_dxw, extras = self.backward(bwd, len(cache), slots, len(cache_blocks))
+        layout = dict(n_states=self.cls.num_states, G=self.cls.gates, Gp=self.Gp, u_param=self.u, b_param=self.b,
+                      cache_blocks=tuple(cache_blocks), dpre_is_dxw=dpre_is_dxw, extras=tuple(extras))  # fmt: skip
+        return _emit(fwd_body, bwd_body), layout
+
+    def forward(self, gm):
+        """in = [xw, pre, state..., P...]; out = [state_t..., cache buffers...]. Also where each cache element
+        goes: ("buf", buffer) or ("param", its index in P)."""
+        n = self.cls.num_states
+        self.begin(f"{self.cls.__name__}.step")
+        phs = [nd for nd in gm.graph.nodes if nd.op == "placeholder"]
+        self.env = {phs[0]: self.load("row", 0, phs[0])}
+        self.env.update({phs[1 + s]: self.load("row", 2 + s, phs[1 + s]) for s in range(n)})
+        self.h_prev = phs[1]
+        params = self.bind_params(phs[1 + n :], 2 + n)
+        if _outputs(gm)[n] is not self.h_prev:
+            raise Untraceable(f"{self.where}'s us[0] is not h_{{t-1}} (state[0]) itself, the vector the native loop "
+                              "multiplies by Uᵀ; it runs on the python loop")  # fmt: skip
+        outs = self.walk(gm)
+        stores, cache_blocks, slots = [self.store(s, outs[s]) for s in range(n)], [], {}
+        for i, c in enumerate(outs[n + 1 :]):
+            if c in params:  # the parameter itself: backward reads it from P
+                slots[i] = ("param", params[c])
+                continue
+            slots[i] = ("buf", len(cache_blocks))
+            stores.append(self.store(n + len(cache_blocks), c))
+            cache_blocks.append(self.width(c))
+        return self.finish(stores), slots, cache_blocks
+
+    def backward(self, gm, m, slots, n_bufs):
+        """in = [dstate..., cache buffers..., P...]; out = [dxw, dpre, dstate_prev..., accumulators...], with
+        dstate_prev[0] less its dpre U term. Also whether dpre is dxw, and the accumulators' layout."""
+        cls, n = self.cls, self.cls.num_states
+        self.begin(f"{cls.__name__}.step_backward")
+        phs = [nd for nd in gm.graph.nodes if nd.op == "placeholder"]
+        self.env = {phs[s]: self.load("row", s, phs[s]) for s in range(n)}
+        by_index = {i: nd for nd, i in self.bind_params(phs[n + m :], n + n_bufs).items()}
+        for i, (kind, k) in slots.items():  # a buffer, or the parameter itself (the Val of its placeholder)
+            ph = phs[n + i]
+            self.env[ph] = self.env[by_index[k]] if kind == "param" else self.load("row", n + k, ph)
+        outs = self.walk(gm)
+        dxw, dprev, dpre, dextras = outs[0], outs[1 : 1 + n], outs[1 + n], outs[2 + n :]
+        h_term = self.env[dprev[0]]
+        if h_term.kind not in ("dU", "dprev") or h_term.node is not dpre:
+            raise Untraceable(f"{self.where}'s dstate_prev[0] is not dpres[0] U (+ the other terms), the product the "
+                              "native loop forms with its GEMM; it runs on the python loop")  # fmt: skip
+        stores = [self.store(0, dxw)] + ([] if dpre is dxw else [self.store(1, dpre)])
+        stores.append((2, ["T(0)"] if h_term.kind == "dU" else h_term.blocks, "="))
+        stores += [self.store(2 + s, dprev[s]) for s in range(1, n)]
+        extras = []
+        for e, (name, d) in enumerate(zip(cls.EXTRAS, dextras)):
+            v, i = self.env[d], cls.REC_PARAMS.index(name)
+            want = "sum" if self.P[i].dim() == 0 else "sum0"
+            if v.kind != want:
+                how = "d.sum()" if want == "sum" else "d.sum(0)"
+                raise Untraceable(f"{self.where}'s gradient of {name} is not {how} of a row value d, the one form "
+                                  "of an EXTRAS gradient the native loop sums; it runs on the python loop")  # fmt: skip
+            acc = [" + ".join(v.blocks)] if want == "sum" else v.blocks  # (a scalar's: its blocks summed)
+            stores.append((2 + n + e, acc, "+="))
+            extras.append((i, len(acc)))
+        return self.finish(stores), dpre is dxw, extras
+
+    # -- bookkeeping --
+
+    def begin(self, where):
+        self.where, self.lines, self.ins, self.count = where, [], set(), 0
+
+    def load(self, kind, i, node):
+        """The blocks of input pointer i, loaded at unit j (a 0-dim parameter: its one value)."""
+        self.ins.add(i)
+        if kind == "scalar":
+            return Val("scalar", [f"in{i}[0]"])
+        return Val(kind, [self.let(f"in{i}[{k} * H + j]") for k in range(self.width(node))])
+
+    def bind_params(self, phs, base):
+        """Placeholders of the present parameters; returns {node: index in REC_PARAMS}."""
+        present = [i for i, p in enumerate(self.P) if p is not None]
+        found = {}
+        for nd, i in zip(phs, present):
+            found[nd] = i
+            p = self.P[i]
+            if i == self.u:
+                self.env[nd] = Val("U", [])
+            elif p.dim() > 1 and p.shape[:-1].numel() != 1:
+                raise Untraceable(f"{self.where} takes {self.cls.REC_PARAMS[i]} of shape {tuple(p.shape)}, not a "
+                                  f"vector of units (or a scalar) beside its one recurrent matrix, {FALLBACK}")  # fmt: skip
+            else:
+                self.env[nd] = self.load("scalar" if self.P[i].dim() == 0 else "unit", base + i, nd)
+        return found
+
+    def said(self, a):
+        """A marked value in words: "the recurrent matrix W_hh", "a sum over rows (sum_1)"."""
+        v = self.env[a]
+        return (
+            f"the recurrent matrix {self.U_name}"
+            if v.kind in ("U", "Ut")
+            else f"{_MARKERS[v.kind]} ({a.name})"
+        )
+
+    def let(self, expr, boolean=False):
+        """A local holding expr (one block of one value), named in order."""
+        self.count += 1
+        self.lines.append(f"const {'bool' if boolean else 'T'} v{self.count} = {expr};")
+        return f"v{self.count}"
+
+    def width(self, node):
+        """Blocks of H in a tensor value (1 for a 0-dim one); refuses other shapes."""
+        val = node.meta.get("val")
+        if not isinstance(val, torch.Tensor):
+            raise Untraceable(f"{self.where} computes {node.name}, not a tensor, {FALLBACK}")
+        if val.dim() == 0:
+            return 1
+        w = val.shape[-1]
+        if val.dim() > 2 or w % self.H:
+            raise Untraceable(f"{self.where} makes a tensor of shape {tuple(val.shape)} ({node.name}), not rows "
+                              f"of a multiple of H = {self.H} units, {FALLBACK}")  # fmt: skip
+        return w // self.H
+
+    def store(self, o, node):
+        """out[o] = the value of node, in as many blocks as its tensor has."""
+        return o, self.arg(node, self.width(node), "an output"), "="
+
+    def finish(self, stores):
+        """The loop body: every load and statement, then every store (after all loads: out may alias in)."""
+        body = list(self.lines)
+        for o, blocks, how in stores:
+            body += [f"out{o}[{k} * H + j] {how} {b};" for k, b in enumerate(blocks)]
+        return sorted(self.ins), sorted({o for o, _, _ in stores}), body
+
+    # -- the walk --
+
+    def walk(self, gm):
+        """Every node's Val, in graph order; returns the output nodes."""
+        for nd in gm.graph.nodes:
+            if nd.op == "output":
+                return _outputs(gm)
+            if nd.op == "placeholder":
+                continue
+            if nd.op == "get_attr":
+                t = getattr(gm, nd.target)
+                if not isinstance(t, torch.Tensor) or t.numel() != 1:
+                    raise Untraceable(f"{self.where} uses a constant of many values ({nd.name}), {FALLBACK}")
+                self.env[nd] = Val("scalar", [_literal(t.item())], t.dtype == torch.bool)
+                continue
+            if nd.target is operator.getitem:
+                self.env[nd] = self.env[nd.args[0]].blocks[nd.args[1]]
+                continue
+            if not isinstance(nd.target, torch._ops.OpOverload):
+                raise Untraceable(f"{self.where} calls {nd.target}, {FALLBACK}")
+            self.env[nd] = self.op(nd)
+
+    def arg(self, a, n, user):
+        """a (a node or a Python number) as n blocks; None for anything else."""
+        if not isinstance(a, torch.fx.Node):
+            return [_literal(a)] * n if isinstance(a, int | float) else None
+        v = self.env[a]
+        if v.kind in _MARKERS:
+            raise Untraceable(f"{self.where} uses {self.said(a)} in {user}, {FALLBACK}")
+        if len(v.blocks) == n:
+            return v.blocks
+        if v.kind == "scalar":
+            return v.blocks * n
+        raise Untraceable(f"{self.where} broadcasts {a.name} across blocks of units, {FALLBACK}")
+
+    def op(self, nd):
+        op, args = nd.target, nd.args
+        packet, overload = op._overloadpacket.__name__, op._overloadname
+        name = f"{packet}.{overload}"
+        vals = [self.env[a] for a in nd.all_input_nodes]
+        kinds = {v.kind for v in vals}
+        kind = (
+            "row" if "row" in kinds else "unit" if "unit" in kinds else "scalar"
+        )  # what the result varies in
+        if name == "t.default" and vals[0].kind == "U":
+            return Val("Ut", [])
+        if name in ("mm.default", "addmm.default"):
+            return self.gemm(nd, name)
+        marked = [a for a in args[:2] if isinstance(a, torch.fx.Node) and self.env[a].kind in ("dU", "dprev")]
+        if name == "add.Tensor" and len(marked) == 1 and nd.kwargs.get("alpha", 1) == 1:  # dpre U + the rest
+            dU, other = marked[0], args[1] if args[0] is marked[0] else args[0]
+            rest = self.arg(other, 1, "aten.add.Tensor")
+            if self.env[dU].kind == "dprev":
+                rest = [self.let(f"{self.env[dU].blocks[0]} + {rest[0]}")]
+            return Val("dprev", rest, node=self.env[dU].node)
+        if name == "sum.dim_IntList" and list(args[1]) in ([0], [-2]) and not nd.kwargs.get("keepdim", False):
+            if vals[0].kind == "row" and args[0].meta["val"].dim() == 2:
+                return Val("sum0", vals[0].blocks)
+        if name == "sum.default" and vals[0].kind == "row":
+            return Val("sum", vals[0].blocks)
+        if name in SAME and vals:
+            return vals[0]
+        for a in nd.all_input_nodes:  # the recurrent matrix, dpre U or a sum over rows, elsewhere
+            if self.env[a].kind in _MARKERS:
+                raise Untraceable(f"{self.where} uses {self.said(a)} in aten.{name}, {FALLBACK}")
+        structural = self.structural(nd, name, vals, kind)
+        if structural is not None:
+            return structural
+        if not _known(name):
+            raise Untraceable(f"{self.where} uses aten.{name}{_why(packet, nd)}, {FALLBACK}")
+        n = self.width(nd) if kind != "scalar" else 1
+        boolean = nd.meta["val"].dtype == torch.bool
+        exprs = _pointwise(name, nd, [self.arg(a, n, f"aten.{name}") for a in args])
+        if exprs is None:
+            raise Untraceable(f"{self.where} uses aten.{name} in a form the kernels don't know, {FALLBACK}")
+        if not boolean and not nd.meta["val"].dtype.is_floating_point:  # (another float type: computed in T)
+            raise Untraceable(f"{self.where} computes in {nd.meta['val'].dtype} ({nd.name}), {FALLBACK}")
+        return Val(kind, [self.let(e, boolean) for e in exprs], boolean)
+
+    def gemm(self, nd, name):
+        """The recurrent GEMM: h_{t-1} t(U) in step (pre, plus b for addmm), dpre U in step_backward."""
+        a, b = nd.args[-2], nd.args[-1]
+        kw = {k: v for k, v in nd.kwargs.items() if v != 1}
+        if name == "mm.default" and self.env[b].kind == "U" and self.where.endswith("backward"):
+            if self.env[a].kind == "row" and not kw:
+                return Val("dU", [], node=a)
+        if self.env[b].kind == "Ut" and a is self.h_prev and not kw and not self.where.endswith("backward"):
+            self.ins.add(1)
+            pre = [self.let(f"in1[{k} * H + j]") for k in range(self.Gp)]
+            if name == "addmm.default":
+                pre = [self.let(f"{c} + {p}") for c, p in zip(self.arg(nd.args[0], self.Gp, "addmm"), pre)]
+            return Val("row", pre)
+        raise Untraceable(f"{self.where} uses aten.{name} (a matrix product other than the recurrent GEMM "
+                          f"{'dpre U' if self.where.endswith('backward') else 'h_{t-1} Uᵀ'}), {FALLBACK}")  # fmt: skip
+
+    def structural(self, nd, name, vals, kind):
+        """Ops that only pick or join blocks (no statement), or make constants; None for others."""
+        args, H = nd.args, self.H
+        if name in LITERAL_OPS or name == "full_like.default":
+            fill = LITERAL_OPS.get(name, args[1] if len(args) > 1 else None)
+            return Val(vals[0].kind, [_literal(fill)] * self.width(nd))
+        if name == "scalar_tensor.default":
+            return Val("scalar", [_literal(args[0])])
+        if name in ("unsqueeze.default", "expand.default", "view.default", "_unsafe_view.default"):
+            src, out = args[0].meta["val"], nd.meta["val"]
+            same = src.shape == out.shape or name == "expand.default" or args[1] in (0, -out.dim())
+            if same and vals[0].kind != "scalar" and out.dim() <= 2 and src.shape[-1] == out.shape[-1]:
+                return vals[0]  # the same units: a vector as rows, or a view that changes nothing
+            return None
+        if name in ("slice.Tensor", "split.Tensor", "split_with_sizes.default", "cat.default"):
+            at = 2 if name.startswith("split") else 1
+            dim = args[at] if len(args) > at else 0
+            src = (args[0][0] if name == "cat.default" else args[0]).meta["val"]
+            if dim not in (src.dim() - 1, -1):
+                if name == "slice.Tensor" and args[2] == 0 and args[3] >= src.shape[dim]:  # (x[:, ...])
+                    return vals[0]
+                raise Untraceable(f"{self.where} picks or joins rows ({nd.name}), {FALLBACK}")
+            if name == "cat.default":
+                return Val(kind, [b for a in args[0] for b in self.env[a].blocks], vals[0].boolean)
+            w = src.shape[-1]
+            if name == "slice.Tensor":
+                start, end = (args[2] if len(args) > 2 else 0), (args[3] if len(args) > 3 else w)
+                start, end = [min(max(x + w if x < 0 else x, 0), w) for x in (start, end)]
+                if (len(args) > 4 and args[4] != 1) or start % H or end % H:
+                    raise Untraceable(f"{self.where} slices units {start}:{end} ({nd.name}), not whole blocks of "
+                                      f"H = {H}, {FALLBACK}")  # fmt: skip
+                return Val(vals[0].kind, vals[0].blocks[start // H : end // H], vals[0].boolean)
+            sizes = [args[1]] * -(-w // args[1]) if name == "split.Tensor" else list(args[1])
+            if name == "split.Tensor":
+                sizes[-1] = w - args[1] * (len(sizes) - 1)
+            if any(s % H for s in sizes):
+                raise Untraceable(
+                    f"{self.where} splits into widths {sizes}, not blocks of H = {H}, {FALLBACK}"
+                )
+            edges = [sum(sizes[:i]) // H for i in range(len(sizes) + 1)]
+            v = vals[0]
+            return Val("list", [Val(v.kind, v.blocks[a:b], v.boolean) for a, b in zip(edges, edges[1:])])
+        return None
+
+
+def _outputs(gm):
+    """The nodes a traced function returned, flat (see the wrappers in _trace_and_compile)."""
+    return list(next(nd for nd in gm.graph.nodes if nd.op == "output").args[0])
+
+
+_MARKERS = {"list": "a split's list", "U": "the recurrent matrix", "Ut": "the recurrent matrix",
+            "dU": "dpre U", "dprev": "dstate_prev[0]", "sum0": "a sum over rows", "sum": "a full sum"}  # fmt: skip
+
+
+def _literal(x):
+    """A Python number as a C++ constant of type T (or bool)."""
+    if isinstance(x, bool):
+        return "true" if x else "false"
+    if isinstance(x, float) and not math.isfinite(x):
+        return "T(NAN)" if math.isnan(x) else ("T(INFINITY)" if x > 0 else "T(-INFINITY)")
+    if not isinstance(x, int | float):
+        raise Untraceable(f"a constant {x!r} the native loop can't hold, {FALLBACK}")
+    return f"T({x!r})"
+
+
+def _pow(a, e):
+    """x ** e for a Python exponent, as products where torch's result is exact."""
+    return {2: f"{a} * {a}", 3: f"{a} * {a} * {a}", 1: a, 0.5: f"std::sqrt({a})", -1: f"T(1) / {a}"}.get(
+        e, f"std::pow({a}, T({e!r}))"
+    )
+
+
+UNARY = {
+    "neg": "-{0}", "sigmoid": "rnnkit::sigmoid({0})", "tanh": "rnnkit::tanh_({0})", "relu": "t_relu({0})",
+    "exp": "t_exp({0})", "log": "std::log({0})", "sqrt": "std::sqrt({0})", "rsqrt": "T(1) / std::sqrt({0})",
+    "reciprocal": "T(1) / {0}", "abs": "std::abs({0})", "logical_not": "!{0}", "bitwise_not": "!{0}",
+}  # fmt: skip
+BINARY = {
+    "add": "{0} + {1}", "sub": "{0} - {1}", "rsub": "{1} - {0}", "mul": "{0} * {1}", "div": "{0} / {1}",
+    "gt": "{0} > {1}", "lt": "{0} < {1}", "ge": "{0} >= {1}", "le": "{0} <= {1}", "eq": "{0} == {1}",
+    "ne": "{0} != {1}", "minimum": "t_min({0}, {1})", "maximum": "t_max({0}, {1})",
+    "logical_and": "{0} && {1}", "logical_or": "{0} || {1}", "bitwise_and": "{0} && {1}",
+    "bitwise_or": "{0} || {1}", "sigmoid_backward": "{0} * ((T(1) - {1}) * {1})",
+    "tanh_backward": "{0} * (T(1) - {1} * {1})", "clamp_min": "({0} < {1} ? {1} : {0})",
+    "clamp_max": "({0} > {1} ? {1} : {0})",
+}  # fmt: skip
+SPECIAL = {"pow.Tensor_Scalar", "where.self", "threshold_backward.default", "clamp.default", "clamp.Tensor",
+           "_to_copy.default"}  # fmt: skip
+
+
+def _known(name):
+    """Whether name is a pointwise op the kernels can write."""
+    packet, overload = name.split(".")
+    plain = overload in ("default", "Tensor", "Scalar")
+    return name in SPECIAL or plain and (packet in UNARY or packet in BINARY)
+
+
+def _pointwise(name, nd, args):
+    """The C expressions of a pointwise op, one per block; None if the op is not one the kernels know."""
+    alpha = nd.kwargs.get("alpha", nd.args[2] if name.startswith("rsub") and len(nd.args) > 2 else 1)
+    if alpha != 1 and name.split(".")[0] in ("add", "sub", "rsub"):
+        if isinstance(alpha, torch.fx.Node):
+            return None
+        scaled = 0 if name.startswith("rsub") else 1  # rsub(x, y, alpha) = y - alpha x
+        args = list(args[:2])
+        args[scaled] = [f"{_literal(alpha)} * {b}" for b in args[scaled]]
+    packet, overload = name.split(".")
+    if overload in ("default", "Tensor", "Scalar") and packet in UNARY and len(args) == 1:
+        return [UNARY[packet].format(a) for a in args[0]]
+    if overload in ("default", "Tensor", "Scalar") and packet in BINARY and len(args) >= 2:
+        if packet in ("bitwise_and", "bitwise_or") and nd.meta["val"].dtype != torch.bool:
+            return None
+        return [f"({BINARY[packet].format(a, b)})" for a, b in zip(args[0], args[1])]
+    if name == "pow.Tensor_Scalar" and isinstance(nd.args[1], int | float):
+        return [f"({_pow(a, nd.args[1])})" for a in args[0]]
+    if name == "where.self":
+        return [f"({c} ? {a} : {b})" for c, a, b in zip(*args[:3])]
+    if name == "threshold_backward.default":
+        return [f"({x} <= {t} ? T(0) : {g})" for g, x, t in zip(*args[:3])]
+    if name in ("clamp.default", "clamp.Tensor"):
+        lo, hi = (args + [None, None])[1:3]
+        out = args[0]
+        if lo is not None:
+            out = [f"({a} < {b} ? {b} : {a})" for a, b in zip(out, lo)]
+        if hi is not None:
+            out = [f"({a} > {b} ? {b} : {a})" for a, b in zip(out, hi)]
+        return out
+    if name == "_to_copy.default" and set(nd.kwargs) <= {"dtype", "layout", "device"}:
+        src, dst = nd.args[0].meta["val"].dtype, nd.meta["val"].dtype
+        if src == torch.bool or src.is_floating_point and (dst == torch.bool or dst.is_floating_point):
+            cast = "T({0})" if src == torch.bool else "({0} != T(0))" if dst == torch.bool else "{0}"
+            return [cast.format(a) for a in args[0]]
+    return None
+
+
+# --- emit ---------------------------------------------------------------------------------------------
+
+PREAMBLE = """#include "fastmath.h"
+// Generated by rnnkit.engine.traced from a cell's step and step_backward: one batch row, units [j0, j1).
+#include <cmath>
+#include <cstdint>
+
+namespace {
+inline float t_exp(float x) { return x != x ? x : rnnkit::fexp(x); }
+inline double t_exp(double x) { return std::exp(x); }
+template <class T> inline T t_relu(T x) { return x < T(0) ? T(0) : x; }
+template <class T> inline T t_min(T a, T b) { return a != a || b != b ? a + b : (a < b ? a : b); }
+template <class T> inline T t_max(T a, T b) { return a != a || b != b ? a + b : (a > b ? a : b); }
+"""
+
+
+def _kernel(name, ins, outs, body):
+    """One templated loop over the units of a row; every input of unit j is read before any output is written."""
+    lines = [
+        f"template <class T>\nvoid {name}(const T* const* in, T* const* out, int64_t H, int64_t j0, int64_t j1) {{"
+    ]
+    lines += [f"  const T* in{i} = in[{i}];" for i in ins] + [f"  T* out{o} = out[{o}];" for o in outs]
+    lines += ["  (void)H;", "  RNNKIT_SIMD", "  for (int64_t j = j0; j < j1; ++j) {"]
+    lines += [f"    {s}" for s in body] + ["  }", "}"]
+    return "\n".join(lines)
+
+
+def _emit(fwd, bwd):
+    """The source: the two kernels as templates, and their four extern "C" entry points."""
+    parts = [PREAMBLE, _kernel("fwd", *fwd), "", _kernel("bwd", *bwd), "}  // namespace", ""]
+    for kind in ("fwd", "bwd"):
+        for T, sfx in (("float", "f32"), ("double", "f64")):
+            parts.append(f'extern "C" void rnnkit_traced_{kind}_{sfx}(const {T}* const* in, {T}* const* out, '
+                         f"int64_t H, int64_t j0, int64_t j1) {{ {kind}<{T}>(in, out, H, j0, j1); }}")  # fmt: skip
+    return "\n".join(parts) + "\n"
+
+
+# --- compile and load ---------------------------------------------------------------------------------
+
+
+def compile_flags():
+    """The compiler and its flags: the native engine's (fast math without errno, the CPU's vector width)."""
+    from rnnkit._native_build import vector_flags
+    from rnnkit.engine.native import CSRC
+
+    base = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-shared", "-fPIC", "-std=c++17"]
+    return os.environ.get("CXX", "c++"), [*vector_flags("x", base)[1], f"-I{CSRC}"]
+
+
+def _compile_and_load(kernels, name):
+    """The kernels compiled (once: cached on disk by a hash of source, flags and compiler) and loaded."""
+    source, layout = kernels
+    cxx, flags = compile_flags()
+    digest = hashlib.sha256("\0".join([source, *flags, cxx]).encode()).hexdigest()[:20]
+    try:
+        so = _compiled(source, cxx, flags, f"traced_{digest}", name)
+    except OSError as e:  # (no such compiler, a build folder that can't be written)
+        what = f"no C++ compiler {cxx!r}" if e.filename in (None, cxx) else f"{e.filename!r}"
+        raise Untraceable(f"{name}'s kernels can't be compiled: {what} ({e.strerror}); it runs on the python "
+                          "loop") from None  # fmt: skip
+    lib = _libs.get(so) or _libs.setdefault(so, ctypes.CDLL(so))
+    fns = {f"{k}_{s}": ctypes.cast(getattr(lib, f"rnnkit_traced_{k}_{s}"), ctypes.c_void_p).value
+           for k in ("fwd", "bwd") for s in ("f32", "f64")}  # fmt: skip
+    return Traced(source=source, **layout, **fns)
+
+
+def _compiled(source, cxx, flags, stem, name):
+    """Path of the .so of source: reused if there, else compiled into a temporary file and renamed into place
+    (atomic: processes building the same one at once each rename a whole library)."""
+    root = os.environ.get("TORCH_EXTENSIONS_DIR")
+    if root:
+        folder = os.path.join(root, "rnnkit_traced")
+        os.makedirs(folder, exist_ok=True)
+    else:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        folder = _get_build_directory("rnnkit_traced", False)
+    so = os.path.join(folder, f"{stem}.so")
+    if os.path.exists(so):
+        return so
+    fd, cpp = tempfile.mkstemp(prefix=f"{stem}_", suffix=".cpp", dir=folder)
+    tmp = cpp[:-4] + ".so"
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(source)
+        done = subprocess.run([cxx, *flags, cpp, "-o", tmp], capture_output=True, text=True)
+        if done.returncode:
+            said = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+            first = next((s for s in said if "error" in s), said[0])
+            raise Untraceable(f"{name}'s kernels don't compile ({first}); it runs on the python loop")
+        os.replace(tmp, so)
+        os.replace(cpp, so[:-3] + ".cpp")  # (kept beside it, to read)
+    finally:
+        for leftover in (cpp, tmp):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+    return so

@@ -1,0 +1,264 @@
+"""A cell of one's own on the native loop: its step and step_backward traced into kernels (rnnkit/engine/traced.py)
+that the C++ loop runs as it runs rnnkit's cells (csrc/cells_traced.h). Checked against the autograd loop through
+the cell's own step: outputs, final states and every gradient, with lengths, both directions, stacked layers and
+an initial state; gradcheck in float64; float32 at a size where threads split the rows; and a cell the tracer
+can't take runs on the python loop, said only where backend="native" was asked for."""
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from rnnkit import GradProbe, Recurrent
+from rnnkit.cells._base import Cell, linear, recurrent_weights
+from rnnkit.engine import native, run
+
+
+def leaky_step(xw_t, state, P):
+    """h̃ = tanh(xw_t + h_{t-1} W_hhᵀ + b_hh);  h_t = h_{t-1} + α ⊙ (h̃ - h_{t-1}), α learned as it is."""
+    (h_prev,) = state
+    W_hh, b_hh, alpha = P
+    hc = torch.tanh(xw_t + linear(h_prev, W_hh, b_hh))
+    return (h_prev + alpha * (hc - h_prev),), (h_prev,), (hc, h_prev, alpha)
+
+
+def leaky_step_backward(dstate, cache, P):
+    (dh_t,), (hc, h_prev, alpha) = dstate, cache
+    da = dh_t * alpha * (1 - hc * hc)
+    return da, (dh_t * (1 - alpha) + da @ P[0],), (da,), ((dh_t * (hc - h_prev)).sum(0),)
+
+
+class OwnLeaky(Cell):
+    """Leaky units with α a plain parameter, one per unit (an EXTRAS gradient summed over the batch)."""
+
+    REC_PARAMS = ("W_hh", "b_hh", "alpha")
+    EXTRAS = ("alpha",)
+    step = staticmethod(leaky_step)
+    step_backward = staticmethod(leaky_step_backward)
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__(input_size, hidden_size, bias)
+        recurrent_weights(
+            self, ("W_hh", (hidden_size, hidden_size)), ("b_hh", (hidden_size,) if bias else None)
+        )
+        self.alpha = nn.Parameter(torch.empty(hidden_size))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        super().reset_parameters()
+        nn.init.uniform_(self.alpha, 0.2, 0.8)
+
+
+def cifg_step(xw_t, state, P):
+    """The coupled-gate LSTM (CIFG): i = 1 - f.  f, g, o from xw_t + h_{t-1} W_hhᵀ + b_hh; c_t = f c + (1-f) g."""
+    h_prev, c_prev = state
+    W_hh, b_hh = P
+    H = h_prev.shape[1]
+    a = xw_t + linear(h_prev, W_hh, b_hh)
+    f, g, o = torch.sigmoid(a[:, :H]), torch.tanh(a[:, H : 2 * H]), torch.sigmoid(a[:, 2 * H :])
+    c_t = f * c_prev + (1 - f) * g
+    th = torch.tanh(c_t)
+    return (o * th, c_t), (h_prev,), (f, g, o, th, c_prev)
+
+
+def cifg_step_backward(dstate, cache, P):
+    (dh_t, dc_t), (f, g, o, th, c_prev) = dstate, cache
+    dc = dc_t + dh_t * o * (1 - th * th)
+    da = torch.cat((dc * (c_prev - g) * f * (1 - f), dc * (1 - f) * (1 - g * g), dh_t * th * o * (1 - o)), 1)
+    return da, (da @ P[0], dc * f), (da,), ()
+
+
+class CIFG(Cell):
+    gates, num_states = 3, 2
+    step = staticmethod(cifg_step)
+    step_backward = staticmethod(cifg_step_backward)
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__(input_size, hidden_size, bias)
+        H = hidden_size
+        recurrent_weights(self, ("W_hh", (3 * H, H)), ("b_hh", (3 * H,) if bias else None))
+        self.reset_parameters()
+
+
+def gru_step(xw_t, state, P):
+    """torch.nn.GRU's form, written as one's own: the reset gate after W_hn h, so dpre is not dxw."""
+    (h_prev,) = state
+    x_r, x_z, x_n = xw_t.chunk(3, 1)
+    h_r, h_z, h_n = linear(h_prev, *P).chunk(3, 1)
+    r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
+    n = torch.tanh(x_n + r * h_n)
+    return ((1 - z) * n + z * h_prev,), (h_prev,), (r, z, n, h_n, h_prev)
+
+
+def gru_step_backward(dstate, cache, P):
+    (dh_t,), (r, z, n, h_n, h_prev) = dstate, cache
+    da_n = dh_t * (1 - z) * (1 - n * n)
+    da_r = da_n * h_n * r * (1 - r)
+    da_z = dh_t * (h_prev - n) * z * (1 - z)
+    dpre = torch.cat((da_r, da_z, da_n * r), 1)
+    return torch.cat((da_r, da_z, da_n), 1), (dh_t * z + dpre @ P[0],), (dpre,), ()
+
+
+class OwnGRU(Cell):
+    gates = 3
+    step = staticmethod(gru_step)
+    step_backward = staticmethod(gru_step_backward)
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__(input_size, hidden_size, bias)
+        H = hidden_size
+        recurrent_weights(self, ("W_hh", (3 * H, H)), ("b_hh", (3 * H,) if bias else None))
+        self.reset_parameters()
+
+
+def relu_step(xw_t, state, P):
+    """An Elman ReLU unit; without a bias its GEMM is a plain mm."""
+    (h_prev,) = state
+    h_t = torch.relu(xw_t + linear(h_prev, *P))
+    return (h_t,), (h_prev,), (h_t,)
+
+
+def relu_step_backward(dstate, cache, P):
+    (dh_t,), (h_t,) = dstate, cache
+    da = dh_t * (h_t > 0)
+    return da, (da @ P[0],), (da,), ()
+
+
+class OwnReLU(Cell):
+    step = staticmethod(relu_step)
+    step_backward = staticmethod(relu_step_backward)
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__(input_size, hidden_size, bias)
+        recurrent_weights(
+            self, ("W_hh", (hidden_size, hidden_size)), ("b_hh", (hidden_size,) if bias else None)
+        )
+        self.reset_parameters()
+
+
+def norm_step(xw_t, state, P):
+    """Layer-normalised pre-activations: a mean over the units, which no per-unit kernel computes."""
+    (h_prev,) = state
+    a = xw_t + linear(h_prev, *P)
+    a = a - a.mean(1, keepdim=True)
+    h_t = torch.tanh(a)
+    return (h_t,), (h_prev,), (h_t,)
+
+
+def norm_step_backward(dstate, cache, P):
+    (dh_t,), (h_t,) = dstate, cache
+    dz = dh_t * (1 - h_t * h_t)
+    da = dz - dz.mean(1, keepdim=True)
+    return da, (da @ P[0],), (da,), ()
+
+
+class Centred(OwnReLU):
+    step = staticmethod(norm_step)
+    step_backward = staticmethod(norm_step_backward)
+
+
+OWN = {"leaky": OwnLeaky, "cifg": CIFG, "gru": OwnGRU, "relu": OwnReLU}
+
+
+def _run_layer(Cls, backend, dtype, bias=True, B=4, T=6, H=5, bidirectional=True, lengths=True):
+    torch.manual_seed(0)
+    layer = Recurrent(Cls, 3, H, num_layers=2, bidirectional=bidirectional, bias=bias, backend=backend).to(
+        dtype
+    )
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x = torch.randn(B, T, 3, dtype=dtype, requires_grad=True)
+    D = 2 if bidirectional else 1
+    h0 = torch.randn(2 * D, B, H, dtype=dtype, requires_grad=True)
+    state = (h0, torch.randn_like(h0).requires_grad_()) if Cls.num_states == 2 else h0
+    given = torch.tensor([T, 2, T - 1, 1][:B]) if lengths else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the native loop runs it: no word of a fallback
+        out, final = layer(x, state, lengths=given)
+    finals = final if isinstance(final, tuple) else (final,)
+    (out.square().sum() + sum((f * f.detach().sin()).sum() for f in finals)).backward()
+    leaves = [x, *(state if isinstance(state, tuple) else (state,)), *layer.parameters()]
+    return [out, *finals, *(t.grad for t in leaves)]
+
+
+@pytest.mark.parametrize("name", sorted(OWN))
+@pytest.mark.parametrize("bias", [True, False])
+def test_a_cell_of_ones_own_runs_natively_with_autograds_gradients(name, bias):
+    Cls = OWN[name]
+    want = _run_layer(Cls, "autograd", torch.float64, bias)
+    got = _run_layer(Cls, "native", torch.float64, bias)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    ids = [v for k, v in native._traced.items() if k[0] is Cls]
+    assert ids and all(isinstance(v, int) for v in ids), ids  # traced, not the python loop
+
+
+@pytest.mark.parametrize("name", sorted(OWN))
+def test_gradcheck_of_the_native_loop_on_a_traced_cell(name):
+    """T=4, B=3, a non-zero initial state, the gradient through the final state too, forward and reverse."""
+    Cls = OWN[name]
+    torch.manual_seed(1)
+    cell = Cls(2, 3).double()
+    xw = torch.randn(4, 3, Cls.gates * 3, dtype=torch.float64, requires_grad=True)
+    state = tuple(torch.randn(3, 3, dtype=torch.float64, requires_grad=True) for _ in range(Cls.num_states))
+    P = tuple(p.detach().clone().requires_grad_() for p in cell.rec_params())
+    mask = torch.tensor([[1.0, 1, 1], [1, 1, 0], [1, 1, 0], [1, 0, 0]], dtype=torch.float64).unsqueeze(-1)
+    for reverse in (False, True):
+
+        def f(xw, *tensors, reverse=reverse):
+            hs, final = run(Cls, xw, tensors[: Cls.num_states], tensors[Cls.num_states :], mask=mask,
+                            reverse=reverse, backend="native")  # fmt: skip
+            return hs, *final
+
+        assert torch.autograd.gradcheck(f, (xw, *state, *P))
+
+
+@pytest.mark.parametrize("name", sorted(OWN))
+def test_float32_at_a_size_where_threads_split_the_rows(name):
+    """B = 16 rows over torch's threads, H = 64, T = 20: native against the python loop of the same hand-written
+    BPTT, within float32's tolerance (the kernels' exp and tanh are the fast ones of rnnkit's own cells)."""
+    Cls = OWN[name]
+    got = _run_layer(Cls, "native", torch.float32, B=16, T=20, H=64, lengths=False)
+    want = _run_layer(Cls, "python", torch.float32, B=16, T=20, H=64, lengths=False)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
+
+
+def test_evaluation_one_step_and_gradprobe_run_natively():
+    """No gradient (the loop keeps no caches), one step at a time with the state fed back, and a GradProbe's
+    dL/dh_t, each as the autograd loop gives them."""
+    torch.manual_seed(0)
+    layers = {be: Recurrent(CIFG, 3, 4, backend=be).double() for be in ("autograd", "native")}
+    layers["native"].load_state_dict(layers["autograd"].state_dict())
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    with torch.no_grad():
+        full = {be: m(x) for be, m in layers.items()}
+        stepped = {}
+        for be, m in layers.items():
+            state, outs = None, []
+            for t in range(5):
+                out, state = m(x[:, t : t + 1], state)
+                outs.append(out)
+            stepped[be] = torch.cat(outs, 1)
+    torch.testing.assert_close(full["native"][0], full["autograd"][0], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(stepped["native"], full["autograd"][0], rtol=1e-10, atol=1e-12)
+    probes = {}
+    for be, m in layers.items():
+        probe = GradProbe()
+        m(x, probe=probe)[0].sum().backward()
+        probes[be] = probe.dh
+    torch.testing.assert_close(probes["native"], probes["autograd"], rtol=1e-10, atol=1e-12)
+
+
+def test_a_cell_the_tracer_cannot_take_runs_on_the_python_loop():
+    """A mean over the units (layer normalisation) is no per-unit kernel: the python loop runs it, quietly by default
+    and with one line naming why where backend="native" was asked for; the numbers are autograd's either way."""
+    want = _run_layer(Centred, "autograd", torch.float64, lengths=False)
+    got = _run_layer(Centred, None, torch.float64, lengths=False)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    layer = Recurrent(Centred, 3, 4, backend="native")
+    with pytest.warns(RuntimeWarning, match=r"native backend unavailable \(Centred.step .*mean.*python"):
+        layer(torch.randn(2, 3, 3))

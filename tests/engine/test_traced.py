@@ -1,0 +1,497 @@
+"""Cells of one's own traced and compiled to native kernels (rnnkit.engine.traced), tested without the engine: the
+kernels are called through ctypes one batch row at a time, as the engine will call them, and must give what the
+cell's own step and step_backward give (float64 to rounding, float32 to 1e-5: the float kernels use fast exp and
+tanh). Cells outside what the native loop can fuse are refused in one line that says so."""
+
+import ctypes
+import os
+import re
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from rnnkit.cells import CELLS
+from rnnkit.cells._base import Cell, linear, recurrent_weights
+from rnnkit.engine import traced
+from rnnkit.engine.traced import Untraceable, trace_cell
+from rnnkit.errors import RnnkitError
+
+TOL = {torch.float64: dict(rtol=1e-12, atol=1e-12), torch.float32: dict(rtol=1e-5, atol=1e-5)}
+KERNEL = ctypes.CFUNCTYPE(
+    None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64
+)
+
+
+# --- cells of one's own -------------------------------------------------------------------------------
+
+
+def gain_step(xw_t, state, P):
+    """h_t = tanh(g · (xw_t + h_{t-1} W_hhᵀ + b_hh)), g one scalar gain."""
+    (h_prev,) = state
+    W_hh, b_hh, g = P
+    a_t = xw_t + linear(h_prev, W_hh, b_hh)
+    h_t = torch.tanh(g * a_t)
+    return (h_t,), (h_prev,), (h_t, a_t)
+
+
+def gain_step_backward(dstate, cache, P):
+    """da_t = dh_t ⊙ (1 - h_t²) g;  dg = Σ dh_t ⊙ (1 - h_t²) ⊙ a_t;  dh_{t-1} = da_t W_hh."""
+    (dh_t,), (h_t, a_t) = dstate, cache
+    W_hh, _, g = P
+    dz = dh_t * (1 - h_t * h_t)
+    da_t = dz * g
+    return da_t, (da_t @ W_hh,), (da_t,), ((dz * a_t).sum(),)
+
+
+class GainRNN(Cell):
+    """An Elman unit with one learned scalar gain (as in tests/cells/test_own_cell.py)."""
+
+    REC_PARAMS = ("W_hh", "b_hh", "g")
+    EXTRAS = ("g",)
+    step = staticmethod(gain_step)
+    step_backward = staticmethod(gain_step_backward)
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__(input_size, hidden_size, bias)
+        recurrent_weights(self, ("W_hh", (hidden_size, hidden_size)), ("b_hh", (hidden_size,)))
+        self.g = nn.Parameter(torch.tensor(1.3))
+        self.reset_parameters()
+
+
+class LeakyAlpha(Cell):
+    """h_t = (1 - α) ⊙ h_{t-1} + α ⊙ tanh(xw_t + h_{t-1} W_hhᵀ + b_hh), α a learned (H,) Parameter."""
+
+    REC_PARAMS = ("W_hh", "b_hh", "alpha")
+    EXTRAS = ("alpha",)
+
+    @staticmethod
+    def step(xw_t, state, P):
+        (h_prev,) = state
+        W_hh, b_hh, alpha = P
+        hc = torch.tanh(xw_t + linear(h_prev, W_hh, b_hh))
+        h_t = (1 - alpha) * h_prev + alpha * hc
+        return (h_t,), (h_prev,), (hc, h_prev, alpha)
+
+    @staticmethod
+    def step_backward(dstate, cache, P):
+        (dh_t,), (hc, h_prev, alpha) = dstate, cache
+        da = dh_t * alpha * (1 - hc * hc)
+        dalpha = (dh_t * (hc - h_prev)).sum(0)
+        return da, (dh_t * (1 - alpha) + da @ P[0],), (da,), (dalpha,)
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__(input_size, hidden_size, bias)
+        H = hidden_size
+        recurrent_weights(self, ("W_hh", (H, H)), ("b_hh", (H,) if bias else None))
+        self.reset_parameters()
+        self.alpha = nn.Parameter(torch.rand(H))
+
+
+class CIFG(Cell):
+    """An LSTM with coupled input and forget gates (i = 1 - f): xw_t = [a_f, a_g, a_o]; the gates kept as one
+    (B, 3H) cache value that backward slices."""
+
+    gates, num_states = 3, 2
+
+    @staticmethod
+    def step(xw_t, state, P):
+        h_prev, c_prev = state
+        a_f, a_g, a_o = (xw_t + linear(h_prev, P[0], P[1])).chunk(3, dim=1)
+        f_t, g_t, o_t = torch.sigmoid(a_f), torch.tanh(a_g), torch.sigmoid(a_o)
+        c_t = f_t * c_prev + (1 - f_t) * g_t
+        tanh_c = torch.tanh(c_t)
+        return (o_t * tanh_c, c_t), (h_prev,), (torch.cat((f_t, g_t, o_t), dim=1), c_prev, tanh_c)
+
+    @staticmethod
+    def step_backward(dstate, cache, P):
+        (dh_t, dc_t), (gates, c_prev, tanh_c) = dstate, cache
+        H = dh_t.shape[1]
+        f_t, g_t, o_t = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H :]
+        dc = dc_t + dh_t * o_t * (1 - tanh_c * tanh_c)
+        da_f = dc * (c_prev - g_t) * f_t * (1 - f_t)
+        da_g = dc * (1 - f_t) * (1 - g_t * g_t)
+        da_o = dh_t * tanh_c * o_t * (1 - o_t)
+        da = torch.cat((da_f, da_g, da_o), dim=1)
+        return da, (da @ P[0], dc * f_t), (da,), ()
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__(input_size, hidden_size, bias)
+        H = hidden_size
+        recurrent_weights(self, ("W_hh", (3 * H, H)), ("b_hh", (3 * H,) if bias else None))
+        self.reset_parameters()
+
+
+class TorchGRU(Cell):
+    """torch.nn.GRU's form: the reset gate multiplies W_hn h_{t-1} + b_hn, so dpre (r ⊙ da_n in its block) is
+    not dxw."""
+
+    gates = 3
+
+    @staticmethod
+    def step(xw_t, state, P):
+        (h_prev,) = state
+        H = h_prev.shape[1]
+        hw = linear(h_prev, P[0], P[1])
+        r_t = torch.sigmoid(xw_t[:, :H] + hw[:, :H])
+        z_t = torch.sigmoid(xw_t[:, H : 2 * H] + hw[:, H : 2 * H])
+        h_n = hw[:, 2 * H :]
+        n_t = torch.tanh(xw_t[:, 2 * H :] + r_t * h_n)
+        h_t = (1 - z_t) * n_t + z_t * h_prev
+        return (h_t,), (h_prev,), (r_t, z_t, n_t, h_n, h_prev)
+
+    @staticmethod
+    def step_backward(dstate, cache, P):
+        (dh_t,), (r_t, z_t, n_t, h_n, h_prev) = dstate, cache
+        da_n = torch.ops.aten.tanh_backward(dh_t * (1 - z_t), n_t)
+        da_z = torch.ops.aten.sigmoid_backward(dh_t * (h_prev - n_t), z_t)
+        da_r = torch.ops.aten.sigmoid_backward(da_n * h_n, r_t)
+        dpre = torch.cat((da_r, da_z, da_n * r_t), dim=1)
+        return torch.cat((da_r, da_z, da_n), dim=1), (dh_t * z_t + dpre @ P[0],), (dpre,), ()
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__(input_size, hidden_size, bias)
+        H = hidden_size
+        recurrent_weights(self, ("W_hh", (3 * H, H)), ("b_hh", (3 * H,) if bias else None))
+        self.reset_parameters()
+
+
+class ReluRNN(Cell):
+    """h_t = max(0, xw_t + h_{t-1} W_hhᵀ) without a recurrent bias; backward masks with (h_t > 0)."""
+
+    @staticmethod
+    def step(xw_t, state, P):
+        (h_prev,) = state
+        h_t = torch.relu(xw_t + linear(h_prev, P[0], P[1]))
+        return (h_t,), (h_prev,), (h_t,)
+
+    @staticmethod
+    def step_backward(dstate, cache, P):
+        (dh_t,), (h_t,) = dstate, cache
+        da = dh_t * (h_t > 0).to(dh_t.dtype)
+        return da, (da @ P[0],), (da,), ()
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__(input_size, hidden_size, bias)
+        H = hidden_size
+        recurrent_weights(self, ("W_hh", (H, H)), ("b_hh", (H,) if bias else None))
+        self.reset_parameters()
+
+
+class EveryOp(Cell):
+    """Nonsense math that uses every op the kernels know, forward and backward (step_backward need not be step's
+    derivative here: the kernels are checked against each function by itself). xw_t = [a, b] (2 blocks), a
+    per-unit vector v (2H,) and a scalar s, both EXTRAS."""
+
+    gates = 2
+    REC_PARAMS = ("W_hh", "b_hh", "v", "s")
+    EXTRAS = ("v", "s")
+
+    @staticmethod
+    def step(xw_t, state, P):
+        (h_prev,) = state
+        W, b, v, s = P
+        H = h_prev.shape[1]
+        pre = xw_t + linear(h_prev, W, b) * v.unsqueeze(0).expand(xw_t.shape[0], -1)
+        a, c = torch.split(pre, [H, H], dim=1)
+        e1 = torch.clamp(a, min=-1.5, max=1.5)
+        e2 = torch.where(c > 0, torch.sqrt(c.abs() + 1), torch.exp(c) - 1)
+        e3 = torch.minimum(e1, e2) + torch.maximum(a, -e2) * torch.tensor(0.25)
+        e4 = torch.rsqrt(a * a + 1) + torch.reciprocal(2 + c.abs()) - torch.log(a * a + 1)
+        e5 = a.pow(2) * 0.1 + (c**3) * 0.01 + (a.abs() + 1).pow(1.5) / 7
+        h_t = (
+            torch.tanh(e3 + e4 - e5 / 3 + s * torch.sigmoid(a))
+            + torch.relu(-c) * 0.1
+            - torch.full_like(a, 0.2)
+        )
+        return (h_t,), (h_prev,), (h_t.clone(), torch.cat((a, c.detach()), dim=1), v)
+
+    @staticmethod
+    def step_backward(dstate, cache, P):
+        (dh,), (h_t, ac, v) = dstate, cache
+        H = dh.shape[1]
+        a, c = ac[:, :H], ac[:, H:]
+        mask = (a >= 0) & (c < 1)
+        m2 = (a != 0) | (a <= -1)
+        da = dh * mask.to(dh.dtype) + torch.where(~m2, dh * 0.5, dh.neg()) + torch.where(a.eq(h_t), 1.0, 0.0)
+        da = (
+            torch.ops.aten.threshold_backward(da, a, 0.3)
+            + torch.ops.aten.tanh_backward(dh, h_t)
+            + torch.ops.aten.sigmoid_backward(dh, torch.sigmoid(c))
+        )
+        da = da.clamp_min(-5).clamp_max(5) + (a - dh).sub(h_t, alpha=2) + torch.add(a, dh, alpha=0.5)
+        da = da - torch.rsub(c, 1.0, alpha=2) / (1 + h_t * h_t)
+        da = da * (a.gt(h_t) | torch.logical_not(c.lt(0.2))).float() - P[3]
+        dpre = torch.cat((da, dh * c), dim=1)
+        dh_prev = torch.zeros_like(dh) + dpre @ P[0] + torch.ones_like(dh) * 0.1
+        return dpre * v, (dh_prev,), (dpre,), ((dpre * ac).sum(0), (da * a).sum())
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__(input_size, hidden_size, bias)
+        H = hidden_size
+        recurrent_weights(self, ("W_hh", (2 * H, H)), ("b_hh", (2 * H,)))
+        self.v, self.s = nn.Parameter(torch.rand(2 * H) + 0.5), nn.Parameter(torch.tensor(0.7))
+        self.reset_parameters()
+
+
+# --- the harness: the kernels, row by row ---------------------------------------------------------------
+
+
+def _call(address, ins, outs, H):
+    """One kernel over every row, each row in two calls (units [0, H//2) and [H//2, H)). ins, outs: (tensor or
+    None, per_row) pairs; a per-row tensor is passed at the address of its row, a parameter as it is."""
+    B = next(t.shape[0] for t, per_row in ins if per_row)
+    fn = KERNEL(address)
+    for b in range(B):
+        ptrs = []
+        for items in (ins, outs):
+            arr = (ctypes.c_void_p * len(items))()
+            for i, (t, per_row) in enumerate(items):
+                if t is not None:
+                    arr[i] = t.data_ptr() + (b * t.stride(0) * t.element_size() if per_row else 0)
+            ptrs.append(arr)
+        for j0, j1 in ((0, H // 2), (H // 2, H)):
+            fn(ptrs[0], ptrs[1], H, j0, j1)
+
+
+def check_kernels(cls, H, P, dtype, B=3, seed=0):
+    """The traced kernels of cls against its torch step and step_backward on random tensors; returns Traced."""
+    g = torch.Generator().manual_seed(seed)
+    P = [None if p is None else p.detach().to(dtype) for p in P]
+    tr = trace_cell(cls, H, P, dtype)
+    n, sfx = cls.num_states, "f32" if dtype == torch.float32 else "f64"
+    xw = torch.randn(B, cls.gates * H, generator=g, dtype=dtype)
+    state = tuple(torch.randn(B, H, generator=g, dtype=dtype) for _ in range(n))
+    dstate = tuple(torch.randn(B, H, generator=g, dtype=dtype) for _ in range(n))
+    U = P[tr.u_param]
+    state_t, _, cache = cls.step(xw, state, P)
+    back = cls.step_backward(dstate, cache, P)
+
+    # forward: pre without the bias; states and cache buffers out
+    pre = state[0] @ U.t()
+    new = [torch.full((B, H), float("nan"), dtype=dtype) for _ in range(n)]
+    bufs = [torch.full((B, k * H), float("nan"), dtype=dtype) for k in tr.cache_blocks]
+    params = [(p, False) for p in P]
+    ins = [(xw, True), (pre, True), *[(s, True) for s in state], *params]
+    _call(getattr(tr, f"fwd_{sfx}"), ins, [(t, True) for t in [*new, *bufs]], H)
+    for got, want in zip(new, state_t):
+        torch.testing.assert_close(got, want, **TOL[dtype])
+    rows = [c for c in cache if not any(c is p for p in P if p is not None)]
+    assert len(rows) == len(bufs)
+    for got, want in zip(bufs, rows):
+        torch.testing.assert_close(got, want.expand(B, -1), **TOL[dtype])
+
+    # backward, from the kernel's own cache; dL/dc updated in place, as the engine does
+    dxw = torch.full_like(xw, float("nan"))
+    dpre = None if tr.dpre_is_dxw else torch.full((B, tr.Gp * H), float("nan"), dtype=dtype)
+    dh_prev = torch.full((B, H), float("nan"), dtype=dtype)
+    dc = [dstate[1].clone()] if n == 2 else []
+    accs = [torch.zeros(k * H, dtype=dtype) for _, k in tr.extras]
+    ins = [(dstate[0], True), *[(t, True) for t in dc], *[(t, True) for t in bufs], *params]
+    outs = [(dxw, True), (dpre, True), (dh_prev, True), *[(t, True) for t in dc], *[(a, False) for a in accs]]
+    _call(getattr(tr, f"bwd_{sfx}"), ins, outs, H)
+    dxw_t, dprev, dpres, dextras = back
+    torch.testing.assert_close(dxw, dxw_t, **TOL[dtype])
+    dpre = dxw if tr.dpre_is_dxw else dpre
+    torch.testing.assert_close(dpre, dpres[0], **TOL[dtype])
+    torch.testing.assert_close(dh_prev + dpre @ U, dprev[0], **TOL[dtype])
+    for got, want in zip(dc, dprev[1:]):
+        torch.testing.assert_close(got, want, **TOL[dtype])
+    for (i, _), acc, want in zip(tr.extras, accs, dextras):
+        torch.testing.assert_close(
+            acc.sum_to_size(P[i].shape) if P[i].dim() else acc.sum(), want, **TOL[dtype]
+        )
+    return tr
+
+
+def params_of(cell):
+    return [None if p is None else p.detach() for p in cell.rec_params()]
+
+
+# --- what traces --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("Cls", [GainRNN, LeakyAlpha, CIFG, TorchGRU, EveryOp], ids=lambda c: c.__name__)
+def test_a_cell_of_ones_own_runs_as_its_torch_step(Cls, dtype):
+    torch.manual_seed(0)
+    cell = Cls(2, 5)
+    tr = check_kernels(Cls, 5, params_of(cell), dtype)
+    assert tr.G == Cls.gates and tr.n_states == Cls.num_states and tr.u_param == 0 and tr.b_param == 1
+    assert tr.dpre_is_dxw == (Cls not in (TorchGRU, EveryOp))
+    assert tr.extras == {GainRNN: ((2, 1),), LeakyAlpha: ((2, 1),), EveryOp: ((2, 2), (3, 1))}.get(Cls, ())
+    if Cls in (CIFG, EveryOp):  # the gates as one (B, 3H) buffer; a parameter in the cache is read from P
+        assert tr.cache_blocks == {CIFG: (3, 1, 1), EveryOp: (1, 2)}[Cls]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_cell_without_a_recurrent_bias_reads_no_bias(dtype):
+    """bias=False: P holds None, the step's GEMM is a plain mm, b_param is -1; the mask (h_t > 0) is cast."""
+    torch.manual_seed(0)
+    cell = ReluRNN(2, 4, bias=False)
+    tr = check_kernels(ReluRNN, 4, params_of(cell), dtype)
+    assert tr.b_param == -1 and "in3" not in tr.source.split("void bwd")[0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("name", ["rnn_tanh", "rnn_relu", "lstm", "gru", "leaky"])
+def test_rnnkits_own_cells_trace_as_if_they_were_ones_own(name, dtype):
+    torch.manual_seed(0)
+    cell = CELLS[name](2, 4)
+    P = params_of(cell)
+    if name == "leaky":
+        P[2] = torch.rand(4)  # α as the engine receives it: a tensor of H values
+    tr = check_kernels(CELLS[name], 4, P, dtype)
+    assert tr.dpre_is_dxw == (name != "gru")
+    assert tr.extras == (((2, 1),) if name == "leaky" else ())
+    if name == "leaky":
+        assert tr.cache_blocks == (1, 1)  # hc and h_{t-1}; α is read from P
+
+
+# --- what is refused ----------------------------------------------------------------------------------
+
+
+class LayerNormRNN(ReluRNN):
+    @staticmethod
+    def step(xw_t, state, P):
+        a = xw_t + linear(state[0], P[0], P[1])
+        h_t = torch.tanh(a - a.mean(1, keepdim=True))
+        return (h_t,), (state[0],), (h_t,)
+
+
+class Branchy(ReluRNN):
+    @staticmethod
+    def step(xw_t, state, P):
+        a = xw_t + linear(state[0], P[0], P[1])
+        h_t = torch.tanh(a) if bool((a > 0).any()) else torch.relu(a)
+        return (h_t,), (state[0],), (h_t,)
+
+
+class Doubled(ReluRNN):
+    @staticmethod
+    def step(xw_t, state, P):
+        u = 2 * state[0]
+        h_t = torch.relu(xw_t + linear(u, P[0], P[1]))
+        return (h_t,), (u,), (h_t,)
+
+
+class Bare(ReluRNN):
+    @staticmethod
+    def step(xw_t, state, P):
+        return torch.relu(xw_t + linear(state[0], P[0], P[1])), (state[0],), ()
+
+
+class InPlace(ReluRNN):
+    @staticmethod
+    def step(xw_t, state, P):
+        h_t = torch.relu(xw_t + linear(state[0], P[0], P[1])).mul_(2)
+        return (h_t,), (state[0],), (h_t,)
+
+
+class TwoProducts(ReluRNN):
+    @staticmethod
+    def step(xw_t, state, P):
+        h_t = torch.relu(xw_t + linear(state[0], P[0], P[1]) @ P[0])
+        return (h_t,), (state[0],), (h_t,)
+
+
+class ScaledAlphaGrad(LeakyAlpha):
+    @staticmethod
+    def step_backward(dstate, cache, P):
+        da, dprev, dpres, (dalpha,) = LeakyAlpha.step_backward(dstate, cache, P)
+        return da, dprev, dpres, (dalpha * cache[2],)
+
+
+class NoProductInBackward(LeakyAlpha):
+    @staticmethod
+    def step_backward(dstate, cache, P):
+        da, _, dpres, dextras = LeakyAlpha.step_backward(dstate, cache, P)
+        return da, (dstate[0] * (1 - cache[2]),), dpres, dextras
+
+
+@pytest.mark.parametrize(
+    "Cls, said",
+    [
+        (LayerNormRNN, re.escape("LayerNormRNN.step uses aten.mean.dim (a reduction over units), which the native "
+                                 "loop can't fuse; it runs on the python loop")),
+        (Branchy, r"Branchy.step can't be traced on fake tensors \(.*control flow on a tensor's value\?\), so the "
+                  "native loop can't fuse it; it runs on the python loop"),
+        (InPlace, r"InPlace.step uses aten.mul_.Tensor \(an in-place op\), which the native loop can't fuse"),
+        (TwoProducts, r"TwoProducts.step uses aten.mm.default \(a matrix product other than the recurrent GEMM "
+                      r"h_\{t-1\} Uᵀ\), which the native loop can't fuse; it runs on the python loop"),
+        (ScaledAlphaGrad, r"ScaledAlphaGrad.step_backward uses a sum over rows \(sum_1\) in aten.mul.Tensor, which "
+                          "the native loop can't fuse"),
+        (NoProductInBackward, r"NoProductInBackward.step_backward's dstate_prev\[0\] is not dpres\[0\] U \(\+ the "
+                              r"other terms\), the product the native loop forms with its GEMM; it runs on the python"),
+        (Doubled, r"Doubled.step's us\[0\] is not h_\{t-1\} \(state\[0\]\) itself, the vector the native loop "
+                  "multiplies by Uᵀ; it runs on the python loop"),
+    ],
+)  # fmt: skip
+def test_a_cell_outside_what_the_native_loop_fuses_is_refused_in_one_line(Cls, said):
+    cell = Cls(2, 4)
+    with pytest.raises(Untraceable, match=said) as e:
+        trace_cell(Cls, 4, params_of(cell), torch.float64)
+    assert "\n" not in str(e.value)
+    with pytest.raises(Untraceable, match=said):  # the refusal is kept too
+        trace_cell(Cls, 4, params_of(cell), torch.float64)
+
+
+def test_a_cell_of_two_recurrent_products_is_refused():
+    cell = CELLS["gru_cho"](2, 4)
+    with pytest.raises(Untraceable, match=r"GRUCho has 2 GEMMS entries, .* it runs on the python loop"):
+        trace_cell(CELLS["gru_cho"], 4, params_of(cell), torch.float64)
+
+
+def test_a_malformed_step_is_said_as_the_loops_say_it():
+    """check_step's own error, unchanged: not an Untraceable that would hide it behind the python loop."""
+    with pytest.raises(RnnkitError, match=r"Bare.step must return state_t as a tuple of 1 tensor\(s\)"):
+        trace_cell(Bare, 4, params_of(Bare(2, 4)), torch.float64)
+
+
+# --- caches -------------------------------------------------------------------------------------------
+
+
+def test_a_second_trace_is_a_dict_look_up_and_the_library_is_reused_from_disk(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(traced, "_traced", {})
+    P = params_of(GainRNN(2, 6))
+    t0 = time.perf_counter()
+    first = trace_cell(GainRNN, 6, P, torch.float32)
+    took = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    assert trace_cell(GainRNN, 6, P, torch.float32) is first
+    assert time.perf_counter() - t0 < 1e-3 < took
+    built = sorted(os.listdir(tmp_path / "rnnkit_traced"))
+    assert [f.rsplit(".", 1)[1] for f in built] == ["cpp", "so"]
+
+    def no_compiler(*args, **kwargs):
+        raise AssertionError("compiled again")
+
+    monkeypatch.setattr(traced, "_traced", {})  # a fresh process: traced again, the .so taken from disk
+    monkeypatch.setattr(traced.subprocess, "run", no_compiler)
+    again = trace_cell(GainRNN, 6, P, torch.float32)
+    assert again is not first and again.source == first.source and again.fwd_f32 == first.fwd_f32
+    assert sorted(os.listdir(tmp_path / "rnnkit_traced")) == built
+
+
+def test_no_compiler_is_refused_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-c++"))
+    monkeypatch.setattr(traced, "_traced", {})
+    with pytest.raises(
+        Untraceable, match=r"ReluRNN's kernels can't be compiled: no C\+\+ compiler .*python loop"
+    ):
+        trace_cell(ReluRNN, 4, params_of(ReluRNN(2, 4)), torch.float64)
+    assert os.listdir(tmp_path / "rnnkit_traced") == []
+
+
+def test_a_failing_compiler_is_refused_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setenv("CXX", "false")  # (runs, says nothing, fails)
+    monkeypatch.setattr(traced, "_traced", {})
+    with pytest.raises(
+        Untraceable, match=r"^ReluRNN's kernels don't compile \(exit status 1\); it runs on the python"
+    ):
+        trace_cell(ReluRNN, 4, params_of(ReluRNN(2, 4)), torch.float64)
+    assert os.listdir(tmp_path / "rnnkit_traced") == []

@@ -479,9 +479,14 @@ class Recurrent(nn.Module):
             data = pack_padded_sequence(out, lengths, batch_first=self.batch_first).data
         return PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices), state
 
-    def step(self, x_t, state=None, cond=None):
+    def step(self, x_t, state=None, cond=None, *, hx=None):
         """One time step for a (B, D) input (sampling loops): returns (out_t (B, H·dirs), state). Like
-        torch.nn's cells it also takes one unbatched (D,) input: out_t (H·dirs,), state tensors (layers, H)."""
+        torch.nn's cells it also takes one unbatched (D,) input: out_t (H·dirs,), state tensors (layers, H), and the
+        state as hx= (torch.nn's name, as forward takes it)."""
+        if hx is not None:
+            if state is not None:
+                raise RnnkitError("give the state as state or as hx (torch.nn's name), not both")
+            state = hx
         if self.dirs == 2:
             raise RnnkitError(
                 "a bidirectional layer reads the whole sequence; it cannot run one step at a time"

@@ -70,9 +70,13 @@ def test_step_equals_sequence():
     full, _ = layer(x)
     state, outs = None, []
     for t in range(6):
-        o, state = layer.step(x[:, t], state)
+        o, state = (
+            layer.step(x[:, t], state) if t % 2 else layer.step(x[:, t], hx=state)
+        )  # (torch.nn's name too)
         outs.append(o)
     torch.testing.assert_close(torch.stack(outs, 1), full)
+    with pytest.raises(RnnkitError, match="give the state as state or as hx"):
+        layer.step(x[:, 0], state, hx=state)
 
 
 @pytest.mark.parametrize("batch_first", [True, False])

@@ -618,15 +618,28 @@ def _compile_and_load(kernels, name):
     cxx, flags = compile_flags()
     digest = hashlib.sha256("\0".join([source, *flags, cxx]).encode()).hexdigest()[:20]
     try:
-        so = _compiled(source, cxx, flags, f"traced_{digest}", name)
+        stem = f"traced_{digest}"
+        so = _compiled(source, cxx, flags, stem, name)
     except OSError as e:  # (no such compiler, a build folder that can't be written)
         what = f"no C++ compiler {cxx!r}" if e.filename in (None, cxx) else f"{e.filename!r}"
         raise Untraceable(f"{name}'s kernels can't be compiled: {what} ({e.strerror}); it runs on the python "
                           "loop") from None  # fmt: skip
-    lib = _libs.get(so) or _libs.setdefault(so, ctypes.CDLL(so))
+    lib = _libs.get(so) or _libs.setdefault(
+        so, _load_library(so, lambda: _compiled(source, cxx, flags, stem, name))
+    )
     fns = {f"{k}_{s}": ctypes.cast(getattr(lib, f"rnnkit_traced_{k}_{s}"), ctypes.c_void_p).value
            for k in ("fwd", "bwd") for s in ("f32", "f64")}  # fmt: skip
     return Traced(source=source, **layout, **fns)
+
+
+def _load_library(so, rebuild):
+    """ctypes' handle of the library at so; one that doesn't load (a copy cut short, a disk error: the cache is
+    written by rename, whole or not at all) is removed and built again, once."""
+    try:
+        return ctypes.CDLL(so)
+    except OSError:
+        os.remove(so)
+        return ctypes.CDLL(rebuild())
 
 
 def _compiled(source, cxx, flags, stem, name):

@@ -495,3 +495,17 @@ def test_a_failing_compiler_is_refused_in_one_line(tmp_path, monkeypatch):
     ):
         trace_cell(ReluRNN, 4, params_of(ReluRNN(2, 4)), torch.float64)
     assert os.listdir(tmp_path / "rnnkit_traced") == []
+
+
+def test_a_damaged_library_in_the_cache_is_built_again(tmp_path, monkeypatch):
+    """A cached kernel library that doesn't load (cut short on a full disk) failed the layer with ctypes' OSError
+    ("file too short"); it is removed and compiled again (here: the library of a trace, as the rebuild gives it)."""
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(traced, "_traced", {})
+    monkeypatch.setattr(traced, "_libs", {})
+    traced.trace_cell(ReluRNN, 4, [torch.randn(4, 4), torch.randn(4)], torch.float64)
+    (good,) = (tmp_path / "rnnkit_traced").glob("*.so")
+    cut = tmp_path / "cut.so"
+    cut.write_bytes(good.read_bytes()[:100])
+    lib = traced._load_library(str(cut), lambda: str(good))
+    assert hasattr(lib, "rnnkit_traced_fwd_f32") and not cut.exists()

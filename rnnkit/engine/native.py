@@ -456,7 +456,8 @@ class NativeRecurrence(torch.autograd.Function):
         if probe is not None:
             probe.record(out[-1])
         needs = ctx.needs_input_grad[7 + 2 + n :]
-        dP = [g.sum_to_size(s) if need and g is not None else None
+        # (a traced cell's EXTRAS gradient comes as (H,): a (1, H) parameter's is the same numbers, reshaped)
+        dP = [(g.reshape(s) if g.numel() == s.numel() else g.sum_to_size(s)) if need and g is not None else None
               for g, s, need in zip(dP, ctx.shapes, needs)]  # fmt: skip
         return (None, None, None, None, None, None, None, dxw, dxt, *dstate0, *dP)
 

@@ -199,7 +199,7 @@ class _Analysis:
             got = "None" if U is None else f"of shape {tuple(U.shape)}"
             raise Untraceable(f"{cls.__name__}'s {self.U_name} is {got}, not (k·H, H) with H = {H}, the matrix the "
                               "native loop multiplies h_{t-1} by; it runs on the python loop")  # fmt: skip
-        self.Gp = U.shape[0] // H
+        self.Gp, self.dtype = U.shape[0] // H, U.dtype
 
     def run(self, fwd, bwd, cache):
         """(source, layout): both kernels from both graphs."""
@@ -388,7 +388,8 @@ class _Analysis:
             if self.env[dU].kind == "dprev":
                 rest = [self.let(f"{self.env[dU].blocks[0]} + {rest[0]}")]
             return Val("dprev", rest, node=self.env[dU].node)
-        if name == "sum.dim_IntList" and list(args[1]) in ([0], [-2]) and not nd.kwargs.get("keepdim", False):
+        # (keepdim or not: a (1, H) parameter's gradient is d.sum(0, keepdim=True), native.py reshapes it)
+        if name == "sum.dim_IntList" and list(args[1]) in ([0], [-2]):
             if vals[0].kind == "row" and args[0].meta["val"].dim() == 2:
                 return Val("sum0", vals[0].blocks)
         if name == "sum.default" and vals[0].kind == "row":
@@ -404,12 +405,20 @@ class _Analysis:
         if not _known(name):
             raise Untraceable(f"{self.where} uses aten.{name}{_why(packet, nd)}, {FALLBACK}")
         n = self.width(nd) if kind != "scalar" else 1
-        boolean = nd.meta["val"].dtype == torch.bool
-        exprs = _pointwise(name, nd, [self.arg(a, n, f"aten.{name}") for a in args])
+        dtype = nd.meta["val"].dtype
+        boolean, narrow = dtype == torch.bool, dtype == torch.float32 and self.dtype == torch.float64
+        ins = [self.arg(a, n, f"aten.{name}") for a in args]
+        # float32 inside a float64 step (torch.where(c, 1.0, 0.1), x.float()): rounded as torch rounds it
+        if narrow:
+            ins = [x if x is None or isinstance(a, bool) or isinstance(a, torch.fx.Node) and self.env[a].boolean
+                   else [f"T(float({e}))" for e in x] for a, x in zip(args, ins)]  # fmt: skip
+        exprs = _pointwise(name, nd, ins)
         if exprs is None:
             raise Untraceable(f"{self.where} uses aten.{name} in a form the kernels don't know, {FALLBACK}")
-        if not boolean and not nd.meta["val"].dtype.is_floating_point:  # (another float type: computed in T)
-            raise Untraceable(f"{self.where} computes in {nd.meta['val'].dtype} ({nd.name}), {FALLBACK}")
+        if not boolean and dtype not in (torch.float32, torch.float64):  # (bfloat16, float16: not rounded)
+            raise Untraceable(f"{self.where} computes in {dtype} ({nd.name}), {FALLBACK}")
+        if narrow:
+            exprs = [f"T(float({e}))" for e in exprs]
         return Val(kind, [self.let(e, boolean) for e in exprs], boolean)
 
     def gemm(self, nd, name):

@@ -262,3 +262,64 @@ def test_a_cell_the_tracer_cannot_take_runs_on_the_python_loop():
     layer = Recurrent(Centred, 3, 4, backend="native")
     with pytest.warns(RuntimeWarning, match=r"native backend unavailable \(Centred.step .*mean.*python"):
         layer(torch.randn(2, 3, 3))
+
+
+def cast_cell(dtype):
+    """tanh rounded to dtype and back, with a float32 torch.where(c, 1.0, 0.1) beside it."""
+
+    def step(xw_t, state, P):
+        (h_prev,) = state
+        y = torch.tanh(xw_t + linear(h_prev, *P))
+        y = y.to(dtype).to(xw_t.dtype) * torch.where(y > 0, 1.0, 0.1)
+        return (y,), (h_prev,), (y,)
+
+    def step_backward(dstate, cache, P):
+        (dh_t,), (y,) = dstate, cache
+        da = dh_t * (1 - y * y)
+        return da, (da @ P[0],), (da,), ()
+
+    fns = {"step": staticmethod(step), "step_backward": staticmethod(step_backward)}
+    return type("Cast", (OwnReLU,), fns)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_cast_to_a_narrower_float_rounds_as_the_python_loop_does(dtype):
+    """y.to(bfloat16) in a float64 step was computed in double (the cast dropped: outputs 2e-3 off, gradients 3e-2);
+    float32 values (a cast, torch.where of two Python numbers) are now rounded as torch rounds them, and a
+    bfloat16 one keeps the cell on the python loop."""
+    Cls = cast_cell(dtype)
+    want = _run_layer(Cls, "python", torch.float64, lengths=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (bfloat16: a fallback, said)
+        got = _run_layer(Cls, None, torch.float64, lengths=False)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+def row_alpha_step(xw_t, state, P):
+    """Leaky units with α of shape (1, H)."""
+    return leaky_step(xw_t, state, P)
+
+
+def row_alpha_step_backward(dstate, cache, P):
+    (dh_t,), (hc, h_prev, alpha) = dstate, cache
+    da = dh_t * alpha * (1 - hc * hc)
+    return da, (dh_t * (1 - alpha) + da @ P[0],), (da,), ((dh_t * (hc - h_prev)).sum(0, keepdim=True),)
+
+
+class RowAlpha(OwnLeaky):
+    step = staticmethod(row_alpha_step)
+    step_backward = staticmethod(row_alpha_step_backward)
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__(input_size, hidden_size, bias)
+        self.alpha = nn.Parameter(torch.rand(1, hidden_size) * 0.6 + 0.2)
+
+
+def test_an_extras_parameter_of_shape_1_by_h():
+    """α (1, H), its gradient d.sum(0, keepdim=True): the kernels summed it as (H,) and backward failed ('size
+    {[1, 5]} is not expandable to size {[5]}'); the python loop ran it."""
+    want = _run_layer(RowAlpha, "autograd", torch.float64)
+    got = _run_layer(RowAlpha, "native", torch.float64)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)

@@ -325,7 +325,9 @@ _traced_lock = threading.Lock()
 
 
 def _traced_key(cell, P, xw):
-    return cell, tuple(None if p is None else tuple(p.shape) for p in P), xw.dtype
+    from rnnkit.engine.traced import baked  # (the functions and the Python numbers their kernels hold)
+
+    return cell, tuple(None if p is None else tuple(p.shape) for p in P), xw.dtype, *baked(cell)
 
 
 def traced_id(cell, P, xw):

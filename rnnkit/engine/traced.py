@@ -68,7 +68,7 @@ _libs = {}  # path of a loaded .so -> its ctypes handle (kept alive: the engine 
 def trace_cell(cls, H: int, P: list, dtype) -> Traced:
     """The compiled kernels of cls for hidden size H, parameters P (in REC_PARAMS order, None for an absent bias)
     and dtype; traced once per key, then a dict look-up. Raises Untraceable where the cell is outside v1."""
-    key = (cls, H, cls.gates, tuple(None if p is None else tuple(p.shape) for p in P), dtype)
+    key = (cls, H, cls.gates, tuple(None if p is None else tuple(p.shape) for p in P), dtype, *baked(cls))
     hit = _traced.get(key)
     if hit is None:
         try:
@@ -79,6 +79,28 @@ def trace_cell(cls, H: int, P: list, dtype) -> Traced:
     if isinstance(hit, Untraceable):
         raise Untraceable(str(hit))
     return hit
+
+
+def baked(cls):
+    """What a trace bakes into its kernels beyond shapes: the two functions themselves (a class whose step was
+    replaced ran the old kernels) and the Python numbers they read from their globals and closures (a global
+    SCALE changed between runs: the python loop reads the new value, the kernels kept the old one)."""
+    fns = (cls.step, cls.step_backward)
+    numbers = []
+    for fn in fns:
+        code, glob = getattr(fn, "__code__", None), getattr(fn, "__globals__", {})
+        if code is None:
+            continue
+        numbers += [glob.get(n) for n in code.co_names if type(glob.get(n)) in (int, float, bool)]
+        numbers += [_contents(c) for c in fn.__closure__ or () if type(_contents(c)) in (int, float, bool)]
+    return (*fns, tuple(numbers))
+
+
+def _contents(c):
+    try:
+        return c.cell_contents
+    except ValueError:  # (an empty cell)
+        return None
 
 
 # --- trace --------------------------------------------------------------------------------------------

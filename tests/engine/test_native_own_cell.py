@@ -323,3 +323,45 @@ def test_an_extras_parameter_of_shape_1_by_h():
     got = _run_layer(RowAlpha, "native", torch.float64)
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+SCALE = 1.0
+
+
+def scaled_step(xw_t, state, P):
+    """tanh(a) · SCALE, SCALE a global the caller changes between runs."""
+    (h_prev,) = state
+    y = torch.tanh(xw_t + linear(h_prev, *P)) * SCALE
+    return (y,), (h_prev,), (y,)
+
+
+def scaled_step_backward(dstate, cache, P):
+    (dh_t,), (y,) = dstate, cache
+    da = dh_t * SCALE * (1 - (y / SCALE) ** 2)
+    return da, (da @ P[0],), (da,), ()
+
+
+class Scaled(OwnReLU):
+    step = staticmethod(scaled_step)
+    step_backward = staticmethod(scaled_step_backward)
+
+
+def test_a_global_number_or_a_replaced_step_is_traced_again():
+    """The kernels bake in what the trace saw: a global Python number changed between runs, or a class whose step
+    and step_backward were replaced, ran the old kernels (outputs 0.5-1.2 off) where the python loop ran the new."""
+    global SCALE
+    Cls = type("Scaled", (Scaled,), {})
+    try:
+        for scale in (1.0, 0.5):
+            SCALE = scale
+            want = _run_layer(Cls, "autograd", torch.float64)
+            got = _run_layer(Cls, "native", torch.float64)
+            for g, w in zip(got, want, strict=True):
+                torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    finally:
+        SCALE = 1.0
+    Cls.step, Cls.step_backward = staticmethod(relu_step), staticmethod(relu_step_backward)
+    want = _run_layer(Cls, "autograd", torch.float64)
+    got = _run_layer(Cls, "native", torch.float64)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)

@@ -399,7 +399,7 @@ class _Analysis:
         kind = (
             "row" if "row" in kinds else "unit" if "unit" in kinds else "scalar"
         )  # what the result varies in
-        if name == "t.default" and vals[0].kind == "U":
+        if vals and vals[0].kind == "U" and _swaps(name, args):  # U.t(), U.T (a permute), U.transpose(0, 1)
             return Val("Ut", [])
         if name in ("mm.default", "addmm.default"):
             return self.gemm(nd, name)
@@ -502,6 +502,13 @@ class _Analysis:
             v = vals[0]
             return Val("list", [Val(v.kind, v.blocks[a:b], v.boolean) for a, b in zip(edges, edges[1:])])
         return None
+
+
+def _swaps(name, args):
+    """Whether the op transposes a matrix: t, permute (1, 0), transpose (0, 1)."""
+    if name == "permute.default":
+        return [d % 2 for d in args[1]] == [1, 0]
+    return name == "t.default" or name == "transpose.int" and {args[1] % 2, args[2] % 2} == {0, 1}
 
 
 def _outputs(gm):

@@ -365,3 +365,30 @@ def test_a_global_number_or_a_replaced_step_is_traced_again():
     got = _run_layer(Cls, "native", torch.float64)
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+def dot_t_step(xw_t, state, P):
+    """An Elman tanh unit written h @ W.T + b: W.T is a permute, not t."""
+    (h_prev,) = state
+    W_hh, b_hh = P
+    h_t = torch.tanh(xw_t + h_prev @ W_hh.T + b_hh)
+    return (h_t,), (h_prev,), (h_t,)
+
+
+def dot_t_step_backward(dstate, cache, P):
+    (dh_t,), (h_t,) = dstate, cache
+    da = dh_t * (1 - h_t * h_t)
+    return da, (da @ P[0],), (da,), ()
+
+
+class DotT(OwnReLU):
+    step = staticmethod(dot_t_step)
+    step_backward = staticmethod(dot_t_step_backward)
+
+
+def test_the_recurrent_product_written_with_w_dot_t_runs_natively():
+    """h @ W.T traced as aten.permute, which the tracer took for a reshape that mixes units: the python loop ran it."""
+    want = _run_layer(DotT, "autograd", torch.float64)
+    got = _run_layer(DotT, "native", torch.float64)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)

@@ -70,6 +70,13 @@ small (2x512), more at 1x128, and above 1.0x means narrower GEMMs beating the LS
 The evaluation rows time the same model's loss under torch.no_grad (a validation pass; no target in
 the issue): there torch.nn.LSTM switches to oneDNN's fused inference RNN, about 1.4x faster than its own
 forward under autograd, while rnnkit's loop keeps no caches and only two state slots.
+The "written as one's own cell" rows: rnnkit's cell rewritten as a user writes one, a Cell subclass with its
+own step and step_backward (the built-in functions, so the same math), which the engine knows only by tracing
+them into kernels (rnnkit/engine/traced.py); the reference is the built-in cell in the same rounds, and "its
+python loop" says how much slower the same class trains on the python backend, where every cell of one's own
+ran before. Every row is timed after one 30 MB block is freed (settle_malloc): glibc then reuses big blocks
+instead of faulting fresh pages in, as in any process that has run a while; without it torch.nn.LSTM 1x128
+ran about 20% slower.
 Each kind of CPU (vendor, generation where the CPU family tells it, and vector width) keeps its own section,
 engine-amd-zen5-avx512 say; `--threads 1` writes engine-1thread-amd-zen5-avx512."""
 

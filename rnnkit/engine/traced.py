@@ -22,12 +22,15 @@ Kernel ABI (per batch row, units j in [j0, j1); element (block k, unit j) of a r
 """
 
 import ctypes
+import functools
 import hashlib
 import math
 import operator
 import os
 import subprocess
+import sys
 import tempfile
+import types
 from dataclasses import dataclass
 
 import torch
@@ -83,17 +86,73 @@ def trace_cell(cls, H: int, P: list, dtype) -> Traced:
 
 def baked(cls):
     """What a trace bakes into its kernels beyond shapes: the two functions themselves (a class whose step was
-    replaced ran the old kernels) and the Python numbers they read from their globals and closures (a global
-    SCALE changed between runs: the python loop reads the new value, the kernels kept the old one)."""
+    replaced ran the old kernels) and the Python numbers they read (a global SCALE changed between runs: the python
+    loop reads the new value, the kernels kept the old one): from their globals and closures, from the attributes
+    they name of an object found there (a class attribute MyCell.K, a module's config.K), from a dict, list or
+    tuple found there (CFG["k"]), and likewise in the functions they call (a helper reading a global)."""
     fns = (cls.step, cls.step_backward)
-    numbers = []
+    numbers, seen = [], set()
     for fn in fns:
-        code, glob = getattr(fn, "__code__", None), getattr(fn, "__globals__", {})
-        if code is None:
-            continue
-        numbers += [glob.get(n) for n in code.co_names if type(glob.get(n)) in (int, float, bool)]
-        numbers += [_contents(c) for c in fn.__closure__ or () if type(_contents(c)) in (int, float, bool)]
+        _numbers(fn, numbers, seen, 3)
     return (*fns, tuple(numbers))
+
+
+NUMBERS = (int, float, bool)
+
+
+def _numbers(fn, numbers, seen, depth):
+    """The Python numbers fn reads through its globals and closure (see baked), appended to numbers."""
+    while isinstance(fn, functools.partial):  # (its own arguments are in the key with it)
+        numbers += [a for a in (*fn.args, *fn.keywords.values()) if type(a) in NUMBERS]
+        fn = fn.func
+    fn = getattr(fn, "__func__", fn)  # (a bound or static method)
+    code = getattr(fn, "__code__", None)
+    if code is None or id(fn) in seen or depth < 0 or _library(fn):
+        return
+    seen.add(id(fn))
+    glob, names = getattr(fn, "__globals__", {}), _names(code)
+    found = [glob[n] for n in names if n in glob]
+    found += [_contents(c) for c in fn.__closure__ or ()]
+    for v in found:
+        t = type(v)
+        if t in NUMBERS:
+            numbers.append(v)
+        elif t in FUNCTIONS:
+            _numbers(v, numbers, seen, depth - 1)
+        elif t is dict and len(v) <= 256:
+            numbers += [(k, x) for k, x in v.items() if type(x) in NUMBERS]
+        elif (t is list or t is tuple) and len(v) <= 256:
+            numbers += [x for x in v if type(x) in NUMBERS]
+        elif v is not None and t is not torch.Tensor and not _library(v):  # a class, a module: what it names
+            for n in names:
+                x = getattr(v, n, None)
+                if type(x) in NUMBERS:
+                    numbers.append((n, x))
+                elif type(x) in FUNCTIONS:
+                    _numbers(x, numbers, seen, depth - 1)
+
+
+FUNCTIONS = (types.FunctionType, types.MethodType, functools.partial, staticmethod, classmethod)
+
+
+def _library(v):
+    """Whether v is torch's, numpy's or the standard library's (a module, a function): no number of the user's."""
+    name = v.__name__ if isinstance(v, types.ModuleType) else getattr(v, "__module__", None)
+    return isinstance(name, str) and name.split(".")[0] in LIBRARIES
+
+
+LIBRARIES = {"torch", "numpy", "builtins", *sys.stdlib_module_names}
+
+
+@functools.lru_cache(maxsize=1024)
+def _names(code):
+    """The names code and the code objects nested in it (a lambda or def inside step) read, in order (no dunders)."""
+    names, todo = set(), [code]
+    while todo:
+        c = todo.pop()
+        names.update(c.co_names)
+        todo += [k for k in c.co_consts if isinstance(k, types.CodeType)]
+    return tuple(sorted(n for n in names if not n.startswith("__")))
 
 
 def _contents(c):

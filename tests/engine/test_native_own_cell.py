@@ -392,3 +392,59 @@ def test_the_recurrent_product_written_with_w_dot_t_runs_natively():
     got = _run_layer(DotT, "native", torch.float64)
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+class Knobs(OwnReLU):
+    """A cell whose scale is a class attribute, Knobs.K, read by its step through the class's name."""
+
+    K = 1.0
+
+
+KNOBS = {"k": 1.0}
+
+
+def knob_step(xw_t, state, P):
+    """tanh(a) · Knobs.K · KNOBS["k"] · _gain(): numbers read through a class, a dict and a helper's global."""
+    (h_prev,) = state
+    y = torch.tanh(xw_t + linear(h_prev, *P)) * (Knobs.K * KNOBS["k"] * _gain())
+    return (y,), (h_prev,), (y,)
+
+
+def knob_step_backward(dstate, cache, P):
+    (dh_t,), (y,) = dstate, cache
+    k = Knobs.K * KNOBS["k"] * _gain()
+    da = dh_t * k * (1 - (y / k) ** 2)
+    return da, (da @ P[0],), (da,), ()
+
+
+GAIN = 1.0
+
+
+def _gain():
+    return GAIN
+
+
+Knobs.step, Knobs.step_backward = staticmethod(knob_step), staticmethod(knob_step_backward)
+
+
+@pytest.mark.parametrize("knob", ["class attribute", "dict entry", "global of a helper"])
+def test_a_number_read_through_a_class_a_dict_or_a_helper_is_traced_again(knob):
+    """Knobs.K, KNOBS["k"] or a helper's global changed between runs: only the step's own globals and closures
+    were in the kernels' key, and the native loop ran the old kernels (outputs 0.7 off, gradients 10) where the
+    python loop read the new number."""
+    global GAIN
+    Cls = type("Knobs", (Knobs,), {})
+    try:
+        for value in (1.0, 0.5):
+            if knob == "class attribute":
+                Knobs.K = value
+            elif knob == "dict entry":
+                KNOBS["k"] = value
+            else:
+                GAIN = value
+            want = _run_layer(Cls, "autograd", torch.float64)
+            got = _run_layer(Cls, "native", torch.float64)
+            for g, w in zip(got, want, strict=True):
+                torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    finally:
+        Knobs.K, KNOBS["k"], GAIN = 1.0, 1.0, 1.0

@@ -100,10 +100,11 @@ def _warn_once(msg):
         warnings.warn(msg, RuntimeWarning, stacklevel=user_stacklevel())
 
 
-def resolve_backend(backend, cell, xw, P=None):
+def resolve_backend(backend, cell, xw, P=None, fits=True):
     """The backend that will actually run: `native` falls back to `python` (warning once) where it can't;
     inside torch.func transforms and forward-mode AD every backend runs as `autograd`, plain torch ops that
-    those know (the hand-written BPTT is an autograd.Function without vmap or jvp rule)."""
+    those know (the hand-written BPTT is an autograd.Function without vmap or jvp rule). fits=False (see
+    native_fits): sizes the native loop doesn't take, `python` quietly, whose checks say what is wrong."""
     if backend not in (None, *BACKENDS):
         raise RnnkitError(
             f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)} (or None for the fastest)"
@@ -117,6 +118,8 @@ def resolve_backend(backend, cell, xw, P=None):
         return "autograd"
     if backend in ("autograd", "python"):
         return backend
+    if not fits:
+        return "python"
     from rnnkit.engine import native
 
     reason = native.unsupported(cell, xw, P)
@@ -137,7 +140,9 @@ def native_fits(cell, xw, state0, P):
 
     if cell in native.CELL_IDS:
         return True
-    U = P[cell.REC_PARAMS.index(cell.GEMMS[0][0])]
+    name = cell.GEMMS[0][0] if cell.GEMMS else None
+    i = cell.REC_PARAMS.index(name) if name in cell.REC_PARAMS else len(P)
+    U = P[i] if i < len(P) else None  # (too few parameters: python's checks say so)
     if not isinstance(U, torch.Tensor) or U.dim() != 2:
         return False
     H = U.shape[1]
@@ -336,9 +341,9 @@ def run(
     if xbias is None and not raw_tail and xtilde is None and compiled.wanted(cell, xw, backend, probe):
         return compiled.run(cell, xw, state0, P, mask, reverse, batch_first)  # torch.compile: one operator
     probe = None if probe is None else _Call(probe)  # (this run's records: see GradProbe.record)
-    chosen = resolve_backend(backend, cell, xw, P)
-    if chosen == "native" and not native_fits(cell, xw, state0, P):
-        chosen = "python"  # a cell of one's own given sizes its trace doesn't take: python's checks say what is wrong
+    # a cell of one's own given sizes its trace doesn't take: python's checks say what is wrong (asked before tracing
+    # it: the trace's sample step, at H = U's columns, failed first with torch's error on shapes the user never gave)
+    chosen = resolve_backend(backend, cell, xw, P, fits=native_fits(cell, xw, state0, P))
     if chosen == "native":
         from rnnkit.engine.native import NativeRecurrence, forward_only
 

@@ -448,3 +448,18 @@ def test_a_number_read_through_a_class_a_dict_or_a_helper_is_traced_again(knob):
                 torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
     finally:
         Knobs.K, KNOBS["k"], GAIN = 1.0, 1.0, 1.0
+
+
+def test_a_recurrent_matrix_of_the_wrong_shape_fails_as_on_the_python_loop():
+    """W_hh given transposed, (H, 3H): the trace's sample step, at H = its 3H columns, failed first with torch's
+    'The expanded size of the tensor (4) must match ...' about shapes the user never gave; now the python loop
+    runs it and says what is wrong, as with backend="python"."""
+    torch.manual_seed(0)
+    W, b = CIFG(3, 4).double().rec_params()
+    xw, state = torch.randn(5, 2, 12, dtype=torch.float64), (torch.zeros(2, 4, dtype=torch.float64),) * 2
+    errors = []
+    for backend in ("python", "native"):
+        with pytest.raises(RuntimeError) as e:
+            run(CIFG, xw, state, (W.t(), b), backend=backend)
+        errors.append(str(e.value))
+    assert errors[1] == errors[0], errors

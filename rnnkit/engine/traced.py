@@ -32,6 +32,7 @@ import sys
 import tempfile
 import types
 from dataclasses import dataclass
+from numbers import Number
 
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
@@ -97,13 +98,15 @@ def baked(cls):
     return (*fns, tuple(numbers))
 
 
-NUMBERS = (int, float, bool)
+def _number(x) -> bool:
+    """A Python number or numpy's (SCALE = np.sqrt(2.0), an np.float64: its changes were missed), not a tensor."""
+    return isinstance(x, Number)
 
 
 def _numbers(fn, numbers, seen, depth):
     """The Python numbers fn reads through its globals and closure (see baked), appended to numbers."""
     while isinstance(fn, functools.partial):  # (its own arguments are in the key with it)
-        numbers += [a for a in (*fn.args, *fn.keywords.values()) if type(a) in NUMBERS]
+        numbers += [a for a in (*fn.args, *fn.keywords.values()) if _number(a)]
         fn = fn.func
     fn = getattr(fn, "__func__", fn)  # (a bound or static method)
     code = getattr(fn, "__code__", None)
@@ -115,18 +118,18 @@ def _numbers(fn, numbers, seen, depth):
     found += [_contents(c) for c in fn.__closure__ or ()]
     for v in found:
         t = type(v)
-        if t in NUMBERS:
+        if _number(v):
             numbers.append(v)
         elif t in FUNCTIONS:
             _numbers(v, numbers, seen, depth - 1)
         elif t is dict and len(v) <= 256:
-            numbers += [(k, x) for k, x in v.items() if type(x) in NUMBERS]
+            numbers += [(k, x) for k, x in v.items() if _number(x)]
         elif (t is list or t is tuple) and len(v) <= 256:
-            numbers += [x for x in v if type(x) in NUMBERS]
+            numbers += [x for x in v if _number(x)]
         elif v is not None and t is not torch.Tensor and not _library(v):  # a class, a module: what it names
             for n in names:
                 x = getattr(v, n, None)
-                if type(x) in NUMBERS:
+                if _number(x):
                     numbers.append((n, x))
                 elif type(x) in FUNCTIONS:
                     _numbers(x, numbers, seen, depth - 1)

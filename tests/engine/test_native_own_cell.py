@@ -6,6 +6,7 @@ can't take runs on the python loop, said only where backend="native" was asked f
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -463,3 +464,37 @@ def test_a_recurrent_matrix_of_the_wrong_shape_fails_as_on_the_python_loop():
             run(CIFG, xw, state, (W.t(), b), backend=backend)
         errors.append(str(e.value))
     assert errors[1] == errors[0], errors
+
+
+NP_SCALE = np.float64(1.0)
+
+
+def np_scaled_step(xw_t, state, P):
+    """tanh(a) · NP_SCALE, a numpy number (np.sqrt(2.0) is one)."""
+    (h_prev,) = state
+    y = torch.tanh(xw_t + linear(h_prev, *P)) * NP_SCALE
+    return (y,), (h_prev,), (y,)
+
+
+def np_scaled_step_backward(dstate, cache, P):
+    (dh_t,), (y,) = dstate, cache
+    da = dh_t * NP_SCALE * (1 - (y / NP_SCALE) ** 2)
+    return da, (da @ P[0],), (da,), ()
+
+
+@pytest.mark.parametrize("kind", [np.float64, np.float32])
+def test_a_global_numpy_number_is_traced_again(kind):
+    """A numpy number is no int, float or bool: changed between runs, the native loop ran the kernels of the old one
+    (outputs 0.7 off) where the python loop read the new."""
+    global NP_SCALE
+    fns = {"step": staticmethod(np_scaled_step), "step_backward": staticmethod(np_scaled_step_backward)}
+    Cls = type("NpScaled", (OwnReLU,), fns)
+    try:
+        for scale in (1.0, 0.5):
+            NP_SCALE = kind(scale)
+            want = _run_layer(Cls, "autograd", torch.float64)
+            got = _run_layer(Cls, "native", torch.float64)
+            for g, w in zip(got, want, strict=True):
+                torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    finally:
+        NP_SCALE = np.float64(1.0)

@@ -88,9 +88,10 @@ def trace_cell(cls, H: int, P: list, dtype) -> Traced:
 def baked(cls):
     """What a trace bakes into its kernels beyond shapes: the two functions themselves (a class whose step was
     replaced ran the old kernels) and the Python numbers they read (a global SCALE changed between runs: the python
-    loop reads the new value, the kernels kept the old one): from their globals and closures, from the attributes
-    they name of an object found there (a class attribute MyCell.K, a module's config.K), from a dict, list or
-    tuple found there (CFG["k"]), and likewise in the functions they call (a helper reading a global)."""
+    loop reads the new value, the kernels kept the old one): from their globals, closures and bound objects (self.k
+    of a bound method given as step), from the attributes they name of an object found there (a class attribute
+    MyCell.K, a module's config.K), from a dict, list or tuple found there (CFG["k"]), and likewise in the
+    functions they call (a helper reading a global)."""
     fns = (cls.step, cls.step_backward)
     numbers, seen = [], set()
     for fn in fns:
@@ -108,6 +109,7 @@ def _numbers(fn, numbers, seen, depth):
     while isinstance(fn, functools.partial):  # (its own arguments are in the key with it)
         numbers += [a for a in (*fn.args, *fn.keywords.values()) if _number(a)]
         fn = fn.func
+    owner = getattr(fn, "__self__", None)  # a bound method's object: self.k is read through it
     fn = getattr(fn, "__func__", fn)  # (a bound or static method)
     code = getattr(fn, "__code__", None)
     if code is None or id(fn) in seen or depth < 0 or _library(fn):
@@ -116,6 +118,7 @@ def _numbers(fn, numbers, seen, depth):
     glob, names = getattr(fn, "__globals__", {}), _names(code)
     found = [glob[n] for n in names if n in glob]
     found += [_contents(c) for c in fn.__closure__ or ()]
+    found += [] if owner is None else [owner]
     for v in found:
         t = type(v)
         if _number(v):

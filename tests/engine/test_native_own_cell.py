@@ -498,3 +498,34 @@ def test_a_global_numpy_number_is_traced_again(kind):
                 torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
     finally:
         NP_SCALE = np.float64(1.0)
+
+
+class Scaler:
+    """step and step_backward as methods of an object holding the scale k."""
+
+    def __init__(self, k):
+        self.k = k
+
+    def step(self, xw_t, state, P):
+        (h_prev,) = state
+        y = torch.tanh(xw_t + linear(h_prev, *P)) * self.k
+        return (y,), (h_prev,), (y,)
+
+    def step_backward(self, dstate, cache, P):
+        (dh_t,), (y,) = dstate, cache
+        da = dh_t * self.k * (1 - (y / self.k) ** 2)
+        return da, (da @ P[0],), (da,), ()
+
+
+def test_a_number_of_the_object_a_bound_step_belongs_to_is_traced_again():
+    """step = staticmethod(scaler.step): scaler.k changed between runs, the native loop ran the old kernels
+    (outputs 0.7 off; the key held the bound method, the same object) where the python loop read the new k."""
+    scaler = Scaler(1.0)
+    fns = {"step": staticmethod(scaler.step), "step_backward": staticmethod(scaler.step_backward)}
+    Cls = type("Bound", (OwnReLU,), fns)
+    for k in (1.0, 0.5):
+        scaler.k = k
+        want = _run_layer(Cls, "autograd", torch.float64)
+        got = _run_layer(Cls, "native", torch.float64)
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)

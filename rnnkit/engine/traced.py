@@ -228,6 +228,11 @@ def _trace(fn, where, args):
         return make_fx(fn, tracing_mode="fake")(*args)
     except Exception as e:
         first = (str(e).strip().splitlines() or [""])[0][:160]
+        # (fake mode's words for a real tensor among the ops)
+        if "convert all Tensors to FakeTensors" in first:
+            raise Untraceable(f"{where} uses a tensor that is none of its arguments (a global's or a closure's), which "
+                              "kernels would bake in as it is now; make it a parameter named in REC_PARAMS to run "
+                              "natively; it runs on the python loop") from None  # fmt: skip
         raise Untraceable(f"{where} can't be traced on fake tensors ({type(e).__name__}: {first}; control flow on a "
                           "tensor's value?), so the native loop can't fuse it; it runs on the python loop") from None  # fmt: skip
 

@@ -529,3 +529,32 @@ def test_a_number_of_the_object_a_bound_step_belongs_to_is_traced_again():
         got = _run_layer(Cls, "native", torch.float64)
         for g, w in zip(got, want, strict=True):
             torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+def test_a_tensor_the_step_holds_in_a_closure_is_said_so():
+    """A tensor read from a closure (or a global) is no argument the trace can follow: the python loop runs it (and
+    sees its later changes), saying why; the words were fake mode's 'Please convert all Tensors to FakeTensors
+    first ...' with a guess of 'control flow on a tensor's value?'."""
+    k = torch.tensor(0.7, dtype=torch.float64)
+
+    def step(xw_t, state, P):
+        (h_prev,) = state
+        y = torch.tanh(xw_t + linear(h_prev, *P)) * k
+        return (y,), (h_prev,), (y,)
+
+    def step_backward(dstate, cache, P):
+        (dh_t,), (y,) = dstate, cache
+        da = dh_t * k * (1 - (y / k) ** 2)
+        return da, (da @ P[0],), (da,), ()
+
+    Cls = type("Held", (OwnReLU,), {"step": staticmethod(step), "step_backward": staticmethod(step_backward)})
+    layer = Recurrent(Cls, 3, 4, backend="native").double()
+    with pytest.warns(RuntimeWarning, match=r"Held.step uses a tensor that is none of its arguments"):
+        layer(torch.randn(2, 3, 3, dtype=torch.float64))
+    k.fill_(0.3)
+    want = _run_layer(Cls, "autograd", torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = _run_layer(Cls, None, torch.float64)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)

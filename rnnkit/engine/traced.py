@@ -17,8 +17,11 @@ raises Untraceable with a one-line reason, and the engine keeps it on the python
 
 Kernel ABI (per batch row, units j in [j0, j1); element (block k, unit j) of a row value is ptr[k*H + j]):
     fwd in  = [xw, pre, state_0, (state_1), P_0 .. P_{n-1}]     out = [state_t_0, (state_t_1), cache buffers]
-    bwd in  = [dstate_0, (dstate_1), cache buffers, P_0 ..]     out = [dxw, dpre, dstate_prev_0, (dstate_prev_1),
-                                                                      one accumulator per EXTRAS entry (+=)]
+    bwd in  = [dstate_0, (dstate_1), cache buffers, P_0 .., state_0, (state_1)]
+                                                                out = [dxw, dpre, dstate_prev_0, (dstate_prev_1),
+                                                                       one accumulator per EXTRAS entry (+=)]
+A cache element that is a state the step was given (h_{t-1}, c_{t-1}) is no buffer: backward reads it where the
+loop keeps every step's state (the last inputs of bwd).
 """
 
 import ctypes
@@ -303,7 +306,7 @@ class _Analysis:
 
     def forward(self, gm):
         """in = [xw, pre, state..., P...]; out = [state_t..., cache buffers...]. Also where each cache element
-        goes: ("buf", buffer) or ("param", its index in P)."""
+        goes: ("buf", buffer), ("param", its index in P) or ("state", s): state[s] itself, which the loop keeps."""
         n = self.cls.num_states
         self.begin(f"{self.cls.__name__}.step")
         phs = [nd for nd in gm.graph.nodes if nd.op == "placeholder"]
@@ -316,9 +319,15 @@ class _Analysis:
                               "multiplies by Uᵀ; it runs on the python loop")  # fmt: skip
         outs = self.walk(gm)
         stores, cache_blocks, slots = [self.store(s, outs[s]) for s in range(n)], [], {}
+        states = {phs[1 + s]: s for s in range(n)}
         for i, c in enumerate(outs[n + 1 :]):
             if c in params:  # the parameter itself: backward reads it from P
                 slots[i] = ("param", params[c])
+                continue
+            if (
+                c in states
+            ):  # h_{t-1} or c_{t-1} itself: backward reads the loop's own (a copy cost an LSTM 3%)
+                slots[i] = ("state", states[c])
                 continue
             slots[i] = ("buf", len(cache_blocks))
             stores.append(self.store(n + len(cache_blocks), c))
@@ -333,9 +342,15 @@ class _Analysis:
         phs = [nd for nd in gm.graph.nodes if nd.op == "placeholder"]
         self.env = {phs[s]: self.load("row", s, phs[s]) for s in range(n)}
         by_index = {i: nd for nd, i in self.bind_params(phs[n + m :], n + n_bufs).items()}
-        for i, (kind, k) in slots.items():  # a buffer, or the parameter itself (the Val of its placeholder)
+        for i, (
+            kind,
+            k,
+        ) in slots.items():  # a buffer, the parameter itself (the Val of its placeholder), a state
             ph = phs[n + i]
-            self.env[ph] = self.env[by_index[k]] if kind == "param" else self.load("row", n + k, ph)
+            if kind == "param":
+                self.env[ph] = self.env[by_index[k]]
+            else:
+                self.env[ph] = self.load("row", n + k if kind == "buf" else n + n_bufs + len(self.P) + k, ph)
         outs = self.walk(gm)
         dxw, dprev, dpre, dextras = outs[0], outs[1 : 1 + n], outs[1 + n], outs[2 + n :]
         h_term = self.env[dprev[0]]

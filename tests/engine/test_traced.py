@@ -277,7 +277,11 @@ def check_kernels(cls, H, P, dtype, B=3, seed=0):
     _call(getattr(tr, f"fwd_{sfx}"), ins, [(t, True) for t in [*new, *bufs]], H)
     for got, want in zip(new, state_t):
         torch.testing.assert_close(got, want, **TOL[dtype])
-    rows = [c for c in cache if not any(c is p for p in P if p is not None)]
+    kept = [
+        *(p for p in P if p is not None),
+        *state,
+    ]  # (read where they are: the parameters, the loop's states)
+    rows = [c for c in cache if not any(c is k for k in kept)]
     assert len(rows) == len(bufs)
     for got, want in zip(bufs, rows):
         torch.testing.assert_close(got, want.expand(B, -1), **TOL[dtype])
@@ -288,7 +292,8 @@ def check_kernels(cls, H, P, dtype, B=3, seed=0):
     dh_prev = torch.full((B, H), float("nan"), dtype=dtype)
     dc = [dstate[1].clone()] if n == 2 else []
     accs = [torch.zeros(k * H, dtype=dtype) for _, k in tr.extras]
-    ins = [(dstate[0], True), *[(t, True) for t in dc], *[(t, True) for t in bufs], *params]
+    ins = [(dstate[0], True), *[(t, True) for t in dc], *[(t, True) for t in bufs], *params,
+           *[(t, True) for t in state]]  # fmt: skip
     outs = [(dxw, True), (dpre, True), (dh_prev, True), *[(t, True) for t in dc], *[(a, False) for a in accs]]
     _call(getattr(tr, f"bwd_{sfx}"), ins, outs, H)
     dxw_t, dprev, dpres, dextras = back
@@ -321,8 +326,11 @@ def test_a_cell_of_ones_own_runs_as_its_torch_step(Cls, dtype):
     assert tr.G == Cls.gates and tr.n_states == Cls.num_states and tr.u_param == 0 and tr.b_param == 1
     assert tr.dpre_is_dxw == (Cls not in (TorchGRU, EveryOp))
     assert tr.extras == {GainRNN: ((2, 1),), LeakyAlpha: ((2, 1),), EveryOp: ((2, 2), (3, 1))}.get(Cls, ())
-    if Cls in (CIFG, EveryOp):  # the gates as one (B, 3H) buffer; a parameter in the cache is read from P
-        assert tr.cache_blocks == {CIFG: (3, 1, 1), EveryOp: (1, 2)}[Cls]
+    if Cls in (
+        CIFG,
+        EveryOp,
+    ):  # the gates as one (B, 3H) buffer; a parameter in the cache is read from P, and
+        assert tr.cache_blocks == {CIFG: (3, 1), EveryOp: (1, 2)}[Cls]  # c_{t-1} where the loop keeps it
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -346,7 +354,7 @@ def test_rnnkits_own_cells_trace_as_if_they_were_ones_own(name, dtype):
     assert tr.dpre_is_dxw == (name != "gru")
     assert tr.extras == (((2, 1),) if name == "leaky" else ())
     if name == "leaky":
-        assert tr.cache_blocks == (1, 1)  # hc and h_{t-1}; α is read from P
+        assert tr.cache_blocks == (1,)  # h̃; h_{t-1} is read where the loop keeps it, α from P
 
 
 # --- what is refused ----------------------------------------------------------------------------------

@@ -694,7 +694,12 @@ PREAMBLE = """#include "fastmath.h"
 #include <cstdint>
 
 namespace {
-inline float t_exp(float x) { return x != x ? x : rnnkit::fexp(x); }
+// fexp saturates past [-87.3, 88.3] (0 and inf, for a saturated sigmoid), where expf still gives 2.7e38 at 88.5
+// and denormals down to -103.9: squared from x / 2, exp is torch's over the whole range (a few ulp).
+inline float t_exp(float x) {
+  const float h = rnnkit::fexp(0.5f * x);
+  return x != x ? x : h * h;
+}
 inline double t_exp(double x) { return std::exp(x); }
 template <class T> inline T t_relu(T x) { return x < T(0) ? T(0) : x; }
 template <class T> inline T t_min(T a, T b) { return a != a || b != b ? a + b : (a < b ? a : b); }

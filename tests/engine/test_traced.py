@@ -357,6 +357,55 @@ def test_rnnkits_own_cells_trace_as_if_they_were_ones_own(name, dtype):
         assert tr.cache_blocks == (1,)  # h̃; h_{t-1} is read where the loop keeps it, α from P
 
 
+def on_values(fn, back, values, dtype, dh=None):
+    """(native, torch) for h_t = fn(pre) and da = back(dh_t, pre) of a ReluRNN-like cell, one row whose pre is values
+    (W_hh, b_hh and h_{t-1} zero): the kernels on the edges of each op's range (NaN, inf, overflow, denormals)."""
+
+    def step(xw_t, state, P):
+        return (fn(xw_t + linear(state[0], P[0], P[1])),), (state[0],), (xw_t.clone(),)
+
+    def step_backward(dstate, cache, P):
+        da = back(dstate[0], cache[0])
+        return da, (da @ P[0],), (da,), ()
+
+    Cls = type(
+        "OnValues", (ReluRNN,), dict(step=staticmethod(step), step_backward=staticmethod(step_backward))
+    )
+    H = len(values)
+    P = [torch.zeros(H, H, dtype=dtype), torch.zeros(H, dtype=dtype)]
+    tr = trace_cell(Cls, H, P, dtype)
+    sfx = "f32" if dtype == torch.float32 else "f64"
+    xw, h0 = torch.tensor([values], dtype=dtype), torch.zeros(1, H, dtype=dtype)
+    dh = torch.ones_like(xw) if dh is None else torch.tensor([dh], dtype=dtype)
+    (h_t,), _, cache = Cls.step(xw, (h0,), P)
+    h, buf, da = (torch.full_like(xw, 7.0) for _ in range(3))
+    params = [(p, False) for p in P]
+    _call(getattr(tr, f"fwd_{sfx}"), [(xw, True), (torch.zeros_like(xw), True), (h0, True), *params],
+          [(h, True), (buf, True)], H)  # fmt: skip
+    _call(
+        getattr(tr, f"bwd_{sfx}"),
+        [(dh, True), (buf, True), *params],
+        [(da, True), (None, True), (torch.empty_like(h0), True)],
+        H,
+    )
+    return (h, da), (h_t, Cls.step_backward((dh,), cache, P)[0])
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_exp_overflows_and_underflows_where_torchs_does(dtype):
+    """float32 exp(88.5) is 2.7e38 and exp(-95) a denormal in torch; the float kernels' exp gave inf and 0 past
+    [-87.3, 88.3] (fexp saturates there for the sigmoid), so log(1 + exp(x)) was inf at 88.5 where torch gives 88.5."""
+    values = [88.0, 88.4, 88.5, 88.7, 88.73, 89.0, -87.0, -87.5, -95.0, -100.0, -103.0, -104.0, 1e30, NAN]
+    got, want = on_values(lambda a: torch.log(1 + torch.exp(a)) + torch.exp(a), lambda dh, a: dh * torch.exp(a),
+                          values, dtype)  # fmt: skip
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, **TOL[dtype], equal_nan=True)
+        assert torch.equal(g == 0, w == 0)  # (a denormal is not 0)
+
+
 # --- what is refused ----------------------------------------------------------------------------------
 
 

@@ -634,8 +634,8 @@ BINARY = {
     "ne": "{0} != {1}", "minimum": "t_min({0}, {1})", "maximum": "t_max({0}, {1})",
     "logical_and": "{0} && {1}", "logical_or": "{0} || {1}", "bitwise_and": "{0} && {1}",
     "bitwise_or": "{0} || {1}", "sigmoid_backward": "{0} * ((T(1) - {1}) * {1})",
-    "tanh_backward": "{0} * (T(1) - {1} * {1})", "clamp_min": "({0} < {1} ? {1} : {0})",
-    "clamp_max": "({0} > {1} ? {1} : {0})",
+    "tanh_backward": "{0} * (T(1) - {1} * {1})", "clamp_min": "t_lo({0}, {1})",
+    "clamp_max": "t_hi({0}, {1})",
 }  # fmt: skip
 SPECIAL = {"pow.Tensor_Scalar", "where.self", "threshold_backward.default", "clamp.default", "clamp.Tensor",
            "_to_copy.default"}  # fmt: skip
@@ -674,9 +674,9 @@ def _pointwise(name, nd, args):
         lo, hi = (args + [None, None])[1:3]
         out = args[0]
         if lo is not None:
-            out = [f"({a} < {b} ? {b} : {a})" for a, b in zip(out, lo)]
+            out = [f"t_lo({a}, {b})" for a, b in zip(out, lo)]
         if hi is not None:
-            out = [f"({a} > {b} ? {b} : {a})" for a, b in zip(out, hi)]
+            out = [f"t_hi({a}, {b})" for a, b in zip(out, hi)]
         return out
     if name == "_to_copy.default" and set(nd.kwargs) <= {"dtype", "layout", "device"}:
         src, dst = nd.args[0].meta["val"].dtype, nd.meta["val"].dtype
@@ -704,6 +704,9 @@ inline double t_exp(double x) { return std::exp(x); }
 template <class T> inline T t_relu(T x) { return x < T(0) ? T(0) : x; }
 template <class T> inline T t_min(T a, T b) { return a != a || b != b ? a + b : (a < b ? a : b); }
 template <class T> inline T t_max(T a, T b) { return a != a || b != b ? a + b : (a > b ? a : b); }
+// clamp's bounds: a NaN bound gives NaN, as torch's clamp, clamp_min and clamp_max do (not x unclamped)
+template <class T> inline T t_lo(T a, T lo) { return lo != lo ? lo : (a < lo ? lo : a); }
+template <class T> inline T t_hi(T a, T hi) { return hi != hi ? hi : (a > hi ? hi : a); }
 """
 
 

@@ -406,6 +406,20 @@ def test_exp_overflows_and_underflows_where_torchs_does(dtype):
         assert torch.equal(g == 0, w == 0)  # (a denormal is not 0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_nan_bound_of_clamp_gives_nan_as_in_torch(dtype):
+    """torch.clamp(x, min=nan) is NaN, and so are clamp_min and clamp_max with a NaN bound (a number or a tensor, here
+    log(-1)); the kernels' selects (x < lo ? lo : x) kept x unclamped."""
+    values = [1.0, -1.0, 0.0, 2.5, INF, -INF, NAN, 1e30]
+    nan_t = lambda a: torch.log(-1 - a.abs())  # noqa: E731  (NaN, as a tensor)
+    fn = lambda a: a.clamp(min=NAN) + a.clamp(max=NAN) + a.clamp(-1, NAN) + a.clamp_min(nan_t(a))  # noqa: E731
+    back = lambda dh, a: dh.clamp_max(nan_t(a)) + torch.clamp(dh, min=nan_t(a), max=a)  # noqa: E731
+    got, want = on_values(fn, back, values, dtype)
+    for g, w in zip(got, want):
+        assert w.isnan().all()
+        torch.testing.assert_close(g, w, **TOL[dtype], equal_nan=True)
+
+
 # --- what is refused ----------------------------------------------------------------------------------
 
 

@@ -617,10 +617,10 @@ def _literal(x):
 
 
 def _pow(a, e):
-    """x ** e for a Python exponent, as products where torch's result is exact."""
-    return {2: f"{a} * {a}", 3: f"{a} * {a} * {a}", 1: a, 0.5: f"std::sqrt({a})", -1: f"T(1) / {a}"}.get(
-        e, f"std::pow({a}, T({e!r}))"
-    )
+    """x ** e for a Python exponent, as products where torch's result is exact; ** 0.5 and ** -0.5 as torch's sqrt
+    and rsqrt (-inf ** -0.5 is NaN and -0.0 ** -0.5 is -inf in torch, 0 and inf by std::pow)."""
+    return {2: f"{a} * {a}", 3: f"{a} * {a} * {a}", 1: a, 0.5: f"std::sqrt({a})", -0.5: f"T(1) / std::sqrt({a})",
+            -1: f"T(1) / {a}"}.get(e, f"std::pow({a}, T({e!r}))")  # fmt: skip
 
 
 UNARY = {

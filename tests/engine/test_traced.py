@@ -420,6 +420,15 @@ def test_a_nan_bound_of_clamp_gives_nan_as_in_torch(dtype):
         torch.testing.assert_close(g, w, **TOL[dtype], equal_nan=True)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_power_of_minus_one_half_is_torchs_rsqrt(dtype):
+    """torch computes x ** -0.5 as rsqrt(x): NaN for -inf, -inf for -0.0 (here -x of x = 0); std::pow gave 0 and inf."""
+    values = [-INF, 0.0, 4.0, INF, NAN, 1e-30]
+    got, want = on_values(lambda a: a**-0.5 + (-a) ** -0.5, lambda dh, a: dh * (-a) ** -0.5, values, dtype)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, **TOL[dtype], equal_nan=True)
+
+
 # --- what is refused ----------------------------------------------------------------------------------
 
 

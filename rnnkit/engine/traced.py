@@ -633,7 +633,7 @@ BINARY = {
     "gt": "{0} > {1}", "lt": "{0} < {1}", "ge": "{0} >= {1}", "le": "{0} <= {1}", "eq": "{0} == {1}",
     "ne": "{0} != {1}", "minimum": "t_min({0}, {1})", "maximum": "t_max({0}, {1})",
     "logical_and": "{0} && {1}", "logical_or": "{0} || {1}", "bitwise_and": "{0} && {1}",
-    "bitwise_or": "{0} || {1}", "sigmoid_backward": "{0} * ((T(1) - {1}) * {1})",
+    "bitwise_or": "{0} || {1}", "sigmoid_backward": "{0} * (T(1) - {1}) * {1}",
     "tanh_backward": "{0} * (T(1) - {1} * {1})", "clamp_min": "t_lo({0}, {1})",
     "clamp_max": "t_hi({0}, {1})",
 }  # fmt: skip

@@ -429,6 +429,17 @@ def test_a_power_of_minus_one_half_is_torchs_rsqrt(dtype):
         torch.testing.assert_close(g, w, **TOL[dtype], equal_nan=True)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_sigmoid_backward_multiplies_in_torchs_order(dtype):
+    """aten.sigmoid_backward(g, y) is (g (1 - y)) y in torch: with y = 1e30 and g = 0 that is 0, where g ((1 - y) y)
+    overflowed in float32 (0 · inf: NaN); and a denormal g gave ±inf for torch's ±1e20."""
+    big = 1e300 if dtype == torch.float64 else 1e30
+    values, dh = [big, -big, big, 0.5], [0.0, 0.0, 1e-41, 1.0]
+    got, want = on_values(torch.exp, torch.ops.aten.sigmoid_backward, values, dtype, dh=dh)
+    torch.testing.assert_close(got[1], want[1], **TOL[dtype], equal_nan=True)
+    assert (want[1][0, :2] == 0).all()
+
+
 # --- what is refused ----------------------------------------------------------------------------------
 
 

@@ -76,7 +76,9 @@ them into kernels (rnnkit/engine/traced.py); the reference is the built-in cell 
 python loop" says how much slower the same class trains on the python backend, where every cell of one's own
 ran before. Every row is timed after one 30 MB block is freed (settle_malloc): glibc then reuses big blocks
 instead of faulting fresh pages in, as in any process that has run a while; without it torch.nn.LSTM 1x128
-ran about 20% slower.
+ran about 20% slower. It narrows the spread but does not remove it: over the same hour torch.nn.LSTM 1x128 read
+295,000-410,000 chars/s from run to run (rnnkit's lstm against it 1.02-1.16x), the heap's state after the rows
+before it counting too.
 Each kind of CPU (vendor, generation where the CPU family tells it, and vector width) keeps its own section,
 engine-amd-zen5-avx512 say; `--threads 1` writes engine-1thread-amd-zen5-avx512."""
 

@@ -305,9 +305,8 @@ def unsupported(cell, xw, P=None):
     if load() is None:
         return _reason
     if cell not in CELL_IDS:  # a cell of one's own: traced into kernels, or run by the python loop
-        if (
-            torch.compiler.is_compiling()
-        ):  # (tracing it is no graph's op: dynamo unrolls python's loop, see compiled)
+        # (tracing it is no graph's op: dynamo unrolls python's loop there, see compiled)
+        if torch.compiler.is_compiling():
             return f"{cell.__name__} is a cell of one's own, which the native loop runs outside torch.compile"
         if P is None and isinstance(given, torch.nn.Module):
             P = given.rec_params()

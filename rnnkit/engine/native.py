@@ -380,14 +380,15 @@ def _flat_params(cell, P, H):
     return P
 
 
-def _run_forward(cell, mask, reverse, batch_first, raw, xw, xt, state0, P, keep):
-    """The C++ loop forward: (its outputs [hs, state_T..., saved...], the (T, B) mask, the flat parameters)."""
+def _run_forward(cell, mask, reverse, batch_first, raw, xw, xt, state0, P, keep, cid=None):
+    """The C++ loop forward: (its outputs [hs, state_T..., saved...], the (T, B) mask, the flat parameters). cid: the
+    cell's id (cell_id), where the caller has it already."""
     T, B = xw.shape[:2]
     m = None if mask is None else mask.reshape(T, B).to(xw.dtype).contiguous()
     flat = _flat_params(cell, P, state0[0].shape[1])
     xt = None if xt is None else xt.detach().contiguous()
     out = load().forward(
-        cell_id(cell, P, xw), xw.contiguous(), [s.contiguous() for s in state0], flat, m, reverse, keep, batch_first, raw,
+        cell_id(cell, P, xw) if cid is None else cid, xw.contiguous(), [s.contiguous() for s in state0], flat, m, reverse, keep, batch_first, raw,
         xt,
     )  # fmt: skip
     keep_plans()
@@ -413,9 +414,11 @@ class NativeRecurrence(torch.autograd.Function):
     def forward(ctx, cell, mask, reverse, probe, batch_first, raw, n_state, xw, xt, *tensors):
         state0, P = tensors[:n_state], tensors[n_state:]
         keep = any(ctx.needs_input_grad[7:])
-        out, m, flat = _run_forward(cell, mask, reverse, batch_first, raw, xw, xt, state0, P, keep)
+        ctx.cell_id = cell_id(cell, P, xw)  # (a cell of one's own: its traced kernels' id, kept for backward)
+        out, m, flat = _run_forward(
+            cell, mask, reverse, batch_first, raw, xw, xt, state0, P, keep, ctx.cell_id
+        )
         ctx.cell, ctx.mask, ctx.reverse, ctx.probe, ctx.n_state = cell, m, reverse, probe, n_state
-        ctx.cell_id = cell_id(cell, P, xw)
         ctx.batch_first, ctx.raw, ctx.xt, ctx.X = batch_first, raw, xt is not None, xw.shape[2]
         ctx.shapes = [None if p is None else p.shape for p in P]
         ctx.state_shapes = [s.shape for s in state0]  # h and c differ in width in lstmp

@@ -347,9 +347,9 @@ def traced_id(cell, P, xw):
 
 
 def _trace(traced, cell, P, xw):
-    U = P[cell.REC_PARAMS.index(cell.GEMMS[0][0])] if len(cell.GEMMS) == 1 else None
+    U = P[cell.REC_PARAMS.index(cell.GEMMS[0][0])] if cell.GEMMS else None
     if U is None or U.dim() != 2:
-        return f"{cell.__name__} has {len(cell.GEMMS)} recurrent products (GEMMS); the native loop runs a cell of one's own with one"
+        return f"{cell.__name__}'s first recurrent matrix (GEMMS) is not a matrix, which the native loop needs; it runs on the python loop"
     H = U.shape[1]
     try:
         t = traced.trace_cell(cell, H, list(P), xw.dtype)
@@ -357,6 +357,12 @@ def _trace(traced, cell, P, xw):
         return str(e)
     extras = [(i, b) for i, b in t.extras]
     try:
+        if isinstance(t, traced.Staged):
+            return load().register_staged(
+                t.n_states, t.G, list(t.cache_blocks), [i for i, _ in extras], [b for _, b in extras],
+                [int(x) for g in t.gemms for x in g], t.dhw_blocks, [a for k in t.fwd for a in k],
+                [a for k in t.bwd for a in k], len(P),
+            )  # fmt: skip
         return load().register_traced(
             t.n_states, t.G, t.Gp, t.u_param, t.b_param, t.dpre_is_dxw, list(t.cache_blocks),
             [i for i, _ in extras], [b for _, b in extras], [t.fwd_f32, t.bwd_f32, t.fwd_f64, t.bwd_f64], len(P),

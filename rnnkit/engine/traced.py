@@ -30,6 +30,7 @@ import hashlib
 import math
 import operator
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -66,6 +67,26 @@ class Traced:
     bwd_f32: int = 0
     fwd_f64: int = 0
     bwd_f64: int = 0
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A traced cell of several recurrent products (v2, see the module docstring): one kernel per stage.
+
+    gemms: per GEMMS entry (U's index in P, its bias's or -1, blocks of its pre row, its operand: -1 h_{t-1} or a
+    buffer, the forward kernel it runs before, the backward kernel it runs before (-1: after the last, into
+    dh_prev; -2: none), where its dpre is kept (0 dxw, 1 dhw), its first block there). fwd, bwd: per stage the
+    kernels' addresses (float, double), (0, 0) for a stage with no kernel."""
+
+    source: str
+    n_states: int
+    G: int
+    cache_blocks: tuple
+    extras: tuple
+    gemms: tuple
+    dhw_blocks: int
+    fwd: tuple
+    bwd: tuple
 
 
 _traced = {}  # (cls, H, G, shapes of P, dtype) -> Traced, or the Untraceable it raised
@@ -177,9 +198,9 @@ def _contents(c):
 def _trace_and_compile(cls, H, P, dtype):
     """Sample one step on real tensors (checked as the loops check them), trace both functions, emit, compile."""
     name, n, G = cls.__name__, cls.num_states, cls.gates
-    if len(cls.GEMMS) != 1:
-        raise Untraceable(f"{name} has {len(cls.GEMMS)} GEMMS entries, and the native loop runs cells of one "
-                          "recurrent product h_{t-1} Uᵀ; it runs on the python loop")  # fmt: skip
+    if not cls.GEMMS:
+        raise Untraceable(f"{name} has no GEMMS entry, and the native loop runs cells of recurrent products; it "
+                          "runs on the python loop")  # fmt: skip
     P = [None if p is None else p.detach().to(dtype) for p in P]
     B, rnd = 2, torch.Generator().manual_seed(0)
     xw_t = torch.randn(B, G * H, generator=rnd, dtype=dtype)
@@ -215,8 +236,16 @@ def _trace_and_compile(cls, H, P, dtype):
 
     fwd = _trace(step, f"{name}.step", [xw_t, *state, *present])
     bwd = _trace(step_backward, f"{name}.step_backward", [*dstate, *cache_in, *present])
-    kernels = _Analysis(cls, H, P).run(fwd, bwd, cache)
-    return _compile_and_load(kernels, name)
+    if len(cls.GEMMS) == 1:
+        kernels = _Analysis(cls, H, P).run(fwd, bwd, cache)
+        return _compile_and_load(kernels, name)
+    source, layout = _Staged(cls, H, P).run(fwd, bwd, cache)
+    names = [f"{k}{s}" for k, n in (("fwd", layout["n_fwd"]), ("bwd", layout["n_bwd"])) for s in range(n)]
+    fns = _load_symbols(source, name, [f"rnnkit_traced_{k}_{t}" for k in names for t in ("f32", "f64")])
+    kernel = {k: tuple(fns.get(f"rnnkit_traced_{k}_{t}", 0) for t in ("f32", "f64")) for k in names}
+    return Staged(source=source, **{k: v for k, v in layout.items() if k not in ("n_fwd", "n_bwd")},
+                  fwd=tuple(kernel[f"fwd{s}"] for s in range(layout["n_fwd"])),
+                  bwd=tuple(kernel[f"bwd{s}"] for s in range(layout["n_bwd"])))  # fmt: skip
 
 
 def _with_none(P, given):
@@ -589,6 +618,306 @@ class _Analysis:
         return None
 
 
+# --- v2: cells of several dependent recurrent products (gru_cho, mut1-3) --------------------------------
+
+_VAR = re.compile(r"\bv(\d+)\b")
+_PTR = re.compile(r"\b(in|out)(\d+)\[")
+
+
+class _Staged(_Analysis):
+    """The analysis of a cell of several GEMMS entries: every statement gets a stage, the number of recurrent
+    products its value waits for (a GEMM's result is one stage past its operand), and the step is cut into one
+    kernel per stage, the engine's GEMMs between them. A value a later kernel needs is read from where an
+    earlier one stored it (a cache buffer, dxw, dhw), else computed again (pointwise, cheap)."""
+
+    def __init__(self, cls, H, P):
+        self.cls, self.H, self.P = cls, H, P
+        if len(cls.GEMMS) > 3:
+            raise Untraceable(f"{cls.__name__} has {len(cls.GEMMS)} GEMMS entries, and the native loop runs a cell "
+                              "of one's own with at most 3 recurrent products; it runs on the python loop")  # fmt: skip
+        self.gemms = []  # (U's index in P, its bias's or -1, blocks of H in its pre row)
+        for U_name, b in cls.GEMMS:
+            u = cls.REC_PARAMS.index(U_name)
+            U = P[u]
+            if U is None or U.dim() != 2 or U.shape[1] != H or U.shape[0] % H:
+                got = "None" if U is None else f"of shape {tuple(U.shape)}"
+                raise Untraceable(f"{cls.__name__}'s {U_name} is {got}, not (k·H, H) with H = {H}, a matrix the "
+                                  "native loop multiplies a row of H units by; it runs on the python loop")  # fmt: skip
+            if u >= 4:
+                raise Untraceable(f"{cls.__name__}'s {U_name} is REC_PARAMS[{u}], and the native loop takes the "
+                                  "recurrent matrices among the first 4 parameters; it runs on the python loop")  # fmt: skip
+            bi = -1 if b is None or P[cls.REC_PARAMS.index(b)] is None else cls.REC_PARAMS.index(b)
+            self.gemms.append((u, bi, U.shape[0] // H))
+        if len({g[0] for g in self.gemms}) < len(self.gemms):
+            raise Untraceable(f"{cls.__name__}'s GEMMS name one matrix twice, {FALLBACK}")
+        self.dtype = P[self.gemms[0][0]].dtype
+        self.U_name = cls.GEMMS[0][0]
+
+    # -- bookkeeping: every statement with its stage and the statements it reads --
+
+    def begin(self, where):
+        super().begin(where)
+        self.defs, self.stage, self.bools = {}, {}, set()
+
+    def let(self, expr, boolean=False, stage=None):
+        name = super().let(expr, boolean)
+        deps = [f"v{d}" for d in _VAR.findall(expr)]
+        self.defs[name] = (self.lines[-1], deps)
+        self.stage[name] = self.stage_of(expr) if stage is None else stage
+        if boolean:
+            self.bools.add(name)
+        return name
+
+    def stage_of(self, expr):
+        return max((self.stage[f"v{d}"] for d in _VAR.findall(expr)), default=0)
+
+    def said(self, a):
+        v = self.env[a]
+        if v.kind in ("U", "Ut"):
+            return f"the recurrent matrix {self.cls.GEMMS[v.node][0]}"
+        return super().said(a)
+
+    def bind_params(self, phs, base):
+        found = {}
+        mats = {g[0]: k for k, g in enumerate(self.gemms)}
+        present = [i for i, p in enumerate(self.P) if p is not None]
+        for nd, i in zip(phs, present):
+            found[nd] = i
+            p = self.P[i]
+            if i in mats:
+                self.env[nd] = Val("U", [], node=mats[i])
+            elif p.dim() > 1 and p.shape[:-1].numel() != 1:
+                raise Untraceable(f"{self.where} takes {self.cls.REC_PARAMS[i]} of shape {tuple(p.shape)}, not a "
+                                  f"vector of units (or a scalar) beside its recurrent matrices, {FALLBACK}")  # fmt: skip
+            else:
+                self.env[nd] = self.load("scalar" if p.dim() == 0 else "unit", base + i, nd)
+        return found
+
+    # -- the walk: GEMMs as stage boundaries --
+
+    def op(self, nd):
+        name = f"{nd.target._overloadpacket.__name__}.{nd.target._overloadname}"
+        vals = [self.env[a] for a in nd.all_input_nodes]
+        if vals and vals[0].kind == "U" and _swaps(name, nd.args):
+            return Val("Ut", [], node=vals[0].node)
+        if name in ("mm.default", "addmm.default"):
+            return self.gemm(nd, name)
+        pair = [a for a in nd.args[:2]]
+        marked = [a for a in pair if isinstance(a, torch.fx.Node) and self.env[a].kind in ("dU", "dprev")]
+        if name == "add.Tensor" and marked and nd.kwargs.get("alpha", 1) == 1:  # dpre U + the rest
+            terms, rest = [], []
+            for a in pair:
+                if a in marked:
+                    terms += self.env[a].node
+                    rest += self.env[a].blocks
+                else:
+                    rest += self.arg(a, 1, "aten.add.Tensor")
+            if len(rest) > 1:
+                rest = [self.let(" + ".join(rest))]
+            return Val("dprev", rest, node=terms)
+        return super().op(nd)
+
+    def gemm(self, nd, name):
+        """Forward: u U_kᵀ (+ b_k for addmm), read from the engine's GEMM; backward: dpre_k U_k, read from the
+        engine's GEMM where pointwise math uses it, or left to the GEMM that adds into dh_prev (terminal)."""
+        a, b = nd.args[-2], nd.args[-1]
+        kw = {k: v for k, v in nd.kwargs.items() if v != 1}
+        va, vb = self.env[a], self.env[b]
+        back = self.where.endswith("backward")
+        one = not kw and va.kind == "row" and len(va.blocks) == 1
+        if back and name == "mm.default" and vb.kind == "U" and vb.node not in self.ops and not kw \
+                and va.kind == "row" and len(va.blocks) == self.gemms[vb.node][2]:  # fmt: skip
+            g = vb.node
+            self.ops[g] = a
+            if nd in self.terminal:
+                return Val("dU", [], node=[g])
+            st = self.gstage[g] = 1 + max(self.stage_of(e) for e in va.blocks)
+            return Val("row", [self.let(f"in{self.res_ptr + g}[j]", stage=st)])
+        if not back and vb.kind == "Ut" and one and vb.node not in self.ops:
+            g = vb.node
+            self.ops[g] = a
+            st = self.gstage[g] = 1 + self.stage_of(va.blocks[0])
+            pre = [self.let(f"in{self.res_ptr + g}[{k} * H + j]", stage=st) for k in range(self.gemms[g][2])]
+            if name == "addmm.default":
+                pre = [self.let(f"{c} + {p}") for c, p in zip(self.arg(nd.args[0], len(pre), "addmm"), pre)]
+            return Val("row", pre)
+        what = "dpre_k U_k" if back else "u_k U_kᵀ"
+        raise Untraceable(f"{self.where} uses aten.{name} (a matrix product other than the recurrent GEMMs {what}, "
+                          f"each once, on a row of H units), {FALLBACK}")  # fmt: skip
+
+    # -- cutting into kernels --
+
+    def kernels(self, stores, last, needed):
+        """stores: (out pointer, block, expression, how, final, loadable); each goes into the first needed
+        kernel at or after its stage (final ones into the last). Returns one (ins, outs, body) per kernel, None
+        for a kernel with nothing to do."""
+        placed = {s: [] for s in range(last + 1)}
+        for st in stores:
+            s = last if st[4] else min(k for k in needed if k >= min(self.stage_of(st[2]), last))
+            placed[s].append(st)
+        out, stored = [], {}
+        for s in range(last + 1):
+            if s not in needed:
+                out.append(None)
+                continue
+            need, todo = set(), [v for st in placed[s] for v in (f"v{d}" for d in _VAR.findall(st[2]))]
+            while todo:
+                v = todo.pop()
+                if v in need:
+                    continue
+                need.add(v)
+                if v not in stored:
+                    todo += self.defs[v][1]
+            body = [f"const T {v} = {stored[v]};" if v in stored else self.defs[v][0]
+                    for v in sorted(need, key=lambda v: int(v[1:]))]  # fmt: skip
+            body += [f"out{o}[{k} * H + j] {how} {e};" for o, k, e, how, _, _ in placed[s]]
+            for o, k, e, how, _, loadable in placed[s]:
+                if loadable and how == "=" and _VAR.fullmatch(e) and e not in self.bools:
+                    stored.setdefault(e, f"out{o}[{k} * H + j]")
+            text = "\n".join(body)
+            ins = sorted({int(i) for w, i in _PTR.findall(text) if w == "in"})
+            outs = sorted({int(i) for w, i in _PTR.findall(text) if w == "out"})
+            out.append((ins, outs, body))
+        return out
+
+    def run(self, fwd, bwd, cache):
+        fwd_kernels, slots, bufs, srcs = self.forward(fwd)
+        bwd_kernels, places, dhw_blocks, extras = self.backward(bwd, len(cache), slots, len(bufs))
+        gemms = tuple((u, b, gp, srcs[g], self.fstage[g], self.bstage.get(g, -2), *places[g])
+                      for g, (u, b, gp) in enumerate(self.gemms))  # fmt: skip
+        layout = dict(n_states=self.cls.num_states, G=self.cls.gates, cache_blocks=tuple(bufs), extras=tuple(extras),
+                      gemms=gemms, dhw_blocks=dhw_blocks, n_fwd=len(fwd_kernels), n_bwd=len(bwd_kernels))  # fmt: skip
+        return _emit_staged(fwd_kernels, bwd_kernels), layout
+
+    def forward(self, gm):
+        """in = [xw, state..., P..., pre_0 ..]; out = [state_t..., buffers...]: the cache buffers and the GEMMs'
+        operands other than h_{t-1} (kept per step: dU_k = Σ dpre_kᵀ u_k)."""
+        cls, n, G = self.cls, self.cls.num_states, len(self.gemms)
+        self.begin(f"{cls.__name__}.step")
+        self.ops, self.gstage = {}, {}
+        phs = [nd for nd in gm.graph.nodes if nd.op == "placeholder"]
+        self.res_ptr = 1 + n + len(self.P)
+        self.env = {phs[0]: self.load("row", 0, phs[0])}
+        self.env.update({phs[1 + s]: self.load("row", 1 + s, phs[1 + s]) for s in range(n)})
+        self.h_prev = phs[1]
+        params = self.bind_params(phs[1 + n :], 1 + n)
+        outs = self.walk(gm)
+        news, us, cache = outs[:n], outs[n : n + G], outs[n + G :]
+        for g in range(G):
+            U = cls.GEMMS[g][0]
+            if g not in self.ops:
+                raise Untraceable(f"{self.where} never multiplies by {U}ᵀ, {FALLBACK}")
+            if us[g] is not self.ops[g] and self.env[us[g]].blocks != self.env[self.ops[g]].blocks:
+                raise Untraceable(
+                    f"{self.where}'s us[{g}] is not the vector it multiplies by {U}ᵀ, {FALLBACK}"
+                )
+        self.fstage = dict(self.gstage)
+        bufs, index, stores = [], {}, []
+
+        def buffer(node):
+            if node not in index:
+                index[node] = len(bufs)
+                bufs.append(self.width(node))
+                blocks = self.arg(node, bufs[-1], "an output")
+                stores.extend((n + index[node], k, e, "=", False, True) for k, e in enumerate(blocks))
+            return index[node]
+
+        srcs, needed = [], {max(self.fstage.values())}
+        for g in range(G):
+            a = self.ops[g]
+            if a is self.h_prev:
+                srcs.append(-1)
+            elif a in phs:
+                raise Untraceable(f"{self.where} multiplies {a.name} by {cls.GEMMS[g][0]}ᵀ, and the native loop "
+                                  f"multiplies h_{{t-1}} or a value the step computes, {FALLBACK}")  # fmt: skip
+            else:
+                srcs.append(buffer(a))
+                needed.add(self.fstage[g] - 1)
+        states, slots = {phs[1 + s]: s for s in range(n)}, {}
+        for i, c in enumerate(cache):
+            if c in params:
+                slots[i] = ("param", params[c])
+            elif c in states:
+                slots[i] = ("state", states[c])
+            else:
+                slots[i] = ("buf", buffer(c))
+        for s in range(n):
+            stores += [(s, k, e, "=", True, False) for k, e in enumerate(self.arg(news[s], 1, "an output"))]
+        kernels = self.kernels(stores, max(self.fstage.values()), needed)
+        return kernels, slots, bufs, srcs
+
+    def backward(self, gm, m, slots, n_bufs):
+        """in = [dstate..., buffers..., P..., state..., dpre_k U_k of the GEMMs read pointwise]; out = [dxw, dhw,
+        dstate_prev[0] less its terminal dpre U terms, (dstate_prev[1]), accumulators...]."""
+        cls, n, G = self.cls, self.cls.num_states, len(self.gemms)
+        self.begin(f"{cls.__name__}.step_backward")
+        self.ops, self.gstage = {}, {}
+        phs = [nd for nd in gm.graph.nodes if nd.op == "placeholder"]
+        outs = _outputs(gm)
+        dxw, dprev, dpres, dextras = outs[0], outs[1 : 1 + n], outs[1 + n : 1 + n + G], outs[1 + n + G :]
+
+        def terminal(nd):  # a product that only adds into dstate_prev[0]
+            users = list(nd.users)
+            if len(users) != 1:
+                return False
+            u = users[0]
+            if u.op == "output":
+                return nd is dprev[0] and sum(o is nd for o in outs) == 1
+            return u.target is torch.ops.aten.add.Tensor and u.kwargs.get("alpha", 1) == 1 and terminal(u)
+
+        self.terminal = {nd for nd in gm.graph.nodes if nd.op == "call_function" and terminal(nd)}
+        self.res_ptr = n + n_bufs + len(self.P) + n
+        self.env = {phs[s]: self.load("row", s, phs[s]) for s in range(n)}
+        by_index = {i: nd for nd, i in self.bind_params(phs[n + m :], n + n_bufs).items()}
+        for i, (kind, k) in slots.items():
+            ph = phs[n + i]
+            if kind == "param":
+                self.env[ph] = self.env[by_index[k]]
+            else:
+                self.env[ph] = self.load("row", n + k if kind == "buf" else n + n_bufs + len(self.P) + k, ph)
+        self.walk(gm)
+        self.bstage = dict(self.gstage)
+        v_dxw = self.arg(dxw, self.cls.gates, "dxw")
+        h_term = self.env[dprev[0]]
+        terms = h_term.node if h_term.kind in ("dU", "dprev") else []
+        direct = h_term.blocks if h_term.kind in ("dU", "dprev") else self.arg(dprev[0], 1, "dstate_prev[0]")
+        places, dhw, stores = [], 0, []
+        for g, (_, _, gp) in enumerate(self.gemms):
+            blocks = self.arg(dpres[g], gp, f"dpres[{g}]")
+            if g in self.ops and self.env[self.ops[g]].blocks != blocks:
+                raise Untraceable(f"{self.where} multiplies a value other than dpres[{g}] by {cls.GEMMS[g][0]}, "
+                                  f"{FALLBACK}")  # fmt: skip
+            col = next((c for c in range(len(v_dxw) - gp + 1) if v_dxw[c : c + gp] == blocks), None)
+            if col is None:
+                places.append((1, dhw))
+                stores += [(1, dhw + k, e, "=", False, True) for k, e in enumerate(blocks)]
+                dhw += gp
+            else:
+                places.append((0, col))
+        stores = [(0, k, e, "=", False, True) for k, e in enumerate(v_dxw)] + stores
+        stores.append((2, 0, direct[0] if direct else "T(0)", "=", True, False))
+        for s in range(1, n):
+            stores += [
+                (2 + s, k, e, "=", True, False) for k, e in enumerate(self.arg(dprev[s], 1, "an output"))
+            ]
+        extras = []
+        for e, (name, d) in enumerate(zip(cls.EXTRAS, dextras)):
+            v, i = self.env[d], cls.REC_PARAMS.index(name)
+            want = "sum" if self.P[i].dim() == 0 else "sum0"
+            if v.kind != want:
+                how = "d.sum()" if want == "sum" else "d.sum(0)"
+                raise Untraceable(f"{self.where}'s gradient of {name} is not {how} of a row value d, the one form "
+                                  "of an EXTRAS gradient the native loop sums; it runs on the python loop")  # fmt: skip
+            acc = [" + ".join(v.blocks)] if want == "sum" else v.blocks
+            stores += [(2 + n + e, k, x, "+=", False, False) for k, x in enumerate(acc)]
+            extras.append((i, len(acc)))
+        last = max(self.bstage.values(), default=0)
+        needed = {last} | {s - 1 for s in self.bstage.values()}
+        for g in terms:
+            self.bstage[g] = -1
+        return self.kernels(stores, last, needed), places, dhw, extras
+
+
 def _swaps(name, args):
     """Whether the op transposes a matrix: t, permute (1, 0), transpose (0, 1)."""
     if name == "permute.default":
@@ -731,6 +1060,20 @@ def _emit(fwd, bwd):
     return "\n".join(parts) + "\n"
 
 
+def _emit_staged(fwd, bwd):
+    """The source of a staged cell: one templated kernel per stage and its two extern "C" entry points."""
+    parts, entries = [PREAMBLE], []
+    for kind, kernels in (("fwd", fwd), ("bwd", bwd)):
+        for s, k in enumerate(kernels):
+            if k is None:
+                continue
+            parts += [_kernel(f"{kind}{s}", *k), ""]
+            for T, sfx in (("float", "f32"), ("double", "f64")):
+                entries.append(f'extern "C" void rnnkit_traced_{kind}{s}_{sfx}(const {T}* const* in, {T}* const* '
+                               f"out, int64_t H, int64_t j0, int64_t j1) {{ {kind}{s}<{T}>(in, out, H, j0, j1); }}")  # fmt: skip
+    return "\n".join([*parts, "}  // namespace", "", *entries]) + "\n"
+
+
 # --- compile and load ---------------------------------------------------------------------------------
 
 
@@ -746,6 +1089,14 @@ def compile_flags():
 def _compile_and_load(kernels, name):
     """The kernels compiled (once: cached on disk by a hash of source, flags and compiler) and loaded."""
     source, layout = kernels
+    fns = _load_symbols(
+        source, name, [f"rnnkit_traced_{k}_{s}" for k in ("fwd", "bwd") for s in ("f32", "f64")]
+    )
+    return Traced(source=source, **layout, **{k[len("rnnkit_traced_") :]: v for k, v in fns.items()})
+
+
+def _load_symbols(source, name, symbols):
+    """{symbol: its address} of those of symbols the source defines, compiled and loaded (see _compile_and_load)."""
     cxx, flags = compile_flags()
     digest = hashlib.sha256("\0".join([source, *flags, cxx]).encode()).hexdigest()[:20]
     try:
@@ -758,9 +1109,7 @@ def _compile_and_load(kernels, name):
     lib = _libs.get(so) or _libs.setdefault(
         so, _load_library(so, lambda: _compiled(source, cxx, flags, stem, name))
     )
-    fns = {f"{k}_{s}": ctypes.cast(getattr(lib, f"rnnkit_traced_{k}_{s}"), ctypes.c_void_p).value
-           for k in ("fwd", "bwd") for s in ("f32", "f64")}  # fmt: skip
-    return Traced(source=source, **layout, **fns)
+    return {s: ctypes.cast(getattr(lib, s), ctypes.c_void_p).value for s in symbols if f" {s}(" in source}
 
 
 def _load_library(so, rebuild):

@@ -528,10 +528,83 @@ def test_a_cell_outside_what_the_native_loop_fuses_is_refused_in_one_line(Cls, s
         trace_cell(Cls, 4, params_of(cell), torch.float64)
 
 
-def test_a_cell_of_two_recurrent_products_is_refused():
-    cell = CELLS["gru_cho"](2, 4)
-    with pytest.raises(Untraceable, match=r"GRUCho has 2 GEMMS entries, .* it runs on the python loop"):
-        trace_cell(CELLS["gru_cho"], 4, params_of(cell), torch.float64)
+def test_a_cell_of_dependent_recurrent_products_traces_into_staged_kernels():
+    """gru_cho: r from h_{t-1} W_hrzᵀ, then (r ⊙ h_{t-1}) W_hhᵀ: two forward kernels (gates and u, then h̃ and h_t)
+    around the engine's GEMMs, and two backward ones (da_h̃, then da_r and dh_prev's direct part), da_rz W_hrz
+    left to the GEMM that adds into dh_prev."""
+    Cls = CELLS["gru_cho"]
+    t = trace_cell(Cls, 4, params_of(Cls(2, 4)), torch.float64)
+    assert isinstance(t, traced.Staged)
+    assert [a != 0 for k in t.fwd for a in k] == [False, False, True, True, True, True]
+    assert all(a != 0 for k in t.bwd for a in k) and len(t.bwd) == 2
+    (u0, _, blocks0, src0, f0, b0, *_), (u1, _, blocks1, src1, f1, b1, *_) = t.gemms
+    assert (u0, blocks0, src0, f0, b0) == (0, 2, -1, 1, -1)  # on h_{t-1}; into dh_prev
+    assert (u1, blocks1, f1, b1) == (1, 1, 2, 1) and src1 >= 0  # on a buffer (u); read by the second kernel
+
+
+class FourProducts(Cell):
+    gates = 1
+    REC_PARAMS = ("W_a", "W_b", "W_c", "W_d")
+    GEMMS = (("W_a", None), ("W_b", None), ("W_c", None), ("W_d", None))
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__(input_size, hidden_size, bias)
+        H = hidden_size
+        recurrent_weights(self, *((n, (H, H)) for n in self.REC_PARAMS))
+        self.reset_parameters()
+
+    @staticmethod
+    def step(xw_t, state, P):
+        (h,) = state
+        h_t = torch.tanh(xw_t + sum(h @ W.t() for W in P))
+        return (h_t,), (h,) * 4, (h_t,)
+
+    @staticmethod
+    def step_backward(dstate, cache, P):
+        da = dstate[0] * (1 - cache[0] * cache[0])
+        return da, (sum(da @ W for W in P),), (da,) * 4, ()
+
+
+class TwiceByOneMatrix(Cell):
+    """Two GEMMS entries, and step_backward multiplies dpre_1 by W_b twice (once pointwise, once into dh_prev)."""
+
+    gates = 1
+    REC_PARAMS = ("W_a", "W_b")
+    GEMMS = (("W_a", None), ("W_b", None))
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__(input_size, hidden_size, bias)
+        recurrent_weights(self, ("W_a", (hidden_size, hidden_size)), ("W_b", (hidden_size, hidden_size)))
+        self.reset_parameters()
+
+    @staticmethod
+    def step(xw_t, state, P):
+        (h,) = state
+        u = torch.sigmoid(h @ P[0].t()) * h
+        h_t = torch.tanh(xw_t + u @ P[1].t())
+        return (h_t,), (h, u), (h_t, u)
+
+    @staticmethod
+    def step_backward(dstate, cache, P):
+        (dh,), (h_t, _) = dstate, cache
+        da = dh * (1 - h_t * h_t)
+        return da, ((da @ P[1]) * (da @ P[1]),), (da, da), ()
+
+
+@pytest.mark.parametrize(
+    "Cls, said",
+    [
+        (FourProducts, r"FourProducts has 4 GEMMS entries, and the native loop runs a cell of one's own with at most 3 "
+                       r"recurrent products; it runs on the python loop"),
+        (TwiceByOneMatrix, r"TwiceByOneMatrix.step_backward uses aten.mm.default \(a matrix product other than the "
+                           r"recurrent GEMMs dpre_k U_k, each once, on a row of H units\), which the native loop can't "
+                           r"fuse"),
+    ],
+)  # fmt: skip
+def test_a_cell_of_several_products_outside_what_the_native_loop_stages_is_refused(Cls, said):
+    with pytest.raises(Untraceable, match=said) as e:
+        trace_cell(Cls, 4, params_of(Cls(2, 4)), torch.float64)
+    assert "\n" not in str(e.value)
 
 
 def test_a_malformed_step_is_said_as_the_loops_say_it():

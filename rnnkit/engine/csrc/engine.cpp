@@ -608,6 +608,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &rnnkit::forward_py, "the cell over a sequence: [hs, state_T..., saved...]", nogil);
   m.def("register_traced", &rnnkit::register_traced,
         "a traced cell of one's own (cells_traced.h) -> its cell id; kernels: [fwd f32, bwd f32, fwd f64, bwd f64]");
+  m.def("register_staged", &rnnkit::register_staged,
+        "a traced cell of several recurrent products (cells_traced.h) -> its cell id; kernels per stage [f32, f64]");
   m.def("cache_widths", &rnnkit::cache_widths_py, "the widths of forward's caches: (cell, H, HC, raw) -> [width...]");
   m.def("backward", &rnnkit::backward_py, "BPTT: [dxw, dstate_0..., dP..., (probe dh)]", nogil);
   m.def("set_row_threads", &rnnkit::set_row_threads, "threads that split the batch rows: 0 auto (W_hh in L2, or timed past it), N at most N whatever its size (1: never)");

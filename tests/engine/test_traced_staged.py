@@ -1,0 +1,169 @@
+"""Cells of one's own with several dependent recurrent products (traced v2): gru_cho and mut1-3 written as a user
+writes them, a Cell subclass with its own step and step_backward (the built-in functions, so the same math), run
+natively as staged kernels (rnnkit/engine/traced.py, csrc/cells_traced.h: fwd_staged, bwd_staged). Checked against
+the autograd loop and against the built-in cell: outputs, final states and every gradient (parameters, input,
+initial state) with lengths, both directions and 2 layers in float64; gradcheck; float32; the rows split over
+threads or not."""
+
+import contextlib
+import warnings
+
+import pytest
+import torch
+
+from rnnkit import Recurrent
+from rnnkit.cells import CELLS
+from rnnkit.cells._base import Cell, linear, recurrent_weights
+from rnnkit.engine import native, run
+
+NAMES = ("gru_cho", "mut1", "mut2", "mut3")
+
+
+def own(name):
+    """rnnkit's cell `name` written as one's own: a subclass the engine knows only by tracing its step functions."""
+    base = CELLS[name]
+    body = {"step": staticmethod(base.step), "step_backward": staticmethod(base.step_backward)}
+    return type(f"Own{base.__name__}", (base,), {**body, "__module__": __name__})
+
+
+OWN = {name: own(name) for name in NAMES}
+
+
+def reset_before_step(xw_t, state, P):
+    """A GRU whose reset gate acts on h_{t-1} before its matrix, written from scratch: r, z from h_{t-1} W_gᵀ + b_g,
+    h̃ = tanh(xw_h + (r ⊙ h_{t-1}) W_hᵀ), h_t = (1 - z) h̃ + z h_{t-1}."""
+    (h,) = state
+    W_g, b_g, W_h = P
+    H = h.shape[1]
+    g = torch.sigmoid(xw_t[:, : 2 * H] + linear(h, W_g, b_g))
+    r, z = g.split(H, 1)
+    u = r * h
+    n = torch.tanh(xw_t[:, 2 * H :] + u @ W_h.t())
+    return ((1 - z) * n + z * h,), (h, u), (g, n, h)
+
+
+def reset_before_step_backward(dstate, cache, P):
+    (dh,), (g, n, h) = dstate, cache
+    H = dh.shape[1]
+    r, z = g[:, :H], g[:, H:]
+    da_n = dh * (1 - z) * (1 - n * n)
+    du = da_n @ P[2]
+    da_g = torch.cat((du * h * r * (1 - r), dh * (h - n) * z * (1 - z)), 1)
+    return torch.cat((da_g, da_n), 1), (dh * z + du * r + da_g @ P[0],), (da_g, da_n), ()
+
+
+class ResetBefore(Cell):
+    """Written as a user writes a cell: its own parameters (a recurrent bias on the gates' GEMM), step and
+    step_backward."""
+
+    gates = 3
+    REC_PARAMS = ("W_g", "b_g", "W_h")
+    GEMMS = (("W_g", "b_g"), ("W_h", None))
+    step = staticmethod(reset_before_step)
+    step_backward = staticmethod(reset_before_step_backward)
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__(input_size, hidden_size, bias)
+        H = hidden_size
+        recurrent_weights(self, ("W_g", (2 * H, H)), ("b_g", (2 * H,) if bias else None), ("W_h", (H, H)))
+        self.reset_parameters()
+
+
+def _run_layer(
+    Cls, backend, dtype, B=4, T=6, H=5, D=3, lengths=True, bidirectional=True, layers=2, bias=True
+):
+    torch.manual_seed(0)
+    layer = Recurrent(Cls, D, H, num_layers=layers, bidirectional=bidirectional, bias=bias, backend=backend)
+    layer = layer.to(dtype)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x = torch.randn(B, T, D, dtype=dtype, requires_grad=True)
+    h0 = torch.randn(layers * (2 if bidirectional else 1), B, H, dtype=dtype, requires_grad=True)
+    given = torch.tensor(([T, 2, T - 1, 1] * B)[:B]) if lengths else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the native loop runs it: no word of a fallback
+        out, final = layer(x, h0, lengths=given)
+    (out.square().sum() + (final * final.detach().sin()).sum()).backward()
+    return [out, final, x.grad, h0.grad, *(p.grad for p in layer.parameters())]
+
+
+def _ran_natively(Cls):
+    ids = [v for k, v in native._traced.items() if k[0] is Cls]
+    assert ids and all(isinstance(v, int) for v in ids), ids  # traced, not the python loop
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_an_own_cell_of_two_products_matches_autograd_and_the_builtin_cell(name):
+    Cls = OWN[name]
+    got = _run_layer(Cls, None, torch.float64)  # (the default backend: native)
+    _ran_natively(Cls)
+    for other in (_run_layer(Cls, "autograd", torch.float64), _run_layer(name, "native", torch.float64)):
+        for g, w in zip(got, other, strict=True):
+            torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_a_cell_written_from_scratch_with_a_bias_on_its_first_product(bias):
+    got = _run_layer(ResetBefore, "native", torch.float64, bias=bias)
+    _ran_natively(ResetBefore)
+    want = _run_layer(ResetBefore, "autograd", torch.float64, bias=bias)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", [*NAMES, "reset_before"])
+def test_gradcheck_of_the_staged_kernels(name):
+    """T=4, B=3, a non-zero initial state, padded steps, the gradient through the final state, both directions."""
+    Cls = ResetBefore if name == "reset_before" else OWN[name]
+    torch.manual_seed(1)
+    cell = Cls(3, 3).double()
+    xw = torch.randn(4, 3, Cls.gates * 3, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
+    P = tuple(p.detach().clone().requires_grad_() for p in cell.rec_params())
+    mask = torch.tensor([[1.0, 1, 1], [1, 1, 0], [1, 1, 0], [1, 0, 0]], dtype=torch.float64).unsqueeze(-1)
+    for reverse in (False, True):
+
+        def f(xw, h0, *P, reverse=reverse):
+            hs, final = run(Cls, xw, (h0,), P, mask=mask, reverse=reverse, backend="native")
+            return hs, *final
+
+        assert torch.autograd.gradcheck(f, (xw, h0, *P))
+    _ran_natively(Cls)
+
+
+@contextlib.contextmanager
+def threads(n, rows, split):
+    """torch's threads, the extension's row threads (1: one loop over all rows, the BLAS threading each step's
+    GEMMs; more: the rows split) and its unit split."""
+    before = torch.get_num_threads()
+    ext = native.load()
+    torch.set_num_threads(n)
+    ext.set_row_threads(rows), ext.set_split(split)
+    try:
+        yield
+    finally:
+        ext.set_row_threads(0), ext.set_split(1)
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("rows, split", [(1, 1), (3, 1), (1, 0)])
+def test_float32_against_the_builtin_cell_with_rows_split_or_not(name, rows, split):
+    """B = 16 rows, H = 64, T = 20 (prepared per-step weights): float32 to 1e-5 of the built-in cell (whose loop
+    adds b_xh itself, a different order of the same sums), with the rows split over 3 threads or one loop."""
+    with threads(3, rows, split):
+        got = _run_layer(OWN[name], "native", torch.float32, B=16, T=20, H=64, lengths=False)
+        want = _run_layer(name, "native", torch.float32, B=16, T=20, H=64, lengths=False)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5 * w.abs().max().item())
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_float64_with_lengths_and_the_rows_split_or_not(rows):
+    """Long enough (T = 12, B = 12) for prepared weights and threads, with padded rows: the autograd loop's numbers."""
+    with threads(3, rows, 1):
+        got = _run_layer(OWN["mut3"], "native", torch.float64, B=12, T=12, H=8)
+    want = _run_layer(OWN["mut3"], "autograd", torch.float64, B=12, T=12, H=8)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)

@@ -43,7 +43,7 @@ SIZES = {"2x512": (2, 512, 32, 100), "1x128": (1, 128, 32, 50)}
 TARGETS = {("lstm", "2x512"): 1.0, ("gru", "2x512"): 1.1, ("rnn_tanh", "2x512"): 1.1,
            ("lstm", "1x128"): 1.0, ("gru", "1x128"): 1.3, ("rnn_tanh", "1x128"): 1.3}  # fmt: skip
 OTHERS = ("mut1", "mut2", "mut3", "leaky", "gru_cho")
-OWN = ("lstm", "gru", "rnn_tanh", "leaky")  # rewritten as cells of one's own (own_cell), for the "own" rows
+OWN = ("lstm", "gru", "rnn_tanh", "leaky", "gru_cho", "mut2")  # written as cells of one's own: "own" rows
 ROWS = (*TORCH, *OTHERS, "lstmp", "own", "eval", "step")  # what --only picks from
 READING = """
 How to read it: the speed-up is rnnkit's time over the reference's, same run, interleaved rounds.
@@ -72,9 +72,9 @@ the issue): there torch.nn.LSTM switches to oneDNN's fused inference RNN, about 
 forward under autograd, while rnnkit's loop keeps no caches and only two state slots.
 The "written as one's own cell" rows: rnnkit's cell rewritten as a user writes one, a Cell subclass with its
 own step and step_backward (the built-in functions, so the same math), which the engine knows only by tracing
-them into kernels (rnnkit/engine/traced.py); the reference is the built-in cell in the same rounds, and "its
-python loop" says how much slower the same class trains on the python backend, where every cell of one's own
-ran before. Every row is timed after one 30 MB block is freed (settle_malloc): glibc then reuses big blocks
+them into kernels (rnnkit/engine/traced.py; gru_cho and mut2, of two dependent products, as staged kernels); the
+reference is the built-in cell in the same rounds, and "its python loop" says how much slower the same class
+trains on the python backend, where every cell of one's own ran before. Every row is timed after one 30 MB block is freed (settle_malloc): glibc then reuses big blocks
 instead of faulting fresh pages in, as in any process that has run a while; without it torch.nn.LSTM 1x128
 ran about 20% slower. It narrows the spread but does not remove it: over the same hour torch.nn.LSTM 1x128 read
 295,000-410,000 chars/s from run to run (rnnkit's lstm against it 1.02-1.16x), the heap's state after the rows

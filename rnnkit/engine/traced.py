@@ -15,6 +15,20 @@ used addmm), and backward's kernel leaves out the dpre U term of dh_{t-1}, which
 GEMM. A cell outside that form (another matrix product, a reduction over units, control flow on values)
 raises Untraceable with a one-line reason, and the engine keeps it on the python loop.
 
+v2, a cell of several GEMMS entries (up to 3) whose products depend on each other, as gru_cho and mut1-3: the reset
+gate r comes from h_{t-1} W_1ᵀ, then (r ⊙ h_{t-1}) W_2ᵀ. Every statement gets a stage, the number of products its
+value waits for (a product is one stage past its operand), and each function is cut into one kernel per stage
+(_Staged), the engine's GEMMs between them, as the built-in cells_gated.h runs GEMM, pointwise, GEMM, pointwise:
+
+    forward   stage s: the GEMMs whose operand stage s-1 stored (pre_k = u_k U_kᵀ; u_k is h_{t-1} or a buffer kept
+              per step, for dU_k), then kernel s; stage 0's kernel only where an operand is no state (mut3's
+              tanh(h_{t-1})); the last stage writes the states
+    backward  stage s: the products dpre_k U_k that pointwise math reads (gru_cho's du = da_h̃ W_hh), then kernel s;
+              after the last one, dh_{t-1} += dpre_k U_k for the products that only add into it; dU_k, db_k after
+              the loop from dpre_k, kept in dxw (where dxw's blocks are it) or in dhw
+A value a later kernel needs is read from where an earlier one stored it (a cache buffer, dxw, dhw), else computed
+again. Each product U_k is used once per function, on a row of H units (forward) or on dpres[k] (backward).
+
 Kernel ABI (per batch row, units j in [j0, j1); element (block k, unit j) of a row value is ptr[k*H + j]):
     fwd in  = [xw, pre, state_0, (state_1), P_0 .. P_{n-1}]     out = [state_t_0, (state_t_1), cache buffers]
     bwd in  = [dstate_0, (dstate_1), cache buffers, P_0 .., state_0, (state_1)]
@@ -22,6 +36,13 @@ Kernel ABI (per batch row, units j in [j0, j1); element (block k, unit j) of a r
                                                                        one accumulator per EXTRAS entry (+=)]
 A cache element that is a state the step was given (h_{t-1}, c_{t-1}) is no buffer: backward reads it where the
 loop keeps every step's state (the last inputs of bwd).
+
+v2 kernels (fwd{s}, bwd{s} per stage s; a later stage reads what an earlier one stored through out, as loaded):
+    fwd in  = [xw, state_0, (state_1), P_0 .. P_{n-1}, pre_0 .. pre_{g-1}]
+                                                   out = [state_t_0, (state_t_1), buffers: caches and operands u_k]
+    bwd in  = [dstate_0, (dstate_1), buffers, P_0 .., state_0, (state_1), dpre_0 U_0 .. (the products read)]
+                                                   out = [dxw, dhw, dstate_prev_0 less the products that only add into
+                                                          it, (dstate_prev_1), one accumulator per EXTRAS entry (+=)]
 """
 
 import ctypes
@@ -95,7 +116,8 @@ _libs = {}  # path of a loaded .so -> its ctypes handle (kept alive: the engine 
 
 def trace_cell(cls, H: int, P: list, dtype) -> Traced:
     """The compiled kernels of cls for hidden size H, parameters P (in REC_PARAMS order, None for an absent bias)
-    and dtype; traced once per key, then a dict look-up. Raises Untraceable where the cell is outside v1."""
+    and dtype (Traced, or Staged for several GEMMS entries); traced once per key, then a dict look-up. Raises
+    Untraceable where the cell is outside what the native loop fuses."""
     key = (cls, H, cls.gates, tuple(None if p is None else tuple(p.shape) for p in P), dtype, *baked(cls))
     hit = _traced.get(key)
     if hit is None:

@@ -166,7 +166,7 @@ struct Traced {
     const void* in[kMaxPointers];
     void* out[kMaxPointers];
     for (int64_t i = 0; i < NP; ++i) in[1 + S + i] = r.P[i];
-    for (int64_t b = r.b0; b < r.b1; ++b) {
+    for (int64_t b = r.mask ? r.b0 : r.b1; b < r.b1; ++b) {
       if (r.m(t, b)) continue;
       std::copy(hp + b * H, hp + (b + 1) * H, hn + b * H);
       if (S == 2) std::copy(cp + b * H, cp + (b + 1) * H, cn + b * H);
@@ -178,7 +178,8 @@ struct Traced {
       }
     }
     const int dbl = std::is_same_v<T, double>;
-    for (int64_t s = 0; s < int64_t(c.fk.size()); ++s) {
+    const int64_t last = int64_t(c.fk.size()) - 1;
+    for (int64_t s = 0; s <= last; ++s) {
       for (int64_t g = 0; g < NG; ++g) {
         const TracedCell::Gemm& m = c.gemms[g];
         if (m.fstage != s) continue;
@@ -196,10 +197,9 @@ struct Traced {
         if (S == 2) out[1] = cn + b * H;
         for (int64_t k = 0; k < nc; ++k) out[S + k] = r.C(int(k), t, cb[k] * H) + b * cb[k] * H;
         kernel(in, out, H, 0, H);
+        if (s == last) std::copy(hn + b * H, hn + (b + 1) * H, r.out(t, b));
       }
     }
-    for (int64_t b = r.b0; b < r.b1; ++b)
-      if (r.m(t, b)) std::copy(hn + b * H, hn + (b + 1) * H, r.out(t, b));
   }
 
   // v2 BPTT: per stage s, the GEMMs whose product the kernels read (dpre_g U_g into tmp[g]), then its kernel:
@@ -220,7 +220,7 @@ struct Traced {
     T* dhw = c.dpre_is_dxw ? nullptr : r.dhw + t * B * W;
     auto dpre = [&](const TracedCell::Gemm& m) { return m.in_dhw ? dhw + m.col * H : dxw + m.col * H; };
     auto ld = [&](const TracedCell::Gemm& m) { return m.in_dhw ? W : r.X; };
-    for (int64_t b = r.b0; b < r.b1; ++b) {
+    for (int64_t b = r.mask ? r.b0 : r.b1; b < r.b1; ++b) {
       if (r.m(t, b)) continue;  // no gradient into this step; dh (and dc) pass through
       std::fill(dxw + b * r.X, dxw + (b + 1) * r.X, T(0));
       if (dhw) std::fill(dhw + b * W, dhw + (b + 1) * W, T(0));

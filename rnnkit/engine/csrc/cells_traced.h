@@ -7,6 +7,14 @@
 //             dh_prev += dpre U_h (the engine's GEMM);  after the loop dU = dpreᵀ h_prev, db = Σ dpre.
 //
 // A padded row (mask 0) keeps its state, outputs 0 and passes dh (and dc) straight through, as every cell does.
+//
+// A cell of several recurrent products that depend on each other (gru_cho, mut1-3 written as one's own: traced.py's
+// v2) comes as one kernel per stage, run as cells_gated.h runs the built-in ones (fwd_staged, bwd_staged):
+//
+//   forward:  per stage s: pre_k = u_k U_kᵀ for the products of stage s (u_k: h_prev, or a buffer an earlier
+//             kernel stored), then kernel s row by row; the last one writes the states
+//   backward: per stage s: dpre_k U_k for the products the kernels read pointwise, then kernel s;
+//             dh_prev += dpre_k U_k for the others;  after the loop dU_k = dpre_kᵀ u_k, db_k = Σ dpre_k.
 #pragma once
 #include <array>
 #include <memory>

@@ -15,6 +15,7 @@ from rnnkit import Recurrent
 from rnnkit.cells import CELLS
 from rnnkit.cells._base import Cell, linear, recurrent_weights
 from rnnkit.engine import native, run
+from rnnkit.engine.traced import trace_cell
 
 NAMES = ("gru_cho", "mut1", "mut2", "mut3")
 
@@ -67,6 +68,35 @@ class ResetBefore(Cell):
         H = hidden_size
         recurrent_weights(self, ("W_g", (2 * H, H)), ("b_g", (2 * H,) if bias else None), ("W_h", (H, H)))
         self.reset_parameters()
+
+
+def scaled_step(xw_t, state, P):
+    """ResetBefore with the candidate's product scaled by 0.5: its dpre (0.5 da_n) is no block of dxw (a buffer of
+    its own, dhw), and pointwise math reads dpre W_h."""
+    (h,) = state
+    W_g, b_g, W_h = P
+    H = h.shape[1]
+    g = torch.sigmoid(xw_t[:, : 2 * H] + linear(h, W_g, b_g))
+    r, z = g.split(H, 1)
+    u = r * h
+    n = torch.tanh(xw_t[:, 2 * H :] + 0.5 * (u @ W_h.t()))
+    return ((1 - z) * n + z * h,), (h, u), (g, n, h)
+
+
+def scaled_step_backward(dstate, cache, P):
+    (dh,), (g, n, h) = dstate, cache
+    H = dh.shape[1]
+    r, z = g[:, :H], g[:, H:]
+    da_n = dh * (1 - z) * (1 - n * n)
+    dpre = 0.5 * da_n
+    du = dpre @ P[2]
+    da_g = torch.cat((du * h * r * (1 - r), dh * (h - n) * z * (1 - z)), 1)
+    return torch.cat((da_g, da_n), 1), (dh * z + du * r + da_g @ P[0],), (da_g, dpre), ()
+
+
+class ScaledCandidate(ResetBefore):
+    step = staticmethod(scaled_step)
+    step_backward = staticmethod(scaled_step_backward)
 
 
 def reset_lstm_step(xw_t, state, P):
@@ -175,10 +205,22 @@ def test_a_cell_written_from_scratch_with_a_bias_on_its_first_product(bias):
         torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", [*NAMES, "reset_before"])
+def test_a_dpre_that_is_no_block_of_dxw():
+    t = trace_cell(
+        ScaledCandidate, 4, [p.detach() for p in ScaledCandidate(3, 4).rec_params()], torch.float64
+    )
+    assert t.dhw_blocks == 1 and t.gemms[1][5:7] == (1, 1)  # read by the second kernel, kept in dhw
+    got = _run_layer(ScaledCandidate, "native", torch.float64)
+    _ran_natively(ScaledCandidate)
+    want = _run_layer(ScaledCandidate, "autograd", torch.float64)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", [*NAMES, "reset_before", "scaled"])
 def test_gradcheck_of_the_staged_kernels(name):
     """T=4, B=3, a non-zero initial state, padded steps, the gradient through the final state, both directions."""
-    Cls = ResetBefore if name == "reset_before" else OWN[name]
+    Cls = {"reset_before": ResetBefore, "scaled": ScaledCandidate}.get(name) or OWN[name]
     torch.manual_seed(1)
     cell = Cls(3, 3).double()
     xw = torch.randn(4, 3, Cls.gates * 3, dtype=torch.float64, requires_grad=True)

@@ -272,3 +272,21 @@ def test_float64_with_lengths_and_the_rows_split_or_not(rows):
     want = _run_layer(OWN["mut3"], "autograd", torch.float64, B=12, T=12, H=8)
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+def test_evaluation_and_one_step_at_a_time():
+    """No gradient (the loop keeps one slot of each buffer), and one step at a time with the state fed back (no
+    prepared weights): the autograd loop's outputs."""
+    torch.manual_seed(0)
+    layers = {be: Recurrent(OWN["mut3"], 3, 4, backend=be).double() for be in ("autograd", "native")}
+    layers["native"].load_state_dict(layers["autograd"].state_dict())
+    x = torch.randn(2, 9, 3, dtype=torch.float64)
+    with torch.no_grad():
+        full = {be: m(x)[0] for be, m in layers.items()}
+        state, outs = None, []
+        for t in range(9):
+            out, state = layers["native"](x[:, t : t + 1], state)
+            outs.append(out)
+    _ran_natively(OWN["mut3"])
+    torch.testing.assert_close(full["native"], full["autograd"], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(torch.cat(outs, 1), full["autograd"], rtol=1e-10, atol=1e-12)

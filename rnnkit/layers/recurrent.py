@@ -540,7 +540,9 @@ class Recurrent(nn.Module):
                               f"input's device ({xs.device})")  # fmt: skip
         if lengths.shape == (0,) and B == 0:  # [] for an empty batch: as_tensor makes it float
             lengths = lengths.long()
-        if lengths.shape != (B,) or lengths.is_floating_point() or lengths.dtype == torch.bool:
+        # (a complex tensor is not floating point: min() below failed with "min_all" not implemented)
+        integer = not (lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool)
+        if lengths.shape != (B,) or not integer:
             raise RnnkitError(
                 f"lengths must be an integer tensor of shape ({B},), got {lengths.dtype} {tuple(lengths.shape)}"
             )

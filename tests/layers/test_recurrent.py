@@ -142,6 +142,8 @@ def test_bad_input_one_line(make, msg):
         (dict(lengths=torch.tensor([6, 1])), r"lengths must lie"),
         (dict(lengths=torch.tensor([5.0, 1.0])), "integer tensor"),
         (dict(lengths=torch.tensor([True, True])), "integer tensor"),  # a mask is not lengths
+        # (was a NotImplementedError: "min_all" not implemented for 'ComplexFloat')
+        (dict(lengths=torch.tensor([5, 1], dtype=torch.complex64)), "integer tensor"),
         (dict(lengths=torch.tensor([5, 1, 1])), "shape"),
         (dict(state=torch.zeros(1, 2, 4)), r"must be a tuple \(h, c\), got one tensor"),
         (dict(state=(torch.zeros(1, 2, 4),)), r"must be a tuple \(h, c\), got a tuple of 1"),

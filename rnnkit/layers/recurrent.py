@@ -188,8 +188,10 @@ class Recurrent(nn.Module):
         self._weight_shapes = [_weight_shapes(c) for c in self.cells]
         self.register_load_state_dict_pre_hook(self._load_torch_state_dict)
         if device is not None or dtype is not None:
-            if dtype is not None and not dtype.is_floating_point:
-                raise RnnkitError(f"dtype must be a floating-point type, got {dtype}")
+            # (a name, dtype="float64", failed with an AttributeError here)
+            if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+                raise RnnkitError(f"dtype must be a floating-point type (a torch.dtype: torch.float32, torch.float64, "
+                                  f"...), got {dtype!r}")  # fmt: skip
             self.to(device=device, dtype=dtype)
 
     def reset_parameters(self) -> None:

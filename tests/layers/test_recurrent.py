@@ -561,6 +561,9 @@ def test_device_and_dtype_factory_arguments():
     assert out.dtype == torch.float64
     with pytest.raises(RnnkitError, match="dtype must be a floating-point type"):
         Recurrent("lstm", 3, 4, dtype=torch.int64)
+    # a name is not a dtype (was an AttributeError: 'str' object has no attribute 'is_floating_point')
+    with pytest.raises(RnnkitError, match="dtype must be a floating-point type .*torch.dtype.*got 'float64'"):
+        Recurrent("lstm", 3, 4, dtype="float64")
 
 
 @pytest.mark.parametrize("backend", [None, "python", "autograd"])  # None: native where it builds

@@ -133,6 +133,14 @@ class Recurrent(nn.Module):
         for name, v in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise RnnkitError(f"{name} must be a positive integer, got {v!r}")
+        # a switch that is not one (batch_first="False" from a config file) was taken for its truth value: the
+        # layout, or bias, bidirectional, ..., silently the opposite of what was meant
+        flags = dict(bidirectional=bidirectional, bias=bias, batch_first=batch_first, skip_input=skip_input,
+                     residual=residual)  # fmt: skip
+        for name, v in flags.items():
+            if not (isinstance(v, bool) or (isinstance(v, numbers.Integral) and v in (0, 1))):
+                raise RnnkitError(f"{name} must be True or False, got {v!r}")
+        bidirectional, bias, batch_first, skip_input, residual = (bool(v) for v in flags.values())
         if proj_size or Cell is LSTMP:
             if Cell not in (CELLS["lstm"], LSTMP):
                 raise RnnkitError(f"proj_size is an option of the lstm cell, not of {cell!r}")

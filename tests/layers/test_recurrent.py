@@ -191,6 +191,12 @@ def test_bad_construction():
     for kw in (dict(input_size=True), dict(num_layers=True), dict(cond_size=True), dict(proj_size=True)):
         with pytest.raises(RnnkitError, match="must be"):  # a bool is not a size (isinstance(True, int))
             Recurrent(**{"cell": "lstm", "input_size": 3, "hidden_size": 4, **kw})
+    # switches that are not True or False: batch_first="False" was taken for True, in silence
+    for kw in (dict(batch_first="False"), dict(bidirectional="yes"), dict(bias=None), dict(residual=2)):
+        with pytest.raises(RnnkitError, match=f"{next(iter(kw))} must be True or False, got"):
+            Recurrent("lstm", 3, 4, num_layers=2, **kw)
+    layer = Recurrent("lstm", 3, 4, batch_first=0, bidirectional=1)  # 0 and 1 as torch.nn takes them
+    assert layer.bidirectional is True and layer.batch_first is False
     for dropout in (1.5, -0.1, "0.1", None, True):
         with pytest.raises(RnnkitError, match="dropout must be a number in"):
             Recurrent("lstm", 3, 4, num_layers=2, dropout=dropout)

@@ -20,6 +20,9 @@ The forget-gate bias starts at `forget_bias` (default 1.0: Gers et al. 2000; Joz
 2015 found it closes most of the gap to the GRU).
 """
 
+import math
+import numbers
+
 import torch
 
 from rnnkit.cells._base import Cell, linear, recurrent_weights
@@ -63,6 +66,15 @@ class LSTM(Cell):
     step_backward = staticmethod(lstm_step_backward)
 
     def __init__(self, input_size, hidden_size, bias=True, forget_bias: float = 1.0):
+        # said in one line: a string failed in fill_ below with torch's many-line TypeError, a NaN (or inf) made
+        # every output NaN from the first step
+        if forget_bias is not None and (
+            isinstance(forget_bias, bool)
+            or not isinstance(forget_bias, numbers.Real)
+            or not math.isfinite(forget_bias)
+        ):
+            raise ValueError(f"lstm forget_bias must be a finite number (or None: drawn as the other biases), got "
+                             f"{forget_bias!r}")  # fmt: skip
         super().__init__(input_size, hidden_size, bias)
         recurrent_weights(self, *self._recurrent_shapes(hidden_size, bias))
         self.forget_bias = forget_bias

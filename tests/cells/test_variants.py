@@ -68,6 +68,13 @@ def test_lstm_forget_bias_default_one():
     torch.testing.assert_close(cell.b_xh[4:8] + cell.b_hh[4:8], torch.zeros(4))
 
 
+def test_lstm_forget_bias_not_a_number_is_one_line():
+    """A string failed in fill_ with torch's many-line TypeError; NaN made every output NaN, in silence."""
+    for forget_bias in ("1.0", float("nan"), float("inf"), True):
+        with pytest.raises(ValueError, match=r"^lstm forget_bias must be a finite number .*got"):
+            Recurrent("lstm", 3, 4, forget_bias=forget_bias)
+
+
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("D", [3, 5])  # 3: x̃ = W_xp x_t (one GEMM for all blocks); 5 = H: x̃ = x_t
 @pytest.mark.parametrize("name", ["mut1", "mut2"])

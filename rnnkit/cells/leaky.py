@@ -12,6 +12,8 @@ Backward:
     dh_{t-1} = dh_t ⊙ (1 - α) + da W_hh
 """
 
+import numbers
+
 import torch
 from torch import nn
 
@@ -64,6 +66,13 @@ class Leaky(Cell):
         if not bool(((a0 > 0) & (a0 <= 1)).all()):
             raise ValueError(f"leaky alpha must lie in (0, 1], got {alpha!r}")
         a0 = a0.to(torch.get_default_device())  # (checked on the CPU: also under `with torch.device("meta")`)
+        # (learn_alpha="False" from a config file was taken for True: α learned, in silence)
+        if not (
+            isinstance(learn_alpha, bool)
+            or (isinstance(learn_alpha, numbers.Integral) and learn_alpha in (0, 1))
+        ):
+            raise ValueError(f"leaky learn_alpha must be True or False, got {learn_alpha!r}")
+        learn_alpha = bool(learn_alpha)
         self.learn_alpha = learn_alpha
         if learn_alpha:  # α = σ(a): start from the given α
             self.alpha_logit = nn.Parameter(torch.logit(a0.clamp(max=1 - 1e-4)))

@@ -102,6 +102,13 @@ def test_mut_projection_is_the_papers(name, D, bias):
         torch.testing.assert_close(u, v, rtol=1e-12, atol=1e-12)
 
 
+def test_leaky_learn_alpha_not_a_switch_is_one_line():
+    """learn_alpha="False" (a config file's string) was taken for True: α learned, in silence."""
+    with pytest.raises(ValueError, match=r"^leaky learn_alpha must be True or False, got 'False'$"):
+        Recurrent("leaky", 3, 4, learn_alpha="False")
+    assert Recurrent("leaky", 3, 4, learn_alpha=1).cells[0].learn_alpha is True
+
+
 def test_leaky_alpha_of_another_length_is_one_line():
     """A tensor of another length than H (or a string) got torch's error from inside expand()."""
     assert Recurrent("leaky", 3, 4, alpha=[0.1, 0.2, 0.3, 0.4]).cells[0].alpha.shape == (4,)

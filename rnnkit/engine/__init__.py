@@ -213,6 +213,10 @@ def check_inputs(cell, xw, state0, P, mask, xtilde=None):
         got = tuple(xw.shape) if isinstance(xw, torch.Tensor) else type(xw).__name__
         raise RnnkitError(f"run({name}): xw must be the time-major input projection (T, B, G·H), got {got}")
     T, B = xw.shape[:2]
+    if T == 0:  # (every loop failed on it deep inside: "stack expects a non-empty TensorList")
+        raise RnnkitError(
+            f"run({name}): xw has no time steps: shape {tuple(xw.shape)} (T, B, G·H); run at least one"
+        )
     # a bare tensor h passed these checks as (h,) but reached the loops as it was: a traceback from inside them
     if not isinstance(state0, tuple | list):
         got = f"one {type(state0).__name__}" + (

@@ -75,9 +75,22 @@ class Leaky(Cell):
         learn_alpha = bool(learn_alpha)
         self.learn_alpha = learn_alpha
         if learn_alpha:  # α = σ(a): start from the given α
-            self.alpha_logit = nn.Parameter(torch.logit(a0.clamp(max=1 - 1e-4)))
+            a = torch.logit(a0.clamp(max=1 - 1e-4))
+            self.alpha_logit = nn.Parameter(a.clone())
+            # where reset_parameters() puts it back (not saved: the constructor's alpha gives it again)
+            self.register_buffer("alpha_logit_init", a, persistent=False)
         else:
             self.register_buffer("alpha_fixed", a0)
+
+    def reset_parameters(self):
+        """The weights drawn as Cell draws them, and a learned α back to the alpha given (no draw): it kept the
+        value training had taken it to."""
+        super().reset_parameters()
+        # (none yet when __init__ calls this; nor in a cell pickled before)
+        a = self._buffers.get("alpha_logit_init")
+        if a is not None:
+            with torch.no_grad():
+                self.alpha_logit.copy_(a)
 
     def extra_repr(self):
         if self.learn_alpha:

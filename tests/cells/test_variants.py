@@ -102,6 +102,16 @@ def test_mut_projection_is_the_papers(name, D, bias):
         torch.testing.assert_close(u, v, rtol=1e-12, atol=1e-12)
 
 
+def test_leaky_reset_parameters_puts_a_learned_alpha_back():
+    """reset_parameters() drew the weights afresh but left a learned α where training had taken it."""
+    layer = Recurrent("leaky", 3, 4, alpha=0.3, learn_alpha=True)
+    with torch.no_grad():
+        layer.cells[0].alpha_logit.add_(2.0)
+    layer.reset_parameters()
+    torch.testing.assert_close(layer.cells[0].alpha, torch.full((4,), 0.3))
+    assert "cells.0.alpha_logit_init" not in layer.state_dict()  # (checkpoints keep their keys)
+
+
 def test_leaky_learn_alpha_not_a_switch_is_one_line():
     """learn_alpha="False" (a config file's string) was taken for True: α learned, in silence."""
     with pytest.raises(ValueError, match=r"^leaky learn_alpha must be True or False, got 'False'$"):

@@ -556,6 +556,7 @@ class Recurrent(nn.Module):
             raise RnnkitError(
                 f"lengths must be an integer tensor of shape ({B},), got {lengths.dtype} {tuple(lengths.shape)}"
             )
+        lengths = lengths.long()  # torch has no min() of uint16-64 ("min_all" not implemented for 'UInt32')
         # checked in eager mode: in a graph being compiled, exported or traced by make_fx (torch.compile,
         # torch.export, torch.func.linearize) and on the meta device the values aren't known; an empty batch has none
         values = None if torch.compiler.is_compiling() else _values(lengths)  # (dynamo can't trace _values)

@@ -170,6 +170,16 @@ def test_bad_lengths_and_state(kw, msg):
         layer(torch.randn(2, 5, 3), **kw)
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.uint16, torch.uint32, torch.uint64])
+def test_lengths_of_any_integer_dtype(dtype):
+    """Unsigned lengths (a numpy uint32 array, say) failed deep inside: "min_all" not implemented for 'UInt32'."""
+    layer = Recurrent("gru", 3, 4, backend="python")
+    x = torch.randn(2, 5, 3)
+    want = layer(x, lengths=torch.tensor([5, 2]))[0]
+    torch.testing.assert_close(layer(x, lengths=torch.tensor([5, 2], dtype=dtype))[0], want)
+    torch.testing.assert_close(layer(x[1], lengths=torch.tensor(2, dtype=dtype))[0], want[1])  # one sequence
+
+
 def test_bad_construction():
     with pytest.raises(RnnkitError, match="unknown cell"):
         Recurrent("transformer", 3, 4)

@@ -377,17 +377,19 @@ class Recurrent(nn.Module):
     def _check_weights(self, i, cell):
         """A weight replaced by one of another shape (layer.weight_hh_l0 = ..., functional_call, cells[i].W_hh = ...)
         is refused in one line: the native loop trusts the shapes and read past the tensor (NaN, no error); one
-        of another dtype than the cell's others too (torch's error from inside a matmul, else). Only
+        of another dtype than the cell's others too (torch's error from inside a matmul, else), and a cell of another
+        dtype or device than the first. Only
         the cell's own parameters are read (1 µs): a weight computed by a parametrization or a pruning hook is
         not among them, and reading it would compute it again."""
         shapes = self.__dict__.get("_weight_shapes")
         if shapes is None:  # a layer pickled before they were kept
             shapes = self._weight_shapes = [_weight_shapes(c) for c in self.cells]
-        own, dtype = cell._parameters, None
+        own, dtype, seen = cell._parameters, None, None
         for name, want in shapes[i]:
             p = own.get(name)
             if p is None:
                 continue
+            seen = p
             if p.shape != want:
                 raise RnnkitError(f"{self._weight_label(i, cell, name)} has shape {tuple(p.shape)}, but this layer's "
                                   f"{self.cell_name} cell needs {tuple(want)}; give it a tensor of that shape")  # fmt: skip
@@ -396,6 +398,11 @@ class Recurrent(nn.Module):
                                   f"{dtype}; give it a tensor of their dtype (or convert the whole layer: "
                                   f"layer.to({p.dtype}))")  # fmt: skip
             dtype = p.dtype
+        # a cell converted or moved alone (layer.cells[1].double()): torch's error from inside a matmul, else
+        lead = self._modules["cells"][0]._parameters.get("W_xh") if i and seen is not None else None
+        if lead is not None and (seen.dtype, seen.device) != (lead.dtype, lead.device):
+            raise RnnkitError(f"layer.cells[{i}] is {seen.dtype} on {seen.device} but layer.cells[0] is {lead.dtype} "
+                              f"on {lead.device}; convert or move the whole layer (layer.to(...)), not one cell")  # fmt: skip
 
     def _weight_label(self, i, cell, name):
         """layer.cells[i].W_hh, with torch.nn's name beside it where it has one: "(weight_hh_l0)"."""

@@ -180,6 +180,17 @@ def test_lengths_of_any_integer_dtype(dtype):
     torch.testing.assert_close(layer(x[1], lengths=torch.tensor(2, dtype=dtype))[0], want[1])  # one sequence
 
 
+@pytest.mark.parametrize("backend", ["autograd", "python", "native"])
+def test_a_cell_converted_alone_is_one_line(backend):
+    """layer.cells[1].double() failed inside a matmul ("mat1 and mat2 must have the same dtype")."""
+    layer = Recurrent("lstm", 3, 4, num_layers=2, backend=backend)
+    layer.cells[1].double()
+    with pytest.raises(
+        RnnkitError, match=r"layer.cells\[1\] is torch.float64 on cpu but layer.cells\[0\] is "
+    ):
+        layer(torch.randn(2, 9, 3))
+
+
 def test_bad_construction():
     with pytest.raises(RnnkitError, match="unknown cell"):
         Recurrent("transformer", 3, 4)

@@ -434,7 +434,7 @@ class Recurrent(nn.Module):
             )
         if lengths is not None:
             try:  # torch's own errors else ("new(): invalid data type 'str'"), where a batch gets _mask's line
-                lengths = torch.as_tensor(lengths)
+                lengths = _as_lengths(lengths)
             except (TypeError, ValueError, RuntimeError):
                 raise RnnkitError(
                     f"for one unbatched sequence (T, D) lengths is one integer, got {lengths!r:.60}"
@@ -546,7 +546,7 @@ class Recurrent(nn.Module):
         if lengths is None:
             return None
         try:
-            lengths = torch.as_tensor(lengths)
+            lengths = _as_lengths(lengths)
         except (TypeError, ValueError, RuntimeError):
             raise RnnkitError(
                 f"lengths must be integers, one per sequence ({B},), got {lengths!r:.60}"
@@ -807,6 +807,18 @@ class Recurrent(nn.Module):
                 yield f"bias_hh_{sfx}", cell, "b_hh"
             if self.proj_size:
                 yield f"weight_hr_{sfx}", cell, "W_hr"
+
+
+def _as_lengths(lengths):
+    """torch.as_tensor(lengths), numpy's unsigned integers among them too: torch refuses np.uint64(5) and
+    [np.uint64(5), ...] ("an integer is required"), which were then said not to be integers."""
+    if isinstance(lengths, list | tuple):
+        lengths = [
+            int(v) if isinstance(v, numbers.Integral) and not isinstance(v, bool) else v for v in lengths
+        ]
+    elif isinstance(lengths, numbers.Integral) and not isinstance(lengths, bool):
+        lengths = int(lengths)
+    return torch.as_tensor(lengths)
 
 
 def _values(t):

@@ -2,6 +2,7 @@
 
 import io
 
+import numpy as np
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
@@ -178,6 +179,15 @@ def test_lengths_of_any_integer_dtype(dtype):
     want = layer(x, lengths=torch.tensor([5, 2]))[0]
     torch.testing.assert_close(layer(x, lengths=torch.tensor([5, 2], dtype=dtype))[0], want)
     torch.testing.assert_close(layer(x[1], lengths=torch.tensor(2, dtype=dtype))[0], want[1])  # one sequence
+
+
+def test_lengths_of_numpy_unsigned_integers():
+    """torch.as_tensor refuses np.uint64(2) and [np.uint64(5), ...]: they were said not to be integers."""
+    layer = Recurrent("gru", 3, 4, backend="python")
+    x = torch.randn(2, 5, 3)
+    want = layer(x, lengths=[5, 2])[0]
+    torch.testing.assert_close(layer(x, lengths=[np.uint64(5), np.uint32(2)])[0], want)
+    torch.testing.assert_close(layer(x[1], lengths=np.uint64(2))[0], want[1])
 
 
 @pytest.mark.parametrize("backend", ["autograd", "python", "native"])

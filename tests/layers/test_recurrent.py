@@ -201,6 +201,17 @@ def test_a_cell_converted_alone_is_one_line(backend):
         layer(torch.randn(2, 9, 3))
 
 
+@pytest.mark.parametrize("name", ["W_vh", "W_vs"])
+def test_a_conditioning_weight_converted_alone_is_one_line(name):
+    """layer.W_vh[1].double() failed inside a matmul ("expected m1 and m2 to have the same dtype")."""
+    layer = Recurrent("lstm", 3, 4, num_layers=2, cond_size=2, cond_mode="both")
+    getattr(layer, name)[1].double()
+    with pytest.raises(
+        RnnkitError, match=rf"layer.{name}\[1\] is torch.float64 on cpu but input is torch.float32"
+    ):
+        layer(torch.randn(2, 9, 3), cond=torch.randn(2, 2))
+
+
 def test_bad_construction():
     with pytest.raises(RnnkitError, match="unknown cell"):
         Recurrent("transformer", 3, 4)

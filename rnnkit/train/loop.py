@@ -76,7 +76,9 @@ def check_out(out, resume: bool, force: bool) -> pathlib.Path:
     if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
         why = "is a file" if not base.is_dir() else "is not writable"
         raise RnnkitError(f"cannot make the --out folder {out}: {base} {why}; give another folder")
-    taken = (out / "config.json").exists()
+    # a run that saved no checkpoint (stopped while the engine compiled, before its first step) has nothing to
+    # lose and nothing to resume: it starts again
+    taken = (out / "config.json").exists() and any((out / name).exists() for name in ("latest.pt", "best.pt"))
     if resume and not (out / "latest.pt").exists():
         raise RnnkitError(f"nothing to resume in {out} (no latest.pt); drop --resume to start a new run")
     if taken and not resume and not force:

@@ -144,6 +144,23 @@ def test_ctrl_c_saves_and_exits_cleanly(tmp_path, corpus, monkeypatch):
     assert load_checkpoint(tmp_path / "run" / "latest.pt")["progress"]["step"] == 4
 
 
+def test_a_run_stopped_before_its_first_checkpoint_starts_again(tmp_path, corpus, monkeypatch):
+    """Ctrl-C while the engine compiles (about a minute on first use) leaves config.json but no checkpoint:
+    the same command then said "already holds a run; use --resume", and --resume "nothing to resume"."""
+    from rnnkit.train import loop
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop.native, "load", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(corpus, max_steps=2), tmp_path / "run", log=lambda s: None)
+    assert (tmp_path / "run" / "config.json").is_file() and not (tmp_path / "run" / "latest.pt").exists()
+    monkeypatch.undo()
+    assert train(tiny_config(corpus, max_steps=2), tmp_path / "run", log=lambda s: None) == 0
+    assert load_checkpoint(tmp_path / "run" / "latest.pt")["progress"]["step"] == 2
+
+
 def _interrupted_then_resumed_equals_whole(tmp_path, corpus, monkeypatch, interrupt):
     """Stop a run at the 5th clip_gradients call with `interrupt`, resume it to 12 steps: the same weights and
     metrics as 12 steps in one go, and every step's metrics row exactly once. With dropout: an undone step has

@@ -215,7 +215,7 @@ def _resumed_config(out: pathlib.Path):
         AttributeError,
     ) as e:  # missing, not JSON, not a dict, unknown keys
         why = "missing" if isinstance(e, FileNotFoundError) else "unreadable"
-    ckpt = load_checkpoint(out / "latest.pt")
+    ckpt = load_checkpoint(out / "latest.pt", resuming=True)
     try:
         cfg = RunConfig.from_dict(json.loads(ckpt["config"]))
     except (KeyError, ValueError, TypeError, AttributeError):

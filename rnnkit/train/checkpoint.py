@@ -72,17 +72,19 @@ def resolve(run) -> pathlib.Path:
     return run
 
 
-def load_checkpoint(run) -> dict:
+def load_checkpoint(run, resuming: bool = False) -> dict:
+    """The checkpoint's dict, or one RnnkitError; `resuming`: read for `rnnkit train --resume`, whose error then
+    says how to resume from the run's other checkpoint (a command reading a run takes a file given instead)."""
     path = resolve(run)
     if path.stat().st_size == 0 or not zipfile.is_zipfile(path):
         raise RnnkitError(
-            f"{path} is not an rnnkit checkpoint (corrupt, truncated or another format); {_instead(path)}"
+            f"{path} is not an rnnkit checkpoint (corrupt, truncated or another format); {_instead(path, resuming)}"
         )
     damaged = _damaged_member(path)
     if damaged:
         raise RnnkitError(
             f"{path} is corrupt (the checksum of its {damaged} fails: changed on disk since it was written); "
-            f"{_instead(path)}"
+            f"{_instead(path, resuming)}"
         )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -90,7 +92,7 @@ def load_checkpoint(run) -> dict:
         reason = _first_words(str(e)) or e.__class__.__name__
         raise RnnkitError(
             f"{path} cannot be read as an rnnkit checkpoint ({reason}); it is corrupt or of another format; "
-            f"{_instead(path)}"
+            f"{_instead(path, resuming)}"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise RnnkitError(
@@ -107,9 +109,13 @@ def load_checkpoint(run) -> dict:
     return ckpt
 
 
-def _instead(path) -> str:
+def _instead(path, resuming: bool = False) -> str:
     """What to do about an unreadable checkpoint: the run's other one where it has one."""
     other = {"best.pt": "latest.pt", "latest.pt": "best.pt"}.get(path.name)
+    if resuming:  # --resume reads latest.pt only: a file can't be given instead
+        if other and (path.parent / other).is_file():
+            return f"to resume from the run's {other}, which may be whole, copy it over {path}; or start anew with --force"
+        return "start the run anew with --force"
     if other and (path.parent / other).is_file():
         return f"the run's other checkpoint may be whole: give {path.parent / other}"
     return "retrain or use another file"

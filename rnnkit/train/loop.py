@@ -227,7 +227,7 @@ def _train(cfg, out, resume, force, dry_run, log):
             "resume without --dry-run (a dry run takes a new --out folder)"
         )
     out = check_out(out, resume, force)
-    ckpt = load_checkpoint(out / "latest.pt") if resume else None
+    ckpt = load_checkpoint(out / "latest.pt", resuming=True) if resume else None
     if dry_run:
         cfg.train.max_steps = min(cfg.train.max_steps or DRY_RUN_STEPS, DRY_RUN_STEPS)  # fewer if asked
         cfg.train.eval_every = min(cfg.train.eval_every, 2)

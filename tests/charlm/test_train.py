@@ -409,6 +409,22 @@ def test_an_unreadable_best_pt_points_to_latest_pt(tmp_path):
     assert load_checkpoint(run / "latest.pt")["chars"] == "ab"
 
 
+def test_resume_from_a_damaged_latest_pt_says_how(tmp_path, corpus):
+    """--resume reads latest.pt only: its error told the user to "give best.pt", which --resume can't take."""
+    quiet = lambda s: None  # noqa: E731
+    run = tmp_path / "run"
+    train(tiny_config(corpus, max_steps=4, eval_every=2), run, log=quiet)
+    (run / "latest.pt").write_bytes((run / "latest.pt").read_bytes()[:500])
+    with pytest.raises(RnnkitError, match=r"copy it over .*latest\.pt; or start anew with --force"):
+        train(tiny_config(corpus, max_steps=6, eval_every=2), run, resume=True, log=quiet)
+    (run / "latest.pt").write_bytes((run / "best.pt").read_bytes())  # as the error says
+    assert train(tiny_config(corpus, max_steps=6, eval_every=2), run, resume=True, log=quiet) == 0
+    (run / "best.pt").unlink()
+    (run / "latest.pt").write_bytes(b"")
+    with pytest.raises(RnnkitError, match=r"start the run anew with --force$"):
+        train(tiny_config(corpus, max_steps=8, eval_every=2), run, resume=True, log=quiet)
+
+
 def test_learning_rate_decays_as_char_rnn_does():
     """char-rnn multiplies the rate at the end of every epoch k with k >= learning_rate_decay_after; this
     applied one decay fewer (the char-rnn preset's first decay came after epoch 11, not 10)."""

@@ -278,7 +278,7 @@ def load_run(run):
     import json
 
     from rnnkit import CELLS
-    from rnnkit.train.checkpoint import load_checkpoint, resolve
+    from rnnkit.train.checkpoint import load_checkpoint, mismatch, resolve
     from rnnkit.train.config import RunConfig
 
     ckpt, path = load_checkpoint(run), resolve(run)
@@ -309,9 +309,7 @@ def load_run(run):
     try:
         model.load_state_dict(ckpt["model"])
     except (RuntimeError, TypeError, AttributeError) as e:  # missing, unexpected or misshapen weights
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-        detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0]
-        raise RnnkitError(f"{bad}: its weights do not fit its config ({detail[:160]})") from None
+        raise RnnkitError(f"{bad}: its weights do not fit its config ({mismatch(e)})") from None
     broken = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
     if broken:  # training never saves such weights: the file was damaged or made elsewhere
         raise RnnkitError(f"{bad}: its weights {', '.join(broken[:3])} hold NaN or infinite values")

@@ -132,6 +132,13 @@ def _damaged_member(path) -> str | None:
     return None if bad is None else bad.split("/", 1)[-1]
 
 
+def mismatch(e: Exception, limit: int = 160) -> str:
+    """The line of a load_state_dict error that names what does not fit (its first line only says "Error(s) in
+    loading state_dict for CharLM:"), cut to `limit` characters."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [e.__class__.__name__]
+    return (lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0])[:limit]
+
+
 def _first_words(message: str, limit: int = 120) -> str:
     """The first line of an exception's message, cut at a word boundary near `limit` characters."""
     line = message.strip().splitlines()[0] if message.strip() else ""

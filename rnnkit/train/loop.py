@@ -31,7 +31,7 @@ from rnnkit.data.corpus import load_corpus
 from rnnkit.engine import native
 from rnnkit.errors import RnnkitError
 from rnnkit.models.charlm import CharLM
-from rnnkit.train.checkpoint import load_checkpoint, save_checkpoint
+from rnnkit.train.checkpoint import load_checkpoint, mismatch, save_checkpoint
 from rnnkit.train.config import RunConfig, validate
 from rnnkit.train.metrics import LN2, MetricsLog, plot_losses
 from rnnkit.train.optim import clip_gradients, lr_at_epoch, make_optimizer, set_lr
@@ -255,7 +255,7 @@ def _train(cfg, out, resume, force, dry_run, log):
         progress = restore(ckpt, model, optimizer) if ckpt is not None else Progress()
     except (RuntimeError, ValueError, KeyError) as e:
         raise RnnkitError(
-            f"{out / 'latest.pt'} does not fit this configuration ({str(e).splitlines()[0][:80]}); resume without changing model options"
+            f"{out / 'latest.pt'} does not fit this configuration ({mismatch(e)}); resume without changing model options"
         ) from None
     progress.corpus_id = corpus_id
     clear_out(out, force)

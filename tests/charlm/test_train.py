@@ -425,6 +425,20 @@ def test_resume_from_a_damaged_latest_pt_says_how(tmp_path, corpus):
         train(tiny_config(corpus, max_steps=8, eval_every=2), run, resume=True, log=quiet)
 
 
+def test_resume_from_a_checkpoint_of_another_shape_names_the_mismatch(tmp_path, corpus):
+    """The error said only "(Error(s) in loading state_dict for CharLM:)", the first line of torch's."""
+    quiet = lambda s: None  # noqa: E731
+    train(tiny_config(corpus, max_steps=2), tmp_path / "a", log=quiet)
+    cfg = tiny_config(corpus, max_steps=2)
+    cfg.model.hidden_size = 16
+    train(cfg, tmp_path / "b", log=quiet)
+    (tmp_path / "a" / "latest.pt").write_bytes((tmp_path / "b" / "latest.pt").read_bytes())
+    with pytest.raises(
+        RnnkitError, match=r"does not fit .*\(size mismatch for [\w.]+: copying a param with shape"
+    ):
+        train(tiny_config(corpus, max_steps=4), tmp_path / "a", resume=True, log=quiet)
+
+
 def test_learning_rate_decays_as_char_rnn_does():
     """char-rnn multiplies the rate at the end of every epoch k with k >= learning_rate_decay_after; this
     applied one decay fewer (the char-rnn preset's first decay came after epoch 11, not 10)."""

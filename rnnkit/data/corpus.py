@@ -19,6 +19,7 @@ import codecs
 import hashlib
 import os
 import pathlib
+import shlex
 import sys
 import sysconfig
 import tempfile
@@ -67,6 +68,21 @@ def encode(text: str, chars: list) -> np.ndarray:
     return idx.astype(token_dtype(len(chars)))
 
 
+def _wide_encoding(head: bytes) -> str | None:
+    """UTF-16 or UTF-32 (what Windows tools write as "Unicode") by the file's byte-order mark, or by the NUL bytes
+    that such a file of mostly ASCII text holds at fixed places; None for anything else."""
+    for bom, name in [(codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+                      (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16")]:  # fmt: skip
+        if head.startswith(bom):
+            return name
+    head = head[:256][: min(len(head), 256) // 4 * 4]
+    for name, width in [("UTF-32", 4), ("UTF-16", 2)]:
+        for text, order in [(0, "LE"), (width - 1, "BE")]:  # where the ASCII byte sits
+            if head and all((b != 0) == (i % width == text) for i, b in enumerate(head)):
+                return name + order  # without a mark, iconv's UTF-16 and UTF-32 read big-endian
+    return None
+
+
 def _read_chunks(path: pathlib.Path):
     """Yield the file's text chunk by chunk; bad UTF-8 or binary input is one clear error."""
     decoder = codecs.getincrementaldecoder("utf-8")()
@@ -74,6 +90,10 @@ def _read_chunks(path: pathlib.Path):
     with open(path, "rb") as f:
         while True:
             raw = f.read(CHUNK_BYTES)
+            wide = _wide_encoding(raw) if offset == 0 else None
+            if wide:
+                raise RnnkitError(f"{path} is {wide} text, not UTF-8; convert it to UTF-8: "
+                                  f"iconv -f {wide} -t UTF-8 {shlex.quote(str(path))} > NEW_FILE")  # fmt: skip
             nul = raw.find(b"\0")
             if nul >= 0:
                 raise RnnkitError(

@@ -62,6 +62,21 @@ def test_binary_file(tmp_path):
         load_file(path)
 
 
+@pytest.mark.parametrize(
+    "encoding, name",
+    [("utf-16", "UTF-16"), ("utf-16-le", "UTF-16LE"), ("utf-16-be", "UTF-16BE"), ("utf-32", "UTF-32"),
+     ("utf-32-le", "UTF-32LE")],
+)  # fmt: skip
+def test_utf16_and_utf32_text_is_named_not_called_binary(tmp_path, encoding, name):
+    """A text file saved as "Unicode" by a Windows tool was called binary ("give a text file")."""
+    path = tmp_path / "corpus.txt"
+    path.write_text("the quick brown fox\n" * 20, encoding=encoding)
+    with pytest.raises(
+        RnnkitError, match=rf"is {name} text, not UTF-8; convert it to UTF-8: iconv -f {name} "
+    ):
+        load_file(path)
+
+
 def test_missing_and_empty(tmp_path):
     with pytest.raises(RnnkitError, match="not found"):
         load_file(tmp_path / "nope.txt")

@@ -130,7 +130,7 @@ def validate(cfg: RunConfig):
         ("--embedding-size", m.embedding_size), ("--max-steps", t.max_steps), ("--max-epochs", t.max_epochs),
         ("--time-budget", t.time_budget), ("--clip-norm", t.clip_norm), ("--clip-value", t.clip_value),
         ("--sample-every", t.sample_every), ("--threads", t.threads), ("--weight-decay", t.weight_decay),
-        ("sample length", t.sample_length),
+        ("sample length", t.sample_length), ("--lr-decay-after", t.lr_decay_after),
     ]:  # fmt: skip
         if value < 0:
             raise RnnkitError(f"{name} must be >= 0, got {value}")

@@ -159,6 +159,7 @@ def test_run_folder_without_validation_and_unmakeable(tmp_path, corpus, cli):
         (["--batch-size", "400", "--seq-len", "400"], "too few.*need at least 160,001"),
         (["--data-dir", ""], "--data-dir is empty"),  # "$DATA" unset: it was ignored, and the text downloaded
         (["--cell", "gru", "--forget-bias", "3"], "--forget-bias .* has none"),  # was ignored in silence
+        (["--lr-decay-after", "-2"], "--lr-decay-after must be >= 0"),  # was taken as 1
     ],
 )
 def test_bad_train_options(tmp_path, corpus, cli, args, message):

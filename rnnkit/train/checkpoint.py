@@ -15,6 +15,8 @@ order; it had each b_xh right after its W_xh (train.loop.restore reads both).
 """
 
 import pathlib
+import pickle
+import re
 import zipfile
 
 import torch
@@ -89,6 +91,12 @@ def load_checkpoint(run, resuming: bool = False) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for damaged or foreign files
+        code = re.search(r"GLOBAL (\S+)", str(e)) if isinstance(e, pickle.UnpicklingError) else None
+        if code:  # torch's own message says a load with weights_only=False "will likely succeed"
+            raise RnnkitError(
+                f"{path} holds a Python object ({code[1]}) that only running code from the file could make, which "
+                f"rnnkit never does (weights_only); it is no rnnkit checkpoint; {_instead(path, resuming)}"
+            ) from None
         reason = _first_words(str(e)) or e.__class__.__name__
         raise RnnkitError(
             f"{path} cannot be read as an rnnkit checkpoint ({reason}); it is corrupt or of another format; "

@@ -291,7 +291,8 @@ def test_checkpoint_does_not_unpickle_code(tmp_path):
 
     path = tmp_path / "evil.pt"
     torch.save({"format": ckpt_mod.FORMAT, "version": 1, "x": Evil()}, path)
-    with pytest.raises(RnnkitError, match="cannot be read"):
+    # not torch's "Re-running `torch.load` with `weights_only` set to `False` will likely succeed"
+    with pytest.raises(RnnkitError, match=r"holds a Python object \(\S*print\) that only running code"):
         load_checkpoint(path)
 
 

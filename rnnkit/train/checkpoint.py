@@ -82,6 +82,9 @@ def load_checkpoint(run, resuming: bool = False) -> dict:
         raise RnnkitError(
             f"{path} is not an rnnkit checkpoint (corrupt, truncated or another format); {_instead(path, resuming)}"
         )
+    if _is_npz(path):  # also a zip file, whose torch.load error spoke of "inline_container.cc:180"
+        raise RnnkitError(f"{path} is a numpy .npz file (an n-gram model? those take `rnnkit ngram sample|score|"
+                          "complete|eval`), not an rnnkit char-LM checkpoint; give a file written by `rnnkit train`")  # fmt: skip
     damaged = _damaged_member(path)
     if damaged:
         raise RnnkitError(
@@ -127,6 +130,16 @@ def _instead(path, resuming: bool = False) -> str:
     if other and (path.parent / other).is_file():
         return f"the run's other checkpoint may be whole: give {path.parent / other}"
     return "retrain or use another file"
+
+
+def _is_npz(path) -> bool:
+    """A zip archive of .npy arrays only (numpy.savez: `rnnkit ngram train --out`), which torch.load can't read."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except Exception:  # a damaged directory: torch.load says what it can't read
+        return False
+    return bool(names) and all(name.endswith(".npy") and "/" not in name for name in names)
 
 
 def _damaged_member(path) -> str | None:

@@ -284,6 +284,16 @@ def test_bad_checkpoints(tmp_path):
     assert zipfile.is_zipfile(good)
 
 
+def test_an_ngram_model_is_named_not_a_checkpoint(tmp_path):
+    """An .npz (an n-gram model) is a zip file too: the error quoted torch's "[enforce fail at inline_container.cc"."""
+    import numpy as np
+
+    path = tmp_path / "model.npz"
+    np.savez_compressed(path, meta=np.array("{}"), counts=np.zeros(3))
+    with pytest.raises(RnnkitError, match=r"is a numpy .npz file \(an n-gram model\? .*rnnkit ngram sample"):
+        load_checkpoint(path)
+
+
 def test_checkpoint_does_not_unpickle_code(tmp_path):
     class Evil:
         def __reduce__(self):

@@ -204,10 +204,20 @@ def _add_markov(sub) -> None:
 
 
 def read_text(path, limit: int | None = None) -> str:
+    """A UTF-8 text file, its byte-order mark dropped (it was the first word's first character); UTF-16 or UTF-32
+    text and binary files are one error each, as the character models' corpora are (they were read as text)."""
+    from rnnkit.data.corpus import refuse_wide
+
     try:
-        text = pathlib.Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            refuse_wide(path, f.read(256))
+        text = pathlib.Path(path).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise RnnkitError(f"cannot read {path}: {e}; give a UTF-8 text file") from None
+    if "\0" in text:
+        raise RnnkitError(
+            f"{path} looks binary (a NUL byte at character {text.index(chr(0)):,}); give a text file"
+        )
     text = text[:limit] if limit else text
     if not text.strip():
         raise RnnkitError(f"{path} is empty; give a file with text")

@@ -83,6 +83,15 @@ def _wide_encoding(head: bytes) -> str | None:
     return None
 
 
+def refuse_wide(path, head: bytes) -> None:
+    """One error for a file whose first bytes `head` are UTF-16 or UTF-32 text (which the NUL bytes of its ASCII
+    characters made look binary), naming the iconv line that converts it."""
+    wide = _wide_encoding(head)
+    if wide:
+        raise RnnkitError(f"{path} is {wide} text, not UTF-8; convert it to UTF-8: "
+                          f"iconv -f {wide} -t UTF-8 {shlex.quote(str(path))} > NEW_FILE")  # fmt: skip
+
+
 def _read_chunks(path: pathlib.Path):
     """Yield the file's text chunk by chunk; bad UTF-8 or binary input is one clear error."""
     decoder = codecs.getincrementaldecoder("utf-8")()
@@ -90,10 +99,8 @@ def _read_chunks(path: pathlib.Path):
     with open(path, "rb") as f:
         while True:
             raw = f.read(CHUNK_BYTES)
-            wide = _wide_encoding(raw) if offset == 0 else None
-            if wide:
-                raise RnnkitError(f"{path} is {wide} text, not UTF-8; convert it to UTF-8: "
-                                  f"iconv -f {wide} -t UTF-8 {shlex.quote(str(path))} > NEW_FILE")  # fmt: skip
+            if offset == 0:
+                refuse_wide(path, raw)
             nul = raw.find(b"\0")
             if nul >= 0:
                 raise RnnkitError(

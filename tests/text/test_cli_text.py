@@ -79,6 +79,24 @@ def _one_error_line(capsys, message):
     assert err.startswith("rnnkit: error: ") and message in err and err.count("\n") == 1, err
 
 
+def test_text_files_are_read_as_the_character_models_read_them(tmp_path, capsys):
+    """A UTF-8 byte-order mark was the first word's first character ('\\ufeffthe', another word than 'the'); a
+    UTF-16 file of ASCII text (NUL bytes between its letters) and a binary file were counted as text."""
+    from rnnkit.text.ngram import NGramLM
+
+    text, model = tmp_path / "bom.txt", tmp_path / "m.npz"
+    text.write_bytes("\ufeffthe cat\nthe dog\n".encode())
+    assert main(["ngram", "train", str(text), "--out", str(model), "--level", "word", "-n", "2"]) == 0
+    assert "\ufeffthe" not in NGramLM.load(model).vocab.to_dict()["itos"]
+    capsys.readouterr()
+    text.write_text("the cat\nthe dog\n", encoding="utf-16-le")
+    assert main(["ngram", "train", str(text), "--out", str(model)]) == 2
+    _one_error_line(capsys, "is UTF-16LE text, not UTF-8; convert it to UTF-8: iconv -f UTF-16LE -t UTF-8")
+    text.write_bytes(b"the cat\x00\x01\x02 dog")
+    assert main(["ngram", "train", str(text), "--out", str(model)]) == 2
+    _one_error_line(capsys, "looks binary (a NUL byte at character 7)")
+
+
 def test_ngram_train_makes_the_out_folder_and_a_short_text_scores(tmp_path, capsys):
     tiny = tmp_path / "tiny.txt"
     tiny.write_text("ab")

@@ -11,6 +11,7 @@
 The loop only calls `model(batch) -> (logits, loss)`, `model.state` and `model.sample(...)`.
 """
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -31,7 +32,7 @@ from rnnkit.data.corpus import load_corpus
 from rnnkit.engine import native
 from rnnkit.errors import RnnkitError
 from rnnkit.models.charlm import CharLM
-from rnnkit.train.checkpoint import load_checkpoint, mismatch, save_checkpoint
+from rnnkit.train.checkpoint import _instead, load_checkpoint, mismatch, save_checkpoint
 from rnnkit.train.config import RunConfig, validate
 from rnnkit.train.metrics import LN2, MetricsLog, plot_losses
 from rnnkit.train.optim import clip_gradients, lr_at_epoch, make_optimizer, set_lr
@@ -158,13 +159,33 @@ def checkpoint_payload(cfg, chars, model, optimizer, progress) -> dict:
     }
 
 
-def restore(ckpt, model, optimizer) -> Progress:
+def restore(ckpt, model, optimizer, windows: int, path="latest.pt") -> Progress:
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(_in_model_order(ckpt, model))
     carry = ckpt["carry"]
     model.state = None if not carry else tuple(carry) if len(carry) == 2 else carry[0]
     torch.set_rng_state(ckpt["rng"])
-    return Progress(**ckpt["progress"])
+    return _saved_progress(ckpt["progress"], windows, path)
+
+
+def _saved_progress(saved, windows: int, path) -> Progress:
+    """The checkpoint's progress, checked: fields of Progress, each of its kind, and a window of the `windows` of an
+    epoch (a damaged or foreign file ended in a traceback from Progress(**saved) or from the first window read)."""
+    kinds = {f.name: f.type for f in dataclasses.fields(Progress)}
+    if not isinstance(saved, dict) or any(
+        k not in kinds
+        or isinstance(v, bool)
+        or not isinstance(v, (int, float) if kinds[k] is float else kinds[k])
+        for k, v in saved.items()
+    ):
+        raise RnnkitError(
+            f"{path} is damaged (its progress is malformed: {str(saved)[:100]}); {_instead(path, True)}"
+        )
+    progress = Progress(**saved)
+    if not 0 <= progress.window < windows or progress.step < 0:
+        raise RnnkitError(f"{path} is damaged (its progress is at window {progress.window} of an epoch of "
+                          f"{windows}); {_instead(path, True)}")  # fmt: skip
+    return progress
 
 
 def _in_model_order(ckpt, model) -> dict:
@@ -252,7 +273,13 @@ def _train(cfg, out, resume, force, dry_run, log):
     model = CharLM(cfg.model)
     optimizer = make_optimizer(model.parameters(), cfg.train)
     try:
-        progress = restore(ckpt, model, optimizer) if ckpt is not None else Progress()
+        progress = (
+            restore(ckpt, model, optimizer, len(batches), out / "latest.pt")
+            if ckpt is not None
+            else Progress()
+        )
+    except RnnkitError:
+        raise
     except (RuntimeError, ValueError, KeyError) as e:
         raise RnnkitError(
             f"{out / 'latest.pt'} does not fit this configuration ({mismatch(e)}); resume without changing model options"

@@ -450,6 +450,24 @@ def test_resume_from_a_checkpoint_of_another_shape_names_the_mismatch(tmp_path, 
         train(tiny_config(corpus, max_steps=4), tmp_path / "a", resume=True, log=quiet)
 
 
+@pytest.mark.parametrize(
+    "progress, message",
+    [
+        ({"step": "x"}, "its progress is malformed"),  # TypeError: '<=' not supported ...
+        ({"bogus": 1}, "its progress is malformed"),  # TypeError: ... unexpected keyword argument 'bogus'
+        ({"window": 10**6}, "its progress is at window 1000000 of an epoch of"),  # IndexError from the loop
+    ],
+)
+def test_resume_from_a_checkpoint_with_a_damaged_progress_is_one_line(tmp_path, corpus, progress, message):
+    quiet = lambda s: None  # noqa: E731
+    run = tmp_path / "run"
+    train(tiny_config(corpus, max_steps=2), run, log=quiet)
+    ckpt = load_checkpoint(run / "latest.pt")
+    save_checkpoint(run / "latest.pt", {**ckpt, "progress": {**ckpt["progress"], **progress}})
+    with pytest.raises(RnnkitError, match=message):
+        train(tiny_config(corpus, max_steps=4), run, resume=True, log=quiet)
+
+
 def test_learning_rate_decays_as_char_rnn_does():
     """char-rnn multiplies the rate at the end of every epoch k with k >= learning_rate_decay_after; this
     applied one decay fewer (the char-rnn preset's first decay came after epoch 11, not 10)."""

@@ -380,9 +380,16 @@ def cmd_ngram_eval(args) -> int:
 def cmd_ngram_sample(args) -> int:
     _positive(length=args.length, temperature=args.temperature)
     lm = _load_lm(args.model)
-    sep = " " if lm.level == "word" and args.prime else ""
-    print(args.prime + sep + lm.sample(args.length, args.prime, args.temperature, args.seed))
+    print(_after(lm, args.prime, lm.sample(args.length, args.prime, args.temperature, args.seed)))
     return 0
+
+
+def _after(lm, prefix: str, continuation: str) -> str:
+    """prefix + continuation, with a space between two words (not before a newline, nor after a space)."""
+    word = lm.level == "word" and prefix and continuation
+    return (
+        prefix + (" " if word and not prefix[-1].isspace() and continuation[0] != "\n" else "") + continuation
+    )
 
 
 def cmd_ngram_complete(args) -> int:
@@ -390,8 +397,7 @@ def cmd_ngram_complete(args) -> int:
     if not args.prefix:
         raise RnnkitError("PREFIX is empty; give some text to complete")
     lm = _load_lm(args.model)
-    sep = " " if lm.level == "word" else ""
-    print(args.prefix + sep + lm.complete(args.prefix, args.length))
+    print(_after(lm, args.prefix, lm.complete(args.prefix, args.length)))
     return 0
 
 

@@ -223,10 +223,14 @@ class NGramLM:
         return np.array(self.vocab.encode(text_tokens(text, self.level, self.lower)), np.int64)
 
     def decode(self, ids) -> str:
+        """Characters as they are; words one space apart, each <eos> a newline with no space beside it."""
         tokens = self.vocab.decode(ids)
         if self.level == "char":
             return "".join(tokens)
-        return " ".join(tokens).replace(f" {EOS} ", "\n").replace(EOS, "\n")
+        parts = []
+        for t in tokens:
+            parts.append("\n" if t == EOS else t if not parts or parts[-1] == "\n" else " " + t)
+        return "".join(parts)
 
     def score(self, text: str, context: str = "") -> LMScore:
         """log P(text | context) in nats over the tokens of `text`."""

@@ -174,3 +174,10 @@ def test_fit_ids_needs_a_vocabulary_and_ids_in_it():
     for x in (np.array([1.5]), np.array([-1]), np.array([len(m.vocab)]), np.zeros((2, 2), np.int64)):
         with pytest.raises(RnnkitError, match="1-D array of integer token ids"):
             m.fit_ids(x)
+
+
+def test_word_text_comes_back_without_spaces_beside_its_newlines():
+    """Decoding joined the words with spaces and then turned <eos> into a newline: "dog \\n" and "\\n sat"."""
+    lm = NGramLM(2, level="word").fit(TEXT)
+    assert lm.decode(lm.encode("the cat sat\nthe dog\n")) == "the cat sat\nthe dog\n"
+    assert lm.decode(lm.encode("\n\nthe cat")) == "\n\nthe cat"

@@ -5,6 +5,7 @@ that registers parsers whose `func` attribute takes the parsed arguments.
 """
 
 import argparse
+import codecs
 import contextlib
 import math
 import os
@@ -144,6 +145,15 @@ def main(argv=None) -> int:
         if said is None:
             raise
         print(f"rnnkit: error: {said}", file=sys.stderr)
+        return 2
+    except (
+        UnicodeEncodeError
+    ) as e:  # text the output's encoding lacks (a latin-1 locale, a redirect on Windows)
+        out = sys.stdout.encoding or "utf-8"
+        if codecs.lookup(e.encoding).name != codecs.lookup(out).name:
+            raise
+        print(f"rnnkit: error: the output holds characters ({e.object[e.start : e.end]!r}) that its encoding, {out}, "
+              "can't write; set PYTHONIOENCODING=utf-8 (or PYTHONUTF8=1)", file=sys.stderr)  # fmt: skip
         return 2
     except KeyboardInterrupt:  # Ctrl-C outside training's own handler (it saves, then returns 130)
         print("rnnkit: interrupted", file=sys.stderr)

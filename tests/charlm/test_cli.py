@@ -460,3 +460,21 @@ def test_a_next_to_impossible_text_scores_with_an_infinite_perplexity(trained, t
     assert rows[0]["perplexity"] == pytest.approx(1.0) and rows[1]["perplexity"] is None
     code, out, _ = cli("score", tmp_path / "sure.pt", "tat")
     assert code == 0 and "perplexity inf" in out
+
+
+def test_output_its_encoding_cannot_write_is_one_line(tmp_path, corpus, capsys, monkeypatch):
+    """A model of non-ASCII text sampled to an output in ASCII or latin-1 (a locale, a redirect on Windows) ended in
+    a UnicodeEncodeError traceback."""
+    import io
+    import sys
+
+    from rnnkit.cli import main
+
+    text = tmp_path / "text.txt"
+    text.write_text(corpus.read_text().replace("e", "é"))
+    assert main(["train", str(text), "--out", str(tmp_path / "run"), *TINY, "--dry-run"]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(io.BytesIO(), encoding="ascii"))
+    assert main(["sample", str(tmp_path / "run"), "--prime", "thé", "--length", "3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "its encoding, ascii, can't write; set PYTHONIOENCODING=utf-8" in err, err

@@ -77,13 +77,23 @@ def check_out(out, resume: bool, force: bool) -> pathlib.Path:
     if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
         why = "is a file" if not base.is_dir() else "is not writable"
         raise RnnkitError(f"cannot make the --out folder {out}: {base} {why}; give another folder")
-    # a run that saved no checkpoint (stopped while the engine compiled, before its first step) has nothing to
-    # lose and nothing to resume: it starts again
-    taken = (out / "config.json").exists() and any((out / name).exists() for name in ("latest.pt", "best.pt"))
-    if resume and not (out / "latest.pt").exists():
-        raise RnnkitError(f"nothing to resume in {out} (no latest.pt); drop --resume to start a new run")
-    if taken and not resume and not force:
-        raise RnnkitError(f"{out} already holds a run; use --resume to continue it or --force to replace it")
+    # the checkpoints are what a run would lose: a run that saved none (stopped while the engine compiled, before its
+    # first step) starts again, and a folder holding only a best.pt is not written over
+    latest, best = ((out / name).exists() for name in ("latest.pt", "best.pt"))
+    if resume and not latest:
+        how = (
+            "copy its best.pt to latest.pt to resume from there"
+            if best
+            else "drop --resume to start a new run"
+        )
+        raise RnnkitError(f"nothing to resume in {out} (no latest.pt); {how}")
+    if (latest or best) and not resume and not force:
+        how = (
+            "use --resume to continue it"
+            if latest
+            else "copy its best.pt to latest.pt and --resume to continue it,"
+        )
+        raise RnnkitError(f"{out} already holds a run; {how} or --force to replace it")
     return out
 
 

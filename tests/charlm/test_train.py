@@ -161,6 +161,24 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_again(tmp_path, corpus
     assert load_checkpoint(tmp_path / "run" / "latest.pt")["progress"]["step"] == 2
 
 
+def test_a_folder_with_a_best_pt_only_is_neither_written_over_nor_a_dead_end(tmp_path, corpus):
+    """Without latest.pt, a run was refused as "already holds a run; use --resume", and --resume said "nothing to
+    resume ... drop --resume"; without config.json, a new run wrote over the folder's best.pt."""
+    quiet = lambda s: None  # noqa: E731
+    run = tmp_path / "run"
+    train(tiny_config(corpus, max_steps=2), run, log=quiet)
+    (run / "latest.pt").unlink()
+    with pytest.raises(RnnkitError, match=r"already holds a run; copy its best.pt to latest.pt and --resume"):
+        train(tiny_config(corpus, max_steps=4), run, log=quiet)
+    with pytest.raises(RnnkitError, match=r"nothing to resume .*; copy its best.pt to latest.pt to resume"):
+        train(tiny_config(corpus, max_steps=4), run, resume=True, log=quiet)
+    (run / "config.json").unlink()
+    best = (run / "best.pt").read_bytes()
+    with pytest.raises(RnnkitError, match="already holds a run"):
+        train(tiny_config(corpus, max_steps=4), run, log=quiet)
+    assert (run / "best.pt").read_bytes() == best
+
+
 def _interrupted_then_resumed_equals_whole(tmp_path, corpus, monkeypatch, interrupt):
     """Stop a run at the 5th clip_gradients call with `interrupt`, resume it to 12 steps: the same weights and
     metrics as 12 steps in one go, and every step's metrics row exactly once. With dropout: an undone step has

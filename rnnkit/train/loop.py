@@ -87,7 +87,10 @@ def check_out(out, resume: bool, force: bool) -> pathlib.Path:
             else "drop --resume to start a new run"
         )
         raise RnnkitError(f"nothing to resume in {out} (no latest.pt); {how}")
-    if (latest or best) and not resume and not force:
+    other = (out / "config.json").exists() and not _run_config(
+        out / "config.json"
+    )  # word2vec's --out has one
+    if (latest or best or other) and not resume and not force:
         how = (
             "use --resume to continue it"
             if latest
@@ -95,6 +98,14 @@ def check_out(out, resume: bool, force: bool) -> pathlib.Path:
         )
         raise RnnkitError(f"{out} already holds a run; {how} or --force to replace it")
     return out
+
+
+def _run_config(path) -> bool:
+    """Whether the file is a char-LM run's config.json (sections data, model and train)."""
+    try:
+        return set(json.loads(path.read_text(encoding="utf-8"))) == {"data", "model", "train"}
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def clear_out(out: pathlib.Path, force: bool):

@@ -159,6 +159,10 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_again(tmp_path, corpus
     monkeypatch.undo()
     assert train(tiny_config(corpus, max_steps=2), tmp_path / "run", log=lambda s: None) == 0
     assert load_checkpoint(tmp_path / "run" / "latest.pt")["progress"]["step"] == 2
+    (tmp_path / "w2v").mkdir()  # another command's folder with a config.json is not taken for such a run
+    (tmp_path / "w2v" / "config.json").write_text('{"dim": 100}')
+    with pytest.raises(RnnkitError, match="already holds"):
+        train(tiny_config(corpus, max_steps=2), tmp_path / "w2v", log=lambda s: None)
 
 
 def test_a_folder_with_a_best_pt_only_is_neither_written_over_nor_a_dead_end(tmp_path, corpus):

@@ -484,8 +484,14 @@ def _validate(model, val_batches, progress, row, save, bar, out, train_loss_now)
         row.update(val_loss=val, val_bpc=val / LN2)
         bar.write(f"step {progress.step}: train {row['train_loss']:.3f}, val {_nats(val)}")
         if val < progress.best_val:
-            progress.best_val = val
-            save("best.pt")
+            # best.pt records its own val; a Ctrl-C inside its save puts the old one back (else latest.pt would
+            # claim a best that the old best.pt lacks, and a later, slightly worse validation would keep that file)
+            before, progress.best_val = progress.best_val, val
+            try:
+                save("best.pt")
+            except BaseException:
+                progress.best_val = before
+                raise
     save("latest.pt")
 
 

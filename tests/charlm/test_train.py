@@ -549,3 +549,25 @@ def test_resume_reads_a_version_1_checkpoint_whose_optimizer_listed_b_xh_after_w
     train(cfg, tmp_path / "split", resume=True, log=quiet)
     whole, split = (read_metrics(tmp_path / run / "metrics.csv") for run in ("whole", "split"))
     assert [r["train_loss"] for r in whole] == [r["train_loss"] for r in split]
+
+
+def test_a_ctrl_c_inside_best_pt_save_keeps_the_old_best(monkeypatch):
+    """best_val was set before best.pt's save: a second Ctrl-C inside that save left latest.pt claiming a best that
+    the old best.pt doesn't hold, and a later, slightly worse validation then didn't replace best.pt."""
+    from rnnkit.train import loop
+
+    monkeypatch.setattr(loop, "evaluate", lambda model, batches: 1.5)
+    progress = loop.Progress(best_val=2.0, initial_loss=4.0)
+
+    def save(name):
+        if name == "best.pt":
+            raise KeyboardInterrupt
+
+    class Bar:
+        def write(self, s):
+            pass
+
+    row = {"train_loss": 1.6}
+    with pytest.raises(KeyboardInterrupt):
+        loop._validate(None, [], progress, row, save, Bar(), "out", lambda: 1.6)
+    assert progress.best_val == 2.0

@@ -338,12 +338,13 @@ def score_text(model, chars, text: str) -> dict:
             else "at least 2 characters (this model knows no newline: the first is context)"
         )
         raise RnnkitError(f"TEXT {text!r} has nothing to score; give {need}")
-    nats = -math.fsum(model.log_probs(scored, context))
+    log_prob = math.fsum(model.log_probs(scored, context)) + 0.0  # (+ 0.0: a certain text read -0.0000 nats)
+    nats = 0.0 - log_prob
     n = len(scored)
     # the keys of rnnkit.text.LMScore.as_dict("char") (importing rnnkit.text here would load scipy: +1 s a command)
     return {
         "text": text,
-        "log_prob": -nats,
+        "log_prob": log_prob,
         "nats": nats,
         "chars": n,
         "first_is_context": not newline,

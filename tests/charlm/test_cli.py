@@ -1,5 +1,6 @@
 import csv
 import json
+import math
 import re
 import shutil
 import struct
@@ -247,6 +248,17 @@ def test_score_a_model_without_newline(tmp_path, cli):
     rows = [json.loads(line) for line in out.splitlines()]
     assert all(r["chars"] == 1 and r["first_is_context"] and isinstance(r["nats"], float) for r in rows)
     assert "has nothing to score; give at least 2 characters" in cli("score", run, "ab", "a")[2]
+
+
+def test_a_certain_text_scores_zero_not_minus_zero(tmp_path, cli):
+    """A one-character vocabulary: every character certain, and score printed -0.0000 nats/char."""
+    text = tmp_path / "a.txt"
+    text.write_text("a" * 400)
+    run = tmp_path / "run"
+    assert cli("train", text, "--out", run, *TINY, "--dry-run")[0] == 0
+    code, out, err = cli("score", run, "aaaa", "--json")
+    row = json.loads(out)
+    assert code == 0 and math.copysign(1, row["nats"]) == 1 and math.copysign(1, row["log_prob"]) == 1
 
 
 def test_score_empty_text_and_complete_json(trained, cli):

@@ -87,9 +87,8 @@ def check_out(out, resume: bool, force: bool) -> pathlib.Path:
             else "drop --resume to start a new run"
         )
         raise RnnkitError(f"nothing to resume in {out} (no latest.pt); {how}")
-    other = (out / "config.json").exists() and not _run_config(
-        out / "config.json"
-    )  # word2vec's --out has one
+    config = out / "config.json"
+    other = config.exists() and not _run_config(config)  # another command's (word2vec's --out has one)
     if (latest or best or other) and not resume and not force:
         how = (
             "use --resume to continue it"

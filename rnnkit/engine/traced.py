@@ -878,14 +878,15 @@ class _Staged(_Analysis):
         outs = _outputs(gm)
         dxw, dprev, dpres, dextras = outs[0], outs[1 : 1 + n], outs[1 + n : 1 + n + G], outs[1 + n + G :]
 
-        def terminal(nd):  # a product that only adds into dstate_prev[0]
+        def terminal(nd):  # a product that only adds into dstate_prev[0], once (p + p: the GEMM adds p once)
             users = list(nd.users)
             if len(users) != 1:
                 return False
             u = users[0]
             if u.op == "output":
                 return nd is dprev[0] and sum(o is nd for o in outs) == 1
-            return u.target is torch.ops.aten.add.Tensor and u.kwargs.get("alpha", 1) == 1 and terminal(u)
+            add = u.target is torch.ops.aten.add.Tensor and u.kwargs.get("alpha", 1) == 1
+            return add and list(u.args[:2]).count(nd) == 1 and terminal(u)
 
         self.terminal = {nd for nd in gm.graph.nodes if nd.op == "call_function" and terminal(nd)}
         self.res_ptr = n + n_bufs + len(self.P) + n

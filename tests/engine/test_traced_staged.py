@@ -290,3 +290,30 @@ def test_evaluation_and_one_step_at_a_time():
     _ran_natively(OWN["mut3"])
     torch.testing.assert_close(full["native"], full["autograd"], rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(torch.cat(outs, 1), full["autograd"], rtol=1e-10, atol=1e-12)
+
+
+def twice_step_backward(dstate, cache, P):
+    """ResetBefore's backward with the gates' product added twice into dh_{t-1} (p + p, a wrong gradient the
+    engine must follow as the python loop does)."""
+    (dh,), (g, n, h) = dstate, cache
+    H = dh.shape[1]
+    r, z = g[:, :H], g[:, H:]
+    da_n = dh * (1 - z) * (1 - n * n)
+    du = da_n @ P[2]
+    da_g = torch.cat((du * h * r * (1 - r), dh * (h - n) * z * (1 - z)), 1)
+    p = da_g @ P[0]
+    return torch.cat((da_g, da_n), 1), (dh * z + du * r + (p + p),), (da_g, da_n), ()
+
+
+class ProductTwice(ResetBefore):
+    step_backward = staticmethod(twice_step_backward)
+
+
+def test_a_product_added_twice_into_dh_prev():
+    """p + p, p = da_g W_g: the engine's GEMM added p into dh_{t-1} once (gradients up to 0.4 off the python loop's);
+    it is read by the kernel and added there, twice."""
+    got = _run_layer(ProductTwice, "native", torch.float64)
+    _ran_natively(ProductTwice)
+    want = _run_layer(ProductTwice, "python", torch.float64)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)

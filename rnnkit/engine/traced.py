@@ -133,7 +133,7 @@ def trace_cell(cls, H: int, P: list, dtype) -> Traced:
 
 def baked(cls):
     """What a trace bakes into its kernels beyond shapes: the two functions themselves (a class whose step was
-    replaced ran the old kernels) and the Python numbers they read (a global SCALE changed between runs: the python
+    replaced ran the old kernels) and the Python numbers (and strings) they read (a global SCALE changed between runs: the python
     loop reads the new value, the kernels kept the old one): from their globals, closures and bound objects (self.k
     of a bound method given as step), from the attributes they name of an object found there (a class attribute
     MyCell.K, a module's config.K), from a dict, list or tuple found there (CFG["k"]), and likewise in the
@@ -146,8 +146,9 @@ def baked(cls):
 
 
 def _number(x) -> bool:
-    """A Python number or numpy's (SCALE = np.sqrt(2.0), an np.float64: its changes were missed), not a tensor."""
-    return isinstance(x, Number)
+    """A Python number or numpy's (SCALE = np.sqrt(2.0), an np.float64: its changes were missed), not a tensor; or a
+    string (MODE = "plain", which the step branches on: its changes were missed too)."""
+    return isinstance(x, Number | str)
 
 
 def _numbers(fn, numbers, seen, depth):

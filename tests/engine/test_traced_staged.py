@@ -5,6 +5,7 @@ the autograd loop and against the built-in cell: outputs, final states and every
 initial state) with lengths, both directions and 2 layers in float64; gradcheck; float32; the rows split over
 threads or not."""
 
+import argparse
 import contextlib
 import warnings
 
@@ -317,3 +318,68 @@ def test_a_product_added_twice_into_dh_prev():
     want = _run_layer(ProductTwice, "python", torch.float64)
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+class Settings:
+    """A configuration object of the user's, read as SETTINGS.candidate.scale."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+MODE = "squash"  # a string the step branches on
+SQUASH = torch.tanh  # the candidate's activation, a function
+SETTINGS = Settings(candidate=Settings(scale=1.0))
+ARGS = argparse.Namespace(gain=1.0)  # (what argparse's parse_args gives)
+
+
+def knobbed_step(xw_t, state, P):
+    """ResetBefore whose candidate is SQUASH(k a) (MODE "squash") or k a, k = SETTINGS.candidate.scale · ARGS.gain."""
+    (h,) = state
+    W_g, b_g, W_h = P
+    H = h.shape[1]
+    g = torch.sigmoid(xw_t[:, : 2 * H] + linear(h, W_g, b_g))
+    r, z = g.split(H, 1)
+    u = r * h
+    a = SETTINGS.candidate.scale * ARGS.gain * (xw_t[:, 2 * H :] + u @ W_h.t())
+    n = SQUASH(a) if MODE == "squash" else a
+    return ((1 - z) * n + z * h,), (h, u), (g, n, h)
+
+
+def knobbed_step_backward(dstate, cache, P):
+    (dh,), (g, n, h) = dstate, cache
+    H = dh.shape[1]
+    r, z = g[:, :H], g[:, H:]
+    slope = 1 if MODE != "squash" else 1 - n * n if SQUASH is torch.tanh else n * (1 - n)
+    da_n = dh * (1 - z) * slope * SETTINGS.candidate.scale * ARGS.gain
+    du = da_n @ P[2]
+    da_g = torch.cat((du * h * r * (1 - r), dh * (h - n) * z * (1 - z)), 1)
+    return torch.cat((da_g, da_n), 1), (dh * z + du * r + da_g @ P[0],), (da_g, da_n), ()
+
+
+class Knobbed(ResetBefore):
+    step = staticmethod(knobbed_step)
+    step_backward = staticmethod(knobbed_step_backward)
+
+
+def _turn(knob, second):
+    global MODE
+    if knob == "a string":
+        MODE = "plain" if second else "squash"
+
+
+@pytest.mark.parametrize("knob", ["a string"])
+def test_what_the_step_reads_besides_numbers_is_traced_again(knob):
+    """A knob changed between runs (MODE = "plain"), which the kernels' key missed: the native loop ran the
+    old kernels (outputs 0.4-1.1 off) where the python loop read the new."""
+    Cls = type("Knobbed", (Knobbed,), {})
+    try:
+        for second in (False, True):
+            _turn(knob, second)
+            got = _run_layer(Cls, "native", torch.float64, layers=1)
+            want = _run_layer(Cls, "autograd", torch.float64, layers=1)
+            for g, w in zip(got, want, strict=True):
+                torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    finally:
+        _turn(knob, False)
+    _ran_natively(Cls)

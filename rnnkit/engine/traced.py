@@ -133,7 +133,7 @@ def trace_cell(cls, H: int, P: list, dtype) -> Traced:
 
 def baked(cls):
     """What a trace bakes into its kernels beyond shapes: the two functions themselves (a class whose step was
-    replaced ran the old kernels) and the Python numbers (and strings) they read (a global SCALE changed between runs: the python
+    replaced ran the old kernels) and the Python numbers (strings, functions) they read (a global SCALE changed between runs: the python
     loop reads the new value, the kernels kept the old one): from their globals, closures and bound objects (self.k
     of a bound method given as step), from the attributes they name of an object found there (a class attribute
     MyCell.K, a module's config.K), from a dict, list or tuple found there (CFG["k"]), and likewise in the
@@ -145,16 +145,18 @@ def baked(cls):
     return (*fns, tuple(numbers))
 
 
-def _number(x) -> bool:
-    """A Python number or numpy's (SCALE = np.sqrt(2.0), an np.float64: its changes were missed), not a tensor; or a
-    string (MODE = "plain", which the step branches on: its changes were missed too)."""
-    return isinstance(x, Number | str)
+def _keyed(x) -> bool:
+    """A value the kernels' key holds as it is: a Python number or numpy's (SCALE = np.sqrt(2.0), an np.float64: its
+    changes were missed), not a tensor; a string (MODE = "plain", which the step branches on: its changes were
+    missed too); a function or other callable, by identity (SQUASH = torch.tanh, then torch.sigmoid)."""
+    return isinstance(x, Number | str) or callable(x) and type(x).__hash__ is not None
 
 
 def _numbers(fn, numbers, seen, depth):
-    """The Python numbers fn reads through its globals and closure (see baked), appended to numbers."""
+    """The Python numbers (strings, functions) fn reads through its globals and closure (see baked), appended to
+    numbers."""
     while isinstance(fn, functools.partial):  # (its own arguments are in the key with it)
-        numbers += [a for a in (*fn.args, *fn.keywords.values()) if _number(a)]
+        numbers += [a for a in (*fn.args, *fn.keywords.values()) if _keyed(a)]
         fn = fn.func
     owner = getattr(fn, "__self__", None)  # a bound method's object: self.k is read through it
     fn = getattr(fn, "__func__", fn)  # (a bound or static method)
@@ -168,20 +170,20 @@ def _numbers(fn, numbers, seen, depth):
     found += [] if owner is None else [owner]
     for v in found:
         t = type(v)
-        if _number(v):
+        if _keyed(v):
             numbers.append(v)
-        elif t in FUNCTIONS:
+        if t in FUNCTIONS:
             _numbers(v, numbers, seen, depth - 1)
         elif t is dict and len(v) <= 256:
-            numbers += [(k, x) for k, x in v.items() if _number(x)]
+            numbers += [(k, x) for k, x in v.items() if _keyed(x)]
         elif (t is list or t is tuple) and len(v) <= 256:
-            numbers += [x for x in v if _number(x)]
+            numbers += [x for x in v if _keyed(x)]
         elif v is not None and t is not torch.Tensor and not _library(v):  # a class, a module: what it names
             for n in names:
                 x = getattr(v, n, None)
-                if _number(x):
+                if _keyed(x):
                     numbers.append((n, x))
-                elif type(x) in FUNCTIONS:
+                if type(x) in FUNCTIONS:
                     _numbers(x, numbers, seen, depth - 1)
 
 

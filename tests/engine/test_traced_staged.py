@@ -363,14 +363,16 @@ class Knobbed(ResetBefore):
 
 
 def _turn(knob, second):
-    global MODE
+    global MODE, SQUASH
     if knob == "a string":
         MODE = "plain" if second else "squash"
+    elif knob == "a function":
+        SQUASH = torch.sigmoid if second else torch.tanh
 
 
-@pytest.mark.parametrize("knob", ["a string"])
+@pytest.mark.parametrize("knob", ["a string", "a function"])
 def test_what_the_step_reads_besides_numbers_is_traced_again(knob):
-    """A knob changed between runs (MODE = "plain"), which the kernels' key missed: the native loop ran the
+    """A knob changed between runs (MODE = "plain", SQUASH = torch.sigmoid), which the kernels' key missed: the native loop ran the
     old kernels (outputs 0.4-1.1 off) where the python loop read the new."""
     Cls = type("Knobbed", (Knobbed,), {})
     try:

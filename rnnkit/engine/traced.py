@@ -136,7 +136,7 @@ def baked(cls):
     replaced ran the old kernels) and the Python numbers (strings, functions) they read (a global SCALE changed between runs: the python
     loop reads the new value, the kernels kept the old one): from their globals, closures and bound objects (self.k
     of a bound method given as step), from the attributes they name of an object found there (a class attribute
-    MyCell.K, a module's config.K), from a dict, list or tuple found there (CFG["k"]), and likewise in the
+    MyCell.K, a module's config.K, and theirs: SETTINGS.candidate.scale), from a dict, list or tuple found there (CFG["k"]), and likewise in the
     functions they call (a helper reading a global)."""
     fns = (cls.step, cls.step_backward)
     numbers, seen = [], set()
@@ -178,13 +178,31 @@ def _numbers(fn, numbers, seen, depth):
             numbers += [(k, x) for k, x in v.items() if _keyed(x)]
         elif (t is list or t is tuple) and len(v) <= 256:
             numbers += [x for x in v if _keyed(x)]
-        elif v is not None and t is not torch.Tensor and not _library(v):  # a class, a module: what it names
-            for n in names:
-                x = getattr(v, n, None)
-                if _keyed(x):
-                    numbers.append((n, x))
-                if type(x) in FUNCTIONS:
-                    _numbers(x, numbers, seen, depth - 1)
+        elif _object(v):  # a class, a module: what it names
+            _attributes(v, names, numbers, seen, depth)
+
+
+def _object(v):
+    """Whether v is an object whose attributes the key reads: a class, a module, a configuration of the user's."""
+    # (a str or a float has no __module__ to tell a library's by)
+    plain = (Number, str, torch.Tensor, types.BuiltinFunctionType)
+    return v is not None and not isinstance(v, plain) and not _library(v)
+
+
+def _attributes(v, names, numbers, seen, depth):
+    """The numbers (strings, functions) of the attributes of v that names name, and of theirs, depth levels down
+    (SETTINGS.candidate.scale: only SETTINGS' own were read), appended to numbers."""
+    if (id(v), names) in seen or depth < 0:
+        return
+    seen.add((id(v), names))  # (step_backward may name others of its attributes)
+    for n in names:
+        x = getattr(v, n, None)
+        if _keyed(x):
+            numbers.append((n, x))
+        if type(x) in FUNCTIONS:
+            _numbers(x, numbers, seen, depth - 1)
+        elif _object(x):
+            _attributes(x, names, numbers, seen, depth - 1)
 
 
 FUNCTIONS = (types.FunctionType, types.MethodType, functools.partial, staticmethod, classmethod)

@@ -368,11 +368,14 @@ def _turn(knob, second):
         MODE = "plain" if second else "squash"
     elif knob == "a function":
         SQUASH = torch.sigmoid if second else torch.tanh
+    elif knob == "an attribute's attribute":
+        SETTINGS.candidate.scale = 0.5 if second else 1.0
 
 
-@pytest.mark.parametrize("knob", ["a string", "a function"])
+@pytest.mark.parametrize("knob", ["a string", "a function", "an attribute's attribute"])
 def test_what_the_step_reads_besides_numbers_is_traced_again(knob):
-    """A knob changed between runs (MODE = "plain", SQUASH = torch.sigmoid), which the kernels' key missed: the native loop ran the
+    """A knob changed between runs (MODE = "plain", SQUASH = torch.sigmoid, SETTINGS.candidate.scale = 0.5),
+    which the kernels' key missed: the native loop ran the
     old kernels (outputs 0.4-1.1 off) where the python loop read the new."""
     Cls = type("Knobbed", (Knobbed,), {})
     try:

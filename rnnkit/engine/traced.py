@@ -183,10 +183,13 @@ def _numbers(fn, numbers, seen, depth):
 
 
 def _object(v):
-    """Whether v is an object whose attributes the key reads: a class, a module, a configuration of the user's."""
+    """Whether v is an object whose attributes the key reads: a class, a module, a configuration of the user's, an
+    object of a library's class (argparse's Namespace, SimpleNamespace: they hold the user's numbers)."""
     # (a str or a float has no __module__ to tell a library's by)
     plain = (Number, str, torch.Tensor, types.BuiltinFunctionType)
-    return v is not None and not isinstance(v, plain) and not _library(v)
+    if v is None or isinstance(v, plain):
+        return False
+    return not (_library(v) and (callable(v) or isinstance(v, types.ModuleType)))
 
 
 def _attributes(v, names, numbers, seen, depth):

@@ -370,13 +370,17 @@ def _turn(knob, second):
         SQUASH = torch.sigmoid if second else torch.tanh
     elif knob == "an attribute's attribute":
         SETTINGS.candidate.scale = 0.5 if second else 1.0
+    elif knob == "a namespace's attribute":
+        ARGS.gain = 0.5 if second else 1.0
 
 
-@pytest.mark.parametrize("knob", ["a string", "a function", "an attribute's attribute"])
+@pytest.mark.parametrize(
+    "knob", ["a string", "a function", "an attribute's attribute", "a namespace's attribute"]
+)
 def test_what_the_step_reads_besides_numbers_is_traced_again(knob):
-    """A knob changed between runs (MODE = "plain", SQUASH = torch.sigmoid, SETTINGS.candidate.scale = 0.5),
-    which the kernels' key missed: the native loop ran the
-    old kernels (outputs 0.4-1.1 off) where the python loop read the new."""
+    """A knob changed between runs (MODE = "plain", SQUASH = torch.sigmoid, SETTINGS.candidate.scale = 0.5, ARGS.gain
+    = 0.5 of an argparse.Namespace, a standard library class's object), which the kernels' key missed: the native
+    loop ran the old kernels (outputs 0.3-1.1 off) where the python loop read the new."""
     Cls = type("Knobbed", (Knobbed,), {})
     try:
         for second in (False, True):

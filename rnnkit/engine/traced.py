@@ -174,9 +174,9 @@ def _numbers(fn, numbers, seen, depth):
             numbers.append(v)
         if t in FUNCTIONS:
             _numbers(v, numbers, seen, depth - 1)
-        elif t is dict and len(v) <= 256:
+        elif isinstance(v, dict) and len(v) <= 256:  # (an OrderedDict, a defaultdict too)
             numbers += [(k, x) for k, x in v.items() if _keyed(x)]
-        elif (t is list or t is tuple) and len(v) <= 256:
+        elif isinstance(v, list | tuple) and len(v) <= 256:  # (a namedtuple too, read as ROW[0])
             numbers += [x for x in v if _keyed(x)]
         elif _object(v):  # a class, a module: what it names
             _attributes(v, names, numbers, seen, depth)

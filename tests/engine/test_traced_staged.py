@@ -6,6 +6,7 @@ initial state) with lengths, both directions and 2 layers in float64; gradcheck;
 threads or not."""
 
 import argparse
+import collections
 import contextlib
 import warnings
 
@@ -331,17 +332,24 @@ MODE = "squash"  # a string the step branches on
 SQUASH = torch.tanh  # the candidate's activation, a function
 SETTINGS = Settings(candidate=Settings(scale=1.0))
 ARGS = argparse.Namespace(gain=1.0)  # (what argparse's parse_args gives)
+LEVELS = collections.OrderedDict(k=1.0)  # (a subclass of dict)
+ROW = collections.namedtuple("Row", "k")(1.0)  # (a subclass of tuple, read as ROW[0])
+
+
+def _k():
+    return SETTINGS.candidate.scale * ARGS.gain * LEVELS["k"] * ROW[0]
 
 
 def knobbed_step(xw_t, state, P):
-    """ResetBefore whose candidate is SQUASH(k a) (MODE "squash") or k a, k = SETTINGS.candidate.scale · ARGS.gain."""
+    """ResetBefore whose candidate is SQUASH(k a) (MODE "squash") or k a, k = SETTINGS.candidate.scale · ARGS.gain
+    · LEVELS["k"] · ROW[0]."""
     (h,) = state
     W_g, b_g, W_h = P
     H = h.shape[1]
     g = torch.sigmoid(xw_t[:, : 2 * H] + linear(h, W_g, b_g))
     r, z = g.split(H, 1)
     u = r * h
-    a = SETTINGS.candidate.scale * ARGS.gain * (xw_t[:, 2 * H :] + u @ W_h.t())
+    a = _k() * (xw_t[:, 2 * H :] + u @ W_h.t())
     n = SQUASH(a) if MODE == "squash" else a
     return ((1 - z) * n + z * h,), (h, u), (g, n, h)
 
@@ -351,7 +359,7 @@ def knobbed_step_backward(dstate, cache, P):
     H = dh.shape[1]
     r, z = g[:, :H], g[:, H:]
     slope = 1 if MODE != "squash" else 1 - n * n if SQUASH is torch.tanh else n * (1 - n)
-    da_n = dh * (1 - z) * slope * SETTINGS.candidate.scale * ARGS.gain
+    da_n = dh * (1 - z) * slope * _k()
     du = da_n @ P[2]
     da_g = torch.cat((du * h * r * (1 - r), dh * (h - n) * z * (1 - z)), 1)
     return torch.cat((da_g, da_n), 1), (dh * z + du * r + da_g @ P[0],), (da_g, da_n), ()
@@ -363,7 +371,7 @@ class Knobbed(ResetBefore):
 
 
 def _turn(knob, second):
-    global MODE, SQUASH
+    global MODE, SQUASH, ROW
     if knob == "a string":
         MODE = "plain" if second else "squash"
     elif knob == "a function":
@@ -372,15 +380,28 @@ def _turn(knob, second):
         SETTINGS.candidate.scale = 0.5 if second else 1.0
     elif knob == "a namespace's attribute":
         ARGS.gain = 0.5 if second else 1.0
+    elif knob == "an OrderedDict's entry":
+        LEVELS["k"] = 0.5 if second else 1.0
+    elif knob == "a namedtuple's item":
+        ROW = ROW._replace(k=0.5 if second else 1.0)
 
 
 @pytest.mark.parametrize(
-    "knob", ["a string", "a function", "an attribute's attribute", "a namespace's attribute"]
+    "knob",
+    [
+        "a string",
+        "a function",
+        "an attribute's attribute",
+        "a namespace's attribute",
+        "an OrderedDict's entry",
+        "a namedtuple's item",
+    ],
 )
 def test_what_the_step_reads_besides_numbers_is_traced_again(knob):
     """A knob changed between runs (MODE = "plain", SQUASH = torch.sigmoid, SETTINGS.candidate.scale = 0.5, ARGS.gain
-    = 0.5 of an argparse.Namespace, a standard library class's object), which the kernels' key missed: the native
-    loop ran the old kernels (outputs 0.3-1.1 off) where the python loop read the new."""
+    = 0.5 of an argparse.Namespace, a standard library class's object, LEVELS["k"] = 0.5 of an OrderedDict, ROW[0]
+    of a namedtuple), which the kernels' key missed: the native loop ran the old kernels (outputs 0.3-1.1 off) where
+    the python loop read the new."""
     Cls = type("Knobbed", (Knobbed,), {})
     try:
         for second in (False, True):

@@ -198,6 +198,7 @@ def _attributes(v, names, numbers, seen, depth):
     if (id(v), names) in seen or depth < 0:
         return
     seen.add((id(v), names))  # (step_backward may name others of its attributes)
+    _numbers(_call(v), numbers, seen, depth - 1)
     for n in names:
         x = getattr(v, n, None)
         if _keyed(x):
@@ -206,6 +207,14 @@ def _attributes(v, names, numbers, seen, depth):
             _numbers(x, numbers, seen, depth - 1)
         elif _object(x):
             _attributes(x, names, numbers, seen, depth - 1)
+
+
+def _call(v):
+    """What an object called as a function runs (TILT(x): its __call__, an nn.Module's forward), whose numbers
+    (self.k) the key holds too; None for a class or an object that is no function."""
+    if isinstance(v, type) or not callable(v):
+        return None
+    return getattr(v, "forward" if isinstance(v, torch.nn.Module) else "__call__", None)
 
 
 FUNCTIONS = (types.FunctionType, types.MethodType, functools.partial, staticmethod, classmethod)

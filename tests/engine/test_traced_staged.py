@@ -336,20 +336,44 @@ LEVELS = collections.OrderedDict(k=1.0)  # (a subclass of dict)
 ROW = collections.namedtuple("Row", "k")(1.0)  # (a subclass of tuple, read as ROW[0])
 
 
+class Tilt:
+    """An object called as a function: x · k."""
+
+    def __init__(self, k):
+        self.k = k
+
+    def __call__(self, x):
+        return x * self.k
+
+
+class TiltModule(torch.nn.Module):
+    """The same as an nn.Module (forward, called through nn.Module's __call__)."""
+
+    def __init__(self, k):
+        super().__init__()
+        self.k = k
+
+    def forward(self, x):
+        return x * self.k
+
+
+TILT, TILT_MODULE = Tilt(1.0), TiltModule(1.0)
+
+
 def _k():
     return SETTINGS.candidate.scale * ARGS.gain * LEVELS["k"] * ROW[0]
 
 
 def knobbed_step(xw_t, state, P):
     """ResetBefore whose candidate is SQUASH(k a) (MODE "squash") or k a, k = SETTINGS.candidate.scale · ARGS.gain
-    · LEVELS["k"] · ROW[0]."""
+    · LEVELS["k"] · ROW[0] · TILT.k · TILT_MODULE.k."""
     (h,) = state
     W_g, b_g, W_h = P
     H = h.shape[1]
     g = torch.sigmoid(xw_t[:, : 2 * H] + linear(h, W_g, b_g))
     r, z = g.split(H, 1)
     u = r * h
-    a = _k() * (xw_t[:, 2 * H :] + u @ W_h.t())
+    a = TILT(TILT_MODULE(_k() * (xw_t[:, 2 * H :] + u @ W_h.t())))
     n = SQUASH(a) if MODE == "squash" else a
     return ((1 - z) * n + z * h,), (h, u), (g, n, h)
 
@@ -359,7 +383,7 @@ def knobbed_step_backward(dstate, cache, P):
     H = dh.shape[1]
     r, z = g[:, :H], g[:, H:]
     slope = 1 if MODE != "squash" else 1 - n * n if SQUASH is torch.tanh else n * (1 - n)
-    da_n = dh * (1 - z) * slope * _k()
+    da_n = TILT(TILT_MODULE(dh * (1 - z) * slope * _k()))
     du = da_n @ P[2]
     da_g = torch.cat((du * h * r * (1 - r), dh * (h - n) * z * (1 - z)), 1)
     return torch.cat((da_g, da_n), 1), (dh * z + du * r + da_g @ P[0],), (da_g, da_n), ()
@@ -384,6 +408,10 @@ def _turn(knob, second):
         LEVELS["k"] = 0.5 if second else 1.0
     elif knob == "a namedtuple's item":
         ROW = ROW._replace(k=0.5 if second else 1.0)
+    elif knob == "a callable object's attribute":
+        TILT.k = 0.5 if second else 1.0
+    elif knob == "an nn.Module's attribute":
+        TILT_MODULE.k = 0.5 if second else 1.0
 
 
 @pytest.mark.parametrize(
@@ -395,13 +423,16 @@ def _turn(knob, second):
         "a namespace's attribute",
         "an OrderedDict's entry",
         "a namedtuple's item",
+        "a callable object's attribute",
+        "an nn.Module's attribute",
     ],
 )
 def test_what_the_step_reads_besides_numbers_is_traced_again(knob):
     """A knob changed between runs (MODE = "plain", SQUASH = torch.sigmoid, SETTINGS.candidate.scale = 0.5, ARGS.gain
     = 0.5 of an argparse.Namespace, a standard library class's object, LEVELS["k"] = 0.5 of an OrderedDict, ROW[0]
-    of a namedtuple), which the kernels' key missed: the native loop ran the old kernels (outputs 0.3-1.1 off) where
-    the python loop read the new."""
+    of a namedtuple, TILT.k of an object the step calls, TILT_MODULE.k of an nn.Module's forward), which the
+    kernels' key missed: the native loop ran the old kernels (outputs 0.3-1.1 off) where the python loop read the
+    new."""
     Cls = type("Knobbed", (Knobbed,), {})
     try:
         for second in (False, True):

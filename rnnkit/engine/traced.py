@@ -149,7 +149,12 @@ def _keyed(x) -> bool:
     """A value the kernels' key holds as it is: a Python number or numpy's (SCALE = np.sqrt(2.0), an np.float64: its
     changes were missed), not a tensor; a string (MODE = "plain", which the step branches on: its changes were
     missed too); a function or other callable, by identity (SQUASH = torch.tanh, then torch.sigmoid)."""
-    return isinstance(x, Number | str) or callable(x) and type(x).__hash__ is not None
+    if isinstance(x, Number | str):
+        return True
+    try:  # (a callable frozen dataclass holding a list raises here; its attributes are read instead)
+        return callable(x) and hash(x) is not None
+    except TypeError:
+        return False
 
 
 def _numbers(fn, numbers, seen, depth):

@@ -8,6 +8,7 @@ threads or not."""
 import argparse
 import collections
 import contextlib
+import dataclasses
 import warnings
 
 import pytest
@@ -444,3 +445,41 @@ def test_what_the_step_reads_besides_numbers_is_traced_again(knob):
     finally:
         _turn(knob, False)
     _ran_natively(Cls)
+
+
+@dataclasses.dataclass(frozen=True)
+class Gain:
+    """A callable frozen dataclass holding a list: hash() of it raises TypeError."""
+
+    k: float
+    sizes: list
+
+    def __call__(self, x):
+        return x * self.k
+
+
+GAIN = Gain(0.5, [1, 2])
+
+
+def gained_step(xw_t, state, P):
+    (new,), us, cache = reset_before_step(xw_t, state, P)
+    return (GAIN(new),), us, cache
+
+
+def gained_step_backward(dstate, cache, P):
+    return reset_before_step_backward((GAIN(dstate[0]),), cache, P)
+
+
+class Gained(ResetBefore):
+    step = staticmethod(gained_step)
+    step_backward = staticmethod(gained_step_backward)
+
+
+def test_a_callable_object_that_cant_be_hashed():
+    """The kernels' key holds a callable the step reads as itself (fix of 3b9cceb): one whose hash raises (a frozen
+    dataclass holding a list) failed every forward with TypeError: unhashable type: 'list'."""
+    got = _run_layer(Gained, "native", torch.float64, layers=1)
+    _ran_natively(Gained)
+    want = _run_layer(Gained, "python", torch.float64, layers=1)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)

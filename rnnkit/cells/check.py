@@ -81,7 +81,7 @@ def _one_step(model, name, B, rtol, atol):
         dW = dpre.t() @ u
         grads[w] = dW if grads[w] is None else grads[w] + dW
         if b is not None and P[Cls.REC_PARAMS.index(b)] is not None:
-            grads[b] = dpre.sum(0)
+            grads[b] = dpre.sum(0) if grads[b] is None else grads[b] + dpre.sum(0)
     for extra, d in zip(Cls.EXTRAS, dextras):
         grads[extra] = d
     hand = [("dxw_t (one step)", dxw)]

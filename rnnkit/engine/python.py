@@ -107,7 +107,8 @@ def _param_grads(cell, P, dpres, us, G, dextras):
         i = cell.REC_PARAMS.index(w)
         grads[i] = dW if grads[i] is None else grads[i] + dW
         if b is not None and P[cell.REC_PARAMS.index(b)] is not None:
-            grads[cell.REC_PARAMS.index(b)] = dpre2.sum(0)
+            j = cell.REC_PARAMS.index(b)  # (a bias of two entries: the sums added, as U's products are)
+            grads[j] = dpre2.sum(0) if grads[j] is None else grads[j] + dpre2.sum(0)
     for name, d in zip(cell.EXTRAS, dextras):
         grads[cell.REC_PARAMS.index(name)] = d
     return grads

@@ -710,6 +710,9 @@ class _Staged(_Analysis):
             self.gemms.append((u, bi, U.shape[0] // H))
         if len({g[0] for g in self.gemms}) < len(self.gemms):
             raise Untraceable(f"{cls.__name__}'s GEMMS name one matrix twice, {FALLBACK}")
+        biases = [g[1] for g in self.gemms if g[1] >= 0]
+        if len(set(biases)) < len(biases):  # (the engine's db_k = Σ dpre_k would keep one entry's sum)
+            raise Untraceable(f"{cls.__name__}'s GEMMS name one bias twice, {FALLBACK}")
         self.dtype = P[self.gemms[0][0]].dtype
         self.U_name = cls.GEMMS[0][0]
 

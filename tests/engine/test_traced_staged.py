@@ -17,8 +17,9 @@ import torch
 from rnnkit import Recurrent
 from rnnkit.cells import CELLS
 from rnnkit.cells._base import Cell, linear, recurrent_weights
+from rnnkit.cells.check import check_cell
 from rnnkit.engine import native, run
-from rnnkit.engine.traced import trace_cell
+from rnnkit.engine.traced import Untraceable, trace_cell
 
 NAMES = ("gru_cho", "mut1", "mut2", "mut3")
 
@@ -481,5 +482,52 @@ def test_a_callable_object_that_cant_be_hashed():
     got = _run_layer(Gained, "native", torch.float64, layers=1)
     _ran_natively(Gained)
     want = _run_layer(Gained, "python", torch.float64, layers=1)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+def shared_bias_step(xw_t, state, P):
+    """r = σ(xw_r + h_{t-1} W_1ᵀ + b), h_t = tanh(xw_h + (r ⊙ h_{t-1}) W_2ᵀ + b): one bias b on both products."""
+    (h,) = state
+    W_1, W_2, b = P
+    H = h.shape[1]
+    r = torch.sigmoid(xw_t[:, :H] + linear(h, W_1, b))
+    u = r * h
+    n = torch.tanh(xw_t[:, H:] + linear(u, W_2, b))
+    return (n,), (h, u), (r, n, h)
+
+
+def shared_bias_step_backward(dstate, cache, P):
+    (dh,), (r, n, h) = dstate, cache
+    da_n = dh * (1 - n * n)
+    du = da_n @ P[1]
+    da_r = du * h * r * (1 - r)
+    return torch.cat((da_r, da_n), 1), (du * r + da_r @ P[0],), (da_r, da_n), ()
+
+
+class SharedBias(Cell):
+    gates = 2
+    REC_PARAMS = ("W_1", "W_2", "b")
+    GEMMS = (("W_1", "b"), ("W_2", "b"))
+    step = staticmethod(shared_bias_step)
+    step_backward = staticmethod(shared_bias_step_backward)
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__(input_size, hidden_size, bias)
+        H = hidden_size
+        recurrent_weights(self, ("W_1", (H, H)), ("W_2", (H, H)), ("b", (H,) if bias else None))
+        self.reset_parameters()
+
+
+def test_a_bias_named_by_two_gemms_entries():
+    """b on both products: its gradient is Σ dpre_1 + Σ dpre_2, and the python loop kept the last entry's sum alone
+    (0.4 off autograd's), as the engine's db_k would, and check_cell took the right step_backward for a wrong one;
+    both sum them (as for a matrix), and the native loop leaves such a cell to the python loop."""
+    check_cell(SharedBias)
+    P = [p.detach().double() for p in SharedBias(3, 4).rec_params()]
+    with pytest.raises(Untraceable, match="GEMMS name one bias twice"):
+        trace_cell(SharedBias, 4, P, torch.float64)
+    got = _run_layer(SharedBias, "python", torch.float64, layers=1)
+    want = _run_layer(SharedBias, "autograd", torch.float64, layers=1)
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)

@@ -465,7 +465,7 @@ class _Analysis:
     # -- bookkeeping --
 
     def begin(self, where):
-        self.where, self.lines, self.ins, self.count = where, [], set(), 0
+        self.where, self.lines, self.ins, self.count, self.memo = where, [], set(), 0, {}
 
     def load(self, kind, i, node):
         """The blocks of input pointer i, loaded at unit j (a 0-dim parameter: its one value)."""
@@ -500,10 +500,14 @@ class _Analysis:
         )
 
     def let(self, expr, boolean=False):
-        """A local holding expr (one block of one value), named in order."""
-        self.count += 1
-        self.lines.append(f"const {'bool' if boolean else 'T'} v{self.count} = {expr};")
-        return f"v{self.count}"
+        """A local holding expr (one block of one value), named in order; an expr already held is that local (the
+        same value computed twice, `u = r * h` returned while the product read `(r * h) @ W.t()`, is one value)."""
+        name = self.memo.get((expr, boolean))
+        if name is None:
+            self.count += 1
+            self.lines.append(f"const {'bool' if boolean else 'T'} v{self.count} = {expr};")
+            name = self.memo[expr, boolean] = f"v{self.count}"
+        return name
 
     def width(self, node):
         """Blocks of H in a tensor value (1 for a 0-dim one); refuses other shapes."""
@@ -723,6 +727,11 @@ class _Staged(_Analysis):
         self.defs, self.stage, self.bools = {}, {}, set()
 
     def let(self, expr, boolean=False, stage=None):
+        held = self.memo.get((expr, boolean))
+        if held is not None and (stage is None or self.stage[held] == stage):
+            return held
+        if held is not None:  # (the same text at another stage: a local of its own)
+            del self.memo[expr, boolean]
         name = super().let(expr, boolean)
         deps = [f"v{d}" for d in _VAR.findall(expr)]
         self.defs[name] = (self.lines[-1], deps)

@@ -531,3 +531,39 @@ def test_a_bias_named_by_two_gemms_entries():
     want = _run_layer(SharedBias, "autograd", torch.float64, layers=1)
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+def inline_step(xw_t, state, P):
+    """ScaledCandidate written inline: the product reads (r * h) @ W_hᵀ while the step returns r * h computed again."""
+    (h,) = state
+    W_g, b_g, W_h = P
+    H = h.shape[1]
+    g = torch.sigmoid(xw_t[:, : 2 * H] + linear(h, W_g, b_g))
+    r, z = g.split(H, 1)
+    n = torch.tanh(xw_t[:, 2 * H :] + 0.5 * ((r * h) @ W_h.t()))
+    return ((1 - z) * n + z * h,), (h, r * h), (g, n, h)
+
+
+def inline_step_backward(dstate, cache, P):
+    (dh,), (g, n, h) = dstate, cache
+    H = dh.shape[1]
+    r, z = g[:, :H], g[:, H:]
+    da_n = dh * (1 - z) * (1 - n * n)
+    du = (0.5 * da_n) @ P[2]
+    da_g = torch.cat((du * h * r * (1 - r), dh * (h - n) * z * (1 - z)), 1)
+    return torch.cat((da_g, da_n), 1), (dh * z + du * r + da_g @ P[0],), (da_g, 0.5 * da_n), ()
+
+
+class Inline(ResetBefore):
+    step = staticmethod(inline_step)
+    step_backward = staticmethod(inline_step_backward)
+
+
+def test_a_value_computed_twice_is_one_value():
+    """u = r * h returned beside (r * h) @ W_hᵀ, and dpres (0.5 da_n,) beside (0.5 da_n) @ W_h: the two copies had
+    two names, and the cell was left to the python loop ("us[1] is not the vector it multiplies by W_hᵀ")."""
+    got = _run_layer(Inline, "native", torch.float64)
+    _ran_natively(Inline)
+    want = _run_layer(Inline, "autograd", torch.float64)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)

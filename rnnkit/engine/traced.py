@@ -1027,7 +1027,7 @@ def _pow(a, e):
 
 UNARY = {
     "neg": "-{0}", "sigmoid": "rnnkit::sigmoid({0})", "tanh": "rnnkit::tanh_({0})", "relu": "t_relu({0})",
-    "exp": "t_exp({0})", "log": "std::log({0})", "sqrt": "std::sqrt({0})", "rsqrt": "T(1) / std::sqrt({0})",
+    "exp": "t_exp({0})", "log": "t_log({0})", "sqrt": "std::sqrt({0})", "rsqrt": "T(1) / std::sqrt({0})",
     "reciprocal": "T(1) / {0}", "abs": "std::abs({0})", "logical_not": "!{0}", "bitwise_not": "!{0}",
 }  # fmt: skip
 BINARY = {
@@ -1103,6 +1103,8 @@ inline float t_exp(float x) {
   return x != x ? x : h * h;
 }
 inline double t_exp(double x) { return std::exp(x); }
+inline float t_log(float x) { return rnnkit::flog(x); }  // (vectorised; std::log ran one value at a time)
+inline double t_log(double x) { return std::log(x); }
 template <class T> inline T t_relu(T x) { return x < T(0) ? T(0) : x; }
 template <class T> inline T t_min(T a, T b) { return a != a || b != b ? a + b : (a < b ? a : b); }
 template <class T> inline T t_max(T a, T b) { return a != a || b != b ? a + b : (a > b ? a : b); }

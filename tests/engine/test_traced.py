@@ -673,3 +673,17 @@ def test_a_damaged_library_in_the_cache_is_built_again(tmp_path, monkeypatch):
     cut.write_bytes(good.read_bytes()[:100])
     lib = traced._load_library(str(cut), lambda: str(good))
     assert hasattr(lib, "rnnkit_traced_fwd_f32") and not cut.exists()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_log_over_its_whole_range_as_torchs(dtype):
+    """The float kernels' log is rnnkit's own vectorised one (fastmath.h, flog; std::log ran one value at a time):
+    torch's values from subnormals to the largest float, 0 to -inf, a negative x, inf and NaN as torch gives them."""
+    tiny = [1e-45, 3e-42, 1.1e-38, 1.2e-38]  # subnormals, and both sides of the smallest normal float
+    values = [*tiny, 1e-30, 1e-7, 0.1, 0.5, 0.7071, 0.7072, 0.99999, 1.0, 1.00001, 1.5, 2.0, 3.0, 10.0, 1e7, 3.4e38,
+              0.0, -0.0, -1.0, INF, -INF, NAN]  # fmt: skip
+    values += torch.logspace(-37, 37, 301, dtype=torch.float64).tolist()
+    got, want = on_values(torch.log, lambda dh, a: dh / a, values, dtype)
+    torch.testing.assert_close(got[0], want[0], rtol=2e-7 if dtype == torch.float32 else 1e-12, atol=0,
+                               equal_nan=True)  # fmt: skip
+    torch.testing.assert_close(got[1], want[1], **TOL[dtype], equal_nan=True)

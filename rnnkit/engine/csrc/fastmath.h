@@ -41,6 +41,38 @@ inline float fexp(float x) {
   return x0 < -87.3f ? 0.f : (x0 > 88.3f ? INFINITY : y * p);
 }
 
+// ln x, branch-free (Cephes' logf): x = m 2^e with m in [√½, √2), ln x = e ln 2 + ln m, ln m a polynomial in m - 1.
+// Subnormals are scaled by 2^23 first; 0 gives -inf, a negative x NaN, inf and NaN themselves, as torch's log.
+// (std::log in a pointwise loop ran one value at a time: a traced cell built on log lost half the loop's gain.)
+inline float flog(float x) {
+  const bool tiny = x < 1.17549435e-38f;
+  const float s = tiny ? x * 8388608.f : x;  // 2^23
+  int32_t bits;
+  std::memcpy(&bits, &s, sizeof bits);
+  float e = float(((bits >> 23) & 0xff) - 126) - (tiny ? 23.f : 0.f);
+  bits = (bits & 0x807fffff) | 0x3f000000;  // m in [0.5, 1)
+  float m;
+  std::memcpy(&m, &bits, sizeof m);
+  const bool low = m < 0.707106781186547524f;
+  e = low ? e - 1.f : e;
+  m = low ? m + m - 1.f : m - 1.f;
+  const float z = m * m;
+  float y = 7.0376836292e-2f;
+  y = y * m - 1.1514610310e-1f;
+  y = y * m + 1.1676998740e-1f;
+  y = y * m - 1.2420140846e-1f;
+  y = y * m + 1.4249322787e-1f;
+  y = y * m - 1.6668057665e-1f;
+  y = y * m + 2.0000714765e-1f;
+  y = y * m - 2.4999993993e-1f;
+  y = y * m + 3.3333331174e-1f;
+  y = y * m * z;
+  y += e * -2.12194440e-4f;
+  y -= 0.5f * z;
+  const float r = m + y + e * 0.693359375f;
+  return x > 0.f ? (x < INFINITY ? r : x) : x == 0.f ? -INFINITY : (x != x ? x : NAN);
+}
+
 // NaN in, NaN out, tested after the divide: with a NaN arm in fexp's select (x0 for a NaN x0), GCC split the
 // divide of sigmoid and tanh over that select's arms, two vector divides for one (a pointwise pass of the LSTM
 // with half its divides ran 6% faster alone; in the whole loop the change was lost in the noise).

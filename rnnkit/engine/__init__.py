@@ -342,12 +342,15 @@ def run(
     if autocast_on(xw.device):  # the loop runs in its parameters' dtype, see _no_autocast
         return _no_autocast(run, cell, xw, state0, P, mask, reverse, backend, probe, batch_first, xbias=xbias,
                             raw_tail=raw_tail, xtilde=xtilde)  # fmt: skip
-    if xbias is None and not raw_tail and xtilde is None and compiled.wanted(cell, xw, backend, probe):
-        return compiled.run(cell, xw, state0, P, mask, reverse, batch_first)  # torch.compile: one operator
-    probe = None if probe is None else _Call(probe)  # (this run's records: see GradProbe.record)
     # a cell of one's own given sizes its trace doesn't take: python's checks say what is wrong (asked before tracing
     # it: the trace's sample step, at H = U's columns, failed first with torch's error on shapes the user never gave)
-    chosen = resolve_backend(backend, cell, xw, P, fits=native_fits(cell, xw, state0, P))
+    fits = native_fits(cell, xw, state0, P)
+    if xbias is None and not raw_tail and xtilde is None:
+        cid = compiled.wanted(cell, xw, backend, probe, P, fits)
+        if cid is not None:  # torch.compile: one operator
+            return compiled.run(cell, xw, state0, P, mask, reverse, batch_first, cid)
+    probe = None if probe is None else _Call(probe)  # (this run's records: see GradProbe.record)
+    chosen = resolve_backend(backend, cell, xw, P, fits=fits)
     if chosen == "native":
         from rnnkit.engine.native import NativeRecurrence, forward_only
 

@@ -12,10 +12,17 @@ graph calls the same C++ forward and backward as eager code does (native.py), wi
 
 `run` (engine/__init__.py) takes this path inside torch.compile where the native backend would run eagerly
 (CPU, float32 or float64, one of rnnkit's cells, the extension built, no GradProbe); the layer's input projection
-is then a plain F.linear that inductor compiles with the rest. torch.export keeps plain torch ops (a program
+is then a plain F.linear that inductor compiles with the rest. A cell of one's own goes as the id its traced kernels
+are registered under (native.traced_id): `_own_id` traces them from the parameters' shapes while dynamo traces the
+model, a call dynamo makes eagerly (as native_ready's) on a thread of its own, out of dynamo's fake tensors; the
+fake functions size its caches from the traced layout (the extension's cache_widths of that id). A cell that doesn't
+trace is left to dynamo, which unrolls the python loop (with the reason where backend="native" was asked for).
+The graph holds the id: where what the kernels bake in changes afterwards (a global number the step reads), the
+operator says so instead of running the old kernels (torch._dynamo.reset() compiles anew). torch.export keeps plain torch ops (a program
 that needs no rnnkit to run), and so does a GradProbe (its records are Python side effects a graph drops).
 """
 
+import concurrent.futures
 import functools
 
 import torch
@@ -23,6 +30,7 @@ from torch import Tensor
 
 from rnnkit.cells._base import plain_ops_only
 from rnnkit.engine import native
+from rnnkit.errors import RnnkitError
 
 CELL_OF_ID = {i: cell for cell, i in native.CELL_IDS.items()}
 
@@ -47,38 +55,72 @@ def transformed() -> bool:
 transformed._dynamo_marked_constant = True
 
 
-def wanted(cell, xw, backend, probe) -> bool:
-    """Whether `run` should take the operator: inside torch.compile (not torch.export), where `native` would run."""
-    return (
+def _own_id(cell, shapes, dtype) -> int | str:
+    """native.traced_id of a cell of one's own from its parameters' shapes: the id its traced kernels are registered
+    under, or the one-line reason it runs on the python loop. A constant of the graph, as native_ready: dynamo calls
+    it once while tracing (the trace, make_fx and a C++ compile, runs eagerly) instead of tracing into it. On a
+    thread of its own: dynamo's fake tensors and shape environment, which are the calling thread's, took in the
+    sample step's ops (a guard of the trace's own shapes failed the graph's)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(native.traced_id_of_shapes, cell, shapes, dtype).result()
+
+
+_own_id._dynamo_marked_constant = True
+
+
+def own_cell_id(cell, xw, P) -> int | str | None:
+    """_own_id for a cell of one's own run on xw with parameters P under torch.compile; None where a parameter's
+    shape is symbolic (the kernels are traced for fixed sizes)."""
+    if not all(p is None or all(isinstance(d, int) for d in p.shape) for p in P):
+        return None
+    return _own_id(cell, tuple(None if p is None else tuple(p.shape) for p in P), xw.dtype)
+
+
+def wanted(cell, xw, backend, probe, P=None, fits=False) -> int | None:
+    """The cell id `run` should take the operator with, or None: inside torch.compile (not torch.export), where
+    `native` would run. A cell of one's own (P its parameters, fits: engine.native_fits) goes as its traced id."""
+    if not (
         torch.compiler.is_compiling()
         and not torch.compiler.is_exporting()
         and backend in (None, "native")
         and probe is None
-        and cell in native.CELL_IDS
         and xw.device.type == "cpu"
         and xw.dtype in (torch.float32, torch.float64)
         and xw.shape[1] > 0
         and not transformed()
         and native_ready()
-    )
+    ):
+        return None
+    if cell in native.CELL_IDS:
+        return native.CELL_IDS[cell]
+    if P is None or not fits:
+        return None
+    got = own_cell_id(cell, xw, P)
+    return got if isinstance(got, int) else None
 
 
-def run(cell, xw, state0, P, mask, reverse, batch_first):
+def run(cell, xw, state0, P, mask, reverse, batch_first, cid=None):
     """hs, state_T of `cell` over xw through the operator (engine.run's contract, without xbias or raw x̃).
     P goes as the parameters present and their places in cell.REC_PARAMS (no bias: a None, which a custom op's
-    autograd can't pair with a gradient)."""
+    autograd can't pair with a gradient). cid: the cell's id (`wanted`'s; a cell of one's own: its traced id)."""
     given = [k for k, p in enumerate(P) if p is not None]
     P = [P[k] for k in given]
     # the caches only where a backward will read them
     keep = torch.is_grad_enabled() and any(t.requires_grad for t in (xw, *state0, *P))
     n = len(state0)
-    out = recurrence(native.CELL_IDS[cell], xw, list(state0), P, given, mask, reverse, keep, batch_first)
+    cid = native.CELL_IDS[cell] if cid is None else cid
+    out = recurrence(cid, xw, list(state0), P, given, mask, reverse, keep, batch_first)
     return out[0], tuple(out[1 : 1 + n])
+
+
+def _cell(cell: int):
+    """The class of a cell id: rnnkit's own, or a traced cell of one's own (native.traced_cell)."""
+    return CELL_OF_ID[cell] if cell in CELL_OF_ID else native.traced_cell(cell)
 
 
 def _all_params(cell: int, P, given):
     """The cell's REC_PARAMS in order, None where absent."""
-    full = [None] * len(CELL_OF_ID[cell].REC_PARAMS)
+    full = [None] * len(_cell(cell).REC_PARAMS)
     for k, p in zip(given, P):
         full[k] = p
     return full
@@ -105,9 +147,13 @@ def recurrence(
 ) -> list[Tensor]:
     """[hs, state_T..., and with keep what backward reads: HH (T+1, B, H), (CC,) caches (T, B, w)...].
     P: the cell's recurrent parameters present, `given` their places in its REC_PARAMS."""
-    full = _all_params(cell, P, given)
+    full, cls = _all_params(cell, P, given), _cell(cell)
+    if cell not in CELL_OF_ID and native.cell_id(cls, full, xw) != cell:
+        # (what the kernels bake in changed since dynamo traced the graph: a global number the step reads, say)
+        raise RnnkitError(f"{cls.__name__}'s step functions or the numbers they read changed since torch.compile "
+                          "traced them; call torch._dynamo.reset() to compile it again")  # fmt: skip
     out, _, _ = native._run_forward(
-        CELL_OF_ID[cell], mask, reverse, batch_first, False, xw, None, state0, full, keep
+        cls, mask, reverse, batch_first, False, xw, None, state0, full, keep, cell
     )
     return list(out)
 
@@ -141,7 +187,7 @@ def recurrence_backward(
 ) -> list[Tensor]:
     """BPTT: [dxw (T, B, X), dstate_0..., dP for each P (α of a leaky unit spread to (H,))]."""
     T, B, H = saved[0].shape[0] - 1, saved[0].shape[1], saved[0].shape[2]
-    flat = native._flat_params(CELL_OF_ID[cell], _all_params(cell, P, given), H)
+    flat = native._flat_params(_cell(cell), _all_params(cell, P, given), H)
     m = None if mask is None else mask.reshape(T, B).to(dhs.dtype).contiguous()  # as _run_forward's
     dstate = [d.contiguous() for d in dstate]
     out = native.load().backward(cell, saved, X, flat, m, reverse, dhs.contiguous(), dstate, False, batch_first,
@@ -150,14 +196,18 @@ def recurrence_backward(
     n = len(dstate)
     dP = out[2 + n : 2 + n + len(flat)]
     grads = [torch.zeros_like(flat[k]) if dP[k] is None else dP[k] for k in given]
+    if cell not in CELL_OF_ID:  # a traced cell's EXTRAS gradient comes as (H,): back to its parameter's shape
+        grads = [
+            g.reshape(p.shape) if g.numel() == p.numel() else g.sum_to_size(p.shape) for g, p in zip(grads, P)
+        ]
     return [out[0], *out[2 : 2 + n], *grads]
 
 
 @recurrence_backward.register_fake
 def _(cell, saved, X, P, given, mask, reverse, dhs, dstate, batch_first):
     T, B, H = saved[0].shape[0] - 1, saved[0].shape[1], saved[0].shape[2]
-    c = CELL_OF_ID[cell]
-    alpha = c.REC_PARAMS.index("alpha") if "alpha" in c.EXTRAS else -1
+    c = _cell(cell)
+    alpha = c.REC_PARAMS.index("alpha") if "alpha" in c.EXTRAS and cell in CELL_OF_ID else -1
     dP = [p.new_empty((H,) if k == alpha else p.shape) for k, p in zip(given, P)]
     return [dhs.new_empty((T, B, X)), *(d.new_empty(d.shape) for d in dstate), *dP]
 

@@ -305,9 +305,16 @@ def unsupported(cell, xw, P=None):
     if load() is None:
         return _reason
     if cell not in CELL_IDS:  # a cell of one's own: traced into kernels, or run by the python loop
-        # (tracing it is no graph's op: dynamo unrolls python's loop there, see compiled)
+        # (under torch.compile the operator runs a traced cell, engine.compiled.wanted; here it was declined, or
+        # the cell doesn't trace, and dynamo unrolls python's loop)
         if torch.compiler.is_compiling():
-            return f"{cell.__name__} is a cell of one's own, which the native loop runs outside torch.compile"
+            from rnnkit.engine import compiled
+
+            got = compiled.own_cell_id(cell, xw, P) if P is not None else None
+            if isinstance(got, str):
+                return got
+            return (f"{cell.__name__} is a cell of one's own, which the native loop runs under torch.compile only "
+                    "as the rnnkit::recurrence operator (not with a GradProbe)")  # fmt: skip
         if P is None and isinstance(given, torch.nn.Module):
             P = given.rec_params()
         if P is None:
@@ -320,6 +327,7 @@ def unsupported(cell, xw, P=None):
 
 
 _traced = {}  # (cell class, its parameters' shapes, dtype) -> cell id, or why it can't run natively
+_traced_cells = {}  # cell id -> the class traced_id registered under it
 _traced_lock = threading.Lock()
 
 
@@ -343,6 +351,8 @@ def traced_id(cell, P, xw):
             return _traced[key]
         got = _trace(traced, cell, P, xw)
         _traced[key] = got
+        if isinstance(got, int):
+            _traced_cells[got] = cell
         return got
 
 
@@ -369,6 +379,20 @@ def _trace(traced, cell, P, xw):
         )  # fmt: skip
     except RuntimeError as e:  # (more buffers and parameters than the loop passes a kernel, say)
         return f"{cell.__name__}: {str(e).splitlines()[0]}; it runs on the python loop"
+
+
+def traced_id_of_shapes(cell, shapes, dtype):
+    """traced_id from the parameters' shapes alone (None for an absent one) and the dtype: what the kernels are
+    keyed by. The sample step runs on parameters drawn here, as traced_id's first call runs it on the first ones
+    given (for torch.compile, which has no real tensors to give: compiled.own_cell_id)."""
+    rnd = torch.Generator().manual_seed(0)
+    P = [None if s is None else torch.rand(s, generator=rnd, dtype=dtype) * 0.5 + 0.25 for s in shapes]
+    return traced_id(cell, P, torch.empty(0, dtype=dtype))
+
+
+def traced_cell(cid):
+    """The class of the cell of one's own registered as cid (traced_id)."""
+    return _traced_cells[cid]
 
 
 def cell_id(cell, P, xw):

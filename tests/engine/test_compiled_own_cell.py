@@ -1,0 +1,187 @@
+"""A cell of one's own under torch.compile (rnnkit/engine/compiled.py): where its step functions trace into the native
+loop's kernels (rnnkit/engine/traced.py) the compiled graph calls the `rnnkit::recurrence` operator with its traced
+id, as for rnnkit's cells, and gives the eager native loop's numbers; one that doesn't trace is still compiled (dynamo
+unrolls the python loop) with its numbers, and with the reason where backend="native" was asked for."""
+
+import pytest
+import torch
+
+from rnnkit import Recurrent
+from rnnkit.cells._base import linear
+from rnnkit.engine import compiled, native
+from rnnkit.errors import RnnkitError
+
+pytestmark = [
+    pytest.mark.skipif(native.load() is None, reason="the native engine could not be built here"),
+    pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf"),  # (dynamo's own)
+]
+OP = "rnnkit.recurrence.default"
+
+
+def own_cell(name):
+    """rnnkit's cell `name` written as one's own: a subclass defining step and step_backward (the built-in ones, so
+    the math is the same), which the engine knows only by tracing them (as bench/engine.py's own_cell)."""
+    base = native.CELLS[name]
+    body = {"step": staticmethod(base.step), "step_backward": staticmethod(base.step_backward)}
+    return type(f"Own{base.__name__}", (base,), {**body, "__module__": __name__})
+
+
+OWN = {name: own_cell(name) for name in ("lstm", "gru_cho", "leaky")}
+
+
+def _recording():
+    """aot_eager (the compiled graph's own forward and backward) that keeps the graphs dynamo hands it."""
+    graphs = []
+    aot_eager = torch._dynamo.lookup_backend("aot_eager")
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return aot_eager(gm, example_inputs)
+
+    return backend, graphs
+
+
+def _ops(graphs):
+    return [str(n.target) for g in graphs for n in g.graph.nodes if n.op == "call_function"]
+
+
+def _layer_and_loss(Cls, dtype, bidirectional=True, backend=None):
+    torch.manual_seed(0)
+    layer = Recurrent(Cls, 3, 5, bidirectional=bidirectional, backend=backend).to(dtype)
+    x = torch.randn(3, 6, 3, dtype=dtype, requires_grad=True)
+    lengths = torch.tensor([6, 3, 1])
+
+    def loss(x):
+        out, state = layer(x, lengths=lengths)
+        state = state if isinstance(state, tuple) else (state,)
+        return out.square().sum() + sum(s.sin().sum() for s in state)
+
+    return layer, x, loss
+
+
+def _compiled_and_eager(layer, x, loss, fullgraph=True):
+    backend, graphs = _recording()
+    torch._dynamo.reset()
+    inputs = [x, *layer.parameters()]
+    y = torch.compile(loss, backend=backend, fullgraph=fullgraph)(x)
+    got = [y, *torch.autograd.grad(y, inputs)]
+    y = loss(x)
+    want = [y, *torch.autograd.grad(y, inputs)]
+    return got, want, graphs
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru_cho"])
+def test_a_traced_cell_of_ones_own_runs_the_operator_under_compile(name):
+    """Bidirectional with variable lengths, float64: the eager native loop's outputs and every gradient, and the graph
+    calls the operator once per direction with the cell's traced id (not a step per time step)."""
+    Cls = OWN[name]
+    layer, x, loss = _layer_and_loss(Cls, torch.float64)
+    got, want, graphs = _compiled_and_eager(layer, x, loss)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    assert _ops(graphs).count(OP) == 2, _ops(graphs)
+    ids = [v for k, v in native._traced.items() if k[0] is Cls and isinstance(v, int)]
+    assert ids and native.traced_cell(ids[0]) is Cls
+
+
+def test_float32():
+    """float32 (kernels of their own) of an lstm in one direction."""
+    layer, x, loss = _layer_and_loss(OWN["lstm"], torch.float32, bidirectional=False)
+    got, want, graphs = _compiled_and_eager(layer, x, loss)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+    assert _ops(graphs).count(OP) == 1, _ops(graphs)
+
+
+@pytest.mark.parametrize("name", sorted(OWN))
+def test_opcheck_of_a_traced_cell(name):
+    """torch.library.opcheck with a traced cell's id: the fake functions give the shapes of its caches (the traced
+    layout's widths) and of its parameters' gradients, and the registered backward runs. Without a mask: a traced
+    cell's caches at the steps a mask skips are left unwritten (backward doesn't read them), which opcheck compares."""
+    torch.manual_seed(0)
+    cell = OWN[name](3, 4, **({"learn_alpha": True} if name == "leaky" else {})).double()
+    T, B, H = 5, 3, 4
+    X = cell.gates * H
+    xw = torch.randn(T, B, X, dtype=torch.float64, requires_grad=True)
+    state0 = [torch.randn(B, H, dtype=torch.float64, requires_grad=True) for _ in range(cell.num_states)]
+    params = cell.rec_params()
+    given = [k for k, p in enumerate(params) if p is not None]
+    P = [params[k].detach().clone().requires_grad_() for k in given]
+    cid = native.traced_id(type(cell), params, xw)
+    assert isinstance(cid, int), cid
+    torch.library.opcheck(compiled.recurrence, (cid, xw, state0, P, given, None, False, True, False))
+
+
+def centred_step(xw_t, state, P):
+    """Layer-normalised pre-activations: a mean over the units, which no per-unit kernel computes."""
+    (h_prev,) = state
+    a = xw_t + linear(h_prev, *P)
+    h_t = torch.tanh(a - a.mean(1, keepdim=True))
+    return (h_t,), (h_prev,), (h_t,)
+
+
+def centred_step_backward(dstate, cache, P):
+    (dh_t,), (h_t,) = dstate, cache
+    dz = dh_t * (1 - h_t * h_t)
+    da = dz - dz.mean(1, keepdim=True)
+    return da, (da @ P[0],), (da,), ()
+
+
+CompiledCentred = type(
+    "CompiledCentred",
+    (native.CELLS["rnn_tanh"],),
+    {"step": staticmethod(centred_step), "step_backward": staticmethod(centred_step_backward)},
+)
+
+
+def test_a_cell_that_does_not_trace_is_compiled_as_the_python_loop():
+    """No operator (dynamo unrolls the python loop), autograd's numbers, and with backend="native" the line that
+    says why."""
+    layer, x, loss = _layer_and_loss(CompiledCentred, torch.float64, bidirectional=False, backend="native")
+    with pytest.warns(RuntimeWarning, match=r"native backend unavailable \(CompiledCentred.step .*mean"):
+        got, _, graphs = _compiled_and_eager(layer, x, loss, fullgraph=False)
+    assert graphs and OP not in _ops(graphs)
+    layer, x, loss = _layer_and_loss(CompiledCentred, torch.float64, bidirectional=False, backend="autograd")
+    y = loss(x)
+    want = [y, *torch.autograd.grad(y, [x, *layer.parameters()])]
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+SCALE = 1.0
+
+
+def scaled_step(xw_t, state, P):
+    (h_prev,) = state
+    h_t = torch.tanh(SCALE * (xw_t + linear(h_prev, *P)))
+    return (h_t,), (h_prev,), (h_t,)
+
+
+def scaled_step_backward(dstate, cache, P):
+    (dh_t,), (h_t,) = dstate, cache
+    da = SCALE * dh_t * (1 - h_t * h_t)
+    return da, (da @ P[0],), (da,), ()
+
+
+CompiledScaled = type(
+    "CompiledScaled",
+    (native.CELLS["rnn_tanh"],),
+    {"step": staticmethod(scaled_step), "step_backward": staticmethod(scaled_step_backward)},
+)
+
+
+def test_a_number_the_kernels_baked_in_changed_after_compiling_is_said_so(monkeypatch):
+    """The graph holds the traced id of the kernels with SCALE baked in: after SCALE changes the operator refuses to
+    run them (the python loop, eagerly, reads the new value), and compiled anew it gives eager's numbers again."""
+    layer, x, loss = _layer_and_loss(CompiledScaled, torch.float64, bidirectional=False)
+    got, want, graphs = _compiled_and_eager(layer, x, loss)
+    torch.testing.assert_close(got[0], want[0], rtol=1e-10, atol=1e-12)
+    assert OP in _ops(graphs)
+    f = torch.compile(loss, backend="aot_eager", fullgraph=True)
+    f(x)
+    monkeypatch.setitem(globals(), "SCALE", 2.0)
+    with pytest.raises(RnnkitError, match=r"CompiledScaled.s step functions .* changed"):
+        f(x)
+    got, want, _ = _compiled_and_eager(layer, x, loss)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)

@@ -185,3 +185,25 @@ def test_a_number_the_kernels_baked_in_changed_after_compiling_is_said_so(monkey
     got, want, _ = _compiled_and_eager(layer, x, loss)
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+def test_a_new_length_does_not_compile_again():
+    """As for rnnkit's cells: the second length makes T symbolic (the fake functions size the traced cell's caches in
+    it), and later lengths reuse that graph."""
+    torch.manual_seed(0)
+    layer = Recurrent(OWN["gru_cho"], 4, 6)
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    f = torch.compile(lambda x: layer(x)[0].sum(), backend=backend, fullgraph=True)
+    for T in (5, 9, 3):
+        x = torch.randn(2, T, 4, requires_grad=True)
+        y = f(x)
+        y.backward()
+        torch.testing.assert_close(y, layer(x)[0].sum())
+    assert len(graphs) == 2
+    assert _ops(graphs[-1:]).count(OP) == 1

@@ -96,8 +96,8 @@ def test_float32():
 @pytest.mark.parametrize("name", sorted(OWN))
 def test_opcheck_of_a_traced_cell(name):
     """torch.library.opcheck with a traced cell's id: the fake functions give the shapes of its caches (the traced
-    layout's widths) and of its parameters' gradients, and the registered backward runs. Without a mask: a traced
-    cell's caches at the steps a mask skips are left unwritten (backward doesn't read them), which opcheck compares."""
+    layout's widths) and of its parameters' gradients, and the registered backward runs; with a mask and without (a
+    traced cell's caches at the steps a mask skips were left unwritten, and opcheck's runs differed there)."""
     torch.manual_seed(0)
     cell = OWN[name](3, 4, **({"learn_alpha": True} if name == "leaky" else {})).double()
     T, B, H = 5, 3, 4
@@ -109,7 +109,9 @@ def test_opcheck_of_a_traced_cell(name):
     P = [params[k].detach().clone().requires_grad_() for k in given]
     cid = native.traced_id(type(cell), params, xw)
     assert isinstance(cid, int), cid
-    torch.library.opcheck(compiled.recurrence, (cid, xw, state0, P, given, None, False, True, False))
+    mask = (torch.arange(T)[:, None] < torch.tensor([T, 2, 1])[None, :]).double()[..., None]
+    for m in (None, mask):
+        torch.library.opcheck(compiled.recurrence, (cid, xw, state0, P, given, m, False, True, False))
 
 
 def centred_step(xw_t, state, P):

@@ -104,9 +104,13 @@ struct Traced {
       const T* h0 = hp + b * H;
       T* h = hn + b * H;
       T* o = r.out(t, b);
-      if (!r.m(t, b)) {
-        std::copy(h0, h0 + H, h), std::fill(o, o + H, T(0));
-        if (S == 2) std::copy(cp + b * H, cp + (b + 1) * H, cn + b * H);
+      if (!r.m(t, b)) {  // (its caches 0, as the built-in cells leave them: backward doesn't read them, but the
+        std::copy(h0, h0 + H, h), std::fill(o, o + H, T(0));  // operator returns them, and memory left as it was
+        if (S == 2) std::copy(cp + b * H, cp + (b + 1) * H, cn + b * H);  // differed from run to run)
+        for (size_t k = 0; k < cb.size(); ++k) {
+          T* p = r.C(int(k), t, cb[k] * H) + b * cb[k] * H;
+          std::fill(p, p + cb[k] * H, T(0));
+        }
         continue;
       }
       in[0] = r.xw + (t * B + b) * r.X, in[1] = r.tmp[0] + b * W, in[2] = h0;

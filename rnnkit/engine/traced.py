@@ -450,17 +450,22 @@ class _Analysis:
         stores.append((2, ["T(0)"] if h_term.kind == "dU" else h_term.blocks, "="))
         stores += [self.store(2 + s, dprev[s]) for s in range(1, n)]
         extras = []
-        for e, (name, d) in enumerate(zip(cls.EXTRAS, dextras)):
-            v, i = self.env[d], cls.REC_PARAMS.index(name)
+        for e, (i, acc) in enumerate(self.extras_summed(dextras)):
+            stores.append((2 + n + e, acc, "+="))
+            extras.append((i, len(acc)))
+        return self.finish(stores), dpre is dxw, extras
+
+    def extras_summed(self, dextras):
+        """(index in P, the blocks its accumulator adds per unit) of each EXTRAS gradient, which must be d.sum(0) of
+        a row value d (an (H,) parameter) or d.sum() (a 0-dim one: its blocks summed)."""
+        for name, d in zip(self.cls.EXTRAS, dextras):
+            v, i = self.env[d], self.cls.REC_PARAMS.index(name)
             want = "sum" if self.P[i].dim() == 0 else "sum0"
             if v.kind != want:
                 how = "d.sum()" if want == "sum" else "d.sum(0)"
                 raise Untraceable(f"{self.where}'s gradient of {name} is not {how} of a row value d, the one form "
                                   "of an EXTRAS gradient the native loop sums; it runs on the python loop")  # fmt: skip
-            acc = [" + ".join(v.blocks)] if want == "sum" else v.blocks  # (a scalar's: its blocks summed)
-            stores.append((2 + n + e, acc, "+="))
-            extras.append((i, len(acc)))
-        return self.finish(stores), dpre is dxw, extras
+            yield i, [" + ".join(v.blocks)] if want == "sum" else v.blocks
 
     # -- bookkeeping --
 
@@ -974,14 +979,7 @@ class _Staged(_Analysis):
                 (2 + s, k, e, "=", True, False) for k, e in enumerate(self.arg(dprev[s], 1, "an output"))
             ]
         extras = []
-        for e, (name, d) in enumerate(zip(cls.EXTRAS, dextras)):
-            v, i = self.env[d], cls.REC_PARAMS.index(name)
-            want = "sum" if self.P[i].dim() == 0 else "sum0"
-            if v.kind != want:
-                how = "d.sum()" if want == "sum" else "d.sum(0)"
-                raise Untraceable(f"{self.where}'s gradient of {name} is not {how} of a row value d, the one form "
-                                  "of an EXTRAS gradient the native loop sums; it runs on the python loop")  # fmt: skip
-            acc = [" + ".join(v.blocks)] if want == "sum" else v.blocks
+        for e, (i, acc) in enumerate(self.extras_summed(dextras)):
             stores += [(2 + n + e, k, x, "+=", False, False) for k, x in enumerate(acc)]
             extras.append((i, len(acc)))
         last = max(self.bstage.values(), default=0)

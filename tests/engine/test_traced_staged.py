@@ -169,8 +169,7 @@ def test_a_cell_of_two_states_and_two_products():
     got = _run_layer(ResetLSTM, "native", torch.float64)
     _ran_natively(ResetLSTM)
     want = _run_layer(ResetLSTM, "autograd", torch.float64)
-    for g, w in zip(got, want, strict=True):
-        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    _same(got, want)
     torch.manual_seed(2)
     cell = ResetLSTM(2, 3).double()
     xw = torch.randn(4, 3, 15, dtype=torch.float64, requires_grad=True)
@@ -185,6 +184,12 @@ def test_a_cell_of_two_states_and_two_products():
     assert torch.autograd.gradcheck(f, (xw, *state, *P))
 
 
+def _same(got, want):
+    """Every output, final state and gradient of _run_layer equal to float64 round-off."""
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
 def _ran_natively(Cls):
     ids = [v for k, v in native._traced.items() if k[0] is Cls]
     assert ids and all(isinstance(v, int) for v in ids), ids  # traced, not the python loop
@@ -196,8 +201,7 @@ def test_an_own_cell_of_two_products_matches_autograd_and_the_builtin_cell(name)
     got = _run_layer(Cls, None, torch.float64)  # (the default backend: native)
     _ran_natively(Cls)
     for other in (_run_layer(Cls, "autograd", torch.float64), _run_layer(name, "native", torch.float64)):
-        for g, w in zip(got, other, strict=True):
-            torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+        _same(got, other)
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -205,8 +209,7 @@ def test_a_cell_written_from_scratch_with_a_bias_on_its_first_product(bias):
     got = _run_layer(ResetBefore, "native", torch.float64, bias=bias)
     _ran_natively(ResetBefore)
     want = _run_layer(ResetBefore, "autograd", torch.float64, bias=bias)
-    for g, w in zip(got, want, strict=True):
-        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    _same(got, want)
 
 
 def test_a_dpre_that_is_no_block_of_dxw():
@@ -217,8 +220,7 @@ def test_a_dpre_that_is_no_block_of_dxw():
     got = _run_layer(ScaledCandidate, "native", torch.float64)
     _ran_natively(ScaledCandidate)
     want = _run_layer(ScaledCandidate, "autograd", torch.float64)
-    for g, w in zip(got, want, strict=True):
-        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    _same(got, want)
 
 
 @pytest.mark.parametrize("name", [*NAMES, "reset_before", "scaled"])
@@ -274,8 +276,7 @@ def test_float64_with_lengths_and_the_rows_split_or_not(rows):
     with threads(3, rows, 1):
         got = _run_layer(OWN["mut3"], "native", torch.float64, B=12, T=12, H=8)
     want = _run_layer(OWN["mut3"], "autograd", torch.float64, B=12, T=12, H=8)
-    for g, w in zip(got, want, strict=True):
-        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    _same(got, want)
 
 
 def test_evaluation_and_one_step_at_a_time():
@@ -319,8 +320,7 @@ def test_a_product_added_twice_into_dh_prev():
     got = _run_layer(ProductTwice, "native", torch.float64)
     _ran_natively(ProductTwice)
     want = _run_layer(ProductTwice, "python", torch.float64)
-    for g, w in zip(got, want, strict=True):
-        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    _same(got, want)
 
 
 class Settings:
@@ -441,8 +441,7 @@ def test_what_the_step_reads_besides_numbers_is_traced_again(knob):
             _turn(knob, second)
             got = _run_layer(Cls, "native", torch.float64, layers=1)
             want = _run_layer(Cls, "autograd", torch.float64, layers=1)
-            for g, w in zip(got, want, strict=True):
-                torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+            _same(got, want)
     finally:
         _turn(knob, False)
     _ran_natively(Cls)
@@ -482,8 +481,7 @@ def test_a_callable_object_that_cant_be_hashed():
     got = _run_layer(Gained, "native", torch.float64, layers=1)
     _ran_natively(Gained)
     want = _run_layer(Gained, "python", torch.float64, layers=1)
-    for g, w in zip(got, want, strict=True):
-        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    _same(got, want)
 
 
 def shared_bias_step(xw_t, state, P):
@@ -529,8 +527,7 @@ def test_a_bias_named_by_two_gemms_entries():
         trace_cell(SharedBias, 4, P, torch.float64)
     got = _run_layer(SharedBias, "python", torch.float64, layers=1)
     want = _run_layer(SharedBias, "autograd", torch.float64, layers=1)
-    for g, w in zip(got, want, strict=True):
-        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    _same(got, want)
 
 
 def inline_step(xw_t, state, P):
@@ -565,5 +562,4 @@ def test_a_value_computed_twice_is_one_value():
     got = _run_layer(Inline, "native", torch.float64)
     _ran_natively(Inline)
     want = _run_layer(Inline, "autograd", torch.float64)
-    for g, w in zip(got, want, strict=True):
-        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    _same(got, want)

@@ -66,6 +66,13 @@ struct Traced {
   static constexpr int64_t kGates = 1;  // (unused: the widths are the traced cell's, in r.tc)
   static constexpr int kMaxPointers = 64;
   static const TracedCell& cell(const Run<T>& r) { return *static_cast<const TracedCell*>(r.tc); }
+  // What a backward kernel's pointers hold at every step and row: in = [.., P.. after the states and caches],
+  // out = [.., the EXTRAS accumulators after dxw, dhw and the states' gradients].
+  static void bwd_pointers(const Run<T>& r, const TracedCell& c, const void** in, void** out) {
+    const int64_t S = c.n_states, nc = int64_t(c.cache_blocks.size()), ne = int64_t(c.extra_blocks.size());
+    for (size_t i = 0; i < r.P.size(); ++i) in[S + nc + int64_t(i)] = r.P[i];
+    for (int64_t e = 0, off = 0; e < ne; off += c.extra_blocks[e] * r.H, ++e) out[2 + S + e] = r.dalpha + off;
+  }
   static TracedCell::Kernel fwd_kernel(const Run<T>& r) { return cell(r).fwd[std::is_same_v<T, double>]; }
   static TracedCell::Kernel bwd_kernel(const Run<T>& r) { return cell(r).bwd[std::is_same_v<T, double>]; }
   static std::vector<int64_t> widths(const TracedCell& c, int64_t H) {
@@ -129,13 +136,12 @@ struct Traced {
     if (c.staged) return bwd_staged(r, t);
     const int64_t B = r.B, H = r.H, W = c.Gp * H, S = c.n_states, NP = int64_t(r.P.size());
     const std::vector<int64_t>& cb = c.cache_blocks;
-    const int64_t nc = int64_t(cb.size()), ne = int64_t(c.extra_blocks.size());
+    const int64_t nc = int64_t(cb.size());
     const void* in[kMaxPointers];
     void* out[kMaxPointers];
-    for (int64_t i = 0; i < NP; ++i) in[S + nc + i] = r.P[i];
+    bwd_pointers(r, c, in, out);
     const T* hp = r.h(r.prev(t));
     const T* cp = S == 2 ? r.cs(r.prev(t)) : nullptr;
-    for (int64_t e = 0, off = 0; e < ne; off += c.extra_blocks[e] * H, ++e) out[2 + S + e] = r.dalpha + off;
     T* dpre = dpre_rows(r, t);
     const int64_t ld = dpre_ld(r);
     const auto kernel = bwd_kernel(r);
@@ -221,13 +227,12 @@ struct Traced {
     const TracedCell& c = cell(r);
     const int64_t B = r.B, H = r.H, S = c.n_states, NP = int64_t(r.P.size()), NG = int64_t(c.gemms.size());
     const std::vector<int64_t>& cb = c.cache_blocks;
-    const int64_t nc = int64_t(cb.size()), ne = int64_t(c.extra_blocks.size()), W = c.Gp * H;
+    const int64_t nc = int64_t(cb.size()), W = c.Gp * H;
     const void* in[kMaxPointers];
     void* out[kMaxPointers];
-    for (int64_t i = 0; i < NP; ++i) in[S + nc + i] = r.P[i];
+    bwd_pointers(r, c, in, out);
     const T* hp = r.h(r.prev(t));
     const T* cp = S == 2 ? r.cs(r.prev(t)) : nullptr;
-    for (int64_t e = 0, off = 0; e < ne; off += c.extra_blocks[e] * H, ++e) out[2 + S + e] = r.dalpha + off;
     T* dxw = r.dxw + t * B * r.X;
     T* dhw = c.dpre_is_dxw ? nullptr : r.dhw + t * B * W;
     auto dpre = [&](const TracedCell::Gemm& m) { return m.in_dhw ? dhw + m.col * H : dxw + m.col * H; };

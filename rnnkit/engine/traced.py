@@ -136,13 +136,23 @@ def baked(cls):
     replaced ran the old kernels) and the Python numbers (strings, functions) they read (a global SCALE changed between runs: the python
     loop reads the new value, the kernels kept the old one): from their globals, closures and bound objects (self.k
     of a bound method given as step), from the attributes they name of an object found there (a class attribute
-    MyCell.K, a module's config.K, and theirs: SETTINGS.candidate.scale), from a dict, list or tuple found there (CFG["k"]), and likewise in the
-    functions they call (a helper reading a global)."""
+    MyCell.K, a module's config.K, and theirs: SETTINGS.candidate.scale), from a dict, list or tuple found there (CFG["k"]), from their
+    default arguments, and likewise in the functions they call (a helper reading a global), DEPTH calls and
+    attributes down; and the class's layout (_layout)."""
     fns = (cls.step, cls.step_backward)
     numbers, seen = [], set()
     for fn in fns:
-        _numbers(fn, numbers, seen, 3)
-    return (*fns, tuple(numbers))
+        _numbers(fn, numbers, seen, DEPTH)
+    return (*fns, tuple(numbers), _layout(cls))
+
+
+DEPTH = 8  # calls and attributes followed from step (a global read 4 helpers down was missed at 3: outputs 10 off)
+
+
+def _layout(cls):
+    """What the trace reads of the class besides its functions: a class whose GEMMS, EXTRAS or gates changed in
+    place is traced again."""
+    return repr((cls.gates, cls.num_states, cls.REC_PARAMS, cls.GEMMS, cls.EXTRAS))
 
 
 def _keyed(x) -> bool:
@@ -171,6 +181,7 @@ def _numbers(fn, numbers, seen, depth):
     seen.add(id(fn))
     glob, names = getattr(fn, "__globals__", {}), _names(code)
     found = [glob[n] for n in names if n in glob]
+    found += [*(fn.__defaults__ or ()), *(fn.__kwdefaults__ or {}).values()]  # (def step(..., k=0.5))
     found += [_contents(c) for c in fn.__closure__ or ()]
     found += [] if owner is None else [owner]
     for v in found:

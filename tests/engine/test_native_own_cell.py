@@ -531,6 +531,61 @@ def test_a_number_of_the_object_a_bound_step_belongs_to_is_traced_again():
             torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
 
 
+DEEP = 1.0
+
+
+def _gain4():
+    return DEEP
+
+
+def _gain3():
+    return _gain4()
+
+
+def _gain2():
+    return _gain3()
+
+
+def _gain1():
+    return _gain2()
+
+
+def deep_step(xw_t, state, P, k=1.0):
+    """tanh(a) · k · DEEP, k a default argument and DEEP a global read four helpers down."""
+    (h_prev,) = state
+    y = torch.tanh(xw_t + linear(h_prev, *P)) * (k * _gain1())
+    return (y,), (h_prev,), (y,)
+
+
+def deep_step_backward(dstate, cache, P, k=1.0):
+    (dh_t,), (y,) = dstate, cache
+    s = k * _gain1()
+    da = dh_t * s * (1 - (y / s) ** 2)
+    return da, (da @ P[0],), (da,), ()
+
+
+@pytest.mark.parametrize("knob", ["global four helpers down", "default argument"])
+def test_a_number_read_deep_in_helpers_or_as_a_default_is_traced_again(knob):
+    """The key followed three calls from step: a global read by a helper's helper's helper's helper, changed between
+    runs, ran the old kernels (outputs 10 off) where the python loop read the new; so did a default argument
+    changed in place (__defaults__)."""
+    global DEEP
+    fns = {"step": staticmethod(deep_step), "step_backward": staticmethod(deep_step_backward)}
+    Cls = type("Deep", (OwnReLU,), fns)
+    try:
+        for value in (1.0, 0.5):
+            if knob == "default argument":
+                deep_step.__defaults__ = deep_step_backward.__defaults__ = (value,)
+            else:
+                DEEP = value
+            want = _run_layer(Cls, "autograd", torch.float64)
+            got = _run_layer(Cls, "native", torch.float64)
+            for g, w in zip(got, want, strict=True):
+                torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    finally:
+        DEEP, deep_step.__defaults__, deep_step_backward.__defaults__ = 1.0, (1.0,), (1.0,)
+
+
 def test_a_tensor_the_step_holds_in_a_closure_is_said_so():
     """A tensor read from a closure (or a global) is no argument the trace can follow: the python loop runs it (and
     sees its later changes), saying why; the words were fake mode's 'Please convert all Tensors to FakeTensors

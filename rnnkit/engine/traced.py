@@ -185,17 +185,27 @@ def _numbers(fn, numbers, seen, depth):
     found += [_contents(c) for c in fn.__closure__ or ()]
     found += [] if owner is None else [owner]
     for v in found:
-        t = type(v)
         if _keyed(v):
             numbers.append(v)
-        if t in FUNCTIONS:
-            _numbers(v, numbers, seen, depth - 1)
-        elif isinstance(v, dict) and len(v) <= 256:  # (an OrderedDict, a defaultdict too)
-            numbers += [(k, x) for k, x in v.items() if _keyed(x)]
-        elif isinstance(v, list | tuple) and len(v) <= 256:  # (a namedtuple too, read as ROW[0])
-            numbers += [x for x in v if _keyed(x)]
-        elif _object(v):  # a class, a module: what it names
-            _attributes(v, names, numbers, seen, depth)
+        _value(v, names, numbers, seen, depth)
+
+
+def _value(v, names, numbers, seen, depth):
+    """The numbers (strings, functions) a value step reads holds (names: the names its code reads), appended to
+    numbers: those a function, a container or an object holds (CFG["cell"]["k"], OBJS["cell"].k, ROWS[0][0]: a
+    container's containers were not read)."""
+    if type(v) in FUNCTIONS:
+        _numbers(v, numbers, seen, depth - 1)
+    elif isinstance(v, dict | list | tuple):  # (an OrderedDict, a defaultdict, a namedtuple: ROW[0])
+        if len(v) > 256 or id(v) in seen or depth < 0 or len(seen) > 4096:
+            return
+        seen.add(id(v))
+        for k, x in v.items() if isinstance(v, dict) else enumerate(v):
+            if _keyed(x):
+                numbers.append((k, x))
+            _value(x, names, numbers, seen, depth - 1)
+    elif _object(v):  # a class, a module: what it names
+        _attributes(v, names, numbers, seen, depth)
 
 
 def _object(v):
@@ -219,10 +229,7 @@ def _attributes(v, names, numbers, seen, depth):
         x = getattr(v, n, None)
         if _keyed(x):
             numbers.append((n, x))
-        if type(x) in FUNCTIONS:
-            _numbers(x, numbers, seen, depth - 1)
-        elif _object(x):
-            _attributes(x, names, numbers, seen, depth - 1)
+        _value(x, names, numbers, seen, depth - 1)
 
 
 def _call(v):

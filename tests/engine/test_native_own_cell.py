@@ -586,6 +586,44 @@ def test_a_number_read_deep_in_helpers_or_as_a_default_is_traced_again(knob):
         DEEP, deep_step.__defaults__, deep_step_backward.__defaults__ = 1.0, (1.0,), (1.0,)
 
 
+NESTED = {"cell": {"k": 1.0}, "obj": Scaler(1.0), "rows": [[1.0]]}
+
+
+@pytest.mark.parametrize("where", ["dict in a dict", "object in a dict", "list in a list"])
+def test_a_number_in_a_container_in_a_container_is_traced_again(where):
+    """NESTED["cell"]["k"], NESTED["obj"].k or NESTED["rows"][0][0] changed between runs: only a container's own
+    numbers were in the key, and the native loop ran the old kernels (outputs 10 off)."""
+    get = {
+        "dict in a dict": lambda: NESTED["cell"]["k"],
+        "object in a dict": lambda: NESTED["obj"].k,
+        "list in a list": lambda: NESTED["rows"][0][0],
+    }[where]
+
+    def step(xw_t, state, P):
+        (h_prev,) = state
+        y = torch.tanh(xw_t + linear(h_prev, *P)) * get()
+        return (y,), (h_prev,), (y,)
+
+    def step_backward(dstate, cache, P):
+        (dh_t,), (y,) = dstate, cache
+        k = get()
+        da = dh_t * k * (1 - (y / k) ** 2)
+        return da, (da @ P[0],), (da,), ()
+
+    Cls = type(
+        "Nested", (OwnReLU,), {"step": staticmethod(step), "step_backward": staticmethod(step_backward)}
+    )
+    try:
+        for value in (1.0, 0.5):
+            NESTED["cell"]["k"] = NESTED["obj"].k = NESTED["rows"][0][0] = value
+            want = _run_layer(Cls, "autograd", torch.float64)
+            got = _run_layer(Cls, "native", torch.float64)
+            for g, w in zip(got, want, strict=True):
+                torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    finally:
+        NESTED["cell"]["k"] = NESTED["obj"].k = NESTED["rows"][0][0] = 1.0
+
+
 def test_a_tensor_the_step_holds_in_a_closure_is_said_so():
     """A tensor read from a closure (or a global) is no argument the trace can follow: the python loop runs it (and
     sees its later changes), saying why; the words were fake mode's 'Please convert all Tensors to FakeTensors

@@ -59,6 +59,7 @@ import types
 from dataclasses import dataclass
 from numbers import Number
 
+import numpy as np
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
@@ -192,10 +193,13 @@ def _numbers(fn, numbers, seen, depth):
 
 def _value(v, names, numbers, seen, depth):
     """The numbers (strings, functions) a value step reads holds (names: the names its code reads), appended to
-    numbers: those a function, a container or an object holds (CFG["cell"]["k"], OBJS["cell"].k, ROWS[0][0]: a
-    container's containers were not read)."""
+    numbers: those a function, a container, a numpy array or an object holds (CFG["cell"]["k"], OBJS["cell"].k,
+    ROWS[0][0]: a container's containers were not read; float(A) of an array A changed in place)."""
     if type(v) in FUNCTIONS:
         _numbers(v, numbers, seen, depth - 1)
+    elif isinstance(v, np.ndarray):  # (float(A), A[0]: a mutable array's numbers, which the trace bakes in)
+        if v.size <= 256:
+            numbers.append((v.dtype.str, v.shape, v.tobytes()))
     elif isinstance(v, dict | list | tuple):  # (an OrderedDict, a defaultdict, a namedtuple: ROW[0])
         if len(v) > 256 or id(v) in seen or depth < 0 or len(seen) > 4096:
             return

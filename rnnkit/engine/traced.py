@@ -263,6 +263,7 @@ def _names(code):
     while todo:
         c = todo.pop()
         names.update(c.co_names)
+        names.update(k for k in c.co_consts if isinstance(k, str) and k.isidentifier())  # (getattr(CFG, "k"))
         todo += [k for k in c.co_consts if isinstance(k, types.CodeType)]
     return tuple(sorted(n for n in names if not n.startswith("__")))
 

@@ -586,20 +586,46 @@ def test_a_number_read_deep_in_helpers_or_as_a_default_is_traced_again(knob):
         DEEP, deep_step.__defaults__, deep_step_backward.__defaults__ = 1.0, (1.0,), (1.0,)
 
 
-NESTED = {"cell": {"k": 1.0}, "obj": Scaler(1.0), "rows": [[1.0]]}
-ARRAY = np.ones(3)
+class Holder:
+    """A plain object holding k."""
+
+    def __init__(self, k):
+        self.k = k
 
 
-@pytest.mark.parametrize("where", ["dict in a dict", "object in a dict", "list in a list", "numpy array"])
+def _nested():
+    return {"cell": {"k": 1.0}, "obj": Holder(1.0), "rows": [[1.0]], "array": np.ones(3), "held": Holder(1.0)}
+
+
+NESTED = _nested()
+
+
+def _set(where, value):
+    if where == "dict in a dict":
+        NESTED["cell"]["k"] = value
+    elif where == "object in a dict":
+        NESTED["obj"].k = value
+    elif where == "list in a list":
+        NESTED["rows"][0][0] = value
+    elif where == "numpy array":
+        NESTED["array"][1] = value
+    else:
+        NESTED["held"].k = value
+
+
+@pytest.mark.parametrize(
+    "where", ["dict in a dict", "object in a dict", "list in a list", "numpy array", "getattr"]
+)
 def test_a_number_in_a_container_in_a_container_is_traced_again(where):
-    """NESTED["cell"]["k"], NESTED["obj"].k, NESTED["rows"][0][0] or float(ARRAY[1]) changed between runs: only a
-    container's own numbers were in the key (and no array's), and the native loop ran the old kernels (outputs 10
-    off)."""
+    """NESTED["cell"]["k"], NESTED["obj"].k, NESTED["rows"][0][0], float(NESTED["array"][1]) or getattr(obj, "k")
+    changed between runs (nothing else in NESTED): only a container's own numbers were in the key (no array's, no
+    attribute named by a string), and the native loop ran the old kernels (outputs 10 off)."""
     get = {
         "dict in a dict": lambda: NESTED["cell"]["k"],
         "object in a dict": lambda: NESTED["obj"].k,
         "list in a list": lambda: NESTED["rows"][0][0],
-        "numpy array": lambda: float(ARRAY[1]),
+        "numpy array": lambda: float(NESTED["array"][1]),
+        "getattr": lambda: getattr(NESTED["held"], "k"),  # noqa: B009
     }[where]
 
     def step(xw_t, state, P):
@@ -618,13 +644,13 @@ def test_a_number_in_a_container_in_a_container_is_traced_again(where):
     )
     try:
         for value in (1.0, 0.5):
-            NESTED["cell"]["k"] = NESTED["obj"].k = NESTED["rows"][0][0] = ARRAY[1] = value
+            _set(where, value)
             want = _run_layer(Cls, "autograd", torch.float64)
             got = _run_layer(Cls, "native", torch.float64)
             for g, w in zip(got, want, strict=True):
                 torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
     finally:
-        NESTED["cell"]["k"] = NESTED["obj"].k = NESTED["rows"][0][0] = ARRAY[1] = 1.0
+        NESTED.update(_nested())
 
 
 def test_a_tensor_the_step_holds_in_a_closure_is_said_so():

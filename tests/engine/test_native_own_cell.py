@@ -184,6 +184,14 @@ def _run_layer(Cls, backend, dtype, bias=True, B=4, T=6, H=5, bidirectional=True
     return [out, *finals, *(t.grad for t in leaves)]
 
 
+def _native_is_autograd(Cls):
+    """Cls on the native loop gives the autograd loop's outputs, final states and gradients (float64)."""
+    want = _run_layer(Cls, "autograd", torch.float64)
+    got = _run_layer(Cls, "native", torch.float64)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("name", sorted(OWN))
 @pytest.mark.parametrize("bias", [True, False])
 def test_a_cell_of_ones_own_runs_natively_with_autograds_gradients(name, bias):
@@ -355,17 +363,11 @@ def test_a_global_number_or_a_replaced_step_is_traced_again():
     try:
         for scale in (1.0, 0.5):
             SCALE = scale
-            want = _run_layer(Cls, "autograd", torch.float64)
-            got = _run_layer(Cls, "native", torch.float64)
-            for g, w in zip(got, want, strict=True):
-                torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+            _native_is_autograd(Cls)
     finally:
         SCALE = 1.0
     Cls.step, Cls.step_backward = staticmethod(relu_step), staticmethod(relu_step_backward)
-    want = _run_layer(Cls, "autograd", torch.float64)
-    got = _run_layer(Cls, "native", torch.float64)
-    for g, w in zip(got, want, strict=True):
-        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    _native_is_autograd(Cls)
 
 
 def dot_t_step(xw_t, state, P):
@@ -443,10 +445,7 @@ def test_a_number_read_through_a_class_a_dict_or_a_helper_is_traced_again(knob):
                 KNOBS["k"] = value
             else:
                 GAIN = value
-            want = _run_layer(Cls, "autograd", torch.float64)
-            got = _run_layer(Cls, "native", torch.float64)
-            for g, w in zip(got, want, strict=True):
-                torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+            _native_is_autograd(Cls)
     finally:
         Knobs.K, KNOBS["k"], GAIN = 1.0, 1.0, 1.0
 
@@ -492,10 +491,7 @@ def test_a_global_numpy_number_is_traced_again(kind):
     try:
         for scale in (1.0, 0.5):
             NP_SCALE = kind(scale)
-            want = _run_layer(Cls, "autograd", torch.float64)
-            got = _run_layer(Cls, "native", torch.float64)
-            for g, w in zip(got, want, strict=True):
-                torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+            _native_is_autograd(Cls)
     finally:
         NP_SCALE = np.float64(1.0)
 
@@ -525,10 +521,7 @@ def test_a_number_of_the_object_a_bound_step_belongs_to_is_traced_again():
     Cls = type("Bound", (OwnReLU,), fns)
     for k in (1.0, 0.5):
         scaler.k = k
-        want = _run_layer(Cls, "autograd", torch.float64)
-        got = _run_layer(Cls, "native", torch.float64)
-        for g, w in zip(got, want, strict=True):
-            torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+        _native_is_autograd(Cls)
 
 
 DEEP = 1.0
@@ -578,10 +571,7 @@ def test_a_number_read_deep_in_helpers_or_as_a_default_is_traced_again(knob):
                 deep_step.__defaults__ = deep_step_backward.__defaults__ = (value,)
             else:
                 DEEP = value
-            want = _run_layer(Cls, "autograd", torch.float64)
-            got = _run_layer(Cls, "native", torch.float64)
-            for g, w in zip(got, want, strict=True):
-                torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+            _native_is_autograd(Cls)
     finally:
         DEEP, deep_step.__defaults__, deep_step_backward.__defaults__ = 1.0, (1.0,), (1.0,)
 
@@ -645,10 +635,7 @@ def test_a_number_in_a_container_in_a_container_is_traced_again(where):
     try:
         for value in (1.0, 0.5):
             _set(where, value)
-            want = _run_layer(Cls, "autograd", torch.float64)
-            got = _run_layer(Cls, "native", torch.float64)
-            for g, w in zip(got, want, strict=True):
-                torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+            _native_is_autograd(Cls)
     finally:
         NESTED.update(_nested())
 

@@ -514,7 +514,9 @@ def affine_input(xs, W, b, tail=0, ident=None):
         return F.linear(xs, W, b)
     pre = F.linear(xs, W)
     if ident is not None:  # x itself as the block [c, c + D)
-        pre = joined(torch.cat, (pre[..., :ident], xs, pre[..., ident:]), dim=-1)
+        # (MUT1's x̃ = x is the last block: no slices of pre, which autograd records twice, one of them empty)
+        parts = (pre, xs) if ident == pre.shape[-1] else (pre[..., :ident], xs, pre[..., ident:])
+        pre = joined(torch.cat, parts, dim=-1)
     kept = outputs_kept()
     if tail and (kept or plain_ops_only()):
         pre = tanh_of_tail(pre, tail)

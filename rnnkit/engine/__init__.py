@@ -316,6 +316,7 @@ def run(
     raw_tail=False,
     xtilde=None,
     check=True,
+    resolved=None,
 ):
     """Run `cell` (a Cell class or instance) over xw.
 
@@ -328,6 +329,8 @@ def run(
     Native backend only (Recurrent's projection, see `native.loop_adds_input_bias`): xbias, the input bias
     b_xh that xw leaves out and the loop adds; raw_tail, MUT1's x̃ block given before its tanh; xtilde (T, B, H),
     with raw_tail, that block when it is the layer's input itself (D = H; xw then (T, B, 2H)).
+    resolved: "native" where the caller has just had resolve_backend answer so for this cell and an input of xw's
+    kind (Recurrent's projection, which asks it first), not asked again.
     """
     refuse_jit_trace()
     # a cell with torch.nn.utils.parametrizations is an instance of a class torch made for it (ParametrizedLSTM): the
@@ -350,7 +353,7 @@ def run(
         if cid is not None:  # torch.compile: one operator
             return compiled.run(cell, xw, state0, P, mask, reverse, batch_first, cid)
     probe = None if probe is None else _Call(probe)  # (this run's records: see GradProbe.record)
-    chosen = resolve_backend(backend, cell, xw, P, fits=fits)
+    chosen = "native" if resolved == "native" and fits else resolve_backend(backend, cell, xw, P, fits=fits)
     if chosen == "native":
         from rnnkit.engine.native import NativeRecurrence, forward_only
 

@@ -48,9 +48,25 @@ TORCH_MODES = {"RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu", "LSTM": "lstm", "
 def _input_affine(cell):
     """cell.input_affine(), unless a subclass overrides project_input below where input_affine is defined
     (then its projection is its own: the native engine calls project_input as it is)."""
-    mro = type(cell).__mro__
+    return cell.input_affine() if _affine_projects(type(cell)) else None
+
+
+def _affine_projects(cls):
+    """Whether cls's project_input is its input_affine's (see _input_affine). Asked of the class's MRO once (3 µs a
+    call, every layer call); a class whose methods are replaced afterwards (cls.project_input = ...) is asked again:
+    the answer is kept with the two functions it was read from."""
+    fns = (cls.project_input, cls.input_affine)
+    got = _AFFINE_PROJECTS.get(cls)
+    if got is not None and got[0] == fns:
+        return got[1]
+    mro = cls.__mro__
     owner = {name: next(k for k in mro if name in vars(k)) for name in ("project_input", "input_affine")}
-    return cell.input_affine() if issubclass(owner["input_affine"], owner["project_input"]) else None
+    answer = issubclass(owner["input_affine"], owner["project_input"])
+    _AFFINE_PROJECTS[cls] = fns, answer
+    return answer
+
+
+_AFFINE_PROJECTS = {}  # cell class -> ((project_input, input_affine) as read, _affine_projects' answer)
 
 
 def _autocast_casts(a, b):
@@ -349,20 +365,21 @@ class Recurrent(nn.Module):
             from rnnkit.engine.native import folds_input_bias, loop_adds_input_bias, project
 
             W, b = affine
+            native = {"resolved": "native"}  # run need not ask again (resolve_backend, 3 µs)
             ident = -1 if cell.input_identity is None else cell.input_identity
             if folds_input_bias(cell) and b is not None and P[1] is not None:
-                return project(xs, W, None), (P[0], P[1] + b, *P[2:]), {}
+                return project(xs, W, None), (P[0], P[1] + b, *P[2:]), native
             if loop_adds_input_bias(cell):
                 raw = raw_ok and cell.tanh_tail > 0
                 if raw and ident == W.shape[0]:  # MUT1's x̃ = x, the last block: the loop reads x in place
                     xw, xt = project(xs, W, None, pass_x=True)
-                    return xw, P, dict(xbias=b, raw_tail=True, xtilde=xt)
+                    return xw, P, dict(native, xbias=b, raw_tail=True, xtilde=xt)
                 return (
                     project(xs, W, None, 0 if raw else cell.tanh_tail, ident),
                     P,
-                    dict(xbias=b, raw_tail=raw),
+                    dict(native, xbias=b, raw_tail=raw),
                 )
-            return project(xs, W, b, cell.tanh_tail, ident), P, {}
+            return project(xs, W, b, cell.tanh_tail, ident), P, native
         affine = _input_affine(cell) if affine is None else affine
         if affine is None:  # a projection of the cell's own: rebuilt from xw itself (saved_input)
             return cell.project_input(xs), P, {}

@@ -874,3 +874,27 @@ def test_the_layers_warnings_point_at_the_users_line():
     ) as seen:
         layer(torch.randn(2, 5, 3))
     assert [w.filename for w in seen] == [__file__]
+
+
+@pytest.mark.parametrize("backend", ["python", "native"])
+def test_project_input_replaced_on_the_class_after_a_call_is_followed(backend):
+    """Whether a cell's projection is its input_affine is kept per class (_affine_projects): a class whose
+    project_input is replaced after a first call gets its own projection from then on, and back again."""
+    LSTM = CELLS["lstm"]
+
+    class Mine(LSTM):
+        pass
+
+    torch.manual_seed(0)
+    layer = Recurrent(Mine, 3, 4, backend=backend)
+    x = torch.randn(2, 9, 3)  # T >= 8: the native engine's own projection where it applies
+    before = layer(x)[0]
+    Mine.project_input = lambda self, xs: LSTM.project_input(self, xs) * 0  # an input term of zero
+    try:
+        zeroed = layer(x)[0]
+        want = layer(torch.zeros_like(x))[0]
+        torch.testing.assert_close(zeroed, want)
+        assert not torch.allclose(zeroed, before)
+    finally:
+        del Mine.project_input
+    torch.testing.assert_close(layer(x)[0], before)

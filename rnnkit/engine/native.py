@@ -229,6 +229,8 @@ def _read_plans(path) -> list:
 def keep_plans() -> None:
     """Add the choices timed since the last call to the file (merged with what other processes added)."""
     global _kept
+    if _ext.gemm_plan_count() == _kept:  # nothing new (every call but a first of a shape): no lock taken
+        return
     with _kept_lock:
         n = _ext.gemm_plan_count()
         if n == _kept or (path := plan_file()) is None:
@@ -490,9 +492,10 @@ class NativeRecurrence(torch.autograd.Function):
         if probe is not None:
             probe.record(out[-1])
         needs = ctx.needs_input_grad[7 + 2 + n :]
-        # (a traced cell's EXTRAS gradient comes as (H,): a (1, H) parameter's is the same numbers, reshaped)
-        dP = [(g.reshape(s) if g.numel() == s.numel() else g.sum_to_size(s)) if need and g is not None else None
-              for g, s, need in zip(dP, ctx.shapes, needs)]  # fmt: skip
+        # (a traced cell's EXTRAS gradient comes as (H,): a (1, H) parameter's is the same numbers, reshaped; one of
+        # the parameter's shape as it is, no view: autograd may then keep it as .grad without a copy)
+        dP = [(g if g.shape == s else g.reshape(s) if g.numel() == s.numel() else g.sum_to_size(s))
+              if need and g is not None else None for g, s, need in zip(dP, ctx.shapes, needs)]  # fmt: skip
         return (None, None, None, None, None, None, None, dxw, dxt, *dstate0, *dP)
 
     @staticmethod

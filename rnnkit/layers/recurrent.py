@@ -293,7 +293,8 @@ class Recurrent(nn.Module):
         probes = self._probes(probe)
         conditioned = "W_vh" in self._modules  # not hasattr: a miss on a Module raises, 3 µs
         below, prev, finals = xs, None, []
-        cells = self._modules["cells"]  # (self.cells: a miss through nn.Module.__getattr__, 1 µs a time)
+        # (self.cells: a miss through nn.Module.__getattr__, 1 µs a time; and ModuleList's [i] another 1 µs)
+        cells = list(self._modules["cells"])
         for layer in range(self.num_layers):
             outs = []
             for d in range(self.dirs):
@@ -324,7 +325,13 @@ class Recurrent(nn.Module):
                 if self.skip_input:
                     below = joined(torch.cat, (below, xs), dim=-1)
         out = out.transpose(0, 1) if self.batch_first and not bf else out  # bf: written (B, T, H) already
-        stacked = tuple(joined(torch.stack, [f[k] for f in finals]) for k in range(self.num_states))
+        # one layer, one direction: a view of the final state (a stack of one is a copy, and a node more backward),
+        # where that is a tensor of its own (the loops' clones; not a view, of the given state say, which a step that
+        # returns it as it is leaves there): h_n changed in place changes nothing else, as the stack's copy
+        if len(finals) == 1 and all(s._base is None for s in finals[0]):
+            stacked = tuple(s.unsqueeze(0) for s in finals[0])
+        else:
+            stacked = tuple(joined(torch.stack, [f[k] for f in finals]) for k in range(self.num_states))
         return out, (stacked if self.num_states == 2 else stacked[0])
 
     def _cell_hooks(self, x):
@@ -550,7 +557,10 @@ class Recurrent(nn.Module):
             raise RnnkitError(f"input must be a floating-point tensor, got {x.dtype}; embed token ids first")
         if x.shape[-1] != self.input_size:
             raise RnnkitError(f"input size is {x.shape[-1]} but the layer expects {self.input_size} {layout}")
-        w = self._modules["cells"][0].W_xh
+        # (not ModuleList's [0] nor nn.Module.__getattr__ for W_xh: 2 µs)
+        lead = next(iter(self._modules["cells"]))
+        w = lead._parameters.get("W_xh")
+        w = lead.W_xh if w is None else w  # (one computed by a parametrization)
         if x.device != w.device:
             raise RnnkitError(f"input is on {x.device} but the layer's weights are on {w.device}; move one")
         if x.dtype != w.dtype and not _autocast_casts(x, w):

@@ -898,3 +898,26 @@ def test_project_input_replaced_on_the_class_after_a_call_is_followed(backend):
     finally:
         del Mine.project_input
     torch.testing.assert_close(layer(x)[0], before)
+
+
+@pytest.mark.parametrize("backend", ["autograd", "python", "native"])
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_final_state_of_one_layer_is_its_own(backend, name):
+    """One layer's h_n (a view of the loop's final state, no stack's copy) changed in place changes neither out nor
+    the state given, and carries its gradient as the stacked one did."""
+    torch.manual_seed(0)
+    layer = Recurrent(name, 3, 4, backend=backend)
+    x = torch.randn(2, 5, 3, requires_grad=True)
+    h0 = torch.randn(1, 2, 4)
+    given = (h0, torch.randn(1, 2, 4)) if name == "lstm" else h0
+    kept = h0.clone()
+    out, state = layer(x, given)
+    h = state[0] if name == "lstm" else state
+    torch.testing.assert_close(h[0], out[:, -1])
+    before = out.detach().clone()
+    (g,) = torch.autograd.grad(h.sum(), x, retain_graph=True)
+    with torch.no_grad():
+        h.add_(1.0)
+    torch.testing.assert_close(out.detach(), before)
+    torch.testing.assert_close(h0, kept)
+    torch.testing.assert_close(torch.autograd.grad(out[:, -1].sum(), x)[0], g)

@@ -428,7 +428,12 @@ def autocast_on(device):
     """Whether torch.autocast is on for tensors on `device`: torch.is_autocast_enabled, but False for a device
     type autocast has no mode for (meta tensors, which torch asks about first: it raised "unknown device type
     for autocast" there, where torch.nn's RNNs run)."""
-    return torch.amp.is_autocast_available(device.type) and torch.is_autocast_enabled(device.type)
+    kind = device.type
+    return _autocast_available(kind) and torch.is_autocast_enabled(kind)
+
+
+# torch.amp.is_autocast_available without its Python frame around torch's own function (asked a few times a layer call)
+_autocast_available = getattr(torch._C, "_is_autocast_available", None) or torch.amp.is_autocast_available
 
 
 def cell_class(cell):

@@ -325,13 +325,9 @@ class Recurrent(nn.Module):
                 if self.skip_input:
                     below = joined(torch.cat, (below, xs), dim=-1)
         out = out.transpose(0, 1) if self.batch_first and not bf else out  # bf: written (B, T, H) already
-        # one layer, one direction: a view of the final state (a stack of one is a copy, and a node more backward),
-        # where that is a tensor of its own (the loops' clones; not a view, of the given state say, which a step that
-        # returns it as it is leaves there): h_n changed in place changes nothing else, as the stack's copy
-        if len(finals) == 1 and all(s._base is None for s in finals[0]):
-            stacked = tuple(s.unsqueeze(0) for s in finals[0])
-        else:
-            stacked = tuple(joined(torch.stack, [f[k] for f in finals]) for k in range(self.num_states))
+        # (a stack even of one layer's: a tensor of its own, as torch.nn's h_n, which h_n.detach_() and h_n.mul_(2)
+        # before backward take; a view of the final state refused both)
+        stacked = tuple(joined(torch.stack, [f[k] for f in finals]) for k in range(self.num_states))
         return out, (stacked if self.num_states == 2 else stacked[0])
 
     def _cell_hooks(self, x):

@@ -903,8 +903,7 @@ def test_project_input_replaced_on_the_class_after_a_call_is_followed(backend):
 @pytest.mark.parametrize("backend", ["autograd", "python", "native"])
 @pytest.mark.parametrize("name", ["lstm", "gru"])
 def test_final_state_of_one_layer_is_its_own(backend, name):
-    """One layer's h_n (a view of the loop's final state, no stack's copy) changed in place changes neither out nor
-    the state given, and carries its gradient as the stacked one did."""
+    """One layer's h_n changed in place changes neither out nor the state given, and carries its gradient."""
     torch.manual_seed(0)
     layer = Recurrent(name, 3, 4, backend=backend)
     x = torch.randn(2, 5, 3, requires_grad=True)
@@ -921,3 +920,19 @@ def test_final_state_of_one_layer_is_its_own(backend, name):
     torch.testing.assert_close(out.detach(), before)
     torch.testing.assert_close(h0, kept)
     torch.testing.assert_close(torch.autograd.grad(out[:, -1].sum(), x)[0], g)
+
+
+@pytest.mark.parametrize("backend", ["autograd", "python", "native"])
+def test_final_state_is_a_tensor_of_its_own_as_torchs(backend):
+    """h_n.detach_() (truncated BPTT as some char-rnn code writes it) and h_n.mul_(2) before backward work as on
+    torch.nn.RNN's h_n: a view of the loop's final state refused the one ('Can't detach views in-place') and, where
+    the step saved h_t for its backward, the other ('modified by an inplace operation')."""
+    torch.manual_seed(0)
+    layer = Recurrent("rnn_tanh", 3, 4, backend=backend)
+    x = torch.randn(2, 5, 3)
+    _, h = layer(x)
+    h.detach_()
+    assert not h.requires_grad
+    out, h = layer(x, h)
+    h.mul_(2)
+    out.sum().backward()

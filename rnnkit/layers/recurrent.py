@@ -710,16 +710,24 @@ class Recurrent(nn.Module):
 
     def _load_torch_state_dict(self, module, state_dict, prefix, *_):
         """load_state_dict pre-hook: a state_dict of the torch.nn.RNN/LSTM/GRU that `to_torch` gives (keys
-        weight_ih_l0, ...) loads too, its keys renamed to this layer's (cells.0.W_xh, ...)."""
+        weight_ih_l0, ...) loads too, its keys renamed to this layer's (cells.0.W_xh, ...). Each torch name goes
+        to its own cell's key (not to the one name named_parameters keeps of a Parameter: a tied weight's second
+        torch name, weight_hh_l0_reverse, was left over, "Missing key(s): cells.1.W_hh"); one for a weight computed
+        from others (a parametrization, pruning: no key of that name) is said in one line, not a bare KeyError."""
         if self.cells[0].torch_mode is None:
             return
-        torch_names = list(self._torch_names())  # any part of them is renamed (strict=False)
-        if not any(prefix + name in state_dict for name, _ in torch_names):
-            return
-        ours = {id(p): name for name, p in self.named_parameters()}
-        for name, p in torch_names:
-            if prefix + name in state_dict and prefix + ours[id(p)] not in state_dict:
-                state_dict[prefix + ours[id(p)]] = state_dict.pop(prefix + name)
+        # any part of them is renamed (strict=False)
+        given = [slot for slot in self._torch_slots() if prefix + slot[0] in state_dict]
+        index = {id(cell): i for i, cell in enumerate(self.cells)}
+        for name, cell, attr in given:
+            i = index[id(cell)]
+            if attr not in cell._parameters:
+                raise RnnkitError(f"load_state_dict: {name} is torch.nn's name for layer.cells[{i}].{attr}, which is "
+                                  "computed from other parameters (a parametrization or pruning) and takes no weight; "
+                                  "load the state_dict before reparametrizing the cell, or remove that first")  # fmt: skip
+            ours = f"{prefix}cells.{i}.{attr}"
+            if ours not in state_dict:
+                state_dict[ours] = state_dict.pop(prefix + name)
 
     def __getattr__(self, name):
         """torch.nn's names for the weights (weight_ih_l0, weight_hh_l1_reverse, bias_hh_l0, weight_hr_l0), for

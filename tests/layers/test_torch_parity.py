@@ -104,6 +104,43 @@ def test_round_trip_keeps_tied_weights(backend):
     torch.testing.assert_close(back(x)[0], ref(x)[0])
 
 
+def test_torch_state_dict_loads_into_a_layer_with_tied_weights():
+    """torch.nn's state_dict of a tied module (to_torch's of a tied layer) holds the shared weight under both names:
+    both load. The second was left under its torch name (the layer's own names of its parameters are one per
+    Parameter): "Missing key(s): cells.1.W_hh. Unexpected key(s): weight_hh_l0_reverse"."""
+    torch.manual_seed(0)
+    ours = Recurrent("gru", 3, 4, bidirectional=True)
+    ours.cells[1].W_hh = ours.cells[0].W_hh
+    m = ours.to_torch()
+    other = Recurrent("gru", 3, 4, bidirectional=True)
+    other.cells[1].W_hh = other.cells[0].W_hh
+    other.load_state_dict(m.state_dict())
+    assert other.cells[1].W_hh is other.cells[0].W_hh
+    x = torch.randn(2, 5, 3)
+    torch.testing.assert_close(other(x)[0], m(x)[0])
+
+
+@pytest.mark.parametrize("reparametrize", [
+    lambda cell: torch.nn.utils.parametrizations.weight_norm(cell, "W_hh"),
+    lambda cell: torch.nn.utils.prune.l1_unstructured(cell, "W_hh", 0.5),
+])  # fmt: skip
+def test_torch_state_dict_into_a_reparametrized_cell_is_one_line(reparametrize):
+    """A torch.nn weight for a weight computed from others (a parametrization, pruning) failed with a bare KeyError
+    (the computed tensor's id); it is said in one line, naming the cell's weight."""
+    m = nn.GRU(3, 4, batch_first=True)
+    ours = Recurrent("gru", 3, 4)
+    reparametrize(ours.cells[0])
+    with pytest.raises(
+        RnnkitError, match=r"weight_hh_l0.*layer.cells\[0\].W_hh.*computed from other parameters"
+    ):
+        ours.load_state_dict(m.state_dict())
+    ours = Recurrent("gru", 3, 4)
+    reparametrize(ours.cells[0])
+    sd = {k: v for k, v in m.state_dict().items() if k != "weight_hh_l0"}
+    ours.load_state_dict(sd, strict=False)  # the other weights still load by torch's names
+    torch.testing.assert_close(ours.cells[0].W_xh, m.weight_ih_l0)
+
+
 @pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
 @pytest.mark.parametrize(
     "name,kw", [("lstm", {}), ("gru", {"bias": False}), ("rnn_relu", {}), ("lstm", {"proj_size": 2})]

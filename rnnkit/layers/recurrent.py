@@ -40,6 +40,7 @@ from rnnkit.cells._base import (
 )
 from rnnkit.cells._base import Cell as BaseCell
 from rnnkit.engine import BACKENDS, GradProbe, refuse_jit_trace, resolve_backend, run
+from rnnkit.engine.compiled import transformed
 from rnnkit.errors import RnnkitError, user_stacklevel
 
 TORCH_MODES = {"RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu", "LSTM": "lstm", "GRU": "gru"}
@@ -590,6 +591,11 @@ class Recurrent(nn.Module):
         # checked in eager mode: in a graph being compiled, exported or traced by make_fx (torch.compile,
         # torch.export, torch.func.linearize) and on the meta device the values aren't known; an empty batch has none
         values = None if torch.compiler.is_compiling() else _values(lengths)  # (dynamo can't trace _values)
+        if B and torch.compiler.is_compiling() and not torch.compiler.is_exporting() and not transformed():
+            # in a compiled graph the check runs with the graph (a length of 0 gave zeros, one past T ran T steps,
+            # in silence); not under vmap, where the assert has no batching rule
+            ok = ((lengths >= 1) & (lengths <= T)).all()
+            torch._assert_async(ok, "rnnkit: lengths must lie in [1, T] (T: the time dimension of the input)")
         if B and values is not None and values.device.type != "meta":
             lo, hi = int(values.min()), int(values.max())
             if lo < 1 or hi > T:

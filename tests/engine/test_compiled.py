@@ -267,3 +267,17 @@ def test_probe_inside_compile_records_what_eager_does():
     torch._dynamo.reset()
     with pytest.raises(Exception, match="GradProbe records dL/dh_t"):
         torch.compile(lambda x: layer(x, probe=GradProbe())[0].sum(), backend="aot_eager", fullgraph=True)(x)
+
+
+@pytest.mark.parametrize("lengths", [[0, 5], [6, 2]])
+def test_lengths_out_of_range_under_compile_are_refused(lengths):
+    """Eager code refuses lengths outside [1, T]; in a compiled graph their values aren't known while tracing, and a
+    length of 0 gave that sequence zeros, one past T ran T steps, in silence. The graph checks them when it runs."""
+    torch.manual_seed(0)
+    layer = Recurrent("gru", 3, 4)
+    x = torch.randn(2, 5, 3)
+    torch._dynamo.reset()
+    f = torch.compile(lambda x, L: layer(x, lengths=L)[0], backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(f(x, torch.tensor([5, 2])), layer(x, lengths=torch.tensor([5, 2]))[0])
+    with pytest.raises(RuntimeError, match=r"lengths must lie in \[1, T\]"):
+        f(x, torch.tensor(lengths))

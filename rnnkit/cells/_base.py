@@ -442,10 +442,20 @@ def cell_class(cell):
     that fails through nn.Module.__getattr__ on every cell (2 µs, a few times a call: one-step inference). A
     subclass of one of rnnkit's cells that changes none of its math is that cell (see same_math)."""
     if isinstance(cell, type):
-        return _math_of.get(cell) or same_math(cell)
+        return _math_class(cell)
     parametrized = isinstance(cell._modules.get("parametrizations"), nn.ModuleDict)
     cls = type(cell).__bases__[0] if parametrized else type(cell)
+    return _math_class(cls)
+
+
+def _math_class(cls):
+    """same_math(cls), cached in _math_of. A constant of a graph torch.compile traces (as engine.compiled's
+    native_ready): dynamo traced the cache and guarded on it, empty on the first call and filled by it, so the
+    second call of every compiled model compiled it all again (its guard "not _math_of" failed)."""
     return _math_of.get(cls) or same_math(cls)
+
+
+_math_class._dynamo_marked_constant = True
 
 
 # What a subclass of one of rnnkit's cells may define and still compute as that cell: its step, step_backward,

@@ -281,3 +281,21 @@ def test_lengths_out_of_range_under_compile_are_refused(lengths):
     torch.testing.assert_close(f(x, torch.tensor([5, 2])), layer(x, lengths=torch.tensor([5, 2]))[0])
     with pytest.raises(RuntimeError, match=r"lengths must lie in \[1, T\]"):
         f(x, torch.tensor(lengths))
+
+
+def test_a_second_call_does_not_compile_again(monkeypatch):
+    """The cache of cell classes (cells._base._math_of) was traced, empty on the first call and filled by it: dynamo's
+    guard on it ("not _math_of") failed on the second call, which compiled the whole model again (a minute on a
+    small machine). The lookup is a constant of the graph."""
+    from rnnkit.cells import _base
+
+    monkeypatch.setattr(_base, "_math_of", {})  # as in a fresh process
+    torch.manual_seed(0)
+    layer = Recurrent("gru", 3, 4)
+    x = torch.randn(2, 5, 3)
+    backend, graphs = _counting()
+    torch._dynamo.reset()
+    f = torch.compile(lambda x: layer(x)[0].sum(), backend=backend)
+    for _ in range(3):
+        f(x)
+    assert len(graphs) == 1

@@ -1041,9 +1041,11 @@ def _literal(x):
 
 def _pow(a, e):
     """x ** e for a Python exponent, as products where torch's result is exact; ** 0.5 and ** -0.5 as torch's sqrt
-    and rsqrt (-inf ** -0.5 is NaN and -0.0 ** -0.5 is -inf in torch, 0 and inf by std::pow)."""
+    and rsqrt (-inf ** -0.5 is NaN and -0.0 ** -0.5 is -inf in torch, 0 and inf by std::pow); ** -2 as torch's
+    1 / (x x) (1e20 ** -2 is 0 in float32 there, x x overflowing; std::pow gave the denormal 1e-40, and 1 ulp
+    off a quarter of the time)."""
     return {2: f"{a} * {a}", 3: f"{a} * {a} * {a}", 1: a, 0.5: f"std::sqrt({a})", -0.5: f"T(1) / std::sqrt({a})",
-            -1: f"T(1) / {a}"}.get(e, f"std::pow({a}, T({e!r}))")  # fmt: skip
+            -1: f"T(1) / {a}", -2: f"T(1) / ({a} * {a})"}.get(e, f"std::pow({a}, T({e!r}))")  # fmt: skip
 
 
 UNARY = {

@@ -430,6 +430,18 @@ def test_a_power_of_minus_one_half_is_torchs_rsqrt(dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_power_of_minus_two_is_torchs_one_over_the_square(dtype):
+    """torch computes x ** -2 as 1 / (x x): 0 where x x overflows (1e20 in float32, 1e160 in float64), where
+    std::pow gave a denormal (1e-40, 1e-320), and 1 ulp off it for a quarter of ordinary values."""
+    big = 1e160 if dtype == torch.float64 else 1e20
+    values = [big, -big, 3.0, 7.3, 1.1, 0.0, INF, NAN, *torch.linspace(0.1, 9.0, 24).tolist()]
+    got, want = on_values(lambda a: a**-2, lambda dh, a: dh * a**-2.0, values, dtype)
+    for g, w in zip(got, want):
+        assert torch.equal(g == 0, w == 0)
+        torch.testing.assert_close(g, w, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_sigmoid_backward_multiplies_in_torchs_order(dtype):
     """aten.sigmoid_backward(g, y) is (g (1 - y)) y in torch: with y = 1e30 and g = 0 that is 0, where g ((1 - y) y)
     overflowed in float32 (0 · inf: NaN); and a denormal g gave ±inf for torch's ±1e20."""

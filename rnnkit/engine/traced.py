@@ -669,10 +669,11 @@ class _Analysis:
         """Ops that only pick or join blocks (no statement), or make constants; None for others."""
         args, H = nd.args, self.H
         if name in LITERAL_OPS or name == "full_like.default":
-            fill = LITERAL_OPS.get(name, args[1] if len(args) > 1 else None)
-            return Val(vals[0].kind, [_literal(fill)] * self.width(nd))
+            fill, dtype = LITERAL_OPS.get(name, args[1] if len(args) > 1 else None), nd.meta["val"].dtype
+            return Val(vals[0].kind, [_literal(_held(fill, dtype))] * self.width(nd), dtype == torch.bool)
         if name == "scalar_tensor.default":
-            return Val("scalar", [_literal(args[0])])
+            dtype = nd.meta["val"].dtype
+            return Val("scalar", [_literal(_held(args[0], dtype))], dtype == torch.bool)
         if name in ("unsqueeze.default", "expand.default", "view.default", "_unsafe_view.default"):
             src, out = args[0].meta["val"], nd.meta["val"]
             same = src.shape == out.shape or name == "expand.default" or args[1] in (0, -out.dim())
@@ -1037,6 +1038,18 @@ def _literal(x):
     if not isinstance(x, int | float):
         raise Untraceable(f"a constant {x!r} the native loop can't hold, {FALLBACK}")
     return f"T({x!r})"
+
+
+def _held(x, dtype):
+    """A Python number as a tensor of dtype holds it: full_like(x, 0.1, dtype=torch.float32) in a float64 step is
+    0.1 rounded to float32, and 2.7 is 2 in an integer one (the kernels held 0.1 and 2.7: the step's numbers 1e-9 or
+    wholly off)."""
+    if not isinstance(x, int | float):
+        return x
+    try:
+        return torch.tensor(x, dtype=dtype).item()
+    except (RuntimeError, TypeError, ValueError, OverflowError):  # (NaN as an integer, say: kept as given)
+        return x
 
 
 def _pow(a, e):

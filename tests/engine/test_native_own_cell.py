@@ -305,6 +305,38 @@ def test_a_cast_to_a_narrower_float_rounds_as_the_python_loop_does(dtype):
         torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
 
 
+def filled_step(xw_t, state, P):
+    """tanh scaled by constants made in another dtype than the step's: full_like(y, 0.1, dtype=torch.float32),
+    scalar_tensor(0.3, dtype=torch.float32) and full_like(y, 2.7, dtype=torch.int64) (which holds 2)."""
+    (h_prev,) = state
+    y = torch.tanh(xw_t + linear(h_prev, *P))
+    k = torch.full_like(y, 0.1, dtype=torch.float32) + torch.scalar_tensor(0.3, dtype=torch.float32)
+    return (y * k + y * torch.full_like(y, 2.7, dtype=torch.int64),), (h_prev,), (y,)
+
+
+def filled_step_backward(dstate, cache, P):
+    (dh_t,), (y,) = dstate, cache
+    k = torch.full_like(y, 0.1, dtype=torch.float32) + torch.scalar_tensor(0.3, dtype=torch.float32)
+    da = dh_t * (k + 2) * (1 - y * y)
+    return da, (da @ P[0],), (da,), ()
+
+
+class Filled(OwnReLU):
+    step = staticmethod(filled_step)
+    step_backward = staticmethod(filled_step_backward)
+
+
+def test_a_constant_made_in_another_dtype_is_held_as_torch_holds_it():
+    """full_like and scalar_tensor of another dtype than the step's: the kernels held the Python number as given
+    (0.1 where torch holds float32's 0.100000001, 2.7 where an int64 tensor holds 2): the outputs 1e-9 off in
+    float64, and wholly off with the integer."""
+    want = _run_layer(Filled, "python", torch.float64, lengths=False)
+    got = _run_layer(Filled, "native", torch.float64, lengths=False)
+    assert isinstance(native._traced[next(k for k in native._traced if k[0] is Filled)], int)  # ran natively
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-13)
+
+
 def row_alpha_step(xw_t, state, P):
     """Leaky units with α of shape (1, H)."""
     return leaky_step(xw_t, state, P)

@@ -46,6 +46,7 @@ v2 kernels (fwd{s}, bwd{s} per stage s; a later stage reads what an earlier one 
 """
 
 import ctypes
+import enum
 import functools
 import hashlib
 import math
@@ -159,8 +160,9 @@ def _layout(cls):
 def _keyed(x) -> bool:
     """A value the kernels' key holds as it is: a Python number or numpy's (SCALE = np.sqrt(2.0), an np.float64: its
     changes were missed), not a tensor; a string (MODE = "plain", which the step branches on: its changes were
-    missed too); a function or other callable, by identity (SQUASH = torch.tanh, then torch.sigmoid)."""
-    if isinstance(x, Number | str):
+    missed too); an enum member (KIND = Kind.PLAIN, which the step branches on: its changes were missed, the native
+    loop ran the old kernels); a function or other callable, by identity (SQUASH = torch.tanh, then torch.sigmoid)."""
+    if isinstance(x, Number | str | enum.Enum):
         return True
     try:  # (a callable frozen dataclass holding a list raises here; its attributes are read instead)
         return callable(x) and hash(x) is not None

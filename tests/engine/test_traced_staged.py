@@ -9,6 +9,7 @@ import argparse
 import collections
 import contextlib
 import dataclasses
+import enum
 import warnings
 
 import pytest
@@ -330,7 +331,15 @@ class Settings:
         self.__dict__.update(kw)
 
 
+class Kind(enum.Enum):
+    """What the candidate is, an enum member the step branches on."""
+
+    SQUASH = "squash"
+    PLAIN = "plain"
+
+
 MODE = "squash"  # a string the step branches on
+KIND = Kind.SQUASH  # an enum member the step branches on
 SQUASH = torch.tanh  # the candidate's activation, a function
 SETTINGS = Settings(candidate=Settings(scale=1.0))
 ARGS = argparse.Namespace(gain=1.0)  # (what argparse's parse_args gives)
@@ -376,7 +385,7 @@ def knobbed_step(xw_t, state, P):
     r, z = g.split(H, 1)
     u = r * h
     a = TILT(TILT_MODULE(_k() * (xw_t[:, 2 * H :] + u @ W_h.t())))
-    n = SQUASH(a) if MODE == "squash" else a
+    n = SQUASH(a) if MODE == "squash" and KIND is Kind.SQUASH else a
     return ((1 - z) * n + z * h,), (h, u), (g, n, h)
 
 
@@ -384,7 +393,8 @@ def knobbed_step_backward(dstate, cache, P):
     (dh,), (g, n, h) = dstate, cache
     H = dh.shape[1]
     r, z = g[:, :H], g[:, H:]
-    slope = 1 if MODE != "squash" else 1 - n * n if SQUASH is torch.tanh else n * (1 - n)
+    plain = MODE != "squash" or KIND is not Kind.SQUASH
+    slope = 1 if plain else 1 - n * n if SQUASH is torch.tanh else n * (1 - n)
     da_n = TILT(TILT_MODULE(dh * (1 - z) * slope * _k()))
     du = da_n @ P[2]
     da_g = torch.cat((du * h * r * (1 - r), dh * (h - n) * z * (1 - z)), 1)
@@ -397,9 +407,11 @@ class Knobbed(ResetBefore):
 
 
 def _turn(knob, second):
-    global MODE, SQUASH, ROW
+    global MODE, SQUASH, ROW, KIND
     if knob == "a string":
         MODE = "plain" if second else "squash"
+    elif knob == "an enum member":
+        KIND = Kind.PLAIN if second else Kind.SQUASH
     elif knob == "a function":
         SQUASH = torch.sigmoid if second else torch.tanh
     elif knob == "an attribute's attribute":
@@ -420,6 +432,7 @@ def _turn(knob, second):
     "knob",
     [
         "a string",
+        "an enum member",
         "a function",
         "an attribute's attribute",
         "a namespace's attribute",
@@ -430,11 +443,11 @@ def _turn(knob, second):
     ],
 )
 def test_what_the_step_reads_besides_numbers_is_traced_again(knob):
-    """A knob changed between runs (MODE = "plain", SQUASH = torch.sigmoid, SETTINGS.candidate.scale = 0.5, ARGS.gain
-    = 0.5 of an argparse.Namespace, a standard library class's object, LEVELS["k"] = 0.5 of an OrderedDict, ROW[0]
-    of a namedtuple, TILT.k of an object the step calls, TILT_MODULE.k of an nn.Module's forward), which the
-    kernels' key missed: the native loop ran the old kernels (outputs 0.3-1.1 off) where the python loop read the
-    new."""
+    """A knob changed between runs (MODE = "plain", KIND = Kind.PLAIN of an enum, SQUASH = torch.sigmoid,
+    SETTINGS.candidate.scale = 0.5, ARGS.gain = 0.5 of an argparse.Namespace, a standard library class's object,
+    LEVELS["k"] = 0.5 of an OrderedDict, ROW[0] of a namedtuple, TILT.k of an object the step calls, TILT_MODULE.k of
+    an nn.Module's forward), which the kernels' key missed: the native loop ran the old kernels (outputs 0.3-1.1 off)
+    where the python loop read the new."""
     Cls = type("Knobbed", (Knobbed,), {})
     try:
         for second in (False, True):

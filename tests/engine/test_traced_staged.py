@@ -345,6 +345,7 @@ SETTINGS = Settings(candidate=Settings(scale=1.0))
 ARGS = argparse.Namespace(gain=1.0)  # (what argparse's parse_args gives)
 LEVELS = collections.OrderedDict(k=1.0)  # (a subclass of dict)
 ROW = collections.namedtuple("Row", "k")(1.0)  # (a subclass of tuple, read as ROW[0])
+NESTED = {"candidate": {"scale": [1.0]}}  # a dict in a dict, read as NESTED["candidate"]["scale"][0]
 
 
 class Tilt:
@@ -372,7 +373,7 @@ TILT, TILT_MODULE = Tilt(1.0), TiltModule(1.0)
 
 
 def _k():
-    return SETTINGS.candidate.scale * ARGS.gain * LEVELS["k"] * ROW[0]
+    return SETTINGS.candidate.scale * ARGS.gain * LEVELS["k"] * ROW[0] * NESTED["candidate"]["scale"][0]
 
 
 def knobbed_step(xw_t, state, P):
@@ -420,6 +421,8 @@ def _turn(knob, second):
         ARGS.gain = 0.5 if second else 1.0
     elif knob == "an OrderedDict's entry":
         LEVELS["k"] = 0.5 if second else 1.0
+    elif knob == "a dict's dict's list's item":
+        NESTED["candidate"]["scale"][0] = 0.5 if second else 1.0
     elif knob == "a namedtuple's item":
         ROW = ROW._replace(k=0.5 if second else 1.0)
     elif knob == "a callable object's attribute":
@@ -438,6 +441,7 @@ def _turn(knob, second):
         "a namespace's attribute",
         "an OrderedDict's entry",
         "a namedtuple's item",
+        "a dict's dict's list's item",
         "a callable object's attribute",
         "an nn.Module's attribute",
     ],
@@ -445,9 +449,9 @@ def _turn(knob, second):
 def test_what_the_step_reads_besides_numbers_is_traced_again(knob):
     """A knob changed between runs (MODE = "plain", KIND = Kind.PLAIN of an enum, SQUASH = torch.sigmoid,
     SETTINGS.candidate.scale = 0.5, ARGS.gain = 0.5 of an argparse.Namespace, a standard library class's object,
-    LEVELS["k"] = 0.5 of an OrderedDict, ROW[0] of a namedtuple, TILT.k of an object the step calls, TILT_MODULE.k of
-    an nn.Module's forward), which the kernels' key missed: the native loop ran the old kernels (outputs 0.3-1.1 off)
-    where the python loop read the new."""
+    LEVELS["k"] = 0.5 of an OrderedDict, ROW[0] of a namedtuple, NESTED["candidate"]["scale"][0] of a list in a dict
+    in a dict, TILT.k of an object the step calls, TILT_MODULE.k of an nn.Module's forward), which the kernels' key
+    missed: the native loop ran the old kernels (outputs 0.3-1.1 off) where the python loop read the new."""
     Cls = type("Knobbed", (Knobbed,), {})
     try:
         for second in (False, True):

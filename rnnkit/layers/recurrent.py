@@ -651,6 +651,12 @@ class Recurrent(nn.Module):
 
     def _probes(self, probe):
         n = self.num_layers * self.dirs
+        if probe is not None and torch.compiler.is_exporting():
+            # (a program of forward ops: a probe passed to export recorded nothing, in silence)
+            warnings.warn("a GradProbe records in eager code and under torch.compile, not in a torch.export "
+                          "program (which holds no backward): export without it", UserWarning,
+                          stacklevel=user_stacklevel())  # fmt: skip
+            return [None] * n
         if probe is None or isinstance(probe, GradProbe):
             return [probe] + [None] * (n - 1)
         # anything else failed with "object of type 'type' has no len()" (GradProbe without its parentheses) or,

@@ -328,6 +328,27 @@ def test_torch_export_same_numbers(name, kw, strict):
         torch.testing.assert_close(program.module()(x, lengths), model(x, lengths))
 
 
+def test_a_probe_given_to_torch_export_is_said_to_record_nothing():
+    """A GradProbe passed while exporting was accepted in silence and recorded nothing (an exported program holds no
+    backward): it is said, and the program computes what the layer does."""
+    from rnnkit import GradProbe
+
+    torch.manual_seed(0)
+    layer, x = Recurrent("gru", 4, 5), torch.randn(2, 6, 4)
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, x):
+            return self.layer(x, probe=GradProbe())[0]
+
+    with pytest.warns(UserWarning, match="GradProbe records .* not in a torch.export program"):
+        program = torch.export.export(Model(), (x,))
+    torch.testing.assert_close(program.module()(x), layer(x)[0])
+
+
 def test_make_fx_graph_computes_what_the_layer_does():
     """make_fx on real tensors recorded the native loop's empty output buffers and not the loop (a C++ call the
     dispatcher never sees): its graph computed garbage (out 8e34 off) without a word. There the layer runs as

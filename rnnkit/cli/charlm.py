@@ -102,7 +102,8 @@ def add_commands(sub):
         "--top-k", type=int, default=0, help="sample among the K most probable only (default 0: all)"
     )
     p.add_argument("--prime", default=None,
-                   help="text to start from (default: a newline, or the model's first character if it has none)")  # fmt: skip
+                   help="text to start from, read as the start of a line as score reads it (default: a newline, or the "
+                   "model's first character if it has none)")  # fmt: skip
     p.add_argument("--seed", type=int, default=None, help="random seed in [0, 2^32) (default: a fresh one)")
     p.add_argument("--greedy", action="store_true", help="always the most probable character")
     p.set_defaults(func=cmd_sample)
@@ -123,7 +124,8 @@ def add_commands(sub):
         "complete",
         help="the most probable continuation of a prefix (greedy or beam search)",
         description="Prints PREFIX and the continuation of exactly --length characters (newlines included) with "
-        "the highest log-probability the beam finds; --json adds that log p in nats.",
+        "the highest log-probability the beam finds; --json adds that log p in nats. The prefix is read as score "
+        "reads a text (a newline before it), so that log p is score(PREFIX + completion) - score(PREFIX).",
     )
     p.add_argument("run", help=RUN_HELP)
     p.add_argument("prefix")
@@ -253,6 +255,13 @@ def score_text(model, chars, text: str) -> dict:
     return charlm.score_text(model, chars, text)
 
 
+def context(text: str, chars: list, what: str) -> list:
+    """The ids a prefix is read from: a newline, then the text (its first character starts a line, from a zero
+    state, as score reads each text; a model without a newline reads the text alone), so that complete's log p
+    of a continuation is score(PREFIX + continuation) - score(PREFIX), and sample --prime continues as complete."""
+    return encode(("\n" if "\n" in chars else "") + text, chars, what)
+
+
 def _positive(name, value):
     if value <= 0:
         raise RnnkitError(f"{name} must be > 0, got {value}")
@@ -269,8 +278,7 @@ def cmd_sample(args) -> int:
     if args.top_k < 0:
         raise RnnkitError(f"--top-k must be >= 0, got {args.top_k}")
     model, chars = load_model(args.run)
-    prime = args.prime if args.prime else ("\n" if "\n" in chars else chars[0])
-    ids = encode(prime, chars, "--prime")
+    ids = context(args.prime, chars, "--prime") if args.prime else [chars.index("\n") if "\n" in chars else 0]
     gen = torch.Generator().manual_seed(args.seed) if args.seed is not None else None
     out = model.sample(ids, args.length, args.temperature, args.top_k, args.greedy, gen)
     print((args.prime or "") + "".join(chars[i] for i in out))
@@ -298,7 +306,7 @@ def cmd_complete(args) -> int:
     model, chars = load_model(args.run)
     if not args.prefix:
         raise RnnkitError("PREFIX is empty; give some text to complete")
-    ids, log_prob = model.beam_complete(encode(args.prefix, chars, "PREFIX"), args.length, args.beam)
+    ids, log_prob = model.beam_complete(context(args.prefix, chars, "PREFIX"), args.length, args.beam)
     completion = "".join(chars[i] for i in ids)
     if args.json:
         print(

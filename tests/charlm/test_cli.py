@@ -266,9 +266,23 @@ def test_score_empty_text_and_complete_json(trained, cli):
     code, out, _ = cli("complete", trained, "the quick", "--length", "6", "--beam", "3", "--json")
     result = json.loads(out)
     model, chars = load_model(trained)
-    ids = [chars.index(c) for c in "the quick" + result["completion"]]
+    # the prefix starts a line, as score reads a text
+    ids = [chars.index(c) for c in "\nthe quick" + result["completion"]]
     assert code == 0 and len(result["completion"]) == 6
-    assert abs(sum(model.log_probs(ids[9:], ids[:9])) - result["log_prob"]) < 1e-4
+    assert abs(sum(model.log_probs(ids[10:], ids[:10])) - result["log_prob"]) < 1e-4
+
+
+def test_complete_and_sample_condition_the_prefix_as_score_does(trained, cli):
+    """complete's log p of its continuation is score(PREFIX + continuation) - score(PREFIX): both read the text
+    from a newline (the start of a line). complete fed the prefix from a bare zero state: its log p and its
+    choice of continuation disagreed with score's, and sample --prime with sample's own default (a newline)."""
+    model, chars = load_model(trained)
+    for prefix in ["the quick", "jumps", "x"]:
+        result = json.loads(cli("complete", trained, prefix, "--length", "5", "--beam", "3", "--json")[1])
+        whole = score_text(model, chars, prefix + result["completion"])["log_prob"]
+        assert abs(whole - score_text(model, chars, prefix)["log_prob"] - result["log_prob"]) < 1e-4
+        greedy = cli("complete", trained, prefix, "--length", "8")[1]
+        assert cli("sample", trained, "--prime", prefix, "--length", "8", "--greedy")[1] == greedy
 
 
 def test_seeds_are_32_bit(trained, cli):

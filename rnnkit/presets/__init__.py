@@ -4,7 +4,9 @@ min-char-rnn  Karpathy's 112-line gist (deck 002): vanilla tanh RNN, 100 units, 
               windows of 25, one stream, Adagrad 0.1, every gradient element of the window's summed
               loss clipped to [-5, 5]: rnnkit's loss is the mean over the 25 characters, so [-0.2, 0.2]
 char-rnn      karpathy/char-rnn's defaults: 2x128 LSTM, one-hot input, seq 50, batch 50,
-              RMSprop 2e-3 (α 0.95), decay 0.97 per epoch after epoch 10, clip 5, 95/5 split, forget bias 1
+              RMSprop 2e-3 (α 0.95), decay 0.97 per epoch after epoch 10, 95/5 split, forget bias 1, every
+              gradient element of the loss summed over the window's 50 steps (each a mean over the batch)
+              clipped to [-5, 5]: rnnkit's loss is the mean over them, so [-0.1, 0.1]
 shakespeare   the best validation loss on Tiny Shakespeare in 20 minutes on a 2-core CPU
 default       `make demo`: the standard library's source, progress within seconds, readable
               samples within about 5 minutes on 2 cores
@@ -30,7 +32,7 @@ PRESETS = {
         "model": {"cell": "lstm", "hidden_size": 128, "num_layers": 2, "embedding_size": 0,
                   "dropout": 0.0, "forget_bias": 1.0},
         "train": {"optimizer": "rmsprop", "lr": 2e-3, "lr_decay": 0.97, "lr_decay_after": 10,
-                  "clip_value": 5.0, "clip_norm": 0.0, "max_epochs": 50, "eval_every": 1000, "sample_every": 1000},
+                  "clip_value": 5.0 / 50, "clip_norm": 0.0, "max_epochs": 50, "eval_every": 1000, "sample_every": 1000},
     },
     "shakespeare": {
         "data": {"corpus": "shakespeare", "seq_len": 100, "batch_size": 32, "val_frac": 0.1},

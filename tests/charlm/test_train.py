@@ -515,6 +515,18 @@ def test_min_char_rnn_clips_the_summed_gradient_at_5():
     assert p["train"]["clip_value"] * p["data"]["seq_len"] * p["data"]["batch_size"] == pytest.approx(5.0)
 
 
+def test_char_rnn_clips_the_gradient_of_the_loss_summed_over_the_window_at_5():
+    """char-rnn's feval sums the batch-mean losses of the seq_length steps and clamps that sum's gradient to
+    [-grad_clip, grad_clip] = [-5, 5] (its grad_params:div(opt.seq_length) is commented out: RMSprop does not
+    care); rnnkit's loss is the mean over the window, so the preset's clip is 5 / 50 (at 5 it was 50x looser
+    than char-rnn's: 250 on char-rnn's gradient)."""
+    from rnnkit.presets import preset
+
+    p = preset("char-rnn")
+    assert p["train"]["clip_value"] * p["data"]["seq_len"] == pytest.approx(5.0)
+    assert p["train"]["optimizer"] == "rmsprop" and p["train"]["clip_norm"] == 0.0
+
+
 def test_resume_reads_a_version_1_checkpoint_whose_optimizer_listed_b_xh_after_w_xh(tmp_path, corpus):
     """The cells torch.nn has list their parameters in torch.nn's order now (W_hh before b_xh), and an
     optimizer's state_dict pairs parameters by position: a version-1 checkpoint's Adam state (each b_xh right

@@ -32,7 +32,9 @@ class TrainConfig:
     lr_decay: float = 1.0  # multiply the rate by this at the end of every epoch from lr_decay_after on
     lr_decay_after: int = 10
     clip_norm: float = 0.0  # rescale the gradient if its norm exceeds this (0 = off)
-    clip_value: float = 5.0  # clamp every gradient element to [-v, v] as char-rnn does (0 = off)
+    # clamp every gradient element of the window's mean loss to [-v, v] (0 = off); char-rnn's 5 clamps the
+    # gradient of its loss summed over the window's steps: 5 / seq_len here (the char-rnn preset's 0.1)
+    clip_value: float = 5.0
     weight_decay: float = 0.0
     max_steps: int = 0  # 0 = no limit
     max_epochs: float = 50.0

@@ -6,7 +6,8 @@ min-char-rnn  Karpathy's 112-line gist (deck 002): vanilla tanh RNN, 100 units, 
 char-rnn      karpathy/char-rnn's defaults: 2x128 LSTM, one-hot input, seq 50, batch 50,
               RMSprop 2e-3 (α 0.95), decay 0.97 per epoch after epoch 10, 95/5 split, forget bias 1, every
               gradient element of the loss summed over the window's 50 steps (each a mean over the batch)
-              clipped to [-5, 5]: rnnkit's loss is the mean over them, so [-0.1, 0.1]
+              clipped to [-5, 5]: rnnkit's loss is the mean over them, so [-0.1, 0.1] (with --seq-len N
+              of either preset, give --clip-value 5/N to keep that clip)
 shakespeare   the best validation loss on Tiny Shakespeare in 20 minutes on a 2-core CPU
 default       `make demo`: the standard library's source, progress within seconds, readable
               samples within about 5 minutes on 2 cores

@@ -41,17 +41,27 @@ def read_patterns(path) -> tuple:
 
 
 def read_images(paths) -> tuple:
-    """Images as ±1 patterns: dark pixels +1, light -1 (threshold at mid-grey)."""
+    """Images as ±1 patterns: dark pixels +1, light -1 (threshold at mid-grey).
+
+    Brightness in [0, 1]: PNGs read as such, 8-bit (JPEG) and 16-bit images are divided by their type's
+    largest value (dividing by the brightest pixel made a dark-grey drawing on black read as light);
+    a transparent pixel shows the background, white: grey = α · mean(R, G, B) + (1 - α).
+    """
+    import numpy as np
     from matplotlib.image import imread
 
     rows, shapes = [], {}
     for path in paths:
         try:
-            image = torch.as_tensor(imread(path), dtype=torch.float32)
+            array = imread(path)
         except (OSError, ValueError, SyntaxError) as e:
             raise RnnkitError(f"cannot read image {path}: {e}") from None
-        grey = image[..., :3].mean(-1) if image.dim() == 3 else image
-        grey = grey / grey.max().clamp(min=1e-8)
+        scale = np.iinfo(array.dtype).max if array.dtype.kind in "iu" else 1.0
+        image = torch.tensor(array, dtype=torch.float32) / scale
+        has_alpha = image.dim() == 3 and image.shape[-1] in (2, 4)  # grey or RGB, then α
+        grey = (image[..., :-1] if has_alpha else image).mean(-1) if image.dim() == 3 else image
+        if has_alpha:  # transparent: the white background shows
+            grey = image[..., -1] * grey + (1 - image[..., -1])
         shapes.setdefault(tuple(grey.shape), path)
         if len(shapes) > 1:
             (h0, w0), (h, w) = next(iter(shapes)), grey.shape

@@ -136,3 +136,31 @@ def test_bad_input_is_one_clear_error(make):
 def test_thresholds_take_lists_arrays_and_tensors():
     for theta in ([1.0, 2.0, 3.0], torch.tensor([1, 2, 3]), torch.tensor([[1.0, 2.0, 3.0]])):
         assert Hopfield(3, thresholds=theta).theta.tolist() == [1.0, 2.0, 3.0]
+
+
+def test_images_threshold_at_mid_grey_not_at_half_the_brightest_pixel(tmp_path):
+    import matplotlib.image
+    import numpy as np
+    from PIL import Image
+
+    from rnnkit.energy.patterns_io import read_images
+
+    # dark grey (0.3) over black: every pixel darker than mid-grey, so every one +1; stretching the
+    # image by its brightest pixel read the dark grey as white (-1)
+    dark = np.zeros((4, 4))
+    dark[:2] = 0.3
+    matplotlib.image.imsave(tmp_path / "dark.png", dark, cmap="gray", vmin=0, vmax=1)
+    Image.fromarray((dark * 255).astype(np.uint8)).save(tmp_path / "dark8.png")  # 8-bit: read as 0..255
+    light = np.full((4, 4), 0.9)
+    light[:2] = 0.2
+    Image.fromarray((light * 255).astype(np.uint8)).save(tmp_path / "light.jpg", quality=100)
+    x, _ = read_images([tmp_path / "dark.png", tmp_path / "dark8.png"])
+    assert (x == 1).all()
+    x, _ = read_images([tmp_path / "light.jpg"])
+    assert x.view(4, 4)[:2].eq(1).all() and x.view(4, 4)[2:].eq(-1).all()
+    # black line art on a transparent background: the transparent pixels are background (light)
+    rgba = np.zeros((4, 4, 4))
+    rgba[1, :, 3] = 1.0  # one opaque black row; the rest transparent black
+    matplotlib.image.imsave(tmp_path / "icon.png", rgba)
+    x, _ = read_images([tmp_path / "icon.png"])
+    assert x.view(4, 4)[1].eq(1).all() and (x.sum() == 4 - 12)

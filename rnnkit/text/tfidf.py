@@ -110,16 +110,19 @@ class TfidfIndex:
         C = self.counts(docs, terms)
         N, df = C.shape[0], np.bincount(C.indices, minlength=C.shape[1])
         self.idf = 1 + (np.log((1 + N) / (1 + df)) if self.config.smooth_idf else np.log(N / df))
-        self.matrix = self.weigh(C)
+        self.matrix = self.weigh(C, [len(t) for t in terms])
         return self
 
-    def weigh(self, C: sp.csr_matrix) -> sp.csr_matrix:
-        """TF(x, d) × IDF(x), then each row scaled to unit L2 norm."""
+    def weigh(self, C: sp.csr_matrix, lengths=None) -> sp.csr_matrix:
+        """TF(x, d) × IDF(x), then each row scaled to unit L2 norm.
+
+        lengths: |d| of each document, its terms the index lacks included (default: the row sums of C,
+        which leave them out); only tf="frequency" reads them."""
         X = C.astype(np.float64)
         if self.config.tf == "log":
             X.data = 1 + np.log(X.data)
         elif self.config.tf == "frequency":
-            lengths = np.asarray(X.sum(axis=1)).ravel()
+            lengths = np.asarray(X.sum(axis=1)).ravel() if lengths is None else np.asarray(lengths)
             X = sp.diags(1 / np.maximum(lengths, 1)) @ X
         X = sp.csr_matrix(X @ sp.diags(self.idf))
         if self.config.norm == "l2":
@@ -129,7 +132,8 @@ class TfidfIndex:
 
     def transform(self, docs: list[str]) -> sp.csr_matrix:
         _not_str(docs, "TfidfIndex.transform takes a list of documents", "wrap one query in a list ([query])")
-        return self.weigh(self.counts(docs))
+        terms = [self.analyzer(doc) for doc in docs]  # |d| counts the terms the index lacks too
+        return self.weigh(self.counts(docs, terms), [len(t) for t in terms])
 
     def search(self, query: str, top: int = 10) -> list[tuple[int, float]]:
         """Documents by cosine similarity to the query: [(document index, cosine)], best first."""

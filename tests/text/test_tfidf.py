@@ -81,3 +81,13 @@ def test_search_ranks_by_cosine_and_round_trips(tmp_path):
         TfidfIndex().fit([])
     with pytest.raises(RnnkitError):
         TfidfIndex.load(tmp_path / "missing")
+
+
+def test_frequency_tf_divides_by_the_whole_document_length_unknown_terms_included():
+    # TF(x, d) = c(x, d) / |d|: a new document's words that the index lacks still count in |d|
+    index = TfidfIndex(TfidfConfig(tf="frequency", norm=None)).fit(["cat dog", "dog fish"])
+    row = index.transform(["cat zebra zebra dog"]).toarray()[0]
+    expected = np.array([1 / 4, 1 / 4, 0]) * index.idf  # columns cat, dog, fish
+    np.testing.assert_allclose(row, expected)
+    # the indexed documents themselves are unchanged
+    np.testing.assert_allclose(index.transform(["cat dog", "dog fish"]).toarray(), index.matrix.toarray())

@@ -70,8 +70,8 @@ class NGramLM:
     def __init__(
         self, n: int, smoothing="kneser-ney", k=1.0, discount=None, level="char", lower=False, min_freq=1
     ):
-        if n < 1:
-            raise RnnkitError(f"n-gram order must be >= 1, got n={n}")
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise RnnkitError(f"n-gram order must be a whole number >= 1, got n={n!r}")
         if smoothing not in ("kneser-ney", "modified-kneser-ney", "add-k"):
             raise RnnkitError(
                 f"unknown smoothing {smoothing!r}; use kneser-ney, modified-kneser-ney or add-k"
@@ -153,6 +153,13 @@ class NGramLM:
         D = [r - (r + 1) * Y * n[r + 1] / n[r] if n[r] > 0 else Y for r in (1, 2, 3)]
         return np.array([0.0, *(float(np.clip(d, 0.05, r)) for r, d in zip((0.95, 1.95, 2.95), D))])
 
+    def _fitted(self) -> None:
+        """One RnnkitError unless the model has counted a text (fit, fit_ids or load)."""
+        if getattr(self, "keys", None) is None or getattr(self, "vocab", None) is None:
+            raise RnnkitError(
+                "this n-gram model is not trained yet: call fit(text) first, or NGramLM.load a saved model"
+            )
+
     # ---- probabilities ----------------------------------------------------------------------------
     def _lookup(self, m: int, h: np.ndarray, w: np.ndarray) -> np.ndarray:
         """Id of the m-gram (context id h, token w), or -1 where it was never seen."""
@@ -193,6 +200,7 @@ class NGramLM:
 
     def log_probs(self, x: np.ndarray, history: np.ndarray | None = None) -> np.ndarray:
         """log P(x_i | x_<i) in nats for each i, each token seeing up to n-1 tokens back (history first)."""
+        self._fitted()
         history = np.zeros(0, np.int64) if history is None else self._check_ids(history, "history")
         full = np.concatenate([history, self._check_ids(x, "x")]).astype(np.int64)
         order = np.minimum(np.arange(len(full)) + 1, self.n)
@@ -212,6 +220,7 @@ class NGramLM:
 
     def next_distribution(self, history: list[int]) -> np.ndarray:
         """P(w | history) for every w in the vocabulary; it sums to 1."""
+        self._fitted()
         history = self._check_ids(history, "history")
         h = np.array(history[-(self.n - 1) :] if self.n > 1 else [], np.int64)
         ctxs = self._contexts(np.concatenate([h, [0]]))
@@ -220,10 +229,12 @@ class NGramLM:
 
     # ---- the language-model interface: score, complete, sample --------------------------------------
     def encode(self, text: str) -> np.ndarray:
+        self._fitted()
         return np.array(self.vocab.encode(text_tokens(text, self.level, self.lower)), np.int64)
 
     def decode(self, ids) -> str:
         """Characters as they are; words one space apart, each <eos> a newline with no space beside it."""
+        self._fitted()
         tokens = self.vocab.decode(ids)
         if self.level == "char":
             return "".join(tokens)
@@ -245,6 +256,7 @@ class NGramLM:
         `<unk>` is never written: it stands for every rare word at once, so it is masked out and the
         others renormalised (as word LMs usually sample).
         """
+        self._fitted()
         if not self.knows_tokens():
             raise RnnkitError(
                 f"the model knows no {self.level} but <unk> (every one was rarer than its min_freq "
@@ -284,6 +296,7 @@ class NGramLM:
 
     # ---- save / load ------------------------------------------------------------------------------
     def save(self, path) -> None:
+        self._fitted()
         path = pathlib.Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {

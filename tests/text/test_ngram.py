@@ -181,3 +181,16 @@ def test_word_text_comes_back_without_spaces_beside_its_newlines():
     lm = NGramLM(2, level="word").fit(TEXT)
     assert lm.decode(lm.encode("the cat sat\nthe dog\n")) == "the cat sat\nthe dog\n"
     assert lm.decode(lm.encode("\n\nthe cat")) == "\n\nthe cat"
+
+
+def test_an_untrained_model_says_so_and_the_order_must_be_a_whole_number(tmp_path):
+    """score, complete, encode or save before fit were AttributeErrors ('vocab', 'keys'); n=2.5 a TypeError."""
+    m = NGramLM(2)
+    for call in (lambda: m.score("ab"), lambda: m.complete("a", 2), lambda: m.sample(3), lambda: m.encode("a"),
+                 lambda: m.next_distribution([]), lambda: m.save(tmp_path / "m.npz")):  # fmt: skip
+        with pytest.raises(RnnkitError, match="not trained yet: call fit"):
+            call()
+    for n in (2.5, "3", True):
+        with pytest.raises(RnnkitError, match="n-gram order must be a whole number >= 1"):
+            NGramLM(n)
+    assert NGramLM(np.int64(2)).fit("abab").score("ab").tokens == 2

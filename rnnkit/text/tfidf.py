@@ -85,8 +85,16 @@ class TfidfIndex:
             raise RnnkitError(f"bad TF-IDF config {self.config}; tf: count|frequency|log, norm: l2|None")
         self.analyzer = Analyzer(self.config)
 
+    def _fitted(self) -> None:
+        """One RnnkitError unless the index holds documents (fit or load)."""
+        if getattr(self, "column", None) is None:
+            raise RnnkitError(
+                "this TF-IDF index holds no documents yet: call fit(documents) first, or TfidfIndex.load one"
+            )
+
     def counts(self, docs: list[str], terms: list[list[str]] | None = None) -> sp.csr_matrix:
         """Bag-of-words count matrix (N, |terms|); terms not in the index are dropped."""
+        self._fitted()
         _not_str(docs, "TfidfIndex.counts takes a list of documents", "wrap one document in a list ([text])")
         terms = terms if terms is not None else [self.analyzer(doc) for doc in docs]
         rows, cols = [], []
@@ -150,6 +158,7 @@ class TfidfIndex:
         return [(int(i), float(cos[i])) for i in best if cos[i] > 0]
 
     def save(self, directory) -> None:
+        self._fitted()
         d = pathlib.Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         with atomic_open(d / "tfidf.npz", "wb") as f:  # each file whole or the old one (rnnkit._io)

@@ -91,3 +91,11 @@ def test_frequency_tf_divides_by_the_whole_document_length_unknown_terms_include
     np.testing.assert_allclose(row, expected)
     # the indexed documents themselves are unchanged
     np.testing.assert_allclose(index.transform(["cat dog", "dog fish"]).toarray(), index.matrix.toarray())
+
+
+def test_an_index_without_documents_says_so(tmp_path):
+    """search, transform or save before fit were AttributeErrors ('column', 'matrix')."""
+    index = TfidfIndex()
+    for call in (lambda: index.search("cat"), lambda: index.transform(["cat"]), lambda: index.save(tmp_path)):
+        with pytest.raises(RnnkitError, match="holds no documents yet: call fit"):
+            call()

@@ -45,6 +45,10 @@ class MarkovChain:
     def from_table(cls, table: dict[str, dict[str, float]], **kwargs) -> "MarkovChain":
         """Build from {state: {next state: probability}}; missing entries are 0."""
         states = list(table)
+        unknown = list(dict.fromkeys(b for a in states for b, p in table[a].items() if p and b not in table))
+        if unknown:  # dropped, its row summed to less than 1: "rows summing to 1" hid the name
+            raise RnnkitError(f"next state(s) {', '.join(map(repr, unknown))} have no row of their own; every "
+                              f"next state must be one of the states {', '.join(map(repr, states))}")  # fmt: skip
         P = [[table[a].get(b, 0.0) for b in states] for a in states]
         return cls(states, P, **kwargs)
 
@@ -57,7 +61,7 @@ class MarkovChain:
         """
         if isinstance(sequences, str):
             raise RnnkitError("MarkovChain.estimate takes a list of sequences, not one str: wrap it ([text])")
-        if not (np.isfinite(smoothing) and smoothing >= 0):
+        if not isinstance(smoothing, numbers.Real) or not (np.isfinite(smoothing) and smoothing >= 0):
             raise RnnkitError(f"smoothing (pseudo-counts per transition) must be >= 0, got {smoothing}")
         sequences = [list(s) for s in sequences if len(s) > 0]
         if not sequences:

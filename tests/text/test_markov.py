@@ -100,3 +100,15 @@ def test_why_not_names_the_reason():
     )
     with pytest.raises(RnnkitError, match="start symbols"):
         MarkovChain.estimate(["ab"], starts="c")
+
+
+def test_a_table_naming_an_unknown_next_state_says_which():
+    # the entry was dropped and the row summed to 0.5: the error spoke of rows summing to 1
+    with pytest.raises(RnnkitError, match=r"next state\(s\) 'c' have no row of their own; .* 'a', 'b'"):
+        MarkovChain.from_table({"a": {"a": 0.5, "c": 0.5}, "b": {"a": 1.0}})
+    assert MarkovChain.from_table({"a": {"a": 1.0, "z": 0.0}}).P.tolist() == [[1.0]]  # a zero entry: harmless
+
+
+def test_estimate_refuses_a_smoothing_that_is_not_a_number():
+    with pytest.raises(RnnkitError, match="smoothing"):  # was numpy's TypeError from isfinite
+        MarkovChain.estimate(["AB"], smoothing="1")

@@ -109,6 +109,11 @@ class Word2Vec:
                 raise RnnkitError(
                     f"--{name.replace('_', '-')} must be a whole number, got {getattr(c, name)!r}"
                 )
+        for name in ("alpha", "min_alpha", "sample"):  # a str: a TypeError from math.isfinite below
+            if isinstance(getattr(c, name), bool) or not isinstance(getattr(c, name), numbers.Real):
+                raise RnnkitError(f"--{name.replace('_', '-')} must be a number, got {getattr(c, name)!r}")
+        if isinstance(c.seed, bool) or not isinstance(c.seed, numbers.Integral) or c.seed < 0:  # numpy's rng
+            raise RnnkitError(f"--seed must be a whole number >= 0, got {c.seed!r}")
         for name in ("dimension", "window", "min_count", "epochs", "batch_size", "workers"):
             if getattr(c, name) < 1:  # named as the command line's flag (--min-count for min_count)
                 raise RnnkitError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(c, name)}")

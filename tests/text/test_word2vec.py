@@ -217,6 +217,10 @@ def test_overrides_apply_on_top_of_a_config():
         ({"window": 2.5}, "window"),
         ({"dimension": 4.5}, "dimension"),
         ({"bogus": 1}, "Word2VecConfig"),
+        ({"alpha": "0.1"}, "--alpha must be a number"),  # these four were TypeErrors and ValueErrors
+        ({"sample": None}, "--sample must be a number"),
+        ({"seed": -1}, "--seed must be a whole number >= 0"),
+        ({"seed": 1.5}, "--seed must be a whole number >= 0"),
     ],
 )
 def test_bad_sizes_and_rates(bad, message):

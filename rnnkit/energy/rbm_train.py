@@ -123,7 +123,10 @@ def cd_gradient_from_noise(rbm, v0, chain, u0, u, k):
 @torch.no_grad()
 def cd_gradient(rbm, v0, k=1, chain=None, generator=None):
     """A fresh CD-k gradient estimate (or PCD-k from `chain`) for data v0 (B, V): ((dW, db, dc), chain)."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:  # k = 0 left no negative phase to read
+        raise RnnkitError(f"k (Gibbs steps) must be an integer >= 1, got {k!r}")
     v0 = rbm.check(v0)
+    chain = None if chain is None else rbm.check_hidden(chain, "persistent chain (hidden states)")
     B, Bc = len(v0), len(v0) if chain is None else len(chain)
     u0, u = draw_noise(rbm, 1, B, Bc, k, chain is not None, generator)
     return cd_gradient_from_noise(rbm, v0, chain, None if u0 is None else u0[0], u[0], k)

@@ -426,3 +426,14 @@ def test_energy_models_follow_torchs_default_dtype():
         RBM(3, 2).W.dtype == torch.float32
         and DBN([4, 3], dtype=torch.float64).rbms[0].W.dtype == torch.float64
     )
+
+
+def test_cd_gradient_checks_k_and_the_chain():
+    """k=0 was an UnboundLocalError ('ph'), a chain of the wrong width a matmul RuntimeError."""
+    rbm = RBM(3, 2)
+    with pytest.raises(RnnkitError, match="k \\(Gibbs steps\\) must be an integer >= 1, got 0"):
+        rbm_train.cd_gradient(rbm, torch.zeros(2, 3), k=0)
+    with pytest.raises(RnnkitError, match="persistent chain .* have 5 units but the model has 2"):
+        rbm_train.cd_gradient(rbm, torch.zeros(2, 3), chain=torch.zeros(4, 5))
+    (dW, db, dc), chain = rbm_train.cd_gradient(rbm, torch.zeros(2, 3), chain=[0.0, 1.0])  # one chain, a list
+    assert dW.shape == (2, 3) and chain.shape == (1, 2)

@@ -62,7 +62,11 @@ class Vocabulary:
             raise RnnkitError(f"min_freq must be >= 1, got {min_freq}")
         kept = [(t, c) for t, c in counts.most_common() if c >= min_freq and not (unk and t == UNK)]
         if max_size is not None:
-            kept = kept[: max(0, max_size - int(unk))]
+            if isinstance(max_size, bool) or not isinstance(max_size, Integral) or max_size < 1:
+                # 0 or -1 gave a vocabulary of one id (<unk>), more than asked for; 2.5 a slicing TypeError
+                raise RnnkitError(f"max_size (ids in all, <unk> included) must be a whole number >= 1, or None for "
+                                  f"no limit; got {max_size!r}")  # fmt: skip
+            kept = kept[: max_size - int(unk)]
         self.unk = unk
         self.itos = ([UNK] if unk else []) + [t for t, _ in kept]
         self.stoi = {t: i for i, t in enumerate(self.itos)}

@@ -116,3 +116,12 @@ def test_one_hot_follows_torchs_default_dtype_and_embedding_takes_lists():
     emb = Embedding(4, 2)
     torch.testing.assert_close(emb([1, 3]), emb(torch.tensor([1, 3])))
     torch.testing.assert_close(emb(np.array([1, 3])), emb.weight[[1, 3]])
+
+
+def test_vocabulary_max_size_below_one_is_refused():
+    """max_size=0 (or -1) came back as a vocabulary of one id, <unk>: more ids than asked for."""
+    for max_size in (0, -1, 2.5):
+        with pytest.raises(RnnkitError, match="max_size .* must be a whole number >= 1"):
+            Vocabulary.build("a a b".split(), max_size=max_size)
+    assert Vocabulary.build("a a b".split(), max_size=1).itos == ["<unk>"]
+    assert Vocabulary.build("a a b".split(), max_size=1, unk=False).itos == ["a"]

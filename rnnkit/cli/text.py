@@ -65,7 +65,7 @@ def add_commands(sub) -> None:
     p.add_argument("--discount", type=float, default=None,
                    help="fixed discount in [0, 1] (Kneser-Ney only; default: estimated from the counts)")  # fmt: skip
     p.add_argument("--level", choices=["char", "word"], default="char")
-    p.add_argument("--lower", action="store_true")
+    p.add_argument("--lower", action="store_true", help="lower-case the corpus (words or characters)")
     p.add_argument("--min-freq", type=int, default=1)
     p.add_argument("--dry-run", action="store_true", help="the first 20k characters only (smoke test)")
     p.set_defaults(func=cmd_ngram_train, _parser=p)

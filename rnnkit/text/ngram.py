@@ -48,9 +48,10 @@ _NOT_A_MODEL = (
 
 
 def text_tokens(text: str, level: str, lower: bool = False) -> list[str]:
-    """Characters as they are, or words with `<eos>` for each newline (an unfinished last line gets none)."""
+    """Characters, or words with `<eos>` for each newline (an unfinished last line gets none); lower-cased
+    with `lower` at either level (characters were left as they were: --lower had no effect on a char model)."""
     if level == "char":
-        return list(text)
+        return list(text.lower() if lower else text)
     lines = text.split("\n")
     tokens = [t for line in lines[:-1] for t in [*tokenize(line, "word", lower=lower), EOS]]
     return tokens + tokenize(lines[-1], "word", lower=lower)
@@ -64,7 +65,7 @@ class NGramLM:
         smoothing: "kneser-ney", "modified-kneser-ney" or "add-k".
         k: the add-k pseudo-count.
         discount: a fixed Kneser-Ney discount D for every order; None estimates D_m = n1 / (n1 + 2 n2).
-        level: "char" or "word"; lower: lower-case words; min_freq: rarer words become `<unk>`.
+        level: "char" or "word"; lower: lower-case the text; min_freq: rarer tokens become `<unk>`.
     """
 
     def __init__(

@@ -194,3 +194,10 @@ def test_an_untrained_model_says_so_and_the_order_must_be_a_whole_number(tmp_pat
         with pytest.raises(RnnkitError, match="n-gram order must be a whole number >= 1"):
             NGramLM(n)
     assert NGramLM(np.int64(2)).fit("abab").score("ab").tokens == 2
+
+
+def test_lower_lower_cases_a_character_model_too():
+    """lower=True (ngram train --lower) was ignored at the char level: 'A' and 'a' stayed two tokens."""
+    m = NGramLM(2, level="char", lower=True).fit("AbAb\nab\n")
+    assert "A" not in m.vocab and "a" in m.vocab
+    assert m.score("AB").log_prob == m.score("ab").log_prob

@@ -65,6 +65,8 @@ class WordVectors:
             raise RnnkitError(
                 f"nearest takes a vector of {E} numbers, got {query!r:.40}; for a word use neighbours(word)"
             )
+        if not np.isfinite(query).all():  # every cosine came back NaN, listed as if they were scores
+            raise RnnkitError("nearest takes a finite vector; the query holds NaN or infinite values")
         cos = self.unit @ (query / max(np.linalg.norm(query), 1e-12))
         keep = np.ones(len(cos), bool)
         keep[list(exclude)] = False  # never listed, however large topn is

@@ -174,6 +174,9 @@ def test_word_vectors_check_shapes_and_topn():
     for query in ("a", np.ones(4)):
         with pytest.raises(RnnkitError, match="a vector of 3 numbers"):
             wv.nearest(query)
+    for bad in (np.nan, np.inf):  # every cosine was NaN, listed as scores
+        with pytest.raises(RnnkitError, match="finite vector"):
+            wv.nearest(np.array([1.0, bad, 0.0]))
     assert [w for w, _ in wv.neighbours("a", topn=10)] == [w for w, _ in wv.neighbours("a", topn=3)]
 
 

@@ -64,7 +64,11 @@ class Embedding(torch.nn.Module):
 def document_word_matrix(docs: list[list[int]], V: int) -> sp.csr_matrix:
     """D[i, j] = how often word j occurs in document i; a sparse n x V count matrix."""
     rows = np.repeat(np.arange(len(docs)), [len(d) for d in docs])
-    cols = np.fromiter((j for d in docs for j in d), dtype=np.int64, count=len(rows))
+    cols = np.asarray([j for d in docs for j in d])
+    if cols.size and (cols.dtype.kind not in "iu" or cols.min() < 0 or cols.max() >= V):
+        # fromiter cut 0.5 to word 0 and counted it there; -1 and V were scipy's index errors
+        raise RnnkitError(f"word ids must be whole numbers in 0..{V - 1} for a vocabulary of {V}")
+    cols = cols.astype(np.int64)
     return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(docs), V))
 
 

@@ -125,3 +125,11 @@ def test_vocabulary_max_size_below_one_is_refused():
             Vocabulary.build("a a b".split(), max_size=max_size)
     assert Vocabulary.build("a a b".split(), max_size=1).itos == ["<unk>"]
     assert Vocabulary.build("a a b".split(), max_size=1, unk=False).itos == ["a"]
+
+
+def test_document_word_matrix_refuses_ids_that_are_not_word_ids():
+    """0.5 was counted as word 0 (fromiter truncates); -1 and V were scipy index errors."""
+    for docs in ([[0.5, 1]], [[-1, 2]], [[3]]):
+        with pytest.raises(RnnkitError, match="word ids must be whole numbers in 0..2"):
+            document_word_matrix(docs, 3)
+    assert document_word_matrix([[], [np.int32(2), 2]], 3).toarray().tolist() == [[0, 0, 0], [0, 0, 2]]

@@ -40,6 +40,8 @@ class MarkovChain:
             raise RnnkitError(f"the transition table must be {K} x {K}, non-negative, rows summing to 1")
         if self.start.shape != (K,) or np.any(self.start < 0) or not np.isclose(self.start.sum(), 1):
             raise RnnkitError(f"the start distribution must have {K} non-negative entries summing to 1")
+        # rows within isclose of 1 (0.333333 three times) made numpy's choice in sample() refuse them
+        self.P, self.start = self.P / self.P.sum(axis=1, keepdims=True), self.start / self.start.sum()
 
     @classmethod
     def from_table(cls, table: dict[str, dict[str, float]], **kwargs) -> "MarkovChain":

@@ -112,3 +112,16 @@ def test_a_table_naming_an_unknown_next_state_says_which():
 def test_estimate_refuses_a_smoothing_that_is_not_a_number():
     with pytest.raises(RnnkitError, match="smoothing"):  # was numpy's TypeError from isfinite
         MarkovChain.estimate(["AB"], smoothing="1")
+
+
+def test_rows_rounded_to_six_digits_still_sample():
+    """A table of 0.333333s passed the 'sums to 1' check but sample() died in numpy's choice
+    ('Probabilities do not sum to 1'); the rows are renormalised once accepted."""
+    third = 0.333333
+    chain = MarkovChain.from_table(
+        {"a": {"a": third, "b": third, "c": third}, "b": {"a": 1.0}, "c": {"b": 0.5, "c": 0.5}},
+        start=[third, third, third],
+    )
+    assert len(chain.sample(50)) == 50
+    np.testing.assert_allclose(chain.P.sum(axis=1), 1, rtol=0, atol=1e-15)
+    assert chain.P[0, 0] == pytest.approx(1 / 3)

@@ -86,8 +86,11 @@ class NGramLM:
             )
         if level not in ("char", "word"):
             raise RnnkitError(f"unknown token level {level!r}; use 'char' or 'word'")
-        self.n, self.smoothing, self.k, self.discount = n, smoothing, float(k), discount
-        self.level, self.lower, self.min_freq = level, lower, min_freq
+        # plain Python numbers: save() writes them as JSON, which has no numpy int64, float32 or bool_
+        self.n, self.smoothing, self.k = int(n), smoothing, float(k)
+        self.discount = None if discount is None else float(discount)
+        self.level, self.lower = level, bool(lower)
+        self.min_freq = int(min_freq) if isinstance(min_freq, numbers.Integral) else min_freq
 
     # ---- training ---------------------------------------------------------------------------------
     def fit(self, text: str, progress: bool = False) -> "NGramLM":

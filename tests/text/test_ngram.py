@@ -201,3 +201,14 @@ def test_lower_lower_cases_a_character_model_too():
     m = NGramLM(2, level="char", lower=True).fit("AbAb\nab\n")
     assert "A" not in m.vocab and "a" in m.vocab
     assert m.score("AB").log_prob == m.score("ab").log_prob
+
+
+def test_numpy_numbers_as_options_save_and_load(tmp_path):
+    """n=np.int64(3) (a parameter grid's value), min_freq, a float32 discount or np.bool_ lower trained a model
+    that save() could not write: 'Object of type int64 is not JSON serializable'."""
+    options = dict(discount=np.float32(0.5), lower=np.bool_(True), min_freq=np.int64(1))
+    m = NGramLM(np.int64(3), **options).fit("abcab")
+    m.save(tmp_path / "m.npz")
+    again = NGramLM.load(tmp_path / "m.npz")
+    assert (again.n, again.discount, again.lower, again.min_freq) == (3, 0.5, True, 1)
+    assert again.score("abc").log_prob == m.score("abc").log_prob

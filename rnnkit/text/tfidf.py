@@ -15,7 +15,7 @@ import numbers
 import pathlib
 import zipfile
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -83,6 +83,9 @@ class TfidfIndex:
         self.config = config or TfidfConfig()
         if self.config.tf not in ("count", "frequency", "log") or self.config.norm not in ("l2", None):
             raise RnnkitError(f"bad TF-IDF config {self.config}; tf: count|frequency|log, norm: l2|None")
+        # plain bools: save() writes the config as JSON, which has no numpy bool_
+        flags = ("smooth_idf", "lower", "stop_words", "stem")
+        self.config = replace(self.config, **{k: bool(getattr(self.config, k)) for k in flags})
         self.analyzer = Analyzer(self.config)
 
     def _fitted(self) -> None:
@@ -160,11 +163,11 @@ class TfidfIndex:
     def save(self, directory) -> None:
         self._fitted()
         d = pathlib.Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
+        meta = json.dumps({"config": asdict(self.config), "terms": self.terms, "idf": self.idf.tolist()})
+        d.mkdir(parents=True, exist_ok=True)  # the JSON first: a failure there wrote no half index
         with atomic_open(d / "tfidf.npz", "wb") as f:  # each file whole or the old one (rnnkit._io)
             sp.save_npz(f, self.matrix)
-        meta = {"config": asdict(self.config), "terms": self.terms, "idf": self.idf.tolist()}
-        write_text(d / "index.json", json.dumps(meta))
+        write_text(d / "index.json", meta)
 
     @classmethod
     def load(cls, directory) -> "TfidfIndex":

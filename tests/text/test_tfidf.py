@@ -99,3 +99,14 @@ def test_an_index_without_documents_says_so(tmp_path):
     for call in (lambda: index.search("cat"), lambda: index.transform(["cat"]), lambda: index.save(tmp_path)):
         with pytest.raises(RnnkitError, match="holds no documents yet: call fit"):
             call()
+
+
+def test_numpy_bools_in_the_config_save_and_load(tmp_path):
+    """smooth_idf=np.bool_(True) indexed fine, then save() failed ('Object of type bool is not JSON
+    serializable') after writing tfidf.npz beside the old index.json."""
+    config = TfidfConfig(smooth_idf=np.bool_(True), stop_words=np.bool_(False))
+    index = TfidfIndex(config).fit(DOCS)
+    index.save(tmp_path)
+    again = TfidfIndex.load(tmp_path)
+    assert again.config.smooth_idf is True
+    assert abs(again.matrix - index.matrix).max() == 0

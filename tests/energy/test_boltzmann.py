@@ -109,3 +109,11 @@ def test_energy_checks_its_states():
     for bad in ([[1, 0, 1]], [[1, 0, 2, 1]]):
         with pytest.raises(RnnkitError):
             bm.energy(bad)
+
+
+def test_kl_from_a_target_rounded_off_one_is_normalised():
+    """A target summing to 1 + 1e-4 passed the check, and KL(target || model) came out 1e-4 too high:
+    as large as the KL of a trained model. The model's own distribution is at KL 0."""
+    bm = machine(3, 1)
+    p = bm.visible_log_probs().exp()
+    assert bm.kl_from(p * (1 + 9e-5)) == pytest.approx(0, abs=1e-12)

@@ -41,10 +41,11 @@ def base_visible_bias(rbm, data=None) -> torch.Tensor:
     """c_A: the data's marginals (logits of smoothed means for Bernoulli units, means for Gaussian)."""
     if data is None:
         return torch.zeros(rbm.num_visible, dtype=torch.float64, device=rbm.W.device)
-    mean = rbm.check(data).double().mean(0)
+    x = rbm.check(data).double()  # a 1-D state is one row: len(data) counted its V units as rows
+    mean = x.mean(0)
     if rbm.visible == "gaussian":
         return mean
-    p = (mean * len(data) + 1) / (len(data) + 2)
+    p = (mean * len(x) + 1) / (len(x) + 2)
     return torch.log(p) - torch.log1p(-p)
 
 

@@ -437,3 +437,13 @@ def test_cd_gradient_checks_k_and_the_chain():
         rbm_train.cd_gradient(rbm, torch.zeros(2, 3), chain=torch.zeros(4, 5))
     (dW, db, dc), chain = rbm_train.cd_gradient(rbm, torch.zeros(2, 3), chain=[0.0, 1.0])  # one chain, a list
     assert dW.shape == (2, 3) and chain.shape == (1, 2)
+
+
+def test_ais_base_of_one_state_given_as_a_vector_is_that_of_one_row():
+    """base_visible_bias smoothed the marginals with len(data): V for a 1-D state, not 1 row."""
+    rbm = RBM(5, 3)
+    v = torch.tensor([1.0, 0, 0, 1, 1])
+    torch.testing.assert_close(ais.base_visible_bias(rbm, v), ais.base_visible_bias(rbm, v[None]))
+    torch.testing.assert_close(
+        ais.base_visible_bias(rbm, v[None]), torch.log(torch.tensor(2.0)) * (2 * v - 1).double()
+    )

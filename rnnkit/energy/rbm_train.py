@@ -80,6 +80,9 @@ class RBMTrainConfig:
             raise RnnkitError(f"{name['weight_decay']} must be >= 0, got {self.weight_decay!r}")
         if self.num_chains is not None:
             positive_int(name["num_chains"], self.num_chains)
+            if not self.persistent:  # CD-k runs one chain per data row: the setting did nothing
+                raise RnnkitError(f"{name['num_chains']} is for persistent CD (PCD-k); CD-k starts one chain "
+                                  "at each row of the minibatch; leave it out or use persistent=True")  # fmt: skip
         return self
 
 

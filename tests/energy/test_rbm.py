@@ -447,3 +447,10 @@ def test_ais_base_of_one_state_given_as_a_vector_is_that_of_one_row():
     torch.testing.assert_close(
         ais.base_visible_bias(rbm, v[None]), torch.log(torch.tensor(2.0)) * (2 * v - 1).double()
     )
+
+
+def test_num_chains_with_cd_k_is_refused_not_ignored():
+    """RBMTrainConfig(persistent=False, num_chains=50) trained CD-k with one chain per row, silently."""
+    with pytest.raises(RnnkitError, match="number of chains is for persistent CD"):
+        RBM(3, 2).fit(torch.zeros(4, 3), RBMTrainConfig(persistent=False, num_chains=50))
+    RBMTrainConfig(persistent=True, num_chains=50).check()

@@ -173,7 +173,7 @@ class TfidfIndex:
     def load(cls, directory) -> "TfidfIndex":
         d = pathlib.Path(directory)
         try:
-            meta = json.loads((d / "index.json").read_text())
+            meta = json.loads((d / "index.json").read_text(encoding="utf-8"))
             index = cls(TfidfConfig(**meta["config"]))
             index.matrix = sp.load_npz(d / "tfidf.npz").tocsr()
             index.terms, index.idf = meta["terms"], np.array(meta["idf"])

@@ -133,6 +133,6 @@ class Vocabulary:
     @classmethod
     def load(cls, path) -> "Vocabulary":
         try:
-            return cls.from_dict(json.loads(pathlib.Path(path).read_text()))
+            return cls.from_dict(json.loads(pathlib.Path(path).read_text(encoding="utf-8")))
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise RnnkitError(f"cannot read vocabulary {path}: {e}; save one with Vocabulary.save") from None

@@ -87,7 +87,7 @@ class WordVectors:
     def evaluate_similarity(self, path, restrict: set | None = None) -> tuple[float, int]:
         """Spearman ρ between cosines and human scores over the word pairs we know; (ρ, pairs used)."""
         cos, human = [], []
-        for line in pathlib.Path(path).read_text().splitlines():
+        for line in pathlib.Path(path).read_text(encoding="utf-8").splitlines():
             parts = line.split("\t")
             if line.startswith("#") or len(parts) < 3:
                 continue
@@ -100,7 +100,7 @@ class WordVectors:
     def evaluate_analogies(self, path, restrict: set | None = None) -> tuple[float, int]:
         """Accuracy on "a b c d" questions (b - a + c = d) whose four words we know; (accuracy, questions)."""
         quads = []
-        for line in pathlib.Path(path).read_text().splitlines():
+        for line in pathlib.Path(path).read_text(encoding="utf-8").splitlines():
             words = line.lower().split()
             if line.startswith(":") or len(words) != 4:
                 continue

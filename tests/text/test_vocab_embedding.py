@@ -133,3 +133,28 @@ def test_document_word_matrix_refuses_ids_that_are_not_word_ids():
         with pytest.raises(RnnkitError, match="word ids must be whole numbers in 0..2"):
             document_word_matrix(docs, 3)
     assert document_word_matrix([[], [np.int32(2), 2]], 3).toarray().tolist() == [[0, 0, 0], [0, 0, 2]]
+
+
+def test_saved_vocabularies_and_word_pairs_read_as_utf8_whatever_the_locale(tmp_path):
+    """save wrote UTF-8 but load read the locale's encoding: cp1252 or Latin-1 turned 'café' into 'cafÃ©'
+    (every such word then <unk>), ASCII refused the file it had just written."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    import rnnkit
+
+    Vocabulary.build(["café", "naïve", "café"]).save(tmp_path / "v.json")
+    (tmp_path / "pairs.txt").write_text("café\tnaïve\t5\ncafé\tthé\t7\n", encoding="utf-8")
+    code = (
+        "import sys, numpy as np; from rnnkit.text import Vocabulary, WordVectors\n"
+        "assert Vocabulary.load(sys.argv[1]).itos == ['<unk>', 'caf\\xe9', 'na\\xefve']\n"
+        "wv = WordVectors(['caf\\xe9', 'na\\xefve', 'th\\xe9'], np.eye(3) + 0.5)\n"
+        "assert wv.evaluate_similarity(sys.argv[2])[1] == 2\n"
+    )
+    root = str(pathlib.Path(rnnkit.__file__).parents[1])
+    env = {**os.environ, "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0", "PYTHONPATH": root}
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "v.json"), str(tmp_path / "pairs.txt")],
+                          env=env, capture_output=True, text=True, encoding="utf-8", errors="replace")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-500:]

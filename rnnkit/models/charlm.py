@@ -11,6 +11,7 @@ the model carries its hidden state from one window to the next, detached (`self.
 character at a time (T = 1 calls).
 """
 
+import functools
 import inspect
 import math
 import numbers
@@ -24,6 +25,26 @@ from torch import nn
 from rnnkit.errors import RnnkitError
 
 TORCH_RNNS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": nn.RNN, "rnn_relu": nn.RNN}
+
+
+def _inference(fn):
+    """fn under torch.no_grad() and in eval mode (dropout off), as char-rnn's sample.lua and Keras' predict run: a
+    model left in train mode sampled, scored and completed with dropout, drawing on the global RNG, so a seeded
+    generator did not reproduce. The model's mode is restored after."""
+
+    @functools.wraps(fn)
+    def run(self, *args, **kwargs):
+        was = self.training
+        if was:
+            self.eval()
+        try:
+            with torch.no_grad():
+                return fn(self, *args, **kwargs)
+        finally:
+            if was:
+                self.train()
+
+    return run
 
 
 @dataclass
@@ -149,7 +170,7 @@ class CharLM(nn.Module):
             raise RnnkitError(f"{what}: indices {bad[:5]} lie outside the vocabulary [0, {V})")
         return [int(c) for c in ids]
 
-    @torch.no_grad()
+    @_inference
     def step(self, c_t: int | torch.Tensor, state=None):
         """One step: character index (or (B,) indices) -> (B, V) log-probabilities, new state."""
         xs = torch.as_tensor(c_t)
@@ -171,14 +192,14 @@ class CharLM(nn.Module):
             logp, state = self._step(c, state)
         return logp, state
 
-    @torch.no_grad()
+    @_inference
     def prime(self, ids: list, state=None):
         """Feed a prefix one character at a time; returns the log-probabilities after it and the state."""
         ids = self._check_ids(ids, "prime")
         _need_context(ids, "prime")
         return self._prime(ids, state)
 
-    @torch.no_grad()
+    @_inference
     def sample(self, ids: list, length: int, temperature=1.0, top_k=0, greedy=False, generator=None) -> list:
         """Continue `ids` by `length` characters: p ∝ exp(y / temperature), or argmax if greedy."""
         ids = self._check_ids(ids, "sample")
@@ -207,7 +228,7 @@ class CharLM(nn.Module):
             logp, state = self._step(c, state)
         return out
 
-    @torch.no_grad()
+    @_inference
     def log_probs(self, ids: list, context: list) -> list:
         """log p(c_t | context, c_<t) for each character of `ids` (nats), one step at a time."""
         context = self._check_ids(context, "log_probs context")
@@ -220,7 +241,7 @@ class CharLM(nn.Module):
             logp, state = self._step(c, state)
         return out
 
-    @torch.no_grad()
+    @_inference
     def beam_complete(self, ids: list, length: int, beam: int = 1):
         """The most probable continuation of `length` characters (deck 004's argmax completion).
 

@@ -93,6 +93,21 @@ def test_top_k_one_is_greedy_and_sampling_is_seeded():
     assert a == b
 
 
+def test_sampling_scoring_and_completing_run_in_eval_mode():
+    """A model left in train mode (dropout 0.5) sampled with dropout: two runs with the same seeded generator
+    differed, and log_probs and beam_complete moved from call to call. They run in eval mode, as char-rnn's
+    sample.lua does, and leave the model in the mode it was in."""
+    m = model(dropout=0.5, embedding_size=5)
+    want = (m.sample([2], 30, generator=torch.Generator().manual_seed(3)), m.log_probs([1, 4, 2], [2]),
+            m.beam_complete([2, 3], 4, beam=3))  # fmt: skip
+    m.train()
+    for _ in range(2):
+        assert m.sample([2], 30, generator=torch.Generator().manual_seed(3)) == want[0]
+        assert m.log_probs([1, 4, 2], [2]) == want[1]
+        assert m.beam_complete([2, 3], 4, beam=3) == want[2]
+    assert m.training and all(mod.training for mod in m.modules())
+
+
 def test_beam_search():
     m = model()
     greedy = m.sample([2, 3], 6, greedy=True)

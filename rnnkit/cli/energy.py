@@ -213,7 +213,7 @@ def hopfield_capacity(args) -> None:
 
 
 # RBM.
-def _digits_split(args, gaussian=False):
+def _digits_split(args):
     from rnnkit.energy.digits import load_digits
 
     x, y = load_digits()
@@ -221,11 +221,20 @@ def _digits_split(args, gaussian=False):
     x, y = x[order], y[order]
     if args.dry_run:
         x, y = x[:300], y[:300]
-    if gaussian:
-        x = (x - x.mean(0)) / x.std(0).clamp(min=1e-2)
     cut = int(0.8 * len(x))
     dev = args.device
     return x[:cut].to(dev), y[:cut], x[cut:].to(dev), y[cut:]
+
+
+def _standardise(x_train, x_test):
+    """Pixels for Gaussian visible units (unit variance): z = (x - μ) / σ, per pixel.
+
+    μ and σ are the training split's only, applied to both splits: statistics of train + test let the test
+    digits shape their own inputs (the test scores leaked). σ is clamped at 0.01 (the digits' border pixels
+    are constant). Returns (z_train, z_test, μ, σ); x = μ + σ z maps samples back to pixels.
+    """
+    mean, std = x_train.mean(0), x_train.std(0).clamp(min=1e-2)
+    return (x_train - mean) / std, (x_test - mean) / std, mean, std
 
 
 LR = {"bernoulli": 0.06, "gaussian": 0.005}  # --lr when not given, by --visible
@@ -262,7 +271,9 @@ def rbm_train(args) -> None:
     steps = positive_int("--gibbs-steps", _pick(args, "gibbs_steps", 1000, 10))
     out, g = _setup(args)
     gaussian = args.visible == "gaussian"
-    x_train, _, x_test, _ = _digits_split(args, gaussian)
+    x_train, _, x_test, _ = _digits_split(args)
+    if gaussian:
+        x_train, x_test, mean, std = _standardise(x_train, x_test)
     rbm = RBM(64, hidden, args.visible, generator=g, device=args.device)
 
     def log(epoch, r):
@@ -292,6 +303,8 @@ def rbm_train(args) -> None:
     title = "RBM filters: rows of W (hidden x 64 pixels)"
     _wrote(plots.image_grid(rbm.W[:100], out / "filters.png", title, (8, 8), symmetric=True))
     _, means = rbm.sample(50, steps, generator=g)
+    if gaussian:  # back from standardised units to pixels
+        means = mean + std * means
     title = f"Gibbs chains from noise after {steps} steps (visible means)"
     _wrote(plots.image_grid(means, out / "samples.png", title, (8, 8)))
 

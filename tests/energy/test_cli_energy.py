@@ -331,3 +331,33 @@ def test_recall_of_one_pattern_says_pattern(tmp_path, capsys):
         == 0
     )
     assert capsys.readouterr().out.startswith("1 pattern of 64 units,")
+
+
+def test_gaussian_pixels_are_standardised_with_the_training_split_only(tmp_path, monkeypatch, capsys):
+    """μ and σ of train + test together leaked the test digits into their own inputs; the samples figure shows
+    pixels again (μ + σ z), not standardised units."""
+    from rnnkit.energy import plots
+    from rnnkit.energy.digits import load_digits
+    from rnnkit.energy.rbm import RBM
+
+    seen, grids = [], {}
+    fit, grid = RBM.fit, plots.image_grid
+
+    def recording_fit(self, data, *args):
+        seen.append(data)
+        return fit(self, data, *args)
+
+    def recording_grid(images, path, *args, **kwargs):
+        grids[path.name] = images
+        return grid(images, path, *args, **kwargs)
+
+    monkeypatch.setattr(RBM, "fit", recording_fit)
+    monkeypatch.setattr(plots, "image_grid", recording_grid)
+    argv = ["rbm", "train", "--visible", "gaussian", "--dry-run", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    x_train = seen[0]
+    assert x_train.mean(0).abs().max() < 1e-5  # centred on its own mean, not on train + test's
+    spread = x_train.std(0)  # 1, or below for the (near-)constant pixels whose σ is clamped at 0.01
+    assert (spread <= 1 + 1e-4).all() and abs(spread.median().item() - 1) < 1e-4
+    x = load_digits()[0][torch.randperm(1797, generator=torch.Generator().manual_seed(0))][:240]
+    assert abs(grids["samples.png"].mean().item() - x.mean().item()) < 0.1  # pixels, about 0.3 on average

@@ -342,11 +342,12 @@ def test_training_that_diverges_stops_at_once():
 
 def test_the_default_lr_for_gaussian_visibles_trains_on_all_the_digits():
     from rnnkit.cli import build_parser
-    from rnnkit.cli.energy import _digits_split, _train_config
+    from rnnkit.cli.energy import _digits_split, _standardise, _train_config
 
     args = build_parser().parse_args(["rbm", "train", "--visible", "gaussian"])
     cfg = _train_config(args, args.visible)  # --lr 0.06 diverged here in the first epoch
-    x_train, _, x_test, _ = _digits_split(args, gaussian=True)
+    x_train, _, x_test, _ = _digits_split(args)
+    x_train, x_test, _, _ = _standardise(x_train, x_test)
     g = torch.Generator().manual_seed(0)
     rbm = RBM(64, 100, "gaussian", generator=g)
     errors = []

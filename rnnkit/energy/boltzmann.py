@@ -22,6 +22,13 @@ from rnnkit.errors import RnnkitError
 
 
 class BoltzmannMachine:
+    """A Boltzmann machine of V visible and H hidden units; W (N, N) symmetric with zero diagonal, b (N,).
+
+    Args:
+        num_visible, num_hidden: V and H (N = V + H).
+        init_scale: each weight w_ij = w_ji (i ≠ j) starts as N(0, init_scale²), as RBM's W; biases start at 0.
+    """
+
     def __init__(self, num_visible, num_hidden=0, init_scale=0.01, generator=None, device=None, dtype=None):
         self.num_visible = positive_int("number of visible units", num_visible)
         if not isinstance(num_hidden, int) or num_hidden < 0:
@@ -29,8 +36,9 @@ class BoltzmannMachine:
         self.num_hidden = num_hidden
         N = num_visible + num_hidden
         dtype = dtype or torch.get_default_dtype()  # as torch.nn's modules: float32 unless set otherwise
-        W = torch.randn(N, N, generator=generator, device=device, dtype=dtype) * init_scale
-        self.W = (W + W.T).triu(1) + (W + W.T).triu(1).T  # symmetric, zero diagonal
+        # one draw per pair above the diagonal, mirrored: (A + Aᵀ) gave std √2 · init_scale
+        W = (torch.randn(N, N, generator=generator, device=device, dtype=dtype) * init_scale).triu(1)
+        self.W = W + W.T  # symmetric, zero diagonal
         self.b = torch.zeros(N, device=device, dtype=dtype)
         self.chains = None  # persistent negative-phase states
 

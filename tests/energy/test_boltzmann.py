@@ -38,7 +38,7 @@ def test_gibbs_sampling_matches_the_enumerated_distribution(V, H):
 
 def test_learning_lowers_the_kl_divergence_to_a_known_target():
     g = torch.Generator().manual_seed(0)
-    teacher = machine(5, 0, scale=1.5, seed=3)
+    teacher = machine(5, 0, scale=2.1, seed=3)  # std 2.1: what scale=1.5 gave before init_scale was the std
     target = teacher.visible_log_probs().exp()
     data = exact.binary_states(5)[torch.multinomial(target, 2000, replacement=True, generator=g)].float()
     for H in (0, 2):
@@ -117,3 +117,11 @@ def test_kl_from_a_target_rounded_off_one_is_normalised():
     bm = machine(3, 1)
     p = bm.visible_log_probs().exp()
     assert bm.kl_from(p * (1 + 9e-5)) == pytest.approx(0, abs=1e-12)
+
+
+def test_init_scale_is_the_standard_deviation_of_the_weights():
+    # W was built as A + Aᵀ from N(0, init_scale²) draws: its weights had std √2 · init_scale
+    bm = machine(150, 50, scale=0.1)
+    off = ~torch.eye(200, dtype=torch.bool)
+    assert torch.equal(bm.W, bm.W.T) and not bm.W.diagonal().any()
+    assert bm.W[off].std().item() == pytest.approx(0.1, rel=0.02)

@@ -37,17 +37,30 @@ def choice(name: str, value, options) -> str:
     return value
 
 
+def _length(row) -> int | None:
+    """The number of units in one row: a list, tuple, 1-D tensor or array; None for a number."""
+    if isinstance(row, Sequence) and not isinstance(row, (str, bytes)):
+        return len(row)
+    shape = getattr(row, "shape", None)
+    return shape[0] if shape else None  # a 0-d tensor or array is one number
+
+
 def as_matrix(data, name: str) -> torch.Tensor:
-    """A (rows, units) float tensor from a tensor, array or list of equal-length rows."""
+    """A (rows, units) float tensor from a tensor, array or list of equal-length rows (lists, tuples, 1-D
+    tensors or arrays: a list of patterns is stacked)."""
     if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
-        lengths = sorted({len(row) for row in data if isinstance(row, Sequence)})
+        lengths = sorted({n for n in map(_length, data) if n is not None})
         if len(lengths) > 1:
             raise RnnkitError(
                 f"{name} have mixed lengths {lengths}; every one needs the same number of units"
             )
     try:
-        x = torch.as_tensor(data)
-    except (ValueError, TypeError) as e:
+        if isinstance(data, Sequence) and any(getattr(row, "ndim", 0) for row in data):
+            # torch.as_tensor reads a list of tensors only when each is one number
+            x = torch.stack([torch.as_tensor(row) for row in data])
+        else:
+            x = torch.as_tensor(data)
+    except (ValueError, TypeError, RuntimeError) as e:
         raise RnnkitError(f"{name} could not be read as a matrix of numbers ({e})") from None
     if x.dim() == 1:
         x = x[None]

@@ -164,3 +164,25 @@ def test_images_threshold_at_mid_grey_not_at_half_the_brightest_pixel(tmp_path):
     matplotlib.image.imsave(tmp_path / "icon.png", rgba)
     x, _ = read_images([tmp_path / "icon.png"])
     assert x.view(4, 4)[1].eq(1).all() and (x.sum() == 4 - 12)
+
+
+def test_a_list_of_1d_tensors_or_arrays_is_a_pattern_matrix():
+    # a list of patterns as tensors was refused: "could not be read as a matrix of numbers"
+    import numpy as np
+
+    from rnnkit.energy.rbm import RBM
+
+    rows = [[1.0, -1, 1, -1], [1.0, 1, -1, -1]]
+    expected = Hopfield(4).store(torch.tensor(rows)).W
+    for patterns in (
+        [torch.tensor(r) for r in rows],
+        [np.array(r) for r in rows],
+        (torch.tensor(rows[0]), rows[1]),
+    ):
+        torch.testing.assert_close(Hopfield(4).store(patterns).W, expected)
+    rbm = RBM(4, 2, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(
+        rbm.transform([torch.full((4,), 0.5)] * 3), rbm.transform(torch.full((3, 4), 0.5))
+    )
+    with pytest.raises(RnnkitError, match=r"mixed lengths \[3, 4\]"):
+        Hopfield(4).store([torch.ones(4), torch.ones(3)])

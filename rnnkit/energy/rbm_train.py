@@ -46,6 +46,26 @@ def _finite(rbm) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in (rbm.W, rbm.b, rbm.c))
 
 
+def _own_parameters(rbm) -> None:
+    """W (H, V), b (H,), c (V,) of one dtype and device, each contiguous: a copy where one is not.
+
+    A parameter assigned by hand (rbm.W = W.t()) may be a strided view; the compiled loop reads and writes
+    the raw memory (rows of W), and a view stopped it at an assert, or under python -O read the wrong numbers.
+    """
+    H, V = rbm.num_hidden, rbm.num_visible
+    for name, shape in (("W", (H, V)), ("b", (H,)), ("c", (V,))):
+        p = getattr(rbm, name)
+        if not isinstance(p, torch.Tensor) or tuple(p.shape) != shape:
+            got = tuple(p.shape) if isinstance(p, torch.Tensor) else type(p).__name__
+            raise RnnkitError(f"rbm.{name} must have shape {shape} for {V} visible and {H} hidden units, got "
+                              f"{got}; assign a tensor of that shape (or make a new RBM)")  # fmt: skip
+        if (p.dtype, p.device) != (rbm.W.dtype, rbm.W.device):
+            raise RnnkitError(f"rbm.{name} is {p.dtype} on {p.device} but rbm.W is {rbm.W.dtype} on "
+                              f"{rbm.W.device}; assign it as .to(rbm.W)")  # fmt: skip
+        if not p.is_contiguous():
+            setattr(rbm, name, p.contiguous())
+
+
 def _number(x) -> bool:
     return not isinstance(x, bool) and isinstance(x, numbers.Real) and math.isfinite(x)
 
@@ -177,6 +197,7 @@ def fit(rbm, data, cfg: RBMTrainConfig, generator=None, callback=None):
     num_chains = cfg.num_chains or cfg.batch_size
     tiny = rbm.W.device.type == "cpu" and cfg.batch_size * rbm.num_visible * rbm.num_hidden < 1 << 20
     with single_thread() if tiny else contextlib.nullcontext():
+        _own_parameters(rbm)
         x = rbm.check(data)
         state = TrainState.start(rbm, num_chains)
         run = choose_pass(rbm, cfg)

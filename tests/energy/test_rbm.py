@@ -121,6 +121,36 @@ def test_compiled_loop_equals_the_torch_loop(persistent, k, momentum, decay, B, 
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("use_kernel", [True, False])
+def test_parameters_assigned_as_views_train_as_their_copies(use_kernel):
+    # rbm.W = W.t() (a strided view) stopped the compiled loop at a bare assert
+    g = torch.Generator().manual_seed(0)
+    data = (torch.rand(40, 6, generator=g) < 0.5).float()
+    ours, twin = RBM(6, 4), RBM(6, 4)
+    W = torch.randn(6, 4, generator=g) * 0.1
+    ours.W, twin.W = W.t(), W.t().contiguous()
+    ours.c, twin.c = torch.zeros(12)[::2], torch.zeros(6)
+    cfg = RBMTrainConfig(epochs=2, use_kernel=use_kernel)
+    ours.fit(data, cfg, torch.Generator().manual_seed(1))
+    twin.fit(data, cfg, torch.Generator().manual_seed(1))
+    assert ours.W.is_contiguous() and ours.c.is_contiguous()
+    torch.testing.assert_close(ours.W, twin.W)
+    torch.testing.assert_close(ours.c, twin.c)
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [("W", torch.zeros(6, 4), r"rbm.W must have shape \(4, 6\)"), ("b", torch.zeros(5), r"rbm.b must have shape"),
+     ("c", torch.zeros(6, dtype=torch.float64), "rbm.c is torch.float64 on cpu but rbm.W is torch.float32")],
+)  # fmt: skip
+def test_parameters_of_the_wrong_shape_or_dtype_are_refused_before_training(name, value, message):
+    # the compiled loop reads W, b and c as raw memory of the model's sizes: a wrong shape read past their end
+    rbm = RBM(6, 4)
+    setattr(rbm, name, value)
+    with pytest.raises(RnnkitError, match=message):
+        rbm.fit(torch.zeros(10, 6), RBMTrainConfig(epochs=1))
+
+
 @pytest.mark.parametrize("data", [[[0.9, 0.0, 1.0]], [[-1.0, 0.0, 1.0]], [[1.0, 0.0, 1.0, 1.0]]])
 def test_exact_gradients_refuse_data_that_is_not_binary_states(data):
     """x.long() read 0.9 as 0, so grey data silently got the gradient of all-zero states; -1 and a wrong

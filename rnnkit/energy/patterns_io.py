@@ -31,8 +31,11 @@ def read_patterns(path) -> tuple:
         if re.fullmatch(r"[+-]+", line):
             rows.append([1.0 if ch == "+" else -1.0 for ch in line])
         else:
-            try:
-                rows.append([float(tok) for tok in re.split(r"[,\s]+", line)])
+            try:  # separators at the ends ("1,-1,1,") leave empty tokens: no values
+                row = [float(tok) for tok in re.split(r"[,\s]+", line) if tok]
+                if not row:
+                    raise ValueError
+                rows.append(row)
             except ValueError:
                 raise RnnkitError(
                     f"patterns file {path}: cannot read the line {line[:40]!r} as numbers"

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from rnnkit.cli import main
+from rnnkit.errors import RnnkitError
 
 SMOKE = {
     "hopfield recall": ["recall.png", "energy.png"],
@@ -32,6 +33,18 @@ def test_patterns_from_a_text_file(tmp_path, capsys):
     path.write_text("+-+-+-+-\n1 1 1 1 -1 -1 -1 -1\n")
     assert main(["hopfield", "recall", "--patterns", str(path), "--noise", "0", "--out", str(tmp_path)]) == 0
     assert "2 patterns of 8 units" in capsys.readouterr().out
+
+
+def test_patterns_file_lines_may_end_with_a_separator(tmp_path):
+    # "1,-1,1," was refused: cannot read the line as numbers (the empty token after the last comma)
+    from rnnkit.energy.patterns_io import read_patterns
+
+    path = tmp_path / "patterns.txt"
+    path.write_text("1,-1,1,\n,-1, 1 ,-1 \n1 -1 -1\n")
+    assert read_patterns(path) == ([[1.0, -1.0, 1.0], [-1.0, 1.0, -1.0], [1.0, -1.0, -1.0]], None)
+    path.write_text("1,-1\n, ,\n")
+    with pytest.raises(RnnkitError, match="cannot read the line ', ,' as numbers"):
+        read_patterns(path)
 
 
 @pytest.mark.parametrize(

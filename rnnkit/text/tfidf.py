@@ -40,9 +40,11 @@ def term_counts(tokens: list[str]) -> Counter:
 
 
 def term_frequencies(tokens: list[str]) -> dict[str, float]:
-    """term -> c(x, d) / |d|."""
+    """term -> c(x, d) / |d|, |d| = Σ_x c(x, d): any iterable of tokens (a generator has no len)."""
     _not_str(tokens, "term_frequencies takes a list of tokens", "split the text first (text.split())")
-    return {x: c / len(tokens) for x, c in Counter(tokens).items()}
+    counts = Counter(tokens)
+    total = sum(counts.values())
+    return {x: c / total for x, c in counts.items()}
 
 
 @dataclass

@@ -22,6 +22,12 @@ def test_bag_of_words():
             f("the cat")  # once counted characters
 
 
+def test_term_frequencies_of_a_generator_of_tokens():
+    # len(tokens) failed: TypeError: object of type 'generator' has no len()
+    assert term_frequencies(t for t in "a b a c".split()) == {"a": 0.5, "b": 0.25, "c": 0.25}
+    assert term_frequencies(iter([])) == {}
+
+
 def test_a_bare_str_is_refused_as_scikit_learn_does():
     with pytest.raises(RnnkitError, match=r"fit takes a list of documents, not a str: .*\[text\]"):
         TfidfIndex().fit("the cat sat on the mat")  # once 22 one-character documents

@@ -45,6 +45,15 @@ def _length(row) -> int | None:
     return shape[0] if shape else None  # a 0-d tensor or array is one number
 
 
+def float_dtype(dtype) -> torch.dtype:
+    """A floating-point torch.dtype; None: torch's default (float32 unless set otherwise, as torch.nn's modules)."""
+    dtype = torch.get_default_dtype() if dtype is None else dtype
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise RnnkitError(f"dtype must be a floating-point torch.dtype such as torch.float32 or torch.float64, "
+                          f"got {dtype!r}")  # fmt: skip
+    return dtype
+
+
 def as_matrix(data, name: str) -> torch.Tensor:
     """A (rows, units) float tensor from a tensor, array or list of equal-length rows (lists, tuples, 1-D
     tensors or arrays: a list of patterns is stacked)."""

@@ -16,7 +16,7 @@ Shapes: states (B, N); data (B, V).
 import torch
 
 from rnnkit.energy import exact
-from rnnkit.energy._checks import as_bits, positive_float, positive_int, units_match
+from rnnkit.energy._checks import as_bits, float_dtype, positive_float, positive_int, units_match
 from rnnkit.energy._util import single_thread
 from rnnkit.errors import RnnkitError
 
@@ -35,7 +35,7 @@ class BoltzmannMachine:
             positive_int("number of hidden units", num_hidden)
         self.num_hidden = num_hidden
         N = num_visible + num_hidden
-        dtype = dtype or torch.get_default_dtype()  # as torch.nn's modules: float32 unless set otherwise
+        dtype = float_dtype(dtype)  # as torch.nn's modules: float32 unless set otherwise
         # one draw per pair above the diagonal, mirrored: (A + Aᵀ) gave std √2 · init_scale
         W = (torch.randn(N, N, generator=generator, device=device, dtype=dtype) * init_scale).triu(1)
         self.W = W + W.T  # symmetric, zero diagonal

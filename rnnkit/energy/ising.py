@@ -26,7 +26,7 @@ import math
 
 import torch
 
-from rnnkit.energy._checks import choice, positive_int
+from rnnkit.energy._checks import choice, float_dtype, positive_int
 from rnnkit.energy._util import single_thread
 from rnnkit.energy.exact import binary_states
 from rnnkit.errors import RnnkitError
@@ -93,7 +93,7 @@ class Ising:
         self.size = positive_int("lattice size L", size)
         if size % 2:
             raise RnnkitError(f"lattice size L must be even for the checkerboard update, got {size}")
-        dtype = dtype or torch.get_default_dtype()  # as torch.nn's modules: float32 unless set otherwise
+        dtype = float_dtype(dtype)  # as torch.nn's modules: float32 unless set otherwise
         T = check_temperatures(temperatures)
         self.T = T.to(device=device, dtype=dtype)
         if not torch.isfinite(self.T).all() or (self.T <= 0).any():  # 1e-50 is 0 in float32, 1e39 inf

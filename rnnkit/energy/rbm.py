@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.functional import softplus
 
 from rnnkit.energy import ais, rbm_exact, rbm_train
-from rnnkit.energy._checks import _first_bad, as_matrix, choice, positive_int, units_match
+from rnnkit.energy._checks import _first_bad, as_matrix, choice, float_dtype, positive_int, units_match
 from rnnkit.energy._util import single_thread
 from rnnkit.errors import RnnkitError
 
@@ -43,7 +43,7 @@ class RBM(nn.Module):
         self.num_visible = positive_int("number of visible units", num_visible)
         self.num_hidden = positive_int("number of hidden units", num_hidden)
         self.visible = choice("visible units", visible, VISIBLE_TYPES)
-        dtype = dtype or torch.get_default_dtype()  # as torch.nn's modules: float32 unless set otherwise
+        dtype = float_dtype(dtype)  # as torch.nn's modules: float32 unless set otherwise
         W = torch.randn(num_hidden, num_visible, generator=generator, device=device, dtype=dtype) * init_scale
         self.register_buffer("W", W)
         self.register_buffer("b", torch.zeros(num_hidden, device=device, dtype=dtype))
@@ -210,11 +210,20 @@ class RBM(nn.Module):
     # Converters to and from scikit-learn's BernoulliRBM.
     @classmethod
     def from_sklearn(cls, estimator) -> "RBM":
-        H, V = estimator.components_.shape
-        rbm = cls(V, H, dtype=torch.as_tensor(estimator.components_).dtype)  # scikit-learn's (float64): exact
-        for name, value in (("W", estimator.components_), ("b", estimator.intercept_hidden_),
-                            ("c", estimator.intercept_visible_)):  # fmt: skip
-            getattr(rbm, name).copy_(torch.as_tensor(value))
+        """The RBM of a fitted scikit-learn BernoulliRBM: W = components_ (H, V), b = intercept_hidden_ (H,),
+        c = intercept_visible_ (V,), in its dtype (float64: its weights exactly)."""
+        names = ("components_", "intercept_hidden_", "intercept_visible_")
+        if not all(hasattr(estimator, name) for name in names):
+            fix = "fit it first" if hasattr(estimator, "n_components") else "give one, fitted"
+            raise RnnkitError(f"from_sklearn takes a fitted scikit-learn BernoulliRBM (with {', '.join(names)}), "
+                              f"got {type(estimator).__name__} without them; {fix}")  # fmt: skip
+        W, b, c = (torch.as_tensor(getattr(estimator, name)) for name in names)
+        if W.dim() != 2 or b.shape != W.shape[:1] or c.shape != W.shape[1:]:
+            raise RnnkitError(f"from_sklearn: components_ {tuple(W.shape)} must be (H, V) with intercept_hidden_ "
+                              f"(H,) and intercept_visible_ (V,), got {tuple(b.shape)} and {tuple(c.shape)}")  # fmt: skip
+        rbm = cls(W.shape[1], W.shape[0], dtype=W.dtype)
+        for name, value in (("W", W), ("b", b), ("c", c)):
+            getattr(rbm, name).copy_(value)
         return rbm
 
     def to_sklearn(self, **params):

@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 import torch
 from scipy.integrate import quad
+from sklearn.neural_network import BernoulliRBM
 
 from rnnkit.energy import _rbm_kernel, ais, exact, rbm_exact, rbm_train
+from rnnkit.energy.boltzmann import BoltzmannMachine
+from rnnkit.energy.ising import Ising
 from rnnkit.energy.rbm import RBM
 from rnnkit.energy.rbm_train import RBMTrainConfig
 from rnnkit.errors import RnnkitError
@@ -344,6 +347,25 @@ def test_transform_sample_and_scikit_learn_round_trip():
 def test_bad_input(make):
     with pytest.raises(RnnkitError) as e:
         make(RBM(6, 3))
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: RBM.from_sklearn(object()), "takes a fitted scikit-learn BernoulliRBM .* give one"),
+        (lambda: RBM.from_sklearn(BernoulliRBM()), "got BernoulliRBM without them; fit it first"),
+        (lambda: RBM(6, 3, dtype=torch.int64), "must be a floating-point torch.dtype .* got torch.int64"),
+        (lambda: RBM(6, 3, dtype="float32"), "dtype must be a floating-point torch.dtype"),
+        (lambda: BoltzmannMachine(4, 2, dtype=torch.int64), "dtype must be a floating-point torch.dtype"),
+        (lambda: Ising(4, [1.0], dtype=torch.int8), "dtype must be a floating-point torch.dtype"),
+    ],
+)
+def test_a_wrong_estimator_or_dtype_is_one_line(make, message):
+    # AttributeError: 'object' object has no attribute 'components_'; NotImplementedError: "normal_kernel_cpu"
+    # not implemented for 'Long'
+    with pytest.raises(RnnkitError, match=message) as e:
+        make()
     assert "\n" not in str(e.value)
 
 

@@ -249,7 +249,16 @@ class Recurrent(nn.Module):
 
     # --- forward ---------------------------------------------------------------------------
     def forward(
-        self, x=None, state=None, lengths=None, cond=None, probe=None, *, hx=None, input=None, _sorted=None
+        self,
+        x=None,
+        state=None,
+        lengths=None,
+        cond=None,
+        probe=None,
+        *_onnx,
+        hx=None,
+        input=None,
+        _sorted=None,
     ):
         """out, state = layer(x, state=None, lengths=None, cond=None).
 
@@ -265,6 +274,11 @@ class Recurrent(nn.Module):
             traced = fx_call(self, given, Recurrent)
             if traced is not None:
                 return traced
+        # torch.onnx.export(layer, ..., dynamo=False) passes the defaults of hx, input and _sorted by position:
+        # *_onnx takes them, so that refuse_jit_trace above names the exporter that works instead of a TypeError
+        if _onnx:
+            n = 6 + len(_onnx)
+            raise TypeError(f"Recurrent.forward() takes from 1 to 6 positional arguments but {n} were given")
         if input is not None:
             if x is not None:
                 raise RnnkitError("give the input as x or as input (torch.nn's name), not both")

@@ -388,6 +388,19 @@ def test_onnx_export_through_jit_trace_names_the_exporter_that_works():
         torch.onnx.export(model, (torch.randn(2, 5, 4),), io.BytesIO(), dynamo=False)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
+def test_onnx_export_of_a_bare_layer_names_the_exporter_that_works():
+    """The layer itself as the model: the old exporter passes the defaults of forward's keyword-only arguments
+    (hx, input, _sorted) as positional ones, and forward failed with a TypeError ("takes from 1 to 6 positional
+    arguments but 9 were given") before it could say which exporter works. Now it is the same one line."""
+    layer = Recurrent("gru", 4, 6)
+    with pytest.raises(RnnkitError, match=r"torch.onnx.export\(\.\.\., dynamo=False\) .*dynamo=True"):
+        torch.onnx.export(layer, (torch.randn(2, 5, 4),), io.BytesIO(), dynamo=False)
+    # outside a trace, no more positional arguments than before
+    with pytest.raises(TypeError, match="positional"):
+        layer(torch.randn(2, 5, 4), None, None, None, None, None)
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 def test_jit_script_is_refused_in_one_line():
     """torch.jit.script failed deep inside TorchScript's frontend ('Compiled functions can't take variable

@@ -206,7 +206,7 @@ class Cell(nn.Module):
                                   "dextras) as a staticmethod of its class (see rnnkit.cells._base.Cell); this one has "
                                   "none")  # fmt: skip
 
-    def forward(self, x_t=None, state=None, *, hx=None, input=None):
+    def forward(self, x_t=None, state=None, *_onnx, hx=None, input=None):
         """One step for a (B, D) input, as torch.nn's cells: returns h_t (B, H) for the one-state cells (as
         nn.RNNCell, nn.GRUCell), the tuple (h_t, c_t) for lstm and lstmp (as nn.LSTMCell). state: the same, a
         one-tuple (h_t,), or None (zeros). Also one unbatched step: x_t (D,), the states (·,). input, hx: x_t
@@ -215,6 +215,13 @@ class Cell(nn.Module):
             traced = fx_call(self, dict(x_t=x_t, state=state, hx=hx, input=input), Cell)
             if traced is not None:
                 return traced
+        # torch.onnx.export(cell, ..., dynamo=False) passes the defaults of hx and input by position (a TypeError
+        # before): *_onnx takes them there; elsewhere an extra positional argument is Python's TypeError as before
+        if _onnx and not (torch.onnx.is_in_onnx_export() and all(a is None for a in _onnx)):
+            n = 3 + len(_onnx)
+            raise TypeError(
+                f"{type(self).__name__}.forward() takes from 1 to 3 positional arguments but {n} were given"
+            )
         if input is not None:
             if x_t is not None:
                 raise RnnkitError("give the input as x_t or as input (torch.nn's name), not both")

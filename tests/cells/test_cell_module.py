@@ -104,3 +104,25 @@ def test_fx_symbolic_trace_runs_a_subclass_forward_once():
     graph = torch.fx.symbolic_trace(model)
     x = torch.randn(3, 4)
     torch.testing.assert_close(graph(x), model(x))
+
+
+@pytest.mark.filterwarnings(
+    "ignore::DeprecationWarning", "ignore::UserWarning", "ignore::torch.jit.TracerWarning"
+)
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_onnx_export_of_a_cell_reaches_the_exporter(name):
+    """torch.onnx.export(cell, ..., dynamo=False) passes the defaults of forward's keyword-only arguments (hx,
+    input) by position: forward failed with 'takes from 1 to 3 positional arguments but 5 were given'. A cell's
+    step is plain torch ops, which that exporter records: the export goes through (here, without the onnx package,
+    to the exporter's own word that onnx is not installed)."""
+    import io
+
+    cell = CELLS[name](4, 6)
+    try:
+        torch.onnx.export(cell, (torch.randn(2, 4),), io.BytesIO(), dynamo=False)
+    except torch.onnx.OnnxExporterError as e:
+        assert "onnx is not installed" in str(e)
+    with pytest.raises(
+        TypeError, match="positional"
+    ):  # outside an export, no more positional arguments than before
+        cell(torch.randn(2, 4), None, None)

@@ -583,3 +583,13 @@ def test_a_ctrl_c_inside_best_pt_save_keeps_the_old_best(monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         loop._validate(None, [], progress, row, save, Bar(), "out", lambda: 1.6)
     assert progress.best_val == 2.0
+
+
+@pytest.mark.parametrize("epochs, windows, steps", [(1.5, 7, 10), (0.29, 100, 29), (2, 7, 14), (0.01, 7, 1)])
+def test_max_epochs_rounds_down_as_char_rnn(epochs, windows, steps):
+    """char-rnn runs floor(max_epochs * windows) iterations; rnnkit rounded up (1.5 epochs of 7 windows took 11
+    steps, where char-rnn takes 10). A run still takes at least one step."""
+    from rnnkit.train.loop import _total_steps
+
+    cfg = RunConfig.from_dict({"train": {"max_epochs": epochs, "max_steps": 0}})
+    assert _total_steps(cfg, range(windows)) == steps

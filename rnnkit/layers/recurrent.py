@@ -605,9 +605,9 @@ class Recurrent(nn.Module):
         # checked in eager mode: in a graph being compiled, exported or traced by make_fx (torch.compile,
         # torch.export, torch.func.linearize) and on the meta device the values aren't known; an empty batch has none
         values = None if torch.compiler.is_compiling() else _values(lengths)  # (dynamo can't trace _values)
-        if B and torch.compiler.is_compiling() and not torch.compiler.is_exporting() and not transformed():
-            # in a compiled graph the check runs with the graph (a length of 0 gave zeros, one past T ran T steps,
-            # in silence); not under vmap, where the assert has no batching rule
+        if B and torch.compiler.is_compiling() and not transformed():
+            # in a compiled or exported graph the check runs with the graph (a length of 0 gave zeros, one past T
+            # ran T steps, in silence; torch.onnx drops it); not under vmap, where the assert has no batching rule
             ok = ((lengths >= 1) & (lengths <= T)).all()
             torch._assert_async(ok, "rnnkit: lengths must lie in [1, T] (T: the time dimension of the input)")
         if B and values is not None and values.device.type != "meta":

@@ -307,7 +307,8 @@ def test_torch_export_same_numbers(name, kw, strict):
     """torch.export of a model with a Recurrent in it (default backend, variable lengths): the exported program
     computes what the eager model does, for lengths other than the ones it was traced with too. (Non-strict
     export traces FakeTensors, whose memory the native loop can't read: there the layer runs as python;
-    lengths are range-checked in eager mode only.)"""
+    lengths outside [1, T] are refused when the program runs: they were accepted in silence, a length of 0
+    giving zeros, one past T running T steps.)"""
     torch.manual_seed(0)
     layer = Recurrent(name, 4, 6, **kw)
     head = torch.nn.Linear(6 * layer.dirs, 2)
@@ -326,6 +327,9 @@ def test_torch_export_same_numbers(name, kw, strict):
     for lengths in ([9, 4, 1], [2, 9, 5]):
         lengths = torch.tensor(lengths)
         torch.testing.assert_close(program.module()(x, lengths), model(x, lengths))
+    for lengths in ([0, 4, 1], [9, 10, 1]):
+        with pytest.raises(RuntimeError, match=r"lengths must lie in \[1, T\]"):
+            program.module()(x, torch.tensor(lengths))
 
 
 def test_a_probe_given_to_torch_export_is_said_to_record_nothing():

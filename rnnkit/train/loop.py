@@ -5,7 +5,7 @@
         loss.backward(); clip; optimizer.step()
         every eval_every steps: validation loss (nats/char, bits/char), checkpoints, loss curve
         every sample_every steps: a sample
-    stop at max_steps / max_epochs / time_budget; Ctrl-C saves and exits; NaN or 3x the
+    stop at max_steps / max_epochs / time_budget; Ctrl-C or SIGTERM saves and exits; NaN or 3x the
     initial loss (char-rnn's rule) stops with the last good checkpoint kept.
 
 The loop only calls `model(batch) -> (logits, loss)`, `model.state` and `model.sample(...)`.
@@ -252,7 +252,8 @@ def load_data(cfg: RunConfig, dry_run: bool):
 
 
 def train(cfg: RunConfig, out, resume=False, force=False, dry_run=False, log=print) -> int:
-    """Train (or continue) the run in folder `out`; returns the exit status (0, or 130 after Ctrl-C).
+    """Train (or continue) the run in folder `out`; returns the exit status (0, or 130 after Ctrl-C, 143
+    after SIGTERM).
     `cfg.train.threads` holds for the run only: the caller's thread count is put back after it."""
     threads = torch.get_num_threads()
     try:
@@ -395,7 +396,7 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
                 )
             if evaluated:
                 plot_losses(metrics.rows, out / "loss.png")
-            if stop.asked:  # Ctrl-C during the step: stopped here, where the run resumes exactly
+            if stop.asked:  # Ctrl-C or SIGTERM during the step: stopped here, where the run resumes exactly
                 raise KeyboardInterrupt
     except KeyboardInterrupt:  # a Ctrl-C after the step, or a second one inside it
         if not stepped:  # the window under way is read again on --resume, from the same state and masks
@@ -406,7 +407,7 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
         bar.close()
         save("latest.pt")
         log(f"interrupted at step {progress.step}; saved {out / 'latest.pt'}; continue with --resume")
-        return 130
+        return 128 + (stop.asked or signal.SIGINT)  # 130 after Ctrl-C, 143 after SIGTERM, as the shell's
     finally:
         bar.close()  # also before an error, whose line then starts a line of its own
         stop.restore()
@@ -418,26 +419,33 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
 
 
 class _StopAfterStep:
-    """Ctrl-C while training finishes the step under way (its optimizer step, validation, checkpoint and metrics
-    row) and then stops, so that --resume continues exactly as an uninterrupted run would; a second Ctrl-C stops
-    at once (the step under way is then undone unless its optimizer step was taken). Main thread only: elsewhere
-    Python delivers no signals, and Ctrl-C keeps its default."""
+    """Ctrl-C (or SIGTERM: kill, timeout, a job scheduler, docker stop) while training finishes the step under way
+    (its optimizer step, validation, checkpoint and metrics row) and then stops, so that --resume continues exactly
+    as an uninterrupted run would; a second one stops at once (the step under way is then undone unless its
+    optimizer step was taken). `asked`: the signal's number, 0 before one. A signal the process was started
+    ignoring stays ignored. Main thread only: elsewhere Python delivers no signals, and both keep their defaults."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, bar):
-        self.asked, self.bar, self.previous = False, bar, None
+        self.asked, self.bar, self.previous = 0, bar, {}
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handler)
+            # a signal ignored when the run started (its parent's choice) stays ignored
+            kept = [s for s in self.SIGNALS if signal.getsignal(s) is not signal.SIG_IGN]
+            self.previous = {s: signal.signal(s, self._handler) for s in kept}
 
     def _handler(self, signum, frame):
         if self.asked:
             raise KeyboardInterrupt
-        self.asked = True
-        self.bar.write("Ctrl-C: stopping after this step (Ctrl-C again to stop now)")
+        self.asked = signum
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        self.bar.write(f"{name}: stopping after this step ({name} again to stop now)")
 
     def restore(self):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-            self.previous = None
+        for s, previous in self.previous.items():
+            if previous is not None:  # (None: a handler not set from Python, which can't be put back)
+                signal.signal(s, previous)
+        self.previous = {}
 
 
 def _check_loss(loss: float, progress: Progress, out, grad_norm: float = 0.0):

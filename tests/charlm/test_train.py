@@ -183,7 +183,7 @@ def test_a_folder_with_a_best_pt_only_is_neither_written_over_nor_a_dead_end(tmp
     assert (run / "best.pt").read_bytes() == best
 
 
-def _interrupted_then_resumed_equals_whole(tmp_path, corpus, monkeypatch, interrupt):
+def _interrupted_then_resumed_equals_whole(tmp_path, corpus, monkeypatch, interrupt, code=130):
     """Stop a run at the 5th clip_gradients call with `interrupt`, resume it to 12 steps: the same weights and
     metrics as 12 steps in one go, and every step's metrics row exactly once. With dropout: an undone step has
     drawn masks already, and the random stream is put back too (the resumed run drew other masks)."""
@@ -202,7 +202,7 @@ def _interrupted_then_resumed_equals_whole(tmp_path, corpus, monkeypatch, interr
         return real(*a)
 
     monkeypatch.setattr(loop, "clip_gradients", stop_in_step_5)
-    assert train(cfg, tmp_path / "split", log=quiet) == 130
+    assert train(cfg, tmp_path / "split", log=quiet) == code
     monkeypatch.setattr(loop, "clip_gradients", real)
     assert train(cfg, tmp_path / "split", resume=True, log=quiet) == 0
     whole, split = (load_checkpoint(tmp_path / name / "latest.pt")["model"] for name in ("whole", "split"))
@@ -223,6 +223,33 @@ def test_ctrl_c_finishes_the_step_and_resumes_exactly(tmp_path, corpus, monkeypa
     interrupt = lambda: os.kill(os.getpid(), signal.SIGINT)  # noqa: E731
     _interrupted_then_resumed_equals_whole(tmp_path, corpus, monkeypatch, interrupt)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back after the run
+
+
+def test_sigterm_saves_like_ctrl_c_and_resumes_exactly(tmp_path, corpus, monkeypatch):
+    """SIGTERM (kill, timeout, a job scheduler, docker stop) half-way through a step: as Ctrl-C, the step is
+    finished, latest.pt saved, and the run exits with 143 (128 + SIGTERM); before, the process died at once and
+    every step since the last checkpoint (up to --eval-every of them) was lost. Here a SIGTERM that reached no
+    handler of the run's raises instead of killing the test."""
+    import os
+    import signal
+
+    from rnnkit.train import loop
+
+    def unhandled(signum, frame):
+        raise AssertionError("SIGTERM reached the handler installed before the run")
+
+    before = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        terminate = lambda: os.kill(os.getpid(), signal.SIGTERM)  # noqa: E731
+        _interrupted_then_resumed_equals_whole(tmp_path, corpus, monkeypatch, terminate, code=143)
+        assert signal.getsignal(signal.SIGTERM) is unhandled  # put back after the run
+        # a process its parent told to ignore SIGTERM still does
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        monkeypatch.setattr(loop, "clip_gradients", lambda *a: (terminate(), 0.0)[1])
+        assert train(tiny_config(corpus, max_steps=3), tmp_path / "ignored", log=lambda s: None) == 0
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def test_second_ctrl_c_inside_a_step_undoes_it(tmp_path, corpus, monkeypatch):

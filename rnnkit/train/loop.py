@@ -244,7 +244,14 @@ def load_data(cfg: RunConfig, dry_run: bool):
     if dry_run:  # a tiny slice: enough for a few windows and a validation split
         tokens = tokens[: max(20_000, 6 * cfg.data.batch_size * cfg.data.seq_len)]
     train_tokens, val_tokens = split(tokens, cfg.data.val_frac)
-    batches = StreamBatches(train_tokens, cfg.data.batch_size, cfg.data.seq_len)
+    B, T = cfg.data.batch_size, cfg.data.seq_len
+    if len(train_tokens) < B * T + 1 <= len(tokens):  # the corpus is long enough: the split took too much
+        raise RnnkitError(
+            f"--val-frac {cfg.data.val_frac:g} leaves {len(train_tokens):,} of the corpus's {len(tokens):,} "
+            f"characters for training, too few for {B} streams of windows of {T} (need at least {B * T + 1:,}); "
+            "lower --val-frac"
+        )
+    batches = StreamBatches(train_tokens, B, T)
     val_batches = (
         eval_streams(val_tokens, cfg.data.batch_size, cfg.data.seq_len) if len(val_tokens) > 1 else None
     )

@@ -158,6 +158,11 @@ def test_run_folder_without_validation_and_unmakeable(tmp_path, corpus, cli):
         (["--preset", "nope"], "unknown --preset"),
         (["--dropout", "1.5"], "--dropout"),
         (["--batch-size", "400", "--seq-len", "400"], "too few.*need at least 160,001"),
+        # the corpus was long enough; it said "6 characters are too few ... use a longer corpus" of 6,150 characters
+        (
+            ["--val-frac", "0.999"],
+            r"--val-frac 0.999 leaves 6 of the corpus's 6,150 .*need at least 33\); lower --val-frac",
+        ),
         (["--data-dir", ""], "--data-dir is empty"),  # "$DATA" unset: it was ignored, and the text downloaded
         (["--cell", "gru", "--forget-bias", "3"], "--forget-bias .* has none"),  # was ignored in silence
         (["--lr-decay-after", "-2"], "--lr-decay-after must be >= 0"),  # was taken as 1

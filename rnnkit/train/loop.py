@@ -80,6 +80,11 @@ def check_out(out, resume: bool, force: bool) -> pathlib.Path:
     # the checkpoints are what a run would lose: a run that saved none (stopped while the engine compiled, before its
     # first step) starts again, and a folder holding only a best.pt is not written over
     latest, best = ((out / name).exists() for name in ("latest.pt", "best.pt"))
+    config = out / "config.json"
+    other = config.exists() and not _run_config(config)  # another command's (word2vec's --out has one)
+    if other and not (latest or best) and not force:
+        raise RnnkitError(f"{out} holds another command's output (its config.json is not a char-LM run's); "
+                          "give another --out folder, or --force to write this run over its config.json")  # fmt: skip
     if resume and not latest:
         how = (
             "copy its best.pt to latest.pt to resume from there"
@@ -87,9 +92,7 @@ def check_out(out, resume: bool, force: bool) -> pathlib.Path:
             else "drop --resume to start a new run"
         )
         raise RnnkitError(f"nothing to resume in {out} (no latest.pt); {how}")
-    config = out / "config.json"
-    other = config.exists() and not _run_config(config)  # another command's (word2vec's --out has one)
-    if (latest or best or other) and not resume and not force:
+    if (latest or best) and not resume and not force:
         how = (
             "use --resume to continue it"
             if latest

@@ -106,12 +106,13 @@ def load_checkpoint(run, resuming: bool = False) -> dict:
             f"{_instead(path, resuming)}"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise RnnkitError(
-            f"{path} is not an rnnkit char-LM checkpoint (another format); give a file written by `rnnkit train`"
-        )
+        # --resume reads latest.pt and takes no file instead
+        how = _instead(path, True) if resuming else "give a file written by `rnnkit train`"
+        raise RnnkitError(f"{path} is not an rnnkit char-LM checkpoint (another format); {how}")
     if not isinstance(ckpt.get("version"), int) or isinstance(ckpt["version"], bool) or ckpt["version"] < 1:
         raise RnnkitError(
-            f"{path} has no valid checkpoint format version ({ckpt.get('version')!r}); it is damaged"
+            f"{path} has no valid checkpoint format version ({ckpt.get('version')!r}); it is damaged; "
+            f"{_instead(path, resuming)}"
         )
     if ckpt["version"] > VERSION:
         raise RnnkitError(

@@ -482,6 +482,12 @@ def test_resume_from_a_damaged_latest_pt_says_how(tmp_path, corpus):
     (run / "latest.pt").write_bytes((run / "latest.pt").read_bytes()[:500])
     with pytest.raises(RnnkitError, match=r"copy it over .*latest\.pt; or start anew with --force"):
         train(tiny_config(corpus, max_steps=6, eval_every=2), run, resume=True, log=quiet)
+    torch.save({"weights": torch.zeros(2)}, run / "latest.pt")  # another program's: it said "give a file ..."
+    with pytest.raises(RnnkitError, match=r"another format\); to resume from the run's best\.pt"):
+        train(tiny_config(corpus, max_steps=6, eval_every=2), run, resume=True, log=quiet)
+    torch.save({"format": "rnnkit-charlm", "version": "2"}, run / "latest.pt")  # it said only "it is damaged"
+    with pytest.raises(RnnkitError, match=r"it is damaged; to resume from the run's best\.pt"):
+        train(tiny_config(corpus, max_steps=6, eval_every=2), run, resume=True, log=quiet)
     (run / "latest.pt").write_bytes((run / "best.pt").read_bytes())  # as the error says
     assert train(tiny_config(corpus, max_steps=6, eval_every=2), run, resume=True, log=quiet) == 0
     (run / "best.pt").unlink()

@@ -129,6 +129,11 @@ def load_file(path, name=None, memmap_path=None, what="corpus") -> Corpus:
     path = pathlib.Path(path)
     if path.is_dir():
         raise RnnkitError(f"{what} {path} is a folder; give one text file (join several with cat)")
+    # /dev/stdin, <(...): the text is read twice (the vocabulary, then the tokens)
+    if path.exists() and not path.is_file():
+        raise RnnkitError(
+            f"{what} {path} is not a regular file (a pipe or a device); save the text to a file first"
+        )
     if not path.is_file():
         hint = (
             "a text file, 'shakespeare', or nothing for the built-in corpus"

@@ -85,6 +85,18 @@ def test_missing_and_empty(tmp_path):
         load_file(tmp_path / "empty.txt")
 
 
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="no named pipes here")
+def test_a_pipe_or_device_is_named_not_called_missing(tmp_path):
+    """/dev/stdin, a shell's <(...) or a named pipe exists but is no regular file, which the two passes over the
+    text need: it was "not found; give a text file"."""
+    import os
+
+    os.mkfifo(tmp_path / "pipe")
+    for path in (tmp_path / "pipe", "/dev/null"):
+        with pytest.raises(RnnkitError, match=r"is not a regular file \(a pipe or a device\).*save the text"):
+            load_file(path, what="file")
+
+
 def test_default_corpus_is_the_standard_library(monkeypatch):
     monkeypatch.setattr(corpus_mod, "STDLIB_CHARS", 200_000)
     c = load_corpus(None)

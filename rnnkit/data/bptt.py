@@ -98,7 +98,8 @@ def split(tokens: np.ndarray, val_frac: float):
         raise RnnkitError(f"--val-frac must be in [0, 1), got {val_frac}")
     n_val = int(round(len(tokens) * val_frac))
     if val_frac > 0 and n_val < 2:
-        raise RnnkitError(
-            f"the corpus ({len(tokens):,} characters) is too short for a validation split; use --val-frac 0"
-        )
+        least = 2 / max(len(tokens), 1)  # (a value .2g rounds still holds out round(1.9) = 2)
+        how = f"a larger --val-frac (at least {least:.2g}), or 0 for none" if least < 1 else "--val-frac 0"
+        raise RnnkitError(f"--val-frac {val_frac:g} holds out {n_val} of the corpus's {len(tokens):,} characters, "
+                          f"too few to validate on (2 at least); use {how}")  # fmt: skip
     return tokens[: len(tokens) - n_val], tokens[len(tokens) - n_val :]

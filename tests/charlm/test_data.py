@@ -164,6 +164,14 @@ def test_split_is_first_and_last():
     assert train.tolist() == list(range(90)) and val.tolist() == list(range(90, 100))
 
 
+def test_a_validation_split_too_small_names_val_frac_not_the_corpus():
+    """--val-frac 1e-6 of a million characters holds out 1: it said "the corpus (1,000,000 characters) is too short
+    for a validation split; use --val-frac 0", though a larger --val-frac is the fix."""
+    with pytest.raises(RnnkitError, match=r"--val-frac 1e-06 holds out 1 of the corpus's 1,000,000 characters.*"
+                                          r"larger --val-frac \(at least 2e-06\), or 0"):  # fmt: skip
+        split(np.zeros(1_000_000, dtype=np.uint8), 1e-6)
+
+
 def test_encode_rejects_unknown_characters():
     with pytest.raises(RnnkitError, match="never saw"):
         encode("abz", ["a", "b"])

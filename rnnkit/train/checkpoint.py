@@ -66,6 +66,11 @@ def resolve(run) -> pathlib.Path:
         for name in ("best.pt", "latest.pt"):
             if (run / name).is_file():
                 return run / name
+        from rnnkit.train.loop import _run_config
+
+        if (run / "config.json").is_file() and not _run_config(run / "config.json"):  # word2vec's --out, ...
+            raise RnnkitError(f"{run} holds another command's output, not a char-LM run; give a run folder of "
+                              "`rnnkit train` or one of its checkpoints")  # fmt: skip
         raise RnnkitError(
             f"{run} holds no checkpoint (best.pt or latest.pt); train first with `rnnkit train --out {run}`"
         )

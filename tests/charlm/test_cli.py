@@ -209,6 +209,10 @@ def test_bad_checkpoint_from_the_command_line(tmp_path, cli):
     assert code == 2 and "not an rnnkit checkpoint" in err
     code, _, err = cli("sample", tmp_path)
     assert code == 2 and "holds no checkpoint" in err
+    (tmp_path / "w2v").mkdir()  # word2vec's --out: it said "train first with `rnnkit train --out w2v`", which
+    (tmp_path / "w2v" / "config.json").write_text('{"dim": 100}')  # refuses another command's folder
+    code, _, err = cli("sample", tmp_path / "w2v")
+    assert code == 2 and "holds another command's output, not a char-LM run; give a run folder" in err, err
 
 
 def test_eval_reproduces_validation_and_reads_one_stream(tmp_path, corpus, cli):

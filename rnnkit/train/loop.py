@@ -182,13 +182,35 @@ def checkpoint_payload(cfg, chars, model, optimizer, progress) -> dict:
     }
 
 
-def restore(ckpt, model, optimizer, windows: int, path="latest.pt") -> Progress:
+# what a checkpoint needs to resume, each of its kind (a damaged or foreign file ended in a traceback: KeyError, ...)
+RESUME_PARTS = {"config": str, "chars": str, "model": dict, "optimizer": dict, "progress": dict, "carry": list | tuple,
+                "rng": torch.Tensor}  # fmt: skip
+
+
+def _check_resumable(ckpt, path):
+    """One error for a checkpoint that lacks a part --resume reads, or holds one of another kind."""
+    bad = [key for key, kind in RESUME_PARTS.items() if not isinstance(ckpt.get(key), kind)]
+    bad += ["rng"] if isinstance(ckpt.get("rng"), torch.Tensor) and ckpt["rng"].dtype != torch.uint8 else []
+    if bad:
+        raise RnnkitError(f"{path} is damaged (its {', '.join(bad)} {'is' if len(bad) == 1 else 'are'} missing or "
+                          f"malformed); {_instead(path, True)}")  # fmt: skip
+
+
+def restore(ckpt, model, optimizer, batches, path="latest.pt") -> Progress:
+    from rnnkit import CELLS
+
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(_in_model_order(ckpt, model))
     carry = ckpt["carry"]
+    n, shape = CELLS[model.cfg.cell].num_states, (model.cfg.num_layers, batches.B, model.cfg.hidden_size)
+    if carry and (
+        len(carry) != n or any(not isinstance(s, torch.Tensor) or tuple(s.shape) != shape for s in carry)
+    ):
+        raise RnnkitError(f"{path} is damaged (its carried state is not {n} tensor{'s' if n > 1 else ''} of shape "
+                          f"{shape}); {_instead(path, True)}")  # fmt: skip
     model.state = None if not carry else tuple(carry) if len(carry) == 2 else carry[0]
     torch.set_rng_state(ckpt["rng"])
-    return _saved_progress(ckpt["progress"], windows, path)
+    return _saved_progress(ckpt["progress"], len(batches), path)
 
 
 def _saved_progress(saved, windows: int, path) -> Progress:
@@ -286,6 +308,8 @@ def _train(cfg, out, resume, force, dry_run, log):
         cfg.train.sample_every = 2 if cfg.train.sample_every else 0
         cfg.train.sample_length = min(cfg.train.sample_length, 40)
     validate(cfg)
+    if ckpt is not None:
+        _check_resumable(ckpt, out / "latest.pt")
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     corpus, batches, val_batches = load_data(cfg, dry_run)
@@ -305,9 +329,7 @@ def _train(cfg, out, resume, force, dry_run, log):
     optimizer = make_optimizer(model.parameters(), cfg.train)
     try:
         progress = (
-            restore(ckpt, model, optimizer, len(batches), out / "latest.pt")
-            if ckpt is not None
-            else Progress()
+            restore(ckpt, model, optimizer, batches, out / "latest.pt") if ckpt is not None else Progress()
         )
     except RnnkitError:
         raise

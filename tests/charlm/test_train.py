@@ -528,6 +528,35 @@ def test_resume_from_a_checkpoint_with_a_damaged_progress_is_one_line(tmp_path, 
         train(tiny_config(corpus, max_steps=4), run, resume=True, log=quiet)
 
 
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda c: c.pop("progress"), r"its progress is missing or malformed"),  # KeyError: 'progress'
+        (
+            lambda c: c.update(progress=[1]),
+            r"its progress is missing",
+        ),  # 'list' object has no attribute 'get'
+        (lambda c: c.pop("chars"), r"its chars is missing"),  # KeyError: 'chars'
+        (lambda c: c.update(rng=torch.zeros(3)), r"its rng is missing"),  # TypeError: RNG state must be a ...
+        (
+            lambda c: c.update(carry=[torch.zeros(3)]),
+            r"its carried state is not 2 tensors of shape \(1, 8, 32\)",
+        ),
+    ],  # (the last: IndexError: tuple index out of range, from the first step's forward)
+)
+def test_resume_from_a_checkpoint_missing_a_part_is_one_line(tmp_path, corpus, damage, message):
+    quiet = lambda s: None  # noqa: E731
+    run = tmp_path / "run"
+    train(tiny_config(corpus, max_steps=2), run, log=quiet)
+    ckpt = dict(load_checkpoint(run / "latest.pt"))
+    for key in ("format", "version"):
+        ckpt.pop(key)
+    damage(ckpt)
+    save_checkpoint(run / "latest.pt", ckpt)
+    with pytest.raises(RnnkitError, match=message + r".*; to resume from the run's best\.pt"):
+        train(tiny_config(corpus, max_steps=4), run, resume=True, log=quiet)
+
+
 def test_learning_rate_decays_as_char_rnn_does():
     """char-rnn multiplies the rate at the end of every epoch k with k >= learning_rate_decay_after; this
     applied one decay fewer (the char-rnn preset's first decay came after epoch 11, not 10)."""

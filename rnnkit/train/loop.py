@@ -112,15 +112,16 @@ def _run_config(path) -> bool:
 
 def clear_out(out: pathlib.Path, force: bool):
     """Make the run folder; with --force, remove the old run's files, once the new run's options and corpus have
-    passed their checks (a typo must not cost the old run), and any checkpoint a kill left half-written."""
+    passed their checks (a typo must not cost the old run), and any run file a kill left half-written."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RnnkitError(f"cannot make the --out folder {out}: {e.strerror}; give another folder") from None
     for name in RUN_FILES if force else []:
         (out / name).unlink(missing_ok=True)
-    for tmp in out.glob("*.pt*.tmp"):  # save_checkpoint's temporary files
-        tmp.unlink(missing_ok=True)
+    for name in RUN_FILES:  # atomic_open's temporary files: NAME.XXXXXXXX.tmp
+        for tmp in out.glob(f"{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
 def evaluate(model, batches) -> float:

@@ -267,6 +267,19 @@ def test_second_ctrl_c_inside_a_step_undoes_it(tmp_path, corpus, monkeypatch):
     _interrupted_then_resumed_equals_whole(tmp_path, corpus, monkeypatch, interrupt)
 
 
+def test_files_a_kill_left_half_written_are_removed(tmp_path, corpus):
+    """A kill -9 inside an atomic write leaves its temporary file; a checkpoint's was removed when the run
+    started again, those of loss.png (rewritten at every validation), metrics.csv and config.json stayed for good."""
+    quiet = lambda s: None  # noqa: E731
+    run = tmp_path / "run"
+    train(tiny_config(corpus, max_steps=2), run, log=quiet)
+    left = ["latest.pt.k1ll3d.tmp", "loss.png.k1ll3d.tmp", "metrics.csv.k1ll3d.tmp", "config.json.k1ll3d.tmp"]
+    for name in [*left, "notes.tmp"]:
+        (run / name).write_bytes(b"half")
+    assert train(tiny_config(corpus, max_steps=3), run, resume=True, log=quiet) == 0
+    assert sorted(p.name for p in run.glob("*.tmp")) == ["notes.tmp"]  # the user's own file is left alone
+
+
 def test_force_keeps_the_old_run_when_the_new_one_is_refused(tmp_path, corpus):
     quiet = lambda s: None  # noqa: E731
     train(tiny_config(corpus, max_steps=2), tmp_path / "run", log=quiet)

@@ -64,8 +64,16 @@ def encode(text: str, chars: list) -> np.ndarray:
         unseen = sorted({c for c in text if c not in set(chars)})
         raise RnnkitError(
             f"characters the model never saw: {''.join(unseen)!r}; use only characters of its vocabulary"
+            f"{line_ends_hint(unseen, chars)}"
         )
     return idx.astype(token_dtype(len(chars)))
+
+
+def line_ends_hint(unseen, chars) -> str:
+    """What to say of a '\\r' a model trained on '\\n' line ends never saw: the text has Windows line ends."""
+    if "\r" in unseen and "\n" in chars:
+        return " (the text has Windows line ends, \\r\\n, and the model knows \\n only: convert them, e.g. dos2unix)"
+    return ""
 
 
 def _wide_encoding(head: bytes) -> str | None:

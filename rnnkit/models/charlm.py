@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rnnkit.data.corpus import line_ends_hint
 from rnnkit.errors import RnnkitError
 
 TORCH_RNNS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": nn.RNN, "rnn_relu": nn.RNN}
@@ -287,6 +288,7 @@ def encode(text: str, chars: list, what: str) -> list:
     if unseen:
         raise RnnkitError(
             f"{what} has characters the model never saw: {''.join(unseen)!r}; remove or replace them"
+            f"{line_ends_hint(unseen, chars)}"
         )
     return [index[c] for c in text]
 

@@ -177,6 +177,19 @@ def test_encode_rejects_unknown_characters():
         encode("abz", ["a", "b"])
 
 
+def test_unknown_carriage_returns_are_named_as_windows_line_ends():
+    """A text with \\r\\n line ends read by a model trained on \\n ones got the bare list of unseen characters, '\\r',
+    which reads as nothing; the line now says what it is and how to convert."""
+    from rnnkit.models.charlm import encode as encode_ids
+
+    with pytest.raises(RnnkitError, match="Windows line ends.*dos2unix"):
+        encode("a\r\nb", ["\n", "a", "b"])
+    with pytest.raises(RnnkitError, match="Windows line ends.*dos2unix"):
+        encode_ids("a\r\nb", ["\n", "a", "b"], "text")
+    with pytest.raises(RnnkitError, match=r"never saw: 'z'; use only characters of its vocabulary$"):
+        encode("a\nz", ["\n", "a"])
+
+
 def test_shakespeare_sources_say_what_is_wrong(tmp_path, monkeypatch):
     """A --data-dir without the file is an error (a typo must not download); a stale cache copy is named; a
     folder called shakespeare (a run folder) does not stand in for the dataset."""

@@ -53,6 +53,7 @@ import math
 import operator
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -1216,7 +1217,11 @@ def _load_symbols(source, name, symbols):
         stem = f"traced_{digest}"
         so = _compiled(source, cxx, flags, stem, name)
     except OSError as e:  # (no such compiler, a build folder that can't be written)
-        what = f"no C++ compiler {cxx!r}" if e.filename in (None, cxx) else f"{e.filename!r}"
+        what = (
+            f"no C++ compiler {cxx!r}"
+            if e.filename in (None, cxx, *shlex.split(cxx)[:1])
+            else f"{e.filename!r}"
+        )
         raise Untraceable(f"{name}'s kernels can't be compiled: {what} ({e.strerror}); it runs on the python "
                           "loop") from None  # fmt: skip
     lib = _libs.get(so) or _libs.setdefault(
@@ -1254,7 +1259,8 @@ def _compiled(source, cxx, flags, stem, name):
     try:
         with os.fdopen(fd, "w") as f:
             f.write(source)
-        done = subprocess.run([cxx, *flags, cpp, "-o", tmp], capture_output=True, text=True)
+        # CXX is a command line, as torch's build (ninja, through the shell) runs it: `ccache g++`, `g++ -w`
+        done = subprocess.run([*shlex.split(cxx), *flags, cpp, "-o", tmp], capture_output=True, text=True)
         if done.returncode:
             said = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
             first = next((s for s in said if "error" in s), said[0])

@@ -6,6 +6,7 @@ tanh). Cells outside what the native loop can fuse are refused in one line that 
 import ctypes
 import os
 import re
+import shutil
 import time
 
 import pytest
@@ -660,6 +661,22 @@ def test_no_compiler_is_refused_in_one_line(tmp_path, monkeypatch):
     ):
         trace_cell(ReluRNN, 4, params_of(ReluRNN(2, 4)), torch.float64)
     assert os.listdir(tmp_path / "rnnkit_traced") == []
+
+
+def test_a_cxx_with_arguments_compiles_the_kernels_as_it_builds_the_engine(tmp_path, monkeypatch):
+    """CXX is a command line to torch's build (ninja runs it through the shell: `ccache g++`, `g++ -w`), and the
+    engine built with it; the kernels ran CXX as one program's name and were refused: "no C++ compiler 'g++ -w'"."""
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setenv("CXX", f"{shutil.which('c++') or 'c++'} -w")
+    monkeypatch.setattr(traced, "_traced", {})
+    got = trace_cell(ReluRNN, 4, params_of(ReluRNN(2, 4)), torch.float64)
+    assert got.fwd_f64 and got.bwd_f64
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-c++") + " -w")  # (still said as no compiler)
+    monkeypatch.setattr(traced, "_traced", {})
+    with pytest.raises(
+        Untraceable, match=r"kernels can't be compiled: no C\+\+ compiler '.*no-such-c\+\+ -w'"
+    ):
+        trace_cell(ReluRNN, 5, params_of(ReluRNN(2, 5)), torch.float64)
 
 
 def test_a_failing_compiler_is_refused_in_one_line(tmp_path, monkeypatch):

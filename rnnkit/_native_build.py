@@ -356,6 +356,12 @@ def fix(e: BaseException, why: str, folder: str | None, damaged: bool = False,
     """What the user can do about the failure `e` (whose cause is `why`)."""
     if isinstance(e, OSError) and e.errno in UNWRITABLE or "Read-only file system" in why:
         return f"set {cache} to a writable folder"
+    torch_lib = os.path.join(os.path.dirname(os.path.abspath(torch.__file__)), "lib")
+    if "cannot find" in why and any(c.isspace() for c in torch_lib):  # torch's build quotes -I, not its -L
+        return (
+            f"torch's build can't link against {torch_lib!r}, whose path has a space: install torch (its "
+            "virtual environment) in a folder whose path has none"
+        )
     cxx = os.environ.get("CXX", "").strip()
     if cxx and ("not found" in why or "No such file" in why) and cxx.split()[0] in why:  # the user's own CXX
         return f"CXX={cxx!r} names no compiler here: unset CXX, or set it to a g++ (or clang++) on PATH"

@@ -428,6 +428,24 @@ def test_a_cxx_that_names_no_compiler_is_the_fix(monkeypatch):
     assert _native_build.fix(error, NOT_FOUND, None).startswith("install a C++ compiler")
 
 
+def test_a_torch_in_a_folder_with_a_space_is_the_fix(tmp_path, monkeypatch):
+    """torch's build quotes its include folders but not its library folder (-L.../torch/lib): with torch (a virtual
+    environment) in a folder like "My Projects", the engine compiled and then failed to link, "ld: cannot find
+    Projects/...: No such file or directory", and the fix said to install a C++ compiler, which was there."""
+    from rnnkit import _native_build
+
+    why = "/usr/bin/ld: cannot find Projects/venv/lib/python3.11/site-packages/torch/lib: No such file or directory"
+    error = RuntimeError(NINJA_OUTPUT.format(why))
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(
+        torch, "__file__", "/home/a/My Projects/venv/lib/python3.11/site-packages/torch/__init__.py"
+    )
+    said = _native_build.fix(error, _native_build.cause(error), None)
+    assert "'/home/a/My Projects/venv/lib/python3.11/site-packages/torch/lib'" in said and "space" in said
+    monkeypatch.setattr(torch, "__file__", "/home/a/venv/lib/python3.11/site-packages/torch/__init__.py")
+    assert _native_build.fix(error, _native_build.cause(error), None).startswith("install a C++ compiler")
+
+
 def test_a_cache_that_is_not_a_folder_says_to_set_torch_extensions_dir(tmp_path, monkeypatch):
     from rnnkit import _native_build
 

@@ -1224,9 +1224,14 @@ def _load_symbols(source, name, symbols):
         )
         raise Untraceable(f"{name}'s kernels can't be compiled: {what} ({e.strerror}); it runs on the python "
                           "loop") from None  # fmt: skip
-    lib = _libs.get(so) or _libs.setdefault(
-        so, _load_library(so, lambda: _compiled(source, cxx, flags, stem, name))
-    )
+    try:
+        lib = _libs.get(so) or _libs.setdefault(
+            so, _load_library(so, lambda: _compiled(source, cxx, flags, stem, name))
+        )
+    except OSError as e:  # a damaged library that can't be removed (a read-only or shared cache)
+        raise Untraceable(f"{name}'s kernels in {so} don't load and can't be built again there "
+                          f"({e.strerror or e}); set TORCH_EXTENSIONS_DIR to a writable folder; it runs on the "
+                          "python loop") from None  # fmt: skip
     return {s: ctypes.cast(getattr(lib, s), ctypes.c_void_p).value for s in symbols if f" {s}(" in source}
 
 

@@ -704,6 +704,33 @@ def test_a_damaged_library_in_the_cache_is_built_again(tmp_path, monkeypatch):
     assert hasattr(lib, "rnnkit_traced_fwd_f32") and not cut.exists()
 
 
+def test_a_damaged_library_in_a_cache_that_cant_be_written_is_refused_in_one_line(tmp_path, monkeypatch):
+    """Where the damaged library can't be removed (a read-only or shared cache), the layer's forward failed with
+    os.remove's traceback (OSError: [Errno 30] Read-only file system); now the cell runs on the python loop, the
+    reason naming the library and the fix."""
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(traced, "_traced", {})
+    monkeypatch.setattr(traced, "_libs", {})
+    P = [torch.randn(4, 4), torch.randn(4)]
+    traced.trace_cell(ReluRNN, 4, P, torch.float64)
+    (so,) = (tmp_path / "rnnkit_traced").glob("*.so")
+    other = tmp_path / "other"  # (another path: this process has the first one loaded, and dlopen reuses it)
+    (other / "rnnkit_traced").mkdir(parents=True)
+    (other / "rnnkit_traced" / so.name).write_bytes(so.read_bytes()[:100])
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(other))
+
+    def read_only(path, *args, **kwargs):
+        raise OSError(30, "Read-only file system", str(path))
+
+    monkeypatch.setattr(traced.os, "remove", read_only)
+    monkeypatch.setattr(traced, "_traced", {})
+    monkeypatch.setattr(traced, "_libs", {})
+    with pytest.raises(Untraceable, match=r"^ReluRNN's kernels in .*\.so don't load and can't be built again "
+                                          r"there \(Read-only file system\); set TORCH_EXTENSIONS_DIR to a "
+                                          r"writable folder; it runs on the python loop$"):  # fmt: skip
+        traced.trace_cell(ReluRNN, 4, P, torch.float64)
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_log_over_its_whole_range_as_torchs(dtype):
     """The float kernels' log is rnnkit's own vectorised one (fastmath.h, flog; std::log ran one value at a time):

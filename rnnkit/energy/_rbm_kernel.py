@@ -7,6 +7,7 @@ the other compiled loops in rnnkit), `load()` returns None and training runs the
 which is the specification the kernel is tested against.
 """
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -52,7 +53,14 @@ def _build(compiler: str) -> pathlib.Path:
     target = _cache_dir() / f"rbm_cd-{key}.so"
     target.parent.mkdir(parents=True, exist_ok=True)
     # parallel test processes may build at once
-    with _native_build.flocked(target.with_name(target.name + ".lock")):
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(_native_build.flocked(target.with_name(target.name + ".lock")))
+        except OSError as e:
+            # a cache we can't write (a shared or read-only one) that holds the kernel as built: load it as it is
+            if e.errno in _native_build.UNWRITABLE and _native_build.matches_record(str(target)):
+                return target
+            raise
         # a library cut short (a full disk) killed the process that loaded it; one that doesn't match the
         # record of its build is built again (see _native_build.record)
         _native_build.remove_damaged("the RBM kernel", str(target))

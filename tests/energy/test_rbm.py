@@ -202,6 +202,33 @@ def test_a_damaged_kernel_is_built_again(tmp_path, monkeypatch, capsys):
         assert "does not match the record of its build" in capsys.readouterr().err
 
 
+@pytest.mark.skipif(_rbm_kernel.unavailable() is not None, reason=str(_rbm_kernel.unavailable()))
+def test_a_cache_it_cannot_write_in_that_holds_the_kernel_is_loaded_as_it_is(tmp_path, monkeypatch):
+    """As the engine's: a read-only or shared cache holding the kernel as built is loaded from. Its lock file could
+    not be opened there (OSError: Read-only file system), and training ran the torch loop with a warning; one that
+    doesn't match its record is still not trusted."""
+    import contextlib
+    import errno
+
+    from rnnkit import _native_build
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    compiler = __import__("shutil").which("cc") or __import__("shutil").which("gcc")
+    path = _rbm_kernel._build(compiler)
+
+    @contextlib.contextmanager
+    def read_only(lock, waiting=None):
+        raise OSError(errno.EROFS, "Read-only file system", str(lock))
+        yield
+
+    monkeypatch.setattr(_native_build, "flocked", read_only)
+    assert _rbm_kernel._build(compiler) == path
+    with open(path, "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(OSError, match="Read-only file system"):
+        _rbm_kernel._build(compiler)
+
+
 def test_the_kernels_cache_tells_cpus_with_other_flags_apart(monkeypatch):
     """The library is built with -march=native and cached by the CPU: the key was its model name alone, which a
     VM shows as "AMD EPYC" for CPUs with AVX-512 and without, and a shared home directory would give the one's

@@ -128,9 +128,15 @@ def resolve_backend(backend, cell, xw, P=None, fits=True):
     if backend == "native" and reason != "quiet":
         _warn_once(f"rnnkit native backend unavailable ({reason}); using the python backend")
     elif backend is None and native.build_failed(reason):  # the default too: 2-3x slower deserves a word
-        _warn_once(f"rnnkit native backend unavailable ({reason}); using the python backend, 2-3x slower on "
-                   "small models (or set RNNKIT_NATIVE=0 to choose python quietly)")  # fmt: skip
+        warn_build_failed(reason)
     return "python"
+
+
+def warn_build_failed(reason):
+    """The default backend's word, once, on an extension that failed to build (also from compiled.native_ready:
+    dynamo drops a warnings.warn it traces, and a compiled model ran the python loop in silence)."""
+    _warn_once(f"rnnkit native backend unavailable ({reason}); using the python backend, 2-3x slower on small "
+               "models (or set RNNKIT_NATIVE=0 to choose python quietly)")  # fmt: skip
 
 
 def native_fits(cell, xw, state0, P):

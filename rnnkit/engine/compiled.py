@@ -36,8 +36,15 @@ CELL_OF_ID = {i: cell for cell, i in native.CELL_IDS.items()}
 
 
 def native_ready() -> bool:
-    """Whether the extension is built and loaded (building it on first call); a constant of the compiled graph."""
-    return native.load() is not None
+    """Whether the extension is built and loaded (building it on first call); a constant of the compiled graph.
+    Called eagerly, it gives the warning of a failed build, which dynamo dropped where resolve_backend gives it."""
+    if native.load() is not None:
+        return True
+    if native.build_failed(native._reason):
+        from rnnkit.engine import warn_build_failed
+
+        warn_build_failed(native._reason)
+    return False
 
 
 # torch.compiler.assume_constant_result(native_ready): dynamo calls it once while tracing instead of tracing into

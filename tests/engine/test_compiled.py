@@ -299,3 +299,24 @@ def test_a_second_call_does_not_compile_again(monkeypatch):
     for _ in range(3):
         f(x)
     assert len(graphs) == 1
+
+
+def test_a_failed_build_is_warned_of_under_compile_too(monkeypatch):
+    """Eager, a failed build is one warning (engine.resolve_backend); under torch.compile dynamo traced that
+    warnings.warn and dropped it, and a compiled model ran the python loop, 2-3x slower, in silence (say with a
+    TORCH_EXTENSIONS_DIR it can't write in, while inductor builds in its own cache). native_ready, which dynamo
+    calls eagerly, says it."""
+    from rnnkit import engine
+
+    monkeypatch.setattr(native, "_ext", None)
+    monkeypatch.setattr(native, "_reason", "could not build the native engine: c++: not found; install one")
+    monkeypatch.setattr(engine, "_warned", set())
+    torch._dynamo.reset()
+    layer = Recurrent("lstm", 3, 4)
+    x = torch.randn(2, 5, 3)
+    with pytest.warns(
+        RuntimeWarning, match=r"native backend unavailable \(could not build .*c\+\+: not found"
+    ):
+        got, _ = torch.compile(layer, backend="eager", fullgraph=True)(x)
+    torch.testing.assert_close(got, layer(x)[0])  # (eager: no second warning; warnings are errors here)
+    torch._dynamo.reset()

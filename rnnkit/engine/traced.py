@@ -1211,8 +1211,14 @@ def _compile_and_load(kernels, name):
 
 def _load_symbols(source, name, symbols):
     """{symbol: its address} of those of symbols the source defines, compiled and loaded (see _compile_and_load)."""
+    from rnnkit.engine.native import CSRC
+
     cxx, flags = compile_flags()
-    digest = hashlib.sha256("\0".join([source, *flags, cxx]).encode()).hexdigest()[:20]
+    digest = hashlib.sha256("\0".join([source, *flags, cxx]).encode())
+    # and the headers it includes (fastmath.h): those of a later rnnkit compile it again
+    for header in sorted(CSRC.glob("*.h")):
+        digest.update(b"\0" + header.read_bytes())
+    digest = digest.hexdigest()[:20]
     try:
         stem = f"traced_{digest}"
         so = _compiled(source, cxx, flags, stem, name)

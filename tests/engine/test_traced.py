@@ -652,6 +652,27 @@ def test_a_second_trace_is_a_dict_look_up_and_the_library_is_reused_from_disk(tm
     assert sorted(os.listdir(tmp_path / "rnnkit_traced")) == built
 
 
+def test_a_changed_header_compiles_the_kernels_again(tmp_path, monkeypatch):
+    """The kernels include csrc/fastmath.h (exp, tanh, log, ...), but the library was keyed by the generated source,
+    flags and compiler only: after an rnnkit whose fastmath.h changed (a fix to its log, say), every cached cell
+    kept running the kernels of the old one. The key holds the headers too, as the engine's build folder does."""
+    import shutil as sh
+
+    from rnnkit.engine import native
+
+    csrc = tmp_path / "csrc"
+    sh.copytree(native.CSRC, csrc)
+    monkeypatch.setattr(native, "CSRC", csrc)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "cache"))
+    P = params_of(ReluRNN(2, 4))
+    for n in (1, 2):
+        monkeypatch.setattr(traced, "_traced", {})
+        trace_cell(ReluRNN, 4, P, torch.float64)
+        assert len(list((tmp_path / "cache" / "rnnkit_traced").glob("*.so"))) == n
+        with open(csrc / "fastmath.h", "a") as f:
+            f.write("\n// a later rnnkit's fastmath.h\n")
+
+
 def test_no_compiler_is_refused_in_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-c++"))

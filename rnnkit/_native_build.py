@@ -195,22 +195,27 @@ if hasattr(os, "register_at_fork"):
 @contextlib.contextmanager
 def flocked(path, waiting: str | None = None):
     """An exclusive flock on `path` (made if missing) while the block runs: the system lets it go when its process
-    dies, however it dies. `waiting`: a line to print when another process holds it. No lock without fcntl."""
+    dies, however it dies. `waiting`: a line to print when another process holds it. Gives whether it holds one:
+    no lock without fcntl, nor on a file system that refuses flock (some NFS and Lustre mounts: ENOLCK)."""
     try:
         import fcntl
     except ImportError:
-        yield
+        yield False
         return
     with open(path, "a") as f:
         _held_files.add(f)
         try:
+            held = True
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                if waiting:
-                    print(waiting, file=sys.stderr)
-                fcntl.flock(f, fcntl.LOCK_EX)
-            yield  # the lock goes with the file
+            except OSError as e:
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):  # another process holds it
+                    if waiting:
+                        print(waiting, file=sys.stderr)
+                    fcntl.flock(f, fcntl.LOCK_EX)
+                else:  # a file system that refuses flock (some NFS and Lustre mounts)
+                    held = False
+            yield held  # the lock goes with the file
         finally:
             _held_files.discard(f)
 
@@ -220,8 +225,8 @@ def _build_lock(what: str, name: str):
     """Hold rnnkit's own lock on the extension's folder while torch builds or loads it: an flock, which the
     system lets go when its process dies, however it dies. Whoever holds it knows that torch's `lock` file, if
     there is one, is left over from a process killed inside torch's build or load (every live one holds this
-    lock too), and removes it at once instead of waiting STALE_LOCK_S for it. Without fcntl (Windows): the
-    wait by the lock file's age."""
+    lock too), and removes it at once instead of waiting STALE_LOCK_S for it. Without fcntl (Windows), or on a
+    file system without flock: the wait by the lock file's age."""
     try:
         import fcntl  # noqa: F401
     except ImportError:
@@ -235,9 +240,11 @@ def _build_lock(what: str, name: str):
     with flocked(
         os.path.join(folder, "rnnkit.lock"),
         f"rnnkit: waiting for another process building or loading {what}...",
-    ):
+    ) as held:
         left = os.path.join(folder, "lock")
-        if os.path.exists(left):
+        if not held:
+            _wait_for_lock(what, name)
+        elif os.path.exists(left):
             print(f"rnnkit: removing {left}, left by a process stopped while building or loading {what}",
                   file=sys.stderr)  # fmt: skip
             with contextlib.suppress(OSError):

@@ -274,6 +274,31 @@ def test_a_lock_left_by_a_killed_process_goes_at_once_and_a_live_builder_is_wait
     assert waited >= 0.3 and "waiting for another process building" in capsys.readouterr().err
 
 
+def test_a_file_system_without_flock_builds_under_torchs_lock_file(tmp_path, monkeypatch, capsys):
+    """Some NFS and Lustre mounts (a cluster's home, where ~/.cache lies) refuse flock (ENOLCK, EOPNOTSUPP): every
+    build failed, said as "OSError: [Errno 37] No locks available; install a C++ compiler", after a line that
+    another process was building. There the build goes on, torch's lock file waited for by its age as without
+    fcntl (a fresh one is not removed: its builder may be alive)."""
+    import errno
+    import fcntl
+
+    from rnnkit import _native_build
+
+    def no_locks(f, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setenv("RNNKIT_NATIVE", "1")
+    assert _native_build.build("the test extension", "some_ext", lambda: "module") == ("module", None)
+    waited = []
+    monkeypatch.setattr(_native_build, "_wait_for_lock", lambda what, name: waited.append(name))
+    (tmp_path / "some_ext" / "lock").touch()
+    with _native_build._build_lock("the test extension", "some_ext"):
+        assert (tmp_path / "some_ext" / "lock").exists() and waited == ["some_ext"]
+    assert "waiting" not in capsys.readouterr().err
+
+
 def test_a_damaged_build_is_removed_and_built_again(tmp_path, monkeypatch, capsys):
     """A library cut short (a full disk, a copy of the cache that stopped) looked up to date to ninja: loading
     it killed every later process with a bus error, and a 0-byte one fell back in every process. Each build

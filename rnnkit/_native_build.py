@@ -363,6 +363,8 @@ def fix(e: BaseException, why: str, folder: str | None, damaged: bool = False,
     """What the user can do about the failure `e` (whose cause is `why`)."""
     if isinstance(e, OSError) and e.errno in UNWRITABLE or "Read-only file system" in why:
         return f"set {cache} to a writable folder"
+    if "failed to map segment" in why:  # dlopen on a noexec mount: built afresh, it fails again
+        return f"its folder's file system can't load libraries (mounted noexec?): set {cache} to a folder on another"
     torch_lib = os.path.join(os.path.dirname(os.path.abspath(torch.__file__)), "lib")
     if "cannot find" in why and any(c.isspace() for c in torch_lib):  # torch's build quotes -I, not its -L
         return (

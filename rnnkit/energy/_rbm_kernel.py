@@ -106,6 +106,9 @@ def _built() -> tuple[ctypes.CDLL | None, str | None]:
     _, e, why = next((f for f in failures if f[1] is not None), failures[0])  # the first that ran says most
     if isinstance(e, OSError) and e.errno in _native_build.UNWRITABLE:
         fix = f"set XDG_CACHE_HOME to a writable folder (the kernel is kept in {_cache_dir()})"
+    elif "failed to map segment" in why:  # dlopen on a noexec mount
+        fix = (f"{_cache_dir()}'s file system can't load libraries (mounted noexec?): set XDG_CACHE_HOME to a "
+               "folder on another")  # fmt: skip
     else:
         fix = "install a C compiler (cc or gcc) or set CC to one"
     return None, f"could not build the RBM kernel with {' or '.join(names)}: {why}; {fix}"

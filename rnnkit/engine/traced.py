@@ -1236,8 +1236,8 @@ def _load_symbols(source, name, symbols):
         )
     except OSError as e:  # a damaged library that can't be removed (a read-only or shared cache)
         raise Untraceable(f"{name}'s kernels in {so} don't load and can't be built again there "
-                          f"({e.strerror or e}); set TORCH_EXTENSIONS_DIR to a writable folder; it runs on the "
-                          "python loop") from None  # fmt: skip
+                          f"({e.strerror or e}); set TORCH_EXTENSIONS_DIR to a writable folder that libraries load from (not "
+                          "mounted noexec); it runs on the python loop") from None  # fmt: skip
     return {s: ctypes.cast(getattr(lib, s), ctypes.c_void_p).value for s in symbols if f" {s}(" in source}
 
 

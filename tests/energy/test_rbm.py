@@ -296,6 +296,20 @@ def test_a_kernel_that_cannot_be_built_is_warned_of_once(fresh_kernel, monkeypat
     assert _rbm_kernel.load() is None and _rbm_kernel.unavailable().startswith("switched off")
 
 
+@pytest.mark.skipif(_rbm_kernel.unavailable() is not None, reason=str(_rbm_kernel.unavailable()))
+def test_a_cache_on_a_noexec_mount_is_the_fix(fresh_kernel, monkeypatch):
+    """A cache on a noexec mount builds the kernel, then dlopen fails ("failed to map segment from shared object"):
+    the fix said to install a C compiler, which was there."""
+
+    def noexec(path, *args, **kwargs):
+        raise OSError(f"{path}: failed to map segment from shared object")
+
+    monkeypatch.setattr(_rbm_kernel.ctypes, "CDLL", noexec)
+    with pytest.warns(RuntimeWarning, match=r"failed to map segment.*mounted noexec\?\): set XDG_CACHE_HOME to a "
+                                            r"folder on another"):  # fmt: skip
+        assert _rbm_kernel.load() is None
+
+
 @pytest.mark.skipif(__import__("shutil").which("gcc") is None, reason="no gcc to fall back to")
 def test_a_failing_cc_falls_back_to_gcc(fresh_kernel, monkeypatch):
     monkeypatch.setenv("CC", "/bin/false")

@@ -415,6 +415,12 @@ NO_NINJA = "Ninja is required to load C++ extensions (pip install ninja to get i
         (PermissionError(13, "Permission denied"), "PermissionError: [Errno 13]", "set TORCH_EXTENSIONS_DIR"),
         (OSError(30, "Read-only file system"), "OSError: [Errno 30]", "set TORCH_EXTENSIONS_DIR"),
         (ImportError("some_ext.so: invalid ELF header"), "ImportError: some_ext.so: invalid ELF", "delete"),
+        # a cache on a noexec mount (/tmp often): deleting it to build it afresh failed the same way, minutes later
+        (
+            ImportError("/tmp/x/some_ext.so: failed to map segment from shared object"),
+            "ImportError: /tmp/x/",
+            "can't load libraries (mounted noexec?): set TORCH_EXTENSIONS_DIR to a folder on another",
+        ),
     ],
 )
 def test_a_failed_build_names_its_cause_and_the_fix(tmp_path, monkeypatch, capfd, error, cause, fix):

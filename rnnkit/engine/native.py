@@ -156,9 +156,10 @@ _kept, _kept_lock = 0, threading.Lock()  # how many choices this process knew wh
 
 def _new_locks():
     """A child forked while another thread held a lock (inside load(), say) inherits it held, by a thread it
-    doesn't have: its first forward waited forever. The child starts with fresh ones."""
-    global _load_lock, _kept_lock
-    _load_lock, _kept_lock = threading.Lock(), threading.Lock()
+    doesn't have: its first forward waited forever (traced_id's, tracing a cell of one's own, too). The child starts
+    with fresh ones."""
+    global _load_lock, _kept_lock, _traced_lock
+    _load_lock, _kept_lock, _traced_lock = threading.Lock(), threading.Lock(), threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):

@@ -988,6 +988,28 @@ def test_a_child_forked_while_another_thread_loads_the_extension_loads_it_too():
     assert out.stdout.strip() == "0", out.stdout + out.stderr  # -14: the child hung (killed by its alarm)
 
 
+def test_a_child_forked_while_another_thread_traces_a_cell_traces_it_too():
+    """As for load(): a fork while another thread was tracing a cell of one's own (native.traced_id, a C++ compile
+    of up to a second) left the child holding that thread's lock: its first forward of such a cell waited forever."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, signal, threading, torch\nfrom rnnkit.cells import CELLS\nfrom rnnkit.engine import native, traced\n"
+        "cell = CELLS['rnn_tanh'](2, 4)\nP, xw = cell.rec_params(), torch.zeros(1, 1, 4)\n"
+        "parent, inside, release, real = os.getpid(), threading.Event(), threading.Event(), traced.trace_cell\n"
+        "def slow_trace(*a, **k):\n    if os.getpid() == parent:\n        inside.set()\n        release.wait()\n"
+        "    return real(*a, **k)\n"
+        "traced.trace_cell = slow_trace\nnative.load()\n"
+        "t = threading.Thread(target=native.traced_id, args=(type(cell), P, xw))\nt.start()\ninside.wait()\n"
+        "pid = os.fork()\nif pid == 0:\n    signal.alarm(30)\n"
+        "    os._exit(0 if isinstance(native.traced_id(type(cell), P, xw), int) else 3)\n"
+        "release.set()\nt.join()\nprint(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "0", out.stdout + out.stderr  # -14: the child hung (killed by its alarm)
+
+
 @pytest.mark.parametrize(
     "var, value",
     [("RNNKIT_ROW_THREADS", "²"), ("RNNKIT_ROW_THREADS", "9" * 20), ("RNNKIT_ROW_THREADS", "0"),

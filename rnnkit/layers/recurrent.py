@@ -21,6 +21,7 @@ import warnings
 
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import is_fake
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from torch.nn import functional as F
 from torch.nn.utils._named_member_accessor import swap_tensor as _swap_tensor
@@ -888,7 +889,9 @@ def _as_lengths(lengths):
 
 def _values(t):
     """The plain tensor holding t's values, or None where they can't be read: under make_fx tracing (its proxies
-    fail on int(), "trying to get value out of a tracing tensor": a deep traceback from torch.func.linearize).
+    fail on int(), "trying to get value out of a tracing tensor": a deep traceback from torch.func.linearize), and
+    a FakeTensor's (FakeTensorMode: FakeTensorProp, FLOPs counted without data), which raised
+    DataDependentOutputException, as a meta tensor's values are not read either.
     Under vmap that is the tensor vmap wraps, all its rows at once (lengths given per sample were not checked:
     a length of 0 gave zeros, one past T ran T steps, in silence)."""
     if make_fx_tracing():
@@ -896,7 +899,7 @@ def _values(t):
     f = torch._C._functorch
     while f.is_functorch_wrapped_tensor(t):
         t = f.get_unwrapped(t)
-    return t
+    return None if is_fake(t) else t
 
 
 def _copy_weights(src, dst):

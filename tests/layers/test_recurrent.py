@@ -580,6 +580,23 @@ def test_meta_tensors_give_shapes(cell):
     assert out_t.shape == (4, 16) and out_t.device.type == "meta"
 
 
+def test_fake_tensors_with_lengths_give_shapes():
+    """Under FakeTensorMode (torch.fx's FakeTensorProp, counting a model's FLOPs or memory without running it) the
+    lengths hold no values either, as on the meta device: they are not read. Reading them for the [1, T] check
+    raised DataDependentOutputException (aten._local_scalar_dense) from deep inside the layer."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        layer = Recurrent("lstm", 8, 16, num_layers=2, bidirectional=True)
+        x = torch.randn(4, 7, 8, requires_grad=True)
+        for lengths in (torch.tensor([7, 3, 2, 1]), [7, 3, 2, 1]):
+            out, (h, _) = layer(x, lengths=lengths)
+            out.sum().backward()
+            assert out.shape == (4, 7, 32) and h.shape == (4, 4, 16) and x.grad.shape == x.shape
+        out, _ = layer(x[0], lengths=5)
+        assert out.shape == (7, 32)
+
+
 @pytest.mark.parametrize("use_reentrant", [False, True])
 def test_activation_checkpointing(use_reentrant):
     """torch.utils.checkpoint around a layer (the forward run again in backward) gives the same gradients."""

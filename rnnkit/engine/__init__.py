@@ -265,7 +265,9 @@ def check_inputs(cell, xw, state0, P, mask, xtilde=None):
         if not torch.compiler.is_compiling():  # (builds a cell on the meta device: a graph break in dynamo)
             _check_sizes(cell, xw, states, P, xtilde)
     tensors = [xw, *states, *(p for p in P if p is not None)]
-    if any(t.dtype != xw.dtype or t.device != xw.device for t in tensors) and not autocast_on(xw.device):
+    # (autocast lets the dtypes differ, the loop casts them, never the devices: the loops read one device's memory)
+    mixed = any(t.dtype != xw.dtype for t in tensors) and not autocast_on(xw.device)
+    if mixed or any(t.device != xw.device for t in tensors):
         kinds = sorted({f"{t.dtype} on {t.device}" for t in tensors})
         raise RnnkitError(
             f"run({name}): xw, state0 and P must share one dtype and device, got {', '.join(kinds)}"
@@ -288,7 +290,7 @@ def _check_folded(cell, xw, states, xbias, raw_tail, xtilde):
         if not isinstance(xbias, torch.Tensor) or tuple(xbias.shape) != (width,):
             got = tuple(xbias.shape) if isinstance(xbias, torch.Tensor) else type(xbias).__name__
             raise RnnkitError(f"run({name}): xbias must be ({width},), one per column of xw, got {got}")
-        if (xbias.dtype, xbias.device) != (xw.dtype, xw.device) and not autocast_on(xw.device):
+        if xbias.device != xw.device or (xbias.dtype != xw.dtype and not autocast_on(xw.device)):
             raise RnnkitError(f"run({name}): xbias must be {xw.dtype} on {xw.device} as xw, got {xbias.dtype} on "
                               f"{xbias.device}")  # fmt: skip
     if raw_tail and cell is not native.CELLS["mut1"]:

@@ -556,6 +556,26 @@ def test_run_checks_every_width_against_the_cell(backend):
             call()
 
 
+@pytest.mark.parametrize("backend", ["autograd", "python", "native"])
+@pytest.mark.parametrize("what", ["state", "param"])
+def test_run_under_autocast_checks_devices(backend, what):
+    """Under torch.autocast run takes xw, state0 and P in mixed dtypes (the loop casts them), but it took mixed
+    devices too: a state or weight on another device than xw reached the loops (the python loop ran a meta W_hh on
+    CPU data and returned numbers; native read a state's memory as the CPU's). Only dtypes may differ there."""
+    from rnnkit.errors import RnnkitError
+
+    cell, xw, state0, P, _ = setup("gru", T=5, B=2, H=4, dtype=torch.float32)
+    if what == "state":
+        state0 = (state0[0].detach().to("meta"),)
+    else:
+        P = (P[0].detach().to("meta"), *P[1:])
+    with (
+        torch.autocast("cpu", dtype=torch.bfloat16),
+        pytest.raises(RnnkitError, match=r"share one dtype and device"),
+    ):
+        run(cell, xw, state0, P, backend=backend)
+
+
 @pytest.mark.parametrize("backend", [*BACKENDS, "native"])
 @pytest.mark.parametrize("shape", ["T,B", "T,B,1"])
 def test_the_callers_mask_changed_after_forward_changes_no_gradient(backend, shape):

@@ -272,7 +272,7 @@ def check_inputs(cell, xw, state0, P, mask, xtilde=None):
         raise RnnkitError(
             f"run({name}): xw, state0 and P must share one dtype and device, got {', '.join(kinds)}"
         )
-    return _checked_mask(name, mask, T, B)
+    return _checked_mask(name, mask, T, B, xw.device)
 
 
 def _check_folded(cell, xw, states, xbias, raw_tail, xtilde):
@@ -297,14 +297,19 @@ def _check_folded(cell, xw, states, xbias, raw_tail, xtilde):
         raise RnnkitError(f"run({name}): raw_tail is MUT1's (its x̃ block given before its tanh)")
 
 
-def _checked_mask(name, mask, T, B):
-    """The mask as (T, B, 1), or a one-line error: read over the wrong axis otherwise."""
+def _checked_mask(name, mask, T, B, device):
+    """The mask as (T, B, 1), or a one-line error: read over the wrong axis otherwise, and on another device than
+    xw's a torch error from inside the python loop, or (native) its memory read as the CPU's."""
     if mask is None:
         return None
     if not isinstance(mask, torch.Tensor) or tuple(mask.shape) not in ((T, B), (T, B, 1)):
         got = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
         raise RnnkitError(
             f"run({name}): mask must be (T, B, 1) (or (T, B)) = ({T}, {B}, 1) of 0/1, got {got}"
+        )
+    if mask.device != device:
+        raise RnnkitError(
+            f"run({name}): mask is on {mask.device} but xw is on {device}; move it (mask.to(xw.device))"
         )
     return mask.reshape(T, B, 1)
 

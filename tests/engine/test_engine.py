@@ -517,6 +517,11 @@ def test_run_checks_what_it_is_given(backend):
             r"state0 must be a tuple .*got one Tensor \(4, 4\)",
         ),
         (lambda: run(cell, xw, state0, P, m[:, :2], backend=backend), r"mask must be \(T, B, 1\)"),
+        # (python: torch's error from inside the loop; native read its memory as the CPU's)
+        (
+            lambda: run(cell, xw, state0, P, m.to("meta"), backend=backend),
+            r"mask is on meta but xw is on cpu",
+        ),
         (lambda: run(cell, xw.float(), state0, P, backend=backend), r"share one dtype and device"),
         # (was a RuntimeError from inside every loop: "stack expects a non-empty TensorList")
         (lambda: run(cell, xw[:0], state0, P, backend=backend), r"xw has no time steps: shape \(0, 4, 4\)"),

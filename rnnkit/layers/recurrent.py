@@ -413,14 +413,14 @@ class Recurrent(nn.Module):
     def _check_weights(self, i, cell):
         """A weight replaced by one of another shape (layer.weight_hh_l0 = ..., functional_call, cells[i].W_hh = ...)
         is refused in one line: the native loop trusts the shapes and read past the tensor (NaN, no error); one
-        of another dtype than the cell's others too (torch's error from inside a matmul, else), and a cell of another
-        dtype or device than the first. Only
+        of another dtype or device than the cell's others too (torch's error from inside a matmul, else), and a cell
+        of another dtype or device than the first. Only
         the cell's own parameters are read (1 µs): a weight computed by a parametrization or a pruning hook is
         not among them, and reading it would compute it again."""
         shapes = self.__dict__.get("_weight_shapes")
         if shapes is None:  # a layer pickled before they were kept
             shapes = self._weight_shapes = [_weight_shapes(c) for c in self.cells]
-        own, dtype, seen = cell._parameters, None, None
+        own, dtype, device, seen = cell._parameters, None, None, None
         for name, want in shapes[i]:
             p = own.get(name)
             if p is None:
@@ -433,7 +433,12 @@ class Recurrent(nn.Module):
                 raise RnnkitError(f"{self._weight_label(i, cell, name)} is {p.dtype} but the cell's other weights are "
                                   f"{dtype}; give it a tensor of their dtype (or convert the whole layer: "
                                   f"layer.to({p.dtype}))")  # fmt: skip
-            dtype = p.dtype
+            # (a meta W_hh ran against CPU data and gave numbers; native read its memory as the CPU's)
+            if device is not None and p.device != device:
+                raise RnnkitError(f"{self._weight_label(i, cell, name)} is on {p.device} but the cell's other weights "
+                                  f"are on {device}; give it a tensor on their device (or move the whole layer: "
+                                  "layer.to(device))")  # fmt: skip
+            dtype, device = p.dtype, p.device
         # a cell converted or moved alone (layer.cells[1].double()): torch's error from inside a matmul, else
         lead = self._modules["cells"][0]._parameters.get("W_xh") if i and seen is not None else None
         if lead is not None and (seen.dtype, seen.device) != (lead.dtype, lead.device):

@@ -835,6 +835,23 @@ def test_weight_of_another_shape_is_refused(backend):
 
 
 @pytest.mark.parametrize("backend", ["autograd", "python", "native"])
+@pytest.mark.parametrize("name", ["W_hh", "b_hh"])
+def test_weight_on_another_device_is_refused(backend, name):
+    """A weight replaced by one on another device than the cell's others (a Parameter made without device=): the
+    autograd and python loops ran a meta W_hh against CPU data and returned numbers, or failed inside torch ("Tensor
+    on device meta is not on the expected device cpu!"); the native loop read its memory as the CPU's."""
+    layer = Recurrent("gru", 3, 4, backend=backend)
+    cell = layer.cells[0]
+    setattr(cell, name, torch.nn.Parameter(getattr(cell, name).detach().to("meta")))
+    for T in (3, 9):  # (the native projection from 8 steps on)
+        with pytest.raises(
+            RnnkitError,
+            match=rf"cells\[0\]\.{name} \(\w+\) is on meta but the cell's other weights are on cpu",
+        ):
+            layer(torch.randn(2, T, 3))
+
+
+@pytest.mark.parametrize("backend", ["autograd", "python", "native"])
 @pytest.mark.parametrize("cell", list(CELLS))
 def test_padding_is_never_read(cell, backend):
     """NaN and inf past a sequence's length change nothing, as with pack_padded_sequence (they reached the

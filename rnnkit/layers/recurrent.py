@@ -212,7 +212,6 @@ class Recurrent(nn.Module):
         self.num_states = Cell.num_states
         self.cells[0].rec_params()  # a REC_PARAMS attribute a cell of one's own never created, said here
         self._weight_shapes = [_weight_shapes(c) for c in self.cells]
-        self.register_load_state_dict_pre_hook(self._load_torch_state_dict)
         if device is not None or dtype is not None:
             # (a name, dtype="float64", failed with an AttributeError here)
             if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
@@ -740,12 +739,29 @@ class Recurrent(nn.Module):
         _copy_weights(self, m)
         return m.train(self.training)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args):
+        """nn.Module's, after renaming torch.nn's keys (_load_torch_state_dict). Not a registered pre-hook: that is a
+        bound method in the module, which pickles as getattr, and a saved layer could not be loaded with
+        torch.load(weights_only=True) whatever safe_globals allowed (torch.nn's RNNs can)."""
+        self._load_torch_state_dict(self, state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    def __getstate__(self):
+        """The parameters as a plain dict (see __setstate__): a weights_only load allows no _OwnParameters."""
+        return {**super().__getstate__(), "_parameters": dict(self._parameters)}
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        object.__setattr__(self, "_parameters", _OwnParameters(self))
+        self._parameters.update(state["_parameters"])
+
     def _load_torch_state_dict(self, module, state_dict, prefix, *_):
-        """load_state_dict pre-hook: a state_dict of the torch.nn.RNN/LSTM/GRU that `to_torch` gives (keys
-        weight_ih_l0, ...) loads too, its keys renamed to this layer's (cells.0.W_xh, ...). Each torch name goes
-        to its own cell's key (not to the one name named_parameters keeps of a Parameter: a tied weight's second
-        torch name, weight_hh_l0_reverse, was left over, "Missing key(s): cells.1.W_hh"); one for a weight computed
-        from others (a parametrization, pruning: no key of that name) is said in one line, not a bare KeyError."""
+        """_load_from_state_dict's renaming (a pre-hook in layers saved before): a state_dict of the
+        torch.nn.RNN/LSTM/GRU that `to_torch` gives (keys weight_ih_l0, ...) loads too, its keys renamed to this
+        layer's (cells.0.W_xh, ...). Each torch name goes to its own cell's key (not to the one name
+        named_parameters keeps of a Parameter: a tied weight's second torch name, weight_hh_l0_reverse, was left
+        over, "Missing key(s): cells.1.W_hh"); one for a weight computed from others (a parametrization, pruning:
+        no key of that name) is said in one line, not a bare KeyError."""
         if self.cells[0].torch_mode is None:
             return
         # any part of them is renamed (strict=False)

@@ -460,6 +460,28 @@ def test_the_layers_parameter_dict_survives_copies():
         assert type(e.value) is KeyError
 
 
+def test_a_saved_layer_loads_with_weights_only_as_torchs_rnns_do():
+    """torch.load(weights_only=True) of a saved torch.nn.LSTM takes torch.serialization.safe_globals([nn.LSTM]); a
+    saved layer could not be loaded so whatever was allowed: its load_state_dict pre-hook, a bound method in the
+    module, pickles as getattr ("Unsupported global: GLOBAL getattr"), and its parameter dict was a class of its own
+    to allow too. Allowing the layer's own classes (its cells', Linear's of cond) is enough now."""
+    import io
+
+    from rnnkit.cells import LSTM
+
+    layer = Recurrent("lstm", 3, 4, 2, cond_size=2, cond_mode="both")
+    buf = io.BytesIO()
+    torch.save(layer, buf)
+    with torch.serialization.safe_globals([Recurrent, nn.ModuleList, LSTM, nn.Linear]):
+        other = torch.load(io.BytesIO(buf.getvalue()), weights_only=True)
+    x, v = torch.randn(2, 5, 3), torch.randn(2, 2)
+    torch.testing.assert_close(other(x, cond=v), layer(x, cond=v))
+    assert other._parameters.owner is other
+    other.load_state_dict(Recurrent("lstm", 3, 4, 2, cond_size=2, cond_mode="both").state_dict())
+    torch_layer = Recurrent("gru", 3, 4, batch_first=False)
+    torch_layer.load_state_dict(nn.GRU(3, 4).state_dict())  # torch.nn's keys still renamed on load
+
+
 @pytest.mark.parametrize(
     "kind, kw",
     [

@@ -505,7 +505,8 @@ class Recurrent(nn.Module):
         """Dropout between layers on out (T, B, ·). For a PackedSequence (order: its sorted_indices, or the batch
         in order where it has none), drawn as torch.nn draws it, over the packed outputs alone (the valid steps, time-major,
         the batch longest first): the same seed gives torch.nn's masks, and leaves the generator where it does."""
-        if order is None or not (self.training and 0 < self.dropout < 1):
+        # (on the meta device there are no values to draw over: shapes alone)
+        if order is None or not (self.training and 0 < self.dropout < 1) or out.is_meta:
             return F.dropout(out, self.dropout, self.training)
         T, B = out.shape[:2]
         order = order.to(out.device)
@@ -523,6 +524,15 @@ class Recurrent(nn.Module):
             raise RnnkitError(
                 "give lengths or a PackedSequence, not both: a PackedSequence carries its lengths"
             )
+        if packed.data.is_meta and packed.sorted_indices is not None:
+            # shapes alone, as torch.nn's RNNs give them: pad_packed_sequence reads the order's values, which a meta
+            # tensor holds none of ("Cannot copy out of meta tensor"); the batch in packed order has the same shapes
+            out, state = self._forward_packed(
+                PackedSequence(packed.data, packed.batch_sizes), state, None, cond, probe
+            )
+            return PackedSequence(
+                out.data, out.batch_sizes, packed.sorted_indices, packed.unsorted_indices
+            ), state
         with autocast_off(packed.data):  # (see joined)
             padded, lengths = pad_packed_sequence(packed, batch_first=self.batch_first)
         order = packed.sorted_indices

@@ -597,6 +597,26 @@ def test_fake_tensors_with_lengths_give_shapes():
         assert out.shape == (7, 32)
 
 
+@pytest.mark.parametrize("enforce_sorted", [True, False])
+def test_a_packed_sequence_on_the_meta_device_gives_shapes_as_torchs(enforce_sorted):
+    """torch.nn.LSTM takes a PackedSequence on the meta device (its data and order there, its batch_sizes on the
+    CPU) and gives shapes; the layer failed with "Cannot copy out of meta tensor; no data!" from inside
+    pad_packed_sequence, which reads the order's values."""
+    with torch.device("meta"):
+        ref = torch.nn.LSTM(8, 16, 2, batch_first=True, bidirectional=True)
+        layer = Recurrent("lstm", 8, 16, 2, bidirectional=True, dropout=0.5, cond_size=3, cond_mode="both")
+        x, v = torch.randn(4, 7, 8, requires_grad=True), torch.randn(4, 3)
+    lengths = torch.tensor([7, 7, 5, 2] if enforce_sorted else [2, 7, 5, 7])
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=enforce_sorted)
+    want, (h_want, _) = ref(packed)
+    out, (h, c) = layer(packed, cond=v)
+    assert out.data.shape == want.data.shape and out.data.device.type == "meta"
+    assert torch.equal(out.batch_sizes, want.batch_sizes) and out.sorted_indices is packed.sorted_indices
+    assert h.shape == c.shape == h_want.shape and h.device.type == "meta"
+    out.data.sum().backward()
+    assert x.grad.shape == x.shape
+
+
 @pytest.mark.parametrize("use_reentrant", [False, True])
 def test_activation_checkpointing(use_reentrant):
     """torch.utils.checkpoint around a layer (the forward run again in backward) gives the same gradients."""

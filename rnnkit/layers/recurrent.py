@@ -647,13 +647,16 @@ class Recurrent(nn.Module):
             if cond.device != xs.device or (cond.dtype != xs.dtype and not _autocast_casts(cond, xs)):
                 raise RnnkitError(f"cond is {cond.dtype} on {cond.device} but input is {xs.dtype} on {xs.device}; "
                                   "convert one")  # fmt: skip
-            # a conditioning weight converted alone (layer.W_vh[1].double()): torch's error from a matmul, else
+            # a conditioning weight or bias converted alone (layer.W_vh[1].double()): torch's error from a matmul, else
             for name in ("W_vh", "W_vs"):
                 for k, m in enumerate(self._modules.get(name) or ()):
-                    w = m.weight
-                    if w.device != xs.device or (w.dtype != xs.dtype and not _autocast_casts(w, xs)):
-                        raise RnnkitError(f"layer.{name}[{k}] is {w.dtype} on {w.device} but input is {xs.dtype} on "
-                                          f"{xs.device}; convert or move the whole layer (layer.to(...)), not one "
+                    for part, w in (("", m.weight), (".bias", m.bias)):
+                        if w is None or (
+                            w.device == xs.device and (w.dtype == xs.dtype or _autocast_casts(w, xs))
+                        ):
+                            continue
+                        raise RnnkitError(f"layer.{name}[{k}]{part} is {w.dtype} on {w.device} but input is {xs.dtype} "
+                                          f"on {xs.device}; convert or move the whole layer (layer.to(...)), not one "
                                           "part")  # fmt: skip
         if state is None:
             zeros = tuple(xs.new_zeros(shape) for shape in shapes)

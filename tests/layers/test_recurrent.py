@@ -212,6 +212,18 @@ def test_a_conditioning_weight_converted_alone_is_one_line(name):
         layer(torch.randn(2, 9, 3), cond=torch.randn(2, 2))
 
 
+@pytest.mark.parametrize("change", [lambda b: b.to("meta"), lambda b: b.double()])
+def test_a_conditioning_bias_moved_alone_is_one_line(change):
+    """layer.W_vs[1].bias on another device or dtype: torch's "Tensor on device meta is not on the expected device
+    cpu!" (or a dtype error from inside the linear), naming no part of the layer; only the weights were checked."""
+    layer = Recurrent("lstm", 3, 4, num_layers=2, cond_size=2, cond_mode="both")
+    layer.W_vs[1].bias = torch.nn.Parameter(change(layer.W_vs[1].bias.detach()))
+    with pytest.raises(
+        RnnkitError, match=r"layer.W_vs\[1\].bias is torch.float\d+ on \w+ but input is torch.float32"
+    ):
+        layer(torch.randn(2, 9, 3), cond=torch.randn(2, 2))
+
+
 def test_bad_construction():
     with pytest.raises(RnnkitError, match="unknown cell"):
         Recurrent("transformer", 3, 4)

@@ -419,7 +419,7 @@ class Recurrent(nn.Module):
         shapes = self.__dict__.get("_weight_shapes")
         if shapes is None:  # a layer pickled before they were kept
             shapes = self._weight_shapes = [_weight_shapes(c) for c in self.cells]
-        own, dtype, device, seen = cell._parameters, None, None, None
+        own, dtype, seen = cell._parameters, None, None
         for name, want in shapes[i]:
             p = own.get(name)
             if p is None:
@@ -432,12 +432,19 @@ class Recurrent(nn.Module):
                 raise RnnkitError(f"{self._weight_label(i, cell, name)} is {p.dtype} but the cell's other weights are "
                                   f"{dtype}; give it a tensor of their dtype (or convert the whole layer: "
                                   f"layer.to({p.dtype}))")  # fmt: skip
-            # (a meta W_hh ran against CPU data and gave numbers; native read its memory as the CPU's)
-            if device is not None and p.device != device:
-                raise RnnkitError(f"{self._weight_label(i, cell, name)} is on {p.device} but the cell's other weights "
-                                  f"are on {device}; give it a tensor on their device (or move the whole layer: "
-                                  "layer.to(device))")  # fmt: skip
-            dtype, device = p.dtype, p.device
+            dtype = p.dtype
+        # one weight moved alone (all of them: leaky's alpha_logit, mut1's W_xp): a W_hh on meta gave wrong numbers
+        # (torch's linear of a cpu and a meta tensor is a cpu one); native read its memory as the CPU's
+        devices = {}
+        for name, p in own.items():
+            if p is not None:
+                devices.setdefault(p.device, name)
+        if len(devices) > 1:
+            lead = self._modules["cells"][0]._parameters.get("W_xh")
+            where = next(iter(devices)) if lead is None else lead.device
+            name = next(n for d, n in devices.items() if d != where)
+            raise RnnkitError(f"{self._weight_label(i, cell, name)} is on {own[name].device} but the cell's other "
+                              f"weights are on {where}; move it there (or move the whole layer: layer.to(...))")  # fmt: skip
         # a cell converted or moved alone (layer.cells[1].double()): torch's error from inside a matmul, else
         lead = self._modules["cells"][0]._parameters.get("W_xh") if i and seen is not None else None
         if lead is not None and (seen.dtype, seen.device) != (lead.dtype, lead.device):

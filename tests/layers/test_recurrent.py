@@ -201,6 +201,30 @@ def test_a_cell_converted_alone_is_one_line(backend):
         layer(torch.randn(2, 9, 3))
 
 
+@pytest.mark.parametrize("backend", ["autograd", "python", "native"])
+@pytest.mark.parametrize(
+    "kind, cell, name",
+    [("lstm", 0, "W_hh"), ("lstm", 1, "W_hh"), ("lstm", 1, "W_xh"), ("lstm", 0, "b_hh"), ("lstm", 1, "b_xh"),
+     ("leaky", 0, "alpha_logit"), ("mut1", 0, "W_xp")],
+)  # fmt: skip
+def test_one_weight_on_another_device_is_one_line(backend, kind, cell, name):
+    """A weight of a cell put on another device than the cell's others (layer.weight_hh_l0 = nn.Parameter(w) of
+    w elsewhere, a load_state_dict(assign=True)) was said for none of them (only a whole cell was): W_hh on the meta
+    device gave silently wrong numbers on autograd and python (torch's linear of a CPU tensor and a meta one
+    returns a CPU tensor), torch's "data is not allocated yet" from the native loop, and a bias "Tensor on device
+    meta is not on the expected device cpu!"."""
+    layer = Recurrent(
+        kind, 3, 4, num_layers=2, backend=backend, **({"learn_alpha": True} if kind == "leaky" else {})
+    )
+    w = getattr(layer.cells[cell], name)
+    setattr(layer.cells[cell], name, torch.nn.Parameter(w.detach().to("meta")))
+    with pytest.raises(
+        RnnkitError,
+        match=rf"layer.cells\[{cell}\].{name}( \(\w+\))? is on meta but the cell's other weights are on cpu; ",
+    ):
+        layer(torch.randn(2, 9, 3))
+
+
 @pytest.mark.parametrize("name", ["W_vh", "W_vs"])
 def test_a_conditioning_weight_converted_alone_is_one_line(name):
     """layer.W_vh[1].double() failed inside a matmul ("expected m1 and m2 to have the same dtype")."""

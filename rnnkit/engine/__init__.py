@@ -15,7 +15,7 @@ import warnings
 
 import torch
 
-from rnnkit.cells._base import autocast_on, cell_class, plain_ops_only
+from rnnkit.cells._base import Cell, autocast_on, cell_class, plain_ops_only
 from rnnkit.engine import compiled
 from rnnkit.engine.python import PythonRecurrence
 from rnnkit.engine.reference import autograd_loop
@@ -218,6 +218,8 @@ def check_inputs(cell, xw, state0, P, mask, xtilde=None):
     if not isinstance(xw, torch.Tensor) or xw.dim() != 3:
         got = tuple(xw.shape) if isinstance(xw, torch.Tensor) else type(xw).__name__
         raise RnnkitError(f"run({name}): xw must be the time-major input projection (T, B, G·H), got {got}")
+    if not xw.is_floating_point():  # (torch's "expected m1 and m2 to have the same dtype" from inside a loop)
+        raise RnnkitError(f"run({name}): xw is {xw.dtype}; give floating-point tensors (e.g. xw.float())")
     T, B = xw.shape[:2]
     if T == 0:  # (every loop failed on it deep inside: "stack expects a non-empty TensorList")
         raise RnnkitError(
@@ -348,6 +350,9 @@ def run(
     refuse_jit_trace()
     # a cell with torch.nn.utils.parametrizations is an instance of a class torch made for it (ParametrizedLSTM): the
     # cell it was (its parameters are computed, P holds them), which the native loop runs as any other
+    if check and not (isinstance(cell, Cell) or isinstance(cell, type) and issubclass(cell, Cell)):
+        named = f" (rnnkit.CELLS[{cell!r}] for that name)" if isinstance(cell, str) else ""
+        raise RnnkitError(f"run: cell must be a Cell class or instance{named}, got {type(cell).__name__}")
     cell = cell_class(cell)
     if check:
         mask = check_inputs(cell, xw, state0, P, mask, xtilde)

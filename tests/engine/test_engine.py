@@ -523,6 +523,12 @@ def test_run_checks_what_it_is_given(backend):
             r"mask is on meta but xw is on cpu",
         ),
         (lambda: run(cell, xw.float(), state0, P, backend=backend), r"share one dtype and device"),
+        # (a name: AttributeError "'str' object has no attribute '_modules'"; integers: torch's from inside a matmul)
+        (
+            lambda: run("rnn_tanh", xw, state0, P, backend=backend),
+            r"Cell class or instance \(rnnkit.CELLS\['rnn_tanh'\]",
+        ),
+        (lambda: run(cell, xw.long(), state0, P, backend=backend), r"xw is torch.int64; give floating-point"),
         # (was a RuntimeError from inside every loop: "stack expects a non-empty TensorList")
         (lambda: run(cell, xw[:0], state0, P, backend=backend), r"xw has no time steps: shape \(0, 4, 4\)"),
     ]

@@ -253,9 +253,9 @@ class CharLM(nn.Module):
         _need_context(ids, "beam_complete")
         length, beam = _check_count(length, "length", 0), _check_count(beam, "beam", 1)
         logp, state = self._prime(ids)  # (1, V)
-        seqs, scores = [[]], torch.zeros(1, dtype=logp.dtype)
+        seqs, scores = [[]], torch.zeros(1, dtype=torch.float64)  # summed in float64, as score's fsum
         for _ in range(length):
-            total = scores[:, None] + logp  # (K, V)
+            total = scores[:, None] + logp.double()  # (K, V)
             V = total.shape[1]
             top = total.flatten().topk(min(beam, total.numel()))
             rows, cols = top.indices // V, top.indices % V

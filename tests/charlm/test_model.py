@@ -119,6 +119,17 @@ def test_beam_search():
     assert math.isclose(score5, sum(m.log_probs(best, [2, 3])), rel_tol=1e-5)
 
 
+def test_beam_log_prob_is_exact_over_a_long_completion():
+    """beam_complete summed the log-probabilities in float32: over 300 characters its log p (complete --json's)
+    was 1e-3 nats off score(PREFIX + completion) - score(PREFIX), which sums them exactly. It sums in float64."""
+    m = model()
+    for beam in (1, 3):
+        ids, log_prob = m.beam_complete([2, 3], 300, beam)
+        assert log_prob == pytest.approx(
+            math.fsum(m.log_probs(ids, [2, 3])), abs=1e-5
+        )  # (the K beams: one batch)
+
+
 def test_torch_rnn_model_matches_rnnkit_with_the_same_weights():
     from rnnkit.layers import Recurrent
 

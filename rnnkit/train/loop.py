@@ -423,6 +423,8 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
                           lambda w=window, s=carried: window_loss(model, batches.window(w), s))  # fmt: skip
             metrics.write(**row)
             row = None
+            if evaluated:  # after the step's row: a kill between the two resumes from the checkpoint before
+                save("latest.pt")
             if t.sample_every and (progress.step % t.sample_every == 0 or last):
                 bar.write(
                     f"---- sample at step {progress.step} ----\n{sample_text(model, chars, cfg, progress.step)}\n----"
@@ -507,10 +509,11 @@ def _check_loss(loss: float, progress: Progress, out, grad_norm: float = 0.0):
 
 
 def _validate(model, val_batches, progress, row, save, bar, out, train_loss_now):
-    """Validate and checkpoint after a step. The step's update may have blown the weights up after its loss was
-    checked: a validation loss that is not finite, or over 3x the initial train loss while the window just
-    trained on also reads over 3x with the new weights (`train_loss_now()`, the train loss char-rnn's test reads
-    at the next step), stops before the checkpoint. A high validation loss alone is overfitting, not a blow-up:
+    """Validate after a step and save best.pt (the caller saves latest.pt after the step's metrics row, so that a
+    kill between the two leaves no checkpoint without its row). The step's update may have blown the weights up
+    after its loss was checked: a validation loss that is not finite, or over 3x the initial train loss while the
+    window just trained on also reads over 3x with the new weights (`train_loss_now()`, the train loss char-rnn's
+    test reads at the next step), stops before the checkpoints. A high validation loss alone is overfitting, not a blow-up:
     it is recorded, best.pt keeps the best model, and training goes on."""
     if val_batches is not None:
         val = evaluate(model, val_batches)
@@ -534,7 +537,6 @@ def _validate(model, val_batches, progress, row, save, bar, out, train_loss_now)
             except BaseException:
                 progress.best_val = before
                 raise
-    save("latest.pt")
 
 
 def _nats(v: float) -> str:

@@ -673,3 +673,30 @@ def test_max_epochs_rounds_down_as_char_rnn(epochs, windows, steps):
 
     cfg = RunConfig.from_dict({"train": {"max_epochs": epochs, "max_steps": 0}})
     assert _total_steps(cfg, range(windows)) == steps
+
+
+def test_a_kill_after_latest_pt_loses_no_metrics_row(tmp_path, corpus, monkeypatch):
+    """latest.pt of step N was saved before metrics.csv's row N was appended: a kill -9 between the two left a run
+    that resumed at step N without row N, for good. The row is written first: a kill between them resumes from the
+    checkpoint before, and steps on from there write their rows again."""
+    from rnnkit.train import loop
+
+    class Killed(BaseException):
+        pass
+
+    real = loop.save_checkpoint
+
+    def killed_after_step_5(path, payload):
+        real(path, payload)
+        if path.name == "latest.pt" and payload["progress"]["step"] == 5:
+            raise Killed
+
+    quiet = lambda s: None  # noqa: E731
+    cfg = tiny_config(corpus, max_steps=10, eval_every=5)
+    monkeypatch.setattr(loop, "save_checkpoint", killed_after_step_5)
+    with pytest.raises(Killed):
+        train(cfg, tmp_path / "run", log=quiet)
+    monkeypatch.setattr(loop, "save_checkpoint", real)
+    assert train(cfg, tmp_path / "run", resume=True, log=quiet) == 0
+    steps = [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.csv")]
+    assert steps == [str(s) for s in range(1, 11)]

@@ -65,8 +65,7 @@ class Leaky(Cell):
         a0 = a0.expand(H).clone()
         if not bool(((a0 > 0) & (a0 <= 1)).all()):
             raise ValueError(f"leaky alpha must lie in (0, 1], got {alpha!r}")
-        given = a0  # (checked on the CPU: also under `with torch.device("meta")`)
-        a0 = a0.to(torch.get_default_device())
+        a0 = a0.to(torch.get_default_device())  # (checked on the CPU: also under `with torch.device("meta")`)
         # (learn_alpha="False" from a config file was taken for True: α learned, in silence)
         if not (
             isinstance(learn_alpha, bool)
@@ -82,22 +81,16 @@ class Leaky(Cell):
             self.register_buffer("alpha_logit_init", a, persistent=False)
         else:
             self.register_buffer("alpha_fixed", a0)
-        # the buffer's values as numbers: a cell built on the meta device holds none, and after to_empty() its
-        # memory is garbage until reset_parameters() fills it from these (deferred initialisation)
-        self._alpha_init = tuple((torch.logit(given.clamp(max=1 - 1e-4)) if learn_alpha else given).tolist())
 
     def reset_parameters(self):
-        """The weights drawn as Cell draws them, and α back to the alpha given (no draw): a learned α kept the
-        value training had taken it to, and after to_empty() (deferred initialisation) α was left garbage."""
+        """The weights drawn as Cell draws them, and a learned α back to the alpha given (no draw): it kept the
+        value training had taken it to."""
         super().reset_parameters()
         # (none yet when __init__ calls this; nor in a cell pickled before)
-        init, learned = self.__dict__.get("_alpha_init"), self._buffers.get("alpha_logit_init")
-        with torch.no_grad():
-            if init is not None:  # the buffer first: to_empty() left it garbage
-                a = learned if learned is not None else self.alpha_fixed
-                a.copy_(torch.tensor(init, dtype=a.dtype))
-            if learned is not None:
-                self.alpha_logit.copy_(learned)
+        a = self._buffers.get("alpha_logit_init")
+        if a is not None:
+            with torch.no_grad():
+                self.alpha_logit.copy_(a)
 
     def extra_repr(self):
         if self.learn_alpha:

@@ -480,7 +480,9 @@ def same_math(cls):
     rnnkit's cells", which the native loop runs: the engine keyed on the exact class."""
     from rnnkit.cells import CELLS, LSTMP
 
-    own = {*CELLS.values(), LSTMP}
+    # rnnkit's own classes, not what else CELLS holds: a subclass registered there to be used by name computes as
+    # its base still (it was taken for one of rnnkit's cells, and traced as a cell of its own)
+    own = {c for c in (*CELLS.values(), LSTMP) if c.__module__.startswith("rnnkit.cells.")}
     c = cls
     while c not in own and len(c.__bases__) == 1 and set(vars(c)) <= SAME_MATH:
         c = c.__bases__[0]

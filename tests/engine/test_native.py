@@ -13,6 +13,7 @@ import torch
 
 from rnnkit import Recurrent
 from rnnkit.cells import CELLS, LSTMP
+from rnnkit.cells._base import cell_class
 from rnnkit.engine import GradProbe, native, resolve_backend, run
 
 pytestmark = pytest.mark.skipif(
@@ -243,6 +244,26 @@ def test_a_subclass_of_a_cell_that_only_draws_its_weights_otherwise_runs_nativel
         torch.testing.assert_close(out, ref(x)[0])
     with pytest.warns(RuntimeWarning, match="Own is not one of rnnkit's cells"):
         assert resolve_backend("native", Own, xw) == "python"
+
+
+def test_a_subclass_of_a_cell_registered_in_CELLS_still_runs_as_its_base(monkeypatch):
+    """Registered in rnnkit.CELLS (to be used by name, `rnnkit train --cell ortho`), such a subclass was taken for one
+    of rnnkit's own cells, and so for a cell of its own math: traced into kernels of its own, slower than its base's
+    and not its bits, or its base, depending on whether the engine had met the class before it was registered."""
+
+    class Ortho(CELLS["lstm"]):
+        def reset_parameters(self):
+            super().reset_parameters()
+            torch.nn.init.orthogonal_(self.W_hh)
+
+    monkeypatch.setitem(CELLS, "ortho", Ortho)
+    torch.manual_seed(0)
+    layer = Recurrent("ortho", 3, 4, backend="native")
+    ref = Recurrent("lstm", 3, 4, backend="native")
+    ref.load_state_dict(layer.state_dict())
+    x = torch.randn(2, 5, 3)
+    assert cell_class(Ortho) is CELLS["lstm"]
+    torch.testing.assert_close(layer(x)[0], ref(x)[0], rtol=0, atol=0)
 
 
 def test_resolve_backend():

@@ -51,7 +51,6 @@ class Leaky(Cell):
         super().__init__(input_size, hidden_size, bias)
         H = hidden_size
         recurrent_weights(self, ("W_hh", (H, H)), ("b_hh", (H,) if bias else None))
-        self.reset_parameters()
         # said in one line: expand's own error named neither alpha nor H (a string: "new(): invalid data type")
         try:
             a0 = torch.as_tensor(alpha, dtype=torch.get_default_dtype(), device="cpu")
@@ -81,12 +80,13 @@ class Leaky(Cell):
             self.register_buffer("alpha_logit_init", a, persistent=False)
         else:
             self.register_buffer("alpha_fixed", a0)
+        self.reset_parameters()  # (last, once α exists: a subclass's reset_parameters may draw it)
 
     def reset_parameters(self):
         """The weights drawn as Cell draws them, and a learned α back to the alpha given (no draw): it kept the
         value training had taken it to."""
         super().reset_parameters()
-        # (none yet when __init__ calls this; nor in a cell pickled before)
+        # (none in a cell pickled before)
         a = self._buffers.get("alpha_logit_init")
         if a is not None:
             with torch.no_grad():

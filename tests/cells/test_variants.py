@@ -129,3 +129,23 @@ def test_leaky_alpha_of_another_length_is_one_line():
     ):
         with pytest.raises(ValueError, match=rf"^leaky alpha must be a number or 4 values.*got {got}$"):
             Recurrent("leaky", 3, 4, alpha=alpha)
+
+
+def test_a_leaky_subclass_may_draw_its_alpha_in_reset_parameters():
+    """Leaky's __init__ called reset_parameters before it had made α, so a subclass that draws α there (a spread of
+    time constants) failed when built, with "'Spread' object has no attribute 'learn_alpha'"; the same seed still
+    draws the same weights."""
+
+    class Spread(CELLS["leaky"]):
+        def reset_parameters(self):
+            super().reset_parameters()
+            with torch.no_grad():
+                self.alpha_logit.uniform_(-3.0, 0.0)
+
+    torch.manual_seed(0)
+    cell = Spread(3, 4, learn_alpha=True)
+    torch.manual_seed(0)
+    plain = CELLS["leaky"](3, 4, learn_alpha=True)
+    assert bool(((cell.alpha > 0.04) & (cell.alpha < 0.5)).all())
+    for name in ("W_xh", "W_hh", "b_xh", "b_hh"):
+        torch.testing.assert_close(getattr(cell, name), getattr(plain, name), rtol=0, atol=0)

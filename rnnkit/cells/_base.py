@@ -121,7 +121,8 @@ class Cell(nn.Module):
         fail deep inside with a third state."""
         super().__init_subclass__(**kwargs)
         _check_declarations(cls)
-        if cls.num_states not in (1, 2):
+        # (not `in (1, 2)` alone: 2.0 passed, and the layer failed deep inside slicing with it)
+        if type(cls.num_states) is not int or cls.num_states not in (1, 2):
             raise RnnkitError(f"{cls.__name__}.num_states = {cls.num_states!r}: the engine and the layers run cells of "
                               "one state (h_t) or two (h_t, c_t)")  # fmt: skip
         covered = {name for pair in cls.GEMMS for name in pair if name is not None} | set(cls.EXTRAS)

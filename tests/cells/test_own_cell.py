@@ -88,6 +88,12 @@ def test_more_than_two_states_is_refused_when_the_class_is_defined():
         class Tri(GainRNN):
             num_states = 3
 
+    # 2.0 == 2 passed, and the layer failed deep inside: "slice indices must be integers or None ..."
+    with pytest.raises(RnnkitError, match=r"Two.num_states = 2.0: .* one state \(h_t\) or two \(h_t, c_t\)"):
+
+        class Two(GainRNN):
+            num_states = 2.0
+
 
 def test_a_cell_step_takes_torch_names_for_its_arguments():
     """cell(input=x, hx=(h, c)), as torch.nn.LSTMCell takes them."""

@@ -11,7 +11,7 @@ from rnnkit.cells._base import Cell, check_step, check_step_backward
 from rnnkit.errors import RnnkitError
 
 
-def _differs(name, what, hand, auto, rtol, atol):
+def _differs(name, what, hand, auto, rtol, atol, fix="step_backward"):
     """A one-line error if the hand-written gradient `hand` is not autograd's `auto` (None: no gradient, zeros)."""
     if auto is None and hand is None:
         return
@@ -28,7 +28,7 @@ def _differs(name, what, hand, auto, rtol, atol):
     )
     if not err <= atol + rtol * scale:  # (NaN too)
         raise RnnkitError(f"{name}: the gradient of {what} differs from autograd's through step by up to {err:.3g} "
-                          f"(autograd's largest {scale:.3g}): fix step_backward")  # fmt: skip
+                          f"(autograd's largest {scale:.3g}): fix {fix}")  # fmt: skip
 
 
 def check_cell(
@@ -84,11 +84,15 @@ def _one_step(model, name, B, rtol, atol):
             grads[b] = dpre.sum(0) if grads[b] is None else grads[b] + dpre.sum(0)
     for extra, d in zip(Cls.EXTRAS, dextras):
         grads[extra] = d
-    hand = [("dxw_t (one step)", dxw)]
-    hand += [(f"the state's entry {k} at t-1 (dstate_prev[{k}], one step)", d) for k, d in enumerate(dprev)]
-    hand += [(f"{n} (one step)", grads[n]) for n, p in zip(Cls.REC_PARAMS, P) if p is not None]
-    for (what, h), a in zip(hand, auto):
-        _differs(name, what, h, a, rtol, atol)
+    hand = [("dxw_t (one step)", dxw, "step_backward")]
+    hand += [(f"the state's entry {k} at t-1 (dstate_prev[{k}], one step)", d, "step_backward")
+             for k, d in enumerate(dprev)]  # fmt: skip
+    # dU_k = dpre_kᵀ u_k: a wrong u_k in step's us (h_t for h_{t-1}) gives a wrong dU_k as a wrong dpre_k does
+    Us = {w for w, _ in Cls.GEMMS}
+    hand += [(f"{n} (one step)", grads[n], f"step_backward's dpres or the u_k that step returns in us for {n}"
+              if n in Us else "step_backward") for n, p in zip(Cls.REC_PARAMS, P) if p is not None]  # fmt: skip
+    for (what, h, fix), a in zip(hand, auto):
+        _differs(name, what, h, a, rtol, atol, fix)
 
 
 def _sequence(Recurrent, Cls, model, name, D, H, B, T, rtol, atol, cell_kwargs):

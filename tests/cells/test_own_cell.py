@@ -327,3 +327,18 @@ def test_a_recurrent_matrix_of_another_name_than_W_is_drawn_by_reset_parameters(
     for p in (cell.U.detach(), cell.c.detach()):
         assert bool(p.isfinite().all()) and float(p.abs().max()) <= 16**-0.5 and float(p.std()) > 0
     assert cell.g.item() == 1.0  # (not in GEMMS: the cell's own to draw)
+
+
+def test_check_cell_names_step_us_beside_dpres_for_a_wrong_weight_gradient():
+    """dU_k = dpre_kᵀ u_k: a step returning h_t in us where h_{t-1} belongs gave a wrong W_hh gradient, which
+    check_cell told the user to fix in step_backward, whose dpres were right."""
+    from rnnkit.cells import check_cell
+
+    def h_t_as_u(xw_t, state, P):
+        new, _, cache = gain_step(xw_t, state, P)
+        return new, new, cache
+
+    Wrong = type("GainWrongU", (GainRNN,), dict(step=staticmethod(h_t_as_u)))
+    with pytest.raises(RnnkitError, match=r"GainWrongU: the gradient of W_hh \(one step\) differs .*: fix "
+                                          r"step_backward's dpres or the u_k that step returns in us for W_hh$"):  # fmt: skip
+        check_cell(Wrong)

@@ -53,7 +53,8 @@ class Leaky(Cell):
         recurrent_weights(self, ("W_hh", (H, H)), ("b_hh", (H,) if bias else None))
         # said in one line: expand's own error named neither alpha nor H (a string: "new(): invalid data type")
         try:
-            a0 = torch.as_tensor(alpha, dtype=torch.get_default_dtype(), device="cpu")
+            # (detached: a tensor that requires grad stayed a node of the caller's graph, which deepcopy refused)
+            a0 = torch.as_tensor(alpha, dtype=torch.get_default_dtype(), device="cpu").detach()
         except (TypeError, ValueError, RuntimeError):
             a0 = None
         if a0 is None or a0.shape not in ((), (1,), (H,)):

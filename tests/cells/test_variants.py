@@ -149,3 +149,18 @@ def test_a_leaky_subclass_may_draw_its_alpha_in_reset_parameters():
     assert bool(((cell.alpha > 0.04) & (cell.alpha < 0.5)).all())
     for name in ("W_xh", "W_hh", "b_xh", "b_hh"):
         torch.testing.assert_close(getattr(cell, name), getattr(plain, name), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("learn_alpha", [False, True])
+def test_leaky_alpha_given_as_a_tensor_that_requires_grad_is_taken_as_its_value(learn_alpha):
+    """A tensor α that requires grad (an nn.Parameter, a slice of another model's) stayed in the cell's buffers as a
+    node of the caller's graph: copy.deepcopy of the cell failed ("Only Tensors created explicitly by the user ...")
+    and the cell's backward sent gradients into the caller's tensor."""
+    import copy
+
+    given = torch.full((4,), 0.3, requires_grad=True)
+    layer = Recurrent("leaky", 3, 4, alpha=given, learn_alpha=learn_alpha, backend="python")
+    copy.deepcopy(layer)
+    layer(torch.randn(2, 5, 3))[0].sum().backward()
+    assert given.grad is None
+    torch.testing.assert_close(layer.cells[0].alpha.detach(), torch.full((4,), 0.3))

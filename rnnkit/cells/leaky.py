@@ -65,6 +65,9 @@ class Leaky(Cell):
         a0 = a0.expand(H).clone()
         if not bool(((a0 > 0) & (a0 <= 1)).all()):
             raise ValueError(f"leaky alpha must lie in (0, 1], got {alpha!r}")
+        # what reset_parameters() puts α back to, kept on the CPU out of the buffers: to_empty() (after building on
+        # the meta device) keeps no buffer's values, and α was whatever the new memory held
+        self._alpha_given = a0.clone()
         a0 = a0.to(torch.get_default_device())  # (checked on the CPU: also under `with torch.device("meta")`)
         # (learn_alpha="False" from a config file was taken for True: α learned, in silence)
         if not (
@@ -75,23 +78,25 @@ class Leaky(Cell):
         learn_alpha = bool(learn_alpha)
         self.learn_alpha = learn_alpha
         if learn_alpha:  # α = σ(a): start from the given α
-            a = torch.logit(a0.clamp(max=1 - 1e-4))
-            self.alpha_logit = nn.Parameter(a.clone())
-            # where reset_parameters() puts it back (not saved: the constructor's alpha gives it again)
-            self.register_buffer("alpha_logit_init", a, persistent=False)
+            self.alpha_logit = nn.Parameter(torch.logit(a0.clamp(max=1 - 1e-4)))
         else:
             self.register_buffer("alpha_fixed", a0)
         self.reset_parameters()  # (last, once α exists: a subclass's reset_parameters may draw it)
 
     def reset_parameters(self):
-        """The weights drawn as Cell draws them, and a learned α back to the alpha given (no draw): it kept the
+        """The weights drawn as Cell draws them, and α back to the alpha given (no draw): a learned one kept the
         value training had taken it to."""
         super().reset_parameters()
-        # (none in a cell pickled before)
-        a = self._buffers.get("alpha_logit_init")
-        if a is not None:
-            with torch.no_grad():
-                self.alpha_logit.copy_(a)
+        a, pickled = self.__dict__.get("_alpha_given"), self._buffers.get("alpha_logit_init")
+        with torch.no_grad():
+            if (
+                a is None and pickled is not None
+            ):  # a cell pickled before kept a learned α's start in a buffer
+                self.alpha_logit.copy_(pickled)
+            elif a is not None and self.learn_alpha:
+                self.alpha_logit.copy_(torch.logit(a.clamp(max=1 - 1e-4)))
+            elif a is not None:
+                self.alpha_fixed.copy_(a)
 
     def extra_repr(self):
         if self.learn_alpha:

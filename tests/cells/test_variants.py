@@ -164,3 +164,17 @@ def test_leaky_alpha_given_as_a_tensor_that_requires_grad_is_taken_as_its_value(
     layer(torch.randn(2, 5, 3))[0].sum().backward()
     assert given.grad is None
     torch.testing.assert_close(layer.cells[0].alpha.detach(), torch.full((4,), 0.3))
+
+
+@pytest.mark.parametrize("learn_alpha", [False, True])
+def test_leaky_built_on_meta_gets_its_alpha_back_from_reset_parameters(learn_alpha):
+    """Built on the meta device, moved with to_empty() and drawn with reset_parameters() (torch's way of building a
+    model without memory first), α was whatever the new memory held (3.4e4 for α = 0.3, outside (0, 1]): to_empty()
+    keeps no buffer's values, and reset_parameters() put α back from one."""
+    alpha = [0.1, 0.2, 0.3, 1.0]
+    with torch.device("meta"):
+        cell = CELLS["leaky"](3, 4, alpha=alpha, learn_alpha=learn_alpha)
+    cell = cell.to_empty(device="cpu")
+    cell.reset_parameters()
+    want = CELLS["leaky"](3, 4, alpha=alpha, learn_alpha=learn_alpha).alpha
+    torch.testing.assert_close(cell.alpha.detach(), want.detach(), rtol=0, atol=0)

@@ -102,6 +102,7 @@ class Leaky(Cell):
         if self.learn_alpha:
             return super().extra_repr() + ", learn_alpha=True"
         a = self.alpha_fixed
+        a = self._alpha_given if a.is_meta else a  # (a meta tensor has no values to show)
         shown = f"{a[0].item():g}" if bool((a == a[0]).all()) else "per unit"
         return super().extra_repr() + f", alpha={shown}"
 

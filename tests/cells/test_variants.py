@@ -178,3 +178,11 @@ def test_leaky_built_on_meta_gets_its_alpha_back_from_reset_parameters(learn_alp
     cell.reset_parameters()
     want = CELLS["leaky"](3, 4, alpha=alpha, learn_alpha=learn_alpha).alpha
     torch.testing.assert_close(cell.alpha.detach(), want.detach(), rtol=0, atol=0)
+
+
+def test_leaky_built_on_meta_prints():
+    """repr(cell) read α's values with .item(), which a meta tensor has not: print(model) of a model built on the
+    meta device failed ("Tensor.item() cannot be called on meta tensors")."""
+    with torch.device("meta"):
+        assert repr(CELLS["leaky"](3, 4, alpha=0.25)) == "Leaky(3, 4, alpha=0.25)"
+        assert repr(CELLS["leaky"](3, 4, alpha=[0.1, 0.2, 0.3, 0.4])) == "Leaky(3, 4, alpha=per unit)"

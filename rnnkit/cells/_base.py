@@ -160,6 +160,8 @@ class Cell(nn.Module):
         bound = 1.0 / math.sqrt(self.hidden_size)
         gemms = {name for pair in self.GEMMS for name in pair if name is not None}
         for name, p in self.named_parameters():
+            # (under torch.nn.utils.parametrizations, W_hh's are parametrizations.W_hh.original*: drawn, as torch.nn's)
+            name = name.split(".")[1] if name.startswith("parametrizations.") else name
             if name.startswith(("W_", "b_")) or name in gemms:  # not a leaky unit's α
                 nn.init.uniform_(p, -bound, bound)
 

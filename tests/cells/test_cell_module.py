@@ -126,3 +126,22 @@ def test_onnx_export_of_a_cell_reaches_the_exporter(name):
         TypeError, match="positional"
     ):  # outside an export, no more positional arguments than before
         cell(torch.randn(2, 4), None, None)
+
+
+def test_reset_parameters_draws_a_parametrized_weight_as_torch_does():
+    """Under torch.nn.utils.parametrizations (weight_norm, orthogonal) a weight's parameters are
+    parametrizations.W_hh.original*, which reset_parameters skipped (not named W_*): the weight stayed as it was,
+    where torch.nn's RNNs draw their originals again."""
+    from torch.nn.utils import parametrizations
+
+    torch.manual_seed(0)
+    cell, m = CELLS["rnn_tanh"](3, 4), nn.RNN(3, 4)
+    parametrizations.weight_norm(cell, "W_hh")
+    parametrizations.weight_norm(m, "weight_hh_l0")
+    m.load_state_dict(dict(zip(m.state_dict(), cell.state_dict().values())))
+    torch.manual_seed(1)
+    cell.reset_parameters()
+    torch.manual_seed(1)
+    m.reset_parameters()
+    for (name, p), q in zip(cell.named_parameters(), m.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)

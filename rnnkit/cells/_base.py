@@ -18,6 +18,7 @@ GEMM (a leaky unit's α): `step_backward` returns their per-step gradient and th
 import contextlib
 import inspect
 import math
+import numbers
 
 import torch
 from torch import nn
@@ -144,7 +145,10 @@ class Cell(nn.Module):
         for name, size in (("input_size", input_size), ("hidden_size", hidden_size)):
             if isinstance(size, bool) or not isinstance(size, int) or size <= 0:  # (True is an int: width 1)
                 raise ValueError(f"{name} must be a positive integer, got {size!r}")
-        self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
+        # as Recurrent says it: bias="False" (a config file's string) built the biases, in silence
+        if not (isinstance(bias, bool) or (isinstance(bias, numbers.Integral) and bias in (0, 1))):
+            raise ValueError(f"bias must be True or False, got {bias!r}")
+        self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bool(bias)
         H, G = hidden_size, self.gates
         self.W_xh = nn.Parameter(torch.empty(G * H, input_size))
         self.b_xh = nn.Parameter(torch.empty(G * H)) if bias else None

@@ -78,6 +78,16 @@ def test_sizes_that_are_not_positive_integers_are_refused(name, sizes):
         CELLS[name](*sizes)
 
 
+@pytest.mark.parametrize("name", list(CELLS))
+def test_a_bias_that_is_not_a_switch_is_refused(name):
+    """As Recurrent refuses it: bias="False" (a config file's string) built the biases, in silence, and bias=None
+    built none while the cell kept None for its bias flag."""
+    for bias in ("False", None, 2):
+        with pytest.raises(ValueError, match=f"^bias must be True or False, got {bias!r}$"):
+            CELLS[name](3, 4, bias=bias)
+    assert CELLS[name](3, 4, bias=0).bias is False  # 0 and 1 as torch.nn takes them
+
+
 def test_fx_symbolic_trace_keeps_a_cell_as_one_call():
     """As torch.nn.LSTMCell, a cell in a model traced by torch.fx.symbolic_trace is one call_module node (FX traced into
     it and failed: "x_t must be a tensor (B, 4), got Proxy"); a cell traced as the root is refused in one line."""

@@ -49,7 +49,7 @@ class LSTMP(LSTM):
     step_backward = staticmethod(lstmp_step_backward)
 
     def __init__(self, input_size, hidden_size, bias=True, forget_bias: float = 1.0, proj_size: int = 0):
-        if not isinstance(proj_size, int) or not 0 < proj_size < hidden_size:
+        if isinstance(proj_size, bool) or not isinstance(proj_size, int) or not 0 < proj_size < hidden_size:
             raise ValueError(
                 f"proj_size must be an integer in [1, hidden_size) = [1, {hidden_size}), got {proj_size!r}"
             )

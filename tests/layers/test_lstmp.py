@@ -164,3 +164,12 @@ def test_errors_are_one_line():
         layer(x, (torch.zeros(1, 2, 4), torch.zeros(1, 2, 4)))
     with pytest.raises(RnnkitError, match=r"state c must have shape .*B, H\) = \(1, 2, 4\), got \(1, 2, 2\)"):
         layer(x, (torch.zeros(1, 2, 2), torch.zeros(1, 2, 2)))
+
+
+def test_the_cell_refuses_a_proj_size_of_true_in_one_line():
+    """True is an int (isinstance(True, int)): LSTMP(3, 4, proj_size=True) passed the check and failed in torch.empty
+    with "empty() takes 1 positional argument but 2 were given" (Recurrent refused it already)."""
+    with pytest.raises(
+        ValueError, match=r"^proj_size must be an integer in \[1, hidden_size\) = \[1, 4\), got True$"
+    ):
+        LSTMP(3, 4, proj_size=True)

@@ -159,14 +159,16 @@ class Cell(nn.Module):
 
     def reset_parameters(self) -> None:
         """U(-1/√H, 1/√H) for every weight named W_* or b_* and every matrix and bias in GEMMS, as torch.nn does. A
-        parameter of another name (a leaky unit's α) is the cell's own to draw: a cell with one overrides this method
-        (calling it first). (GEMMS: a cell of one's own whose recurrent matrix is named U kept torch.empty's memory.)"""
+        parameter in EXTRAS or of another name (a leaky unit's α) is the cell's own to draw: a cell with one overrides
+        this method (calling it first), or sets it in __init__. (GEMMS: a cell of one's own whose recurrent matrix is
+        named U kept torch.empty's memory; EXTRAS: a per-unit W_diag set in __init__ was drawn over.)"""
         bound = 1.0 / math.sqrt(self.hidden_size)
         gemms = {name for pair in self.GEMMS for name in pair if name is not None}
         for name, p in self.named_parameters():
             # (under torch.nn.utils.parametrizations, W_hh's are parametrizations.W_hh.original*: drawn, as torch.nn's)
             name = name.split(".")[1] if name.startswith("parametrizations.") else name
-            if name.startswith(("W_", "b_")) or name in gemms:  # not a leaky unit's α
+            drawn = name.startswith(("W_", "b_")) or name in gemms  # not a leaky unit's α
+            if drawn and name not in self.EXTRAS:
                 nn.init.uniform_(p, -bound, bound)
 
     def project_input(self, xs):

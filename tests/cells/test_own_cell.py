@@ -342,3 +342,24 @@ def test_check_cell_names_step_us_beside_dpres_for_a_wrong_weight_gradient():
     with pytest.raises(RnnkitError, match=r"GainWrongU: the gradient of W_hh \(one step\) differs .*: fix "
                                           r"step_backward's dpres or the u_k that step returns in us for W_hh$"):  # fmt: skip
         check_cell(Wrong)
+
+
+def test_an_EXTRAS_parameter_named_W_is_the_cells_own_to_draw():
+    """reset_parameters drew every parameter named W_* or b_*, an EXTRAS one too (an IndRNN's per-unit recurrent
+    weight W_diag, a gain W_g): the value the cell gave it in __init__ became U(-1/√H, 1/√H), in silence, where the
+    README says an EXTRAS parameter is the cell's own to draw."""
+
+    class NamedGain(GainRNN):
+        REC_PARAMS = ("W_hh", "b_hh", "W_g")
+        EXTRAS = ("W_g",)
+
+        def __init__(self, input_size, hidden_size, bias=True):
+            Cell.__init__(self, input_size, hidden_size, bias)
+            recurrent_weights(self, ("W_hh", (hidden_size, hidden_size)), ("b_hh", (hidden_size,)))
+            self.W_g = nn.Parameter(torch.tensor(1.3))
+            self.reset_parameters()
+
+    cell = NamedGain(3, 4)
+    assert cell.W_g.detach().item() == pytest.approx(1.3)
+    W_hh = cell.W_hh.detach()
+    assert float(W_hh.abs().max()) <= 0.5 and float(W_hh.std()) > 0  # (the GEMMS matrix drawn)

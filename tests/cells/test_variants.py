@@ -112,6 +112,29 @@ def test_leaky_reset_parameters_puts_a_learned_alpha_back():
     assert "cells.0.alpha_logit_init" not in layer.state_dict()  # (checkpoints keep their keys)
 
 
+@pytest.mark.parametrize("learn_alpha", [False, True])
+def test_leaky_alpha_after_deferred_initialisation(learn_alpha):
+    """Built on the meta device, then to_empty() and reset_parameters() (deferred initialisation, as for torch.nn
+    modules): α was left as the uninitialised memory to_empty() gives (garbage, NaN outputs), where every weight
+    was drawn as at construction. reset_parameters() now puts α back to the alpha given, fixed or learned."""
+    torch.manual_seed(0)
+    ref = Recurrent("leaky", 3, 4, num_layers=2, alpha=[0.1, 0.2, 0.3, 0.4], learn_alpha=learn_alpha)
+    with torch.device("meta"):
+        layer = Recurrent("leaky", 3, 4, num_layers=2, alpha=[0.1, 0.2, 0.3, 0.4], learn_alpha=learn_alpha)
+    layer = layer.to_empty(device="cpu")
+    with torch.no_grad():  # (what to_empty's memory may hold)
+        for t in (*layer.parameters(), *layer.buffers()):
+            t.fill_(float("nan"))
+    torch.manual_seed(0)
+    layer.reset_parameters()
+    for (name, a), (_, b) in zip(
+        (*ref.named_parameters(), *ref.named_buffers()), (*layer.named_parameters(), *layer.named_buffers())
+    ):
+        assert torch.equal(a, b), name
+    layer.double().reset_parameters()  # in the layer's dtype
+    torch.testing.assert_close(layer.cells[1].alpha, torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64))
+
+
 def test_leaky_learn_alpha_not_a_switch_is_one_line():
     """learn_alpha="False" (a config file's string) was taken for True: α learned, in silence."""
     with pytest.raises(ValueError, match=r"^leaky learn_alpha must be True or False, got 'False'$"):

@@ -126,7 +126,13 @@ class Cell(nn.Module):
         if type(cls.num_states) is not int or cls.num_states not in (1, 2):
             raise RnnkitError(f"{cls.__name__}.num_states = {cls.num_states!r}: the engine and the layers run cells of "
                               "one state (h_t) or two (h_t, c_t)")  # fmt: skip
-        covered = {name for pair in cls.GEMMS for name in pair if name is not None} | set(cls.EXTRAS)
+        gemms = {name for pair in cls.GEMMS for name in pair if name is not None}
+        both = [name for name in cls.EXTRAS if name in gemms]
+        if both:  # (its gradient would come twice: the engine's GEMM after the loop and step_backward's)
+            raise RnnkitError(f"{cls.__name__}: {', '.join(both)} in both GEMMS and EXTRAS; a parameter is one or the "
+                              "other: GEMMS for a recurrent product u Uᵀ + b, EXTRAS for one whose gradient "
+                              "step_backward returns")  # fmt: skip
+        covered = gemms | set(cls.EXTRAS)
         missing = [name for name in cls.REC_PARAMS if name not in covered]
         if missing:
             raise RnnkitError(f"{cls.__name__}: REC_PARAMS {', '.join(missing)} in neither GEMMS (a recurrent product "

@@ -81,6 +81,15 @@ def test_a_parameter_the_engine_cannot_differentiate_is_refused_when_the_class_i
             EXTRAS = ()
 
 
+def test_a_parameter_in_both_gemms_and_extras_is_refused_when_the_class_is_defined():
+    """A name in both was accepted: the engine's GEMM after the loop and step_backward's EXTRAS gradient would
+    each give it one (check_cell kept only the latter)."""
+    with pytest.raises(RnnkitError, match="GainTwice: W_hh in both GEMMS and EXTRAS"):
+
+        class GainTwice(GainRNN):
+            EXTRAS = ("g", "W_hh")
+
+
 def test_more_than_two_states_is_refused_when_the_class_is_defined():
     """A third state failed deep inside the layer (not enough values to unpack) and the cell's step dropped it."""
     with pytest.raises(RnnkitError, match=r"Tri.num_states = 3: .* one state \(h_t\) or two \(h_t, c_t\)"):

@@ -36,7 +36,7 @@ The GEMM options give the same numbers only up to float rounding, and a timing c
 about as fast, so a choice timed afresh in every process made the same command with the same seed give other
 bits now and then, and `--resume` other weights than the uninterrupted run. The choices are therefore kept
 in a file beside the build, one per CPU model (its family and model number, not only the
-name a VM shows; RNNKIT_GEMM_PLANS names another file; empty: keep none, time in every process): a process takes the choices that processes before it timed. Processes started together
+name a VM shows; RNNKIT_GEMM_PLANS names another file; empty or /dev/null: keep none, time in every process): a process takes the choices that processes before it timed. Processes started together
 before the file holds a shape's choice (a DDP job's ranks, say) time their own; under
 torch.use_deterministic_algorithms(True) nothing is timed and every process makes the same fixed choices.
 Delete the file to time them again (after a BLAS upgrade, say).
@@ -182,12 +182,17 @@ def plan_file(ext=None) -> pathlib.Path | None:
 
 def _given_plan_file(given: str) -> pathlib.Path | None:
     """RNNKIT_GEMM_PLANS's file, or None (with a warning, once) where it can't be one: a folder, or a file in a
-    folder that isn't there, was ignored in silence (and a folder got <folder>.lock made beside it)."""
+    folder that isn't there, was ignored in silence (and a folder got <folder>.lock made beside it). /dev/null: none."""
     path = pathlib.Path(given).expanduser()
     if path.is_dir():
         _warn_plans(
             f"RNNKIT_GEMM_PLANS={given!r} is a folder; name a file (such as {path / 'gemm_plans.json'})"
         )
+        return None
+    if path.exists() and not path.is_file():  # /dev/null, a FIFO: the write renamed a file over it (as root)
+        if path.samefile(os.devnull):  # for none, as an empty value says
+            return None
+        _warn_plans(f"RNNKIT_GEMM_PLANS={given!r} is not a regular file; name one (such as gemm_plans.json)")
         return None
     if not path.parent.is_dir():
         _warn_plans(f"RNNKIT_GEMM_PLANS={given!r} is not in a folder ({path.parent} is missing or a file); create "

@@ -1097,6 +1097,31 @@ def test_a_gemm_plans_file_that_cannot_be_kept_is_warned_of_once(tmp_path, monke
     assert not pathlib.Path(f"{tmp_path}.lock").exists()
 
 
+@pytest.mark.parametrize("special", ["devnull", "fifo"])
+def test_a_gemm_plans_path_that_is_no_regular_file_is_left_alone(tmp_path, monkeypatch, special):
+    """RNNKIT_GEMM_PLANS=/dev/null (for none) had the choices written over it: as root (a container) the write's
+    rename made the system's /dev/null a JSON file, and a <path>.lock appeared in /dev; a FIFO hung the process
+    that read it. /dev/null keeps none, as an empty value does; another file that isn't a regular one is warned
+    of, once, and left alone."""
+    given = pathlib.Path(os.devnull) if special == "devnull" else tmp_path / "fifo"
+    if special == "fifo":
+        os.mkfifo(given)
+    monkeypatch.setenv("RNNKIT_GEMM_PLANS", str(given))
+    monkeypatch.setattr(native, "_plan_warnings", set())
+    monkeypatch.setattr(native, "_kept", -1)  # choices to add
+    monkeypatch.setattr(native, "flocked", lambda *a: pytest.fail(f"wrote beside {given}"))
+    monkeypatch.setattr(native, "write_text", lambda *a: pytest.fail(f"wrote over {given}"))
+    native.load()
+    if special == "devnull":
+        assert native.plan_file() is None
+        native.keep_plans()  # in silence (warnings are errors here)
+        return
+    with pytest.warns(RuntimeWarning, match="RNNKIT_GEMM_PLANS=.* is not a regular file.*or set it empty"):
+        assert native.plan_file() is None
+    native.keep_plans()  # once
+    assert given.is_fifo()
+
+
 def test_a_plans_write_cut_short_leaves_no_temporary_file_behind(tmp_path, monkeypatch):
     """A process killed while writing the GEMM choices (atomically: a temporary file, then a rename) left its
     <file>.<random>.tmp beside the build for good, one more for every such kill; the next write removes them."""

@@ -96,7 +96,8 @@ def _load():
     if _ext is not None or _reason is not None:
         return _ext
     given = os.environ.get("RNNKIT_GEMM", "auto")
-    mode = given.strip().lower()  # any case, as the other RNNKIT_ switches take theirs
+    # any case, and empty for auto, as the other RNNKIT_ switches take theirs
+    mode = given.strip().lower() or "auto"
     if mode not in ("auto", "blas", "dnnl", "packed", "own"):
         raise RnnkitError(f"RNNKIT_GEMM={given!r} is not a GEMM library; set auto, blas, dnnl, packed or own")
     rows, split = _row_threads(), switch("RNNKIT_SPLIT")  # (a mistake is told before a minute's build)
@@ -143,7 +144,7 @@ def _row_threads() -> int:
     traceback), and 20 digits overflowed the extension's int64 (a TypeError from pybind)."""
     value = os.environ.get("RNNKIT_ROW_THREADS", "auto")
     rows = value.strip()
-    if rows.lower() == "auto":
+    if rows.lower() in ("auto", ""):  # (empty: unset, as RNNKIT_SPLIT= is)
         return 0
     if rows.isascii() and rows.isdigit() and 1 <= int(rows) <= MAX_ROW_THREADS:
         return int(rows)

@@ -1051,10 +1051,22 @@ def test_engine_settings_are_parsed_strictly(monkeypatch, var, value):
     assert "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("rows, threads", [(" 3 ", 3), ("AUTO", 0), ("4096", 4096)])
+@pytest.mark.parametrize("rows, threads", [(" 3 ", 3), ("AUTO", 0), ("4096", 4096), ("", 0), (" ", 0)])
 def test_row_threads_take_a_count_or_auto(monkeypatch, rows, threads):
     monkeypatch.setenv("RNNKIT_ROW_THREADS", rows)
     assert native._row_threads() == threads
+
+
+@pytest.mark.parametrize("var", ["RNNKIT_GEMM", "RNNKIT_ROW_THREADS"])
+def test_an_empty_engine_setting_is_its_default(monkeypatch, var):
+    """RNNKIT_GEMM= and RNNKIT_ROW_THREADS= (set empty to unset them, as RNNKIT_NATIVE=, RNNKIT_SPLIT= and
+    RNNKIT_GEMM_PLANS= take it) stopped every native forward with 'is not a GEMM library' or 'is not a thread
+    count'; empty is auto."""
+    monkeypatch.setattr(native, "_ext", None)
+    monkeypatch.setattr(native, "_reason", None)
+    monkeypatch.setattr(native, "build", lambda *a: (None, "not built here"))
+    monkeypatch.setenv(var, " ")
+    assert native._load() is None and native._reason == "not built here"
 
 
 def test_damaged_gemm_plans_keep_their_good_entries(tmp_path):

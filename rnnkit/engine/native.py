@@ -49,6 +49,7 @@ that doesn't trace, which the python loop then runs.
 The loops run without the GIL, as torch's ops do: other Python threads go on meanwhile.
 """
 
+import errno
 import glob
 import hashlib
 import json
@@ -244,6 +245,10 @@ def keep_plans() -> None:
             return
         _kept = n
         try:
+            # a file the user named and made read-only stays as it is: the rename below replaced it all the same
+            # (the one beside the build is rewritten as before: another user's, in a cache they share)
+            if os.environ.get("RNNKIT_GEMM_PLANS") and path.exists() and not os.access(path, os.W_OK):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
             with flocked(path.with_name(path.name + ".lock")):  # processes adding at once lose nothing
                 # a temporary file of this one is a write cut short (a process killed in it): every writer holds
                 # this lock, so none is in progress; they piled up beside the build, one a kill

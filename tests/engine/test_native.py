@@ -1134,6 +1134,28 @@ def test_a_gemm_plans_path_that_is_no_regular_file_is_left_alone(tmp_path, monke
     assert given.is_fifo()
 
 
+def test_a_read_only_gemm_plans_file_is_not_replaced(tmp_path, monkeypatch):
+    """A plans file made read-only (choices to keep as they are) was replaced all the same, in silence: the write
+    renames a temporary file over it, which needs only the folder writable; a writable file of the process's
+    owner stood there after. It is left as it is, with the warning of a file that can't be written."""
+    path = tmp_path / "plans.json"
+    path.write_text("[]\n")
+    path.chmod(0o444)
+    if os.geteuid() == 0:  # root may write any file: the check as any other user's process sees it
+        monkeypatch.setattr(
+            os, "access", lambda p, mode, **k: not mode & os.W_OK or bool(os.stat(p).st_mode & 0o222)
+        )
+    monkeypatch.setenv("RNNKIT_GEMM_PLANS", str(path))
+    monkeypatch.setattr(native, "_plan_warnings", set())
+    native.load()
+    monkeypatch.setattr(native, "_kept", -1)  # choices to add
+    with pytest.warns(
+        RuntimeWarning, match="RNNKIT_GEMM_PLANS=.* can't be written .*name a file you can write"
+    ):
+        native.keep_plans()
+    assert path.read_text() == "[]\n" and path.stat().st_mode & 0o777 == 0o444
+
+
 def test_a_plans_write_cut_short_leaves_no_temporary_file_behind(tmp_path, monkeypatch):
     """A process killed while writing the GEMM choices (atomically: a temporary file, then a rename) left its
     <file>.<random>.tmp beside the build for good, one more for every such kill; the next write removes them."""

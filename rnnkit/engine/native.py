@@ -244,6 +244,7 @@ def keep_plans() -> None:
         if n == _kept or (path := plan_file()) is None:
             return
         _kept = n
+        path = pathlib.Path(os.path.realpath(path))  # through a link, its file (the rename replaced the link)
         try:
             # a file the user named and made read-only stays as it is: the rename below replaced it all the same
             # (the one beside the build is rewritten as before: another user's, in a cache they share)

@@ -1156,6 +1156,22 @@ def test_a_read_only_gemm_plans_file_is_not_replaced(tmp_path, monkeypatch):
     assert path.read_text() == "[]\n" and path.stat().st_mode & 0o777 == 0o444
 
 
+def test_a_gemm_plans_file_named_through_a_link_is_written_where_it_points(tmp_path, monkeypatch):
+    """RNNKIT_GEMM_PLANS naming a symbolic link (to a file shared by other checkouts, say) had the link replaced
+    by a file of its own at the first write (a temporary file renamed over it): the shared file got no choices,
+    and the processes that read it directly took other ones. The file the link points to is written."""
+    shared = tmp_path / "shared" / "plans.json"
+    shared.parent.mkdir()
+    shared.write_text("[]\n")
+    link = tmp_path / "plans.json"
+    link.symlink_to(shared)
+    monkeypatch.setenv("RNNKIT_GEMM_PLANS", str(link))
+    native.load().project(torch.randn(64, 64), torch.randn(64, 64), None, [64, 64], 0, -1)  # a choice (timed)
+    monkeypatch.setattr(native, "_kept", -1)  # choices to add
+    native.keep_plans()
+    assert link.is_symlink() and len(native._read_plans(shared)) == native.load().gemm_plan_count() > 0
+
+
 def test_a_plans_write_cut_short_leaves_no_temporary_file_behind(tmp_path, monkeypatch):
     """A process killed while writing the GEMM choices (atomically: a temporary file, then a rename) left its
     <file>.<random>.tmp beside the build for good, one more for every such kill; the next write removes them."""

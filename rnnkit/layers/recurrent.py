@@ -491,9 +491,9 @@ class Recurrent(nn.Module):
                                   f"{tuple(lengths.shape)}")  # fmt: skip
             lengths = lengths.reshape(1)
         _check_cond_type(cond)
-        if cond is not None and self.cond_size and cond.shape not in ((self.cond_size,), (1, self.cond_size)):
+        if self.cond_size and (cond is None or cond.shape not in ((self.cond_size,), (1, self.cond_size))):
             raise RnnkitError(f"for one unbatched sequence (T, D) cond must have shape (C,) = ({self.cond_size},), "
-                              f"got {tuple(cond.shape)}")  # fmt: skip
+                              f"got {None if cond is None else tuple(cond.shape)}")  # fmt: skip
         cond = cond.unsqueeze(0) if cond is not None and cond.dim() == 1 else cond
         out, state = self.forward(x.unsqueeze(b), state, lengths, cond, probe)
         return out.squeeze(b), (

@@ -823,6 +823,13 @@ def test_unbatched_input_errors_say_unbatched():
         ):
             cond_layer(torch.randn(5, 3), cond=bad)
     assert cond_layer(torch.randn(5, 3), cond=torch.randn(1, 2))[0].shape == (5, 4)  # (1, C) as before
+    # no cond at all: was "cond must have shape (1, 2), got None", the batch of one they run as
+    for call in (lambda: cond_layer(torch.randn(5, 3)), lambda: cond_layer.step(torch.randn(3))):
+        with pytest.raises(
+            RnnkitError,
+            match=r"one unbatched sequence \(T, D\) cond must have shape \(C,\) = \(2,\), got None",
+        ):
+            call()
     with pytest.raises(RnnkitError, match="state must be a tensor h"):
         Recurrent("gru", 3, 4)(torch.randn(5, 3), 0)
 

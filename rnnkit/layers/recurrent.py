@@ -556,7 +556,10 @@ class Recurrent(nn.Module):
     def step(self, x_t, state=None, cond=None, *, hx=None):
         """One time step for a (B, D) input (sampling loops): returns (out_t (B, H·dirs), state). Like
         torch.nn's cells it also takes one unbatched (D,) input: out_t (H·dirs,), state tensors (layers, H), and the
-        state as hx= (torch.nn's name, as forward takes it)."""
+        state as hx= (torch.nn's name, as forward takes it). Stepping T times, the state fed back, gives forward's
+        outputs and final state over the T steps. In training mode the dropout between layers draws a new mask at
+        every step, as forward draws one per step and unit (the same distribution, not the same masks for a seed as
+        forward over the whole sequence); call layer.eval() to step without dropout."""
         if hx is not None:
             if state is not None:
                 raise RnnkitError("give the state as state or as hx (torch.nn's name), not both")

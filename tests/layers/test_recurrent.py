@@ -80,6 +80,34 @@ def test_step_equals_sequence():
         layer.step(x[:, 0], state, hx=state)
 
 
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_step_equals_forward_and_drops_out_per_step_in_training(cell):
+    """Every cell on every backend, stacked and conditioned: stepping gives forward's outputs and final state (a tuple
+    for an lstm). In training mode each step draws a new dropout mask between layers, as forward over that one step
+    does for the same seed (the docstring's promise); eval() steps without dropout."""
+    for backend in (None, "python", "autograd"):
+        torch.manual_seed(0)
+        layer = Recurrent(
+            cell, 3, 4, num_layers=2, dropout=0.5, cond_size=2, cond_mode="both", backend=backend
+        )
+        x, cond = torch.randn(2, 5, 3), torch.randn(2, 2)
+        layer.eval()
+        full, final = layer(x, cond=cond)
+        state, outs = None, []
+        for t in range(5):
+            out_t, state = layer.step(x[:, t], state, cond)
+            outs.append(out_t)
+        assert type(state) is type(final)
+        torch.testing.assert_close(torch.stack(outs, 1), full)
+        torch.testing.assert_close(state, final)
+        layer.train()
+        torch.manual_seed(1)
+        dropped, _ = layer.step(x[:, 0], None, cond)
+        torch.manual_seed(1)
+        torch.testing.assert_close(dropped, layer(x[:, :1], cond=cond)[0][:, 0])
+        assert not torch.allclose(dropped, outs[0])
+
+
 @pytest.mark.parametrize("batch_first", [True, False])
 def test_step_of_one_unbatched_input(batch_first):
     """step takes (D,) as torch.nn's cells do: out (H,), state (layers, H), in either layout."""

@@ -33,7 +33,11 @@ OPTION_HELP = {
     "--embedding-size": "0: one-hot input, as in the lectures",
     "--data-dir": "folder holding tinyshakespeare.txt (else $RNNKIT_DATA, the cache, a download)",
     "--clip-norm": "rescale the gradient above this norm (0: off)",
-    "--clip-value": "clamp each gradient element to [-v, v] (0: off)",
+    "--clip-value": "clamp each gradient element to [-v, v] (0: off; after --clip-norm where both are given)",
+    "--weight-decay": "L2 penalty: the optimizer adds wd·θ to every parameter's clipped gradient (torch's weight_decay; "
+    "adam's is not AdamW's decoupled decay)",
+    "--dropout": "on the outputs of every layer: between layers and before the output layer (as char-rnn; with one "
+    "layer, before the output layer only)",
     "--lr-decay": "multiply the learning rate by this at the end of every epoch from --lr-decay-after on",
     "--max-steps": "0: no limit", "--max-epochs": "0: no limit", "--time-budget": "minutes of training; 0: no limit",
     "--eval-every": "steps between validations and checkpoints", "--sample-every": "steps between samples (0: never)",

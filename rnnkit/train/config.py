@@ -35,7 +35,7 @@ class TrainConfig:
     # clamp every gradient element of the window's mean loss to [-v, v] (0 = off); char-rnn's 5 clamps the
     # gradient of its loss summed over the window's steps: 5 / seq_len here (the char-rnn preset's 0.1)
     clip_value: float = 5.0
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # L2: wd·θ added to the clipped gradient by the optimizer (not AdamW's decay)
     max_steps: int = 0  # 0 = no limit
     max_epochs: float = 50.0
     time_budget: float = 0.0  # minutes of training; 0 = no limit

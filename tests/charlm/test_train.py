@@ -700,3 +700,78 @@ def test_a_kill_after_latest_pt_loses_no_metrics_row(tmp_path, corpus, monkeypat
     assert train(cfg, tmp_path / "run", resume=True, log=quiet) == 0
     steps = [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.csv")]
     assert steps == [str(s) for s in range(1, 11)]
+
+
+@pytest.mark.parametrize("optimizer, lr", [("adam", 1e-2), ("rmsprop", 1e-2), ("adagrad", 0.1), ("sgd", 0.5)])
+def test_training_steps_equal_a_plain_torch_loop(tmp_path, optimizer, lr):
+    """12 steps of `train` (2 epochs and 2 windows: the state carried between windows, detached, and reset at each
+    epoch; the rate decayed at the end of every epoch from --lr-decay-after on, as char-rnn does) give the weights of a
+    plain torch loop in float64 written from the documented rules: the window's mean loss, --clip-norm then
+    --clip-value, --weight-decay wd·θ added to the clipped gradient (torch's L2, not AdamW's), and each optimizer's
+    update (rmsprop: char-rnn's α 0.95 and 1e-8 outside the root)."""
+    text = (
+        "the quick brown fox jumps over the lazy dog. " * 4 + "pack my box with five dozen liquor jugs!\n"
+    ) * 6
+    (tmp_path / "c.txt").write_text(text)
+    cfg = RunConfig.from_dict({
+        "data": {"corpus": str(tmp_path / "c.txt"), "seq_len": 10, "batch_size": 20, "val_frac": 0.1},
+        "model": {"cell": "lstm", "hidden_size": 8, "num_layers": 2, "embedding_size": 0},
+        "train": {"optimizer": optimizer, "lr": lr, "lr_decay": 0.5, "lr_decay_after": 1, "clip_norm": 0.5,
+                  "clip_value": 0.02, "weight_decay": 0.1, "max_steps": 12, "max_epochs": 0, "eval_every": 100,
+                  "sample_every": 0, "seed": 3},
+    })  # fmt: skip
+    train(cfg, tmp_path / "run", log=lambda s: None)
+    got = load_checkpoint(tmp_path / "run" / "latest.pt")["model"]
+
+    from rnnkit.models.charlm import CharLM
+
+    chars = sorted(set(text))
+    tokens = torch.tensor([chars.index(c) for c in text])
+    tokens = tokens[: len(tokens) - round(len(tokens) * 0.1)]
+    B, T, V = 20, 10, len(chars)
+    L = (len(tokens) - 1) // B
+    xs, ys = tokens[: B * L].reshape(B, L), tokens[1 : B * L + 1].reshape(B, L)
+    windows = L // T
+    assert windows == 5
+    torch.manual_seed(3)
+    model = CharLM(cfg.model)  # its initial weights
+    rnn, head = model.rnn.to_torch().double(), torch.nn.Linear(8, V).double()
+    head.load_state_dict(model.head.state_dict())
+    params = list(rnn.parameters()) + list(head.parameters())
+    m1, m2 = [torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params]
+    rate, state = lr, None
+    for i in range(1, 13):
+        k = (i - 1) % windows
+        state = None if k == 0 else state
+        hs, state = rnn(torch.nn.functional.one_hot(xs[:, k * T : (k + 1) * T], V).double(), state)
+        state = tuple(s.detach() for s in state)
+        loss = torch.nn.functional.cross_entropy(head(hs).flatten(0, 1), ys[:, k * T : (k + 1) * T].flatten())
+        grads = torch.autograd.grad(loss, params)
+        norm = torch.sqrt(sum((g**2).sum() for g in grads))
+        grads = [(g * min(1.0, 0.5 / norm)).clamp(-0.02, 0.02) for g in grads]
+        with torch.no_grad():
+            for p, g, a, b in zip(params, grads, m1, m2):
+                g = g + 0.1 * p
+                if optimizer == "adam":
+                    a.mul_(0.9).add_(0.1 * g)
+                    b.mul_(0.999).add_(0.001 * g * g)
+                    p -= rate * (a / (1 - 0.9**i)) / ((b / (1 - 0.999**i)).sqrt() + 1e-8)
+                elif optimizer == "rmsprop":
+                    a.mul_(0.95).add_(0.05 * g * g)
+                    p -= rate * g / (a.sqrt() + 1e-8)
+                elif optimizer == "adagrad":
+                    a.add_(g * g)
+                    p -= rate * g / (a.sqrt() + 1e-8)
+                else:
+                    p -= rate * g
+        if (
+            i % windows == 0 and i // windows >= 1
+        ):  # char-rnn: the end of an epoch >= learning_rate_decay_after
+            rate *= 0.5
+    ours = model.rnn.from_torch(rnn).state_dict()
+    for name, p in {
+        **{f"rnn.{k}": v for k, v in ours.items()},
+        "head.weight": head.weight,
+        "head.bias": head.bias,
+    }.items():
+        torch.testing.assert_close(got[name].double(), p, rtol=1e-5, atol=1e-5, msg=name)

@@ -96,7 +96,7 @@ def row(cell, size, rounds, unrolled):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int_at_least(1), default=6,
                     help="timed rounds per row, after one warm-up round (default: 6)")  # fmt: skip
     ap.add_argument("--only", type=name_list(CELLS), default=None,

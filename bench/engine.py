@@ -7,7 +7,7 @@ does not depend on the text). Times are medians over interleaved rounds (rnnkit,
 ...), so load from other processes hits both sides alike. GEMM FLOPs of a step = 6·T·B·Σ|W| over
 the weight matrices (forward, dx and dW of every GEMM); the machine's GEMM peak is measured here too.
 
-    .venv/bin/python bench/engine.py [--rounds 6] [--only lstm,gru,lstmp,eval,step] [--threads N] [--no-write]
+    .venv/bin/python bench/engine.py [--rounds 6] [--only lstm,gru,lstmp,own,eval,step] [--threads N] [--no-write]
 """
 
 import argparse
@@ -355,7 +355,8 @@ def main():
         type=name_list(ROWS),
         default=None,
         help=f"comma-separated rows to run: cells {','.join((*TORCH, *OTHERS))} (train steps at both sizes), "
-        "lstmp (an LSTM with proj_size), eval (no_grad forward) and step (one-step inference) (default: all)",
+        f"lstmp (an LSTM with proj_size), own ({','.join(OWN)} written as cells of one's own, traced), eval (no_grad forward) "
+        "and step (one-step inference) (default: all)",
     )
     ap.add_argument(
         "--threads",

@@ -46,7 +46,7 @@ OTHERS = ("mut1", "mut2", "mut3", "leaky", "gru_cho")
 OWN = ("lstm", "gru", "rnn_tanh", "leaky", "gru_cho", "mut2")  # written as cells of one's own: "own" rows
 ROWS = (*TORCH, *OTHERS, "lstmp", "own", "eval", "step")  # what --only picks from
 READING = """
-How to read it: the speed-up is rnnkit's time over the reference's, same run, interleaved rounds.
+How to read it: the speed-up is the reference's time over rnnkit's (above 1x: rnnkit faster), same run, interleaved rounds.
 The other cells are compared with a Python loop through autograd (target 1.5x) and, by GEMM FLOP
 rate, with rnnkit's LSTM at the same size (target 0.9x), that LSTM timed in the same interleaved
 rounds as the cell (the LSTM's own row is an earlier run of it) and compared round by round (the

@@ -131,8 +131,9 @@ def main():
         "lstm 1x128): the projection's forward (inductor's addmm) takes what rnnkit's takes eagerly, the loop's "
         "forward and backward 5-10% more than eagerly (the same C++ calls; why, not found), the projection's backward (inductor's two mm) runs about 0.25 ms slower than rnnkit's, and "
         "each compiled call pays dynamo's guards, AOTAutograd's wrappers and the operator's dispatch through Python "
-        "(about 0.15 ms a train step at the smallest sizes). torch.nn's RNN modules are a graph break in "
-        "dynamo (torch._dynamo.config.allow_rnn is False): they run eagerly between compiled pieces. "
+        "(about 0.15 ms a train step at the smallest sizes). dynamo refuses torch.nn's RNN modules "
+        "(torch._dynamo.config.allow_rnn is False) and then compiles no graph of the forward that calls one: the "
+        "\"torch.nn compiled\" rows run the whole model eagerly (hence their compile times of about 0 s). "
         f"Load average at the end (1, 5, 15 min): {load} on {os.cpu_count()} cores.",
     ])  # fmt: skip
     print(md)

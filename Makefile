@@ -30,7 +30,7 @@ format: $(VENV)/.installed
 	$(VENV)/bin/ruff format rnnkit tests bench
 	$(VENV)/bin/ruff check --fix rnnkit tests bench
 
-bench: $(VENV)/.installed    ## the engine benchmark (random data); bench/charlm.py, text.py and energy.py read ../shared/data (or RNNKIT_DATA)
+bench: $(VENV)/.installed    ## the engine benchmark (random data); bench/charlm.py and text.py read ../shared/data (or RNNKIT_DATA), energy.py scikit-learn's digits
 	$(PY) bench/engine.py
 
 clean:

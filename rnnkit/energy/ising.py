@@ -94,6 +94,9 @@ class Ising:
         if size % 2:
             raise RnnkitError(f"lattice size L must be even for the checkerboard update, got {size}")
         dtype = float_dtype(dtype)  # as torch.nn's modules: float32 unless set otherwise
+        if torch.finfo(dtype).eps > torch.finfo(torch.float32).eps:  # uniforms in steps of 2^-8 (bfloat16)
+            raise RnnkitError(f"the Ising sampler runs in float32 or float64, got {dtype}: its uniforms (steps of "
+                              f"{torch.finfo(dtype).eps:g}) take unlikely flips too often and T loses digits")  # fmt: skip
         T = check_temperatures(temperatures)
         self.T = T.to(device=device, dtype=dtype)
         if not torch.isfinite(self.T).all() or (self.T <= 0).any():  # 1e-50 is 0 in float32, 1e39 inf

@@ -62,10 +62,13 @@ def _tie_safe(W: torch.Tensor, theta: torch.Tensor):
 
     Ties are common (Hebbian fields are multiples of 1/P) and the rule sends them to +1. In float32 a
     tied field drifts to ±1e-7 as flips accumulate, and the unit then flips back and forth instead of
-    settling; comparing with θ - tol keeps every tie a tie.
+    settling; comparing with θ - tol keeps every tie a tie. Float32 weights are rounded already (1/P is
+    not a binary fraction unless P is a power of 2): a tied field reads up to eps/2 Σ_j |w_ij| off, so
+    the tolerance is at least float32's eps times that sum.
     """
+    eps = max(1e-9, torch.finfo(W.dtype).eps)
     W, theta = W.double(), theta.double()
-    tol = 1e-9 * (1 + W.abs().sum(-1).amax(-1) + theta.abs().amax(-1))  # (M,)
+    tol = eps * (1 + W.abs().sum(-1).amax(-1) + theta.abs().amax(-1))  # (M,)
     return W, theta - tol[:, None]
 
 

@@ -186,3 +186,21 @@ def test_a_list_of_1d_tensors_or_arrays_is_a_pattern_matrix():
     )
     with pytest.raises(RnnkitError, match=r"mixed lengths \[3, 4\]"):
         Hopfield(4).store([torch.ones(4), torch.ones(3)])
+
+
+@pytest.mark.parametrize("mode", ["async", "sync"])
+def test_float32_hebbian_ties_go_to_plus_one_as_the_rule_says(mode):
+    """w = ξᵀξ / P is rounded in float32 where P is not a power of 2 (1/10 is not a binary fraction): a
+    tied field Σ_j w_ij s_j = 0 came out as -3e-8, beyond the tolerance of 1e-9 Σ_j |w_ij|, and the unit
+    went to -1. The final "fixed points" then broke the rule s_i = +1 if h_i >= 0 (N = 40, P = 10: one
+    unit in 10 async recalls, two in 9 sync ones)."""
+    g = gen(3)
+    xi = hop.random_patterns(10, 40, g)
+    net = Hopfield(40).store(xi)  # float32
+    result = net.recall(hop.corrupt(xi, 0.3, g), mode=mode, generator=gen(1))
+    K = xi.T.double() @ xi.double()  # P w in exact integers
+    K.fill_diagonal_(0)
+    fixed = result.status == FIXED_POINT
+    assert fixed.any()
+    states = result.states[fixed].double()
+    assert ((states @ K >= 0) == (states > 0)).all()

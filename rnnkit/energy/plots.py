@@ -96,12 +96,13 @@ def capacity_figure(rows, path, alpha_c=ALPHA_C) -> str:
 
 def ising_figure(results, path, tc=None, onsager=None) -> str:
     """|m|, energy, specific heat and susceptibility against temperature, with T_c marked."""
-    T = results["temperature"].cpu().numpy()
+    order = results["temperature"].cpu().argsort()  # temperatures given out of order: curves, not zigzags
+    T = results["temperature"].cpu()[order].numpy()
     panels = [("abs_magnetisation", "<|m|>"), ("energy", "<e> per site"),
               ("specific_heat", "specific heat C"), ("susceptibility", "susceptibility χ")]  # fmt: skip
     fig, axes = plt.subplots(2, 2, figsize=(10, 7))
     for ax, (key, label) in zip(axes.flat, panels):
-        ax.plot(T, results[key].cpu().numpy(), marker="o", ms=3)
+        ax.plot(T, results[key].cpu()[order].numpy(), marker="o", ms=3)
         if tc:
             ax.axvline(tc, color="k", ls="--", lw=1, label=f"Onsager T_c = {tc:.3f}")
         ax.set(xlabel="temperature T", ylabel=label)

@@ -108,3 +108,20 @@ def test_half_precision_is_refused_not_sampled_with_coarse_numbers(dtype):
     with pytest.raises(RnnkitError, match="float32 or float64") as e:
         ising.Ising(4, [1.0], dtype=dtype)
     assert "\n" not in str(e.value)
+
+
+def test_the_figure_draws_temperatures_given_out_of_order_as_curves(tmp_path, monkeypatch):
+    """`ising sweep --temperatures 3.5 1.5 2.27` joined the points in the order given: each curve zigzagged
+    from T = 3.5 back to 1.5 and on to 2.27 instead of running along the temperature axis."""
+    from rnnkit.energy import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or str(path))
+    results = ising.Ising(4, [3.5, 1.5, 2.27], generator=gen()).run(5, 0)
+    plots.ising_figure(results, tmp_path / "ising.png", ising.onsager_tc(), ising.onsager_magnetisation)
+    try:
+        for ax in figures[0].axes:
+            x = list(ax.lines[0].get_xdata())
+            assert x == sorted(x)
+    finally:
+        plots.plt.close(figures[0])

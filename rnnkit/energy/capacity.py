@@ -17,8 +17,9 @@ averages at least `min_patterns` recalls); each network runs asynchronously from
     starts_unfinished   fraction of random starts still moving after `max_sweeps`
     spurious_of_settled spurious / (1 - starts_unfinished): the share among the starts that settled
 
-Theory: retrieval collapses near α_c ≈ 0.138 (Amit, Gutfreund, Sompolinsky 1985); every pattern is a
-fixed point with high probability only below P = N / (2 ln N) (McEliece et al. 1987).
+Theory: retrieval collapses near α_c ≈ 0.138 (Amit, Gutfreund, Sompolinsky 1985); a stored pattern is a
+fixed point with high probability below P = N / (2 ln N), and all of them at once below N / (4 ln N)
+(McEliece et al. 1987); `perfect` is per pattern, so the first bound is the one drawn.
 """
 
 import math

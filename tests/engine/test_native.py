@@ -989,13 +989,20 @@ def test_only_sources_go_into_the_build_folders_name(tmp_path, monkeypatch):
     assert native._load() is None and "could not read the native engine's sources" in native._reason
 
 
+def _child_exits_cleanly(code):
+    """Run `code` in a fresh interpreter; it prints the exit code of the child it forked: 0, not -14 (the child
+    hung and its alarm killed it)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "0", out.stdout + out.stderr
+
+
 @pytest.mark.skipif(not hasattr(os, "register_at_fork"), reason="no fork here")
 def test_a_child_forked_while_another_thread_loads_the_extension_loads_it_too():
     """A fork while another thread was inside native.load() left the child holding that thread's lock (and its
     copy of the build folder's flock), taken by no thread it has: its first forward waited forever."""
-    import subprocess
-    import sys
-
     code = (
         "import os, signal, threading\nimport torch.utils.cpp_extension as ce\nfrom rnnkit.engine import native\n"
         "parent, inside, release, real = os.getpid(), threading.Event(), threading.Event(), ce.load\n"
@@ -1005,16 +1012,12 @@ def test_a_child_forked_while_another_thread_loads_the_extension_loads_it_too():
         "pid = os.fork()\nif pid == 0:\n    signal.alarm(30)\n    os._exit(0 if native.load() is not None else 3)\n"
         "release.set()\nt.join()\nprint(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.stdout.strip() == "0", out.stdout + out.stderr  # -14: the child hung (killed by its alarm)
+    _child_exits_cleanly(code)
 
 
 def test_a_child_forked_while_another_thread_traces_a_cell_traces_it_too():
     """As for load(): a fork while another thread was tracing a cell of one's own (native.traced_id, a C++ compile
     of up to a second) left the child holding that thread's lock: its first forward of such a cell waited forever."""
-    import subprocess
-    import sys
-
     code = (
         "import os, signal, threading, torch\nfrom rnnkit.cells import CELLS\nfrom rnnkit.engine import native, traced\n"
         "cell = CELLS['rnn_tanh'](2, 4)\nP, xw = cell.rec_params(), torch.zeros(1, 1, 4)\n"
@@ -1027,8 +1030,7 @@ def test_a_child_forked_while_another_thread_traces_a_cell_traces_it_too():
         "    os._exit(0 if isinstance(native.traced_id(type(cell), P, xw), int) else 3)\n"
         "release.set()\nt.join()\nprint(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.stdout.strip() == "0", out.stdout + out.stderr  # -14: the child hung (killed by its alarm)
+    _child_exits_cleanly(code)
 
 
 @pytest.mark.parametrize(

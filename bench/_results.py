@@ -13,6 +13,7 @@ import argparse
 import math
 import pathlib
 import platform
+import re
 import time
 
 import torch
@@ -61,6 +62,9 @@ def machine_line() -> str:
 
 
 def update_results(name: str, markdown: str) -> None:
+    """Put `markdown` between NAME's markers in RESULTS.md, in place of what was there, or at the end. A begin
+    marker whose end is missing (an edit that cut it, a merge) is replaced up to the next section's begin marker or
+    the end of the file: the block was appended after it before, and an end marker before its begin failed."""
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     block = f"{begin}\n{markdown.rstrip()}\n{end}"
     text = (
@@ -68,13 +72,21 @@ def update_results(name: str, markdown: str) -> None:
         if RESULTS.exists()
         else "# Benchmark results\n\nWritten by the scripts in bench/.\n"
     )
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        _, tail = rest.split(end, 1)
-        text = head + block + tail
-    else:
+    i = text.find(begin)
+    if i < 0:
         text = text.rstrip() + "\n\n" + block + "\n"
-    RESULTS.write_text(text)
+    else:
+        j = text.find(end, i)
+        if j >= 0:
+            j += len(end)
+        else:
+            following = re.search(r"<!-- [^>]*:begin -->", text[i + len(begin) :])
+            j = i + len(begin) + following.start() if following else len(text)
+            block += "\n\n" if following else "\n"
+        text = text[:i] + block + text[j:]
+    tmp = RESULTS.with_name(RESULTS.name + ".tmp")  # a kill mid-write leaves the old file whole
+    tmp.write_text(text)
+    tmp.replace(RESULTS)
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:

@@ -371,6 +371,12 @@ def traced_id(cell, P, xw):
         return got
 
 
+def fingerprint(source: str) -> int:
+    """A traced cell's name in the plan table (split_key): 60 bits of its kernels' source's hash, the same in
+    every process that traces the same math, where its cell id is the order of tracing in one process."""
+    return int(hashlib.sha256(source.encode()).hexdigest()[:15], 16)
+
+
 def _trace(traced, cell, P, xw):
     U = P[cell.REC_PARAMS.index(cell.GEMMS[0][0])] if cell.GEMMS else None
     if U is None or U.dim() != 2:
@@ -386,11 +392,12 @@ def _trace(traced, cell, P, xw):
             return load().register_staged(
                 t.n_states, t.G, list(t.cache_blocks), [i for i, _ in extras], [b for _, b in extras],
                 [int(x) for g in t.gemms for x in g], t.dhw_blocks, [a for k in t.fwd for a in k],
-                [a for k in t.bwd for a in k], len(P),
+                [a for k in t.bwd for a in k], len(P), fingerprint(t.source),
             )  # fmt: skip
         return load().register_traced(
             t.n_states, t.G, t.Gp, t.u_param, t.b_param, t.dpre_is_dxw, list(t.cache_blocks),
             [i for i, _ in extras], [b for _, b in extras], [t.fwd_f32, t.bwd_f32, t.fwd_f64, t.bwd_f64], len(P),
+            fingerprint(t.source),
         )  # fmt: skip
     except RuntimeError as e:  # (more buffers and parameters than the loop passes a kernel, say)
         return f"{cell.__name__}: {str(e).splitlines()[0]}; it runs on the python loop"

@@ -4,6 +4,7 @@ the cell's own step: outputs, final states and every gradient, with lengths, bot
 an initial state; gradcheck in float64; float32 at a size where threads split the rows; and a cell the tracer
 can't take runs on the python loop, said only where backend="native" was asked for."""
 
+import os
 import warnings
 
 import numpy as np
@@ -699,3 +700,48 @@ def test_a_tensor_the_step_holds_in_a_closure_is_said_so():
         got = _run_layer(Cls, None, torch.float64)
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+def relu_leaky_step(xw_t, state, P):
+    """OwnLeaky's step with ReLU for tanh: the same parameters and shapes, other math (other kernels)."""
+    (h_prev,) = state
+    W_hh, b_hh, alpha = P
+    hc = torch.relu(xw_t + linear(h_prev, W_hh, b_hh))
+    return (h_prev + alpha * (hc - h_prev),), (h_prev,), (hc, h_prev, alpha)
+
+
+def relu_leaky_step_backward(dstate, cache, P):
+    (dh_t,), (hc, h_prev, alpha) = dstate, cache
+    da = dh_t * alpha * (hc > 0)
+    return da, (dh_t * (1 - alpha) + da @ P[0],), (da,), ((dh_t * (hc - h_prev)).sum(0),)
+
+
+class OwnReluLeaky(OwnLeaky):
+    step = staticmethod(relu_leaky_step)
+    step_backward = staticmethod(relu_leaky_step_backward)
+
+
+def test_two_cells_of_ones_own_of_one_shape_each_time_their_split():
+    """Past L2 the forward times rows against units once per cell and shape and keeps the choice (in the plans
+    file too). Every cell of one's own had one key there (its id's class, traced: 10), so the second of two with
+    the same shapes took the first one's choice; the key now holds a fingerprint of its kernels' source, the same
+    in every process (where the cell id is the order of tracing)."""
+    ext = native.load()
+    H = 768
+    if ext is None or torch.get_num_threads() < 2:
+        pytest.skip("no native extension, or one thread: nothing to split")
+    if np.prod([H, H, 4]) <= __import__("ctypes").CDLL(None).sysconf(191):
+        pytest.skip("the weights fit in this CPU's L2: rows split the loop without a timing")
+    if (
+        os.environ.get("RNNKIT_GEMM", "auto") != "auto"
+        or os.environ.get("RNNKIT_ROW_THREADS", "auto") != "auto"
+    ):
+        pytest.skip("RNNKIT_GEMM or RNNKIT_ROW_THREADS set: the split is not timed")
+    keys = set()
+    for Cls in (OwnLeaky, OwnReluLeaky):
+        torch.manual_seed(0)
+        layer = Recurrent(Cls, 8, H, backend="native")
+        with torch.no_grad():
+            layer(torch.randn(32, 8, 8))
+        keys |= {tuple(k) for k, _ in ext.gemm_plans() if k[0] == 10 and k[8] == -3 and k[2] == H}
+    assert len(keys) == 2 and all(k[5] != 0 for k in keys), keys

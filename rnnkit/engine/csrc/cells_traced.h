@@ -43,6 +43,7 @@ struct TracedCell {
   };
   bool staged = false;
   std::vector<Gemm> gemms;
+  int64_t fingerprint = 0;  // of the kernels' source (traced.py): the split plan's key, the same in every process
   std::vector<std::array<Kernel, 2>> fk, bk;  // per stage [float, double]; null: no kernel at that stage
   int64_t extra_width(int64_t H) const {
     int64_t w = 0;
@@ -291,7 +292,8 @@ struct Traced {
 // Registers a traced cell (see TracedCell; kernels as addresses), returning its cell id.
 inline int64_t register_traced(int64_t n_states, int64_t G, int64_t Gp, int64_t u_param, int64_t b_param,
                                bool dpre_is_dxw, std::vector<int64_t> cache_blocks, std::vector<int64_t> extra_params,
-                               std::vector<int64_t> extra_blocks, std::vector<int64_t> kernels, int64_t n_params) {
+                               std::vector<int64_t> extra_blocks, std::vector<int64_t> kernels, int64_t n_params,
+                               int64_t fingerprint) {
   TORCH_CHECK(n_states == 1 || n_states == 2, "rnnkit native: a traced cell has 1 or 2 states");
   TORCH_CHECK(G > 0 && Gp > 0 && u_param >= 0 && u_param < 4 && u_param < n_params && b_param < n_params,
               "rnnkit native: a traced cell's sizes are out of range");
@@ -301,7 +303,7 @@ inline int64_t register_traced(int64_t n_states, int64_t G, int64_t Gp, int64_t 
               " buffers and parameters (at most ", Traced<float>::kMaxPointers, ")");
   auto c = std::make_shared<TracedCell>();
   c->n_states = n_states, c->G = G, c->Gp = Gp, c->u_param = u_param, c->b_param = b_param;
-  c->dpre_is_dxw = dpre_is_dxw, c->cache_blocks = std::move(cache_blocks);
+  c->dpre_is_dxw = dpre_is_dxw, c->cache_blocks = std::move(cache_blocks), c->fingerprint = fingerprint;
   c->extra_params = std::move(extra_params), c->extra_blocks = std::move(extra_blocks);
   for (int k = 0; k < 2; ++k) {
     c->fwd[k] = reinterpret_cast<TracedCell::Kernel>(kernels[2 * k]);
@@ -317,7 +319,7 @@ inline int64_t register_traced(int64_t n_states, int64_t G, int64_t Gp, int64_t 
 inline int64_t register_staged(int64_t n_states, int64_t G, std::vector<int64_t> cache_blocks,
                                std::vector<int64_t> extra_params, std::vector<int64_t> extra_blocks,
                                std::vector<int64_t> gemms, int64_t dhw_blocks, std::vector<int64_t> fwd,
-                               std::vector<int64_t> bwd, int64_t n_params) {
+                               std::vector<int64_t> bwd, int64_t n_params, int64_t fingerprint) {
   TORCH_CHECK(n_states == 1 || n_states == 2, "rnnkit native: a traced cell has 1 or 2 states");
   const int64_t NG = int64_t(gemms.size()) / 8;
   TORCH_CHECK(G > 0 && NG >= 1 && NG <= 3 && int64_t(gemms.size()) == 8 * NG && fwd.size() % 2 == 0 &&
@@ -325,6 +327,7 @@ inline int64_t register_staged(int64_t n_states, int64_t G, std::vector<int64_t>
               "rnnkit native: a staged traced cell's layout is malformed");
   auto c = std::make_shared<TracedCell>();
   c->staged = true, c->n_states = n_states, c->G = G, c->cache_blocks = std::move(cache_blocks);
+  c->fingerprint = fingerprint;
   c->extra_params = std::move(extra_params), c->extra_blocks = std::move(extra_blocks);
   int64_t widest = std::max<int64_t>(dhw_blocks, 1);
   for (int64_t g = 0; g < NG; ++g) {

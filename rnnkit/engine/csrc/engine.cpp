@@ -166,7 +166,11 @@ constexpr int64_t cell_id() {  // as CELL_IDS in rnnkit/engine/native.py (and wi
 template <typename T, typename Cell>
 native_ext::GemmKey split_key(int64_t B, int64_t H, int64_t wbytes) {  // -3: a split choice, not a GEMM's
   const int64_t batch = B <= 1 ? B : int64_t(1) << (64 - __builtin_clzll(uint64_t(B - 1)));  // B up to a power of 2
-  return {cell_id<T, Cell>(), batch, H, wbytes, at::get_num_threads(), 0, 0, 0, -3, -3};
+  // (a cell of one's own: which one by its kernels' fingerprint, not its id, which is the order of tracing in
+  // this process; with the id alone every own cell of a shape took the first one's choice, in the file too)
+  int64_t own = 0;
+  if constexpr (traced<T, Cell>()) own = tl_traced ? tl_traced->fingerprint : 0;
+  return {cell_id<T, Cell>(), batch, H, wbytes, at::get_num_threads(), own, 0, 0, -3, -3};
 }
 
 // Whether the forward times (and the backward looks up) rows or units: past L2 (the rule says units), from 8

@@ -18,7 +18,7 @@ import torch
 from rnnkit.cells._base import Cell, autocast_on, cell_class, plain_ops_only
 from rnnkit.engine import compiled
 from rnnkit.engine.python import PythonRecurrence
-from rnnkit.engine.reference import autograd_loop
+from rnnkit.engine.reference import autograd_loop, scan_loop
 from rnnkit.errors import RnnkitError, user_stacklevel
 
 BACKENDS = ("autograd", "python", "native")
@@ -316,6 +316,13 @@ def _checked_mask(name, mask, T, B, device):
     return mask.reshape(T, B, 1)
 
 
+def exporting_any_length(xw):
+    """Whether torch.export (non-strict, its default) traces this with the time dimension (xw's first) dynamic: T is
+    then a SymInt. (Strict export's dynamo shows every size as an int, and torch warns from inside a scan it traces:
+    there the Python loop stays, for a static T; a static T non-strict too, plain ops any runtime knows.)"""
+    return torch.compiler.is_exporting() and not isinstance(xw.shape[0], int)
+
+
 def run(
     cell,
     xw,
@@ -370,6 +377,11 @@ def run(
         cid = compiled.wanted(cell, xw, backend, probe, P, fits)
         if cid is not None:  # torch.compile: one operator
             return compiled.run(cell, xw, state0, P, mask, reverse, batch_first, cid)
+    if exporting_any_length(xw) and xbias is None and not raw_tail:
+        # torch.export with a dynamic T: one scan (a loop of T Python steps fixes T); a GradProbe records nothing
+        # in an exported program (Recurrent says so and passes none)
+        hs, state = scan_loop(cell, xw, state0, P, mask, reverse)
+        return (hs.transpose(0, 1).contiguous() if batch_first else hs), state
     probe = None if probe is None else _Call(probe)  # (this run's records: see GradProbe.record)
     chosen = "native" if resolved == "native" and fits else resolve_backend(backend, cell, xw, P, fits=fits)
     if chosen == "native":

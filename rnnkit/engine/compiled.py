@@ -19,7 +19,7 @@ fake functions size its caches from the traced layout (the extension's cache_wid
 trace is left to dynamo, which unrolls the python loop (with the reason where backend="native" was asked for).
 The graph holds the id: where what the kernels bake in changes afterwards (a global number the step reads), the
 operator says so instead of running the old kernels (torch._dynamo.reset() compiles anew). torch.export keeps plain torch ops (a program
-that needs no rnnkit to run), and so does a GradProbe (its records are Python side effects a graph drops).
+that needs no rnnkit to run; with a dynamic T, one scan: reference.scan_loop), and so does a GradProbe (its records are Python side effects a graph drops).
 """
 
 import concurrent.futures

@@ -4,6 +4,8 @@ It calls the same one-step forward functions as the other backends but lets auto
 backward, so it checks every hand-written `*_step_backward` and the engine's BPTT.
 """
 
+import warnings
+
 import torch
 
 from rnnkit.cells._base import check_step
@@ -37,6 +39,37 @@ def autograd_loop(cell, xw, state0, P, mask, reverse, probe=None):
     if probe is not None:
         _watch(probe, hooks)
     return torch.stack(outs), state
+
+
+def scan_loop(cell, xw, state0, P, mask, reverse):
+    """The autograd loop as one scan (torch's prototype `scan` operator): what torch.export records where the time
+    dimension is dynamic (torch.export.Dim), where the Python loop above fixed T to the example input's length
+    ("your code specialized it to be a constant") and the export failed. The same steps, masks and order:
+
+        (state_t, out_t) = combine(state_{t-1}, (xw_t, live_t)),  t = 0..T-1 (T-1..0 reversed)"""
+    from torch._higher_order_ops.scan import scan
+
+    B = xw.shape[1]
+    # the carry keeps one shape and dtype: a state of batch 1 is broadcast first (as the python backend does)
+    init = tuple(s.expand(B, -1).clone() for s in state0)
+    xs = (xw,) if mask is None else (xw, mask != 0)
+
+    def combine(state, inputs):  # (scan forbids outputs that alias inputs or each other: hence the clones)
+        new = tuple(cell.step(inputs[0], state, P)[0])
+        if mask is not None:
+            live = inputs[1]
+            return tuple(torch.where(live, n, s) for n, s in zip(new, state)), torch.where(live, new[0], 0)
+        new = tuple(n.clone() if any(n is s for s in state) else n for n in new)
+        return new, new[0].clone()
+
+    with (
+        warnings.catch_warnings()
+    ):  # torch's own, from inside scan: its dynamo reads .grad of every tensor it is
+        # given, and what it imports uses torch.jit
+        warnings.filterwarnings("ignore", "The .grad attribute of a Tensor that is not a leaf", UserWarning)
+        warnings.filterwarnings("ignore", "`torch.jit.script_method` is deprecated", DeprecationWarning)
+        state, hs = scan(combine, init, xs, reverse=reverse)
+    return hs, tuple(state)
 
 
 PROBE_COMPILE_ERROR = (

@@ -396,6 +396,35 @@ def test_torch_export_same_numbers(name, kw, strict):
             program.module()(x, torch.tensor(lengths))
 
 
+@pytest.mark.parametrize("name,kw", [("lstm", {"num_layers": 2, "proj_size": 3}), ("mut1", {"bidirectional": True}),
+                                     ("gru_cho", {"batch_first": False})])  # fmt: skip
+def test_torch_export_with_a_dynamic_time_dimension(name, kw):
+    """torch.export with T dynamic (torch.export.Dim), as torch.nn's RNNs export: the Python loop of T steps fixed T
+    to the example's length and the export failed ("your code specialized it to be a constant"); the loop is one
+    scan there, whose program runs any T in range, with lengths, both directions and a given state, and backward.
+    (Non-strict, torch.export's default: strict export's dynamo shows T as an int, see exporting_any_length.)"""
+    torch.manual_seed(0)
+    layer = Recurrent(name, 4, 6, **kw).eval()
+    t_dim = 1 if layer.batch_first else 0
+    x = torch.randn(3, 5, 4) if layer.batch_first else torch.randn(5, 3, 4)
+    with torch.no_grad():
+        state = layer(x)[1]  # (a state of the right shapes)
+    T = torch.export.Dim("T", min=2, max=64)
+    program = torch.export.export(
+        layer,
+        (x, state, torch.tensor([5, 2, 4])),
+        dynamic_shapes=({t_dim: T}, tuple(None for _ in state) if isinstance(state, tuple) else None, None),
+    )
+    for steps, lengths in ((9, [9, 1, 6]), (2, [2, 2, 1])):
+        x = torch.randn(3, steps, 4) if layer.batch_first else torch.randn(steps, 3, 4)
+        x.requires_grad_(True)
+        got, want = program.module()(x, state, torch.tensor(lengths)), layer(x, state, torch.tensor(lengths))
+        torch.testing.assert_close(got, want)
+        (g,) = torch.autograd.grad(got[0].sum(), x)
+        (w,) = torch.autograd.grad(want[0].sum(), x)
+        torch.testing.assert_close(g, w)
+
+
 def test_a_probe_given_to_torch_export_is_said_to_record_nothing():
     """A GradProbe passed while exporting was accepted in silence and recorded nothing (an exported program holds no
     backward): it is said, and the program computes what the layer does."""

@@ -41,9 +41,9 @@ def softmax_loss_grads(h: torch.Tensor, V_out: torch.Tensor, target: torch.Tenso
 
     Shapes: h (B, E), V_out (V, E), target (B,). Returns J, dJ/dh (B, E), dJ/dV_out (V, E).
     """
-    scores = h @ V_out.T  # (B, V)
-    y_hat = torch.softmax(scores, dim=1)
-    J = -torch.log(y_hat.gather(1, target[:, None])).sum()
+    log_y_hat = torch.log_softmax(h @ V_out.T, dim=1)  # (B, V); log of softmax underflowed to -inf in float32
+    y_hat = log_y_hat.exp()
+    J = -log_y_hat.gather(1, target[:, None]).sum()
     dscores = y_hat.clone()
     dscores[torch.arange(len(target)), target] -= 1  # ŷ - y
     return J, dscores @ V_out, dscores.T @ h

@@ -20,6 +20,17 @@ def test_full_softmax_gradients_match_autograd():
     torch.testing.assert_close(dV, V_out.grad)
 
 
+def test_full_softmax_loss_of_a_confident_miss_is_finite():
+    """J was -log of the softmax probability, which underflows to 0 in float32 for a score 200 below the best:
+    the loss read inf (and loss_is_finite() False) where cross-entropy is 200 nats."""
+    h, V_out, target = torch.tensor([[10.0]]), torch.tensor([[10.0], [-10.0], [0.0]]), torch.tensor([1])
+    J, dh, _ = softmax_loss_grads(h, V_out, target)
+    assert J.item() == pytest.approx(
+        torch.nn.functional.cross_entropy(h @ V_out.T, target, reduction="sum").item()
+    )
+    assert dh.item() == pytest.approx(20.0)
+
+
 def test_negative_sampling_gradients_match_autograd():
     torch.manual_seed(1)
     h = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)

@@ -10,7 +10,8 @@ Each word j has an input vector u_j (row j of U, V x E) and an output vector v_j
 
 Frequent words are subsampled: a word with count f among T keeps each occurrence with probability
 (sqrt(f / (sT)) + 1) · sT / f (word2vec.c's formula, threshold s). The window is drawn per centre
-word uniformly from 1..window, so near words count more. The learning rate decays linearly.
+word uniformly from 1..window, so near words count more. The learning rate decays linearly from
+alpha to min_alpha, each epoch over its own pairs (as gensim's does).
 CBOW with the mean follows the gradient exactly: each of the m context vectors moves by (1/m) dJ/dh.
 word2vec.c and gensim move each by the whole dJ/dh, so at the same learning rate rnnkit's context
 vectors move m times less for the same dJ/dh.
@@ -178,10 +179,8 @@ class Word2Vec:
             raise RnnkitError(
                 "no (centre, context) pairs: every sentence has a single known word; give longer sentences"
             )
-        self.seen, self.expected, self.loss_history = 0, len(pairs[0]) * c.epochs, []  # alpha's schedule
-        with tqdm(
-            total=self.expected, desc="word2vec", unit=" pairs", unit_scale=True, disable=not progress
-        ) as bar:
+        self.loss_history, total = [], len(pairs[0]) * c.epochs
+        with tqdm(total=total, desc="word2vec", unit=" pairs", unit_scale=True, disable=not progress) as bar:
             threads = torch.get_num_threads()
             torch.set_num_threads(1)  # each step is small: a thread pool's barriers cost more than they give
             try:
@@ -191,6 +190,8 @@ class Word2Vec:
                         pairs = self._pairs(ids, sent)
                         bar.total = bar.n + len(pairs[0]) * (c.epochs - epoch)
                         bar.refresh()
+                    # alpha's schedule, seen / expected: epoch e runs from e / E to (e + 1) / E over its own pairs
+                    self.seen, self.expected = epoch * len(pairs[0]), c.epochs * len(pairs[0])
                     self._epoch(*pairs, bar)
             finally:
                 torch.set_num_threads(threads)

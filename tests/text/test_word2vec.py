@@ -383,3 +383,39 @@ def test_auto_warns_once_when_the_native_loop_cannot_be_built(monkeypatch):
     monkeypatch.setenv("RNNKIT_NATIVE", "0")
     monkeypatch.setattr(w2v_native, "reason", "switched off by RNNKIT_NATIVE=0")
     assert Word2Vec(backend="auto").resolved_backend() == "torch"
+
+
+@pytest.mark.parametrize("backend", ["torch", "native"])
+def test_learning_rate_decays_over_each_epochs_own_pairs_to_min_alpha(backend, monkeypatch):
+    """The rate's schedule divided the pairs seen by the first epoch's count times the epochs, but each epoch
+    draws its own windows and subsampling: with fewer pairs in the later epochs training ended at several times
+    min_alpha (with more, it ran its last pairs at min_alpha). Epoch e now decays linearly over its own pairs from
+    alpha - (alpha - min_alpha) e / E to the next epoch's start, as gensim's schedule does."""
+    batches = []  # (rate at a batch's first pair, rate after its last pair)
+    E, alpha, min_alpha = 4, 0.05, 0.001
+
+    def rate(seen, expected):
+        return alpha - (alpha - min_alpha) * min(seen / expected, 1.0)
+
+    class Recorder:  # stands in for the compiled loop, whose pair p runs at rate(seen + p, expected)
+        def sgns_pairs(self, U, V_out, w, ctx, neg, alpha, min_alpha, seen, expected, *rest):
+            batches.append((rate(seen, expected), rate(seen + len(w), expected)))
+
+    def step(self, w, ctx, lr, need_loss):
+        if lr:  # not the native path's loss probe (rate 0)
+            batches.append((lr, None))
+        return 0.0 if need_loss else None
+
+    monkeypatch.setattr(Word2Vec, "_step", step)
+    monkeypatch.setattr(Word2Vec, "_native", lambda self: Recorder() if backend == "native" else None)
+    rng = np.random.default_rng(0)
+    sentences = [[f"w{i}" for i in rng.integers(20, size=rng.integers(2, 9))] for _ in range(40)]
+    Word2Vec(min_count=1, epochs=E, alpha=alpha, min_alpha=min_alpha, batch_size=16, backend=backend).fit(
+        sentences
+    )
+    first = np.array([b[0] for b in batches])
+    assert np.all(np.diff(first) < 0)  # never rises
+    for e in range(E):  # each epoch starts where the schedule says
+        assert np.isclose(first, alpha - (alpha - min_alpha) * e / E, rtol=1e-12).any()
+    if backend == "native":  # and the last pair ends it at min_alpha
+        assert batches[-1][1] == pytest.approx(min_alpha, rel=1e-12)

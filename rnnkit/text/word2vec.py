@@ -153,6 +153,8 @@ class Word2Vec:
                 "Word2Vec.fit takes sentences as lists of words, not str: split them first "
                 "([s.split() for s in texts])"
             )
+        # each sentence read once, as a list: a numpy array's truth value is an error, an iterator runs dry
+        sentences = [s if isinstance(s, list) else list(s) for s in sentences]
         if not any(sentences):
             raise RnnkitError("empty corpus: no words to train on")
         self.build_vocab(sentences)

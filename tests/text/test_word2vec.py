@@ -209,6 +209,17 @@ def test_str_sentences_are_refused(sentences):
         Word2Vec(min_count=1, backend="torch").fit(sentences)
 
 
+@pytest.mark.parametrize("kind", [np.array, tuple, iter])
+def test_sentences_as_arrays_tuples_or_iterators_train_as_lists(kind):
+    """A numpy array of words per sentence failed with numpy's 'truth value of an array ... is ambiguous';
+    iterators were read up by the vocabulary count, leaving 'no (centre, context) pairs: every sentence has a
+    single known word'."""
+    words = [s.split() for s in ["the cat sat on the mat", "the dog sat on the log"] * 10]
+    config = dict(min_count=1, dimension=4, epochs=1, backend="torch")
+    expected = Word2Vec(**config).fit(words).wv.vectors
+    np.testing.assert_array_equal(Word2Vec(**config).fit([kind(s) for s in words]).wv.vectors, expected)
+
+
 def test_overrides_apply_on_top_of_a_config():
     from rnnkit.text import Word2VecConfig
 

@@ -113,6 +113,7 @@ class TfidfIndex:
 
     def fit(self, docs: list[str], progress: bool = False) -> "TfidfIndex":
         _not_str(docs, "TfidfIndex.fit takes a list of documents", "wrap one document in a list ([text])")
+        docs = docs if isinstance(docs, list) else list(docs)  # a numpy array's truth value is an error
         if not docs:
             raise RnnkitError("no documents to index; give at least one non-empty document")
         terms = [self.analyzer(doc) for doc in tqdm(docs, desc="tf-idf", unit=" docs", disable=not progress)]

@@ -116,3 +116,17 @@ def test_numpy_bools_in_the_config_save_and_load(tmp_path):
     again = TfidfIndex.load(tmp_path)
     assert again.config.smooth_idf is True
     assert abs(again.matrix - index.matrix).max() == 0
+
+
+def test_documents_as_a_numpy_array_index_as_a_list_does():
+    """A numpy array of documents (scikit-learn's vectorizers take one) failed in fit with numpy's 'The truth value
+    of an array with more than one element is ambiguous'."""
+    expected = TfidfIndex().fit(DOCS)
+    index = TfidfIndex().fit(np.array(DOCS))
+    assert index.terms == expected.terms
+    np.testing.assert_array_equal(index.matrix.toarray(), expected.matrix.toarray())
+    np.testing.assert_array_equal(
+        index.transform(np.array(DOCS[:2])).toarray(), expected.matrix.toarray()[:2]
+    )
+    with pytest.raises(RnnkitError, match="no documents"):
+        TfidfIndex().fit(np.array([], dtype=str))

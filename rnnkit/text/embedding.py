@@ -34,7 +34,7 @@ def one_hot(ids: torch.Tensor, V: int, dtype=None) -> torch.Tensor:
     ids = torch.as_tensor(ids)
     check_ids(ids, V)
     x = torch.zeros(*ids.shape, V, dtype=dtype or torch.get_default_dtype())
-    return x.scatter_(-1, ids.unsqueeze(-1), 1.0)
+    return x.scatter_(-1, ids.long().unsqueeze(-1), 1.0)  # scatter takes int64 (or int32) ids only
 
 
 class Embedding(torch.nn.Module):
@@ -58,7 +58,7 @@ class Embedding(torch.nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         ids = torch.as_tensor(ids)  # a list or array of ids too
         check_ids(ids, len(self.weight))
-        return self.weight[ids]  # (B, T, E)
+        return self.weight[ids.long()]  # (B, T, E); uint8 ids would index as a boolean mask
 
 
 def document_word_matrix(docs: list[list[int]], V: int) -> sp.csr_matrix:

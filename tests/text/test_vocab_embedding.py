@@ -68,6 +68,18 @@ def test_one_hot_times_W_selects_a_column_equal_to_the_embedding_lookup():
     assert torch.equal((W @ one_hot(torch.tensor(4), V)), W[:, 4])
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32])
+def test_ids_of_any_integer_dtype_select_their_rows(dtype):
+    """uint8 ids (bytes, a character vocabulary) indexed the weight as a boolean mask: the rows of the non-zero ids'
+    positions came back (ids 1 2 3 4 0 gave rows 0 1 2 3), or a mask-shape IndexError; int8 and int16 were torch's
+    IndexError, and one_hot failed in scatter for all three."""
+    torch.manual_seed(0)
+    emb, ids = Embedding(5, 3), torch.tensor([[1, 2, 3, 4, 0], [4, 4, 0, 1, 2]])
+    assert torch.equal(emb(ids.to(dtype)), emb.weight[ids])
+    assert torch.equal(emb(ids[0].to(dtype)), emb.weight[ids[0]])
+    assert torch.equal(one_hot(ids.to(dtype), 5), one_hot(ids, 5))
+
+
 @pytest.mark.parametrize(
     "ids, message",
     [([-1], r"0\.\.3"), ([4], r"0\.\.3"), ([1.0, 2.7], "integer tensor")],

@@ -220,7 +220,7 @@ class NGramLM:
                 f"{name} must be a 1-D array of integer token ids in 0..{V - 1} for this {V}-token vocabulary; "
                 "turn text into ids with model.encode(text)"
             )
-        return ids
+        return ids.astype(np.int64, copy=False)  # uint64 ids plus int64 keys would be float64
 
     def next_distribution(self, history: list[int]) -> np.ndarray:
         """P(w | history) for every w in the vocabulary; it sums to 1."""

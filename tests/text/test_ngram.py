@@ -176,6 +176,19 @@ def test_fit_ids_needs_a_vocabulary_and_ids_in_it():
             m.fit_ids(x)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.int32, np.uint32, np.uint64])
+def test_fit_ids_counts_ids_of_any_integer_dtype(dtype):
+    """uint64 ids failed deep in the counting (TypeError: Cannot cast array data from dtype('float64') to
+    dtype('int64')): int64 keys plus uint64 ids are float64 in numpy."""
+    ref = NGramLM(3).fit(TEXT)
+    x = ref.encode(TEXT)
+    m = NGramLM(3)
+    m.vocab = ref.vocab
+    m.fit_ids(x.astype(dtype))
+    np.testing.assert_array_equal(m.log_probs(x.astype(dtype)), ref.log_probs(x))
+    np.testing.assert_array_equal(m.next_distribution(x[:5].astype(dtype)), ref.next_distribution(x[:5]))
+
+
 def test_word_text_comes_back_without_spaces_beside_its_newlines():
     """Decoding joined the words with spaces and then turned <eos> into a newline: "dog \\n" and "\\n sat"."""
     lm = NGramLM(2, level="word").fit(TEXT)

@@ -58,7 +58,8 @@ class TfidfConfig:
 
 
 class Analyzer:
-    """text -> terms: lower-case, split words and punctuation, drop punctuation and stop words, stem."""
+    """text -> terms: lower-case, split words and punctuation, drop punctuation (tokens without a letter or digit)
+    and stop words, stem."""
 
     def __init__(self, config: TfidfConfig):
         self.config = config
@@ -69,7 +70,8 @@ class Analyzer:
             self.stemmer = snowballstemmer.stemmer("english")
 
     def __call__(self, text: str) -> list[str]:
-        terms = [t for t in word_tokenize(text, lower=self.config.lower, punctuation=True) if t[0].isalnum()]
+        tokens = word_tokenize(text, lower=self.config.lower, punctuation=True)
+        terms = [t for t in tokens if any(c.isalnum() for c in t)]  # __init__ is a word, "," and "_" are not
         if self.config.stop_words:
             terms = [t for t in terms if t.lower() not in ENGLISH_STOP_WORDS]
         return self.stemmer.stemWords(terms) if self.stemmer else terms

@@ -130,3 +130,13 @@ def test_documents_as_a_numpy_array_index_as_a_list_does():
     )
     with pytest.raises(RnnkitError, match="no documents"):
         TfidfIndex().fit(np.array([], dtype=str))
+
+
+def test_words_that_begin_with_an_underscore_are_terms():
+    """Words such as __init__ or _private were dropped as if punctuation (their first character is not
+    alphanumeric), so searching for one said no term of the query is in the index; scikit-learn keeps them."""
+    docs = ["call __init__ first", "the _private helper", "snake_case names"]
+    index = TfidfIndex().fit(docs)
+    assert {"__init__", "_private", "snake_case"} <= set(index.terms)
+    assert "_" not in index.analyzer("a _ b , c")  # a lone underscore is punctuation
+    assert index.search("__init__")[0][0] == 0

@@ -159,7 +159,7 @@ class Word2Vec:
             raise RnnkitError("empty corpus: no words to train on")
         self.build_vocab(sentences)
         ids, sent = self._encode(sentences)
-        self.generator = torch.Generator().manual_seed(c.seed)
+        self.generator = torch.Generator().manual_seed(int(c.seed))  # torch refuses a numpy integer
         self.rng = np.random.default_rng(c.seed)
         V, E = len(self.vocab), c.dimension
         # float32, as word2vec.c and gensim keep them (and the native loop reads), whatever torch's default dtype

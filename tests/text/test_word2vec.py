@@ -220,6 +220,15 @@ def test_sentences_as_arrays_tuples_or_iterators_train_as_lists(kind):
     np.testing.assert_array_equal(Word2Vec(**config).fit([kind(s) for s in words]).wv.vectors, expected)
 
 
+def test_a_numpy_integer_seed_trains_as_the_same_int_does():
+    """seed=np.int64(3) (np.arange(5) of seeds) passed the check as a whole number, then fit failed in torch's
+    manual_seed with 'TypeError: an integer is required'."""
+    words = [s.split() for s in ["the cat sat on the mat", "the dog sat on the log"] * 10]
+    config = dict(min_count=1, dimension=4, epochs=1, backend="torch", sample=0)
+    expected = Word2Vec(**config, seed=3).fit(words).wv.vectors
+    np.testing.assert_array_equal(Word2Vec(**config, seed=np.int64(3)).fit(words).wv.vectors, expected)
+
+
 def test_overrides_apply_on_top_of_a_config():
     from rnnkit.text import Word2VecConfig
 

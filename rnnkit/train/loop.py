@@ -214,6 +214,23 @@ def restore(ckpt, model, optimizer, batches, path="latest.pt") -> Progress:
     return _saved_progress(ckpt["progress"], len(batches), path)
 
 
+def _check_windows(cfg, ckpt, out):
+    """A resume cuts the corpus as the run did: its progress (window k of an epoch), carried state and validation
+    split are counted in its seq_len, batch size and val_frac (an edited config.json, or another config given from
+    Python, read other text as window k, or trained on the validation text)."""
+    try:
+        saved = json.loads(ckpt["config"])["data"]
+    except (ValueError, TypeError, KeyError):  # a config that can't be read: the checks after it speak
+        return
+    if not isinstance(saved, dict):
+        return
+    for key in ("seq_len", "batch_size", "val_frac"):
+        if key in saved and saved[key] != getattr(cfg.data, key):
+            raise RnnkitError(f"cannot resume {out} with {key} {getattr(cfg.data, key)}: the run was trained with "
+                              f"{saved[key]}, in whose windows its progress, carried state and validation split are "
+                              f"counted; resume with {key} {saved[key]}, or start a new run with --force")  # fmt: skip
+
+
 def _saved_progress(saved, windows: int, path) -> Progress:
     """The checkpoint's progress, checked: fields of Progress, each of its kind, and a window of the `windows` of an
     epoch (a damaged or foreign file ended in a traceback from Progress(**saved) or from the first window read)."""
@@ -324,6 +341,7 @@ def _train(cfg, out, resume, force, dry_run, log):
                 else "same characters, other text" if saved_id != corpus_id else None)  # fmt: skip
         if what:
             raise RnnkitError(f"the corpus of {out} has changed ({what}); start a new run with --force")
+        _check_windows(cfg, ckpt, out)
     cfg.model.vocab_size = len(chars)
     torch.manual_seed(cfg.train.seed)
     model = CharLM(cfg.model)

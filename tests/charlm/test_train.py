@@ -306,6 +306,23 @@ def test_resume_refuses_a_corpus_changed_with_the_same_characters(tmp_path, corp
         train(cfg, tmp_path / "run", resume=True, log=quiet)
 
 
+@pytest.mark.parametrize("key, value", [("seq_len", 12), ("batch_size", 6), ("val_frac", 0.2)])
+def test_resume_refuses_windows_cut_otherwise(tmp_path, corpus, key, value):
+    """The run's position (window k of an epoch), carried state and validation split are counted in its seq_len,
+    batch size and val_frac; a resume with others (an edited config.json, or another config from Python) trained
+    on: a seq_len of 12 read other text as window k, a val_frac of 0.2 trained on part of the validation text,
+    and a batch size of 6 was called a damaged latest.pt ("its carried state is not 2 tensors of shape ...")."""
+    quiet = lambda s: None  # noqa: E731
+    train(tiny_config(corpus, max_steps=4), tmp_path / "run", log=quiet)
+    cfg = tiny_config(corpus, max_steps=6)
+    setattr(cfg.data, key, value)
+    saved = getattr(tiny_config(corpus).data, key)
+    with pytest.raises(
+        RnnkitError, match=rf"cannot resume .* with {key} {value}: the run was trained with {saved}"
+    ):
+        train(cfg, tmp_path / "run", resume=True, log=quiet)
+
+
 @pytest.mark.parametrize(
     "section,key,value,message",
     [

@@ -40,6 +40,7 @@ from rnnkit.train.optim import clip_gradients, lr_at_epoch, make_optimizer, set_
 RUN_FILES = ["config.json", "vocab.json", "metrics.csv", "loss.png", "latest.pt", "best.pt"]
 EXPLODE = 3.0  # char-rnn aborts when the loss exceeds 3x the initial loss
 DRY_RUN_STEPS = 4
+DRY_RUN_ID = "dry-run:"  # before the corpus id of a dry run's checkpoints
 
 
 @dataclass
@@ -337,6 +338,9 @@ def _train(cfg, out, resume, force, dry_run, log):
         saved_id = (
             ckpt["progress"].get("corpus_id") or corpus_id
         )  # runs saved before it was kept: not checked
+        if isinstance(saved_id, str) and saved_id.startswith(DRY_RUN_ID):
+            raise RnnkitError(f"{out} holds a dry run (a few steps on a slice of the corpus, its config the dry "
+                              "run's limits), not a run to continue; start the run with --force")  # fmt: skip
         what = ("its vocabulary differs" if "".join(chars) != ckpt["chars"]
                 else "same characters, other text" if saved_id != corpus_id else None)  # fmt: skip
         if what:
@@ -356,7 +360,7 @@ def _train(cfg, out, resume, force, dry_run, log):
         raise RnnkitError(
             f"{out / 'latest.pt'} does not fit this configuration ({mismatch(e)}); resume without changing model options"
         ) from None
-    progress.corpus_id = corpus_id
+    progress.corpus_id = DRY_RUN_ID + corpus_id if dry_run else corpus_id  # a dry run is not resumed
     clear_out(out, force)
     write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
     write_text(out / "vocab.json", json.dumps(chars, ensure_ascii=False) + "\n")

@@ -116,7 +116,7 @@ def test_resume_finds_a_corpus_that_moved(tmp_path, corpus, cli):
 
 def test_resume_and_force_from_the_command_line(tmp_path, corpus, cli):
     trained = tmp_path / "run"
-    assert cli("train", corpus, "--out", trained, *TINY, "--dry-run")[0] == 0
+    assert cli("train", corpus, "--out", trained, *TINY, "--max-steps", "3")[0] == 0
     assert cli("train", corpus, "--out", trained, *TINY, "--dry-run")[0] == 2  # refused: a run is there
     assert cli("train", "--out", trained, "--resume", "--max-steps", "6")[0] == 0
     assert cli("train", corpus, "--out", trained, *TINY, "--dry-run", "--force")[0] == 0
@@ -133,6 +133,19 @@ def test_a_dry_run_never_touches_a_run_it_would_resume(tmp_path, corpus, cli):
     code, _, err = cli("train", "--out", run, "--resume", "--dry-run")
     assert code == 2 and "--dry-run with --resume would train the run on a slice" in err
     assert {p.name: p.read_bytes() for p in run.iterdir()} == files
+
+
+def test_a_dry_run_is_not_resumed_as_a_run(tmp_path, corpus, cli):
+    """train said of a dry run's folder 'use --resume to continue it', and --resume then went on with the dry
+    run's config (max_steps 4, a validation and a sample of 40 characters every 2 steps) on the whole corpus, its
+    windows and validation split cut from the dry run's slice; it is refused, naming --force."""
+    run = tmp_path / "run"
+    assert cli("train", corpus, "--out", run, *TINY, "--dry-run")[0] == 0
+    files = {p.name: p.read_bytes() for p in run.iterdir()}
+    code, _, err = cli("train", corpus, "--out", run, "--resume", "--max-steps", "8")
+    assert code == 2 and "holds a dry run" in err and "--force" in err
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == files
+    assert cli("train", corpus, "--out", run, *TINY, "--max-steps", "2", "--force")[0] == 0
 
 
 def test_run_folder_without_validation_and_unmakeable(tmp_path, corpus, cli):
@@ -370,7 +383,7 @@ def test_a_flipped_byte_in_a_checkpoint_is_caught(trained, tmp_path, cli):
 
 def test_resume_with_a_damaged_config_uses_the_checkpoints(tmp_path, corpus, cli):
     run = tmp_path / "run"
-    assert cli("train", corpus, "--out", run, *TINY, "--dry-run")[0] == 0
+    assert cli("train", corpus, "--out", run, *TINY, "--max-steps", "3")[0] == 0
     (run / "config.json").write_text("garbage")
     code, _, err = cli("train", "--out", run, "--resume", "--max-steps", "6")
     assert code == 0 and "config.json is unreadable; resuming with the config saved in latest.pt" in err

@@ -218,18 +218,20 @@ def restore(ckpt, model, optimizer, batches, path="latest.pt") -> Progress:
 def _check_windows(cfg, ckpt, out):
     """A resume cuts the corpus as the run did: its progress (window k of an epoch), carried state and validation
     split are counted in its seq_len, batch size and val_frac (an edited config.json, or another config given from
-    Python, read other text as window k, or trained on the validation text)."""
+    Python, read other text as window k, or trained on the validation text); and it steps with the run's optimizer,
+    whose state latest.pt holds (another one's first step was a KeyError traceback)."""
     try:
-        saved = json.loads(ckpt["config"])["data"]
+        saved = json.loads(ckpt["config"])
+        saved = {**saved["data"], "optimizer": saved["train"]["optimizer"]}
     except (ValueError, TypeError, KeyError):  # a config that can't be read: the checks after it speak
         return
-    if not isinstance(saved, dict):
-        return
-    for key in ("seq_len", "batch_size", "val_frac"):
-        if key in saved and saved[key] != getattr(cfg.data, key):
-            raise RnnkitError(f"cannot resume {out} with {key} {getattr(cfg.data, key)}: the run was trained with "
-                              f"{saved[key]}, in whose windows its progress, carried state and validation split are "
-                              f"counted; resume with {key} {saved[key]}, or start a new run with --force")  # fmt: skip
+    windows = "in whose windows its progress, carried state and validation split are counted"
+    for key, why in [("seq_len", windows), ("batch_size", windows), ("val_frac", windows),
+                     ("optimizer", "whose state latest.pt holds")]:  # fmt: skip
+        given = getattr(cfg.train if key == "optimizer" else cfg.data, key)
+        if key in saved and saved[key] != given:
+            raise RnnkitError(f"cannot resume {out} with {key} {given}: the run was trained with {saved[key]}, "
+                              f"{why}; resume with {key} {saved[key]}, or start a new run with --force")  # fmt: skip
 
 
 def _saved_progress(saved, windows: int, path) -> Progress:

@@ -323,6 +323,18 @@ def test_resume_refuses_windows_cut_otherwise(tmp_path, corpus, key, value):
         train(cfg, tmp_path / "run", resume=True, log=quiet)
 
 
+def test_resume_refuses_another_optimizer(tmp_path, corpus):
+    """latest.pt's optimizer state is the run's optimizer's: resumed with another (an edited config.json, or
+    another config from Python), torch loaded Adam's state into SGD, whose first step ended in a KeyError
+    traceback ('momentum'; RMSprop: 'square_avg')."""
+    quiet = lambda s: None  # noqa: E731
+    train(tiny_config(corpus, max_steps=2), tmp_path / "run", log=quiet)
+    for optimizer in ("sgd", "rmsprop"):
+        cfg = tiny_config(corpus, max_steps=4, optimizer=optimizer)
+        with pytest.raises(RnnkitError, match=rf"cannot resume .* with optimizer {optimizer}: .* adam"):
+            train(cfg, tmp_path / "run", resume=True, log=quiet)
+
+
 @pytest.mark.parametrize(
     "section,key,value,message",
     [

@@ -160,6 +160,7 @@ def load_file(path, name=None, memmap_path=None, what="corpus") -> Corpus:
     if memmap_path is None and path.stat().st_size > MEMMAP_BYTES:
         memmap_path = _anonymous_file()
     if memmap_path is not None:
+        memmap_path = pathlib.Path(memmap_path)
         tokens = np.lib.format.open_memmap(memmap_path, mode="w+", dtype=dtype, shape=(n,))
         if memmap_path.name.startswith("rnnkit-tokens-"):
             _unlink_quietly(memmap_path)  # the mapping stays valid; the file vanishes with the process

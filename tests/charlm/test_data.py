@@ -34,6 +34,10 @@ def test_chunked_reading_and_memmap(tmp_path, monkeypatch):
     c = load_file(path, memmap_path=tmp_path / "tokens.npy")
     assert isinstance(c.tokens, np.memmap)
     assert "".join(c.chars[i] for i in c.tokens) == text
+    c = load_file(
+        path, memmap_path=str(tmp_path / "tokens2.npy")
+    )  # a str, as open() takes: an AttributeError
+    assert isinstance(c.tokens, np.memmap) and "".join(c.chars[i] for i in c.tokens) == text
 
 
 def test_big_files_are_memory_mapped(tmp_path, monkeypatch):

@@ -324,6 +324,8 @@ def _train(cfg, out, resume, force, dry_run, log):
     out = check_out(out, resume, force)
     ckpt = load_checkpoint(out / "latest.pt", resuming=True) if resume else None
     if dry_run:
+        # its limits are set on a copy: a run trained with the caller's config next took them
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train))
         cfg.train.max_steps = min(cfg.train.max_steps or DRY_RUN_STEPS, DRY_RUN_STEPS)  # fewer if asked
         cfg.train.eval_every = min(cfg.train.eval_every, 2)
         cfg.train.sample_every = 2 if cfg.train.sample_every else 0

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 import zipfile
 
@@ -333,6 +334,16 @@ def test_resume_refuses_another_optimizer(tmp_path, corpus):
         cfg = tiny_config(corpus, max_steps=4, optimizer=optimizer)
         with pytest.raises(RnnkitError, match=rf"cannot resume .* with optimizer {optimizer}: .* adam"):
             train(cfg, tmp_path / "run", resume=True, log=quiet)
+
+
+def test_a_dry_run_leaves_the_callers_config_alone(tmp_path, corpus):
+    """train(cfg, dry_run=True) wrote its limits into the caller's cfg: the run trained with that cfg next stopped
+    after 4 steps, validating every 2 and sampling 40 characters."""
+    cfg = tiny_config(corpus, max_steps=30, eval_every=10)
+    before = dataclasses.asdict(cfg.train)
+    assert train(cfg, tmp_path / "smoke", dry_run=True, log=lambda s: None) == 0
+    assert dataclasses.asdict(cfg.train) == before
+    assert len(read_metrics(tmp_path / "smoke" / "metrics.csv")) == 4
 
 
 @pytest.mark.parametrize(

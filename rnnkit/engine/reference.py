@@ -119,8 +119,12 @@ def higher_order_grads(inputs, outputs_fn, grads_out, needs=None):
     inputs: tensors or None; returns one gradient (or None) per input."""
     if needs is not None and _no_recording():
         return _functional_grads(inputs, outputs_fn, grads_out, needs)
-    wanted = [t for t in inputs if t is not None and t.requires_grad]
     with torch.enable_grad():
+        # the rerun reads aliases of the inputs, at which autograd.grad stops: taken with respect to the inputs
+        # themselves it ran on through their history wherever that reached another input (an initial state from
+        # an earlier run of the same W_hh: that run's backward inside this one, its part of dW_hh counted twice)
+        inputs = [t.view_as(t) if t is not None and t.requires_grad else t for t in inputs]
+        wanted = [t for t in inputs if t is not None and t.requires_grad]
         outs = outputs_fn(*inputs)
         pairs = [(o, g) for o, g in zip(outs, grads_out) if g is not None and o.requires_grad]
         got = torch.autograd.grad(

@@ -228,3 +228,38 @@ def test_a_second_derivative_through_activation_checkpointing(backend):
         grads.append([x.grad.clone(), *(p.grad.clone() for p in layer.parameters())])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_create_graph_through_a_state_from_an_earlier_run_of_the_same_weights(backend):
+    """Under create_graph=True the second run's gradients came from autograd.grad with respect to its inputs,
+    which ran on through their history: its initial state (the first run's final state) led back to W_hh, so
+    that grad ran the first run's backward inside the second's and counted its part of dW_hh twice (truncated
+    BPTT without detach, a layer applied to its own output: dW_hh 2% off; a GradProbe got a third record)."""
+    cell, xw, state0, P, _ = engine_inputs("rnn_tanh", T=6)
+    grads = {}
+    for b in ("autograd", backend):
+        probe = GradProbe()
+        hs1, s1 = run(cell, xw[:3], state0, P, None, False, b, probe)
+        hs2, _ = run(cell, xw[3:], s1, P, None, False, b, probe)
+        loss = hs1.square().sum() + hs2.sum()
+        first = torch.autograd.grad(loss, (xw, *state0, *P), create_graph=True)
+        assert len(probe.history) == 2  # one record per run
+        second = torch.autograd.grad(sum(g.square().sum() for g in first), (xw, *state0, *P))
+        grads[b] = (*first, *second)
+    for a, g in zip(grads["autograd"], grads[backend]):
+        torch.testing.assert_close(g, a, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_create_graph_with_one_tensor_as_both_initial_states(backend):
+    """h_0 and c_0 the same tensor: autograd.grad with respect to the native loop's inputs gave each of the two
+    the gradient of both, and the Function's two gradients then added up to twice the right one."""
+    cell, xw, (h0, _), P, _ = engine_inputs("lstm")
+    got = {}
+    for b in ("autograd", backend):
+        hs, _ = run(cell, xw, (h0, h0), P, None, False, b)
+        (g,) = torch.autograd.grad(hs.square().sum(), h0, create_graph=True)
+        got[b] = (g, *torch.autograd.grad(g.square().sum(), h0))
+    for a, g in zip(got["autograd"], got[backend]):
+        torch.testing.assert_close(g, a, rtol=1e-10, atol=1e-12)

@@ -54,7 +54,7 @@ class GradProbe:
     jacobian(vectorize=True)) it records nothing (with a warning): those gradients are not plain tensors."""
 
     def __init__(self):
-        self.dh, self.history, self._pass = None, [], None
+        self.dh, self.history, self._pass = None, [], (None, {})
 
     def record(self, dh, call=None):
         """Add dh as this pass's record; `call` names the run it comes from: a second record of the same run in
@@ -65,10 +65,18 @@ class GradProbe:
                        "jacobian(vectorize=True)); take the gradients one at a time to see dL/dh_t")  # fmt: skip
             return
         dh, now = dh.detach(), torch._C._current_graph_task_id()
-        if now != -1 and (now, call) == self._pass and call is not None and self.history:
-            dh = self.history.pop() + dh  # the other path of the same pass (second order: see above)
-        self._pass, self.dh = (now, call), dh
-        self.history.append(dh)
+        if now == -1 or now != self._pass[0]:
+            self._pass = (now, {})
+        # the other path of the same pass (second order: see above) is added to this pass's record of the run
+        # wherever it is: records of runs sharing the probe come interleaved (run 2, run 1, run 1, run 2), and adding
+        # only to the record right before left partial ones
+        ours = self._pass[1].get(call) if now != -1 and call is not None else None
+        i = next((i for i, r in enumerate(self.history) if r is ours), None) if ours is not None else None
+        if i is not None:
+            dh = self.history[i] = self.history[i] + dh
+        else:
+            self.history.append(dh)
+        self._pass[1][call], self.dh = dh, dh
 
 
 class _Call:

@@ -263,3 +263,24 @@ def test_create_graph_with_one_tensor_as_both_initial_states(backend):
         got[b] = (g, *torch.autograd.grad(g.square().sum(), h0))
     for a, g in zip(got["autograd"], got[backend]):
         torch.testing.assert_close(g, a, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_second_order_pass_records_once_per_run_of_a_shared_probe(backend):
+    """Two runs sharing one probe (truncated BPTT chunks), a second-order pass: python and native reach each
+    run's h_t along two paths, and the records of the two runs came interleaved (run 2, run 1, run 1, run 2);
+    only a record right after one of its own run was added to it, so the pass left three records, two of them
+    partial, where autograd leaves one per run."""
+    cell, xw, state0, P, _ = engine_inputs("rnn_tanh", T=6)
+    records = {}
+    for b in ("autograd", backend):
+        probe = GradProbe()
+        hs1, s1 = run(cell, xw[:2], state0, P, None, False, b, probe)
+        hs2, _ = run(cell, xw[2:], s1, P, None, False, b, probe)
+        (g,) = torch.autograd.grad(hs1.square().sum() + hs2.square().sum(), xw, create_graph=True)
+        first = len(probe.history)
+        g.square().sum().backward()
+        records[b] = sorted(probe.history[first:], key=len)  # (runs of 2 and 4 steps)
+    assert len(records[backend]) == len(records["autograd"]) == 2
+    for a, g in zip(records["autograd"], records[backend]):
+        torch.testing.assert_close(g, a, rtol=1e-10, atol=1e-12)

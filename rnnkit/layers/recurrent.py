@@ -262,7 +262,9 @@ class Recurrent(nn.Module):
     ):
         """out, state = layer(x, state=None, lengths=None, cond=None).
 
-        probe: a `GradProbe` (watches layer 0, forward direction) or a list, one per layer·direction.
+        probe: a `GradProbe` (watches layer 0, forward direction) or a list, one per layer·direction in h_n's
+        order (layer 0 forward, layer 0 reverse, layer 1 forward, ...); its records are (T, B, H) time-major, also
+        for a batch_first layer.
         x may also be a `PackedSequence` (as for torch.nn's RNNs): then out is one too, in the same order;
         or one unbatched sequence (T, D), as torch.nn's RNNs take it: then out is (T, H·dirs) and the state
         tensors (num_layers·dirs, H). input, hx: x and the state under torch.nn's names for them

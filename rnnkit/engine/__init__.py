@@ -196,8 +196,10 @@ def _check_sizes(cell, xw, states, P, xtilde):
                               f"{tuple(xw.shape)}")  # fmt: skip
         return
     build = (lambda: cell(1, c, proj_size=h)) if cell is LSTMP else (lambda: cell(1, c))
+    # built outside torch.func's transforms: under vmap its weight draws failed ("vmap: called random operation
+    # while in randomness error mode"), where the loops themselves run
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), torch._C._DisableFuncTorch():
             model = build()
     except Exception:  # noqa: BLE001  (a cell of the user's own with other arguments)
         if cell in CELLS.values():

@@ -662,3 +662,16 @@ def test_an_inf_gradient_reaching_the_padding_passes_through_it(backend, name):
     assert want[1 + cell.num_states + names.index("W_hh")].isfinite().all()
     for a, b in zip(want, got):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_run_under_vmap(name):
+    """run's size checks build the cell on the meta device, whose reset_parameters draws its weights: under
+    torch.func.vmap that failed with "vmap: called random operation while in randomness error mode" (the layer,
+    which skips the checks, ran). Now run gives there what it gives outside."""
+    cell, xw, state0, P, mask = setup(name, lengths=[4, 2, 1])
+    hs, state = torch.func.vmap(lambda v: run(cell, v, state0, P, mask))(xw[None])
+    want, want_state = run(cell, xw, state0, P, mask)
+    torch.testing.assert_close(hs[0], want)
+    for s, w in zip(state, want_state):
+        torch.testing.assert_close(s[0], w)

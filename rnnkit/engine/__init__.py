@@ -61,8 +61,7 @@ class GradProbe:
         the same pass (the other path of a second-order pass) is added to the first, never one of another run
         sharing the probe (truncated BPTT chunks, a layer used twice in one graph)."""
         if _batched(dh):
-            _warn_once("rnnkit GradProbe records nothing under vmap or batched gradients (is_grads_batched, "
-                       "jacobian(vectorize=True)); take the gradients one at a time to see dL/dh_t")  # fmt: skip
+            warn_batched()
             return
         dh, now = dh.detach(), torch._C._current_graph_task_id()
         if now == -1 or now != self._pass[0]:
@@ -79,6 +78,12 @@ class GradProbe:
         self._pass[1][call], self.dh = dh, dh
 
 
+def warn_batched():
+    """GradProbe's word where it records nothing (see there)."""
+    _warn_once("rnnkit GradProbe records nothing under vmap or batched gradients (is_grads_batched, "
+               "jacobian(vectorize=True)); take the gradients one at a time to see dL/dh_t")  # fmt: skip
+
+
 class _Call:
     """A probe as one run sees it: its records name the run (see GradProbe.record)."""
 
@@ -91,12 +96,16 @@ class _Call:
 
 def _batched(t) -> bool:
     """Whether t is a batched gradient (is_grads_batched) or we are inside vmap."""
+    return torch._C._functorch.is_legacy_batchedtensor(t) or in_vmap()
+
+
+@torch.compiler.disable  # (dynamo can't trace the question: a warning each time it was compiled as a frame)
+def in_vmap() -> bool:
+    """Whether we are inside torch.func.vmap."""
     from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 
     vmap = torch._C._functorch.TransformType.Vmap
-    return torch._C._functorch.is_legacy_batchedtensor(t) or any(
-        i.key() == vmap for i in retrieve_all_functorch_interpreters()
-    )
+    return any(i.key() == vmap for i in retrieve_all_functorch_interpreters())
 
 
 _warned = set()

@@ -87,6 +87,13 @@ def _watch(probe, hs):
         # hooks on a compiled graph's steps recorded dL/dout_t, not dL/dh_t. Dynamo takes this raise for a graph
         # break: the loop around it runs eagerly (the probe records what it should), and fullgraph=True says why
         raise RnnkitError(PROBE_COMPILE_ERROR)
+    from rnnkit.engine import in_vmap, warn_batched
+
+    # a forward under vmap: its batched states are in no graph that a backward outside vmap reaches (there
+    # nothing was recorded, in silence). (Not asked while dynamo traces: it can't trace the question.)
+    if not torch.compiler.is_compiling() and in_vmap():
+        warn_batched()
+        return
     watched = [t for t, h in enumerate(hs) if h is not None]  # (the steps whose h_t needs a gradient)
     if not watched:
         return

@@ -134,6 +134,20 @@ def test_probe_records_nothing_under_batched_gradients():
     assert g.shape == (3, *xw.shape) and probe.history == []
 
 
+def test_probe_warns_of_a_forward_under_vmap(monkeypatch):
+    """A forward under vmap, its backward outside (an ensemble's outputs): the hooks sit on vmap's batched tensors,
+    which no backward reaches, and the probe recorded nothing without the warning its docstring promises."""
+    from rnnkit import engine
+
+    monkeypatch.setattr(engine, "_warned", set())
+    cell, xw, state0, P, _ = engine_inputs("rnn_tanh", T=4)
+    probe = GradProbe()
+    with pytest.warns(RuntimeWarning, match="GradProbe records nothing under vmap or batched"):
+        hs = torch.func.vmap(lambda v: run(cell, v, state0, P, None, False, "autograd", probe)[0])(xw[None])
+    hs.sum().backward()
+    assert probe.history == [] and xw.grad is not None
+
+
 @pytest.mark.skipif(not NATIVE, reason="native backend unavailable")
 def test_training_keeps_no_copy_of_the_projection():
     """Only create_graph needs the loop's input again: the layer hands a way to recompute it instead, and the

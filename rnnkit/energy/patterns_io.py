@@ -40,6 +40,10 @@ def read_patterns(path) -> tuple:
                 raise RnnkitError(
                     f"patterns file {path}: cannot read the line {line[:40]!r} as numbers"
                 ) from None
+    if not rows:
+        raise RnnkitError(
+            f"patterns file {path} holds no patterns; give one ±1 pattern a line (1 -1 1 or +-+)"
+        )
     return rows, None
 
 

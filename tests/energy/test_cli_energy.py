@@ -53,6 +53,11 @@ def test_patterns_file_lines_may_end_with_a_separator(tmp_path):
         (["hopfield", "recall", "--units", "0"], "--units (number of units N) must be a positive integer"),
         (["hopfield", "recall", "--patterns", "{bad}"], "must be binary"),
         (["hopfield", "recall", "--patterns", "{ragged}"], "mixed lengths"),
+        # an empty (or blank) file was "patterns must be a non-empty (rows, units) matrix, got shape (1, 0)"
+        (
+            ["hopfield", "recall", "--patterns", "{blank}"],
+            "{blank} holds no patterns; give one ±1 pattern a line",
+        ),
         (["hopfield", "recall", "--patterns", "{missing}"], "cannot read patterns file"),
         (["hopfield", "recall", "--patterns", "{latin1}"], "is not UTF-8 text"),
         (["hopfield", "recall", "--digits", "0"], "--digits takes 1 to 10 classes, got 0"),
@@ -77,12 +82,12 @@ def test_patterns_file_lines_may_end_with_a_separator(tmp_path):
     ],
 )
 def test_bad_input_is_one_line_and_a_nonzero_exit(args, message, tmp_path, capsys):
-    files = {"bad": "1 -1 0.5\n", "ragged": "1 -1 1\n1 -1\n"}
+    files = {"bad": "1 -1 0.5\n", "ragged": "1 -1 1\n1 -1\n", "blank": "\n  \n"}
     for name, text in files.items():
         (tmp_path / name).write_text(text)
     (tmp_path / "latin1").write_bytes(b"\xff\xfe\x00bad\n")
     paths = {name: str(tmp_path / name) for name in [*files, "latin1", "missing"]}
-    args = [a.format(**paths) for a in args]
+    args, message = [a.format(**paths) for a in args], message.format(**paths)
     assert main([*args, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("rnnkit: error: ") and message in err and err.count("\n") == 1, err

@@ -157,8 +157,8 @@ class WordVectors:
         except OSError as e:
             raise RnnkitError(f"cannot read vectors {path}: {e.strerror}") from None
         try:
-            header, rest = data.split(b"\n", 1)
-            V, E = (int(x) for x in header.split())
+            header, _, rest = data.partition(b"\n")
+            V, E = _header(header, data)
             if V < 1 or E < 1:
                 raise ValueError(
                     f"its header '{V} {E}' promises no vectors (V words of E numbers, both >= 1)"
@@ -180,6 +180,22 @@ class WordVectors:
         if wrong:
             raise RnnkitError(f"{path} is not in word2vec {wrong[0]} format; try --format {wrong[1]}")
         return cls(words, vectors)
+
+
+def _header(header: bytes, data: bytes) -> tuple[int, int]:
+    """V and E of the first line "V E", or a ValueError that shows the line read instead (a corpus, another
+    command's output: its raw bytes were shown, "invalid literal for int() with base 10: b'PK\\x03\\x04...'")."""
+    try:
+        V, E = (int(x) for x in header.split())
+    except ValueError:
+        if not data.strip():
+            raise ValueError("it is empty, with no 'V E' header") from None
+        line = header[:40].decode("utf-8", "replace").strip()
+        shown = repr(line) if line.isprintable() else "binary data"
+        raise ValueError(
+            f"its first line is {shown}, not the 'V E' header (number of words, dimension)"
+        ) from None
+    return V, E
 
 
 def _is_text(rest: bytes, V: int, E: int, records: int = 5) -> bool:

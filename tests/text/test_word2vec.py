@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -170,6 +172,21 @@ def test_malformed_vector_files(tmp_path):
             WordVectors.load(bad)
     with pytest.raises(RnnkitError, match="cannot read"):
         WordVectors.load(tmp_path / "missing.txt")
+
+
+def test_a_file_that_is_not_word_vectors_is_said_so_in_words(tmp_path):
+    # a corpus, a binary file or another command's output (a checkpoint, an n-gram .npz: zip archives) was
+    # "invalid literal for int() with base 10: b'PK\\x03\\x04-\\x00...'", the first line's raw bytes
+    bad = tmp_path / "bad"
+    for content, said in [
+        (b"First Citizen:\nBefore we proceed\n", "its first line is 'First Citizen:', not the 'V E' header"),
+        (b"PK\x03\x04-\x00\x00\x00\x08\x00!\x00+,\xacA\xff\xff\n", "its first line is binary data, not the"),
+        (b"", "it is empty, with no 'V E' header"),
+    ]:
+        bad.write_bytes(content)
+        with pytest.raises(RnnkitError, match=f"^malformed word2vec file {bad}: {re.escape(said)}") as e:
+            WordVectors.load(bad)
+        assert "\\x" not in str(e.value) and "invalid literal" not in str(e.value)
 
 
 def test_word_vectors_check_shapes_and_topn():

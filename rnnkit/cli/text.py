@@ -87,14 +87,18 @@ def add_commands(sub) -> None:
                    help="one JSON object: file, log_prob, nats, chars (or words), nats_per_char, bits_per_char "
                    "(or _word), perplexity")  # fmt: skip
     p.set_defaults(func=cmd_ngram_eval, _parser=p)
-    p = ngram.add_parser("sample", help="sample text (never <unk>)")
+    p = ngram.add_parser("sample", help="sample text (never <unk>)",
+                         description="A char model's sample starts a line: it reads --prime (or nothing) after a "
+                         "newline, as score reads a text.")  # fmt: skip
     p.add_argument("model")
     p.add_argument("--length", type=int, default=500)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--prime", default="", help="text to start from")
     p.add_argument("--seed", type=int, default=0, help="random seed in [0, 2^32) (default: 0)")
     p.set_defaults(func=cmd_ngram_sample, _parser=p)
-    p = ngram.add_parser("complete", help="greedy completion of a prefix (never <unk>)")
+    p = ngram.add_parser("complete", help="greedy completion of a prefix (never <unk>)",
+                         description="A char model reads PREFIX at the start of a line (after a newline), as score "
+                         "reads a text.")  # fmt: skip
     p.add_argument("model")
     p.add_argument("prefix")
     p.add_argument("--length", type=int, default=40)
@@ -349,7 +353,7 @@ def cmd_ngram_score(args) -> int:
     from rnnkit.text.ngram import text_tokens
 
     lm = _load_lm(args.model)
-    context = args.context if args.context is not None else ("\n" if lm.level == "char" else "")
+    context = args.context if args.context is not None else _line_start(lm)
     results = sorted(((t, lm.score(t, context)) for t in args.texts), key=lambda r: -r[1].log_prob)
     unit = lm.level
     for rank, (text, s) in enumerate(results, 1):
@@ -380,8 +384,18 @@ def cmd_ngram_eval(args) -> int:
 def cmd_ngram_sample(args) -> int:
     _positive(length=args.length, temperature=args.temperature)
     lm = _load_lm(args.model)
-    print(_after(lm, args.prime, lm.sample(args.length, args.prime, args.temperature, args.seed)))
+    print(
+        _after(
+            lm, args.prime, lm.sample(args.length, _line_start(lm) + args.prime, args.temperature, args.seed)
+        )
+    )
     return 0
+
+
+def _line_start(lm) -> str:
+    """What a text is read after: a char model's text starts a line (a newline before it), as ngram score reads
+    it by default and rnnkit score, sample and complete read theirs; a word model's has no context."""
+    return "\n" if lm.level == "char" else ""
 
 
 def _after(lm, prefix: str, continuation: str) -> str:
@@ -397,7 +411,7 @@ def cmd_ngram_complete(args) -> int:
     if not args.prefix:
         raise RnnkitError("PREFIX is empty; give some text to complete")
     lm = _load_lm(args.model)
-    print(_after(lm, args.prefix, lm.complete(args.prefix, args.length)))
+    print(_after(lm, args.prefix, lm.complete(_line_start(lm) + args.prefix, args.length)))
     return 0
 
 

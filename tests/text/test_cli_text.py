@@ -586,3 +586,24 @@ def test_word2vec_refuses_an_option_its_backend_ignores(tmp_path, corpus, capsys
     assert main(["word2vec", str(corpus), "--out", str(tmp_path / "w"), *flags]) == 2
     _one_error_line(capsys, message)
     assert main(["word2vec", str(corpus), "--out", str(tmp_path / "w"), "--dry-run", "--workers", "1"]) == 0
+
+
+def test_char_ngram_sample_and_complete_start_a_line_as_score_reads_it(tmp_path, capsys):
+    # ngram score reads a char model's text after a newline (as rnnkit score, sample and complete do), but
+    # ngram complete read its PREFIX, and sample its --prime, from no context: 'a' at the start of a line went
+    # on as 'a' anywhere does ('aY'), and a sample without --prime began as the text does anywhere
+    corpus = tmp_path / "lines.txt"
+    corpus.write_text("aX\n" * 20 + "qaY\n" * 60)
+    model = tmp_path / "m.npz"
+    assert main(["ngram", "train", str(corpus), "--out", str(model), "-n", "3"]) == 0
+    capsys.readouterr()
+    assert main(["ngram", "complete", str(model), "a", "--length", "2"]) == 0
+    assert capsys.readouterr().out == "aX\n\n"
+    for seed in range(5):  # nearly greedy: the likeliest first character of a line, not of the whole text
+        assert (
+            main(
+                ["ngram", "sample", str(model), "--length", "1", "--temperature", "0.05", "--seed", str(seed)]
+            )
+            == 0
+        )
+        assert capsys.readouterr().out == "q\n"

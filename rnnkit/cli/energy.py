@@ -388,16 +388,22 @@ def ising_sweep(args) -> None:
     from rnnkit.energy import ising, plots
 
     _check_numbers(args)
-    if args.temperatures:
+    t_min, t_max = 1.0 if args.t_min is None else args.t_min, 4.0 if args.t_max is None else args.t_max
+    if args.temperatures:  # the range options beside it were ignored without a word
+        given = [
+            f"--{k.replace('_', '-')}" for k in ("t_min", "t_max", "count") if getattr(args, k) is not None
+        ]
+        if given:
+            names = given[0] if len(given) == 1 else ", ".join(given[:-1]) + " and " + given[-1]
+            raise RnnkitError(f"{names} set{'s' if len(given) == 1 else ''} the range of temperatures that "
+                              "--temperatures replaces; give --temperatures or --t-min, --t-max and --count")  # fmt: skip
         temps = args.temperatures
         if min(temps) <= 0:
             raise RnnkitError(f"--temperatures must be positive numbers, got {temps}")
         chains = len(temps)
     else:
-        if min(args.t_min, args.t_max) <= 0:
-            raise RnnkitError(
-                f"--t-min and --t-max: temperatures must be positive, got {args.t_min}, {args.t_max}"
-            )
+        if min(t_min, t_max) <= 0:
+            raise RnnkitError(f"--t-min and --t-max: temperatures must be positive, got {t_min}, {t_max}")
         chains = positive_int("--count (number of temperatures)", _pick(args, "count", 32, 4))
     size = positive_int("--size (lattice side L)", _pick(args, "size", 64, 8))
     if size % 2:
@@ -417,7 +423,7 @@ def ising_sweep(args) -> None:
             f"{_size(need)}, more than the {_size(MAX_ISING_BYTES)} allowed; {fix}"
         )
     if not args.temperatures:  # made only now: --count is within the limit
-        temps = torch.linspace(args.t_min, args.t_max, chains).tolist()
+        temps = torch.linspace(t_min, t_max, chains).tolist()
     out, g = _setup(args)
     model = ising.Ising(size, temps, args.coupling, args.field, args.update, args.start, g, args.device)
     results = model.run(sweeps, burn_in)
@@ -531,8 +537,8 @@ def _add_ising(group) -> None:
     actions = group.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = actions.add_parser("sweep", help="magnetisation, energy, C and χ against temperature")
     p.add_argument("--size", type=int, help="lattice side L, even (default: 64; 8 with --dry-run)")
-    p.add_argument("--t-min", type=float, default=1.0)
-    p.add_argument("--t-max", type=float, default=4.0)
+    p.add_argument("--t-min", type=float, help="default: 1.0")
+    p.add_argument("--t-max", type=float, help="default: 4.0")
     p.add_argument("--count", type=int, help="number of temperatures (default: 32; 4 with --dry-run)")
     p.add_argument("--temperatures", type=float, nargs="+", help="explicit temperatures instead")
     p.add_argument("--sweeps", type=int, help="measured sweeps (default: 1000; 20 with --dry-run)")

@@ -136,6 +136,16 @@ def test_cuda_asked_for_on_a_machine_without_it(monkeypatch, tmp_path, capsys):
         (["ising", "sweep", "--size", "7", "--dry-run"], "--size (lattice side L) must be even"),
         (["ising", "sweep", "--burn-in", "-1"], "--burn-in must be an integer >= 0, got -1"),
         (["ising", "sweep", "--count", "0"], "--count (number of temperatures) must be a positive integer"),
+        # the range options were ignored without a word beside --temperatures: 4 temperatures swept, not 10
+        (
+            ["ising", "sweep", "--temperatures", "2", "3", "--count", "10"],
+            "--count sets the range of temperatures "
+            "that --temperatures replaces; give --temperatures or --t-min, --t-max and --count",
+        ),
+        (
+            ["ising", "sweep", "--t-min", "2", "--temperatures", "2", "3", "--t-max", "3"],
+            "--t-min and --t-max set",
+        ),
     ],
 )
 def test_options_are_checked_by_flag_before_any_work(args, message, tmp_path, capsys, monkeypatch):

@@ -339,7 +339,9 @@ def rbm_dbn(args) -> None:
     print(f"logistic regression on raw pixels: accuracy {accuracy(x_train, x_test):.4f}")
     for which in ("top", "all"):
         acc = accuracy(dbn.transform(x_train, which), dbn.transform(x_test, which))
-        print(f"logistic regression on DBN features ({which} layers): accuracy {acc:.4f}")
+        print(
+            f"logistic regression on DBN features ({which} layer{'s' if which == 'all' else ''}): accuracy {acc:.4f}"
+        )
     W = dbn.rbms[0].W[:100]
     _wrote(plots.image_grid(W, out / "dbn_filters.png", "first-layer filters", (8, 8), symmetric=True))
 

@@ -26,6 +26,8 @@ def test_every_subcommand_runs_dry_and_writes_its_figures(command, tmp_path, cap
         assert f"wrote {tmp_path / name}" in out
     if command == "rbm train":  # the log-likelihood of the digits its pseudo-likelihood scores, not grey ones
         assert "log-likelihood of binarised test digits" in out
+    if command == "rbm dbn":  # the top layer's features alone were said to be "(top layers)"
+        assert "DBN features (top layer): accuracy" in out and "DBN features (all layers): accuracy" in out
 
 
 def test_patterns_from_a_text_file(tmp_path, capsys):

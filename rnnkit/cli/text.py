@@ -267,6 +267,8 @@ def cmd_word2vec(args) -> int:
         given[name] = value if value is not None else dry if args.dry_run else default
     config = Word2VecConfig(**given)
     w2v = Word2Vec(config)  # every option checked before --out is made
+    # read before the backend is resolved: a first run compiles the native loop there (about a minute)
+    text = read_text(args.corpus, DRY_RUN_CHARS if args.dry_run else None)
     backend = w2v.resolved_backend()
     name, why, other = {"native": ("batch_size", "it takes the pairs one by one", "torch"),
                         "torch": ("workers", "it steps its minibatches on one thread", "native")}[backend]  # fmt: skip
@@ -274,7 +276,6 @@ def cmd_word2vec(args) -> int:
     if value is not None and (name, value) != ("workers", 1):  # as --negative above: no silent no-op
         raise RnnkitError(f"--{name.replace('_', '-')} has no effect on the {backend} backend ({why}); leave it out "
                           f"or add --backend {other}")  # fmt: skip
-    text = read_text(args.corpus, DRY_RUN_CHARS if args.dry_run else None)
     with made_out_folder(args.out) as out:  # made before training; gone again if the corpus has no pairs
         sentences = [(line.lower() if args.lower else line).split() for line in text.splitlines()]
         w2v.fit(sentences, progress=True)

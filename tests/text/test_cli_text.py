@@ -607,3 +607,19 @@ def test_char_ngram_sample_and_complete_start_a_line_as_score_reads_it(tmp_path,
             == 0
         )
         assert capsys.readouterr().out == "q\n"
+
+
+@pytest.mark.parametrize("name, said", [("missing.txt", "cannot read"), ("empty.txt", "is empty")])
+def test_word2vec_reads_its_corpus_before_compiling_its_loop(tmp_path, capsys, monkeypatch, name, said):
+    # a first run compiled the native loop (about a minute) and only then said the corpus was missing or empty
+    from rnnkit.text import w2v_native
+
+    def no_compile():
+        raise AssertionError("compiled the native loop before reading the corpus")
+
+    monkeypatch.setattr(w2v_native, "load", no_compile)
+    (tmp_path / "empty.txt").write_text("")
+    assert main(["word2vec", str(tmp_path / name), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rnnkit: error: ") and said in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()

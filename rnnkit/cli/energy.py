@@ -10,8 +10,10 @@ Every subcommand takes --dry-run (tiny sizes for the options not given) for a sm
 is checked before any work starts; a bad one is one line naming the flag.
 """
 
+import functools
 import json
 import math
+import pathlib
 
 import torch
 
@@ -55,6 +57,24 @@ def _setup(args):
     out = out_folder(args.out)
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     return out, generator
+
+
+def _no_empty_out(command):
+    """command(args), its --out folder (made by _setup) removed again where the command fails before writing into
+    it (an RBM that diverged, Ctrl-C), as word2vec and tfidf index do, instead of left empty."""
+
+    @functools.wraps(command)
+    def run(args):
+        existed = pathlib.Path(args.out).exists()
+        try:
+            return command(args)
+        except BaseException:
+            out = pathlib.Path(args.out)
+            if not existed and out.is_dir() and not any(out.iterdir()):
+                out.rmdir()
+            raise
+
+    return run
 
 
 def _check_device(name: str) -> None:
@@ -464,7 +484,7 @@ def _add_hopfield(group) -> None:
     p.add_argument("--rule", default="hebbian", choices=["hebbian", "storkey"])
     p.add_argument("--max-steps", type=int, default=100)
     _common(p, "hopfield-recall")
-    p.set_defaults(func=hopfield_recall, _parser=p)
+    p.set_defaults(func=_no_empty_out(hopfield_recall), _parser=p)
 
     d = CapacityConfig()
     p = actions.add_parser("capacity", help="recall against the load P/N (Amit, Gutfreund, Sompolinsky)")
@@ -487,7 +507,7 @@ def _add_hopfield(group) -> None:
     )
     p.add_argument("--max-sweeps", type=int, help=f"default: {d.max_sweeps}; 5 with --dry-run")
     _common(p, "hopfield-capacity")
-    p.set_defaults(func=hopfield_capacity, _parser=p)
+    p.set_defaults(func=_no_empty_out(hopfield_capacity), _parser=p)
 
 
 def _training_options(p, lr_help=f"learning rate (default: {LR['bernoulli']})") -> None:
@@ -513,7 +533,7 @@ def _add_rbm(group) -> None:
         "--gibbs-steps", type=int, help="for the samples figure (default: 1000; 10 with --dry-run)"
     )
     _common(p, "rbm-train")
-    p.set_defaults(func=rbm_train, _parser=p)
+    p.set_defaults(func=_no_empty_out(rbm_train), _parser=p)
 
     p = actions.add_parser("dbn", help="train a deep belief network; classify with its features")
     _training_options(p)
@@ -522,7 +542,7 @@ def _add_rbm(group) -> None:
     )
     p.add_argument("--C", type=float, default=100.0, help="inverse regularisation of the classifier")
     _common(p, "rbm-dbn")
-    p.set_defaults(func=rbm_dbn, _parser=p)
+    p.set_defaults(func=_no_empty_out(rbm_dbn), _parser=p)
 
     p = actions.add_parser("cd-check", help="CD-k against the exact gradient of a tiny RBM")
     p.add_argument("--visible-units", type=int, default=8)
@@ -532,7 +552,7 @@ def _add_rbm(group) -> None:
         "--ks", type=int, nargs="+", help="Gibbs steps to try (default: 1 2 4 ... 128; 1 2 4 with --dry-run)"
     )
     _common(p, "rbm-cd-check")
-    p.set_defaults(func=rbm_cd_check, _parser=p)
+    p.set_defaults(func=_no_empty_out(rbm_cd_check), _parser=p)
 
 
 def _add_ising(group) -> None:
@@ -550,4 +570,4 @@ def _add_ising(group) -> None:
     p.add_argument("--coupling", type=float, default=1.0, help="J")
     p.add_argument("--field", type=float, default=0.0, help="h")
     _common(p, "ising")
-    p.set_defaults(func=ising_sweep, _parser=p)
+    p.set_defaults(func=_no_empty_out(ising_sweep), _parser=p)

@@ -173,6 +173,25 @@ def test_a_given_option_is_honoured_under_dry_run(tmp_path, capsys):
     assert capsys.readouterr().out.startswith("T=1.500 ")
 
 
+@pytest.mark.parametrize("interrupt", [False, True])
+def test_a_failed_command_leaves_no_empty_out_folder(tmp_path, capsys, monkeypatch, interrupt):
+    # an RBM that diverged ("stopped before writing any figure") or a Ctrl-C left the --out folder made for it, empty
+    from rnnkit.energy import ising
+
+    if interrupt:
+        monkeypatch.setattr(ising.Ising, "run", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    args = (
+        ["ising", "sweep", "--dry-run"]
+        if interrupt
+        else ["rbm", "train", "--visible", "gaussian", "--lr", "1"]
+    )
+    out = tmp_path / "new" / "out"
+    assert main([*args, "--dry-run", "--out", str(out)]) == (130 if interrupt else 2)
+    assert not out.exists()
+    assert main([*args, "--dry-run", "--out", str(tmp_path)]) != 0  # a folder that was there stays
+    assert tmp_path.is_dir()
+
+
 def test_diverging_training_stops_with_one_line_naming_lr(tmp_path, capsys):
     args = ["rbm", "train", "--visible", "gaussian", "--lr", "1", "--dry-run", "--out", str(tmp_path)]
     assert main(args) == 2

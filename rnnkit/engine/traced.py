@@ -136,7 +136,8 @@ def trace_cell(cls, H: int, P: list, dtype) -> Traced:
 
 def baked(cls):
     """What a trace bakes into its kernels beyond shapes: the two functions themselves (a class whose step was
-    replaced ran the old kernels) and the Python numbers (strings, functions) they read (a global SCALE changed between runs: the python
+    replaced ran the old kernels), their code and their helpers' (IPython's %autoreload swaps it in place), and the
+    Python numbers (strings, functions) they read (a global SCALE changed between runs: the python
     loop reads the new value, the kernels kept the old one): from their globals, closures and bound objects (self.k
     of a bound method given as step), from the attributes they name of an object found there (a class attribute
     MyCell.K, a module's config.K, and theirs: SETTINGS.candidate.scale), from a dict, list or tuple found there (CFG["k"]), from their
@@ -183,6 +184,7 @@ def _numbers(fn, numbers, seen, depth):
     if code is None or id(fn) in seen or depth < 0 or _library(fn):
         return
     seen.add(id(fn))
+    numbers.append(code)  # (%autoreload edits a function in place: a new __code__, the same function object)
     glob, names = getattr(fn, "__globals__", {}), _names(code)
     found = [glob[n] for n in names if n in glob]
     found += [*(fn.__defaults__ or ()), *(fn.__kwdefaults__ or {}).values()]  # (def step(..., k=0.5))

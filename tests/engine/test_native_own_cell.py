@@ -417,6 +417,43 @@ def dot_t_step_backward(dstate, cache, P):
     return da, (da @ P[0],), (da,), ()
 
 
+def test_a_step_whose_code_was_replaced_in_place_is_traced_again():
+    """IPython's %autoreload applies an edited file to the functions already defined by swapping their __code__, the
+    step's or a helper's it calls: the same function objects, so the native loop kept running the old kernels (a tanh
+    unit edited into a ReLU one: outputs 0.3 off) where the python loop ran the new code."""
+
+    def step(xw_t, state, P):
+        (h_prev,) = state
+        h_t = torch.tanh(xw_t + linear(h_prev, *P))
+        return (h_t,), (h_prev,), (h_t,)
+
+    Cls = type(
+        "Edited", (OwnReLU,), dict(step=staticmethod(step), step_backward=staticmethod(dot_t_step_backward))
+    )
+    _native_is_autograd(Cls)
+    step.__code__ = relu_step.__code__
+    Cls.step_backward = staticmethod(relu_step_backward)
+    _native_is_autograd(Cls)
+    Cls.step, Cls.step_backward = staticmethod(_shifted_step), staticmethod(dot_t_step_backward)
+    _native_is_autograd(Cls)
+    code = _shift.__code__
+    _shift.__code__ = (lambda a: a + 0.5).__code__
+    try:
+        _native_is_autograd(Cls)
+    finally:
+        _shift.__code__ = code
+
+
+def _shifted_step(xw_t, state, P):
+    (h_prev,) = state
+    h_t = torch.tanh(_shift(xw_t + linear(h_prev, *P)))
+    return (h_t,), (h_prev,), (h_t,)
+
+
+def _shift(a):
+    return a
+
+
 class DotT(OwnReLU):
     step = staticmethod(dot_t_step)
     step_backward = staticmethod(dot_t_step_backward)

@@ -411,6 +411,9 @@ class _Analysis:
             got = "None" if U is None else f"of shape {tuple(U.shape)}"
             raise Untraceable(f"{cls.__name__}'s {self.U_name} is {got}, not (k·H, H) with H = {H}, the matrix the "
                               "native loop multiplies h_{t-1} by; it runs on the python loop")  # fmt: skip
+        if self.u >= 4:  # (as _Staged says it: the loop refused it when registered, "sizes are out of range")
+            raise Untraceable(f"{cls.__name__}'s {self.U_name} is REC_PARAMS[{self.u}], and the native loop takes its "
+                              "recurrent matrix among the first 4 parameters; it runs on the python loop")  # fmt: skip
         self.Gp, self.dtype = U.shape[0] // H, U.dtype
 
     def run(self, fwd, bwd, cache):

@@ -514,6 +514,28 @@ class NoProductInBackward(LeakyAlpha):
         return da, (dstate[0] * (1 - cache[2]),), dpres, dextras
 
 
+class MatrixAfterFour(LeakyAlpha):
+    """Its recurrent matrix after four other parameters: the loop registered it and refused it there, in words that
+    named nothing ("rnnkit native: a traced cell's sizes are out of range")."""
+
+    REC_PARAMS = ("alpha", "a2", "a3", "a4", "W_hh", "b_hh")
+    EXTRAS = ("alpha", "a2", "a3", "a4")
+
+    @staticmethod
+    def step(xw_t, state, P):
+        return LeakyAlpha.step(xw_t, state, (*P[4:], P[0]))
+
+    @staticmethod
+    def step_backward(dstate, cache, P):
+        da, (dh_prev,), dpres, (dalpha,) = LeakyAlpha.step_backward(dstate, cache, (*P[4:], P[0]))
+        zero = (dstate[0] * 0).sum(0)
+        return da, (dh_prev,), dpres, (dalpha, zero, zero, zero)
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__(input_size, hidden_size, bias)
+        self.a2, self.a3, self.a4 = (nn.Parameter(torch.rand(hidden_size)) for _ in range(3))
+
+
 @pytest.mark.parametrize(
     "Cls, said",
     [
@@ -530,6 +552,8 @@ class NoProductInBackward(LeakyAlpha):
                               r"other terms\), the product the native loop forms with its GEMM; it runs on the python"),
         (Doubled, r"Doubled.step's us\[0\] is not h_\{t-1\} \(state\[0\]\) itself, the vector the native loop "
                   "multiplies by Uᵀ; it runs on the python loop"),
+        (MatrixAfterFour, r"MatrixAfterFour's W_hh is REC_PARAMS\[4\], and the native loop takes its recurrent matrix "
+                          r"among the first 4 parameters; it runs on the python loop"),
     ],
 )  # fmt: skip
 def test_a_cell_outside_what_the_native_loop_fuses_is_refused_in_one_line(Cls, said):

@@ -103,7 +103,23 @@ def wanted(cell, xw, backend, probe, P=None, fits=False) -> int | None:
     if P is None or not fits:
         return None
     got = own_cell_id(cell, xw, P)
+    if isinstance(got, str) and backend == "native":
+        _unavailable(got)
     return got if isinstance(got, int) else None
+
+
+def _unavailable(reason) -> bool:
+    """resolve_backend's line for backend="native" and a cell of one's own that doesn't trace, said eagerly: a
+    constant of the graph, as native_ready (dynamo drops a warnings.warn it traces, and there resolve_backend, which
+    reads a transform under torch.compile, says nothing: a model only ever run compiled ran the python loop in
+    silence)."""
+    from rnnkit.engine import _warn_once
+
+    _warn_once(f"rnnkit native backend unavailable ({reason}); using the python backend")
+    return True
+
+
+_unavailable._dynamo_marked_constant = True
 
 
 def run(cell, xw, state0, P, mask, reverse, batch_first, cid=None):

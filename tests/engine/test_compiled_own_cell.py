@@ -150,6 +150,16 @@ def test_a_cell_that_does_not_trace_is_compiled_as_the_python_loop():
         torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
 
 
+def test_the_compiled_call_itself_says_why_a_cell_does_not_trace():
+    """backend="native" under torch.compile: the line came only from an eager call, as dynamo drops a warnings.warn
+    it traces; a model only ever run compiled ran the python loop in silence."""
+    Cls = type("CentredCompiledOnly", (CompiledCentred,), {})
+    layer, x, loss = _layer_and_loss(Cls, torch.float64, bidirectional=False, backend="native")
+    torch._dynamo.reset()
+    with pytest.warns(RuntimeWarning, match=r"native backend unavailable \(CentredCompiledOnly.step .*mean"):
+        torch.compile(loss, backend="aot_eager")(x)
+
+
 SCALE = 1.0
 
 

@@ -91,7 +91,8 @@ def backward_loop(cell, dhs, dstateT, caches, us, P, mask, reverse, probe, xw_wi
         for k, d in enumerate(dpre):
             dpres[k][t] = d
         for k, d in enumerate(dextra):
-            dextras[k] = dextras[k] + d
+            if d is not None:  # (an EXTRAS parameter the cell doesn't have, None as a bias: no gradient)
+                dextras[k] = dextras[k] + d
         dstate = dprev if mask is None else tuple(torch.where(live[t], a, b) for a, b in zip(dprev, dpass))
     if probe is not None:
         probe.record(dh_record)

@@ -490,7 +490,10 @@ class _Analysis:
         """(index in P, the blocks its accumulator adds per unit) of each EXTRAS gradient, which must be d.sum(0) of
         a row value d (an (H,) parameter) or d.sum() (a 0-dim one: its blocks summed)."""
         for name, d in zip(self.cls.EXTRAS, dextras):
-            v, i = self.env[d], self.cls.REC_PARAMS.index(name)
+            i = self.cls.REC_PARAMS.index(name)
+            if self.P[i] is None:  # a parameter the cell doesn't have (None, as an absent bias): no gradient
+                continue
+            v = self.env[d]
             want = "sum" if self.P[i].dim() == 0 else "sum0"
             if v.kind != want:
                 how = "d.sum()" if want == "sum" else "d.sum(0)"

@@ -372,3 +372,56 @@ def test_an_EXTRAS_parameter_named_W_is_the_cells_own_to_draw():
     assert cell.W_g.detach().item() == pytest.approx(1.3)
     W_hh = cell.W_hh.detach()
     assert float(W_hh.abs().max()) <= 0.5 and float(W_hh.std()) > 0  # (the GEMMS matrix drawn)
+
+
+def optional_gain_step(xw_t, state, P):
+    """h_t = tanh(g ⊙ (xw_t + h_{t-1} W_hhᵀ + b_hh)), or without g where the cell has none."""
+    (h_prev,) = state
+    W_hh, b_hh, g = P
+    a_t = xw_t + linear(h_prev, W_hh, b_hh)
+    h_t = torch.tanh(a_t if g is None else g * a_t)
+    return (h_t,), (h_prev,), (h_t, a_t)
+
+
+def optional_gain_step_backward(dstate, cache, P):
+    (dh_t,), (h_t, a_t) = dstate, cache
+    W_hh, _, g = P
+    dz = dh_t * (1 - h_t * h_t)
+    da_t = dz if g is None else dz * g
+    return da_t, (da_t @ W_hh,), (da_t,), (None if g is None else (dz * a_t).sum(0),)
+
+
+class OptionalGain(Cell):
+    """A per-unit gain g that the cell may not have (gain=False: None, as an absent bias is)."""
+
+    REC_PARAMS = ("W_hh", "b_hh", "g")
+    EXTRAS = ("g",)
+    step = staticmethod(optional_gain_step)
+    step_backward = staticmethod(optional_gain_step_backward)
+
+    def __init__(self, input_size, hidden_size, bias=True, gain=True):
+        super().__init__(input_size, hidden_size, bias)
+        recurrent_weights(self, ("W_hh", (hidden_size, hidden_size)), ("b_hh", (hidden_size,)))
+        self.g = nn.Parameter(torch.rand(hidden_size) + 0.5) if gain else None
+        self.reset_parameters()
+
+
+@pytest.mark.parametrize("backend", ["python", "native"])
+@pytest.mark.parametrize("gain", [True, False])
+def test_an_extras_parameter_the_cell_does_not_have_is_none_as_an_absent_bias(backend, gain):
+    """gain=False: python's BPTT failed summing its gradient ("unsupported operand type(s) for +: 'int' and
+    'NoneType'"), and so did check_cell; the trace failed on it too (a KeyError from inside the analysis)."""
+    from rnnkit.cells import check_cell
+
+    check_cell(OptionalGain, gain=gain)
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    grads = {}
+    for be in ("autograd", backend):
+        torch.manual_seed(0)
+        layer = Recurrent(OptionalGain, 3, 4, bidirectional=True, backend=be, gain=gain).double()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # (native: traced into the loop's kernels, no fallback)
+            layer(x, lengths=torch.tensor([5, 3]))[0].pow(2).sum().backward()
+        grads[be] = [p.grad for p in layer.parameters()]
+    for a, b in zip(grads["autograd"], grads[backend], strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)

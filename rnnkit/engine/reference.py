@@ -13,9 +13,11 @@ from rnnkit.errors import RnnkitError
 
 
 def autograd_loop(cell, xw, state0, P, mask, reverse, probe=None):
-    T = xw.shape[0]
+    T, B = xw.shape[:2]
     order = range(T - 1, -1, -1) if reverse else range(T)
-    outs, state = [None] * T, state0
+    # a state0 of batch 1 broadcast, as the python loop does: a cell of one's own's step returned one row for it,
+    # which its first step's check refused ("us[0] of shape (1, H) ...; it must be (B, H)")
+    outs, state = [None] * T, tuple(s.expand(B, -1) if s.shape[0] != B else s for s in state0)
     hooks = [None] * T
     # one view per step, taken once: xw[t] in the loop would make each step's backward write its gradient into
     # a (T, B, G) zero tensor of its own, T² memory and time under create_graph (1.7 GB at T=2000, B=2, H=8)

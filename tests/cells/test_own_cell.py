@@ -425,3 +425,28 @@ def test_an_extras_parameter_the_cell_does_not_have_is_none_as_an_absent_bias(ba
         grads[be] = [p.grad for p in layer.parameters()]
     for a, b in zip(grads["autograd"], grads[backend], strict=True):
         torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("lengths", [None, [5, 2, 4]])
+def test_a_state0_of_batch_one_is_broadcast_for_a_cell_of_ones_own(lengths):
+    """run takes state0 (1, H) for a batch of B on every backend; with a cell of one's own the autograd loop handed
+    the step a state of one row, and the check of its first step failed: "GainRNN.step returned us[0] of shape
+    (1, 4) for W_hh (4, 4); it must be (3, 4)" (as under backward(create_graph=True), which reruns that loop)."""
+    torch.manual_seed(0)
+    cell = GainRNN(3, 4).double()
+    xw = cell.project_input(torch.randn(5, 3, 3, dtype=torch.float64)).detach().requires_grad_()
+    mask = None if lengths is None else (torch.arange(5)[:, None] < torch.tensor(lengths)).double()[..., None]
+    h0 = torch.randn(1, 4, dtype=torch.float64, requires_grad=True)
+    P = [p.detach().requires_grad_() for p in cell.rec_params()]
+    results = {}
+    for backend in ("autograd", "python", "native"):
+        hs, (h_T,) = run(cell, xw, (h0,), P, mask, backend=backend)
+        loss = (
+            hs * torch.linspace(-1, 1, hs.numel(), dtype=hs.dtype).reshape(hs.shape)
+        ).sum() + h_T.sin().sum()
+        grads = torch.autograd.grad(loss, (xw, h0, *P), create_graph=True)
+        second = torch.autograd.grad(sum(g.square().sum() for g in grads), (xw, h0, *P))
+        results[backend] = (hs, h_T, *grads, *second)
+    for backend in ("python", "native"):
+        for a, b in zip(results["autograd"], results[backend], strict=True):
+            torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)

@@ -77,9 +77,12 @@ _own_id._dynamo_marked_constant = True
 
 def own_cell_id(cell, xw, P) -> int | str | None:
     """_own_id for a cell of one's own run on xw with parameters P under torch.compile; None where a parameter's
-    shape is symbolic (the kernels are traced for fixed sizes)."""
+    shape is symbolic (the kernels are traced for fixed sizes) or it is no float (the kernels read floats)."""
     if not all(p is None or all(isinstance(d, int) for d in p.shape) for p in P):
         return None
+    # a boolean mask: the trace, which samples every parameter as a float of its shape, failed in the step
+    if not all(p is None or p.is_floating_point() for p in P):
+        return None  # (the python loop runs it, as eagerly)
     return _own_id(cell, tuple(None if p is None else tuple(p.shape) for p in P), xw.dtype)
 
 

@@ -289,6 +289,10 @@ def _trace_and_compile(cls, H, P, dtype):
     if not cls.GEMMS:
         raise Untraceable(f"{name} has no GEMMS entry, and the native loop runs cells of recurrent products; it "
                           "runs on the python loop")  # fmt: skip
+    for param, p in zip(cls.REC_PARAMS, P):  # (cast to dtype below, a boolean mask failed the sample step)
+        if p is not None and not p.is_floating_point():
+            raise Untraceable(f"{name}'s {param} is {p.dtype}, and the native loop's kernels read every parameter as "
+                              f"{dtype}; it runs on the python loop")  # fmt: skip
     P = [None if p is None else p.detach().to(dtype) for p in P]
     B, rnd = 2, torch.Generator().manual_seed(0)
     xw_t = torch.randn(B, G * H, generator=rnd, dtype=dtype)

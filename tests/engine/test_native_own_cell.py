@@ -274,6 +274,53 @@ def test_a_cell_the_tracer_cannot_take_runs_on_the_python_loop():
         layer(torch.randn(2, 3, 3))
 
 
+def kept_step(xw_t, state, P):
+    """Only the units a boolean buffer keeps are updated: h_t = where(keep, tanh(...), h_{t-1})."""
+    (h_prev,) = state
+    W_hh, b_hh, keep = P
+    hc = torch.tanh(xw_t + linear(h_prev, W_hh, b_hh))
+    return (torch.where(keep, hc, h_prev),), (h_prev,), (hc,)
+
+
+def kept_step_backward(dstate, cache, P):
+    (dh_t,), (hc,) = dstate, cache
+    W_hh, _, keep = P
+    da = torch.where(keep, dh_t, 0.0) * (1 - hc * hc)
+    return da, (da @ W_hh + torch.where(keep, 0.0, dh_t),), (da,), (torch.zeros(keep.shape),)
+
+
+class Kept(OwnReLU):
+    REC_PARAMS = ("W_hh", "b_hh", "keep")
+    EXTRAS = ("keep",)
+    step = staticmethod(kept_step)
+    step_backward = staticmethod(kept_step_backward)
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__(input_size, hidden_size, bias)
+        self.register_buffer("keep", torch.arange(hidden_size) % 2 == 0)
+
+
+def test_a_boolean_buffer_among_the_parameters_runs_on_the_python_loop():
+    """The trace cast every parameter to the run's dtype, so its sample step failed on a boolean mask: the default
+    backend raised torch's "where expected condition to be a boolean tensor, but got ... Float" where the python and
+    autograd loops ran the cell (the kernels read parameters as floats: it is the python loop's)."""
+    want = _run_layer(Kept, "autograd", torch.float64)
+    got = _run_layer(Kept, None, torch.float64)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    # torch.compile first (a class of its own: nothing traced yet): the trace drew its sample parameters from their
+    # shapes alone, all floats, and the sample step's RuntimeError came out of dynamo (InternalTorchDynamoError)
+    layer = Recurrent(type("KeptCompiled", (Kept,), {}), 3, 4)
+    x = torch.randn(2, 3, 3)
+    torch._dynamo.reset()
+    got = torch.compile(layer, backend="aot_eager")(x)[0]
+    layer.backend = "native"
+    with pytest.warns(
+        RuntimeWarning, match=r"unavailable \(KeptCompiled's keep is torch.bool, .*python loop"
+    ):
+        torch.testing.assert_close(got, layer(x)[0], rtol=1e-6, atol=1e-6)
+
+
 def cast_cell(dtype):
     """tanh rounded to dtype and back, with a float32 torch.where(c, 1.0, 0.1) beside it."""
 

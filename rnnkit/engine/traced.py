@@ -125,7 +125,10 @@ def trace_cell(cls, H: int, P: list, dtype) -> Traced:
     hit = _traced.get(key)
     if hit is None:
         try:
-            hit = _traced[key] = _trace_and_compile(cls, H, P, dtype)
+            # the global generator as it was after: a step that draws (noise, dropout of its own) advanced it in the
+            # sample step, and the first run of a seeded model differed from the python loop's with the same seed
+            with torch.random.fork_rng(devices=[]):
+                hit = _traced[key] = _trace_and_compile(cls, H, P, dtype)
         except Untraceable as e:
             _traced[key] = e
             raise

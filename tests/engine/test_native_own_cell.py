@@ -829,3 +829,44 @@ def test_two_cells_of_ones_own_of_one_shape_each_time_their_split():
             layer(torch.randn(32, 8, 8))
         keys |= {tuple(k) for k, _ in ext.gemm_plans() if k[0] == 10 and k[8] == -3 and k[2] == H}
     assert len(keys) == 2 and all(k[5] != 0 for k in keys), keys
+
+
+def noisy_step(xw_t, state, P):
+    """An Elman step with noise of its own: h_t = tanh(xw_t + h_{t-1} W_hhᵀ + b_hh + 0.1 ε), ε ~ N(0, 1)."""
+    (h_prev,) = state
+    W_hh, b_hh = P
+    h = torch.tanh(xw_t + linear(h_prev, W_hh, b_hh) + 0.1 * torch.randn_like(xw_t))
+    return (h,), (h_prev,), (h,)
+
+
+def noisy_step_backward(dstate, cache, P):
+    (dh,), (h,) = dstate, cache
+    da = dh * (1 - h * h)
+    return da, (da @ P[0],), (da,), ()
+
+
+class Noisy(Cell):
+    REC_PARAMS = ("W_hh", "b_hh")
+    step = staticmethod(noisy_step)
+    step_backward = staticmethod(noisy_step_backward)
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__(input_size, hidden_size, bias)
+        recurrent_weights(
+            self, ("W_hh", (hidden_size, hidden_size)), ("b_hh", (hidden_size,) if bias else None)
+        )
+        self.reset_parameters()
+
+
+def test_tracing_a_cell_leaves_the_global_generator_as_it_was():
+    """The trace's sample step ran the cell's step once, drawing from the global generator where the step draws
+    (noise of its own): the first run of a seeded model on the default backend (which then runs the python loop,
+    the draw being no op the kernels fuse) gave other numbers than the python backend with the same seed."""
+    torch.manual_seed(0)
+    layer, x = Recurrent(Noisy, 3, 4), torch.randn(2, 5, 3)
+    outs = []
+    for backend in (None, "python"):
+        layer.backend = backend
+        torch.manual_seed(1)
+        outs.append(layer(x)[0])
+    assert torch.equal(*outs)

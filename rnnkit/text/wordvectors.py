@@ -84,38 +84,62 @@ class WordVectors:
         return self.nearest(self.unit[ids[0]] - self.unit[ids[1]] + self.unit[ids[2]], topn, exclude=ids)
 
     # ---- evaluation ---------------------------------------------------------------------------------
+    # Both evaluations match words case-insensitively, as gensim's (case_insensitive=True): a word of the test file
+    # takes the vector of its first (most frequent) cased form in the vocabulary, "king" that of "King" when it comes
+    # first. `restrict` (a set of words, gensim's restrict_vocab) limits both the words looked up and the answers.
+    def _folded(self, restrict: set | None):
+        """Per row its case-folded word; per case-folded word its first row in `restrict`; whether each row is in it."""
+        folded = [w.casefold() for w in self.words]
+        allowed = np.array([restrict is None or w in restrict for w in self.words], bool)
+        first = {}
+        for i in np.flatnonzero(allowed)[::-1]:
+            first[folded[i]] = int(i)
+        return folded, first, allowed
+
     def evaluate_similarity(self, path, restrict: set | None = None) -> tuple[float, int]:
         """Spearman ρ between cosines and human scores over the word pairs we know; (ρ, pairs used)."""
+        _, first, _ = self._folded(restrict)
         cos, human = [], []
         for line in pathlib.Path(path).read_text(encoding="utf-8").splitlines():
             parts = line.split("\t")
             if line.startswith("#") or len(parts) < 3:
                 continue
-            a, b = parts[0].lower(), parts[1].lower()
-            if a in self.index and b in self.index and (restrict is None or {a, b} <= restrict):
-                cos.append(self.similarity(a, b))
+            a, b = parts[0].casefold(), parts[1].casefold()
+            if a in first and b in first:
+                cos.append(float(self.unit[first[a]] @ self.unit[first[b]]))
                 human.append(float(parts[2]))
         return (float(spearmanr(cos, human).statistic) if len(cos) > 1 else float("nan")), len(cos)
 
     def evaluate_analogies(self, path, restrict: set | None = None) -> tuple[float, int]:
-        """Accuracy on "a b c d" questions (b - a + c = d) whose four words we know; (accuracy, questions)."""
+        """Accuracy on "a b c d" questions (b - a + c = d) whose four words we know; (accuracy, questions).
+        The answer is the nearest word in `restrict` that is no cased form of a, b or c; right if a form of d."""
+        folded, first, allowed = self._folded(restrict)
+        forms = {}  # the rows of each case-folded word
+        for i, w in enumerate(folded):
+            forms.setdefault(w, []).append(i)
         quads = []
         for line in pathlib.Path(path).read_text(encoding="utf-8").splitlines():
-            words = line.lower().split()
+            words = line.casefold().split()
             if line.startswith(":") or len(words) != 4:
                 continue
-            if all(w in self.index for w in words) and (restrict is None or set(words) <= restrict):
-                quads.append([self.index[w] for w in words])
+            if all(w in first for w in words):
+                quads.append(words)
         if not quads:
             return float("nan"), 0
-        q = np.array(quads)
+        outside = np.flatnonzero(~allowed)
         correct = 0
-        for chunk in np.array_split(q, max(1, len(q) // 512)):  # b - a + c for 512 questions at once
-            target = self.unit[chunk[:, 1]] - self.unit[chunk[:, 0]] + self.unit[chunk[:, 2]]
+        for chunk in (quads[i : i + 512] for i in range(0, len(quads), 512)):  # b - a + c for 512 at once
+            ids = np.array([[first[w] for w in q] for q in chunk])
+            target = self.unit[ids[:, 1]] - self.unit[ids[:, 0]] + self.unit[ids[:, 2]]
             cos = target @ self.unit.T
-            np.put_along_axis(cos, chunk[:, :3], -np.inf, axis=1)
-            correct += int(np.sum(cos.argmax(1) == chunk[:, 3]))
-        return correct / len(q), len(q)
+            cos[:, outside] = -np.inf
+            masked = [(r, i) for r, q in enumerate(chunk) for w in q[:3] for i in forms[w]]
+            cos[tuple(np.array(masked).T)] = -np.inf
+            best = cos.argmax(1)
+            correct += int(
+                sum(np.isfinite(cos[r, i]) and folded[i] == q[3] for r, (i, q) in enumerate(zip(best, chunk)))
+            )
+        return correct / len(quads), len(quads)
 
     # ---- word2vec formats ---------------------------------------------------------------------------
     def save(self, path, binary: bool = False) -> None:

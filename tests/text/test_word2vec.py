@@ -456,3 +456,47 @@ def test_learning_rate_decays_over_each_epochs_own_pairs_to_min_alpha(backend, m
         assert np.isclose(first, alpha - (alpha - min_alpha) * e / E, rtol=1e-12).any()
     if backend == "native":  # and the last pair ends it at min_alpha
         assert batches[-1][1] == pytest.approx(min_alpha, rel=1e-12)
+
+
+def _cased_vectors(seed=0):
+    """A vocabulary with cased forms (GoogleNews-like), most frequent first: 'King' before 'king', ..."""
+    words = ["the", "King", "king", "man", "Man", "woman", "queen", "Queen", "Paris", "paris", "France",
+             "berlin", "Germany", "KING", "apple", "Apple"]  # fmt: skip
+    return WordVectors(words, np.random.default_rng(seed).standard_normal((len(words), 6)).astype(np.float32))
+
+
+def test_analogies_and_similarity_match_cased_vocabularies_case_insensitively_as_gensim(tmp_path):
+    """Only the test file's words were lower-cased: 'King' and 'France' were never found (questions silently
+    skipped), or a question got the vectors of the rarer lower-case forms; gensim matches both sides
+    case-insensitively (its case_insensitive=True default), taking a word's most frequent cased form."""
+    gensim_models = pytest.importorskip("gensim.models", reason="gensim is not installed (dev extra)")
+    wv = _cased_vectors()
+    kv = gensim_models.KeyedVectors(6)
+    kv.add_vectors(wv.words, wv.vectors)
+    folded = sorted({w.lower() for w in wv.words})
+    rng = np.random.default_rng(1)
+    quads = [rng.choice(folded, 4, replace=False) for _ in range(300)]
+    questions = tmp_path / "questions.txt"
+    questions.write_text(": all\n" + "".join(" ".join(q).upper() + "\n" for q in quads))
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("".join(f"{a}\t{b.upper()}\t{rng.random()}\n" for a, b, _, _ in quads[:40]))
+    for n in (len(wv.words), 10):
+        acc, count = wv.evaluate_analogies(questions, restrict=set(wv.words[:n]))
+        score, sections = kv.evaluate_word_analogies(str(questions), restrict_vocab=n)
+        assert count == len(sections[-1]["correct"]) + len(sections[-1]["incorrect"]) > 0
+        assert acc == pytest.approx(score)
+        rho, used = wv.evaluate_similarity(pairs, restrict=set(wv.words[:n]))
+        _, spearman, oov = kv.evaluate_word_pairs(str(pairs), restrict_vocab=n)
+        assert used == round(40 * (1 - oov / 100)) and rho == pytest.approx(spearman.statistic)
+
+
+def test_restrict_limits_the_analogy_answers_too(tmp_path):
+    """restrict limited which questions were asked, not which words could answer: a word outside it (another
+    model's vocabulary, when comparing two) still won the question."""
+    words = ["king", "queen", "man", "woman", "queenly"]
+    X = np.array([[1, 1, 0], [1, 0, 1], [0, 1, 0], [0, 0, 1], [1, 0, 1.1]], dtype=np.float32)
+    wv = WordVectors(words, X)
+    path = tmp_path / "questions.txt"
+    path.write_text(": family\nman king woman queen\n")
+    assert wv.evaluate_analogies(path) == (0.0, 1)  # 'queenly' is nearer
+    assert wv.evaluate_analogies(path, restrict=set(words[:4])) == (1.0, 1)

@@ -258,7 +258,8 @@ class NGramLM:
         """Continue `prefix` by `length` tokens: sampled from p^α (deck 004), or greedy when alpha is None.
 
         `<unk>` is never written: it stands for every rare word at once, so it is masked out and the
-        others renormalised (as word LMs usually sample).
+        others renormalised (as word LMs usually sample); after a history that only rare tokens followed
+        (all the mass on `<unk>`, with discount=0) the next token is drawn given a shorter history.
         """
         self._fitted()
         if not self.knows_tokens():
@@ -275,7 +276,10 @@ class NGramLM:
         rng = np.random.default_rng(seed)
         ids = list(self.encode(prefix))
         for _ in range(length):
-            p = self.next_distribution(ids)
+            for k in range(self.n - 1, -1, -1):  # k tokens of history; fewer where <unk> takes all the mass
+                p = self.next_distribution(ids[max(len(ids) - k, 0) :])
+                if not self.vocab.unk or p.sum() > p[0]:
+                    break
             if self.vocab.unk and p.sum() > p[0]:  # id 0 is <unk>
                 p[0] = 0.0
                 p = p / p.sum()

@@ -153,6 +153,17 @@ def test_generate_never_writes_unk_even_where_it_is_likeliest():
     assert "<unk>" not in lm.sample(300, temperature=10.0)
 
 
+@pytest.mark.parametrize("smoothing", ["kneser-ney", "modified-kneser-ney"])
+def test_generate_never_writes_unk_after_a_context_only_unk_followed(smoothing):
+    """With discount=0 a context followed only by rare tokens gives <unk> all its mass: the mask had nothing to
+    renormalise, and <unk> was written. Such a step now backs off to a shorter history."""
+    lm = NGramLM(3, smoothing=smoothing, discount=0, level="char", min_freq=2).fit("qxqyqwabab")
+    assert lm.next_distribution(lm.encode("q"))[0] == 1.0
+    for seed in range(3):
+        assert "<unk>" not in lm.generate("q", 30, seed=seed)
+    assert "<unk>" not in lm.complete("q", 10)
+
+
 def test_model_load_of_other_files(tmp_path):
     (tmp_path / "t.txt").write_text("some text\n")
     for path in (tmp_path / "t.txt",):

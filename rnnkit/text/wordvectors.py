@@ -58,6 +58,7 @@ class WordVectors:
         return float(self.unit[i] @ self.unit[j])
 
     def nearest(self, query: np.ndarray, topn: int = 10, exclude=()) -> list[tuple[str, float]]:
+        """The topn words w of largest cos(x_w, query), best first; `exclude`: words (or their row ids) never listed."""
         if isinstance(topn, bool) or not isinstance(topn, numbers.Integral) or topn < 1:
             raise RnnkitError(f"topn (how many words to list) must be a whole number >= 1, got {topn!r}")
         E = self.vectors.shape[1]
@@ -69,7 +70,15 @@ class WordVectors:
             raise RnnkitError("nearest takes a finite vector; the query holds NaN or infinite values")
         cos = self.unit @ (query / max(np.linalg.norm(query), 1e-12))
         keep = np.ones(len(cos), bool)
-        keep[list(exclude)] = False  # never listed, however large topn is
+        ids = [self._ids([x])[0] if isinstance(x, str) else x for x in exclude]  # words gave an IndexError
+        bad = [
+            i
+            for i in ids
+            if isinstance(i, bool) or not isinstance(i, numbers.Integral) or not 0 <= i < len(cos)
+        ]
+        if bad:
+            raise RnnkitError(f"exclude takes words, or row ids 0..{len(cos) - 1}; got {bad[0]!r}")
+        keep[ids] = False  # never listed, however large topn is
         ids = np.flatnonzero(keep)
         best = ids[np.argsort(-cos[ids], kind="stable")[:topn]]
         return [(self.words[i], float(cos[i])) for i in best]

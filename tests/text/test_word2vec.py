@@ -102,6 +102,21 @@ def test_excluded_words_are_never_listed_however_large_topn():
     assert [w for w, _ in wv.analogy("king", "man", "woman", topn=4)] == ["queen"]
 
 
+def test_nearest_excludes_words_or_row_ids():
+    """exclude took row ids only: words (as gensim's most_similar takes) ended in an IndexError traceback."""
+    words = ["king", "queen", "man", "woman"]
+    wv = WordVectors(words, np.random.default_rng(0).standard_normal((4, 5)))
+    by_id = wv.nearest(wv["king"], exclude=[0, 2])
+    assert wv.nearest(wv["king"], exclude=["king", "man"]) == by_id
+    assert wv.nearest(wv["king"], exclude=np.array([0, 2])) == by_id
+    assert sorted(w for w, _ in by_id) == ["queen", "woman"]
+    with pytest.raises(RnnkitError, match="unknown word.*'pear'"):
+        wv.nearest(wv["king"], exclude=["pear"])
+    for bad in (4, -1, 1.0):
+        with pytest.raises(RnnkitError, match=r"exclude takes words, or row ids 0\.\.3; got"):
+            wv.nearest(wv["king"], exclude=[bad])
+
+
 @pytest.mark.parametrize("binary", [False, True])
 def test_word2vec_formats_round_trip_and_load_in_gensim(tmp_path, binary):
     rng = np.random.default_rng(0)

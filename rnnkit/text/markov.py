@@ -104,6 +104,7 @@ class MarkovChain:
             return np.empty(0, np.int64)
         rng = np.random.default_rng(seed)
         cdf, u = np.cumsum(self.P, axis=1), rng.random(steps)
+        cdf /= cdf[:, -1:]  # ends at exactly 1 > u: a sum rounded below 1 let u pass the last state of P > 0
         s = np.empty(steps, np.int64)
         s[0] = rng.choice(len(self.states), p=self.start)
         for t in range(1, steps):

@@ -125,3 +125,26 @@ def test_rows_rounded_to_six_digits_still_sample():
     assert len(chain.sample(50)) == 50
     np.testing.assert_allclose(chain.P.sum(axis=1), 1, rtol=0, atol=1e-15)
     assert chain.P[0, 0] == pytest.approx(1 / 3)
+
+
+def test_simulate_never_enters_a_state_of_probability_zero(monkeypatch):
+    """A row whose cumulative sum rounds to just below 1 (ten times 0.1: 0.9999999999999999) and ends in a state of
+    probability 0: a uniform draw above that sum (about 1e-16 per step) landed past the end, and the cap at the last
+    state entered the impossible state. Here every draw is the largest double below 1."""
+    P = np.tile([0.1] * 10 + [0.0], (11, 1))
+    m = MarkovChain([str(i) for i in range(11)], P, start=[1.0] + [0.0] * 10)
+    assert np.cumsum(m.P[0])[-1] < 1
+    real = np.random.default_rng
+
+    class HighDraws:
+        def __init__(self, seed):
+            self.rng = real(seed)
+
+        def random(self, n):
+            return np.full(n, 1 - 2.0**-53)
+
+        def choice(self, *args, **kwargs):
+            return self.rng.choice(*args, **kwargs)
+
+    monkeypatch.setattr(np.random, "default_rng", HighDraws)
+    assert set(m.simulate(20).tolist()) == {0, 9}

@@ -307,6 +307,8 @@ def load_data(cfg: RunConfig, dry_run: bool):
 def train(cfg: RunConfig, out, resume=False, force=False, dry_run=False, log=print) -> int:
     """Train (or continue) the run in folder `out`; returns the exit status (0, or 130 after Ctrl-C, 143
     after SIGTERM).
+    `log` takes each line the run writes: the header, validation losses, samples, the Ctrl-C notice and the last
+    line (`print` by default; `lambda line: None` for none). The progress bar is drawn on stderr.
     `cfg.train.threads` holds for the run only: the caller's thread count is put back after it."""
     threads = torch.get_num_threads()
     try:
@@ -394,6 +396,12 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
     budget = t.time_budget * 60 if t.time_budget else math.inf
     bar = tqdm(total=total, initial=progress.step, unit="step", dynamic_ncols=True, mininterval=0.5)
 
+    def say(
+        line,
+    ):  # to `log` (the validation lines and samples went to stdout whatever it was), the bar cleared
+        with tqdm.external_write_mode():
+            log(line)
+
     def save(name):
         if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):  # the last update overflowed
             raise RnnkitError(
@@ -407,7 +415,7 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
     if progress.step == 0:
         save("latest.pt")  # a good checkpoint exists before the first step can go wrong
     carried, rng, stepped, row = model.state, None, True, None
-    stop = _StopAfterStep(bar)
+    stop = _StopAfterStep(say)
     try:
         while (total is None or progress.step < total) and progress.elapsed < budget:
             if progress.window == 0:
@@ -445,14 +453,14 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
                 progress.step % t.eval_every == 0 or last
             )  # with --val-frac 0: checkpoint and plot only
             if evaluated:
-                _validate(model, val_batches, progress, row, save, bar, out,
+                _validate(model, val_batches, progress, row, save, say, out,
                           lambda w=window, s=carried: window_loss(model, batches.window(w), s))  # fmt: skip
             metrics.write(**row)
             row = None
             if evaluated:  # after the step's row: a kill between the two resumes from the checkpoint before
                 save("latest.pt")
             if t.sample_every and (progress.step % t.sample_every == 0 or last):
-                bar.write(
+                say(
                     f"---- sample at step {progress.step} ----\n{sample_text(model, chars, cfg, progress.step)}\n----"
                 )
             if evaluated:
@@ -488,8 +496,8 @@ class _StopAfterStep:
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self, bar):
-        self.asked, self.bar, self.previous = 0, bar, {}
+    def __init__(self, say):
+        self.asked, self.say, self.previous = 0, say, {}
         if threading.current_thread() is threading.main_thread():
             # a signal ignored when the run started (its parent's choice) stays ignored
             kept = [s for s in self.SIGNALS if signal.getsignal(s) is not signal.SIG_IGN]
@@ -500,7 +508,7 @@ class _StopAfterStep:
             raise KeyboardInterrupt
         self.asked = signum
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-        self.bar.write(f"{name}: stopping after this step ({name} again to stop now)")
+        self.say(f"{name}: stopping after this step ({name} again to stop now)")
 
     def restore(self):
         for s, previous in self.previous.items():
@@ -534,7 +542,7 @@ def _check_loss(loss: float, progress: Progress, out, grad_norm: float = 0.0):
     return smooth
 
 
-def _validate(model, val_batches, progress, row, save, bar, out, train_loss_now):
+def _validate(model, val_batches, progress, row, save, say, out, train_loss_now):
     """Validate after a step and save best.pt (the caller saves latest.pt after the step's metrics row, so that a
     kill between the two leaves no checkpoint without its row). The step's update may have blown the weights up
     after its loss was checked: a validation loss that is not finite, or over 3x the initial train loss while the
@@ -553,7 +561,7 @@ def _validate(model, val_batches, progress, row, save, bar, out, train_loss_now)
                 + f"); stopped, last good checkpoint in {out}; try a lower --lr or --clip-norm"
             )
         row.update(val_loss=val, val_bpc=val / LN2)
-        bar.write(f"step {progress.step}: train {row['train_loss']:.3f}, val {_nats(val)}")
+        say(f"step {progress.step}: train {row['train_loss']:.3f}, val {_nats(val)}")
         if val < progress.best_val:
             # best.pt records its own val; a Ctrl-C inside its save puts the old one back (else latest.pt would
             # claim a best that the old best.pt lacks, and a later, slightly worse validation would keep that file)

@@ -695,13 +695,9 @@ def test_a_ctrl_c_inside_best_pt_save_keeps_the_old_best(monkeypatch):
         if name == "best.pt":
             raise KeyboardInterrupt
 
-    class Bar:
-        def write(self, s):
-            pass
-
     row = {"train_loss": 1.6}
     with pytest.raises(KeyboardInterrupt):
-        loop._validate(None, [], progress, row, save, Bar(), "out", lambda: 1.6)
+        loop._validate(None, [], progress, row, save, lambda line: None, "out", lambda: 1.6)
     assert progress.best_val == 2.0
 
 
@@ -815,3 +811,15 @@ def test_training_steps_equal_a_plain_torch_loop(tmp_path, optimizer, lr):
         "head.bias": head.bias,
     }.items():
         torch.testing.assert_close(got[name].double(), p, rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_log_takes_every_line_of_the_run(tmp_path, corpus, capsys):
+    """train(..., log=...) took the header and the last line, while the validation lines and the samples were
+    printed to stdout whatever log was (log=lambda s: None still printed them through the progress bar)."""
+    lines = []
+    cfg = tiny_config(corpus, max_steps=4, eval_every=2, sample_every=2, sample_length=10)
+    assert train(cfg, tmp_path / "run", log=lines.append) == 0
+    assert capsys.readouterr().out == ""
+    assert [line.split(":")[0] for line in lines if line.startswith("step ")] == ["step 2", "step 4"]
+    assert sum(line.startswith("---- sample at step") for line in lines) == 2
+    assert lines[0].startswith("corpus ") and lines[-1].startswith("done: 4 steps")

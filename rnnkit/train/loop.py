@@ -284,11 +284,16 @@ def _in_model_order(ckpt, model) -> dict:
     return state
 
 
+def dry_run_chars(cfg: RunConfig) -> int:
+    """The length of a dry run's slice of the corpus: enough for a few windows and a validation split."""
+    return max(20_000, 6 * cfg.data.batch_size * cfg.data.seq_len)
+
+
 def load_data(cfg: RunConfig, dry_run: bool):
     corpus = load_corpus(cfg.data.corpus, cfg.data.data_dir)
     tokens = corpus.tokens
-    if dry_run:  # a tiny slice: enough for a few windows and a validation split
-        tokens = tokens[: max(20_000, 6 * cfg.data.batch_size * cfg.data.seq_len)]
+    if dry_run:  # a tiny slice
+        tokens = tokens[: dry_run_chars(cfg)]
     train_tokens, val_tokens = split(tokens, cfg.data.val_frac)
     B, T = cfg.data.batch_size, cfg.data.seq_len
     if len(train_tokens) < B * T + 1 <= len(tokens):  # the corpus is long enough: the split took too much
@@ -371,8 +376,13 @@ def _train(cfg, out, resume, force, dry_run, log):
     write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
     write_text(out / "vocab.json", json.dumps(chars, ensure_ascii=False) + "\n")
     n_params = sum(p.numel() for p in model.parameters())
+    used = (
+        f"{len(corpus.tokens):,} chars"  # a dry run's header gave the whole corpus's length, not its slice's
+    )
+    if dry_run and len(corpus.tokens) > dry_run_chars(cfg):
+        used = f"the first {dry_run_chars(cfg):,} of its {used} (dry run)"
     log(
-        f"corpus {corpus.name}: {len(corpus.tokens):,} chars, vocabulary {len(chars)} (ln V = {math.log(len(chars)):.3f}); "
+        f"corpus {corpus.name}: {used}, vocabulary {len(chars)} (ln V = {math.log(len(chars)):.3f}); "
         f"{cfg.model.cell} {cfg.model.num_layers}x{cfg.model.hidden_size}, {n_params:,} parameters; "
         f"{len(batches)} windows of {cfg.data.batch_size}x{cfg.data.seq_len} per epoch -> {out}"
     )

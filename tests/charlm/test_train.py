@@ -823,3 +823,17 @@ def test_log_takes_every_line_of_the_run(tmp_path, corpus, capsys):
     assert [line.split(":")[0] for line in lines if line.startswith("step ")] == ["step 2", "step 4"]
     assert sum(line.startswith("---- sample at step") for line in lines) == 2
     assert lines[0].startswith("corpus ") and lines[-1].startswith("done: 4 steps")
+
+
+def test_a_dry_runs_header_gives_the_length_of_its_slice(tmp_path, corpus):
+    """The header gave the whole corpus's length while the dry run trained on its first 20,000 characters."""
+    text = tmp_path / "long.txt"
+    text.write_text(corpus.read_text() * 5)  # 30,750 characters
+    lines = []
+    assert train(tiny_config(text), tmp_path / "smoke", dry_run=True, log=lines.append) == 0
+    assert lines[0].startswith(
+        f"corpus {text}: the first 20,000 of its 30,750 chars (dry run), vocabulary 30"
+    )
+    lines.clear()
+    assert train(tiny_config(corpus), tmp_path / "short", dry_run=True, log=lines.append) == 0
+    assert lines[0].startswith(f"corpus {corpus}: 6,150 chars, vocabulary 30")

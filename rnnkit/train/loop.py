@@ -94,6 +94,9 @@ def check_out(out, resume: bool, force: bool) -> pathlib.Path:
         )
         raise RnnkitError(f"nothing to resume in {out} (no latest.pt); {how}")
     if (latest or best) and not resume and not force:
+        if _is_dry_run(out / ("latest.pt" if latest else "best.pt")):  # which --resume refuses
+            raise RnnkitError(f"{out} already holds a dry run (a smoke test, not a run to continue); --force to "
+                              "replace it, or give another --out folder")  # fmt: skip
         how = (
             "use --resume to continue it"
             if latest
@@ -101,6 +104,16 @@ def check_out(out, resume: bool, force: bool) -> pathlib.Path:
         )
         raise RnnkitError(f"{out} already holds a run; {how} or --force to replace it")
     return out
+
+
+def _is_dry_run(path) -> bool:
+    """Whether the checkpoint is a dry run's (its progress's corpus_id starts with DRY_RUN_ID), read memory-mapped:
+    its tensors are not read. A file that can't be read is not (--resume says what is wrong with it)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return str(ckpt["progress"]["corpus_id"]).startswith(DRY_RUN_ID)
+    except Exception:
+        return False
 
 
 def _run_config(path) -> bool:

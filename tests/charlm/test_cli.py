@@ -145,7 +145,19 @@ def test_a_dry_run_is_not_resumed_as_a_run(tmp_path, corpus, cli):
     code, _, err = cli("train", corpus, "--out", run, "--resume", "--max-steps", "8")
     assert code == 2 and "holds a dry run" in err and "--force" in err
     assert {p.name: p.read_bytes() for p in run.iterdir()} == files
+    # nor offered to be: "already holds a run; use --resume to continue it" led to the refusal above
+    code, _, err = cli("train", corpus, "--out", run, *TINY, "--max-steps", "2")
+    assert code == 2 and "already holds a dry run" in err and "--force" in err and "--resume" not in err
+    (run / "latest.pt").rename(
+        run / "kept.pt"
+    )  # best.pt alone: not "copy its best.pt to latest.pt and --resume"
+    code, _, err = cli("train", corpus, "--out", run, *TINY, "--max-steps", "2")
+    assert code == 2 and "already holds a dry run" in err and "--resume" not in err
+    (run / "kept.pt").rename(run / "latest.pt")
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == files
     assert cli("train", corpus, "--out", run, *TINY, "--max-steps", "2", "--force")[0] == 0
+    code, _, err = cli("train", corpus, "--out", run, *TINY, "--max-steps", "2")  # a run again
+    assert code == 2 and "already holds a run; use --resume to continue it" in err
 
 
 def test_run_folder_without_validation_and_unmakeable(tmp_path, corpus, cli):

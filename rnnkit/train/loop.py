@@ -11,6 +11,7 @@
 The loop only calls `model(batch) -> (logits, loss)`, `model.state` and `model.sample(...)`.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -478,8 +479,9 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
             if evaluated:
                 _validate(model, val_batches, progress, row, save, say, out,
                           lambda w=window, s=carried: window_loss(model, batches.window(w), s))  # fmt: skip
-            metrics.write(**row)
-            row = None
+            with stop.held():  # a second Ctrl-C between the two wrote the row again
+                metrics.write(**row)
+                row = None
             if evaluated:  # after the step's row: a kill between the two resumes from the checkpoint before
                 save("latest.pt")
             if t.sample_every and (progress.step % t.sample_every == 0 or last):
@@ -514,24 +516,39 @@ class _StopAfterStep:
     """Ctrl-C (or SIGTERM: kill, timeout, a job scheduler, docker stop) while training finishes the step under way
     (its optimizer step, validation, checkpoint and metrics row) and then stops, so that --resume continues exactly
     as an uninterrupted run would; a second one stops at once (the step under way is then undone unless its
-    optimizer step was taken). `asked`: the signal's number, 0 before one. A signal the process was started
-    ignoring stays ignored. Main thread only: elsewhere Python delivers no signals, and both keep their defaults."""
+    optimizer step was taken), or inside `held()` once its block is done. `asked`: the signal's number, 0 before
+    one. A signal the process was started ignoring stays ignored. Main thread only: elsewhere Python delivers no signals, and both keep their defaults."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, say):
         self.asked, self.say, self.previous = 0, say, {}
+        self.holding, self.deferred = False, False
         if threading.current_thread() is threading.main_thread():
             # a signal ignored when the run started (its parent's choice) stays ignored
             kept = [s for s in self.SIGNALS if signal.getsignal(s) is not signal.SIG_IGN]
             self.previous = {s: signal.signal(s, self._handler) for s in kept}
 
     def _handler(self, signum, frame):
+        if self.asked and self.holding:
+            self.deferred = True
+            return
         if self.asked:
             raise KeyboardInterrupt
         self.asked = signum
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         self.say(f"{name}: stopping after this step ({name} again to stop now)")
+
+    @contextlib.contextmanager
+    def held(self):
+        """A block a second signal does not cut: it stops the run once the block is done."""
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+        if self.deferred:
+            raise KeyboardInterrupt
 
     def restore(self):
         for s, previous in self.previous.items():

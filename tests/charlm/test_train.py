@@ -837,3 +837,30 @@ def test_a_dry_runs_header_gives_the_length_of_its_slice(tmp_path, corpus):
     lines.clear()
     assert train(tiny_config(corpus), tmp_path / "short", dry_run=True, log=lines.append) == 0
     assert lines[0].startswith(f"corpus {corpus}: 6,150 chars, vocabulary 30")
+
+
+def test_a_second_ctrl_c_just_after_a_metrics_row_is_written_does_not_write_it_again(
+    tmp_path, corpus, monkeypatch
+):
+    """Two Ctrl-C landing after the step's row was written to metrics.csv but before the loop marked it written: the
+    interrupt handler wrote the row again, and metrics.csv held step 3 twice."""
+    import os
+    import signal
+
+    from rnnkit.train import loop
+
+    real, fired = loop.MetricsLog.write, []
+
+    def twice_after_step_3(self, **row):
+        real(self, **row)
+        if row["step"] == 3 and not fired:
+            fired.append(True)
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(loop.MetricsLog, "write", twice_after_step_3)
+    lines = []
+    assert train(tiny_config(corpus, max_steps=10), tmp_path / "run", log=lines.append) == 130
+    assert sum("stopping after this step" in line for line in lines) == 1
+    assert [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.csv")] == ["1", "2", "3"]
+    assert load_checkpoint(tmp_path / "run" / "latest.pt")["progress"]["step"] == 3

@@ -390,9 +390,7 @@ def _train(cfg, out, resume, force, dry_run, log):
     write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
     write_text(out / "vocab.json", json.dumps(chars, ensure_ascii=False) + "\n")
     n_params = sum(p.numel() for p in model.parameters())
-    used = (
-        f"{len(corpus.tokens):,} chars"  # a dry run's header gave the whole corpus's length, not its slice's
-    )
+    used = f"{len(corpus.tokens):,} chars"  # (a dry run's header gave the whole corpus's, not its slice's)
     if dry_run and len(corpus.tokens) > dry_run_chars(cfg):
         used = f"the first {dry_run_chars(cfg):,} of its {used} (dry run)"
     log(
@@ -420,9 +418,8 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
     budget = t.time_budget * 60 if t.time_budget else math.inf
     bar = tqdm(total=total, initial=progress.step, unit="step", dynamic_ncols=True, mininterval=0.5)
 
-    def say(
-        line,
-    ):  # to `log` (the validation lines and samples went to stdout whatever it was), the bar cleared
+    def say(line):
+        """line to `log`, the bar cleared (validation lines and samples went to stdout whatever `log` was)."""
         with tqdm.external_write_mode():
             log(line)
 

@@ -1267,3 +1267,36 @@ def test_own_gemm_refuses_operands_that_disagree(tw, a, w, N, c):
     """The same for the own kernel's test binding."""
     with pytest.raises(RuntimeError, match="own_gemm: shapes disagree"):
         native.load().own_gemm(torch.randn(a), torch.randn(w), tw, N, 0.0, torch.zeros(c))
+
+
+@pytest.mark.skipif(
+    native.load() is None or not native.load().have_own_gemm() or torch.get_num_threads() < 2,
+    reason="no own GEMM kernel (AVX-512) to choose, or one thread",
+)
+def test_the_first_call_on_fresh_threads_takes_the_callers_gemm_choice():
+    """With the rows split, each worker thread's prepared weights were keyed by that worker's own torch thread
+    count, which reads 1 in a worker that has not run torch yet (torch.set_num_threads never called): the first
+    forward of a process, and of every new Python thread (whose OpenMP workers are new), took the choice of another
+    key than the later calls of the main thread, and gave other bits for the same input."""
+    import subprocess
+    import sys
+
+    code = (
+        "import threading, torch, rnnkit\nfrom rnnkit.engine import native\n"
+        "n, H = torch.get_num_threads(), 256\n"
+        "key = lambda threads: [4, 4 * H, H, 1, H, 4 * H, 0, threads, -2, -2]  # a 4-row slice's W_hh\n"
+        "native.load().add_gemm_plans([(key(n), 3), (key(1), 4)])  # two choices: MKL packed, the own kernel\n"
+        "torch.manual_seed(0)\nlayer = rnnkit.Recurrent('lstm', 8, H, backend='native')\n"
+        "x = torch.randn(8, 10, 8)\nouts = []\n"
+        "def call():\n"
+        "    with torch.no_grad():\n"
+        "        outs.append(layer(x)[0])\n"
+        "for _ in range(3):\n"
+        "    call()\n"
+        "for _ in range(2):  # each a new Python thread, whose OpenMP workers are new too\n"
+        "    thread = threading.Thread(target=call)\n    thread.start()\n    thread.join(timeout=120)\n"
+        "print([torch.equal(outs[0], o) for o in outs[1:]])\n"
+    )
+    env = {**os.environ, "RNNKIT_GEMM_PLANS": "", "RNNKIT_GEMM": "auto", "RNNKIT_ROW_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.stdout.strip().splitlines()[-1:] == ["[True, True, True, True]"], out.stdout + out.stderr

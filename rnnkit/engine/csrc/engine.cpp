@@ -90,6 +90,7 @@ Run<T> make_run(int64_t T_, const at::Tensor& HH, int64_t X, const std::vector<c
                 int64_t HC = 0) {
   Run<T> r;
   r.T_ = T_, r.B = HH.size(1), r.H = HH.size(2), r.X = X, r.reverse = reverse;
+  r.threads = at::get_num_threads();
   r.HC = HC > 0 ? HC : r.H;
   const int64_t W = std::max(r.H, r.HC);
   r.hs_t = batch_first ? r.H : r.B * r.H, r.hs_b = batch_first ? r.T_ * r.H : r.H;

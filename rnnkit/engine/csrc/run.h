@@ -419,16 +419,19 @@ StepW<T> step_weight(const T* W, bool tw, int64_t N, int64_t K, int64_t M, int64
 // (at the narrow steps of small cells: 16×128×128 ran 1.1-1.2x faster; at an LSTM's 16×512×128 they tie,
 // and in the loop MKL was the faster, so a near tie keeps MKL). Only the choice of the two is timed, once per
 // shape; the threads of a loop that meet it first time it side by side, as the loop runs, and take the choice
-// kept first (keep_plan).
+// kept first (keep_plan). threads: the calling loop's torch threads, the key's (a worker of over_rows read its own
+// count, 1 in a worker that had not run torch before: the first call of a process, or of a new Python thread, took
+// another key's choice than every later call, other bits for the same input).
 template <typename T>
-StepW<T> thread_weight(const T* W, bool tw, int64_t N, int64_t K, int64_t M, int64_t lda, int64_t ldc, bool beta) {
+StepW<T> thread_weight(const T* W, bool tw, int64_t N, int64_t K, int64_t M, int64_t lda, int64_t ldc, bool beta,
+                       int64_t threads) {
   using namespace native_ext;
   const bool f32 = std::is_same_v<T, float>;
   const int packed = f32 && have_packed() && g_gemm_mode != GemmMode::Blas ? 3 : 0;
   if (!f32 || !RNNKIT_OWN_GEMM || g_gemm_mode == GemmMode::Blas) return StepW<T>::make(packed, W, tw, N, K, M);
   if (g_gemm_mode == GemmMode::Own) return StepW<T>::make(4, W, tw, N, K, M);
   if (g_gemm_mode != GemmMode::Auto || fixed_choice()) return StepW<T>::make(packed, W, tw, N, K, M);
-  const GemmKey key{M, N, K, tw, lda, ldc, beta, at::get_num_threads(), -2, -2};
+  const GemmKey key{M, N, K, tw, lda, ldc, beta, threads, -2, -2};
   int option = known_plan(key);
   if (option < 0) {  // timed on one thread, as the loop runs it (MKL inside a team runs on one)
     const int one = 1;
@@ -450,6 +453,7 @@ struct Run {
   int64_t T_, B, H, X;  // steps, batch, width of h_t (the state fed back and output), width of an xw row
   int64_t HC = 0;        // width of c_t and of each gate block: H, except in lstmp (h_t is c's projection)
   int64_t b0 = 0, b1 = 0;  // the rows this thread owns: rows never mix within the time loop
+  int64_t threads = 1;     // torch's threads where the loop was called (make_run): thread_weight's key
   bool reverse = false, keep = true;
   const T* xw = nullptr;
   const T* mask = nullptr;  // (T, B) of 0/1, or null
@@ -504,7 +508,7 @@ struct Run {
     if (!s) {
       const bool all = b1 - b0 == B && !at::in_parallel_region();
       s = std::make_shared<StepW<T>>(all ? step_weight<T>(P[k], tw, N, K, B, lda, ldc, beta != T(0))
-                                         : thread_weight<T>(P[k], tw, N, K, b1 - b0, lda, ldc, beta != T(0)));
+                                         : thread_weight<T>(P[k], tw, N, K, b1 - b0, lda, ldc, beta != T(0), threads));
     }
     TORCH_CHECK(s->N == N && s->K == K, "rnnkit native: weight ", k, " used with two shapes in one loop");
     s->mul(A + b0 * lda, lda, beta, C + b0 * ldc, ldc);

@@ -45,7 +45,7 @@ StepW<T> rows_of(const T* W, int64_t blocks, int64_t H, int64_t j0, int64_t j1, 
   at::Tensor rows = pooled_empty({blocks * Hk, H}, o);
   rows.view({blocks, Hk, H}).copy_(at::from_blob(const_cast<T*>(W), {blocks, H, H}, o).narrow(1, j0, Hk));
   keep.push_back(rows);
-  return thread_weight<T>(rows.data_ptr<T>(), true, blocks * Hk, H, M, H, blocks * Hk, false);
+  return thread_weight<T>(rows.data_ptr<T>(), true, blocks * Hk, H, M, H, blocks * Hk, false, at::get_num_threads());
 }
 
 // A backward step weight from the columns [j0, j1) of W (K × H): C = A cols.
@@ -55,7 +55,7 @@ StepW<T> cols_of(const T* W, int64_t K, int64_t H, int64_t j0, int64_t j1, int64
   at::Tensor cols = pooled_empty({K, j1 - j0}, o);
   cols.copy_(at::from_blob(const_cast<T*>(W), {K, H}, o).narrow(1, j0, j1 - j0));
   keep.push_back(cols);
-  return thread_weight<T>(cols.data_ptr<T>(), false, j1 - j0, K, M, K, H, true);
+  return thread_weight<T>(cols.data_ptr<T>(), false, j1 - j0, K, M, K, H, true, at::get_num_threads());
 }
 
 // What a thread keeps for a one-GEMM cell: its units, its slice of W_hh (forward: the G·Hk rows of its units'

@@ -15,6 +15,8 @@ import functools
 import inspect
 import math
 import numbers
+import threading
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -28,22 +30,33 @@ from rnnkit.errors import RnnkitError
 TORCH_RNNS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": nn.RNN, "rnn_relu": nn.RNN}
 
 
+# model -> [its _inference calls running now, whether it was in train mode before them]
+_calls, _calls_lock = weakref.WeakKeyDictionary(), threading.Lock()
+
+
 def _inference(fn):
     """fn under torch.no_grad() and in eval mode (dropout off), as char-rnn's sample.lua and Keras' predict run: a
     model left in train mode sampled, scored and completed with dropout, drawing on the global RNG, so a seeded
-    generator did not reproduce. The model's mode is restored after."""
+    generator did not reproduce. The model's mode is restored after, by the last of the calls running at once (in
+    threads: one that returned first put train mode back under the others, which went on with dropout)."""
 
     @functools.wraps(fn)
     def run(self, *args, **kwargs):
-        was = self.training
-        if was:
-            self.eval()
+        with _calls_lock:
+            calls = _calls.setdefault(self, [0, False])
+            if calls[0] == 0:
+                calls[1] = self.training
+                if calls[1]:
+                    self.eval()
+            calls[0] += 1
         try:
             with torch.no_grad():
                 return fn(self, *args, **kwargs)
         finally:
-            if was:
-                self.train()
+            with _calls_lock:
+                calls[0] -= 1
+                if calls[0] == 0 and calls[1]:
+                    self.train()
 
     return run
 

@@ -108,6 +108,44 @@ def test_sampling_scoring_and_completing_run_in_eval_mode():
     assert m.training and all(mod.training for mod in m.modules())
 
 
+def test_threads_sampling_at_once_from_a_model_in_train_mode_sample_in_eval_mode():
+    """Each call put a model left in train mode in eval mode and back as it returned: a thread that came in
+    meanwhile found it in eval mode, left it so, and from the first call's return on sampled with dropout (as
+    an inference server's threads sample at once: 13 of 40 such samples differed). Calls that overlap share
+    the eval mode; the last to return puts train mode back."""
+    import threading
+
+    m = model(dropout=0.5, embedding_size=5)
+    want = m.sample([2], 30, generator=torch.Generator().manual_seed(3))
+    m.train()
+    a_in, b_in, a_done, got = threading.Event(), threading.Event(), threading.Event(), {}
+
+    def hook(module, args):  # a waits inside until b is in too; b goes on once a has returned
+        name = threading.current_thread().name
+        if name == "a" and not a_in.is_set():
+            a_in.set()
+            b_in.wait(30)
+        elif name == "b" and not b_in.is_set():
+            b_in.set()
+            a_done.wait(30)
+
+    def sample(name):
+        got[name] = m.sample([2], 30, generator=torch.Generator().manual_seed(3))
+        if name == "a":
+            a_done.set()
+
+    handle = m.head.register_forward_pre_hook(hook)
+    a = threading.Thread(target=sample, args=("a",), name="a")
+    b = threading.Thread(target=sample, args=("b",), name="b")
+    a.start()
+    assert a_in.wait(30)
+    b.start()
+    a.join(60), b.join(60)
+    handle.remove()
+    assert got == {"a": want, "b": want}
+    assert m.training and all(mod.training for mod in m.modules())
+
+
 def test_beam_search():
     m = model()
     greedy = m.sample([2, 3], 6, greedy=True)

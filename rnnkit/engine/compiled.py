@@ -93,13 +93,15 @@ def wanted(cell, xw, backend, probe, P=None, fits=False) -> int | None:
         torch.compiler.is_compiling()
         and not torch.compiler.is_exporting()
         and backend in (None, "native")
-        and probe is None
-        and xw.device.type == "cpu"
-        and xw.dtype in (torch.float32, torch.float64)
-        and xw.shape[1] > 0
         and not transformed()
-        and native_ready()
     ):
+        return None
+    # a device or dtype the loop doesn't run (float16): with backend="native", eager code's line (dynamo drops the
+    # warning resolve_backend gives, and the python loop ran in silence)
+    kind = native.unsupported_kind(xw.device.type, xw.dtype)
+    if kind is not None and backend == "native":
+        _unavailable(kind)
+    if not (kind is None and probe is None and xw.shape[1] > 0 and native_ready()):
         return None
     if cell in native.CELL_IDS:
         return native.CELL_IDS[cell]

@@ -311,10 +311,9 @@ def unsupported(cell, xw, P=None):
         # make_fx on real tensors: its graph holds the ops the dispatcher saw, and the loop's work is none of them
         # (the graph replayed the empty buffers the loop had filled: out 1e34 off)
         return "make_fx tracing (its graph records torch's ops, and the native loop runs none)"
-    if xw.device.type != "cpu":
-        return f"{xw.device.type} tensors (the native backend is CPU-only)"
-    if xw.dtype not in (torch.float32, torch.float64):
-        return f"dtype {xw.dtype} (the native backend runs float32 and float64)"
+    kind = unsupported_kind(xw.device.type, xw.dtype)
+    if kind is not None:
+        return kind
     if xw.dim() == 3 and 0 in xw.shape[:2]:
         return "quiet"  # an empty batch: nothing to run fast; python's loop passes it through
     if load() is None:
@@ -338,6 +337,16 @@ def unsupported(cell, xw, P=None):
             )
         got = traced_id(cell, P, xw)
         return got if isinstance(got, str) else None
+    return None
+
+
+def unsupported_kind(device_type, dtype):
+    """unsupported's reason for tensors of this device type and dtype, or None (also said under torch.compile:
+    engine.compiled.wanted)."""
+    if device_type != "cpu":
+        return f"{device_type} tensors (the native backend is CPU-only)"
+    if dtype not in (torch.float32, torch.float64):
+        return f"dtype {dtype} (the native backend runs float32 and float64)"
     return None
 
 

@@ -40,7 +40,15 @@ def autograd_loop(cell, xw, state0, P, mask, reverse, probe=None):
         state = new
     if probe is not None:
         _watch(probe, hooks)
-    return torch.stack(outs), state
+    hs = torch.stack(outs)
+    if cell._checked_steps and xw.requires_grad:
+        # a cell of one's own whose step never reads xw_t (driven by its state alone) left W_xh, b_xh and x without
+        # a gradient (None) here, while the python and native loops give them zeros (its dxw_t): zeros here too, as
+        # torch.nn's RNNs give a weight of their graph whose gradient is zero (AdamW decays it: it skips a None).
+        # An exact 0 from an empty slice (not 0·xw: 0·inf is NaN); rnnkit's own cells all read xw_t
+        zero = xw[:0].sum()
+        hs, state = hs + zero, tuple(s + zero for s in state)
+    return hs, state
 
 
 def scan_loop(cell, xw, state0, P, mask, reverse):

@@ -450,3 +450,42 @@ def test_a_state0_of_batch_one_is_broadcast_for_a_cell_of_ones_own(lengths):
     for backend in ("python", "native"):
         for a, b in zip(results["autograd"], results[backend], strict=True):
             torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+
+
+def autonomous_step(xw_t, state, P):
+    """h_t = tanh(h_{t-1} W_hhᵀ + b_hh): xw_t is not read (a cell driven by its initial state alone)."""
+    (h_prev,) = state
+    h_t = torch.tanh(linear(h_prev, *P))
+    return (h_t,), (h_prev,), (h_t,)
+
+
+def autonomous_step_backward(dstate, cache, P):
+    (dh_t,), (h_t,) = dstate, cache
+    da = dh_t * (1 - h_t * h_t)
+    return torch.zeros_like(da), (da @ P[0],), (da,), ()
+
+
+class Autonomous(Cell):
+    step = staticmethod(autonomous_step)
+    step_backward = staticmethod(autonomous_step_backward)
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__(input_size, hidden_size, bias)
+        recurrent_weights(self, ("W_hh", (hidden_size, hidden_size)), ("b_hh", (hidden_size,)))
+        self.reset_parameters()
+
+
+@pytest.mark.parametrize("backend", ["autograd", "python", "native"])
+def test_a_step_that_does_not_read_xw_gives_the_input_weights_zeros_on_every_backend(backend):
+    """The input projection is in the layer's graph, its gradient zero: python and native gave W_xh, b_xh and x
+    zeros (step_backward's dxw_t), the autograd backend None, so AdamW decayed W_xh on the one and not on the
+    other. Zeros on every backend, as torch.nn's RNNs give a weight whose gradient is zero."""
+    torch.manual_seed(0)
+    layer = Recurrent(Autonomous, 3, 4, backend=backend).double()
+    x = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
+    h0 = torch.full((1, 2, 4), 0.5, dtype=torch.float64)
+    out, h = layer(x, h0)
+    (out.pow(2).sum() + h.sum()).backward()
+    for g in (layer.cells[0].W_xh.grad, layer.cells[0].b_xh.grad, x.grad):
+        assert g is not None and not g.any()
+    assert layer.cells[0].W_hh.grad.any()

@@ -142,7 +142,9 @@ probability: its first symbol must be one the chain can start with, and each nex
 symbol one it can move to from the one before. Symbols are case-sensitive: the abe
 preset writes upper-case A B E, so 'abe' is not allowed but 'ABE' is. A --text chain
 starts only as the file's lines start: 'the' is allowed when some line of the file
-starts with 't' and each pair of neighbouring characters in 'the' occurs in the file.
+starts with 't' and each pair of neighbouring characters in 'the' occurs in the file,
+but for one: a character that nothing follows in the file (its last one, found nowhere
+else) is a dead end, from which the chain moves to any character, as sample does.
 A STRING that is not allowed is printed with the reason.
 
 """

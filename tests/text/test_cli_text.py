@@ -217,6 +217,23 @@ def test_markov_not_allowed_says_why(tmp_path, capsys):
     assert "'the' is allowed when some line of the file" in capsys.readouterr().out
 
 
+def test_markov_check_help_says_what_a_dead_end_allows(tmp_path, capsys):
+    """'!' ends the file and is found nowhere else: the chain restarts there at any character (sample writes "!a"),
+    so check allows "ab!a", whose pair "!a" the file never holds, while its help said every pair occurs in the
+    file. The help now says so."""
+    text = tmp_path / "t.txt"
+    text.write_text("abc\nab!")
+    assert main(["markov", "--text", str(text), "check", "ab!a", "a!"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "allowed: ab!a",
+        "not allowed: a!  (it cannot write '!' after 'a')",
+    ]
+    with pytest.raises(SystemExit):
+        main(["markov", "check", "--help"])
+    help_ = " ".join(capsys.readouterr().out.split())
+    assert "a character that nothing follows in the file" in help_ and "moves to any character" in help_
+
+
 def test_neighbours_binary_format_on_a_text_file_is_one_clear_error(tmp_path, capsys):
     import numpy as np
 

@@ -236,6 +236,12 @@ def shakespeare_path(data_dir=None) -> pathlib.Path:
                 "--data-dir is empty; give the folder that holds tinyshakespeare.txt, or leave it out"
             )
         found = _local_copy(data_dir)
+        folder = pathlib.Path(data_dir).expanduser()
+        if (
+            found is None and not folder.is_dir()
+        ):  # (a typo said the folder "holds no" file, as if it were there)
+            what = "is a file" if folder.exists() else "does not exist"
+            raise RnnkitError(f"--data-dir {data_dir} {what}; give the folder that holds {SHAKESPEARE_FILE}")
         if found is None:
             raise RnnkitError(
                 f"--data-dir {data_dir} holds no {SHAKESPEARE_FILE} (nor input.txt); give the folder that has it"

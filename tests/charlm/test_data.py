@@ -200,8 +200,16 @@ def test_shakespeare_sources_say_what_is_wrong(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("RNNKIT_DATA", raising=False)
     monkeypatch.setattr(corpus_mod, "SHAKESPEARE_URL", (tmp_path / "missing.txt").as_uri())
+    with pytest.raises(
+        RnnkitError, match="--data-dir .*nonexistent does not exist; give the folder that holds"
+    ):
+        load_corpus("shakespeare", data_dir=tmp_path / "nonexistent")  # (it said the folder "holds no" file)
+    (tmp_path / "empty").mkdir()
     with pytest.raises(RnnkitError, match="--data-dir .*empty holds no tinyshakespeare.txt"):
         load_corpus("shakespeare", data_dir=tmp_path / "empty")
+    (tmp_path / "empty" / "notes.txt").write_text("")
+    with pytest.raises(RnnkitError, match="--data-dir .*notes.txt is a file; give the folder that holds"):
+        load_corpus("shakespeare", data_dir=tmp_path / "empty" / "notes.txt")
     stale = tmp_path / "cache" / "rnnkit" / "tinyshakespeare.txt"
     stale.parent.mkdir(parents=True)
     stale.write_text("not the play\n")

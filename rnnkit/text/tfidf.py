@@ -157,6 +157,14 @@ class TfidfIndex:
             raise RnnkitError(f"top (how many documents to return) must be a whole number >= 1, got {top!r}")
         q = self.transform([query])
         if q.nnz == 0:
+            if (
+                self.config.stop_words
+                and not self.analyzer(query)
+                and Analyzer(replace(self.config, stop_words=False))(query)
+            ):
+                # (it said no term is in the index, as if the words were missing from the documents)
+                raise RnnkitError(f"the query {query!r} holds only stop words, which this index drops (it was built "
+                                  "with stop_words, --stop-words); try other words")  # fmt: skip
             raise RnnkitError(f"no term of the query {query!r} is in the index; try other words")
         cos = (self.matrix @ q.T).toarray().ravel()
         if self.config.norm is None:  # cosine needs unit vectors

@@ -140,3 +140,16 @@ def test_words_that_begin_with_an_underscore_are_terms():
     assert {"__init__", "_private", "snake_case"} <= set(index.terms)
     assert "_" not in index.analyzer("a _ b , c")  # a lone underscore is punctuation
     assert index.search("__init__")[0][0] == 0
+
+
+def test_a_query_of_stop_words_alone_says_so():
+    """An index built with stop_words (--stop-words) and a query of stop words only ("the of"): it said no term of
+    the query is in the index, as if the documents lacked them; a query of words the documents lack still says
+    that."""
+    index = TfidfIndex(TfidfConfig(stop_words=True)).fit(["the cat sat", "of mice and men"])
+    with pytest.raises(RnnkitError, match="the query 'The of' holds only stop words, which this index drops"):
+        index.search("The of")
+    with pytest.raises(RnnkitError, match="no term of the query 'zebra' is in the index"):
+        index.search("zebra")
+    with pytest.raises(RnnkitError, match="no term of the query 'the' is in the index"):
+        TfidfIndex().fit(["a cat"]).search("the")  # (no stop words dropped: the documents lack it)

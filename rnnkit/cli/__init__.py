@@ -99,9 +99,15 @@ def _show_defaults(parser):
         action.help = f"{help} (default: {shown})" if help else f"default: {shown}"
 
 
-def _out_of_memory(e) -> str | None:
+# the sizes to make smaller, by command (the character models' commands: their model's and batch's, see below)
+_SIZES = {"word2vec": "--dimension, --batch-size, or a larger --min-count (a smaller vocabulary)"}
+_CHARLM = ("train", "sample", "score", "complete", "eval")
+
+
+def _out_of_memory(e, command=None) -> str | None:
     """One line for a failed allocation (a model or batch too big for this machine: --hidden-size 200000 asked
-    for 640 GB and ended in a traceback from torch's allocator), or None for any other error."""
+    for 640 GB and ended in a traceback from torch's allocator), or None for any other error. command: the one
+    that ran, whose options the line names (word2vec's were named as the character model's --hidden-size)."""
     import re
 
     msg = str(e)
@@ -121,8 +127,12 @@ def _out_of_memory(e) -> str | None:
         )
     except (ValueError, OSError, AttributeError):
         total = ""
-    return (f"out of memory: an allocation of {size} failed{total}; choose smaller sizes (the model's "
-            "--hidden-size/--num-layers, --batch-size, --seq-len or the command's own)")  # fmt: skip
+    sizes = _SIZES.get(command) or (
+        "the model's --hidden-size/--num-layers, --batch-size, --seq-len or the command's own"
+        if command is None or command in _CHARLM
+        else f"the options of `rnnkit {command} --help` that set them"
+    )
+    return f"out of memory: an allocation of {size} failed{total}; choose smaller sizes ({sizes})"
 
 
 def main(argv=None) -> int:
@@ -141,7 +151,7 @@ def main(argv=None) -> int:
         print(f"rnnkit: error: {e}", file=sys.stderr)
         return 2
     except (MemoryError, RuntimeError) as e:  # torch's allocator raises RuntimeError, numpy MemoryError
-        said = _out_of_memory(e)
+        said = _out_of_memory(e, getattr(args, "command", None))
         if said is None:
             raise
         print(f"rnnkit: error: {said}", file=sys.stderr)

@@ -640,3 +640,25 @@ def test_word2vec_reads_its_corpus_before_compiling_its_loop(tmp_path, capsys, m
     err = capsys.readouterr().err
     assert err.startswith("rnnkit: error: ") and said in err and err.count("\n") == 1, err
     assert not (tmp_path / "out").exists()
+
+
+def test_out_of_memory_in_word2vec_names_its_own_sizes(tmp_path, corpus, capsys, monkeypatch):
+    """The out-of-memory line named the character model's --hidden-size/--num-layers and --seq-len, options word2vec
+    does not have; it names word2vec's sizes, and another command's --help. (Raised by hand, as for train.)"""
+    import rnnkit.text
+
+    def too_big(*a, **k):
+        raise MemoryError("Unable to allocate 74.5 GiB for an array with shape (100000, 100000)")
+
+    monkeypatch.setattr(rnnkit.text.Word2Vec, "__init__", too_big)
+    assert main(["word2vec", str(corpus), "--out", str(tmp_path / "w"), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("rnnkit: error: out of memory: an allocation of 74.5 GiB failed")
+        and err.count("\n") == 1
+    )
+    assert "--dimension, --batch-size, or a larger --min-count" in err and "--hidden-size" not in err
+    monkeypatch.setattr(rnnkit.text.TfidfIndex, "fit", too_big)
+    assert main(["tfidf", "index", str(corpus), "--out", str(tmp_path / "t")]) == 2
+    err = capsys.readouterr().err
+    assert "the options of `rnnkit tfidf --help` that set them" in err and "--hidden-size" not in err

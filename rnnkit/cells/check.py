@@ -31,6 +31,33 @@ def _differs(name, what, hand, auto, rtol, atol, fix="step_backward"):
                           f"(autograd's largest {scale:.3g}): fix {fix}")  # fmt: skip
 
 
+def _pure(name, fn_name, fn, args, rec_params):
+    """fn(*args), with a one-line error where it changed a tensor among its arguments in place (its version counter
+    moved: nothing is copied). On the python backend such a step_backward changed the caller's own gradient tensor
+    in silence (dc_t.add_(...) on dL/dc_T), or failed deep inside on an expanded one (a loss c_T.sum())."""
+    arg_names = ("xw_t", "state", "P") if fn_name == "step" else ("dstate_t", "cache", "P")
+    seen = []
+    for arg, arg_name in zip(args, arg_names):
+        leaves = arg if isinstance(arg, tuple | list) else (arg,)
+        for k, t in enumerate(leaves):
+            what = (
+                f"P's {rec_params[k]}"
+                if arg_name == "P"
+                else f"{arg_name}[{k}]"
+                if leaves is arg
+                else arg_name
+            )
+            if isinstance(t, torch.Tensor):
+                seen.append((what, t, t._version))
+    got = fn(*args)
+    for what, t, version in seen:
+        if t._version != version:
+            raise RnnkitError(f"{name}.{fn_name} changed its input {what} in place: step and step_backward must be "
+                              f"pure functions (the engine keeps and reuses their inputs); write a new tensor "
+                              f"(d = d_t + ..., not d_t.add_(...) or d_t += ...)")  # fmt: skip
+    return got
+
+
 def check_cell(
     cell, input_size=3, hidden_size=4, *, batch=3, steps=5, seed=0, rtol=1e-7, atol=1e-9, **cell_kwargs
 ):
@@ -44,6 +71,8 @@ def check_cell(
     - a sequence of `steps` steps, both directions, a second sequence shorter (lengths), from a random initial
       state: the python backend (the hand-written BPTT) against the autograd backend, every gradient: it
       catches a cache that a later step changes in place, which one step can't show.
+    step or step_backward changing one of its own inputs in place (dc_t.add_(...)) is an error of its own: they must
+    be pure functions.
     The caller's random number generator is left as it was."""
     from rnnkit.cells import CELLS
     from rnnkit.layers import Recurrent
@@ -67,13 +96,13 @@ def _one_step(model, name, B, rtol, atol):
     xw = model.project_input(torch.randn(B, model.input_size, dtype=torch.float64)).detach().requires_grad_()
     state = tuple(torch.randn_like(s).requires_grad_() for s in model.init_state(B))
     P = tuple(p if p is None else p.detach().requires_grad_() for p in model.rec_params())
-    got = Cls.step(xw, state, P)
+    got = _pure(name, "step", Cls.step, (xw, state, P), Cls.REC_PARAMS)
     check_step(Cls, got, xw, state, P)
     new, us, cache = got
     dnew = tuple(torch.randn_like(s) for s in new)
     inputs = [xw, *state, *(p for p in P if p is not None)]
     auto = torch.autograd.grad(sum((s * d).sum() for s, d in zip(new, dnew)), inputs, allow_unused=True)
-    back = Cls.step_backward(dnew, cache, P)
+    back = _pure(name, "step_backward", Cls.step_backward, (dnew, cache, P), Cls.REC_PARAMS)
     check_step_backward(Cls, back, dnew, P, xw.shape[1])
     dxw, dprev, dpres, dextras = back
     grads = dict.fromkeys(Cls.REC_PARAMS)

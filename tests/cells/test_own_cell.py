@@ -489,3 +489,48 @@ def test_a_step_that_does_not_read_xw_gives_the_input_weights_zeros_on_every_bac
     for g in (layer.cells[0].W_xh.grad, layer.cells[0].b_xh.grad, x.grad):
         assert g is not None and not g.any()
     assert layer.cells[0].W_hh.grad.any()
+
+
+def cumulative_step(xw_t, state, P):
+    """a_t = tanh(xw_t + h_{t-1} W_hhᵀ + b_hh);  c_t = c_{t-1} + a_t;  h_t = tanh(c_t)."""
+    h_prev, c_prev = state
+    a_t = torch.tanh(xw_t + linear(h_prev, *P))
+    c_t = c_prev + a_t
+    return (torch.tanh(c_t), c_t), (h_prev,), (torch.tanh(c_t), a_t)
+
+
+def cumulative_step_backward_in_place(dstate, cache, P):
+    """The right derivative, but dc_t.add_(...) writes into the caller's dL/dc_t."""
+    (dh_t, dc_t), (h_t, a_t) = dstate, cache
+    dc = dc_t.add_(dh_t * (1 - h_t * h_t))
+    da = dc * (1 - a_t * a_t)
+    return da, (da @ P[0], dc), (da,), ()
+
+
+def test_check_cell_names_an_input_step_backward_changes_in_place():
+    """The functions must be pure; a step_backward adding into its dstate_t in place passed check_cell (its numbers
+    are right), then on the python backend changed the caller's gradient in silence, or failed deep inside on an
+    expanded one (a loss c_T.sum(): "more than one element of the written-to tensor refers to a single memory
+    location"). check_cell says which input it changed (version counters: nothing copied)."""
+    from rnnkit.cells import check_cell
+
+    class Cumulative(Cell):
+        num_states = 2
+        step = staticmethod(cumulative_step)
+        step_backward = staticmethod(cumulative_step_backward_in_place)
+
+        def __init__(self, input_size, hidden_size, bias=True):
+            super().__init__(input_size, hidden_size, bias)
+            recurrent_weights(self, ("W_hh", (hidden_size, hidden_size)), ("b_hh", (hidden_size,)))
+            self.reset_parameters()
+
+    with pytest.raises(
+        RnnkitError, match=r"Cumulative.step_backward changed its input dstate_t\[1\] in place: .*pure"
+    ):
+        check_cell(Cumulative)
+
+    def pure(dstate, cache, P):
+        return cumulative_step_backward_in_place((dstate[0], dstate[1].clone()), cache, P)
+
+    Cumulative.step_backward = staticmethod(pure)
+    check_cell(Cumulative)

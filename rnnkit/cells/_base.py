@@ -400,6 +400,29 @@ def check_step(cell, got, xw_t, state, P):
               "multiplies as u_k U_kᵀ + b_k)")  # fmt: skip
 
 
+def versions(**groups):
+    """[(name, tensor, its version counter)] of the tensors in groups (name: a tensor or a tuple of them): what
+    check_unchanged reads after a cell of one's own's first step or step_backward. Nothing is copied."""
+    seen = []
+    for name, group in groups.items():
+        items = group if isinstance(group, tuple | list) else (group,)
+        for k, t in enumerate(items):
+            if isinstance(t, torch.Tensor):
+                seen.append((f"{name}[{k}]" if items is group else name, t, t._version))
+    return seen
+
+
+def check_unchanged(cell, fn_name, seen):
+    """A one-line error where a cell of one's own's step or step_backward changed one of its inputs in place (at the
+    first step of every run, as check_step; check_cell does the same): the python loop reuses them, and one such
+    step_backward changed the caller's own gradient (dL/dc_T) in silence, or failed deep inside on an expanded one."""
+    for name, t, version in seen:
+        if t._version != version:
+            raise RnnkitError(f"{cell.__name__}.{fn_name} changed its input {name} in place: step and step_backward "
+                              "must be pure functions (the engine keeps and reuses their inputs); write a new tensor "
+                              "(d = d_t + ..., not d_t.add_(...) or d_t += ...)")  # fmt: skip
+
+
 def check_step_backward(cell, got, dstate, P, xw_width):
     """What a cell of one's own's step_backward returned, checked at the first step of the backward loop (see
     check_step): a missing dpres left a weight gradient as the loop's empty buffer, whatever the memory held, and a

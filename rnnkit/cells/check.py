@@ -7,7 +7,7 @@ one: the python backend trained with its gradients in silence. check_cell is tha
 
 import torch
 
-from rnnkit.cells._base import Cell, check_step, check_step_backward
+from rnnkit.cells._base import Cell, check_step, check_step_backward, check_unchanged, versions
 from rnnkit.errors import RnnkitError
 
 
@@ -31,30 +31,14 @@ def _differs(name, what, hand, auto, rtol, atol, fix="step_backward"):
                           f"(autograd's largest {scale:.3g}): fix {fix}")  # fmt: skip
 
 
-def _pure(name, fn_name, fn, args, rec_params):
+def _pure(cls, fn_name, fn, args):
     """fn(*args), with a one-line error where it changed a tensor among its arguments in place (its version counter
     moved: nothing is copied). On the python backend such a step_backward changed the caller's own gradient tensor
     in silence (dc_t.add_(...) on dL/dc_T), or failed deep inside on an expanded one (a loss c_T.sum())."""
-    arg_names = ("xw_t", "state", "P") if fn_name == "step" else ("dstate_t", "cache", "P")
-    seen = []
-    for arg, arg_name in zip(args, arg_names):
-        leaves = arg if isinstance(arg, tuple | list) else (arg,)
-        for k, t in enumerate(leaves):
-            what = (
-                f"P's {rec_params[k]}"
-                if arg_name == "P"
-                else f"{arg_name}[{k}]"
-                if leaves is arg
-                else arg_name
-            )
-            if isinstance(t, torch.Tensor):
-                seen.append((what, t, t._version))
+    names = ("xw_t", "state", "P") if fn_name == "step" else ("dstate_t", "cache", "P")
+    seen = versions(**dict(zip(names, args)))
     got = fn(*args)
-    for what, t, version in seen:
-        if t._version != version:
-            raise RnnkitError(f"{name}.{fn_name} changed its input {what} in place: step and step_backward must be "
-                              f"pure functions (the engine keeps and reuses their inputs); write a new tensor "
-                              f"(d = d_t + ..., not d_t.add_(...) or d_t += ...)")  # fmt: skip
+    check_unchanged(cls, fn_name, seen)
     return got
 
 
@@ -96,13 +80,13 @@ def _one_step(model, name, B, rtol, atol):
     xw = model.project_input(torch.randn(B, model.input_size, dtype=torch.float64)).detach().requires_grad_()
     state = tuple(torch.randn_like(s).requires_grad_() for s in model.init_state(B))
     P = tuple(p if p is None else p.detach().requires_grad_() for p in model.rec_params())
-    got = _pure(name, "step", Cls.step, (xw, state, P), Cls.REC_PARAMS)
+    got = _pure(Cls, "step", Cls.step, (xw, state, P))
     check_step(Cls, got, xw, state, P)
     new, us, cache = got
     dnew = tuple(torch.randn_like(s) for s in new)
     inputs = [xw, *state, *(p for p in P if p is not None)]
     auto = torch.autograd.grad(sum((s * d).sum() for s, d in zip(new, dnew)), inputs, allow_unused=True)
-    back = _pure(name, "step_backward", Cls.step_backward, (dnew, cache, P), Cls.REC_PARAMS)
+    back = _pure(Cls, "step_backward", Cls.step_backward, (dnew, cache, P))
     check_step_backward(Cls, back, dnew, P, xw.shape[1])
     dxw, dprev, dpres, dextras = back
     grads = dict.fromkeys(Cls.REC_PARAMS)

@@ -23,7 +23,7 @@ from dxw as one GEMM each. Runs on any device and dtype.
 
 import torch
 
-from rnnkit.cells._base import check_step, check_step_backward
+from rnnkit.cells._base import check_step, check_step_backward, check_unchanged, versions
 from rnnkit.engine.reference import autograd_loop, higher_order_grads, restored_input, saved_input
 
 
@@ -41,8 +41,10 @@ def forward_loop(cell, xw, state0, P, mask, reverse, keep):
     live = None if mask is None else mask != 0
     check = cell._checked_steps  # (a cell of one's own: its first step's outputs, see check_step)
     for t in _order(T, reverse):
+        seen = versions(xw_t=xw, state=state, P=P) if check else None
         got = cell.step(xw[t], state, P)
         if check:
+            check_unchanged(cell, "step", seen)
             check_step(cell, got, xw[t], state, P)
             check = False
         new, u_t, cache = got
@@ -80,8 +82,10 @@ def backward_loop(cell, dhs, dstateT, caches, us, P, mask, reverse, probe, xw_wi
         # step's gradients NaN and, through them, the state passed on (c's too)
         if mask is not None:
             dnew = tuple(torch.where(live[t], d, 0) for d in dnew)
+        seen = versions(dstate_t=dnew, cache=caches[t], P=P) if check else None
         got = cell.step_backward(dnew, caches[t], P)
         if check:
+            check_unchanged(cell, "step_backward", seen)
             check_step_backward(cell, got, dnew, P, xw_width)
             check = False
         dxw_t, dprev, dpre, dextra = got

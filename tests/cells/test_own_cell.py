@@ -534,3 +534,27 @@ def test_check_cell_names_an_input_step_backward_changes_in_place():
 
     Cumulative.step_backward = staticmethod(pure)
     check_cell(Cumulative)
+
+
+def test_a_step_backward_changing_its_input_in_place_is_named_at_its_first_step():
+    """Without check_cell: the python loop checks a cell of one's own's
+    first step as it checks what it returns: the caller's dL/dc_T was changed in silence (a loss on c_T)."""
+
+    class Cumulative(Cell):
+        num_states = 2
+        step = staticmethod(cumulative_step)
+        step_backward = staticmethod(cumulative_step_backward_in_place)
+
+        def __init__(self, input_size, hidden_size, bias=True):
+            super().__init__(input_size, hidden_size, bias)
+            recurrent_weights(self, ("W_hh", (hidden_size, hidden_size)), ("b_hh", (hidden_size,)))
+            self.reset_parameters()
+
+    torch.manual_seed(0)
+    layer = Recurrent(Cumulative, 3, 4, backend="python")
+    out, (h, c) = layer(torch.randn(2, 5, 3))
+    dc = torch.randn_like(c)
+    with pytest.raises(
+        RnnkitError, match=r"Cumulative.step_backward changed its input dstate_t\[1\] in place"
+    ):
+        torch.autograd.backward([out, c], [torch.ones_like(out), dc])

@@ -40,12 +40,16 @@ def autograd_loop(cell, xw, state0, P, mask, reverse, probe=None):
         state = new
     if probe is not None:
         _watch(probe, hooks)
-    hs = torch.stack(outs)
+    return _tied_to_input(cell, xw, torch.stack(outs), state)
+
+
+def _tied_to_input(cell, xw, hs, state):
+    """hs and state, tied to xw by an exact zero for a cell of one's own: one whose step never reads xw_t (driven by
+    its state alone) left W_xh, b_xh and x without a gradient (None) here, while the python and native loops give
+    them zeros (its dxw_t): zeros here too, as torch.nn's RNNs give a weight of their graph whose gradient is zero
+    (AdamW decays it: it skips a None). The sum of an empty slice (not 0·xw: 0·inf is NaN); rnnkit's own cells all
+    read xw_t."""
     if cell._checked_steps and xw.requires_grad:
-        # a cell of one's own whose step never reads xw_t (driven by its state alone) left W_xh, b_xh and x without
-        # a gradient (None) here, while the python and native loops give them zeros (its dxw_t): zeros here too, as
-        # torch.nn's RNNs give a weight of their graph whose gradient is zero (AdamW decays it: it skips a None).
-        # An exact 0 from an empty slice (not 0·xw: 0·inf is NaN); rnnkit's own cells all read xw_t
         zero = xw[:0].sum()
         hs, state = hs + zero, tuple(s + zero for s in state)
     return hs, state
@@ -79,7 +83,7 @@ def scan_loop(cell, xw, state0, P, mask, reverse):
         warnings.filterwarnings("ignore", "The .grad attribute of a Tensor that is not a leaf", UserWarning)
         warnings.filterwarnings("ignore", "`torch.jit.script_method` is deprecated", DeprecationWarning)
         state, hs = scan(combine, init, xs, reverse=reverse)
-    return hs, tuple(state)
+    return _tied_to_input(cell, xw, hs, tuple(state))
 
 
 PROBE_COMPILE_ERROR = (

@@ -233,16 +233,17 @@ def _check_windows(cfg, ckpt, out):
     """A resume cuts the corpus as the run did: its progress (window k of an epoch), carried state and validation
     split are counted in its seq_len, batch size and val_frac (an edited config.json, or another config given from
     Python, read other text as window k, or trained on the validation text); and it steps with the run's optimizer,
-    whose state latest.pt holds (another one's first step was a KeyError traceback)."""
+    whose state latest.pt holds (another one's first step was a KeyError traceback), and the run's cell (gru and
+    gru_cho, rnn_tanh and rnn_relu have weights of the same shapes: one loaded into the other in silence)."""
     try:
         saved = json.loads(ckpt["config"])
-        saved = {**saved["data"], "optimizer": saved["train"]["optimizer"]}
+        saved = {**saved["data"], "optimizer": saved["train"]["optimizer"], "cell": saved["model"]["cell"]}
     except (ValueError, TypeError, KeyError):  # a config that can't be read: the checks after it speak
         return
     windows = "in whose windows its progress, carried state and validation split are counted"
     for key, why in [("seq_len", windows), ("batch_size", windows), ("val_frac", windows),
-                     ("optimizer", "whose state latest.pt holds")]:  # fmt: skip
-        given = getattr(cfg.train if key == "optimizer" else cfg.data, key)
+                     ("optimizer", "whose state latest.pt holds"), ("cell", "whose weights latest.pt holds")]:  # fmt: skip
+        given = getattr({"optimizer": cfg.train, "cell": cfg.model}.get(key, cfg.data), key)
         if key in saved and saved[key] != given:
             raise RnnkitError(f"cannot resume {out} with {key} {given}: the run was trained with {saved[key]}, "
                               f"{why}; resume with {key} {saved[key]}, or start a new run with --force")  # fmt: skip

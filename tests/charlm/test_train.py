@@ -336,6 +336,21 @@ def test_resume_refuses_another_optimizer(tmp_path, corpus):
             train(cfg, tmp_path / "run", resume=True, log=quiet)
 
 
+def test_resume_refuses_another_cell_of_the_same_shapes(tmp_path, corpus):
+    """gru and gru_cho have weights of the same shapes: a run of one resumed as the other (an edited config.json)
+    loaded its weights into the other cell in silence and trained a model whose function had changed."""
+    quiet = lambda s: None  # noqa: E731
+    cfg = tiny_config(corpus, max_steps=2)
+    cfg.model.cell = "gru"
+    train(cfg, tmp_path / "run", log=quiet)
+    cfg = tiny_config(corpus, max_steps=4)
+    cfg.model.cell = "gru_cho"
+    with pytest.raises(
+        RnnkitError, match=r"cannot resume .* with cell gru_cho: the run was trained with gru"
+    ):
+        train(cfg, tmp_path / "run", resume=True, log=quiet)
+
+
 def test_a_dry_run_leaves_the_callers_config_alone(tmp_path, corpus):
     """train(cfg, dry_run=True) wrote its limits into the caller's cfg: the run trained with that cfg next stopped
     after 4 steps, validating every 2 and sampling 40 characters."""

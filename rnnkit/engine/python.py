@@ -164,7 +164,12 @@ class PythonRecurrence(torch.autograd.Function):
         if dhs is None:
             dhs = us[0].new_zeros(ctx.shape)
         dstateT = tuple(torch.zeros_like(dhs[0]) if d is None else d for d in dstateT)
-        if torch.is_grad_enabled():  # backward(create_graph=True): gradients that differentiate again
+        from rnnkit.engine import _batched
+
+        # backward(create_graph=True): gradients that differentiate again; batched gradients (is_grads_batched,
+        # jacobian(vectorize=True)) too, as the native loop does: the loop below writes each step into buffers made
+        # like dhs, which are autograd's plain zeros where only the final state's gradient is batched (vmap refused)
+        if torch.is_grad_enabled() or any(_batched(d) for d in (dhs, *dstateT)):
             xw, n = restored_input(ctx, xw), ctx.n_state
 
             def rerun(xw, *tensors):

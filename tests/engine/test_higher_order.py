@@ -198,6 +198,27 @@ def test_batched_gradients_give_the_jacobian(name, backend):
     torch.testing.assert_close(rows.reshape(2, 9, 3, 2, 9, 2), want)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_batched_gradients_of_the_final_state_alone(name, backend):
+    """jacobian(vectorize=True) of the final state (h_n, or an lstm's c_n) alone: the loop's dL/dhs is then autograd's
+    plain zeros while the state's gradient is batched, and the python loop's buffers, made like dhs, refused the
+    batched steps written into them ("vmap: aten::copy_(self, *extra_args) is not possible"), where the autograd
+    and native backends give the jacobian."""
+    torch.manual_seed(0)
+    layer = rnnkit.Recurrent(name, 2, 3, backend=backend, dtype=torch.float64)
+    ref = rnnkit.Recurrent(name, 2, 3, backend="autograd", dtype=torch.float64)
+    ref.load_state_dict(layer.state_dict())
+    x = torch.randn(2, 4, 2, dtype=torch.float64)
+
+    def final(m):  # h_n, or c_n
+        return lambda x: m(x)[1][-1] if name == "lstm" else m(x)[1]
+
+    want = torch.autograd.functional.jacobian(final(ref), x)
+    got = torch.autograd.functional.jacobian(final(layer), x, vectorize=True)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
 def test_autograd_loop_reads_each_step_through_one_unbind():
     """The reference loop (also what create_graph and torch.func rerun) takes xw's steps as views of ONE unbind:
     xw[t] per step made every step's backward fill a (T, B, G) zero tensor, T² memory (1.7 GB at T=2000, B=2,

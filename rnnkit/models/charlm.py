@@ -172,6 +172,8 @@ class CharLM(nn.Module):
                 raise RnnkitError(f"{what} takes character indices, a list or a 1-D integer tensor, got a "
                                   f"{ids.dtype} tensor of shape {tuple(ids.shape)}")  # fmt: skip
             ids = ids.tolist()
+        elif isinstance(ids, Iterable) and not isinstance(ids, str):
+            ids = list(ids)  # a generator is read once, here: the checks below read it twice
         if (
             isinstance(ids, str)
             or not isinstance(ids, Iterable)

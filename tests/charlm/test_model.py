@@ -245,3 +245,15 @@ def test_a_float64_model_runs_in_float64(embedding_size):
     with torch.no_grad():
         want = torch.log_softmax(lm.run(torch.tensor([[1, 2]]))[0][0], -1)
     assert logp == pytest.approx([want[0, 2].item(), want[1, 3].item()], rel=1e-12, abs=1e-12)
+
+
+def test_indices_from_a_generator_are_read_once():
+    """A generator of indices (`(chars.index(c) for c in text)`) was used up by the check that every item is an
+    int, so sample, log_probs and beam_complete saw no characters: "needs at least one character of context", or
+    log_probs gave [] for its ids. Any iterable of ints is taken as its list."""
+    lm = model("gru")
+    seeded = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    assert lm.sample(iter([1, 2]), 5, generator=seeded()) == lm.sample([1, 2], 5, generator=seeded())
+    assert lm.log_probs((c for c in [3, 4]), (c for c in [1])) == lm.log_probs([3, 4], [1])
+    assert lm.beam_complete((c for c in [1, 2]), 3, 2) == lm.beam_complete([1, 2], 3, 2)
+    assert lm.prime(iter([1, 2]))[0].equal(lm.prime([1, 2])[0])

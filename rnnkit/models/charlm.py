@@ -197,7 +197,7 @@ class CharLM(nn.Module):
 
     def _step(self, c_t, state):
         """step without its checks, for the loops below (their ids are checked once, up front)."""
-        xs = torch.as_tensor(c_t, dtype=torch.long).reshape(-1, 1)  # (B, 1)
+        xs = torch.as_tensor(c_t, dtype=torch.long, device=self.head.weight.device).reshape(-1, 1)  # (B, 1)
         logits, state = self.run(xs, state)
         y = logits[:, -1]  # float32 at least (a half-precision model too), float64 for a float64 model
         return F.log_softmax(y.to(torch.promote_types(y.dtype, torch.float32)), dim=-1), state
@@ -268,7 +268,8 @@ class CharLM(nn.Module):
         _need_context(ids, "beam_complete")
         length, beam = _check_count(length, "length", 0), _check_count(beam, "beam", 1)
         logp, state = self._prime(ids)  # (1, V)
-        seqs, scores = [[]], torch.zeros(1, dtype=torch.float64)  # summed in float64, as score's fsum
+        seqs = [[]]
+        scores = torch.zeros(1, dtype=torch.float64, device=logp.device)  # summed in float64, as score's fsum
         for _ in range(length):
             total = scores[:, None] + logp.double()  # (K, V)
             V = total.shape[1]

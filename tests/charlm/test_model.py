@@ -257,3 +257,15 @@ def test_indices_from_a_generator_are_read_once():
     assert lm.log_probs((c for c in [3, 4]), (c for c in [1])) == lm.log_probs([3, 4], [1])
     assert lm.beam_complete((c for c in [1, 2]), 3, 2) == lm.beam_complete([1, 2], 3, 2)
     assert lm.prime(iter([1, 2]))[0].equal(lm.prime([1, 2])[0])
+
+
+@pytest.mark.parametrize("torch_rnn", [False, True])
+@pytest.mark.parametrize("embedding_size", [0, 5])
+def test_one_character_calls_run_on_the_models_device(torch_rnn, embedding_size):
+    """The characters fed to step, prime, sample, log_probs and beam_complete were made on the CPU: a model moved
+    to a GPU (model.to("cuda")) failed in every one of them ("input is on cpu but the layer's weights are on
+    cuda"). They are made on the model's device (here "meta", which runs anywhere)."""
+    lm = model(torch_rnn=torch_rnn, embedding_size=embedding_size).to("meta")
+    for logp, state in (lm.step(1), lm.step(torch.tensor([1, 2])), lm.prime([1, 2, 3])):
+        assert logp.device.type == "meta" and logp.shape[1] == V
+        assert all(s.device.type == "meta" for s in (state if isinstance(state, tuple) else (state,)))

@@ -236,9 +236,12 @@ class CharLM(nn.Module):
                 c = int(logp.argmax(-1))
             else:
                 # from the top, in float64: a tiny temperature can't overflow, nor be a denormal that flushes to 0
-                y = (logp[0].double() - logp[0].max()) / max(temperature, 1e-300)
-                if top_k and top_k < y.numel():
-                    y = y.masked_fill(y < y.topk(top_k).values[-1], -math.inf)
+                y = logp[0].double() - logp[0].max()
+                # the top k picked before the division: at temperature=inf all would tie at -0.0
+                drop = y < y.topk(top_k).values[-1] if top_k and top_k < y.numel() else None
+                y = y / max(temperature, 1e-300)
+                if drop is not None:
+                    y = y.masked_fill(drop, -math.inf)
                 c = int(torch.multinomial(F.softmax(y, -1), 1, generator=generator))
             out.append(c)
             logp, state = self._step(c, state)

@@ -269,3 +269,18 @@ def test_one_character_calls_run_on_the_models_device(torch_rnn, embedding_size)
     for logp, state in (lm.step(1), lm.step(torch.tensor([1, 2])), lm.prime([1, 2, 3])):
         assert logp.device.type == "meta" and logp.shape[1] == V
         assert all(s.device.type == "meta" for s in (state if isinstance(state, tuple) else (state,)))
+
+
+def test_top_k_holds_at_an_infinite_temperature():
+    """temperature=inf (uniform sampling) divided every log-probability to -0.0 before top_k picked its k: all
+    tied, so top_k=1 drew from the whole vocabulary. The k most probable characters are picked first."""
+    lm = model()
+    seeded = torch.Generator().manual_seed(0)
+    out = lm.sample([2], 60, temperature=math.inf, top_k=1, generator=seeded)
+    assert out == lm.sample([2], 60, greedy=True)
+    out = lm.sample([2], 50, temperature=math.inf, top_k=3, generator=seeded)
+    logp, state = lm.prime([2])
+    for c in out:  # each among the 3 most probable at its step
+        assert c in logp[0].topk(3).indices.tolist()
+        logp, state = lm.step(c, state)
+    assert len(set(lm.sample([2], 200, temperature=math.inf, generator=seeded))) == V

@@ -115,7 +115,8 @@ class CharLM(nn.Module):
     def __init__(self, cfg: CharLMConfig):
         super().__init__()
         self.cfg = cfg
-        V, E = cfg.vocab_size, cfg.embedding_size
+        V = _check_count(cfg.vocab_size, "vocab_size", 1)  # (0: CharLMConfig's placeholder, training sets it)
+        E = _check_count(cfg.embedding_size, "embedding_size", 0)
         self.embedding = nn.Embedding(V, E) if E > 0 else None
         input_size = E if E > 0 else V
         if cfg.torch_rnn:

@@ -284,3 +284,20 @@ def test_top_k_holds_at_an_infinite_temperature():
         assert c in logp[0].topk(3).indices.tolist()
         logp, state = lm.step(c, state)
     assert len(set(lm.sample([2], 200, temperature=math.inf, generator=seeded))) == V
+
+
+def test_vocab_and_embedding_sizes_are_checked():
+    """CharLM(CharLMConfig(cell="gru")), vocab_size left at its placeholder 0, was refused as "input_size must be a
+    positive integer, got 0", an option CharLM has none of (with an embedding it built a model over no characters);
+    a negative embedding_size built a one-hot model in silence. Each is one line naming the option."""
+    from rnnkit.errors import RnnkitError
+
+    for cfg, message in [
+        (CharLMConfig(cell="gru"), "vocab_size must be an integer >= 1, got 0"),
+        (CharLMConfig(embedding_size=4), "vocab_size must be an integer >= 1, got 0"),
+        (CharLMConfig(vocab_size=5.0), "vocab_size must be an integer >= 1, got 5.0"),
+        (CharLMConfig(vocab_size=V, embedding_size=-2), "embedding_size must be an integer >= 0, got -2"),
+        (CharLMConfig(vocab_size=V, embedding_size=2.5), "embedding_size must be an integer >= 0, got 2.5"),
+    ]:
+        with pytest.raises(RnnkitError, match=message):
+            CharLM(cfg)

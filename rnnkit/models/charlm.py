@@ -303,6 +303,9 @@ def _need_context(ids, what):
 
 def encode(text: str, chars: list, what: str) -> list:
     """Character indices of `text` in the vocabulary `chars`; one error naming every unseen character."""
+    if not isinstance(text, str):
+        decode = "; decode it first, e.g. data.decode('utf-8')" if isinstance(text, bytes | bytearray) else ""
+        raise RnnkitError(f"{what} must be text (a str), got {type(text).__name__}{decode}")
     index = {c: i for i, c in enumerate(chars)}
     unseen = sorted({c for c in text if c not in index})
     if unseen:

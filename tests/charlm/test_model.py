@@ -301,3 +301,19 @@ def test_vocab_and_embedding_sizes_are_checked():
     ]:
         with pytest.raises(RnnkitError, match=message):
             CharLM(cfg)
+
+
+def test_encode_takes_text():
+    """encode(b"...", chars, ...) of bytes (a file read with "rb") failed deep in the error it meant to raise:
+    "sequence item 0: expected str instance, int found"; None or a number gave "object is not iterable". Each
+    is one line that says a str is wanted."""
+    from rnnkit.errors import RnnkitError
+    from rnnkit.models.charlm import encode
+
+    chars = list("ab\n")
+    with pytest.raises(RnnkitError, match=r"--prime must be text \(a str\), got bytes; decode it first"):
+        encode(b"ab", chars, "--prime")
+    for text in (None, 5):
+        with pytest.raises(RnnkitError, match=rf"TEXT must be text \(a str\), got {type(text).__name__}$"):
+            encode(text, chars, "TEXT")
+    assert encode("ab\n", chars, "TEXT") == [0, 1, 2]

@@ -155,6 +155,10 @@ class CharLM(nn.Module):
 
     def forward(self, batch):
         """Training interface: carry the state across windows; loss in nats per character."""
+        if not (hasattr(batch, "xs") and hasattr(batch, "ys")):
+            raise RnnkitError(f"CharLM(batch) takes a window of (B, T) character indices and their next characters, "
+                              f"rnnkit.data.bptt.Window(xs, ys), got a {type(batch).__name__}; for the logits of xs "
+                              "alone use model.run(xs)")  # fmt: skip
         state = detach(self.state)
         if state is not None and _batch_of(state) != batch.xs.shape[0]:
             state = None  # a different number of streams: start afresh

@@ -317,3 +317,16 @@ def test_encode_takes_text():
         with pytest.raises(RnnkitError, match=rf"TEXT must be text \(a str\), got {type(text).__name__}$"):
             encode(text, chars, "TEXT")
     assert encode("ab\n", chars, "TEXT") == [0, 1, 2]
+
+
+def test_forward_of_a_tensor_says_what_it_takes():
+    """model(xs) with a (B, T) tensor, as a torch.nn model is called, failed with "'Tensor' object has no attribute
+    'xs'"; one line names the window it takes and model.run for logits alone."""
+    from rnnkit.errors import RnnkitError
+
+    lm, xs = model(), torch.randint(0, V, (2, 5))
+    with pytest.raises(RnnkitError, match=r"takes a window .*Window\(xs, ys\).*model.run\(xs\)"):
+        lm(xs)
+    with pytest.raises(RnnkitError, match=r"got a tuple"):
+        lm((xs, xs))
+    torch.testing.assert_close(lm(Window(xs, xs))[0], lm.run(xs)[0])

@@ -30,7 +30,7 @@ from rnnkit.errors import RnnkitError
 TORCH_RNNS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": nn.RNN, "rnn_relu": nn.RNN}
 
 
-# model -> [its _inference calls running now, whether it was in train mode before them]
+# model -> [its _inference calls running now, its modules that were in train mode before them]
 _calls, _calls_lock = weakref.WeakKeyDictionary(), threading.Lock()
 
 
@@ -38,14 +38,15 @@ def _inference(fn):
     """fn under torch.no_grad() and in eval mode (dropout off), as char-rnn's sample.lua and Keras' predict run: a
     model left in train mode sampled, scored and completed with dropout, drawing on the global RNG, so a seeded
     generator did not reproduce. The model's mode is restored after, by the last of the calls running at once (in
-    threads: one that returned first put train mode back under the others, which went on with dropout)."""
+    threads: one that returned first put train mode back under the others, which went on with dropout). Each module
+    gets its own mode back: a part of a model in train mode that was left in eval mode stays in eval mode."""
 
     @functools.wraps(fn)
     def run(self, *args, **kwargs):
         with _calls_lock:
-            calls = _calls.setdefault(self, [0, False])
+            calls = _calls.setdefault(self, [0, []])
             if calls[0] == 0:
-                calls[1] = self.training
+                calls[1] = [m for m in self.modules() if m.training] if self.training else []
                 if calls[1]:
                     self.eval()
             calls[0] += 1
@@ -55,8 +56,10 @@ def _inference(fn):
         finally:
             with _calls_lock:
                 calls[0] -= 1
-                if calls[0] == 0 and calls[1]:
-                    self.train()
+                if calls[0] == 0:
+                    for module in calls[1]:  # each as it was (a part left in eval mode stays so)
+                        module.training = True
+                    calls[1] = []  # (held, they would keep the model, this weak dict's key, alive)
 
     return run
 

@@ -330,3 +330,16 @@ def test_forward_of_a_tensor_says_what_it_takes():
     with pytest.raises(RnnkitError, match=r"got a tuple"):
         lm((xs, xs))
     torch.testing.assert_close(lm(Window(xs, xs))[0], lm.run(xs)[0])
+
+
+def test_inference_leaves_each_submodules_mode_as_it_was():
+    """A model in train mode with a part of it in eval mode (model.rnn.eval(): its dropout between layers off,
+    to train the head alone) came back from sample, log_probs or beam_complete with every module in train mode,
+    that dropout on again in silence. Each module's mode is put back as it was."""
+    m = model(dropout=0.5, embedding_size=5).train()
+    m.rnn.eval()
+    want = {name: mod.training for name, mod in m.named_modules()}
+    m.sample([2], 3, generator=torch.Generator().manual_seed(0))
+    m.log_probs([1, 2], [3])
+    m.beam_complete([1], 2, 2)
+    assert {name: mod.training for name, mod in m.named_modules()} == want

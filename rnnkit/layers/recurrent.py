@@ -24,9 +24,11 @@ from torch import nn
 from torch._subclasses.fake_tensor import is_fake
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from torch.nn import functional as F
+from torch.nn.utils._named_member_accessor import NamedMemberAccessor
 from torch.nn.utils._named_member_accessor import swap_tensor as _swap_tensor
 from torch.nn.utils.parametrize import register_parametrization as _register_parametrization
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.stateless import _reparametrize_module
 
 from rnnkit.cells import CELLS, LSTMP
 from rnnkit.cells._base import (
@@ -822,18 +824,60 @@ class Recurrent(nn.Module):
         else, as torch.nn.LSTM, a plain tensor is refused: it took the weight's place and never trained."""
         slot = self._torch_slot(name)
         if slot is None:
-            super().__setattr__(name, value)
-        elif isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter):
+            return super().__setattr__(name, value)
+        # (sys._getframe is a graph break under torch.compile, where functional_call's swap is traced: not asked)
+        swapping = not torch.compiler.is_compiling() and sys._getframe(1).f_code is _swap_tensor.__code__
+        # functional_call's swap of a tied weight, in and back: the other slots that hold it too (see _functional_ties)
+        slots = [slot, *self._functional_ties(name, *slot)] if swapping else [slot]
+        if isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter):
             # the user's own code: torch.nn's error, not a weight that silently stops training (a plain tensor is
-            # not among parameters() to train); not asked under torch.compile, where functional_call's swap is
-            # traced and sys._getframe is a graph break (fullgraph=True failed)
-            if not torch.compiler.is_compiling() and sys._getframe(1).f_code is not _swap_tensor.__code__:
+            # not among parameters() to train); not asked under torch.compile (fullgraph=True failed)
+            if not torch.compiler.is_compiling() and not swapping:
                 raise TypeError(f"cannot assign '{value.type()}' as parameter '{name}' (torch.nn.Parameter or None "
                                 f"expected): layer.{name} = nn.Parameter(t), or copy into it with torch.no_grad()")  # fmt: skip
-            cell, attr = slot
-            cell._parameters[attr] = value
+            for cell, attr in slots:
+                cell._parameters[attr] = value
         else:
-            setattr(*slot, value)
+            for cell, attr in slots:
+                setattr(cell, attr, value)
+
+    def _functional_ties(self, name, cell, attr):
+        """The other (cell, attribute) slots that torch.func.functional_call(layer, {name: t}, ...) puts t in with
+        torch.nn's key `name`, and puts the weight back in after: where the weight is tied (one Parameter in two
+        slots: from_torch of a GRU whose weight_hh_l0_reverse is weight_hh_l0), functional_call (tie_weights=True,
+        its default) replaces every name of it that named_parameters(remove_duplicate=False) lists, and that lists
+        the layer's own names (cells.0.W_hh, cells.1.W_hh), not torch.nn's: t took one slot, the old weight stayed
+        in the other in silence (torch.nn.GRU replaces both). Read from functional_call's frames: its tie_weights
+        and the keys it was given (a slot given a key of its own keeps what that key gives it). Under torch.compile,
+        which can't read frames, only the named slot is replaced: give a tied weight's own key (cells.0.W_hh) there."""
+        frame, prefix = sys._getframe(3), ""
+        if (
+            frame.f_code is _ACCESSOR_SWAP_CODE
+        ):  # the key as given, with the path to this layer in a bigger model
+            full = frame.f_locals.get("name", "")
+            prefix = full[: -len(name)] if isinstance(full, str) and full.endswith(name) else ""
+        for _ in range(6):
+            frame = frame.f_back
+            if frame is None:
+                return []
+            if frame.f_code is _REPARAMETRIZE_CODE:
+                break
+        else:
+            return []
+        scope = frame.f_locals
+        keys = scope.get("untied_parameters_and_buffers") or {}
+        if not scope.get("tie_weights"):
+            return []
+        held = cell._parameters.get(attr)
+        index = {id(c): i for i, c in enumerate(self.cells)}
+        return [
+            (c, a)
+            for n, c, a in self._torch_slots()
+            if c._parameters.get(a) is held
+            and (c, a) != (cell, attr)
+            and prefix + n not in keys
+            and f"{prefix}cells.{index[id(c)]}.{a}" not in keys
+        ]
 
     def register_parameter(self, name, param):
         """nn.Module's, refusing <torch name>_orig: torch.nn.utils.prune registers weight_orig before it finds
@@ -919,6 +963,10 @@ class Recurrent(nn.Module):
                 yield f"bias_hh_{sfx}", cell, "b_hh"
             if self.proj_size:
                 yield f"weight_hr_{sfx}", cell, "W_hr"
+
+
+_ACCESSOR_SWAP_CODE = NamedMemberAccessor.swap_tensor.__code__
+_REPARAMETRIZE_CODE = _reparametrize_module.__wrapped__.__code__  # functional_call's (a contextmanager)
 
 
 def _as_lengths(lengths):

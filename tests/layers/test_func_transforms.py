@@ -3,6 +3,7 @@ every backend runs as `autograd` (plain torch ops they know), with the same numb
 
 import pytest
 import torch
+from torch import nn
 from torch.autograd import forward_ad
 from torch.func import functional_call, grad, jacrev, jvp, vmap
 
@@ -199,3 +200,23 @@ def test_linearize_and_make_fx_with_lengths():
     torch.testing.assert_close(jvp_fn(v), jvp(lambda x: layer(x, lengths=lengths)[0], (x,), (v,))[1])
     graph = make_fx(lambda x, n: layer(x, lengths=n)[0])(x, lengths)
     torch.testing.assert_close(graph(x, torch.tensor([3, 7])), layer(x, lengths=torch.tensor([3, 7]))[0])
+
+
+@pytest.mark.parametrize("tie_weights", [True, False])
+def test_functional_call_with_a_torch_key_of_a_tied_weight_replaces_it_as_torch_nn_does(tie_weights):
+    """A weight tied in torch.nn (weight_hh_l0_reverse is weight_hh_l0) is one Parameter in two cells here: with
+    torch.nn's key of it, functional_call (tie_weights=True) replaced one cell's and kept the old weight in the
+    other in silence, where torch.nn.GRU's is replaced under both names. In a bigger model too; both back after."""
+    torch.manual_seed(0)
+    ref = torch.nn.GRU(3, 4, batch_first=True, bidirectional=True)
+    ref.weight_hh_l0_reverse = ref.weight_hh_l0
+    layer = Recurrent.from_torch(ref)
+    x, W = torch.randn(2, 5, 3), torch.randn(12, 4)
+    for m, r, key in (
+        (layer, ref, "weight_hh_l0"),
+        (nn.Sequential(layer), nn.Sequential(ref), "0.weight_hh_l0"),
+    ):
+        got = functional_call(m, {key: W}, (x,), tie_weights=tie_weights)[0]
+        torch.testing.assert_close(got, functional_call(r, {key: W}, (x,), tie_weights=tie_weights)[0])
+    assert layer.cells[0].W_hh is layer.cells[1].W_hh is layer.weight_hh_l0_reverse
+    assert type(layer.cells[1].W_hh) is nn.Parameter

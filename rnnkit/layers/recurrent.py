@@ -836,7 +836,13 @@ class Recurrent(nn.Module):
                 raise TypeError(f"cannot assign '{value.type()}' as parameter '{name}' (torch.nn.Parameter or None "
                                 f"expected): layer.{name} = nn.Parameter(t), or copy into it with torch.no_grad()")  # fmt: skip
             for cell, attr in slots:
-                cell._parameters[attr] = value
+                # (a weight computed by pruning or a parametrization: set as functional_call sets the cell's own key,
+                # else it took a _parameters entry beside the computed one: pruning's hook then failed, in every
+                # later call too, and a parametrized weight ignored the tensor in silence)
+                if attr in cell._parameters:
+                    cell._parameters[attr] = value
+                else:
+                    setattr(cell, attr, value)
         else:
             for cell, attr in slots:
                 setattr(cell, attr, value)
@@ -869,6 +875,8 @@ class Recurrent(nn.Module):
         if not scope.get("tie_weights"):
             return []
         held = cell._parameters.get(attr)
+        if held is None:  # computed (pruning, a parametrization): not a Parameter that other slots could hold
+            return []
         index = {id(c): i for i, c in enumerate(self.cells)}
         return [
             (c, a)

@@ -220,3 +220,29 @@ def test_functional_call_with_a_torch_key_of_a_tied_weight_replaces_it_as_torch_
         torch.testing.assert_close(got, functional_call(r, {key: W}, (x,), tie_weights=tie_weights)[0])
     assert layer.cells[0].W_hh is layer.cells[1].W_hh is layer.weight_hh_l0_reverse
     assert type(layer.cells[1].W_hh) is nn.Parameter
+
+
+def test_functional_call_with_a_torch_key_of_a_computed_weight_does_what_torch_nn_does():
+    """functional_call with torch.nn's key of a weight computed by pruning put the tensor in the cell's _parameters
+    beside the computed one: pruning's hook then failed ("cannot assign 'torch.FloatTensor' as parameter 'W_hh'"),
+    in every later call of the layer too; a parametrized weight ignored it in silence. Both now go as with the
+    cell's own key and as in torch.nn.GRU: pruning recomputes the weight, a parametrization takes it through
+    right_inverse (here it has none: torch's error)."""
+
+    class Double(nn.Module):
+        def forward(self, W):
+            return 2 * W
+
+    torch.manual_seed(0)
+    ref = torch.nn.GRU(3, 4, batch_first=True)
+    x, W = torch.randn(2, 5, 3), torch.randn(12, 4)
+    layer = Recurrent.from_torch(ref)
+    torch.nn.utils.prune.l1_unstructured(layer.cells[0], "W_hh", 0.5)
+    torch.nn.utils.prune.l1_unstructured(ref, "weight_hh_l0", 0.5)
+    want = functional_call(ref, {"weight_hh_l0": W}, (x,))[0]
+    torch.testing.assert_close(functional_call(layer, {"weight_hh_l0": W}, (x,))[0], want)
+    torch.testing.assert_close(layer(x)[0], ref(x)[0])
+    layer = Recurrent.from_torch(torch.nn.GRU(3, 4, batch_first=True))
+    torch.nn.utils.parametrize.register_parametrization(layer.cells[0], "W_hh", Double())
+    with pytest.raises(RuntimeError, match="right_inverse"):
+        functional_call(layer, {"weight_hh_l0": W}, (x,))

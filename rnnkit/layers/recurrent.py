@@ -855,11 +855,11 @@ class Recurrent(nn.Module):
         the layer's own names (cells.0.W_hh, cells.1.W_hh), not torch.nn's: t took one slot, the old weight stayed
         in the other in silence (torch.nn.GRU replaces both). Read from functional_call's frames: its tie_weights
         and the keys it was given (a slot given a key of its own keeps what that key gives it). Under torch.compile,
-        which can't read frames, only the named slot is replaced: give a tied weight's own key (cells.0.W_hh) there."""
+        which can't read frames, only the named slot is replaced: give a tied weight's own key (cells.0.W_hh) there.
+        A torch.nn key given with the layer's own key of the same slot is refused (see below)."""
         frame, prefix = sys._getframe(3), ""
-        if (
-            frame.f_code is _ACCESSOR_SWAP_CODE
-        ):  # the key as given, with the path to this layer in a bigger model
+        # the key as given: with the path to this layer in a bigger model too
+        if frame.f_code is _ACCESSOR_SWAP_CODE:
             full = frame.f_locals.get("name", "")
             prefix = full[: -len(name)] if isinstance(full, str) and full.endswith(name) else ""
         for _ in range(6):
@@ -872,12 +872,19 @@ class Recurrent(nn.Module):
             return []
         scope = frame.f_locals
         keys = scope.get("untied_parameters_and_buffers") or {}
+        index = {id(c): i for i, c in enumerate(self.cells)}
+        own = f"{prefix}cells.{index[id(cell)]}.{attr}"
+        if own in keys:
+            # two keys for one slot: the second swap took the first's tensor for the weight and put it back after,
+            # so the layer kept a plain tensor for good (not trained, other numbers). Said at this swap, which is
+            # then never undone (functional_call undoes the ones before it)
+            raise RnnkitError(f"functional_call got {prefix}{name} and {own} (or a key tied to it): torch.nn's name "
+                              "and the layer's own for one weight; give the weights under one of the two")  # fmt: skip
         if not scope.get("tie_weights"):
             return []
         held = cell._parameters.get(attr)
         if held is None:  # computed (pruning, a parametrization): not a Parameter that other slots could hold
             return []
-        index = {id(c): i for i, c in enumerate(self.cells)}
         return [
             (c, a)
             for n, c, a in self._torch_slots()

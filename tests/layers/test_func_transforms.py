@@ -246,3 +246,21 @@ def test_functional_call_with_a_torch_key_of_a_computed_weight_does_what_torch_n
     torch.nn.utils.parametrize.register_parametrization(layer.cells[0], "W_hh", Double())
     with pytest.raises(RuntimeError, match="right_inverse"):
         functional_call(layer, {"weight_hh_l0": W}, (x,))
+
+
+def test_functional_call_with_both_names_of_one_weight_is_refused_and_leaves_the_layer_as_it_was():
+    """functional_call(layer, {"weight_hh_l0": W, "cells.0.W_hh": V}, x): two keys for one slot, and the second swap
+    took the first's tensor for the weight it put back after; the layer kept a plain tensor for good (0.47 off,
+    never trained). Refused in one line, in either order, the layer's Parameter left in place."""
+    torch.manual_seed(0)
+    layer = Recurrent("gru", 3, 4)
+    x, W, V = torch.randn(2, 5, 3), torch.randn(12, 4), torch.randn(12, 4)
+    own, want = layer.cells[0].W_hh, layer(x)[0]
+    for params in (
+        {"weight_hh_l0": W, "cells.0.W_hh": V},
+        {"cells.0.W_xh": V[:, :3], "cells.0.W_hh": V, "weight_hh_l0": W},
+    ):
+        with pytest.raises(RnnkitError, match="weight_hh_l0 and cells.0.W_hh"):
+            functional_call(layer, params, (x,))
+        assert layer.cells[0].W_hh is own and layer.cells[0].W_xh.__class__ is nn.Parameter
+        torch.testing.assert_close(layer(x)[0], want)

@@ -24,11 +24,11 @@ from torch import nn
 from torch._subclasses.fake_tensor import is_fake
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from torch.nn import functional as F
+from torch.nn.utils import stateless as _stateless
 from torch.nn.utils._named_member_accessor import NamedMemberAccessor
 from torch.nn.utils._named_member_accessor import swap_tensor as _swap_tensor
 from torch.nn.utils.parametrize import register_parametrization as _register_parametrization
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
-from torch.nn.utils.stateless import _reparametrize_module
 
 from rnnkit.cells import CELLS, LSTMP
 from rnnkit.cells._base import (
@@ -980,8 +980,12 @@ class Recurrent(nn.Module):
                 yield f"weight_hr_{sfx}", cell, "W_hr"
 
 
-_ACCESSOR_SWAP_CODE = NamedMemberAccessor.swap_tensor.__code__
-_REPARAMETRIZE_CODE = _reparametrize_module.__wrapped__.__code__  # functional_call's (a contextmanager)
+# torch's private functions whose frames _functional_ties reads (torch is pinned; another torch that lacks them
+# leaves a tied weight's torch.nn key to replace its one slot, as under torch.compile, instead of failing to import)
+_ACCESSOR_SWAP_CODE = getattr(getattr(NamedMemberAccessor, "swap_tensor", None), "__code__", None)
+_REPARAMETRIZE_CODE = getattr(  # functional_call's (a contextmanager)
+    getattr(getattr(_stateless, "_reparametrize_module", None), "__wrapped__", None), "__code__", None
+)
 
 
 def _as_lengths(lengths):

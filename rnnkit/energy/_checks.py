@@ -1,6 +1,7 @@
 """Input checks shared by the energy models: each failure is one RnnkitError line naming the fix."""
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -8,16 +9,21 @@ import torch
 from rnnkit.errors import RnnkitError
 
 
+def whole_number(value) -> bool:
+    """An integer, Python's or numpy's (np.int64 from an array's shape or a parameter grid); not a bool."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Integral)
+
+
 def positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if not whole_number(value) or value <= 0:
         raise RnnkitError(f"{name} must be a positive integer, got {value!r}")
-    return value
+    return int(value)
 
 
 def positive_float(name: str, value) -> float:
     if (
         isinstance(value, bool)
-        or not isinstance(value, (int, float))
+        or not isinstance(value, numbers.Real)
         or not math.isfinite(value)
         or value <= 0
     ):

@@ -16,7 +16,14 @@ Shapes: states (B, N); data (B, V).
 import torch
 
 from rnnkit.energy import exact
-from rnnkit.energy._checks import as_bits, float_dtype, positive_float, positive_int, units_match
+from rnnkit.energy._checks import (
+    as_bits,
+    float_dtype,
+    positive_float,
+    positive_int,
+    units_match,
+    whole_number,
+)
 from rnnkit.energy._util import single_thread
 from rnnkit.errors import RnnkitError
 
@@ -31,10 +38,10 @@ class BoltzmannMachine:
 
     def __init__(self, num_visible, num_hidden=0, init_scale=0.01, generator=None, device=None, dtype=None):
         self.num_visible = positive_int("number of visible units", num_visible)
-        if not isinstance(num_hidden, int) or num_hidden < 0:
+        if not whole_number(num_hidden) or num_hidden < 0:
             positive_int("number of hidden units", num_hidden)
-        self.num_hidden = num_hidden
-        N = num_visible + num_hidden
+        self.num_hidden = int(num_hidden)
+        N = self.num_visible + self.num_hidden
         dtype = float_dtype(dtype)  # as torch.nn's modules: float32 unless set otherwise
         # one draw per pair above the diagonal, mirrored: (A + Aᵀ) gave std √2 · init_scale
         W = (torch.randn(N, N, generator=generator, device=device, dtype=dtype) * init_scale).triu(1)

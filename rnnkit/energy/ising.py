@@ -23,10 +23,11 @@ For J = 1, h = 0 Onsager's exact T_c = 2 / ln(1 + √2) ≈ 2.269 and, below it,
 
 import contextlib
 import math
+import numbers
 
 import torch
 
-from rnnkit.energy._checks import choice, float_dtype, positive_int
+from rnnkit.energy._checks import choice, float_dtype, positive_int, whole_number
 from rnnkit.energy._util import single_thread
 from rnnkit.energy.exact import binary_states
 from rnnkit.errors import RnnkitError
@@ -60,7 +61,7 @@ def check_temperatures(temperatures) -> torch.Tensor:
 
 def one_temperature(T) -> float:
     """One positive finite temperature, checked as `Ising` checks its temperatures."""
-    if isinstance(T, bool) or not isinstance(T, (int, float)):
+    if isinstance(T, bool) or not isinstance(T, numbers.Real):
         raise RnnkitError(f"the temperature T must be one positive number, got {T!r}")
     return check_temperatures(T).item()
 
@@ -131,7 +132,7 @@ class Ising:
     def run(self, sweeps: int, burn_in: int) -> dict:
         """`burn_in` sweeps to equilibrate, then `sweeps` measured ones: observables (T,) as float64."""
         positive_int("sweeps", sweeps)
-        if not isinstance(burn_in, int) or burn_in < 0:
+        if not whole_number(burn_in) or burn_in < 0:
             raise RnnkitError(f"burn-in must be a whole number of sweeps >= 0, got {burn_in!r}")
         small = self.spins.device.type == "cpu" and self.spins.numel() < 1 << 20
         m, e = [], []

@@ -20,7 +20,15 @@ from torch import nn
 from torch.nn.functional import softplus
 
 from rnnkit.energy import ais, rbm_exact, rbm_train
-from rnnkit.energy._checks import _first_bad, as_matrix, choice, float_dtype, positive_int, units_match
+from rnnkit.energy._checks import (
+    _first_bad,
+    as_matrix,
+    choice,
+    float_dtype,
+    positive_int,
+    units_match,
+    whole_number,
+)
 from rnnkit.energy._util import single_thread
 from rnnkit.errors import RnnkitError
 
@@ -113,7 +121,7 @@ class RBM(nn.Module):
 
     def gibbs(self, v, steps: int = 1, generator=None) -> torch.Tensor:
         """`steps` rounds of v -> h -> v from visible states (B, V) -> (B, V); a 1-D v -> (1, V)."""
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        if not whole_number(steps) or steps < 0:
             raise RnnkitError(f"Gibbs steps must be an integer >= 0, got {steps!r}")
         return self._gibbs(self.check(v, "visible states"), steps, generator)
 

@@ -15,6 +15,7 @@ import torch
 from torch.nn.functional import logsigmoid, softplus
 
 from rnnkit.energy import exact
+from rnnkit.energy._checks import whole_number
 from rnnkit.errors import RnnkitError
 
 
@@ -97,7 +98,7 @@ def transition_matrix(rbm) -> torch.Tensor:
 
 def cd_gradient_expected(rbm, data, k: int):
     """The expectation of the CD-k gradient (dW, db, dc) from binary data, float64."""
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+    if not whole_number(k) or k < 1:
         raise RnnkitError(f"k (Gibbs steps) must be an integer >= 1, got {k!r}")
     states = exact.binary_states(rbm.num_visible, device=rbm.W.device)
     q = data_distribution(rbm, data)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from rnnkit.energy import _rbm_kernel
-from rnnkit.energy._checks import positive_float, positive_int
+from rnnkit.energy._checks import positive_float, positive_int, whole_number
 from rnnkit.energy._util import single_thread
 from rnnkit.errors import RnnkitError
 
@@ -92,7 +92,7 @@ class RBMTrainConfig:
         positive_int(name["epochs"], self.epochs)
         positive_int(name["batch_size"], self.batch_size)
         positive_float(name["lr"], self.lr)
-        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+        if not whole_number(self.k) or self.k < 1:
             raise RnnkitError(f"{name['k']} (Gibbs steps per update) must be an integer >= 1, got {self.k!r}")
         if not _number(self.momentum) or not 0 <= self.momentum < 1:
             raise RnnkitError(f"{name['momentum']} must be in [0, 1), got {self.momentum!r}")
@@ -146,7 +146,7 @@ def cd_gradient_from_noise(rbm, v0, chain, u0, u, k):
 @torch.no_grad()
 def cd_gradient(rbm, v0, k=1, chain=None, generator=None):
     """A fresh CD-k gradient estimate (or PCD-k from `chain`) for data v0 (B, V): ((dW, db, dc), chain)."""
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:  # k = 0 left no negative phase to read
+    if not whole_number(k) or k < 1:  # k = 0 left no negative phase to read
         raise RnnkitError(f"k (Gibbs steps) must be an integer >= 1, got {k!r}")
     v0 = rbm.check(v0)
     chain = None if chain is None else rbm.check_hidden(chain, "persistent chain (hidden states)")

@@ -125,3 +125,12 @@ def test_init_scale_is_the_standard_deviation_of_the_weights():
     off = ~torch.eye(200, dtype=torch.bool)
     assert torch.equal(bm.W, bm.W.T) and not bm.W.diagonal().any()
     assert bm.W[off].std().item() == pytest.approx(0.1, rel=0.02)
+
+
+def test_numpy_integer_sizes_work_and_booleans_are_refused():
+    """BoltzmannMachine(3, np.int64(2)) was refused ('must be a positive integer'), while
+    BoltzmannMachine(3, True) was taken as one hidden unit with num_hidden = True."""
+    bm = BoltzmannMachine(np.int64(3), np.int64(2))
+    assert (bm.num_visible, bm.num_hidden, bm.W.shape) == (3, 2, (5, 5))
+    with pytest.raises(RnnkitError, match="hidden units"):
+        BoltzmannMachine(3, True)

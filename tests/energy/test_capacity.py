@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -43,3 +44,15 @@ def test_bad_loads_are_rejected():
         capacity.capacity_experiment(capacity.CapacityConfig(sizes=50))  # was TypeError: not iterable
     with pytest.raises(RnnkitError):
         capacity.capacity_experiment(capacity.CapacityConfig(sizes=(100,), loads=("0.1",)))
+
+
+def test_numpy_sizes_and_loads_work_as_python_numbers():
+    """CapacityConfig(sizes=np.array([20]), ...) was refused: 'N must be a positive integer, got np.int64(20)'."""
+    settings = dict(min_patterns=4, random_starts=2)
+    expected = capacity.capacity_experiment(capacity.CapacityConfig(sizes=(20,), loads=(0.1,), **settings))
+    got = capacity.capacity_experiment(
+        capacity.CapacityConfig(sizes=np.array([20]), loads=np.array([0.1]), **settings)
+    )
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in got] == [
+        {k: v for k, v in r.items() if k != "seconds"} for r in expected
+    ]

@@ -1,5 +1,6 @@
 import itertools
 
+import numpy as np
 import pytest
 import torch
 
@@ -204,3 +205,11 @@ def test_float32_hebbian_ties_go_to_plus_one_as_the_rule_says(mode):
     assert fixed.any()
     states = result.states[fixed].double()
     assert ((states @ K >= 0) == (states > 0)).all()
+
+
+def test_numpy_integer_sizes_work_as_python_ints():
+    """Hopfield(np.int64(4)) (N from patterns.shape of an array product) was refused as not an integer."""
+    net = Hopfield(np.int64(4)).store([[1, -1, 1, -1]])
+    assert net.num_units == 4 and net.recall([1, -1, 1, 1], max_steps=np.int64(5)).states.tolist() == [
+        [1, -1, 1, -1]
+    ]

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -125,3 +126,13 @@ def test_the_figure_draws_temperatures_given_out_of_order_as_curves(tmp_path, mo
             assert x == sorted(x)
     finally:
         plots.plt.close(figures[0])
+
+
+def test_numpy_numbers_work_as_python_numbers():
+    """Ising(np.int64(4), ...), run(np.int64(2), ...) and onsager_magnetisation(np.float32(2.0)) were refused."""
+    expected = ising.Ising(4, 2.0, generator=gen()).run(3, 2)["energy"]
+    got = ising.Ising(np.int64(4), 2.0, generator=gen()).run(np.int64(3), np.int64(2))["energy"]
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    assert ising.onsager_magnetisation(np.float32(2.0)) == ising.onsager_magnetisation(2.0)
+    with pytest.raises(RnnkitError, match="burn-in"):
+        ising.Ising(4, 2.0).run(3, True)

@@ -548,3 +548,21 @@ def test_num_chains_with_cd_k_is_refused_not_ignored():
     with pytest.raises(RnnkitError, match="number of chains is for persistent CD"):
         RBM(3, 2).fit(torch.zeros(4, 3), RBMTrainConfig(persistent=False, num_chains=50))
     RBMTrainConfig(persistent=True, num_chains=50).check()
+
+
+def test_numpy_integer_sizes_and_settings_work_as_python_ints():
+    """RBM(np.int64(6), ...) (a size from an array's shape product or a parameter grid) was refused with
+    'must be a positive integer, got np.int64(6)', as were numpy epochs, batch size, k and Gibbs steps."""
+    data = torch.tensor([[0, 1, 1, 0, 1, 0], [1, 0, 0, 1, 0, 1]] * 5, dtype=torch.float32)
+    config = dict(epochs=2, batch_size=4, k=2)
+    expected = RBM(6, 3, generator=torch.Generator().manual_seed(0))
+    expected.fit(data, RBMTrainConfig(**config), generator=torch.Generator().manual_seed(1))
+    rbm = RBM(np.int64(6), np.int32(3), generator=torch.Generator().manual_seed(0))
+    rbm.fit(
+        data,
+        RBMTrainConfig(**{k: np.int64(v) for k, v in config.items()}),
+        generator=torch.Generator().manual_seed(1),
+    )
+    torch.testing.assert_close(rbm.W, expected.W, rtol=0, atol=0)
+    assert rbm.gibbs(data, np.int64(2)).shape == (10, 6)
+    assert rbm.sample(np.int64(2), steps=np.int64(3))[0].shape == (2, 6)

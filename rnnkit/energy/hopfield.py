@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rnnkit.energy._checks import as_spins, choice, fraction, positive_int, units_match
+from rnnkit.energy._checks import as_spins, choice, float_dtype, fraction, positive_int, units_match
 from rnnkit.energy._util import single_thread
 from rnnkit.errors import RnnkitError
 
@@ -184,7 +184,7 @@ class Hopfield:
     def __init__(self, num_units: int, rule: str = "hebbian", thresholds=None, device=None, dtype=None):
         self.num_units = positive_int("number of units N", num_units)
         self.rule = choice("rule", rule, RULES)
-        dtype = dtype or torch.get_default_dtype()  # as torch.nn's modules: float32 unless set otherwise
+        dtype = float_dtype(dtype)  # as torch.nn's modules: float32 unless set otherwise
         self.W = torch.zeros(num_units, num_units, device=device, dtype=dtype)
         self.theta = torch.zeros(num_units, device=device, dtype=dtype)
         if thresholds is not None:

@@ -213,3 +213,11 @@ def test_numpy_integer_sizes_work_as_python_ints():
     assert net.num_units == 4 and net.recall([1, -1, 1, 1], max_steps=np.int64(5)).states.tolist() == [
         [1, -1, 1, -1]
     ]
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, "float64"])
+def test_a_dtype_that_is_not_floating_point_is_one_clear_error(dtype):
+    """Hopfield(2, thresholds=[0.5, 0.5], dtype=torch.int64) truncated θ to 0 in silence, then recall failed
+    deep in the tie tolerance with 'torch.finfo() requires a floating point input type'."""
+    with pytest.raises(RnnkitError, match="floating-point torch.dtype"):
+        Hopfield(2, thresholds=[0.5, 0.5], dtype=dtype)

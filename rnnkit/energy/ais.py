@@ -20,6 +20,7 @@ from torch.nn.functional import softplus
 
 from rnnkit.energy._checks import positive_int
 from rnnkit.energy._util import logmeanexp, single_thread
+from rnnkit.errors import RnnkitError
 
 
 def _free_energy(v, W, b, c, gaussian: bool):
@@ -52,7 +53,10 @@ def base_visible_bias(rbm, data=None) -> torch.Tensor:
 @torch.no_grad()
 def log_partition(rbm, num_chains=100, num_betas=2000, data=None, generator=None):
     """Returns (log Z estimate, its standard error from the spread of the importance weights)."""
-    positive_int("number of AIS chains", num_chains)
+    if positive_int("number of AIS chains", num_chains) < 2:  # one weight has no spread: std() gave NaN
+        raise RnnkitError(
+            "AIS needs at least 2 chains: its standard error is the spread of their weights; got 1"
+        )
     positive_int("number of AIS temperatures", num_betas)
     gaussian = rbm.visible == "gaussian"
     W, b, c = rbm.W.double(), rbm.b.double(), rbm.c.double()

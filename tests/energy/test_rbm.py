@@ -566,3 +566,11 @@ def test_numpy_integer_sizes_and_settings_work_as_python_ints():
     torch.testing.assert_close(rbm.W, expected.W, rtol=0, atol=0)
     assert rbm.gibbs(data, np.int64(2)).shape == (10, 6)
     assert rbm.sample(np.int64(2), steps=np.int64(3))[0].shape == (2, 6)
+
+
+def test_ais_with_one_chain_is_one_clear_error():
+    """num_chains=1 gave torch's 'std(): degrees of freedom is <= 0' warning and a NaN standard error."""
+    with pytest.raises(RnnkitError, match="at least 2"):
+        ais.log_partition(RBM(4, 2), num_chains=1, num_betas=10)
+    with pytest.raises(RnnkitError, match="at least 2"):
+        RBM(4, 2).log_partition("ais", num_chains=1)

@@ -41,7 +41,7 @@ class DBN:
 
     def fit(self, data, configs=None, generator=None, callback=None) -> "DBN":
         """Train layer by layer; configs: one RBMTrainConfig, or one per layer. callback(layer, epoch, rbm)."""
-        configs = configs or RBMTrainConfig()
+        configs = RBMTrainConfig() if configs is None else configs  # [] is a wrong count, not the default
         configs = configs if isinstance(configs, (list, tuple)) else [configs] * len(self.rbms)
         if len(configs) != len(self.rbms):
             raise RnnkitError(f"got {len(configs)} training configs for {len(self.rbms)} layers")

@@ -34,3 +34,10 @@ def test_bad_layer_sizes():
         DBN([8, 4, 2]).fit(torch.rand(10, 8), [RBMTrainConfig()])
     with pytest.raises(RnnkitError):
         DBN(5)  # was TypeError: object of type 'int' has no len()
+
+
+def test_an_empty_list_of_configs_is_an_error_not_the_defaults():
+    """configs=[] counts no layers; `configs or RBMTrainConfig()` read it as None and trained every layer
+    for the default 10 epochs instead of saying the count was wrong."""
+    with pytest.raises(RnnkitError, match="got 0 training configs for 2 layers"):
+        DBN([8, 4, 2]).fit(torch.rand(10, 8), [])

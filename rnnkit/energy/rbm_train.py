@@ -198,6 +198,9 @@ def fit(rbm, data, cfg: RBMTrainConfig, generator=None, callback=None):
     tiny = rbm.W.device.type == "cpu" and cfg.batch_size * rbm.num_visible * rbm.num_hidden < 1 << 20
     with single_thread() if tiny else contextlib.nullcontext():
         _own_parameters(rbm)
+        if not _finite(rbm):  # else reported as divergence in epoch 1, blaming the learning rate
+            raise RnnkitError("the RBM's parameters (W, b, c) hold NaN or infinite values before training; "
+                              "load finite ones or make a new RBM")  # fmt: skip
         x = rbm.check(data)
         state = TrainState.start(rbm, num_chains)
         run = choose_pass(rbm, cfg)

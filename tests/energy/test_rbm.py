@@ -574,3 +574,14 @@ def test_ais_with_one_chain_is_one_clear_error():
         ais.log_partition(RBM(4, 2), num_chains=1, num_betas=10)
     with pytest.raises(RnnkitError, match="at least 2"):
         RBM(4, 2).log_partition("ais", num_chains=1)
+
+
+@pytest.mark.parametrize("name", ["W", "b", "c"])
+def test_training_a_model_that_is_already_nan_says_so(name):
+    """A NaN parameter before training (a bad state_dict) was reported as 'training diverged in epoch 1 ...
+    try a lower learning rate', sending the user after the wrong cause."""
+    rbm = RBM(4, 3)
+    getattr(rbm, name)[0] = float("nan")
+    with pytest.raises(RnnkitError, match="before training") as e:
+        rbm.fit(torch.ones(5, 4), RBMTrainConfig(epochs=1))
+    assert not isinstance(e.value, rbm_train.TrainingDiverged)

@@ -17,7 +17,7 @@ def read_patterns(path) -> tuple:
     try:
         lines = [
             line.strip()
-            for line in pathlib.Path(path).read_text(encoding="utf-8").splitlines()
+            for line in pathlib.Path(path).read_text(encoding="utf-8-sig").splitlines()  # a BOM is no value
             if line.strip()
         ]
     except OSError as e:

@@ -49,6 +49,16 @@ def test_patterns_file_lines_may_end_with_a_separator(tmp_path):
         read_patterns(path)
 
 
+@pytest.mark.parametrize("text", ["+-+\n-+-\n", "1 -1 1\n-1 1 -1\n"])
+def test_a_patterns_file_saved_with_a_byte_order_mark_reads(tmp_path, text):
+    # Notepad's "UTF-8 with BOM": the first line read "\ufeff+-+", refused as "cannot read the line as numbers"
+    from rnnkit.energy.patterns_io import read_patterns
+
+    path = tmp_path / "patterns.txt"
+    path.write_text(text, encoding="utf-8-sig")
+    assert read_patterns(path) == ([[1.0, -1.0, 1.0], [-1.0, 1.0, -1.0]], None)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -77,10 +77,11 @@ def as_matrix(data, name: str) -> torch.Tensor:
             x = torch.as_tensor(data)
     except (ValueError, TypeError, RuntimeError) as e:
         raise RnnkitError(f"{name} could not be read as a matrix of numbers ({e})") from None
+    shape = tuple(x.shape)  # as given: [] is (0,), not the (1, 0) of one empty row
     if x.dim() == 1:
         x = x[None]
     if x.dim() != 2 or x.shape[0] == 0 or x.shape[1] == 0:
-        raise RnnkitError(f"{name} must be a non-empty (rows, units) matrix, got shape {tuple(x.shape)}")
+        raise RnnkitError(f"{name} must be a non-empty (rows, units) matrix, got shape {shape}")
     return x if x.is_floating_point() else x.float()
 
 

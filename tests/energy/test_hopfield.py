@@ -1,4 +1,5 @@
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -221,3 +222,12 @@ def test_a_dtype_that_is_not_floating_point_is_one_clear_error(dtype):
     deep in the tie tolerance with 'torch.finfo() requires a floating point input type'."""
     with pytest.raises(RnnkitError, match="floating-point torch.dtype"):
         Hopfield(2, thresholds=[0.5, 0.5], dtype=dtype)
+
+
+@pytest.mark.parametrize(
+    "empty, shape", [([], "(0,)"), (torch.zeros(0), "(0,)"), (np.zeros((0, 4)), "(0, 4)")]
+)
+def test_empty_patterns_report_the_shape_given(empty, shape):
+    """store([]) said 'got shape (1, 0)': the shape after a 1-D input was made one row, not the one given."""
+    with pytest.raises(RnnkitError, match=re.escape(f"non-empty (rows, units) matrix, got shape {shape}")):
+        Hopfield(4).store(empty)

@@ -32,7 +32,7 @@ def positive_float(name: str, value) -> float:
 
 
 def fraction(name: str, value) -> float:
-    if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
         raise RnnkitError(f"{name} must be between 0 and 1, got {value!r}")
     return float(value)
 

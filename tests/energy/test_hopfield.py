@@ -231,3 +231,12 @@ def test_empty_patterns_report_the_shape_given(empty, shape):
     """store([]) said 'got shape (1, 0)': the shape after a 1-D input was made one row, not the one given."""
     with pytest.raises(RnnkitError, match=re.escape(f"non-empty (rows, units) matrix, got shape {shape}")):
         Hopfield(4).store(empty)
+
+
+def test_noise_takes_numpy_floats_and_refuses_booleans():
+    """corrupt(patterns, np.float32(0.25)) was refused as not between 0 and 1, while noise=True flipped every unit."""
+    patterns = torch.tensor([[1.0, -1, 1, -1]])
+    expected = hop.corrupt(patterns, 0.25, gen())
+    torch.testing.assert_close(hop.corrupt(patterns, np.float32(0.25), gen()), expected, rtol=0, atol=0)
+    with pytest.raises(RnnkitError, match="noise must be between 0 and 1"):
+        hop.corrupt(patterns, True)

@@ -31,6 +31,12 @@ def positive_float(name: str, value) -> float:
     return float(value)
 
 
+def finite_float(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise RnnkitError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
 def fraction(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
         raise RnnkitError(f"{name} must be between 0 and 1, got {value!r}")

@@ -18,6 +18,7 @@ import torch
 from rnnkit.energy import exact
 from rnnkit.energy._checks import (
     as_bits,
+    finite_float,
     float_dtype,
     positive_float,
     positive_int,
@@ -43,6 +44,7 @@ class BoltzmannMachine:
         self.num_hidden = int(num_hidden)
         N = self.num_visible + self.num_hidden
         dtype = float_dtype(dtype)  # as torch.nn's modules: float32 unless set otherwise
+        init_scale = finite_float("init_scale (the standard deviation of the weights)", init_scale)
         # one draw per pair above the diagonal, mirrored: (A + Aᵀ) gave std √2 · init_scale
         W = (torch.randn(N, N, generator=generator, device=device, dtype=dtype) * init_scale).triu(1)
         self.W = W + W.T  # symmetric, zero diagonal

@@ -24,6 +24,7 @@ from rnnkit.energy._checks import (
     _first_bad,
     as_matrix,
     choice,
+    finite_float,
     float_dtype,
     positive_int,
     units_match,
@@ -52,6 +53,7 @@ class RBM(nn.Module):
         self.num_hidden = positive_int("number of hidden units", num_hidden)
         self.visible = choice("visible units", visible, VISIBLE_TYPES)
         dtype = float_dtype(dtype)  # as torch.nn's modules: float32 unless set otherwise
+        init_scale = finite_float("init_scale (the standard deviation of W)", init_scale)
         W = torch.randn(num_hidden, num_visible, generator=generator, device=device, dtype=dtype) * init_scale
         self.register_buffer("W", W)
         self.register_buffer("b", torch.zeros(num_hidden, device=device, dtype=dtype))

@@ -585,3 +585,18 @@ def test_training_a_model_that_is_already_nan_says_so(name):
     with pytest.raises(RnnkitError, match="before training") as e:
         rbm.fit(torch.ones(5, 4), RBMTrainConfig(epochs=1))
     assert not isinstance(e.value, rbm_train.TrainingDiverged)
+
+
+@pytest.mark.parametrize(
+    "make", [lambda s: RBM(3, 2, init_scale=s), lambda s: BoltzmannMachine(3, 1, init_scale=s)]
+)
+@pytest.mark.parametrize("scale", [float("nan"), float("inf"), "0.1", None, True])
+def test_a_bad_init_scale_is_one_clear_error(make, scale):
+    """init_scale=nan or inf built a model of NaN weights in silence; "0.1" failed deep in torch with
+    'only integer tensors of a single element can be converted to an index'."""
+    with pytest.raises(RnnkitError, match="init_scale .* must be a finite number"):
+        make(scale)
+
+
+def test_init_scale_zero_starts_at_zero_weights():
+    assert not RBM(3, 2, init_scale=0).W.any() and not BoltzmannMachine(3, 1, init_scale=0.0).W.any()

@@ -32,6 +32,8 @@ def positive_float(name: str, value) -> float:
 
 
 def finite_float(name: str, value) -> float:
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.dtype.is_complex:
+        value = value.item()  # (a 0-d tensor, as torch.nn's init functions take a number)
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise RnnkitError(f"{name} must be a finite number, got {value!r}")
     return float(value)

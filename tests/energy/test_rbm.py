@@ -600,3 +600,13 @@ def test_a_bad_init_scale_is_one_clear_error(make, scale):
 
 def test_init_scale_zero_starts_at_zero_weights():
     assert not RBM(3, 2, init_scale=0).W.any() and not BoltzmannMachine(3, 1, init_scale=0.0).W.any()
+
+
+def test_init_scale_may_be_a_0_d_tensor():
+    """As before the check of init_scale: a 0-d tensor is a number (a tensor NaN is still refused)."""
+    g = torch.Generator().manual_seed(0)
+    a = RBM(3, 2, init_scale=torch.tensor(0.5), generator=g).W
+    b = RBM(3, 2, init_scale=0.5, generator=torch.Generator().manual_seed(0)).W
+    torch.testing.assert_close(a, b)
+    with pytest.raises(RnnkitError, match="must be a finite number"):
+        RBM(3, 2, init_scale=torch.tensor(float("nan")))

@@ -15,7 +15,9 @@ compiling per length).
 """
 
 import argparse
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -40,6 +42,8 @@ from _results import (
 from engine import SIZES, TORCH, calls_per_round, interleaved, make, train_step  # noqa: E402
 
 from rnnkit.engine import native  # noqa: E402
+
+atexit.register(shutil.rmtree, os.environ["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)  # each run left one
 
 CELLS = ("lstm", "gru", "rnn_tanh", "mut1", "leaky")
 HEADER = [

@@ -5,7 +5,8 @@
 word2vec: skip-gram, negative sampling 5, window 5, 100 dimensions, 5 epochs, sample 1e-3, min_count 5,
 alpha 0.025 for both; words/s = corpus words x epochs / wall time of training (vocabulary included).
 Quality with the same code for both (rnnkit.text.WordVectors): WordSim-353 Spearman and Google analogy
-accuracy (the files inside gensim), on the pairs / questions whose words both vocabularies hold.
+accuracy (the files inside gensim), on the pairs / questions whose words both vocabularies hold, an
+analogy answered by the nearest word of those both hold.
 n-grams: first 90% of Tiny Shakespeare to train, last 10% to validate; val nats and bits per character.
 """
 
@@ -134,7 +135,8 @@ def main() -> int:
         )
         + f" ({plural(args.epochs, 'epoch')}; skip-gram, negative 5, window 5, 100 dims, sample 1e-3, "
         "min_count 5, alpha 0.025 -> 1e-4). Quality from the same evaluation code for every model, on the "
-        "WordSim-353 pairs / Google analogy questions all vocabularies cover. PTB is a small corpus (0.9M words), "
+        "WordSim-353 pairs / Google analogy questions all vocabularies cover, an analogy answered by the nearest "
+        "word they all hold. PTB is a small corpus (0.9M words), "
         "so both scores are low for every model and differ between seeds by about as much as between models.",
         markdown_table(["model", "train s", "words/s", "WordSim-353 Spearman", "pairs", "analogy acc %", "questions"], w2v),
         "Character n-gram models on Tiny Shakespeare: first 90% train, last 10% val (scored as one stream, "

@@ -507,12 +507,9 @@ def cumulative_step_backward_in_place(dstate, cache, P):
     return da, (da @ P[0], dc), (da,), ()
 
 
-def test_check_cell_names_an_input_step_backward_changes_in_place():
-    """The functions must be pure; a step_backward adding into its dstate_t in place passed check_cell (its numbers
-    are right), then on the python backend changed the caller's gradient in silence, or failed deep inside on an
-    expanded one (a loss c_T.sum(): "more than one element of the written-to tensor refers to a single memory
-    location"). check_cell says which input it changed (version counters: nothing copied)."""
-    from rnnkit.cells import check_cell
+def cumulative_cell():
+    """A new class each call (a test changes its step_backward): the cell of cumulative_step, its step_backward the
+    one that writes in place."""
 
     class Cumulative(Cell):
         num_states = 2
@@ -524,6 +521,17 @@ def test_check_cell_names_an_input_step_backward_changes_in_place():
             recurrent_weights(self, ("W_hh", (hidden_size, hidden_size)), ("b_hh", (hidden_size,)))
             self.reset_parameters()
 
+    return Cumulative
+
+
+def test_check_cell_names_an_input_step_backward_changes_in_place():
+    """The functions must be pure; a step_backward adding into its dstate_t in place passed check_cell (its numbers
+    are right), then on the python backend changed the caller's gradient in silence, or failed deep inside on an
+    expanded one (a loss c_T.sum(): "more than one element of the written-to tensor refers to a single memory
+    location"). check_cell says which input it changed (version counters: nothing copied)."""
+    from rnnkit.cells import check_cell
+
+    Cumulative = cumulative_cell()
     with pytest.raises(
         RnnkitError, match=r"Cumulative.step_backward changed its input dstate_t\[1\] in place: .*pure"
     ):
@@ -537,19 +545,10 @@ def test_check_cell_names_an_input_step_backward_changes_in_place():
 
 
 def test_a_step_backward_changing_its_input_in_place_is_named_at_its_first_step():
-    """Without check_cell: the python loop checks a cell of one's own's
-    first step as it checks what it returns: the caller's dL/dc_T was changed in silence (a loss on c_T)."""
+    """Without check_cell: the python loop checks a cell of one's own's first step as it checks what it returns: the
+    caller's dL/dc_T was changed in silence (a loss on c_T)."""
 
-    class Cumulative(Cell):
-        num_states = 2
-        step = staticmethod(cumulative_step)
-        step_backward = staticmethod(cumulative_step_backward_in_place)
-
-        def __init__(self, input_size, hidden_size, bias=True):
-            super().__init__(input_size, hidden_size, bias)
-            recurrent_weights(self, ("W_hh", (hidden_size, hidden_size)), ("b_hh", (hidden_size,)))
-            self.reset_parameters()
-
+    Cumulative = cumulative_cell()
     torch.manual_seed(0)
     layer = Recurrent(Cumulative, 3, 4, backend="python")
     out, (h, c) = layer(torch.randn(2, 5, 3))

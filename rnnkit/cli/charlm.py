@@ -164,7 +164,8 @@ def train_config(args):
     from rnnkit.train.config import RunConfig
 
     out = pathlib.Path(args.out)
-    if args.resume and (out / "latest.pt").is_file():
+    resuming = args.resume and (out / "latest.pt").is_file()  # else train says there is nothing to resume
+    if resuming:
         cfg = _resumed_config(out)
         if args.preset:
             raise RnnkitError("--resume continues the saved run with its settings; drop --preset")
@@ -181,7 +182,7 @@ def train_config(args):
     for flag, (section, name, _) in TRAIN_OPTIONS.items():
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
-            if args.resume and name not in RESUMABLE:
+            if resuming and name not in RESUMABLE:
                 can = sorted(f for f, (_, n, _) in TRAIN_OPTIONS.items() if n in RESUMABLE)
                 raise RnnkitError(f"{flag} cannot change when resuming; only {', '.join(can)} can")
             setattr(getattr(cfg, section), name, value)

@@ -124,6 +124,16 @@ def test_resume_and_force_from_the_command_line(tmp_path, corpus, cli):
     assert code == 2 and "cannot change when resuming; only --data-dir, --eval-every" in err
 
 
+def test_resume_with_nothing_to_resume_says_so_whatever_flags_are_given(tmp_path, corpus, cli):
+    """--resume on a folder without a run, with the run's options on the line (one command line for the first start
+    and every restart), said '--cell cannot change when resuming', and dropping them then led to 'nothing to
+    resume'."""
+    run = tmp_path / "run"
+    code, _, err = cli("train", corpus, "--out", run, *TINY, "--max-steps", "2", "--resume")
+    assert code == 2 and err.count("\n") == 1 and "nothing to resume in" in err, err
+    assert not run.exists()
+
+
 def test_a_dry_run_never_touches_a_run_it_would_resume(tmp_path, corpus, cli):
     """--resume --dry-run trained the run on the dry run's slice (validating on training text) and wrote its
     config (max_steps 4, sample_length 40) into config.json and the checkpoints, for every later resume."""

@@ -182,7 +182,7 @@ def train_config(args):
     for flag, (section, name, _) in TRAIN_OPTIONS.items():
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
-            if resuming and name not in RESUMABLE:
+            if resuming and name not in RESUMABLE and value != getattr(getattr(cfg, section), name):
                 can = sorted(f for f, (_, n, _) in TRAIN_OPTIONS.items() if n in RESUMABLE)
                 raise RnnkitError(f"{flag} cannot change when resuming; only {', '.join(can)} can")
             setattr(getattr(cfg, section), name, value)

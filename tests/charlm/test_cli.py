@@ -134,6 +134,22 @@ def test_resume_with_nothing_to_resume_says_so_whatever_flags_are_given(tmp_path
     assert not run.exists()
 
 
+def test_resume_takes_the_runs_own_options_on_its_command_line(tmp_path, corpus, cli):
+    """The command line that started a run, with --resume, was refused ('--cell cannot change when resuming') though
+    it changed nothing: only an option given another value than the run's is a change."""
+    run = tmp_path / "run"
+    assert cli("train", corpus, "--out", run, *TINY, "--dropout", "0.3", "--max-steps", "2")[0] == 0
+    code, _, err = cli(
+        "train", corpus, "--out", run, *TINY, "--dropout", "0.3", "--max-steps", "3", "--resume"
+    )
+    assert code == 0, err
+    assert (run / "metrics.csv").read_text().splitlines()[-1].startswith("3,")
+    code, _, err = cli(
+        "train", corpus, "--out", run, *TINY, "--dropout", "0.2", "--max-steps", "4", "--resume"
+    )
+    assert code == 2 and "--dropout cannot change when resuming" in err, err
+
+
 def test_a_dry_run_never_touches_a_run_it_would_resume(tmp_path, corpus, cli):
     """--resume --dry-run trained the run on the dry run's slice (validating on training text) and wrote its
     config (max_steps 4, sample_length 40) into config.json and the checkpoints, for every later resume."""

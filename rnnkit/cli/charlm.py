@@ -199,6 +199,10 @@ def train_config(args):
         raise RnnkitError(
             "--data-dir is empty; give the folder that holds tinyshakespeare.txt, or leave it out"
         )
+    if args.data_dir and cfg.data.corpus != "shakespeare":  # only that text is looked for there
+        what = cfg.data.corpus or "the standard library's source"
+        raise RnnkitError(f"--data-dir is where the shakespeare corpus is found; this run reads {what} "
+                          "(drop --data-dir)")  # fmt: skip
     if cfg.data.data_dir:  # absolute, as the corpus file: --resume may run from another folder
         cfg.data.data_dir = str(pathlib.Path(cfg.data.data_dir).expanduser().resolve())
     return cfg

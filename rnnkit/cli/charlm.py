@@ -168,7 +168,7 @@ def train_config(args):
     if resuming:
         cfg = _resumed_config(out)
         if args.preset:
-            raise RnnkitError("--resume continues the saved run with its settings; drop --preset")
+            _refuse_another_preset(cfg, args)
         saved = pathlib.Path(cfg.data.corpus or "")
         if not args.corpus and saved.is_absolute() and not saved.exists():
             raise RnnkitError(f"the run's corpus {saved} is gone; if the file moved, give its new place: "
@@ -206,6 +206,27 @@ def train_config(args):
     if cfg.data.data_dir:  # absolute, as the corpus file: --resume may run from another folder
         cfg.data.data_dir = str(pathlib.Path(cfg.data.data_dir).expanduser().resolve())
     return cfg
+
+
+def _refuse_another_preset(cfg, args):
+    """--preset with --resume: the run's own preset (the command line that started the run) is taken, as the run's
+    own value of a flag is; it was refused ('drop --preset') whatever it was. A preset that sets model, data or
+    training options to other values than the run's, where no flag given sets them, is refused in one line."""
+    from rnnkit.presets import preset
+
+    flags = {(section, name): flag for flag, (section, name, _) in TRAIN_OPTIONS.items()}
+    differ = []
+    for section, values in preset(args.preset).items():
+        for name, value in values.items():
+            flag = flags.get((section, name))
+            given = flag and getattr(args, flag[2:].replace("-", "_"))
+            run = getattr(getattr(cfg, section), name)
+            # (the corpus resumed is the run's, wherever CORPUS says it lies now, whatever the preset's)
+            if name not in RESUMABLE and name != "corpus" and given is None and value != run:
+                differ.append(f"{flag or f'{section}.{name}'} {value} (this run: {run})")
+    if differ:
+        raise RnnkitError(f"--preset {args.preset} sets {', '.join(differ)}; give the run's values with it, or drop "
+                          "--preset (the run keeps its own settings)")  # fmt: skip
 
 
 def _resumed_config(out: pathlib.Path):

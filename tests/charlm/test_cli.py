@@ -150,6 +150,23 @@ def test_resume_takes_the_runs_own_options_on_its_command_line(tmp_path, corpus,
     assert code == 2 and "--dropout cannot change when resuming" in err, err
 
 
+def test_resume_takes_the_runs_own_preset(tmp_path, corpus, cli):
+    """--resume with --preset was refused ('drop --preset') even for the preset that started the run, so the line
+    that began it plus --resume could not restart it; the run's own preset is taken, another refused in one line."""
+    run, line = tmp_path / "run", ["train", corpus, "--out", tmp_path / "run", "--preset", "char-rnn", *TINY]
+    assert cli(*line, "--max-steps", "2")[0] == 0
+    code, _, err = cli(*line, "--max-steps", "3", "--resume")
+    assert code == 0, err
+    assert (run / "metrics.csv").read_text().splitlines()[-1].startswith("3,")
+    code, _, err = cli(*line[:4], "--preset", "min-char-rnn", *TINY, "--max-steps", "4", "--resume")
+    assert code == 2 and err.count("\n") == 1, err
+    assert (
+        "--preset min-char-rnn sets --optimizer adagrad (this run: rmsprop), --lr 0.1 (this run: 0.002), "
+        in err
+    )
+    assert "give the run's values with it, or drop --preset" in err
+
+
 def test_a_dry_run_never_touches_a_run_it_would_resume(tmp_path, corpus, cli):
     """--resume --dry-run trained the run on the dry run's slice (validating on training text) and wrote its
     config (max_steps 4, sample_length 40) into config.json and the checkpoints, for every later resume."""

@@ -386,6 +386,8 @@ def _train(cfg, out, resume, force, dry_run, log):
         raise RnnkitError(
             f"{out / 'latest.pt'} does not fit this configuration ({mismatch(e)}); resume without changing model options"
         ) from None
+    if ckpt is not None:
+        _refuse_a_finished_run(cfg, progress, batches, out)
     progress.corpus_id = DRY_RUN_ID + corpus_id if dry_run else corpus_id  # a dry run is not resumed
     clear_out(out, force)
     write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
@@ -411,6 +413,29 @@ def _total_steps(cfg, batches) -> int | None:
         # always takes at least one step
         limits.append(max(1, math.floor(cfg.train.max_epochs * len(batches) + 1e-9)))
     return min(limits) if limits else None
+
+
+def _refuse_a_finished_run(cfg, progress, batches, out):
+    """A resumed run already at one of its limits (--max-steps at or below its step, the run's own limit that
+    stopped it) took no step, said 'done' and rewrote its config with that limit: said in one line, with the flag
+    to raise."""
+    t, step = cfg.train, progress.step
+    if t.max_steps and step >= t.max_steps:
+        where, fix = f"step {step} (--max-steps {t.max_steps})", f"--max-steps above {step} (0: no limit)"
+    elif t.max_epochs and step >= _total_steps(cfg, batches):
+        epoch = progress.epoch + progress.window / len(batches)
+        where, fix = (
+            f"step {step}, epoch {epoch:.4g} (--max-epochs {t.max_epochs:g})",
+            "a larger --max-epochs (0: no limit)",
+        )
+    elif t.time_budget and progress.elapsed >= t.time_budget * 60:
+        where = (
+            f"the end of its --time-budget of {t.time_budget:g} minutes ({progress.elapsed / 60:.1f} trained)"
+        )
+        fix = "a larger --time-budget (minutes of training in all, across restarts; 0: no limit)"
+    else:
+        return
+    raise RnnkitError(f"the run in {out} is already at {where}; to train on, resume with {fix}")
 
 
 def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, metrics, log) -> int:

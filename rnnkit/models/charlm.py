@@ -357,6 +357,7 @@ def load_run(run):
     if len(chars) != cfg.model.vocab_size:
         raise RnnkitError(f"{bad}: its vocabulary ({len(chars)} characters) does not match its model "
                           f"({cfg.model.vocab_size} characters)")  # fmt: skip
+    _check_vocab_json(path, chars)
     with torch.random.fork_rng(devices=[]):  # its random initial weights are overwritten: the caller's stream
         model = CharLM(cfg.model)  # (torch.manual_seed, then sampling) is left as it was
     try:
@@ -368,6 +369,32 @@ def load_run(run):
         raise RnnkitError(f"{bad}: its weights {', '.join(broken[:3])} hold NaN or infinite values")
     model.run_config = cfg  # the whole run's settings (eval reads its validation windows from them)
     return model.eval(), list(chars)
+
+
+def _check_vocab_json(path, chars):
+    """The checkpoint's vocabulary is the model's (the one it was trained on, in its order); the run folder's
+    vocab.json is a copy written for reading. One that differs (edited, or from another run) was ignored in
+    silence: a user who edited it took it to matter. It is said in one warning naming the file. Only beside a
+    run's own checkpoints (best.pt, latest.pt): a model.pt copied into a folder with a vocab.json of its own (a
+    tokenizer's) has nothing to do with that file."""
+    import json
+    import warnings
+
+    from rnnkit.errors import user_stacklevel
+
+    vocab = path.parent / "vocab.json"
+    if path.name not in ("best.pt", "latest.pt"):
+        return
+    try:
+        given = json.loads(vocab.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError):
+        given = None
+    if given != list(chars):
+        warnings.warn(f"{vocab} differs from the vocabulary saved in {path.name}, which the model was trained on and "
+                      "which is used (vocab.json is a copy for reading: editing it changes nothing; delete or "
+                      "restore it)", stacklevel=user_stacklevel())  # fmt: skip
 
 
 def score_text(model, chars, text: str) -> dict:

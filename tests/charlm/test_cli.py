@@ -395,6 +395,27 @@ def test_loading_a_run_leaves_the_random_stream_alone(trained):
     torch.testing.assert_close(torch.rand(3), want, rtol=0, atol=0)
 
 
+def test_an_edited_vocab_json_is_said_to_change_nothing(trained, tmp_path, cli):
+    """The model reads the vocabulary its checkpoint holds; a run folder's vocab.json edited (or from another run)
+    was ignored in silence. It is said in one warning naming the file, and the checkpoint's vocabulary is used."""
+    run = shutil.copytree(trained, tmp_path / "run")
+    chars = json.loads((run / "vocab.json").read_text())
+    (run / "vocab.json").write_text(json.dumps(chars[::-1]))
+    with pytest.warns(
+        UserWarning, match=r"vocab.json differs from the vocabulary saved in best.pt.*changes nothing"
+    ):
+        assert load_model(run)[1] == chars
+    (run / "vocab.json").write_text("[")
+    with pytest.warns(UserWarning, match="vocab.json differs"):
+        assert load_model(run / "latest.pt")[1] == chars
+    shutil.copy(
+        run / "best.pt", run / "model.pt"
+    )  # not the run's own: a vocab.json beside it may be another's
+    assert load_model(run / "model.pt")[1] == chars
+    (run / "vocab.json").unlink()  # a checkpoint holds all it needs
+    assert load_model(run)[1] == chars
+
+
 def _damage(path, how, tmp_path):
     ckpt = torch.load(path, weights_only=True)
     how(ckpt)

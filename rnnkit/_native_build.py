@@ -77,7 +77,8 @@ def _ninja_on_path():
     (`.venv/bin/python -m rnnkit`, as `make demo` runs): without a system ninja nothing would build. It goes
     first on PATH: after a system ninja (another version) it built only where the environment was not activated,
     and each ninja discarded the other's build log and rebuilt everything. It is there for the build only; the
-    caller's PATH is put back after it."""
+    caller's PATH is put back after it, whatever the build did to it (torch's load on Windows puts its lib folder
+    first on PATH, for good: that stayed where ninja was first already, or not installed)."""
     try:
         import ninja
 
@@ -86,11 +87,9 @@ def _ninja_on_path():
         bin_dir = None
     path = os.environ.get("PATH")
     entries = path.split(os.pathsep) if path else []
-    if bin_dir is None or entries[:1] == [bin_dir]:
-        yield
-        return
-    os.environ["PATH"] = os.pathsep.join([bin_dir, *(e for e in entries if e != bin_dir)])
     try:
+        if bin_dir is not None and entries[:1] != [bin_dir]:
+            os.environ["PATH"] = os.pathsep.join([bin_dir, *(e for e in entries if e != bin_dir)])
         yield
     finally:
         if path is None:

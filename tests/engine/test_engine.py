@@ -217,6 +217,37 @@ def test_the_build_runs_the_pinned_ninja_before_a_system_one(monkeypatch, tmp_pa
         assert os.environ["PATH"] == path
 
 
+def test_a_build_leaves_the_warning_filters_path_and_torch_logs_as_they_were(monkeypatch, tmp_path):
+    """The build's own warnings are ignored, ninja goes on PATH and torch's build log is off for the build only:
+    the caller's filters, PATH and logger are as they were after it, built or failed, whatever the build did to
+    them (torch's load on Windows puts its lib folder on PATH for good: that stayed where ninja was first on PATH
+    already, or not installed)."""
+    import logging
+    import warnings
+
+    ninja = pytest.importorskip("ninja", reason="the ninja package (a dependency) is not installed here")
+    from rnnkit import _native_build
+
+    def compile_fn():
+        warnings.warn("the build's own", UserWarning, stacklevel=1)  # ignored
+        warnings.filterwarnings("ignore", "the user's")
+        os.environ["PATH"] = os.pathsep.join(["/torch/lib", os.environ["PATH"]])
+        assert logging.getLogger("torch.utils.cpp_extension").disabled
+        if fail:
+            raise RuntimeError("Error building extension 'x': c++: not found")
+
+    monkeypatch.setenv("RNNKIT_NATIVE", "1")
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    for path in (os.pathsep.join([ninja.BIN_DIR, "/usr/bin"]), "/usr/bin"):  # ninja first already, or not
+        for fail in (False, True):
+            monkeypatch.setenv("PATH", path)
+            filters = list(warnings.filters)
+            _, reason = _native_build.build("a test", "rnnkit_no_such_ext", compile_fn)
+            assert (reason is None) != fail
+            assert os.environ["PATH"] == path and warnings.filters == filters
+            assert not logging.getLogger("torch.utils.cpp_extension").disabled
+
+
 def test_a_build_lock_left_by_a_killed_build_is_waited_for_then_removed(tmp_path, monkeypatch, capsys):
     """torch's build waits forever for the lock a killed build left; rnnkit waits while it is recent (another
     process may be building) and removes it once older than any build takes."""

@@ -386,8 +386,9 @@ def _train(cfg, out, resume, force, dry_run, log):
         raise RnnkitError(
             f"{out / 'latest.pt'} does not fit this configuration ({mismatch(e)}); resume without changing model options"
         ) from None
-    if ckpt is not None:
-        _refuse_a_finished_run(cfg, progress, batches, out)
+    if ckpt is not None and (done := _finished(cfg, progress, batches, out)):
+        log(done)  # exit status 0: a restart loop that resumes a finished run sees it done, not failed
+        return 0
     progress.corpus_id = DRY_RUN_ID + corpus_id if dry_run else corpus_id  # a dry run is not resumed
     clear_out(out, force)
     write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
@@ -415,10 +416,10 @@ def _total_steps(cfg, batches) -> int | None:
     return min(limits) if limits else None
 
 
-def _refuse_a_finished_run(cfg, progress, batches, out):
+def _finished(cfg, progress, batches, out) -> str | None:
     """A resumed run already at one of its limits (--max-steps at or below its step, the run's own limit that
-    stopped it) took no step, said 'done' and rewrote its config with that limit: said in one line, with the flag
-    to raise."""
+    stopped it) took no step, said 'done' and rewrote its config with that limit: the line that says so, with the
+    flag to raise (the run is left as it was), or None."""
     t, step = cfg.train, progress.step
     if t.max_steps and step >= t.max_steps:
         where, fix = f"step {step} (--max-steps {t.max_steps})", f"--max-steps above {step} (0: no limit)"
@@ -434,8 +435,8 @@ def _refuse_a_finished_run(cfg, progress, batches, out):
         )
         fix = "a larger --time-budget (minutes of training in all, across restarts; 0: no limit)"
     else:
-        return
-    raise RnnkitError(f"the run in {out} is already at {where}; to train on, resume with {fix}")
+        return None
+    return f"the run in {out} is already at {where}: nothing to do; to train on, resume with {fix}"
 
 
 def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, metrics, log) -> int:

@@ -407,6 +407,11 @@ def _train(cfg, out, resume, force, dry_run, log):
     return _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, metrics, log)
 
 
+# (--lr and --clip-norm cannot change on --resume: the advice names --force, not a resume that refuses them)
+RETRY = "start again with --force and a lower --lr or --clip-norm"
+RETRY_LR = "start again with --force and a lower --lr"
+
+
 def _total_steps(cfg, batches) -> int | None:
     limits = [cfg.train.max_steps] if cfg.train.max_steps else []
     if cfg.train.max_epochs:
@@ -454,7 +459,7 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
         if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):  # the last update overflowed
             raise RnnkitError(
                 f"the weights became NaN or infinite at step {progress.step}; stopped, last good checkpoint in "
-                f"{out}; try a lower --lr or --clip-norm"
+                f"{out}; {RETRY}"
             )
         save_checkpoint(out / name, checkpoint_payload(cfg, chars, model, optimizer, progress))
 
@@ -596,12 +601,12 @@ def _check_loss(loss: float, progress: Progress, out, grad_norm: float = 0.0):
         what = f"became {loss}" if not math.isfinite(loss) else f"exploded to {smooth:.3f} (running average)"
         raise RnnkitError(
             f"loss {what} at step {progress.step + 1} (initial {progress.initial_loss:.3f}); stopped, last good "
-            f"checkpoint in {out}; try a lower --lr or --clip-norm"
+            f"checkpoint in {out}; {RETRY}"
         )
     if not math.isfinite(grad_norm):  # clipping can't mend it: inf/inf scales every gradient to NaN
         raise RnnkitError(
             f"the gradient norm became {grad_norm} at step {progress.step + 1}; stopped, last good checkpoint in "
-            f"{out}; try a lower --lr"
+            f"{out}; {RETRY_LR}"
         )
     return smooth
 
@@ -622,7 +627,7 @@ def _validate(model, val_batches, progress, row, save, say, out, train_loss_now)
                 f"validation loss {'became' if not math.isfinite(val) else 'exploded to'} {val:.4g} at step "
                 f"{progress.step} (initial train loss {progress.initial_loss:.3f}"
                 + ("" if now is None else f"; the window just trained on reads {now:.4g} now")
-                + f"); stopped, last good checkpoint in {out}; try a lower --lr or --clip-norm"
+                + f"); stopped, last good checkpoint in {out}; {RETRY}"
             )
         row.update(val_loss=val, val_bpc=val / LN2)
         say(f"step {progress.step}: train {row['train_loss']:.3f}, val {_nats(val)}")

@@ -94,7 +94,10 @@ def test_out_folder_with_a_run_is_refused(tmp_path, corpus):
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, corpus):
     cfg = tiny_config(corpus, max_steps=10, eval_every=2, lr=1e30, optimizer="sgd", clip_norm=0.0)
-    with pytest.raises(RnnkitError, match=r"(became nan|exploded).*last good checkpoint"):
+    with pytest.raises(
+        RnnkitError,
+        match=r"(became nan|exploded).*last good checkpoint.*start again with --force and a lower --lr",
+    ):
         train(cfg, tmp_path / "run", log=lambda s: None)
     ckpt = load_checkpoint(tmp_path / "run")
     assert all(torch.isfinite(p).all() for p in ckpt["model"].values())
@@ -153,7 +156,10 @@ def test_an_infinite_gradient_stops_before_the_optimizer_step(tmp_path, corpus, 
 
     monkeypatch.setattr(loop, "clip_gradients", inf_grad)
     cfg = tiny_config(corpus, max_steps=3, clip_norm=clip_norm, clip_value=5.0)
-    with pytest.raises(RnnkitError, match="gradient norm became inf at step 1.*last good checkpoint"):
+    with pytest.raises(
+        RnnkitError,
+        match="gradient norm became inf at step 1.*last good checkpoint.*--force and a lower --lr",
+    ):
         train(cfg, tmp_path / "run", log=lambda s: None)
     ckpt = load_checkpoint(tmp_path / "run")
     assert all(torch.isfinite(p).all() for p in ckpt["model"].values())

@@ -26,11 +26,23 @@ def out_folder(path) -> pathlib.Path:
     out = pathlib.Path(path)
     if out.exists() and not out.is_dir():
         raise RnnkitError(f"--out {out} is a file; give a folder")
+    check_writable(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RnnkitError(f"cannot make the --out folder {out}: {e.strerror}; give another folder") from None
     return out
+
+
+def check_writable(out, folder=None) -> None:
+    """One error, before any work, where --out can't be written: its folder (`out`, or `folder` where --out is a
+    file; else the nearest folder that exists, which would hold it) is not writable. An existing read-only folder
+    passed mkdir, and the command failed once its work was done, naming a temporary file (vectors.txt.x1y2z3.tmp)."""
+    base = pathlib.Path(out if folder is None else folder).absolute()
+    while not base.exists():
+        base = base.parent
+    if base.is_dir() and not os.access(base, os.W_OK | os.X_OK):
+        raise RnnkitError(f"cannot write --out {out}: the folder {base} is not writable; give another --out")
 
 
 def finite_or_null(values: dict) -> dict:

@@ -6,7 +6,7 @@ import pathlib
 from dataclasses import asdict
 
 from rnnkit._io import write_text
-from rnnkit.cli import finite_or_null, made_out_folder, out_folder
+from rnnkit.cli import check_writable, finite_or_null, made_out_folder, out_folder
 from rnnkit.errors import RnnkitError
 
 DRY_RUN_CHARS = 20_000
@@ -248,6 +248,7 @@ def _out_file(path, make: bool = True) -> pathlib.Path:
         raise RnnkitError(f"--out {out} is a folder; give a file name, e.g. {out / 'model.npz'}")
     if out.parent.exists() and not out.parent.is_dir():
         raise RnnkitError(f"--out {out}: {out.parent} is a file, not a folder; give another path")
+    check_writable(out, out.parent)
     if make:
         out_folder(out.parent)
     return out

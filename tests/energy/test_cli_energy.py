@@ -420,3 +420,20 @@ def test_gaussian_pixels_are_standardised_with_the_training_split_only(tmp_path,
     assert (spread <= 1 + 1e-4).all() and abs(spread.median().item() - 1) < 1e-4
     x = load_digits()[0][torch.randperm(1797, generator=torch.Generator().manual_seed(0))][:240]
     assert abs(grids["samples.png"].mean().item() - x.mean().item()) < 0.1  # pixels, about 0.3 on average
+
+
+@pytest.mark.parametrize("command", OUT_COMMANDS)
+def test_an_out_folder_it_cannot_write_in_is_one_line_before_any_work(command, tmp_path, capsys, monkeypatch):
+    """The figures failed only once the work was done, naming a temporary file (recall.png.x1y2z3.tmp)."""
+    import os
+
+    tmp_path.chmod(0o555)  # root may write there all the same: os.access reads the mode bits, as for a user
+    monkeypatch.setattr(
+        os, "access", lambda p, mode, **k: not mode & os.W_OK or bool(os.stat(p).st_mode & 0o222)
+    )
+    assert main([*command.split(), "--dry-run", "--out", str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    said = f"cannot write --out {tmp_path}: the folder {tmp_path} is not writable; give another --out"
+    assert captured.err == f"rnnkit: error: {said}\n"
+    tmp_path.chmod(0o755)

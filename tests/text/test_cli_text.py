@@ -662,3 +662,32 @@ def test_out_of_memory_in_word2vec_names_its_own_sizes(tmp_path, corpus, capsys,
     assert main(["tfidf", "index", str(corpus), "--out", str(tmp_path / "t")]) == 2
     err = capsys.readouterr().err
     assert "the options of `rnnkit tfidf --help` that set them" in err and "--hidden-size" not in err
+
+
+@pytest.mark.parametrize(
+    "command, out",
+    [
+        (["word2vec", "{c}", "--dry-run"], "{o}"),
+        (["ngram", "train", "{c}"], "{o}/m.npz"),
+        (["ngram", "train", "{c}"], "{o}/new/m.npz"),
+        (["tfidf", "index", "{c}"], "{o}/new"),
+    ],
+)
+def test_an_out_folder_it_cannot_write_in_is_one_line_before_any_work(tmp_path, corpus, capsys, monkeypatch,
+                                                                      command, out):  # fmt: skip
+    """An --out folder that exists but can't be written in passed the checks: the command trained, counted or
+    indexed, then failed naming a temporary file (Permission denied: .../vectors.txt.x1y2z3.tmp)."""
+    import os
+
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)  # root may write there all the same: os.access reads the mode bits as a user's would
+    monkeypatch.setattr(
+        os, "access", lambda p, mode, **k: not mode & os.W_OK or bool(os.stat(p).st_mode & 0o222)
+    )
+    args = [a.format(c=corpus) for a in command] + ["--out", out.format(o=folder)]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    said = f"cannot write --out {args[-1]}: the folder {folder} is not writable; give another --out"
+    assert captured.err == f"rnnkit: error: {said}\n"
+    assert not list(folder.iterdir())

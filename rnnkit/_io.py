@@ -18,7 +18,11 @@ os.umask(UMASK)
 def atomic_open(path, mode: str = "w", **kw):
     """open(path, mode) for writing, whose content replaces `path` only once the block ends without error."""
     path = pathlib.Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    except OSError as e:  # a missing or read-only folder: named by the file asked for, not the temporary one
+        e.filename = str(path)
+        raise
     try:
         with os.fdopen(fd, mode, **kw) as f:
             yield f

@@ -515,3 +515,12 @@ def test_restrict_limits_the_analogy_answers_too(tmp_path):
     path.write_text(": family\nman king woman queen\n")
     assert wv.evaluate_analogies(path) == (0.0, 1)  # 'queenly' is nearer
     assert wv.evaluate_analogies(path, restrict=set(words[:4])) == (1.0, 1)
+
+
+def test_a_save_into_a_missing_folder_names_the_file_asked_for(tmp_path):
+    """The error named the temporary file the write begins with (v.txt.x1y2z3.tmp), which the user never asked for."""
+    wv = WordVectors(["a", "b"], np.ones((2, 3), np.float32))
+    path = tmp_path / "missing" / "v.txt"
+    with pytest.raises(FileNotFoundError) as e:
+        wv.save(path)
+    assert e.value.filename == str(path)

@@ -18,6 +18,7 @@ import time
 
 import torch
 
+from rnnkit._io import write_text
 from rnnkit._native_build import cpu_fields
 
 RESULTS = pathlib.Path(__file__).with_name("RESULTS.md")
@@ -84,9 +85,7 @@ def update_results(name: str, markdown: str) -> None:
             j = i + len(begin) + following.start() if following else len(text)
             block += "\n\n" if following else "\n"
         text = text[:i] + block + text[j:]
-    tmp = RESULTS.with_name(RESULTS.name + ".tmp")  # a kill mid-write leaves the old file whole
-    tmp.write_text(text)
-    tmp.replace(RESULTS)
+    write_text(RESULTS, text)  # a kill or a failed write leaves the old file whole, and no temporary file
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:

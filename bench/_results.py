@@ -69,7 +69,7 @@ def update_results(name: str, markdown: str) -> None:
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     block = f"{begin}\n{markdown.rstrip()}\n{end}"
     text = (
-        RESULTS.read_text()
+        RESULTS.read_text(encoding="utf-8")
         if RESULTS.exists()
         else "# Benchmark results\n\nWritten by the scripts in bench/.\n"
     )

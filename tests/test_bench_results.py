@@ -29,3 +29,32 @@ except OSError as e:
     assert done.returncode == 0 and done.stdout.startswith("failed: "), done.stderr
     assert results.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["RESULTS.md"]
+
+
+def test_results_md_is_read_as_utf8_whatever_the_locale(tmp_path):
+    """RESULTS.md (±, ≈, Σ in its tables) was read in the locale's encoding: under an ASCII locale every benchmark
+    failed at its end with a UnicodeDecodeError, its tables lost."""
+    import os
+
+    results = tmp_path / "RESULTS.md"
+    results.write_text(
+        "# Benchmark results\n\n<!-- a:begin -->\n1.00 ± 0.01\n<!-- a:end -->\n", encoding="utf-8"
+    )
+    script = f"""
+import pathlib, sys
+sys.path.insert(0, {str(BENCH)!r})
+import _results
+_results.RESULTS = pathlib.Path({str(results)!r})
+_results.update_results("b", "2.00 \\u2248 2")  # (the command line itself is ASCII, as the locale)
+"""
+    env = {
+        **os.environ,
+        "LC_ALL": "C",
+        "PYTHONUTF8": "0",
+        "PYTHONCOERCECLOCALE": "0",
+        "PYTHONIOENCODING": "utf-8",
+    }
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    text = results.read_text(encoding="utf-8")
+    assert "1.00 ± 0.01" in text and "<!-- b:begin -->\n2.00 ≈ 2\n<!-- b:end -->" in text

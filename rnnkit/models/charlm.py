@@ -358,8 +358,11 @@ def load_run(run):
         raise RnnkitError(f"{bad}: its vocabulary ({len(chars)} characters) does not match its model "
                           f"({cfg.model.vocab_size} characters)")  # fmt: skip
     _check_vocab_json(path, chars)
-    with torch.random.fork_rng(devices=[]):  # its random initial weights are overwritten: the caller's stream
-        model = CharLM(cfg.model)  # (torch.manual_seed, then sampling) is left as it was
+    try:  # its random initial weights are overwritten: the caller's stream (torch.manual_seed, then sampling)
+        with torch.random.fork_rng(devices=[]):  # is left as it was
+            model = CharLM(cfg.model)
+    except (RnnkitError, ValueError, TypeError) as e:  # sizes or a dropout no training run saves
+        raise RnnkitError(f"{bad}: its config makes no model ({str(e).splitlines()[0][:100]})") from None
     try:
         model.load_state_dict(ckpt["model"])
     except (RuntimeError, TypeError, AttributeError) as e:  # missing, unexpected or misshapen weights

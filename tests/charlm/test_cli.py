@@ -434,6 +434,11 @@ def _damage(path, how, tmp_path):
         (lambda c: c.update(config=c["config"].replace('"hidden_size": 16', '"hidden_size": 32')),
          "its weights do not fit its config \\(size mismatch for rnn.cells.0"),
         (lambda c: c.update(version="1"), "no valid checkpoint format version"),
+        # a config that makes no model: a ValueError's traceback from torch.nn.Dropout, or a line naming no file
+        (lambda c: c.update(config=c["config"].replace('"dropout": 0.0', '"dropout": 2.0')),
+         r"bad\.pt is not a usable rnnkit checkpoint: its config makes no model \(dropout probability"),
+        (lambda c: c.update(config=c["config"].replace('"hidden_size": 16', '"hidden_size": -16')),
+         r"bad\.pt is not a usable rnnkit checkpoint: its config makes no model \(hidden_size must be"),
     ],
 )  # fmt: skip
 def test_inconsistent_checkpoints_are_one_line_errors(trained, tmp_path, cli, how, message):

@@ -285,7 +285,9 @@ def _read_text(rest: bytes, V: int, E: int):
 def _read_binary(rest: bytes, V: int, E: int):
     words, vectors, pos = [], np.empty((V, E), np.float32), 0
     for i in range(V):
-        space = rest.index(b" ", pos)
+        space = rest.find(b" ", pos)
+        if space < 0:  # (rest.index said "subsection not found")
+            raise ValueError(f"file ends after {i} of its {V} vectors")
         words.append(rest[pos:space].decode("utf-8").lstrip("\n"))
         end = space + 1 + 4 * E
         if end > len(rest):

@@ -524,3 +524,15 @@ def test_a_save_into_a_missing_folder_names_the_file_asked_for(tmp_path):
     with pytest.raises(FileNotFoundError) as e:
         wv.save(path)
     assert e.value.filename == str(path)
+
+
+@pytest.mark.parametrize("cut, message", [(2, "file ends inside the vector of word 10 of 10"),
+                                          (16, "file ends after 9 of its 10 vectors")])  # fmt: skip
+def test_a_truncated_binary_file_says_where_it_ends(tmp_path, cut, message):
+    """Cut between two vectors (a copy or download that stopped), it was 'malformed ...: subsection not found'."""
+    path = tmp_path / "v.bin"
+    WordVectors([f"w{i}" for i in range(10)], np.ones((10, 3), np.float32)).save(path, binary=True)
+    path.write_bytes(path.read_bytes()[:-cut])  # the last record is "w9 " + 12 bytes + "\n": 16 bytes
+    for binary in (None, True):
+        with pytest.raises(RnnkitError, match=f"malformed word2vec file {re.escape(str(path))}: {message};"):
+            WordVectors.load(path, binary)

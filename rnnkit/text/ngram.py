@@ -343,7 +343,7 @@ class NGramLM:
                     model.keys.append(z[f"keys{m}"])
                     model.count.append(z[f"count{m}"])
                 model.cont = [None] + [z[f"cont{m}"] for m in range(1, model.n)] + [model.count[model.n]]
+            model._statistics()  # arrays of another layout (float keys, lengths that differ) fail here
         except _NOT_A_MODEL:
             raise RnnkitError(not_a_model) from None
-        model._statistics()
         return model

@@ -236,3 +236,16 @@ def test_numpy_numbers_as_options_save_and_load(tmp_path):
     again = NGramLM.load(tmp_path / "m.npz")
     assert (again.n, again.discount, again.lower, again.min_freq) == (3, 0.5, True, 1)
     assert again.score("abc").log_prob == m.score("abc").log_prob
+
+
+@pytest.mark.parametrize("change", [lambda z: z["keys2"].astype(np.float64), lambda z: z["keys2"][:-1]])
+def test_a_model_file_whose_arrays_do_not_fit_is_one_line(tmp_path, change):
+    """Arrays of another layout (float keys, counts of another length: another version's file, or one made by hand)
+    passed np.load and failed in the statistics after it, a TypeError or ValueError from np.bincount."""
+    NGramLM(3).fit("the cat sat on the mat\n" * 5).save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz") as z:
+        arrays = dict(z)
+    arrays["keys2"] = change(arrays)
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(RnnkitError, match=r"bad\.npz is not an rnnkit n-gram model"):
+        NGramLM.load(tmp_path / "bad.npz")

@@ -83,6 +83,10 @@ def load_checkpoint(run, resuming: bool = False) -> dict:
     """The checkpoint's dict, or one RnnkitError; `resuming`: read for `rnnkit train --resume`, whose error then
     says how to resume from the run's other checkpoint (a command reading a run takes a file given instead)."""
     path = resolve(run)
+    try:  # zipfile.is_zipfile says False for a file it can't open: permission denied read as "corrupt"
+        open(path, "rb").close()
+    except OSError as e:
+        raise RnnkitError(f"cannot read {path}: {e.strerror}; check its permissions") from None
     if path.stat().st_size == 0 or not zipfile.is_zipfile(path):
         raise RnnkitError(
             f"{path} is not an rnnkit checkpoint (corrupt, truncated or another format); {_instead(path, resuming)}"

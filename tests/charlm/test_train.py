@@ -916,3 +916,25 @@ def test_a_second_ctrl_c_just_after_a_metrics_row_is_written_does_not_write_it_a
     assert sum("stopping after this step" in line for line in lines) == 1
     assert [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.csv")] == ["1", "2", "3"]
     assert load_checkpoint(tmp_path / "run" / "latest.pt")["progress"]["step"] == 3
+
+
+def test_a_checkpoint_it_may_not_read_is_named_so_not_corrupt(tmp_path, monkeypatch):
+    """zipfile.is_zipfile says False for a file it can't open: permission denied read as 'not an rnnkit checkpoint
+    (corrupt, truncated or another format)', and the fix offered was the run's other checkpoint."""
+    import builtins
+
+    path = tmp_path / "best.pt"
+    save_checkpoint(path, {"config": "{}", "chars": "ab"})
+    save_checkpoint(tmp_path / "latest.pt", {"config": "{}", "chars": "ab"})
+    real_open = builtins.open
+
+    def denied(file, *args, **kwargs):  # chmod 000, which root reads all the same
+        if str(file) == str(path):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", denied)
+    with pytest.raises(
+        RnnkitError, match=f"^cannot read {re.escape(str(path))}: Permission denied; check its permissions$"
+    ):
+        load_checkpoint(tmp_path)

@@ -18,8 +18,9 @@ os.umask(UMASK)
 def atomic_open(path, mode: str = "w", **kw):
     """open(path, mode) for writing, whose content replaces `path` only once the block ends without error."""
     path = pathlib.Path(path)
+    target = pathlib.Path(os.path.realpath(path))  # through a link, its file: the rename replaced the link
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".tmp")
     except OSError as e:  # a missing or read-only folder: named by the file asked for, not the temporary one
         e.filename = str(path)
         raise
@@ -29,7 +30,7 @@ def atomic_open(path, mode: str = "w", **kw):
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes it owner-only; as any other file the user writes
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except OSError as e:
         if e.filename is None:  # a failed write names no file: the one being written
             e.filename = str(path)

@@ -536,3 +536,16 @@ def test_a_truncated_binary_file_says_where_it_ends(tmp_path, cut, message):
     for binary in (None, True):
         with pytest.raises(RnnkitError, match=f"malformed word2vec file {re.escape(str(path))}: {message};"):
             WordVectors.load(path, binary)
+
+
+def test_a_save_through_a_symbolic_link_writes_the_file_it_points_to(tmp_path):
+    """The rename that makes a save whole put a file in the link's place: the link was gone, and the file it
+    pointed to (kept elsewhere, shared) kept the old vectors."""
+    store = tmp_path / "store"
+    store.mkdir()
+    WordVectors(["a"], np.zeros((1, 2), np.float32)).save(store / "v.txt")
+    link = tmp_path / "v.txt"
+    link.symlink_to(store / "v.txt")
+    WordVectors(["b"], np.ones((1, 2), np.float32)).save(link)
+    assert link.is_symlink() and WordVectors.load(store / "v.txt").words == ["b"]
+    assert sorted(p.name for p in store.iterdir()) == ["v.txt"]

@@ -32,8 +32,8 @@ def atomic_open(path, mode: str = "w", **kw):
         os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes it owner-only; as any other file the user writes
         os.replace(tmp, target)
     except OSError as e:
-        if e.filename is None:  # a failed write names no file: the one being written
-            e.filename = str(path)
+        if e.filename in (None, tmp):  # a failed write names no file, the rename the temporary one
+            e.filename, e.filename2 = str(path), None  # (.../v.txt.x1y2z3.tmp -> .../v.txt)
         raise
     finally:
         if os.path.exists(tmp):

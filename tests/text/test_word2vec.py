@@ -549,3 +549,13 @@ def test_a_save_through_a_symbolic_link_writes_the_file_it_points_to(tmp_path):
     WordVectors(["b"], np.ones((1, 2), np.float32)).save(link)
     assert link.is_symlink() and WordVectors.load(store / "v.txt").words == ["b"]
     assert sorted(p.name for p in store.iterdir()) == ["v.txt"]
+
+
+def test_a_save_over_a_folder_names_the_folder(tmp_path):
+    """The rename's error named the temporary file (Is a directory: '.../v.txt.x1y2z3.tmp' -> '.../v.txt'), and the
+    command line's one line named only that file."""
+    (tmp_path / "v.txt").mkdir()
+    with pytest.raises(IsADirectoryError) as e:
+        WordVectors(["a"], np.ones((1, 3), np.float32)).save(tmp_path / "v.txt")
+    assert e.value.filename == str(tmp_path / "v.txt") and ".tmp" not in str(e.value)
+    assert [p.name for p in tmp_path.iterdir()] == ["v.txt"]

@@ -186,7 +186,7 @@ class WordVectors:
                 )
             path = found
         try:
-            data = path.read_bytes()
+            data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")  # a byte-order mark (an editor's): no text
         except OSError as e:
             raise RnnkitError(f"cannot read vectors {path}: {e.strerror}") from None
         try:

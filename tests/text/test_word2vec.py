@@ -559,3 +559,12 @@ def test_a_save_over_a_folder_names_the_folder(tmp_path):
         WordVectors(["a"], np.ones((1, 3), np.float32)).save(tmp_path / "v.txt")
     assert e.value.filename == str(tmp_path / "v.txt") and ".tmp" not in str(e.value)
     assert [p.name for p in tmp_path.iterdir()] == ["v.txt"]
+
+
+def test_a_text_file_saved_with_a_byte_order_mark_reads(tmp_path):
+    """A vectors file saved by a Windows editor starts with a UTF-8 byte-order mark: its header read as 'binary
+    data, not the V E header', where every other text file rnnkit reads takes the mark as no part of the text."""
+    path = tmp_path / "v.txt"
+    path.write_bytes("\ufeff2 3\nthe 1 2 3\ncafé 4 5 6\n".encode())
+    wv = WordVectors.load(path)
+    assert wv.words == ["the", "café"] and wv["café"].tolist() == [4, 5, 6]

@@ -36,8 +36,9 @@ class WordVectors:
             raise RnnkitError(f"the vector of {self.words[row]!r} is not finite in float32 (NaN, or beyond "
                               "±3.4e38); word vectors must be finite numbers")  # fmt: skip
         self.index = {w: i for i, w in enumerate(self.words)}
-        norms = np.linalg.norm(self.vectors, axis=1, keepdims=True)
-        self.unit = self.vectors / np.where(norms > 0, norms, 1)
+        # |x|² summed in float64 (in float32 it overflows past |x| = 1.8e19), row by row: no float64 copy of them all
+        norms = np.sqrt(np.einsum("ve,ve->v", self.vectors, self.vectors, dtype=np.float64))[:, None]
+        self.unit = self.vectors / np.where(norms > 0, norms, 1).astype(np.float32)
 
     def __contains__(self, word: str) -> bool:
         return word in self.index

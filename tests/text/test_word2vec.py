@@ -568,3 +568,11 @@ def test_a_text_file_saved_with_a_byte_order_mark_reads(tmp_path):
     path.write_bytes("\ufeff2 3\nthe 1 2 3\ncafé 4 5 6\n".encode())
     wv = WordVectors.load(path)
     assert wv.words == ["the", "café"] and wv["café"].tolist() == [4, 5, 6]
+
+
+def test_vectors_whose_norm_overflows_float32_keep_their_direction():
+    """|x|² was summed in float32: past about 1.8e19 it overflowed (a RuntimeWarning), the unit vector became 0 and
+    every cosine with that word read 0."""
+    wv = WordVectors(["a", "b", "c"], np.array([[2e19, 0], [1, 0], [0, 1]], np.float32))
+    assert wv.similarity("a", "b") == pytest.approx(1.0) and wv.similarity("a", "c") == 0.0
+    assert wv.neighbours("a", 1)[0][0] == "b"

@@ -188,6 +188,9 @@ class TfidfIndex:
         try:
             meta = json.loads((d / "index.json").read_text(encoding="utf-8"))
             index = cls(TfidfConfig(**meta["config"]))
+            with open(d / "tfidf.npz", "rb") as f:  # (missing, or unreadable: said as it was)
+                if not zipfile.is_zipfile(f):  # np.load would offer to unpickle it
+                    raise ValueError("its tfidf.npz is not a numpy .npz archive (damaged or replaced)")
             index.matrix = sp.load_npz(d / "tfidf.npz").tocsr()
             index.terms, index.idf = meta["terms"], np.array(meta["idf"])
             if index.matrix.shape[1] != len(index.terms) or len(index.idf) != len(index.terms):

@@ -153,3 +153,13 @@ def test_a_query_of_stop_words_alone_says_so():
         index.search("zebra")
     with pytest.raises(RnnkitError, match="no term of the query 'the' is in the index"):
         TfidfIndex().fit(["a cat"]).search("the")  # (no stop words dropped: the documents lack it)
+
+
+def test_a_matrix_file_that_is_no_npz_is_not_offered_to_unpickle(tmp_path):
+    """np.load reads a file that is not a zip archive as .npy or else as a pickle: a damaged or replaced tfidf.npz
+    said 'This file contains pickled (object) data. If you trust the file you can load it unsafely'."""
+    TfidfIndex().fit(DOCS).save(tmp_path)
+    (tmp_path / "tfidf.npz").write_bytes(b"\x80\x04not an archive at all")
+    with pytest.raises(RnnkitError, match=r"tfidf\.npz is not a numpy \.npz archive") as e:
+        TfidfIndex.load(tmp_path)
+    assert "pickle" not in str(e.value)

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import pathlib
 from dataclasses import asdict
 
@@ -244,8 +245,8 @@ def _out_file(path, make: bool = True) -> pathlib.Path:
     if not str(path).strip():
         raise RnnkitError("--out is empty; give a file name, e.g. model.npz")
     out = pathlib.Path(path)
-    if out.is_dir():
-        raise RnnkitError(f"--out {out} is a folder; give a file name, e.g. {out / 'model.npz'}")
+    if out.is_dir() or str(path).endswith(("/", os.sep)):  # models/ names a folder (pathlib drops the slash)
+        raise RnnkitError(f"--out {path} is a folder; give a file name, e.g. {out / 'model.npz'}")
     if out.parent.exists() and not out.parent.is_dir():
         raise RnnkitError(f"--out {out}: {out.parent} is a file, not a folder; give another path")
     check_writable(out, out.parent)

@@ -691,3 +691,11 @@ def test_an_out_folder_it_cannot_write_in_is_one_line_before_any_work(tmp_path, 
     said = f"cannot write --out {args[-1]}: the folder {folder} is not writable; give another --out"
     assert captured.err == f"rnnkit: error: {said}\n"
     assert not list(folder.iterdir())
+
+
+def test_ngram_train_out_with_a_trailing_slash_is_a_folder_not_a_file(tmp_path, corpus, capsys):
+    """--out models/ (a folder that is not there yet) wrote the file models.npz beside it."""
+    out = tmp_path / "models"
+    assert main(["ngram", "train", str(corpus), "--out", f"{out}/"]) == 2
+    _one_error_line(capsys, f"--out {out}/ is a folder; give a file name, e.g. {out / 'model.npz'}")
+    assert not list(tmp_path.glob("models*"))

@@ -14,6 +14,7 @@ Version 1 (no param_names) was written before the cells torch.nn has listed thei
 order; it had each b_xh right after its W_xh (train.loop.restore reads both).
 """
 
+import collections
 import pathlib
 import pickle
 import re
@@ -31,15 +32,17 @@ VERSION = 2
 def _unloadable(x, where="payload"):
     """Where in `x` something sits that a weights_only load refuses (a numpy array, a config object, ...),
     or None: tensors, numbers, strings, None and dicts, lists and tuples of them only."""
-    if x is None or isinstance(x, bool | int | float | str | torch.Tensor | torch.Size):
+    # the types themselves: numpy's float64 and str_ subclass float and str, a defaultdict dict and a namedtuple
+    # tuple, and loading refuses them all as objects of their own
+    if x is None or type(x) in (bool, int, float, str, torch.Size) or isinstance(x, torch.Tensor):
         return None
-    if isinstance(x, dict):
+    if type(x) in (dict, collections.OrderedDict, collections.Counter):  # (a state_dict is an OrderedDict)
         for k, v in x.items():
             bad = _unloadable(k, where) or _unloadable(v, f"{where}[{k!r}]")
             if bad:
                 return bad
         return None
-    if isinstance(x, list | tuple):
+    if type(x) in (list, tuple):
         return next((bad for i, v in enumerate(x) if (bad := _unloadable(v, f"{where}[{i}]"))), None)
     return f"{where} ({type(x).__name__})"
 

@@ -938,3 +938,19 @@ def test_a_checkpoint_it_may_not_read_is_named_so_not_corrupt(tmp_path, monkeypa
         RnnkitError, match=f"^cannot read {re.escape(str(path))}: Permission denied; check its permissions$"
     ):
         load_checkpoint(tmp_path)
+
+
+def test_save_checkpoint_refuses_numpy_numbers_that_loading_would_refuse(tmp_path):
+    """A numpy float64 or str_ is a float or str to isinstance (a namedtuple a tuple, a defaultdict a dict): the check
+    let it through, the checkpoint was written, and loading it (weights_only) refused it as 'a Python object that
+    only running code could make'."""
+    import collections
+
+    import numpy as np
+
+    pair = collections.namedtuple("pair", "a b")
+    for value, name in [(np.float64(1.5), "float64"), (np.str_("a"), "str_"), (pair(1, 2), "pair"),
+                        (collections.defaultdict(list), "defaultdict")]:  # fmt: skip
+        with pytest.raises(RnnkitError, match=rf"payload\['progress'\]\['best_val'\] \({name}\) is not one"):
+            save_checkpoint(tmp_path / "c.pt", {"progress": {"best_val": value}})
+    assert not list(tmp_path.iterdir())

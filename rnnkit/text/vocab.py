@@ -60,7 +60,9 @@ class Vocabulary:
             )
         if min_freq < 1:
             raise RnnkitError(f"min_freq must be >= 1, got {min_freq}")
-        kept = [(t, c) for t, c in counts.most_common() if c >= min_freq and not (unk and t == UNK)]
+        # a Counter's most_common (a plain dict of counts has none); numpy's int64 counts are no JSON numbers
+        kept = [(t, int(c) if isinstance(c, Integral) else c) for t, c in Counter(counts).most_common()
+                if c >= min_freq and not (unk and t == UNK)]  # fmt: skip
         if max_size is not None:
             if isinstance(max_size, bool) or not isinstance(max_size, Integral) or max_size < 1:
                 # 0 or -1 gave a vocabulary of one id (<unk>), more than asked for; 2.5 a slicing TypeError
@@ -72,7 +74,8 @@ class Vocabulary:
         self.stoi = {t: i for i, t in enumerate(self.itos)}
         self.counts = [0] * int(unk) + [c for _, c in kept]
         if unk:  # <unk> counts every occurrence of the tokens it replaces
-            self.counts[0] = sum(counts.values()) - sum(self.counts)
+            total = sum(counts.values())
+            self.counts[0] = (int(total) if isinstance(total, Integral) else total) - sum(self.counts)
 
     @classmethod
     def build(cls, tokens: Iterable[str], **kwargs) -> "Vocabulary":

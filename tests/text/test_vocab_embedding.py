@@ -170,3 +170,17 @@ def test_saved_vocabularies_and_word_pairs_read_as_utf8_whatever_the_locale(tmp_
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "v.json"), str(tmp_path / "pairs.txt")],
                           env=env, capture_output=True, text=True, encoding="utf-8", errors="replace")  # fmt: skip
     assert done.returncode == 0, done.stderr[-500:]
+
+
+def test_a_vocabulary_of_counts_from_numpy_saves_and_loads(tmp_path):
+    """Counts from np.unique (a dict of numpy int64) failed twice: a plain dict has no most_common (an
+    AttributeError, though a Mapping is what the constructor asks for), and numpy's int64 is no JSON number (save
+    raised TypeError: Object of type int64 is not JSON serializable)."""
+    import numpy as np
+
+    tokens, counts = np.unique(np.array("a b a c a b".split()), return_counts=True)
+    vocab = Vocabulary(dict(zip(tokens, counts)))
+    assert vocab.itos == ["<unk>", "a", "b", "c"] and vocab.counts == [0, 3, 2, 1]
+    vocab.save(tmp_path / "v.json")
+    again = Vocabulary.load(tmp_path / "v.json")
+    assert again.itos == vocab.itos and again.counts == vocab.counts

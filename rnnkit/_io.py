@@ -8,6 +8,7 @@ call malformed. Checkpoints go the same way (rnnkit.train.checkpoint).
 import contextlib
 import os
 import pathlib
+import stat
 import tempfile
 
 UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it), then put back
@@ -29,7 +30,11 @@ def atomic_open(path, mode: str = "w", **kw):
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes it owner-only; as any other file the user writes
+        try:  # a file replaced keeps its mode (a 0600 run file stays private); mkstemp makes it owner-only
+            mode_bits = stat.S_IMODE(os.stat(target).st_mode)
+        except FileNotFoundError:  # a new one: as any other file the user writes
+            mode_bits = 0o666 & ~UMASK
+        os.chmod(tmp, mode_bits)
         os.replace(tmp, target)
     except OSError as e:
         if e.filename in (None, tmp):  # a failed write names no file, the rename the temporary one

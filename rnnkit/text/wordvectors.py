@@ -10,6 +10,7 @@ Formats:  text:    "V E\\n" then "word x_1 ... x_E\\n" per word
 
 import numbers
 import pathlib
+import warnings
 
 import numpy as np
 from scipy.stats import spearmanr
@@ -31,6 +32,16 @@ class WordVectors:
                 f"vectors must be a ({len(self.words)}, E) matrix, one row per word, got shape "
                 f"{self.vectors.shape}; transpose it if its columns are the words"
             )
+        first = {w: i for i, w in reversed(list(enumerate(self.words)))}  # a word's first row
+        if len(first) < len(
+            self.words
+        ):  # as gensim: the first vector of a word is kept, a repeat dropped (the
+            keep = sorted(first.values())  # index took the last, and a repeat came up as its own neighbour)
+            dropped = len(self.words) - len(keep)
+            example = next(w for i, w in enumerate(self.words) if first[w] != i)
+            warnings.warn(f"{dropped} repeated word(s) (such as {example!r}): the first vector of each is kept",
+                          stacklevel=2)  # fmt: skip
+            self.words, self.vectors = [self.words[i] for i in keep], self.vectors[keep]
         if not np.isfinite(self.vectors).all():
             row = int(np.flatnonzero(~np.isfinite(self.vectors).all(axis=1))[0])
             raise RnnkitError(f"the vector of {self.words[row]!r} is not finite in float32 (NaN, or beyond "

@@ -576,3 +576,15 @@ def test_vectors_whose_norm_overflows_float32_keep_their_direction():
     wv = WordVectors(["a", "b", "c"], np.array([[2e19, 0], [1, 0], [0, 1]], np.float32))
     assert wv.similarity("a", "b") == pytest.approx(1.0) and wv.similarity("a", "c") == 0.0
     assert wv.neighbours("a", 1)[0][0] == "b"
+
+
+def test_a_repeated_word_keeps_its_first_vector_as_gensim_does(tmp_path):
+    """A vectors file with a word twice: the index took the last row and the other came up as the word's own
+    nearest neighbour; gensim keeps the first vector and drops the repeat, with a warning."""
+    path = tmp_path / "v.txt"
+    path.write_text("3 2\ncat 1 0\ndog 0 1\ncat 0.9 0.1\n")
+    with pytest.warns(UserWarning, match=r"1 repeated word\(s\) \(such as 'cat'\): the first vector"):
+        wv = WordVectors.load(path)
+    assert wv.words == ["cat", "dog"]
+    np.testing.assert_array_equal(wv["cat"], [1, 0])
+    assert [w for w, _ in wv.neighbours("cat", 5)] == ["dog"]

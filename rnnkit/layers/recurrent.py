@@ -58,7 +58,9 @@ def _input_affine(cell):
 def _affine_projects(cls):
     """Whether cls's project_input is its input_affine's (see _input_affine). Asked of the class's MRO once (3 µs a
     call, every layer call); a class whose methods are replaced afterwards (cls.project_input = ...) is asked again:
-    the answer is kept with the two functions it was read from."""
+    the answer is kept with the two functions it was read from. A constant of a graph torch.compile traces (as
+    cells._base._math_class): dynamo traced the cache and guarded on it, empty on the first call and filled by it, so
+    the second call of a model compiled first in a process compiled it all again ("not _AFFINE_PROJECTS")."""
     fns = (cls.project_input, cls.input_affine)
     got = _AFFINE_PROJECTS.get(cls)
     if got is not None and got[0] == fns:
@@ -70,6 +72,7 @@ def _affine_projects(cls):
     return answer
 
 
+_affine_projects._dynamo_marked_constant = True
 _AFFINE_PROJECTS = {}  # cell class -> ((project_input, input_affine) as read, _affine_projects' answer)
 
 

@@ -301,6 +301,24 @@ def test_a_second_call_does_not_compile_again(monkeypatch):
     assert len(graphs) == 1
 
 
+def test_a_second_call_does_not_compile_again_for_the_projection_cache(monkeypatch):
+    """The same for the layer's cache of cell classes whose projection is their input_affine's
+    (layers.recurrent._AFFINE_PROJECTS): empty in a fresh process, filled by the first compiled call, its guard
+    ("not _AFFINE_PROJECTS") failed on the second call, which compiled the whole model again."""
+    from rnnkit.layers import recurrent
+
+    monkeypatch.setattr(recurrent, "_AFFINE_PROJECTS", {})  # as in a fresh process
+    torch.manual_seed(0)
+    layer = Recurrent("gru", 3, 4)
+    x = torch.randn(2, 5, 3)
+    backend, graphs = _counting()
+    torch._dynamo.reset()
+    f = torch.compile(lambda x: layer(x)[0].sum(), backend=backend)
+    for _ in range(3):
+        f(x)
+    assert len(graphs) == 1
+
+
 def test_a_failed_build_is_warned_of_under_compile_too(monkeypatch):
     """Eager, a failed build is one warning (engine.resolve_backend); under torch.compile dynamo traced that
     warnings.warn and dropped it, and a compiled model ran the python loop, 2-3x slower, in silence (say with a

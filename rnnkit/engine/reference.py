@@ -82,8 +82,21 @@ def scan_loop(cell, xw, state0, P, mask, reverse):
         # given, and what it imports uses torch.jit
         warnings.filterwarnings("ignore", "The .grad attribute of a Tensor that is not a leaf", UserWarning)
         warnings.filterwarnings("ignore", "`torch.jit.script_method` is deprecated", DeprecationWarning)
+        _trace_afresh(scan)
         state, hs = scan(combine, init, xs, reverse=reverse)
     return _tied_to_input(cell, xw, hs, tuple(state))
+
+
+def _trace_afresh(scan):
+    """Drop what dynamo compiled for scan's inner function (torch.compile'd by scan, cached by its code object) in
+    an earlier trace: its guards, read on this export's symbolic sizes, fixed them to the sizes that trace had (a
+    batch static in a first export failed a second export with it dynamic: "your code specialized it to be a
+    constant (3)")."""
+    code = next(
+        (c for c in scan.__code__.co_consts if getattr(c, "co_name", None) == "run_flattened_scan"), None
+    )
+    if code is not None:
+        torch._dynamo.eval_frame.reset_code(code)
 
 
 PROBE_COMPILE_ERROR = (

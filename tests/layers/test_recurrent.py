@@ -425,6 +425,21 @@ def test_torch_export_with_a_dynamic_time_dimension(name, kw):
         torch.testing.assert_close(g, w)
 
 
+def test_torch_export_with_a_dynamic_batch_after_an_export_with_a_static_one():
+    """Two exports with a dynamic T in one process, the first with the batch static, the second with it dynamic
+    (torch.export.Dim) at the same example size: the second failed with "You marked B as dynamic but your code
+    specialized it to be a constant (3)", as torch's scan reused what dynamo had compiled for the first export's
+    step, whose guards fixed the batch. Each export traces its scan afresh."""
+    torch.manual_seed(0)
+    layer = Recurrent("gru", 4, 6).eval()
+    x = torch.randn(3, 5, 4)
+    T, B = torch.export.Dim("T", min=2, max=32), torch.export.Dim("B", min=2, max=32)
+    torch.export.export(layer, (x,), dynamic_shapes=({1: T},))
+    program = torch.export.export(layer, (x,), dynamic_shapes=({0: B, 1: T},))
+    x = torch.randn(5, 8, 4)
+    torch.testing.assert_close(program.module()(x), layer(x))
+
+
 def test_a_probe_given_to_torch_export_is_said_to_record_nothing():
     """A GradProbe passed while exporting was accepted in silence and recorded nothing (an exported program holds no
     backward): it is said, and the program computes what the layer does."""

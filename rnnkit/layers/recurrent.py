@@ -998,6 +998,10 @@ def _as_lengths(lengths):
         lengths = [
             int(v) if isinstance(v, numbers.Integral) and not isinstance(v, bool) else v for v in lengths
         ]
+        if lengths and torch.compiler.is_compiling() and all(isinstance(v, int) for v in lengths):
+            # one tensor a length: torch.as_tensor of the list fixed its values in a compiled graph, which was
+            # compiled again for every new list of lengths
+            return torch.stack([torch.tensor(v) for v in lengths])
     elif isinstance(lengths, numbers.Integral) and not isinstance(lengths, bool):
         lengths = int(lengths)
     return torch.as_tensor(lengths)

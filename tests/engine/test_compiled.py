@@ -319,6 +319,21 @@ def test_a_second_call_does_not_compile_again_for_the_projection_cache(monkeypat
     assert len(graphs) == 1
 
 
+def test_lengths_as_a_list_do_not_compile_again_for_every_list():
+    """lengths given as a Python list (as pack_padded_sequence takes them): torch.as_tensor fixed the list's values
+    in the compiled graph, so every new list of lengths compiled the model again, until dynamo's recompile limit.
+    After the first change the lengths are symbolic, as any other int dynamo sees change."""
+    torch.manual_seed(0)
+    layer = Recurrent("gru", 4, 6)
+    x = torch.randn(3, 9, 4)
+    backend, graphs = _counting()
+    torch._dynamo.reset()
+    f = torch.compile(lambda x, lengths: layer(x, lengths=lengths)[0], backend=backend)
+    for lengths in ([9, 2, 3], [9, 5, 1], [4, 9, 7], [8, 8, 8], [1, 2, 9], [3, 6, 5]):
+        torch.testing.assert_close(f(x, lengths), layer(x, lengths=lengths)[0])
+    assert len(graphs) <= 3
+
+
 def test_a_failed_build_is_warned_of_under_compile_too(monkeypatch):
     """Eager, a failed build is one warning (engine.resolve_backend); under torch.compile dynamo traced that
     warnings.warn and dropped it, and a compiled model ran the python loop, 2-3x slower, in silence (say with a

@@ -92,11 +92,13 @@ def _trace_afresh(scan):
     an earlier trace: its guards, read on this export's symbolic sizes, fixed them to the sizes that trace had (a
     batch static in a first export failed a second export with it dynamic: "your code specialized it to be a
     constant (3)")."""
+    consts = getattr(getattr(scan, "__code__", None), "co_consts", ())  # (torch's private names, looked up
     code = next(
-        (c for c in scan.__code__.co_consts if getattr(c, "co_name", None) == "run_flattened_scan"), None
-    )
-    if code is not None:
-        torch._dynamo.eval_frame.reset_code(code)
+        (c for c in consts if getattr(c, "co_name", None) == "run_flattened_scan"), None
+    )  # defensively)
+    reset_code = getattr(torch._dynamo.eval_frame, "reset_code", None)
+    if code is not None and reset_code is not None:
+        reset_code(code)
 
 
 PROBE_COMPILE_ERROR = (

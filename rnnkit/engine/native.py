@@ -306,6 +306,10 @@ def unsupported(cell, xw, P=None):
     functions trace into the loop's kernels (see traced_id), which they depend on."""
     given, cell = cell, cell_class(cell)  # (see engine.run)
     if type(xw) not in (torch.Tensor, torch.nn.Parameter):  # FakeTensor under torch.export, other subclasses
+        if isinstance(
+            xw, torch._subclasses.FakeTensor
+        ):  # a trace (torch.export): its program is torch's ops, as
+            return "quiet"  # the README says; backend="native" warned in a non-strict export only, strict said nothing
         return f"{type(xw).__name__} tensors (the native loop reads a plain tensor's memory)"
     if make_fx_tracing():
         # make_fx on real tensors: its graph holds the ops the dispatcher saw, and the loop's work is none of them

@@ -1143,3 +1143,17 @@ def test_final_state_is_a_tensor_of_its_own_as_torchs(backend):
     out, h = layer(x, h)
     h.mul_(2)
     out.sum().backward()
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_torch_export_of_a_native_layer_says_nothing(strict):
+    """backend="native" exported: the program is torch's ops, as the README says, strict or not; a non-strict
+    export (FakeTensors) warned 'native backend unavailable (FakeTensor tensors ...)' where a strict one said
+    nothing, and a user's export test with warnings as errors failed on it."""
+    from rnnkit import engine
+
+    engine._warned.clear()  # (a warning given once before would hide it)
+    torch.manual_seed(0)
+    layer, x = Recurrent("lstm", 4, 5, backend="native").eval(), torch.randn(2, 6, 4)
+    program = torch.export.export(layer, (x,), strict=strict)  # (pytest: a warning is an error)
+    torch.testing.assert_close(program.module()(x)[0], layer(x)[0])

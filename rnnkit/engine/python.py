@@ -41,11 +41,14 @@ def forward_loop(cell, xw, state0, P, mask, reverse, keep):
     live = None if mask is None else mask != 0
     check = cell._checked_steps  # (a cell of one's own: its first step's outputs, see check_step)
     for t in _order(T, reverse):
-        seen = versions(xw_t=xw, state=state, P=P) if check else None
-        got = cell.step(xw[t], state, P)
+        # a padded step runs on a zero state, see autograd_loop: its caches and us then hold no inf of the state kept
+        # there, which the step's zero gradients multiplied into NaN (dU = Σ dpreᵀ u, dxw, the EXTRAS' gradients)
+        run_on = state if mask is None else tuple(torch.where(live[t], s, 0) for s in state)
+        seen = versions(xw_t=xw, state=run_on, P=P) if check else None
+        got = cell.step(xw[t], run_on, P)
         if check:
             check_unchanged(cell, "step", seen)
-            check_step(cell, got, xw[t], state, P)
+            check_step(cell, got, xw[t], run_on, P)
             check = False
         new, u_t, cache = got
         if mask is not None:

@@ -27,9 +27,13 @@ def autograd_loop(cell, xw, state0, P, mask, reverse, probe=None):
     live = None if mask is None else mask != 0
     check = cell._checked_steps  # (a cell of one's own: its first step's outputs, see check_step)
     for t in order:
-        got = cell.step(xw_t[t], state, P)
+        # a padded step runs on a zero state (its result is discarded): the state kept there may be inf (a relu state
+        # that overflowed at the sequence's last step), and the step's zero gradient times it made every weight
+        # gradient NaN, where torch.nn's packed run has no padded steps
+        run_on = state if mask is None else tuple(torch.where(live[t], s, 0) for s in state)
+        got = cell.step(xw_t[t], run_on, P)
         if check:
-            check_step(cell, got, xw_t[t], state, P)
+            check_step(cell, got, xw_t[t], run_on, P)
             check = False
         new = got[0]
         if mask is not None:
@@ -69,9 +73,10 @@ def scan_loop(cell, xw, state0, P, mask, reverse):
     xs = (xw,) if mask is None else (xw, mask != 0)
 
     def combine(state, inputs):  # (scan forbids outputs that alias inputs or each other: hence the clones)
-        new = tuple(cell.step(inputs[0], state, P)[0])
+        live = inputs[1] if mask is not None else None  # (a padded step on a zero state: see autograd_loop)
+        run_on = state if live is None else tuple(torch.where(live, s, 0) for s in state)
+        new = tuple(cell.step(inputs[0], run_on, P)[0])
         if mask is not None:
-            live = inputs[1]
             return tuple(torch.where(live, n, s) for n, s in zip(new, state)), torch.where(live, new[0], 0)
         new = tuple(n.clone() if any(n is s for s in state) else n for n in new)
         return new, new[0].clone()

@@ -372,9 +372,14 @@ Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optiona
   Tensors dP(P.size());
   at::Tensor h_prev = HH.narrow(0, reverse ? 1 : 0, T_).reshape({T_ * B, H});
   const size_t first = lstm ? 2 : 1;
+  // a padded row's dpre is 0, but its u (h_prev: the state kept there) may be inf, a relu state that overflowed at
+  // the sequence's last step: 0 · inf made every weight gradient NaN (torch.nn's packed run has no padded steps;
+  // the python loops run a padded step on a zero state). Those rows of u are taken as 0.
+  const at::Tensor live = mask ? mask->reshape({T_ * B, 1}) != 0 : at::Tensor();
   for (const GradSpec& g : grad_specs<T, Cell>(r)) {  // dU = dpreᵀ u: ONE GEMM over all T·B rows
     at::Tensor dpre = (g.from_dhw ? dhw : dxw).reshape({T_ * B, -1}).narrow(1, g.col0, g.width);
     at::Tensor u = g.u < 0 ? h_prev : saved[first + g.u].reshape({T_ * B, -1});
+    if (live.defined()) u = at::where(live, u, at::zeros({}, u.options()));
     if (P[g.param]) dP[g.param] = t_mm<T>(dpre, u);
     if (g.bias >= 0 && P[g.bias]) dP[g.bias] = dpre.sum(0);
   }

@@ -597,7 +597,12 @@ class Recurrent(nn.Module):
                 f"input must have 3 dimensions {layout} (or 2 for one sequence (T, D)), got shape {tuple(x.shape)}"
             )
         if not x.is_floating_point():
-            raise RnnkitError(f"input must be a floating-point tensor, got {x.dtype}; embed token ids first")
+            hint = (
+                "take its real part or split it into two features"
+                if x.is_complex()
+                else "embed token ids first"
+            )
+            raise RnnkitError(f"input must be a floating-point tensor, got {x.dtype}; {hint}")
         if x.shape[-1] != self.input_size:
             raise RnnkitError(f"input size is {x.shape[-1]} but the layer expects {self.input_size} {layout}")
         # (not ModuleList's [0] nor nn.Module.__getattr__ for W_xh: 2 µs)

@@ -150,7 +150,11 @@ def test_probe_not_a_probe(probe):
 BAD = [
     (lambda: torch.randn(2, 5, 1, 3), "3 dimensions"),
     (lambda: torch.randn(2, 5, 4), "input size is 4"),
-    (lambda: torch.randint(0, 3, (2, 5, 3)), "floating-point"),
+    (lambda: torch.randint(0, 3, (2, 5, 3)), "floating-point.*embed token ids"),
+    (
+        lambda: torch.randn(2, 5, 3, dtype=torch.complex64),
+        "floating-point.*real part",
+    ),  # (was: embed token ids)
     (lambda: torch.randn(2, 5, 3, dtype=torch.float64), "dtype"),
     (lambda: torch.randn(2, 0, 3), "no time steps"),
 ]

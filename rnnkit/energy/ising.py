@@ -104,6 +104,9 @@ class Ising:
             raise RnnkitError(f"temperatures must be positive numbers that {dtype} holds (about 1e-38 to 3e38 in "
                               f"float32), got {T.tolist()}")  # fmt: skip
         self.J, self.h = check_coupling(J, h)
+        if not math.isfinite(torch.tensor(4 * abs(self.J) + abs(self.h), dtype=dtype).item()):  # J n_i + h
+            raise RnnkitError(f"coupling J and field h must keep the local field J n_i + h (up to 4 |J| + |h|) "
+                              f"within {dtype} (about 3e38 in float32), got J={self.J:g}, h={self.h:g}")  # fmt: skip
         self.update = choice("update", update, UPDATES)
         self.generator = generator
         shape = (len(self.T), size, size)

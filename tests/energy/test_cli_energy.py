@@ -80,6 +80,7 @@ def test_a_patterns_file_saved_with_a_byte_order_mark_reads(tmp_path, text):
         (["rbm", "dbn", "--C", "0"], "--C (inverse regularisation of the classifier) must be a positive"),
         (["ising", "sweep", "--coupling", "nan"], "--coupling must be a finite number, got nan"),
         (["ising", "sweep", "--field", "inf"], "--field must be a finite number, got inf"),
+        (["ising", "sweep", "--coupling", "1e39"], "must keep the local field J n_i + h"),  # -inf energies
         (["ising", "sweep", "--temperatures", "1", "nan"], "--temperatures must be a finite number"),
         (["hopfield", "capacity", "--sizes", "0"], "--sizes (N) must be a positive integer, got 0"),
         (["hopfield", "capacity", "--sizes", "1"], "--sizes (N) must be 2 or more"),  # 1 / (2 ln 1) crashed

@@ -83,6 +83,9 @@ def test_onsager():
         lambda: ising.Ising(8, [1.0]).run(0, 0),
         lambda: ising.Ising(8, [1.0], J=float("nan")),
         lambda: ising.Ising(8, [1.0], h=float("inf")),
+        lambda: ising.Ising(8, [1.0], J=1e39),  # inf in float32: e = -inf and C = nan, exit 0
+        lambda: ising.Ising(8, [1.0], J=1e38),  # its local field 4 J is inf in float32
+        lambda: ising.Ising(8, [1.0], h=-1e39),
         lambda: ising.Ising(8, [1.0], J="a"),
         lambda: ising.Ising(8, "hot"),
         lambda: ising.exact_averages(2, -1.0),

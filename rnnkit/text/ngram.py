@@ -300,6 +300,11 @@ class NGramLM:
             raise RnnkitError(
                 f"temperature must be a number > 0, got {temperature}; for greedy text use complete()"
             )
+        if not np.isfinite(1.0 / temperature):  # alpha = 1/temperature would be inf
+            raise RnnkitError(
+                f"temperature {temperature} is too small: 1/temperature is beyond float64; give 1e-300 or more, "
+                "or use complete() for greedy text"
+            )
         return self.generate(prefix, length, alpha=1.0 / temperature, seed=seed)
 
     # ---- save / load ------------------------------------------------------------------------------

@@ -117,10 +117,11 @@ def ising_figure(results, path, tc=None, onsager=None) -> str:
 
 
 def line_figure(x, ys: dict, path, xlabel, ylabel, title="", logy=False) -> str:
-    """One line per entry of ys against x."""
+    """One line per entry of ys against x, its points in the order of x (x given out of order: no zigzag)."""
     fig, ax = plt.subplots(figsize=(6, 4))
+    order = sorted(range(len(x)), key=lambda i: x[i])
     for label, y in ys.items():
-        ax.plot(x, y, marker="o", ms=3, label=label)
+        ax.plot([x[i] for i in order], [y[i] for i in order], marker="o", ms=3, label=label)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     if logy and any(v > 0 for y in ys.values() for v in y):  # all zero (an exact match): no log scale to draw
         ax.set_yscale("log")

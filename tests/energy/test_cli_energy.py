@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 
@@ -438,3 +440,21 @@ def test_an_out_folder_it_cannot_write_in_is_one_line_before_any_work(command, t
     said = f"cannot write --out {tmp_path}: the folder {tmp_path} is not writable; give another --out"
     assert captured.err == f"rnnkit: error: {said}\n"
     tmp_path.chmod(0o755)
+
+
+def test_cd_check_draws_ks_given_out_of_order_as_a_curve(tmp_path, monkeypatch, capsys):
+    """`rbm cd-check --ks 4 1 2` joined the points in the order given: the curve ran from k = 4 back to 1 and
+    on to 2 (as ising sweep's did for --temperatures out of order) instead of along the k axis."""
+    from rnnkit.energy import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or str(path))
+    assert main(["rbm", "cd-check", "--ks", "4", "1", "2", "--dry-run", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    errors = {int(k): float(e) for k, e in re.findall(r"k=\s*(\d+): .* = (\S+)", out)}
+    try:
+        line = figures[0].axes[0].lines[0]
+        assert list(line.get_xdata()) == [1, 2, 4]
+        assert list(line.get_ydata()) == pytest.approx([errors[1], errors[2], errors[4]], rel=1e-2)
+    finally:
+        plots.plt.close(figures[0])

@@ -121,7 +121,10 @@ class TfidfIndex:
         terms = [self.analyzer(doc) for doc in tqdm(docs, desc="tf-idf", unit=" docs", disable=not progress)]
         self.terms = sorted({t for doc_terms in terms for t in doc_terms})
         if not self.terms:
-            raise RnnkitError("the documents hold no terms (after stop words); give documents with words")
+            dropped = "punctuation and stop words" if self.config.stop_words else "punctuation"
+            raise RnnkitError(
+                f"the documents hold no terms (with {dropped} dropped); give documents with words"
+            )
         self.column = {t: j for j, t in enumerate(self.terms)}
         C = self.counts(docs, terms)
         N, df = C.shape[0], np.bincount(C.indices, minlength=C.shape[1])

@@ -702,3 +702,18 @@ def test_ngram_train_out_with_a_trailing_slash_is_a_folder_not_a_file(tmp_path, 
     assert main(["ngram", "train", str(corpus), "--out", f"{out}/"]) == 2
     _one_error_line(capsys, f"--out {out}/ is a folder; give a file name, e.g. {out / 'model.npz'}")
     assert not list(tmp_path.glob("models*"))
+
+
+@pytest.mark.parametrize(
+    "text, flags, dropped",
+    [(". , !\n-- ;\n", [], "(with punctuation dropped)"),
+     ("the a an\nof the\n", ["--stop-words"], "(with punctuation and stop words dropped)")],
+)  # fmt: skip
+def test_tfidf_index_of_documents_without_terms_says_what_was_dropped(tmp_path, capsys, text, flags, dropped):
+    # documents of punctuation alone, indexed without --stop-words, were said to hold no terms 'after stop words'
+    docs = tmp_path / "docs.txt"
+    docs.write_text(text)
+    assert main(["tfidf", "index", str(docs), "--out", str(tmp_path / "index"), *flags]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]  # after the progress bar
+    assert err == f"rnnkit: error: the documents hold no terms {dropped}; give documents with words"
+    assert not (tmp_path / "index").exists()

@@ -197,6 +197,11 @@ class Word2Vec:
                     self._epoch(*pairs, bar)
             finally:
                 torch.set_num_threads(threads)
+        if not torch.isfinite(self.U).all():  # said as WordVectors says it, it named a word, not the cause
+            raise RnnkitError(
+                f"word2vec training diverged: the word vectors became NaN or infinite; give a smaller --alpha "
+                f"(the learning rate, {c.alpha:g} here; default {Word2VecConfig.alpha})"
+            )
         self.wv = WordVectors(self.vocab.itos, self.U.numpy().copy())
         return self
 

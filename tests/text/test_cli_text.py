@@ -717,3 +717,21 @@ def test_tfidf_index_of_documents_without_terms_says_what_was_dropped(tmp_path, 
     err = capsys.readouterr().err.splitlines()[-1]  # after the progress bar
     assert err == f"rnnkit: error: the documents hold no terms {dropped}; give documents with words"
     assert not (tmp_path / "index").exists()
+
+
+def test_word2vec_that_diverges_names_alpha(tmp_path, corpus, capsys):
+    # said 'the vector of 'the' is not finite in float32 ...; word vectors must be finite numbers': a word, not
+    # the learning rate that made the vectors overflow
+    out = tmp_path / "w2v"
+    argv = [
+        "word2vec",
+        str(corpus),
+        "--out",
+        str(out),
+        *"--dry-run --dimension 8 --epochs 2 --alpha 1e20".split(),
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.splitlines()[-1]  # after the progress bar
+    assert err.startswith("rnnkit: error: word2vec training diverged: the word vectors became NaN or infinite; "
+                          "give a smaller --alpha (the learning rate, 1e+20 here; default 0.025)"), err  # fmt: skip
+    assert not out.exists()

@@ -167,7 +167,7 @@ def hopfield_recall(args) -> None:
     result = net.recall(cues, args.mode, args.max_steps, g)
     m = hopfield.overlap(result.states, xi).diagonal()
     print(
-        f"{_plural(len(xi), 'pattern')} of {xi.shape[1]:,} units, {args.rule} rule, {args.mode} updates: ",
+        f"{_plural(len(xi), 'pattern')} of {_plural(xi.shape[1], 'unit')}, {args.rule} rule, {args.mode} updates: ",
         end="",
     )
     print(result.summary())

@@ -393,6 +393,9 @@ def test_recall_of_one_pattern_says_pattern(tmp_path, capsys):
         == 0
     )
     assert capsys.readouterr().out.startswith("1 pattern of 64 units,")
+    # one unit (a 1x1 image, --units 1) was '1 pattern of 1 units'
+    assert main(["hopfield", "recall", "--random", "1", "--units", "1", "--out", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.startswith("1 pattern of 1 unit,")
 
 
 def test_gaussian_pixels_are_standardised_with_the_training_split_only(tmp_path, monkeypatch, capsys):

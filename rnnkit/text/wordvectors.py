@@ -197,13 +197,16 @@ class WordVectors:
                     "that `rnnkit word2vec --out` wrote"
                 )
             path = found
-        try:
-            data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")  # a byte-order mark (an editor's): no text
+        try:  # the header line, then the rest: no second copy of the file (data.partition(b"\n") made one)
+            with path.open("rb") as f:
+                header = f.readline().removeprefix(
+                    b"\xef\xbb\xbf"
+                )  # a byte-order mark (an editor's): no text
+                rest = f.read()
         except OSError as e:
             raise RnnkitError(f"cannot read vectors {path}: {e.strerror}") from None
         try:
-            header, _, rest = data.partition(b"\n")
-            V, E = _header(header, data)
+            V, E = _header(header.removesuffix(b"\n"), rest)
             if V < 1 or E < 1:
                 raise ValueError(
                     f"its header '{V} {E}' promises no vectors (V words of E numbers, both >= 1)"
@@ -227,13 +230,13 @@ class WordVectors:
         return cls(words, vectors)
 
 
-def _header(header: bytes, data: bytes) -> tuple[int, int]:
+def _header(header: bytes, rest: bytes) -> tuple[int, int]:
     """V and E of the first line "V E", or a ValueError that shows the line read instead (a corpus, another
     command's output: its raw bytes were shown, "invalid literal for int() with base 10: b'PK\\x03\\x04...'")."""
     try:
         V, E = (int(x) for x in header.split())
     except ValueError:
-        if not data.strip():
+        if not header.strip() and not rest.strip():
             raise ValueError("it is empty, with no 'V E' header") from None
         line = header[:40].decode("utf-8", "replace").strip()
         shown = repr(line) if line.isprintable() else "binary data"
@@ -280,18 +283,23 @@ def _is_binary(rest: bytes, V: int, E: int, records: int = 5) -> bool:
 
 
 def _read_text(rest: bytes, V: int, E: int):
-    lines = rest.decode("utf-8").split("\n")  # not splitlines: a word may hold \x85, \u2028 or \x0c
-    lines = lines[:-1] if lines and not lines[-1].strip() else lines  # the last line's newline
-    if len(lines) < V:
-        raise ValueError(f"header says {V} words, file has {len(lines)} lines")
-    words, rows = [], []
-    for n, line in enumerate(lines[:V], start=2):
-        parts = line.rstrip().split(" ")
+    """Line by line into a (V, E) float32 array: a list of V E Python floats took 3 times the file's size."""
+    lines = rest.count(b"\n") + 1  # those of rest.split(b"\n") (not splitlines: a word may hold \x85 or \x0c)
+    if not rest[rest.rfind(b"\n") + 1 :].decode("utf-8").strip():  # the last line's newline
+        lines -= 1
+    if lines < V:
+        raise ValueError(f"header says {V} words, file has {lines} lines")
+    words, vectors, pos = [], np.empty((V, E), np.float32), 0
+    for n in range(2, V + 2):
+        end = rest.find(b"\n", pos)
+        end = len(rest) if end < 0 else end
+        parts = rest[pos:end].decode("utf-8").rstrip().split(" ")
         if len(parts) != E + 1:
             raise ValueError(f"line {n} has {len(parts) - 1} numbers, expected {E}")
         words.append(parts[0])
-        rows.append([float(v) for v in parts[1:]])
-    return words, np.array(rows, dtype=np.float32)
+        vectors[n - 2] = [float(v) for v in parts[1:]]
+        pos = end + 1
+    return words, vectors
 
 
 def _read_binary(rest: bytes, V: int, E: int):

@@ -297,7 +297,8 @@ def _read_text(rest: bytes, V: int, E: int):
         if len(parts) != E + 1:
             raise ValueError(f"line {n} has {len(parts) - 1} numbers, expected {E}")
         words.append(parts[0])
-        vectors[n - 2] = [float(v) for v in parts[1:]]
+        with np.errstate(over="ignore"):  # past float32's ±3.4e38: said by WordVectors, in one line
+            vectors[n - 2] = [float(v) for v in parts[1:]]
         pos = end + 1
     return words, vectors
 

@@ -604,3 +604,12 @@ def test_a_text_file_loads_in_about_twice_its_size_of_memory(tmp_path):
     finally:
         tracemalloc.stop()
     assert wv.vectors.shape == (500, 100) and peak < 3 * path.stat().st_size
+
+
+def test_a_file_with_a_number_beyond_float32_is_one_error_without_a_numpy_warning(tmp_path):
+    """Its 1e39 overflowed float32 in the read with numpy's 'RuntimeWarning: overflow encountered in cast' before
+    the one line that names the word (as the constructor's own cast does, the read says it once)."""
+    path = tmp_path / "v.txt"
+    path.write_text("2 2\na 1 0\nb 1e39 1\n")
+    with pytest.raises(RnnkitError, match="the vector of 'b' is not finite in float32"):
+        WordVectors.load(path)

@@ -125,6 +125,20 @@ class Vocabulary:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Vocabulary":
+        """The vocabulary of `to_dict`; a ValueError names what a damaged one holds instead."""
+        itos, counts, unk = d["itos"], d["counts"], d["unk"]
+        if not isinstance(itos, list) or not all(isinstance(t, str) for t in itos):  # "abc": tokens a, b, c
+            raise ValueError(f"its itos must be a list of tokens (str), got {itos!r:.60}")
+        if not isinstance(counts, list) or len(counts) != len(itos):
+            raise ValueError(
+                f"its counts must be a list of {len(itos)} numbers, one per token, got {counts!r:.60}"
+            )
+        if not isinstance(unk, bool) or unk and itos[:1] != [UNK]:  # unknown tokens were read as token 0
+            raise ValueError(f"its unk must be true (with {UNK!r} as token 0) or false, got {unk!r}")
+        seen = set()
+        twice = next((t for t in itos if t in seen or seen.add(t)), None)
+        if twice is not None:  # stoi kept the last id, decode(encode(t)) gave t from the first
+            raise ValueError(f"the token {twice!r} is in it twice")
         vocab = cls.__new__(cls)
         vocab.itos, vocab.counts, vocab.unk = list(d["itos"]), list(d["counts"]), bool(d["unk"])
         vocab.stoi = {t: i for i, t in enumerate(vocab.itos)}

@@ -184,3 +184,24 @@ def test_a_vocabulary_of_counts_from_numpy_saves_and_loads(tmp_path):
     vocab.save(tmp_path / "v.json")
     again = Vocabulary.load(tmp_path / "v.json")
     assert again.itos == vocab.itos and again.counts == vocab.counts
+
+
+@pytest.mark.parametrize(
+    "damage, said",
+    [
+        ({"itos": "abc"}, r"its itos must be a list of tokens \(str\), got 'abc'"),
+        ({"itos": ["<unk>", "a", "a"]}, "the token 'a' is in it twice"),
+        ({"counts": [1, 2]}, "its counts must be a list of 3 numbers, one per token"),
+        ({"unk": "yes"}, "its unk must be true"),
+        ({"itos": ["a", "<unk>", "b"]}, r"its unk must be true \(with '<unk>' as token 0\)"),
+    ],
+)
+def test_a_damaged_vocabulary_file_is_one_line_naming_the_file(tmp_path, damage, said):
+    """A str as itos loaded as one token per character, a repeated token kept the last id (encode and decode
+    disagreed), an unk that was no bool was read as True: all without a word."""
+    import json
+
+    good = Vocabulary.build("a b b".split()).to_dict()
+    (tmp_path / "v.json").write_text(json.dumps({**good, **damage}))
+    with pytest.raises(RnnkitError, match=f"^cannot read vocabulary {tmp_path / 'v.json'}: {said}"):
+        Vocabulary.load(tmp_path / "v.json")

@@ -442,6 +442,8 @@ def cmd_tfidf_index(args) -> int:
         index = TfidfIndex(config).fit(texts, progress=True)
         index.save(out)
         docs = [{"name": n, "preview": t[:100].replace("\n", " ")} for n, t in zip(names, texts)]
+        # with the sha256 of its tfidf.npz: an index stopped before this file would be read with the old one's
+        docs = {"tfidf_sha256": index.sha256, "documents": docs}
         write_text(out / "documents.json", json.dumps(docs, ensure_ascii=False))
     print(
         f"{len(texts):,} document{'s' if len(texts) != 1 else ''}, {len(index.terms):,} terms -> {args.out}"
@@ -457,6 +459,12 @@ def cmd_tfidf_search(args) -> int:
     path = pathlib.Path(args.index) / "documents.json"
     try:
         docs = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(docs, dict):  # a list alone in an index written without the sha256
+            if docs.get("tfidf_sha256") != index.sha256:
+                raise ValueError(
+                    "it was written with another tfidf.npz (an index stopped before writing it, or a copy from another)"
+                )
+            docs = docs.get("documents")
         if not isinstance(docs, list) or len(docs) != index.matrix.shape[0]:
             raise ValueError(f"it lists {len(docs) if isinstance(docs, list) else 'no'} documents for the "
                              f"index's {index.matrix.shape[0]}")  # fmt: skip

@@ -10,6 +10,8 @@ With the same tokens, tf="count" or "log" (sublinear_tf) and the same smooth_idf
 scikit-learn's `TfidfVectorizer`'s.
 """
 
+import hashlib
+import io
 import json
 import numbers
 import pathlib
@@ -177,12 +179,18 @@ class TfidfIndex:
         return [(int(i), float(cos[i])) for i in best if cos[i] > 0]
 
     def save(self, directory) -> None:
+        """tfidf.npz (the matrix), then index.json (config, terms, IDF and the sha256 of that tfidf.npz: a save
+        stopped between the two leaves a pair that load refuses, not a new matrix read with old terms)."""
         self._fitted()
         d = pathlib.Path(directory)
-        meta = json.dumps({"config": asdict(self.config), "terms": self.terms, "idf": self.idf.tolist()})
+        npz = io.BytesIO()
+        sp.save_npz(npz, self.matrix)
+        self.sha256 = hashlib.sha256(npz.getvalue()).hexdigest()
+        meta = json.dumps({"config": asdict(self.config), "terms": self.terms, "idf": self.idf.tolist(),
+                           "tfidf_sha256": self.sha256})  # fmt: skip
         d.mkdir(parents=True, exist_ok=True)  # the JSON first: a failure there wrote no half index
         with atomic_open(d / "tfidf.npz", "wb") as f:  # each file whole or the old one (rnnkit._io)
-            sp.save_npz(f, self.matrix)
+            f.write(npz.getvalue())
         write_text(d / "index.json", meta)
 
     @classmethod
@@ -191,10 +199,14 @@ class TfidfIndex:
         try:
             meta = json.loads((d / "index.json").read_text(encoding="utf-8"))
             index = cls(TfidfConfig(**meta["config"]))
-            with open(d / "tfidf.npz", "rb") as f:  # (missing, or unreadable: said as it was)
-                if not zipfile.is_zipfile(f):  # np.load would offer to unpickle it
-                    raise ValueError("its tfidf.npz is not a numpy .npz archive (damaged or replaced)")
-            index.matrix = sp.load_npz(d / "tfidf.npz").tocsr()
+            npz = (d / "tfidf.npz").read_bytes()  # (missing, or unreadable: said as it was)
+            if not zipfile.is_zipfile(io.BytesIO(npz)):  # np.load would offer to unpickle it
+                raise ValueError("its tfidf.npz is not a numpy .npz archive (damaged or replaced)")
+            index.sha256 = meta.get("tfidf_sha256")  # None in an index saved without it
+            if index.sha256 not in (None, hashlib.sha256(npz).hexdigest()):
+                raise ValueError("its tfidf.npz is not the one its index.json was saved with (a save that "
+                                 "stopped between the two files, or a file copied from another index)")  # fmt: skip
+            index.matrix = sp.load_npz(io.BytesIO(npz)).tocsr()
             index.terms, index.idf = meta["terms"], np.array(meta["idf"])
             if index.matrix.shape[1] != len(index.terms) or len(index.idf) != len(index.terms):
                 raise ValueError(f"{index.matrix.shape[1]} columns for {len(index.terms)} terms")

@@ -1,5 +1,7 @@
 """Smoke tests of every text subcommand, in-process through the dispatcher on tiny files."""
 
+import shutil
+
 import pytest
 
 from rnnkit.cli import main
@@ -735,3 +737,14 @@ def test_word2vec_that_diverges_names_alpha(tmp_path, corpus, capsys):
     assert err.startswith("rnnkit: error: word2vec training diverged: the word vectors became NaN or infinite; "
                           "give a smaller --alpha (the learning rate, 1e+20 here; default 0.025)"), err  # fmt: skip
     assert not out.exists()
+
+
+def test_tfidf_search_refuses_documents_written_with_another_index(tmp_path, corpus, capsys):
+    """documents.json is written after the index: an index stopped before it kept the old documents.json, whose
+    names and previews were shown for the new index's documents wherever the counts agreed."""
+    for name, tf in (("old", "count"), ("new", "log")):
+        assert main(["tfidf", "index", str(corpus), "--out", str(tmp_path / name), "--tf", tf]) == 0
+    shutil.copy(tmp_path / "old" / "documents.json", tmp_path / "new" / "documents.json")
+    capsys.readouterr()  # the indexes' progress bars
+    assert main(["tfidf", "search", str(tmp_path / "new"), "cat"]) == 2
+    _one_error_line(capsys, "documents.json: it was written with another tfidf.npz")

@@ -1,3 +1,6 @@
+import json
+import shutil
+
 import numpy as np
 import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -163,3 +166,18 @@ def test_a_matrix_file_that_is_no_npz_is_not_offered_to_unpickle(tmp_path):
     with pytest.raises(RnnkitError, match=r"tfidf\.npz is not a numpy \.npz archive") as e:
         TfidfIndex.load(tmp_path)
     assert "pickle" not in str(e.value)
+
+
+def test_a_mixed_index_from_two_saves_is_refused_in_one_line(tmp_path):
+    """tfidf.npz and index.json are each written whole, one after the other: a save stopped between them left the
+    new matrix beside the old terms, config and IDF, read without a word wherever the term counts agreed (here
+    --tf log documents searched with count queries)."""
+    TfidfIndex(TfidfConfig(tf="count")).fit(DOCS).save(tmp_path / "old")
+    TfidfIndex(TfidfConfig(tf="log")).fit(DOCS).save(tmp_path / "new")
+    shutil.copy(tmp_path / "new" / "tfidf.npz", tmp_path / "old" / "tfidf.npz")
+    with pytest.raises(RnnkitError, match="its tfidf.npz is not the one its index.json was saved with"):
+        TfidfIndex.load(tmp_path / "old")
+    meta = json.loads((tmp_path / "old" / "index.json").read_text())
+    del meta["tfidf_sha256"]  # an index saved before the check: read as before
+    (tmp_path / "old" / "index.json").write_text(json.dumps(meta))
+    assert TfidfIndex.load(tmp_path / "old").sha256 is None

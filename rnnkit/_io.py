@@ -26,10 +26,13 @@ def atomic_open(path, mode: str = "w", **kw):
         e.filename = str(path)
         raise
     try:
-        with os.fdopen(fd, mode, **kw) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        try:  # the descriptor stays ours (closefd=False): a mode or option that open() refuses left it open
+            with os.fdopen(fd, mode, closefd=False, **kw) as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            os.close(fd)
         try:  # a file replaced keeps its mode (a 0600 run file stays private); mkstemp makes it owner-only
             mode_bits = stat.S_IMODE(os.stat(target).st_mode)
         except FileNotFoundError:  # a new one: as any other file the user writes

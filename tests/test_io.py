@@ -1,7 +1,9 @@
 import os
 import stat
 
-from rnnkit._io import UMASK, write_text
+import pytest
+
+from rnnkit._io import UMASK, atomic_open, write_text
 
 
 def test_a_replaced_file_keeps_its_mode_and_a_new_one_takes_the_umask(tmp_path):
@@ -14,3 +16,14 @@ def test_a_replaced_file_keeps_its_mode_and_a_new_one_takes_the_umask(tmp_path):
     write_text(private, "new\n")
     assert private.read_text() == "new\n"
     assert stat.S_IMODE(os.stat(private).st_mode) == 0o600
+
+
+@pytest.mark.parametrize("mode, kw", [("q", {}), ("wb", {"encoding": "utf-8"}), ("w", {"newline": "?"})])
+def test_a_file_that_fdopen_refuses_leaks_no_file_descriptor(tmp_path, mode, kw):
+    """os.fdopen raising before it took the descriptor (a mode that is none, an encoding for bytes) left mkstemp's descriptor open: one
+    leaked per call, until 'Too many open files'."""
+    before = sorted(os.listdir("/proc/self/fd"))
+    with pytest.raises(ValueError):
+        with atomic_open(tmp_path / "f.txt", mode, **kw):
+            pass
+    assert sorted(os.listdir("/proc/self/fd")) == before and list(tmp_path.iterdir()) == []

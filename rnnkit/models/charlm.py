@@ -363,6 +363,12 @@ def load_run(run):
             model = CharLM(cfg.model)
     except (RnnkitError, ValueError, TypeError) as e:  # sizes or a dropout no training run saves
         raise RnnkitError(f"{bad}: its config makes no model ({str(e).splitlines()[0][:100]})") from None
+    state = ckpt["model"] if isinstance(ckpt["model"], dict) else {}  # (not a dict: said by load_state_dict)
+    complex_ = [name for name, w in state.items() if isinstance(w, torch.Tensor) and w.is_complex()]
+    if complex_:  # load_state_dict kept the real part, with only torch's warning
+        raise RnnkitError(
+            f"{bad}: its weights {', '.join(complex_[:3])} are complex numbers; a model's are real"
+        )
     try:
         model.load_state_dict(ckpt["model"])
     except (RuntimeError, TypeError, AttributeError) as e:  # missing, unexpected or misshapen weights

@@ -439,6 +439,9 @@ def _damage(path, how, tmp_path):
          r"bad\.pt is not a usable rnnkit checkpoint: its config makes no model \(dropout probability"),
         (lambda c: c.update(config=c["config"].replace('"hidden_size": 16', '"hidden_size": -16')),
          r"bad\.pt is not a usable rnnkit checkpoint: its config makes no model \(hidden_size must be"),
+        # loaded with torch's 'UserWarning: Casting complex values to real discards the imaginary part'
+        (lambda c: c["model"].update({"head.weight": c["model"]["head.weight"] * (1 + 1j)}),
+         r"bad\.pt is not a usable rnnkit checkpoint: its weights head\.weight are complex numbers"),
     ],
 )  # fmt: skip
 def test_inconsistent_checkpoints_are_one_line_errors(trained, tmp_path, cli, how, message):

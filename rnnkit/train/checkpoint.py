@@ -77,6 +77,9 @@ def resolve(run) -> pathlib.Path:
         raise RnnkitError(
             f"{run} holds no checkpoint (best.pt or latest.pt); train first with `rnnkit train --out {run}`"
         )
+    if run.exists() and not run.is_file():  # (is_file alone said a FIFO was "not found")
+        raise RnnkitError(f"{run} is not a regular file (a pipe, device or socket); give a run folder or a "
+                          "checkpoint file")  # fmt: skip
     if not run.is_file():
         raise RnnkitError(f"{run} not found; give a run folder or a checkpoint file")
     return run

@@ -1,5 +1,6 @@
 import dataclasses
 import math
+import os
 import re
 import zipfile
 
@@ -954,3 +955,15 @@ def test_save_checkpoint_refuses_numpy_numbers_that_loading_would_refuse(tmp_pat
         with pytest.raises(RnnkitError, match=rf"payload\['progress'\]\['best_val'\] \({name}\) is not one"):
             save_checkpoint(tmp_path / "c.pt", {"progress": {"best_val": value}})
     assert not list(tmp_path.iterdir())
+
+
+def test_a_pipe_given_as_a_checkpoint_is_named_not_missing(tmp_path):
+    """A FIFO (or a device, a socket) exists but is no regular file: it was said to be 'not found'."""
+    fifo = tmp_path / "model.pt"
+    os.mkfifo(fifo)
+    with pytest.raises(
+        RnnkitError, match=r"model\.pt is not a regular file \(a pipe, device or socket\); give"
+    ):
+        load_checkpoint(fifo)
+    with pytest.raises(RnnkitError, match=r"missing\.pt not found; give a run folder or a checkpoint file"):
+        load_checkpoint(tmp_path / "missing.pt")

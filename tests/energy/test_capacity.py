@@ -25,6 +25,14 @@ def test_crossing_interpolates_the_first_fall_through_the_level():
     assert capacity.crossing([0.1, 0.2], [1.0, 0.9], 0.5) is None
 
 
+def test_a_curve_that_falls_onto_the_level_crosses_it_there():
+    """Half recalled (0.5) at the last load was reported as 'none': the fall had to end strictly below 1/2."""
+    assert capacity.crossing([0.1, 0.2, 0.3], [1.0, 0.8, 0.5], 0.5) == pytest.approx(0.3)
+    assert capacity.crossing([0.1, 0.2, 0.3], [1.0, 0.5, 0.5], 0.5) == pytest.approx(0.2)  # first reached
+    assert capacity.crossing([0.1, 0.2, 0.3], [0.5, 0.5, 0.2], 0.5) == pytest.approx(0.2)  # as before
+    assert capacity.crossing([0.1, 0.2], [0.4, 0.5], 0.5) is None  # rising onto it is no fall
+
+
 def test_three_pattern_mixtures_are_classified():
     xi = random_patterns(5, 301, torch.Generator().manual_seed(0))  # odd N: no ties in the sign
     mixture = torch.sign(xi[0] + xi[1] - xi[2])

@@ -50,6 +50,8 @@ def pick_next(p: np.ndarray, alpha: float | None, rng: np.random.Generator) -> i
     """Argmax of p when alpha is None, else a sample from p^α / Σ p^α (a token with p = 0 never)."""
     if alpha is None:
         return int(np.argmax(p))
-    logits = np.where(p > 0, alpha * np.log(np.where(p > 0, p, 1.0)), -np.inf)
-    q = np.exp(logits - logits.max())
+    log_p = np.where(p > 0, np.log(np.where(p > 0, p, 1.0)), -np.inf)
+    # α (log p - max log p): 0 at the likeliest, -inf past float64, never NaN (α log p was -inf for all at α = 1e308)
+    with np.errstate(over="ignore"):
+        q = np.exp(alpha * (log_p - log_p.max()))
     return int(rng.choice(len(q), p=q / q.sum()))

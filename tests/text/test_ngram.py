@@ -249,3 +249,12 @@ def test_a_model_file_whose_arrays_do_not_fit_is_one_line(tmp_path, change):
     np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(RnnkitError, match=r"bad\.npz is not an rnnkit n-gram model"):
         NGramLM.load(tmp_path / "bad.npz")
+
+
+def test_a_tiny_temperature_samples_among_the_likeliest_tokens():
+    """1/temperature = 1e308 is finite, but alpha · log p overflowed to -inf for every token where no p is near 1
+    (a uniform unigram model): numpy's overflow warnings, then 'ValueError: Probabilities contain NaN'."""
+    lm = NGramLM(1).fit("abcdefghijklmnopqrstuvwxyz" * 3)
+    assert len(lm.sample(5, prefix="a", temperature=1e-308)) == 5
+    lm = NGramLM(1).fit("aab" * 10)
+    assert lm.sample(8, temperature=1e-308) == "a" * 8  # the likeliest token only

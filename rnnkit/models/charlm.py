@@ -80,13 +80,28 @@ class CharLMConfig:
 def detach(state):
     """The state cut from its graph. One made under torch.inference_mode() (an evaluation calling model(batch)) is
     copied out of it where autograd runs: the next training window failed ("Inference tensors cannot be saved for
-    backward"), where one made under torch.no_grad() trains on."""
+    backward"), where one made under torch.no_grad() trains on. Under torch.compile, which can't trace the question
+    (a graph break; fullgraph=True failed), every state is copied by `_thaw`."""
     if state is None:
         return None
     if isinstance(state, tuple):
         return tuple(detach(s) for s in state)
+    if torch.compiler.is_compiling():
+        return state.detach() if torch.compiler.is_exporting() else _thaw(state.detach())
     thaw = state.is_inference() and not torch.is_inference_mode_enabled()
     return state.clone() if thaw else state.detach()
+
+
+@torch.library.custom_op("rnnkit::thaw", mutates_args=())
+def _thaw(state: torch.Tensor) -> torch.Tensor:
+    """A copy of the state for a compiled graph, one AOTAutograd can't drop: a plain clone it took as free to recompute,
+    and saved the input for backward instead, an inference tensor after an evaluation under torch.inference_mode()."""
+    return state.clone()
+
+
+@_thaw.register_fake
+def _(state):
+    return torch.empty_like(state)
 
 
 def _torch_recurrent(cfg: CharLMConfig, input_size: int) -> nn.Module:

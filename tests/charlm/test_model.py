@@ -55,6 +55,27 @@ def test_training_goes_on_after_an_evaluation_under_inference_mode(torch_rnn):
     torch.testing.assert_close(logits, want)
 
 
+def test_compiled_fullgraph_trains_on_after_an_evaluation_under_inference_mode():
+    """torch.compile(model, fullgraph=True) failed: detach's tensor.is_inference() can't be traced (without fullgraph
+    a graph break); copying the state under compile as a plain clone, which AOTAutograd drops, failed the training
+    window after an evaluation under torch.inference_mode() ("Inference tensors cannot be saved for backward")."""
+    torch._dynamo.reset()
+    m = model(backend="autograd")  # (the unrolled loop, which saved the state given for backward)
+    xs = torch.randint(0, V, (2, 6))
+    want, _ = m.train()(Window(xs[:, 3:], xs[:, 3:]))
+    compiled = torch.compile(m, backend="aot_eager", fullgraph=True)
+    m.state = None
+    compiled(Window(xs[:, :3], xs[:, :3]))[1].backward()
+    with torch.inference_mode():
+        compiled(Window(xs[:, :3], xs[:, :3]))
+    assert m.state[0].is_inference()
+    logits, loss = compiled(Window(xs[:, 3:], xs[:, 3:]))
+    loss.backward()
+    assert not m.state[0].is_inference()
+    m.state = None
+    torch.testing.assert_close(compiled(Window(xs[:, 3:], xs[:, 3:]))[0], want)
+
+
 def test_one_step_at_a_time_equals_the_whole_sequence():
     m = model()
     ids = [1, 4, 2, 6, 0]

@@ -19,6 +19,7 @@ import numbers
 import sys
 import warnings
 
+import numpy as np
 import torch
 from torch import nn
 from torch._subclasses.fake_tensor import is_fake
@@ -1003,10 +1004,14 @@ def _as_lengths(lengths):
         lengths = [
             int(v) if isinstance(v, numbers.Integral) and not isinstance(v, bool) else v for v in lengths
         ]
-        if lengths and torch.compiler.is_compiling() and all(isinstance(v, int) for v in lengths):
+        # (dynamo sees a numpy integer as an ndarray: torch.as_tensor of a list of them failed deep in dynamo)
+        scalar = (int, torch.Tensor, np.ndarray, np.generic)
+        if lengths and torch.compiler.is_compiling() and all(isinstance(v, scalar) for v in lengths):
             # one tensor a length: torch.as_tensor of the list fixed its values in a compiled graph, which was
             # compiled again for every new list of lengths
-            return torch.stack([torch.tensor(v) for v in lengths])
+            return torch.stack(
+                [torch.tensor(v) if isinstance(v, int) else torch.as_tensor(v) for v in lengths]
+            )
     elif isinstance(lengths, numbers.Integral) and not isinstance(lengths, bool):
         lengths = int(lengths)
     return torch.as_tensor(lengths)

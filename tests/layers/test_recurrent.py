@@ -369,6 +369,18 @@ def test_torch_compile_fullgraph_with_the_python_backend():
     torch.testing.assert_close(torch.compile(layer, backend="eager", fullgraph=True)(x)[0], layer(x)[0])
 
 
+def test_torch_compile_takes_lengths_as_a_list_of_numpy_integers_or_scalar_tensors():
+    """Eager code takes lengths as a list of numpy integers (from a dataset's array) or of 0-d tensors; under
+    torch.compile, where dynamo sees a numpy integer as an array, torch.as_tensor of such a list failed deep in dynamo
+    (TorchRuntimeError, "its data is not allocated yet")."""
+    torch.manual_seed(0)
+    layer, x = Recurrent("rnn_tanh", 3, 4, backend="autograd"), torch.randn(2, 5, 3)
+    torch._dynamo.reset()
+    f = torch.compile(lambda x, lengths: layer(x, lengths=lengths)[0], backend="eager", fullgraph=True)
+    for lengths in ([np.int64(5), np.int64(3)], [torch.tensor(2), torch.tensor(5)], (np.int32(4), 1)):
+        torch.testing.assert_close(f(x, lengths), layer(x, lengths=[int(v) for v in lengths])[0])
+
+
 @pytest.mark.parametrize("strict", [False, True])
 @pytest.mark.parametrize("name,kw", [("lstm", {"num_layers": 2}), ("mut1", {"bidirectional": True})])
 def test_torch_export_same_numbers(name, kw, strict):

@@ -614,8 +614,13 @@ class Recurrent(nn.Module):
             raise RnnkitError(f"input is on {x.device} but the layer's weights are on {w.device}; move one")
         if x.dtype != w.dtype and not _autocast_casts(x, w):
             raise RnnkitError(f"input dtype {x.dtype} differs from the weights' {w.dtype}; convert one")
-        if x.shape[1 if self.batch_first else 0] == 0:
+        steps = x.shape[1 if self.batch_first else 0]
+        if steps == 0:
             raise RnnkitError(f"input has no time steps: shape {tuple(x.shape)} {layout}")
+        if isinstance(steps, torch.SymInt) and torch.compiler.is_exporting():
+            # a dynamic T (torch.export.Dim, from 0 unless given a min): the check above ran while tracing only, and
+            # the program failed deep in its scan at T = 0 ("select(): index 0 out of range"); this runs with it
+            torch._assert_async(torch.scalar_tensor(steps) > 0, "rnnkit: input has no time steps (T = 0)")
         return x.transpose(0, 1).contiguous() if self.batch_first else x.contiguous()
 
     def _mask(self, lengths, T, B, xs):

@@ -441,6 +441,21 @@ def test_torch_export_with_a_dynamic_time_dimension(name, kw):
         torch.testing.assert_close(g, w)
 
 
+def test_torch_export_with_a_dynamic_time_dimension_refuses_no_time_steps():
+    """Eager code refuses an input of T = 0 ("input has no time steps"); a program exported with T dynamic (a Dim
+    from 0, torch.export's default) checked it only while tracing, and at T = 0 failed deep in its scan
+    ("IndexError: select(): index 0 out of range")."""
+    torch.manual_seed(0)
+    layer = Recurrent("gru", 4, 6).eval()
+    program = torch.export.export(
+        layer, (torch.randn(3, 5, 4),), dynamic_shapes=({1: torch.export.Dim("T")},)
+    )
+    x = torch.randn(3, 1, 4)
+    torch.testing.assert_close(program.module()(x), layer(x))
+    with pytest.raises(RuntimeError, match="input has no time steps"):
+        program.module()(torch.randn(3, 0, 4))
+
+
 def test_torch_export_with_a_dynamic_batch_after_an_export_with_a_static_one():
     """Two exports with a dynamic T in one process, the first with the batch static, the second with it dynamic
     (torch.export.Dim) at the same example size: the second failed with "You marked B as dynamic but your code

@@ -582,7 +582,9 @@ def affine_input(xs, W, b, tail=0, ident=None):
         parts = (pre, xs) if ident == pre.shape[-1] else (pre[..., :ident], xs, pre[..., ident:])
         pre = joined(torch.cat, parts, dim=-1)
     kept = outputs_kept()
-    if tail and (kept or plain_ops_only()):
+    # (torch.jit.trace records TanhTail as a Python op, which the traced module can't run: "inplace TanhTail not
+    # supported in the JIT", also in torch.onnx.export with dynamo=False)
+    if tail and (kept or plain_ops_only() or torch.jit.is_tracing()):
         pre = tanh_of_tail(pre, tail)
         return pre if b is None else pre + b
     if tail:

@@ -155,3 +155,22 @@ def test_reset_parameters_draws_a_parametrized_weight_as_torch_does():
     m.reset_parameters()
     for (name, p), q in zip(cell.named_parameters(), m.parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
+@pytest.mark.parametrize("D", [3, 4])
+def test_jit_trace_of_a_mut1_step_runs(D):
+    """torch.jit.trace of one step (what torch.onnx.export with dynamo=False records): MUT1's projection ran its
+    in-place TanhTail autograd.Function, which the tracer records as a Python op: the trace failed its own check and
+    the traced cell with "inplace TanhTail not supported in the JIT". Traced, it runs tanh as plain ops."""
+    torch.manual_seed(0)
+    cell, x, h = CELLS["mut1"](D, 4), torch.randn(2, D), torch.randn(2, 4)
+    traced = torch.jit.trace(cell, (x, h))
+    x2, h2 = torch.randn(2, D, requires_grad=True), torch.randn(2, 4)
+    want = cell(x2, h2)
+    got = traced(x2, h2)
+    torch.testing.assert_close(got, want)
+    wants = torch.autograd.grad(want.sum(), (x2, *cell.parameters()))
+    gots = torch.autograd.grad(got.sum(), (x2, *cell.parameters()))
+    for a, b in zip(gots, wants):
+        torch.testing.assert_close(a, b)

@@ -161,6 +161,17 @@ class Cell(nn.Module):
         self.W_xh = nn.Parameter(torch.empty(G * H, input_size))
         self.b_xh = nn.Parameter(torch.empty(G * H)) if bias else None
 
+    def _place(self, device=None, dtype=None) -> None:
+        """torch.nn's factory arguments (`LSTM(64, 128, device=..., dtype=torch.float64)`): the parameters and buffers
+        moved there before reset_parameters draws them, as torch.nn's cells create theirs there (a draw in the default
+        dtype, cast after, gives other weights than torch's for the same seed). Each cell's __init__ calls it last
+        before reset_parameters."""
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise ValueError(f"dtype must be a floating-point torch.dtype (torch.float32, torch.float64, ...), got "
+                             f"{dtype!r}")  # fmt: skip
+        if device is not None or dtype is not None:
+            self.to(device=device, dtype=dtype)
+
     def extra_repr(self) -> str:
         """Sizes as torch.nn prints them: `LSTM(64, 128)`, `Leaky(64, 128, alpha=0.5)`."""
         return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")

@@ -55,10 +55,11 @@ class RNNTanh(Cell):
     step = staticmethod(rnn_tanh_step)
     step_backward = staticmethod(rnn_tanh_step_backward)
 
-    def __init__(self, input_size, hidden_size, bias=True):
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
         super().__init__(input_size, hidden_size, bias)
         H = hidden_size
         recurrent_weights(self, ("W_hh", (H, H)), ("b_hh", (H,) if bias else None))
+        self._place(device, dtype)
         self.reset_parameters()
 
 

@@ -54,8 +54,9 @@ class GRU(Cell):
     step = staticmethod(gru_step)
     step_backward = staticmethod(gru_step_backward)
 
-    def __init__(self, input_size, hidden_size, bias=True):
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
         super().__init__(input_size, hidden_size, bias)
         H = hidden_size
         recurrent_weights(self, ("W_hh", (3 * H, H)), ("b_hh", (3 * H,) if bias else None))
+        self._place(device, dtype)
         self.reset_parameters()

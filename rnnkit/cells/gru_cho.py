@@ -62,8 +62,9 @@ class GRUCho(Cell):
     step = staticmethod(gru_cho_step)
     step_backward = staticmethod(gru_cho_step_backward)
 
-    def __init__(self, input_size, hidden_size, bias=True):
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
         super().__init__(input_size, hidden_size, bias)
         H = hidden_size
         recurrent_weights(self, ("W_hrz", (2 * H, H)), ("W_hh", (H, H)))
+        self._place(device, dtype)
         self.reset_parameters()

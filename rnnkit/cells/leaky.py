@@ -47,7 +47,16 @@ class Leaky(Cell):
     step = staticmethod(leaky_step)
     step_backward = staticmethod(leaky_step_backward)
 
-    def __init__(self, input_size, hidden_size, bias=True, alpha=0.5, learn_alpha: bool = False):
+    def __init__(
+        self,
+        input_size,
+        hidden_size,
+        bias=True,
+        alpha=0.5,
+        learn_alpha: bool = False,
+        device=None,
+        dtype=None,
+    ):
         super().__init__(input_size, hidden_size, bias)
         H = hidden_size
         recurrent_weights(self, ("W_hh", (H, H)), ("b_hh", (H,) if bias else None))
@@ -81,6 +90,7 @@ class Leaky(Cell):
             self.alpha_logit = nn.Parameter(torch.logit(a0.clamp(max=1 - 1e-4)))
         else:
             self.register_buffer("alpha_fixed", a0)
+        self._place(device, dtype)
         self.reset_parameters()  # (last, once α exists: a subclass's reset_parameters may draw it)
 
     def reset_parameters(self):

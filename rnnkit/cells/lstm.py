@@ -65,7 +65,7 @@ class LSTM(Cell):
     step = staticmethod(lstm_step)
     step_backward = staticmethod(lstm_step_backward)
 
-    def __init__(self, input_size, hidden_size, bias=True, forget_bias: float = 1.0):
+    def __init__(self, input_size, hidden_size, bias=True, forget_bias: float = 1.0, device=None, dtype=None):
         # said in one line: a string failed in fill_ below with torch's many-line TypeError, a NaN (or inf) made
         # every output NaN from the first step
         if forget_bias is not None and (
@@ -78,6 +78,7 @@ class LSTM(Cell):
         super().__init__(input_size, hidden_size, bias)
         recurrent_weights(self, *self._recurrent_shapes(hidden_size, bias))
         self.forget_bias = forget_bias
+        self._place(device, dtype)
         self.reset_parameters()  # (once: a second draw gave other weights than torch.nn's for the same seed)
 
     def _recurrent_shapes(self, H, bias):

@@ -48,13 +48,22 @@ class LSTMP(LSTM):
     step = staticmethod(lstmp_step)
     step_backward = staticmethod(lstmp_step_backward)
 
-    def __init__(self, input_size, hidden_size, bias=True, forget_bias: float = 1.0, proj_size: int = 0):
+    def __init__(
+        self,
+        input_size,
+        hidden_size,
+        bias=True,
+        forget_bias: float = 1.0,
+        proj_size: int = 0,
+        device=None,
+        dtype=None,
+    ):
         if isinstance(proj_size, bool) or not isinstance(proj_size, int) or not 0 < proj_size < hidden_size:
             raise ValueError(
                 f"proj_size must be an integer in [1, hidden_size) = [1, {hidden_size}), got {proj_size!r}"
             )
         self.proj_size = proj_size
-        super().__init__(input_size, hidden_size, bias, forget_bias)
+        super().__init__(input_size, hidden_size, bias, forget_bias, device, dtype)
 
     def _recurrent_shapes(self, H, bias):
         P = self.proj_size

@@ -53,7 +53,7 @@ class MUT1(MUTBase, Cell):
     step = staticmethod(mut1_step)
     step_backward = staticmethod(mut1_step_backward)
 
-    def __init__(self, input_size, hidden_size, bias=True):
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
         super().__init__(input_size, hidden_size, bias)
         H = hidden_size
         self.W_xh = torch.nn.Parameter(torch.empty(2 * H, input_size))  # [z, r] only
@@ -61,6 +61,7 @@ class MUT1(MUTBase, Cell):
         self.tanh_tail = H  # [z, r, tanh(x̃)] + b
         self.input_identity = 2 * H if self.W_xp is None else None
         recurrent_weights(self, ("W_hr", (H, H)), ("W_hh", (H, H)))
+        self._place(device, dtype)
         self.reset_parameters()
 
     def input_affine(self):

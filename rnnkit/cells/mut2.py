@@ -54,13 +54,14 @@ class MUT2(MUTBase, Cell):
     step = staticmethod(mut2_step)
     step_backward = staticmethod(mut2_step_backward)
 
-    def __init__(self, input_size, hidden_size, bias=True):
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
         super().__init__(input_size, hidden_size, bias)
         H = hidden_size
         self.W_xh = torch.nn.Parameter(torch.empty(2 * H, input_size))  # [z, h] only
         self._make_projection()
         self.input_identity = H if self.W_xp is None else None  # [z, x̃, h] + b
         recurrent_weights(self, ("W_hzr", (2 * H, H)), ("W_hh", (H, H)))
+        self._place(device, dtype)
         self.reset_parameters()
 
     def input_affine(self):

@@ -52,8 +52,9 @@ class MUT3(Cell):
     step = staticmethod(mut3_step)
     step_backward = staticmethod(mut3_step_backward)
 
-    def __init__(self, input_size, hidden_size, bias=True):
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
         super().__init__(input_size, hidden_size, bias)
         H = hidden_size
         recurrent_weights(self, ("W_hz", (H, H)), ("W_hr", (H, H)), ("W_hh", (H, H)))
+        self._place(device, dtype)
         self.reset_parameters()

@@ -174,3 +174,32 @@ def test_jit_trace_of_a_mut1_step_runs(D):
     gots = torch.autograd.grad(got.sum(), (x2, *cell.parameters()))
     for a, b in zip(gots, wants):
         torch.testing.assert_close(a, b)
+
+
+def test_device_and_dtype_factory_arguments_as_torch_cells():
+    """torch.nn's cells take device= and dtype= (torch.nn.LSTMCell(4, 5, dtype=torch.float64)); rnnkit's cells raised
+    "got an unexpected keyword argument 'dtype'". The parameters are drawn in that dtype, on that device: the same
+    seed gives torch's cell's weights, which a draw in float32 cast after would not."""
+    for name, torch_cell in TORCH_CELLS.items():
+        kw = dict(forget_bias=None) if name == "lstm" else {}
+        torch.manual_seed(0)
+        cell = CELLS[name](4, 5, dtype=torch.float32, **kw)
+        torch.manual_seed(0)
+        m = torch_cell(4, 5, dtype=torch.float32)
+        for (pname, p), q in zip(cell.named_parameters(), m.parameters()):
+            assert p.dtype == torch.float32
+            torch.testing.assert_close(p, q, rtol=0, atol=0, msg=pname)
+        x = torch.randn(3, 4, dtype=torch.float32)
+        torch.testing.assert_close(cell(x), m(x))
+    for name in [*CELLS, "lstmp"]:
+        kw = dict(dtype=torch.float16, device="cpu")
+        cell = LSTMP(4, 6, proj_size=3, **kw) if name == "lstmp" else CELLS[name](4, 6, **kw)
+        assert {t.dtype for t in (*cell.parameters(), *cell.buffers())} == {torch.float16}, name
+        assert cell(torch.randn(2, 4, dtype=torch.float16))[0].dtype == torch.float16
+        meta = (
+            LSTMP(4, 6, proj_size=3, device="meta") if name == "lstmp" else CELLS[name](4, 6, device="meta")
+        )
+        assert {t.device.type for t in meta.parameters()} == {"meta"}, name
+    for dtype in ("float64", torch.int64):
+        with pytest.raises(ValueError, match=r"^dtype must be a floating-point torch.dtype .*got"):
+            CELLS["gru"](4, 5, dtype=dtype)

@@ -19,6 +19,7 @@ import contextlib
 import inspect
 import math
 import numbers
+import warnings
 
 import torch
 from torch import nn
@@ -79,6 +80,14 @@ def fx_forward(module, **kwargs):
     from rnnkit.layers.recurrent import Recurrent  # (which imports this module)
 
     return (Recurrent if isinstance(module, Recurrent) else Cell).forward(module, **kwargs)
+
+
+@contextlib.contextmanager
+def _quiet_trace():
+    """Silences torch.jit.trace's TracerWarnings (a shape check's bools: the sizes are fixed in the trace anyway)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        yield
 
 
 def linear(u, W, b=None):
@@ -259,10 +268,13 @@ class Cell(nn.Module):
                 raise RnnkitError("give the state as state or as hx (torch.nn's name), not both")
             state = hx
         unbatched = isinstance(x_t, torch.Tensor) and x_t.dim() == 1
-        x_t, state = self._checked_step(x_t, state, unbatched)
-        if state is None:
-            state = self.init_state(x_t.shape[0], x_t.dtype, x_t.device)
-        xw_t, P = self.project_input(x_t), self.rec_params()
+        # (torch.jit.trace hands out sizes as tensors: the shape checks and MUT1/MUT2's projection made Python bools
+        # of them, a TracerWarning each, where torch's cells trace silently)
+        with _quiet_trace() if torch.jit.is_tracing() else contextlib.nullcontext():
+            x_t, state = self._checked_step(x_t, state, unbatched)
+            if state is None:
+                state = self.init_state(x_t.shape[0], x_t.dtype, x_t.device)
+            xw_t, P = self.project_input(x_t), self.rec_params()
         got = self.step(xw_t, state, P)
         if self._checked_steps:
             check_step(cell_class(self), got, xw_t, state, P)

@@ -157,7 +157,7 @@ def test_reset_parameters_draws_a_parametrized_weight_as_torch_does():
         torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.parametrize("D", [3, 4])
 def test_jit_trace_of_a_mut1_step_runs(D):
     """torch.jit.trace of one step (what torch.onnx.export with dynamo=False records): MUT1's projection ran its
@@ -203,3 +203,19 @@ def test_device_and_dtype_factory_arguments_as_torch_cells():
     for dtype in ("float64", torch.int64):
         with pytest.raises(ValueError, match=r"^dtype must be a floating-point torch.dtype .*got"):
             CELLS["gru"](4, 5, dtype=dtype)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("name", list(CELLS))
+def test_jit_trace_of_a_step_is_silent_as_torch_cells(name):
+    """torch.jit.trace hands out sizes as tensors: the cell's checks of x_t's and the state's shapes (and MUT1/MUT2's
+    projection) turned them into Python bools and strings, a TracerWarning each (up to 10 a trace), where torch's
+    cells trace silently; with warnings as errors (pytest here) a user's trace of a cell failed."""
+    torch.manual_seed(0)
+    cell = CELLS[name](4, 4)
+    for x in (torch.randn(2, 4), torch.randn(4)):
+        state = tuple(s.detach() for s in cell(x)) if name == "lstm" else cell(x).detach()
+        for args in ((x,), (x, state)):
+            traced = torch.jit.trace(cell, args)
+            got, want = traced(*args), cell(*args)
+            torch.testing.assert_close(got, want)

@@ -310,8 +310,13 @@ class Cell(nn.Module):
         want = " and ".join(str((*lead, w)) for w in widths)
         what = "(h, c)" if self.num_states == 2 else "h"
         if len(given) != self.num_states or not all(isinstance(s, torch.Tensor) for s in given):
-            raise RnnkitError(f"{name}: state must be {what}, tensors of shape {want}; got "
-                              f"{len(given)} item(s)")  # fmt: skip
+            # (the types where the count is right: "got 2 item(s)" of an LSTM's (None, None) named no fault)
+            got = (
+                f"{len(given)} item(s)"
+                if len(given) != self.num_states
+                else ", ".join(type(s).__name__ for s in given)
+            )
+            raise RnnkitError(f"{name}: state must be {what}, tensors of shape {want}; got {got}")
         if any(tuple(s.shape) != (*lead, w) for s, w in zip(given, widths)):
             got = ", ".join(str(tuple(s.shape)) for s in given)
             raise RnnkitError(f"{name}: state must be {what} of shape {want} for x_t {tuple(x_t.shape)[-len(lead) - 1:]}"

@@ -59,6 +59,9 @@ def test_wrong_input_or_state_is_one_line(name):
             r"state must be .*\(3,",
         ),
         (lambda: cell(torch.randn(2, 4), (*ok, ok[0])), r"state must be .*got \d item"),
+        # the right count of things that are not tensors: was "got 2 item(s)" for an LSTM, which takes 2
+        (lambda: cell(torch.randn(2, 4), (None,) * len(ok)), r"state must be .*got NoneType(, NoneType)?$"),
+        (lambda: cell(torch.randn(2, 4), [[0.0] * 6] * len(ok)), r"state must be .*got list(, list)?$"),
         (lambda: cell(torch.randn(2, 4), tuple(s.float() for s in ok)), "state is torch.float32"),
         (
             lambda: cell(torch.randn(4), ok),

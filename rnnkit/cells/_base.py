@@ -328,11 +328,10 @@ class Cell(nn.Module):
                 s.dtype != x_t.dtype and not (autocast and {s.dtype, x_t.dtype} <= AUTOCAST_DTYPES)
             )
 
-        if any(clash(s) for s in given):
-            s = next(s for s in given if clash(s))
-            raise RnnkitError(
-                f"{name}: state is {s.dtype} on {s.device} but x_t is {x_t.dtype} on {x_t.device}"
-            )
+        if any(clash(s) for s in given):  # said which of h and c, and the fix, as Recurrent says it
+            s, part = next((s, part) for s, part in zip(given, "hc") if clash(s))
+            raise RnnkitError(f"{name}: state {part} is {s.dtype} on {s.device} but x_t is {x_t.dtype} on "
+                              f"{x_t.device}; convert one ({part}.to(x_t))")  # fmt: skip
         return x_t, tuple(s[None] for s in given) if unbatched else given
 
 

@@ -62,7 +62,14 @@ def test_wrong_input_or_state_is_one_line(name):
         # the right count of things that are not tensors: was "got 2 item(s)" for an LSTM, which takes 2
         (lambda: cell(torch.randn(2, 4), (None,) * len(ok)), r"state must be .*got NoneType(, NoneType)?$"),
         (lambda: cell(torch.randn(2, 4), [[0.0] * 6] * len(ok)), r"state must be .*got list(, list)?$"),
-        (lambda: cell(torch.randn(2, 4), tuple(s.float() for s in ok)), "state is torch.float32"),
+        (
+            lambda: cell(torch.randn(2, 4), tuple(s.float() for s in ok)),
+            r"state h is torch.float32 on cpu but x_t is torch.float64 on cpu; convert one \(h.to\(x_t\)\)$",
+        ),
+        (  # which of h and c (an LSTM's c alone; for a one-state cell, h again)
+            lambda: cell(torch.randn(2, 4), (*ok[:-1], ok[-1].float())),
+            rf"state {'hc'[len(ok) - 1]} is torch.float32 .*; convert one \({'hc'[len(ok) - 1]}.to\(x_t\)\)$",
+        ),
         (
             lambda: cell(torch.randn(4), ok),
             r"state must be .* of shape \(\d,\)",

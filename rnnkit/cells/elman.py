@@ -15,6 +15,7 @@ Two biases, as torch.nn.RNN, so converters keep every weight.
 import torch
 
 from rnnkit.cells._base import Cell, linear, recurrent_weights
+from rnnkit.errors import RnnkitError
 
 
 def rnn_tanh_step(xw_t, state, P):
@@ -55,7 +56,22 @@ class RNNTanh(Cell):
     step = staticmethod(rnn_tanh_step)
     step_backward = staticmethod(rnn_tanh_step_backward)
 
-    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity=None, device=None, dtype=None):
+        # torch.nn.RNNCell's option (in its place after bias), which the class names here: its own is taken
+        own = "relu" if self.torch_mode == "RNN_RELU" else "tanh"
+        if nonlinearity is not None and nonlinearity != own:
+            cls = (
+                {"tanh": "RNNTanh", "relu": "RNNReLU"}.get(nonlinearity)
+                if isinstance(nonlinearity, str)
+                else None
+            )
+            fix = (
+                f"rnnkit.cells.{cls}({input_size}, {hidden_size}, ...)"
+                if cls
+                else "RNNTanh or RNNReLU ('tanh' or 'relu')"
+            )
+            raise RnnkitError(f"nonlinearity={nonlinearity!r} is torch.nn.RNNCell's option; here the class names "
+                              f"it: {fix}")  # fmt: skip
         super().__init__(input_size, hidden_size, bias)
         H = hidden_size
         recurrent_weights(self, ("W_hh", (H, H)), ("b_hh", (H,) if bias else None))

@@ -229,3 +229,23 @@ def test_jit_trace_of_a_step_is_silent_as_torch_cells(name):
             traced = torch.jit.trace(cell, args)
             got, want = traced(*args), cell(*args)
             torch.testing.assert_close(got, want)
+
+
+def test_nonlinearity_as_torch_rnn_cell_takes_it():
+    """torch.nn.RNNCell(D, H, bias, nonlinearity="relu"): here the class names the nonlinearity, and the option was
+    "got an unexpected keyword argument 'nonlinearity'". The one the class computes is taken (by name or, as torch
+    orders it, after bias); another is refused in one line naming the class that computes it."""
+    torch.manual_seed(0)
+    m = nn.RNNCell(4, 5, True, "relu")
+    cell = copy_from(CELLS["rnn_relu"](4, 5, True, "relu"), m)
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(cell(x, cell(x)), m(x, m(x)))
+    assert CELLS["rnn_tanh"](4, 5, nonlinearity="tanh").torch_mode == "RNN_TANH"
+    with pytest.raises(RnnkitError, match=r"^nonlinearity='relu' .* rnnkit.cells.RNNReLU\(4, 5, \.\.\.\)"):
+        CELLS["rnn_tanh"](4, 5, nonlinearity="relu")
+    with pytest.raises(RnnkitError, match=r"^nonlinearity='tanh' .* rnnkit.cells.RNNTanh\(4, 5, \.\.\.\)"):
+        CELLS["rnn_relu"](4, 5, nonlinearity="tanh")
+    with pytest.raises(
+        RnnkitError, match=r"^nonlinearity='sigmoid' .*RNNTanh or RNNReLU \('tanh' or 'relu'\)$"
+    ):
+        CELLS["rnn_tanh"](4, 5, nonlinearity="sigmoid")

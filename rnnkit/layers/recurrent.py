@@ -15,6 +15,7 @@ PackedSequence (out is then packed too). An lstm with `proj_size=P` (torch.nn.LS
 outputs and feeds back h of P units: out (B, T, P·dirs), h (num_layers·dirs, B, P), c as before.
 """
 
+import inspect
 import numbers
 import sys
 import warnings
@@ -75,6 +76,15 @@ def _affine_projects(cls):
 
 _affine_projects._dynamo_marked_constant = True
 _AFFINE_PROJECTS = {}  # cell class -> ((project_input, input_affine) as read, _affine_projects' answer)
+
+
+def _takes_factory_kwargs(Cell) -> bool:
+    """Whether the cell class takes device= and dtype= (rnnkit's cells; a cell of one's own may not)."""
+    try:
+        params = inspect.signature(Cell.__init__).parameters
+    except (TypeError, ValueError):
+        return False
+    return {"device", "dtype"} <= params.keys()
 
 
 def _autocast_casts(a, b):
@@ -201,11 +211,18 @@ class Recurrent(nn.Module):
         self.dirs = 2 if bidirectional else 1
         H, dirs = hidden_size, self.dirs
         Hout = self.output_size
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            # (a name, dtype="float64", failed with an AttributeError)
+            raise RnnkitError(f"dtype must be a floating-point type (a torch.dtype: torch.float32, torch.float64, "
+                              f"...), got {dtype!r}")  # fmt: skip
+        # a cell that takes torch's factory arguments draws its weights there, as torch.nn does: a draw in float32
+        # cast to float64 after gave other weights than torch.nn.GRU(..., dtype=torch.float64) for the same seed
+        factory = {"device": device, "dtype": dtype} if _takes_factory_kwargs(Cell) else {}
         self.cells = nn.ModuleList()  # index ℓ·dirs + direction
         for layer in range(num_layers):
             d_in = input_size if layer == 0 else Hout * dirs + (input_size if skip_input else 0)
             for _ in range(dirs):
-                self.cells.append(Cell(d_in, H, bias=bias, **cell_kwargs))
+                self.cells.append(Cell(d_in, H, bias=bias, **factory, **cell_kwargs))
         if self.cells[0].output_size != Hout:  # a cell of one's own whose h_t is narrower than H (as LSTMP's)
             raise RnnkitError(f"{Cell.__name__}'s h_t has {self.cells[0].output_size} units, but a layer feeds back "
                               f"and outputs proj_size or hidden_size = {Hout}; only the lstm's proj_size makes h_t "
@@ -218,11 +235,7 @@ class Recurrent(nn.Module):
         self.num_states = Cell.num_states
         self.cells[0].rec_params()  # a REC_PARAMS attribute a cell of one's own never created, said here
         self._weight_shapes = [_weight_shapes(c) for c in self.cells]
-        if device is not None or dtype is not None:
-            # (a name, dtype="float64", failed with an AttributeError here)
-            if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-                raise RnnkitError(f"dtype must be a floating-point type (a torch.dtype: torch.float32, torch.float64, "
-                                  f"...), got {dtype!r}")  # fmt: skip
+        if device is not None or dtype is not None:  # the conditioning weights, a cell of one's own
             self.to(device=device, dtype=dtype)
 
     def reset_parameters(self) -> None:

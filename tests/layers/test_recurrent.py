@@ -828,6 +828,19 @@ def test_device_and_dtype_factory_arguments():
         Recurrent("lstm", 3, 4, dtype="float64")
 
 
+@pytest.mark.parametrize("name,make", [("gru", torch.nn.GRU), ("lstm", torch.nn.LSTM)])
+def test_a_float64_layer_draws_torchs_float64_weights(name, make):
+    """Recurrent(..., dtype=torch.float64) drew its weights in float32 and cast them: for the same seed they were
+    not torch.nn's, which draws in float64, as the README says the same seed gives."""
+    kw = {"forget_bias": None} if name == "lstm" else {}
+    torch.manual_seed(0)
+    want = make(3, 4, num_layers=2, bidirectional=True, dtype=torch.float64)
+    torch.manual_seed(0)
+    layer = Recurrent(name, 3, 4, num_layers=2, bidirectional=True, dtype=torch.float64, **kw)
+    for a, b in zip(want.parameters(), layer.parameters(), strict=True):
+        assert b.dtype == torch.float64 and torch.equal(a, b)
+
+
 @pytest.mark.parametrize("backend", [None, "python", "autograd"])  # None: native where it builds
 @pytest.mark.parametrize(
     "name,changed",

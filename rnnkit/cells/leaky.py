@@ -63,7 +63,8 @@ class Leaky(Cell):
         # said in one line: expand's own error named neither alpha nor H (a string: "new(): invalid data type")
         try:
             # (detached: a tensor that requires grad stayed a node of the caller's graph, which deepcopy refused)
-            a0 = torch.as_tensor(alpha, dtype=torch.get_default_dtype(), device="cpu").detach()
+            # (in float64: made in the default dtype and converted, a float64 layer's α = 0.1 was 0.10000000149)
+            a0 = torch.as_tensor(alpha, dtype=torch.float64, device="cpu").detach()
         except (TypeError, ValueError, RuntimeError):
             a0 = None
         if a0 is None or a0.shape not in ((), (1,), (H,)):
@@ -72,12 +73,17 @@ class Leaky(Cell):
                 f"leaky alpha must be a number or {H} values, one per unit (hidden_size = {H}), got {got}"
             )
         a0 = a0.expand(H).clone()
-        if not bool(((a0 > 0) & (a0 <= 1)).all()):
+        made = a0.to(
+            torch.get_default_dtype()
+        )  # (an α that is 0 in the dtype the cell is made in: refused too)
+        if not bool(((a0 > 0) & (a0 <= 1) & (made > 0)).all()):
             raise ValueError(f"leaky alpha must lie in (0, 1], got {alpha!r}")
         # what reset_parameters() puts α back to, kept on the CPU out of the buffers: to_empty() (after building on
         # the meta device) keeps no buffer's values, and α was whatever the new memory held
         self._alpha_given = a0.clone()
-        a0 = a0.to(torch.get_default_device())  # (checked on the CPU: also under `with torch.device("meta")`)
+        a0 = made.to(
+            torch.get_default_device()
+        )  # (checked on the CPU: also under `with torch.device("meta")`)
         # (learn_alpha="False" from a config file was taken for True: α learned, in silence)
         if not (
             isinstance(learn_alpha, bool)

@@ -815,6 +815,21 @@ def test_selective_checkpointing_that_saves_the_matmuls_gives_the_same_gradients
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("learn_alpha", [False, True])
+def test_leaky_alpha_of_a_float64_layer_is_the_alpha_given(learn_alpha):
+    """A float64 layer's α is the α given to float64 precision, as its other numbers are: it was made in the
+    default dtype (float32) and converted, 0.1 becoming 0.10000000149 (fixed) or 0.0999999964 (learned), also
+    after reset_parameters(), so a float64 check against an independent formula with α = 0.1 was off by 1e-9."""
+    alpha = [0.1, 0.7, 1 / 3, 0.999]
+    want = torch.tensor(alpha, dtype=torch.float64)
+    for layer in (
+        Recurrent("leaky", 3, 4, alpha=alpha, learn_alpha=learn_alpha, dtype=torch.float64),
+        Recurrent("leaky", 3, 4, alpha=alpha, learn_alpha=learn_alpha).double(),
+    ):
+        layer.reset_parameters()
+        torch.testing.assert_close(layer.cells[0].alpha, want, rtol=1e-15, atol=0)
+
+
 def test_device_and_dtype_factory_arguments():
     """device= and dtype= as torch.nn.LSTM takes them: every parameter and buffer made so; not an integer type."""
     layer = Recurrent("leaky", 3, 4, num_layers=2, cond_size=2, device="cpu", dtype=torch.float64)

@@ -16,6 +16,9 @@ MODULES = {
     "lstm": nn.LSTM,
     "gru": nn.GRU,
 }
+# torch.nn.LSTM's own note that its proj_size path has no oneDNN kernel (the reference side, not rnnkit): warned once
+# per process, so a test running a torch.nn.LSTM with proj_size failed alone (-k) and passed after another had
+pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
 TOL = {torch.float64: dict(rtol=1e-10, atol=1e-10), torch.float32: dict(rtol=1e-5, atol=1e-5)}
 
 

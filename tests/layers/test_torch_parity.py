@@ -517,6 +517,23 @@ def test_parameters_in_torch_order_so_the_same_seed_gives_torchs_weights(kind, k
     torch.testing.assert_close(layer(x)[0], ref(x)[0], **TOL[torch.float32])
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("kind, kw", [("gru", {}), ("lstm", {"forget_bias": None, "proj_size": 3})])
+def test_dtype_factory_argument_draws_torchs_weights_for_a_seed(kind, kw, dtype):
+    """dtype= as torch.nn's factory argument: the weights drawn in that dtype, as torch.nn.GRU(..., dtype=...)
+    draws them for the same seed, and the generator left where torch.nn leaves it. They were drawn in float32 and
+    converted: other numbers than torch.nn's (float64's off by up to 0.9, each a float32 value)."""
+    torch.manual_seed(3)
+    layer = Recurrent(kind, 5, 7, num_layers=2, bidirectional=True, dtype=dtype, **kw)
+    after = torch.rand(3)
+    torch.manual_seed(3)
+    torch_kw = {"proj_size": kw["proj_size"]} if "proj_size" in kw else {}
+    ref = MODULES[kind](5, 7, 2, batch_first=True, bidirectional=True, dtype=dtype, **torch_kw)
+    assert torch.equal(torch.rand(3), after)
+    for a, b in zip(layer.parameters(), ref.parameters(), strict=True):
+        assert a.dtype == dtype and torch.equal(a, b)
+
+
 def test_from_torch_reset_parameters_draws_as_torch():
     """A layer from torch.nn.LSTM draws its weights as torch.nn does (the forget bias too, not 1.0)."""
     m = nn.LSTM(3, 5, 2)

@@ -215,6 +215,10 @@ def _check_resumable(ckpt, path):
 def restore(ckpt, model, optimizer, batches, path="latest.pt") -> Progress:
     from rnnkit import CELLS
 
+    complex_ = [name for name, w in ckpt["model"].items() if isinstance(w, torch.Tensor) and w.is_complex()]
+    if complex_:  # load_state_dict kept the real part, with only torch's warning (as load_run says it)
+        raise RnnkitError(f"{path} is damaged (its weights {', '.join(complex_[:3])} are complex numbers; a model's "
+                          f"are real); {_instead(path, True)}")  # fmt: skip
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(_in_model_order(ckpt, model))
     carry = ckpt["carry"]

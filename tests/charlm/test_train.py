@@ -648,6 +648,10 @@ def test_resume_from_a_checkpoint_with_a_damaged_progress_is_one_line(tmp_path, 
             lambda c: c.update(carry=[torch.zeros(3)]),
             r"its carried state is not 2 tensors of shape \(1, 8, 32\)",
         ),
+        (  # loaded with torch's 'UserWarning: Casting complex values to real discards the imaginary part'
+            lambda c: c["model"].update({"head.weight": c["model"]["head.weight"] * (1 + 1j)}),
+            r"its weights head\.weight are complex numbers; a model's are real",
+        ),
     ],  # (the last: IndexError: tuple index out of range, from the first step's forward)
 )
 def test_resume_from_a_checkpoint_missing_a_part_is_one_line(tmp_path, corpus, damage, message):

@@ -207,7 +207,18 @@ class TfidfIndex:
                 raise ValueError("its tfidf.npz is not the one its index.json was saved with (a save that "
                                  "stopped between the two files, or a file copied from another index)")  # fmt: skip
             index.matrix = sp.load_npz(io.BytesIO(npz)).tocsr()
-            index.terms, index.idf = meta["terms"], np.array(meta["idf"])
+            terms, idf = meta["terms"], meta["idf"]  # "terms": "abc" read as the terms a, b and c
+            if (
+                not isinstance(terms, list)
+                or not all(isinstance(t, str) for t in terms)
+                or len(set(terms)) < len(terms)
+            ):
+                raise ValueError(f"its terms must be a list of distinct terms (str), got {terms!r:.60}")
+            if not isinstance(idf, list) or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in idf
+            ):
+                raise ValueError(f"its idf must be a list of numbers, one per term, got {idf!r:.60}")
+            index.terms, index.idf = terms, np.array(idf, dtype=float)
             if index.matrix.shape[1] != len(index.terms) or len(index.idf) != len(index.terms):
                 raise ValueError(f"{index.matrix.shape[1]} columns for {len(index.terms)} terms")
         except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:

@@ -181,3 +181,25 @@ def test_a_mixed_index_from_two_saves_is_refused_in_one_line(tmp_path):
     del meta["tfidf_sha256"]  # an index saved before the check: read as before
     (tmp_path / "old" / "index.json").write_text(json.dumps(meta))
     assert TfidfIndex.load(tmp_path / "old").sha256 is None
+
+
+@pytest.mark.parametrize(
+    "terms, idf, message",
+    [
+        ("abc", None, r"its terms must be a list of distinct terms \(str\), got 'abc'"),
+        (["a", "a", "b"], None, r"its terms must be a list of distinct terms \(str\), got \['a', 'a', 'b'\]"),
+        ([1, 2, 3], None, r"its terms must be a list of distinct terms \(str\), got \[1, 2, 3\]"),
+        (None, ["x", "y", "z"], r"its idf must be a list of numbers, one per term, got \['x', 'y', 'z'\]"),
+    ],
+)
+def test_an_index_json_with_malformed_terms_or_idf_is_refused_in_one_line(tmp_path, terms, idf, message):
+    """A damaged index.json whose "terms" was "abc" (3 characters for 3 columns) loaded, its terms a, b and c; one
+    with a term twice kept the last column for it; idf of strings failed in search (TypeError: can't get common type for non-numeric array)."""
+    TfidfIndex().fit(["cat dog", "dog fish"]).save(tmp_path)
+    meta = json.loads((tmp_path / "index.json").read_text())
+    meta["terms"] = meta["terms"] if terms is None else terms
+    meta["idf"] = meta["idf"] if idf is None else idf
+    (tmp_path / "index.json").write_text(json.dumps(meta))
+    with pytest.raises(RnnkitError, match=rf"cannot read a TF-IDF index in .*: {message}; build one") as e:
+        TfidfIndex.load(tmp_path)
+    assert "\n" not in str(e.value)

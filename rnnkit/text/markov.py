@@ -34,6 +34,12 @@ class MarkovChain:
         self.states = list(states)
         self.P = np.asarray(P, dtype=np.float64)
         K = len(self.states)
+        if K == 0:  # the uniform start was a ZeroDivisionError
+            raise RnnkitError("a Markov chain needs at least one state; got none")
+        stray = [s for s in (emits or {}) if s not in self.states]
+        if stray:  # ignored: the state meant (a typo's) wrote its own name
+            raise RnnkitError(f"emits names {stray[0]!r}, which is not a state; its keys must be among "
+                              f"{', '.join(map(repr, self.states))}")  # fmt: skip
         self.start = np.full(K, 1.0 / K) if start is None else np.asarray(start, dtype=np.float64)
         self.emits = [(emits or {}).get(s, s) for s in self.states]
         if self.P.shape != (K, K) or np.any(self.P < 0) or not np.allclose(self.P.sum(axis=1), 1):

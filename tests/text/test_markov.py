@@ -148,3 +148,17 @@ def test_simulate_never_enters_a_state_of_probability_zero(monkeypatch):
 
     monkeypatch.setattr(np.random, "default_rng", HighDraws)
     assert set(m.simulate(20).tolist()) == {0, 9}
+
+
+def test_a_chain_without_states_or_with_emits_of_no_state_says_so():
+    """MarkovChain([], []) (and from_table({})) was a ZeroDivisionError from the uniform start; an emits key that
+    is not a state (a typo: 'b' for 'B') was ignored, the state writing its own name."""
+    with pytest.raises(RnnkitError, match="a Markov chain needs at least one state; got none"):
+        MarkovChain([], [])
+    with pytest.raises(RnnkitError, match="a Markov chain needs at least one state"):
+        MarkovChain.from_table({})
+    with pytest.raises(
+        RnnkitError, match=r"emits names 'b', which is not a state; its keys must be among 'A', 'B'"
+    ):
+        MarkovChain(["A", "B"], [[0.5, 0.5], [1, 0]], emits={"A": "x", "b": "y"})
+    assert MarkovChain(["A", "B"], [[0.5, 0.5], [1, 0]], emits={"A": "x", "B": "x"}).emits == ["x", "x"]

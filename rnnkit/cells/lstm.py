@@ -94,5 +94,13 @@ class LSTM(Cell):
         if self.bias and self.forget_bias is not None:
             H = self.hidden_size
             with torch.no_grad():  # split the forget bias over the two bias vectors torch keeps
-                self.b_xh[H : 2 * H].fill_(self.forget_bias)
-                self.b_hh[H : 2 * H].zero_()
+                for name, value in (("b_xh", self.forget_bias), ("b_hh", 0.0)):
+                    getattr(self, name)[H : 2 * H] = value
+                    # pruned or parametrized, the bias is computed anew from the tensor that keeps it, which is
+                    # where torch.nn's reset_parameters draws (a value written only into the computed one was lost)
+                    if torch.nn.utils.parametrize.is_parametrized(self, name):
+                        kept = getattr(self.parametrizations[name], "original", None)
+                    else:
+                        kept = getattr(self, name + "_orig", None)  # torch.nn.utils.prune's
+                    if isinstance(kept, torch.nn.Parameter):
+                        kept[H : 2 * H] = value

@@ -167,6 +167,37 @@ def test_reset_parameters_draws_a_parametrized_weight_as_torch_does():
         torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
 
 
+class _Scale(nn.Module):
+    """b = 1 · original, a new tensor at each use, no right_inverse."""
+
+    def forward(self, x):
+        return x * 1.0
+
+
+@pytest.mark.parametrize("how", ["prune", "parametrize"])
+def test_reset_parameters_keeps_the_forget_bias_of_a_pruned_or_parametrized_bias(how):
+    """Under torch.nn.utils.prune or parametrize, b_xh is computed at each use (from b_xh_orig, or from
+    parametrizations.b_xh.original): LSTM.reset_parameters wrote the forget bias into that computed tensor, so the
+    next forward read a uniform draw there instead of 1.0. It is written where the values are kept, which is where
+    reset_parameters draws them, as torch.nn's does."""
+    from torch.nn.utils import parametrize, prune
+
+    torch.manual_seed(0)
+    cell = CELLS["lstm"](3, 4)
+    if how == "prune":
+        prune.l1_unstructured(cell, "b_xh", amount=0.25)
+        prune.l1_unstructured(cell, "b_hh", amount=0.25)
+    else:
+        parametrize.register_parametrization(cell, "b_xh", _Scale())
+    cell.reset_parameters()
+    cell(torch.randn(2, 3))  # (prune recomputes b_xh from b_xh_orig before a forward)
+    kept = cell.b_xh_mask[4:8].bool() if how == "prune" else torch.ones(4, dtype=torch.bool)
+    torch.testing.assert_close(cell.b_xh[4:8][kept], torch.ones(int(kept.sum())))
+    assert (cell.b_xh[4:8][~kept] == 0).all()
+    if how == "prune":
+        assert (cell.b_hh[4:8] == 0).all()
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.parametrize("D", [3, 4])
 def test_jit_trace_of_a_mut1_step_runs(D):

@@ -115,12 +115,15 @@ class Leaky(Cell):
                 self.alpha_fixed.copy_(a)
 
     def extra_repr(self):
-        if self.learn_alpha:
-            return super().extra_repr() + ", learn_alpha=True"
-        a = self.alpha_fixed
-        a = self._alpha_given if a.is_meta else a  # (a meta tensor has no values to show)
-        shown = f"{a[0].item():g}" if bool((a == a[0]).all()) else "per unit"
-        return super().extra_repr() + f", alpha={shown}"
+        a, given = (None if self.learn_alpha else self.alpha_fixed), self.__dict__.get("_alpha_given")
+        # the alpha given while α holds it (0.3, not float16's 0.300049; a learned one: where it starts), a meta
+        # tensor having no values to show; a fixed α loaded from another cell's state_dict as it is
+        if given is not None and (a is None or a.is_meta or torch.equal(given.to(a.dtype), a.cpu())):
+            a = given
+        shown = (
+            "" if a is None else f", alpha={a[0].item():g}" if bool((a == a[0]).all()) else ", alpha=per unit"
+        )
+        return super().extra_repr() + shown + (", learn_alpha=True" if self.learn_alpha else "")
 
     @property
     def alpha(self):

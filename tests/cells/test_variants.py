@@ -209,3 +209,16 @@ def test_leaky_built_on_meta_prints():
     with torch.device("meta"):
         assert repr(CELLS["leaky"](3, 4, alpha=0.25)) == "Leaky(3, 4, alpha=0.25)"
         assert repr(CELLS["leaky"](3, 4, alpha=[0.1, 0.2, 0.3, 0.4])) == "Leaky(3, 4, alpha=per unit)"
+
+
+def test_leaky_repr_shows_the_alpha_given():
+    """The repr showed α after its cast (alpha=0.299805 for 0.3 in float16), and with learn_alpha not the α it
+    starts from; a fixed α loaded from another cell's state_dict is shown as loaded."""
+    assert repr(CELLS["leaky"](3, 4, alpha=0.3, dtype=torch.float16)) == "Leaky(3, 4, alpha=0.3)"
+    assert repr(CELLS["leaky"](3, 4, alpha=0.3).to(torch.bfloat16)) == "Leaky(3, 4, alpha=0.3)"
+    assert (
+        repr(CELLS["leaky"](3, 4, alpha=0.3, learn_alpha=True)) == "Leaky(3, 4, alpha=0.3, learn_alpha=True)"
+    )
+    cell = CELLS["leaky"](3, 4, alpha=0.3)
+    cell.load_state_dict(CELLS["leaky"](3, 4, alpha=0.25).state_dict())
+    assert repr(cell) == "Leaky(3, 4, alpha=0.25)"

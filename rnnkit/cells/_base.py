@@ -181,6 +181,17 @@ class Cell(nn.Module):
         if device is not None or dtype is not None:
             self.to(device=device, dtype=dtype)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args):
+        """nn.Module's, after renaming the keys of torch.nn.LSTMCell/GRUCell/RNNCell (weight_ih, weight_hh, bias_ih,
+        bias_hh) to this cell's (W_xh, ...) where torch has the cell: `cell.load_state_dict(torch_cell.state_dict())`
+        of code ported from torch loads, as a layer loads torch.nn.LSTM's weight_ih_l0 (it failed with a three-line
+        RuntimeError). Not a registered pre-hook, which would pickle as a bound method (see Recurrent's)."""
+        if self.torch_mode is not None:
+            for theirs, ours in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), TORCH_ORDER):
+                if prefix + theirs in state_dict and prefix + ours not in state_dict:
+                    state_dict[prefix + ours] = state_dict.pop(prefix + theirs)
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
     def extra_repr(self) -> str:
         """Sizes as torch.nn prints them: `LSTM(64, 128)`, `Leaky(64, 128, alpha=0.5)`."""
         return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")

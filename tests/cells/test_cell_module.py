@@ -42,6 +42,23 @@ def test_steps_by_hand_equal_torch_cells_batched_and_unbatched(name):
         torch.testing.assert_close(cell(x[1], (state,)), cell(x[1], state))
 
 
+@pytest.mark.parametrize("name", list(TORCH_CELLS))
+@pytest.mark.parametrize("bias", [True, False])
+def test_a_torch_cells_state_dict_loads(name, bias):
+    """cell.load_state_dict(torch_cell.state_dict()) of code ported from torch.nn.LSTMCell/GRUCell/RNNCell failed
+    with a three-line RuntimeError (missing W_xh, ..., unexpected weight_ih, ...): torch's keys are taken as the
+    cell's, as a layer takes torch.nn.LSTM's weight_ih_l0; a cell torch has not (gru_cho) still refuses them."""
+    torch.manual_seed(0)
+    m, cell = TORCH_CELLS[name](4, 5, bias=bias), CELLS[name](4, 5, bias=bias)
+    cell.load_state_dict(m.state_dict())
+    x = torch.randn(3, 4)
+    want, got = m(x), cell(x)
+    for a, b in zip(want if name == "lstm" else (want,), got if name == "lstm" else (got,)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        CELLS["gru_cho"](4, 5).load_state_dict(nn.GRUCell(4, 5).state_dict())
+
+
 @pytest.mark.parametrize("name", [*CELLS, "lstmp"])
 def test_wrong_input_or_state_is_one_line(name):
     cell = LSTMP(4, 6, proj_size=3) if name == "lstmp" else CELLS[name](4, 6)

@@ -440,12 +440,13 @@ def check_step(cell, got, xw_t, state, P):
 
 def versions(**groups):
     """[(name, tensor, its version counter)] of the tensors in groups (name: a tensor or a tuple of them): what
-    check_unchanged reads after a cell of one's own's first step or step_backward. Nothing is copied."""
+    check_unchanged reads after a cell of one's own's first step or step_backward. Nothing is copied. Inference
+    tensors (torch.inference_mode) have no version counter: left out, as nothing could tell a change of theirs."""
     seen = []
     for name, group in groups.items():
         items = group if isinstance(group, tuple | list) else (group,)
         for k, t in enumerate(items):
-            if isinstance(t, torch.Tensor):
+            if isinstance(t, torch.Tensor) and not t.is_inference():
                 seen.append((f"{name}[{k}]" if items is group else name, t, t._version))
     return seen
 

@@ -557,3 +557,18 @@ def test_a_step_backward_changing_its_input_in_place_is_named_at_its_first_step(
         RnnkitError, match=r"Cumulative.step_backward changed its input dstate_t\[1\] in place"
     ):
         torch.autograd.backward([out, c], [torch.ones_like(out), dc])
+
+
+@pytest.mark.parametrize("backend", ["autograd", "python", "native"])
+def test_a_cell_of_ones_own_runs_under_inference_mode(backend):
+    """torch.inference_mode() (evaluation, serving): the python loop's check of the first step read the version
+    counters of its inputs, which inference tensors don't have, and failed with torch's "Inference tensors do not
+    track version counter" where no_grad and the other loops ran."""
+    torch.manual_seed(0)
+    layer = Recurrent(GainRNN, 3, 4, backend=backend)
+    x = torch.randn(2, 5, 3)
+    with torch.no_grad():
+        want = layer(x)[0]
+    with torch.inference_mode():
+        got = layer(x)[0]
+    torch.testing.assert_close(got, want, rtol=0, atol=0)

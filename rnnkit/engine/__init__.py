@@ -18,6 +18,7 @@ import torch
 from rnnkit.cells._base import Cell, autocast_on, cell_class, plain_ops_only
 from rnnkit.engine import compiled
 from rnnkit.engine.python import PythonRecurrence
+from rnnkit.engine.python import forward_only as python_forward_only
 from rnnkit.engine.reference import autograd_loop, scan_loop
 from rnnkit.errors import RnnkitError, user_stacklevel
 
@@ -421,5 +422,8 @@ def run(
         hs, state = autograd_loop(cell, xw, state0, P, mask, reverse, probe)
     else:  # a state0 of batch 1 is broadcast (as the other backends do); expand's backward sums its gradient
         state0 = tuple(s.expand(xw.shape[1], -1) for s in state0)
-        hs, *state = PythonRecurrence.apply(cell, mask, reverse, probe, len(state0), xw, *state0, *P)
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (xw, *state0, *P)):
+            hs, *state = PythonRecurrence.apply(cell, mask, reverse, probe, len(state0), xw, *state0, *P)
+        else:
+            hs, state = python_forward_only(cell, mask, reverse, xw, state0, P)
     return (hs.transpose(0, 1).contiguous() if batch_first else hs), tuple(state)  # as native writes it

@@ -129,6 +129,14 @@ def _flat_tuples(caches):
     return len(lengths) <= 1 and -1 not in lengths and tensors
 
 
+def forward_only(cell, mask, reverse, xw, state0, P):
+    """PythonRecurrence's forward where no gradient is asked for (no_grad, inference_mode: evaluation, sampling):
+    one step's caches held at a time. (Inside an autograd.Function's forward grad mode is always off and
+    needs_input_grad says only what requires grad, so the Function kept every step's caches there.)"""
+    hs, state, _, _ = forward_loop(cell, xw, state0, P, mask, reverse, keep=False)
+    return hs, tuple(s.clone() for s in state)  # (as PythonRecurrence: T = 0 would hand back state0 itself)
+
+
 class PythonRecurrence(torch.autograd.Function):
     """hs, *state_T = f(xw, *state_0, *P) with the hand-written backward above."""
 

@@ -263,3 +263,36 @@ def test_a_cell_of_ones_own_may_cache_anything():
         hs, _ = run(cell, xw, (torch.zeros(2, 4, dtype=torch.float64),), cell.rec_params(), backend=backend)
         grads.append(torch.autograd.grad(hs.sum(), xw)[0])
     torch.testing.assert_close(*grads)
+
+
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_a_forward_without_grad_keeps_no_step_caches_on_the_python_loop(mode):
+    """Under no_grad or inference_mode (evaluation, sampling) the python loop holds one step's caches at a time, as
+    the native loop does: it kept every step's (an LSTM's gates, c_{t-1}, tanh c_t) until the loop ended, for a
+    backward that never comes (444 MB at the peak of a 32x1000 forward of a 256-unit LSTM, 190 MB natively)."""
+    import weakref
+
+    from rnnkit.cells.lstm import LSTM, lstm_step
+    from rnnkit.engine import run
+
+    refs, most = [], 0
+
+    def step(xw_t, state, P):
+        nonlocal most
+        got = lstm_step(xw_t, state, P)
+        most = max(most, sum(r() is not None for r in refs))  # earlier steps' gates still held
+        refs.extend(weakref.ref(g) for g in got[2][:4])
+        return got
+
+    class Spy(LSTM):
+        pass
+
+    Spy.step = staticmethod(step)
+    cell = Spy(3, 4)
+    P = [p.detach().requires_grad_() for p in cell.rec_params()]
+    with mode():
+        hs, _ = run(
+            cell, cell.project_input(torch.randn(20, 2, 3)), (torch.zeros(2, 4),) * 2, P, backend="python"
+        )
+    assert hs.shape == (20, 2, 4)
+    assert most <= 4

@@ -503,7 +503,9 @@ class NativeRecurrence(torch.autograd.Function):
         # _differentiable below needs them too (a second ctx.saved_tensors failed there with a CheckpointError)
         all_saved = ctx.saved_tensors
         rest = all_saved[ctx.n_in + 1 :]  # (after xw's and xt)
-        tensors, saved = rest[: ctx.n_tensors], rest[ctx.n_tensors :]
+        # contiguous: an unpack hook may hand them back with other strides (the C++ loop reads their memory as laid
+        # out by forward: gradients 1.3 off, in silence)
+        tensors, saved = rest[: ctx.n_tensors], [t.contiguous() for t in rest[ctx.n_tensors :]]
         HH = saved[0]
         flat = _flat_params(ctx.cell, tensors[ctx.n_state :], ctx.state_shapes[0][1])
         T, B, H = HH.shape[0] - 1, HH.shape[1], HH.shape[2]

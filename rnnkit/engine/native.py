@@ -586,6 +586,8 @@ class NativeProjection(torch.autograd.Function):
         x2, W, t, x, Win, b = ctx.saved_tensors
         if torch.is_grad_enabled() or not _plain(dxw, dx0):  # create_graph=True or batched: in torch ops
             return NativeProjection._differentiable(ctx, x, Win, b, dxw, dx0)
+        # (contiguous as unpacked: see NativeRecurrence.backward)
+        x2, W, t = (None if a is None else a.contiguous() for a in (x2, W, t))
         need = ctx.needs_input_grad
         if dx0 is not None:
             dx0 = dx0.reshape(x2.shape).contiguous()

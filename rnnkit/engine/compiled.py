@@ -218,6 +218,8 @@ def recurrence_backward(
     flat = native._flat_params(_cell(cell), _all_params(cell, P, given), H)
     m = None if mask is None else mask.reshape(T, B).to(dhs.dtype).contiguous()  # as _run_forward's
     dstate = [d.contiguous() for d in dstate]
+    # contiguous: a saved-tensor hook's unpack may hand them back with other strides (see NativeRecurrence.backward)
+    saved = [t.contiguous() for t in saved]
     out = native.load().backward(cell, saved, X, flat, m, reverse, dhs.contiguous(), dstate, False, batch_first,
                                  False, False)  # fmt: skip
     native.keep_plans()

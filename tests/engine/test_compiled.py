@@ -371,3 +371,30 @@ def test_a_dtype_the_operator_declines_is_said_under_compile_too(monkeypatch):
         got, _ = torch.compile(layer, backend="eager", fullgraph=True)(x)
     torch.testing.assert_close(got, layer(x)[0])  # (eager: no second warning; warnings are errors here)
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "mut1"])
+def test_saved_tensors_unpacked_with_other_strides_give_the_same_gradients(name):
+    """An unpack hook that hands a saved tensor back with the same values in another layout (a copy made in another
+    order): the operator's backward passed the states and caches to the C++ loop as they came, which read them as
+    forward had laid them out, and the compiled model's gradients were wrong in silence (gru 5.8 off), as the eager
+    native loop's were (tests/engine/test_saved_tensors.py)."""
+
+    def strided(t):
+        return t.transpose(0, -1).contiguous().transpose(0, -1) if t.dim() >= 2 else t
+
+    def grads(unpack, compile):
+        torch.manual_seed(0)
+        layer = Recurrent(name, 4, 5, backend="native").double()
+        x = torch.randn(3, 9, 4, dtype=torch.float64, requires_grad=True)
+        f = lambda x: layer(x)[0]  # noqa: E731
+        if compile:
+            torch._dynamo.reset()
+            f = torch.compile(f, backend="aot_eager", fullgraph=True)
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: t, unpack):
+            out = f(x)
+        out.pow(2).sum().backward()
+        return [x.grad, *(p.grad for p in layer.parameters())]
+
+    for got, want in zip(grads(strided, compile=True), grads(lambda t: t, compile=False)):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

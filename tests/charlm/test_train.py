@@ -971,3 +971,27 @@ def test_a_pipe_given_as_a_checkpoint_is_named_not_missing(tmp_path):
         load_checkpoint(fifo)
     with pytest.raises(RnnkitError, match=r"missing\.pt not found; give a run folder or a checkpoint file"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_the_metrics_log_keeps_a_bounded_series_for_the_plot(tmp_path, monkeypatch):
+    """MetricsLog.rows, which loss.png is redrawn from at every evaluation, kept every step's row: in a 1M-step run
+    590 MB, and each plot near the end took 2.8 s (0.9 s at 100k rows), about 4 hours in all. It now keeps every row
+    with a validation loss, the newest row, and the others thinned to at most MAX_TRAIN_POINTS; metrics.csv keeps them
+    all, and a resumed log is as bounded."""
+    from rnnkit.train import metrics
+
+    monkeypatch.setattr(metrics, "MAX_TRAIN_POINTS", 100, raising=False)
+    path = tmp_path / "metrics.csv"
+    log = metrics.MetricsLog(path)
+    for step in range(1, 3001):
+        log.write(step=step, wall_s=step * 0.1, train_loss=2.0, val_loss=1.5 if step % 100 == 0 else None)
+    log.write(step=3001, wall_s=300.1, train_loss=1.9)
+    assert len(read_metrics(path)) == 3001
+    for got in (log.rows, metrics.MetricsLog(path, resume_step=3001).rows):
+        val = [int(r["step"]) for r in got if r["val_loss"] != ""]
+        train_only = [int(r["step"]) for r in got if r["val_loss"] == ""]
+        assert val == list(range(100, 3001, 100))
+        assert 50 <= len(train_only) <= 102
+        assert train_only == sorted(train_only)
+    assert log.rows[-1]["step"] == 3001
+    metrics.plot_losses(log.rows, tmp_path / "loss.png")

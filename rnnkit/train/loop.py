@@ -13,6 +13,7 @@ The loop only calls `model(batch) -> (logits, loss)`, `model.state` and `model.s
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import math
@@ -125,13 +126,41 @@ def _run_config(path) -> bool:
         return False
 
 
-def clear_out(out: pathlib.Path, force: bool):
-    """Make the run folder; with --force, remove the old run's files, once the new run's options and corpus have
-    passed their checks (a typo must not cost the old run), and any run file a kill left half-written."""
+@contextlib.contextmanager
+def _writing(out: pathlib.Path):
+    """While the run writes to `out`: an flock on the folder (the system lets it go when the process ends, however
+    it ends). Two runs in one folder at once (a --resume or --force in another terminal) each wrote there: both
+    runs' rows interleaved in metrics.csv, the last writer's checkpoints, the running one's files removed. Made
+    here, before clear_out removes anything; no lock without fcntl or on a file system that refuses flock."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RnnkitError(f"cannot make the --out folder {out}: {e.strerror}; give another folder") from None
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    try:
+        fd = os.open(out, os.O_RDONLY)
+    except OSError:  # a folder that can't be opened to read (write-only): no lock
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise RnnkitError(f"another run is writing to {out}; wait for it to end (then --resume), or give "
+                                  "another --out folder") from None  # fmt: skip
+        yield
+    finally:
+        os.close(fd)
+
+
+def clear_out(out: pathlib.Path, force: bool):
+    """With --force, remove the old run's files, once the new run's options and corpus have passed their checks (a
+    typo must not cost the old run), and any run file a kill left half-written (the folder: made by _writing)."""
     for name in RUN_FILES if force else []:
         (out / name).unlink(missing_ok=True)
     for name in RUN_FILES:  # atomic_open's temporary files: NAME.XXXXXXXX.tmp
@@ -394,21 +423,24 @@ def _train(cfg, out, resume, force, dry_run, log):
         log(done)  # exit status 0: a restart loop that resumes a finished run sees it done, not failed
         return 0
     progress.corpus_id = DRY_RUN_ID + corpus_id if dry_run else corpus_id  # a dry run is not resumed
-    clear_out(out, force)
-    write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
-    write_text(out / "vocab.json", json.dumps(chars, ensure_ascii=False) + "\n")
-    n_params = sum(p.numel() for p in model.parameters())
-    used = f"{len(corpus.tokens):,} chars"  # (a dry run's header gave the whole corpus's, not its slice's)
-    if dry_run and len(corpus.tokens) > dry_run_chars(cfg):
-        used = f"the first {dry_run_chars(cfg):,} of its {used} (dry run)"
-    log(
-        f"corpus {corpus.name}: {used}, vocabulary {len(chars)} (ln V = {math.log(len(chars)):.3f}); "
-        f"{cfg.model.cell} {cfg.model.num_layers}x{cfg.model.hidden_size}, {n_params:,} parameters; "
-        f"{len(batches)} windows of {cfg.data.batch_size}x{cfg.data.seq_len} per epoch -> {out}"
-    )
-    metrics = MetricsLog(out / "metrics.csv", resume_step=progress.step if ckpt is not None else None)
-    native.load()  # a first run compiles the engine here, before the clock of --time-budget starts
-    return _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, metrics, log)
+    with _writing(out):
+        clear_out(out, force)
+        write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+        write_text(out / "vocab.json", json.dumps(chars, ensure_ascii=False) + "\n")
+        n_params = sum(p.numel() for p in model.parameters())
+        used = (
+            f"{len(corpus.tokens):,} chars"  # (a dry run's header gave the whole corpus's, not its slice's)
+        )
+        if dry_run and len(corpus.tokens) > dry_run_chars(cfg):
+            used = f"the first {dry_run_chars(cfg):,} of its {used} (dry run)"
+        log(
+            f"corpus {corpus.name}: {used}, vocabulary {len(chars)} (ln V = {math.log(len(chars)):.3f}); "
+            f"{cfg.model.cell} {cfg.model.num_layers}x{cfg.model.hidden_size}, {n_params:,} parameters; "
+            f"{len(batches)} windows of {cfg.data.batch_size}x{cfg.data.seq_len} per epoch -> {out}"
+        )
+        metrics = MetricsLog(out / "metrics.csv", resume_step=progress.step if ckpt is not None else None)
+        native.load()  # a first run compiles the engine here, before the clock of --time-budget starts
+        return _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, metrics, log)
 
 
 # (--lr and --clip-norm cannot change on --resume: the advice names --force, not a resume that refuses them)

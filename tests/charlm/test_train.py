@@ -995,3 +995,28 @@ def test_the_metrics_log_keeps_a_bounded_series_for_the_plot(tmp_path, monkeypat
         assert train_only == sorted(train_only)
     assert log.rows[-1]["step"] == 3001
     metrics.plot_losses(log.rows, tmp_path / "loss.png")
+
+
+def test_a_second_run_in_a_folder_a_run_is_writing_is_refused(tmp_path, corpus):
+    """Two runs in one --out folder at once (started together, or a --resume or --force in another terminal while
+    the first still ran) each passed the checks and wrote there: metrics.csv held both runs' rows interleaved, the
+    checkpoints and config.json were whichever wrote last, --force removed the running one's files, and both said
+    'done'. The second is refused in one line while the first runs (here: started from the first's log lines)."""
+    run, refused = tmp_path / "run", []
+
+    def second(**how):
+        try:
+            train(tiny_config(corpus, max_steps=4, seed=8), run, log=lambda s: None, **how)
+        except RnnkitError as e:
+            refused.append(str(e))
+
+    def log(line):
+        if line.startswith("corpus "):  # the header: the first run has made the folder
+            second(force=True)
+        elif line.startswith("step 2:"):  # a validation: latest.pt is there
+            second(resume=True)
+
+    assert train(tiny_config(corpus, max_steps=4, eval_every=2), run, log=log) == 0
+    assert len(refused) == 2 and all(f"another run is writing to {run}" in e for e in refused), refused
+    assert [r["step"] for r in read_metrics(run / "metrics.csv")] == ["1", "2", "3", "4"]
+    assert train(tiny_config(corpus, max_steps=6, eval_every=2), run, resume=True, log=lambda s: None) == 0

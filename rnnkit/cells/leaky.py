@@ -73,10 +73,11 @@ class Leaky(Cell):
                 f"leaky alpha must be a number or {H} values, one per unit (hidden_size = {H}), got {got}"
             )
         a0 = a0.expand(H).clone()
-        made = a0.to(
-            torch.get_default_dtype()
-        )  # (an α that is 0 in the dtype the cell is made in: refused too)
-        if not bool(((a0 > 0) & (a0 <= 1) & (made > 0)).all()):
+        made = a0.to(torch.get_default_dtype())
+        # (an α that is 0 in the dtype the cell is made in, dtype= or the default: refused too; the default's check
+        # let alpha=1e-8 with dtype=torch.float16 run at α = 0. A dtype that is no floating dtype: _place says so)
+        given = dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else made.dtype
+        if not bool(((a0 > 0) & (a0 <= 1) & (a0.to(given) > 0)).all()):
             raise ValueError(f"leaky alpha must lie in (0, 1], got {alpha!r}")
         # what reset_parameters() puts α back to, kept on the CPU out of the buffers: to_empty() (after building on
         # the meta device) keeps no buffer's values, and α was whatever the new memory held

@@ -222,3 +222,21 @@ def test_leaky_repr_shows_the_alpha_given():
     cell = CELLS["leaky"](3, 4, alpha=0.3)
     cell.load_state_dict(CELLS["leaky"](3, 4, alpha=0.25).state_dict())
     assert repr(cell) == "Leaky(3, 4, alpha=0.25)"
+
+
+@pytest.mark.parametrize("learn_alpha", [False, True])
+def test_leaky_alpha_is_checked_in_the_dtype_given(learn_alpha):
+    """An α that is 0 in the cell's dtype is refused; the check read the default dtype (float32), not dtype=:
+    Leaky(3, 4, alpha=1e-8, dtype=torch.float16) ran with α = 0 in silence (units that never move), and
+    alpha=1e-50 with dtype=torch.float64, a float64 α > 0, was refused."""
+    with pytest.raises(ValueError, match=r"^leaky alpha must lie in \(0, 1\]"):
+        CELLS["leaky"](3, 4, alpha=1e-8, learn_alpha=learn_alpha, dtype=torch.float16)
+    with pytest.raises(ValueError, match=r"^leaky alpha must lie in \(0, 1\]"):
+        Recurrent("leaky", 3, 4, alpha=1e-8, learn_alpha=learn_alpha, dtype=torch.float16)
+    assert bool(
+        (CELLS["leaky"](3, 4, alpha=1e-8, learn_alpha=learn_alpha, dtype=torch.bfloat16).alpha > 0).all()
+    )
+    alpha = CELLS["leaky"](3, 4, alpha=1e-50, learn_alpha=learn_alpha, dtype=torch.float64).alpha
+    torch.testing.assert_close(
+        alpha.detach(), torch.full((4,), 1e-50, dtype=torch.float64), rtol=1e-12, atol=0
+    )

@@ -419,11 +419,12 @@ def _train(cfg, out, resume, force, dry_run, log):
         raise RnnkitError(
             f"{out / 'latest.pt'} does not fit this configuration ({mismatch(e)}); resume without changing model options"
         ) from None
-    if ckpt is not None and (done := _finished(cfg, progress, batches, out)):
-        log(done)  # exit status 0: a restart loop that resumes a finished run sees it done, not failed
-        return 0
     progress.corpus_id = DRY_RUN_ID + corpus_id if dry_run else corpus_id  # a dry run is not resumed
     with _writing(out):
+        # (under the lock: a run writing there still was taken as finished from its latest.pt, exit 0)
+        if ckpt is not None and (done := _finished(cfg, progress, batches, out)):
+            log(done)  # exit status 0: a restart loop that resumes a finished run sees it done, not failed
+            return 0
         clear_out(out, force)
         write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
         write_text(out / "vocab.json", json.dumps(chars, ensure_ascii=False) + "\n")

@@ -1020,3 +1020,25 @@ def test_a_second_run_in_a_folder_a_run_is_writing_is_refused(tmp_path, corpus):
     assert len(refused) == 2 and all(f"another run is writing to {run}" in e for e in refused), refused
     assert [r["step"] for r in read_metrics(run / "metrics.csv")] == ["1", "2", "3", "4"]
     assert train(tiny_config(corpus, max_steps=6, eval_every=2), run, resume=True, log=lambda s: None) == 0
+
+
+def test_a_resume_of_a_finished_run_while_a_run_writes_there_is_refused(tmp_path, corpus):
+    """A --resume whose limit the running run's latest.pt had passed (--max-steps 2 at its step 2) was answered
+    from that checkpoint while the run still wrote there: 'the run in OUT is already at step 2 (--max-steps 2):
+    nothing to do', exit 0 (a restart loop took the run for finished), where the README says a --resume in
+    another terminal is refused. It is now refused in one line as any other run there."""
+    run, got = tmp_path / "run", []
+
+    def log(line):
+        if line.startswith(
+            "step 4:"
+        ):  # a validation: latest.pt is there, at step 2 (step 4's is saved after)
+            try:
+                got.append(train(tiny_config(corpus, max_steps=2), run, resume=True, log=got.append))
+            except RnnkitError as e:
+                got.append(str(e))
+
+    assert train(tiny_config(corpus, max_steps=6, eval_every=2), run, log=log) == 0
+    assert len(got) == 1 and f"another run is writing to {run}" in str(got[0]), got
+    assert train(tiny_config(corpus, max_steps=2), run, resume=True, log=got.append) == 0  # ended: one line
+    assert "is already at step 6 (--max-steps 2)" in got[-1]

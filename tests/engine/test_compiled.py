@@ -283,31 +283,16 @@ def test_lengths_out_of_range_under_compile_are_refused(lengths):
         f(x, torch.tensor(lengths))
 
 
-def test_a_second_call_does_not_compile_again(monkeypatch):
-    """The cache of cell classes (cells._base._math_of) was traced, empty on the first call and filled by it: dynamo's
-    guard on it ("not _math_of") failed on the second call, which compiled the whole model again (a minute on a
-    small machine). The lookup is a constant of the graph."""
-    from rnnkit.cells import _base
+@pytest.mark.parametrize("module,cache", [("rnnkit.cells._base", "_math_of"),
+                                          ("rnnkit.layers.recurrent", "_AFFINE_PROJECTS")])  # fmt: skip
+def test_a_second_call_does_not_compile_again(monkeypatch, module, cache):
+    """A cache of cell classes (cells._base._math_of; the layer's _AFFINE_PROJECTS, cell classes whose projection is
+    their input_affine's) was traced, empty on the first call and filled by it: dynamo's guard on it ("not
+    _math_of") failed on the second call, which compiled the whole model again (a minute on a small machine). The
+    lookup is a constant of the graph."""
+    import importlib
 
-    monkeypatch.setattr(_base, "_math_of", {})  # as in a fresh process
-    torch.manual_seed(0)
-    layer = Recurrent("gru", 3, 4)
-    x = torch.randn(2, 5, 3)
-    backend, graphs = _counting()
-    torch._dynamo.reset()
-    f = torch.compile(lambda x: layer(x)[0].sum(), backend=backend)
-    for _ in range(3):
-        f(x)
-    assert len(graphs) == 1
-
-
-def test_a_second_call_does_not_compile_again_for_the_projection_cache(monkeypatch):
-    """The same for the layer's cache of cell classes whose projection is their input_affine's
-    (layers.recurrent._AFFINE_PROJECTS): empty in a fresh process, filled by the first compiled call, its guard
-    ("not _AFFINE_PROJECTS") failed on the second call, which compiled the whole model again."""
-    from rnnkit.layers import recurrent
-
-    monkeypatch.setattr(recurrent, "_AFFINE_PROJECTS", {})  # as in a fresh process
+    monkeypatch.setattr(importlib.import_module(module), cache, {})  # as in a fresh process
     torch.manual_seed(0)
     layer = Recurrent("gru", 3, 4)
     x = torch.randn(2, 5, 3)

@@ -111,7 +111,8 @@ class Ising:
         self.generator = generator
         shape = (len(self.T), size, size)
         if choice("start", start, ("ordered", "random")) == "ordered":
-            self.spins = torch.ones(shape, device=device, dtype=dtype)  # no stripes at low T
+            # no stripes at low T; along h, since against it below T_c the phase is metastable and stays
+            self.spins = torch.full(shape, -1.0 if self.h < 0 else 1.0, device=device, dtype=dtype)
         else:
             self.spins = torch.randint(0, 2, shape, generator=generator, device=device).to(dtype) * 2 - 1
         ij = torch.arange(size, device=device)

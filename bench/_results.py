@@ -65,7 +65,9 @@ def machine_line() -> str:
 def update_results(name: str, markdown: str) -> None:
     """Put `markdown` between NAME's markers in RESULTS.md, in place of what was there, or at the end. A begin
     marker whose end is missing (an edit that cut it, a merge) is replaced up to the next section's begin marker or
-    the end of the file: the block was appended after it before, and an end marker before its begin failed."""
+    the end of the file: the block was appended after it before, and an end marker before its begin failed. An end
+    marker after the next section's begin is not this one's (a later copy of the section), and was taken for it:
+    the sections between went with the old block."""
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     block = f"{begin}\n{markdown.rstrip()}\n{end}"
     text = (
@@ -77,12 +79,13 @@ def update_results(name: str, markdown: str) -> None:
     if i < 0:
         text = text.rstrip() + "\n\n" + block + "\n"
     else:
-        j = text.find(end, i)
+        following = re.search(r"<!-- [^>]*:begin -->", text[i + len(begin) :])
+        stop = i + len(begin) + following.start() if following else len(text)
+        j = text.find(end, i, stop)  # (an end past the next begin is a later copy's, not this one's)
         if j >= 0:
             j += len(end)
         else:
-            following = re.search(r"<!-- [^>]*:begin -->", text[i + len(begin) :])
-            j = i + len(begin) + following.start() if following else len(text)
+            j = stop
             block += "\n\n" if following else "\n"
         text = text[:i] + block + text[j:]
     write_text(RESULTS, text)  # a kill or a failed write leaves the old file whole, and no temporary file

@@ -58,3 +58,27 @@ _results.update_results("b", "2.00 \\u2248 2")  # (the command line itself is AS
     assert done.returncode == 0, done.stderr
     text = results.read_text(encoding="utf-8")
     assert "1.00 ± 0.01" in text and "<!-- b:begin -->\n2.00 ≈ 2\n<!-- b:end -->" in text
+
+
+def test_a_begin_marker_whose_end_was_cut_takes_no_other_section_with_it(tmp_path, monkeypatch):
+    """A section whose end marker was cut, other sections after it, and a whole copy of the same section further on
+    (what update_results wrote before: it appended a fresh block when the end was missing): the end was looked
+    for anywhere after the begin, so the next run replaced everything up to the copy's end, the sections between
+    lost."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import _results
+
+    results = tmp_path / "RESULTS.md"
+    results.write_text(
+        "# Benchmark results\n\n<!-- a:begin -->\nold a\n\n<!-- b:begin -->\nb's table\n<!-- b:end -->\n\n"
+        "<!-- a:begin -->\nnewer a\n<!-- a:end -->\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setattr(_results, "RESULTS", results)
+    _results.update_results("a", "newest a")
+    text = results.read_text(encoding="utf-8")
+    assert "<!-- b:begin -->\nb's table\n<!-- b:end -->" in text
+    assert text.startswith(
+        "# Benchmark results\n\n<!-- a:begin -->\nnewest a\n<!-- a:end -->\n\n<!-- b:begin -->"
+    )
+    assert "old a" not in text

@@ -299,10 +299,12 @@ class CharLM(nn.Module):
         for _ in range(length):
             total = scores[:, None] + logp.double()  # (K, V)
             V = total.shape[1]
-            top = total.flatten().topk(min(beam, total.numel()))
-            rows, cols = top.indices // V, top.indices % V
+            # a stable sort: ties go to the earlier beam and the lower character, as argmax's (topk's order is unspecified)
+            values, indices = total.flatten().sort(descending=True, stable=True)
+            values, indices = values[:beam], indices[:beam]
+            rows, cols = indices // V, indices % V
             seqs = [seqs[r] + [int(c)] for r, c in zip(rows.tolist(), cols.tolist())]
-            scores = top.values
+            scores = values
             state = _select(state, rows)
             logp, state = self._step(cols, state)
         best = int(scores.argmax())

@@ -364,3 +364,18 @@ def test_inference_leaves_each_submodules_mode_as_it_was():
     m.log_probs([1, 2], [3])
     m.beam_complete([1], 2, 2)
     assert {name: mod.training for name, mod in m.named_modules()} == want
+
+
+def test_beam_search_breaks_ties_as_greedy_does():
+    """Tied log-probabilities (here a head of zeros: every character equally likely) were ranked in torch.topk's
+    unspecified order: beam_complete(ids, n, beam=1) gave [2, 2, 2, 2] where sample(ids, n, greedy=True), argmax,
+    gave [0, 0, 0, 0], and a wider beam's best was another arbitrary continuation. Ties go to the lower index (the
+    earlier beam, then the lower character), as argmax breaks them."""
+    for V_ in (3, 5, 40):
+        torch.manual_seed(0)
+        m = CharLM(CharLMConfig(vocab_size=V_, cell="gru", hidden_size=6, num_layers=1)).eval()
+        with torch.no_grad():
+            m.head.weight.zero_()
+            m.head.bias.zero_()
+        for beam in (1, 2, 7):
+            assert m.beam_complete([1], 4, beam)[0] == m.sample([1], 4, greedy=True) == [0, 0, 0, 0]

@@ -351,20 +351,21 @@ def cmd_complete(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    import numpy as np
     import torch
 
     from rnnkit.data.bptt import eval_streams
-    from rnnkit.data.corpus import encode as encode_tokens
-    from rnnkit.data.corpus import load_file
+    from rnnkit.data.corpus import load_file, token_dtype
     from rnnkit.train.loop import evaluate
 
     if args.streams < 0:
         raise RnnkitError(f"--streams must be >= 0 (0: the run's batch size), got {args.streams}")
     model, chars = load_model(args.run)
-    text = "".join(load_file(args.file, what="file").chars)  # validates the file and finds its characters
-    encode(text, chars, args.file)
-    with open(args.file, encoding="utf-8-sig", newline="") as f:  # as training reads: \r\n stays, no BOM
-        corpus_tokens = encode_tokens(f.read(), chars)
+    # read as training reads (\r\n stays, no BOM), 1-4 bytes a character or memory-mapped; its tokens index the
+    # file's own characters, mapped to the model's
+    corpus = load_file(args.file, what="file")
+    ours = encode("".join(corpus.chars), chars, args.file)
+    corpus_tokens = np.array(ours, dtype=token_dtype(len(chars)))[corpus.tokens]
     if len(corpus_tokens) < 2:
         raise RnnkitError(f"{args.file} needs at least 2 characters to evaluate")
     data = model.run_config.data

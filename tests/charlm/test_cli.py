@@ -612,3 +612,28 @@ def test_output_its_encoding_cannot_write_is_one_line(tmp_path, corpus, capsys, 
     assert main(["sample", str(tmp_path / "run"), "--prime", "thé", "--length", "3"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "its encoding, ascii, can't write; set PYTHONIOENCODING=utf-8" in err, err
+
+
+def test_eval_holds_the_file_in_a_few_bytes_a_character(trained, corpus, tmp_path, cli, monkeypatch):
+    """eval read the file a second time as one str and encoded it through UTF-32 and int64 indices: about 17 bytes
+    a character at its peak (1 GB of text, which training memory-maps, took 17 GB), where training holds 1-4 bytes
+    a character. It takes the tokens the file's check read (1 byte a character here), in the model's indices."""
+    import tracemalloc
+
+    import rnnkit.data.corpus
+
+    monkeypatch.setattr(rnnkit.data.corpus, "CHUNK_BYTES", 1 << 16)  # (read in chunks of 16 MB: here 64 kB)
+    big = tmp_path / "big.txt"
+    big.write_text(corpus.read_text() * 100)  # 615,000 characters
+    want = json.loads(
+        cli("eval", trained, big, "--json", "--streams", "2000")[1]
+    )  # (the engine's first call)
+    assert want["chars"] == 615_000 - 615_000 % 2000
+    tracemalloc.start()
+    try:
+        code, out, err = cli("eval", trained, big, "--json", "--streams", "2000")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert code == 0 and json.loads(out) == want, err
+    assert peak < 4 * 615_000, f"{peak / 615_000:.1f} bytes a character"

@@ -345,10 +345,12 @@ def load_data(cfg: RunConfig, dry_run: bool):
     train_tokens, val_tokens = split(tokens, cfg.data.val_frac)
     B, T = cfg.data.batch_size, cfg.data.seq_len
     if len(train_tokens) < B * T + 1 <= len(tokens):  # the corpus is long enough: the split took too much
+        # (a split holds out 2 characters at least: with fewer to spare, no lower --val-frac but 0 leaves enough)
+        how = "lower --val-frac" if len(tokens) - (B * T + 1) >= 2 else "use --val-frac 0 (no validation)"
         raise RnnkitError(
             f"--val-frac {cfg.data.val_frac:g} leaves {len(train_tokens):,} of the corpus's {len(tokens):,} "
             f"characters for training, too few for {B} streams of windows of {T} (need at least {B * T + 1:,}); "
-            "lower --val-frac"
+            f"{how}{', or a smaller --batch-size/--seq-len' if B * T > 1 else ''}"
         )
     batches = StreamBatches(train_tokens, B, T)
     val_batches = (

@@ -231,6 +231,12 @@ def test_run_folder_without_validation_and_unmakeable(tmp_path, corpus, cli):
             ["--val-frac", "0.999"],
             r"--val-frac 0.999 leaves 6 of the corpus's 6,150 .*need at least 33\); lower --val-frac",
         ),
+        # 6,149 of its 6,150 characters for training leave 1 to hold out: "lower --val-frac" led in circles to the
+        # split's "holds out 0 ..., use a larger --val-frac"
+        (
+            ["--seq-len", "1537"],
+            r"--val-frac 0.05 leaves 5,842 .*need at least 6,149\); use --val-frac 0 \(no validation\)",
+        ),
         (["--data-dir", ""], "--data-dir is empty"),  # "$DATA" unset: it was ignored, and the text downloaded
         (["--cell", "gru", "--forget-bias", "3"], "--forget-bias .* has none"),  # was ignored in silence
         # only the shakespeare corpus is looked for there: with a text file it was ignored in silence

@@ -19,6 +19,8 @@ faster than one thread on an idle machine (127k vs 70k chars/s) and 1.7-2.8x slo
 busy with another job (25-41k chars/s); the shakespeare model likewise 1.85x faster when idle.
 """
 
+import copy
+
 from rnnkit.errors import RnnkitError
 
 PRESETS = {
@@ -53,6 +55,7 @@ PRESETS = {
 
 
 def preset(name: str) -> dict:
+    """A copy of the preset's overrides (a caller's edits don't change the preset)."""
     if name not in PRESETS:
         raise RnnkitError(f"unknown --preset '{name}'; choose one of {', '.join(PRESETS)}")
-    return PRESETS[name]
+    return copy.deepcopy(PRESETS[name])

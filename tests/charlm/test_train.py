@@ -704,6 +704,17 @@ def test_char_rnn_clips_the_gradient_of_the_loss_summed_over_the_window_at_5():
     assert p["train"]["optimizer"] == "rmsprop" and p["train"]["clip_norm"] == 0.0
 
 
+def test_a_preset_edited_by_its_caller_stays_as_it_is():
+    """preset(name) gave the preset's own dict: a caller that edited what it got (a notebook's
+    `p = preset("char-rnn"); p["train"]["lr"] = 1e-3`) changed the preset for every later run in the process."""
+    from rnnkit.presets import preset
+
+    p = preset("char-rnn")
+    p["train"]["lr"] = 1.0
+    p["data"].clear()
+    assert preset("char-rnn")["train"]["lr"] == 2e-3 and preset("char-rnn")["data"]["seq_len"] == 50
+
+
 def test_resume_reads_a_version_1_checkpoint_whose_optimizer_listed_b_xh_after_w_xh(tmp_path, corpus):
     """The cells torch.nn has list their parameters in torch.nn's order now (W_hh before b_xh), and an
     optimizer's state_dict pairs parameters by position: a version-1 checkpoint's Adam state (each b_xh right

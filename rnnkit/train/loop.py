@@ -118,6 +118,15 @@ def _is_dry_run(path) -> bool:
         return False
 
 
+def _file_id(path):
+    """Which file `path` is now (checkpoints are replaced, never written in place), or None where there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def _run_config(path) -> bool:
     """Whether the file is a char-LM run's config.json (sections data, model and train)."""
     try:
@@ -379,6 +388,7 @@ def _train(cfg, out, resume, force, dry_run, log):
             "resume without --dry-run (a dry run takes a new --out folder)"
         )
     out = check_out(out, resume, force)
+    read = _file_id(out / "latest.pt") if resume else None  # (before reading it: a newer one is then refused)
     ckpt = load_checkpoint(out / "latest.pt", resuming=True) if resume else None
     if dry_run:
         # its limits are set on a copy: a run trained with the caller's config next took them
@@ -423,6 +433,12 @@ def _train(cfg, out, resume, force, dry_run, log):
         ) from None
     progress.corpus_id = DRY_RUN_ID + corpus_id if dry_run else corpus_id  # a dry run is not resumed
     with _writing(out):
+        # the folder read again under the lock: a run that wrote there and ended since was written over (a --resume
+        # went on from the latest.pt of before, a new run replaced a run without --force)
+        check_out(out, resume, force)
+        if resume and _file_id(out / "latest.pt") != read:
+            raise RnnkitError(f"{out / 'latest.pt'} was replaced by another run while this one started; "
+                              "--resume again to continue from it")  # fmt: skip
         # (under the lock: a run writing there still was taken as finished from its latest.pt, exit 0)
         if ckpt is not None and (done := _finished(cfg, progress, batches, out)):
             log(done)  # exit status 0: a restart loop that resumes a finished run sees it done, not failed

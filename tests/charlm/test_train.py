@@ -1053,3 +1053,34 @@ def test_a_resume_of_a_finished_run_while_a_run_writes_there_is_refused(tmp_path
     assert len(got) == 1 and f"another run is writing to {run}" in str(got[0]), got
     assert train(tiny_config(corpus, max_steps=2), run, resume=True, log=got.append) == 0  # ended: one line
     assert "is already at step 6 (--max-steps 2)" in got[-1]
+
+
+def test_a_run_that_ends_in_the_folder_while_another_starts_there_is_not_written_over(
+    tmp_path, corpus, monkeypatch
+):
+    """A run read the folder (check_out's 'already holds a run', --resume's latest.pt) before it took the folder's
+    lock, the corpus loaded in between: a run that wrote there and ended meanwhile was written over, a --resume
+    going on from the latest.pt of before (the other run's steps 3 and 4 dropped from metrics.csv and taken
+    again), a new run without --force replacing the run. The checks are made again under the lock: refused."""
+    from rnnkit.train import loop
+
+    run, load_data = tmp_path / "run", loop.load_data
+    assert train(tiny_config(corpus, max_steps=2), run, log=lambda s: None) == 0
+
+    def another_run_ends_meanwhile(out, **how):
+        def load(*args):  # between the first checks and the lock
+            monkeypatch.setattr(loop, "load_data", load_data)
+            assert train(tiny_config(corpus, max_steps=4), out, log=lambda s: None, **how) == 0
+            return load_data(*args)
+
+        monkeypatch.setattr(loop, "load_data", load)
+
+    another_run_ends_meanwhile(run, resume=True)
+    with pytest.raises(RnnkitError, match=r"latest\.pt was replaced by another run .* --resume again"):
+        train(tiny_config(corpus, max_steps=6), run, resume=True, log=lambda s: None)
+    assert [r["step"] for r in read_metrics(run / "metrics.csv")] == ["1", "2", "3", "4"]
+
+    another_run_ends_meanwhile(new := tmp_path / "new")
+    with pytest.raises(RnnkitError, match=r"already holds a run; use --resume to continue it or --force"):
+        train(tiny_config(corpus, max_steps=3, seed=8), new, log=lambda s: None)
+    assert [r["step"] for r in read_metrics(new / "metrics.csv")] == ["1", "2", "3", "4"]

@@ -1,6 +1,7 @@
 """The engine: gradcheck for every cell and backend, backends equal to the autograd reference."""
 
 import os
+import pathlib
 
 import pytest
 import torch
@@ -733,3 +734,32 @@ def test_run_under_vmap(name):
     torch.testing.assert_close(hs[0], want)
     for s, w in zip(state, want_state):
         torch.testing.assert_close(s[0], w)
+
+
+def test_a_library_that_matches_its_record_loads_without_the_build_lock(tmp_path, monkeypatch, capsys):
+    """Every process took the build folder's lock to load the extension, built or not: DDP ranks starting together
+    each waited for the others' loads and printed 'waiting for another process building or loading ...', and a
+    run waited for a build of it in another process. A library that matches the record of its build has nothing to
+    build: it is loaded at once, without the lock and without a word; one that doesn't is built under the lock."""
+    import subprocess
+    import sys
+
+    from rnnkit import _native_build
+
+    pytest.importorskip("fcntl")
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setenv("RNNKIT_NATIVE", "1")
+    path = _native_build.built_path("some_ext")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    pathlib.Path(path).write_bytes(b"a library")
+    _native_build.record(path)
+    monkeypatch.setattr(_native_build, "_import", lambda name, where: ("module", name, where))
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); print(flush=True); "
+        "time.sleep(0.8)"), os.path.join(os.path.dirname(path), "rnnkit.lock")], stdout=subprocess.PIPE)  # fmt: skip
+    holder.stdout.readline()  # another process holds the lock
+    got = _native_build.build("the test extension", "some_ext", lambda: pytest.fail("built again"))
+    assert holder.poll() is None, "waited for the lock"
+    holder.wait()
+    holder.stdout.close()
+    assert got == (("module", "some_ext", path), None) and capsys.readouterr().err == ""

@@ -1002,13 +1002,15 @@ def _child_exits_cleanly(code):
 @pytest.mark.skipif(not hasattr(os, "register_at_fork"), reason="no fork here")
 def test_a_child_forked_while_another_thread_loads_the_extension_loads_it_too():
     """A fork while another thread was inside native.load() left the child holding that thread's lock (and its
-    copy of the build folder's flock), taken by no thread it has: its first forward waited forever."""
+    copy of the build folder's flock), taken by no thread it has: its first forward waited forever. (The load
+    of a library built before, as recorded, takes no flock: _import, not torch's load.)"""
     code = (
-        "import os, signal, threading\nimport torch.utils.cpp_extension as ce\nfrom rnnkit.engine import native\n"
-        "parent, inside, release, real = os.getpid(), threading.Event(), threading.Event(), ce.load\n"
-        "def slow_load(*a, **k):\n    if os.getpid() == parent:\n        inside.set()\n        release.wait()\n"
-        "    return real(*a, **k)\n"
-        "ce.load = slow_load\nt = threading.Thread(target=native.load)\nt.start()\ninside.wait()\n"
+        "import os, signal, threading\nimport torch.utils.cpp_extension as ce\nfrom rnnkit import _native_build as nb\n"
+        "from rnnkit.engine import native\nparent, inside, release = os.getpid(), threading.Event(), threading.Event()\n"
+        "def slow(real):\n    def load(*a, **k):\n        if os.getpid() == parent:\n            inside.set()\n"
+        "            release.wait()\n        return real(*a, **k)\n    return load\n"
+        "ce.load, nb._import = slow(ce.load), slow(nb._import)\nt = threading.Thread(target=native.load)\nt.start()\n"
+        "inside.wait()\n"
         "pid = os.fork()\nif pid == 0:\n    signal.alarm(30)\n    os._exit(0 if native.load() is not None else 3)\n"
         "release.set()\nt.join()\nprint(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n"
     )

@@ -19,6 +19,7 @@ import contextlib
 import inspect
 import math
 import numbers
+import sys
 import warnings
 
 import torch
@@ -26,6 +27,9 @@ from torch import nn
 from torch.autograd import forward_ad
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from torch.nn import functional as F
+from torch.nn.utils import stateless as _stateless
+from torch.nn.utils._named_member_accessor import NamedMemberAccessor
+from torch.nn.utils._named_member_accessor import swap_tensor as _swap_tensor
 
 from rnnkit.errors import RnnkitError
 
@@ -93,6 +97,19 @@ def _quiet_trace():
 def linear(u, W, b=None):
     """u Wᵀ + b for a (B, ·) batch: the recurrent GEMM of one step."""
     return u @ W.t() if b is None else torch.addmm(b, u, W.t())
+
+
+def _torch_name(ours: str) -> property:
+    """The property of a Cell that torch.nn's cell's name for its weight `ours` is (see Cell.weight_ih)."""
+
+    def get(self):
+        if (
+            type(self).torch_mode is None
+        ):  # then nn.Module's __getattr__: a parameter of that name, or its error
+            raise AttributeError(ours)
+        return getattr(self, ours)
+
+    return property(get, doc=f"torch.nn's name for this cell's {ours}, for the cells torch.nn has")
 
 
 class Cell(nn.Module):
@@ -191,6 +208,49 @@ class Cell(nn.Module):
                 if prefix + theirs in state_dict and prefix + ours not in state_dict:
                     state_dict[prefix + ours] = state_dict.pop(prefix + theirs)
         super()._load_from_state_dict(state_dict, prefix, *args)
+
+    def __setattr__(self, name, value):
+        """cell.weight_hh = nn.Parameter(...) replaces W_hh, as it replaces torch.nn.LSTMCell's weight; a plain tensor
+        takes its place only from torch.func.functional_call(cell, torch_cell.state_dict(), x), whose keys set
+        attributes the cell never read: it ran its own weights, in silence. From anywhere else a plain tensor is
+        refused, as torch's cells refuse it (it would take the weight's place and never train)."""
+        ours = self._torch_alias(name)
+        if ours is None:
+            return super().__setattr__(name, value)
+        # (reading frames is a graph break under torch.compile, where functional_call's swap is traced: not asked)
+        swapping = not torch.compiler.is_compiling() and sys._getframe(1).f_code is _swap_tensor.__code__
+        if swapping and ours in _functional_keys(sys._getframe(2), name):
+            # (the second swap took the first's tensor for the weight and put it back after: kept for good)
+            raise RnnkitError(f"functional_call got {name} and {ours}: torch.nn's name and the cell's own for one "
+                              "weight; give the weights under one of the two")  # fmt: skip
+        if isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter):
+            if not swapping and not torch.compiler.is_compiling():
+                raise TypeError(f"cannot assign '{value.type()}' as parameter '{name}' (torch.nn.Parameter or None "
+                                f"expected): cell.{name} = nn.Parameter(t), or copy into it with torch.no_grad()")  # fmt: skip
+            if ours in self._parameters:
+                self._parameters[ours] = value
+                return
+        setattr(self, ours, value)
+
+    # torch.nn's cell's names for the weights, for the cells torch has: this cell's own parameters under those names,
+    # as a layer has weight_ih_l0 (the same tensors: code written for torch.nn.LSTMCell, nn.init.orthogonal_(
+    # cell.weight_hh), initialises W_hh). Properties, not a __getattr__, which every read of a parameter goes through
+    weight_ih, weight_hh, bias_ih, bias_hh = (_torch_name(ours) for ours in ("W_xh", "W_hh", "b_xh", "b_hh"))
+
+    def register_parameter(self, name, param):
+        """nn.Module's, refusing <torch name>_orig: torch.nn.utils.prune registers weight_hh_orig before it finds
+        that weight_hh is not the cell's own parameter, and would leave the cell half pruned."""
+        ours = self._torch_alias(name[: -len("_orig")]) if name.endswith("_orig") else None
+        if ours is not None:
+            raise RnnkitError(f"{name[: -len('_orig')]} is torch.nn's name for this cell's {ours}, not a parameter of its "
+                              f"own: apply torch.nn.utils.prune, weight_norm or parametrizations to (cell, '{ours}')")  # fmt: skip
+        super().register_parameter(name, param)
+
+    def _torch_alias(self, name):
+        """The cell's own name (W_xh, ...) of torch.nn's cell's weight `name`, for a cell torch has; else None."""
+        if type(self).torch_mode is None or not name.startswith(("weight_", "bias_")):
+            return None
+        return dict(zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), TORCH_ORDER)).get(name)
 
     def extra_repr(self) -> str:
         """Sizes as torch.nn prints them: `LSTM(64, 128)`, `Leaky(64, 128, alpha=0.5)`."""
@@ -675,6 +735,30 @@ class TanhTail(torch.autograd.Function):
 
 
 TORCH_ORDER = ("W_xh", "W_hh", "b_xh", "b_hh", "W_hr")  # weight_ih, weight_hh, bias_ih, bias_hh, weight_hr
+
+
+def _functional_keys(frame, name) -> dict:
+    """The keys torch.func.functional_call was given, read from its frames above `frame` (torch's swap_tensor of
+    torch.nn key `name`), without the path to the cell in a bigger model; {} where there is none."""
+    prefix = ""
+    for _ in range(6):
+        if frame is None:
+            return {}
+        if frame.f_code is _ACCESSOR_SWAP_CODE:  # the key as given: with the path to the cell
+            full = frame.f_locals.get("name", "")
+            prefix = full[: -len(name)] if isinstance(full, str) and full.endswith(name) else ""
+        if frame.f_code is _REPARAMETRIZE_CODE:
+            keys = frame.f_locals.get("untied_parameters_and_buffers") or {}
+            return {k[len(prefix) :]: v for k, v in keys.items() if k.startswith(prefix)}
+        frame = frame.f_back
+    return {}
+
+
+# torch's private functions whose frames _functional_keys reads (see the layer's _functional_ties)
+_ACCESSOR_SWAP_CODE = getattr(getattr(NamedMemberAccessor, "swap_tensor", None), "__code__", None)
+_REPARAMETRIZE_CODE = getattr(
+    getattr(getattr(_stateless, "_reparametrize_module", None), "__wrapped__", None), "__code__", None
+)
 
 
 def recurrent_weights(cell: Cell, *shapes_and_names):

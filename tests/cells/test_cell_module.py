@@ -4,6 +4,7 @@ torch's cells, one unbatched step as they take it, and a one-line error for a wr
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils import prune
 
 from rnnkit.cells import CELLS, LSTMP
 from rnnkit.errors import RnnkitError
@@ -57,6 +58,38 @@ def test_a_torch_cells_state_dict_loads(name, bias):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     with pytest.raises(RuntimeError, match="Unexpected key"):
         CELLS["gru_cho"](4, 5).load_state_dict(nn.GRUCell(4, 5).state_dict())
+
+
+@pytest.mark.parametrize("name", list(TORCH_CELLS))
+def test_functional_call_with_a_torch_cells_keys_runs_those_weights(name):
+    """torch.func.functional_call(cell, torch_cell.state_dict(), x) with torch.nn.LSTMCell's keys (weight_ih, ...)
+    set attributes the cell never read: it ran its own weights, in silence. A cell torch has takes torch's names
+    for its weights, as a layer takes weight_ih_l0: read (cell.weight_hh is cells' W_hh), replaced by a Parameter,
+    and put in place by functional_call, which puts the cell's own back after; a plain tensor set by hand is
+    refused as torch's cells refuse it, and torch's key given with the cell's own for one weight in one line."""
+    torch.manual_seed(0)
+    m, cell = TORCH_CELLS[name](4, 5), CELLS[name](4, 5)
+    x, own = torch.randn(3, 4), dict(cell.named_parameters())
+    want = m(x)
+    got = torch.func.functional_call(cell, dict(m.named_parameters()), (x,))
+    for a, b in zip(want if name == "lstm" else (want,), got if name == "lstm" else (got,)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert dict(cell.named_parameters()) == own and cell.weight_hh is cell.W_hh and cell.bias_ih is cell.b_xh
+    new = nn.Parameter(torch.zeros_like(cell.W_hh))
+    cell.weight_hh = new
+    assert cell.W_hh is new and "weight_hh" not in dict(cell.named_parameters())
+    with pytest.raises(TypeError, match="cannot assign 'torch.[A-Za-z]*Tensor' as parameter 'weight_hh'"):
+        cell.weight_hh = torch.zeros_like(cell.W_hh)
+    with pytest.raises(
+        RnnkitError, match="functional_call got weight_ih and W_xh: torch.nn's name and the cell's"
+    ):
+        torch.func.functional_call(cell, {"weight_ih": m.weight_ih, "W_xh": m.weight_ih}, (x,))
+    assert cell.W_xh is own["W_xh"] and cell.W_hh is new
+    with pytest.raises(
+        RnnkitError, match=r"weight_hh is torch.nn's name for this cell's W_hh, .* \(cell, 'W_hh'\)"
+    ):
+        prune.l1_unstructured(cell, "weight_hh", 0.5)  # (it registered weight_hh_orig, then failed)
+    assert list(dict(cell.named_parameters())) == list(own)
 
 
 @pytest.mark.parametrize("name", [*CELLS, "lstmp"])

@@ -21,6 +21,7 @@ import math
 import numbers
 import sys
 import warnings
+import weakref
 
 import torch
 from torch import nn
@@ -598,7 +599,8 @@ def _math_class(cls):
     """same_math(cls), cached in _math_of. A constant of a graph torch.compile traces (as engine.compiled's
     native_ready): dynamo traced the cache and guarded on it, empty on the first call and filled by it, so the
     second call of every compiled model compiled it all again (its guard "not _math_of" failed)."""
-    return _math_of.get(cls) or same_math(cls)
+    got = _math_of.get(cls, False)
+    return same_math(cls) if got is False else got or cls
 
 
 _math_class._dynamo_marked_constant = True
@@ -609,7 +611,8 @@ _math_class._dynamo_marked_constant = True
 SAME_MATH = frozenset(("__init__", "reset_parameters", "extra_repr", "__module__", "__qualname__", "__doc__",
                        "__annotations__", "__firstlineno__", "__static_attributes__", "__dict__", "__weakref__",
                        "_checked_steps"))  # fmt: skip
-_math_of = {}  # class -> same_math(class)
+# class -> same_math(class), None for itself: weak (a factory making a cell class per call leaked one per call)
+_math_of = weakref.WeakKeyDictionary()
 
 
 def same_math(cls):
@@ -625,8 +628,8 @@ def same_math(cls):
     c = cls
     while c not in own and len(c.__bases__) == 1 and set(vars(c)) <= SAME_MATH:
         c = c.__bases__[0]
-    _math_of[cls] = c if c in own else cls
-    return _math_of[cls]
+    _math_of[cls] = c if c in own else None
+    return c if c in own else cls
 
 
 def plain_ops_only():

@@ -58,6 +58,7 @@ import pathlib
 import platform
 import threading
 import warnings
+import weakref
 
 import torch
 from torch.autograd import forward_ad
@@ -354,31 +355,36 @@ def unsupported_kind(device_type, dtype):
     return None
 
 
-_traced = {}  # (cell class, its parameters' shapes, dtype) -> cell id, or why it can't run natively
-_traced_cells = {}  # cell id -> the class traced_id registered under it
+# held weakly, the classes: a factory making a cell class per call (class Mine(Cell) inside a function) leaked one
+# per call, with all its functions read (the loop keeps only what it was registered with, a few hundred bytes)
+_traced = (
+    weakref.WeakKeyDictionary()
+)  # cell class -> {(its parameters' shapes, dtype, ...) -> cell id, or why not}
+_traced_cells = weakref.WeakValueDictionary()  # cell id -> the class traced_id registered under it
 _traced_lock = threading.Lock()
 
 
 def _traced_key(cell, P, xw):
     from rnnkit.engine.traced import baked  # (the functions and the Python numbers their kernels hold)
 
-    return cell, tuple(None if p is None else tuple(p.shape) for p in P), xw.dtype, *baked(cell)
+    return tuple(None if p is None else tuple(p.shape) for p in P), xw.dtype, *baked(cell)
 
 
 def traced_id(cell, P, xw):
     """The native loop's id for a cell of one's own, its step and step_backward traced into kernels (traced.py)
     and registered with the loop once per class and shapes; or the one-line reason it runs on the python loop."""
     key = _traced_key(cell, P, xw)
-    got = _traced.get(key)
+    got = _traced.get(cell, {}).get(key)
     if got is not None:
         return got
     from rnnkit.engine import traced
 
     with _traced_lock:
-        if key in _traced:
-            return _traced[key]
+        known = _traced.setdefault(cell, {})
+        if key in known:
+            return known[key]
         got = _trace(traced, cell, P, xw)
-        _traced[key] = got
+        known[key] = got
         if isinstance(got, int):
             _traced_cells[got] = cell
         return got

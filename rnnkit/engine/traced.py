@@ -58,6 +58,7 @@ import subprocess
 import sys
 import tempfile
 import types
+import weakref
 from dataclasses import dataclass
 from numbers import Number
 
@@ -113,7 +114,8 @@ class Staged:
     bwd: tuple
 
 
-_traced = {}  # (cls, H, G, shapes of P, dtype) -> Traced, or the Untraceable it raised
+# cls -> {(H, G, shapes of P, dtype, ...) -> Traced, or the Untraceable it raised}: weak, as native's caches
+_traced = weakref.WeakKeyDictionary()
 _libs = {}  # path of a loaded .so -> its ctypes handle (kept alive: the engine holds its function addresses)
 
 
@@ -121,16 +123,17 @@ def trace_cell(cls, H: int, P: list, dtype) -> Traced:
     """The compiled kernels of cls for hidden size H, parameters P (in REC_PARAMS order, None for an absent bias)
     and dtype (Traced, or Staged for several GEMMS entries); traced once per key, then a dict look-up. Raises
     Untraceable where the cell is outside what the native loop fuses."""
-    key = (cls, H, cls.gates, tuple(None if p is None else tuple(p.shape) for p in P), dtype, *baked(cls))
-    hit = _traced.get(key)
+    key = (H, cls.gates, tuple(None if p is None else tuple(p.shape) for p in P), dtype, *baked(cls))
+    known = _traced.setdefault(cls, {})
+    hit = known.get(key)
     if hit is None:
         try:
             # the global generator as it was after: a step that draws (noise, dropout of its own) advanced it in the
             # sample step, and the first run of a seeded model differed from the python loop's with the same seed
             with torch.random.fork_rng(devices=[]):
-                hit = _traced[key] = _trace_and_compile(cls, H, P, dtype)
+                hit = known[key] = _trace_and_compile(cls, H, P, dtype)
         except Untraceable as e:
-            _traced[key] = e
+            known[key] = Untraceable(str(e))  # (not e, whose traceback's frames hold cls)
             raise
     if isinstance(hit, Untraceable):
         raise Untraceable(str(hit))

@@ -19,6 +19,7 @@ import inspect
 import numbers
 import sys
 import warnings
+import weakref
 
 import numpy as np
 import torch
@@ -75,7 +76,8 @@ def _affine_projects(cls):
 
 
 _affine_projects._dynamo_marked_constant = True
-_AFFINE_PROJECTS = {}  # cell class -> ((project_input, input_affine) as read, _affine_projects' answer)
+# cell class -> ((project_input, input_affine) as read, _affine_projects' answer); weak, as cells._base._math_of
+_AFFINE_PROJECTS = weakref.WeakKeyDictionary()
 
 
 def _takes_factory_kwargs(Cell) -> bool:

@@ -201,7 +201,7 @@ def test_a_cell_of_ones_own_runs_natively_with_autograds_gradients(name, bias):
     got = _run_layer(Cls, "native", torch.float64, bias)
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
-    ids = [v for k, v in native._traced.items() if k[0] is Cls]
+    ids = list(native._traced.get(Cls, {}).values())
     assert ids and all(isinstance(v, int) for v in ids), ids  # traced, not the python loop
 
 
@@ -380,7 +380,7 @@ def test_a_constant_made_in_another_dtype_is_held_as_torch_holds_it():
     float64, and wholly off with the integer."""
     want = _run_layer(Filled, "python", torch.float64, lengths=False)
     got = _run_layer(Filled, "native", torch.float64, lengths=False)
-    assert isinstance(native._traced[next(k for k in native._traced if k[0] is Filled)], int)  # ran natively
+    assert isinstance(next(iter(native._traced[Filled].values())), int)  # ran natively
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-13)
 
@@ -870,3 +870,36 @@ def test_tracing_a_cell_leaves_the_global_generator_as_it_was():
         torch.manual_seed(1)
         outs.append(layer(x)[0])
     assert torch.equal(*outs)
+
+
+def test_a_cell_class_made_per_call_goes_with_its_last_cell():
+    """The caches of the native loop (native._traced, _traced_cells, traced._traced) and of the layer (same_math's,
+    _affine_projects') kept every cell class they saw, with all it reads: a factory making a class per call
+    (class OwnLeaky(Cell) inside a function) leaked one per call, with its closure. They hold classes weakly."""
+    import gc
+    import weakref
+
+    def make(alpha):
+        class Made(OwnLeaky):
+            @staticmethod
+            def step(xw_t, state, P):
+                return leaky_step(xw_t, state, (*P[:2], P[2] * alpha))
+
+            @staticmethod
+            def step_backward(dstate, cache, P):
+                return leaky_step_backward(dstate, cache, (*P[:2], P[2] * alpha))
+
+        return Made
+
+    made = []
+    for alpha in (0.5, 0.25):
+        Made = make(alpha)
+        layer = Recurrent(Made, 3, 4, backend="native")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # natively: no warning of the python loop
+            layer(torch.randn(2, 5, 3))[0].sum().backward()
+        assert isinstance(native.traced_id(Made, layer.cells[0].rec_params(), torch.empty(0)), int)
+        made.append(weakref.ref(Made))
+        del Made, layer
+    gc.collect()
+    assert [m() for m in made] == [None, None]

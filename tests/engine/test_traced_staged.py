@@ -192,7 +192,7 @@ def _same(got, want):
 
 
 def _ran_natively(Cls):
-    ids = [v for k, v in native._traced.items() if k[0] is Cls]
+    ids = list(native._traced.get(Cls, {}).values())
     assert ids and all(isinstance(v, int) for v in ids), ids  # traced, not the python loop
 
 

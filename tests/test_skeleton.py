@@ -13,6 +13,23 @@ def test_cli_help_runs():
     assert "rnnkit" in out.stdout
 
 
+def test_import_leaves_torch_compile_and_the_heavy_libraries_alone():
+    """`import rnnkit` (and the command line's parser) imported torch._dynamo at once, for one decorator: 3 s more
+    for every command, `rnnkit --help` too, with TORCHINDUCTOR_CACHE_DIR set in os.environ and a warnings filter
+    of sympy's added on import. Nor are matplotlib, scikit-learn and scipy imported before a command needs them."""
+    code = (
+        "import os, sys, warnings, torch\n"
+        "modules, environ, filters = set(sys.modules), dict(os.environ), list(warnings.filters)\n"
+        "from rnnkit.cli import build_parser; build_parser()\n"
+        "heavy = ('torch._dynamo', 'sympy', 'matplotlib', 'sklearn', 'scipy')\n"
+        "print(sorted(m for m in heavy if m in set(sys.modules) - modules), os.environ == environ,"
+        " warnings.filters == filters)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["[]", "True", "True"]
+
+
 def test_cli_version_and_unknown_options_in_the_commands_words(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])

@@ -100,7 +100,9 @@ def _batched(t) -> bool:
     return torch._C._functorch.is_legacy_batchedtensor(t) or in_vmap()
 
 
-@torch.compiler.disable  # (dynamo can't trace the question: a warning each time it was compiled as a frame)
+# (dynamo can't trace the question: a warning each time it was compiled as a frame). torch's own lazy form of
+# torch.compiler.disable: that one imports torch._dynamo where it decorates, 3 s of every `import rnnkit`
+@torch._disable_dynamo
 def in_vmap() -> bool:
     """Whether we are inside torch.func.vmap."""
     from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters

@@ -284,6 +284,23 @@ UNWRITABLE = (
 )  # a cache we can't write in
 
 
+def homeless(cache: str = "TORCH_EXTENSIONS_DIR") -> str | None:
+    """Why torch's extensions directory can't be found (None: it can). Its default is ~/.cache/torch_extensions
+    (or $XDG_CACHE_HOME's), and where there is no home (HOME unset, a user without one in the password database:
+    a container's `docker run -u 1234`) torch took '~' literally, and built in a folder '~' it made in the working
+    directory. A relative $XDG_CACHE_HOME did the same."""
+    from torch import _appdirs
+
+    if os.environ.get(cache):
+        return None
+    root = _appdirs.user_cache_dir(appname="torch_extensions")
+    if os.path.isabs(root):
+        return None
+    return (f"torch's extensions directory would be {root!r} in the working directory (no home folder: HOME is "
+            f"unset and the password database has none for this user; or a relative XDG_CACHE_HOME); set {cache} "
+            "(or HOME) to a writable folder")  # fmt: skip
+
+
 def _import(name: str, path: str):
     """The extension module in the library at `path`, as torch's load imports it after its build."""
     import importlib.util
@@ -299,6 +316,8 @@ def build(what: str, name: str, compile_fn) -> tuple[object, str | None]:
     it cannot build; the reason names the cause and the fix. A first build takes a minute: it says so."""
     if off := switched_off():
         return None, off
+    if nowhere := homeless():
+        return None, f"could not build {what}: {nowhere}"
     folder, damaged = None, False
     try:
         path = built_path(name)

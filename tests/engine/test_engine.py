@@ -197,6 +197,29 @@ def test_build_finds_the_ninja_installed_beside_python(monkeypatch, tmp_path):
     assert os.environ["PATH"] == "/nonexistent"
 
 
+def test_a_user_without_a_home_is_told_instead_of_a_build_in_the_working_directory(monkeypatch, tmp_path):
+    """HOME unset for a user without a home in the password database (a container's `docker run -u 1234`): torch's
+    extensions directory became '~/.cache/torch_extensions' taken literally, so the compiled loops were built
+    (a minute) in a folder '~' made in the working directory. The build is refused in one line naming the fix."""
+    import pwd
+
+    from rnnkit import _native_build
+
+    def no_entry(uid):
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    for name in ("HOME", "XDG_CACHE_HOME", "TORCH_EXTENSIONS_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RNNKIT_NATIVE", "1")
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    monkeypatch.chdir(tmp_path)
+    module, reason = _native_build.build("the test extension", "some_ext", lambda: "module")
+    assert module is None and reason.startswith("could not build the test extension: ")
+    assert "set TORCH_EXTENSIONS_DIR" in reason and list(tmp_path.iterdir()) == []
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "ext"))  # the fix it names
+    assert _native_build.build("the test extension", "some_ext", lambda: "module") == ("module", None)
+
+
 def test_the_build_runs_the_pinned_ninja_before_a_system_one(monkeypatch, tmp_path):
     """With ninja's folder added after PATH, a system ninja (another version) built where the virtual environment
     was not activated and pip's where it was: each discarded the other's build log and rebuilt everything."""

@@ -85,6 +85,14 @@ def _built() -> tuple[ctypes.CDLL | None, str | None]:
     """(the library, None), or (None, why not): with $CC (else cc), then gcc where that one fails."""
     if off := _native_build.switched_off():
         return None, off
+    try:  # no HOME, and no home in the password database (a container's `docker run -u 1234`)
+        _cache_dir()
+    except RuntimeError as e:
+        why = str(e).rstrip(".")
+        return (
+            None,
+            f"could not build the RBM kernel: {why}; set XDG_CACHE_HOME (or HOME) to a writable folder",
+        )
     names = list(dict.fromkeys(c for c in (os.environ.get("CC") or "cc", "gcc")))  # CC=/bin/false: gcc
     failures = []
     for name in names:

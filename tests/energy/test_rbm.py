@@ -296,6 +296,25 @@ def test_a_kernel_that_cannot_be_built_is_warned_of_once(fresh_kernel, monkeypat
     assert _rbm_kernel.load() is None and _rbm_kernel.unavailable().startswith("switched off")
 
 
+def test_a_user_without_a_home_is_told_where_to_keep_the_kernel(fresh_kernel, monkeypatch):
+    """HOME unset for a user without a home in the password database (a container's `docker run -u 1234`): the
+    warning said "RuntimeError: Could not determine home directory.; install a C compiler (cc or gcc) or set CC to
+    one", a fix for another problem, with a compiler there. It names the cache's variable."""
+    import pwd
+
+    def no_entry(uid):
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.delenv("HOME", raising=False)
+    monkeypatch.setenv("RNNKIT_NATIVE", "1")
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    with pytest.warns(
+        RuntimeWarning, match=r"home directory.*; set XDG_CACHE_HOME \(or HOME\) to a writable folder"
+    ):
+        assert _rbm_kernel.load() is None
+
+
 @pytest.mark.skipif(_rbm_kernel.unavailable() is not None, reason=str(_rbm_kernel.unavailable()))
 def test_a_cache_on_a_noexec_mount_is_the_fix(fresh_kernel, monkeypatch):
     """A cache on a noexec mount builds the kernel, then dlopen fails ("failed to map segment from shared object"):

@@ -208,7 +208,13 @@ def stdlib_text(limit=None) -> str:
 
 
 def cache_dir() -> pathlib.Path:
-    base = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
+    try:  # (no HOME, and no home in the password database: a container's `docker run -u 1234`)
+        base = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
+    except RuntimeError as e:
+        raise RnnkitError(
+            f"no cache folder: {str(e).rstrip('.').lower()} (HOME is unset); set XDG_CACHE_HOME (or HOME) to a "
+            f"writable folder, or give --data-dir (or RNNKIT_DATA) with {SHAKESPEARE_FILE} in it"
+        ) from None
     return pathlib.Path(base) / "rnnkit"
 
 

@@ -136,6 +136,22 @@ def test_shakespeare_offline_says_where_to_put_it(tmp_path, monkeypatch):
         load_corpus("shakespeare")
 
 
+def test_shakespeare_without_a_home_says_what_to_set(tmp_path, monkeypatch):
+    """HOME unset for a user without a home in the password database (a container's `docker run -u 1234`):
+    `rnnkit train shakespeare` ended in pathlib's traceback, "RuntimeError: Could not determine home directory."."""
+    import pwd
+
+    def no_entry(uid):
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    for name in ("XDG_CACHE_HOME", "HOME", "RNNKIT_DATA"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    monkeypatch.setattr(corpus_mod, "SHAKESPEARE_URL", (tmp_path / "missing.txt").as_uri())
+    with pytest.raises(RnnkitError, match="home directory.*set XDG_CACHE_HOME .* or give --data-dir"):
+        load_corpus("shakespeare")
+
+
 def test_shakespeare_from_data_dir(tmp_path, monkeypatch):
     (tmp_path / "tinyshakespeare.txt").write_text("ROMEO:\nBut soft!\n")
     monkeypatch.setenv("RNNKIT_DATA", str(tmp_path))

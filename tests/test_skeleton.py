@@ -30,6 +30,39 @@ def test_import_leaves_torch_compile_and_the_heavy_libraries_alone():
     assert out.stdout.split() == ["[]", "True", "True"]
 
 
+def test_the_wheel_holds_every_file_rnnkit_reads(tmp_path):
+    """A wheel built from the sources holds all of rnnkit: the C++ and C sources that the native engine and the RBM
+    kernel compile from where rnnkit is installed, not only its modules. Built with warnings as errors: the
+    `license = { text = ... }` table was deprecated by setuptools, which refuses such builds from 2027-02-18."""
+    import pathlib
+    import shutil
+    import zipfile
+
+    pytest.importorskip("setuptools", reason="setuptools (the build backend) is not installed here")
+    root = pathlib.Path(rnnkit.__file__).parent.parent
+    if not (root / "pyproject.toml").is_file():
+        pytest.skip("rnnkit is imported from an installed copy, not from its sources")
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, src)
+    shutil.copytree(
+        root / "rnnkit", src / "rnnkit", ignore=shutil.ignore_patterns("__pycache__", ".*", "*.so")
+    )
+    build = f"from setuptools import build_meta; print('wheel:', build_meta.build_wheel({str(tmp_path)!r}))"
+    out = subprocess.run(
+        [sys.executable, "-W", "error", "-c", build], cwd=src, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    wheel = tmp_path / out.stdout.rsplit("wheel: ", 1)[1].strip()
+    inside = set(zipfile.ZipFile(wheel).namelist())
+    wanted = {p.relative_to(src).as_posix() for p in (src / "rnnkit").rglob("*") if p.is_file()}
+    assert {"rnnkit/engine/csrc/engine.cpp", "rnnkit/energy/rbm_cd.c"} <= wanted
+    assert sorted(wanted - inside) == []
+    metadata = zipfile.ZipFile(wheel).read(f"rnnkit-{rnnkit.__version__}.dist-info/METADATA").decode()
+    assert f"\nVersion: {rnnkit.__version__}\n" in metadata  # pip's version is --version's
+
+
 def test_cli_version_and_unknown_options_in_the_commands_words(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])

@@ -30,6 +30,27 @@ def test_import_leaves_torch_compile_and_the_heavy_libraries_alone():
     assert out.stdout.split() == ["[]", "True", "True"]
 
 
+def test_figures_leave_the_users_matplotlib_backend_alone(tmp_path):
+    """The loss curve that rnnkit.train.train writes, and the energy models' figures, called matplotlib.use("Agg"):
+    a notebook's or a script's own backend (inline, QtAgg, ...) was switched to Agg for the rest of the process,
+    whose plt.show() then showed nothing. They draw on a Figure of their own, which needs no backend or display."""
+    code = (
+        "import matplotlib; matplotlib.use('svg'); import torch\n"
+        "from rnnkit.train.metrics import plot_losses\n"
+        "plot_losses([dict(step=1, wall_s=0.1, train_loss=1.0, val_loss=0.9)], 'loss.png')\n"
+        "from rnnkit.energy import plots\n"
+        "plots.image_grid(torch.rand(4, 9), 'grid.png', title='t')\n"
+        "print(matplotlib.get_backend())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (
+        out.stdout.split() == ["svg"]
+        and (tmp_path / "loss.png").is_file()
+        and (tmp_path / "grid.png").is_file()
+    )
+
+
 def test_the_wheel_holds_every_file_rnnkit_reads(tmp_path):
     """A wheel built from the sources holds all of rnnkit: the C++ and C sources that the native engine and the RBM
     kernel compile from where rnnkit is installed, not only its modules. Built with warnings as errors: the

@@ -1,15 +1,13 @@
-"""Figures of the energy models, written as PNG files (matplotlib, Agg backend: no display needed)."""
+"""Figures of the energy models, written as PNG files (matplotlib Figures of their own, not pyplot's: no display
+needed, and the user's backend stays as it is)."""
 
 import math
 
-import matplotlib
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
-import torch  # noqa: E402
-
-from rnnkit._io import save_figure  # noqa: E402
-from rnnkit.energy.capacity import ALPHA_C  # noqa: E402
+from rnnkit._io import save_figure
+from rnnkit.energy.capacity import ALPHA_C
 
 
 def image_shape(units: int, shape=None) -> tuple:
@@ -23,7 +21,6 @@ def image_shape(units: int, shape=None) -> tuple:
 def _save(fig, path) -> str:
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
-    plt.close(fig)
     return str(path)
 
 
@@ -32,7 +29,8 @@ def image_grid(images, path, title="", shape=None, columns=10, symmetric=False) 
     images = torch.as_tensor(images).detach().cpu().float()
     h, w = image_shape(images.shape[1], shape)
     rows = math.ceil(len(images) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 0.8, rows * 0.8 + 0.4), squeeze=False)
+    fig = Figure(figsize=(columns * 0.8, rows * 0.8 + 0.4))
+    axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, image in zip(axes.flat, images):
@@ -48,7 +46,8 @@ def recall_figure(patterns, cues, states, path, shape=None, title="") -> str:
     n = len(cues)
     h, w = image_shape(cues.shape[1], shape)
     patterns, cues, states = (torch.as_tensor(t).detach().cpu().float() for t in (patterns, cues, states))
-    fig, axes = plt.subplots(n, 3, figsize=(4.5, 1.5 * n + 0.5), squeeze=False)
+    fig = Figure(figsize=(4.5, 1.5 * n + 0.5))
+    axes = fig.subplots(n, 3, squeeze=False)
     for row, images in enumerate(zip(patterns, cues, states)):
         for col, (image, name) in enumerate(zip(images, ("stored", "cue", "recalled"))):
             axes[row, col].imshow(
@@ -62,7 +61,8 @@ def recall_figure(patterns, cues, states, path, shape=None, title="") -> str:
 
 
 def energy_figure(energies, path, title="energy after each update") -> str:
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     for trace in torch.as_tensor(energies).cpu():
         ax.plot(trace.numpy(), lw=1)
     ax.set(xlabel="update", ylabel="E", title=title)
@@ -77,7 +77,8 @@ def capacity_figure(rows, path, alpha_c=ALPHA_C) -> str:
         ("perfect", "fraction recalled perfectly"),
         ("spurious_of_settled", "settled random starts: share spurious"),
     ]
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    fig = Figure(figsize=(10, 7))
+    axes = fig.subplots(2, 2)
     for N in sorted({r["N"] for r in rows}):
         mine = sorted((r for r in rows if r["N"] == N), key=lambda r: r["load"])
         for ax, (key, _) in zip(axes.flat, panels):
@@ -100,7 +101,8 @@ def ising_figure(results, path, tc=None, onsager=None) -> str:
     T = results["temperature"].cpu()[order].numpy()
     panels = [("abs_magnetisation", "<|m|>"), ("energy", "<e> per site"),
               ("specific_heat", "specific heat C"), ("susceptibility", "susceptibility χ")]  # fmt: skip
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    fig = Figure(figsize=(10, 7))
+    axes = fig.subplots(2, 2)
     for ax, (key, label) in zip(axes.flat, panels):
         ax.plot(T, results[key].cpu()[order].numpy(), marker="o", ms=3)
         if tc:
@@ -118,7 +120,8 @@ def ising_figure(results, path, tc=None, onsager=None) -> str:
 
 def line_figure(x, ys: dict, path, xlabel, ylabel, title="", logy=False) -> str:
     """One line per entry of ys against x, its points in the order of x (x given out of order: no zigzag)."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     order = sorted(range(len(x)), key=lambda i: x[i])
     for label, y in ys.items():
         ax.plot([x[i] for i in order], [y[i] for i in order], marker="o", ms=3, label=label)

@@ -83,16 +83,15 @@ def _whole(row) -> bool:
 
 def plot_losses(rows: list, path):
     """Train and validation loss (nats/char) against steps and against wall time."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # a Figure of its own, not pyplot's: the user's backend stays as it is, and no display is needed
+    from matplotlib.figure import Figure
 
     train = [
         (int(r["step"]), float(r["wall_s"]), float(r["train_loss"])) for r in rows if r["train_loss"] != ""
     ]
     val = [(int(r["step"]), float(r["wall_s"]), float(r["val_loss"])) for r in rows if r["val_loss"] != ""]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2, sharey=True)
     for ax, i, label in [(axes[0], 0, "step"), (axes[1], 1, "wall time (s)")]:
         if train:
             ax.plot([t[i] for t in train], [t[2] for t in train], lw=0.8, label="train")
@@ -104,4 +103,3 @@ def plot_losses(rows: list, path):
     axes[0].legend()
     fig.tight_layout()
     save_figure(fig, path, dpi=100)
-    plt.close(fig)

@@ -455,9 +455,6 @@ def test_cd_check_draws_ks_given_out_of_order_as_a_curve(tmp_path, monkeypatch, 
     assert main(["rbm", "cd-check", "--ks", "4", "1", "2", "--dry-run", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     errors = {int(k): float(e) for k, e in re.findall(r"k=\s*(\d+): .* = (\S+)", out)}
-    try:
-        line = figures[0].axes[0].lines[0]
-        assert list(line.get_xdata()) == [1, 2, 4]
-        assert list(line.get_ydata()) == pytest.approx([errors[1], errors[2], errors[4]], rel=1e-2)
-    finally:
-        plots.plt.close(figures[0])
+    line = figures[0].axes[0].lines[0]
+    assert list(line.get_xdata()) == [1, 2, 4]
+    assert list(line.get_ydata()) == pytest.approx([errors[1], errors[2], errors[4]], rel=1e-2)

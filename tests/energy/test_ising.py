@@ -134,12 +134,9 @@ def test_the_figure_draws_temperatures_given_out_of_order_as_curves(tmp_path, mo
     monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or str(path))
     results = ising.Ising(4, [3.5, 1.5, 2.27], generator=gen()).run(5, 0)
     plots.ising_figure(results, tmp_path / "ising.png", ising.onsager_tc(), ising.onsager_magnetisation)
-    try:
-        for ax in figures[0].axes:
-            x = list(ax.lines[0].get_xdata())
-            assert x == sorted(x)
-    finally:
-        plots.plt.close(figures[0])
+    for ax in figures[0].axes:
+        x = list(ax.lines[0].get_xdata())
+        assert x == sorted(x)
 
 
 def test_numpy_numbers_work_as_python_numbers():

@@ -322,11 +322,10 @@ def build(what: str, name: str, compile_fn) -> tuple[object, str | None]:
     try:
         path = built_path(name)
         folder = os.path.dirname(path)
-        if matches_record(
-            path
-        ):  # built as recorded (its name hashes sources, flags and torch): nothing to build.
-            # Loaded without the lock: processes starting together (DDP ranks) each waited for the others' loads,
-            # saying so; one that doesn't load is built again under it
+        # built as recorded (its name hashes sources, flags and torch): nothing to build. Loaded without the lock:
+        # processes starting together (DDP ranks) each waited for the others' loads, saying so; one that doesn't
+        # load is built again under it
+        if matches_record(path):
             with contextlib.suppress(ImportError, OSError):
                 return _import(name, path), None
         with contextlib.ExitStack() as stack:

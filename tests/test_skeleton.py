@@ -158,3 +158,18 @@ def test_a_group_without_its_action_names_it_so(capsys, group):
     with pytest.raises(SystemExit):
         main([group])
     assert "required: ACTION" in capsys.readouterr().err
+
+
+def test_a_python_backward_leaves_torch_compile_alone():
+    """The python loop's backward asks whether it runs inside vmap; the question's decorator (dynamo may not trace
+    it) imported torch._dynamo on its first call: 2-3 s at the first backward of every process on that backend
+    (the fallback where native can't run). Outside every torch.func transform it is answered without it."""
+    code = (
+        "import sys, torch, rnnkit\n"
+        "x = torch.randn(2, 5, 4, requires_grad=True)\n"
+        "rnnkit.Recurrent('gru', 4, 8, backend='python')(x)[0].sum().backward()\n"
+        "print('torch._dynamo' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["False"]

@@ -100,11 +100,19 @@ def _batched(t) -> bool:
     return torch._C._functorch.is_legacy_batchedtensor(t) or in_vmap()
 
 
+def in_vmap() -> bool:
+    """Whether we are inside torch.func.vmap."""
+    # outside every torch.func transform, asked without _in_vmap: its decorator imports torch._dynamo on its
+    # first call, 2-3 s at the first backward of a process on the python backend
+    if not torch.compiler.is_compiling() and not torch._C._are_functorch_transforms_active():
+        return False
+    return _in_vmap()
+
+
 # (dynamo can't trace the question: a warning each time it was compiled as a frame). torch's own lazy form of
 # torch.compiler.disable: that one imports torch._dynamo where it decorates, 3 s of every `import rnnkit`
 @torch._disable_dynamo
-def in_vmap() -> bool:
-    """Whether we are inside torch.func.vmap."""
+def _in_vmap() -> bool:
     from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 
     vmap = torch._C._functorch.TransformType.Vmap

@@ -173,3 +173,12 @@ def test_a_python_backward_leaves_torch_compile_alone():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split() == ["False"]
+
+
+def test_the_text_baselines_import_scikit_learn_only_where_used():
+    """rnnkit.text imported scikit-learn (and scipy.stats) at once, for a stop-word list, a truncated SVD and a
+    Spearman correlation: a second or two of every `rnnkit ngram` or `markov` command, which use none of them."""
+    code = "import sys, rnnkit.text\nprint(sorted(m for m in ('sklearn', 'scipy.stats') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["[]"]

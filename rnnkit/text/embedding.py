@@ -16,7 +16,6 @@ Truncated SVD gives the best rank-k factorisation in the least-squares sense: D 
 import numpy as np
 import scipy.sparse as sp
 import torch
-from sklearn.decomposition import TruncatedSVD
 
 from rnnkit.errors import RnnkitError
 
@@ -82,6 +81,8 @@ def svd_embeddings(D, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     n, d = D.shape
     if not 1 <= k < min(n, d):
         raise RnnkitError(f"k must lie in 1..{min(n, d) - 1} for a {n} x {d} document-word matrix, got {k}")
+    from sklearn.decomposition import TruncatedSVD  # (imported here: scikit-learn takes a second or two)
+
     svd = TruncatedSVD(n_components=k, random_state=seed)
     U = svd.fit_transform(D)
     return U, svd.components_

@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 from tqdm import tqdm
 
 from rnnkit._io import atomic_open, write_text
@@ -65,6 +64,11 @@ class Analyzer:
 
     def __init__(self, config: TfidfConfig):
         self.config = config
+        self.stop_words = frozenset()
+        if config.stop_words:  # (imported here: scikit-learn takes a second or two, which every command paid)
+            from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+            self.stop_words = ENGLISH_STOP_WORDS
         self.stemmer = None
         if config.stem:
             import snowballstemmer
@@ -75,7 +79,7 @@ class Analyzer:
         tokens = word_tokenize(text, lower=self.config.lower, punctuation=True)
         terms = [t for t in tokens if any(c.isalnum() for c in t)]  # __init__ is a word, "," and "_" are not
         if self.config.stop_words:
-            terms = [t for t in terms if t.lower() not in ENGLISH_STOP_WORDS]
+            terms = [t for t in terms if t.lower() not in self.stop_words]
         return self.stemmer.stemWords(terms) if self.stemmer else terms
 
 

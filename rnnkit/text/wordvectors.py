@@ -13,7 +13,6 @@ import pathlib
 import warnings
 
 import numpy as np
-from scipy.stats import spearmanr
 
 from rnnkit._io import atomic_open
 from rnnkit.errors import RnnkitError
@@ -129,6 +128,8 @@ class WordVectors:
             if a in first and b in first:
                 cos.append(float(self.unit[first[a]] @ self.unit[first[b]]))
                 human.append(float(parts[2]))
+        from scipy.stats import spearmanr  # (imported here: scipy.stats takes half a second)
+
         return (float(spearmanr(cos, human).statistic) if len(cos) > 1 else float("nan")), len(cos)
 
     def evaluate_analogies(self, path, restrict: set | None = None) -> tuple[float, int]:

@@ -182,3 +182,23 @@ def test_the_text_baselines_import_scikit_learn_only_where_used():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split() == ["[]"]
+
+
+def test_a_commands_warning_is_one_line_of_rnnkits():
+    """A warning a command gave (a compiled loop that can't be built, an edited vocab.json) was printed as Python
+    prints it, pointing at the command's launcher: `<frozen runpy>:88: RuntimeWarning: ...` and the line
+    `return _run_code(...)` under it. The command line says it as its errors are said."""
+    code = (
+        "import sys, warnings\n"
+        "from rnnkit import cli\n"
+        "real = cli.build_parser\n"
+        "def warn(args):\n"
+        "    warnings.warn('the loop could not be built; install a compiler', RuntimeWarning)\n"
+        "def build():\n"
+        "    parser = real(); parser.commands['train'].set_defaults(func=warn); return parser\n"
+        "cli.build_parser = build\n"
+        "sys.exit(cli.main(['train', '--out', 'x']))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stderr == "rnnkit: warning: the loop could not be built; install a compiler\n"

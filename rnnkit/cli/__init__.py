@@ -71,7 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from rnnkit import __version__
 
-    parser = argparse.ArgumentParser(prog="rnnkit", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="rnnkit",
+        description="Recurrent neural networks as the lectures teach them, and the methods around them. "
+        "`rnnkit COMMAND --help` lists a command's options.",
+    )
     parser.add_argument("--version", action="version", version=f"rnnkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     parser.commands = sub.choices  # name -> its parser, for errors in the command's own words
@@ -147,7 +151,23 @@ def _out_of_memory(e, command=None) -> str | None:
     return f"out of memory: an allocation of {size} failed{total}; choose smaller sizes ({sizes})"
 
 
+def _warning_line(message, category, filename, lineno, line=None) -> str:
+    """A warning as the command line says it: one line, not Python's `<frozen runpy>:88: RuntimeWarning: ...`
+    (the first frame outside rnnkit, where a library's warning points, is the command's launcher)."""
+    return f"rnnkit: warning: {message}\n"
+
+
 def main(argv=None) -> int:
+    import warnings
+
+    format_warning, warnings.formatwarning = warnings.formatwarning, _warning_line
+    try:
+        return _main(argv)
+    finally:
+        warnings.formatwarning = format_warning
+
+
+def _main(argv) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # said by the action's parser (its usage) in two-level commands, else by the command's

@@ -205,3 +205,21 @@ def test_a_damaged_vocabulary_file_is_one_line_naming_the_file(tmp_path, damage,
     (tmp_path / "v.json").write_text(json.dumps({**good, **damage}))
     with pytest.raises(RnnkitError, match=f"^cannot read vocabulary {tmp_path / 'v.json'}: {said}"):
         Vocabulary.load(tmp_path / "v.json")
+
+
+@pytest.mark.parametrize("unk", [-1, 2, 1.5, "False", None, float("inf"), 2**40])
+def test_vocabulary_unk_that_is_no_switch_is_refused(unk):
+    """unk=-1 or 2 built counts misaligned with the ids (a token's count overwritten by <unk>'s), 2**40 a
+    MemoryError, "False" (a config file's string) a vocabulary with <unk>."""
+    with pytest.raises(RnnkitError, match="unk must be True or False"):
+        Vocabulary.build("a a b".split(), unk=unk)
+    assert Vocabulary.build("a a b".split(), unk=np.bool_(False)).itos == ["a", "b"]
+    assert Vocabulary.build("a a b".split(), unk=0).counts == [2, 1]
+
+
+@pytest.mark.parametrize("min_freq", [float("nan"), float("inf"), "2", None, True])
+def test_vocabulary_min_freq_that_is_no_number_is_refused(min_freq):
+    """nan (or inf) kept no token, a vocabulary of <unk> alone, in silence; "2" failed with "'<' not supported"."""
+    with pytest.raises(RnnkitError, match="min_freq must be a number >= 1"):
+        Vocabulary.build("a a b".split(), min_freq=min_freq)
+    assert Vocabulary.build("a a b".split(), min_freq=np.int64(2)).itos == ["<unk>", "a"]

@@ -77,8 +77,13 @@ class NGramLM:
             raise RnnkitError(
                 f"unknown smoothing {smoothing!r}; use kneser-ney, modified-kneser-ney or add-k"
             )
+        # (a string failed with "'<' not supported", True ran as 1; lower="False", a config file's string, lower-cased)
+        if isinstance(k, bool) or not isinstance(k, numbers.Real):
+            raise RnnkitError(f"k (add-k's pseudo-count) must be a number, got {k!r}")
         if not 0 < k < np.inf and smoothing == "add-k":
             raise RnnkitError(f"add-k needs a finite k > 0, got {k}")
+        if discount is not None and (isinstance(discount, bool) or not isinstance(discount, numbers.Real)):
+            raise RnnkitError(f"the Kneser-Ney discount must be a number between 0 and 1, got {discount!r}")
         if discount is not None and not 0 <= discount <= 1:  # D > 1 or D < 0: P no longer sums to 1
             raise RnnkitError(
                 f"the Kneser-Ney discount must be between 0 and 1, got {discount}; "
@@ -86,6 +91,13 @@ class NGramLM:
             )
         if level not in ("char", "word"):
             raise RnnkitError(f"unknown token level {level!r}; use 'char' or 'word'")
+        if not (
+            isinstance(lower, bool | np.bool_) or (isinstance(lower, numbers.Integral) and lower in (0, 1))
+        ):
+            raise RnnkitError(f"lower must be True or False, got {lower!r}")
+        # said here, not at fit (NaN: a model of <unk> alone), as Vocabulary says it
+        if isinstance(min_freq, bool) or not isinstance(min_freq, numbers.Real) or not 1 <= min_freq < np.inf:
+            raise RnnkitError(f"min_freq must be a number >= 1 (the count a token needs), got {min_freq!r}")
         # plain Python numbers: save() writes them as JSON, which has no numpy int64, float32 or bool_
         self.n, self.smoothing, self.k = int(n), smoothing, float(k)
         self.discount = None if discount is None else float(discount)

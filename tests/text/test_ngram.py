@@ -258,3 +258,24 @@ def test_a_tiny_temperature_samples_among_the_likeliest_tokens():
     assert len(lm.sample(5, prefix="a", temperature=1e-308)) == 5
     lm = NGramLM(1).fit("aab" * 10)
     assert lm.sample(8, temperature=1e-308) == "a" * 8  # the likeliest token only
+
+
+@pytest.mark.parametrize(
+    "option, said",
+    [
+        (dict(smoothing="add-k", k="3"), "k .* must be a number"),
+        (dict(smoothing="add-k", k=True), "k .* must be a number"),
+        (dict(k=None), "k .* must be a number"),
+        (dict(discount="0.5"), "discount must be a number between 0 and 1"),
+        (dict(discount=True), "discount must be a number between 0 and 1"),
+        (dict(lower="False"), "lower must be True or False"),
+        (dict(lower=2), "lower must be True or False"),
+        (dict(min_freq=float("nan")), "min_freq must be a number >= 1"),
+        (dict(min_freq="2"), "min_freq must be a number >= 1"),
+    ],
+)
+def test_options_of_another_kind_are_refused_when_the_model_is_made(option, said):
+    """k='3' or discount='0.5' failed with "'<' not supported", k=True or discount=True ran as 1, lower='False' (a
+    config file's string) lower-cased, min_freq=nan trained a model of <unk> alone: each is one line at NGramLM(...)."""
+    with pytest.raises(RnnkitError, match=said):
+        NGramLM(2, **option)

@@ -20,6 +20,7 @@ import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -244,6 +245,11 @@ class CharLM(nn.Module):
         ids = self._check_ids(ids, "sample")
         _need_context(ids, "sample")
         length, top_k = _check_count(length, "length", 0), _check_count(top_k, "top_k", 0)
+        # (taken for its truth value: greedy="False", a config file's string, gave the argmax text, None a sample)
+        if not (
+            isinstance(greedy, bool | np.bool_) or (isinstance(greedy, numbers.Integral) and greedy in (0, 1))
+        ):
+            raise RnnkitError(f"greedy must be True or False, got {greedy!r}")
         if not greedy:
             if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
                 raise RnnkitError(f"temperature must be a number > 0, got {temperature!r}")

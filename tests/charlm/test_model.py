@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from rnnkit.data.bptt import Window
+from rnnkit.errors import RnnkitError
 from rnnkit.models.charlm import CharLM, CharLMConfig
 
 V = 7
@@ -379,3 +380,12 @@ def test_beam_search_breaks_ties_as_greedy_does():
             m.head.bias.zero_()
         for beam in (1, 2, 7):
             assert m.beam_complete([1], 4, beam)[0] == m.sample([1], 4, greedy=True) == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("greedy", ["False", None, 2, 0.5, float("nan")])
+def test_sample_greedy_that_is_no_switch_is_refused(greedy):
+    """greedy was taken for its truth value: greedy='False' (a config file's string) or nan gave the argmax text,
+    None a sampled one, in silence."""
+    with pytest.raises(RnnkitError, match="greedy must be True or False"):
+        model().sample([1, 2], 3, greedy=greedy)
+    assert model().sample([1, 2], 3, greedy=np.bool_(True)) == model().sample([1, 2], 3, greedy=1)

@@ -113,12 +113,18 @@ def _torch_recurrent(cfg: CharLMConfig, input_size: int) -> nn.Module:
     rnn = TORCH_RNNS[cfg.cell](
         input_size, cfg.hidden_size, cfg.num_layers, batch_first=True, dropout=dropout, **kw
     )
-    if cfg.cell == "lstm":  # gate order i, f, g, o: the forget-gate bias is the second quarter
+    fb = cfg.forget_bias
+    if cfg.cell == "lstm" and fb is not None:  # (None: torch's draw, as rnnkit's LSTM takes it)
+        # checked as rnnkit's LSTM checks it: NaN made every output NaN, a string failed in the assignment below
+        if isinstance(fb, bool) or not isinstance(fb, numbers.Real) or not math.isfinite(fb):
+            raise RnnkitError(f"lstm forget_bias must be a finite number (or None: drawn as the other biases), got "
+                              f"{fb!r}")  # fmt: skip
+        # gate order i, f, g, o: the forget-gate bias is the second quarter
         H = cfg.hidden_size
         with torch.no_grad():
             for name, b in rnn.named_parameters():
                 if name.startswith("bias_ih"):
-                    b[H : 2 * H] = cfg.forget_bias
+                    b[H : 2 * H] = fb
                 elif name.startswith("bias_hh"):
                     b[H : 2 * H] = 0.0
     return rnn

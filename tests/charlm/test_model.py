@@ -389,3 +389,22 @@ def test_sample_greedy_that_is_no_switch_is_refused(greedy):
     with pytest.raises(RnnkitError, match="greedy must be True or False"):
         model().sample([1, 2], 3, greedy=greedy)
     assert model().sample([1, 2], 3, greedy=np.bool_(True)) == model().sample([1, 2], 3, greedy=1)
+
+
+@pytest.mark.parametrize("forget_bias", [float("nan"), float("inf"), True, "1"])
+def test_torch_rnn_forget_bias_is_checked_as_rnnkits(forget_bias):
+    """With torch_rnn the forget bias went into torch.nn.LSTM's bias unchecked: nan made every output NaN, True
+    was 1, and a string failed with "can't assign a str to a torch.FloatTensor"."""
+    with pytest.raises(RnnkitError, match="forget_bias must be a finite number"):
+        model(torch_rnn=True, forget_bias=forget_bias)
+
+
+def test_torch_rnn_forget_bias_none_keeps_torchs_draw():
+    """forget_bias=None (rnnkit's layer: the forget bias drawn as the other biases) failed with torch_rnn: "can't
+    assign a NoneType to a torch.FloatTensor"."""
+    torch.manual_seed(0)
+    ours = model(torch_rnn=True, forget_bias=None).rnn
+    torch.manual_seed(0)
+    theirs = torch.nn.LSTM(V, ours.hidden_size, ours.num_layers, batch_first=True)
+    for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+        torch.testing.assert_close(a, b)

@@ -67,6 +67,9 @@ class Leaky(Cell):
             a0 = torch.as_tensor(alpha, dtype=torch.float64, device="cpu").detach()
         except (TypeError, ValueError, RuntimeError):
             a0 = None
+        # (True ran as α = 1, a plain tanh RNN, where forget_bias=True is refused)
+        if isinstance(alpha, bool) or (isinstance(alpha, torch.Tensor) and alpha.dtype == torch.bool):
+            a0 = None
         if a0 is None or a0.shape not in ((), (1,), (H,)):
             got = f"shape {tuple(a0.shape)}" if a0 is not None else repr(alpha)
             raise ValueError(

@@ -240,3 +240,11 @@ def test_leaky_alpha_is_checked_in_the_dtype_given(learn_alpha):
     torch.testing.assert_close(
         alpha.detach(), torch.full((4,), 1e-50, dtype=torch.float64), rtol=1e-12, atol=0
     )
+
+
+@pytest.mark.parametrize("alpha", [True, False, torch.ones(4, dtype=torch.bool)])
+def test_leaky_alpha_of_bools_is_refused(alpha):
+    """alpha=True ran as α = 1 (a plain tanh RNN; learn_alpha=True meant, perhaps), as forget_bias=True is refused;
+    False said "must lie in (0, 1]" of a switch."""
+    with pytest.raises(ValueError, match=r"^leaky alpha must be a number or 4 values.*got "):
+        Recurrent("leaky", 3, 4, alpha=alpha)

@@ -58,7 +58,10 @@ class LSTMP(LSTM):
         device=None,
         dtype=None,
     ):
-        if isinstance(proj_size, bool) or not isinstance(proj_size, int) or not 0 < proj_size < hidden_size:
+        # (a hidden_size that is no int: Cell.__init__ names it; compared here, None failed with "'<' not supported")
+        if isinstance(hidden_size, int) and (
+            isinstance(proj_size, bool) or not isinstance(proj_size, int) or not 0 < proj_size < hidden_size
+        ):
             raise ValueError(
                 f"proj_size must be an integer in [1, hidden_size) = [1, {hidden_size}), got {proj_size!r}"
             )

@@ -173,3 +173,11 @@ def test_the_cell_refuses_a_proj_size_of_true_in_one_line():
         ValueError, match=r"^proj_size must be an integer in \[1, hidden_size\) = \[1, 4\), got True$"
     ):
         LSTMP(3, 4, proj_size=True)
+
+
+@pytest.mark.parametrize("hidden_size", [None, "4", [4]])
+def test_the_cell_names_a_hidden_size_that_is_no_number(hidden_size):
+    """LSTMP compared proj_size with hidden_size before checking it: None or "4" failed with "'<' not supported
+    between instances of 'int' and 'NoneType'", where LSTM(3, None) names hidden_size."""
+    with pytest.raises(ValueError, match=r"^hidden_size must be a positive integer"):
+        LSTMP(3, hidden_size, proj_size=2)

@@ -85,6 +85,10 @@ def as_matrix(data, name: str) -> torch.Tensor:
             x = torch.as_tensor(data)
     except (ValueError, TypeError, RuntimeError) as e:
         raise RnnkitError(f"{name} could not be read as a matrix of numbers ({e})") from None
+    if (
+        x.is_meta
+    ):  # (the checks below read values: "Tensor.item() cannot be called on meta tensors", deep inside)
+        raise RnnkitError(f"{name} is a meta tensor, which holds no values; give them on the CPU or a GPU")
     shape = tuple(x.shape)  # as given: [] is (0,), not the (1, 0) of one empty row
     if x.dim() == 1:
         x = x[None]

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from rnnkit.energy import RBM, BoltzmannMachine
 from rnnkit.energy import hopfield as hop
 from rnnkit.energy.hopfield import FIXED_POINT, TWO_CYCLE, Hopfield
 from rnnkit.errors import RnnkitError
@@ -240,3 +241,19 @@ def test_noise_takes_numpy_floats_and_refuses_booleans():
     torch.testing.assert_close(hop.corrupt(patterns, np.float32(0.25), gen()), expected, rtol=0, atol=0)
     with pytest.raises(RnnkitError, match="noise must be between 0 and 1"):
         hop.corrupt(patterns, True)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda x: Hopfield(4).store(x),
+        lambda x: Hopfield(4).recall(x),
+        lambda x: RBM(4, 3).free_energy(x),
+        lambda x: BoltzmannMachine(4).energy(x),
+    ],
+)
+def test_data_on_the_meta_device_is_one_line(call):
+    """A meta tensor holds no values to check: "Tensor.item() cannot be called on meta tensors" (Hopfield) or
+    "Cannot copy out of meta tensor; no data!" (RBM), a NotImplementedError, from deep inside the checks."""
+    with pytest.raises(RnnkitError, match="meta tensor, which holds no values"):
+        call(torch.ones(1, 4, device="meta"))

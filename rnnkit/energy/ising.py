@@ -69,6 +69,10 @@ def one_temperature(T) -> float:
 def check_coupling(J, h) -> tuple[float, float]:
     """Finite floats J and h, or one RnnkitError."""
     try:
+        if any(
+            isinstance(v, bool | str | bytes) for v in (J, h)
+        ):  # float("3") and float(True) ran as numbers
+            raise TypeError
         J, h = float(J), float(h)
     except (TypeError, ValueError):
         raise RnnkitError(f"coupling J and field h must be finite numbers, got J={J!r}, h={h!r}") from None

@@ -98,6 +98,9 @@ def test_onsager():
         lambda: ising.Ising(8, [1.0], J=1e38),  # its local field 4 J is inf in float32
         lambda: ising.Ising(8, [1.0], h=-1e39),
         lambda: ising.Ising(8, [1.0], J="a"),
+        lambda: ising.Ising(8, [1.0], J="3"),  # float("3"): ran with J = 3, a string taken for a number
+        lambda: ising.Ising(8, [1.0], h=True),  # ran with h = 1
+        lambda: ising.exact_averages(2, 1.0, J=True),
         lambda: ising.Ising(8, "hot"),
         lambda: ising.exact_averages(2, -1.0),
         lambda: ising.exact_averages(2, 0.0),

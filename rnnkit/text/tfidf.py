@@ -95,6 +95,10 @@ class TfidfIndex:
             raise RnnkitError(f"bad TF-IDF config {self.config}; tf: count|frequency|log, norm: l2|None")
         # plain bools: save() writes the config as JSON, which has no numpy bool_
         flags = ("smooth_idf", "lower", "stop_words", "stem")
+        for k in flags:  # (taken for their truth value: smooth_idf="False", a config file's string, smoothed)
+            v = getattr(self.config, k)
+            if not (isinstance(v, bool | np.bool_) or (isinstance(v, numbers.Integral) and v in (0, 1))):
+                raise RnnkitError(f"TF-IDF config: {k} must be True or False, got {v!r}")
         self.config = replace(self.config, **{k: bool(getattr(self.config, k)) for k in flags})
         self.analyzer = Analyzer(self.config)
 

@@ -203,3 +203,12 @@ def test_an_index_json_with_malformed_terms_or_idf_is_refused_in_one_line(tmp_pa
     with pytest.raises(RnnkitError, match=rf"cannot read a TF-IDF index in .*: {message}; build one") as e:
         TfidfIndex.load(tmp_path)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("flag", ["smooth_idf", "lower", "stop_words", "stem"])
+@pytest.mark.parametrize("value", ["False", None, 2])
+def test_config_switches_that_are_no_switch_are_refused(flag, value):
+    """The switches were taken for their truth value: smooth_idf="False" (a config file's string) smoothed the IDF,
+    None turned lower-casing off, in silence."""
+    with pytest.raises(RnnkitError, match=f"{flag} must be True or False"):
+        TfidfIndex(TfidfConfig(**{flag: value}))

@@ -106,13 +106,20 @@ class Word2Vec:
         if c.backend not in ("auto", "native", "torch"):
             raise RnnkitError(f"backend must be auto, native or torch, got {c.backend!r}")
         for name in ("dimension", "window", "min_count", "epochs", "batch_size", "workers", "negative"):
-            if not isinstance(getattr(c, name), numbers.Integral):
+            # (True is an int: dimension=True trained 1-dimensional vectors)
+            if isinstance(getattr(c, name), bool) or not isinstance(getattr(c, name), numbers.Integral):
                 raise RnnkitError(
                     f"--{name.replace('_', '-')} must be a whole number, got {getattr(c, name)!r}"
                 )
         for name in ("alpha", "min_alpha", "sample"):  # a str: a TypeError from math.isfinite below
             if isinstance(getattr(c, name), bool) or not isinstance(getattr(c, name), numbers.Real):
                 raise RnnkitError(f"--{name.replace('_', '-')} must be a number, got {getattr(c, name)!r}")
+        # (taken for its truth value: cbow_mean="False", a config file's string, averaged; None summed)
+        if not (
+            isinstance(c.cbow_mean, bool | np.bool_)
+            or (isinstance(c.cbow_mean, numbers.Integral) and c.cbow_mean in (0, 1))
+        ):
+            raise RnnkitError(f"cbow_mean must be True or False, got {c.cbow_mean!r}")
         if isinstance(c.seed, bool) or not isinstance(c.seed, numbers.Integral) or c.seed < 0:  # numpy's rng
             raise RnnkitError(f"--seed must be a whole number >= 0, got {c.seed!r}")
         for name in ("dimension", "window", "min_count", "epochs", "batch_size", "workers"):

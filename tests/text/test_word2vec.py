@@ -288,6 +288,10 @@ def test_overrides_apply_on_top_of_a_config():
         ({"sample": None}, "--sample must be a number"),
         ({"seed": -1}, "--seed must be a whole number >= 0"),
         ({"seed": 1.5}, "--seed must be a whole number >= 0"),
+        ({"dimension": True}, "--dimension must be a whole number"),  # True is an int: 1-dimensional vectors
+        ({"epochs": True}, "--epochs must be a whole number"),
+        ({"cbow_mean": "False"}, "cbow_mean must be True or False"),  # taken for its truth value: the mean
+        ({"cbow_mean": None}, "cbow_mean must be True or False"),  # the sum, in silence
     ],
 )
 def test_bad_sizes_and_rates(bad, message):

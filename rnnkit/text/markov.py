@@ -14,6 +14,7 @@ The two deck-004 machines are presets: `abe_machine()` (P(A | E) = 0.8, P(B | B)
 
 import numbers
 from collections import Counter
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -36,6 +37,12 @@ class MarkovChain:
         K = len(self.states)
         if K == 0:  # the uniform start was a ZeroDivisionError
             raise RnnkitError("a Markov chain needs at least one state; got none")
+        if emits is not None and not isinstance(
+            emits, Mapping
+        ):  # ("ab": "'str' object has no attribute 'get'")
+            raise RnnkitError(
+                f"emits must be a dict {{state: symbol it writes}} (or None), got {emits!r:.60}"
+            )
         stray = [s for s in (emits or {}) if s not in self.states]
         if stray:  # ignored: the state meant (a typo's) wrote its own name
             raise RnnkitError(f"emits names {stray[0]!r}, which is not a state; its keys must be among "

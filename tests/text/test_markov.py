@@ -162,3 +162,10 @@ def test_a_chain_without_states_or_with_emits_of_no_state_says_so():
     ):
         MarkovChain(["A", "B"], [[0.5, 0.5], [1, 0]], emits={"A": "x", "b": "y"})
     assert MarkovChain(["A", "B"], [[0.5, 0.5], [1, 0]], emits={"A": "x", "B": "x"}).emits == ["x", "x"]
+
+
+@pytest.mark.parametrize("emits", ["ab", ["a", "b"], 3])
+def test_emits_that_is_no_mapping_is_one_line(emits):
+    """emits="ab" (the symbols in order, meant) failed with AttributeError "'str' object has no attribute 'get'"."""
+    with pytest.raises(RnnkitError, match="emits must be a dict"):
+        MarkovChain(["a", "b"], [[0.5, 0.5], [1.0, 0.0]], emits=emits)

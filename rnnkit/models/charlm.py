@@ -142,6 +142,10 @@ class CharLM(nn.Module):
         self.cfg = cfg
         V = _check_count(cfg.vocab_size, "vocab_size", 1)  # (0: CharLMConfig's placeholder, training sets it)
         E = _check_count(cfg.embedding_size, "embedding_size", 0)
+        # (the dropout below asked num_layers > 1 first: None failed with "'>' not supported"; and torch_rnn's
+        # torch.nn.LSTM took hidden_size=True, an int, for one unit)
+        _check_count(cfg.num_layers, "num_layers", 1)
+        _check_count(cfg.hidden_size, "hidden_size", 1)
         self.embedding = nn.Embedding(V, E) if E > 0 else None
         input_size = E if E > 0 else V
         if cfg.torch_rnn:

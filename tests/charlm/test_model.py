@@ -408,3 +408,12 @@ def test_torch_rnn_forget_bias_none_keeps_torchs_draw():
     theirs = torch.nn.LSTM(V, ours.hidden_size, ours.num_layers, batch_first=True)
     for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("torch_rnn", [False, True])
+@pytest.mark.parametrize("option", [dict(num_layers=None), dict(num_layers="2"), dict(hidden_size=True)])
+def test_sizes_that_are_no_whole_numbers_are_one_line(torch_rnn, option):
+    """num_layers=None or "2" failed with "'>' not supported" (the dropout between layers asked num_layers > 1
+    before the layer checked it); with torch_rnn, hidden_size=True built an LSTM of one unit (True is an int)."""
+    with pytest.raises(RnnkitError, match=f"{next(iter(option))} must be an integer >= 1"):
+        CharLM(CharLMConfig(vocab_size=V, torch_rnn=torch_rnn, **{"hidden_size": 12, **option}))

@@ -50,6 +50,9 @@ def onsager_magnetisation(T: float, J: float = 1.0) -> float:
 
 
 def check_temperatures(temperatures) -> torch.Tensor:
+    # (True, or a bool tensor, ran at T = 1: a switch taken for a temperature, as one_temperature refuses it)
+    if isinstance(temperatures, bool) or str(getattr(temperatures, "dtype", "")) in ("torch.bool", "bool"):
+        raise RnnkitError(f"temperatures must be positive numbers, got {temperatures!r}")
     try:
         t = torch.as_tensor(temperatures, dtype=torch.float64).flatten()
     except (TypeError, ValueError, RuntimeError):

@@ -102,6 +102,8 @@ def test_onsager():
         lambda: ising.Ising(8, [1.0], h=True),  # ran with h = 1
         lambda: ising.exact_averages(2, 1.0, J=True),
         lambda: ising.Ising(8, "hot"),
+        lambda: ising.Ising(8, True),  # ran at T = 1, a switch taken for a temperature
+        lambda: ising.Ising(8, torch.tensor([True, True])),
         lambda: ising.exact_averages(2, -1.0),
         lambda: ising.exact_averages(2, 0.0),
         lambda: ising.exact_averages(2, float("nan")),

@@ -28,8 +28,13 @@ class RnnkitError(ValueError):
 def check_seed(seed, name="--seed"):
     """Seeds in [0, 2^32); None: no seed given. torch's CPU generator (a Mersenne twister) keeps only the low
     32 bits of the 64 it accepts, so 0 and 2^32 would give the same numbers; numpy refuses negative seeds.
-    One rule for every command."""
+    One rule for every command. Returns the seed."""
+    import numbers
+
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise RnnkitError(f"{name} must be a whole number in [0, 2^32), got {seed!r}")
     if seed is not None and not 0 <= seed < 2**32:
         raise RnnkitError(
             f"{name} must lie in [0, 2^32) (torch's generator keeps 32 bits; one range for every command), got {seed}"
         )
+    return seed

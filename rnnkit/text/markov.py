@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from rnnkit.errors import RnnkitError
+from rnnkit.errors import RnnkitError, check_seed
 
 
 class MarkovChain:
@@ -37,9 +37,11 @@ class MarkovChain:
         K = len(self.states)
         if K == 0:  # the uniform start was a ZeroDivisionError
             raise RnnkitError("a Markov chain needs at least one state; got none")
-        if emits is not None and not isinstance(
-            emits, Mapping
-        ):  # ("ab": "'str' object has no attribute 'get'")
+        twice = [s for i, s in enumerate(self.states) if s in self.states[:i]]
+        if twice:  # (a row of P each, which emits and estimate could not tell apart)
+            raise RnnkitError(f"state {twice[0]!r} is named twice; every state needs a name of its own")
+        # ("ab": "'str' object has no attribute 'get'")
+        if emits is not None and not isinstance(emits, Mapping):
             raise RnnkitError(
                 f"emits must be a dict {{state: symbol it writes}} (or None), got {emits!r:.60}"
             )
@@ -102,7 +104,7 @@ class MarkovChain:
         _check_length(length, "sample length")
         if length == 0:
             return ""
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(check_seed(seed, "seed"))
         s = rng.choice(len(self.states), p=self.start)
         out = [self.emits[s]]
         for _ in range(length - 1):
@@ -115,7 +117,7 @@ class MarkovChain:
         _check_length(steps, "simulate steps")
         if steps == 0:
             return np.empty(0, np.int64)
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(check_seed(seed, "seed"))
         cdf, u = np.cumsum(self.P, axis=1), rng.random(steps)
         cdf /= cdf[:, -1:]  # ends at exactly 1 > u: a sum rounded below 1 let u pass the last state of P > 0
         s = np.empty(steps, np.int64)

@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from rnnkit._io import atomic_open
-from rnnkit.errors import RnnkitError
+from rnnkit.errors import RnnkitError, check_seed
 from rnnkit.text.lmscore import LMScore, pick_next
 from rnnkit.text.vocab import UNK, Vocabulary, tokenize
 
@@ -285,7 +285,7 @@ class NGramLM:
             raise RnnkitError(
                 f"alpha (the sharpening power) must be a number > 0, or None for greedy; got {alpha}"
             )
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(check_seed(seed, "seed"))
         ids = list(self.encode(prefix))
         for _ in range(length):
             for k in range(self.n - 1, -1, -1):  # k tokens of history; fewer where <unk> takes all the mass

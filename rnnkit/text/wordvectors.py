@@ -73,6 +73,8 @@ class WordVectors:
         if isinstance(topn, bool) or not isinstance(topn, numbers.Integral) or topn < 1:
             raise RnnkitError(f"topn (how many words to list) must be a whole number >= 1, got {topn!r}")
         E = self.vectors.shape[1]
+        if hasattr(query, "detach"):  # a torch tensor (numpy's @ refused it: "unsupported operand")
+            query = query.detach().cpu().double().numpy()
         if isinstance(query, str) or np.shape(query) != (E,):
             raise RnnkitError(
                 f"nearest takes a vector of {E} numbers, got {query!r:.40}; for a word use neighbours(word)"

@@ -169,3 +169,20 @@ def test_emits_that_is_no_mapping_is_one_line(emits):
     """emits="ab" (the symbols in order, meant) failed with AttributeError "'str' object has no attribute 'get'"."""
     with pytest.raises(RnnkitError, match="emits must be a dict"):
         MarkovChain(["a", "b"], [[0.5, 0.5], [1.0, 0.0]], emits=emits)
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True, "3", 2**32])
+def test_a_seed_that_is_no_seed_is_refused_naming_it(seed):
+    """sample and simulate passed seed to numpy: -1 or 1.5 got numpy's 'expected non-negative integer' or a
+    SeedSequence TypeError, which don't name the argument, and True ran as seed 1."""
+    m = abe_machine()
+    for run in (m.sample, m.simulate):
+        with pytest.raises(RnnkitError, match=r"^seed must"):
+            run(5, seed=seed)
+    assert m.sample(5, seed=np.int64(3)) == m.sample(5, seed=3)
+
+
+def test_a_state_named_twice_is_refused():
+    """Two states of one name got a row of P each, which emits, estimate and the printed chain can't tell apart."""
+    with pytest.raises(RnnkitError, match="state 'a' is named twice"):
+        MarkovChain(["a", "b", "a"], np.full((3, 3), 1 / 3))

@@ -279,3 +279,13 @@ def test_options_of_another_kind_are_refused_when_the_model_is_made(option, said
     config file's string) lower-cased, min_freq=nan trained a model of <unk> alone: each is one line at NGramLM(...)."""
     with pytest.raises(RnnkitError, match=said):
         NGramLM(2, **option)
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True])
+def test_generate_refuses_a_seed_that_is_no_seed_naming_it(seed):
+    """generate passed seed to numpy, whose errors don't name it (-1, 1.5), and True ran as seed 1."""
+    lm = NGramLM(2).fit("abcabd abc")
+    with pytest.raises(RnnkitError, match=r"^seed must"):
+        lm.generate("a", 5, seed=seed)
+    with pytest.raises(RnnkitError, match=r"^seed must"):
+        lm.sample(5, seed=seed)

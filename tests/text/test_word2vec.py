@@ -617,3 +617,9 @@ def test_a_file_with_a_number_beyond_float32_is_one_error_without_a_numpy_warnin
     path.write_text("2 2\na 1 0\nb 1e39 1\n")
     with pytest.raises(RnnkitError, match="the vector of 'b' is not finite in float32"):
         WordVectors.load(path)
+
+
+def test_nearest_takes_a_torch_vector():
+    """nearest(torch tensor), a vector from a model's embedding, failed in numpy's @ ("unsupported operand")."""
+    wv = WordVectors(["a", "b", "c"], np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], np.float32))
+    assert wv.nearest(torch.tensor([1.0, 0.5]), 2) == wv.nearest(np.array([1.0, 0.5]), 2)

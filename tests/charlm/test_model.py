@@ -98,6 +98,31 @@ def test_log_probs_equal_the_independent_sum():
     assert math.isclose(sum(m.log_probs(ids, context)), float(expected.sum()), rel_tol=1e-5)
 
 
+@pytest.mark.parametrize("chunk", [1, 3, 4096])
+def test_known_text_is_read_in_chunks_and_scores_as_one_step_at_a_time(monkeypatch, chunk):
+    """log_probs, prime (and so score_text and sample --prime) fed the text one character an engine call: 0.4 ms a
+    character, 7 minutes to score a 1 MB text. They read it in chunks of _CHUNK characters, the state carried, with
+    the log-probabilities of one step at a time, across chunk boundaries too."""
+    from rnnkit.models import charlm
+
+    monkeypatch.setattr(charlm, "_CHUNK", chunk, raising=False)
+    m = model()
+    context, ids = [3, 5, 1, 2], [1, 4, 2, 6, 0, 5, 5, 3]
+    state, steps = None, []
+    for c in context + ids:
+        logp, state = m.step(c, state)
+        steps.append(logp)
+    want = [float(steps[len(context) - 1 + t][0, c]) for t, c in enumerate(ids)]
+    calls = []
+    m.rnn.register_forward_hook(lambda *_: calls.append(1))
+    assert m.log_probs(ids, context) == pytest.approx(want, abs=1e-6)
+    assert len(calls) == math.ceil((len(context) + len(ids) - 1) / chunk)
+    assert m.log_probs([], context) == []
+    logp, state_after = m.prime(context + ids)
+    torch.testing.assert_close(logp, steps[-1])
+    torch.testing.assert_close(state_after, state)
+
+
 def test_low_temperature_sampling_equals_greedy():
     m = model()
     greedy = m.sample([2], 20, greedy=True)

@@ -31,6 +31,7 @@ from torch.nn import functional as F
 from torch.nn.utils import stateless as _stateless
 from torch.nn.utils._named_member_accessor import NamedMemberAccessor
 from torch.nn.utils._named_member_accessor import swap_tensor as _swap_tensor
+from torch.nn.utils.parametrize import register_parametrization as _register_parametrization
 
 from rnnkit.errors import RnnkitError
 
@@ -113,6 +114,50 @@ def _torch_name(ours: str) -> property:
     return property(get, doc=f"torch.nn's name for this cell's {ours}, for the cells torch.nn has")
 
 
+class _AliasError(KeyError, RnnkitError):
+    """A KeyError (what torch's utilities and dict users catch) whose message reads as one line."""
+
+    def __str__(self):
+        return str(self.args[0])
+
+
+class _OwnParameters(dict):
+    """A layer's or a cell's own parameters (nn.Module._parameters). torch.nn's weight names (weight_hh_l0 of a
+    layer, weight_hh of a cell) name the cells' parameters (W_hh) and are not entries here: torch's utilities that
+    reach into _parameters by name (prune, the old weight_norm and spectral_norm) failed on them with a bare
+    KeyError: 'weight_hh_l0'. They get one line (the owner's _alias_message) naming the parameter to apply them to
+    instead."""
+
+    def __init__(self, owner):
+        super().__init__()
+        self.owner = owner
+
+    def __missing__(self, key):
+        message = self.owner._alias_message(key)
+        raise _AliasError(message) if message else KeyError(key)
+
+    def __contains__(self, key):
+        """torch.nn.utils.parametrize.register_parametrization (parametrizations.weight_norm, orthogonal, ...) asks
+        `name in module._parameters` and, for weight_hh_l0, raised a ValueError with the whole layer's repr in it
+        and no word of the cell: it gets the one line (a ValueError too). Everyone else gets dict's answer."""
+        if super().__contains__(key):
+            return True
+        # (nn.Module.__getattr__ asks on every layer.cells; dynamo asks too, and can't trace sys._getframe)
+        torch_name = isinstance(key, str) and key.startswith(("weight_", "bias_"))
+        if not torch_name or torch.compiler.is_compiling():
+            return False
+        if sys._getframe(1).f_code is _register_parametrization.__code__:
+            message = self.owner._alias_message(key)
+            if message:
+                raise _AliasError(message)
+        return False
+
+    def __delitem__(self, key):
+        if key not in self and self.owner._alias_message(key):
+            raise _AliasError(self.owner._alias_message(key))
+        super().__delitem__(key)
+
+
 class Cell(nn.Module):
     """Base of every cell: input weights W_xh (gates·H, D), bias b_xh, and the recurrent part.
 
@@ -177,6 +222,9 @@ class Cell(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True):
         super().__init__()
+        object.__setattr__(
+            self, "_parameters", _OwnParameters(self)
+        )  # torch.nn's names: one line (see there)
         for name, size in (("input_size", input_size), ("hidden_size", hidden_size)):
             if isinstance(size, bool) or not isinstance(size, int) or size <= 0:  # (True is an int: width 1)
                 raise ValueError(f"{name} must be a positive integer, got {size!r}")
@@ -241,11 +289,26 @@ class Cell(nn.Module):
     def register_parameter(self, name, param):
         """nn.Module's, refusing <torch name>_orig: torch.nn.utils.prune registers weight_hh_orig before it finds
         that weight_hh is not the cell's own parameter, and would leave the cell half pruned."""
-        ours = self._torch_alias(name[: -len("_orig")]) if name.endswith("_orig") else None
-        if ours is not None:
-            raise RnnkitError(f"{name[: -len('_orig')]} is torch.nn's name for this cell's {ours}, not a parameter of its "
-                              f"own: apply torch.nn.utils.prune, weight_norm or parametrizations to (cell, '{ours}')")  # fmt: skip
+        if name.endswith("_orig") and self._alias_message(name[: -len("_orig")]):
+            raise _AliasError(self._alias_message(name[: -len("_orig")]))
         super().register_parameter(name, param)
+
+    def _alias_message(self, name):
+        """For torch.nn's weight name `name` of this cell: why torch's utilities cannot take it (else None)."""
+        ours = self._torch_alias(name) if isinstance(name, str) else None
+        if ours is None:
+            return None
+        return (f"{name} is torch.nn's name for this cell's {ours}, not a parameter of its own: apply "
+                f"torch.nn.utils.prune, weight_norm, spectral_norm or parametrizations to (cell, '{ours}')")  # fmt: skip
+
+    def __getstate__(self):
+        """The parameters as a plain dict (see __setstate__): a weights_only load allows no _OwnParameters."""
+        return {**super().__getstate__(), "_parameters": dict(self._parameters)}
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        object.__setattr__(self, "_parameters", _OwnParameters(self))
+        self._parameters.update(state["_parameters"])
 
     def _torch_alias(self, name):
         """The cell's own name (W_xh, ...) of torch.nn's cell's weight `name`, for a cell torch has; else None."""

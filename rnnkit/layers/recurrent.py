@@ -30,13 +30,14 @@ from torch.nn import functional as F
 from torch.nn.utils import stateless as _stateless
 from torch.nn.utils._named_member_accessor import NamedMemberAccessor
 from torch.nn.utils._named_member_accessor import swap_tensor as _swap_tensor
-from torch.nn.utils.parametrize import register_parametrization as _register_parametrization
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.cells import CELLS, LSTMP
 from rnnkit.cells._base import (
     AUTOCAST_DTYPES,
     SCRIPT_ERROR,
+    _AliasError,
+    _OwnParameters,
     affine_input,
     autocast_off,
     autocast_on,
@@ -1097,46 +1098,3 @@ def _refuse_reparametrized(m, names, what, label):
             f"{what}: {shown} is computed from other parameters ({how}), which the copy would take once as it "
             f"is now and then train as a plain weight; make it a plain weight first: {undo}"
         )
-
-
-class _AliasError(KeyError, RnnkitError):
-    """A KeyError (what torch's utilities and dict users catch) whose message reads as one line."""
-
-    def __str__(self):
-        return str(self.args[0])
-
-
-class _OwnParameters(dict):
-    """A layer's own parameters (nn.Module._parameters). torch.nn's weight names (weight_hh_l0, ...) name its
-    cells' parameters and are not entries here: torch's utilities that reach into _parameters by name (prune,
-    the old weight_norm and spectral_norm) failed on them with a bare KeyError: 'weight_hh_l0'. They get one
-    line naming the cell's parameter to apply them to instead."""
-
-    def __init__(self, owner):
-        super().__init__()
-        self.owner = owner
-
-    def __missing__(self, key):
-        message = self.owner._alias_message(key)
-        raise _AliasError(message) if message else KeyError(key)
-
-    def __contains__(self, key):
-        """torch.nn.utils.parametrize.register_parametrization (parametrizations.weight_norm, orthogonal, ...) asks
-        `name in module._parameters` and, for weight_hh_l0, raised a ValueError with the whole layer's repr in it
-        and no word of the cell: it gets the one line (a ValueError too). Everyone else gets dict's answer."""
-        if super().__contains__(key):
-            return True
-        # (nn.Module.__getattr__ asks on every layer.cells; dynamo asks too, and can't trace sys._getframe)
-        torch_name = isinstance(key, str) and key.startswith(("weight_", "bias_"))
-        if not torch_name or torch.compiler.is_compiling():
-            return False
-        if sys._getframe(1).f_code is _register_parametrization.__code__:
-            message = self.owner._alias_message(key)
-            if message:
-                raise _AliasError(message)
-        return False
-
-    def __delitem__(self, key):
-        if key not in self and self.owner._alias_message(key):
-            raise _AliasError(self.owner._alias_message(key))
-        super().__delitem__(key)

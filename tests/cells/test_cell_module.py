@@ -92,6 +92,44 @@ def test_functional_call_with_a_torch_cells_keys_runs_those_weights(name):
     assert list(dict(cell.named_parameters())) == list(own)
 
 
+@pytest.mark.parametrize(
+    "apply",
+    [
+        lambda cell: torch.nn.utils.weight_norm(cell, "weight_hh"),
+        lambda cell: torch.nn.utils.spectral_norm(cell, "weight_hh"),
+        lambda cell: torch.nn.utils.parametrizations.weight_norm(cell, "weight_hh"),
+    ],
+    ids=["weight_norm", "spectral_norm", "parametrizations"],
+)
+def test_reparametrizing_a_torch_name_of_a_cell_says_which_parameter(apply):
+    """The old weight_norm and spectral_norm of (cell, "weight_hh") ended in a bare KeyError: 'weight_hh' from inside
+    torch, parametrizations' in a ValueError with no word of W_hh; prune, and all of them on a layer's
+    weight_hh_l0, said in one line which parameter to give them. The cell says so too, and is left as it was."""
+    import warnings
+
+    cell = CELLS["lstm"](3, 4)
+    before = dict(cell.named_parameters())
+    with warnings.catch_warnings(), pytest.raises(RnnkitError, match=r"weight_hh is torch.nn's name for this "
+                                                  r"cell's W_hh, .* \(cell, 'W_hh'\)$"):  # fmt: skip
+        warnings.simplefilter("ignore", FutureWarning)  # (the old weight_norm's deprecation)
+        apply(cell)
+    assert dict(cell.named_parameters()) == before and not cell._forward_pre_hooks
+
+
+def test_a_saved_cell_loads_with_weights_only():
+    import io
+
+    cell = CELLS["gru"](3, 4)
+    buf = io.BytesIO()
+    torch.save(cell, buf)
+    with torch.serialization.safe_globals([CELLS["gru"]]):
+        other = torch.load(io.BytesIO(buf.getvalue()), weights_only=True)
+    x = torch.randn(2, 3)
+    torch.testing.assert_close(other(x), cell(x))
+    with pytest.raises(RnnkitError, match=r"\(cell, 'W_hh'\)"):
+        other._parameters["weight_hh"]
+
+
 @pytest.mark.parametrize("name", [*CELLS, "lstmp"])
 def test_wrong_input_or_state_is_one_line(name):
     cell = LSTMP(4, 6, proj_size=3) if name == "lstmp" else CELLS[name](4, 6)

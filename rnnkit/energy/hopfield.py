@@ -44,7 +44,9 @@ def storkey(patterns: torch.Tensor) -> torch.Tensor:
     for mu in range(P):
         xi = patterns[:, mu, :, None]  # (M, N, 1)
         h = W @ xi  # (M, N, 1) local fields
-        W = W + (xi @ xi.mT - xi @ h.mT - h @ xi.mT + 2 * W) / N
+        # (ξ hᵀ + h ξᵀ) as one sum, its own transpose: subtracted one after the other they left W asymmetric
+        # by rounding (6e-8 in float32), where the energy's descent needs w_ij = w_ji
+        W = W + (xi @ xi.mT - (xi @ h.mT + h @ xi.mT) + 2 * W) / N
         W = W - torch.diag_embed(torch.diagonal(W, dim1=1, dim2=2))
     return W
 

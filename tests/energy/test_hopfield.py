@@ -37,6 +37,13 @@ def test_storkey_matches_the_per_pattern_formula_with_exclusions():
     torch.testing.assert_close(hop.storkey(xi[None])[0], W)
 
 
+def test_storkey_weights_are_exactly_symmetric():
+    """Storkey's W came out asymmetric by rounding, 4e-8 in float32 (the two cross terms subtracted one after the
+    other); the energy argument (asynchronous updates never raise E) needs w_ij = w_ji."""
+    W = hop.storkey(hop.random_patterns(20, 100, gen(0))[None].float())
+    assert torch.equal(W, W.mT)
+
+
 def random_network(N=40, seed=0):
     g = gen(seed)
     A = torch.randn(N, N, generator=g)

@@ -132,6 +132,9 @@ class Ising:
             s = self.spins
             field = self.J * neighbour_sum(s) + self.h
             u = torch.rand(s.shape, generator=self.generator, device=s.device, dtype=s.dtype)
+            # rand's 0 (one draw in 2^24 in float32) as half its step: u < p took any p > 0 there, a floor of 6e-8
+            # on the rate of every unlikely flip (at very low T); now p under 3e-8 is below the uniform's resolution
+            u = u.clamp_(min=torch.finfo(s.dtype).eps / 4)
             if self.update == "metropolis":
                 accept = torch.where(field == 0, 0.5, torch.exp(-2 * self.spins * field / T))
                 flip = mask & (u < accept)

@@ -57,6 +57,16 @@ def test_ordered_start_aligns_with_a_negative_field(update):
         )
 
 
+@pytest.mark.parametrize("update", ["metropolis", "heat-bath"])
+def test_a_uniform_of_zero_takes_no_unlikely_flip(update, monkeypatch):
+    """torch.rand can return exactly 0 (one draw in 2^24 in float32), and u < p then took a flip of any p > 0: at
+    T = 0.1 one of probability 1e-35 was taken at a rate of 6e-8, a floor on every unlikely flip."""
+    model = ising.Ising(4, [0.1], h=-0.5, update=update, generator=gen())
+    monkeypatch.setattr(torch, "rand", lambda shape, generator, **kw: torch.zeros(shape, **kw))
+    model.sweep()
+    assert (model.spins == -1).all()
+
+
 def test_metropolis_leaves_width_one_stripes():
     """Every site of width-1 stripes has n_i = 0: with free flips always taken, whole colours flipped back and
     forth forever and the energy stayed 0 at every temperature."""

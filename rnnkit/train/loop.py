@@ -361,6 +361,14 @@ def load_data(cfg: RunConfig, dry_run: bool):
             f"characters for training, too few for {B} streams of windows of {T} (need at least {B * T + 1:,}); "
             f"{how}{', or a smaller --batch-size/--seq-len' if B * T > 1 else ''}"
         )
+    if (
+        len(tokens) < B * T + 1
+    ):  # the corpus itself is too short (StreamBatches would count the training part)
+        part = f" ({len(train_tokens):,} for training)" if len(train_tokens) < len(tokens) else ""
+        raise RnnkitError(
+            f"the corpus's {len(tokens):,} characters{part} are too few for {B} streams of windows of {T} (need at "
+            f"least {B * T + 1:,} for training); use a longer corpus or a smaller --batch-size/--seq-len"
+        )
     batches = StreamBatches(train_tokens, B, T)
     val_batches = (
         eval_streams(val_tokens, cfg.data.batch_size, cfg.data.seq_len) if len(val_tokens) > 1 else None

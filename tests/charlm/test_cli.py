@@ -225,7 +225,11 @@ def test_run_folder_without_validation_and_unmakeable(tmp_path, corpus, cli):
         (["--cell", "nope"], "unknown --cell"),
         (["--preset", "nope"], "unknown --preset"),
         (["--dropout", "1.5"], "--dropout"),
-        (["--batch-size", "400", "--seq-len", "400"], "too few.*need at least 160,001"),
+        # it counted the training part alone: "5,842 characters are too few" of a corpus of 6,150
+        (
+            ["--batch-size", "400", "--seq-len", "400"],
+            r"the corpus's 6,150 characters \(5,842 for training\) are too few .*need at least 160,001 for training",
+        ),
         # the corpus was long enough; it said "6 characters are too few ... use a longer corpus" of 6,150 characters
         (
             ["--val-frac", "0.999"],

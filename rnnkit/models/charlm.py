@@ -312,7 +312,7 @@ class CharLM(nn.Module):
         for logits, _ in self._feed(context + ids[:-1]):
             rows = logits[0, max(first - start, 0) :]  # those of this chunk that predict one of ids
             k = len(out)
-            picked = torch.tensor(ids[k : k + len(rows)], device=rows.device)[:, None]
+            picked = torch.tensor(ids[k : k + len(rows)], dtype=torch.long, device=rows.device)[:, None]
             # in float64: a float32 log-softmax's rounding, ~1e-7 a character, summed to 1e-5 nats over 300
             out += F.log_softmax(rows.double(), dim=-1).gather(1, picked)[:, 0].tolist()
             start += logits.shape[1]

@@ -442,3 +442,28 @@ def test_sizes_that_are_no_whole_numbers_are_one_line(torch_rnn, option):
     before the layer checked it); with torch_rnn, hidden_size=True built an LSTM of one unit (True is an int)."""
     with pytest.raises(RnnkitError, match=f"{next(iter(option))} must be an integer >= 1"):
         CharLM(CharLMConfig(vocab_size=V, torch_rnn=torch_rnn, **{"hidden_size": 12, **option}))
+
+
+@pytest.mark.parametrize("n_context", [1, 6, 7, 8, 20])
+def test_log_probs_read_in_chunks_equal_one_character_a_step(monkeypatch, n_context):
+    """log_probs reads context + ids in chunks (a (1, n) call each): a context that ends inside, at or past a chunk's
+    end (here chunks of 7) gives what stepping one character at a time gives, and prime the same state."""
+    from rnnkit.models import charlm
+
+    monkeypatch.setattr(charlm, "_CHUNK", 7)
+    m = model()
+    g = torch.Generator().manual_seed(n_context)
+    context, ids = (
+        torch.randint(0, V, (n_context,), generator=g).tolist(),
+        torch.randint(0, V, (9,), generator=g).tolist(),
+    )
+    logp, state, want = None, None, []
+    for c in context:
+        logp, state = m.step(c, state)
+    for c in ids:
+        want.append(float(logp[0, c]))
+        logp, state = m.step(c, state)
+    assert m.log_probs(ids, context) == pytest.approx(want, abs=1e-5)
+    got_logp, got_state = m.prime(context + ids)
+    torch.testing.assert_close(got_logp, logp)
+    torch.testing.assert_close(got_state, state)

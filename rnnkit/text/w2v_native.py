@@ -23,6 +23,9 @@ SOURCE = r"""
 #include <torch/extension.h>
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
+#include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -92,10 +95,18 @@ void sgns_pairs(torch::Tensor U, torch::Tensor V, torch::Tensor centres, torch::
                 bool cbow_mean, int64_t workers) {
   const int64_t P = centres.size(0);
   std::vector<std::thread> threads;
-  for (int64_t i = 0; i < workers; ++i) {
-    const int64_t begin = P * i / workers, end = P * (i + 1) / workers;
-    threads.emplace_back(sgns_range, U, V, centres, contexts, negatives, alpha, min_alpha, seen,
-                         expected, cbow_mean, begin, end);
+  try {
+    for (int64_t i = 0; i < workers; ++i) {
+      const int64_t begin = P * i / workers, end = P * (i + 1) / workers;
+      threads.emplace_back(sgns_range, U, V, centres, contexts, negatives, alpha, min_alpha, seen,
+                           expected, cbow_mean, begin, end);
+    }
+  } catch (const std::system_error& e) {
+    // a thread that could not start (the system's limit): the vector's joinable threads, destroyed unjoined,
+    // would abort the process (std::terminate)
+    for (auto& t : threads) t.join();
+    throw std::runtime_error("the word2vec loop could not start thread " + std::to_string(threads.size() + 1) +
+                             " of " + std::to_string(workers) + " (" + e.what() + "); use fewer workers");
   }
   for (auto& t : threads) t.join();
 }

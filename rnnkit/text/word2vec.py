@@ -302,8 +302,9 @@ class Word2Vec:
                 neg = self.table[
                     torch.randint(len(self.table), (len(w), c.negative), generator=self.generator)
                 ]
+                # at most a thread a pair: more had nothing to do (2**62 of them aborted the process)
                 self.native.sgns_pairs(self.U, self.V_out, w, ctx, neg, c.alpha, c.min_alpha, self.seen,
-                                       self.expected, c.cbow_mean, c.workers)  # fmt: skip
+                                       self.expected, c.cbow_mean, min(c.workers, len(w)))  # fmt: skip
             else:
                 need_loss = start // step % 100 == 0
                 J = self._step(w, ctx, lr, need_loss)

@@ -1,4 +1,6 @@
 import re
+import subprocess
+import sys
 import tracemalloc
 
 import numpy as np
@@ -367,6 +369,23 @@ def test_native_training_finds_the_planted_neighbours_reproducibly():
     assert np.array_equal(w2v.wv.vectors, Word2Vec(**config).fit(planted_corpus()).wv.vectors)
     for k in range(5):
         assert all(w.startswith(f"g{k}") for w, _ in w2v.wv.neighbours(f"g{k}w0", topn=3))
+
+
+@native
+def test_more_workers_than_pairs_train_instead_of_crashing_the_process():
+    """The native loop started `workers` threads whatever the number of pairs: workers=2**62 on a tiny corpus
+    aborted the process ('terminate called without an active exception': a thread could not start, and the
+    std::threads started before it were destroyed unjoined), and 2**63 was a TypeError of the binding (int64).
+    Threads beyond the pairs of a call had none to do: it starts at most one per pair."""
+    script = (
+        "from rnnkit.text import Word2Vec\n"
+        "for workers in (2**63, 2**62):\n"
+        "    Word2Vec(min_count=1, sample=0, dimension=4, epochs=1, backend='native', workers=workers).fit(\n"
+        "        [['a', 'b', 'c', 'a', 'b']])\n"
+        "print('trained')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert (done.returncode, done.stdout) == (0, "trained\n"), done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("backend", ["torch", "native"])

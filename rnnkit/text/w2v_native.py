@@ -93,7 +93,21 @@ static void sgns_range(torch::Tensor U, torch::Tensor V, torch::Tensor centres, 
 void sgns_pairs(torch::Tensor U, torch::Tensor V, torch::Tensor centres, torch::Tensor contexts,
                 torch::Tensor negatives, double alpha, double min_alpha, int64_t seen, int64_t expected,
                 bool cbow_mean, int64_t workers) {
-  const int64_t P = centres.size(0);
+  // the loop reads raw memory, in threads (where an error would end the process): checked here, once
+  TORCH_CHECK(U.dim() == 2 && U.sizes() == V.sizes() && U.dtype() == torch::kFloat32 &&
+              V.dtype() == torch::kFloat32 && U.is_contiguous() && V.is_contiguous() && U.is_cpu() && V.is_cpu(),
+              "sgns_pairs: U and V must be contiguous float32 CPU tensors of one shape (words, dimension)");
+  const int64_t P = centres.size(0), words = U.size(0);
+  TORCH_CHECK(centres.dim() == 1 && (contexts.dim() == 1 || contexts.dim() == 2) && contexts.size(0) == P &&
+              negatives.dim() == 2 && negatives.size(0) == P,
+              "sgns_pairs: centres (P,), contexts (P,) or (P, C) and negatives (P, K) must have P rows");
+  for (const torch::Tensor* t : {&centres, &contexts, &negatives}) {
+    TORCH_CHECK(t->dtype() == torch::kInt64 && t->is_contiguous() && t->is_cpu(),
+                "sgns_pairs: centres, contexts and negatives must be contiguous int64 CPU tensors");
+    const int64_t low = t == &contexts && contexts.dim() == 2 ? -1 : 0;  // -1 pads CBOW's windows
+    TORCH_CHECK(t->numel() == 0 || (t->min().item<int64_t>() >= low && t->max().item<int64_t>() < words),
+                "sgns_pairs: a word index outside [0, ", words, ") (-1 pads the rows of CBOW's contexts)");
+  }
   std::vector<std::thread> threads;
   try {
     for (int64_t i = 0; i < workers; ++i) {

@@ -362,6 +362,37 @@ def test_native_loop_equals_pair_by_pair_reference(cbow):
     torch.testing.assert_close(V_out, V_ref, rtol=1e-4, atol=1e-5)
 
 
+def _sgns_arguments(**changes):
+    U, V_out = torch.randn(5, 4), torch.zeros(5, 4)
+    centres, contexts, negatives = (
+        torch.tensor([0, 1, 2]),
+        torch.tensor([1, 2, 3]),
+        torch.tensor([[4], [3], [2]]),
+    )
+    given = dict(U=U, V_out=V_out, centres=centres, contexts=contexts, negatives=negatives) | changes
+    return [*given.values(), 0.1, 0.0, 0, 3, True, 1]
+
+
+@native
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"centres": torch.tensor([0, 1, 2], dtype=torch.int32)},  # aborted the process in a worker thread
+        {"U": torch.randn(4, 5).T},  # a view read as raw memory: wrong rows, silently
+        {"negatives": torch.tensor([[4], [5], [2]])},  # row 5 of 5: written past the end of V_out
+        {"contexts": torch.tensor([1, -1, 3])},  # -1 pads CBOW's windows only: read before U
+        {"U": torch.randn(5, 4, dtype=torch.float64)},
+        {"V_out": torch.zeros(5, 4, device="meta")},  # no memory (or a GPU's): aborted in a thread
+        {"negatives": torch.tensor([[4], [3]])},  # fewer rows than pairs
+    ],
+)
+def test_the_native_loop_refuses_arguments_it_would_misread(changes):
+    """sgns_pairs read its tensors' raw memory unchecked: a wrong dtype threw inside a worker thread, which killed
+    the process (std::terminate); a strided view or an index out of range read or wrote the wrong memory."""
+    with pytest.raises(RuntimeError, match="sgns_pairs: "):
+        w2v_native.load().sgns_pairs(*_sgns_arguments(**changes))
+
+
 @native
 def test_native_training_finds_the_planted_neighbours_reproducibly():
     config = dict(dimension=16, window=3, min_count=1, epochs=5, sample=0, alpha=0.05, backend="native")

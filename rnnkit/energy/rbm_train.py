@@ -194,6 +194,9 @@ def fit(rbm, data, cfg: RBMTrainConfig, generator=None, callback=None):
     Raises TrainingDiverged (an RnnkitError) as soon as a parameter is NaN or infinite.
     """
     cfg.check()
+    if cfg.lr > torch.finfo(rbm.W.dtype).max:  # inf in the kernel; torch's add_(alpha=lr) raised deep inside
+        raise RnnkitError(f"learning rate {cfg.lr:g} is beyond the range of {rbm.W.dtype} (the model's dtype, at "
+                          f"most {torch.finfo(rbm.W.dtype).max:g}); give a lower one")  # fmt: skip
     num_chains = cfg.num_chains or cfg.batch_size
     tiny = rbm.W.device.type == "cpu" and cfg.batch_size * rbm.num_visible * rbm.num_hidden < 1 << 20
     with single_thread() if tiny else contextlib.nullcontext():

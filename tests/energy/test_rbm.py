@@ -452,6 +452,18 @@ def test_training_that_diverges_stops_at_once():
     assert issubclass(rbm_train.TrainingDiverged, RnnkitError)
 
 
+@pytest.mark.parametrize(
+    "visible, use_kernel", [("bernoulli", True), ("bernoulli", False), ("gaussian", True)]
+)
+def test_a_learning_rate_beyond_the_models_float_range_is_one_error(visible, use_kernel):
+    """lr = 1e39 passed the config's check (a finite Python float) but is inf in float32: the torch loop
+    (Gaussian units, or use_kernel=False) failed deep in Tensor.add_ with 'RuntimeError: value cannot be converted
+    to type float without overflow', while the compiled loop read it as inf and reported a divergence."""
+    rbm = RBM(6, 3, visible)
+    with pytest.raises(RnnkitError, match="learning rate 1e\\+39 is beyond the range of torch.float32"):
+        rbm.fit(torch.ones(4, 6), RBMTrainConfig(epochs=1, lr=1e39, use_kernel=use_kernel))
+
+
 def test_the_default_lr_for_gaussian_visibles_trains_on_all_the_digits():
     from rnnkit.cli import build_parser
     from rnnkit.cli.energy import _digits_split, _standardise, _train_config

@@ -241,7 +241,9 @@ class Word2Vec:
             ids, sent = ids[keep], sent[keep]
         b = rng.integers(1, c.window + 1, len(ids))
         centre, context = [], []
-        for o in range(1, c.window + 1):
+        # no pair is farther apart than the corpus is long (window=10**9 looped over empty distances for hours)
+        reach = max(1, min(c.window, len(ids) - 1))
+        for o in range(1, reach + 1):
             i, j = np.arange(len(ids) - o), np.arange(o, len(ids))
             same = sent[i] == sent[j]
             for a, z in ((i, j), (j, i)):  # centre a, context z at distance o
@@ -260,7 +262,9 @@ class Word2Vec:
         centre, context = centre[order], context[order]
         starts = np.searchsorted(centre, np.unique(centre))
         slot = np.arange(len(centre)) - np.repeat(starts, np.diff(np.append(starts, len(centre))))
-        rows = np.full((len(starts), 2 * self.config.window), -1, np.int64)
+        # as in _pairs: no more contexts than the corpus has (rows of 2·window for window=10**9 did not fit)
+        reach = max(1, min(self.config.window, len(ids) - 1))
+        rows = np.full((len(starts), 2 * reach), -1, np.int64)
         rows[np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(centre)))), slot] = ids[context]
         perm = self.rng.permutation(len(starts))
         return ids[centre[starts]][perm], rows[perm]

@@ -161,6 +161,20 @@ def test_a_header_without_vectors_is_named(tmp_path, header):
         WordVectors.load(tmp_path / "v.txt")
 
 
+@pytest.mark.parametrize("model", ["skip-gram", "cbow"])
+def test_a_window_wider_than_the_corpus_takes_whole_sentences_at_once(model):
+    """The pairs were listed for each distance 1..window: window=10**9 (the whole sentence, as gensim users set
+    it) on a 6-word corpus ran ~10 us per empty distance, about three hours, and CBOW's padded rows of 2·window
+    contexts would not fit in memory. Distances beyond the corpus have no pairs."""
+    sentences = [["a", "b", "c", "d"], ["c", "a"]]
+    w = Word2Vec(model=model, window=10**9, min_count=1, sample=0, dimension=4, epochs=1)
+    centres, contexts = w.fit(sentences)._pairs(*w._encode(sentences))
+    if model == "skip-gram":  # every ordered pair of each sentence
+        assert len(centres) == 4 * 3 + 2 * 1
+    else:  # a row per word, its sentence's other words
+        assert len(centres) == 6 and sorted((contexts >= 0).sum(1).tolist()) == [1, 1, 3, 3, 3, 3]
+
+
 def test_subsampling_that_leaves_no_pairs_says_so():
     sentences = [["héllo", "wörld", "日本"], ["日本", "héllo"], ["wörld", "日本", "héllo"]]
     with pytest.raises(RnnkitError, match=r"no \(centre, context\) pairs left after subsampling .* sample 0"):

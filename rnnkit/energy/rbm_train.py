@@ -89,17 +89,19 @@ class RBMTrainConfig:
     def check(self, names: dict | None = None) -> "RBMTrainConfig":
         """Each setting in range, or one RnnkitError naming it (names: field -> how to call it, e.g. its flag)."""
         name = {**self.NAMES, **(names or {})}
-        positive_int(name["epochs"], self.epochs)
-        positive_int(name["batch_size"], self.batch_size)
+        # as Python ints: a narrow numpy type's arithmetic (np.int16 batch size) overflowed in fit's chunk sizes
+        self.epochs = positive_int(name["epochs"], self.epochs)
+        self.batch_size = positive_int(name["batch_size"], self.batch_size)
         positive_float(name["lr"], self.lr)
         if not whole_number(self.k) or self.k < 1:
             raise RnnkitError(f"{name['k']} (Gibbs steps per update) must be an integer >= 1, got {self.k!r}")
+        self.k = int(self.k)
         if not _number(self.momentum) or not 0 <= self.momentum < 1:
             raise RnnkitError(f"{name['momentum']} must be in [0, 1), got {self.momentum!r}")
         if not _number(self.weight_decay) or self.weight_decay < 0:
             raise RnnkitError(f"{name['weight_decay']} must be >= 0, got {self.weight_decay!r}")
         if self.num_chains is not None:
-            positive_int(name["num_chains"], self.num_chains)
+            self.num_chains = positive_int(name["num_chains"], self.num_chains)
             if not self.persistent:  # CD-k runs one chain per data row: the setting did nothing
                 raise RnnkitError(f"{name['num_chains']} is for persistent CD (PCD-k); CD-k starts one chain "
                                   "at each row of the minibatch; leave it out or use persistent=True")  # fmt: skip

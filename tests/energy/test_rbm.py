@@ -599,6 +599,21 @@ def test_numpy_integer_sizes_and_settings_work_as_python_ints():
     assert rbm.sample(np.int64(2), steps=np.int64(3))[0].shape == (2, 6)
 
 
+@pytest.mark.parametrize("kind", [np.int8, np.uint8, np.int16, np.int32])
+def test_narrow_numpy_integer_settings_train_as_python_ints(kind):
+    """Settings of a narrow numpy type (np.int16 batch size, np.int8 k) took numpy's arithmetic of that type into
+    the noise's chunk size: 'OverflowError: Python integer 4194304 out of bounds for int16', or an int8 product
+    that overflowed (a RuntimeWarning, and a wrong chunk)."""
+    data = torch.tensor([[0, 1, 1, 0, 1, 0], [1, 0, 0, 1, 0, 1]] * 5, dtype=torch.float32)
+    config = dict(epochs=2, batch_size=4, k=3, num_chains=5)
+    expected = RBM(6, 3, generator=torch.Generator().manual_seed(0))
+    expected.fit(data, RBMTrainConfig(**config), generator=torch.Generator().manual_seed(1))
+    rbm = RBM(6, 3, generator=torch.Generator().manual_seed(0))
+    cfg = RBMTrainConfig(**{k: kind(v) for k, v in config.items()})
+    rbm.fit(data, cfg, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(rbm.W, expected.W, rtol=0, atol=0)
+
+
 def test_ais_with_one_chain_is_one_clear_error():
     """num_chains=1 gave torch's 'std(): degrees of freedom is <= 0' warning and a NaN standard error."""
     with pytest.raises(RnnkitError, match="at least 2"):

@@ -141,6 +141,9 @@ class Word2Vec:
             raise RnnkitError(
                 f"--sample (subsampling threshold) must be >= 0 (0 turns it off), got {c.sample}"
             )
+        # as Python ints (c is our copy): a narrow numpy type's arithmetic (np.int8 epochs) overflowed in fit
+        for name in ("dimension", "window", "min_count", "epochs", "batch_size", "workers", "negative"):
+            setattr(c, name, int(getattr(c, name)))
 
     def build_vocab(self, sentences: list[list[str]]) -> None:
         self.vocab = Vocabulary.build(

@@ -278,6 +278,20 @@ def test_a_numpy_integer_seed_trains_as_the_same_int_does():
     np.testing.assert_array_equal(Word2Vec(**config, seed=np.int64(3)).fit(words).wv.vectors, expected)
 
 
+@pytest.mark.parametrize("backend", ["torch", "native"])
+def test_narrow_numpy_integer_sizes_train_as_python_ints(backend):
+    """Sizes of a narrow numpy type (np.int8 epochs, batch size) took numpy's arithmetic of that type into fit:
+    'OverflowError: Python integer 1397 out of bounds for int8' (pairs x epochs), or an overflowing sum."""
+    if backend == "native" and _native_skip_reason():
+        pytest.skip(_native_skip_reason())
+    words = [s.split() for s in ["the cat sat on the mat", "the dog sat on the log"] * 20]
+    config = dict(min_count=1, dimension=4, epochs=2, batch_size=100, window=100, negative=3, workers=1)
+    common = dict(backend=backend, sample=0)
+    expected = Word2Vec(**config, **common).fit(words).wv.vectors
+    narrow = {name: np.int8(value) for name, value in config.items()}
+    np.testing.assert_array_equal(Word2Vec(**narrow, **common).fit(words).wv.vectors, expected)
+
+
 def test_overrides_apply_on_top_of_a_config():
     from rnnkit.text import Word2VecConfig
 

@@ -322,8 +322,6 @@ def test_overrides_apply_on_top_of_a_config():
         ({"epochs": True}, "--epochs must be a whole number"),
         ({"cbow_mean": "False"}, "cbow_mean must be True or False"),  # taken for its truth value: the mean
         ({"cbow_mean": None}, "cbow_mean must be True or False"),  # the sum, in silence
-
-
         ({"seed": 2**64}, "--seed must be a whole number >= 0 and < 2\\*\\*64"),  # fit: torch's ValueError
     ],
 )

@@ -547,16 +547,17 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
             grad_norm = clip_gradients(model.parameters(), t.clip_norm, t.clip_value)
             loss = loss.detach().item()
             smooth = _check_loss(loss, progress, out, grad_norm)
-            optimizer.step()
-            stepped, progress.smooth_loss = True, smooth
-            progress.step += 1
-            progress.window = (progress.window + 1) % len(batches)
-            progress.epoch += progress.window == 0
-            dt = time.perf_counter() - t0
-            progress.elapsed += dt
-            speed = chars_per_step / max(dt, 1e-9)
-            row = dict(step=progress.step, epoch=progress.epoch + progress.window / len(batches),
-                       wall_s=progress.elapsed, lr=optimizer.param_groups[0]["lr"], train_loss=loss, chars_per_s=speed)  # fmt: skip
+            with stop.held():  # a second Ctrl-C in the update, or before it is counted, undid a step taken
+                optimizer.step()
+                stepped, progress.smooth_loss = True, smooth
+                progress.step += 1
+                progress.window = (progress.window + 1) % len(batches)
+                progress.epoch += progress.window == 0
+                dt = time.perf_counter() - t0
+                progress.elapsed += dt
+                speed = chars_per_step / max(dt, 1e-9)
+                row = dict(step=progress.step, epoch=progress.epoch + progress.window / len(batches),
+                           wall_s=progress.elapsed, lr=optimizer.param_groups[0]["lr"], train_loss=loss, chars_per_s=speed)  # fmt: skip
             left = (
                 {"budget_left": f"{max(budget - progress.elapsed, 0) / 60:.1f}min"}
                 if budget < math.inf

@@ -1098,3 +1098,47 @@ def test_a_run_that_ends_in_the_folder_while_another_starts_there_is_not_written
     with pytest.raises(RnnkitError, match=r"already holds a run; use --resume to continue it or --force"):
         train(tiny_config(corpus, max_steps=3, seed=8), new, log=lambda s: None)
     assert [r["step"] for r in read_metrics(new / "metrics.csv")] == ["1", "2", "3", "4"]
+
+
+def test_a_second_ctrl_c_inside_the_optimizer_step_finishes_the_step(tmp_path, corpus, monkeypatch):
+    """Two Ctrl-C landing in the optimizer step (its update under way, or just taken): the KeyboardInterrupt came
+    before the loop marked the step taken, so the step was 'undone' (its carried state and random stream put back)
+    over weights and moments already updated, and --resume trained that window a second time (other weights than
+    an uninterrupted run's). The step is now finished, its row written, and --resume continues exactly."""
+    import signal
+
+    from rnnkit.train import loop
+
+    quiet = lambda s: None  # noqa: E731
+    cfg = tiny_config(corpus, max_steps=8, eval_every=3)
+    cfg.model.dropout = 0.3
+    train(cfg, tmp_path / "whole", log=quiet)
+    real = loop.make_optimizer
+
+    def twice_in_step_5(params, t):
+        optimizer = real(params, t)
+        step, calls = optimizer.step, []
+
+        def stepped(*a, **k):
+            out = step(*a, **k)
+            calls.append(1)
+            if len(calls) == 5:
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGINT)
+            return out
+
+        optimizer.step = stepped
+        return optimizer
+
+    monkeypatch.setattr(loop, "make_optimizer", twice_in_step_5)
+    assert train(cfg, tmp_path / "split", log=quiet) == 130
+    assert load_checkpoint(tmp_path / "split" / "latest.pt")["progress"]["step"] == 5
+    monkeypatch.undo()
+    assert train(cfg, tmp_path / "split", resume=True, log=quiet) == 0
+    whole, split = (load_checkpoint(tmp_path / name / "latest.pt")["model"] for name in ("whole", "split"))
+    assert all(torch.equal(whole[k], split[k]) for k in whole)
+    rows = read_metrics(tmp_path / "split" / "metrics.csv")
+    assert [r["step"] for r in rows] == [str(s) for s in range(1, 9)]
+    assert [r["train_loss"] for r in rows] == [
+        r["train_loss"] for r in read_metrics(tmp_path / "whole" / "metrics.csv")
+    ]

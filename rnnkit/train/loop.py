@@ -78,6 +78,9 @@ def check_out(out, resume: bool, force: bool) -> pathlib.Path:
     while not base.exists():  # the folder that will hold it: it must be a folder we may write in
         base = base.parent
     if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
+        if resume and base == out.absolute():  # the run's own folder: another one has nothing to resume
+            raise RnnkitError(f"cannot resume {out}: the folder is not writable (its permissions, or a read-only "
+                              "file system); make it writable, then --resume again")  # fmt: skip
         why = "is a file" if not base.is_dir() else "is not writable"
         raise RnnkitError(f"cannot make the --out folder {out}: {base} {why}; give another folder")
     # the checkpoints are what a run would lose: a run that saved none (stopped while the engine compiled, before its

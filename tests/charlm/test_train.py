@@ -1142,3 +1142,19 @@ def test_a_second_ctrl_c_inside_the_optimizer_step_finishes_the_step(tmp_path, c
     assert [r["train_loss"] for r in rows] == [
         r["train_loss"] for r in read_metrics(tmp_path / "whole" / "metrics.csv")
     ]
+
+
+def test_resume_in_a_read_only_run_folder_says_to_make_it_writable(tmp_path, corpus, monkeypatch):
+    """A run folder that is read-only (its permissions, a file system mounted read-only) was refused on --resume
+    with 'cannot make the --out folder ...; give another folder': the folder is there, and a resume in another
+    one has nothing to resume."""
+    from rnnkit.train import loop
+
+    run = tmp_path / "run"
+    train(tiny_config(corpus, max_steps=2), run, log=lambda s: None)
+    access = os.access
+    monkeypatch.setattr(loop.os, "access", lambda p, mode, **kw: str(p) != str(run) and access(p, mode, **kw))
+    with pytest.raises(
+        RnnkitError, match=r"^cannot resume .*run: the folder is not writable .*; make it writable"
+    ):
+        train(tiny_config(corpus, max_steps=4), run, resume=True, log=lambda s: None)

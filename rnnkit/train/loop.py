@@ -274,6 +274,19 @@ def restore(ckpt, model, optimizer, batches, path="latest.pt") -> Progress:
     return _saved_progress(ckpt["progress"], len(batches), path)
 
 
+def _check_corpus(corpus, ckpt, out):
+    """A resumed run reads the text it was trained on (a dry run's checkpoint is not resumed)."""
+    corpus_id = fingerprint(corpus.tokens)
+    saved_id = ckpt["progress"].get("corpus_id") or corpus_id  # runs saved before it was kept: not checked
+    if isinstance(saved_id, str) and saved_id.startswith(DRY_RUN_ID):
+        raise RnnkitError(f"{out} holds a dry run (a few steps on a slice of the corpus, its config the dry "
+                          "run's limits), not a run to continue; start the run with --force")  # fmt: skip
+    what = ("its vocabulary differs" if "".join(corpus.chars) != ckpt["chars"]
+            else "same characters, other text" if saved_id != corpus_id else None)  # fmt: skip
+    if what:
+        raise RnnkitError(f"the corpus of {out} has changed ({what}); start a new run with --force")
+
+
 def _check_windows(cfg, ckpt, out):
     """A resume cuts the corpus as the run did: its progress (window k of an epoch), carried state and validation
     split are counted in its seq_len, batch size and val_frac (an edited config.json, or another config given from
@@ -413,20 +426,16 @@ def _train(cfg, out, resume, force, dry_run, log):
         _check_resumable(ckpt, out / "latest.pt")
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    corpus, batches, val_batches = load_data(cfg, dry_run)
+    try:
+        corpus, batches, val_batches = load_data(cfg, dry_run)
+    except RnnkitError:  # too short for the windows and split: a resumed run's corpus that changed says so
+        if ckpt is not None:  # (not the split's advice, an option a resume can't change)
+            _check_corpus(load_corpus(cfg.data.corpus, cfg.data.data_dir), ckpt, out)
+        raise
     chars = corpus.chars
     corpus_id = fingerprint(corpus.tokens)
     if ckpt is not None:
-        saved_id = (
-            ckpt["progress"].get("corpus_id") or corpus_id
-        )  # runs saved before it was kept: not checked
-        if isinstance(saved_id, str) and saved_id.startswith(DRY_RUN_ID):
-            raise RnnkitError(f"{out} holds a dry run (a few steps on a slice of the corpus, its config the dry "
-                              "run's limits), not a run to continue; start the run with --force")  # fmt: skip
-        what = ("its vocabulary differs" if "".join(chars) != ckpt["chars"]
-                else "same characters, other text" if saved_id != corpus_id else None)  # fmt: skip
-        if what:
-            raise RnnkitError(f"the corpus of {out} has changed ({what}); start a new run with --force")
+        _check_corpus(corpus, ckpt, out)
         _check_windows(cfg, ckpt, out)
     cfg.model.vocab_size = len(chars)
     torch.manual_seed(cfg.train.seed)

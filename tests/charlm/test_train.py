@@ -345,6 +345,23 @@ def test_resume_refuses_a_corpus_changed_with_the_same_characters(tmp_path, corp
         train(cfg, tmp_path / "run", resume=True, log=quiet)
 
 
+@pytest.mark.parametrize("short", ["xyz", "the quick brown fox jumps over the lazy dog.\n"])
+def test_resume_with_a_corpus_changed_to_a_short_text_says_it_changed(tmp_path, corpus, short):
+    """A resumed run's corpus replaced by a text too short for its windows and validation split was answered with
+    the split's advice, 'use a larger --val-frac (at least 0.67)' or 'lower --val-frac', an option a resume
+    refuses to change: the corpus is the run's no longer, and that is what is said."""
+    quiet = lambda s: None  # noqa: E731
+    text = tmp_path / "text.txt"
+    text.write_text(corpus.read_text())
+    cfg = tiny_config(text, max_steps=2)
+    train(cfg, tmp_path / "run", log=quiet)
+    text.write_text(short)
+    with pytest.raises(
+        RnnkitError, match=r"^the corpus of .* has changed \(its vocabulary differs\); start a new"
+    ):
+        train(cfg, tmp_path / "run", resume=True, log=quiet)
+
+
 @pytest.mark.parametrize("key, value", [("seq_len", 12), ("batch_size", 6), ("val_frac", 0.2)])
 def test_resume_refuses_windows_cut_otherwise(tmp_path, corpus, key, value):
     """The run's position (window k of an epoch), carried state and validation split are counted in its seq_len,

@@ -459,11 +459,12 @@ def _train(cfg, out, resume, force, dry_run, log):
         if resume and _file_id(out / "latest.pt") != read:
             raise RnnkitError(f"{out / 'latest.pt'} was replaced by another run while this one started; "
                               "--resume again to continue from it")  # fmt: skip
+        # before a finished run's return too: a kill inside its last writes left their temporary files
+        clear_out(out, force)
         # (under the lock: a run writing there still was taken as finished from its latest.pt, exit 0)
         if ckpt is not None and (done := _finished(cfg, progress, batches, out)):
             log(done)  # exit status 0: a restart loop that resumes a finished run sees it done, not failed
             return 0
-        clear_out(out, force)
         write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
         write_text(out / "vocab.json", json.dumps(chars, ensure_ascii=False) + "\n")
         n_params = sum(p.numel() for p in model.parameters())

@@ -319,6 +319,21 @@ def test_files_a_kill_left_half_written_are_removed(tmp_path, corpus):
     assert sorted(p.name for p in run.glob("*.tmp")) == ["notes.tmp"]  # the user's own file is left alone
 
 
+def test_files_a_kill_left_half_written_at_the_last_step_are_removed(tmp_path, corpus):
+    """A kill -9 inside the last writes of a run (its last latest.pt, after the one of its last step, or its last
+    loss.png) leaves their temporary files; --resume then found the run at its limit and said so, leaving them in
+    the run folder for good."""
+    quiet = lambda s: None  # noqa: E731
+    run = tmp_path / "run"
+    train(tiny_config(corpus, max_steps=2), run, log=quiet)
+    for name in ["latest.pt.k1ll3d.tmp", "loss.png.k1ll3d.tmp"]:
+        (run / name).write_bytes(b"half")
+    lines = []
+    assert train(tiny_config(corpus, max_steps=2), run, resume=True, log=lines.append) == 0
+    assert "nothing to do" in lines[-1]
+    assert list(run.glob("*.tmp")) == []
+
+
 def test_force_keeps_the_old_run_when_the_new_one_is_refused(tmp_path, corpus):
     quiet = lambda s: None  # noqa: E731
     train(tiny_config(corpus, max_steps=2), tmp_path / "run", log=quiet)

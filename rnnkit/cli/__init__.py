@@ -202,6 +202,13 @@ def _main(argv) -> int:
         return 130
     except BrokenPipeError:  # the reader went away (`rnnkit sample ... | head`): not an error of ours
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (no second error when Python flushes stdout at exit)
+        if getattr(args, "command", None) == "train":  # a run cut short: its exit 0 read as a run done
+            saved = (pathlib.Path(args.out) / "latest.pt").is_file()
+            how = "continue with --resume" if saved else "start it again"
+            with contextlib.suppress(OSError):  # (stderr the same closed pipe: 2>&1 | head)
+                print(f"rnnkit: error: the output was closed (its reader went away) and the run stopped; {how}",
+                      file=sys.stderr)  # fmt: skip
+            return 2
         return 0
     except OSError as e:  # the machine's, not the input's: a full disk, a path it can't write or read
         where = f": {e.filename}" if e.filename else ""

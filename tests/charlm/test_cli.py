@@ -647,3 +647,40 @@ def test_eval_holds_the_file_in_a_few_bytes_a_character(trained, corpus, tmp_pat
         tracemalloc.stop()
     assert code == 0 and json.loads(out) == want, err
     assert peak < 4 * 615_000, f"{peak / 615_000:.1f} bytes a character"
+
+
+def test_a_run_whose_output_is_closed_is_not_reported_a_success(tmp_path, corpus, capsys, monkeypatch):
+    """`rnnkit train ... | head` (or a tee that went away): the run stopped at the first line it could not write
+    and exited 0, in silence, as `sample | head` does, so that a script or a restart loop took a run cut short
+    for one done. It says so in one line and exits 2; --resume then continues from its last checkpoint."""
+    import errno
+    import io
+    import sys
+
+    from rnnkit.cli import main
+
+    class Closed(io.TextIOBase):
+        def __init__(self, after):
+            self.after = after  # the lines written before the reader goes away
+
+        def write(self, s):
+            self.after -= s == "\n"
+            if self.after < 0:
+                raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+            return len(s)
+
+    run = tmp_path / "run"
+    # closed at the header (before the first checkpoint), then at the first validation line (after it)
+    for after, how in [(0, "start it again"), (1, "continue with --resume")]:
+        closed = Closed(after)
+        monkeypatch.setattr(sys, "stdout", closed)
+        code = main(["train", str(corpus), "--out", str(run), *TINY, "--max-steps", "4", "--eval-every", "2"])
+        if sys.stdout is not closed:  # /dev/null, put there so that Python's flush at exit says nothing
+            sys.stdout.close()
+        monkeypatch.undo()
+        err = capsys.readouterr().err
+        assert code == 2 and err.endswith(f"rnnkit: error: the output was closed (its reader went away) and the run "
+                                          f"stopped; {how}\n"), err  # fmt: skip
+    assert main(["train", "--out", str(run), "--resume"]) == 0
+    rows = csv.DictReader((run / "metrics.csv").read_text().splitlines())
+    assert [r["step"] for r in rows] == ["1", "2", "3", "4"]

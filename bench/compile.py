@@ -40,6 +40,7 @@ from _results import (
     update_results,
 )  # noqa: E402,I001
 from engine import SIZES, TORCH, calls_per_round, interleaved, make, train_step  # noqa: E402
+from torch._inductor.utils import fresh_cache  # noqa: E402
 
 from rnnkit.engine import native  # noqa: E402
 
@@ -70,6 +71,15 @@ def compile_times(model, B, T):
     return times
 
 
+def warm_up():
+    """Compile a small model once, untimed: the first compile of a process pays inductor's start (its workers,
+    imports, C++ toolchain checks), 15-25 s that were charged to the first row's "first at T" alone."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh())
+    with fresh_cache():
+        torch.compile(model)(torch.randn(2, 4)).sum().backward()
+    torch._dynamo.reset()
+
+
 def row(cell, size, rounds, unrolled):
     L, H, B, T = SIZES[size]
     kinds = {"rnnkit eager": (None, False), "rnnkit compiled": (None, True)}
@@ -78,10 +88,15 @@ def row(cell, size, rounds, unrolled):
     if unrolled:
         kinds["rnnkit compiled, unrolled loop (backend='autograd')"] = ("autograd", True)
     steps, compiles = {}, {}
-    for name, (kind, comp) in kinds.items():  # compile times, each model from a fresh dynamo
+    for name, (
+        kind,
+        comp,
+    ) in kinds.items():  # compile times, each model from a fresh dynamo and inductor cache
         if comp:
             torch._dynamo.reset()
-            compiles[name] = compile_times(torch.compile(make(cell, L, H, kind or "native")[0]), B, T)
+            # (the rows before compiled the same embedding, head and loss: their kernels came from the cache)
+            with fresh_cache():
+                compiles[name] = compile_times(torch.compile(make(cell, L, H, kind or "native")[0]), B, T)
     torch._dynamo.reset()
     for name, (kind, comp) in kinds.items():
         model, opt = make(cell, L, H, kind or "native")
@@ -115,6 +130,7 @@ def main():
     if reason:
         sys.exit(f"native backend unavailable: {reason}")
     warnings.filterwarnings("ignore", message="The .grad attribute of a Tensor that is not a leaf")
+    warm_up()
     rows = []
     for size in args.sizes:
         for cell in args.only or ("lstm", "gru", "mut1"):
@@ -128,7 +144,7 @@ def main():
         "compiled (inductor), Adam eager",
         "", f"{machine_line()}; {'median' if args.rounds == 1 else 'medians'} of "
         f"{plural(args.rounds, 'interleaved round')}.", "", markdown_table(HEADER, rows), "",
-        "The first calls include compiling (inductor's cache of compiled graphs empty at the start): at T (a graph of static shapes), at T+10 (dynamo makes T "
+        "The first calls include compiling (each model with inductor's cache of compiled graphs empty, after one untimed compile of a small model that pays inductor's start-up): at T (a graph of static shapes), at T+10 (dynamo makes T "
         "symbolic and compiles once more) and at T+20 (that graph again: no compile). Compiled, the recurrent "
         "loop is one operator, rnnkit::recurrence, running the native engine's C++ forward and backward; inductor "
         "compiles the embedding, projection, head and loss around it. Where the few percent under eager go (torch.profiler, "

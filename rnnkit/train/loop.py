@@ -583,8 +583,11 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
                 progress.step % t.eval_every == 0 or last
             )  # with --val-frac 0: checkpoint and plot only
             if evaluated:
-                _validate(model, val_batches, progress, row, save, say, out,
-                          lambda w=window, s=carried: window_loss(model, batches.window(w), s))  # fmt: skip
+                # held: a second Ctrl-C here stopped the run with the step kept and its validation lost for good (no
+                # val_loss in its row, a best.pt that --resume never made), where an uninterrupted run had both
+                with stop.held():
+                    _validate(model, val_batches, progress, row, save, say, out,
+                              lambda w=window, s=carried: window_loss(model, batches.window(w), s))  # fmt: skip
             with stop.held():  # a second Ctrl-C between the two wrote the row again
                 metrics.write(**row)
                 row = None
@@ -603,7 +606,7 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
             model.state = carried
             torch.set_rng_state(rng)
         elif row is not None:
-            metrics.write(**row)  # stopped in its validation: the step itself is done
+            metrics.write(**row)  # stopped between its validation and its row: the step itself is done
         bar.close()
         save("latest.pt")
         log(f"interrupted at step {progress.step}; saved {out / 'latest.pt'}; continue with --resume")
@@ -637,6 +640,8 @@ class _StopAfterStep:
 
     def _handler(self, signum, frame):
         if self.asked and self.holding:
+            if not self.deferred:
+                self.say("stopping as soon as this step's update, validation or row is done")
             self.deferred = True
             return
         if self.asked:

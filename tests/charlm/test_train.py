@@ -1190,3 +1190,35 @@ def test_resume_in_a_read_only_run_folder_says_to_make_it_writable(tmp_path, cor
         RnnkitError, match=r"^cannot resume .*run: the folder is not writable .*; make it writable"
     ):
         train(tiny_config(corpus, max_steps=4), run, resume=True, log=lambda s: None)
+
+
+def test_a_second_ctrl_c_inside_validation_keeps_the_validation(tmp_path, corpus, monkeypatch):
+    """Two Ctrl-C landing in a step's validation stopped the run with the step kept and its validation lost for good:
+    its metrics row had no val_loss and --resume went on at the next step, never validating it (where that step had
+    the best validation, best.pt differed from an uninterrupted run's). The validation now finishes first."""
+    import signal
+
+    from rnnkit.train import loop
+
+    quiet = lambda s: None  # noqa: E731
+    cfg = tiny_config(corpus, max_steps=8, eval_every=3)
+    train(cfg, tmp_path / "whole", log=quiet)
+    real, calls = loop.evaluate, []
+
+    def twice_in_the_second(model, batches):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(model, batches)
+
+    monkeypatch.setattr(loop, "evaluate", twice_in_the_second)
+    assert train(cfg, tmp_path / "split", log=quiet) == 130
+    monkeypatch.undo()
+    assert train(cfg, tmp_path / "split", resume=True, log=quiet) == 0
+    whole, split = (read_metrics(tmp_path / name / "metrics.csv") for name in ("whole", "split"))
+    assert [(r["step"], r["val_loss"]) for r in split] == [(r["step"], r["val_loss"]) for r in whole]
+    assert split[5]["val_loss"] != ""
+    for name in ("latest.pt", "best.pt"):
+        a, b = (load_checkpoint(tmp_path / run / name)["model"] for run in ("whole", "split"))
+        assert all(torch.equal(a[k], b[k]) for k in a)

@@ -50,6 +50,13 @@ _NOT_A_MODEL = (
 def text_tokens(text: str, level: str, lower: bool = False) -> list[str]:
     """Characters, or words with `<eos>` for each newline (an unfinished last line gets none); lower-cased
     with `lower` at either level (characters were left as they were: --lower had no effect on a char model)."""
+    # (a list of lines was a char model of whole lines, bytes one of byte values)
+    if not isinstance(text, str):
+        fix = {
+            list: "; join its lines first: '\\n'.join(lines)",
+            bytes: "; decode it first: data.decode('utf-8')",
+        }
+        raise RnnkitError(f"text must be a str, got {type(text).__name__}{fix.get(type(text), '')}")
     if level == "char":
         return list(text.lower() if lower else text)
     lines = text.split("\n")

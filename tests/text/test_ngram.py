@@ -289,3 +289,18 @@ def test_generate_refuses_a_seed_that_is_no_seed_naming_it(seed):
         lm.generate("a", 5, seed=seed)
     with pytest.raises(RnnkitError, match=r"^seed must"):
         lm.sample(5, seed=seed)
+
+
+@pytest.mark.parametrize("level", ["char", "word"])
+@pytest.mark.parametrize("text", [["the cat sat\n", "the mat\n"], b"the cat sat\n", None])
+def test_text_that_is_no_str_is_refused_in_one_line(level, text):
+    """fit(["the cat sat\\n", ...]) (a list of lines, as NLTK's fit takes) trained a character model on whole lines
+    as its tokens and bytes on their byte values, in silence; a word model failed in str.split. Each is one line,
+    in fit and in what encodes text (score, generate)."""
+    with pytest.raises(RnnkitError, match=r"^text must be a str, got (list|bytes|NoneType)"):
+        NGramLM(2, level=level).fit(text)
+    lm = NGramLM(2, level=level).fit(TEXT)
+    with pytest.raises(RnnkitError, match=r"^text must be a str"):
+        lm.score(text)
+    with pytest.raises(RnnkitError, match=r"^text must be a str"):
+        lm.generate(text, 3)

@@ -76,6 +76,13 @@ class Analyzer:
             self.stemmer = snowballstemmer.stemmer("english")
 
     def __call__(self, text: str) -> list[str]:
+        if not isinstance(text, str):  # (a table's empty cell, NaN, failed in str.lower; bytes in re)
+            decode = (
+                "; decode it first, e.g. data.decode('utf-8')" if isinstance(text, bytes | bytearray) else ""
+            )
+            raise RnnkitError(
+                f"documents and queries must be str, got {type(text).__name__} {text!r:.60}{decode}"
+            )
         tokens = word_tokenize(text, lower=self.config.lower, punctuation=True)
         terms = [t for t in tokens if any(c.isalnum() for c in t)]  # __init__ is a word, "," and "_" are not
         if self.config.stop_words:

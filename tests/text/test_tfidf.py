@@ -212,3 +212,17 @@ def test_config_switches_that_are_no_switch_are_refused(flag, value):
     None turned lower-casing off, in silence."""
     with pytest.raises(RnnkitError, match=f"{flag} must be True or False"):
         TfidfIndex(TfidfConfig(**{flag: value}))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), None, b"a dog", ["a", "dog"]])
+def test_a_document_or_query_that_is_no_str_is_refused_in_one_line(bad):
+    """A document of another type (a table's empty cell read as NaN, bytes, a list of words) failed in fit with
+    "'float' object has no attribute 'lower'" or re's 'cannot use a string pattern on a bytes-like object', and a
+    query likewise in search (search(['cat']), search(b'cat')): each is one line naming the type."""
+    with pytest.raises(RnnkitError, match=rf"^documents and queries must be str, got {type(bad).__name__}"):
+        TfidfIndex().fit([DOCS[0], bad])
+    index = TfidfIndex().fit(DOCS)
+    with pytest.raises(RnnkitError, match=rf"^documents and queries must be str, got {type(bad).__name__}"):
+        index.search(bad)
+    with pytest.raises(RnnkitError, match="^documents and queries must be str"):
+        index.transform([bad])

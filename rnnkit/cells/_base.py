@@ -225,9 +225,11 @@ class Cell(nn.Module):
         object.__setattr__(
             self, "_parameters", _OwnParameters(self)
         )  # torch.nn's names: one line (see there)
+        # (True is an int: width 1; np.int64, an array's shape or a parameter grid's, was said not to be one)
         for name, size in (("input_size", input_size), ("hidden_size", hidden_size)):
-            if isinstance(size, bool) or not isinstance(size, int) or size <= 0:  # (True is an int: width 1)
+            if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {size!r}")
+        input_size, hidden_size = int(input_size), int(hidden_size)
         # as Recurrent says it: bias="False" (a config file's string) built the biases, in silence
         if not (isinstance(bias, bool) or (isinstance(bias, numbers.Integral) and bias in (0, 1))):
             raise ValueError(f"bias must be True or False, got {bias!r}")

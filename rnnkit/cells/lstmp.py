@@ -18,6 +18,8 @@ of sizes (P, H), as torch.nn.LSTM keeps them; the layer's output is h_t, P units
 The native loop runs it too (rnnkit/engine/csrc/cells_proj.h).
 """
 
+import numbers
+
 import torch
 
 from rnnkit.cells.lstm import LSTM, lstm_step, lstm_step_backward
@@ -59,13 +61,15 @@ class LSTMP(LSTM):
         dtype=None,
     ):
         # (a hidden_size that is no int: Cell.__init__ names it; compared here, None failed with "'<' not supported")
-        if isinstance(hidden_size, int) and (
-            isinstance(proj_size, bool) or not isinstance(proj_size, int) or not 0 < proj_size < hidden_size
+        if isinstance(hidden_size, numbers.Integral) and (
+            isinstance(proj_size, bool)
+            or not isinstance(proj_size, numbers.Integral)
+            or not 0 < proj_size < hidden_size
         ):
             raise ValueError(
                 f"proj_size must be an integer in [1, hidden_size) = [1, {hidden_size}), got {proj_size!r}"
             )
-        self.proj_size = proj_size
+        self.proj_size = int(proj_size) if isinstance(proj_size, numbers.Integral) else proj_size
         super().__init__(input_size, hidden_size, bias, forget_bias, device, dtype)
 
     def _recurrent_shapes(self, H, bias):

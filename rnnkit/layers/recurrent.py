@@ -167,9 +167,11 @@ class Recurrent(nn.Module):
                     else "Recurrent('lstm', input_size, hidden_size, ...): the cell comes first")  # fmt: skip
             raise RnnkitError(f"cell must be a name in rnnkit.CELLS ({', '.join(CELLS)}) or a Cell class, got "
                               f"{cell!r}; {hint}")  # fmt: skip
+        # (a numpy integer too, np.int64 from an array's shape or a parameter grid: it was said not to be one)
         for name, v in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v <= 0:
                 raise RnnkitError(f"{name} must be a positive integer, got {v!r}")
+        input_size, hidden_size, num_layers = int(input_size), int(hidden_size), int(num_layers)
         # a switch that is not one (batch_first="False" from a config file) was taken for its truth value: the
         # layout, or bias, bidirectional, ..., silently the opposite of what was meant
         flags = dict(bidirectional=bidirectional, bias=bias, batch_first=batch_first, skip_input=skip_input,
@@ -183,14 +185,16 @@ class Recurrent(nn.Module):
                 raise RnnkitError(f"proj_size is an option of the lstm cell, not of {cell!r}")
             if (
                 isinstance(proj_size, bool)
-                or not isinstance(proj_size, int)
+                or not isinstance(proj_size, numbers.Integral)
                 or not 0 < proj_size < hidden_size
             ):
                 raise RnnkitError(f"proj_size must be an integer in [1, hidden_size) = [1, {hidden_size}), "
                                   f"got {proj_size!r}")  # fmt: skip
+            proj_size = int(proj_size)
             Cell, cell_kwargs = LSTMP, {**cell_kwargs, "proj_size": proj_size}
-        if isinstance(cond_size, bool) or not isinstance(cond_size, int) or cond_size < 0:
+        if isinstance(cond_size, bool) or not isinstance(cond_size, numbers.Integral) or cond_size < 0:
             raise RnnkitError(f"cond_size must be an integer >= 0 (0: no conditioning), got {cond_size!r}")
+        cond_size = int(cond_size)
         if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0.0 <= dropout <= 1.0:
             raise RnnkitError(
                 f"dropout must be a number in [0, 1] (the probability of zeroing), got {dropout!r}"

@@ -1,6 +1,7 @@
 """A cell module run by hand, one step at a time (as torch.nn.LSTMCell/GRUCell/RNNCell are): the same numbers as
 torch's cells, one unbatched step as they take it, and a one-line error for a wrong input or state."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -368,3 +369,17 @@ def test_nonlinearity_as_torch_rnn_cell_takes_it():
         RnnkitError, match=r"^nonlinearity='sigmoid' .*RNNTanh or RNNReLU \('tanh' or 'relu'\)$"
     ):
         CELLS["rnn_tanh"](4, 5, nonlinearity="sigmoid")
+
+
+@pytest.mark.parametrize("name", list(CELLS))
+def test_numpy_integer_sizes_are_sizes(name):
+    """np.int64(4) (from an array's shape or a parameter grid) was refused: 'hidden_size must be a positive integer,
+    got np.int64(4)'. It builds the cell a Python int builds, its sizes kept as ints."""
+    torch.manual_seed(0)
+    want = CELLS[name](3, 4)
+    torch.manual_seed(0)
+    got = CELLS[name](np.int64(3), np.int64(4))
+    assert (type(got.input_size), type(got.hidden_size)) == (int, int)
+    for (n, p), (_, q) in zip(got.named_parameters(), want.named_parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0, msg=n)
+    assert LSTMP(np.int64(3), np.int64(4), proj_size=np.int64(2)).proj_size == 2

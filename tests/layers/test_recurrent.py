@@ -1216,3 +1216,17 @@ def test_torch_export_of_a_native_layer_says_nothing(strict):
     layer, x = Recurrent("lstm", 4, 5, backend="native").eval(), torch.randn(2, 6, 4)
     program = torch.export.export(layer, (x,), strict=strict)  # (pytest: a warning is an error)
     torch.testing.assert_close(program.module()(x)[0], layer(x)[0])
+
+
+@pytest.mark.parametrize("kind", [np.int64, np.int32, np.uint8])
+def test_numpy_integer_sizes_build_the_layer_python_ints_build(kind):
+    """Sizes from a numpy array or a parameter grid (np.int64(8)) were refused with 'hidden_size must be a positive
+    integer, got np.int64(8)', which they are (the energy models take them; CharLM's own check passed them on)."""
+    torch.manual_seed(0)
+    want = Recurrent("lstm", 3, 8, num_layers=2, proj_size=4, cond_size=2)
+    torch.manual_seed(0)
+    got = Recurrent("lstm", kind(3), kind(8), num_layers=kind(2), proj_size=kind(4), cond_size=kind(2))
+    assert [type(c.hidden_size) for c in got.cells] == [int, int]
+    x, cond = torch.randn(2, 5, 3), torch.randn(2, 2)
+    torch.testing.assert_close(got(x, cond=cond)[0], want(x, cond=cond)[0], rtol=0, atol=0)
+    assert repr(got) == repr(want)

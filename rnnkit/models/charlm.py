@@ -150,6 +150,10 @@ class CharLM(nn.Module):
         # torch.nn.LSTM took hidden_size=True, an int, for one unit)
         _check_count(cfg.num_layers, "num_layers", 1)
         _check_count(cfg.hidden_size, "hidden_size", 1)
+        # (one layer's dropout is only self.drop's, which took True for p = 1, every output zeroed in training)
+        p = cfg.dropout
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
+            raise RnnkitError(f"dropout must be a number in [0, 1] (the probability of zeroing), got {p!r}")
         self.embedding = nn.Embedding(V, E) if E > 0 else None
         input_size = E if E > 0 else V
         if cfg.torch_rnn:

@@ -467,3 +467,13 @@ def test_log_probs_read_in_chunks_equal_one_character_a_step(monkeypatch, n_cont
     got_logp, got_state = m.prime(context + ids)
     torch.testing.assert_close(got_logp, logp)
     torch.testing.assert_close(got_state, state)
+
+
+@pytest.mark.parametrize("torch_rnn", [False, True])
+@pytest.mark.parametrize("dropout", [True, math.nan, "0.1", -0.5, None])
+def test_a_dropout_that_is_no_probability_is_refused_with_one_layer_too(dropout, torch_rnn):
+    """With num_layers=1 only the dropout before the output layer read it, unchecked: dropout=True was p = 1 and
+    zeroed every output in training, in silence; nan failed at the first step in torch's dropout, '0.1' or None
+    with "'<' not supported". Each is now one line at CharLM(...), as two layers said it."""
+    with pytest.raises(RnnkitError, match=r"^dropout must be a number in \[0, 1\]"):
+        CharLM(CharLMConfig(vocab_size=V, hidden_size=8, num_layers=1, dropout=dropout, torch_rnn=torch_rnn))

@@ -154,6 +154,10 @@ class CharLM(nn.Module):
         p = cfg.dropout
         if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
             raise RnnkitError(f"dropout must be a number in [0, 1] (the probability of zeroing), got {p!r}")
+        # (taken for its truth value: torch_rnn="False", a config file's string, built the model on torch.nn)
+        on = cfg.torch_rnn
+        if not (isinstance(on, bool | np.bool_) or (isinstance(on, numbers.Integral) and on in (0, 1))):
+            raise RnnkitError(f"torch_rnn must be True or False, got {on!r}")
         self.embedding = nn.Embedding(V, E) if E > 0 else None
         input_size = E if E > 0 else V
         if cfg.torch_rnn:

@@ -477,3 +477,11 @@ def test_a_dropout_that_is_no_probability_is_refused_with_one_layer_too(dropout,
     with "'<' not supported". Each is now one line at CharLM(...), as two layers said it."""
     with pytest.raises(RnnkitError, match=r"^dropout must be a number in \[0, 1\]"):
         CharLM(CharLMConfig(vocab_size=V, hidden_size=8, num_layers=1, dropout=dropout, torch_rnn=torch_rnn))
+
+
+@pytest.mark.parametrize("torch_rnn", ["False", None, 2])
+def test_torch_rnn_that_is_no_switch_is_refused(torch_rnn):
+    """torch_rnn was taken for its truth value: 'False' (a config file's string) built the model on torch.nn.LSTM
+    and None on rnnkit's layer, in silence, as greedy once did."""
+    with pytest.raises(RnnkitError, match=rf"^torch_rnn must be True or False, got {torch_rnn!r}"):
+        CharLM(CharLMConfig(vocab_size=V, hidden_size=8, num_layers=1, torch_rnn=torch_rnn))

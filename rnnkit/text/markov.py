@@ -49,7 +49,16 @@ class MarkovChain:
         if stray:  # ignored: the state meant (a typo's) wrote its own name
             raise RnnkitError(f"emits names {stray[0]!r}, which is not a state; its keys must be among "
                               f"{', '.join(map(repr, self.states))}")  # fmt: skip
-        self.start = np.full(K, 1.0 / K) if start is None else np.asarray(start, dtype=np.float64)
+        try:
+            self.start = np.full(K, 1.0 / K) if start is None else np.asarray(start, dtype=np.float64)
+        except (TypeError, ValueError):  # numpy's "could not convert string to float: 'b'" named no option
+            hint = ""
+            if isinstance(start, str) and start in self.states:
+                hint = f"; to start in state {start!r}: start={[float(s == start) for s in self.states]}"
+            elif isinstance(start, Mapping):
+                hint = f"; in the order of the states: {[start.get(s, 0.0) for s in self.states]}"
+            raise RnnkitError(f"the start distribution must have {K} non-negative entries summing to 1, got "
+                              f"{start!r:.60}{hint}") from None  # fmt: skip
         self.emits = [(emits or {}).get(s, s) for s in self.states]
         if self.P.shape != (K, K) or np.any(self.P < 0) or not np.allclose(self.P.sum(axis=1), 1):
             raise RnnkitError(f"the transition table must be {K} x {K}, non-negative, rows summing to 1")

@@ -186,3 +186,20 @@ def test_a_state_named_twice_is_refused():
     """Two states of one name got a row of P each, which emits, estimate and the printed chain can't tell apart."""
     with pytest.raises(RnnkitError, match="state 'a' is named twice"):
         MarkovChain(["a", "b", "a"], np.full((3, 3), 1 / 3))
+
+
+@pytest.mark.parametrize(
+    ("start", "said"),
+    [
+        ("b", r"'b'; to start in state 'b': start=\[0.0, 1.0\]$"),
+        ({"a": 0.5, "b": 0.5}, r"\{'a': 0.5, 'b': 0.5\}; in the order of the states: \[0.5, 0.5\]$"),
+    ],
+)
+def test_a_start_that_is_no_distribution_is_refused_in_one_line(start, said):
+    """start='b' (the start state, meant) failed in numpy with "could not convert string to float: 'b'", and a dict
+    of probabilities with "float() argument must be ... not 'dict'", neither naming start."""
+    with pytest.raises(
+        RnnkitError,
+        match=r"^the start distribution must have 2 non-negative entries summing to 1, got " + said,
+    ):
+        MarkovChain(["a", "b"], [[0.5, 0.5], [0.2, 0.8]], start=start)

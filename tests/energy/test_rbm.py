@@ -656,3 +656,13 @@ def test_init_scale_may_be_a_0_d_tensor():
     torch.testing.assert_close(a, b)
     with pytest.raises(RnnkitError, match="must be a finite number"):
         RBM(3, 2, init_scale=torch.tensor(float("nan")))
+
+
+@pytest.mark.parametrize("switch", ["persistent", "shuffle", "use_kernel"])
+@pytest.mark.parametrize("value", ["False", None, 2])
+def test_switches_that_are_no_switch_are_refused(switch, value):
+    """persistent, shuffle and use_kernel were taken for their truth value: persistent='False' (a config file's
+    string) trained PCD-k where CD-k was meant, None CD-k, in silence. Each is one line at check()."""
+    with pytest.raises(RnnkitError, match=rf"^{switch} must be True or False, got {value!r}$"):
+        RBMTrainConfig(**{switch: value}).check()
+    RBMTrainConfig(**{switch: np.bool_(False)}).check()

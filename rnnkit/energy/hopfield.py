@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rnnkit.energy._checks import as_spins, choice, float_dtype, fraction, positive_int, units_match
+from rnnkit.energy._checks import as_spins, choice, float_dtype, fraction, positive_int, switch, units_match
 from rnnkit.energy._util import single_thread
 from rnnkit.errors import RnnkitError
 
@@ -209,6 +209,7 @@ class Hopfield:
         units_match("cues", s, self.num_units)
         choice("mode", mode, ("async", "sync"))
         positive_int("max_steps", max_steps)
+        record = switch("record", record)  # (record="False" recorded)
         if mode == "async":
             out = run_async(self.W[None], self.theta[None], s[None], max_steps, generator, record)
         else:
@@ -227,6 +228,7 @@ def corrupt(patterns: torch.Tensor, noise: float, generator=None, erase: bool = 
     """Flip (or, with erase, zero out: a partial cue) round(noise * N) random units of each pattern."""
     N = patterns.shape[-1]
     k = round(fraction("noise", noise) * N)
+    erase = switch("erase", erase)  # (erase="False" zeroed the units it was to flip)
     u = torch.rand(patterns.shape, generator=generator, device=patterns.device)
     hit = u.argsort(-1).argsort(-1) < k  # exactly k units per pattern
     return torch.where(hit, torch.zeros_like(patterns) if erase else -patterns, patterns)

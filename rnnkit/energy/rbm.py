@@ -27,6 +27,7 @@ from rnnkit.energy._checks import (
     finite_float,
     float_dtype,
     positive_int,
+    switch,
     units_match,
     whole_number,
 )
@@ -178,6 +179,10 @@ class RBM(nn.Module):
         """
         if self.visible != "bernoulli":
             raise RnnkitError("pseudo-likelihood is defined here for Bernoulli visible units only")
+        per_unit, chunk_elements = (
+            switch("per_unit", per_unit),
+            positive_int("chunk_elements", chunk_elements),
+        )
         x = self.check(v, binary=True)
         rows = max(1, chunk_elements // (self.num_visible * self.num_hidden))
         out = torch.cat([self._pseudo_likelihood(x[a : a + rows]) for a in range(0, len(x), rows)])

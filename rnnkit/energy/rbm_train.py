@@ -21,11 +21,11 @@ import math
 import numbers
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from rnnkit.energy import _rbm_kernel
 from rnnkit.energy._checks import positive_float, positive_int, whole_number
+from rnnkit.energy._checks import switch as check_switch
 from rnnkit.energy._util import single_thread
 from rnnkit.errors import RnnkitError
 
@@ -102,9 +102,7 @@ class RBMTrainConfig:
         if not _number(self.weight_decay) or self.weight_decay < 0:
             raise RnnkitError(f"{name['weight_decay']} must be >= 0, got {self.weight_decay!r}")
         for switch in ("persistent", "shuffle", "use_kernel"):  # (persistent="False", a config file's: PCD-k)
-            value = getattr(self, switch)
-            if not (isinstance(value, bool | np.bool_) or (whole_number(value) and value in (0, 1))):
-                raise RnnkitError(f"{switch} must be True or False, got {value!r}")
+            check_switch(switch, getattr(self, switch))
         if self.num_chains is not None:
             self.num_chains = positive_int(name["num_chains"], self.num_chains)
             if not self.persistent:  # CD-k runs one chain per data row: the setting did nothing

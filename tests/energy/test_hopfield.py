@@ -264,3 +264,22 @@ def test_data_on_the_meta_device_is_one_line(call):
     "Cannot copy out of meta tensor; no data!" (RBM), a NotImplementedError, from deep inside the checks."""
     with pytest.raises(RnnkitError, match="meta tensor, which holds no values"):
         call(torch.ones(1, 4, device="meta"))
+
+
+@pytest.mark.parametrize("value", ["False", None, 2, 0.5])
+def test_switches_that_are_no_switch_are_refused(value):
+    """corrupt(erase=...), Hopfield.recall(record=...) and RBM.pseudo_likelihood(per_unit=...) took their switch for
+    its truth value: erase='False' (a config file's string) zeroed the units it was to flip, in silence."""
+    patterns = torch.tensor([[1.0, -1.0, 1.0, -1.0]])
+    net = Hopfield(4)
+    net.store(patterns)
+    with pytest.raises(RnnkitError, match="erase must be True or False"):
+        hop.corrupt(patterns, 0.5, erase=value)
+    with pytest.raises(RnnkitError, match="record must be True or False"):
+        net.recall(patterns, record=value)
+    with pytest.raises(RnnkitError, match="per_unit must be True or False"):
+        RBM(4, 2).pseudo_likelihood(torch.ones(1, 4), per_unit=value)
+    a, b = (
+        hop.corrupt(patterns, 0.5, torch.Generator().manual_seed(0), erase=e) for e in (np.bool_(False), 0)
+    )
+    assert torch.equal(a, b)

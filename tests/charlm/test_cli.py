@@ -446,7 +446,7 @@ def _damage(path, how, tmp_path):
         (lambda c: c.update(version="1"), "no valid checkpoint format version"),
         # a config that makes no model: a ValueError's traceback from torch.nn.Dropout, or a line naming no file
         (lambda c: c.update(config=c["config"].replace('"dropout": 0.0', '"dropout": 2.0')),
-         r"bad\.pt is not a usable rnnkit checkpoint: its config makes no model \(dropout probability"),
+         r"bad\.pt is not a usable rnnkit checkpoint: its config makes no model \(dropout must be a number in \[0, 1\]"),
         (lambda c: c.update(config=c["config"].replace('"hidden_size": 16', '"hidden_size": -16')),
          r"bad\.pt is not a usable rnnkit checkpoint: its config makes no model \(hidden_size must be"),
         # loaded with torch's 'UserWarning: Casting complex values to real discards the imaginary part'

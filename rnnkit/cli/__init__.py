@@ -209,6 +209,12 @@ def _main(argv) -> int:
                 print(f"rnnkit: error: the output was closed (its reader went away) and the run stopped; {how}",
                       file=sys.stderr)  # fmt: skip
             return 2
+        if getattr(args, "out", None):  # a command that writes files: cut short, those may be missing
+            with contextlib.suppress(OSError):
+                print(f"rnnkit: error: the output was closed (its reader went away) before `rnnkit {args.command}` "
+                      "finished; what it writes to --out may be missing: run it again with its output kept "
+                      "(> log.txt)", file=sys.stderr)  # fmt: skip
+            return 2
         return 0
     except OSError as e:  # the machine's, not the input's: a full disk, a path it can't write or read
         where = f": {e.filename}" if e.filename else ""

@@ -748,3 +748,29 @@ def test_tfidf_search_refuses_documents_written_with_another_index(tmp_path, cor
     capsys.readouterr()  # the indexes' progress bars
     assert main(["tfidf", "search", str(tmp_path / "new"), "cat"]) == 2
     _one_error_line(capsys, "documents.json: it was written with another tfidf.npz")
+
+
+def test_a_command_that_writes_files_whose_output_is_closed_says_so(tmp_path, corpus, capsys, monkeypatch):
+    """`rnnkit ngram train ... | head`: a command that writes files stopped at the first line it could not print
+    and exited 0 in silence, its model perhaps never saved. It says so in one line and exits 2; a command that only
+    prints (`neighbours ... | head`) still exits 0, as `sample | head` does."""
+    import errno
+    import io
+    import sys
+
+    class Closed(io.TextIOBase):
+        def write(self, s):
+            raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+    for args, code in [(["ngram", "train", str(corpus), "--out", str(tmp_path / "m.npz")], 2),
+                       (["markov", "sample", "--preset", "abe", "--length", "5"], 0)]:  # fmt: skip
+        closed = Closed()
+        monkeypatch.setattr(sys, "stdout", closed)
+        got = main(args)
+        if sys.stdout is not closed:  # /dev/null, put there so that Python's flush at exit says nothing
+            sys.stdout.close()
+        monkeypatch.undo()
+        err = capsys.readouterr().err
+        assert got == code, err
+        said = "rnnkit: error: the output was closed (its reader went away) before `rnnkit ngram` finished"
+        assert (said in err) == (code == 2), err

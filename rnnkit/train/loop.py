@@ -463,6 +463,7 @@ def _train(cfg, out, resume, force, dry_run, log):
         clear_out(out, force)
         # (under the lock: a run writing there still was taken as finished from its latest.pt, exit 0)
         if ckpt is not None and (done := _finished(cfg, progress, batches, out)):
+            _redraw_stale_plot(out)
             log(done)  # exit status 0: a restart loop that resumes a finished run sees it done, not failed
             return 0
         write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
@@ -518,6 +519,14 @@ def _finished(cfg, progress, batches, out) -> str | None:
     else:
         return None
     return f"the run in {out} is already at {where}: nothing to do; to train on, resume with {fix}"
+
+
+def _redraw_stale_plot(out):
+    """loss.png drawn again where it is missing or older than metrics.csv: a kill after a finished run's last
+    checkpoint and row, before its plot (in its last sample), left the plot of an earlier validation for good."""
+    png, rows = out / "loss.png", out / "metrics.csv"
+    if rows.is_file() and (not png.is_file() or png.stat().st_mtime_ns < rows.stat().st_mtime_ns):
+        plot_losses(MetricsLog.rows_of(rows), png)
 
 
 def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, metrics, log) -> int:

@@ -1222,3 +1222,20 @@ def test_a_second_ctrl_c_inside_validation_keeps_the_validation(tmp_path, corpus
     for name in ("latest.pt", "best.pt"):
         a, b = (load_checkpoint(tmp_path / run / name)["model"] for run in ("whole", "split"))
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resuming_a_finished_run_draws_a_plot_the_run_did_not(tmp_path, corpus):
+    """A kill after a finished run's last checkpoint and metrics row but before its loss.png (during its last
+    sample) left the plot of an earlier validation, and a --resume, finding the run done, returned without drawing
+    it. It is drawn there where it is missing or older than metrics.csv (and left alone where it is not)."""
+    quiet = lambda s: None  # noqa: E731
+    cfg = tiny_config(corpus, max_steps=4, eval_every=2)
+    run = tmp_path / "run"
+    train(cfg, run, log=quiet)
+    png = run / "loss.png"
+    png.unlink()
+    assert train(cfg, run, resume=True, log=quiet) == 0
+    assert png.read_bytes().startswith(b"\x89PNG")
+    drawn = png.stat().st_mtime_ns
+    assert train(cfg, run, resume=True, log=quiet) == 0
+    assert png.stat().st_mtime_ns == drawn

@@ -121,6 +121,14 @@ class _AliasError(KeyError, RnnkitError):
         return str(self.args[0])
 
 
+def refuse_torch_orig(module, name):
+    """For register_parameter of a cell or layer: torch.nn.utils.prune registers <torch name>_orig (weight_hh_orig,
+    weight_hh_l0_orig) before it finds that the name is not the module's own parameter, and would leave the module
+    half pruned; it gets the module's one line instead (its _alias_message)."""
+    if name.endswith("_orig") and (message := module._alias_message(name[: -len("_orig")])):
+        raise _AliasError(message)
+
+
 class _OwnParameters(dict):
     """A layer's or a cell's own parameters (nn.Module._parameters). torch.nn's weight names (weight_hh_l0 of a
     layer, weight_hh of a cell) name the cells' parameters (W_hh) and are not entries here: torch's utilities that
@@ -289,10 +297,8 @@ class Cell(nn.Module):
     weight_ih, weight_hh, bias_ih, bias_hh = (_torch_name(ours) for ours in ("W_xh", "W_hh", "b_xh", "b_hh"))
 
     def register_parameter(self, name, param):
-        """nn.Module's, refusing <torch name>_orig: torch.nn.utils.prune registers weight_hh_orig before it finds
-        that weight_hh is not the cell's own parameter, and would leave the cell half pruned."""
-        if name.endswith("_orig") and self._alias_message(name[: -len("_orig")]):
-            raise _AliasError(self._alias_message(name[: -len("_orig")]))
+        """nn.Module's, refusing <torch name>_orig (see refuse_torch_orig)."""
+        refuse_torch_orig(self, name)
         super().register_parameter(name, param)
 
     def _alias_message(self, name):

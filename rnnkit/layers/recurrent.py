@@ -36,7 +36,6 @@ from rnnkit.cells import CELLS, LSTMP
 from rnnkit.cells._base import (
     AUTOCAST_DTYPES,
     SCRIPT_ERROR,
-    _AliasError,
     _OwnParameters,
     affine_input,
     autocast_off,
@@ -44,6 +43,7 @@ from rnnkit.cells._base import (
     fx_call,
     joined,
     make_fx_tracing,
+    refuse_torch_orig,
 )
 from rnnkit.cells._base import Cell as BaseCell
 from rnnkit.engine import BACKENDS, GradProbe, refuse_jit_trace, resolve_backend, run
@@ -929,10 +929,8 @@ class Recurrent(nn.Module):
         ]
 
     def register_parameter(self, name, param):
-        """nn.Module's, refusing <torch name>_orig: torch.nn.utils.prune registers weight_orig before it finds
-        that weight is not the layer's own parameter, and would leave the layer half pruned."""
-        if name.endswith("_orig") and self._alias_message(name[: -len("_orig")]):
-            raise _AliasError(self._alias_message(name[: -len("_orig")]))
+        """nn.Module's, refusing <torch name>_orig (see cells._base.refuse_torch_orig)."""
+        refuse_torch_orig(self, name)
         super().register_parameter(name, param)
 
     def _alias_message(self, name):

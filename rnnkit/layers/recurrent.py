@@ -142,7 +142,7 @@ class Recurrent(nn.Module):
         cond_size, cond_mode: a fixed vector v (B, C) per sequence; "input", "state" or "both".
         backend: "autograd", "python", "native" or None (the fastest available).
         batch_first: False for (T, B, D) tensors, as torch.nn's default.
-        proj_size: for lstm, project h_t to this many units (torch.nn.LSTM's proj_size; 0: none).
+        proj_size: for lstm, project h_t to this many units (torch.nn.LSTM's proj_size; 0 or None: none).
         device, dtype: where and in what type the parameters live (torch.nn's factory arguments).
         **cell_kwargs: passed to the cell (forget_bias for lstm; alpha, learn_alpha for leaky).
     """
@@ -180,7 +180,11 @@ class Recurrent(nn.Module):
             if not (isinstance(v, bool) or (isinstance(v, numbers.Integral) and v in (0, 1))):
                 raise RnnkitError(f"{name} must be True or False, got {v!r}")
         bidirectional, bias, batch_first, skip_input, residual = (bool(v) for v in flags.values())
-        if proj_size or Cell is LSTMP:
+        if proj_size is None:  # a config's (and Keras') word for "no projection"
+            proj_size = 0
+        # False or 0.0 passed for "none" (falsy, so never checked) and came back as layer.proj_size
+        none = not isinstance(proj_size, bool) and isinstance(proj_size, numbers.Integral) and proj_size == 0
+        if not none or Cell is LSTMP:
             if Cell not in (CELLS["lstm"], LSTMP):
                 raise RnnkitError(f"proj_size is an option of the lstm cell, not of {cell!r}")
             if (
@@ -190,8 +194,8 @@ class Recurrent(nn.Module):
             ):
                 raise RnnkitError(f"proj_size must be an integer in [1, hidden_size) = [1, {hidden_size}), "
                                   f"got {proj_size!r}")  # fmt: skip
-            proj_size = int(proj_size)
-            Cell, cell_kwargs = LSTMP, {**cell_kwargs, "proj_size": proj_size}
+            Cell, cell_kwargs = LSTMP, {**cell_kwargs, "proj_size": int(proj_size)}
+        proj_size = int(proj_size)
         if isinstance(cond_size, bool) or not isinstance(cond_size, numbers.Integral) or cond_size < 0:
             raise RnnkitError(f"cond_size must be an integer >= 0 (0: no conditioning), got {cond_size!r}")
         cond_size = int(cond_size)

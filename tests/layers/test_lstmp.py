@@ -1,6 +1,7 @@
 """LSTM with a projection (torch.nn.LSTM's proj_size; cell LSTMP): hand-written backward against autograd,
 gradcheck of the engine, parity with torch.nn.LSTM(proj_size=P), conversion both ways, errors."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -181,3 +182,15 @@ def test_the_cell_names_a_hidden_size_that_is_no_number(hidden_size):
     between instances of 'int' and 'NoneType'", where LSTM(3, None) names hidden_size."""
     with pytest.raises(ValueError, match=r"^hidden_size must be a positive integer"):
         LSTMP(3, hidden_size, proj_size=2)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_proj_size_none_means_none_and_is_kept_as_0(cell):
+    """proj_size=None (a config's "no projection") was taken as falsy and kept as None in layer.proj_size, and
+    False or 0.0 the same, where every other size refuses a bool or a float; None is now 0, the others refused."""
+    layer = Recurrent(cell, 3, 4, proj_size=None)
+    assert layer.proj_size == 0 and type(layer.proj_size) is int
+    assert Recurrent(cell, 3, 4, proj_size=np.int64(0)).proj_size == 0
+    for bad in (False, 0.0):
+        with pytest.raises(RnnkitError, match=r"proj_size"):
+            Recurrent(cell, 3, 4, proj_size=bad)

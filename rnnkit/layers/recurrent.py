@@ -786,6 +786,13 @@ class Recurrent(nn.Module):
             raise RnnkitError(
                 f"torch.nn has no {self.cell_name} cell (it has rnn_tanh, rnn_relu, lstm and gru)"
             )
+        Module = {"LSTM": nn.LSTM, "GRU": nn.GRU}.get(mode, nn.RNN)
+        # (a subclass keeps its base's torch_mode: one with a step of its own gave torch's function in silence)
+        base, redefined = _redefined(type(self.cells[0]))
+        if redefined:
+            raise RnnkitError(f"to_torch: {type(self.cells[0]).__name__} redefines {', '.join(redefined)} of rnnkit's "
+                              f"{base.__name__}, so torch.nn.{Module.__name__} would compute another function; "
+                              "torch.nn has no such cell")  # fmt: skip
         extras = [name for name in ("skip_input", "residual", "cond_size") if getattr(self, name)]
         if extras:
             raise RnnkitError(f"torch.nn's RNNs have no {' or '.join(extras)}: this {self.cell_name} layer has "
@@ -794,7 +801,6 @@ class Recurrent(nn.Module):
             _refuse_reparametrized(
                 cell, ["W_xh", "W_hh", "b_xh", "b_hh", "W_hr"], "to_torch", f"layer.cells[{i}]"
             )
-        Module = {"LSTM": nn.LSTM, "GRU": nn.GRU}.get(mode, nn.RNN)
         kw = {"nonlinearity": "relu" if mode == "RNN_RELU" else "tanh"} if Module is nn.RNN else {}
         kw.update({"proj_size": self.proj_size} if self.proj_size else {})
         p = self.cells[0].W_xh
@@ -1057,6 +1063,17 @@ def _values(t):
     while f.is_functorch_wrapped_tensor(t):
         t = f.get_unwrapped(t)
     return None if is_fake(t) else t
+
+
+# what a cell's function is made of: a subclass of one of rnnkit's cells that redefines one computes another
+_FUNCTION = ("step", "step_backward", "project_input", "input_affine", "init_state", "output_size", "gates",
+             "num_states", "REC_PARAMS", "GEMMS", "EXTRAS", "tanh_tail", "input_identity")  # fmt: skip
+
+
+def _redefined(cls):
+    """(the rnnkit cell class that cls is or subclasses, the names in _FUNCTION that cls defines otherwise)."""
+    base = next(c for c in cls.__mro__ if c.__module__.startswith("rnnkit.cells."))
+    return base, [name for name in _FUNCTION if getattr(cls, name) != getattr(base, name)]
 
 
 def _copy_weights(src, dst):

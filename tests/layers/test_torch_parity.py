@@ -584,3 +584,30 @@ def test_packed_sequence_dropout_draws_as_torch(enforce_sorted, batch_first):
     assert torch.equal(ra, rb)
     for g1, g2 in zip(ga, gb):
         torch.testing.assert_close(g2, g1, rtol=1e-10, atol=1e-12)
+
+
+def test_to_torch_refuses_a_subclass_that_computes_another_function():
+    """A subclass of one of torch's cells with a step of its own keeps the base's torch_mode: to_torch gave a
+    torch.nn.RNN that computes the base's function, 0.4 off, in silence. One that only draws its weights otherwise
+    (a constant of torch's cell's function) still converts."""
+    from rnnkit.cells import GRU, RNNTanh
+
+    class Doubled(RNNTanh):
+        @staticmethod
+        def step(xw_t, state, P):
+            (h_t,), cache, us = RNNTanh.step(2 * xw_t, state, P)
+            return (h_t,), cache, us
+
+    with pytest.raises(
+        RnnkitError, match=r"to_torch: Doubled redefines step of rnnkit's RNNTanh.*torch.nn.RNN"
+    ):
+        Recurrent(Doubled, 3, 4, backend="autograd").to_torch()
+
+    class Ortho(GRU):
+        def reset_parameters(self):
+            super().reset_parameters()
+            nn.init.orthogonal_(self.W_hh)
+
+    layer = Recurrent(Ortho, 3, 4)
+    x = torch.randn(2, 5, 3)
+    torch.testing.assert_close(layer.to_torch()(x)[0], layer(x)[0])

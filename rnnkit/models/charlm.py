@@ -203,6 +203,9 @@ class CharLM(nn.Module):
         state = detach(self.state)
         if state is not None and _batch_of(state) != batch.xs.shape[0]:
             state = None  # a different number of streams: start afresh
+        elif state is not None:  # where the model is now (model.double() or .to(device) after a window)
+            w = self.head.weight
+            state = tuple(s.to(w) for s in state) if isinstance(state, tuple) else state.to(w)
         logits, state = self.run(batch.xs, state)
         self.state = detach(state)
         loss = F.cross_entropy(logits.flatten(0, 1), batch.ys.flatten())

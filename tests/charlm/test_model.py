@@ -294,6 +294,22 @@ def test_a_float64_model_runs_in_float64(embedding_size):
     assert logp == pytest.approx([want[0, 2].item(), want[1, 3].item()], rel=1e-12, abs=1e-12)
 
 
+@pytest.mark.parametrize("torch_rnn", [False, True])
+def test_the_carried_state_follows_the_model_to_another_dtype(torch_rnn):
+    """model.double() (or .to(device)) after a training window left the carried state where it was: the next window
+    failed, "state h is torch.float32 ... convert one (h.to(x))" of a state the user never gave (torch.nn.LSTM: a
+    dtype error in its matmul). The window runs on from that state, as the model moved."""
+    m = model(torch_rnn=torch_rnn)
+    xs = torch.randint(0, V, (2, 10))
+    m(Window(xs[:, :5], xs[:, :5]))
+    ref = model(torch_rnn=torch_rnn).double()
+    ref(Window(xs[:, :5], xs[:, :5]))
+    want, _ = ref(Window(xs[:, 5:], xs[:, 5:]))
+    logits, _ = m.double()(Window(xs[:, 5:], xs[:, 5:]))
+    assert logits.dtype == torch.float64 and all(s.dtype == torch.float64 for s in m.state)
+    torch.testing.assert_close(logits, want, rtol=1e-5, atol=1e-5)
+
+
 def test_indices_from_a_generator_are_read_once():
     """A generator of indices (`(chars.index(c) for c in text)`) was used up by the check that every item is an
     int, so sample, log_probs and beam_complete saw no characters: "needs at least one character of context", or

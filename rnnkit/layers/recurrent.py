@@ -767,7 +767,13 @@ class Recurrent(nn.Module):
     def from_torch(cls, m, backend=None):
         """The same function as a torch.nn.RNN/LSTM/GRU, with every weight copied."""
         if not isinstance(m, nn.RNNBase) or m.mode not in TORCH_MODES:
-            raise RnnkitError(f"from_torch takes torch.nn.RNN, LSTM or GRU, got {type(m).__name__}")
+            # (a class of torch's name from elsewhere, torch.ao's quantized LSTM, was "got LSTM"; a wrapper: torch.compile's,
+            # DataParallel, DDP)
+            kind = type(m)
+            got = kind.__name__ if kind.__module__.startswith("torch.nn.") else f"{kind.__module__}.{kind.__name__}"  # fmt: skip
+            inner = next((a for a in ("_orig_mod", "module") if isinstance(getattr(m, a, None), nn.Module)), None)  # fmt: skip
+            hint = f"; give the module it wraps, m.{inner}" if inner else ""
+            raise RnnkitError(f"from_torch takes torch.nn.RNN, LSTM or GRU, got {got}{hint}")
         p = next(m.parameters())
         # forget_bias None: reset_parameters draws the forget bias as torch does
         layer = cls(TORCH_MODES[m.mode], m.input_size, m.hidden_size, m.num_layers, m.bidirectional,

@@ -611,3 +611,21 @@ def test_to_torch_refuses_a_subclass_that_computes_another_function():
     layer = Recurrent(Ortho, 3, 4)
     x = torch.randn(2, 5, 3)
     torch.testing.assert_close(layer.to_torch()(x)[0], layer(x)[0])
+
+
+def test_from_torch_names_what_it_was_given_and_what_to_give():
+    """A module that is no torch.nn RNN but has the same class name (torch.ao's dynamically quantized LSTM, another
+    library's) was refused with 'takes torch.nn.RNN, LSTM or GRU, got LSTM'; a wrapper (torch.compile's
+    OptimizedModule, DataParallel) with no word of the module inside."""
+
+    class LSTM(nn.Module):
+        pass
+
+    with pytest.raises(RnnkitError, match=r"got \S*test_torch_parity\.LSTM$"):
+        Recurrent.from_torch(LSTM())
+    with pytest.raises(RnnkitError, match=r"got \S*OptimizedModule; give the module it wraps, m\._orig_mod$"):
+        Recurrent.from_torch(torch.compile(nn.GRU(3, 4), backend="eager"))
+    with pytest.raises(RnnkitError, match=r"got DataParallel; give the module it wraps, m\.module$"):
+        Recurrent.from_torch(nn.DataParallel(nn.GRU(3, 4)))
+    with pytest.raises(RnnkitError, match=r"got Sequential$"):
+        Recurrent.from_torch(nn.Sequential(nn.GRU(3, 4)))

@@ -128,6 +128,11 @@ def _check_cond_type(cond):
         raise RnnkitError(
             f"cond must be a tensor (B, C), got {type(cond).__name__}; make it with torch.as_tensor"
         )
+    # (a nested one failed at its shape, "NestedTensorImpl doesn't support sizes"; a sparse one computes as dense)
+    if cond is not None and cond.is_nested:
+        raise RnnkitError(
+            "cond must be a dense tensor, got a nested tensor; stack the vectors: torch.stack(vs)"
+        )
 
 
 class Recurrent(nn.Module):

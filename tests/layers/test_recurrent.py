@@ -990,6 +990,22 @@ def test_sparse_or_nested_tensors_are_refused_in_one_line():
         layer(x, (torch.zeros(1, 2, 4).to_sparse(), torch.zeros(1, 2, 4)))
 
 
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors is in prototype stage")
+@pytest.mark.parametrize("layout", [torch.strided, torch.jagged])
+def test_a_nested_cond_is_refused_in_one_line(layout):
+    # a strided one failed inside torch, "Internal error: NestedTensorImpl doesn't support sizes" (a jagged one was
+    # said to have shape (2, j1)); x, state and lengths said it in one line
+    layer = Recurrent("gru", 3, 4, cond_size=2, cond_mode="both")
+    cond = torch.nested.nested_tensor([torch.randn(2), torch.randn(2)], layout=layout)
+    for x in (torch.randn(2, 5, 3), torch.randn(5, 3)):  # a batch, one unbatched sequence
+        with pytest.raises(
+            RnnkitError, match="cond must be a dense tensor, got a nested tensor; stack the vectors"
+        ):
+            layer(x, cond=cond)
+    x, dense = torch.randn(2, 5, 3), torch.randn(2, 2)  # a sparse one computes what the dense one does
+    torch.testing.assert_close(layer(x, cond=dense.to_sparse())[0], layer(x, cond=dense)[0])
+
+
 @pytest.mark.parametrize("lengths", ["ab", object(), [None]])
 def test_unbatched_lengths_that_are_not_numbers_are_said_in_one_line(lengths):
     # torch.as_tensor's own errors came out of the unbatched path ("new(): invalid data type 'str'", "Could not

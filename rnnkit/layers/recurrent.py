@@ -244,10 +244,14 @@ class Recurrent(nn.Module):
                               f"and outputs proj_size or hidden_size = {Hout}; only the lstm's proj_size makes h_t "
                               "narrower than H")  # fmt: skip
         n = num_layers * dirs
+        # drawn in dtype= too (cast after, a float64 layer's held float32 values; reset_parameters drew others)
+        linear = {"device": device, "dtype": dtype}
         if cond_size and cond_mode in ("input", "both"):
-            self.W_vh = nn.ModuleList(nn.Linear(cond_size, Cell.gates * H, bias=False) for _ in range(n))
+            self.W_vh = nn.ModuleList(
+                nn.Linear(cond_size, Cell.gates * H, bias=False, **linear) for _ in range(n)
+            )
         if cond_size and cond_mode in ("state", "both"):
-            self.W_vs = nn.ModuleList(nn.Linear(cond_size, Hout) for _ in range(n))
+            self.W_vs = nn.ModuleList(nn.Linear(cond_size, Hout, **linear) for _ in range(n))
         self.num_states = Cell.num_states
         self.cells[0].rec_params()  # a REC_PARAMS attribute a cell of one's own never created, said here
         self._weight_shapes = [_weight_shapes(c) for c in self.cells]

@@ -856,6 +856,20 @@ def test_a_float64_layer_draws_torchs_float64_weights(name, make):
         assert b.dtype == torch.float64 and torch.equal(a, b)
 
 
+def test_a_float64_layer_draws_its_conditioning_weights_in_float64():
+    """W_vh and W_vs were drawn in float32 and cast, as the cells' weights were before: a float64 layer's held
+    float32 values, and reset_parameters() after the same seed (which draws in float64) gave others."""
+    torch.manual_seed(0)
+    layer = Recurrent("lstm", 3, 4, num_layers=2, cond_size=2, cond_mode="both", dtype=torch.float64)
+    made = {k: v.clone() for k, v in layer.state_dict().items()}
+    for k in ("W_vh.1.weight", "W_vs.1.weight", "W_vs.1.bias"):
+        assert not torch.equal(made[k], made[k].float().double()), k  # not float32 values
+    torch.manual_seed(0)
+    layer.reset_parameters()
+    for k, v in layer.state_dict().items():
+        assert v.dtype == torch.float64 and torch.equal(v, made[k]), k
+
+
 @pytest.mark.parametrize("backend", [None, "python", "autograd"])  # None: native where it builds
 @pytest.mark.parametrize(
     "name,changed",

@@ -81,6 +81,26 @@ _affine_projects._dynamo_marked_constant = True
 _AFFINE_PROJECTS = weakref.WeakKeyDictionary()
 
 
+def _check_cell_options(Cell, cell, options) -> None:
+    """One line for an option the cell does not take (Recurrent("gru", 3, 4, alpha=0.3) ended in the bare
+    "GRU.__init__() got an unexpected keyword argument 'alpha'"), naming the options it does take."""
+    try:
+        params = inspect.signature(Cell.__init__).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    own = [n for n, p in params.items() if n not in ("self", "input_size", "hidden_size", "bias", "device", "dtype")
+           and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]  # fmt: skip
+    unknown = [k for k in options if k not in params or k not in own]
+    if unknown:
+        k, name = unknown[0], cell if isinstance(cell, str) else Cell.__name__
+        takes = f"it takes {', '.join(own)}" if own else "it takes none of its own"
+        whose = {"forget_bias": "the lstm's", "alpha": "the leaky cell's", "learn_alpha": "the leaky cell's"}
+        raise RnnkitError(f"the {name} cell has no option {k!r} ({takes})"
+                          + (f"; {k} is {whose[k]}" if k in whose else ""))  # fmt: skip
+
+
 def _takes_factory_kwargs(Cell) -> bool:
     """Whether the cell class takes device= and dtype= (rnnkit's cells; a cell of one's own may not)."""
     try:
@@ -234,6 +254,7 @@ class Recurrent(nn.Module):
         # a cell that takes torch's factory arguments draws its weights there, as torch.nn does: a draw in float32
         # cast to float64 after gave other weights than torch.nn.GRU(..., dtype=torch.float64) for the same seed
         factory = {"device": device, "dtype": dtype} if _takes_factory_kwargs(Cell) else {}
+        _check_cell_options(Cell, cell, cell_kwargs)
         self.cells = nn.ModuleList()  # index ℓ·dirs + direction
         for layer in range(num_layers):
             d_in = input_size if layer == 0 else Hout * dirs + (input_size if skip_input else 0)

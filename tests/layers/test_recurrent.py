@@ -1260,3 +1260,26 @@ def test_numpy_integer_sizes_build_the_layer_python_ints_build(kind):
     x, cond = torch.randn(2, 5, 3), torch.randn(2, 2)
     torch.testing.assert_close(got(x, cond=cond)[0], want(x, cond=cond)[0], rtol=0, atol=0)
     assert repr(got) == repr(want)
+
+
+@pytest.mark.parametrize(
+    "cell, option, said",
+    [
+        (
+            "gru",
+            "alpha",
+            r"^the gru cell has no option 'alpha' \(it takes none of its own\); alpha is the leaky",
+        ),
+        (
+            "leaky",
+            "forget_bias",
+            r"^the leaky cell has no option 'forget_bias' \(it takes alpha, learn_alpha\); ",
+        ),
+        ("lstm", "bias2", r"^the lstm cell has no option 'bias2' \(it takes forget_bias\)$"),
+    ],
+)
+def test_an_option_of_another_cell_is_named_in_one_line(cell, option, said):
+    """Recurrent("gru", 3, 4, alpha=0.3) ended in Python's bare "GRU.__init__() got an unexpected keyword argument
+    'alpha'"; it now says which options the cell takes, and whose option it is."""
+    with pytest.raises(RnnkitError, match=said):
+        Recurrent(cell, 3, 4, **{option: 1})

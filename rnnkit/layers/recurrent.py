@@ -602,8 +602,13 @@ class Recurrent(nn.Module):
             return PackedSequence(
                 out.data, out.batch_sizes, packed.sorted_indices, packed.unsorted_indices
             ), state
+        # torch's packing ops have no torch.func rule nor forward-mode AD formula ("Cannot access data pointer of
+        # Tensor that doesn't have storage" under grad, jacrev, jvp; NotImplementedError under forward_ad): there
+        # the same copies as plain indexing (transformed: plain_ops_only as it is, also while dynamo traces)
+        plain = transformed()
+        pad = _pad_plain if plain else pad_packed_sequence
         with autocast_off(packed.data):  # (see joined)
-            padded, lengths = pad_packed_sequence(packed, batch_first=self.batch_first)
+            padded, lengths = pad(packed, batch_first=self.batch_first)
         order = packed.sorted_indices
         if order is None:  # packed from a batch sorted already
             order = torch.arange(padded.shape[0 if self.batch_first else 1])
@@ -611,8 +616,11 @@ class Recurrent(nn.Module):
         if packed.sorted_indices is not None:  # the order the packed data follows
             order = packed.sorted_indices
             out, lengths = out.index_select(0 if self.batch_first else 1, order), lengths[order.cpu()]
-        with autocast_off(out):
-            data = pack_padded_sequence(out, lengths, batch_first=self.batch_first).data
+        if plain:
+            data = _pack_plain(out, packed.batch_sizes, self.batch_first)
+        else:
+            with autocast_off(out):
+                data = pack_padded_sequence(out, lengths, batch_first=self.batch_first).data
         return PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices), state
 
     def step(self, x_t, state=None, cond=None, *, hx=None):
@@ -1084,6 +1092,29 @@ def _as_lengths(lengths):
     elif isinstance(lengths, numbers.Integral) and not isinstance(lengths, bool):
         lengths = int(lengths)
     return torch.as_tensor(lengths)
+
+
+def _pad_plain(packed, batch_first):
+    """pad_packed_sequence(packed, batch_first) in plain indexing (see Recurrent._forward_packed): the padded batch
+    in the sequences' own order, padding 0, and their lengths."""
+    data, sizes = packed.data, packed.batch_sizes
+    rows, steps = torch.arange(int(sizes[0])), torch.cumsum(sizes, 0) - sizes  # (B,), each step's first row
+    valid = rows[None, :] < sizes[:, None]  # (T, B), the batch longest first
+    where = torch.where(valid, steps[:, None] + rows[None, :], data.shape[0])  # (a padded slot: the zero row)
+    padded = torch.cat((data, data.new_zeros(1, *data.shape[1:])))[where.to(data.device)]  # (T, B, ...)
+    lengths = valid.sum(0)
+    if packed.unsorted_indices is not None:
+        padded, lengths = padded[:, packed.unsorted_indices], lengths[packed.unsorted_indices.cpu()]
+    return (padded.transpose(0, 1) if batch_first else padded), lengths
+
+
+def _pack_plain(out, sizes, batch_first):
+    """pack_padded_sequence(out, lengths, batch_first).data in plain indexing, out's batch in the packed order
+    (longest first) of batch_sizes `sizes`."""
+    out = out.transpose(0, 1) if batch_first else out  # (T, B, ...)
+    steps = torch.repeat_interleave(torch.arange(len(sizes)), sizes)
+    rows = torch.arange(len(steps)) - torch.repeat_interleave(torch.cumsum(sizes, 0) - sizes, sizes)
+    return out[steps.to(out.device), rows.to(out.device)]
 
 
 def _values(t):

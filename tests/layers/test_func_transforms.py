@@ -264,3 +264,51 @@ def test_functional_call_with_both_names_of_one_weight_is_refused_and_leaves_the
             functional_call(layer, params, (x,))
         assert layer.cells[0].W_hh is own and layer.cells[0].W_xh.__class__ is nn.Parameter
         torch.testing.assert_close(layer(x)[0], want)
+
+
+@pytest.mark.filterwarnings(
+    "ignore:`torch.jit.script` is deprecated:DeprecationWarning"
+)  # inside torch's jvp
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_a_packed_sequence_inside_grad_jvp_and_forward_mode(batch_first):
+    """A PackedSequence failed inside torch.func.grad, jacrev and jvp with torch's "Cannot access data pointer of
+    Tensor that doesn't have storage" (pad_packed_sequence has no rule for them) and under forward_ad with
+    "Trying to use forward AD with _pack_padded_sequence": there the layer pads and packs by plain indexing, with
+    the numbers of the padded batch given its lengths."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    torch.manual_seed(0)
+    layer = Recurrent("lstm", 4, 5, num_layers=2, bidirectional=True, batch_first=batch_first).double()
+    params = {k: v.detach() for k, v in layer.named_parameters()}
+    x, lengths = torch.randn(3, 9, 4, dtype=torch.float64), [4, 9, 6]
+    x = x if batch_first else x.transpose(0, 1)
+    packed = pack_padded_sequence(x, lengths, batch_first=batch_first, enforce_sorted=False)
+
+    def pack(t):
+        return pack_padded_sequence(t, lengths, batch_first=batch_first, enforce_sorted=False).data
+
+    tangents = {k: torch.randn_like(v) for k, v in params.items()}
+    (out, h), (dout, dh) = jvp(
+        lambda p: (lambda o: (o[0].data, o[1][0]))(functional_call(layer, p, (packed,))),
+        (params,),
+        (tangents,),
+    )
+    (want, want_h), (dwant, dwant_h) = jvp(
+        lambda p: (lambda o: (o[0], o[1][0]))(
+            functional_call(layer, p, (x,), {"lengths": torch.tensor(lengths)})
+        ),
+        (params,),
+        (tangents,),
+    )
+    for got, expected in ((out, pack(want)), (dout, pack(dwant)), (h, want_h), (dh, dwant_h)):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    g = grad(lambda p: functional_call(layer, p, (packed,))[0].data.pow(2).sum())(params)
+    layer(packed)[0].data.pow(2).sum().backward()
+    for name, p in layer.named_parameters():
+        torch.testing.assert_close(g[name], p.grad, rtol=1e-10, atol=1e-12)
+    v = torch.randn_like(packed.data)
+    with forward_ad.dual_level():
+        dual = type(packed)(forward_ad.make_dual(packed.data, v), *packed[1:])
+        tangent = forward_ad.unpack_dual(layer(dual)[0].data).tangent
+    _, expected = jvp(lambda d: layer(type(packed)(d, *packed[1:]))[0].data, (packed.data,), (v,))
+    torch.testing.assert_close(tangent, expected, rtol=1e-10, atol=1e-12)

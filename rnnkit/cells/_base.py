@@ -711,6 +711,15 @@ def plain_ops_only():
     return (peek is not None and peek() is not None) or getattr(forward_ad, "_current_level", -1) >= 0
 
 
+def recording() -> bool:
+    """Whether autograd records what runs now: grad mode on, outside torch.inference_mode(), which records nothing
+    even under torch.enable_grad() (there an autograd.Function saving its tensors failed with torch's "Inference
+    tensors cannot be saved for backward"). Not asked under torch.compile: dynamo can't trace the question."""
+    return torch.is_grad_enabled() and (
+        torch.compiler.is_compiling() or not torch.is_inference_mode_enabled()
+    )
+
+
 def make_fx_tracing():
     """Whether make_fx traces this (a proxy dispatch mode, also under torch.func.linearize): its graph records
     torch's ops on proxies, whose values can't be read and which see no work done outside torch's ops."""
@@ -761,7 +770,8 @@ def affine_input(xs, W, b, tail=0, ident=None):
         pre = tanh_of_tail(pre, tail)
         return pre if b is None else pre + b
     if tail:
-        return TanhTail.apply(pre, tail, b)
+        with contextlib.nullcontext() if recording() else torch.no_grad():  # (see recording)
+            return TanhTail.apply(pre, tail, b)
     if b is None:
         return pre
     return pre + b if kept else pre.add_(b)  # in place on the concatenation: one pass less

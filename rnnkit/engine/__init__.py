@@ -15,7 +15,7 @@ import warnings
 
 import torch
 
-from rnnkit.cells._base import Cell, autocast_on, cell_class, plain_ops_only
+from rnnkit.cells._base import Cell, autocast_on, cell_class, plain_ops_only, recording
 from rnnkit.engine import compiled
 from rnnkit.engine.python import PythonRecurrence
 from rnnkit.engine.python import forward_only as python_forward_only
@@ -420,7 +420,7 @@ def run(
         P = (*P, xbias) if xbias is not None else tuple(P)
         tensors = (xw, *state0, *P)
         grad = any(t is not None and t.requires_grad for t in (*tensors, xtilde))
-        if not (torch.is_grad_enabled() and grad):
+        if not (recording() and grad):  # (torch.inference_mode() under enable_grad records nothing)
             return forward_only(cell, mask, reverse, batch_first, raw_tail, xw, xtilde, state0, P)
         hs, *state = NativeRecurrence.apply(
             cell, mask, reverse, probe, batch_first, raw_tail, len(state0), xw, xtilde, *tensors[1:]
@@ -432,7 +432,7 @@ def run(
         hs, state = autograd_loop(cell, xw, state0, P, mask, reverse, probe)
     else:  # a state0 of batch 1 is broadcast (as the other backends do); expand's backward sums its gradient
         state0 = tuple(s.expand(xw.shape[1], -1) for s in state0)
-        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (xw, *state0, *P)):
+        if recording() and any(t is not None and t.requires_grad for t in (xw, *state0, *P)):
             hs, *state = PythonRecurrence.apply(cell, mask, reverse, probe, len(state0), xw, *state0, *P)
         else:
             hs, state = python_forward_only(cell, mask, reverse, xw, state0, P)

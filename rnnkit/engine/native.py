@@ -49,6 +49,7 @@ that doesn't trace, which the python loop then runs.
 The loops run without the GIL, as torch's ops do: other Python threads go on meanwhile.
 """
 
+import contextlib
 import errno
 import glob
 import hashlib
@@ -66,7 +67,7 @@ from torch.autograd import forward_ad
 from rnnkit._io import write_text
 from rnnkit._native_build import build, build_tag, cpu_tag, flocked, switch, switched_off, vector_flags
 from rnnkit.cells import CELLS, LSTMP
-from rnnkit.cells._base import affine_input, cell_class, make_fx_tracing, tanh_of_tail
+from rnnkit.cells._base import affine_input, cell_class, make_fx_tracing, recording, tanh_of_tail
 from rnnkit.engine.reference import autograd_loop, higher_order_grads, restored_input, saved_input
 from rnnkit.errors import RnnkitError, user_stacklevel
 
@@ -638,7 +639,8 @@ def loop_adds_input_bias(cell):
 def project(x, W, b, tail=0, ident=-1, pass_x=False):
     """F.linear(x, W, b) for the native backend: x (..., D), W (G, D), b (G,) or None; tail, ident, pass_x: see
     NativeProjection. xw carries how to compute it again (see engine.reference.saved_input)."""
-    out = NativeProjection.apply(x, W, b, tail, ident, pass_x)
+    with contextlib.nullcontext() if recording() else torch.no_grad():  # (see cells._base.recording)
+        out = NativeProjection.apply(x, W, b, tail, ident, pass_x)
     xw = out[0] if pass_x else out
     xw._rnnkit_rebuild = (lambda x, W, b: projection_reference(x, W, b, tail, ident)), (x, W, b)
     return out

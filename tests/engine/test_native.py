@@ -212,6 +212,31 @@ def test_inference_mode_matches_no_grad(name):
         layer.zero_grad()
 
 
+@pytest.mark.parametrize("name", ["lstm", "gru", "mut1"])
+@pytest.mark.parametrize("T", [3, 12])  # native projects in its own buffers from 8 steps on
+def test_inference_mode_under_enable_grad_matches_no_grad(name, T):
+    """torch.inference_mode() records nothing, also under torch.enable_grad() (a helper's own enable_grad in serving
+    code): there the python and native loops, the native projection and MUT1's tanh (any backend, and the cell
+    itself) failed with torch's "Inference tensors cannot be saved for backward", where torch.nn's RNNs run; they
+    give what no_grad gives."""
+    torch.manual_seed(0)
+    layer, x = Recurrent(name, 4, 5, bidirectional=True), torch.randn(3, T, 4, requires_grad=True)
+    for backend in ("native", "python", "autograd"):
+        layer.backend = backend
+        with torch.no_grad():
+            want, want_h = layer(x, lengths=[T, 2, 1])
+        with torch.inference_mode(), torch.enable_grad():
+            got, got_h = layer(x, lengths=[T, 2, 1])
+        assert got.is_inference() and not got.requires_grad
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+        torch.testing.assert_close(got_h, want_h, rtol=0, atol=0)
+    cell = CELLS[name](4, 5)
+    with torch.no_grad():
+        want = cell(x[:, 0])
+    with torch.inference_mode(), torch.enable_grad():
+        torch.testing.assert_close(cell(x[:, 0]), want, rtol=0, atol=0)
+
+
 def test_a_subclass_of_a_cell_that_only_draws_its_weights_otherwise_runs_natively():
     """The engine keyed on the exact class: `class Ortho(LSTM)` with an orthogonal W_hh ran on the python loop,
     2-4x slower, with a warning that it "is not one of rnnkit's cells". A subclass that defines only __init__,

@@ -98,6 +98,9 @@ def _load():
     global _ext, _reason, _kept
     if _ext is not None or _reason is not None:
         return _ext
+    if off := switched_off():  # before anything reads the sources, or the settings only the engine reads
+        _ext, _reason = None, off
+        return None
     given = os.environ.get("RNNKIT_GEMM", "auto")
     # any case, and empty for auto, as the other RNNKIT_ switches take theirs
     mode = given.strip().lower() or "auto"
@@ -106,9 +109,6 @@ def _load():
     rows, split = _row_threads(), switch("RNNKIT_SPLIT")  # (a mistake is told before a minute's build)
     from torch.utils import cpp_extension
 
-    if off := switched_off():  # before anything reads the sources
-        _ext, _reason = None, off
-        return None
     name, flags = vector_flags(
         "rnnkit_native", ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"]
     )

@@ -1080,6 +1080,23 @@ def test_engine_settings_are_parsed_strictly(monkeypatch, var, value):
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize(
+    "var, value", [("RNNKIT_GEMM", "fastest"), ("RNNKIT_ROW_THREADS", "two"), ("RNNKIT_SPLIT", "2")]
+)
+def test_a_bad_engine_setting_does_not_stop_the_python_loop_when_native_is_off(monkeypatch, var, value):
+    """RNNKIT_NATIVE=0 switches the native engine off (the python loop runs), but its own settings were checked
+    first: a mistyped RNNKIT_GEMM stopped every forward of the default backend, which never reads it."""
+    monkeypatch.setattr(native, "_ext", None)
+    monkeypatch.setattr(native, "_reason", None)
+    monkeypatch.setattr(native, "build", lambda *a: pytest.fail("built while switched off"))
+    monkeypatch.setenv("RNNKIT_NATIVE", "0")
+    monkeypatch.setenv(var, value)
+    assert native._load() is None and native._reason == "switched off by RNNKIT_NATIVE=0"
+    layer = Recurrent("lstm", 3, 4)
+    hs, _ = layer(torch.randn(2, 5, 3))
+    assert hs.shape == (2, 5, 4)
+
+
 @pytest.mark.parametrize("rows, threads", [(" 3 ", 3), ("AUTO", 0), ("4096", 4096), ("", 0), (" ", 0)])
 def test_row_threads_take_a_count_or_auto(monkeypatch, rows, threads):
     monkeypatch.setenv("RNNKIT_ROW_THREADS", rows)

@@ -15,6 +15,7 @@ PackedSequence (out is then packed too). An lstm with `proj_size=P` (torch.nn.LS
 outputs and feeds back h of P units: out (B, T, P·dirs), h (num_layers·dirs, B, P), c as before.
 """
 
+import contextlib
 import inspect
 import numbers
 import sys
@@ -79,6 +80,14 @@ def _affine_projects(cls):
 _affine_projects._dynamo_marked_constant = True
 # cell class -> ((project_input, input_affine) as read, _affine_projects' answer); weak, as cells._base._math_of
 _AFFINE_PROJECTS = weakref.WeakKeyDictionary()
+
+
+@contextlib.contextmanager
+def _quiet(message):
+    """Ignore the warnings whose text starts with `message` (a regex) inside the block."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=message)
+        yield
 
 
 def _check_cell_options(Cell, cell, options) -> None:
@@ -813,11 +822,13 @@ class Recurrent(nn.Module):
             hint = f"; give the module it wraps, m.{inner}" if inner else ""
             raise RnnkitError(f"from_torch takes torch.nn.RNN, LSTM or GRU, got {got}{hint}")
         p = next(m.parameters())
-        # forget_bias None: reset_parameters draws the forget bias as torch does
-        layer = cls(TORCH_MODES[m.mode], m.input_size, m.hidden_size, m.num_layers, m.bidirectional,
-                    m.dropout, m.bias, backend=backend, batch_first=m.batch_first,
-                    proj_size=getattr(m, "proj_size", 0),
-                    **({"forget_bias": None} if m.mode == "LSTM" else {}))  # fmt: skip
+        # forget_bias None: reset_parameters draws the forget bias as torch does; a one-layer m's dropout was warned
+        # of by torch when m was made (said again here, a filter of torch's warning did not hold it)
+        with _quiet(r"dropout=.* does nothing with num_layers=1"):
+            layer = cls(TORCH_MODES[m.mode], m.input_size, m.hidden_size, m.num_layers, m.bidirectional,
+                        m.dropout, m.bias, backend=backend, batch_first=m.batch_first,
+                        proj_size=getattr(m, "proj_size", 0),
+                        **({"forget_bias": None} if m.mode == "LSTM" else {}))  # fmt: skip
         layer.to(device=p.device, dtype=p.dtype)
         _refuse_reparametrized(m, [name for name, _ in layer._torch_names()], "from_torch", "m")
         _copy_weights(m, layer)
@@ -848,8 +859,10 @@ class Recurrent(nn.Module):
         kw = {"nonlinearity": "relu" if mode == "RNN_RELU" else "tanh"} if Module is nn.RNN else {}
         kw.update({"proj_size": self.proj_size} if self.proj_size else {})
         p = self.cells[0].W_xh
-        m = Module(self.input_size, self.hidden_size, self.num_layers, bias=self.cells[0].bias,
-                   batch_first=self.batch_first, dropout=self.dropout, bidirectional=self.bidirectional, **kw)  # fmt: skip
+        # (said when self was made)
+        with _quiet(r"dropout option adds dropout after all but last recurrent layer"):
+            m = Module(self.input_size, self.hidden_size, self.num_layers, bias=self.cells[0].bias,
+                       batch_first=self.batch_first, dropout=self.dropout, bidirectional=self.bidirectional, **kw)  # fmt: skip
         m.to(device=p.device, dtype=p.dtype)
         _copy_weights(self, m)
         return m.train(self.training)

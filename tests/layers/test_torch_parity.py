@@ -629,3 +629,16 @@ def test_from_torch_names_what_it_was_given_and_what_to_give():
         Recurrent.from_torch(nn.DataParallel(nn.GRU(3, 4)))
     with pytest.raises(RnnkitError, match=r"got Sequential$"):
         Recurrent.from_torch(nn.Sequential(nn.GRU(3, 4)))
+
+
+def test_a_one_layer_dropout_is_warned_of_once_in_a_round_trip():
+    """torch.nn.LSTM(3, 4, dropout=0.5) warns that dropout does nothing with one layer; from_torch said it again in
+    its own words (which a filter of torch's warning did not hold: under warnings-as-errors from_torch raised), and
+    to_torch of a layer that had warned made torch warn once more. Each says it once, when the module is made."""
+    with pytest.warns(UserWarning, match="dropout option adds dropout"):
+        m = nn.LSTM(3, 4, 1, dropout=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        layer = Recurrent.from_torch(m)
+        back = layer.to_torch()
+    assert layer.dropout == back.dropout == 0.5

@@ -62,7 +62,27 @@ class BoltzmannMachine:
         return -0.5 * ((x @ self.W) * x).sum(-1) - x @ self.b
 
     def gibbs_sweep(self, x: torch.Tensor, units=None, generator=None) -> torch.Tensor:
-        """Resample each unit in `units` (all by default) in turn from P(x_i = 1 | x_-i); in place."""
+        """Resample each unit in `units` (all by default) in turn from P(x_i = 1 | x_-i); in place.
+
+        x: 0/1 states (B, N), a tensor of the model's dtype and device (a 1-D state is one row)."""
+        N = self.num_units
+        if not isinstance(x, torch.Tensor) or x.dtype != self.W.dtype or x.device != self.W.device:
+            what = f"{x.dtype} on {x.device}" if isinstance(x, torch.Tensor) else type(x).__name__
+            raise RnnkitError(f"states are resampled in place: give a tensor of the model's {self.W.dtype} on "
+                              f"{self.W.device}, got {what}; e.g. torch.as_tensor(x, dtype=bm.W.dtype)")  # fmt: skip
+        units_match("states", as_bits(x, "states"), N)
+        try:
+            units = range(N) if units is None else list(units)
+        except TypeError:  # one unit: an index, or not one (a float, a 0-d tensor), refused below
+            units = [units]
+        for i in units:
+            if not whole_number(i) or not 0 <= i < N:
+                raise RnnkitError(f"units must be unit indices in 0..{N - 1}, got {i!r}")
+        self._gibbs_sweep(x if x.dim() == 2 else x[None], units, generator)
+        return x
+
+    def _gibbs_sweep(self, x: torch.Tensor, units=None, generator=None) -> torch.Tensor:
+        """gibbs_sweep unchecked, for the samplers' loops: x (B, N) of the model's dtype and device."""
         for i in units if units is not None else range(self.num_units):
             p = torch.sigmoid(x @ self.W[:, i] + self.b[i])
             u = torch.rand(p.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -78,15 +98,20 @@ class BoltzmannMachine:
         x = self.random_states(positive_int("number of chains", num_chains), generator)
         with single_thread():
             for _ in range(positive_int("sweeps", sweeps)):
-                self.gibbs_sweep(x, generator=generator)
+                self._gibbs_sweep(x, generator=generator)
         return x
 
-    def positive_states(self, v: torch.Tensor, sweeps: int, generator=None) -> torch.Tensor:
-        """Visible units clamped to the data, hidden units Gibbs-sampled: (B, N)."""
+    def positive_states(self, v, sweeps: int, generator=None) -> torch.Tensor:
+        """Visible units clamped to 0/1 data v (B, V), hidden units Gibbs-sampled for `sweeps` sweeps: (B, N)."""
+        v = as_bits(v, "visible data").to(self.W)
+        units_match("visible data", v, self.num_visible)
+        return self._positive_states(v, positive_int("sweeps", sweeps), generator)
+
+    def _positive_states(self, v: torch.Tensor, sweeps: int, generator=None) -> torch.Tensor:
         x = torch.cat([v, self.random_states(len(v), generator)[:, self.num_visible :]], 1)
         hidden = range(self.num_visible, self.num_units)
         for _ in range(sweeps if self.num_hidden else 0):
-            self.gibbs_sweep(x, hidden, generator)
+            self._gibbs_sweep(x, hidden, generator)
         return x
 
     def fit(
@@ -114,9 +139,9 @@ class BoltzmannMachine:
                 order = torch.randperm(len(v), generator=generator, device=v.device)
                 for start in range(0, len(v), batch_size):
                     batch = v[order[start : start + batch_size]]
-                    pos = self.positive_states(batch, positive_sweeps, generator)
+                    pos = self._positive_states(batch, positive_sweeps, generator)
                     for _ in range(sweeps):
-                        self.gibbs_sweep(self.chains, generator=generator)
+                        self._gibbs_sweep(self.chains, generator=generator)
                     self.update(pos, self.chains, lr)
                 if callback:
                     callback(epoch)

@@ -134,3 +134,53 @@ def test_numpy_integer_sizes_work_and_booleans_are_refused():
     assert (bm.num_visible, bm.num_hidden, bm.W.shape) == (3, 2, (5, 5))
     with pytest.raises(RnnkitError, match="hidden units"):
         BoltzmannMachine(3, True)
+
+
+@pytest.mark.parametrize(
+    "states, units",
+    [
+        (torch.tensor([[1.0, 0, 0.5, 0, 1]]), None),  # not a 0/1 state: was sampled from as it stood
+        (torch.tensor([[1, 0, 1, 0, 0]]), None),  # int64: was 'addmv input tensors must have the same dtype'
+        ([[1.0, 0, 1, 0, 0]], None),  # a list, not updated in place: was "unsupported operand type(s) for @"
+        (torch.zeros(2, 4), None),  # was 'size mismatch, got input (2), mat (2x4), vec (5)'
+        (torch.zeros(2, 5), [7]),  # was 'index 7 is out of bounds for dimension 1 with size 5'
+        (torch.zeros(2, 5), [1.0]),
+    ],
+)
+def test_gibbs_sweep_checks_its_states_in_one_line(states, units):
+    with pytest.raises(RnnkitError) as e:
+        machine(3, 2).gibbs_sweep(states, units)
+    assert "\n" not in str(e.value)
+
+
+def test_gibbs_sweep_of_one_state_resamples_it_in_place():
+    bm = machine(3, 2)
+    bm.b += 50  # every unit on
+    x = torch.zeros(5)  # was 'IndexError: too many indices for tensor of dimension 1'
+    assert bm.gibbs_sweep(x, [0, 3]) is x and x.tolist() == [1, 0, 0, 1, 0]
+
+
+@pytest.mark.parametrize(
+    "v, sweeps",
+    [
+        ([[1, 0, 0.5]], 2),  # a grey value was clamped as it stood, in silence
+        ([[1, 0]], 2),  # was 'size mismatch'
+        ([[1, 0, 1]], 0),  # random hidden states, no Gibbs sweep: fit refuses positive_sweeps=0
+        ([[1, 0, 1]], 1.5),  # was "'float' object cannot be interpreted as an integer"
+    ],
+)
+def test_positive_states_checks_the_clamped_data(v, sweeps):
+    with pytest.raises(RnnkitError) as e:
+        machine(3, 2).positive_states(v, sweeps)
+    assert "\n" not in str(e.value)
+
+
+def test_positive_states_clamps_the_data_and_samples_the_exact_posterior():
+    bm = machine(2, 3, seed=5)
+    v = torch.tensor([1, 0])  # one row, as a list or int tensor: was 'expected Tensor as element 0'
+    x = bm.positive_states(v.repeat(20000, 1), 20, torch.Generator().manual_seed(0))
+    assert x.dtype == bm.W.dtype and (x[:, :2] == v).all()
+    assert bm.positive_states([1, 0], 1).shape == (1, 5)
+    p = exact.log_probs_states(bm._log_weight, 5).exp().view(8, 4)[:, 1]  # h states with v = (1, 0)
+    counts = torch.bincount(exact.state_index(x[:, 2:]), minlength=8).double()
+    assert chisquare(counts.numpy(), (p / p.sum() * len(x)).numpy()).pvalue > 1e-3

@@ -154,15 +154,23 @@ class BoltzmannMachine:
         self.b += lr * (pos.mean(0) - neg.mean(0))
 
     # Exact answers by enumeration (N <= 20), float64.
+    def _check_enumerable(self) -> None:
+        """One line where N > 20: exact.check_bits's 'use AIS instead' is for RBMs (ais.py), not this model."""
+        exact.check_bits(self.num_units, f"the states of {self.num_visible} visible and {self.num_hidden} hidden "
+                         "units", "a Boltzmann machine's log Z, log-likelihood and KL are exact only here (AIS "
+                         "estimates an RBM's): keep V + H <= 20")  # fmt: skip
+
     def _log_weight(self, x: torch.Tensor) -> torch.Tensor:
         W, b = self.W.double(), self.b.double()
         return 0.5 * ((x @ W) * x).sum(-1) + x @ b
 
     def log_partition(self) -> float:
+        self._check_enumerable()
         return exact.log_sum_exp_states(self._log_weight, self.num_units, self.W.device).item()
 
     def visible_log_probs(self) -> torch.Tensor:
         """log p(v) for all 2^V visible states (index bit j = unit j), hidden units summed out."""
+        self._check_enumerable()
         logp = exact.log_probs_states(self._log_weight, self.num_units, self.W.device)
         return torch.logsumexp(logp.view(2**self.num_hidden, 2**self.num_visible), 0)
 
@@ -180,7 +188,7 @@ class BoltzmannMachine:
 
     def check_distribution(self, target, name="target") -> torch.Tensor:
         """A probability vector over the 2^V visible states as float64 on the model's device."""
-        exact.check_bits(self.num_visible, "the visible states")
+        self._check_enumerable()
         try:
             p = torch.as_tensor(target, dtype=torch.float64, device=self.W.device)
         except (TypeError, ValueError, RuntimeError):

@@ -13,11 +13,9 @@ MAX_BITS = 20
 CHUNK = 1 << 14
 
 
-def check_bits(n: int, what: str) -> None:
+def check_bits(n: int, what: str, fix: str = "use AIS instead") -> None:
     if n > MAX_BITS:
-        raise RnnkitError(
-            f"exact enumeration of {what} needs at most {MAX_BITS} units, got {n}; use AIS instead"
-        )
+        raise RnnkitError(f"exact enumeration of {what} needs at most {MAX_BITS} units, got {n}; {fix}")
 
 
 def binary_states(n: int, start: int = 0, stop: int | None = None, device=None, dtype=torch.float64):

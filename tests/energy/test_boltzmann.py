@@ -184,3 +184,14 @@ def test_positive_states_clamps_the_data_and_samples_the_exact_posterior():
     p = exact.log_probs_states(bm._log_weight, 5).exp().view(8, 4)[:, 1]  # h states with v = (1, 0)
     counts = torch.bincount(exact.state_index(x[:, 2:]), minlength=8).double()
     assert chisquare(counts.numpy(), (p / p.sum() * len(x)).numpy()).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("call", ["log_partition", "log_likelihood", "kl_from", "visible_log_probs"])
+def test_too_many_units_to_enumerate_does_not_point_to_ais(call):
+    """'use AIS instead' was the fix named for a Boltzmann machine of 21+ units: ais.py estimates an RBM's log Z,
+    and this model has no such estimate."""
+    bm = BoltzmannMachine(3, 18)
+    args = {"log_likelihood": ([[1, 0, 1]],), "kl_from": (torch.ones(8) / 8,)}.get(call, ())
+    with pytest.raises(RnnkitError, match=r"at most 20 units, got 21; .*keep V \+ H <= 20") as e:
+        getattr(bm, call)(*args)
+    assert "AIS instead" not in str(e.value) and "\n" not in str(e.value)

@@ -41,9 +41,12 @@ def log_sum_exp_states(log_weight, n: int, device=None) -> torch.Tensor:
 
 
 def log_probs_states(log_weight, n: int, device=None) -> torch.Tensor:
-    """Normalised log-probabilities of all 2^n states, (2^n,) indexed as binary_states."""
+    """Normalised log-probabilities of all 2^n states, (2^n,) indexed as binary_states; the states in chunks,
+    as log_sum_exp_states (all 2^20 at once held ~0.5 GB of states and temporaries for an 8 MB answer)."""
     check_bits(n, "the states")
-    logw = log_weight(binary_states(n, device=device))
+    logw = torch.cat(
+        [log_weight(binary_states(n, a, min(a + CHUNK, 2**n), device)) for a in range(0, 2**n, CHUNK)]
+    )
     return logw - torch.logsumexp(logw, 0)
 
 

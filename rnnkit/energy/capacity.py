@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rnnkit.energy._checks import choice, fraction, positive_int
+from rnnkit.energy._checks import choice, fraction, positive_int, whole_number
 from rnnkit.energy.hopfield import RULES, UNFINISHED, corrupt, overlap, random_patterns, run_async
 from rnnkit.errors import RnnkitError
 
@@ -68,6 +68,11 @@ class CapacityConfig:
         positive_int("random starts", self.random_starts)
         positive_int("min patterns", self.min_patterns)
         positive_int("max sweeps", self.max_sweeps)
+        # torch.Generator.manual_seed's range; '0' or 1.5 failed inside it with 'expected a long'
+        if not whole_number(self.seed) or not -(2**63) <= self.seed < 2**64:
+            raise RnnkitError(
+                f"seed must be an integer (a torch.Generator seed, below 2^64), got {self.seed!r}"
+            )
         return self
 
 

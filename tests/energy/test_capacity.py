@@ -64,3 +64,11 @@ def test_numpy_sizes_and_loads_work_as_python_numbers():
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in got] == [
         {k: v for k, v in r.items() if k != "seconds"} for r in expected
     ]
+
+
+@pytest.mark.parametrize("seed", ["0", 1.5, None, True, 2**70])
+def test_a_seed_that_is_no_integer_is_refused_in_one_line(seed):
+    """The seed was not checked: '0' (a config file's string), 1.5 or None failed in torch's manual_seed
+    ('manual_seed expected a long, but got str'), 2**70 with 'Overflow when unpacking long long'."""
+    with pytest.raises(RnnkitError, match="seed must be an integer"):
+        capacity.capacity_experiment(capacity.CapacityConfig(sizes=(8,), loads=(0.25,), seed=seed))

@@ -184,7 +184,7 @@ class BoltzmannMachine:
         """KL(target || model) over the 2^V visible states; target (2^V,) a probability vector (tensor,
         array or list) indexed as binary_states."""
         p = self.check_distribution(target)
-        return exact.kl_divergence(p, self.visible_log_probs().exp())
+        return exact.kl_divergence_log(p, self.visible_log_probs())  # q = exp(log q) underflowed to 0: KL inf
 
     def check_distribution(self, target, name="target") -> torch.Tensor:
         """A probability vector over the 2^V visible states as float64 on the model's device."""

@@ -52,5 +52,10 @@ def log_probs_states(log_weight, n: int, device=None) -> torch.Tensor:
 
 def kl_divergence(p: torch.Tensor, q: torch.Tensor) -> float:
     """KL(p || q) = Σ p log(p / q) for two distributions over the same states."""
+    return kl_divergence_log(p, q.log())
+
+
+def kl_divergence_log(p: torch.Tensor, log_q: torch.Tensor) -> float:
+    """KL(p || q) from log q: finite where q underflows exp (log q < -745 in float64), as kl_divergence is not."""
     mask = p > 0
-    return (p[mask] * (p[mask].log() - q[mask].log())).sum().item()
+    return (p[mask] * (p[mask].log() - log_q[mask])).sum().item()

@@ -212,3 +212,14 @@ def test_enumerated_probabilities_are_computed_in_chunks():
     everything = bm._log_weight(exact.binary_states(16))
     torch.testing.assert_close(logp, everything - torch.logsumexp(everything, 0), rtol=0, atol=1e-12)
     assert bm.log_partition() == pytest.approx(torch.logsumexp(everything, 0).item(), abs=1e-12)
+
+
+def test_kl_from_stays_finite_where_the_model_probability_underflows():
+    """kl_from exponentiated log q before taking its log again: a visible state of log q = -800 (exp gives 0 in
+    float64) made KL(target || model) inf, where it is 400 nats."""
+    bm = BoltzmannMachine(2, 0, dtype=torch.float64)
+    bm.b += 400
+    target = torch.tensor([0.5, 0, 0, 0.5], dtype=torch.float64)
+    log_q = bm.visible_log_probs()
+    assert bm.kl_from(target) == pytest.approx((0.5 * (math.log(0.5) - log_q[[0, 3]])).sum().item())
+    assert bm.kl_from(target) == pytest.approx(399.3076, abs=1e-3)

@@ -30,6 +30,15 @@ def positive_int(name: str, value) -> int:
     return int(value)
 
 
+def callback_or_none(value, called: str):
+    """A callback is None or callable: a mistake ('x', a result called too early: cb()) failed only after the first
+    epoch's work, with Python's "'str' object is not callable"."""
+    if value is not None and not callable(value):
+        raise RnnkitError(f"callback must be a function called as {called} after each epoch, or None; got "
+                          f"{type(value).__name__} {value!r:.40}")  # fmt: skip
+    return value
+
+
 def positive_float(name: str, value) -> float:
     if (
         isinstance(value, bool)

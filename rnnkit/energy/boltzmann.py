@@ -18,6 +18,7 @@ import torch
 from rnnkit.energy import exact
 from rnnkit.energy._checks import (
     as_bits,
+    callback_or_none,
     finite_float,
     float_dtype,
     positive_float,
@@ -90,7 +91,10 @@ class BoltzmannMachine:
         return x
 
     def random_states(self, count: int, generator=None) -> torch.Tensor:
-        shape = (count, self.num_units)
+        """`count` uniformly random 0/1 states (count, N)."""
+        if not whole_number(count) or count < 0:  # (-1, 2.5: torch's own error on a shape)
+            raise RnnkitError(f"count must be an integer >= 0 (the number of states), got {count!r}")
+        shape = (int(count), self.num_units)
         return torch.randint(0, 2, shape, generator=generator, device=self.W.device).to(self.W.dtype)
 
     def sample(self, num_chains: int, sweeps: int, generator=None) -> torch.Tensor:
@@ -127,6 +131,7 @@ class BoltzmannMachine:
         callback=None,
     ) -> "BoltzmannMachine":
         """Stochastic gradient ascent on the log-likelihood; `callback(epoch)` after each epoch."""
+        callback_or_none(callback, "callback(epoch)")
         v = as_bits(data).to(self.W)
         units_match("data", v, self.num_visible)
         lr, batch_size = positive_float("learning rate", lr), positive_int("batch size", batch_size)

@@ -12,7 +12,7 @@ The first RBM may have Gaussian visible units; the others are Bernoulli (they se
 
 import torch
 
-from rnnkit.energy._checks import choice, positive_int
+from rnnkit.energy._checks import callback_or_none, choice, positive_int
 from rnnkit.energy.rbm import RBM
 from rnnkit.energy.rbm_train import RBMTrainConfig
 from rnnkit.errors import RnnkitError
@@ -41,6 +41,7 @@ class DBN:
 
     def fit(self, data, configs=None, generator=None, callback=None) -> "DBN":
         """Train layer by layer; configs: one RBMTrainConfig, or one per layer. callback(layer, epoch, rbm)."""
+        callback_or_none(callback, "callback(layer, epoch, rbm)")
         configs = RBMTrainConfig() if configs is None else configs  # [] is a wrong count, not the default
         configs = configs if isinstance(configs, (list, tuple)) else [configs] * len(self.rbms)
         if len(configs) != len(self.rbms):

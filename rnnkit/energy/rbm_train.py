@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from rnnkit.energy import _rbm_kernel
-from rnnkit.energy._checks import positive_float, positive_int, whole_number
+from rnnkit.energy._checks import callback_or_none, positive_float, positive_int, whole_number
 from rnnkit.energy._checks import switch as check_switch
 from rnnkit.energy._util import single_thread
 from rnnkit.errors import RnnkitError
@@ -199,6 +199,7 @@ def fit(rbm, data, cfg: RBMTrainConfig, generator=None, callback=None):
     Raises TrainingDiverged (an RnnkitError) as soon as a parameter is NaN or infinite.
     """
     cfg.check()
+    callback_or_none(callback, "callback(epoch, rbm)")
     if cfg.lr > torch.finfo(rbm.W.dtype).max:  # inf in the kernel; torch's add_(alpha=lr) raised deep inside
         raise RnnkitError(f"learning rate {cfg.lr:g} is beyond the range of {rbm.W.dtype} (the model's dtype, at "
                           f"most {torch.finfo(rbm.W.dtype).max:g}); give a lower one")  # fmt: skip

@@ -125,6 +125,8 @@ class NGramLM:
         if getattr(self, "vocab", None) is None:
             raise RnnkitError("fit_ids counts ids of a vocabulary: set model.vocab first (or call fit(text))")
         x = self._check_ids(x, "fit_ids's x")
+        if not len(x):  # (numpy's IndexError deep in the counting, the model left half counted)
+            raise RnnkitError("fit_ids's x holds no token ids; give at least one (as fit needs a token)")
         V = len(self.vocab)
         self.keys, self.count, self.cont = [None], [None], [None]
         ctx, suffixes, prev_gram = np.zeros(len(x), np.int64), [None], None

@@ -304,3 +304,14 @@ def test_text_that_is_no_str_is_refused_in_one_line(level, text):
         lm.score(text)
     with pytest.raises(RnnkitError, match=r"^text must be a str"):
         lm.generate(text, 3)
+
+
+def test_fit_ids_of_no_ids_is_refused_in_one_line_and_keeps_the_model():
+    """fit_ids(np.array([], np.int64)) (an encoded text that came out empty) failed deep in the counting with numpy's
+    'IndexError: boolean index did not match indexed array', and left the model half counted: its next score an
+    'IndexError: list index out of range'. It is one line, as fit('') is, and the model keeps what it had counted."""
+    lm = NGramLM(3).fit("abcab")
+    before = lm.score("abc").log_prob
+    with pytest.raises(RnnkitError, match="^fit_ids's x holds no token ids"):
+        lm.fit_ids(np.array([], np.int64))
+    assert lm.score("abc").log_prob == before

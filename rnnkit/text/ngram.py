@@ -64,6 +64,11 @@ def text_tokens(text: str, level: str, lower: bool = False) -> list[str]:
     return tokens + tokenize(lines[-1], "word", lower=lower)
 
 
+def _number(x) -> bool:
+    """A real number but a bool ('0.5', a config file's string, failed in numpy's isfinite; True ran as 1)."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
 class NGramLM:
     """An n-gram language model over characters or words.
 
@@ -290,9 +295,9 @@ class NGramLM:
             )
         if isinstance(length, bool) or not isinstance(length, numbers.Integral) or length < 0:
             raise RnnkitError(f"length must be a whole number >= 0, got {length!r}")
-        if alpha is not None and not (np.isfinite(alpha) and alpha > 0):
+        if alpha is not None and not (_number(alpha) and np.isfinite(alpha) and alpha > 0):
             raise RnnkitError(
-                f"alpha (the sharpening power) must be a number > 0, or None for greedy; got {alpha}"
+                f"alpha (the sharpening power) must be a number > 0, or None for greedy; got {alpha!r}"
             )
         rng = np.random.default_rng(check_seed(seed, "seed"))
         ids = list(self.encode(prefix))
@@ -317,9 +322,9 @@ class NGramLM:
 
     def sample(self, length: int, prefix: str = "", temperature: float = 1.0, seed: int = 0) -> str:
         """`length` tokens after `prefix`, sampled from p^(1/temperature): 1 samples the model, lower is greedier."""
-        if not (np.isfinite(temperature) and temperature > 0):
+        if not (_number(temperature) and np.isfinite(temperature) and temperature > 0):
             raise RnnkitError(
-                f"temperature must be a number > 0, got {temperature}; for greedy text use complete()"
+                f"temperature must be a number > 0, got {temperature!r}; for greedy text use complete()"
             )
         if not np.isfinite(1.0 / temperature):  # alpha = 1/temperature would be inf
             raise RnnkitError(

@@ -315,3 +315,15 @@ def test_fit_ids_of_no_ids_is_refused_in_one_line_and_keeps_the_model():
     with pytest.raises(RnnkitError, match="^fit_ids's x holds no token ids"):
         lm.fit_ids(np.array([], np.int64))
     assert lm.score("abc").log_prob == before
+
+
+@pytest.mark.parametrize("value", ["0.5", None, True])
+def test_a_temperature_or_alpha_that_is_no_number_is_refused_in_one_line(value):
+    """sample(temperature='0.5') (a config file's string) and generate(alpha='2') failed in numpy with "ufunc 'isfinite'
+    not supported for the input types", and True ran as 1: each is now the option's own line."""
+    lm = NGramLM(2).fit("abcabd abc")
+    if value is not None:  # alpha=None is greedy
+        with pytest.raises(RnnkitError, match=r"^alpha \(the sharpening power\) must be a number > 0"):
+            lm.generate("a", 3, alpha=value)
+    with pytest.raises(RnnkitError, match=r"^temperature must be a number > 0"):
+        lm.sample(3, temperature=value)

@@ -33,10 +33,15 @@ class MarkovChain:
 
     def __init__(self, states: list[str], P, start=None, emits: dict[str, str] | None = None):
         self.states = list(states)
-        self.P = np.asarray(P, dtype=np.float64)
         K = len(self.states)
         if K == 0:  # the uniform start was a ZeroDivisionError
             raise RnnkitError("a Markov chain needs at least one state; got none")
+        try:
+            self.P = np.asarray(P, dtype=np.float64)
+        except (TypeError, ValueError):  # numpy's "inhomogeneous shape" or "could not convert" named no table
+            hint = "; for a table {state: {next state: p}} use MarkovChain.from_table(table)"
+            raise RnnkitError(f"the transition table must be {K} x {K}, non-negative, rows summing to 1, got "
+                              f"{P!r:.60}{hint if isinstance(P, Mapping) else ''}") from None  # fmt: skip
         twice = [s for i, s in enumerate(self.states) if s in self.states[:i]]
         if twice:  # (a row of P each, which emits and estimate could not tell apart)
             raise RnnkitError(f"state {twice[0]!r} is named twice; every state needs a name of its own")

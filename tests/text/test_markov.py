@@ -203,3 +203,25 @@ def test_a_start_that_is_no_distribution_is_refused_in_one_line(start, said):
         match=r"^the start distribution must have 2 non-negative entries summing to 1, got " + said,
     ):
         MarkovChain(["a", "b"], [[0.5, 0.5], [0.2, 0.8]], start=start)
+
+
+@pytest.mark.parametrize(
+    ("P", "said"),
+    [
+        ([[1.0], [0.5, 0.5]], r"\[\[1.0\], \[0.5, 0.5\]\]$"),
+        ([["x", "y"], [0.5, 0.5]], r"\[\['x', 'y'\], \[0.5, 0.5\]\]$"),
+        (
+            {"a": {"b": 1.0}, "b": {"a": 1.0}},
+            r"\{'a': \{'b': 1.0\}, .*; for a table .*MarkovChain.from_table\(table\)$",
+        ),
+    ],
+)
+def test_a_transition_table_that_is_no_matrix_is_refused_in_one_line(P, said):
+    """A ragged table failed in numpy with 'setting an array element with a sequence. The requested array has an
+    inhomogeneous shape', one of strings with 'could not convert string to float', and a {state: {next: p}} table
+    (from_table's) with "float() argument must be ... not 'dict'", none naming the table."""
+    with pytest.raises(
+        RnnkitError,
+        match=r"^the transition table must be 2 x 2, non-negative, rows summing to 1, got " + said,
+    ):
+        MarkovChain(["a", "b"], P)

@@ -97,6 +97,9 @@ class TfidfIndex:
     """
 
     def __init__(self, config: TfidfConfig | None = None):
+        if config is not None and not isinstance(config, TfidfConfig):  # (a dict: "has no attribute 'tf'")
+            fix = ": TfidfIndex(TfidfConfig(**config))" if isinstance(config, dict) else ""
+            raise RnnkitError(f"TfidfIndex takes a TfidfConfig (or None), got {type(config).__name__}{fix}")
         self.config = config or TfidfConfig()
         if self.config.tf not in ("count", "frequency", "log") or self.config.norm not in ("l2", None):
             raise RnnkitError(f"bad TF-IDF config {self.config}; tf: count|frequency|log, norm: l2|None")

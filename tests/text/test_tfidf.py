@@ -226,3 +226,11 @@ def test_a_document_or_query_that_is_no_str_is_refused_in_one_line(bad):
         index.search(bad)
     with pytest.raises(RnnkitError, match="^documents and queries must be str"):
         index.transform([bad])
+
+
+@pytest.mark.parametrize("config", [{"tf": "log"}, "log"])
+def test_a_config_that_is_no_tfidf_config_is_refused_in_one_line(config):
+    """TfidfIndex({'tf': 'log'}) (a config file's dict) failed with "AttributeError: 'dict' object has no attribute
+    'tf'"; it is one line naming the type and the way to make one."""
+    with pytest.raises(RnnkitError, match=r"^TfidfIndex takes a TfidfConfig \(or None\), got (dict|str)"):
+        TfidfIndex(config)

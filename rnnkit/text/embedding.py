@@ -13,6 +13,8 @@ Deck 003: n documents over a vocabulary of d words give a document-word matrix D
 Truncated SVD gives the best rank-k factorisation in the least-squares sense: D ≈ (U_k Σ_k) V_k^T.
 """
 
+import numbers
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -79,10 +81,13 @@ def svd_embeddings(D, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         V: (k, d), columns are word embeddings (= V_k^T).
     """
     n, d = D.shape
-    if not 1 <= k < min(n, d):
-        raise RnnkitError(f"k must lie in 1..{min(n, d) - 1} for a {n} x {d} document-word matrix, got {k}")
+    # (1.5 failed in scikit-learn naming its n_components, "2" in '<=', True ran as 1)
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k < min(n, d):
+        raise RnnkitError(
+            f"k must be a whole number in 1..{min(n, d) - 1} for a {n} x {d} document-word matrix, got {k!r}"
+        )
     from sklearn.decomposition import TruncatedSVD  # (imported here: scikit-learn takes a second or two)
 
-    svd = TruncatedSVD(n_components=k, random_state=seed)
+    svd = TruncatedSVD(n_components=int(k), random_state=seed)
     U = svd.fit_transform(D)
     return U, svd.components_

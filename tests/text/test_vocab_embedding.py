@@ -223,3 +223,15 @@ def test_vocabulary_min_freq_that_is_no_number_is_refused(min_freq):
     with pytest.raises(RnnkitError, match="min_freq must be a number >= 1"):
         Vocabulary.build("a a b".split(), min_freq=min_freq)
     assert Vocabulary.build("a a b".split(), min_freq=np.int64(2)).itos == ["<unk>", "a"]
+
+
+@pytest.mark.parametrize("k", [1.5, "2", True])
+def test_svd_k_that_is_no_whole_number_is_refused_in_one_line(k):
+    """k=1.5 failed in scikit-learn ("The 'n_components' parameter of TruncatedSVD must be an int", not the k given
+    here), k='2' with "'<=' not supported", and k=True factorised with one dimension in silence."""
+    D = document_word_matrix([[0, 1], [1, 2], [2, 0], [0, 0]], 3)
+    with pytest.raises(
+        RnnkitError, match=r"^k must be a whole number in 1\.\.2 for a 4 x 3 document-word matrix"
+    ):
+        svd_embeddings(D, k)
+    assert svd_embeddings(D, np.int64(2))[0].shape == (4, 2)

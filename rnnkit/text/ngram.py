@@ -24,6 +24,7 @@ import numbers
 import pathlib
 import zipfile
 import zlib
+from collections import Counter
 
 import numpy as np
 from tqdm import tqdm
@@ -77,7 +78,8 @@ class NGramLM:
         smoothing: "kneser-ney", "modified-kneser-ney" or "add-k".
         k: the add-k pseudo-count.
         discount: a fixed Kneser-Ney discount D for every order; None estimates D_m = n1 / (n1 + 2 n2).
-        level: "char" or "word"; lower: lower-case the text; min_freq: rarer tokens become `<unk>`.
+        level: "char" or "word"; lower: lower-case the text; min_freq: rarer tokens become `<unk>` (a word
+            model's `<eos>` keeps its id: the line end is no rare word).
     """
 
     def __init__(
@@ -121,7 +123,13 @@ class NGramLM:
         tokens = text_tokens(text, self.level, self.lower)
         if not tokens:
             raise RnnkitError("empty training text; give a corpus with at least one token")
-        self.vocab = Vocabulary.build(tokens, min_freq=self.min_freq)
+        counts = Counter(tokens)
+        self.vocab = Vocabulary(counts, min_freq=self.min_freq)
+        if EOS in counts and EOS not in self.vocab:  # the line end is no rare word (it was scored as <unk>)
+            d = self.vocab.to_dict()
+            d["itos"].append(EOS)
+            d["counts"] = [d["counts"][0] - counts[EOS], *d["counts"][1:], counts[EOS]]
+            self.vocab = Vocabulary.from_dict(d)
         return self.fit_ids(np.array(self.vocab.encode(tokens), dtype=np.int64), progress)
 
     def fit_ids(self, x: np.ndarray, progress: bool = False) -> "NGramLM":

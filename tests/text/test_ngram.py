@@ -327,3 +327,16 @@ def test_a_temperature_or_alpha_that_is_no_number_is_refused_in_one_line(value):
             lm.generate("a", 3, alpha=value)
     with pytest.raises(RnnkitError, match=r"^temperature must be a number > 0"):
         lm.sample(3, temperature=value)
+
+
+def test_a_word_model_keeps_its_line_end_whatever_min_freq():
+    """<eos>, the line end the model adds itself, was dropped by min_freq as a rare word where the text had fewer
+    lines than min_freq: every line end was scored as <unk> (a rare word's), and sample, which never writes <unk>,
+    wrote no line end. It keeps its own id, and <unk> counts only the rare words."""
+    lm = NGramLM(2, level="word", min_freq=3).fit("a a b\nb a q a b\n")
+    assert "<eos>" in lm.vocab and lm.vocab.counts[lm.vocab.stoi["<eos>"]] == 2
+    assert lm.vocab.counts[0] == 1  # q
+    assert lm.vocab.unknown(["<eos>", "q"]) == ["q"]
+    assert "\n" in lm.sample(50, seed=0)
+    no_line_end = NGramLM(2, level="word", min_freq=3).fit("a a a b")
+    assert no_line_end.vocab.itos == ["<unk>", "a"]

@@ -120,7 +120,9 @@ class Vocabulary:
 
     def decode(self, ids: Iterable[int]) -> list[str]:
         ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)  # numpy or torch: plain ints
-        bad = [i for i in ids if not (isinstance(i, Integral) and 0 <= i < len(self.itos))]
+        bad = [
+            i for i in ids if isinstance(i, bool) or not (isinstance(i, Integral) and 0 <= i < len(self.itos))
+        ]
         if bad:
             raise RnnkitError(
                 f"ids {bad[:5]} are not token ids of this vocabulary: give whole numbers in 0..{len(self.itos) - 1}"

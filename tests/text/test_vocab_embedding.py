@@ -48,8 +48,9 @@ def test_word_vocabulary_refuses_a_str_but_a_character_vocabulary_takes_one():
         Vocabulary(["a", "b"])
 
 
-@pytest.mark.parametrize("ids", [[-1], [6], [1, 99], [1.0]])
+@pytest.mark.parametrize("ids", [[-1], [6], [1, 99], [1.0], [True], np.array([False, True])])
 def test_decode_refuses_ids_outside_the_vocabulary(ids):
+    # a bool (a mask, ids == 3, given for the ids) decoded as ids 0 and 1 in silence
     vocab = Vocabulary.build("the cat sat on the mat".split())  # 6 ids with <unk>
     with pytest.raises(RnnkitError, match=r"not token ids of this vocabulary: .*0\.\.5"):
         vocab.decode(ids)  # -1 once decoded silently to the last token

@@ -92,7 +92,11 @@ class MarkovChain:
         """
         if isinstance(sequences, str):
             raise RnnkitError("MarkovChain.estimate takes a list of sequences, not one str: wrap it ([text])")
-        if not isinstance(smoothing, numbers.Real) or not (np.isfinite(smoothing) and smoothing >= 0):
+        if (
+            isinstance(smoothing, bool)  # (True ran as 1 pseudo-count)
+            or not isinstance(smoothing, numbers.Real)
+            or not (np.isfinite(smoothing) and smoothing >= 0)
+        ):
             raise RnnkitError(f"smoothing (pseudo-counts per transition) must be >= 0, got {smoothing}")
         sequences = [list(s) for s in sequences if len(s) > 0]
         if not sequences:

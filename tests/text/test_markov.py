@@ -112,6 +112,8 @@ def test_a_table_naming_an_unknown_next_state_says_which():
 def test_estimate_refuses_a_smoothing_that_is_not_a_number():
     with pytest.raises(RnnkitError, match="smoothing"):  # was numpy's TypeError from isfinite
         MarkovChain.estimate(["AB"], smoothing="1")
+    with pytest.raises(RnnkitError, match="smoothing"):  # ran as 1 pseudo-count in silence
+        MarkovChain.estimate(["AB"], smoothing=True)
 
 
 def test_rows_rounded_to_six_digits_still_sample():

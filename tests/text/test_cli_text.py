@@ -605,6 +605,7 @@ def test_word2vec_refuses_an_option_its_backend_ignores(tmp_path, corpus, capsys
 
     if "native" in flags and w2v_native.load() is None:
         pytest.skip("the native word2vec loop does not build here")
+    capsys.readouterr()  # (a first build's "compiling ..." line, on a fresh machine: not the command's)
     assert main(["word2vec", str(corpus), "--out", str(tmp_path / "w"), *flags]) == 2
     _one_error_line(capsys, message)
     assert main(["word2vec", str(corpus), "--out", str(tmp_path / "w"), "--dry-run", "--workers", "1"]) == 0

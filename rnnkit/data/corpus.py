@@ -61,7 +61,7 @@ def encode(text: str, chars: list) -> np.ndarray:
     table = np.array([ord(c) for c in chars], dtype=np.uint32)
     idx = np.searchsorted(table, codes)
     if len(codes) and (idx.max() >= len(table) or (table[idx] != codes).any()):
-        unseen = sorted({c for c in text if c not in set(chars)})
+        unseen = sorted(set(text) - set(chars))  # (not set(chars) built again for each character)
         raise RnnkitError(
             f"characters the model never saw: {''.join(unseen)!r}; use only characters of its vocabulary"
             f"{line_ends_hint(unseen, chars)}"
@@ -168,9 +168,23 @@ def load_file(path, name=None, memmap_path=None, what="corpus") -> Corpus:
         tokens = np.empty(n, dtype=dtype)
     i = 0
     for text in _read_chunks(path):
-        tokens[i : i + len(text)] = encode(text, chars)
+        # a file written to meanwhile (a text still downloading, a log): longer failed in numpy's broadcast, new
+        # characters were 'never seen', and shorter left the last tokens as np.empty made them, read as text
+        if i + len(text) > n:
+            raise _changed(path, what)
+        try:
+            tokens[i : i + len(text)] = encode(text, chars)
+        except RnnkitError:  # characters the first pass did not see
+            raise _changed(path, what) from None
         i += len(text)
+    if i != n:
+        raise _changed(path, what)
     return Corpus(name or str(path), chars, tokens)
+
+
+def _changed(path, what) -> RnnkitError:
+    return RnnkitError(f"{what} {path} changed while it was read (it is read twice: its characters, then its "
+                       "tokens); give a file no program is writing to (a copy of it)")  # fmt: skip
 
 
 def _anonymous_file() -> pathlib.Path:

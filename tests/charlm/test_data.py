@@ -255,3 +255,25 @@ def test_stream_batches_check_their_sizes_and_tokens():
     assert batches.window(0).xs.tolist() == [[0, 1, 2, 3, 4], [49, 50, 51, 52, 53]]
     with pytest.raises(IndexError, match="window 1000 out of range: there are 9"):
         batches.window(1000)
+
+
+@pytest.mark.parametrize(
+    "now", ["abc", "abc" * 30, "abc" * 19 + "xyz"], ids=["shorter", "longer", "new characters"]
+)
+def test_a_file_that_changes_while_read_is_refused(tmp_path, monkeypatch, now):
+    """load_file reads the file twice (its characters, then its tokens). A file written to in between (a text
+    still downloading, a log) was misread: shorter left its last tokens as np.empty made them (ids past the
+    vocabulary, read as text in silence), longer failed in numpy's broadcast, new characters were 'never seen'."""
+    path = tmp_path / "t.txt"
+    path.write_text("abc" * 20)
+    read, passes = corpus_mod._read_chunks, []
+
+    def second_pass_sees_another_file(p):
+        passes.append(p)
+        if len(passes) == 2:
+            p.write_text(now)
+        yield from read(p)
+
+    monkeypatch.setattr(corpus_mod, "_read_chunks", second_pass_sees_another_file)
+    with pytest.raises(RnnkitError, match=r"t\.txt changed while it was read .*no program is writing to"):
+        load_file(path)

@@ -33,10 +33,13 @@ class Window:
     ys: torch.Tensor  # (B, T)
 
 
-def _check_sizes(batch_size, seq_len):
+def _check_sizes(batch_size, seq_len) -> tuple[int, int]:
+    """B and T as Python ints: a narrow numpy integer (np.int8 from an array or a parameter grid) took the window
+    arithmetic into its type, where k * T wrapped (an empty last window) or the text's length overflowed it."""
     for name, n in (("batch size (streams)", batch_size), ("seq_len (window length)", seq_len)):
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
             raise RnnkitError(f"{name} must be a whole number >= 1, got {n!r}")
+    return int(batch_size), int(seq_len)
 
 
 class StreamBatches:
@@ -50,7 +53,7 @@ class StreamBatches:
     """
 
     def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, ragged: bool = False):
-        _check_sizes(batch_size, seq_len)
+        batch_size, seq_len = _check_sizes(batch_size, seq_len)
         tokens = np.asarray(tokens)
         if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
             raise RnnkitError(f"tokens must be a 1-D array of integer token ids, got {tokens.dtype} of shape "
@@ -87,7 +90,7 @@ class StreamBatches:
 
 def eval_streams(tokens: np.ndarray, batch_size: int, seq_len: int) -> StreamBatches:
     """Evaluation batches: as many streams as the text allows (at most B), last window kept."""
-    _check_sizes(batch_size, seq_len)
+    batch_size, seq_len = _check_sizes(batch_size, seq_len)
     B = max(1, min(batch_size, (len(tokens) - 1) // seq_len))
     return StreamBatches(tokens, B, seq_len, ragged=True)
 

@@ -257,6 +257,20 @@ def test_stream_batches_check_their_sizes_and_tokens():
         batches.window(1000)
 
 
+def test_stream_batches_take_narrow_numpy_sizes_as_python_ints():
+    """B and T of a narrow numpy integer type (np.int8 from an array or a parameter grid) took the window arithmetic
+    into that type: (k + 1) * T wrapped (a last window of 0 characters, a NaN validation) and the text's length
+    overflowed it (OverflowError in eval_streams)."""
+    toks = np.arange(1001) % 7
+    for B, T in [(np.int8(1), np.int8(70)), (np.int8(100), np.int8(3)), (np.uint8(3), np.int16(200))]:
+        got = eval_streams(toks, B, T)
+        want = eval_streams(toks, int(B), int(T))
+        assert (got.B, got.T, got.L, len(got)) == (want.B, want.T, want.L, len(want))
+        assert all(type(n) is int for n in (got.B, got.T, got.L))
+        assert [w.xs.tolist() for w in got] == [w.xs.tolist() for w in want]
+    assert [w.xs.shape[1] for w in StreamBatches(toks[:101], 1, np.int8(70), ragged=True)] == [70, 30]
+
+
 @pytest.mark.parametrize(
     "now", ["abc", "abc" * 30, "abc" * 19 + "xyz"], ids=["shorter", "longer", "new characters"]
 )

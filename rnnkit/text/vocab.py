@@ -159,6 +159,7 @@ class Vocabulary:
     @classmethod
     def load(cls, path) -> "Vocabulary":
         try:
-            return cls.from_dict(json.loads(pathlib.Path(path).read_text(encoding="utf-8")))
+            # (utf-8-sig: a byte-order mark an editor wrote failed as 'Unexpected UTF-8 BOM', as JSON it is not)
+            return cls.from_dict(json.loads(pathlib.Path(path).read_text(encoding="utf-8-sig")))
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise RnnkitError(f"cannot read vocabulary {path}: {e}; save one with Vocabulary.save") from None

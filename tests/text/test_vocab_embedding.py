@@ -187,6 +187,17 @@ def test_a_vocabulary_of_counts_from_numpy_saves_and_loads(tmp_path):
     assert again.itos == vocab.itos and again.counts == vocab.counts
 
 
+def test_a_vocabulary_file_an_editor_saved_with_a_byte_order_mark_loads(tmp_path):
+    """A vocabulary edited and saved by an editor that writes a UTF-8 byte-order mark (Windows' Notepad before 2019)
+    was refused: 'cannot read vocabulary ...: Unexpected UTF-8 BOM (decode using utf-8-sig)'. The mark is dropped,
+    as the corpora's and every other text file's is."""
+    vocab = Vocabulary.build(["café", "😀", "café"])
+    vocab.save(tmp_path / "v.json")
+    (tmp_path / "v.json").write_bytes(b"\xef\xbb\xbf" + (tmp_path / "v.json").read_bytes())
+    again = Vocabulary.load(tmp_path / "v.json")
+    assert again.itos == vocab.itos == ["<unk>", "café", "😀"] and again.counts == vocab.counts
+
+
 @pytest.mark.parametrize(
     "damage, said",
     [

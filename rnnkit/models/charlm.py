@@ -188,7 +188,7 @@ class CharLM(nn.Module):
 
     def run(self, xs: torch.Tensor, state=None):
         """(B, T) indices and a state -> (B, T, V) logits and the final state."""
-        hs, state = self.rnn(self.inputs(xs), state)  # (B, T, H)
+        hs, state = self.rnn(self.inputs(_as_ids(xs)), state)  # (B, T, H)
         return self.head(self.drop(hs)), state
 
     def reset_state(self):
@@ -208,7 +208,7 @@ class CharLM(nn.Module):
             state = tuple(s.to(w) for s in state) if isinstance(state, tuple) else state.to(w)
         logits, state = self.run(batch.xs, state)
         self.state = detach(state)
-        loss = F.cross_entropy(logits.flatten(0, 1), batch.ys.flatten())
+        loss = F.cross_entropy(logits.flatten(0, 1), _as_ids(batch.ys).flatten())
         return logits, loss
 
     # ---- sampling, scoring, completion: one character a call, known text in chunks ----------
@@ -355,6 +355,16 @@ class CharLM(nn.Module):
             logp, state = self._step(cols, state, torch.float64)
         best = int(scores.argmax())
         return seqs[best], float(scores[best])
+
+
+def _as_ids(t):
+    """Character indices as the int64 that one_hot and cross_entropy take: a corpus's own uint8, uint16 or int32
+    tokens (torch.from_numpy(corpus.tokens[...])) failed inside torch ('one_hot is only applicable to index tensor
+    of type LongTensor'; an embedding took int32 but not uint8). Other kinds are left to torch's own error."""
+    if isinstance(t, torch.Tensor) and t.dtype != torch.long and not (t.is_floating_point() or t.is_complex()
+                                                                      or t.dtype == torch.bool):  # fmt: skip
+        return t.long()
+    return t
 
 
 def _check_count(n, name, least) -> int:

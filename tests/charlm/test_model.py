@@ -395,6 +395,20 @@ def test_forward_of_a_tensor_says_what_it_takes():
     torch.testing.assert_close(lm(Window(xs, xs))[0], lm.run(xs)[0])
 
 
+@pytest.mark.parametrize("embedding_size", [0, 5])
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.int32])
+def test_character_indices_of_any_integer_type_are_taken(embedding_size, dtype):
+    """Indices were taken as int64 only: a corpus's own tokens (uint8, uint16 or int32, as torch.from_numpy gives
+    them) failed inside torch, one-hot input with 'one_hot is only applicable to index tensor of type LongTensor',
+    an embedding with uint8 or int16, and int16 targets in cross_entropy ('expected target dtype to be Long')."""
+    lm, xs = model(embedding_size=embedding_size), torch.randint(0, V, (2, 5))
+    torch.testing.assert_close(lm.run(xs.to(dtype))[0], lm.run(xs)[0])
+    lm.reset_state()
+    logits, loss = lm(Window(xs, xs))
+    lm.reset_state()
+    torch.testing.assert_close(lm(Window(xs.to(dtype), xs.to(dtype))), (logits, loss))
+
+
 def test_inference_leaves_each_submodules_mode_as_it_was():
     """A model in train mode with a part of it in eval mode (model.rnn.eval(): its dropout between layers off,
     to train the head alone) came back from sample, log_probs or beam_complete with every module in train mode,

@@ -468,7 +468,7 @@ def _check_vocab_json(path, chars):
     if path.name not in ("best.pt", "latest.pt"):
         return
     try:
-        given = json.loads(vocab.read_text(encoding="utf-8"))
+        given = json.loads(vocab.read_text(encoding="utf-8-sig"))  # (an editor's byte-order mark is no edit)
     except FileNotFoundError:
         return
     except (OSError, ValueError):

@@ -426,6 +426,18 @@ def test_an_edited_vocab_json_is_said_to_change_nothing(trained, tmp_path, cli):
     assert load_model(run)[1] == chars
 
 
+def test_a_vocab_json_saved_again_with_a_byte_order_mark_is_not_said_to_differ(trained, tmp_path):
+    """vocab.json opened and saved unchanged by an editor that writes a UTF-8 byte-order mark was read as damaged,
+    and every sample, score or load_run warned that it 'differs from the vocabulary saved in best.pt'."""
+    import warnings
+
+    run = shutil.copytree(trained, tmp_path / "run")
+    (run / "vocab.json").write_bytes(b"\xef\xbb\xbf" + (run / "vocab.json").read_bytes())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_model(run)[1] == json.loads((run / "vocab.json").read_text(encoding="utf-8-sig"))
+
+
 def _damage(path, how, tmp_path):
     ckpt = torch.load(path, weights_only=True)
     how(ckpt)

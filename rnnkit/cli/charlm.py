@@ -239,7 +239,8 @@ def _resumed_config(out: pathlib.Path):
             f"{out / 'config.json'} is a folder; remove it (the run's config is rewritten on resume)"
         )
     try:
-        return RunConfig.from_dict(json.loads((out / "config.json").read_text(encoding="utf-8")))
+        # (utf-8-sig: an editor's byte-order mark is no edit)
+        return RunConfig.from_dict(json.loads((out / "config.json").read_text(encoding="utf-8-sig")))
     except (
         OSError,
         ValueError,

@@ -17,6 +17,7 @@ Every window of an epoch has the same length T (the last partial window is dropp
 training; `ragged=True` keeps it, for evaluation).
 """
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,6 +77,9 @@ class StreamBatches:
         return -(-self.L // self.T) if self.ragged else self.L // self.T
 
     def window(self, k: int) -> Window:
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral):  # (True was window 1)
+            raise TypeError(f"window index must be an integer, got {k!r}")
+        k = int(k)  # (a narrow numpy k wrapped k * T)
         if not 0 <= k < len(self):
             raise IndexError(f"window {k} out of range: there are {len(self)}")
         t0, t1 = k * self.T, min((k + 1) * self.T, self.L)

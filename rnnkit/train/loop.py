@@ -133,7 +133,7 @@ def _file_id(path):
 def _run_config(path) -> bool:
     """Whether the file is a char-LM run's config.json (sections data, model and train)."""
     try:
-        return set(json.loads(path.read_text(encoding="utf-8"))) == {"data", "model", "train"}
+        return set(json.loads(path.read_text(encoding="utf-8-sig"))) == {"data", "model", "train"}
     except (OSError, ValueError, TypeError):
         return False
 
@@ -195,6 +195,10 @@ def evaluate(model, batches) -> float:
     finally:  # also on Ctrl-C, so that the checkpoint then saved carries the training state
         model.state = carried
         model.train(was_training)
+    if not n:  # (a ZeroDivisionError)
+        raise RnnkitError(
+            "evaluate was given no windows: give the batches of a split with at least one window"
+        )
     return total / n
 
 

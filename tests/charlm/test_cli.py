@@ -696,3 +696,14 @@ def test_a_run_whose_output_is_closed_is_not_reported_a_success(tmp_path, corpus
     assert main(["train", "--out", str(run), "--resume"]) == 0
     rows = csv.DictReader((run / "metrics.csv").read_text().splitlines())
     assert [r["step"] for r in rows] == ["1", "2", "3", "4"]
+
+
+def test_a_config_json_saved_again_with_a_byte_order_mark_is_read(tmp_path, corpus, cli):
+    """A config.json opened and saved unchanged by an editor that writes a UTF-8 byte-order mark was 'unreadable':
+    --resume said so and fell back on latest.pt's config."""
+    run = tmp_path / "run"
+    assert cli("train", corpus, "--out", run, *TINY, "--max-steps", "2")[0] == 0
+    config = run / "config.json"
+    config.write_bytes(b"\xef\xbb\xbf" + config.read_bytes())
+    code, _, err = cli("train", "--out", run, "--resume", "--max-steps", "3")
+    assert code == 0 and "unreadable" not in err, err

@@ -291,3 +291,11 @@ def test_a_file_that_changes_while_read_is_refused(tmp_path, monkeypatch, now):
     monkeypatch.setattr(corpus_mod, "_read_chunks", second_pass_sees_another_file)
     with pytest.raises(RnnkitError, match=r"t\.txt changed while it was read .*no program is writing to"):
         load_file(path)
+
+
+def test_a_window_index_is_an_integer_taken_as_a_python_int():
+    """window(True) was window 1, and a narrow numpy index wrapped k * T (np.int8(30) * 5)."""
+    b = StreamBatches(np.arange(2000, dtype=np.int64) % 7, batch_size=2, seq_len=5)
+    assert np.array_equal(b.window(np.int8(30)).xs, b.window(30).xs)
+    with pytest.raises(TypeError, match="window index must be an integer, got True"):
+        b.window(True)

@@ -1239,3 +1239,12 @@ def test_resuming_a_finished_run_draws_a_plot_the_run_did_not(tmp_path, corpus):
     drawn = png.stat().st_mtime_ns
     assert train(cfg, run, resume=True, log=quiet) == 0
     assert png.stat().st_mtime_ns == drawn
+
+
+def test_evaluate_of_no_windows_says_so_in_one_line():
+    """evaluate(model, []) ended in Python's 'ZeroDivisionError: float division by zero'."""
+    from rnnkit.models.charlm import CharLM, CharLMConfig
+    from rnnkit.train.loop import evaluate
+
+    with pytest.raises(RnnkitError, match="^evaluate was given no windows"):
+        evaluate(CharLM(CharLMConfig(vocab_size=5, hidden_size=4, num_layers=1)), [])

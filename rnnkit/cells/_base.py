@@ -669,9 +669,21 @@ def cell_class(cell):
 def _math_class(cls):
     """same_math(cls), cached in _math_of. A constant of a graph torch.compile traces (as engine.compiled's
     native_ready): dynamo traced the cache and guarded on it, empty on the first call and filled by it, so the
-    second call of every compiled model compiled it all again (its guard "not _math_of" failed)."""
+    second call of every compiled model compiled it all again (its guard "not _math_of" failed). A base is kept with
+    the names each class on the way to it defined, as read: a class given a step since (`Doubled.step = ...` in a
+    notebook, after a first run) is read again (its base's function ran on every backend, in silence)."""
     got = _math_of.get(cls, False)
-    return same_math(cls) if got is False else got or cls
+    if got is None:
+        return cls
+    if got is not False:
+        base, names, c = *got, cls
+        for defined in names:
+            if vars(c).keys() != defined:
+                break
+            c = c.__bases__[0]
+        else:
+            return base
+    return same_math(cls)
 
 
 _math_class._dynamo_marked_constant = True
@@ -682,7 +694,8 @@ _math_class._dynamo_marked_constant = True
 SAME_MATH = frozenset(("__init__", "reset_parameters", "extra_repr", "__module__", "__qualname__", "__doc__",
                        "__annotations__", "__firstlineno__", "__static_attributes__", "__dict__", "__weakref__",
                        "_checked_steps"))  # fmt: skip
-# class -> same_math(class), None for itself: weak (a factory making a cell class per call leaked one per call)
+# class -> (same_math(class), the names each class from it to there defined), None for itself: weak (a factory
+# making a cell class per call leaked one per call)
 _math_of = weakref.WeakKeyDictionary()
 
 
@@ -696,10 +709,11 @@ def same_math(cls):
     # rnnkit's own classes, not what else CELLS holds: a subclass registered there to be used by name computes as
     # its base still (it was taken for one of rnnkit's cells, and traced as a cell of its own)
     own = {c for c in (*CELLS.values(), LSTMP) if c.__module__.startswith("rnnkit.cells.")}
-    c = cls
+    c, names = cls, []
     while c not in own and len(c.__bases__) == 1 and set(vars(c)) <= SAME_MATH:
+        names.append(frozenset(vars(c)))
         c = c.__bases__[0]
-    _math_of[cls] = c if c in own else None
+    _math_of[cls] = (c, tuple(names)) if c in own and c is not cls else None
     return c if c in own else cls
 
 

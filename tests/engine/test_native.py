@@ -271,6 +271,43 @@ def test_a_subclass_of_a_cell_that_only_draws_its_weights_otherwise_runs_nativel
         assert resolve_backend("native", Own, xw) == "python"
 
 
+def test_a_subclass_given_a_step_after_its_first_run_runs_that_step():
+    """The engine read a subclass that defined only reset_parameters as its base once, and kept that answer: a step
+    and step_backward set on the class afterwards (a notebook's cell run again, `Doubled.step = staticmethod(f)`)
+    were never run by a layer on any backend, which computed the base's function in silence (cell(x_t) ran the new
+    step). A class whose attributes changed since is read again."""
+
+    class Doubled(CELLS["rnn_tanh"]):
+        def reset_parameters(self):
+            super().reset_parameters()
+
+    def doubled(xw_t, state, P):
+        (h_t,), us, _ = CELLS["rnn_tanh"].step(xw_t, state, P)
+        return (2 * h_t,), us, (h_t,)
+
+    def doubled_backward(dstate, cache, P):
+        return CELLS["rnn_tanh"].step_backward((2 * dstate[0],), cache, P)
+
+    class Fresh(CELLS["rnn_tanh"]):  # the same step from the start
+        step, step_backward = staticmethod(doubled), staticmethod(doubled_backward)
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    layer = Recurrent(Doubled, 3, 4, dtype=torch.float64)
+    fresh = Recurrent(Fresh, 3, 4, dtype=torch.float64)
+    fresh.load_state_dict(layer.state_dict())
+    layer(x)  # read as rnn_tanh
+    Doubled.step, Doubled.step_backward = staticmethod(doubled), staticmethod(doubled_backward)
+    assert cell_class(Doubled) is Doubled
+    for backend in ("autograd", "python", "native"):
+        layer.backend = fresh.backend = backend
+        xs = [x.clone().requires_grad_() for _ in range(2)]
+        for module, xi in zip((layer, fresh), xs):
+            module(xi)[0].pow(2).sum().backward()
+        torch.testing.assert_close(layer(x)[0], fresh(x)[0], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(xs[0].grad, xs[1].grad, rtol=1e-12, atol=1e-12)
+
+
 def test_a_subclass_of_a_cell_registered_in_CELLS_still_runs_as_its_base(monkeypatch):
     """Registered in rnnkit.CELLS (to be used by name, `rnnkit train --cell ortho`), such a subclass was taken for one
     of rnnkit's own cells, and so for a cell of its own math: traced into kernels of its own, slower than its base's

@@ -90,6 +90,22 @@ def _quiet(message):
         yield
 
 
+def _check_init_state(cell, Hout, H) -> None:
+    """A layer starts from zeros of (B, Hout) and (B, H) where no state is given, as torch.nn's RNNs, never from the
+    cell's init_state (what cell(x_t) starts from): a cell of one's own whose init_state gives another start (c_0 =
+    1) ran from zeros in silence, and one whose c is wider than H failed inside its own step. Said in one line."""
+    if type(cell).init_state in (BaseCell.init_state, LSTMP.init_state):
+        return
+    start = tuple(cell.init_state(1))
+    shapes, given = [(1, Hout), (1, H)][: cell.num_states], [tuple(s.shape) for s in start]
+    if given == shapes and (cell.W_xh.is_meta or not any(s.any() for s in start)):
+        return
+    got = " and ".join(f"{tuple(s.shape)}" + ("" if s.is_meta or not s.any() else " not all zero") for s in start)  # fmt: skip
+    fix = "give the start as layer(x, state)" if given == shapes else "a state of another width runs one step at a time, cell(x_t, state)"  # fmt: skip
+    raise RnnkitError(f"{type(cell).__name__}.init_state gives {got} for a batch of 1, but a layer starts from zeros "
+                      f"of {' and '.join(map(str, shapes))}, as torch.nn's RNNs: {fix}")  # fmt: skip
+
+
 def _check_cell_options(Cell, cell, options) -> None:
     """One line for an option the cell does not take (Recurrent("gru", 3, 4, alpha=0.3) ended in the bare
     "GRU.__init__() got an unexpected keyword argument 'alpha'"), naming the options it does take."""
@@ -273,6 +289,7 @@ class Recurrent(nn.Module):
             raise RnnkitError(f"{Cell.__name__}'s h_t has {self.cells[0].output_size} units, but a layer feeds back "
                               f"and outputs proj_size or hidden_size = {Hout}; only the lstm's proj_size makes h_t "
                               "narrower than H")  # fmt: skip
+        _check_init_state(self.cells[0], Hout, H)
         n = num_layers * dirs
         # drawn in dtype= too (cast after, a float64 layer's held float32 values; reset_parameters drew others)
         linear = {"device": device, "dtype": dtype}

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from rnnkit import Recurrent
+from rnnkit import CELLS, Recurrent
 from rnnkit.cells._base import Cell, linear, recurrent_weights
 from rnnkit.engine import run
 from rnnkit.errors import RnnkitError
@@ -128,6 +128,24 @@ def test_a_cell_whose_h_is_narrower_than_H_is_refused_by_the_layer():
 
     with pytest.raises(RnnkitError, match="Narrow's h_t has 2 units, but a layer feeds back and outputs"):
         Recurrent(Narrow, 3, 5)
+
+
+@pytest.mark.parametrize("start", ["ones", "wide"])
+def test_a_cell_whose_init_state_is_not_the_layers_zeros_is_refused_by_the_layer(start):
+    """cell(x_t) starts from the cell's init_state, a layer from zeros of (B, output_size) and (B, hidden_size): a
+    cell of one's own starting elsewhere (c_0 = 1) ran from zeros in a layer, in silence, and one whose c is wider
+    than H (2H) failed inside its own step on the c of H units the layer gave it."""
+
+    class Started(CELLS["lstm"]):
+        def init_state(self, batch, dtype=None, device=None):
+            h, c = super().init_state(batch, dtype, device)
+            if start == "ones":
+                return h, c + 1
+            return h, torch.cat((c, c), 1)
+
+    with pytest.raises(RnnkitError, match="Started.init_state gives .* but a layer starts from zeros of"):
+        Recurrent(Started, 3, 4)
+    Recurrent("lstm", 3, 4, proj_size=2)  # (LSTMP's init_state is the layer's zeros)
 
 
 def _layer_loss(Cls, backend, H=4):

@@ -566,6 +566,12 @@ def check_step(cell, got, xw_t, state, P):
                           f"{_what(new)}{hint}")  # fmt: skip
     _check_tensors(where, ("state_t", lambda k: "", " as the state it was given (B, ·)"), new,
                    [(B, s.shape[-1]) for s in state])  # fmt: skip
+    # (a float32 h_t in a float64 run failed at the next step's matmul in the loops, and ran natively in silence)
+    for k, (s, s0) in enumerate(zip(new, state)):
+        if s.dtype != s0.dtype and not autocast_on(xw_t.device):
+            raise RnnkitError(f"{where} returned state_t[{k}] in {s.dtype} for a state in {s0.dtype}; the loops feed "
+                              f"it back as the state, which keeps its dtype: compute it in {s0.dtype} (no .float() "
+                              "or .double() of it), or make the layer that dtype")  # fmt: skip
     _per_gemm(cell, where, "us", us, P, B, lambda U: U.shape[1], "vector(s)", "u_k (B, K) (the vector the step "
               "multiplies as u_k U_kᵀ + b_k)")  # fmt: skip
 

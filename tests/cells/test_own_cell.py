@@ -249,6 +249,24 @@ def test_a_step_or_step_backward_of_the_wrong_form_is_said_in_one_line_at_its_fi
             Bad(3, 4)(torch.randn(1, 3), None if Bad.num_states == 1 else (torch.zeros(1, 4),) * 2)
 
 
+@pytest.mark.parametrize("backend", ["autograd", "python", "native"])
+def test_a_step_returning_its_state_in_another_dtype_is_said_in_one_line_at_its_first_step(backend):
+    """A float64 run whose step returns h_t in float32 (a .float() left in it): the autograd and python loops failed
+    at the second step inside the step's own matmul ("mat1 and mat2 must have the same dtype"), while the native
+    loop ran it in silence, the state rounded to float32 and fed back in float64. Every backend says so at the first
+    step, as it says a state of the wrong shape."""
+
+    def to_float(xw_t, state, P):
+        (h_t,), us, cache = gain_step(xw_t, state, P)
+        return (h_t.float(),), us, cache
+
+    Bad = type("GainBad", (GainRNN,), dict(step=staticmethod(to_float)))
+    layer = Recurrent(Bad, 3, 4, backend=backend, dtype=torch.float64)
+    with pytest.raises(RnnkitError, match=r"GainBad.step returned state_t\[0\] in torch.float32 for a state in "
+                                          r"torch.float64"):  # fmt: skip
+        layer(torch.randn(2, 5, 3, dtype=torch.float64))
+
+
 def test_a_name_in_GEMMS_or_EXTRAS_that_is_not_in_REC_PARAMS_is_refused_when_the_class_is_defined():
     """The python loop failed on it with "tuple.index(x): x not in tuple" (autograd ran: P has no such entry)."""
     with pytest.raises(RnnkitError, match=r"NoBias: GEMMS names b_hh, which is not in REC_PARAMS \(W_hh\)"):

@@ -574,6 +574,13 @@ def check_step(cell, got, xw_t, state, P):
                               "or .double() of it), or make the layer that dtype")  # fmt: skip
     _per_gemm(cell, where, "us", us, P, B, lambda U: U.shape[1], "vector(s)", "u_k (B, K) (the vector the step "
               "multiplies as u_k U_kᵀ + b_k)")  # fmt: skip
+    # (a float32 u_k beside a float64 U_k failed after the loop, in the python loop's dU_k = Σ dpreᵀ u: "expected m1
+    # and m2 to have the same dtype")
+    for k, ((name, _), u) in enumerate(zip(cell.GEMMS, us)):
+        U = P[cell.REC_PARAMS.index(name)]
+        if isinstance(U, torch.Tensor) and u.dtype != U.dtype and not autocast_on(xw_t.device):
+            raise RnnkitError(f"{where} returned us[{k}] in {u.dtype} for {name} in {U.dtype}; return the vector it "
+                              f"multiplies by {name}ᵀ itself, in {U.dtype}")  # fmt: skip
 
 
 def versions(**groups):

@@ -250,21 +250,26 @@ def test_a_step_or_step_backward_of_the_wrong_form_is_said_in_one_line_at_its_fi
 
 
 @pytest.mark.parametrize("backend", ["autograd", "python", "native"])
-def test_a_step_returning_its_state_in_another_dtype_is_said_in_one_line_at_its_first_step(backend):
+@pytest.mark.parametrize("what", ["state_t", "us"])
+def test_a_step_returning_its_state_in_another_dtype_is_said_in_one_line_at_its_first_step(backend, what):
     """A float64 run whose step returns h_t in float32 (a .float() left in it): the autograd and python loops failed
     at the second step inside the step's own matmul ("mat1 and mat2 must have the same dtype"), while the native
-    loop ran it in silence, the state rounded to float32 and fed back in float64. Every backend says so at the first
+    loop ran it in silence, the state rounded to float32 and fed back in float64; a float32 u_k failed after the
+    python loop, in its dU_k ("expected m1 and m2 to have the same dtype"). Every backend says so at the first
     step, as it says a state of the wrong shape."""
 
     def to_float(xw_t, state, P):
-        (h_t,), us, cache = gain_step(xw_t, state, P)
-        return (h_t.float(),), us, cache
+        (h_t,), (u,), cache = gain_step(xw_t, state, P)
+        if what == "state_t":
+            return (h_t.float(),), (u,), cache
+        return (h_t,), (u.float(),), cache
 
     Bad = type("GainBad", (GainRNN,), dict(step=staticmethod(to_float)))
     layer = Recurrent(Bad, 3, 4, backend=backend, dtype=torch.float64)
-    with pytest.raises(RnnkitError, match=r"GainBad.step returned state_t\[0\] in torch.float32 for a state in "
+    said = "a state in" if what == "state_t" else "W_hh in"
+    with pytest.raises(RnnkitError, match=rf"GainBad.step returned {what}\[0\] in torch.float32 for {said} "
                                           r"torch.float64"):  # fmt: skip
-        layer(torch.randn(2, 5, 3, dtype=torch.float64))
+        layer(torch.randn(2, 5, 3, dtype=torch.float64))[0].pow(2).sum().backward()
 
 
 def test_a_name_in_GEMMS_or_EXTRAS_that_is_not_in_REC_PARAMS_is_refused_when_the_class_is_defined():

@@ -300,44 +300,53 @@ def _trace_and_compile(cls, H, P, dtype):
             raise Untraceable(f"{name}'s {param} is {p.dtype}, and the native loop's kernels read every parameter as "
                               f"{dtype}; it runs on the python loop")  # fmt: skip
     P = [None if p is None else p.detach().to(dtype) for p in P]
-    B, rnd = 2, torch.Generator().manual_seed(0)
-    xw_t = torch.randn(B, G * H, generator=rnd, dtype=dtype)
-    state = tuple(torch.randn(B, H, generator=rnd, dtype=dtype) for _ in range(n))
-    dstate = tuple(torch.randn(B, H, generator=rnd, dtype=dtype) for _ in range(n))
-    got = cls.step(xw_t, state, P)
-    check_step(cls, got, xw_t, state, P)
-    if not isinstance(got[2], tuple | list):
-        raise Untraceable(f"{name}.step returns its cache as a {type(got[2]).__name__}, not a tuple of row tensors "
-                          "the native loop can keep; it runs on the python loop")  # fmt: skip
-    cache = tuple(got[2])
-    for i, c in enumerate(cache):
-        if not isinstance(c, torch.Tensor) or c.dim() == 0:
-            what = "a 0-dim tensor" if isinstance(c, torch.Tensor) else f"a {type(c).__name__}"
-            raise Untraceable(f"{name}.step keeps {what} in cache[{i}], which the native loop can't keep per row; "
-                              "it runs on the python loop")  # fmt: skip
-    back = cls.step_backward(dstate, got[2], P)
-    check_step_backward(cls, back, dstate, P, G * H)
 
-    present = [p for p in P if p is not None]
-    shared = [any(c is p for p in present) for c in cache]  # a parameter kept as itself: no buffer
-    cache_in = tuple(c if s else c.clone() for c, s in zip(cache, shared))
+    def analysed(B):
+        """(source, layout) of the kernels, traced on a sample of B rows."""
+        rnd = torch.Generator().manual_seed(0)
+        xw_t = torch.randn(B, G * H, generator=rnd, dtype=dtype)
+        state = tuple(torch.randn(B, H, generator=rnd, dtype=dtype) for _ in range(n))
+        dstate = tuple(torch.randn(B, H, generator=rnd, dtype=dtype) for _ in range(n))
+        got = cls.step(xw_t, state, P)
+        check_step(cls, got, xw_t, state, P)
+        if not isinstance(got[2], tuple | list):
+            raise Untraceable(f"{name}.step returns its cache as a {type(got[2]).__name__}, not a tuple of row tensors "
+                              "the native loop can keep; it runs on the python loop")  # fmt: skip
+        cache = tuple(got[2])
+        for i, c in enumerate(cache):
+            if not isinstance(c, torch.Tensor) or c.dim() == 0:
+                what = "a 0-dim tensor" if isinstance(c, torch.Tensor) else f"a {type(c).__name__}"
+                raise Untraceable(f"{name}.step keeps {what} in cache[{i}], which the native loop can't keep per row; "
+                                  "it runs on the python loop")  # fmt: skip
+        back = cls.step_backward(dstate, got[2], P)
+        check_step_backward(cls, back, dstate, P, G * H)
 
-    def step(*flat):
-        new, us, cache_t = cls.step(flat[0], tuple(flat[1 : 1 + n]), _with_none(P, flat[1 + n :]))
-        return [*new, *us, *cache_t]
+        present = [p for p in P if p is not None]
+        shared = [any(c is p for p in present) for c in cache]  # a parameter kept as itself: no buffer
+        cache_in = tuple(c if s else c.clone() for c, s in zip(cache, shared))
 
-    def step_backward(*flat):
-        m = len(cache)
-        out = cls.step_backward(tuple(flat[:n]), tuple(flat[n : n + m]), _with_none(P, flat[n + m :]))
-        dxw, dprev, dpres, dextras = out
-        return [dxw, *dprev, *dpres, *dextras]
+        def step(*flat):
+            new, us, cache_t = cls.step(flat[0], tuple(flat[1 : 1 + n]), _with_none(P, flat[1 + n :]))
+            return [*new, *us, *cache_t]
 
-    fwd = _trace(step, f"{name}.step", [xw_t, *state, *present])
-    bwd = _trace(step_backward, f"{name}.step_backward", [*dstate, *cache_in, *present])
+        def step_backward(*flat):
+            m = len(cache)
+            out = cls.step_backward(tuple(flat[:n]), tuple(flat[n : n + m]), _with_none(P, flat[n + m :]))
+            dxw, dprev, dpres, dextras = out
+            return [dxw, *dprev, *dpres, *dextras]
+
+        fwd = _trace(step, f"{name}.step", [xw_t, *state, *present])
+        bwd = _trace(step_backward, f"{name}.step_backward", [*dstate, *cache_in, *present])
+        return (_Analysis if len(cls.GEMMS) == 1 else _Staged)(cls, H, P).run(fwd, bwd, cache)
+
+    source, layout = analysed(2)
+    # the kernels run any batch: a step that reads its size as a number (h.shape[0], baked into them at the sample's
+    # 2 rows) ran natively with that number at every other batch size (outputs 14 off at 5 rows), in silence
+    if analysed(3)[0] != source:
+        raise Untraceable(f"{name}'s step functions read the batch size (B = h.shape[0] as a number), which the native "
+                          "loop's kernels, traced once for every batch, can't follow; it runs on the python loop")  # fmt: skip
     if len(cls.GEMMS) == 1:
-        kernels = _Analysis(cls, H, P).run(fwd, bwd, cache)
-        return _compile_and_load(kernels, name)
-    source, layout = _Staged(cls, H, P).run(fwd, bwd, cache)
+        return _compile_and_load((source, layout), name)
     names = [f"{k}{s}" for k, n in (("fwd", layout["n_fwd"]), ("bwd", layout["n_bwd"])) for s in range(n)]
     fns = _load_symbols(source, name, [f"rnnkit_traced_{k}_{t}" for k in names for t in ("f32", "f64")])
     kernel = {k: tuple(fns.get(f"rnnkit_traced_{k}_{t}", 0) for t in ("f32", "f64")) for k in names}

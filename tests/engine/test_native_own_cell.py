@@ -274,6 +274,56 @@ def test_a_cell_the_tracer_cannot_take_runs_on_the_python_loop():
         layer(torch.randn(2, 3, 3))
 
 
+def batch_gain_step(xw_t, state, P):
+    """h_t = tanh(xw_t + h_{t-1} W_hhᵀ + b_hh) ⊙ k · B / (B + 1): the batch size B read as a number."""
+    (h_prev,) = state
+    W_hh, b_hh, k = P
+    B = h_prev.shape[0]
+    hc = torch.tanh(xw_t + linear(h_prev, W_hh, b_hh))
+    return (hc * k * (B / (B + 1)),), (h_prev,), (hc,)
+
+
+def batch_gain_step_backward(dstate, cache, P):
+    (dh_t,), (hc,) = dstate, cache
+    W_hh, _, k = P
+    f = dh_t.shape[0] / (dh_t.shape[0] + 1)
+    da = dh_t * k * f * (1 - hc * hc)
+    return da, (da @ W_hh,), (da,), ((dh_t * hc * f).sum(0),)
+
+
+class BatchGain(OwnLeaky):
+    REC_PARAMS = ("W_hh", "b_hh", "k")
+    EXTRAS = ("k",)
+    step = staticmethod(batch_gain_step)
+    step_backward = staticmethod(batch_gain_step_backward)
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        Cell.__init__(self, input_size, hidden_size, bias)
+        recurrent_weights(
+            self, ("W_hh", (hidden_size, hidden_size)), ("b_hh", (hidden_size,) if bias else None)
+        )
+        self.k = nn.Parameter(torch.linspace(0.5, 1.5, hidden_size))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        Cell.reset_parameters(self)
+
+
+def test_a_step_reading_the_batch_size_runs_on_the_python_loop():
+    """The kernels are traced once, on a sample of 2 rows, for every batch: a step that reads the batch size as a
+    number (h_prev.shape[0]) had it baked in as 2, and ran natively with it at every other batch size (outputs and
+    gradients 14 off at 5 rows, in silence). A step whose kernels differ on 3 rows runs on the python loop."""
+    want = _run_layer(BatchGain, "autograd", torch.float64, lengths=False)
+    got = _run_layer(BatchGain, None, torch.float64, lengths=False)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    layer = Recurrent(BatchGain, 3, 4, backend="native")
+    with pytest.warns(
+        RuntimeWarning, match=r"native backend unavailable \(BatchGain's step functions read the batch"
+    ):
+        layer(torch.randn(5, 3, 3))
+
+
 def kept_step(xw_t, state, P):
     """Only the units a boolean buffer keeps are updated: h_t = where(keep, tanh(...), h_{t-1})."""
     (h_prev,) = state

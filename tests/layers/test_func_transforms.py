@@ -3,6 +3,7 @@ every backend runs as `autograd` (plain torch ops they know), with the same numb
 
 import pytest
 import torch
+import torch.nn.utils.prune  # (torch.nn.utils does not import it: the tests using it failed when run alone)
 from torch import nn
 from torch.autograd import forward_ad
 from torch.func import functional_call, grad, jacrev, jvp, vmap

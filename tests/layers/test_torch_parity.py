@@ -4,6 +4,7 @@ import warnings
 
 import pytest
 import torch
+import torch.nn.utils.prune  # (torch.nn.utils does not import it: the tests using it failed when run alone)
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 

@@ -236,7 +236,7 @@ class Recurrent(nn.Module):
         none = not isinstance(proj_size, bool) and isinstance(proj_size, numbers.Integral) and proj_size == 0
         if not none or Cell is LSTMP:
             if Cell not in (CELLS["lstm"], LSTMP):
-                raise RnnkitError(f"proj_size is an option of the lstm cell, not of {cell!r}")
+                raise RnnkitError(f"proj_size is an option of the lstm cell, not of {cell if isinstance(cell, str) else Cell.__name__!r}")  # fmt: skip
             if (
                 isinstance(proj_size, bool)
                 or not isinstance(proj_size, numbers.Integral)

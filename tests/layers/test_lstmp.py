@@ -194,3 +194,14 @@ def test_proj_size_none_means_none_and_is_kept_as_0(cell):
     for bad in (False, 0.0):
         with pytest.raises(RnnkitError, match=r"proj_size"):
             Recurrent(cell, 3, 4, proj_size=bad)
+
+
+def test_proj_size_on_a_cell_class_names_the_class():
+    """It said "not of <class 'mymodule.Peephole'>" (the class's repr) for a cell given as a class."""
+    from rnnkit.cells import GRU
+
+    class Mine(GRU):
+        pass
+
+    with pytest.raises(RnnkitError, match=r"^proj_size is an option of the lstm cell, not of 'Mine'$"):
+        Recurrent(Mine, 3, 4, proj_size=2)

@@ -211,10 +211,19 @@ def _value(v, names, numbers, seen, depth):
     elif isinstance(v, np.ndarray):  # (float(A), A[0]: a mutable array's numbers, which the trace bakes in)
         if v.size <= 256:
             numbers.append((v.dtype.str, v.shape, v.tobytes()))
+        elif not v.dtype.hasobject:  # a bigger one by a digest (one of H = 512 per-unit gains was left out: a change
+            # to it went unseen, the native loop ran the old kernels in silence)
+            digest = hashlib.blake2b(memoryview(np.ascontiguousarray(v)).cast("B"), digest_size=16).digest()
+            numbers.append((v.dtype.str, v.shape, digest))
     elif isinstance(v, dict | list | tuple):  # (an OrderedDict, a defaultdict, a namedtuple: ROW[0])
-        if len(v) > 256 or id(v) in seen or depth < 0 or len(seen) > 4096:
+        if id(v) in seen or depth < 0 or len(seen) > 4096:
             return
         seen.add(id(v))
+        if len(v) > 256:  # its numbers only, not what its entries hold (TABLE[0] of 300 was left out: unseen)
+            if len(v) <= 1 << 16:
+                items = v.items() if isinstance(v, dict) else enumerate(v)
+                numbers.append(tuple((k, x) for k, x in items if _keyed(x)))
+            return
         for k, x in v.items() if isinstance(v, dict) else enumerate(v):
             if _keyed(x):
                 numbers.append((k, x))

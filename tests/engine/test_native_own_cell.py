@@ -953,3 +953,37 @@ def test_a_cell_class_made_per_call_goes_with_its_last_cell():
         del Made, layer
     gc.collect()
     assert [m() for m in made] == [None, None]
+
+
+GAINS = np.ones(300)
+TABLE = [1.0] * 300
+
+
+def big_step(xw_t, state, P):
+    """tanh(a) · GAINS[0] · TABLE[0]: numbers read from an array and a list of more than 256 entries."""
+    (h_prev,) = state
+    k = float(GAINS[0]) * TABLE[0]
+    y = torch.tanh(xw_t + linear(h_prev, *P)) * k
+    return (y,), (h_prev,), (y,)
+
+
+def big_step_backward(dstate, cache, P):
+    (dh_t,), (y,) = dstate, cache
+    k = float(GAINS[0]) * TABLE[0]
+    da = dh_t * k * (1 - (y / k) ** 2)
+    return da, (da @ P[0],), (da,), ()
+
+
+def test_numbers_of_a_big_array_or_list_are_traced_again():
+    """The key of the kernels left out an array or a list of more than 256 entries: GAINS[0] or TABLE[0] changed
+    between runs and the native loop ran the old kernels (outputs 0.55 off) where the python loop read the new."""
+    fns = {"step": staticmethod(big_step), "step_backward": staticmethod(big_step_backward)}
+    Cls = type("Big", (OwnReLU,), fns)
+    try:
+        _native_is_autograd(Cls)
+        GAINS[0] = 0.5
+        _native_is_autograd(Cls)
+        TABLE[0] = 2.0
+        _native_is_autograd(Cls)
+    finally:
+        GAINS[0], TABLE[0] = 1.0, 1.0

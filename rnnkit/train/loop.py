@@ -371,23 +371,23 @@ def load_data(cfg: RunConfig, dry_run: bool):
     tokens = corpus.tokens
     if dry_run:  # a tiny slice
         tokens = tokens[: dry_run_chars(cfg)]
-    train_tokens, val_tokens = split(tokens, cfg.data.val_frac)
     B, T = cfg.data.batch_size, cfg.data.seq_len
-    if len(train_tokens) < B * T + 1 <= len(tokens):  # the corpus is long enough: the split took too much
+    # the corpus itself too short, said first: the split's "use --val-frac 0" led there, a two-step dead end
+    if len(tokens) < B * T + 1:
+        n_train = len(tokens) - int(round(len(tokens) * cfg.data.val_frac))  # (as split holds out)
+        part = f" ({n_train:,} for training)" if 0 < n_train < len(tokens) else ""
+        raise RnnkitError(
+            f"the corpus's {len(tokens):,} characters{part} are too few for {B} streams of windows of {T} (need at "
+            f"least {B * T + 1:,} for training); use a longer corpus or a smaller --batch-size/--seq-len"
+        )
+    train_tokens, val_tokens = split(tokens, cfg.data.val_frac)
+    if len(train_tokens) < B * T + 1:  # the corpus is long enough: the split took too much
         # (a split holds out 2 characters at least: with fewer to spare, no lower --val-frac but 0 leaves enough)
         how = "lower --val-frac" if len(tokens) - (B * T + 1) >= 2 else "use --val-frac 0 (no validation)"
         raise RnnkitError(
             f"--val-frac {cfg.data.val_frac:g} leaves {len(train_tokens):,} of the corpus's {len(tokens):,} "
             f"characters for training, too few for {B} streams of windows of {T} (need at least {B * T + 1:,}); "
             f"{how}{', or a smaller --batch-size/--seq-len' if B * T > 1 else ''}"
-        )
-    if (
-        len(tokens) < B * T + 1
-    ):  # the corpus itself is too short (StreamBatches would count the training part)
-        part = f" ({len(train_tokens):,} for training)" if len(train_tokens) < len(tokens) else ""
-        raise RnnkitError(
-            f"the corpus's {len(tokens):,} characters{part} are too few for {B} streams of windows of {T} (need at "
-            f"least {B * T + 1:,} for training); use a longer corpus or a smaller --batch-size/--seq-len"
         )
     batches = StreamBatches(train_tokens, B, T)
     val_batches = (

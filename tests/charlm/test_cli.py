@@ -707,3 +707,14 @@ def test_a_config_json_saved_again_with_a_byte_order_mark_is_read(tmp_path, corp
     config.write_bytes(b"\xef\xbb\xbf" + config.read_bytes())
     code, _, err = cli("train", "--out", run, "--resume", "--max-steps", "3")
     assert code == 0 and "unreadable" not in err, err
+
+
+def test_a_corpus_too_short_for_one_window_is_said_at_once(tmp_path, cli):
+    """A corpus of a few characters was told by the split "use --val-frac 0", and with --val-frac 0 that it was too
+    short for the streams: two steps to learn the one thing wrong. The length is said first."""
+    text = tmp_path / "two.txt"
+    text.write_text("ab")
+    for extra in ([], ["--val-frac", "0"]):
+        code, _, err = cli("train", text, "--out", tmp_path / "run", *TINY, *extra, "--dry-run")
+        assert code == 2 and err.count("\n") == 1, err
+        assert "the corpus's 2 characters are too few for" in err and "use a longer corpus" in err, err

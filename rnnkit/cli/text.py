@@ -426,6 +426,9 @@ def _documents(path, limit=None) -> tuple[list[str], list[str]]:
     p = pathlib.Path(path)
     if p.is_dir():
         files = sorted(p.glob("*.txt"))[:limit]
+        if not files:  # (else fit's 'no documents to index; give at least one non-empty document')
+            raise RnnkitError(f"{p} holds no .txt file (tfidf index reads the .txt files directly in a folder, not "
+                              "in its subfolders); give a folder of .txt files, or a file with one document a line")  # fmt: skip
         return [f.name for f in files], [read_text(f) for f in files]
     numbered = [(n, line) for n, line in enumerate(read_text(p).split("\n"), 1) if line.strip()][:limit]
     return [f"{p.name}:{n}" for n, _ in numbered], [line for _, line in numbered]

@@ -775,3 +775,17 @@ def test_a_command_that_writes_files_whose_output_is_closed_says_so(tmp_path, co
         assert got == code, err
         said = "rnnkit: error: the output was closed (its reader went away) before `rnnkit ngram` finished"
         assert (said in err) == (code == 2), err
+
+
+def test_tfidf_index_of_a_folder_without_txt_files_says_so(tmp_path, capsys):
+    """A folder whose documents are not .txt files directly in it (.md, .tsv, or .txt in subfolders) was told
+    'no documents to index; give at least one non-empty document', though its files are not empty."""
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "a.md").write_text("the cat sat\n")
+    (docs / "sub" / "b.txt").write_text("the dog barked\n")
+    assert main(["tfidf", "index", str(docs), "--out", str(tmp_path / "idx")]) == 2
+    _one_error_line(
+        capsys, f"{docs} holds no .txt file (tfidf index reads the .txt files directly in a folder"
+    )
+    assert not (tmp_path / "idx").exists()

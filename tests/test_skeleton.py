@@ -202,3 +202,15 @@ def test_a_commands_warning_is_one_line_of_rnnkits():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stderr == "rnnkit: warning: the loop could not be built; install a compiler\n"
+
+
+def test_every_file_the_readme_names_is_there():
+    """The README named `csrc/cells_traced.h`, a path that is not in the repository (it is the engine's,
+    rnnkit/engine/csrc/cells_traced.h). Every `path/with/a.file` in backquotes must exist from the root."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    named = re.findall(r"`([\w./*-]+/[\w.*-]+\.(?:py|h|cpp|md|toml))`", (root / "README.md").read_text())
+    assert len(named) >= 10
+    assert [p for p in named if not list(root.glob(p))] == []

@@ -266,7 +266,13 @@ class Cell(nn.Module):
             for theirs, ours in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), TORCH_ORDER):
                 if prefix + theirs in state_dict and prefix + ours not in state_dict:
                     state_dict[prefix + ours] = state_dict.pop(prefix + theirs)
+                    self.__dict__.setdefault("_torch_keys", {})[ours] = prefix + theirs
+        given, errors = self.__dict__.pop("_torch_keys", {}), args[-1]  # (a torch key renamed: by its name)
+        n = len(errors)
         super()._load_from_state_dict(state_dict, prefix, *args)
+        for k in range(n, len(errors)):
+            for ours, theirs in given.items():
+                errors[k] = errors[k].replace(f" for {prefix}{ours}:", f" for {theirs} (here {prefix}{ours}):")
 
     def __setattr__(self, name, value):
         """cell.weight_hh = nn.Parameter(...) replaces W_hh, as it replaces torch.nn.LSTMCell's weight; a plain tensor

@@ -921,6 +921,9 @@ class Recurrent(nn.Module):
             ours = f"{prefix}cells.{i}.{attr}"
             if ours not in state_dict:
                 state_dict[ours] = state_dict.pop(prefix + name)
+                # the cell's load names the key as given in its errors ("size mismatch for weight_hh_l0 (here
+                # cells.0.W_hh)"): it named only its own, a key the caller never wrote
+                cell.__dict__.setdefault("_torch_keys", {})[attr] = prefix + name
 
     def __getattr__(self, name):
         """torch.nn's names for the weights (weight_ih_l0, weight_hh_l1_reverse, bias_hh_l0, weight_hr_l0), for

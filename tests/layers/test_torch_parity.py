@@ -643,3 +643,21 @@ def test_a_one_layer_dropout_is_warned_of_once_in_a_round_trip():
         layer = Recurrent.from_torch(m)
         back = layer.to_torch()
     assert layer.dropout == back.dropout == 0.5
+
+
+def test_a_torch_key_of_the_wrong_shape_is_named_as_given():
+    """load_state_dict of torch.nn.LSTM(3, 5)'s weights into a layer of 4 units said "size mismatch for
+    cells.0.W_hh", a key the caller never wrote; it names weight_hh_l0 (and rnnkit's key beside it), as for a cell
+    given torch.nn.LSTMCell's weight_hh."""
+    from rnnkit.cells import LSTM
+
+    with pytest.raises(
+        RuntimeError, match=r"size mismatch for weight_hh_l0 \(here cells\.0\.W_hh\): copying"
+    ):
+        Recurrent("lstm", 3, 4).load_state_dict(nn.LSTM(3, 5).state_dict())
+    with pytest.raises(RuntimeError, match=r"size mismatch for weight_hh \(here W_hh\): copying"):
+        LSTM(3, 4).load_state_dict(nn.LSTMCell(3, 5).state_dict())
+    layer = Recurrent("lstm", 3, 4)
+    layer.load_state_dict(nn.LSTM(3, 4).state_dict())
+    with pytest.raises(RuntimeError, match=r"size mismatch for cells\.0\.W_hh: copying"):  # rnnkit's own keys
+        layer.load_state_dict(Recurrent("lstm", 3, 5).state_dict())

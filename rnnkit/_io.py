@@ -10,6 +10,7 @@ import os
 import pathlib
 import stat
 import tempfile
+import zipfile
 
 UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it), then put back
 os.umask(UMASK)
@@ -59,3 +60,12 @@ def save_figure(fig, path, **kw) -> None:
     path = pathlib.Path(path)
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format=path.suffix.lstrip(".") or "png", **kw)
+
+
+def is_zip(file) -> bool:
+    """zipfile.is_zipfile(file) (a path or a binary file), False also where a damaged zip64 end record makes it
+    raise (BadZipFile 'zipfiles that span multiple disks are not supported': one flipped byte of a checkpoint)."""
+    try:
+        return zipfile.is_zipfile(file)
+    except zipfile.BadZipFile:
+        return False

@@ -29,7 +29,7 @@ from collections import Counter
 import numpy as np
 from tqdm import tqdm
 
-from rnnkit._io import atomic_open
+from rnnkit._io import atomic_open, is_zip
 from rnnkit.errors import RnnkitError, check_seed
 from rnnkit.text.lmscore import LMScore, pick_next
 from rnnkit.text.vocab import UNK, Vocabulary, tokenize
@@ -364,13 +364,13 @@ class NGramLM:
             path = path.with_name(path.name + ".npz")
         try:
             with open(path, "rb") as f:
-                is_zip = zipfile.is_zipfile(f)
+                zipped = is_zip(f)
         except OSError as e:
             raise RnnkitError(
                 f"cannot read n-gram model {path}: {e.strerror}; train one with `rnnkit ngram train`"
             ) from None
         not_a_model = f"{path} is not an rnnkit n-gram model (an .npz written by `rnnkit ngram train --out`)"
-        if not is_zip:  # np.load would read it as .npy, or offer to unpickle it
+        if not zipped:  # np.load would read it as .npy, or offer to unpickle it
             raise RnnkitError(not_a_model)
         try:
             with np.load(path, allow_pickle=False) as z:

@@ -23,7 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm import tqdm
 
-from rnnkit._io import atomic_open, write_text
+from rnnkit._io import atomic_open, is_zip, write_text
 from rnnkit.errors import RnnkitError
 from rnnkit.text.vocab import word_tokenize
 
@@ -218,7 +218,7 @@ class TfidfIndex:
             meta = json.loads((d / "index.json").read_text(encoding="utf-8"))
             index = cls(TfidfConfig(**meta["config"]))
             npz = (d / "tfidf.npz").read_bytes()  # (missing, or unreadable: said as it was)
-            if not zipfile.is_zipfile(io.BytesIO(npz)):  # np.load would offer to unpickle it
+            if not is_zip(io.BytesIO(npz)):  # np.load would offer to unpickle it
                 raise ValueError("its tfidf.npz is not a numpy .npz archive (damaged or replaced)")
             index.sha256 = meta.get("tfidf_sha256")  # None in an index saved without it
             if index.sha256 not in (None, hashlib.sha256(npz).hexdigest()):

@@ -22,7 +22,7 @@ import zipfile
 
 import torch
 
-from rnnkit._io import atomic_open
+from rnnkit._io import atomic_open, is_zip
 from rnnkit.errors import RnnkitError
 
 FORMAT = "rnnkit-charlm"
@@ -93,7 +93,7 @@ def load_checkpoint(run, resuming: bool = False) -> dict:
         open(path, "rb").close()
     except OSError as e:
         raise RnnkitError(f"cannot read {path}: {e.strerror}; check its permissions") from None
-    if path.stat().st_size == 0 or not zipfile.is_zipfile(path):
+    if path.stat().st_size == 0 or not is_zip(path):
         raise RnnkitError(
             f"{path} is not an rnnkit checkpoint (corrupt, truncated or another format); {_instead(path, resuming)}"
         )

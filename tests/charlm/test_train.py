@@ -1248,3 +1248,20 @@ def test_evaluate_of_no_windows_says_so_in_one_line():
 
     with pytest.raises(RnnkitError, match="^evaluate was given no windows"):
         evaluate(CharLM(CharLMConfig(vocab_size=5, hidden_size=4, num_layers=1)), [])
+
+
+def _spanning_disks(data: bytes) -> bytes:
+    """A zip with its zip64 end locator's disk number changed (one damaged byte): zipfile.is_zipfile raises
+    BadZipFile 'zipfiles that span multiple disks are not supported' on it, where other damage answers False."""
+    at = data.rfind(b"PK\x06\x07")
+    assert at > 0  # torch.save writes zip64 records
+    return data[: at + 5] + b"\xdc" + data[at + 6 :]
+
+
+def test_a_checkpoint_whose_zip64_end_record_is_damaged_is_one_line(tmp_path):
+    """One flipped byte there ended sample, score, eval and --resume in zipfile's BadZipFile traceback."""
+    path = tmp_path / "best.pt"
+    save_checkpoint(path, {"config": "{}"})
+    path.write_bytes(_spanning_disks(path.read_bytes()))
+    with pytest.raises(RnnkitError, match=r"best\.pt is not an rnnkit checkpoint \(corrupt, truncated"):
+        load_checkpoint(path)

@@ -1,3 +1,4 @@
+import io
 import itertools
 import math
 
@@ -340,3 +341,17 @@ def test_a_word_model_keeps_its_line_end_whatever_min_freq():
     assert "\n" in lm.sample(50, seed=0)
     no_line_end = NGramLM(2, level="word", min_freq=3).fit("a a a b")
     assert no_line_end.vocab.itos == ["<unk>", "a"]
+
+
+def test_a_file_whose_zip64_end_record_is_damaged_is_not_a_model(tmp_path):
+    """zipfile.is_zipfile raised BadZipFile ('zipfiles that span multiple disks are not supported') on it: a
+    traceback from NGramLM.load."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({"x": 1}, buf)  # a zip with zip64 records
+    data = buf.getvalue()
+    at = data.rfind(b"PK\x06\x07")
+    (tmp_path / "bad.npz").write_bytes(data[: at + 5] + b"\xdc" + data[at + 6 :])
+    with pytest.raises(RnnkitError, match=r"bad\.npz is not an rnnkit n-gram model"):
+        NGramLM.load(tmp_path / "bad.npz")

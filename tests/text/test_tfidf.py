@@ -168,6 +168,23 @@ def test_a_matrix_file_that_is_no_npz_is_not_offered_to_unpickle(tmp_path):
     assert "pickle" not in str(e.value)
 
 
+def test_a_matrix_file_whose_zip64_end_record_is_damaged_is_no_npz(tmp_path):
+    """zipfile.is_zipfile raised on it, and load said zipfile's 'zipfiles that span multiple disks are not
+    supported' of the index."""
+    import io
+
+    import torch
+
+    TfidfIndex().fit(DOCS).save(tmp_path)
+    buf = io.BytesIO()
+    torch.save({"x": 1}, buf)  # a zip with zip64 records
+    data = buf.getvalue()
+    at = data.rfind(b"PK\x06\x07")
+    (tmp_path / "tfidf.npz").write_bytes(data[: at + 5] + b"\xdc" + data[at + 6 :])
+    with pytest.raises(RnnkitError, match=r"tfidf\.npz is not a numpy \.npz archive"):
+        TfidfIndex.load(tmp_path)
+
+
 def test_a_mixed_index_from_two_saves_is_refused_in_one_line(tmp_path):
     """tfidf.npz and index.json are each written whole, one after the other: a save stopped between them left the
     new matrix beside the old terms, config and IDF, read without a word wherever the term counts agreed (here

@@ -73,16 +73,18 @@ def _fmt(v):
 
 def read_metrics(path) -> list:
     """The rows of metrics.csv that are whole: a row cut short (a full disk, a kill while writing it) or
-    otherwise damaged is left out, so that a resumed run still plots and continues."""
+    otherwise damaged is left out, so that a resumed run still plots and continues. The columns are FIELDS, read
+    by position: a damaged header (chars_per_s with a byte changed) named a column MetricsLog can't write again."""
     with open(path, newline="", encoding="utf-8", errors="replace") as f:
-        return [r for r in csv.DictReader(f) if _whole(r)]
+        next(f, None)  # the header MetricsLog writes
+        return [r for r in csv.DictReader(f, FIELDS) if _whole(r)]
 
 
 def _whole(row) -> bool:
     try:
         int(row["step"])
-        if any(v is None for v in row.values()):  # fields missing at the end of a row cut short
-            return False
+        if None in row or any(v is None for v in row.values()):  # fields past the last, or missing at the end
+            return False  # of a row cut short
         for k in ("wall_s", "train_loss", "val_loss"):
             float(row[k] or 0)  # "" where nothing was measured
         return True

@@ -600,6 +600,20 @@ def test_resume_survives_a_metrics_row_cut_short(tmp_path, corpus):
     assert steps == [str(s) for s in [*range(1, 8), *range(11, 13)]]
 
 
+def test_a_damaged_metrics_header_or_row_does_not_stop_a_resume(tmp_path):
+    """metrics.csv with a byte of its header changed ('chars_per\\x0cs') or a row with a field too many: the
+    resume failed in csv's 'dict contains fields not in fieldnames' traceback as it wrote the rows kept back."""
+    from rnnkit.train.metrics import FIELDS, MetricsLog
+
+    path = tmp_path / "metrics.csv"
+    rows = ["1,0.1,0.5,0.002,3.2,,,100", "2,0.2,0.6,0.002,3.1,3.0,4.3,100", "3,0.3,0.7,0.002,3,1,,,100"]
+    path.write_text(",".join(FIELDS).replace("per_s", "per\x0cs") + "\n" + "\n".join(rows) + "\n")
+    log = MetricsLog(path, resume_step=3)
+    assert [r["step"] for r in read_metrics(path)] == ["1", "2"]  # the row of a field too many left out
+    assert read_metrics(path)[1]["val_loss"] == "3.0" and path.read_text().startswith(",".join(FIELDS) + "\n")
+    assert [r["step"] for r in log.rows] == ["1", "2"]
+
+
 def test_an_unreadable_best_pt_points_to_latest_pt(tmp_path):
     """A run folder whose best.pt is empty (a disk that filled as it was renamed in, a copy cut short) sends the
     user to the run's latest.pt, which may be whole, instead of telling them to retrain."""

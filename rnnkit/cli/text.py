@@ -471,6 +471,9 @@ def cmd_tfidf_search(args) -> int:
         if not isinstance(docs, list) or len(docs) != index.matrix.shape[0]:
             raise ValueError(f"it lists {len(docs) if isinstance(docs, list) else 'no'} documents for the "
                              f"index's {index.matrix.shape[0]}")  # fmt: skip
+        for d in docs:  # each with the name and preview the results print (a KeyError or TypeError traceback)
+            if not isinstance(d, dict) or not all(isinstance(d.get(k), str) for k in ("name", "preview")):
+                raise ValueError(f"a document in it is {d!r:.60}, not a name and a preview (strings)")
     except (OSError, ValueError) as e:
         reason = getattr(e, "strerror", None) or e
         raise RnnkitError(

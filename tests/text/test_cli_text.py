@@ -1,5 +1,6 @@
 """Smoke tests of every text subcommand, in-process through the dispatcher on tiny files."""
 
+import json
 import shutil
 
 import pytest
@@ -789,3 +790,21 @@ def test_tfidf_index_of_a_folder_without_txt_files_says_so(tmp_path, capsys):
         capsys, f"{docs} holds no .txt file (tfidf index reads the .txt files directly in a folder"
     )
     assert not (tmp_path / "idx").exists()
+
+
+@pytest.mark.parametrize(
+    "document", [{"preview": "a cat"}, {"name": "d:1"}, "d:1", None, {"name": None, "preview": ""}]
+)
+def test_tfidf_search_of_documents_json_with_a_damaged_document_is_one_line(
+    tmp_path, corpus, capsys, document
+):
+    """A document without its name or preview, or that is no object (documents.json damaged or edited), ended
+    the search in a KeyError or TypeError traceback as its results were printed."""
+    index = tmp_path / "idx"
+    assert main(["tfidf", "index", str(corpus), "--out", str(index)]) == 0
+    docs = json.loads((index / "documents.json").read_text())
+    docs["documents"][0] = document
+    (index / "documents.json").write_text(json.dumps(docs))
+    capsys.readouterr()
+    assert main(["tfidf", "search", str(index), "cat"]) == 2
+    _one_error_line(capsys, "documents.json: a document in it is")

@@ -35,7 +35,8 @@ from rnnkit.text.lmscore import LMScore, pick_next
 from rnnkit.text.vocab import UNK, Vocabulary, tokenize
 
 EOS = "<eos>"
-# what np.load and reading the arrays raise on a file that is not one of our models
+# what np.load and reading the arrays raise on a file that is not one of our models (zipfile's NotImplementedError
+# and RuntimeError: a byte of a member's entry changed to another compression method, or to 'encrypted')
 _NOT_A_MODEL = (
     OSError,
     EOFError,
@@ -45,6 +46,8 @@ _NOT_A_MODEL = (
     AttributeError,
     zipfile.BadZipFile,
     zlib.error,
+    NotImplementedError,
+    RuntimeError,
 )
 
 

@@ -239,7 +239,9 @@ class TfidfIndex:
             index.terms, index.idf = terms, np.array(idf, dtype=float)
             if index.matrix.shape[1] != len(index.terms) or len(index.idf) != len(index.terms):
                 raise ValueError(f"{index.matrix.shape[1]} columns for {len(index.terms)} terms")
-        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
+        # (zipfile's NotImplementedError, RuntimeError: a byte of the .npz made another compression or 'encrypted')
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, NotImplementedError,
+                RuntimeError) as e:  # fmt: skip
             raise RnnkitError(
                 f"cannot read a TF-IDF index in {d}: {e}; build one with `rnnkit tfidf index`"
             ) from None

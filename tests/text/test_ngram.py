@@ -355,3 +355,19 @@ def test_a_file_whose_zip64_end_record_is_damaged_is_not_a_model(tmp_path):
     (tmp_path / "bad.npz").write_bytes(data[: at + 5] + b"\xdc" + data[at + 6 :])
     with pytest.raises(RnnkitError, match=r"bad\.npz is not an rnnkit n-gram model"):
         NGramLM.load(tmp_path / "bad.npz")
+
+
+@pytest.mark.parametrize(
+    "at, byte", [(10, 99), (8, 1)]
+)  # its compression method (99: unknown), its flags (1: encrypted)
+def test_a_model_file_whose_member_entry_has_a_byte_changed_is_one_line(tmp_path, at, byte):
+    """A byte changed in a member's central directory entry: zipfile raised NotImplementedError ('That compression
+    method is not supported') or RuntimeError ("File 'keys1.npy' is encrypted, password required for extraction")
+    as the arrays were read, a traceback from every ngram command."""
+    NGramLM(2).fit("the cat sat on the mat\n").save(tmp_path / "m.npz")
+    data = bytearray((tmp_path / "m.npz").read_bytes())
+    entry = data.rfind(b"PK\x01\x02")  # the last member's
+    data[entry + at] = byte
+    (tmp_path / "m.npz").write_bytes(bytes(data))
+    with pytest.raises(RnnkitError, match=r"m\.npz is not an rnnkit n-gram model"):
+        NGramLM.load(tmp_path / "m.npz")

@@ -251,3 +251,20 @@ def test_a_config_that_is_no_tfidf_config_is_refused_in_one_line(config):
     'tf'"; it is one line naming the type and the way to make one."""
     with pytest.raises(RnnkitError, match=r"^TfidfIndex takes a TfidfConfig \(or None\), got (dict|str)"):
         TfidfIndex(config)
+
+
+@pytest.mark.parametrize(
+    "at, byte", [(10, 99), (8, 1)]
+)  # its compression method (99: unknown), its flags (1: encrypted)
+def test_a_matrix_file_whose_member_entry_has_a_byte_changed_is_one_line(tmp_path, at, byte):
+    """zipfile raised NotImplementedError ('That compression method is not supported') or RuntimeError ('... is
+    encrypted, password required for extraction') from TfidfIndex.load, a traceback from tfidf search."""
+    TfidfIndex().fit(DOCS).save(tmp_path)
+    data = bytearray((tmp_path / "tfidf.npz").read_bytes())
+    data[data.rfind(b"PK\x01\x02") + at] = byte  # the last member's central directory entry
+    (tmp_path / "tfidf.npz").write_bytes(bytes(data))
+    meta = json.loads((tmp_path / "index.json").read_text())
+    meta.pop("tfidf_sha256")  # (an index saved without it: else the checksum says it first)
+    (tmp_path / "index.json").write_text(json.dumps(meta))
+    with pytest.raises(RnnkitError, match="cannot read a TF-IDF index in"):
+        TfidfIndex.load(tmp_path)

@@ -179,6 +179,25 @@ class NGramLM:
             self.mass.append(np.bincount(h, weights=self.D[m][np.minimum(c, 3)], minlength=size))
             self.raw_total.append(np.bincount(h, weights=self.count[m], minlength=size))
 
+    def _check_counts(self) -> None:
+        """A ValueError unless the arrays are as fit_ids counts them: per order m, the m-grams' keys (context id · V
+        + token) increasing and below (number of (m-1)-grams) · V, their counts >= 1 and continuation counts >= 0,
+        all whole numbers of one length. Keys out of order or range (a file made by hand, or another program's)
+        were looked up wrong in silence, and float or negative arrays failed inside numpy."""
+        V = len(self.vocab)
+        for m in range(1, self.n + 1):
+            keys, count, cont = self.keys[m], self.count[m], self.cont[m]
+            size = 1 if m == 1 else len(self.keys[m - 1])
+            if not (
+                all(a.ndim == 1 and a.dtype.kind in "iu" and len(a) == len(keys) for a in (keys, count, cont))
+                and (len(keys) == 0 or keys[0] >= 0 and keys[-1] < size * V and np.all(np.diff(keys) > 0))
+                and np.all(count >= 1)
+                and np.all(cont >= 0)
+            ):
+                raise ValueError(f"its {m}-gram arrays are not those of a counted text")
+            self.keys[m], self.count[m] = keys.astype(np.int64), count.astype(np.int64)
+            self.cont[m] = self.count[m] if m == self.n else cont.astype(np.int64)
+
     def _discounts(self, c: np.ndarray) -> np.ndarray:
         """D(c) for c = 0, 1, 2, 3+ from the counts-of-counts n_r = #{m-grams with count r}.
 
@@ -385,7 +404,8 @@ class NGramLM:
                     model.keys.append(z[f"keys{m}"])
                     model.count.append(z[f"count{m}"])
                 model.cont = [None] + [z[f"cont{m}"] for m in range(1, model.n)] + [model.count[model.n]]
-            model._statistics()  # arrays of another layout (float keys, lengths that differ) fail here
+            model._check_counts()
+            model._statistics()
         except _NOT_A_MODEL:
             raise RnnkitError(not_a_model) from None
         return model

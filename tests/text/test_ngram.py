@@ -371,3 +371,29 @@ def test_a_model_file_whose_member_entry_has_a_byte_changed_is_one_line(tmp_path
     (tmp_path / "m.npz").write_bytes(bytes(data))
     with pytest.raises(RnnkitError, match=r"m\.npz is not an rnnkit n-gram model"):
         NGramLM.load(tmp_path / "m.npz")
+
+
+@pytest.mark.parametrize(
+    "name, change",
+    [
+        ("keys2", lambda a: a[::-1].copy()),  # out of order: looked up wrong in silence
+        ("keys2", lambda a: a + 10**9),  # past the contexts' range: every 2-gram unseen, in silence
+        ("keys1", lambda a: a[:0]),  # no unigrams, 2-grams of contexts that are none
+        ("count2", lambda a: -a),  # IndexError inside the statistics
+        (
+            "cont1",
+            lambda a: a.astype(np.float64),
+        ),  # IndexError: arrays used as indices must be of integer type
+        ("count2", lambda a: a.astype(np.int8) * 100),  # wrapped to negatives
+    ],
+)
+def test_a_model_file_whose_counts_are_not_a_texts_is_one_line(tmp_path, name, change):
+    """Arrays made by hand or by another program: keys out of order or range scored every text otherwise in
+    silence (perplexity 409 for 2.4), float or negative counts failed inside numpy with an IndexError."""
+    NGramLM(3).fit("the cat sat on the mat\n" * 5).save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz") as z:
+        arrays = dict(z)
+    arrays[name] = change(arrays[name])
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(RnnkitError, match=r"bad\.npz is not an rnnkit n-gram model"):
+        NGramLM.load(tmp_path / "bad.npz")

@@ -266,6 +266,11 @@ def restore(ckpt, model, optimizer, batches, path="latest.pt") -> Progress:
                           f"are real); {_instead(path, True)}")  # fmt: skip
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(_in_model_order(ckpt, model))
+    # torch fills in settings newer than the file; one it lacks (betas) was a KeyError traceback at the first step
+    lacking = sorted({k for group in optimizer.param_groups for k in optimizer.defaults if k not in group})
+    if lacking:
+        raise RnnkitError(f"{path} is damaged (its optimizer state lacks the settings {', '.join(lacking)}); "
+                          f"{_instead(path, True)}")  # fmt: skip
     carry = ckpt["carry"]
     n, shape = CELLS[model.cfg.cell].num_states, (model.cfg.num_layers, batches.B, model.cfg.hidden_size)
     if carry and (
@@ -451,7 +456,8 @@ def _train(cfg, out, resume, force, dry_run, log):
         )
     except RnnkitError:
         raise
-    except (RuntimeError, ValueError, KeyError) as e:
+    # (weights keyed by numbers, not names: load_state_dict's AttributeError "'int' object has no attribute ...")
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise RnnkitError(
             f"{out / 'latest.pt'} does not fit this configuration ({mismatch(e)}); resume without changing model options"
         ) from None

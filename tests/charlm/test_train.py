@@ -698,7 +698,11 @@ def test_resume_from_a_checkpoint_with_a_damaged_progress_is_one_line(tmp_path, 
             lambda c: c["model"].update({"head.weight": c["model"]["head.weight"] * (1 + 1j)}),
             r"its weights head\.weight are complex numbers; a model's are real",
         ),
-    ],  # (the last: IndexError: tuple index out of range, from the first step's forward)
+        (  # KeyError: 'betas' from Adam's first step
+            lambda c: c["optimizer"]["param_groups"][0].pop("betas"),
+            r"its optimizer state lacks the settings betas",
+        ),
+    ],  # (the carry's: IndexError: tuple index out of range, from the first step's forward)
 )
 def test_resume_from_a_checkpoint_missing_a_part_is_one_line(tmp_path, corpus, damage, message):
     quiet = lambda s: None  # noqa: E731
@@ -710,6 +714,19 @@ def test_resume_from_a_checkpoint_missing_a_part_is_one_line(tmp_path, corpus, d
     damage(ckpt)
     save_checkpoint(run / "latest.pt", ckpt)
     with pytest.raises(RnnkitError, match=message + r".*; to resume from the run's best\.pt"):
+        train(tiny_config(corpus, max_steps=4), run, resume=True, log=quiet)
+
+
+def test_resume_from_a_checkpoint_whose_weights_are_keyed_by_numbers_is_one_line(tmp_path, corpus):
+    """load_state_dict of {0: W_xh, 1: ...} (a damaged or hand-made file) ended in its AttributeError traceback,
+    "'int' object has no attribute 'startswith'", where load_run says the weights do not fit."""
+    quiet = lambda s: None  # noqa: E731
+    run = tmp_path / "run"
+    train(tiny_config(corpus, max_steps=2), run, log=quiet)
+    ckpt = dict(load_checkpoint(run / "latest.pt"))
+    ckpt["model"] = dict(enumerate(ckpt["model"].values()))
+    save_checkpoint(run / "latest.pt", {k: v for k, v in ckpt.items() if k not in ("format", "version")})
+    with pytest.raises(RnnkitError, match=r"latest\.pt does not fit this configuration"):
         train(tiny_config(corpus, max_steps=4), run, resume=True, log=quiet)
 
 

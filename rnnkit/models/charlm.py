@@ -442,6 +442,10 @@ def load_run(run):
         raise RnnkitError(
             f"{bad}: its weights {', '.join(complex_[:3])} are complex numbers; a model's are real"
         )
+    whole = [n for n, w in state.items() if isinstance(w, torch.Tensor) and not w.is_floating_point()]
+    if whole:  # load_state_dict copied integers or bools (w > 0) into the model in silence
+        raise RnnkitError(f"{bad}: its weights {', '.join(whole[:3])} are {state[whole[0]].dtype} (whole numbers "
+                          "or bools); a model's are floating-point")  # fmt: skip
     try:
         model.load_state_dict(ckpt["model"])
     except (RuntimeError, TypeError, AttributeError) as e:  # missing, unexpected or misshapen weights

@@ -264,6 +264,10 @@ def restore(ckpt, model, optimizer, batches, path="latest.pt") -> Progress:
     if complex_:  # load_state_dict kept the real part, with only torch's warning (as load_run says it)
         raise RnnkitError(f"{path} is damaged (its weights {', '.join(complex_[:3])} are complex numbers; a model's "
                           f"are real); {_instead(path, True)}")  # fmt: skip
+    whole = [n for n, w in ckpt["model"].items() if isinstance(w, torch.Tensor) and not w.is_floating_point()]
+    if whole:  # copied into the model in silence, and trained on
+        raise RnnkitError(f"{path} is damaged (its weights {', '.join(whole[:3])} are {ckpt['model'][whole[0]].dtype}: "
+                          f"whole numbers or bools; a model's are floating-point); {_instead(path, True)}")  # fmt: skip
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(_in_model_order(ckpt, model))
     # torch fills in settings newer than the file; one it lacks (betas) was a KeyError traceback at the first step

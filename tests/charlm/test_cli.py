@@ -464,6 +464,11 @@ def _damage(path, how, tmp_path):
         # loaded with torch's 'UserWarning: Casting complex values to real discards the imaginary part'
         (lambda c: c["model"].update({"head.weight": c["model"]["head.weight"] * (1 + 1j)}),
          r"bad\.pt is not a usable rnnkit checkpoint: its weights head\.weight are complex numbers"),
+        # copied into the model in silence: another model's scores and samples
+        (lambda c: c["model"].update({"head.weight": c["model"]["head.weight"] > 0}),
+         r"bad\.pt is not a usable rnnkit checkpoint: its weights head\.weight are torch\.bool .*floating-point"),
+        (lambda c: c["model"].update({k: (w * 100).long() for k, w in c["model"].items()}),
+         r"its weights embedding\.weight, rnn\.cells\.0\.W_xh, .* are torch\.int64 \(whole numbers or bools\)"),
     ],
 )  # fmt: skip
 def test_inconsistent_checkpoints_are_one_line_errors(trained, tmp_path, cli, how, message):

@@ -698,6 +698,10 @@ def test_resume_from_a_checkpoint_with_a_damaged_progress_is_one_line(tmp_path, 
             lambda c: c["model"].update({"head.weight": c["model"]["head.weight"] * (1 + 1j)}),
             r"its weights head\.weight are complex numbers; a model's are real",
         ),
+        (  # copied into the model in silence, and trained on
+            lambda c: c["model"].update({"head.weight": c["model"]["head.weight"].long()}),
+            r"its weights head\.weight are torch\.int64: whole numbers or bools; a model's are floating-point",
+        ),
         (  # KeyError: 'betas' from Adam's first step
             lambda c: c["optimizer"]["param_groups"][0].pop("betas"),
             r"its optimizer state lacks the settings betas",

@@ -431,12 +431,15 @@ def load_run(run):
         raise RnnkitError(f"{bad}: its vocabulary ({len(chars)} characters) does not match its model "
                           f"({cfg.model.vocab_size} characters)")  # fmt: skip
     _check_vocab_json(path, chars)
+    state = ckpt["model"] if isinstance(ckpt["model"], dict) else {}  # (not a dict: said by load_state_dict)
     try:  # its random initial weights are overwritten: the caller's stream (torch.manual_seed, then sampling)
         with torch.random.fork_rng(devices=[]):  # is left as it was
-            model = CharLM(cfg.model)
+            misfit = weights_misfit(cfg.model, state) if state else None
+            model = None if misfit else CharLM(cfg.model)
     except (RnnkitError, ValueError, TypeError) as e:  # sizes or a dropout no training run saves
         raise RnnkitError(f"{bad}: its config makes no model ({str(e).splitlines()[0][:100]})") from None
-    state = ckpt["model"] if isinstance(ckpt["model"], dict) else {}  # (not a dict: said by load_state_dict)
+    if misfit:
+        raise RnnkitError(f"{bad}: its weights do not fit its config ({misfit})")
     complex_ = [name for name, w in state.items() if isinstance(w, torch.Tensor) and w.is_complex()]
     if complex_:  # load_state_dict kept the real part, with only torch's warning
         raise RnnkitError(
@@ -455,6 +458,22 @@ def load_run(run):
         raise RnnkitError(f"{bad}: its weights {', '.join(broken[:3])} hold NaN or infinite values")
     model.run_config = cfg  # the whole run's settings (eval reads its validation windows from them)
     return model.eval(), list(chars)
+
+
+def weights_misfit(cfg: CharLMConfig, state: dict) -> str | None:
+    """The first of the model's weights that `state` lacks or holds in another shape, or None; read off the model
+    built on the meta device (no memory), before the real one: a checkpoint's config of sizes its weights don't have
+    (hidden_size 10**6, damaged or edited) allocated that model first, 11 TB, and the command said 'out of memory;
+    choose smaller sizes' of options the user never gave."""
+    with torch.device("meta"):
+        want = CharLM(cfg).state_dict()
+    for name, w in want.items():
+        if name not in state:
+            return f"it lacks {name}"
+        if isinstance(state[name], torch.Tensor) and state[name].shape != w.shape:
+            return (f"size mismatch for {name}: copying a param with shape {tuple(state[name].shape)} from checkpoint, "
+                    f"the shape in the model of its config is {tuple(w.shape)}")  # fmt: skip
+    return None
 
 
 def _check_vocab_json(path, chars):

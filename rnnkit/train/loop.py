@@ -33,7 +33,7 @@ from rnnkit.data.bptt import StreamBatches, eval_streams, split
 from rnnkit.data.corpus import load_corpus
 from rnnkit.engine import native
 from rnnkit.errors import RnnkitError
-from rnnkit.models.charlm import CharLM
+from rnnkit.models.charlm import CharLM, weights_misfit
 from rnnkit.train.checkpoint import _instead, load_checkpoint, mismatch, save_checkpoint
 from rnnkit.train.config import RunConfig, validate
 from rnnkit.train.metrics import LN2, MetricsLog, plot_losses
@@ -451,6 +451,14 @@ def _train(cfg, out, resume, force, dry_run, log):
         _check_corpus(corpus, ckpt, out)
         _check_windows(cfg, ckpt, out)
     cfg.model.vocab_size = len(chars)
+    if (
+        ckpt is not None
+    ):  # sizes its weights don't have (an edited config.json): said before they are allocated
+        with torch.random.fork_rng(devices=[]):
+            misfit = weights_misfit(cfg.model, ckpt["model"])
+        if misfit:
+            raise RnnkitError(f"{out / 'latest.pt'} does not fit this configuration ({misfit}); resume without "
+                              "changing model options")  # fmt: skip
     torch.manual_seed(cfg.train.seed)
     model = CharLM(cfg.model)
     optimizer = make_optimizer(model.parameters(), cfg.train)

@@ -734,6 +734,18 @@ def test_resume_from_a_checkpoint_whose_weights_are_keyed_by_numbers_is_one_line
         train(tiny_config(corpus, max_steps=4), run, resume=True, log=quiet)
 
 
+def test_resume_with_sizes_its_weights_do_not_have_says_so_before_allocating_them(tmp_path, corpus):
+    """A config (an edited config.json) of hidden_size 10**6: the model was built before the checkpoint was
+    compared with it, and the resume ended in torch's allocator error (the command line: 'out of memory ...')."""
+    quiet = lambda s: None  # noqa: E731
+    run = tmp_path / "run"
+    train(tiny_config(corpus, max_steps=2), run, log=quiet)
+    cfg = tiny_config(corpus, max_steps=4)
+    cfg.model.hidden_size = 10**6
+    with pytest.raises(RnnkitError, match=r"latest\.pt does not fit this configuration \(size mismatch for "):
+        train(cfg, run, resume=True, log=quiet)
+
+
 def test_learning_rate_decays_as_char_rnn_does():
     """char-rnn multiplies the rate at the end of every epoch k with k >= learning_rate_decay_after; this
     applied one decay fewer (the char-rnn preset's first decay came after epoch 11, not 10)."""

@@ -13,6 +13,7 @@ scikit-learn's `TfidfVectorizer`'s.
 import hashlib
 import io
 import json
+import math
 import numbers
 import pathlib
 import zipfile
@@ -232,13 +233,17 @@ class TfidfIndex:
                 or len(set(terms)) < len(terms)
             ):
                 raise ValueError(f"its terms must be a list of distinct terms (str), got {terms!r:.60}")
-            if not isinstance(idf, list) or not all(
-                isinstance(v, int | float) and not isinstance(v, bool) for v in idf
-            ):
-                raise ValueError(f"its idf must be a list of numbers, one per term, got {idf!r:.60}")
+            if (
+                not isinstance(idf, list)
+                or not all(
+                    isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < math.inf for v in idf
+                )
+            ):  # (NaN, which json reads, or <= 0: every cosine NaN or <= 0, and search listed nothing, exit 0)
+                raise ValueError(f"its idf must be a list of numbers > 0, one per term, got {idf!r:.60}")
             index.terms, index.idf = terms, np.array(idf, dtype=float)
             if index.matrix.shape[1] != len(index.terms) or len(index.idf) != len(index.terms):
-                raise ValueError(f"{index.matrix.shape[1]} columns for {len(index.terms)} terms")
+                raise ValueError(f"{index.matrix.shape[1]} columns and {len(index.idf)} idf values for "
+                                 f"{len(index.terms)} terms")  # fmt: skip
         # (zipfile's NotImplementedError, RuntimeError: a byte of the .npz made another compression or 'encrypted')
         except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, NotImplementedError,
                 RuntimeError) as e:  # fmt: skip

@@ -206,7 +206,28 @@ def test_a_mixed_index_from_two_saves_is_refused_in_one_line(tmp_path):
         ("abc", None, r"its terms must be a list of distinct terms \(str\), got 'abc'"),
         (["a", "a", "b"], None, r"its terms must be a list of distinct terms \(str\), got \['a', 'a', 'b'\]"),
         ([1, 2, 3], None, r"its terms must be a list of distinct terms \(str\), got \[1, 2, 3\]"),
-        (None, ["x", "y", "z"], r"its idf must be a list of numbers, one per term, got \['x', 'y', 'z'\]"),
+        (
+            None,
+            ["x", "y", "z"],
+            r"its idf must be a list of numbers > 0, one per term, got \['x', 'y', 'z'\]",
+        ),
+        # NaN (json reads it) or <= 0: every cosine NaN or <= 0, and search listed nothing, exit 0
+        (
+            None,
+            [float("nan")] * 3,
+            r"its idf must be a list of numbers > 0, one per term, got \[nan, nan, nan\]",
+        ),
+        (
+            None,
+            [-1.0, 1.0, 1.0],
+            r"its idf must be a list of numbers > 0, one per term, got \[-1\.0, 1\.0, 1\.0\]",
+        ),
+        (
+            None,
+            [1.0, 1.0, float("inf")],
+            r"its idf must be a list of numbers > 0, one per term, got \[1\.0, 1\.0, inf\]",
+        ),
+        (None, [1.0, 1.0], r"3 columns and 2 idf values for 3 terms"),  # it said '3 columns for 3 terms'
     ],
 )
 def test_an_index_json_with_malformed_terms_or_idf_is_refused_in_one_line(tmp_path, terms, idf, message):

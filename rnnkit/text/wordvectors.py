@@ -292,6 +292,7 @@ def _read_text(rest: bytes, V: int, E: int):
         lines -= 1
     if lines < V:
         raise ValueError(f"header says {V} words, file has {lines} lines")
+    _check_size(rest, V, E, 2 * E)  # " x" per number at least
     words, vectors, pos = [], np.empty((V, E), np.float32), 0
     for n in range(2, V + 2):
         end = rest.find(b"\n", pos)
@@ -306,7 +307,16 @@ def _read_text(rest: bytes, V: int, E: int):
     return words, vectors
 
 
+def _check_size(rest: bytes, V: int, E: int, least: int) -> None:
+    """A ValueError where V vectors of `least` bytes each can't fit in the file: a header of sizes past the file
+    ('17 1000000000', damaged) allocated the (V, E) array first, 63 GB, and said 'out of memory'."""
+    if V * least > len(rest):
+        raise ValueError(f"its header '{V} {E}' promises {V:,} vectors of {E:,} numbers, more than its "
+                         f"{len(rest):,} bytes hold")  # fmt: skip
+
+
 def _read_binary(rest: bytes, V: int, E: int):
+    _check_size(rest, V, E, 4 * E)  # 4 bytes per number
     words, vectors, pos = [], np.empty((V, E), np.float32), 0
     for i in range(V):
         space = rest.find(b" ", pos)

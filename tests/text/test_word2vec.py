@@ -622,6 +622,21 @@ def test_a_truncated_binary_file_says_where_it_ends(tmp_path, cut, message):
             WordVectors.load(path, binary)
 
 
+@pytest.mark.parametrize(
+    "binary, header", [(False, b"2 1000000000"), (True, b"2 1000000000"), (True, b"100000000000 3")]
+)
+def test_a_header_of_sizes_past_the_file_is_one_line_not_out_of_memory(tmp_path, binary, header):
+    """A damaged header ('17 1000000000' for '17 8') allocated the (V, E) array before reading a vector: 7.5 GB
+    for 2 words, said by the command line as 'out of memory ... choose smaller sizes' (numpy's MemoryError)."""
+    path = tmp_path / "v"
+    WordVectors(["a", "b"], np.ones((2, 3), np.float32)).save(path, binary=binary)
+    path.write_bytes(header + path.read_bytes()[3:])
+    with pytest.raises(
+        RnnkitError, match=f"its header '{header.decode()}' promises .* more than its .* bytes hold"
+    ):
+        WordVectors.load(path, binary)
+
+
 def test_a_save_through_a_symbolic_link_writes_the_file_it_points_to(tmp_path):
     """The rename that makes a save whole put a file in the link's place: the link was gone, and the file it
     pointed to (kept elsewhere, shared) kept the old vectors."""

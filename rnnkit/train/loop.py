@@ -334,6 +334,13 @@ def _saved_progress(saved, windows: int, path) -> Progress:
             f"{path} is damaged (its progress is malformed: {str(saved)[:100]}); {_instead(path, True)}"
         )
     progress = Progress(**saved)
+    # NaN or inf: elapsed < budget was never true, and every resume said 'done' without a step (exit 0); a NaN
+    # initial loss turned the explosion test off
+    numbers = (progress.elapsed, progress.initial_loss, progress.smooth_loss)
+    if not all(0 <= v < math.inf for v in numbers) or math.isnan(progress.best_val):
+        raise RnnkitError(
+            f"{path} is damaged (its progress is malformed: {str(saved)[:100]}); {_instead(path, True)}"
+        )
     if not 0 <= progress.window < windows or progress.step < 0:
         raise RnnkitError(f"{path} is damaged (its progress is at window {progress.window} of an epoch of "
                           f"{windows}); {_instead(path, True)}")  # fmt: skip

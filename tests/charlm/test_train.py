@@ -668,6 +668,10 @@ def test_resume_from_a_checkpoint_of_another_shape_names_the_mismatch(tmp_path, 
         ({"step": "x"}, "its progress is malformed"),  # TypeError: '<=' not supported ...
         ({"bogus": 1}, "its progress is malformed"),  # TypeError: ... unexpected keyword argument 'bogus'
         ({"window": 10**6}, "its progress is at window 1000000 of an epoch of"),  # IndexError from the loop
+        # the loop's elapsed < budget never true: every resume said 'done: 2 steps in nan s', exit 0
+        ({"elapsed": math.nan}, "its progress is malformed"),
+        ({"elapsed": math.inf}, "its progress is malformed"),
+        ({"initial_loss": math.nan}, "its progress is malformed"),  # the explosion test turned off
     ],
 )
 def test_resume_from_a_checkpoint_with_a_damaged_progress_is_one_line(tmp_path, corpus, progress, message):

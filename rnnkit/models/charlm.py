@@ -465,8 +465,13 @@ def weights_misfit(cfg: CharLMConfig, state: dict) -> str | None:
     built on the meta device (no memory), before the real one: a checkpoint's config of sizes its weights don't have
     (hidden_size 10**6, damaged or edited) allocated that model first, 11 TB, and the command said 'out of memory;
     choose smaller sizes' of options the user never gave."""
-    with torch.device("meta"):
-        want = CharLM(cfg).state_dict()
+    try:
+        with torch.device("meta"):
+            want = CharLM(cfg).state_dict()
+    except (
+        RuntimeError
+    ) as e:  # sizes no tensor holds (hidden_size 10**9: 'Storage size calculation overflowed')
+        return f"its sizes make no model: {str(e).splitlines()[0][:80]}"
     for name, w in want.items():
         if name not in state:
             return f"it lacks {name}"

@@ -467,6 +467,9 @@ def _damage(path, how, tmp_path):
         # the model built first (11 TB): 'out of memory; choose smaller sizes (the model's --hidden-size ...)'
         (lambda c: c.update(config=c["config"].replace('"hidden_size": 16', '"hidden_size": 1000000')),
          r"bad\.pt is not a usable rnnkit checkpoint: its weights do not fit its config \(size mismatch for rnn"),
+        # a size no tensor holds: torch's 'Storage size calculation overflowed' traceback
+        (lambda c: c.update(config=c["config"].replace('"hidden_size": 16', '"hidden_size": 1000000000')),
+         r"its weights do not fit its config \(its sizes make no model: Storage size calculation overflowed"),
         # copied into the model in silence: another model's scores and samples
         (lambda c: c["model"].update({"head.weight": c["model"]["head.weight"] > 0}),
          r"bad\.pt is not a usable rnnkit checkpoint: its weights head\.weight are torch\.bool .*floating-point"),

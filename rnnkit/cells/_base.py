@@ -272,7 +272,9 @@ class Cell(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args)
         for k in range(n, len(errors)):
             for ours, theirs in given.items():
-                errors[k] = errors[k].replace(f" for {prefix}{ours}:", f" for {theirs} (here {prefix}{ours}):")
+                errors[k] = errors[k].replace(
+                    f" for {prefix}{ours}:", f" for {theirs} (here {prefix}{ours}):"
+                )
 
     def __setattr__(self, name, value):
         """cell.weight_hh = nn.Parameter(...) replaces W_hh, as it replaces torch.nn.LSTMCell's weight; a plain tensor

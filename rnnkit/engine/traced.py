@@ -211,7 +211,9 @@ def _value(v, names, numbers, seen, depth):
     elif isinstance(v, np.ndarray):  # (float(A), A[0]: a mutable array's numbers, which the trace bakes in)
         if v.size <= 256:
             numbers.append((v.dtype.str, v.shape, v.tobytes()))
-        elif not v.dtype.hasobject:  # a bigger one by a digest (one of H = 512 per-unit gains was left out: a change
+        elif (
+            not v.dtype.hasobject
+        ):  # a bigger one by a digest (one of H = 512 per-unit gains was left out: a change
             # to it went unseen, the native loop ran the old kernels in silence)
             digest = hashlib.blake2b(memoryview(np.ascontiguousarray(v)).cast("B"), digest_size=16).digest()
             numbers.append((v.dtype.str, v.shape, digest))

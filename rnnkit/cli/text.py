@@ -461,7 +461,7 @@ def cmd_tfidf_search(args) -> int:
     index = TfidfIndex.load(args.index)
     path = pathlib.Path(args.index) / "documents.json"
     try:
-        docs = json.loads(path.read_text(encoding="utf-8"))
+        docs = json.loads(path.read_text(encoding="utf-8-sig"))  # (a BOM: no edit)
         if isinstance(docs, dict):  # a list alone in an index written without the sha256
             if docs.get("tfidf_sha256") != index.sha256:
                 raise ValueError(

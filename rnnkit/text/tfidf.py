@@ -216,7 +216,7 @@ class TfidfIndex:
     def load(cls, directory) -> "TfidfIndex":
         d = pathlib.Path(directory)
         try:
-            meta = json.loads((d / "index.json").read_text(encoding="utf-8"))
+            meta = json.loads((d / "index.json").read_text(encoding="utf-8-sig"))  # (a BOM: no edit)
             index = cls(TfidfConfig(**meta["config"]))
             npz = (d / "tfidf.npz").read_bytes()  # (missing, or unreadable: said as it was)
             if not is_zip(io.BytesIO(npz)):  # np.load would offer to unpickle it

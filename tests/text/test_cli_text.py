@@ -808,3 +808,18 @@ def test_tfidf_search_of_documents_json_with_a_damaged_document_is_one_line(
     capsys.readouterr()
     assert main(["tfidf", "search", str(index), "cat"]) == 2
     _one_error_line(capsys, "documents.json: a document in it is")
+
+
+@pytest.mark.parametrize("name", ["index.json", "documents.json"])
+def test_tfidf_search_reads_a_file_saved_again_with_a_byte_order_mark(tmp_path, corpus, capsys, name):
+    """index.json or documents.json opened and saved unchanged by an editor that writes a UTF-8 byte-order mark was
+    refused ('Unexpected UTF-8 BOM'), where config.json and vocab.json are read as utf-8-sig."""
+    index = tmp_path / "idx"
+    assert main(["tfidf", "index", str(corpus), "--out", str(index)]) == 0
+    capsys.readouterr()
+    assert main(["tfidf", "search", str(index), "market"]) == 0
+    want = capsys.readouterr().out
+    f = index / name
+    f.write_bytes(b"\xef\xbb\xbf" + f.read_bytes())
+    assert main(["tfidf", "search", str(index), "market"]) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out == want

@@ -121,14 +121,6 @@ class _AliasError(KeyError, RnnkitError):
         return str(self.args[0])
 
 
-def refuse_torch_orig(module, name):
-    """For register_parameter of a cell or layer: torch.nn.utils.prune registers <torch name>_orig (weight_hh_orig,
-    weight_hh_l0_orig) before it finds that the name is not the module's own parameter, and would leave the module
-    half pruned; it gets the module's one line instead (its _alias_message)."""
-    if name.endswith("_orig") and (message := module._alias_message(name[: -len("_orig")])):
-        raise _AliasError(message)
-
-
 class _OwnParameters(dict):
     """A layer's or a cell's own parameters (nn.Module._parameters). torch.nn's weight names (weight_hh_l0 of a
     layer, weight_hh of a cell) name the cells' parameters (W_hh) and are not entries here: torch's utilities that
@@ -166,7 +158,30 @@ class _OwnParameters(dict):
         super().__delitem__(key)
 
 
-class Cell(nn.Module):
+class OwnParametersModule(nn.Module):
+    """What a cell and a layer share as modules answering to torch.nn's weight names (weight_hh, weight_hh_l0) for
+    parameters of their own: their _parameters is an _OwnParameters (set by the subclass's __init__), whose one
+    lines come from the subclass's _alias_message(name)."""
+
+    def register_parameter(self, name, param):
+        """nn.Module's, refusing <torch name>_orig: torch.nn.utils.prune registers it (weight_hh_orig,
+        weight_hh_l0_orig) before it finds that the name is not the module's own parameter, and would leave the
+        module half pruned; it gets the module's one line instead."""
+        if name.endswith("_orig") and (message := self._alias_message(name[: -len("_orig")])):
+            raise _AliasError(message)
+        super().register_parameter(name, param)
+
+    def __getstate__(self):
+        """The parameters as a plain dict (see __setstate__): a weights_only load allows no _OwnParameters."""
+        return {**super().__getstate__(), "_parameters": dict(self._parameters)}
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        object.__setattr__(self, "_parameters", _OwnParameters(self))
+        self._parameters.update(state["_parameters"])
+
+
+class Cell(OwnParametersModule):
     """Base of every cell: input weights W_xh (gates·H, D), bias b_xh, and the recurrent part.
 
     A cell of one's own (the README points here) sets `gates`, `num_states`, REC_PARAMS, GEMMS, EXTRAS, creates
@@ -304,11 +319,6 @@ class Cell(nn.Module):
     # cell.weight_hh), initialises W_hh). Properties, not a __getattr__, which every read of a parameter goes through
     weight_ih, weight_hh, bias_ih, bias_hh = (_torch_name(ours) for ours in ("W_xh", "W_hh", "b_xh", "b_hh"))
 
-    def register_parameter(self, name, param):
-        """nn.Module's, refusing <torch name>_orig (see refuse_torch_orig)."""
-        refuse_torch_orig(self, name)
-        super().register_parameter(name, param)
-
     def _alias_message(self, name):
         """For torch.nn's weight name `name` of this cell: why torch's utilities cannot take it (else None)."""
         ours = self._torch_alias(name) if isinstance(name, str) else None
@@ -316,15 +326,6 @@ class Cell(nn.Module):
             return None
         return (f"{name} is torch.nn's name for this cell's {ours}, not a parameter of its own: apply "
                 f"torch.nn.utils.prune, weight_norm, spectral_norm or parametrizations to (cell, '{ours}')")  # fmt: skip
-
-    def __getstate__(self):
-        """The parameters as a plain dict (see __setstate__): a weights_only load allows no _OwnParameters."""
-        return {**super().__getstate__(), "_parameters": dict(self._parameters)}
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        object.__setattr__(self, "_parameters", _OwnParameters(self))
-        self._parameters.update(state["_parameters"])
 
     def _torch_alias(self, name):
         """The cell's own name (W_xh, ...) of torch.nn's cell's weight `name`, for a cell torch has; else None."""

@@ -37,6 +37,7 @@ from rnnkit.cells import CELLS, LSTMP
 from rnnkit.cells._base import (
     AUTOCAST_DTYPES,
     SCRIPT_ERROR,
+    OwnParametersModule,
     _OwnParameters,
     affine_input,
     autocast_off,
@@ -44,7 +45,6 @@ from rnnkit.cells._base import (
     fx_call,
     joined,
     make_fx_tracing,
-    refuse_torch_orig,
 )
 from rnnkit.cells._base import Cell as BaseCell
 from rnnkit.engine import BACKENDS, GradProbe, refuse_jit_trace, resolve_backend, run
@@ -180,7 +180,7 @@ def _check_cond_type(cond):
         )
 
 
-class Recurrent(nn.Module):
+class Recurrent(OwnParametersModule):
     """A stack of recurrent layers of one cell type.
 
     Args:
@@ -891,15 +891,6 @@ class Recurrent(nn.Module):
         self._load_torch_state_dict(self, state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args)
 
-    def __getstate__(self):
-        """The parameters as a plain dict (see __setstate__): a weights_only load allows no _OwnParameters."""
-        return {**super().__getstate__(), "_parameters": dict(self._parameters)}
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        object.__setattr__(self, "_parameters", _OwnParameters(self))
-        self._parameters.update(state["_parameters"])
-
     def _load_torch_state_dict(self, module, state_dict, prefix, *_):
         """_load_from_state_dict's renaming (a pre-hook in layers saved before): a state_dict of the
         torch.nn.RNN/LSTM/GRU that `to_torch` gives (keys weight_ih_l0, ...) loads too, its keys renamed to this
@@ -1014,11 +1005,6 @@ class Recurrent(nn.Module):
             and prefix + n not in keys
             and f"{prefix}cells.{index[id(c)]}.{a}" not in keys
         ]
-
-    def register_parameter(self, name, param):
-        """nn.Module's, refusing <torch name>_orig (see cells._base.refuse_torch_orig)."""
-        refuse_torch_orig(self, name)
-        super().register_parameter(name, param)
 
     def _alias_message(self, name):
         """For torch.nn's weight name `name` of this layer: why torch's utilities cannot take it (else None)."""

@@ -324,6 +324,42 @@ def test_a_step_reading_the_batch_size_runs_on_the_python_loop():
         layer(torch.randn(5, 3, 3))
 
 
+def single_row_step(xw_t, state, P):
+    """h_t = tanh(xw_t + h_{t-1} W_hhᵀ + b_hh) ⊙ k, halved when the batch is one row: a branch on B == 1."""
+    (h_prev,) = state
+    W_hh, b_hh, k = P
+    f = 0.5 if h_prev.shape[0] == 1 else 1.0
+    hc = torch.tanh(xw_t + linear(h_prev, W_hh, b_hh))
+    return (hc * k * f,), (h_prev,), (hc,)
+
+
+def single_row_step_backward(dstate, cache, P):
+    (dh_t,), (hc,) = dstate, cache
+    W_hh, _, k = P
+    f = 0.5 if dh_t.shape[0] == 1 else 1.0
+    da = dh_t * k * f * (1 - hc * hc)
+    return da, (da @ W_hh,), (da,), ((dh_t * hc * f).sum(0),)
+
+
+class SingleRow(BatchGain):
+    step = staticmethod(single_row_step)
+    step_backward = staticmethod(single_row_step_backward)
+
+
+def test_a_step_branching_on_one_row_runs_on_the_python_loop():
+    """A step that branches on B == 1 traces alike on the samples of 2 and 3 rows; run natively on one row, it
+    took the branch of many (outputs 2x off, in silence). Its kernels differ on 1 row: the python loop runs it."""
+    want = _run_layer(SingleRow, "autograd", torch.float64, B=1, lengths=False)
+    got = _run_layer(SingleRow, None, torch.float64, B=1, lengths=False)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    layer = Recurrent(SingleRow, 3, 4, backend="native")
+    with pytest.warns(
+        RuntimeWarning, match=r"native backend unavailable \(SingleRow's step functions read the batch"
+    ):
+        layer(torch.randn(1, 3, 3))
+
+
 def kept_step(xw_t, state, P):
     """Only the units a boolean buffer keeps are updated: h_t = where(keep, tanh(...), h_{t-1})."""
     (h_prev,) = state

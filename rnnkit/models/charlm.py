@@ -464,7 +464,11 @@ def weights_misfit(cfg: CharLMConfig, state: dict) -> str | None:
     """The first of the model's weights that `state` lacks or holds in another shape, or None; read off the model
     built on the meta device (no memory), before the real one: a checkpoint's config of sizes its weights don't have
     (hidden_size 10**6, damaged or edited) allocated that model first, 11 TB, and the command said 'out of memory;
-    choose smaller sizes' of options the user never gave."""
+    choose smaller sizes' of options the user never gave. A num_layers past the count of its weights is said first:
+    100,000 layers took 20-30 s to build, even on the meta device."""
+    L = cfg.num_layers
+    if isinstance(L, int) and L > len(state):
+        return f"num_layers {L} needs a layer's weights for each, it holds {len(state)} tensors in all"
     try:
         with torch.device("meta"):
             want = CharLM(cfg).state_dict()

@@ -157,7 +157,10 @@ def hopfield_recall(args) -> None:
     else:
         _check_units(units, f"--units {units}", f"give --units {MAX_UNITS} or less")
         patterns, shape = None, None
-    xi = None if patterns is None else as_spins(patterns)  # a bad file is an error before --out is made
+    name = (
+        "patterns" if args.patterns is None else f"--patterns {args.patterns}: patterns"
+    )  # (the file named)
+    xi = None if patterns is None else as_spins(patterns, name)  # a bad file is an error before --out is made
     out, g = _setup(args)
     if xi is None:
         xi = hopfield.random_patterns(count, units, g, args.device)

@@ -65,8 +65,12 @@ def test_a_patterns_file_saved_with_a_byte_order_mark_reads(tmp_path, text):
     "args, message",
     [
         (["hopfield", "recall", "--units", "0"], "--units (number of units N) must be a positive integer"),
-        (["hopfield", "recall", "--patterns", "{bad}"], "must be binary"),
-        (["hopfield", "recall", "--patterns", "{ragged}"], "mixed lengths"),
+        # the value errors named no file ("patterns must be binary")
+        (["hopfield", "recall", "--patterns", "{bad}"], "--patterns {bad}: patterns must be binary"),
+        (
+            ["hopfield", "recall", "--patterns", "{ragged}"],
+            "--patterns {ragged}: patterns have mixed lengths",
+        ),
         # an empty (or blank) file was "patterns must be a non-empty (rows, units) matrix, got shape (1, 0)"
         (
             ["hopfield", "recall", "--patterns", "{blank}"],

@@ -416,6 +416,10 @@ def load_run(run):
         cfg = RunConfig.from_dict(json.loads(ckpt["config"]))
     except (TypeError, ValueError, AttributeError) as e:  # not JSON, not a dict, unknown keys
         raise RnnkitError(f"{bad}: its config cannot be read ({str(e).splitlines()[0][:100]})") from None
+    for key, what in (("batch_size", "number of streams"), ("seq_len", "window length")):
+        n = getattr(cfg.data, key)  # (eval reads its windows with them: an error named no file)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise RnnkitError(f"{bad}: its config's data.{key} {n!r} is no {what} (a whole number >= 1)")
     if cfg.model.cell not in CELLS:
         raise RnnkitError(
             f"{bad}: its cell {cfg.model.cell!r} is not one of this rnnkit's ({', '.join(CELLS)})"

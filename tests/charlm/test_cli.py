@@ -470,6 +470,11 @@ def _damage(path, how, tmp_path):
         # a size no tensor holds: torch's 'Storage size calculation overflowed' traceback
         (lambda c: c.update(config=c["config"].replace('"hidden_size": 16', '"hidden_size": 1000000000')),
          r"its weights do not fit its config \(its sizes make no model: Storage size calculation overflowed"),
+        # eval read its windows with it: "batch size (streams) must be a whole number >= 1, got 0", naming no file
+        (lambda c: c.update(config=c["config"].replace('"batch_size": 4', '"batch_size": 0')),
+         r"bad\.pt is not a usable rnnkit checkpoint: its config's data\.batch_size 0 is no number of streams"),
+        (lambda c: c.update(config=c["config"].replace('"seq_len": 8', '"seq_len": 2.5')),
+         r"bad\.pt is not a usable rnnkit checkpoint: its config's data\.seq_len 2\.5 is no window length"),
         # 100,000 layers built on the meta device first: 20-30 s before the line
         (lambda c: c.update(config=c["config"].replace('"num_layers": 1', '"num_layers": 100000')),
          r"its weights do not fit its config \(num_layers 100000 needs a layer's weights for each, it holds \d+ "),

@@ -35,6 +35,7 @@ from rnnkit.text.lmscore import LMScore, pick_next
 from rnnkit.text.vocab import UNK, Vocabulary, tokenize
 
 EOS = "<eos>"
+OPTIONS = ("n", "smoothing", "k", "discount", "level", "lower", "min_freq")  # saved in every model's meta
 # what np.load and reading the arrays raise on a file that is not one of our models (zipfile's NotImplementedError
 # and RuntimeError: a byte of a member's entry changed to another compression method, or to 'encrypted')
 _NOT_A_MODEL = (
@@ -372,9 +373,7 @@ class NGramLM:
             f"{name}{m}": getattr(self, name)[m] for m in range(1, self.n + 1) for name in ("keys", "count")
         }
         arrays.update({f"cont{m}": self.cont[m] for m in range(1, self.n)})
-        meta = {
-            k: getattr(self, k) for k in ("n", "smoothing", "k", "discount", "level", "lower", "min_freq")
-        }
+        meta = {k: getattr(self, k) for k in OPTIONS}
         meta["vocab"] = self.vocab.to_dict()
         with atomic_open(path, "wb") as f:  # a failed write leaves the old model as it was
             np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays)
@@ -397,6 +396,14 @@ class NGramLM:
         try:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
+        except _NOT_A_MODEL:
+            raise RnnkitError(not_a_model) from None
+        # every save writes every option: one missing took its default (a word model read as a char one)
+        lacks = [k for k in (*OPTIONS, "vocab") if k not in meta] if isinstance(meta, dict) else []
+        if lacks:
+            raise RnnkitError(f"{not_a_model[:-1]}; its meta lacks {', '.join(lacks)})")
+        try:
+            with np.load(path, allow_pickle=False) as z:
                 model = cls(**{k: v for k, v in meta.items() if k != "vocab"})
                 model.vocab = Vocabulary.from_dict(meta["vocab"])
                 model.keys, model.count = [None], [None]

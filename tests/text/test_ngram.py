@@ -1,5 +1,6 @@
 import io
 import itertools
+import json
 import math
 
 import numpy as np
@@ -396,4 +397,19 @@ def test_a_model_file_whose_counts_are_not_a_texts_is_one_line(tmp_path, name, c
     arrays[name] = change(arrays[name])
     np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(RnnkitError, match=r"bad\.npz is not an rnnkit n-gram model"):
+        NGramLM.load(tmp_path / "bad.npz")
+
+
+@pytest.mark.parametrize("key", ["level", "n", "smoothing", "lower"])
+def test_a_model_file_whose_meta_lacks_an_option_is_one_line(tmp_path, key):
+    """A meta without "level" (edited, or written by another program) loaded a word model as a char model: it
+    scored every text by its characters, all <unk>, in silence. Every save writes every option."""
+    NGramLM(2, level="word").fit("the cat sat on the mat\n" * 5).save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz") as z:
+        arrays = dict(z)
+    meta = json.loads(str(arrays["meta"]))
+    del meta[key]
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(RnnkitError, match=rf"bad\.npz is not an rnnkit n-gram model .*its meta lacks {key}"):
         NGramLM.load(tmp_path / "bad.npz")

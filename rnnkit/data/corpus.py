@@ -23,6 +23,7 @@ import shlex
 import sys
 import sysconfig
 import tempfile
+import unicodedata
 import urllib.request
 from dataclasses import dataclass
 
@@ -64,7 +65,7 @@ def encode(text: str, chars: list) -> np.ndarray:
         unseen = sorted(set(text) - set(chars))  # (not set(chars) built again for each character)
         raise RnnkitError(
             f"characters the model never saw: {''.join(unseen)!r}; use only characters of its vocabulary"
-            f"{line_ends_hint(unseen, chars)}"
+            f"{line_ends_hint(unseen, chars)}{normal_form_hint(unseen, chars)}"
         )
     return idx.astype(token_dtype(len(chars)))
 
@@ -73,6 +74,27 @@ def line_ends_hint(unseen, chars) -> str:
     """What to say of a '\\r' a model trained on '\\n' line ends never saw: the text has Windows line ends."""
     if "\r" in unseen and "\n" in chars:
         return " (the text has Windows line ends, \\r\\n, and the model knows \\n only: convert them, e.g. dos2unix)"
+    return ""
+
+
+def normal_form_hint(unseen, chars) -> str:
+    """What to say of unseen characters the model knows in another Unicode normal form: a combining mark (U+0301)
+    of a text in decomposed form (NFD) where the model knows composed letters (NFC), or a composed letter whose
+    parts the model knows. Shown bare, the mark sat on the quote before it, which reads as nothing."""
+    known = set(chars)
+    marks = [
+        c
+        for c in unseen
+        if unicodedata.combining(c) and any(c in unicodedata.normalize("NFD", k) for k in known)
+    ]
+    if marks:
+        return (f" (U+{ord(marks[0]):04X} is a combining mark: the text writes accented letters decomposed (NFD), the "
+                "model knows them composed (NFC); convert it, e.g. unicodedata.normalize('NFC', text))")  # fmt: skip
+    if any(
+        unicodedata.normalize("NFD", c) != c and set(unicodedata.normalize("NFD", c)) <= known for c in unseen
+    ):
+        return (" (the text writes accented letters composed (NFC), the model knows them decomposed (NFD); convert "
+                "it, e.g. unicodedata.normalize('NFD', text))")  # fmt: skip
     return ""
 
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rnnkit.data.corpus import line_ends_hint
+from rnnkit.data.corpus import line_ends_hint, normal_form_hint
 from rnnkit.errors import RnnkitError
 
 _CHUNK = 4096  # characters of known text a call (prime, log_probs): 1 MB of float32 logits for 64 characters
@@ -391,7 +391,7 @@ def encode(text: str, chars: list, what: str) -> list:
     if unseen:
         raise RnnkitError(
             f"{what} has characters the model never saw: {''.join(unseen)!r}; remove or replace them"
-            f"{line_ends_hint(unseen, chars)}"
+            f"{line_ends_hint(unseen, chars)}{normal_form_hint(unseen, chars)}"
         )
     return [index[c] for c in text]
 

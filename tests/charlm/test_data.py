@@ -210,6 +210,25 @@ def test_unknown_carriage_returns_are_named_as_windows_line_ends():
         encode("a\nz", ["\n", "a"])
 
 
+def test_unknown_combining_marks_are_named_as_another_normal_form():
+    """A text whose accented letters are decomposed (NFD: 'e' + U+0301, as a copy from a PDF or a macOS file name
+    gives) read by a model trained on composed ones (NFC: 'é') was told it held an unseen character shown as a bare
+    accent on a quote (U+0301), and the reverse an unseen 'é' of a model that knows 'e' and the accent; the line
+    now names the mark and the normal form to convert to."""
+    from rnnkit.models.charlm import encode as encode_ids
+
+    nfc, nfd = ["\n", "c", "a", "f", "e", "é"], ["\n", "c", "a", "f", "e", "\u0301"]
+    for enc in (lambda t, c: encode(t, c), lambda t, c: encode_ids(t, c, "TEXT")):
+        with pytest.raises(RnnkitError, match=r"U\+0301 is a combining mark.*composed \(NFC\).*"
+                                              r"unicodedata.normalize\('NFC', text\)"):  # fmt: skip
+            enc("cafe\u0301", nfc)
+        with pytest.raises(RnnkitError, match=r"decomposed \(NFD\).*unicodedata.normalize\('NFD', text\)"):
+            enc("café", nfd)
+        with pytest.raises(RnnkitError, match=r"never saw: 'z'; (use only characters of its vocabulary|remove or "
+                                              r"replace them)$"):  # fmt: skip
+            enc("cafz", nfc)
+
+
 def test_shakespeare_sources_say_what_is_wrong(tmp_path, monkeypatch):
     """A --data-dir without the file is an error (a typo must not download); a stale cache copy is named; a
     folder called shakespeare (a run folder) does not stand in for the dataset."""

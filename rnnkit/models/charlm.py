@@ -391,9 +391,20 @@ def encode(text: str, chars: list, what: str) -> list:
     if unseen:
         raise RnnkitError(
             f"{what} has characters the model never saw: {''.join(unseen)!r}; remove or replace them"
-            f"{line_ends_hint(unseen, chars)}{normal_form_hint(unseen, chars)}"
+            f"{line_ends_hint(unseen, chars)}{normal_form_hint(unseen, chars)}{_bytes_hint(unseen)}"
         )
     return [index[c] for c in text]
+
+
+def _bytes_hint(unseen) -> str:
+    """What to say of the stand-ins U+DC80..U+DCFF that Python decodes a command line's bytes that are not UTF-8
+    into (a Latin-1 terminal's 'café' is b'caf\\xe9', read 'caf\\udce9'): 'never saw '\\udce9'' named a character
+    no one typed."""
+    raw = [ord(c) - 0xDC00 for c in unseen if 0xDC80 <= ord(c) <= 0xDCFF]
+    if not raw:
+        return ""
+    return (f" (\\u{raw[0] + 0xDC00:x} stands for the byte 0x{raw[0]:x}: the text is not UTF-8; set the terminal to "
+            "UTF-8, or convert the text, e.g. with iconv)")  # fmt: skip
 
 
 def load_run(run):

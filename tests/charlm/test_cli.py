@@ -737,3 +737,13 @@ def test_a_corpus_too_short_for_one_window_is_said_at_once(tmp_path, cli):
         code, _, err = cli("train", text, "--out", tmp_path / "run", *TINY, *extra, "--dry-run")
         assert code == 2 and err.count("\n") == 1, err
         assert "the corpus's 2 characters are too few for" in err and "use a longer corpus" in err, err
+
+
+def test_text_given_in_another_encoding_than_utf8_is_told_so(trained, cli):
+    """A TEXT, PREFIX or --prime of bytes that are not UTF-8 (a Latin-1 terminal's 'café', b'caf\\xe9') reaches
+    Python as a stand-in character for each such byte, and was told 'never saw: '\\udce9'', a character the user
+    never typed; the line now names the byte and says the text is not UTF-8."""
+    for args in (["score", trained, "caf\udce9"], ["complete", trained, "caf\udce9"],
+                 ["sample", trained, "--prime", "caf\udce9"]):  # fmt: skip
+        code, _, err = cli(*args)
+        assert code == 2 and "byte 0xe9" in err and "not UTF-8" in err, err

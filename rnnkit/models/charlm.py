@@ -295,6 +295,7 @@ class CharLM(nn.Module):
         logp, state = self._prime(ids)
         out = []
         for _ in range(length):
+            _check_drawable(logp, len(ids) + len(out))
             if greedy:
                 c = int(logp.argmax(-1))
             else:
@@ -342,7 +343,8 @@ class CharLM(nn.Module):
         logp, state = self._prime(ids, least=torch.float64)  # (1, V)
         seqs = [[]]
         scores = torch.zeros(1, dtype=torch.float64, device=logp.device)  # summed in float64, as score's fsum
-        for _ in range(length):
+        for k in range(length):
+            _check_drawable(logp, len(ids) + k)
             total = scores[:, None] + logp.double()  # (K, V)
             V = total.shape[1]
             # a stable sort: ties go to the earlier beam and the lower character, as argmax's (topk's order is unspecified)
@@ -365,6 +367,16 @@ def _as_ids(t):
                                                                       or t.dtype == torch.bool):  # fmt: skip
         return t.long()
     return t
+
+
+def _check_drawable(logp, n) -> None:
+    """One line for log-probabilities that are NaN (a state overflowed to inf: an rnn_relu or a float16 model over a
+    long prime; or weights of NaN): sample failed in torch.multinomial ('probability tensor contains either inf, nan
+    or element < 0'), and greedy and beam_complete wrote character 0 again and again in silence (argmax of NaN)."""
+    if bool(logp.isnan().any()):
+        raise RnnkitError(f"the model's log-probabilities are NaN after {n:,} characters (its state overflowed to inf, "
+                          "or its weights hold NaN): no character can be chosen from them; give a shorter context, "
+                          "or use a model whose state stays finite")  # fmt: skip
 
 
 def _check_count(n, name, least) -> int:

@@ -515,3 +515,25 @@ def test_torch_rnn_that_is_no_switch_is_refused(torch_rnn):
     and None on rnnkit's layer, in silence, as greedy once did."""
     with pytest.raises(RnnkitError, match=rf"^torch_rnn must be True or False, got {torch_rnn!r}"):
         CharLM(CharLMConfig(vocab_size=V, hidden_size=8, num_layers=1, torch_rnn=torch_rnn))
+
+
+@pytest.mark.parametrize("backend", ["autograd", "python", "native"])
+def test_a_state_overflowed_to_nan_is_one_line_in_sample_greedy_and_beam(backend):
+    """An rnn_relu model of finite weights whose state grows to inf over a long prime has NaN log-probabilities:
+    sample failed in torch.multinomial ('probability tensor contains either inf, nan or element < 0'), and greedy
+    and beam_complete wrote character 0 again and again in silence (argmax of NaN). Each is now one line."""
+    torch.manual_seed(0)
+    m = CharLM(CharLMConfig(vocab_size=4, cell="rnn_relu", hidden_size=4, num_layers=1, backend=backend))
+    with torch.no_grad():
+        m.rnn.cells[0].W_hh.copy_(3 * torch.eye(4))
+        m.rnn.cells[0].b_xh.fill_(1.0)
+    assert m.sample([0] * 5, 3, greedy=True)  # finite at first: a short context samples
+    assert m.prime([0] * 100)[0].isnan().all()
+    for call in (lambda: m.sample([0] * 100, 3), lambda: m.sample([0] * 100, 3, greedy=True),
+                 lambda: m.beam_complete([0] * 100, 3, beam=2)):  # fmt: skip
+        with pytest.raises(
+            RnnkitError, match=r"log-probabilities are NaN after 100 characters \(its state overflowed"
+        ):
+            call()
+    with pytest.raises(RnnkitError, match=r"NaN after 8\d characters"):  # (its own characters overflow it)
+        m.sample([0] * 78, 30, greedy=True)

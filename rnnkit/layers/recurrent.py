@@ -732,6 +732,7 @@ class Recurrent(OwnParametersModule):
             raise RnnkitError(
                 f"lengths must be an integer tensor of shape ({B},), got {lengths.dtype} {tuple(lengths.shape)}"
             )
+        wide = lengths.dtype == torch.uint64  # (long() wraps its values from 2**63 on to negatives)
         lengths = lengths.long()  # torch has no min() of uint16-64 ("min_all" not implemented for 'UInt32')
         # checked in eager mode: in a graph being compiled, exported or traced by make_fx (torch.compile,
         # torch.export, torch.func.linearize) and on the meta device the values aren't known; an empty batch has none
@@ -743,6 +744,8 @@ class Recurrent(OwnParametersModule):
             torch._assert_async(ok, "rnnkit: lengths must lie in [1, T] (T: the time dimension of the input)")
         if B and values is not None and values.device.type != "meta":
             lo, hi = int(values.min()), int(values.max())
+            if wide and lo < 0:  # said as given: 2**64 - 1 was "got values from -1 to 3"
+                lo, hi = min(v % 2**64 for v in values.tolist()), max(v % 2**64 for v in values.tolist())
             if lo < 1 or hi > T:
                 raise RnnkitError(
                     f"lengths must lie in [1, {T}] (the time dimension), got values from {lo} to {hi}"

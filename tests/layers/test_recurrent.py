@@ -222,6 +222,21 @@ def test_lengths_of_numpy_unsigned_integers():
     torch.testing.assert_close(layer(x[1], lengths=np.uint64(2))[0], want[1])
 
 
+def test_uint64_lengths_past_int64_are_said_as_given():
+    """uint64 lengths of 2**63 or more were read as the negative int64 they wrap to: a length of 2**64 - 1 was
+    refused as "got values from -1 to 3", a value nobody gave."""
+    layer = Recurrent("gru", 3, 4, backend="python")
+    x = torch.randn(2, 5, 3)
+    for big, given in (
+        (2**64 - 1, np.array([2**64 - 1, 3], dtype=np.uint64)),
+        (2**63 + 1, torch.tensor([2**63 + 1, 3], dtype=torch.uint64)),
+    ):
+        with pytest.raises(
+            RnnkitError, match=rf"lengths must lie in \[1, 5\] .*, got values from 3 to {big}$"
+        ):
+            layer(x, lengths=given)
+
+
 @pytest.mark.parametrize("backend", ["autograd", "python", "native"])
 def test_a_cell_converted_alone_is_one_line(backend):
     """layer.cells[1].double() failed inside a matmul ("mat1 and mat2 must have the same dtype")."""

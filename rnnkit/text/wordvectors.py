@@ -81,7 +81,11 @@ class WordVectors:
             )
         if not np.isfinite(query).all():  # every cosine came back NaN, listed as if they were scores
             raise RnnkitError("nearest takes a finite vector; the query holds NaN or infinite values")
-        cos = self.unit @ (query / max(np.linalg.norm(query), 1e-12))
+        # scaled to its largest entry first, in float64: numpy's norm of a float32 query overflowed past |q| = 1.8e19
+        # (every cosine 0) and underflowed below 1e-19 (cosines of 1e-18)
+        q = np.asarray(query, dtype=np.float64)
+        q = q / max(np.abs(q).max(initial=0.0), np.finfo(np.float64).tiny)
+        cos = self.unit @ (q / max(np.linalg.norm(q), 1e-12))
         keep = np.ones(len(cos), bool)
         ids = [self._ids([x])[0] if isinstance(x, str) else x for x in exclude]  # words gave an IndexError
         bad = [

@@ -717,3 +717,16 @@ def test_nearest_takes_a_torch_vector():
     """nearest(torch tensor), a vector from a model's embedding, failed in numpy's @ ("unsupported operand")."""
     wv = WordVectors(["a", "b", "c"], np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], np.float32))
     assert wv.nearest(torch.tensor([1.0, 0.5]), 2) == wv.nearest(np.array([1.0, 0.5]), 2)
+
+
+@pytest.mark.parametrize("scale", [2e19, 1e-30, 1e-36])
+def test_nearest_reads_the_direction_of_a_query_whose_float32_norm_overflows_or_underflows(scale):
+    """nearest divided the query by numpy's norm, summed in its float32: a query past |q| = 1.8e19 (a large word's
+    own vector, as vectors past it are taken) overflowed to inf (a RuntimeWarning, then every cosine 0), and one
+    below 1e-19 underflowed to 0, which the 1e-12 floor turned into cosines of 1e-18."""
+    wv = WordVectors(["a", "b", "c"], np.array([[1, 0.1], [0, 1], [-1, 0]], np.float32))
+    got = wv.nearest(np.array([scale, 0.1 * scale], np.float32), 3)
+    assert [w for w, _ in got] == ["a", "b", "c"]
+    np.testing.assert_allclose(
+        [cos for _, cos in got], [1, 0.1 / np.hypot(1, 0.1), -1 / np.hypot(1, 0.1)], rtol=1e-6
+    )

@@ -48,7 +48,12 @@ class WordVectors:
         self.index = {w: i for i, w in enumerate(self.words)}
         # |x|² summed in float64 (in float32 it overflows past |x| = 1.8e19), row by row: no float64 copy of them all
         norms = np.sqrt(np.einsum("ve,ve->v", self.vectors, self.vectors, dtype=np.float64))[:, None]
-        self.unit = self.vectors / np.where(norms > 0, norms, 1).astype(np.float32)
+        # divided in float64, some rows at a time (no float64 copy of them all): a norm cast to float32 became inf past
+        # 3.4e38 (a unit vector of 0) and was rounded among its subnormals (a unit vector longer than 1)
+        norms[norms == 0] = 1
+        self.unit = np.empty_like(self.vectors)
+        for i in range(0, len(self.vectors), 4096):
+            self.unit[i : i + 4096] = self.vectors[i : i + 4096] / norms[i : i + 4096]
 
     def __contains__(self, word: str) -> bool:
         return word in self.index

@@ -730,3 +730,14 @@ def test_nearest_reads_the_direction_of_a_query_whose_float32_norm_overflows_or_
     np.testing.assert_allclose(
         [cos for _, cos in got], [1, 0.1 / np.hypot(1, 0.1), -1 / np.hypot(1, 0.1)], rtol=1e-6
     )
+
+
+@pytest.mark.parametrize("x", [3e38, 1e-40])
+def test_vectors_whose_norm_is_past_float32s_range_keep_their_direction(x):
+    """The unit vectors divided by the norms cast to float32: a norm past float32's largest number (a vector of
+    entries 3e38) became inf (a RuntimeWarning) and its unit vector 0, every cosine with it 0; a norm among float32's
+    subnormals (entries 1e-40) was rounded off, its unit vector longer than 1 and cosines up to 1.41."""
+    wv = WordVectors(["a", "b", "c"], np.array([[x, x], [1, 1], [1, 0]], np.float32))
+    assert wv.similarity("a", "b") == pytest.approx(1.0, abs=1e-6)
+    assert wv.similarity("a", "c") == pytest.approx(2**-0.5, abs=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(wv.unit, axis=1), 1, atol=1e-6)

@@ -178,7 +178,7 @@ class Word2Vec:
             torch.rand(V, E, generator=self.generator, dtype=torch.float32) - 0.5
         ) / E  # word2vec.c's init
         self.V_out = torch.zeros(V, E, dtype=torch.float32)
-        self._negative_table()
+        self._noise_distribution()
         self.native = self._native()
         pairs = self._pairs(ids, sent)
         if len(pairs[0]) == 0:
@@ -223,14 +223,28 @@ class Word2Vec:
         sent = np.repeat(np.arange(len(encoded)), [len(s) for s in encoded])
         return ids, sent
 
-    def _negative_table(self, size: int = 1_000_000) -> None:
-        """Word j fills a share ∝ count_j^0.75 (at least one slot) of a table; a uniform index draws a negative.
+    def _noise_distribution(self) -> None:
+        """Walker's alias table of P(j) ∝ count_j^0.75 (Vose's construction): word j keeps a uniform draw of slot j
+        with probability `noise_keep[j]`, else gives it to `noise_alias[j]`; exact, and as fast as word2vec.c's table
+        of slots, whose million slots, each word at least one, gave the rarer half of a million-word vocabulary
+        twice its share."""
+        q = self.counts**0.75
+        q = q / q.sum() * len(q)  # the mean slot holds 1
+        keep, alias = np.ones(len(q)), np.arange(len(q))
+        small, large = [i for i in range(len(q)) if q[i] < 1], [i for i in range(len(q)) if q[i] >= 1]
+        while small and large:
+            s, g = small.pop(), large.pop()
+            keep[s], alias[s] = q[s], g  # slot s: word s with q_s, the rest of it word g
+            q[g] -= 1 - q[s]
+            (small if q[g] < 1 else large).append(g)
+        self.noise_keep, self.noise_alias = torch.from_numpy(keep), torch.from_numpy(alias)
 
-        A small table stays in cache; a million slots resolve probabilities down to 1e-6.
-        """
-        p = self.counts**0.75
-        slots = np.maximum(np.round(p / p.sum() * size), 1).astype(np.int64)
-        self.table = torch.from_numpy(np.repeat(np.arange(len(p)), slots))
+    def _negatives(self, B: int) -> torch.Tensor:
+        """(B, negative) noise words n ~ unigram^0.75, drawn exactly."""
+        shape = (B, self.config.negative)
+        slot = torch.randint(len(self.noise_keep), shape, generator=self.generator)
+        u = torch.rand(shape, generator=self.generator, dtype=torch.float64)
+        return torch.where(u < self.noise_keep[slot], slot, self.noise_alias[slot])
 
     def _pairs(self, ids: np.ndarray, sent: np.ndarray):
         """Subsample, draw each centre's window b ~ U{1..window}, and list the pairs within one sentence.
@@ -306,9 +320,7 @@ class Word2Vec:
             if self.native:
                 if start // step % 10 == 0:  # the loss on a few pairs, to watch (lr 0: no update)
                     self.loss_history.append(self._step(w[:256], ctx[:256], 0.0, True) / len(w[:256]))
-                neg = self.table[
-                    torch.randint(len(self.table), (len(w), c.negative), generator=self.generator)
-                ]
+                neg = self._negatives(len(w))
                 # at most a thread a pair: more had nothing to do (2**62 of them aborted the process)
                 self.native.sgns_pairs(self.U, self.V_out, w, ctx, neg, c.alpha, c.min_alpha, self.seen,
                                        self.expected, c.cbow_mean, min(c.workers, len(w)))  # fmt: skip
@@ -335,9 +347,7 @@ class Word2Vec:
             J, dh, dV = softmax_loss_grads(h, self.V_out, target)
             self.V_out -= lr * dV
         else:
-            neg = self.table[
-                torch.randint(len(self.table), (B, self.config.negative), generator=self.generator)
-            ]
+            neg = self._negatives(B)
             targets = torch.cat([target[:, None], neg], 1).reshape(-1)  # (B·(1+K),)
             mask = torch.cat([torch.ones(B, 1, dtype=torch.float32), (neg != target[:, None]).float()], 1)
             v = self.V_out.index_select(0, targets).view(B, -1, E)

@@ -741,3 +741,19 @@ def test_vectors_whose_norm_is_past_float32s_range_keep_their_direction(x):
     assert wv.similarity("a", "b") == pytest.approx(1.0, abs=1e-6)
     assert wv.similarity("a", "c") == pytest.approx(2**-0.5, abs=1e-6)
     np.testing.assert_allclose(np.linalg.norm(wv.unit, axis=1), 1, atol=1e-6)
+
+
+@pytest.mark.parametrize("counts", [[10**9] + [1] * 500_000, [5000, 700, 90, 12, 1]])
+def test_negatives_are_drawn_from_the_unigram_distribution_to_the_three_quarters(counts):
+    """Negatives came from a table of a million slots, each word at least one: in a vocabulary of many rare words each
+    rare word's share was rounded up to a slot, and here the rare words were drawn 35% of the time for their 8%."""
+    m = Word2Vec(negative=5)
+    m.counts, m.generator = np.array(counts, np.float64), torch.Generator().manual_seed(0)
+    m._noise_distribution()
+    draws = m._negatives(100_000).numpy().ravel()
+    p = m.counts**0.75 / (m.counts**0.75).sum()
+    assert abs((draws > 0).mean() - p[1:].sum()) < 0.005  # the 500,000 rare words' share, about 0.082
+    if len(counts) == 5:  # a chi-square test over the words: p > 0.001 but once in a thousand seeds
+        observed = np.bincount(draws, minlength=len(p))
+        chi2 = ((observed - p * len(draws)) ** 2 / (p * len(draws))).sum()
+        assert chi2 < 18.5  # the 0.999 quantile of chi-square with 4 degrees of freedom

@@ -180,6 +180,11 @@ class WordVectors:
         the word, a space and its E numbers (text: 9 significant digits, which give each float32 back exactly;
         binary: 4 E bytes little-endian, then a newline)."""
         V, E = self.vectors.shape
+        others = [w for w in self.words if not isinstance(w, str)]
+        if others:  # (Word2Vec trains on tokens of any kind: ints failed in the check below)
+            other = others[0]
+            raise RnnkitError(f"cannot save the word {other!r} ({type(other).__name__}) in word2vec format: words must "
+                              "be str; make them so first (WordVectors([str(w) for w in wv.words], wv.vectors))")  # fmt: skip
         bad = next((w for w in self.words if not w or any(c in w for c in " \t\n\r\v\f")), None)
         if bad is not None:  # the file would not read back, here or in gensim
             raise RnnkitError(f"cannot save the word {bad!r} in word2vec format, where a space ends the word: "

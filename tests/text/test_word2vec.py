@@ -757,3 +757,19 @@ def test_negatives_are_drawn_from_the_unigram_distribution_to_the_three_quarters
         observed = np.bincount(draws, minlength=len(p))
         chi2 = ((observed - p * len(draws)) ** 2 / (p * len(draws))).sum()
         assert chi2 < 18.5  # the 0.999 quantile of chi-square with 4 degrees of freedom
+
+
+def test_save_refuses_words_that_are_not_str(tmp_path):
+    """Word2Vec trains on tokens of any kind (ids as ints, here), and saving its vectors then failed inside the check
+    of the words' characters: "TypeError: argument of type 'int' is not iterable"."""
+    wv = (
+        Word2Vec(min_count=1, backend="torch", epochs=1, dimension=4).fit([[1, 2, 3, 4], [2, 3, 4, 5]] * 5).wv
+    )
+    for binary in (False, True):
+        with pytest.raises(
+            RnnkitError, match=r"cannot save the word 2 \(int\) in word2vec format: words must be str"
+        ):
+            wv.save(tmp_path / "v", binary=binary)
+    assert not (tmp_path / "v").exists()
+    with pytest.raises(RnnkitError, match=r"cannot save the word None \(NoneType\)"):
+        WordVectors(["a", None], np.ones((2, 3), np.float32)).save(tmp_path / "v")

@@ -154,6 +154,11 @@ class Vocabulary:
         return vocab
 
     def save(self, path) -> None:
+        others = [t for t in self.itos if not isinstance(t, str)]
+        if others:  # (written, it made a file load refuses)
+            other = others[0]
+            raise RnnkitError(f"cannot save a vocabulary of tokens other than str (such as {other!r}, a "
+                              f"{type(other).__name__}): its file holds str tokens; build it of str tokens")  # fmt: skip
         write_text(path, json.dumps(self.to_dict(), ensure_ascii=False))
 
     @classmethod

@@ -247,3 +247,12 @@ def test_svd_k_that_is_no_whole_number_is_refused_in_one_line(k):
     ):
         svd_embeddings(D, k)
     assert svd_embeddings(D, np.int64(2))[0].shape == (4, 2)
+
+
+@pytest.mark.parametrize("tokens", [[1, 2, 2], [("a", "b"), ("a", "b")], ["a", None]])
+def test_save_refuses_a_vocabulary_that_load_would_refuse(tmp_path, tokens):
+    """A vocabulary of tokens other than str (ids, tuples, a None) saved without a word into a file that load then
+    refused: 'its itos must be a list of tokens (str) ...; save one with Vocabulary.save', which was how it was made."""
+    with pytest.raises(RnnkitError, match=r"cannot save a vocabulary of tokens other than str \(such as "):
+        Vocabulary.build(tokens).save(tmp_path / "v.json")
+    assert not (tmp_path / "v.json").exists()

@@ -8,6 +8,7 @@ Formats:  text:    "V E\\n" then "word x_1 ... x_E\\n" per word
           binary:  "V E\\n" then "word " + E little-endian float32 + "\\n" per word
 """
 
+import math
 import numbers
 import pathlib
 import warnings
@@ -131,14 +132,21 @@ class WordVectors:
         """Spearman ρ between cosines and human scores over the word pairs we know; (ρ, pairs used)."""
         _, first, _ = self._folded(restrict)
         cos, human = [], []
-        for line in pathlib.Path(path).read_text(encoding="utf-8").splitlines():
+        for n, line in enumerate(pathlib.Path(path).read_text(encoding="utf-8").splitlines(), 1):
             parts = line.split("\t")
             if line.startswith("#") or len(parts) < 3:
                 continue
             a, b = parts[0].casefold(), parts[1].casefold()
             if a in first and b in first:
+                try:  # (SimLex-999's third column, its part of speech 'A', was float's ValueError; NaN a NaN ρ)
+                    score = float(parts[2])
+                except ValueError:
+                    score = math.nan
+                if not math.isfinite(score):
+                    raise RnnkitError(f"{path}, line {n}: its third column {parts[2]!r} is no score; give lines "
+                                      "'word1<TAB>word2<TAB>score' (cut other columns out first)")  # fmt: skip
                 cos.append(float(self.unit[first[a]] @ self.unit[first[b]]))
-                human.append(float(parts[2]))
+                human.append(score)
         from scipy.stats import spearmanr  # (imported here: scipy.stats takes half a second)
 
         return (float(spearmanr(cos, human).statistic) if len(cos) > 1 else float("nan")), len(cos)

@@ -773,3 +773,14 @@ def test_save_refuses_words_that_are_not_str(tmp_path):
     assert not (tmp_path / "v").exists()
     with pytest.raises(RnnkitError, match=r"cannot save the word None \(NoneType\)"):
         WordVectors(["a", None], np.ones((2, 3), np.float32)).save(tmp_path / "v")
+
+
+@pytest.mark.parametrize("score", ["A", "nan"])
+def test_a_word_pairs_file_whose_third_column_is_no_score_is_named(tmp_path, score):
+    """SimLex-999's file (word1, word2, POS, score, ...) given as it is failed with float's "could not convert
+    string to float: 'A'", naming neither the file nor the column; a NaN score gave a NaN ρ in silence."""
+    wv = WordVectors(["old", "new", "cat"], np.eye(3, dtype=np.float32))
+    path = tmp_path / "pairs.tsv"
+    path.write_text(f"word1\tword2\tPOS\tSimLex999\nold\tnew\t{score}\t1.58\ncat\tnew\tN\t0.5\n")
+    with pytest.raises(RnnkitError, match=rf"pairs.tsv, line 2: its third column '{score}' is no score"):
+        wv.evaluate_similarity(path)

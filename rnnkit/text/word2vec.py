@@ -158,7 +158,13 @@ class Word2Vec:
 
     def fit(self, sentences: list[list[str]], progress: bool = False) -> "Word2Vec":
         c = self.config
-        sentences = sentences if isinstance(sentences, str | list) else list(sentences)  # a generator: once
+        # a generator: read once; bytes: iterated, their byte values were trained on as words in silence
+        sentences = sentences if isinstance(sentences, str | bytes | list) else list(sentences)
+        if isinstance(sentences, bytes) or any(isinstance(s, bytes) for s in sentences):
+            raise RnnkitError(
+                "Word2Vec.fit takes sentences as lists of words, not bytes: decode them first "
+                "([s.decode().split() for s in lines])"
+            )
         if isinstance(sentences, str) or any(isinstance(s, str) for s in sentences):
             raise RnnkitError(
                 "Word2Vec.fit takes sentences as lists of words, not str: split them first "

@@ -784,3 +784,11 @@ def test_a_word_pairs_file_whose_third_column_is_no_score_is_named(tmp_path, sco
     path.write_text(f"word1\tword2\tPOS\tSimLex999\nold\tnew\t{score}\t1.58\ncat\tnew\tN\t0.5\n")
     with pytest.raises(RnnkitError, match=rf"pairs.tsv, line 2: its third column '{score}' is no score"):
         wv.evaluate_similarity(path)
+
+
+@pytest.mark.parametrize("sentences", [b"the cat sat on the mat", [b"the cat sat on the mat"] * 20])
+def test_bytes_sentences_are_refused(sentences):
+    """Lines read from a file opened in binary mode: iterating bytes gives byte values, and Word2Vec trained vectors
+    of the numbers 32, 97, 116, ... in silence where str was refused."""
+    with pytest.raises(RnnkitError, match=r"lists of words, not bytes: decode them first"):
+        Word2Vec(min_count=1, backend="torch").fit(sentences)

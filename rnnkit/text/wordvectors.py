@@ -133,7 +133,7 @@ class WordVectors:
         _, first, _ = self._folded(restrict)
         cos, human = [], []
         for n, line in enumerate(pathlib.Path(path).read_text(encoding="utf-8").splitlines(), 1):
-            parts = line.split("\t")
+            parts = line.split("\t") if "\t" in line else line.split()  # (MEN's columns: spaces)
             if line.startswith("#") or len(parts) < 3:
                 continue
             a, b = parts[0].casefold(), parts[1].casefold()

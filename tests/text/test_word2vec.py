@@ -786,6 +786,19 @@ def test_a_word_pairs_file_whose_third_column_is_no_score_is_named(tmp_path, sco
         wv.evaluate_similarity(path)
 
 
+def test_a_word_pairs_file_of_spaces_reads_as_one_of_tabs(tmp_path):
+    """MEN's file separates its columns by spaces: every line was skipped as one of fewer than 3 columns, and the
+    result was (nan, 0) in silence."""
+    wv = WordVectors(
+        ["sun", "sunlight", "cat", "dog"], np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    )
+    rows = [("sun", "sunlight", "50.0"), ("cat", "dog", "40.0"), ("sun", "cat", "2.0")]
+    (tmp_path / "tabs.txt").write_text("".join("\t".join(r) + "\n" for r in rows))
+    (tmp_path / "spaces.txt").write_text("".join(" ".join(r) + "\n" for r in rows))
+    want = wv.evaluate_similarity(tmp_path / "tabs.txt")
+    assert want[1] == 3 and wv.evaluate_similarity(tmp_path / "spaces.txt") == want
+
+
 @pytest.mark.parametrize("sentences", [b"the cat sat on the mat", [b"the cat sat on the mat"] * 20])
 def test_bytes_sentences_are_refused(sentences):
     """Lines read from a file opened in binary mode: iterating bytes gives byte values, and Word2Vec trained vectors

@@ -14,7 +14,8 @@ word uniformly from 1..window, so near words count more. The learning rate decay
 alpha to min_alpha, each epoch over its own pairs (as gensim's does).
 CBOW with the mean follows the gradient exactly: each of the m context vectors moves by (1/m) dJ/dh.
 word2vec.c and gensim move each by the whole dJ/dh, so at the same learning rate rnnkit's context
-vectors move m times less for the same dJ/dh.
+vectors move m times less for the same dJ/dh. With the sum (cbow_mean=False) each moves by the whole
+dJ/dh too, the exact gradient; gensim's cbow_mean=0 divides the error by m there, so the two differ.
 
 Training is SGD over shuffled (centre, context) pairs with hand-written gradients, by one of two
 backends: "torch" takes minibatches (gather rows of U and V_out, compute the gradient of J, add it back

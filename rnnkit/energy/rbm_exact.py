@@ -96,6 +96,21 @@ def transition_matrix(rbm) -> torch.Tensor:
     return log_ph.exp() @ log_pv.exp()
 
 
+def _gibbs_steps(q: torch.Tensor, T: torch.Tensor, k: int) -> torch.Tensor:
+    """q Tᵏ by repeated squaring, each power put back on the simplex: T's rows sum to 1 only within rounding
+    (1 + 3e-17), and matrix_power's Tᵏ grew as (1 + 3e-17)ᵏ (5% off at k = 10^15; k >= 2^63 it can't take)."""
+    k = int(k)
+    while k:
+        if k & 1:
+            q = q @ T
+            q = q / q.sum()
+        k >>= 1
+        if k:
+            T = T @ T
+            T = T / T.sum(1, keepdim=True)
+    return q
+
+
 def cd_gradient_expected(rbm, data, k: int):
     """The expectation of the CD-k gradient (dW, db, dc) from binary data, float64."""
     if not whole_number(k) or k < 1:
@@ -103,6 +118,5 @@ def cd_gradient_expected(rbm, data, k: int):
     states = exact.binary_states(rbm.num_visible, device=rbm.W.device)
     q = data_distribution(rbm, data)
     pos = statistics(rbm, q, states)
-    q_k = q @ torch.linalg.matrix_power(transition_matrix(rbm), k)
-    neg = statistics(rbm, q_k, states)
+    neg = statistics(rbm, _gibbs_steps(q, transition_matrix(rbm), k), states)
     return tuple(p - n for p, n in zip(pos, neg))

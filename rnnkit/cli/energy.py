@@ -392,6 +392,9 @@ def rbm_cd_check(args) -> None:
         )
     if args.weight_scale < 0:
         raise RnnkitError(f"--weight-scale (std of the random weights) must be >= 0, got {args.weight_scale}")
+    if 10 * args.weight_scale > torch.finfo(torch.float32).max:  # draws of ±inf weights: nan for every k
+        raise RnnkitError(f"--weight-scale {args.weight_scale:g} is beyond the range of float32 (the weights' "
+                          "type, at most 3.4e+38 a weight); give a smaller one")  # fmt: skip
     out, g = _setup(args)
     rbm = RBM(V, H, init_scale=args.weight_scale, generator=g, device=args.device)
     data = (torch.rand(200, V, generator=g, device=args.device) < 0.3).float()

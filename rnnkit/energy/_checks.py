@@ -58,6 +58,15 @@ def finite_float(name: str, value) -> float:
     return float(value)
 
 
+def drawn_weights(name: str, W: torch.Tensor, init_scale: float) -> torch.Tensor:
+    """W drawn at init_scale, or one RnnkitError where the scale overflowed the dtype: a finite Python float
+    (1e39) passes finite_float and drew weights of ±inf in float32, in silence."""
+    if not torch.isfinite(W).all():
+        raise RnnkitError(f"{name} {init_scale:g} is beyond the range of {W.dtype}: weights drawn at that scale "
+                          f"overflow (largest {torch.finfo(W.dtype).max:.3g}); give a smaller one")  # fmt: skip
+    return W
+
+
 def fraction(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
         raise RnnkitError(f"{name} must be between 0 and 1, got {value!r}")

@@ -19,6 +19,7 @@ from rnnkit.energy import exact
 from rnnkit.energy._checks import (
     as_bits,
     callback_or_none,
+    drawn_weights,
     finite_float,
     float_dtype,
     positive_float,
@@ -48,6 +49,7 @@ class BoltzmannMachine:
         init_scale = finite_float("init_scale (the standard deviation of the weights)", init_scale)
         # one draw per pair above the diagonal, mirrored: (A + Aᵀ) gave std √2 · init_scale
         W = (torch.randn(N, N, generator=generator, device=device, dtype=dtype) * init_scale).triu(1)
+        drawn_weights("init_scale (the standard deviation of the weights)", W, init_scale)
         self.W = W + W.T  # symmetric, zero diagonal
         self.b = torch.zeros(N, device=device, dtype=dtype)
         self.chains = None  # persistent negative-phase states

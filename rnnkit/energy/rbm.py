@@ -24,6 +24,7 @@ from rnnkit.energy._checks import (
     _first_bad,
     as_matrix,
     choice,
+    drawn_weights,
     finite_float,
     float_dtype,
     positive_int,
@@ -56,7 +57,7 @@ class RBM(nn.Module):
         dtype = float_dtype(dtype)  # as torch.nn's modules: float32 unless set otherwise
         init_scale = finite_float("init_scale (the standard deviation of W)", init_scale)
         W = torch.randn(num_hidden, num_visible, generator=generator, device=device, dtype=dtype) * init_scale
-        self.register_buffer("W", W)
+        self.register_buffer("W", drawn_weights("init_scale (the standard deviation of W)", W, init_scale))
         self.register_buffer("b", torch.zeros(num_hidden, device=device, dtype=dtype))
         self.register_buffer("c", torch.zeros(num_visible, device=device, dtype=dtype))
 

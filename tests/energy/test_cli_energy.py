@@ -379,6 +379,10 @@ def test_recall_refuses_units_with_another_pattern_source(tmp_path, capsys):
             ["rbm", "cd-check", "--weight-scale", "-1"],
             "--weight-scale (std of the random weights) must be >= 0",
         ),
+        (  # weights of ±inf in float32: nan for every k, exit 0
+            ["rbm", "cd-check", "--weight-scale", "1e300"],
+            "--weight-scale 1e+300 is beyond the range of float32",
+        ),
     ],
 )
 def test_bad_options_make_no_out_folder_and_name_the_flag(args, message, tmp_path, capsys):

@@ -657,6 +657,18 @@ def test_a_bad_init_scale_is_one_clear_error(make, scale):
         make(scale)
 
 
+@pytest.mark.parametrize(
+    "make", [lambda s: RBM(3, 2, init_scale=s), lambda s: BoltzmannMachine(3, 1, init_scale=s)]
+)
+@pytest.mark.parametrize("scale", [1e39, -1e300])
+def test_an_init_scale_beyond_the_dtypes_range_is_one_clear_error(make, scale):
+    """A finite init_scale past float32's range (1e39) passed the check as a Python float and drew weights of
+    ±inf in silence: `rbm cd-check --weight-scale 1e300` printed nan for every k and exited 0."""
+    with pytest.raises(RnnkitError, match="init_scale .* beyond the range of torch.float32") as e:
+        make(scale)
+    assert "\n" not in str(e.value)
+
+
 def test_init_scale_zero_starts_at_zero_weights():
     assert not RBM(3, 2, init_scale=0).W.any() and not BoltzmannMachine(3, 1, init_scale=0.0).W.any()
 

@@ -191,6 +191,9 @@ class Hopfield:
         self.theta = torch.zeros(num_units, device=device, dtype=dtype)
         if thresholds is not None:
             self.theta = _check_thresholds(thresholds, num_units).to(device=device, dtype=dtype)
+            if not torch.isfinite(self.theta).all():  # 1e39 is inf in float32: NaN ties, -inf thresholds
+                raise RnnkitError(f"thresholds must be finite in {dtype} (|θ| at most {torch.finfo(dtype).max:.3g}), "
+                                  f"got |θ| up to {_check_thresholds(thresholds, num_units).abs().max().item():g}")  # fmt: skip
 
     def store(self, patterns) -> "Hopfield":
         xi = as_spins(patterns).to(self.W)

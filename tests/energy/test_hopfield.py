@@ -143,6 +143,15 @@ def test_bad_input_is_one_clear_error(make):
     assert "\n" not in str(e.value)
 
 
+def test_a_threshold_beyond_the_dtypes_range_is_one_clear_error():
+    """θ = 1e39 passed the finite check in float64 and was held as inf in float32: the tie tolerance became
+    inf, every other unit's threshold -inf (always +1) and the energies inf and NaN, without a word."""
+    with pytest.raises(RnnkitError, match="thresholds .* torch.float32") as e:
+        Hopfield(3, thresholds=[1e39, 0.0, 0.0])
+    assert "\n" not in str(e.value)
+    assert Hopfield(3, thresholds=[1e39, 0.0, 0.0], dtype=torch.float64).theta[0] == 1e39
+
+
 def test_thresholds_take_lists_arrays_and_tensors():
     for theta in ([1.0, 2.0, 3.0], torch.tensor([1, 2, 3]), torch.tensor([[1.0, 2.0, 3.0]])):
         assert Hopfield(3, thresholds=theta).theta.tolist() == [1.0, 2.0, 3.0]

@@ -60,7 +60,7 @@ def energy(W: torch.Tensor, theta: torch.Tensor, s: torch.Tensor) -> torch.Tenso
 
 
 def _tie_safe(W: torch.Tensor, theta: torch.Tensor):
-    """float64 weights and the thresholds less a rounding tolerance, (M, N, N) and (M, N).
+    """float64 weights and the thresholds less a rounding tolerance per unit, (M, N, N) and (M, N).
 
     Ties are common (Hebbian fields are multiples of 1/P) and the rule sends them to +1. In float32 a
     tied field drifts to ±1e-7 as flips accumulate, and the unit then flips back and forth instead of
@@ -70,8 +70,9 @@ def _tie_safe(W: torch.Tensor, theta: torch.Tensor):
     """
     eps = max(1e-9, torch.finfo(W.dtype).eps)
     W, theta = W.double(), theta.double()
-    tol = eps * (1 + W.abs().sum(-1).amax(-1) + theta.abs().amax(-1))  # (M,)
-    return W, theta - tol[:, None]
+    # one per unit: the largest row's (θ_0 = 1e10 made it 10 for every unit, a field of -2 read as a tie)
+    tol = eps * (1 + W.abs().sum(-1) + theta.abs())  # (M, N)
+    return W, theta - tol
 
 
 def _updated(h: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:

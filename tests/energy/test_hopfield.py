@@ -152,6 +152,17 @@ def test_a_threshold_beyond_the_dtypes_range_is_one_clear_error():
     assert Hopfield(3, thresholds=[1e39, 0.0, 0.0], dtype=torch.float64).theta[0] == 1e39
 
 
+@pytest.mark.parametrize("mode", ["async", "sync"])
+@pytest.mark.parametrize("dtype, big", [(torch.float64, 1e10), (torch.float32, 3e7)])
+def test_a_large_threshold_leaves_the_other_units_rule_alone(mode, dtype, big):
+    """The tie tolerance was one per network, scaled by the largest |θ| and row sum: θ_0 = 1e10 made it 10 for
+    every unit, and unit 1, field -2 < θ_1 = 0, settled at +1, reported as a fixed point."""
+    net = Hopfield(3, thresholds=[big, 0.0, 0.0], dtype=dtype).store([[1, 1, -1]])
+    result = net.recall([[-1, 1, 1]], mode=mode, generator=gen())
+    s = result.states[0].double()
+    assert ((net.W.double() @ s >= net.theta.double()) == (s > 0)).all(), s
+
+
 def test_thresholds_take_lists_arrays_and_tensors():
     for theta in ([1.0, 2.0, 3.0], torch.tensor([1, 2, 3]), torch.tensor([[1.0, 2.0, 3.0]])):
         assert Hopfield(3, thresholds=theta).theta.tolist() == [1.0, 2.0, 3.0]

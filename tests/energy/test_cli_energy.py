@@ -190,6 +190,15 @@ def test_a_given_option_is_honoured_under_dry_run(tmp_path, capsys):
     assert capsys.readouterr().out.startswith("T=1.500 ")
 
 
+def test_temperatures_below_a_thousandth_are_printed_as_given(tmp_path, capsys):
+    # every row read "T=0.000" (three decimals), the sweep's rows told apart by nothing
+    assert (
+        main(["ising", "sweep", "--dry-run", "--temperatures", "1e-4", "1e-5", "--out", str(tmp_path)]) == 0
+    )
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0].startswith("T=0.0001 ") and rows[1].startswith("T=1e-05 "), rows[:2]
+
+
 @pytest.mark.parametrize("interrupt", [False, True])
 def test_a_failed_command_leaves_no_empty_out_folder(tmp_path, capsys, monkeypatch, interrupt):
     # an RBM that diverged ("stopped before writing any figure") or a Ctrl-C left the --out folder made for it, empty

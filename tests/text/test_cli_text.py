@@ -371,6 +371,31 @@ def test_ngram_score_json_has_the_keys_of_rnnkit_score(tmp_path, corpus, capsys)
     assert r["words"] == 2 and {"nats_per_word", "bits_per_word", "log_prob", "nats"} <= set(r)
 
 
+def test_a_word_models_text_is_scored_as_a_sentences_start(tmp_path, capsys):
+    """A word model scored, sampled and completed a text after no context: its first word was scored by
+    Kneser-Ney's continuation counts, not as a sentence's first word, as a char model's starts a line."""
+    import json
+
+    from rnnkit.text import NGramLM
+
+    (tmp_path / "c.txt").write_text("the cat sat\nthe dog sat\na cat ran\n" * 5)
+    model = tmp_path / "w.npz"
+    assert (
+        main(["ngram", "train", str(tmp_path / "c.txt"), "--out", str(model), "-n", "3", "--level", "word"])
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["ngram", "score", str(model), "the cat sat", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)["log_prob"]
+    lm = NGramLM.load(model)
+    assert (
+        got == pytest.approx(lm.score("the cat sat", "\n").log_prob)
+        and got > lm.score("the cat sat").log_prob
+    )
+    assert main(["ngram", "complete", str(model), "a", "--length", "2"]) == 0
+    assert capsys.readouterr().out == "a cat ran\n"
+
+
 def test_count_options_say_at_least_one(tmp_path, corpus, capsys):
     model = tmp_path / "m.npz"
     assert main(["ngram", "train", str(corpus), "--out", str(model), "-n", "2"]) == 0

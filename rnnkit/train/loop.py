@@ -562,7 +562,6 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
     t = cfg.train
     total = _total_steps(cfg, batches)
     budget = t.time_budget * 60 if t.time_budget else math.inf
-    bar = tqdm(total=total, initial=progress.step, unit="step", dynamic_ncols=True, mininterval=0.5)
 
     def say(line):
         """line to `log`, the bar cleared (validation lines and samples went to stdout whatever `log` was)."""
@@ -579,8 +578,11 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
 
     chars_per_step = batches.B * batches.T
     model.train()
+    # a good checkpoint exists before the first step can go wrong; saved before the bar is drawn (an error saving
+    # it was said at the end of the bar's line)
     if progress.step == 0:
-        save("latest.pt")  # a good checkpoint exists before the first step can go wrong
+        save("latest.pt")
+    bar = tqdm(total=total, initial=progress.step, unit="step", dynamic_ncols=True, mininterval=0.5)
     carried, rng, stepped, row = model.state, None, True, None
     stop = _StopAfterStep(say)
     try:

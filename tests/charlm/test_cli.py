@@ -747,3 +747,22 @@ def test_text_given_in_another_encoding_than_utf8_is_told_so(trained, cli):
                  ["sample", trained, "--prime", "caf\udce9"]):  # fmt: skip
         code, _, err = cli(*args)
         assert code == 2 and "byte 0xe9" in err and "not UTF-8" in err, err
+
+
+def test_a_full_disk_at_the_first_checkpoint_is_said_on_a_line_of_its_own(cli, corpus, tmp_path, monkeypatch):
+    """The first latest.pt (saved before the first step) was written after the progress bar was drawn: a full disk
+    there was said at the end of the bar's line, '0/5 [00:00<?, ?step/s]rnnkit: error: No space left on device'."""
+    import errno
+
+    from rnnkit.train import loop
+
+    def full(path, payload):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(loop, "save_checkpoint", full)
+    code, _, err = cli(
+        "train", corpus, "--out", tmp_path / "run", *TINY, "--max-steps", 5, "--sample-every", 0
+    )
+    assert code == 2
+    line = next(line for line in err.split("\n") if "error" in line)
+    assert line.startswith("rnnkit: error: No space left on device"), err

@@ -118,6 +118,20 @@ class Leaky(Cell):
             elif a is not None:
                 self.alpha_fixed.copy_(a)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args):
+        """Cell's, refusing a fixed α outside (0, 1] as __init__ does: a state_dict's alpha_fixed of 1.5 or NaN
+        (damaged or hand-made) loaded in silence, units that blow up or give NaN from the first step."""
+        a = state_dict.get(prefix + "alpha_fixed")
+        if not self.learn_alpha and isinstance(a, torch.Tensor) and not a.is_meta and not a.is_complex():
+            like = self._buffers.get("alpha_fixed")
+            dtype = like.dtype if like is not None and like.is_floating_point() else torch.float64
+            a = a.detach().to(torch.float64)  # (an integer one is copied into the buffer as its values)
+            bad = a[~((a > 0) & (a <= 1) & (a.to(dtype) > 0))]
+            if bad.numel():
+                raise ValueError(f"leaky alpha must lie in (0, 1], got {bad.flatten()[0].item():g} in the "
+                                 f"state_dict's {prefix}alpha_fixed")  # fmt: skip
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
     def extra_repr(self):
         a, given = (None if self.learn_alpha else self.alpha_fixed), self.__dict__.get("_alpha_given")
         # the alpha given while α holds it (0.3, not float16's 0.300049; a learned one: where it starts), a meta

@@ -478,7 +478,8 @@ def load_run(run):
                           "or bools); a model's are floating-point")  # fmt: skip
     try:
         model.load_state_dict(ckpt["model"])
-    except (RuntimeError, TypeError, AttributeError) as e:  # missing, unexpected or misshapen weights
+    # missing, unexpected or misshapen weights; ValueError: a value a cell refuses (a leaky α outside (0, 1])
+    except (RuntimeError, TypeError, ValueError, AttributeError) as e:
         raise RnnkitError(f"{bad}: its weights do not fit its config ({mismatch(e)})") from None
     broken = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
     if broken:  # training never saves such weights: the file was damaged or made elsewhere

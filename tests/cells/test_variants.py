@@ -248,3 +248,26 @@ def test_leaky_alpha_of_bools_is_refused(alpha):
     False said "must lie in (0, 1]" of a switch."""
     with pytest.raises(ValueError, match=r"^leaky alpha must be a number or 4 values.*got "):
         Recurrent("leaky", 3, 4, alpha=alpha)
+
+
+@pytest.mark.parametrize("bad", [1.5, 0.0, -0.25, float("nan"), 1e-8])
+def test_leaky_alpha_outside_zero_one_is_refused_by_load_state_dict(bad):
+    """Leaky refuses α outside (0, 1] when built, but a state_dict's alpha_fixed of 1.5 or NaN (damaged or
+    hand-made) loaded in silence: units that blow up, or NaN from the first step. It is the same one line,
+    naming the key; 1e-8 is 0 in the cell's float16 (loaded into a layer too)."""
+    cell = CELLS["leaky"](3, 4, alpha=0.3, dtype=torch.float16)
+    state = cell.state_dict()
+    state["alpha_fixed"] = torch.tensor([0.5, bad, 0.5, 0.5], dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"^leaky alpha must lie in \(0, 1\], got .* alpha_fixed$"):
+        cell.load_state_dict(state)
+    torch.testing.assert_close(cell.alpha, torch.full((4,), 0.3, dtype=torch.float16))
+    layer = Recurrent("leaky", 3, 4, alpha=0.3)
+    state = layer.state_dict()
+    state["cells.0.alpha_fixed"] = torch.full((4,), 2.0 if bad == 1e-8 else bad)
+    with pytest.raises(ValueError, match=r"cells\.0\.alpha_fixed$"):
+        layer.load_state_dict(state)
+    state["cells.0.alpha_fixed"] = torch.full((4,), 2)  # (integers are copied in as their values)
+    with pytest.raises(ValueError, match=r"got 2 in the state_dict's cells\.0\.alpha_fixed$"):
+        layer.load_state_dict(state)
+    layer.load_state_dict(Recurrent("leaky", 3, 4, alpha=1.0).state_dict())  # α = 1 (Elman) loads
+    assert bool((layer.cells[0].alpha == 1).all())

@@ -766,3 +766,20 @@ def test_a_full_disk_at_the_first_checkpoint_is_said_on_a_line_of_its_own(cli, c
     assert code == 2
     line = next(line for line in err.split("\n") if "error" in line)
     assert line.startswith("rnnkit: error: No space left on device"), err
+
+
+def test_a_leaky_alpha_outside_zero_one_in_a_checkpoint_is_refused(corpus, tmp_path, cli):
+    """A checkpoint whose leaky α lay outside (0, 1] (damaged or edited) loaded in silence, and sample ran units
+    that blow up; the cell's load_state_dict refuses it, and the command says so in one line."""
+    run = tmp_path / "run"
+    tiny = ["--cell", "leaky", *TINY[2:]]
+    assert cli("train", corpus, "--out", run, *tiny, "--dry-run")[0] == 0
+    ckpt = torch.load(run / "best.pt", weights_only=True)
+    ckpt["model"]["rnn.cells.0.alpha_fixed"][0] = 1.5
+    torch.save(ckpt, tmp_path / "alpha.pt")
+    code, _, err = cli("sample", tmp_path / "alpha.pt")
+    assert (
+        code == 2
+        and "leaky alpha must lie in (0, 1], got 1.5 in the state_dict's rnn.cells.0.alpha_fixed" in err
+    )
+    assert len(err.strip().splitlines()) == 1, err

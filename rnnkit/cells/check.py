@@ -5,6 +5,8 @@ rnnkit, had nothing to tell a slightly wrong backward (a derivative off by a fac
 one: the python backend trained with its gradients in silence. check_cell is that test, in one call.
 """
 
+import numbers
+
 import torch
 
 from rnnkit.cells._base import Cell, check_step, check_step_backward, check_unchanged, versions
@@ -65,6 +67,10 @@ def check_cell(
     if not (isinstance(Cls, type) and issubclass(Cls, Cell)):
         raise RnnkitError(f"check_cell takes a Cell class or a name in rnnkit.CELLS, got {cell!r}")
     name = Cls.__name__
+    # (batch=0 failed in an IndexError from the lengths made below, steps=0 in the layer's 'input has no time steps')
+    for what, n in (("batch", batch), ("steps", steps)):
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise RnnkitError(f"check_cell's {what} must be an integer >= 1, got {n!r}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Cls(input_size, hidden_size, **cell_kwargs).double()

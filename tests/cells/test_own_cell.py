@@ -613,3 +613,14 @@ def test_a_cell_of_ones_own_runs_under_inference_mode(backend):
     with torch.inference_mode():
         got = layer(x)[0]
     torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("what, value", [("batch", 0), ("steps", 0), ("batch", 2.5), ("steps", True)])
+def test_check_cell_of_no_rows_or_steps_is_one_line(what, value):
+    """check_cell(cell, batch=0) failed in an IndexError traceback from inside (the lengths of its sequence check),
+    steps=0 in the layer's 'input has no time steps', a number check_cell's caller never gave; both name the
+    argument."""
+    from rnnkit.cells import check_cell
+
+    with pytest.raises(RnnkitError, match=rf"^check_cell's {what} must be an integer >= 1, got {value!r}$"):
+        check_cell("gru", **{what: value})

@@ -350,7 +350,7 @@ def test_check_cell_names_the_gradient_a_slightly_wrong_step_backward_gets_wrong
     assert torch.equal(torch.random.get_rng_state(), before)  # the caller's random stream as it was
 
 
-@pytest.mark.parametrize("name", ["rnn_tanh", "lstm", "gru_cho", "mut1", "leaky"])
+@pytest.mark.parametrize("name", sorted(CELLS))
 def test_check_cell_passes_rnnkits_own_cells(name):
     from rnnkit.cells import check_cell
 

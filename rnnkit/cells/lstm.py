@@ -75,6 +75,9 @@ class LSTM(Cell):
         ):
             raise ValueError(f"lstm forget_bias must be a finite number (or None: drawn as the other biases), got "
                              f"{forget_bias!r}")  # fmt: skip
+        if not bias and forget_bias not in (None, 1.0):  # (1.0: the default) ignored, yet shown by the repr
+            raise ValueError(f"lstm forget_bias={forget_bias} sets the forget gate's bias, and bias=False has none; "
+                             "drop forget_bias or use bias=True")  # fmt: skip
         super().__init__(input_size, hidden_size, bias)
         recurrent_weights(self, *self._recurrent_shapes(hidden_size, bias))
         self.forget_bias = forget_bias

@@ -75,6 +75,17 @@ def test_lstm_forget_bias_not_a_number_is_one_line():
             Recurrent("lstm", 3, 4, forget_bias=forget_bias)
 
 
+def test_lstm_forget_bias_without_a_bias_is_one_line():
+    """bias=False has no forget-gate bias to set: forget_bias=2.0 was ignored in silence, and the repr showed it.
+    The default (1.0) and None are taken, as from_torch of a bias-free torch.nn.LSTM gives None."""
+    for make in (lambda **kw: CELLS["lstm"](3, 4, **kw), lambda **kw: Recurrent("lstm", 3, 4, **kw)):
+        with pytest.raises(
+            ValueError, match=r"^lstm forget_bias=2.0 sets the forget gate's bias, and bias=False"
+        ):
+            make(bias=False, forget_bias=2.0)
+        make(bias=False), make(bias=False, forget_bias=None), make(bias=False, forget_bias=1.0)
+
+
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("D", [3, 5])  # 3: x̃ = W_xp x_t (one GEMM for all blocks); 5 = H: x̃ = x_t
 @pytest.mark.parametrize("name", ["mut1", "mut2"])

@@ -59,8 +59,16 @@ def forward_loop(cell, xw, state0, P, mask, reverse, keep):
             for k, u in enumerate(u_t):
                 us[k][t] = u
         state = new
-    us = [torch.stack(u) for u in us] if keep else None
-    return hs, state, caches, us
+    if not keep:
+        return hs, state, caches, None
+    stacked = [torch.stack(u) for u in us]
+    # a cache that is a step's u (Elman's h_t is the next step's h_prev, GRU keeps its h_prev) becomes a view of
+    # the stacked us: saved for backward once, not twice (rnn_tanh kept 1.7x, gru 1.13x what torch.nn keeps)
+    view = {id(u): s[t] for u_k, s in zip(us, stacked) for t, u in enumerate(u_k)}
+    caches = [
+        tuple(view.get(id(c), c) for c in cache) if isinstance(cache, tuple) else cache for cache in caches
+    ]
+    return hs, state, caches, stacked
 
 
 def backward_loop(cell, dhs, dstateT, caches, us, P, mask, reverse, probe, xw_width=None):

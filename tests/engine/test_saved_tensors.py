@@ -320,3 +320,24 @@ def test_saved_tensors_unpacked_with_other_strides_give_the_same_gradients(cell,
 
     for got, want in zip(grads(strided), grads(lambda t: t)):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_the_python_loop_saves_each_state_once(cell):
+    """A step's cache that is a step's u (Elman's h_t, the next step's h_prev; GRU's and leaky's h_prev) is saved
+    as a view of the stacked us, not as a second copy: the python loop keeps about what autograd's graph keeps
+    (here it kept 1.7x for rnn_tanh and rnn_relu, 1.44x for leaky, 1.14x for mut3; now at most 1.1x)."""
+
+    def saved_bytes(backend):
+        torch.manual_seed(0)
+        layer, storages = Recurrent(cell, 8, 32, backend=backend), {}
+
+        def pack(t):
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            layer(torch.randn(50, 8, 8))
+        return sum(storages.values())
+
+    assert saved_bytes("python") <= 1.2 * saved_bytes("autograd")

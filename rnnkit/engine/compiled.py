@@ -222,7 +222,7 @@ def recurrence_backward(
     saved = [t.contiguous() for t in saved]
     out = native.load().backward(cell, saved, X, flat, m, reverse, dhs.contiguous(), dstate, False, batch_first,
                                  False, False)  # fmt: skip
-    native.keep_plans()
+    native.keep_plans_soon()
     n = len(dstate)
     dP = out[2 + n : 2 + n + len(flat)]
     grads = [torch.zeros_like(flat[k]) if dP[k] is None else dP[k] for k in given]

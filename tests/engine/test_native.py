@@ -4,6 +4,7 @@ Both run the same hand-written BPTT, so float64 agrees to rounding (1e-12) and f
 """
 
 import contextlib
+import math
 import os
 import pathlib
 import warnings
@@ -772,6 +773,24 @@ def test_gemm_choices_are_kept_for_later_processes(tmp_path, monkeypatch):
         assert fresh_process()[:2] == [0, timed] and len(json.loads(path.read_text())) == timed
     monkeypatch.setenv("RNNKIT_GEMM_PLANS", "")
     assert native.plan_file() is None  # empty: none kept, every process times its own
+
+
+def test_the_loops_write_new_choices_at_most_once_a_while(tmp_path, monkeypatch):
+    """Shapes that vary call after call (a batch of other lengths each time) time a new choice on many calls, and
+    the file was rewritten whole after each: 5.3 s of 600 calls' 9.3 s. The loops write at most once a
+    PLAN_WRITE_EVERY seconds; what is left is written at exit (the test above reads it in a fresh process)."""
+    monkeypatch.setenv("RNNKIT_GEMM_PLANS", str(tmp_path / "plans.json"))
+    monkeypatch.setattr(native, "PLAN_WRITE_EVERY", 3600.0, raising=False)
+    monkeypatch.setattr(native, "_written_at", -math.inf, raising=False)
+    monkeypatch.setattr(native, "_at_exit", True, raising=False)  # (no exit hook from a test)
+    writes = []
+    monkeypatch.setattr(native, "write_text", lambda path, text: writes.append(path))
+    ext = native.load()
+    layer = Recurrent("lstm", 40, 120, backend="native")  # sizes no other test times
+    before = ext.gemm_plan_count()
+    for B in range(17, 27):
+        layer(torch.randn(B, 3, 40))[0].sum().backward()
+    assert ext.gemm_plan_count() > before and len(writes) == 1
 
 
 def test_deterministic_algorithms_time_nothing():

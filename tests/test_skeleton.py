@@ -204,6 +204,26 @@ def test_a_commands_warning_is_one_line_of_rnnkits():
     assert out.stderr == "rnnkit: warning: the loop could not be built; install a compiler\n"
 
 
+def test_a_warning_of_rnnkits_own_says_rnnkit_once():
+    """The compiled loops' warnings begin 'rnnkit: ' (as a program importing rnnkit sees them), and the command line
+    said 'rnnkit: warning: rnnkit: native word2vec unavailable (...)' where word2vec's or the RBM kernel's build
+    failed (a read-only cache)."""
+    code = (
+        "import sys, warnings\n"
+        "from rnnkit import cli\n"
+        "real = cli.build_parser\n"
+        "def warn(args):\n"
+        "    warnings.warn('rnnkit: native word2vec unavailable (x); using the torch path', RuntimeWarning)\n"
+        "def build():\n"
+        "    parser = real(); parser.commands['word2vec'].set_defaults(func=warn); return parser\n"
+        "cli.build_parser = build\n"
+        "sys.exit(cli.main(['word2vec', '--out', 'x', 'c.txt']))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stderr == "rnnkit: warning: native word2vec unavailable (x); using the torch path\n"
+
+
 def test_every_file_the_readme_names_is_there():
     """The README named `csrc/cells_traced.h`, a path that is not in the repository (it is the engine's,
     rnnkit/engine/csrc/cells_traced.h). Every `path/with/a.file` in backquotes must exist from the root."""

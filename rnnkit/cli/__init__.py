@@ -153,8 +153,9 @@ def _out_of_memory(e, command=None) -> str | None:
 
 def _warning_line(message, category, filename, lineno, line=None) -> str:
     """A warning as the command line says it: one line, not Python's `<frozen runpy>:88: RuntimeWarning: ...`
-    (the first frame outside rnnkit, where a library's warning points, is the command's launcher)."""
-    return f"rnnkit: warning: {message}\n"
+    (the first frame outside rnnkit, where a library's warning points, is the command's launcher). The library's
+    own warnings begin 'rnnkit: ' (for a program that imports it), said once here, not 'rnnkit: warning: rnnkit: '."""
+    return f"rnnkit: warning: {str(message).removeprefix('rnnkit: ')}\n"
 
 
 def main(argv=None) -> int:

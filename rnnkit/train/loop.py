@@ -22,6 +22,7 @@ import pathlib
 import signal
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -585,6 +586,7 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
     bar = tqdm(total=total, initial=progress.step, unit="step", dynamic_ncols=True, mininterval=0.5)
     carried, rng, stepped, row = model.state, None, True, None
     stop = _StopAfterStep(say)
+    shown = _warnings_above()
     try:
         while (total is None or progress.step < total) and progress.elapsed < budget:
             if progress.window == 0:
@@ -654,11 +656,26 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
     finally:
         bar.close()  # also before an error, whose line then starts a line of its own
         stop.restore()
+        warnings.showwarning = shown
     save("latest.pt")
     log(
         f"done: {progress.step} steps in {progress.elapsed:.0f} s; best val {_nats(progress.best_val)}; run folder {out}"
     )
     return 0
+
+
+def _warnings_above():
+    """Warnings said while the bar is drawn (the native engine that can't be built, said at the first step) on lines of
+    their own, the bar cleared and drawn again below them, as the loop's own lines: they came at the end of the bar's
+    line, '0/5 [00:00<?, ?step/s]rnnkit: warning: ...'. Returns the showwarning to put back."""
+    shown = warnings.showwarning
+
+    def show(*args, **kwargs):
+        with tqdm.external_write_mode():
+            shown(*args, **kwargs)
+
+    warnings.showwarning = show
+    return shown
 
 
 class _StopAfterStep:

@@ -783,3 +783,26 @@ def test_a_leaky_alpha_outside_zero_one_in_a_checkpoint_is_refused(corpus, tmp_p
         and "leaky alpha must lie in (0, 1], got 1.5 in the state_dict's rnn.cells.0.alpha_fixed" in err
     )
     assert len(err.strip().splitlines()) == 1, err
+
+
+def test_a_warning_at_the_first_step_is_said_on_a_line_of_its_own(corpus, tmp_path):
+    """The native engine that can't be built (a read-only cache) is said at the first forward, after the progress bar
+    is drawn: 'rnnkit: warning: ...' came at the end of the bar's line, '0/2 [00:00<?, ?step/s]rnnkit: warning: ...'.
+    A warning in the loop clears the bar first, as its validation lines do."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from rnnkit import cli\n"
+        "from rnnkit.engine import native\n"
+        "native.load = lambda: None\n"
+        "native.unsupported = lambda *a: 'could not build the native engine: PermissionError; set TORCH_EXTENSIONS_DIR'\n"
+        "native.build_failed = lambda reason: True\n"
+        f"sys.exit(cli.main({['train', str(corpus), '--out', str(tmp_path / 'run'), *TINY, '--max-steps', '2', '--sample-every', '0', '--threads', '1']!r}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    before = out.stderr.split("rnnkit: warning: rnnkit native backend unavailable")
+    assert len(before) == 2, out.stderr
+    assert before[0].rstrip(" ").endswith(("\n", "\r")), repr(out.stderr)

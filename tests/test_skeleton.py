@@ -84,6 +84,41 @@ def test_the_wheel_holds_every_file_rnnkit_reads(tmp_path):
     assert f"\nVersion: {rnnkit.__version__}\n" in metadata  # pip's version is --version's
 
 
+def test_the_sdist_holds_the_whole_source_tree(tmp_path):
+    """The sdist (pip's source of `pip install rnnkit` without a wheel, and a packager's) held setuptools' default
+    selection of tests, tests/test*.py alone: not tests/cells/ and the other folders, not conftest.py, and not bench/
+    that tests/test_bench_*.py read, so its test suite failed. It holds the tests, bench/ and the Makefile."""
+    import pathlib
+    import shutil
+    import tarfile
+
+    pytest.importorskip("setuptools", reason="setuptools (the build backend) is not installed here")
+    root = pathlib.Path(rnnkit.__file__).parent.parent
+    if not (root / "pyproject.toml").is_file():
+        pytest.skip("rnnkit is imported from an installed copy, not from its sources")
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "MANIFEST.in", "Makefile"):
+        if (root / name).is_file():
+            shutil.copy(root / name, src)
+    skip = shutil.ignore_patterns("__pycache__", ".*", "*.so", "*.pyc")
+    for folder in ("rnnkit", "tests", "bench"):
+        shutil.copytree(root / folder, src / folder, ignore=skip)
+    build = f"from setuptools import build_meta; print('sdist:', build_meta.build_sdist({str(tmp_path)!r}))"
+    out = subprocess.run(
+        [sys.executable, "-W", "error", "-c", build], cwd=src, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    sdist = tmp_path / out.stdout.rsplit("sdist: ", 1)[1].strip()
+    top = f"rnnkit-{rnnkit.__version__}/"
+    inside = {n.removeprefix(top) for n in tarfile.open(sdist).getnames()}
+    wanted = {
+        p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file() and ".egg-info" not in str(p)
+    }
+    assert {"tests/conftest.py", "tests/cells/test_variants.py", "bench/engine.py", "Makefile"} <= wanted
+    assert sorted(wanted - inside) == []
+
+
 def test_cli_version_and_unknown_options_in_the_commands_words(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])

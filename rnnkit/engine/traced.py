@@ -1262,12 +1262,10 @@ def _load_symbols(source, name, symbols):
         stem = f"traced_{digest}"
         so = _compiled(source, cxx, flags, stem, name)
     except OSError as e:  # (no such compiler, a build folder that can't be written)
-        what = (
-            f"no C++ compiler {cxx!r}"
-            if e.filename in (None, cxx, *shlex.split(cxx)[:1])
-            else f"{e.filename!r}"
-        )
-        raise Untraceable(f"{name}'s kernels can't be compiled: {what} ({e.strerror}); it runs on the python "
+        compiler = e.filename in (None, cxx, *shlex.split(cxx)[:1])
+        what = f"no C++ compiler {cxx!r}" if compiler else f"{e.filename!r}"
+        fix = "" if compiler else "; set TORCH_EXTENSIONS_DIR to a writable folder"  # (a read-only cache)
+        raise Untraceable(f"{name}'s kernels can't be compiled: {what} ({e.strerror}){fix}; it runs on the python "
                           "loop") from None  # fmt: skip
     try:
         lib = _libs.get(so) or _libs.setdefault(

@@ -708,6 +708,22 @@ def test_no_compiler_is_refused_in_one_line(tmp_path, monkeypatch):
     assert os.listdir(tmp_path / "rnnkit_traced") == []
 
 
+def test_a_cache_that_cant_be_written_is_refused_naming_the_fix(tmp_path, monkeypatch):
+    """A cell of one's own whose kernels are not in a cache that can't be written (the engine loaded from a shared or
+    read-only one) was said as "can't be compiled: '.../rnnkit_traced' (Permission denied)", naming no way on."""
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(traced, "_traced", {})
+
+    def read_only(*args, dir=None, **kwargs):
+        raise PermissionError(13, "Permission denied", dir)
+
+    monkeypatch.setattr(traced.tempfile, "mkstemp", read_only)
+    with pytest.raises(Untraceable, match=r"^ReluRNN's kernels can't be compiled: '.*rnnkit_traced' \(Permission "
+                                          r"denied\); set TORCH_EXTENSIONS_DIR to a writable folder; it runs on the "
+                                          r"python loop$"):  # fmt: skip
+        trace_cell(ReluRNN, 4, params_of(ReluRNN(2, 4)), torch.float64)
+
+
 def test_a_cxx_with_arguments_compiles_the_kernels_as_it_builds_the_engine(tmp_path, monkeypatch):
     """CXX is a command line to torch's build (ninja runs it through the shell: `ccache g++`, `g++ -w`), and the
     engine built with it; the kernels ran CXX as one program's name and were refused: "no C++ compiler 'g++ -w'"."""

@@ -33,8 +33,10 @@ CPUINFO_KEYS = ("model name", "flags", "Features", "CPU implementer", "CPU part"
 
 
 def _cache_dir() -> pathlib.Path:
-    root = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
-    return pathlib.Path(root) / "rnnkit"
+    """$XDG_CACHE_HOME/rnnkit, else ~/.cache/rnnkit. A relative XDG_CACHE_HOME is ignored, as the XDG spec says: it
+    built the kernel in a folder of that name made in every working directory."""
+    root = os.environ.get("XDG_CACHE_HOME", "")
+    return (pathlib.Path(root) if os.path.isabs(root) else pathlib.Path.home() / ".cache") / "rnnkit"
 
 
 def _cpu_name() -> str:

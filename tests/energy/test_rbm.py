@@ -328,6 +328,20 @@ def test_a_user_without_a_home_is_told_where_to_keep_the_kernel(fresh_kernel, mo
         assert _rbm_kernel.load() is None
 
 
+def test_a_relative_xdg_cache_home_is_ignored(fresh_kernel, monkeypatch, tmp_path):
+    """XDG_CACHE_HOME=cache (relative, which the XDG spec says to ignore) built the kernel in ./cache/rnnkit of the
+    working directory, one more folder and a build in every directory the user trained from; it is ~/.cache's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", "cache")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert _rbm_kernel._cache_dir() == tmp_path / "home" / ".cache" / "rnnkit"
+    if _rbm_kernel.unavailable() is None:
+        assert list((tmp_path / "home" / ".cache" / "rnnkit").glob("rbm_cd-*.so"))
+    assert list(work.iterdir()) == []
+
+
 @pytest.mark.skipif(_rbm_kernel.unavailable() is not None, reason=str(_rbm_kernel.unavailable()))
 def test_a_cache_on_a_noexec_mount_is_the_fix(fresh_kernel, monkeypatch):
     """A cache on a noexec mount builds the kernel, then dlopen fails ("failed to map segment from shared object"):

@@ -34,4 +34,4 @@ bench: $(VENV)/.installed    ## the engine benchmark (random data); bench/charlm
 	$(PY) bench/engine.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache build rnnkit.egg-info  # (a wheel built later took build/'s stale files)

@@ -245,7 +245,9 @@ def stdlib_text(limit=None) -> str:
 
 def cache_dir() -> pathlib.Path:
     try:  # (no HOME, and no home in the password database: a container's `docker run -u 1234`)
-        base = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
+        # a relative XDG_CACHE_HOME is ignored, as the XDG spec says (it kept the file in every folder run from)
+        given = os.environ.get("XDG_CACHE_HOME", "")
+        base = given if os.path.isabs(given) else pathlib.Path.home() / ".cache"
     except RuntimeError as e:
         raise RnnkitError(
             f"no cache folder: {str(e).rstrip('.').lower()} (HOME is unset); set XDG_CACHE_HOME (or HOME) to a "

@@ -152,6 +152,18 @@ def test_shakespeare_without_a_home_says_what_to_set(tmp_path, monkeypatch):
         load_corpus("shakespeare")
 
 
+def test_a_relative_xdg_cache_home_is_ignored(tmp_path, monkeypatch):
+    """XDG_CACHE_HOME=cache kept the download in ./cache/rnnkit of every folder run from; the XDG spec says a
+    relative path is to be ignored: ~/.cache it is."""
+    from rnnkit.data.corpus import cache_dir
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", "cache")
+    assert cache_dir() == tmp_path / ".cache" / "rnnkit"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "rnnkit"
+
+
 def test_shakespeare_from_data_dir(tmp_path, monkeypatch):
     (tmp_path / "tinyshakespeare.txt").write_text("ROMEO:\nBut soft!\n")
     monkeypatch.setenv("RNNKIT_DATA", str(tmp_path))

@@ -24,8 +24,9 @@ def _save(fig, path) -> str:
     return str(path)
 
 
-def image_grid(images, path, title="", shape=None, columns=10, symmetric=False) -> str:
-    """Rows of `images` (n, V) as small pictures; symmetric colours around 0 for weights."""
+def image_grid(images, path, title="", shape=None, columns=10, symmetric=False, value_range=None) -> str:
+    """Rows of `images` (n, V) as small pictures; symmetric colours around 0 for weights. `value_range` (low, high)
+    is one scale for every image (pixels: (0, 1)); else each image is stretched over its own range."""
     images = torch.as_tensor(images).detach().cpu().float()
     h, w = image_shape(images.shape[1], shape)
     rows = math.ceil(len(images) / columns)
@@ -36,6 +37,8 @@ def image_grid(images, path, title="", shape=None, columns=10, symmetric=False) 
     for ax, image in zip(axes.flat, images):
         limit = image.abs().max().item() or 1.0
         kw = dict(vmin=-limit, vmax=limit, cmap="RdBu_r") if symmetric else dict(cmap="gray_r")
+        if value_range is not None:
+            kw.update(vmin=value_range[0], vmax=value_range[1])
         ax.imshow(image.view(h, w).numpy(), interpolation="nearest", **kw)
     fig.suptitle(title)
     return _save(fig, path)

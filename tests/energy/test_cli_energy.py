@@ -445,6 +445,21 @@ def test_gaussian_pixels_are_standardised_with_the_training_split_only(tmp_path,
     assert abs(grids["samples.png"].mean().item() - x.mean().item()) < 0.1  # pixels, about 0.3 on average
 
 
+def test_rbm_samples_are_drawn_on_the_pixels_scale(tmp_path, monkeypatch, capsys):
+    """samples.png stretched each image over its own range: a blur of means 0.4 to 0.8 was drawn black on white,
+    as crisp as a digit of the data. Every sample is drawn on the pixels' [0, 1]; the filters keep their own ±max."""
+    from rnnkit.energy import plots
+
+    figures = {}
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path, dpi: figures.setdefault(path.name, fig))
+    assert main(["rbm", "train", "--dry-run", "--out", str(tmp_path)]) == 0
+    samples = [im for ax in figures["samples.png"].axes for im in ax.get_images()]
+    assert len(samples) == 50 and {(im.norm.vmin, im.norm.vmax) for im in samples} == {(0, 1)}
+    for im in (im for ax in figures["filters.png"].axes for im in ax.get_images()):
+        limit = abs(im.get_array()).max()
+        assert im.norm.vmin == pytest.approx(-limit) and im.norm.vmax == pytest.approx(limit)
+
+
 @pytest.mark.parametrize("command", OUT_COMMANDS)
 def test_an_out_folder_it_cannot_write_in_is_one_line_before_any_work(command, tmp_path, capsys, monkeypatch):
     """The figures failed only once the work was done, naming a temporary file (recall.png.x1y2z3.tmp)."""

@@ -93,7 +93,8 @@ def _whole(row) -> bool:
 
 
 def plot_losses(rows: list, path):
-    """Train and validation loss (nats/char) against steps and against wall time."""
+    """Train and validation loss (nats/char) against steps and against training time: wall_s, the seconds of the
+    steps themselves over every session (validation, samples and checkpoints not counted, as in --time-budget)."""
     # a Figure of its own, not pyplot's: the user's backend stays as it is, and no display is needed
     from matplotlib.figure import Figure
 
@@ -103,7 +104,7 @@ def plot_losses(rows: list, path):
     val = [(int(r["step"]), float(r["wall_s"]), float(r["val_loss"])) for r in rows if r["val_loss"] != ""]
     fig = Figure(figsize=(10, 4))
     axes = fig.subplots(1, 2, sharey=True)
-    for ax, i, label in [(axes[0], 0, "step"), (axes[1], 1, "wall time (s)")]:
+    for ax, i, label in [(axes[0], 0, "step"), (axes[1], 1, "training time (s)")]:
         if train:
             ax.plot([t[i] for t in train], [t[2] for t in train], lw=0.8, label="train")
         if val:

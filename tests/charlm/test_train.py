@@ -36,6 +36,22 @@ def test_learning_loss_falls_from_ln_v(tmp_path, corpus):
         assert (tmp_path / "run" / name).is_file()
 
 
+def test_the_loss_plot_says_its_time_axis_is_training_time(tmp_path, monkeypatch):
+    """loss.png's second panel was labelled 'wall time (s)' over wall_s, the seconds of the steps alone (validation,
+    samples and checkpoints not counted): a run of 2 s by the clock was drawn as 0.08 s of 'wall time'."""
+    from rnnkit.train import metrics
+
+    figures = []
+    monkeypatch.setattr(metrics, "save_figure", lambda fig, path, dpi: figures.append(fig))
+    rows = [{"step": "1", "wall_s": "0.5", "train_loss": "3", "val_loss": ""},
+            {"step": "2", "wall_s": "0.9", "train_loss": "2.5", "val_loss": "2.7"}]  # fmt: skip
+    metrics.plot_losses(rows, tmp_path / "loss.png")
+    by_step, by_time = figures[0].axes
+    assert by_step.get_xlabel() == "step" and by_step.get_ylabel() == "loss (nats/char)"
+    assert by_time.get_xlabel() == "training time (s)"
+    assert [list(line.get_xdata()) for line in by_time.get_lines()] == [[0.5, 0.9], [0.9]]
+
+
 def test_resume_equals_uninterrupted(tmp_path, corpus):
     quiet = lambda s: None  # noqa: E731
     cfg = tiny_config(corpus, max_steps=30, eval_every=10)

@@ -11,6 +11,7 @@
 The loop only calls `model(batch) -> (logits, loss)`, `model.state` and `model.sample(...)`.
 """
 
+import collections
 import contextlib
 import dataclasses
 import errno
@@ -44,6 +45,7 @@ RUN_FILES = ["config.json", "vocab.json", "metrics.csv", "loss.png", "latest.pt"
 EXPLODE = 3.0  # char-rnn aborts when the loss exceeds 3x the initial loss
 DRY_RUN_STEPS = 4
 DRY_RUN_ID = "dry-run:"  # before the corpus id of a dry run's checkpoints
+SPEED_STEPS = 100  # the bar's chars_s: the mean speed of the last steps (one step's ranged 9,400 to 262,281)
 
 
 @dataclass
@@ -578,6 +580,7 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
         save_checkpoint(out / name, checkpoint_payload(cfg, chars, model, optimizer, progress))
 
     chars_per_step = batches.B * batches.T
+    recent = collections.deque(maxlen=SPEED_STEPS)  # the last steps' seconds, for the bar's chars_s
     model.train()
     # a good checkpoint exists before the first step can go wrong; saved before the bar is drawn (an error saving
     # it was said at the end of the bar's line)
@@ -611,6 +614,7 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
                 dt = time.perf_counter() - t0
                 progress.elapsed += dt
                 speed = chars_per_step / max(dt, 1e-9)
+                recent.append(dt)
                 row = dict(step=progress.step, epoch=progress.epoch + progress.window / len(batches),
                            wall_s=progress.elapsed, lr=optimizer.param_groups[0]["lr"], train_loss=loss, chars_per_s=speed)  # fmt: skip
             left = (
@@ -618,7 +622,8 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
                 if budget < math.inf
                 else {}
             )
-            bar.set_postfix(loss=f"{loss:.3f}", chars_s=f"{speed:,.0f}", **left, refresh=False)
+            mean_speed = chars_per_step * len(recent) / max(sum(recent), 1e-9)
+            bar.set_postfix(loss=f"{loss:.3f}", chars_s=f"{mean_speed:,.0f}", **left, refresh=False)
             bar.update(1)
             last = (total is not None and progress.step >= total) or progress.elapsed >= budget
             evaluated = (

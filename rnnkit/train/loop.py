@@ -664,7 +664,7 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
         warnings.showwarning = shown
     save("latest.pt")
     log(
-        f"done: {progress.step} steps in {progress.elapsed:.0f} s; best val {_nats(progress.best_val)}; run folder {out}"
+        f"done: {progress.step} steps in {_seconds(progress.elapsed)} s; best val {_nats(progress.best_val)}; run folder {out}"
     )
     return 0
 
@@ -784,6 +784,11 @@ def _validate(model, val_batches, progress, row, save, say, out, train_loss_now)
             except BaseException:
                 progress.best_val = before
                 raise
+
+
+def _seconds(s: float) -> str:
+    """Seconds to 3 significant digits below 100 (a short run's 0.08 s read '0 s'), whole ones above."""
+    return f"{s:.3g}" if s < 100 else f"{s:.0f}"
 
 
 def _nats(v: float) -> str:

@@ -85,6 +85,18 @@ def test_the_bars_speed_is_the_mean_of_the_last_steps(tmp_path, corpus, monkeypa
     assert shown[0] == "128,000" and shown[1:] == ["23,273", "32,000", "23,273", "27,826", "23,273"]
 
 
+def test_the_done_line_gives_the_runs_training_time(tmp_path, corpus):
+    """The last line rounded the seconds of training to whole ones: a short run was 'done: 3 steps in 0 s'. It
+    gives them to 3 digits, the wall_s of metrics.csv's last row; and its best val is the lowest val_loss there."""
+    lines = []
+    assert train(tiny_config(corpus, max_steps=3, eval_every=2), tmp_path / "run", log=lines.append) == 0
+    rows = read_metrics(tmp_path / "run" / "metrics.csv")
+    done = re.fullmatch(r"done: (\d+) steps in (\S+) s; best val (\S+) nats/char .*", lines[-1])
+    assert int(done[1]) == 3 == int(rows[-1]["step"])
+    assert float(done[2]) == pytest.approx(float(rows[-1]["wall_s"]), rel=0.01)
+    assert float(done[3]) == pytest.approx(min(float(r["val_loss"]) for r in rows if r["val_loss"]), abs=1e-4)
+
+
 def test_resume_equals_uninterrupted(tmp_path, corpus):
     quiet = lambda s: None  # noqa: E731
     cfg = tiny_config(corpus, max_steps=30, eval_every=10)

@@ -21,6 +21,7 @@ import math
 import os
 import pathlib
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -586,7 +587,9 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
     # it was said at the end of the bar's line)
     if progress.step == 0:
         save("latest.pt")
-    bar = tqdm(total=total, initial=progress.step, unit="step", dynamic_ncols=True, mininterval=0.5)
+    # no bar where there is no stderr (closed: `2>&-`, pythonw): its first write stopped the run, unsaid, exit 1
+    bar = tqdm(total=total, initial=progress.step, unit="step", dynamic_ncols=True, mininterval=0.5,
+               disable=sys.stderr is None)  # fmt: skip
     carried, rng, stepped, row = model.state, None, True, None
     stop = _StopAfterStep(say)
     shown = _warnings_above()

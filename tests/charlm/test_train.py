@@ -97,6 +97,16 @@ def test_the_done_line_gives_the_runs_training_time(tmp_path, corpus):
     assert float(done[3]) == pytest.approx(min(float(r["val_loss"]) for r in rows if r["val_loss"]), abs=1e-4)
 
 
+def test_a_run_without_stderr_trains_without_its_bar(tmp_path, corpus, monkeypatch):
+    """Started with stderr closed (`rnnkit train ... 2>&-`, pythonw: sys.stderr is None), the run stopped at its
+    first step in tqdm's "AttributeError: 'NoneType' object has no attribute 'write'", exit 1 and nothing said (the
+    traceback had nowhere to go either). The bar is left out; the run trains and logs as ever."""
+    monkeypatch.setattr("sys.stderr", None)
+    lines = []
+    assert train(tiny_config(corpus, max_steps=3, eval_every=2), tmp_path / "run", log=lines.append) == 0
+    assert lines[-1].startswith("done: 3 steps") and len(read_metrics(tmp_path / "run" / "metrics.csv")) == 3
+
+
 def test_resume_equals_uninterrupted(tmp_path, corpus):
     quiet = lambda s: None  # noqa: E731
     cfg = tiny_config(corpus, max_steps=30, eval_every=10)

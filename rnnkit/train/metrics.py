@@ -112,6 +112,7 @@ def plot_losses(rows: list, path):
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("loss (nats/char)")
-    axes[0].legend()
+    if train or val:  # (no rows: matplotlib's warning 'No artists with labels found to put in legend')
+        axes[0].legend()
     fig.tight_layout()
     save_figure(fig, path, dpi=100)

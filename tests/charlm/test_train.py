@@ -107,6 +107,20 @@ def test_a_run_without_stderr_trains_without_its_bar(tmp_path, corpus, monkeypat
     assert lines[-1].startswith("done: 3 steps") and len(read_metrics(tmp_path / "run" / "metrics.csv")) == 3
 
 
+def test_resuming_a_finished_run_whose_metrics_lost_their_rows_draws_no_warning(tmp_path, corpus, capsys):
+    """A finished run whose metrics.csv kept only its header (its rows cut or damaged) drew its loss.png again on
+    --resume with an empty legend: matplotlib's 'No artists with labels found to put in legend' warning (an error
+    under -W error). The empty plot is drawn without it."""
+    run = tmp_path / "run"
+    assert train(tiny_config(corpus, max_steps=2, eval_every=2), run, log=lambda s: None) == 0
+    header = (run / "metrics.csv").read_text().splitlines()[0]
+    (run / "metrics.csv").write_text(header + "\n")
+    os.utime(run / "loss.png", (0, 0))  # older than metrics.csv: drawn again
+    lines = []
+    assert train(tiny_config(corpus, max_steps=2, eval_every=2), run, resume=True, log=lines.append) == 0
+    assert "already at step 2" in lines[-1] and os.stat(run / "loss.png").st_mtime > 0
+
+
 def test_resume_equals_uninterrupted(tmp_path, corpus):
     quiet = lambda s: None  # noqa: E731
     cfg = tiny_config(corpus, max_steps=30, eval_every=10)

@@ -20,4 +20,7 @@ def pytest_configure(config):
 
 def pytest_unconfigure(config):
     if _plans_dir is not None:
+        # the loops write new choices at most once a second, the rest at exit (native.keep_plans_soon): into no
+        # file, not into this folder removed ("RNNKIT_GEMM_PLANS=... is not in a folder" at the session's exit)
+        os.environ["RNNKIT_GEMM_PLANS"] = ""
         shutil.rmtree(_plans_dir, ignore_errors=True)

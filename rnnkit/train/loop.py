@@ -568,9 +568,14 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
     budget = t.time_budget * 60 if t.time_budget else math.inf
 
     def say(line):
-        """line to `log`, the bar cleared (validation lines and samples went to stdout whatever `log` was)."""
+        """line to `log`, the bar cleared (validation lines and samples went to stdout whatever `log` was). A sample
+        of characters the output's encoding lacks ('→' on an ASCII stdout) is written escaped ('\\u2192'): it
+        stopped the run, the steps since the last checkpoint lost."""
         with tqdm.external_write_mode():
-            log(line)
+            try:
+                log(line)
+            except UnicodeEncodeError as e:
+                log(str(line).encode(e.encoding, "backslashreplace").decode(e.encoding))
 
     def save(name):
         if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):  # the last update overflowed

@@ -1401,3 +1401,18 @@ def test_a_checkpoint_whose_zip64_end_record_is_damaged_is_one_line(tmp_path):
     path.write_bytes(_spanning_disks(path.read_bytes()))
     with pytest.raises(RnnkitError, match=r"best\.pt is not an rnnkit checkpoint \(corrupt, truncated"):
         load_checkpoint(path)
+
+
+def test_a_sample_the_output_cant_encode_is_written_escaped(tmp_path):
+    """A sample of characters the output's encoding lacks ('→' on an ASCII stdout) stopped the run in one line,
+    and every step since the last checkpoint was lost; it is written escaped ('\\u2192') and training goes on."""
+    corpus = tmp_path / "arrows.txt"
+    corpus.write_text("left → right, up ↑ down.\n" * 200, encoding="utf-8")
+    lines = []
+
+    def ascii_print(line):  # print to a stdout of PYTHONIOENCODING=ascii
+        lines.append(str(line).encode("ascii").decode("ascii"))
+
+    cfg = tiny_config(corpus, max_steps=4, eval_every=2, sample_every=2, sample_length=200)
+    assert train(cfg, tmp_path / "run", log=ascii_print) == 0
+    assert any(line.startswith("done: 4 steps") for line in lines), lines

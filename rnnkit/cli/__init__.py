@@ -161,6 +161,8 @@ def _warning_line(message, category, filename, lineno, line=None) -> str:
 def main(argv=None) -> int:
     import warnings
 
+    if sys.stderr is None:  # closed (`2>&-`, pythonw): a bar's first write stopped the command, unsaid
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (the process's stderr from here on)
     format_warning, warnings.formatwarning = warnings.formatwarning, _warning_line
     try:
         return _main(argv)

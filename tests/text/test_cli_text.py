@@ -848,3 +848,11 @@ def test_tfidf_search_reads_a_file_saved_again_with_a_byte_order_mark(tmp_path, 
     f.write_bytes(b"\xef\xbb\xbf" + f.read_bytes())
     assert main(["tfidf", "search", str(index), "market"]) == 0, capsys.readouterr().err
     assert capsys.readouterr().out == want
+
+
+def test_a_command_without_stderr_runs(tmp_path, corpus, monkeypatch):
+    """Started with stderr closed (`2>&-`, pythonw: sys.stderr is None), `ngram train` stopped in its progress bar's
+    first write (tqdm's AttributeError), exit 1 and nothing said: every command's bars and warnings go nowhere."""
+    monkeypatch.setattr("sys.stderr", None)
+    assert main(["ngram", "train", str(corpus), "--out", str(tmp_path / "m.npz"), "-n", "2"]) == 0
+    assert (tmp_path / "m.npz").is_file()

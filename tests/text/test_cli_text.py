@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import sys
 
 import pytest
 
@@ -856,3 +857,4 @@ def test_a_command_without_stderr_runs(tmp_path, corpus, monkeypatch):
     monkeypatch.setattr("sys.stderr", None)
     assert main(["ngram", "train", str(corpus), "--out", str(tmp_path / "m.npz"), "-n", "2"]) == 0
     assert (tmp_path / "m.npz").is_file()
+    sys.stderr.close()  # (the null device main opened: the process's own until it exits)

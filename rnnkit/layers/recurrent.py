@@ -158,6 +158,17 @@ def _check_state_type(state, num_states):
         _refuse_layout(s, "state must be dense tensors,", "make them dense (.to_dense())")
 
 
+def _check_float(x, name):
+    """An input of integers (token ids the embedding was forgotten for) or complex numbers said in one line, before
+    its sizes: (B, T) ids read as one sequence (T, D) were 'input size is T', (B,) ids into step 'x_t has B
+    features'."""
+    if not x.is_floating_point():
+        hint = (
+            "take its real part or split it into two features" if x.is_complex() else "embed token ids first"
+        )
+        raise RnnkitError(f"{name} must be a floating-point tensor, got {x.dtype}; {hint}")
+
+
 def _refuse_layout(t, what, fix):
     """A sparse or nested tensor said in one line: torch's errors came from deep inside the layer ("unsupported
     memory format option Contiguous", "NestedTensorImpl doesn't support sizes", "Could not run 'aten::min' with
@@ -549,6 +560,7 @@ class Recurrent(OwnParametersModule):
         """One sequence (T, D) run as a batch of one; state tensors (num_layers·dirs, H), cond (C,)."""
         if x.shape[0] == 0:  # said here, in the caller's shape
             raise RnnkitError(f"input has no time steps: shape {tuple(x.shape)} (T, D)")
+        _check_float(x, "input")  # (B, T) token ids: before the size, which named T as D
         if x.shape[1] != self.input_size:
             raise RnnkitError(f"input size is {x.shape[1]} but the layer expects {self.input_size}: one sequence "
                               f"(T, D) = (T, {self.input_size}), got {tuple(x.shape)}")  # fmt: skip
@@ -667,6 +679,7 @@ class Recurrent(OwnParametersModule):
         if not isinstance(x_t, torch.Tensor) or x_t.dim() not in (1, 2):
             got = tuple(x_t.shape) if isinstance(x_t, torch.Tensor) else type(x_t).__name__
             raise RnnkitError(f"step takes one time step x_t of shape (B, D) or (D,), got {got}")
+        _check_float(x_t, "x_t")  # (B,) token ids: before the size, which named B as D
         if x_t.shape[-1] != self.input_size:  # said here, in the step's shapes
             raise RnnkitError(f"x_t has {x_t.shape[-1]} features but the layer expects {self.input_size}: x_t (B, D) or "
                               f"(D,) with D = {self.input_size}")  # fmt: skip
@@ -685,13 +698,7 @@ class Recurrent(OwnParametersModule):
             raise RnnkitError(
                 f"input must have 3 dimensions {layout} (or 2 for one sequence (T, D)), got shape {tuple(x.shape)}"
             )
-        if not x.is_floating_point():
-            hint = (
-                "take its real part or split it into two features"
-                if x.is_complex()
-                else "embed token ids first"
-            )
-            raise RnnkitError(f"input must be a floating-point tensor, got {x.dtype}; {hint}")
+        _check_float(x, "input")
         if x.shape[-1] != self.input_size:
             raise RnnkitError(f"input size is {x.shape[-1]} but the layer expects {self.input_size} {layout}")
         # (not ModuleList's [0] nor nn.Module.__getattr__ for W_xh: 2 µs)

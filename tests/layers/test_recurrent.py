@@ -132,6 +132,23 @@ def test_step_of_one_unbatched_input(batch_first):
         layer(torch.randn(0, 3))
 
 
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda layer: layer(torch.randint(0, 9, (2, 5))),  # (B, T) ids: was 'input size is 5 ... (T, D)'
+        lambda layer: layer.step(torch.randint(0, 9, (2,))),  # (B,) ids: was 'x_t has 2 features'
+        lambda layer: layer.step(torch.randint(0, 9, (2, 5))),
+        lambda layer: layer(torch.randn(2, 5, dtype=torch.complex64)),
+    ],
+)
+def test_token_ids_said_before_sizes(call):
+    """Token ids given where their embedding belongs are said as such, not as a wrong feature count."""
+    layer = Recurrent("gru", 3, 4, backend="python")
+    with pytest.raises(RnnkitError, match=r"must be a floating-point tensor, got torch\.(int64|complex64); "
+                       "(embed token ids first|take its real part)"):  # fmt: skip
+        call(layer)
+
+
 def test_probe_per_layer():
     layer = Recurrent("rnn_tanh", 3, 4, num_layers=2, backend="python")
     probes = [GradProbe(), GradProbe()]

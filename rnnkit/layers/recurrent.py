@@ -1054,6 +1054,15 @@ class Recurrent(OwnParametersModule):
         return self.cells[0].torch_mode
 
     @property
+    def nonlinearity(self) -> str:
+        """torch.nn.RNN's nonlinearity, "tanh" or "relu", of an rnn_tanh or rnn_relu layer (code written for torch.nn
+        reads it, rnn.nonlinearity); like torch.nn.LSTM and GRU, other layers have no such attribute."""
+        mode = self.cells[0].torch_mode
+        if mode not in ("RNN_TANH", "RNN_RELU"):
+            raise AttributeError("nonlinearity")  # (nn.Module.__getattr__ then says it has no such attribute)
+        return mode[4:].lower()
+
+    @property
     def _flat_weights_names(self) -> list[str]:
         """torch.nn's weight names in its order, read by code written against torch.nn.RNNBase internals."""
         return [name for name, _ in self._torch_names()] if self.cells[0].torch_mode else []

@@ -163,6 +163,8 @@ def test_weights_by_torch_name(name, kw):
     assert ours.weight_hh_l1_reverse is ours.cells[3].W_hh
     assert (ours.mode, ours._flat_weights_names, ours._all_weights) == (
         ref.mode, ref._flat_weights_names, ref._all_weights)  # fmt: skip
+    # torch.nn.RNN's nonlinearity ('relu', 'tanh'), which torch.nn.LSTM and GRU lack (an AttributeError before)
+    assert getattr(ours, "nonlinearity", None) == getattr(ref, "nonlinearity", None)
     assert all(
         a is getattr(ours, n) for a, n in zip(ours._flat_weights, ref._flat_weights_names, strict=True)
     )

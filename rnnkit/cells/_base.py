@@ -442,11 +442,12 @@ class Cell(OwnParametersModule):
         name, D = type(self).__name__, self.input_size
         if not isinstance(x_t, torch.Tensor):
             raise RnnkitError(f"{name}: x_t must be a tensor (B, {D}), got {type(x_t).__name__}")
+        if not x_t.is_floating_point():  # (before the sizes: (B,) token ids were "x_t must be (B, D)")
+            raise RnnkitError(f"{name}: x_t is {x_t.dtype}; give a floating-point tensor (token ids: embed them first, "
+                              "with torch.nn.Embedding; other numbers: x_t.float())")  # fmt: skip
         if x_t.dim() not in (1, 2) or x_t.shape[-1] != D:
             raise RnnkitError(f"{name} runs one step: x_t must be (B, {D}), or ({D},) for one sequence, got shape "
                               f"{tuple(x_t.shape)}; a sequence (B, T, D) runs with rnnkit.Recurrent")  # fmt: skip
-        if not x_t.is_floating_point():
-            raise RnnkitError(f"{name}: x_t is {x_t.dtype}; give a floating-point tensor (e.g. x_t.float())")
         W = self.W_xh
         if x_t.device != W.device or (
             x_t.dtype != W.dtype and not (autocast_on(x_t.device) and {x_t.dtype, W.dtype} <= AUTOCAST_DTYPES)

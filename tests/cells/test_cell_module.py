@@ -383,3 +383,11 @@ def test_numpy_integer_sizes_are_sizes(name):
     for (n, p), (_, q) in zip(got.named_parameters(), want.named_parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=0, atol=0, msg=n)
     assert LSTMP(np.int64(3), np.int64(4), proj_size=np.int64(2)).proj_size == 2
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (3,)])
+def test_token_ids_into_a_cell_are_told_to_be_embedded(shape):
+    """Token ids into a cell were told 'give a floating-point tensor (e.g. x_t.float())', the wrong fix for ids, and
+    (B,) ids got the size error of a (B, D) step first."""
+    with pytest.raises(RnnkitError, match=r"GRU: x_t is torch\.int64; .*token ids: embed them first"):
+        CELLS["gru"](4, 5)(torch.randint(0, 4, shape))

@@ -223,40 +223,19 @@ def test_a_commands_warning_is_one_line_of_rnnkits():
     """A warning a command gave (a compiled loop that can't be built, an edited vocab.json) was printed as Python
     prints it, pointing at the command's launcher: `<frozen runpy>:88: RuntimeWarning: ...` and the line
     `return _run_code(...)` under it. The command line says it as its errors are said."""
-    code = (
-        "import sys, warnings\n"
-        "from rnnkit import cli\n"
-        "real = cli.build_parser\n"
-        "def warn(args):\n"
-        "    warnings.warn('the loop could not be built; install a compiler', RuntimeWarning)\n"
-        "def build():\n"
-        "    parser = real(); parser.commands['train'].set_defaults(func=warn); return parser\n"
-        "cli.build_parser = build\n"
-        "sys.exit(cli.main(['train', '--out', 'x']))"
+    stderr = _stderr_of_a_warning(
+        "train", ["train", "--out", "x"], "the loop could not be built; install a compiler"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stderr == "rnnkit: warning: the loop could not be built; install a compiler\n"
+    assert stderr == "rnnkit: warning: the loop could not be built; install a compiler\n"
 
 
 def test_a_warning_of_rnnkits_own_says_rnnkit_once():
     """The compiled loops' warnings begin 'rnnkit: ' (as a program importing rnnkit sees them), and the command line
     said 'rnnkit: warning: rnnkit: native word2vec unavailable (...)' where word2vec's or the RBM kernel's build
     failed (a read-only cache)."""
-    code = (
-        "import sys, warnings\n"
-        "from rnnkit import cli\n"
-        "real = cli.build_parser\n"
-        "def warn(args):\n"
-        "    warnings.warn('rnnkit: native word2vec unavailable (x); using the torch path', RuntimeWarning)\n"
-        "def build():\n"
-        "    parser = real(); parser.commands['word2vec'].set_defaults(func=warn); return parser\n"
-        "cli.build_parser = build\n"
-        "sys.exit(cli.main(['word2vec', '--out', 'x', 'c.txt']))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stderr == "rnnkit: warning: native word2vec unavailable (x); using the torch path\n"
+    message = "rnnkit: native word2vec unavailable (x); using the torch path"
+    stderr = _stderr_of_a_warning("word2vec", ["word2vec", "--out", "x", "c.txt"], message)
+    assert stderr == "rnnkit: warning: native word2vec unavailable (x); using the torch path\n"
 
 
 def test_every_file_the_readme_names_is_there():
@@ -269,3 +248,21 @@ def test_every_file_the_readme_names_is_there():
     named = re.findall(r"`([\w./*-]+/[\w.*-]+\.(?:py|h|cpp|md|toml))`", (root / "README.md").read_text())
     assert len(named) >= 10
     assert [p for p in named if not list(root.glob(p))] == []
+
+
+def _stderr_of_a_warning(command, argv, message) -> str:
+    """The stderr of `rnnkit ARGV` (exit 0) in a fresh process, whose COMMAND only warns `message`."""
+    code = (
+        "import sys, warnings\n"
+        "from rnnkit import cli\n"
+        "real = cli.build_parser\n"
+        "def warn(args):\n"
+        f"    warnings.warn({message!r}, RuntimeWarning)\n"
+        "def build():\n"
+        f"    parser = real(); parser.commands[{command!r}].set_defaults(func=warn); return parser\n"
+        "cli.build_parser = build\n"
+        f"sys.exit(cli.main({argv!r}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stderr

@@ -55,14 +55,10 @@ def test_the_wheel_holds_every_file_rnnkit_reads(tmp_path):
     """A wheel built from the sources holds all of rnnkit: the C++ and C sources that the native engine and the RBM
     kernel compile from where rnnkit is installed, not only its modules. Built with warnings as errors: the
     `license = { text = ... }` table was deprecated by setuptools, which refuses such builds from 2027-02-18."""
-    import pathlib
     import shutil
     import zipfile
 
-    pytest.importorskip("setuptools", reason="setuptools (the build backend) is not installed here")
-    root = pathlib.Path(rnnkit.__file__).parent.parent
-    if not (root / "pyproject.toml").is_file():
-        pytest.skip("rnnkit is imported from an installed copy, not from its sources")
+    root = _source_root()
     src = tmp_path / "src"
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
@@ -88,14 +84,10 @@ def test_the_sdist_holds_the_whole_source_tree(tmp_path):
     """The sdist (pip's source of `pip install rnnkit` without a wheel, and a packager's) held setuptools' default
     selection of tests, tests/test*.py alone: not tests/cells/ and the other folders, not conftest.py, and not bench/
     that tests/test_bench_*.py read, so its test suite failed. It holds the tests, bench/ and the Makefile."""
-    import pathlib
     import shutil
     import tarfile
 
-    pytest.importorskip("setuptools", reason="setuptools (the build backend) is not installed here")
-    root = pathlib.Path(rnnkit.__file__).parent.parent
-    if not (root / "pyproject.toml").is_file():
-        pytest.skip("rnnkit is imported from an installed copy, not from its sources")
+    root = _source_root()
     src = tmp_path / "src"
     src.mkdir()
     for name in ("pyproject.toml", "README.md", "MANIFEST.in", "Makefile"):
@@ -266,3 +258,15 @@ def _stderr_of_a_warning(command, argv, message) -> str:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stderr
+
+
+def _source_root():
+    """The folder of rnnkit's sources (pyproject.toml's), for the package builds; skips where setuptools is missing
+    or rnnkit is imported from an installed copy."""
+    import pathlib
+
+    pytest.importorskip("setuptools", reason="setuptools (the build backend) is not installed here")
+    root = pathlib.Path(rnnkit.__file__).parent.parent
+    if not (root / "pyproject.toml").is_file():
+        pytest.skip("rnnkit is imported from an installed copy, not from its sources")
+    return root

@@ -393,26 +393,24 @@ class NGramLM:
         not_a_model = f"{path} is not an rnnkit n-gram model (an .npz written by `rnnkit ngram train --out`)"
         if not zipped:  # np.load would read it as .npy, or offer to unpickle it
             raise RnnkitError(not_a_model)
+        lacks = []  # every save writes every option: one missing took its default (a word model read as a char one)
         try:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
+                lacks = [k for k in (*OPTIONS, "vocab") if k not in meta] if isinstance(meta, dict) else []
+                if not lacks:
+                    model = cls(**{k: v for k, v in meta.items() if k != "vocab"})
+                    model.vocab = Vocabulary.from_dict(meta["vocab"])
+                    model.keys, model.count = [None], [None]
+                    for m in range(1, model.n + 1):
+                        model.keys.append(z[f"keys{m}"])
+                        model.count.append(z[f"count{m}"])
+                    model.cont = [None] + [z[f"cont{m}"] for m in range(1, model.n)] + [model.count[model.n]]
+            if not lacks:
+                model._check_counts()
+                model._statistics()
         except _NOT_A_MODEL:
             raise RnnkitError(not_a_model) from None
-        # every save writes every option: one missing took its default (a word model read as a char one)
-        lacks = [k for k in (*OPTIONS, "vocab") if k not in meta] if isinstance(meta, dict) else []
         if lacks:
             raise RnnkitError(f"{not_a_model[:-1]}; its meta lacks {', '.join(lacks)})")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                model = cls(**{k: v for k, v in meta.items() if k != "vocab"})
-                model.vocab = Vocabulary.from_dict(meta["vocab"])
-                model.keys, model.count = [None], [None]
-                for m in range(1, model.n + 1):
-                    model.keys.append(z[f"keys{m}"])
-                    model.count.append(z[f"count{m}"])
-                model.cont = [None] + [z[f"cont{m}"] for m in range(1, model.n)] + [model.count[model.n]]
-            model._check_counts()
-            model._statistics()
-        except _NOT_A_MODEL:
-            raise RnnkitError(not_a_model) from None
         return model

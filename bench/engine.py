@@ -279,10 +279,15 @@ def eval_row(cell, size, rounds):
     return t_ours, t_ref, gemm_flops(models[0], B, T) // 3  # forward only: a third of the step's
 
 
-def step_row(rounds, steps=1000):
-    """One-step inference: B=1, 2x128 LSTM, the state fed back for `steps` steps."""
+# (cell, layers, H, target)
+STEP_ROWS = [("lstm", 2, 128, 1.0), ("gru", 1, 32, None), ("rnn_tanh", 1, 32, None)]
+
+
+def step_row(rounds, cell="lstm", layers=2, H=128, steps=1000):
+    """One-step inference: B=1, the state fed back for `steps` steps (a sampling loop); at H = 32 the time is the
+    per-call overhead of the layer around a few µs of arithmetic."""
     torch.manual_seed(0)
-    ours, ref = Recurrent("lstm", E, 128, 2, backend="native"), nn.LSTM(E, 128, 2, batch_first=True)
+    ours, ref = Recurrent(cell, E, H, layers, backend="native"), TORCH[cell](E, H, layers, batch_first=True)
     x = torch.randn(1, 1, E)
 
     def run(m):
@@ -442,11 +447,12 @@ def main():
                 rows.append(row)
                 print(" | ".join(row), flush=True)
     if not only or "step" in only:
-        t_ours, t_ref, flops = step_row(args.rounds)
-        row = fmt_row("one-step inference, lstm 2x128, B1, 1000 steps", "torch.nn.LSTM", t_ours, t_ref,
-                      0, flops, peak, 1.0)  # fmt: skip
-        rows.append(row)
-        print(" | ".join(row), flush=True)
+        for cell, layers, H, target in STEP_ROWS:
+            t_ours, t_ref, flops = step_row(args.rounds, cell, layers, H)
+            row = fmt_row(f"one-step inference, {cell} {layers}x{H}, B1, 1000 steps", f"torch.nn.{TORCH[cell].__name__}",
+                          t_ours, t_ref, 0, flops, peak, target)  # fmt: skip
+            rows.append(row)
+            print(" | ".join(row), flush=True)
     notes.append(READING)
     notes.extend(builtin_rates(builtin))
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())

@@ -45,6 +45,7 @@ from rnnkit.cells._base import (
     fx_call,
     joined,
     make_fx_tracing,
+    plain_ops_only,
 )
 from rnnkit.cells._base import Cell as BaseCell
 from rnnkit.engine import BACKENDS, GradProbe, refuse_jit_trace, resolve_backend, run
@@ -52,6 +53,27 @@ from rnnkit.engine.compiled import transformed
 from rnnkit.errors import RnnkitError, user_stacklevel
 
 TORCH_MODES = {"RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu", "LSTM": "lstm", "GRU": "gru"}
+
+
+_NATIVE_DTYPES = (torch.float32, torch.float64)
+
+
+_NATIVE = []  # rnnkit.engine.native, once imported
+
+
+def _native():
+    """rnnkit.engine.native, imported on first use (as resolve_backend imports it)."""
+    from rnnkit.engine import native
+
+    _NATIVE[:] = [native]
+    return native
+
+
+def _hooked(cell):
+    """Whether a cell has torch hooks of its own (see Recurrent._cell_hooks)."""
+    return bool(
+        cell._forward_pre_hooks or cell._forward_hooks or cell._backward_hooks or cell._backward_pre_hooks
+    )
 
 
 def _input_affine(cell):
@@ -367,6 +389,11 @@ class Recurrent(OwnParametersModule):
         tensors (num_layers·dirs, H). input, hx: x and the state under torch.nn's names for them
         (`lstm(input=x, hx=(h, c))`). (_sorted: a PackedSequence's sorted_indices, see _dropout.)
         """
+        if type(x) is torch.Tensor and not (lengths is not None or cond is not None or probe is not None or _onnx
+                                            or hx is not None or input is not None):  # fmt: skip
+            got = self._forward_fast(x, state)
+            if got is not None:
+                return got
         refuse_jit_trace()  # before the native projection, whose output the tracer can't see either
         if is_fx_symbolic_tracing():  # (one call_module node, as FX records torch.nn's RNNs)
             given = dict(x=x, state=state, lengths=lengths, cond=cond, probe=probe, hx=hx, input=input)
@@ -443,6 +470,67 @@ class Recurrent(OwnParametersModule):
         # before backward take; a view of the final state refused both)
         stacked = tuple(joined(torch.stack, [f[k] for f in finals]) for k in range(self.num_states))
         return out, (stacked if self.num_states == 2 else stacked[0])
+
+    def _forward_fast(self, x, state):
+        """forward where nothing is asked of it but the loop: no gradient recorded (sampling, evaluation under
+        torch.no_grad, a decoder stepped token by token), no lengths, cond or probe, one direction, a plain stack of
+        rnnkit's own cells (no hooks, no parametrizations, no dropout drawn) on the native backend, the state None or
+        of the right shapes. The same calls, in the same order, as the full path below, without its per-call questions
+        that can't change the answer here (some 40 µs of a 70 µs one-step call of a small GRU). None where anything
+        else holds: the full path runs then, and says what is wrong where something is."""
+        if torch.is_grad_enabled() or x.dim() != 3 or not x.is_cpu or x.dtype not in _NATIVE_DTYPES:
+            return None
+        if self.dirs != 1 or self.backend not in (None, "native") or self.cond_size or self.skip_input:
+            return None
+        if self.residual or (self.training and self.dropout) or x.is_nested or x.layout is not torch.strided:
+            return None
+        if x.shape[-1] != self.input_size or 0 in x.shape:
+            return None
+        # (every graph maker, transform and autocast: the full path's own handling of each)
+        if torch.jit.is_tracing() or torch.compiler.is_compiling() or plain_ops_only() or make_fx_tracing():
+            return None
+        if torch.is_autocast_enabled("cpu"):
+            return None
+        native = _NATIVE[0] if _NATIVE else _native()
+        cells = list(self._modules["cells"])
+        for cell in cells:
+            if type(cell) not in native.CELL_IDS or _hooked(cell):
+                return None
+        lead = cells[0]._parameters.get("W_xh")
+        if lead is None or lead.dtype != x.dtype or not lead.is_cpu:
+            return None
+        n, B = self.num_layers, x.shape[0 if self.batch_first else 1]
+        if state is not None:
+            state = state if isinstance(state, tuple | list) else (state,)
+            if len(state) != self.num_states:
+                return None
+            for s, w in zip(state, (self.output_size, self.hidden_size)):
+                if type(s) is not torch.Tensor or s.shape != (n, B, w) or s.dtype != x.dtype or not s.is_cpu:
+                    return None
+                if s.is_nested or s.layout is not torch.strided:
+                    return None
+        if native.load() is None:  # (the full path says why, once)
+            return None
+        below = x.transpose(0, 1).contiguous() if self.batch_first else x.contiguous()  # (T, B, D)
+        widths = (self.output_size, self.hidden_size)[: self.num_states]
+        finals, short = [], below.shape[0] < 8  # (short: _project's F.linear, see there)
+        for i, cell in enumerate(cells):
+            self._check_weights(i, cell)
+            if short:  # (nothing kept for a backward: no xw._rnnkit_rebuild)
+                W, b = _input_affine(cell)
+                xw = affine_input(below, W, b, cell.tanh_tail, cell.input_identity)
+                P, fold = cell.rec_params(), {}
+            else:
+                xw, P, fold = self._project(cell, below)
+            xbias = fold.get("xbias")
+            P = (*P, xbias) if xbias is not None else tuple(P)
+            s0 = tuple(x.new_zeros((B, w)) for w in widths) if state is None else tuple(s[i] for s in state)
+            bf = self.batch_first and i == n - 1  # the last layer's outputs in the caller's layout, as below
+            raw, xt = fold.get("raw_tail", False), fold.get("xtilde")
+            below, sT = native.forward_only(type(cell), None, False, bf, raw, xw, xt, s0, P)
+            finals.append(sT)
+        stacked = tuple(torch.stack([f[k] for f in finals]) for k in range(self.num_states))
+        return below, (stacked if self.num_states == 2 else stacked[0])
 
     def _cell_hooks(self, x):
         """torch's per-call hooks of the cells. The layer runs a cell's equations in one engine call per sequence,

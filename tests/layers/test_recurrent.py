@@ -5,6 +5,7 @@ import io
 import numpy as np
 import pytest
 import torch
+from torch.nn.utils import prune
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from rnnkit import CELLS, GradProbe, Recurrent
@@ -1315,3 +1316,75 @@ def test_an_option_of_another_cell_is_named_in_one_line(cell, option, said):
     'alpha'"; it now says which options the cell takes, and whose option it is."""
     with pytest.raises(RnnkitError, match=said):
         Recurrent(cell, 3, 4, **{option: 1})
+
+
+def _full_path_only(monkeypatch):
+    """Recurrent's forward without its no-grad fast path (the path every other call takes)."""
+    monkeypatch.setattr(Recurrent, "_forward_fast", lambda self, x, state: None)
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS) + ["lstmp"])
+def test_no_grad_fast_path_gives_the_full_paths_numbers_bit_for_bit(cell, monkeypatch):
+    """Under torch.no_grad a plain layer on the native backend takes a short path (one-step sampling loops): the
+    same numbers, to the last bit, as the full path, for every cell, 1-2 layers, either layout, T = 1 (one step,
+    its projection by F.linear) and T = 9 (the native projection), float32 and float64, the state None or given,
+    dropout set but in eval mode."""
+    from rnnkit.engine import native
+
+    if native.load() is None:
+        pytest.skip("the native backend is unavailable here; the fast path is native only")
+    taken, fast = [], Recurrent._forward_fast
+
+    def watched(self, x, state):
+        taken.append(fast(self, x, state))
+        return taken[-1]
+
+    monkeypatch.setattr(Recurrent, "_forward_fast", watched)
+    torch.manual_seed(0)
+    name, options = ("lstm", {"proj_size": 3}) if cell == "lstmp" else (cell, {})
+    for layers, batch_first, T, dtype in [(1, True, 1, torch.float32), (2, False, 1, torch.float64),
+                                          (2, True, 9, torch.float32), (1, False, 9, torch.float64)]:  # fmt: skip
+        drop = 0.5 if layers > 1 else 0.0
+        layer = Recurrent(name, 4, 5, num_layers=layers, batch_first=batch_first, dropout=drop, **options)
+        layer = layer.to(dtype).eval()
+        x = torch.randn((3, T, 4) if batch_first else (T, 3, 4), dtype=dtype)
+        with torch.no_grad():
+            got, state = layer(x)
+            got2, state2 = layer(x, state)
+        assert taken[-2] is not None and taken[-1] is not None
+        with monkeypatch.context() as m, torch.no_grad():
+            _full_path_only(m)
+            want, want_state = layer(x)
+            want2, want_state2 = layer(x, want_state)
+        for a, b in [(got, want), (got2, want2), (state, want_state), (state2, want_state2)]:
+            for u, v in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
+                assert u.dtype == v.dtype and u.shape == v.shape and u.is_contiguous() == v.is_contiguous()
+                assert torch.equal(u, v)
+
+
+def test_no_grad_fast_path_declines_what_it_does_not_run():
+    """The fast path leaves to the full path: dropout drawn in training, a pruned weight (its pre-hook recomputes
+    it), another backend, a state of the wrong shape (whose error the full path gives), an input that needs a
+    gradient recorded."""
+    from rnnkit.engine import native
+
+    if native.load() is None:
+        pytest.skip("the native backend is unavailable here; the fast path is native only")
+    x = torch.randn(2, 3, 4)
+    layer = Recurrent("gru", 4, 5, num_layers=2, dropout=0.5)
+    with torch.no_grad():
+        assert layer._forward_fast(x, None) is None  # training, dropout between layers
+        layer.eval()
+        assert layer._forward_fast(x, None) is not None
+        with pytest.raises(RnnkitError, match=r"state h must have shape \(num_layers\*dirs, B, H\)"):
+            layer(x, torch.zeros(2, 3, 5))
+        layer.backend = "python"
+        assert layer._forward_fast(x, None) is None
+        layer.backend = None
+        prune.l1_unstructured(layer.cells[1], "W_hh", amount=0.5)
+        assert layer._forward_fast(x, None) is None
+        out, _ = layer(x)
+    layer.cells[1]._forward_pre_hooks.clear()  # the pruned weight as computed, held still
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x)[0], out, rtol=0, atol=0)
+    assert layer._forward_fast(x, None) is None  # grad mode: the full path records the graph

@@ -8,9 +8,9 @@ An n-gram model predicts token w from the n-1 tokens before it, h = w_{i-n+1} ..
              P_m(w | h) = max(c_m(h w) - D_m, 0) / c_m(h•)  +  D_m N1+(h•) / c_m(h•) · P_{m-1}(w | h')
              P_0(w)     = 1 / V
     where h' drops the first token of h, c_n are raw counts, c_m (m < n) are continuation counts
-    N1+(•h w) (how many distinct tokens precede h w), c_m(h•) = Σ_w c_m(h w), N1+(h•) = #{w: c_m(h w) > 0},
-    and D_m = n1 / (n1 + 2 n2) from the counts-of-counts (or a fixed discount). A context never seen
-    backs off entirely: P_m(w | h) = P_{m-1}(w | h').
+    N1+(•h w) (how many distinct tokens precede h w; 1 for the m-gram the text begins with if none does),
+    c_m(h•) = Σ_w c_m(h w), N1+(h•) = #{w: c_m(h w) > 0}, and D_m = n1 / (n1 + 2 n2) from the
+    counts-of-counts (or a fixed discount). A context never seen backs off entirely: P_m(w | h) = P_{m-1}(w | h').
     modified Kneser-Ney (Chen & Goodman 1998): D depends on the count, D1, D2 or D3+, and the weight of
     P_{m-1} becomes Σ_w D(c_m(h w)) / c_m(h•) so that P_m still sums to 1.
 
@@ -161,6 +161,9 @@ class NGramLM:
             ctx, prev_gram = np.concatenate([[-1], gram[:-1]]), gram
         for m in range(1, self.n):  # N1+(• g): distinct (m+1)-grams whose suffix is g
             cont = np.bincount(suffixes[m + 1], minlength=len(self.keys[m]))
+            # the m-gram the text begins with, if nowhere else, has no token before it: its raw count, 1 (it
+            # had 0, and P = 0 with discount 0: the training text's first token or n-gram at log p = -inf)
+            cont = np.where(cont > 0, cont, self.count[m])
             # a text shorter than n tokens has no (m+1)-grams: order m is its top order, with raw counts
             self.cont.append(cont if len(self.keys[m + 1]) else self.count[m])
         self.cont.append(self.count[self.n])

@@ -113,6 +113,21 @@ def test_fixed_discounts_at_the_ends_of_zero_to_one_sum_to_one(discount):
     assert lm.next_distribution([lm.vocab.stoi["a"]]).sum() == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("smoothing", ["kneser-ney", "modified-kneser-ney"])
+def test_discount_zero_gives_every_token_of_the_training_text_a_probability(smoothing):
+    """The m-gram a text begins with had continuation count 0 where nothing else precedes it (no token before the
+    text's start): with discount 0 the training text's first token 'x', or 'cat' after 'the' (its bigram at the
+    start), had P = 0, and the training text itself log p = -inf. Such an m-gram keeps its raw count, 1."""
+    lm = NGramLM(2, smoothing=smoothing, discount=0).fit("xabab")
+    # N1+(•x) = 1 (the start), N1+(•a) = 2, N1+(•b) = 1; then the bigrams' raw counts: c(xa)/c(x•) = 1, ...
+    assert np.exp(lm.log_probs(lm.encode("xabab"))) == pytest.approx([1 / 4, 1, 1, 1, 1])
+    text = "the cat sat\nthe dog sat\n"
+    lm = NGramLM(3, smoothing=smoothing, discount=0, level="word").fit(text)
+    # 'cat' after 'the', its bigram's one left neighbour the start, 'dog' after 'the' <eos>'s: 1/2 each
+    assert np.exp(lm.log_probs(lm.encode(text)))[:2] == pytest.approx([1 / 6, 1 / 2])
+    assert np.isfinite(lm.score(text).log_prob)
+
+
 def test_bad_input():
     with pytest.raises(RnnkitError, match="n=0"):
         NGramLM(0)

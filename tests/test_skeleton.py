@@ -1,3 +1,6 @@
+import os
+import pathlib
+import signal
 import subprocess
 import sys
 
@@ -11,6 +14,36 @@ def test_cli_help_runs():
     out = subprocess.run([sys.executable, "-m", "rnnkit", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
     assert "rnnkit" in out.stdout
+
+
+_SLOW_TORCH = """import sys, time
+class SlowTorch:  # torch's import held up, a Ctrl-C landing in it every time
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            sys.stderr.write("importing torch\\n"); sys.stderr.flush(); time.sleep(60)
+sys.meta_path.insert(0, SlowTorch())
+"""
+
+
+@pytest.mark.parametrize(
+    "launcher", [["-m", "rnnkit"], ["-c", "import sys; from rnnkit.cli import main; sys.exit(main())"]]
+)
+def test_ctrl_c_while_torch_is_imported_is_one_line(tmp_path, launcher):
+    """A Ctrl-C in the first second of a command (`python -m rnnkit`, or the `rnnkit` script: -c as it runs main)
+    landed in `import rnnkit`'s import of torch, before main: Python's traceback, exit -2. It is the one line the
+    rest of the command line says, 'rnnkit: interrupted', exit 130."""
+    (tmp_path / "sitecustomize.py").write_text(_SLOW_TORCH)
+    root = pathlib.Path(rnnkit.__file__).parent.parent
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(root), os.environ.get("PYTHONPATH", "")]),
+    }
+    argv = [sys.executable, *launcher, "ngram", "train", "c.txt", "--out", "m"]
+    with subprocess.Popen(argv, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True) as p:
+        assert p.stderr.readline() == "importing torch\n"
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+    assert (p.returncode, err) == (130, "rnnkit: interrupted\n")
 
 
 def test_import_leaves_torch_compile_and_the_heavy_libraries_alone():

@@ -166,6 +166,9 @@ def main(argv=None) -> int:
     format_warning, warnings.formatwarning = warnings.formatwarning, _warning_line
     try:
         return _main(argv)
+    except KeyboardInterrupt:  # in the commands' imports (torch's, the first second of each): no traceback
+        print("rnnkit: interrupted", file=sys.stderr)
+        return 130
     finally:
         warnings.formatwarning = format_warning
 

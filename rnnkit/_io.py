@@ -9,9 +9,11 @@ import contextlib
 import os
 import pathlib
 import stat
+import sys
 import tempfile
 import zipfile
 
+LOG_EVERY = 30.0  # seconds between a progress bar's lines where stderr is no terminal (a log file, a pipe)
 UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it), then put back
 os.umask(UMASK)
 
@@ -69,3 +71,31 @@ def is_zip(file) -> bool:
         return zipfile.is_zipfile(file)
     except zipfile.BadZipFile:
         return False
+
+
+class _Lines:
+    """A progress bar's output as whole lines: tqdm draws the bar again over itself ('\\r', then the bar), which a log
+    file (`2> log.txt`, `| tee`) kept as one line of every update run together."""
+
+    def __init__(self, file):
+        self.file = file
+
+    def write(self, s):
+        s = s.replace("\r", "").rstrip()  # a bar cleared ('\\r' and spaces) or its last '\\n': nothing
+        if s:
+            self.file.write(s + "\n")
+
+    def flush(self):
+        self.file.flush()
+
+
+def bar_style(file=None) -> dict:
+    """tqdm's options for a progress bar on `file` (stderr): none on a terminal (or a notebook's stream, which draws
+    the bar in place too), its live bar; elsewhere (a log file, a pipe) a whole line of plain characters at the
+    start, every LOG_EVERY seconds and at the end."""
+    file = sys.stderr if file is None else file
+    try:
+        live = file is None or file.isatty() or type(file).__module__.startswith("ipykernel")
+    except (AttributeError, ValueError, OSError):  # no isatty, or a closed file
+        live = False
+    return {} if live else dict(file=_Lines(file), mininterval=LOG_EVERY, maxinterval=LOG_EVERY, ascii=True)

@@ -1,9 +1,10 @@
+import io
 import os
 import stat
 
 import pytest
 
-from rnnkit._io import UMASK, atomic_open, write_text
+from rnnkit._io import LOG_EVERY, UMASK, atomic_open, bar_style, write_text
 
 
 def test_a_replaced_file_keeps_its_mode_and_a_new_one_takes_the_umask(tmp_path):
@@ -27,3 +28,33 @@ def test_a_file_that_fdopen_refuses_leaks_no_file_descriptor(tmp_path, mode, kw)
         with atomic_open(tmp_path / "f.txt", mode, **kw):
             pass
     assert sorted(os.listdir("/proc/self/fd")) == before and list(tmp_path.iterdir()) == []
+
+
+def test_a_progress_bar_in_a_log_is_a_line_every_log_every_seconds(monkeypatch):
+    """A bar on a stderr that is no terminal (`2> log.txt`, `| tee`) wrote each update as '\\r' and the bar again,
+    twice a second: the log held them all run together on one line, with the bar's block characters. There it is
+    a whole line of plain characters at the start, every LOG_EVERY seconds and at the end; a terminal keeps its
+    live bar."""
+    import tqdm as tqdm_module
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    assert bar_style(Terminal()) == {}
+    clock = iter(range(10**6))  # each reading of tqdm's clock a second later
+    monkeypatch.setattr(tqdm_module.std, "time", lambda: float(next(clock)))
+    monkeypatch.setattr(tqdm_module.tqdm, "monitor_interval", 0)
+    log = io.StringIO()
+    with tqdm_module.tqdm(total=200, desc="steps", **bar_style(log)) as bar:
+        for _ in range(200):
+            bar.update(1)
+    lines = log.getvalue().split("\n")
+    assert (
+        "\r" not in log.getvalue()
+        and lines[-1] == ""
+        and lines[-2].startswith("steps: 100%|##########| 200/200")
+    )
+    assert (
+        lines[0].startswith("steps:   0%|") and 3 <= len(lines) - 3 <= 200 / LOG_EVERY + 1
+    )  # start, ..., end

@@ -24,7 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm import tqdm
 
-from rnnkit._io import atomic_open, is_zip, write_text
+from rnnkit._io import atomic_open, bar_style, is_zip, write_text
 from rnnkit.errors import RnnkitError
 from rnnkit.text.vocab import word_tokenize
 
@@ -139,7 +139,10 @@ class TfidfIndex:
         docs = docs if isinstance(docs, list) else list(docs)  # a numpy array's truth value is an error
         if not docs:
             raise RnnkitError("no documents to index; give at least one non-empty document")
-        terms = [self.analyzer(doc) for doc in tqdm(docs, desc="tf-idf", unit=" docs", disable=not progress)]
+        terms = [
+            self.analyzer(doc)
+            for doc in tqdm(docs, desc="tf-idf", unit=" docs", disable=not progress, **bar_style())
+        ]
         self.terms = sorted({t for doc_terms in terms for t in doc_terms})
         if not self.terms:
             dropped = "punctuation and stop words" if self.config.stop_words else "punctuation"

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from rnnkit._io import write_text
+from rnnkit._io import bar_style, write_text
 from rnnkit.data.bptt import StreamBatches, eval_streams, split
 from rnnkit.data.corpus import load_corpus
 from rnnkit.engine import native
@@ -593,8 +593,9 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
     if progress.step == 0:
         save("latest.pt")
     # no bar where there is no stderr (closed: `2>&-`, pythonw): its first write stopped the run, unsaid, exit 1
-    bar = tqdm(total=total, initial=progress.step, unit="step", dynamic_ncols=True, mininterval=0.5,
-               disable=sys.stderr is None)  # fmt: skip
+    # on a terminal a live bar; in a log (stderr no terminal) a line every LOG_EVERY s, not '\r' updates run together
+    style = bar_style() or dict(dynamic_ncols=True, mininterval=0.5)
+    bar = tqdm(total=total, initial=progress.step, unit="step", disable=sys.stderr is None, **style)
     carried, rng, stepped, row = model.state, None, True, None
     stop = _StopAfterStep(say)
     shown = _warnings_above()

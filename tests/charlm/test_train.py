@@ -107,6 +107,16 @@ def test_a_run_without_stderr_trains_without_its_bar(tmp_path, corpus, monkeypat
     assert lines[-1].startswith("done: 3 steps") and len(read_metrics(tmp_path / "run" / "metrics.csv")) == 3
 
 
+def test_the_bar_in_a_log_is_whole_lines(tmp_path, corpus, capsys):
+    """With stderr no terminal (`rnnkit train ... 2> log.txt`, `| tee`; capsys here) the bar's updates, twice a
+    second, were written as '\\r' and the bar again: the log held them run together on one line. It holds whole
+    lines, the bar's start and end (and one every LOG_EVERY seconds between)."""
+    assert train(tiny_config(corpus, max_steps=3, eval_every=2), tmp_path / "run", log=lambda s: None) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and err.endswith("\n"), err
+    assert "0/3 [" in err.splitlines()[0] and "3/3 [" in err.splitlines()[-1], err
+
+
 def test_resuming_a_finished_run_whose_metrics_lost_their_rows_draws_no_warning(tmp_path, corpus, capsys):
     """A finished run whose metrics.csv kept only its header (its rows cut or damaged) drew its loss.png again on
     --resume with an empty legend: matplotlib's 'No artists with labels found to put in legend' warning (an error

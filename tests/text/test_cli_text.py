@@ -858,3 +858,17 @@ def test_a_command_without_stderr_runs(tmp_path, corpus, monkeypatch):
     assert main(["ngram", "train", str(corpus), "--out", str(tmp_path / "m.npz"), "-n", "2"]) == 0
     assert (tmp_path / "m.npz").is_file()
     sys.stderr.close()  # (the null device main opened: the process's own until it exits)
+
+
+def test_progress_bars_in_a_log_are_whole_lines(tmp_path, corpus, capsys):
+    """With stderr no terminal (`2> log.txt`, `| tee`; capsys here) each bar's updates were written as '\\r' and the
+    bar again, run together on one line of the log. They are whole lines: the bar's start and end."""
+    for argv in (
+        ["ngram", "train", str(corpus), "--out", str(tmp_path / "m"), "-n", "3"],
+        ["tfidf", "index", str(corpus), "--out", str(tmp_path / "index")],
+        ["word2vec", str(corpus), "--out", str(tmp_path / "w2v"), "--dimension", "8", "--epochs", "1"],
+    ):
+        assert main(argv) == 0
+        err = capsys.readouterr().err
+        assert "\r" not in err and err.endswith("\n"), err
+        assert " 0%|" in err.splitlines()[0] and "100%|##########|" in err.splitlines()[-1], err

@@ -13,6 +13,7 @@ import sys
 import tempfile
 import zipfile
 
+STREAM_BYTES = 1 << 30  # the most read from a pipe or a device (/dev/stdin, <(zcat ...)): its size is unknown
 LOG_EVERY = 30.0  # seconds between a progress bar's lines where stderr is no terminal (a log file, a pipe)
 UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it), then put back
 os.umask(UMASK)
@@ -71,6 +72,28 @@ def is_zip(file) -> bool:
         return zipfile.is_zipfile(file)
     except zipfile.BadZipFile:
         return False
+
+
+def read_bytes(path, text: bool = True) -> bytes:
+    """The bytes of a file a user gave: a regular file whole; a pipe or a device (/dev/stdin, <(zcat ...)) up to
+    STREAM_BYTES, and with `text` up to its first NUL byte. /dev/zero, /dev/urandom or an endless pipe were read
+    without end, the machine's memory filled ('out of memory ...; choose smaller sizes', or the process killed)."""
+    from rnnkit.errors import RnnkitError
+
+    with open(path, "rb") as f:
+        if stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return f.read()
+        chunks, size = [], 0
+        while chunk := f.read(1 << 20):
+            if text and b"\0" in chunk:
+                raise RnnkitError(f"{path} is a pipe or a device that gives binary data (a NUL byte at byte "
+                                  f"{size + chunk.index(0):,}); give a text file")  # fmt: skip
+            size += len(chunk)
+            if size > STREAM_BYTES:
+                raise RnnkitError(f"{path} is a pipe or a device that gave more than {STREAM_BYTES:,} bytes "
+                                  "without an end (/dev/zero, an endless pipe?); save it to a file first")  # fmt: skip
+            chunks.append(chunk)
+        return b"".join(chunks)
 
 
 class _Lines:

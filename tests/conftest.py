@@ -1,10 +1,36 @@
 """Test-session set-up shared by every test directory."""
 
+import contextlib
 import os
 import shutil
 import tempfile
+import threading
+
+import pytest
 
 _plans_dir = None
+
+
+@pytest.fixture
+def pipe(tmp_path):
+    """pipe(data, times): a named pipe that a thread fills with `data`, `times` times over (a stand-in, bounded,
+    for a device such as /dev/zero or an endless pipe), then closes."""
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no named pipes here")
+
+    def make(data: bytes, times: int):
+        path = tmp_path / f"pipe{len(list(tmp_path.glob('pipe*')))}"
+        os.mkfifo(path)
+
+        def fill():
+            with contextlib.suppress(BrokenPipeError), open(path, "wb", buffering=0) as f:
+                for _ in range(times):
+                    f.write(data)
+
+        threading.Thread(target=fill, daemon=True).start()
+        return path
+
+    return make
 
 
 def pytest_configure(config):

@@ -1,5 +1,6 @@
 """Subcommands for the text tools: word2vec, neighbours, ngram, tfidf, markov."""
 
+import io
 import json
 import math
 import os
@@ -215,12 +216,13 @@ def _add_markov(sub) -> None:
 def read_text(path, limit: int | None = None) -> str:
     """A UTF-8 text file, its byte-order mark dropped (it was the first word's first character); UTF-16 or UTF-32
     text and binary files are one error each, as the character models' corpora are (they were read as text)."""
+    from rnnkit._io import read_bytes
     from rnnkit.data.corpus import refuse_wide
 
     try:
-        with open(path, "rb") as f:
-            refuse_wide(path, f.read(256))
-        text = pathlib.Path(path).read_text(encoding="utf-8-sig")
+        raw = read_bytes(path)  # a pipe or a device (/dev/zero) read without end
+        refuse_wide(path, raw[:256])
+        text = io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8-sig").read()  # (universal newlines, as open)
     except (OSError, UnicodeDecodeError) as e:
         raise RnnkitError(f"cannot read {path}: {e}; give a UTF-8 text file") from None
     if "\0" in text:

@@ -4,22 +4,19 @@ Each reader returns (rows, image shape or None); rows are lists or a tensor of Â
 `Hopfield.store` (non-binary values and mixed lengths are one-line errors there).
 """
 
-import pathlib
 import re
 
 import torch
 
+from rnnkit._io import read_bytes
 from rnnkit.errors import RnnkitError
 
 
 def read_patterns(path) -> tuple:
     """A text file, one pattern per line: values -1/1 (spaces or commas) or a string of + and -."""
-    try:
-        lines = [
-            line.strip()
-            for line in pathlib.Path(path).read_text(encoding="utf-8-sig").splitlines()  # a BOM is no value
-            if line.strip()
-        ]
+    try:  # (read_bytes: a pipe or a device such as /dev/zero was read without end)
+        text = read_bytes(path).decode("utf-8-sig")  # a BOM is no value
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
     except OSError as e:
         raise RnnkitError(f"cannot read patterns file {path}: {e.strerror}") from None
     except UnicodeDecodeError:

@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 
-from rnnkit._io import atomic_open
+from rnnkit._io import atomic_open, read_bytes
 from rnnkit.errors import RnnkitError
 
 
@@ -132,7 +132,7 @@ class WordVectors:
         """Spearman ρ between cosines and human scores over the word pairs we know; (ρ, pairs used)."""
         _, first, _ = self._folded(restrict)
         cos, human = [], []
-        for n, line in enumerate(pathlib.Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        for n, line in enumerate(read_bytes(path).decode("utf-8").splitlines(), 1):
             parts = line.split("\t") if "\t" in line else line.split()  # (MEN's columns: spaces)
             if line.startswith("#") or len(parts) < 3:
                 continue
@@ -159,7 +159,7 @@ class WordVectors:
         for i, w in enumerate(folded):
             forms.setdefault(w, []).append(i)
         quads = []
-        for line in pathlib.Path(path).read_text(encoding="utf-8").splitlines():
+        for line in read_bytes(path).decode("utf-8").splitlines():
             words = line.casefold().split()
             if line.startswith(":") or len(words) != 4:
                 continue
@@ -223,11 +223,12 @@ class WordVectors:
                 )
             path = found
         try:  # the header line, then the rest: no second copy of the file (data.partition(b"\n") made one)
-            with path.open("rb") as f:
-                header = f.readline().removeprefix(
-                    b"\xef\xbb\xbf"
-                )  # a byte-order mark (an editor's): no text
-                rest = f.read()
+            if path.is_file():
+                with path.open("rb") as f:
+                    header, rest = f.readline(), f.read()
+            else:  # a pipe or a device: its first line may never end (/dev/zero)
+                header, _, rest = read_bytes(path, text=False).partition(b"\n")
+            header = header.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark (an editor's): no text
         except OSError as e:
             raise RnnkitError(f"cannot read vectors {path}: {e.strerror}") from None
         try:

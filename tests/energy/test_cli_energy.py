@@ -39,6 +39,21 @@ def test_patterns_from_a_text_file(tmp_path, capsys):
     assert "2 patterns of 8 units" in capsys.readouterr().out
 
 
+def test_a_patterns_file_that_is_a_device_is_refused(tmp_path, pipe, capsys):
+    """--patterns /dev/zero (or a pipe without end) was read to an end that never came: the memory filled, then
+    'out of memory ...; choose smaller sizes'. Read to its first NUL byte, it is one line; a pipe of text reads."""
+    zeros = pipe(b"\0" * 65536, 64)
+    assert main(["hopfield", "recall", "--patterns", str(zeros), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"rnnkit: error: {zeros} is a pipe or a device that gives binary data (a NUL byte at byte 0); give a text file\n"
+    )
+    from rnnkit.energy.patterns_io import read_patterns
+
+    assert read_patterns(pipe(b"1 -1 1\n+-+\n", 1)) == ([[1.0, -1.0, 1.0], [1.0, -1.0, 1.0]], None)
+
+
 def test_patterns_file_lines_may_end_with_a_separator(tmp_path):
     # "1,-1,1," was refused: cannot read the line as numbers (the empty token after the last comma)
     from rnnkit.energy.patterns_io import read_patterns

@@ -872,3 +872,25 @@ def test_progress_bars_in_a_log_are_whole_lines(tmp_path, corpus, capsys):
         err = capsys.readouterr().err
         assert "\r" not in err and err.endswith("\n"), err
         assert " 0%|" in err.splitlines()[0] and "100%|##########|" in err.splitlines()[-1], err
+
+
+def test_a_pipe_or_device_of_binary_data_or_without_end_is_refused(tmp_path, pipe, capsys, monkeypatch):
+    """A text file that is a device or a pipe (/dev/zero, /dev/urandom, `yes |`) was read to its end, which never
+    came: the machine's memory filled, then 'out of memory ...; choose smaller sizes' (or the process was killed).
+    Such input is read up to its first NUL byte, or up to STREAM_BYTES; a pipe of text still reads (<(zcat ...))."""
+    monkeypatch.setattr("rnnkit._io.STREAM_BYTES", 1 << 20, raising=False)
+    for argv in (
+        ["ngram", "train", "{}", "--out", str(tmp_path / "m")],
+        ["markov", "sample", "--text", "{}"],
+    ):
+        zeros = str(pipe(b"\0" * 65536, 64))
+        assert main([a.format(zeros) for a in argv]) == 2
+        _one_error_line(
+            capsys, f"{zeros} is a pipe or a device that gives binary data (a NUL byte at byte 0)"
+        )
+    endless = str(pipe(b"the cat sat on the mat\n" * 5000, 40))  # 4.6 MB
+    assert main(["ngram", "train", endless, "--out", str(tmp_path / "m"), "-n", "1"]) == 2
+    _one_error_line(
+        capsys, f"{endless} is a pipe or a device that gave more than 1,048,576 bytes without an end"
+    )
+    assert main(["ngram", "train", str(pipe(CORPUS.encode(), 1)), "--out", str(tmp_path / "m")]) == 0

@@ -805,3 +805,17 @@ def test_bytes_sentences_are_refused(sentences):
     of the numbers 32, 97, 116, ... in silence where str was refused."""
     with pytest.raises(RnnkitError, match=r"lists of words, not bytes: decode them first"):
         Word2Vec(min_count=1, backend="torch").fit(sentences)
+
+
+def test_vectors_from_a_device_or_an_endless_pipe_are_refused(pipe, monkeypatch):
+    """WordVectors.load('/dev/zero') (`rnnkit neighbours /dev/zero the`) read its first line to an end that never
+    came, the memory filled. A pipe or a device is read up to STREAM_BYTES, then refused in one line; a pipe of
+    vectors still loads."""
+    monkeypatch.setattr("rnnkit._io.STREAM_BYTES", 1 << 20, raising=False)
+    endless = pipe(b"\0" * 65536, 64)  # 4 MiB without a newline
+    with pytest.raises(
+        RnnkitError, match=r"is a pipe or a device that gave more than 1,048,576 bytes without an end"
+    ):
+        WordVectors.load(endless)
+    wv = WordVectors.load(pipe(b"2 2\ncat 1 0\ndog 0 1\n", 1))
+    assert wv.words == ["cat", "dog"] and wv.vectors.tolist() == [[1, 0], [0, 1]]

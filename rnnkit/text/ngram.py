@@ -15,7 +15,8 @@ An n-gram model predicts token w from the n-1 tokens before it, h = w_{i-n+1} ..
     P_{m-1} becomes Σ_w D(c_m(h w)) / c_m(h•) so that P_m still sums to 1.
 
 The text is one stream (words: each line ends in `<eos>`); the first tokens use the shorter history
-they have. Counting is vectorised as a trie in numpy: the m-gram ending at position i gets the id
+they have. A literal `<eos>` in a word text (`<EOS>` with lower) is that token, a line end, and is written
+back as a newline; a literal `<unk>` is the unknown word (as PTB's text writes it). Counting is vectorised as a trie in numpy: the m-gram ending at position i gets the id
 of the pair (id of its (m-1)-gram prefix, last token), found by sorting the keys prefix_id · V + w.
 """
 
@@ -53,8 +54,9 @@ _NOT_A_MODEL = (
 
 
 def text_tokens(text: str, level: str, lower: bool = False) -> list[str]:
-    """Characters, or words with `<eos>` for each newline (an unfinished last line gets none); lower-cased
-    with `lower` at either level (characters were left as they were: --lower had no effect on a char model)."""
+    """Characters, or words with `<eos>` for each newline (an unfinished last line gets none; a word `<eos>` in
+    the text is the same token, a line end); lower-cased with `lower` at either level (characters were left as
+    they were: --lower had no effect on a char model)."""
     # (a list of lines was a char model of whole lines, bytes one of byte values)
     if not isinstance(text, str):
         fix = {

@@ -484,10 +484,11 @@ class Recurrent(OwnParametersModule):
             return None
         if self.residual or (self.training and self.dropout) or x.is_nested or x.layout is not torch.strided:
             return None
-        if x.shape[-1] != self.input_size or 0 in x.shape:
-            return None
-        # (every graph maker, transform and autocast: the full path's own handling of each)
+        # (every graph maker, transform and autocast: the full path's own handling of each; before x's sizes are
+        # read, which torch.jit.trace warns of as a tensor turned into a Python boolean)
         if torch.jit.is_tracing() or torch.compiler.is_compiling() or plain_ops_only() or make_fx_tracing():
+            return None
+        if x.shape[-1] != self.input_size or 0 in x.shape:
             return None
         if torch.is_autocast_enabled("cpu"):
             return None

@@ -1388,3 +1388,13 @@ def test_no_grad_fast_path_declines_what_it_does_not_run():
     with torch.no_grad():
         torch.testing.assert_close(layer(x)[0], out, rtol=0, atol=0)
     assert layer._forward_fast(x, None) is None  # grad mode: the full path records the graph
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace")
+def test_no_grad_fast_path_leaves_jit_trace_to_its_refusal_without_tracer_warnings():
+    """torch.jit.trace under torch.no_grad (as a model is traced for deployment): the fast path compared the traced
+    input's sizes before asking whether a trace runs, four TracerWarnings ("Converting a tensor to a Python boolean")
+    before the refusal, and under warnings as errors the first of them in its place."""
+    layer = Recurrent("gru", 4, 5).eval()
+    with torch.no_grad(), pytest.raises(RnnkitError, match=r"torch.jit.trace .*torch.export.export"):
+        torch.jit.trace(layer, (torch.randn(2, 3, 4),))

@@ -76,6 +76,24 @@ def _hooked(cell):
     )
 
 
+# the pieces of Recurrent.forward's full path that its fast path runs otherwise or not at all: a subclass redefining
+# one (a learned initial state in _initial_state) takes the full path
+_FULL_PATH_PIECES = (
+    "_check_input",
+    "_cell_hooks",
+    "_mask",
+    "_initial_state",
+    "_probes",
+    "_project",
+    "_dropout",
+)
+
+
+def _own_pieces(cls):
+    """Whether a subclass of Recurrent redefines a piece of forward's full path (_FULL_PATH_PIECES)."""
+    return any(getattr(cls, name) is not getattr(Recurrent, name) for name in _FULL_PATH_PIECES)
+
+
 def _input_affine(cell):
     """cell.input_affine(), unless a subclass overrides project_input below where input_affine is defined
     (then its projection is its own: the native engine calls project_input as it is)."""
@@ -474,7 +492,8 @@ class Recurrent(OwnParametersModule):
     def _forward_fast(self, x, state):
         """forward where nothing is asked of it but the loop: no gradient recorded (sampling, evaluation under
         torch.no_grad, a decoder stepped token by token), no lengths, cond or probe, one direction, a plain stack of
-        rnnkit's own cells (no hooks, no parametrizations, no dropout drawn) on the native backend, the state None or
+        rnnkit's own cells (no hooks, no parametrizations, no dropout drawn) on the native backend, in a layer whose class
+        redefines none of the full path's pieces (_FULL_PATH_PIECES), the state None or
         of the right shapes. The same calls, in the same order, as the full path below, without its per-call questions
         that can't change the answer here (some 40 µs of a 70 µs one-step call of a small GRU). None where anything
         else holds: the full path runs then, and says what is wrong where something is."""
@@ -483,6 +502,8 @@ class Recurrent(OwnParametersModule):
         if self.dirs != 1 or self.backend not in (None, "native") or self.cond_size or self.skip_input:
             return None
         if self.residual or (self.training and self.dropout) or x.is_nested or x.layout is not torch.strided:
+            return None
+        if type(self) is not Recurrent and _own_pieces(type(self)):
             return None
         # (every graph maker, transform and autocast: the full path's own handling of each; before x's sizes are
         # read, which torch.jit.trace warns of as a tensor turned into a Python boolean)

@@ -1398,3 +1398,21 @@ def test_no_grad_fast_path_leaves_jit_trace_to_its_refusal_without_tracer_warnin
     layer = Recurrent("gru", 4, 5).eval()
     with torch.no_grad(), pytest.raises(RnnkitError, match=r"torch.jit.trace .*torch.export.export"):
         torch.jit.trace(layer, (torch.randn(2, 3, 4),))
+
+
+@pytest.mark.parametrize("piece", ["_initial_state", "_check_input", "_project", "_dropout", "_cell_hooks"])
+def test_no_grad_fast_path_leaves_a_subclass_its_own_pieces(piece):
+    """A subclass of Recurrent that redefines a piece of forward (a learned initial state in _initial_state, say)
+    had it skipped under torch.no_grad: the fast path's zeros for h_0, its own projection and so on, other numbers
+    in evaluation than in training, in silence. The subclass's pieces run there too."""
+    called = []
+
+    def own(self, *args, **kwargs):
+        called.append(piece)
+        return getattr(Recurrent, piece)(self, *args, **kwargs)
+
+    Own = type("Own", (Recurrent,), {piece: own})
+    layer = Own("gru", 4, 5, num_layers=2, dropout=0.5).eval()
+    with torch.no_grad():
+        layer(torch.randn(2, 3, 4))
+    assert called

@@ -541,6 +541,9 @@ class Recurrent(OwnParametersModule):
             if short:  # (nothing kept for a backward: no xw._rnnkit_rebuild)
                 W, b = _input_affine(cell)
                 xw = affine_input(below, W, b, cell.tanh_tail, cell.input_identity)
+                # (a weight of a tensor subclass makes xw one: the python loop's, see native.unsupported)
+                if type(xw) is not torch.Tensor:
+                    return None
                 P, fold = cell.rec_params(), {}
             else:
                 xw, P, fold = self._project(cell, below)

@@ -1416,3 +1416,23 @@ def test_no_grad_fast_path_leaves_a_subclass_its_own_pieces(piece):
     with torch.no_grad():
         layer(torch.randn(2, 3, 4))
     assert called
+
+
+def test_no_grad_fast_path_leaves_a_tensor_subclass_projection_to_the_python_loop():
+    """An input weight of a tensor subclass (a wrapper subclass, a tagged tensor) makes xw one too, which the full
+    path's engine runs on the python loop (the native loop reads a plain tensor's memory). The fast path handed it to
+    the native loop at T < 8: a plain tensor out where the full path gives the subclass, and for a wrapper subclass
+    torch's "data is not allocated yet" from inside the loop."""
+
+    class Tagged(torch.Tensor):
+        pass
+
+    layer = Recurrent("gru", 4, 5).eval()
+    layer.cells[0].W_xh = torch.nn.Parameter(layer.cells[0].W_xh.detach().as_subclass(Tagged))
+    x = torch.randn(2, 3, 4)
+    with torch.no_grad():
+        out, h = layer(x)
+    want, want_h = layer(x)
+    assert type(out) is type(want) is Tagged
+    torch.testing.assert_close(out.as_subclass(torch.Tensor), want.as_subclass(torch.Tensor), rtol=0, atol=0)
+    torch.testing.assert_close(h.as_subclass(torch.Tensor), want_h.as_subclass(torch.Tensor), rtol=0, atol=0)

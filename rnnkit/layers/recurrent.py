@@ -635,6 +635,10 @@ class Recurrent(OwnParametersModule):
         for name, want in shapes[i]:
             p = own.get(name)
             if p is None:
+                # a matrix set to None (a bias None is no bias): the native loop ran on without it, NaN
+                if name in own and len(want) == 2:
+                    raise RnnkitError(f"{self._weight_label(i, cell, name)} is None, but this layer's {self.cell_name} "
+                                      f"cell needs {tuple(want)}; give it a tensor of that shape")  # fmt: skip
                 continue
             seen = p
             if p.shape != want:
@@ -818,6 +822,8 @@ class Recurrent(OwnParametersModule):
         lead = next(iter(self._modules["cells"]))
         w = lead._parameters.get("W_xh")
         w = lead.W_xh if w is None else w  # (one computed by a parametrization)
+        if w is None:  # set to None: said in _check_weights' line
+            self._check_weights(0, lead)
         if x.device != w.device:
             raise RnnkitError(f"input is on {x.device} but the layer's weights are on {w.device}; move one")
         if x.dtype != w.dtype and not _autocast_casts(x, w):

@@ -1092,6 +1092,24 @@ def test_weight_of_another_shape_is_refused(backend):
 
 
 @pytest.mark.parametrize("backend", ["autograd", "python", "native"])
+@pytest.mark.parametrize(("cell", "i", "name"), [("gru", 0, "W_hh"), ("mut3", 1, "W_hz"), ("lstm", 0, "W_xh"),
+                                                 ("lstm", 1, "W_xh")])  # fmt: skip
+def test_weight_set_to_none_is_refused(backend, cell, i, name):
+    """A weight matrix set to None (a bias None is no bias, which every backend runs): the native loop ran on without
+    it (NaN or other numbers, no error), the others failed inside ("'NoneType' object has no attribute 't'"), and a
+    first layer's W_xh in the input's check ("... has no attribute 'device'"). Said in one line, naming it."""
+    layer = Recurrent(cell, 3, 4, num_layers=2, backend=backend)
+    setattr(layer.cells[i], name, None)
+    for T in (3, 9):
+        with pytest.raises(
+            RnnkitError, match=rf"cells\[{i}\]\.{name}( \(\w+\))? is None, but this layer's {cell} cell needs"
+        ):
+            layer(torch.randn(2, T, 3))
+        with torch.no_grad(), pytest.raises(RnnkitError, match=rf"cells\[{i}\]\.{name}"):
+            layer(torch.randn(2, T, 3))
+
+
+@pytest.mark.parametrize("backend", ["autograd", "python", "native"])
 @pytest.mark.parametrize("name", ["W_hh", "b_hh"])
 def test_weight_on_another_device_is_refused(backend, name):
     """A weight replaced by one on another device than the cell's others (a Parameter made without device=): the

@@ -59,6 +59,7 @@ import math
 import os
 import pathlib
 import platform
+import sys
 import threading
 import time
 import warnings
@@ -159,7 +160,7 @@ def _row_threads() -> int:
 
 
 _kept, _kept_lock = 0, threading.Lock()  # how many choices this process knew when it last wrote the file
-_written_at, _at_exit = -math.inf, False  # when keep_plans last ran (time.monotonic); whether it runs at exit
+_written_at, _at_exit = -math.inf, None  # keep_plans's last run (time.monotonic); the pid whose exit runs it
 PLAN_WRITE_EVERY = 1.0  # seconds: the loops write new choices at most this often (and at exit)
 
 
@@ -250,9 +251,16 @@ def keep_plans_soon() -> None:
         return
     if time.monotonic() - _written_at >= PLAN_WRITE_EVERY:
         keep_plans()
-    elif not _at_exit:
-        _at_exit = True
+    elif _at_exit != os.getpid():  # once a process (a forked child's own: see below)
+        _at_exit = os.getpid()
         atexit.register(keep_plans)
+        # a multiprocessing worker (fork, forkserver: a DataLoader's, a Pool's) ends in os._exit, past atexit, and
+        # the choices of its last second were lost; its own exit runs multiprocessing's finalizers
+        mp = sys.modules.get("multiprocessing")
+        if mp is not None and mp.parent_process() is not None:
+            from multiprocessing import util
+
+            util.Finalize(None, keep_plans, exitpriority=0)
 
 
 def keep_plans() -> None:

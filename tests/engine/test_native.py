@@ -782,7 +782,7 @@ def test_the_loops_write_new_choices_at_most_once_a_while(tmp_path, monkeypatch)
     monkeypatch.setenv("RNNKIT_GEMM_PLANS", str(tmp_path / "plans.json"))
     monkeypatch.setattr(native, "PLAN_WRITE_EVERY", 3600.0, raising=False)
     monkeypatch.setattr(native, "_written_at", -math.inf, raising=False)
-    monkeypatch.setattr(native, "_at_exit", True, raising=False)  # (no exit hook from a test)
+    monkeypatch.setattr(native, "_at_exit", os.getpid(), raising=False)  # (no exit hook from a test)
     writes = []
     monkeypatch.setattr(native, "write_text", lambda path, text: writes.append(path))
     ext = native.load()
@@ -791,6 +791,31 @@ def test_the_loops_write_new_choices_at_most_once_a_while(tmp_path, monkeypatch)
     for B in range(17, 27):
         layer(torch.randn(B, 3, 40))[0].sum().backward()
     assert ext.gemm_plan_count() > before and len(writes) == 1
+
+
+def test_a_multiprocessing_worker_keeps_the_choices_of_its_last_second(tmp_path):
+    """A worker of multiprocessing (fork or forkserver: a DataLoader's, a Pool's) ends in os._exit, past atexit:
+    the choices it timed after its last write were lost (10 of 11 here), timed again by every later process."""
+    import json
+    import subprocess
+    import sys
+
+    script = tmp_path / "worker.py"
+    script.write_text(
+        "import multiprocessing as mp, torch\nfrom rnnkit import Recurrent\nfrom rnnkit.engine import native\n"
+        "def work(q):\n    native.PLAN_WRITE_EVERY = 3600.0\n"
+        "    layer = Recurrent('lstm', 5, 7, backend='native')\n"
+        "    for B in range(10, 30):\n        layer(torch.randn(B, 20, 5))\n"
+        "    q.put(native.load().gemm_plan_count())\n"
+        "if __name__ == '__main__':\n    ctx = mp.get_context('forkserver')\n    q = ctx.Queue()\n"
+        "    p = ctx.Process(target=work, args=(q,))\n    p.start()\n    print(q.get())\n    p.join()\n"
+    )
+    path = tmp_path / "plans.json"
+    env = {**os.environ, "RNNKIT_GEMM_PLANS": str(path), "RNNKIT_GEMM": "auto"}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    timed = int(out.stdout.strip().splitlines()[-1])
+    assert timed > 1 and len(json.loads(path.read_text())) == timed
 
 
 def test_deterministic_algorithms_time_nothing():

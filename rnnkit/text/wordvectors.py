@@ -91,7 +91,8 @@ class WordVectors:
         # (every cosine 0) and underflowed below 1e-19 (cosines of 1e-18)
         q = np.asarray(query, dtype=np.float64)
         q = q / max(np.abs(q).max(initial=0.0), np.finfo(np.float64).tiny)
-        cos = self.unit @ (q / max(np.linalg.norm(q), 1e-12))
+        # the unit query in the vectors' float32: a float64 one made @ copy all of them to float64 on every query
+        cos = self.unit @ (q / max(np.linalg.norm(q), 1e-12)).astype(self.unit.dtype)
         keep = np.ones(len(cos), bool)
         ids = [self._ids([x])[0] if isinstance(x, str) else x for x in exclude]  # words gave an IndexError
         bad = [

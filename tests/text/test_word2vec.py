@@ -732,6 +732,24 @@ def test_nearest_reads_the_direction_of_a_query_whose_float32_norm_overflows_or_
     )
 
 
+def test_nearest_makes_no_float64_copy_of_the_vectors():
+    """nearest's query in float64 (4dfd367) made `unit @ q` copy every vector to float64 on each query: 2x the
+    vectors' memory and 27x the time (a 400,000 x 100 vocabulary: 0.71 s a neighbours for 0.026)."""
+    import tracemalloc
+
+    wv = WordVectors([f"w{i}" for i in range(20_000)], np.random.default_rng(0).standard_normal((20_000, 50)))
+    tracemalloc.start()
+    try:
+        near = wv.neighbours("w5", topn=3)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < wv.unit.nbytes  # (a float64 copy alone is twice it)
+    cos = wv.unit @ wv.unit[5].astype(np.float64)
+    cos[5] = -np.inf
+    assert [w for w, _ in near] == [f"w{i}" for i in np.argsort(-cos, kind="stable")[:3]]
+
+
 @pytest.mark.parametrize("x", [3e38, 1e-40])
 def test_vectors_whose_norm_is_past_float32s_range_keep_their_direction(x):
     """The unit vectors divided by the norms cast to float32: a norm past float32's largest number (a vector of

@@ -77,7 +77,8 @@ def add_commands(sub) -> None:
     p.add_argument(
         "--context",
         default=None,
-        help="text before each TEXT (default: a newline, the start of a line (<eos> to a word model))",
+        help="text before each TEXT (default: a newline, the start of a line (<eos> to a word model), where the "
+        "model knows one)",
     )
     p.add_argument("--json", action="store_true",
                    help="one JSON object per text, with the keys of `rnnkit score --json` (text, rank, log_prob, "
@@ -405,8 +406,9 @@ def _line_start(lm) -> str:
     """What a text is read after: it starts a line (a newline before it, <eos> to a word model), as ngram score
     reads it by default and rnnkit score, sample and complete read theirs. A word model's had no context, and its
     first word was scored by Kneser-Ney's continuation counts, not as a sentence's first word (PTB's "the stock
-    market fell sharply": -23.86 nats for -21.59)."""
-    return "\n"
+    market fell sharply": -23.86 nats for -21.59). A model that knows no line end (a text of no newline) reads it
+    after no context, as rnnkit score does: "\n" was its <unk>, the context of a rare word."""
+    return "\n" if ("<eos>" if lm.level == "word" else "\n") in lm.vocab else ""
 
 
 def _after(lm, prefix: str, continuation: str) -> str:

@@ -397,6 +397,28 @@ def test_a_word_models_text_is_scored_as_a_sentences_start(tmp_path, capsys):
     assert capsys.readouterr().out == "a cat ran\n"
 
 
+@pytest.mark.parametrize("level", ["word", "char"])
+def test_a_model_that_knows_no_line_end_reads_its_text_after_no_context(tmp_path, capsys, level):
+    """A text of no newline gives a model no <eos> (nor "\\n"), and the line start the CLI puts before a text was
+    encoded as <unk>: the first token was scored as after a rare one (-8.92 nats for -5.55 here, a word model of min_freq 2)."""
+    import json
+
+    from rnnkit.text import NGramLM
+
+    (tmp_path / "c.txt").write_text(
+        ("the cat sat on the mat " * 30) + " ".join(f"rare{i} {chr(0x100 + i)}" for i in range(40))
+    )
+    model = tmp_path / "m.npz"
+    args = ["ngram", "train", str(tmp_path / "c.txt"), "--out", str(model), "-n", "3", "--level", level]
+    assert main([*args, "--min-freq", "2"]) == 0
+    capsys.readouterr()
+    assert main(["ngram", "score", str(model), "rare7 cat sat", "--json"]) == 0
+    lm = NGramLM.load(model)
+    assert json.loads(capsys.readouterr().out)["log_prob"] == pytest.approx(
+        lm.score("rare7 cat sat").log_prob
+    )
+
+
 def test_count_options_say_at_least_one(tmp_path, corpus, capsys):
     model = tmp_path / "m.npz"
     assert main(["ngram", "train", str(corpus), "--out", str(model), "-n", "2"]) == 0

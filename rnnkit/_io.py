@@ -122,3 +122,10 @@ def bar_style(file=None) -> dict:
     except (AttributeError, ValueError, OSError):  # no isatty, or a closed file
         live = False
     return {} if live else dict(file=_Lines(file), mininterval=LOG_EVERY, maxinterval=LOG_EVERY, ascii=True)
+
+
+def bar_options(progress: bool = True, live: dict | None = None) -> dict:
+    """tqdm's options for one of the library's bars: bar_style's (`live`'s on a terminal), and disabled where
+    progress is off or there is no stderr (closed: `2>&-`, pythonw, a service: sys.stderr is None), where the bar's
+    first write failed inside tqdm ('NoneType' object has no attribute 'write')."""
+    return dict(bar_style() or live or {}, disable=not progress or sys.stderr is None)

@@ -58,3 +58,20 @@ def test_a_progress_bar_in_a_log_is_a_line_every_log_every_seconds(monkeypatch):
     assert (
         lines[0].startswith("steps:   0%|") and 3 <= len(lines) - 3 <= 200 / LOG_EVERY + 1
     )  # start, ..., end
+
+
+@pytest.mark.parametrize("model", ["ngram", "tfidf", "word2vec"])
+def test_the_library_s_progress_bars_run_without_stderr(model, monkeypatch):
+    """Through the Python API (pythonw, a service: sys.stderr is None; the CLI puts the null device there),
+    NGramLM, TfidfIndex and Word2Vec fit(progress=True) failed in their bar's first write, inside tqdm ('NoneType'
+    object has no attribute 'write'); every bar is drawn by _io.bar_options, left out where there is no stderr."""
+    from rnnkit.text import NGramLM, TfidfIndex, Word2Vec
+
+    monkeypatch.setattr("sys.stderr", None)
+    if model == "ngram":
+        assert NGramLM(n=2).fit("hello world\nhello there\n", progress=True).n == 2
+    elif model == "tfidf":
+        TfidfIndex().fit(["a cat sat", "a dog ran"], progress=True)
+    else:
+        w2v = Word2Vec(dimension=4, epochs=1, min_count=1, sample=0, backend="torch")
+        assert len(w2v.fit([["a", "cat", "sat"], ["a", "dog", "ran"]] * 4, progress=True).wv.words) == 5

@@ -30,7 +30,7 @@ from collections import Counter
 import numpy as np
 from tqdm import tqdm
 
-from rnnkit._io import atomic_open, bar_style, is_zip
+from rnnkit._io import atomic_open, bar_options, is_zip
 from rnnkit.errors import RnnkitError, check_seed
 from rnnkit.text.lmscore import LMScore, pick_next
 from rnnkit.text.vocab import UNK, Vocabulary, tokenize
@@ -149,7 +149,7 @@ class NGramLM:
         V = len(self.vocab)
         self.keys, self.count, self.cont = [None], [None], [None]
         ctx, suffixes, prev_gram = np.zeros(len(x), np.int64), [None], None
-        bar = dict(desc="counting n-grams", unit=" orders", disable=not progress, **bar_style())
+        bar = dict(desc="counting n-grams", unit=" orders", **bar_options(progress))
         for _m in tqdm(range(1, self.n + 1), **bar):
             valid = ctx >= 0
             keys, inv, cnt = np.unique(ctx[valid] * V + x[valid], return_inverse=True, return_counts=True)

@@ -24,7 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm import tqdm
 
-from rnnkit._io import atomic_open, bar_style, is_zip, write_text
+from rnnkit._io import atomic_open, bar_options, is_zip, write_text
 from rnnkit.errors import RnnkitError
 from rnnkit.text.vocab import word_tokenize
 
@@ -140,8 +140,7 @@ class TfidfIndex:
         if not docs:
             raise RnnkitError("no documents to index; give at least one non-empty document")
         terms = [
-            self.analyzer(doc)
-            for doc in tqdm(docs, desc="tf-idf", unit=" docs", disable=not progress, **bar_style())
+            self.analyzer(doc) for doc in tqdm(docs, desc="tf-idf", unit=" docs", **bar_options(progress))
         ]
         self.terms = sorted({t for doc_terms in terms for t in doc_terms})
         if not self.terms:

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from rnnkit._io import bar_style
+from rnnkit._io import bar_options
 from rnnkit.errors import RnnkitError
 from rnnkit.text import w2v_native
 from rnnkit.text.vocab import Vocabulary
@@ -201,10 +201,9 @@ class Word2Vec:
                 "no (centre, context) pairs: every sentence has a single known word; give longer sentences"
             )
         self.loss_history, total = [], len(pairs[0]) * c.epochs
-        style = bar_style()  # a live bar on a terminal, a line every 30 s in a log
-        with tqdm(
-            total=total, desc="word2vec", unit=" pairs", unit_scale=True, disable=not progress, **style
-        ) as bar:
+        # a live bar on a terminal, a line every 30 s in a log, none without stderr
+        style = bar_options(progress)
+        with tqdm(total=total, desc="word2vec", unit=" pairs", unit_scale=True, **style) as bar:
             threads = torch.get_num_threads()
             torch.set_num_threads(1)  # each step is small: a thread pool's barriers cost more than they give
             try:

@@ -21,7 +21,6 @@ import math
 import os
 import pathlib
 import signal
-import sys
 import threading
 import time
 import warnings
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from rnnkit._io import bar_style, write_text
+from rnnkit._io import bar_options, write_text
 from rnnkit.data.bptt import StreamBatches, eval_streams, split
 from rnnkit.data.corpus import load_corpus
 from rnnkit.engine import native
@@ -594,8 +593,8 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
         save("latest.pt")
     # no bar where there is no stderr (closed: `2>&-`, pythonw): its first write stopped the run, unsaid, exit 1
     # on a terminal a live bar; in a log (stderr no terminal) a line every LOG_EVERY s, not '\r' updates run together
-    style = bar_style() or dict(dynamic_ncols=True, mininterval=0.5)
-    bar = tqdm(total=total, initial=progress.step, unit="step", disable=sys.stderr is None, **style)
+    style = bar_options(live=dict(dynamic_ncols=True, mininterval=0.5))
+    bar = tqdm(total=total, initial=progress.step, unit="step", **style)
     carried, rng, stepped, row = model.state, None, True, None
     stop = _StopAfterStep(say)
     shown = _warnings_above()

@@ -1187,14 +1187,16 @@ class Recurrent(OwnParametersModule):
 
     @property
     def mode(self) -> str | None:
-        """torch.nn.RNNBase's mode ("LSTM", "GRU", "RNN_TANH", "RNN_RELU"); None for a cell torch.nn lacks."""
-        return self.cells[0].torch_mode
+        """torch.nn.RNNBase's mode ("LSTM", "GRU", "RNN_TANH", "RNN_RELU"); None for a cell torch.nn lacks, as a
+        subclass of one of torch's cells with a step of its own is (to_torch refuses it)."""
+        mode = self.cells[0].torch_mode
+        return None if mode is None or _redefined(type(self.cells[0]))[1] else mode
 
     @property
     def nonlinearity(self) -> str:
         """torch.nn.RNN's nonlinearity, "tanh" or "relu", of an rnn_tanh or rnn_relu layer (code written for torch.nn
         reads it, rnn.nonlinearity); like torch.nn.LSTM and GRU, other layers have no such attribute."""
-        mode = self.cells[0].torch_mode
+        mode = self.mode
         if mode not in ("RNN_TANH", "RNN_RELU"):
             raise AttributeError("nonlinearity")  # (nn.Module.__getattr__ then says it has no such attribute)
         return mode[4:].lower()

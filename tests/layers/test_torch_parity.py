@@ -616,6 +616,28 @@ def test_to_torch_refuses_a_subclass_that_computes_another_function():
     torch.testing.assert_close(layer.to_torch()(x)[0], layer(x)[0])
 
 
+def test_mode_and_nonlinearity_agree_with_to_torch():
+    """A subclass of RNNTanh with a step of its own, which to_torch refuses (torch.nn.RNN computes another
+    function), was still mode 'RNN_TANH' and nonlinearity 'tanh': code written for torch.nn took it for torch's RNN.
+    It is mode None and has no nonlinearity, as a cell torch.nn lacks; one that only draws its weights otherwise
+    keeps them."""
+    from rnnkit.cells import RNNReLU, RNNTanh
+
+    class Doubled(RNNTanh):
+        @staticmethod
+        def step(xw_t, state, P):
+            return RNNTanh.step(2 * xw_t, state, P)
+
+    class Ortho(RNNReLU):
+        def reset_parameters(self):
+            super().reset_parameters()
+            nn.init.orthogonal_(self.W_hh)
+
+    doubled, ortho = Recurrent(Doubled, 3, 4), Recurrent(Ortho, 3, 4)
+    assert doubled.mode is None and not hasattr(doubled, "nonlinearity")
+    assert (ortho.mode, ortho.nonlinearity) == ("RNN_RELU", "relu") == (ortho.to_torch().mode, "relu")
+
+
 def test_from_torch_names_what_it_was_given_and_what_to_give():
     """A module that is no torch.nn RNN but has the same class name (torch.ao's dynamically quantized LSTM, another
     library's) was refused with 'takes torch.nn.RNN, LSTM or GRU, got LSTM'; a wrapper (torch.compile's

@@ -559,12 +559,12 @@ class Recurrent(OwnParametersModule):
                 got = _own_params(cell)
                 W, b, *P = got if got is not None else (*_input_affine(cell), *cell.rec_params())
                 xw = affine_input(below, W, b, cell.tanh_tail, cell.input_identity)
-                # (a weight of a tensor subclass makes xw one: the python loop's, see native.unsupported)
-                if type(xw) is not torch.Tensor:
-                    return None
                 fold = {}
             else:
                 xw, P, fold = self._project(cell, below)
+            # (a weight of a tensor subclass makes xw one: the python loop's, see native.unsupported)
+            if type(xw) is not torch.Tensor:
+                return None
             xbias = fold.get("xbias")
             P = (*P, xbias) if xbias is not None else tuple(P)
             s0 = tuple(x.new_zeros((B, w)) for w in widths) if state is None else tuple(s[i] for s in state)
@@ -609,7 +609,12 @@ class Recurrent(OwnParametersModule):
         # that compiled a third graph for lengths under 8)
         long = not torch.compiler.is_compiling() and xs.shape[0] >= 8 and not autocast_on(xs.device)
         affine = _input_affine(cell) if long else None
-        if affine is not None and resolve_backend(self.backend, cell, xs) == "native":
+        # a W or b of a tensor subclass (a wrapper, a tagged tensor) makes xw one, which the engine leaves to the
+        # python loop (native.unsupported); the native projection read its memory ('data is not allocated yet')
+        plain = affine is not None and all(
+            type(t) in (torch.Tensor, nn.Parameter) for t in affine if t is not None
+        )
+        if plain and resolve_backend(self.backend, cell, xs) == "native":
             from rnnkit.engine.native import folds_input_bias, loop_adds_input_bias, project
 
             W, b = affine

@@ -1454,3 +1454,29 @@ def test_no_grad_fast_path_leaves_a_tensor_subclass_projection_to_the_python_loo
     assert type(out) is type(want) is Tagged
     torch.testing.assert_close(out.as_subclass(torch.Tensor), want.as_subclass(torch.Tensor), rtol=0, atol=0)
     torch.testing.assert_close(h.as_subclass(torch.Tensor), want_h.as_subclass(torch.Tensor), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("grad", [True, False])
+def test_an_input_weight_of_a_tensor_subclass_runs_on_the_python_loop_at_any_length(grad):
+    """At T >= 8 the native projection took a W_xh of a tensor subclass and read its memory: torch's "data is not
+    allocated yet" from inside for a wrapper subclass, a plain tensor out for a tagged one (T < 8 gives the
+    subclass). It declines such a weight as the engine declines such an xw, and the python loop runs."""
+    from torch.testing._internal.two_tensor import TwoTensor
+
+    class Tagged(torch.Tensor):
+        pass
+
+    torch.manual_seed(0)
+    layer, x = Recurrent("gru", 4, 5), torch.randn(2, 9, 4)
+    want, want_h = layer(x)
+    w = layer.cells[0].W_xh.detach()
+    for weight, kind in (
+        (TwoTensor(w.clone(), w.clone()), TwoTensor),
+        (w.clone().as_subclass(Tagged), Tagged),
+    ):
+        layer.cells[0].W_xh = torch.nn.Parameter(weight)
+        with torch.set_grad_enabled(grad):
+            out, h = layer(x)
+        assert type(out) is kind
+        got = out.a if kind is TwoTensor else out.as_subclass(torch.Tensor)
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)

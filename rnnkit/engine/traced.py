@@ -45,6 +45,7 @@ v2 kernels (fwd{s}, bwd{s} per stage s; a later stage reads what an earlier one 
                                                           it, (dstate_prev_1), one accumulator per EXTRAS entry (+=)]
 """
 
+import collections
 import ctypes
 import enum
 import functools
@@ -57,6 +58,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import threading
 import types
 import weakref
 from dataclasses import dataclass
@@ -211,20 +213,15 @@ def _value(v, names, numbers, seen, depth):
     elif isinstance(v, np.ndarray):  # (float(A), A[0]: a mutable array's numbers, which the trace bakes in)
         if v.size <= 256:
             numbers.append((v.dtype.str, v.shape, v.tobytes()))
-        elif (
-            not v.dtype.hasobject
-        ):  # a bigger one by a digest (one of H = 512 per-unit gains was left out: a change
-            # to it went unseen, the native loop ran the old kernels in silence)
-            digest = hashlib.blake2b(memoryview(np.ascontiguousarray(v)).cast("B"), digest_size=16).digest()
-            numbers.append((v.dtype.str, v.shape, digest))
+        elif not v.dtype.hasobject:  # a bigger one by a digest (one of H = 512 per-unit gains was left out: a
+            # change to it went unseen, the native loop ran the old kernels in silence)
+            numbers.append(_big_key(v, _digest))
     elif isinstance(v, dict | list | tuple):  # (an OrderedDict, a defaultdict, a namedtuple: ROW[0])
         if id(v) in seen or depth < 0 or len(seen) > 4096:
             return
         seen.add(id(v))
         if len(v) > 256:  # its numbers only, not what its entries hold (TABLE[0] of 300 was left out: unseen)
-            if len(v) <= 1 << 16:
-                items = v.items() if isinstance(v, dict) else enumerate(v)
-                numbers.append(tuple((k, x) for k, x in items if _keyed(x)))
+            numbers.append(_big_key(v, _entries))
             return
         for k, x in v.items() if isinstance(v, dict) else enumerate(v):
             if _keyed(x):
@@ -232,6 +229,73 @@ def _value(v, names, numbers, seen, depth):
             _value(x, names, numbers, seen, depth - 1)
     elif _object(v):  # a class, a module: what it names
         _attributes(v, names, numbers, seen, depth)
+
+
+def _digest(v):
+    """A big array's key: its dtype, shape and a digest of its bytes."""
+    digest = hashlib.blake2b(memoryview(np.ascontiguousarray(v)).cast("B"), digest_size=16).digest()
+    return v.dtype.str, v.shape, digest
+
+
+def _entries(v):
+    """A long list's, tuple's or dict's key: its numbers (strings, functions) with their indices or keys."""
+    items = v.items() if isinstance(v, dict) else enumerate(v)
+    return _Hashed((k, x) for k, x in items if _keyed(x))
+
+
+class _Hashed(tuple):
+    """A tuple whose hash is taken once: the kernels' look-up hashed a key of 60,000 numbers at every call."""
+
+    def __hash__(self):
+        if "hash" not in self.__dict__:
+            self.__dict__["hash"] = tuple.__hash__(self)
+        return self.__dict__["hash"]
+
+
+# id -> (the value, or a weak reference to an array; a copy as it was; its key): the arrays, lists and dicts of more
+# than 256 entries a step read, its key computed again only where one changed since (each forward hashed them all:
+# 9 ms for float(TABLE[3]) of an array of 10**6 numbers, 26 ms for a list of 60,000, where a step of none takes
+# 17 us; and a list of more than 65,536 was left out, a change to it unseen). The last BIG_KEPT are kept.
+_big = collections.OrderedDict()
+_big_lock = threading.Lock()
+BIG_KEPT = 8
+BIG_COPIED = 1 << 24  # bytes: a bigger array is not copied, its digest taken at each call
+
+
+def _big_key(v, key):
+    """key(v), v an array or container of more than 256 entries, reused while v is the one seen last time and
+    unchanged: a copy is kept and compared (an array's bytes by numpy, 0.3 ms for 10**6 float64 where the digest
+    took 9; a list's entries by identity first, 0.04 ms for 60,000)."""
+    array = isinstance(v, np.ndarray)
+    if array and v.nbytes > BIG_COPIED:
+        return key(v)
+    flat = (lambda a: a.reshape(-1).view(np.uint64 if a.nbytes % 8 == 0 else np.uint8)) if array else None
+    now = np.ascontiguousarray(v) if array else None
+    with _big_lock:
+        hit = _big.get(id(v))
+        if hit is not None and (hit[0]() if array else hit[0]) is v:
+            held = hit[1]
+            same = (
+                (now.dtype, now.shape) == (held.dtype, held.shape) and np.array_equal(flat(now), flat(held))
+                if array
+                else type(held).__eq__(held, v) is True  # (a subclass's own __eq__ not asked)
+            )
+            if same:
+                _big.move_to_end(id(v))
+                return hit[2]
+    got = key(v)
+    # (a list or dict is held, so that its id is not another's; an array weakly, its copy being as big)
+    held = (
+        (weakref.ref(v), now.copy())
+        if array
+        else (v, list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
+    )
+    with _big_lock:
+        _big[id(v)] = (*held, got)
+        _big.move_to_end(id(v))
+        while len(_big) > BIG_KEPT:
+            _big.popitem(last=False)
+    return got
 
 
 def _object(v):

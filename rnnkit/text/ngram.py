@@ -15,7 +15,8 @@ An n-gram model predicts token w from the n-1 tokens before it, h = w_{i-n+1} ..
     P_{m-1} becomes Σ_w D(c_m(h w)) / c_m(h•) so that P_m still sums to 1.
 
 The text is one stream (words: each line ends in `<eos>`); the first tokens use the shorter history
-they have. A literal `<eos>` in a word text (`<EOS>` with lower) is that token, a line end, and is written
+they have, a training text's counted after a line end where it holds one (it starts a line, as the CLI reads
+every text). A literal `<eos>` in a word text (`<EOS>` with lower) is that token, a line end, and is written
 back as a newline; a literal `<unk>` is the unknown word (as PTB's text writes it). Counting is vectorised as a trie in numpy: the m-gram ending at position i gets the id
 of the pair (id of its (m-1)-gram prefix, last token), found by sorting the keys prefix_id · V + w.
 """
@@ -140,12 +141,21 @@ class NGramLM:
 
     def fit_ids(self, x: np.ndarray, progress: bool = False) -> "NGramLM":
         """Count every m-gram, m = 1..n, of the id stream x (ids < len(self.vocab)); `self.vocab` must be set
-        (as `fit` sets it from a text)."""
+        (as `fit` sets it from a text). x starts a line: where it holds the line end (<eos>, a char model's
+        '\n'), its first m-grams are counted after one, as score, sample and complete read a text after one (the
+        CLI's default), the line end before it not counted itself. They were counted after nothing, and with
+        discount 0 a text that begins as the training text does, read after a line end, was at log p = -inf."""
         if getattr(self, "vocab", None) is None:
             raise RnnkitError("fit_ids counts ids of a vocabulary: set model.vocab first (or call fit(text))")
         x = self._check_ids(x, "fit_ids's x")
         if not len(x):  # (numpy's IndexError deep in the counting, the model left half counted)
             raise RnnkitError("fit_ids's x holds no token ids; give at least one (as fit needs a token)")
+        line_end = EOS if self.level == "word" else "\n"
+        after = self.vocab.stoi.get(line_end) if line_end in self.vocab else None
+        if after is not None and np.any(x == after):  # (a model that knows no line end reads after nothing)
+            x = np.concatenate([[after], x])
+        else:
+            after = None
         V = len(self.vocab)
         self.keys, self.count, self.cont = [None], [None], [None]
         ctx, suffixes, prev_gram = np.zeros(len(x), np.int64), [None], None
@@ -162,6 +172,8 @@ class NGramLM:
             self.count.append(cnt)
             suffixes.append(suffix)
             ctx, prev_gram = np.concatenate([[-1], gram[:-1]]), gram
+        if after is not None:  # x's history, not a token of it (its unigram key is its id)
+            self.count[1][np.searchsorted(self.keys[1], after)] -= 1
         for m in range(1, self.n):  # N1+(• g): distinct (m+1)-grams whose suffix is g
             cont = np.bincount(suffixes[m + 1], minlength=len(self.keys[m]))
             # the m-gram the text begins with, if nowhere else, has no token before it: its raw count, 1 (it

@@ -428,3 +428,19 @@ def test_a_model_file_whose_meta_lacks_an_option_is_one_line(tmp_path, key):
     np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(RnnkitError, match=rf"bad\.npz is not an rnnkit n-gram model .*its meta lacks {key}"):
         NGramLM.load(tmp_path / "bad.npz")
+
+
+@pytest.mark.parametrize("level, want", [("word", np.log(1 / 2)), ("char", np.log(1 / 4))])
+def test_a_text_that_begins_as_the_training_text_is_scored_after_a_line_end(level, want):
+    """ngram score reads a text after a line end (<eos>, '\\n'), and fit counted the training text's start after
+    nothing: with --discount 0, 'hello world' where 'hello' only ever starts the training text was at log p = -inf.
+    fit counts the text as starting a line: P(hello | <eos>) = 1/2 (of <eos> hello, <eos> foo), then each next word
+    the one seen (a char model: P(h | \\n) = 1/2, P(w | 'o ') = 1/2, 'foo bar' having 'o b')."""
+    text = "hello world\nfoo bar\n"
+    lm = NGramLM(3, discount=0, level=level).fit(text)
+    assert lm.score("hello world", "\n").log_prob == pytest.approx(want)
+    assert lm.score("foo bar", "\n").log_prob == pytest.approx(want)  # (the same, a line's start)
+    if level == "word":  # a text of no line end is read after nothing, as before
+        assert np.isfinite(
+            NGramLM(3, discount=0, level=level).fit("hello world").score("hello world").log_prob
+        )

@@ -86,6 +86,10 @@ def read_bytes(path, text: bool = True) -> bytes:
         chunks, size = [], 0
         while chunk := f.read(1 << 20):
             if text and b"\0" in chunk:
+                # UTF-16 or UTF-32 text (a pipe of iconv's) is named with the iconv line, as such a file is
+                from rnnkit.data.corpus import refuse_wide
+
+                refuse_wide(path, (chunks[0] if chunks else chunk)[:256])
                 raise RnnkitError(f"{path} is a pipe or a device that gives binary data (a NUL byte at byte "
                                   f"{size + chunk.index(0):,}); give a text file")  # fmt: skip
             size += len(chunk)

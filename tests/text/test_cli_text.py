@@ -918,3 +918,14 @@ def test_a_pipe_or_device_of_binary_data_or_without_end_is_refused(tmp_path, pip
         capsys, f"{endless} is a pipe or a device that gave more than 1,048,576 bytes without an end"
     )
     assert main(["ngram", "train", str(pipe(CORPUS.encode(), 1)), "--out", str(tmp_path / "m")]) == 0
+
+
+def test_a_pipe_of_utf16_text_is_named_with_its_iconv_line(tmp_path, pipe, capsys):
+    """`iconv -t UTF-16 ... | rnnkit ngram train /dev/stdin`: the reader of pipes stopped at the first NUL byte of its
+    ASCII characters and called it binary data, where a UTF-16 file (and such a pipe before) is named with the iconv
+    line that converts it."""
+    wide = str(pipe(CORPUS.encode("utf-16"), 1))
+    assert main(["ngram", "train", wide, "--out", str(tmp_path / "m")]) == 2
+    _one_error_line(
+        capsys, f"{wide} is UTF-16 text, not UTF-8; convert it to UTF-8: iconv -f UTF-16 -t UTF-8"
+    )

@@ -17,7 +17,8 @@ def __getattr__(name):
         value = getattr(importlib.import_module(_WHERE[name]), name)
         globals()[name] = value
         return value
-    if not name.startswith("__"):  # rnnkit.cells, rnnkit.layers, ... as `import rnnkit` once loaded them
+    # rnnkit.cells, rnnkit.layers, ... as `import rnnkit` once loaded them (a name only: 'cells.gru' is none)
+    if name.isidentifier() and not name.startswith("__"):
         try:
             return importlib.import_module(f"{__name__}.{name}")
         except ModuleNotFoundError as e:

@@ -303,3 +303,15 @@ def _source_root():
     if not (root / "pyproject.toml").is_file():
         pytest.skip("rnnkit is imported from an installed copy, not from its sources")
     return root
+
+
+def test_an_attribute_that_is_no_name_is_no_submodule():
+    """getattr(rnnkit, "cells.gru") gave the module rnnkit.cells.gru (importing torch), and hasattr(rnnkit, "a.b")
+    or hasattr(rnnkit, ".") raised ModuleNotFoundError out of the package's lazy __getattr__: only a name is a
+    submodule, anything else is an AttributeError."""
+    code = (
+        "import sys, rnnkit\n"
+        "print([hasattr(rnnkit, n) for n in ('cells.gru', 'a.b', '.', 'cells..x', 'cells.nope')], 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout == "[False, False, False, False, False] False\n", out.stderr

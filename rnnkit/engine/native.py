@@ -341,6 +341,14 @@ def unsupported(cell, xw, P=None):
         ):  # a trace (torch.export): its program is torch's ops, as
             return "quiet"  # the README says; backend="native" warned in a non-strict export only, strict said nothing
         return f"{type(xw).__name__} tensors (the native loop reads a plain tensor's memory)"
+    # a recurrent weight of one (W_hh a wrapper or tagged tensor) too: 'data is not allocated yet' from inside the loop
+    odd = next(
+        (p for p in P or () if p is not None and type(p) not in (torch.Tensor, torch.nn.Parameter)), None
+    )
+    if odd is not None:
+        if isinstance(odd, torch._subclasses.FakeTensor):
+            return "quiet"
+        return f"{type(odd).__name__} tensors (the native loop reads a plain tensor's memory)"
     if make_fx_tracing():
         # make_fx on real tensors: its graph holds the ops the dispatcher saw, and the loop's work is none of them
         # (the graph replayed the empty buffers the loop had filled: out 1e34 off)

@@ -56,6 +56,7 @@ TORCH_MODES = {"RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu", "LSTM": "lstm", "
 
 
 _NATIVE_DTYPES = (torch.float32, torch.float64)
+_PLAIN = (torch.Tensor, nn.Parameter)  # what the native loop reads the memory of (not a tensor subclass)
 
 
 _NATIVE = []  # rnnkit.engine.native, once imported
@@ -562,8 +563,8 @@ class Recurrent(OwnParametersModule):
                 fold = {}
             else:
                 xw, P, fold = self._project(cell, below)
-            # (a weight of a tensor subclass makes xw one: the python loop's, see native.unsupported)
-            if type(xw) is not torch.Tensor:
+            # (a weight of a tensor subclass makes xw one, or is one of P: the python loop's, see native.unsupported)
+            if type(xw) is not torch.Tensor or not all(type(p) in _PLAIN for p in P if p is not None):
                 return None
             xbias = fold.get("xbias")
             P = (*P, xbias) if xbias is not None else tuple(P)
@@ -614,7 +615,7 @@ class Recurrent(OwnParametersModule):
         plain = affine is not None and all(
             type(t) in (torch.Tensor, nn.Parameter) for t in affine if t is not None
         )
-        if plain and resolve_backend(self.backend, cell, xs) == "native":
+        if plain and resolve_backend(self.backend, cell, xs, P) == "native":
             from rnnkit.engine.native import folds_input_bias, loop_adds_input_bias, project
 
             W, b = affine

@@ -1480,3 +1480,29 @@ def test_an_input_weight_of_a_tensor_subclass_runs_on_the_python_loop_at_any_len
         assert type(out) is kind
         got = out.a if kind is TwoTensor else out.as_subclass(torch.Tensor)
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("grad", [True, False])
+@pytest.mark.parametrize("T", [3, 9])
+@pytest.mark.parametrize("name", ["W_hh", "b_hh"])
+def test_a_recurrent_weight_of_a_tensor_subclass_runs_on_the_python_loop(grad, T, name):
+    """A W_hh or b_hh of a tensor subclass went to the native loop, which read its memory (the engine declined such
+    an xw, and a W_xh, not the parameters P): torch's "data is not allocated yet" from inside for a wrapper
+    subclass, at every length, with and without gradients. native.unsupported declines such a P too, the fast path
+    and the native projection with it, and the python loop runs."""
+    from torch.testing._internal.two_tensor import TwoTensor
+
+    class Tagged(torch.Tensor):
+        pass
+
+    torch.manual_seed(0)
+    layer, x = Recurrent("gru", 4, 5), torch.randn(2, T, 4)
+    want, want_h = layer(x)
+    w = getattr(layer.cells[0], name).detach()
+    for weight in (TwoTensor(w.clone(), w.clone()), w.clone().as_subclass(Tagged)):
+        setattr(layer.cells[0], name, torch.nn.Parameter(weight))
+        with torch.set_grad_enabled(grad):
+            out, h = layer(x)
+        for got, ref in ((out, want), (h, want_h)):
+            got = got.a if isinstance(got, TwoTensor) else got.as_subclass(torch.Tensor)
+            torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)

@@ -78,7 +78,7 @@ def _hooked(cell):
 
 
 # the pieces of Recurrent.forward's full path that its fast path runs otherwise or not at all: a subclass redefining
-# one (a learned initial state in _initial_state) takes the full path
+# one (a learned initial state in _initial_state), or a layer given one of its own, takes the full path
 _FULL_PATH_PIECES = (
     "_check_input",
     "_cell_hooks",
@@ -522,6 +522,8 @@ class Recurrent(OwnParametersModule):
         if self.residual or (self.training and self.dropout) or x.is_nested or x.layout is not torch.strided:
             return None
         if type(self) is not Recurrent and _own_pieces(type(self)):
+            return None
+        if any(name in self.__dict__ for name in _FULL_PATH_PIECES):  # one set on the layer itself
             return None
         # (every graph maker, transform and autocast: the full path's own handling of each; before x's sizes are
         # read, which torch.jit.trace warns of as a tensor turned into a Python boolean)

@@ -1506,3 +1506,22 @@ def test_a_recurrent_weight_of_a_tensor_subclass_runs_on_the_python_loop(grad, T
         for got, ref in ((out, want), (h, want_h)):
             got = got.a if isinstance(got, TwoTensor) else got.as_subclass(torch.Tensor)
             torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("piece", ["_initial_state", "_check_input", "_project", "_dropout", "_cell_hooks"])
+def test_no_grad_fast_path_leaves_a_layer_its_own_pieces(piece, monkeypatch):
+    """A piece of forward set on the layer itself (monkeypatch or mock.patch.object on an instance: a learned h_0 in
+    _initial_state) was skipped under torch.no_grad, where a subclass's is run: the fast path asked the class only,
+    and evaluation gave other numbers than training, in silence. The layer's own pieces run there too."""
+    called = []
+    layer = Recurrent("gru", 4, 5, num_layers=2, dropout=0.5).eval()
+    original = getattr(layer, piece)
+
+    def own(*args, **kwargs):
+        called.append(piece)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(layer, piece, own)
+    with torch.no_grad():
+        layer(torch.randn(2, 3, 4))
+    assert called

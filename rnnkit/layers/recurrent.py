@@ -102,9 +102,12 @@ def _own_params(cell):
     """(W_xh, b_xh, *REC_PARAMS) of a cell whose input_affine and rec_params are Cell's (they read these
     attributes), taken from its _parameters: the same tensors, without nn.Module.__getattr__'s way to each (about
     1 µs a name, a third of a one-step call's Python). None where that doesn't hold or one lives elsewhere (a weight
-    pruning computes, held as a plain attribute): ask the cell then."""
+    pruning computes, held as a plain attribute) or the cell holds an input_affine or rec_params of its own (set on
+    it: mock.patch.object): ask the cell then."""
     cls = type(cell)
     if cls.input_affine is not BaseCell.input_affine or cls.rec_params is not BaseCell.rec_params:
+        return None
+    if "input_affine" in cell.__dict__ or "rec_params" in cell.__dict__:
         return None
     own = cell._parameters
     got = (dict.get(own, "W_xh", _MISSING), dict.get(own, "b_xh", _MISSING))

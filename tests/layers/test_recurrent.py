@@ -1525,3 +1525,20 @@ def test_no_grad_fast_path_leaves_a_layer_its_own_pieces(piece, monkeypatch):
     with torch.no_grad():
         layer(torch.randn(2, 3, 4))
     assert called
+
+
+@pytest.mark.parametrize("method", ["rec_params", "input_affine"])
+def test_no_grad_fast_path_asks_a_cell_its_own_parameters(method, monkeypatch):
+    """A cell's rec_params or input_affine set on the cell itself (mock.patch.object(layer.cells[0], ...)) was
+    passed over under torch.no_grad at T < 8, where the fast path read the weights from the cell's _parameters
+    (it asked only the class whether they were Cell's): other numbers in evaluation than in training, in silence."""
+    torch.manual_seed(0)
+    layer, x = Recurrent("gru", 4, 5).eval(), torch.randn(2, 3, 4)
+    cell = layer.cells[0]
+    original = getattr(cell, method)
+    monkeypatch.setattr(cell, method, lambda: tuple(p if p is None else 0.5 * p for p in original()))
+    want, want_h = layer(x)
+    with torch.no_grad():
+        out, h = layer(x)
+    torch.testing.assert_close(out, want.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(h, want_h.detach(), rtol=0, atol=0)

@@ -90,6 +90,9 @@ _FULL_PATH_PIECES = (
 )
 
 
+_PIECES = frozenset(_FULL_PATH_PIECES)
+
+
 def _own_pieces(cls):
     """Whether a subclass of Recurrent redefines a piece of forward's full path (_FULL_PATH_PIECES)."""
     return any(getattr(cls, name) is not getattr(Recurrent, name) for name in _FULL_PATH_PIECES)
@@ -526,7 +529,7 @@ class Recurrent(OwnParametersModule):
             return None
         if type(self) is not Recurrent and _own_pieces(type(self)):
             return None
-        if any(name in self.__dict__ for name in _FULL_PATH_PIECES):  # one set on the layer itself
+        if not _PIECES.isdisjoint(self.__dict__):  # one set on the layer itself
             return None
         # (every graph maker, transform and autocast: the full path's own handling of each; before x's sizes are
         # read, which torch.jit.trace warns of as a tensor turned into a Python boolean)
@@ -569,8 +572,11 @@ class Recurrent(OwnParametersModule):
             else:
                 xw, P, fold = self._project(cell, below)
             # (a weight of a tensor subclass makes xw one, or is one of P: the python loop's, see native.unsupported)
-            if type(xw) is not torch.Tensor or not all(type(p) in _PLAIN for p in P if p is not None):
+            if type(xw) is not torch.Tensor:
                 return None
+            for p in P:
+                if p is not None and type(p) not in _PLAIN:
+                    return None
             xbias = fold.get("xbias")
             P = (*P, xbias) if xbias is not None else tuple(P)
             s0 = tuple(x.new_zeros((B, w)) for w in widths) if state is None else tuple(s[i] for s in state)

@@ -116,15 +116,21 @@ class _Lines:
         self.file.flush()
 
 
+# set in a Jupyter kernel and the processes it starts, and in Colab's: a notebook cell's `!rnnkit train ...` reads
+# the command's stderr through a pipe and draws '\r' in place, as a terminal does
+NOTEBOOK_ENV = ("JPY_PARENT_PID", "COLAB_RELEASE_TAG")
+
+
 def bar_style(file=None) -> dict:
-    """tqdm's options for a progress bar on `file` (stderr): none on a terminal (or a notebook's stream, which draws
-    the bar in place too), its live bar; elsewhere (a log file, a pipe) a whole line of plain characters at the
-    start, every LOG_EVERY seconds and at the end."""
+    """tqdm's options for a progress bar on `file` (stderr): none on a terminal (or a notebook's stream, or a
+    command a notebook cell runs, which draw the bar in place too), its live bar; elsewhere (a log file, a pipe) a
+    whole line of plain characters at the start, every LOG_EVERY seconds and at the end."""
     file = sys.stderr if file is None else file
     try:
         live = file is None or file.isatty() or type(file).__module__.startswith("ipykernel")
     except (AttributeError, ValueError, OSError):  # no isatty, or a closed file
         live = False
+    live = live or any(os.environ.get(name) for name in NOTEBOOK_ENV)
     return {} if live else dict(file=_Lines(file), mininterval=LOG_EVERY, maxinterval=LOG_EVERY, ascii=True)
 
 

@@ -8,6 +8,8 @@ import threading
 
 import pytest
 
+from rnnkit._io import NOTEBOOK_ENV
+
 _plans_dir = None
 
 
@@ -42,6 +44,9 @@ def pytest_configure(config):
     global _plans_dir
     _plans_dir = tempfile.mkdtemp(prefix="rnnkit-test-plans-")
     os.environ["RNNKIT_GEMM_PLANS"] = os.path.join(_plans_dir, "gemm_plans.json")
+    # run from a notebook's terminal or cell, the tests of bars in a log would see a notebook's live bar (_io.bar_style)
+    for name in NOTEBOOK_ENV:
+        os.environ.pop(name, None)
 
 
 def pytest_unconfigure(config):

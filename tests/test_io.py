@@ -4,7 +4,7 @@ import stat
 
 import pytest
 
-from rnnkit._io import LOG_EVERY, UMASK, atomic_open, bar_style, write_text
+from rnnkit._io import LOG_EVERY, NOTEBOOK_ENV, UMASK, atomic_open, bar_style, write_text
 
 
 def test_a_replaced_file_keeps_its_mode_and_a_new_one_takes_the_umask(tmp_path):
@@ -58,6 +58,16 @@ def test_a_progress_bar_in_a_log_is_a_line_every_log_every_seconds(monkeypatch):
     assert (
         lines[0].startswith("steps:   0%|") and 3 <= len(lines) - 3 <= 200 / LOG_EVERY + 1
     )  # start, ..., end
+
+
+def test_a_command_a_notebook_cell_runs_keeps_its_live_bar(monkeypatch):
+    """`!rnnkit train ...` in a Jupyter or Colab cell: stderr is a pipe the notebook reads, and draws '\r' in place
+    as a terminal does. The bar there was a line every LOG_EVERY seconds, as in a log file; it is the live bar."""
+    assert bar_style(io.StringIO()) != {}
+    for name in NOTEBOOK_ENV:
+        monkeypatch.setenv(name, "1")
+        assert bar_style(io.StringIO()) == {}
+        monkeypatch.delenv(name)
 
 
 @pytest.mark.parametrize("model", ["ngram", "tfidf", "word2vec"])

@@ -315,3 +315,22 @@ def test_an_attribute_that_is_no_name_is_no_submodule():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout == "[False, False, False, False, False] False\n", out.stderr
+
+
+def test_every_positional_argument_says_what_it_takes(capsys):
+    """`rnnkit tfidf index --help` listed DOCUMENTS with no word of what it takes (a folder of .txt files, or a
+    file of one document a line: said only in `rnnkit tfidf --help`'s list), nor did ngram's MODEL, word2vec's
+    CORPUS or tfidf search's INDEX: each positional argument of every command has a help text of its own."""
+    import argparse
+
+    from rnnkit.cli import build_parser
+
+    def bare(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, p in action.choices.items():
+                    yield from bare(p, [*path, name])
+            elif not action.option_strings and not action.help:
+                yield f"{' '.join(path)} {action.metavar or action.dest}"
+
+    assert list(bare(build_parser(), [])) == []

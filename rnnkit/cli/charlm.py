@@ -132,7 +132,7 @@ def add_commands(sub):
         "reads a text (a newline before it), so that log p is score(PREFIX + completion) - score(PREFIX).",
     )
     p.add_argument("run", help=RUN_HELP)
-    p.add_argument("prefix")
+    p.add_argument("prefix", help="text to continue (quote it)")
     p.add_argument("--length", type=int, default=40, help="characters to add (default 40)")
     p.add_argument("--beam", type=int, default=1, help="beam width K (1 = greedy)")
     p.add_argument("--json", action="store_true", help="one JSON object: prefix, completion, log_prob")

@@ -19,7 +19,7 @@ def add_commands(sub) -> None:
     p = sub.add_parser(
         "word2vec", help="train word vectors (CBOW or skip-gram) on a text file, one sentence a line"
     )
-    p.add_argument("corpus")
+    p.add_argument("corpus", help="a UTF-8 text file, one sentence a line")
     p.add_argument("--out", required=True, help="folder for vectors.txt, vectors.bin and config.json")
     p.add_argument("--model", choices=["skip-gram", "cbow"], default="skip-gram")
     p.add_argument("--loss", choices=["negative", "softmax"], default="negative",
@@ -57,7 +57,7 @@ def add_commands(sub) -> None:
         dest="ngram", required=True, metavar="ACTION"
     )
     p = ngram.add_parser("train", help="count n-grams of a text file")
-    p.add_argument("corpus")
+    p.add_argument("corpus", help="a UTF-8 text file")
     p.add_argument("--out", required=True, help="model file (.npz)")
     p.add_argument("-n", "--order", type=int, default=5)
     p.add_argument(
@@ -72,8 +72,8 @@ def add_commands(sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="the first 20k characters only (smoke test)")
     p.set_defaults(func=cmd_ngram_train, _parser=p)
     p = ngram.add_parser("score", help="log-probability of texts, ranked (as `rnnkit score` for the RNN LM)")
-    p.add_argument("model")
-    p.add_argument("texts", nargs="+", metavar="TEXT")
+    p.add_argument("model", help="a model file that `rnnkit ngram train --out` wrote (.npz)")
+    p.add_argument("texts", nargs="+", metavar="TEXT", help="one or more texts (quote each)")
     p.add_argument(
         "--context",
         default=None,
@@ -86,8 +86,8 @@ def add_commands(sub) -> None:
                    "bits_per_word) and unknown: the tokens scored as <unk>")  # fmt: skip
     p.set_defaults(func=cmd_ngram_score, _parser=p)
     p = ngram.add_parser("eval", help="nats and bits per token of a text file")
-    p.add_argument("model")
-    p.add_argument("file")
+    p.add_argument("model", help="a model file that `rnnkit ngram train --out` wrote (.npz)")
+    p.add_argument("file", help="a UTF-8 text file")
     p.add_argument("--json", action="store_true",
                    help="one JSON object: file, log_prob, nats, chars (or words), nats_per_char, bits_per_char "
                    "(or _word), perplexity")  # fmt: skip
@@ -95,7 +95,7 @@ def add_commands(sub) -> None:
     p = ngram.add_parser("sample", help="sample text (never <unk>)",
                          description="A char model's sample starts a line: it reads --prime (or nothing) after a "
                          "newline, as score reads a text.")  # fmt: skip
-    p.add_argument("model")
+    p.add_argument("model", help="a model file that `rnnkit ngram train --out` wrote (.npz)")
     p.add_argument("--length", type=int, default=500)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--prime", default="", help="text to start from")
@@ -104,8 +104,8 @@ def add_commands(sub) -> None:
     p = ngram.add_parser("complete", help="greedy completion of a prefix (never <unk>)",
                          description="A char model reads PREFIX at the start of a line (after a newline), as score "
                          "reads a text.")  # fmt: skip
-    p.add_argument("model")
-    p.add_argument("prefix")
+    p.add_argument("model", help="a model file that `rnnkit ngram train --out` wrote (.npz)")
+    p.add_argument("prefix", help="text to continue (quote it)")
     p.add_argument("--length", type=int, default=40)
     p.set_defaults(func=cmd_ngram_complete, _parser=p)
 
@@ -115,7 +115,10 @@ def add_commands(sub) -> None:
     p = tfidf.add_parser(
         "index", help="index documents: a folder of .txt files, or a file with one document a line"
     )
-    p.add_argument("documents")
+    p.add_argument(
+        "documents",
+        help="a folder of .txt files, one document each (those directly in it), or a text file of one document a line",
+    )
     p.add_argument("--out", required=True, help="index folder")
     p.add_argument("--tf", choices=["count", "frequency", "log"], default="count")
     p.add_argument(
@@ -126,8 +129,8 @@ def add_commands(sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="the first 100 documents only (smoke test)")
     p.set_defaults(func=cmd_tfidf_index, _parser=p)
     p = tfidf.add_parser("search", help="documents ranked by cosine similarity to a query")
-    p.add_argument("index")
-    p.add_argument("query")
+    p.add_argument("index", help="the folder that `rnnkit tfidf index --out` wrote")
+    p.add_argument("query", help="words to search for (quote them)")
     p.add_argument("--top", type=int, default=10)
     p.set_defaults(func=cmd_tfidf_search, _parser=p)
 

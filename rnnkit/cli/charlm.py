@@ -42,6 +42,12 @@ OPTION_HELP = {
     "--max-steps": "0: no limit", "--max-epochs": "0: no limit", "--time-budget": "minutes of training; 0: no limit",
     "--eval-every": "steps between validations and checkpoints", "--sample-every": "steps between samples (0: never)",
     "--threads": "torch threads (0: torch's default)", "--seed": "random seed in [0, 2^32)",
+    "--seq-len": "characters per window (the truncation of BPTT; the state carries over between windows)",
+    "--batch-size": "parallel streams, each reading its own stretch of the corpus",
+    "--val-frac": "fraction of the corpus, at its end, held out for validation (0: none)",
+    "--hidden-size": "units of each layer", "--num-layers": "layers stacked", "--lr": "learning rate",
+    "--forget-bias": "initial forget-gate bias of an lstm (other cells have none)",
+    "--lr-decay-after": "--lr-decay applies at the end of this epoch (counted from 1) and every later one",
 }  # fmt: skip
 # options that may change when a run is resumed (limits and reporting, not the model or data; data_dir is only
 # where the same corpus lies, which the checkpoint's fingerprint of the corpus checks)

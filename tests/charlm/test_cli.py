@@ -806,3 +806,14 @@ def test_a_warning_at_the_first_step_is_said_on_a_line_of_its_own(corpus, tmp_pa
     before = out.stderr.split("rnnkit: warning: rnnkit native backend unavailable")
     assert len(before) == 2, out.stderr
     assert before[0].rstrip(" ").endswith(("\n", "\r")), repr(out.stderr)
+
+
+def test_every_train_option_says_what_it_sets(capsys):
+    """train --help listed --seq-len, --batch-size, --val-frac, --hidden-size, --lr-decay-after and others with no
+    word of what they set (that --batch-size counts parallel streams, that --val-frac holds out the corpus's end);
+    every option of train has a help text."""
+    from rnnkit.cli import build_parser
+
+    train = build_parser().commands["train"]
+    bare = [a.option_strings[-1] for a in train._actions if a.option_strings and not a.help]
+    assert bare == []

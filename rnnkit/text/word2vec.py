@@ -311,7 +311,10 @@ class Word2Vec:
             return None
         ext = w2v_native.load()
         if ext is None and c.backend == "native":
-            raise RnnkitError(f"native word2vec unavailable: {w2v_native.reason}, or use backend 'torch'")
+            # (the command line's flag named too; and the switch that turned it off, where that was the reason)
+            unset = ", or unset RNNKIT_NATIVE" if w2v_native.switched_off() is not None else ""
+            raise RnnkitError(f"native word2vec unavailable ({w2v_native.reason}); use backend 'torch' "
+                              f"(--backend torch){unset}")  # fmt: skip
         if ext is None:
             w2v_native.warn_fallback()
         return ext

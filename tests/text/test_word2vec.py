@@ -521,6 +521,25 @@ def test_auto_warns_once_when_the_native_loop_cannot_be_built(monkeypatch):
     assert Word2Vec(backend="auto").resolved_backend() == "torch"
 
 
+def test_backend_native_where_the_loop_is_off_names_the_flag_and_the_switch(monkeypatch):
+    """backend 'native' asked for where the loop can't run said "...: switched off by RNNKIT_NATIVE=0, or use
+    backend 'torch'": a reason run into the fix, the command line's flag unnamed, and not a word of unsetting the
+    switch that was the reason."""
+    monkeypatch.setattr(w2v_native, "load", lambda: None)
+    monkeypatch.setenv("RNNKIT_NATIVE", "0")
+    monkeypatch.setattr(w2v_native, "reason", "switched off by RNNKIT_NATIVE=0")
+    with pytest.raises(RnnkitError) as e:
+        Word2Vec(backend="native").resolved_backend()
+    assert str(e.value) == (
+        "native word2vec unavailable (switched off by RNNKIT_NATIVE=0); use backend 'torch' (--backend torch), "
+        "or unset RNNKIT_NATIVE"
+    )
+    monkeypatch.delenv("RNNKIT_NATIVE")
+    monkeypatch.setattr(w2v_native, "reason", "could not build the word2vec loop: c++: not found")
+    with pytest.raises(RnnkitError, match=r"c\+\+: not found\); use backend 'torch' \(--backend torch\)$"):
+        Word2Vec(backend="native").resolved_backend()
+
+
 @pytest.mark.parametrize("backend", ["torch", "native"])
 def test_learning_rate_decays_over_each_epochs_own_pairs_to_min_alpha(backend, monkeypatch):
     """The rate's schedule divided the pairs seen by the first epoch's count times the epochs, but each epoch

@@ -117,20 +117,33 @@ class _Lines:
 
 
 # set in a Jupyter kernel and the processes it starts, and in Colab's: a notebook cell's `!rnnkit train ...` reads
-# the command's stderr through a pipe and draws '\r' in place, as a terminal does
+# the command's stderr through a pipe and draws '\r' in place, as a terminal does (a pipe only: `!rnnkit train ...
+# 2> log.txt` in a cell, or subprocess.run(..., stderr=f) from the kernel, writes a log)
 NOTEBOOK_ENV = ("JPY_PARENT_PID", "COLAB_RELEASE_TAG")
 
 
+def _a_pipe(file) -> bool:
+    """Whether `file` writes into a pipe (what a notebook cell reads a command's stderr through)."""
+    try:
+        return stat.S_ISFIFO(os.fstat(file.fileno()).st_mode)
+    except (
+        AttributeError,
+        ValueError,
+        OSError,
+    ):  # no fileno (io.StringIO: io.UnsupportedOperation), or closed
+        return False
+
+
 def bar_style(file=None) -> dict:
-    """tqdm's options for a progress bar on `file` (stderr): none on a terminal (or a notebook's stream, or a
-    command a notebook cell runs, which draw the bar in place too), its live bar; elsewhere (a log file, a pipe) a
-    whole line of plain characters at the start, every LOG_EVERY seconds and at the end."""
+    """tqdm's options for a progress bar on `file` (stderr): none on a terminal (or a notebook's stream, or the pipe
+    a notebook cell reads a command's stderr through, which draw the bar in place too), its live bar; elsewhere (a
+    log file, another pipe) a whole line of plain characters at the start, every LOG_EVERY seconds and at the end."""
     file = sys.stderr if file is None else file
     try:
         live = file is None or file.isatty() or type(file).__module__.startswith("ipykernel")
     except (AttributeError, ValueError, OSError):  # no isatty, or a closed file
         live = False
-    live = live or any(os.environ.get(name) for name in NOTEBOOK_ENV)
+    live = live or (any(os.environ.get(name) for name in NOTEBOOK_ENV) and _a_pipe(file))
     return {} if live else dict(file=_Lines(file), mininterval=LOG_EVERY, maxinterval=LOG_EVERY, ascii=True)
 
 

@@ -60,14 +60,19 @@ def test_a_progress_bar_in_a_log_is_a_line_every_log_every_seconds(monkeypatch):
     )  # start, ..., end
 
 
-def test_a_command_a_notebook_cell_runs_keeps_its_live_bar(monkeypatch):
+def test_a_command_a_notebook_cell_runs_keeps_its_live_bar(monkeypatch, tmp_path):
     """`!rnnkit train ...` in a Jupyter or Colab cell: stderr is a pipe the notebook reads, and draws '\r' in place
-    as a terminal does. The bar there was a line every LOG_EVERY seconds, as in a log file; it is the live bar."""
-    assert bar_style(io.StringIO()) != {}
-    for name in NOTEBOOK_ENV:
-        monkeypatch.setenv(name, "1")
-        assert bar_style(io.StringIO()) == {}
-        monkeypatch.delenv(name)
+    as a terminal does. The bar there was a line every LOG_EVERY seconds, as in a log file; it is the live bar.
+    A log file the same cell writes (`!rnnkit train ... 2> log.txt`, subprocess.run(..., stderr=f) from the kernel)
+    keeps its lines: it got the live bar, '\r' and a redraw every 0.1 s, into the file."""
+    r, w = os.pipe()
+    with open(r, "rb"), open(w, "w") as pipe, open(tmp_path / "log.txt", "w") as log:
+        assert bar_style(pipe) != {} and bar_style(log) != {}
+        for name in NOTEBOOK_ENV:
+            monkeypatch.setenv(name, "1")
+            assert bar_style(pipe) == {}
+            assert bar_style(log) != {} and bar_style(io.StringIO()) != {}
+            monkeypatch.delenv(name)
 
 
 @pytest.mark.parametrize("model", ["ngram", "tfidf", "word2vec"])

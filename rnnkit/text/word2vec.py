@@ -312,7 +312,8 @@ class Word2Vec:
         ext = w2v_native.load()
         if ext is None and c.backend == "native":
             # (the command line's flag named too; and the switch that turned it off, where that was the reason)
-            unset = ", or unset RNNKIT_NATIVE" if w2v_native.switched_off() is not None else ""
+            # (from the reason load() gave, which it keeps: not the environment now, unset since in this process)
+            unset = ", or unset RNNKIT_NATIVE" if w2v_native.reason.startswith("switched off") else ""
             raise RnnkitError(f"native word2vec unavailable ({w2v_native.reason}); use backend 'torch' "
                               f"(--backend torch){unset}")  # fmt: skip
         if ext is None:

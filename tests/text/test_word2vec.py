@@ -534,7 +534,9 @@ def test_backend_native_where_the_loop_is_off_names_the_flag_and_the_switch(monk
         "native word2vec unavailable (switched off by RNNKIT_NATIVE=0); use backend 'torch' (--backend torch), "
         "or unset RNNKIT_NATIVE"
     )
-    monkeypatch.delenv("RNNKIT_NATIVE")
+    monkeypatch.delenv("RNNKIT_NATIVE")  # unset after load() gave its reason, which it keeps: the same line
+    with pytest.raises(RnnkitError, match=r"\(--backend torch\), or unset RNNKIT_NATIVE$"):
+        Word2Vec(backend="native").resolved_backend()
     monkeypatch.setattr(w2v_native, "reason", "could not build the word2vec loop: c++: not found")
     with pytest.raises(RnnkitError, match=r"c\+\+: not found\); use backend 'torch' \(--backend torch\)$"):
         Word2Vec(backend="native").resolved_backend()

@@ -124,8 +124,8 @@ def add_commands(sub) -> None:
     p.add_argument(
         "--smooth-idf", action="store_true", help="1 + log((1 + N) / (1 + df)) instead of 1 + log(N / df)"
     )
-    p.add_argument("--stop-words", action="store_true")
-    p.add_argument("--stem", action="store_true")
+    p.add_argument("--stop-words", action="store_true", help="drop scikit-learn's English stop-word list")
+    p.add_argument("--stem", action="store_true", help="reduce words to their Snowball (Porter 2) stems")
     p.add_argument("--dry-run", action="store_true", help="the first 100 documents only (smoke test)")
     p.set_defaults(func=cmd_tfidf_index, _parser=p)
     p = tfidf.add_parser("search", help="documents ranked by cosine similarity to a query")

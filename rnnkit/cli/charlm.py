@@ -41,7 +41,8 @@ OPTION_HELP = {
     "--lr-decay": "multiply the learning rate by this at the end of every epoch from --lr-decay-after on",
     "--max-steps": "0: no limit", "--max-epochs": "0: no limit", "--time-budget": "minutes of training; 0: no limit",
     "--eval-every": "steps between validations and checkpoints", "--sample-every": "steps between samples (0: never)",
-    "--threads": "torch threads (0: torch's default)", "--seed": "random seed in [0, 2^32)",
+    "--threads": "torch threads (0: torch's default; 1 on a machine other work keeps busy, where threads that wait "
+    "for each other run 3-5x slower)", "--seed": "random seed in [0, 2^32)",
     "--seq-len": "characters per window (the truncation of BPTT; the state carries over between windows)",
     "--batch-size": "parallel streams, each reading its own stretch of the corpus",
     "--val-frac": "fraction of the corpus, at its end, held out for validation (0: none)",

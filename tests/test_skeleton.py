@@ -46,6 +46,29 @@ def test_ctrl_c_while_torch_is_imported_is_one_line(tmp_path, launcher):
     assert (p.returncode, err) == (130, "rnnkit: interrupted\n")
 
 
+def test_ctrl_c_stops_a_program_that_calls_main(tmp_path, monkeypatch, capsys):
+    """main(argv) turned every Ctrl-C into return 130, so a program running several commands in a loop of
+    main([...]) calls went on to the next one; a call with argv re-raises it. main() of sys.argv (the `rnnkit`
+    script, python -m rnnkit) still says 'rnnkit: interrupted' and returns 130, in the imports as in the command."""
+    import rnnkit.cli
+    from rnnkit.energy import ising
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    args = ["ising", "sweep", "--dry-run", "--out", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", ["rnnkit", *args])
+    for where, name in (
+        (ising.Ising, "run"),
+        (rnnkit.cli, "build_parser"),
+    ):  # the command's work, its imports
+        monkeypatch.setattr(where, name, interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            main(args)
+        assert main() == 130
+        assert capsys.readouterr().err == "rnnkit: interrupted\n"
+
+
 def test_import_leaves_torch_compile_and_the_heavy_libraries_alone():
     """`import rnnkit` (and the command line's parser) imported torch._dynamo at once, for one decorator: 3 s more
     for every command, `rnnkit --help` too, with TORCHINDUCTOR_CACHE_DIR set in os.environ and a warnings filter

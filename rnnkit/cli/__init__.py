@@ -159,6 +159,10 @@ def _warning_line(message, category, filename, lineno, line=None) -> str:
 
 
 def main(argv=None) -> int:
+    """Run `rnnkit ARGS`, returning its exit status. main() reads sys.argv (the `rnnkit` script, python -m rnnkit):
+    a Ctrl-C is said as 'rnnkit: interrupted', exit 130, no traceback. main(argv), a call from a program, raises
+    KeyboardInterrupt again after the command's own clean-up, so a loop of calls stops; a train run's Ctrl-C is
+    still its own: the run saved, 130 returned."""
     import warnings
 
     if sys.stderr is None:  # closed (`2>&-`, pythonw): a bar's first write stopped the command, unsaid
@@ -166,7 +170,9 @@ def main(argv=None) -> int:
     format_warning, warnings.formatwarning = warnings.formatwarning, _warning_line
     try:
         return _main(argv)
-    except KeyboardInterrupt:  # in the commands' imports (torch's, the first second of each): no traceback
+    except KeyboardInterrupt:  # in the commands' imports (torch's, the first second of each) or their work
+        if argv is not None:  # a program's call: its loop stops
+            raise
         print("rnnkit: interrupted", file=sys.stderr)
         return 130
     finally:
@@ -203,9 +209,6 @@ def _main(argv) -> int:
         print(f"rnnkit: error: the output holds characters ({e.object[e.start : e.end]!r}) that its encoding, {out}, "
               "can't write; set PYTHONIOENCODING=utf-8 (or PYTHONUTF8=1)", file=sys.stderr)  # fmt: skip
         return 2
-    except KeyboardInterrupt:  # Ctrl-C outside training's own handler (it saves, then returns 130)
-        print("rnnkit: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # the reader went away (`rnnkit sample ... | head`): not an error of ours
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (no second error when Python flushes stdout at exit)
         if getattr(args, "command", None) == "train":  # a run cut short: its exit 0 read as a run done

@@ -575,16 +575,21 @@ def test_a_model_too_big_for_memory_is_one_line(tmp_path, corpus, cli, monkeypat
         cli("train", corpus, "--out", tmp_path / "run2", *TINY, "--dry-run")
 
 
-def test_ctrl_c_at_start_up_is_one_line(tmp_path, corpus, cli, monkeypatch):
-    """Ctrl-C before training's own handler is in place (while torch loads) printed a traceback."""
+def test_ctrl_c_at_start_up_is_one_line(tmp_path, corpus, capsys, monkeypatch):
+    """Ctrl-C before training's own handler is in place (while torch loads) printed a traceback. (The command line
+    reads sys.argv, main(); a program's main(argv) raises it again.)"""
+    import sys
+
     import rnnkit.train.loop
+    from rnnkit.cli import main
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(rnnkit.train.loop, "load_corpus", interrupted)
-    code, out, err = cli("train", corpus, "--out", tmp_path / "run", *TINY)
-    assert (code, out, err) == (130, "", "rnnkit: interrupted\n")
+    monkeypatch.setattr(sys, "argv", ["rnnkit", "train", str(corpus), "--out", str(tmp_path / "run"), *TINY])
+    code = main()
+    assert (code, *capsys.readouterr()) == (130, "", "rnnkit: interrupted\n")
 
 
 def test_train_help_table_is_what_train_runs_with(capsys):

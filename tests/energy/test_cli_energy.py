@@ -1,4 +1,5 @@
 import re
+import sys
 
 import pytest
 import torch
@@ -226,10 +227,15 @@ def test_a_failed_command_leaves_no_empty_out_folder(tmp_path, capsys, monkeypat
         if interrupt
         else ["rbm", "train", "--visible", "gaussian", "--lr", "1"]
     )
+
+    def run(out):  # as the command line runs it: main(argv) from a program raises the Ctrl-C again
+        monkeypatch.setattr(sys, "argv", ["rnnkit", *args, "--dry-run", "--out", str(out)])
+        return main()
+
     out = tmp_path / "new" / "out"
-    assert main([*args, "--dry-run", "--out", str(out)]) == (130 if interrupt else 2)
+    assert run(out) == (130 if interrupt else 2)
     assert not out.exists()
-    assert main([*args, "--dry-run", "--out", str(tmp_path)]) != 0  # a folder that was there stays
+    assert run(tmp_path) != 0  # a folder that was there stays
     assert tmp_path.is_dir()
 
 

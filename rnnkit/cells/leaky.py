@@ -120,9 +120,18 @@ class Leaky(Cell):
 
     def _load_from_state_dict(self, state_dict, prefix, *args):
         """Cell's, refusing a fixed α outside (0, 1] as __init__ does: a state_dict's alpha_fixed of 1.5 or NaN
-        (damaged or hand-made) loaded in silence, units that blow up or give NaN from the first step."""
-        a = state_dict.get(prefix + "alpha_fixed")
-        if not self.learn_alpha and isinstance(a, torch.Tensor) and not a.is_meta and not a.is_complex():
+        (damaged or hand-made) loaded in silence, units that blow up or give NaN from the first step. A fixed α
+        loads into a cell learning it (alpha_logit = logit α, clamped as __init__ does) and a learned one into a
+        fixed α (σ(alpha_logit)): the keys differed, and strict=False left α at its start in silence."""
+        fixed, logit = prefix + "alpha_fixed", prefix + "alpha_logit"
+        if (
+            not self.learn_alpha
+            and fixed not in state_dict
+            and isinstance(state_dict.get(logit), torch.Tensor)
+        ):
+            state_dict[fixed] = torch.sigmoid(state_dict.pop(logit).detach())
+        a = state_dict.get(fixed)
+        if isinstance(a, torch.Tensor) and not a.is_meta and not a.is_complex():
             like = self._buffers.get("alpha_fixed")
             dtype = like.dtype if like is not None and like.is_floating_point() else torch.float64
             a = a.detach().to(torch.float64)  # (an integer one is copied into the buffer as its values)
@@ -130,6 +139,9 @@ class Leaky(Cell):
             if bad.numel():
                 raise ValueError(f"leaky alpha must lie in (0, 1], got {bad.flatten()[0].item():g} in the "
                                  f"state_dict's {prefix}alpha_fixed")  # fmt: skip
+        if self.learn_alpha and logit not in state_dict and isinstance(a, torch.Tensor):
+            a = state_dict.pop(fixed).detach()
+            state_dict[logit] = torch.logit((a if a.is_floating_point() else a.double()).clamp(max=1 - 1e-4))
         super()._load_from_state_dict(state_dict, prefix, *args)
 
     def extra_repr(self):

@@ -123,6 +123,36 @@ def test_leaky_reset_parameters_puts_a_learned_alpha_back():
     assert "cells.0.alpha_logit_init" not in layer.state_dict()  # (checkpoints keep their keys)
 
 
+@pytest.mark.parametrize("learned_first", [False, True])
+@pytest.mark.parametrize("strict", [True, False])
+def test_leaky_state_dict_of_a_fixed_alpha_loads_into_a_learned_one_and_back(learned_first, strict):
+    """A state_dict of a layer with a fixed α (the buffer alpha_fixed) did not load into one learning α (the
+    Parameter alpha_logit), nor the reverse (fine-tuning α after training with it fixed): strict=True failed on
+    missing and unexpected keys, strict=False left α at its start in silence. α is carried over, σ(a) = α."""
+    torch.manual_seed(0)
+    kw = [{"alpha": [0.1, 0.2, 0.5, 0.9]}, {"learn_alpha": True}]
+    src = Recurrent("leaky", 3, 4, num_layers=2, **kw[learned_first])
+    dst = Recurrent("leaky", 3, 4, num_layers=2, **kw[not learned_first])
+    if learned_first:  # α where training took it
+        with torch.no_grad():
+            src.cells[1].alpha_logit.copy_(torch.tensor([-3.0, -1.0, 0.5, 2.0]))
+    keys = dst.load_state_dict(src.state_dict(), strict=strict)
+    assert (keys.missing_keys, keys.unexpected_keys) == ([], [])
+    assert sorted(dst.state_dict()) == sorted(
+        Recurrent("leaky", 3, 4, num_layers=2, **kw[not learned_first]).state_dict()
+    )
+    for a, b in zip(src.cells, dst.cells):
+        torch.testing.assert_close(b.alpha, a.alpha)
+    x = torch.randn(2, 5, 3)
+    torch.testing.assert_close(dst(x)[0], src(x)[0])
+    bad = Recurrent("leaky", 3, 4, alpha=0.3).state_dict()
+    bad["cells.0.alpha_fixed"][0] = 1.5  # (hand-made: refused into a learned α too)
+    with pytest.raises(
+        ValueError, match=r"^leaky alpha must lie in \(0, 1\], got 1.5 in the state_dict's cells.0"
+    ):
+        Recurrent("leaky", 3, 4, learn_alpha=True).load_state_dict(bad)
+
+
 @pytest.mark.parametrize("learn_alpha", [False, True])
 def test_leaky_alpha_after_deferred_initialisation(learn_alpha):
     """Built on the meta device, then to_empty() and reset_parameters() (deferred initialisation, as for torch.nn

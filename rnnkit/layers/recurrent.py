@@ -430,6 +430,8 @@ class Recurrent(OwnParametersModule):
         or one unbatched sequence (T, D), as torch.nn's RNNs take it: then out is (T, H·dirs) and the state
         tensors (num_layers·dirs, H). input, hx: x and the state under torch.nn's names for them
         (`lstm(input=x, hx=(h, c))`). (_sorted: a PackedSequence's sorted_indices, see _dropout.)
+        lengths: a tensor, an array or a list of whole numbers. Under torch.compile give a tensor or an array, not
+        a list of np.uint64 scalars: torch's own guards fail on those (torch 2.13), before rnnkit can say so.
         """
         if type(x) is torch.Tensor and not (lengths is not None or cond is not None or probe is not None or _onnx
                                             or hx is not None or input is not None):  # fmt: skip

@@ -92,7 +92,7 @@ def run_async(W, theta, s, max_sweeps=100, generator=None, record=True):
     """
     M, B, N = s.shape
     dtype, (W, threshold) = s.dtype, _tie_safe(W, theta)
-    s = s.double()
+    s = s.to(torch.float64, copy=True)  # updated in place: .double() of float64 cues is the caller's
     fields = s @ W  # (M, B, N)
     E = energy(W, theta.double(), s)
     trace = [E.clone()] if record else None

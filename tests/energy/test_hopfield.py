@@ -303,3 +303,16 @@ def test_switches_that_are_no_switch_are_refused(value):
         hop.corrupt(patterns, 0.5, torch.Generator().manual_seed(0), erase=e) for e in (np.bool_(False), 0)
     )
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("as_array", [True, False])
+def test_recall_leaves_float64_cues_as_they_were(as_array):
+    """Asynchronous recall updated its float64 copy of the cues in place, and .double() of float64 cues (a numpy
+    array, a tensor: the model's dtype float64) is no copy: the caller's cues were overwritten with the recalled
+    states, a partial cue's zeros lost."""
+    net = Hopfield(6, dtype=torch.float64).store([[1, -1, 1, -1, 1, 1]])
+    cue = [[1.0, -1, 1, 1, 0, 0]]  # one unit wrong, two unknown
+    cues = np.array(cue) if as_array else torch.tensor(cue, dtype=torch.float64)
+    result = net.recall(cues, generator=gen())
+    assert result.states.tolist() == [[1, -1, 1, -1, 1, 1]]
+    assert cues.tolist() == cue

@@ -51,10 +51,14 @@ class CapacityConfig:
     def check(self) -> "CapacityConfig":
         for field in ("sizes", "loads"):
             value = getattr(self, field)
+            if hasattr(value, "tolist"):  # a tensor's numbers as Python's (tensor(0.1) was refused)
+                value = value.tolist()
             if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
                 raise RnnkitError(
                     f"{field} must be a list of numbers, got {value!r}; e.g. {field}=({value!r},)"
                 )
+            # kept as a tuple: a generator was used up by these checks, and the experiment ran no point ([])
+            setattr(self, field, tuple(value))
         for n in self.sizes:
             if positive_int("N", n) < 2:
                 raise RnnkitError(

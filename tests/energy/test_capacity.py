@@ -72,3 +72,25 @@ def test_a_seed_that_is_no_integer_is_refused_in_one_line(seed):
     ('manual_seed expected a long, but got str'), 2**70 with 'Overflow when unpacking long long'."""
     with pytest.raises(RnnkitError, match="seed must be an integer"):
         capacity.capacity_experiment(capacity.CapacityConfig(sizes=(8,), loads=(0.25,), seed=seed))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda v: (x for x in v), torch.tensor],
+    ids=["generator", "tensor"],
+)
+def test_sizes_and_loads_of_a_generator_or_tensor_run_every_point(make):
+    """A generator of sizes or loads was used up by CapacityConfig.check, and the experiment then ran no point:
+    [] in silence; a tensor's entries, 0-d tensors, were refused ('loads P/N must be in (0, 1], got
+    tensor(0.1000)')."""
+    settings = dict(min_patterns=4, random_starts=2)
+    expected = capacity.capacity_experiment(
+        capacity.CapacityConfig(sizes=(20,), loads=(0.1, 0.2), **settings)
+    )
+    got = capacity.capacity_experiment(
+        capacity.CapacityConfig(sizes=make([20]), loads=make([0.1, 0.2]), **settings)
+    )
+    assert len(got) == 2
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in got] == [
+        {k: v for k, v in r.items() if k != "seconds"} for r in expected
+    ]

@@ -15,6 +15,8 @@ Training (CD-k, PCD-k) is in rbm_train.py; exact answers for tiny models in rbm_
 Shapes: v (B, V), h (B, H).
 """
 
+import numbers
+
 import torch
 from torch import nn
 from torch.nn.functional import softplus
@@ -37,6 +39,21 @@ from rnnkit.errors import RnnkitError
 
 VISIBLE_TYPES = ("bernoulli", "gaussian")
 LOG_PARTITION_METHODS = ("auto", "exact", "ais")
+
+
+def _number(name: str, value) -> float:
+    """One number (a 0-d tensor too), or one RnnkitError: ais.log_partition's (estimate, standard error) given
+    whole as log_Z failed in Python's "unsupported operand type(s) for -: 'float' and 'tuple'"."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        hint = (
+            "; ais.log_partition returns (estimate, standard error): pass its [0]"
+            if isinstance(value, tuple)
+            else ""
+        )
+        raise RnnkitError(f"{name} must be a number, got {type(value).__name__} {value!r:.60}{hint}")
+    return float(value)
 
 
 class RBM(nn.Module):
@@ -209,7 +226,7 @@ class RBM(nn.Module):
         """Mean log p(v) = -F(v) - log Z (a density for Gaussian visible units). Bernoulli data must be binary:
         for grey values in (0, 1) -F(v) - log Z is the log-probability of nothing (binarise them first)."""
         x = self.check(v, binary=self.visible == "bernoulli")
-        log_Z = self.log_partition() if log_Z is None else log_Z
+        log_Z = self.log_partition() if log_Z is None else _number("log_Z", log_Z)
         return -self._free_energy(x).mean().item() - log_Z
 
     def fit(self, data, config=None, generator=None, callback=None) -> "RBM":

@@ -705,3 +705,17 @@ def test_switches_that_are_no_switch_are_refused(switch, value):
     with pytest.raises(RnnkitError, match=rf"^{switch} must be True or False, got {value!r}$"):
         RBMTrainConfig(**{switch: value}).check()
     RBMTrainConfig(**{switch: np.bool_(False)}).check()
+
+
+def test_log_likelihood_takes_log_z_as_one_number():
+    """log_likelihood(v, ais.log_partition(rbm)) (the (estimate, standard error) pair whole) failed in Python's
+    "unsupported operand type(s) for -: 'float' and 'tuple'", a string likewise, and a 0-d tensor gave a tensor."""
+    rbm = RBM(4, 3, dtype=torch.float64)
+    v = [[0, 1, 0, 1]]
+    expected = rbm.log_likelihood(v, 2.5)
+    with pytest.raises(RnnkitError, match=r"log_Z must be a number, got tuple .*pass its \[0\]$"):
+        rbm.log_likelihood(v, ais.log_partition(rbm, generator=torch.Generator().manual_seed(0)))
+    with pytest.raises(RnnkitError, match="log_Z must be a number, got str '2.5'$"):
+        rbm.log_likelihood(v, "2.5")
+    got = rbm.log_likelihood(v, torch.tensor(2.5))
+    assert type(got) is float and got == expected

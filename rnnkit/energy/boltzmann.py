@@ -74,9 +74,11 @@ class BoltzmannMachine:
             raise RnnkitError(f"states are resampled in place: give a tensor of the model's {self.W.dtype} on "
                               f"{self.W.device}, got {what}; e.g. torch.as_tensor(x, dtype=bm.W.dtype)")  # fmt: skip
         units_match("states", as_bits(x, "states"), N)
+        if isinstance(units, torch.Tensor):  # torch.arange(V, N): its entries, 0-d tensors, were no index
+            units = units.tolist()
         try:
             units = range(N) if units is None else list(units)
-        except TypeError:  # one unit: an index, or not one (a float, a 0-d tensor), refused below
+        except TypeError:  # one unit: an index, or not one (a float), refused below
             units = [units]
         for i in units:
             if not whole_number(i) or not 0 <= i < N:

@@ -247,3 +247,15 @@ def test_a_callback_that_is_no_function_is_refused_before_training():
 def test_random_states_names_a_count_that_is_none(count):
     with pytest.raises(RnnkitError, match=r"^count must be an integer >= 0"):
         BoltzmannMachine(3, 1).random_states(count)
+
+
+def test_gibbs_sweep_takes_units_as_a_tensor_of_indices():
+    """units=torch.arange(V, N) (the hidden units) was refused as 'units must be unit indices in 0..4, got
+    tensor(3)': a tensor's entries are 0-d tensors, not integers; a float tensor is still refused."""
+    bm = machine(3, 2)
+    bm.b += 50  # every unit on
+    x = torch.zeros(2, 5)
+    assert bm.gibbs_sweep(x, torch.arange(3, 5)) is x and x.tolist() == [[0, 0, 0, 1, 1]] * 2
+    assert bm.gibbs_sweep(torch.zeros(5), torch.tensor(1)).tolist() == [0, 1, 0, 0, 0]
+    with pytest.raises(RnnkitError, match=r"units must be unit indices in 0..4, got 1.0$"):
+        bm.gibbs_sweep(x, torch.tensor([1.0]))

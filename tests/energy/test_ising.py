@@ -162,3 +162,12 @@ def test_numpy_numbers_work_as_python_numbers():
     assert ising.onsager_magnetisation(np.float32(2.0)) == ising.onsager_magnetisation(2.0)
     with pytest.raises(RnnkitError, match="burn-in"):
         ising.Ising(4, 2.0).run(3, True)
+
+
+@pytest.mark.parametrize("h", [0.0, 0.5])
+def test_exact_averages_at_a_tiny_temperature_are_the_ground_states(h):
+    """exact_averages took softmax(-E / T): below T ~ 3e-307 (L = 4) the ground states' -E / T overflowed to inf
+    and every average was NaN, where the sampler runs at such a T in float64; E is taken above its minimum."""
+    for T in (1e-307, 5e-324):
+        got = ising.exact_averages(4, T, h=h)
+        assert got == {"abs_magnetisation": 1.0, "energy": -2.0 - h}

@@ -239,5 +239,7 @@ def corrupt(patterns: torch.Tensor, noise: float, generator=None, erase: bool = 
 
 
 def overlap(states: torch.Tensor, patterns: torch.Tensor) -> torch.Tensor:
-    """m = s·ξ / N for (..., B, N) states and (..., P, N) patterns -> (..., B, P)."""
-    return states @ patterns.mT / patterns.shape[-1]
+    """m = s·ξ / N for (..., B, N) states and (..., P, N) patterns -> (..., B, P), in the wider of their dtypes
+    (a float64 network's states against random_patterns' float32 ones failed in matmul: 'double != float')."""
+    dtype = torch.promote_types(states.dtype, patterns.dtype)
+    return states.to(dtype) @ patterns.to(dtype).mT / patterns.shape[-1]

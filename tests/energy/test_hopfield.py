@@ -316,3 +316,15 @@ def test_recall_leaves_float64_cues_as_they_were(as_array):
     result = net.recall(cues, generator=gen())
     assert result.states.tolist() == [[1, -1, 1, -1, 1, 1]]
     assert cues.tolist() == cue
+
+
+def test_overlap_of_float64_states_with_float32_patterns():
+    """A float64 network's states (dtype=torch.float64, or torch's default set so) against random_patterns, which
+    are float32, failed in matmul: 'expected m1 and m2 to have the same dtype, but got: double != float'."""
+    xi = hop.random_patterns(3, 40, gen())
+    net = Hopfield(40, dtype=torch.float64).store(xi)
+    result = net.recall(hop.corrupt(xi, 0.1, gen(1)), generator=gen(2))
+    m = hop.overlap(result.states, xi)
+    assert m.dtype == torch.float64
+    assert torch.equal(m, hop.overlap(result.states, xi.double()))
+    assert torch.equal(hop.overlap(xi, result.states), m.T)

@@ -139,6 +139,10 @@ class BoltzmannMachine:
         v = as_bits(data).to(self.W)
         units_match("data", v, self.num_visible)
         lr, batch_size = positive_float("learning rate", lr), positive_int("batch size", batch_size)
+        # finite as a Python float, beyond float32's: its first update made the weights NaN
+        if lr > torch.finfo(self.W.dtype).max:
+            raise RnnkitError(f"learning rate {lr:g} is beyond the range of {self.W.dtype} (the model's dtype, at "
+                              f"most {torch.finfo(self.W.dtype).max:g}); give a lower one")  # fmt: skip
         positive_int("sweeps (Gibbs sweeps of the free chains per update)", sweeps)
         positive_int("positive_sweeps (Gibbs sweeps of the clamped hidden units)", positive_sweeps)
         if self.chains is None or len(self.chains) != num_chains:

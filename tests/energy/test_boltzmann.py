@@ -259,3 +259,13 @@ def test_gibbs_sweep_takes_units_as_a_tensor_of_indices():
     assert bm.gibbs_sweep(torch.zeros(5), torch.tensor(1)).tolist() == [0, 1, 0, 0, 0]
     with pytest.raises(RnnkitError, match=r"units must be unit indices in 0..4, got 1.0$"):
         bm.gibbs_sweep(x, torch.tensor([1.0]))
+
+
+def test_a_learning_rate_beyond_the_models_float_range_is_one_error():
+    """lr=1e39 passed the positive-number check as a Python float and, in float32, the first update made the
+    weights NaN: fit returned, and log_likelihood read nan, in silence (RBM.fit refuses such a rate)."""
+    bm = machine(3, 1)
+    with pytest.raises(RnnkitError, match=r"^learning rate 1e\+39 is beyond the range of torch.float32 "):
+        bm.fit([[0, 1, 1], [1, 0, 1]], epochs=1, lr=1e39)
+    assert torch.isfinite(bm.W).all()
+    BoltzmannMachine(3, 1, dtype=torch.float64).fit([[0, 1, 1]], epochs=1, lr=1e39)  # float64 holds it

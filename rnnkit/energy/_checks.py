@@ -96,6 +96,17 @@ def float_dtype(dtype) -> torch.dtype:
     return dtype
 
 
+def sampler_dtype(what: str, dtype) -> torch.dtype:
+    """float_dtype for a model that samples: float32 or float64. Its uniforms u ~ U(0, 1) come in the model's dtype,
+    and in bfloat16 in steps of 2^-8, so a unit of p = σ(-7) = 0.0009 switched on 3x too often (u < p), a flip of
+    probability e^-8 10x; float16 skews every p under about 0.005 so."""
+    dtype = float_dtype(dtype)
+    if torch.finfo(dtype).eps > torch.finfo(torch.float32).eps:
+        raise RnnkitError(f"{what} samples in float32 or float64, got {dtype}: its uniforms (steps of "
+                          f"{torch.finfo(dtype).eps:g}) switch unlikely units on too often; use dtype=torch.float32")  # fmt: skip
+    return dtype
+
+
 def as_matrix(data, name: str) -> torch.Tensor:
     """A (rows, units) float tensor from a tensor, array or list of equal-length rows (lists, tuples, 1-D
     tensors or arrays: a list of patterns is stacked)."""

@@ -21,9 +21,9 @@ from rnnkit.energy._checks import (
     callback_or_none,
     drawn_weights,
     finite_float,
-    float_dtype,
     positive_float,
     positive_int,
+    sampler_dtype,
     units_match,
     whole_number,
 )
@@ -45,7 +45,9 @@ class BoltzmannMachine:
             positive_int("number of hidden units", num_hidden)
         self.num_hidden = int(num_hidden)
         N = self.num_visible + self.num_hidden
-        dtype = float_dtype(dtype)  # as torch.nn's modules: float32 unless set otherwise
+        dtype = sampler_dtype(
+            "a Boltzmann machine", dtype
+        )  # as torch.nn's modules: float32 unless set otherwise
         init_scale = finite_float("init_scale (the standard deviation of the weights)", init_scale)
         # one draw per pair above the diagonal, mirrored: (A + Aᵀ) gave std √2 · init_scale
         W = (torch.randn(N, N, generator=generator, device=device, dtype=dtype) * init_scale).triu(1)

@@ -28,8 +28,8 @@ from rnnkit.energy._checks import (
     choice,
     drawn_weights,
     finite_float,
-    float_dtype,
     positive_int,
+    sampler_dtype,
     switch,
     units_match,
     whole_number,
@@ -71,7 +71,7 @@ class RBM(nn.Module):
         self.num_visible = positive_int("number of visible units", num_visible)
         self.num_hidden = positive_int("number of hidden units", num_hidden)
         self.visible = choice("visible units", visible, VISIBLE_TYPES)
-        dtype = float_dtype(dtype)  # as torch.nn's modules: float32 unless set otherwise
+        dtype = sampler_dtype("an RBM", dtype)  # as torch.nn's modules: float32 unless set otherwise
         init_scale = finite_float("init_scale (the standard deviation of W)", init_scale)
         W = torch.randn(num_hidden, num_visible, generator=generator, device=device, dtype=dtype) * init_scale
         self.register_buffer("W", drawn_weights("init_scale (the standard deviation of W)", W, init_scale))
@@ -82,6 +82,7 @@ class RBM(nn.Module):
         """Data as a (B, V) tensor of the model's dtype and device; Bernoulli data in [0, 1].
 
         A 1-D vector is one sample, (1, V); lists, arrays and any numeric dtype are accepted."""
+        sampler_dtype("an RBM", self.W.dtype)  # (one made float32, then .to(torch.bfloat16))
         x = as_matrix(v, name).to(self.W)
         units_match(name, x, self.num_visible)
         if not torch.isfinite(x).all():
@@ -95,6 +96,7 @@ class RBM(nn.Module):
 
     def check_hidden(self, h, name="hidden states") -> torch.Tensor:
         """Hidden states (or probabilities) as a (B, H) tensor of the model's dtype and device, in [0, 1]."""
+        sampler_dtype("an RBM", self.W.dtype)
         x = as_matrix(h, name).to(self.W)
         units_match(name, x, self.num_hidden)
         if not torch.isfinite(x).all():

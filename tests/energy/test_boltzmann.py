@@ -269,3 +269,10 @@ def test_a_learning_rate_beyond_the_models_float_range_is_one_error():
         bm.fit([[0, 1, 1], [1, 0, 1]], epochs=1, lr=1e39)
     assert torch.isfinite(bm.W).all()
     BoltzmannMachine(3, 1, dtype=torch.float64).fit([[0, 1, 1]], epochs=1, lr=1e39)  # float64 holds it
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_boltzmann_machine_is_refused(dtype):
+    """its Gibbs sweep drew uniforms of the model's dtype: in bfloat16 steps of 2^-8, unlikely units on too often."""
+    with pytest.raises(RnnkitError, match=r"samples in float32 or float64.*dtype=torch.float32"):
+        BoltzmannMachine(2, 2, dtype=dtype)

@@ -10,6 +10,7 @@ from sklearn.neural_network import BernoulliRBM
 
 from rnnkit.energy import _rbm_kernel, ais, exact, rbm_exact, rbm_train
 from rnnkit.energy.boltzmann import BoltzmannMachine
+from rnnkit.energy.dbn import DBN
 from rnnkit.energy.ising import Ising
 from rnnkit.energy.rbm import RBM
 from rnnkit.energy.rbm_train import RBMTrainConfig
@@ -719,3 +720,16 @@ def test_log_likelihood_takes_log_z_as_one_number():
         rbm.log_likelihood(v, "2.5")
     got = rbm.log_likelihood(v, torch.tensor(2.5))
     assert type(got) is float and got == expected
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_rbm_is_refused_not_sampled_with_coarse_uniforms(dtype):
+    """bfloat16 drew its uniforms in steps of 2^-8: a visible unit of p = σ(-7) = 0.0009 came on at 0.0030; now one
+    line, at construction (an RBM, a DBN's) and for one converted afterwards."""
+    with pytest.raises(RnnkitError, match=r"samples in float32 or float64.*dtype=torch.float32"):
+        RBM(1, 1, dtype=dtype)
+    with pytest.raises(RnnkitError, match="samples in float32 or float64"):
+        DBN([4, 3, 2], dtype=dtype)
+    r = RBM(1, 1).to(dtype)
+    with pytest.raises(RnnkitError, match="samples in float32 or float64"):
+        r.sample_visible(torch.zeros(5, 1))

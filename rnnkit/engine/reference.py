@@ -18,7 +18,7 @@ def autograd_loop(cell, xw, state0, P, mask, reverse, probe=None):
     # a state0 of batch 1 broadcast, as the python loop does: a cell of one's own's step returned one row for it,
     # which its first step's check refused ("us[0] of shape (1, H) ...; it must be (B, H)")
     outs, state = [None] * T, tuple(s.expand(B, -1) if s.shape[0] != B else s for s in state0)
-    hooks = [None] * T
+    hooks, raws = [None] * T, [None] * T
     # one view per step, taken once: xw[t] in the loop would make each step's backward write its gradient into
     # a (T, B, G) zero tensor of its own, T² memory and time under create_graph (1.7 GB at T=2000, B=2, H=8)
     xw_t = xw.unbind(0)
@@ -35,15 +35,18 @@ def autograd_loop(cell, xw, state0, P, mask, reverse, probe=None):
         if check:
             check_step(cell, got, xw_t[t], run_on, P)
             check = False
-        new = got[0]
+        new = raw = got[0]
         if mask is not None:
             new = tuple(torch.where(live[t], n, s) for n, s in zip(new, state))
         outs[t] = new[0] if mask is None else torch.where(live[t], new[0], 0)
         if probe is not None and new[0].requires_grad:
             hooks[t] = new[0]
+            # the step's own h_t too, where lengths keep a select of it: a second-order pass reaches h_t also through
+            # what its backward saved of it (tanh's output, rnn_tanh's h_t), which the select doesn't see
+            raws[t] = raw[0] if mask is not None and raw[0].requires_grad else None
         state = new
     if probe is not None:
-        _watch(probe, hooks)
+        _watch(probe, hooks, raws, live)
     return _tied_to_input(cell, xw, torch.stack(outs), state)
 
 
@@ -112,11 +115,12 @@ PROBE_COMPILE_ERROR = (
 )
 
 
-def _watch(probe, hs):
+def _watch(probe, hs, raws=None, live=None):
     """Record dL/dh_t of every step into probe, once per backward pass: one hook on all the steps, called when
     the pass has computed every gradient it needs; a step it doesn't reach (a loss on c_T alone misses h_T)
     gets None, recorded as 0. (A hook per step recorded only once all had fired in one pass: nothing for such
-    a pass, and the next pass's record then mixed both.)"""
+    a pass, and the next pass's record then mixed both.) raws: with lengths, the step's own h_t of each step,
+    whose gradient is recorded where the sequence is live (live[t]), hs's (the state carried) where it has ended."""
     if torch.compiler.is_compiling() and not torch.compiler.is_exporting():
         # hooks on a compiled graph's steps recorded dL/dout_t, not dL/dh_t. Dynamo takes this raise for a graph
         # break: the loop around it runs eagerly (the probe records what it should), and fullgraph=True says why
@@ -132,13 +136,19 @@ def _watch(probe, hs):
     if not watched:
         return
     shape, like = hs[watched[0]].shape, {"dtype": hs[watched[0]].dtype, "device": hs[watched[0]].device}
+    own = [t for t in watched if raws is not None and raws[t] is not None]
 
     def hook(grads):  # (holds no tensor of the graph: the graph would then hold itself)
-        got = dict(zip(watched, grads))
+        got, mine = dict(zip(watched, grads)), dict(zip(own, grads[len(watched) :]))
         zero = torch.zeros(shape, **like)
-        probe.record(torch.stack([zero if got.get(t) is None else got[t] for t in range(len(hs))]))
+        dh = [zero if got.get(t) is None else got[t] for t in range(len(hs))]
+        for t, g in mine.items():
+            if g is not None:
+                dh[t] = torch.where(live[t], g, dh[t])
+        probe.record(torch.stack(dh))
 
-    torch.autograd.graph.register_multi_grad_hook([hs[t] for t in watched], hook, mode="all")
+    tensors = [hs[t] for t in watched] + [raws[t] for t in own]
+    torch.autograd.graph.register_multi_grad_hook(tensors, hook, mode="all")
 
 
 def higher_order_grads(inputs, outputs_fn, grads_out, needs=None):

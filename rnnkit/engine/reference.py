@@ -46,7 +46,7 @@ def autograd_loop(cell, xw, state0, P, mask, reverse, probe=None):
             raws[t] = raw[0] if mask is not None and raw[0].requires_grad else None
         state = new
     if probe is not None:
-        _watch(probe, hooks, raws, live)
+        _watch(probe, hooks, raws, live, [s for s in state[1:] if s.requires_grad])
     return _tied_to_input(cell, xw, torch.stack(outs), state)
 
 
@@ -115,12 +115,14 @@ PROBE_COMPILE_ERROR = (
 )
 
 
-def _watch(probe, hs, raws=None, live=None):
+def _watch(probe, hs, raws=None, live=None, also=()):
     """Record dL/dh_t of every step into probe, once per backward pass: one hook on all the steps, called when
     the pass has computed every gradient it needs; a step it doesn't reach (a loss on c_T alone misses h_T)
     gets None, recorded as 0. (A hook per step recorded only once all had fired in one pass: nothing for such
     a pass, and the next pass's record then mixed both.) raws: with lengths, the step's own h_t of each step,
-    whose gradient is recorded where the sequence is live (live[t]), hs's (the state carried) where it has ended."""
+    whose gradient is recorded where the sequence is live (live[t]), hs's (the state carried) where it has ended.
+    also: the run's other final states (c_T): a pass that reaches the run there alone (a loss on c_T of one step)
+    records zeros, as the python and native loops do, where no hook fired and nothing was recorded."""
     if torch.compiler.is_compiling() and not torch.compiler.is_exporting():
         # hooks on a compiled graph's steps recorded dL/dout_t, not dL/dh_t. Dynamo takes this raise for a graph
         # break: the loop around it runs eagerly (the probe records what it should), and fullgraph=True says why
@@ -139,7 +141,7 @@ def _watch(probe, hs, raws=None, live=None):
     own = [t for t in watched if raws is not None and raws[t] is not None]
 
     def hook(grads):  # (holds no tensor of the graph: the graph would then hold itself)
-        got, mine = dict(zip(watched, grads)), dict(zip(own, grads[len(watched) :]))
+        got, mine = dict(zip(watched, grads)), dict(zip(own, grads[len(watched) : len(watched) + len(own)]))
         zero = torch.zeros(shape, **like)
         dh = [zero if got.get(t) is None else got[t] for t in range(len(hs))]
         for t, g in mine.items():
@@ -147,7 +149,7 @@ def _watch(probe, hs, raws=None, live=None):
                 dh[t] = torch.where(live[t], g, dh[t])
         probe.record(torch.stack(dh))
 
-    tensors = [hs[t] for t in watched] + [raws[t] for t in own]
+    tensors = [hs[t] for t in watched] + [raws[t] for t in own] + list(also)
     torch.autograd.graph.register_multi_grad_hook(tensors, hook, mode="all")
 
 

@@ -127,6 +127,17 @@ def test_probe_records_a_pass_that_misses_a_step(backend):
     torch.testing.assert_close(probe.dh, alone.dh)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_probe_records_a_pass_that_misses_every_step(backend):
+    """A loss on c_T of one step reaches no h_t: the python loop recorded zeros, and the autograd backend's hook,
+    on the h_t alone, never fired: no record, probe.dh None where the docstring promises 0."""
+    cell, xw, state0, P, _ = setup("lstm", T=1)
+    probe = GradProbe()
+    _, (h, c) = run(cell, xw, state0, P, None, False, backend, probe)
+    c.sum().backward()
+    assert len(probe.history) == 1 and torch.equal(probe.dh, torch.zeros(1, *h.shape, dtype=h.dtype))
+
+
 def test_no_units_run_without_a_blas_error(capfd):
     """H = 0 through engine.run: BLAS was handed a leading dimension of 0 and printed an error every step."""
     cell, xw, state0, P, _ = setup("rnn_tanh", T=9, B=3, H=4)

@@ -95,6 +95,11 @@ class Leaky(Cell):
         ):
             raise ValueError(f"leaky learn_alpha must be True or False, got {learn_alpha!r}")
         learn_alpha = bool(learn_alpha)
+        # (learned, α = σ(a) is 0 in the dtype below about 1e-38 in float32: a unit frozen, its gradient 0)
+        learned = torch.sigmoid(torch.logit(self._alpha_given.to(given).clamp(max=1 - 1e-4)))
+        if learn_alpha and not bool((learned > 0).all()):
+            raise ValueError(f"leaky alpha must lie in (0, 1] and, learned as σ(a), be above 0 in {given}; "
+                             f"got {alpha!r}")  # fmt: skip
         self.learn_alpha = learn_alpha
         if learn_alpha:  # α = σ(a): start from the given α
             self.alpha_logit = nn.Parameter(torch.logit(a0.clamp(max=1 - 1e-4)))

@@ -312,3 +312,14 @@ def test_leaky_alpha_outside_zero_one_is_refused_by_load_state_dict(bad):
         layer.load_state_dict(state)
     layer.load_state_dict(Recurrent("leaky", 3, 4, alpha=1.0).state_dict())  # α = 1 (Elman) loads
     assert bool((layer.cells[0].alpha == 1).all())
+
+
+@pytest.mark.parametrize(("alpha", "dtype"), [(1e-39, torch.float32), (1e-310, torch.float64)])
+def test_leaky_learned_alpha_that_sigma_makes_0_is_refused(alpha, dtype):
+    """A learned α = σ(a) below about 1e-38 (float32) is 0 where the fixed α is not: Leaky(3, 4, alpha=1e-39,
+    learn_alpha=True).alpha was 0, units frozen with a gradient of 0 in silence; now the one line of a bad α."""
+    with pytest.raises(
+        ValueError, match=r"^leaky alpha must lie in \(0, 1\] and, learned as σ\(a\), be above 0"
+    ):
+        CELLS["leaky"](3, 4, alpha=alpha, learn_alpha=True, dtype=dtype)
+    assert bool((CELLS["leaky"](3, 4, alpha=alpha, dtype=dtype).alpha > 0).all())  # fixed: as given

@@ -278,6 +278,14 @@ def restore(ckpt, model, optimizer, batches, path="latest.pt") -> Progress:
     if lacking:
         raise RnnkitError(f"{path} is damaged (its optimizer state lacks the settings {', '.join(lacking)}); "
                           f"{_instead(path, True)}")  # fmt: skip
+    # and a parameter's moments it lacks (exp_avg) were a KeyError traceback from inside the first step
+    need = _state_keys(optimizer)
+    for name, p in model.named_parameters():
+        # (no state at all: the optimizer starts it, as its first step does)
+        missing = sorted(need - set(optimizer.state.get(p) or need))
+        if missing:
+            raise RnnkitError(f"{path} is damaged (its optimizer state of {name} lacks {', '.join(missing)}); "
+                              f"{_instead(path, True)}")  # fmt: skip
     carry = ckpt["carry"]
     n, shape = CELLS[model.cfg.cell].num_states, (model.cfg.num_layers, batches.B, model.cfg.hidden_size)
     if carry and (
@@ -288,6 +296,17 @@ def restore(ckpt, model, optimizer, batches, path="latest.pt") -> Progress:
     model.state = None if not carry else tuple(carry) if len(carry) == 2 else carry[0]
     torch.set_rng_state(ckpt["rng"])
     return _saved_progress(ckpt["progress"], len(batches), path)
+
+
+def _state_keys(optimizer) -> set:
+    """What one step of `optimizer` keeps for each parameter (Adam's step, exp_avg, exp_avg_sq), read off a step of
+    one of its kind and settings (the run's, not the file's: a damaged lr is set anew at each step) on a parameter
+    of its own."""
+    p = torch.nn.Parameter(torch.zeros(1))
+    p.grad = torch.zeros(1)
+    probe = type(optimizer)([p], **optimizer.defaults)
+    probe.step()
+    return set(probe.state[p])
 
 
 def _check_corpus(corpus, ckpt, out):

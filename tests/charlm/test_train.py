@@ -805,6 +805,10 @@ def test_resume_from_a_checkpoint_with_a_damaged_progress_is_one_line(tmp_path, 
             lambda c: c["optimizer"]["param_groups"][0].pop("betas"),
             r"its optimizer state lacks the settings betas",
         ),
+        (  # KeyError: 'exp_avg' from Adam's first step
+            lambda c: [state.pop("exp_avg") for state in c["optimizer"]["state"].values()],
+            r"its optimizer state of [\w.]+ lacks exp_avg",
+        ),
     ],  # (the carry's: IndexError: tuple index out of range, from the first step's forward)
 )
 def test_resume_from_a_checkpoint_missing_a_part_is_one_line(tmp_path, corpus, damage, message):

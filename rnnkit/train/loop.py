@@ -294,7 +294,11 @@ def restore(ckpt, model, optimizer, batches, path="latest.pt") -> Progress:
         raise RnnkitError(f"{path} is damaged (its carried state is not {n} tensor{'s' if n > 1 else ''} of shape "
                           f"{shape}); {_instead(path, True)}")  # fmt: skip
     model.state = None if not carry else tuple(carry) if len(carry) == 2 else carry[0]
-    torch.set_rng_state(ckpt["rng"])
+    try:  # (of another size: said as a configuration that does not fit, to resume 'without changing' options)
+        torch.set_rng_state(ckpt["rng"])
+    except RuntimeError:
+        raise RnnkitError(f"{path} is damaged (its rng is not a state of torch's random generator: "
+                          f"{ckpt['rng'].numel()} bytes); {_instead(path, True)}") from None  # fmt: skip
     return _saved_progress(ckpt["progress"], len(batches), path)
 
 

@@ -809,6 +809,10 @@ def test_resume_from_a_checkpoint_with_a_damaged_progress_is_one_line(tmp_path, 
             lambda c: [state.pop("exp_avg") for state in c["optimizer"]["state"].values()],
             r"its optimizer state of [\w.]+ lacks exp_avg",
         ),
+        (  # set_rng_state's RuntimeError, said as 'does not fit this configuration; resume without changing ...'
+            lambda c: c.update(rng=c["rng"][:100]),
+            r"its rng is not a state of torch's random generator",
+        ),
     ],  # (the carry's: IndexError: tuple index out of range, from the first step's forward)
 )
 def test_resume_from_a_checkpoint_missing_a_part_is_one_line(tmp_path, corpus, damage, message):

@@ -287,10 +287,10 @@ def encode(text: str, chars: list, what: str) -> list:
     return charlm.encode(text, chars, what)
 
 
-def score_text(model, chars, text: str) -> dict:
+def score_text(model, chars, text: str, what: str = "TEXT") -> dict:
     from rnnkit.models import charlm
 
-    return charlm.score_text(model, chars, text)
+    return charlm.score_text(model, chars, text, what)
 
 
 def context(text: str, chars: list, what: str) -> list:
@@ -325,7 +325,9 @@ def cmd_sample(args) -> int:
 
 def cmd_score(args) -> int:
     model, chars = load_model(args.run)
-    results = sorted((score_text(model, chars, t) for t in args.texts), key=lambda r: -r["log_prob"])
+    n = len(args.texts)  # (of several, an error names which: 'TEXT 2 of 3 ('xyz')')
+    named = ((t, "TEXT" if n == 1 else f"TEXT {i} of {n} ({t!r:.40})") for i, t in enumerate(args.texts, 1))
+    results = sorted((score_text(model, chars, t, what) for t, what in named), key=lambda r: -r["log_prob"])
     if "\n" not in chars:
         print("note: this model knows no newline, so each text's first character is context and not scored",
               file=sys.stderr)  # fmt: skip

@@ -539,18 +539,18 @@ def _check_vocab_json(path, chars):
                       "restore it)", stacklevel=user_stacklevel())  # fmt: skip
 
 
-def score_text(model, chars, text: str) -> dict:
+def score_text(model, chars, text: str, what: str = "TEXT") -> dict:
     """log p(text) = Σ_t log p(c_t | c_<t), in nats. The model predicts each character from the one before
     it, so the first character of `text` is predicted from a newline, fed from a zero state (the start of a
     line, if the model knows a newline); a model without one takes the text's first character as context
-    only and scores the rest (`first_is_context` in the result)."""
+    only and scores the rest (`first_is_context` in the result). what: the text's name in an error."""
     if not isinstance(text, str):
         raise RnnkitError(f"score_text scores a str, got {type(text).__name__} {text!r}")
     V = model.cfg.vocab_size
     if len(chars) != V or len(set(chars)) != len(chars):
         raise RnnkitError(f"chars must be the model's vocabulary, {V} distinct characters (load_run gives both), "
                           f"got {len(chars)} ({len(set(chars))} distinct)")  # fmt: skip
-    ids = encode(text, chars, "TEXT")
+    ids = encode(text, chars, what)
     newline = "\n" in chars
     context, scored = ([chars.index("\n")], ids) if newline else (ids[:1], ids[1:])
     if not scored:

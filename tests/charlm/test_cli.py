@@ -281,6 +281,9 @@ def test_bad_sampling_options(trained, cli):
         assert code == 2 and message in err, err
     assert "--beam must be > 0" in cli("complete", trained, "the", "--beam", "0")[2]
     assert "never saw" in cli("score", trained, "Ωmega")[2]
+    # of several texts, the error names which: it said 'TEXT has characters ...' of any of them
+    err = cli("score", trained, "the", "Ωmega", "and")[2]
+    assert "TEXT 2 of 3 ('Ωmega') has characters the model never saw: 'Ω'" in err, err
 
 
 def test_bad_checkpoint_from_the_command_line(tmp_path, cli):

@@ -7,9 +7,12 @@ A `Vocabulary` maps each kept token to an id 0..V-1; id 0 is `<unk>`, which stan
 that was rarer than `min_freq`, fell past `max_size`, or was never seen.
 """
 
+import functools
+import itertools
 import json
 import pathlib
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from numbers import Integral, Real
@@ -28,11 +31,30 @@ def char_tokenize(text: str) -> list[str]:
     return list(text)
 
 
+@functools.cache
+def _word_and_punct_marks() -> re.Pattern:
+    """_WORD_AND_PUNCT with the combining marks (Unicode category M: Devanagari's vowel signs and virama, an accent
+    of decomposed text) inside words, which \\w lacks: 'हिन्दी' was split into 'ह', 'ि', 'न', ... (built on first use:
+    the marks lie in U+0300..U+1FFFF and U+E0100..U+E01EF)."""
+    ranges = []  # as ranges a-b: a class of 2,400 single characters matched 4-5 times slower
+    for c in itertools.chain(range(0x300, 0x20000), range(0xE0000, 0xE1000)):
+        if unicodedata.category(chr(c))[0] == "M":
+            if ranges and ranges[-1][1] == c - 1:
+                ranges[-1][1] = c
+            else:
+                ranges.append([c, c])
+    w = "[\\w" + "".join(f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges) + "]"
+    return re.compile(rf"\w{w}*(?:'\w{w}*)?|[^\w\s]")
+
+
 def word_tokenize(text: str, lower: bool = False, punctuation: bool = False) -> list[str]:
-    """Split on whitespace; with `punctuation`, also split punctuation marks off as their own tokens."""
+    """Split on whitespace; with `punctuation`, also split punctuation marks off as their own tokens (a word's
+    combining marks stay in it)."""
     if lower:
         text = text.lower()
-    return _WORD_AND_PUNCT.findall(text) if punctuation else text.split()
+    if not punctuation:
+        return text.split()
+    return (_WORD_AND_PUNCT if text.isascii() else _word_and_punct_marks()).findall(text)
 
 
 def tokenize(text: str, level: str = "word", lower: bool = False, punctuation: bool = False) -> list[str]:

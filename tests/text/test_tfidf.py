@@ -6,7 +6,7 @@ import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from rnnkit.errors import RnnkitError
-from rnnkit.text import TfidfConfig, TfidfIndex, term_counts, term_frequencies
+from rnnkit.text import TfidfConfig, TfidfIndex, term_counts, term_frequencies, word_tokenize
 
 DOCS = [
     "The cat sat on the mat.",
@@ -143,6 +143,24 @@ def test_words_that_begin_with_an_underscore_are_terms():
     assert {"__init__", "_private", "snake_case"} <= set(index.terms)
     assert "_" not in index.analyzer("a _ b , c")  # a lone underscore is punctuation
     assert index.search("__init__")[0][0] == 0
+
+
+def test_a_words_combining_marks_stay_in_it():
+    """Python's \\w has no combining marks (Devanagari's vowel signs and virama, the accent of decomposed text), so
+    'हिन्दी' was indexed as the terms 'ह', 'न', 'द' and a query of another word sharing a letter ('किन्नर') found it
+    at cosine 0.31; 'e\\u0301te\\u0301' (été decomposed) was 'e' and 'te'."""
+    assert word_tokenize("हिन्दी भाषा, e\u0301te\u0301!", punctuation=True) == [
+        "हिन्दी",
+        "भाषा",
+        ",",
+        "e\u0301te\u0301",
+        "!",
+    ]
+    index = TfidfIndex().fit(["हिन्दी भाषा बहुत सुंदर है", "अंग्रेज़ी भाषा"])
+    assert "हिन्दी" in index.terms and "ह" not in index.terms
+    assert index.search("हिन्दी")[0][0] == 0
+    with pytest.raises(RnnkitError, match="no term of the query"):
+        index.search("किन्नर")
 
 
 def test_a_query_of_stop_words_alone_says_so():

@@ -85,7 +85,9 @@ def add_commands(sub) -> None:
                    "nats, chars, nats_per_char, bits_per_char, perplexity; a word model says words, nats_per_word, "
                    "bits_per_word) and unknown: the tokens scored as <unk>")  # fmt: skip
     p.set_defaults(func=cmd_ngram_score, _parser=p)
-    p = ngram.add_parser("eval", help="nats and bits per token of a text file")
+    p = ngram.add_parser("eval", help="nats and bits per token of a text file",
+                         description="The file is read at the start of a line (after a newline, <eos> to a word "
+                         "model), as score reads a text.")  # fmt: skip
     p.add_argument("model", help="a model file that `rnnkit ngram train --out` wrote (.npz)")
     p.add_argument("file", help="a UTF-8 text file")
     p.add_argument("--json", action="store_true",
@@ -387,7 +389,7 @@ def cmd_ngram_score(args) -> int:
 
 def cmd_ngram_eval(args) -> int:
     lm = _load_lm(args.model)
-    s = lm.score(read_text(args.file))
+    s = lm.score(read_text(args.file), _line_start(lm))  # the file starts a line, as fit counts its text
     result = {"file": args.file, **s.as_dict(lm.level)}
     print(json.dumps(finite_or_null(result)) if args.json else f"{args.file}: {s.nats_per_token:.4f} nats/{lm.level}, "
           f"{s.bits_per_token:.4f} bits/{lm.level}, perplexity {s.perplexity:.3f} ({s.tokens:,} tokens)")  # fmt: skip

@@ -219,9 +219,10 @@ def _add_markov(sub) -> None:
     markov.set_defaults(func=cmd_markov)
 
 
-def read_text(path, limit: int | None = None) -> str:
+def read_text(path, limit: int | None = None, empty: bool = False) -> str:
     """A UTF-8 text file, its byte-order mark dropped (it was the first word's first character); UTF-16 or UTF-32
-    text and binary files are one error each, as the character models' corpora are (they were read as text)."""
+    text and binary files are one error each, as the character models' corpora are (they were read as text). A file
+    of white space alone is an error too, unless `empty`."""
     from rnnkit._io import read_bytes
     from rnnkit.data.corpus import refuse_wide
 
@@ -236,7 +237,7 @@ def read_text(path, limit: int | None = None) -> str:
             f"{path} looks binary (a NUL byte at character {text.index(chr(0)):,}); give a text file"
         )
     text = text[:limit] if limit else text
-    if not text.strip():
+    if not text.strip() and not empty:
         raise RnnkitError(f"{path} is empty; give a file with text")
     return text
 
@@ -434,15 +435,17 @@ def cmd_ngram_complete(args) -> int:
 
 
 def _documents(path, limit=None) -> tuple[list[str], list[str]]:
-    """(names, texts): the .txt files of a folder, or the non-empty lines of a file, each named file:N with N
-    its line number in the file as an editor or grep -n counts it (blank lines too; they were skipped)."""
+    """(names, texts): the non-empty .txt files of a folder, or the non-empty lines of a file, each named file:N with
+    N its line number in the file as an editor or grep -n counts it (blank lines too; they were skipped). An empty
+    file is skipped as a blank line is (one stopped the whole index: 'docs/b.txt is empty')."""
     p = pathlib.Path(path)
     if p.is_dir():
         files = sorted(p.glob("*.txt"))[:limit]
         if not files:  # (else fit's 'no documents to index; give at least one non-empty document')
             raise RnnkitError(f"{p} holds no .txt file (tfidf index reads the .txt files directly in a folder, not "
                               "in its subfolders); give a folder of .txt files, or a file with one document a line")  # fmt: skip
-        return [f.name for f in files], [read_text(f) for f in files]
+        named = [(f.name, read_text(f, empty=True)) for f in files]
+        return [n for n, t in named if t.strip()], [t for _, t in named if t.strip()]
     numbered = [(n, line) for n, line in enumerate(read_text(p).split("\n"), 1) if line.strip()][:limit]
     return [f"{p.name}:{n}" for n, _ in numbered], [line for _, line in numbered]
 

@@ -846,6 +846,25 @@ def test_a_command_that_writes_files_whose_output_is_closed_says_so(tmp_path, co
         assert (said in err) == (code == 2), err
 
 
+def test_tfidf_index_of_a_folder_skips_an_empty_file_as_a_blank_line(tmp_path, capsys):
+    """One empty .txt file among a folder's documents stopped the whole index ('docs/b.txt is empty; give a file
+    with text'), where a file of one document a line skips its blank lines; the empty file is skipped."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("the cat sat\n")
+    (docs / "b.txt").write_text("")
+    (docs / "c.txt").write_text(" \n")
+    (docs / "d.txt").write_text("a dog ran\n")
+    assert main(["tfidf", "index", str(docs), "--out", str(tmp_path / "idx")]) == 0
+    assert "2 documents" in capsys.readouterr().out
+    assert main(["tfidf", "search", str(tmp_path / "idx"), "dog"]) == 0
+    assert "d.txt" in capsys.readouterr().out
+    (docs / "a.txt").write_text("")
+    (docs / "d.txt").write_text("")
+    assert main(["tfidf", "index", str(docs), "--out", str(tmp_path / "idx2")]) == 2
+    assert "no documents to index" in capsys.readouterr().err
+
+
 def test_tfidf_index_of_a_folder_without_txt_files_says_so(tmp_path, capsys):
     """A folder whose documents are not .txt files directly in it (.md, .tsv, or .txt in subfolders) was told
     'no documents to index; give at least one non-empty document', though its files are not empty."""

@@ -181,7 +181,13 @@ class Vocabulary:
             other = others[0]
             raise RnnkitError(f"cannot save a vocabulary of tokens other than str (such as {other!r}, a "
                               f"{type(other).__name__}): its file holds str tokens; build it of str tokens")  # fmt: skip
-        write_text(path, json.dumps(self.to_dict(), ensure_ascii=False))
+        text = json.dumps(self.to_dict(), ensure_ascii=False)
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate (U+D800..U+DFFF), UTF-8 has none: as JSON's \ud800
+                text = json.dumps(self.to_dict())  # (ensure_ascii; load reads it back as the same token)
+        write_text(path, text)
 
     @classmethod
     def load(cls, path) -> "Vocabulary":

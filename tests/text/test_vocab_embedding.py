@@ -256,3 +256,11 @@ def test_save_refuses_a_vocabulary_that_load_would_refuse(tmp_path, tokens):
     with pytest.raises(RnnkitError, match=r"cannot save a vocabulary of tokens other than str \(such as "):
         Vocabulary.build(tokens).save(tmp_path / "v.json")
     assert not (tmp_path / "v.json").exists()
+
+
+def test_a_token_with_a_lone_surrogate_saves_and_loads(tmp_path):
+    """a token of bytes read with errors='surrogateescape' ('\\udce9'): save failed in UTF-8's encoder with a
+    traceback (surrogates not allowed); JSON's \\udce9 escape keeps it, and load gives the same vocabulary."""
+    v = Vocabulary.build(["caf\udce9", "a", "a", "é"])
+    v.save(tmp_path / "v.json")
+    assert Vocabulary.load(tmp_path / "v.json").itos == v.itos

@@ -222,6 +222,13 @@ class Word2Vec:
             raise RnnkitError(
                 f"word2vec training diverged: the word vectors became NaN or infinite; give a smaller --alpha "
                 f"(the learning rate, {c.alpha:g} here; default {Word2VecConfig.alpha})"
+                + (
+                    ""
+                    if self.native
+                    else "; or the native backend (--backend native), which updates after each pair as word2vec.c "
+                    "does, where this torch backend adds up a batch's updates of a word (a few words' vocabulary "
+                    "diverges so first)"
+                )
             )
         self.wv = WordVectors(self.vocab.itos, self.U.numpy().copy())
         return self

@@ -147,6 +147,15 @@ class Leaky(Cell):
         if self.learn_alpha and logit not in state_dict and isinstance(a, torch.Tensor):
             a = state_dict.pop(fixed).detach()
             state_dict[logit] = torch.logit((a if a.is_floating_point() else a.double()).clamp(max=1 - 1e-4))
+            # (σ(logit α) is 0 in the cell's dtype below about 1e-38 in float32: refused as __init__ refuses it)
+            dtype, learned = self.alpha_logit.dtype, state_dict[logit]
+            if (
+                not a.is_meta
+                and not self.alpha_logit.is_meta
+                and not bool((learned.to(dtype).sigmoid() > 0).all())
+            ):
+                raise ValueError(f"leaky alpha must lie in (0, 1] and, learned as σ(a), be above 0 in {dtype}; got "
+                                 f"{a.min().item():g} in the state_dict's {fixed}")  # fmt: skip
         super()._load_from_state_dict(state_dict, prefix, *args)
 
     def extra_repr(self):

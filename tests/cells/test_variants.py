@@ -323,3 +323,21 @@ def test_leaky_learned_alpha_that_sigma_makes_0_is_refused(alpha, dtype):
     ):
         CELLS["leaky"](3, 4, alpha=alpha, learn_alpha=True, dtype=dtype)
     assert bool((CELLS["leaky"](3, 4, alpha=alpha, dtype=dtype).alpha > 0).all())  # fixed: as given
+
+
+@pytest.mark.parametrize(("alpha", "dtype"), [(1e-39, torch.float32), (1e-310, torch.float64)])
+def test_leaky_fixed_alpha_that_sigma_makes_0_is_refused_into_a_learned_one(alpha, dtype):
+    """A fixed α of 1e-39 (float32) is α; loaded into a cell learning α, σ(logit α) is 0: the state_dict loaded, and
+    the layer ran with α = 0, units frozen with a gradient of 0 in silence, where Leaky(alpha=1e-39,
+    learn_alpha=True) is refused; the state_dict is refused in the same line."""
+    state = Recurrent("leaky", 3, 4, alpha=alpha, dtype=dtype).state_dict()
+    layer = Recurrent("leaky", 3, 4, learn_alpha=True, dtype=dtype)
+    with pytest.raises(
+        ValueError,
+        match=r"^leaky alpha must lie in \(0, 1\] and, learned as σ\(a\), be above 0 in torch.float\d+; got "
+        r"1e-\d+ in the state_dict's cells.0.alpha_fixed",
+    ):
+        layer.load_state_dict(state)
+    state["cells.0.alpha_fixed"].fill_(1e-30 if dtype == torch.float32 else 1e-300)  # (σ(logit α) > 0: loads)
+    layer.load_state_dict(state)
+    assert bool((layer.cells[0].alpha > 0).all())

@@ -198,6 +198,13 @@ class WordVectors:
         if bad is not None:  # the file would not read back, here or in gensim
             raise RnnkitError(f"cannot save the word {bad!r} in word2vec format, where a space ends the word: "
                               "words must be non-empty, without spaces, tabs or newlines (join phrases with _)")  # fmt: skip
+        lone = next(
+            (w for w in self.words if not w.isascii() and any("\ud800" <= c <= "\udfff" for c in w)), None
+        )
+        if lone is not None:  # (bytes read with errors='surrogateescape': a traceback from UTF-8's encoder)
+            raise RnnkitError(f"cannot save the word {lone!r} in word2vec format: UTF-8, the format's, has no code "
+                              "for its lone surrogate (of bytes read with errors='surrogateescape'); read the text in "
+                              "its own encoding, or with errors='replace'")  # fmt: skip
         with atomic_open(path, "wb") as f:  # a failed write leaves the old file as it was
             f.write(f"{V} {E}\n".encode())
             for w, x in zip(self.words, self.vectors):

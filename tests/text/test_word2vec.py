@@ -154,6 +154,16 @@ def test_save_refuses_words_the_format_cannot_hold(tmp_path, word):
     assert not (tmp_path / "v").exists()
 
 
+def test_save_refuses_a_word_with_a_lone_surrogate(tmp_path):
+    """A word of bytes read with errors='surrogateescape' ('caf\\udce9'): UTF-8 has no code for it, and save failed in
+    its encoder with a traceback; it is one line naming the word, and no file is written."""
+    wv = WordVectors(["caf\udce9", "ok"], np.ones((2, 3), np.float32))
+    for binary in (False, True):
+        with pytest.raises(RnnkitError, match=r"cannot save the word 'caf\\udce9' in word2vec format: UTF-8"):
+            wv.save(tmp_path / "v", binary=binary)
+    assert not (tmp_path / "v").exists()
+
+
 @pytest.mark.parametrize("header", ["0 5", "-1 5", "3 0"])
 def test_a_header_without_vectors_is_named(tmp_path, header):
     (tmp_path / "v.txt").write_text(header + "\n")

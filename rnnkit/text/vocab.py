@@ -186,6 +186,12 @@ class Vocabulary:
             try:
                 text.encode("utf-8")
             except UnicodeEncodeError:  # a lone surrogate (U+D800..U+DFFF), UTF-8 has none: as JSON's \ud800
+                # a high one before a low one is read back as one character ('\ud83d\ude00' as '😀'): another token
+                pair = next((t for t in self.itos if re.search("[\ud800-\udbff][\udc00-\udfff]", t)), None)
+                if pair is not None:
+                    raise RnnkitError(f"cannot save the token {pair!r}: JSON reads its surrogate pair back as one "
+                                      "character, another token (text decoded with errors='surrogatepass'?); "
+                                      "decode the text as UTF-8 or UTF-16 first") from None  # fmt: skip
                 text = json.dumps(self.to_dict())  # (ensure_ascii; load reads it back as the same token)
         write_text(path, text)
 

@@ -264,3 +264,13 @@ def test_a_token_with_a_lone_surrogate_saves_and_loads(tmp_path):
     v = Vocabulary.build(["caf\udce9", "a", "a", "é"])
     v.save(tmp_path / "v.json")
     assert Vocabulary.load(tmp_path / "v.json").itos == v.itos
+
+
+def test_a_token_with_a_surrogate_pair_is_refused_by_save(tmp_path):
+    """'\\ud83d\\ude00', two code points (text decoded with errors='surrogatepass'), written as JSON's escapes, loaded
+    as the one character '😀': another token, in silence (or a vocabulary load refused, where both were in it)."""
+    with pytest.raises(
+        RnnkitError, match=r"cannot save the token '\\ud83d\\ude00': JSON reads its surrogate pair"
+    ):
+        Vocabulary.build(["\ud83d\ude00", "a"]).save(tmp_path / "v.json")
+    assert not (tmp_path / "v.json").exists()

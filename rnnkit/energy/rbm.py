@@ -17,6 +17,7 @@ Shapes: v (B, V), h (B, H).
 
 import numbers
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.functional import softplus
@@ -44,8 +45,10 @@ LOG_PARTITION_METHODS = ("auto", "exact", "ais")
 def _number(name: str, value) -> float:
     """One number (a 0-d tensor too), or one RnnkitError: ais.log_partition's (estimate, standard error) given
     whole as log_Z failed in Python's "unsupported operand type(s) for -: 'float' and 'tuple'"."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
+    if (isinstance(value, torch.Tensor) and value.numel() == 1) or (
+        isinstance(value, np.ndarray) and value.size == 1
+    ):
+        value = value.item()  # (a 0-d tensor or array, as np.array(-3.0))
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         hint = (
             "; ais.log_partition returns (estimate, standard error): pass its [0]"

@@ -720,6 +720,9 @@ def test_log_likelihood_takes_log_z_as_one_number():
         rbm.log_likelihood(v, "2.5")
     got = rbm.log_likelihood(v, torch.tensor(2.5))
     assert type(got) is float and got == expected
+    # a 0-d array, as it worked before the check: refused as 'got ndarray'
+    assert rbm.log_likelihood(v, np.array(2.5)) == expected
+    assert rbm.log_likelihood(v, np.float32(2.5)) == expected
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

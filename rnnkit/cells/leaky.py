@@ -129,12 +129,13 @@ class Leaky(Cell):
         loads into a cell learning it (alpha_logit = logit α, clamped as __init__ does) and a learned one into a
         fixed α (σ(alpha_logit)): the keys differed, and strict=False left α at its start in silence."""
         fixed, logit = prefix + "alpha_fixed", prefix + "alpha_logit"
+        source = fixed  # (what an error names: the state_dict's own key)
         if (
             not self.learn_alpha
             and fixed not in state_dict
             and isinstance(state_dict.get(logit), torch.Tensor)
         ):
-            state_dict[fixed] = torch.sigmoid(state_dict.pop(logit).detach())
+            state_dict[fixed], source = torch.sigmoid(state_dict.pop(logit).detach()), f"σ({logit})"
         a = state_dict.get(fixed)
         if isinstance(a, torch.Tensor) and not a.is_meta and not a.is_complex():
             like = self._buffers.get("alpha_fixed")
@@ -143,7 +144,7 @@ class Leaky(Cell):
             bad = a[~((a > 0) & (a <= 1) & (a.to(dtype) > 0))]
             if bad.numel():
                 raise ValueError(f"leaky alpha must lie in (0, 1], got {bad.flatten()[0].item():g} in the "
-                                 f"state_dict's {prefix}alpha_fixed")  # fmt: skip
+                                 f"state_dict's {source}")  # fmt: skip
         if self.learn_alpha and logit not in state_dict and isinstance(a, torch.Tensor):
             a = state_dict.pop(fixed).detach()
             state_dict[logit] = torch.logit((a if a.is_floating_point() else a.double()).clamp(max=1 - 1e-4))

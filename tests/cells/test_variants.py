@@ -341,3 +341,13 @@ def test_leaky_fixed_alpha_that_sigma_makes_0_is_refused_into_a_learned_one(alph
     state["cells.0.alpha_fixed"].fill_(1e-30 if dtype == torch.float32 else 1e-300)  # (σ(logit α) > 0: loads)
     layer.load_state_dict(state)
     assert bool((layer.cells[0].alpha > 0).all())
+
+
+def test_leaky_learned_alpha_that_sigma_makes_0_names_alpha_logit_when_loaded_fixed():
+    """a learned α whose σ(alpha_logit) is 0 (alpha_logit -200), loaded into a fixed-α layer: the error named
+    cells.0.alpha_fixed, a key the state_dict doesn't have."""
+    src = Recurrent("leaky", 3, 4, learn_alpha=True, dtype=torch.float32)
+    with torch.no_grad():
+        src.cells[0].alpha_logit.fill_(-200.0)
+    with pytest.raises(ValueError, match=r"got 0 in the state_dict's σ\(cells\.0\.alpha_logit\)$"):
+        Recurrent("leaky", 3, 4, dtype=torch.float32).load_state_dict(src.state_dict())

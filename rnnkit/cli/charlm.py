@@ -170,6 +170,10 @@ def train_config(args):
     from rnnkit.presets import preset
     from rnnkit.train.config import RunConfig
 
+    # "$CORPUS" unset in a script: '' was read as no CORPUS, the built-in corpus trained on in silence
+    if args.corpus is not None and not args.corpus.strip():
+        raise RnnkitError("CORPUS is empty; give a text file or 'shakespeare', or leave it out (the built-in "
+                          "corpus; with --resume, the run's own text)")  # fmt: skip
     out = pathlib.Path(args.out)
     resuming = args.resume and (out / "latest.pt").is_file()  # else train says there is nothing to resume
     if resuming:

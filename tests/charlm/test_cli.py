@@ -267,6 +267,17 @@ def test_bad_corpora(tmp_path, cli):
         assert code == 2 and message in err, err
 
 
+def test_an_empty_corpus_argument_is_refused_not_read_as_the_built_in_corpus(tmp_path, corpus, cli):
+    # "$CORPUS" of a script with the variable unset: the standard library's source was trained on, in silence
+    for args in [["--dry-run"], ["--resume"]]:
+        code, out, err = cli("train", "", "--out", tmp_path / "run", *TINY, *args)
+        assert code == 2 and "CORPUS is empty" in err and not out, (out, err)
+    assert not (tmp_path / "run").exists()
+    assert cli("train", corpus, "--out", tmp_path / "run", *TINY, "--max-steps", "1")[0] == 0
+    code, _, err = cli("train", " ", "--out", tmp_path / "run", "--resume", "--max-steps", "2")
+    assert code == 2 and "CORPUS is empty" in err, err
+
+
 def test_bad_sampling_options(trained, cli):
     for args, message in [
         (["--temperature", "0"], "--greedy"),

@@ -548,8 +548,8 @@ def _total_steps(cfg, batches) -> int | None:
     limits = [cfg.train.max_steps] if cfg.train.max_steps else []
     if cfg.train.max_epochs:
         # char-rnn runs floor(max_epochs * windows) iterations; the 1e-9 keeps 0.29 * 100 at 29, and a run
-        # always takes at least one step
-        limits.append(max(1, math.floor(cfg.train.max_epochs * len(batches) + 1e-9)))
+        # always takes at least one step; steps past a float's range (1e307 epochs: inf) are 2^63, never reached
+        limits.append(max(1, math.floor(min(cfg.train.max_epochs * len(batches) + 1e-9, 2.0**63))))
     return min(limits) if limits else None
 
 

@@ -979,6 +979,21 @@ def test_max_epochs_rounds_down_as_char_rnn(epochs, windows, steps):
     assert _total_steps(cfg, range(windows)) == steps
 
 
+def test_an_epoch_count_whose_steps_pass_a_floats_range_is_no_traceback(tmp_path, corpus):
+    """--max-epochs 1e307 is finite, so validate took it, and its steps (1e307 x the windows) are inf: the run and
+    its --resume ended in floor's 'OverflowError: cannot convert float infinity to integer' before the first step.
+    Such a count is a limit no run reaches."""
+    from rnnkit.train.loop import _total_steps
+
+    cfg = RunConfig.from_dict({"train": {"max_epochs": 1e307, "max_steps": 0}})
+    assert _total_steps(cfg, range(1000)) >= 2**62
+    quiet = lambda line: None  # noqa: E731
+    for steps, resume in [(2, False), (3, True)]:
+        cfg = tiny_config(corpus, max_epochs=1e307, max_steps=steps)
+        assert train(cfg, tmp_path / "run", resume=resume, log=quiet) == 0
+    assert [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.csv")] == ["1", "2", "3"]
+
+
 def test_a_kill_after_latest_pt_loses_no_metrics_row(tmp_path, corpus, monkeypatch):
     """latest.pt of step N was saved before metrics.csv's row N was appended: a kill -9 between the two left a run
     that resumed at step N without row N, for good. The row is written first: a kill between them resumes from the

@@ -214,6 +214,14 @@ def train_config(args):
         what = cfg.data.corpus or "the standard library's source"
         raise RnnkitError(f"--data-dir is where the shakespeare corpus is found; this run reads {what} "
                           "(drop --data-dir)")  # fmt: skip
+    if resuming and not args.data_dir and cfg.data.corpus == "shakespeare" and cfg.data.data_dir:
+        from rnnkit.data.corpus import SHAKESPEARE_FILE, _local_copy
+
+        folder = pathlib.Path(cfg.data.data_dir)  # (the run's: it was said as a --data-dir never given)
+        if _local_copy(folder) is None:
+            what = "holds no " + SHAKESPEARE_FILE if folder.is_dir() else "is gone"
+            raise RnnkitError(f"the run's --data-dir {folder} {what}; if it moved, give its new place: "
+                              f"rnnkit train --out {out} --resume --data-dir NEW_FOLDER")  # fmt: skip
     if cfg.data.data_dir:  # absolute, as the corpus file: --resume may run from another folder
         cfg.data.data_dir = str(pathlib.Path(cfg.data.data_dir).expanduser().resolve())
     return cfg

@@ -114,6 +114,21 @@ def test_resume_finds_a_corpus_that_moved(tmp_path, corpus, cli):
     assert code == 2 and "drop --preset" in err
 
 
+def test_resume_names_a_data_dir_that_moved_as_the_runs(tmp_path, corpus, cli):
+    """The run's --data-dir (saved in its config) moved: --resume without the flag said '--data-dir D does not exist;
+    give the folder that holds tinyshakespeare.txt', of a flag the command line did not give. It names the run's
+    folder and how to give its new place, as for a corpus file that moved."""
+    old, new, run = tmp_path / "d1", tmp_path / "d2", tmp_path / "run"
+    old.mkdir()
+    (old / "tinyshakespeare.txt").write_text(corpus.read_text())
+    assert cli("train", "shakespeare", "--data-dir", old, "--out", run, *TINY, "--max-steps", "2")[0] == 0
+    old.rename(new)
+    code, _, err = cli("train", "--out", run, "--resume", "--max-steps", "3")
+    assert code == 2 and f"the run's --data-dir {old} is gone; if it moved, give its new place" in err, err
+    code, _, err = cli("train", "--out", run, "--resume", "--max-steps", "3", "--data-dir", new)
+    assert code == 0, err
+
+
 def test_resume_and_force_from_the_command_line(tmp_path, corpus, cli):
     trained = tmp_path / "run"
     assert cli("train", corpus, "--out", trained, *TINY, "--max-steps", "3")[0] == 0

@@ -214,6 +214,8 @@ def _main(argv) -> int:
         if getattr(args, "command", None) == "train":  # a run cut short: its exit 0 read as a run done
             saved = (pathlib.Path(args.out) / "latest.pt").is_file()
             how = "continue with --resume" if saved else "start it again"
+            if saved and args.dry_run:  # (--resume refuses a dry run)
+                how = "start it again with --force"
             with contextlib.suppress(OSError):  # (stderr the same closed pipe: 2>&1 | head)
                 print(f"rnnkit: error: the output was closed (its reader went away) and the run stopped; {how}",
                       file=sys.stderr)  # fmt: skip

@@ -687,7 +687,11 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
             metrics.write(**row)  # stopped between its validation and its row: the step itself is done
         bar.close()
         save("latest.pt")
-        log(f"interrupted at step {progress.step}; saved {out / 'latest.pt'}; continue with --resume")
+        if progress.corpus_id.startswith(DRY_RUN_ID):  # which --resume refuses
+            log(f"interrupted at step {progress.step} of a dry run (not resumed); run it, or the run itself, again "
+                "with --force")  # fmt: skip
+        else:
+            log(f"interrupted at step {progress.step}; saved {out / 'latest.pt'}; continue with --resume")
         return 128 + (stop.asked or signal.SIGINT)  # 130 after Ctrl-C, 143 after SIGTERM, as the shell's
     finally:
         bar.close()  # also before an error, whose line then starts a line of its own

@@ -749,6 +749,12 @@ def test_a_run_whose_output_is_closed_is_not_reported_a_success(tmp_path, corpus
     assert main(["train", "--out", str(run), "--resume"]) == 0
     rows = csv.DictReader((run / "metrics.csv").read_text().splitlines())
     assert [r["step"] for r in rows] == ["1", "2", "3", "4"]
+    # a dry run's checkpoint is not resumed (--resume refuses it): it said 'continue with --resume' too
+    monkeypatch.setattr(sys, "stdout", Closed(1))
+    assert main(["train", str(corpus), "--out", str(tmp_path / "dry"), *TINY, "--dry-run"]) == 2
+    sys.stdout.close()
+    monkeypatch.undo()
+    assert capsys.readouterr().err.endswith("the run stopped; start it again with --force\n")
 
 
 def test_a_config_json_saved_again_with_a_byte_order_mark_is_read(tmp_path, corpus, cli):

@@ -278,6 +278,29 @@ def test_ctrl_c_saves_and_exits_cleanly(tmp_path, corpus, monkeypatch):
     assert load_checkpoint(tmp_path / "run" / "latest.pt")["progress"]["step"] == 4
 
 
+def test_a_dry_run_stopped_by_ctrl_c_is_not_said_to_resume(tmp_path, corpus, monkeypatch):
+    """Ctrl-C in a dry run said 'interrupted at step 2; saved .../latest.pt; continue with --resume', and --resume
+    then refused the dry run ('not a run to continue; start the run with --force'). The line says what to do."""
+    from rnnkit.train import loop
+
+    calls = {"n": 0}
+    real = loop.clip_gradients
+
+    def interrupt_at_3(*a):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*a)
+
+    monkeypatch.setattr(loop, "clip_gradients", interrupt_at_3)
+    lines = []
+    assert train(tiny_config(corpus, max_steps=50), tmp_path / "run", dry_run=True, log=lines.append) == 130
+    assert lines[-1].startswith("interrupted at step 2 of a dry run"), lines[-1]
+    assert "--resume" not in lines[-1] and "--force" in lines[-1]
+    with pytest.raises(RnnkitError, match="holds a dry run"):
+        train(tiny_config(corpus, max_steps=50), tmp_path / "run", resume=True, log=lines.append)
+
+
 def test_a_run_stopped_before_its_first_checkpoint_starts_again(tmp_path, corpus, monkeypatch):
     """Ctrl-C while the engine compiles (about a minute on first use) leaves config.json but no checkpoint:
     the same command then said "already holds a run; use --resume", and --resume "nothing to resume"."""

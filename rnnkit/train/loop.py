@@ -493,7 +493,16 @@ def _train(cfg, out, resume, force, dry_run, log):
             raise RnnkitError(f"{out / 'latest.pt'} does not fit this configuration ({misfit}); resume without "
                               "changing model options")  # fmt: skip
     torch.manual_seed(cfg.train.seed)
-    model = CharLM(cfg.model)
+    try:
+        model = CharLM(cfg.model)
+    # sizes no tensor holds (--hidden-size 10**17: 'Storage size calculation overflowed'; 10**19: 'Overflow when
+    # unpacking long long') ended in torch's traceback; an allocation that fails is out of memory, said by the CLI
+    except (RuntimeError, TypeError) as e:
+        if "overflow" not in str(e).lower():
+            raise
+        m = cfg.model
+        raise RnnkitError(f"--hidden-size {m.hidden_size} and --embedding-size {m.embedding_size} make no model: a "
+                          "weight would be larger than any tensor (2^63 bytes); choose smaller sizes") from None  # fmt: skip
     optimizer = make_optimizer(model.parameters(), cfg.train)
     try:
         progress = (

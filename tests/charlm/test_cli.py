@@ -604,6 +604,17 @@ def test_a_model_too_big_for_memory_is_one_line(tmp_path, corpus, cli, monkeypat
         cli("train", corpus, "--out", tmp_path / "run2", *TINY, "--dry-run")
 
 
+@pytest.mark.parametrize("flag", ["--hidden-size", "--embedding-size"])
+@pytest.mark.parametrize("size", [10**17, 10**19, 2**63 + 1])
+def test_sizes_no_tensor_holds_are_one_line(tmp_path, corpus, cli, flag, size):
+    """--hidden-size 10**17 (a weight's bytes past 2^63: 'Storage size calculation overflowed') or 10**19 (its rows
+    past 2^63: 'Overflow when unpacking long long', a TypeError) ended in torch's traceback of 40 C++ frames, where
+    10**10 is said as out of memory. No tensor is allocated; nothing is written."""
+    code, _, err = cli("train", corpus, "--out", tmp_path / "run", *TINY, flag, size, "--dry-run")
+    assert code == 2 and err.count("\n") == 1 and f"{flag} {size}" in err and "no model" in err, err
+    assert not (tmp_path / "run").exists()
+
+
 def test_ctrl_c_at_start_up_is_one_line(tmp_path, corpus, capsys, monkeypatch):
     """Ctrl-C before training's own handler is in place (while torch loads) printed a traceback. (The command line
     reads sys.argv, main(); a program's main(argv) raises it again.)"""

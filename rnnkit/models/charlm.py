@@ -500,9 +500,9 @@ def weights_misfit(cfg: CharLMConfig, state: dict) -> str | None:
     try:
         with torch.device("meta"):
             want = CharLM(cfg).state_dict()
-    except (
-        RuntimeError
-    ) as e:  # sizes no tensor holds (hidden_size 10**9: 'Storage size calculation overflowed')
+    # sizes no tensor holds (hidden_size 10**9: 'Storage size calculation overflowed'; 10**19, past 2^63 rows:
+    # 'Overflow when unpacking long long', a TypeError, which ended in torch's traceback)
+    except (RuntimeError, TypeError) as e:
         return f"its sizes make no model: {str(e).splitlines()[0][:80]}"
     for name, w in want.items():
         if name not in state:

@@ -499,6 +499,9 @@ def _damage(path, how, tmp_path):
         # a size no tensor holds: torch's 'Storage size calculation overflowed' traceback
         (lambda c: c.update(config=c["config"].replace('"hidden_size": 16', '"hidden_size": 1000000000')),
          r"its weights do not fit its config \(its sizes make no model: Storage size calculation overflowed"),
+        # past 2^63 rows: 'Overflow when unpacking long long', a TypeError's traceback
+        (lambda c: c.update(config=c["config"].replace('"hidden_size": 16', '"hidden_size": 10000000000000000000')),
+         r"its weights do not fit its config \(its sizes make no model: empty\(\): argument 'size' failed to unpack"),
         # eval read its windows with it: "batch size (streams) must be a whole number >= 1, got 0", naming no file
         (lambda c: c.update(config=c["config"].replace('"batch_size": 4', '"batch_size": 0')),
          r"bad\.pt is not a usable rnnkit checkpoint: its config's data\.batch_size 0 is no number of streams"),

@@ -874,6 +874,13 @@ def test_resume_with_sizes_its_weights_do_not_have_says_so_before_allocating_the
     cfg.model.hidden_size = 10**6
     with pytest.raises(RnnkitError, match=r"latest\.pt does not fit this configuration \(size mismatch for "):
         train(cfg, run, resume=True, log=quiet)
+    # past 2^63 rows (an edited config.json's 10**19): torch's TypeError 'Overflow when unpacking long long', a
+    # traceback of 50 C++ frames
+    cfg.model.hidden_size = 10**19
+    with pytest.raises(
+        RnnkitError, match=r"latest\.pt does not fit this configuration \(its sizes make no model"
+    ):
+        train(cfg, run, resume=True, log=quiet)
 
 
 def test_learning_rate_decays_as_char_rnn_does():

@@ -331,7 +331,8 @@ def shakespeare_path(data_dir=None) -> pathlib.Path:
 
 def load_corpus(corpus=None, data_dir=None, memmap_path=None) -> Corpus:
     """A corpus by name or path: None -> the standard library's source; 'shakespeare'; or a file."""
-    if corpus in (None, "", "stdlib", "default"):
+    # (a file of the name, ./default or ./stdlib, is that file, as ./shakespeare is: it was the built-in corpus)
+    if corpus in (None, "") or (corpus in ("stdlib", "default") and not pathlib.Path(corpus).is_file()):
         text = stdlib_text()
         chars = sorted(set(text))
         return Corpus("stdlib", chars, encode(text, chars))

@@ -330,3 +330,13 @@ def test_a_window_index_is_an_integer_taken_as_a_python_int():
     assert np.array_equal(b.window(np.int8(30)).xs, b.window(30).xs)
     with pytest.raises(TypeError, match="window index must be an integer, got True"):
         b.window(True)
+
+
+@pytest.mark.parametrize("name", ["default", "stdlib"])
+def test_a_file_called_default_or_stdlib_is_that_file(tmp_path, monkeypatch, name):
+    """`rnnkit train default` with a text file ./default trained on the standard library's source in silence (the
+    names stood for the built-in corpus whatever the folder held); a file of the name is read, as ./shakespeare is."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / name).write_text("abcab\n" * 50)
+    got = load_corpus(name)
+    assert got.chars == ["\n", "a", "b", "c"]

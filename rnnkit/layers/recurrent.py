@@ -929,10 +929,18 @@ class Recurrent(OwnParametersModule):
             if cond.device != xs.device or (cond.dtype != xs.dtype and not _autocast_casts(cond, xs)):
                 raise RnnkitError(f"cond is {cond.dtype} on {cond.device} but input is {xs.dtype} on {xs.device}; "
                                   "convert one")  # fmt: skip
-            # a conditioning weight or bias converted alone (layer.W_vh[1].double()): torch's error from a matmul, else
+            # a conditioning weight or bias converted alone (layer.W_vh[1].double()): torch's error from a matmul, else;
+            # one of another shape (functional_call, layer.W_vs[0].weight = ...): torch's error, the native loop's of
+            # xw's columns, or a W_vh of one row added to every gate's column in silence
+            rows = {"W_vh": self._modules["cells"][0].gates * H, "W_vs": self.output_size}
             for name in ("W_vh", "W_vs"):
                 for k, m in enumerate(self._modules.get(name) or ()):
-                    for part, w in (("", m.weight), (".bias", m.bias)):
+                    want = (rows[name], self.cond_size)
+                    for part, w, shape in (("", m.weight, want), (".bias", m.bias, want[:1])):
+                        if (w is None and not part) or (w is not None and tuple(w.shape) != shape):
+                            got = "is None" if w is None else f"has shape {tuple(w.shape)}"
+                            raise RnnkitError(f"layer.{name}[{k}]{part} {got}, but this layer needs {shape}; give it "
+                                              "a tensor of that shape")  # fmt: skip
                         if w is None or (
                             w.device == xs.device and (w.dtype == xs.dtype or _autocast_casts(w, xs))
                         ):

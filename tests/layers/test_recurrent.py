@@ -313,6 +313,33 @@ def test_a_conditioning_bias_moved_alone_is_one_line(change):
         layer(torch.randn(2, 9, 3), cond=torch.randn(2, 2))
 
 
+@pytest.mark.parametrize("backend", ["autograd", "python", "native"])
+def test_a_conditioning_weight_of_another_shape_is_one_line(backend):
+    """A W_vh or W_vs of another shape (functional_call, layer.W_vs[0].weight = ...): a W_vh of one row was added to
+    every gate's column in silence, a W_vs of other rows failed in torch's matmul or, native, as 'xw rows of 16
+    columns for a cell that reads 20', naming neither."""
+    layer = Recurrent("lstm", 3, 4, num_layers=2, cond_size=2, cond_mode="both", backend=backend)
+    x, v = torch.randn(2, 9, 3), torch.randn(2, 2)
+    params = dict(layer.named_parameters())
+    with pytest.raises(
+        RnnkitError, match=r"layer.W_vh\[1\] has shape \(1, 2\), but this layer needs \(16, 2\)"
+    ):
+        torch.func.functional_call(layer, {**params, "W_vh.1.weight": torch.randn(1, 2)}, (x,), {"cond": v})
+    layer.W_vs[0].weight = torch.nn.Parameter(torch.randn(5, 2))
+    with pytest.raises(
+        RnnkitError, match=r"layer.W_vs\[0\] has shape \(5, 2\), but this layer needs \(4, 2\)"
+    ):
+        layer(x, cond=v)
+    layer.W_vs[0].weight = torch.nn.Parameter(torch.randn(4, 2))
+    layer.W_vs[0].bias = torch.nn.Parameter(torch.randn(5))
+    with pytest.raises(
+        RnnkitError, match=r"layer.W_vs\[0\].bias has shape \(5,\), but this layer needs \(4,\)"
+    ):
+        layer(x, cond=v)
+    layer.W_vs[0].bias = None  # no bias: h_0 = tanh(W_vs v)
+    assert layer(x, cond=v)[0].shape == (2, 9, 4)
+
+
 def test_bad_construction():
     with pytest.raises(RnnkitError, match="unknown cell"):
         Recurrent("transformer", 3, 4)

@@ -263,7 +263,9 @@ class Recurrent(OwnParametersModule):
         input_size, hidden_size, num_layers: sizes D, H, L.
         bidirectional: add a reverse-time cell per layer.
         dropout: dropout on the outputs of every layer but the last (training only).
-        skip_input: feed the input x to every layer.  residual: add each layer's input from below.
+        skip_input: feed the input x to every layer.  residual: add the output of the layer below to each layer's
+        own from the second on (out^ℓ = h^ℓ + out^{ℓ-1}: the output below without its dropout or the skipped x); both do
+        nothing with num_layers=1.
         cond_size, cond_mode: a fixed vector v (B, C) per sequence; "input", "state" or "both".
         backend: "autograd", "python", "native" or None (the fastest available).
         batch_first: False for (T, B, D) tensors, as torch.nn's default.

@@ -216,6 +216,10 @@ def _value(v, names, numbers, seen, depth):
         elif not v.dtype.hasobject:  # a bigger one by a digest (one of H = 512 per-unit gains was left out: a
             # change to it went unseen, the native loop ran the old kernels in silence)
             numbers.append(_big_key(v, _digest))
+    elif isinstance(v, torch.Tensor):
+        # (float(S), S.item() of a 0-dim one, T.tolist(): numbers the trace bakes in; S.fill_(3.0) or another S
+        # between runs went unseen, the native loop ran the old kernels in silence)
+        numbers.append(_tensor_key(v) if v.numel() <= 256 else _big_key(v, _tensor_key))
     elif isinstance(v, dict | list | tuple):  # (an OrderedDict, a defaultdict, a namedtuple: ROW[0])
         if id(v) in seen or depth < 0 or len(seen) > 4096:
             return
@@ -243,6 +247,20 @@ def _entries(v):
     return _Hashed((k, x) for k, x in items if _keyed(x))
 
 
+def _tensor_key(v):
+    """A tensor's key: its dtype, shape and bytes (a digest of them past 256 numbers)."""
+    try:
+        raw = _bytes_of(v)
+    except (RuntimeError, TypeError):  # (a sparse or meta tensor: no numbers to read as Python's)
+        return str(v.dtype), tuple(v.shape)
+    return str(v.dtype), tuple(v.shape), raw.tobytes() if v.numel() <= 256 else _digest(raw)[2]
+
+
+def _bytes_of(v):
+    """A tensor's bytes as a flat uint8 array (numpy has no bfloat16; a parameter's grad is left out)."""
+    return v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+
+
 class _Hashed(tuple):
     """A tuple whose hash is taken once: the kernels' look-up hashed a key of 60,000 numbers at every call."""
 
@@ -263,14 +281,14 @@ BIG_COPIED = 1 << 24  # bytes: a bigger array is not copied, its digest taken at
 
 
 def _big_key(v, key):
-    """key(v), v an array or container of more than 256 entries, reused while v is the one seen last time and
+    """key(v), v an array, tensor or container of more than 256 entries, reused while v is the one seen last time and
     unchanged: a copy is kept and compared (an array's bytes by numpy, 0.3 ms for 10**6 float64 where the digest
     took 9; a list's entries by identity first, 0.04 ms for 60,000)."""
-    array = isinstance(v, np.ndarray)
+    array = isinstance(v, np.ndarray | torch.Tensor)
     if array and v.nbytes > BIG_COPIED:
         return key(v)
     flat = (lambda a: a.reshape(-1).view(np.uint64 if a.nbytes % 8 == 0 else np.uint8)) if array else None
-    now = np.ascontiguousarray(v) if array else None
+    now = (np.ascontiguousarray(v) if isinstance(v, np.ndarray) else _bytes_of(v)) if array else None
     with _big_lock:
         hit = _big.get(id(v))
         if hit is not None and (hit[0]() if array else hit[0]) is v:

@@ -1069,3 +1069,45 @@ def test_numbers_of_a_long_array_or_list_are_keyed_again_only_where_they_changed
         _native_is_autograd(Cls)
     finally:
         TABLE_OF_MANY[3], LIST_OF_MANY[3] = 1.0, 1.0
+
+
+SCALE_TENSOR = torch.tensor(1.0)
+GAIN_TENSOR = torch.ones(300)
+
+
+def tensor_scaled_step(xw_t, state, P):
+    """tanh(a) · float(SCALE_TENSOR) · GAIN_TENSOR.tolist()[3]: a tensor's numbers read as Python numbers."""
+    (h_prev,) = state
+    k = float(SCALE_TENSOR) * GAIN_TENSOR.tolist()[3]
+    y = torch.tanh(xw_t + linear(h_prev, *P)) * k
+    return (y,), (h_prev,), (y,)
+
+
+def tensor_scaled_step_backward(dstate, cache, P):
+    (dh_t,), (y,) = dstate, cache
+    k = float(SCALE_TENSOR) * GAIN_TENSOR.tolist()[3]
+    da = dh_t * k * (1 - (y / k) ** 2)
+    return da, (da @ P[0],), (da,), ()
+
+
+def test_a_tensor_read_as_a_number_is_traced_again():
+    """float(SCALE) of a 0-dim tensor (or .item(), or T.tolist()) is a number the trace bakes in, and the key left
+    tensors out: SCALE.fill_(2.0), or another tensor bound to SCALE, and the native loop ran the old kernels
+    (outputs 1.9 off) where the python loop read the new, in silence. A tensor is keyed by its numbers."""
+    global SCALE_TENSOR
+    fns = {
+        "step": staticmethod(tensor_scaled_step),
+        "step_backward": staticmethod(tensor_scaled_step_backward),
+    }
+    Cls = type("TensorScaled", (OwnReLU,), fns)
+    try:
+        _native_is_autograd(Cls)
+        SCALE_TENSOR.fill_(2.0)  # in place
+        _native_is_autograd(Cls)
+        SCALE_TENSOR = torch.tensor(0.5)  # another tensor
+        _native_is_autograd(Cls)
+        GAIN_TENSOR[3] = 3.0  # one of many
+        _native_is_autograd(Cls)
+    finally:
+        SCALE_TENSOR = torch.tensor(1.0)
+        GAIN_TENSOR[3] = 1.0

@@ -769,6 +769,12 @@ class _Analysis:
             raise Untraceable(f"{self.where} uses aten.{name} in a form the kernels don't know, {FALLBACK}")
         if not boolean and dtype not in (torch.float32, torch.float64):  # (bfloat16, float16: not rounded)
             raise Untraceable(f"{self.where} computes in {dtype} ({nd.name}), {FALLBACK}")
+        # x.double() in a float32 run: the float kernels ran it in float ((x.double() + 1e8) - 1e8 read 0 where the
+        # python loop gives x, in silence)
+        if dtype == torch.float64 != self.dtype:
+            raise Untraceable(
+                f"{self.where} computes in torch.float64 ({nd.name}) in a float32 run, {FALLBACK}"
+            )
         if narrow:
             exprs = [f"T(float({e}))" for e in exprs]
         return Val(kind, [self.let(e, boolean) for e in exprs], boolean)

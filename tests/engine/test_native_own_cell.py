@@ -1111,3 +1111,35 @@ def test_a_tensor_read_as_a_number_is_traced_again():
     finally:
         SCALE_TENSOR = torch.tensor(1.0)
         GAIN_TENSOR[3] = 1.0
+
+
+def widened_step(xw_t, state, P):
+    """tanh(a) computed as (y.double() + 1e8) - 1e8 cast back: float64 inside the step of a float32 run."""
+    (h_prev,) = state
+    y = torch.tanh(xw_t + linear(h_prev, *P))
+    return (((y.double() + 1e8) - 1e8).to(y.dtype),), (h_prev,), (y,)
+
+
+def widened_step_backward(dstate, cache, P):
+    (dh_t,), (y,) = dstate, cache
+    da = dh_t * (1 - y * y)
+    return da, (da @ P[0],), (da,), ()
+
+
+class Widened(OwnReLU):
+    step = staticmethod(widened_step)
+    step_backward = staticmethod(widened_step_backward)
+
+
+def test_float64_inside_the_step_of_a_float32_run_is_not_run_in_float():
+    """The float kernels computed a float64 value of a float32 run (x.double()) in float: (y.double() + 1e8) - 1e8
+    read 0 where the python loop gives y, in silence. Such a step runs on the python loop, said where
+    backend="native" was asked for; float64 runs stay native."""
+    want = _run_layer(Widened, "python", torch.float32, lengths=False)
+    got = _run_layer(Widened, None, torch.float32, lengths=False)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-6)
+    layer = Recurrent(Widened, 3, 4, backend="native")
+    with pytest.warns(RuntimeWarning, match=r"Widened.step computes in torch.float64 .* in a float32 run"):
+        layer(torch.randn(2, 3, 3))
+    _native_is_autograd(Widened)

@@ -171,8 +171,10 @@ def _keyed(x) -> bool:
     """A value the kernels' key holds as it is: a Python number or numpy's (SCALE = np.sqrt(2.0), an np.float64: its
     changes were missed), not a tensor; a string (MODE = "plain", which the step branches on: its changes were
     missed too); an enum member (KIND = Kind.PLAIN, which the step branches on: its changes were missed, the native
-    loop ran the old kernels); a function or other callable, by identity (SQUASH = torch.tanh, then torch.sigmoid)."""
-    if isinstance(x, Number | str | enum.Enum):
+    loop ran the old kernels); a function or other callable, by identity (SQUASH = torch.tanh, then torch.sigmoid);
+    None, which holds its place (SHIFT = 1.0 and TWICE = None, then SHIFT = None and TWICE = 1.0, an option the step
+    branches on set or not, were one key: 1.0; the native loop ran the old kernels)."""
+    if x is None or isinstance(x, Number | str | enum.Enum):
         return True
     try:  # (a callable frozen dataclass holding a list raises here; its attributes are read instead)
         return callable(x) and hash(x) is not None

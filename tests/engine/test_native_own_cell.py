@@ -1143,3 +1143,38 @@ def test_float64_inside_the_step_of_a_float32_run_is_not_run_in_float():
     with pytest.warns(RuntimeWarning, match=r"Widened.step computes in torch.float64 .* in a float32 run"):
         layer(torch.randn(2, 3, 3))
     _native_is_autograd(Widened)
+
+
+SHIFT, TWICE = 1.0, None  # options the step reads where set (None: not)
+
+
+def optional_shift_step(xw_t, state, P):
+    """tanh(a) + SHIFT where SHIFT is set, + 2 TWICE where TWICE is: no derivative of either in step_backward."""
+    (h_prev,) = state
+    hc = torch.tanh(xw_t + linear(h_prev, *P))
+    y = hc if SHIFT is None else hc + SHIFT
+    y = y if TWICE is None else y + 2 * TWICE
+    return (y,), (h_prev,), (hc,)
+
+
+def optional_shift_step_backward(dstate, cache, P):
+    (dh_t,), (hc,) = dstate, cache
+    da = dh_t * (1 - hc * hc)
+    return da, (da @ P[0],), (da,), ()
+
+
+def test_an_option_set_to_none_or_not_is_traced_again():
+    """The key held the numbers a step reads but not None: SHIFT = 1.0 and TWICE = None, then SHIFT = None and
+    TWICE = 1.0, were one key (1.0), and the native loop ran the old kernels (outputs 1.6 off) in silence."""
+    global SHIFT, TWICE
+    fns = {
+        "step": staticmethod(optional_shift_step),
+        "step_backward": staticmethod(optional_shift_step_backward),
+    }
+    Cls = type("OptionalShift", (OwnReLU,), fns)
+    try:
+        _native_is_autograd(Cls)
+        SHIFT, TWICE = None, 1.0
+        _native_is_autograd(Cls)
+    finally:
+        SHIFT, TWICE = 1.0, None

@@ -408,8 +408,8 @@ def _trace_and_compile(cls, H, P, dtype):
             raise Untraceable(f"{name}.step returns its cache as a {type(got[2]).__name__}, not a tuple of row tensors "
                               "the native loop can keep; it runs on the python loop")  # fmt: skip
         cache = tuple(got[2])
-        for i, c in enumerate(cache):
-            if not isinstance(c, torch.Tensor) or c.dim() == 0:
+        for i, c in enumerate(cache):  # (a 0-dim parameter kept as itself is read from P: no row to keep)
+            if not isinstance(c, torch.Tensor) or c.dim() == 0 and not any(c is p for p in P):
                 what = "a 0-dim tensor" if isinstance(c, torch.Tensor) else f"a {type(c).__name__}"
                 raise Untraceable(f"{name}.step keeps {what} in cache[{i}], which the native loop can't keep per row; "
                                   "it runs on the python loop")  # fmt: skip

@@ -1178,3 +1178,36 @@ def test_an_option_set_to_none_or_not_is_traced_again():
         _native_is_autograd(Cls)
     finally:
         SHIFT, TWICE = 1.0, None
+
+
+def kept_gain_step(xw_t, state, P):
+    """tanh(a) · g, g a 0-dim parameter the step keeps in its cache as itself."""
+    (h_prev,) = state
+    W_hh, b_hh, g = P
+    hc = torch.tanh(xw_t + linear(h_prev, W_hh, b_hh))
+    return (hc * g,), (h_prev,), (hc, g)
+
+
+def kept_gain_step_backward(dstate, cache, P):
+    (dh_t,), (hc, g) = dstate, cache
+    da = dh_t * g * (1 - hc * hc)
+    return da, (da @ P[0],), (da,), ((dh_t * hc).sum(),)
+
+
+class KeptGain(OwnReLU):
+    REC_PARAMS = ("W_hh", "b_hh", "g")
+    EXTRAS = ("g",)
+    step = staticmethod(kept_gain_step)
+    step_backward = staticmethod(kept_gain_step_backward)
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__(input_size, hidden_size, bias)
+        self.g = nn.Parameter(torch.tensor(0.8))
+
+
+def test_a_scalar_parameter_kept_in_the_cache_runs_natively():
+    """A 0-dim parameter kept in the cache as itself was refused as 'a 0-dim tensor in cache[1], which the native
+    loop can't keep per row' (the python loop ran it), where the kernels read a parameter kept so from P."""
+    _native_is_autograd(KeptGain)
+    ids = list(native._traced.get(KeptGain, {}).values())
+    assert ids and all(isinstance(v, int) for v in ids), ids

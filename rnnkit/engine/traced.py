@@ -46,6 +46,7 @@ v2 kernels (fwd{s}, bwd{s} per stage s; a later stage reads what an earlier one 
 """
 
 import collections
+import contextlib
 import ctypes
 import enum
 import functools
@@ -53,6 +54,7 @@ import hashlib
 import math
 import operator
 import os
+import random
 import re
 import shlex
 import subprocess
@@ -132,7 +134,7 @@ def trace_cell(cls, H: int, P: list, dtype) -> Traced:
         try:
             # the global generator as it was after: a step that draws (noise, dropout of its own) advanced it in the
             # sample step, and the first run of a seeded model differed from the python loop's with the same seed
-            with torch.random.fork_rng(devices=[]):
+            with torch.random.fork_rng(devices=[]), _no_python_draws(cls.__name__):
                 hit = known[key] = _trace_and_compile(cls, H, P, dtype)
         except Untraceable as e:
             known[key] = Untraceable(str(e))  # (not e, whose traceback's frames hold cls)
@@ -140,6 +142,43 @@ def trace_cell(cls, H: int, P: list, dtype) -> Traced:
     if isinstance(hit, Untraceable):
         raise Untraceable(str(hit))
     return hit
+
+
+@contextlib.contextmanager
+def _no_python_draws(name):
+    """Python's and numpy's global generators as they were after; a step that drew from them raises Untraceable: the
+    kernels bake in the one number drawn in the sample step (t * random.uniform(0.5, 1.5)) or the branch it took
+    (random.random() < 0.9: the native loop always took it, where the python loop draws at every step)."""
+    said = (f"{name}'s step functions draw from Python's or numpy's random generator (random.random(), "
+            "np.random.rand()), which the kernels would bake in as one number; it runs on the python loop")  # fmt: skip
+    kept = random.getstate(), np.random.get_state()
+    try:
+        yield
+    except (
+        Exception
+    ):  # (the draw is said first: a number drawn anew makes every trace another, 'the batch size')
+        if _drew(*kept):
+            raise Untraceable(said) from None
+        raise
+    except BaseException:
+        _drew(*kept)
+        raise
+    if _drew(*kept):
+        raise Untraceable(said)
+
+
+def _drew(py, npy) -> bool:
+    """Whether Python's or numpy's global generator moved from the states py, npy; both are set back to them."""
+    now = np.random.get_state()
+    drew = (
+        random.getstate() != py
+        or now[0] != npy[0]
+        or not np.array_equal(now[1], npy[1])
+        or now[2:] != npy[2:]
+    )
+    random.setstate(py)
+    np.random.set_state(npy)
+    return drew
 
 
 def baked(cls):

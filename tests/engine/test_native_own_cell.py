@@ -5,6 +5,7 @@ an initial state; gradcheck in float64; float32 at a size where threads split th
 can't take runs on the python loop, said only where backend="native" was asked for."""
 
 import os
+import random
 import warnings
 
 import numpy as np
@@ -1211,3 +1212,42 @@ def test_a_scalar_parameter_kept_in_the_cache_runs_natively():
     _native_is_autograd(KeptGain)
     ids = list(native._traced.get(KeptGain, {}).values())
     assert ids and all(isinstance(v, int) for v in ids), ids
+
+
+DRAW = {"random": lambda: random.random(), "numpy": lambda: float(np.random.rand())}
+
+
+def stochastic_step(xw_t, state, P, draw=DRAW["random"]):
+    """h_t = tanh(a), or h_{t-1} kept with probability 0.1 (a step skipped at random, drawn in Python)."""
+    (h_prev,) = state
+    hc = torch.tanh(xw_t + linear(h_prev, *P))
+    return (hc if draw() < 0.9 else h_prev + 0 * hc,), (h_prev,), (hc,)
+
+
+@pytest.mark.parametrize("generator", sorted(DRAW))
+def test_a_step_drawing_python_random_numbers_runs_on_the_python_loop(generator):
+    """random.random() < 0.9 in step took one branch in the sample step, and the native loop took it at every step
+    of every run (two seeds, one output) where the python loop draws at each; a drawn number was said as 'reads the
+    batch size'. A step that draws from Python's or numpy's generator runs on the python loop, said where
+    backend="native" was asked for, and the trace leaves the generators as they were."""
+
+    def step(xw_t, state, P):
+        return stochastic_step(xw_t, state, P, DRAW[generator])
+
+    fns = {"step": staticmethod(step), "step_backward": staticmethod(relu_step_backward)}
+    Cls = type(f"Stochastic_{generator}", (OwnReLU,), fns)  # (a name of its own: the line is said once)
+    torch.manual_seed(0)
+    layers = {be: Recurrent(Cls, 3, 4, backend=be).double() for be in ("python", None)}
+    layers[None].load_state_dict(layers["python"].state_dict())
+    x = torch.randn(2, 40, 3, dtype=torch.float64)
+    with torch.no_grad():
+        outs = {}
+        for be, layer in layers.items():
+            random.seed(0)
+            np.random.seed(0)
+            outs[be] = layer(x)[0]
+    torch.testing.assert_close(outs[None], outs["python"], rtol=0, atol=0)
+    with pytest.warns(
+        RuntimeWarning, match=r"Stochastic_\w+'s step functions draw from Python's or numpy's random"
+    ):
+        Recurrent(Cls, 3, 5, backend="native")(torch.randn(2, 3, 3))

@@ -612,9 +612,14 @@ def check_unchanged(cell, fn_name, seen):
     step_backward changed the caller's own gradient (dL/dc_T) in silence, or failed deep inside on an expanded one."""
     for name, t, version in seen:
         if t._version != version:
-            raise RnnkitError(f"{cell.__name__}.{fn_name} changed its input {name} in place: step and step_backward "
-                              "must be pure functions (the engine keeps and reuses their inputs); write a new tensor "
-                              "(d = d_t + ..., not d_t.add_(...) or d_t += ...)")  # fmt: skip
+            raise changed_in_place(cell, fn_name, name)
+
+
+def changed_in_place(cell, fn_name, name) -> RnnkitError:
+    """check_unchanged's one line (also where torch refused the change itself: a view of unbind's, under grad)."""
+    return RnnkitError(f"{cell.__name__}.{fn_name} changed its input {name} in place: step and step_backward must "
+                       "be pure functions (the engine keeps and reuses their inputs); write a new tensor (d = d_t + "
+                       "..., not d_t.add_(...) or d_t += ...)")  # fmt: skip
 
 
 def check_step_backward(cell, got, dstate, P, xw_width):

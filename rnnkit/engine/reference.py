@@ -8,7 +8,7 @@ import warnings
 
 import torch
 
-from rnnkit.cells._base import check_step
+from rnnkit.cells._base import changed_in_place, check_step, check_unchanged, versions
 from rnnkit.errors import RnnkitError
 
 
@@ -31,8 +31,19 @@ def autograd_loop(cell, xw, state0, P, mask, reverse, probe=None):
         # that overflowed at the sequence's last step), and the step's zero gradient times it made every weight
         # gradient NaN, where torch.nn's packed run has no padded steps
         run_on = state if mask is None else tuple(torch.where(live[t], s, 0) for s in state)
-        got = cell.step(xw_t[t], run_on, P)
+        seen = versions(xw_t=xw, state=run_on, P=P) if check else None
+        try:
+            got = cell.step(xw_t[t], run_on, P)
+        except (
+            RuntimeError
+        ) as e:  # xw_t.mul_(...) under grad: torch's 'Output 0 of UnbindBackward0 is a view and is
+            if check and "modified inplace" in str(
+                e
+            ):  # being modified inplace' traceback, as python's one line
+                raise changed_in_place(cell, "step", "xw_t") from None
+            raise
         if check:
+            check_unchanged(cell, "step", seen)
             check_step(cell, got, xw_t[t], run_on, P)
             check = False
         new = raw = got[0]

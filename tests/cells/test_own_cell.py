@@ -624,3 +624,36 @@ def test_check_cell_of_no_rows_or_steps_is_one_line(what, value):
 
     with pytest.raises(RnnkitError, match=rf"^check_cell's {what} must be an integer >= 1, got {value!r}$"):
         check_cell("gru", **{what: value})
+
+
+@pytest.mark.parametrize("backend", ["autograd", "python", "native"])
+@pytest.mark.parametrize("grad", [True, False])
+def test_a_step_changing_its_xw_t_in_place_is_one_line_on_every_backend(backend, grad):
+    """xw_t.mul_(1.0) in a step: the python and native loops named it, the autograd loop under grad ended in torch's
+    'Output 0 of UnbindBackward0 is a view and is being modified inplace' traceback."""
+
+    def step(xw_t, state, P):
+        (h_prev,) = state
+        xw_t.mul_(1.0)
+        h_t = torch.tanh(xw_t + linear(h_prev, *P))
+        return (h_t,), (h_prev,), (h_t,)
+
+    class InPlace(Cell):
+        def __init__(self, input_size, hidden_size, bias=True):
+            super().__init__(input_size, hidden_size, bias)
+            recurrent_weights(self, ("W_hh", (hidden_size, hidden_size)), ("b_hh", (hidden_size,)))
+            self.reset_parameters()
+
+    InPlace.step = staticmethod(step)
+
+    def step_backward(dstate, cache, P):
+        (dh_t,), (h_t,) = dstate, cache
+        da = dh_t * (1 - h_t * h_t)
+        return da, (da @ P[0],), (da,), ()
+
+    InPlace.step_backward = staticmethod(step_backward)
+    x = torch.randn(2, 4, 3, requires_grad=grad)
+    with pytest.raises(RnnkitError, match=r"^InPlace.step changed its input xw_t in place: .*pure functions"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (native: the python loop's, with a warning that it falls back)
+            Recurrent(InPlace, 3, 5, backend=backend)(x)

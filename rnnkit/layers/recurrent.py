@@ -333,6 +333,13 @@ class Recurrent(OwnParametersModule):
         if dropout > 0 and num_layers == 1:  # torch.nn's RNNs warn the same
             warnings.warn(f"dropout={dropout} does nothing with num_layers=1: it applies between layers only "
                           "(add a dropout layer after this one instead)", UserWarning, stacklevel=user_stacklevel())  # fmt: skip
+        for name, given in (
+            ("skip_input", skip_input),
+            ("residual", residual),
+        ):  # as dropout's, not a word else
+            if given and num_layers == 1:
+                warnings.warn(f"{name}=True does nothing with num_layers=1: it joins layers (from the second on), "
+                              "and this one has no layer above the first", UserWarning, stacklevel=user_stacklevel())  # fmt: skip
         if cond_mode not in ("input", "state", "both"):
             raise RnnkitError(f"cond_mode must be 'input', 'state' or 'both', got {cond_mode!r}")
         if cond_mode != "input" and not cond_size:

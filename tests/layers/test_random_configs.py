@@ -25,6 +25,8 @@ def random_config(rng):
         batch_first=rng.random() < 0.7,
         bias=rng.random() < 0.8,
     )
+    if kw["num_layers"] == 1:  # (they join layers: with one they warn that they do nothing)
+        kw["skip_input"] = kw["residual"] = False
     if rng.random() < 0.3:
         kw.update(cond_size=3, cond_mode=rng.choice(["input", "state", "both"]))
     if name == "lstmp":

@@ -373,6 +373,10 @@ def test_bad_construction():
     Recurrent("lstm", 3, 4, num_layers=2, dropout=1.0)  # torch.nn takes [0, 1] too
     with pytest.warns(UserWarning, match="does nothing with num_layers=1"):
         Recurrent("lstm", 3, 4, dropout=0.2)
+    # skip_input and residual join layers: with one layer they did nothing without a word
+    for name in ("skip_input", "residual"):
+        with pytest.warns(UserWarning, match=rf"^{name}=True does nothing with num_layers=1"):
+            Recurrent("lstm", 3, 4, **{name: True})
     with pytest.raises(RnnkitError, match="cond_mode='state' needs cond_size"):
         Recurrent("lstm", 3, 4, cond_mode="state")
     with pytest.raises(RnnkitError, match="unknown backend 'cuda'"):

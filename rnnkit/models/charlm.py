@@ -17,6 +17,7 @@ import functools
 import inspect
 import math
 import numbers
+import os
 import threading
 import weakref
 from collections.abc import Iterable
@@ -158,6 +159,7 @@ class CharLM(nn.Module):
         on = cfg.torch_rnn
         if not (isinstance(on, bool | np.bool_) or (isinstance(on, numbers.Integral) and on in (0, 1))):
             raise RnnkitError(f"torch_rnn must be True or False, got {on!r}")
+        _check_layers_fit(cfg.num_layers, cfg.hidden_size)
         self.embedding = nn.Embedding(V, E) if E > 0 else None
         input_size = E if E > 0 else V
         if cfg.torch_rnn:
@@ -486,6 +488,24 @@ def load_run(run):
         raise RnnkitError(f"{bad}: its weights {', '.join(broken[:3])} hold NaN or infinite values")
     model.run_config = cfg  # the whole run's settings (eval reads its validation windows from them)
     return model.eval(), list(chars)
+
+
+def _check_layers_fit(L: int, H: int):
+    """num_layers whose weights can't fit this machine's memory, in one line before any layer is made:
+    --num-layers 10**20 made layers (each small enough to allocate) until the machine ran out, a hang. The bound: each
+    layer's H x H W_hh alone, in float32. (One layer too big is its allocation's error; a model built on the meta
+    device, holding no memory, is not bounded.)"""
+    if L == 1 or torch.get_default_device().type == "meta":
+        return
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    need = L * H * H * 4
+    if need > total:
+        raise RnnkitError(f"num_layers {L} of hidden_size {H} need at least {need / 2**30:,.0f} GiB of weights (each "
+                          f"layer's W_hh alone), more than this machine's {total / 2**30:,.1f} GiB; choose fewer "
+                          "layers or units")  # fmt: skip
 
 
 def weights_misfit(cfg: CharLMConfig, state: dict) -> str | None:

@@ -618,6 +618,16 @@ def test_sizes_no_tensor_holds_are_one_line(tmp_path, corpus, cli, flag, size):
     assert not (tmp_path / "run").exists()
 
 
+def test_more_layers_than_memory_holds_are_one_line(tmp_path, corpus, cli):
+    """--num-layers 10**20 built layers (each small enough to allocate) until the machine ran out: a hang, then the
+    out-of-memory killer. The layers' W_hh alone is weighed against the machine's memory first."""
+    code, _, err = cli("train", corpus, "--out", tmp_path / "run", *TINY, "--num-layers", 10**20, "--dry-run")
+    assert code == 2 and err.count("\n") == 1 and "num_layers 100000000000000000000 of hidden_size" in err, (
+        err
+    )
+    assert "choose fewer layers or units" in err and not (tmp_path / "run").exists()
+
+
 def test_ctrl_c_at_start_up_is_one_line(tmp_path, corpus, capsys, monkeypatch):
     """Ctrl-C before training's own handler is in place (while torch loads) printed a traceback. (The command line
     reads sys.argv, main(); a program's main(argv) raises it again.)"""

@@ -51,8 +51,18 @@ OPTION_HELP = {
     "--lr-decay-after": "--lr-decay applies at the end of this epoch (counted from 1) and every later one",
 }  # fmt: skip
 # options that may change when a run is resumed (limits and reporting, not the model or data; data_dir is only
-# where the same corpus lies, which the checkpoint's fingerprint of the corpus checks)
-RESUMABLE = {"max_steps", "max_epochs", "time_budget", "eval_every", "sample_every", "threads", "data_dir"}
+# where the same corpus lies, which the checkpoint's fingerprint of the corpus checks; backend and threads run the
+# same model, to float rounding)
+RESUMABLE = {
+    "max_steps",
+    "max_epochs",
+    "time_budget",
+    "eval_every",
+    "sample_every",
+    "threads",
+    "data_dir",
+    "backend",
+}
 
 
 RUN_HELP = "run folder (its best.pt, else latest.pt) or checkpoint file"

@@ -134,9 +134,13 @@ def test_resume_and_force_from_the_command_line(tmp_path, corpus, cli):
     assert cli("train", corpus, "--out", trained, *TINY, "--max-steps", "3")[0] == 0
     assert cli("train", corpus, "--out", trained, *TINY, "--dry-run")[0] == 2  # refused: a run is there
     assert cli("train", "--out", trained, "--resume", "--max-steps", "6")[0] == 0
+    # the backend runs the same model (to float rounding), as --threads does: it was refused
+    code, _, err = cli("train", "--out", trained, "--resume", "--max-steps", "8", "--backend", "python")
+    assert code == 0, err
+    assert json.loads((trained / "config.json").read_text())["model"]["backend"] == "python"
     assert cli("train", corpus, "--out", trained, *TINY, "--dry-run", "--force")[0] == 0
     code, _, err = cli("train", "--out", trained, "--resume", "--hidden-size", "64")
-    assert code == 2 and "cannot change when resuming; only --data-dir, --eval-every" in err
+    assert code == 2 and "cannot change when resuming; only --backend, --data-dir, --eval-every" in err
 
 
 def test_resume_with_nothing_to_resume_says_so_whatever_flags_are_given(tmp_path, corpus, cli):

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from rnnkit._io import atomic_open, bar_options, is_zip
 from rnnkit.errors import RnnkitError, check_seed
 from rnnkit.text.lmscore import LMScore, pick_next
-from rnnkit.text.vocab import UNK, Vocabulary, tokenize
+from rnnkit.text.vocab import UNK, Vocabulary, refuse_surrogate_pairs, tokenize
 
 EOS = "<eos>"
 OPTIONS = ("n", "smoothing", "k", "discount", "level", "lower", "min_freq")  # saved in every model's meta
@@ -393,6 +393,7 @@ class NGramLM:
         arrays.update({f"cont{m}": self.cont[m] for m in range(1, self.n)})
         meta = {k: getattr(self, k) for k in OPTIONS}
         meta["vocab"] = self.vocab.to_dict()
+        refuse_surrogate_pairs(self.vocab.itos)  # (JSON's escapes: read back as one character, another token)
         with atomic_open(path, "wb") as f:  # a failed write leaves the old model as it was
             np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays)
 

@@ -26,6 +26,20 @@ UNK = "<unk>"
 _WORD_AND_PUNCT = re.compile(r"\w+(?:'\w+)?|[^\w\s]")
 
 
+def refuse_surrogate_pairs(tokens) -> None:
+    """A token holding a high surrogate before a low one ('\ud83d\ude00', text decoded with errors='surrogatepass')
+    is written by JSON as two escapes, which it reads back as one character ('😀'): another token in silence (or a
+    load refused where both were kept). One line instead."""
+    pair = next((t for t in tokens if isinstance(t, str) and _SURROGATE_PAIR.search(t)), None)
+    if pair is not None:
+        raise RnnkitError(f"cannot save the token {pair!r}: JSON reads its surrogate pair back as one character, "
+                          "another token (text decoded with errors='surrogatepass'?); decode the text as UTF-8 or "
+                          "UTF-16 first")  # fmt: skip
+
+
+_SURROGATE_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
+
+
 def char_tokenize(text: str) -> list[str]:
     """Every character is a token, whitespace included."""
     return list(text)
@@ -182,17 +196,11 @@ class Vocabulary:
             raise RnnkitError(f"cannot save a vocabulary of tokens other than str (such as {other!r}, a "
                               f"{type(other).__name__}): its file holds str tokens; build it of str tokens")  # fmt: skip
         text = json.dumps(self.to_dict(), ensure_ascii=False)
-        if not text.isascii():
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:  # a lone surrogate (U+D800..U+DFFF), UTF-8 has none: as JSON's \ud800
-                # a high one before a low one is read back as one character ('\ud83d\ude00' as '😀'): another token
-                pair = next((t for t in self.itos if re.search("[\ud800-\udbff][\udc00-\udfff]", t)), None)
-                if pair is not None:
-                    raise RnnkitError(f"cannot save the token {pair!r}: JSON reads its surrogate pair back as one "
-                                      "character, another token (text decoded with errors='surrogatepass'?); "
-                                      "decode the text as UTF-8 or UTF-16 first") from None  # fmt: skip
-                text = json.dumps(self.to_dict())  # (ensure_ascii; load reads it back as the same token)
+        if not text.isascii() and re.search("[\ud800-\udfff]", text):
+            # a lone surrogate (U+D800..U+DFFF), which UTF-8 has none of: as JSON's \ud800 (ensure_ascii), which
+            # load reads back as the same token (a pair of them it doesn't: refused)
+            refuse_surrogate_pairs(self.itos)
+            text = json.dumps(self.to_dict())
         write_text(path, text)
 
     @classmethod

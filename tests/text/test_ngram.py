@@ -444,3 +444,18 @@ def test_a_text_that_begins_as_the_training_text_is_scored_after_a_line_end(leve
         assert np.isfinite(
             NGramLM(3, discount=0, level=level).fit("hello world").score("hello world").log_prob
         )
+
+
+def test_save_refuses_a_token_of_a_surrogate_pair(tmp_path):
+    """a token of two surrogates ('\\ud83d\\ude00', text decoded with errors='surrogatepass') was saved as JSON's two
+    escapes, which load read back as the one character '😀': another model vocabulary in silence, as Vocabulary.save
+    refuses; a lone surrogate still round-trips."""
+    lm = NGramLM(2, level="word").fit("a \ud83d\ude00 b a b")
+    with pytest.raises(
+        RnnkitError, match=r"^cannot save the token '\\ud83d\\ude00': JSON reads its surrogate pair"
+    ):
+        lm.save(tmp_path / "m.npz")
+    assert not (tmp_path / "m.npz").exists()
+    lone = NGramLM(2, level="word").fit("a caf\udce9 b a b")
+    lone.save(tmp_path / "lone.npz")
+    assert NGramLM.load(tmp_path / "lone.npz").vocab.itos == lone.vocab.itos

@@ -22,7 +22,11 @@ import sys
 import time
 
 import torch
-from _results import (
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's rnnkit (before _results imports it), not an installed one
+
+from _results import (  # noqa: E402
     add_no_write,
     finite_float,
     machine_line,
@@ -31,9 +35,6 @@ from _results import (
     plural,
     update_results,
 )
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from rnnkit.errors import RnnkitError  # noqa: E402
 from rnnkit.models.charlm import CharLM  # noqa: E402

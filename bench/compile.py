@@ -28,6 +28,7 @@ os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="rnnkit-bench-in
 
 import torch  # noqa: E402
 
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))  # this checkout's rnnkit
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 from _results import (
     add_no_write,

@@ -82,3 +82,20 @@ def test_a_begin_marker_whose_end_was_cut_takes_no_other_section_with_it(tmp_pat
         "# Benchmark results\n\n<!-- a:begin -->\nnewest a\n<!-- a:end -->\n\n<!-- b:begin -->"
     )
     assert "old a" not in text
+
+
+def test_every_script_runs_the_rnnkit_of_its_own_checkout(tmp_path):
+    """charlm.py and compile.py imported _results, which imports rnnkit, before putting their checkout on sys.path:
+    run from a second checkout (a worktree, a clone) with the first one's environment, they benchmarked the
+    installed rnnkit, another checkout's code, in silence (and without an install failed: no module rnnkit)."""
+    import os
+
+    other = tmp_path / "rnnkit"
+    other.mkdir()
+    (other / "__init__.py").write_text("raise ImportError('the rnnkit of another checkout')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    for script in ("engine", "charlm", "text", "energy", "compile"):
+        done = subprocess.run(
+            [sys.executable, str(BENCH / f"{script}.py"), "--help"], capture_output=True, text=True, env=env
+        )
+        assert done.returncode == 0 and done.stdout.startswith("usage: "), (script, done.stderr[-300:])

@@ -43,7 +43,8 @@ from rnnkit.train.config import RunConfig  # noqa: E402
 from rnnkit.train.loop import check_out, train  # noqa: E402
 from rnnkit.train.metrics import read_metrics  # noqa: E402
 
-DATA = pathlib.Path(os.environ.get("RNNKIT_DATA", ROOT.parent / "shared" / "data"))
+# (RNNKIT_DATA empty is unset, as rnnkit's corpus reader takes it)
+DATA = pathlib.Path(os.environ.get("RNNKIT_DATA") or ROOT.parent / "shared" / "data")
 THRESHOLDS = [2.2, 2.0, 1.9, 1.8, 1.7, 1.6, 1.5]
 THREADS = 1  # torch threads of every run (see above)
 # sampling speed: best of SAMPLE_ROUNDS interleaved rounds of SAMPLE_CHARS characters

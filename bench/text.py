@@ -25,6 +25,8 @@ from _results import add_no_write, int_at_least, machine_line, markdown_table, p
 from rnnkit.text import NGramLM, Word2Vec, WordVectors, w2v_native  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+# (RNNKIT_DATA empty is unset, as rnnkit's corpus reader takes it)
+DATA = os.environ.get("RNNKIT_DATA") or str(ROOT.parent / "shared" / "data")
 SETTINGS = dict(dimension=100, window=5, negative=5, sample=1e-3, min_count=5, alpha=0.025, min_alpha=1e-4)
 
 
@@ -92,7 +94,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--data",
-        default=os.environ.get("RNNKIT_DATA", str(ROOT.parent / "shared" / "data")),
+        default=DATA,
         help="folder holding ptb/ptb.train.txt and tinyshakespeare.txt (default: RNNKIT_DATA, else ../shared/data)",
     )
     parser.add_argument(

@@ -99,3 +99,17 @@ def test_every_script_runs_the_rnnkit_of_its_own_checkout(tmp_path):
             [sys.executable, str(BENCH / f"{script}.py"), "--help"], capture_output=True, text=True, env=env
         )
         assert done.returncode == 0 and done.stdout.startswith("usage: "), (script, done.stderr[-300:])
+
+
+def test_an_empty_rnnkit_data_is_unset_as_rnnkit_takes_it():
+    """RNNKIT_DATA set empty (export RNNKIT_DATA=) is no folder to rnnkit's corpus reader, which looks further; charlm.py
+    and text.py took it as the current folder: with ../shared/data there they stopped, 'no tinyshakespeare.txt; set
+    RNNKIT_DATA to the folder holding it', of a file they never looked for where it was."""
+    import os
+
+    script = f"import sys; sys.path.insert(0, {str(BENCH)!r}); import charlm, text; print(charlm.DATA); print(text.DATA)"
+    env = {**os.environ, "RNNKIT_DATA": ""}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-300:]
+    shared = BENCH.parents[1] / "shared" / "data"
+    assert done.stdout.splitlines() == [str(shared)] * 2

@@ -25,12 +25,13 @@ import warnings
 
 # compile times from a cold start: inductor's on-disk cache of compiled graphs in a fresh folder (before torch)
 os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="rnnkit-bench-inductor-")
+atexit.register(shutil.rmtree, os.environ["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)  # each run left one
 
 import torch  # noqa: E402
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))  # this checkout's rnnkit
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-from _results import (
+from _results import (  # noqa: E402
     add_no_write,
     cpu_key,
     int_at_least,
@@ -44,8 +45,6 @@ from engine import SIZES, TORCH, calls_per_round, interleaved, make, train_step 
 from torch._inductor.utils import fresh_cache  # noqa: E402
 
 from rnnkit.engine import native  # noqa: E402
-
-atexit.register(shutil.rmtree, os.environ["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)  # each run left one
 
 CELLS = ("lstm", "gru", "rnn_tanh", "mut1", "leaky")
 HEADER = [

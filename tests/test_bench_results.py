@@ -113,3 +113,19 @@ def test_an_empty_rnnkit_data_is_unset_as_rnnkit_takes_it():
     assert done.returncode == 0, done.stderr[-300:]
     shared = BENCH.parents[1] / "shared" / "data"
     assert done.stdout.splitlines() == [str(shared)] * 2
+
+
+def test_compile_py_stopped_in_its_imports_leaves_no_inductor_folder(tmp_path):
+    """compile.py made its inductor cache folder before importing torch and registered its removal after every import:
+    a run stopped there (Ctrl-C in torch's import of several seconds, an import that fails) left the folder behind."""
+    import os
+
+    fake = tmp_path / "path" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('no torch here')\n")
+    env = {**os.environ, "PYTHONPATH": str(fake.parent), "TMPDIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "compile.py")], capture_output=True, text=True, env=env
+    )
+    assert "no torch here" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["path"]

@@ -68,8 +68,16 @@ def run_model(name, budget, out):
     cfg = RunConfig.from_dict(BUDGET_CONFIG)
     cfg.data.data_dir = str(DATA)
     cfg.model.cell, cfg.model.torch_rnn, cfg.train.time_budget = cell, torch_rnn, budget
-    train(cfg, out / name, force=True)
+    finished(train(cfg, out / name, force=True), out / name)
     return read_metrics(out / name / "metrics.csv")
+
+
+def finished(status: int, run: pathlib.Path) -> None:
+    """Stop the benchmark where train returned after Ctrl-C (130) or SIGTERM (143): it went on to the next model's
+    whole budget, and then wrote the run cut short into RESULTS.md as if it had trained its budget."""
+    if status:
+        print(f"charlm.py: stopped during the run in {run}; RESULTS.md has no table of it", file=sys.stderr)
+        sys.exit(status)
 
 
 def time_to(points, threshold):
@@ -162,7 +170,7 @@ def main():
         cfg = RunConfig.from_dict(PRESETS["shakespeare"])
         cfg.data.data_dir, cfg.train.time_budget, cfg.train.threads = str(DATA), args.preset_budget, THREADS
         if not args.report_only:
-            train(cfg, out / "preset", force=True)
+            finished(train(cfg, out / "preset", force=True), out / "preset")
         print(report(out, [*args.only, "preset"], speeds, args))
 
 

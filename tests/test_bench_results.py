@@ -129,3 +129,39 @@ def test_compile_py_stopped_in_its_imports_leaves_no_inductor_folder(tmp_path):
     )
     assert "no torch here" in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["path"]
+
+
+def test_charlm_py_stops_at_a_run_stopped_by_ctrl_c_and_writes_no_table(tmp_path, monkeypatch):
+    """train() returns 130 after Ctrl-C (143 after SIGTERM), its run saved; charlm.py took no notice: it went on to
+    train the next model for its whole budget, and then wrote the stopped run into RESULTS.md as if it had trained
+    its budget (the budget column '3' over a few seconds of training)."""
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    spec = importlib.util.spec_from_file_location("bench_charlm", BENCH / "charlm.py")
+    charlm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(charlm)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "tinyshakespeare.txt").write_text("First Citizen:\n")
+    trained, written = [], []
+
+    def stopped_train(cfg, out, force=False):
+        trained.append(out.name)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.csv").write_text(
+            "step,epoch,wall_s,lr,train_loss,val_loss,val_bpc,chars_per_s\n1,0.002,0.9,0.004,4.17,4.1,5.9,2235.9\n"
+        )
+        return 130
+
+    monkeypatch.setattr(charlm, "DATA", tmp_path / "data")
+    monkeypatch.setattr(charlm, "train", stopped_train)
+    monkeypatch.setattr(charlm, "sampling_speeds", lambda: {})
+    monkeypatch.setattr(charlm, "update_results", lambda name, md: written.append(name))
+    monkeypatch.setattr(sys, "argv", ["charlm.py", "--only", "lstm,gru", "--out", str(tmp_path / "runs")])
+    try:
+        charlm.main()
+    except SystemExit as e:
+        assert e.code == 130
+    else:
+        raise AssertionError("charlm.py went on after a run stopped by Ctrl-C")
+    assert trained == ["lstm"] and written == []

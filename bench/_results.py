@@ -11,15 +11,18 @@ argparse's usage and one line `SCRIPT: error: argument --OPTION: ...` (exit stat
 
 import argparse
 import math
+import os
 import pathlib
 import platform
 import re
+import sys
+import tempfile
 import time
 
 import torch
 
 from rnnkit._io import write_text
-from rnnkit._native_build import cpu_fields
+from rnnkit._native_build import cpu_fields, flocked
 
 RESULTS = pathlib.Path(__file__).with_name("RESULTS.md")
 
@@ -62,12 +65,28 @@ def machine_line() -> str:
     )
 
 
-def update_results(name: str, markdown: str) -> None:
-    """Put `markdown` between NAME's markers in RESULTS.md, in place of what was there, or at the end. A begin
+def update_results(name: str, markdown: str, partial: str | None = None) -> None:
+    """Put `markdown` between NAME's markers in RESULTS.md, in place of what was there, or at the end.
+
+    partial: the option that ran part of the script's table (`--only own`), or None: such a table is not written,
+    said in one line, as it would replace the whole section with its few rows (the README's `engine.py --only own`
+    left the machine's engine section at the 12 rows of cells of one's own). Two scripts that finish together
+    write one after the other (an flock beside the system's temporary files): the later one kept only its own.
+
+    A begin
     marker whose end is missing (an edit that cut it, a merge) is replaced up to the next section's begin marker or
     the end of the file: the block was appended after it before, and an end marker before its begin failed. An end
     marker after the next section's begin is not this one's (a later copy of the section), and was taken for it:
     the sections between went with the old block."""
+    if partial:
+        print(f"bench/RESULTS.md is left as it is: {partial} runs part of the {name} table, which would replace the "
+              "whole section; run without it to write the section (or give --no-write)", file=sys.stderr)  # fmt: skip
+        return
+    with flocked(os.path.join(tempfile.gettempdir(), "rnnkit-bench-results.lock")):
+        _update(name, markdown)
+
+
+def _update(name: str, markdown: str) -> None:
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     block = f"{begin}\n{markdown.rstrip()}\n{end}"
     text = (

@@ -280,7 +280,9 @@ def report(out, names, speeds, args) -> str:
     if "preset" in names and (out / "preset" / "best.pt").is_file():
         md += "\n`shakespeare` preset model:\n\n" + preset_sample(out / "preset")
     if not args.no_write:
-        update_results("charlm", md)
+        update_results(
+            "charlm", md, None if set(args.only) == set(MODELS) else f"--only {','.join(args.only)}"
+        )
     return md
 
 

@@ -158,7 +158,7 @@ def main():
     ])  # fmt: skip
     print(md)
     if not args.no_write:
-        update_results(f"compile-{cpu_key()}", md)
+        update_results(f"compile-{cpu_key()}", md, f"--only {','.join(args.only)}" if args.only else None)
 
 
 if __name__ == "__main__":

@@ -327,7 +327,9 @@ def main() -> None:
     if "ising" not in args.skip:
         sections.append(bench_ising(out, args.device))
     if not args.no_write:
-        update_results("energy", "\n\n".join(sections))
+        update_results(
+            "energy", "\n\n".join(sections), f"--skip {' '.join(args.skip)}" if args.skip else None
+        )
     print("\n\n".join(sections))
 
 

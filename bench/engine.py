@@ -469,7 +469,9 @@ def main():
     print(md)
     if not args.no_write:
         threads = f"-{args.threads}thread" if args.threads else ""
-        update_results(f"engine{threads}-{cpu_key()}", md)
+        update_results(
+            f"engine{threads}-{cpu_key()}", md, f"--only {','.join(args.only)}" if args.only else None
+        )
 
 
 if __name__ == "__main__":

@@ -165,3 +165,31 @@ def test_charlm_py_stops_at_a_run_stopped_by_ctrl_c_and_writes_no_table(tmp_path
     else:
         raise AssertionError("charlm.py went on after a run stopped by Ctrl-C")
     assert trained == ["lstm"] and written == []
+
+
+def test_a_partial_run_leaves_its_section_whole(tmp_path, monkeypatch, capsys):
+    """`engine.py --only own` (which the README names) replaced the machine's whole engine section with the 12 rows
+    it ran, the rest of the table lost; energy.py --skip, charlm.py and compile.py --only likewise. Such a table is not
+    written, said in one line; a whole run still writes."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import _results
+
+    results = tmp_path / "RESULTS.md"
+    before = "# Benchmark results\n\n<!-- engine-x:begin -->\nevery row\n<!-- engine-x:end -->\n"
+    results.write_text(before, encoding="utf-8")
+    monkeypatch.setattr(_results, "RESULTS", results)
+    _results.update_results("engine-x", "the own rows only", partial="--only own")
+    assert results.read_text(encoding="utf-8") == before
+    err = capsys.readouterr().err
+    assert "RESULTS.md is left as it is: --only own runs part of the engine-x table" in err, err
+    _results.update_results("engine-x", "every row, again")
+    assert "every row, again" in results.read_text(encoding="utf-8")
+    for script, option in (
+        ("engine", "--only"),
+        ("compile", "--only"),
+        ("charlm", "--only"),
+        ("energy", "--skip"),
+    ):
+        assert option in (BENCH / f"{script}.py").read_text(encoding="utf-8").split("update_results(")[-1], (
+            script
+        )

@@ -411,17 +411,23 @@ def traced_id(cell, P, xw):
     """The native loop's id for a cell of one's own, its step and step_backward traced into kernels (traced.py)
     and registered with the loop once per class and shapes; or the one-line reason it runs on the python loop."""
     key = _traced_key(cell, P, xw)
-    got = _traced.get(cell, {}).get(key)
+    known = _traced.get(cell, {})
+    # (a reason is kept by the key without the tensors' bytes, last in it: the python loop runs the cell whatever
+    # they hold, where a tensor changed at every call was traced again at every call)
+    got = known.get(key)
+    if got is None:
+        got = known.get(key[:-1])
     if got is not None:
         return got
     from rnnkit.engine import traced
 
     with _traced_lock:
         known = _traced.setdefault(cell, {})
-        if key in known:
-            return known[key]
+        got = known[key] if key in known else known.get(key[:-1])
+        if got is not None:
+            return got
         got = _trace(traced, cell, P, xw)
-        known[key] = got
+        known[key[:-1] if isinstance(got, str) else key] = got
         if isinstance(got, int):
             _traced_cells[got] = cell
         return got

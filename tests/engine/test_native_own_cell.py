@@ -15,7 +15,7 @@ from torch import nn
 
 from rnnkit import GradProbe, Recurrent
 from rnnkit.cells._base import Cell, linear, recurrent_weights
-from rnnkit.engine import native, run
+from rnnkit.engine import native, run, traced
 
 
 def leaky_step(xw_t, state, P):
@@ -871,6 +871,32 @@ def test_a_tensor_the_step_holds_in_a_closure_is_said_so():
         got = _run_layer(Cls, None, torch.float64)
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+def test_a_tensor_the_step_holds_changed_at_every_call_is_not_traced_again(monkeypatch):
+    """A step using a closure's tensor k runs on the python loop whatever k holds; keyed by k's bytes, a k changed
+    at every call (an annealed temperature) was traced again at every forward, 11 ms where the call takes 1, and
+    each value kept a cache entry: as many entries as calls."""
+    k = torch.tensor(0.7, dtype=torch.float64)
+
+    def step(xw_t, state, P):
+        (h_prev,) = state
+        return (torch.tanh(xw_t + linear(h_prev, *P)) * k,), (h_prev,), (h_prev,)
+
+    Cls = type("Annealed", (OwnReLU,), {"step": staticmethod(step)})
+    traces = []
+    real = traced._trace_and_compile
+    monkeypatch.setattr(traced, "_trace_and_compile", lambda *a: traces.append(1) or real(*a))
+    layer = Recurrent(Cls, 3, 4).double()
+    x = torch.randn(2, 3, 3, dtype=torch.float64)
+    outs = []
+    for value in (0.5, 0.4, 0.3):
+        k.fill_(value)
+        outs.append(layer(x)[0])
+        layer.backend = "python"
+        torch.testing.assert_close(outs[-1], layer(x)[0], rtol=0, atol=0)
+        layer.backend = None
+    assert len(traces) == 1 and len(native._traced[Cls]) == 1, (traces, native._traced[Cls])
 
 
 def relu_leaky_step(xw_t, state, P):

@@ -190,6 +190,9 @@ def train_config(args):
         cfg = _resumed_config(out)
         if args.preset:
             _refuse_another_preset(cfg, args)
+        # the built-in corpus by its name (a file's path is kept absolute): a ./stdlib where it resumed was read
+        if not args.corpus and cfg.data.corpus in ("stdlib", "default"):
+            cfg.data.corpus = None
         saved = pathlib.Path(cfg.data.corpus or "")
         if not args.corpus and saved.is_absolute() and not saved.exists():
             raise RnnkitError(f"the run's corpus {saved} is gone; if the file moved, give its new place: "

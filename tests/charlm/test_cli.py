@@ -632,6 +632,23 @@ def test_more_layers_than_memory_holds_are_one_line(tmp_path, corpus, cli):
     assert "choose fewer layers or units" in err and not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("name", ["stdlib", "default"])
+def test_a_run_on_the_built_in_corpus_resumes_beside_a_file_of_its_name(tmp_path, cli, monkeypatch, name):
+    """A run on the built-in corpus named 'stdlib' (kept so in its config; a file's path is kept absolute), resumed
+    from a folder holding a file called stdlib, read that file, and was refused: 'the corpus has changed'."""
+    from rnnkit.data import corpus
+
+    monkeypatch.setattr(corpus, "STDLIB_CHARS", 150_000)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli("train", name, "--out", tmp_path / "run", *TINY, "--max-steps", "1")
+    assert code == 0, err
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / name).write_text("another text, another vocabulary\n" * 400)
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    code, _, err = cli("train", "--out", tmp_path / "run", "--resume", "--max-steps", "2")
+    assert code == 0, err
+
+
 def test_ctrl_c_at_start_up_is_one_line(tmp_path, corpus, capsys, monkeypatch):
     """Ctrl-C before training's own handler is in place (while torch loads) printed a traceback. (The command line
     reads sys.argv, main(); a program's main(argv) raises it again.)"""

@@ -134,7 +134,7 @@ def trace_cell(cls, H: int, P: list, dtype) -> Traced:
         try:
             # the global generator as it was after: a step that draws (noise, dropout of its own) advanced it in the
             # sample step, and the first run of a seeded model differed from the python loop's with the same seed
-            with torch.random.fork_rng(devices=[]), _no_python_draws(cls.__name__):
+            with torch.random.fork_rng(devices=[]), _no_python_draws(cls.__name__, _generators(cls)):
                 hit = known[key] = _trace_and_compile(cls, H, P, dtype)
         except Untraceable as e:
             known[key] = Untraceable(str(e))  # (not e, whose traceback's frames hold cls)
@@ -145,40 +145,69 @@ def trace_cell(cls, H: int, P: list, dtype) -> Traced:
 
 
 @contextlib.contextmanager
-def _no_python_draws(name):
-    """Python's and numpy's global generators as they were after; a step that drew from them raises Untraceable: the
-    kernels bake in the one number drawn in the sample step (t * random.uniform(0.5, 1.5)) or the branch it took
-    (random.random() < 0.9: the native loop always took it, where the python loop draws at every step)."""
+def _no_python_draws(name, generators=()):
+    """Python's and numpy's global generators, and generators (the step's own: random.Random(0),
+    np.random.default_rng(0)), as they were after; a step that drew from one raises Untraceable: the kernels bake in
+    the one number drawn in the sample step (t * random.uniform(0.5, 1.5)) or the branch it took (random.random() <
+    0.9: the native loop always took it, where the python loop draws at every step)."""
     said = (f"{name}'s step functions draw from Python's or numpy's random generator (random.random(), "
             "np.random.rand()), which the kernels would bake in as one number; it runs on the python loop")  # fmt: skip
-    kept = random.getstate(), np.random.get_state()
+    kept = [(random, random.getstate()), (np.random, np.random.get_state())]
+    kept += [(g, _state(g)) for g in generators]
     try:
         yield
     except (
         Exception
     ):  # (the draw is said first: a number drawn anew makes every trace another, 'the batch size')
-        if _drew(*kept):
+        if _drew(kept):
             raise Untraceable(said) from None
         raise
     except BaseException:
-        _drew(*kept)
+        _drew(kept)
         raise
-    if _drew(*kept):
+    if _drew(kept):
         raise Untraceable(said)
 
 
-def _drew(py, npy) -> bool:
-    """Whether Python's or numpy's global generator moved from the states py, npy; both are set back to them."""
-    now = np.random.get_state()
-    drew = (
-        random.getstate() != py
-        or now[0] != npy[0]
-        or not np.array_equal(now[1], npy[1])
-        or now[2:] != npy[2:]
-    )
-    random.setstate(py)
-    np.random.set_state(npy)
+def _drew(kept) -> bool:
+    """Whether a generator of kept, (generator, its state) pairs, moved from its state; each is set back to it."""
+    drew = False
+    for g, state in kept:
+        now = _state(g)
+        drew = drew or not _same(now, state)
+        if isinstance(g, np.random.Generator):
+            g.bit_generator.state = state
+        else:
+            (g.setstate if hasattr(g, "setstate") else g.set_state)(state)
     return drew
+
+
+def _state(g):
+    """A generator's state: Python's random (or a random.Random), numpy's global one (or a RandomState), a
+    np.random.Generator."""
+    if isinstance(g, np.random.Generator):
+        return g.bit_generator.state
+    return g.getstate() if hasattr(g, "getstate") else g.get_state()
+
+
+def _same(a, b) -> bool:
+    """Whether two generator states (tuples, dicts, arrays of them) are equal."""
+    if isinstance(a, dict | tuple | list):
+        keys = a.keys() if isinstance(a, dict) else range(len(a))
+        return type(a) is type(b) and len(a) == len(b) and all(_same(a[k], b[k]) for k in keys)
+    return np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b
+
+
+GENERATORS = (random.Random, np.random.Generator, np.random.RandomState)
+
+
+def _generators(cls):
+    """The random generators of the step's own that baked's walk reaches (RNG = random.Random(0) a global, self.rng
+    of a bound step): a draw from one was baked into the kernels as one number, as from the global ones."""
+    numbers, seen = _Found(), set()
+    for fn in (cls.step, cls.step_backward):
+        _numbers(fn, numbers, seen, DEPTH)
+    return [g for g in numbers.generators if not isinstance(g, random.SystemRandom)]  # (no state to read)
 
 
 def baked(cls):
@@ -204,7 +233,7 @@ class _Found(list):
 
     def __init__(self):
         super().__init__()
-        self.tensors = []
+        self.tensors, self.generators = [], []  # (generators: see _generators)
 
 
 DEPTH = 8  # calls and attributes followed from step (a global read 4 helpers down was missed at 3: outputs 10 off)
@@ -285,6 +314,8 @@ def _value(v, names, numbers, seen, depth):
             if _keyed(x):
                 numbers.append((k, x))
             _value(x, names, numbers, seen, depth - 1)
+    elif isinstance(v, GENERATORS):  # (its state's numbers are no key: a step drawing from it is not traced)
+        numbers.generators.append(v)
     elif _object(v):  # a class, a module: what it names
         _attributes(v, names, numbers, seen, depth)
 

@@ -1301,3 +1301,42 @@ def test_a_step_drawing_python_random_numbers_runs_on_the_python_loop(generator)
         RuntimeWarning, match=r"Stochastic_\w+'s step functions draw from Python's or numpy's random"
     ):
         Recurrent(Cls, 3, 5, backend="native")(torch.randn(2, 3, 3))
+
+
+OWN_GENERATORS = {
+    "random.Random": lambda: random.Random(0),
+    "np.random.default_rng": lambda: np.random.default_rng(0),
+    "np.random.RandomState": lambda: np.random.RandomState(0),
+}
+OWN_RNG = {}  # the step's own generator
+
+
+def own_rng_step(xw_t, state, P):
+    """stochastic_step drawing from a generator of its own: OWN_RNG["rng"].random() (RandomState's .rand())."""
+    rng = OWN_RNG["rng"]
+    draw = rng.rand if isinstance(rng, np.random.RandomState) else rng.random
+    return stochastic_step(xw_t, state, P, draw)
+
+
+@pytest.mark.parametrize("kind", sorted(OWN_GENERATORS))
+def test_a_step_drawing_from_a_generator_of_its_own_runs_on_the_python_loop(kind):
+    """A step drawing from its own generator (RNG = random.Random(0), np.random.default_rng(0)) had the sample
+    step's draw baked in, as from the global ones: a RandomState's ran natively, one branch at every step (outputs
+    0.96 off), the others fell back as 'reads the batch size' with their generator drawn on by the trace (the first
+    run 1.1 off the python loop's from the same seed). It runs on the python loop, the generator left as it was."""
+    fns = {"step": staticmethod(own_rng_step), "step_backward": staticmethod(relu_step_backward)}
+    Cls = type(f"OwnRng_{kind.replace('.', '_')}", (OwnReLU,), fns)
+    torch.manual_seed(0)
+    layers = {be: Recurrent(Cls, 3, 4, backend=be).double() for be in ("python", None)}
+    layers[None].load_state_dict(layers["python"].state_dict())
+    x = torch.randn(2, 40, 3, dtype=torch.float64)
+    with torch.no_grad():
+        outs = {}
+        for be, layer in layers.items():
+            OWN_RNG["rng"] = OWN_GENERATORS[kind]()
+            outs[be] = layer(x)[0]
+    torch.testing.assert_close(outs[None], outs["python"], rtol=0, atol=0)
+    with pytest.warns(
+        RuntimeWarning, match=rf"{Cls.__name__}'s step functions draw from Python's or numpy's"
+    ):
+        Recurrent(Cls, 3, 5, backend="native")(torch.randn(2, 3, 3))

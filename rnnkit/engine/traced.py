@@ -251,8 +251,9 @@ def _keyed(x) -> bool:
     missed too); an enum member (KIND = Kind.PLAIN, which the step branches on: its changes were missed, the native
     loop ran the old kernels); a function or other callable, by identity (SQUASH = torch.tanh, then torch.sigmoid);
     None, which holds its place (SHIFT = 1.0 and TWICE = None, then SHIFT = None and TWICE = 1.0, an option the step
-    branches on set or not, were one key: 1.0; the native loop ran the old kernels)."""
-    if x is None or isinstance(x, Number | str | enum.Enum):
+    branches on set or not, were one key: 1.0; the native loop ran the old kernels); a dtype (y.to(CAST): CAST =
+    torch.bfloat16 after torch.float32 ran the float32 rounding, outputs 2e-3 off)."""
+    if x is None or isinstance(x, Number | str | enum.Enum | torch.dtype):
         return True
     try:  # (a callable frozen dataclass holding a list raises here; its attributes are read instead)
         return callable(x) and hash(x) is not None

@@ -1340,3 +1340,33 @@ def test_a_step_drawing_from_a_generator_of_its_own_runs_on_the_python_loop(kind
         RuntimeWarning, match=rf"{Cls.__name__}'s step functions draw from Python's or numpy's"
     ):
         Recurrent(Cls, 3, 5, backend="native")(torch.randn(2, 3, 3))
+
+
+CAST = torch.float32  # the dtype the step rounds its output to
+
+
+def cast_to_global_step(xw_t, state, P):
+    """tanh(a) rounded to CAST and back."""
+    (h_prev,) = state
+    y = torch.tanh(xw_t + linear(h_prev, *P))
+    return (y.to(CAST).to(y.dtype),), (h_prev,), (y,)
+
+
+def test_a_global_dtype_the_step_reads_is_traced_again():
+    """CAST = torch.float32, then torch.bfloat16 or torch.float64: a dtype was no part of the kernels' key, and the
+    native loop ran the float32 rounding in silence (outputs 2e-3 off the python loop's, 4e-8 in float64)."""
+    global CAST
+    fns = {"step": staticmethod(cast_to_global_step), "step_backward": staticmethod(widened_step_backward)}
+    Cls = type("CastToGlobal", (OwnReLU,), fns)
+    torch.manual_seed(0)
+    layer = Recurrent(Cls, 3, 4).double()
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    try:
+        for CAST in (torch.float32, torch.bfloat16, torch.float64):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # (bfloat16: the python loop, said)
+                layer.backend, got = None, layer(x)[0]
+            layer.backend, want = "python", layer(x)[0]
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12, msg=str(CAST))
+    finally:
+        CAST = torch.float32

@@ -303,7 +303,13 @@ def _value(v, names, numbers, seen, depth):
         if id(v) in seen:  # (once: a tensor both functions read was keyed twice)
             return
         seen.add(id(v))
-        numbers.tensors.append(_tensor_key(v) if v.numel() <= 256 else _big_key(v, _tensor_key))
+        try:
+            key = _tensor_key(v) if v.numel() <= 256 else _big_key(v, _tensor_key)
+        # (a sparse one of more than 256 entries, a meta one: no bytes to compare, and 'nbytes is not defined for
+        # sparse tensors' failed every forward)
+        except (RuntimeError, TypeError):
+            key = _tensor_key(v)
+        numbers.tensors.append(key)
     elif isinstance(v, dict | list | tuple):  # (an OrderedDict, a defaultdict, a namedtuple: ROW[0])
         if id(v) in seen or depth < 0 or len(seen) > 4096:
             return
@@ -337,8 +343,8 @@ def _tensor_key(v):
     """A tensor's key: its dtype, shape and bytes (a digest of them past 256 numbers)."""
     try:
         raw = _bytes_of(v)
-    except (RuntimeError, TypeError):  # (a sparse or meta tensor: no numbers to read as Python's)
-        return str(v.dtype), tuple(v.shape)
+    except (RuntimeError, TypeError):  # (a sparse, meta or nested tensor: no numbers to read as Python's)
+        return str(v.dtype), None if v.is_nested else tuple(v.shape), str(v.layout)
     return str(v.dtype), tuple(v.shape), raw.tobytes() if v.numel() <= 256 else _digest(raw)[2]
 
 

@@ -1370,3 +1370,37 @@ def test_a_global_dtype_the_step_reads_is_traced_again():
             torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12, msg=str(CAST))
     finally:
         CAST = torch.float32
+
+
+ADJACENCY = torch.eye(20).to_sparse()  # a sparse tensor the step names
+
+
+def sparse_named_step(xw_t, state, P):
+    """An Elman tanh unit whose step names a sparse tensor (its mixing skipped where it is not (H, H))."""
+    (h_prev,) = state
+    y = torch.tanh(xw_t + linear(h_prev, *P))
+    y = torch.sparse.mm(ADJACENCY, y.T).T if ADJACENCY.shape[0] == y.shape[1] else y
+    return (y,), (h_prev,), (y,)
+
+
+@pytest.mark.parametrize("kind", ["sparse", "sparse_csr", "meta"])
+def test_a_tensor_without_numbers_to_read_is_keyed_by_its_kind(kind):
+    """A sparse tensor of more than 256 entries the step names (or a CSR or meta one) failed every forward in the
+    kernels' key since tensors are keyed by their bytes: 'nbytes is not defined for sparse tensors', where it ran
+    before. It is keyed by its kind; the cell runs as before."""
+    global ADJACENCY
+    fns = {"step": staticmethod(sparse_named_step), "step_backward": staticmethod(widened_step_backward)}
+    Cls = type(f"SparseNamed_{kind}", (OwnReLU,), fns)
+    dense = torch.eye(20)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (CSR: torch's 'support is in beta state')
+            ADJACENCY = dense.to_sparse_csr() if kind == "sparse_csr" else dense.to_sparse()
+        ADJACENCY = dense.to("meta") if kind == "meta" else ADJACENCY
+        layer = Recurrent(Cls, 3, 4).double()
+        x = torch.randn(2, 5, 3, dtype=torch.float64)
+        got = layer(x)[0]
+        layer.backend = "python"
+        torch.testing.assert_close(got, layer(x)[0], rtol=1e-12, atol=1e-12)
+    finally:
+        ADJACENCY = torch.eye(20).to_sparse()

@@ -31,7 +31,9 @@ def autograd_loop(cell, xw, state0, P, mask, reverse, probe=None):
         # that overflowed at the sequence's last step), and the step's zero gradient times it made every weight
         # gradient NaN, where torch.nn's packed run has no padded steps
         run_on = state if mask is None else tuple(torch.where(live[t], s, 0) for s in state)
-        seen = versions(xw_t=xw, state=run_on, P=P) if check else None
+        # (not while torch.compile traces the loop: version counters are no values of its graph, and reading them
+        # there failed in dynamo)
+        seen = versions(xw_t=xw, state=run_on, P=P) if check and not torch.compiler.is_compiling() else None
         try:
             got = cell.step(xw_t[t], run_on, P)
         except (
@@ -43,7 +45,8 @@ def autograd_loop(cell, xw, state0, P, mask, reverse, probe=None):
                 raise changed_in_place(cell, "step", "xw_t") from None
             raise
         if check:
-            check_unchanged(cell, "step", seen)
+            if seen is not None:
+                check_unchanged(cell, "step", seen)
             check_step(cell, got, xw_t[t], run_on, P)
             check = False
         new = raw = got[0]

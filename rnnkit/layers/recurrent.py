@@ -1016,10 +1016,15 @@ class Recurrent(OwnParametersModule):
         if not isinstance(m, nn.RNNBase) or m.mode not in TORCH_MODES:
             # (a class of torch's name from elsewhere, torch.ao's quantized LSTM, was "got LSTM"; a wrapper: torch.compile's,
             # DataParallel, DDP)
-            kind = type(m)
+            kind = m if isinstance(m, type) else type(m)  # (the class itself was 'got builtins.type')
             got = kind.__name__ if kind.__module__.startswith("torch.nn.") else f"{kind.__module__}.{kind.__name__}"  # fmt: skip
             inner = next((a for a in ("_orig_mod", "module") if isinstance(getattr(m, a, None), nn.Module)), None)  # fmt: skip
             hint = f"; give the module it wraps, m.{inner}" if inner else ""
+            if kind is m:
+                torch_nn = kind.__module__.startswith("torch.nn.")
+                got = f"the class {'torch.nn.' if torch_nn else ''}{got}"
+                if issubclass(kind, nn.RNNBase):
+                    hint = f"; give a module of it, m = {'nn.' if torch_nn else ''}{kind.__name__}(...)"
             raise RnnkitError(f"from_torch takes torch.nn.RNN, LSTM or GRU, got {got}{hint}")
         p = next(m.parameters())
         # forget_bias None: reset_parameters draws the forget bias as torch does; a one-layer m's dropout was warned

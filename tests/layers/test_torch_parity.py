@@ -654,6 +654,11 @@ def test_from_torch_names_what_it_was_given_and_what_to_give():
         Recurrent.from_torch(nn.DataParallel(nn.GRU(3, 4)))
     with pytest.raises(RnnkitError, match=r"got Sequential$"):
         Recurrent.from_torch(nn.Sequential(nn.GRU(3, 4)))
+    # the class itself, not a module of it, was 'got builtins.type'
+    with pytest.raises(
+        RnnkitError, match=r"got the class torch\.nn\.LSTM; give a module of it, m = nn\.LSTM\(\.\.\.\)$"
+    ):
+        Recurrent.from_torch(nn.LSTM)
 
 
 def test_a_one_layer_dropout_is_warned_of_once_in_a_round_trip():

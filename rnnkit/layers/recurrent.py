@@ -1027,6 +1027,15 @@ class Recurrent(OwnParametersModule):
                     hint = f"; give a module of it, m = {'nn.' if torch_nn else ''}{kind.__name__}(...)"
             raise RnnkitError(f"from_torch takes torch.nn.RNN, LSTM or GRU, got {got}{hint}")
         p = next(m.parameters())
+        # one weight of another dtype or device was cast to the first's in silence (a float64 W_hh's bits lost),
+        # where m itself refuses to run
+        other = next(
+            ((n, q) for n, q in m.named_parameters() if (q.dtype, q.device) != (p.dtype, p.device)), None
+        )
+        if other is not None:
+            raise RnnkitError(f"from_torch: m.{other[0]} is {other[1].dtype} on {other[1].device} but m's first weight "
+                              f"is {p.dtype} on {p.device}, a module torch.nn refuses to run; give m one dtype and "
+                              f"device (m.to({p.dtype}))")  # fmt: skip
         # forget_bias None: reset_parameters draws the forget bias as torch does; a one-layer m's dropout was warned
         # of by torch when m was made (said again here, a filter of torch's warning did not hold it)
         with _quiet(r"dropout=.* does nothing with num_layers=1"):

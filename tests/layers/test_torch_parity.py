@@ -690,3 +690,14 @@ def test_a_torch_key_of_the_wrong_shape_is_named_as_given():
     layer.load_state_dict(nn.LSTM(3, 4).state_dict())
     with pytest.raises(RuntimeError, match=r"size mismatch for cells\.0\.W_hh: copying"):  # rnnkit's own keys
         layer.load_state_dict(Recurrent("lstm", 3, 5).state_dict())
+
+
+def test_from_torch_refuses_a_module_of_mixed_dtypes():
+    """one weight of another dtype (a float64 W_hh in a float32 GRU) was cast to the first weight's in silence, its
+    bits lost, where torch.nn refuses to run the module; now one line."""
+    m = nn.GRU(3, 4)
+    m.weight_hh_l0.data = m.weight_hh_l0.data.double() + 1e-12
+    with pytest.raises(
+        RnnkitError, match=r"^from_torch: m.weight_hh_l0 is torch.float64 on cpu but m's first weight"
+    ):
+        Recurrent.from_torch(m)

@@ -14,6 +14,7 @@ import tempfile
 import zipfile
 
 STREAM_BYTES = 1 << 30  # the most read from a pipe or a device (/dev/stdin, <(zcat ...)): its size is unknown
+NAME_MAX = 255  # bytes of a file's name (Linux, macOS, Windows): a temporary file's name is kept within it
 LOG_EVERY = 30.0  # seconds between a progress bar's lines where stderr is no terminal (a log file, a pipe)
 UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it), then put back
 os.umask(UMASK)
@@ -24,8 +25,13 @@ def atomic_open(path, mode: str = "w", **kw):
     """open(path, mode) for writing, whose content replaces `path` only once the block ends without error."""
     path = pathlib.Path(path)
     target = pathlib.Path(os.path.realpath(path))  # through a link, its file: the rename replaced the link
+    # the name, cut to leave room for mkstemp's '.' + 8 characters + '.tmp': a name of 244 bytes or more (80 CJK
+    # characters and '.npz'), which the folder takes, failed with 'File name too long' once the work was done
+    name = target.name
+    while len(os.fsencode(name)) > NAME_MAX - 13:
+        name = name[:-1]
     try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=name + ".", suffix=".tmp")
     except OSError as e:  # a missing or read-only folder: named by the file asked for, not the temporary one
         e.filename = str(path)
         raise

@@ -90,3 +90,11 @@ def test_the_library_s_progress_bars_run_without_stderr(model, monkeypatch):
     else:
         w2v = Word2Vec(dimension=4, epochs=1, min_count=1, sample=0, backend="torch")
         assert len(w2v.fit([["a", "cat", "sat"], ["a", "dog", "ran"]] * 4, progress=True).wv.words) == 5
+
+
+@pytest.mark.parametrize("name", ["模" * 80 + ".npz", "b" * 251 + ".txt"], ids=["cjk", "ascii"])
+def test_a_file_of_a_long_name_the_folder_takes_is_written(tmp_path, name):
+    """The temporary file's name (the target's, '.', 8 characters, '.tmp') went past the 255 bytes a name may have:
+    a name of 244 bytes or more, which the folder takes, failed with 'File name too long' once the work was done."""
+    write_text(tmp_path / name, "text\n")
+    assert (tmp_path / name).read_text() == "text\n" and os.listdir(tmp_path) == [name]

@@ -437,10 +437,11 @@ def cmd_ngram_complete(args) -> int:
 def _documents(path, limit=None) -> tuple[list[str], list[str]]:
     """(names, texts): the non-empty .txt files of a folder, or the non-empty lines of a file, each named file:N with
     N its line number in the file as an editor or grep -n counts it (blank lines too; they were skipped). An empty
-    file is skipped as a blank line is (one stopped the whole index: 'docs/b.txt is empty')."""
+    file is skipped as a blank line is (one stopped the whole index: 'docs/b.txt is empty'), and so is a folder named
+    .txt (it stopped it: 'Is a directory')."""
     p = pathlib.Path(path)
     if p.is_dir():
-        files = sorted(p.glob("*.txt"))[:limit]
+        files = [f for f in sorted(p.glob("*.txt")) if not f.is_dir()][:limit]  # (a folder named x.txt: none)
         if not files:  # (else fit's 'no documents to index; give at least one non-empty document')
             raise RnnkitError(f"{p} holds no .txt file (tfidf index reads the .txt files directly in a folder, not "
                               "in its subfolders); give a folder of .txt files, or a file with one document a line")  # fmt: skip

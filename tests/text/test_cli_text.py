@@ -868,6 +868,19 @@ def test_tfidf_index_of_a_folder_skips_an_empty_file_as_a_blank_line(tmp_path, c
     assert "no documents to index" in capsys.readouterr().err
 
 
+def test_tfidf_index_of_a_folder_skips_a_subfolder_named_txt(tmp_path, capsys):
+    """A subfolder whose name ends in .txt (notes.txt/) was read as a document and stopped the whole index: 'cannot
+    read docs/notes.txt: [Errno 21] Is a directory'; the index reads the folder's .txt files, and skips it."""
+    docs = tmp_path / "docs"
+    (docs / "notes.txt").mkdir(parents=True)
+    (docs / "a.txt").write_text("the cat sat\n")
+    assert main(["tfidf", "index", str(docs), "--out", str(tmp_path / "idx")]) == 0
+    assert "1 document," in capsys.readouterr().out
+    (docs / "a.txt").unlink()
+    assert main(["tfidf", "index", str(docs), "--out", str(tmp_path / "idx2")]) == 2
+    _one_error_line(capsys, f"{docs} holds no .txt file")
+
+
 def test_tfidf_index_of_a_folder_without_txt_files_says_so(tmp_path, capsys):
     """A folder whose documents are not .txt files directly in it (.md, .tsv, or .txt in subfolders) was told
     'no documents to index; give at least one non-empty document', though its files are not empty."""

@@ -357,3 +357,37 @@ def test_every_positional_argument_says_what_it_takes(capsys):
                 yield f"{' '.join(path)} {action.metavar or action.dest}"
 
     assert list(bare(build_parser(), [])) == []
+
+
+def test_sigterm_cleans_up_as_ctrl_c_does(tmp_path):
+    """SIGTERM (timeout, a job scheduler, docker stop) killed a command outright: the --out folder it had made was
+    left empty, where a Ctrl-C removes it, and a write under way left its temporary file. It runs the same clean-up,
+    'rnnkit: terminated', exit 143."""
+    import time
+
+    root = pathlib.Path(rnnkit.__file__).parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    out = tmp_path / "out"
+    argv = [
+        sys.executable,
+        "-m",
+        "rnnkit",
+        "ising",
+        "sweep",
+        "--size",
+        "32",
+        "--sweeps",
+        "10000000",
+        "--out",
+        str(out),
+    ]
+    with subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True) as p:
+        deadline = time.monotonic() + 60
+        while not out.exists() and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert out.is_dir()
+        time.sleep(0.5)  # into the sweep
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+    assert (p.returncode, err) == (143, "rnnkit: terminated\n")
+    assert not out.exists()

@@ -158,25 +158,49 @@ def _warning_line(message, category, filename, lineno, line=None) -> str:
     return f"rnnkit: warning: {str(message).removeprefix('rnnkit: ')}\n"
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, timeout, a job scheduler, docker stop), raised as a Ctrl-C is: the same clean-up runs."""
+
+
+def _terminate(signum, frame):
+    raise _Terminated
+
+
 def main(argv=None) -> int:
     """Run `rnnkit ARGS`, returning its exit status. main() reads sys.argv (the `rnnkit` script, python -m rnnkit):
-    a Ctrl-C is said as 'rnnkit: interrupted', exit 130, no traceback. main(argv), a call from a program, raises
-    KeyboardInterrupt again after the command's own clean-up, so a loop of calls stops; a train run's Ctrl-C is
-    still its own: the run saved, 130 returned."""
+    a Ctrl-C is said as 'rnnkit: interrupted', exit 130, no traceback, and a SIGTERM as 'rnnkit: terminated', exit
+    143, after the same clean-up (it killed the process there: an empty --out folder and a write's temporary file
+    were left behind). main(argv), a call from a program, raises KeyboardInterrupt again after the command's own
+    clean-up, so a loop of calls stops, and leaves SIGTERM to the program; a train run's Ctrl-C or SIGTERM is
+    still its own: the run saved, 130 or 143 returned."""
+    import signal
+    import threading
     import warnings
 
     if sys.stderr is None:  # closed (`2>&-`, pythonw): a bar's first write stopped the command, unsaid
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (the process's stderr from here on)
     format_warning, warnings.formatwarning = warnings.formatwarning, _warning_line
+    term = (  # a SIGTERM ignored or handled by whoever started the process is left so
+        argv is None
+        and threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    )
+    if term:
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return _main(argv)
-    except KeyboardInterrupt:  # in the commands' imports (torch's, the first second of each) or their work
+    except (
+        KeyboardInterrupt
+    ) as e:  # in the commands' imports (torch's, the first second of each) or their work
         if argv is not None:  # a program's call: its loop stops
             raise
-        print("rnnkit: interrupted", file=sys.stderr)
-        return 130
+        terminated = isinstance(e, _Terminated)
+        print(f"rnnkit: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
     finally:
         warnings.formatwarning = format_warning
+        if term:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _main(argv) -> int:

@@ -80,17 +80,20 @@ def is_zip(file) -> bool:
         return False
 
 
-def read_bytes(path, text: bool = True) -> bytes:
+def read_bytes(path, text: bool = True, most: int | None = None) -> bytes:
     """The bytes of a file a user gave: a regular file whole; a pipe or a device (/dev/stdin, <(zcat ...)) up to
     STREAM_BYTES, and with `text` up to its first NUL byte. /dev/zero, /dev/urandom or an endless pipe were read
-    without end, the machine's memory filled ('out of memory ...; choose smaller sizes', or the process killed)."""
+    without end, the machine's memory filled ('out of memory ...; choose smaller sizes', or the process killed).
+    `most`: the first `most` bytes only (a dry run's start of a corpus)."""
     from rnnkit.errors import RnnkitError
 
     with open(path, "rb") as f:
         if stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            return f.read()
+            return f.read(most)
         chunks, size = [], 0
-        while chunk := f.read(1 << 20):
+        while (most is None or size < most) and (
+            chunk := f.read(1 << 20 if most is None else min(1 << 20, most - size))
+        ):
             if text and b"\0" in chunk:
                 # UTF-16 or UTF-32 text (a pipe of iconv's) is named with the iconv line, as such a file is
                 from rnnkit.data.corpus import refuse_wide

@@ -984,3 +984,47 @@ def test_a_pipe_of_utf16_text_is_named_with_its_iconv_line(tmp_path, pipe, capsy
     _one_error_line(
         capsys, f"{wide} is UTF-16 text, not UTF-8; convert it to UTF-8: iconv -f UTF-16 -t UTF-8"
     )
+
+
+@pytest.mark.parametrize("tail", ["", "é", "模", "😀"])
+def test_a_dry_run_reads_the_start_of_its_corpus_only(tmp_path, capsys, monkeypatch, tail):
+    """--dry-run (the first 20k characters) read the whole corpus into memory first: 690 MB of memory for a 232 MB
+    corpus, a smoke test that a corpus of several GB ran out of memory on. It reads the first 4 x 20k bytes (UTF-8's
+    most for 20k characters), a character cut at their end left out."""
+    import numpy as np
+
+    import rnnkit._io
+    from rnnkit.cli.text import DRY_RUN_CHARS
+    from rnnkit.text import NGramLM
+
+    text = ("a" * (4 * DRY_RUN_CHARS - 1) + tail + "the cat sat\n") * 3
+    corpus = tmp_path / "big.txt"
+    corpus.write_text(text, encoding="utf-8")
+    read = []
+
+    class Spy:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def read(self, *args):
+            read.append(len(data := self.f.read(*args)))
+            return data
+
+    monkeypatch.setattr(rnnkit._io, "open", lambda *a, **k: Spy(open(*a, **k)), raising=False)
+    model = tmp_path / "m.npz"
+    assert main(["ngram", "train", str(corpus), "--out", str(model), "-n", "2", "--dry-run"]) == 0
+    assert sum(read) <= 4 * DRY_RUN_CHARS
+    want = NGramLM(2).fit(text[:DRY_RUN_CHARS])
+    got = NGramLM.load(model)
+    assert got.vocab.itos == want.vocab.itos and all(
+        np.array_equal(a, b) for a, b in zip(got.keys, want.keys)
+    )

@@ -377,7 +377,14 @@ def cmd_ngram_score(args) -> int:
 
     lm = _load_lm(args.model)
     context = args.context if args.context is not None else _line_start(lm)
-    results = sorted(((t, lm.score(t, context)) for t in args.texts), key=lambda r: -r[1].log_prob)
+    n = len(args.texts)  # (of several, an error names which, as rnnkit score does: 'TEXT 2 of 3 ('  ')')
+    scored = []
+    for i, t in enumerate(args.texts, 1):
+        if not lm.encode(t).size:
+            what = "TEXT" if n == 1 else f"TEXT {i} of {n} ({t!r:.40})"
+            raise RnnkitError(f"{what} has no {lm.level} to score; give some text")
+        scored.append((t, lm.score(t, context)))
+    results = sorted(scored, key=lambda r: -r[1].log_prob)
     unit = lm.level
     for rank, (text, s) in enumerate(results, 1):
         unknown = lm.vocab.unknown(text_tokens(text, lm.level, lm.lower))

@@ -1028,3 +1028,15 @@ def test_a_dry_run_reads_the_start_of_its_corpus_only(tmp_path, capsys, monkeypa
     assert got.vocab.itos == want.vocab.itos and all(
         np.array_equal(a, b) for a, b in zip(got.keys, want.keys)
     )
+
+
+def test_ngram_score_names_the_text_with_nothing_to_score(tmp_path, corpus, capsys):
+    """Of several texts, one of no tokens (an empty or blank one, a variable unset) stopped the command with
+    'nothing to score: the text has no tokens', not saying which; it is named as rnnkit score names it."""
+    model = tmp_path / "m.npz"
+    assert main(["ngram", "train", str(corpus), "--out", str(model), "--level", "word", "-n", "2"]) == 0
+    capsys.readouterr()
+    assert main(["ngram", "score", str(model), "the cat", "  ", "a dog"]) == 2
+    _one_error_line(capsys, "TEXT 2 of 3 ('  ') has no word to score; give some text")
+    assert main(["ngram", "score", str(model), ""]) == 2
+    _one_error_line(capsys, "TEXT has no word to score; give some text")

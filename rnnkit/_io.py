@@ -8,13 +8,16 @@ call malformed. Checkpoints go the same way (rnnkit.train.checkpoint).
 import contextlib
 import os
 import pathlib
+import re
 import stat
 import sys
 import tempfile
+import time
 import zipfile
 
 STREAM_BYTES = 1 << 30  # the most read from a pipe or a device (/dev/stdin, <(zcat ...)): its size is unknown
 NAME_MAX = 255  # bytes of a file's name (Linux, macOS, Windows): a temporary file's name is kept within it
+STALE_SECONDS = 60.0  # a temporary file of a target not written to for this long is a write a kill cut short
 LOG_EVERY = 30.0  # seconds between a progress bar's lines where stderr is no terminal (a log file, a pipe)
 UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it), then put back
 os.umask(UMASK)
@@ -49,6 +52,7 @@ def atomic_open(path, mode: str = "w", **kw):
             mode_bits = 0o666 & ~UMASK
         os.chmod(tmp, mode_bits)
         os.replace(tmp, target)
+        _remove_stale(target.parent, name)
     except OSError as e:
         if e.filename in (None, tmp):  # a failed write names no file, the rename the temporary one
             e.filename, e.filename2 = str(path), None  # (.../v.txt.x1y2z3.tmp -> .../v.txt)
@@ -56,6 +60,26 @@ def atomic_open(path, mode: str = "w", **kw):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _remove_stale(folder: pathlib.Path, name: str) -> None:
+    """Remove the temporary files of `name` (NAME.XXXXXXXX.tmp, as mkstemp names them above) not written to for
+    STALE_SECONDS: a kill (kill -9, a power cut) during a write left one beside the target, one more a kill, which
+    nothing removed. Another file, or one a writer is at work on now, stays."""
+    pattern = re.compile(re.escape(name) + r"\.[a-z0-9_]{8}\.tmp")
+    try:
+        with os.scandir(folder) as entries:
+            stale = [
+                e.path for e in entries if pattern.fullmatch(e.name) and e.is_file(follow_symlinks=False)
+            ]
+    except OSError:  # a folder that can't be listed: the write itself is done
+        return
+    for path in stale:
+        try:
+            if time.time() - os.lstat(path).st_mtime > STALE_SECONDS:
+                os.unlink(path)
+        except OSError:  # gone meanwhile (another writer removed it), or not ours to remove
+            pass
 
 
 def write_text(path, text: str) -> None:

@@ -1,6 +1,7 @@
 import io
 import os
 import stat
+import time
 
 import pytest
 
@@ -98,3 +99,19 @@ def test_a_file_of_a_long_name_the_folder_takes_is_written(tmp_path, name):
     a name of 244 bytes or more, which the folder takes, failed with 'File name too long' once the work was done."""
     write_text(tmp_path / name, "text\n")
     assert (tmp_path / name).read_text() == "text\n" and os.listdir(tmp_path) == [name]
+
+
+def test_a_write_removes_the_stale_temporary_files_of_its_target_only(tmp_path):
+    """A kill during a write (kill -9, the machine's power) left the target's temporary file (vectors.txt.x1y2z3ab.tmp)
+    beside it, which nothing removed: one more a kill. The next write of that target removes those older than a
+    minute; a newer one (a writer now at work), another target's and another program's stay."""
+    old = time.time() - 3600
+    stale = [tmp_path / "vectors.txt.x1y2z3ab.tmp", tmp_path / "vectors.txt.a_b_c_d_.tmp"]
+    kept = [tmp_path / "other.tmp", tmp_path / "vectors.bin.x1y2z3ab.tmp", tmp_path / "vectors.txt.x1y2.tmp",
+            tmp_path / "vectors.txt.X1Y2Z3AB.tmp", tmp_path / "vectors.txt.x1y2z3ab.tmp.bak"]  # fmt: skip
+    for f in stale + kept:
+        f.write_text("half\n")
+        os.utime(f, (old, old))
+    (fresh := tmp_path / "vectors.txt.newer123.tmp").write_text("at work\n")
+    write_text(tmp_path / "vectors.txt", "text\n")
+    assert sorted(os.listdir(tmp_path)) == sorted(f.name for f in [*kept, fresh, tmp_path / "vectors.txt"])

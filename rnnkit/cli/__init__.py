@@ -45,6 +45,21 @@ def check_writable(out, folder=None) -> None:
         raise RnnkitError(f"cannot write --out {out}: the folder {base} is not writable; give another --out")
 
 
+def refuse_overwrite(out, outputs, inputs, what: str) -> None:
+    """One error, before any work, where a file the command writes (`outputs`, into --out `out`) is a file it reads
+    (`inputs`: its path, a link to it or a hard link): `rnnkit word2vec out/vectors.txt --out out` wrote its vectors
+    over the corpus it had read, the corpus lost. `what` names an input in the error (CORPUS, --patterns)."""
+    for given in inputs:
+        for path in outputs:
+            try:
+                same = os.path.samefile(given, path)
+            except OSError:  # either one missing: nothing to overwrite (the reader names a missing input)
+                same = False
+            if same:
+                raise RnnkitError(f"--out {out} would overwrite {what} {given}: it writes {path}, the same file; "
+                                  "give another --out")  # fmt: skip
+
+
 def finite_or_null(values: dict) -> dict:
     """For --json: JSON has no infinity (json.dumps writes Infinity, which parsers refuse), so a value that is
     not finite is null: the perplexity of a text a model finds next to impossible (beyond exp(709)) or of

@@ -18,7 +18,7 @@ import pathlib
 import torch
 
 from rnnkit._io import write_text
-from rnnkit.cli import out_folder
+from rnnkit.cli import out_folder, refuse_overwrite
 from rnnkit.energy._checks import as_spins, fraction, positive_float, positive_int
 from rnnkit.errors import RnnkitError
 
@@ -144,6 +144,8 @@ def hopfield_recall(args) -> None:
     fraction("--noise", args.noise)
     positive_int("--max-steps", args.max_steps)
     _check_device(args.device)
+    written = [pathlib.Path(args.out) / name for name in ("recall.png", "energy.png")]
+    refuse_overwrite(args.out, written, [args.patterns] if args.patterns else args.images or [], source)
     if args.patterns is not None:
         patterns, shape = patterns_io.read_patterns(args.patterns)
         n = len(patterns[0]) if patterns else 0

@@ -9,7 +9,7 @@ import pathlib
 from dataclasses import asdict
 
 from rnnkit._io import write_text
-from rnnkit.cli import check_writable, finite_or_null, made_out_folder, out_folder
+from rnnkit.cli import check_writable, finite_or_null, made_out_folder, out_folder, refuse_overwrite
 from rnnkit.errors import RnnkitError
 
 DRY_RUN_CHARS = 20_000
@@ -289,6 +289,8 @@ def cmd_word2vec(args) -> int:
         given[name] = value if value is not None else dry if args.dry_run else default
     config = Word2VecConfig(**given)
     w2v = Word2Vec(config)  # every option checked before --out is made
+    written = [pathlib.Path(args.out) / name for name in ("vectors.txt", "vectors.bin", "config.json")]
+    refuse_overwrite(args.out, written, [args.corpus], "CORPUS")
     # read before the backend is resolved: a first run compiles the native loop there (about a minute)
     text = read_text(args.corpus, DRY_RUN_CHARS if args.dry_run else None)
     backend = w2v.resolved_backend()
@@ -349,6 +351,7 @@ def cmd_ngram_train(args) -> int:
         raise RnnkitError(f"--min-freq must be >= 1 (1 keeps every token), got {args.min_freq}")
     out = _out_file(args.out, make=False)
     out = out if out.suffix == ".npz" else out.with_name(out.name + ".npz")  # as numpy names it
+    refuse_overwrite(args.out, [out], [args.corpus], "CORPUS")
     k = 1.0 if args.k is None else args.k
     lm = NGramLM(args.order, args.smoothing, k, args.discount, args.level, args.lower, args.min_freq)
     text = read_text(args.corpus, DRY_RUN_CHARS if args.dry_run else None)
@@ -468,6 +471,11 @@ def _documents(path, limit=None) -> tuple[list[str], list[str]]:
 def cmd_tfidf_index(args) -> int:
     from rnnkit.text import TfidfConfig, TfidfIndex
 
+    written = [pathlib.Path(args.out) / name for name in ("tfidf.npz", "index.json", "documents.json")]
+    if pathlib.Path(args.documents).is_dir():  # (the .txt files _documents reads)
+        refuse_overwrite(args.out, written, pathlib.Path(args.documents).glob("*.txt"), "the document")
+    else:
+        refuse_overwrite(args.out, written, [args.documents], "DOCUMENTS")
     with made_out_folder(args.out) as out:  # gone again if the documents are empty, missing or binary
         names, texts = _documents(args.documents, 100 if args.dry_run else None)
         config = TfidfConfig(

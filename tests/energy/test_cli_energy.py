@@ -1,3 +1,4 @@
+import pathlib
 import re
 import sys
 
@@ -511,3 +512,19 @@ def test_cd_check_draws_ks_given_out_of_order_as_a_curve(tmp_path, monkeypatch, 
     line = figures[0].axes[0].lines[0]
     assert list(line.get_xdata()) == [1, 2, 4]
     assert list(line.get_ydata()) == pytest.approx([errors[1], errors[2], errors[4]], rel=1e-2)
+
+
+def test_an_image_that_an_output_would_overwrite_is_refused_before_any_work(tmp_path, capsys):
+    """`rnnkit hopfield recall --images out/recall.png --out out` drew its figure over the image it had read."""
+    out = tmp_path / "out"
+    out.mkdir()
+    pathlib.Path(*_write_images(out, (6, 8))).rename(out / "recall.png")
+    image = (out / "recall.png").read_bytes()
+    assert main(["hopfield", "recall", "--images", str(out / "recall.png"), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"rnnkit: error: --out {out} would overwrite --images {out / 'recall.png'}: it writes {out / 'recall.png'}, "
+        "the same file; give another --out\n"
+    )
+    assert (out / "recall.png").read_bytes() == image and sorted(p.name for p in out.iterdir()) == [
+        "recall.png"
+    ]

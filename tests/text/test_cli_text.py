@@ -1040,3 +1040,33 @@ def test_ngram_score_names_the_text_with_nothing_to_score(tmp_path, corpus, caps
     _one_error_line(capsys, "TEXT 2 of 3 ('  ') has no word to score; give some text")
     assert main(["ngram", "score", str(model), ""]) == 2
     _one_error_line(capsys, "TEXT has no word to score; give some text")
+
+
+@pytest.mark.parametrize(
+    "command, given, written",
+    [
+        (["word2vec", "{given}", "--dry-run", "--out", "{out}"], "vectors.txt", "vectors.txt"),
+        (["word2vec", "{given}", "--dry-run", "--out", "{out}"], "config.json", "config.json"),
+        (["ngram", "train", "{given}", "--dry-run", "--out", "{out}/lm"], "lm.npz", "lm.npz"),
+        (["tfidf", "index", "{given}", "--out", "{out}"], "documents.json", "documents.json"),
+        (["tfidf", "index", "{given}", "--out", "{out}"], "docs", "documents.json"),
+    ],
+)
+def test_an_input_that_an_output_would_overwrite_is_refused_before_any_work(
+    tmp_path, capsys, command, given, written
+):
+    """`rnnkit word2vec out/vectors.txt --out out` wrote its vectors over the corpus it had read: the corpus lost.
+    An output that is the input file (its name, a link to it, a .txt of a folder of documents) is one line first."""
+    out = tmp_path / "out"
+    out.mkdir()
+    source = out / written
+    source.write_text(CORPUS)
+    if given == "docs":  # a document of the folder is a link to the file the index writes
+        (tmp_path / "docs").mkdir()
+        (tmp_path / "docs" / "a.txt").symlink_to(source)
+        given = tmp_path / "docs"
+    else:
+        given = out / given
+    assert main([a.format(given=given, out=out) for a in command]) == 2
+    _one_error_line(capsys, f"would overwrite {'the document ' if given.is_dir() else ''}")
+    assert source.read_text() == CORPUS and sorted(p.name for p in out.iterdir()) == [written]

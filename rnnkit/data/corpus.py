@@ -113,13 +113,63 @@ def _wide_encoding(head: bytes) -> str | None:
     return None
 
 
+UNMARKED_UNITS = 8  # the fewest UTF-16 characters that _unmarked_utf16 judges by
+# the blocks of a language's text without a byte-order mark: (first, last) code points, and its script (None: white
+# space, digits and punctuation that any script's text holds, and ASCII's letters)
+_TEXT_BLOCKS = [(0x09, 0x0D, None), (0x20, 0x7E, None), (0xA0, 0xBF, None), (0xC0, 0x24F, "Latin"),
+                (0x370, 0x3FF, "Greek"), (0x400, 0x52F, "Cyrillic"), (0x590, 0x5FF, "Hebrew"),
+                (0x600, 0x6FF, "Arabic"), (0x900, 0xDFF, "Indic"), (0xE00, 0xE7F, "Thai"), (0x2000, 0x206F, None),
+                (0x3000, 0x303F, None), (0x3040, 0x30FF, "CJK"), (0x4E00, 0x9FFF, "CJK"), (0xAC00, 0xD7A3, "Hangul"),
+                (0xFF00, 0xFFEF, None)]  # fmt: skip
+
+
+def _unmarked_utf16(head: bytes) -> str | None:
+    """UTF-16LE or UTF-16BE for the first bytes `head` of a file that is no UTF-8 text (a NUL byte, or bytes not
+    UTF-8) and that read as UTF-16 without a byte-order mark give text of one script, with white space, digits,
+    punctuation and ASCII: Chinese, Japanese or Russian text, which has too few ASCII characters for _wide_encoding's
+    NULs at fixed places. Binary data gives control characters, other blocks, several scripts or lone surrogates
+    there; ASCII strings between NULs (a symbol table) hold no other byte; Latin-1 or GBK text has no NUL, and its
+    spaces, accents or second bytes give the same. None for anything else."""
+    head = head[:256]
+    try:
+        head.decode("utf-8")
+        if b"\0" not in head:
+            return None  # UTF-8 text
+    except UnicodeDecodeError as e:
+        if b"\0" not in head and e.start >= len(head) - 3 and e.reason == "unexpected end of data":
+            return None  # UTF-8 text whose character the 256 bytes cut
+    head = head[: len(head) // 2 * 2]
+    if len(head) < 2 * UNMARKED_UNITS or not head.translate(None, bytes(range(0x20, 0x7F)) + b"\0\t\n\r"):
+        return None
+    found = []
+    for order in ("LE", "BE"):
+        try:  # a surrogate pair the 256 bytes cut is left out
+            text = codecs.getincrementaldecoder(f"utf-16-{order.lower()}")().decode(head, final=False)
+        except UnicodeDecodeError:
+            continue
+        scripts = set()
+        for c in text:
+            block = next((b for b in _TEXT_BLOCKS if b[0] <= ord(c) <= b[1]), None)
+            if block is None or not (c.isprintable() or c in "\t\n\r"):
+                break
+            scripts.add(block[2])
+        else:  # without a NUL (a space, a line end), CJK punctuation, kana or a full-width form: Shift-JIS, EUC-KR
+            wide_marks = any("\u3000" <= c < "\u3100" or c >= "\uff00" for c in text)
+            if len(scripts - {None}) == 1 and (b"\0" in head or wide_marks):
+                found.append(order)
+    return f"UTF-16{found[0]}" if len(found) == 1 else None
+
+
 def refuse_wide(path, head: bytes) -> None:
     """One error for a file whose first bytes `head` are UTF-16 or UTF-32 text (which the NUL bytes of its ASCII
-    characters made look binary), naming the iconv line that converts it."""
-    wide = _wide_encoding(head)
+    characters made look binary), naming the iconv line that converts it; UTF-16 without a byte-order mark of
+    text that is mostly not ASCII (Chinese, Japanese) is said to look like it (it was 'binary', or 'not UTF-8')."""
+    wide, unmarked = _wide_encoding(head), ""
+    if not wide and (wide := _unmarked_utf16(head)):
+        unmarked = " without a byte-order mark"
     if wide:
-        raise RnnkitError(f"{path} is {wide} text, not UTF-8; convert it to UTF-8: "
-                          f"iconv -f {wide} -t UTF-8 {shlex.quote(str(path))} > NEW_FILE")  # fmt: skip
+        raise RnnkitError(f"{path} {'looks like' if unmarked else 'is'} {wide} text{unmarked}, not UTF-8; convert "
+                          f"it to UTF-8: iconv -f {wide} -t UTF-8 {shlex.quote(str(path))} > NEW_FILE")  # fmt: skip
 
 
 def _read_chunks(path: pathlib.Path):

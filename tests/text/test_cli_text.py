@@ -1070,3 +1070,46 @@ def test_an_input_that_an_output_would_overwrite_is_refused_before_any_work(
     assert main([a.format(given=given, out=out) for a in command]) == 2
     _one_error_line(capsys, f"would overwrite {'the document ' if given.is_dir() else ''}")
     assert source.read_text() == CORPUS and sorted(p.name for p in out.iterdir()) == [written]
+
+
+JAPANESE = "吾輩は猫である。名前はまだ無い。どこで生れたかとんと見当がつかぬ。何でも薄暗いじめじめした所で泣いていた。\n"
+CHINESE = "中文文本没有字节顺序标记，一行很长的文字，没有换行符号和空格。"  # no ASCII: no NUL in UTF-16
+
+
+@pytest.mark.parametrize(
+    "text, encoding",
+    [(JAPANESE * 4, "utf-16-le"), (CHINESE * 8, "utf-16-le"), (CHINESE * 8, "utf-16-be"),
+     ("Привет, мир! Это текст по-русски.\n" * 8, "utf-16-le")],
+)  # fmt: skip
+def test_utf16_without_a_byte_order_mark_of_text_not_ascii_is_named(tmp_path, capsys, text, encoding):
+    """UTF-16 without a byte-order mark of Japanese, Chinese or Russian text (too few ASCII characters for the NULs
+    of ASCII's UTF-16 at fixed places) was 'binary', or 'not UTF-8' with the codec's words: it is named, with the
+    iconv line, by the text commands and the character models' reader alike."""
+    from rnnkit.data.corpus import load_file
+    from rnnkit.errors import RnnkitError
+
+    path = tmp_path / "corpus.txt"
+    path.write_bytes(text.encode(encoding))
+    name = encoding.upper().replace("-LE", "LE").replace("-BE", "BE")
+    said = f"looks like {name} text without a byte-order mark, not UTF-8; convert it to UTF-8: iconv -f {name} -t UTF-8"
+    assert main(["ngram", "train", str(path), "--out", str(tmp_path / "m")]) == 2
+    _one_error_line(capsys, said)
+    with pytest.raises(RnnkitError, match=said):
+        load_file(path)
+
+
+def test_binary_and_other_encodings_keep_their_error(tmp_path, capsys):
+    """Binary files and text of an 8-bit or a double-byte encoding are not said to be UTF-16 without a mark."""
+    import gzip
+    import random
+
+    png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x10\x00\x00\x00\x10\x08\x06\x00\x00\x00\x1f\xf3\xffa"
+    noise = random.Random(0).randbytes(4096)
+    for data, said in [(png, "binary"), (gzip.compress(CORPUS.encode()), "binary"), (noise, "rnnkit: error: "),
+                       ((JAPANESE * 4).encode("shift_jis"), "give a UTF-8 text file"),
+                       ((CHINESE * 8).encode("gbk"), "give a UTF-8 text file"),
+                       ("café crème brûlée à la française\n".encode("latin-1") * 8, "give a UTF-8 text file")]:  # fmt: skip
+        (path := tmp_path / "corpus.txt").write_bytes(data)
+        assert main(["ngram", "train", str(path), "--out", str(tmp_path / "m")]) == 2
+        err = capsys.readouterr().err
+        assert said in err and "UTF-16" not in err and err.count("\n") == 1, err

@@ -9,13 +9,18 @@ import re
 import torch
 
 from rnnkit._io import read_bytes
+from rnnkit.data.corpus import refuse_wide
 from rnnkit.errors import RnnkitError
 
 
 def read_patterns(path) -> tuple:
     """A text file, one pattern per line: values -1/1 (spaces or commas) or a string of + and -."""
     try:  # (read_bytes: a pipe or a device such as /dev/zero was read without end)
-        text = read_bytes(path).decode("utf-8-sig")  # a BOM is no value
+        raw = read_bytes(path)
+        refuse_wide(
+            path, raw[:256]
+        )  # UTF-16/32 (a NUL after every digit): the iconv line, not "cannot read '1\x00'"
+        text = raw.decode("utf-8-sig")  # a BOM is no value
         lines = [line.strip() for line in text.splitlines() if line.strip()]
     except OSError as e:
         raise RnnkitError(f"cannot read patterns file {path}: {e.strerror}") from None

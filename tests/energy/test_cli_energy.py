@@ -528,3 +528,14 @@ def test_an_image_that_an_output_would_overwrite_is_refused_before_any_work(tmp_
     assert (out / "recall.png").read_bytes() == image and sorted(p.name for p in out.iterdir()) == [
         "recall.png"
     ]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
+def test_a_patterns_file_in_utf16_or_32_names_its_encoding(tmp_path, encoding):
+    # Notepad's "Unicode": the digits between NULs were "cannot read the line '1\x00 \x00-\x001...' as numbers"
+    from rnnkit.energy.patterns_io import read_patterns
+
+    path = tmp_path / "patterns.txt"
+    path.write_text("1 -1 1 -1\n-1 1 1 1\n", encoding=encoding)
+    with pytest.raises(RnnkitError, match=r"UTF-(16|32)(LE)? text.*not UTF-8; convert it to UTF-8: iconv"):
+        read_patterns(path)

@@ -1026,6 +1026,13 @@ class Recurrent(OwnParametersModule):
                 if issubclass(kind, nn.RNNBase):
                     hint = f"; give a module of it, m = {'nn.' if torch_nn else ''}{kind.__name__}(...)"
             raise RnnkitError(f"from_torch takes torch.nn.RNN, LSTM or GRU, got {got}{hint}")
+        # a subclass's (or the module's own) forward computes something else: only the weights carry over
+        base = next(c for c in type(m).__mro__ if c.__module__ == nn.RNNBase.__module__)
+        if "forward" in vars(m) or type(m).forward is not base.forward:
+            who = "m" if "forward" in vars(m) else f"{type(m).__module__}.{type(m).__qualname__}"
+            warnings.warn(f"from_torch: {who} defines a forward of its own; only its weights are converted, and the "
+                          f"layer computes torch.nn.{base.__name__}'s function", UserWarning,
+                          stacklevel=user_stacklevel())  # fmt: skip
         p = next(m.parameters())
         # one weight of another dtype or device was cast to the first's in silence (a float64 W_hh's bits lost),
         # where m itself refuses to run

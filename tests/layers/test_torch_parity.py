@@ -701,3 +701,34 @@ def test_from_torch_refuses_a_module_of_mixed_dtypes():
         RnnkitError, match=r"^from_torch: m.weight_hh_l0 is torch.float64 on cpu but m's first weight"
     ):
         Recurrent.from_torch(m)
+
+
+def test_from_torch_warns_of_a_subclass_with_a_forward_of_its_own():
+    """A subclass of torch.nn.LSTM whose forward computes something else (out * 2) was converted as the plain
+    module, its weights only, in silence: the layer's outputs 0.3 off m's. It is said in a UserWarning naming the
+    subclass; a subclass adding only attributes or methods converts silently, as before."""
+
+    class Doubled(nn.LSTM):
+        def forward(self, x, hx=None):
+            out, state = super().forward(x, hx)
+            return out * 2, state
+
+    class Tagged(nn.GRU):
+        tag = "mine"
+
+        def hello(self):
+            return 1
+
+    with pytest.warns(
+        UserWarning, match=r"^from_torch: \S*Doubled defines a forward of its own; only its weights"
+    ):
+        layer = Recurrent.from_torch(Doubled(3, 4))
+    x = torch.randn(5, 2, 3)
+    torch.testing.assert_close(layer(x)[0], nn.LSTM.forward(layer.to_torch(), x)[0])
+    m = nn.RNN(3, 4)
+    m.forward = lambda x, hx=None: nn.RNN.forward(m, x, hx)  # set on the module itself
+    with pytest.warns(UserWarning, match=r"^from_torch: m defines a forward of its own"):
+        Recurrent.from_torch(m)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Recurrent.from_torch(Tagged(3, 4))

@@ -278,13 +278,20 @@ class Cell(OwnParametersModule):
         of code ported from torch loads, as a layer loads torch.nn.LSTM's weight_ih_l0 (it failed with a three-line
         RuntimeError). Not a registered pre-hook, which would pickle as a bound method (see Recurrent's)."""
         if self.torch_mode is not None:
-            for theirs, ours in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), TORCH_ORDER):
+            pairs = list(zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), TORCH_ORDER))
+            renamed = False
+            for theirs, ours in pairs:
                 if prefix + theirs in state_dict and prefix + ours not in state_dict:
                     state_dict[prefix + ours] = state_dict.pop(prefix + theirs)
                     self.__dict__.setdefault("_torch_keys", {})[ours] = prefix + theirs
+                    renamed = True
+            for theirs, ours in pairs if renamed else ():  # a torch-named dict's missing keys: torch's names
+                if prefix + ours not in state_dict:
+                    self.__dict__["_torch_keys"].setdefault(ours, prefix + theirs)
         given, errors = self.__dict__.pop("_torch_keys", {}), args[-1]  # (a torch key renamed: by its name)
-        n = len(errors)
+        missing, n = args[-3], len(errors)
         super()._load_from_state_dict(state_dict, prefix, *args)
+        missing[:] = [given.get(k[len(prefix) :], k) if k.startswith(prefix) else k for k in missing]
         for k in range(n, len(errors)):
             for ours, theirs in given.items():
                 errors[k] = errors[k].replace(

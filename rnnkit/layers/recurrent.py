@@ -1119,6 +1119,11 @@ class Recurrent(OwnParametersModule):
                 # the cell's load names the key as given in its errors ("size mismatch for weight_hh_l0 (here
                 # cells.0.W_hh)"): it named only its own, a key the caller never wrote
                 cell.__dict__.setdefault("_torch_keys", {})[attr] = prefix + name
+        # a torch-named dict's missing keys by torch.nn's names: "Missing key(s): cells.1.W_hh" named a key the
+        # caller never wrote
+        for name, cell, attr in self._torch_slots() if given else ():
+            if f"{prefix}cells.{index[id(cell)]}.{attr}" not in state_dict:
+                cell.__dict__.setdefault("_torch_keys", {}).setdefault(attr, prefix + name)
 
     def __getattr__(self, name):
         """torch.nn's names for the weights (weight_ih_l0, weight_hh_l1_reverse, bias_hh_l0, weight_hr_l0), for

@@ -732,3 +732,32 @@ def test_from_torch_warns_of_a_subclass_with_a_forward_of_its_own():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Recurrent.from_torch(Tagged(3, 4))
+
+
+def test_a_missing_torch_key_is_named_as_torch_names_it():
+    """torch.nn.LSTM's state_dict with weight_hh_l1 left out said "Missing key(s) in state_dict: "cells.1.W_hh"", a
+    name the caller's dict never used; a torch-named dict's missing keys are torch.nn's names (strict=False's
+    missing_keys too, as torch.nn.LSTM gives them), an own-named dict's still its own, as for a cell given
+    torch.nn.LSTMCell's weights."""
+    from rnnkit.cells import LSTM
+
+    sd = nn.LSTM(3, 4, 2, bidirectional=True).state_dict()
+    del sd["weight_hh_l1"], sd["bias_ih_l0_reverse"]
+    with pytest.raises(
+        RuntimeError, match=r'Missing key\(s\) in state_dict: "bias_ih_l0_reverse", "weight_hh_l1"\.'
+    ):
+        Recurrent("lstm", 3, 4, 2, bidirectional=True).load_state_dict(sd)
+    result = Recurrent("lstm", 3, 4, 2, bidirectional=True).load_state_dict(sd, strict=False)
+    assert sorted(result.missing_keys) == ["bias_ih_l0_reverse", "weight_hh_l1"]
+    sd = Recurrent("lstm", 3, 4, 2).state_dict()
+    del sd["cells.1.W_hh"]
+    with pytest.raises(RuntimeError, match=r'Missing key\(s\) in state_dict: "cells\.1\.W_hh"\.'):
+        Recurrent("lstm", 3, 4, 2).load_state_dict(sd)
+    sd = nn.LSTMCell(3, 4).state_dict()
+    del sd["bias_hh"]
+    with pytest.raises(RuntimeError, match=r'Missing key\(s\) in state_dict: "bias_hh"\.'):
+        LSTM(3, 4).load_state_dict(sd)
+    outer = nn.Sequential(nn.LSTM(3, 4)).state_dict()  # under a prefix
+    del outer["0.weight_ih_l0"]
+    with pytest.raises(RuntimeError, match=r'Missing key\(s\) in state_dict: "0\.weight_ih_l0"\.'):
+        nn.Sequential(Recurrent("lstm", 3, 4)).load_state_dict(outer)

@@ -263,6 +263,8 @@ def _check_resumable(ckpt, path):
 def restore(ckpt, model, optimizer, batches, path="latest.pt") -> Progress:
     from rnnkit import CELLS
 
+    # (the default, a str, failed in the damaged-checkpoint line: 'str' object has no attribute 'name')
+    path = pathlib.Path(path)
     complex_ = [name for name, w in ckpt["model"].items() if isinstance(w, torch.Tensor) and w.is_complex()]
     if complex_:  # load_state_dict kept the real part, with only torch's warning (as load_run says it)
         raise RnnkitError(f"{path} is damaged (its weights {', '.join(complex_[:3])} are complex numbers; a model's "

@@ -1479,3 +1479,40 @@ def test_a_sample_the_output_cant_encode_is_written_escaped(tmp_path):
     cfg = tiny_config(corpus, max_steps=4, eval_every=2, sample_every=2, sample_length=200)
     assert train(cfg, tmp_path / "run", log=ascii_print) == 0
     assert any(line.startswith("done: 4 steps") for line in lines), lines
+
+
+class _Batches:
+    """What restore reads of a run's batches: B streams, len windows an epoch."""
+
+    B = 8
+
+    def __len__(self):
+        return 10
+
+
+def _fresh_run(tmp_path, corpus):
+    """A tiny run's latest.pt, and a model and optimizer of its configuration (one step taken: a state of its own)."""
+    from rnnkit.data.bptt import Window
+    from rnnkit.models.charlm import CharLM
+    from rnnkit.train.optim import make_optimizer
+
+    cfg = tiny_config(corpus, max_steps=2)
+    train(cfg, tmp_path / "run", log=lambda s: None)
+    ckpt = load_checkpoint(tmp_path / "run" / "latest.pt")
+    cfg.model.vocab_size = len(ckpt["chars"])
+    model = CharLM(cfg.model)
+    optimizer = make_optimizer(model.parameters(), cfg.train)
+    model(Window(torch.zeros(8, 2, dtype=torch.long), torch.zeros(8, 2, dtype=torch.long)))[1].backward()
+    optimizer.step()
+    return ckpt, model, optimizer
+
+
+def test_restore_of_a_damaged_checkpoint_by_its_default_path_is_one_line(tmp_path, corpus):
+    """restore's path defaults to the string 'latest.pt', which the damaged-checkpoint line read as a path
+    (path.name): restore(ckpt, model, optimizer, batches) of a damaged checkpoint ended in "AttributeError: 'str'
+    object has no attribute 'name'"; the line names latest.pt."""
+    from rnnkit.train.loop import restore
+
+    ckpt, model, optimizer = _fresh_run(tmp_path, corpus)
+    with pytest.raises(RnnkitError, match=r"^latest\.pt is damaged \(its rng"):
+        restore({**ckpt, "rng": ckpt["rng"][:100]}, model, optimizer, _Batches())

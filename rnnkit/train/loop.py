@@ -13,6 +13,7 @@ The loop only calls `model(batch) -> (logits, loss)`, `model.state` and `model.s
 
 import collections
 import contextlib
+import copy
 import dataclasses
 import errno
 import hashlib
@@ -261,6 +262,10 @@ def _check_resumable(ckpt, path):
 
 
 def restore(ckpt, model, optimizer, batches, path="latest.pt") -> Progress:
+    """Put a checkpoint's weights, optimizer state, carried state and rng into model, optimizer and torch's
+    generator; its progress returned. A refused checkpoint (an error raised) leaves all of them as they were: one
+    refused after its weights were in (a damaged rng, progress or carried state) left a caller who caught the
+    error a model changed in part."""
     from rnnkit import CELLS
 
     # (the default, a str, failed in the damaged-checkpoint line: 'str' object has no attribute 'name')
@@ -273,21 +278,6 @@ def restore(ckpt, model, optimizer, batches, path="latest.pt") -> Progress:
     if whole:  # copied into the model in silence, and trained on
         raise RnnkitError(f"{path} is damaged (its weights {', '.join(whole[:3])} are {ckpt['model'][whole[0]].dtype}: "
                           f"whole numbers or bools; a model's are floating-point); {_instead(path, True)}")  # fmt: skip
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(_in_model_order(ckpt, model))
-    # torch fills in settings newer than the file; one it lacks (betas) was a KeyError traceback at the first step
-    lacking = sorted({k for group in optimizer.param_groups for k in optimizer.defaults if k not in group})
-    if lacking:
-        raise RnnkitError(f"{path} is damaged (its optimizer state lacks the settings {', '.join(lacking)}); "
-                          f"{_instead(path, True)}")  # fmt: skip
-    # and a parameter's moments it lacks (exp_avg) were a KeyError traceback from inside the first step
-    need = _state_keys(optimizer)
-    for name, p in model.named_parameters():
-        # (no state at all: the optimizer starts it, as its first step does)
-        missing = sorted(need - set(optimizer.state.get(p) or need))
-        if missing:
-            raise RnnkitError(f"{path} is damaged (its optimizer state of {name} lacks {', '.join(missing)}); "
-                              f"{_instead(path, True)}")  # fmt: skip
     carry = ckpt["carry"]
     n, shape = CELLS[model.cfg.cell].num_states, (model.cfg.num_layers, batches.B, model.cfg.hidden_size)
     if carry and (
@@ -295,13 +285,45 @@ def restore(ckpt, model, optimizer, batches, path="latest.pt") -> Progress:
     ):
         raise RnnkitError(f"{path} is damaged (its carried state is not {n} tensor{'s' if n > 1 else ''} of shape "
                           f"{shape}); {_instead(path, True)}")  # fmt: skip
-    model.state = None if not carry else tuple(carry) if len(carry) == 2 else carry[0]
+    kept = torch.get_rng_state()
     try:  # (of another size: said as a configuration that does not fit, to resume 'without changing' options)
-        torch.set_rng_state(ckpt["rng"])
+        torch.set_rng_state(ckpt["rng"])  # tried, and put back until the rest has passed
     except RuntimeError:
         raise RnnkitError(f"{path} is damaged (its rng is not a state of torch's random generator: "
                           f"{ckpt['rng'].numel()} bytes); {_instead(path, True)}") from None  # fmt: skip
-    return _saved_progress(ckpt["progress"], len(batches), path)
+    finally:
+        torch.set_rng_state(kept)
+    progress = _saved_progress(ckpt["progress"], len(batches), path)
+    # the optimizer's checks read it loaded (torch fills in its newer settings), and load_state_dict copies the
+    # weights that fit before it refuses one that does not: both are put back if any of it fails
+    weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    moments = copy.deepcopy(optimizer.state_dict())
+    try:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(_in_model_order(ckpt, model))
+        # torch fills in settings newer than the file; one it lacks (betas) was a KeyError traceback at the first
+        # step
+        lacking = sorted(
+            {k for group in optimizer.param_groups for k in optimizer.defaults if k not in group}
+        )
+        if lacking:
+            raise RnnkitError(f"{path} is damaged (its optimizer state lacks the settings {', '.join(lacking)}); "
+                              f"{_instead(path, True)}")  # fmt: skip
+        # and a parameter's moments it lacks (exp_avg) were a KeyError traceback from inside the first step
+        need = _state_keys(optimizer)
+        for name, p in model.named_parameters():
+            # (no state at all: the optimizer starts it, as its first step does)
+            missing = sorted(need - set(optimizer.state.get(p) or need))
+            if missing:
+                raise RnnkitError(f"{path} is damaged (its optimizer state of {name} lacks {', '.join(missing)}); "
+                                  f"{_instead(path, True)}")  # fmt: skip
+    except BaseException:
+        model.load_state_dict(weights)
+        optimizer.load_state_dict(moments)
+        raise
+    model.state = None if not carry else tuple(carry) if len(carry) == 2 else carry[0]
+    torch.set_rng_state(ckpt["rng"])
+    return progress
 
 
 def _state_keys(optimizer) -> set:

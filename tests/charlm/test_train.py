@@ -1516,3 +1516,39 @@ def test_restore_of_a_damaged_checkpoint_by_its_default_path_is_one_line(tmp_pat
     ckpt, model, optimizer = _fresh_run(tmp_path, corpus)
     with pytest.raises(RnnkitError, match=r"^latest\.pt is damaged \(its rng"):
         restore({**ckpt, "rng": ckpt["rng"][:100]}, model, optimizer, _Batches())
+
+
+@pytest.mark.parametrize("damage", ["rng", "progress", "carry", "optimizer", "weights"])
+def test_a_refused_restore_changes_nothing(tmp_path, corpus, damage):
+    """restore loaded the weights and the optimizer's state before it refused a damaged rng, progress or carried
+    state in the checkpoint (or an optimizer state lacking a setting, or a weight of another shape): a caller
+    catching the error was left with a model changed in part. A refused restore leaves the model, the optimizer
+    and torch's generator as they were."""
+    from rnnkit.train.loop import restore
+
+    ckpt, model, optimizer = _fresh_run(tmp_path, corpus)
+    if damage == "rng":
+        ckpt["rng"] = ckpt["rng"][:100]
+    elif damage == "progress":
+        ckpt["progress"] = {**ckpt["progress"], "window": 10**6}
+    elif damage == "carry":
+        ckpt["carry"] = [torch.zeros(1, 2, 3)]
+    elif damage == "optimizer":
+        for group in ckpt["optimizer"]["param_groups"]:
+            del group["betas"]
+    else:  # the last weight of another shape: the others were copied before load_state_dict refused
+        last = list(ckpt["model"])[-1]
+        ckpt["model"] = {**ckpt["model"], last: torch.zeros(3)}
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    before = optimizer.state_dict()
+    moments = {i: {k: v.clone() for k, v in s.items()} for i, s in before["state"].items()}
+    rng, carried = torch.get_rng_state(), model.state
+    with pytest.raises((RnnkitError, RuntimeError), match="is damaged|size mismatch"):
+        restore(ckpt, model, optimizer, _Batches())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, weights[k]), k
+    after = optimizer.state_dict()
+    assert after["param_groups"] == before["param_groups"]
+    for i, s in after["state"].items():
+        assert all(torch.equal(v, moments[i][k]) for k, v in s.items()), i
+    assert torch.equal(torch.get_rng_state(), rng) and model.state is carried

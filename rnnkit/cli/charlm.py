@@ -175,6 +175,9 @@ def add_commands(sub):
     p.set_defaults(func=cmd_eval)
 
 
+CORPUS_NAMES = ("shakespeare", "stdlib", "default")  # the built-in corpora's names (load_corpus)
+
+
 def train_config(args):
     """Preset (or the saved config when resuming), then the flags actually given."""
     from rnnkit.presets import preset
@@ -184,6 +187,11 @@ def train_config(args):
     if args.corpus is not None and not args.corpus.strip():
         raise RnnkitError("CORPUS is empty; give a text file or 'shakespeare', or leave it out (the built-in "
                           "corpus; with --resume, the run's own text)")  # fmt: skip
+    # a built-in corpus's bare name that is also a file here: load_corpus reads the file, which a name can't say
+    if args.corpus in CORPUS_NAMES and pathlib.Path(args.corpus).is_file():
+        builtin = "run from another folder" if args.corpus == "shakespeare" else "leave CORPUS out"
+        raise RnnkitError(f"CORPUS {args.corpus} is both the built-in corpus and the file ./{args.corpus} in this "
+                          f"folder; give ./{args.corpus} for the file, or {builtin} for the built-in corpus")  # fmt: skip
     out = pathlib.Path(args.out)
     resuming = args.resume and (out / "latest.pt").is_file()  # else train says there is nothing to resume
     if resuming:
@@ -200,6 +208,12 @@ def train_config(args):
     else:
         cfg = RunConfig()
         cfg.update(preset(args.preset or "default") if args.preset or not args.corpus else {})
+    # the built-in shakespeare by its name (a preset's, a run's: a file is kept by its absolute path), read as the
+    # file ./shakespeare by load_corpus
+    if not args.corpus and cfg.data.corpus == "shakespeare" and pathlib.Path("shakespeare").is_file():
+        whose = "the run's" if resuming else "the preset's"
+        raise RnnkitError(f"{whose} corpus shakespeare is the built-in corpus, but the file ./shakespeare in this "
+                          f"folder would be read instead; run from another folder (--out takes any path)")  # fmt: skip
     if args.corpus:  # a file by its absolute path: --resume may run from another folder. Resuming, the run's
         given = pathlib.Path(args.corpus)  # text in a new place: a changed text fails the corpus check
         cfg.data.corpus = str(given.resolve()) if given.is_file() else args.corpus

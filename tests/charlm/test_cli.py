@@ -902,3 +902,45 @@ def test_every_train_option_says_what_it_sets(capsys):
     train = build_parser().commands["train"]
     bare = [a.option_strings[-1] for a in train._actions if a.option_strings and not a.help]
     assert bare == []
+
+
+@pytest.mark.parametrize("name", ["shakespeare", "stdlib", "default"])
+def test_a_corpus_name_that_is_also_a_file_here_is_refused(tmp_path, corpus, cli, monkeypatch, name):
+    """`rnnkit train shakespeare` in a folder holding a file called shakespeare trained on that file in silence
+    (the bare name can't tell the built-in corpus from the file; --preset shakespeare there read the file too, its
+    config recording the built-in's name). One line names both and the fix; ./NAME is the file."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / name).write_text(corpus.read_text())
+    code, _, err = cli("train", name, "--out", tmp_path / "run", *TINY, "--max-steps", "1")
+    assert (
+        code == 2 and f"CORPUS {name} is both the built-in corpus and the file ./{name} in this folder" in err
+    )
+    assert not (tmp_path / "run").exists()
+    if name == "shakespeare":
+        code, _, err = cli("train", "--preset", "shakespeare", "--out", tmp_path / "run", "--max-steps", "1")
+        assert code == 2 and "the preset's corpus shakespeare is the built-in corpus, but" in err, err
+        assert not (tmp_path / "run").exists()
+    code, _, err = cli("train", f"./{name}", "--out", tmp_path / "run", *TINY, "--max-steps", "1")
+    assert code == 0, err
+
+
+def test_a_built_in_shakespeare_run_resumed_beside_a_file_of_its_name_says_so(
+    tmp_path, corpus, cli, monkeypatch
+):
+    """A run on the built-in shakespeare (kept by its name; a file's path is kept absolute), resumed from a folder
+    holding a file called shakespeare, read that file and was refused as 'the corpus of RUN has changed'; it says
+    which file would be read and to resume from another folder."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "tinyshakespeare.txt").write_text(corpus.read_text())
+    run = tmp_path / "run"
+    assert cli("train", "shakespeare", "--data-dir", data, "--out", run, *TINY, "--max-steps", "1")[0] == 0
+    (tmp_path / "here").mkdir()
+    (tmp_path / "here" / "shakespeare").write_text("another text\n" * 400)
+    monkeypatch.chdir(tmp_path / "here")
+    code, _, err = cli("train", "--out", run, "--resume", "--max-steps", "2")
+    assert (
+        code == 2 and "the run's corpus shakespeare is the built-in corpus, but the file ./shakespeare" in err
+    )
+    monkeypatch.chdir(tmp_path)
+    assert cli("train", "--out", run, "--resume", "--max-steps", "2")[0] == 0

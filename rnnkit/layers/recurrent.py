@@ -101,6 +101,11 @@ def _own_pieces(cls):
 _MISSING = object()
 
 
+class _NoTorchWeights(AttributeError, RnnkitError):
+    """all_weights of a layer of a cell torch.nn lacks: an AttributeError to hasattr and inspect, an RnnkitError's
+    one line to the reader."""
+
+
 def _own_params(cell):
     """(W_xh, b_xh, *REC_PARAMS) of a cell whose input_affine and rec_params are Cell's (they read these
     attributes), taken from its _parameters: the same tensors, without nn.Module.__getattr__'s way to each (about
@@ -1135,6 +1140,11 @@ class Recurrent(OwnParametersModule):
             slot = self._torch_slot(name)
             if slot is not None:
                 return getattr(*slot)
+            # (all_weights' property's AttributeError for a cell torch.nn lacks)
+            cells = self.__dict__.get("_modules", {}).get("cells")
+            if name == "all_weights" and cells and cells[0].torch_mode is None:
+                raise _NoTorchWeights(f"all_weights lists torch.nn's weights; torch.nn has no {self.cell_name} cell "
+                                      "(use named_parameters())") from None  # fmt: skip
             raise
 
     def __setattr__(self, name, value):
@@ -1241,10 +1251,11 @@ class Recurrent(OwnParametersModule):
     @property
     def all_weights(self) -> list[list[nn.Parameter]]:
         """As torch.nn's RNNs give it: per layer and direction, [weight_ih, weight_hh, bias_ih, bias_hh]
-        (without the biases for bias=False; weight_hr last with proj_size). The cells torch has only."""
+        (without the biases for bias=False; weight_hr last with proj_size). The cells torch has only: for another
+        an AttributeError (hasattr False, getattr's default, inspect.getmembers) that is an RnnkitError too."""
         if self.cells[0].torch_mode is None:
-            raise RnnkitError(f"all_weights lists torch.nn's weights; torch.nn has no {self.cell_name} cell "
-                              "(use named_parameters())")  # fmt: skip
+            # (Python takes a property's AttributeError to __getattr__, which says it: see there)
+            raise AttributeError("all_weights")
         return self._per_cell(self._flat_weights)
 
     @property

@@ -188,6 +188,19 @@ def test_weights_by_torch_name(name, kw):
     assert (mut1.mode, mut1._flat_weights, mut1._all_weights) == (None, [], [])
 
 
+@pytest.mark.parametrize("name", ["mut1", "leaky", "gru_cho"])
+def test_all_weights_of_a_cell_torch_lacks_is_an_attribute_error_too(name):
+    """hasattr(layer, "all_weights"), getattr with a default and inspect.getmembers (which read every name dir()
+    lists) ask by AttributeError: a layer of a cell torch.nn lacks raised its RnnkitError out of all three."""
+    import inspect
+
+    layer = Recurrent(name, 3, 4)
+    assert not hasattr(layer, "all_weights") and getattr(layer, "all_weights", None) is None
+    assert "all_weights" not in dict(inspect.getmembers(layer))
+    with pytest.raises(RnnkitError, match=f"torch.nn has no {name} cell .*named_parameters"):
+        _ = layer.all_weights
+
+
 def test_bias_false_round_trip():
     ref = nn.GRU(3, 4, bias=False, batch_first=True)
     ours = Recurrent.from_torch(ref, backend="python")

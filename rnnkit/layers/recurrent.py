@@ -220,6 +220,11 @@ def _check_state_type(state, num_states):
     """A state that isn't a tensor (or a tuple (h, c) of tensors) said in one line, not an AttributeError."""
     given = state if isinstance(state, tuple | list) else (state,)
     if not all(isinstance(s, torch.Tensor) for s in given):
+        # (h, None), h given without c: "(or None for zeros)" below read as if c could be None there
+        missing = [part for part, s in zip("hc", given) if s is None]
+        if num_states == len(given) == 2 and len(missing) == 1 and all(isinstance(s, torch.Tensor | None) for s in given):  # fmt: skip
+            raise RnnkitError(f"state {missing[0]} is None: give both h and c, as torch.nn.LSTM takes them "
+                              f"({missing[0]} of zeros for a start at zeros), or state=None for zeros of both")  # fmt: skip
         what = "a tuple (h, c) of tensors" if num_states == 2 else "a tensor h"
         got = ", ".join(type(s).__name__ for s in given)
         raise RnnkitError(f"state must be {what} (or None for zeros), got {got}")

@@ -202,6 +202,10 @@ def test_bad_input_one_line(make, msg):
         # were an AttributeError, a TypeError from torch, and "Cannot copy out of meta tensor"
         (dict(state=(None, None)), r"state must be a tuple \(h, c\) of tensors .*got NoneType, NoneType"),
         (dict(state=0), r"state must be a tuple \(h, c\) of tensors .*got int"),
+        # h given, c None (as torch.nn.LSTM, which needs both): was "... (or None for zeros), got Tensor, NoneType",
+        # read as if c could be None
+        (dict(state=(torch.zeros(1, 2, 4), None)), r"state c is None: give both h and c.*or state=None"),
+        (dict(state=[None, torch.zeros(1, 2, 4)]), r"state h is None: give both h and c"),
         (dict(lengths="ab"), r"lengths must be integers, one per sequence \(2,\), got 'ab'"),
         (dict(lengths=torch.tensor([5, 3], device="meta")), "lengths is a meta tensor"),
         # said which of h and c, and the fix (was "state is torch.float64 on cpu but input is ...", no more)
@@ -219,6 +223,12 @@ def test_bad_lengths_and_state(kw, msg):
     layer = Recurrent("lstm", 3, 4, backend="python")
     with pytest.raises(RnnkitError, match=msg):
         layer(torch.randn(2, 5, 3), **kw)
+
+
+def test_unbatched_state_h_without_c():
+    layer = Recurrent("lstm", 3, 4, backend="python")
+    with pytest.raises(RnnkitError, match=r"state c is None: give both h and c"):
+        layer(torch.randn(5, 3), (torch.zeros(1, 4), None))
 
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.uint16, torch.uint32, torch.uint64])

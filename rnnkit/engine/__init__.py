@@ -369,6 +369,7 @@ def run(
     xtilde=None,
     check=True,
     resolved=None,
+    inner=False,
 ):
     """Run `cell` (a Cell class or instance) over xw.
 
@@ -382,7 +383,8 @@ def run(
     b_xh that xw leaves out and the loop adds; raw_tail, MUT1's x̃ block given before its tanh; xtilde (T, B, H),
     with raw_tail, that block when it is the layer's input itself (D = H; xw then (T, B, 2H)).
     resolved: "native" where the caller has just had resolve_backend answer so for this cell and an input of xw's
-    kind (Recurrent's projection, which asks it first), not asked again.
+    kind (Recurrent's projection, which asks it first), not asked again. inner: hs feeds only the next layer (see
+    native.NativeRecurrence), which may then keep it once with the loop's states.
     """
     refuse_jit_trace()
     # a cell with torch.nn.utils.parametrizations is an instance of a class torch made for it (ParametrizedLSTM): the
@@ -399,7 +401,7 @@ def run(
         mask = None if mask is None else mask.clone()
     if autocast_on(xw.device):  # the loop runs in its parameters' dtype, see _no_autocast
         return _no_autocast(run, cell, xw, state0, P, mask, reverse, backend, probe, batch_first, xbias=xbias,
-                            raw_tail=raw_tail, xtilde=xtilde)  # fmt: skip
+                            raw_tail=raw_tail, xtilde=xtilde, inner=inner)  # fmt: skip
     # a cell of one's own given sizes its trace doesn't take: python's checks say what is wrong (asked before tracing
     # it: the trace's sample step, at H = U's columns, failed first with torch's error on shapes the user never gave)
     fits = native_fits(cell, xw, state0, P)
@@ -423,7 +425,7 @@ def run(
         if not (recording() and grad):  # (torch.inference_mode() under enable_grad records nothing)
             return forward_only(cell, mask, reverse, batch_first, raw_tail, xw, xtilde, state0, P)
         hs, *state = NativeRecurrence.apply(
-            cell, mask, reverse, probe, batch_first, raw_tail, len(state0), xw, xtilde, *tensors[1:]
+            cell, mask, reverse, probe, batch_first, raw_tail, inner, len(state0), xw, xtilde, *tensors[1:]
         )
         return hs, tuple(state)
     if xbias is not None or raw_tail or xtilde is not None:

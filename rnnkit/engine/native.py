@@ -522,12 +522,15 @@ class NativeRecurrence(torch.autograd.Function):
     batch_first: hs is written (B, T, H) straight away (and dL/dhs read so), sparing the layer's last
     transpose and its copy both ways. P may end with a gated cell's input bias and raw may be set, see
     `loop_adds_input_bias`; xt (T, B, H) or None: MUT1's x̃ when it is the layer's input itself (raw; xw then
-    holds only [z, r]), which the loop reads in place, its gradient a tensor of its own."""
+    holds only [z, r]), which the loop reads in place, its gradient a tensor of its own. inner: hs is read only by
+    the layer above (Recurrent's lower layers), which saves it for its own backward: without a mask, time-major, it
+    is then a view of the states the loop saves (h_1..h_T) instead of a copy of them, kept once; such a view can't
+    be changed in place."""
 
     @staticmethod
-    def forward(ctx, cell, mask, reverse, probe, batch_first, raw, n_state, xw, xt, *tensors):
+    def forward(ctx, cell, mask, reverse, probe, batch_first, raw, inner, n_state, xw, xt, *tensors):
         state0, P = tensors[:n_state], tensors[n_state:]
-        keep = any(ctx.needs_input_grad[7:])
+        keep = any(ctx.needs_input_grad[8:])
         ctx.cell_id = cell_id(cell, P, xw)  # (a cell of one's own: its traced kernels' id, kept for backward)
         out, m, flat = _run_forward(
             cell, mask, reverse, batch_first, raw, xw, xt, state0, P, keep, ctx.cell_id
@@ -541,6 +544,8 @@ class NativeRecurrence(torch.autograd.Function):
         # (save_on_cpu, torch.utils.checkpoint), and checked for in-place changes when unpacked (below)
         ctx.n_tensors = len(tensors)
         ctx.save_for_backward(*saved_input(ctx, xw), xt, *tensors, *out[1 + n_state :])
+        if inner and keep and m is None and not batch_first:  # hs[t] = h_t = HH[t + 1] (reverse: HH[t])
+            out[0] = out[1 + n_state].narrow(0, 0 if reverse else 1, xw.shape[0])
         return tuple(out[: 1 + n_state])
 
     @staticmethod
@@ -564,7 +569,7 @@ class NativeRecurrence(torch.autograd.Function):
             HH.new_zeros(s) if d is None else d.contiguous() for d, s in zip(dstateT, ctx.state_shapes)
         ]
         if torch.is_grad_enabled() or not _plain(dhs, *dstateT):  # create_graph=True, or batched gradients
-            return (None,) * 7 + NativeRecurrence._differentiable(ctx, all_saved, dhs, dstateT)
+            return (None,) * 8 + NativeRecurrence._differentiable(ctx, all_saved, dhs, dstateT)
         probe = ctx.probe
         out = load().backward(
             ctx.cell_id, saved, ctx.X, flat, ctx.mask, ctx.reverse, dhs.contiguous(), dstateT,
@@ -575,12 +580,12 @@ class NativeRecurrence(torch.autograd.Function):
         dxw, dxt, dstate0, dP = out[0], out[1], out[2 : 2 + n], out[2 + n : 2 + n + len(flat)]
         if probe is not None:
             probe.record(out[-1])
-        needs = ctx.needs_input_grad[7 + 2 + n :]
+        needs = ctx.needs_input_grad[8 + 2 + n :]
         # (a traced cell's EXTRAS gradient comes as (H,): a (1, H) parameter's is the same numbers, reshaped; one of
         # the parameter's shape as it is, no view: autograd may then keep it as .grad without a copy)
         dP = [(g if g.shape == s else g.reshape(s) if g.numel() == s.numel() else g.sum_to_size(s))
               if need and g is not None else None for g, s, need in zip(dP, ctx.shapes, needs)]  # fmt: skip
-        return (None, None, None, None, None, None, None, dxw, dxt, *dstate0, *dP)
+        return (None, None, None, None, None, None, None, None, dxw, dxt, *dstate0, *dP)
 
     @staticmethod
     def _differentiable(ctx, saved, dhs, dstateT):
@@ -604,7 +609,7 @@ class NativeRecurrence(torch.autograd.Function):
             hs, state = autograd_loop(cell, full, state0, P, mask, ctx.reverse, ctx.probe)
             return (hs.transpose(0, 1) if ctx.batch_first else hs, *state)
 
-        return tuple(higher_order_grads([xw, xt, *tensors], rerun, (dhs, *dstateT), ctx.needs_input_grad[7:]))
+        return tuple(higher_order_grads([xw, xt, *tensors], rerun, (dhs, *dstateT), ctx.needs_input_grad[8:]))
 
 
 class NativeProjection(torch.autograd.Function):

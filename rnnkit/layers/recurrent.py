@@ -517,7 +517,7 @@ class Recurrent(OwnParametersModule):
                     self.batch_first and layer == self.num_layers - 1 and self.dirs == 1 and not self.residual
                 )
                 hs, sT = run(cell, xw, s0, P, mask, d == 1, self.backend, probes[i], batch_first=bf, check=False,
-                             **fold)  # fmt: skip
+                             inner=layer < self.num_layers - 1, **fold)  # fmt: skip
                 outs.append(hs)
                 finals.append(sT)
             out = outs[0] if self.dirs == 1 else joined(torch.cat, outs, dim=-1)  # (T, B, H·dirs)

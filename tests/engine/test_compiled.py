@@ -91,7 +91,7 @@ def test_operator_gradients_through_part_of_its_outputs(name, through):
     cell, n = compiled.CELL_OF_ID[cell_id], len(state0)
     inputs = (xw, *state0, *P)
     out = compiled.recurrence(cell_id, xw, state0, P, given, mask, reverse, keep, bf)
-    ref = native.NativeRecurrence.apply(cell, mask, reverse, None, bf, False, n, xw, None, *state0, *P)
+    ref = native.NativeRecurrence.apply(cell, mask, reverse, None, bf, False, False, n, xw, None, *state0, *P)
     pick = {"outputs": 0, "final state": 1, "cell state": 2}[through]
     w = torch.randn_like(out[pick])
     for a, b in zip(torch.autograd.grad((out[pick] * w).sum(), inputs),

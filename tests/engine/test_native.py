@@ -87,7 +87,7 @@ def test_gradcheck(name):
 
     def f(xw, *tensors):
         return native.NativeRecurrence.apply(
-            type(cell), mask, False, None, False, False, len(s0), xw, None, *tensors
+            type(cell), mask, False, None, False, False, False, len(s0), xw, None, *tensors
         )
 
     torch.autograd.gradcheck(f, (xw, *s0, *P))

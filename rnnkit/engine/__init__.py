@@ -382,8 +382,8 @@ def run(
     Native backend only (Recurrent's projection, see `native.loop_adds_input_bias`): xbias, the input bias
     b_xh that xw leaves out and the loop adds; raw_tail, MUT1's x̃ block given before its tanh; xtilde (T, B, H),
     with raw_tail, that block when it is the layer's input itself (D = H; xw then (T, B, 2H)).
-    resolved: "native" where the caller has just had resolve_backend answer so for this cell and an input of xw's
-    kind (Recurrent's projection, which asks it first), not asked again. inner: hs feeds only the next layer (see
+    resolved: "native" (or "python") where the caller has just had resolve_backend answer so for this cell and an
+    input of xw's kind (Recurrent's projection, which asks it first), not asked again. inner: hs feeds only the next layer (see
     native.NativeRecurrence), which may then keep it once with the loop's states.
     """
     refuse_jit_trace()
@@ -415,7 +415,12 @@ def run(
         hs, state = scan_loop(cell, xw, state0, P, mask, reverse)
         return (hs.transpose(0, 1).contiguous() if batch_first else hs), state
     probe = None if probe is None else _Call(probe)  # (this run's records: see GradProbe.record)
-    chosen = "native" if resolved == "native" and fits else resolve_backend(backend, cell, xw, P, fits=fits)
+    if resolved == "python":
+        chosen = "python"
+    else:
+        chosen = (
+            "native" if resolved == "native" and fits else resolve_backend(backend, cell, xw, P, fits=fits)
+        )
     if chosen == "native":
         from rnnkit.engine.native import NativeRecurrence, forward_only
 

@@ -176,7 +176,7 @@ def recurrence(
     """[hs, state_T..., and with keep what backward reads: HH (T+1, B, H), (CC,) caches (T, B, w)...].
     P: the cell's recurrent parameters present, `given` their places in its REC_PARAMS."""
     full, cls = _all_params(cell, P, given), _cell(cell)
-    if cell not in CELL_OF_ID and native.cell_id(cls, full, xw) != cell:
+    if cell not in CELL_OF_ID and native.traced_id(cls, full, xw) != cell:
         # (what the kernels bake in changed since dynamo traced the graph: a global number the step reads, say)
         raise RnnkitError(f"{cls.__name__}'s step functions or the numbers they read changed since torch.compile "
                           "traced them; call torch._dynamo.reset() to compile it again")  # fmt: skip

@@ -378,8 +378,18 @@ def unsupported(cell, xw, P=None):
                 f"{cell.__name__} is not one of rnnkit's cells, and no parameters were given to trace it with"
             )
         got = traced_id(cell, P, xw)
+        # taken once by the loop's cell_id that follows in this forward (run), not keyed again (weakly: see _traced)
+        _last.answer = weakref.ref(cell), _shapes(P), xw.dtype, got
         return got if isinstance(got, str) else None
     return None
+
+
+# this thread's last answer of unsupported for a cell of one's own: (cell, shapes, dtype, traced_id's answer)
+_last = threading.local()
+
+
+def _shapes(P):
+    return tuple(None if p is None else tuple(p.shape) for p in P)
 
 
 def unsupported_kind(device_type, dtype):
@@ -404,7 +414,7 @@ _traced_lock = threading.Lock()
 def _traced_key(cell, P, xw):
     from rnnkit.engine.traced import baked  # (the functions and the Python numbers their kernels hold)
 
-    return tuple(None if p is None else tuple(p.shape) for p in P), xw.dtype, *baked(cell)
+    return _shapes(P), xw.dtype, *baked(cell)
 
 
 def traced_id(cell, P, xw):
@@ -480,9 +490,21 @@ def traced_cell(cid):
 
 
 def cell_id(cell, P, xw):
-    """The native loop's id of cell (a class): rnnkit's own, or a cell of one's own as traced (traced_id)."""
+    """The native loop's id of cell (a class): rnnkit's own, or a cell of one's own as traced (traced_id), taken
+    once from this thread's last `unsupported` where that was of this cell and shapes (resolve_backend's, just
+    before the loop in the same forward: a key reads every number the step reads, an array of 10**6 twice a forward)."""
     got = CELL_IDS.get(cell)
-    return got if got is not None else traced_id(cell, P, xw)
+    if got is not None:
+        return got
+    last, _last.answer = getattr(_last, "answer", None), None
+    if (
+        last is not None
+        and last[0]() is cell
+        and last[1:3] == (_shapes(P), xw.dtype)
+        and isinstance(last[3], int)
+    ):
+        return last[3]
+    return traced_id(cell, P, xw)
 
 
 def _flat_params(cell, P, H):

@@ -292,6 +292,11 @@ def _value(v, names, numbers, seen, depth):
     if type(v) in FUNCTIONS:
         _numbers(v, numbers, seen, depth - 1)
     elif isinstance(v, np.ndarray):  # (float(A), A[0]: a mutable array's numbers, which the trace bakes in)
+        if (
+            id(v) in seen
+        ):  # (once: an array both functions read was keyed twice, 10**6 numbers compared twice)
+            return
+        seen.add(id(v))
         if v.size <= 256:
             numbers.append((v.dtype.str, v.shape, v.tobytes()))
         elif not v.dtype.hasobject:  # a bigger one by a digest (one of H = 512 per-unit gains was left out: a

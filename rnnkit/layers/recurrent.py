@@ -647,7 +647,8 @@ class Recurrent(OwnParametersModule):
         plain = affine is not None and all(
             type(t) in (torch.Tensor, nn.Parameter) for t in affine if t is not None
         )
-        if plain and resolve_backend(self.backend, cell, xs, P) == "native":
+        chosen = resolve_backend(self.backend, cell, xs, P) if plain else None
+        if chosen == "native":
             from rnnkit.engine.native import folds_input_bias, loop_adds_input_bias, project
 
             W, b = affine
@@ -666,16 +667,18 @@ class Recurrent(OwnParametersModule):
                     dict(native, xbias=b, raw_tail=raw),
                 )
             return project(xs, W, b, cell.tanh_tail, ident), P, native
+        # (python: run need not ask again, which keys a cell of one's own by all it reads a second time)
+        fold = {"resolved": "python"} if chosen == "python" else {}
         affine = _input_affine(cell) if affine is None else affine
         if affine is None:  # a projection of the cell's own: rebuilt from xw itself (saved_input)
-            return cell.project_input(xs), P, {}
+            return cell.project_input(xs), P, fold
         W, b = affine
         tail, ident = cell.tanh_tail, cell.input_identity
         xw = affine_input(xs, W, b, tail, ident)  # cell.project_input(xs), its weights taken once
         # higher-order gradients (engine.reference): xw again from the tensors of THIS call, not from the cell's
         # attributes at backward time (functional_call has put the module's own back by then)
         xw._rnnkit_rebuild = (lambda xs, W, b: affine_input(xs, W, b, tail, ident)), (xs, W, b)
-        return xw, P, {}
+        return xw, P, fold
 
     def _check_weights(self, i, cell):
         """A weight replaced by one of another shape (layer.weight_hh_l0 = ..., functional_call, cells[i].W_hh = ...)

@@ -1164,6 +1164,41 @@ def test_a_tensor_read_as_a_number_is_traced_again():
         GAIN_TENSOR[3] = 1.0
 
 
+INDEXED_TENSOR = torch.ones(10**4)
+
+
+def indexed_step(xw_t, state, P):
+    """tanh(a) · INDEXED_TENSOR[3]: a global's tensor in the step's ops (the python loop runs it)."""
+    (h_prev,) = state
+    y = torch.tanh(xw_t + linear(h_prev, *P)) * INDEXED_TENSOR[3]
+    return (y,), (h_prev,), (y,)
+
+
+def indexed_step_backward(dstate, cache, P):
+    (dh_t,), (y,) = dstate, cache
+    k = INDEXED_TENSOR[3]
+    return dh_t * k * (1 - (y / k) ** 2), (dh_t @ P[0],), (dh_t,), ()
+
+
+@pytest.mark.parametrize("T", [4, 12])
+def test_a_forward_keys_each_big_array_or_tensor_once(monkeypatch, T):
+    """A forward keyed what a cell of one's own reads twice (resolve_backend's look, then the loop's), and an array both
+    functions read twice each time: TABLE_OF_MANY (10**6 numbers) was compared 4 times a forward (3.5 ms where the
+    forward takes 0.7), a tensor twice, also where the python loop runs the cell; each is compared once."""
+    real, seen = traced._big_key, []
+    monkeypatch.setattr(traced, "_big_key", lambda v, key: seen.append(id(v)) or real(v, key))
+    for step, backward in [(many_step, many_step_backward), (tensor_scaled_step, tensor_scaled_step_backward),
+                           (indexed_step, indexed_step_backward)]:  # fmt: skip
+        Cls = type("Keyed", (OwnReLU,), {"step": staticmethod(step), "step_backward": staticmethod(backward)})
+        layer, x = Recurrent(Cls, 3, 5), torch.randn(2, T, 3)
+        layer(x)
+        for grad in (True, False):
+            with torch.set_grad_enabled(grad):
+                seen.clear()
+                layer(x)
+                assert seen and len(seen) == len(set(seen)), step.__name__
+
+
 def widened_step(xw_t, state, P):
     """tanh(a) computed as (y.double() + 1e8) - 1e8 cast back: float64 inside the step of a float32 run."""
     (h_prev,) = state

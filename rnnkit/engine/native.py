@@ -36,7 +36,7 @@ The GEMM options give the same numbers only up to float rounding, and a timing c
 about as fast, so a choice timed afresh in every process made the same command with the same seed give other
 bits now and then, and `--resume` other weights than the uninterrupted run. The choices are therefore kept
 in a file beside the build, one per CPU model (its family and model number, not only the
-name a VM shows; RNNKIT_GEMM_PLANS names another file; empty or /dev/null: keep none, time in every process): a process takes the choices that processes before it timed. Processes started together
+name a VM shows; RNNKIT_GEMM_PLANS names another file; empty (or blank) or /dev/null: keep none, time in every process): a process takes the choices that processes before it timed. Processes started together
 before the file holds a shape's choice (a DDP job's ranks, say) time their own; under
 torch.use_deterministic_algorithms(True) nothing is timed and every process makes the same fixed choices.
 Delete the file to time them again (after a BLAS upgrade, say).
@@ -184,8 +184,8 @@ PLAN_CPU_FIELDS = ("vendor_id", "cpu family", "model", "model name", "CPU implem
 def plan_file(ext=None) -> pathlib.Path | None:
     """The file of GEMM choices of this build on this CPU model (see the module's docstring), or None."""
     given = os.environ.get("RNNKIT_GEMM_PLANS")
-    if given is not None:
-        return _given_plan_file(given) if given else None
+    if given is not None:  # blank as empty: none (' ' was a file of that name in every working directory)
+        return _given_plan_file(given) if given.strip() else None
     tag = hashlib.sha256(f"{cpu_tag(*PLAN_CPU_FIELDS)} {platform.machine()}".encode()).hexdigest()[:10]
     return pathlib.Path((ext or _ext).__file__).with_name(f"gemm_plans_{tag}.json")
 

@@ -1258,6 +1258,20 @@ def test_a_gemm_plans_file_that_cannot_be_kept_is_warned_of_once(tmp_path, monke
     assert not pathlib.Path(f"{tmp_path}.lock").exists()
 
 
+@pytest.mark.parametrize("blank", [" ", "\t\n"])
+def test_a_blank_gemm_plans_value_keeps_none(tmp_path, monkeypatch, blank):
+    """RNNKIT_GEMM_PLANS of spaces only (a quoting slip, a trailing space in a compose file) was taken as a file
+    named ' ' in the working directory: the choices and a ' .lock' were written there, in every folder run from.
+    Blank keeps none, as empty does (the other RNNKIT_ settings ignore spaces around their values too)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RNNKIT_GEMM_PLANS", blank)
+    monkeypatch.setattr(native, "_kept", -1)  # choices to add
+    native.load()
+    assert native.plan_file() is None
+    native.keep_plans()
+    assert sorted(os.listdir(tmp_path)) == []
+
+
 @pytest.mark.parametrize("special", ["devnull", "fifo"])
 def test_a_gemm_plans_path_that_is_no_regular_file_is_left_alone(tmp_path, monkeypatch, special):
     """RNNKIT_GEMM_PLANS=/dev/null (for none) had the choices written over it: as root (a container) the write's

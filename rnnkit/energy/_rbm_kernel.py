@@ -10,6 +10,7 @@ which is the specification the kernel is tested against.
 import contextlib
 import ctypes
 import functools
+import glob
 import hashlib
 import os
 import pathlib
@@ -57,7 +58,7 @@ def _build(compiler: str) -> pathlib.Path:
     # parallel test processes may build at once
     with contextlib.ExitStack() as stack:
         try:
-            stack.enter_context(_native_build.flocked(target.with_name(target.name + ".lock")))
+            held = stack.enter_context(_native_build.flocked(target.with_name(target.name + ".lock")))
         except OSError as e:
             # a cache we can't write (a shared or read-only one) that holds the kernel as built: load it as it is
             if e.errno in _native_build.UNWRITABLE and _native_build.matches_record(str(target)):
@@ -66,9 +67,12 @@ def _build(compiler: str) -> pathlib.Path:
         # a library cut short (a full disk) killed the process that loaded it; one that doesn't match the
         # record of its build is built again (see _native_build.record)
         _native_build.remove_damaged("the RBM kernel", str(target))
+        # a build cut short (a process killed in it) left its folder, one a kill: every builder holds the lock
+        for stale in target.parent.glob(glob.escape(target.name) + ".*.tmp") if held else ():
+            shutil.rmtree(stale, ignore_errors=True)
         if target.exists():
             return target
-        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=target.name + ".", suffix=".tmp") as tmp:
             built, obj = pathlib.Path(tmp) / target.name, pathlib.Path(tmp) / "rbm_cd.o"
             for command in ([compiler, *FLAGS, "-c", str(SOURCE), "-o", str(obj)],
                             [compiler, *LINK, str(obj), "-o", str(built), "-lm"]):  # fmt: skip

@@ -217,6 +217,45 @@ def test_a_damaged_kernel_is_built_again(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.skipif(_rbm_kernel.unavailable() is not None, reason=str(_rbm_kernel.unavailable()))
+def test_a_build_killed_half_way_leaves_no_folder_behind(tmp_path, monkeypatch):
+    """A process killed while it built the kernel (kill -9, the OOM killer) left its temporary folder, with the
+    object file, in ~/.cache/rnnkit for good, one more a kill; the next build of that kernel removes them."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cache, started = tmp_path / "cache", tmp_path / "started"
+    compiler = tmp_path / "cc"  # the system's, slowed down where SLOW is set (the killed build)
+    real = shutil.which("cc") or shutil.which("gcc")
+    compiler.write_text(
+        f'#!/bin/sh\n[ -n "$SLOW" ] && echo $$ > {started} && exec sleep 60\nexec {real} "$@"\n'
+    )
+    compiler.chmod(0o755)
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache), "SLOW": "1"}
+    code = f"from rnnkit.energy import _rbm_kernel; _rbm_kernel._build({str(compiler)!r})"
+    build = subprocess.Popen([sys.executable, "-c", code], env=env)
+    try:
+        for _ in range(600):
+            if started.exists() and started.read_text().strip():
+                break
+            assert build.poll() is None
+            time.sleep(0.05)
+    finally:
+        build.kill()
+        build.wait()
+    os.kill(int(started.read_text()), signal.SIGKILL)  # the compiler it left running
+    assert [p.is_dir() for p in (cache / "rnnkit").iterdir()].count(True) == 1  # the killed build's
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    path = _rbm_kernel._build(str(compiler))
+    assert sorted(p.name for p in path.parent.iterdir()) == sorted(
+        [path.name, path.name + ".lock", path.name + ".sha256"]
+    )
+
+
+@pytest.mark.skipif(_rbm_kernel.unavailable() is not None, reason=str(_rbm_kernel.unavailable()))
 def test_a_cache_it_cannot_write_in_that_holds_the_kernel_is_loaded_as_it_is(tmp_path, monkeypatch):
     """As the engine's: a read-only or shared cache holding the kernel as built is loaded from. Its lock file could
     not be opened there (OSError: Read-only file system), and training ran the torch loop with a warning; one that

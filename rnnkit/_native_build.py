@@ -289,13 +289,18 @@ def homeless(cache: str = "TORCH_EXTENSIONS_DIR") -> str | None:
     (or $XDG_CACHE_HOME's), and where there is no home (HOME unset, a user without one in the password database:
     a container's `docker run -u 1234`) torch took '~' literally, and built in a folder '~' it made in the working
     directory. A relative $XDG_CACHE_HOME did the same, and so did a TORCH_EXTENSIONS_DIR set empty (`export
-    TORCH_EXTENSIONS_DIR=`), which torch takes as the working directory."""
+    TORCH_EXTENSIONS_DIR=`), which torch takes as the working directory, or one starting with a '~' no shell
+    expanded."""
     from torch import _appdirs
 
     given = os.environ.get(cache)
     if given is not None and not given.strip():
         return (f"{cache} is set but empty, which torch takes as the working directory (a build in every folder "
                 f"run from); unset it or set it to a writable folder")  # fmt: skip
+    if given and given.strip().startswith("~"):
+        return (f"{cache}={given!r} starts with '~', which nothing expanded (a shell does; a docker ENV, a systemd "
+                "unit or a .env file doesn't), so torch would build in a folder '~' of the working directory (a "
+                "build in every folder run from); set it to the full path of a writable folder")  # fmt: skip
     if given:
         return None
     root = _appdirs.user_cache_dir(appname="torch_extensions")

@@ -258,6 +258,36 @@ def test_an_empty_extensions_dir_is_told_instead_of_a_build_in_the_working_direc
     assert _native_build.build("the test extension", "some_ext", compile_fn) == ("module", None)
 
 
+@pytest.mark.parametrize("given", ["~/ext", "~"])
+def test_an_unexpanded_tilde_in_the_extensions_dir_is_told_instead_of_a_build_in_the_working_directory(
+    monkeypatch, tmp_path, given
+):
+    """TORCH_EXTENSIONS_DIR='~/ext' where no shell expanded the '~' (a docker ENV, a systemd unit, a .env file) is
+    taken literally by torch: the engine (a minute) and the word2vec loop were built in ./~/ext/ of the working
+    directory, again in every folder run from. The build is refused in one line naming the fix, as when empty."""
+    from rnnkit import _native_build
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", given)
+    monkeypatch.setenv("RNNKIT_NATIVE", "1")
+    monkeypatch.chdir(tmp_path)
+
+    def compile_fn():
+        from torch.utils import cpp_extension
+
+        os.makedirs(
+            cpp_extension._get_build_directory("some_ext", False), exist_ok=True
+        )  # where torch builds
+        return "module"
+
+    module, reason = _native_build.build("the test extension", "some_ext", compile_fn)
+    assert module is None and reason.startswith(
+        f"could not build the test extension: TORCH_EXTENSIONS_DIR={given!r}"
+    )
+    assert "set it to the full path" in reason and list(tmp_path.iterdir()) == []
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "ext"))  # the fix it names
+    assert _native_build.build("the test extension", "some_ext", compile_fn) == ("module", None)
+
+
 def test_the_build_runs_the_pinned_ninja_before_a_system_one(monkeypatch, tmp_path):
     """With ninja's folder added after PATH, a system ninja (another version) built where the virtual environment
     was not activated and pip's where it was: each discarded the other's build log and rebuilt everything."""

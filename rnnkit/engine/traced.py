@@ -57,6 +57,7 @@ import os
 import random
 import re
 import shlex
+import struct
 import subprocess
 import sys
 import tempfile
@@ -1471,10 +1472,41 @@ def _load_library(so, rebuild):
     """ctypes' handle of the library at so; one that doesn't load (a copy cut short, a disk error: the cache is
     written by rename, whole or not at all) is removed and built again, once."""
     try:
+        if not _whole_elf(
+            so
+        ):  # (CDLL maps it as its header says, and reading past the end killed the process)
+            raise OSError(f"{so} is cut short")
         return ctypes.CDLL(so)
     except OSError:
         os.remove(so)
         return ctypes.CDLL(rebuild())
+
+
+def _whole_elf(path) -> bool:
+    """Whether the file at path holds every part of it that its ELF header names (its loaded segments and its
+    section table): a library cut short (a full disk, a cache copied in part) loaded by CDLL died of SIGBUS ("Fatal
+    Python error: Bus error") where an OSError would have rebuilt it. Not an ELF64 file (another platform's, or no
+    library at all): True, CDLL says."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(64)
+            if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2 or head[5] not in (1, 2):
+                return head[:4] != b"\x7fELF"  # (an ELF header cut short is no whole library)
+            end = "<" if head[5] == 1 else ">"
+            phoff, shoff = struct.unpack(end + "QQ", head[32:48])
+            phentsize, phnum, shentsize, shnum = struct.unpack(end + "HHHH", head[54:62])
+            if phoff + phnum * phentsize > size or shoff + shnum * shentsize > size:
+                return False
+            f.seek(phoff)
+            table = f.read(phnum * phentsize)
+    except OSError:
+        return True  # unreadable: CDLL's own error
+    for k in range(phnum):  # Elf64_Phdr: p_type, p_flags, p_offset, p_vaddr, p_paddr, p_filesz, ...
+        p_type, _, p_offset, _, _, p_filesz = struct.unpack_from(end + "IIQQQQ", table, k * phentsize)
+        if p_type == 1 and p_offset + p_filesz > size:  # PT_LOAD
+            return False
+    return True
 
 
 def _compiled(source, cxx, flags, stem, name):

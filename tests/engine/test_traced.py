@@ -7,6 +7,8 @@ import ctypes
 import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 
 import pytest
@@ -763,6 +765,25 @@ def test_a_damaged_library_in_the_cache_is_built_again(tmp_path, monkeypatch):
     cut.write_bytes(good.read_bytes()[:100])
     lib = traced._load_library(str(cut), lambda: str(good))
     assert hasattr(lib, "rnnkit_traced_fwd_f32") and not cut.exists()
+
+
+def test_a_library_cut_in_half_is_built_again_not_a_bus_error(tmp_path, monkeypatch):
+    """A kernel library cut short past its ELF header (half of it: a full disk, a cache copied in part) loaded
+    with its segments mapped past the file's end, and the process died of SIGBUS ("Fatal Python error: Bus
+    error"); the header's sizes are checked first, and it is removed and built again as one that doesn't load."""
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(traced, "_traced", {})
+    monkeypatch.setattr(traced, "_libs", {})
+    traced.trace_cell(ReluRNN, 4, [torch.randn(4, 4), torch.randn(4)], torch.float64)
+    (good,) = (tmp_path / "rnnkit_traced").glob("*.so")
+    cut = tmp_path / "cut.so"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    assert traced._whole_elf(str(good)) and not traced._whole_elf(str(cut))
+    code = (f"from rnnkit.engine import traced; lib = traced._load_library({str(cut)!r}, lambda: {str(good)!r}); "
+            "print(hasattr(lib, 'rnnkit_traced_fwd_f32'))")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout.strip()) == (0, "True"), done.stderr[-500:]
+    assert not cut.exists()
 
 
 def test_a_damaged_library_in_a_cache_that_cant_be_written_is_refused_in_one_line(tmp_path, monkeypatch):

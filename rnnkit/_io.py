@@ -15,6 +15,11 @@ import tempfile
 import time
 import zipfile
 
+try:  # an advisory lock marks a temporary file a writer holds (_remove_stale); Windows has none: the age alone
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
+
 STREAM_BYTES = 1 << 30  # the most read from a pipe or a device (/dev/stdin, <(zcat ...)): its size is unknown
 NAME_MAX = 255  # bytes of a file's name (Linux, macOS, Windows): a temporary file's name is kept within it
 STALE_SECONDS = 60.0  # a temporary file of a target not written to for this long is a write a kill cut short
@@ -38,6 +43,10 @@ def atomic_open(path, mode: str = "w", **kw):
     except OSError as e:  # a missing or read-only folder: named by the file asked for, not the temporary one
         e.filename = str(path)
         raise
+    # locked until the rename: another write of the target leaves this file be (_remove_stale)
+    if fcntl is not None:
+        with contextlib.suppress(OSError):  # (a file system without locks: the age alone)
+            fcntl.flock(fd, fcntl.LOCK_EX)
     try:
         try:  # the descriptor stays ours (closefd=False): a mode or option that open() refuses left it open
             with os.fdopen(fd, mode, closefd=False, **kw) as f:
@@ -65,7 +74,8 @@ def atomic_open(path, mode: str = "w", **kw):
 def _remove_stale(folder: pathlib.Path, name: str) -> None:
     """Remove the temporary files of `name` (NAME.XXXXXXXX.tmp, as mkstemp names them above) not written to for
     STALE_SECONDS: a kill (kill -9, a power cut) during a write left one beside the target, one more a kill, which
-    nothing removed. Another file, or one a writer is at work on now, stays."""
+    nothing removed. Another file, or one a writer is at work on now (newer, or locked: one that had written nothing
+    for a minute, its bytes in Python's buffer, was removed and its rename failed), stays."""
     pattern = re.compile(re.escape(name) + r"\.[a-z0-9_]{8}\.tmp")
     try:
         with os.scandir(folder) as entries:
@@ -77,9 +87,25 @@ def _remove_stale(folder: pathlib.Path, name: str) -> None:
     for path in stale:
         try:
             if time.time() - os.lstat(path).st_mtime > STALE_SECONDS:
-                os.unlink(path)
+                _unlink_unless_held(path)
         except OSError:  # gone meanwhile (another writer removed it), or not ours to remove
             pass
+
+
+def _unlink_unless_held(path: str) -> None:
+    """Remove path unless a writer holds its lock (atomic_open's flock; a killed writer's is gone with it)."""
+    if fcntl is None:
+        os.unlink(path)
+        return
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # a writer at work on it
+            return
+        os.unlink(path)
+    finally:
+        os.close(fd)
 
 
 def write_text(path, text: str) -> None:

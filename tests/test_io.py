@@ -115,3 +115,19 @@ def test_a_write_removes_the_stale_temporary_files_of_its_target_only(tmp_path):
     (fresh := tmp_path / "vectors.txt.newer123.tmp").write_text("at work\n")
     write_text(tmp_path / "vectors.txt", "text\n")
     assert sorted(os.listdir(tmp_path)) == sorted(f.name for f in [*kept, fresh, tmp_path / "vectors.txt"])
+
+
+def test_a_write_keeps_the_temporary_file_of_a_writer_that_has_not_written_for_a_minute(tmp_path):
+    """A writer that had nothing on disk for a minute (np.savez_compressed of a big n-gram model compresses an array
+    in one call; what it wrote waits in Python's buffer) had its temporary file taken for a kill's and removed by
+    another write of the same target: its rename then failed, 'No such file or directory: .../model.npz', its work
+    lost. A temporary file a writer holds open stays, whatever its age."""
+    target = tmp_path / "model.npz"
+    with atomic_open(target, "wb") as f:
+        f.write(b"first")
+        (tmp,) = tmp_path.glob("model.npz.*.tmp")
+        old = time.time() - 3600
+        os.utime(tmp, (old, old))  # as if the writer had written nothing for an hour
+        write_text(target, "second\n")  # another writer of the same target, done meanwhile
+        assert tmp.exists()
+    assert target.read_bytes() == b"first" and os.listdir(tmp_path) == ["model.npz"]

@@ -64,7 +64,10 @@ def atomic_open(path, mode: str = "w", **kw):
         _remove_stale(target.parent, name)
     except OSError as e:
         if e.filename in (None, tmp):  # a failed write names no file, the rename the temporary one
-            e.filename, e.filename2 = str(path), None  # (.../v.txt.x1y2z3.tmp -> .../v.txt)
+            if e.filename2 is not None:  # (.../v.txt.x1y2z3.tmp -> .../v.txt): one naming the target alone (a
+                # filename2 of None is printed, "Is a directory: '.../v.txt' -> None")
+                raise type(e)(e.errno, e.strerror, str(path)).with_traceback(e.__traceback__) from None
+            e.filename = str(path)
         raise
     finally:
         if os.path.exists(tmp):

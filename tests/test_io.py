@@ -131,3 +131,20 @@ def test_a_write_keeps_the_temporary_file_of_a_writer_that_has_not_written_for_a
         write_text(target, "second\n")  # another writer of the same target, done meanwhile
         assert tmp.exists()
     assert target.read_bytes() == b"first" and os.listdir(tmp_path) == ["model.npz"]
+
+
+def test_a_failed_rename_says_the_target_alone(tmp_path):
+    """A write whose rename failed (a folder where the file goes) said "Is a directory: '.../v.txt' -> None" in
+    Python (the rename's second file set to None, which OSError prints); it names the target alone."""
+    (target := tmp_path / "v.txt").mkdir()
+    with pytest.raises(IsADirectoryError) as e:
+        write_text(target, "text\n")
+    assert str(e.value) == f"[Errno 21] Is a directory: '{target}'" and e.value.filename == str(target)
+
+
+def test_a_failed_write_says_the_target_alone(tmp_path):
+    """A write that failed (a full disk) said "No space left on device: '.../v.txt' -> None"; the target alone."""
+    with pytest.raises(OSError) as e, atomic_open(target := tmp_path / "v.txt") as f:
+        f.write("text\n")
+        raise OSError(28, "No space left on device")
+    assert str(e.value) == f"[Errno 28] No space left on device: '{target}'"

@@ -546,8 +546,8 @@ class NativeRecurrence(torch.autograd.Function):
     `loop_adds_input_bias`; xt (T, B, H) or None: MUT1's x̃ when it is the layer's input itself (raw; xw then
     holds only [z, r]), which the loop reads in place, its gradient a tensor of its own. inner: hs is read only by
     the layer above (Recurrent's lower layers), which saves it for its own backward: without a mask, time-major, it
-    is then a view of the states the loop saves (h_1..h_T) instead of a copy of them, kept once; such a view can't
-    be changed in place."""
+    is then a view of the states the loop saves (h_1..h_T) instead of a copy of them, kept once, where that lies
+    64-byte aligned; such a view can't be changed in place."""
 
     @staticmethod
     def forward(ctx, cell, mask, reverse, probe, batch_first, raw, inner, n_state, xw, xt, *tensors):
@@ -567,7 +567,11 @@ class NativeRecurrence(torch.autograd.Function):
         ctx.n_tensors = len(tensors)
         ctx.save_for_backward(*saved_input(ctx, xw), xt, *tensors, *out[1 + n_state :])
         if inner and keep and m is None and not batch_first:  # hs[t] = h_t = HH[t + 1] (reverse: HH[t])
-            out[0] = out[1 + n_state].narrow(0, 0 if reverse else 1, xw.shape[0])
+            hs = out[1 + n_state].narrow(0, 0 if reverse else 1, xw.shape[0])
+            # (64-byte aligned, as the loop's own buffers are: at another alignment, B·H·itemsize = 56 bytes, MKL's
+            # GEMM of the layer above summed in another order, and evaluation gave other last bits than training)
+            if hs.data_ptr() % 64 == 0:
+                out[0] = hs
         return tuple(out[: 1 + n_state])
 
     @staticmethod

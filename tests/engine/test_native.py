@@ -235,6 +235,24 @@ def test_evaluation_gives_the_training_forwards_bits(name, dtype):
     torch.testing.assert_close(got_h, want_h, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("name", ["rnn_tanh", "lstm", "gru", "leaky"])
+@pytest.mark.parametrize("dtype, B", [(torch.float64, 1), (torch.float32, 2), (torch.float64, 4)])
+def test_a_stacked_layers_evaluation_gives_the_training_forwards_bits(name, dtype, B):
+    """A lower layer's output, recording gradients, is a view of the states the loop keeps (h_1..h_T, a row of B·H
+    numbers in): at B·H·itemsize 56 bytes (B = 1, H = 7 in float64) the layer above's projection read it at another
+    alignment than the loop's own buffer under no_grad, and MKL's GEMM summed in another order (outputs and h_n 1e-16
+    off in float64, 1e-7 in float32). The view is taken only where it lies as the loop's buffers do."""
+    torch.manual_seed(0)
+    layer = Recurrent(name, 5, 7, num_layers=3, backend="native", dtype=dtype)
+    x = torch.randn(B, 12, 5, dtype=dtype)
+    with torch.no_grad():
+        want, want_h = layer(x)
+    got, got_h = layer(x)
+    assert got.grad_fn is not None
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    torch.testing.assert_close(got_h, want_h, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("name", ["lstm", "gru", "mut1"])
 @pytest.mark.parametrize("T", [3, 12])  # native projects in its own buffers from 8 steps on
 def test_inference_mode_under_enable_grad_matches_no_grad(name, T):

@@ -205,7 +205,7 @@ GENERATORS = (random.Random, np.random.Generator, np.random.RandomState)
 def _generators(cls):
     """The random generators of the step's own that baked's walk reaches (RNG = random.Random(0) a global, self.rng
     of a bound step): a draw from one was baked into the kernels as one number, as from the global ones."""
-    numbers, seen = _Found(), set()
+    numbers, seen = _Found(), _Seen()
     for fn in (cls.step, cls.step_backward):
         _numbers(fn, numbers, seen, DEPTH)
     return [g for g in numbers.generators if not isinstance(g, random.SystemRandom)]  # (no state to read)
@@ -221,10 +221,24 @@ def baked(cls):
     default arguments, and likewise in the functions they call (a helper reading a global), DEPTH calls and
     attributes down; and the class's layout (_layout)."""
     fns = (cls.step, cls.step_backward)
-    numbers, seen = _Found(), set()
+    numbers, seen = _Found(), _Seen()
     for fn in fns:
         _numbers(fn, numbers, seen, DEPTH)
     return (*fns, tuple(numbers), _layout(cls), tuple(numbers.tensors))
+
+
+class _Seen(set):
+    """The ids (and (id, names)) baked's walk has been through, with the objects themselves, kept alive until the walk
+    ends: an array a property makes at each read (CFG.gain), freed once keyed, gave its id to the next one made, which
+    was then taken as seen and left out of the key (a change to it unseen, the native loop ran the old kernels)."""
+
+    def __init__(self):
+        super().__init__()
+        self.objects = []
+
+    def see(self, key, v):
+        self.add(key)
+        self.objects.append(v)
 
 
 class _Found(list):
@@ -273,7 +287,7 @@ def _numbers(fn, numbers, seen, depth):
     code = getattr(fn, "__code__", None)
     if code is None or id(fn) in seen or depth < 0 or _library(fn):
         return
-    seen.add(id(fn))
+    seen.see(id(fn), fn)
     numbers.append(code)  # (%autoreload edits a function in place: a new __code__, the same function object)
     glob, names = getattr(fn, "__globals__", {}), _names(code)
     found = [glob[n] for n in names if n in glob]
@@ -297,7 +311,7 @@ def _value(v, names, numbers, seen, depth):
             id(v) in seen
         ):  # (once: an array both functions read was keyed twice, 10**6 numbers compared twice)
             return
-        seen.add(id(v))
+        seen.see(id(v), v)
         if v.size <= 256:
             numbers.append((v.dtype.str, v.shape, v.tobytes()))
         elif not v.dtype.hasobject:  # a bigger one by a digest (one of H = 512 per-unit gains was left out: a
@@ -308,7 +322,7 @@ def _value(v, names, numbers, seen, depth):
         # between runs went unseen, the native loop ran the old kernels in silence)
         if id(v) in seen:  # (once: a tensor both functions read was keyed twice)
             return
-        seen.add(id(v))
+        seen.see(id(v), v)
         try:
             key = _tensor_key(v) if v.numel() <= 256 else _big_key(v, _tensor_key)
         # (a sparse one of more than 256 entries, a meta one: no bytes to compare, and 'nbytes is not defined for
@@ -319,7 +333,7 @@ def _value(v, names, numbers, seen, depth):
     elif isinstance(v, dict | list | tuple):  # (an OrderedDict, a defaultdict, a namedtuple: ROW[0])
         if id(v) in seen or depth < 0 or len(seen) > 4096:
             return
-        seen.add(id(v))
+        seen.see(id(v), v)
         if len(v) > 256:  # its numbers only, not what its entries hold (TABLE[0] of 300 was left out: unseen)
             numbers.append(_big_key(v, _entries))
             return
@@ -433,7 +447,7 @@ def _attributes(v, names, numbers, seen, depth):
     (SETTINGS.candidate.scale: only SETTINGS' own were read), appended to numbers."""
     if (id(v), names) in seen or depth < 0:
         return
-    seen.add((id(v), names))  # (step_backward may name others of its attributes)
+    seen.see((id(v), names), v)  # (step_backward may name others of its attributes)
     _numbers(_call(v), numbers, seen, depth - 1)
     for n in names:
         x = getattr(v, n, None)

@@ -1439,3 +1439,71 @@ def test_a_tensor_without_numbers_to_read_is_keyed_by_its_kind(kind):
         torch.testing.assert_close(got, layer(x)[0], rtol=1e-12, atol=1e-12)
     finally:
         ADJACENCY = torch.eye(20).to_sparse()
+
+
+class _PropertyGains:
+    """Settings whose gains are properties: each read makes a new array (np.array of a list entry)."""
+
+    def __init__(self):
+        self.values = [1.0, 1.0, 1.0, 1.0]
+
+    @property
+    def a(self):
+        return np.array([self.values[0]])
+
+    @property
+    def b(self):
+        return np.array([self.values[1]])
+
+    @property
+    def c(self):
+        return np.array([self.values[2]])
+
+    @property
+    def d(self):
+        return np.array([self.values[3]])
+
+
+PROPERTY_GAINS = _PropertyGains()
+
+
+def _property_gain():
+    return (
+        float(PROPERTY_GAINS.a[0])
+        * float(PROPERTY_GAINS.b[0])
+        * float(PROPERTY_GAINS.c[0])
+        * float(PROPERTY_GAINS.d[0])
+    )
+
+
+def property_step(xw_t, state, P):
+    """tanh(a) · PROPERTY_GAINS.a[0] · PROPERTY_GAINS.b[0] · PROPERTY_GAINS.c[0] · PROPERTY_GAINS.d[0], each an array made anew at each read."""
+    (h_prev,) = state
+    y = torch.tanh(xw_t + linear(h_prev, *P)) * _property_gain()
+    return (y,), (h_prev,), (y,)
+
+
+def property_step_backward(dstate, cache, P):
+    (dh_t,), (y,) = dstate, cache
+    k = _property_gain()
+    da = dh_t * k * (1 - (y / k) ** 2)
+    return da, (da @ P[0],), (da,), ()
+
+
+def test_arrays_a_property_makes_at_each_read_are_each_keyed():
+    """A walk keys an array once (an array both functions read was compared twice), by its id: an array a property
+    makes at each read, freed once keyed, gave its id to the next one made, which was taken for it and left out of
+    the key; PROPERTY_GAINS.d changed, the native loop ran the old kernels (outputs 0.86 off). Each is kept, and keyed."""
+    fns = {"step": staticmethod(property_step), "step_backward": staticmethod(property_step_backward)}
+    Cls = type("PropertyGains", (OwnReLU,), fns)
+    try:
+        for values in (
+            [1.0, 1.0, 1.0, 1.0],
+            [1.0, 1.0, 0.5, 1.0],
+            [1.0, 1.0, 0.5, 0.25],
+            [0.5, 1.0, 1.0, 1.0],
+        ):
+            PROPERTY_GAINS.values = values
+            _native_is_autograd(Cls)
+    finally:
+        PROPERTY_GAINS.values = [1.0, 1.0, 1.0, 1.0]

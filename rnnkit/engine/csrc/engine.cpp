@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <numeric>
 
 #include "cells_gated.h"
 #include "cells_proj.h"
@@ -217,13 +218,16 @@ Tensors forward(const at::Tensor& xw, const Tensors& state0, const std::vector<c
   const int64_t T_ = xw.size(0), B = xw.size(1), H = state0[0].size(1);
   const bool lstm = state0.size() == 2;
   const int64_t HC = lstm ? state0[1].size(1) : H;  // c_t's width: H but in lstmp
-  // without a backward to follow, only h_prev and h_t (and c) are needed: 2 slots (run.h), in the cache
-  const int64_t slots = keep ? T_ + 1 : 2, first = (reverse ? T_ : 0) % slots, last = (reverse ? 0 : T_) % slots;
+  // without a backward to follow, only h_prev and h_t (and c) are needed: a ring of 2 slots or a few more, each
+  // at the alignment the slot has with T+1 (run.h: ring), in the cache
+  constexpr int64_t align = 64 / int64_t(sizeof(T));
+  const int64_t ring = std::max<int64_t>(2, align / std::gcd(B * std::gcd(H, HC), align));
+  const int64_t slots = keep ? T_ + 1 : ring, first = (reverse ? T_ : 0) % slots, last = (reverse ? 0 : T_) % slots;
   at::Tensor HH = pooled_empty({slots, B, H}, xw.options()), CC;
   at::Tensor hs = batch_first ? pooled_empty({B, T_, H}, xw.options()) : pooled_empty({T_, B, H}, xw.options());
   Tensors keepalive, caches;
   Run<T> r = make_run<T>(T_, HH, xw.size(2), P, mask, reverse, keepalive, batch_first, HC);
-  r.keep = keep, r.xw = xw.data_ptr<T>(), r.hs = hs.data_ptr<T>();
+  r.keep = keep, r.ring = ring, r.xw = xw.data_ptr<T>(), r.hs = hs.data_ptr<T>();
   fold_input<T, Cell>(r, P, raw, bool(xt));
   if (xt) {
     TORCH_CHECK(xt->is_contiguous() && xt->numel() == T_ * B * H, "rnnkit native: x̃ must be a contiguous (T, B, H)");
@@ -236,8 +240,12 @@ Tensors forward(const at::Tensor& xw, const Tensors& state0, const std::vector<c
     r.CC = CC.data_ptr<T>();
   }
   r.prepare = T_ >= kPrepareSteps;
-  for (int64_t w : cache_widths<T, Cell>(r)) {
-    caches.push_back(pooled_empty({keep ? T_ : 1, B, w}, xw.options()));
+  const std::vector<int64_t> widths = cache_widths<T, Cell>(r);
+  int64_t g = 0;
+  for (int64_t w : widths) g = std::gcd(g, w);
+  r.cring = align / std::gcd(B * std::max<int64_t>(g, 1), align);
+  for (int64_t w : widths) {
+    caches.push_back(pooled_empty({keep ? T_ : r.cring, B, w}, xw.options()));
     r.cache.push_back(caches.back().data_ptr<T>());
   }
   auto loop = [&](int64_t rows) {

@@ -5,7 +5,9 @@
 //   HH   (T+1, B, H)  states: forward keeps h_t in slot t+1 and h_0 in slot 0; reverse keeps h_t in
 //                     slot t and h_0 in slot T, so h_prev of step t is slot t (fwd) or t+1 (rev) and
 //                     HH[prev slots] lines up row for row with dpre (T, B, ·): dW = dpreᵀ h_prev is ONE GEMM.
-//                     A forward with no backward to follow (keep false) has 2 slots, slot s at s % 2.
+//                     A forward with no backward to follow (keep false) has a ring of a few slots, slot s at
+//                     s % ring: 2, or as many as put each slot at the offset's alignment (64 bytes) it has with
+//                     T+1 slots, as its caches put slot t at t % cring of the alignment of slot t of T.
 //   caches (T, B, ·)  what the backward step reads (gate activations, h̃, u = r ⊙ h_prev, ...)
 #pragma once
 #include <ATen/ATen.h>
@@ -483,11 +485,15 @@ struct Run {
 
   int64_t prev(int64_t t) const { return reverse ? t + 1 : t; }  // slot of h_prev for step t
   int64_t next(int64_t t) const { return reverse ? t : t + 1; }   // slot of h_t
-  int64_t c(int64_t t) const { return keep ? t : 0; }            // cache index (1 slot when not kept)
+  // Without a backward to follow (keep false) states and caches are rings of ring and cring slots that start each
+  // step's operands at the alignment they have in the whole-sequence buffers: MKL's sgemm picks its kernel by
+  // the operand's alignment (h_prev off 16 bytes: other bits), and evaluation's outputs were 1e-8 off
+  // training's where B·H is not a multiple of 16 floats.
+  int64_t ring = 2, cring = 1;
+  int64_t c(int64_t t) const { return keep ? t : t % cring; }    // cache index
   bool m(int64_t t, int64_t b) const { return mask == nullptr || mask[t * B + b] != T(0); }
-  // Without a backward to follow (keep false) HH and CC hold 2 slots, h_prev and h_t, in turn.
-  T* h(int64_t slot) const { return HH + (keep ? slot : slot % 2) * B * H; }
-  T* cs(int64_t slot) const { return CC + (keep ? slot : slot % 2) * B * HC; }
+  T* h(int64_t slot) const { return HH + (keep ? slot : slot % ring) * B * H; }
+  T* cs(int64_t slot) const { return CC + (keep ? slot : slot % ring) * B * HC; }
   // (T+1, B, H) state slots read as a (T, B, H) array: row t is slot prev(t), resp. slot next(t)
   const T* at_prev(const T* slots) const { return slots + (reverse ? B * H : 0); }
   const T* at_next(const T* slots) const { return slots + (reverse ? 0 : B * H); }

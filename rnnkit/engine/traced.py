@@ -572,9 +572,13 @@ def _with_none(P, given):
 
 
 def _trace(fn, where, args):
-    """fn's aten graph on fake tensors; a failure (control flow on a value: no value to branch on) refused."""
+    """fn's aten graph on fake tensors; a failure (control flow on a value: no value to branch on) refused. What
+    says nothing of the step (an import cut short by Ctrl-C in torch's lazy imports, "module 'torch._dynamo' has no
+    attribute 'utils'"; memory) is raised as it is, not kept as the cell's reason: the next call traces again."""
     try:  # (fails with GuardOnDataDependentSymNode, DataDependentOutputException, an op fake tensors can't run)
         return make_fx(fn, tracing_mode="fake")(*args)
+    except (ImportError, AttributeError, MemoryError, RecursionError, OSError):
+        raise
     except Exception as e:
         first = (str(e).strip().splitlines() or [""])[0][:160]
         # (fake mode's words for a real tensor among the ops)

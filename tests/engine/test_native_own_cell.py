@@ -1507,3 +1507,43 @@ def test_arrays_a_property_makes_at_each_read_are_each_keyed():
             _native_is_autograd(Cls)
     finally:
         PROPERTY_GAINS.values = [1.0, 1.0, 1.0, 1.0]
+
+
+_TRACE_FAILS = []  # the exception the next trace of Interrupted's step raises (a list: no number the kernels key)
+
+
+def interrupted_step(xw_t, state, P):
+    # (the trace's fake tensors, not the python loop's)
+    if _TRACE_FAILS and type(state[0]) is not torch.Tensor:
+        raise _TRACE_FAILS.pop()
+    return leaky_step(xw_t, state, P)
+
+
+class Interrupted(OwnLeaky):
+    step = staticmethod(interrupted_step)
+
+
+CUT_SHORT = [
+    KeyboardInterrupt(),
+    AttributeError("module 'torch._dynamo' has no attribute 'utils'"),
+    MemoryError(),
+]
+
+
+@pytest.mark.parametrize("error", CUT_SHORT)
+def test_a_trace_cut_short_is_raised_and_traced_again_at_the_next_call(error):
+    """A Ctrl-C during a cell's first trace (in torch's lazy import of torch._dynamo, which left "module
+    'torch._dynamo' has no attribute 'utils'") was kept as the cell's reason for good: the rest of the process ran it
+    on the python loop, warned as untraceable. It is raised, nothing kept, and the next call traces and runs natively."""
+    native._traced.pop(Interrupted, None)
+    layer, x = Recurrent(Interrupted, 3, 4, backend="native"), torch.randn(2, 5, 3)
+    _TRACE_FAILS.append(error)
+    with pytest.raises(type(error)):
+        layer(x)
+    assert not _TRACE_FAILS and not native._traced.get(Interrupted)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the native loop runs it: no word of a fallback
+        out, _ = layer(x)
+    assert isinstance(next(iter(native._traced[Interrupted].values())), int)  # ran natively
+    layer.backend = "python"
+    torch.testing.assert_close(out, layer(x)[0], rtol=1e-6, atol=1e-6)

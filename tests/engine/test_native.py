@@ -215,16 +215,17 @@ def test_inference_mode_matches_no_grad(name):
 
 @pytest.mark.parametrize("name", ["lstm", "lstmp", "gru", "leaky", "mut1"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("H, T", [(16, 12), (7, 3), (13, 12)])
-def test_evaluation_gives_the_training_forwards_bits(name, dtype, H, T):
+@pytest.mark.parametrize("H, T, layers", [(16, 12, 1), (7, 3, 1), (13, 12, 1), (9, 5, 2), (7, 13, 2)])
+def test_evaluation_gives_the_training_forwards_bits(name, dtype, H, T, layers):
     """A forward under no_grad (no caches kept for a backward) gives the outputs and final states of the same forward
     recording gradients, to the last bit, as torch.nn's RNNs do: LSTM's c_t = f c_{t-1} + i g was contracted into
     an FMA one way in the loop that keeps caches and the other way in the one that doesn't (1e-16 off in float64);
     and MKL's sgemm, which picks its kernel by an operand's alignment, read h_prev (and lstmp's h_t = u_t W_hrᵀ)
-    from the 2-slot ring at other offsets than from the T+1 slots where B·H is not a multiple of 16 (1e-8 off)."""
+    from the 2-slot ring at other offsets than from the T+1 slots where B·H is not a multiple of 16 (1e-8 off), and
+    the layer above's projection read a lower layer's output as a view of those slots, h_1 at B·H floats past them."""
     torch.manual_seed(0)
     kw = {"proj_size": 5} if name == "lstmp" else {}
-    layer = Recurrent("lstm" if name == "lstmp" else name, 16, H, backend="native", dtype=dtype, **kw)
+    layer = Recurrent("lstm" if name == "lstmp" else name, 16, H, layers, backend="native", dtype=dtype, **kw)
     x = torch.randn(3, T, 16, dtype=dtype)
     with torch.no_grad():
         want, want_h = layer(x)

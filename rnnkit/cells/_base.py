@@ -807,7 +807,9 @@ def affine_input(xs, W, b, tail=0, ident=None):
     columns through tanh before b is added: what `Cell.input_affine` describes."""
     if ident is None and not tail:
         return F.linear(xs, W, b)
-    pre = F.linear(xs, W)
+    # as rows (T·B, D): torch's matmul of a 3-D xs folds it into one GEMM or not by whether W records gradients
+    # (MUT1's W = cat(W_xh, W_xp) does only when recording), and evaluation gave other bits than training at B = 1
+    pre = F.linear(xs.reshape(-1, xs.shape[-1]), W).view(*xs.shape[:-1], W.shape[0])
     if ident is not None:  # x itself as the block [c, c + D)
         # (MUT1's x̃ = x is the last block: no slices of pre, which autograd records twice, one of them empty)
         parts = (pre, xs) if ident == pre.shape[-1] else (pre[..., :ident], xs, pre[..., ident:])

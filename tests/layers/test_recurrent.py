@@ -1584,3 +1584,18 @@ def test_no_grad_fast_path_asks_a_cell_its_own_parameters(method, monkeypatch):
         out, h = layer(x)
     torch.testing.assert_close(out, want.detach(), rtol=0, atol=0)
     torch.testing.assert_close(h, want_h.detach(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", ["autograd", "python", "native"])
+@pytest.mark.parametrize("D, H", [(16, 5), (8, 12)])
+def test_mut1_evaluation_gives_the_training_forwards_bits_at_one_sequence(backend, D, H):
+    """MUT1 with D != H projects x̃ with W = cat(W_xh, W_xp), which records gradients only when training; torch's
+    matmul of the 3-D input folded it into one GEMM or not by that, and a batch of one sequence gave other bits
+    under no_grad than training (7e-8 in float32, every backend). Its rows are multiplied as one (T·B, D) matrix."""
+    torch.manual_seed(0)
+    layer = Recurrent("mut1", D, H, backend=backend, dtype=torch.float32)
+    x = torch.randn(1, 4, D, dtype=torch.float32)
+    with torch.no_grad():
+        want, _ = layer(x)
+    got, _ = layer(x)
+    assert torch.equal(got.detach(), want)

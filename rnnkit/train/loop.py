@@ -484,6 +484,7 @@ def _train(cfg, out, resume, force, dry_run, log):
     out = check_out(out, resume, force)
     read = _file_id(out / "latest.pt") if resume else None  # (before reading it: a newer one is then refused)
     ckpt = load_checkpoint(out / "latest.pt", resuming=True) if resume else None
+    validate(cfg)  # (before a dry run's limits, which would pass a --sample-every -1 that the run refuses)
     if dry_run:
         # its limits are set on a copy: a run trained with the caller's config next took them
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train))
@@ -491,7 +492,6 @@ def _train(cfg, out, resume, force, dry_run, log):
         cfg.train.eval_every = min(cfg.train.eval_every, 2)
         cfg.train.sample_every = 2 if cfg.train.sample_every else 0
         cfg.train.sample_length = min(cfg.train.sample_length, 40)
-    validate(cfg)
     if ckpt is not None:
         _check_resumable(ckpt, out / "latest.pt")
     if cfg.train.threads:

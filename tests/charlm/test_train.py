@@ -1552,3 +1552,16 @@ def test_a_refused_restore_changes_nothing(tmp_path, corpus, damage):
     for i, s in after["state"].items():
         assert all(torch.equal(v, moments[i][k]) for k, v in s.items()), i
     assert torch.equal(torch.get_rng_state(), rng) and model.state is carried
+
+
+def test_a_dry_run_refuses_what_the_run_refuses(tmp_path, corpus):
+    """--dry-run --sample-every -1 passed (the smoke test set it to 2 before the check), where the run it smoke-tests
+    is refused: '--sample-every must be >= 0'."""
+    for dry_run in (True, False):
+        with pytest.raises(RnnkitError, match="--sample-every must be >= 0, got -1"):
+            train(
+                tiny_config(corpus, sample_every=-1),
+                tmp_path / f"run{dry_run}",
+                dry_run=dry_run,
+                log=lambda s: None,
+            )

@@ -391,3 +391,14 @@ def test_sigterm_cleans_up_as_ctrl_c_does(tmp_path):
         _, err = p.communicate(timeout=60)
     assert (p.returncode, err) == (143, "rnnkit: terminated\n")
     assert not out.exists()
+
+
+def test_the_readmes_log_of_the_progress_bar_takes_stderr():
+    """The README said the progress bar is a line every 30 s 'in a log, `2> log.txt` or `| tee`', but the bar is on
+    stderr: `rnnkit train ... | tee log.txt` drew the live bar on the terminal and logged none of it. Every tee
+    the README names takes stderr too."""
+    import re
+
+    text = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    tees = re.findall(r"`[^`]*\| tee[^`]*`", text)
+    assert tees and [t for t in tees if "2>&1 | tee" not in t] == []

@@ -565,7 +565,8 @@ def _train(cfg, out, resume, force, dry_run, log):
         log(
             f"corpus {corpus.name}: {used}, vocabulary {len(chars)} (ln V = {math.log(len(chars)):.3f}); "
             f"{cfg.model.cell} {cfg.model.num_layers}x{cfg.model.hidden_size}, {n_params:,} parameters; "
-            f"{len(batches):,} windows of {cfg.data.batch_size}x{cfg.data.seq_len} per epoch -> {out}"
+            f"{len(batches):,} window{'' if len(batches) == 1 else 's'} of {cfg.data.batch_size}x{cfg.data.seq_len} "
+            f"per epoch -> {out}"
         )
         metrics = MetricsLog(out / "metrics.csv", resume_step=progress.step if ckpt is not None else None)
         native.load()  # a first run compiles the engine here, before the clock of --time-budget starts

@@ -1565,3 +1565,12 @@ def test_a_dry_run_refuses_what_the_run_refuses(tmp_path, corpus):
                 dry_run=dry_run,
                 log=lambda s: None,
             )
+
+
+def test_the_header_counts_one_window_in_the_singular(tmp_path, corpus):
+    """A corpus of one window an epoch was said as '1 windows of 8x16 per epoch'."""
+    text = tmp_path / "short.txt"
+    text.write_text(corpus.read_text()[:200])  # 180 characters for training: one window of 8 streams x 16
+    lines = []
+    assert train(tiny_config(text, max_steps=1), tmp_path / "run", log=lines.append) == 0
+    assert "; 1 window of 8x16 per epoch -> " in lines[0]

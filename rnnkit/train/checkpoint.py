@@ -15,6 +15,7 @@ order; it had each b_xh right after its W_xh (train.loop.restore reads both).
 """
 
 import collections
+import os
 import pathlib
 import pickle
 import re
@@ -62,6 +63,9 @@ def save_checkpoint(path, payload: dict):
         torch.save(payload, f)
 
 
+RUN_FILES = ("config.json", "vocab.json", "metrics.csv", "loss.png")  # a run's files besides its checkpoints
+
+
 def resolve(run) -> pathlib.Path:
     """RUN is a checkpoint file or a run folder (its best.pt, else latest.pt)."""
     run = pathlib.Path(run)
@@ -74,6 +78,20 @@ def resolve(run) -> pathlib.Path:
         if (run / "config.json").is_file() and not _run_config(run / "config.json"):  # word2vec's --out, ...
             raise RnnkitError(f"{run} holds another command's output, not a char-LM run; give a run folder of "
                               "`rnnkit train` or one of its checkpoints")  # fmt: skip
+        # (a folder of runs, `rnnkit sample runs`, or of other files, `rnnkit sample .`: training into it is no fix;
+        # os.path.isfile, which says False where a subfolder may not be read)
+        try:
+            inside = list(run.iterdir())
+        except OSError:  # (a folder that can't be listed: said as before)
+            inside = []
+        runs = sorted(str(d) for d in inside if any(os.path.isfile(d / n) for n in ("best.pt", "latest.pt")))
+        if runs:
+            named = ", ".join(runs[:3]) + (", ..." if len(runs) > 3 else "")
+            raise RnnkitError(f"{run} holds no checkpoint (best.pt or latest.pt), but {named} "
+                              f"{'does: give it' if len(runs) == 1 else 'do: give one of them'}")  # fmt: skip
+        if any(not f.name.startswith(".") and f.suffix != ".tmp" and f.name not in RUN_FILES for f in inside):
+            raise RnnkitError(f"{run} holds no checkpoint (best.pt or latest.pt) and is no run folder of `rnnkit "
+                              "train`; give a run folder or one of its checkpoints")  # fmt: skip
         raise RnnkitError(
             f"{run} holds no checkpoint (best.pt or latest.pt); train first with `rnnkit train --out {run}`"
         )

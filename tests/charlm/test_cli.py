@@ -944,3 +944,29 @@ def test_a_built_in_shakespeare_run_resumed_beside_a_file_of_its_name_says_so(
     )
     monkeypatch.chdir(tmp_path)
     assert cli("train", "--out", run, "--resume", "--max-steps", "2")[0] == 0
+
+
+def test_a_folder_of_runs_or_of_other_files_is_not_said_to_train_into(tmp_path, cli):
+    """`rnnkit sample runs` (the folder of runs, not a run) or `rnnkit sample .` said 'train first with `rnnkit
+    train --out runs`', which trains a run into that folder among the others (or into the working directory); a
+    folder of runs names them, a folder of other files says it is no run folder, an empty one or a run's own files
+    without a checkpoint still say to train."""
+    runs = tmp_path / "runs"
+    for name in ("shk", "py"):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "latest.pt").write_bytes(b"")
+    code, _, err = cli("sample", runs)
+    assert (
+        code == 2
+        and f"{runs} holds no checkpoint (best.pt or latest.pt), but {runs / 'py'}, {runs / 'shk'}" in err
+    )
+    assert "give one of them" in err and "train first" not in err, err
+    (tmp_path / "index").mkdir()
+    (tmp_path / "index" / "index.json").write_text("{}")
+    code, _, err = cli("sample", tmp_path / "index")
+    assert code == 2 and "holds no checkpoint" in err and "no run folder of `rnnkit train`" in err, err
+    assert "train first" not in err
+    (tmp_path / "started").mkdir()
+    (tmp_path / "started" / "metrics.csv").write_text("step\n")
+    code, _, err = cli("sample", tmp_path / "started")
+    assert code == 2 and f"train first with `rnnkit train --out {tmp_path / 'started'}`" in err, err

@@ -237,6 +237,8 @@ def read_text(path, limit: int | None = None, empty: bool = False) -> str:
             decoder.decode(raw[-3:], final=False)
             raw = raw[: len(raw) - len(decoder.getstate()[0])]
         text = io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8-sig").read()  # (universal newlines, as open)
+    except IsADirectoryError:  # (said as train and eval say it, not "[Errno 21] Is a directory: '...'")
+        raise RnnkitError(f"{path} is a folder; give one text file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise RnnkitError(f"cannot read {path}: {e}; give a UTF-8 text file") from None
     if "\0" in text:

@@ -1113,3 +1113,12 @@ def test_binary_and_other_encodings_keep_their_error(tmp_path, capsys):
         assert main(["ngram", "train", str(path), "--out", str(tmp_path / "m")]) == 2
         err = capsys.readouterr().err
         assert said in err and "UTF-16" not in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("command", [["word2vec"], ["ngram", "train"]])
+def test_a_folder_given_as_the_corpus_is_said_as_a_folder(tmp_path, capsys, command):
+    # "cannot read D: [Errno 21] Is a directory: 'D'; give a UTF-8 text file"; train and eval say it so
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    assert main([*command, str(folder), "--out", str(tmp_path / "out")]) == 2
+    _one_error_line(capsys, f"{folder} is a folder; give one text file")

@@ -418,6 +418,11 @@ def cmd_ngram_eval(args) -> int:
 
 def cmd_ngram_sample(args) -> int:
     _positive(length=args.length, temperature=args.temperature)
+    if not math.isfinite(1.0 / args.temperature):  # (NgramLM.sample's own line names its complete() method)
+        raise RnnkitError(
+            f"--temperature {args.temperature} is too small: 1/temperature is beyond float64; give 1e-300 or more, "
+            "or use `rnnkit ngram complete` for greedy text"
+        )
     lm = _load_lm(args.model)
     print(
         _after(

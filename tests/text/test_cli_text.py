@@ -117,6 +117,9 @@ def test_ngram_train_makes_the_out_folder_and_a_short_text_scores(tmp_path, caps
     # 1/temperature overflowed: the error named 'alpha (the sharpening power)', no option of the command's
     assert main(["ngram", "sample", str(model), "--temperature", "1e-320"]) == 2
     _one_error_line(capsys, "temperature 1e-320 is too small: 1/temperature is beyond float64; give 1e-300")
+    # ... and it names the command for greedy text, not NgramLM's complete() method
+    assert main(["ngram", "sample", str(model), "--temperature", "5e-324"]) == 2
+    _one_error_line(capsys, "give 1e-300 or more, or use `rnnkit ngram complete` for greedy text")
     assert main(["ngram", "train", str(tiny), "--out", str(model), "--discount", "3"]) == 2
     _one_error_line(capsys, "discount must be between 0 and 1")
     bare = tmp_path / "bare"  # numpy adds .npz: the command says so, and score finds it by either name

@@ -261,7 +261,7 @@ def _refuse_another_preset(cfg, args):
     from rnnkit.presets import preset
 
     flags = {(section, name): flag for flag, (section, name, _) in TRAIN_OPTIONS.items()}
-    differ = []
+    differ, flagless = [], []
     for section, values in preset(args.preset).items():
         for name, value in values.items():
             flag = flags.get((section, name))
@@ -270,6 +270,10 @@ def _refuse_another_preset(cfg, args):
             # (the corpus resumed is the run's, wherever CORPUS says it lies now, whatever the preset's)
             if name not in RESUMABLE and name != "corpus" and given is None and value != run:
                 differ.append(f"{flag or f'{section}.{name}'} {value} (this run: {run})")
+                flagless += [] if flag else [f"{section}.{name}"]
+    if flagless:  # (sample_temperature, sample_length: no flag can give the run's value)
+        raise RnnkitError(f"--preset {args.preset} sets {', '.join(differ)}; no flag sets {', '.join(flagless)}: "
+                          "drop --preset (the run keeps its own settings)")  # fmt: skip
     if differ:
         raise RnnkitError(f"--preset {args.preset} sets {', '.join(differ)}; give the run's values with it, or drop "
                           "--preset (the run keeps its own settings)")  # fmt: skip

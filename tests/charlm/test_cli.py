@@ -183,7 +183,23 @@ def test_resume_takes_the_runs_own_preset(tmp_path, corpus, cli):
         "--preset min-char-rnn sets --optimizer adagrad (this run: rmsprop), --lr 0.1 (this run: 0.002), "
         in err
     )
-    assert "give the run's values with it, or drop --preset" in err
+    # (min-char-rnn's sample_temperature, which no flag gives, leaves dropping --preset the one way)
+    assert "; no flag sets train.sample_temperature: drop --preset (the run keeps its own settings)" in err
+
+
+def test_another_preset_setting_an_option_no_flag_sets_says_drop_preset(tmp_path, corpus, cli):
+    """A preset differing from the run in sample_temperature, which no flag sets, said 'give the run's values
+    with it', advice no command line could follow; it says to drop --preset."""
+    run = tmp_path / "run"
+    assert cli("train", corpus, "--out", run, *TINY, "--max-steps", "2")[0] == 0  # sample_temperature 0.8
+    same = ["--optimizer", "adam", "--lr", "3e-3", "--clip-norm", "1", "--clip-value", "0", "--val-frac", "0.02"]  # fmt: skip
+    code, _, err = cli(
+        "train", "--out", run, "--preset", "default", *TINY, *same, "--max-steps", "3", "--resume"
+    )
+    assert code == 2 and err.count("\n") == 1, err
+    assert "--preset default sets train.sample_temperature 0.7 (this run: 0.8); no flag sets " in err
+    assert "train.sample_temperature: drop --preset (the run keeps its own settings)" in err
+    assert "give the run's values" not in err
 
 
 def test_a_dry_run_never_touches_a_run_it_would_resume(tmp_path, corpus, cli):

@@ -14,6 +14,7 @@ import logging
 import os
 import pathlib
 import platform
+import shutil
 import sys
 import warnings
 
@@ -137,7 +138,10 @@ def remove_damaged(what: str, path: str) -> bool:
           f"removed it, building {what} again", file=sys.stderr)  # fmt: skip
     for stale in (path, path + ".sha256"):
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(stale)
+            if os.path.isdir(stale) and not os.path.islink(stale):  # a folder in its place (mkdir X.so)
+                shutil.rmtree(stale)
+            else:
+                os.unlink(stale)
     return True
 
 

@@ -455,6 +455,32 @@ def test_a_damaged_build_is_removed_and_built_again(tmp_path, monkeypatch, capsy
     assert len(builds) == 4 and _native_build.matches_record(str(so))
 
 
+def test_a_folder_in_place_of_the_library_or_its_record_is_removed_and_built_again(
+    tmp_path, monkeypatch, capsys
+):
+    """A folder where the library lies (rm X.so; mkdir X.so) was said 'removed it' but not removed (unlink of a
+    folder fails), and the build failed 'IsADirectoryError ...; install a C++ compiler (g++) and ninja'."""
+    from rnnkit import _native_build
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setenv("RNNKIT_NATIVE", "1")
+    so = tmp_path / "some_ext" / "some_ext.so"
+
+    def compile_fn():  # as ninja: makes the library only where it is missing
+        if not so.exists():
+            so.write_bytes(b"\x7fELF" + bytes(5000))
+        return "module"
+
+    assert _native_build.build("the test extension", "some_ext", compile_fn) == ("module", None)
+    for folder in (so, tmp_path / "some_ext" / "some_ext.so.sha256"):
+        folder.unlink()
+        (folder / "inside").mkdir(parents=True)
+        capsys.readouterr()
+        assert _native_build.build("the test extension", "some_ext", compile_fn) == ("module", None)
+        assert "removed it, building the test extension again" in capsys.readouterr().err
+        assert so.is_file() and _native_build.matches_record(str(so))
+
+
 def test_a_cache_it_cannot_write_in_that_holds_the_build_is_loaded_as_it_is(tmp_path, monkeypatch):
     """A shared or read-only extensions cache holding the build was refused (the lock file can't be made there),
     and every process ran python, 2-3x slower: a library that matches its build's record is loaded as it is. One

@@ -353,7 +353,7 @@ def build(what: str, name: str, compile_fn) -> tuple[object, str | None]:
                 return _import(name, path), None
             damaged = remove_damaged(what, path)  # (says so itself)
             before = _stat(path)
-            if before is None and not damaged:
+            if before is None and not damaged and _compiler_found():  # (none: the build fails at once)
                 print(
                     f"rnnkit: compiling {what} once (about a minute; cached for later runs)...",
                     file=sys.stderr,
@@ -367,6 +367,15 @@ def build(what: str, name: str, compile_fn) -> tuple[object, str | None]:
             return module, None
     except Exception as e:  # no compiler, no ninja, unsupported platform, an unwritable cache, ...
         return None, failure(what, e, folder, damaged)
+
+
+def _compiler_found() -> bool:
+    """Whether the compiler torch's build runs ($CXX, else c++) is there to run: without it the build fails at
+    once, and 'compiling ... (about a minute)' said before the failure promised a build that never starts."""
+    from torch.utils import cpp_extension
+
+    command = cpp_extension.get_cxx_compiler().split()
+    return bool(command) and shutil.which(command[0]) is not None
 
 
 @contextlib.contextmanager

@@ -430,6 +430,7 @@ def test_a_damaged_build_is_removed_and_built_again(tmp_path, monkeypatch, capsy
 
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     monkeypatch.setenv("RNNKIT_NATIVE", "1")
+    monkeypatch.setattr(_native_build, "_compiler_found", lambda: True)  # (its 'compiling' line, c++ or none)
     so = tmp_path / "some_ext" / "some_ext.so"
     builds = []
 
@@ -479,6 +480,42 @@ def test_a_folder_in_place_of_the_library_or_its_record_is_removed_and_built_aga
         assert _native_build.build("the test extension", "some_ext", compile_fn) == ("module", None)
         assert "removed it, building the test extension again" in capsys.readouterr().err
         assert so.is_file() and _native_build.matches_record(str(so))
+
+
+def test_compiling_is_said_only_where_there_is_a_compiler(tmp_path, monkeypatch, capsys):
+    """'compiling the engine once (about a minute...)' was said right before the failure of a build that found no
+    compiler (PATH without c++, a CXX naming none); it is said where the compiler torch's build runs is there."""
+    from rnnkit import _native_build
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("c++", "g++"):
+        (bin_dir / name).write_text("#!/bin/sh\n")
+        (bin_dir / name).chmod(0o755)
+
+    def compile_fn():
+        raise RuntimeError(
+            "Error building extension 'some_ext': [1/2] c++ -c x.cpp\n/bin/sh: 1: c++: not found"
+        )
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "ext"))
+    monkeypatch.setenv("RNNKIT_NATIVE", "1")
+    for path, cxx, said in [
+        (tmp_path / "empty", None, False),
+        (bin_dir, None, True),
+        (bin_dir, "g++", True),
+        (bin_dir, str(tmp_path / "no" / "g++"), False),
+        (bin_dir, "clang++ -O2", False),
+    ]:
+        monkeypatch.setenv("PATH", str(path))
+        if cxx is None:
+            monkeypatch.delenv("CXX", raising=False)
+        else:
+            monkeypatch.setenv("CXX", cxx)
+        capsys.readouterr()
+        module, reason = _native_build.build("the test extension", "some_ext", compile_fn)
+        assert module is None and reason.startswith("could not build the test extension: ")
+        assert ("compiling the test extension once" in capsys.readouterr().err) == said, (path, cxx)
 
 
 def test_a_cache_it_cannot_write_in_that_holds_the_build_is_loaded_as_it_is(tmp_path, monkeypatch):

@@ -572,12 +572,17 @@ def _with_none(P, given):
 
 
 def _trace(fn, where, args):
-    """fn's aten graph on fake tensors; a failure (control flow on a value: no value to branch on) refused. What
-    says nothing of the step (an import cut short by Ctrl-C in torch's lazy imports, "module 'torch._dynamo' has no
-    attribute 'utils'"; memory) is raised as it is, not kept as the cell's reason: the next call traces again."""
+    """fn's aten graph on fake tensors; a failure (control flow on a value: no value to branch on) refused. An
+    ImportError, AttributeError, MemoryError, RecursionError or OSError may say nothing of the step (an import cut
+    short by Ctrl-C in torch's lazy imports, "module 'torch._dynamo' has no attribute 'utils'"; memory): the trace is
+    tried once more, and one that fails again is the step's (pickle.dumps(h) of a fake tensor: an AttributeError),
+    refused as the others, but memory or recursion, raised as it is, not kept as the cell's reason."""
     try:  # (fails with GuardOnDataDependentSymNode, DataDependentOutputException, an op fake tensors can't run)
-        return make_fx(fn, tracing_mode="fake")(*args)
-    except (ImportError, AttributeError, MemoryError, RecursionError, OSError):
+        try:
+            return make_fx(fn, tracing_mode="fake")(*args)
+        except (ImportError, AttributeError, MemoryError, RecursionError, OSError):
+            return make_fx(fn, tracing_mode="fake")(*args)
+    except (MemoryError, RecursionError):
         raise
     except Exception as e:
         first = (str(e).strip().splitlines() or [""])[0][:160]

@@ -5,6 +5,7 @@ an initial state; gradcheck in float64; float32 at a size where threads split th
 can't take runs on the python loop, said only where backend="native" was asked for."""
 
 import os
+import pickle
 import random
 import warnings
 
@@ -1525,8 +1526,8 @@ class Interrupted(OwnLeaky):
 
 CUT_SHORT = [
     KeyboardInterrupt(),
-    AttributeError("module 'torch._dynamo' has no attribute 'utils'"),
-    MemoryError(),
+    [MemoryError(), MemoryError()],  # (twice: the trace's second try fails too)
+    [RecursionError(), RecursionError()],
 ]
 
 
@@ -1536,9 +1537,11 @@ def test_a_trace_cut_short_is_raised_and_traced_again_at_the_next_call(error):
     'torch._dynamo' has no attribute 'utils'") was kept as the cell's reason for good: the rest of the process ran it
     on the python loop, warned as untraceable. It is raised, nothing kept, and the next call traces and runs natively."""
     native._traced.pop(Interrupted, None)
+    traced._traced.pop(Interrupted, None)
     layer, x = Recurrent(Interrupted, 3, 4, backend="native"), torch.randn(2, 5, 3)
-    _TRACE_FAILS.append(error)
-    with pytest.raises(type(error)):
+    errors = error if isinstance(error, list) else [error]
+    _TRACE_FAILS.extend(errors)
+    with pytest.raises(type(errors[0])):
         layer(x)
     assert not _TRACE_FAILS and not native._traced.get(Interrupted)
     with warnings.catch_warnings():
@@ -1547,3 +1550,53 @@ def test_a_trace_cut_short_is_raised_and_traced_again_at_the_next_call(error):
     assert isinstance(next(iter(native._traced[Interrupted].values())), int)  # ran natively
     layer.backend = "python"
     torch.testing.assert_close(out, layer(x)[0], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        AttributeError("module 'torch._dynamo' has no attribute 'utils'"),
+        ImportError("cannot import name 'utils' from partially initialized module 'torch._dynamo'"),
+        MemoryError(),
+        OSError(24, "Too many open files"),
+    ],
+)
+def test_a_trace_that_fails_once_of_no_steps_making_is_tried_again_at_once(error):
+    """An error of no step's making in the first trace (torch._dynamo left half imported by a Ctrl-C; memory) is
+    retried at once: the forward runs natively, raising nothing and warning of no fallback."""
+    native._traced.pop(Interrupted, None)
+    traced._traced.pop(Interrupted, None)
+    layer, x = Recurrent(Interrupted, 3, 4, backend="native"), torch.randn(2, 5, 3)
+    _TRACE_FAILS.append(error)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out, _ = layer(x)
+    assert not _TRACE_FAILS
+    assert isinstance(next(iter(native._traced[Interrupted].values())), int)  # ran natively
+    layer.backend = "python"
+    torch.testing.assert_close(out, layer(x)[0], rtol=1e-6, atol=1e-6)
+
+
+def pickling_step(xw_t, state, P):
+    pickle.dumps(state[0])  # (a debug dump: fine on a tensor, an AttributeError on the trace's fake one)
+    return leaky_step(xw_t, state, P)
+
+
+class Pickling(OwnLeaky):
+    step = staticmethod(pickling_step)
+
+
+def test_a_step_whose_trace_raises_an_attribute_error_every_time_runs_on_the_python_loop():
+    """A step that pickles its state runs on real tensors, and its trace fails every time with AttributeError ("Can't
+    pickle local object ..." of the fake tensor): every forward raised it since d237182, where it ran on the python
+    loop with the one-line reason before. It runs on the python loop again, the reason kept."""
+    layer, x = Recurrent(Pickling, 3, 4, backend="native"), torch.randn(2, 5, 3)
+    with pytest.warns(RuntimeWarning, match="Pickling.step can't be traced on fake tensors .AttributeError"):
+        out, _ = layer(x)
+    assert isinstance(next(iter(native._traced[Pickling].values())), str)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again, _ = layer(x)
+    layer.backend = "python"
+    torch.testing.assert_close(out, layer(x)[0], rtol=0, atol=0)
+    torch.testing.assert_close(again, out, rtol=0, atol=0)

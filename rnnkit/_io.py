@@ -96,7 +96,8 @@ def _remove_stale(folder: pathlib.Path, name: str) -> None:
 
 
 def _unlink_unless_held(path: str) -> None:
-    """Remove path unless a writer holds its lock (atomic_open's flock; a killed writer's is gone with it)."""
+    """Remove path unless a writer holds its lock (atomic_open's flock; a killed writer's is gone with it). On a file
+    system without locks (ENOLCK, EOPNOTSUPP: no writer holds one either) the age alone, as _remove_stale read it."""
     if fcntl is None:
         os.unlink(path)
         return
@@ -106,6 +107,8 @@ def _unlink_unless_held(path: str) -> None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:  # a writer at work on it
             return
+        except OSError:  # (no locks here: a kill's file stayed for good, one more a kill)
+            pass
         os.unlink(path)
     finally:
         os.close(fd)

@@ -1,3 +1,4 @@
+import errno
 import io
 import os
 import stat
@@ -5,6 +6,7 @@ import time
 
 import pytest
 
+from rnnkit import _io
 from rnnkit._io import LOG_EVERY, NOTEBOOK_ENV, UMASK, atomic_open, bar_style, write_text
 
 
@@ -148,3 +150,21 @@ def test_a_failed_write_says_the_target_alone(tmp_path):
         f.write("text\n")
         raise OSError(28, "No space left on device")
     assert str(e.value) == f"[Errno 28] No space left on device: '{target}'"
+
+
+@pytest.mark.parametrize("errno_", [errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL])
+def test_a_file_system_without_locks_still_removes_stale_temporary_files(tmp_path, monkeypatch, errno_):
+    """Where flock fails (NFS without lockd: ENOLCK; a FUSE or SMB mount: EOPNOTSUPP) a writer holds no lock and the
+    age alone tells a kill's temporary file; the check of another writer's lock raised there, and a kill's file
+    stayed for good, one more a kill. It is removed by its age, as before the locks."""
+
+    def no_locks(fd, op):
+        raise OSError(errno_, os.strerror(errno_))
+
+    monkeypatch.setattr(_io.fcntl, "flock", no_locks)
+    (stale := tmp_path / "v.txt.x1y2z3ab.tmp").write_text("half\n")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    (fresh := tmp_path / "v.txt.newer123.tmp").write_text("at work\n")
+    write_text(tmp_path / "v.txt", "text\n")
+    assert sorted(os.listdir(tmp_path)) == sorted([fresh.name, "v.txt"])

@@ -1514,8 +1514,10 @@ def _whole_elf(path) -> bool:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             head = f.read(64)
-            if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2 or head[5] not in (1, 2):
-                return head[:4] != b"\x7fELF"  # (an ELF header cut short is no whole library)
+            if head[:4] != b"\x7fELF" or (len(head) > 5 and (head[4] != 2 or head[5] not in (1, 2))):
+                return True  # (a 32-bit platform's ELF32 was taken for a cut ELF64: rebuilt at every load)
+            if len(head) < 64:  # an ELF header cut short is no whole library
+                return False
             end = "<" if head[5] == 1 else ">"
             phoff, shoff = struct.unpack(end + "QQ", head[32:48])
             phentsize, phnum, shentsize, shnum = struct.unpack(end + "HHHH", head[54:62])

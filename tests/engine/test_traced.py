@@ -7,6 +7,7 @@ import ctypes
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import time
@@ -784,6 +785,22 @@ def test_a_library_cut_in_half_is_built_again_not_a_bus_error(tmp_path, monkeypa
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stdout.strip()) == (0, "True"), done.stderr[-500:]
     assert not cut.exists()
+
+
+def test_a_library_of_another_elf_class_is_left_to_cdll_not_rebuilt(tmp_path):
+    """A 32-bit platform's library (ELF class 1: armv7, i686) was read as an ELF64 header cut short: every load
+    removed the cached library and compiled it again. Only an ELF64 header is checked; another class, or another
+    format (macOS's Mach-O), is CDLL's to load or refuse; an ELF header itself cut short is no whole library."""
+    elf32 = (
+        b"\x7fELF\x01\x01\x01"
+        + bytes(9)
+        + struct.pack("<HHIIIIIHHHHHH", 3, 3, 1, 0, 52, 0, 0, 52, 32, 0, 40, 0, 0)
+    )
+    for name, data, whole in [("elf32.so", elf32 + bytes(200), True), ("tiny32.so", elf32, True),
+                              ("macho.so", b"\xcf\xfa\xed\xfe" + bytes(60), True),
+                              ("cut.so", b"\x7fELF\x02\x01", False), ("magic.so", b"\x7fEL", True)]:  # fmt: skip
+        (tmp_path / name).write_bytes(data)
+        assert traced._whole_elf(str(tmp_path / name)) is whole, name
 
 
 def test_a_damaged_library_in_a_cache_that_cant_be_written_is_refused_in_one_line(tmp_path, monkeypatch):

@@ -121,7 +121,7 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(args, message, tmp_path, capsy
     files = {"bad": "1 -1 0.5\n", "ragged": "1 -1 1\n1 -1\n", "blank": "\n  \n"}
     for name, text in files.items():
         (tmp_path / name).write_text(text)
-    (tmp_path / "latin1").write_bytes(b"\xff\xfe\x00bad\n")
+    (tmp_path / "latin1").write_bytes(b"caf\xe9 1 -1\n")  # (not FF FE: a UTF-16 byte-order mark)
     paths = {name: str(tmp_path / name) for name in [*files, "latin1", "missing"]}
     args, message = [a.format(**paths) for a in args], message.format(**paths)
     assert main([*args, "--out", str(tmp_path / "out")]) == 2

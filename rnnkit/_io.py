@@ -101,7 +101,8 @@ def _unlink_unless_held(path: str) -> None:
     if fcntl is None:
         os.unlink(path)
         return
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    # (for writing: NFS's flock is a whole-file fcntl lock, whose LOCK_EX a read-only descriptor can't take: EBADF)
+    fd = os.open(path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -168,3 +168,28 @@ def test_a_file_system_without_locks_still_removes_stale_temporary_files(tmp_pat
     (fresh := tmp_path / "v.txt.newer123.tmp").write_text("at work\n")
     write_text(tmp_path / "v.txt", "text\n")
     assert sorted(os.listdir(tmp_path)) == sorted([fresh.name, "v.txt"])
+
+
+def test_a_writers_lock_is_seen_where_flock_is_a_posix_lock(tmp_path, monkeypatch):
+    """On NFS flock is a whole-file fcntl lock: an exclusive one needs a descriptor open for writing, else EBADF.
+    The check opened the file read-only, took that EBADF for a file system without locks, and removed a writer's
+    file idle for a minute (its rename then failed); it opens it for writing, and sees the writer's lock."""
+    import fcntl
+
+    flock = fcntl.flock
+
+    def nfs_flock(fd, op):
+        if op & fcntl.LOCK_EX and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        flock(fd, op)
+
+    monkeypatch.setattr(_io.fcntl, "flock", nfs_flock)
+    target = tmp_path / "v.txt"
+    with atomic_open(target) as f:
+        f.write("slow\n")
+        (held,) = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+        old = time.time() - 3600
+        os.utime(held, (old, old))
+        write_text(target, "quick\n")
+        assert held.exists()
+    assert target.read_text() == "slow\n"

@@ -14,6 +14,7 @@ import logging
 import os
 import pathlib
 import platform
+import shlex
 import shutil
 import sys
 import warnings
@@ -374,7 +375,10 @@ def _compiler_found() -> bool:
     once, and 'compiling ... (about a minute)' said before the failure promised a build that never starts."""
     from torch.utils import cpp_extension
 
-    command = cpp_extension.get_cxx_compiler().split()
+    try:  # (the shell runs the compile line: "'/opt/my tools/g++' -O2" names /opt/my tools/g++)
+        command = shlex.split(cpp_extension.get_cxx_compiler())
+    except ValueError:  # a quote left open: the shell's line fails too
+        return False
     return bool(command) and shutil.which(command[0]) is not None
 
 

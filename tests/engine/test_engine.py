@@ -506,6 +506,9 @@ def test_compiling_is_said_only_where_there_is_a_compiler(tmp_path, monkeypatch,
         (bin_dir, "g++", True),
         (bin_dir, str(tmp_path / "no" / "g++"), False),
         (bin_dir, "clang++ -O2", False),
+        (bin_dir, "g++ -O2", True),
+        (bin_dir, "'g++' -O2", True),  # (quoted, as the shell reads the compile line: "/opt/my tools/g++")
+        (bin_dir, "'g++", False),  # (a quote left open: the shell's line fails too)
     ]:
         monkeypatch.setenv("PATH", str(path))
         if cxx is None:

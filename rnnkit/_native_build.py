@@ -133,6 +133,9 @@ def matches_record(path: str) -> bool:
 
 def remove_damaged(what: str, path: str) -> bool:
     """Remove the library at `path` if it is there but not as built (see above), saying so; whether it did."""
+    sha = path + ".sha256"
+    if not os.path.exists(path) and os.path.isdir(sha) and not os.path.islink(sha):
+        shutil.rmtree(sha)  # (a folder where the build's record goes: the build failed writing it)
     if not os.path.exists(path) or matches_record(path):
         return False
     print(f"rnnkit: {path} does not match the record of its build (damaged, or built by an older rnnkit); "

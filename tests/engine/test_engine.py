@@ -480,6 +480,14 @@ def test_a_folder_in_place_of_the_library_or_its_record_is_removed_and_built_aga
         assert _native_build.build("the test extension", "some_ext", compile_fn) == ("module", None)
         assert "removed it, building the test extension again" in capsys.readouterr().err
         assert so.is_file() and _native_build.matches_record(str(so))
+    # the library gone too: the build's record() wrote into the folder, "IsADirectoryError ...; install a C++
+    # compiler (g++) and ninja"
+    record = tmp_path / "some_ext" / "some_ext.so.sha256"
+    so.unlink()
+    record.unlink()
+    (record / "inside").mkdir(parents=True)
+    assert _native_build.build("the test extension", "some_ext", compile_fn) == ("module", None)
+    assert so.is_file() and _native_build.matches_record(str(so))
 
 
 def test_compiling_is_said_only_where_there_is_a_compiler(tmp_path, monkeypatch, capsys):

@@ -213,6 +213,16 @@ def test_inference_mode_matches_no_grad(name):
         layer.zero_grad()
 
 
+def _same_bits_without_and_with_grad(layer, x):
+    """layer(x) under no_grad and recording gradients: the same outputs and final states, to the last bit."""
+    with torch.no_grad():
+        want, want_h = layer(x)
+    got, got_h = layer(x)
+    assert got.grad_fn is not None
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    torch.testing.assert_close(got_h, want_h, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("name", ["lstm", "lstmp", "gru", "leaky", "mut1"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("H, T, layers", [(16, 12, 1), (7, 3, 1), (13, 12, 1), (9, 5, 2), (7, 13, 2)])
@@ -227,12 +237,7 @@ def test_evaluation_gives_the_training_forwards_bits(name, dtype, H, T, layers):
     kw = {"proj_size": 5} if name == "lstmp" else {}
     layer = Recurrent("lstm" if name == "lstmp" else name, 16, H, layers, backend="native", dtype=dtype, **kw)
     x = torch.randn(3, T, 16, dtype=dtype)
-    with torch.no_grad():
-        want, want_h = layer(x)
-    got, got_h = layer(x)
-    assert got.grad_fn is not None
-    torch.testing.assert_close(got, want, rtol=0, atol=0)
-    torch.testing.assert_close(got_h, want_h, rtol=0, atol=0)
+    _same_bits_without_and_with_grad(layer, x)
 
 
 @pytest.mark.parametrize("name", ["rnn_tanh", "lstm", "gru", "leaky"])
@@ -245,12 +250,7 @@ def test_a_stacked_layers_evaluation_gives_the_training_forwards_bits(name, dtyp
     torch.manual_seed(0)
     layer = Recurrent(name, 5, 7, num_layers=3, backend="native", dtype=dtype)
     x = torch.randn(B, 12, 5, dtype=dtype)
-    with torch.no_grad():
-        want, want_h = layer(x)
-    got, got_h = layer(x)
-    assert got.grad_fn is not None
-    torch.testing.assert_close(got, want, rtol=0, atol=0)
-    torch.testing.assert_close(got_h, want_h, rtol=0, atol=0)
+    _same_bits_without_and_with_grad(layer, x)
 
 
 @pytest.mark.parametrize("name", ["lstm", "gru", "mut1"])

@@ -754,14 +754,20 @@ def test_a_failing_compiler_is_refused_in_one_line(tmp_path, monkeypatch):
     assert os.listdir(tmp_path / "rnnkit_traced") == []
 
 
-def test_a_damaged_library_in_the_cache_is_built_again(tmp_path, monkeypatch):
-    """A cached kernel library that doesn't load (cut short on a full disk) failed the layer with ctypes' OSError
-    ("file too short"); it is removed and compiled again (here: the library of a trace, as the rebuild gives it)."""
+def _a_traced_library(tmp_path, monkeypatch):
+    """The kernel library of a trace of ReluRNN, built in tmp_path's cache (nothing kept from other tests)."""
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     monkeypatch.setattr(traced, "_traced", {})
     monkeypatch.setattr(traced, "_libs", {})
     traced.trace_cell(ReluRNN, 4, [torch.randn(4, 4), torch.randn(4)], torch.float64)
     (good,) = (tmp_path / "rnnkit_traced").glob("*.so")
+    return good
+
+
+def test_a_damaged_library_in_the_cache_is_built_again(tmp_path, monkeypatch):
+    """A cached kernel library that doesn't load (cut short on a full disk) failed the layer with ctypes' OSError
+    ("file too short"); it is removed and compiled again (here: the library of a trace, as the rebuild gives it)."""
+    good = _a_traced_library(tmp_path, monkeypatch)
     cut = tmp_path / "cut.so"
     cut.write_bytes(good.read_bytes()[:100])
     lib = traced._load_library(str(cut), lambda: str(good))
@@ -772,11 +778,7 @@ def test_a_library_cut_in_half_is_built_again_not_a_bus_error(tmp_path, monkeypa
     """A kernel library cut short past its ELF header (half of it: a full disk, a cache copied in part) loaded
     with its segments mapped past the file's end, and the process died of SIGBUS ("Fatal Python error: Bus
     error"); the header's sizes are checked first, and it is removed and built again as one that doesn't load."""
-    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
-    monkeypatch.setattr(traced, "_traced", {})
-    monkeypatch.setattr(traced, "_libs", {})
-    traced.trace_cell(ReluRNN, 4, [torch.randn(4, 4), torch.randn(4)], torch.float64)
-    (good,) = (tmp_path / "rnnkit_traced").glob("*.so")
+    good = _a_traced_library(tmp_path, monkeypatch)
     cut = tmp_path / "cut.so"
     cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     assert traced._whole_elf(str(good)) and not traced._whole_elf(str(cut))

@@ -808,6 +808,24 @@ def _set(where, value):
         NESTED["held"].k = value
 
 
+def _gain_cell(name, gain):
+    """A cell of one's own h_t = tanh(xw_t + W_hh h_prev + b) · k, k = gain() read by its step and its backward (a
+    number the kernels bake in, wherever gain finds it)."""
+
+    def step(xw_t, state, P):
+        (h_prev,) = state
+        y = torch.tanh(xw_t + linear(h_prev, *P)) * gain()
+        return (y,), (h_prev,), (y,)
+
+    def step_backward(dstate, cache, P):
+        (dh_t,), (y,) = dstate, cache
+        k = gain()
+        da = dh_t * k * (1 - (y / k) ** 2)
+        return da, (da @ P[0],), (da,), ()
+
+    return type(name, (OwnReLU,), {"step": staticmethod(step), "step_backward": staticmethod(step_backward)})
+
+
 @pytest.mark.parametrize(
     "where", ["dict in a dict", "object in a dict", "list in a list", "numpy array", "getattr"]
 )
@@ -823,20 +841,7 @@ def test_a_number_in_a_container_in_a_container_is_traced_again(where):
         "getattr": lambda: getattr(NESTED["held"], "k"),  # noqa: B009
     }[where]
 
-    def step(xw_t, state, P):
-        (h_prev,) = state
-        y = torch.tanh(xw_t + linear(h_prev, *P)) * get()
-        return (y,), (h_prev,), (y,)
-
-    def step_backward(dstate, cache, P):
-        (dh_t,), (y,) = dstate, cache
-        k = get()
-        da = dh_t * k * (1 - (y / k) ** 2)
-        return da, (da @ P[0],), (da,), ()
-
-    Cls = type(
-        "Nested", (OwnReLU,), {"step": staticmethod(step), "step_backward": staticmethod(step_backward)}
-    )
+    Cls = _gain_cell("Nested", get)
     try:
         for value in (1.0, 0.5):
             _set(where, value)
@@ -1477,26 +1482,11 @@ def _property_gain():
     )
 
 
-def property_step(xw_t, state, P):
-    """tanh(a) · PROPERTY_GAINS.a[0] · PROPERTY_GAINS.b[0] · PROPERTY_GAINS.c[0] · PROPERTY_GAINS.d[0], each an array made anew at each read."""
-    (h_prev,) = state
-    y = torch.tanh(xw_t + linear(h_prev, *P)) * _property_gain()
-    return (y,), (h_prev,), (y,)
-
-
-def property_step_backward(dstate, cache, P):
-    (dh_t,), (y,) = dstate, cache
-    k = _property_gain()
-    da = dh_t * k * (1 - (y / k) ** 2)
-    return da, (da @ P[0],), (da,), ()
-
-
 def test_arrays_a_property_makes_at_each_read_are_each_keyed():
     """A walk keys an array once (an array both functions read was compared twice), by its id: an array a property
     makes at each read, freed once keyed, gave its id to the next one made, which was taken for it and left out of
     the key; PROPERTY_GAINS.d changed, the native loop ran the old kernels (outputs 0.86 off). Each is kept, and keyed."""
-    fns = {"step": staticmethod(property_step), "step_backward": staticmethod(property_step_backward)}
-    Cls = type("PropertyGains", (OwnReLU,), fns)
+    Cls = _gain_cell("PropertyGains", _property_gain)
     try:
         for values in (
             [1.0, 1.0, 1.0, 1.0],

@@ -580,9 +580,13 @@ class Recurrent(OwnParametersModule):
                     return None
         if native.load() is None:  # (the full path says why, once)
             return None
-        below = x.transpose(0, 1).contiguous() if self.batch_first else x.contiguous()  # (T, B, D)
         widths = (self.output_size, self.hidden_size)[: self.num_states]
-        finals, short = [], below.shape[0] < 8  # (short: _project's F.linear, see there)
+        if x.shape[1 if self.batch_first else 0] < 8:  # (short: _project's F.linear, see there)
+            got = self._forward_stack(native, cells, x, state, widths)
+            if got is not False:
+                return got
+        below = x.transpose(0, 1).contiguous() if self.batch_first else x.contiguous()  # (T, B, D)
+        finals, short = [], below.shape[0] < 8
         for i, cell in enumerate(cells):
             self._check_weights(i, cell)
             if short:  # (nothing kept for a backward: no xw._rnnkit_rebuild)
@@ -607,6 +611,33 @@ class Recurrent(OwnParametersModule):
             finals.append(sT)
         stacked = tuple(torch.stack([f[k] for f in finals]) for k in range(self.num_states))
         return below, (stacked if self.num_states == 2 else stacked[0])
+
+    def _forward_stack(self, native, cells, x, state, widths):
+        """_forward_fast's loop over the layers of a short sequence as one engine call (native.forward_stack: per
+        layer xw = linear(below, W_xh, b_xh) and the loop, then h_n stacked; the same calls on the same tensors as
+        the loop in _forward_fast, without its Python per layer). None where a weight is not a plain tensor (the
+        python loop's, see native.unsupported); False where a cell's projection is more than x W_xhᵀ + b (MUT1's
+        tanh(x̃), x̃ = x): _forward_fast's own loop then."""
+        ids, Ws, bs, Ps = [], [], [], []
+        for i, cell in enumerate(cells):
+            if cell.tanh_tail or cell.input_identity is not None:
+                return False
+            self._check_weights(i, cell)
+            got = _own_params(cell)
+            W, b, *P = got if got is not None else (*_input_affine(cell), *cell.rec_params())
+            for p in (W, b, *P):
+                if p is not None and type(p) not in _PLAIN:
+                    return None
+            ids.append(native.CELL_IDS[type(cell)])
+            Ws.append(W)
+            bs.append(b)
+            Ps.append(native._flat_params(type(cell), P, self.hidden_size) if cell.EXTRAS else P)
+        states = [] if state is None else list(state)
+        got = native.load().forward_stack(
+            ids, x, self.batch_first, Ws, bs, Ps, states, widths, self.batch_first
+        )
+        native.keep_plans_soon()
+        return got[0], (tuple(got[1:]) if self.num_states == 2 else got[1])
 
     def _cell_hooks(self, x):
         """torch's per-call hooks of the cells. The layer runs a cell's equations in one engine call per sequence,

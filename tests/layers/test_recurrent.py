@@ -1422,6 +1422,40 @@ def test_no_grad_fast_path_gives_the_full_paths_numbers_bit_for_bit(cell, monkey
                 assert torch.equal(u, v)
 
 
+@pytest.mark.parametrize("cell", sorted(CELLS) + ["lstmp"])
+def test_no_grad_short_sequence_runs_the_whole_stack_in_one_engine_call(cell, monkeypatch):
+    """A one-step call (T < 8) under torch.no_grad runs all layers in one engine call (native.forward_stack: each
+    layer's projection, loop and h_n stacked, without Python between layers), equal bit for bit to the layer
+    recording gradients; MUT1, whose projection takes tanh(x̃), and MUT2 with x̃ = x (D = H: its layers above the
+    first) keep the loop of layer calls."""
+    from rnnkit.engine import native
+
+    if native.load() is None:
+        pytest.skip("the native backend is unavailable here; the fast path is native only")
+    calls, stack = [], Recurrent._forward_stack
+
+    def watched(self, *args):
+        calls.append(stack(self, *args))
+        return calls[-1]
+
+    monkeypatch.setattr(Recurrent, "_forward_stack", watched)
+    torch.manual_seed(0)
+    name, options = ("lstm", {"proj_size": 2}) if cell == "lstmp" else (cell, {})
+    for D in (4, 5):
+        layer = Recurrent(name, D, 5, num_layers=3, batch_first=True, **options).double()
+        x, calls[:] = torch.randn(2, 1, D, dtype=torch.float64), []
+        with torch.no_grad():
+            got, state = layer(x)
+            got2, state2 = layer(x, state)
+        want, want_state = layer(x)
+        want2, want_state2 = layer(x, want_state)
+        one_call = cell not in ("mut1", "mut2")  # (mut2's upper layers: D = H)
+        assert [type(c) for c in calls] == ([tuple] * 2 if one_call else [bool] * 2)
+        for a, b in [(got, want), (got2, want2), (state, want_state), (state2, want_state2)]:
+            for u, v in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
+                assert u.shape == v.shape and u.is_contiguous() and torch.equal(u, v)
+
+
 def test_no_grad_fast_path_declines_what_it_does_not_run():
     """The fast path leaves to the full path: dropout drawn in training, a pruned weight (its pre-hook recomputes
     it), another backend, a state of the wrong shape (whose error the full path gives), an input that needs a

@@ -450,6 +450,47 @@ Tensors backward_py(int64_t cell, const Tensors& saved, int64_t X, const std::ve
   });
 }
 
+// The no-grad forward of a plain stack of rnnkit's cells over a short sequence (a sampling loop, a decoder stepped
+// token by token), in one call: per layer i
+//   xw = linear(below, W[i], b[i]);  below, state_T = forward(xw, state0[:, i] or zeros)      (below_0 = x, (T, B, D))
+// and then h_n (c_n) = stack(state_T over layers): the calls Recurrent._forward_fast made per layer from Python, in
+// the same order on the same tensors (the same bits), without its per-layer Python (a third of a one-step call
+// of a small cell). x is (B, T, D) where x_batch_first; the last layer's outputs (B, T, H) where batch_first.
+// P[i]: the cell's recurrent parameters as forward takes them (a leaky unit's α spread to (H,)); state0: the
+// states (L, B, width) in the cell's order, or none (zeros of widths).
+Tensors forward_stack_py(const std::vector<int64_t>& cells, const at::Tensor& x, bool x_batch_first,
+                         const Tensors& W, const std::vector<c10::optional<at::Tensor>>& b,
+                         const std::vector<std::vector<c10::optional<at::Tensor>>>& P, const Tensors& state0,
+                         const std::vector<int64_t>& widths, bool batch_first) {
+  at::NoGradGuard no_grad;
+  const int64_t n = int64_t(cells.size());
+  TORCH_CHECK(n > 0 && int64_t(W.size()) == n && int64_t(b.size()) == n && int64_t(P.size()) == n,
+              "rnnkit native: forward_stack needs one W, b and P per cell");
+  TORCH_CHECK(state0.empty() || state0.size() == widths.size(), "rnnkit native: forward_stack's states");
+  at::Tensor below = x_batch_first ? x.transpose(0, 1).contiguous() : x.contiguous();  // (T, B, D)
+  const int64_t B = below.size(1);
+  std::vector<Tensors> finals(widths.size());
+  for (int64_t i = 0; i < n; ++i) {
+    const at::Tensor xw = at::linear(below, W[i], b[i]);
+    Tensors s0;
+    for (size_t k = 0; k < widths.size(); ++k)
+      s0.push_back(state0.empty() ? at::zeros({B, widths[k]}, below.options()) : state0[k].select(0, i));
+    std::vector<c10::optional<at::Tensor>> p;
+    for (const auto& t : P[i]) p.push_back(t ? c10::optional<at::Tensor>(t->contiguous()) : c10::nullopt);
+    const bool bf = batch_first && i == n - 1;
+    const Tensors out = AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "rnnkit_forward_stack", [&] {
+      return with_cell<scalar_t>(cells[i], [&](auto c) {
+        return forward<scalar_t, decltype(c)>(xw, s0, p, c10::nullopt, false, false, bf, false, c10::nullopt);
+      });
+    });
+    below = out[0];
+    for (size_t k = 0; k < widths.size(); ++k) finals[k].push_back(out[1 + k]);
+  }
+  Tensors result{below};
+  for (const Tensors& f : finals) result.push_back(at::stack(f));
+  return result;
+}
+
 // The widths of forward's caches (its outputs after HH and CC, each (T, B, width)) for a cell of H units (c_t HC
 // wide), mut1's x̃ raw or not: what a graph compiler must know of forward's outputs before it runs (compiled.py).
 std::vector<int64_t> cache_widths_py(int64_t cell, int64_t H, int64_t HC, bool raw) {
@@ -624,6 +665,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   // only to read or write it: run.h, known_plan).
   const auto nogil = py::call_guard<py::gil_scoped_release>();
   m.def("forward", &rnnkit::forward_py, "the cell over a sequence: [hs, state_T..., saved...]", nogil);
+  m.def("forward_stack", &rnnkit::forward_stack_py,
+        "no-grad forward of a stack of cells over a short sequence: [out, h_n, (c_n)]", nogil);
   m.def("register_traced", &rnnkit::register_traced,
         "a traced cell of one's own (cells_traced.h) -> its cell id; kernels: [fwd f32, bwd f32, fwd f64, bwd f64]");
   m.def("register_staged", &rnnkit::register_staged,

@@ -115,6 +115,23 @@ def check_out(out, resume: bool, force: bool) -> pathlib.Path:
     return out
 
 
+def check_corpus_kept(corpus, out: pathlib.Path) -> None:
+    """One line, before any work, where the corpus file is one the run writes into `out` (run/vocab.json, or a link
+    to it): it was read, then replaced (or removed by --force's clear_out), the corpus lost. A corpus of another
+    name in the run folder is read and kept: --force removes the run's own files alone (and a hard link elsewhere
+    keeps its text: the run's files are replaced by a rename, never written in place)."""
+    if not corpus or not os.path.isfile(corpus):
+        return
+    real = pathlib.Path(os.path.realpath(corpus))  # the folder's entry the reads go through
+    try:
+        inside = os.path.samefile(real.parent, out)
+    except OSError:  # no --out folder yet: nothing to overwrite
+        return
+    if inside and real.name in RUN_FILES:
+        raise RnnkitError(f"--out {out} would overwrite CORPUS {corpus}: the run writes its {real.name} there; "
+                          "move the corpus out of the run folder or give another --out")  # fmt: skip
+
+
 def _is_dry_run(path) -> bool:
     """Whether the checkpoint is a dry run's (its progress's corpus_id starts with DRY_RUN_ID), read memory-mapped:
     its tensors are not read. A file that can't be read is not (--resume says what is wrong with it)."""
@@ -482,6 +499,7 @@ def _train(cfg, out, resume, force, dry_run, log):
             "resume without --dry-run (a dry run takes a new --out folder)"
         )
     out = check_out(out, resume, force)
+    check_corpus_kept(cfg.data.corpus, out)
     read = _file_id(out / "latest.pt") if resume else None  # (before reading it: a newer one is then refused)
     ckpt = load_checkpoint(out / "latest.pt", resuming=True) if resume else None
     validate(cfg)  # (before a dry run's limits, which would pass a --sample-every -1 that the run refuses)

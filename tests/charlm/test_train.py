@@ -2,6 +2,7 @@ import dataclasses
 import math
 import os
 import re
+import shutil
 import zipfile
 
 import pytest
@@ -1574,3 +1575,48 @@ def test_the_header_counts_one_window_in_the_singular(tmp_path, corpus):
     lines = []
     assert train(tiny_config(text, max_steps=1), tmp_path / "run", log=lines.append) == 0
     assert "; 1 window of 8x16 per epoch -> " in lines[0]
+
+
+def test_a_corpus_that_is_one_of_the_runs_files_is_refused_before_any_work(tmp_path, corpus):
+    """A corpus lying in --out under the name of a file the run writes (run/vocab.json, run/metrics.csv; or a hard
+    link to one) was read, then written over by the run (vocab.json with no --force, any of them with --force: clear_out
+    removed it first), the corpus lost. It is one line before anything is written; a corpus of another name in the
+    run folder stays, --force removing only the run's own files."""
+    quiet = lambda s: None  # noqa: E731
+    run = tmp_path / "run"
+    run.mkdir()
+    for name, force in [
+        ("vocab.json", False),
+        ("metrics.csv", True),
+        ("config.json", True),
+        ("latest.pt", True),
+    ]:
+        text = run / name
+        text.write_text(corpus.read_text())
+        with pytest.raises(RnnkitError, match=rf"--out {re.escape(str(run))} would overwrite CORPUS .*{name}: the "
+                           rf"run writes its {re.escape(name)} there; move the corpus out of the run folder or give "
+                           "another --out"):  # fmt: skip
+            train(tiny_config(text, max_steps=2), run, force=force, log=quiet)
+        assert text.read_text() == corpus.read_text() and sorted(p.name for p in run.iterdir()) == [name]
+        text.unlink()
+    (run / "vocab.json").write_text(corpus.read_text())  # a link to it: the reads go there
+    (tmp_path / "linked.txt").symlink_to(run / "vocab.json")
+    with pytest.raises(
+        RnnkitError, match="would overwrite CORPUS .*linked.txt: the run writes its vocab.json"
+    ):
+        train(tiny_config(tmp_path / "linked.txt", max_steps=2), run, log=quiet)
+    (run / "vocab.json").unlink()
+    hard = (
+        tmp_path / "hard.txt"
+    )  # a hard link elsewhere keeps its text (the run's files are replaced by a rename)
+    hard.write_text(corpus.read_text())
+    os.link(hard, run / "vocab.json")
+    assert train(tiny_config(hard, max_steps=2), tmp_path / "run", log=quiet) == 0
+    assert hard.read_text() == corpus.read_text() and (run / "vocab.json").read_text() != corpus.read_text()
+    shutil.rmtree(run)
+    run.mkdir()
+    text = run / "text.txt"  # another name: read, kept by the run and by --force
+    text.write_text(corpus.read_text())
+    assert train(tiny_config(text, max_steps=2), run, log=quiet) == 0
+    assert train(tiny_config(text, max_steps=2), run, force=True, log=quiet) == 0
+    assert text.read_text() == corpus.read_text()

@@ -1096,6 +1096,17 @@ class Recurrent(OwnParametersModule):
                         **({"forget_bias": None} if m.mode == "LSTM" else {}))  # fmt: skip
         layer.to(device=p.device, dtype=p.dtype)
         _refuse_reparametrized(m, [name for name, _ in layer._torch_names()], "from_torch", "m")
+        # m's hooks (a forward hook doubling the output) are m's, not its weights: they were lost in silence
+        hooks = [(len(getattr(m, attr, None) or ()), what) for attr, what in (
+            ("_forward_pre_hooks", "forward pre-hook"), ("_forward_hooks", "forward hook"),
+            ("_backward_pre_hooks", "backward pre-hook"), ("_backward_hooks", "backward hook"))]  # fmt: skip
+        hooks = [f"{'a' if n == 1 else n} {what}{'' if n == 1 else 's'}" for n, what in hooks if n]
+        if hooks:
+            one = len(hooks) == 1 and hooks[0].startswith("a ")
+            warnings.warn(f"from_torch: m has {' and '.join(hooks)}, which {'is' if one else 'are'} not carried "
+                          f"over; the layer computes torch.nn.{base.__name__}'s function without "
+                          f"{'it' if one else 'them'} (register {'it' if one else 'them'} on the layer)", UserWarning,
+                          stacklevel=user_stacklevel())  # fmt: skip
         _copy_weights(m, layer)
         return layer.train(m.training)  # an eval() module converts to one in eval mode (no dropout)
 

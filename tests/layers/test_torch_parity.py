@@ -774,3 +774,25 @@ def test_a_missing_torch_key_is_named_as_torch_names_it():
     del outer["0.weight_ih_l0"]
     with pytest.raises(RuntimeError, match=r'Missing key\(s\) in state_dict: "0\.weight_ih_l0"\.'):
         nn.Sequential(Recurrent("lstm", 3, 4)).load_state_dict(outer)
+
+
+def test_from_torch_warns_of_the_hooks_it_does_not_carry_over():
+    """torch.nn.GRU m with a forward hook (out * 2) or pre-hook, or a backward hook, was converted in silence, its
+    hooks lost: the layer's outputs 0.67 off m's. It is said in a UserWarning naming the hooks, as a forward of m's own
+    is; the layer computes torch.nn's function, and a module without hooks converts silently, as before."""
+    m = nn.GRU(3, 4)
+    m.register_forward_hook(lambda mod, inputs, out: (out[0] * 2, out[1]))
+    m.register_forward_pre_hook(lambda mod, inputs: None)
+    m.register_forward_pre_hook(lambda mod, inputs: None)
+    with pytest.warns(UserWarning, match=r"^from_torch: m has 2 forward pre-hooks and a forward hook, which are not "
+                      r"carried over; the layer computes torch.nn.GRU's function without them"):  # fmt: skip
+        layer = Recurrent.from_torch(m)
+    x = torch.randn(5, 2, 3)
+    torch.testing.assert_close(layer(x)[0], nn.GRU.forward(m, x)[0])
+    m = nn.LSTM(3, 4)
+    m.register_full_backward_hook(lambda mod, grad_in, grad_out: None)
+    with pytest.warns(UserWarning, match=r"^from_torch: m has a backward hook, which is not carried over"):
+        Recurrent.from_torch(m)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Recurrent.from_torch(nn.LSTM(3, 4))

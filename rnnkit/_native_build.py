@@ -167,19 +167,40 @@ def _wait_for_lock(what: str, name: str):
             age = time.time() - os.path.getmtime(lock)
         except OSError:
             return  # no lock (or gone meanwhile)
+        if _folder(lock):  # no builder's: removed at once
+            _remove_lock(lock, what)
+            return
         if age > STALE_LOCK_S:
             print(f"rnnkit: removing {lock}, left {age / 60:.0f} min ago by a build that was stopped",
                   file=sys.stderr)  # fmt: skip
-            try:
+            with contextlib.suppress(OSError):  # (Windows: a live builder's, still open, can't be removed)
                 os.unlink(lock)
-            except OSError:
-                pass
             return
         if not said:
             print(f"rnnkit: waiting for another process building {what} (lock {lock}; it is removed after "
                   f"{STALE_LOCK_S // 60} min)", file=sys.stderr)  # fmt: skip
             said = True
         time.sleep(0.5)
+
+
+def _folder(path: str) -> bool:
+    """Whether `path` is a folder itself, not a link to one (a link is removed as a file is)."""
+    return os.path.isdir(path) and not os.path.islink(path)
+
+
+def _remove_lock(lock: str, what: str | None = None):
+    """Remove torch's `lock` left behind, or a folder in its place (mkdir lock, a bad copy of the cache), which
+    torch never makes but its FileBaton waits for while it exists, forever (`what`: say so). One that can't be
+    removed (another user's, in a shared cache) fails the build, its error naming it, instead of that wait."""
+    try:
+        if _folder(lock):
+            print(f"rnnkit: removing the folder {lock}, which is no lock of a build of {what} (torch's build "
+                  "would wait for it forever)", file=sys.stderr)  # fmt: skip
+            shutil.rmtree(lock)
+        else:
+            os.unlink(lock)
+    except FileNotFoundError:  # gone meanwhile
+        pass
 
 
 # The lock files this process holds open. A child forked meanwhile (by another thread) has a copy of each, which
@@ -251,11 +272,12 @@ def _build_lock(what: str, name: str):
         left = os.path.join(folder, "lock")
         if not held:
             _wait_for_lock(what, name)
-        elif os.path.exists(left):
+        elif _folder(left):
+            _remove_lock(left, what)
+        elif os.path.lexists(left):
             print(f"rnnkit: removing {left}, left by a process stopped while building or loading {what}",
                   file=sys.stderr)  # fmt: skip
-            with contextlib.suppress(OSError):
-                os.unlink(left)
+            _remove_lock(left)
         yield
 
 

@@ -469,6 +469,77 @@ def test_a_folder_in_place_of_the_library_or_its_record_is_removed_and_built_aga
     assert so.is_file() and _native_build.matches_record(str(so))
 
 
+def _as_torch_builds(so):
+    """A compile_fn that takes torch's `lock` as torch's load does (FileBaton: a lock that can't be made is waited
+    for while os.path.exists, forever) and makes the library only where it is missing, as ninja."""
+    from torch.utils.file_baton import FileBaton
+
+    def compile_fn():
+        baton = FileBaton(str(so.parent / "lock"))
+        if not baton.try_acquire():
+            return "torch would wait here forever"
+        if not so.exists():
+            so.write_bytes(b"\x7fELF" + bytes(5000))
+        baton.release()
+        return "module"
+
+    return compile_fn
+
+
+@pytest.mark.parametrize("flock", [True, False])
+def test_a_folder_in_place_of_torchs_lock_is_removed_before_the_build(tmp_path, monkeypatch, capsys, flock):
+    """A folder named `lock` in the extension's folder (mkdir lock, a bad copy of the cache) is no lock torch makes,
+    but torch's FileBaton waits while it exists, forever: rnnkit's unlink of it failed in silence (with flock), or
+    it was waited for STALE_LOCK_S as a builder's, then kept (without). It is removed at once, said in one line."""
+    import errno
+    import time
+
+    from rnnkit import _native_build
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setenv("RNNKIT_NATIVE", "1")
+    monkeypatch.setattr(_native_build, "STALE_LOCK_S", 3)  # (the old wait, cut short)
+    if not flock:
+        fcntl = pytest.importorskip("fcntl")
+
+        def no_locks(f, op):
+            raise OSError(errno.ENOLCK, "No locks available")
+
+        monkeypatch.setattr(fcntl, "flock", no_locks)
+    so = tmp_path / "some_ext" / "some_ext.so"
+    (so.parent / "lock" / "inside").mkdir(parents=True)
+    t0 = time.perf_counter()
+    assert _native_build.build("the test extension", "some_ext", _as_torch_builds(so)) == ("module", None)
+    assert time.perf_counter() - t0 < 2 and so.is_file() and not (so.parent / "lock").exists()
+    assert f"removing the folder {so.parent / 'lock'}" in capsys.readouterr().err
+
+
+def test_a_lock_that_cannot_be_removed_fails_the_build_in_one_line(tmp_path, monkeypatch, capsys):
+    """torch's lock left by a killed build that rnnkit can't remove (another user's, in a shared cache) was kept in
+    silence and torch's build then waited for it forever; the build fails in one line naming it."""
+    from rnnkit import _native_build
+
+    pytest.importorskip("fcntl")
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setenv("RNNKIT_NATIVE", "1")
+    so = tmp_path / "some_ext" / "some_ext.so"
+    so.parent.mkdir()
+    (so.parent / "lock").touch()
+    unlink = os.unlink
+
+    def refused(path, *args, **kwargs):
+        if os.path.basename(path) == "lock":
+            raise PermissionError(13, "Permission denied", str(path))
+        return unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", refused)
+    module, why = _native_build.build("the test extension", "some_ext", _as_torch_builds(so))
+    assert module is None and why == (
+        f"could not build the test extension: PermissionError: [Errno 13] Permission denied: "
+        f"'{so.parent / 'lock'}'; set TORCH_EXTENSIONS_DIR to a writable folder"
+    )
+
+
 def test_compiling_is_said_only_where_there_is_a_compiler(tmp_path, monkeypatch, capsys):
     """'compiling the engine once (about a minute...)' was said right before the failure of a build that found no
     compiler (PATH without c++, a CXX naming none); it is said where the compiler torch's build runs is there."""

@@ -189,13 +189,14 @@ def _folder(path: str) -> bool:
 
 
 def _remove_lock(lock: str, what: str | None = None):
-    """Remove torch's `lock` left behind, or a folder in its place (mkdir lock, a bad copy of the cache), which
-    torch never makes but its FileBaton waits for while it exists, forever (`what`: say so). One that can't be
-    removed (another user's, in a shared cache) fails the build, its error naming it, instead of that wait."""
+    """Remove torch's `lock` left behind, or a folder in place of a lock file (mkdir lock, a bad copy of the cache):
+    torch never makes one, but its FileBaton waits for it while it exists, forever, and rnnkit's own flock can't
+    open one (`what`: say so). One that can't be removed (another user's, in a shared cache) fails the build, its
+    error naming it, instead of that wait."""
     try:
         if _folder(lock):
-            print(f"rnnkit: removing the folder {lock}, which is no lock of a build of {what} (torch's build "
-                  "would wait for it forever)", file=sys.stderr)  # fmt: skip
+            print(f"rnnkit: removing the folder {lock}, in the place of a lock file of {what}'s build",
+                  file=sys.stderr)  # fmt: skip
             shutil.rmtree(lock)
         else:
             os.unlink(lock)
@@ -265,8 +266,10 @@ def _build_lock(what: str, name: str):
 
     folder = cpp_extension._get_build_directory(name, False)
     os.makedirs(folder, exist_ok=True)
+    if _folder(own := os.path.join(folder, "rnnkit.lock")):  # (the build failed "IsADirectoryError ...")
+        _remove_lock(own, what)
     with flocked(
-        os.path.join(folder, "rnnkit.lock"),
+        own,
         f"rnnkit: waiting for another process building or loading {what}...",
     ) as held:
         left = os.path.join(folder, "lock")

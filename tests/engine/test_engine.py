@@ -514,6 +514,23 @@ def test_a_folder_in_place_of_torchs_lock_is_removed_before_the_build(tmp_path, 
     assert f"removing the folder {so.parent / 'lock'}" in capsys.readouterr().err
 
 
+def test_a_folder_in_place_of_rnnkits_own_lock_is_removed_before_the_build(tmp_path, monkeypatch, capsys):
+    """A folder named rnnkit.lock in the extension's folder (mkdir, a bad copy of the cache) failed every build
+    "IsADirectoryError: [Errno 21] Is a directory: '.../rnnkit.lock'; install a C++ compiler (g++) and ninja", a fix
+    that changes nothing; it is removed, said in one line, and the build goes on."""
+    from rnnkit import _native_build
+
+    pytest.importorskip("fcntl")
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setenv("RNNKIT_NATIVE", "1")
+    so = tmp_path / "some_ext" / "some_ext.so"
+    (so.parent / "rnnkit.lock" / "inside").mkdir(parents=True)
+    assert _native_build.build("the test extension", "some_ext", _as_torch_builds(so)) == ("module", None)
+    assert so.is_file() and (so.parent / "rnnkit.lock").is_file()
+    assert capsys.readouterr().err.startswith(f"rnnkit: removing the folder {so.parent / 'rnnkit.lock'}, in the "
+                                              "place of a lock file of the test extension's build\n")  # fmt: skip
+
+
 def test_a_lock_that_cannot_be_removed_fails_the_build_in_one_line(tmp_path, monkeypatch, capsys):
     """torch's lock left by a killed build that rnnkit can't remove (another user's, in a shared cache) was kept in
     silence and torch's build then waited for it forever; the build fails in one line naming it."""

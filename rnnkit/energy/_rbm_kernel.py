@@ -56,9 +56,13 @@ def _build(compiler: str) -> pathlib.Path:
     target = _cache_dir() / f"rbm_cd-{key}.so"
     target.parent.mkdir(parents=True, exist_ok=True)
     # parallel test processes may build at once
+    lock = target.with_name(target.name + ".lock")
+    # a folder in its place (mkdir, a bad copy of the cache) failed "IsADirectoryError ...; install a C compiler"
+    if _native_build._folder(lock):
+        _native_build._remove_lock(str(lock), "the RBM kernel")
     with contextlib.ExitStack() as stack:
         try:
-            held = stack.enter_context(_native_build.flocked(target.with_name(target.name + ".lock")))
+            held = stack.enter_context(_native_build.flocked(lock))
         except OSError as e:
             # a cache we can't write (a shared or read-only one) that holds the kernel as built: load it as it is
             if e.errno in _native_build.UNWRITABLE and _native_build.matches_record(str(target)):

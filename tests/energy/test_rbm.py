@@ -282,6 +282,26 @@ def test_a_cache_it_cannot_write_in_that_holds_the_kernel_is_loaded_as_it_is(tmp
         _rbm_kernel._build(compiler)
 
 
+def test_a_folder_in_place_of_the_kernels_lock_is_removed_before_the_build(tmp_path, monkeypatch, capsys):
+    """A folder named as the kernel's lock file in ~/.cache/rnnkit (mkdir, a bad copy of the cache) failed every
+    build "IsADirectoryError: [Errno 21] Is a directory: ...; install a C compiler (cc or gcc) or set CC to one", a
+    fix that changes nothing; it is removed, said in one line, and the build goes on."""
+    pytest.importorskip("fcntl")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    compiler = tmp_path / "cc"  # writes what -o names (no library: _build alone is run)
+    compiler.write_text('#!/bin/sh\nwhile [ $# -gt 0 ]; do [ "$1" = -o ] && printf x > "$2"; shift; done\n')
+    compiler.chmod(0o755)
+    path = _rbm_kernel._build(str(compiler))
+    lock = path.with_name(path.name + ".lock")
+    for made in (path, lock, path.with_name(path.name + ".sha256")):
+        made.unlink()
+    (lock / "inside").mkdir(parents=True)
+    assert _rbm_kernel._build(str(compiler)) == path and path.is_file() and lock.is_file()
+    assert capsys.readouterr().err == (
+        f"rnnkit: removing the folder {lock}, in the place of a lock file of the RBM kernel's build\n"
+    )
+
+
 def test_the_kernels_cache_tells_cpus_with_other_flags_apart(monkeypatch):
     """The library is built with -march=native and cached by the CPU: the key was its model name alone, which a
     VM shows as "AMD EPYC" for CPUs with AVX-512 and without, and a shared home directory would give the one's

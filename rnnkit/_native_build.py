@@ -398,15 +398,24 @@ def build(what: str, name: str, compile_fn) -> tuple[object, str | None]:
         return None, failure(what, e, folder, damaged)
 
 
+def _cxx_command() -> list[str] | None:
+    """The command the shell runs for $CXX (else c++) in torch's compile line (None: none, a quote left open).
+    torch quotes CXX there (shlex.join), so it is one program's name: CXX='env FOO=1 g++' or 'g++ -w' names none,
+    "/opt/my tools/g++" is that path; a torch that wrote it as it is left its words to the shell."""
+    from torch.utils import cpp_extension
+
+    cxx = cpp_extension.get_cxx_compiler()
+    quote = getattr(cpp_extension, "_shell_join", None)
+    try:
+        return shlex.split(quote([cxx]) if quote is not None and os.name != "nt" else cxx)
+    except ValueError:
+        return None
+
+
 def _compiler_found() -> bool:
     """Whether the compiler torch's build runs ($CXX, else c++) is there to run: without it the build fails at
     once, and 'compiling ... (about a minute)' said before the failure promised a build that never starts."""
-    from torch.utils import cpp_extension
-
-    try:  # (the shell runs the compile line: "'/opt/my tools/g++' -O2" names /opt/my tools/g++)
-        command = shlex.split(cpp_extension.get_cxx_compiler())
-    except ValueError:  # a quote left open: the shell's line fails too
-        return False
+    command = _cxx_command()
     return bool(command) and shutil.which(command[0]) is not None
 
 
@@ -451,7 +460,15 @@ def fix(e: BaseException, why: str, folder: str | None, damaged: bool = False,
             "virtual environment) in a folder whose path has none"
         )
     cxx = os.environ.get("CXX", "").strip()
-    if cxx and ("not found" in why or "No such file" in why) and cxx.split()[0] in why:  # the user's own CXX
+    missing = "not found" in why or "No such file" in why
+    words = (
+        cxx.split()
+    )  # a command line, run as one name ("/opt/my tools/g++" that isn't there names no compiler)
+    line = len(words) > 1 and ("=" in words[0] or shutil.which(words[0].strip("'\"")) is not None)
+    if missing and line and _cxx_command() == [os.environ["CXX"]] and cxx in why:
+        return (f"torch's build runs CXX={cxx!r} as one program's name (not as a command line: no arguments, no "
+                "VAR=value); set CXX to the compiler alone, its name or path")  # fmt: skip
+    if cxx and missing and cxx.split()[0] in why:  # the user's own CXX
         return f"CXX={cxx!r} names no compiler here: unset CXX, or set it to a g++ (or clang++) on PATH"
     if "not found" in why or "Ninja is required" in why or "No such file or directory: 'ninja'" in why:
         return "install a C++ compiler (g++) and ninja (pip install ninja)"

@@ -564,9 +564,11 @@ def test_compiling_is_said_only_where_there_is_a_compiler(tmp_path, monkeypatch,
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name in ("c++", "g++"):
-        (bin_dir / name).write_text("#!/bin/sh\n")
-        (bin_dir / name).chmod(0o755)
+    spaced = tmp_path / "my tools"
+    spaced.mkdir()
+    for name in (bin_dir / "c++", bin_dir / "g++", spaced / "g++"):
+        name.write_text("#!/bin/sh\n")
+        name.chmod(0o755)
 
     def compile_fn():
         raise RuntimeError(
@@ -581,9 +583,14 @@ def test_compiling_is_said_only_where_there_is_a_compiler(tmp_path, monkeypatch,
         (bin_dir, "g++", True),
         (bin_dir, str(tmp_path / "no" / "g++"), False),
         (bin_dir, "clang++ -O2", False),
-        (bin_dir, "g++ -O2", True),
-        (bin_dir, "'g++' -O2", True),  # (quoted, as the shell reads the compile line: "/opt/my tools/g++")
-        (bin_dir, "'g++", False),  # (a quote left open: the shell's line fails too)
+        # torch's build quotes CXX into its compile line (shlex.join): one program's name, arguments or VAR=value
+        # in it naming none ("/bin/sh: 1: env FOO=1 g++: not found"), a path with a space a program
+        (bin_dir, "g++ -O2", False),
+        (bin_dir, "'g++' -O2", False),
+        (bin_dir, "env FOO=1 g++", False),
+        (bin_dir, "FOO=1 g++", False),
+        (bin_dir, "'g++", False),
+        (bin_dir, str(spaced / "g++"), True),
     ]:
         monkeypatch.setenv("PATH", str(path))
         if cxx is None:
@@ -721,6 +728,25 @@ def test_a_cxx_that_names_no_compiler_is_the_fix(monkeypatch):
     assert "CXX='/nonexistent/g++' names no compiler here" in _native_build.fix(error, why, None)
     monkeypatch.setenv("CXX", "g++")  # a CXX that is there: the compiler missing is something else's
     assert _native_build.fix(error, NOT_FOUND, None).startswith("install a C++ compiler")
+
+
+@pytest.mark.parametrize("cxx", ["env FOO=1 g++", "FOO=1 g++", "env g++ -w"])
+def test_a_cxx_of_a_command_line_is_said_to_be_run_as_one_programs_name(monkeypatch, cxx):
+    """torch's build quotes CXX into its compile line (shlex.join), so CXX='env FOO=1 g++' ran a program of that
+    name: "/bin/sh: 1: env FOO=1 g++: not found", said as 'names no compiler here: ... set it to a g++ on PATH',
+    where g++ and env are on PATH; the fix says that torch runs CXX as one program's name."""
+    from rnnkit import _native_build
+
+    why = f"/bin/sh: 1: {cxx}: not found"
+    monkeypatch.setenv("CXX", cxx)
+    assert _native_build.fix(RuntimeError(NINJA_OUTPUT.format(why)), why, None) == (
+        f"torch's build runs CXX={cxx!r} as one program's name (not as a command line: no arguments, no "
+        "VAR=value); set CXX to the compiler alone, its name or path"
+    )
+    why = "/bin/sh: 1: /opt/my tools/g++: not found"  # a path with a space: one program's, not there
+    monkeypatch.setenv("CXX", "/opt/my tools/g++")
+    said = _native_build.fix(RuntimeError(NINJA_OUTPUT.format(why)), why, None)
+    assert said.startswith("CXX='/opt/my tools/g++' names no compiler here")
 
 
 def test_a_torch_in_a_folder_with_a_space_is_the_fix(tmp_path, monkeypatch):

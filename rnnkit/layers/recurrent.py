@@ -1096,17 +1096,7 @@ class Recurrent(OwnParametersModule):
                         **({"forget_bias": None} if m.mode == "LSTM" else {}))  # fmt: skip
         layer.to(device=p.device, dtype=p.dtype)
         _refuse_reparametrized(m, [name for name, _ in layer._torch_names()], "from_torch", "m")
-        # m's hooks (a forward hook doubling the output) are m's, not its weights: they were lost in silence
-        hooks = [(len(getattr(m, attr, None) or ()), what) for attr, what in (
-            ("_forward_pre_hooks", "forward pre-hook"), ("_forward_hooks", "forward hook"),
-            ("_backward_pre_hooks", "backward pre-hook"), ("_backward_hooks", "backward hook"))]  # fmt: skip
-        hooks = [f"{'a' if n == 1 else n} {what}{'' if n == 1 else 's'}" for n, what in hooks if n]
-        if hooks:
-            one = len(hooks) == 1 and hooks[0].startswith("a ")
-            warnings.warn(f"from_torch: m has {' and '.join(hooks)}, which {'is' if one else 'are'} not carried "
-                          f"over; the layer computes torch.nn.{base.__name__}'s function without "
-                          f"{'it' if one else 'them'} (register {'it' if one else 'them'} on the layer)", UserWarning,
-                          stacklevel=user_stacklevel())  # fmt: skip
+        _warn_of_hooks(m, "from_torch: m", "the layer", f"torch.nn.{base.__name__}")
         _copy_weights(m, layer)
         return layer.train(m.training)  # an eval() module converts to one in eval mode (no dropout)
 
@@ -1132,6 +1122,17 @@ class Recurrent(OwnParametersModule):
             _refuse_reparametrized(
                 cell, ["W_xh", "W_hh", "b_xh", "b_hh", "W_hr"], "to_torch", f"layer.cells[{i}]"
             )
+        # a subclass's forward (out * 3) or the layer's hooks compute something else: only the weights carry over
+        if "forward" in vars(self) or type(self).forward is not Recurrent.forward:
+            who = (
+                "the layer"
+                if "forward" in vars(self)
+                else f"{type(self).__module__}.{type(self).__qualname__}"
+            )
+            warnings.warn(f"to_torch: {who} defines a forward of its own; only its weights are converted, and the "
+                          f"module computes torch.nn.{Module.__name__}'s function", UserWarning,
+                          stacklevel=user_stacklevel())  # fmt: skip
+        _warn_of_hooks(self, "to_torch: the layer", "the module", f"torch.nn.{Module.__name__}")
         kw = {"nonlinearity": "relu" if mode == "RNN_RELU" else "tanh"} if Module is nn.RNN else {}
         kw.update({"proj_size": self.proj_size} if self.proj_size else {})
         p = self.cells[0].W_xh
@@ -1458,6 +1459,21 @@ def _copy_weights(src, dst):
         first[id(theirs)] = name
         with torch.no_grad():  # frozen weights stay frozen
             getattr(dst, name).copy_(theirs).requires_grad_(theirs.requires_grad)
+
+
+def _warn_of_hooks(m: nn.Module, who: str, made: str, function: str):
+    """A UserWarning naming m's hooks (a forward hook doubling the output), which a conversion does not carry over:
+    they are m's, not its weights, and were lost in silence. `who`: 'from_torch: m'; `made`: what the conversion
+    makes; `function`: what that computes."""
+    hooks = [(len(getattr(m, attr, None) or ()), what) for attr, what in (
+        ("_forward_pre_hooks", "forward pre-hook"), ("_forward_hooks", "forward hook"),
+        ("_backward_pre_hooks", "backward pre-hook"), ("_backward_hooks", "backward hook"))]  # fmt: skip
+    hooks = [f"{'a' if n == 1 else n} {what}{'' if n == 1 else 's'}" for n, what in hooks if n]
+    if hooks:
+        it = "it" if len(hooks) == 1 and hooks[0].startswith("a ") else "them"
+        warnings.warn(f"{who} has {' and '.join(hooks)}, which {'is' if it == 'it' else 'are'} not carried over; "
+                      f"{made} computes {function}'s function without {it} (register {it} on {made})", UserWarning,
+                      stacklevel=user_stacklevel())  # fmt: skip
 
 
 def _refuse_reparametrized(m, names, what, label):

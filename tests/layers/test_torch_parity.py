@@ -796,3 +796,27 @@ def test_from_torch_warns_of_the_hooks_it_does_not_carry_over():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Recurrent.from_torch(nn.LSTM(3, 4))
+
+
+def test_to_torch_warns_of_a_forward_of_its_own_and_of_hooks():
+    """The other way: a subclass of Recurrent whose forward computes something else (out * 3), or a layer with a
+    forward hook (out * 2), was converted by to_torch to the plain torch.nn module in silence, its outputs 1.0 and
+    0.3 off the layer's. Both are said in a UserWarning, as from_torch says them; a plain layer converts silently."""
+
+    class Scaled(Recurrent):
+        def forward(self, x, state=None):
+            out, state = super().forward(x, state)
+            return out * 3, state
+
+    with pytest.warns(UserWarning, match=r"^to_torch: \S*Scaled defines a forward of its own; only its weights are "
+                      r"converted, and the module computes torch.nn.GRU's function"):  # fmt: skip
+        m = Scaled("gru", 3, 4).to_torch()
+    assert type(m) is nn.GRU
+    layer = Recurrent("lstm", 3, 4)
+    layer.register_forward_hook(lambda mod, inputs, out: (out[0] * 2, out[1]))
+    with pytest.warns(UserWarning, match=r"^to_torch: the layer has a forward hook, which is not carried over; the "
+                      r"module computes torch.nn.LSTM's function without it"):  # fmt: skip
+        layer.to_torch()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Recurrent("lstm", 3, 4).to_torch()

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import signal
 import threading
 import time
@@ -196,8 +197,10 @@ def clear_out(out: pathlib.Path, force: bool):
     typo must not cost the old run), and any run file a kill left half-written (the folder: made by _writing)."""
     for name in RUN_FILES if force else []:
         (out / name).unlink(missing_ok=True)
-    for name in RUN_FILES:  # atomic_open's temporary files: NAME.XXXXXXXX.tmp
-        for tmp in out.glob(f"{name}.*.tmp"):
+    # atomic_open's temporary files, mkstemp's exact names NAME.XXXXXXXX.tmp (a user's vocab.json.mine.tmp stays)
+    pattern = re.compile(f"(?:{'|'.join(map(re.escape, RUN_FILES))})" + r"\.[a-z0-9_]{8}\.tmp")
+    for tmp in out.iterdir():
+        if pattern.fullmatch(tmp.name) and tmp.is_file() and not tmp.is_symlink():
             tmp.unlink(missing_ok=True)
 
 

@@ -431,7 +431,12 @@ def test_files_a_kill_left_half_written_are_removed(tmp_path, corpus):
     quiet = lambda s: None  # noqa: E731
     run = tmp_path / "run"
     train(tiny_config(corpus, max_steps=2), run, log=quiet)
-    left = ["latest.pt.k1ll3d.tmp", "loss.png.k1ll3d.tmp", "metrics.csv.k1ll3d.tmp", "config.json.k1ll3d.tmp"]
+    left = [
+        "latest.pt.k1ll3d00.tmp",
+        "loss.png.k1ll3d00.tmp",
+        "metrics.csv.k1ll3d00.tmp",
+        "config.json.k1ll3d00.tmp",
+    ]
     for name in [*left, "notes.tmp"]:
         (run / name).write_bytes(b"half")
     assert train(tiny_config(corpus, max_steps=3), run, resume=True, log=quiet) == 0
@@ -445,7 +450,7 @@ def test_files_a_kill_left_half_written_at_the_last_step_are_removed(tmp_path, c
     quiet = lambda s: None  # noqa: E731
     run = tmp_path / "run"
     train(tiny_config(corpus, max_steps=2), run, log=quiet)
-    for name in ["latest.pt.k1ll3d.tmp", "loss.png.k1ll3d.tmp"]:
+    for name in ["latest.pt.k1ll3d00.tmp", "loss.png.k1ll3d00.tmp"]:
         (run / name).write_bytes(b"half")
     lines = []
     assert train(tiny_config(corpus, max_steps=2), run, resume=True, log=lines.append) == 0
@@ -1620,3 +1625,19 @@ def test_a_corpus_that_is_one_of_the_runs_files_is_refused_before_any_work(tmp_p
     assert train(tiny_config(text, max_steps=2), run, log=quiet) == 0
     assert train(tiny_config(text, max_steps=2), run, force=True, log=quiet) == 0
     assert text.read_text() == corpus.read_text()
+
+
+def test_only_the_runs_own_temporary_files_are_removed(tmp_path, corpus):
+    """clear_out removed every NAME.*.tmp of a run file's NAME, wider than atomic_open's mkstemp names
+    (NAME.XXXXXXXX.tmp): the user's run/vocab.json.mine.tmp was deleted in silence, and a folder of such a name
+    (run/metrics.csv.backup.tmp) stopped every run, 'Is a directory: ...; check the path'. Only the files of
+    mkstemp's exact names go."""
+    quiet = lambda s: None  # noqa: E731
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "vocab.json.mine.tmp").write_text("keep")
+    (run / "metrics.csv.backup.tmp").mkdir()
+    (run / "config.json.k1ll3d00.tmp").write_bytes(b"half")  # a kill's
+    assert train(tiny_config(corpus, max_steps=2), run, log=quiet) == 0
+    assert (run / "vocab.json.mine.tmp").read_text() == "keep" and (run / "metrics.csv.backup.tmp").is_dir()
+    assert not (run / "config.json.k1ll3d00.tmp").exists()

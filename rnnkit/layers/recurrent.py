@@ -1377,7 +1377,8 @@ _REPARAMETRIZE_CODE = getattr(  # functional_call's (a contextmanager)
 
 def _as_lengths(lengths):
     """torch.as_tensor(lengths), numpy's unsigned integers among them too: torch refuses np.uint64(5) and
-    [np.uint64(5), ...] ("an integer is required"), which were then said not to be integers."""
+    [np.uint64(5), ...] ("an integer is required"), which were then said not to be integers; and an array of
+    negative strides (a copy)."""
     if isinstance(lengths, list | tuple):
         lengths = [
             int(v) if isinstance(v, numbers.Integral) and not isinstance(v, bool) else v for v in lengths
@@ -1392,6 +1393,9 @@ def _as_lengths(lengths):
             )
     elif isinstance(lengths, numbers.Integral) and not isinstance(lengths, bool):
         lengths = int(lengths)
+    elif isinstance(lengths, np.ndarray) and not torch.compiler.is_compiling():
+        # np.sort(l)[::-1]: torch.as_tensor takes no negative strides (dynamo, compiling, reads arrays itself)
+        lengths = lengths.copy() if any(s < 0 for s in lengths.strides) else lengths
     return torch.as_tensor(lengths)
 
 

@@ -250,6 +250,17 @@ def test_lengths_of_numpy_unsigned_integers():
     torch.testing.assert_close(layer(x[1], lengths=np.uint64(2))[0], want[1])
 
 
+def test_lengths_of_a_reversed_numpy_array():
+    """A numpy array of negative strides (np.sort(lengths)[::-1], longest first) was refused as "lengths must be
+    integers", which they are: torch.as_tensor takes no negative strides."""
+    layer = Recurrent("gru", 3, 4, backend="python")
+    x = torch.randn(3, 5, 3)
+    want = layer(x, lengths=[5, 3, 2])[0]
+    torch.testing.assert_close(layer(x, lengths=np.array([2, 3, 5])[::-1])[0], want)
+    one = np.array([3, 5])[::-1][1:]  # one sequence's: an array of one element
+    torch.testing.assert_close(layer(x[1], lengths=one)[0], want[1])
+
+
 def test_uint64_lengths_past_int64_are_said_as_given():
     """uint64 lengths of 2**63 or more were read as the negative int64 they wrap to: a length of 2**64 - 1 was
     refused as "got values from -1 to 3", a value nobody gave."""
@@ -451,7 +462,12 @@ def test_torch_compile_takes_lengths_as_a_list_of_numpy_integers_or_scalar_tenso
     layer, x = Recurrent("rnn_tanh", 3, 4, backend="autograd"), torch.randn(2, 5, 3)
     torch._dynamo.reset()
     f = torch.compile(lambda x, lengths: layer(x, lengths=lengths)[0], backend="eager", fullgraph=True)
-    for lengths in ([np.int64(5), np.int64(3)], [torch.tensor(2), torch.tensor(5)], (np.int32(4), 1)):
+    for lengths in (
+        [np.int64(5), np.int64(3)],
+        [torch.tensor(2), torch.tensor(5)],
+        (np.int32(4), 1),
+        np.array([5, 3]),
+    ):
         torch.testing.assert_close(f(x, lengths), layer(x, lengths=[int(v) for v in lengths])[0])
 
 

@@ -1,6 +1,7 @@
 """The Recurrent layer: stacking, skip and residual connections, conditioning, bad input."""
 
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -259,6 +260,17 @@ def test_lengths_of_a_reversed_numpy_array():
     torch.testing.assert_close(layer(x, lengths=np.array([2, 3, 5])[::-1])[0], want)
     one = np.array([3, 5])[::-1][1:]  # one sequence's: an array of one element
     torch.testing.assert_close(layer(x[1], lengths=one)[0], want[1])
+
+
+def test_lengths_of_a_read_only_numpy_array():
+    """A read-only array (np.broadcast_to, np.load(..., mmap_mode="r")) met torch's UserWarning "The given NumPy
+    array is not writable ... undefined behavior" (an error where warnings are), though the layer only reads it."""
+    layer = Recurrent("gru", 3, 4, backend="python")
+    x = torch.randn(3, 5, 3)
+    want = layer(x, lengths=[5, 5, 5])[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch.testing.assert_close(layer(x, lengths=np.broadcast_to(np.int64(5), (3,)))[0], want)
 
 
 def test_uint64_lengths_past_int64_are_said_as_given():

@@ -1378,7 +1378,7 @@ _REPARAMETRIZE_CODE = getattr(  # functional_call's (a contextmanager)
 def _as_lengths(lengths):
     """torch.as_tensor(lengths), numpy's unsigned integers among them too: torch refuses np.uint64(5) and
     [np.uint64(5), ...] ("an integer is required"), which were then said not to be integers; and an array of
-    negative strides or a read-only one (a copy)."""
+    negative strides, a read-only one or one of another byte order (a copy, in this machine's)."""
     if isinstance(lengths, list | tuple):
         lengths = [
             int(v) if isinstance(v, numbers.Integral) and not isinstance(v, bool) else v for v in lengths
@@ -1394,10 +1394,11 @@ def _as_lengths(lengths):
     elif isinstance(lengths, numbers.Integral) and not isinstance(lengths, bool):
         lengths = int(lengths)
     elif isinstance(lengths, np.ndarray) and not torch.compiler.is_compiling():
-        # np.sort(l)[::-1]: torch.as_tensor takes no negative strides (dynamo, compiling, reads arrays itself); and
-        # it warns of a read-only array (np.broadcast_to's, np.load(mmap_mode="r")'s) as if written to
-        odd = any(s < 0 for s in lengths.strides) or not lengths.flags.writeable
-        lengths = lengths.copy() if odd else lengths
+        # np.sort(l)[::-1]: torch.as_tensor takes no negative strides (dynamo, compiling, reads arrays itself) nor
+        # another byte order (a file's big-endian '>i4'); and it warns of a read-only array (np.broadcast_to's,
+        # np.load(mmap_mode="r")'s) as if written to
+        odd = any(s < 0 for s in lengths.strides) or not lengths.flags.writeable or not lengths.dtype.isnative
+        lengths = lengths.astype(lengths.dtype.newbyteorder("=")) if odd else lengths
     return torch.as_tensor(lengths)
 
 

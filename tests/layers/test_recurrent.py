@@ -273,6 +273,16 @@ def test_lengths_of_a_read_only_numpy_array():
         torch.testing.assert_close(layer(x, lengths=np.broadcast_to(np.int64(5), (3,)))[0], want)
 
 
+def test_lengths_of_a_big_endian_numpy_array():
+    """An array of the other byte order (np.fromfile(f, ">i4"), a big-endian file's) was refused as "lengths must be
+    integers", which they are: torch.as_tensor takes no byte order but the machine's."""
+    layer = Recurrent("gru", 3, 4, backend="python")
+    x = torch.randn(3, 5, 3)
+    want = layer(x, lengths=[5, 3, 2])[0]
+    other = ">i4" if np.little_endian else "<i4"
+    torch.testing.assert_close(layer(x, lengths=np.array([5, 3, 2], dtype=other))[0], want)
+
+
 def test_uint64_lengths_past_int64_are_said_as_given():
     """uint64 lengths of 2**63 or more were read as the negative int64 they wrap to: a length of 2**64 - 1 was
     refused as "got values from -1 to 3", a value nobody gave."""

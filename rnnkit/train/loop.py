@@ -691,7 +691,11 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
             grad_norm = clip_gradients(model.parameters(), t.clip_norm, t.clip_value)
             loss = loss.detach().item()
             smooth = _check_loss(loss, progress, out, grad_norm)
-            with stop.held():  # a second Ctrl-C in the update, or before it is counted, undid a step taken
+            # held from the update to the step's row, written: a second Ctrl-C in the update, or before it is counted,
+            # undid a step taken; one before its validation (in the bar's update) or in it stopped the run with the
+            # step kept and its validation lost for good (no val_loss in its row, a best.pt that --resume never made);
+            # one before the row was marked written wrote it again
+            with stop.held():
                 optimizer.step()
                 stepped, progress.smooth_loss = True, smooth
                 progress.step += 1
@@ -703,25 +707,21 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
                 recent.append(dt)
                 row = dict(step=progress.step, epoch=progress.epoch + progress.window / len(batches),
                            wall_s=progress.elapsed, lr=optimizer.param_groups[0]["lr"], train_loss=loss, chars_per_s=speed)  # fmt: skip
-            left = (
-                {"budget_left": f"{max(budget - progress.elapsed, 0) / 60:.1f}min"}
-                if budget < math.inf
-                else {}
-            )
-            mean_speed = chars_per_step * len(recent) / max(sum(recent), 1e-9)
-            bar.set_postfix(loss=f"{loss:.3f}", chars_s=f"{mean_speed:,.0f}", **left, refresh=False)
-            bar.update(1)
-            last = (total is not None and progress.step >= total) or progress.elapsed >= budget
-            evaluated = (
-                progress.step % t.eval_every == 0 or last
-            )  # with --val-frac 0: checkpoint and plot only
-            if evaluated:
-                # held: a second Ctrl-C here stopped the run with the step kept and its validation lost for good (no
-                # val_loss in its row, a best.pt that --resume never made), where an uninterrupted run had both
-                with stop.held():
+                left = (
+                    {"budget_left": f"{max(budget - progress.elapsed, 0) / 60:.1f}min"}
+                    if budget < math.inf
+                    else {}
+                )
+                mean_speed = chars_per_step * len(recent) / max(sum(recent), 1e-9)
+                bar.set_postfix(loss=f"{loss:.3f}", chars_s=f"{mean_speed:,.0f}", **left, refresh=False)
+                bar.update(1)
+                last = (total is not None and progress.step >= total) or progress.elapsed >= budget
+                evaluated = (
+                    progress.step % t.eval_every == 0 or last
+                )  # with --val-frac 0: checkpoint and plot only
+                if evaluated:
                     _validate(model, val_batches, progress, row, save, say, out,
                               lambda w=window, s=carried: window_loss(model, batches.window(w), s))  # fmt: skip
-            with stop.held():  # a second Ctrl-C between the two wrote the row again
                 metrics.write(**row)
                 row = None
             if evaluated:  # after the step's row: a kill between the two resumes from the checkpoint before

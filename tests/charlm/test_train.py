@@ -1641,3 +1641,36 @@ def test_only_the_runs_own_temporary_files_are_removed(tmp_path, corpus):
     assert train(tiny_config(corpus, max_steps=2), run, log=quiet) == 0
     assert (run / "vocab.json.mine.tmp").read_text() == "keep" and (run / "metrics.csv.backup.tmp").is_dir()
     assert not (run / "config.json.k1ll3d00.tmp").exists()
+
+
+def test_a_second_ctrl_c_between_the_update_and_its_validation_keeps_the_validation(
+    tmp_path, corpus, monkeypatch
+):
+    """Two Ctrl-C landing after a step's update but before its validation (the progress bar's update between the
+    two held blocks) stopped the run with the step kept and its validation lost for good: its row had no val_loss,
+    and --resume went on at the next step. The step's update, validation and row are held as one block."""
+    import signal
+
+    from rnnkit.train import loop
+
+    quiet = lambda s: None  # noqa: E731
+    cfg = tiny_config(corpus, max_steps=8, eval_every=3)
+    train(cfg, tmp_path / "whole", log=quiet)
+
+    class Bar(loop.tqdm):
+        def update(self, n=1):
+            out = super().update(n)
+            if self.n == 6:
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGINT)
+            return out
+
+    monkeypatch.setattr(loop, "tqdm", Bar)
+    assert train(cfg, tmp_path / "split", log=quiet) == 130
+    monkeypatch.undo()
+    assert train(cfg, tmp_path / "split", resume=True, log=quiet) == 0
+    whole, split = (read_metrics(tmp_path / name / "metrics.csv") for name in ("whole", "split"))
+    assert [(r["step"], r["val_loss"]) for r in split] == [(r["step"], r["val_loss"]) for r in whole]
+    for name in ("latest.pt", "best.pt"):
+        a, b = (load_checkpoint(tmp_path / run / name)["model"] for run in ("whole", "split"))
+        assert all(torch.equal(a[k], b[k]) for k in a)

@@ -1,6 +1,7 @@
 """`rnnkit train | sample | score | complete | eval`: character language models from the command line."""
 
 import argparse
+import dataclasses
 import json
 import math
 import pathlib
@@ -280,7 +281,7 @@ def _refuse_another_preset(cfg, args):
 
 
 def _resumed_config(out: pathlib.Path):
-    """The run's config.json; if it is missing or damaged, the config its latest.pt holds (saying so)."""
+    """The run's config.json; if it is missing, damaged or lacks an option, the config its latest.pt holds (saying so)."""
     from rnnkit.train.checkpoint import load_checkpoint
     from rnnkit.train.config import RunConfig
 
@@ -290,7 +291,14 @@ def _resumed_config(out: pathlib.Path):
         )
     try:
         # (utf-8-sig: an editor's byte-order mark is no edit)
-        return RunConfig.from_dict(json.loads((out / "config.json").read_text(encoding="utf-8-sig")))
+        saved = json.loads((out / "config.json").read_text(encoding="utf-8-sig"))
+        cfg = RunConfig.from_dict(saved)
+        # an option left out took its default in silence (a run at --lr 0.01 resumed at 0.002)
+        lacking = [f"{section}.{f.name}" for section in ("data", "model", "train")
+                   for f in dataclasses.fields(getattr(cfg, section)) if f.name not in saved.get(section, {})]  # fmt: skip
+        if not lacking:
+            return cfg
+        why = f"incomplete (no {', '.join(lacking[:3])}{', ...' if len(lacking) > 3 else ''})"
     except (
         OSError,
         ValueError,

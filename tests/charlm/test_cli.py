@@ -575,6 +575,25 @@ def test_resume_with_a_damaged_config_uses_the_checkpoints(tmp_path, corpus, cli
     assert code == 2 and "config.json is a folder; remove it" in err
 
 
+def test_resume_with_a_config_json_lacking_an_option_uses_the_checkpoints(tmp_path, corpus, cli):
+    """A config.json with an option left out (edited by hand) was read with that option's default in its place: a
+    run trained at --lr 0.01 resumed at 0.002 in silence, and config.json then recorded 0.002 for good. Such a
+    config.json is incomplete, said so, and the config latest.pt holds is used, as for a damaged one."""
+    run = tmp_path / "run"
+    assert cli("train", corpus, "--out", run, *TINY, "--lr", "0.01", "--max-steps", "2")[0] == 0
+    config = json.loads((run / "config.json").read_text())
+    del config["train"]["lr"]
+    (run / "config.json").write_text(json.dumps(config))
+    code, _, err = cli("train", "--out", run, "--resume", "--max-steps", "3")
+    assert (
+        code == 0
+        and "config.json is incomplete (no train.lr); resuming with the config saved in latest.pt" in err
+    )
+    assert json.loads((run / "config.json").read_text())["train"]["lr"] == 0.01
+    with open(run / "metrics.csv") as f:
+        assert [float(r["lr"]) for r in csv.DictReader(f)] == [0.01] * 3
+
+
 def test_every_command_checks_its_seed_and_empty_out(tmp_path, trained, cli):
     for args in (["markov", "sample", "--seed", "-1"], ["sample", trained, "--seed", str(2**32)],
                  ["hopfield", "recall", "--dry-run", "--out", tmp_path / "h", "--seed", str(2**64)]):  # fmt: skip

@@ -182,7 +182,7 @@ CORPUS_NAMES = ("shakespeare", "stdlib", "default")  # the built-in corpora's na
 def train_config(args):
     """Preset (or the saved config when resuming), then the flags actually given."""
     from rnnkit.presets import preset
-    from rnnkit.train.config import RunConfig
+    from rnnkit.train.config import RunConfig, _check_types
 
     # "$CORPUS" unset in a script: '' was read as no CORPUS, the built-in corpus trained on in silence
     if args.corpus is not None and not args.corpus.strip():
@@ -197,6 +197,7 @@ def train_config(args):
     resuming = args.resume and (out / "latest.pt").is_file()  # else train says there is nothing to resume
     if resuming:
         cfg = _resumed_config(out)
+        _check_types(cfg)  # (an edited corpus of 5 was a traceback from its reading below)
         if args.preset:
             _refuse_another_preset(cfg, args)
         # the built-in corpus by its name (a file's path is kept absolute): a ./stdlib where it resumed was read

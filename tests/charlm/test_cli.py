@@ -594,6 +594,19 @@ def test_resume_with_a_config_json_lacking_an_option_uses_the_checkpoints(tmp_pa
         assert [float(r["lr"]) for r in csv.DictReader(f)] == [0.01] * 3
 
 
+def test_resume_with_a_config_json_of_a_corpus_or_data_dir_of_another_type_says_so(tmp_path, corpus, cli):
+    """A config.json edited to a corpus or data_dir that is no string (5, a list) ended --resume in a traceback from
+    train's reading of it ('expected str, bytes or os.PathLike object, not int', "'int' object has no attribute
+    'strip'"), where another option of the wrong type is one line; these are said in the same line."""
+    run = tmp_path / "run"
+    assert cli("train", corpus, "--out", run, *TINY, "--max-steps", "2")[0] == 0
+    config = json.loads((run / "config.json").read_text())
+    for key, value, kind in [("corpus", 5, "5"), ("corpus", ["a"], "['a']"), ("data_dir", 5, "5")]:
+        (run / "config.json").write_text(json.dumps({**config, "data": {**config["data"], key: value}}))
+        code, _, err = cli("train", "--out", run, "--resume", "--max-steps", "3")
+        assert (code, err) == (2, f"rnnkit: error: option data.{key} must be a string or none, got {kind}\n")
+
+
 def test_every_command_checks_its_seed_and_empty_out(tmp_path, trained, cli):
     for args in (["markov", "sample", "--seed", "-1"], ["sample", trained, "--seed", str(2**32)],
                  ["hopfield", "recall", "--dry-run", "--out", tmp_path / "h", "--seed", str(2**64)]):  # fmt: skip

@@ -91,6 +91,11 @@ def check_out(out, resume: bool, force: bool) -> pathlib.Path:
     # the checkpoints are what a run would lose: a run that saved none (stopped while the engine compiled, before its
     # first step) starts again, and a folder holding only a best.pt is not written over
     latest, best = ((out / name).exists() for name in ("latest.pt", "best.pt"))
+    # (a folder there was read as a run folder: 'train first with `rnnkit train --out RUN/latest.pt`')
+    if resume and (out / "latest.pt").is_dir():
+        how = "copy the run's best.pt to latest.pt to resume from there, or " if best else ""
+        raise RnnkitError(f"{out / 'latest.pt'} is a folder, not a checkpoint; remove it, then {how}start anew "
+                          "with --force")  # fmt: skip
     config = out / "config.json"
     other = config.exists() and not _run_config(config)  # another command's (word2vec's --out has one)
     if other and not (latest or best) and not force:

@@ -607,6 +607,18 @@ def test_resume_with_a_config_json_of_a_corpus_or_data_dir_of_another_type_says_
         assert (code, err) == (2, f"rnnkit: error: option data.{key} must be a string or none, got {kind}\n")
 
 
+def test_resume_with_a_folder_in_place_of_latest_pt_says_to_remove_it(tmp_path, corpus, cli):
+    """A folder in place of latest.pt was read by --resume as a run folder: 'RUN/latest.pt holds no checkpoint ...;
+    train first with `rnnkit train --out RUN/latest.pt`', a new run inside it. It says to remove the folder."""
+    run = tmp_path / "run"
+    assert cli("train", corpus, "--out", run, *TINY, "--max-steps", "2")[0] == 0
+    (run / "latest.pt").unlink()
+    (run / "latest.pt").mkdir()
+    code, _, err = cli("train", "--out", run, "--resume", "--max-steps", "3")
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{run / 'latest.pt'} is a folder, not a checkpoint; remove it" in err and "--out" not in err, err
+
+
 def test_every_command_checks_its_seed_and_empty_out(tmp_path, trained, cli):
     for args in (["markov", "sample", "--seed", "-1"], ["sample", trained, "--seed", str(2**32)],
                  ["hopfield", "recall", "--dry-run", "--out", tmp_path / "h", "--seed", str(2**64)]):  # fmt: skip

@@ -14,8 +14,9 @@ then compute their gradients through a rerun of the forward as an autograd loop
 import warnings
 
 import torch
+from torch._subclasses.fake_tensor import is_fake
 
-from rnnkit.cells._base import Cell, autocast_on, cell_class, plain_ops_only, recording
+from rnnkit.cells._base import Cell, autocast_on, cell_class, make_fx_tracing, plain_ops_only, recording
 from rnnkit.engine import compiled
 from rnnkit.engine.python import PythonRecurrence
 from rnnkit.engine.python import forward_only as python_forward_only
@@ -343,7 +344,30 @@ def _checked_mask(name, mask, T, B, device):
         raise RnnkitError(
             f"run({name}): mask is on {mask.device} but xw is on {device}; move it (mask.to(xw.device))"
         )
+    _check_mask_values(name, mask)
     return mask.reshape(T, B, 1)
+
+
+def _check_mask_values(name, mask):
+    """A one-line error for a mask holding other values than 0 and 1, which every loop took as a step in silence
+    (h_t = m·step + (1 - m)·h_{t-1}: 0.5, 2, -1 or NaN). Read on the CPU in eager mode only: elsewhere the read is a
+    device sync, and a graph being compiled, exported or traced by make_fx (a fake tensor) holds no values."""
+    if mask.device.type != "cpu" or torch.compiler.is_compiling() or make_fx_tracing():
+        return
+    f, at = torch._C._functorch, None
+    while f.is_functorch_wrapped_tensor(
+        mask
+    ):  # (under vmap: every sample's values at once, no (t, b) to name)
+        mask, at = f.get_unwrapped(mask), ""
+    if is_fake(mask):
+        return
+    bad = (mask != 0) & (mask != 1)  # (NaN too)
+    if bad.any():
+        where = tuple(bad.nonzero()[0].tolist())
+        at = f" at (t, b) = {where[:2]}" if at is None else ""
+        raise RnnkitError(f"run({name}): mask must hold only 0 and 1 (1 a step of the sequence, 0 padding); got "
+                          f"{mask[where].item()}{at}; build it from lengths: (torch.arange(T)[:, None] < "
+                          "lengths).to(xw.dtype)")  # fmt: skip
 
 
 def exporting_any_length(xw):

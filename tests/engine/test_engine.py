@@ -1021,3 +1021,21 @@ def test_a_library_that_matches_its_record_loads_without_the_build_lock(tmp_path
     holder.wait()
     holder.stdout.close()
     assert got == (("module", "some_ext", path), None) and capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("backend", ["autograd", "python", "native"])
+@pytest.mark.parametrize("value", [0.5, 2.0, -1.0, float("nan")])
+def test_run_refuses_a_mask_of_other_values_than_0_and_1(backend, value):
+    """A mask is 0/1 (a step in the sequence or padding), but every backend took 0.5, 2, -1 or NaN as a step in
+    silence (h_t = m·step + (1 - m)·h_{t-1}). It is one line naming the value and where it lies; bool masks run."""
+    from rnnkit.errors import RnnkitError
+
+    cell, xw, state0, P, mask = setup("gru", lengths=[4, 2, 1])
+    bad = mask.clone()
+    bad[1, 2, 0] = value
+    with pytest.raises(
+        RnnkitError, match=rf"mask must hold only 0 and 1 .*got {value} at \(t, b\) = \(1, 2\)"
+    ):
+        run(cell, xw, state0, P, bad, backend=backend)
+    want = run(cell, xw, state0, P, mask, backend=backend)[0]
+    torch.testing.assert_close(run(cell, xw, state0, P, mask[..., 0] == 1, backend=backend)[0], want)

@@ -1378,11 +1378,14 @@ _REPARAMETRIZE_CODE = getattr(  # functional_call's (a contextmanager)
 def _as_lengths(lengths):
     """torch.as_tensor(lengths), numpy's unsigned integers among them too: torch refuses np.uint64(5) and
     [np.uint64(5), ...] ("an integer is required"), which were then said not to be integers; and an array of
-    negative strides, a read-only one or one of another byte order (a copy, in this machine's)."""
+    negative strides, a read-only one or one of another byte order (a copy, in this machine's). In eager code a
+    0-d integer array in a list ([np.array(5), ...]) and a numpy array of dtype object holding integers (pandas'
+    values) are read as their integers, which torch.as_tensor refuses; other values (2.5, "a", None) stay refused."""
     if isinstance(lengths, list | tuple):
-        lengths = [
-            int(v) if isinstance(v, numbers.Integral) and not isinstance(v, bool) else v for v in lengths
-        ]
+        lengths = [_integer(v) for v in lengths]
+        if not torch.compiler.is_compiling() and any(isinstance(v, np.ndarray) for v in lengths):
+            # an array left (np.array(2.5), np.array([5])) is no length: torch.as_tensor warned before its refusal
+            raise TypeError("lengths holds an array of no integer")
         # (dynamo sees a numpy integer as an ndarray: torch.as_tensor of a list of them failed deep in dynamo)
         scalar = (int, torch.Tensor, np.ndarray, np.generic)
         if lengths and torch.compiler.is_compiling() and all(isinstance(v, scalar) for v in lengths):
@@ -1399,7 +1402,25 @@ def _as_lengths(lengths):
         # np.load(mmap_mode="r")'s) as if written to
         odd = any(s < 0 for s in lengths.strides) or not lengths.flags.writeable or not lengths.dtype.isnative
         lengths = lengths.astype(lengths.dtype.newbyteorder("=")) if odd else lengths
+        if lengths.dtype == object:
+            values = [_integer(v) for v in lengths.flat]
+            if all(type(v) is int for v in values):  # (not True, which is an int too)
+                lengths = np.array(values).reshape(lengths.shape)
     return torch.as_tensor(lengths)
+
+
+def _integer(v):
+    """v as a Python int where it is an integer (numpy's too, a 0-d integer array in eager code), else v."""
+    if isinstance(v, numbers.Integral) and not isinstance(v, bool):
+        return int(v)
+    if (
+        not torch.compiler.is_compiling()
+        and isinstance(v, np.ndarray)
+        and v.ndim == 0
+        and v.dtype.kind in "iu"
+    ):
+        return int(v)
+    return v
 
 
 def _pad_plain(packed, batch_first):

@@ -283,6 +283,28 @@ def test_lengths_of_a_big_endian_numpy_array():
     torch.testing.assert_close(layer(x, lengths=np.array([5, 3, 2], dtype=other))[0], want)
 
 
+@pytest.mark.parametrize(
+    "given",
+    [
+        lambda: [np.array(5), np.array(3, dtype=np.uint32), np.array(2, dtype=">i4")],
+        lambda: np.array([5, 3, np.int64(2)], dtype=object),
+        lambda: np.array([np.uint64(5), 3, 2], dtype=object)[::-1][::-1],
+    ],
+)
+def test_lengths_of_0d_numpy_arrays_or_an_object_array_of_integers(given):
+    """A list of 0-d integer arrays ([np.array(5), ...]) and an array of dtype object holding integers (pandas'
+    values) were refused as "lengths must be integers, one per sequence", which they are; they are read. A value
+    that is no integer (2.5, "a", None, True) is still refused so."""
+    layer = Recurrent("gru", 3, 4, backend="python")
+    x = torch.randn(3, 5, 3)
+    want = layer(x, lengths=[5, 3, 2])[0]
+    torch.testing.assert_close(layer(x, lengths=given())[0], want)
+    for bad in (2.5, "a", None, True):
+        for lengths in ([np.array(5), np.array(3), np.array(bad)], np.array([5, 3, bad], dtype=object)):
+            with pytest.raises(RnnkitError, match=r"lengths must be integers, one per sequence \(3,\)"):
+                layer(x, lengths=lengths)
+
+
 def test_uint64_lengths_past_int64_are_said_as_given():
     """uint64 lengths of 2**63 or more were read as the negative int64 they wrap to: a length of 2**64 - 1 was
     refused as "got values from -1 to 3", a value nobody gave."""

@@ -59,6 +59,7 @@ import math
 import os
 import pathlib
 import platform
+import shutil
 import sys
 import threading
 import time
@@ -69,7 +70,16 @@ import torch
 from torch.autograd import forward_ad
 
 from rnnkit._io import write_text
-from rnnkit._native_build import build, build_tag, cpu_tag, flocked, switch, switched_off, vector_flags
+from rnnkit._native_build import (
+    _folder,
+    build,
+    build_tag,
+    cpu_tag,
+    flocked,
+    switch,
+    switched_off,
+    vector_flags,
+)
 from rnnkit.cells import CELLS, LSTMP
 from rnnkit.cells._base import affine_input, cell_class, make_fx_tracing, recording, tanh_of_tail
 from rnnkit.engine.reference import autograd_loop, higher_order_grads, restored_input, saved_input
@@ -280,7 +290,15 @@ def keep_plans() -> None:
             # (the one beside the build is rewritten as before: another user's, in a cache they share)
             if os.environ.get("RNNKIT_GEMM_PLANS") and path.exists() and not os.access(path, os.W_OK):
                 raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
-            with flocked(path.with_name(path.name + ".lock")):  # processes adding at once lose nothing
+            lock = path.with_name(path.name + ".lock")
+            # a folder in place of the lock (or of the file beside the build: RNNKIT_GEMM_PLANS's is warned of), mkdir
+            # or a bad copy of the cache: every write failed on it, the choices timed again in every process
+            for folder in (lock, *([] if os.environ.get("RNNKIT_GEMM_PLANS") else [path])):
+                if _folder(str(folder)):
+                    print(f"rnnkit: removing the folder {folder}, in the place of a file of the GEMM choices",
+                          file=sys.stderr)  # fmt: skip
+                    shutil.rmtree(folder)
+            with flocked(lock):  # processes adding at once lose nothing
                 # a temporary file of this one is a write cut short (a process killed in it): every writer holds
                 # this lock, so none is in progress; they piled up beside the build, one a kill
                 for stale in path.parent.glob(glob.escape(path.name) + ".*.tmp"):

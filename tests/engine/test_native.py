@@ -1369,6 +1369,29 @@ def test_a_plans_write_cut_short_leaves_no_temporary_file_behind(tmp_path, monke
     assert path.exists()
 
 
+@pytest.mark.parametrize("where", ["lock", "lock of RNNKIT_GEMM_PLANS", "file beside the build"])
+def test_a_folder_in_place_of_a_gemm_plans_file_is_removed(tmp_path, monkeypatch, capsys, where):
+    """A folder in place of the plans' lock file (mkdir, a bad copy of the cache), or of the plans file beside the
+    build, failed every write of the choices (IsADirectoryError), in silence beside the build: they were timed again
+    in every process (RNNKIT_GEMM_PLANS's: 'can't be written; name a file you can write', which it was). The folder
+    is removed, said in one line, as the build removes one in place of its lock, and the choices are kept."""
+    path = tmp_path / "gemm_plans_x.json"
+    if where == "lock of RNNKIT_GEMM_PLANS":
+        monkeypatch.setenv("RNNKIT_GEMM_PLANS", str(path))
+    else:  # as beside the build (a scratch file: the test session's own is never touched)
+        monkeypatch.delenv("RNNKIT_GEMM_PLANS", raising=False)
+        monkeypatch.setattr(native, "plan_file", lambda ext=None: path)
+    folder = path if where == "file beside the build" else tmp_path / "gemm_plans_x.json.lock"
+    (folder / "inner").mkdir(parents=True)
+    native.load().project(torch.randn(64, 64), torch.randn(64, 64), None, [64, 64], 0, -1)  # a choice (timed)
+    monkeypatch.setattr(native, "_kept", -1)  # choices to add
+    native.keep_plans()
+    assert (
+        f"removing the folder {folder}, in the place of a file of the GEMM choices" in capsys.readouterr().err
+    )
+    assert path.is_file() and len(native._read_plans(path)) == native.load().gemm_plan_count() > 0
+
+
 @pytest.mark.parametrize("name", ["gru_cho", "mut1", "mut2", "mut3", "lstm"])
 def test_an_input_bias_the_loop_cannot_take_is_refused(name):
     """run's xbias, b_xh (3H,) that the loop of gru_cho and mut1-3 adds, was taken at any size: one of (1,) was

@@ -412,6 +412,20 @@ def _cxx_command() -> list[str] | None:
         return None
 
 
+def cxx_line_fix() -> str | None:
+    """The fix where CXX is a command line (a compiler and its arguments, VAR=value first) that torch's build runs as
+    one program's name (see _cxx_command), else None. rnnkit's traced kernels run CXX so too."""
+    cxx = os.environ.get("CXX", "").strip()
+    words = (
+        cxx.split()
+    )  # a command line, run as one name ("/opt/my tools/g++" that isn't there names no compiler)
+    line = len(words) > 1 and ("=" in words[0] or shutil.which(words[0].strip("'\"")) is not None)
+    if line and _cxx_command() == [os.environ["CXX"]]:
+        return (f"torch's build runs CXX={cxx!r} as one program's name (not as a command line: no arguments, no "
+                "VAR=value); set CXX to the compiler alone, its name or path")  # fmt: skip
+    return None
+
+
 def _compiler_found() -> bool:
     """Whether the compiler torch's build runs ($CXX, else c++) is there to run: without it the build fails at
     once, and 'compiling ... (about a minute)' said before the failure promised a build that never starts."""
@@ -461,13 +475,8 @@ def fix(e: BaseException, why: str, folder: str | None, damaged: bool = False,
         )
     cxx = os.environ.get("CXX", "").strip()
     missing = "not found" in why or "No such file" in why
-    words = (
-        cxx.split()
-    )  # a command line, run as one name ("/opt/my tools/g++" that isn't there names no compiler)
-    line = len(words) > 1 and ("=" in words[0] or shutil.which(words[0].strip("'\"")) is not None)
-    if missing and line and _cxx_command() == [os.environ["CXX"]] and cxx in why:
-        return (f"torch's build runs CXX={cxx!r} as one program's name (not as a command line: no arguments, no "
-                "VAR=value); set CXX to the compiler alone, its name or path")  # fmt: skip
+    if missing and cxx in why and (line := cxx_line_fix()):
+        return line
     if cxx and missing and cxx.split()[0] in why:  # the user's own CXX
         return f"CXX={cxx!r} names no compiler here: unset CXX, or set it to a g++ (or clang++) on PATH"
     if "not found" in why or "Ninja is required" in why or "No such file or directory: 'ninja'" in why:

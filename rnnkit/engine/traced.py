@@ -56,7 +56,6 @@ import operator
 import os
 import random
 import re
-import shlex
 import struct
 import subprocess
 import sys
@@ -71,6 +70,7 @@ import numpy as np
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
+from rnnkit._native_build import _cxx_command, cxx_line_fix
 from rnnkit.cells._base import check_step, check_step_backward
 
 FALLBACK = "which the native loop can't fuse; it runs on the python loop"
@@ -1475,7 +1475,11 @@ def _load_symbols(source, name, symbols):
         stem = f"traced_{digest}"
         so = _compiled(source, cxx, flags, stem, name)
     except OSError as e:  # (no such compiler, a build folder that can't be written)
-        compiler = e.filename in (None, cxx, *shlex.split(cxx)[:1])
+        compiler = e.filename in (None, cxx, *(_cxx_command() or [])[:1])
+        if compiler and (line := cxx_line_fix()):  # CXX='g++ -w': the engine's build says the same
+            raise Untraceable(
+                f"{name}'s kernels can't be compiled: {line}; it runs on the python loop"
+            ) from None
         what = f"no C++ compiler {cxx!r}" if compiler else f"{e.filename!r}"
         fix = "" if compiler else "; set TORCH_EXTENSIONS_DIR to a writable folder"  # (a read-only cache)
         raise Untraceable(f"{name}'s kernels can't be compiled: {what} ({e.strerror}){fix}; it runs on the python "
@@ -1553,8 +1557,10 @@ def _compiled(source, cxx, flags, stem, name):
     try:
         with os.fdopen(fd, "w") as f:
             f.write(source)
-        # CXX is a command line, as torch's build (ninja, through the shell) runs it: `ccache g++`, `g++ -w`
-        done = subprocess.run([*shlex.split(cxx), *flags, cpp, "-o", tmp], capture_output=True, text=True)
+        # CXX is one program's name, as torch's build runs it (quoted into its compile line): the engine and the
+        # kernels build with the same CXX or neither does ('g++ -w' built the kernels alone)
+        command = _cxx_command() or [cxx]  # (None: a quote left open, under a torch that doesn't quote CXX)
+        done = subprocess.run([*command, *flags, cpp, "-o", tmp], capture_output=True, text=True)
         if done.returncode:
             said = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
             first = next((s for s in said if "error" in s), said[0])

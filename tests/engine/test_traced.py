@@ -727,15 +727,25 @@ def test_a_cache_that_cant_be_written_is_refused_naming_the_fix(tmp_path, monkey
         trace_cell(ReluRNN, 4, params_of(ReluRNN(2, 4)), torch.float64)
 
 
-def test_a_cxx_with_arguments_compiles_the_kernels_as_it_builds_the_engine(tmp_path, monkeypatch):
-    """CXX is a command line to torch's build (ninja runs it through the shell: `ccache g++`, `g++ -w`), and the
-    engine built with it; the kernels ran CXX as one program's name and were refused: "no C++ compiler 'g++ -w'"."""
+@pytest.mark.parametrize("line", ["{cxx} -w", "FOO=1 {cxx}"])
+def test_a_cxx_with_arguments_is_refused_as_the_engine_build_refuses_it(tmp_path, monkeypatch, line):
+    """torch's build quotes CXX into its compile line (shlex.join): one program's name, so CXX='g++ -w' builds no
+    engine (0575f1b), but the kernels split CXX into words and built with it: one CXX built one and not the other.
+    The kernels run CXX as one program's name too, refused with the engine build's line; the compiler alone builds."""
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
-    monkeypatch.setenv("CXX", f"{shutil.which('c++') or 'c++'} -w")
+    cxx = shutil.which("c++") or "c++"
+    monkeypatch.setenv("CXX", line.format(cxx=cxx))
+    monkeypatch.setattr(traced, "_traced", {})
+    with pytest.raises(Untraceable, match=r"^ReluRNN's kernels can't be compiled: torch's build runs CXX='.*' as "
+                                          r"one program's name \(not as a command line: no arguments, no VAR=value\); "
+                                          r"set CXX to the compiler alone, its name or path; it runs on the python "
+                                          r"loop$"):  # fmt: skip
+        trace_cell(ReluRNN, 4, params_of(ReluRNN(2, 4)), torch.float64)
+    monkeypatch.setenv("CXX", cxx)
     monkeypatch.setattr(traced, "_traced", {})
     got = trace_cell(ReluRNN, 4, params_of(ReluRNN(2, 4)), torch.float64)
     assert got.fwd_f64 and got.bwd_f64
-    monkeypatch.setenv("CXX", str(tmp_path / "no-such-c++") + " -w")  # (still said as no compiler)
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-c++") + " -w")  # (no compiler there: said so)
     monkeypatch.setattr(traced, "_traced", {})
     with pytest.raises(
         Untraceable, match=r"kernels can't be compiled: no C\+\+ compiler '.*no-such-c\+\+ -w'"

@@ -806,6 +806,8 @@ def affine_input(xs, W, b, tail=0, ident=None):
     """xs Wᵀ + b, with the columns [ident, ident + D) xs itself (W has no rows for them) and the last `tail`
     columns through tanh before b is added: what `Cell.input_affine` describes."""
     if ident is None and not tail:
+        if b is None:  # as rows: without b, torch's matmul folds a 3-D xs or not by W.requires_grad, as below
+            return F.linear(xs.reshape(-1, xs.shape[-1]), W).view(*xs.shape[:-1], W.shape[0])
         return F.linear(xs, W, b)
     # as rows (T·B, D): torch's matmul of a 3-D xs folds it into one GEMM or not by whether W records gradients
     # (MUT1's W = cat(W_xh, W_xp) does only when recording), and evaluation gave other bits than training at B = 1

@@ -1516,6 +1516,27 @@ def test_no_grad_short_sequence_runs_the_whole_stack_in_one_engine_call(cell, mo
                 assert u.shape == v.shape and u.is_contiguous() and torch.equal(u, v)
 
 
+@pytest.mark.parametrize("stack", [True, False])
+def test_no_grad_short_sequence_without_bias_gives_the_recording_bits(stack, monkeypatch):
+    """Without a bias, xs Wᵀ over a 3-D xs is torch's matmul, which folds it into one GEMM or not by whether W
+    requires grad: MUT2's W = [W_z; W_xp; W_h] (D ≠ H) is a cat that requires grad only when recording, and at B = 1
+    the no-grad call (the whole stack in one engine call, or the loop of layer calls) gave other last bits."""
+    from rnnkit.engine import native
+
+    if native.load() is None:
+        pytest.skip("the native backend is unavailable here; the fast path is native only")
+    if not stack:
+        monkeypatch.setattr(Recurrent, "_forward_stack", lambda self, *args: False)
+    for seed in range(20):
+        torch.manual_seed(seed)
+        layer = Recurrent("mut2", 5, 2, bias=False)  # (one layer: above it D = H, x̃ = x, the loop of calls)
+        x, h0 = torch.randn(1, 4, 5), torch.randn(1, 1, 2)
+        with torch.no_grad():
+            got = layer(x, h0)
+        want = layer(x, h0)
+        assert all(torch.equal(u, v) for u, v in zip(got, want))
+
+
 def test_no_grad_fast_path_declines_what_it_does_not_run():
     """The fast path leaves to the full path: dropout drawn in training, a pruned weight (its pre-hook recomputes
     it), another backend, a state of the wrong shape (whose error the full path gives), an input that needs a

@@ -471,7 +471,10 @@ Tensors forward_stack_py(const std::vector<int64_t>& cells, const at::Tensor& x,
   const int64_t B = below.size(1);
   std::vector<Tensors> finals(widths.size());
   for (int64_t i = 0; i < n; ++i) {
-    const at::Tensor xw = at::linear(below, W[i], b[i]);
+    // (as rows (T·B, D), as affine_input: without b, linear's matmul of a 3-D tensor folds it or not by whether W
+    // requires grad, and MUT2's cat W did only when recording: other bits)
+    const at::Tensor xw =
+        at::linear(below.view({-1, below.size(2)}), W[i], b[i]).view({below.size(0), B, W[i].size(0)});
     Tensors s0;
     for (size_t k = 0; k < widths.size(); ++k)
       s0.push_back(state0.empty() ? at::zeros({B, widths[k]}, below.options()) : state0[k].select(0, i));

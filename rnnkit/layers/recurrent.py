@@ -213,6 +213,8 @@ def _autocast_casts(a, b):
 def _weight_shapes(cell):
     """(name, shape) of a cell's weights as built: what `_check_weights` holds them to."""
     names = ("W_xh", "b_xh", *type(cell).REC_PARAMS)
+    # and the cell's other parameters (MUT1's and MUT2's W_xp, leaky's alpha_logit)
+    names += tuple(n for n in cell._parameters if n not in names)
     return tuple((n, getattr(cell, n).shape) for n in names if getattr(cell, n, None) is not None)
 
 

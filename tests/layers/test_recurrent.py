@@ -1193,6 +1193,31 @@ def test_weight_of_another_shape_is_refused(backend):
         layer(x)
 
 
+@pytest.mark.parametrize("cell", ["mut1", "mut2"])
+def test_input_projection_of_another_shape_or_dtype_is_refused(cell):
+    """MUT1's and MUT2's W_xp (x̃ = W_xp x where D ≠ H) is held to its shape and dtype as the other weights are:
+    torch's error from inside the projection's cat ('Sizes of tensors must match except in dimension 0') or
+    matmul ('self and mat2 must have the same dtype') before, on every path."""
+    x = torch.randn(2, 3, 3)
+    for grad in (False, True):
+        layer = Recurrent(cell, 3, 4, num_layers=2)
+        layer.cells[0].W_xp = torch.nn.Parameter(torch.randn(4, 4))
+        with (
+            torch.set_grad_enabled(grad),
+            pytest.raises(RnnkitError, match=r"cells\[0\]\.W_xp has shape \(4, 4\)"),
+        ):
+            layer(x)
+        layer.cells[0].W_xp = torch.nn.Parameter(torch.randn(4, 3, dtype=torch.float64))
+        with (
+            torch.set_grad_enabled(grad),
+            pytest.raises(RnnkitError, match=r"cells\[0\]\.W_xp is torch.float64"),
+        ):
+            layer(x)
+        layer.cells[0].W_xp = None
+        with torch.set_grad_enabled(grad), pytest.raises(RnnkitError, match=r"cells\[0\]\.W_xp is None"):
+            layer(x)
+
+
 @pytest.mark.parametrize("backend", ["autograd", "python", "native"])
 @pytest.mark.parametrize(("cell", "i", "name"), [("gru", 0, "W_hh"), ("mut3", 1, "W_hz"), ("lstm", 0, "W_xh"),
                                                  ("lstm", 1, "W_xh")])  # fmt: skip

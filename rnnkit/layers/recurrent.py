@@ -56,6 +56,7 @@ TORCH_MODES = {"RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu", "LSTM": "lstm", "
 
 
 _NATIVE_DTYPES = (torch.float32, torch.float64)
+_BUILT_IN_CELLS = frozenset(CELLS.values()) | {LSTMP}
 _PLAIN = (torch.Tensor, nn.Parameter)  # what the native loop reads the memory of (not a tensor subclass)
 
 
@@ -741,6 +742,14 @@ class Recurrent(OwnParametersModule):
                                   f"{dtype}; give it a tensor of their dtype (or convert the whole layer: "
                                   f"layer.to({p.dtype}))")  # fmt: skip
             dtype = p.dtype
+        # a buffer rnnkit's cell reads as a weight (leaky's fixed α) of another dtype (a float64 one from numpy):
+        # "expected scalar type Float but found Double" from inside the engine, or a matmul's error, else
+        if dtype is not None and type(cell) in _BUILT_IN_CELLS:
+            for name, p in cell._buffers.items():
+                if p is not None and p.dtype != dtype:
+                    raise RnnkitError(f"{self._weight_label(i, cell, name)} is {p.dtype} but the cell's weights are "
+                                      f"{dtype}; give it a tensor of their dtype (or convert the whole layer: "
+                                      f"layer.to({p.dtype}))")  # fmt: skip
         # one weight moved alone (all of them: leaky's alpha_logit, mut1's W_xp): a W_hh on meta gave wrong numbers
         # (torch's linear of a cpu and a meta tensor is a cpu one); native read its memory as the CPU's
         devices = {}

@@ -1193,6 +1193,26 @@ def test_weight_of_another_shape_is_refused(backend):
         layer(x)
 
 
+@pytest.mark.parametrize("backend", [None, "python", "autograd"])
+def test_leaky_fixed_alpha_of_another_dtype_is_refused(backend):
+    """A fixed α (the buffer alpha_fixed) set to a tensor of another dtype than the weights (from numpy: float64)
+    is refused in one line naming it, as a weight of another dtype is: 'expected scalar type Float but found
+    Double' from inside the native engine before, torch's matmul's error on the other backends."""
+    layer = Recurrent("leaky", 3, 4, num_layers=2, backend=backend)
+    layer.cells[1].alpha_fixed = torch.from_numpy(np.full(4, 0.3))
+    for grad in (False, True):
+        with (
+            torch.set_grad_enabled(grad),
+            pytest.raises(
+                RnnkitError,
+                match=r"cells\[1\]\.alpha_fixed is torch.float64 but the cell's weights are torch.float32",
+            ),
+        ):
+            layer(torch.randn(2, 3, 3))
+    layer.to(torch.float64)  # (the whole layer converted: runs)
+    assert layer(torch.randn(2, 3, 3, dtype=torch.float64))[0].dtype == torch.float64
+
+
 @pytest.mark.parametrize("cell", ["mut1", "mut2"])
 def test_input_projection_of_another_shape_or_dtype_is_refused(cell):
     """MUT1's and MUT2's W_xp (x̃ = W_xp x where D ≠ H) is held to its shape and dtype as the other weights are:

@@ -1502,3 +1502,53 @@ def test_the_first_call_on_fresh_threads_takes_the_callers_gemm_choice():
     env = {**os.environ, "RNNKIT_GEMM_PLANS": "", "RNNKIT_GEMM": "auto", "RNNKIT_ROW_THREADS": "2"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert out.stdout.strip().splitlines()[-1:] == ["[True, True, True, True]"], out.stdout + out.stderr
+
+
+def test_the_small_loops_kept_scratch_keeps_its_zeros_and_shares_nothing_between_calls():
+    """A small loop's zeros (an absent bias) and per-step scratch come from one block per thread kept from call to
+    call (one-step calls): layers of other widths and dtypes, with and without biases, one after another, in two
+    threads at once, each give the bits of the same layer recording gradients."""
+    import threading
+
+    torch.manual_seed(0)
+    layers = [
+        Recurrent(cell, 3, H, bias=bias).to(dtype)
+        for cell, H, bias, dtype in [("rnn_tanh", 2, True, torch.float32), ("lstm", 9, False, torch.float32),
+                                     ("gru", 30, False, torch.float64), ("gru_cho", 5, True, torch.float32),
+                                     ("leaky", 17, False, torch.float32), ("lstm", 4, False, torch.float64)]
+    ]  # fmt: skip
+    xs = [torch.randn(2, 3, 3, dtype=m.cells[0].W_hh.dtype) for m in layers]
+    h0s = [
+        tuple(torch.randn(1, 2, m.hidden_size, dtype=x.dtype) for _ in range(m.num_states))
+        for m, x in zip(layers, xs)
+    ]
+
+    def flat(m, x, h0):
+        out, state = m(x, h0 if len(h0) == 2 else h0[0])
+        return [t.detach() for t in (out, *(state if isinstance(state, tuple) else (state,)))]
+
+    wants = [flat(m, x, h0) for m, x, h0 in zip(layers, xs, h0s)]
+    # (the recording run takes the same scratch: against autograd too)
+    for m, x, h0, want in zip(layers, xs, h0s, wants):
+        m.backend = "autograd"
+        tol = 1e-12 if x.dtype == torch.float64 else 1e-6
+        for u, v in zip(flat(m, x, h0), want):
+            torch.testing.assert_close(u, v, rtol=tol, atol=tol)
+        m.backend = None
+    failures = []
+
+    def steps():
+        for _ in range(20):
+            for m, x, h0, want in zip(layers, xs, h0s, wants):
+                with torch.no_grad():
+                    got = flat(m, x, h0)
+                if not all(torch.equal(u, v) for u, v in zip(got, want)):
+                    failures.append(m)
+
+    threads = [threading.Thread(target=steps) for _ in range(2)]
+    for t in threads:
+        t.start()
+    steps()
+    for t in threads:
+        t.join()
+    assert not failures

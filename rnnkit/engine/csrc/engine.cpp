@@ -84,6 +84,28 @@ std::vector<GradSpec> grad_specs(const Run<T>& r) {
 }
 constexpr int64_t kPrepareSteps = 8;  // from this many steps on, per-step weights are prepared once (run.h, StepW)
 
+// make_run's zeros (standing in for an absent bias: only read) and its three per-step scratch rows, where all fit in
+// a small block (kSmallScratch bytes: a one-step call, B·4H small): one block per thread and dtype, kept from call
+// to call, as [zeros: zcap][tmp 0][tmp 1][tmp 2], each part 64-byte aligned as at::empty's memory (MKL picks its
+// kernel by alignment). zcap only grows and the block is made anew (zeroed) when it does, so the zeros stay zeros.
+// Four tensors made per call were a fifth of a one-step call's time in the engine.
+constexpr int64_t kSmallScratch = int64_t(1) << 16;
+template <typename T>
+struct Scratch {
+  at::Tensor block;
+  int64_t zcap = 0;
+};
+template <typename T>
+const Scratch<T>& small_scratch(int64_t zeros, int64_t each, const at::TensorOptions& o) {
+  thread_local Scratch<T> s;
+  if (!s.block.defined() || zeros > s.zcap || s.zcap + 3 * each > s.block.numel()) {
+    s.zcap = std::max(zeros, s.zcap);
+    const int64_t had = s.block.defined() ? s.block.numel() : 0;
+    s.block = at::zeros({std::max(s.zcap + 3 * each, had)}, o);
+  }
+  return s;
+}
+
 // HC: the width of c_t where it differs from h_t's (lstmp), else 0.
 template <typename T>
 Run<T> make_run(int64_t T_, const at::Tensor& HH, int64_t X, const std::vector<c10::optional<at::Tensor>>& P,
@@ -97,16 +119,26 @@ Run<T> make_run(int64_t T_, const at::Tensor& HH, int64_t X, const std::vector<c
   r.hs_t = batch_first ? r.H : r.B * r.H, r.hs_b = batch_first ? r.T_ * r.H : r.H;
   r.HH = HH.data_ptr<T>();
   r.mask = mask ? mask->data_ptr<T>() : nullptr;
-  at::Tensor zeros = at::zeros({4 * W}, HH.options());  // stands in for an absent bias
-  keepalive.push_back(zeros);
-  for (auto& p : P) r.P.push_back(p ? p->data_ptr<T>() : zeros.data_ptr<T>());
-  r.xb = zeros.data_ptr<T>();
   r.tc = tl_traced;  // (with_cell's, for a traced cell)
   const int64_t tmp_width = std::max(4 * W, r.tc ? static_cast<const TracedCell*>(r.tc)->Gp * r.H : 0);
-  for (int k = 0; k < 3; ++k) {
-    keepalive.push_back(pooled_empty({r.B, tmp_width}, HH.options()));
-    r.tmp.push_back(keepalive.back().data_ptr<T>());
+  constexpr int64_t align = 64 / int64_t(sizeof(T));
+  auto aligned = [](int64_t n) { return (n + align - 1) / align * align; };
+  const int64_t nz = aligned(4 * W), each = aligned(r.B * tmp_width);
+  const T* zeros;
+  if ((nz + 3 * each) * int64_t(sizeof(T)) <= kSmallScratch) {
+    const Scratch<T>& s = small_scratch<T>(nz, each, HH.options());
+    zeros = s.block.template data_ptr<T>();  // (the tmp rows start past the block's zeros, wherever they end)
+    for (int k = 0; k < 3; ++k) r.tmp.push_back(s.block.template data_ptr<T>() + s.zcap + k * each);
+  } else {
+    keepalive.push_back(at::zeros({4 * W}, HH.options()));  // stands in for an absent bias
+    zeros = keepalive.back().data_ptr<T>();
+    for (int k = 0; k < 3; ++k) {
+      keepalive.push_back(pooled_empty({r.B, tmp_width}, HH.options()));
+      r.tmp.push_back(keepalive.back().data_ptr<T>());
+    }
   }
+  for (auto& p : P) r.P.push_back(p ? p->data_ptr<T>() : zeros);
+  r.xb = zeros;
   return r;
 }
 
@@ -233,10 +265,19 @@ Tensors forward(const at::Tensor& xw, const Tensors& state0, const std::vector<c
     TORCH_CHECK(xt->is_contiguous() && xt->numel() == T_ * B * H, "rnnkit native: x̃ must be a contiguous (T, B, H)");
     r.xt = xt->data_ptr<T>();
   }
-  HH[first].copy_(state0[0]);
+  // state_0 into its slot: a copy of the memory where it lies contiguous in the loop's dtype (one-step calls:
+  // select and copy_ through the dispatcher cost more than the step), else copy_
+  auto put = [](const at::Tensor& to, int64_t slot, const at::Tensor& s) {
+    const int64_t n = to.size(1) * to.size(2);
+    if (s.is_contiguous() && s.scalar_type() == to.scalar_type() && s.numel() == n)
+      std::memcpy(to.data_ptr<T>() + slot * n, s.data_ptr<T>(), size_t(n) * sizeof(T));
+    else
+      to[slot].copy_(s);
+  };
+  put(HH, first, state0[0]);
   if (lstm) {
     CC = pooled_empty({slots, B, HC}, xw.options());
-    CC[first].copy_(state0[1]);
+    put(CC, first, state0[1]);
     r.CC = CC.data_ptr<T>();
   }
   r.prepare = T_ >= kPrepareSteps;
@@ -290,8 +331,14 @@ Tensors forward(const at::Tensor& xw, const Tensors& state0, const std::vector<c
   } else {
     loop(rows);
   }
-  Tensors out{hs, HH[last].clone()};
-  if (lstm) out.push_back(CC[last].clone());
+  auto take = [&](const at::Tensor& from) {  // slot last, as a (B, width) tensor of its own
+    const int64_t n = from.size(1) * from.size(2);
+    at::Tensor got = at::empty({from.size(1), from.size(2)}, from.options());
+    std::memcpy(got.data_ptr<T>(), from.data_ptr<T>() + last * n, size_t(n) * sizeof(T));
+    return got;
+  };
+  Tensors out{hs, take(HH)};
+  if (lstm) out.push_back(take(CC));
   if (!keep) return out;
   out.push_back(HH);
   if (lstm) out.push_back(CC);

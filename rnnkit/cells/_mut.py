@@ -17,5 +17,12 @@ class MUTBase:
         D, H = self.input_size, self.hidden_size
         self.W_xp = nn.Parameter(torch.empty(H, D)) if D != H else None
 
+    def __setstate__(self, state):
+        """Cell's, with the projection's layout (_input_blocks) where a cell pickled by an older rnnkit lacks it:
+        the class defaults (tanh_tail 0, input_identity None) projected without tanh(x̃) or x̃, in silence."""
+        super().__setstate__(state)
+        if "input_identity" not in state:  # (MUT1 had tanh_tail before it)
+            self._input_blocks()
+
     def x_tilde(self, xs):
         return xs if self.W_xp is None else xs @ self.W_xp.t()

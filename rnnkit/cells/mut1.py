@@ -58,11 +58,15 @@ class MUT1(MUTBase, Cell):
         H = hidden_size
         self.W_xh = torch.nn.Parameter(torch.empty(2 * H, input_size))  # [z, r] only
         self._make_projection()
-        self.tanh_tail = H  # [z, r, tanh(x̃)] + b
-        self.input_identity = 2 * H if self.W_xp is None else None
+        self._input_blocks()
         recurrent_weights(self, ("W_hr", (H, H)), ("W_hh", (H, H)))
         self._place(device, dtype)
         self.reset_parameters()
+
+    def _input_blocks(self):
+        """[z, r, tanh(x̃)] + b: the last H columns through tanh, x_t itself as that block where D = H."""
+        self.tanh_tail = self.hidden_size
+        self.input_identity = 2 * self.hidden_size if self.W_xp is None else None
 
     def input_affine(self):
         """[W_xh; W_xp] (D ≠ H) or W_xh with x_t itself as the x̃ block (D = H), tanh on that block."""

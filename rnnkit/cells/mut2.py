@@ -59,10 +59,14 @@ class MUT2(MUTBase, Cell):
         H = hidden_size
         self.W_xh = torch.nn.Parameter(torch.empty(2 * H, input_size))  # [z, h] only
         self._make_projection()
-        self.input_identity = H if self.W_xp is None else None  # [z, x̃, h] + b
+        self._input_blocks()
         recurrent_weights(self, ("W_hzr", (2 * H, H)), ("W_hh", (H, H)))
         self._place(device, dtype)
         self.reset_parameters()
+
+    def _input_blocks(self):
+        """[z, x̃, h] + b: x_t itself as the x̃ block where D = H."""
+        self.input_identity = self.hidden_size if self.W_xp is None else None
 
     def input_affine(self):
         """[W_z; W_xp; W_h] (D ≠ H) or W_xh = [W_z; W_h] with x_t itself as the x̃ block (D = H)."""

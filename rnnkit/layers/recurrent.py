@@ -1163,6 +1163,13 @@ class Recurrent(OwnParametersModule):
         _copy_weights(self, m)
         return m.train(self.training)
 
+    def __setstate__(self, state):
+        """OwnParametersModule's, with what a layer pickled by an older rnnkit lacks: proj_size (0: it had none)
+        and bias (its cells'); forward failed 'no attribute output_size' without them."""
+        super().__setstate__(state)
+        self.__dict__.setdefault("proj_size", 0)
+        self.__dict__.setdefault("bias", self.cells[0].bias)
+
     def _load_from_state_dict(self, state_dict, prefix, *args):
         """nn.Module's, after renaming torch.nn's keys (_load_torch_state_dict). Not a registered pre-hook: that is a
         bound method in the module, which pickles as getattr, and a saved layer could not be loaded with

@@ -1759,3 +1759,28 @@ def test_mut1_evaluation_gives_the_training_forwards_bits_at_one_sequence(backen
         want, _ = layer(x)
     got, _ = layer(x)
     assert torch.equal(got.detach(), want)
+
+
+@pytest.mark.parametrize("name, D", [("mut1", 4), ("mut1", 3), ("mut2", 4), ("lstm", 3)])
+def test_a_layer_pickled_by_an_older_rnnkit_loads_and_computes_the_same(name, D):
+    """A layer saved whole (torch.save, pickle) by an older rnnkit lacks attributes __init__ sets now: the layer's
+    proj_size and bias (forward failed 'Recurrent object has no attribute output_size', layer.bias raised), and
+    MUT1's tanh_tail and MUT2's input_identity, whose class defaults (0, None) projected without tanh(x̃) or x̃
+    (MUT1 with D != H 0.11 off in silence). The old format is made here by leaving them out of the pickle."""
+    import pickle
+
+    layer = Recurrent(name, D, 4, num_layers=2, backend="autograd")
+    x = torch.randn(2, 5, D)
+    with torch.no_grad():
+        want = layer(x)[0]
+    for attr in ("proj_size", "bias", "_weight_shapes"):
+        del layer.__dict__[attr]
+    for cell in layer.cells:
+        for attr in ("tanh_tail", "input_identity"):
+            cell.__dict__.pop(attr, None)
+    old = pickle.loads(pickle.dumps(layer))
+    assert old.bias is True and old.proj_size == 0
+    for backend in ("autograd", "python", "native"):
+        old.backend = backend
+        with torch.no_grad():
+            torch.testing.assert_close(old(x)[0], want)

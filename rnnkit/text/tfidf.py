@@ -16,6 +16,7 @@ import json
 import math
 import numbers
 import pathlib
+import unicodedata
 import zipfile
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
@@ -26,7 +27,7 @@ from tqdm import tqdm
 
 from rnnkit._io import atomic_open, bar_options, is_zip, write_text
 from rnnkit.errors import RnnkitError
-from rnnkit.text.vocab import word_tokenize
+from rnnkit.text.vocab import _WORD_AND_PUNCT, word_tokenize
 
 
 def _not_str(value, what: str, fix: str) -> None:
@@ -61,10 +62,13 @@ class TfidfConfig:
 
 class Analyzer:
     """text -> terms: lower-case, split words and punctuation, drop punctuation (tokens without a letter or digit)
-    and stop words, stem."""
+    and stop words, stem. `marks` False: split words at their combining marks too, as an index saved by an older
+    rnnkit was built ('हिन्दी' the terms 'ह', 'न', 'द')."""
 
-    def __init__(self, config: TfidfConfig):
-        self.config = config
+    marks = True  # (an analyzer pickled before it had the attribute)
+
+    def __init__(self, config: TfidfConfig, marks: bool = True):
+        self.config, self.marks = config, marks
         self.stop_words = frozenset()
         if config.stop_words:  # (imported here: scikit-learn takes a second or two, which every command paid)
             from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
@@ -84,7 +88,10 @@ class Analyzer:
             raise RnnkitError(
                 f"documents and queries must be str, got {type(text).__name__} {text!r:.60}{decode}"
             )
-        tokens = word_tokenize(text, lower=self.config.lower, punctuation=True)
+        if self.marks:
+            tokens = word_tokenize(text, lower=self.config.lower, punctuation=True)
+        else:
+            tokens = _WORD_AND_PUNCT.findall(text.lower() if self.config.lower else text)
         terms = [t for t in tokens if any(c.isalnum() for c in t)]  # __init__ is a word, "," and "_" are not
         if self.config.stop_words:
             terms = [t for t in terms if t.lower() not in self.stop_words]
@@ -139,6 +146,8 @@ class TfidfIndex:
         docs = docs if isinstance(docs, list) else list(docs)  # a numpy array's truth value is an error
         if not docs:
             raise RnnkitError("no documents to index; give at least one non-empty document")
+        # (the split of a loaded older index, which load sets, is not for new documents)
+        self.analyzer = Analyzer(self.config)
         terms = [
             self.analyzer(doc) for doc in tqdm(docs, desc="tf-idf", unit=" docs", **bar_options(progress))
         ]
@@ -186,7 +195,7 @@ class TfidfIndex:
             if (
                 self.config.stop_words
                 and not self.analyzer(query)
-                and Analyzer(replace(self.config, stop_words=False))(query)
+                and Analyzer(replace(self.config, stop_words=False), self.analyzer.marks)(query)
             ):
                 # (it said no term is in the index, as if the words were missing from the documents)
                 raise RnnkitError(f"the query {query!r} holds only stop words, which this index drops (it was built "
@@ -208,7 +217,7 @@ class TfidfIndex:
         sp.save_npz(npz, self.matrix)
         self.sha256 = hashlib.sha256(npz.getvalue()).hexdigest()
         meta = json.dumps({"config": asdict(self.config), "terms": self.terms, "idf": self.idf.tolist(),
-                           "tfidf_sha256": self.sha256})  # fmt: skip
+                           "tfidf_sha256": self.sha256, "word_marks": self.analyzer.marks})  # fmt: skip
         d.mkdir(parents=True, exist_ok=True)  # the JSON first: a failure there wrote no half index
         with atomic_open(d / "tfidf.npz", "wb") as f:  # each file whole or the old one (rnnkit._io)
             f.write(npz.getvalue())
@@ -252,5 +261,9 @@ class TfidfIndex:
             raise RnnkitError(
                 f"cannot read a TF-IDF index in {d}: {e}; build one with `rnnkit tfidf index`"
             ) from None
+        # an index saved before words kept their combining marks (no word_marks; none in its terms) is searched as
+        # it was built: queries analysed the new way missed its terms ('हिन्दी' was 'ह', 'न', 'द' there)
+        marks = meta.get("word_marks", any(unicodedata.category(c)[0] == "M" for t in index.terms for c in t))
+        index.analyzer = Analyzer(index.config, marks=bool(marks))
         index.column = {t: j for j, t in enumerate(index.terms)}
         return index

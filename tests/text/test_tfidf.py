@@ -163,6 +163,34 @@ def test_a_words_combining_marks_stay_in_it():
         index.search("किन्नर")
 
 
+def test_an_index_saved_before_words_kept_their_marks_is_searched_as_it_was_built(tmp_path, monkeypatch):
+    """An index saved by an older rnnkit, whose analyzer split words at every combining mark ('हिन्दी' its terms
+    'ह', 'न', 'द'), analysed queries the new way: 'हिन्दी' was 'no term of the query is in the index' though a
+    document held it. Such an index (no word_marks in its index.json, no mark in its terms) analyses queries as
+    it was built: the old cosines; one saved now keeps the marks."""
+    import re
+
+    from rnnkit.text import tfidf
+
+    docs = ["हिन्दी भाषा बहुत सुंदर है", "अंग्रेज़ी भाषा", "the quick fox"]
+    old_split = re.compile(r"\w+(?:'\w+)?|[^\w\s]")  # the analyzer's split before marks stayed in words
+    with monkeypatch.context() as m:
+        m.setattr(tfidf, "word_tokenize", lambda text, lower, punctuation: old_split.findall(text.lower()))
+        old = TfidfIndex().fit(docs)
+        want = old.search("हिन्दी भाषा")
+        old.save(tmp_path / "old")
+    meta = json.loads((tmp_path / "old" / "index.json").read_text())
+    meta.pop("word_marks", None)
+    (tmp_path / "old" / "index.json").write_text(json.dumps(meta))
+    assert "ह" in meta["terms"]
+    got = TfidfIndex.load(tmp_path / "old").search("हिन्दी भाषा")
+    assert [i for i, _ in got] == [i for i, _ in want]
+    np.testing.assert_allclose([c for _, c in got], [c for _, c in want], rtol=1e-12)
+    TfidfIndex().fit(docs).save(tmp_path / "new")
+    new = TfidfIndex.load(tmp_path / "new")
+    assert "हिन्दी" in new.terms and new.search("हिन्दी")[0][0] == 0
+
+
 def test_a_query_of_stop_words_alone_says_so():
     """An index built with stop_words (--stop-words) and a query of stop words only ("the of"): it said no term of
     the query is in the index, as if the documents lacked them; a query of words the documents lack still says
@@ -307,3 +335,14 @@ def test_a_matrix_file_whose_member_entry_has_a_byte_changed_is_one_line(tmp_pat
     (tmp_path / "index.json").write_text(json.dumps(meta))
     with pytest.raises(RnnkitError, match="cannot read a TF-IDF index in"):
         TfidfIndex.load(tmp_path)
+
+
+def test_an_index_pickled_before_its_analyzer_had_marks_still_searches():
+    """An index pickled whole before the analyzer had its `marks` (a joblib cache, a pickled pipeline) has no such
+    attribute: every search ended in an AttributeError; it analyses as one made now."""
+    import pickle
+
+    index = TfidfIndex().fit(["हिन्दी भाषा", "the quick fox"])
+    del index.analyzer.__dict__["marks"]
+    old = pickle.loads(pickle.dumps(index))
+    assert old.search("हिन्दी")[0][0] == 0

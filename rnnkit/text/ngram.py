@@ -428,6 +428,10 @@ class NGramLM:
             if not lacks:
                 model._check_counts()
                 model._statistics()
+                # a char model saved with lower by an older rnnkit, whose lower left a char model's text as it was
+                # (a character lower-casing changes in its vocabulary): scored so, not against text lower-cased
+                if model.lower and model.level == "char" and any(t.lower() != t for t in model.vocab.itos):
+                    model.lower = False
         except _NOT_A_MODEL:
             raise RnnkitError(not_a_model) from None
         if lacks:

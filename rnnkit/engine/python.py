@@ -118,8 +118,10 @@ def _param_grads(cell, P, dpres, us, G, dextras):
     """dU_k = Σ_t dpre_kᵀ u_k as one GEMM; db_k = Σ dpre_k; extras summed over steps."""
     grads = [None] * len(P)
     for (w, b), dpre, u, g in zip(cell.GEMMS, dpres, us, G):
-        dpre2 = dpre.reshape(-1, dpre.shape[-1])
-        dW = dpre2.t() @ u.reshape(-1, g)
+        dpre2 = dpre.flatten(
+            0, -2
+        )  # (T·B, width): flatten, not reshape(-1, ·), which B = H = 0 left ambiguous
+        dW = dpre2.t() @ u.reshape(dpre2.shape[0], g)
         i = cell.REC_PARAMS.index(w)
         grads[i] = dW if grads[i] is None else grads[i] + dW
         if b is not None and P[cell.REC_PARAMS.index(b)] is not None:

@@ -1039,3 +1039,19 @@ def test_run_refuses_a_mask_of_other_values_than_0_and_1(backend, value):
         run(cell, xw, state0, P, bad, backend=backend)
     want = run(cell, xw, state0, P, mask, backend=backend)[0]
     torch.testing.assert_close(run(cell, xw, state0, P, mask[..., 0] == 1, backend=backend)[0], want)
+
+
+@pytest.mark.parametrize("backend", ["autograd", "python", "native"])
+@pytest.mark.parametrize("cell", ["gru", "lstm", "rnn_tanh", "leaky"])
+def test_a_batch_of_none_and_zero_units_runs_backward(cell, backend):
+    """B = 0 and H = 0 at once: the python loop's weight gradients reshaped (T·B, G·H) = (0, 0) rows as (-1, 0),
+    "cannot reshape tensor of 0 elements into shape [-1, 0]" (native hands such a call to it); autograd ran it."""
+    Cell = CELLS[cell]
+    G = Cell.gates
+    xw = torch.randn(3, 0, G * 0, requires_grad=True)
+    state0 = tuple(torch.randn(0, 0, requires_grad=True) for _ in range(Cell.num_states))
+    P = [torch.randn(0, 0, requires_grad=True) if "W" in n else torch.randn(G * 0 if "b" in n else 0)
+         for n in Cell.REC_PARAMS]  # fmt: skip
+    hs, final = run(Cell, xw, state0, P, backend=backend)
+    (hs.sum() + sum(f.sum() for f in final)).backward()
+    assert hs.shape == (3, 0, 0) and xw.grad.shape == xw.shape

@@ -1213,6 +1213,43 @@ def test_leaky_fixed_alpha_of_another_dtype_is_refused(backend):
     assert layer(torch.randn(2, 3, 3, dtype=torch.float64))[0].dtype == torch.float64
 
 
+@pytest.mark.parametrize("backend", [None, "python", "autograd"])
+def test_leaky_fixed_alpha_of_another_shape_or_outside_0_1_is_refused(backend):
+    """A fixed α set by hand to another shape than (), (1,) or (H,) failed inside torch ('The expanded size of the
+    tensor (4) must match the existing size (5)' from the native engine, a broadcast's error on the others), and
+    α = 1.5, 0 or NaN (refused by __init__ and load_state_dict) ran in silence; both are one line naming it."""
+    x = torch.randn(2, 3, 3)
+    for grad in (False, True):
+        for a in (torch.rand(5), torch.rand(4, 1), torch.rand(1, 4)):
+            layer = Recurrent("leaky", 3, 4, num_layers=2, backend=backend)
+            layer.cells[1].alpha_fixed = a
+            shape = str(tuple(a.shape)).replace("(", r"\(").replace(")", r"\)")
+            with (
+                torch.set_grad_enabled(grad),
+                pytest.raises(
+                    RnnkitError,
+                    match=rf"cells\[1\]\.alpha_fixed has shape {shape}, but .* \(\), \(1,\) or \(4,\)",
+                ),
+            ):
+                layer(x)
+        for bad in (1.5, 0.0, float("nan")):
+            layer = Recurrent("leaky", 3, 4, num_layers=2, backend=backend)
+            layer.cells[0].alpha_fixed = torch.full((4,), 0.5)
+            layer(x)  # (checked once; an in-place change is seen)
+            with torch.no_grad():
+                layer.cells[0].alpha_fixed[2] = bad
+            with torch.set_grad_enabled(grad), pytest.raises(RnnkitError, match=r"leaky alpha must lie in \(0, 1\], "
+                                                             rf"got {bad:g} in layer.cells\[0\]\.alpha_fixed"):  # fmt: skip
+                layer(x)
+    for a in (torch.tensor(0.3), torch.tensor([0.3]), torch.rand(4) * 0.9 + 0.1):  # the shapes __init__ takes
+        torch.manual_seed(0)
+        layer = Recurrent("leaky", 3, 4, backend=backend)
+        layer.cells[0].alpha_fixed = a
+        torch.manual_seed(0)
+        want = Recurrent("leaky", 3, 4, backend=backend, alpha=a)
+        torch.testing.assert_close(layer(x)[0], want(x)[0], rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("cell", ["mut1", "mut2"])
 def test_input_projection_of_another_shape_or_dtype_is_refused(cell):
     """MUT1's and MUT2's W_xp (x̃ = W_xp x where D ≠ H) is held to its shape and dtype as the other weights are:

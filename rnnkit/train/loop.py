@@ -148,6 +148,18 @@ def _is_dry_run(path) -> bool:
         return False
 
 
+def _recorded_best(path, corpus_id) -> float:
+    """The val best.pt records as its own (its progress's best_val), read memory-mapped; inf where it can't be read
+    or is another corpus's. A kill between a validation's best.pt and its latest.pt left latest.pt recording the best
+    of before, and a resume's worse validation then replaced the better best.pt."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["progress"]
+        val = float(saved["best_val"]) if saved["corpus_id"] == corpus_id else math.inf
+    except Exception:
+        return math.inf
+    return val if val >= 0 else math.inf  # (NaN, negative: a damaged record)
+
+
 def _file_id(path):
     """Which file `path` is now (checkpoints are replaced, never written in place), or None where there is none."""
     try:
@@ -575,6 +587,8 @@ def _train(cfg, out, resume, force, dry_run, log):
                               "--resume again to continue from it")  # fmt: skip
         # before a finished run's return too: a kill inside its last writes left their temporary files
         clear_out(out, force)
+        if resume:
+            progress.best_val = min(progress.best_val, _recorded_best(out / "best.pt", progress.corpus_id))
         # (under the lock: a run writing there still was taken as finished from its latest.pt, exit 0)
         if ckpt is not None and (done := _finished(cfg, progress, batches, out)):
             _redraw_stale_plot(out)

@@ -1674,3 +1674,23 @@ def test_a_second_ctrl_c_between_the_update_and_its_validation_keeps_the_validat
     for name in ("latest.pt", "best.pt"):
         a, b = (load_checkpoint(tmp_path / run / name)["model"] for run in ("whole", "split"))
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_kill_between_best_pt_and_latest_pt_keeps_the_better_best(tmp_path, corpus):
+    """A kill after a validation's best.pt but before its latest.pt left latest.pt recording the best_val of before,
+    and a --resume whose next validation (another --eval-every, or a shorter run) was worse than best.pt's own but
+    better than that record replaced best.pt with a worse model. On resume best_val is the better of the two."""
+    quiet = lambda s: None  # noqa: E731
+    run = tmp_path / "run"
+    train(tiny_config(corpus, max_steps=10, eval_every=10), run, log=quiet)
+    before = (run / "latest.pt").read_bytes()
+    train(tiny_config(corpus, max_steps=20, eval_every=10), run, resume=True, log=quiet)
+    best = load_checkpoint(run / "best.pt")["progress"]
+    assert best["step"] == 20  # (the loss still falls at step 20)
+    (run / "latest.pt").write_bytes(before)  # the kill: best.pt of step 20, latest.pt of step 10
+    train(tiny_config(corpus, max_steps=15, eval_every=5), run, resume=True, log=quiet)
+    vals = [float(r["val_loss"]) for r in read_metrics(run / "metrics.csv") if r["val_loss"]]
+    assert vals[-1] > best["best_val"]  # step 15's validation: worse than best.pt's
+    after = load_checkpoint(run / "best.pt")["progress"]
+    assert (after["step"], after["best_val"]) == (20, best["best_val"])
+    assert load_checkpoint(run / "latest.pt")["progress"]["best_val"] == best["best_val"]

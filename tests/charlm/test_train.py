@@ -1418,15 +1418,23 @@ def test_a_second_ctrl_c_inside_validation_keeps_the_validation(tmp_path, corpus
         return real(model, batches)
 
     monkeypatch.setattr(loop, "evaluate", twice_in_the_second)
+    split = _stopped_and_resumed_as_whole(cfg, tmp_path, monkeypatch)
+    assert split[5]["val_loss"] != ""
+
+
+def _stopped_and_resumed_as_whole(cfg, tmp_path, monkeypatch):
+    """The run "split" (its interruption patched in by the caller) stops with 130, is resumed without the patch, and
+    ends as the run "whole": the same validations at the same steps, the same latest.pt and best.pt. Its rows."""
+    quiet = lambda s: None  # noqa: E731
     assert train(cfg, tmp_path / "split", log=quiet) == 130
     monkeypatch.undo()
     assert train(cfg, tmp_path / "split", resume=True, log=quiet) == 0
     whole, split = (read_metrics(tmp_path / name / "metrics.csv") for name in ("whole", "split"))
     assert [(r["step"], r["val_loss"]) for r in split] == [(r["step"], r["val_loss"]) for r in whole]
-    assert split[5]["val_loss"] != ""
     for name in ("latest.pt", "best.pt"):
         a, b = (load_checkpoint(tmp_path / run / name)["model"] for run in ("whole", "split"))
         assert all(torch.equal(a[k], b[k]) for k in a)
+    return split
 
 
 def test_resuming_a_finished_run_draws_a_plot_the_run_did_not(tmp_path, corpus):
@@ -1666,14 +1674,7 @@ def test_a_second_ctrl_c_between_the_update_and_its_validation_keeps_the_validat
             return out
 
     monkeypatch.setattr(loop, "tqdm", Bar)
-    assert train(cfg, tmp_path / "split", log=quiet) == 130
-    monkeypatch.undo()
-    assert train(cfg, tmp_path / "split", resume=True, log=quiet) == 0
-    whole, split = (read_metrics(tmp_path / name / "metrics.csv") for name in ("whole", "split"))
-    assert [(r["step"], r["val_loss"]) for r in split] == [(r["step"], r["val_loss"]) for r in whole]
-    for name in ("latest.pt", "best.pt"):
-        a, b = (load_checkpoint(tmp_path / run / name)["model"] for run in ("whole", "split"))
-        assert all(torch.equal(a[k], b[k]) for k in a)
+    _stopped_and_resumed_as_whole(cfg, tmp_path, monkeypatch)
 
 
 def test_a_kill_between_best_pt_and_latest_pt_keeps_the_better_best(tmp_path, corpus):

@@ -297,9 +297,11 @@ def _resumed_config(out: pathlib.Path):
         # an option left out took its default in silence (a run at --lr 0.01 resumed at 0.002)
         lacking = [f"{section}.{f.name}" for section in ("data", "model", "train")
                    for f in dataclasses.fields(getattr(cfg, section)) if f.name not in saved.get(section, {})]  # fmt: skip
-        if not lacking:
-            return cfg
-        why = f"incomplete (no {', '.join(lacking[:3])}{', ...' if len(lacking) > 3 else ''})"
+        why = (
+            f"incomplete (no {', '.join(lacking[:3])}{', ...' if len(lacking) > 3 else ''})"
+            if lacking
+            else None
+        )
     except (
         OSError,
         ValueError,
@@ -307,6 +309,9 @@ def _resumed_config(out: pathlib.Path):
         AttributeError,
     ) as e:  # missing, not JSON, not a dict, unknown keys
         why = "missing" if isinstance(e, FileNotFoundError) else "unreadable"
+    if why is None:
+        _refuse_edits(cfg, out)
+        return cfg
     ckpt = load_checkpoint(out / "latest.pt", resuming=True)
     try:
         cfg = RunConfig.from_dict(json.loads(ckpt["config"]))
@@ -318,6 +323,31 @@ def _resumed_config(out: pathlib.Path):
         file=sys.stderr,
     )
     return cfg
+
+
+def _refuse_edits(cfg, out: pathlib.Path):
+    """A config.json edited by hand since latest.pt was saved: an option that --resume takes no flag for (lr, say:
+    '--lr cannot change when resuming') was taken from it in silence, the run going on with another setting than
+    it recorded. Such an edit is refused as the flag is, naming the option and both values; the limits and
+    reporting options (RESUMABLE) and where the corpus lies may change. Nothing is said where latest.pt's config
+    can't be read (the resume itself says what is wrong with it)."""
+    import torch
+
+    from rnnkit.train.config import RunConfig
+
+    try:  # (memory-mapped: the weights are not read here)
+        ckpt = torch.load(out / "latest.pt", map_location="cpu", weights_only=True, mmap=True)
+        saved = RunConfig.from_dict(json.loads(ckpt["config"])).to_dict()
+    except Exception:
+        return
+    now = cfg.to_dict()
+    edits = [f"{section}.{name} {now[section][name]!r} (latest.pt: {value!r})"
+             for section, values in saved.items() for name, value in values.items()
+             if name not in RESUMABLE and name != "corpus" and now[section].get(name) != value]  # fmt: skip
+    if edits:
+        raise RnnkitError(f"{out / 'config.json'} was edited since latest.pt was saved: {', '.join(edits)}; only "
+                          f"{', '.join(sorted(RESUMABLE))} can change when resuming; put the run's values back, or "
+                          "start a new run with --force")  # fmt: skip
 
 
 def cmd_train(args) -> int:

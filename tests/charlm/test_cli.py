@@ -594,6 +594,31 @@ def test_resume_with_a_config_json_lacking_an_option_uses_the_checkpoints(tmp_pa
         assert [float(r["lr"]) for r in csv.DictReader(f)] == [0.01] * 3
 
 
+def test_resume_refuses_a_config_json_edited_where_no_flag_may_change(tmp_path, corpus, cli):
+    """--lr on a resume is refused ('--lr cannot change when resuming'), but config.json edited to another lr (or
+    clip, or sample_temperature, which no flag sets) was taken in silence: the run went on at another setting than
+    latest.pt recorded. Such an edit is refused the same way, naming both values; a limit edited there (max_steps,
+    which a flag may change too) is taken."""
+    run = tmp_path / "run"
+    assert cli("train", corpus, "--out", run, *TINY, "--lr", "0.01", "--max-steps", "2")[0] == 0
+    config = json.loads((run / "config.json").read_text())
+    files = {p.name: p.read_bytes() for p in run.iterdir() if p.name != "config.json"}
+    edited = {**config, "train": {**config["train"], "lr": 0.05, "sample_temperature": 0.5}}
+    (run / "config.json").write_text(json.dumps(edited))
+    code, _, err = cli("train", "--out", run, "--resume", "--max-steps", "3")
+    assert (
+        code == 2
+        and "config.json was edited since latest.pt was saved: train.lr 0.05 (latest.pt: 0.01), " in err
+    )
+    assert "train.sample_temperature 0.5 (latest.pt: " in err and "put the run's values back" in err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != "config.json"} == files
+    (run / "config.json").write_text(json.dumps({**config, "train": {**config["train"], "max_steps": 3}}))
+    code, _, err = cli("train", "--out", run, "--resume")
+    assert code == 0, err
+    with open(run / "metrics.csv") as f:
+        assert [float(r["lr"]) for r in csv.DictReader(f)] == [0.01] * 3
+
+
 def test_resume_with_a_config_json_of_a_corpus_or_data_dir_of_another_type_says_so(tmp_path, corpus, cli):
     """A config.json edited to a corpus or data_dir that is no string (5, a list) ended --resume in a traceback from
     train's reading of it ('expected str, bytes or os.PathLike object, not int', "'int' object has no attribute

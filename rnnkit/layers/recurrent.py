@@ -1137,8 +1137,10 @@ class Recurrent(OwnParametersModule):
                               f"is {p.dtype} on {p.device}, a module torch.nn refuses to run; give m one dtype and "
                               f"device (m.to({p.dtype}))")  # fmt: skip
         # forget_bias None: reset_parameters draws the forget bias as torch does; a one-layer m's dropout was warned
-        # of by torch when m was made (said again here, a filter of torch's warning did not hold it)
-        with _quiet(r"dropout=.* does nothing with num_layers=1"):
+        # of by torch when m was made (said again here, a filter of torch's warning did not hold it); the weights
+        # drawn here are thrown away by the copy, the global generator left as it was (a model swapping in
+        # from_torch(self.rnn) drew its other weights, dropout masks and batches otherwise than torch.nn's)
+        with _quiet(r"dropout=.* does nothing with num_layers=1"), torch.random.fork_rng(devices=[]):
             layer = cls(TORCH_MODES[m.mode], m.input_size, m.hidden_size, m.num_layers, m.bidirectional,
                         m.dropout, m.bias, backend=backend, batch_first=m.batch_first,
                         proj_size=getattr(m, "proj_size", 0),
@@ -1185,8 +1187,11 @@ class Recurrent(OwnParametersModule):
         kw = {"nonlinearity": "relu" if mode == "RNN_RELU" else "tanh"} if Module is nn.RNN else {}
         kw.update({"proj_size": self.proj_size} if self.proj_size else {})
         p = self.cells[0].W_xh
-        # (said when self was made)
-        with _quiet(r"dropout option adds dropout after all but last recurrent layer"):
+        # (said when self was made; the generator left as it was, as in from_torch)
+        with (
+            _quiet(r"dropout option adds dropout after all but last recurrent layer"),
+            torch.random.fork_rng(devices=[]),
+        ):
             m = Module(self.input_size, self.hidden_size, self.num_layers, bias=self.cells[0].bias,
                        batch_first=self.batch_first, dropout=self.dropout, bidirectional=self.bidirectional, **kw)  # fmt: skip
         m.to(device=p.device, dtype=p.dtype)

@@ -887,6 +887,10 @@ class Recurrent(OwnParametersModule):
             raise RnnkitError(
                 "give lengths or a PackedSequence, not both: a PackedSequence carries its lengths"
             )
+        if packed.data.dim() != 2:  # (padded, it was read as one unbatched sequence, or failed inside torch)
+            raise RnnkitError(f"a PackedSequence must hold data of shape (sum of the lengths, D), got shape "
+                              f"{tuple(packed.data.shape)}: pack sequences of shape (T, D) (s.unsqueeze(-1) for "
+                              "one number a step)")  # fmt: skip
         if packed.data.is_meta and packed.sorted_indices is not None:
             # shapes alone, as torch.nn's RNNs give them: pad_packed_sequence reads the order's values, which a meta
             # tensor holds none of ("Cannot copy out of meta tensor"); the batch in packed order has the same shapes

@@ -247,6 +247,23 @@ def test_packed_sequence_and_lengths_is_a_clear_error():
         Recurrent("gru", 4, 5)(packed, lengths=torch.tensor([3, 2]))
 
 
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("sizes", [(4,), (4, 2)])
+def test_a_packed_sequence_of_scalar_steps_is_one_line(batch_first, sizes):
+    """pack_sequence of 1-D sequences (one number a step, the feature axis left out) packs data of one dimension,
+    which torch.nn refuses ('input must have 2 dimensions, got 1'); it was padded and read as one unbatched
+    sequence, refused for the wrong reasons ('lengths is one number', 'input size is 4 but the layer expects 1')
+    or failing inside torch's pack_padded_sequence ('Expected `len(lengths)` to be equal to batch_size')."""
+    from torch.nn.utils.rnn import pack_sequence
+
+    packed = pack_sequence([torch.randn(n) for n in sizes])
+    layer = Recurrent("gru", 1, 5, batch_first=batch_first)
+    with pytest.raises(RnnkitError, match=r"data of shape \(sum of the lengths, D\), got shape \(\d+,\)"):
+        layer(packed)
+    x = pack_sequence([torch.randn(n, 1) for n in sizes])  # what it says to give
+    assert layer(x)[0].data.shape == (sum(sizes), 5)
+
+
 @pytest.mark.parametrize("kind", [nn.LSTM, nn.GRU])
 @pytest.mark.parametrize("batch_first", [True, False])
 def test_unbatched_sequence_as_torch(kind, batch_first):

@@ -1069,8 +1069,15 @@ class Recurrent(OwnParametersModule):
         for s, shape, name in zip(state, shapes, ("h", "c")):
             if tuple(s.shape) != shape:
                 width = "proj_size" if self.proj_size and name == "h" else "H"
+                hint = ""
+                if s.dim() == 3 and s.shape[1] == xs.shape[0] != B and (s.shape[0], s.shape[2]) == shape[::2]:
+                    # its batch is x's time axis: x in the other layout (a decoder's (1, B, D) step read as B = 1)
+                    hint = (f"; x was read as {'(B, T, D)' if self.batch_first else '(T, B, D)'} (T = {xs.shape[0]}, "
+                            f"B = {B}) since the layer has batch_first={self.batch_first}: for x of shape "
+                            f"{'(T, B, D)' if self.batch_first else '(B, T, D)'} make it with "
+                            f"batch_first={not self.batch_first}")  # fmt: skip
                 raise RnnkitError(
-                    f"state {name} must have shape (num_layers*dirs, B, {width}) = {shape}, got {tuple(s.shape)}"
+                    f"state {name} must have shape (num_layers*dirs, B, {width}) = {shape}, got {tuple(s.shape)}{hint}"
                 )
             if s.device != xs.device or (s.dtype != xs.dtype and not _autocast_casts(s, xs)):
                 raise RnnkitError(f"state {name} is {s.dtype} on {s.device} but input is {xs.dtype} on {xs.device}; "

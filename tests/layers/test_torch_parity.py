@@ -854,3 +854,26 @@ def test_from_torch_and_to_torch_leave_the_generator_as_it_was(kind):
     torch.manual_seed(0)
     layer.to_torch()
     assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_a_state_whose_batch_is_the_inputs_time_axis_names_batch_first(batch_first):
+    """A decoder stepped token by token as torch.nn code writes it, x (1, B, D) and h (L, B, H), into a layer of
+    rnnkit's default batch_first=True (a layout no error can tell from x alone) was refused as 'state h must have
+    shape (num_layers*dirs, B, H) = (1, 1, 5), got (1, 3, 5)', sending the caller to reshape the state; where
+    the state's batch is x's time axis, the line says how x was read and which batch_first reads it as given."""
+    layer = Recurrent("gru", 4, 5, batch_first=batch_first)
+    x = (
+        torch.randn(1, 3, 4) if batch_first else torch.randn(3, 1, 4)
+    )  # one step of 3 sequences, the other layout
+    with pytest.raises(
+        RnnkitError, match=rf"got \(1, 3, 5\); x was read as .* batch_first={not batch_first}$"
+    ):
+        layer(x, torch.zeros(1, 3, 5))
+    with pytest.raises(
+        RnnkitError, match=r"got \(1, 2, 5\)$"
+    ):  # another batch altogether: no word of the layout
+        layer(x, torch.zeros(1, 2, 5))
+    fixed = Recurrent.from_torch(layer.to_torch()).train(False)
+    fixed.batch_first = not batch_first
+    assert fixed(x, torch.zeros(1, 3, 5))[0].shape == x.shape[:2] + (5,)

@@ -411,6 +411,17 @@ def test_exp_overflows_and_underflows_where_torchs_does(dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_tanh_keeps_the_sign_of_zero_as_torchs(dtype):
+    """torch.tanh(-0.0) is -0.0, so 1 / tanh(-x) at x = 0 is -inf; the float kernels' tanh (fastmath.h tanh_) gave
+    +0.0 there, and +inf (its sign taken by x < 0, false for -0.0)."""
+    values = [0.0, -0.0, 1e-45, -1e-45, 1e-30, -1e-30, 0.5, -0.5, 0.7, -0.7, 20.0, -20.0, INF, -INF, NAN]
+    got, want = on_values(lambda a: 1 / torch.tanh(-a), lambda dh, a: dh * torch.tanh(-a), values, dtype)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, **TOL[dtype], equal_nan=True)
+        assert torch.equal(g.signbit(), w.signbit())
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_a_nan_bound_of_clamp_gives_nan_as_in_torch(dtype):
     """torch.clamp(x, min=nan) is NaN, and so are clamp_min and clamp_max with a NaN bound (a number or a tensor, here
     log(-1)); the kernels' selects (x < lo ? lo : x) kept x unclamped."""

@@ -93,7 +93,7 @@ inline float tanh_(float x) {
   s = s * z - 3.33332819422e-1f;
   s = s * z * a + a;
   const float r = a < 0.625f ? s : big;
-  return x != x ? x : x < 0.f ? -r : r;
+  return x != x ? x : std::copysign(r, x);  // -0.0 gives -0.0, as torch.tanh
 }
 inline double tanh_(double x) { return std::tanh(x); }
 

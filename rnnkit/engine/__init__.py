@@ -308,6 +308,18 @@ def check_inputs(cell, xw, state0, P, mask, xtilde=None):
     return _checked_mask(name, mask, T, B, xw.device)
 
 
+def _check_probe(name, probe):
+    """A one-line error for a probe that is no GradProbe: it failed only in backward, from inside the loop's
+    backward or a hook ("GradProbe.record() missing 1 required positional argument", "'list' object has no
+    attribute 'record'")."""
+    if probe is None or isinstance(probe, GradProbe):
+        return
+    got = "the class GradProbe: give an instance, GradProbe()" if probe is GradProbe else type(probe).__name__
+    raise RnnkitError(
+        f"run({name}): probe must be an rnnkit.GradProbe (or None), one for the loop, got {got}"
+    )
+
+
 def _check_folded(cell, xw, states, xbias, raw_tail, xtilde):
     """A one-line error for a part of the projection handed to the native loop (see `run`) that it can't take:
     the loop of gru_cho and mut1-3 read xbias as b_xh (G·H,) whatever its size (past its end, a smaller one),
@@ -419,6 +431,7 @@ def run(
     cell = cell_class(cell)
     if check:
         mask = check_inputs(cell, xw, state0, P, mask, xtilde)
+        _check_probe(cell.__name__, probe)
         _check_folded(cell, xw, state0, xbias, raw_tail, xtilde)
         # a copy, which the loops keep for backward: the caller's own mask changed in place in between (refilled
         # for the next batch) would change the gradient (Recurrent, check=False, makes a new one every call)

@@ -9,6 +9,7 @@ import torch
 from rnnkit import CELLS, GradProbe
 from rnnkit.cells import LSTMP
 from rnnkit.engine import run
+from rnnkit.errors import RnnkitError
 
 BACKENDS = ["autograd", "python"]
 
@@ -136,6 +137,20 @@ def test_probe_records_a_pass_that_misses_every_step(backend):
     _, (h, c) = run(cell, xw, state0, P, None, False, backend, probe)
     c.sum().backward()
     assert len(probe.history) == 1 and torch.equal(probe.dh, torch.zeros(1, *h.shape, dtype=h.dtype))
+
+
+@pytest.mark.parametrize("backend", [*BACKENDS, "native"])
+@pytest.mark.parametrize(
+    "probe,said",
+    [(GradProbe, "the class GradProbe: give an instance"), ([GradProbe()], "list"), ("p", "str")],
+)
+def test_a_probe_that_is_no_grad_probe_is_one_line_at_the_call(backend, probe, said):
+    """run took anything as probe and failed only in backward, from inside the loop's backward or a hook:
+    "GradProbe.record() missing 1 required positional argument: 'dh'" (the class without its parentheses),
+    "'list' object has no attribute 'record'" (a layer's list of probes)."""
+    cell, xw, state0, P, _ = setup("gru")
+    with pytest.raises(RnnkitError, match=f"run\\(GRU\\): probe must be an rnnkit.GradProbe .*got {said}"):
+        run(cell, xw, state0, P, None, False, backend, probe)
 
 
 def test_no_units_run_without_a_blas_error(capfd):

@@ -52,7 +52,11 @@ class GradProbe:
     has ended (t >= its length) the state passes through unchanged, and so row t holds the gradient it carries:
     dL/dh_T forward, dL/dh_0 in reverse. A step the pass doesn't reach records 0. One record per run and backward
     pass, also for a second-order pass (through a gradient taken with create_graph=True), which reaches h_t along
-    two paths; several passes accumulate in `probe.history`. Under vmap and batched gradients (is_grads_batched,
+    two paths; several passes accumulate in `probe.history` (runs sharing the probe in one pass, truncated BPTT's
+    chunks say, in the order backward reaches them: the last run first; `probe.history.clear()` drops them), `dh`
+    being the latest record (of a lone run: its own; of chunks: the first chunk's). An unbatched sequence (T, D)
+    records (T, 1, H). A pass records only where gradients flow: a run none of whose inputs or weights needs one (a
+    frozen first layer of a stack fed data) records nothing, as `retain_grad` of such a tensor gets nothing. Under vmap and batched gradients (is_grads_batched,
     jacobian(vectorize=True)) it records nothing (with a warning): those gradients are not plain tensors."""
 
     def __init__(self):

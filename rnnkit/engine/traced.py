@@ -224,7 +224,20 @@ def baked(cls):
     numbers, seen = _Found(), _Seen()
     for fn in fns:
         _numbers(fn, numbers, seen, DEPTH)
-    return (*fns, tuple(numbers), _layout(cls), tuple(numbers.tensors))
+    return (*map(_weak, fns), tuple(map(_weak, numbers)), _layout(cls), tuple(numbers.tensors))
+
+
+def _weak(x):
+    """x as baked's key holds it: a function, method, partial or class by a weak reference (equal while it lives, as
+    it is to itself: they compare by identity), a tuple's entries so (a dict's (key, value)); anything else as it is.
+    The key is held in the caches' entry of the cell class, weakly keyed (native._traced, _traced): a step reading its
+    own class (Made.K, Made through a factory's closure) put the class in its own entry's key, and every class a
+    factory made stayed alive."""
+    if isinstance(x, tuple):
+        return tuple(map(_weak, x))
+    if isinstance(x, types.MethodType):  # (made anew at each read of a classmethod): its object and function
+        return _weak(x.__func__), _weak(x.__self__)
+    return weakref.ref(x) if isinstance(x, types.FunctionType | functools.partial | type) else x
 
 
 class _Seen(set):

@@ -1048,6 +1048,45 @@ def test_a_cell_class_made_per_call_goes_with_its_last_cell():
     assert [m() for m in made] == [None, None]
 
 
+def test_a_cell_class_whose_step_reads_the_class_goes_with_its_last_cell():
+    """A step reading its own class (Made.GAIN, Made through the factory's closure) put the class itself and the
+    functions closing over it in the key of the weak caches' entry for that class (native._traced, traced._traced):
+    the entry held its own key alive, and a factory leaked every class it made, with its traced kernels' entries.
+    The key holds the functions and classes it reads weakly."""
+    import gc
+    import weakref
+
+    def make(gain):
+        class Made(OwnLeaky):
+            GAIN = gain
+
+            @staticmethod
+            def step(xw_t, state, P):
+                return leaky_step(xw_t, state, (*P[:2], P[2] * Made.GAIN))
+
+            @staticmethod
+            def step_backward(dstate, cache, P):
+                return leaky_step_backward(dstate, cache, (*P[:2], P[2] * Made.GAIN))
+
+        return Made
+
+    made, outs = [], []
+    for gain in (0.5, 0.25):
+        Made = make(gain)
+        torch.manual_seed(0)
+        layer = Recurrent(Made, 3, 4, backend="native")
+        x = torch.randn(2, 5, 3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # natively: no warning of the python loop
+            outs.append(layer(x)[0].detach())
+        layer.backend = "python"  # each class's own GAIN, its kernels not another's:
+        torch.testing.assert_close(outs[-1], layer(x)[0].detach())
+        made.append(weakref.ref(Made))
+        del Made, layer
+    gc.collect()
+    assert [m() for m in made] == [None, None]
+
+
 GAINS = np.ones(300)
 TABLE = [1.0] * 300
 

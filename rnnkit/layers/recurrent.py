@@ -169,17 +169,19 @@ def _affine_projects(cls):
     the second call of a model compiled first in a process compiled it all again ("not _AFFINE_PROJECTS")."""
     fns = (cls.project_input, cls.input_affine)
     got = _AFFINE_PROJECTS.get(cls)
-    if got is not None and got[0] == fns:
-        return got[1]
+    if got is not None and got[0]() is fns[0] and got[1]() is fns[1]:
+        return got[2]
     mro = cls.__mro__
     owner = {name: next(k for k in mro if name in vars(k)) for name in ("project_input", "input_affine")}
     answer = issubclass(owner["input_affine"], owner["project_input"])
-    _AFFINE_PROJECTS[cls] = fns, answer
+    # (the functions weakly: one calling super() holds cls in its __class__ cell, and the entry kept its key alive)
+    with contextlib.suppress(TypeError):  # (a builtin can't be: asked again at the next call)
+        _AFFINE_PROJECTS[cls] = weakref.ref(fns[0]), weakref.ref(fns[1]), answer
     return answer
 
 
 _affine_projects._dynamo_marked_constant = True
-# cell class -> ((project_input, input_affine) as read, _affine_projects' answer); weak, as cells._base._math_of
+# cell class -> (project_input, input_affine as read, weakly; _affine_projects' answer); weak, as cells._base._math_of
 _AFFINE_PROJECTS = weakref.WeakKeyDictionary()
 
 

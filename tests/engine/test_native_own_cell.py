@@ -1087,6 +1087,35 @@ def test_a_cell_class_whose_step_reads_the_class_goes_with_its_last_cell():
     assert [m() for m in made] == [None, None]
 
 
+def test_a_cell_class_calling_super_in_project_input_goes_with_its_last_cell():
+    """The layer's _affine_projects kept the class's project_input and input_affine with its answer, in an entry
+    keyed weakly by the class: one calling super() holds the class in its __class__ cell, and the entry kept its own
+    key alive, a factory leaking every class it made. The functions are held weakly."""
+    import gc
+    import weakref
+
+    def make():
+        class Made(OwnLeaky):
+            def project_input(self, x):
+                return super().project_input(x) * 2
+
+        return Made
+
+    made = []
+    for _ in range(2):
+        Made = make()
+        layer = Recurrent(Made, 3, 4)
+        x = torch.randn(2, 5, 3)
+        with torch.no_grad():
+            out = layer(x)[0]
+            layer.backend = "autograd"  # (the cell's own projection, times 2, on every backend)
+            torch.testing.assert_close(out, layer(x)[0])
+        made.append(weakref.ref(Made))
+        del Made, layer
+    gc.collect()
+    assert [m() for m in made] == [None, None]
+
+
 GAINS = np.ones(300)
 TABLE = [1.0] * 300
 

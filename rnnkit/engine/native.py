@@ -435,6 +435,12 @@ def _traced_key(cell, P, xw):
     return _shapes(P), xw.dtype, *baked(cell)
 
 
+# kernels traced for one cell class at most (its shapes and dtypes, and the Python numbers its step functions read):
+# a number changed at every call (a temperature swept in a loop) compiled and loaded a library each, without bound
+# (40 calls: 15 s and 40 libraries); past the limit the class runs on the python loop for any new key
+RETRACE_LIMIT = 16
+
+
 def traced_id(cell, P, xw):
     """The native loop's id for a cell of one's own, its step and step_backward traced into kernels (traced.py)
     and registered with the loop once per class and shapes; or the one-line reason it runs on the python loop."""
@@ -453,6 +459,15 @@ def traced_id(cell, P, xw):
         known = _traced.setdefault(cell, {})
         got = known[key] if key in known else known.get(key[:-1])
         if got is not None:
+            return got
+        kernels = sum(isinstance(v, int) for v in known.values())
+        if (
+            kernels >= RETRACE_LIMIT
+        ):  # (a number the step reads, changed at every call: a compile and a library each)
+            got = (f"{cell.__name__} was traced into {kernels} sets of kernels (a Python number its step functions "
+                   "read, or its shapes, changed as often), each compiled and loaded for good; it runs on the python "
+                   "loop for any other: make such a number a parameter (an EXTRAS entry) or keep it fixed")  # fmt: skip
+            known[key[:-1]] = got
             return got
         got = _trace(traced, cell, P, xw)
         known[key[:-1] if isinstance(got, str) else key] = got

@@ -538,6 +538,40 @@ def test_a_global_number_or_a_replaced_step_is_traced_again():
     _native_is_autograd(Cls)
 
 
+def test_a_number_changed_at_every_call_stops_tracing_after_the_limit(monkeypatch):
+    """A global number the step reads, changed at every call (a temperature swept in a loop), traced and compiled the
+    class again each time, a library loaded for good each (40 values: 15 s, 40 libraries). Past
+    native.RETRACE_LIMIT kernels of the class a new value runs on the python loop (said where backend="native" was
+    asked for), with the same numbers; the values traced before keep their kernels."""
+    global SCALE
+    monkeypatch.setattr(native, "RETRACE_LIMIT", 2)
+    Cls = type("Scaled", (Scaled,), {})
+    try:
+        for scale in (1.0, 0.5):
+            SCALE = scale
+            _native_is_autograd(Cls)
+        libs = len(traced._libs)
+        SCALE = 0.25
+        P = [
+            torch.randn(5, 5, dtype=torch.float64),
+            torch.randn(5, dtype=torch.float64),
+        ]  # (H = 5 as _run_layer)
+        why = native.traced_id(Cls, P, torch.empty(0, dtype=torch.float64))
+        assert (
+            isinstance(why, str)
+            and "Scaled was traced into 2 sets of kernels" in why
+            and "python loop" in why
+        )
+        want = _run_layer(Cls, "autograd", torch.float64)
+        for g, w in zip(_run_layer(Cls, None, torch.float64), want, strict=True):  # (the default: quietly)
+            torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+        assert len(traced._libs) == libs
+        SCALE = 0.5
+        assert isinstance(native.traced_id(Cls, P, torch.empty(0, dtype=torch.float64)), int)
+    finally:
+        SCALE = 1.0
+
+
 def dot_t_step(xw_t, state, P):
     """An Elman tanh unit written h @ W.T + b: W.T is a permute, not t."""
     (h_prev,) = state

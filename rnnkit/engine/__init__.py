@@ -11,6 +11,7 @@ then compute their gradients through a rerun of the forward as an autograd loop
 (`reference.higher_order_grads`), since their hand-written BPTT reads caches that carry no graph.
 """
 
+import functools
 import warnings
 
 import torch
@@ -192,16 +193,18 @@ def _no_autocast(run, cell, xw, state0, P, mask, reverse, backend, probe, batch_
     """`run` under torch.autocast: autocast would run the step's GEMMs in bfloat16/float16 while the state
     and the pointwise math stay in float32 (a dtype clash inside the step), and a recurrence compounds the
     rounding of every step. So the loop runs with autocast off, in the dtype of its parameters (float32),
-    and returns that dtype; the layers around it still run under autocast."""
-    dtype = next((p.dtype for p in P if p is not None), xw.dtype)
+    and returns that dtype; the layers around it still run under autocast. Parameters of mixed dtypes (a bfloat16
+    b_hh beside a float32 W_hh) run in the dtype they promote to, each cast to it (the loops failed inside on them)."""
+    floats = [p.dtype for p in P if p is not None and p.is_floating_point()]
+    dtype = functools.reduce(torch.promote_types, floats) if floats else xw.dtype
 
     def cast(t):
         return t if t is None or not t.is_floating_point() else t.to(dtype)
 
     with torch.autocast(xw.device.type, enabled=False):
         fold = {k: cast(v) if isinstance(v, torch.Tensor) else v for k, v in fold.items()}
-        return run(cell, cast(xw), tuple(cast(s) for s in state0), P, cast(mask), reverse, backend, probe,
-                   batch_first, check=False, **fold)  # fmt: skip
+        return run(cell, cast(xw), tuple(cast(s) for s in state0), tuple(cast(p) for p in P), cast(mask), reverse,
+                   backend, probe, batch_first, check=False, **fold)  # fmt: skip
 
 
 def _check_sizes(cell, xw, states, P, xtilde):

@@ -893,6 +893,23 @@ def test_run_under_autocast_checks_devices(backend, what):
 
 
 @pytest.mark.parametrize("backend", [*BACKENDS, "native"])
+@pytest.mark.parametrize("name", ["gru", "lstm", "leaky"])
+def test_run_under_autocast_takes_parameters_of_mixed_dtypes(backend, name):
+    """Under torch.autocast run casts xw and state0 to its parameters' dtype, but not the parameters themselves: a
+    bfloat16 b_hh beside a float32 W_hh (which run lets differ there) failed inside the loops ('self and mat2 must
+    have the same dtype', native's 'expected scalar type Float but found BFloat16'). They run in the dtype they
+    promote to, float32 here, each parameter's gradient in its own dtype."""
+    cell, xw, state0, P, _ = setup(name, T=5, B=2, H=4, dtype=torch.float32)
+    mixed = (P[0], P[1].detach().bfloat16().requires_grad_(), *P[2:])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        hs, state = run(cell, xw, state0, mixed, backend=backend)
+    hs.sum().backward()
+    want, _ = run(cell, xw, state0, (P[0], mixed[1].float(), *P[2:]), backend=backend)
+    assert hs.dtype == torch.float32 and mixed[1].grad.dtype == torch.bfloat16
+    torch.testing.assert_close(hs, want)
+
+
+@pytest.mark.parametrize("backend", [*BACKENDS, "native"])
 @pytest.mark.parametrize("shape", ["T,B", "T,B,1"])
 def test_the_callers_mask_changed_after_forward_changes_no_gradient(backend, shape):
     """run keeps its own copy of the mask for backward: the caller's, refilled in place in between (the next

@@ -23,7 +23,7 @@ from dxw as one GEMM each. Runs on any device and dtype.
 
 import torch
 
-from rnnkit.cells._base import check_step, check_step_backward, check_unchanged, versions
+from rnnkit.cells._base import autocast_on, check_step, check_step_backward, check_unchanged, versions
 from rnnkit.engine.reference import autograd_loop, higher_order_grads, restored_input, saved_input
 
 
@@ -157,7 +157,7 @@ class PythonRecurrence(torch.autograd.Function):
         hs, state, caches, us = forward_loop(cell, xw, state0, P, mask, reverse, keep=keep)
         ctx.cell, ctx.mask, ctx.reverse, ctx.probe, ctx.n_state = cell, mask, reverse, probe, n_state
         ctx.shape, ctx.n_tensors, ctx.n_us = hs.shape, len(tensors), len(us) if keep else 0
-        ctx.xw_width = xw.shape[2]
+        ctx.xw_width, ctx.device = xw.shape[2], xw.device
         # the inputs (for higher-order gradients; the parameters as the loop read them) and every step's cache, all
         # through save_for_backward: freed once backward has run, seen by saved-tensor hooks (save_on_cpu,
         # torch.utils.checkpoint), and checked for in-place changes when unpacked (below). A cell of the user's
@@ -171,6 +171,15 @@ class PythonRecurrence(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dhs, *dstateT):
+        # the loop ran with autocast off (engine._no_autocast), and so does its BPTT: a loss.backward() called inside
+        # torch.autocast ran its GEMMs in bfloat16, rounding dL/dh_t at every step (gradients 0.5% off float32's)
+        if autocast_on(ctx.device):
+            with torch.autocast(ctx.device.type, enabled=False):
+                return PythonRecurrence._backward(ctx, dhs, *dstateT)
+        return PythonRecurrence._backward(ctx, dhs, *dstateT)
+
+    @staticmethod
+    def _backward(ctx, dhs, *dstateT):
         # unpacking raises torch's own error if an input was changed in place since forward (a weight by an
         # optimizer step, the initial state), as torch.nn's RNNs do: the loop below reads P and the caches, the
         # saved ones (a hook that saves copies keeps those of forward time, as autograd's own graph does)

@@ -7,7 +7,7 @@
     conditioning on v (B, C) (deck 000): as an extra input at every step (W_vh v, computed once per
     sequence and added to each step's input projection), as the initial state h_0 = tanh(W_vs v + b),
     or both. W_vh, W_vs: one per layer·direction; an lstm's c_0 is then 0; a `state` given to forward
-    takes the place of this h_0 (W_vs is then unused).
+    takes the place of this h_0 (W_vs is then unused, and with cond_mode="state" cond may be left out).
 
 Shapes (batch-first unless `batch_first=False`): x (B, T, D) -> out (B, T, H·dirs); state as
 torch.nn: h, or (h, c) for lstm, each (num_layers·dirs, B, H). Variable lengths: `lengths` (B,), or x a
@@ -849,7 +849,9 @@ class Recurrent(OwnParametersModule):
                                   f"{tuple(lengths.shape)}")  # fmt: skip
             lengths = lengths.reshape(1)
         _check_cond_type(cond)
-        if self.cond_size and (cond is None or cond.shape not in ((self.cond_size,), (1, self.cond_size))):
+        if (cond is not None or self._needs_cond(state)) and (
+            cond is None or cond.shape not in ((self.cond_size,), (1, self.cond_size))
+        ):
             raise RnnkitError(f"for one unbatched sequence (T, D) cond must have shape (C,) = ({self.cond_size},), "
                               f"got {None if cond is None else tuple(cond.shape)}")  # fmt: skip
         cond = cond.unsqueeze(0) if cond is not None and cond.dim() == 1 else cond
@@ -1024,15 +1026,21 @@ class Recurrent(OwnParametersModule):
         steps = torch.arange(T, device=xs.device)[:, None]
         return (steps < lengths.to(xs.device)[None, :]).to(xs.dtype)[..., None]  # (T, B, 1)
 
+    def _needs_cond(self, state):
+        """Whether a call must give cond: a conditioned layer needs v, except with cond_mode="state" where a state is
+        given, which takes the place of h_0 = tanh(W_vs v + b) (a truncated-BPTT loop or a sampler stepping with the
+        state carried had to give v again at every call, for nothing)."""
+        return bool(self.cond_size) and not (self.cond_mode == "state" and state is not None)
+
     def _initial_state(self, state, cond, B, xs):
         n, H = self.num_layers * self.dirs, self.hidden_size
         shapes = [(n, B, self.output_size), (n, B, H)][: self.num_states]  # h, and c of an lstm
         _check_cond_type(cond)
-        if cond is not None or self.cond_size:
+        if cond is not None or self._needs_cond(state):
             if not self.cond_size:
                 raise RnnkitError("cond was given but the layer was built with cond_size=0")
             if cond is None or cond.shape != (B, self.cond_size):
-                got = None if cond is None else tuple(cond.shape)
+                got = "none: give the vector v, layer(x, cond=v)" if cond is None else tuple(cond.shape)
                 raise RnnkitError(f"cond must have shape ({B}, {self.cond_size}), got {got}")
             if cond.device != xs.device or (cond.dtype != xs.dtype and not _autocast_casts(cond, xs)):
                 raise RnnkitError(f"cond is {cond.dtype} on {cond.device} but input is {xs.dtype} on {xs.device}; "

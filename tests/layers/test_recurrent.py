@@ -43,6 +43,33 @@ def test_skip_input_and_residual():
     assert x.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("backend", ["autograd", "python", "native"])
+def test_a_state_conditioned_layer_given_a_state_needs_no_cond(backend):
+    """cond_mode="state": v makes h_0 = tanh(W_vs v + b), which a given state replaces; yet every call with a state
+    (truncated BPTT carrying it, a sampler's step() after the first) had to give v again, for nothing ('cond must have
+    shape (2, 6), got None'). There it may be left out, with the same numbers; modes input and both still need it."""
+    torch.manual_seed(0)
+    layer = Recurrent("lstm", 3, 4, num_layers=2, cond_size=6, cond_mode="state", backend=backend).double()
+    x, v = torch.randn(2, 7, 3, dtype=torch.float64), torch.randn(2, 6, dtype=torch.float64)
+    want, state = layer(x[:, :3], cond=v)
+    out, _ = layer(x[:, 3:], state)
+    torch.testing.assert_close(out, layer(x[:, 3:], state, cond=v)[0], rtol=0, atol=0)
+    torch.testing.assert_close(torch.cat([want, out], 1), layer(x, cond=v)[0], rtol=1e-12, atol=1e-12)
+    steps, s = [], None
+    for t in range(7):  # step(): v at the first step only
+        o, s = layer.step(x[:, t], s, cond=v if t == 0 else None)
+        steps.append(o)
+    torch.testing.assert_close(torch.stack(steps, 1), layer(x, cond=v)[0], rtol=1e-12, atol=1e-12)
+    o1, s1 = layer(x[0], cond=v[0])  # one unbatched sequence too
+    assert layer(x[0], s1)[0].shape == (7, 4)
+    with pytest.raises(RnnkitError, match=r"cond must have shape \(2, 6\), got none: give the vector v"):
+        layer(x)  # no state: v is needed for h_0
+    for mode in ("input", "both"):
+        other = Recurrent("gru", 3, 4, cond_size=6, cond_mode=mode, backend=backend)
+        with pytest.raises(RnnkitError, match="cond must have shape"):
+            other(x.float(), torch.zeros(1, 2, 4))
+
+
 @pytest.mark.parametrize("mode", ["input", "state", "both"])
 def test_conditioning(mode):
     layer = Recurrent("gru", 3, 4, num_layers=2, cond_size=6, cond_mode=mode, backend="python")

@@ -1,8 +1,10 @@
 """`Recurrent`: a cell run over time by the engine, stacked, bidirectional, with skip connections.
 
     layer 0:   x_t ──► cell ──► h_t^1 ──(dropout)──► layer 1 ──► h_t^2 ──► ... ──► out_t
-    skip_input:   x_t is also fed to every layer above the first: input^ℓ = [h^{ℓ-1}, x]   (deck 000)
-    residual:     out^ℓ = h^ℓ + out^{ℓ-1} for ℓ > 0                                          (deck 000)
+    skip_input:   x_t is also fed to every layer above the first: input^ℓ = [h^{ℓ-1}, x]
+    residual:     out^ℓ = h^ℓ + out^{ℓ-1} for ℓ > 0
+                  (deck 000's skip connections that ease the optimisation of deep RNNs, Graves et al. 2013 and
+                  Pascanu et al. 2014; its "Other Ideas" skip connections through time, t-d -> t, are not these)
     bidirectional: a second cell reads the sequence backwards; outputs concatenated [→h, ←h]
     conditioning on v (B, C) (deck 000): as an extra input at every step (W_vh v, computed once per
     sequence and added to each step's input projection), as the initial state h_0 = tanh(W_vs v + b),

@@ -236,7 +236,9 @@ class RBM(nn.Module):
 
     def fit(self, data, config=None, generator=None, callback=None) -> "RBM":
         """Train by CD-k or PCD-k (rbm_train.py); config: an RBMTrainConfig (by default the settings of
-        scikit-learn's RBM example: PCD-1, lr 0.06, batch 10, 10 epochs)."""
+        scikit-learn's RBM example: PCD-1, lr 0.06, batch 10, 10 epochs). Each call starts its persistent chains at
+        h = 0 and its momentum at 0, as scikit-learn's fit does: 20 calls of one epoch train worse than one call of
+        20 epochs (PCD's chains restart); to look at the model between epochs, give callback(epoch, rbm)."""
         config = rbm_train.RBMTrainConfig() if config is None else config
         if not isinstance(config, rbm_train.RBMTrainConfig):
             raise RnnkitError(

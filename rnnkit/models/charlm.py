@@ -202,6 +202,7 @@ class CharLM(nn.Module):
             raise RnnkitError(f"CharLM(batch) takes a window of (B, T) character indices and their next characters, "
                               f"rnnkit.data.bptt.Window(xs, ys), got a {type(batch).__name__}; for the logits of xs "
                               "alone use model.run(xs)")  # fmt: skip
+        _check_window(batch.xs, batch.ys)
         state = detach(self.state)
         if state is not None and _batch_of(state) != batch.xs.shape[0]:
             state = None  # a different number of streams: start afresh
@@ -369,6 +370,18 @@ def _as_ids(t):
                                                                       or t.dtype == torch.bool):  # fmt: skip
         return t.long()
     return t
+
+
+def _check_window(xs, ys) -> None:
+    """xs and ys of one shape (B, T): ys of another shape with as many elements (ys.T) was flattened to xs's length and
+    scored against the wrong characters in silence, and 1-D xs failed inside cross_entropy."""
+    shape = tuple(getattr(xs, "shape", ()))
+    if len(shape) != 2:
+        raise RnnkitError(f"CharLM(batch) takes xs of shape (B, T) (streams, characters), got xs of shape {shape}; "
+                          "for one stream give xs.unsqueeze(0) and ys.unsqueeze(0)")  # fmt: skip
+    if tuple(getattr(ys, "shape", ())) != shape:
+        raise RnnkitError(f"CharLM(batch) takes ys of xs's shape (each next character), got ys of shape "
+                          f"{tuple(getattr(ys, 'shape', ()))} for xs of shape {shape}")  # fmt: skip
 
 
 def _check_drawable(logp, n) -> None:

@@ -537,3 +537,18 @@ def test_a_state_overflowed_to_nan_is_one_line_in_sample_greedy_and_beam(backend
             call()
     with pytest.raises(RnnkitError, match=r"NaN after 8\d characters"):  # (its own characters overflow it)
         m.sample([0] * 78, 30, greedy=True)
+
+
+def test_a_window_whose_targets_are_not_of_the_inputs_shape_is_refused():
+    """model(Window(xs, ys)) with ys of another shape than xs's (B, T) and as many elements (ys.T, (3, 2) for (2, 3))
+    was flattened to the same length and scored against the wrong characters in silence; 1-D xs (one stream given as
+    (T,)) failed inside cross_entropy ('For 1D input, 1D target must have size 1'). Both are one line."""
+    m = model()
+    xs = torch.randint(0, V, (2, 3))
+    with pytest.raises(RnnkitError, match=r"ys of shape \(3, 2\) .* xs of shape \(2, 3\)"):
+        m(Window(xs, xs.T))
+    with pytest.raises(RnnkitError, match=r"\(B, T\).*xs of shape \(3,\).*unsqueeze\(0\)"):
+        m(Window(xs[0], xs[1]))
+    assert m.state is None  # nothing was run
+    logits, loss = m(Window(xs, xs))  # (B, T) both: as before
+    assert torch.isclose(loss, F.cross_entropy(logits.reshape(-1, V), xs.reshape(-1)))

@@ -26,6 +26,8 @@ def check_ids(ids: torch.Tensor, V: int) -> None:
     """Token ids must be integers in 0..V-1 (a negative id would silently index from the end)."""
     if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
         raise RnnkitError(f"ids must be an integer tensor (torch.long), got {ids.dtype}")
+    if not ids.dtype.is_signed:  # torch's min/max take no uint16, 32, 64 (a uint64 past 2^63 is < 0 here)
+        ids = ids.long()
     if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= V):
         raise RnnkitError(f"ids must lie in 0..{V - 1} for a vocabulary of {V}")
 

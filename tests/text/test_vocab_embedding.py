@@ -81,6 +81,21 @@ def test_ids_of_any_integer_dtype_select_their_rows(dtype):
     assert torch.equal(one_hot(ids.to(dtype), 5), one_hot(ids, 5))
 
 
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint32, np.uint64])
+def test_ids_of_wide_unsigned_dtypes_are_checked_and_select_their_rows(dtype):
+    """uint16, uint32 and uint64 ids (np.fromfile of a token file, an array of ids from numpy) failed in the range check
+    with torch's NotImplementedError '"min_all" not implemented for 'UInt32'', in one_hot and Embedding alike."""
+    torch.manual_seed(0)
+    emb, ids = Embedding(5, 3), np.array([[1, 2, 3, 4, 0], [4, 4, 0, 1, 2]])
+    assert torch.equal(emb(ids.astype(dtype)), emb.weight[ids])
+    assert torch.equal(one_hot(ids.astype(dtype), 5), one_hot(ids, 5))
+    for bad in (5, np.iinfo(dtype).max):  # (uint64's largest is -1 as an int64: refused, not row 4)
+        with pytest.raises(RnnkitError, match=r"0\.\.4"):
+            emb(np.array([1, bad], dtype=dtype))
+        with pytest.raises(RnnkitError, match=r"0\.\.4"):
+            one_hot(np.array([1, bad], dtype=dtype), 5)
+
+
 @pytest.mark.parametrize(
     "ids, message",
     [([-1], r"0\.\.3"), ([4], r"0\.\.3"), ([1.0, 2.7], "integer tensor")],

@@ -61,14 +61,15 @@ class TfidfConfig:
 
 
 class Analyzer:
-    """text -> terms: lower-case, split words and punctuation, drop punctuation (tokens without a letter or digit)
-    and stop words, stem. `marks` False: split words at their combining marks too, as an index saved by an older
-    rnnkit was built ('हिन्दी' the terms 'ह', 'न', 'द')."""
+    """text -> terms: lower-case, compose (NFC), split words and punctuation, drop punctuation (tokens without a
+    letter or digit) and stop words, stem. `marks` False: split words at their combining marks too, as an index saved
+    by an older rnnkit was built ('हिन्दी' the terms 'ह', 'न', 'द'); `nfc` False: terms as the text spells them, as
+    an index built by an older rnnkit of decomposed text holds them ('e\u0301te\u0301' beside 'été')."""
 
-    marks = True  # (an analyzer pickled before it had the attribute)
+    marks = nfc = True  # (an analyzer pickled before it had the attributes)
 
-    def __init__(self, config: TfidfConfig, marks: bool = True):
-        self.config, self.marks = config, marks
+    def __init__(self, config: TfidfConfig, marks: bool = True, nfc: bool = True):
+        self.config, self.marks, self.nfc = config, marks, nfc
         self.stop_words = frozenset()
         if config.stop_words:  # (imported here: scikit-learn takes a second or two, which every command paid)
             from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
@@ -88,10 +89,13 @@ class Analyzer:
             raise RnnkitError(
                 f"documents and queries must be str, got {type(text).__name__} {text!r:.60}{decode}"
             )
+        text = text.lower() if self.config.lower else text
+        if self.nfc and not text.isascii():  # one term of equal spellings: 'été' and 'e\u0301te\u0301'
+            text = unicodedata.normalize("NFC", text)
         if self.marks:
-            tokens = word_tokenize(text, lower=self.config.lower, punctuation=True)
+            tokens = word_tokenize(text, lower=False, punctuation=True)
         else:
-            tokens = _WORD_AND_PUNCT.findall(text.lower() if self.config.lower else text)
+            tokens = _WORD_AND_PUNCT.findall(text)
         terms = [t for t in tokens if any(c.isalnum() for c in t)]  # __init__ is a word, "," and "_" are not
         if self.config.stop_words:
             terms = [t for t in terms if t.lower() not in self.stop_words]
@@ -195,7 +199,9 @@ class TfidfIndex:
             if (
                 self.config.stop_words
                 and not self.analyzer(query)
-                and Analyzer(replace(self.config, stop_words=False), self.analyzer.marks)(query)
+                and Analyzer(replace(self.config, stop_words=False), self.analyzer.marks, self.analyzer.nfc)(
+                    query
+                )
             ):
                 # (it said no term is in the index, as if the words were missing from the documents)
                 raise RnnkitError(f"the query {query!r} holds only stop words, which this index drops (it was built "
@@ -264,6 +270,8 @@ class TfidfIndex:
         # an index saved before words kept their combining marks (no word_marks; none in its terms) is searched as
         # it was built: queries analysed the new way missed its terms ('हिन्दी' was 'ह', 'न', 'द' there)
         marks = meta.get("word_marks", any(unicodedata.category(c)[0] == "M" for t in index.terms for c in t))
-        index.analyzer = Analyzer(index.config, marks=bool(marks))
+        # one built before terms were composed (NFC) whose terms are not all composed analyses queries as it was built
+        nfc = all(t.isascii() or unicodedata.is_normalized("NFC", t) for t in index.terms)
+        index.analyzer = Analyzer(index.config, marks=bool(marks), nfc=nfc)
         index.column = {t: j for j, t in enumerate(index.terms)}
         return index

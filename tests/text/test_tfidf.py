@@ -346,3 +346,28 @@ def test_an_index_pickled_before_its_analyzer_had_marks_still_searches():
     del index.analyzer.__dict__["marks"]
     old = pickle.loads(pickle.dumps(index))
     assert old.search("हिन्दी")[0][0] == 0
+
+
+def test_composed_and_decomposed_spellings_of_a_word_are_one_term(tmp_path, monkeypatch):
+    """'été' typed (composed, NFC) and 'e\\u0301te\\u0301' (decomposed, NFD: text from macOS, a PDF) look alike but
+    were two terms: a query typed on a keyboard said 'no term of the query is in the index' of documents written the
+    other way, and a document holding both counted each once. Text is composed (NFC) first; an index built before of
+    decomposed text (its terms not all composed) analyses queries as it was built."""
+    import unicodedata
+
+    nfd = [unicodedata.normalize("NFD", d) for d in ("un été à Genève", "l'hiver à Genève", "the quick fox")]
+    index = TfidfIndex().fit(nfd + ["été, Été"])
+    assert "été" in index.terms and "e\u0301te\u0301" not in index.terms
+    assert [i for i, _ in index.search("été")] == [3, 0]
+    assert index.counts(["Genève genève " + nfd[1]])[0, index.column["genève"]] == 3
+    assert index.search("ÉTÉ") == index.search(unicodedata.normalize("NFD", "été"))
+    with monkeypatch.context() as m:  # an index built by an older rnnkit: the terms as the text spells them
+        m.setattr(unicodedata, "normalize", lambda form, text: text)
+        old = TfidfIndex().fit(nfd)
+        want = old.search(nfd[0])
+        old.save(tmp_path / "old")
+    assert "e\u0301te\u0301" in old.terms
+    got = TfidfIndex.load(tmp_path / "old").search(nfd[0])
+    assert got == want and [i for i, _ in got] == [0, 1]
+    TfidfIndex().fit(nfd).save(tmp_path / "new")
+    assert TfidfIndex.load(tmp_path / "new").search("Été")[0][0] == 0

@@ -32,9 +32,15 @@ def check_ids(ids: torch.Tensor, V: int) -> None:
         raise RnnkitError(f"ids must lie in 0..{V - 1} for a vocabulary of {V}")
 
 
+def _as_ids(ids) -> torch.Tensor:
+    """ids as a tensor: a list or array of them too, an empty one as no ids (torch and numpy make it floats)."""
+    t = torch.as_tensor(ids)
+    return t.long() if t.numel() == 0 and not isinstance(ids, torch.Tensor) else t
+
+
 def one_hot(ids: torch.Tensor, V: int, dtype=None) -> torch.Tensor:
     """e_j for each id: shape (*ids.shape, V) with a single 1 in position id; dtype: torch's default."""
-    ids = torch.as_tensor(ids)
+    ids = _as_ids(ids)
     check_ids(ids, V)
     x = torch.zeros(*ids.shape, V, dtype=dtype or torch.get_default_dtype())
     return x.scatter_(-1, ids.long().unsqueeze(-1), 1.0)  # scatter takes int64 (or int32) ids only
@@ -59,7 +65,7 @@ class Embedding(torch.nn.Module):
         torch.nn.init.normal_(self.weight, std=1.0)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        ids = torch.as_tensor(ids)  # a list or array of ids too
+        ids = _as_ids(ids)
         check_ids(ids, len(self.weight))
         return self.weight[ids.long()]  # (B, T, E); uint8 ids would index as a boolean mask
 

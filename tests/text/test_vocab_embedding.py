@@ -109,6 +109,16 @@ def test_one_hot_and_embedding_refuse_bad_ids(ids, message):
     assert torch.equal(one_hot([1, 2], 4), one_hot(torch.tensor([1, 2]), 4))  # a list is fine
 
 
+def test_an_empty_list_of_ids_is_no_ids():
+    """one_hot([], V) and Embedding(V, E)([]) (an empty sentence's ids) were refused as 'ids must be an integer tensor
+    (torch.long), got torch.float32': torch (and numpy) make an empty list floats."""
+    emb = Embedding(4, 2)
+    assert one_hot([], 4).shape == (0, 4) and one_hot(np.array([]), 4).shape == (0, 4)
+    assert emb([]).shape == (0, 2) and emb([[], []]).shape == (2, 0, 2)
+    with pytest.raises(RnnkitError, match="integer tensor"):
+        emb(torch.tensor([]))  # a float tensor is still refused, empty or not
+
+
 def test_svd_factorises_the_document_word_matrix():
     rng = np.random.default_rng(0)
     docs = [list(rng.integers(0, 5, 20)) for _ in range(6)] + [

@@ -14,6 +14,7 @@ Truncated SVD gives the best rank-k factorisation in the least-squares sense: D 
 """
 
 import numbers
+import operator
 
 import numpy as np
 import scipy.sparse as sp
@@ -32,6 +33,20 @@ def check_ids(ids: torch.Tensor, V: int) -> None:
         raise RnnkitError(f"ids must lie in 0..{V - 1} for a vocabulary of {V}")
 
 
+def _size(value, what: str) -> int:
+    """A whole number >= 0 (a float, bool or negative size failed inside torch: 'empty() takes 1 positional
+    argument but 2 were given'; True ran as 1)."""
+    try:
+        if isinstance(value, bool) or getattr(value, "dtype", None) == torch.bool:
+            raise TypeError
+        size = operator.index(value)  # int, numpy's, a 0-d integer tensor
+    except TypeError:
+        size = -1
+    if size < 0:
+        raise RnnkitError(f"{what} must be a whole number >= 0, got {value!r}")
+    return size
+
+
 def _as_ids(ids) -> torch.Tensor:
     """ids as a tensor: a list or array of them too, an empty one as no ids (torch and numpy make it floats)."""
     t = torch.as_tensor(ids)
@@ -40,7 +55,7 @@ def _as_ids(ids) -> torch.Tensor:
 
 def one_hot(ids: torch.Tensor, V: int, dtype=None) -> torch.Tensor:
     """e_j for each id: shape (*ids.shape, V) with a single 1 in position id; dtype: torch's default."""
-    ids = _as_ids(ids)
+    ids, V = _as_ids(ids), _size(V, "one_hot's V (the vocabulary size)")
     check_ids(ids, V)
     x = torch.zeros(*ids.shape, V, dtype=dtype or torch.get_default_dtype())
     return x.scatter_(-1, ids.long().unsqueeze(-1), 1.0)  # scatter takes int64 (or int32) ids only
@@ -58,6 +73,7 @@ class Embedding(torch.nn.Module):
 
     def __init__(self, V: int, E: int):
         super().__init__()
+        V, E = _size(V, "Embedding's V (the vocabulary size)"), _size(E, "Embedding's E (the embedding size)")
         self.weight = torch.nn.Parameter(torch.empty(V, E))
         self.reset_parameters()
 

@@ -119,6 +119,21 @@ def test_an_empty_list_of_ids_is_no_ids():
         emb(torch.tensor([]))  # a float tensor is still refused, empty or not
 
 
+@pytest.mark.parametrize("size", [2.0, 2.5, -1, True, "4", None])
+def test_a_vocabulary_or_embedding_size_that_is_no_whole_number_is_one_line(size):
+    """Embedding(4.0, 2) failed inside torch ('empty(): argument 'size' failed to unpack ...'), Embedding(True, 2) with
+    'empty() takes 1 positional argument but 2 were given', Embedding(4, -2) 'negative dimension'; one_hot(ids, 2.5)
+    in torch.zeros, one_hot(ids, '4') in a comparison, and one_hot([0], True) ran as V = 1."""
+    with pytest.raises(RnnkitError, match="V \\(the vocabulary size\\) must be a whole number >= 0, got"):
+        one_hot([0], size)
+    with pytest.raises(RnnkitError, match="V \\(the vocabulary size\\) must be a whole number"):
+        Embedding(size, 2)
+    with pytest.raises(RnnkitError, match="E \\(the embedding size\\) must be a whole number"):
+        Embedding(4, size)
+    assert one_hot([1], np.int64(3)).shape == (1, 3) and one_hot([1], torch.tensor(3)).shape == (1, 3)
+    assert Embedding(np.int64(4), torch.tensor(2)).weight.shape == (4, 2)
+
+
 def test_svd_factorises_the_document_word_matrix():
     rng = np.random.default_rng(0)
     docs = [list(rng.integers(0, 5, 20)) for _ in range(6)] + [

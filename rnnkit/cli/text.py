@@ -120,7 +120,8 @@ def add_commands(sub) -> None:
     )
     p.add_argument(
         "documents",
-        help="a folder of .txt files, one document each (those directly in it), or a text file of one document a line",
+        help="a folder of .txt files, one document each (those directly in it, not hidden), or a text file of one "
+        "document a line",
     )
     p.add_argument("--out", required=True, help="index folder")
     p.add_argument("--tf", choices=["count", "frequency", "log"], default="count")
@@ -462,10 +463,11 @@ def _documents(path, limit=None) -> tuple[list[str], list[str]]:
     """(names, texts): the non-empty .txt files of a folder, or the non-empty lines of a file, each named file:N with
     N its line number in the file as an editor or grep -n counts it (blank lines too; they were skipped). An empty
     file is skipped as a blank line is (one stopped the whole index: 'docs/b.txt is empty'), and so is a folder named
-    .txt (it stopped it: 'Is a directory')."""
+    .txt (it stopped it: 'Is a directory') and a hidden file, as the shell's *.txt skips it (macOS's ._a.txt beside
+    a.txt on a shared drive, binary, stopped it: 'looks binary')."""
     p = pathlib.Path(path)
     if p.is_dir():
-        files = [f for f in sorted(p.glob("*.txt")) if not f.is_dir()][:limit]  # (a folder named x.txt: none)
+        files = [f for f in sorted(p.glob("*.txt")) if not f.is_dir() and not f.name.startswith(".")][:limit]
         if not files:  # (else fit's 'no documents to index; give at least one non-empty document')
             raise RnnkitError(f"{p} holds no .txt file (tfidf index reads the .txt files directly in a folder, not "
                               "in its subfolders); give a folder of .txt files, or a file with one document a line")  # fmt: skip

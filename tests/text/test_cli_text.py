@@ -884,6 +884,21 @@ def test_tfidf_index_of_a_folder_skips_a_subfolder_named_txt(tmp_path, capsys):
     _one_error_line(capsys, f"{docs} holds no .txt file")
 
 
+def test_tfidf_index_of_a_folder_skips_hidden_files_as_the_shells_glob_does(tmp_path, capsys):
+    """macOS's AppleDouble file ._a.txt beside a.txt (a folder on a shared or FAT drive, unpacked from a Mac's tar) was
+    read as a document and stopped the whole index: 'docs/._a.txt looks binary (a NUL byte at character 0)'; hidden
+    files are skipped, as the shell's *.txt skips them."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("the cat sat\n")
+    (docs / "._a.txt").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
+    (docs / ".notes.txt").write_text("the dog barked\n")
+    assert main(["tfidf", "index", str(docs), "--out", str(tmp_path / "idx")]) == 0
+    assert "1 document," in capsys.readouterr().out
+    assert main(["tfidf", "search", str(tmp_path / "idx"), "cat"]) == 0
+    assert "a.txt" in capsys.readouterr().out
+
+
 def test_tfidf_index_of_a_folder_without_txt_files_says_so(tmp_path, capsys):
     """A folder whose documents are not .txt files directly in it (.md, .tsv, or .txt in subfolders) was told
     'no documents to index; give at least one non-empty document', though its files are not empty."""

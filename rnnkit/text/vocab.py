@@ -155,7 +155,10 @@ class Vocabulary:
         return [self.stoi.get(t, 0) for t in tokens]
 
     def decode(self, ids: Iterable[int]) -> list[str]:
-        ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)  # numpy or torch: plain ints
+        """The tokens of a sequence of ids (a list, a 1-D array or tensor); one id alone (an int, a 0-d tensor or a
+        numpy scalar, which failed with "'int' object is not iterable") gives a list of one."""
+        ids = ids.tolist() if hasattr(ids, "tolist") else ids  # numpy or torch: plain ints
+        ids = [ids] if isinstance(ids, Integral) else list(ids)
         bad = [
             i for i in ids if isinstance(i, bool) or not (isinstance(i, Integral) and 0 <= i < len(self.itos))
         ]

@@ -314,3 +314,12 @@ def test_a_token_with_a_surrogate_pair_is_refused_by_save(tmp_path):
     ):
         Vocabulary.build(["\ud83d\ude00", "a"]).save(tmp_path / "v.json")
     assert not (tmp_path / "v.json").exists()
+
+
+def test_decode_of_one_id_alone_is_a_list_of_one():
+    """decode(torch.tensor(1)) or of a numpy scalar failed with a bare TypeError ("'int' object is not iterable")."""
+    v = Vocabulary.build("a b".split())
+    for one in (torch.tensor(1), np.int64(1), 1):
+        assert v.decode(one) == ["a"]
+    with pytest.raises(RnnkitError, match="not token ids of this vocabulary"):
+        v.decode(torch.tensor(7))

@@ -216,11 +216,21 @@ class Word2Vec:
                     # alpha's schedule, seen / expected: epoch e runs from e / E to (e + 1) / E over its own pairs
                     self.seen, self.expected = epoch * len(pairs[0]), c.epochs * len(pairs[0])
                     self._epoch(*pairs, bar)
+                if len(pairs[0]):  # the loss at the end, on a few of the last epoch's pairs (lr 0: no update)
+                    w, ctx = torch.from_numpy(pairs[0][:256]), torch.from_numpy(pairs[1][:256])
+                    self.loss_history.append(self._step(w, ctx, 0.0, True) / len(w))
             finally:
                 torch.set_num_threads(threads)
-        if not torch.isfinite(self.U).all():  # said as WordVectors says it, it named a word, not the cause
+        # said as WordVectors says it, it named a word, not the cause; vectors that blew up but stayed finite (the
+        # torch backend on 3 words: a loss of 3e34, vectors of 3e17) were returned in silence: the loss at the end
+        # past 10 times its start (V_out = 0's, which predicts nothing) diverged too
+        first, last = self.loss_history[0], self.loss_history[-1]
+        why = None if last <= 10 * first else f"its loss rose from {first:.3g} to {last:.3g} a pair"
+        if not torch.isfinite(self.U).all():
+            why = "the word vectors became NaN or infinite"
+        if why:
             raise RnnkitError(
-                f"word2vec training diverged: the word vectors became NaN or infinite; give a smaller --alpha "
+                f"word2vec training diverged: {why}; give a smaller --alpha "
                 f"(the learning rate, {c.alpha:g} here; default {Word2VecConfig.alpha})"
                 + (
                     ""

@@ -868,3 +868,17 @@ def test_vectors_from_a_device_or_an_endless_pipe_are_refused(pipe, monkeypatch)
         WordVectors.load(endless)
     wv = WordVectors.load(pipe(b"2 2\ncat 1 0\ndog 0 1\n", 1))
     assert wv.words == ["cat", "dog"] and wv.vectors.tolist() == [[1, 0], [0, 1]]
+
+
+def test_training_whose_vectors_blow_up_but_stay_finite_is_said_to_diverge():
+    """The divergence check read the vectors' finiteness only: the torch backend on 3 words (cbow, alpha 0.05) took
+    the loss from 3.0 to 2.8e34 a pair and returned its vectors in silence. The loss at the end of
+    training is now read too: past 10 times its start (that of V_out = 0, which predicts nothing), it diverged."""
+    rng = np.random.default_rng(0)
+    sentences = [[f"w{i}" for i in rng.integers(0, 3, 10)] for _ in range(300)]
+    m = Word2Vec(model="cbow", backend="torch", min_count=1, dimension=10, epochs=3, alpha=0.05, sample=0)
+    with pytest.raises(
+        RnnkitError, match=r"training diverged: its loss rose from 3.02 to 2.8e\+34 a pair; give a smaller"
+    ):
+        m.fit(sentences)
+    assert not hasattr(m, "wv")

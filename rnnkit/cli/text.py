@@ -28,9 +28,12 @@ def add_commands(sub) -> None:
     p.add_argument("--negative", type=int,
                    help="noise words per pair for --loss negative, >= 1 (default: 5; not for --loss softmax)")  # fmt: skip
     for flag, kind, default in [("--dimension", int, 100), ("--window", int, 5),
-                                ("--sample", float, 1e-3), ("--alpha", float, 0.025), ("--seed", int, 0)]:  # fmt: skip
+                                ("--sample", float, 1e-3), ("--alpha", float, 0.025), ("--min-alpha", float, 1e-4),
+                                ("--seed", int, 0)]:  # fmt: skip
+        # (--min-alpha: an --alpha below its default was refused naming it, a flag the command did not have)
         p.add_argument(flag, type=kind, default=default, help=f"default: {default}" + (
-            "; in [0, 2^32)" if flag == "--seed" else ""))  # fmt: skip
+            "; in [0, 2^32)" if flag == "--seed" else "; --alpha decays linearly to it" if flag == "--min-alpha"
+            else ""))  # fmt: skip
     p.add_argument("--min-count", type=int, help="rarer words are dropped (default: 5; 1 with --dry-run)")
     p.add_argument("--epochs", type=int, help="default: 5; 1 with --dry-run")
     p.add_argument("--backend", choices=["auto", "native", "torch"],
@@ -284,7 +287,10 @@ def cmd_word2vec(args) -> int:
             "--negative is the number of noise words of --loss negative, not used by --loss softmax; leave it out"
         )
     d = Word2VecConfig()
-    given = {k: getattr(args, k) for k in ("model", "loss", "dimension", "window", "sample", "alpha", "seed")}
+    given = {
+        k: getattr(args, k)
+        for k in ("model", "loss", "dimension", "window", "sample", "alpha", "min_alpha", "seed")
+    }
     for name, default, dry in [("negative", d.negative, d.negative), ("min_count", d.min_count, 1),
                                ("epochs", d.epochs, 1), ("backend", d.backend, "torch"),
                                ("batch_size", d.batch_size, d.batch_size), ("workers", d.workers, d.workers)]:  # fmt: skip

@@ -1140,3 +1140,17 @@ def test_a_folder_given_as_the_corpus_is_said_as_a_folder(tmp_path, capsys, comm
     folder.mkdir()
     assert main([*command, str(folder), "--out", str(tmp_path / "out")]) == 2
     _one_error_line(capsys, f"{folder} is a folder; give one text file")
+
+
+def test_word2vec_takes_min_alpha_so_an_alpha_below_its_default_can_run(tmp_path, corpus, capsys):
+    """--alpha below 1e-4 (min_alpha's default) was refused as '--min-alpha ... must lie in [0, alpha = 5e-05]', a
+    flag the command did not have: no such rate could run. --min-alpha is an option, as the config's field."""
+    out = tmp_path / "w"
+    argv = ["word2vec", str(corpus), "--out", str(out), "--dry-run", "--dimension", "4", "--alpha", "5e-5"]
+    assert main(argv) == 2
+    _one_error_line(
+        capsys, "--min-alpha (the final learning rate) must lie in [0, alpha = 5e-05], got 0.0001"
+    )
+    assert main([*argv, "--min-alpha", "1e-6"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert (config["alpha"], config["min_alpha"]) == (5e-5, 1e-6)

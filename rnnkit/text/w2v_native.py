@@ -1,7 +1,9 @@
 """word2vec's negative-sampling SGD as one compiled loop over pairs (the word2vec.c way), for speed.
 
 The batched torch path in word2vec.py adds up a whole batch's gradients at once; this loop applies
-them pair by pair, each in cache, exactly the same gradient as `negative_sampling_loss_grads`:
+them pair by pair, each in cache, the gradient of `negative_sampling_loss_grads` (the same where a pair's
+negatives are all different; a word drawn twice as a negative of one pair gets its second update after its first,
+v_t changed in between, as in word2vec.c, where the batched path sums both at the old v_t):
 
     for each pair p:   lr_p = α - (α - α_min) · min(seen_p / expected, 1)
         h = u_w (skip-gram)  or  h = Σ_i a_i u_{c_i}  with a_i = 1/m (cbow_mean) or 1 (CBOW)

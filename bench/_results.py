@@ -10,6 +10,7 @@ argparse's usage and one line `SCRIPT: error: argument --OPTION: ...` (exit stat
 """
 
 import argparse
+import contextlib
 import math
 import os
 import pathlib
@@ -77,12 +78,22 @@ def update_results(name: str, markdown: str, partial: str | None = None) -> None
     marker whose end is missing (an edit that cut it, a merge) is replaced up to the next section's begin marker or
     the end of the file: the block was appended after it before, and an end marker before its begin failed. An end
     marker after the next section's begin is not this one's (a later copy of the section), and was taken for it:
-    the sections between went with the old block."""
+    the sections between went with the old block. A lock file that cannot be opened (another user's, in a shared
+    /tmp) failed the run at its end, the section not written: it is written without the lock, said in one line."""
     if partial:
         print(f"bench/RESULTS.md is left as it is: {partial} runs part of the {name} table, which would replace the "
               "whole section; run without it to write the section (or give --no-write)", file=sys.stderr)  # fmt: skip
         return
-    with flocked(os.path.join(tempfile.gettempdir(), "rnnkit-bench-results.lock")):
+    lock = os.path.join(tempfile.gettempdir(), "rnnkit-bench-results.lock")
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(flocked(lock))
+        # another user's lock (made 0644 by whoever ran first): the write is not lost for it
+        except OSError as e:
+            print(
+                f"bench: cannot open the lock {lock} ({e.strerror}); RESULTS.md written without it",
+                file=sys.stderr,
+            )
         _update(name, markdown)
 
 

@@ -165,13 +165,13 @@ def main():
     for name in args.only:
         if not args.report_only:
             run_model(name, args.budget, out)
-    print(report(out, args.only, speeds, args))  # written now, and again with the preset run
+    report(out, args.only, speeds, args)  # printed and written now, and again with the preset run
     if args.preset_budget:
         cfg = RunConfig.from_dict(PRESETS["shakespeare"])
         cfg.data.data_dir, cfg.train.time_budget, cfg.train.threads = str(DATA), args.preset_budget, THREADS
         if not args.report_only:
             finished(train(cfg, out / "preset", force=True), out / "preset")
-        print(report(out, [*args.only, "preset"], speeds, args))
+        report(out, [*args.only, "preset"], speeds, args)
 
 
 def summary(metrics):
@@ -235,6 +235,7 @@ def notes(names, args) -> str:
 
 
 def report(out, names, speeds, args) -> str:
+    """The section's Markdown, printed, then written into RESULTS.md (unless --no-write)."""
     header = [
         "model",
         "budget (min)",
@@ -279,6 +280,7 @@ def report(out, names, speeds, args) -> str:
                          [[k, f"{v:,.0f}"] for k, v in speeds.items()]) + "\n"  # fmt: skip
     if "preset" in names and (out / "preset" / "best.pt").is_file():
         md += "\n`shakespeare` preset model:\n\n" + preset_sample(out / "preset")
+    print(md, flush=True)  # first: a write that fails loses no table
     if not args.no_write:
         update_results(
             "charlm", md, None if set(args.only) == set(MODELS) else f"--only {','.join(args.only)}"

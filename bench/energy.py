@@ -326,11 +326,11 @@ def main() -> None:
         sections.append(bench_hopfield(out, args.device))
     if "ising" not in args.skip:
         sections.append(bench_ising(out, args.device))
+    print("\n\n".join(sections), flush=True)  # first: a write that fails loses no table
     if not args.no_write:
         update_results(
             "energy", "\n\n".join(sections), f"--skip {' '.join(args.skip)}" if args.skip else None
         )
-    print("\n\n".join(sections))
 
 
 if __name__ == "__main__":

@@ -216,3 +216,55 @@ def test_a_lock_file_that_cannot_be_opened_still_writes_results_md(tmp_path, mon
     )
     err = capsys.readouterr().err
     assert "rnnkit-bench-results.lock" in err and "without it" in err, err
+
+
+def test_energy_and_charlm_print_their_tables_before_writing_results_md(tmp_path, monkeypatch, capsys):
+    """energy.py and charlm.py printed their tables only after writing RESULTS.md: a write that failed (a read-only
+    checkout, a full disk) ended the run in a traceback, every table of its minutes of work lost. They print first,
+    as engine.py, compile.py and text.py do."""
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(BENCH))
+
+    def load(script):
+        spec = importlib.util.spec_from_file_location(f"bench_{script}", BENCH / f"{script}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    energy = load("energy")
+    monkeypatch.setattr(energy, "bench_ising", lambda out, device: "the Ising table")
+    monkeypatch.setattr(energy, "update_results", full_disk)
+    monkeypatch.setattr(
+        sys, "argv", ["energy.py", "--skip", "rbm", "hopfield", "--out", str(tmp_path / "fig")]
+    )
+    try:
+        energy.main()
+    except OSError:
+        pass
+    assert "the Ising table" in capsys.readouterr().out
+
+    charlm = load("charlm")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "tinyshakespeare.txt").write_text("First Citizen:\n")
+
+    def trained(cfg, out, force=False):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.csv").write_text(
+            "step,epoch,wall_s,lr,train_loss,val_loss,val_bpc,chars_per_s\n1,0.002,0.9,0.004,4.17,4.1,5.9,2235.9\n"
+        )
+        return 0
+
+    monkeypatch.setattr(charlm, "DATA", tmp_path / "data")
+    monkeypatch.setattr(charlm, "train", trained)
+    monkeypatch.setattr(charlm, "sampling_speeds", lambda: {"rnnkit": 1.0})
+    monkeypatch.setattr(charlm, "update_results", full_disk)
+    monkeypatch.setattr(sys, "argv", ["charlm.py", "--preset-budget", "0", "--out", str(tmp_path / "runs")])
+    try:
+        charlm.main()
+    except OSError:
+        pass
+    assert "## Character language model" in capsys.readouterr().out

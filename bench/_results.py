@@ -99,15 +99,18 @@ def update_results(name: str, markdown: str, partial: str | None = None) -> None
 
 def _update(name: str, markdown: str) -> None:
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    block = f"{begin}\n{markdown.rstrip()}\n{end}"
     text = (
-        RESULTS.read_text(encoding="utf-8")
+        RESULTS.read_bytes().decode(
+            "utf-8"
+        )  # (as it is: CRLF line endings were written back as LF, every line)
         if RESULTS.exists()
         else "# Benchmark results\n\nWritten by the scripts in bench/.\n"
     )
+    nl = "\r\n" if "\r\n" in text else "\n"  # the file's line endings
+    block = f"{begin}\n{markdown.rstrip()}\n{end}".replace("\r\n", "\n").replace("\n", nl)
     i = text.find(begin)
     if i < 0:
-        text = text.rstrip() + "\n\n" + block + "\n"
+        text = text.rstrip() + nl + nl + block + nl
     else:
         following = re.search(r"<!-- [^>]*:begin -->", text[i + len(begin) :])
         stop = i + len(begin) + following.start() if following else len(text)
@@ -116,7 +119,7 @@ def _update(name: str, markdown: str) -> None:
             j += len(end)
         else:
             j = stop
-            block += "\n\n" if following else "\n"
+            block += nl + nl if following else nl
         text = text[:i] + block + text[j:]
     write_text(RESULTS, text)  # a kill or a failed write leaves the old file whole, and no temporary file
 

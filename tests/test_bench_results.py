@@ -268,3 +268,21 @@ def test_energy_and_charlm_print_their_tables_before_writing_results_md(tmp_path
     except OSError:
         pass
     assert "## Character language model" in capsys.readouterr().out
+
+
+def test_results_md_with_crlf_line_endings_keeps_the_other_sections_byte_for_byte(tmp_path, monkeypatch):
+    """RESULTS.md with CRLF line endings (a Windows checkout, an editor's setting) was read with newlines translated
+    and written back with LF: a run rewrote every line of the file, every other section's included, and its own
+    block was LF among CRLF lines. The file's line endings are kept, and the new block written in them."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import _results
+
+    results = tmp_path / "RESULTS.md"
+    head = b"# Benchmark results\r\n\r\n<!-- b:begin -->\r\nB \xc2\xb1 1\r\n<!-- b:end -->\r\n\r\n"
+    tail = b"\r\n\r\n<!-- c:begin -->\r\nC\r\n<!-- c:end -->\r\n"
+    results.write_bytes(head + b"<!-- a:begin -->\r\nold\r\n<!-- a:end -->" + tail)
+    monkeypatch.setattr(_results, "RESULTS", results)
+    _results.update_results("a", "new\n\n| x |\n")
+    assert results.read_bytes() == head + b"<!-- a:begin -->\r\nnew\r\n\r\n| x |\r\n<!-- a:end -->" + tail
+    _results.update_results("d", "D")
+    assert results.read_bytes().endswith(tail + b"\r\n<!-- d:begin -->\r\nD\r\n<!-- d:end -->\r\n")

@@ -158,7 +158,16 @@ def main():
     ])  # fmt: skip
     print(md)
     if not args.no_write:
-        update_results(f"compile-{cpu_key()}", md, f"--only {','.join(args.only)}" if args.only else None)
+        update_results(
+            f"compile-{cpu_key()}",
+            md,
+            " ".join(
+                ([f"--only {','.join(args.only)}"] if args.only else [])
+                # (1x128, the default size: its rows are every run's)
+                + ([] if "1x128" in args.sizes else [f"--sizes {','.join(args.sizes)}"])
+            )
+            or None,
+        )
 
 
 if __name__ == "__main__":

@@ -286,3 +286,25 @@ def test_results_md_with_crlf_line_endings_keeps_the_other_sections_byte_for_byt
     assert results.read_bytes() == head + b"<!-- a:begin -->\r\nnew\r\n\r\n| x |\r\n<!-- a:end -->" + tail
     _results.update_results("d", "D")
     assert results.read_bytes().endswith(tail + b"\r\n<!-- d:begin -->\r\nD\r\n<!-- d:end -->\r\n")
+
+
+def test_compile_py_sizes_without_its_default_size_is_a_partial_run(monkeypatch):
+    """compile.py --sizes 2x512 (its help names the option) wrote the machine's compile section with the 2x512 rows
+    only: the 1x128 table, every run's (the default size), was lost, as with --only. A run without 1x128 is a part
+    of the table, not written; with it (and more) the section is written."""
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    spec = importlib.util.spec_from_file_location("bench_compile", BENCH / "compile.py")
+    compile_py = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compile_py)
+    written = []
+    monkeypatch.setattr(compile_py, "warm_up", lambda: None)
+    monkeypatch.setattr(
+        compile_py, "row", lambda cell, size, rounds, unrolled: [[f"{cell} {size}", "", "", "", ""]]
+    )
+    monkeypatch.setattr(compile_py, "update_results", lambda name, md, partial: written.append(partial))
+    for sizes in ("2x512", "2x512,1x128"):
+        monkeypatch.setattr(sys, "argv", ["compile.py", "--sizes", sizes, "--rounds", "1"])
+        compile_py.main()
+    assert written == ["--sizes 2x512", None]

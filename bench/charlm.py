@@ -255,7 +255,8 @@ def report(out, names, speeds, args) -> str:
         best = min((v for _, v in points), default=math.nan)
         times = [time_to(points, t) for t in THRESHOLDS]
         rows.append([LABELS[name], f"{budget:g}", f"{speed:,.0f}" if speed == speed else "-",
-                     f"{points[-1][1]:.3f}" if points else "-", f"{best:.3f}", f"{best / math.log(2):.3f}"]
+                     f"{points[-1][1]:.3f}" if points else "-", f"{best:.3f}" if points else "-",
+                     f"{best / math.log(2):.3f}" if points else "-"]
                     + [f"{t:.0f}" if t is not None else "-" for t in times])  # fmt: skip
     models = [name for name in names if name != "preset"]
     which = "all four models" if sorted(models) == sorted(MODELS) else listing(LABELS[n] for n in models)

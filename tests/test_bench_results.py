@@ -308,3 +308,26 @@ def test_compile_py_sizes_without_its_default_size_is_a_partial_run(monkeypatch)
         monkeypatch.setattr(sys, "argv", ["compile.py", "--sizes", sizes, "--rounds", "1"])
         compile_py.main()
     assert written == ["--sizes 2x512", None]
+
+
+def test_charlm_py_shows_a_run_without_a_validation_as_dashes_not_nan(tmp_path, monkeypatch, capsys):
+    """A run stopped before its first validation (a short --budget, a run killed early) has no val_loss in its
+    metrics.csv: charlm.py's row read "nan" under best val and bits/char, where the table writes "-" for a value
+    it has not (its final val and 's to X' columns beside them)."""
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    spec = importlib.util.spec_from_file_location("bench_charlm", BENCH / "charlm.py")
+    charlm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(charlm)
+    run = tmp_path / "runs" / "gru"
+    run.mkdir(parents=True)
+    (run / "metrics.csv").write_text(
+        "step,epoch,wall_s,lr,train_loss,val_loss,val_bpc,chars_per_s\n1,0.002,0.9,0.004,4.17,,,2235.9\n"
+    )
+    monkeypatch.setattr(charlm, "sampling_speeds", lambda: {"rnnkit": 1.0})
+    monkeypatch.setattr(sys, "argv", ["charlm.py", "--report-only", "--only", "gru", "--preset-budget", "0",
+                                      "--out", str(tmp_path / "runs"), "--no-write"])  # fmt: skip
+    charlm.main()
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| rnnkit GRU |"))
+    assert row == "| rnnkit GRU | 3 | 2,236 | - | - | - | - | - | - | - | - | - | - |", row

@@ -99,10 +99,9 @@ def update_results(name: str, markdown: str, partial: str | None = None) -> None
 
 def _update(name: str, markdown: str) -> None:
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    # (read as it is: read_text turned CRLF line endings into LF, written back so, every line of the file)
     text = (
-        RESULTS.read_bytes().decode(
-            "utf-8"
-        )  # (as it is: CRLF line endings were written back as LF, every line)
+        RESULTS.read_bytes().decode("utf-8")
         if RESULTS.exists()
         else "# Benchmark results\n\nWritten by the scripts in bench/.\n"
     )

@@ -20,7 +20,7 @@ _SLOW_TORCH = """import sys, time
 class SlowTorch:  # torch's import held up, a Ctrl-C landing in it every time
     def find_spec(self, name, path=None, target=None):
         if name == "torch":
-            sys.stderr.write("importing torch\\n"); sys.stderr.flush(); time.sleep(60)
+            sys.stderr.write("importing torch\\n"); sys.stderr.flush(); time.sleep(3)
 sys.meta_path.insert(0, SlowTorch())
 """
 
@@ -44,6 +44,31 @@ def test_ctrl_c_while_torch_is_imported_is_one_line(tmp_path, launcher):
         p.send_signal(signal.SIGINT)
         _, err = p.communicate(timeout=60)
     assert (p.returncode, err) == (130, "rnnkit: interrupted\n")
+
+
+_CTRL_C_IN_TORCH = """import atexit, os, signal, sys
+class CtrlC:  # a Ctrl-C as torch's import starts
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            sys.meta_path.remove(self); os.kill(os.getpid(), signal.SIGINT)
+sys.meta_path.insert(0, CtrlC())
+atexit.register(lambda: sys.stderr.write("torch whole\\n" if hasattr(sys.modules.get("torch"), "nn") else "torch cut\\n"))
+"""
+
+
+def test_ctrl_c_in_torchs_import_is_held_until_it_is_done(tmp_path):
+    """torch's import lost a Ctrl-C landing in part of its first half second (its C++ start-up calls back into Python,
+    where the KeyboardInterrupt was swallowed: the command ran on to exit 0, or aborted in pybind11's
+    error_already_set). The command line holds a Ctrl-C until torch is imported whole, then stops: one line, 130."""
+    (tmp_path / "sitecustomize.py").write_text(_CTRL_C_IN_TORCH)
+    root = pathlib.Path(rnnkit.__file__).parent.parent
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(root), os.environ.get("PYTHONPATH", "")]),
+    }
+    argv = [sys.executable, "-m", "rnnkit", "ngram", "train", "c.txt", "--out", "m"]
+    got = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert (got.returncode, got.stderr) == (130, "rnnkit: interrupted\ntorch whole\n")
 
 
 def test_ctrl_c_stops_a_program_that_calls_main(tmp_path, monkeypatch, capsys):

@@ -181,6 +181,29 @@ def _terminate(signum, frame):
     raise _Terminated
 
 
+def _import_torch() -> None:
+    """import torch with a Ctrl-C during it held until it is done, then raised: torch's import lost one that came in part
+    of its first half second (its C++ start-up calls back into Python, where a KeyboardInterrupt raised is swallowed:
+    the command ran on to its end, exit 0, or aborted, 'terminate called after throwing an instance of
+    pybind11::error_already_set'). Only where SIGINT has Python's own handler, in the main thread, and torch is not
+    imported yet."""
+    import signal
+    import threading
+
+    if "torch" in sys.modules or threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return
+    held = []
+    signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        import torch  # noqa: F401
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if held:
+        raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
     """Run `rnnkit ARGS`, returning its exit status. main() reads sys.argv (the `rnnkit` script, python -m rnnkit):
     a Ctrl-C is said as 'rnnkit: interrupted', exit 130, no traceback, and a SIGTERM as 'rnnkit: terminated', exit
@@ -203,6 +226,8 @@ def main(argv=None) -> int:
     if term:
         signal.signal(signal.SIGTERM, _terminate)
     try:
+        if argv is None:
+            _import_torch()
         return _main(argv)
     except (
         KeyboardInterrupt

@@ -115,6 +115,22 @@ def test_an_empty_rnnkit_data_is_unset_as_rnnkit_takes_it():
     assert done.stdout.splitlines() == [str(shared)] * 2
 
 
+def _one_row_train(status, names=None):
+    """A stand-in for bench/charlm.py's train: a run folder whose metrics.csv has one validated step, returning status
+    (130: stopped); the folders' names go to names."""
+
+    def train(cfg, out, force=False):
+        if names is not None:
+            names.append(out.name)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.csv").write_text(
+            "step,epoch,wall_s,lr,train_loss,val_loss,val_bpc,chars_per_s\n1,0.002,0.9,0.004,4.17,4.1,5.9,2235.9\n"
+        )
+        return status
+
+    return train
+
+
 def test_compile_py_stopped_in_its_imports_leaves_no_inductor_folder(tmp_path):
     """compile.py made its inductor cache folder before importing torch and registered its removal after every import:
     a run stopped there (Ctrl-C in torch's import of several seconds, an import that fails) left the folder behind."""
@@ -144,17 +160,8 @@ def test_charlm_py_stops_at_a_run_stopped_by_ctrl_c_and_writes_no_table(tmp_path
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "tinyshakespeare.txt").write_text("First Citizen:\n")
     trained, written = [], []
-
-    def stopped_train(cfg, out, force=False):
-        trained.append(out.name)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.csv").write_text(
-            "step,epoch,wall_s,lr,train_loss,val_loss,val_bpc,chars_per_s\n1,0.002,0.9,0.004,4.17,4.1,5.9,2235.9\n"
-        )
-        return 130
-
     monkeypatch.setattr(charlm, "DATA", tmp_path / "data")
-    monkeypatch.setattr(charlm, "train", stopped_train)
+    monkeypatch.setattr(charlm, "train", _one_row_train(130, trained))
     monkeypatch.setattr(charlm, "sampling_speeds", lambda: {})
     monkeypatch.setattr(charlm, "update_results", lambda name, md: written.append(name))
     monkeypatch.setattr(sys, "argv", ["charlm.py", "--only", "lstm,gru", "--out", str(tmp_path / "runs")])
@@ -251,15 +258,8 @@ def test_energy_and_charlm_print_their_tables_before_writing_results_md(tmp_path
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "tinyshakespeare.txt").write_text("First Citizen:\n")
 
-    def trained(cfg, out, force=False):
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.csv").write_text(
-            "step,epoch,wall_s,lr,train_loss,val_loss,val_bpc,chars_per_s\n1,0.002,0.9,0.004,4.17,4.1,5.9,2235.9\n"
-        )
-        return 0
-
     monkeypatch.setattr(charlm, "DATA", tmp_path / "data")
-    monkeypatch.setattr(charlm, "train", trained)
+    monkeypatch.setattr(charlm, "train", _one_row_train(0))
     monkeypatch.setattr(charlm, "sampling_speeds", lambda: {"rnnkit": 1.0})
     monkeypatch.setattr(charlm, "update_results", full_disk)
     monkeypatch.setattr(sys, "argv", ["charlm.py", "--preset-budget", "0", "--out", str(tmp_path / "runs")])

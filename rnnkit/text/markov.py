@@ -202,18 +202,49 @@ class MarkovChain:
         An irreducible chain has only this one π, whatever π_0 (P^T's eigenvector for eigenvalue 1). A chain
         with several closed classes of states (once in one, it never leaves) has many, and no eigenvector
         picks the right one (a mixture of the classes with negative weights came back); π_0 picks it here:
-        each class's own π, weighted by the chance of ending up in that class. Computed as π_0 L^(2^60) for
-        the lazy chain L = (I + P) / 2, by 60 squarings: it has the same π, and no period, so its powers
-        converge to that limit.
+        each class's own π, weighted by the chance of ending up in that class. Computed exactly, however
+        slowly the chain mixes (links of 1e-25): the classes are P's strongly connected components, each
+        closed one's π by GTH state reduction, the chances of ending in each by the same reduction of the
+        transient states, all without subtractions (Grassmann, Taksar & Heyman 1985).
         """
-        L = (np.eye(len(self.states)) + self.P / self.P.sum(axis=1, keepdims=True)) / 2
-        for _ in range(60):
-            L, last = L @ L, L
-            L /= L.sum(axis=1, keepdims=True)  # stays stochastic: no drift over 2^60 steps
-            if np.array_equal(L, last):  # a chain that mixes fast is there in a few squarings
-                break
-        pi = self.start @ L
+        from scipy.sparse.csgraph import connected_components  # (scipy.sparse: already loaded by rnnkit.text)
+
+        P = self.P / self.P.sum(axis=1, keepdims=True)
+        K = len(self.states)
+        _, label = connected_components(P > 0, directed=True, connection="strong")
+        exits = np.zeros(label.max() + 1, bool)
+        np.logical_or.at(exits, label, ((P > 0) & (label[:, None] != label[None, :])).any(axis=1))
+        # π_0's mass on the transient states flows on to the closed classes: eliminating a state k moves its
+        # mass, and every path through it, to the other states by k's exits P[k, j] / Σ_{j != k} P[k, j]
+        mass, Q = self.start.copy(), P.copy()
+        transient = [k for k in range(K) if exits[label[k]]]
+        for n, k in enumerate(transient):
+            rest = transient[n + 1 :]
+            Q[k, k] = 0.0
+            out = Q[k] / Q[k].sum()  # > 0: a transient state has an exit
+            mass += mass[k] * out
+            Q[rest] += np.outer(Q[rest, k], out)
+            Q[rest, k], mass[k] = 0.0, 0.0
+        pi = np.zeros(K)
+        for c in np.flatnonzero(~exits):
+            members = np.flatnonzero(label == c)
+            pi[members] = mass[members].sum() * _gth(P[np.ix_(members, members)])
         return pi / pi.sum()
+
+
+def _gth(P: np.ndarray) -> np.ndarray:
+    """The stationary π of an irreducible chain P by GTH state reduction: states n-1 .. 1 are censored in turn
+    (P[i, j] += P[i, n] P[n, j] / Σ_{j<n} P[n, j]), then π rebuilt from state 0; no subtraction, so links of
+    1e-300 give π to a few ulps (P's diagonal is never read)."""
+    P = P.copy()
+    for n in range(len(P) - 1, 0, -1):
+        P[:n, n] /= P[n, :n].sum()
+        P[:n, :n] += np.outer(P[:n, n], P[n, :n])
+    pi = np.zeros(len(P))
+    pi[0] = 1.0
+    for j in range(1, len(P)):
+        pi[j] = pi[:j] @ P[:j, j]
+    return pi / pi.sum()
 
 
 def _check_length(n, what: str) -> None:

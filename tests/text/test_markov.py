@@ -50,6 +50,22 @@ def test_stationary_distribution_of_a_chain_with_two_closed_classes():
     np.testing.assert_allclose(periodic.stationary(), [0.5, 0.5])
 
 
+def test_stationary_distribution_of_a_chain_that_mixes_slowly():
+    """π was π_0 L^(2^60) for the lazy chain L = (I + P) / 2: a chain that mixes in more than ~1e18 steps had
+    not reached its limit (two states, P(x -> y) = 1e-20, P(y -> x) = 3e-20: [0.9943, 0.0057] for (0.75, 0.25)).
+    Exact answers: two states π = (b, a) / (a + b); a transient state leaking into two closed classes in the
+    ratio 1 : 3 puts its mass there as 1 : 3."""
+    for a, b in [(1e-20, 3e-20), (1e-300, 3e-300), (1e-25, 0.5)]:
+        m = MarkovChain(["x", "y"], [[1 - a, a], [b, 1 - b]], start=[1.0, 0.0])
+        np.testing.assert_allclose(m.stationary(), np.array([b, a]) / (a + b), rtol=1e-14)
+    leak = MarkovChain(list("abcd"), [[1, 1e-30, 3e-30, 0], [0, 1, 0, 0], [0, 0, 0.5, 0.5], [0, 0, 0.5, 0.5]],
+                       start=[1.0, 0, 0, 0])  # fmt: skip
+    np.testing.assert_allclose(leak.stationary(), [0, 0.25, 0.375, 0.375], rtol=1e-14)
+    blocks = np.array([[0.5, 0.5, 1e-25, 0], [0.5, 0.5, 0, 0], [0, 0, 0.2, 0.8], [1e-25, 0, 0.6, 0.4]])
+    pi = MarkovChain(list("abcd"), blocks, start=[1.0, 0, 0, 0]).stationary()  # (a <-> d: as often each way)
+    np.testing.assert_allclose(pi, [4 / 15, 4 / 15, 3 / 15, 4 / 15], rtol=1e-14)
+
+
 def test_estimate_recovers_the_table():
     m = abe_machine()
     learned = MarkovChain.estimate([m.sample(20_000, seed=2)])

@@ -268,7 +268,9 @@ class NGramLM:
             h, g = ctxs[m], self._lookup(m, ctxs[m], w)
             if self.smoothing == "add-k":
                 c, c_h = self.count[m][g] * (g >= 0), self.raw_total[m][np.maximum(h, 0)] * (h >= 0)
-                p = np.where(order == m, (c + self.k) / (c_h + self.k * V), p)
+                k = self.k  # (c + k) / (c_h + k V), divided by k where k V overflows (k = 1e308: 0/inf was 0)
+                p_m = (c + k) / (c_h + k * V) if np.isfinite(k * V) else (c / k + 1) / (c_h / k + V)
+                p = np.where(order == m, p_m, p)
                 continue
             c, total = self.cont[m][g] * (g >= 0), self.total[m][np.maximum(h, 0)]
             seen = (h >= 0) & (total > 0) & (m <= order)

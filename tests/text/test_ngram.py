@@ -51,6 +51,18 @@ def test_add_k_formula():
     assert lm.next_distribution([b])[a] == pytest.approx((1 + 0.5) / (1 + 0.5 * V))
 
 
+def test_add_k_with_a_k_so_large_that_k_times_V_overflows():
+    """k V = inf (k = 1e308, V = 5) made every P(w | h) = (c + k) / inf = 0 in silence: log p = -inf, perplexity
+    inf. (c + k) / (c_h + k V) tends to 1 / V as k grows, and is that here."""
+    for k in (1e307, 1e308, 1.7e308):
+        lm = NGramLM(2, smoothing="add-k", k=k, level="word").fit("a b c a b\nb c a\n")
+        V, a = len(lm.vocab), lm.vocab.stoi["a"]
+        np.testing.assert_allclose(lm.next_distribution([a]), 1 / V, rtol=1e-15)
+        np.testing.assert_allclose(
+            lm.log_probs(np.array(lm.vocab.encode(["a", "b"]))), -np.log(V), rtol=1e-15
+        )
+
+
 @pytest.mark.parametrize("smoothing", ["kneser-ney", "modified-kneser-ney", "add-k"])
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_probabilities_sum_to_one_for_every_context(smoothing, n):

@@ -22,5 +22,13 @@ def single_thread():
         torch.set_num_threads(previous)
 
 
+def uniform(shape, generator=None, device=None, dtype=None) -> torch.Tensor:
+    """torch.rand for a Bernoulli draw u < p, its 0 (one draw in 2^24 in float32) taken as half its step (2^-25,
+    2^-54 in float64): u < p turned any p > 0 (1e-30) on there, a floor of 6e-8 on the rate of every unlikely unit.
+    Every other draw, and so the seeded numbers, stay as they were (as Ising's sweep)."""
+    u = torch.rand(shape, generator=generator, device=device, dtype=dtype)
+    return u.clamp_(min=torch.finfo(u.dtype).eps / 4)
+
+
 def logmeanexp(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     return torch.logsumexp(x, dim) - torch.log(torch.tensor(float(x.shape[dim]), dtype=x.dtype))

@@ -19,7 +19,7 @@ import torch
 from torch.nn.functional import softplus
 
 from rnnkit.energy._checks import positive_int
-from rnnkit.energy._util import logmeanexp, single_thread
+from rnnkit.energy._util import logmeanexp, single_thread, uniform
 from rnnkit.errors import RnnkitError
 
 
@@ -31,11 +31,11 @@ def _free_energy(v, W, b, c, gaussian: bool):
 def _gibbs_step(v, W, b, c, gaussian: bool, generator):
     kw = dict(generator=generator, device=v.device, dtype=v.dtype)
     ph = torch.sigmoid(v @ W.T + b)
-    h = (torch.rand(ph.shape, **kw) < ph).to(v.dtype)
+    h = (uniform(ph.shape, **kw) < ph).to(v.dtype)
     mean = h @ W + c
     if gaussian:
         return mean + torch.randn(mean.shape, **kw)
-    return (torch.rand(mean.shape, **kw) < torch.sigmoid(mean)).to(v.dtype)
+    return (uniform(mean.shape, **kw) < torch.sigmoid(mean)).to(v.dtype)
 
 
 def base_visible_bias(rbm, data=None) -> torch.Tensor:
@@ -68,7 +68,7 @@ def log_partition(rbm, num_chains=100, num_betas=2000, data=None, generator=None
         v = c_A + torch.randn(num_chains, V, **kw)
     else:
         log_Z_A = softplus(c_A).sum().item() + H * math.log(2)
-        v = (torch.rand(num_chains, V, **kw) < torch.sigmoid(c_A)).double()
+        v = (uniform((num_chains, V), **kw) < torch.sigmoid(c_A)).double()
 
     def params(beta):
         return beta * W, beta * b, (1 - beta) * c_A + beta * c

@@ -27,7 +27,7 @@ from rnnkit.energy._checks import (
     units_match,
     whole_number,
 )
-from rnnkit.energy._util import single_thread
+from rnnkit.energy._util import single_thread, uniform
 from rnnkit.errors import RnnkitError
 
 
@@ -92,7 +92,7 @@ class BoltzmannMachine:
         """gibbs_sweep unchecked, for the samplers' loops: x (B, N) of the model's dtype and device."""
         for i in units if units is not None else range(self.num_units):
             p = torch.sigmoid(x @ self.W[:, i] + self.b[i])
-            u = torch.rand(p.shape, generator=generator, device=x.device, dtype=x.dtype)
+            u = uniform(p.shape, generator=generator, device=x.device, dtype=x.dtype)
             x[:, i] = (u < p).to(x.dtype)
         return x
 

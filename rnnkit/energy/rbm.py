@@ -35,7 +35,7 @@ from rnnkit.energy._checks import (
     units_match,
     whole_number,
 )
-from rnnkit.energy._util import single_thread
+from rnnkit.energy._util import single_thread, uniform
 from rnnkit.errors import RnnkitError
 
 VISIBLE_TYPES = ("bernoulli", "gaussian")
@@ -125,11 +125,11 @@ class RBM(nn.Module):
 
     def _sample_hidden(self, v: torch.Tensor, generator=None) -> torch.Tensor:
         p = self.hidden_probs(v)
-        return (torch.rand(p.shape, generator=generator, device=p.device, dtype=p.dtype) < p).to(p.dtype)
+        return (uniform(p.shape, generator=generator, device=p.device, dtype=p.dtype) < p).to(p.dtype)
 
     def _sample_visible(self, h: torch.Tensor, generator=None) -> torch.Tensor:
         shape, kw = (len(h), self.num_visible), dict(generator=generator, device=h.device, dtype=h.dtype)
-        noise = torch.rand(shape, **kw) if self.visible == "bernoulli" else torch.randn(shape, **kw)
+        noise = uniform(shape, **kw) if self.visible == "bernoulli" else torch.randn(shape, **kw)
         return self.visible_from_noise(h, noise)
 
     def _gibbs(self, v: torch.Tensor, steps: int, generator=None) -> torch.Tensor:

@@ -26,7 +26,7 @@ import torch
 from rnnkit.energy import _rbm_kernel
 from rnnkit.energy._checks import callback_or_none, positive_float, positive_int, whole_number
 from rnnkit.energy._checks import switch as check_switch
-from rnnkit.energy._util import single_thread
+from rnnkit.energy._util import single_thread, uniform
 from rnnkit.errors import RnnkitError
 
 NOISE_PER_CHUNK = 1 << 22  # random numbers drawn at once
@@ -127,8 +127,10 @@ def draw_noise(rbm, steps: int, B: int, Bc: int, k: int, persistent: bool, gener
     numbers, then Bc*H hidden uniforms."""
     V, H = rbm.num_visible, rbm.num_hidden
     kw = dict(generator=generator, device=rbm.W.device, dtype=rbm.W.dtype)
-    u0 = None if persistent else torch.rand(steps, B * H, **kw)
-    u = torch.rand(steps, k, Bc * (V + H), **kw)
+    u0 = (
+        None if persistent else uniform((steps, B * H), **kw)
+    )  # (a uniform's 0 as half its step: _util.uniform)
+    u = uniform((steps, k, Bc * (V + H)), **kw)
     if rbm.visible == "gaussian":
         u[..., : Bc * V] = torch.randn(steps, k, Bc * V, **kw)
     return u0, u

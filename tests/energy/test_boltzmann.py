@@ -276,3 +276,13 @@ def test_half_precision_boltzmann_machine_is_refused(dtype):
     """its Gibbs sweep drew uniforms of the model's dtype: in bfloat16 steps of 2^-8, unlikely units on too often."""
     with pytest.raises(RnnkitError, match=r"samples in float32 or float64.*dtype=torch.float32"):
         BoltzmannMachine(2, 2, dtype=dtype)
+
+
+def test_a_uniform_of_zero_switches_no_unlikely_unit_on(monkeypatch):
+    """torch.rand returns exactly 0 one draw in 2^24 (float32), and u < p then switched on a unit of any p > 0: one
+    of p = σ(-69) = 1e-30 came on at a rate of 6e-8."""
+    bm = BoltzmannMachine(3, 2, init_scale=0, dtype=torch.float32)
+    bm.b.fill_(-69.0)
+    monkeypatch.setattr(torch, "rand", lambda *shape, generator=None, **kw: torch.zeros(*shape, **kw))
+    assert not bm.gibbs_sweep(torch.ones(4, 5)).any()
+    assert not bm.sample(4, sweeps=2).any()

@@ -795,3 +795,41 @@ def test_half_precision_rbm_is_refused_not_sampled_with_coarse_uniforms(dtype):
     r = RBM(1, 1).to(dtype)
     with pytest.raises(RnnkitError, match="samples in float32 or float64"):
         r.sample_visible(torch.zeros(5, 1))
+
+
+def _unlikely_units(dtype=torch.float32):
+    """An RBM of 4 visible and 3 hidden units, each on with p = σ(-69) = 1e-30 whatever the others do."""
+    rbm = RBM(4, 3, init_scale=0, dtype=dtype)
+    rbm.b.fill_(-69.0)
+    rbm.c.fill_(-69.0)
+    return rbm
+
+
+def _rand_of_zeros(monkeypatch):
+    monkeypatch.setattr(torch, "rand", lambda *shape, generator=None, **kw: torch.zeros(*shape, **kw))
+
+
+def test_a_uniform_of_zero_switches_no_unlikely_unit_on(monkeypatch):
+    """torch.rand returns exactly 0 one draw in 2^24 (float32), and u < p then switched on a unit of any p > 0: one
+    of p = 1e-30 came on at a rate of 6e-8, in sample_hidden, sample_visible, gibbs, sample, CD/PCD and AIS."""
+    rbm, ones = _unlikely_units(), torch.ones(2, 4)
+    _rand_of_zeros(monkeypatch)
+    assert not rbm.sample_hidden(ones).any() and not rbm.sample_visible(torch.ones(2, 3)).any()
+    assert not rbm.gibbs(ones, 3).any() and not rbm.sample(2, steps=3)[0].any()
+    for chain in (None, torch.ones(2, 3)):
+        (_, _, dc), h = rbm_train.cd_gradient(rbm, ones, k=2, chain=chain)
+        assert not h.any() and torch.equal(dc, torch.ones(4))  # <v>_data - <v>_model
+    params = (rbm.W.double(), rbm.b.double(), rbm.c.double())
+    assert not ais._gibbs_step(ones.double(), *params, False, None).any()
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+@pytest.mark.parametrize("use_kernel", [True, False])
+def test_a_uniform_of_zero_switches_no_unlikely_unit_on_in_training(monkeypatch, persistent, use_kernel):
+    """The same in fit's loops, the torch one and rbm_cd.c, which read the uniforms drawn for them: one step of
+    lr 1 moves c by <v>_data - <v>_model = 1 - 0."""
+    rbm = _unlikely_units()
+    _rand_of_zeros(monkeypatch)
+    cfg = RBMTrainConfig(epochs=1, lr=1.0, persistent=persistent, shuffle=False, use_kernel=use_kernel)
+    rbm.fit(torch.ones(10, 4), cfg)
+    assert torch.equal(rbm.c, torch.full((4,), -68.0))

@@ -73,15 +73,13 @@ def _native():
     return native
 
 
-_ALPHA_SEEN = {}  # id(α) -> (a weak reference to it, its _version) for a fixed α whose values were checked
-
-
 def _check_alpha(label, a, H):
     """A leaky cell's fixed α (the buffer alpha_fixed) set by hand held to what __init__ and load_state_dict take:
     a number or H values (shape (), (1,) or (H,)), each in (0, 1]. Another shape failed inside torch ('The expanded
     size of the tensor (4) must match the existing size (5)'), and α = 1.5, 0 or NaN ran in silence: units that blow
-    up, freeze or give NaN. Its values are read once per tensor and in-place change (its _version), on the CPU and
-    outside graph makers and transforms."""
+    up, freeze or give NaN. Its values are read at every call (one aminmax, about 3 µs), on the CPU and outside graph
+    makers and transforms: a write through .data (cell.alpha.data.fill_(2.0)) leaves _version as it was, and a check
+    read once per version ran that α in silence."""
     if a.shape not in ((), (1,), (H,)):
         raise RnnkitError(f"{label} has shape {tuple(a.shape)}, but this layer's leaky cell needs a number or {H} "
                           f"values, one per unit: shape (), (1,) or ({H},); give it a tensor of that shape")  # fmt: skip
@@ -89,16 +87,11 @@ def _check_alpha(label, a, H):
         return
     if plain_ops_only() or make_fx_tracing():
         return
-    seen = _ALPHA_SEEN.get(id(a))
-    if seen is not None and seen[0]() is a and seen[1] == a._version:
-        return
     lo, hi = torch.aminmax(a.detach().reshape(-1)) if a.numel() else (a.new_ones(()), a.new_ones(()))
     if not (lo.item() > 0 and hi.item() <= 1):  # (NaN: both False)
         bad = a.detach().reshape(-1)
         bad = bad[~((bad > 0) & (bad <= 1))][0].item()
         raise RnnkitError(f"leaky alpha must lie in (0, 1], got {bad:g} in {label}")
-    key = id(a)  # (the entry goes with the tensor, before its id can be another's)
-    _ALPHA_SEEN[key] = (weakref.ref(a, lambda _, k=key: _ALPHA_SEEN.pop(k, None)), a._version)
 
 
 def _hooked(cell):

@@ -1300,6 +1300,23 @@ def test_leaky_fixed_alpha_of_another_shape_or_outside_0_1_is_refused(backend):
         torch.testing.assert_close(layer(x)[0], want(x)[0], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("backend", [None, "python", "autograd"])
+def test_leaky_fixed_alpha_written_through_data_is_refused(backend):
+    """A fixed α written through .data (cell.alpha.data.fill_(2.0)) after a first call changed its values but not
+    its _version, which the check's once-per-version reading took as unchanged: every backend ran α = 2 in
+    silence (units that overshoot, outputs 3.7 where α = 0.5 gives 0.9); it is refused as any α outside (0, 1]."""
+    x = torch.randn(2, 3, 3)
+    for grad in (False, True):
+        layer = Recurrent("leaky", 3, 4, num_layers=2, backend=backend)
+        layer(x)  # (checked once)
+        layer.cells[1].alpha.data.fill_(2.0)
+        with torch.set_grad_enabled(grad), pytest.raises(RnnkitError, match=r"leaky alpha must lie in \(0, 1\], "
+                                                         r"got 2 in layer.cells\[1\]\.alpha_fixed"):  # fmt: skip
+            layer(x[:, :1])  # (one step under no_grad: the stack's fast path)
+        layer.cells[1].alpha.data.fill_(0.25)  # (back in range: runs again)
+        layer(x)
+
+
 @pytest.mark.parametrize("cell", ["mut1", "mut2"])
 def test_input_projection_of_another_shape_or_dtype_is_refused(cell):
     """MUT1's and MUT2's W_xp (x̃ = W_xp x where D ≠ H) is held to its shape and dtype as the other weights are:

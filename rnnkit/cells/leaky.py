@@ -172,4 +172,13 @@ class Leaky(Cell):
 
     @property
     def alpha(self):
-        return torch.sigmoid(self.alpha_logit) if self.learn_alpha else self.alpha_fixed
+        """α: the fixed one, or σ(alpha_logit). In float16 and bfloat16 σ is taken in float32: α above 0.9998 (0.998
+        in bfloat16) rounds to 1 there, and σ's backward from that output (α (1 - α) = 0) gave alpha_logit no
+        gradient, the unit frozen at α = 1. A small learned α (1e-6) still gets gradients that underflow to 0 in
+        float16, as any small gradient does there (scale the loss: torch.amp.GradScaler)."""
+        if not self.learn_alpha:
+            return self.alpha_fixed
+        a = self.alpha_logit
+        if a.dtype in (torch.float16, torch.bfloat16):
+            return torch.sigmoid(a.float()).to(a.dtype)
+        return torch.sigmoid(a)

@@ -61,6 +61,24 @@ def test_leaky_learned_alpha_gets_gradient():
     assert layer.cells[0].alpha_logit.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("backend", ["python", "autograd"])
+def test_leaky_learned_alpha_near_1_gets_gradient_in_half_precision(dtype, backend):
+    """A learned α = σ(a) above about 0.9998 is 1 in float16 and bfloat16, and σ's backward, computed from that
+    output (α (1 - α) = 0), gave a a gradient of exactly 0: a unit started at alpha=1.0 (or trained that near it)
+    never moved again. σ is taken in float32, the gradient that of the float32 layer (to half precision)."""
+    grads = {}
+    for dt in (dtype, torch.float32):
+        torch.manual_seed(0)
+        layer = Recurrent("leaky", 3, 4, learn_alpha=True, alpha=1.0, backend=backend).to(dt)
+        x = torch.randn(2, 5, 3).to(dt)  # (the same x: randn draws otherwise in another dtype)
+        layer(x)[0].float().square().sum().backward()
+        grads[dt] = layer.cells[0].alpha_logit.grad.float()
+        assert layer.cells[0].alpha.dtype == dt
+    assert bool((grads[dtype] != 0).all())
+    torch.testing.assert_close(grads[dtype], grads[torch.float32], rtol=0.1, atol=1e-5)
+
+
 def test_lstm_forget_bias_default_one():
     cell = CELLS["lstm"](3, 4)
     torch.testing.assert_close(cell.b_xh[4:8] + cell.b_hh[4:8], torch.ones(4))

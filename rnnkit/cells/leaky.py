@@ -147,7 +147,8 @@ class Leaky(Cell):
                                  f"state_dict's {source}")  # fmt: skip
         if self.learn_alpha and logit not in state_dict and isinstance(a, torch.Tensor):
             a = state_dict.pop(fixed).detach()
-            state_dict[logit] = torch.logit((a if a.is_floating_point() else a.double()).clamp(max=1 - 1e-4))
+            # (clamped in float64: 1 - 1e-4 is 1 in float16 and bfloat16, and a half α = 1 gave alpha_logit = inf)
+            state_dict[logit] = torch.logit(a.double().clamp(max=1 - 1e-4)).to(self.alpha_logit.dtype)
             # (σ(logit α) is 0 in the cell's dtype below about 1e-38 in float32: refused as __init__ refuses it)
             dtype, learned = self.alpha_logit.dtype, state_dict[logit]
             if (

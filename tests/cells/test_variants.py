@@ -361,6 +361,18 @@ def test_leaky_fixed_alpha_that_sigma_makes_0_is_refused_into_a_learned_one(alph
     assert bool((layer.cells[0].alpha > 0).all())
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_leaky_fixed_alpha_1_of_half_precision_loads_into_a_learned_one_as_init_makes_it(dtype):
+    """A float16 or bfloat16 fixed α = 1 (Elman) loaded into a cell learning α was clamped to 1 - 1e-4 in its own
+    dtype, where that is 1: alpha_logit = logit 1 = inf, a unit that never moves (σ's gradient 0) and NaN under
+    SGD's weight decay (inf - inf). It is clamped in float64, alpha_logit that of Leaky(alpha=1.0, learn_alpha=True)."""
+    state = Recurrent("leaky", 3, 4, alpha=1.0, dtype=dtype).state_dict()
+    layer = Recurrent("leaky", 3, 4, learn_alpha=True)
+    layer.load_state_dict(state)
+    want = Recurrent("leaky", 3, 4, alpha=1.0, learn_alpha=True).cells[0].alpha_logit
+    torch.testing.assert_close(layer.cells[0].alpha_logit, want, rtol=0, atol=0)
+
+
 def test_leaky_learned_alpha_that_sigma_makes_0_names_alpha_logit_when_loaded_fixed():
     """a learned α whose σ(alpha_logit) is 0 (alpha_logit -200), loaded into a fixed-α layer: the error named
     cells.0.alpha_fixed, a key the state_dict doesn't have."""

@@ -83,7 +83,7 @@ def _check_alpha(label, a, H):
     if a.shape not in ((), (1,), (H,)):
         raise RnnkitError(f"{label} has shape {tuple(a.shape)}, but this layer's leaky cell needs a number or {H} "
                           f"values, one per unit: shape (), (1,) or ({H},); give it a tensor of that shape")  # fmt: skip
-    if type(a) is not torch.Tensor or not a.is_cpu or torch.jit.is_tracing() or torch.compiler.is_compiling():
+    if type(a) not in _PLAIN or not a.is_cpu or torch.jit.is_tracing() or torch.compiler.is_compiling():
         return
     if plain_ops_only() or make_fx_tracing():
         return
@@ -773,7 +773,13 @@ class Recurrent(OwnParametersModule):
         # a buffer rnnkit's cell reads as a weight (leaky's fixed α) of another dtype (a float64 one from numpy):
         # "expected scalar type Float but found Double" from inside the engine, or a matmul's error, else
         if dtype is not None and type(cell) in _BUILT_IN_CELLS:
-            for name, p in cell._buffers.items():
+            # (and leaky's fixed α made an nn.Parameter, to learn α itself: it leaves the buffers, α = 2 ran)
+            extra = (
+                cell._buffers
+                if "alpha_fixed" not in own
+                else {**cell._buffers, "alpha_fixed": own["alpha_fixed"]}
+            )
+            for name, p in extra.items():
                 if p is not None and p.dtype != dtype:
                     raise RnnkitError(f"{self._weight_label(i, cell, name)} is {p.dtype} but the cell's weights are "
                                       f"{dtype}; give it a tensor of their dtype (or convert the whole layer: "

@@ -1317,6 +1317,29 @@ def test_leaky_fixed_alpha_written_through_data_is_refused(backend):
         layer(x)
 
 
+@pytest.mark.parametrize("backend", [None, "python", "autograd"])
+def test_leaky_fixed_alpha_made_a_parameter_is_held_to_0_1(backend):
+    """A fixed α made an nn.Parameter (layer.cells[0].alpha_fixed = torch.nn.Parameter(...), to learn α itself rather than
+    σ(a)) left the buffers, where the check read it: α = 2, or a step of training that took α past 1, ran in silence
+    on every backend; it is held to (0, 1] and the weights' dtype as the buffer is, and an α inside runs and learns."""
+    x = torch.randn(2, 3, 3)
+    layer = Recurrent("leaky", 3, 4, backend=backend)
+    layer.cells[0].alpha_fixed = torch.nn.Parameter(torch.full((4,), 0.5))
+    layer(x)[0].sum().backward()
+    assert layer.cells[0].alpha_fixed.grad.shape == (4,)
+    with torch.no_grad():
+        layer.cells[0].alpha_fixed.add_(0.75)  # (an optimizer's step past 1)
+    with pytest.raises(
+        RnnkitError, match=r"leaky alpha must lie in \(0, 1\], got 1.25 in layer.cells\[0\]\.alpha_fixed"
+    ):
+        layer(x)
+    layer.cells[0].alpha_fixed = torch.nn.Parameter(torch.full((4,), 0.5, dtype=torch.float64))
+    with pytest.raises(
+        RnnkitError, match=r"cells\[0\]\.alpha_fixed is torch.float64 but the cell's weights are"
+    ):
+        layer(x)
+
+
 @pytest.mark.parametrize("cell", ["mut1", "mut2"])
 def test_input_projection_of_another_shape_or_dtype_is_refused(cell):
     """MUT1's and MUT2's W_xp (x̃ = W_xp x where D ≠ H) is held to its shape and dtype as the other weights are:

@@ -81,7 +81,7 @@ from rnnkit._native_build import (
     vector_flags,
 )
 from rnnkit.cells import CELLS, LSTMP
-from rnnkit.cells._base import affine_input, cell_class, make_fx_tracing, recording, tanh_of_tail
+from rnnkit.cells._base import affine_input, autocast_on, cell_class, make_fx_tracing, recording, tanh_of_tail
 from rnnkit.engine.reference import autograd_loop, higher_order_grads, restored_input, saved_input
 from rnnkit.errors import RnnkitError, user_stacklevel
 
@@ -668,7 +668,13 @@ class NativeRecurrence(torch.autograd.Function):
             hs, state = autograd_loop(cell, full, state0, P, mask, ctx.reverse, ctx.probe)
             return (hs.transpose(0, 1) if ctx.batch_first else hs, *state)
 
-        return tuple(higher_order_grads([xw, xt, *tensors], rerun, (dhs, *dstateT), ctx.needs_input_grad[8:]))
+        args = ([xw, xt, *tensors], rerun, (dhs, *dstateT), ctx.needs_input_grad[8:])
+        # the loop ran with autocast off (engine._no_autocast), and so does its rerun: a create_graph=True backward
+        # inside torch.autocast reran it with bfloat16 GEMMs, gradients 0.5% off those of one outside
+        if autocast_on(xw.device):
+            with torch.autocast(xw.device.type, enabled=False):
+                return tuple(higher_order_grads(*args))
+        return tuple(higher_order_grads(*args))
 
 
 class NativeProjection(torch.autograd.Function):

@@ -60,7 +60,13 @@ def save_checkpoint(path, payload: dict):
         raise RnnkitError(f"cannot write {path}: folder {path.parent} does not exist; create it first")
     payload = {"format": FORMAT, "version": VERSION, **payload}
     with atomic_open(path, "wb") as f:  # a temporary file, then a rename: the old checkpoint stays until then
-        torch.save(payload, f)
+        try:
+            torch.save(payload, f)
+        except RuntimeError as e:  # a write that failed (a full disk), which torch's zip writer says as
+            # '[enforce fail at inline_container.cc:672] . unexpected pos 7936 vs 7864': the OSError it came from
+            if isinstance(e.__context__, OSError):
+                raise e.__context__ from None
+            raise
 
 
 RUN_FILES = ("config.json", "vocab.json", "metrics.csv", "loss.png")  # a run's files besides its checkpoints

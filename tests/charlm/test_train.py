@@ -1695,3 +1695,39 @@ def test_a_kill_between_best_pt_and_latest_pt_keeps_the_better_best(tmp_path, co
     after = load_checkpoint(run / "best.pt")["progress"]
     assert (after["step"], after["best_val"]) == (20, best["best_val"])
     assert load_checkpoint(run / "latest.pt")["progress"]["best_val"] == best["best_val"]
+
+
+def test_a_full_disk_while_a_checkpoint_is_written_is_said_as_one(tmp_path, monkeypatch):
+    """torch.save's zip writer turns a write that failed into RuntimeError '[enforce fail at inline_container.cc:672]
+    . unexpected pos 7936 vs 7864': a disk that filled up inside a checkpoint's write ended `rnnkit train` in that
+    traceback. It is the OSError (No space left on device), naming the checkpoint; the old one is kept."""
+    import contextlib
+    import errno
+
+    path = tmp_path / "latest.pt"
+    save_checkpoint(path, {"step": 1})
+    real = ckpt_mod.atomic_open
+
+    class Full:  # the disk fills up after the first 4 KiB
+        def __init__(self, f):
+            self.f, self.n = f, 0
+
+        def write(self, b):
+            self.n += len(b)
+            if self.n > 4096:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.f.write(b)
+
+        def flush(self):
+            self.f.flush()
+
+    @contextlib.contextmanager
+    def full(path, mode):
+        with real(path, mode) as f:
+            yield Full(f)
+
+    monkeypatch.setattr(ckpt_mod, "atomic_open", full)
+    with pytest.raises(OSError) as e:
+        save_checkpoint(path, {"step": 2, "w": torch.zeros(10_000)})
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(path)
+    assert load_checkpoint(path)["step"] == 1 and os.listdir(tmp_path) == ["latest.pt"]

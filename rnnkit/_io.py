@@ -115,6 +115,16 @@ def _unlink_unless_held(path: str) -> None:
         os.close(fd)
 
 
+def dead_link(out) -> str | None:
+    """The line for an --out that is a symbolic link leading to no file (its target missing: a run folder moved
+    away; or a loop of links), which mkdir said as 'File exists' of a path `ls` shows no folder at; else None."""
+    out = pathlib.Path(out)
+    if not out.is_symlink() or out.exists():  # (exists follows the link: False for a loop too)
+        return None
+    return (f"--out {out} is a symbolic link to {os.readlink(out)}, which leads to no folder (its target is "
+            "missing, or the links go round in a loop); remove the link, or give another --out")  # fmt: skip
+
+
 def write_text(path, text: str) -> None:
     """pathlib.Path.write_text(text) (UTF-8), atomically."""
     with atomic_open(path, "w", encoding="utf-8") as f:

@@ -13,6 +13,7 @@ import pathlib
 import re
 import sys
 
+from rnnkit._io import dead_link
 from rnnkit.errors import RnnkitError, check_seed
 
 # module name -> what it provides; each module registers its own subcommands.
@@ -26,6 +27,8 @@ def out_folder(path) -> pathlib.Path:
     out = pathlib.Path(path)
     if out.exists() and not out.is_dir():
         raise RnnkitError(f"--out {out} is a file; give a folder")
+    if dead := dead_link(out):
+        raise RnnkitError(dead)
     check_writable(out)
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -1055,3 +1055,13 @@ def test_a_folder_of_runs_or_of_other_files_is_not_said_to_train_into(tmp_path, 
     (tmp_path / "started" / "metrics.csv").write_text("step\n")
     code, _, err = cli("sample", tmp_path / "started")
     assert code == 2 and f"train first with `rnnkit train --out {tmp_path / 'started'}`" in err, err
+
+
+def test_an_out_that_is_a_link_to_nothing_says_so(tmp_path, corpus, cli):
+    """--out a symbolic link whose target is missing (a run folder moved away) was 'cannot make the --out folder
+    RUN: File exists'; the line names the link and where it leads."""
+    link = tmp_path / "run"
+    link.symlink_to(tmp_path / "moved" / "run")
+    code, _, err = cli("train", corpus, "--out", link, *TINY, "--dry-run")
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"--out {link} is a symbolic link to {tmp_path / 'moved' / 'run'}, which leads to no folder" in err

@@ -1154,3 +1154,17 @@ def test_word2vec_takes_min_alpha_so_an_alpha_below_its_default_can_run(tmp_path
     assert main([*argv, "--min-alpha", "1e-6"]) == 0
     config = json.loads((out / "config.json").read_text())
     assert (config["alpha"], config["min_alpha"]) == (5e-5, 1e-6)
+
+
+@pytest.mark.parametrize("target", ["loop", "nowhere/x"])
+def test_an_out_that_is_a_link_to_nothing_says_so(tmp_path, corpus, capsys, target):
+    """--out a symbolic link whose target is missing (a run folder moved away) or a loop of links was said as
+    'cannot make the --out folder OUT: File exists', of a path `ls` shows no folder at; the line names the link."""
+    link = tmp_path / "loop"
+    link.symlink_to(tmp_path / target)
+    for command in (["word2vec", str(corpus), "--dry-run"], ["tfidf", "index", str(corpus)],
+                    ["hopfield", "recall", "--units", "16"]):  # fmt: skip
+        assert main([*command, "--out", str(link)]) == 2
+        _one_error_line(
+            capsys, f"--out {link} is a symbolic link to {tmp_path / target}, which leads to no folder"
+        )

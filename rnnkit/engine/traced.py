@@ -409,6 +409,18 @@ BIG_KEPT = 8
 BIG_COPIED = 1 << 24  # bytes: a bigger array is not copied, its digest taken at each call
 
 
+def _new_lock():
+    """A child forked while another thread keyed an array (_big_key: numpy lets other threads run as it compares)
+    inherits _big_lock held, by a thread it doesn't have: its first forward of such a cell waited forever (as
+    native's locks: native._new_locks). The child starts with a fresh one."""
+    global _big_lock
+    _big_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock)
+
+
 def _big_key(v, key):
     """key(v), v an array, tensor or container of more than 256 entries, reused while v is the one seen last time and
     unchanged: a copy is kept and compared (an array's bytes by numpy, 0.3 ms for 10**6 float64 where the digest

@@ -1181,6 +1181,30 @@ def test_a_child_forked_while_another_thread_traces_a_cell_traces_it_too():
     _child_exits_cleanly(code)
 
 
+@pytest.mark.skipif(not hasattr(os, "register_at_fork"), reason="no fork here")
+def test_a_child_forked_while_another_thread_keys_a_big_array_runs_the_cell_too():
+    """As for load(): a fork while another thread's forward keyed an array of more than 256 entries its cell's step
+    reads (traced._big_key, comparing it with its kept copy: numpy lets other threads run meanwhile) left the child
+    holding that thread's lock: its first forward of such a cell waited forever."""
+    code = (
+        "import os, signal, threading, numpy as np, torch\nfrom rnnkit import Recurrent\nfrom rnnkit.cells import CELLS\n"
+        "from rnnkit.cells._base import linear\nGAINS = np.ones(300)\n"
+        "def step(xw_t, state, P):\n    y = torch.tanh(xw_t + linear(state[0], *P)) * float(GAINS[0])\n"
+        "    return (y,), (state[0],), (y,)\n"
+        "def step_backward(dstate, cache, P):\n    da = dstate[0] * (1 - cache[0] ** 2)\n"
+        "    return da, (da @ P[0],), (da,), ()\n"
+        "fns = {'step': staticmethod(step), 'step_backward': staticmethod(step_backward)}\n"
+        "layer, x = Recurrent(type('Gained', (CELLS['rnn_tanh'],), fns), 2, 4), torch.zeros(1, 3, 2)\nlayer(x)\n"
+        "parent, inside, release, real = os.getpid(), threading.Event(), threading.Event(), np.array_equal\n"
+        "def slow_equal(*a, **k):\n    if os.getpid() == parent:\n        inside.set()\n        release.wait()\n"
+        "    return real(*a, **k)\n"
+        "np.array_equal = slow_equal\nt = threading.Thread(target=layer, args=(x,))\nt.start()\ninside.wait()\n"
+        "pid = os.fork()\nif pid == 0:\n    signal.alarm(30)\n    layer(x)\n    os._exit(0)\n"
+        "release.set()\nt.join()\nprint(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n"
+    )
+    _child_exits_cleanly(code)
+
+
 @pytest.mark.parametrize(
     "var, value",
     [("RNNKIT_ROW_THREADS", "²"), ("RNNKIT_ROW_THREADS", "9" * 20), ("RNNKIT_ROW_THREADS", "0"),

@@ -133,10 +133,7 @@ def trace_cell(cls, H: int, P: list, dtype) -> Traced:
     hit = known.get(key)
     if hit is None:
         try:
-            # the global generator as it was after: a step that draws (noise, dropout of its own) advanced it in the
-            # sample step, and the first run of a seeded model differed from the python loop's with the same seed
-            with torch.random.fork_rng(devices=[]), _no_python_draws(cls.__name__, _generators(cls)):
-                hit = known[key] = _trace_and_compile(cls, H, P, dtype)
+            hit = known[key] = _trace_and_compile(cls, H, P, dtype)
         except Untraceable as e:
             known[key] = Untraceable(str(e))  # (not e, whose traceback's frames hold cls)
             raise
@@ -573,13 +570,19 @@ def _trace_and_compile(cls, H, P, dtype):
         bwd = _trace(step_backward, f"{name}.step_backward", [*dstate, *cache_in, *present])
         return (_Analysis if len(cls.GEMMS) == 1 else _Staged)(cls, H, P).run(fwd, bwd, cache)
 
-    source, layout = analysed(2)
-    # the kernels run any batch: a step that reads its size as a number (h.shape[0], baked into them at the sample's
-    # 2 rows) ran natively with that number at every other batch size (outputs 14 off at 5 rows), in silence; one
-    # that branches on B == 1 traces alike on 2 and 3 rows and took the branch of many on one row (2x off)
-    if any(analysed(B)[0] != source for B in (3, 1)):
-        raise Untraceable(f"{name}'s step functions read the batch size (B = h.shape[0] as a number), which the native "
-                          "loop's kernels, traced once for every batch, can't follow; it runs on the python loop")  # fmt: skip
+    # the global generator as it was after: a step that draws (noise, dropout of its own) advanced it in the sample
+    # step, and the first run of a seeded model differed from the python loop's with the same seed. Only around the
+    # steps run here: the compile below (0.4-0.6 s, without the GIL) is no step's, and other threads' draws
+    # meanwhile (a data thread's random.shuffle) were set back, to be drawn again, and taken for the step's
+    with torch.random.fork_rng(devices=[]), _no_python_draws(name, _generators(cls)):
+        source, layout = analysed(2)
+        # the kernels run any batch: a step that reads its size as a number (h.shape[0], baked into them at the
+        # sample's 2 rows) ran natively with that number at every other batch size (outputs 14 off at 5 rows), in
+        # silence; one that branches on B == 1 traces alike on 2 and 3 rows and took the branch of many on one row
+        if any(analysed(B)[0] != source for B in (3, 1)):
+            raise Untraceable(f"{name}'s step functions read the batch size (B = h.shape[0] as a number), which the "
+                              "native loop's kernels, traced once for every batch, can't follow; it runs on the "
+                              "python loop")  # fmt: skip
     if len(cls.GEMMS) == 1:
         return _compile_and_load((source, layout), name)
     names = [f"{k}{s}" for k, n in (("fwd", layout["n_fwd"]), ("bwd", layout["n_bwd"])) for s in range(n)]

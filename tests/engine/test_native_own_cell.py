@@ -1446,6 +1446,34 @@ def test_a_step_drawing_python_random_numbers_runs_on_the_python_loop(generator)
         Recurrent(Cls, 3, 5, backend="native")(torch.randn(2, 3, 3))
 
 
+def test_draws_of_other_threads_while_the_kernels_compile_stay_theirs(monkeypatch):
+    """The first trace of a cell of one's own watched Python's, numpy's and torch's generators until its kernels were
+    compiled and loaded (0.4-0.6 s without the GIL): another thread's draws meanwhile (a data thread's
+    random.shuffle) were taken for the step's, the cell refused for good ('draws from Python's or numpy's random
+    generator', the python loop), and that thread's generators set back, its numbers drawn again. Only the steps
+    run in the trace are watched."""
+    import threading
+
+    real = traced._compiled
+    drawn = []
+
+    def compiled(*args):
+        t = threading.Thread(target=lambda: drawn.append((random.random(), np.random.rand(), torch.rand(()))))
+        t.start()
+        t.join()
+        return real(*args)
+
+    monkeypatch.setattr(traced, "_compiled", compiled)
+    Cls = type("DrawnBeside", (OwnReLU,), {})
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    _native_is_autograd(Cls)
+    assert drawn and all(isinstance(v, int) for v in native._traced[Cls].values())  # traced, not refused
+    # the other thread's draws stand: the next draws here are new numbers, not those again
+    assert (random.random(), np.random.rand()) != drawn[0][:2] and torch.rand(()) != drawn[0][2]
+
+
 OWN_GENERATORS = {
     "random.Random": lambda: random.Random(0),
     "np.random.default_rng": lambda: np.random.default_rng(0),

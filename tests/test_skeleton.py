@@ -71,6 +71,33 @@ def test_ctrl_c_in_torchs_import_is_held_until_it_is_done(tmp_path):
     assert (got.returncode, got.stderr) == (130, "rnnkit: interrupted\ntorch whole\n")
 
 
+_CTRL_C_IN_EXEC = """import sys
+class CtrlC:  # a Ctrl-C landing in code run by exec() of a string (dataclasses', namedtuple's: torch._dynamo's import)
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            sys.meta_path.remove(self); exec("raise KeyboardInterrupt")
+sys.meta_path.insert(0, CtrlC())
+"""
+
+
+@pytest.mark.parametrize(
+    "launcher", [["-m", "rnnkit"], ["-c", "import sys; from rnnkit.cli import main; sys.exit(main())"]]
+)
+def test_ctrl_c_in_an_exec_of_a_string_exits_130(tmp_path, launcher):
+    """A Ctrl-C landing in an exec() or eval() of a string (torch._dynamo's import, the first seconds of sample,
+    makes dataclasses and named tuples so) set CPython's flag of a KeyboardInterrupt left unhandled: python -m
+    rnnkit said 'rnnkit: interrupted', then Python killed itself with SIGINT at exit (-2), not 130."""
+    (tmp_path / "sitecustomize.py").write_text(_CTRL_C_IN_EXEC)
+    root = pathlib.Path(rnnkit.__file__).parent.parent
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(root), os.environ.get("PYTHONPATH", "")]),
+    }
+    argv = [sys.executable, *launcher, "ngram", "train", "c.txt", "--out", "m"]
+    got = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert (got.returncode, got.stderr) == (130, "rnnkit: interrupted\n")
+
+
 def test_ctrl_c_stops_a_program_that_calls_main(tmp_path, monkeypatch, capsys):
     """main(argv) turned every Ctrl-C into return 130, so a program running several commands in a loop of
     main([...]) calls went on to the next one; a call with argv re-raises it. main() of sys.argv (the `rnnkit`

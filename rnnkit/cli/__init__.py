@@ -207,6 +207,15 @@ def _import_torch() -> None:
         raise KeyboardInterrupt
 
 
+def _forget_unhandled_interrupt() -> None:
+    """A KeyboardInterrupt that left an exec() or eval() of a string (dataclasses and named tuples are made so:
+    torch._dynamo's import, seconds of every sample) sets CPython's flag of one left unhandled, caught or not
+    (_Py_UnhandledKeyboardInterrupt, in pythonrun.c's run_eval_code_obj), and `python -m rnnkit` then killed itself
+    with SIGINT at exit (-2), after 'rnnkit: interrupted', not 130. Each exec of a string clears the flag as it
+    starts."""
+    exec("")
+
+
 def main(argv=None) -> int:
     """Run `rnnkit ARGS`, returning its exit status. main() reads sys.argv (the `rnnkit` script, python -m rnnkit):
     a Ctrl-C is said as 'rnnkit: interrupted', exit 130, no traceback, and a SIGTERM as 'rnnkit: terminated', exit
@@ -244,6 +253,8 @@ def main(argv=None) -> int:
         warnings.formatwarning = format_warning
         if term:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if argv is None:  # the process's exit status is ours: see _forget_unhandled_interrupt
+            _forget_unhandled_interrupt()
 
 
 def _main(argv) -> int:

@@ -184,11 +184,27 @@ def _writing(out: pathlib.Path):
     """While the run writes to `out`: an flock on the folder (the system lets it go when the process ends, however
     it ends). Two runs in one folder at once (a --resume or --force in another terminal) each wrote there: both
     runs' rows interleaved in metrics.csv, the last writer's checkpoints, the running one's files removed. Made
-    here, before clear_out removes anything; no lock without fcntl or on a file system that refuses flock."""
+    here, before clear_out removes anything; no lock without fcntl or on a file system that refuses flock. A folder
+    made here is removed again where the run fails before writing into it (a disk full at config.json, Ctrl-C), as
+    the other commands do (made_out_folder), instead of left empty."""
+    existed = out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RnnkitError(f"cannot make the --out folder {out}: {e.strerror}; give another folder") from None
+    try:
+        with _locked(out):
+            yield
+    except BaseException:
+        with contextlib.suppress(OSError):
+            if not existed and not any(out.iterdir()):
+                out.rmdir()
+        raise
+
+
+@contextlib.contextmanager
+def _locked(out: pathlib.Path):
+    """_writing's flock on the folder `out`."""
     try:
         import fcntl
     except ImportError:

@@ -1065,3 +1065,22 @@ def test_an_out_that_is_a_link_to_nothing_says_so(tmp_path, corpus, cli):
     code, _, err = cli("train", corpus, "--out", link, *TINY, "--dry-run")
     assert code == 2 and err.count("\n") == 1, err
     assert f"--out {link} is a symbolic link to {tmp_path / 'moved' / 'run'}, which leads to no folder" in err
+
+
+def test_a_full_disk_at_config_json_leaves_no_folder_train_made(cli, corpus, tmp_path, monkeypatch):
+    """A disk already full as the run writes config.json left the empty --out folder train had made, where word2vec,
+    ngram, tfidf and the energy commands remove one they made; a folder that was there stays."""
+    import errno
+
+    from rnnkit.train import loop
+
+    def full(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(loop, "write_text", full)
+    code, _, err = cli("train", corpus, "--out", tmp_path / "run", *TINY, "--max-steps", 2)
+    assert code == 2 and "No space left on device" in err, err
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "kept").mkdir()
+    code, _, err = cli("train", corpus, "--out", tmp_path / "kept", *TINY, "--max-steps", 2)
+    assert code == 2 and (tmp_path / "kept").is_dir(), err

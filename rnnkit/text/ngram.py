@@ -258,10 +258,14 @@ class NGramLM:
             ctx = np.concatenate([[-1], gram[:-1]])
         return ctxs
 
-    def _prob(self, ctxs: list[np.ndarray], w: np.ndarray, order: np.ndarray) -> np.ndarray:
-        """P(w | context) with context ids ctxs[m] (broadcast against w); `order` caps the history."""
+    def _prob(
+        self, ctxs: list[np.ndarray], w: np.ndarray, order: np.ndarray, log: bool = False
+    ) -> np.ndarray:
+        """P(w | context) with context ids ctxs[m] (broadcast against w); `order` caps the history. log: log P, where
+        add-k's quotient falls below float64's normal range (k = 5e-324: 0, log -inf) log(c + k) - log(c_h + k V)."""
         V = len(self.vocab)
         p = np.full(np.broadcast(ctxs[1], w).shape, 1.0 / V)  # P_0
+        exact = np.full(p.shape, np.nan)  # add-k's log P where its quotient is not a normal float64
         for m in range(1, self.n + 1):
             if len(self.keys[m]) == 0:  # no m-grams (nor longer ones): back off to order m - 1
                 break
@@ -271,13 +275,19 @@ class NGramLM:
                 k = self.k  # (c + k) / (c_h + k V), divided by k where k V overflows (k = 1e308: 0/inf was 0)
                 p_m = (c + k) / (c_h + k * V) if np.isfinite(k * V) else (c / k + 1) / (c_h / k + V)
                 p = np.where(order == m, p_m, p)
+                tiny = (order == m) & (p_m < np.finfo(np.float64).tiny)
+                if log and tiny.any():
+                    exact = np.where(tiny, np.log(c + k) - np.log(c_h + k * V), exact)
                 continue
             c, total = self.cont[m][g] * (g >= 0), self.total[m][np.maximum(h, 0)]
             seen = (h >= 0) & (total > 0) & (m <= order)
             D, mass = self.D[m][np.minimum(c, 3)], self.mass[m][np.maximum(h, 0)]
             p_m = (np.maximum(c - D, 0) + mass * p) / np.where(seen, total, 1)
             p = np.where(seen, p_m, p)
-        return p
+        if not log:
+            return p
+        with np.errstate(divide="ignore"):  # p = 0 (no smoothing, an unseen n-gram): -inf, said by the caller
+            return np.where(np.isnan(exact), np.log(p), exact)
 
     def log_probs(self, x: np.ndarray, history: np.ndarray | None = None) -> np.ndarray:
         """log P(x_i | x_<i) in nats for each i, each token seeing up to n-1 tokens back (history first)."""
@@ -285,9 +295,7 @@ class NGramLM:
         history = np.zeros(0, np.int64) if history is None else self._check_ids(history, "history")
         full = np.concatenate([history, self._check_ids(x, "x")]).astype(np.int64)
         order = np.minimum(np.arange(len(full)) + 1, self.n)
-        p = self._prob(self._contexts(full), full, order)
-        with np.errstate(divide="ignore"):  # p = 0 (no smoothing, an unseen n-gram): -inf, said by the caller
-            return np.log(p[len(history) :])
+        return self._prob(self._contexts(full), full, order, log=True)[len(history) :]
 
     def _check_ids(self, ids, name: str) -> np.ndarray:
         """ids as a 1-D integer array, each a token id 0..V-1."""

@@ -1,3 +1,4 @@
+import collections
 import io
 import itertools
 import json
@@ -61,6 +62,20 @@ def test_add_k_with_a_k_so_large_that_k_times_V_overflows():
         np.testing.assert_allclose(
             lm.log_probs(np.array(lm.vocab.encode(["a", "b"]))), -np.log(V), rtol=1e-15
         )
+
+
+def test_add_k_with_a_k_so_small_that_the_quotient_underflows():
+    """(c + k) / (c_h + k V) of an unseen bigram underflowed to 0 for k = 5e-324 (log p = -inf, perplexity inf where
+    log p is -745.5) and lost its bits below float64's normal range (k = 1e-320: 5e-4 off); there log p is
+    log(c + k) - log(c_h + k V), from counts of our own."""
+    text = "a b c a b\nb c a\n"
+    for k in (5e-324, 1e-320, 1e-310, 1e-3):
+        lm = NGramLM(2, smoothing="add-k", k=k, level="word").fit(text)
+        V, toks = len(lm.vocab), lm.encode(text).tolist()
+        pairs, hist = collections.Counter(zip(toks, toks[1:])), collections.Counter(toks[:-1])
+        x = lm.vocab.encode(["a", "b", "c", "a", "a", "c", "b", "b"])
+        want = [math.log(pairs[h, w] + k) - math.log(hist[h] + k * V) for h, w in zip(x, x[1:])]
+        np.testing.assert_allclose(lm.log_probs(np.array(x))[1:], want, rtol=1e-15, atol=1e-15)
 
 
 @pytest.mark.parametrize("smoothing", ["kneser-ney", "modified-kneser-ney", "add-k"])

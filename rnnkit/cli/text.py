@@ -69,7 +69,7 @@ def add_commands(sub) -> None:
     )
     p.add_argument("--k", type=float, default=None, help="add-k pseudo-count (add-k only; default: 1)")
     p.add_argument("--discount", type=float, default=None,
-                   help="fixed discount in [0, 1] (Kneser-Ney only; default: estimated from the counts)")  # fmt: skip
+                   help="fixed discount in [0, 1] (kneser-ney only; default: estimated from the counts)")  # fmt: skip
     p.add_argument("--level", choices=["char", "word"], default="char")
     p.add_argument("--lower", action="store_true", help="lower-case the corpus (words or characters)")
     p.add_argument("--min-freq", type=int, default=1)
@@ -348,6 +348,12 @@ def cmd_ngram_train(args) -> int:
     if args.smoothing == "add-k" and args.discount is not None:
         raise RnnkitError(
             "--discount is for Kneser-Ney smoothing, not --smoothing add-k; leave it out or use --k"
+        )
+    # (one D for every count, D1 = D2 = D3+: kneser-ney's model, bit for bit)
+    if args.smoothing == "modified-kneser-ney" and args.discount is not None:
+        raise RnnkitError(
+            "--discount fixes one discount for every count, which makes modified-kneser-ney plain kneser-ney; "
+            "give --smoothing kneser-ney with it, or leave it out to estimate D1, D2 and D3+"
         )
     if args.smoothing != "add-k" and args.k is not None:
         raise RnnkitError(

@@ -293,6 +293,11 @@ def test_word2vec_negative_zero_is_refused_for_negative_sampling(tmp_path, corpu
         ),
         (["--k", "0.5"], "--k is the add-k pseudo-count, not used by --smoothing kneser-ney"),
         (["--smoothing", "modified-kneser-ney", "--k", "2"], "not used by --smoothing modified-kneser-ney"),
+        # (one D for every count: the model was kneser-ney's with that D, bit for bit, in silence)
+        (
+            ["--smoothing", "modified-kneser-ney", "--discount", "0.5"],
+            "--discount fixes one discount for every count, which makes modified-kneser-ney plain kneser-ney",
+        ),
     ],
 )
 def test_ngram_train_refuses_options_of_another_smoothing(tmp_path, corpus, capsys, flags, message):

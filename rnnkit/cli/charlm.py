@@ -235,6 +235,13 @@ def train_config(args):
         if cell is not None and "forget_bias" not in inspect.signature(cell).parameters:
             raise RnnkitError(f"--forget-bias sets the forget gate of an lstm; the {cfg.model.cell} cell has none "
                               "(drop --forget-bias)")  # fmt: skip
+    # with --lr-decay 1 (the default's and a CORPUS's) no rate ever decayed: --lr-decay-after 5 ran as not given
+    # (a negative one: validate's line; resuming, it may only repeat the run's own)
+    decay_after = args.lr_decay_after
+    if not resuming and decay_after is not None and decay_after >= 0 and cfg.train.lr_decay == 1:
+        raise RnnkitError("--lr-decay-after sets the epoch from which --lr-decay applies, but this run's "
+                          "--lr-decay is 1 (no decay); give --lr-decay below 1 with it (char-rnn's 0.97), or "
+                          "drop --lr-decay-after")  # fmt: skip
     if cfg.data.data_dir is not None and not cfg.data.data_dir.strip():
         raise RnnkitError(
             "--data-dir is empty; give the folder that holds tinyshakespeare.txt, or leave it out"

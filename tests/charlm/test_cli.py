@@ -281,6 +281,9 @@ def test_run_folder_without_validation_and_unmakeable(tmp_path, corpus, cli):
         # only the shakespeare corpus is looked for there: with a text file it was ignored in silence
         (["--data-dir", "."], "--data-dir is where the shakespeare corpus is found; .*drop --data-dir"),
         (["--lr-decay-after", "-2"], "--lr-decay-after must be >= 0"),  # was taken as 1
+        # with the CORPUS default's --lr-decay 1 no rate ever decayed, in silence
+        (["--lr-decay-after", "3"], "--lr-decay-after .* --lr-decay is 1 .*drop --lr-decay-after"),
+        (["--lr-decay", "1", "--lr-decay-after", "3"], "--lr-decay is 1"),
     ],
 )
 def test_bad_train_options(tmp_path, corpus, cli, args, message):

@@ -437,6 +437,9 @@ def ising_sweep(args) -> None:
         if min(t_min, t_max) <= 0:
             raise RnnkitError(f"--t-min and --t-max: temperatures must be positive, got {t_min}, {t_max}")
         chains = positive_int("--count (number of temperatures)", _pick(args, "count", 32, 4))
+        if chains == 1 and args.t_max is not None and t_max != t_min:  # (linspace's one point is t_min)
+            raise RnnkitError(f"--count 1 sweeps one temperature, --t-min ({t_min:g}): --t-max {t_max:g} is not "
+                              "used; give --count 2 or more for the range, or --temperatures T for one")  # fmt: skip
     size = positive_int("--size (lattice side L)", _pick(args, "size", 64, 8))
     if size % 2:
         raise RnnkitError(f"--size (lattice side L) must be even for the checkerboard update, got {size}")

@@ -182,6 +182,8 @@ def test_cuda_asked_for_on_a_machine_without_it(monkeypatch, tmp_path, capsys):
             ["ising", "sweep", "--t-min", "2", "--temperatures", "2", "3", "--t-max", "3"],
             "--t-min and --t-max set",
         ),
+        # linspace(t_min, t_max, 1) is [t_min]: the sweep ran at T = 1 alone, --t-max 3 unused in silence
+        (["ising", "sweep", "--count", "1", "--t-max", "3"], "--count 1 sweeps one temperature, --t-min (1)"),
     ],
 )
 def test_options_are_checked_by_flag_before_any_work(args, message, tmp_path, capsys, monkeypatch):

@@ -281,6 +281,7 @@ def _out_file(path, make: bool = True) -> pathlib.Path:
 
 def cmd_word2vec(args) -> int:
     from rnnkit.text import Word2Vec, Word2VecConfig
+    from rnnkit.text.wordvectors import file_record
 
     if args.loss == "softmax" and args.negative is not None:
         raise RnnkitError(
@@ -312,9 +313,13 @@ def cmd_word2vec(args) -> int:
     with made_out_folder(args.out) as out:  # made before training; gone again if the corpus has no pairs
         sentences = [(line.lower() if args.lower else line).split() for line in text.splitlines()]
         w2v.fit(sentences, progress=True)
+        # config.json first without the files' record ("files": null), last with the size and sha256 of each vectors
+        # file: load refuses a folder a run stopped in (the new vectors.txt beside the old vectors.bin)
+        write_text(out / "config.json", json.dumps({**asdict(config), "files": None}, indent=2))
         w2v.wv.save(out / "vectors.txt")
         w2v.wv.save(out / "vectors.bin", binary=True)
-        write_text(out / "config.json", json.dumps(asdict(config), indent=2))
+        files = {name: file_record(out / name) for name in ("vectors.txt", "vectors.bin")}
+        write_text(out / "config.json", json.dumps({**asdict(config), "files": files}, indent=2))
     print(f"{len(w2v.vocab):,} words x {config.dimension:,} dimensions -> {out}/vectors.txt, vectors.bin")
     return 0
 

@@ -8,6 +8,8 @@ Formats:  text:    "V E\\n" then "word x_1 ... x_E\\n" per word
           binary:  "V E\\n" then "word " + E little-endian float32 + "\\n" per word
 """
 
+import hashlib
+import json
 import math
 import numbers
 import pathlib
@@ -17,6 +19,31 @@ import numpy as np
 
 from rnnkit._io import atomic_open, read_bytes
 from rnnkit.errors import RnnkitError
+
+
+def file_record(path) -> dict:
+    """The size and sha256 of a vectors file, as `rnnkit word2vec` records them in config.json ("files"), written
+    last: a run stopped between its files leaves a record that the others, or an old one, do not match."""
+    h, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return {"size": size, "sha256": h.hexdigest()}
+
+
+def _folder_record(folder: pathlib.Path) -> dict:
+    """config.json's record of the folder's vectors files ({} where there is none: a folder written before it, or
+    files of others); "files": null, which `rnnkit word2vec` writes before its vectors files, is a run that stopped
+    while writing them (refused: a new vectors file may have the size of the old one it replaced)."""
+    try:
+        meta = json.loads((folder / "config.json").read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError):
+        return {}
+    if isinstance(meta, dict) and "files" in meta and meta["files"] is None:
+        raise RnnkitError(_two_runs(folder, None))
+    record = meta.get("files") if isinstance(meta, dict) else None
+    return record if isinstance(record, dict) else {}
 
 
 class WordVectors:
@@ -217,8 +244,10 @@ class WordVectors:
     def load(cls, path, binary: bool | None = None) -> "WordVectors":
         """Read either format; `binary=None` guesses from the file. `path` may also be the folder that `rnnkit
         word2vec --out` writes: its vectors.bin is read (vectors.txt with `binary=False`, or where there is no
-        vectors.bin)."""
+        vectors.bin), checked against the sizes and sha256 its config.json records (a folder without them loads
+        as before)."""
         path = pathlib.Path(path)
+        record = {}
         if path.is_dir():
             names = {True: ["vectors.bin"], False: ["vectors.txt"]}.get(
                 binary, ["vectors.bin", "vectors.txt"]
@@ -229,16 +258,28 @@ class WordVectors:
                     f"{path} is a folder without {' or '.join(names)}; give a word2vec file or the folder "
                     "that `rnnkit word2vec --out` wrote"
                 )
-            path = found
+            folder, path, record = path, found, _folder_record(path)
+            # the files beside it by their sizes (the one read by its sha256, below): a run stopped after vectors.txt
+            # left the new one beside the old vectors.bin and config.json, which were read in silence
+            for name, want in record.items():
+                if name != path.name and isinstance(want, dict) and (folder / name).is_file():
+                    if (folder / name).stat().st_size != want.get("size"):
+                        raise RnnkitError(_two_runs(folder, name))
         try:  # the header line, then the rest: no second copy of the file (data.partition(b"\n") made one)
             if path.is_file():
                 with path.open("rb") as f:
                     header, rest = f.readline(), f.read()
             else:  # a pipe or a device: its first line may never end (/dev/zero)
                 header, _, rest = read_bytes(path, text=False).partition(b"\n")
-            header = header.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark (an editor's): no text
         except OSError as e:
             raise RnnkitError(f"cannot read vectors {path}: {e.strerror}") from None
+        want = record.get(path.name)
+        if isinstance(want, dict):  # (hashed in two parts: header + rest would copy the file)
+            h = hashlib.sha256(header)
+            h.update(rest)
+            if len(header) + len(rest) != want.get("size") or h.hexdigest() != want.get("sha256"):
+                raise RnnkitError(_two_runs(path.parent, path.name))
+        header = header.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark (an editor's): no text
         try:
             V, E = _header(header.removesuffix(b"\n"), rest)
             if V < 1 or E < 1:
@@ -262,6 +303,13 @@ class WordVectors:
         if wrong:
             raise RnnkitError(f"{path} is not in word2vec {wrong[0]} format; try --format {wrong[1]}")
         return cls(words, vectors)
+
+
+def _two_runs(folder: pathlib.Path, name: str | None) -> str:
+    why = (f"its {name} is not the one its config.json was written with (a run stopped while writing them, or a file "
+           "copied from another run)" if name else "a run stopped while writing them (its config.json says so)")  # fmt: skip
+    return (f"{folder} holds files of two runs: {why}; run `rnnkit word2vec` into it again, or give the one vectors "
+            "file you trust by its path")  # fmt: skip
 
 
 def _header(header: bytes, rest: bytes) -> tuple[int, int]:

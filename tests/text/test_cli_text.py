@@ -1,12 +1,14 @@
 """Smoke tests of every text subcommand, in-process through the dispatcher on tiny files."""
 
 import json
+import pathlib
 import shutil
 import sys
 
 import pytest
 
 from rnnkit.cli import main
+from rnnkit.errors import RnnkitError
 
 CORPUS = "the cat sat on the mat\nthe dog sat on the log\na cat and a dog\nthe market fell\n" * 20
 
@@ -579,7 +581,8 @@ def test_ngram_train_refuses_an_empty_out(tmp_path, capsys):
 @pytest.mark.parametrize(
     "first, again, written",
     [
-        (["word2vec", "{c}", "--out", "{o}", "--dry-run"], ["--dimension", "30"], "vectors.txt"),
+        # (word2vec writes config.json first, marking its vectors files as being written, then again last)
+        (["word2vec", "{c}", "--out", "{o}", "--dry-run"], ["--dimension", "30"], "config.json"),
         (["ngram", "train", "{c}", "--out", "{o}/m.npz", "-n", "2"], ["-n", "4"], "m.npz"),
         (["tfidf", "index", "{c}", "--out", "{o}"], ["--stem"], "tfidf.npz"),
     ],
@@ -1173,3 +1176,69 @@ def test_an_out_that_is_a_link_to_nothing_says_so(tmp_path, corpus, capsys, targ
         _one_error_line(
             capsys, f"--out {link} is a symbolic link to {tmp_path / target}, which leads to no folder"
         )
+
+
+@pytest.mark.parametrize(
+    ("fails", "rerun"),
+    [("vectors.bin", ["8"]), ("vectors.bin", ["4", "--seed", "1"]), ("record", ["8"]), ("marker", ["8"])],
+)
+def test_a_word2vec_run_stopped_in_an_old_out_folder_is_not_read_as_one_run(
+    tmp_path, corpus, capsys, fails, rerun
+):
+    """A rerun into an --out that failed part-way (a full disk at vectors.bin or at config.json) left its new
+    vectors.txt beside the old files, and the folder was read in silence as the old vectors (V, 4), vectors.txt being
+    (V, 8). config.json is written first without the files' record ("files": null), last with each vectors file's
+    size and sha256, and load refuses a folder they don't fit; a run that stopped at the first wrote nothing."""
+    import errno
+    from unittest import mock
+
+    from rnnkit.text import WordVectors
+
+    out = tmp_path / "w"
+    argv = ["word2vec", str(corpus), "--out", str(out), "--dry-run", "--dimension"]
+    assert main([*argv, "4"]) == 0
+    old = WordVectors.load(out).vectors
+    assert old.shape[1] == 4  # a whole folder reads
+    save, write_text = WordVectors.save, sys.modules["rnnkit.cli.text"].write_text
+
+    def full():
+        return OSError(errno.ENOSPC, "No space left on device")
+
+    def save_full(self, path, binary=False):
+        if pathlib.Path(path).name == fails:
+            raise full()
+        save(self, path, binary)
+
+    def write_full(path, text):
+        if (fails, '"sha256"' in text) in (("record", True), ("marker", False)):
+            raise full()
+        write_text(path, text)
+
+    with (
+        mock.patch.object(WordVectors, "save", save_full),
+        mock.patch("rnnkit.cli.text.write_text", write_full),
+    ):
+        assert main([*argv, *rerun]) == 2
+    capsys.readouterr()
+    if fails == "marker":  # nothing written: the old folder as it was
+        assert (WordVectors.load(out).vectors == old).all()
+        assert (WordVectors.load(out, binary=False).vectors == old).all()
+        return
+    assert WordVectors.load(out / "vectors.txt").vectors.shape[1] == int(rerun[0])  # each file is whole
+    for args in ([], ["--format", "text"], ["--format", "binary"]):
+        assert main(["neighbours", str(out), "cat", *args]) == 2
+        _one_error_line(capsys, f"{out} holds files of two runs: ")
+    # a vectors.bin of the same size from another run: its sha256 tells
+    assert main([*argv, "4"]) == 0
+    other = tmp_path / "other"
+    assert main([*argv, "4", "--seed", "1", "--out", str(other)]) == 0
+    shutil.copy(other / "vectors.bin", out / "vectors.bin")
+    with pytest.raises(RnnkitError, match="holds files of two runs: its vectors.bin is not the one"):
+        WordVectors.load(out)
+    # a folder without the record (written before it, or by others: gensim's files, a config.json of theirs) reads
+    (out / "config.json").write_text(json.dumps({"dimension": 4}))
+    assert WordVectors.load(out).vectors.shape[1] == 4
+    (out / "config.json").write_text("[1, 2]")
+    assert WordVectors.load(out).vectors.shape[1] == 4
+    (out / "config.json").unlink()
+    assert WordVectors.load(out, binary=False).vectors.shape[1] == 4

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from rnnkit.cells._base import Cell, linear, recurrent_weights
+from rnnkit.errors import RnnkitError
 
 
 def leaky_step(xw_t, state, P):
@@ -159,6 +160,21 @@ class Leaky(Cell):
                 raise ValueError(f"leaky alpha must lie in (0, 1] and, learned as σ(a), be above 0 in {dtype}; got "
                                  f"{a.min().item():g} in the state_dict's {fixed}")  # fmt: skip
         super()._load_from_state_dict(state_dict, prefix, *args)
+
+    def _checked_step(self, x_t, state, unbatched):
+        """Cell's, and a fixed α held as a layer holds it (Recurrent's _check_weights): its dtype the weights', its
+        shape (), (1,) or (H,) and its values in (0, 1]. A cell called on its own ran α = 2 in silence (|h| 1.8), a
+        float64 α gave float64 states, and one of another shape failed in a broadcast inside the step."""
+        checked = super()._checked_step(x_t, state, unbatched)
+        if not self.learn_alpha:
+            from rnnkit.layers.recurrent import _check_alpha  # (rnnkit.layers imports the cells)
+
+            a, dtype = self.alpha_fixed, self.W_hh.dtype
+            if a.dtype != dtype:
+                raise RnnkitError(f"cell.alpha_fixed is {a.dtype} but the cell's weights are {dtype}; give it a "
+                                  f"tensor of their dtype (or convert the whole cell: cell.to({a.dtype}))")  # fmt: skip
+            _check_alpha("cell.alpha_fixed", a, self.hidden_size)
+        return checked
 
     def extra_repr(self):
         a, given = (None if self.learn_alpha else self.alpha_fixed), self.__dict__.get("_alpha_given")

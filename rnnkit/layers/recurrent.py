@@ -81,7 +81,7 @@ def _check_alpha(label, a, H):
     makers and transforms: a write through .data (cell.alpha.data.fill_(2.0)) leaves _version as it was, and a check
     read once per version ran that α in silence."""
     if a.shape not in ((), (1,), (H,)):
-        raise RnnkitError(f"{label} has shape {tuple(a.shape)}, but this layer's leaky cell needs a number or {H} "
+        raise RnnkitError(f"{label} has shape {tuple(a.shape)}, but a leaky cell of {H} units needs a number or {H} "
                           f"values, one per unit: shape (), (1,) or ({H},); give it a tensor of that shape")  # fmt: skip
     if type(a) not in _PLAIN or not a.is_cpu or torch.jit.is_tracing() or torch.compiler.is_compiling():
         return

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from rnnkit import CELLS, Recurrent
+from rnnkit.errors import RnnkitError
 
 
 def test_gru_cho_z_convention_is_the_same_model():
@@ -381,3 +382,41 @@ def test_leaky_learned_alpha_that_sigma_makes_0_names_alpha_logit_when_loaded_fi
         src.cells[0].alpha_logit.fill_(-200.0)
     with pytest.raises(ValueError, match=r"got 0 in the state_dict's σ\(cells\.0\.alpha_logit\)$"):
         Recurrent("leaky", 3, 4, dtype=torch.float32).load_state_dict(src.state_dict())
+
+
+def test_leaky_cell_called_alone_holds_its_fixed_alpha_as_a_layer_does():
+    """A leaky cell called on its own (cell(x_t), not inside Recurrent) ran a fixed α of 2 or NaN in silence (|h| 1.8),
+    a float64 α gave float64 states and one of another shape failed in a broadcast inside the step; each is the
+    layer's one line, naming cell.alpha_fixed."""
+    x = torch.randn(2, 3, dtype=torch.float32)  # (these tests run in float64 by default)
+    cases = [
+        (
+            lambda c: c.alpha_fixed.fill_(2.0),
+            r"^leaky alpha must lie in \(0, 1\], got 2 in cell\.alpha_fixed$",
+        ),
+        (lambda c: c.alpha_fixed.data.fill_(float("nan")), r"got nan in cell\.alpha_fixed$"),
+        (
+            lambda c: setattr(
+                c, "alpha_fixed", torch.nn.Parameter(torch.full((4,), 1.5, dtype=torch.float32))
+            ),
+            r"got 1\.5 in cell",
+        ),
+        (
+            lambda c: setattr(c, "alpha_fixed", torch.full((4,), 0.5, dtype=torch.float64)),
+            r"^cell\.alpha_fixed is torch\.float64 but the cell's weights are torch\.float32",
+        ),
+        (
+            lambda c: c.register_buffer("alpha_fixed", torch.full((5,), 0.5, dtype=torch.float32)),
+            r"^cell\.alpha_fixed has shape \(5,\), but a leaky cell of 4 units needs .* \(\), \(1,\) or \(4,\)",
+        ),
+    ]
+    for spoil, message in cases:
+        cell = Recurrent("leaky", 3, 4, dtype=torch.float32).cells[0]
+        spoil(cell)
+        with pytest.raises(RnnkitError, match=message):
+            cell(x)
+        with pytest.raises(RnnkitError, match=message):
+            cell(x[0])  # one unbatched step too
+    cell = Recurrent("leaky", 3, 4, alpha=1.0, dtype=torch.float32).cells[0]
+    assert cell(x).shape == (2, 4)  # α = 1 (Elman) runs, as a learned α does
+    assert Recurrent("leaky", 3, 4, learn_alpha=True, dtype=torch.float32).cells[0](x).shape == (2, 4)

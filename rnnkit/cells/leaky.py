@@ -176,6 +176,39 @@ class Leaky(Cell):
             _check_alpha("cell.alpha_fixed", a, self.hidden_size)
         return checked
 
+    def _apply(self, fn, recurse=True):
+        """nn.Module's (.to, .half, .float, ...), refusing a conversion that makes α 0 in the new dtype, as __init__
+        refuses such a dtype=: Recurrent('leaky', 3, 4, alpha=1e-8, learn_alpha=True).half() ran at α = 0, units
+        frozen with a gradient of 0, in silence. The new dtype is read from fn of an empty tensor; this cell is left
+        as it was (modules converted before it stay converted)."""
+        learned = self.__dict__.get("learn_alpha", False)
+        a = self.__dict__.get("_parameters", {}).get("alpha_logit" if learned else "alpha_fixed")
+        if a is None and not learned:
+            a = self.__dict__.get("_buffers", {}).get("alpha_fixed")
+        if isinstance(a, torch.Tensor) and type(a) in (torch.Tensor, nn.Parameter) and not a.is_meta:
+            try:
+                dtype = fn(a.detach().new_empty(0)).dtype
+            except Exception:  # (a conversion that fails on it fails below, in its own words)
+                dtype = a.dtype
+            if (
+                isinstance(dtype, torch.dtype)
+                and dtype != a.dtype
+                and dtype.is_floating_point
+                and a.is_floating_point()
+            ):
+                old, new = a.detach(), a.detach().to(dtype)
+                if learned:  # σ as the alpha property takes it (in float32 for the half types)
+                    old, new = (
+                        torch.sigmoid(t.float() if t.element_size() < 4 else t).to(t.dtype)
+                        for t in (old, new)
+                    )
+                bad = (old > 0) & (new == 0)
+                if bool(bad.any()):
+                    raise ValueError(f"leaky alpha must lie in (0, 1] and be above 0 in {dtype}, the dtype this "
+                                     f"converts the cell to; got {old[bad].min().item():g}, which is 0 there (units "
+                                     f"that never move); keep the leaky cells in {a.dtype}")  # fmt: skip
+        return super()._apply(fn, recurse)
+
     def extra_repr(self):
         a, given = (None if self.learn_alpha else self.alpha_fixed), self.__dict__.get("_alpha_given")
         # the alpha given while α holds it (0.3, not float16's 0.300049; a learned one: where it starts), a meta

@@ -420,3 +420,30 @@ def test_leaky_cell_called_alone_holds_its_fixed_alpha_as_a_layer_does():
     cell = Recurrent("leaky", 3, 4, alpha=1.0, dtype=torch.float32).cells[0]
     assert cell(x).shape == (2, 4)  # α = 1 (Elman) runs, as a learned α does
     assert Recurrent("leaky", 3, 4, learn_alpha=True, dtype=torch.float32).cells[0](x).shape == (2, 4)
+
+
+@pytest.mark.parametrize("learn_alpha", [False, True])
+def test_leaky_alpha_that_a_conversion_makes_0_is_refused(learn_alpha):
+    """Recurrent('leaky', 3, 4, alpha=1e-8, learn_alpha=True).half() gave α = 0 (units frozen, a gradient of 0) in
+    silence, where building it with dtype=torch.float16 is refused; .half(), .to(torch.float16) and .float() of a
+    float64 α of 1e-50 are refused in the same words, the cell left as it was; conversions that keep α > 0 run."""
+    layer = Recurrent("leaky", 3, 4, alpha=1e-8, learn_alpha=learn_alpha, dtype=torch.float32)
+    for convert in (
+        lambda m: m.half(),
+        lambda m: m.to(torch.float16),
+        lambda m: m.to(dtype=torch.float16),
+        lambda m: torch.nn.Sequential(m).half(),
+    ):
+        with pytest.raises(
+            ValueError,
+            match=r"^leaky alpha must lie in \(0, 1\] and be above 0 in torch.float16, .* got 1e-08",
+        ):
+            convert(layer)
+        assert layer.cells[0].alpha.dtype == torch.float32 and bool((layer.cells[0].alpha > 0).all())
+    assert bool((layer.bfloat16().cells[0].alpha > 0).all())  # (bfloat16 has float32's range)
+    tiny = Recurrent("leaky", 3, 4, alpha=1e-50, learn_alpha=learn_alpha, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"above 0 in torch.float32, .* got 1e-50, which is 0 there"):
+        tiny.float()
+    half = Recurrent("leaky", 3, 4, alpha=0.3, learn_alpha=learn_alpha).half()
+    torch.testing.assert_close(half.cells[0].alpha.detach(), torch.full((4,), 0.3, dtype=torch.float16))
+    assert Recurrent("leaky", 3, 4, alpha=1e-8, learn_alpha=learn_alpha).to("meta").cells[0].alpha.is_meta

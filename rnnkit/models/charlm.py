@@ -36,8 +36,28 @@ _CHUNK = 4096  # characters of known text a call (prime, log_probs): 1 MB of flo
 TORCH_RNNS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": nn.RNN, "rnn_relu": nn.RNN}
 
 
-# model -> [its _inference calls running now, its modules that were in train mode before them]
+# model -> [the threads of its _inference calls running now (one entry a call), its modules that were in train mode
+# before them]
 _calls, _calls_lock = weakref.WeakKeyDictionary(), threading.Lock()
+
+
+def _after_fork():
+    """A child forked while another thread was inside a call inherits _calls_lock held by a thread it doesn't have
+    (its first sample waited forever), and that call counted, which no thread of its own returns from (its model
+    kept in eval mode for good). The child starts with a fresh lock and its own thread's calls: a model none of them
+    is in gets its train mode back."""
+    global _calls_lock
+    _calls_lock, me = threading.Lock(), threading.get_ident()
+    for calls in list(_calls.values()):
+        calls[0] = [t for t in calls[0] if t == me]
+        if not calls[0]:
+            for module in calls[1]:
+                module.training = True
+            calls[1] = []
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 def _inference(fn):
@@ -50,19 +70,19 @@ def _inference(fn):
     @functools.wraps(fn)
     def run(self, *args, **kwargs):
         with _calls_lock:
-            calls = _calls.setdefault(self, [0, []])
-            if calls[0] == 0:
+            calls = _calls.setdefault(self, [[], []])
+            if not calls[0]:
                 calls[1] = [m for m in self.modules() if m.training] if self.training else []
                 if calls[1]:
                     self.eval()
-            calls[0] += 1
+            calls[0].append(threading.get_ident())
         try:
             with torch.no_grad():
                 return fn(self, *args, **kwargs)
         finally:
             with _calls_lock:
-                calls[0] -= 1
-                if calls[0] == 0:
+                calls[0].remove(threading.get_ident())
+                if not calls[0]:
                     for module in calls[1]:  # each as it was (a part left in eval mode stays so)
                         module.training = True
                     calls[1] = []  # (held, they would keep the model, this weak dict's key, alive)

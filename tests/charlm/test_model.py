@@ -552,3 +552,30 @@ def test_a_window_whose_targets_are_not_of_the_inputs_shape_is_refused():
     assert m.state is None  # nothing was run
     logits, loss = m(Window(xs, xs))  # (B, T) both: as before
     assert torch.isclose(loss, F.cross_entropy(logits.reshape(-1, V), xs.reshape(-1)))
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "register_at_fork"), reason="no fork here")
+def test_a_child_forked_while_other_threads_sample_samples_and_gets_train_mode_back():
+    """A fork while one thread was inside sample() (the model put in eval mode, its count of calls 1) and another
+    held the calls' lock left the child that lock, held by a thread it doesn't have: its first sample waited
+    forever; and, the lock renewed, the count of a call the child doesn't have: its model stayed in eval mode for
+    good (dropout off in its training). The child starts with a fresh lock and the calls of its own thread only."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, signal, threading\nfrom rnnkit.models import charlm\n"
+        "m = charlm.CharLM(charlm.CharLMConfig(vocab_size=5, hidden_size=4, num_layers=2, dropout=0.5))\n"
+        "parent, inside, held, release = os.getpid(), threading.Event(), threading.Event(), threading.Event()\n"
+        "def hook(module, args):\n    if os.getpid() == parent and not inside.is_set():\n"
+        "        inside.set()\n        release.wait()\n"
+        "def hold():\n    with charlm._calls_lock:\n        held.set()\n        release.wait()\n"
+        "m.head.register_forward_pre_hook(hook)\na = threading.Thread(target=m.sample, args=([1], 3))\na.start()\n"
+        "inside.wait()\nb = threading.Thread(target=hold)\nb.start()\nheld.wait()\n"
+        "pid = os.fork()\nif pid == 0:\n    signal.alarm(30)\n    m.sample([1], 3)\n"
+        "    os._exit(0 if all(mod.training for mod in m.modules()) else 3)\n"
+        "release.set()\na.join()\nb.join()\nassert all(mod.training for mod in m.modules())\n"
+        "print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "0", out.stdout + out.stderr

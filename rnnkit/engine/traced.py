@@ -519,6 +519,22 @@ def _contents(c):
 
 # --- trace --------------------------------------------------------------------------------------------
 
+_warmed = False
+
+
+def _warm_make_fx():
+    """A process's first make_fx imports torch._inductor and torch._dynamo (1.8-2.2 s here), which ran inside the
+    watch of the generators: a data thread drawing meanwhile got the cell refused as 'draws from Python's or numpy's
+    random generator' (8 of 8 runs with draws every 1 ms) and its numbers set back. A trace of x + 1 before the watch
+    imports them; one that fails (an import cut short by Ctrl-C before) is left to the step's traces (_trace)."""
+    global _warmed
+    if not _warmed:
+        try:
+            make_fx(lambda x: x + 1, tracing_mode="fake")(torch.zeros(1))
+            _warmed = True
+        except Exception:
+            pass
+
 
 def _trace_and_compile(cls, H, P, dtype):
     """Sample one step on real tensors (checked as the loops check them), trace both functions, emit, compile."""
@@ -574,6 +590,7 @@ def _trace_and_compile(cls, H, P, dtype):
     # step, and the first run of a seeded model differed from the python loop's with the same seed. Only around the
     # steps run here: the compile below (0.4-0.6 s, without the GIL) is no step's, and other threads' draws
     # meanwhile (a data thread's random.shuffle) were set back, to be drawn again, and taken for the step's
+    _warm_make_fx()
     with torch.random.fork_rng(devices=[]), _no_python_draws(name, _generators(cls)):
         source, layout = analysed(2)
         # the kernels run any batch: a step that reads its size as a number (h.shape[0], baked into them at the

@@ -1474,6 +1474,34 @@ def test_draws_of_other_threads_while_the_kernels_compile_stay_theirs(monkeypatc
     assert (random.random(), np.random.rand()) != drawn[0][:2] and torch.rand(()) != drawn[0][2]
 
 
+def test_draws_of_other_threads_while_the_first_make_fx_imports_torch_dynamo_stay_theirs():
+    """A process's first make_fx imports torch._inductor and torch._dynamo (about 2 s), which ran inside the watch
+    of the generators: a data thread's draws meanwhile got the cell refused for good ('draws from Python's or numpy's
+    random generator', the python loop) and were set back. The imports are made before the watch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import importlib.abc, random, sys, threading, torch\nfrom rnnkit.cells import CELLS\n"
+        "from rnnkit.cells._base import linear\nfrom rnnkit.engine import native\ndrawn = []\n"
+        "class Draw(importlib.abc.MetaPathFinder):\n    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'torch._inductor' and not drawn:\n"
+        "            t = threading.Thread(target=lambda: drawn.append(random.random()))\n"
+        "            t.start()\n            t.join()\n"
+        "sys.meta_path.insert(0, Draw())\n"
+        "def step(xw_t, state, P):\n    y = torch.tanh(xw_t + linear(state[0], *P)) * 1.5\n"
+        "    return (y,), (state[0],), (y,)\n"
+        "def step_backward(dstate, cache, P):\n    da = dstate[0] * 1.5 * (1 - (cache[0] / 1.5) ** 2)\n"
+        "    return da, (da @ P[0],), (da,), ()\n"
+        "fns = {'step': staticmethod(step), 'step_backward': staticmethod(step_backward)}\n"
+        "Cls = type('Scaled', (CELLS['rnn_tanh'],), fns)\nrandom.seed(0)\n"
+        "print(native.unsupported(Cls, torch.zeros(5, 2, 8), [torch.randn(8, 8), torch.zeros(8)]), len(drawn),\n"
+        "      random.random() != drawn[0])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["None", "1", "True"], out.stdout + out.stderr
+
+
 OWN_GENERATORS = {
     "random.Random": lambda: random.Random(0),
     "np.random.default_rng": lambda: np.random.default_rng(0),

@@ -519,22 +519,6 @@ def _contents(c):
 
 # --- trace --------------------------------------------------------------------------------------------
 
-_warmed = False
-
-
-def _warm_make_fx():
-    """A process's first make_fx imports torch._inductor and torch._dynamo (1.8-2.2 s here), which ran inside the
-    watch of the generators: a data thread drawing meanwhile got the cell refused as 'draws from Python's or numpy's
-    random generator' (8 of 8 runs with draws every 1 ms) and its numbers set back. A trace of x + 1 before the watch
-    imports them; one that fails (an import cut short by Ctrl-C before) is left to the step's traces (_trace)."""
-    global _warmed
-    if not _warmed:
-        try:
-            make_fx(lambda x: x + 1, tracing_mode="fake")(torch.zeros(1))
-            _warmed = True
-        except Exception:
-            pass
-
 
 def _trace_and_compile(cls, H, P, dtype):
     """Sample one step on real tensors (checked as the loops check them), trace both functions, emit, compile."""
@@ -547,6 +531,18 @@ def _trace_and_compile(cls, H, P, dtype):
             raise Untraceable(f"{name}'s {param} is {p.dtype}, and the native loop's kernels read every parameter as "
                               f"{dtype}; it runs on the python loop")  # fmt: skip
     P = [None if p is None else p.detach().to(dtype) for p in P]
+    generators = _generators(cls)
+
+    @contextlib.contextmanager
+    def watched():
+        """The generators as they were after: a step that draws (noise, dropout of its own) advanced torch's in the
+        sample step, and the first run of a seeded model differed from the python loop's with the same seed; one
+        drawing from Python's or numpy's is refused. Only around the steps' sample calls: the traces (make_fx on
+        fake tensors draws nothing) and the compile are no step's draws, and another thread's meanwhile (a data
+        thread's random.shuffle) was set back, to be drawn again, and taken for the step's (8 of 8 runs drawing every
+        1 ms refused where the traces were watched too, 0.07-0.24 s)."""
+        with torch.random.fork_rng(devices=[]), _no_python_draws(name, generators):
+            yield
 
     def analysed(B):
         """(source, layout) of the kernels, traced on a sample of B rows."""
@@ -554,8 +550,9 @@ def _trace_and_compile(cls, H, P, dtype):
         xw_t = torch.randn(B, G * H, generator=rnd, dtype=dtype)
         state = tuple(torch.randn(B, H, generator=rnd, dtype=dtype) for _ in range(n))
         dstate = tuple(torch.randn(B, H, generator=rnd, dtype=dtype) for _ in range(n))
-        got = cls.step(xw_t, state, P)
-        check_step(cls, got, xw_t, state, P)
+        with watched():  # (the calls on real tensors; their traces, on fake ones, draw no number here)
+            got = cls.step(xw_t, state, P)
+            check_step(cls, got, xw_t, state, P)
         if not isinstance(got[2], tuple | list):
             raise Untraceable(f"{name}.step returns its cache as a {type(got[2]).__name__}, not a tuple of row tensors "
                               "the native loop can keep; it runs on the python loop")  # fmt: skip
@@ -565,8 +562,9 @@ def _trace_and_compile(cls, H, P, dtype):
                 what = "a 0-dim tensor" if isinstance(c, torch.Tensor) else f"a {type(c).__name__}"
                 raise Untraceable(f"{name}.step keeps {what} in cache[{i}], which the native loop can't keep per row; "
                                   "it runs on the python loop")  # fmt: skip
-        back = cls.step_backward(dstate, got[2], P)
-        check_step_backward(cls, back, dstate, P, G * H)
+        with watched():
+            back = cls.step_backward(dstate, got[2], P)
+            check_step_backward(cls, back, dstate, P, G * H)
 
         present = [p for p in P if p is not None]
         shared = [any(c is p for p in present) for c in cache]  # a parameter kept as itself: no buffer
@@ -586,20 +584,14 @@ def _trace_and_compile(cls, H, P, dtype):
         bwd = _trace(step_backward, f"{name}.step_backward", [*dstate, *cache_in, *present])
         return (_Analysis if len(cls.GEMMS) == 1 else _Staged)(cls, H, P).run(fwd, bwd, cache)
 
-    # the global generator as it was after: a step that draws (noise, dropout of its own) advanced it in the sample
-    # step, and the first run of a seeded model differed from the python loop's with the same seed. Only around the
-    # steps run here: the compile below (0.4-0.6 s, without the GIL) is no step's, and other threads' draws
-    # meanwhile (a data thread's random.shuffle) were set back, to be drawn again, and taken for the step's
-    _warm_make_fx()
-    with torch.random.fork_rng(devices=[]), _no_python_draws(name, _generators(cls)):
-        source, layout = analysed(2)
-        # the kernels run any batch: a step that reads its size as a number (h.shape[0], baked into them at the
-        # sample's 2 rows) ran natively with that number at every other batch size (outputs 14 off at 5 rows), in
-        # silence; one that branches on B == 1 traces alike on 2 and 3 rows and took the branch of many on one row
-        if any(analysed(B)[0] != source for B in (3, 1)):
-            raise Untraceable(f"{name}'s step functions read the batch size (B = h.shape[0] as a number), which the "
-                              "native loop's kernels, traced once for every batch, can't follow; it runs on the "
-                              "python loop")  # fmt: skip
+    source, layout = analysed(2)
+    # the kernels run any batch: a step that reads its size as a number (h.shape[0], baked into them at the
+    # sample's 2 rows) ran natively with that number at every other batch size (outputs 14 off at 5 rows), in
+    # silence; one that branches on B == 1 traces alike on 2 and 3 rows and took the branch of many on one row
+    if any(analysed(B)[0] != source for B in (3, 1)):
+        raise Untraceable(f"{name}'s step functions read the batch size (B = h.shape[0] as a number), which the "
+                          "native loop's kernels, traced once for every batch, can't follow; it runs on the python "
+                          "loop")  # fmt: skip
     if len(cls.GEMMS) == 1:
         return _compile_and_load((source, layout), name)
     names = [f"{k}{s}" for k, n in (("fwd", layout["n_fwd"]), ("bwd", layout["n_bwd"])) for s in range(n)]

@@ -1,8 +1,12 @@
 """Small helpers shared by the energy models."""
 
 import contextlib
+import threading
 
 import torch
+
+# The main thread's users of single_thread inside it, and its thread count before the first of them.
+_single = {"depth": 0, "previous": None}
 
 
 @contextlib.contextmanager
@@ -13,13 +17,25 @@ def single_thread():
     sweeps) issue thousands of operations on a few hundred to 10^5 numbers each. Intra-op threads gain
     little there, and on a busy machine, waiting for a descheduled helper thread made such loops
     10-50x slower (measured on a shared 2-core machine).
+
+    Only the main thread changes the count, the first one in saving it and the last one out restoring it:
+    torch.set_num_threads is process-wide for threads that start using torch meanwhile and per-thread
+    (OpenMP) after, so a sampler in another thread left the main thread at 1 thread for good. Other
+    threads run with the count as it is.
     """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if _single["depth"] == 0:
+        _single["previous"] = torch.get_num_threads()
+        torch.set_num_threads(1)
+    _single["depth"] += 1
     try:
         yield
     finally:
-        torch.set_num_threads(previous)
+        _single["depth"] -= 1
+        if _single["depth"] == 0:
+            torch.set_num_threads(_single["previous"])
 
 
 def uniform(shape, generator=None, device=None, dtype=None) -> torch.Tensor:

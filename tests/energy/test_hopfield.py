@@ -328,3 +328,41 @@ def test_overlap_of_float64_states_with_float32_patterns():
     assert m.dtype == torch.float64
     assert torch.equal(m, hop.overlap(result.states, xi.double()))
     assert torch.equal(hop.overlap(xi, result.states), m.T)
+
+
+def test_single_thread_in_overlapping_users_leaves_the_main_threads_count():
+    """Two samplers overlapping in two threads (recall, CD training, Ising in threads) left the main thread at 1
+    thread for good (torch's count is process-wide for a thread that starts using torch meanwhile); users in the
+    main thread that end out of order restored the count of the other's."""
+    import contextlib
+    import subprocess
+    import sys
+
+    from rnnkit.energy._util import single_thread
+
+    code = (
+        "import threading, torch\n"
+        "from rnnkit.energy._util import single_thread\n"
+        "torch.set_num_threads(2); a_in, a_out = threading.Event(), threading.Event()\n"
+        "def A():\n"
+        "    with single_thread(): a_in.set(); a_out.wait()\n"
+        "t = threading.Thread(target=A); t.start(); a_in.wait()\n"
+        "with single_thread(): a_out.set(); t.join()\n"
+        "print(torch.get_num_threads())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["2"]
+    threads = torch.get_num_threads()
+    first, second = single_thread(), single_thread()
+    try:
+        torch.set_num_threads(2)
+        with contextlib.ExitStack() as stack:
+            first.__enter__()
+            stack.callback(second.__exit__, None, None, None)
+            second.__enter__()
+            assert torch.get_num_threads() == 1
+            first.__exit__(None, None, None)
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)

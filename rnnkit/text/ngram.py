@@ -160,7 +160,9 @@ class NGramLM:
         self.keys, self.count, self.cont = [None], [None], [None]
         ctx, suffixes, prev_gram = np.zeros(len(x), np.int64), [None], None
         bar = dict(desc="counting n-grams", unit=" orders", **bar_options(progress))
-        for _m in tqdm(range(1, self.n + 1), **bar):
+        # no m-grams past m = len(x) + 1, the first order with none: the orders past it are not counted (each cost
+        # ~ len(x), and a model file's arrays: -n 1000000 of a 2,400-character text ran for minutes)
+        for _m in tqdm(range(1, min(self.n, len(x) + 1) + 1), **bar):
             valid = ctx >= 0
             keys, inv, cnt = np.unique(ctx[valid] * V + x[valid], return_inverse=True, return_counts=True)
             gram = np.full(len(x), -1, np.int64)
@@ -174,14 +176,14 @@ class NGramLM:
             ctx, prev_gram = np.concatenate([[-1], gram[:-1]]), gram
         if after is not None:  # x's history, not a token of it (its unigram key is its id)
             self.count[1][np.searchsorted(self.keys[1], after)] -= 1
-        for m in range(1, self.n):  # N1+(• g): distinct (m+1)-grams whose suffix is g
+        for m in range(1, self._orders()):  # N1+(• g): distinct (m+1)-grams whose suffix is g
             cont = np.bincount(suffixes[m + 1], minlength=len(self.keys[m]))
             # the m-gram the text begins with, if nowhere else, has no token before it: its raw count, 1 (it
             # had 0, and P = 0 with discount 0: the training text's first token or n-gram at log p = -inf)
             cont = np.where(cont > 0, cont, self.count[m])
             # a text shorter than n tokens has no (m+1)-grams: order m is its top order, with raw counts
             self.cont.append(cont if len(self.keys[m + 1]) else self.count[m])
-        self.cont.append(self.count[self.n])
+        self.cont.append(self.count[-1])
         self._statistics()
         return self
 
@@ -189,7 +191,7 @@ class NGramLM:
         """Per order: context totals c(h•), the discounted mass Σ_w D(c(h w)) of each context, discounts."""
         V = len(self.vocab)
         self.total, self.mass, self.raw_total, self.D = [None], [None], [None], [None]
-        for m in range(1, self.n + 1):
+        for m in range(1, self._orders() + 1):
             c = self.cont[m]
             h = self.keys[m] // V
             size = 1 if m == 1 else len(self.keys[m - 1])
@@ -203,8 +205,10 @@ class NGramLM:
         + token) increasing and below (number of (m-1)-grams) · V, their counts >= 1 and continuation counts >= 0,
         all whole numbers of one length. Keys out of order or range (a file made by hand, or another program's)
         were looked up wrong in silence, and float or negative arrays failed inside numpy."""
-        V = len(self.vocab)
-        for m in range(1, self.n + 1):
+        V, top = len(self.vocab), self._orders()
+        if top < self.n and len(self.keys[top]):  # orders left out past one with no m-grams only
+            raise ValueError(f"it lacks the {top + 1}-gram arrays")
+        for m in range(1, top + 1):
             keys, count, cont = self.keys[m], self.count[m], self.cont[m]
             size = 1 if m == 1 else len(self.keys[m - 1])
             if not (
@@ -215,7 +219,7 @@ class NGramLM:
             ):
                 raise ValueError(f"its {m}-gram arrays are not those of a counted text")
             self.keys[m], self.count[m] = keys.astype(np.int64), count.astype(np.int64)
-            self.cont[m] = self.count[m] if m == self.n else cont.astype(np.int64)
+            self.cont[m] = self.count[m] if m == top else cont.astype(np.int64)
 
     def _discounts(self, c: np.ndarray) -> np.ndarray:
         """D(c) for c = 0, 1, 2, 3+ from the counts-of-counts n_r = #{m-grams with count r}.
@@ -231,6 +235,11 @@ class NGramLM:
             return np.array([0.0, *[float(np.clip(Y, 0.05, 0.95))] * 3])
         D = [r - (r + 1) * Y * n[r + 1] / n[r] if n[r] > 0 else Y for r in (1, 2, 3)]
         return np.array([0.0, *(float(np.clip(d, 0.05, r)) for r, d in zip((0.95, 1.95, 2.95), D))])
+
+    def _orders(self) -> int:
+        """The orders counted: n, or fewer where the text has no m-grams (nor longer ones) past an order m, the
+        last one counted (empty). The orders past it would back off to it, and so the same probabilities."""
+        return len(self.keys) - 1
 
     def _fitted(self) -> None:
         """One RnnkitError unless the model has counted a text (fit, fit_ids or load)."""
@@ -252,7 +261,7 @@ class NGramLM:
     def _contexts(self, x: np.ndarray) -> list[np.ndarray]:
         """ctx[m][i] = id of the (m-1)-gram x[i-m+1 : i] before position i, or -1 (m = 1..n)."""
         ctxs, ctx = [None], np.zeros(len(x), np.int64)
-        for m in range(1, self.n + 1):
+        for m in range(1, self._orders() + 1):
             ctxs.append(ctx)
             gram = self._lookup(m, ctx, x)
             ctx = np.concatenate([[-1], gram[:-1]])
@@ -266,7 +275,7 @@ class NGramLM:
         V = len(self.vocab)
         p = np.full(np.broadcast(ctxs[1], w).shape, 1.0 / V)  # P_0
         exact = np.full(p.shape, np.nan)  # add-k's log P where its quotient is not a normal float64
-        for m in range(1, self.n + 1):
+        for m in range(1, self._orders() + 1):
             if len(self.keys[m]) == 0:  # no m-grams (nor longer ones): back off to order m - 1
                 break
             h, g = ctxs[m], self._lookup(m, ctxs[m], w)
@@ -361,7 +370,9 @@ class NGramLM:
         rng = np.random.default_rng(check_seed(seed, "seed"))
         ids = list(self.encode(prefix))
         for _ in range(length):
-            for k in range(self.n - 1, -1, -1):  # k tokens of history; fewer where <unk> takes all the mass
+            for k in range(
+                self._orders() - 1, -1, -1
+            ):  # k tokens of history; fewer where <unk> takes all the mass
                 p = self.next_distribution(ids[max(len(ids) - k, 0) :])
                 if not self.vocab.unk or p.sum() > p[0]:
                     break
@@ -398,9 +409,11 @@ class NGramLM:
         path = pathlib.Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {
-            f"{name}{m}": getattr(self, name)[m] for m in range(1, self.n + 1) for name in ("keys", "count")
+            f"{name}{m}": getattr(self, name)[m]
+            for m in range(1, self._orders() + 1)
+            for name in ("keys", "count")
         }
-        arrays.update({f"cont{m}": self.cont[m] for m in range(1, self.n)})
+        arrays.update({f"cont{m}": self.cont[m] for m in range(1, self._orders())})
         meta = {k: getattr(self, k) for k in OPTIONS}
         meta["vocab"] = self.vocab.to_dict()
         refuse_surrogate_pairs(self.vocab.itos)  # (JSON's escapes: read back as one character, another token)
@@ -431,10 +444,13 @@ class NGramLM:
                     model = cls(**{k: v for k, v in meta.items() if k != "vocab"})
                     model.vocab = Vocabulary.from_dict(meta["vocab"])
                     model.keys, model.count = [None], [None]
-                    for m in range(1, model.n + 1):
+                    for m in range(1, model.n + 1):  # up to its first order with no m-grams (see _orders)
                         model.keys.append(z[f"keys{m}"])
                         model.count.append(z[f"count{m}"])
-                    model.cont = [None] + [z[f"cont{m}"] for m in range(1, model.n)] + [model.count[model.n]]
+                        if not len(model.keys[m]) or f"keys{m + 1}" not in z.files:
+                            break
+                    top = model._orders()
+                    model.cont = [None] + [z[f"cont{m}"] for m in range(1, top)] + [model.count[top]]
             if not lacks:
                 model._check_counts()
                 model._statistics()

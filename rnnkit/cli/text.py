@@ -87,7 +87,7 @@ def add_commands(sub) -> None:
     p.add_argument("--json", action="store_true",
                    help="one JSON object per text, with the keys of `rnnkit score --json` (text, rank, log_prob, "
                    "nats, chars, nats_per_char, bits_per_char, perplexity; a word model says words, nats_per_word, "
-                   "bits_per_word) and unknown: the tokens scored as <unk>")  # fmt: skip
+                   "bits_per_word) and unknown: the tokens scored as <unk> (--context's first)")  # fmt: skip
     p.set_defaults(func=cmd_ngram_score, _parser=p)
     p = ngram.add_parser("eval", help="nats and bits per token of a text file",
                          description="The file is read at the start of a line (after a newline, <eos> to a word "
@@ -409,8 +409,9 @@ def cmd_ngram_score(args) -> int:
         scored.append((t, lm.score(t, context)))
     results = sorted(scored, key=lambda r: -r[1].log_prob)
     unit = lm.level
+    before = text_tokens(context, lm.level, lm.lower)  # its unknown tokens read as <unk> too (were unsaid)
     for rank, (text, s) in enumerate(results, 1):
-        unknown = lm.vocab.unknown(text_tokens(text, lm.level, lm.lower))
+        unknown = lm.vocab.unknown([*before, *text_tokens(text, lm.level, lm.lower)])
         if args.json:
             print(
                 json.dumps(

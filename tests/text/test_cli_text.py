@@ -1242,3 +1242,17 @@ def test_a_word2vec_run_stopped_in_an_old_out_folder_is_not_read_as_one_run(
     assert WordVectors.load(out).vectors.shape[1] == 4
     (out / "config.json").unlink()
     assert WordVectors.load(out, binary=False).vectors.shape[1] == 4
+
+
+def test_ngram_score_notes_the_unknown_tokens_of_its_context(tmp_path, corpus, capsys):
+    """A --context with tokens the model doesn't know was scored after <unk> in silence, where TEXT's unknown
+    tokens are listed in a note; the note lists the context's first."""
+    model = tmp_path / "m.npz"
+    assert main(["ngram", "train", str(corpus), "--out", str(model), "-n", "3"]) == 0
+    capsys.readouterr()
+    assert main(["ngram", "score", str(model), "the cat", "--context", "zq"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("'the cat'  (unknown, scored as <unk>: ['z', 'q'])")
+    assert main(["ngram", "score", str(model), "the q", "--context", "zq", "--json"]) == 0
+    assert '"unknown": ["z", "q"]' in capsys.readouterr().out
+    assert main(["ngram", "score", str(model), "the cat", "--context", "the "]) == 0
+    assert "unknown" not in capsys.readouterr().out

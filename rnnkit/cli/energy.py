@@ -163,6 +163,12 @@ def hopfield_recall(args) -> None:
         "patterns" if args.patterns is None else f"--patterns {args.patterns}: patterns"
     )  # (the file named)
     xi = None if patterns is None else as_spins(patterns, name)  # a bad file is an error before --out is made
+    n = units if xi is None else xi.shape[1]
+    if args.erase and round(args.noise * n) == 0:  # (corrupt's count of units: the cues were the patterns)
+        raise RnnkitError(
+            f"--erase with --noise {args.noise:g} erases no unit of {_plural(n, 'unit')} (round(noise x N) = 0); "
+            "give a larger --noise with it, or leave --erase out"
+        )
     out, g = _setup(args)
     if xi is None:
         xi = hopfield.random_patterns(count, units, g, args.device)

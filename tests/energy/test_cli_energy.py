@@ -541,3 +541,26 @@ def test_a_patterns_file_in_utf16_or_32_names_its_encoding(tmp_path, encoding):
     path.write_text("1 -1 1 -1\n-1 1 1 1\n", encoding=encoding)
     with pytest.raises(RnnkitError, match=r"UTF-(16|32)(LE)? text.*not UTF-8; convert it to UTF-8: iconv"):
         read_patterns(path)
+
+
+@pytest.mark.parametrize("noise", ["0", "0.004"])
+def test_recall_refuses_erase_that_erases_no_unit(noise, tmp_path, capsys):
+    """--erase --noise 0 (or a noise of under half a unit) erased nothing and recalled the stored patterns
+    themselves, in silence; it is refused, as --units with another pattern source."""
+    args = ["hopfield", "recall", "--erase", "--noise", noise, "--units", "100", "--out", str(tmp_path / "o")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"--erase with --noise {noise} erases no unit of 100 units" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()
+    args = [
+        "hopfield",
+        "recall",
+        "--erase",
+        "--noise",
+        "0.01",
+        "--units",
+        "100",
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert main([*args, "--random", "2", "--max-steps", "5"]) == 0

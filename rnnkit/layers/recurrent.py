@@ -747,14 +747,18 @@ class Recurrent(OwnParametersModule):
         is refused in one line: the native loop trusts the shapes and read past the tensor (NaN, no error); one
         of another dtype or device than the cell's others too (torch's error from inside a matmul, else), and a cell
         of another dtype or device than the first. Only
-        the cell's own parameters are read (1 µs): a weight computed by a parametrization or a pruning hook is
-        not among them, and reading it would compute it again."""
+        the cell's own parameters are read (1 µs), and a weight held as a plain attribute (del cell.W_hh;
+        cell.W_hh = W * mask, pruning's computed W_hh): a weight a parametrization computes is neither, and
+        reading it would compute it again."""
         shapes = self.__dict__.get("_weight_shapes")
         if shapes is None:  # a layer pickled before they were kept
             shapes = self._weight_shapes = [_weight_shapes(c) for c in self.cells]
-        own, dtype, seen = cell._parameters, None, None
+        own, dtype, seen, plain = cell._parameters, None, None, {}
         for name, want in shapes[i]:
             p = own.get(name)
+            # (W * mask set by hand went unchecked: the native loop read past one of another shape in silence)
+            if p is None and name not in own and isinstance(q := cell.__dict__.get(name), torch.Tensor):
+                p = plain[name] = q
             if p is None:
                 # a matrix set to None (a bias None is no bias): the native loop ran on without it, NaN
                 if name in own and len(want) == 2:
@@ -788,7 +792,7 @@ class Recurrent(OwnParametersModule):
                     _check_alpha(self._weight_label(i, cell, name), p, cell.hidden_size)
         # one weight moved alone (all of them: leaky's alpha_logit, mut1's W_xp): a W_hh on meta gave wrong numbers
         # (torch's linear of a cpu and a meta tensor is a cpu one); native read its memory as the CPU's
-        devices = {}
+        devices, own = {}, {**own, **plain} if plain else own
         for (
             p
         ) in own.values():  # (all on the CPU, the common case: is_cpu alone, a third of the time of .device)

@@ -1268,6 +1268,44 @@ def test_weight_of_another_shape_is_refused(backend):
         layer(x)
 
 
+@pytest.mark.parametrize("backend", ["autograd", "python", "native"])
+@pytest.mark.parametrize("T", [3, 9])
+def test_a_computed_weight_of_another_shape_or_dtype_is_refused(backend, T):
+    """A weight replaced by a tensor computed from another (del cell.W_hh; cell.W_hh = W * mask: weight dropout,
+    a mask of one's own) is a plain attribute, not among the cell's parameters, and went unchecked: of another
+    shape the native loop read past it (lstm with proj_size: W_hh (16, 1) for (16, 2), outputs in silence), the
+    others failed inside torch ('mat1 and mat2 shapes cannot be multiplied', 'expected scalar type Double but
+    found Float'). It is held to the shape, dtype and device the parameter had, in the same lines."""
+    torch.manual_seed(0)
+    x = torch.randn(2, T, 4, dtype=torch.float64)
+    bad = [
+        ("lstm", dict(proj_size=2), "W_hh", torch.randn(16, 1, dtype=torch.float64), r"has shape \(16, 1\), .* needs \(16, 2\)"),
+        ("gru", {}, "W_hh", torch.randn(12, 3, dtype=torch.float64), r"has shape \(12, 3\), .* needs \(12, 4\)"),
+        ("mut1", {}, "W_xh", torch.randn(8, 5, dtype=torch.float64), r"has shape \(8, 5\), .* needs \(8, 4\)"),
+        ("gru", {}, "W_hh", torch.randn(12, 4), r"is torch.float32 but the cell's other weights are torch.float64"),
+        ("leaky", {}, "b_xh", torch.randn(4), r"is torch.float32 but the cell's other weights are torch.float64"),
+        ("rnn_tanh", {}, "W_hh", torch.randn(4, 4, dtype=torch.float64, device="meta"), r"is on meta but"),
+    ]  # fmt: skip
+    for cell, kw, name, W, match in bad:
+        layer = Recurrent(cell, 4, 4, num_layers=2, backend=backend, **kw).double()
+        base = torch.nn.Parameter(W)
+        delattr(layer.cells[1], name)
+        setattr(layer.cells[1], name, base * 1.0)
+        for grad in (True, False):
+            with (
+                torch.set_grad_enabled(grad),
+                pytest.raises(RnnkitError, match=rf"cells\[1\]\.{name}\b.*{match}"),
+            ):
+                layer(x)
+    # one of the right shape runs, its gradient reaching the weight it is computed from
+    layer = Recurrent("lstm", 4, 4, proj_size=2, backend=backend).double()
+    base = torch.nn.Parameter(layer.cells[0].W_hh.detach().clone())
+    del layer.cells[0].W_hh
+    layer.cells[0].W_hh = base * 0.5
+    layer(x)[0].sum().backward()
+    assert base.grad is not None and base.grad.shape == (16, 2)
+
+
 @pytest.mark.parametrize("backend", [None, "python", "autograd"])
 def test_leaky_fixed_alpha_of_another_dtype_is_refused(backend):
     """A fixed α (the buffer alpha_fixed) set to a tensor of another dtype than the weights (from numpy: float64)

@@ -538,6 +538,8 @@ class Recurrent(OwnParametersModule):
                 # (T, B, G·H): all steps in one GEMM; a conditioning term adds to xw after any tanh in it
                 self._check_weights(i, cell)
                 xw, P, fold = self._project(cell, below, raw_ok=not conditioned)
+                if "parametrizations" in cell._modules:
+                    self._check_computed(i, cell, P)
                 if conditioned:
                     xw = xw + self.W_vh[i](cond)[None]  # once per sequence, broadcast over T
                 s0 = tuple(s[i] for s in state0)
@@ -812,6 +814,18 @@ class Recurrent(OwnParametersModule):
         if lead is not None and (seen.dtype, seen.device) != (lead.dtype, lead.device):
             raise RnnkitError(f"layer.cells[{i}] is {seen.dtype} on {seen.device} but layer.cells[0] is {lead.dtype} "
                               f"on {lead.device}; convert or move the whole layer (layer.to(...)), not one cell")  # fmt: skip
+
+    def _check_computed(self, i, cell, P):
+        """The recurrent weights a parametrization computed for this call (rec_params' P), held to the shapes
+        _check_weights holds parameters to: one of another shape (register_parametrization(..., unsafe=True)) was
+        read past its end by the native loop in silence, torch's matmul error from inside on the others. (Not to
+        their dtype: under torch.autocast a parametrization's matmul gives bfloat16, which the loops take.)"""
+        shapes = dict(self._weight_shapes[i])
+        for name, p in zip(type(cell).REC_PARAMS, P):
+            if p is not None and name in shapes and p.shape != shapes[name]:
+                raise RnnkitError(f"{self._weight_label(i, cell, name)}, as its parametrization computes it, has "
+                                  f"shape {tuple(p.shape)}, but this layer's {self.cell_name} cell needs "
+                                  f"{tuple(shapes[name])}; make the parametrization keep its shape")  # fmt: skip
 
     def _weight_label(self, i, cell, name):
         """layer.cells[i].W_hh, with torch.nn's name beside it where it has one: "(weight_hh_l0)"."""

@@ -1306,6 +1306,36 @@ def test_a_computed_weight_of_another_shape_or_dtype_is_refused(backend, T):
     assert base.grad is not None and base.grad.shape == (16, 2)
 
 
+class _FirstColumn(torch.nn.Module):
+    """A parametrization of another shape than its weight's (register_parametrization(..., unsafe=True))."""
+
+    def forward(self, W):
+        return W[:, :1]
+
+
+@pytest.mark.parametrize("backend", ["autograd", "python", "native"])
+@pytest.mark.parametrize("T", [3, 9])
+@pytest.mark.parametrize(("cell", "kw"), [("gru", {}), ("rnn_tanh", {}), ("lstm", dict(proj_size=2))])
+def test_a_parametrized_weight_of_another_shape_is_refused(backend, T, cell, kw):
+    """A parametrization giving W_hh another shape (unsafe=True): the native loop read past the weight it
+    computed in silence (gru: outputs of other memory, 7.57 one call and 7.56 the next), the others failed inside
+    torch ('mat1 and mat2 shapes cannot be multiplied'). The weight as computed for the call is held to the
+    parameter's shape, in the parameters' line."""
+    from torch.nn.utils import parametrize
+
+    x = torch.randn(2, T, 4, dtype=torch.float64)
+    layer = Recurrent(cell, 4, 4, num_layers=2, backend=backend, **kw).double()
+    parametrize.register_parametrization(layer.cells[1], "W_hh", _FirstColumn(), unsafe=True)
+    for grad in (True, False):
+        with (
+            torch.set_grad_enabled(grad),
+            pytest.raises(
+                RnnkitError, match=r"cells\[1\]\.W_hh\b.* computes it, has shape \(\d+, 1\), .* needs"
+            ),
+        ):
+            layer(x)
+
+
 @pytest.mark.parametrize("backend", [None, "python", "autograd"])
 def test_leaky_fixed_alpha_of_another_dtype_is_refused(backend):
     """A fixed α (the buffer alpha_fixed) set to a tensor of another dtype than the weights (from numpy: float64)

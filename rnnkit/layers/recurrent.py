@@ -539,7 +539,7 @@ class Recurrent(OwnParametersModule):
                 self._check_weights(i, cell)
                 xw, P, fold = self._project(cell, below, raw_ok=not conditioned)
                 if "parametrizations" in cell._modules:
-                    self._check_computed(i, cell, P)
+                    self._check_computed(i, cell, zip(type(cell).REC_PARAMS, P))
                 if conditioned:
                     xw = xw + self.W_vh[i](cond)[None]  # once per sequence, broadcast over T
                 s0 = tuple(s[i] for s in state0)
@@ -716,6 +716,9 @@ class Recurrent(OwnParametersModule):
             from rnnkit.engine.native import folds_input_bias, loop_adds_input_bias, project
 
             W, b = affine
+            if "parametrizations" in cell._modules:  # (the native projection reads W as (G, D))
+                i = next(i for i, c in enumerate(self._modules["cells"]) if c is cell)
+                self._check_computed(i, cell, (("W_xh", W),))
             native = {"resolved": "native"}  # run need not ask again (resolve_backend, 3 µs)
             ident = -1 if cell.input_identity is None else cell.input_identity
             if folds_input_bias(cell) and b is not None and P[1] is not None:
@@ -815,13 +818,14 @@ class Recurrent(OwnParametersModule):
             raise RnnkitError(f"layer.cells[{i}] is {seen.dtype} on {seen.device} but layer.cells[0] is {lead.dtype} "
                               f"on {lead.device}; convert or move the whole layer (layer.to(...)), not one cell")  # fmt: skip
 
-    def _check_computed(self, i, cell, P):
-        """The recurrent weights a parametrization computed for this call (rec_params' P), held to the shapes
-        _check_weights holds parameters to: one of another shape (register_parametrization(..., unsafe=True)) was
-        read past its end by the native loop in silence, torch's matmul error from inside on the others. (Not to
-        their dtype: under torch.autocast a parametrization's matmul gives bfloat16, which the loops take.)"""
+    def _check_computed(self, i, cell, weights):
+        """The weights a parametrization computed for this call ((name, tensor) pairs: rec_params' P, the native
+        projection's W_xh), held to the shapes _check_weights holds parameters to: one of another shape
+        (register_parametrization(..., unsafe=True)) was read past its end by the native loops in silence, torch's
+        matmul error from inside on the others. (Not to their dtype: under torch.autocast a parametrization's
+        matmul gives bfloat16, which the loops take.)"""
         shapes = dict(self._weight_shapes[i])
-        for name, p in zip(type(cell).REC_PARAMS, P):
+        for name, p in weights:
             if p is not None and name in shapes and p.shape != shapes[name]:
                 raise RnnkitError(f"{self._weight_label(i, cell, name)}, as its parametrization computes it, has "
                                   f"shape {tuple(p.shape)}, but this layer's {self.cell_name} cell needs "

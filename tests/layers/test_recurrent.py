@@ -1336,6 +1336,25 @@ def test_a_parametrized_weight_of_another_shape_is_refused(backend, T, cell, kw)
             layer(x)
 
 
+@pytest.mark.parametrize("cell", ["gru_cho", "mut1", "lstm"])
+def test_a_parametrized_input_weight_of_another_shape_is_refused_by_the_native_projection(cell):
+    """A parametrization giving W_xh fewer columns (unsafe=True): the native projection (8 steps on) read past
+    it in silence (gru_cho: |out| 20.4 without gradients, 19.0 with), where F.linear on the other backends and
+    shorter sequences says the shapes can't be multiplied. One line, naming it."""
+    from torch.nn.utils import parametrize
+
+    layer = Recurrent(cell, 4, 4, num_layers=2, backend="native").double()
+    parametrize.register_parametrization(layer.cells[1], "W_xh", _FirstColumn(), unsafe=True)
+    for grad in (True, False):
+        with (
+            torch.set_grad_enabled(grad),
+            pytest.raises(
+                RnnkitError, match=r"cells\[1\]\.W_xh\b.* computes it, has shape \(\d+, 1\), .* needs"
+            ),
+        ):
+            layer(torch.randn(2, 9, 4, dtype=torch.float64))
+
+
 @pytest.mark.parametrize("backend", [None, "python", "autograd"])
 def test_leaky_fixed_alpha_of_another_dtype_is_refused(backend):
     """A fixed α (the buffer alpha_fixed) set to a tensor of another dtype than the weights (from numpy: float64)

@@ -538,8 +538,6 @@ class Recurrent(OwnParametersModule):
                 # (T, B, G·H): all steps in one GEMM; a conditioning term adds to xw after any tanh in it
                 self._check_weights(i, cell)
                 xw, P, fold = self._project(cell, below, raw_ok=not conditioned)
-                if "parametrizations" in cell._modules:
-                    self._check_computed(i, cell, zip(type(cell).REC_PARAMS, P))
                 if conditioned:
                     xw = xw + self.W_vh[i](cond)[None]  # once per sequence, broadcast over T
                 s0 = tuple(s[i] for s in state0)
@@ -700,6 +698,11 @@ class Recurrent(OwnParametersModule):
         function, with one pass less over the (T, B, G·H) projection forward and one less over its gradient
         backward."""
         P = cell.rec_params()
+        if (
+            parametrized := "parametrizations" in cell._modules
+        ):  # (before b_hh + b_xh below: checked as computed)
+            i = next(i for i, c in enumerate(self._modules["cells"]) if c is cell)
+            self._check_computed(i, cell, zip(type(cell).REC_PARAMS, P))
         # long enough to pay; under torch.autocast the projection is an F.linear like any other (in bfloat16
         # or float16), so that every backend gets the same xw; and under torch.compile, which compiles F.linear
         # with what is around it (the loop is an operator there, engine/compiled.py), without asking T (a guard
@@ -716,8 +719,7 @@ class Recurrent(OwnParametersModule):
             from rnnkit.engine.native import folds_input_bias, loop_adds_input_bias, project
 
             W, b = affine
-            if "parametrizations" in cell._modules:  # (the native projection reads W as (G, D))
-                i = next(i for i, c in enumerate(self._modules["cells"]) if c is cell)
+            if parametrized:  # (the native projection reads W as (G, D))
                 self._check_computed(i, cell, (("W_xh", W),))
             native = {"resolved": "native"}  # run need not ask again (resolve_backend, 3 µs)
             ident = -1 if cell.input_identity is None else cell.input_identity

@@ -1336,6 +1336,27 @@ def test_a_parametrized_weight_of_another_shape_is_refused(backend, T, cell, kw)
             layer(x)
 
 
+class _FirstValue(torch.nn.Module):
+    def forward(self, b):
+        return b[:1]
+
+
+@pytest.mark.parametrize("backend", ["autograd", "python", "native"])
+@pytest.mark.parametrize("T", [3, 9])
+def test_a_parametrized_bias_of_one_value_is_refused_on_every_backend(backend, T):
+    """b_hh computed as one value (unsafe=True): autograd and python broadcast it (|out| 12.77), the native loop
+    read past it (8.997, no error) for short sequences and folded b_xh + b_hh in broadcast from 8 steps on. Each
+    backend now says the shape in one line, the value computed being checked before it is folded."""
+    from torch.nn.utils import parametrize
+
+    layer = Recurrent("rnn_tanh", 4, 4, backend=backend).double()
+    parametrize.register_parametrization(layer.cells[0], "b_hh", _FirstValue(), unsafe=True)
+    with pytest.raises(
+        RnnkitError, match=r"cells\[0\]\.b_hh\b.* computes it, has shape \(1,\), .* needs \(4,\)"
+    ):
+        layer(torch.randn(2, T, 4, dtype=torch.float64))
+
+
 @pytest.mark.parametrize("cell", ["gru_cho", "mut1", "lstm"])
 def test_a_parametrized_input_weight_of_another_shape_is_refused_by_the_native_projection(cell):
     """A parametrization giving W_xh fewer columns (unsafe=True): the native projection (8 steps on) read past

@@ -1446,29 +1446,36 @@ def test_a_step_drawing_python_random_numbers_runs_on_the_python_loop(generator)
         Recurrent(Cls, 3, 5, backend="native")(torch.randn(2, 3, 3))
 
 
+def _draws_beside(monkeypatch, where, name):
+    """A new cell of one's own (a subclass of OwnReLU called `name`) traced, seeded, checked against autograd, while
+    another thread draws from Python's, numpy's and torch's generators at each call of traced.<where>; the class
+    and those draws."""
+    import threading
+
+    real, drawn = getattr(traced, where), []
+
+    def wrapped(*args):
+        t = threading.Thread(target=lambda: drawn.append((random.random(), np.random.rand(), torch.rand(()))))
+        t.start()
+        t.join()
+        return real(*args)
+
+    monkeypatch.setattr(traced, where, wrapped)
+    Cls = type(name, (OwnReLU,), {})
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    _native_is_autograd(Cls)
+    return Cls, drawn
+
+
 def test_draws_of_other_threads_while_the_kernels_compile_stay_theirs(monkeypatch):
     """The first trace of a cell of one's own watched Python's, numpy's and torch's generators until its kernels were
     compiled and loaded (0.4-0.6 s without the GIL): another thread's draws meanwhile (a data thread's
     random.shuffle) were taken for the step's, the cell refused for good ('draws from Python's or numpy's random
     generator', the python loop), and that thread's generators set back, its numbers drawn again. Only the steps
     run in the trace are watched."""
-    import threading
-
-    real = traced._compiled
-    drawn = []
-
-    def compiled(*args):
-        t = threading.Thread(target=lambda: drawn.append((random.random(), np.random.rand(), torch.rand(()))))
-        t.start()
-        t.join()
-        return real(*args)
-
-    monkeypatch.setattr(traced, "_compiled", compiled)
-    Cls = type("DrawnBeside", (OwnReLU,), {})
-    random.seed(0)
-    np.random.seed(0)
-    torch.manual_seed(0)
-    _native_is_autograd(Cls)
+    Cls, drawn = _draws_beside(monkeypatch, "_compiled", "DrawnBeside")
     assert drawn and all(isinstance(v, int) for v in native._traced[Cls].values())  # traced, not refused
     # the other thread's draws stand: the next draws here are new numbers, not those again
     assert (random.random(), np.random.rand()) != drawn[0][:2] and torch.rand(()) != drawn[0][2]
@@ -1478,23 +1485,7 @@ def test_draws_of_other_threads_while_the_steps_are_traced_stay_theirs(monkeypat
     """The traces (make_fx, on fake tensors: 0.05-0.08 s for a step and its backward at 3 batch sizes) ran inside
     the watch of the generators: a data thread's draws meanwhile got the cell refused for good (4 of 6 runs drawing
     every 0.1 s) and were set back. Only the steps' calls on real tensors are watched."""
-    import threading
-
-    real = traced._trace
-    drawn = []
-
-    def trace(*args):
-        t = threading.Thread(target=lambda: drawn.append((random.random(), np.random.rand(), torch.rand(()))))
-        t.start()
-        t.join()
-        return real(*args)
-
-    monkeypatch.setattr(traced, "_trace", trace)
-    Cls = type("DrawnWhileTraced", (OwnReLU,), {})
-    random.seed(0)
-    np.random.seed(0)
-    torch.manual_seed(0)
-    _native_is_autograd(Cls)
+    Cls, drawn = _draws_beside(monkeypatch, "_trace", "DrawnWhileTraced")
     assert drawn and all(isinstance(v, int) for v in native._traced[Cls].values())  # traced, not refused
     assert (random.random(), np.random.rand()) != drawn[-1][:2] and torch.rand(()) != drawn[-1][2]
 

@@ -1326,11 +1326,17 @@ def test_a_parametrized_weight_of_another_shape_is_refused(backend, T, cell, kw)
     x = torch.randn(2, T, 4, dtype=torch.float64)
     layer = Recurrent(cell, 4, 4, num_layers=2, backend=backend, **kw).double()
     parametrize.register_parametrization(layer.cells[1], "W_hh", _FirstColumn(), unsafe=True)
+    _refused_with_and_without_grad(layer, x, "W_hh")
+
+
+def _refused_with_and_without_grad(layer, x, name):
+    """layer(x) refused, with gradients and without, for cells[1].<name> as its parametrization computes it: one
+    column."""
     for grad in (True, False):
         with (
             torch.set_grad_enabled(grad),
             pytest.raises(
-                RnnkitError, match=r"cells\[1\]\.W_hh\b.* computes it, has shape \(\d+, 1\), .* needs"
+                RnnkitError, match=rf"cells\[1\]\.{name}\b.* computes it, has shape \(\d+, 1\), .* needs"
             ),
         ):
             layer(x)
@@ -1366,14 +1372,7 @@ def test_a_parametrized_input_weight_of_another_shape_is_refused_by_the_native_p
 
     layer = Recurrent(cell, 4, 4, num_layers=2, backend="native").double()
     parametrize.register_parametrization(layer.cells[1], "W_xh", _FirstColumn(), unsafe=True)
-    for grad in (True, False):
-        with (
-            torch.set_grad_enabled(grad),
-            pytest.raises(
-                RnnkitError, match=r"cells\[1\]\.W_xh\b.* computes it, has shape \(\d+, 1\), .* needs"
-            ),
-        ):
-            layer(torch.randn(2, 9, 4, dtype=torch.float64))
+    _refused_with_and_without_grad(layer, torch.randn(2, 9, 4, dtype=torch.float64), "W_xh")
 
 
 @pytest.mark.parametrize("backend", [None, "python", "autograd"])

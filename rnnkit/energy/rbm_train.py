@@ -127,9 +127,8 @@ def draw_noise(rbm, steps: int, B: int, Bc: int, k: int, persistent: bool, gener
     numbers, then Bc*H hidden uniforms."""
     V, H = rbm.num_visible, rbm.num_hidden
     kw = dict(generator=generator, device=rbm.W.device, dtype=rbm.W.dtype)
-    u0 = (
-        None if persistent else uniform((steps, B * H), **kw)
-    )  # (a uniform's 0 as half its step: _util.uniform)
+    # (a uniform's 0 as half its step: _util.uniform)
+    u0 = None if persistent else uniform((steps, B * H), **kw)
     u = uniform((steps, k, Bc * (V + H)), **kw)
     if rbm.visible == "gaussian":
         u[..., : Bc * V] = torch.randn(steps, k, Bc * V, **kw)

@@ -698,9 +698,8 @@ class Recurrent(OwnParametersModule):
         function, with one pass less over the (T, B, G·H) projection forward and one less over its gradient
         backward."""
         P = cell.rec_params()
-        if (
-            parametrized := "parametrizations" in cell._modules
-        ):  # (before b_hh + b_xh below: checked as computed)
+        parametrized = "parametrizations" in cell._modules
+        if parametrized:  # (checked as computed, before b_hh + b_xh are folded below)
             i = next(i for i, c in enumerate(self._modules["cells"]) if c is cell)
             self._check_computed(i, cell, zip(type(cell).REC_PARAMS, P))
         # long enough to pay; under torch.autocast the projection is an F.linear like any other (in bfloat16

@@ -370,9 +370,8 @@ class NGramLM:
         rng = np.random.default_rng(check_seed(seed, "seed"))
         ids = list(self.encode(prefix))
         for _ in range(length):
-            for k in range(
-                self._orders() - 1, -1, -1
-            ):  # k tokens of history; fewer where <unk> takes all the mass
+            # k tokens of history; fewer where <unk> takes all the mass
+            for k in range(self._orders() - 1, -1, -1):
                 p = self.next_distribution(ids[max(len(ids) - k, 0) :])
                 if not self.vocab.unk or p.sum() > p[0]:
                     break

@@ -93,7 +93,10 @@ class StreamBatches:
 
 
 def eval_streams(tokens: np.ndarray, batch_size: int, seq_len: int) -> StreamBatches:
-    """Evaluation batches: as many streams as the text allows (at most B), last window kept."""
+    """Evaluation batches: as many streams as the text allows (at most B), last window kept.
+
+    The streams are of equal length L = (N - 1) // B, so the last (N - 1) mod B targets of the text are not scored
+    (fewer than B characters; `rnnkit eval --help` says so)."""
     batch_size, seq_len = _check_sizes(batch_size, seq_len)
     B = max(1, min(batch_size, (len(tokens) - 1) // seq_len))
     return StreamBatches(tokens, B, seq_len, ragged=True)

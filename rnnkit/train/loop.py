@@ -522,7 +522,11 @@ def train(cfg: RunConfig, out, resume=False, force=False, dry_run=False, log=pri
     after SIGTERM).
     `log` takes each line the run writes: the header, validation losses, samples, the Ctrl-C notice and the last
     line (`print` by default; `lambda line: None` for none). The progress bar is drawn on stderr.
-    `cfg.train.threads` holds for the run only: the caller's thread count is put back after it."""
+    `cfg.train.threads` holds for the run only: the caller's thread count is put back after it.
+    With `resume=True` the cell, the weights' sizes, the corpus, the windows (seq_len, batch size, val_frac) and the
+    optimizer must be the run's (else a one-line RnnkitError); the other settings are taken from `cfg` as given (a
+    lower lr or another clip norm to go on with, say), and config.json is rewritten with them. `rnnkit train --resume` instead keeps
+    the run's own config.json and refuses flags that change it."""
     threads = torch.get_num_threads()
     try:
         return _train(cfg, out, resume, force, dry_run, log)

@@ -1,4 +1,5 @@
 import dataclasses
+import json
 import math
 import os
 import re
@@ -148,6 +149,20 @@ def test_resume_equals_uninterrupted(tmp_path, corpus):
     assert [r["step"] for r in split] == [str(s) for s in range(1, 31)]
     assert [r["train_loss"] for r in whole] == [r["train_loss"] for r in split]
     assert [r["val_loss"] for r in whole] == [r["val_loss"] for r in split]
+
+
+def test_resume_from_python_takes_the_given_lr_and_refuses_other_windows(tmp_path, corpus):
+    """train()'s docstring: from Python, resume=True goes on with the lr (and other training settings) of the cfg
+    given, and writes them to config.json; the windows (and cell, sizes, optimizer) must be the run's."""
+    run, quiet = tmp_path / "run", (lambda s: None)
+    assert train(tiny_config(corpus, max_steps=2, eval_every=2), run, log=quiet) == 0
+    assert train(tiny_config(corpus, max_steps=4, eval_every=2, lr=1e-3), run, resume=True, log=quiet) == 0
+    assert [float(r["lr"]) for r in read_metrics(run / "metrics.csv")] == [1e-2, 1e-2, 1e-3, 1e-3]
+    assert json.loads((run / "config.json").read_text())["train"]["lr"] == 1e-3
+    cfg = tiny_config(corpus, max_steps=6)
+    cfg.data.seq_len = 8
+    with pytest.raises(RnnkitError, match="cannot resume .* with seq_len 8: the run was trained with 16"):
+        train(cfg, run, resume=True, log=quiet)
 
 
 def test_resume_of_a_run_at_its_limit_says_so(tmp_path, corpus):

@@ -61,6 +61,7 @@ def atomic_open(path, mode: str = "w", **kw):
             mode_bits = 0o666 & ~UMASK
         os.chmod(tmp, mode_bits)
         os.replace(tmp, target)
+        _sync_folder(target.parent)
         _remove_stale(target.parent, name)
     except OSError as e:
         if e.filename in (None, tmp):  # a failed write names no file, the rename the temporary one
@@ -72,6 +73,23 @@ def atomic_open(path, mode: str = "w", **kw):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _sync_folder(folder: pathlib.Path) -> None:
+    """fsync the folder after a rename in it: the rename itself is then on disk, not only the file's bytes (a power
+    cut after a checkpoint's rename could otherwise bring back the old name's content, or no file where there was
+    none). POSIX only; a file system that can't sync a folder (some network ones) is left as it is."""
+    if os.name != "posix":  # pragma: no cover
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _remove_stale(folder: pathlib.Path, name: str) -> None:

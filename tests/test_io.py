@@ -22,6 +22,30 @@ def test_a_replaced_file_keeps_its_mode_and_a_new_one_takes_the_umask(tmp_path):
     assert stat.S_IMODE(os.stat(private).st_mode) == 0o600
 
 
+def test_a_rename_is_synced_to_disk_with_its_folder(tmp_path, monkeypatch):
+    """The file's bytes were fsynced before the rename, but not the folder after it: a power cut could bring the old
+    checkpoint back under its name (or no file). The folder is fsynced after the rename, and a folder that can't
+    be synced (a network file system's EINVAL) writes the file all the same."""
+    synced, fsync = [], os.fsync
+
+    def spy(fd):
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        return fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    write_text(tmp_path / "latest.txt", "new\n")
+    assert synced == [False, True] and (tmp_path / "latest.txt").read_text() == "new\n"
+
+    def refused(fd):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", refused)
+    write_text(tmp_path / "latest.txt", "newer\n")
+    assert (tmp_path / "latest.txt").read_text() == "newer\n"
+
+
 @pytest.mark.parametrize("mode, kw", [("q", {}), ("wb", {"encoding": "utf-8"}), ("w", {"newline": "?"})])
 def test_a_file_that_fdopen_refuses_leaks_no_file_descriptor(tmp_path, mode, kw):
     """os.fdopen raising before it took the descriptor (a mode that is none, an encoding for bytes) left mkstemp's descriptor open: one

@@ -282,9 +282,15 @@ def report(out, names, speeds, args) -> str:
     if "preset" in names and (out / "preset" / "best.pt").is_file():
         md += "\n`shakespeare` preset model:\n\n" + preset_sample(out / "preset")
     print(md, flush=True)  # first: a write that fails loses no table
-    if not args.no_write:
+    if not args.no_write:  # (--preset-budget 0: the section's preset row and sample, not run, would be lost)
         update_results(
-            "charlm", md, None if set(args.only) == set(MODELS) else f"--only {','.join(args.only)}"
+            "charlm",
+            md,
+            " ".join(
+                ([] if set(args.only) == set(MODELS) else [f"--only {','.join(args.only)}"])
+                + ([] if args.preset_budget else ["--preset-budget 0"])
+            )
+            or None,
         )
     return md
 

@@ -331,3 +331,41 @@ def test_charlm_py_shows_a_run_without_a_validation_as_dashes_not_nan(tmp_path, 
     charlm.main()
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| rnnkit GRU |"))
     assert row == "| rnnkit GRU | 3 | 2,236 | - | - | - | - | - | - | - | - | - | - |", row
+
+
+def test_charlm_py_without_its_preset_run_leaves_the_preset_rows_whole(tmp_path, monkeypatch, capsys):
+    """charlm.py --preset-budget 0 (its help: '0 = skip it') wrote the charlm section with the four models' rows alone:
+    the `shakespeare` preset's row and sample, twenty minutes of training, were lost from RESULTS.md, as with --only.
+    Such a table is not written, said in one line; a run with the preset still writes."""
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    spec = importlib.util.spec_from_file_location("bench_charlm", BENCH / "charlm.py")
+    charlm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(charlm)
+    import _results
+
+    results = tmp_path / "RESULTS.md"
+    before = (
+        "# Benchmark results\n\n<!-- charlm:begin -->\n| `shakespeare` preset | 20 |\n<!-- charlm:end -->\n"
+    )
+    results.write_text(before, encoding="utf-8")
+    monkeypatch.setattr(_results, "RESULTS", results)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "tinyshakespeare.txt").write_text("First Citizen:\n")
+    monkeypatch.setattr(charlm, "DATA", tmp_path / "data")
+    monkeypatch.setattr(charlm, "train", _one_row_train(0))
+    monkeypatch.setattr(charlm, "sampling_speeds", lambda: {"rnnkit": 1.0})
+    monkeypatch.setattr(sys, "argv", ["charlm.py", "--preset-budget", "0", "--out", str(tmp_path / "runs")])
+    charlm.main()
+    assert results.read_text(encoding="utf-8") == before
+    assert (
+        "RESULTS.md is left as it is: --preset-budget 0 runs part of the charlm table"
+        in capsys.readouterr().err
+    )
+    monkeypatch.setattr(
+        sys, "argv", ["charlm.py", "--preset-budget", "0.01", "--out", str(tmp_path / "runs")]
+    )
+    charlm.main()
+    text = results.read_text(encoding="utf-8")
+    assert "| rnnkit tanh RNN | 3 |" in text and "| `shakespeare` preset (rnnkit LSTM 1x512) | 0.01 |" in text

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import pathlib
+import statistics
 import sys
 import time
 
@@ -177,8 +178,8 @@ def main():
 def summary(metrics):
     """Validation points (training seconds, nats/char) and the median training speed."""
     rows = read_metrics(metrics)
-    speeds = sorted(float(r["chars_per_s"]) for r in rows if r["chars_per_s"])
-    speed = speeds[len(speeds) // 2] if speeds else math.nan
+    speeds = [float(r["chars_per_s"]) for r in rows if r["chars_per_s"]]
+    speed = statistics.median(speeds) if speeds else math.nan  # (an even count: the mean of the middle two)
     return [(float(r["wall_s"]), float(r["val_loss"])) for r in rows if r["val_loss"]], speed
 
 

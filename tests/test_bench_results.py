@@ -369,3 +369,28 @@ def test_charlm_py_without_its_preset_run_leaves_the_preset_rows_whole(tmp_path,
     charlm.main()
     text = results.read_text(encoding="utf-8")
     assert "| rnnkit tanh RNN | 3 |" in text and "| `shakespeare` preset (rnnkit LSTM 1x512) | 0.01 |" in text
+
+
+def test_charlm_py_median_speed_of_an_even_count_of_steps_is_the_mean_of_the_middle_two(
+    tmp_path, monkeypatch, capsys
+):
+    """The 'train chars/s (median)' column took the upper of the two middle steps' speeds where a run had an even count
+    of steps: a run of 2 steps at 1,000 and 3,000 chars/s read 3,000, the faster step alone; the median is 2,000."""
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    spec = importlib.util.spec_from_file_location("bench_charlm", BENCH / "charlm.py")
+    charlm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(charlm)
+    run = tmp_path / "runs" / "gru"
+    run.mkdir(parents=True)
+    (run / "metrics.csv").write_text(
+        "step,epoch,wall_s,lr,train_loss,val_loss,val_bpc,chars_per_s\n"
+        "1,0.002,2.0,0.004,4.17,,,1000.0\n2,0.004,2.7,0.004,4.0,3.9,5.6,3000.0\n"
+    )
+    monkeypatch.setattr(charlm, "sampling_speeds", lambda: {"rnnkit": 1.0})
+    monkeypatch.setattr(sys, "argv", ["charlm.py", "--report-only", "--only", "gru", "--preset-budget", "0",
+                                      "--out", str(tmp_path / "runs"), "--no-write"])  # fmt: skip
+    charlm.main()
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| rnnkit GRU |"))
+    assert row.split(" | ")[2] == "2,000", row

@@ -149,8 +149,12 @@ def main() -> int:
                         "train s (MKN)", "distinct 1..n-grams"], ngram),
     ])  # fmt: skip
     print(md)
-    if not args.no_write:
-        update_results("text", md)
+    if not args.no_write:  # a run that left rows out would lose the section's copies of them: not written
+        left_out = (
+            [f"--max-order {args.max_order}"] if args.max_order < parser.get_default("max_order") else []
+        )
+        left_out += ["--skip-torch"] if args.skip_torch else []
+        update_results("text", md, " ".join(left_out) or None)
     return 0
 
 

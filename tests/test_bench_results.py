@@ -394,3 +394,46 @@ def test_charlm_py_median_speed_of_an_even_count_of_steps_is_the_mean_of_the_mid
     charlm.main()
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| rnnkit GRU |"))
     assert row.split(" | ")[2] == "2,000", row
+
+
+def test_text_py_with_rows_left_out_leaves_its_section_whole(tmp_path, monkeypatch, capsys):
+    """text.py --skip-torch or --max-order below its default 10 wrote the text section with the rows it ran: the
+    rnnkit torch row, or the n-gram orders above the one given, lost from RESULTS.md, as with engine.py --only. Such a
+    table is not written, said in one line; a run of every row still writes."""
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    spec = importlib.util.spec_from_file_location("bench_text", BENCH / "text.py")
+    text_py = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(text_py)
+    import _results
+
+    results = tmp_path / "RESULTS.md"
+    before = (
+        "# Benchmark results\n\n<!-- text:begin -->\n| rnnkit torch (batched) |\n| 10 |\n<!-- text:end -->\n"
+    )
+    results.write_text(before, encoding="utf-8")
+    monkeypatch.setattr(_results, "RESULTS", results)
+    (tmp_path / "ptb").mkdir()
+    (tmp_path / "ptb" / "ptb.train.txt").write_text("a b\n")
+    (tmp_path / "tinyshakespeare.txt").write_text("ab\n")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())  # (gensim not needed)
+    monkeypatch.setattr(text_py, "ngram_rows", lambda data, max_order: [[n] for n in range(1, max_order + 1)])
+    monkeypatch.setattr(
+        text_py,
+        "word2vec_rows",
+        lambda data, epochs, skip, repeats: [["gensim"]] + ([] if skip else [["torch"]]),
+    )
+    for options in (["--skip-torch"], ["--max-order", "3"]):
+        monkeypatch.setattr(sys, "argv", ["text.py", "--data", str(tmp_path), *options])
+        assert text_py.main() == 0
+        assert results.read_text(encoding="utf-8") == before
+        err = capsys.readouterr().err
+        assert f"RESULTS.md is left as it is: {' '.join(options)} runs part of the text table" in err, err
+    monkeypatch.setattr(
+        sys, "argv", ["text.py", "--data", str(tmp_path), "--max-order", "11", "--epochs", "1"]
+    )
+    assert text_py.main() == 0
+    assert "| torch |" in results.read_text(encoding="utf-8") and "| 11 |" in results.read_text(
+        encoding="utf-8"
+    )

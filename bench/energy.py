@@ -145,11 +145,15 @@ def bench_rbm(seeds: int, device: str) -> str:
             if name in SCORED:
                 quality[name].append(scores(rbm, X_train, y_train, X_test, y_test))
                 print(name, seed, f"{seconds:.3f}s", quality[name][-1], flush=True)
-    path = (
-        "the compiled CPU loop (rbm_cd.c)"
-        if kernel is not None
-        else f"the torch loop ({_rbm_kernel.unavailable()})"
-    )
+    # the compiled loop takes CPU models only: on a GPU rbm_train runs its torch loop
+    if torch.device(device).type != "cpu":
+        path = f"the torch loop on {device}"
+    else:
+        path = (
+            "the compiled CPU loop (rbm_cd.c)"
+            if kernel is not None
+            else f"the torch loop ({_rbm_kernel.unavailable()})"
+        )
     return "\n\n".join(
         [
             f"### RBM on digits vs scikit-learn BernoulliRBM ({plural(seeds, 'seed')}; rnnkit runs {path}, "

@@ -437,3 +437,25 @@ def test_text_py_with_rows_left_out_leaves_its_section_whole(tmp_path, monkeypat
     assert "| torch |" in results.read_text(encoding="utf-8") and "| 11 |" in results.read_text(
         encoding="utf-8"
     )
+
+
+def test_energy_py_on_a_gpu_does_not_say_its_rbm_ran_the_compiled_cpu_loop(monkeypatch):
+    """energy.py --device cuda headed its RBM table 'rnnkit runs the compiled CPU loop (rbm_cd.c)' wherever that loop
+    built: the loop takes CPU models only (rbm_train uses it where W is on the CPU), and on the GPU the rnnkit row ran
+    the torch loop, as its 'rnnkit, torch loop' row does. The heading names the torch loop and the device there."""
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    spec = importlib.util.spec_from_file_location("bench_energy", BENCH / "energy.py")
+    energy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(energy)
+    import numpy as np
+
+    X, y = np.zeros((4, 64), "float32"), np.zeros(4)
+    monkeypatch.setattr(energy, "example_digits", lambda: (X, X, y, y))
+    monkeypatch.setattr(energy._rbm_kernel, "load", lambda: object())  # (the CPU loop built)
+    monkeypatch.setattr(energy, "FITS", dict.fromkeys(energy.FITS, lambda X, seed, device: (None, 0.1)))
+    monkeypatch.setattr(energy, "scores", lambda *args: {"accuracy": 0.9})
+    heading = energy.bench_rbm(1, "cuda:0").splitlines()[0]
+    assert "compiled CPU loop" not in heading and "the torch loop on cuda:0" in heading, heading
+    assert "the compiled CPU loop (rbm_cd.c)" in energy.bench_rbm(1, "cpu").splitlines()[0]

@@ -383,6 +383,12 @@ def _read_text(rest: bytes, V: int, E: int):
         with np.errstate(over="ignore"):  # past float32's ±3.4e38: said by WordVectors, in one line
             vectors[n - 2] = [float(v) for v in parts[1:]]
         pos = end + 1
+    # (a vector past the V-th, a word appended by hand under the old header, was dropped in silence)
+    tail = rest[pos:]
+    if tail.strip():
+        line = V + 2 + tail[: len(tail) - len(tail.lstrip())].count(b"\n")
+        raise ValueError(f"lines follow the last of its {V} vectors (line {line} on); is the header's count of words "
+                         "right?")  # fmt: skip
     return words, vectors
 
 

@@ -882,3 +882,17 @@ def test_training_whose_vectors_blow_up_but_stay_finite_is_said_to_diverge():
     ):
         m.fit(sentences)
     assert not hasattr(m, "wv")
+
+
+@pytest.mark.parametrize("tail, line", [("dog 7 8 9\n", 4), ("dog 7 8 9", 4), ("\n \ndog 7 8 9\n\n", 6)])
+def test_a_text_file_with_more_vectors_than_its_header_says_is_refused(tmp_path, tail, line):
+    """A text file of 3 vectors under a header of 2 (a word appended by hand, the header left): the third was
+    dropped in silence, where a binary file with bytes past its V-th vector is refused; blank lines at the end
+    still read."""
+    path = tmp_path / "v.txt"
+    path.write_text("2 3\nthe 1 2 3\ncat 4 5 6\n" + tail)
+    with pytest.raises(RnnkitError, match=rf"^malformed word2vec file .*v.txt: lines follow the last of its 2 "
+                                          rf"vectors \(line {line} on\); is the header's count of words right\?"):  # fmt: skip
+        WordVectors.load(path)
+    path.write_text("2 3\nthe 1 2 3\ncat 4 5 6\n\n \n")
+    assert WordVectors.load(path).words == ["the", "cat"]

@@ -160,7 +160,7 @@ class WordVectors:
         """Spearman ρ between cosines and human scores over the word pairs we know; (ρ, pairs used)."""
         _, first, _ = self._folded(restrict)
         cos, human = [], []
-        for n, line in enumerate(read_bytes(path).decode("utf-8").splitlines(), 1):
+        for n, line in enumerate(_lines(path), 1):
             parts = line.split("\t") if "\t" in line else line.split()  # (MEN's columns: spaces)
             if line.startswith("#") or len(parts) < 3:
                 continue
@@ -187,7 +187,7 @@ class WordVectors:
         for i, w in enumerate(folded):
             forms.setdefault(w, []).append(i)
         quads = []
-        for line in read_bytes(path).decode("utf-8").splitlines():
+        for line in _lines(path):
             words = line.casefold().split()
             if line.startswith(":") or len(words) != 4:
                 continue
@@ -303,6 +303,16 @@ class WordVectors:
         if wrong:
             raise RnnkitError(f"{path} is not in word2vec {wrong[0]} format; try --format {wrong[1]}")
         return cls(words, vectors)
+
+
+def _lines(path) -> list[str]:
+    """The lines of a UTF-8 pairs or questions file, its byte-order mark (an editor's) dropped: it was read as part of
+    the first word, whose line was skipped in silence; a file in another encoding is one line, not a
+    UnicodeDecodeError naming no file."""
+    try:
+        return read_bytes(path).decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as e:
+        raise RnnkitError(f"cannot read {path}: {e}; give a UTF-8 text file") from None
 
 
 def _two_runs(folder: pathlib.Path, name: str | None) -> str:

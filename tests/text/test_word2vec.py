@@ -896,3 +896,24 @@ def test_a_text_file_with_more_vectors_than_its_header_says_is_refused(tmp_path,
         WordVectors.load(path)
     path.write_text("2 3\nthe 1 2 3\ncat 4 5 6\n\n \n")
     assert WordVectors.load(path).words == ["the", "cat"]
+
+
+def test_evaluation_files_with_a_byte_order_mark_or_not_utf8(tmp_path):
+    """A pairs or questions file saved with a byte-order mark (a Windows editor's): the mark was read as part of
+    the first word, whose line was skipped as one of unknown words in silence (2 pairs of 3 scored, 0 questions of
+    1); a file not in UTF-8 (Latin-1) was a UnicodeDecodeError naming no file."""
+    wv = WordVectors(["café", "tea", "cup", "mug"], np.random.default_rng(0).normal(size=(4, 3)))
+    pairs, questions = tmp_path / "pairs.txt", tmp_path / "questions.txt"
+    text = "café\ttea\t8.0\ntea\tcup\t3.0\ncup\tmug\t9.5\n"
+    pairs.write_bytes(text.encode())
+    want = wv.evaluate_similarity(pairs)
+    pairs.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert want[1] == 3 and wv.evaluate_similarity(pairs) == want
+    questions.write_bytes("\ufeffcafé tea cup mug\n".encode())
+    assert wv.evaluate_analogies(questions)[1] == 1
+    for path, evaluate in [(pairs, wv.evaluate_similarity), (questions, wv.evaluate_analogies)]:
+        path.write_bytes(text.encode("latin-1"))
+        with pytest.raises(
+            RnnkitError, match=rf"^cannot read {re.escape(str(path))}: .*; give a UTF-8 text file$"
+        ):
+            evaluate(path)

@@ -52,6 +52,9 @@ class WordVectors:
 
     def __init__(self, words: list[str], vectors: np.ndarray):
         self.words = list(words)
+        # a torch tensor, an Embedding's weight: numpy refused one that requires grad, one on a GPU, a bfloat16 one
+        if hasattr(vectors, "detach"):
+            vectors = vectors.detach().cpu().float().numpy()
         with np.errstate(over="ignore"):  # said below, in one line
             self.vectors = np.asarray(vectors, dtype=np.float32)
         if self.vectors.ndim != 2 or self.vectors.shape[0] != len(self.words):

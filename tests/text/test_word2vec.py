@@ -917,3 +917,17 @@ def test_evaluation_files_with_a_byte_order_mark_or_not_utf8(tmp_path):
             RnnkitError, match=rf"^cannot read {re.escape(str(path))}: .*; give a UTF-8 text file$"
         ):
             evaluate(path)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_word_vectors_of_an_embedding_layers_weight(dtype):
+    """WordVectors(vocab.itos, embedding.weight), the vectors a model learnt: a weight that requires grad failed in
+    numpy ("Can't call numpy() on Tensor that requires grad"), a bfloat16 one with "Got unsupported ScalarType
+    BFloat16", where nearest takes a torch vector."""
+    from rnnkit.text import Embedding
+
+    emb = Embedding(3, 4).to(dtype)
+    wv = WordVectors(["the", "cat", "sat"], emb.weight)
+    assert wv.vectors.dtype == np.float32 and wv.vectors.shape == (3, 4)
+    np.testing.assert_array_equal(wv.vectors, emb.weight.detach().float().numpy())
+    assert wv.neighbours("cat", 1)[0][0] in ("the", "sat")

@@ -276,7 +276,8 @@ class Word2Vec:
     def _pairs(self, ids: np.ndarray, sent: np.ndarray):
         """Subsample, draw each centre's window b ~ U{1..window}, and list the pairs within one sentence.
 
-        Returns centres (P,) and contexts: (P,) for skip-gram, (P, 2·window) padded with -1 for CBOW.
+        Returns centres (P,) and contexts: (P,) for skip-gram, (P, 2·reach) padded with -1 for CBOW (reach: the
+        window cut to the longest sentence).
         """
         c, rng = self.config, self.rng
         if c.sample > 0:
@@ -285,8 +286,9 @@ class Word2Vec:
             ids, sent = ids[keep], sent[keep]
         b = rng.integers(1, c.window + 1, len(ids))
         centre, context = [], []
-        # no pair is farther apart than the corpus is long (window=10**9 looped over empty distances for hours)
-        reach = max(1, min(c.window, len(ids) - 1))
+        # no pair is farther apart than the longest sentence is long: window=10**9 looped over empty distances for hours,
+        # and cut to the corpus's length, over as many distances as the corpus has words (its length squared in all)
+        reach = max(1, min(c.window, int(np.bincount(sent).max(initial=1)) - 1))
         for o in range(1, reach + 1):
             i, j = np.arange(len(ids) - o), np.arange(o, len(ids))
             same = sent[i] == sent[j]
@@ -298,16 +300,17 @@ class Word2Vec:
         if c.model == "skip-gram":
             order = rng.permutation(len(centre))
             return ids[centre[order]], ids[context[order]]
-        return self._cbow_windows(ids, centre, context)
+        return self._cbow_windows(ids, centre, context, reach)
 
-    def _cbow_windows(self, ids, centre, context):
-        """Group the context positions of each centre into a row padded with -1: (P, 2·window)."""
+    def _cbow_windows(self, ids, centre, context, reach):
+        """Group the context positions of each centre into a row padded with -1: (P, 2·reach), reach the window cut
+        to the longest sentence."""
         order = np.lexsort((context, centre))
         centre, context = centre[order], context[order]
         starts = np.searchsorted(centre, np.unique(centre))
         slot = np.arange(len(centre)) - np.repeat(starts, np.diff(np.append(starts, len(centre))))
-        # as in _pairs: no more contexts than the corpus has (rows of 2·window for window=10**9 did not fit)
-        reach = max(1, min(self.config.window, len(ids) - 1))
+        # as in _pairs: no more contexts than the longest sentence has (rows of 2·window for window=10**9 did not fit,
+        # nor rows as wide as the corpus: 6.4 GB for 4,000 sentences of 10 words)
         rows = np.full((len(starts), 2 * reach), -1, np.int64)
         rows[np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(centre)))), slot] = ids[context]
         perm = self.rng.permutation(len(starts))

@@ -931,3 +931,21 @@ def test_word_vectors_of_an_embedding_layers_weight(dtype):
     assert wv.vectors.dtype == np.float32 and wv.vectors.shape == (3, 4)
     np.testing.assert_array_equal(wv.vectors, emb.weight.detach().float().numpy())
     assert wv.neighbours("cat", 1)[0][0] in ("the", "sat")
+
+
+@pytest.mark.parametrize("model", ["skip-gram", "cbow"])
+def test_a_window_wider_than_the_sentences_reaches_across_the_longest_sentence_only(model):
+    """window=10**6 (whole sentences, as gensim users set it) was cut to the corpus's length, not the longest
+    sentence's: on 400 sentences of 5 words CBOW's rows held 2 · 1,999 slots for the 8 a centre can have (32 MB for
+    128 kB; 6.4 GB on 4,000 sentences of 10 words), and skip-gram listed pairs for each of 1,999 distances, 4 with
+    any (the corpus's length squared: 2 s an epoch on 20,000 words, hours on a million)."""
+    rng = np.random.default_rng(0)
+    sentences = [[f"w{i}" for i in rng.integers(0, 50, 5)] for _ in range(400)]
+    w = Word2Vec(model=model, window=10**6, min_count=1, sample=0, dimension=4, epochs=1)
+    w.build_vocab(sentences)
+    w.rng = np.random.default_rng(0)
+    centres, contexts = w._pairs(*w._encode(sentences))
+    if model == "skip-gram":  # every ordered pair of each sentence
+        assert len(centres) == 400 * 5 * 4
+    else:  # a row per word, its sentence's 4 other words
+        assert contexts.shape == (2000, 8) and ((contexts >= 0).sum(1) == 4).all()

@@ -72,9 +72,9 @@ def word_tokenize(text: str, lower: bool = False, punctuation: bool = False) -> 
 
 
 def tokenize(text: str, level: str = "word", lower: bool = False, punctuation: bool = False) -> list[str]:
-    """Tokenise at `level` "char" or "word"."""
-    if level == "char":
-        return char_tokenize(text)
+    """Tokenise at `level` "char" or "word"; `lower` lower-cases at either level."""
+    if level == "char":  # (lower was ignored here, in silence: 'T' stayed 'T')
+        return char_tokenize(text.lower() if lower else text)
     if level == "word":
         return word_tokenize(text, lower=lower, punctuation=punctuation)
     raise RnnkitError(f"unknown token level {level!r}; use 'char' or 'word'")

@@ -323,3 +323,11 @@ def test_decode_of_one_id_alone_is_a_list_of_one():
         assert v.decode(one) == ["a"]
     with pytest.raises(RnnkitError, match="not token ids of this vocabulary"):
         v.decode(torch.tensor(7))
+
+
+def test_character_tokens_are_lower_cased_with_lower():
+    """tokenize(text, "char", lower=True) left the characters as they were ('T', 'B'): lower had no effect at the
+    character level, in silence, where the word level lower-cases (and an n-gram char model's --lower does)."""
+    assert tokenize("To Be", "char", lower=True) == ["t", "o", " ", "b", "e"]
+    assert tokenize("To Be", "char") == ["T", "o", " ", "B", "e"]
+    assert tokenize("To Be", "word", lower=True) == ["to", "be"]

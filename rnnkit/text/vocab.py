@@ -10,6 +10,7 @@ that was rarer than `min_freq`, fell past `max_size`, or was never seen.
 import functools
 import itertools
 import json
+import math
 import pathlib
 import re
 import unicodedata
@@ -96,6 +97,18 @@ class Vocabulary:
                 f"Vocabulary takes token counts (a Counter), not a {type(counts).__name__}: "
                 "to count a list of tokens use Vocabulary.build(tokens)"
             )
+        # ("3" failed inside most_common, "'<' not supported"; NaN or -2 gave <unk> a count of nan or -2 in silence)
+        bad = next(
+            (
+                t
+                for t, c in counts.items()
+                if isinstance(c, bool) or not isinstance(c, Real) or not 0 <= c < math.inf
+            ),
+            None,
+        )
+        if bad is not None:
+            raise RnnkitError(f"counts must be numbers >= 0 (how often each token occurs), got {counts[bad]!r} for "
+                              f"{bad!r}")  # fmt: skip
         # (NaN or inf kept no token, in silence: a vocabulary of <unk> alone; "2" failed with "'<' not supported")
         if isinstance(min_freq, bool) or not isinstance(min_freq, Real) or not 1 <= min_freq < float("inf"):
             raise RnnkitError(f"min_freq must be a number >= 1 (the count a token needs), got {min_freq!r}")

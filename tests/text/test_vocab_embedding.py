@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -331,3 +333,14 @@ def test_character_tokens_are_lower_cased_with_lower():
     assert tokenize("To Be", "char", lower=True) == ["t", "o", " ", "b", "e"]
     assert tokenize("To Be", "char") == ["T", "o", " ", "B", "e"]
     assert tokenize("To Be", "word", lower=True) == ["to", "be"]
+
+
+@pytest.mark.parametrize("count", ["3", float("nan"), -2, float("inf"), None])
+def test_counts_that_are_no_counts_are_refused(count):
+    """A count that is no number failed inside Counter.most_common ("'<' not supported between instances of 'str'
+    and 'int'"); NaN or a negative count built a vocabulary whose <unk> counted nan or -2 occurrences in silence."""
+    with pytest.raises(
+        RnnkitError, match=rf"counts must be numbers >= 0 .*got {re.escape(repr(count))} for 'b'"
+    ):
+        Vocabulary({"a": 3, "b": count})
+    assert Vocabulary({"a": np.int64(3), "b": 0, "c": 2.5}).counts == [0.0, 3, 2.5]

@@ -219,6 +219,9 @@ class WordVectors:
         the word, a space and its E numbers (text: 9 significant digits, which give each float32 back exactly;
         binary: 4 E bytes little-endian, then a newline)."""
         V, E = self.vectors.shape
+        if V == 0 or E == 0:  # (written, its header '0 3' made a file load refuses: it promises no vectors)
+            raise RnnkitError(f"cannot save {V} words of {E} numbers each in word2vec format, which holds at least one "
+                              "vector of at least one number")  # fmt: skip
         others = [w for w in self.words if not isinstance(w, str)]
         if others:  # (Word2Vec trains on tokens of any kind: ints failed in the check below)
             other = others[0]

@@ -949,3 +949,16 @@ def test_a_window_wider_than_the_sentences_reaches_across_the_longest_sentence_o
         assert len(centres) == 400 * 5 * 4
     else:  # a row per word, its sentence's 4 other words
         assert contexts.shape == (2000, 8) and ((contexts >= 0).sum(1) == 4).all()
+
+
+@pytest.mark.parametrize("words, shape", [([], (0, 3)), (["the", "cat"], (2, 0))])
+def test_save_refuses_vectors_of_no_words_or_no_numbers(tmp_path, words, shape):
+    """They were saved under the header '0 3' or '2 0', which load refuses as one that promises no vectors: a file
+    written without a word that neither load nor the command line read back."""
+    wv = WordVectors(words, np.zeros(shape, np.float32))
+    for binary in (False, True):
+        with pytest.raises(
+            RnnkitError, match=rf"cannot save {shape[0]} words of {shape[1]} numbers each in word2vec "
+        ):
+            wv.save(tmp_path / "v", binary=binary)
+    assert not (tmp_path / "v").exists()

@@ -122,9 +122,12 @@ class Word2Vec:
             or (isinstance(c.cbow_mean, numbers.Integral) and c.cbow_mean in (0, 1))
         ):
             raise RnnkitError(f"cbow_mean must be True or False, got {c.cbow_mean!r}")
-        # numpy's rng refuses a negative seed, torch's generator one of 2**64 or more (a ValueError in fit)
-        if isinstance(c.seed, bool) or not isinstance(c.seed, numbers.Integral) or not 0 <= c.seed < 2**64:
-            raise RnnkitError(f"--seed must be a whole number >= 0 and < 2**64, got {c.seed!r}")
+        # numpy's rng refuses a negative seed, torch's generator one of 2**64 or more (a ValueError in fit), and it
+        # keeps the low 32 bits of the others: seed 2**32 + 3 drew seed 3's initial vectors and noise words
+        if isinstance(c.seed, bool) or not isinstance(c.seed, numbers.Integral) or not 0 <= c.seed < 2**32:
+            raise RnnkitError(
+                f"--seed must be a whole number >= 0 and < 2**32 (as the command line's), got {c.seed!r}"
+            )
         for name in ("dimension", "window", "min_count", "epochs", "batch_size", "workers"):
             if getattr(c, name) < 1:  # named as the command line's flag (--min-count for min_count)
                 raise RnnkitError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(c, name)}")

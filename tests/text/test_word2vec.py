@@ -332,7 +332,7 @@ def test_overrides_apply_on_top_of_a_config():
         ({"epochs": True}, "--epochs must be a whole number"),
         ({"cbow_mean": "False"}, "cbow_mean must be True or False"),  # taken for its truth value: the mean
         ({"cbow_mean": None}, "cbow_mean must be True or False"),  # the sum, in silence
-        ({"seed": 2**64}, "--seed must be a whole number >= 0 and < 2\\*\\*64"),  # fit: torch's ValueError
+        ({"seed": 2**64}, "--seed must be a whole number >= 0 and < 2\\*\\*32"),  # fit: torch's ValueError
     ],
 )
 def test_bad_sizes_and_rates(bad, message):
@@ -962,3 +962,13 @@ def test_save_refuses_vectors_of_no_words_or_no_numbers(tmp_path, words, shape):
         ):
             wv.save(tmp_path / "v", binary=binary)
     assert not (tmp_path / "v").exists()
+
+
+def test_a_seed_past_32_bits_is_refused_not_run_as_its_low_32_bits():
+    """torch's generator keeps a seed's low 32 bits: seed 2**32 + 3 drew the initial vectors and every noise word of
+    seed 3 (the same U before training), in silence, where the command line's --seed is refused past 2^32."""
+    with pytest.raises(
+        RnnkitError, match=r"--seed must be a whole number >= 0 and < 2\*\*32 .*got 4294967299"
+    ):
+        Word2Vec(seed=2**32 + 3)
+    Word2Vec(seed=2**32 - 1)

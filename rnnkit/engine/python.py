@@ -126,10 +126,20 @@ def _param_grads(cell, P, dpres, us, G, dextras):
         grads[i] = dW if grads[i] is None else grads[i] + dW
         if b is not None and P[cell.REC_PARAMS.index(b)] is not None:
             j = cell.REC_PARAMS.index(b)  # (a bias of two entries: the sums added, as U's products are)
-            grads[j] = dpre2.sum(0) if grads[j] is None else grads[j] + dpre2.sum(0)
+            db = _shaped(dpre2.sum(0), P[j].shape)
+            grads[j] = db if grads[j] is None else grads[j] + db
     for name, d in zip(cell.EXTRAS, dextras):
         grads[cell.REC_PARAMS.index(name)] = d
     return grads
+
+
+def _shaped(db, shape):
+    """db = Σ dpre (G·H,) as a bias of that shape takes it, as the native loop gives it: a (1, G·H) one's the same
+    numbers (its (G·H,) failed in torch's 'returned an invalid gradient ... expected shape compatible with [1, 8]'),
+    a (1,) or 0-dim one's summed."""
+    if db.shape == shape:
+        return db
+    return db.reshape(shape) if db.numel() == shape.numel() else db.sum_to_size(shape)
 
 
 def _flat_tuples(caches):

@@ -657,3 +657,62 @@ def test_a_step_changing_its_xw_t_in_place_is_one_line_on_every_backend(backend,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # (native: the python loop's, with a warning that it falls back)
             Recurrent(InPlace, 3, 5, backend=backend)(x)
+
+
+def broadcast_bias_step(xw_t, state, P):
+    """h_t = tanh(a_g) ⊙ σ(a_s), [a_g, a_s] = xw_t + h_{t-1} W_hhᵀ + b_hh; b_hh of any shape that broadcasts."""
+    (h_prev,) = state
+    H = h_prev.shape[1]
+    a = xw_t + linear(h_prev, *P)
+    g, s = torch.tanh(a[:, :H]), torch.sigmoid(a[:, H:])
+    return (g * s,), (h_prev,), (g, s)
+
+
+def broadcast_bias_step_backward(dstate, cache, P):
+    (dh_t,), (g, s) = dstate, cache
+    da = torch.cat((dh_t * s * (1 - g * g), dh_t * g * s * (1 - s)), 1)
+    return da, (da @ P[0],), (da,), ()
+
+
+def broadcast_bias_cell(shape):
+    """A cell of one's own whose GEMMS bias b_hh has shape(H): (1, 2H) as Keras and numpy code keep a bias, (1,) or
+    () one value for every unit."""
+
+    class BroadcastBias(Cell):
+        gates = 2
+        step = staticmethod(broadcast_bias_step)
+        step_backward = staticmethod(broadcast_bias_step_backward)
+
+        def __init__(self, input_size, hidden_size, bias=True):
+            super().__init__(input_size, hidden_size, bias)
+            H = hidden_size
+            recurrent_weights(self, ("W_hh", (2 * H, H)), ("b_hh", shape(H)))
+            self.reset_parameters()
+
+    return BroadcastBias
+
+
+BIAS_SHAPES = {"row": lambda H: (1, 2 * H), "one": lambda H: (1,)}
+
+
+@pytest.mark.parametrize("shape", sorted(BIAS_SHAPES))
+def test_a_gemms_bias_that_broadcasts_gets_its_own_shape_of_gradient_on_every_backend(shape):
+    """A GEMMS bias of shape (1, G·H) failed on the python loop in torch's 'Function PythonRecurrenceBackward returned
+    an invalid gradient at index 4 - got [8] but expected shape compatible with [1, 8]' (its db = Σ dpre kept the
+    row's shape, (G·H,)), where the autograd and native loops gave it its gradient. Every backend gives each its
+    gradient, of its shape (a (1,) one runs on the python loop where native is asked: a tensor of one value)."""
+    Cls = broadcast_bias_cell(BIAS_SHAPES[shape])
+    x = torch.randn(3, 5, 2, dtype=torch.float64)
+    got = {}
+    for backend in ("autograd", "python", "native"):
+        torch.manual_seed(0)
+        layer = Recurrent(Cls, 2, 4, bidirectional=True, backend=backend).double()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (native, (1,): the python loop's, said in a warning)
+            out, h_T = layer(x, lengths=torch.tensor([5, 2, 4]))
+        (out.pow(2).sum() + h_T.sin().sum()).backward()
+        got[backend] = [out, *(p.grad for p in layer.parameters())]
+    for backend in ("python", "native"):
+        for g, w in zip(got[backend], got["autograd"], strict=True):
+            assert g.shape == w.shape
+            torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)

@@ -82,6 +82,8 @@ def check_cell(
 
 
 def _one_step(model, name, B, rtol, atol):
+    from rnnkit.engine.python import _shaped
+
     Cls = type(model)
     xw = model.project_input(torch.randn(B, model.input_size, dtype=torch.float64)).detach().requires_grad_()
     state = tuple(torch.randn_like(s).requires_grad_() for s in model.init_state(B))
@@ -100,7 +102,9 @@ def _one_step(model, name, B, rtol, atol):
         dW = dpre.t() @ u
         grads[w] = dW if grads[w] is None else grads[w] + dW
         if b is not None and P[Cls.REC_PARAMS.index(b)] is not None:
-            grads[b] = dpre.sum(0) if grads[b] is None else grads[b] + dpre.sum(0)
+            # (a (1, G·H) bias's of its own shape, as the loops give it)
+            db = _shaped(dpre.sum(0), P[Cls.REC_PARAMS.index(b)].shape)
+            grads[b] = db if grads[b] is None else grads[b] + db
     for extra, d in zip(Cls.EXTRAS, dextras):
         grads[extra] = d
     hand = [("dxw_t (one step)", dxw, "step_backward")]

@@ -716,3 +716,12 @@ def test_a_gemms_bias_that_broadcasts_gets_its_own_shape_of_gradient_on_every_ba
         for g, w in zip(got[backend], got["autograd"], strict=True):
             assert g.shape == w.shape
             torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", sorted(BIAS_SHAPES))
+def test_check_cell_takes_a_gemms_bias_that_broadcasts(shape):
+    """check_cell added db = Σ dpre as the row's (G·H,) and then failed a right step_backward: 'the gradient of b_hh
+    (one step) has shape (8,), autograd's (1, 8)' (and (1,)); it sums db to the bias's shape, as the loops do."""
+    from rnnkit.cells import check_cell
+
+    check_cell(broadcast_bias_cell(BIAS_SHAPES[shape]))

@@ -903,8 +903,8 @@ def recurrent_weights(cell: Cell, *shapes_and_names):
     lists its parameters in torch.nn's order (TORCH_ORDER): code that pairs parameters by position, such as
     vector_to_parameters(parameters_to_vector(lstm.parameters()), layer.parameters()) or an optimizer state
     of a torch.nn model, then gives the same weights, not b_xh's values in W_hh."""
-    for name, shape in shapes_and_names:
-        setattr(cell, name, nn.Parameter(torch.empty(*shape)) if shape is not None else None)
+    for name, shape in shapes_and_names:  # (torch.empty(*()) of a 0-dim one failed: "missing ... 'size'")
+        setattr(cell, name, nn.Parameter(torch.empty(shape)) if shape is not None else None)
     if cell.torch_mode is not None:
         params = cell._parameters
         rank = {name: i for i, name in enumerate(TORCH_ORDER)}

@@ -692,7 +692,7 @@ def broadcast_bias_cell(shape):
     return BroadcastBias
 
 
-BIAS_SHAPES = {"row": lambda H: (1, 2 * H), "one": lambda H: (1,)}
+BIAS_SHAPES = {"row": lambda H: (1, 2 * H), "one": lambda H: (1,), "scalar": lambda H: ()}
 
 
 @pytest.mark.parametrize("shape", sorted(BIAS_SHAPES))
@@ -700,7 +700,9 @@ def test_a_gemms_bias_that_broadcasts_gets_its_own_shape_of_gradient_on_every_ba
     """A GEMMS bias of shape (1, G·H) failed on the python loop in torch's 'Function PythonRecurrenceBackward returned
     an invalid gradient at index 4 - got [8] but expected shape compatible with [1, 8]' (its db = Σ dpre kept the
     row's shape, (G·H,)), where the autograd and native loops gave it its gradient. Every backend gives each its
-    gradient, of its shape (a (1,) one runs on the python loop where native is asked: a tensor of one value)."""
+    gradient, of its shape (a (1,) one runs on the python loop where native is asked: a tensor of one value); a 0-dim
+    one, recurrent_weights(self, ("b_hh", ())), failed in torch.empty's TypeError 'missing 1 required positional
+    arguments: "size"'."""
     Cls = broadcast_bias_cell(BIAS_SHAPES[shape])
     x = torch.randn(3, 5, 2, dtype=torch.float64)
     got = {}

@@ -797,7 +797,8 @@ class _Analysis:
             p = self.P[i]
             if i == self.u:
                 self.env[nd] = Val("U", [])
-            elif p.dim() > 1 and p.shape[:-1].numel() != 1:
+            # (one of (1,) or (H + 1,): said naming it, where width() named the trace's placeholder, arg3_1)
+            elif p.dim() > 0 and (p.shape[:-1].numel() != 1 or p.shape[-1] % self.H):
                 raise Untraceable(f"{self.where} takes {self.cls.REC_PARAMS[i]} of shape {tuple(p.shape)}, not a "
                                   f"vector of units (or a scalar) beside its one recurrent matrix, {FALLBACK}")  # fmt: skip
             else:
@@ -1079,7 +1080,8 @@ class _Staged(_Analysis):
             p = self.P[i]
             if i in mats:
                 self.env[nd] = Val("U", [], node=mats[i])
-            elif p.dim() > 1 and p.shape[:-1].numel() != 1:
+            # (one of (1,) or (H + 1,): said naming it, where width() named the trace's placeholder, arg3_1)
+            elif p.dim() > 0 and (p.shape[:-1].numel() != 1 or p.shape[-1] % self.H):
                 raise Untraceable(f"{self.where} takes {self.cls.REC_PARAMS[i]} of shape {tuple(p.shape)}, not a "
                                   f"vector of units (or a scalar) beside its recurrent matrices, {FALLBACK}")  # fmt: skip
             else:

@@ -550,6 +550,21 @@ class MatrixAfterFour(LeakyAlpha):
         self.a2, self.a3, self.a4 = (nn.Parameter(torch.rand(hidden_size)) for _ in range(3))
 
 
+class OneValueAlpha(LeakyAlpha):
+    """α of shape (1,), one value that broadcasts over the units: neither a vector of units nor a scalar to the
+    kernels, refused in words that named the trace's placeholder ("makes a tensor of shape (1,) (arg3_1), not rows of
+    a multiple of H = 4 units") and not the parameter."""
+
+    @staticmethod
+    def step_backward(dstate, cache, P):
+        da, dprev, dpres, (dalpha,) = LeakyAlpha.step_backward(dstate, cache, P)
+        return da, dprev, dpres, (dalpha.sum().reshape(1),)
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__(input_size, hidden_size, bias)
+        self.alpha = nn.Parameter(torch.rand(1))
+
+
 @pytest.mark.parametrize(
     "Cls, said",
     [
@@ -568,6 +583,8 @@ class MatrixAfterFour(LeakyAlpha):
                   "multiplies by Uᵀ; it runs on the python loop"),
         (MatrixAfterFour, r"MatrixAfterFour's W_hh is REC_PARAMS\[4\], and the native loop takes its recurrent matrix "
                           r"among the first 4 parameters; it runs on the python loop"),
+        (OneValueAlpha, re.escape("OneValueAlpha.step takes alpha of shape (1,), not a vector of units (or a scalar) "
+                                  "beside its one recurrent matrix, which the native loop can't fuse")),
     ],
 )  # fmt: skip
 def test_a_cell_outside_what_the_native_loop_fuses_is_refused_in_one_line(Cls, said):
@@ -642,6 +659,33 @@ class TwiceByOneMatrix(Cell):
         return da, ((da @ P[1]) * (da @ P[1]),), (da, da), ()
 
 
+class OneValueGain(Cell):
+    """Two GEMMS entries and a gain g of shape (1,) (see OneValueAlpha)."""
+
+    gates = 1
+    REC_PARAMS = ("W_a", "W_b", "g")
+    GEMMS = (("W_a", None), ("W_b", None))
+    EXTRAS = ("g",)
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__(input_size, hidden_size, bias)
+        recurrent_weights(self, ("W_a", (hidden_size, hidden_size)), ("W_b", (hidden_size, hidden_size)))
+        self.reset_parameters()
+        self.g = nn.Parameter(torch.rand(1))
+
+    @staticmethod
+    def step(xw_t, state, P):
+        (h,) = state
+        u = torch.sigmoid(h @ P[0].t()) * h
+        h_t = torch.tanh(xw_t + u @ P[1].t()) * P[2]
+        return (h_t,), (h, u), (h_t, u)
+
+    @staticmethod
+    def step_backward(dstate, cache, P):
+        (dh,), (h_t, _) = dstate, cache
+        return dh, (dh @ P[1],), (dh, dh), ((dh * h_t).sum().reshape(1),)
+
+
 @pytest.mark.parametrize(
     "Cls, said",
     [
@@ -650,6 +694,8 @@ class TwiceByOneMatrix(Cell):
         (TwiceByOneMatrix, r"TwiceByOneMatrix.step_backward uses aten.mm.default \(a matrix product other than the "
                            r"recurrent GEMMs dpre_k U_k, each once, on a row of H units\), which the native loop can't "
                            r"fuse"),
+        (OneValueGain, re.escape("OneValueGain.step takes g of shape (1,), not a vector of units (or a scalar) beside "
+                                 "its recurrent matrices, which the native loop can't fuse")),
     ],
 )  # fmt: skip
 def test_a_cell_of_several_products_outside_what_the_native_loop_stages_is_refused(Cls, said):

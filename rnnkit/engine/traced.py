@@ -588,6 +588,7 @@ def _trace_and_compile(cls, H, P, dtype):
     # the kernels run any batch: a step that reads its size as a number (h.shape[0], baked into them at the
     # sample's 2 rows) ran natively with that number at every other batch size (outputs 14 off at 5 rows), in
     # silence; one that branches on B == 1 traces alike on 2 and 3 rows and took the branch of many on one row
+    # (a branch on B past 3, `if h.shape[0] > 4`, is not seen: the README says so and names backend='python')
     if any(analysed(B)[0] != source for B in (3, 1)):
         raise Untraceable(f"{name}'s step functions read the batch size (B = h.shape[0] as a number), which the "
                           "native loop's kernels, traced once for every batch, can't follow; it runs on the python "

@@ -304,6 +304,7 @@ class Recurrent(OwnParametersModule):
         input_size, hidden_size, num_layers: sizes D, H, L.
         bidirectional: add a reverse-time cell per layer.
         dropout: dropout on the outputs of every layer but the last (training only).
+        bias: False for cells without biases (torch.nn's bias); the initial state of cond_mode "state" keeps its b.
         skip_input: feed the input x to every layer.  residual: add the output of the layer below to each layer's
         own from the second on (out^ℓ = h^ℓ + out^{ℓ-1}: the output below without its dropout or the skipped x); both do
         nothing with num_layers=1.

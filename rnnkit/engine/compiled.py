@@ -30,6 +30,7 @@ from torch import Tensor
 
 from rnnkit.cells._base import plain_ops_only
 from rnnkit.engine import native
+from rnnkit.engine.reference import autograd_loop, higher_order_grads
 from rnnkit.errors import RnnkitError
 
 CELL_OF_ID = {i: cell for cell, i in native.CELL_IDS.items()}
@@ -255,20 +256,24 @@ def _setup_context(ctx, inputs, output):
         [p.shape for p in P],
     )
     # without keep (run asks for it where a gradient is wanted; a caller of the operator may not), the forward is
-    # run again for its caches
-    ctx.save_for_backward(mask, *P, *(output[1 + len(state0) :] if keep else (xw, *state0)))
+    # run again for its caches; xw and state_0 also for a create_graph=True backward (see _backward), which alone
+    # reads them where keep is set (AOTAutograd's backward graph then saves no more than before)
+    ctx.save_for_backward(mask, *P, xw, *state0, *(output[1 + len(state0) :] if keep else ()))
 
 
 def _backward(ctx, grads):
     mask, *rest = ctx.saved_tensors
-    P, saved = list(rest[: len(ctx.p_shapes)]), rest[len(ctx.p_shapes) :]
-    n = ctx.n
+    n, k = ctx.n, len(ctx.p_shapes)
+    P, xw, state0, saved = list(rest[:k]), rest[k], list(rest[k + 1 : k + 1 + n]), rest[k + 1 + n :]
+    dhs, *dstate = grads[: 1 + n]
+    # create_graph=True: where the operator runs in eager autograd (torch.compile(backend="eager"); AOTAutograd
+    # traces backward without grad mode, and refuses a double backward of its own)
+    if torch.is_grad_enabled():
+        return None, *_differentiable(ctx, mask, xw, state0, P, dhs, dstate), None, None, None, None, None
     if not ctx.keep:
-        xw, state0 = saved[0], list(saved[1:])
         saved = recurrence(ctx.cell, xw, state0, P, ctx.given, mask, ctx.reverse, True, ctx.batch_first)[
             1 + n :
         ]
-    dhs, *dstate = grads[: 1 + n]
     HH = saved[0]
     T, B, H = HH.shape
     T = T - 1
@@ -283,6 +288,23 @@ def _backward(ctx, grads):
     ]  # a state0 of batch 1: summed
     dP = [g.sum_to_size(s) for g, s in zip(out[1 + n :], ctx.p_shapes)]  # α: (H,) back to its own shape
     return None, out[0], dstate0, dP, None, None, None, None, None
+
+
+def _differentiable(ctx, mask, xw, state0, P, dhs, dstate):
+    """dxw, [dstate_0...], [dP...] that differentiate again, as NativeRecurrence._differentiable gives them: the
+    C++ BPTT reads caches that carry no graph (recurrence_backward has no derivative: "no autograd formula was
+    registered"), so the same function is run again as a plain autograd loop on the saved inputs and differentiated
+    with create_graph=True (reference.higher_order_grads)."""
+    cls, T, B = _cell(ctx.cell), xw.shape[0], xw.shape[1]
+
+    def rerun(xw, *tensors):
+        full = _all_params(ctx.cell, tensors[len(state0) :], ctx.given)
+        m = None if mask is None else mask.reshape(T, B, 1)
+        hs, state = autograd_loop(cls, xw, tensors[: len(state0)], full, m, ctx.reverse)
+        return (hs.transpose(0, 1) if ctx.batch_first else hs, *state)
+
+    got = higher_order_grads([xw, *state0, *P], rerun, (dhs, *dstate))
+    return got[0], got[1 : 1 + len(state0)], got[1 + len(state0) :]
 
 
 recurrence.register_autograd(_backward, setup_context=_setup_context)

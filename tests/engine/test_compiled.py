@@ -79,6 +79,45 @@ def test_gradcheck_of_the_operator(name):
     assert torch.autograd.gradcheck(f, (args[1], *args[2], *args[3]))
 
 
+@pytest.mark.parametrize("name", ["lstm", "gru_cho", "leaky", "mut1"])
+def test_gradgradcheck_of_the_operator(name):
+    """backward(create_graph=True) through the operator where it runs in eager autograd (torch.compile(backend=
+    "eager"), a direct call) gives gradients that differentiate again, as the eager native loop's do: the C++ BPTT's
+    recurrence_backward has no derivative, and the second backward failed ("no autograd formula was registered")."""
+    args = list(_op_args(name, T=3, B=2, H=2, b1=True, reverse=True, batch_first=True))
+    n = len(args[2])
+
+    def f(xw, *rest):
+        out = compiled.recurrence(args[0], xw, list(rest[:n]), list(rest[n:]), *args[4:])
+        return tuple(out[: 1 + n])
+
+    assert torch.autograd.gradgradcheck(f, (args[1], *args[2], *args[3]))
+
+
+def test_double_backward_of_a_layer_compiled_with_the_eager_backend():
+    """torch.compile(layer, backend="eager") with create_graph=True: the second-order gradients of the autograd
+    backend (a gradient penalty), where the second backward failed in torch ("no autograd formula was registered")."""
+    torch.manual_seed(0)
+    layer = Recurrent("gru", 3, 4, num_layers=2).double()
+    ref = Recurrent("gru", 3, 4, num_layers=2, backend="autograd").double()
+    ref.load_state_dict(layer.state_dict())
+    x = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(2, 2, 4, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([5, 3])
+
+    def second(m, f):
+        inputs = [x, h0, *m.parameters()]
+        grads = torch.autograd.grad(f(x, h0), inputs, create_graph=True)
+        return [*grads, *torch.autograd.grad(sum(g.square().sum() for g in grads), inputs)]
+
+    torch._dynamo.reset()
+    g = torch.compile(lambda x, h0: layer(x, h0, lengths=lengths)[0].square().sum(), backend="eager")
+    got = second(layer, g)
+    want = second(ref, lambda x, h0: ref(x, h0, lengths=lengths)[0].square().sum())
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("name", ["lstm", "gru", "mut1"])
 @pytest.mark.parametrize("through", ["outputs", "final state", "cell state"])
 def test_operator_gradients_through_part_of_its_outputs(name, through):

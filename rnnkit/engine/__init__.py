@@ -211,18 +211,33 @@ def _check_sizes(cell, xw, states, P, xtilde):
     """The widths a cell of these states has: xw's G·H, the state widths and every parameter's shape, read off
     the cell itself built on the meta device (no memory). The native loop trusts them: a W_hh or xw of
     another width, or an LSTM's c wider than h, read and wrote past its buffers. A cell built otherwise (one
-    of the user's own, with other arguments) is left to its step functions."""
+    of the user's own, with other arguments) is left to its step functions. Under torch.compile (where building
+    the cell is a graph break) from the sizes alone, a constant of the graph, where they are static: skipped there,
+    an LSTM's c wider than h gave NaN and one narrower corrupted the heap ("malloc(): unaligned tcache chunk")."""
+    widths = tuple(s.shape[1] for s in states)
+    shapes = tuple(None if p is None else tuple(p.shape) for p in P)
+    if torch.compiler.is_compiling() and not all(
+        isinstance(d, int) for d in (xw.shape[2], *widths, *(d for s in shapes if s is not None for d in s))
+    ):
+        return  # (symbolic sizes: the check would fix them)
+    error = _size_error(cell, xw.shape[2], widths, shapes, xtilde is not None)
+    if error is not None:
+        raise RnnkitError(error.replace("{xw}", str(tuple(xw.shape))))
+
+
+def _size_error(cell, X, widths, shapes, split) -> str | None:
+    """_check_sizes' line ({xw} for xw's shape), or None: from xw's columns X, the state widths and the parameters'
+    shapes (split: MUT1's x̃ given apart)."""
     from rnnkit.cells import CELLS, LSTMP
 
-    h, c = states[0].shape[1], states[-1].shape[1]
+    h, c = widths[0], widths[-1]
     if cell is LSTMP and not 0 < h < c:  # (h of 0 units skipped the checks below: xw was read as 4c wide)
-        raise RnnkitError(f"run(LSTMP): state (h, c) widths [{h}, {c}]: h, c's projection, must be narrower and "
-                          "at least 1 wide")  # fmt: skip
+        return (f"run(LSTMP): state (h, c) widths [{h}, {c}]: h, c's projection, must be narrower and at least 1 "
+                "wide")  # fmt: skip
     if h == 0 or c == 0:  # no units: nothing to read, and xw must have no columns (the native loop returned
-        if xw.shape[2] != 0:  # dxw's columns unwritten, memory as it was, where the others fail)
-            raise RnnkitError(f"run({cell.__name__}): xw must be (T, B, 0) for a state of 0 units, got "
-                              f"{tuple(xw.shape)}")  # fmt: skip
-        return
+        if X != 0:  # dxw's columns unwritten, memory as it was, where the others fail)
+            return f"run({cell.__name__}): xw must be (T, B, 0) for a state of 0 units, got {{xw}}"
+        return None
     build = (lambda: cell(1, c, proj_size=h)) if cell is LSTMP else (lambda: cell(1, c))
     # built outside torch.func's transforms: under vmap its weight draws failed ("vmap: called random operation
     # while in randomness error mode"), where the loops themselves run
@@ -232,21 +247,24 @@ def _check_sizes(cell, xw, states, P, xtilde):
     except Exception:  # noqa: BLE001  (a cell of the user's own with other arguments)
         if cell in CELLS.values():
             raise
-        return
+        return None
     name, H = cell.__name__, model.hidden_size
-    want, got = [model.output_size, model.hidden_size][: cell.num_states], [s.shape[1] for s in states]
+    want, got = [model.output_size, model.hidden_size][: cell.num_states], list(widths)
     if want != got:
         what = "(h, c)" if cell.num_states == 2 else "h"
-        raise RnnkitError(f"run({name}): state {what} widths {got} don't fit one cell; {want} would")
-    X = model.gates * H - (H if xtilde is not None else 0)  # MUT1's x̃ = x given apart
-    if xw.shape[2] != X:
-        raise RnnkitError(f"run({name}): xw must be (T, B, {X}) for H = {H} (the cell's {model.gates}·H), "
-                          f"got {tuple(xw.shape)}")  # fmt: skip
-    for param, p in zip(cell.REC_PARAMS, P):
+        return f"run({name}): state {what} widths {got} don't fit one cell; {want} would"
+    want = model.gates * H - (H if split else 0)  # MUT1's x̃ = x given apart
+    if X != want:
+        return f"run({name}): xw must be (T, B, {want}) for H = {H} (the cell's {model.gates}·H), got {{xw}}"
+    for param, p in zip(cell.REC_PARAMS, shapes):
         ours = getattr(model, param)
-        if p is not None and param not in cell.EXTRAS and ours is not None and p.shape != ours.shape:
-            raise RnnkitError(f"run({name}): P's {param} must be {tuple(ours.shape)} for H = {H}, got "
-                              f"{tuple(p.shape)}; give P in cell.REC_PARAMS order")  # fmt: skip
+        if p is not None and param not in cell.EXTRAS and ours is not None and p != tuple(ours.shape):
+            return (f"run({name}): P's {param} must be {tuple(ours.shape)} for H = {H}, got {p}; give P in "
+                    "cell.REC_PARAMS order")  # fmt: skip
+    return None
+
+
+_size_error._dynamo_marked_constant = True  # (as compiled.native_ready: called once while dynamo traces)
 
 
 def check_inputs(cell, xw, state0, P, mask, xtilde=None):
@@ -302,8 +320,7 @@ def check_inputs(cell, xw, state0, P, mask, xtilde=None):
                 raise RnnkitError(
                     f"run({name}): P's {extra} must be ({states[0].shape[1]},), one per unit, got {got}"
                 )
-        if not torch.compiler.is_compiling():  # (builds a cell on the meta device: a graph break in dynamo)
-            _check_sizes(cell, xw, states, P, xtilde)
+        _check_sizes(cell, xw, states, P, xtilde)
     tensors = [xw, *states, *(p for p in P if p is not None)]
     # (autocast lets the dtypes differ, the loop casts them, never the devices: the loops read one device's memory)
     mixed = any(t.dtype != xw.dtype for t in tensors) and not autocast_on(xw.device)

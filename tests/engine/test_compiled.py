@@ -7,7 +7,8 @@ import torch
 
 from rnnkit import Recurrent
 from rnnkit.cells import CELLS
-from rnnkit.engine import GradProbe, compiled, native
+from rnnkit.engine import GradProbe, compiled, native, run
+from rnnkit.errors import RnnkitError
 
 pytestmark = [
     pytest.mark.skipif(native.load() is None, reason="the native engine could not be built here"),
@@ -422,3 +423,24 @@ def test_saved_tensors_unpacked_with_other_strides_give_the_same_gradients(name)
 
     for got, want in zip(grads(strided, compile=True), grads(lambda t: t, compile=False)):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("widths", [(4, 8), (8, 4)])
+def test_state_widths_that_do_not_fit_are_refused_under_compile_too(widths):
+    """run(LSTM) given an h and a c of other widths under torch.compile: eager code's line, where the size check was
+    skipped under compile (building the cell is a graph break) and the operator ran on them: c wider than h gave NaN,
+    narrower corrupted the heap ("malloc(): unaligned tcache chunk detected"). Sizes that fit still compile into one
+    graph (fullgraph=True), a second length too."""
+    torch.manual_seed(0)
+    cell = CELLS["lstm"](3, 4)
+    P = tuple(cell.rec_params())
+    state0 = tuple(torch.randn(2, w) for w in widths)
+    torch._dynamo.reset()
+    f = torch.compile(lambda xw, state0: run(cell, xw, state0, P), backend="aot_eager")
+    with pytest.raises(RnnkitError, match=rf"state \(h, c\) widths \[{widths[0]}, {widths[1]}\] don't fit"):
+        f(torch.randn(5, 2, 16), state0)
+    torch._dynamo.reset()
+    g = torch.compile(lambda xw, state0: run(cell, xw, state0, P)[0], backend="aot_eager", fullgraph=True)
+    for T in (5, 7):
+        xw, state0 = torch.randn(T, 2, 16), (torch.randn(2, 4), torch.randn(2, 4))
+        torch.testing.assert_close(g(xw, state0), run(cell, xw, state0, P)[0])

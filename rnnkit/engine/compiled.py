@@ -36,10 +36,16 @@ from rnnkit.errors import RnnkitError
 CELL_OF_ID = {i: cell for cell, i in native.CELL_IDS.items()}
 
 
-def native_ready() -> bool:
+def native_ready() -> bool | str:
     """Whether the extension is built and loaded (building it on first call); a constant of the compiled graph.
-    Called eagerly, it gives the warning of a failed build, which dynamo dropped where resolve_backend gives it."""
-    if native.load() is not None:
+    Called eagerly, it gives the warning of a failed build, which dynamo dropped where resolve_backend gives it.
+    A bad setting (RNNKIT_GEMM=fast) is its one-line message, which `wanted` has the graph raise: raised here, inside
+    dynamo's call, it came out as an InternalTorchDynamoError after dynamo's own traceback."""
+    try:
+        loaded = native.load()
+    except RnnkitError as e:
+        return str(e)
+    if loaded is not None:
         return True
     if native.build_failed(native._reason):
         from rnnkit.engine import warn_build_failed
@@ -102,7 +108,13 @@ def wanted(cell, xw, backend, probe, P=None, fits=False) -> int | None:
     kind = native.unsupported_kind(xw.device.type, xw.dtype)
     if kind is not None and backend == "native":
         _unavailable(kind)
-    if not (kind is None and probe is None and xw.shape[1] > 0 and native_ready()):
+    ready = kind is None and probe is None and xw.shape[1] > 0 and native_ready()
+    # a bad setting: the graph refuses to run, as eager code does (raised while tracing, dynamo skipped the frame and
+    # traced the autograd loop, in silence), with the line as the lengths' check says it
+    if isinstance(ready, str):
+        torch._assert_async(xw.new_zeros((), dtype=torch.bool), f"rnnkit: {ready}")
+        return None
+    if not ready:
         return None
     if cell in native.CELL_IDS:
         return native.CELL_IDS[cell]

@@ -2,6 +2,8 @@
 torch.library's own checker wants, a compiled model gives eager's numbers, and a new length does not
 compile the model again."""
 
+import re
+
 import pytest
 import torch
 
@@ -395,6 +397,35 @@ def test_a_dtype_the_operator_declines_is_said_under_compile_too(monkeypatch):
     ):
         got, _ = torch.compile(layer, backend="eager", fullgraph=True)(x)
     torch.testing.assert_close(got, layer(x)[0])  # (eager: no second warning; warnings are errors here)
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize(
+    "var, value, message",
+    [
+        ("RNNKIT_GEMM", "fast", "RNNKIT_GEMM='fast' is not a GEMM library; set auto"),
+        ("RNNKIT_ROW_THREADS", "-2", "RNNKIT_ROW_THREADS='-2' is not a thread count; set auto"),
+        ("RNNKIT_NATIVE", "maybe", "RNNKIT_NATIVE='maybe' is neither on nor off; set 1"),
+    ],
+)
+def test_a_bad_engine_setting_is_one_line_under_compile_too(monkeypatch, var, value, message):
+    """Eager, a mistyped RNNKIT_GEMM (ROW_THREADS, NATIVE) is one RnnkitError line from the first forward; under
+    torch.compile it was raised inside native_ready, which dynamo calls as a constant of the graph, and came out as
+    torch._dynamo.exc.InternalTorchDynamoError ('RnnkitError: RNNKIT_GEMM=...') after some 40 lines of dynamo's
+    own traceback, with dynamo's advice to report it to PyTorch. The graph now refuses to run with the line, as it
+    does lengths out of range (raised while tracing, dynamo skipped the frame and ran the autograd loop, silently)."""
+    monkeypatch.setattr(native, "_ext", None)
+    monkeypatch.setattr(native, "_reason", None)
+    monkeypatch.setattr(native, "build", lambda *a: pytest.fail("built with a bad setting"))
+    monkeypatch.setenv(var, value)
+    torch._dynamo.reset()
+    layer = Recurrent("gru", 3, 4)
+    x = torch.randn(2, 5, 3)
+    with pytest.raises(RuntimeError, match=f"^rnnkit: {re.escape(message)}") as error:
+        torch.compile(layer, backend="aot_eager", fullgraph=True)(x)
+    assert type(error.value) is RuntimeError and "\n" not in str(error.value)
+    with pytest.raises(RnnkitError, match=f"^{re.escape(message)}"):
+        layer(x)  # (eager: the same line)
     torch._dynamo.reset()
 
 

@@ -11,7 +11,8 @@ per recurrent matrix, as in the python backend:
 The extension is compiled on first use with torch.utils.cpp_extension (ninja) and cached in torch's
 extensions directory ($TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions), so later runs only
 load it. If it cannot be built or loaded, `unsupported()` says why and the engine uses `python`, warning once.
-Set RNNKIT_NATIVE=0 to switch it off. RNNKIT_GEMM picks how the float32 GEMMs run: `auto` (default: the
+Set RNNKIT_NATIVE=0 to switch it off (these settings are read once, at the engine's first use in a process:
+set later, they are not seen). RNNKIT_GEMM picks how the float32 GEMMs run: `auto` (default: the
 first GEMM of each shape times MKL's sgemm (also on the transposed problem), oneDNN's matmul and, for the
 per-step weights, MKL's packed GEMM, and keeps the fastest, since which wins depends on the CPU), or `blas`,
 `dnnl`, `packed`, `own`. torch runs oneDNN's float32 matmul only on CPUs with AVX-512 (or AVX-NE-CONVERT);

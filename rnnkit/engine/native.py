@@ -19,7 +19,8 @@ per-step weights, MKL's packed GEMM, and keeps the fastest, since which wins dep
 elsewhere it is not offered and `dnnl` runs as `blas`.
 On CPUs with AVX-512 the per-step GEMMs of a thread's own rows or units also have rnnkit's own kernel
 (csrc/kernel.h), which `auto` takes per shape where a first timing finds it 5% faster than MKL's packed GEMM
-(the narrow steps of small cells) and `own` forces (elsewhere `own` runs as `packed`).
+(the narrow steps of small cells) and `own` forces (elsewhere `own` runs as `packed` on a thread's own rows
+or units and as `blas` on the whole batch's step; `dnnl` too runs MKL's packed GEMM on a thread's own rows or units).
 Threads split the work of the time loop in one of two ways: when the recurrent weights fit in a core's L2
 cache, each of torch's threads runs the whole loop on its own rows of the batch with its own packed copy of
 the weights (no barrier at all); else, from 8 steps on, the hidden units are split, each thread keeping its

@@ -613,7 +613,13 @@ def score_text(model, chars, text: str, what: str = "TEXT") -> dict:
             else "at least 2 characters (this model knows no newline: the first is context)"
         )
         raise RnnkitError(f"TEXT {text!r} has nothing to score; give {need}")
-    log_prob = math.fsum(model.log_probs(scored, context)) + 0.0  # (+ 0.0: a certain text read -0.0000 nats)
+    logps = model.log_probs(scored, context)
+    nan = next((i for i, x in enumerate(logps) if math.isnan(x)), None)
+    if nan is not None:  # (a log_prob of nan, ranked by `rnnkit score` among the others: their order broke)
+        raise RnnkitError(f"{what}: the model's log-probabilities are NaN from its character {nan + 1 + (not newline):,} "
+                          "on (its state overflowed to inf, or its weights hold NaN): it has no score; score a shorter "
+                          "text, or use a model whose state stays finite")  # fmt: skip
+    log_prob = math.fsum(logps) + 0.0  # (+ 0.0: a certain text read -0.0000 nats)
     nats = 0.0 - log_prob
     n = len(scored)
     # the keys of rnnkit.text.LMScore.as_dict("char") (importing rnnkit.text here would load scipy: +1 s a command)

@@ -579,3 +579,21 @@ def test_a_child_forked_while_other_threads_sample_samples_and_gets_train_mode_b
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "0", out.stdout + out.stderr
+
+
+def test_a_state_overflowed_to_nan_is_one_line_in_score_text():
+    """score_text of a text over which an rnn_relu state grows to inf gave log_prob nan in silence (sample, greedy and
+    beam_complete refuse it in one line), and `rnnkit score` ranked by it: sorted by -nan, the texts after it kept
+    their order, 'ab' * 60 ranked between a text of -1.2 nats and one of -0.9. It is one line naming the text."""
+    from rnnkit.models.charlm import score_text
+
+    torch.manual_seed(0)
+    m = CharLM(CharLMConfig(vocab_size=3, cell="rnn_relu", hidden_size=4, num_layers=1))
+    with torch.no_grad():
+        m.rnn.cells[0].W_hh.copy_(3 * torch.eye(4))
+        m.rnn.cells[0].b_xh.fill_(1.0)
+    chars = list("ab\n")
+    assert math.isfinite(score_text(m, chars, "ab")["log_prob"])  # finite at first: a short text scores
+    with pytest.raises(RnnkitError, match=r"^TEXT 2 of 2 \('abab.*: the model's log-probabilities are NaN from its "
+                       r"character 8\d on \(its state overflowed"):  # fmt: skip
+        score_text(m, chars, "ab" * 60, "TEXT 2 of 2 ('" + "ab" * 20 + "')")

@@ -315,7 +315,10 @@ class CharLM(nn.Module):
                     f"temperature must be > 0, got {temperature!r}; for the most probable text use greedy"
                 )
             temperature = float(temperature)
-        logp, state = self._prime(ids)
+        # greedy's argmax in float64, as beam_complete's (beam 1): float32 rounded logits 0 and 1e-8 to one
+        # log-probability, a tie that went to the less probable first character
+        least = torch.float64 if greedy else torch.float32
+        logp, state = self._prime(ids, least=least)
         out = []
         for _ in range(length):
             _check_drawable(logp, len(ids) + len(out))
@@ -331,7 +334,7 @@ class CharLM(nn.Module):
                     y = y.masked_fill(drop, -math.inf)
                 c = int(torch.multinomial(F.softmax(y, -1), 1, generator=generator))
             out.append(c)
-            logp, state = self._step(c, state)
+            logp, state = self._step(c, state, least)
         return out
 
     @_inference

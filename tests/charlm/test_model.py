@@ -597,3 +597,15 @@ def test_a_state_overflowed_to_nan_is_one_line_in_score_text():
     with pytest.raises(RnnkitError, match=r"^TEXT 2 of 2 \('abab.*: the model's log-probabilities are NaN from its "
                        r"character 8\d on \(its state overflowed"):  # fmt: skip
         score_text(m, chars, "ab" * 60, "TEXT 2 of 2 ('" + "ab" * 20 + "')")
+
+
+def test_greedy_picks_the_most_probable_character_as_beam_1_does():
+    """greedy took the argmax of float32 log-probabilities: logits 0 and 1e-8 (the second the more probable) round
+    to one log-probability there, -0.95802009, and the tie went to the first; beam_complete (beam 1, documented as
+    greedy) reads them in float64 and took the second, so `sample --greedy` and `complete --beam 1` wrote different
+    texts. Greedy reads them in float64 too."""
+    m = CharLM(CharLMConfig(vocab_size=3, cell="rnn_tanh", hidden_size=2, num_layers=1))
+    with torch.no_grad():
+        m.head.weight.zero_()
+        m.head.bias.copy_(torch.tensor([0.0, 1e-8, -0.5]))
+    assert m.sample([0], 3, greedy=True) == m.beam_complete([0], 3, 1)[0] == [1, 1, 1]

@@ -326,76 +326,48 @@ def test_a_step_reading_the_batch_size_runs_on_the_python_loop():
         layer(torch.randn(5, 3, 3))
 
 
-def single_row_step(xw_t, state, P):
-    """h_t = tanh(xw_t + h_{t-1} W_hhᵀ + b_hh) ⊙ k, halved when the batch is one row: a branch on B == 1."""
-    (h_prev,) = state
-    W_hh, b_hh, k = P
-    f = 0.5 if h_prev.shape[0] == 1 else 1.0
-    hc = torch.tanh(xw_t + linear(h_prev, W_hh, b_hh))
-    return (hc * k * f,), (h_prev,), (hc,)
+def branching_cell(name, halved):
+    """A BatchGain whose h_t = tanh(xw_t + h_{t-1} W_hhᵀ + b_hh) ⊙ k is halved where halved(B) holds: a branch on
+    the batch size B."""
+
+    def step(xw_t, state, P):
+        (h_prev,) = state
+        W_hh, b_hh, k = P
+        f = 0.5 if halved(h_prev.shape[0]) else 1.0
+        hc = torch.tanh(xw_t + linear(h_prev, W_hh, b_hh))
+        return (hc * k * f,), (h_prev,), (hc,)
+
+    def step_backward(dstate, cache, P):
+        (dh_t,), (hc,) = dstate, cache
+        W_hh, _, k = P
+        f = 0.5 if halved(dh_t.shape[0]) else 1.0
+        da = dh_t * k * f * (1 - hc * hc)
+        return da, (da @ W_hh,), (da,), ((dh_t * hc * f).sum(0),)
+
+    return type(
+        name, (BatchGain,), {"step": staticmethod(step), "step_backward": staticmethod(step_backward)}
+    )
 
 
-def single_row_step_backward(dstate, cache, P):
-    (dh_t,), (hc,) = dstate, cache
-    W_hh, _, k = P
-    f = 0.5 if dh_t.shape[0] == 1 else 1.0
-    da = dh_t * k * f * (1 - hc * hc)
-    return da, (da @ W_hh,), (da,), ((dh_t * hc * f).sum(0),)
+SingleRow = branching_cell("SingleRow", lambda B: B == 1)
+ManyRows = branching_cell("ManyRows", lambda B: B > 4)
 
 
-class SingleRow(BatchGain):
-    step = staticmethod(single_row_step)
-    step_backward = staticmethod(single_row_step_backward)
-
-
-def test_a_step_branching_on_one_row_runs_on_the_python_loop():
-    """A step that branches on B == 1 traces alike on the samples of 2 and 3 rows; run natively on one row, it
-    took the branch of many (outputs 2x off, in silence). Its kernels differ on 1 row: the python loop runs it."""
-    want = _run_layer(SingleRow, "autograd", torch.float64, B=1, lengths=False)
-    got = _run_layer(SingleRow, None, torch.float64, B=1, lengths=False)
+@pytest.mark.parametrize("Cls, B", [(SingleRow, 1), (ManyRows, 8)])
+def test_a_step_branching_on_the_batch_size_runs_on_the_python_loop(Cls, B):
+    """A step that branches on B == 1 traces alike on the samples of 2 and 3 rows; run natively on one row, it took
+    the branch of many (outputs 2x off, in silence). One that branches on B > 4 traced alike on 1, 2 and 3 rows
+    and ran natively with the small batches' branch at 8 rows (outputs 0.97 off). Their kernels differ on 1 row,
+    and on the sample of 67 rows: the python loop runs them."""
+    want = _run_layer(Cls, "autograd", torch.float64, B=B, lengths=False)
+    got = _run_layer(Cls, None, torch.float64, B=B, lengths=False)
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
-    layer = Recurrent(SingleRow, 3, 4, backend="native")
+    layer = Recurrent(Cls, 3, 4, backend="native")
     with pytest.warns(
-        RuntimeWarning, match=r"native backend unavailable \(SingleRow's step functions read the batch"
+        RuntimeWarning, match=rf"native backend unavailable \({Cls.__name__}'s step functions read the batch"
     ):
-        layer(torch.randn(1, 3, 3))
-
-
-def many_rows_step(xw_t, state, P):
-    """single_row_step's branch on a batch of more than 4 rows: halved there."""
-    (h_prev,) = state
-    W_hh, b_hh, k = P
-    f = 0.5 if h_prev.shape[0] > 4 else 1.0
-    hc = torch.tanh(xw_t + linear(h_prev, W_hh, b_hh))
-    return (hc * k * f,), (h_prev,), (hc,)
-
-
-def many_rows_step_backward(dstate, cache, P):
-    (dh_t,), (hc,) = dstate, cache
-    W_hh, _, k = P
-    f = 0.5 if dh_t.shape[0] > 4 else 1.0
-    da = dh_t * k * f * (1 - hc * hc)
-    return da, (da @ W_hh,), (da,), ((dh_t * hc * f).sum(0),)
-
-
-class ManyRows(BatchGain):
-    step = staticmethod(many_rows_step)
-    step_backward = staticmethod(many_rows_step_backward)
-
-
-def test_a_step_branching_on_many_rows_runs_on_the_python_loop():
-    """A step that branches on B > 4 traced alike on the samples of 1, 2 and 3 rows and ran natively with the small
-    batches' branch at 8 rows (outputs 0.97 off, in silence). A sample of 67 rows sees it: the python loop runs it."""
-    want = _run_layer(ManyRows, "autograd", torch.float64, B=8, lengths=False)
-    got = _run_layer(ManyRows, None, torch.float64, B=8, lengths=False)
-    for g, w in zip(got, want, strict=True):
-        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
-    layer = Recurrent(ManyRows, 3, 4, backend="native")
-    with pytest.warns(
-        RuntimeWarning, match=r"native backend unavailable \(ManyRows's step functions read the batch"
-    ):
-        layer(torch.randn(8, 3, 3))
+        layer(torch.randn(B, 3, 3))
 
 
 def kept_step(xw_t, state, P):

@@ -310,10 +310,8 @@ def test_compile_py_sizes_without_its_default_size_is_a_partial_run(monkeypatch)
     assert written == ["--sizes 2x512", None]
 
 
-def test_charlm_py_shows_a_run_without_a_validation_as_dashes_not_nan(tmp_path, monkeypatch, capsys):
-    """A run stopped before its first validation (a short --budget, a run killed early) has no val_loss in its
-    metrics.csv: charlm.py's row read "nan" under best val and bits/char, where the table writes "-" for a value
-    it has not (its final val and 's to X' columns beside them)."""
+def _gru_row(tmp_path, monkeypatch, capsys, rows: str) -> str:
+    """charlm.py --report-only's table row of a gru run whose metrics.csv holds these rows (after its header)."""
     import importlib.util
 
     monkeypatch.syspath_prepend(str(BENCH))
@@ -322,14 +320,19 @@ def test_charlm_py_shows_a_run_without_a_validation_as_dashes_not_nan(tmp_path, 
     spec.loader.exec_module(charlm)
     run = tmp_path / "runs" / "gru"
     run.mkdir(parents=True)
-    (run / "metrics.csv").write_text(
-        "step,epoch,wall_s,lr,train_loss,val_loss,val_bpc,chars_per_s\n1,0.002,0.9,0.004,4.17,,,2235.9\n"
-    )
+    (run / "metrics.csv").write_text("step,epoch,wall_s,lr,train_loss,val_loss,val_bpc,chars_per_s\n" + rows)
     monkeypatch.setattr(charlm, "sampling_speeds", lambda: {"rnnkit": 1.0})
     monkeypatch.setattr(sys, "argv", ["charlm.py", "--report-only", "--only", "gru", "--preset-budget", "0",
                                       "--out", str(tmp_path / "runs"), "--no-write"])  # fmt: skip
     charlm.main()
-    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| rnnkit GRU |"))
+    return next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| rnnkit GRU |"))
+
+
+def test_charlm_py_shows_a_run_without_a_validation_as_dashes_not_nan(tmp_path, monkeypatch, capsys):
+    """A run stopped before its first validation (a short --budget, a run killed early) has no val_loss in its
+    metrics.csv: charlm.py's row read "nan" under best val and bits/char, where the table writes "-" for a value
+    it has not (its final val and 's to X' columns beside them)."""
+    row = _gru_row(tmp_path, monkeypatch, capsys, "1,0.002,0.9,0.004,4.17,,,2235.9\n")
     assert row == "| rnnkit GRU | 3 | 2,236 | - | - | - | - | - | - | - | - | - | - |", row
 
 
@@ -376,23 +379,12 @@ def test_charlm_py_median_speed_of_an_even_count_of_steps_is_the_mean_of_the_mid
 ):
     """The 'train chars/s (median)' column took the upper of the two middle steps' speeds where a run had an even count
     of steps: a run of 2 steps at 1,000 and 3,000 chars/s read 3,000, the faster step alone; the median is 2,000."""
-    import importlib.util
-
-    monkeypatch.syspath_prepend(str(BENCH))
-    spec = importlib.util.spec_from_file_location("bench_charlm", BENCH / "charlm.py")
-    charlm = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(charlm)
-    run = tmp_path / "runs" / "gru"
-    run.mkdir(parents=True)
-    (run / "metrics.csv").write_text(
-        "step,epoch,wall_s,lr,train_loss,val_loss,val_bpc,chars_per_s\n"
-        "1,0.002,2.0,0.004,4.17,,,1000.0\n2,0.004,2.7,0.004,4.0,3.9,5.6,3000.0\n"
+    row = _gru_row(
+        tmp_path,
+        monkeypatch,
+        capsys,
+        "1,0.002,2.0,0.004,4.17,,,1000.0\n2,0.004,2.7,0.004,4.0,3.9,5.6,3000.0\n",
     )
-    monkeypatch.setattr(charlm, "sampling_speeds", lambda: {"rnnkit": 1.0})
-    monkeypatch.setattr(sys, "argv", ["charlm.py", "--report-only", "--only", "gru", "--preset-budget", "0",
-                                      "--out", str(tmp_path / "runs"), "--no-write"])  # fmt: skip
-    charlm.main()
-    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| rnnkit GRU |"))
     assert row.split(" | ")[2] == "2,000", row
 
 

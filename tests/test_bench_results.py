@@ -1,5 +1,6 @@
 """bench/_results.py: the one file the benchmarks write, bench/RESULTS.md, shared by all of them."""
 
+import importlib.util
 import pathlib
 import subprocess
 import sys
@@ -115,6 +116,15 @@ def test_an_empty_rnnkit_data_is_unset_as_rnnkit_takes_it():
     assert done.stdout.splitlines() == [str(shared)] * 2
 
 
+def _bench_script(monkeypatch, name: str):
+    """bench/NAME.py loaded as a module (bench/ on sys.path for its own imports, as when it runs)."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _one_row_train(status, names=None):
     """A stand-in for bench/charlm.py's train: a run folder whose metrics.csv has one validated step, returning status
     (130: stopped); the folders' names go to names."""
@@ -151,12 +161,7 @@ def test_charlm_py_stops_at_a_run_stopped_by_ctrl_c_and_writes_no_table(tmp_path
     """train() returns 130 after Ctrl-C (143 after SIGTERM), its run saved; charlm.py took no notice: it went on to
     train the next model for its whole budget, and then wrote the stopped run into RESULTS.md as if it had trained
     its budget (the budget column '3' over a few seconds of training)."""
-    import importlib.util
-
-    monkeypatch.syspath_prepend(str(BENCH))
-    spec = importlib.util.spec_from_file_location("bench_charlm", BENCH / "charlm.py")
-    charlm = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(charlm)
+    charlm = _bench_script(monkeypatch, "charlm")
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "tinyshakespeare.txt").write_text("First Citizen:\n")
     trained, written = [], []
@@ -229,15 +234,9 @@ def test_energy_and_charlm_print_their_tables_before_writing_results_md(tmp_path
     """energy.py and charlm.py printed their tables only after writing RESULTS.md: a write that failed (a read-only
     checkout, a full disk) ended the run in a traceback, every table of its minutes of work lost. They print first,
     as engine.py, compile.py and text.py do."""
-    import importlib.util
-
-    monkeypatch.syspath_prepend(str(BENCH))
 
     def load(script):
-        spec = importlib.util.spec_from_file_location(f"bench_{script}", BENCH / f"{script}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
+        return _bench_script(monkeypatch, script)
 
     def full_disk(*args):
         raise OSError(28, "No space left on device")
@@ -292,12 +291,7 @@ def test_compile_py_sizes_without_its_default_size_is_a_partial_run(monkeypatch)
     """compile.py --sizes 2x512 (its help names the option) wrote the machine's compile section with the 2x512 rows
     only: the 1x128 table, every run's (the default size), was lost, as with --only. A run without 1x128 is a part
     of the table, not written; with it (and more) the section is written."""
-    import importlib.util
-
-    monkeypatch.syspath_prepend(str(BENCH))
-    spec = importlib.util.spec_from_file_location("bench_compile", BENCH / "compile.py")
-    compile_py = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compile_py)
+    compile_py = _bench_script(monkeypatch, "compile")
     written = []
     monkeypatch.setattr(compile_py, "warm_up", lambda: None)
     monkeypatch.setattr(
@@ -312,12 +306,7 @@ def test_compile_py_sizes_without_its_default_size_is_a_partial_run(monkeypatch)
 
 def _gru_row(tmp_path, monkeypatch, capsys, rows: str) -> str:
     """charlm.py --report-only's table row of a gru run whose metrics.csv holds these rows (after its header)."""
-    import importlib.util
-
-    monkeypatch.syspath_prepend(str(BENCH))
-    spec = importlib.util.spec_from_file_location("bench_charlm", BENCH / "charlm.py")
-    charlm = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(charlm)
+    charlm = _bench_script(monkeypatch, "charlm")
     run = tmp_path / "runs" / "gru"
     run.mkdir(parents=True)
     (run / "metrics.csv").write_text("step,epoch,wall_s,lr,train_loss,val_loss,val_bpc,chars_per_s\n" + rows)
@@ -340,12 +329,7 @@ def test_charlm_py_without_its_preset_run_leaves_the_preset_rows_whole(tmp_path,
     """charlm.py --preset-budget 0 (its help: '0 = skip it') wrote the charlm section with the four models' rows alone:
     the `shakespeare` preset's row and sample, twenty minutes of training, were lost from RESULTS.md, as with --only.
     Such a table is not written, said in one line; a run with the preset still writes."""
-    import importlib.util
-
-    monkeypatch.syspath_prepend(str(BENCH))
-    spec = importlib.util.spec_from_file_location("bench_charlm", BENCH / "charlm.py")
-    charlm = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(charlm)
+    charlm = _bench_script(monkeypatch, "charlm")
     import _results
 
     results = tmp_path / "RESULTS.md"
@@ -392,12 +376,7 @@ def test_text_py_with_rows_left_out_leaves_its_section_whole(tmp_path, monkeypat
     """text.py --skip-torch or --max-order below its default 10 wrote the text section with the rows it ran: the
     rnnkit torch row, or the n-gram orders above the one given, lost from RESULTS.md, as with engine.py --only. Such a
     table is not written, said in one line; a run of every row still writes."""
-    import importlib.util
-
-    monkeypatch.syspath_prepend(str(BENCH))
-    spec = importlib.util.spec_from_file_location("bench_text", BENCH / "text.py")
-    text_py = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(text_py)
+    text_py = _bench_script(monkeypatch, "text")
     import _results
 
     results = tmp_path / "RESULTS.md"
@@ -435,12 +414,7 @@ def test_energy_py_on_a_gpu_does_not_say_its_rbm_ran_the_compiled_cpu_loop(monke
     """energy.py --device cuda headed its RBM table 'rnnkit runs the compiled CPU loop (rbm_cd.c)' wherever that loop
     built: the loop takes CPU models only (rbm_train uses it where W is on the CPU), and on the GPU the rnnkit row ran
     the torch loop, as its 'rnnkit, torch loop' row does. The heading names the torch loop and the device there."""
-    import importlib.util
-
-    monkeypatch.syspath_prepend(str(BENCH))
-    spec = importlib.util.spec_from_file_location("bench_energy", BENCH / "energy.py")
-    energy = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(energy)
+    energy = _bench_script(monkeypatch, "energy")
     import numpy as np
 
     X, y = np.zeros((4, 64), "float32"), np.zeros(4)

@@ -125,6 +125,18 @@ def _bench_script(monkeypatch, name: str):
     return module
 
 
+def _results_md(tmp_path, monkeypatch, section: str, rows: str):
+    """A RESULTS.md in tmp_path, written by the bench scripts in place of bench/RESULTS.md, holding one section of
+    these rows: (its path, its text)."""
+    import _results
+
+    results = tmp_path / "RESULTS.md"
+    before = f"# Benchmark results\n\n<!-- {section}:begin -->\n{rows}<!-- {section}:end -->\n"
+    results.write_text(before, encoding="utf-8")
+    monkeypatch.setattr(_results, "RESULTS", results)
+    return results, before
+
+
 def _one_row_train(status, names=None):
     """A stand-in for bench/charlm.py's train: a run folder whose metrics.csv has one validated step, returning status
     (130: stopped); the folders' names go to names."""
@@ -330,14 +342,7 @@ def test_charlm_py_without_its_preset_run_leaves_the_preset_rows_whole(tmp_path,
     the `shakespeare` preset's row and sample, twenty minutes of training, were lost from RESULTS.md, as with --only.
     Such a table is not written, said in one line; a run with the preset still writes."""
     charlm = _bench_script(monkeypatch, "charlm")
-    import _results
-
-    results = tmp_path / "RESULTS.md"
-    before = (
-        "# Benchmark results\n\n<!-- charlm:begin -->\n| `shakespeare` preset | 20 |\n<!-- charlm:end -->\n"
-    )
-    results.write_text(before, encoding="utf-8")
-    monkeypatch.setattr(_results, "RESULTS", results)
+    results, before = _results_md(tmp_path, monkeypatch, "charlm", "| `shakespeare` preset | 20 |\n")
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "tinyshakespeare.txt").write_text("First Citizen:\n")
     monkeypatch.setattr(charlm, "DATA", tmp_path / "data")
@@ -377,14 +382,7 @@ def test_text_py_with_rows_left_out_leaves_its_section_whole(tmp_path, monkeypat
     rnnkit torch row, or the n-gram orders above the one given, lost from RESULTS.md, as with engine.py --only. Such a
     table is not written, said in one line; a run of every row still writes."""
     text_py = _bench_script(monkeypatch, "text")
-    import _results
-
-    results = tmp_path / "RESULTS.md"
-    before = (
-        "# Benchmark results\n\n<!-- text:begin -->\n| rnnkit torch (batched) |\n| 10 |\n<!-- text:end -->\n"
-    )
-    results.write_text(before, encoding="utf-8")
-    monkeypatch.setattr(_results, "RESULTS", results)
+    results, before = _results_md(tmp_path, monkeypatch, "text", "| rnnkit torch (batched) |\n| 10 |\n")
     (tmp_path / "ptb").mkdir()
     (tmp_path / "ptb" / "ptb.train.txt").write_text("a b\n")
     (tmp_path / "tinyshakespeare.txt").write_text("ab\n")

@@ -1,4 +1,4 @@
-"""Elman RNN (deck 002, "vanilla RNN"; deck 000, "Elman networks").
+"""Elman RNN (deck 002, "Vanilla RNN" or "Elman RNN"; deck 000, "Plain Vanilla Recurrent Network").
 
     a_t = W_xh x_t + b_xh + W_hh h_{t-1} + b_hh
     h_t = φ(a_t)                        φ = tanh (`rnn_tanh`) or max(0, ·) (`rnn_relu`)

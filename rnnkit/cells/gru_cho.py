@@ -7,9 +7,9 @@ The reset gate acts BEFORE the recurrent matrix of the candidate:
     h̃_t = tanh(W_xh x_t + W_hh (r_t ⊙ h_{t-1}) + b_h)
     h_t = z_t ⊙ h_{t-1} + (1 - z_t) ⊙ h̃_t                 (z keeps the OLD state: decks 002/003)
 
-Deck 000 writes h_t = (1 - u_t) ⊙ h_{t-1} + u_t ⊙ h̃_t instead. It is the same model: with
-u_t = 1 - z_t = σ(-(W_xz x_t + W_hz h_{t-1} + b_z)), negating W_xz, W_hz and b_z maps one onto the
-other (tests/cells/test_variants.py shows it).
+Deck 000 writes h_t = (1 - z_t) ⊙ h_{t-1} + z_t ⊙ h̃_t instead, its z_t (u_t here) keeping the NEW
+state. It is the same model: with u_t = 1 - z_t = σ(-(W_xz x_t + W_hz h_{t-1} + b_z)), negating W_xz,
+W_hz and b_z maps one onto the other (tests/cells/test_variants.py shows it).
 
 Weights: W_xh (3H, D) with blocks [r, z, h̃]; W_hrz (2H, H) = [W_hr; W_hz]; W_hh (H, H).
 Two recurrent GEMMs per step, the second on r_t ⊙ h_{t-1}.

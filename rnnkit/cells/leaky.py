@@ -5,7 +5,8 @@
 
 α ∈ (0, 1] per unit sets a time constant of about 1/α steps: small α keeps a slowly moving
 average of the past, α = 1 is the Elman RNN. α is fixed (`alpha=0.5` or a tensor of H values)
-or learned per unit (`learn_alpha=True`, parametrised as α = σ(a) so it stays in (0, 1)).
+or learned per unit (`learn_alpha=True`, parametrised as α = σ(a) so it stays in (0, 1); a given α of 1
+starts there at 1 - 1e-4, where the logit a is finite).
 
 Backward:
     dh̃ = dh_t ⊙ α      da = dh̃ ⊙ (1 - h̃²)       dα = Σ_b dh_t ⊙ (h̃_t - h_{t-1})

@@ -10,9 +10,11 @@ autocast block runs the backward's GEMMs in bfloat16, gradients about 0.7% off t
 the block, as torch's autocast documentation asks; outside it the three backends agree to float32 rounding.
 """
 
+import threading
 import warnings
 
 import torch
+from torch.autograd import Variable
 
 from rnnkit.cells._base import changed_in_place, check_step, check_unchanged, versions
 from rnnkit.errors import RnnkitError
@@ -159,18 +161,46 @@ def _watch(probe, hs, raws=None, live=None, also=()):
         return
     shape, like = hs[watched[0]].shape, {"dtype": hs[watched[0]].dtype, "device": hs[watched[0]].device}
     own = [t for t in watched if raws is not None and raws[t] is not None]
+    T = len(hs)  # (the hook below must hold neither list: their tensors hold it, a cycle gc can't see)
 
     def hook(grads):  # (holds no tensor of the graph: the graph would then hold itself)
         got, mine = dict(zip(watched, grads)), dict(zip(own, grads[len(watched) : len(watched) + len(own)]))
         zero = torch.zeros(shape, **like)
-        dh = [zero if got.get(t) is None else got[t] for t in range(len(hs))]
+        dh = [zero if got.get(t) is None else got[t] for t in range(T)]
         for t, g in mine.items():
             if g is not None:
                 dh[t] = torch.where(live[t], g, dh[t])
         probe.record(torch.stack(dh))
 
     tensors = [hs[t] for t in watched] + [raws[t] for t in own] + list(also)
-    torch.autograd.graph.register_multi_grad_hook(tensors, hook, mode="all")
+    _hook_all(tensors, hook)
+
+
+# (not traced by dynamo: after the graph break _watch raises under torch.compile, the probed loop runs eagerly and
+# dynamo took this function as a frame of its own, where it can't trace threading.Lock)
+@torch._disable_dynamo
+def _hook_all(tensors, fn):
+    """torch.autograd.graph.register_multi_grad_hook(tensors, fn, mode="all") without its reference cycle: fn gets
+    the gradients of a backward pass that reaches any of the tensors (None where it misses one) once the pass is over
+    (a callback the first hook queues). torch's hooks hold the tensors' grad_fns, which hold the hooks, a cycle
+    through C++ that gc can't see: every probed run kept its graph for good, with backward or without. These hold
+    no node of the graph."""
+    n, passes, lock = len(tensors), {}, threading.Lock()
+
+    def hook_of(i):
+        def hook(grad):
+            task = torch._C._current_graph_task_id()
+            with lock:
+                got = passes.get(task)
+                if got is None:
+                    got = passes[task] = [None] * n
+                    Variable._execution_engine.queue_callback(lambda: fn(passes.pop(task)))
+                got[i] = grad
+
+        return hook
+
+    for i, t in enumerate(tensors):
+        t.register_hook(hook_of(i))
 
 
 def higher_order_grads(inputs, outputs_fn, grads_out, needs=None):

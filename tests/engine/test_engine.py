@@ -1,7 +1,9 @@
 """The engine: gradcheck for every cell and backend, backends equal to the autograd reference."""
 
+import gc
 import os
 import pathlib
+import weakref
 
 import pytest
 import torch
@@ -1087,3 +1089,25 @@ def test_a_batch_of_none_and_zero_units_runs_backward(cell, backend):
     hs, final = run(Cell, xw, state0, P, backend=backend)
     (hs.sum() + sum(f.sum() for f in final)).backward()
     assert hs.shape == (3, 0, 0) and xw.grad.shape == xw.shape
+
+
+@pytest.mark.parametrize("passes", ["none", "backward", "create_graph"])
+@pytest.mark.parametrize("backend", [*BACKENDS, "native"])
+def test_a_probed_run_leaves_its_graph_collectable(backend, passes):
+    """A GradProbe on the autograd loop (and on the autograd rerun of a create_graph=True backward) watched h_t
+    through torch's register_multi_grad_hook, whose hooks hold the steps' grad_fns: a cycle through C++ that gc
+    can't see, and every probed call kept its graph (a 1x256 lstm, T = 50, B = 16: 8.3 MB a call without backward,
+    4.5 MB with) for the life of the process. The initial state, which only the graph holds, must die with it."""
+    cell, xw, state0, P, _ = setup("lstm", T=4)
+    h0 = state0[0].detach().clone().requires_grad_()
+    hs, state = run(cell, xw, (h0, state0[1]), P, None, False, backend, GradProbe())
+    if passes == "backward":
+        hs.sum().backward()
+    elif passes == "create_graph":
+        (g,) = torch.autograd.grad(hs.sum(), xw, create_graph=True)
+        g.pow(2).sum().backward()
+        del g
+    gone = weakref.ref(h0)
+    del hs, state, h0
+    gc.collect()
+    assert gone() is None

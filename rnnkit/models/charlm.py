@@ -615,7 +615,9 @@ def score_text(model, chars, text: str, what: str = "TEXT") -> dict:
             if newline
             else "at least 2 characters (this model knows no newline: the first is context)"
         )
-        raise RnnkitError(f"TEXT {text!r} has nothing to score; give {need}")
+        # (of several texts, which: 'TEXT 2 of 3 ('a')', as encode names it)
+        named = f"TEXT {text!r}" if what == "TEXT" else what
+        raise RnnkitError(f"{named} has nothing to score; give {need}")
     logps = model.log_probs(scored, context)
     nan = next((i for i, x in enumerate(logps) if math.isnan(x)), None)
     if nan is not None:  # (a log_prob of nan, ranked by `rnnkit score` among the others: their order broke)

@@ -388,7 +388,11 @@ def test_score_a_model_without_newline(tmp_path, cli):
     assert code == 0 and "first character is context" in err
     rows = [json.loads(line) for line in out.splitlines()]
     assert all(r["chars"] == 1 and r["first_is_context"] and isinstance(r["nats"], float) for r in rows)
-    assert "has nothing to score; give at least 2 characters" in cli("score", run, "ab", "a")[2]
+    assert (
+        "TEXT 2 of 2 ('a') has nothing to score; give at least 2 characters"
+        in cli("score", run, "ab", "a")[2]
+    )
+    assert "TEXT 'a' has nothing to score" in cli("score", run, "a")[2]
 
 
 def test_a_certain_text_scores_zero_not_minus_zero(tmp_path, cli):

@@ -554,13 +554,13 @@ def cmd_markov(args) -> int:
     from rnnkit.text.markov import PRESETS, MarkovChain
 
     preset, text = getattr(args, "preset", None), getattr(args, "text", None)
-    if preset and text:  # one before the action, the other after it
+    if preset and text is not None:  # one before the action, the other after it
         raise RnnkitError("give --preset or --text, not both")
     if args.action != "sample":  # given before the action: sample's options, not this one's
         for name in ("length", "seed"):
             if hasattr(args, name):
                 raise RnnkitError(f"--{name} is for markov sample, not markov {args.action}; leave it out")
-    if text:
+    if text is not None:  # (--text '', an unset variable's, sampled the abe preset in silence)
         body = read_text(text)
         chain = MarkovChain.estimate([body], starts=[line[0] for line in body.split("\n") if line])
     else:

@@ -203,6 +203,16 @@ def test_markov_preset_and_text_on_either_side_of_the_action_conflict(tmp_path, 
     _one_error_line(capsys, "give --preset or --text, not both")
 
 
+def test_markov_empty_text_is_an_error_not_the_preset(capsys):
+    # --text '' (an unset shell variable) sampled the abe preset, exit 0, as if no --text were given
+    for argv in (["markov", "sample", "--text", ""], ["markov", "--text", "", "stationary"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("rnnkit: error: cannot read ")
+    assert main(["markov", "--preset", "abe", "check", "--text", "", "AB"]) == 2
+    _one_error_line(capsys, "give --preset or --text, not both")
+
+
 def test_markov_sample_refuses_extra_arguments(capsys):
     with pytest.raises(SystemExit) as e:
         main(["markov", "sample", "extra"])

@@ -146,7 +146,10 @@ def _out_of_memory(e, command=None) -> str | None:
 
     msg = str(e)
     if not (
-        isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or "can't allocate memory" in msg
+        isinstance(e, MemoryError)
+        or type(e).__name__ == "OutOfMemoryError"
+        or "can't allocate memory" in msg
+        or "Storage size calculation overflowed" in msg  # sizes past 2^63 bytes (word2vec --dimension 2**62)
     ):
         return None
     size = re.search(r"allocate (\d+) bytes", msg)

@@ -136,8 +136,18 @@ class Word2Vec:
                 f"--negative (noise words per pair) must be >= 1 for negative sampling, got {c.negative}; "
                 "for the full softmax, which needs none, use --loss softmax"
             )
+        # sizes and counts past a 64-bit integer (--dimension 10**30) ended in torch's or numpy's traceback in fit
+        # (min_count, batch_size and workers are compared or capped, not sized: any is taken)
+        for name in ("dimension", "window", "negative", "epochs"):
+            if getattr(c, name) >= 2**63:
+                raise RnnkitError(f"--{name.replace('_', '-')} {getattr(c, name)} is too large (past a 64-bit "
+                                  "integer, 2^63); give a smaller one")  # fmt: skip
         if not (math.isfinite(c.alpha) and c.alpha > 0):
             raise RnnkitError(f"--alpha (the learning rate) must be a number > 0, got {c.alpha}")
+        # (beyond float32, the step's alpha=-lr was torch's 'cannot be converted' error)
+        if c.alpha > torch.finfo(torch.float32).max:
+            raise RnnkitError(f"--alpha {c.alpha:g} is beyond the range of float32 (the vectors' type, at most "
+                              f"{torch.finfo(torch.float32).max:.3g}); give a smaller one, such as the default 0.025")  # fmt: skip
         if not 0 <= c.min_alpha <= c.alpha:  # the rate decays linearly from alpha to min_alpha
             raise RnnkitError(
                 f"--min-alpha (the final learning rate) must lie in [0, alpha = {c.alpha}], got {c.min_alpha}"

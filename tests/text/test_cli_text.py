@@ -738,6 +738,29 @@ def test_word2vec_reads_its_corpus_before_compiling_its_loop(tmp_path, capsys, m
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    "option, value, said",
+    [
+        # past 2^63: torch's 'Overflow when unpacking long long' (a TypeError) or numpy's 'high is out of bounds for
+        # int64' (a ValueError), each a traceback from inside fit
+        ("--dimension", str(10**30), "--dimension 1000000000000000000000000000000 is too large"),
+        ("--window", str(10**30), "--window 1000000000000000000000000000000 is too large"),
+        ("--negative", str(10**30), "--negative 1000000000000000000000000000000 is too large"),
+        ("--epochs", str(10**30), "--epochs 1000000000000000000000000000000 is too large"),
+        # beyond float32: torch's 'value cannot be converted to type float without overflow' at the first step
+        ("--alpha", "1e39", "--alpha 1e+39 is beyond the range of float32"),
+        # under 2^63 but past any memory: torch's 'Storage size calculation overflowed', a traceback
+        ("--dimension", str(2**62), "out of memory: an allocation of memory failed"),
+    ],
+)
+def test_word2vec_sizes_past_any_machine_are_one_line(tmp_path, corpus, capsys, option, value, said):
+    out = tmp_path / "w2v"
+    assert main(["word2vec", str(corpus), "--out", str(out), "--dry-run", option, value]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith(f"rnnkit: error: {said}") and not any("Traceback" in line for line in err)
+    assert not out.exists()
+
+
 def test_out_of_memory_in_word2vec_names_its_own_sizes(tmp_path, corpus, capsys, monkeypatch):
     """The out-of-memory line named the character model's --hidden-size/--num-layers and --seq-len, options word2vec
     does not have; it names word2vec's sizes, and another command's --help. (Raised by hand, as for train.)"""

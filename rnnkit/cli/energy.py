@@ -50,9 +50,21 @@ def _check_numbers(args) -> None:
                 raise RnnkitError(f"--{name.replace('_', '-')} must be a finite number, got {v}")
 
 
+def _check_integers(args) -> None:
+    """A whole number past 2^63 sizes or counts nothing torch can hold: --hidden, --batch-size, --k, --layers, --random
+    or --random-starts 10**30 ended in torch's 'Overflow when unpacking long long' traceback, --epochs, --gibbs-steps
+    or --sweeps 10**30 ran without end. Checked in _setup, after each command's own checks (which name a fix)."""
+    for name, value in vars(args).items():
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, int) and not isinstance(v, bool) and v >= 2**63:
+                raise RnnkitError(f"--{name.replace('_', '-')} {v} is too large (past a 64-bit integer, 2^63); "
+                                  "give a smaller one")  # fmt: skip
+
+
 def _setup(args):
     """Check --device, make --out, and seed a generator on --device: once every option is checked."""
     _check_numbers(args)
+    _check_integers(args)
     _check_device(args.device)
     out = out_folder(args.out)
     generator = torch.Generator(device=args.device).manual_seed(args.seed)

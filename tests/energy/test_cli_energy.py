@@ -401,6 +401,27 @@ def test_recall_refuses_units_with_another_pattern_source(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
+    "args",
+    [  # each ended in torch's 'Overflow when unpacking long long' (a TypeError traceback), after --out was made
+        ["hopfield", "recall", "--random"],
+        ["hopfield", "capacity", "--random-starts"],
+        ["rbm", "train", "--batch-size"],
+        ["rbm", "train", "--k"],
+        ["rbm", "train", "--hidden"],
+        ["rbm", "dbn", "--layers"],
+    ],
+)
+def test_whole_numbers_past_2_to_the_63_are_one_line_naming_the_flag(args, tmp_path, capsys):
+    assert main([*args, str(10**30), "--dry-run", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"rnnkit: error: {args[-1]} {10**30} is too large (past a 64-bit integer, 2^63); give a smaller one\n"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
     "args, message",
     [
         (["hopfield", "recall", "--patterns", "{ragged}"], "mixed lengths"),

@@ -454,6 +454,12 @@ def ising_sweep(args) -> None:
     else:
         if min(t_min, t_max) <= 0:
             raise RnnkitError(f"--t-min and --t-max: temperatures must be positive, got {t_min}, {t_max}")
+        # (linspace runs in float32: 1e308 was its 'value cannot be converted to type float without overflow'
+        # traceback, 1e-308 the error 'temperatures must be positive numbers, got [0.0, ...]' of no flag)
+        ends = torch.tensor([t_min, t_max], dtype=torch.float64).float()
+        if not torch.isfinite(ends).all() or (ends <= 0).any():
+            raise RnnkitError(f"--t-min and --t-max: temperatures must be numbers that float32 holds (about 1e-38 to "
+                              f"3e38), got {t_min:g}, {t_max:g}")  # fmt: skip
         chains = positive_int("--count (number of temperatures)", _pick(args, "count", 32, 4))
         if chains == 1 and args.t_max is not None and t_max != t_min:  # (linspace's one point is t_min)
             raise RnnkitError(f"--count 1 sweeps one temperature, --t-min ({t_min:g}): --t-max {t_max:g} is not "

@@ -401,6 +401,24 @@ def test_recall_refuses_units_with_another_pattern_source(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
+    "ends, shown",
+    [
+        (["--t-min", "1e308", "--t-max", "1e308"], "1e+308, 1e+308"),  # linspace's overflow, a traceback
+        (["--t-max", "1e39"], "1, 1e+39"),
+        (["--t-min", "1e-308", "--t-max", "1e-308"], "1e-308, 1e-308"),  # said as 'got [0.0, 0.0, 0.0, 0.0]'
+    ],
+)
+def test_a_temperature_range_past_float32_is_one_line_naming_the_flags(ends, shown, tmp_path, capsys):
+    assert main(["ising", "sweep", "--dry-run", *ends, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "rnnkit: error: --t-min and --t-max: temperatures must be numbers that float32 holds (about 1e-38 to "
+        f"3e38), got {shown}\n"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
     "args",
     [  # each ended in torch's 'Overflow when unpacking long long' (a TypeError traceback), after --out was made
         ["hopfield", "recall", "--random"],

@@ -89,7 +89,10 @@ class WordVectors:
     def __contains__(self, word: str) -> bool:
         return word in self.index
 
-    def __getitem__(self, word: str) -> np.ndarray:
+    def __getitem__(self, word) -> np.ndarray:
+        """The vector (E,) of a word, or the vectors (n, E) of a list of words (as gensim's KeyedVectors gives them)."""
+        if isinstance(word, list):  # (a list is no word: it was 'unhashable type' from the lookup)
+            return self.vectors[self._ids(word)]
         return self.vectors[self._ids([word])[0]]
 
     def _ids(self, words: list[str]) -> list[int]:

@@ -105,6 +105,16 @@ def test_excluded_words_are_never_listed_however_large_topn():
     assert [w for w, _ in wv.analogy("king", "man", "woman", topn=4)] == ["queen"]
 
 
+def test_a_list_of_words_gives_their_vectors_as_rows():
+    """wv[["queen", "king"]] (as gensim's KeyedVectors takes it) was 'unhashable type: list' from the lookup."""
+    words = ["king", "queen", "man", "woman"]
+    wv = WordVectors(words, np.random.default_rng(0).standard_normal((4, 5)))
+    np.testing.assert_array_equal(wv[["queen", "king"]], np.stack([wv["queen"], wv["king"]]))
+    assert wv[[]].shape == (0, 5)
+    with pytest.raises(RnnkitError, match="unknown word.*'pear'"):
+        wv[["king", "pear"]]
+
+
 def test_nearest_excludes_words_or_row_ids():
     """exclude took row ids only: words (as gensim's most_similar takes) ended in an IndexError traceback."""
     words = ["king", "queen", "man", "woman"]

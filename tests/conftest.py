@@ -55,3 +55,28 @@ def pytest_unconfigure(config):
         # file, not into this folder removed ("RNNKIT_GEMM_PLANS=... is not in a folder" at the session's exit)
         os.environ["RNNKIT_GEMM_PLANS"] = ""
         shutil.rmtree(_plans_dir, ignore_errors=True)
+
+
+class _CtrlCAfter:
+    """A stdout that takes `n` characters and is then interrupted, as by a Ctrl-C while a sample is printed."""
+
+    def __init__(self, n):
+        self.n, self.text = n, ""
+
+    def write(self, s):
+        self.text += s
+        if len(self.text) >= self.n:
+            raise KeyboardInterrupt
+        return len(s)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+
+@pytest.fixture
+def ctrl_c_after():
+    """ctrl_c_after(n): a stdout (for monkeypatch) that raises KeyboardInterrupt once n characters came."""
+    return _CtrlCAfter

@@ -179,6 +179,19 @@ def _warning_line(message, category, filename, lineno, line=None) -> str:
     return f"rnnkit: warning: {str(message).removeprefix('rnnkit: ')}\n"
 
 
+def print_pieces(pieces, first: str = "") -> None:
+    """Print `first`, then each piece of a text as it is drawn, then a newline: a long --length shows its text at
+    once (as char-rnn's sample.lua writes), and Ctrl-C keeps what was written (it came out all at the end, after
+    memory for all of it: --length 10**20 printed nothing and grew until stopped)."""
+    out, live = sys.stdout, sys.stdout.isatty()
+    out.write(first)
+    for piece in pieces:
+        out.write(piece)
+        if live:
+            out.flush()
+    out.write("\n")
+
+
 class _Terminated(KeyboardInterrupt):
     """SIGTERM (kill, timeout, a job scheduler, docker stop), raised as a Ctrl-C is: the same clean-up runs."""
 

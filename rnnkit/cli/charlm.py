@@ -7,7 +7,7 @@ import math
 import pathlib
 import sys
 
-from rnnkit.cli import finite_or_null
+from rnnkit.cli import finite_or_null, print_pieces
 from rnnkit.errors import RnnkitError
 
 # flag -> (config section, field, type); every default is None so that only given flags override
@@ -407,8 +407,8 @@ def cmd_sample(args) -> int:
     model, chars = load_model(args.run)
     ids = context(args.prime, chars, "--prime") if args.prime else [chars.index("\n") if "\n" in chars else 0]
     gen = torch.Generator().manual_seed(args.seed) if args.seed is not None else None
-    out = model.sample(ids, args.length, args.temperature, args.top_k, args.greedy, gen)
-    print((args.prime or "") + "".join(chars[i] for i in out))
+    out = model.iter_sample(ids, args.length, args.temperature, args.top_k, args.greedy, gen)
+    print_pieces((chars[i] for i in out), args.prime or "")
     return 0
 
 

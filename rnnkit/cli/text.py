@@ -9,7 +9,14 @@ import pathlib
 from dataclasses import asdict
 
 from rnnkit._io import write_text
-from rnnkit.cli import check_writable, finite_or_null, made_out_folder, out_folder, refuse_overwrite
+from rnnkit.cli import (
+    check_writable,
+    finite_or_null,
+    made_out_folder,
+    out_folder,
+    print_pieces,
+    refuse_overwrite,
+)
 from rnnkit.errors import RnnkitError
 
 DRY_RUN_CHARS = 20_000
@@ -443,10 +450,9 @@ def cmd_ngram_sample(args) -> int:
             "or use `rnnkit ngram complete` for greedy text"
         )
     lm = _load_lm(args.model)
-    print(
-        _after(
-            lm, args.prime, lm.sample(args.length, _line_start(lm) + args.prime, args.temperature, args.seed)
-        )
+    alpha = 1.0 / args.temperature
+    _print_after(
+        lm, args.prime, lm.iter_generate(_line_start(lm) + args.prime, args.length, alpha, args.seed)
     )
     return 0
 
@@ -468,12 +474,19 @@ def _after(lm, prefix: str, continuation: str) -> str:
     )
 
 
+def _print_after(lm, prefix: str, pieces) -> None:
+    """print(_after(lm, prefix, "".join(pieces))), piece by piece as they come."""
+    pieces = iter(pieces)
+    head = next(pieces, "")
+    print_pieces(pieces, _after(lm, prefix, head) if head else prefix)
+
+
 def cmd_ngram_complete(args) -> int:
     _positive(length=args.length)
     if not args.prefix:
         raise RnnkitError("PREFIX is empty; give some text to complete")
     lm = _load_lm(args.model)
-    print(_after(lm, args.prefix, lm.complete(_line_start(lm) + args.prefix, args.length)))
+    _print_after(lm, args.prefix, lm.iter_generate(_line_start(lm) + args.prefix, args.length, alpha=None))
     return 0
 
 
@@ -568,7 +581,7 @@ def cmd_markov(args) -> int:
     if args.action == "sample":
         length = getattr(args, "length", MARKOV_LENGTH)
         _positive(length=length)
-        print(chain.sample(length, getattr(args, "seed", 0)))
+        print_pieces(chain.iter_sample(length, getattr(args, "seed", 0)))
     elif args.action == "check":
         if not args.strings:
             raise RnnkitError("markov check needs at least one STRING to check")

@@ -299,6 +299,13 @@ class CharLM(nn.Module):
     @_inference
     def sample(self, ids: list, length: int, temperature=1.0, top_k=0, greedy=False, generator=None) -> list:
         """Continue `ids` by `length` characters: p ∝ exp(y / temperature), or argmax if greedy."""
+        return list(self.iter_sample(ids, length, temperature, top_k, greedy, generator))
+
+    @_inference
+    def iter_sample(self, ids: list, length: int, temperature=1.0, top_k=0, greedy=False, generator=None):
+        """sample()'s ids one at a time, as each is drawn (`rnnkit sample` prints them as they come); the
+        arguments are checked and the context read at the call, before the first id is asked for. Each draw runs
+        as sample() does (no_grad, eval mode), and between draws the caller's own modes hold."""
         ids = self._check_ids(ids, "sample")
         _need_context(ids, "sample")
         length, top_k = _check_count(length, "length", 0), _check_count(top_k, "top_k", 0)
@@ -319,23 +326,34 @@ class CharLM(nn.Module):
         # log-probability, a tie that went to the less probable first character
         least = torch.float64 if greedy else torch.float32
         logp, state = self._prime(ids, least=least)
-        out = []
-        for _ in range(length):
-            _check_drawable(logp, len(ids) + len(out))
-            if greedy:
-                c = int(logp.argmax(-1))
-            else:
-                # from the top, in float64: a tiny temperature can't overflow, nor be a denormal that flushes to 0
-                y = logp[0].double() - logp[0].max()
-                # the top k picked before the division: at temperature=inf all would tie at -0.0
-                drop = y < y.topk(top_k).values[-1] if top_k and top_k < y.numel() else None
-                y = y / max(temperature, 1e-300)
-                if drop is not None:
-                    y = y.masked_fill(drop, -math.inf)
-                c = int(torch.multinomial(F.softmax(y, -1), 1, generator=generator))
-            out.append(c)
-            logp, state = self._step(c, state, least)
-        return out
+        pick = functools.partial(self._draw, temperature=temperature, top_k=top_k, greedy=greedy,
+                                 generator=generator, least=least)  # fmt: skip
+        return self._drawn(pick, logp, state, len(ids), length)
+
+    @staticmethod
+    def _drawn(pick, logp, state, n, length):
+        """The generator of iter_sample (n: characters read so far, for _check_drawable's message). A generator
+        holds no no_grad or eval mode across its yields: each draw takes them anew (_draw)."""
+        for t in range(length):
+            c, logp, state = pick(logp, state, n + t)
+            yield c
+
+    @_inference
+    def _draw(self, logp, state, n, temperature, top_k, greedy, generator, least):
+        """One character drawn from log p (its n-th), and the model stepped on it."""
+        _check_drawable(logp, n)
+        if greedy:
+            c = int(logp.argmax(-1))
+        else:
+            # from the top, in float64: a tiny temperature can't overflow, nor be a denormal that flushes to 0
+            y = logp[0].double() - logp[0].max()
+            # the top k picked before the division: at temperature=inf all would tie at -0.0
+            drop = y < y.topk(top_k).values[-1] if top_k and top_k < y.numel() else None
+            y = y / max(temperature, 1e-300)
+            if drop is not None:
+                y = y.masked_fill(drop, -math.inf)
+            c = int(torch.multinomial(F.softmax(y, -1), 1, generator=generator))
+        return (c, *self._step(c, state, least))
 
     @_inference
     def log_probs(self, ids: list, context: list) -> list:

@@ -119,16 +119,19 @@ class MarkovChain:
 
     def sample(self, length: int, seed: int = 0) -> str:
         """A string of `length` symbols: s_1 ~ π_0, s_t ~ P[s_{t-1}, :]; "" for length 0."""
+        return "".join(self.iter_sample(length, seed))
+
+    def iter_sample(self, length: int, seed: int = 0):
+        """sample()'s symbols one at a time, as each is drawn (the CLI prints them as they come)."""
         _check_length(length, "sample length")
-        if length == 0:
-            return ""
-        rng = np.random.default_rng(check_seed(seed, "seed"))
-        s = rng.choice(len(self.states), p=self.start)
-        out = [self.emits[s]]
-        for _ in range(length - 1):
-            s = rng.choice(len(self.states), p=self.P[s])
-            out.append(self.emits[s])
-        return "".join(out)
+        return self._drawn(int(length), np.random.default_rng(check_seed(seed, "seed")))
+
+    def _drawn(self, length: int, rng):
+        p = self.start  # s_1 ~ π_0, then s_t ~ P[s_{t-1}, :]
+        for _ in range(length):
+            s = rng.choice(len(self.states), p=p)
+            p = self.P[s]
+            yield self.emits[s]
 
     def simulate(self, steps: int, seed: int = 0) -> np.ndarray:
         """State ids of one long run of `steps` states (vectorised by inverse-CDF sampling); empty for 0."""

@@ -355,6 +355,11 @@ class NGramLM:
         others renormalised (as word LMs usually sample); after a history that only rare tokens followed
         (all the mass on `<unk>`, with discount=0) the next token is drawn given a shorter history.
         """
+        return "".join(self.iter_generate(prefix, length, alpha, seed))
+
+    def iter_generate(self, prefix: str, length: int, alpha: float | None = 1.0, seed: int = 0):
+        """generate()'s text one token at a time, as each is drawn ("".join of it is generate()'s): the CLI
+        prints it as it comes, and memory stays flat (only the last N-1 ids are kept) however long it runs."""
         self._fitted()
         if not self.knows_tokens():
             raise RnnkitError(
@@ -368,18 +373,31 @@ class NGramLM:
                 f"alpha (the sharpening power) must be a number > 0, or None for greedy; got {alpha!r}"
             )
         rng = np.random.default_rng(check_seed(seed, "seed"))
-        ids = list(self.encode(prefix))
+        return self._drawn(list(self.encode(prefix)), int(length), alpha, rng)
+
+    def _drawn(self, ids: list, length: int, alpha, rng):
+        """The generator of iter_generate: each token's text as decode() writes it after the ones before."""
+        n = self._orders() - 1  # the history the model reads
+        ids, line_start = ids[len(ids) - n :] if n else [], True
         for _ in range(length):
             # k tokens of history; fewer where <unk> takes all the mass
-            for k in range(self._orders() - 1, -1, -1):
+            for k in range(n, -1, -1):
                 p = self.next_distribution(ids[max(len(ids) - k, 0) :])
                 if not self.vocab.unk or p.sum() > p[0]:
                     break
             if self.vocab.unk and p.sum() > p[0]:  # id 0 is <unk>
                 p[0] = 0.0
                 p = p / p.sum()
-            ids.append(pick_next(p, alpha, rng))
-        return self.decode(ids[len(ids) - length :])
+            c = pick_next(p, alpha, rng)
+            ids.append(c)
+            if len(ids) > n:
+                del ids[0]
+            token = self.vocab.itos[c]
+            if self.level == "char":
+                yield token
+            else:  # as decode(): words one space apart, each <eos> a newline with no space beside it
+                yield "\n" if token == EOS else token if line_start else " " + token
+                line_start = token == EOS
 
     def knows_tokens(self) -> bool:
         """Whether the vocabulary has a token to write besides <unk> (and a word model's <eos>)."""

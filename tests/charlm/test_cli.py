@@ -4,12 +4,14 @@ import math
 import re
 import shutil
 import struct
+import sys
 import zipfile
 
 import pytest
 import torch
 from conftest import TINY
 
+from rnnkit.cli import main
 from rnnkit.cli.charlm import load_model, score_text
 from rnnkit.errors import RnnkitError
 
@@ -25,6 +27,16 @@ def test_presets_dry_run(tmp_path, corpus, cli, preset):
     code, out, err = cli("train", corpus, "--out", tmp_path / preset, "--preset", preset, "--dry-run")
     assert code == 0, err
     assert "vocabulary 30" in out
+
+
+def test_sample_prints_as_it_draws_so_ctrl_c_keeps_a_huge_lengths_text(trained, monkeypatch, ctrl_c_after):
+    # it printed all at the end: --length 10**20 showed nothing and kept every character until stopped
+    out = ctrl_c_after(40)
+    monkeypatch.setattr(sys, "stdout", out)
+    with pytest.raises(KeyboardInterrupt):
+        main(["sample", str(trained), "--length", str(10**20), "--prime", "the ", "--seed", "1"])
+    monkeypatch.undo()
+    assert out.text.startswith("the ") and len(out.text) >= 40
 
 
 def test_sample(trained, cli):

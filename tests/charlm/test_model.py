@@ -609,3 +609,25 @@ def test_greedy_picks_the_most_probable_character_as_beam_1_does():
         m.head.weight.zero_()
         m.head.bias.copy_(torch.tensor([0.0, 1e-8, -0.5]))
     assert m.sample([0], 3, greedy=True) == m.beam_complete([0], 3, 1)[0] == [1, 1, 1]
+
+
+def test_iter_sample_draws_lazily_as_sample_does_and_leaves_the_callers_modes_between_draws():
+    # `rnnkit sample` prints each character as it is drawn (a huge --length printed nothing until its end)
+    m = model().train()
+    first = m.sample([1, 2], 30, generator=torch.Generator().manual_seed(3))
+    it = m.iter_sample([1, 2], 10**20, generator=torch.Generator().manual_seed(3))
+    drawn = []
+    for c in it:
+        assert (
+            torch.is_grad_enabled() and m.training
+        )  # a generator holds no no_grad or eval mode across yields
+        drawn.append(c)
+        if len(drawn) == 30:
+            break
+    assert drawn == first and m.training
+    greedy = m.sample([1, 2], 12, greedy=True)
+    assert list(m.iter_sample([1, 2], 12, greedy=True)) == greedy
+    with pytest.raises(
+        RnnkitError, match="temperature must be > 0"
+    ):  # checked at the call, not at the first next()
+        m.iter_sample([1, 2], 5, temperature=0)

@@ -1289,3 +1289,49 @@ def test_ngram_score_notes_the_unknown_tokens_of_its_context(tmp_path, corpus, c
     assert '"unknown": ["z", "q"]' in capsys.readouterr().out
     assert main(["ngram", "score", str(model), "the cat", "--context", "the "]) == 0
     assert "unknown" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("level", ["char", "word"])
+def test_samples_are_printed_as_drawn_so_a_huge_length_shows_text_and_ctrl_c_keeps_it(
+    tmp_path, monkeypatch, level, ctrl_c_after
+):
+    # markov/ngram sample kept every token and printed them all at the end: --length 10**20 printed nothing and grew
+    # in memory until stopped. Now each token is written as it is drawn, holding only the model's history.
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat sat on the mat\nthe dog sat\n" * 10)
+    model = tmp_path / "m.npz"
+    assert main(["ngram", "train", str(corpus), "--out", str(model), "-n", "3", "--level", level]) == 0
+    for args in (
+        ["markov", "sample"],
+        ["ngram", "sample", str(model)],
+        ["ngram", "complete", str(model), "the"],
+    ):
+        out = ctrl_c_after(300)
+        monkeypatch.setattr(sys, "stdout", out)
+        with pytest.raises(KeyboardInterrupt):
+            main([*args, "--length", str(10**20)])
+        monkeypatch.undo()
+        assert len(out.text) >= 300, args
+
+
+@pytest.mark.parametrize("level", ["char", "word"])
+def test_streamed_samples_are_the_texts_of_the_python_api(tmp_path, capsys, level):
+    from rnnkit.cli.text import _after
+    from rnnkit.text.markov import PRESETS
+    from rnnkit.text.ngram import NGramLM
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat sat on the mat\nthe dog sat\nthe\n" * 10)
+    model = tmp_path / "m.npz"
+    assert main(["ngram", "train", str(corpus), "--out", str(model), "-n", "3", "--level", level]) == 0
+    lm = NGramLM.load(model)
+    capsys.readouterr()
+    for seed in range(3):
+        for prime in ("", "the", "sat\n"):
+            main(["ngram", "sample", str(model), "--length", "40", "--seed", str(seed), "--prime", prime])
+            assert capsys.readouterr().out == _after(lm, prime, lm.sample(40, "\n" + prime, 1.0, seed)) + "\n"
+            assert "".join(lm.iter_generate("\n" + prime, 40, 0.5, seed)) == lm.sample(
+                40, "\n" + prime, 2.0, seed
+            )
+        main(["markov", "sample", "--length", "40", "--seed", str(seed)])
+        assert capsys.readouterr().out == PRESETS["abe"]().sample(40, seed) + "\n"

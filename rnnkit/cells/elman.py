@@ -78,6 +78,15 @@ class RNNTanh(Cell):
         self._place(device, dtype)
         self.reset_parameters()
 
+    @property
+    def nonlinearity(self) -> str:
+        """torch.nn.RNNCell's nonlinearity, "tanh" or "relu", which code written for it reads
+        (nn.init.calculate_gain(cell.nonlinearity)); a subclass with a step of its own has none, as in Recurrent."""
+        phi = {rnn_tanh_step: "tanh", rnn_relu_step: "relu"}.get(type(self).step)
+        if phi is None:
+            raise AttributeError("nonlinearity")  # (nn.Module.__getattr__ then says it has no such attribute)
+        return phi
+
 
 class RNNReLU(RNNTanh):
     """Elman cell with ReLU: h_t = max(0, W_xh x_t + W_hh h_{t-1} + b)."""

@@ -371,6 +371,28 @@ def test_nonlinearity_as_torch_rnn_cell_takes_it():
         CELLS["rnn_tanh"](4, 5, nonlinearity="sigmoid")
 
 
+def test_nonlinearity_is_read_as_from_torch_rnn_cell():
+    """torch.nn.RNNCell has .nonlinearity ("tanh" or "relu"), which code written for it reads (a gain for an init,
+    nn.init.calculate_gain(cell.nonlinearity)); the Elman cells had none ("'RNNTanh' object has no attribute
+    'nonlinearity'"), where Recurrent has it. A subclass with a step of its own has none, as Recurrent's."""
+    from rnnkit.cells import RNNReLU, RNNTanh
+
+    for name, phi in (("rnn_tanh", "tanh"), ("rnn_relu", "relu")):
+        assert CELLS[name](3, 4).nonlinearity == nn.RNNCell(3, 4, nonlinearity=phi).nonlinearity == phi
+
+    class Ortho(RNNReLU):
+        def reset_parameters(self):
+            super().reset_parameters()
+
+    class Doubled(RNNTanh):
+        @staticmethod
+        def step(xw_t, state, P):
+            return RNNTanh.step(2 * xw_t, state, P)
+
+    assert Ortho(3, 4).nonlinearity == "relu"
+    assert not hasattr(Doubled(3, 4), "nonlinearity") and not hasattr(CELLS["gru"](3, 4), "nonlinearity")
+
+
 @pytest.mark.parametrize("name", list(CELLS))
 def test_numpy_integer_sizes_are_sizes(name):
     """np.int64(4) (from an array's shape or a parameter grid) was refused: 'hidden_size must be a positive integer,

@@ -1151,7 +1151,11 @@ class Recurrent(OwnParametersModule):
     # --- converters ---------------------------------------------------------------------------
     @classmethod
     def from_torch(cls, m, backend=None):
-        """The same function as a torch.nn.RNN/LSTM/GRU, with every weight copied."""
+        """The same function as a torch.nn.RNN/LSTM/GRU, with every weight copied (weights m ties stay tied).
+
+        Copies, so that m and the layer train apart (a check of one against the other trains both side by side);
+        in `model.rnn = Recurrent.from_torch(model.rnn)`, build the optimizer after the swap: one built before
+        holds m's old Parameters and steps them, never the layer's."""
         if not isinstance(m, nn.RNNBase) or m.mode not in TORCH_MODES:
             # (a class of torch's name from elsewhere, torch.ao's quantized LSTM, was "got LSTM"; a wrapper: torch.compile's,
             # DataParallel, DDP)

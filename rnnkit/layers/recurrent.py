@@ -44,6 +44,7 @@ from rnnkit.cells._base import (
     affine_input,
     autocast_off,
     autocast_on,
+    cell_class,
     fx_call,
     joined,
     make_fx_tracing,
@@ -594,8 +595,10 @@ class Recurrent(OwnParametersModule):
             return None
         native = _NATIVE[0] if _NATIVE else _native()
         cells = list(self._modules["cells"])
-        for cell in cells:
-            if type(cell) not in native.CELL_IDS or _hooked(cell):
+        # (a subclass that only draws its weights otherwise computes as its base, cell_class: the full path ran it)
+        kinds = [cell_class(type(cell)) for cell in cells]
+        for cell, kind in zip(cells, kinds):
+            if kind not in native.CELL_IDS or _hooked(cell):
                 return None
         lead = cells[0]._parameters.get("W_xh")
         if lead is None or lead.dtype != x.dtype or not lead.is_cpu:
@@ -614,7 +617,7 @@ class Recurrent(OwnParametersModule):
             return None
         widths = (self.output_size, self.hidden_size)[: self.num_states]
         if x.shape[1 if self.batch_first else 0] < 8:  # (short: _project's F.linear, see there)
-            got = self._forward_stack(native, cells, x, state, widths)
+            got = self._forward_stack(native, cells, kinds, x, state, widths)
             if got is not False:
                 return got
         below = x.transpose(0, 1).contiguous() if self.batch_first else x.contiguous()  # (T, B, D)
@@ -639,19 +642,19 @@ class Recurrent(OwnParametersModule):
             s0 = tuple(x.new_zeros((B, w)) for w in widths) if state is None else tuple(s[i] for s in state)
             bf = self.batch_first and i == n - 1  # the last layer's outputs in the caller's layout, as below
             raw, xt = fold.get("raw_tail", False), fold.get("xtilde")
-            below, sT = native.forward_only(type(cell), None, False, bf, raw, xw, xt, s0, P)
+            below, sT = native.forward_only(kinds[i], None, False, bf, raw, xw, xt, s0, P)
             finals.append(sT)
         stacked = tuple(torch.stack([f[k] for f in finals]) for k in range(self.num_states))
         return below, (stacked if self.num_states == 2 else stacked[0])
 
-    def _forward_stack(self, native, cells, x, state, widths):
+    def _forward_stack(self, native, cells, kinds, x, state, widths):
         """_forward_fast's loop over the layers of a short sequence as one engine call (native.forward_stack: per
         layer xw = linear(below, W_xh, b_xh) and the loop, then h_n stacked; the same calls on the same tensors as
         the loop in _forward_fast, without its Python per layer). None where a weight is not a plain tensor (the
         python loop's, see native.unsupported); False where a cell's projection is more than x W_xhᵀ + b (MUT1's
         tanh(x̃), x̃ = x): _forward_fast's own loop then."""
         ids, Ws, bs, Ps = [], [], [], []
-        for i, cell in enumerate(cells):
+        for i, (cell, kind) in enumerate(zip(cells, kinds)):
             if cell.tanh_tail or cell.input_identity is not None:
                 return False
             self._check_weights(i, cell)
@@ -660,10 +663,10 @@ class Recurrent(OwnParametersModule):
             for p in (W, b, *P):
                 if p is not None and type(p) not in _PLAIN:
                     return None
-            ids.append(native.CELL_IDS[type(cell)])
+            ids.append(native.CELL_IDS[kind])
             Ws.append(W)
             bs.append(b)
-            Ps.append(native._flat_params(type(cell), P, self.hidden_size) if cell.EXTRAS else P)
+            Ps.append(native._flat_params(kind, P, self.hidden_size) if cell.EXTRAS else P)
         states = [] if state is None else list(state)
         got = native.load().forward_stack(
             ids, x, self.batch_first, Ws, bs, Ps, states, widths, self.batch_first

@@ -722,8 +722,12 @@ class Recurrent(OwnParametersModule):
             from rnnkit.engine.native import folds_input_bias, loop_adds_input_bias, project
 
             W, b = affine
-            if parametrized:  # (the native projection reads W as (G, D))
-                self._check_computed(i, cell, (("W_xh", W),))
+            # (the native projection reads W as (G, D); MUT1's and MUT2's with D ≠ H hold W_xp's rows too: their
+            # parts are held to their shapes, the whole was held to W_xh's and refused)
+            if parametrized:
+                xp = getattr(cell, "W_xp", None)
+                parts = (("W_xh", W),) if xp is None else (("W_xh", cell.W_xh), ("W_xp", xp))
+                self._check_computed(i, cell, parts)
             native = {"resolved": "native"}  # run need not ask again (resolve_backend, 3 µs)
             ident = -1 if cell.input_identity is None else cell.input_identity
             if folds_input_bias(cell) and b is not None and P[1] is not None:

@@ -270,8 +270,12 @@ class TfidfIndex:
         # an index saved before words kept their combining marks (no word_marks; none in its terms) is searched as
         # it was built: queries analysed the new way missed its terms ('हिन्दी' was 'ह', 'न', 'द' there)
         marks = meta.get("word_marks", any(unicodedata.category(c)[0] == "M" for t in index.terms for c in t))
-        # one built before terms were composed (NFC) whose terms are not all composed analyses queries as it was built
-        nfc = all(t.isascii() or unicodedata.is_normalized("NFC", t) for t in index.terms)
+        # one built before terms were composed (NFC) whose terms are not all composed analyses queries as it was built;
+        # so does one saved before word_marks (older still): its split at the marks left no mark in its terms, but
+        # composing a query made 'de\u0301cor' the term 'décor' where the index holds 'de' and 'cor'
+        nfc = "word_marks" in meta and all(
+            t.isascii() or unicodedata.is_normalized("NFC", t) for t in index.terms
+        )
         index.analyzer = Analyzer(index.config, marks=bool(marks), nfc=nfc)
         index.column = {t: j for j, t in enumerate(index.terms)}
         return index

@@ -371,3 +371,29 @@ def test_composed_and_decomposed_spellings_of_a_word_are_one_term(tmp_path, monk
     assert got == want and [i for i, _ in got] == [0, 1]
     TfidfIndex().fit(nfd).save(tmp_path / "new")
     assert TfidfIndex.load(tmp_path / "new").search("Été")[0][0] == 0
+
+
+def test_an_index_saved_before_word_marks_is_not_composed_either(tmp_path, monkeypatch):
+    """An index saved before word_marks (whose analyzer split words at combining marks and composed nothing) of
+    decomposed text holds 'de' and 'cor' for 'de\\u0301cor', all of them composed: its queries were composed (NFC)
+    first, 'décor' then, and the old index's own text said 'no term of the query is in the index'. It is searched
+    as it was built: the old cosines."""
+    import re
+    import unicodedata
+
+    from rnnkit.text import tfidf
+
+    docs = [unicodedata.normalize("NFD", d) for d in ("le décor d'été", "un hiver", "the quick fox")]
+    old_split = re.compile(r"\w+(?:'\w+)?|[^\w\s]")  # the analyzer's split before marks stayed in words
+    with monkeypatch.context() as m:
+        m.setattr(tfidf, "word_tokenize", lambda text, lower, punctuation: old_split.findall(text.lower()))
+        m.setattr(unicodedata, "normalize", lambda form, text: text)
+        old = TfidfIndex().fit(docs)
+        want = old.search(docs[0])
+        old.save(tmp_path / "old")
+    meta = json.loads((tmp_path / "old" / "index.json").read_text())
+    del meta["word_marks"]
+    (tmp_path / "old" / "index.json").write_text(json.dumps(meta))
+    assert "cor" in meta["terms"] and "décor" not in meta["terms"]
+    got = TfidfIndex.load(tmp_path / "old").search(docs[0])
+    assert got == want and got[0][0] == 0

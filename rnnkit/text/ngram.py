@@ -452,12 +452,15 @@ class NGramLM:
         not_a_model = f"{path} is not an rnnkit n-gram model (an .npz written by `rnnkit ngram train --out`)"
         if not zipped:  # np.load would read it as .npy, or offer to unpickle it
             raise RnnkitError(not_a_model)
-        lacks = []  # every save writes every option: one missing took its default (a word model read as a char one)
+        # every save writes every option: one missing took its default (a word model read as a char one)
+        lacks = newer = []
         try:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
                 lacks = [k for k in (*OPTIONS, "vocab") if k not in meta] if isinstance(meta, dict) else []
-                if not lacks:
+                # an option every rnnkit so far saves none of: a newer one's (TypeError from cls(**meta) before)
+                newer = [k for k in meta if k not in (*OPTIONS, "vocab")] if isinstance(meta, dict) else []
+                if not lacks and not newer:
                     model = cls(**{k: v for k, v in meta.items() if k != "vocab"})
                     model.vocab = Vocabulary.from_dict(meta["vocab"])
                     model.keys, model.count = [None], [None]
@@ -468,7 +471,7 @@ class NGramLM:
                             break
                     top = model._orders()
                     model.cont = [None] + [z[f"cont{m}"] for m in range(1, top)] + [model.count[top]]
-            if not lacks:
+            if not lacks and not newer:
                 model._check_counts()
                 model._statistics()
                 # a char model saved with lower by an older rnnkit, whose lower left a char model's text as it was
@@ -477,6 +480,10 @@ class NGramLM:
                     model.lower = False
         except _NOT_A_MODEL:
             raise RnnkitError(not_a_model) from None
+        if newer:
+            raise RnnkitError(f"{path} is an n-gram model of a newer rnnkit (its meta holds "
+                              f"{', '.join(map(repr, newer))}, which this one does not know); upgrade rnnkit to "
+                              "read it")  # fmt: skip
         if lacks:
             raise RnnkitError(f"{not_a_model[:-1]}; its meta lacks {', '.join(lacks)})")
         return model

@@ -457,6 +457,20 @@ def test_a_model_file_whose_meta_lacks_an_option_is_one_line(tmp_path, key):
         NGramLM.load(tmp_path / "bad.npz")
 
 
+def test_a_model_file_of_a_newer_rnnkit_is_one_line_saying_so(tmp_path):
+    """A model whose meta holds an option no rnnkit so far saves (a newer one's) was 'not an rnnkit n-gram model
+    (an .npz written by `rnnkit ngram train --out`)', which it is: it says a newer rnnkit wrote it."""
+    NGramLM(2, level="word").fit("the cat sat on the mat\n" * 5).save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz") as z:
+        arrays = dict(z)
+    meta = json.loads(str(arrays["meta"]))
+    arrays["meta"] = np.array(json.dumps({**meta, "interpolation": "stupid-backoff"}))
+    np.savez(tmp_path / "new.npz", **arrays)
+    with pytest.raises(RnnkitError, match=r"new\.npz is an n-gram model of a newer rnnkit \(its meta holds "
+                       r"'interpolation', which this one does not know\); upgrade rnnkit"):  # fmt: skip
+        NGramLM.load(tmp_path / "new.npz")
+
+
 @pytest.mark.parametrize("level, want", [("word", np.log(1 / 2)), ("char", np.log(1 / 4))])
 def test_a_text_that_begins_as_the_training_text_is_scored_after_a_line_end(level, want):
     """ngram score reads a text after a line end (<eos>, '\\n'), and fit counted the training text's start after

@@ -19,7 +19,7 @@ import pathlib
 import unicodedata
 import zipfile
 from collections import Counter
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -100,6 +100,10 @@ class Analyzer:
         if self.config.stop_words:
             terms = [t for t in terms if t.lower() not in self.stop_words]
         return self.stemmer.stemWords(terms) if self.stemmer else terms
+
+
+class _NewerIndex(RnnkitError):
+    """An index saved by a newer rnnkit: said as it is, not as an index that can't be read."""
 
 
 class TfidfIndex:
@@ -234,7 +238,18 @@ class TfidfIndex:
         d = pathlib.Path(directory)
         try:
             meta = json.loads((d / "index.json").read_text(encoding="utf-8-sig"))  # (a BOM: no edit)
-            index = cls(TfidfConfig(**meta["config"]))
+            # an option no rnnkit so far saves is a newer one's (TfidfConfig's TypeError said to build an index)
+            config = meta["config"]
+            newer = (
+                [k for k in config if k not in {f.name for f in fields(TfidfConfig)}]
+                if isinstance(config, dict)
+                else []
+            )
+            if newer:
+                raise _NewerIndex(f"{d} is a TF-IDF index of a newer rnnkit (its config holds "
+                                  f"{', '.join(map(repr, newer))}, which this one does not know); upgrade rnnkit to "
+                                  "search it")  # fmt: skip
+            index = cls(TfidfConfig(**config))
             npz = (d / "tfidf.npz").read_bytes()  # (missing, or unreadable: said as it was)
             if not is_zip(io.BytesIO(npz)):  # np.load would offer to unpickle it
                 raise ValueError("its tfidf.npz is not a numpy .npz archive (damaged or replaced)")
@@ -261,6 +276,8 @@ class TfidfIndex:
             if index.matrix.shape[1] != len(index.terms) or len(index.idf) != len(index.terms):
                 raise ValueError(f"{index.matrix.shape[1]} columns and {len(index.idf)} idf values for "
                                  f"{len(index.terms)} terms")  # fmt: skip
+        except _NewerIndex:
+            raise
         # (zipfile's NotImplementedError, RuntimeError: a byte of the .npz made another compression or 'encrypted')
         except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, NotImplementedError,
                 RuntimeError) as e:  # fmt: skip

@@ -397,3 +397,20 @@ def test_an_index_saved_before_word_marks_is_not_composed_either(tmp_path, monke
     assert "cor" in meta["terms"] and "décor" not in meta["terms"]
     got = TfidfIndex.load(tmp_path / "old").search(docs[0])
     assert got == want and got[0][0] == 0
+
+
+def test_an_index_of_a_newer_rnnkit_is_one_line_saying_so(tmp_path):
+    """An index whose config holds an option no rnnkit so far saves (a newer one's) was 'cannot read a TF-IDF index
+    in D: TfidfConfig.__init__() got an unexpected keyword argument 'sublinear'; build one with `rnnkit tfidf
+    index`'; it says a newer rnnkit built it. A config that is no dict is still unreadable."""
+    TfidfIndex().fit(["the cat sat", "a dog"]).save(tmp_path / "i")
+    meta = json.loads((tmp_path / "i" / "index.json").read_text())
+    meta["config"]["sublinear"] = True
+    (tmp_path / "i" / "index.json").write_text(json.dumps(meta))
+    with pytest.raises(RnnkitError, match=r"i is a TF-IDF index of a newer rnnkit \(its config holds 'sublinear', "
+                       r"which this one does not know\); upgrade rnnkit to search it$"):  # fmt: skip
+        TfidfIndex.load(tmp_path / "i")
+    meta["config"] = "tf"
+    (tmp_path / "i" / "index.json").write_text(json.dumps(meta))
+    with pytest.raises(RnnkitError, match="cannot read a TF-IDF index in"):
+        TfidfIndex.load(tmp_path / "i")

@@ -5,6 +5,7 @@ import dataclasses
 import json
 import math
 import pathlib
+import re
 import sys
 
 from rnnkit.cli import finite_or_null, print_pieces
@@ -322,7 +323,11 @@ def _resumed_config(out: pathlib.Path):
     ckpt = load_checkpoint(out / "latest.pt", resuming=True)
     try:
         cfg = RunConfig.from_dict(json.loads(ckpt["config"]))
-    except (KeyError, ValueError, TypeError, AttributeError):
+    except (KeyError, ValueError, TypeError, AttributeError) as e:
+        option = re.match(r"unknown option (\S+);", str(e)) if isinstance(e, RnnkitError) else None
+        if option:  # a newer rnnkit's run, which the --force below would delete
+            raise RnnkitError(f"cannot resume {out}: its latest.pt was saved by a newer rnnkit (its config holds "
+                              f"{option[1]}, which this one does not know); upgrade rnnkit to resume it") from None  # fmt: skip
         raise RnnkitError(f"cannot resume {out}: its config.json is {why} and latest.pt holds no config; "
                           "start a new run with --force") from None  # fmt: skip
     print(

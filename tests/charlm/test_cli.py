@@ -594,6 +594,25 @@ def test_resume_with_a_damaged_config_uses_the_checkpoints(tmp_path, corpus, cli
     assert code == 2 and "config.json is a folder; remove it" in err
 
 
+def test_resume_of_a_newer_rnnkits_run_says_so_and_not_to_start_anew(tmp_path, corpus, cli):
+    """A run of a newer rnnkit (an option this one lacks, in config.json and latest.pt alike): --resume said its
+    config.json 'is unreadable and latest.pt holds no config; start a new run with --force', which deletes the run.
+    It says a newer rnnkit saved it; the run is left as it was."""
+    run = tmp_path / "run"
+    assert cli("train", corpus, "--out", run, *TINY, "--max-steps", "2")[0] == 0
+    config = json.loads((run / "config.json").read_text())
+    config["model"]["layer_norm"] = True
+    (run / "config.json").write_text(json.dumps(config))
+    ckpt = torch.load(run / "latest.pt", weights_only=True)
+    ckpt["config"] = json.dumps(config)
+    torch.save(ckpt, run / "latest.pt")
+    code, _, err = cli("train", "--out", run, "--resume", "--max-steps", "3")
+    assert code == 2 and err.strip() == (
+        f"rnnkit: error: cannot resume {run}: its latest.pt was saved by a newer rnnkit (its config holds "
+        "model.layer_norm, which this one does not know); upgrade rnnkit to resume it"
+    )
+
+
 def test_resume_with_a_config_json_lacking_an_option_uses_the_checkpoints(tmp_path, corpus, cli):
     """A config.json with an option left out (edited by hand) was read with that option's default in its place: a
     run trained at --lr 0.01 resumed at 0.002 in silence, and config.json then recorded 0.002 for good. Such a

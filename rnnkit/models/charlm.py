@@ -18,6 +18,7 @@ import inspect
 import math
 import numbers
 import os
+import re
 import threading
 import weakref
 from collections.abc import Iterable
@@ -494,6 +495,10 @@ def load_run(run):
     try:
         cfg = RunConfig.from_dict(json.loads(ckpt["config"]))
     except (TypeError, ValueError, AttributeError) as e:  # not JSON, not a dict, unknown keys
+        option = re.match(r"unknown option (\S+);", str(e)) if isinstance(e, RnnkitError) else None
+        if option:  # (its format version this one's: an option added since, which no version bump marks)
+            raise RnnkitError(f"{path} was saved by a newer rnnkit (its config holds {option[1]}, which this one "
+                              "does not know); upgrade rnnkit to read it") from None  # fmt: skip
         raise RnnkitError(f"{bad}: its config cannot be read ({str(e).splitlines()[0][:100]})") from None
     for key, what in (("batch_size", "number of streams"), ("seq_len", "window length")):
         n = getattr(cfg.data, key)  # (eval reads its windows with them: an error named no file)

@@ -12,6 +12,10 @@ min-char-rnn puts Adagrad's 1e-8 inside the root, sqrt(m + 1e-8): an element who
 
 import torch
 
+from rnnkit.errors import RnnkitError
+
+OPTIMIZERS = ("adam", "rmsprop", "adagrad", "sgd")
+
 
 def make_optimizer(params, cfg):
     """The optimiser named by cfg.optimizer (a TrainConfig), in torch's fused form where it has one (Adam,
@@ -19,6 +23,8 @@ def make_optimizer(params, cfg):
     Adam step took 88 µs fused against 296 µs), else the multi-tensor (foreach) form. Same update rule."""
     params = list(params)
     name, lr, wd = cfg.optimizer, cfg.lr, cfg.weight_decay
+    if name not in OPTIMIZERS:  # ('adamw' or 'Adam' was SGD, in silence)
+        raise RnnkitError(f"unknown optimizer {name!r}; choose {', '.join(OPTIMIZERS)}")
     if name == "adam":
         return fused_or_not(torch.optim.Adam, params, lr=lr, weight_decay=wd)
     if name == "rmsprop":

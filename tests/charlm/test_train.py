@@ -724,6 +724,21 @@ def test_clipping_by_value_survives_gradients_whose_float32_norm_overflows():
     assert torch.equal(p.grad, torch.full((1000,), 5.0))
 
 
+def test_make_optimizer_refuses_a_name_it_does_not_know():
+    """make_optimizer(params, TrainConfig(optimizer="adamw")) (or "Adam", torch's spelling) gave SGD, in silence, to
+    a loop of one's own (the command line's validate refuses it, make_optimizer did not)."""
+    from rnnkit.train.config import TrainConfig
+    from rnnkit.train.optim import make_optimizer
+
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    for name in ("adamw", "Adam", "rmsprop "):
+        with pytest.raises(
+            RnnkitError, match=f"unknown optimizer '{name}'; choose adam, rmsprop, adagrad, sgd"
+        ):
+            make_optimizer(params, TrainConfig(optimizer=name))
+    assert isinstance(make_optimizer(params, TrainConfig(optimizer="rmsprop")), torch.optim.RMSprop)
+
+
 def test_resume_survives_a_metrics_row_cut_short(tmp_path, corpus):
     """A row cut short in metrics.csv (a full disk or a kill while it was written) is left out on resume; it
     made every later resume fail at its first plot."""

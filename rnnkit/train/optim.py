@@ -10,6 +10,9 @@ min-char-rnn puts Adagrad's 1e-8 inside the root, sqrt(m + 1e-8): an element who
 1e-4 moves by about lr · |g| / 1e-4 there and by up to lr here, in the first steps; otherwise the two agree.
 """
 
+import math
+import numbers
+
 import torch
 
 from rnnkit.errors import RnnkitError
@@ -48,7 +51,11 @@ def fused_or_not(Optimizer, params, **kw):
 
 def clip_gradients(params, clip_norm: float, clip_value: float) -> float:
     """Clip in place; returns the gradient norm before clipping (inf or NaN: the step must not be taken; the
-    gradients are then left as they are, not scaled by a NaN factor)."""
+    gradients are then left as they are, not scaled by a NaN factor). A limit of 0 is off."""
+    for name, v in (("clip_norm", clip_norm), ("clip_value", clip_value)):
+        # (NaN or a negative limit was off in silence, True clipped at 1, a string failed in "'>' not supported")
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or math.isnan(v) or v < 0:
+            raise RnnkitError(f"{name} must be a number >= 0 (0: off), got {v!r}")
     params = [p for p in params if p.grad is not None]
     norm = torch.nn.utils.get_total_norm([p.grad for p in params])
     if not torch.isfinite(norm):  # the float32 sum of squares overflows from gradients of about 1e19 on

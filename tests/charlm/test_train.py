@@ -739,6 +739,23 @@ def test_make_optimizer_refuses_a_name_it_does_not_know():
     assert isinstance(make_optimizer(params, TrainConfig(optimizer="rmsprop")), torch.optim.RMSprop)
 
 
+def test_clip_gradients_refuses_a_limit_that_is_no_number_ge_0():
+    """clip_gradients(params, nan, 0) and a negative limit left the gradients unclipped in silence, True clipped at
+    1 and "5" failed in "'>' not supported between instances of 'str' and 'int'"; each is one line now."""
+    from rnnkit.train.optim import clip_gradients
+
+    p = torch.nn.Parameter(torch.zeros(2))
+    p.grad = torch.tensor([3.0, 4.0])
+    for bad in (math.nan, -1.0, True, "5", None):
+        for args in ((bad, 0.0), (0.0, bad)):
+            name = "clip_norm" if args[0] is bad else "clip_value"
+            with pytest.raises(RnnkitError, match=f"{name} must be a number >= 0 \\(0: off\\), got"):
+                clip_gradients([p], *args)
+    assert torch.equal(p.grad, torch.tensor([3.0, 4.0]))  # left as it was
+    assert clip_gradients([p], math.inf, 0) == 5.0 and torch.equal(p.grad, torch.tensor([3.0, 4.0]))
+    assert clip_gradients([p], 1, 0) == 5.0 and torch.allclose(p.grad, torch.tensor([0.6, 0.8]))
+
+
 def test_resume_survives_a_metrics_row_cut_short(tmp_path, corpus):
     """A row cut short in metrics.csv (a full disk or a kill while it was written) is left out on resume; it
     made every later resume fail at its first plot."""

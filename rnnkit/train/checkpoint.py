@@ -58,6 +58,13 @@ def save_checkpoint(path, payload: dict):
                           "not one (convert it: torch.as_tensor(array), dataclasses.asdict(config))")  # fmt: skip
     if not path.parent.is_dir():
         raise RnnkitError(f"cannot write {path}: folder {path.parent} does not exist; create it first")
+    # a payload's own "format" or "version" ({"version": "v1.2"} of one's own loop) was written, and the file was then
+    # refused by load_checkpoint as damaged, of another format or newer; a loaded checkpoint saved again keeps its own
+    version = payload.get("version", VERSION)
+    if payload.get("format", FORMAT) != FORMAT or type(version) is not int or not 1 <= version <= VERSION:
+        key = "version" if payload.get("format", FORMAT) == FORMAT else "format"
+        raise RnnkitError(f"a checkpoint's {key!r} is its file format's ({FORMAT!r}, version 1 to {VERSION}), which "
+                          f"loading checks; {payload[key]!r} can't be read back: store it under another key")  # fmt: skip
     payload = {"format": FORMAT, "version": VERSION, **payload}
     with atomic_open(path, "wb") as f:  # a temporary file, then a rename: the old checkpoint stays until then
         try:

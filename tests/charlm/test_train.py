@@ -712,6 +712,23 @@ def test_save_checkpoint_refuses_what_loading_would_refuse(tmp_path):
     assert load_checkpoint(tmp_path / "c.pt")["t"] == (1, 2.0, None)
 
 
+def test_save_checkpoint_refuses_a_format_or_version_of_ones_own_that_loading_refuses(tmp_path):
+    """save_checkpoint(path, {"model": ..., "version": "v1.2"}) wrote the file, and load_checkpoint then called it
+    damaged ("has no valid checkpoint format version ('v1.2')"): the payload's key took the format's place. Such
+    a value is refused when saving; a loaded checkpoint saved again (its own format and version) still loads."""
+    w = {"w": torch.ones(2)}
+    for key, value in [("version", "v1.2"), ("version", 7), ("version", True), ("format", "mine")]:
+        with pytest.raises(
+            RnnkitError, match=f"checkpoint's '{key}' is its file format's .* store it under another key"
+        ):
+            save_checkpoint(tmp_path / "c.pt", {"model": w, key: value})
+        assert not list(tmp_path.iterdir())
+    save_checkpoint(tmp_path / "c.pt", {"model": w, "step": 3})
+    ckpt = load_checkpoint(tmp_path / "c.pt")
+    save_checkpoint(tmp_path / "c.pt", {**ckpt, "step": 4})
+    assert load_checkpoint(tmp_path / "c.pt")["step"] == 4
+
+
 def test_clipping_by_value_survives_gradients_whose_float32_norm_overflows():
     """min-char-rnn clips by value only: gradients of 1e19 are finite, clamped to ±5, though their float32 sum
     of squares overflows (the run stopped on an inf norm); the norm comes from float64 then."""

@@ -68,6 +68,10 @@ class MetricsLog:
 def _fmt(v):
     if v is None:
         return ""
+    # a loss as a loop of one's own has it, a tensor (or a numpy number), is its number: written as it was,
+    # "tensor(2.5000, grad_fn=<...>)", its row was left out as damaged when read back
+    if not isinstance(v, str | int | float) and hasattr(v, "item"):
+        v = (v.detach() if hasattr(v, "detach") else v).item()
     return f"{v:.6g}" if isinstance(v, float) else v
 
 

@@ -773,6 +773,25 @@ def test_clip_gradients_refuses_a_limit_that_is_no_number_ge_0():
     assert clip_gradients([p], 1, 0) == 5.0 and torch.allclose(p.grad, torch.tensor([0.6, 0.8]))
 
 
+def test_metrics_log_writes_a_tensor_or_numpy_loss_as_its_number(tmp_path):
+    """MetricsLog.write(step=1, train_loss=loss) with loss a tensor, as a loop of one's own has it, wrote
+    "tensor(2.5000, grad_fn=<MulBackward0>)" in metrics.csv, and read_metrics (the plot, a resume) left the row out
+    as damaged; a numpy float32 stayed one in `rows`. Both are written and kept as numbers now."""
+    import numpy as np
+
+    from rnnkit.train.metrics import MetricsLog
+
+    log = MetricsLog(tmp_path / "m.csv")
+    loss = torch.tensor(2.5, requires_grad=True) * 1
+    log.write(step=1, epoch=0.5, wall_s=0.25, lr=1e-3, train_loss=loss, val_loss=torch.tensor([2.75]))
+    log.write(step=2, epoch=1.0, wall_s=0.5, lr=np.float32(1e-3), train_loss=np.float32(2.25))
+    rows = read_metrics(tmp_path / "m.csv")
+    assert [(r["step"], r["train_loss"], r["val_loss"], r["lr"]) for r in rows] == [
+        ("1", "2.5", "2.75", "0.001"), ("2", "2.25", "", "0.001")
+    ]  # fmt: skip
+    assert [r["train_loss"] for r in log.rows] == ["2.5", "2.25"]
+
+
 def test_resume_survives_a_metrics_row_cut_short(tmp_path, corpus):
     """A row cut short in metrics.csv (a full disk or a kill while it was written) is left out on resume; it
     made every later resume fail at its first plot."""

@@ -2,9 +2,11 @@
 
 import csv
 import math
+import numbers
 import pathlib
 
 from rnnkit._io import atomic_open, save_figure
+from rnnkit.errors import RnnkitError
 
 FIELDS = ["step", "epoch", "wall_s", "lr", "train_loss", "val_loss", "val_bpc", "chars_per_s"]
 LN2 = math.log(2)
@@ -44,6 +46,14 @@ class MetricsLog:
         return log.rows
 
     def write(self, **row):
+        """One row: step (a whole number) and any of FIELDS' other columns by name."""
+        unknown = sorted(set(row) - set(FIELDS))
+        if unknown:  # (loss=2.3 was dropped in silence, the row's train_loss left empty)
+            raise RnnkitError(f"unknown metrics column {unknown[0]!r}; the columns are {', '.join(FIELDS)}")
+        step = row.get("step")
+        # (a row without one was lost on reading)
+        if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+            raise RnnkitError(f"a metrics row needs its step, a whole number, got {step!r}")
         row = {k: _fmt(row.get(k)) for k in FIELDS}
         self._keep(row)
         with open(self.path, "a", newline="") as f:

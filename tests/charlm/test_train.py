@@ -792,6 +792,25 @@ def test_metrics_log_writes_a_tensor_or_numpy_loss_as_its_number(tmp_path):
     assert [r["train_loss"] for r in log.rows] == ["2.5", "2.25"]
 
 
+def test_metrics_log_refuses_a_column_it_has_not_and_a_row_without_its_step(tmp_path):
+    """MetricsLog.write(step=1, loss=2.3) dropped `loss` in silence (the row's train_loss empty), and a row written
+    without its step was lost when read back, the next write failing in "invalid literal for int() with base 10"."""
+    from rnnkit.train.metrics import MetricsLog
+
+    log = MetricsLog(tmp_path / "m.csv")
+    with pytest.raises(RnnkitError, match="unknown metrics column 'loss'; the columns are step, epoch, "):
+        log.write(step=1, loss=2.3)
+    for step in (None, 1.5, True, "1"):
+        with pytest.raises(RnnkitError, match="a metrics row needs its step, a whole number, got"):
+            log.write(step=step, train_loss=2.3) if step is not None else log.write(train_loss=2.3)
+    log.write(step=1, train_loss=2.3)
+    log.write(step=2, train_loss=2.2)
+    assert [(r["step"], r["train_loss"]) for r in read_metrics(tmp_path / "m.csv")] == [
+        ("1", "2.3"),
+        ("2", "2.2"),
+    ]
+
+
 def test_resume_survives_a_metrics_row_cut_short(tmp_path, corpus):
     """A row cut short in metrics.csv (a full disk or a kill while it was written) is left out on resume; it
     made every later resume fail at its first plot."""

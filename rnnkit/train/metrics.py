@@ -106,16 +106,22 @@ def _whole(row) -> bool:
         return False
 
 
+def _number(v) -> float:
+    return float(v) if v != "" else math.nan  # (NaN: no point drawn)
+
+
 def plot_losses(rows: list, path):
     """Train and validation loss (nats/char) against steps and against training time: wall_s, the seconds of the
     steps themselves over every session (validation, samples and checkpoints not counted, as in --time-budget)."""
     # a Figure of its own, not pyplot's: the user's backend stays as it is, and no display is needed
     from matplotlib.figure import Figure
 
+    # a row without its wall_s (a loop of one's own that writes step and loss only) is drawn against steps alone:
+    # it failed in "could not convert string to float: ''"
     train = [
-        (int(r["step"]), float(r["wall_s"]), float(r["train_loss"])) for r in rows if r["train_loss"] != ""
+        (int(r["step"]), _number(r["wall_s"]), float(r["train_loss"])) for r in rows if r["train_loss"] != ""
     ]
-    val = [(int(r["step"]), float(r["wall_s"]), float(r["val_loss"])) for r in rows if r["val_loss"] != ""]
+    val = [(int(r["step"]), _number(r["wall_s"]), float(r["val_loss"])) for r in rows if r["val_loss"] != ""]
     fig = Figure(figsize=(10, 4))
     axes = fig.subplots(1, 2, sharey=True)
     for ax, i, label in [(axes[0], 0, "step"), (axes[1], 1, "training time (s)")]:

@@ -811,6 +811,23 @@ def test_metrics_log_refuses_a_column_it_has_not_and_a_row_without_its_step(tmp_
     ]
 
 
+def test_the_loss_plot_draws_rows_without_their_training_time_against_steps(tmp_path, monkeypatch):
+    """plot_losses of a MetricsLog's rows written with step and losses only (a loop of one's own) failed in
+    "ValueError: could not convert string to float: ''" (wall_s); those rows are drawn against steps alone."""
+    from rnnkit.train import metrics
+
+    figures = []
+    monkeypatch.setattr(metrics, "save_figure", lambda fig, path, dpi: figures.append(fig))
+    log = metrics.MetricsLog(tmp_path / "m.csv")
+    log.write(step=1, train_loss=3.0)
+    log.write(step=2, train_loss=2.5, val_loss=2.7)
+    metrics.plot_losses(log.rows, tmp_path / "loss.png")
+    by_step, by_time = figures[0].axes
+    assert [list(line.get_xdata()) for line in by_step.get_lines()] == [[1, 2], [2]]
+    assert [list(line.get_ydata()) for line in by_step.get_lines()] == [[3.0, 2.5], [2.7]]
+    assert all(math.isnan(x) for line in by_time.get_lines() for x in line.get_xdata())
+
+
 def test_resume_survives_a_metrics_row_cut_short(tmp_path, corpus):
     """A row cut short in metrics.csv (a full disk or a kill while it was written) is left out on resume; it
     made every later resume fail at its first plot."""

@@ -72,8 +72,12 @@ def clip_gradients(params, clip_norm: float, clip_value: float) -> float:
 
 def lr_at_epoch(cfg, epoch: int) -> float:
     """The learning rate after `epoch` completed epochs: char-rnn decays at the end of every epoch from
-    lr_decay_after on (its check `epoch >= learning_rate_decay_after` after the epoch's last step)."""
-    return cfg.lr * cfg.lr_decay ** max(0, epoch - max(cfg.lr_decay_after, 1) + 1)
+    lr_decay_after on (its check `epoch >= learning_rate_decay_after` after the epoch's last step). A fractional
+    epoch (step / windows per epoch) counts its completed epochs: the rate of that point of the run."""
+    # (2.5 decayed by 0.5 ** 1.5 where char-rnn's rate is 0.5 ** 1; -1, NaN and True were taken)
+    if isinstance(epoch, bool) or not isinstance(epoch, numbers.Real) or not 0 <= epoch < math.inf:
+        raise RnnkitError(f"epoch must be a number >= 0 (the epochs completed), got {epoch!r}")
+    return cfg.lr * cfg.lr_decay ** max(0, math.floor(epoch) - max(cfg.lr_decay_after, 1) + 1)
 
 
 def set_lr(optimizer, lr: float):

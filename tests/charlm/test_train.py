@@ -1024,6 +1024,20 @@ def test_learning_rate_decays_as_char_rnn_does():
         assert lr_at_epoch(cfg, 0) == 1.0
 
 
+def test_learning_rate_of_a_fractional_epoch_is_that_of_its_completed_epochs():
+    """lr_at_epoch(cfg, 2.5) (a loop's step / windows per epoch) decayed by 0.5 ** 1.5, a rate char-rnn never has
+    (0.5 half-way through the first epoch was 0.71), and -1, NaN or True were taken; now the completed epochs count
+    and a bad epoch is one line."""
+    from rnnkit.train.config import TrainConfig
+    from rnnkit.train.optim import lr_at_epoch
+
+    cfg = TrainConfig(lr=1.0, lr_decay=0.5, lr_decay_after=1)
+    assert [lr_at_epoch(cfg, e) for e in (0, 0.5, 0.999, 1, 2.5, 3)] == [1.0, 1.0, 1.0, 0.5, 0.25, 0.125]
+    for bad in (-1, math.nan, math.inf, True, "2"):
+        with pytest.raises(RnnkitError, match="epoch must be a number >= 0 \\(the epochs completed\\), got"):
+            lr_at_epoch(cfg, bad)
+
+
 def test_min_char_rnn_clips_the_summed_gradient_at_5():
     """min-char-rnn clips the gradient of the window's summed loss to [-5, 5]; rnnkit's loss is the mean over
     the window's characters, so the preset's clip is 5 / 25 (at 5 it never fired: 125 on the sum)."""

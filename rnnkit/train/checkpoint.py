@@ -30,13 +30,32 @@ FORMAT = "rnnkit-charlm"
 VERSION = 2
 
 
+_PLAIN = (
+    bool,
+    int,
+    float,
+    complex,
+    str,
+    bytes,
+    bytearray,
+    torch.Size,
+    torch.dtype,
+    torch.device,
+    torch.layout,
+)
+
+
 def _unloadable(x, where="payload"):
     """Where in `x` something sits that a weights_only load refuses (a numpy array, a config object, ...),
-    or None: tensors, numbers, strings, None and dicts, lists and tuples of them only."""
+    or None: tensors, numbers, strings, bytes, dtypes, devices, None and dicts, lists, tuples and sets of them only."""
     # the types themselves: numpy's float64 and str_ subclass float and str, a defaultdict dict and a namedtuple
     # tuple, and loading refuses them all as objects of their own
-    if x is None or type(x) in (bool, int, float, str, torch.Size) or isinstance(x, torch.Tensor):
+    # (and what else torch's weights_only load reads: a complex number, bytes, a set, a torch.dtype or torch.device,
+    # which a loop of one's own keeps beside its weights; they were refused, "convert it")
+    if x is None or type(x) in _PLAIN or isinstance(x, torch.Tensor):
         return None
+    if type(x) is set:
+        return next((bad for v in x if (bad := _unloadable(v, f"{where} (a set)"))), None)
     if type(x) in (dict, collections.OrderedDict, collections.Counter):  # (a state_dict is an OrderedDict)
         for k, v in x.items():
             bad = _unloadable(k, where) or _unloadable(v, f"{where}[{k!r}]")
@@ -54,8 +73,8 @@ def save_checkpoint(path, payload: dict):
     path = pathlib.Path(path)
     bad = _unloadable(payload)
     if bad:
-        raise RnnkitError(f"a checkpoint holds tensors, numbers, strings and dicts/lists of them only; {bad} is "
-                          "not one (convert it: torch.as_tensor(array), dataclasses.asdict(config))")  # fmt: skip
+        raise RnnkitError(f"a checkpoint holds tensors, numbers, strings, dtypes and dicts/lists of them only; {bad} "
+                          "is not one (convert it: torch.as_tensor(array), dataclasses.asdict(config))")  # fmt: skip
     if not path.parent.is_dir():
         raise RnnkitError(f"cannot write {path}: folder {path.parent} does not exist; create it first")
     # a payload's own "format" or "version" ({"version": "v1.2"} of one's own loop) was written, and the file was then

@@ -700,7 +700,7 @@ def test_save_checkpoint_refuses_what_loading_would_refuse(tmp_path):
 
     for payload, where in [({"x": np.zeros(3)}, r"payload\['x'\] \(ndarray\)"),
                            ({"cfg": RunConfig()}, r"payload\['cfg'\] \(RunConfig\)"),
-                           ({"a": [1, {"b": {3}}]}, r"payload\['a'\]\[1\]\['b'\] \(set\)")]:  # fmt: skip
+                           ({"a": [1, {"b": frozenset([3])}]}, r"payload\['a'\]\[1\]\['b'\] \(frozenset\)")]:  # fmt: skip
         with pytest.raises(RnnkitError, match=where + " is not one"):
             save_checkpoint(tmp_path / "c.pt", payload)
     assert not list(tmp_path.iterdir())  # nothing written, no temporary file left
@@ -727,6 +727,21 @@ def test_save_checkpoint_refuses_a_format_or_version_of_ones_own_that_loading_re
     ckpt = load_checkpoint(tmp_path / "c.pt")
     save_checkpoint(tmp_path / "c.pt", {**ckpt, "step": 4})
     assert load_checkpoint(tmp_path / "c.pt")["step"] == 4
+
+
+def test_save_checkpoint_takes_what_a_weights_only_load_reads(tmp_path):
+    """save_checkpoint refused a torch.dtype, a torch.device, a complex number, bytes and a set ("is not one
+    (convert it ...)"), all of which torch.load(..., weights_only=True) reads: a loop of one's own keeping its
+    dtype or device beside the weights could not save them. What torch's load refuses (a frozenset) still is."""
+    payload = {"dtype": torch.float64, "device": torch.device("cpu"), "z": 1 + 2j, "b": b"ab", "ba": bytearray(b"c"),
+               "s": {"a", 1}, "layout": torch.strided}  # fmt: skip
+    save_checkpoint(tmp_path / "c.pt", payload)
+    ckpt = load_checkpoint(tmp_path / "c.pt")
+    assert {k: ckpt[k] for k in payload} == payload
+    with pytest.raises(RnnkitError, match=r"payload\['f'\] \(frozenset\) is not one"):
+        save_checkpoint(tmp_path / "c.pt", {"f": frozenset([1])})
+    with pytest.raises(RnnkitError, match=r"payload\['s'\] \(a set\) \(range\) is not one"):
+        save_checkpoint(tmp_path / "c.pt", {"s": {range(2)}})
 
 
 def test_clipping_by_value_survives_gradients_whose_float32_norm_overflows():

@@ -57,9 +57,12 @@ def token_dtype(vocab_size: int):
 
 
 def encode(text: str, chars: list) -> np.ndarray:
-    """Characters -> token indices, vectorised through the code points (one pass, no Python loop)."""
+    """Characters -> token indices, vectorised through the code points (one pass, no Python loop); `chars` in any
+    order (a vocabulary not sorted by code point failed: "characters the model never saw: ''")."""
     codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
     table = np.array([ord(c) for c in chars], dtype=np.uint32)
+    order = np.argsort(table, kind="stable")  # (its own indices where chars are sorted, as a corpus's are)
+    table = table[order]
     idx = np.searchsorted(table, codes)
     if len(codes) and (idx.max() >= len(table) or (table[idx] != codes).any()):
         unseen = sorted(set(text) - set(chars))  # (not set(chars) built again for each character)
@@ -67,6 +70,8 @@ def encode(text: str, chars: list) -> np.ndarray:
             f"characters the model never saw: {''.join(unseen)!r}; use only characters of its vocabulary"
             f"{line_ends_hint(unseen, chars)}{normal_form_hint(unseen, chars)}"
         )
+    if (order != np.arange(len(order))).any():  # (a sorted vocabulary, the common case, needs no gather)
+        idx = order[idx]
     return idx.astype(token_dtype(len(chars)))
 
 

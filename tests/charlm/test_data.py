@@ -204,6 +204,16 @@ def test_a_validation_split_too_small_names_val_frac_not_the_corpus():
         split(np.zeros(1_000_000, dtype=np.uint8), 1e-6)
 
 
+def test_encode_takes_a_vocabulary_in_any_order():
+    """encode(text, chars) searched chars as if sorted by code point: a vocabulary in another order (["c", "b", "a"])
+    failed with "characters the model never saw: ''", naming none; its indices are given now, as for a sorted one."""
+    assert encode("abca", ["c", "b", "a"]).tolist() == [2, 1, 0, 2]
+    assert encode("héllo", ["o", "é", "l", "h"]).tolist() == [3, 1, 2, 2, 0]
+    assert encode("abca", ["a", "b", "c"]).tolist() == [0, 1, 2, 0]
+    with pytest.raises(RnnkitError, match="characters the model never saw: 'x'"):
+        encode("axb", ["b", "a"])
+
+
 def test_encode_rejects_unknown_characters():
     with pytest.raises(RnnkitError, match="never saw"):
         encode("abz", ["a", "b"])

@@ -25,7 +25,7 @@ def make_optimizer(params, cfg):
     Adagrad, SGD: one kernel over all parameters instead of a handful of ops per tensor; a 1x128 char LM's
     Adam step took 88 µs fused against 296 µs), else the multi-tensor (foreach) form. Same update rule."""
     params = list(params)
-    name, lr, wd = cfg.optimizer, cfg.lr, cfg.weight_decay
+    name, lr, wd = cfg.optimizer, _rate("lr", cfg.lr), _rate("weight_decay", cfg.weight_decay)
     if name not in OPTIMIZERS:  # ('adamw' or 'Adam' was SGD, in silence)
         raise RnnkitError(f"unknown optimizer {name!r}; choose {', '.join(OPTIMIZERS)}")
     if name == "adam":
@@ -35,6 +35,14 @@ def make_optimizer(params, cfg):
     if name == "adagrad":
         return fused_or_not(torch.optim.Adagrad, params, lr=lr, eps=1e-8, weight_decay=wd)
     return fused_or_not(torch.optim.SGD, params, lr=lr, weight_decay=wd)
+
+
+def _rate(name, v):
+    """v, a finite number >= 0, or one error: torch's SGD took lr NaN (every weight NaN at the first step) and
+    weight_decay NaN, its optimizers lr=True and inf, and a string failed in "'<=' not supported"."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 <= v < math.inf:
+        raise RnnkitError(f"{name} must be a finite number >= 0, got {v!r}")
+    return v
 
 
 def fused_or_not(Optimizer, params, **kw):
@@ -81,5 +89,6 @@ def lr_at_epoch(cfg, epoch: int) -> float:
 
 
 def set_lr(optimizer, lr: float):
+    _rate("lr", lr)
     for group in optimizer.param_groups:
         group["lr"] = lr

@@ -771,6 +771,32 @@ def test_make_optimizer_refuses_a_name_it_does_not_know():
     assert isinstance(make_optimizer(params, TrainConfig(optimizer="rmsprop")), torch.optim.RMSprop)
 
 
+def test_make_optimizer_and_set_lr_refuse_a_rate_that_is_no_finite_number_ge_0():
+    """make_optimizer(params, TrainConfig(optimizer="sgd", lr=nan)) was taken (torch's SGD checks lr < 0 only: every
+    weight NaN at the first step), as were weight_decay NaN there, lr True or inf in every optimizer and any lr in
+    set_lr (-0.1 ascended); "0.1" failed in "'<=' not supported". Each is one line now."""
+    from rnnkit.train.config import TrainConfig
+    from rnnkit.train.optim import make_optimizer, set_lr
+
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    for name in ("adam", "rmsprop", "adagrad", "sgd"):
+        for key, bad in [
+            ("lr", math.nan),
+            ("lr", math.inf),
+            ("lr", True),
+            ("lr", "0.1"),
+            ("weight_decay", math.nan),
+        ]:
+            with pytest.raises(RnnkitError, match=f"{key} must be a finite number >= 0, got"):
+                make_optimizer(params, TrainConfig(optimizer=name, **{key: bad}))
+    optimizer = make_optimizer(params, TrainConfig(optimizer="sgd", lr=0.1))
+    for bad in (math.nan, -0.1, True):
+        with pytest.raises(RnnkitError, match="lr must be a finite number >= 0, got"):
+            set_lr(optimizer, bad)
+    set_lr(optimizer, 0.05)
+    assert optimizer.param_groups[0]["lr"] == 0.05
+
+
 def test_clip_gradients_refuses_a_limit_that_is_no_number_ge_0():
     """clip_gradients(params, nan, 0) and a negative limit left the gradients unclipped in silence, True clipped at
     1 and "5" failed in "'>' not supported between instances of 'str' and 'int'"; each is one line now."""

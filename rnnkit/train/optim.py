@@ -85,7 +85,9 @@ def lr_at_epoch(cfg, epoch: int) -> float:
     # (2.5 decayed by 0.5 ** 1.5 where char-rnn's rate is 0.5 ** 1; -1, NaN and True were taken)
     if isinstance(epoch, bool) or not isinstance(epoch, numbers.Real) or not 0 <= epoch < math.inf:
         raise RnnkitError(f"epoch must be a number >= 0 (the epochs completed), got {epoch!r}")
-    return cfg.lr * cfg.lr_decay ** max(0, math.floor(epoch) - max(cfg.lr_decay_after, 1) + 1)
+    # a fractional lr_decay_after (char-rnn's check takes 1.5: the first decay at the end of epoch 2) decayed by
+    # 0.5 ** 0.5 after epoch 1
+    return cfg.lr * cfg.lr_decay ** max(0, math.floor(epoch) - max(math.ceil(cfg.lr_decay_after), 1) + 1)
 
 
 def set_lr(optimizer, lr: float):

@@ -1079,6 +1079,20 @@ def test_learning_rate_of_a_fractional_epoch_is_that_of_its_completed_epochs():
             lr_at_epoch(cfg, bad)
 
 
+def test_learning_rate_decays_after_a_fractional_lr_decay_after_as_char_rnn_does():
+    """char-rnn's check `epoch >= learning_rate_decay_after` at the end of each epoch takes 1.5 (its first decay at the
+    end of epoch 2); lr_at_epoch(TrainConfig(lr_decay_after=1.5), 1) decayed by 0.5 ** 0.5 (0.707) instead."""
+    from rnnkit.train.config import TrainConfig
+    from rnnkit.train.optim import lr_at_epoch
+
+    for after in (0.5, 1.5, 2.25):
+        cfg = TrainConfig(lr=1.0, lr_decay=0.5, lr_decay_after=after)
+        lr = 1.0
+        for epoch in range(1, 6):
+            lr *= 0.5 if epoch >= after else 1.0
+            assert lr_at_epoch(cfg, epoch) == lr, (after, epoch)
+
+
 def test_min_char_rnn_clips_the_summed_gradient_at_5():
     """min-char-rnn clips the gradient of the window's summed loss to [-5, 5]; rnnkit's loss is the mean over
     the window's characters, so the preset's clip is 5 / 25 (at 5 it never fired: 125 on the sum)."""

@@ -104,8 +104,9 @@ def eval_streams(tokens: np.ndarray, batch_size: int, seq_len: int) -> StreamBat
 
 def split(tokens: np.ndarray, val_frac: float):
     """First (1 - val_frac) for training, the rest for validation (nanoGPT's split)."""
-    if not 0.0 <= val_frac < 1.0:
-        raise RnnkitError(f"--val-frac must be in [0, 1), got {val_frac}")
+    # (a string or None, a config's, failed in "'<=' not supported between instances of 'float' and 'str'")
+    if isinstance(val_frac, bool) or not isinstance(val_frac, numbers.Real) or not 0.0 <= val_frac < 1.0:
+        raise RnnkitError(f"--val-frac must be a number in [0, 1), got {val_frac!r}")
     n_val = int(round(len(tokens) * val_frac))
     if val_frac > 0 and n_val < 2:
         least = 2 / max(len(tokens), 1)  # (a value .2g rounds still holds out round(1.9) = 2)

@@ -204,6 +204,16 @@ def test_a_validation_split_too_small_names_val_frac_not_the_corpus():
         split(np.zeros(1_000_000, dtype=np.uint8), 1e-6)
 
 
+def test_split_refuses_a_val_frac_that_is_no_number_in_one_line():
+    """split(tokens, "0.1") (a config's string) and split(tokens, None) failed in "TypeError: '<=' not supported
+    between instances of 'float' and 'str'"; True was said as "got True" but is no fraction either."""
+    tokens = np.arange(100)
+    for bad in ("0.1", None, True, float("nan"), 1.0, -0.1):
+        with pytest.raises(RnnkitError, match=r"--val-frac must be a number in \[0, 1\), got"):
+            split(tokens, bad)
+    assert [len(part) for part in split(tokens, np.float32(0.1))] == [90, 10]
+
+
 def test_encode_takes_a_vocabulary_in_any_order():
     """encode(text, chars) searched chars as if sorted by code point: a vocabulary in another order (["c", "b", "a"])
     failed with "characters the model never saw: ''", naming none; its indices are given now, as for a sorted one."""

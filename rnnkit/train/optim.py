@@ -48,13 +48,37 @@ def _rate(name, v):
 def fused_or_not(Optimizer, params, **kw):
     """Optimizer(params, fused=True, **kw) where torch runs it (floating-point parameters on the CPU or a GPU),
     else the plain one."""
-    params = list(params)
-    if params and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params):
+    params = [_listed(g) for g in params]
+    tensors = _tensors(params)
+    if tensors and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in tensors):
         try:
             return Optimizer(params, fused=True, **kw)
         except (RuntimeError, TypeError, ValueError):  # a torch without the fused kernel for this device
             pass
     return Optimizer(params, **kw)
+
+
+def _listed(group):
+    """A param group (a dict) with its params as a list, which a generator there would not be after _tensors read
+    it; anything else as it is."""
+    if not isinstance(group, dict) or "params" not in group:
+        return group
+    ps = group["params"]
+    return {**group, "params": [ps] if isinstance(ps, torch.Tensor) else list(ps)}
+
+
+def _tensors(params) -> list:
+    """The parameters among what torch.optim takes: tensors, (name, tensor) pairs, or param groups of either (a
+    no-decay group for the biases; they failed in "'dict' object has no attribute 'is_floating_point'")."""
+    found = []
+    for item in params:
+        if isinstance(item, dict):
+            found += _tensors(item.get("params", []))
+        elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], torch.Tensor):
+            found.append(item[1])
+        else:
+            found.append(item)
+    return found
 
 
 def clip_gradients(params, clip_norm: float, clip_value: float) -> float:

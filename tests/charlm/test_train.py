@@ -797,6 +797,29 @@ def test_make_optimizer_and_set_lr_refuse_a_rate_that_is_no_finite_number_ge_0()
     assert optimizer.param_groups[0]["lr"] == 0.05
 
 
+def test_make_optimizer_takes_param_groups_and_named_parameters_as_torch_optim_does():
+    """make_optimizer([{"params": weights}, {"params": biases, "weight_decay": 0.0}], cfg) (a no-decay group for the
+    biases) failed for adam, adagrad and sgd in "AttributeError: 'dict' object has no attribute 'is_floating_point'",
+    and model.named_parameters() in "'tuple' object has no attribute ..."; torch.optim takes both."""
+    from rnnkit.train.config import TrainConfig
+    from rnnkit.train.optim import make_optimizer
+
+    m = torch.nn.Linear(3, 2)
+    for name in ("adam", "rmsprop", "adagrad", "sgd"):
+        cfg = TrainConfig(optimizer=name, weight_decay=0.1)
+        groups = [{"params": (p for p in [m.weight])}, {"params": m.bias, "weight_decay": 0.0}]
+        optimizer = make_optimizer(groups, cfg)
+        assert [(g["params"], g["weight_decay"]) for g in optimizer.param_groups] == [
+            ([m.weight], 0.1),
+            ([m.bias], 0.0),
+        ]
+        assert optimizer.defaults.get("fused") is (
+            None if name == "rmsprop" else True
+        )  # fused where torch has it
+        optimizer = make_optimizer(m.named_parameters(), cfg)
+        assert optimizer.param_groups[0]["params"] == [m.weight, m.bias]
+
+
 def test_clip_gradients_refuses_a_limit_that_is_no_number_ge_0():
     """clip_gradients(params, nan, 0) and a negative limit left the gradients unclipped in silence, True clipped at
     1 and "5" failed in "'>' not supported between instances of 'str' and 'int'"; each is one line now."""

@@ -88,6 +88,10 @@ def clip_gradients(params, clip_norm: float, clip_value: float) -> float:
         # (NaN or a negative limit was off in silence, True clipped at 1, a string failed in "'>' not supported")
         if isinstance(v, bool) or not isinstance(v, numbers.Real) or math.isnan(v) or v < 0:
             raise RnnkitError(f"{name} must be a number >= 0 (0: off), got {v!r}")
+    # one parameter, as torch's clip_grad_norm_ takes it (its rows were read, none with a gradient: norm 0, nothing
+    # clipped)
+    if isinstance(params, torch.Tensor):
+        params = [params]
     params = [p for p in params if p.grad is not None]
     norm = torch.nn.utils.get_total_norm([p.grad for p in params])
     if not torch.isfinite(norm):  # the float32 sum of squares overflows from gradients of about 1e19 on

@@ -771,6 +771,18 @@ def test_make_optimizer_refuses_a_name_it_does_not_know():
     assert isinstance(make_optimizer(params, TrainConfig(optimizer="rmsprop")), torch.optim.RMSprop)
 
 
+def test_clip_gradients_takes_one_parameter_as_torchs_clip_grad_norm_does():
+    """clip_gradients(p, 1.0, 0) of one parameter read its rows as the parameters, none with a gradient: it returned
+    0.0 and clipped nothing (with torch's warning on a non-leaf's .grad), where clip_grad_norm_(p, 1.0) gives 6.0."""
+    from rnnkit.train.optim import clip_gradients
+
+    for clip_norm, clip_value, want in [(1.0, 0.0, 0.5), (0.0, 2.0, 2.0)]:
+        p = torch.nn.Parameter(torch.zeros(2, 2))
+        p.grad = torch.full((2, 2), 3.0)
+        assert clip_gradients(p, clip_norm, clip_value) == 6.0
+        assert torch.allclose(p.grad, torch.full((2, 2), want))
+
+
 def test_make_optimizer_and_set_lr_refuse_a_rate_that_is_no_finite_number_ge_0():
     """make_optimizer(params, TrainConfig(optimizer="sgd", lr=nan)) was taken (torch's SGD checks lr < 0 only: every
     weight NaN at the first step), as were weight_decay NaN there, lr True or inf in every optimizer and any lr in

@@ -31,16 +31,34 @@ constexpr int64_t kRows = 8;    // rows of C per register block
 inline int64_t packed_size(int64_t N, int64_t K) { return (N + kPanel - 1) / kPanel * kPanel * K; }
 
 // op(W) into panels: column n, row k of op(W) at P[(n / 32)·32K + 32k + n % 32]. op(W) = Wᵀ (W stored N×K,
-// leading dimension ldw) when tw, else W (stored K×N).
+// leading dimension ldw) when tw, else W (stored K×N). Wᵀ goes in tiles of 32 rows of W × 16 of its columns
+// (32 cache lines in, 2 KB of the panel out, all in L1): read a column at a time, 32 rows apart, packing a 2x512
+// LSTM's 4 MB W_hh took 2.3 ms, more than 30 of its steps at batch 1 (it is packed anew at every call of 8 steps
+// or more, as the weights may have changed since).
 inline void pack(const float* W, int64_t ldw, bool tw, int64_t N, int64_t K, float* P) {
-  for (int64_t p = 0; p < N; p += kPanel)
-    for (int64_t k = 0; k < K; ++k) {
-      float* dst = P + p * K + k * kPanel;
-      for (int64_t c = 0; c < kPanel; ++c) {
-        const int64_t n = p + c;
-        dst[c] = n >= N ? 0.f : tw ? W[n * ldw + k] : W[k * ldw + n];
+  constexpr int64_t kTile = 16;
+  for (int64_t p = 0; p < N; p += kPanel) {
+    const int64_t w = std::min(kPanel, N - p);
+    float* panel = P + p * K;
+    if (!tw) {
+      for (int64_t k = 0; k < K; ++k) {
+        float* dst = panel + k * kPanel;
+        std::memcpy(dst, W + k * ldw + p, size_t(w) * sizeof(float));
+        std::fill(dst + w, dst + kPanel, 0.f);
       }
+      continue;
     }
+    for (int64_t k0 = 0; k0 < K; k0 += kTile) {
+      const int64_t kn = std::min(kTile, K - k0);
+      float* dst = panel + k0 * kPanel;
+      for (int64_t c = 0; c < w; ++c) {
+        const float* src = W + (p + c) * ldw + k0;
+        for (int64_t k = 0; k < kn; ++k) dst[k * kPanel + c] = src[k];
+      }
+      for (int64_t c = w; c < kPanel; ++c)
+        for (int64_t k = 0; k < kn; ++k) dst[k * kPanel + c] = 0.f;
+    }
+  }
 }
 
 #if RNNKIT_OWN_GEMM

@@ -15,6 +15,8 @@
 #pragma once
 #include <omp.h>
 
+#include <exception>
+
 #include <tuple>
 #include <utility>
 
@@ -39,48 +41,48 @@ inline std::pair<int64_t, int64_t> slab(int64_t H, int nt, int k) {
 
 // A forward step weight from the rows {k·H + j : k < blocks, j0 <= j < j1} of W (blocks·H × H): C = A rowsᵀ.
 template <typename T>
-StepW<T> rows_of(const T* W, int64_t blocks, int64_t H, int64_t j0, int64_t j1, int64_t M, std::vector<at::Tensor>& keep) {
+StepW<T> rows_of(const T* W, int64_t blocks, int64_t H, int64_t j0, int64_t j1, int64_t M, std::vector<at::Tensor>& keep,
+                 int64_t threads) {
   const auto o = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
   const int64_t Hk = j1 - j0;
   at::Tensor rows = pooled_empty({blocks * Hk, H}, o);
   rows.view({blocks, Hk, H}).copy_(at::from_blob(const_cast<T*>(W), {blocks, H, H}, o).narrow(1, j0, Hk));
   keep.push_back(rows);
-  return thread_weight<T>(rows.data_ptr<T>(), true, blocks * Hk, H, M, H, blocks * Hk, false, at::get_num_threads());
+  return thread_weight<T>(rows.data_ptr<T>(), true, blocks * Hk, H, M, H, blocks * Hk, false, threads);
 }
 
 // A backward step weight from the columns [j0, j1) of W (K × H): C = A cols.
 template <typename T>
-StepW<T> cols_of(const T* W, int64_t K, int64_t H, int64_t j0, int64_t j1, int64_t M, std::vector<at::Tensor>& keep) {
+StepW<T> cols_of(const T* W, int64_t K, int64_t H, int64_t j0, int64_t j1, int64_t M, std::vector<at::Tensor>& keep,
+                 int64_t threads) {
   const auto o = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
   at::Tensor cols = pooled_empty({K, j1 - j0}, o);
   cols.copy_(at::from_blob(const_cast<T*>(W), {K, H}, o).narrow(1, j0, j1 - j0));
   keep.push_back(cols);
-  return thread_weight<T>(cols.data_ptr<T>(), false, j1 - j0, K, M, K, H, true, at::get_num_threads());
+  return thread_weight<T>(cols.data_ptr<T>(), false, j1 - j0, K, M, K, H, true, threads);
 }
 
 // What a thread keeps for a one-GEMM cell: its units, its slice of W_hh (forward: the G·Hk rows of its units'
-// gates; backward: the columns of its units), and (forward) its pre-activations.
+// gates; backward: the columns of its units), and (forward) its pre-activations. Each thread prepares its own
+// slabs as the team starts (copied and packed at one thread, a batch-1 call of 8 steps of a 2x512 LSTM spent
+// most of its time there while the other thread waited).
 template <typename T>
 struct Slab {
   int64_t j0 = 0, j1 = 0;
   StepW<T> w;
   at::Tensor pre;
+  std::vector<at::Tensor> keep;  // what w reads
 };
 
 template <typename T>
-std::vector<Slab<T>> make_slabs(const Run<T>& r, int64_t G, int nt, bool backward, std::vector<at::Tensor>& keep) {
-  std::vector<Slab<T>> slabs(nt);
-  for (int k = 0; k < nt; ++k) {
-    Slab<T>& s = slabs[k];
-    std::tie(s.j0, s.j1) = slab(r.H, nt, k);
-    if (backward) {
-      s.w = cols_of(r.P[0], G * r.H, r.H, s.j0, s.j1, r.B, keep);
-    } else {
-      s.w = rows_of(r.P[0], G, r.H, s.j0, s.j1, r.B, keep);
-      s.pre = pooled_empty({r.B, G * (s.j1 - s.j0)}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
-    }
+void make_slab(Slab<T>& s, const Run<T>& r, int64_t G, int nt, int k, bool backward, int64_t threads) {
+  std::tie(s.j0, s.j1) = slab(r.H, nt, k);
+  if (backward) {
+    s.w = cols_of(r.P[0], G * r.H, r.H, s.j0, s.j1, r.B, s.keep, threads);
+  } else {
+    s.w = rows_of(r.P[0], G, r.H, s.j0, s.j1, r.B, s.keep, threads);
+    s.pre = pooled_empty({r.B, G * (s.j1 - s.j0)}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
   }
-  return slabs;
 }
 
 // Runs body(thread, threads) on nt OpenMP threads with single-threaded BLAS inside.
@@ -95,12 +97,31 @@ void team(int nt, F&& body) {
   }
 }
 
+// A team's first part: each thread prepares its own slabs (prep(k) for k = id, id + got, ...), then all wait for
+// all. False in every thread where one failed (an allocation): the team then returns and the caller rethrows
+// `failed` (an exception may not leave an OpenMP region: it ended the process).
+template <typename F>
+bool prepared(int id, int got, int nt, std::exception_ptr& failed, F&& prep) {
+  try {
+    for (int k = id; k < nt; k += got) prep(k);
+  } catch (...) {
+#pragma omp critical(rnnkit_prepared)
+    if (!failed) failed = std::current_exception();
+  }
+#pragma omp barrier
+  bool ok;
+#pragma omp critical(rnnkit_prepared)
+  ok = !failed;
+  return ok;
+}
+
 template <typename T, typename Cell>
 void split_forward(const Run<T>& r, int nt) {
-  const int64_t G = Cell::kGates;
-  std::vector<at::Tensor> keep;
-  std::vector<Slab<T>> slabs = make_slabs(r, G, nt, false, keep);
+  const int64_t G = Cell::kGates, threads = at::get_num_threads();
+  std::vector<Slab<T>> slabs(nt);
+  std::exception_ptr failed;
   team(nt, [&](int id, int got) {  // got < nt: a thread takes several slabs
+    if (!prepared(id, got, nt, failed, [&](int k) { make_slab(slabs[k], r, G, nt, k, false, threads); })) return;
     Run<T> q = r;
     q.b0 = 0, q.b1 = r.B;
     for (int64_t s = 0; s < r.T_; ++s) {
@@ -116,14 +137,16 @@ void split_forward(const Run<T>& r, int nt) {
 #pragma omp barrier
     }
   });
+  if (failed) std::rethrow_exception(failed);
 }
 
 template <typename T, typename Cell, typename TotalDh>
 void split_backward(const Run<T>& r, int nt, TotalDh&& total_dh) {
-  const int64_t G = Cell::kGates;
-  std::vector<at::Tensor> keep;
-  std::vector<Slab<T>> slabs = make_slabs(r, G, nt, true, keep);
+  const int64_t G = Cell::kGates, threads = at::get_num_threads();
+  std::vector<Slab<T>> slabs(nt);
+  std::exception_ptr failed;
   team(nt, [&](int id, int got) {
+    if (!prepared(id, got, nt, failed, [&](int k) { make_slab(slabs[k], r, G, nt, k, true, threads); })) return;
     Run<T> q = r;
     q.b0 = 0, q.b1 = r.B;
     for (int64_t s = r.T_ - 1; s >= 0; --s) {
@@ -139,6 +162,7 @@ void split_backward(const Run<T>& r, int nt, TotalDh&& total_dh) {
       }
     }
   });
+  if (failed) std::rethrow_exception(failed);
 }
 
 // gru_cho and mut1-3 (cells_gated.h): two barriers a step (mut3: three), since the candidate's GEMM reads
@@ -146,21 +170,23 @@ void split_backward(const Run<T>& r, int nt, TotalDh&& total_dh) {
 template <typename T, Kind K>
 void split_gated_forward(const Run<T>& r, int nt) {
   using Cell = Gated<T, K>;
-  const int64_t H = r.H, B = r.B;
-  std::vector<at::Tensor> keep;
+  const int64_t H = r.H, B = r.B, threads = at::get_num_threads();
+  std::vector<std::vector<at::Tensor>> keep(nt);
   std::vector<int64_t> j0(nt), j1(nt);
   std::vector<StepW<T>> wg(nt), wr(nt), wc(nt);  // gates (mut3: W_hz), mut3's W_hr, candidate
   std::vector<at::Tensor> pg(nt), pc(nt);
   const auto o = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
-  for (int k = 0; k < nt; ++k) {
-    std::tie(j0[k], j1[k]) = slab(H, nt, k);
-    const int64_t blocks = K == Kind::Cho || K == Kind::M2 ? 2 : 1;
-    wg[k] = rows_of(r.P[0], blocks, H, j0[k], j1[k], B, keep);
-    if (K == Kind::M3) wr[k] = rows_of(r.P[1], 1, H, j0[k], j1[k], B, keep);
-    wc[k] = rows_of(r.P[Cell::cand], 1, H, j0[k], j1[k], B, keep);
-    pg[k] = pooled_empty({B, 2 * (j1[k] - j0[k])}, o), pc[k] = pooled_empty({B, j1[k] - j0[k]}, o);
-  }
+  std::exception_ptr failed;
   team(nt, [&](int id, int got) {
+    const bool ok = prepared(id, got, nt, failed, [&](int k) {  // each thread its own slabs (see Slab)
+      std::tie(j0[k], j1[k]) = slab(H, nt, k);
+      const int64_t blocks = K == Kind::Cho || K == Kind::M2 ? 2 : 1;
+      wg[k] = rows_of(r.P[0], blocks, H, j0[k], j1[k], B, keep[k], threads);
+      if (K == Kind::M3) wr[k] = rows_of(r.P[1], 1, H, j0[k], j1[k], B, keep[k], threads);
+      wc[k] = rows_of(r.P[Cell::cand], 1, H, j0[k], j1[k], B, keep[k], threads);
+      pg[k] = pooled_empty({B, 2 * (j1[k] - j0[k])}, o), pc[k] = pooled_empty({B, j1[k] - j0[k]}, o);
+    });
+    if (!ok) return;
     Run<T> q = r;
     q.b0 = 0, q.b1 = B;
     for (int64_t s = 0; s < r.T_; ++s) {
@@ -197,23 +223,26 @@ void split_gated_forward(const Run<T>& r, int nt) {
 #pragma omp barrier
     }
   });
+  if (failed) std::rethrow_exception(failed);
 }
 
 template <typename T, Kind K, typename TotalDh>
 void split_gated_backward(const Run<T>& r, int nt, TotalDh&& total_dh) {
   using Cell = Gated<T, K>;
-  const int64_t H = r.H, B = r.B, X = r.X;
-  std::vector<at::Tensor> keep;
+  const int64_t H = r.H, B = r.B, X = r.X, threads = at::get_num_threads();
+  std::vector<std::vector<at::Tensor>> keep(nt);
   std::vector<int64_t> j0(nt), j1(nt);
   std::vector<StepW<T>> wc(nt), wz(nt), wrz(nt);  // candidate, mut3's W_hz, the dh_prev GEMM's matrix
-  for (int k = 0; k < nt; ++k) {
-    std::tie(j0[k], j1[k]) = slab(H, nt, k);
-    wc[k] = cols_of(r.P[Cell::cand], H, H, j0[k], j1[k], B, keep);
-    if (K == Kind::M3) wz[k] = cols_of(r.P[0], H, H, j0[k], j1[k], B, keep);
-    wrz[k] = cols_of(r.P[Cell::rz_param()], Cell::rz_width(H), H, j0[k], j1[k], B, keep);
-  }
   T *du = r.tmp[0], *dzt = r.tmp[1];
+  std::exception_ptr failed;
   team(nt, [&](int id, int got) {
+    const bool ok = prepared(id, got, nt, failed, [&](int k) {  // each thread its own slabs (see Slab)
+      std::tie(j0[k], j1[k]) = slab(H, nt, k);
+      wc[k] = cols_of(r.P[Cell::cand], H, H, j0[k], j1[k], B, keep[k], threads);
+      if (K == Kind::M3) wz[k] = cols_of(r.P[0], H, H, j0[k], j1[k], B, keep[k], threads);
+      wrz[k] = cols_of(r.P[Cell::rz_param()], Cell::rz_width(H), H, j0[k], j1[k], B, keep[k], threads);
+    });
+    if (!ok) return;
     Run<T> q = r;
     q.b0 = 0, q.b1 = B;
     for (int64_t s = r.T_ - 1; s >= 0; --s) {
@@ -234,6 +263,7 @@ void split_gated_backward(const Run<T>& r, int nt, TotalDh&& total_dh) {
         wrz[k].mul(dxw + Cell::rz_col(H), X, T(1), q.dH + j0[k], H);
     }
   });
+  if (failed) std::rethrow_exception(failed);
 }
 
 }  // namespace rnnkit

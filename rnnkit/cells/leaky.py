@@ -22,6 +22,12 @@ from rnnkit.cells._base import Cell, linear, recurrent_weights
 from rnnkit.errors import RnnkitError
 
 
+def _zero_in(dtype, a, where=""):
+    """The one line of an α in (0, 1] that is 0 in the cell's dtype (units that never move)."""
+    return (f"leaky alpha must lie in (0, 1] and be above 0 in {dtype}, the cell's dtype; got {a:g}{where}, which is "
+            f"0 there (units that never move): give a larger alpha or make the cell in a wider dtype")  # fmt: skip
+
+
 def leaky_step(xw_t, state, P):
     (h_prev,) = state
     W_hh, b_hh, alpha = P
@@ -82,8 +88,10 @@ class Leaky(Cell):
         # (an α that is 0 in the dtype the cell is made in, dtype= or the default: refused too; the default's check
         # let alpha=1e-8 with dtype=torch.float16 run at α = 0. A dtype that is no floating dtype: _place says so)
         given = dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else made.dtype
-        if not bool(((a0 > 0) & (a0 <= 1) & (a0.to(given) > 0)).all()):
+        if not bool(((a0 > 0) & (a0 <= 1)).all()):
             raise ValueError(f"leaky alpha must lie in (0, 1], got {alpha!r}")
+        if not bool((a0.to(given) > 0).all()):  # (it said "must lie in (0, 1], got 1e-08", which it does)
+            raise ValueError(_zero_in(given, a0[a0.to(given) == 0].min().item()))
         # what reset_parameters() puts α back to, kept on the CPU out of the buffers: to_empty() (after building on
         # the meta device) keeps no buffer's values, and α was whatever the new memory held
         self._alpha_given = a0.clone()
@@ -143,10 +151,13 @@ class Leaky(Cell):
             like = self._buffers.get("alpha_fixed")
             dtype = like.dtype if like is not None and like.is_floating_point() else torch.float64
             a = a.detach().to(torch.float64)  # (an integer one is copied into the buffer as its values)
-            bad = a[~((a > 0) & (a <= 1) & (a.to(dtype) > 0))]
+            bad = a[~((a > 0) & (a <= 1))]
             if bad.numel():
                 raise ValueError(f"leaky alpha must lie in (0, 1], got {bad.flatten()[0].item():g} in the "
                                  f"state_dict's {source}")  # fmt: skip
+            if not bool((a.to(dtype) > 0).all()):
+                where = f" in the state_dict's {source}"
+                raise ValueError(_zero_in(dtype, a[a.to(dtype) == 0].min().item(), where))
         if self.learn_alpha and logit not in state_dict and isinstance(a, torch.Tensor):
             a = state_dict.pop(fixed).detach()
             # (clamped in float64: 1 - 1e-4 is 1 in float16 and bfloat16, and a half α = 1 gave alpha_logit = inf)

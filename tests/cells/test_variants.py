@@ -318,7 +318,7 @@ def test_leaky_alpha_outside_zero_one_is_refused_by_load_state_dict(bad):
     cell = CELLS["leaky"](3, 4, alpha=0.3, dtype=torch.float16)
     state = cell.state_dict()
     state["alpha_fixed"] = torch.tensor([0.5, bad, 0.5, 0.5], dtype=torch.float64)
-    with pytest.raises(ValueError, match=r"^leaky alpha must lie in \(0, 1\], got .* alpha_fixed$"):
+    with pytest.raises(ValueError, match=r"^leaky alpha must lie in \(0, 1\].* got .* alpha_fixed"):
         cell.load_state_dict(state)
     torch.testing.assert_close(cell.alpha, torch.full((4,), 0.3, dtype=torch.float16))
     layer = Recurrent("leaky", 3, 4, alpha=0.3)
@@ -447,3 +447,18 @@ def test_leaky_alpha_that_a_conversion_makes_0_is_refused(learn_alpha):
     half = Recurrent("leaky", 3, 4, alpha=0.3, learn_alpha=learn_alpha).half()
     torch.testing.assert_close(half.cells[0].alpha.detach(), torch.full((4,), 0.3, dtype=torch.float16))
     assert Recurrent("leaky", 3, 4, alpha=1e-8, learn_alpha=learn_alpha).to("meta").cells[0].alpha.is_meta
+
+
+@pytest.mark.parametrize("learn_alpha", [False, True])
+def test_leaky_alpha_that_is_0_in_the_cells_dtype_is_named_so(learn_alpha):
+    """alpha=1e-8 in a float16 cell (0 there) was refused with "leaky alpha must lie in (0, 1], got 1e-08", which
+    1e-8 does; the line now says it is 0 in float16 and what to do, as .half() of such a cell says, and so does
+    load_state_dict."""
+    zero = r"^leaky alpha must lie in \(0, 1\] and be above 0 in torch.float16, the cell's dtype; got 1e-08"
+    with pytest.raises(ValueError, match=zero + r", which is 0 there .*wider dtype$"):
+        CELLS["leaky"](3, 4, alpha=[0.5, 1e-8, 0.5, 0.5], learn_alpha=learn_alpha, dtype=torch.float16)
+    cell = CELLS["leaky"](3, 4, alpha=0.3, dtype=torch.float16)
+    state = cell.state_dict()
+    state["alpha_fixed"] = torch.tensor([0.5, 1e-8, 0.5, 0.5], dtype=torch.float64)
+    with pytest.raises(ValueError, match=zero + r" in the state_dict's alpha_fixed, which is 0 there"):
+        cell.load_state_dict(state)

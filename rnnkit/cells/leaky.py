@@ -176,9 +176,19 @@ class Leaky(Cell):
     def _checked_step(self, x_t, state, unbatched):
         """Cell's, and a fixed α held as a layer holds it (Recurrent's _check_weights): its dtype the weights', its
         shape (), (1,) or (H,) and its values in (0, 1]. A cell called on its own ran α = 2 in silence (|h| 1.8), a
-        float64 α gave float64 states, and one of another shape failed in a broadcast inside the step."""
+        float64 α gave float64 states, and one of another shape failed in a broadcast inside the step. A learned α's
+        alpha_logit so too, its shape (H,) as a layer takes it (a float64 one gave float64 states; one of 5 values in
+        a cell of 4, "The size of tensor a (5) must match the size of tensor b (4)")."""
         checked = super()._checked_step(x_t, state, unbatched)
-        if not self.learn_alpha:
+        if self.learn_alpha:
+            a, dtype, H = self.alpha_logit, self.W_hh.dtype, self.hidden_size
+            if a.shape != (H,):
+                raise RnnkitError(f"cell.alpha_logit has shape {tuple(a.shape)}, but a leaky cell of {H} units "
+                                  f"learning α needs ({H},), one per unit; give it a tensor of that shape")  # fmt: skip
+            if a.dtype != dtype:
+                raise RnnkitError(f"cell.alpha_logit is {a.dtype} but the cell's weights are {dtype}; give it a "
+                                  f"tensor of their dtype (or convert the whole cell: cell.to({a.dtype}))")  # fmt: skip
+        else:
             from rnnkit.layers.recurrent import _check_alpha  # (rnnkit.layers imports the cells)
 
             a, dtype = self.alpha_fixed, self.W_hh.dtype

@@ -462,3 +462,27 @@ def test_leaky_alpha_that_is_0_in_the_cells_dtype_is_named_so(learn_alpha):
     state["alpha_fixed"] = torch.tensor([0.5, 1e-8, 0.5, 0.5], dtype=torch.float64)
     with pytest.raises(ValueError, match=zero + r" in the state_dict's alpha_fixed, which is 0 there"):
         cell.load_state_dict(state)
+
+
+def test_leaky_cell_called_alone_holds_its_learned_alpha_as_a_layer_does():
+    """A leaky cell learning α, called on its own, ran a float64 alpha_logit in a float32 cell in silence (float64
+    states) and one of 5 values in a cell of 4 failed inside the step ("The size of tensor a (5) must match ..."),
+    where a layer refuses both in one line; the cell now says the same, naming cell.alpha_logit."""
+    x = torch.randn(2, 3, dtype=torch.float32)  # (these tests run in float64 by default)
+    cases = [
+        (
+            torch.zeros(4, dtype=torch.float64),
+            r"^cell\.alpha_logit is torch\.float64 but the cell's weights are ",
+        ),
+        (
+            torch.zeros(5, dtype=torch.float32),
+            r"^cell\.alpha_logit has shape \(5,\), but a leaky cell of 4 units",
+        ),
+    ]
+    for logit, message in cases:
+        cell = Recurrent("leaky", 3, 4, learn_alpha=True, dtype=torch.float32).cells[0]
+        cell.alpha_logit = torch.nn.Parameter(logit)
+        with pytest.raises(RnnkitError, match=message):
+            cell(x)
+        with pytest.raises(RnnkitError, match=message):
+            cell(x[0])

@@ -20,6 +20,7 @@ outputs and feeds back h of P units: out (B, T, P·dirs), h (num_layers·dirs, B
 import contextlib
 import inspect
 import numbers
+import re
 import sys
 import warnings
 import weakref
@@ -1314,6 +1315,15 @@ class Recurrent(OwnParametersModule):
             if name == "all_weights" and cells and cells[0].torch_mode is None:
                 raise _NoTorchWeights(f"all_weights lists torch.nn's weights; torch.nn has no {self.cell_name} cell "
                                       "(use named_parameters())") from None  # fmt: skip
+            # (torch.nn's weight_hh_l0 of a leaky or mut1 layer: "'Recurrent' object has no attribute", no way on)
+            if (
+                cells
+                and cells[0].torch_mode is None
+                and re.fullmatch(r"(weight|bias)_(ih|hh|hr)_l\d+(_reverse)?", name)
+            ):
+                raise _NoTorchWeights(f"{name} is torch.nn's name for a weight; torch.nn has no {self.cell_name} cell: "
+                                      "this layer's weights are its cells' (cells[0].W_xh, cells[0].W_hh, ...; "
+                                      "named_parameters() lists them)") from None  # fmt: skip
             raise
 
     def __setattr__(self, name, value):

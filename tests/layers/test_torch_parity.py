@@ -201,6 +201,22 @@ def test_all_weights_of_a_cell_torch_lacks_is_an_attribute_error_too(name):
         _ = layer.all_weights
 
 
+@pytest.mark.parametrize("name", ["leaky", "mut1"])
+def test_torch_weight_names_of_a_cell_torch_lacks_are_one_line(name):
+    """layer.weight_hh_l0 (code written for torch.nn: nn.init.orthogonal_(rnn.weight_hh_l0)) of a leaky or mut1 layer
+    was the bare "'Recurrent' object has no attribute 'weight_hh_l0'"; it says torch.nn has no such cell and where
+    the weights are, still an AttributeError to hasattr."""
+    layer = Recurrent(name, 3, 4, bidirectional=True)
+    for attr in ("weight_hh_l0", "weight_ih_l0_reverse", "bias_hh_l0"):
+        assert not hasattr(layer, attr)
+        with pytest.raises(
+            RnnkitError, match=rf"^{attr} is torch.nn's name .* no {name} cell: .*cells\[0\]\.W_hh"
+        ):
+            getattr(layer, attr)
+    with pytest.raises(AttributeError, match="no attribute 'weight_xx_l0'$"):
+        _ = layer.weight_xx_l0
+
+
 def test_bias_false_round_trip():
     ref = nn.GRU(3, 4, bias=False, batch_first=True)
     ours = Recurrent.from_torch(ref, backend="python")

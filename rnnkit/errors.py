@@ -38,3 +38,15 @@ def check_seed(seed, name="--seed"):
             f"{name} must lie in [0, 2^32) (torch's generator keeps 32 bits; one range for every command), got {seed}"
         )
     return seed
+
+
+def switch(name: str, value) -> bool:
+    """True or False (0, 1 and numpy's bools too, np.True_ from an array or a sweep's grid): a string such as
+    "False", a config file's, was taken for its truth value, the opposite of what it says."""
+    import numbers
+
+    import numpy as np
+
+    if not (isinstance(value, bool | np.bool_) or (isinstance(value, numbers.Integral) and value in (0, 1))):
+        raise RnnkitError(f"{name} must be True or False, got {value!r}")
+    return bool(value)

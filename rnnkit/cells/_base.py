@@ -33,7 +33,7 @@ from torch.nn.utils._named_member_accessor import NamedMemberAccessor
 from torch.nn.utils._named_member_accessor import swap_tensor as _swap_tensor
 from torch.nn.utils.parametrize import register_parametrization as _register_parametrization
 
-from rnnkit.errors import RnnkitError
+from rnnkit.errors import RnnkitError, switch
 
 SCRIPT_ERROR = (
     "torch.jit.script can't compile rnnkit's cells and layers (their loop is a call TorchScript can't see "
@@ -254,8 +254,7 @@ class Cell(OwnParametersModule):
                 raise ValueError(f"{name} must be a positive integer, got {size!r}")
         input_size, hidden_size = int(input_size), int(hidden_size)
         # as Recurrent says it: bias="False" (a config file's string) built the biases, in silence
-        if not (isinstance(bias, bool) or (isinstance(bias, numbers.Integral) and bias in (0, 1))):
-            raise ValueError(f"bias must be True or False, got {bias!r}")
+        switch("bias", bias)
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bool(bias)
         H, G = hidden_size, self.gates
         self.W_xh = nn.Parameter(torch.empty(G * H, input_size))

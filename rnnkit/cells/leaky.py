@@ -13,13 +13,11 @@ Backward:
     dh_{t-1} = dh_t ⊙ (1 - α) + da W_hh
 """
 
-import numbers
-
 import torch
 from torch import nn
 
 from rnnkit.cells._base import Cell, linear, recurrent_weights
-from rnnkit.errors import RnnkitError
+from rnnkit.errors import RnnkitError, switch
 
 
 def _zero_in(dtype, a, where=""):
@@ -99,11 +97,7 @@ class Leaky(Cell):
             torch.get_default_device()
         )  # (checked on the CPU: also under `with torch.device("meta")`)
         # (learn_alpha="False" from a config file was taken for True: α learned, in silence)
-        if not (
-            isinstance(learn_alpha, bool)
-            or (isinstance(learn_alpha, numbers.Integral) and learn_alpha in (0, 1))
-        ):
-            raise ValueError(f"leaky learn_alpha must be True or False, got {learn_alpha!r}")
+        switch("leaky learn_alpha", learn_alpha)
         learn_alpha = bool(learn_alpha)
         # (learned, α = σ(a) is 0 in the dtype below about 1e-38 in float32: a unit frozen, its gradient 0)
         learned = torch.sigmoid(torch.logit(self._alpha_given.to(given).clamp(max=1 - 1e-4)))

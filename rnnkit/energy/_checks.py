@@ -6,22 +6,12 @@ from collections.abc import Sequence
 
 import torch
 
-from rnnkit.errors import RnnkitError
+from rnnkit.errors import RnnkitError, switch  # noqa: F401 (switch: the energy models' import)
 
 
 def whole_number(value) -> bool:
     """An integer, Python's or numpy's (np.int64 from an array's shape or a parameter grid); not a bool."""
     return not isinstance(value, bool) and isinstance(value, numbers.Integral)
-
-
-def switch(name: str, value) -> bool:
-    """True or False (0, 1 and numpy's bools too): a string such as "False", a config file's, was taken for its
-    truth value, the opposite of what it says."""
-    import numpy as np
-
-    if not (isinstance(value, bool | np.bool_) or (whole_number(value) and value in (0, 1))):
-        raise RnnkitError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
 
 
 def positive_int(name: str, value) -> int:

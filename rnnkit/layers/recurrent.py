@@ -54,7 +54,7 @@ from rnnkit.cells._base import (
 from rnnkit.cells._base import Cell as BaseCell
 from rnnkit.engine import BACKENDS, GradProbe, refuse_jit_trace, resolve_backend, run
 from rnnkit.engine.compiled import transformed
-from rnnkit.errors import RnnkitError, user_stacklevel
+from rnnkit.errors import RnnkitError, switch, user_stacklevel
 
 TORCH_MODES = {"RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu", "LSTM": "lstm", "GRU": "gru"}
 
@@ -348,8 +348,7 @@ class Recurrent(OwnParametersModule):
         flags = dict(bidirectional=bidirectional, bias=bias, batch_first=batch_first, skip_input=skip_input,
                      residual=residual)  # fmt: skip
         for name, v in flags.items():
-            if not (isinstance(v, bool) or (isinstance(v, numbers.Integral) and v in (0, 1))):
-                raise RnnkitError(f"{name} must be True or False, got {v!r}")
+            switch(name, v)
         bidirectional, bias, batch_first, skip_input, residual = (bool(v) for v in flags.values())
         if proj_size is None:  # a config's (and Keras') word for "no projection"
             proj_size = 0

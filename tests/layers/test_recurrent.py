@@ -2082,3 +2082,13 @@ def test_no_grad_fast_path_takes_a_subclass_of_the_same_math(name):
         parametrized = Recurrent(Ortho, 5, 5)
         torch.nn.utils.parametrizations.weight_norm(parametrized.cells[0], "W_hh")
         assert parametrized._forward_fast(torch.randn(2, 1, 5), None) is None
+
+
+def test_numpy_bools_are_switches_as_python_bools_are():
+    # np.True_ (an array's element, a sweep's grid) was refused: "bidirectional must be True or False, got np.True_"
+    import numpy as np
+
+    layer = Recurrent("leaky", 3, 4, bidirectional=np.True_, bias=np.False_, learn_alpha=np.True_)
+    assert layer.bidirectional is True and layer.cells[0].bias is False and layer.cells[0].learn_alpha is True
+    with pytest.raises(RnnkitError, match="bidirectional must be True or False, got 'False'"):
+        Recurrent("lstm", 3, 4, bidirectional="False")

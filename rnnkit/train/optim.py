@@ -115,6 +115,8 @@ def lr_at_epoch(cfg, epoch: int) -> float:
         raise RnnkitError(f"epoch must be a number >= 0 (the epochs completed), got {epoch!r}")
     # a fractional lr_decay_after (char-rnn's check takes 1.5: the first decay at the end of epoch 2) decayed by
     # 0.5 ** 0.5 after epoch 1
+    if cfg.lr_decay_after == math.inf:  # never (math.ceil(inf) failed in "OverflowError")
+        return cfg.lr
     return cfg.lr * cfg.lr_decay ** max(0, math.floor(epoch) - max(math.ceil(cfg.lr_decay_after), 1) + 1)
 
 

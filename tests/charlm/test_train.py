@@ -1128,6 +1128,16 @@ def test_learning_rate_decays_after_a_fractional_lr_decay_after_as_char_rnn_does
             assert lr_at_epoch(cfg, epoch) == lr, (after, epoch)
 
 
+def test_learning_rate_never_decays_with_lr_decay_after_inf():
+    """lr_decay_after=inf (never decay, in a config of one's own) gave lr before the fractional rule; since, it ended
+    in "OverflowError: cannot convert float infinity to integer" (math.ceil(inf))."""
+    from rnnkit.train.config import TrainConfig
+    from rnnkit.train.optim import lr_at_epoch
+
+    cfg = TrainConfig(lr=1.0, lr_decay=0.5, lr_decay_after=math.inf)
+    assert [lr_at_epoch(cfg, e) for e in (0, 1, 2.5, 1e6)] == [1.0, 1.0, 1.0, 1.0]
+
+
 def test_min_char_rnn_clips_the_summed_gradient_at_5():
     """min-char-rnn clips the gradient of the window's summed loss to [-5, 5]; rnnkit's loss is the mean over
     the window's characters, so the preset's clip is 5 / 25 (at 5 it never fired: 125 on the sum)."""

@@ -39,8 +39,10 @@ def make_optimizer(params, cfg):
 
 def _rate(name, v):
     """v, a finite number >= 0, or one error: torch's SGD took lr NaN (every weight NaN at the first step) and
-    weight_decay NaN, its optimizers lr=True and inf, and a string failed in "'<=' not supported"."""
-    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 <= v < math.inf:
+    weight_decay NaN, its optimizers lr=True and inf, and a string failed in "'<=' not supported". A tensor of one
+    float, which torch.optim takes as a rate, is checked by its value and given as it is."""
+    x = v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 and v.is_floating_point() else v
+    if isinstance(x, bool) or not isinstance(x, numbers.Real) or not 0 <= x < math.inf:
         raise RnnkitError(f"{name} must be a finite number >= 0, got {v!r}")
     return v
 

@@ -1138,6 +1138,24 @@ def test_learning_rate_never_decays_with_lr_decay_after_inf():
     assert [lr_at_epoch(cfg, e) for e in (0, 1, 2.5, 1e6)] == [1.0, 1.0, 1.0, 1.0]
 
 
+def test_make_optimizer_and_set_lr_take_a_tensor_rate_as_torch_optim_does():
+    """torch.optim takes lr as a float or a Tensor, and so did make_optimizer and set_lr; since 03644d9 a tensor was
+    refused as "lr must be a finite number >= 0, got tensor(0.0100)". A bad one is still refused."""
+    from rnnkit.train.config import TrainConfig
+    from rnnkit.train.optim import make_optimizer, set_lr
+
+    for name in ("adam", "rmsprop", "adagrad", "sgd"):
+        p = torch.nn.Parameter(torch.ones(2))
+        optimizer = make_optimizer([p], TrainConfig(optimizer=name, lr=torch.tensor(0.01)))
+        set_lr(optimizer, torch.tensor(0.02))
+        p.grad = torch.ones(2)
+        optimizer.step()
+        assert (p < 1).all(), name
+        for bad in (torch.tensor(math.nan), torch.tensor(-0.1), torch.tensor([0.1, 0.2]), torch.tensor(True)):
+            with pytest.raises(RnnkitError, match="lr must be a finite number >= 0, got"):
+                set_lr(optimizer, bad)
+
+
 def test_min_char_rnn_clips_the_summed_gradient_at_5():
     """min-char-rnn clips the gradient of the window's summed loss to [-5, 5]; rnnkit's loss is the mean over
     the window's characters, so the preset's clip is 5 / 25 (at 5 it never fired: 125 on the sum)."""

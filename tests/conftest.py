@@ -65,7 +65,7 @@ class _CtrlCAfter:
 
     def write(self, s):
         self.text += s
-        if len(self.text) >= self.n:
+        if len(self.text) >= self.n and not self.text.endswith("\n"):  # (then takes the line's end)
             raise KeyboardInterrupt
         return len(s)
 

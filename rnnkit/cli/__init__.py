@@ -184,11 +184,19 @@ def print_pieces(pieces, first: str = "") -> None:
     once (as char-rnn's sample.lua writes), and Ctrl-C keeps what was written (it came out all at the end, after
     memory for all of it: --length 10**20 printed nothing and grew until stopped)."""
     out, live = sys.stdout, sys.stdout.isatty()
-    out.write(first)
-    for piece in pieces:
-        out.write(piece)
-        if live:
+    try:
+        out.write(first)
+        for piece in pieces:
+            out.write(piece)
+            if live:
+                out.flush()
+    except KeyboardInterrupt:  # the line ended, so that 'rnnkit: interrupted' and the prompt start their own
+        try:
+            out.write("\n")
             out.flush()
+        except (OSError, ValueError, KeyboardInterrupt):
+            pass
+        raise
     out.write("\n")
 
 

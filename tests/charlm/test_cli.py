@@ -36,7 +36,7 @@ def test_sample_prints_as_it_draws_so_ctrl_c_keeps_a_huge_lengths_text(trained, 
     with pytest.raises(KeyboardInterrupt):
         main(["sample", str(trained), "--length", str(10**20), "--prime", "the ", "--seed", "1"])
     monkeypatch.undo()
-    assert out.text.startswith("the ") and len(out.text) >= 40
+    assert out.text.startswith("the ") and len(out.text) >= 40 and out.text.endswith("\n")
 
 
 def test_sample(trained, cli):

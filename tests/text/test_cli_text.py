@@ -1311,7 +1311,7 @@ def test_samples_are_printed_as_drawn_so_a_huge_length_shows_text_and_ctrl_c_kee
         with pytest.raises(KeyboardInterrupt):
             main([*args, "--length", str(10**20)])
         monkeypatch.undo()
-        assert len(out.text) >= 300, args
+        assert len(out.text) >= 300 and out.text.endswith("\n"), args  # the line ended
 
 
 @pytest.mark.parametrize("level", ["char", "word"])

@@ -54,7 +54,7 @@ class MetricsLog:
         # (a row without one was lost on reading)
         if isinstance(step, bool) or not isinstance(step, numbers.Integral):
             raise RnnkitError(f"a metrics row needs its step, a whole number, got {step!r}")
-        row = {k: _fmt(row.get(k)) for k in FIELDS}
+        row = {k: _fmt(k, row.get(k)) for k in FIELDS}
         self._keep(row)
         with open(self.path, "a", newline="") as f:
             csv.DictWriter(f, FIELDS).writerow(row)
@@ -75,12 +75,15 @@ class MetricsLog:
             self.rows.append(row)
 
 
-def _fmt(v):
+def _fmt(name, v):
     if v is None:
         return ""
     # a loss as a loop of one's own has it, a tensor (or a numpy number), is its number: written as it was,
     # "tensor(2.5000, grad_fn=<...>)", its row was left out as damaged when read back
     if not isinstance(v, str | int | float) and hasattr(v, "item"):
+        n = v.numel() if hasattr(v, "numel") else getattr(v, "size", 1)  # (else "cannot be converted")
+        if n != 1:
+            raise RnnkitError(f"metrics column {name!r} takes one number, got {v!r:.80}; give loss.item() or the mean")  # fmt: skip
         v = (v.detach() if hasattr(v, "detach") else v).item()
     return f"{v:.6g}" if isinstance(v, float) else v
 

@@ -866,6 +866,11 @@ def test_metrics_log_writes_a_tensor_or_numpy_loss_as_its_number(tmp_path):
         ("1", "2.5", "2.75", "0.001"), ("2", "2.25", "", "0.001")
     ]  # fmt: skip
     assert [r["train_loss"] for r in log.rows] == ["2.5", "2.25"]
+    # several numbers (a per-row loss not reduced) ended in torch's or numpy's "cannot be converted" traceback
+    for many in (torch.ones(3), np.ones(2)):
+        with pytest.raises(RnnkitError, match="column 'train_loss' takes one number, got .*loss.item"):
+            log.write(step=3, train_loss=many)
+    assert len(read_metrics(tmp_path / "m.csv")) == 2  # nothing written for it
 
 
 def test_metrics_log_refuses_a_column_it_has_not_and_a_row_without_its_step(tmp_path):

@@ -475,7 +475,7 @@ def cmd_eval(args) -> int:
     data = model.run_config.data
     streams = eval_streams(corpus_tokens, args.streams or data.batch_size, data.seq_len)
     with torch.no_grad():
-        nats = evaluate(model, streams)
+        nats = evaluate(model, streams, progress=True)
     result = {
         "file": args.file,
         "chars": sum(batch.ys.numel() for batch in streams),  # predicted (the streams' last odd few are not)

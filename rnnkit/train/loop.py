@@ -239,19 +239,27 @@ def clear_out(out: pathlib.Path, force: bool):
             tmp.unlink(missing_ok=True)
 
 
-def evaluate(model, batches) -> float:
-    """Mean loss in nats per character over every window, from a fresh state; the training state is kept."""
+def evaluate(model, batches, progress: bool = False) -> float:
+    """Mean loss in nats per character over every window, from a fresh state; the training state is kept.
+    `progress`: a bar on stderr counting the characters predicted, with their rate and an ETA (`rnnkit eval`)."""
     carried, was_training = model.state, model.training
     model.eval()
     model.reset_state()
     total, n = 0.0, 0
+    # the characters a StreamBatches predicts: B streams of L (all its windows, the last one ragged or dropped)
+    chars = (
+        batches.B * min(len(batches) * batches.T, batches.L) if isinstance(batches, StreamBatches) else None
+    )
+    bar = tqdm(total=chars, desc="eval", unit=" chars", unit_scale=True, **bar_options(progress))
     try:
         with torch.no_grad():
             for batch in batches:
                 _, loss = model(batch)
                 total += float(loss) * batch.ys.numel()
                 n += batch.ys.numel()
+                bar.update(batch.ys.numel())
     finally:  # also on Ctrl-C, so that the checkpoint then saved carries the training state
+        bar.close()
         model.state = carried
         model.train(was_training)
     if not n:  # (a ZeroDivisionError)

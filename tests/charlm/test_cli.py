@@ -84,6 +84,14 @@ def test_eval(trained, corpus, cli):
     )
 
 
+def test_eval_shows_a_bar_of_characters_on_stderr_and_keeps_json_clean(trained, corpus, cli):
+    # eval of a big file ran for minutes with nothing on screen: a bar of characters predicted now, on stderr
+    code, out, err = cli("eval", trained, corpus, "--json")
+    result = json.loads(out)
+    assert code == 0 and result["chars"] == 6148 and "6.15k/6.15k" in err and "chars/s" in err
+    assert err.splitlines()[-1].startswith("eval: 100%")
+
+
 def test_eval_reads_line_ends_as_training_does(tmp_path, cli):
     """\r and \r\n are characters of the corpus: eval of the training file itself predicts every one."""
     text = tmp_path / "cr.txt"

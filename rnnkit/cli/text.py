@@ -435,7 +435,8 @@ def cmd_ngram_score(args) -> int:
 
 def cmd_ngram_eval(args) -> int:
     lm = _load_lm(args.model)
-    s = lm.score(read_text(args.file), _line_start(lm))  # the file starts a line, as fit counts its text
+    # the file starts a line, as fit counts its text
+    s = lm.score(read_text(args.file), _line_start(lm), progress=True)
     result = {"file": args.file, **s.as_dict(lm.level)}
     print(json.dumps(finite_or_null(result)) if args.json else f"{args.file}: {s.nats_per_token:.4f} nats/{lm.level}, "
           f"{s.bits_per_token:.4f} bits/{lm.level}, perplexity {s.perplexity:.3f} ({s.tokens:,} tokens)")  # fmt: skip

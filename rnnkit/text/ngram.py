@@ -38,6 +38,7 @@ from rnnkit.text.vocab import UNK, Vocabulary, refuse_surrogate_pairs, tokenize
 
 EOS = "<eos>"
 OPTIONS = ("n", "smoothing", "k", "discount", "level", "lower", "min_freq")  # saved in every model's meta
+SCORE_CHUNK = 1 << 18  # tokens scored at a time where score() draws a bar (about 0.1 s each)
 # what np.load and reading the arrays raise on a file that is not one of our models (zipfile's NotImplementedError
 # and RuntimeError: a byte of a member's entry changed to another compression method, or to 'encrypted')
 _NOT_A_MODEL = (
@@ -341,12 +342,23 @@ class NGramLM:
             parts.append("\n" if t == EOS else t if not parts or parts[-1] == "\n" else " " + t)
         return "".join(parts)
 
-    def score(self, text: str, context: str = "") -> LMScore:
-        """log P(text | context) in nats over the tokens of `text`."""
+    def score(self, text: str, context: str = "", progress: bool = False) -> LMScore:
+        """log P(text | context) in nats over the tokens of `text`. `progress`: a bar on stderr of the tokens
+        scored (`rnnkit ngram eval` of a big file), which reads them SCORE_CHUNK at a time, each with the n-1
+        tokens before it: the same log p's, summed as one array."""
         x = self.encode(text)
         if len(x) == 0:
             raise RnnkitError("nothing to score: the text has no tokens")
-        return LMScore(float(self.log_probs(x, self.encode(context)).sum()), len(x))
+        full = np.concatenate([self.encode(context), x])
+        start, parts = len(full) - len(x), []
+        bar = dict(desc="scoring", unit=f" {self.level}s", unit_scale=True, **bar_options(progress))
+        with tqdm(total=len(x), **bar) as bar:
+            for i in range(start, len(full), SCORE_CHUNK):
+                # (all of it where it is shorter: as one call reads it)
+                history = full[max(0, i - (self.n - 1)) : i]
+                parts.append(self.log_probs(full[i : i + SCORE_CHUNK], history))
+                bar.update(len(parts[-1]))
+        return LMScore(float(np.concatenate(parts).sum()), len(x))
 
     def generate(self, prefix: str, length: int, alpha: float | None = 1.0, seed: int = 0) -> str:
         """Continue `prefix` by `length` tokens: sampled from p^α (deck 004), or greedy when alpha is None.

@@ -440,7 +440,9 @@ def cmd_complete(args) -> int:
     model, chars = load_model(args.run)
     if not args.prefix:
         raise RnnkitError("PREFIX is empty; give some text to complete")
-    ids, log_prob = model.beam_complete(context(args.prefix, chars, "PREFIX"), args.length, args.beam)
+    ids, log_prob = model.beam_complete(
+        context(args.prefix, chars, "PREFIX"), args.length, args.beam, progress=True
+    )
     completion = "".join(chars[i] for i in ids)
     if args.json:
         print(

@@ -28,11 +28,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
+from rnnkit._io import bar_options
 from rnnkit.data.corpus import line_ends_hint, normal_form_hint
 from rnnkit.errors import RnnkitError
 
 _CHUNK = 4096  # characters of known text a call (prime, log_probs): 1 MB of float32 logits for 64 characters
+# seconds before beam_complete draws its bar: a short completion (--length 40) says nothing
+PROGRESS_DELAY = 1.0
 
 TORCH_RNNS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": nn.RNN, "rnn_relu": nn.RNN}
 
@@ -376,11 +380,12 @@ class CharLM(nn.Module):
         return out
 
     @_inference
-    def beam_complete(self, ids: list, length: int, beam: int = 1):
+    def beam_complete(self, ids: list, length: int, beam: int = 1, progress: bool = False):
         """The most probable continuation of `length` characters (deck 004's argmax completion).
 
         Beam search keeps the K best partial continuations by total log-probability; the K
-        beams advance together as a batch of K streams, one character per step.
+        beams advance together as a batch of K streams, one character per step. `progress`: a bar on stderr of
+        the characters chosen, once the search has run for a second (`rnnkit complete --length 100000`).
         """
         ids = self._check_ids(ids, "beam_complete")
         _need_context(ids, "beam_complete")
@@ -388,7 +393,10 @@ class CharLM(nn.Module):
         logp, state = self._prime(ids, least=torch.float64)  # (1, V)
         seqs = [[]]
         scores = torch.zeros(1, dtype=torch.float64, device=logp.device)  # summed in float64, as score's fsum
-        for k in range(length):
+        bar = dict(
+            desc="complete", unit=" chars", unit_scale=True, delay=PROGRESS_DELAY, **bar_options(progress)
+        )
+        for k in tqdm(range(length), **bar):
             _check_drawable(logp, len(ids) + k)
             total = scores[:, None] + logp.double()  # (K, V)
             V = total.shape[1]

@@ -74,6 +74,17 @@ def test_complete_greedy_and_beam(trained, cli):
     assert code == 0 and out.startswith("the quick")
 
 
+def test_complete_shows_a_bar_of_characters_once_it_takes_a_while(trained, cli, monkeypatch):
+    # complete --length 20000 --beam 5 ran 6 s with nothing on screen; a bar now, after PROGRESS_DELAY seconds
+    from rnnkit.models import charlm
+
+    assert cli("complete", trained, "the", "--length", "30")[2] == ""  # a short one says nothing
+    monkeypatch.setattr(charlm, "PROGRESS_DELAY", 0.0, raising=False)
+    code, out, err = cli("complete", trained, "the", "--length", "30", "--beam", "2", "--json")
+    assert code == 0 and len(json.loads(out)["completion"]) == 30
+    assert err.splitlines()[-1].startswith("complete: 100%") and "30.0/30.0" in err and "chars/s" in err
+
+
 def test_eval(trained, corpus, cli):
     code, out, _ = cli("eval", trained, corpus, "--json")
     result = json.loads(out)

@@ -485,7 +485,7 @@ def ising_sweep(args) -> None:
         temps = torch.linspace(t_min, t_max, chains).tolist()
     out, g = _setup(args)
     model = ising.Ising(size, temps, args.coupling, args.field, args.update, args.start, g, args.device)
-    results = model.run(sweeps, burn_in)
+    results = model.run(sweeps, burn_in, progress=True)
     tc = ising.onsager_tc(args.coupling) if args.field == 0 and args.coupling > 0 else None
     keys = ("temperature", "abs_magnetisation", "energy", "specific_heat", "susceptibility")
     for t, *row in zip(*(results[k].tolist() for k in keys)):

@@ -26,7 +26,9 @@ import math
 import numbers
 
 import torch
+from tqdm import tqdm
 
+from rnnkit._io import bar_options
 from rnnkit.energy._checks import choice, float_dtype, positive_int, whole_number
 from rnnkit.energy._util import single_thread
 from rnnkit.energy.exact import binary_states
@@ -143,18 +145,22 @@ class Ising:
                 new = torch.where(u < torch.sigmoid(2 * field / T), 1.0, -1.0).to(self.spins.dtype)
                 self.spins = torch.where(mask, new, self.spins)
 
-    def run(self, sweeps: int, burn_in: int) -> dict:
-        """`burn_in` sweeps to equilibrate, then `sweeps` measured ones: observables (T,) as float64."""
+    def run(self, sweeps: int, burn_in: int, progress: bool = False) -> dict:
+        """`burn_in` sweeps to equilibrate, then `sweeps` measured ones: observables (T,) as float64. `progress`: a
+        bar on stderr of the sweeps (burn-in and measured), their rate and an ETA (`rnnkit ising sweep`)."""
         positive_int("sweeps", sweeps)
         if not whole_number(burn_in) or burn_in < 0:
             raise RnnkitError(f"burn-in must be a whole number of sweeps >= 0, got {burn_in!r}")
         small = self.spins.device.type == "cpu" and self.spins.numel() < 1 << 20
         m, e = [], []
-        with single_thread() if small else contextlib.nullcontext():
+        bar = tqdm(total=burn_in + sweeps, desc="ising", unit=" sweeps", **bar_options(progress))
+        with bar, single_thread() if small else contextlib.nullcontext():
             for _ in range(burn_in):
                 self.sweep()
+                bar.update()
             for _ in range(sweeps):
                 self.sweep()
+                bar.update()
                 m.append(self.spins.mean((-2, -1)))
                 e.append(energy_per_site(self.spins, self.J, self.h))
         return observables(torch.stack(m).double(), torch.stack(e).double(), self.T.double(), self.size**2)

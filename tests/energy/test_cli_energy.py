@@ -209,6 +209,16 @@ def test_a_given_option_is_honoured_under_dry_run(tmp_path, capsys):
     assert capsys.readouterr().out.startswith("T=1.500 ")
 
 
+def test_ising_sweep_shows_a_bar_of_sweeps_on_stderr(tmp_path, capsys):
+    # --size 64 --sweeps 3000 ran 13 s with nothing on screen until the table; a bar of sweeps now, on stderr
+    args = ["--temperatures", "1.5", "--sweeps", "7", "--burn-in", "5", "--size", "4", "--out", str(tmp_path)]
+    assert main(["ising", "sweep", *args]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("T=1.500 ") and "sweeps/s" not in captured.out
+    assert captured.err.splitlines()[-1].startswith("ising: 100%") and "12/12" in captured.err
+    assert "sweeps/s" in captured.err
+
+
 def test_temperatures_below_a_thousandth_are_printed_as_given(tmp_path, capsys):
     # every row read "T=0.000" (three decimals), the sweep's rows told apart by nothing
     assert (

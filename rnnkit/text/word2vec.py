@@ -221,11 +221,11 @@ class Word2Vec:
             torch.set_num_threads(1)  # each step is small: a thread pool's barriers cost more than they give
             try:
                 for epoch in range(c.epochs):
-                    # each epoch draws its own windows: the bar's total follows them (it overran by a few %)
+                    # each epoch draws its own windows: the bar's total follows them (it overran by a few %), shown
+                    # at its next update (a refresh() here wrote a log line every epoch, not every LOG_EVERY s)
                     if epoch:
                         pairs = self._pairs(ids, sent)
                         bar.total = bar.n + len(pairs[0]) * (c.epochs - epoch)
-                        bar.refresh()
                     # alpha's schedule, seen / expected: epoch e runs from e / E to (e + 1) / E over its own pairs
                     self.seen, self.expected = epoch * len(pairs[0]), c.epochs * len(pairs[0])
                     self._epoch(*pairs, bar)

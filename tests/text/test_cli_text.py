@@ -1033,6 +1033,15 @@ def test_progress_bars_in_a_log_are_whole_lines(tmp_path, corpus, capsys):
         assert " 0%|" in bars[0] and "100%|##########|" in bars[-1], err
 
 
+def test_word2vec_bar_in_a_log_writes_no_line_per_epoch(tmp_path, corpus, capsys):
+    # in a log (2> log.txt) the bar wrote a line at every epoch (--epochs 30: 32 lines in 10 s), where the README
+    # and every other bar write one every 30 s: the start and the end here
+    argv = ["word2vec", str(corpus), "--out", str(tmp_path / "w2v"), "--dimension", "8", "--epochs", "6"]
+    assert main(argv) == 0
+    bars = [line for line in capsys.readouterr().err.splitlines() if "%|" in line]
+    assert len(bars) == 2 and " 0%|" in bars[0] and "100%|##########|" in bars[1], bars
+
+
 def test_a_pipe_or_device_of_binary_data_or_without_end_is_refused(tmp_path, pipe, capsys, monkeypatch):
     """A text file that is a device or a pipe (/dev/zero, /dev/urandom, `yes |`) was read to its end, which never
     came: the machine's memory filled, then 'out of memory ...; choose smaller sizes' (or the process was killed).

@@ -391,7 +391,9 @@ class CharLM(nn.Module):
         _need_context(ids, "beam_complete")
         length, beam = _check_count(length, "length", 0), _check_count(beam, "beam", 1)
         logp, state = self._prime(ids, least=torch.float64)  # (1, V)
-        seqs = [[]]
+        # each step's (beam it came from, character) per beam kept, read back from the best at the end: copying
+        # every beam's characters at each step made a long search quadratic (--beam 5, 40,000 characters: 13.3 s)
+        back = []
         scores = torch.zeros(1, dtype=torch.float64, device=logp.device)  # summed in float64, as score's fsum
         bar = dict(
             desc="complete", unit=" chars", unit_scale=True, delay=PROGRESS_DELAY, **bar_options(progress)
@@ -404,12 +406,16 @@ class CharLM(nn.Module):
             values, indices = total.flatten().sort(descending=True, stable=True)
             values, indices = values[:beam], indices[:beam]
             rows, cols = indices // V, indices % V
-            seqs = [seqs[r] + [int(c)] for r, c in zip(rows.tolist(), cols.tolist())]
+            back.append((rows.tolist(), cols.tolist()))
             scores = values
             state = _select(state, rows)
             logp, state = self._step(cols, state, torch.float64)
         best = int(scores.argmax())
-        return seqs[best], float(scores[best])
+        seq, b = [], best
+        for rows, cols in reversed(back):
+            seq.append(cols[b])
+            b = rows[b]
+        return seq[::-1], float(scores[best])
 
 
 def _as_ids(t):

@@ -24,7 +24,6 @@ import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,7 +31,7 @@ from tqdm import tqdm
 
 from rnnkit._io import bar_options
 from rnnkit.data.corpus import line_ends_hint, normal_form_hint
-from rnnkit.errors import RnnkitError
+from rnnkit.errors import RnnkitError, switch
 
 _CHUNK = 4096  # characters of known text a call (prime, log_probs): 1 MB of float32 logits for 64 characters
 # seconds before beam_complete draws its bar: a short completion (--length 40) says nothing
@@ -181,9 +180,7 @@ class CharLM(nn.Module):
         if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
             raise RnnkitError(f"dropout must be a number in [0, 1] (the probability of zeroing), got {p!r}")
         # (taken for its truth value: torch_rnn="False", a config file's string, built the model on torch.nn)
-        on = cfg.torch_rnn
-        if not (isinstance(on, bool | np.bool_) or (isinstance(on, numbers.Integral) and on in (0, 1))):
-            raise RnnkitError(f"torch_rnn must be True or False, got {on!r}")
+        switch("torch_rnn", cfg.torch_rnn)
         _check_layers_fit(cfg.num_layers, cfg.hidden_size)
         self.embedding = nn.Embedding(V, E) if E > 0 else None
         input_size = E if E > 0 else V
@@ -315,10 +312,7 @@ class CharLM(nn.Module):
         _need_context(ids, "sample")
         length, top_k = _check_count(length, "length", 0), _check_count(top_k, "top_k", 0)
         # (taken for its truth value: greedy="False", a config file's string, gave the argmax text, None a sample)
-        if not (
-            isinstance(greedy, bool | np.bool_) or (isinstance(greedy, numbers.Integral) and greedy in (0, 1))
-        ):
-            raise RnnkitError(f"greedy must be True or False, got {greedy!r}")
+        switch("greedy", greedy)
         if not greedy:
             if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
                 raise RnnkitError(f"temperature must be a number > 0, got {temperature!r}")

@@ -32,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from rnnkit._io import atomic_open, bar_options, is_zip
-from rnnkit.errors import RnnkitError, check_seed
+from rnnkit.errors import RnnkitError, check_seed, switch
 from rnnkit.text.lmscore import LMScore, pick_next
 from rnnkit.text.vocab import UNK, Vocabulary, refuse_surrogate_pairs, tokenize
 
@@ -113,10 +113,7 @@ class NGramLM:
             )
         if level not in ("char", "word"):
             raise RnnkitError(f"unknown token level {level!r}; use 'char' or 'word'")
-        if not (
-            isinstance(lower, bool | np.bool_) or (isinstance(lower, numbers.Integral) and lower in (0, 1))
-        ):
-            raise RnnkitError(f"lower must be True or False, got {lower!r}")
+        switch("lower", lower)
         # said here, not at fit (NaN: a model of <unk> alone), as Vocabulary says it
         if isinstance(min_freq, bool) or not isinstance(min_freq, numbers.Real) or not 1 <= min_freq < np.inf:
             raise RnnkitError(f"min_freq must be a number >= 1 (the count a token needs), got {min_freq!r}")

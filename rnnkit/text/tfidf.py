@@ -26,7 +26,7 @@ import scipy.sparse as sp
 from tqdm import tqdm
 
 from rnnkit._io import atomic_open, bar_options, is_zip, write_text
-from rnnkit.errors import RnnkitError
+from rnnkit.errors import RnnkitError, switch
 from rnnkit.text.vocab import _WORD_AND_PUNCT, word_tokenize
 
 
@@ -122,9 +122,7 @@ class TfidfIndex:
         # plain bools: save() writes the config as JSON, which has no numpy bool_
         flags = ("smooth_idf", "lower", "stop_words", "stem")
         for k in flags:  # (taken for their truth value: smooth_idf="False", a config file's string, smoothed)
-            v = getattr(self.config, k)
-            if not (isinstance(v, bool | np.bool_) or (isinstance(v, numbers.Integral) and v in (0, 1))):
-                raise RnnkitError(f"TF-IDF config: {k} must be True or False, got {v!r}")
+            switch(f"TF-IDF config: {k}", getattr(self.config, k))
         self.config = replace(self.config, **{k: bool(getattr(self.config, k)) for k in flags})
         self.analyzer = Analyzer(self.config)
 

@@ -18,10 +18,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from numbers import Integral, Real
 
-import numpy as np
-
 from rnnkit._io import write_text
-from rnnkit.errors import RnnkitError
+from rnnkit.errors import RnnkitError, switch
 
 UNK = "<unk>"
 _WORD_AND_PUNCT = re.compile(r"\w+(?:'\w+)?|[^\w\s]")
@@ -113,8 +111,7 @@ class Vocabulary:
         if isinstance(min_freq, bool) or not isinstance(min_freq, Real) or not 1 <= min_freq < float("inf"):
             raise RnnkitError(f"min_freq must be a number >= 1 (the count a token needs), got {min_freq!r}")
         # unk=-1 or 2 built counts one id off the tokens (<unk>'s written over a token's), "False" an <unk>
-        if not (isinstance(unk, bool | np.bool_) or (isinstance(unk, Integral) and unk in (0, 1))):
-            raise RnnkitError(f"unk must be True or False, got {unk!r}")
+        switch("unk", unk)
         unk = bool(unk)
         # a Counter's most_common (a plain dict of counts has none); numpy's int64 counts are no JSON numbers
         kept = [(t, int(c) if isinstance(c, Integral) else c) for t, c in Counter(counts).most_common()

@@ -33,7 +33,7 @@ import torch
 from tqdm import tqdm
 
 from rnnkit._io import bar_options
-from rnnkit.errors import RnnkitError
+from rnnkit.errors import RnnkitError, switch
 from rnnkit.text import w2v_native
 from rnnkit.text.vocab import Vocabulary
 from rnnkit.text.wordvectors import WordVectors
@@ -117,11 +117,7 @@ class Word2Vec:
             if isinstance(getattr(c, name), bool) or not isinstance(getattr(c, name), numbers.Real):
                 raise RnnkitError(f"--{name.replace('_', '-')} must be a number, got {getattr(c, name)!r}")
         # (taken for its truth value: cbow_mean="False", a config file's string, averaged; None summed)
-        if not (
-            isinstance(c.cbow_mean, bool | np.bool_)
-            or (isinstance(c.cbow_mean, numbers.Integral) and c.cbow_mean in (0, 1))
-        ):
-            raise RnnkitError(f"cbow_mean must be True or False, got {c.cbow_mean!r}")
+        switch("cbow_mean", c.cbow_mean)
         # numpy's rng refuses a negative seed, torch's generator one of 2**64 or more (a ValueError in fit), and it
         # keeps the low 32 bits of the others: seed 2**32 + 3 drew seed 3's initial vectors and noise words
         if isinstance(c.seed, bool) or not isinstance(c.seed, numbers.Integral) or not 0 <= c.seed < 2**32:

@@ -1040,6 +1040,10 @@ def test_rows_or_units_past_l2_is_timed_once_and_kept():
         pytest.skip("one thread: nothing to split")
     key = lambda B: [2, B, H, 4 * H * H * 4, torch.get_num_threads(), 0, 0, 0, -3, -3]  # noqa: E731
     ext.add_gemm_plans([(key(32), 0), (key(64), 1)])  # kept choices: units, rows (B up to 16: timed here)
+    # 9 steps of 4 MB of weights: whether to prepare them is timed too (test_preparing_the_weights_...); planted:
+    # prepared, which the split needs
+    prepared = lambda B: [*key(B)[:6], 3, 0, -4, -4]  # noqa: E731
+    ext.add_gemm_plans([(prepared(B), 1) for B in (16, 32, 64)])
 
     def run(backend, B, T):
         torch.manual_seed(0)
@@ -1064,6 +1068,44 @@ def test_rows_or_units_past_l2_is_timed_once_and_kept():
         with setting(ext.set_row_threads, 1, 0):
             for a, b in zip(short, run("native", 40, 5)):
                 assert torch.equal(a, b)
+
+
+def test_preparing_the_weights_is_timed_for_short_calls_of_big_weights():
+    """From 8 steps on every call prepared its per-step weights (a copy, a packed form) by a rule, at about the
+    cost of writing them out: at batch 1 with MBs of weights that cost more than it saved until a few dozen steps
+    (a 1x1000 GRU at 8 steps: 3.5 ms, against 1.2 ms at 7 steps and 3.2 ms for torch.nn). Past 1 MB of weights, a
+    call of 8-63 steps now times both ways once per steps' octave and keeps the faster; the backward takes the
+    same. Either way: the python backend's numbers, and the same bits on every later call."""
+    ext = native.load()
+    H = 320  # a GRU's W_hh: 1.2 MB
+
+    def key(T):
+        return [3, 1, H, 3 * H * H * 4, torch.get_num_threads(), 0, T.bit_length() - 1, 0, -4, -4]
+
+    def run(backend, T):
+        torch.manual_seed(0)
+        x = torch.randn(1, T, 16, requires_grad=True)
+        h0 = torch.randn(1, 1, H, requires_grad=True)
+        torch.manual_seed(1)
+        layer = Recurrent("gru", 16, H, backend=backend)
+        out, h = layer(x, h0)
+        ((out * out).sum() + (h * h).sum()).backward()
+        return [out, h, x.grad, h0.grad, *[p.grad for p in layer.parameters()]]
+
+    ext.add_gemm_plans([(key(16), 0), (key(32), 1)])  # kept: as stored at 16-31 steps, prepared at 32-63
+    with setting(ext.set_gemm, "auto", os.environ.get("RNNKIT_GEMM", "auto")):
+        with setting(ext.set_row_threads, 0, 0):
+            for T in (9, 20, 40):  # 8-15: timed here
+                results = [run(backend, T) for backend in ("native", "python", "native")]
+                for a, b, again in zip(*results):
+                    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+                    assert torch.equal(a, again)
+            kept = {tuple(k): v for k, v in ext.gemm_plans()}
+            assert kept.get(tuple(key(9))) in (0, 1), "9 steps: whether to prepare was not timed"
+            assert kept[tuple(key(20))] == 0 and kept[tuple(key(40))] == 1
+            for T in (7, 64):  # under 8 steps never prepared, from 64 always: nothing timed
+                run("native", T)
+                assert tuple(key(T)) not in {tuple(k) for k, _ in ext.gemm_plans()}
 
 
 def test_the_tests_keep_their_gemm_choices_out_of_the_users_file():

@@ -220,6 +220,29 @@ bool timed_split(const Run<T>& r, int64_t rule_rows) {
          !native_ext::fixed_choice();
 }
 
+// Whether preparing the per-step weights (r.prepare: StepW, split.h's slabs) pays at this call's length: it costs
+// about a write of the weights per call (per thread where units split) and saves a part of each step. From 8 steps
+// on it paid at a batch of 4 or more, but at batch 1 with MBs of weights only from a few dozen steps (AMD Zen 4, 2
+// threads, no_grad: a 1x1000 GRU at 8 steps took 3.5 ms prepared, 1.3 ms as stored; a 1x512 LSTM 0.84 vs 0.64 ms;
+// even at 40 steps the GRU 5.7 ms vs 6.6). So where the recurrent weights pass 1 MB and a call has 8 to 63 steps,
+// the forward times both ways once per (cell, B up to a power of 2, H, weights, threads, steps' octave: 8-15,
+// 16-31, 32-63): four loops, the faster kept in the plan table (and its file) as split_key's choices; the backward
+// takes the same. Not timed: float64, RNNKIT_ROW_THREADS or RNNKIT_GEMM set, deterministic mode (the rule: 8 steps).
+constexpr int64_t kPrepareTimedBelow = 64, kPrepareTimedBytes = int64_t(1) << 20;
+template <typename T, typename Cell>
+bool timed_prepare(const Run<T>& r, int64_t wbytes) {
+  return std::is_same_v<T, float> && r.T_ >= kPrepareSteps && r.T_ < kPrepareTimedBelow &&
+         wbytes >= kPrepareTimedBytes && g_row_threads == 0 &&
+         native_ext::g_gemm_mode == native_ext::GemmMode::Auto && !native_ext::fixed_choice();
+}
+template <typename T, typename Cell>
+native_ext::GemmKey prepare_key(const Run<T>& r, int64_t wbytes) {  // -4: a choice to prepare, not a GEMM's
+  native_ext::GemmKey key = split_key<T, Cell>(r.B, r.H, wbytes);
+  key[6] = 63 - __builtin_clzll(uint64_t(r.T_));  // log2 of the steps, rounded down
+  key[8] = key[9] = -4;
+  return key;
+}
+
 // Rows of the batch never mix inside the time loop (every step is row-wise: GEMM rows, pointwise),
 // so each thread runs the WHOLE loop on its own slice of rows with single-threaded BLAS: no fork/join
 // per step. Only the weight-gradient GEMMs after the loop mix rows. (MKL's per-thread setting,
@@ -302,34 +325,64 @@ Tensors forward(const at::Tensor& xw, const Tensors& state0, const std::vector<c
       });
     }
   };
+  auto restart = [&] {  // the initial state again (the 2-slot ring without a backward overwrites it)
+    HH[first].copy_(state0[0]);
+    if (lstm) CC[first].copy_(state0[1]);
+  };
   const int64_t wbytes = weight_bytes<T>(P), most = most_row_threads(B);
   const int64_t rows = row_threads(B, wbytes);
-  if (timed_split<T, Cell>(r, rows)) {
-    const native_ext::GemmKey key = split_key<T, Cell>(B, H, wbytes);
-    int choice = native_ext::known_plan(key);
-    if (choice < 0) {  // rows, units, rows, units from the same initial state, the best of two each (the first
-      double best[2] = {1e30, 1e30};  // run of each way also prepares its per-thread weights, timing new shapes)
-      auto restart = [&] {  // (the 2-slot ring without a backward overwrites it)
-        HH[first].copy_(state0[0]);
-        if (lstm) CC[first].copy_(state0[1]);
-      };
-      for (int k = 0; k < 4; ++k) {
-        const int by_rows = 1 - k % 2;
-        restart();
-        const auto t0 = std::chrono::steady_clock::now();
-        loop(by_rows ? most : 1);
-        best[by_rows] = std::min(best[by_rows], std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-      }
-      choice = native_ext::keep_plan(key, best[1] < best[0] ? 1 : 0);
-      if (choice == 1) {  // the last run split units: the outputs again by the choice kept (its bits)
-        restart();
-        loop(most);
+  auto run = [&] {
+    if (timed_split<T, Cell>(r, rows)) {
+      const native_ext::GemmKey key = split_key<T, Cell>(B, H, wbytes);
+      int choice = native_ext::known_plan(key);
+      if (choice < 0) {  // rows, units, rows, units from the same initial state, the best of two each (the first
+        double best[2] = {1e30, 1e30};  // run of each way also prepares its per-thread weights, timing new shapes)
+        for (int k = 0; k < 4; ++k) {
+          const int by_rows = 1 - k % 2;
+          restart();
+          const auto t0 = std::chrono::steady_clock::now();
+          loop(by_rows ? most : 1);
+          best[by_rows] =
+              std::min(best[by_rows], std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        }
+        choice = native_ext::keep_plan(key, best[1] < best[0] ? 1 : 0);
+        if (choice == 1) {  // the last run split units: the outputs again by the choice kept (its bits)
+          restart();
+          loop(most);
+        }
+      } else {
+        loop(choice == 1 ? most : 1);
       }
     } else {
-      loop(choice == 1 ? most : 1);
+      loop(rows);
+    }
+  };
+  auto run_prepared = [&](bool prepare) {  // (each way's first run prepares its weights anew, as every call does)
+    r.prepare = prepare;
+    r.sw = std::make_shared<std::array<std::shared_ptr<StepW<T>>, 4>>();
+    run();
+  };
+  if (timed_prepare<T, Cell>(r, wbytes)) {
+    const native_ext::GemmKey key = prepare_key<T, Cell>(r, wbytes);
+    int choice = native_ext::known_plan(key);
+    if (choice < 0) {  // as stored, prepared, as stored, prepared: the best of two each
+      double best[2] = {1e30, 1e30};
+      for (int k = 0; k < 4; ++k) {
+        restart();
+        const auto t0 = std::chrono::steady_clock::now();
+        run_prepared(k % 2 == 1);
+        best[k % 2] = std::min(best[k % 2], std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      }
+      choice = native_ext::keep_plan(key, best[1] < best[0] ? 1 : 0);
+      if (choice == 0) {  // the last run prepared: the outputs again by the choice kept (its bits)
+        restart();
+        run_prepared(false);
+      }
+    } else {
+      run_prepared(choice == 1);
     }
   } else {
-    loop(rows);
+    run();
   }
   auto take = [&](const at::Tensor& from) {  // slot last, as a (B, width) tensor of its own
     const int64_t n = from.size(1) * from.size(2);
@@ -384,6 +437,9 @@ Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optiona
   fold_input<T, Cell>(r, P, raw, xt);
   const int64_t T_ = r.T_, B = r.B, H = r.H;
   r.prepare = T_ >= kPrepareSteps;
+  const int64_t wbytes = weight_bytes<T>(P);
+  if (timed_prepare<T, Cell>(r, wbytes) && native_ext::known_plan(prepare_key<T, Cell>(r, wbytes)) == 0)
+    r.prepare = false;  // the forward's timed choice (none: the rule)
   auto o = HH.options();
   at::Tensor dxw = pooled_empty({T_, B, X}, o), dH = dstate[0].clone(), dh = pooled_empty({B, H}, o), dC, dhw, rec, dxt;
   if (xt) dxt = pooled_empty({T_, B, H}, o), r.dxt = dxt.data_ptr<T>();
@@ -396,7 +452,6 @@ Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optiona
   if constexpr (traced<T, Cell>())
     if (!Cell::cell(r).dpre_is_dxw) dhw = pooled_empty({T_, B, Cell::cell(r).Gp * H}, o), r.dhw = dhw.data_ptr<T>();
   if (probe) rec = pooled_empty({T_, B, H}, o), r.probe = rec.data_ptr<T>();
-  const int64_t wbytes = weight_bytes<T>(P);
   int64_t rows = row_threads(B, wbytes);
   if (timed_split<T, Cell>(r, rows))  // the forward's timed choice (none: the rule)
     if (native_ext::known_plan(split_key<T, Cell>(B, H, wbytes)) == 1) rows = most_row_threads(B);

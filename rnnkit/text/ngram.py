@@ -219,6 +219,19 @@ class NGramLM:
             self.keys[m], self.count[m] = keys.astype(np.int64), count.astype(np.int64)
             self.cont[m] = self.count[m] if m == top else cont.astype(np.int64)
 
+    def _older_counts(self) -> bool:
+        """Bring the counts of a file an older rnnkit wrote to fit_ids' now (load); False where they can't be. Before
+        6807c96 the m-gram the text begins with, if preceded nowhere, had continuation count 0 (its raw count, 1,
+        since): set back exactly. Before 3615df4 a text holding a line end was counted from its start after nothing,
+        not after one (one m-gram fewer an order: Σ c(2-grams) = Σ c(1-grams) - 1, where fit_ids' are equal): with
+        --discount 0 its first words were at log p = -inf where a model trained now gives them P > 0."""
+        for m in range(1, self._orders()):
+            self.cont[m] = np.where(self.cont[m] > 0, self.cont[m], self.count[m])
+        line_end = self.vocab.stoi.get(EOS if self.level == "word" else "\n")
+        if line_end is None or self._orders() < 2 or self._lookup(1, np.array(0), np.array(line_end)) < 0:
+            return True  # (a text of no line end: counted so then as now)
+        return self.count[2].sum() == self.count[1].sum()
+
     def _discounts(self, c: np.ndarray) -> np.ndarray:
         """D(c) for c = 0, 1, 2, 3+ from the counts-of-counts n_r = #{m-grams with count r}.
 
@@ -463,6 +476,7 @@ class NGramLM:
             raise RnnkitError(not_a_model)
         # every save writes every option: one missing took its default (a word model read as a char one)
         lacks = newer = []
+        current = True
         try:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
@@ -482,6 +496,7 @@ class NGramLM:
                     model.cont = [None] + [z[f"cont{m}"] for m in range(1, top)] + [model.count[top]]
             if not lacks and not newer:
                 model._check_counts()
+                current = model._older_counts()
                 model._statistics()
                 # a char model saved with lower by an older rnnkit, whose lower left a char model's text as it was
                 # (a character lower-casing changes in its vocabulary): scored so, not against text lower-cased
@@ -495,4 +510,9 @@ class NGramLM:
                               "read it")  # fmt: skip
         if lacks:
             raise RnnkitError(f"{not_a_model[:-1]}; its meta lacks {', '.join(lacks)})")
+        if not current:
+            raise RnnkitError(f"{path} was written by an older rnnkit, which counted the text's start after nothing, "
+                              "not after a line end as every text is read now (with --discount 0 a text starting as "
+                              "the training text does was at log p = -inf); train it again with `rnnkit ngram "
+                              "train`")  # fmt: skip
         return model

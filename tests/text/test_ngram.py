@@ -541,3 +541,46 @@ def test_an_order_far_past_the_texts_length_counts_no_empty_orders(smoothing, tm
     assert (tmp_path / "m.npz").stat().st_size < 20_000
     again = NGramLM.load(tmp_path / "m.npz")
     assert again.n == 10**4 and again.score("abcabcab").log_prob == ref.score("abcabcab").log_prob
+
+
+class _NoLineEnd:
+    """A vocabulary as fit_ids saw one before 3615df4: no line end to count the text's start after."""
+
+    def __init__(self, vocab):
+        self.vocab = vocab
+
+    def __len__(self):
+        return len(self.vocab)
+
+    def __contains__(self, token):
+        return False
+
+
+@pytest.mark.parametrize("level", ["char", "word"])
+def test_a_model_file_counted_as_an_older_rnnkit_counted_is_refused_or_read_as_now(level, tmp_path):
+    """A model file of an rnnkit before 3615df4, which counted the text's start after nothing, loaded and gave the
+    training text's first words P = 0 with --discount 0 ('hello world': log p = -inf, where a model trained now
+    gives log(1/2)): it is refused in one line naming the fix. One of a text of no line end before 6807c96 (the
+    first m-gram's continuation count 0, also -inf) is read with the counts of now, the same numbers."""
+    text = "hello world\nfoo bar\n"
+    old = NGramLM(3, discount=0, level=level)
+    old.vocab = NGramLM(3, level=level).fit(text).vocab
+    vocab, old.vocab = old.vocab, _NoLineEnd(old.vocab)
+    tokens = list(text) if level == "char" else text.replace("\n", " <eos> ").split()
+    old.fit_ids(np.array(vocab.encode(tokens)))
+    old.vocab = vocab
+    old.save(tmp_path / "old.npz")
+    with pytest.raises(RnnkitError, match=r"^\S*old\.npz was written by an older rnnkit, .*; train it again with "
+                       r"`rnnkit ngram train`$"):  # fmt: skip
+        NGramLM.load(tmp_path / "old.npz")
+    one_line = "hello world foo"  # no line end: counted as now, but for the first word's continuation count
+    now = NGramLM(3, discount=0, level=level).fit(one_line)
+    now.save(tmp_path / "now.npz")
+    with np.load(tmp_path / "now.npz") as z:
+        arrays = dict(z)
+    first = now.vocab.stoi["h" if level == "char" else "hello"]
+    arrays["cont1"][np.searchsorted(arrays["keys1"], first)] = 0  # as 6807c96's parent wrote it
+    np.savez_compressed(tmp_path / "older.npz", **arrays)
+    older = NGramLM.load(tmp_path / "older.npz")
+    for s in ("hello world", "world foo", one_line):
+        assert older.score(s).log_prob == now.score(s).log_prob > -np.inf

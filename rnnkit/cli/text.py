@@ -576,7 +576,9 @@ def cmd_markov(args) -> int:
                 raise RnnkitError(f"--{name} is for markov sample, not markov {args.action}; leave it out")
     if text is not None:  # (--text '', an unset variable's, sampled the abe preset in silence)
         body = read_text(text)
-        chain = MarkovChain.estimate([body], starts=[line[0] for line in body.split("\n") if line])
+        chain = MarkovChain.estimate(
+            [body], starts=[line[0] for line in body.split("\n") if line], progress=True
+        )
     else:
         chain = PRESETS[preset or "abe"]()
     if args.action == "sample":

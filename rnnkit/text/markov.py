@@ -12,13 +12,17 @@ The two deck-004 machines are presets: `abe_machine()` (P(A | E) = 0.8, P(B | B)
 `i_before_e_machine()` ("i" before "e", except after "c", over the alphabet {a, b, c, e, i}).
 """
 
+import itertools
 import numbers
-from collections import Counter
 from collections.abc import Mapping
 
 import numpy as np
+from tqdm import tqdm
 
+from rnnkit._io import bar_options
 from rnnkit.errors import RnnkitError, check_seed
+
+ESTIMATE_CHUNK = 1 << 20  # symbols counted at a time where estimate() draws a bar
 
 
 class MarkovChain:
@@ -84,11 +88,14 @@ class MarkovChain:
         return cls(states, P, **kwargs)
 
     @classmethod
-    def estimate(cls, sequences, smoothing: float = 0.0, starts=None) -> "MarkovChain":
+    def estimate(
+        cls, sequences, smoothing: float = 0.0, starts=None, progress: bool = False
+    ) -> "MarkovChain":
         """Maximum likelihood (plus `smoothing` pseudo-counts): P[i, j] = c(i j) / c(i •).
 
         π_0 counts the first symbol of each sequence, or the symbols in `starts` when given (e.g. the
-        first character of each line of one long text).
+        first character of each line of one long text). `progress`: a bar on stderr of the symbols counted
+        (`rnnkit markov --text` of a big file), ESTIMATE_CHUNK at a time.
         """
         if isinstance(sequences, str):
             raise RnnkitError("MarkovChain.estimate takes a list of sequences, not one str: wrap it ([text])")
@@ -101,15 +108,31 @@ class MarkovChain:
         sequences = [list(s) for s in sequences if len(s) > 0]
         if not sequences:
             raise RnnkitError("cannot estimate a Markov chain from an empty corpus")
-        states = sorted({x for s in sequences for x in s})
+        states = sorted(set().union(*sequences))
         starts = [s[0] for s in sequences] if starts is None else list(starts)
-        if not starts or any(x not in states for x in starts):
+        try:
+            unknown = not starts or not set(starts) <= set(states)
+        except TypeError:  # (an unhashable start: no symbol)
+            unknown = True
+        if unknown:
             raise RnnkitError("the start symbols must be symbols of the sequences")
-        idx = {s: i for i, s in enumerate(states)}
-        pairs = Counter((idx[a], idx[b]) for s in sequences for a, b in zip(s, s[1:]))
-        C = np.full((len(states), len(states)), float(smoothing))
-        for (i, j), c in pairs.items():
-            C[i, j] += c
+        idx, K = {s: i for i, s in enumerate(states)}, len(states)
+        C = np.full((K, K), float(smoothing))
+        bar = dict(desc="counting transitions", unit=" symbols", unit_scale=True, **bar_options(progress))
+        # the sequences as one stream of ids, read a piece at a time, each after the id before it
+        lengths = [len(s) for s in sequences]
+        begins = np.zeros(sum(lengths), bool)
+        # a sequence's first symbol: no transition into it from the one before (another sequence's last)
+        begins[np.cumsum(lengths[:-1], dtype=np.int64)] = True
+        symbols, prev = map(idx.__getitem__, itertools.chain.from_iterable(sequences)), np.zeros(0, np.int64)
+        with tqdm(total=len(begins), **bar) as bar:
+            for i in range(0, len(begins), ESTIMATE_CHUNK):
+                ids = np.fromiter(itertools.islice(symbols, ESTIMATE_CHUNK), np.int64)
+                run, into = np.concatenate([prev, ids]), ~begins[i - len(prev) + 1 : i + len(ids)]
+                pairs, c = np.unique((run[:-1] * K + run[1:])[into], return_counts=True)  # i K + j, c(i j)
+                C[pairs // K, pairs % K] += c
+                prev = ids[-1:]
+                bar.update(len(ids))
         rows = C.sum(axis=1, keepdims=True)
         P = np.where(
             rows > 0, C / np.where(rows > 0, rows, 1), 1.0 / len(states)

@@ -239,6 +239,30 @@ def test_markov_not_allowed_says_why(tmp_path, capsys):
     assert "'the' is allowed when some line of the file" in capsys.readouterr().out
 
 
+def test_markov_text_shows_a_bar_of_symbols_counted_in_pieces_as_in_one(tmp_path, capsys, monkeypatch):
+    """markov --text of a big file counted its transitions with nothing on stderr (4 MB: seconds of a blank
+    terminal, growing with the file), where ngram train draws a bar. A bar of the symbols counted now, the text
+    counted a piece at a time, each with the symbol before it: the counts of a plain loop over its pairs."""
+    import collections
+
+    import numpy as np
+
+    from rnnkit.text import markov
+
+    text = "the cat sat\nan ox ran far\nat a tarn\n" * 7
+    (tmp_path / "t.txt").write_text(text)
+    monkeypatch.setattr(markov, "ESTIMATE_CHUNK", 5, raising=False)  # pieces shorter than a line
+    assert main(["markov", "--text", str(tmp_path / "t.txt"), "stationary"]) == 0
+    out, err = capsys.readouterr()
+    assert "counting transitions: 100%" in err and "symbols/s" in err
+    pairs, states = collections.Counter(zip(text, text[1:])), sorted(set(text))
+    C = np.array([[pairs[a, b] for b in states] for a in states], float)
+    pi = np.linalg.matrix_power(C / C.sum(1, keepdims=True), 200)[0]  # (an aperiodic, irreducible chain)
+    assert [line.split("\t") for line in out.splitlines()] == [
+        [repr(s), f"{p:.6f}"] for s, p in zip(states, pi)
+    ]
+
+
 def test_markov_check_help_says_what_a_dead_end_allows(tmp_path, capsys):
     """'!' ends the file and is found nowhere else: the chain restarts there at any character (sample writes "!a"),
     so check allows "ab!a", whose pair "!a" the file never holds, while its help said every pair occurs in the
@@ -1023,6 +1047,7 @@ def test_progress_bars_in_a_log_are_whole_lines(tmp_path, corpus, capsys):
     for argv in (
         ["ngram", "train", str(corpus), "--out", str(tmp_path / "m"), "-n", "3"],
         ["tfidf", "index", str(corpus), "--out", str(tmp_path / "index")],
+        ["markov", "--text", str(corpus), "stationary"],
         ["word2vec", str(corpus), "--out", str(tmp_path / "w2v"), "--dimension", "8", "--epochs", "1"],
     ):
         assert main(argv) == 0

@@ -82,6 +82,23 @@ def test_bad_tables():
         MarkovChain(["A", "B"], [[0.5, 0.5], [0.5, 0.5]], start=[1.5, -0.5])
 
 
+@pytest.mark.parametrize("chunk", [1, 2, 3, 1 << 20])
+def test_estimate_counts_in_pieces_the_pairs_within_each_sequence(chunk, monkeypatch):
+    """estimate counts the sequences as one stream, ESTIMATE_CHUNK symbols at a time under its bar: every pair
+    within a sequence, across the pieces, and none from one sequence's end to the next one's start."""
+    from collections import Counter
+
+    from rnnkit.text import markov
+
+    monkeypatch.setattr(markov, "ESTIMATE_CHUNK", chunk, raising=False)
+    seqs, states = ["abca", "", "c", "bbacab", ["a", "c"]], ["a", "b", "c"]
+    pairs = Counter(p for s in seqs for p in zip(s, s[1:]))
+    C = np.array([[pairs[a, b] + 0.5 for b in states] for a in states])
+    chain = MarkovChain.estimate(seqs, smoothing=0.5)
+    np.testing.assert_array_equal(chain.P, C / C.sum(1, keepdims=True))
+    np.testing.assert_array_equal(chain.start, [0.5, 0.25, 0.25])
+
+
 def test_estimate_refuses_one_str_and_negative_smoothing():
     # a bare str would make each letter a sequence of its own: no transitions, a uniform table
     with pytest.raises(RnnkitError, match=r"list of sequences, not one str: wrap it \(\[text\]\)"):

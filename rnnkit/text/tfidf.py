@@ -154,20 +154,28 @@ class TfidfIndex:
             raise RnnkitError("no documents to index; give at least one non-empty document")
         # (the split of a loaded older index, which load sets, is not for new documents)
         self.analyzer = Analyzer(self.config)
-        terms = [
-            self.analyzer(doc) for doc in tqdm(docs, desc="tf-idf", unit=" docs", **bar_options(progress))
-        ]
-        self.terms = sorted({t for doc_terms in terms for t in doc_terms})
+        # each document's terms counted under the bar, as ids in the order the terms first come (their columns,
+        # the alphabetical order, known only at the end: the counting after the bar took twice the analysis's time)
+        first_seen, ids, lengths = {}, [], []
+        for doc in tqdm(docs, desc="tf-idf", unit=" docs", **bar_options(progress)):
+            doc_terms = self.analyzer(doc)
+            ids.append(np.fromiter([first_seen.setdefault(t, len(first_seen)) for t in doc_terms], np.int64))
+            lengths.append(len(doc_terms))
+        self.terms = sorted(first_seen)
         if not self.terms:
             dropped = "punctuation and stop words" if self.config.stop_words else "punctuation"
             raise RnnkitError(
                 f"the documents hold no terms (with {dropped} dropped); give documents with words"
             )
         self.column = {t: j for j, t in enumerate(self.terms)}
-        C = self.counts(docs, terms)
+        column = np.fromiter(map(self.column.__getitem__, first_seen), np.int64, len(first_seen))
+        rows = np.repeat(np.arange(len(docs)), lengths)
+        cols = column[np.concatenate(ids)]
+        C = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(docs), len(self.terms)))
+        C.sum_duplicates()  # (as counts() builds it)
         N, df = C.shape[0], np.bincount(C.indices, minlength=C.shape[1])
         self.idf = 1 + (np.log((1 + N) / (1 + df)) if self.config.smooth_idf else np.log(N / df))
-        self.matrix = self.weigh(C, [len(t) for t in terms])
+        self.matrix = self.weigh(C, lengths)
         return self
 
     def weigh(self, C: sp.csr_matrix, lengths=None) -> sp.csr_matrix:

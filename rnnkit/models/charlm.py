@@ -212,6 +212,11 @@ class CharLM(nn.Module):
 
     def run(self, xs: torch.Tensor, state=None):
         """(B, T) indices and a state -> (B, T, V) logits and the final state."""
+        _check_range(xs, self.cfg.vocab_size, "run's xs")
+        return self._run(xs, state)
+
+    def _run(self, xs, state=None):
+        """run without its check, for the loops below (their ids are checked once, up front)."""
         hs, state = self.rnn(self.inputs(_as_ids(xs)), state)  # (B, T, H)
         return self.head(self.drop(hs)), state
 
@@ -225,13 +230,15 @@ class CharLM(nn.Module):
                               f"rnnkit.data.bptt.Window(xs, ys), got a {type(batch).__name__}; for the logits of xs "
                               "alone use model.run(xs)")  # fmt: skip
         _check_window(batch.xs, batch.ys)
+        _check_range(batch.xs, self.cfg.vocab_size, "CharLM(batch)'s xs")
+        _check_range(batch.ys, self.cfg.vocab_size, "CharLM(batch)'s ys")
         state = detach(self.state)
         if state is not None and _batch_of(state) != batch.xs.shape[0]:
             state = None  # a different number of streams: start afresh
         elif state is not None:  # where the model is now (model.double() or .to(device) after a window)
             w = self.head.weight
             state = tuple(s.to(w) for s in state) if isinstance(state, tuple) else state.to(w)
-        logits, state = self.run(batch.xs, state)
+        logits, state = self._run(batch.xs, state)
         self.state = detach(state)
         loss = F.cross_entropy(logits.flatten(0, 1), _as_ids(batch.ys).flatten())
         return logits, loss
@@ -257,7 +264,7 @@ class CharLM(nn.Module):
                               "rnnkit.models.charlm.encode(text, chars, ...)")  # fmt: skip
         bad = [int(c) for c in ids if not 0 <= c < V]
         if bad:
-            raise RnnkitError(f"{what}: indices {bad[:5]} lie outside the vocabulary [0, {V})")
+            raise RnnkitError(f"{what}: indices {bad[:5]} lie outside the vocabulary [0, {V}){_ENCODE_FIX}")
         return [int(c) for c in ids]
 
     @_inference
@@ -273,7 +280,7 @@ class CharLM(nn.Module):
         """step without its checks, for the loops below (their ids are checked once, up front); log-probabilities
         in `least` precision at least (beam_complete's float64, as log_probs reads them)."""
         xs = torch.as_tensor(c_t, dtype=torch.long, device=self.head.weight.device).reshape(-1, 1)  # (B, 1)
-        logits, state = self.run(xs, state)
+        logits, state = self._run(xs, state)
         y = logits[:, -1]  # float32 at least (a half-precision model too), float64 for a float64 model
         return F.log_softmax(y.to(torch.promote_types(y.dtype, least)), dim=-1), state
 
@@ -283,7 +290,7 @@ class CharLM(nn.Module):
         (1, n, V) logits and the state after it."""
         for i in range(0, len(ids), _CHUNK):
             xs = torch.tensor([ids[i : i + _CHUNK]], dtype=torch.long, device=self.head.weight.device)
-            logits, state = self.run(xs, state)
+            logits, state = self._run(xs, state)
             yield logits, state
 
     def _prime(self, ids, state=None, least=torch.float32):
@@ -420,6 +427,42 @@ def _as_ids(t):
                                                                       or t.dtype == torch.bool):  # fmt: skip
         return t.long()
     return t
+
+
+# the fix of an index outside the vocabulary: ids of another vocabulary (another run's, or a text's own)
+_ENCODE_FIX = (
+    "; give the indices of the model's own vocabulary: encode(text, chars, ...) from rnnkit.models.charlm, with the "
+    "chars load_run gives"
+)
+
+
+def _check_range(ids, V: int, what: str) -> None:
+    """Integer ids each in [0, V), or one line naming the first outside, V and the fix: one past the vocabulary was
+    torch's IndexError from deep in the embedding ('index out of range in self') or one_hot's RuntimeError ('Class
+    values must be smaller than num_classes'), a target cross_entropy's ('Target 9 is out of bounds'), and on a GPU a
+    device-side assert. Read as recurrent.py reads a leaky α: on plain tensors, outside graph makers and transforms;
+    other kinds and dtypes are left to torch's own errors."""
+    if (
+        type(ids) is not torch.Tensor
+        or ids.is_floating_point()
+        or ids.is_complex()
+        or ids.dtype == torch.bool
+        or not ids.numel()
+        or ids.is_meta
+        or torch.jit.is_tracing()
+        or torch.compiler.is_compiling()
+    ):
+        return
+    from rnnkit.cells._base import make_fx_tracing, plain_ops_only
+
+    if plain_ops_only() or make_fx_tracing():
+        return
+    lo, hi = torch.aminmax(ids.detach().reshape(-1).long())
+    if lo.item() < 0 or hi.item() >= V:
+        flat = ids.detach().reshape(-1)
+        bad = int(flat[(flat < 0) | (flat >= V)][0])
+        raise RnnkitError(f"{what}: character index {bad} lies outside the vocabulary of {V} characters (indices 0 "
+                          f"to {V - 1}){_ENCODE_FIX}")  # fmt: skip
 
 
 def _check_window(xs, ys) -> None:

@@ -231,6 +231,49 @@ def test_torch_rnn_lstm_forget_bias():
     assert torch.all(m.rnn.bias_ih_l0[12:24] == 1.0) and torch.all(m.rnn.bias_hh_l0[12:24] == 0.0)
 
 
+@pytest.mark.parametrize("embedding_size", [0, 5])
+def test_ids_outside_the_vocabulary_are_one_line_naming_the_id_the_size_and_the_fix(embedding_size):
+    """model(Window(xs, ys)) and model.run(xs) with an index past the vocabulary (or negative) failed deep in torch:
+    the embedding's IndexError 'index out of range in self', one-hot's RuntimeError 'Class values must be smaller
+    than num_classes' ('non-negative'), cross_entropy's IndexError 'Target 9 is out of bounds'. Each is one
+    ValueError naming the index, the vocabulary's size and the fix, as sample, step, prime, log_probs and
+    beam_complete say theirs; the model's state and the caller's tensors are left as they were."""
+    lm, ok = model("gru", embedding_size=embedding_size), torch.tensor([[1, 2, 3]])
+    size, fix = (
+        rf"vocabulary of {V} characters \(indices 0 to {V - 1}\)",
+        r"; give the indices of the model's own",
+    )
+    for call, what, index in [
+        (lambda: lm(Window(torch.tensor([[1, V, 2]]), ok)), r"CharLM\(batch\)'s xs", V),
+        (lambda: lm(Window(torch.tensor([[1, -1, 2]], dtype=torch.int32), ok)), r"CharLM\(batch\)'s xs", -1),
+        (lambda: lm(Window(ok, torch.tensor([[1, 9, 2]]))), r"CharLM\(batch\)'s ys", 9),
+        (
+            lambda: lm(Window(torch.tensor([[200]], dtype=torch.uint8), ok[:, :1])),
+            r"CharLM\(batch\)'s xs",
+            200,
+        ),
+        (lambda: lm.run(torch.tensor([[V + 3]])), "run's xs", V + 3),
+    ]:
+        with pytest.raises(
+            ValueError, match=rf"^{what}: character index {index} lies outside the {size}{fix}"
+        ):
+            call()
+        assert lm.state is None
+    for call, what in [
+        (lambda: lm.sample([1, V], 2), "sample"),
+        (lambda: list(lm.iter_sample([-2], 2)), "sample"),
+        (lambda: lm.step(torch.tensor([V])), "step"),
+        (lambda: lm.log_probs([1], [V]), "log_probs context"),
+        (lambda: lm.beam_complete([V], 2, beam=2), "beam_complete"),
+    ]:
+        with pytest.raises(
+            ValueError, match=rf"^{what}: indices \[-?\d+\] lie outside the vocabulary \[0, {V}\){fix}"
+        ):
+            call()
+    logits, loss = lm(Window(ok, ok))  # ids in range: as before
+    assert logits.shape == (1, 3, V) and torch.isfinite(loss)
+
+
 def test_one_character_api_checks_its_ids_and_options():
     """Text instead of indices, indices outside [0, V), a float index (step(1.7) was step(1)), and non-integer
     or negative lengths, top_k and beams are one line each; numpy and tensor indices are taken as lists."""

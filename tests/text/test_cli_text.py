@@ -179,6 +179,21 @@ def test_tfidf_index_counts_under_its_bar_and_saves_under_a_second_one(tmp_path,
     assert abs(index.weigh(counts(index, docs)) - index.matrix).max() == 0
 
 
+def test_ngram_train_saves_its_model_under_a_bar_after_the_counting(tmp_path, corpus, capsys):
+    """ngram train's bar ended at the counting, and the save (np.savez_compressed of every order's arrays) ran after
+    its 100% with nothing said: 3.3 s for a word 5-gram model of a generated 4 MB file, 4.7 s for a char 7-gram one.
+    A second bar, 'saving', covers the model file, as tfidf index's covers its files (and word2vec's its vectors:
+    test_word2vec_bar_in_a_log_writes_no_line_per_epoch)."""
+    from rnnkit.text import NGramLM
+
+    assert main(["ngram", "train", str(corpus), "--out", str(tmp_path / "m.npz"), "-n", "3"]) == 0
+    out, err = capsys.readouterr()
+    bars = [line.split("|")[0] for line in err.splitlines() if "%|" in line]
+    assert bars == ["counting n-grams:   0%", "counting n-grams: 100%", "saving:   0%", "saving: 100%"], bars
+    lm = NGramLM.load(tmp_path / "m.npz")
+    assert out.endswith(f"-> {tmp_path / 'm.npz'}\n") and lm.score("the cat").log_prob < 0
+
+
 def test_tfidf_search_without_documents_json(tmp_path, corpus, capsys):
     index = tmp_path / "idx"
     assert main(["tfidf", "index", str(corpus), "--out", str(index)]) == 0
@@ -1080,7 +1095,8 @@ def test_word2vec_bar_in_a_log_writes_no_line_per_epoch(tmp_path, corpus, capsys
     argv = ["word2vec", str(corpus), "--out", str(tmp_path / "w2v"), "--dimension", "8", "--epochs", "6"]
     assert main(argv) == 0
     bars = [line for line in capsys.readouterr().err.splitlines() if "%|" in line]
-    assert len(bars) == 2 and " 0%|" in bars[0] and "100%|##########|" in bars[1], bars
+    assert len(bars) == 4 and " 0%|" in bars[0] and "100%|##########|" in bars[1], bars
+    assert [line.split("|")[0] for line in bars[2:]] == ["saving:   0%", "saving: 100%"], bars  # its vectors
 
 
 def test_a_pipe_or_device_of_binary_data_or_without_end_is_refused(tmp_path, pipe, capsys, monkeypatch):

@@ -96,6 +96,16 @@ def _check_alpha(label, a, H):
         raise RnnkitError(f"leaky alpha must lie in (0, 1], got {bad:g} in {label}")
 
 
+def _same_input(got, x, kw):
+    """Whether a cell's forward pre-hook, called with args (x,) (and kwargs {} where kw), returned them as they were:
+    x, (x,), or ((x,), {}) (what torch would give the cell in its input's place otherwise)."""
+    if kw:
+        if not (isinstance(got, tuple) and len(got) == 2 and not got[1]):
+            return False
+        got = got[0]
+    return got is x or (isinstance(got, tuple) and len(got) == 1 and got[0] is x)
+
+
 def _hooked(cell):
     """Whether a cell has torch hooks of its own (see Recurrent._cell_hooks)."""
     return bool(
@@ -679,7 +689,8 @@ class Recurrent(OwnParametersModule):
         never as cell(x_t) step by step, so a cell's hooks would not fire by themselves. Its forward pre-hooks
         (what torch.nn.utils.prune and the old weight_norm and spectral_norm recompute a weight with, from
         weight_orig) run here, once per layer call, before its weights are read, with the layer's input as the
-        args. Forward and backward hooks, which expect the cell's own output of one step, are refused."""
+        args. Forward and backward hooks, which expect the cell's own output of one step, are refused, and so is a
+        pre-hook's new input (its return value, which torch would give a cell in its input's place)."""
         for i, cell in enumerate(self._modules["cells"]):
             if cell._forward_hooks or cell._backward_hooks or cell._backward_pre_hooks:
                 raise RnnkitError(
@@ -688,7 +699,15 @@ class Recurrent(OwnParametersModule):
                     "itself (register_forward_hook on it), or record dL/dh_t with rnnkit.GradProbe"
                 )
             for key, hook in list(cell._forward_pre_hooks.items()):
-                hook(cell, (x,), {}) if key in cell._forward_pre_hooks_with_kwargs else hook(cell, (x,))
+                kw = key in cell._forward_pre_hooks_with_kwargs
+                got = hook(cell, (x,), {}) if kw else hook(cell, (x,))
+                # (a hook returning (2 * x,) ran, and its input was dropped in silence: the layer computed from x)
+                if got is not None and not _same_input(got, x, kw):
+                    raise RnnkitError(
+                        f"layer.cells[{i}] has a forward pre-hook that returns a new input, which the layer can't "
+                        "use: it runs its cells' equations in one engine call per sequence, not cell(x_t); change "
+                        "the input with a pre-hook on the layer itself (layer.register_forward_pre_hook)"
+                    )
 
     def _project(self, cell, xs, raw_ok=True):
         """(xw, P, fold): cell.project_input(xs), the recurrent parameters cell.rec_params(), and what

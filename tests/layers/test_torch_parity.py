@@ -490,6 +490,29 @@ def test_forward_hook_on_a_cell_is_refused_and_the_layer_keeps_its_own():
     layer(x)
 
 
+@pytest.mark.parametrize("with_kwargs", [False, True])
+def test_a_cell_pre_hook_that_returns_a_new_input_is_refused_not_dropped(with_kwargs):
+    """A forward pre-hook on a cell that returned a new input ((2 * x,): what torch gives a module in its input's
+    place) ran, and the layer computed from x in silence, where the same hook on the cell called alone doubles x.
+    It is one line now; a pre-hook returning None (pruning's) or its arguments as they were still runs."""
+    layer, x = Recurrent("gru", 3, 4), torch.randn(2, 5, 3)
+    ref = layer(x)[0]
+    if with_kwargs:
+        same = layer.cells[0].register_forward_pre_hook(lambda m, args, kw: (args, kw), with_kwargs=True)
+        new = layer.cells[0].register_forward_pre_hook(
+            lambda m, args, kw: ((2 * args[0],), kw), with_kwargs=True
+        )
+    else:
+        same = layer.cells[0].register_forward_pre_hook(lambda m, args: args)
+        new = layer.cells[0].register_forward_pre_hook(lambda m, args: (2 * args[0],))
+    with pytest.raises(RnnkitError, match=r"cells\[0\] has a forward pre-hook that returns a new input.*"
+                       r"pre-hook on the layer itself"):  # fmt: skip
+        layer(x)
+    new.remove()
+    torch.testing.assert_close(layer(x)[0], ref, rtol=0, atol=0)
+    same.remove()
+
+
 def test_to_torch_refuses_a_reparametrized_cell():
     layer = Recurrent("lstm", 3, 4)
     torch.nn.utils.prune.l1_unstructured(layer.cells[0], "W_hh", 0.5)

@@ -982,7 +982,8 @@ class Recurrent(OwnParametersModule):
         state as hx= (torch.nn's name, as forward takes it). Stepping T times, the state fed back, gives forward's
         outputs and final state over the T steps. In training mode the dropout between layers draws a new mask at
         every step, as forward draws one per step and unit (the same distribution, not the same masks for a seed as
-        forward over the whole sequence); call layer.eval() to step without dropout."""
+        forward over the whole sequence); call layer.eval() to step without dropout. Each step is a call of the
+        layer, its hooks run as at any call (with x_t as a sequence of one step)."""
         if hx is not None:
             if state is not None:
                 raise RnnkitError("give the state as state or as hx (torch.nn's name), not both")
@@ -998,10 +999,12 @@ class Recurrent(OwnParametersModule):
         if x_t.shape[-1] != self.input_size:  # said here, in the step's shapes
             raise RnnkitError(f"x_t has {x_t.shape[-1]} features but the layer expects {self.input_size}: x_t (B, D) or "
                               f"(D,) with D = {self.input_size}")  # fmt: skip
+        # (called as a module, not self.forward: the layer's hooks, a pre-hook scaling the input say, were skipped,
+        # and stepping gave other outputs than forward over the sequence)
         if x_t.dim() == 1:  # one sequence's step: the unbatched (T, D) form with T = 1
-            out, state = self.forward(x_t.unsqueeze(0), state, cond=cond)
+            out, state = self(x_t.unsqueeze(0), state, cond=cond)
             return out.squeeze(0), state
-        out, state = self.forward(x_t.unsqueeze(1 if self.batch_first else 0), state, cond=cond)
+        out, state = self(x_t.unsqueeze(1 if self.batch_first else 0), state, cond=cond)
         return out.squeeze(1 if self.batch_first else 0), state
 
     # --- checks and set-up -------------------------------------------------------------------

@@ -161,6 +161,24 @@ def test_step_of_one_unbatched_input(batch_first):
         layer(torch.randn(0, 3))
 
 
+def test_step_runs_the_layers_hooks_as_forward_does():
+    """step called self.forward, not the layer as a module: its hooks never ran there, and stepping a layer with a
+    pre-hook that scales the input (or a forward hook on the output) gave other outputs than forward over the
+    sequence (0.13 off), where the docstring promises forward's. Each step is a call of the layer now."""
+    torch.manual_seed(0)
+    layer, x = Recurrent("gru", 3, 4, num_layers=2).eval(), torch.randn(2, 5, 3)
+    layer.register_forward_pre_hook(lambda m, args: (2 * args[0], *args[1:]))
+    layer.register_forward_hook(lambda m, args, out: (out[0] + 1, out[1]))
+    full, h_T = layer(x)
+    state, outs = None, []
+    for t in range(5):
+        o, state = layer.step(x[:, t], state)
+        outs.append(o)
+    torch.testing.assert_close(torch.stack(outs, 1), full)
+    torch.testing.assert_close(state, h_T)
+    torch.testing.assert_close(layer.step(x[0, 0])[0], full[0, 0])  # one unbatched step (D,) too
+
+
 @pytest.mark.parametrize(
     "call",
     [

@@ -6,17 +6,21 @@
 α ∈ (0, 1] per unit sets a time constant of about 1/α steps: small α keeps a slowly moving
 average of the past, α = 1 is the Elman RNN. α is fixed (`alpha=0.5` or a tensor of H values)
 or learned per unit (`learn_alpha=True`, parametrised as α = σ(a) so it stays in (0, 1); a given α of 1
-starts there at 1 - 1e-4, where the logit a is finite).
+starts there at 1 - 1e-4, where the logit a is finite). σ takes a held in [log tiny, logit(1 - eps)] of its
+dtype, the gradient passing straight through: α never rounds to 1 or 0 (float32: 1 - 1.2e-7 at most, 1.2e-38 at
+least), and a unit a large step drives past either end still gets a gradient (σ's at that end, not 0).
 
 Backward:
     dh̃ = dh_t ⊙ α      da = dh̃ ⊙ (1 - h̃²)       dα = Σ_b dh_t ⊙ (h̃_t - h_{t-1})
     dh_{t-1} = dh_t ⊙ (1 - α) + da W_hh
 """
 
+import math
+
 import torch
 from torch import nn
 
-from rnnkit.cells._base import Cell, linear, recurrent_weights
+from rnnkit.cells._base import Cell, linear, plain_ops_only, recurrent_weights
 from rnnkit.errors import RnnkitError, switch
 
 
@@ -42,6 +46,35 @@ def leaky_step_backward(dstate, cache, P):
     dalpha = (dh_t * (hc - h_prev)).sum(0)
     dh_prev = dh_t * (1 - alpha) + da @ W_hh
     return da, (dh_prev,), (da,), (dalpha,)
+
+
+def learned_alpha(a):
+    """α = σ(a) of the logit a, with a held in [logit(tiny), logit(1 - eps)] of σ's dtype (float32 for the half
+    types) where the gradient still flows as if it were not (straight through): past about a = 16.6 in float32 (36.7
+    in float64) σ(a) rounds to 1 and σ's backward, α (1 - α), to 0, and below -104 σ(a) is 0. A unit taken there
+    by a large step (SGD at lr 1e4, a few steps) kept α = 1 with a gradient of exactly 0, frozen for good."""
+    half = a.dtype in (torch.float16, torch.bfloat16)
+    wide = a.float() if half else a
+    lo, hi = _held(wide.dtype)
+    if (torch.is_grad_enabled() and wide.requires_grad) or plain_ops_only():
+        # (the gradient as of a itself, 0 where a is inf or NaN: inf - inf would make α NaN)
+        kept = wide.detach()
+        wide = kept.clamp(lo, hi) + (wide - kept).nan_to_num(0.0, 0.0, 0.0)
+    else:  # (no gradient: the same α in two ops, a one-step call's)
+        wide = wide.clamp(lo, hi)
+    alpha = torch.sigmoid(wide)
+    return alpha.to(a.dtype) if half else alpha
+
+
+_HELD = {}
+
+
+def _held(dtype):
+    """learned_alpha's [logit(tiny), logit(1 - eps)] of dtype, computed once."""
+    if dtype not in _HELD:
+        fi = torch.finfo(dtype)
+        _HELD[dtype] = (math.log(fi.tiny), math.log1p(-fi.eps) - math.log(fi.eps))
+    return _HELD[dtype]
 
 
 class Leaky(Cell):
@@ -139,7 +172,7 @@ class Leaky(Cell):
             and fixed not in state_dict
             and isinstance(state_dict.get(logit), torch.Tensor)
         ):
-            state_dict[fixed], source = torch.sigmoid(state_dict.pop(logit).detach()), f"σ({logit})"
+            state_dict[fixed], source = learned_alpha(state_dict.pop(logit).detach()), f"σ({logit})"
         a = state_dict.get(fixed)
         if isinstance(a, torch.Tensor) and not a.is_meta and not a.is_complex():
             like = self._buffers.get("alpha_fixed")
@@ -244,7 +277,4 @@ class Leaky(Cell):
         float16, as any small gradient does there (scale the loss: torch.amp.GradScaler)."""
         if not self.learn_alpha:
             return self.alpha_fixed
-        a = self.alpha_logit
-        if a.dtype in (torch.float16, torch.bfloat16):
-            return torch.sigmoid(a.float()).to(a.dtype)
-        return torch.sigmoid(a)
+        return learned_alpha(self.alpha_logit)

@@ -80,6 +80,34 @@ def test_leaky_learned_alpha_near_1_gets_gradient_in_half_precision(dtype, backe
     torch.testing.assert_close(grads[dtype], grads[torch.float32], rtol=0.1, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_leaky_learned_alpha_driven_to_saturation_still_gets_gradient_on_every_backend(dtype):
+    """Four SGD steps at lr 1e4 took alpha_logit to about 1e4, where σ(a) is 1 and σ's backward α (1 - α) is 0: α = 1
+    (or, below about -104, 0) and a gradient of exactly 0 on every backend, units frozen for good. a is held where σ(a) < 1 (and > 0), its
+    gradient straight through: α just below 1, the gradient not 0, the same on every backend."""
+    got = {}
+    for backend in ("autograd", "python", "native"):
+        torch.manual_seed(0)
+        layer = Recurrent("leaky", 3, 4, learn_alpha=True, backend=backend, dtype=dtype)
+        x = torch.randn(2, 5, 3, dtype=dtype)
+        opt = torch.optim.SGD(layer.parameters(), lr=1e4)
+        for _ in range(4):
+            opt.zero_grad()
+            layer(x)[0].sum().backward()
+            opt.step()
+        cell = layer.cells[0]
+        with torch.no_grad():
+            cell.alpha_logit[-1] = -1e4  # (and the other end: σ(a) = 0)
+        opt.zero_grad()
+        layer(x)[0].sum().backward()
+        assert bool((cell.alpha_logit[:3].abs() > 100).all())
+        assert bool(((cell.alpha > 0) & (cell.alpha < 1)).all())
+        assert bool((cell.alpha_logit.grad != 0).all())
+        got[backend] = cell.alpha_logit.grad
+    for backend in ("python", "native"):
+        torch.testing.assert_close(got[backend], got["autograd"])
+
+
 def test_lstm_forget_bias_default_one():
     cell = CELLS["lstm"](3, 4)
     torch.testing.assert_close(cell.b_xh[4:8] + cell.b_hh[4:8], torch.ones(4))
@@ -375,12 +403,13 @@ def test_leaky_fixed_alpha_1_of_half_precision_loads_into_a_learned_one_as_init_
 
 
 def test_leaky_learned_alpha_that_sigma_makes_0_names_alpha_logit_when_loaded_fixed():
-    """a learned α whose σ(alpha_logit) is 0 (alpha_logit -200), loaded into a fixed-α layer: the error named
-    cells.0.alpha_fixed, a key the state_dict doesn't have."""
+    """a learned α whose σ(alpha_logit) is no α (alpha_logit NaN; -200, whose σ was 0, is now held at float32's
+    smallest α, as the learned layer runs it), loaded into a fixed-α layer: the error named cells.0.alpha_fixed, a
+    key the state_dict doesn't have."""
     src = Recurrent("leaky", 3, 4, learn_alpha=True, dtype=torch.float32)
     with torch.no_grad():
-        src.cells[0].alpha_logit.fill_(-200.0)
-    with pytest.raises(ValueError, match=r"got 0 in the state_dict's σ\(cells\.0\.alpha_logit\)$"):
+        src.cells[0].alpha_logit.fill_(float("nan"))
+    with pytest.raises(ValueError, match=r"got nan in the state_dict's σ\(cells\.0\.alpha_logit\)$"):
         Recurrent("leaky", 3, 4, dtype=torch.float32).load_state_dict(src.state_dict())
 
 

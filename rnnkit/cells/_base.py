@@ -197,7 +197,8 @@ class Cell(OwnParametersModule):
             dextras one gradient per EXTRAS parameter, for this step (the engine sums them over time), shaped as
             the parameter (summed over the batch).
     A step that never reads xw_t (a cell driven by its state alone) gives W_xh, b_xh and the layer's input a zero
-    gradient on every backend, not None, as torch.nn's RNNs give a weight whose gradient is zero.
+    gradient on every backend, not None, as torch.nn's RNNs give a weight whose gradient is zero; so too a parameter
+    in REC_PARAMS that step does not read.
     Both are pure functions, staticmethods of the class. What they return is checked at the first step of every run
     of a cell of one's own (the form and shapes, in one line each: check_step); whether step_backward is the
     derivative of step, rnnkit.cells.check_cell(MyCell) checks against autograd.

@@ -69,17 +69,21 @@ def autograd_loop(cell, xw, state0, P, mask, reverse, probe=None):
         state = new
     if probe is not None:
         _watch(probe, hooks, raws, live, [s for s in state[1:] if s.requires_grad])
-    return _tied_to_input(cell, xw, torch.stack(outs), state)
+    return _tied_to_input(cell, xw, torch.stack(outs), state, P)
 
 
-def _tied_to_input(cell, xw, hs, state):
-    """hs and state, tied to xw by an exact zero for a cell of one's own: one whose step never reads xw_t (driven by
-    its state alone) left W_xh, b_xh and x without a gradient (None) here, while the python and native loops give
-    them zeros (its dxw_t): zeros here too, as torch.nn's RNNs give a weight of their graph whose gradient is zero
-    (AdamW decays it: it skips a None). The sum of an empty slice (not 0·xw: 0·inf is NaN); rnnkit's own cells all
-    read xw_t."""
-    if cell._checked_steps and xw.requires_grad:
-        zero = xw[:0].sum()
+def _tied_to_input(cell, xw, hs, state, P):
+    """hs and state, tied to xw and P by an exact zero for a cell of one's own: one whose step never reads xw_t
+    (driven by its state alone) left W_xh, b_xh and x without a gradient (None) here, while the python and native
+    loops give them zeros (its dxw_t); so did one whose step never reads an EXTRAS parameter, to which they give the
+    zeros its step_backward returns (a gain g that step leaves out: g.grad None here, zeros there). Zeros here too,
+    as torch.nn's RNNs give a weight of their graph whose gradient is zero (AdamW decays it: it skips a None). The
+    sum of an empty slice (not 0·xw: 0·inf is NaN); rnnkit's own cells read xw_t and all their parameters."""
+    if not cell._checked_steps:
+        return hs, state
+    tied = [t for t in (xw, *P) if isinstance(t, torch.Tensor) and t.requires_grad]
+    if tied:
+        zero = sum((t[:0] if t.dim() else t.reshape(1)[:0]).sum() for t in tied)  # (views: no copy of xw)
         hs, state = hs + zero, tuple(s + zero for s in state)
     return hs, state
 
@@ -114,7 +118,7 @@ def scan_loop(cell, xw, state0, P, mask, reverse):
         warnings.filterwarnings("ignore", "`torch.jit.script_method` is deprecated", DeprecationWarning)
         _trace_afresh(scan)
         state, hs = scan(combine, init, xs, reverse=reverse)
-    return _tied_to_input(cell, xw, hs, tuple(state))
+    return _tied_to_input(cell, xw, hs, tuple(state), P)
 
 
 def _trace_afresh(scan):

@@ -532,6 +532,43 @@ def test_a_step_that_does_not_read_xw_gives_the_input_weights_zeros_on_every_bac
     assert layer.cells[0].W_hh.grad.any()
 
 
+def idle_gain_step(xw_t, state, P):
+    """h_t = tanh(xw_t + h_{t-1} W_hhᵀ + b_hh): the gain g (EXTRAS, one per unit) is not read on this path."""
+    (h_prev,) = state
+    h_t = torch.tanh(xw_t + linear(h_prev, P[0], P[1]))
+    return (h_t,), (h_prev,), (h_t,)
+
+
+def idle_gain_step_backward(dstate, cache, P):
+    (dh_t,), (h_t,) = dstate, cache
+    da = dh_t * (1 - h_t * h_t)
+    return da, (da @ P[0],), (da,), ((0 * da).sum(0),)  # (zeros, in the form the native loop sums)
+
+
+class IdleGain(GainRNN):
+    step = staticmethod(idle_gain_step)
+    step_backward = staticmethod(idle_gain_step_backward)
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__(input_size, hidden_size, bias)
+        self.g = nn.Parameter(torch.ones(hidden_size))
+
+
+@pytest.mark.parametrize("backend", ["autograd", "python", "native"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_an_extras_parameter_step_does_not_read_gets_zeros_on_every_backend(backend, reverse):
+    """An EXTRAS parameter that step leaves out (its step_backward's gradient zeros): python and native gave g.grad
+    zeros, the autograd backend None (AdamW decayed g on the one and not on the other). Zeros on every backend, as
+    for a step that does not read xw_t."""
+    torch.manual_seed(0)
+    layer = Recurrent(IdleGain, 3, 4, backend=backend, bidirectional=reverse).double()
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    layer(x, lengths=torch.tensor([5, 2]))[0].pow(2).sum().backward()
+    for cell in layer.cells:
+        assert cell.g.grad is not None and not cell.g.grad.any()
+        assert cell.W_hh.grad.any()
+
+
 def cumulative_step(xw_t, state, P):
     """a_t = tanh(xw_t + h_{t-1} W_hhᵀ + b_hh);  c_t = c_{t-1} + a_t;  h_t = tanh(c_t)."""
     h_prev, c_prev = state

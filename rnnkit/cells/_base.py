@@ -171,6 +171,23 @@ class OwnParametersModule(nn.Module):
             raise _AliasError(message)
         super().register_parameter(name, param)
 
+    def _apply(self, fn, recurse=True):
+        """nn.Module's (.to, .double, .type, ...), refusing a conversion to a complex dtype, as __init__ refuses
+        dtype=torch.complex64: layer.to(torch.complex64) made complex weights in silence that no call could run (a real
+        input was told to convert, a complex one to be real). The new dtype is read from fn of an empty tensor of the
+        first weight's; nothing is converted."""
+        p = next((q for q in self.parameters() if q.is_floating_point()), None)
+        if p is not None:
+            try:
+                dtype = fn(p.detach().new_empty(0)).dtype
+            except Exception:  # noqa: BLE001  (a conversion that fails on it fails below, in its own words)
+                dtype = p.dtype
+            if isinstance(dtype, torch.dtype) and dtype.is_complex:
+                raise RnnkitError(f"rnnkit's cells compute in real numbers: {type(self).__name__} can't be converted to "
+                                  f"{dtype}; keep it in a floating-point dtype (torch.float32, torch.float64, ...) and "
+                                  "give a complex input as two real features (torch.view_as_real(x).flatten(-2))")  # fmt: skip
+        return super()._apply(fn, recurse)
+
     def __getstate__(self):
         """The parameters as a plain dict (see __setstate__): a weights_only load allows no _OwnParameters."""
         return {**super().__getstate__(), "_parameters": dict(self._parameters)}

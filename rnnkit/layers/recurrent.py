@@ -1206,6 +1206,9 @@ class Recurrent(OwnParametersModule):
                           f"layer computes torch.nn.{base.__name__}'s function", UserWarning,
                           stacklevel=user_stacklevel())  # fmt: skip
         p = next(m.parameters())
+        if p.is_complex():  # (torch.nn runs complex sequences on the CPU; rnnkit's cells and loops are real)
+            raise RnnkitError(f"from_torch: m's weights are {p.dtype}; rnnkit's cells compute in real numbers: convert "
+                              "a real module (m.float()), or keep torch.nn's for complex sequences")  # fmt: skip
         # one weight of another dtype or device was cast to the first's in silence (a float64 W_hh's bits lost),
         # where m itself refuses to run
         other = next(

@@ -1070,6 +1070,26 @@ def test_device_and_dtype_factory_arguments():
         Recurrent("lstm", 3, 4, dtype="float64")
 
 
+@pytest.mark.parametrize("convert", [lambda m: m.to(torch.complex64), lambda m: m.type(torch.complex128)])
+@pytest.mark.parametrize("make", [lambda: Recurrent("leaky", 3, 4, cond_size=2), lambda: CELLS["lstm"](3, 4)])
+def test_a_conversion_to_complex_is_refused_as_dtype_is(convert, make):
+    """layer.to(torch.complex64) (or a cell's, or .type) made complex weights in silence, which no call could run:
+    a real input was 'input dtype torch.float32 differs from the weights' torch.complex64; convert one', and the
+    complex one that asks for 'input must be a floating-point tensor, got torch.complex64'. It is refused in one line
+    before anything is converted, as dtype=torch.complex64 is."""
+    module = make()
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Complex modules", UserWarning)  # (torch's, before the conversion)
+        with pytest.raises(RnnkitError, match=r"^rnnkit's cells compute in real numbers: .* can't be converted to "
+                                              r"torch.complex(64|128); keep it in a floating-point dtype"):  # fmt: skip
+            convert(module)
+    after = module.state_dict()
+    assert all(after[k].dtype == v.dtype and torch.equal(after[k], v) for k, v in before.items())
+    module.double()  # a real dtype converts as before
+    assert {t.dtype for t in (*module.parameters(), *module.buffers())} == {torch.float64}
+
+
 @pytest.mark.parametrize("name,make", [("gru", torch.nn.GRU), ("lstm", torch.nn.LSTM)])
 def test_a_float64_layer_draws_torchs_float64_weights(name, make):
     """Recurrent(..., dtype=torch.float64) drew its weights in float32 and cast them: for the same seed they were

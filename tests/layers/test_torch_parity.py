@@ -775,6 +775,18 @@ def test_from_torch_refuses_a_module_of_mixed_dtypes():
         Recurrent.from_torch(m)
 
 
+def test_from_torch_refuses_a_complex_module():
+    """A complex torch.nn.GRU (which runs complex sequences on the CPU) was converted to a layer of complex weights
+    that no call could run (a real input: 'convert one'; a complex one: 'must be a floating-point tensor'); now one
+    line at the conversion."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Complex modules", UserWarning)
+        m = nn.GRU(3, 4, dtype=torch.complex64)
+    with pytest.raises(RnnkitError, match=r"^from_torch: m's weights are torch.complex64; rnnkit's cells compute in "
+                                          r"real numbers"):  # fmt: skip
+        Recurrent.from_torch(m)
+
+
 def test_from_torch_warns_of_a_subclass_with_a_forward_of_its_own():
     """A subclass of torch.nn.LSTM whose forward computes something else (out * 2) was converted as the plain
     module, its weights only, in silence: the layer's outputs 0.3 off m's. It is said in a UserWarning naming the

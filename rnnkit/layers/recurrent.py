@@ -1025,10 +1025,13 @@ class Recurrent(OwnParametersModule):
         w = lead.W_xh if w is None else w  # (one computed by a parametrization)
         if w is None:  # set to None: said in _check_weights' line
             self._check_weights(0, lead)
+        # (both conversions named, as torch.nn's RNNs name them: "convert one" named neither)
         if x.device != w.device:
-            raise RnnkitError(f"input is on {x.device} but the layer's weights are on {w.device}; move one")
+            raise RnnkitError(f"input is on {x.device} but the layer's weights are on {w.device}; move the input "
+                              f"(x.to('{w.device}')) or the layer (layer.to('{x.device}'))")  # fmt: skip
         if x.dtype != w.dtype and not _autocast_casts(x, w):
-            raise RnnkitError(f"input dtype {x.dtype} differs from the weights' {w.dtype}; convert one")
+            raise RnnkitError(f"input is {x.dtype} but the layer's weights are {w.dtype}; convert the input "
+                              f"(x.to({w.dtype})) or the layer (layer.to({x.dtype}))")  # fmt: skip
         steps = x.shape[1 if self.batch_first else 0]
         if steps == 0:
             raise RnnkitError(f"input has no time steps: shape {tuple(x.shape)} {layout}")
@@ -1098,7 +1101,7 @@ class Recurrent(OwnParametersModule):
                 raise RnnkitError(f"cond must have shape ({B}, {self.cond_size}), got {got}")
             if cond.device != xs.device or (cond.dtype != xs.dtype and not _autocast_casts(cond, xs)):
                 raise RnnkitError(f"cond is {cond.dtype} on {cond.device} but input is {xs.dtype} on {xs.device}; "
-                                  "convert one")  # fmt: skip
+                                  "convert one (cond.to(x))")  # fmt: skip
             # a conditioning weight or bias converted alone (layer.W_vh[1].double()): torch's error from a matmul, else;
             # one of another shape (functional_call, layer.W_vs[0].weight = ...): torch's error, the native loop's of
             # xw's columns, or a W_vh of one row added to every gate's column in silence

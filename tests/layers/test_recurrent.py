@@ -219,7 +219,10 @@ BAD = [
         lambda: torch.randn(2, 5, 3, dtype=torch.complex64),
         "floating-point.*real part",
     ),  # (was: embed token ids)
-    (lambda: torch.randn(2, 5, 3, dtype=torch.float64), "dtype"),
+    (
+        lambda: torch.randn(2, 5, 3, dtype=torch.float64),
+        "input is torch.float64 but the layer.s weights are torch.float32",
+    ),
     (lambda: torch.randn(2, 0, 3), "no time steps"),
 ]
 
@@ -1626,11 +1629,41 @@ def test_saturated_gates_have_zero_derivative(cell):
     torch.testing.assert_close(grads["native"], grads["autograd"], rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("x_dtype", [torch.float64, torch.float16])
+def test_an_input_of_another_dtype_or_device_names_both_conversions(x_dtype):
+    """An input of another dtype than the weights was 'input dtype torch.float64 differs from the weights'
+    torch.float32; convert one', naming no conversion, where torch.nn.LSTM says 'Convert input:
+    input.to(torch.float32), or convert model: model.to(torch.float64)'; both are named now, as torch does (and so for
+    a device: the input's x.to(...) or the layer's layer.to(...)), unbatched and by step too; a cond of another dtype
+    names cond.to(x), as a state does."""
+    layer = Recurrent("lstm", 3, 4)
+    name = str(x_dtype)
+    want = (
+        rf"^input is {name} but the layer's weights are torch.float32; convert the input \(x.to\(torch.float32\)\) "
+        rf"or the layer \(layer.to\({name}\)\)$"
+    )
+    for x in (torch.randn(2, 5, 3, dtype=x_dtype), torch.randn(5, 3, dtype=x_dtype)):
+        with pytest.raises(RnnkitError, match=want):
+            layer(x)
+    with pytest.raises(RnnkitError, match=want):
+        layer.step(torch.randn(2, 3, dtype=x_dtype))
+    with pytest.raises(
+        RnnkitError,
+        match=r"^input is on meta but the layer's weights are on cpu; move the input \(x.to\('cpu'\)\) or the "
+        r"layer \(layer.to\('meta'\)\)$",
+    ):
+        layer(torch.randn(2, 5, 3, device="meta"))
+    conditioned = Recurrent("lstm", 3, 4, cond_size=2)
+    with pytest.raises(RnnkitError, match=r"^cond is torch.float64 on cpu but input is torch.float32 on cpu; convert "
+                                          r"one \(cond.to\(x\)\)$"):  # fmt: skip
+        conditioned(torch.randn(2, 5, 3), cond=torch.randn(2, 2, dtype=torch.float64))
+
+
 def test_autocast_still_refuses_float64_in_one_line():
     """autocast casts between float32, float16 and bfloat16; a float64 input stays a one-line error."""
     with (
         torch.autocast("cpu", dtype=torch.bfloat16),
-        pytest.raises(RnnkitError, match="input dtype torch.float64"),
+        pytest.raises(RnnkitError, match="input is torch.float64 but the layer's weights are torch.float32"),
     ):
         Recurrent("lstm", 3, 4)(torch.randn(2, 5, 3, dtype=torch.float64))
 

@@ -30,12 +30,13 @@ below it (rows on an AMD Zen 4 with 32 MB of L3, units on a Sapphire Rapids): th
 (cell, B up to a power of 2, H, threads) times both, four loops, and keeps the faster with the GEMM choices
 (csrc/engine.cpp, split_key). RNNKIT_ROW_THREADS=N splits the rows whatever
 the weights' size, over at most N threads (and no more than torch's threads, nor one per 4 rows; 1: never;
-default auto). From 8 steps on every call prepares its per-step weights anew (a copy, a packed form: the
+default auto). From 8 steps on a call prepares its per-step weights anew (a copy, a packed form: the
 weights may have changed since the last call), at about the cost of writing them out once. At a small batch that
-cost outweighs what it saves until a few dozen steps: batch-1 inference of 8-30 steps of a model with MBs of
-recurrent weights runs at 0.2-0.8x torch.nn (a 1x1024 tanh RNN at 8 steps: 2.1 ms, 7 steps 0.46 ms, torch.nn 0.77
-ms), while from about 40 steps, and at batch 16 from 8-16, it runs faster (a known gap: the choice to prepare is
-by steps alone, not timed). The big buffers (states, caches, outputs, gradients, and the
+cost outweighed what it saved until a few dozen steps (batch-1 inference of 8-30 steps with MBs of recurrent
+weights ran at 0.2-0.8x torch.nn), so past 1 MB of recurrent weights a call of 8-63 steps times both ways once
+per (cell, B up to a power of 2, H, threads, steps' octave) and keeps the faster with the GEMM choices
+(csrc/engine.cpp, prepare_key; AMD EPYC, 2 threads, B1 no_grad: a 1x1024 tanh RNN at 8 steps 0.59 ms, torch.nn
+0.70 ms; a 1x1000 GRU 1.2 ms, torch.nn 2.1 ms). The big buffers (states, caches, outputs, gradients, and the
 layer's input projection, `project`) are recycled between calls (csrc/pool.h) instead of faulting fresh
 pages in every step; `release_memory()` hands the idle ones back.
 

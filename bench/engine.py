@@ -45,7 +45,7 @@ TARGETS = {("lstm", "2x512"): 1.0, ("gru", "2x512"): 1.1, ("rnn_tanh", "2x512"):
            ("lstm", "1x128"): 1.0, ("gru", "1x128"): 1.3, ("rnn_tanh", "1x128"): 1.3}  # fmt: skip
 OTHERS = ("mut1", "mut2", "mut3", "leaky", "gru_cho")
 OWN = ("lstm", "gru", "rnn_tanh", "leaky", "gru_cho", "mut2")  # written as cells of one's own: "own" rows
-ROWS = (*TORCH, *OTHERS, "lstmp", "own", "eval", "step")  # what --only picks from
+ROWS = (*TORCH, *OTHERS, "lstmp", "own", "eval", "step", "short")  # what --only picks from
 READING = """
 How to read it: the speed-up is the reference's time over rnnkit's (above 1x: rnnkit faster), same run, interleaved rounds.
 The other cells are compared with a Python loop through autograd (target 1.5x) and, by GEMM FLOP
@@ -304,6 +304,35 @@ def step_row(rounds, cell="lstm", layers=2, H=128, steps=1000):
     return t_ours, t_ref, flops
 
 
+# (cell, H): MBs of recurrent weights, where preparing them per call (a copy, a packed form) costs most
+SHORT_ROWS = [("lstm", 512), ("gru", 1000), ("rnn_tanh", 1024)]
+SHORT_STEPS = (8, 16, 40)
+
+
+def short_row(rounds, cell, H, T, train):
+    """A short call at batch 1 of one layer with MBs of recurrent weights: (B=1, T, 64) through Recurrent and
+    torch.nn, under no_grad or forward + backward of out.sum(). Below a few dozen steps preparing the weights for
+    the loop costs more than it saves here (csrc/engine.cpp: timed_prepare), and such calls ran at 0.4-0.9x
+    torch.nn when every call from 8 steps on prepared them."""
+    torch.manual_seed(0)
+    ours, ref = Recurrent(cell, E, H, backend="native"), TORCH[cell](E, H, batch_first=True)
+    x = torch.randn(1, T, E, requires_grad=train)
+
+    def run(m):
+        def go():
+            if train:
+                m(x)[0].sum().backward()
+            else:
+                with torch.no_grad():
+                    m(x)
+
+        return go
+
+    t_ours, t_ref = interleaved([run(ours), run(ref)], rounds, 5)
+    flops = 2 * sum(p.numel() for p in ours.parameters() if p.dim() == 2) * T * (3 if train else 1)
+    return t_ours, t_ref, flops
+
+
 def ratio_text(value, target):
     """value to 2 decimals, or to 3, cut rather than rounded, where 2 would round a miss up to its target (0.897
     read "0.90x (target 0.9x)", the figure shown meeting the target the row said it missed)."""
@@ -375,7 +404,7 @@ def main():
         default=None,
         help=f"comma-separated rows to run: cells {','.join((*TORCH, *OTHERS))} (train steps at both sizes), "
         f"lstmp (an LSTM with proj_size), own ({','.join(OWN)} written as cells of one's own, traced), eval (no_grad forward) "
-        "and step (one-step inference) (default: all)",
+        "step (one-step inference) and short (short calls at batch 1 of MBs of weights) (default: all)",
     )
     ap.add_argument(
         "--threads",
@@ -453,6 +482,16 @@ def main():
                           t_ours, t_ref, 0, flops, peak, target)  # fmt: skip
             rows.append(row)
             print(" | ".join(row), flush=True)
+    if not only or "short" in only:
+        for train in (False, True):
+            for cell, H in SHORT_ROWS:
+                for T in SHORT_STEPS:
+                    t_ours, t_ref, flops = short_row(args.rounds, cell, H, T, train)
+                    what = "forward + backward" if train else "no_grad forward"
+                    row = fmt_row(f"short call, {what}, {cell} 1x{H}, B1 T{T}", f"torch.nn.{TORCH[cell].__name__}",
+                                  t_ours, t_ref, T, flops, peak, None)  # fmt: skip
+                    rows.append(row)
+                    print(" | ".join(row), flush=True)
     notes.append(READING)
     notes.extend(builtin_rates(builtin))
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())

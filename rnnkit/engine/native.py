@@ -33,10 +33,11 @@ the weights' size, over at most N threads (and no more than torch's threads, nor
 default auto). From 8 steps on a call prepares its per-step weights anew (a copy, a packed form: the
 weights may have changed since the last call), at about the cost of writing them out once. At a small batch that
 cost outweighed what it saved until a few dozen steps (batch-1 inference of 8-30 steps with MBs of recurrent
-weights ran at 0.2-0.8x torch.nn), so past 1 MB of recurrent weights a call of 8-63 steps times both ways once
-per (cell, B up to a power of 2, H, threads, steps' octave) and keeps the faster with the GEMM choices
-(csrc/engine.cpp, prepare_key; AMD EPYC, 2 threads, B1 no_grad: a 1x1024 tanh RNN at 8 steps 0.59 ms, torch.nn
-0.70 ms; a 1x1000 GRU 1.2 ms, torch.nn 2.1 ms). The big buffers (states, caches, outputs, gradients, and the
+weights ran at 0.2-0.8x torch.nn), so past 1 MB of recurrent weights a call of 8-63 steps at a batch of up to 4
+times both ways once per (cell, B up to a power of 2, H, threads, steps' octave), the forward and the backward each
+their own, and keeps the faster with the GEMM choices (csrc/engine.cpp, prepare_key; bench/RESULTS.md's short
+calls; AMD EPYC, 2 threads, B1 no_grad: a 1x1024 tanh RNN at 8 steps 0.59 ms, torch.nn 0.70 ms; a 1x1000 GRU 1.2
+ms, torch.nn 2.1 ms). The big buffers (states, caches, outputs, gradients, and the
 layer's input projection, `project`) are recycled between calls (csrc/pool.h) instead of faulting fresh
 pages in every step; `release_memory()` hands the idle ones back.
 

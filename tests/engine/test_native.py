@@ -1040,10 +1040,6 @@ def test_rows_or_units_past_l2_is_timed_once_and_kept():
         pytest.skip("one thread: nothing to split")
     key = lambda B: [2, B, H, 4 * H * H * 4, torch.get_num_threads(), 0, 0, 0, -3, -3]  # noqa: E731
     ext.add_gemm_plans([(key(32), 0), (key(64), 1)])  # kept choices: units, rows (B up to 16: timed here)
-    # 9 steps of 4 MB of weights: whether to prepare them is timed too (test_preparing_the_weights_...); planted:
-    # prepared, which the split needs
-    prepared = lambda B: [*key(B)[:6], 3, 0, -4, -4]  # noqa: E731
-    ext.add_gemm_plans([(prepared(B), 1) for B in (16, 32, 64)])
 
     def run(backend, B, T):
         torch.manual_seed(0)
@@ -1074,18 +1070,19 @@ def test_preparing_the_weights_is_timed_for_short_calls_of_big_weights():
     """From 8 steps on every call prepared its per-step weights (a copy, a packed form) by a rule, at about the
     cost of writing them out: at batch 1 with MBs of weights that cost more than it saved until a few dozen steps
     (a 1x1000 GRU at 8 steps: 3.5 ms, against 1.2 ms at 7 steps and 3.2 ms for torch.nn). Past 1 MB of weights, a
-    call of 8-63 steps now times both ways once per steps' octave and keeps the faster; the backward takes the
-    same. Either way: the python backend's numbers, and the same bits on every later call."""
+    call of 8-63 steps at up to 4 rows now times both ways once per steps' octave and keeps the faster, the
+    forward and the backward each their own (a 1x512 LSTM at B1, 8 steps: the forward faster prepared, the
+    backward as stored). Either way: the python backend's numbers, and the same bits on every later call."""
     ext = native.load()
     H = 320  # a GRU's W_hh: 1.2 MB
 
-    def key(T):
-        return [3, 1, H, 3 * H * H * 4, torch.get_num_threads(), 0, T.bit_length() - 1, 0, -4, -4]
+    def key(T, B=1):
+        return [3, B, H, 3 * H * H * 4, torch.get_num_threads(), 0, T.bit_length() - 1, 0, -4, -4]
 
-    def run(backend, T):
+    def run(backend, T, B=1):
         torch.manual_seed(0)
-        x = torch.randn(1, T, 16, requires_grad=True)
-        h0 = torch.randn(1, 1, H, requires_grad=True)
+        x = torch.randn(B, T, 16, requires_grad=True)
+        h0 = torch.randn(1, B, H, requires_grad=True)
         torch.manual_seed(1)
         layer = Recurrent("gru", 16, H, backend=backend)
         out, h = layer(x, h0)
@@ -1102,10 +1099,12 @@ def test_preparing_the_weights_is_timed_for_short_calls_of_big_weights():
                     assert torch.equal(a, again)
             kept = {tuple(k): v for k, v in ext.gemm_plans()}
             assert kept.get(tuple(key(9))) in (0, 1), "9 steps: whether to prepare was not timed"
+            backward = [*key(9)[:8], -5, -5]  # the backward's own choice
+            assert kept.get(tuple(backward)) in (0, 1), "9 steps: the backward's choice was not timed"
             assert kept[tuple(key(20))] == 0 and kept[tuple(key(40))] == 1
-            for T in (7, 64):  # under 8 steps never prepared, from 64 always: nothing timed
-                run("native", T)
-                assert tuple(key(T)) not in {tuple(k) for k, _ in ext.gemm_plans()}
+            for T, B in ((7, 1), (64, 1), (9, 5)):  # under 8 steps never prepared, from 64 (or 5 rows) always
+                run("native", T, B)
+                assert tuple(key(T, 8 if B == 5 else B)) not in {tuple(k) for k, _ in ext.gemm_plans()}
 
 
 def test_the_tests_keep_their_gemm_choices_out_of_the_users_file():

@@ -222,16 +222,18 @@ bool timed_split(const Run<T>& r, int64_t rule_rows) {
 
 // Whether preparing the per-step weights (r.prepare: StepW, split.h's slabs) pays at this call's length: it costs
 // about a write of the weights per call (per thread where units split) and saves a part of each step. From 8 steps
-// on it paid at a batch of 4 or more, but at batch 1 with MBs of weights only from a few dozen steps (AMD Zen 4, 2
+// on it paid at a batch of 16 (at 4 mostly), but at batch 1 with MBs of weights only from a few dozen steps (AMD Zen 4, 2
 // threads, no_grad: a 1x1000 GRU at 8 steps took 3.5 ms prepared, 1.3 ms as stored; a 1x512 LSTM 0.84 vs 0.64 ms;
 // even at 40 steps the GRU 5.7 ms vs 6.6). So where the recurrent weights pass 1 MB and a call has 8 to 63 steps,
-// the forward times both ways once per (cell, B up to a power of 2, H, weights, threads, steps' octave: 8-15,
-// 16-31, 32-63): four loops, the faster kept in the plan table (and its file) as split_key's choices; the backward
-// takes the same. Not timed: float64, RNNKIT_ROW_THREADS or RNNKIT_GEMM set, deterministic mode (the rule: 8 steps).
-constexpr int64_t kPrepareTimedBelow = 64, kPrepareTimedBytes = int64_t(1) << 20;
+// a batch of up to 4 rows (kPrepareTimedRows) times both ways once per (cell, B up to a power of 2, H, weights,
+// threads, steps' octave: 8-15, 16-31, 32-63): four loops (more where the first prepared one times the rows-or-units
+// split), the faster kept in the plan table (and its file) as split_key's choices; the backward times its own.
+// Larger batches prepare (a first call of a 2x512 LSTM at B32, T50 timed so took 10x a later one's time, to keep
+// what the rule does). Not timed: float64, RNNKIT_ROW_THREADS or RNNKIT_GEMM set, deterministic mode (the rule).
+constexpr int64_t kPrepareTimedBelow = 64, kPrepareTimedBytes = int64_t(1) << 20, kPrepareTimedRows = 4;
 template <typename T, typename Cell>
 bool timed_prepare(const Run<T>& r, int64_t wbytes) {
-  return std::is_same_v<T, float> && r.T_ >= kPrepareSteps && r.T_ < kPrepareTimedBelow &&
+  return std::is_same_v<T, float> && r.T_ >= kPrepareSteps && r.T_ < kPrepareTimedBelow && r.B <= kPrepareTimedRows &&
          wbytes >= kPrepareTimedBytes && g_row_threads == 0 &&
          native_ext::g_gemm_mode == native_ext::GemmMode::Auto && !native_ext::fixed_choice();
 }
@@ -436,10 +438,8 @@ Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optiona
   Run<T> r = make_run<T>(HH.size(0) - 1, HH, X, P, mask, reverse, keepalive, batch_first, lstm ? saved[1].size(2) : 0);
   fold_input<T, Cell>(r, P, raw, xt);
   const int64_t T_ = r.T_, B = r.B, H = r.H;
-  r.prepare = T_ >= kPrepareSteps;
+  r.prepare = T_ >= kPrepareSteps;  // (timed below, as in the forward)
   const int64_t wbytes = weight_bytes<T>(P);
-  if (timed_prepare<T, Cell>(r, wbytes) && native_ext::known_plan(prepare_key<T, Cell>(r, wbytes)) == 0)
-    r.prepare = false;  // the forward's timed choice (none: the rule)
   auto o = HH.options();
   at::Tensor dxw = pooled_empty({T_, B, X}, o), dH = dstate[0].clone(), dh = pooled_empty({B, H}, o), dC, dhw, rec, dxt;
   if (xt) dxt = pooled_empty({T_, B, H}, o), r.dxt = dxt.data_ptr<T>();
@@ -452,31 +452,58 @@ Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optiona
   if constexpr (traced<T, Cell>())
     if (!Cell::cell(r).dpre_is_dxw) dhw = pooled_empty({T_, B, Cell::cell(r).Gp * H}, o), r.dhw = dhw.data_ptr<T>();
   if (probe) rec = pooled_empty({T_, B, H}, o), r.probe = rec.data_ptr<T>();
-  int64_t rows = row_threads(B, wbytes);
-  if (timed_split<T, Cell>(r, rows))  // the forward's timed choice (none: the rule)
-    if (native_ext::known_plan(split_key<T, Cell>(B, H, wbytes)) == 1) rows = most_row_threads(B);
   int64_t AW = H;  // the width of dalpha's rows: a traced cell's EXTRAS side by side
   if constexpr (traced<T, Cell>()) AW = Cell::cell(r).extra_width(H);
-  at::Tensor dalpha = at::zeros({rows, AW}, o);  // one row per thread: no race
-  at::Tensor dxb;  // the same for a gated cell's b_xh (summed whether folded or not: no branch in the loop)
   const int64_t XB = X + (xt ? H : 0);  // b_xh's width
-  if (gated<T, Cell>()) dxb = at::zeros({rows, XB}, o), r.dxb = dxb.data_ptr<T>();  // units split: row 0
-  const int split = one_gemm<T, Cell>() && r.prepare && rows == 1 ? split_threads(H) : 1;
-  const int gsplit = gated<T, Cell>() && r.prepare && rows == 1 && H >= kGatedSplitMin ? split_threads(H) : 1;
-  if (split > 1) {
-    r.dalpha = dalpha.data_ptr<T>();  // leaky: each thread adds into its own units of row 0
-    if constexpr (one_gemm<T, Cell>()) split_backward<T, Cell>(r, split, total_dh<T>);
-  } else if (gsplit > 1) {
-    if constexpr (gated<T, Cell>()) split_gated_backward<T, Cell::kind>(r, gsplit, total_dh<T>);
-  } else over_rows(r, rows, [&](Run<T>& q, int64_t k) {
-    q.dalpha = dalpha.data_ptr<T>() + k * AW;
-    if (q.dxb) q.dxb += k * XB;
-    for (int64_t s = T_ - 1; s >= 0; --s) {
-      const int64_t t = reverse ? T_ - 1 - s : s;
-      total_dh(q, t, 0, H);
-      Cell::bwd(q, t);
+  at::Tensor dalpha, dxb;
+  // the loop, from the last step to the first: dL/dstate from dstate again, the sums over threads' rows from 0
+  auto run = [&](bool prepare) {
+    r.prepare = prepare;
+    r.sw = std::make_shared<std::array<std::shared_ptr<StepW<T>>, 4>>();  // (weights prepared anew, as every call)
+    dH.copy_(dstate[0]);
+    if (lstm) dC.copy_(dstate[1]);
+    int64_t rows = row_threads(B, wbytes);
+    if (timed_split<T, Cell>(r, rows))  // the forward's timed choice (none: the rule)
+      if (native_ext::known_plan(split_key<T, Cell>(B, H, wbytes)) == 1) rows = most_row_threads(B);
+    dalpha = at::zeros({rows, AW}, o);  // one row per thread: no race
+    // the same for a gated cell's b_xh (summed whether folded or not: no branch in the loop)
+    if (gated<T, Cell>()) dxb = at::zeros({rows, XB}, o), r.dxb = dxb.data_ptr<T>();  // units split: row 0
+    const int split = one_gemm<T, Cell>() && r.prepare && rows == 1 ? split_threads(H) : 1;
+    const int gsplit = gated<T, Cell>() && r.prepare && rows == 1 && H >= kGatedSplitMin ? split_threads(H) : 1;
+    if (split > 1) {
+      r.dalpha = dalpha.data_ptr<T>();  // leaky: each thread adds into its own units of row 0
+      if constexpr (one_gemm<T, Cell>()) split_backward<T, Cell>(r, split, total_dh<T>);
+    } else if (gsplit > 1) {
+      if constexpr (gated<T, Cell>()) split_gated_backward<T, Cell::kind>(r, gsplit, total_dh<T>);
+    } else over_rows(r, rows, [&](Run<T>& q, int64_t k) {
+      q.dalpha = dalpha.data_ptr<T>() + k * AW;
+      if (q.dxb) q.dxb += k * XB;
+      for (int64_t s = T_ - 1; s >= 0; --s) {
+        const int64_t t = reverse ? T_ - 1 - s : s;
+        total_dh(q, t, 0, H);
+        Cell::bwd(q, t);
+      }
+    });
+  };
+  if (timed_prepare<T, Cell>(r, wbytes)) {  // as the forward, but its own choice (key -5): a 1x512 LSTM, B1, 8 steps
+    native_ext::GemmKey key = prepare_key<T, Cell>(r, wbytes);  // ran its forward faster prepared (0.66 against
+    key[8] = key[9] = -5;  // 0.99 ms) and its forward + backward faster as stored (2.7 against 4.0 ms)
+    int choice = native_ext::known_plan(key);
+    if (choice < 0) {  // as stored, prepared, as stored, prepared: the best of two each
+      double best[2] = {1e30, 1e30};
+      for (int k = 0; k < 4; ++k) {
+        const auto t0 = std::chrono::steady_clock::now();
+        run(k % 2 == 1);
+        best[k % 2] = std::min(best[k % 2], std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      }
+      choice = native_ext::keep_plan(key, best[1] < best[0] ? 1 : 0);
+      if (choice == 0) run(false);  // the last run prepared: the gradients again by the choice kept (its bits)
+    } else {
+      run(choice == 1);
     }
-  });
+  } else {
+    run(T_ >= kPrepareSteps);
+  }
   Tensors out{dxw, dxt, dH};
   if (lstm) out.push_back(dC);
   Tensors dP(P.size());

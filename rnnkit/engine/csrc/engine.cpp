@@ -226,11 +226,14 @@ bool timed_split(const Run<T>& r, int64_t rule_rows) {
 // threads, no_grad: a 1x1000 GRU at 8 steps took 3.5 ms prepared, 1.3 ms as stored; a 1x512 LSTM 0.84 vs 0.64 ms;
 // even at 40 steps the GRU 5.7 ms vs 6.6). So where the recurrent weights pass 1 MB and a call has 8 to 63 steps,
 // a batch of up to 4 rows (kPrepareTimedRows) times both ways once per (cell, B up to a power of 2, H, weights,
-// threads, steps' octave: 8-15, 16-31, 32-63): four loops (more where the first prepared one times the rows-or-units
+// threads, steps' octave: 8-15, 16-31, 32-63): six loops (more where the first prepared one times the rows-or-units
 // split), the faster kept in the plan table (and its file) as split_key's choices; the backward times its own.
 // Larger batches prepare (a first call of a 2x512 LSTM at B32, T50 timed so took 10x a later one's time, to keep
 // what the rule does). Not timed: float64, RNNKIT_ROW_THREADS or RNNKIT_GEMM set, deterministic mode (the rule).
 constexpr int64_t kPrepareTimedBelow = 64, kPrepareTimedBytes = int64_t(1) << 20, kPrepareTimedRows = 4;
+// each way's best of three (of two, in a bench run's process the ways' first call kept the slower way of a 1x1000 GRU
+// at 8 steps, 2.2x slower: a call of about a millisecond, timed once, is at the mercy of the machine's noise)
+constexpr int kPrepareTimings = 6;
 template <typename T, typename Cell>
 bool timed_prepare(const Run<T>& r, int64_t wbytes) {
   return std::is_same_v<T, float> && r.T_ >= kPrepareSteps && r.T_ < kPrepareTimedBelow && r.B <= kPrepareTimedRows &&
@@ -367,9 +370,9 @@ Tensors forward(const at::Tensor& xw, const Tensors& state0, const std::vector<c
   if (timed_prepare<T, Cell>(r, wbytes)) {
     const native_ext::GemmKey key = prepare_key<T, Cell>(r, wbytes);
     int choice = native_ext::known_plan(key);
-    if (choice < 0) {  // as stored, prepared, as stored, prepared: the best of two each
+    if (choice < 0) {  // as stored, prepared, ...: the best of three each
       double best[2] = {1e30, 1e30};
-      for (int k = 0; k < 4; ++k) {
+      for (int k = 0; k < kPrepareTimings; ++k) {
         restart();
         const auto t0 = std::chrono::steady_clock::now();
         run_prepared(k % 2 == 1);
@@ -489,9 +492,9 @@ Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optiona
     native_ext::GemmKey key = prepare_key<T, Cell>(r, wbytes);  // ran its forward faster prepared (0.66 against
     key[8] = key[9] = -5;  // 0.99 ms) and its forward + backward faster as stored (2.7 against 4.0 ms)
     int choice = native_ext::known_plan(key);
-    if (choice < 0) {  // as stored, prepared, as stored, prepared: the best of two each
+    if (choice < 0) {  // as stored, prepared, ...: the best of three each
       double best[2] = {1e30, 1e30};
-      for (int k = 0; k < 4; ++k) {
+      for (int k = 0; k < kPrepareTimings; ++k) {
         const auto t0 = std::chrono::steady_clock::now();
         run(k % 2 == 1);
         best[k % 2] = std::min(best[k % 2], std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());

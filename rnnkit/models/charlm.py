@@ -441,14 +441,15 @@ def _check_range(ids, V: int, what: str) -> None:
     torch's IndexError from deep in the embedding ('index out of range in self') or one_hot's RuntimeError ('Class
     values must be smaller than num_classes'), a target cross_entropy's ('Target 9 is out of bounds'), and on a GPU a
     device-side assert. Read as recurrent.py reads a leaky α: on plain tensors, outside graph makers and transforms;
-    other kinds and dtypes are left to torch's own errors."""
+    other kinds and dtypes are left to torch's own errors, and so are ids on a GPU (reading them here would wait for
+    the GPU at every training window: torch's device-side assert says it there)."""
     if (
         type(ids) is not torch.Tensor
         or ids.is_floating_point()
         or ids.is_complex()
         or ids.dtype == torch.bool
         or not ids.numel()
-        or ids.is_meta
+        or ids.device.type != "cpu"
         or torch.jit.is_tracing()
         or torch.compiler.is_compiling()
     ):

@@ -231,7 +231,8 @@ class CharLM(nn.Module):
                               "alone use model.run(xs)")  # fmt: skip
         _check_window(batch.xs, batch.ys)
         _check_range(batch.xs, self.cfg.vocab_size, "CharLM(batch)'s xs")
-        _check_range(batch.ys, self.cfg.vocab_size, "CharLM(batch)'s ys")
+        # (a target of -100 is cross_entropy's ignore_index: padding the loss leaves out, as torch's users pad targets)
+        _check_range(batch.ys, self.cfg.vocab_size, "CharLM(batch)'s ys", ignore=_IGNORE)
         state = detach(self.state)
         if state is not None and _batch_of(state) != batch.xs.shape[0]:
             state = None  # a different number of streams: start afresh
@@ -436,13 +437,16 @@ _ENCODE_FIX = (
 )
 
 
-def _check_range(ids, V: int, what: str) -> None:
-    """Integer ids each in [0, V), or one line naming the first outside, V and the fix: one past the vocabulary was
-    torch's IndexError from deep in the embedding ('index out of range in self') or one_hot's RuntimeError ('Class
-    values must be smaller than num_classes'), a target cross_entropy's ('Target 9 is out of bounds'), and on a GPU a
-    device-side assert. Read as recurrent.py reads a leaky α: on plain tensors, outside graph makers and transforms;
-    other kinds and dtypes are left to torch's own errors, and so are ids on a GPU (reading them here would wait for
-    the GPU at every training window: torch's device-side assert says it there)."""
+_IGNORE = -100  # F.cross_entropy's ignore_index: a target the loss leaves out (padding)
+
+
+def _check_range(ids, V: int, what: str, ignore=None) -> None:
+    """Integer ids each in [0, V) or `ignore`, or one line naming the first outside, V and the fix: one past the
+    vocabulary was torch's IndexError from deep in the embedding ('index out of range in self') or one_hot's
+    RuntimeError ('Class values must be smaller than num_classes'), a target cross_entropy's ('Target 9 is out of
+    bounds'), and on a GPU a device-side assert. Read as recurrent.py reads a leaky α: on plain tensors, outside graph
+    makers and transforms; other kinds and dtypes are left to torch's own errors, and so are ids on a GPU (reading
+    them here would wait for the GPU at every training window: torch's device-side assert says it there)."""
     if (
         type(ids) is not torch.Tensor
         or ids.is_floating_point()
@@ -460,8 +464,12 @@ def _check_range(ids, V: int, what: str) -> None:
         return
     lo, hi = torch.aminmax(ids.detach().reshape(-1).long())
     if lo.item() < 0 or hi.item() >= V:
-        flat = ids.detach().reshape(-1)
-        bad = int(flat[(flat < 0) | (flat >= V)][0])
+        flat = ids.detach().reshape(-1).long()
+        below = (flat < 0) if ignore is None else (flat < 0) & (flat != ignore)
+        outside = flat[below | (flat >= V)]
+        if not outside.numel():  # (no id outside but `ignore`)
+            return
+        bad = int(outside[0])
         raise RnnkitError(f"{what}: character index {bad} lies outside the vocabulary of {V} characters (indices 0 "
                           f"to {V - 1}){_ENCODE_FIX}")  # fmt: skip
 

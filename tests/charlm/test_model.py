@@ -674,3 +674,17 @@ def test_iter_sample_draws_lazily_as_sample_does_and_leaves_the_callers_modes_be
         RnnkitError, match="temperature must be > 0"
     ):  # checked at the call, not at the first next()
         m.iter_sample([1, 2], 5, temperature=0)
+
+
+def test_targets_of_cross_entropys_ignore_index_are_left_out_of_the_loss_not_refused():
+    """The range check on a window's ys refused -100 ('character index -100 lies outside the vocabulary'), which
+    F.cross_entropy, the model's loss, leaves out as its ignore_index: targets padded so, which trained before the
+    check, failed. They are the loss of the other targets again; any other negative target is still refused."""
+    lm, xs = model("gru"), torch.tensor([[1, 2, 3, 0]])
+    ys = torch.tensor([[2, 3, -100, -100]])
+    logits, loss = lm(Window(xs, ys))
+    torch.testing.assert_close(loss, F.cross_entropy(logits[0, :2], ys[0, :2]))
+    with pytest.raises(ValueError, match=r"^CharLM\(batch\)'s ys: character index -1 lies outside"):
+        lm(Window(xs, torch.tensor([[2, -100, -1, 0]])))
+    with pytest.raises(ValueError, match=r"^CharLM\(batch\)'s xs: character index -100 lies outside"):
+        lm(Window(torch.tensor([[1, -100, 3, 0]]), xs))

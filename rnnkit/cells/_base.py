@@ -20,6 +20,7 @@ import inspect
 import math
 import numbers
 import sys
+import threading
 import warnings
 import weakref
 
@@ -158,6 +159,9 @@ class _OwnParameters(dict):
         super().__delitem__(key)
 
 
+_converting = threading.local()  # .fn: the conversion an OwnParametersModule._apply checked, while it runs
+
+
 class OwnParametersModule(nn.Module):
     """What a cell and a layer share as modules answering to torch.nn's weight names (weight_hh, weight_hh_l0) for
     parameters of their own: their _parameters is an _OwnParameters (set by the subclass's __init__), whose one
@@ -175,7 +179,11 @@ class OwnParametersModule(nn.Module):
         """nn.Module's (.to, .double, .type, ...), refusing a conversion to a complex dtype, as __init__ refuses
         dtype=torch.complex64: layer.to(torch.complex64) made complex weights in silence that no call could run (a real
         input was told to convert, a complex one to be real). The new dtype is read from fn of an empty tensor of the
-        first weight's; nothing is converted."""
+        first weight's, once per conversion: the modules inside (a layer's cells) take the outer one's reading (each
+        read it again: layer.to('cpu') of a 2-layer LSTM took 56 µs, 47 so, 38 without the check)."""
+        outer = getattr(_converting, "fn", None)
+        if outer is fn:
+            return super()._apply(fn, recurse)
         p = next((q for q in self.parameters() if q.is_floating_point()), None)
         if p is not None:
             try:
@@ -186,7 +194,11 @@ class OwnParametersModule(nn.Module):
                 raise RnnkitError(f"rnnkit's cells compute in real numbers: {type(self).__name__} can't be converted to "
                                   f"{dtype}; keep it in a floating-point dtype (torch.float32, torch.float64, ...) and "
                                   "give a complex input as two real features (torch.view_as_real(x).flatten(-2))")  # fmt: skip
-        return super()._apply(fn, recurse)
+        _converting.fn = fn
+        try:
+            return super()._apply(fn, recurse)
+        finally:
+            _converting.fn = outer
 
     def __getstate__(self):
         """The parameters as a plain dict (see __setstate__): a weights_only load allows no _OwnParameters."""

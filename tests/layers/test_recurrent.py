@@ -1093,6 +1093,29 @@ def test_a_conversion_to_complex_is_refused_as_dtype_is(convert, make):
     assert {t.dtype for t in (*module.parameters(), *module.buffers())} == {torch.float64}
 
 
+def test_a_conversion_reads_its_dtype_once_not_once_per_module_inside():
+    """The complex check read the new dtype from fn of an empty tensor in every cell and layer it passed (a 2-layer
+    bidirectional LSTM: 5 reads a .to(), which took 56 µs where it took 38 for two layers). The outermost reads it;
+    the modules inside take its reading, and a complex conversion is still refused at any depth."""
+    layer, seen = Recurrent("lstm", 3, 4, num_layers=2, bidirectional=True), []
+
+    def fn(t):
+        seen.append(t.numel())
+        return t
+
+    layer._apply(fn)
+    assert seen.count(0) == 1 and len(seen) == 1 + len(list(layer.parameters()))
+    torch.nn.Sequential(torch.nn.Linear(2, 3), layer)._apply(fn)
+    assert seen.count(0) == 2
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Complex modules", UserWarning)
+        for module in (layer, torch.nn.Sequential(torch.nn.Linear(2, 3), layer), layer.cells[1]):
+            with pytest.raises(RnnkitError, match=r"^rnnkit's cells compute in real numbers"):
+                module.to(torch.complex64)
+    assert {p.dtype for p in layer.parameters()} == {torch.float32}
+    layer.double()(torch.randn(2, 5, 3, dtype=torch.float64))  # real conversions as before
+
+
 @pytest.mark.parametrize("name,make", [("gru", torch.nn.GRU), ("lstm", torch.nn.LSTM)])
 def test_a_float64_layer_draws_torchs_float64_weights(name, make):
     """Recurrent(..., dtype=torch.float64) drew its weights in float32 and cast them: for the same seed they were

@@ -248,6 +248,29 @@ native_ext::GemmKey prepare_key(const Run<T>& r, int64_t wbytes) {  // -4: a cho
   return key;
 }
 
+// The choice kept for key (0 or 1), with run(way) done by it. A key not timed yet runs the two ways alternately,
+// `runs` runs from way `first`, keeps the faster by each way's best run (threads that met the key together all take
+// the choice kept first), and where the last run was the other way runs the kept one again (its bits). run must
+// start afresh at each call after the first (the same inputs, every output written again).
+template <typename F>
+int timed_choice(const native_ext::GemmKey& key, int runs, int first, F&& run) {
+  int choice = native_ext::known_plan(key);
+  if (choice >= 0) {
+    run(choice);
+    return choice;
+  }
+  double best[2] = {1e30, 1e30};
+  int way = first;
+  for (int k = 0; k < runs; ++k, way = 1 - way) {
+    const auto t0 = std::chrono::steady_clock::now();
+    run(way);
+    best[way] = std::min(best[way], std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  choice = native_ext::keep_plan(key, best[1] < best[0] ? 1 : 0);
+  if (choice == way) run(choice);  // (way: the one after the last run's)
+  return choice;
+}
+
 // Rows of the batch never mix inside the time loop (every step is row-wise: GEMM rows, pointwise),
 // so each thread runs the WHOLE loop on its own slice of rows with single-threaded BLAS: no fork/join
 // per step. Only the weight-gradient GEMMs after the loop mix rows. (MKL's per-thread setting,
@@ -330,62 +353,33 @@ Tensors forward(const at::Tensor& xw, const Tensors& state0, const std::vector<c
       });
     }
   };
+  bool ran = false;
   auto restart = [&] {  // the initial state again (the 2-slot ring without a backward overwrites it)
-    HH[first].copy_(state0[0]);
-    if (lstm) CC[first].copy_(state0[1]);
+    if (ran) {
+      HH[first].copy_(state0[0]);
+      if (lstm) CC[first].copy_(state0[1]);
+    }
+    ran = true;
   };
   const int64_t wbytes = weight_bytes<T>(P), most = most_row_threads(B);
   const int64_t rows = row_threads(B, wbytes);
   auto run = [&] {
-    if (timed_split<T, Cell>(r, rows)) {
-      const native_ext::GemmKey key = split_key<T, Cell>(B, H, wbytes);
-      int choice = native_ext::known_plan(key);
-      if (choice < 0) {  // rows, units, rows, units from the same initial state, the best of two each (the first
-        double best[2] = {1e30, 1e30};  // run of each way also prepares its per-thread weights, timing new shapes)
-        for (int k = 0; k < 4; ++k) {
-          const int by_rows = 1 - k % 2;
-          restart();
-          const auto t0 = std::chrono::steady_clock::now();
-          loop(by_rows ? most : 1);
-          best[by_rows] =
-              std::min(best[by_rows], std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-        }
-        choice = native_ext::keep_plan(key, best[1] < best[0] ? 1 : 0);
-        if (choice == 1) {  // the last run split units: the outputs again by the choice kept (its bits)
-          restart();
-          loop(most);
-        }
-      } else {
-        loop(choice == 1 ? most : 1);
-      }
+    if (timed_split<T, Cell>(r, rows)) {  // 1: rows, 0: units; rows, units, rows, units (the first run of each way
+      timed_choice(split_key<T, Cell>(B, H, wbytes), 4, 1, [&](int by_rows) {  // also prepares its per-thread
+        restart();                                                             // weights, timing new shapes)
+        loop(by_rows ? most : 1);
+      });
     } else {
+      restart();
       loop(rows);
     }
   };
-  auto run_prepared = [&](bool prepare) {  // (each way's first run prepares its weights anew, as every call does)
-    r.prepare = prepare;
-    r.sw = std::make_shared<std::array<std::shared_ptr<StepW<T>>, 4>>();
-    run();
-  };
-  if (timed_prepare<T, Cell>(r, wbytes)) {
-    const native_ext::GemmKey key = prepare_key<T, Cell>(r, wbytes);
-    int choice = native_ext::known_plan(key);
-    if (choice < 0) {  // as stored, prepared, ...: the best of three each
-      double best[2] = {1e30, 1e30};
-      for (int k = 0; k < kPrepareTimings; ++k) {
-        restart();
-        const auto t0 = std::chrono::steady_clock::now();
-        run_prepared(k % 2 == 1);
-        best[k % 2] = std::min(best[k % 2], std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-      }
-      choice = native_ext::keep_plan(key, best[1] < best[0] ? 1 : 0);
-      if (choice == 0) {  // the last run prepared: the outputs again by the choice kept (its bits)
-        restart();
-        run_prepared(false);
-      }
-    } else {
-      run_prepared(choice == 1);
-    }
+  if (timed_prepare<T, Cell>(r, wbytes)) {  // 1: prepared, 0: as stored; as stored first
+    timed_choice(prepare_key<T, Cell>(r, wbytes), kPrepareTimings, 0, [&](int prepare) {
+      r.prepare = prepare;
+      r.sw = std::make_shared<std::array<std::shared_ptr<StepW<T>>, 4>>();  // (prepared anew, as every call does)
+      run();
+    });
   } else {
     run();
   }
@@ -459,12 +453,17 @@ Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optiona
   if constexpr (traced<T, Cell>()) AW = Cell::cell(r).extra_width(H);
   const int64_t XB = X + (xt ? H : 0);  // b_xh's width
   at::Tensor dalpha, dxb;
-  // the loop, from the last step to the first: dL/dstate from dstate again, the sums over threads' rows from 0
+  // the loop, from the last step to the first: dL/dstate from dstate again (after a first run), the sums over
+  // threads' rows from 0
+  bool ran = false;
   auto run = [&](bool prepare) {
     r.prepare = prepare;
     r.sw = std::make_shared<std::array<std::shared_ptr<StepW<T>>, 4>>();  // (weights prepared anew, as every call)
-    dH.copy_(dstate[0]);
-    if (lstm) dC.copy_(dstate[1]);
+    if (ran) {
+      dH.copy_(dstate[0]);
+      if (lstm) dC.copy_(dstate[1]);
+    }
+    ran = true;
     int64_t rows = row_threads(B, wbytes);
     if (timed_split<T, Cell>(r, rows))  // the forward's timed choice (none: the rule)
       if (native_ext::known_plan(split_key<T, Cell>(B, H, wbytes)) == 1) rows = most_row_threads(B);
@@ -491,19 +490,7 @@ Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optiona
   if (timed_prepare<T, Cell>(r, wbytes)) {  // as the forward, but its own choice (key -5): a 1x512 LSTM, B1, 8 steps
     native_ext::GemmKey key = prepare_key<T, Cell>(r, wbytes);  // ran its forward faster prepared (0.66 against
     key[8] = key[9] = -5;  // 0.99 ms) and its forward + backward faster as stored (2.7 against 4.0 ms)
-    int choice = native_ext::known_plan(key);
-    if (choice < 0) {  // as stored, prepared, ...: the best of three each
-      double best[2] = {1e30, 1e30};
-      for (int k = 0; k < kPrepareTimings; ++k) {
-        const auto t0 = std::chrono::steady_clock::now();
-        run(k % 2 == 1);
-        best[k % 2] = std::min(best[k % 2], std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-      }
-      choice = native_ext::keep_plan(key, best[1] < best[0] ? 1 : 0);
-      if (choice == 0) run(false);  // the last run prepared: the gradients again by the choice kept (its bits)
-    } else {
-      run(choice == 1);
-    }
+    timed_choice(key, kPrepareTimings, 0, run);
   } else {
     run(T_ >= kPrepareSteps);
   }

@@ -403,7 +403,7 @@ def main():
         type=name_list(ROWS),
         default=None,
         help=f"comma-separated rows to run: cells {','.join((*TORCH, *OTHERS))} (train steps at both sizes), "
-        f"lstmp (an LSTM with proj_size), own ({','.join(OWN)} written as cells of one's own, traced), eval (no_grad forward) "
+        f"lstmp (an LSTM with proj_size), own ({','.join(OWN)} written as cells of one's own, traced), eval (no_grad forward), "
         "step (one-step inference) and short (short calls at batch 1 of MBs of weights) (default: all)",
     )
     ap.add_argument(

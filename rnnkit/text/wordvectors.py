@@ -98,8 +98,15 @@ class WordVectors:
     def _ids(self, words: list[str]) -> list[int]:
         missing = [w for w in words if w not in self.index]
         if missing:
+            # (the vocabulary is case-sensitive: 'King' where the vectors hold 'king' said only "unknown word")
+            folded = {}
+            for w in self.words:
+                folded.setdefault(w.casefold() if isinstance(w, str) else w, w)
+            near = [folded.get(w.casefold() if isinstance(w, str) else w) for w in missing]
+            hint = ", ".join(f"{n!r} for {w!r}" for w, n in zip(missing, near) if n is not None)
             raise RnnkitError(
                 f"unknown word(s) {', '.join(map(repr, missing))}: not in the {len(self.words)}-word vocabulary"
+                + (f" (words are case-sensitive; it holds {hint})" if hint else "")
             )
         return [self.index[w] for w in words]
 

@@ -115,6 +115,17 @@ def test_a_list_of_words_gives_their_vectors_as_rows():
         wv[["king", "pear"]]
 
 
+def test_an_unknown_word_held_in_another_case_is_named():
+    """The vocabulary is case-sensitive: 'King' where the vectors hold 'king' said only "unknown word"."""
+    wv = WordVectors(["king", "Paris", "man"], np.random.default_rng(0).standard_normal((3, 5)))
+    with pytest.raises(
+        RnnkitError, match=r"case-sensitive; it holds 'king' for 'King', 'Paris' for 'paris'\)$"
+    ):
+        wv[["King", "paris", "pear"]]
+    with pytest.raises(RnnkitError, match=r"unknown word\(s\) 'pear': not in the 3-word vocabulary$"):
+        wv["pear"]
+
+
 def test_nearest_excludes_words_or_row_ids():
     """exclude took row ids only: words (as gensim's most_similar takes) ended in an IndexError traceback."""
     words = ["king", "queen", "man", "woman"]

@@ -1309,13 +1309,16 @@ class Recurrent(OwnParametersModule):
         # any part of them is renamed (strict=False)
         given = [slot for slot in self._torch_slots() if prefix + slot[0] in state_dict]
         index = {id(cell): i for i, cell in enumerate(self.cells)}
-        for name, cell, attr in given:
+        for name, cell, attr in given:  # (all checked before any is renamed: see below)
             i = index[id(cell)]
             if attr not in cell._parameters:
                 raise RnnkitError(f"load_state_dict: {name} is torch.nn's name for layer.cells[{i}].{attr}, which is "
                                   "computed from other parameters (a parametrization or pruning) and takes no weight; "
                                   "load the state_dict before reparametrizing the cell, or remove that first")  # fmt: skip
-            ours = f"{prefix}cells.{i}.{attr}"
+        # (checked in the loop that renamed, a refusal at cells[1] left cells[0] the torch names it was given, and the
+        # next load's errors named them: "Missing key(s): weight_hh_l0" for a dict of the layer's own keys)
+        for name, cell, attr in given:
+            ours = f"{prefix}cells.{index[id(cell)]}.{attr}"
             if ours not in state_dict:
                 state_dict[ours] = state_dict.pop(prefix + name)
                 # the cell's load names the key as given in its errors ("size mismatch for weight_hh_l0 (here

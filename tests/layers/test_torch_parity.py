@@ -124,6 +124,21 @@ def test_torch_state_dict_loads_into_a_layer_with_tied_weights():
     torch.testing.assert_close(other(x)[0], m(x)[0])
 
 
+def test_a_refused_torch_state_dict_leaves_no_torch_names_for_the_next_load():
+    """The refusal of weight_hh_l1 for a reparametrized cells[1] came after cells[0] had been given torch's names for
+    its keys, and the next load, of the layer's own keys, named them: "Missing key(s): weight_hh_l0" for cells.0.W_hh."""
+    m = nn.LSTM(3, 4, num_layers=2, batch_first=True)
+    ours = Recurrent("lstm", 3, 4, num_layers=2)
+    torch.nn.utils.parametrizations.weight_norm(ours.cells[1], "W_hh")
+    with pytest.raises(
+        RnnkitError, match=r"weight_hh_l1.*layer.cells\[1\].W_hh.*computed from other parameters"
+    ):
+        ours.load_state_dict(m.state_dict())
+    own = {k: v for k, v in ours.state_dict().items() if k != "cells.0.W_hh"}
+    with pytest.raises(RuntimeError, match=r'Missing key\(s\) in state_dict: "cells.0.W_hh"\.'):
+        ours.load_state_dict(own)
+
+
 @pytest.mark.parametrize("reparametrize", [
     lambda cell: torch.nn.utils.parametrizations.weight_norm(cell, "W_hh"),
     lambda cell: torch.nn.utils.prune.l1_unstructured(cell, "W_hh", 0.5),

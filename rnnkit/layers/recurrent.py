@@ -1059,8 +1059,10 @@ class Recurrent(OwnParametersModule):
         # (a complex tensor is not floating point: min() below failed with "min_all" not implemented)
         integer = not (lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool)
         if lengths.shape != (B,) or not integer:
+            # (a float one, as torch.nn's pack_padded_sequence takes it, cut to integers there: the fix named)
+            fix = "; give them as integers, lengths.long()" if lengths.is_floating_point() else ""
             raise RnnkitError(
-                f"lengths must be an integer tensor of shape ({B},), got {lengths.dtype} {tuple(lengths.shape)}"
+                f"lengths must be an integer tensor of shape ({B},), got {lengths.dtype} {tuple(lengths.shape)}{fix}"
             )
         wide = lengths.dtype == torch.uint64  # (long() wraps its values from 2**63 on to negatives)
         lengths = lengths.long()  # torch has no min() of uint16-64 ("min_all" not implemented for 'UInt32')

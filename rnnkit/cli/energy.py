@@ -245,14 +245,25 @@ def hopfield_capacity(args) -> None:
 
     rows = capacity.capacity_experiment(cfg, args.device, progress)
     summary = capacity.crossings(rows)
-    show = lambda x: "none" if x is None else f"{x:.3f}"  # noqa: E731
     for c in summary:
-        print(f"N={c['N']}: half recalled at P/N={show(c['recalled_half'])} (α_c={c['alpha_c']}), half "
-              f"perfect at {show(c['perfect_half'])} (1/(2 ln N)={c['perfect_bound']:.3f}), "
-              f"overlap 1/2 at {show(c['overlap_half'])}")  # fmt: skip
+        show = functools.partial(_crossing, [r for r in rows if r["N"] == c["N"]], c)
+        print(f"N={c['N']}: half recalled at P/N{show('recalled')} (α_c={c['alpha_c']}), half "
+              f"perfect at P/N{show('perfect')} (1/(2 ln N)={c['perfect_bound']:.3f}), "
+              f"overlap 1/2 at P/N{show('mean_overlap', 'overlap_half')}")  # fmt: skip
     write_text(out / "capacity.json", json.dumps({"rows": rows, "crossings": summary}, indent=1))
     _wrote(out / "capacity.json")
     _wrote(plots.capacity_figure(rows, out / "capacity.png"))
+
+
+def _crossing(rows, crossings, key, half=None) -> str:
+    """Where `key` falls through 1/2 ("=0.123"), or, where it never does over the loads run, which side of them it
+    lies on: "<0.250" under 1/2 already at the smallest load, ">0.300" not under it by the largest ("none" said
+    both: a recall of 3% at every load read as one that never fell)."""
+    x = crossings[half or f"{key}_half"]
+    if x is not None:
+        return f"={x:.3f}"
+    rows = sorted(rows, key=lambda r: r["load"])
+    return f"<{rows[0]['load']:.3f}" if rows[0][key] < 0.5 else f">{rows[-1]['load']:.3f}"
 
 
 # RBM.

@@ -613,3 +613,18 @@ def test_recall_refuses_erase_that_erases_no_unit(noise, tmp_path, capsys):
         str(tmp_path / "o"),
     ]
     assert main([*args, "--random", "2", "--max-steps", "5"]) == 0
+
+
+def test_capacity_summary_tells_recall_below_half_throughout_from_above_half_throughout(tmp_path, capsys):
+    # both printed "half recalled at P/N=none ... overlap 1/2 at none": recall of 3% at every load read as never falling
+    common = ["hopfield", "capacity", "--sizes", "40", "--min-patterns", "8", "--random-starts", "1"]
+    assert main([*common, "--loads", "0.5", "0.6", "--out", str(tmp_path / "high")]) == 0
+    high = capsys.readouterr().out.splitlines()[-3]
+    assert (
+        "half recalled at P/N<0.500" in high and "half perfect at P/N<0.500" in high and "none" not in high
+    ), high
+    assert main([*common, "--loads", "0.025", "0.05", "--out", str(tmp_path / "low")]) == 0
+    low = capsys.readouterr().out.splitlines()[-3]
+    assert "half recalled at P/N>0.050" in low and "overlap 1/2 at P/N>0.050" in low and "none" not in low, (
+        low
+    )

@@ -188,6 +188,11 @@ class Hopfield:
         self.num_units = positive_int("number of units N", num_units)
         self.rule = choice("rule", rule, RULES)
         dtype = float_dtype(dtype)  # as torch.nn's modules: float32 unless set otherwise
+        if torch.finfo(dtype).eps > torch.finfo(torch.float32).eps:
+            raise RnnkitError(f"a Hopfield network keeps its weights in float32 or float64, got {dtype}: rounded to "
+                              f"its steps ({torch.finfo(dtype).eps:g}) the weights move a field by more than the "
+                              "rule tells apart (1/P for Hebbian), and recall leaves units against their field; "
+                              "use dtype=torch.float32")  # fmt: skip
         self.W = torch.zeros(num_units, num_units, device=device, dtype=dtype)
         self.theta = torch.zeros(num_units, device=device, dtype=dtype)
         if thresholds is not None:

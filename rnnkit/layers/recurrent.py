@@ -1252,7 +1252,9 @@ class Recurrent(OwnParametersModule):
             raise RnnkitError(f"to_torch: {type(self.cells[0]).__name__} redefines {', '.join(redefined)} of rnnkit's "
                               f"{base.__name__}, so torch.nn.{Module.__name__} would compute another function; "
                               "torch.nn has no such cell")  # fmt: skip
-        extras = [name for name in ("skip_input", "residual", "cond_size") if getattr(self, name)]
+        # (skip_input and residual join layers: with one layer they do nothing, and torch.nn computes its function)
+        joins = ("skip_input", "residual") if self.num_layers > 1 else ()
+        extras = [name for name in (*joins, "cond_size") if getattr(self, name)]
         if extras:
             raise RnnkitError(f"torch.nn's RNNs have no {' or '.join(extras)}: this {self.cell_name} layer has "
                               "no torch.nn equivalent")  # fmt: skip

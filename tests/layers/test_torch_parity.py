@@ -946,3 +946,21 @@ def test_a_state_whose_batch_is_the_inputs_time_axis_names_batch_first(batch_fir
     fixed = Recurrent.from_torch(layer.to_torch()).train(False)
     fixed.batch_first = not batch_first
     assert fixed(x, torch.zeros(1, 3, 5))[0].shape == x.shape[:2] + (5,)
+
+
+@pytest.mark.filterwarnings("ignore:(skip_input|residual)=True does nothing with num_layers=1")
+def test_to_torch_takes_skip_input_and_residual_that_do_nothing_with_one_layer():
+    """skip_input and residual join layers, and with num_layers=1 they do nothing (a warning says so when the layer is
+    made): its function is torch.nn.GRU's, yet to_torch refused it ("torch.nn's RNNs have no skip_input or residual:
+    this gru layer has no torch.nn equivalent"). It converts; with two layers, and with cond_size, still refused."""
+    layer = Recurrent("gru", 3, 4, skip_input=True, residual=True, bidirectional=True)
+    x = torch.randn(2, 5, 3)
+    m = layer.to_torch()
+    want, h = layer(x)
+    got, h_m = m(x)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(h_m, h)
+    with pytest.raises(RnnkitError, match="torch.nn's RNNs have no residual: this gru layer"):
+        Recurrent("gru", 3, 4, num_layers=2, residual=True).to_torch()
+    with pytest.raises(RnnkitError, match="torch.nn's RNNs have no skip_input or cond_size: this gru layer"):
+        Recurrent("gru", 3, 4, num_layers=2, skip_input=True, cond_size=2).to_torch()

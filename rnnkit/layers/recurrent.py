@@ -271,8 +271,20 @@ def _check_state_type(state, num_states):
         what = "a tuple (h, c) of tensors" if num_states == 2 else "a tensor h"
         got = ", ".join(type(s).__name__ for s in given)
         raise RnnkitError(f"state must be {what} (or None for zeros), got {got}")
-    for s in given:
+    for s, name in zip(given, "hc"):
         _refuse_layout(s, "state must be dense tensors,", "make them dense (.to_dense())")
+        # layer(x, lengths): the lengths by position took the state's place, and were said to be a state of the
+        # wrong shape ("got (2,)") or count ("a tuple (h, c), got one tensor")
+        if not (s.is_floating_point() or s.is_complex()):
+            looks = s.dim() <= 1 and len(given) == 1
+            hint = (
+                "; lengths go by name: layer(x, lengths=lengths) (the second argument is the state)"
+                if looks
+                else ""
+            )
+            raise RnnkitError(
+                f"state {name} is {s.dtype} of shape {tuple(s.shape)}, not floating-point numbers{hint}"
+            )
 
 
 def _check_float(x, name):

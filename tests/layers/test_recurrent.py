@@ -278,6 +278,28 @@ def test_bad_lengths_and_state(kw, msg):
         layer(torch.randn(2, 5, 3), **kw)
 
 
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_lengths_given_in_the_state_s_place_are_said_so(cell):
+    """layer(x, lengths), the lengths by position, took them for the state: "state h must have shape
+    (num_layers*dirs, B, H) = (1, 2, 4), got (2,)" (a gru), "state for lstm must be a tuple (h, c), got one tensor",
+    lines that never said that the state is the second argument. A state of integers is refused as such, and where it is
+    one tensor of one dimension (or none) the line says how lengths are given."""
+    layer = Recurrent(cell, 3, 4, backend="python")
+    x, lengths = torch.randn(2, 5, 3), torch.tensor([5, 2])
+    fix = r"lengths go by name: layer\(x, lengths=lengths\)"
+    with pytest.raises(
+        RnnkitError, match=rf"^state h is torch.int64 of shape \(2,\), not floating-point numbers; {fix}"
+    ):
+        layer(x, lengths)
+    with pytest.raises(RnnkitError, match=rf"^state h is torch.int64 of shape \(\), .*{fix}"):
+        layer(x[0], torch.tensor(5))  # one sequence, its length
+    with pytest.raises(
+        RnnkitError, match=r"^state c is torch.int64 of shape \(1, 2, 4\), not floating-point numbers$"
+    ):
+        Recurrent("lstm", 3, 4)(x, (torch.zeros(1, 2, 4), torch.zeros(1, 2, 4, dtype=torch.long)))
+    torch.testing.assert_close(layer(x, lengths=lengths)[0][1, 2:], torch.zeros(3, 4))
+
+
 def test_unbatched_state_h_without_c():
     layer = Recurrent("lstm", 3, 4, backend="python")
     with pytest.raises(RnnkitError, match=r"state c is None: give both h and c"):

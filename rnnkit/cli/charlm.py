@@ -298,6 +298,7 @@ def _resumed_config(out: pathlib.Path):
         raise RnnkitError(
             f"{out / 'config.json'} is a folder; remove it (the run's config is rewritten on resume)"
         )
+    unknown = None
     try:
         # (utf-8-sig: an editor's byte-order mark is no edit)
         saved = json.loads((out / "config.json").read_text(encoding="utf-8-sig"))
@@ -317,6 +318,11 @@ def _resumed_config(out: pathlib.Path):
         AttributeError,
     ) as e:  # missing, not JSON, not a dict, unknown keys
         why = "missing" if isinstance(e, FileNotFoundError) else "unreadable"
+        unknown = (
+            re.match(r"unknown (?:option|config section) [^;]+", str(e))
+            if isinstance(e, RnnkitError)
+            else None
+        )
     if why is None:
         _refuse_edits(cfg, out)
         return cfg
@@ -330,6 +336,10 @@ def _resumed_config(out: pathlib.Path):
                               f"{option[1]}, which this one does not know); upgrade rnnkit to resume it") from None  # fmt: skip
         raise RnnkitError(f"cannot resume {out}: its config.json is {why} and latest.pt holds no config; "
                           "start a new run with --force") from None  # fmt: skip
+    # an option of no rnnkit's (a misspelled limit, "max_stpes"): an edit the fallback dropped, config.json rewritten
+    if unknown:
+        raise RnnkitError(f"{out / 'config.json'} has an {unknown[0]} (misspelled?); correct it, or "
+                          "remove config.json to resume with the config saved in latest.pt")  # fmt: skip
     print(
         f"rnnkit: {out / 'config.json'} is {why}; resuming with the config saved in latest.pt",
         file=sys.stderr,

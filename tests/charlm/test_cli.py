@@ -618,6 +618,20 @@ def test_resume_with_a_damaged_config_uses_the_checkpoints(tmp_path, corpus, cli
     assert code == 2 and "config.json is a folder; remove it" in err
 
 
+def test_resume_refuses_a_config_json_with_a_misspelled_option_not_drops_the_edit(tmp_path, corpus, cli):
+    """config.json edited to raise a limit, with the option misspelled ("max_stpes"), was 'unreadable' (valid JSON):
+    the run resumed with latest.pt's config, the edit dropped and config.json written over. It is refused, naming
+    the option; the run and its config.json are left as they were."""
+    run = tmp_path / "run"
+    assert cli("train", corpus, "--out", run, *TINY, "--max-steps", "2")[0] == 0
+    config = json.loads((run / "config.json").read_text())
+    config["train"]["max_stpes"] = 4
+    (run / "config.json").write_text(json.dumps(config))
+    code, _, err = cli("train", "--out", run, "--resume")
+    assert code == 2 and "config.json has an unknown option train.max_stpes" in err, err
+    assert "max_stpes" in (run / "config.json").read_text()
+
+
 def test_resume_of_a_newer_rnnkits_run_says_so_and_not_to_start_anew(tmp_path, corpus, cli):
     """A run of a newer rnnkit (an option this one lacks, in config.json and latest.pt alike): --resume said its
     config.json 'is unreadable and latest.pt holds no config; start a new run with --force', which deletes the run.

@@ -693,15 +693,24 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
     total = _total_steps(cfg, batches)
     budget = t.time_budget * 60 if t.time_budget else math.inf
 
+    # the output's reader went away at a line: the step under way finished and saved, then the BrokenPipeError raised
+    # (it was raised from the line, in a validation: the steps since the last checkpoint were lost)
+    closed = []
+
     def say(line):
         """line to `log`, the bar cleared (validation lines and samples went to stdout whatever `log` was). A sample
         of characters the output's encoding lacks ('→' on an ASCII stdout) is written escaped ('\\u2192'): it
         stopped the run, the steps since the last checkpoint lost."""
+        if closed:
+            return
         with tqdm.external_write_mode():
             try:
-                log(line)
-            except UnicodeEncodeError as e:
-                log(str(line).encode(e.encoding, "backslashreplace").decode(e.encoding))
+                try:
+                    log(line)
+                except UnicodeEncodeError as e:
+                    log(str(line).encode(e.encoding, "backslashreplace").decode(e.encoding))
+            except BrokenPipeError as e:  # (`| head`, a pager quit): the run stops after this step, saved
+                closed.append(e)
 
     def save(name):
         if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):  # the last update overflowed
@@ -783,6 +792,10 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
                 plot_losses(metrics.rows, out / "loss.png")
             if stop.asked:  # Ctrl-C or SIGTERM during the step: stopped here, where the run resumes exactly
                 raise KeyboardInterrupt
+            if closed:
+                if not evaluated:
+                    save("latest.pt")
+                raise closed[0]
     except KeyboardInterrupt:  # a Ctrl-C after the step, or a second one inside it
         if not stepped:  # the window under way is read again on --resume, from the same state and masks
             model.state = carried

@@ -151,6 +151,29 @@ def test_resume_equals_uninterrupted(tmp_path, corpus):
     assert [r["val_loss"] for r in whole] == [r["val_loss"] for r in split]
 
 
+def test_an_output_closed_at_a_validation_line_keeps_the_steps_up_to_it(tmp_path, corpus):
+    """`rnnkit train ... | head` (a pager quit): the BrokenPipeError of the validation line at step 10 stopped the run
+    before that step's checkpoint, latest.pt left at step 0 and the 10 steps lost ('continue with --resume' went on
+    from step 0). The step is finished and saved, then the error raised; a resume goes on as an uninterrupted run."""
+    quiet = lambda s: None  # noqa: E731
+
+    def closed(line):
+        if line.startswith("step "):  # the validation line; the header before it is written
+            raise BrokenPipeError(32, "Broken pipe")
+
+    cfg = tiny_config(corpus, max_steps=15, eval_every=10)
+    train(cfg, tmp_path / "whole", log=quiet)
+    with pytest.raises(BrokenPipeError):
+        train(cfg, tmp_path / "run", log=closed)
+    assert torch.load(tmp_path / "run" / "latest.pt", weights_only=True)["progress"]["step"] == 10
+    assert [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.csv")] == [
+        str(s) for s in range(1, 11)
+    ]
+    assert train(cfg, tmp_path / "run", resume=True, log=quiet) == 0
+    whole, run = (read_metrics(tmp_path / name / "metrics.csv") for name in ("whole", "run"))
+    assert [r["train_loss"] for r in whole] == [r["train_loss"] for r in run]
+
+
 def test_resume_from_python_takes_the_given_lr_and_refuses_other_windows(tmp_path, corpus):
     """train()'s docstring: from Python, resume=True goes on with the lr (and other training settings) of the cfg
     given, and writes them to config.json; the windows (and cell, sizes, optimizer) must be the run's."""

@@ -23,6 +23,7 @@ import os
 import pathlib
 import re
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -730,6 +731,9 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
     # no bar where there is no stderr (closed: `2>&-`, pythonw): its first write stopped the run, unsaid, exit 1
     # on a terminal a live bar; in a log (stderr no terminal) a line every LOG_EVERY s, not '\r' updates run together
     style = bar_options(live=dict(dynamic_ncols=True, mininterval=0.5))
+    style["file"] = _Closable(
+        style.get("file") or sys.stderr, closed
+    )  # (`2>&1 | head`: as the lines' stdout)
     bar = tqdm(total=total, initial=progress.step, unit="step", **style)
     carried, rng, stepped, row = model.state, None, True, None
     stop = _StopAfterStep(say)
@@ -833,6 +837,33 @@ def _warnings_above():
 
     warnings.showwarning = show
     return shown
+
+
+class _Closable:
+    """The bar's stream, whose reader may go away (`2>&1 | head`, a `| tee` that ended): a write's BrokenPipeError,
+    raised inside a step (its update, after the optimizer's step), stopped the run before its checkpoint; it is put
+    in `closed` (the loop then stops after the step, saved), and nothing more is written."""
+
+    def __init__(self, file, closed: list):
+        self.file, self.closed = file, closed
+
+    def write(self, s):
+        if not self.closed:
+            try:
+                self.file.write(s)
+            except BrokenPipeError as e:
+                self.closed.append(e)
+        return len(s)
+
+    def flush(self):
+        if not self.closed:
+            try:
+                self.file.flush()
+            except BrokenPipeError as e:
+                self.closed.append(e)
+
+    def __getattr__(self, name):  # isatty, fileno, encoding: the stream's
+        return getattr(self.file, name)
 
 
 class _StopAfterStep:

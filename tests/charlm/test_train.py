@@ -174,6 +174,39 @@ def test_an_output_closed_at_a_validation_line_keeps_the_steps_up_to_it(tmp_path
     assert [r["train_loss"] for r in whole] == [r["train_loss"] for r in run]
 
 
+def test_a_bar_whose_stream_is_closed_mid_interval_keeps_the_steps_up_to_it(tmp_path, corpus, monkeypatch):
+    """`rnnkit train ... 2>&1 | head` (a `| tee log` that ended): the bar's write raised BrokenPipeError inside step 6's
+    update, after its optimizer step, and the run stopped with latest.pt at step 0. The step is finished and saved,
+    then the error raised; a resume goes on as an uninterrupted run."""
+    import io
+    import sys
+
+    from rnnkit import _io
+
+    class Closed(io.TextIOBase):
+        writes = 0
+
+        def write(self, s):
+            Closed.writes += 1
+            if Closed.writes > 6:  # the bar's start and its first steps, in a line a step (LOG_EVERY 0)
+                raise BrokenPipeError(32, "Broken pipe")
+            return len(s)
+
+    quiet = lambda s: None  # noqa: E731
+    cfg = tiny_config(corpus, max_steps=15, eval_every=10)
+    train(cfg, tmp_path / "whole", log=quiet)
+    monkeypatch.setattr(_io, "LOG_EVERY", 0.0)
+    monkeypatch.setattr(sys, "stderr", Closed())
+    with pytest.raises(BrokenPipeError):
+        train(cfg, tmp_path / "run", log=quiet)
+    monkeypatch.undo()
+    step = torch.load(tmp_path / "run" / "latest.pt", weights_only=True)["progress"]["step"]
+    assert 0 < step < 10 and len(read_metrics(tmp_path / "run" / "metrics.csv")) == step
+    assert train(cfg, tmp_path / "run", resume=True, log=quiet) == 0
+    whole, run = (read_metrics(tmp_path / name / "metrics.csv") for name in ("whole", "run"))
+    assert [r["train_loss"] for r in whole] == [r["train_loss"] for r in run]
+
+
 def test_resume_from_python_takes_the_given_lr_and_refuses_other_windows(tmp_path, corpus):
     """train()'s docstring: from Python, resume=True goes on with the lr (and other training settings) of the cfg
     given, and writes them to config.json; the windows (and cell, sizes, optimizer) must be the run's."""

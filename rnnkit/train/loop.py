@@ -865,6 +865,14 @@ class _Closable:
     def __getattr__(self, name):  # isatty, fileno, encoding: the stream's
         return getattr(self.file, name)
 
+    # the stream itself to tqdm.external_write_mode, which clears the bars on sys.stdout/stderr before a line (the
+    # validation lines, the samples): unequal to sys.stderr, a live bar was left on the terminal line they overwrote
+    def __eq__(self, other):
+        return self.file == getattr(other, "file", other)
+
+    def __hash__(self):
+        return hash(self.file)
+
 
 class _StopAfterStep:
     """Ctrl-C (or SIGTERM: kill, timeout, a job scheduler, docker stop) while training finishes the step under way

@@ -2043,3 +2043,25 @@ def test_a_full_disk_while_a_checkpoint_is_written_is_said_as_one(tmp_path, monk
         save_checkpoint(path, {"step": 2, "w": torch.zeros(10_000)})
     assert e.value.errno == errno.ENOSPC and e.value.filename == str(path)
     assert load_checkpoint(path)["step"] == 1 and os.listdir(tmp_path) == ["latest.pt"]
+
+
+def test_the_bars_closable_stream_is_cleared_before_a_line_as_its_stream_is(monkeypatch):
+    """The bar's stream wrapper (_Closable, for a reader that goes away) was unequal to sys.stderr, so
+    tqdm.external_write_mode, which clears the bars on stdout/stderr before a validation line or a sample, left a
+    live bar on the terminal line the text then overwrote."""
+    import io
+    import sys
+
+    from tqdm import tqdm
+
+    from rnnkit.train.loop import _Closable
+
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    bar = tqdm(total=3, file=_Closable(err, []))
+    cleared = []
+    monkeypatch.setattr(bar, "clear", lambda nolock=False: cleared.append(True))
+    with tqdm.external_write_mode():
+        pass
+    bar.close()
+    assert cleared == [True]

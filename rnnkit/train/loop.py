@@ -710,7 +710,11 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
                     log(line)
                 except UnicodeEncodeError as e:
                     log(str(line).encode(e.encoding, "backslashreplace").decode(e.encoding))
-            except BrokenPipeError as e:  # (`| head`, a pager quit): the run stops after this step, saved
+            except (
+                OSError
+            ) as e:  # (`| head`, a pager quit; EIO: the terminal hung up): the run stops after this
+                if e.errno not in (errno.EPIPE, errno.EIO):  # step, saved
+                    raise
                 closed.append(e)
 
     def save(name):
@@ -809,11 +813,12 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
         bar.close()
         save("latest.pt")
         if progress.corpus_id.startswith(DRY_RUN_ID):  # which --resume refuses
-            log(f"interrupted at step {progress.step} of a dry run (not resumed); run it, or the run itself, again "
+            say(f"interrupted at step {progress.step} of a dry run (not resumed); run it, or the run itself, again "
                 "with --force")  # fmt: skip
-        else:
-            log(f"interrupted at step {progress.step}; saved {out / 'latest.pt'}; continue with --resume")
-        return 128 + (stop.asked or signal.SIGINT)  # 130 after Ctrl-C, 143 after SIGTERM, as the shell's
+        else:  # (said as the other lines: after SIGHUP the terminal may be gone)
+            say(f"interrupted at step {progress.step}; saved {out / 'latest.pt'}; continue with --resume")
+        # 130 after Ctrl-C, 143 after SIGTERM (129: SIGHUP), as the shell's
+        return 128 + (stop.asked or signal.SIGINT)
     finally:
         bar.close()  # also before an error, whose line then starts a line of its own
         stop.restore()
@@ -875,13 +880,16 @@ class _Closable:
 
 
 class _StopAfterStep:
-    """Ctrl-C (or SIGTERM: kill, timeout, a job scheduler, docker stop) while training finishes the step under way
-    (its optimizer step, validation, checkpoint and metrics row) and then stops, so that --resume continues exactly
+    """Ctrl-C (or SIGTERM: kill, timeout, a job scheduler, docker stop; or SIGHUP: a terminal closed) while training
+    finishes the step under way (its optimizer step, validation, checkpoint and metrics row) and then stops, so that
+    --resume continues exactly
     as an uninterrupted run would; a second one stops at once (the step under way is then undone unless its
     optimizer step was taken), or inside `held()` once its block is done. `asked`: the signal's number, 0 before
     one. A signal the process was started ignoring stays ignored. Main thread only: elsewhere Python delivers no signals, and both keep their defaults."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    # SIGHUP: the terminal closed, an ssh connection dropped (it killed the run, the steps since the last checkpoint
+    # lost; `nohup` ignores it, and an ignored one stays so); none on Windows
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, *((signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()))
 
     def __init__(self, say):
         self.asked, self.say, self.previous = 0, say, {}

@@ -4,6 +4,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import zipfile
 
 import pytest
@@ -484,6 +485,24 @@ def test_sigterm_saves_like_ctrl_c_and_resumes_exactly(tmp_path, corpus, monkeyp
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform (Windows)")
+def test_sighup_saves_like_sigterm_and_resumes_exactly(tmp_path, corpus, monkeypatch):
+    """SIGHUP (the terminal closed, an ssh connection dropped) half-way through a step killed the run at once, the
+    steps since the last checkpoint lost; as SIGTERM, the step is finished, latest.pt saved, exit 129."""
+    import os
+
+    def unhandled(signum, frame):
+        raise AssertionError("SIGHUP reached the handler installed before the run")
+
+    before = signal.signal(signal.SIGHUP, unhandled)
+    try:
+        hang_up = lambda: os.kill(os.getpid(), signal.SIGHUP)  # noqa: E731
+        _interrupted_then_resumed_equals_whole(tmp_path, corpus, monkeypatch, hang_up, code=129)
+        assert signal.getsignal(signal.SIGHUP) is unhandled  # put back after the run
+    finally:
+        signal.signal(signal.SIGHUP, before)
 
 
 def test_second_ctrl_c_inside_a_step_undoes_it(tmp_path, corpus, monkeypatch):

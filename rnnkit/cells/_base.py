@@ -593,6 +593,12 @@ def _per_gemm(cell, where, what, got, P, B, width, kind, meaning):
         raise RnnkitError(f"{where} returned {_what(got) if not isinstance(got, tuple | list) else len(got)} "
                           f"{kind} in {what} for {n} ({names}): return one {meaning} per entry, in GEMMS order")  # fmt: skip
     Us = [P[cell.REC_PARAMS.index(w)] for w, _ in pairs]
+    # (a vector of units named there, IndRNN's u ⊙ h_{t-1}: U.shape[1] failed here in a bare IndexError, every backend)
+    for (name, _), U in zip(pairs, Us):
+        if isinstance(U, torch.Tensor) and U.dim() != 2:
+            raise RnnkitError(f"{cell.__name__}: GEMMS names {name} of shape {tuple(U.shape)}, not a matrix (N, K): a "
+                              "GEMMS entry (U, b) is a recurrent product u Uᵀ + b; a parameter whose gradient "
+                              "step_backward returns (a vector of units, one per h_{t-1} unit) goes in EXTRAS")  # fmt: skip
     want = [(B, width(U)) if isinstance(U, torch.Tensor) else None for U in Us]
     label = lambda k: f" for {pairs[k][0]} {tuple(Us[k].shape)}" if want[k] is not None else ""  # noqa: E731
     _check_tensors(where, (what, label, ""), got, want)

@@ -272,6 +272,39 @@ def test_a_step_returning_its_state_in_another_dtype_is_said_in_one_line_at_its_
         layer(torch.randn(2, 5, 3, dtype=torch.float64))[0].pow(2).sum().backward()
 
 
+def diag_step(xw_t, state, P):
+    """IndRNN (Li et al. 2018): h_t = relu(xw_t + u ⊙ h_{t-1}), u one recurrent weight per unit."""
+    (h_prev,), (u,) = state, P
+    h_t = torch.relu(xw_t + u * h_prev)
+    return (h_t,), (h_prev,), (h_t, h_prev)
+
+
+class DiagInGemms(Cell):
+    """IndRNN with its vector u listed in GEMMS, as if it were a recurrent matrix (it belongs in EXTRAS)."""
+
+    REC_PARAMS = ("u",)
+    GEMMS = (("u", None),)
+    step = staticmethod(diag_step)
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__(input_size, hidden_size, bias)
+        self.u = nn.Parameter(torch.rand(hidden_size))
+        self.reset_parameters()
+
+
+@pytest.mark.parametrize("backend", ["autograd", "python", "native"])
+def test_a_gemms_entry_that_is_no_matrix_is_said_in_one_line_at_its_first_step(backend):
+    """A vector u of shape (H,) named in GEMMS: every backend, and cell(x_t), failed in the check of the first step
+    itself, a bare 'IndexError: tuple index out of range' (reading U.shape[1]); it is said naming u and EXTRAS."""
+    said = r"DiagInGemms: GEMMS names u of shape \(4,\), not a matrix \(N, K\): .* goes in EXTRAS"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (native: the python loop runs it, which says so)
+        with pytest.raises(RnnkitError, match=said):
+            _layer_loss(DiagInGemms, backend)
+    with pytest.raises(RnnkitError, match=said):
+        DiagInGemms(3, 4)(torch.randn(2, 3))
+
+
 def test_a_name_in_GEMMS_or_EXTRAS_that_is_not_in_REC_PARAMS_is_refused_when_the_class_is_defined():
     """The python loop failed on it with "tuple.index(x): x not in tuple" (autograd ran: P has no such entry)."""
     with pytest.raises(RnnkitError, match=r"NoBias: GEMMS names b_hh, which is not in REC_PARAMS \(W_hh\)"):

@@ -180,7 +180,10 @@ def native_fits(cell, xw, state0, P):
 
     if cell in native.CELL_IDS:
         return True
-    name = cell.GEMMS[0][0] if cell.GEMMS else None
+    # no recurrent product (IndRNN's u ⊙ h_{t-1}): no size is amiss; a form native.unsupported says why it won't run
+    if not cell.GEMMS:
+        return True
+    name = cell.GEMMS[0][0]
     i = cell.REC_PARAMS.index(name) if name in cell.REC_PARAMS else len(P)
     U = P[i] if i < len(P) else None  # (too few parameters: python's checks say so)
     if not isinstance(U, torch.Tensor) or U.dim() != 2:

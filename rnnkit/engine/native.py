@@ -492,7 +492,10 @@ def fingerprint(source: str) -> int:
 
 
 def _trace(traced, cell, P, xw):
-    U = P[cell.REC_PARAMS.index(cell.GEMMS[0][0])] if cell.GEMMS else None
+    if not cell.GEMMS:
+        return (f"{cell.__name__} has no GEMMS entry (a recurrent product u Uᵀ + b), and the native loop runs cells "
+                "of recurrent products; it runs on the python loop")  # fmt: skip
+    U = P[cell.REC_PARAMS.index(cell.GEMMS[0][0])]
     if U is None or U.dim() != 2:
         return f"{cell.__name__}'s first recurrent matrix (GEMMS) is not a matrix, which the native loop needs; it runs on the python loop"
     H = U.shape[1]

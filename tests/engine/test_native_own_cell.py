@@ -276,6 +276,44 @@ def test_a_cell_the_tracer_cannot_take_runs_on_the_python_loop():
         layer(torch.randn(2, 3, 3))
 
 
+def ind_step(xw_t, state, P):
+    """IndRNN (Li et al. 2018): h_t = relu(xw_t + u ⊙ h_{t-1}), no recurrent product."""
+    (h_prev,), (u,) = state, P
+    h_t = torch.relu(xw_t + u * h_prev)
+    return (h_t,), (), (h_t, h_prev, u)
+
+
+def ind_step_backward(dstate, cache, P):
+    (dh_t,), (h_t, h_prev, u) = dstate, cache
+    da = torch.where(h_t > 0, dh_t, 0.0)
+    return da, (da * u,), (), ((da * h_prev).sum(0),)
+
+
+class IndRNN(Cell):
+    REC_PARAMS, GEMMS, EXTRAS = ("u",), (), ("u",)
+    step = staticmethod(ind_step)
+    step_backward = staticmethod(ind_step_backward)
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__(input_size, hidden_size, bias)
+        self.u = nn.Parameter(torch.linspace(0.2, 0.9, hidden_size))
+        self.reset_parameters()
+
+
+def test_a_cell_without_a_recurrent_product_says_so_where_native_was_asked_for():
+    """No GEMMS entry (IndRNN's u ⊙ h_{t-1}): backend="native" ran the python loop without a word (taken for sizes
+    the loop can't take, where python's checks say what is wrong: none was), where the README promises one line
+    naming why; the default stays quiet, the numbers autograd's."""
+    want = _run_layer(IndRNN, "autograd", torch.float64)
+    got = _run_layer(IndRNN, None, torch.float64)  # (quiet: _run_layer takes a warning for an error)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    layer = Recurrent(IndRNN, 3, 4, backend="native")
+    said = r"native backend unavailable \(IndRNN has no GEMMS entry .*python loop\)"
+    with pytest.warns(RuntimeWarning, match=said):
+        layer(torch.randn(2, 3, 3))
+
+
 def batch_gain_step(xw_t, state, P):
     """h_t = tanh(xw_t + h_{t-1} W_hhᵀ + b_hh) ⊙ k · B / (B + 1): the batch size B read as a number."""
     (h_prev,) = state

@@ -21,6 +21,8 @@ The input projection xw = x W_xhᵀ + b is outside this function, so autograd co
 from dxw as one GEMM each. Runs on any device and dtype.
 """
 
+import contextlib
+
 import torch
 
 from rnnkit.cells._base import autocast_on, check_step, check_step_backward, check_unchanged, versions
@@ -157,6 +159,31 @@ def forward_only(cell, mask, reverse, xw, state0, P):
     return hs, tuple(s.clone() for s in state)  # (as PythonRecurrence: T = 0 would hand back state0 itself)
 
 
+def _rng_state(device):
+    """torch's generators as a cell of one's own's step finds them (the CPU's, and a CUDA device's): the draws of
+    a step that draws (zoneout's masks), which the rerun of backward(create_graph=True) makes again (see _replayed).
+    None under torch.compile, which runs the autograd loop (and would trace the read)."""
+    if torch.compiler.is_compiling():
+        return None
+    return torch.get_rng_state(), device, torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+@contextlib.contextmanager
+def _replayed(rng):
+    """The forward's generators (_rng_state) while the rerun runs, and the caller's back after, as
+    torch.utils.checkpoint replays them: the rerun drew new masks, and its gradients were those of another forward
+    (3.7 off backward's own for a zoneout cell), and moved the caller's generator on."""
+    if rng is None:
+        yield
+        return
+    cpu, device, cuda = rng
+    with torch.random.fork_rng(devices=[device] if cuda is not None else []):
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, device)
+        yield
+
+
 class PythonRecurrence(torch.autograd.Function):
     """hs, *state_T = f(xw, *state_0, *P) with the hand-written backward above."""
 
@@ -164,6 +191,7 @@ class PythonRecurrence(torch.autograd.Function):
     def forward(ctx, cell, mask, reverse, probe, n_state, xw, *tensors):
         state0, P = tensors[:n_state], tensors[n_state:]
         keep = torch.is_grad_enabled() or any(ctx.needs_input_grad[5:])
+        ctx.rng = _rng_state(xw.device) if keep and cell._checked_steps else None
         hs, state, caches, us = forward_loop(cell, xw, state0, P, mask, reverse, keep=keep)
         ctx.cell, ctx.mask, ctx.reverse, ctx.probe, ctx.n_state = cell, mask, reverse, probe, n_state
         ctx.shape, ctx.n_tensors, ctx.n_us = hs.shape, len(tensors), len(us) if keep else 0
@@ -218,7 +246,8 @@ class PythonRecurrence(torch.autograd.Function):
                 )
                 return (hs, *state)
 
-            grads = higher_order_grads([xw, *tensors], rerun, (dhs, *dstateT), ctx.needs_input_grad[5:])
+            with _replayed(ctx.rng):
+                grads = higher_order_grads([xw, *tensors], rerun, (dhs, *dstateT), ctx.needs_input_grad[5:])
             return (None,) * 5 + tuple(grads)
         dxw, dstate0, dP = backward_loop(
             cell, dhs, dstateT, caches, us, P, ctx.mask, ctx.reverse, ctx.probe, ctx.xw_width

@@ -55,7 +55,8 @@ def check_cell(
     - one step: dxw_t, each dstate_prev, and every recurrent parameter's gradient as the engine assembles it
       (dU_k = dpre_kᵀ u_k, db_k = Σ dpre_k, the dextras), against torch.autograd.grad through step;
     - a sequence of `steps` steps, both directions, a second sequence shorter (lengths), from a random initial
-      state: the python backend (the hand-written BPTT) against the autograd backend, every gradient: it
+      state: the python backend (the hand-written BPTT) against the autograd backend, every gradient, each run
+      from the same state of torch's generator (a step that draws, zoneout's masks, draws the same in both): it
       catches a cache that a later step changes in place, which one step can't show.
     step or step_backward changing one of its own inputs in place (dc_t.add_(...)) is an error of its own: they must
     be pure functions.
@@ -124,6 +125,7 @@ def _sequence(Recurrent, Cls, model, name, D, H, B, T, rtol, atol, cell_kwargs):
     lengths[-1] = max(1, T // 2)
     state = None
     grads = {}
+    draws = torch.get_rng_state()  # each backend's steps draw the same (a zoneout step's masks)
     for backend in ("autograd", "python"):
         layer = Recurrent(Cls, D, H, bidirectional=True, backend=backend, **cell_kwargs).double()
         for cell in layer.cells:
@@ -132,6 +134,7 @@ def _sequence(Recurrent, Cls, model, name, D, H, B, T, rtol, atol, cell_kwargs):
             state = tuple(torch.randn(2, B, s.shape[1], dtype=torch.float64) for s in model.init_state(1))
         s0 = tuple(s.clone().requires_grad_() for s in state)
         xs = x.clone().requires_grad_()
+        torch.set_rng_state(draws)
         out, sT = layer(xs, s0 if Cls.num_states == 2 else s0[0], lengths=lengths)
         sT = sT if isinstance(sT, tuple) else (sT,)
         loss = (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)).sum()

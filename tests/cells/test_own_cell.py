@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from rnnkit import CELLS, Recurrent
+from rnnkit.cells import check_cell
 from rnnkit.cells._base import Cell, linear, recurrent_weights
 from rnnkit.engine import run
 from rnnkit.errors import RnnkitError
@@ -797,3 +798,43 @@ def test_check_cell_takes_a_gemms_bias_that_broadcasts(shape):
     from rnnkit.cells import check_cell
 
     check_cell(broadcast_bias_cell(BIAS_SHAPES[shape]))
+
+
+def zoneout_step(xw_t, state, P):
+    """Zoneout (Krueger et al. 2016): h_t = m ⊙ h_{t-1} + (1 - m) ⊙ tanh(xw_t + h_{t-1} W_hhᵀ + b), m ~ B(0.3)."""
+    (h_prev,) = state
+    hc = torch.tanh(xw_t + linear(h_prev, *P))
+    m = (torch.rand_like(h_prev) < 0.3).to(h_prev.dtype)
+    return (m * h_prev + (1 - m) * hc,), (h_prev,), (m, hc)
+
+
+def zoneout_step_backward(dstate, cache, P):
+    (dh_t,), (m, hc) = dstate, cache
+    da = dh_t * (1 - m) * (1 - hc * hc)
+    return da, (dh_t * m + da @ P[0],), (da,), ()
+
+
+class Zoneout(Cell):
+    step = staticmethod(zoneout_step)
+    step_backward = staticmethod(zoneout_step_backward)
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__(input_size, hidden_size, bias)
+        recurrent_weights(self, ("W_hh", (hidden_size, hidden_size)), ("b_hh", (hidden_size,)))
+        self.reset_parameters()
+
+
+def test_check_cell_passes_a_step_that_draws_and_still_names_a_wrong_backward():
+    """A zoneout step draws its masks: check_cell ran the autograd and python layers from other states of torch's
+    generator, other masks, and refused a right step_backward ('the gradient of the input x (a sequence) differs
+    from autograd's ... by up to 0.541: fix step_backward'). Both run from one state; a wrong one is still named."""
+    state = torch.get_rng_state()
+    check_cell(Zoneout)
+    assert torch.equal(torch.get_rng_state(), state)
+
+    def wrong(dstate, cache, P):  # (the zoned units' dh_{t-1} left out)
+        dxw, (dh_prev,), dpres, dextras = zoneout_step_backward(dstate, cache, P)
+        return dxw, (dh_prev - dstate[0] * cache[0],), dpres, dextras
+
+    with pytest.raises(RnnkitError, match=r"ZoneoutWrong: the gradient of .* differs from autograd's"):
+        check_cell(type("ZoneoutWrong", (Zoneout,), dict(step_backward=staticmethod(wrong))))

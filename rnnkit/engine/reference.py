@@ -34,6 +34,7 @@ def autograd_loop(cell, xw, state0, P, mask, reverse, probe=None):
     # overflowed to inf (a growing relu state, float16) made the kept state NaN (0·inf), its output too
     live = None if mask is None else mask != 0
     check = cell._checked_steps  # (a cell of one's own: its first step's outputs, see check_step)
+    wide = _wide_extras(cell, P)
     for t in order:
         # a padded step runs on a zero state (its result is discarded): the state kept there may be inf (a relu state
         # that overflowed at the sequence's last step), and the step's zero gradient times it made every weight
@@ -43,7 +44,7 @@ def autograd_loop(cell, xw, state0, P, mask, reverse, probe=None):
         # there failed in dynamo)
         seen = versions(xw_t=xw, state=run_on, P=P) if check and not torch.compiler.is_compiling() else None
         try:
-            got = cell.step(xw_t[t], run_on, P)
+            got = cell.step(xw_t[t], run_on, P if wide is None else _narrow(wide, P))
         except (
             RuntimeError
         ) as e:  # xw_t.mul_(...) under grad: torch's 'Output 0 of UnbindBackward0 is a view and is
@@ -70,6 +71,29 @@ def autograd_loop(cell, xw, state0, P, mask, reverse, probe=None):
     if probe is not None:
         _watch(probe, hooks, raws, live, [s for s in state[1:] if s.requires_grad])
     return _tied_to_input(cell, xw, torch.stack(outs), state, P)
+
+
+def _wide_extras(cell, P):
+    """The EXTRAS parameters of a half type that require grad, each in float32 (None for the others) for the steps
+    to read as p.to(its dtype), the same values: autograd sums a parameter's gradient over its T uses in its dtype,
+    and a leaky layer's dα over 1000 steps in bfloat16 came 1-4% off the exact sum of the same steps' terms. Summed
+    in float32 (as torch's GEMMs accumulate dW_hh), cast once. None where there are none (float32, float64)."""
+    if not torch.is_grad_enabled():
+        return None
+    half = (torch.float16, torch.bfloat16)
+    names = [name for name in cell.EXTRAS if name in cell.REC_PARAMS]
+    got = [None] * len(P)
+    for name in names:
+        i = cell.REC_PARAMS.index(name)
+        p = P[i] if i < len(P) else None
+        if isinstance(p, torch.Tensor) and p.dtype in half and p.requires_grad:
+            got[i] = p.float()
+    return got if any(w is not None for w in got) else None
+
+
+def _narrow(wide, P):
+    """P for one step, _wide_extras' float32 copies cast back to their parameters' dtype."""
+    return tuple(p if w is None else w.to(p.dtype) for w, p in zip(wide, P))
 
 
 def _tied_to_input(cell, xw, hs, state, P):

@@ -329,12 +329,11 @@ class CharLM(nn.Module):
                     f"temperature must be > 0, got {temperature!r}; for the most probable text use greedy"
                 )
             temperature = float(temperature)
-        # greedy's argmax in float64, as beam_complete's (beam 1): float32 rounded logits 0 and 1e-8 to one
-        # log-probability, a tie that went to the less probable first character
-        least = torch.float64 if greedy else torch.float32
-        logp, state = self._prime(ids, least=least)
+        # in float64, as beam_complete (beam 1) reads them: float32 rounded logits 0 and 1e-8 to one log-probability,
+        # a tie that greedy gave to the less probable first character, and top_k=1 (or a temperature near 0) to either
+        logp, state = self._prime(ids, least=torch.float64)
         pick = functools.partial(self._draw, temperature=temperature, top_k=top_k, greedy=greedy,
-                                 generator=generator, least=least)  # fmt: skip
+                                 generator=generator, least=torch.float64)  # fmt: skip
         return self._drawn(pick, logp, state, len(ids), length)
 
     @staticmethod

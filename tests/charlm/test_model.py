@@ -654,6 +654,20 @@ def test_greedy_picks_the_most_probable_character_as_beam_1_does():
     assert m.sample([0], 3, greedy=True) == m.beam_complete([0], 3, 1)[0] == [1, 1, 1]
 
 
+def test_top_k_one_and_a_vanishing_temperature_draw_what_greedy_picks():
+    """Sampling drew from float32 log-probabilities, where logits 0 and 1e-8 round to one value: top_k=1 kept both
+    (drawing [1, 1, 0, 0, 0, 1, 0, 1, ...] with a seeded generator) and temperature 1e-12, where softmax(y / T)
+    puts all but e^-10000 on the second, drew the first 6 times in 16; greedy and beam 1, which read them in
+    float64, write [1, 1, ...]. Sampling reads them in float64 too."""
+    m = CharLM(CharLMConfig(vocab_size=3, cell="rnn_tanh", hidden_size=2, num_layers=1))
+    with torch.no_grad():
+        m.head.weight.zero_()
+        m.head.bias.copy_(torch.tensor([0.0, 1e-8, -0.5]))
+    g = torch.Generator().manual_seed(0)
+    assert m.sample([0], 16, top_k=1, generator=g) == [1] * 16
+    assert m.sample([0], 16, temperature=1e-12, generator=g) == [1] * 16
+
+
 def test_iter_sample_draws_lazily_as_sample_does_and_leaves_the_callers_modes_between_draws():
     # `rnnkit sample` prints each character as it is drawn (a huge --length printed nothing until its end)
     m = model().train()

@@ -329,6 +329,10 @@ class CharLM(nn.Module):
                     f"temperature must be > 0, got {temperature!r}; for the most probable text use greedy"
                 )
             temperature = float(temperature)
+            # (a seed given as the generator failed at the first draw, inside torch: "must be torch.Generator, not int")
+            if generator is not None and not isinstance(generator, torch.Generator):
+                raise RnnkitError(f"generator must be a torch.Generator (or None), got {type(generator).__name__}; for "
+                                  "a seed give generator=torch.Generator().manual_seed(seed)")  # fmt: skip
         # in float64, as beam_complete (beam 1) reads them: float32 rounded logits 0 and 1e-8 to one log-probability,
         # a tie that greedy gave to the less probable first character, and top_k=1 (or a temperature near 0) to either
         logp, state = self._prime(ids, least=torch.float64)

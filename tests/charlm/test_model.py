@@ -321,6 +321,18 @@ def test_one_character_api_checks_its_ids_and_options():
     assert lm.beam_complete([1], np.int64(3), np.int64(2)) == lm.beam_complete([1], 3, 2)
 
 
+@pytest.mark.parametrize("generator", [0, np.random.default_rng(0)])
+def test_a_generator_that_is_no_torch_generator_is_one_line_at_the_call(generator):
+    """A seed (or numpy's generator) given as the generator passed iter_sample's checks, documented to be made at the
+    call, and failed at the first character drawn, inside torch: "multinomial(): argument 'generator' must be
+    torch.Generator, not int". It is one line at the call, naming the fix; greedy, which draws nothing, takes any."""
+    lm = model("rnn_tanh")
+    with pytest.raises(RnnkitError, match=r"^generator must be a torch.Generator \(or None\), got (int|Generator);"
+                       r" for a seed give generator=torch.Generator\(\).manual_seed\(seed\)$"):  # fmt: skip
+        lm.iter_sample([1], 3, generator=generator)
+    assert lm.sample([1], 3, greedy=True, generator=generator) == lm.sample([1], 3, greedy=True)
+
+
 @pytest.mark.parametrize("embedding_size", [0, 5])
 def test_a_float64_model_runs_in_float64(embedding_size):
     """model.double() (or float64 as torch's default dtype): one-hot inputs were made float32 and met float64

@@ -825,7 +825,7 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
         warnings.showwarning = shown
     save("latest.pt")
     log(
-        f"done: {progress.step} steps in {_seconds(progress.elapsed)} s; best val {_nats(progress.best_val)}; run folder {out}"
+        f"done: {progress.step} steps in {_seconds(progress.elapsed)} s of training; best val {_nats(progress.best_val)}; run folder {out}"
     )
     return 0
 

@@ -90,11 +90,13 @@ def test_the_bars_speed_is_the_mean_of_the_last_steps(tmp_path, corpus, monkeypa
 
 def test_the_done_line_gives_the_runs_training_time(tmp_path, corpus):
     """The last line rounded the seconds of training to whole ones: a short run was 'done: 3 steps in 0 s'. It
-    gives them to 3 digits, the wall_s of metrics.csv's last row; and its best val is the lowest val_loss there."""
+    gives them to 3 digits, the wall_s of metrics.csv's last row, said to be training's ('200 steps in 0.348 s' read
+    as the run's time where its bar showed 2 s: validation, checkpoints and the plot are not in it); and its best val
+    is the lowest val_loss there."""
     lines = []
     assert train(tiny_config(corpus, max_steps=3, eval_every=2), tmp_path / "run", log=lines.append) == 0
     rows = read_metrics(tmp_path / "run" / "metrics.csv")
-    done = re.fullmatch(r"done: (\d+) steps in (\S+) s; best val (\S+) nats/char .*", lines[-1])
+    done = re.fullmatch(r"done: (\d+) steps in (\S+) s of training; best val (\S+) nats/char .*", lines[-1])
     assert int(done[1]) == 3 == int(rows[-1]["step"])
     assert float(done[2]) == pytest.approx(float(rows[-1]["wall_s"]), rel=0.01)
     assert float(done[3]) == pytest.approx(min(float(r["val_loss"]) for r in rows if r["val_loss"]), abs=1e-4)

@@ -701,7 +701,9 @@ class NativeProjection(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, W, b, tail, ident, pass_x):
         shape, Win, bin = x.shape, W, b
-        x2 = x.reshape(-1, shape[-1]).contiguous()
+        # (of x detached: a view of x made here, saved, failed backward after x changed in place with torch's 'A view
+        # was created in no_grad mode ...' where its 'modified by an inplace operation' is due; detach shares x's version)
+        x2 = x.detach().reshape(-1, shape[-1]).contiguous()
         W = W.detach().contiguous()
         b = None if b is None else b.detach().contiguous()
         G = W.shape[0] + (shape[-1] if ident >= 0 else 0)

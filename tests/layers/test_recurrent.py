@@ -1195,6 +1195,21 @@ def test_input_changed_in_place_before_backward_is_torchs_error(backend, name, c
         out.sum().backward()
 
 
+@pytest.mark.parametrize("backend", ["python", "native"])
+def test_input_of_a_conditioned_layer_changed_in_place_is_torchs_inplace_error(backend):
+    """x changed in place before backward where nothing but the projection saves it (cond adds to xw): torch's
+    version-counter error. The native projection saved a view of x made inside its forward, and backward failed with
+    torch's 'A view was created in no_grad mode and its base ... modified inplace with grad mode enabled' instead."""
+    torch.manual_seed(0)
+    layer = Recurrent("gru", 4, 4, backend=backend, batch_first=False, cond_size=2)
+    x = torch.randn(9, 3, 4, requires_grad=True)  # time-major: read in place; 9 steps: native projection
+    out, _ = layer(x, cond=torch.randn(3, 2))
+    with torch.no_grad():
+        x.add_(0.5)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()
+
+
 def test_lengths_of_an_empty_batch_may_be_an_empty_list():
     out, _ = Recurrent("gru", 3, 4)(torch.zeros(0, 5, 3), lengths=[])
     assert out.shape == (0, 5, 4)

@@ -211,8 +211,19 @@ def plan_file(ext=None) -> pathlib.Path | None:
 
 def _given_plan_file(given: str) -> pathlib.Path | None:
     """RNNKIT_GEMM_PLANS's file, or None (with a warning, once) where it can't be one: a folder, or a file in a
-    folder that isn't there, was ignored in silence (and a folder got <folder>.lock made beside it). /dev/null: none."""
-    path = pathlib.Path(given).expanduser()
+    folder that isn't there, was ignored in silence (and a folder got <folder>.lock made beside it). /dev/null: none.
+    A name that can't even be looked at (too long, in a folder one may not search, a ~user that isn't one) raised
+    from every forward, OSError or RuntimeError, a traceback through the layer."""
+    try:
+        return _plan_path(given, pathlib.Path(given).expanduser())
+    except (OSError, RuntimeError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).rstrip(".")
+        _warn_plans(f"RNNKIT_GEMM_PLANS={given!r} can't be looked up ({why}); name a file you can write")
+        return None
+
+
+def _plan_path(given: str, path: pathlib.Path) -> pathlib.Path | None:
+    """_given_plan_file's checks of the file it names."""
     if path.is_dir():
         _warn_plans(
             f"RNNKIT_GEMM_PLANS={given!r} is a folder; name a file (such as {path / 'gemm_plans.json'})"

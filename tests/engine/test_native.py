@@ -1341,6 +1341,28 @@ def test_a_gemm_plans_file_that_cannot_be_kept_is_warned_of_once(tmp_path, monke
     assert not pathlib.Path(f"{tmp_path}.lock").exists()
 
 
+@pytest.mark.parametrize(
+    "given",
+    ["/tmp/" + "a" * 300 + ".json", "~no_such_user_of_rnnkit/plans.json"],
+    ids=["name too long", "no such user"],
+)
+def test_a_gemm_plans_name_that_cannot_be_looked_up_is_warned_of_once(monkeypatch, given):
+    """RNNKIT_GEMM_PLANS naming a file that can't be looked at (a name too long, a ~user that isn't one; a folder one
+    may not search is the same) raised OSError ('File name too long') or RuntimeError ('Could not determine home
+    directory') from the first forward, a traceback through the layer, and from every write of the choices after."""
+    native.load()
+    monkeypatch.setenv("RNNKIT_GEMM_PLANS", given)
+    monkeypatch.setattr(native, "_plan_warnings", set())
+    monkeypatch.setattr(native, "_kept", -1)  # choices to add
+    with pytest.warns(
+        RuntimeWarning, match="RNNKIT_GEMM_PLANS=.* can't be looked up .*or set it empty to keep none"
+    ):
+        assert native.plan_file() is None
+    native.keep_plans()  # once (warnings are errors here)
+    out, _ = Recurrent("lstm", 3, 4, backend="native")(torch.randn(2, 9, 3))
+    assert out.shape == (2, 9, 4)
+
+
 @pytest.mark.parametrize("blank", [" ", "\t\n"])
 def test_a_blank_gemm_plans_value_keeps_none(tmp_path, monkeypatch, blank):
     """RNNKIT_GEMM_PLANS of spaces only (a quoting slip, a trailing space in a compose file) was taken as a file

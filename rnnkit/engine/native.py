@@ -396,6 +396,10 @@ def unsupported(cell, xw, P=None):
         return kind
     if xw.dim() == 3 and 0 in xw.shape[:2]:
         return "quiet"  # an empty batch: nothing to run fast; python's loop passes it through
+    # no recurrent product (IndRNN's u ⊙ h_{t-1}): said before load, which built the extension for it (a minute, by
+    # default, for a cell it never runs) and traced it at every forward (40 µs)
+    if cell not in CELL_IDS and not cell.GEMMS:
+        return _no_product(cell)
     if load() is None:
         return _reason
     if cell not in CELL_IDS:  # a cell of one's own: traced into kernels, or run by the python loop
@@ -502,10 +506,14 @@ def fingerprint(source: str) -> int:
     return int(hashlib.sha256(source.encode()).hexdigest()[:15], 16)
 
 
+def _no_product(cell) -> str:
+    return (f"{cell.__name__} has no GEMMS entry (a recurrent product u Uᵀ + b), and the native loop runs cells "
+            "of recurrent products; it runs on the python loop")  # fmt: skip
+
+
 def _trace(traced, cell, P, xw):
     if not cell.GEMMS:
-        return (f"{cell.__name__} has no GEMMS entry (a recurrent product u Uᵀ + b), and the native loop runs cells "
-                "of recurrent products; it runs on the python loop")  # fmt: skip
+        return _no_product(cell)
     U = P[cell.REC_PARAMS.index(cell.GEMMS[0][0])]
     if U is None or U.dim() != 2:
         return f"{cell.__name__}'s first recurrent matrix (GEMMS) is not a matrix, which the native loop needs; it runs on the python loop"

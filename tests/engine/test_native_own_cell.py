@@ -314,6 +314,22 @@ def test_a_cell_without_a_recurrent_product_says_so_where_native_was_asked_for()
         layer(torch.randn(2, 3, 3))
 
 
+def test_a_cell_without_a_recurrent_product_builds_and_traces_nothing_by_default(monkeypatch):
+    """The default backend asked native for a cell without GEMMS (which it never runs): the first forward built the
+    extension (57 s where it was not built yet) and every forward traced its step's key (40 µs a forward)."""
+
+    def refused(*a, **k):
+        raise AssertionError("the native engine was asked to load or trace a cell it never runs")
+
+    monkeypatch.setattr(native, "load", refused)
+    monkeypatch.setattr(native, "traced_id", refused)
+    layer = Recurrent(IndRNN, 3, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out, h = layer(torch.randn(2, 3, 3))
+    assert out.shape == (2, 3, 4)  # (backend="native" still says why: the test above)
+
+
 def batch_gain_step(xw_t, state, P):
     """h_t = tanh(xw_t + h_{t-1} W_hhᵀ + b_hh) ⊙ k · B / (B + 1): the batch size B read as a number."""
     (h_prev,) = state

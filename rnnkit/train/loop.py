@@ -803,7 +803,7 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
             if closed:
                 if not evaluated:
                     save("latest.pt")
-                raise closed[0]
+                raise _as_closed(closed[0])
     except KeyboardInterrupt:  # a Ctrl-C after the step, or a second one inside it
         if not stepped:  # the window under way is read again on --resume, from the same state and masks
             model.state = carried
@@ -842,6 +842,16 @@ def _warnings_above():
 
     warnings.showwarning = show
     return shown
+
+
+def _as_closed(e: OSError) -> BrokenPipeError:
+    """The closed output's error as a broken pipe: a hung-up terminal's EIO (`& disown`, the terminal closed) was
+    said 'Input/output error; check the path, its permissions and the free space', a disk's fault."""
+    if isinstance(e, BrokenPipeError):
+        return e
+    closed = BrokenPipeError(e.errno, f"{e.strerror} (the terminal hung up)")
+    closed.__cause__ = e
+    return closed
 
 
 class _Closable:

@@ -963,6 +963,34 @@ def test_a_run_whose_output_is_closed_is_not_reported_a_success(tmp_path, corpus
     assert capsys.readouterr().err.endswith("the run stopped; start it again with --force\n")
 
 
+def test_a_run_whose_terminal_hung_up_says_its_output_was_closed(tmp_path, corpus, capsys, monkeypatch):
+    """A run whose terminal closed without a SIGHUP reaching it (`& disown`, a SIGHUP ignored): its line's write
+    raised EIO, the step was saved, then the run said 'rnnkit: error: Input/output error; check the path, its
+    permissions and the free space', a disk's fault for a closed output. It is said as the closed pipe's line."""
+    import errno
+    import io
+    import sys
+
+    from rnnkit.cli import main
+
+    class HungUp(io.TextIOBase):
+        def write(self, s):
+            if s.startswith("step "):  # the first validation line; the header before it is written
+                raise OSError(errno.EIO, "Input/output error")
+            return len(s)
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(sys, "stdout", HungUp())
+    code = main(["train", str(corpus), "--out", str(run), *TINY, "--max-steps", "4", "--eval-every", "2"])
+    if not isinstance(sys.stdout, HungUp):
+        sys.stdout.close()
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert code == 2 and err.endswith("rnnkit: error: the output was closed (its reader went away) and the run "
+                                      "stopped; continue with --resume\n"), err  # fmt: skip
+    assert torch.load(run / "latest.pt", weights_only=True)["progress"]["step"] == 2
+
+
 def test_a_config_json_saved_again_with_a_byte_order_mark_is_read(tmp_path, corpus, cli):
     """A config.json opened and saved unchanged by an editor that writes a UTF-8 byte-order mark was 'unreadable':
     --resume said so and fell back on latest.pt's config."""

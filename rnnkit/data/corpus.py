@@ -16,6 +16,7 @@ file and memory-mapped).
 """
 
 import codecs
+import errno
 import hashlib
 import os
 import pathlib
@@ -238,7 +239,7 @@ def load_file(path, name=None, memmap_path=None, what="corpus") -> Corpus:
         memmap_path = _anonymous_file()
     if memmap_path is not None:
         memmap_path = pathlib.Path(memmap_path)
-        tokens = np.lib.format.open_memmap(memmap_path, mode="w+", dtype=dtype, shape=(n,))
+        tokens = _open_memmap(memmap_path, dtype, n, path, what)
         if memmap_path.name.startswith("rnnkit-tokens-"):
             _unlink_quietly(memmap_path)  # the mapping stays valid; the file vanishes with the process
     else:
@@ -262,6 +263,34 @@ def load_file(path, name=None, memmap_path=None, what="corpus") -> Corpus:
 def _changed(path, what) -> RnnkitError:
     return RnnkitError(f"{what} {path} changed while it was read (it is read twice: its characters, then its "
                        "tokens); give a file no program is writing to (a copy of it)")  # fmt: skip
+
+
+def _open_memmap(memmap_path: pathlib.Path, dtype, n: int, path, what) -> np.ndarray:
+    """A memory-mapped (n,) token file whose blocks are reserved on disk first: a mapping of a file with no room
+    for it (a full disk, a small tmpfs /tmp) killed the process with SIGBUS at the first token written ('Bus
+    error', no message)."""
+    anonymous = memmap_path.name.startswith("rnnkit-tokens-")
+    try:
+        tokens = np.lib.format.open_memmap(memmap_path, mode="w+", dtype=dtype, shape=(n,))
+        if hasattr(os, "posix_fallocate"):  # (none on macOS or Windows: mapped as it was)
+            fd = os.open(memmap_path, os.O_RDWR)
+            try:
+                os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+            except OSError as e:  # a file system that can't reserve blocks (ZFS: EINVAL) is left as it is
+                if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS):
+                    raise
+            finally:
+                os.close(fd)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):  # (a missing folder: said as it was)
+            raise
+        _unlink_quietly(memmap_path)  # (a file of the size with no blocks behind it)
+        where = (
+            "set TMPDIR to a folder with room" if anonymous else "give a memmap_path in a folder with room"
+        )
+        raise RnnkitError(f"no room for the tokens of {what} {path} ({n * np.dtype(dtype).itemsize:,} bytes) in "
+                          f"{memmap_path.parent} ({e.strerror}); free space there, or {where}") from None  # fmt: skip
+    return tokens
 
 
 def _anonymous_file() -> pathlib.Path:

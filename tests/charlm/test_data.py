@@ -1,3 +1,4 @@
+import errno
 import hashlib
 
 import numpy as np
@@ -360,3 +361,22 @@ def test_a_file_called_default_or_stdlib_is_that_file(tmp_path, monkeypatch, nam
     (tmp_path / name).write_text("abcab\n" * 50)
     got = load_corpus(name)
     assert got.chars == ["\n", "a", "b", "c"]
+
+
+@pytest.mark.parametrize("given", [False, True])
+def test_a_memory_mapped_corpus_with_no_room_on_disk_is_one_line(tmp_path, monkeypatch, given):
+    # a sparse token file mapped on a full disk (a small tmpfs /tmp) died of SIGBUS at the first token written
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(corpus_mod, "MEMMAP_BYTES", 10)
+    monkeypatch.setattr(corpus_mod.os, "posix_fallocate", full, raising=False)
+    monkeypatch.setattr(corpus_mod.tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    path = tmp_path / "big.txt"
+    path.write_text("abc" * 100)
+    tokens = tmp_path / "tokens.npy"
+    with pytest.raises(RnnkitError, match=r"no room for the tokens of corpus .*big.txt \(300 bytes\) in .*\(No space "
+                       r"left on device\); free space there, or (give a memmap_path|set TMPDIR)"):  # fmt: skip
+        load_file(path, memmap_path=tokens if given else None)
+    assert not tokens.exists() and not any((tmp_path / "tmp").iterdir())

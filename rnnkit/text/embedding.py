@@ -48,16 +48,21 @@ def _size(value, what: str) -> int:
 
 
 def _as_ids(ids) -> torch.Tensor:
-    """ids as a tensor: a list or array of them too, an empty one as no ids (torch and numpy make it floats)."""
+    """ids as a tensor: a list or array of them too, an empty one as no ids (torch and numpy make it floats); a
+    tensor stays on its device (as_tensor moved it to torch's default device)."""
+    if isinstance(ids, torch.Tensor):
+        return ids
     t = torch.as_tensor(ids)
-    return t.long() if t.numel() == 0 and not isinstance(ids, torch.Tensor) else t
+    return t.long() if t.numel() == 0 else t
 
 
 def one_hot(ids: torch.Tensor, V: int, dtype=None) -> torch.Tensor:
-    """e_j for each id: shape (*ids.shape, V) with a single 1 in position id; dtype: torch's default."""
+    """e_j for each id: shape (*ids.shape, V) with a single 1 in position id, on the ids' device (as F.one_hot);
+    dtype: torch's default."""
     ids, V = _as_ids(ids), _size(V, "one_hot's V (the vocabulary size)")
     check_ids(ids, V)
-    x = torch.zeros(*ids.shape, V, dtype=dtype or torch.get_default_dtype())
+    # (made on the default device, CUDA ids failed in scatter_: 'Expected all tensors to be on the same device')
+    x = torch.zeros(*ids.shape, V, dtype=dtype or torch.get_default_dtype(), device=ids.device)
     return x.scatter_(-1, ids.long().unsqueeze(-1), 1.0)  # scatter takes int64 (or int32) ids only
 
 

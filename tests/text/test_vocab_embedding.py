@@ -344,3 +344,18 @@ def test_counts_that_are_no_counts_are_refused(count):
     ):
         Vocabulary({"a": 3, "b": count})
     assert Vocabulary({"a": np.int64(3), "b": 0, "c": 2.5}).counts == [0.0, 3, 2.5]
+
+
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")),
+    ],
+)
+def test_one_hot_is_made_on_its_ids_device_as_torchs_is(device):
+    ids = torch.tensor([[0, 3], [2, 1]], device=device)
+    with torch.device("meta"):  # another default device: F.one_hot's result stays beside its ids
+        x = one_hot(ids, 4)
+    assert x.device == ids.device and torch.equal(x, torch.nn.functional.one_hot(ids, 4).float())
+    assert torch.equal(one_hot(ids, 4), torch.nn.functional.one_hot(ids, 4).float())

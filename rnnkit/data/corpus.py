@@ -18,6 +18,7 @@ file and memory-mapped).
 import codecs
 import errno
 import hashlib
+import http.client
 import os
 import pathlib
 import shlex
@@ -400,8 +401,12 @@ def shakespeare_path(data_dir=None) -> pathlib.Path:
                 f"downloaded Tiny Shakespeare has the wrong sha256; put char-rnn's input.txt at {target}"
             )
         os.replace(tmp, target)
-    except OSError as e:
-        reason = getattr(e, "reason", None) or e.strerror or e.__class__.__name__
+    # (a connection cut mid-file is http.client's IncompleteRead, no OSError: a traceback, "IncompleteRead(15 bytes
+    # read, 1115379 more expected)")
+    except (OSError, http.client.HTTPException) as e:
+        reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or e.__class__.__name__
+        if isinstance(e, http.client.IncompleteRead):
+            reason = f"the connection closed after {len(e.partial):,} bytes of the file"
         where = f" ({env} has none)" if env else ""
         raise RnnkitError(
             f"{stale}cannot download Tiny Shakespeare ({reason}); put char-rnn's data/tinyshakespeare/input.txt "

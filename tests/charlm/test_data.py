@@ -1,5 +1,7 @@
 import errno
 import hashlib
+import socket
+import threading
 
 import numpy as np
 import pytest
@@ -380,3 +382,28 @@ def test_a_memory_mapped_corpus_with_no_room_on_disk_is_one_line(tmp_path, monke
                        r"left on device\); free space there, or (give a memmap_path|set TMPDIR)"):  # fmt: skip
         load_file(path, memmap_path=tokens if given else None)
     assert not tokens.exists() and not any((tmp_path / "tmp").iterdir())
+
+
+def test_a_shakespeare_download_cut_short_is_one_line(tmp_path, monkeypatch):
+    # a connection closed before Content-Length's bytes came: http.client's IncompleteRead traceback
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+
+    def serve():
+        conn, _ = server.accept()
+        conn.recv(4096)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1115394\r\n\r\nFirst Citizen:\n")
+        conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("RNNKIT_DATA", raising=False)
+    monkeypatch.setattr(
+        corpus_mod, "SHAKESPEARE_URL", f"http://127.0.0.1:{server.getsockname()[1]}/input.txt"
+    )
+    with pytest.raises(RnnkitError, match=r"cannot download Tiny Shakespeare \(the connection closed after 15 bytes"
+                       r" of the file\); put char-rnn's"):  # fmt: skip
+        load_corpus("shakespeare")
+    server.close()
+    assert list((tmp_path / "cache" / "rnnkit").iterdir()) == []  # (no partial file left)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rnnkit._io import UMASK
 from rnnkit.errors import RnnkitError
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -400,6 +401,8 @@ def shakespeare_path(data_dir=None) -> pathlib.Path:
             raise RnnkitError(
                 f"downloaded Tiny Shakespeare has the wrong sha256; put char-rnn's input.txt at {target}"
             )
+        # as any file the user writes: mkstemp's 0600 kept the others of a shared cache (XDG_CACHE_HOME) from it
+        os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, target)
     # (a connection cut mid-file is http.client's IncompleteRead, no OSError: a traceback, "IncompleteRead(15 bytes
     # read, 1115379 more expected)")

@@ -6,6 +6,7 @@ import threading
 import numpy as np
 import pytest
 
+from rnnkit._io import UMASK
 from rnnkit.data import corpus as corpus_mod
 from rnnkit.data.bptt import StreamBatches, eval_streams, split
 from rnnkit.data.corpus import encode, load_corpus, load_file, token_dtype
@@ -125,6 +126,8 @@ def test_shakespeare_download_is_checked_and_cached(tmp_path, monkeypatch):
     c = load_corpus("shakespeare")
     assert c.name == "shakespeare" and len(c.tokens) == len(src.read_text())
     assert (tmp_path / "cache" / "rnnkit" / "tinyshakespeare.txt").is_file()
+    # as any file the user writes (mkstemp's 0600 kept the others of a shared cache from it)
+    assert (tmp_path / "cache" / "rnnkit" / "tinyshakespeare.txt").stat().st_mode & 0o777 == 0o666 & ~UMASK
     monkeypatch.setattr(corpus_mod, "SHAKESPEARE_SHA256", "0" * 64)  # a wrong download is refused
     (tmp_path / "cache" / "rnnkit" / "tinyshakespeare.txt").unlink()
     with pytest.raises(RnnkitError, match="sha256"):

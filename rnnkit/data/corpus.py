@@ -237,12 +237,14 @@ def load_file(path, name=None, memmap_path=None, what="corpus") -> Corpus:
         raise RnnkitError(f"{what} {path} is empty; give a text file with some text in it")
     chars = sorted(vocab)
     dtype = token_dtype(len(chars))
-    if memmap_path is None and path.stat().st_size > MEMMAP_BYTES:
+    # (anonymous: made here; told by its name, a memmap_path the caller gave named rnnkit-tokens-... was deleted)
+    anonymous = memmap_path is None and path.stat().st_size > MEMMAP_BYTES
+    if anonymous:
         memmap_path = _anonymous_file()
     if memmap_path is not None:
         memmap_path = pathlib.Path(memmap_path)
-        tokens = _open_memmap(memmap_path, dtype, n, path, what)
-        if memmap_path.name.startswith("rnnkit-tokens-"):
+        tokens = _open_memmap(memmap_path, dtype, n, path, what, anonymous)
+        if anonymous:
             _unlink_quietly(memmap_path)  # the mapping stays valid; the file vanishes with the process
     else:
         tokens = np.empty(n, dtype=dtype)
@@ -267,11 +269,10 @@ def _changed(path, what) -> RnnkitError:
                        "tokens); give a file no program is writing to (a copy of it)")  # fmt: skip
 
 
-def _open_memmap(memmap_path: pathlib.Path, dtype, n: int, path, what) -> np.ndarray:
+def _open_memmap(memmap_path: pathlib.Path, dtype, n: int, path, what, anonymous: bool) -> np.ndarray:
     """A memory-mapped (n,) token file whose blocks are reserved on disk first: a mapping of a file with no room
     for it (a full disk, a small tmpfs /tmp) killed the process with SIGBUS at the first token written ('Bus
-    error', no message)."""
-    anonymous = memmap_path.name.startswith("rnnkit-tokens-")
+    error', no message). anonymous: a file load_file made (in TMPDIR), not the caller's memmap_path."""
     try:
         tokens = np.lib.format.open_memmap(memmap_path, mode="w+", dtype=dtype, shape=(n,))
         if hasattr(os, "posix_fallocate"):  # (none on macOS or Windows: mapped as it was)

@@ -44,6 +44,16 @@ def test_chunked_reading_and_memmap(tmp_path, monkeypatch):
     assert isinstance(c.tokens, np.memmap) and "".join(c.chars[i] for i in c.tokens) == text
 
 
+def test_a_memmap_path_given_is_kept_whatever_its_name(tmp_path):
+    """load_file told its own temporary token file by its name, rnnkit-tokens-...: a memmap_path the caller gave
+    under that name was deleted as one."""
+    path = tmp_path / "u.txt"
+    path.write_text("hello world\n")
+    given = tmp_path / "rnnkit-tokens-mine.npy"
+    c = load_file(path, memmap_path=given)
+    assert given.exists() and np.array_equal(np.load(given), c.tokens)
+
+
 def test_big_files_are_memory_mapped(tmp_path, monkeypatch):
     monkeypatch.setattr(corpus_mod, "MEMMAP_BYTES", 10)
     path = tmp_path / "big.txt"

@@ -331,7 +331,7 @@ class CharLM(nn.Module):
             temperature = float(temperature)
             # (a seed given as the generator failed at the first draw, inside torch: "must be torch.Generator, not int")
             if generator is not None and not isinstance(generator, torch.Generator):
-                raise RnnkitError(f"generator must be a torch.Generator (or None), got {type(generator).__name__}; for "
+                raise RnnkitError(f"generator must be a torch.Generator (or None), got {_type_name(generator)}; for "
                                   "a seed give generator=torch.Generator().manual_seed(seed)")  # fmt: skip
         # in float64, as beam_complete (beam 1) reads them: float32 rounded logits 0 and 1e-8 to one log-probability,
         # a tie that greedy gave to the less probable first character, and top_k=1 (or a temperature near 0) to either
@@ -421,6 +421,13 @@ class CharLM(nn.Module):
             seq.append(cols[b])
             b = rows[b]
         return seq[::-1], float(scores[best])
+
+
+def _type_name(v) -> str:
+    """v's type as a message names it: with its module where it is no builtin (numpy's Generator was 'got Generator'
+    in 'generator must be a torch.Generator ..., got Generator', as if it were one)."""
+    t = type(v)
+    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
 
 
 def _as_ids(t):

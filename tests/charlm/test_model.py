@@ -327,10 +327,21 @@ def test_a_generator_that_is_no_torch_generator_is_one_line_at_the_call(generato
     call, and failed at the first character drawn, inside torch: "multinomial(): argument 'generator' must be
     torch.Generator, not int". It is one line at the call, naming the fix; greedy, which draws nothing, takes any."""
     lm = model("rnn_tanh")
-    with pytest.raises(RnnkitError, match=r"^generator must be a torch.Generator \(or None\), got (int|Generator);"
-                       r" for a seed give generator=torch.Generator\(\).manual_seed\(seed\)$"):  # fmt: skip
+    with pytest.raises(RnnkitError, match=r"^generator must be a torch.Generator \(or None\), got "
+                       r"(int|numpy\.random\._generator\.Generator); for a seed give "
+                       r"generator=torch.Generator\(\).manual_seed\(seed\)$"):  # fmt: skip
         lm.iter_sample([1], 3, generator=generator)
     assert lm.sample([1], 3, greedy=True, generator=generator) == lm.sample([1], 3, greedy=True)
+
+
+def test_a_numpy_generator_refused_as_the_generator_is_named_as_numpys():
+    """numpy's Generator given as the generator was said 'generator must be a torch.Generator (or None), got
+    Generator', as if it were one: the type is named with its module."""
+    lm = model("rnn_tanh")
+    with pytest.raises(RnnkitError, match=r", got numpy\.random\._generator\.Generator; for a seed"):
+        lm.sample([1], 3, generator=np.random.default_rng(0))
+    with pytest.raises(RnnkitError, match=r", got numpy\.random\.mtrand\.RandomState; for a seed"):
+        lm.sample([1], 3, generator=np.random.RandomState(0))
 
 
 @pytest.mark.parametrize("embedding_size", [0, 5])

@@ -42,9 +42,11 @@ def autograd_loop(cell, xw, state0, P, mask, reverse, probe=None):
         run_on = state if mask is None else tuple(torch.where(live[t], s, 0) for s in state)
         # (not while torch.compile traces the loop: version counters are no values of its graph, and reading them
         # there failed in dynamo)
-        seen = versions(xw_t=xw, state=run_on, P=P) if check and not torch.compiler.is_compiling() else None
+        # (the P the step reads: a step changing a half-type α copy in place ran on, where the parameter is refused)
+        P_t = P if wide is None else _narrow(wide, P)
+        seen = versions(xw_t=xw, state=run_on, P=P_t) if check and not torch.compiler.is_compiling() else None
         try:
-            got = cell.step(xw_t[t], run_on, P if wide is None else _narrow(wide, P))
+            got = cell.step(xw_t[t], run_on, P_t)
         except (
             RuntimeError
         ) as e:  # xw_t.mul_(...) under grad: torch's 'Output 0 of UnbindBackward0 is a view and is

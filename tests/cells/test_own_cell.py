@@ -730,6 +730,24 @@ def test_a_step_changing_its_xw_t_in_place_is_one_line_on_every_backend(backend,
             Recurrent(InPlace, 3, 5, backend=backend)(x)
 
 
+def test_a_step_changing_a_half_type_extras_parameter_in_place_is_refused_by_the_autograd_loop():
+    """g.mul_(1.0) in a step, g a bfloat16 EXTRAS parameter: the autograd loop (since f868689) hands the steps a copy
+    of g cast from float32, and such a step ran on in silence, where in float32 torch refuses it (a leaf changed in
+    place) and the python loop names it. It is the python loop's line."""
+
+    class InPlaceGain(GainRNN):
+        @staticmethod
+        def step(xw_t, state, P):
+            P[2].mul_(1.0)
+            return gain_step(xw_t, state, P)
+
+    layer = Recurrent(InPlaceGain, 3, 4, backend="autograd").to(torch.bfloat16)
+    with pytest.raises(
+        RnnkitError, match=r"^InPlaceGain.step changed its input P\[2\] in place: .*pure functions"
+    ):
+        layer(torch.randn(2, 5, 3, dtype=torch.bfloat16))
+
+
 def broadcast_bias_step(xw_t, state, P):
     """h_t = tanh(a_g) ⊙ σ(a_s), [a_g, a_s] = xw_t + h_{t-1} W_hhᵀ + b_hh; b_hh of any shape that broadcasts."""
     (h_prev,) = state

@@ -7,6 +7,7 @@ that registers parsers whose `func` attribute takes the parsed arguments.
 import argparse
 import codecs
 import contextlib
+import errno
 import math
 import os
 import pathlib
@@ -311,16 +312,19 @@ def _main(argv) -> int:
         print(f"rnnkit: error: the output holds characters ({e.object[e.start : e.end]!r}) that its encoding, {out}, "
               "can't write; set PYTHONIOENCODING=utf-8 (or PYTHONUTF8=1)", file=sys.stderr)  # fmt: skip
         return 2
-    except BrokenPipeError:  # the reader went away (`rnnkit sample ... | head`): not an error of ours
+    except BrokenPipeError as e:  # the reader went away (`rnnkit sample ... | head`): not an error of ours
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (no second error when Python flushes stdout at exit)
         if getattr(args, "command", None) == "train":  # a run cut short: its exit 0 read as a run done
             saved = (pathlib.Path(args.out) / "latest.pt").is_file()
             how = "continue with --resume" if saved else "start it again"
             if saved and args.dry_run:  # (--resume refuses a dry run)
                 how = "start it again with --force"
+            # (the train loop's EIO, a terminal that hung up, or a log file's failing disk: the reader went away
+            # said only the first)
+            what = ("could not be written (input/output error: a terminal that hung up, or a failing disk)"
+                    if e.errno == errno.EIO else "was closed (its reader went away)")  # fmt: skip
             with contextlib.suppress(OSError):  # (stderr the same closed pipe: 2>&1 | head)
-                print(f"rnnkit: error: the output was closed (its reader went away) and the run stopped; {how}",
-                      file=sys.stderr)  # fmt: skip
+                print(f"rnnkit: error: the output {what} and the run stopped; {how}", file=sys.stderr)
             return 2
         if getattr(args, "out", None):  # a command that writes files: cut short, those may be missing
             with contextlib.suppress(OSError):

@@ -846,7 +846,8 @@ def _warnings_above():
 
 def _as_closed(e: OSError) -> BrokenPipeError:
     """The closed output's error as a broken pipe: a hung-up terminal's EIO (`& disown`, the terminal closed) was
-    said 'Input/output error; check the path, its permissions and the free space', a disk's fault."""
+    said 'Input/output error; check the path, its permissions and the free space', a disk's fault (its errno kept:
+    the command line names both causes an EIO has)."""
     if isinstance(e, BrokenPipeError):
         return e
     closed = BrokenPipeError(e.errno, f"{e.strerror} (the terminal hung up)")

@@ -966,7 +966,8 @@ def test_a_run_whose_output_is_closed_is_not_reported_a_success(tmp_path, corpus
 def test_a_run_whose_terminal_hung_up_says_its_output_was_closed(tmp_path, corpus, capsys, monkeypatch):
     """A run whose terminal closed without a SIGHUP reaching it (`& disown`, a SIGHUP ignored): its line's write
     raised EIO, the step was saved, then the run said 'rnnkit: error: Input/output error; check the path, its
-    permissions and the free space', a disk's fault for a closed output. It is said as the closed pipe's line."""
+    permissions and the free space', a disk's fault for a closed output. It is said as the closed pipe's line, with
+    both causes an EIO has (a log file's failing disk too: 'its reader went away' named the terminal's only)."""
     import errno
     import io
     import sys
@@ -986,8 +987,9 @@ def test_a_run_whose_terminal_hung_up_says_its_output_was_closed(tmp_path, corpu
         sys.stdout.close()
     monkeypatch.undo()
     err = capsys.readouterr().err
-    assert code == 2 and err.endswith("rnnkit: error: the output was closed (its reader went away) and the run "
-                                      "stopped; continue with --resume\n"), err  # fmt: skip
+    assert code == 2 and err.endswith("rnnkit: error: the output could not be written (input/output error: a "
+                                      "terminal that hung up, or a failing disk) and the run stopped; continue with "
+                                      "--resume\n"), err  # fmt: skip
     assert torch.load(run / "latest.pt", weights_only=True)["progress"]["step"] == 2
 
 

@@ -496,7 +496,12 @@ class Cell(OwnParametersModule):
         given = tuple(state) if isinstance(state, tuple | list) else (state,)
         widths = (self.output_size, self.hidden_size)[: self.num_states]
         lead = () if unbatched else (x_t.shape[0],)
-        want = " and ".join(str((*lead, w)) for w in widths)
+
+        # (built where an error says it: dynamo cannot trace str() of a symbolic batch size, a second batch size under
+        # torch.compile, and fullgraph=True failed there)
+        def want():
+            return " and ".join(str((*lead, w)) for w in widths)
+
         what = "(h, c)" if self.num_states == 2 else "h"
         if len(given) != self.num_states or not all(isinstance(s, torch.Tensor) for s in given):
             # (the types where the count is right: "got 2 item(s)" of an LSTM's (None, None) named no fault)
@@ -505,10 +510,10 @@ class Cell(OwnParametersModule):
                 if len(given) != self.num_states
                 else ", ".join(type(s).__name__ for s in given)
             )
-            raise RnnkitError(f"{name}: state must be {what}, tensors of shape {want}; got {got}")
+            raise RnnkitError(f"{name}: state must be {what}, tensors of shape {want()}; got {got}")
         if any(tuple(s.shape) != (*lead, w) for s, w in zip(given, widths)):
             got = ", ".join(str(tuple(s.shape)) for s in given)
-            raise RnnkitError(f"{name}: state must be {what} of shape {want} for x_t {tuple(x_t.shape)[-len(lead) - 1:]}"
+            raise RnnkitError(f"{name}: state must be {what} of shape {want()} for x_t {tuple(x_t.shape)[-len(lead) - 1:]}"
                               f", got {got}")  # fmt: skip
         autocast = autocast_on(x_t.device)  # the step's ops cast, as in torch.nn's cells
 

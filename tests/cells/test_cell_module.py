@@ -413,3 +413,22 @@ def test_token_ids_into_a_cell_are_told_to_be_embedded(shape):
     (B,) ids got the size error of a (B, D) step first."""
     with pytest.raises(RnnkitError, match=r"GRU: x_t is torch\.int64; .*token ids: embed them first"):
         CELLS["gru"](4, 5)(torch.randint(0, 4, shape))
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_a_step_by_hand_compiles_in_one_graph_at_a_new_batch_size(name):
+    # the state check built its error's shape string on every call, str() of a shape, which dynamo can't trace where
+    # the batch is symbolic: torch.compile(decoder, fullgraph=True) of a loop of cell steps failed at a second batch
+    # size ("Failed to trace builtin operator `str`")
+    torch.manual_seed(0)
+    cell = CELLS[name](3, 4)
+
+    def decode(x, state):
+        for x_t in x.unbind(1):
+            state = cell(x_t, state)
+        return state
+
+    compiled = torch.compile(decode, fullgraph=True, backend="eager")
+    for B in (2, 3):
+        x, state = torch.randn(B, 3, 3), cell.init_state(B)
+        torch.testing.assert_close(compiled(x, state), decode(x, state))

@@ -12,6 +12,7 @@ then compute their gradients through a rerun of the forward as an autograd loop
 """
 
 import functools
+import operator
 import warnings
 
 import torch
@@ -217,13 +218,19 @@ def _check_sizes(cell, xw, states, P, xtilde):
     of the user's own, with other arguments) is left to its step functions. Under torch.compile (where building
     the cell is a graph break) from the sizes alone, a constant of the graph, where they are static: skipped there,
     an LSTM's c wider than h gave NaN and one narrower corrupted the heap ("malloc(): unaligned tcache chunk")."""
-    widths = tuple(s.shape[1] for s in states)
+    X, widths = xw.shape[2], tuple(s.shape[1] for s in states)
     shapes = tuple(None if p is None else tuple(p.shape) for p in P)
-    if torch.compiler.is_compiling() and not all(
-        isinstance(d, int) for d in (xw.shape[2], *widths, *(d for s in shapes if s is not None for d in s))
+    if torch.compiler.is_dynamo_compiling():
+        # dynamo shows a symbolic size as an int, which it can't hand to _size_error (torch.compile(dynamic=True), or a
+        # second width, failed "assume_constant_result argument conversion failed"): the widths are made numbers,
+        # operator.index guarding each (a new width compiles again; T and B stay symbolic)
+        X, widths = operator.index(X), tuple(operator.index(w) for w in widths)
+        shapes = tuple(None if s is None else tuple(operator.index(d) for d in s) for s in shapes)
+    elif torch.compiler.is_compiling() and not all(
+        isinstance(d, int) for d in (X, *widths, *(d for s in shapes if s is not None for d in s))
     ):
-        return  # (symbolic sizes: the check would fix them)
-    error = _size_error(cell, xw.shape[2], widths, shapes, xtilde is not None)
+        return  # (symbolic sizes, torch.export's: the check would fix them)
+    error = _size_error(cell, X, widths, shapes, xtilde is not None)
     if error is not None:
         raise RnnkitError(error.replace("{xw}", str(tuple(xw.shape))))
 

@@ -475,3 +475,26 @@ def test_state_widths_that_do_not_fit_are_refused_under_compile_too(widths):
     for T in (5, 7):
         xw, state0 = torch.randn(T, 2, 16), (torch.randn(2, 4), torch.randn(2, 4))
         torch.testing.assert_close(g(xw, state0), run(cell, xw, state0, P)[0])
+
+
+def test_run_compiles_in_one_graph_with_dynamic_shapes_and_still_refuses_widths_that_do_not_fit():
+    """run(cell, ...) under torch.compile(dynamic=True): dynamo shows a symbolic size as an int, so the size check
+    handed xw's columns, symbolic, to _size_error, a constant of the graph: fullgraph=True failed ("assume_constant_result
+    argument conversion failed"), and without it the graph broke there. The widths are made numbers (a guard each):
+    one graph, eager's numbers, and an h and c of other widths are still refused in eager code's line."""
+    torch.manual_seed(0)
+    cell = CELLS["gru"](3, 4)
+    P = tuple(cell.rec_params())
+    torch._dynamo.reset()
+    f = torch.compile(
+        lambda xw, state0: run(cell, xw, state0, P)[0], backend="eager", dynamic=True, fullgraph=True
+    )
+    for T, B in ((5, 2), (7, 3)):
+        xw, state0 = torch.randn(T, B, 12), (torch.randn(B, 4),)
+        torch.testing.assert_close(f(xw, state0), run(cell, xw, state0, P)[0])
+    lstm = CELLS["lstm"](3, 4)
+    P = tuple(lstm.rec_params())
+    torch._dynamo.reset()
+    g = torch.compile(lambda xw, state0: run(lstm, xw, state0, P)[0], backend="eager", dynamic=True)
+    with pytest.raises(RnnkitError, match=r"state \(h, c\) widths \[4, 8\] don't fit"):
+        g(torch.randn(5, 2, 16), (torch.randn(2, 4), torch.randn(2, 8)))

@@ -812,6 +812,9 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
             metrics.write(**row)  # stopped between its validation and its row: the step itself is done
         bar.close()
         save("latest.pt")
+        # the plot is drawn at validations only: none before the first (a second Ctrl-C here leaves it undrawn)
+        with contextlib.suppress(KeyboardInterrupt):
+            _redraw_stale_plot(out)
         if progress.corpus_id.startswith(DRY_RUN_ID):  # which --resume refuses
             say(f"interrupted at step {progress.step} of a dry run (not resumed); run it, or the run itself, again "
                 "with --force")  # fmt: skip

@@ -353,6 +353,28 @@ def test_ctrl_c_saves_and_exits_cleanly(tmp_path, corpus, monkeypatch):
     assert load_checkpoint(tmp_path / "run" / "latest.pt")["progress"]["step"] == 4
 
 
+def test_a_run_stopped_by_ctrl_c_before_its_first_validation_has_its_loss_curve(
+    tmp_path, corpus, monkeypatch
+):
+    """The README says a run folder holds the loss-curve PNG; Ctrl-C (or SIGTERM, SIGHUP) at step 4 of a run that
+    validates every 20 left config.json, vocab.json, metrics.csv (4 rows) and latest.pt, no loss.png: it was drawn
+    at validations only. The stopped run draws the rows it wrote."""
+    from rnnkit.train import loop
+
+    calls = {"n": 0}
+    real = loop.clip_gradients
+
+    def interrupt_at_5(*a):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real(*a)
+
+    monkeypatch.setattr(loop, "clip_gradients", interrupt_at_5)
+    assert train(tiny_config(corpus, max_steps=50), tmp_path / "run", log=lambda s: None) == 130
+    assert (tmp_path / "run" / "loss.png").stat().st_size > 0
+
+
 def test_a_dry_run_stopped_by_ctrl_c_is_not_said_to_resume(tmp_path, corpus, monkeypatch):
     """Ctrl-C in a dry run said 'interrupted at step 2; saved .../latest.pt; continue with --resume', and --resume
     then refused the dry run ('not a run to continue; start the run with --force'). The line says what to do."""

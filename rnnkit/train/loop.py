@@ -804,6 +804,12 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
                 if not evaluated:
                     save("latest.pt")
                 raise _as_closed(closed[0])
+    # a loss that blew up: the curve of the rows up to it (drawn at validations only, none before the first), what
+    # to look at before a lower --lr
+    except RnnkitError:
+        with contextlib.suppress(Exception):
+            _redraw_stale_plot(out)
+        raise
     except KeyboardInterrupt:  # a Ctrl-C after the step, or a second one inside it
         if not stepped:  # the window under way is read again on --resume, from the same state and masks
             model.state = carried

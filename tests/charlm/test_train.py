@@ -274,6 +274,15 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, corpus):
     assert all(torch.isfinite(p).all() for p in ckpt["model"].values())
 
 
+def test_a_loss_that_blows_up_before_the_first_validation_leaves_its_loss_curve(tmp_path, corpus):
+    """A run stopped by an exploding or NaN loss before its first validation left no loss.png (drawn at validations
+    only), the curve of the steps up to the blow-up being what to look at; it is drawn from the rows written."""
+    cfg = tiny_config(corpus, max_steps=50, eval_every=100, lr=1e30, optimizer="sgd", clip_norm=0.0)
+    with pytest.raises(RnnkitError, match=r"(became nan|exploded).*last good checkpoint"):
+        train(cfg, tmp_path / "run", log=lambda s: None)
+    assert (tmp_path / "run" / "loss.png").is_file()
+
+
 @pytest.mark.parametrize(
     "lr, val_frac, message",
     [

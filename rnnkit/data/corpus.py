@@ -62,7 +62,8 @@ def token_dtype(vocab_size: int):
 def encode(text: str, chars: list) -> np.ndarray:
     """Characters -> token indices, vectorised through the code points (one pass, no Python loop); `chars` in any
     order (a vocabulary not sorted by code point failed: "characters the model never saw: ''")."""
-    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    raw = text.encode("utf-32-le", "surrogatepass")  # (a lone surrogate: one more unseen character)
+    codes = np.frombuffer(raw, dtype=np.uint32)
     table = np.array([ord(c) for c in chars], dtype=np.uint32)
     order = np.argsort(table, kind="stable")  # (its own indices where chars are sorted, as a corpus's are)
     table = table[order]
@@ -71,7 +72,7 @@ def encode(text: str, chars: list) -> np.ndarray:
         unseen = sorted(set(text) - set(chars))  # (not set(chars) built again for each character)
         raise RnnkitError(
             f"characters the model never saw: {''.join(unseen)!r}; use only characters of its vocabulary"
-            f"{line_ends_hint(unseen, chars)}{normal_form_hint(unseen, chars)}"
+            f"{line_ends_hint(unseen, chars)}{normal_form_hint(unseen, chars)}{bytes_hint(unseen)}"
         )
     if (order != np.arange(len(order))).any():  # (a sorted vocabulary, the common case, needs no gather)
         idx = order[idx]
@@ -83,6 +84,17 @@ def line_ends_hint(unseen, chars) -> str:
     if "\r" in unseen and "\n" in chars:
         return " (the text has Windows line ends, \\r\\n, and the model knows \\n only: convert them, e.g. dos2unix)"
     return ""
+
+
+def bytes_hint(unseen) -> str:
+    """What to say of the stand-ins U+DC80..U+DCFF that Python decodes a command line's bytes that are not UTF-8
+    into (a Latin-1 terminal's 'café' is b'caf\\xe9', read 'caf\\udce9'): 'never saw '\\udce9'' named a character
+    no one typed."""
+    raw = [ord(c) - 0xDC00 for c in unseen if 0xDC80 <= ord(c) <= 0xDCFF]
+    if not raw:
+        return ""
+    return (f" (\\u{raw[0] + 0xDC00:x} stands for the byte 0x{raw[0]:x}: the text is not UTF-8; set the terminal to "
+            "UTF-8, or convert the text, e.g. with iconv)")  # fmt: skip
 
 
 def normal_form_hint(unseen, chars) -> str:

@@ -30,7 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from rnnkit._io import bar_options
-from rnnkit.data.corpus import line_ends_hint, normal_form_hint
+from rnnkit.data.corpus import bytes_hint, line_ends_hint, normal_form_hint
 from rnnkit.errors import RnnkitError, switch
 
 _CHUNK = 4096  # characters of known text a call (prime, log_probs): 1 MB of float32 logits for 64 characters
@@ -530,20 +530,9 @@ def encode(text: str, chars: list, what: str) -> list:
     if unseen:
         raise RnnkitError(
             f"{what} has characters the model never saw: {''.join(unseen)!r}; remove or replace them"
-            f"{line_ends_hint(unseen, chars)}{normal_form_hint(unseen, chars)}{_bytes_hint(unseen)}"
+            f"{line_ends_hint(unseen, chars)}{normal_form_hint(unseen, chars)}{bytes_hint(unseen)}"
         )
     return [index[c] for c in text]
-
-
-def _bytes_hint(unseen) -> str:
-    """What to say of the stand-ins U+DC80..U+DCFF that Python decodes a command line's bytes that are not UTF-8
-    into (a Latin-1 terminal's 'café' is b'caf\\xe9', read 'caf\\udce9'): 'never saw '\\udce9'' named a character
-    no one typed."""
-    raw = [ord(c) - 0xDC00 for c in unseen if 0xDC80 <= ord(c) <= 0xDCFF]
-    if not raw:
-        return ""
-    return (f" (\\u{raw[0] + 0xDC00:x} stands for the byte 0x{raw[0]:x}: the text is not UTF-8; set the terminal to "
-            "UTF-8, or convert the text, e.g. with iconv)")  # fmt: skip
 
 
 def load_run(run):

@@ -420,3 +420,15 @@ def test_a_shakespeare_download_cut_short_is_one_line(tmp_path, monkeypatch):
         load_corpus("shakespeare")
     server.close()
     assert list((tmp_path / "cache" / "rnnkit").iterdir()) == []  # (no partial file left)
+
+
+def test_encode_names_bytes_that_were_not_utf8():
+    """Text holding a lone surrogate (Python's stand-in for a byte that is not UTF-8, as in a command line or a file
+    read with errors='surrogateescape') failed deep inside with "UnicodeEncodeError: 'utf-32-le' codec can't encode
+    character '\\udcff'"; it is an unseen character now, its byte named."""
+    with pytest.raises(
+        RnnkitError, match=r"never saw: '\\udcff'.*stands for the byte 0xff: the text is not UTF-8"
+    ):
+        encode("a\udcffb", ["a", "b"])
+    with pytest.raises(RnnkitError, match=r"never saw: '\\ud800'"):
+        encode("a\ud800", ["a"])

@@ -856,3 +856,22 @@ def test_check_cell_passes_a_step_that_draws_and_still_names_a_wrong_backward():
 
     with pytest.raises(RnnkitError, match=r"ZoneoutWrong: the gradient of .* differs from autograd's"):
         check_cell(type("ZoneoutWrong", (Zoneout,), dict(step_backward=staticmethod(wrong))))
+
+
+def test_create_graph_through_a_step_that_draws_replays_the_forwards_draws():
+    """backward(create_graph=True) runs the forward again (higher_order_grads): a zoneout step drew new masks
+    there, and its gradients were those of another forward (3.7 off the first-order ones of the same forward,
+    and of the autograd backend), with the caller's generator moved on by the draws. The rerun draws what the
+    forward drew, and the generator is left as the forward left it (as torch.utils.checkpoint replays it)."""
+    x = torch.randn(2, 6, 3, dtype=torch.float64)
+    got = {}
+    for backend, create_graph in (("autograd", False), ("python", False), ("python", True)):
+        torch.manual_seed(0)
+        layer = Recurrent(Zoneout, 3, 4, backend=backend).double()
+        xs = x.clone().requires_grad_()
+        out = layer(xs)[0]
+        grads = torch.autograd.grad(out.sin().sum(), [xs, *layer.parameters()], create_graph=create_graph)
+        got[backend, create_graph] = [out, *grads, torch.rand(3)]
+    for want in (got["autograd", False], got["python", False]):
+        for g, w in zip(got["python", True], want, strict=True):
+            torch.testing.assert_close(g.detach(), w, rtol=1e-10, atol=1e-12)

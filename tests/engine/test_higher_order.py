@@ -12,7 +12,6 @@ from torch.func import functional_call
 
 import rnnkit
 from rnnkit.cells import CELLS
-from rnnkit.cells._base import Cell, linear, recurrent_weights
 from rnnkit.engine import GradProbe, native, run
 
 NATIVE = native.unsupported(CELLS["lstm"], torch.zeros(1)) is None
@@ -338,48 +337,3 @@ def test_a_second_order_pass_records_once_per_run_of_a_shared_probe(backend):
     assert len(records[backend]) == len(records["autograd"]) == 2
     for a, g in zip(records["autograd"], records[backend]):
         torch.testing.assert_close(g, a, rtol=1e-10, atol=1e-12)
-
-
-def zoneout_step(xw_t, state, P):
-    """Zoneout (Krueger et al. 2016): h_t = m ⊙ h_{t-1} + (1 - m) ⊙ tanh(xw_t + h_{t-1} W_hhᵀ + b), m ~ B(0.3)."""
-    (h_prev,) = state
-    hc = torch.tanh(xw_t + linear(h_prev, *P))
-    m = (torch.rand_like(h_prev) < 0.3).to(h_prev.dtype)
-    return (m * h_prev + (1 - m) * hc,), (h_prev,), (m, hc)
-
-
-def zoneout_step_backward(dstate, cache, P):
-    (dh_t,), (m, hc) = dstate, cache
-    da = dh_t * (1 - m) * (1 - hc * hc)
-    return da, (dh_t * m + da @ P[0],), (da,), ()
-
-
-class Zoneout(Cell):
-    """A cell of one's own that draws in its step: the python loop runs it (the native one can't bake draws in)."""
-
-    step = staticmethod(zoneout_step)
-    step_backward = staticmethod(zoneout_step_backward)
-
-    def __init__(self, input_size, hidden_size, bias=True):
-        super().__init__(input_size, hidden_size, bias)
-        recurrent_weights(self, ("W_hh", (hidden_size, hidden_size)), ("b_hh", (hidden_size,)))
-        self.reset_parameters()
-
-
-def test_create_graph_through_a_step_that_draws_replays_the_forwards_draws():
-    """backward(create_graph=True) runs the forward again (higher_order_grads): a zoneout step drew new masks
-    there, and its gradients were those of another forward (3.7 off the first-order ones of the same forward,
-    and of the autograd backend), with the caller's generator moved on by the draws. The rerun draws what the
-    forward drew, and the generator is left as the forward left it (as torch.utils.checkpoint replays it)."""
-    x = torch.randn(2, 6, 3, dtype=torch.float64)
-    got = {}
-    for backend, create_graph in (("autograd", False), ("python", False), ("python", True)):
-        torch.manual_seed(0)
-        layer = rnnkit.Recurrent(Zoneout, 3, 4, backend=backend).double()
-        xs = x.clone().requires_grad_()
-        out = layer(xs)[0]
-        grads = torch.autograd.grad(out.sin().sum(), [xs, *layer.parameters()], create_graph=create_graph)
-        got[backend, create_graph] = [out, *grads, torch.rand(3)]
-    for want in (got["autograd", False], got["python", False]):
-        for g, w in zip(got["python", True], want, strict=True):
-            torch.testing.assert_close(g.detach(), w, rtol=1e-10, atol=1e-12)

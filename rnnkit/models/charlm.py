@@ -362,7 +362,10 @@ class CharLM(nn.Module):
             y = y / max(temperature, 1e-300)
             if drop is not None:
                 y = y.masked_fill(drop, -math.inf)
-            c = int(torch.multinomial(F.softmax(y, -1), 1, generator=generator))
+            p = F.softmax(y, -1)
+            if generator is not None and generator.device != p.device:
+                p = p.to(generator.device)  # (a CPU generator, a GPU model: multinomial refused)
+            c = int(torch.multinomial(p, 1, generator=generator))
         return (c, *self._step(c, state, least))
 
     @_inference

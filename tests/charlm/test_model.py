@@ -725,3 +725,13 @@ def test_targets_of_cross_entropys_ignore_index_are_left_out_of_the_loss_not_ref
         lm(Window(xs, torch.tensor([[2, -100, -1, 0]])))
     with pytest.raises(ValueError, match=r"^CharLM\(batch\)'s xs: character index -100 lies outside"):
         lm(Window(torch.tensor([[1, -100, 3, 0]]), xs))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: a GPU model, a CPU generator")
+def test_a_model_on_the_gpu_samples_with_a_cpu_generator():
+    """A model on the GPU sampled with a CPU generator (torch.Generator(), as the CLI's --seed makes) failed at the
+    first draw inside torch ("Expected a 'cuda' device type for generator"); the draw runs where the generator is."""
+    lm = model().to("cuda")
+    drawn = [lm.sample([1, 2], 20, generator=torch.Generator().manual_seed(3)) for _ in range(2)]
+    assert drawn[0] == drawn[1] and len(drawn[0]) == 20
+    assert len(lm.sample([1], 5, generator=torch.Generator("cuda").manual_seed(3))) == 5

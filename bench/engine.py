@@ -13,6 +13,7 @@ the weight matrices (forward, dx and dW of every GEMM); the machine's GEMM peak 
 import argparse
 import math
 import os
+import random
 import statistics
 import sys
 import time
@@ -145,12 +146,20 @@ def train_step(model, opt, x, y):
 
 
 def interleaved(fns, rounds, reps, raw=False):
-    """Median seconds per call of each fn, timed in alternating rounds after one warm-up round; every other
-    round runs them in reverse order, so that no fn always follows the same one (whose data it finds in
-    the caches, or which it finds them flushed by). raw: each fn's list of per-round times instead."""
+    """Median seconds per call of each fn, timed in rounds after one warm-up round, each round in a new order
+    (seeded), so that no fn always follows the same one (whose data it finds in the caches, or which it finds them
+    flushed by) and none follows itself across rounds: the first and last of the old scheme (every other round
+    reversed) followed themselves every other round, the ones between never. raw: each fn's list of per-round
+    times instead."""
     times = [[] for _ in fns]
+    order, draw = list(range(len(fns))), random.Random(0)
     for r in range(rounds + 1):
-        for k in range(len(fns)) if r % 2 else reversed(range(len(fns))):
+        last = order[-1]
+        while True:
+            draw.shuffle(order)
+            if len(fns) == 1 or order[0] != last:
+                break
+        for k in order:
             fn = fns[k]
             t0 = time.perf_counter()
             for _ in range(reps):

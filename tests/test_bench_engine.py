@@ -38,3 +38,19 @@ def test_the_layer_rate_a_miss_needs_is_above_the_rate_its_layer_has(monkeypatch
         has = (flops - head) / (t - t_rest) / ((flops_lstm - head) / (t_lstm - t_rest))
         need = engine.layer_rate_needed("1x128", t, flops, rel, flops_lstm, t_rest)
         assert need == pytest.approx(has) if rel == 0.9 else need > has
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_interleaved_rounds_let_no_fn_follow_itself(monkeypatch, n):
+    """Every other round ran in reverse: with the four fns of a GEMM-rate row (cell, reference, lstm, rest) the
+    cell, first, followed itself every other round (its data still in the caches) and the lstm never. Each round
+    runs every fn once, none after itself, and each fn follows more than one other where there are 3 or more."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    engine = importlib.import_module("engine")
+    calls = []
+    times = engine.interleaved([lambda k=k: calls.append(k) for k in range(n)], 12, 1, raw=True)
+    assert [len(t) for t in times] == [12] * n
+    assert all(sorted(calls[i : i + n]) == list(range(n)) for i in range(0, len(calls), n))
+    assert all(a != b for a, b in zip(calls, calls[1:]))
+    after = {k: {a for a, b in zip(calls, calls[1:]) if b == k} for k in range(n)}
+    assert all(len(after[k]) > 1 for k in range(n)) if n > 2 else True

@@ -14,6 +14,7 @@ import math
 import numbers
 import pathlib
 import warnings
+import zlib
 
 import numpy as np
 
@@ -258,10 +259,10 @@ class WordVectors:
 
     @classmethod
     def load(cls, path, binary: bool | None = None) -> "WordVectors":
-        """Read either format; `binary=None` guesses from the file. `path` may also be the folder that `rnnkit
-        word2vec --out` writes: its vectors.bin is read (vectors.txt with `binary=False`, or where there is no
-        vectors.bin), checked against the sizes and sha256 its config.json records (a folder without them loads
-        as before)."""
+        """Read either format, compressed with gzip or bzip2 or not (as gensim reads a .gz or .bz2); `binary=None`
+        guesses from the file. `path` may also be the folder that `rnnkit word2vec --out` writes: its vectors.bin
+        is read (vectors.txt with `binary=False`, or where there is no vectors.bin), checked against the sizes and
+        sha256 its config.json records (a folder without them loads as before)."""
         path = pathlib.Path(path)
         record = {}
         if path.is_dir():
@@ -281,14 +282,19 @@ class WordVectors:
                 if name != path.name and isinstance(want, dict) and (folder / name).is_file():
                     if (folder / name).stat().st_size != want.get("size"):
                         raise RnnkitError(_two_runs(folder, name))
+        packer = None
         try:  # the header line, then the rest: no second copy of the file (data.partition(b"\n") made one)
             if path.is_file():
-                with path.open("rb") as f:
+                packer, opener = _packer(path)
+                with opener(path, "rb") as f:
                     header, rest = f.readline(), f.read()
             else:  # a pipe or a device: its first line may never end (/dev/zero)
                 header, _, rest = read_bytes(path, text=False).partition(b"\n")
-        except OSError as e:
-            raise RnnkitError(f"cannot read vectors {path}: {e.strerror}") from None
+        except (OSError, EOFError, zlib.error) as e:
+            # (a damaged gzip or bzip2 file: an OSError without strerror, an EOFError or zlib's error)
+            why = getattr(e, "strerror", None) or str(e)
+            why += f" (a damaged {packer} file?)" if packer else ""
+            raise RnnkitError(f"cannot read vectors {path}: {why}") from None
         want = record.get(path.name)
         if isinstance(want, dict):  # (hashed in two parts: header + rest would copy the file)
             h = hashlib.sha256(header)
@@ -319,6 +325,23 @@ class WordVectors:
         if wrong:
             raise RnnkitError(f"{path} is not in word2vec {wrong[0]} format; try --format {wrong[1]}")
         return cls(words, vectors)
+
+
+def _packer(path):
+    """("gzip", gzip.open) or ("bzip2", bz2.open) for a compressed file, by its first bytes, else (None, open): gensim
+    reads a .gz or .bz2 (GoogleNews-vectors-negative300.bin.gz), here 'its first line is binary data'. (No header
+    'V E' starts with these bytes.)"""
+    with open(path, "rb") as f:
+        magic = f.read(3)
+    if magic[:2] == b"\x1f\x8b":
+        import gzip
+
+        return "gzip", gzip.open
+    if magic == b"BZh":
+        import bz2
+
+        return "bzip2", bz2.open
+    return None, open
 
 
 def _lines(path) -> list[str]:

@@ -993,3 +993,26 @@ def test_a_seed_past_32_bits_is_refused_not_run_as_its_low_32_bits():
     ):
         Word2Vec(seed=2**32 + 3)
     Word2Vec(seed=2**32 - 1)
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_vectors_compressed_with_gzip_or_bzip2_load_as_gensim_loads_them(tmp_path, binary):
+    """A .bin.gz (GoogleNews-vectors-negative300.bin.gz), which gensim reads, was 'its first line is binary data';
+    a damaged one is one line too."""
+    import bz2
+    import gzip
+
+    wv = WordVectors(["a", "b", "c"], np.arange(6, dtype=np.float32).reshape(3, 2))
+    wv.save(tmp_path / "v", binary=binary)
+    raw = (tmp_path / "v").read_bytes()
+    for name, packed in [("v.gz", gzip.compress(raw)), ("v.bz2", bz2.compress(raw))]:
+        (tmp_path / name).write_bytes(packed)
+        again = WordVectors.load(tmp_path / name)
+        assert again.words == wv.words
+        np.testing.assert_array_equal(again.vectors, wv.vectors)
+    gz = gzip.compress(raw)
+    garbled = gz[:10] + bytes(255 - b for b in gz[10:])
+    for packed in [gz[:-12], garbled, bz2.compress(raw)[:-8]]:
+        (tmp_path / "bad").write_bytes(packed)
+        with pytest.raises(RnnkitError, match=r"cannot read vectors .*bad: .*(gzip|bzip2)"):
+            WordVectors.load(tmp_path / "bad")

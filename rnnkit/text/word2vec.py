@@ -26,6 +26,7 @@ same gradient pair by pair in a compiled loop (w2v_native.py), as word2vec.c doe
 import dataclasses
 import math
 import numbers
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,9 +158,16 @@ class Word2Vec:
             setattr(c, name, int(getattr(c, name)))
 
     def build_vocab(self, sentences: list[list[str]]) -> None:
-        self.vocab = Vocabulary.build(
-            (w for s in sentences for w in s), min_freq=self.config.min_count, unk=False
-        )
+        try:
+            self.vocab = Vocabulary.build(
+                (w for s in sentences for w in s), min_freq=self.config.min_count, unk=False
+            )
+        except TypeError:  # Counter's 'unhashable type: list': fit([sentences]), a list of sentences as one
+            word = next((w for s in sentences for w in s if not isinstance(w, Hashable)), None)
+            if word is None:
+                raise
+            raise RnnkitError(f"a word is a {type(word).__name__} ({word!r:.40}), not a str: sentences are lists of "
+                              "words; are they nested one level too deep (fit([sentences]))?") from None  # fmt: skip
         if len(self.vocab) < 2:
             raise RnnkitError(
                 f"only {len(self.vocab)} word(s) occur >= {self.config.min_count} times; a window needs at least 2 "

@@ -289,6 +289,15 @@ def test_str_sentences_are_refused(sentences):
         Word2Vec(min_count=1, backend="torch").fit(sentences)
 
 
+@pytest.mark.parametrize("wrap", [lambda s: [s], lambda s: [[w] for w in s]])
+def test_sentences_nested_one_level_too_deep_are_named(wrap):
+    """fit([sentences]) (a list of lists of words as one sentence) was Counter's 'TypeError: unhashable type:
+    'list'' from inside Vocabulary.build."""
+    sentences = [["the", "cat", "sat"], ["on", "the", "mat"]] * 10
+    with pytest.raises(RnnkitError, match=r"a word is a list \(\['.*\), not a str: .*one level too deep"):
+        Word2Vec(min_count=1, backend="torch").fit(wrap(sentences))
+
+
 @pytest.mark.parametrize("kind", [np.array, tuple, iter])
 def test_sentences_as_arrays_tuples_or_iterators_train_as_lists(kind):
     """A numpy array of words per sentence failed with numpy's 'truth value of an array ... is ambiguous';

@@ -316,7 +316,11 @@ def cmd_word2vec(args) -> int:
                         "torch": ("workers", "it steps its minibatches on one thread", "native")}[backend]  # fmt: skip
     value = getattr(args, name)
     if value is not None and (name, value) != ("workers", 1):  # as --negative above: no silent no-op
-        raise RnnkitError(f"--{name.replace('_', '-')} has no effect on the {backend} backend ({why}); leave it out "
+        flag = f"--{name.replace('_', '-')}"
+        if config.loss == "softmax":  # (it said to add --backend native, which refuses --loss softmax)
+            raise RnnkitError(f"{flag} has no effect on the torch backend, the one --loss softmax runs on; leave it "
+                              "out (or use --loss negative with --backend native)")  # fmt: skip
+        raise RnnkitError(f"{flag} has no effect on the {backend} backend ({why}); leave it out "
                           f"or add --backend {other}")  # fmt: skip
     with made_out_folder(args.out) as out:  # made before training; gone again if the corpus has no pairs
         sentences = [(line.lower() if args.lower else line).split() for line in text.splitlines()]

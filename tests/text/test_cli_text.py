@@ -763,6 +763,11 @@ def test_a_command_that_fails_on_its_input_leaves_no_empty_out_folder(tmp_path, 
         (["--backend", "native", "--batch-size", "64"], "--batch-size has no effect on the native backend"),
         (["--backend", "torch", "--workers", "2"], "--workers has no effect on the torch backend"),
         (["--dry-run", "--workers", "2"], "--workers has no effect on the torch backend"),
+        # (it said to add --backend native, which refuses --loss softmax)
+        (
+            ["--loss", "softmax", "--workers", "2"],
+            "on the torch backend, the one --loss softmax runs on; leave it out",
+        ),
     ],
 )
 def test_word2vec_refuses_an_option_its_backend_ignores(tmp_path, corpus, capsys, flags, message):

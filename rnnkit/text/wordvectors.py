@@ -373,8 +373,26 @@ def _header(header: bytes, rest: bytes) -> tuple[int, int]:
         shown = repr(line) if line.isprintable() else "binary data"
         raise ValueError(
             f"its first line is {shown}, not the 'V E' header (number of words, dimension)"
+            + _no_header(header, rest)
         ) from None
     return V, E
+
+
+def _no_header(header: bytes, rest: bytes) -> str:
+    """Where the first line is a vector "word x_1 ... x_E" (GloVe's files have no header; gensim reads them with
+    no_header=True), the header line to add; else ""."""
+    try:
+        parts = header.decode("utf-8").rstrip().split(" ")
+        [float(x) for x in parts[1:]]
+    except (UnicodeDecodeError, ValueError):
+        return ""
+    if len(parts) < 2:
+        return ""
+    end = len(rest)  # (blank lines at the end not counted; no stripped copy of the file)
+    while end and rest[end - 1 : end].isspace():
+        end -= 1
+    V = 1 + (rest.count(b"\n", 0, end) + 1 if end else 0)
+    return f"; no header line (as GloVe writes)? add the line '{V} {len(parts) - 1}' at its top"
 
 
 def _is_text(rest: bytes, V: int, E: int, records: int = 5) -> bool:

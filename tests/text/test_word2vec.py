@@ -1025,3 +1025,19 @@ def test_vectors_compressed_with_gzip_or_bzip2_load_as_gensim_loads_them(tmp_pat
         (tmp_path / "bad").write_bytes(packed)
         with pytest.raises(RnnkitError, match=r"cannot read vectors .*bad: .*(gzip|bzip2)"):
             WordVectors.load(tmp_path / "bad")
+
+
+@pytest.mark.parametrize("end", [b"\n", b"", b"\n\n \n"])
+def test_a_vectors_file_without_its_header_line_is_told_the_header_to_add(tmp_path, end):
+    """GloVe's files have no 'V E' line (gensim reads them with no_header=True): the error said only that the first
+    line was no header; it now gives the one to add, which then loads."""
+    glove = tmp_path / "glove.txt"
+    glove.write_bytes(
+        b"the 0.418 0.24968 -0.41242\n, 0.013441 0.23682 -0.16899\n\xc3\xa9t\xc3\xa9 1 2 3" + end
+    )
+    with pytest.raises(
+        RnnkitError, match=r"no header line \(as GloVe writes\)\? add the line '3 3' at its top"
+    ):
+        WordVectors.load(glove)
+    glove.write_bytes(b"3 3\n" + glove.read_bytes())
+    assert WordVectors.load(glove).words == ["the", ",", "\u00e9t\u00e9"]

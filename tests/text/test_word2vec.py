@@ -1041,3 +1041,27 @@ def test_a_vectors_file_without_its_header_line_is_told_the_header_to_add(tmp_pa
         WordVectors.load(glove)
     glove.write_bytes(b"3 3\n" + glove.read_bytes())
     assert WordVectors.load(glove).words == ["the", ",", "\u00e9t\u00e9"]
+
+
+def test_analogy_evaluation_scores_in_chunks_of_bounded_memory(tmp_path):
+    """It scored 512 questions against every word at once: a (512, V) float32 block, 6 GB for GoogleNews's 3 million
+    words (here 100,000 words: 200 MB, two of them alive at once). Now one buffer of about 64 MB, same accuracy."""
+    V = 100_000
+    rng = np.random.default_rng(0)
+    wv = WordVectors([f"w{i}" for i in range(V)], rng.standard_normal((V, 4)).astype(np.float32))
+    questions = tmp_path / "q.txt"
+    quads = rng.integers(0, V, (600, 4))
+    questions.write_text(": all\n" + "".join(" ".join(f"w{i}" for i in q) + "\n" for q in quads))
+    want = 0
+    for a, b, c, d in quads:  # the reference, one question at a time
+        cos = wv.unit @ (wv.unit[b] - wv.unit[a] + wv.unit[c])
+        cos[[a, b, c]] = -np.inf
+        want += int(cos.argmax() == d)
+    tracemalloc.start()
+    try:
+        accuracy, n = wv.evaluate_analogies(questions)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert n == 600 and accuracy == want / 600
+    assert peak < 150e6, peak  # (was 270 MB; now the 64 MB buffer and the dictionaries of 100,000 words)

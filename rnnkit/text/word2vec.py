@@ -249,16 +249,21 @@ class Word2Vec:
             raise RnnkitError(
                 f"word2vec training diverged: {why}; give a smaller --alpha "
                 f"(the learning rate, {c.alpha:g} here; default {Word2VecConfig.alpha})"
-                + (
-                    ""
-                    if self.native
-                    else "; or the native backend (--backend native), which updates after each pair as word2vec.c "
-                    "does, where this torch backend adds up a batch's updates of a word (a few words' vocabulary "
-                    "diverges so first)"
-                )
+                + self._diverged_hint()
             )
         self.wv = WordVectors(self.vocab.itos, self.U.numpy().copy())
         return self
+
+    def _diverged_hint(self) -> str:
+        """The other fix for a torch run that diverged, whose batches add up the updates of a word."""
+        if self.native:
+            return ""
+        why = "this torch backend adds up a batch's updates of a word"
+        if self.config.loss == "softmax":  # (the native backend, said here too, refuses the softmax)
+            return (f"; or a smaller --batch-size ({self.config.batch_size} here): {why}, and with the softmax each "
+                    "pair updates every word's output vector")  # fmt: skip
+        return (f"; or the native backend (--backend native), which updates after each pair as word2vec.c does, where "
+                f"{why} (a few words' vocabulary diverges so first)")  # fmt: skip
 
     def _encode(self, sentences):
         stoi = self.vocab.stoi

@@ -1065,3 +1065,16 @@ def test_analogy_evaluation_scores_in_chunks_of_bounded_memory(tmp_path):
         tracemalloc.stop()
     assert n == 600 and accuracy == want / 600
     assert peak < 150e6, peak  # (was 270 MB; now the 64 MB buffer and the dictionaries of 100,000 words)
+
+
+def test_softmax_training_that_diverges_is_told_a_fix_it_can_use():
+    """The full softmax (torch backend only) that diverged was told to use the native backend, which refuses it
+    ('runs negative sampling only'); a smaller batch is what trains it."""
+    rng = np.random.default_rng(0)
+    sentences = [[f"w{x}" for x in rng.zipf(1.5, rng.integers(1, 30)) % 40] for _ in range(60)]
+    options = dict(loss="softmax", window=10**6, sample=0, epochs=2, dimension=7, min_count=1)
+    with pytest.raises(RnnkitError, match=r"diverged: .*; or a smaller --batch-size \(2048 here\)") as e:
+        Word2Vec(**options).fit(sentences)
+    assert "--backend native" not in str(e.value)
+    m = Word2Vec(**options, batch_size=64).fit(sentences)
+    assert m.loss_history[-1] < m.loss_history[0]

@@ -307,7 +307,7 @@ class Cell(OwnParametersModule):
         of code ported from torch loads, as a layer loads torch.nn.LSTM's weight_ih_l0 (it failed with a three-line
         RuntimeError). Not a registered pre-hook, which would pickle as a bound method (see Recurrent's)."""
         if self.torch_mode is not None:
-            pairs = list(zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), TORCH_ORDER))
+            pairs = list(self._torch_pairs().items())
             renamed = False
             for theirs, ours in pairs:
                 if prefix + theirs in state_dict and prefix + ours not in state_dict:
@@ -367,7 +367,13 @@ class Cell(OwnParametersModule):
         """The cell's own name (W_xh, ...) of torch.nn's cell's weight `name`, for a cell torch has; else None."""
         if type(self).torch_mode is None or not name.startswith(("weight_", "bias_")):
             return None
-        return dict(zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), TORCH_ORDER)).get(name)
+        return self._torch_pairs().get(name)
+
+    def _torch_pairs(self) -> dict:
+        """torch.nn's name -> the cell's own, for the weights this cell has (weight_hr -> W_hr: LSTMP's projection,
+        torch.nn.LSTM's weight_hr_l0)."""
+        own = ("W_xh", "b_xh", *type(self).REC_PARAMS)
+        return {theirs: ours for theirs, ours in zip(TORCH_NAMES, TORCH_ORDER) if ours in own}
 
     def extra_repr(self) -> str:
         """Sizes as torch.nn prints them: `LSTM(64, 128)`, `Leaky(64, 128, alpha=0.5)`."""
@@ -911,7 +917,8 @@ class TanhTail(torch.autograd.Function):
         return dpre, None, db
 
 
-TORCH_ORDER = ("W_xh", "W_hh", "b_xh", "b_hh", "W_hr")  # weight_ih, weight_hh, bias_ih, bias_hh, weight_hr
+TORCH_ORDER = ("W_xh", "W_hh", "b_xh", "b_hh", "W_hr")
+TORCH_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")  # torch.nn's for TORCH_ORDER
 
 
 def _functional_keys(frame, name) -> dict:

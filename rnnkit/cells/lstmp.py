@@ -22,6 +22,7 @@ import numbers
 
 import torch
 
+from rnnkit.cells._base import _torch_name
 from rnnkit.cells.lstm import LSTM, lstm_step, lstm_step_backward
 
 
@@ -49,6 +50,7 @@ class LSTMP(LSTM):
     GEMMS = (("W_hh", "b_hh"), ("W_hr", None))
     step = staticmethod(lstmp_step)
     step_backward = staticmethod(lstmp_step_backward)
+    weight_hr = _torch_name("W_hr")  # torch.nn.LSTM's weight_hr_l0, as weight_hh is W_hh
 
     def __init__(
         self,

@@ -8,6 +8,7 @@ from torch import nn
 from torch.autograd import gradcheck, gradgradcheck
 from torch.nn.utils.rnn import pack_padded_sequence
 
+import rnnkit
 from rnnkit import GradProbe, Recurrent
 from rnnkit.cells import LSTMP
 from rnnkit.engine import native, run
@@ -205,3 +206,22 @@ def test_proj_size_on_a_cell_class_names_the_class():
 
     with pytest.raises(RnnkitError, match=r"^proj_size is an option of the lstm cell, not of 'Mine'$"):
         Recurrent(Mine, 3, 4, proj_size=2)
+
+
+def test_the_cell_takes_torch_names_for_its_projection_too():
+    """The cell knew torch.nn's names weight_ih, weight_hh, bias_ih, bias_hh but not weight_hr (torch.nn.LSTM's
+    weight_hr_l0): torch.func.functional_call(cell, {..., "weight_hr": W}, x) set an attribute the cell never read and
+    ran its own W_hr in silence (h = 0.08 for a W of zeros), load_state_dict refused the dict ("Missing key(s): W_hr.
+    Unexpected key(s): weight_hr") and cell.weight_hr was an AttributeError."""
+    torch.manual_seed(0)
+    ref = nn.LSTM(3, 4, proj_size=2)
+    cell = LSTMP(3, 4, proj_size=2)
+    sd = {k.removesuffix("_l0"): v for k, v in ref.state_dict().items()}  # weight_ih, ..., weight_hr
+    x = torch.randn(5, 3)
+    zero = {**sd, "weight_hr": torch.zeros(2, 4)}
+    assert torch.func.functional_call(cell, zero, (x,))[0].abs().max() == 0
+    cell.load_state_dict(sd)
+    assert cell.weight_hr is cell.W_hr and torch.equal(cell.W_hr, ref.weight_hr_l0)
+    out, _ = ref(x[:1])
+    torch.testing.assert_close(cell(x[0])[0], out[0])
+    assert not hasattr(rnnkit.cells.LSTM(3, 4), "weight_hr")  # the cell without a projection has none

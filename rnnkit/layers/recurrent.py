@@ -376,8 +376,9 @@ class Recurrent(OwnParametersModule):
             proj_size = 0
         # False or 0.0 passed for "none" (falsy, so never checked) and came back as layer.proj_size
         none = not isinstance(proj_size, bool) and isinstance(proj_size, numbers.Integral) and proj_size == 0
-        if not none or Cell is LSTMP:
-            if Cell not in (CELLS["lstm"], LSTMP):
+        projected = issubclass(Cell, LSTMP)  # (a subclass of it too: an orthogonal W_hh of one's own)
+        if not none or projected:
+            if not (projected or Cell is CELLS["lstm"]):
                 raise RnnkitError(f"proj_size is an option of the lstm cell, not of {cell if isinstance(cell, str) else Cell.__name__!r}")  # fmt: skip
             if (
                 isinstance(proj_size, bool)
@@ -386,7 +387,7 @@ class Recurrent(OwnParametersModule):
             ):
                 raise RnnkitError(f"proj_size must be an integer in [1, hidden_size) = [1, {hidden_size}), "
                                   f"got {proj_size!r}")  # fmt: skip
-            Cell, cell_kwargs = LSTMP, {**cell_kwargs, "proj_size": int(proj_size)}
+            Cell, cell_kwargs = Cell if projected else LSTMP, {**cell_kwargs, "proj_size": int(proj_size)}
         proj_size = int(proj_size)
         if isinstance(cond_size, bool) or not isinstance(cond_size, numbers.Integral) or cond_size < 0:
             raise RnnkitError(f"cond_size must be an integer >= 0 (0: no conditioning), got {cond_size!r}")

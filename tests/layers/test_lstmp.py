@@ -225,3 +225,28 @@ def test_the_cell_takes_torch_names_for_its_projection_too():
     out, _ = ref(x[:1])
     torch.testing.assert_close(cell(x[0])[0], out[0])
     assert not hasattr(rnnkit.cells.LSTM(3, 4), "weight_hr")  # the cell without a projection has none
+
+
+@pytest.mark.parametrize("backend", ["python", NATIVE])
+def test_a_layer_takes_a_subclass_of_the_projected_cell(backend):
+    """A subclass of LSTMP (an orthogonal W_hh drawn in reset_parameters) could not make a layer:
+    Recurrent(Mine, 3, 4, proj_size=2) was refused ("proj_size is an option of the lstm cell, not of 'Mine'") and
+    without proj_size the cell refused its 0 ("proj_size must be an integer in [1, hidden_size)"). It runs now as
+    LSTMP does, with torch.nn.LSTM(proj_size)'s numbers, and converts to it."""
+
+    class Mine(LSTMP):
+        def reset_parameters(self):
+            super().reset_parameters()
+            nn.init.orthogonal_(self.W_hh)
+
+    torch.manual_seed(0)
+    layer = Recurrent(Mine, 3, 4, num_layers=2, proj_size=2, backend=backend).double()
+    assert all(type(c) is Mine for c in layer.cells) and layer.proj_size == 2
+    ref = layer.to_torch()
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    out, (h, c) = layer(x)
+    out_ref, (h_ref, c_ref) = ref(x)
+    assert out.shape == (2, 5, 2)
+    torch.testing.assert_close((out, h, c), (out_ref, h_ref, c_ref), rtol=1e-12, atol=1e-12)
+    with pytest.raises(RnnkitError, match=r"^proj_size must be an integer in \[1, hidden_size\)"):
+        Recurrent(Mine, 3, 4)

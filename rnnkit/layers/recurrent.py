@@ -894,8 +894,13 @@ class Recurrent(OwnParametersModule):
             want = [(n, self.output_size), (n, self.hidden_size)][: len(given)]
             if any(tuple(s.shape) != w for s, w in zip(given, want)):  # said in the caller's shapes
                 shapes = ", ".join(str(tuple(s.shape)) for s in given)
-                raise RnnkitError(f"for one unbatched sequence (T, D) the state must be (num_layers*dirs, H) = "
-                                  f"{', '.join(map(str, want))}, got {shapes}")  # fmt: skip
+                # (h's width is proj_size where there is one: it read "(num_layers*dirs, H) = (1, 2), (1, 4)")
+                forms = ("(num_layers*dirs, proj_size)", "(num_layers*dirs, H)")[: len(want)]
+                form, sep = (
+                    (" and ".join(forms), " and ") if self.proj_size else ("(num_layers*dirs, H)", ", ")
+                )
+                raise RnnkitError(f"for one unbatched sequence (T, D) the state must be {form} = "
+                                  f"{sep.join(map(str, want))}, got {shapes}")  # fmt: skip
             state = (
                 tuple(s.unsqueeze(1) for s in given)
                 if isinstance(state, tuple | list)

@@ -250,3 +250,16 @@ def test_a_layer_takes_a_subclass_of_the_projected_cell(backend):
     torch.testing.assert_close((out, h, c), (out_ref, h_ref, c_ref), rtol=1e-12, atol=1e-12)
     with pytest.raises(RnnkitError, match=r"^proj_size must be an integer in \[1, hidden_size\)"):
         Recurrent(Mine, 3, 4)
+
+
+def test_an_unbatched_state_of_the_wrong_width_names_proj_size():
+    """For one sequence (T, D) a wrong state was said to need "(num_layers*dirs, H) = (1, 2), (1, 4)": h's width
+    called H where H is 4 and h has proj_size = 2 units (the batched line names proj_size)."""
+    layer = Recurrent("lstm", 3, 4, proj_size=2)
+    x = torch.randn(5, 3)
+    with pytest.raises(
+        RnnkitError,
+        match=r"^for one unbatched sequence \(T, D\) the state must be \(num_layers\*dirs, proj_size\) and "
+        r"\(num_layers\*dirs, H\) = \(1, 2\) and \(1, 4\), got \(1, 4\), \(1, 4\)$",
+    ):
+        layer(x, (torch.zeros(1, 4), torch.zeros(1, 4)))

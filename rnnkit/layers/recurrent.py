@@ -379,7 +379,9 @@ class Recurrent(OwnParametersModule):
         projected = issubclass(Cell, LSTMP)  # (a subclass of it too: an orthogonal W_hh of one's own)
         if not none or projected:
             if not (projected or Cell is CELLS["lstm"]):
-                raise RnnkitError(f"proj_size is an option of the lstm cell, not of {cell if isinstance(cell, str) else Cell.__name__!r}")  # fmt: skip
+                hint = (", a subclass of LSTM without a projection: subclass rnnkit.cells.LSTMP for one"
+                        if issubclass(Cell, CELLS["lstm"]) else "")  # fmt: skip
+                raise RnnkitError(f"proj_size is an option of the lstm cell, not of {cell if isinstance(cell, str) else Cell.__name__!r}{hint}")  # fmt: skip
             if (
                 isinstance(proj_size, bool)
                 or not isinstance(proj_size, numbers.Integral)

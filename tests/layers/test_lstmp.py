@@ -263,3 +263,19 @@ def test_an_unbatched_state_of_the_wrong_width_names_proj_size():
         r"\(num_layers\*dirs, H\) = \(1, 2\) and \(1, 4\), got \(1, 4\), \(1, 4\)$",
     ):
         layer(x, (torch.zeros(1, 4), torch.zeros(1, 4)))
+
+
+def test_proj_size_on_a_subclass_of_the_lstm_cell_names_lstmp():
+    """A subclass of rnnkit's LSTM given proj_size was said not to be an lstm cell ("proj_size is an option of the
+    lstm cell, not of 'Mine'"); the projection is LSTMP's, which a subclass can take (see above)."""
+    from rnnkit.cells import LSTM
+
+    class Mine(LSTM):
+        pass
+
+    with pytest.raises(
+        RnnkitError,
+        match=r"^proj_size is an option of the lstm cell, not of 'Mine', a subclass of LSTM without a projection: "
+        r"subclass rnnkit\.cells\.LSTMP for one$",
+    ):
+        Recurrent(Mine, 3, 4, proj_size=2)

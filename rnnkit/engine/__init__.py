@@ -315,7 +315,13 @@ def check_inputs(cell, xw, state0, P, mask, xtilde=None):
     if cell in compiled.native.CELL_IDS:
         for W_name, b_name in cell.GEMMS:
             W, b = params[W_name], params.get(b_name)
-            if not isinstance(W, torch.Tensor) or W.dim() != 2 or W.shape[1] not in widths:
+            if isinstance(W, torch.Tensor) and W.dim() == 2 and W.shape[1] not in widths:
+                # (a matrix: the state may be what is wrong, an LSTMP's h0 of width H for proj_size, not W)
+                shapes = [tuple(s.shape) for s in states]
+                raise RnnkitError(f"run({name}): P's {W_name} {tuple(W.shape)} reads a state of width {W.shape[1]}, "
+                                  f"and state0 is {shapes}: give a state of that width, or P in cell.REC_PARAMS "
+                                  "order")  # fmt: skip
+            if not isinstance(W, torch.Tensor) or W.dim() != 2:
                 got = tuple(W.shape) if isinstance(W, torch.Tensor) else W
                 raise RnnkitError(f"run({name}): P's {W_name} must be a matrix (N, K) with K a state width "
                                   f"{sorted(widths)}, got {got}; give P in cell.REC_PARAMS order")  # fmt: skip

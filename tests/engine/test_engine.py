@@ -816,6 +816,10 @@ def test_run_checks_what_it_is_given(backend):
             r"W_hh must be a matrix .*REC_PARAMS order",
         ),
         (lambda: run(cell, xw, state0, P[:1], backend=backend), r"P must hold 2 tensors, W_hh, b_hh"),
+        (  # (an LSTMP's h0 of width H for proj_size was said as W_hh's fault only)
+            lambda: run(cell, xw, (state0[0][:, :3],), P, backend=backend),
+            r"P's W_hh \(4, 4\) reads a state of width 4, and state0 is \[\(4, 3\)\]: give a state of that width",
+        ),
         (lambda: run(cell, xw, state0, (P[0], P[1][:2]), backend=backend), r"b_hh must be \(4,\)"),
         (lambda: run(cell, xw, (state0[0][:2],), P, backend=backend), r"another batch than xw"),
         (lambda: run(cell, xw, state0 * 2, P, backend=backend), r"state0 must be a tuple of 1 tensor"),

@@ -256,7 +256,23 @@ class Leaky(Cell):
                     raise ValueError(f"leaky alpha must lie in (0, 1] and be above 0 in {dtype}, the dtype this "
                                      f"converts the cell to; got {old[bad].min().item():g}, which is 0 there (units "
                                      f"that never move); keep the leaky cells in {a.dtype}")  # fmt: skip
+                given = self._given_alpha(a.dtype)
+                if given is not None and torch.equal(given.to(a.device), a.detach()):
+                    # α still the one given: its value in the new dtype, as dtype= makes it (.double() of a float32
+                    # layer widened float32's 0.3, α = 0.30000001192, outputs 1.5e-8 off a float64 one)
+                    out = super()._apply(fn, recurse)
+                    a = self._parameters["alpha_logit"] if learned else self.alpha_fixed
+                    with torch.no_grad():
+                        a.copy_(self._given_alpha(a.dtype).to(a.device))
+                    return out
         return super()._apply(fn, recurse)
+
+    def _given_alpha(self, dtype):
+        """The alpha given to __init__ as this cell holds it in dtype (alpha_logit where it learns α), or None."""
+        a = self.__dict__.get("_alpha_given")
+        if a is None:
+            return None
+        return (torch.logit(a.clamp(max=1 - 1e-4)) if self.learn_alpha else a).to(dtype)
 
     def extra_repr(self):
         a, given = (None if self.learn_alpha else self.alpha_fixed), self.__dict__.get("_alpha_given")

@@ -515,3 +515,22 @@ def test_leaky_cell_called_alone_holds_its_learned_alpha_as_a_layer_does():
             cell(x)
         with pytest.raises(RnnkitError, match=message):
             cell(x[0])
+
+
+@pytest.mark.parametrize("learn_alpha", [False, True])
+def test_leaky_alpha_given_survives_a_conversion_to_float64(learn_alpha):
+    """A layer made in the default float32 and converted, Recurrent('leaky', ..., alpha=0.3).double(), ran at
+    α = 0.30000001192 (σ(a) = 0.30000000275 learned): float32's 0.3 widened, outputs 1.5e-8 off a float64 leaky
+    layer of α = 0.3 (as dtype=torch.float64 makes it). α still the one given takes its value in the new dtype."""
+    want = CELLS["leaky"](3, 4, alpha=0.3, learn_alpha=learn_alpha, dtype=torch.float64).alpha.detach()
+    for layer in (
+        Recurrent("leaky", 3, 4, alpha=0.3, learn_alpha=learn_alpha, dtype=torch.float32).double(),
+        Recurrent("leaky", 3, 4, alpha=0.3, learn_alpha=learn_alpha, dtype=torch.float32).to(torch.float64),
+    ):
+        assert torch.equal(layer.cells[0].alpha.detach(), want)
+    cell = CELLS["leaky"](3, 4, alpha=0.3, learn_alpha=learn_alpha, dtype=torch.float32)
+    with torch.no_grad():  # an α changed since (trained, loaded) is converted as it is
+        (cell.alpha_logit if learn_alpha else cell.alpha_fixed).mul_(1.1)
+    name = "alpha_logit" if learn_alpha else "alpha_fixed"
+    old = getattr(cell, name).detach().clone()
+    assert torch.equal(getattr(cell.double(), name).detach(), old.double())

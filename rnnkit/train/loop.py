@@ -647,6 +647,12 @@ def _train(cfg, out, resume, force, dry_run, log):
 # (--lr and --clip-norm cannot change on --resume: the advice names --force, not a resume that refuses them)
 RETRY = "start again with --force and a lower --lr or --clip-norm"
 RETRY_LR = "start again with --force and a lower --lr"
+RETRY_SET = "start again with --force and a lower --lr, or set --clip-norm (0 now: off; 1, say)"
+
+
+def _retry(t) -> str:
+    """The advice after a blow-up: where --clip-norm is 0 (off) one to set, not a lower one (below 0: refused)."""
+    return RETRY if t.clip_norm > 0 else RETRY_SET
 
 
 def _total_steps(cfg, batches) -> int | None:
@@ -721,7 +727,7 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
         if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):  # the last update overflowed
             raise RnnkitError(
                 f"the weights became NaN or infinite at step {progress.step}; stopped, last good checkpoint in "
-                f"{out}; {RETRY}"
+                f"{out}; {_retry(t)}"
             )
         save_checkpoint(out / name, checkpoint_payload(cfg, chars, model, optimizer, progress))
 
@@ -756,7 +762,7 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
             loss.backward()
             grad_norm = clip_gradients(model.parameters(), t.clip_norm, t.clip_value)
             loss = loss.detach().item()
-            smooth = _check_loss(loss, progress, out, grad_norm)
+            smooth = _check_loss(loss, progress, out, grad_norm, _retry(t))
             # held from the update to the step's row, written: a second Ctrl-C in the update, or before it is counted,
             # undid a step taken; one before its validation (in the bar's update) or in it stopped the run with the
             # step kept and its validation lost for good (no val_loss in its row, a best.pt that --resume never made);
@@ -787,7 +793,8 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
                 )  # with --val-frac 0: checkpoint and plot only
                 if evaluated:
                     _validate(model, val_batches, progress, row, save, say, out,
-                              lambda w=window, s=carried: window_loss(model, batches.window(w), s))  # fmt: skip
+                              lambda w=window, s=carried: window_loss(model, batches.window(w), s),
+                              _retry(t))  # fmt: skip
                 metrics.write(**row)
                 row = None
             if evaluated:  # after the step's row: a kill between the two resumes from the checkpoint before
@@ -949,7 +956,7 @@ class _StopAfterStep:
         self.previous = {}
 
 
-def _check_loss(loss: float, progress: Progress, out, grad_norm: float = 0.0):
+def _check_loss(loss: float, progress: Progress, out, grad_norm: float = 0.0, retry: str = RETRY):
     """NaN, or a smoothed loss 3x the initial one, or a gradient norm that overflowed: stop before the optimizer
     step; the checkpoints on disk are the last good ones.
 
@@ -964,7 +971,7 @@ def _check_loss(loss: float, progress: Progress, out, grad_norm: float = 0.0):
         what = f"became {loss}" if not math.isfinite(loss) else f"exploded to {smooth:.3f} (running average)"
         raise RnnkitError(
             f"loss {what} at step {progress.step + 1} (initial {progress.initial_loss:.3f}); stopped, last good "
-            f"checkpoint in {out}; {RETRY}"
+            f"checkpoint in {out}; {retry}"
         )
     if not math.isfinite(grad_norm):  # clipping can't mend it: inf/inf scales every gradient to NaN
         raise RnnkitError(
@@ -974,7 +981,7 @@ def _check_loss(loss: float, progress: Progress, out, grad_norm: float = 0.0):
     return smooth
 
 
-def _validate(model, val_batches, progress, row, save, say, out, train_loss_now):
+def _validate(model, val_batches, progress, row, save, say, out, train_loss_now, retry=RETRY):
     """Validate after a step and save best.pt (the caller saves latest.pt after the step's metrics row, so that a
     kill between the two leaves no checkpoint without its row). The step's update may have blown the weights up
     after its loss was checked: a validation loss that is not finite, or over 3x the initial train loss while the
@@ -990,7 +997,7 @@ def _validate(model, val_batches, progress, row, save, say, out, train_loss_now)
                 f"validation loss {'became' if not math.isfinite(val) else 'exploded to'} {val:.4g} at step "
                 f"{progress.step} (initial train loss {progress.initial_loss:.3f}"
                 + ("" if now is None else f"; the window just trained on reads {now:.4g} now")
-                + f"); stopped, last good checkpoint in {out}; {RETRY}"
+                + f"); stopped, last good checkpoint in {out}; {retry}"
             )
         row.update(val_loss=val, val_bpc=val / LN2)
         say(f"step {progress.step}: train {row['train_loss']:.3f}, val {_nats(val)}")

@@ -2117,3 +2117,14 @@ def test_the_bars_closable_stream_is_cleared_before_a_line_as_its_stream_is(monk
         pass
     bar.close()
     assert cleared == [True]
+
+
+@pytest.mark.parametrize("clip_norm, advice", [(0.0, "a lower --lr, or set --clip-norm (0 now: off"),
+                                               (1.0, "a lower --lr or --clip-norm")])  # fmt: skip
+def test_a_blow_up_with_clipping_by_norm_off_names_a_clip_norm_to_set(tmp_path, corpus, clip_norm, advice):
+    """With --clip-norm 0 (off: the char-rnn and min-char-rnn presets, a CORPUS without --preset) a blow-up advised
+    'a lower --lr or --clip-norm', a norm below 0, which the run refuses; it names one to set instead."""
+    cfg = tiny_config(corpus, max_steps=10, eval_every=2, lr=1e30, optimizer="sgd", clip_norm=clip_norm)
+    with pytest.raises(RnnkitError, match=r"(became nan|exploded).*last good checkpoint") as e:
+        train(cfg, tmp_path / "run", log=lambda s: None)
+    assert advice in str(e.value) and ("or --clip-norm" in str(e.value)) == (clip_norm > 0)

@@ -260,8 +260,12 @@ class Word2Vec:
             return ""
         why = "this torch backend adds up a batch's updates of a word"
         if self.config.loss == "softmax":  # (the native backend, said here too, refuses the softmax)
-            return (f"; or a smaller --batch-size ({self.config.batch_size} here): {why}, and with the softmax each "
-                    "pair updates every word's output vector")  # fmt: skip
+            # (the batch that ran: 'a smaller --batch-size (2048 here)' of 40 words, whose batches were 640 pairs,
+            # diverged the same at 1024 and 700)
+            size, step = self.config.batch_size, self._batch_pairs()
+            ran = "" if step == size else f", the batch here (--batch-size {size}, capped at 16 pairs a word)"
+            return (f"; or a --batch-size below {step}{ran}: {why}, and with the softmax each pair updates every "
+                    "word's output vector")  # fmt: skip
         return (f"; or the native backend (--backend native), which updates after each pair as word2vec.c does, where "
                 f"{why} (a few words' vocabulary diverges so first)")  # fmt: skip
 
@@ -368,7 +372,7 @@ class Word2Vec:
         # the batched path adds a batch's gradients up per word (index_add_): in a batch much larger than the
         # vocabulary each word moved by hundreds of times the learning rate at once, which diverged on a toy
         # corpus (9 words, batch 2048: loss 3.7 -> 931); at most 16 pairs a word on average (at least 256)
-        step = 100_000 if self.native else min(c.batch_size, max(256, 16 * self.U.shape[0]))
+        step = 100_000 if self.native else self._batch_pairs()
         for start in range(0, len(centres), step):
             progress = min(self.seen / self.expected, 1.0)
             lr = c.alpha - (c.alpha - c.min_alpha) * progress
@@ -387,6 +391,10 @@ class Word2Vec:
                     self.loss_history.append(J / len(w))
             self.seen += len(w)
             bar.update(len(w))
+
+    def _batch_pairs(self) -> int:
+        """The pairs of a torch batch: --batch-size, at most 16 pairs a word on average (at least 256)."""
+        return min(self.config.batch_size, max(256, 16 * self.U.shape[0]))
 
     def _step(self, w: torch.Tensor, ctx: torch.Tensor, lr: float, need_loss: bool) -> float | None:
         """One SGD step on a batch: skip-gram (h = u_w, target ctx) or CBOW (h = mean u_ctx, target w)."""

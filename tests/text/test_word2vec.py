@@ -1073,7 +1073,7 @@ def test_softmax_training_that_diverges_is_told_a_fix_it_can_use():
     rng = np.random.default_rng(0)
     sentences = [[f"w{x}" for x in rng.zipf(1.5, rng.integers(1, 30)) % 40] for _ in range(60)]
     options = dict(loss="softmax", window=10**6, sample=0, epochs=2, dimension=7, min_count=1)
-    with pytest.raises(RnnkitError, match=r"diverged: .*; or a smaller --batch-size \(2048 here\)") as e:
+    with pytest.raises(RnnkitError, match=r"diverged: .*; or a --batch-size below 640, the batch here") as e:
         Word2Vec(**options).fit(sentences)
     assert "--backend native" not in str(e.value)
     m = Word2Vec(**options, batch_size=64).fit(sentences)
@@ -1103,3 +1103,20 @@ def test_analogy_evaluation_keeps_512_questions_a_product_for_a_large_vocabulary
     accuracy, n = wv.evaluate_analogies(questions)
     assert n == 600 and accuracy == want / 600 and want > 0
     assert set(rows) == {512, 88}, sorted(set(rows))
+
+
+def test_softmax_divergence_names_the_batch_that_ran():
+    """'a smaller --batch-size (2048 here)' where 40 words capped the batches at 640 pairs: --batch-size 1024 or
+    700 diverged the same (3.69 -> 3.25e+27). The hint names the batch that ran (256, below it, trains)."""
+    rng = np.random.default_rng(0)
+    sentences = [[f"w{x}" for x in rng.zipf(1.5, rng.integers(1, 30)) % 40] for _ in range(60)]
+    options = dict(loss="softmax", window=10**6, sample=0, epochs=2, dimension=7, min_count=1)
+    for size in (2048, 1024):
+        with pytest.raises(
+            RnnkitError, match=rf"or a --batch-size below 640, the batch here \(--batch-size {size}, "
+        ):
+            Word2Vec(**options, batch_size=size).fit(sentences)
+    with pytest.raises(RnnkitError, match=r"or a --batch-size below 512: this torch"):
+        Word2Vec(**options, batch_size=512).fit(sentences)
+    m = Word2Vec(**options, batch_size=256).fit(sentences)
+    assert m.loss_history[-1] < m.loss_history[0]

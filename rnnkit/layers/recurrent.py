@@ -236,6 +236,29 @@ def _check_cell_options(Cell, cell, options) -> None:
                           + (f"; {k} is {whose[k]}" if k in whose else ""))  # fmt: skip
 
 
+def _takes_option(Cell, name) -> bool:
+    """Whether the cell class's __init__ takes the option `name` (or any, **kwargs)."""
+    try:
+        params = inspect.signature(Cell.__init__).parameters
+    except (TypeError, ValueError):
+        return True
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _own_proj_size(Cell, cell, input_size, hidden_size, bias, options, given) -> int:
+    """The proj_size of a subclass of LSTMP that sets it in its __init__, read from one cell made on the meta device
+    (no memory, no draw): given none, it was 'proj_size must be an integer in [1, hidden_size), got 0', given one,
+    'the cell has no option 'proj_size''."""
+    _check_cell_options(Cell, cell, options)
+    with torch.device("meta"):
+        own = Cell(input_size, hidden_size, bias=bias, **options).proj_size
+    if given is not None and given != own:
+        raise RnnkitError(
+            f"proj_size={given!r}, but {Cell.__name__} sets its own, {own}, in its __init__; leave it out"
+        )
+    return own
+
+
 def _takes_factory_kwargs(Cell) -> bool:
     """Whether the cell class takes device= and dtype= (rnnkit's cells; a cell of one's own may not)."""
     try:
@@ -377,7 +400,11 @@ class Recurrent(OwnParametersModule):
         # False or 0.0 passed for "none" (falsy, so never checked) and came back as layer.proj_size
         none = not isinstance(proj_size, bool) and isinstance(proj_size, numbers.Integral) and proj_size == 0
         projected = issubclass(Cell, LSTMP)  # (a subclass of it too: an orthogonal W_hh of one's own)
-        if not none or projected:
+        if projected and not _takes_option(Cell, "proj_size"):  # (one that sets it in its own __init__)
+            proj_size = _own_proj_size(
+                Cell, cell, input_size, hidden_size, bias, cell_kwargs, None if none else proj_size
+            )
+        elif not none or projected:
             if not (projected or Cell is CELLS["lstm"]):
                 hint = (", a subclass of LSTM without a projection: subclass rnnkit.cells.LSTMP for one"
                         if issubclass(Cell, CELLS["lstm"]) else "")  # fmt: skip

@@ -279,3 +279,27 @@ def test_proj_size_on_a_subclass_of_the_lstm_cell_names_lstmp():
         r"subclass rnnkit\.cells\.LSTMP for one$",
     ):
         Recurrent(Mine, 3, 4, proj_size=2)
+
+
+def test_a_subclass_of_the_projected_cell_that_sets_proj_size_itself_makes_a_layer():
+    """A subclass of LSTMP whose __init__ sets proj_size (no such option of its own) could make no layer: without
+    proj_size 'proj_size must be an integer in [1, hidden_size) = [1, 4), got 0', with it 'the P2 cell has no option
+    'proj_size' (it takes none of its own)'. The layer now reads the cell's own proj_size."""
+
+    class P2(LSTMP):
+        def __init__(self, input_size, hidden_size, bias=True):
+            super().__init__(input_size, hidden_size, bias=bias, proj_size=2)
+
+    torch.manual_seed(0)
+    for given in ({}, {"proj_size": 2}):
+        layer = Recurrent(P2, 3, 4, num_layers=2, **given).double()
+        assert layer.proj_size == 2 and all(type(c) is P2 for c in layer.cells)
+        x = torch.randn(2, 5, 3, dtype=torch.float64)
+        out, (h, c) = layer(x)
+        assert out.shape == (2, 5, 2)
+        out_ref, (h_ref, c_ref) = layer.to_torch()(x)
+        torch.testing.assert_close((out, h, c), (out_ref, h_ref, c_ref), rtol=1e-12, atol=1e-12)
+    with pytest.raises(
+        RnnkitError, match=r"^proj_size=3, but P2 sets its own, 2, in its __init__; leave it out$"
+    ):
+        Recurrent(P2, 3, 4, proj_size=3)

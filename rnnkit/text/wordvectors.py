@@ -346,6 +346,16 @@ class WordVectors:
         return cls(words, vectors)
 
 
+def _packed_stream(header: bytes) -> str:
+    """What to say of compressed vectors read from a pipe or a device (<(curl ... .bin.gz)), which _packer, reading a
+    file's first bytes again, does not open; else "" (a file's were opened by it)."""
+    packer = "gzip" if header[:2] == b"\x1f\x8b" else "bzip2" if header[:3] == b"BZh" else None
+    if packer is None:
+        return ""
+    return (f"; it is {packer} data from a pipe or a device: give the file itself, or decompress it into the pipe "
+            f"({'zcat' if packer == 'gzip' else 'bzcat'} FILE)")  # fmt: skip
+
+
 def _packer(path):
     """("gzip", gzip.open) or ("bzip2", bz2.open) for a compressed file, by its first bytes, else (None, open): gensim
     reads a .gz or .bz2 (GoogleNews-vectors-negative300.bin.gz), here 'its first line is binary data'. (No header
@@ -393,6 +403,7 @@ def _header(header: bytes, rest: bytes) -> tuple[int, int]:
         raise ValueError(
             f"its first line is {shown}, not the 'V E' header (number of words, dimension)"
             + _no_header(header, rest)
+            + _packed_stream(header)
         ) from None
     return V, E
 

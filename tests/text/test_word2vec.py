@@ -1120,3 +1120,25 @@ def test_softmax_divergence_names_the_batch_that_ran():
         Word2Vec(**options, batch_size=512).fit(sentences)
     m = Word2Vec(**options, batch_size=256).fit(sentences)
     assert m.loss_history[-1] < m.loss_history[0]
+
+
+def test_compressed_vectors_from_a_pipe_are_named(tmp_path):
+    """Compressed vectors are known by their first bytes in a file, but from a pipe or a device (<(curl ... .bin.gz))
+    they were only 'its first line is binary data, not the 'V E' header'; the line now says what they are."""
+    import gzip
+    import os
+    import threading
+
+    wv = WordVectors(["a", "b", "c"], np.arange(6, dtype=np.float32).reshape(3, 2))
+    wv.save(tmp_path / "v", binary=True)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_bytes, args=(gzip.compress((tmp_path / "v").read_bytes()),))
+    writer.start()
+    try:
+        with pytest.raises(
+            RnnkitError, match=r"binary data, .*; it is gzip data from a pipe or a device: give the "
+        ):
+            WordVectors.load(fifo)
+    finally:
+        writer.join()

@@ -8,6 +8,7 @@ Formats:  text:    "V E\\n" then "word x_1 ... x_E\\n" per word
           binary:  "V E\\n" then "word " + E little-endian float32 + "\\n" per word
 """
 
+import contextlib
 import hashlib
 import json
 import math
@@ -247,7 +248,8 @@ class WordVectors:
     def save(self, path, binary: bool = False) -> None:
         """word2vec's text or binary format, as gensim reads and writes them: a "V E" header line, then per word
         the word, a space and its E numbers (text: 9 significant digits, which give each float32 back exactly;
-        binary: 4 E bytes little-endian, then a newline)."""
+        binary: 4 E bytes little-endian, then a newline). A path ending .gz or .bz2 is compressed so, as gensim
+        writes and reads one (it was written plain under that name, which gensim then failed to read)."""
         V, E = self.vectors.shape
         if V == 0 or E == 0:  # (written, its header '0 3' made a file load refuses: it promises no vectors)
             raise RnnkitError(f"cannot save {V} words of {E} numbers each in word2vec format, which holds at least one "
@@ -268,7 +270,7 @@ class WordVectors:
             raise RnnkitError(f"cannot save the word {lone!r} in word2vec format: UTF-8, the format's, has no code "
                               "for its lone surrogate (of bytes read with errors='surrogateescape'); read the text in "
                               "its own encoding, or with errors='replace'")  # fmt: skip
-        with atomic_open(path, "wb") as f:  # a failed write leaves the old file as it was
+        with atomic_open(path, "wb") as raw, _packed(raw, path) as f:  # (failed: the old file as it was)
             f.write(f"{V} {E}\n".encode())
             for w, x in zip(self.words, self.vectors):
                 if binary:
@@ -344,6 +346,20 @@ class WordVectors:
         if wrong:
             raise RnnkitError(f"{path} is not in word2vec {wrong[0]} format; try --format {wrong[1]}")
         return cls(words, vectors)
+
+
+def _packed(raw, path):
+    """A stream that compresses into the open file raw where path ends .gz or .bz2 (as gensim's save), else raw."""
+    suffix = pathlib.Path(path).suffix.lower()
+    if suffix == ".gz":
+        import gzip
+
+        return gzip.GzipFile(fileobj=raw, mode="wb", filename="", mtime=0)
+    if suffix == ".bz2":
+        import bz2
+
+        return bz2.BZ2File(raw, "wb")
+    return contextlib.nullcontext(raw)
 
 
 def _packed_stream(header: bytes) -> str:

@@ -1027,6 +1027,29 @@ def test_vectors_compressed_with_gzip_or_bzip2_load_as_gensim_loads_them(tmp_pat
             WordVectors.load(tmp_path / "bad")
 
 
+@pytest.mark.parametrize("binary", [False, True])
+def test_vectors_saved_under_a_gz_or_bz2_name_are_compressed_so(tmp_path, binary):
+    """save('v.bin.gz') wrote the plain format under that name, which gensim (opening by the name) failed to read;
+    it is compressed as the name says now, and reads back here and in gensim (where importable)."""
+    import bz2
+    import gzip
+
+    wv = WordVectors(["a", "é", "c"], np.arange(6, dtype=np.float32).reshape(3, 2) / 7)
+    wv.save(tmp_path / "plain", binary=binary)
+    for name, unpack in [("v.bin.gz", gzip.decompress), ("v.bin.BZ2", bz2.decompress)]:
+        wv.save(tmp_path / name, binary=binary)
+        assert unpack((tmp_path / name).read_bytes()) == (tmp_path / "plain").read_bytes()
+        again = WordVectors.load(tmp_path / name)
+        assert again.words == wv.words
+        np.testing.assert_array_equal(again.vectors, wv.vectors)
+    try:
+        from gensim.models import KeyedVectors
+    except ImportError:
+        return
+    theirs = KeyedVectors.load_word2vec_format(str(tmp_path / "v.bin.gz"), binary=binary)
+    np.testing.assert_array_equal(theirs["é"], wv.vectors[1])
+
+
 @pytest.mark.parametrize("end", [b"\n", b"", b"\n\n \n"])
 def test_a_vectors_file_without_its_header_line_is_told_the_header_to_add(tmp_path, end):
     """GloVe's files have no 'V E' line (gensim reads them with no_header=True): the error said only that the first

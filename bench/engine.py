@@ -153,7 +153,7 @@ def interleaved(fns, rounds, reps, raw=False):
     times instead."""
     times = [[] for _ in fns]
     order, draw = list(range(len(fns))), random.Random(0)
-    for r in range(rounds + 1):
+    for r in range(rounds + 1 if fns else 0):
         last = order[-1]
         while True:
             draw.shuffle(order)

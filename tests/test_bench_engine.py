@@ -54,3 +54,12 @@ def test_interleaved_rounds_let_no_fn_follow_itself(monkeypatch, n):
     assert all(a != b for a, b in zip(calls, calls[1:]))
     after = {k: {a for a, b in zip(calls, calls[1:]) if b == k} for k in range(n)}
     assert all(len(after[k]) > 1 for k in range(n)) if n > 2 else True
+
+
+def test_interleaved_times_one_fn_or_none(monkeypatch):
+    """One fn runs every round; no fns gave IndexError (order[-1]) after the rounds' orders were drawn: none timed."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    engine = importlib.import_module("engine")
+    calls = []
+    assert [len(t) for t in engine.interleaved([lambda: calls.append(0)], 5, 2, raw=True)] == [5]
+    assert len(calls) == 12 and engine.interleaved([], 5, 2) == []

@@ -47,6 +47,7 @@ from torch._inductor.utils import fresh_cache  # noqa: E402
 from rnnkit.engine import native  # noqa: E402
 
 CELLS = ("lstm", "gru", "rnn_tanh", "mut1", "leaky")
+DEFAULT_CELLS = ("lstm", "gru", "mut1")  # every run's rows (without --only)
 HEADER = [
     "config",
     "model",
@@ -119,7 +120,7 @@ def main():
     ap.add_argument("--rounds", type=int_at_least(1), default=6,
                     help="timed rounds per row, after one warm-up round (default: 6)")  # fmt: skip
     ap.add_argument("--only", type=name_list(CELLS), default=None,
-                    help=f"comma-separated cells from {','.join(CELLS)} (default: lstm,gru,mut1)")  # fmt: skip
+                    help=f"comma-separated cells from {','.join(CELLS)} (default: {','.join(DEFAULT_CELLS)})")  # fmt: skip
     ap.add_argument("--sizes", type=name_list(tuple(SIZES)), default=["1x128"],
                     help=f"comma-separated sizes from {','.join(SIZES)} (default: 1x128)")  # fmt: skip
     ap.add_argument("--unrolled", action="store_true",
@@ -133,7 +134,7 @@ def main():
     warm_up()
     rows = []
     for size in args.sizes:
-        for cell in args.only or ("lstm", "gru", "mut1"):
+        for cell in args.only or DEFAULT_CELLS:
             print(f"{cell} {size} ...", flush=True)
             new = row(cell, size, args.rounds, args.unrolled)
             print(markdown_table(HEADER, new), flush=True)
@@ -162,8 +163,12 @@ def main():
             f"compile-{cpu_key()}",
             md,
             " ".join(
-                ([f"--only {','.join(args.only)}"] if args.only else [])
-                # (1x128, the default size: its rows are every run's)
+                # (the default cells at 1x128, the default size: their rows are every run's; more cells add rows)
+                (
+                    []
+                    if set(DEFAULT_CELLS) <= set(args.only or ()) or not args.only
+                    else [f"--only {','.join(args.only)}"]
+                )
                 + ([] if "1x128" in args.sizes else [f"--sizes {','.join(args.sizes)}"])
             )
             or None,

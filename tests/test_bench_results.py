@@ -316,6 +316,24 @@ def test_compile_py_sizes_without_its_default_size_is_a_partial_run(monkeypatch)
     assert written == ["--sizes 2x512", None]
 
 
+def test_compile_py_only_with_every_default_cell_writes_its_section(monkeypatch):
+    """compile.py --only took any --only for a part of the table: --only lstm,gru,mut1 (the default cells, every row of
+    the section) or --only lstm,gru,mut1,rnn_tanh (those and one more) was not written, 'RESULTS.md is left as it is:
+    --only lstm,gru,mut1 runs part of the compile table', a whole table's timings lost. Only an --only without one of
+    the default cells is a part of it, as --sizes without 1x128."""
+    compile_py = _bench_script(monkeypatch, "compile")
+    written = []
+    monkeypatch.setattr(compile_py, "warm_up", lambda: None)
+    monkeypatch.setattr(
+        compile_py, "row", lambda cell, size, rounds, unrolled: [[f"{cell} {size}", "", "", "", ""]]
+    )
+    monkeypatch.setattr(compile_py, "update_results", lambda name, md, partial: written.append(partial))
+    for only in ("lstm,gru,mut1", "mut1,rnn_tanh,gru,lstm", "lstm,gru"):
+        monkeypatch.setattr(sys, "argv", ["compile.py", "--only", only, "--rounds", "1"])
+        compile_py.main()
+    assert written == [None, None, "--only lstm,gru"]
+
+
 def _gru_row(tmp_path, monkeypatch, capsys, rows: str) -> str:
     """charlm.py --report-only's table row of a gru run whose metrics.csv holds these rows (after its header)."""
     charlm = _bench_script(monkeypatch, "charlm")

@@ -18,14 +18,17 @@ import argparse
 import atexit
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
 import warnings
 
 # compile times from a cold start: inductor's on-disk cache of compiled graphs in a fresh folder (before torch)
-os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="rnnkit-bench-inductor-")
-atexit.register(shutil.rmtree, os.environ["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)  # each run left one
+CACHE = os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="rnnkit-bench-inductor-")
+atexit.register(shutil.rmtree, CACHE, ignore_errors=True)  # each run left one
+# SIGTERM (kill, `timeout`) exits as Ctrl-C does, through that removal: it skipped it, the folder left behind
+signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 import torch  # noqa: E402
 
@@ -76,7 +79,7 @@ def warm_up():
     """Compile a small model once, untimed: the first compile of a process pays inductor's start (its workers,
     imports, C++ toolchain checks), 15-25 s that were charged to the first row's "first at T" alone."""
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh())
-    with fresh_cache():
+    with fresh_cache(dir=CACHE):  # (inside CACHE: torch keeps a fresh cache where its block is stopped)
         torch.compile(model)(torch.randn(2, 4)).sum().backward()
     torch._dynamo.reset()
 
@@ -96,7 +99,7 @@ def row(cell, size, rounds, unrolled):
         if comp:
             torch._dynamo.reset()
             # (the rows before compiled the same embedding, head and loss: their kernels came from the cache)
-            with fresh_cache():
+            with fresh_cache(dir=CACHE):
                 compiles[name] = compile_times(torch.compile(make(cell, L, H, kind or "native")[0]), B, T)
     torch._dynamo.reset()
     for name, (kind, comp) in kinds.items():

@@ -2,6 +2,7 @@
 
 import importlib.util
 import pathlib
+import signal
 import subprocess
 import sys
 
@@ -121,7 +122,9 @@ def _bench_script(monkeypatch, name: str):
     monkeypatch.syspath_prepend(str(BENCH))
     spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sigterm = signal.getsignal(signal.SIGTERM)
     spec.loader.exec_module(module)
+    signal.signal(signal.SIGTERM, sigterm)  # (compile.py's exit on SIGTERM is its own, not pytest's)
     return module
 
 
@@ -167,6 +170,47 @@ def test_compile_py_stopped_in_its_imports_leaves_no_inductor_folder(tmp_path):
     )
     assert "no torch here" in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["path"]
+
+
+def test_compile_py_stopped_by_sigterm_leaves_no_inductor_folder(tmp_path):
+    """compile.py removed its inductor cache folders (its own, and each fresh_cache's) at exit, which a SIGTERM (kill,
+    `timeout`, a job scheduler's stop) skips: each run stopped so left them in the system's temporary folder (1 MB
+    after one row's compiles). SIGTERM now exits as Ctrl-C does, through the removals (status 143)."""
+    import os
+
+    fake = tmp_path / "path" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("import time\nprint('importing', flush=True)\ntime.sleep(30)\n")
+    env = {**os.environ, "PYTHONPATH": str(fake.parent), "TMPDIR": str(tmp_path)}
+    with subprocess.Popen(
+        [sys.executable, str(BENCH / "compile.py")], stdout=subprocess.PIPE, text=True, env=env
+    ) as run:
+        assert run.stdout.readline() == "importing\n"
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(timeout=20) == 143
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["path"]
+
+
+def test_compile_py_stopped_in_a_compile_leaves_no_inductor_folder(tmp_path, monkeypatch):
+    """Each model's compile times ran in torch's fresh_cache, a new folder beside the system's temporary files that
+    torch keeps where its block is stopped (an error, Ctrl-C): every stopped run left one (1 MB after one row). They
+    are made inside compile.py's own cache folder, removed at exit."""
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "")  # (compile.py sets it: put back after the test)
+    compile_py = _bench_script(monkeypatch, "compile")
+
+    def stopped(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(compile_py, "compile_times", stopped)
+    # (torch.compile's imports of inductor: seconds, and a DeprecationWarning)
+    monkeypatch.setattr(compile_py.torch, "compile", lambda model: model)
+    try:
+        compile_py.row("rnn_tanh", "1x128", 1, False)
+    except KeyboardInterrupt:
+        pass
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == 1 and left[0].startswith("rnnkit-bench-inductor-"), left  # (the one removed at exit)
 
 
 def test_charlm_py_stops_at_a_run_stopped_by_ctrl_c_and_writes_no_table(tmp_path, monkeypatch):

@@ -176,11 +176,12 @@ def main():
 
 
 def summary(metrics):
-    """Validation points (training seconds, nats/char) and the median training speed."""
+    """Validation points (training seconds, nats/char), the median training speed, and the seconds trained."""
     rows = read_metrics(metrics)
     speeds = [float(r["chars_per_s"]) for r in rows if r["chars_per_s"]]
     speed = statistics.median(speeds) if speeds else math.nan  # (an even count: the mean of the middle two)
-    return [(float(r["wall_s"]), float(r["val_loss"])) for r in rows if r["val_loss"]], speed
+    trained = float(rows[-1]["wall_s"]) if rows else 0.0
+    return [(float(r["wall_s"]), float(r["val_loss"])) for r in rows if r["val_loss"]], speed, trained
 
 
 def preset_sample(run) -> str:
@@ -248,14 +249,16 @@ def report(out, names, speeds, args) -> str:
     header += [f"s to {t}" for t in THRESHOLDS]
     rows, budgets, threads = [], {}, set()
     for name in names:
-        points, speed = summary(out / name / "metrics.csv")
+        points, speed, trained = summary(out / name / "metrics.csv")
         settings = run_settings(out / name)  # what the run used (with --report-only, maybe other options)
         budget = settings.get("time_budget", args.preset_budget if name == "preset" else args.budget)
         budgets[name] = budget
+        # a run ends at the first step at or past its budget: one short of it was stopped (Ctrl-C, killed)
+        stopped = f" (stopped at {trained / 60:.2g})" if trained < budget * 60 else ""
         threads.add(settings.get("threads", THREADS))
         best = min((v for _, v in points), default=math.nan)
         times = [time_to(points, t) for t in THRESHOLDS]
-        rows.append([LABELS[name], f"{budget:g}", f"{speed:,.0f}" if speed == speed else "-",
+        rows.append([LABELS[name], f"{budget:g}{stopped}", f"{speed:,.0f}" if speed == speed else "-",
                      f"{points[-1][1]:.3f}" if points else "-", f"{best:.3f}" if points else "-",
                      f"{best / math.log(2):.3f}" if points else "-"]
                     + [f"{t:.0f}" if t is not None else "-" for t in times])  # fmt: skip

@@ -141,15 +141,16 @@ def _results_md(tmp_path, monkeypatch, section: str, rows: str):
 
 
 def _one_row_train(status, names=None):
-    """A stand-in for bench/charlm.py's train: a run folder whose metrics.csv has one validated step, returning status
-    (130: stopped); the folders' names go to names."""
+    """A stand-in for bench/charlm.py's train: a run folder whose metrics.csv has one validated step, at the end of the
+    time budget (0.9 s where stopped), returning status (130: stopped); the folders' names go to names."""
 
     def train(cfg, out, force=False):
         if names is not None:
             names.append(out.name)
         out.mkdir(parents=True, exist_ok=True)
+        wall = 0.9 if status else cfg.train.time_budget * 60
         (out / "metrics.csv").write_text(
-            "step,epoch,wall_s,lr,train_loss,val_loss,val_bpc,chars_per_s\n1,0.002,0.9,0.004,4.17,4.1,5.9,2235.9\n"
+            f"step,epoch,wall_s,lr,train_loss,val_loss,val_bpc,chars_per_s\n1,0.002,{wall},0.004,4.17,4.1,5.9,2235.9\n"
         )
         return status
 
@@ -382,7 +383,7 @@ def _gru_row(tmp_path, monkeypatch, capsys, rows: str) -> str:
     """charlm.py --report-only's table row of a gru run whose metrics.csv holds these rows (after its header)."""
     charlm = _bench_script(monkeypatch, "charlm")
     run = tmp_path / "runs" / "gru"
-    run.mkdir(parents=True)
+    run.mkdir(parents=True, exist_ok=True)
     (run / "metrics.csv").write_text("step,epoch,wall_s,lr,train_loss,val_loss,val_bpc,chars_per_s\n" + rows)
     monkeypatch.setattr(charlm, "sampling_speeds", lambda: {"rnnkit": 1.0})
     monkeypatch.setattr(sys, "argv", ["charlm.py", "--report-only", "--only", "gru", "--preset-budget", "0",
@@ -396,7 +397,7 @@ def test_charlm_py_shows_a_run_without_a_validation_as_dashes_not_nan(tmp_path, 
     metrics.csv: charlm.py's row read "nan" under best val and bits/char, where the table writes "-" for a value
     it has not (its final val and 's to X' columns beside them)."""
     row = _gru_row(tmp_path, monkeypatch, capsys, "1,0.002,0.9,0.004,4.17,,,2235.9\n")
-    assert row == "| rnnkit GRU | 3 | 2,236 | - | - | - | - | - | - | - | - | - | - |", row
+    assert row == "| rnnkit GRU | 3 (stopped at 0.015) | 2,236 | - | - | - | - | - | - | - | - | - | - |", row
 
 
 def test_charlm_py_without_its_preset_run_leaves_the_preset_rows_whole(tmp_path, monkeypatch, capsys):
@@ -423,6 +424,20 @@ def test_charlm_py_without_its_preset_run_leaves_the_preset_rows_whole(tmp_path,
     charlm.main()
     text = results.read_text(encoding="utf-8")
     assert "| rnnkit tanh RNN | 3 |" in text and "| `shakespeare` preset (rnnkit LSTM 1x512) | 0.01 |" in text
+
+
+def test_charlm_py_report_only_marks_a_run_stopped_before_its_budget(tmp_path, monkeypatch, capsys):
+    """A run stopped by Ctrl-C (charlm.py: 'stopped during the run ...; RESULTS.md has no table of it') and then put in
+    the table by --report-only read as if it had trained its budget: budget column '3' over 0.05 minutes of training,
+    its val and 's to X' those of a run 60x shorter. Such a run's budget cell says how far it got; a run that trained
+    its budget (its last step at or past it) reads as before."""
+    run = tmp_path / "runs" / "gru"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text('{"train": {"time_budget": 3, "threads": 1}}')
+    row = _gru_row(tmp_path, monkeypatch, capsys, "1,0.002,3.0,0.004,4.17,4.1,5.9,2235.9\n")
+    assert row.split(" | ")[1] == "3 (stopped at 0.05)", row
+    row = _gru_row(tmp_path, monkeypatch, capsys, "1,0.002,180.0,0.004,4.17,4.1,5.9,2235.9\n")
+    assert row.split(" | ")[1] == "3", row
 
 
 def test_charlm_py_median_speed_of_an_even_count_of_steps_is_the_mean_of_the_middle_two(

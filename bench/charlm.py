@@ -166,7 +166,9 @@ def main():
     for name in args.only:
         if not args.report_only:
             run_model(name, args.budget, out)
-    report(out, args.only, speeds, args)  # printed and written now, and again with the preset run
+    # printed now; written with the preset's row: a section written now and the preset stopped (Ctrl-C) or failed
+    # had no preset row, the one there from the run before lost
+    report(out, args.only, speeds, args, write=not args.preset_budget)
     if args.preset_budget:
         cfg = RunConfig.from_dict(PRESETS["shakespeare"])
         cfg.data.data_dir, cfg.train.time_budget, cfg.train.threads = str(DATA), args.preset_budget, THREADS
@@ -236,8 +238,8 @@ def notes(names, args) -> str:
     )
 
 
-def report(out, names, speeds, args) -> str:
-    """The section's Markdown, printed, then written into RESULTS.md (unless --no-write)."""
+def report(out, names, speeds, args, write=True) -> str:
+    """The section's Markdown, printed, then written into RESULTS.md (if `write`, and not --no-write)."""
     header = [
         "model",
         "budget (min)",
@@ -286,7 +288,8 @@ def report(out, names, speeds, args) -> str:
     if "preset" in names and (out / "preset" / "best.pt").is_file():
         md += "\n`shakespeare` preset model:\n\n" + preset_sample(out / "preset")
     print(md, flush=True)  # first: a write that fails loses no table
-    if not args.no_write:  # (--preset-budget 0: the section's preset row and sample, not run, would be lost)
+    # (--preset-budget 0: the section's preset row and sample, not run, would be lost)
+    if write and not args.no_write:
         update_results(
             "charlm",
             md,

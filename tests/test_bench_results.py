@@ -440,6 +440,32 @@ def test_charlm_py_report_only_marks_a_run_stopped_before_its_budget(tmp_path, m
     assert row.split(" | ")[1] == "3", row
 
 
+def test_charlm_py_preset_stopped_leaves_the_sections_preset_row(tmp_path, monkeypatch, capsys):
+    """charlm.py wrote its section once the four models had trained, without a preset row, and again with the preset's:
+    a preset run stopped by Ctrl-C ('RESULTS.md has no table of it') or failing left the section with no preset row,
+    the one there from the run before, twenty minutes of training, lost. The table is printed then and written once,
+    with the preset's row; a stopped preset leaves the section as it was (--report-only tables it, marked stopped)."""
+    charlm = _bench_script(monkeypatch, "charlm")
+    results, before = _results_md(tmp_path, monkeypatch, "charlm", "| `shakespeare` preset | 20 |\n")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "tinyshakespeare.txt").write_text("First Citizen:\n")
+    monkeypatch.setattr(charlm, "DATA", tmp_path / "data")
+    finished, stopped = _one_row_train(0), _one_row_train(130)
+    monkeypatch.setattr(
+        charlm, "train", lambda cfg, out, force: (stopped if out.name == "preset" else finished)(cfg, out)
+    )
+    monkeypatch.setattr(charlm, "sampling_speeds", lambda: {"rnnkit": 1.0})
+    monkeypatch.setattr(
+        sys, "argv", ["charlm.py", "--preset-budget", "0.01", "--out", str(tmp_path / "runs")]
+    )
+    try:
+        charlm.main()
+    except SystemExit as e:
+        assert e.code == 130
+    assert results.read_text(encoding="utf-8") == before
+    assert "| rnnkit tanh RNN | 3 |" in capsys.readouterr().out  # (printed)
+
+
 def test_charlm_py_median_speed_of_an_even_count_of_steps_is_the_mean_of_the_middle_two(
     tmp_path, monkeypatch, capsys
 ):

@@ -85,6 +85,16 @@ def time_to(points, threshold):
     return next((t for t, v in points if v <= threshold), None)
 
 
+def val_text(v: float) -> str:
+    """v to 3 decimals, or more where 3 round it down onto a threshold it is above (2.0004, not 2.000 beside 's to 2.0'
+    '-')."""
+    for digits in range(3, 10):
+        text = f"{v:.{digits}f}"
+        if not any(float(text) <= t < v for t in THRESHOLDS):
+            return text
+    return repr(v)
+
+
 def sampling_speeds(n=SAMPLE_CHARS, rounds=SAMPLE_ROUNDS) -> dict:
     """chars/s of `model.sample` at batch 1, one character per call; best of interleaved rounds."""
     models = {}
@@ -261,7 +271,7 @@ def report(out, names, speeds, args, write=True) -> str:
         best = min((v for _, v in points), default=math.nan)
         times = [time_to(points, t) for t in THRESHOLDS]
         rows.append([LABELS[name], f"{budget:g}{stopped}", f"{speed:,.0f}" if speed == speed else "-",
-                     f"{points[-1][1]:.3f}" if points else "-", f"{best:.3f}" if points else "-",
+                     val_text(points[-1][1]) if points else "-", val_text(best) if points else "-",
                      f"{best / math.log(2):.3f}" if points else "-"]
                     + [f"{t:.0f}" if t is not None else "-" for t in times])  # fmt: skip
     models = [name for name in names if name != "preset"]

@@ -466,6 +466,18 @@ def test_charlm_py_preset_stopped_leaves_the_sections_preset_row(tmp_path, monke
     assert "| rnnkit tanh RNN | 3 |" in capsys.readouterr().out  # (printed)
 
 
+def test_charlm_py_best_val_above_a_threshold_does_not_read_as_reaching_it(tmp_path, monkeypatch, capsys):
+    """Vals were shown to 3 decimals while 's to X' is decided on the unrounded ones: a best val of 2.0004 read '2.000'
+    beside 's to 2.0' '-', the figure shown at the threshold the row says the run never reached. Such a val gets the
+    decimals that keep it above (2.0004); others read as before."""
+    row = _gru_row(tmp_path, monkeypatch, capsys, "1,0.002,180.0,0.004,4.17,2.0004,2.886,2235.9\n").split(
+        " | "
+    )
+    assert row[3:5] == ["2.0004", "2.0004"] and row[7] == "-", row
+    row = _gru_row(tmp_path, monkeypatch, capsys, "1,0.002,180.0,0.004,4.17,2.0104,2.9,2235.9\n").split(" | ")
+    assert row[3:5] == ["2.010", "2.010"], row
+
+
 def test_charlm_py_median_speed_of_an_even_count_of_steps_is_the_mean_of_the_middle_two(
     tmp_path, monkeypatch, capsys
 ):

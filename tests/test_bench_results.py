@@ -344,10 +344,8 @@ def test_results_md_with_crlf_line_endings_keeps_the_other_sections_byte_for_byt
     assert results.read_bytes().endswith(tail + b"\r\n<!-- d:begin -->\r\nD\r\n<!-- d:end -->\r\n")
 
 
-def test_compile_py_sizes_without_its_default_size_is_a_partial_run(monkeypatch):
-    """compile.py --sizes 2x512 (its help names the option) wrote the machine's compile section with the 2x512 rows
-    only: the 1x128 table, every run's (the default size), was lost, as with --only. A run without 1x128 is a part
-    of the table, not written; with it (and more) the section is written."""
+def _compile_py_untimed(monkeypatch):
+    """bench/compile.py with rows that time nothing, and the list its section writes append their `partial` to."""
     compile_py = _bench_script(monkeypatch, "compile")
     written = []
     monkeypatch.setattr(compile_py, "warm_up", lambda: None)
@@ -355,6 +353,14 @@ def test_compile_py_sizes_without_its_default_size_is_a_partial_run(monkeypatch)
         compile_py, "row", lambda cell, size, rounds, unrolled: [[f"{cell} {size}", "", "", "", ""]]
     )
     monkeypatch.setattr(compile_py, "update_results", lambda name, md, partial: written.append(partial))
+    return compile_py, written
+
+
+def test_compile_py_sizes_without_its_default_size_is_a_partial_run(monkeypatch):
+    """compile.py --sizes 2x512 (its help names the option) wrote the machine's compile section with the 2x512 rows
+    only: the 1x128 table, every run's (the default size), was lost, as with --only. A run without 1x128 is a part
+    of the table, not written; with it (and more) the section is written."""
+    compile_py, written = _compile_py_untimed(monkeypatch)
     for sizes in ("2x512", "2x512,1x128"):
         monkeypatch.setattr(sys, "argv", ["compile.py", "--sizes", sizes, "--rounds", "1"])
         compile_py.main()
@@ -366,13 +372,7 @@ def test_compile_py_only_with_every_default_cell_writes_its_section(monkeypatch)
     the section) or --only lstm,gru,mut1,rnn_tanh (those and one more) was not written, 'RESULTS.md is left as it is:
     --only lstm,gru,mut1 runs part of the compile table', a whole table's timings lost. Only an --only without one of
     the default cells is a part of it, as --sizes without 1x128."""
-    compile_py = _bench_script(monkeypatch, "compile")
-    written = []
-    monkeypatch.setattr(compile_py, "warm_up", lambda: None)
-    monkeypatch.setattr(
-        compile_py, "row", lambda cell, size, rounds, unrolled: [[f"{cell} {size}", "", "", "", ""]]
-    )
-    monkeypatch.setattr(compile_py, "update_results", lambda name, md, partial: written.append(partial))
+    compile_py, written = _compile_py_untimed(monkeypatch)
     for only in ("lstm,gru,mut1", "mut1,rnn_tanh,gru,lstm", "lstm,gru"):
         monkeypatch.setattr(sys, "argv", ["compile.py", "--only", only, "--rounds", "1"])
         compile_py.main()

@@ -345,7 +345,8 @@ def test_an_infinite_gradient_stops_before_the_optimizer_step(tmp_path, corpus, 
     assert all(torch.isfinite(p).all() for p in ckpt["model"].values())
 
 
-def test_ctrl_c_saves_and_exits_cleanly(tmp_path, corpus, monkeypatch):
+def _ctrl_c_at_step_5(monkeypatch):
+    """A Ctrl-C (KeyboardInterrupt) in the 5th step's gradient clipping: 4 steps done."""
     from rnnkit.train import loop
 
     calls = {"n": 0}
@@ -358,6 +359,10 @@ def test_ctrl_c_saves_and_exits_cleanly(tmp_path, corpus, monkeypatch):
         return real(*a)
 
     monkeypatch.setattr(loop, "clip_gradients", interrupt_at_5)
+
+
+def test_ctrl_c_saves_and_exits_cleanly(tmp_path, corpus, monkeypatch):
+    _ctrl_c_at_step_5(monkeypatch)
     assert train(tiny_config(corpus, max_steps=50), tmp_path / "run", log=lambda s: None) == 130
     assert load_checkpoint(tmp_path / "run" / "latest.pt")["progress"]["step"] == 4
 
@@ -368,18 +373,7 @@ def test_a_run_stopped_by_ctrl_c_before_its_first_validation_has_its_loss_curve(
     """The README says a run folder holds the loss-curve PNG; Ctrl-C (or SIGTERM, SIGHUP) at step 4 of a run that
     validates every 20 left config.json, vocab.json, metrics.csv (4 rows) and latest.pt, no loss.png: it was drawn
     at validations only. The stopped run draws the rows it wrote."""
-    from rnnkit.train import loop
-
-    calls = {"n": 0}
-    real = loop.clip_gradients
-
-    def interrupt_at_5(*a):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return real(*a)
-
-    monkeypatch.setattr(loop, "clip_gradients", interrupt_at_5)
+    _ctrl_c_at_step_5(monkeypatch)
     assert train(tiny_config(corpus, max_steps=50), tmp_path / "run", log=lambda s: None) == 130
     assert (tmp_path / "run" / "loss.png").stat().st_size > 0
 

@@ -1066,20 +1066,27 @@ def test_a_vectors_file_without_its_header_line_is_told_the_header_to_add(tmp_pa
     assert WordVectors.load(glove).words == ["the", ",", "\u00e9t\u00e9"]
 
 
+def _analogy_questions(tmp_path, wv, quads):
+    """A questions file of the word ids `quads` (w{i}), and how many of them the reference, one question at a time,
+    answers right."""
+    questions = tmp_path / "q.txt"
+    questions.write_text(": all\n" + "".join(" ".join(f"w{i}" for i in q) + "\n" for q in quads))
+    want = 0
+    for a, b, c, d in quads:
+        cos = wv.unit @ (wv.unit[b] - wv.unit[a] + wv.unit[c])
+        cos[[a, b, c]] = -np.inf
+        want += int(cos.argmax() == d)
+    return questions, want
+
+
 def test_analogy_evaluation_scores_in_chunks_of_bounded_memory(tmp_path):
     """It scored 512 questions against every word at once: a (512, V) float32 block, 6 GB for GoogleNews's 3 million
     words (here 100,000 words: 200 MB, two of them alive at once). Now one buffer of about 64 MB, same accuracy."""
     V = 100_000
     rng = np.random.default_rng(0)
     wv = WordVectors([f"w{i}" for i in range(V)], rng.standard_normal((V, 4)).astype(np.float32))
-    questions = tmp_path / "q.txt"
     quads = rng.integers(0, V, (600, 4))
-    questions.write_text(": all\n" + "".join(" ".join(f"w{i}" for i in q) + "\n" for q in quads))
-    want = 0
-    for a, b, c, d in quads:  # the reference, one question at a time
-        cos = wv.unit @ (wv.unit[b] - wv.unit[a] + wv.unit[c])
-        cos[[a, b, c]] = -np.inf
-        want += int(cos.argmax() == d)
+    questions, want = _analogy_questions(tmp_path, wv, quads)
     tracemalloc.start()
     try:
         accuracy, n = wv.evaluate_analogies(questions)
@@ -1114,13 +1121,7 @@ def test_analogy_evaluation_keeps_512_questions_a_product_for_a_large_vocabulary
     quads = rng.integers(0, V, (600, 4))
     a, b, c = (wv.unit[quads[:300, k]] for k in range(3))
     quads[:300, 3] = (wv.unit @ (b - a + c).T).argmax(0)  # half of them answered right (a, b or c, some)
-    questions = tmp_path / "q.txt"
-    questions.write_text(": all\n" + "".join(" ".join(f"w{i}" for i in q) + "\n" for q in quads))
-    want = 0
-    for a, b, c, d in quads:  # the reference, one question at a time
-        cos = wv.unit @ (wv.unit[b] - wv.unit[a] + wv.unit[c])
-        cos[[a, b, c]] = -np.inf
-        want += int(cos.argmax() == d)
+    questions, want = _analogy_questions(tmp_path, wv, quads)
     rows, matmul = [], np.matmul
     monkeypatch.setattr(np, "matmul", lambda a, b, **k: rows.append(len(a)) or matmul(a, b, **k))
     accuracy, n = wv.evaluate_analogies(questions)

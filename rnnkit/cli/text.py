@@ -31,6 +31,11 @@ def add_commands(sub) -> None:
     p.add_argument("corpus", help="a UTF-8 text file, one sentence a line")
     p.add_argument("--out", required=True, help="folder for vectors.txt, vectors.bin and config.json")
     p.add_argument("--model", choices=["skip-gram", "cbow"], default="skip-gram")
+    p.add_argument("--cbow-sum", action="store_true",
+                   help="CBOW's h is the sum of the context vectors, as deck 003 writes it (default: their mean)")  # fmt: skip
+    p.add_argument("--cbow-update", choices=["word2vec", "gradient"],
+                   help="CBOW's context vectors move as word2vec.c and gensim move them (default), or by the exact "
+                   "gradient of J (with the mean 1/m of word2vec's step; learns slower)")  # fmt: skip
     p.add_argument("--loss", choices=["negative", "softmax"], default="negative",
                    help="negative sampling (default), or the exact full softmax (small vocabularies)")  # fmt: skip
     p.add_argument("--negative", type=int,
@@ -295,6 +300,9 @@ def cmd_word2vec(args) -> int:
         raise RnnkitError(
             "--negative is the number of noise words of --loss negative, not used by --loss softmax; leave it out"
         )
+    if args.model != "cbow" and (args.cbow_sum or args.cbow_update is not None):
+        flag = "--cbow-sum" if args.cbow_sum else "--cbow-update"
+        raise RnnkitError(f"{flag} is an option of CBOW; add --model cbow or leave it out")
     d = Word2VecConfig()
     given = {
         k: getattr(args, k)
@@ -305,6 +313,7 @@ def cmd_word2vec(args) -> int:
                                ("batch_size", d.batch_size, d.batch_size), ("workers", d.workers, d.workers)]:  # fmt: skip
         value = getattr(args, name)  # as given; else the --dry-run size; else the default
         given[name] = value if value is not None else dry if args.dry_run else default
+    given["cbow_mean"], given["cbow_update"] = not args.cbow_sum, args.cbow_update or d.cbow_update
     config = Word2VecConfig(**given)
     w2v = Word2Vec(config)  # every option checked before --out is made
     written = [pathlib.Path(args.out) / name for name in ("vectors.txt", "vectors.bin", "config.json")]

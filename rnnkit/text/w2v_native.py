@@ -10,7 +10,8 @@ v_t changed in between, as in word2vec.c, where the batched path sums both at th
         for target t_0 and negatives t_1..t_K (a negative equal to t_0 is skipped):
             g = σ(h·v_t) - [k = 0]           dJ/ds
             dh += g v_t;   v_t -= lr g h
-        u_w -= lr dh   (skip-gram),   u_{c_i} -= lr a_i dh   (CBOW)
+        u_w -= lr dh   (skip-gram),   u_{c_i} -= lr b_i dh   (CBOW: b_i = a_i, the gradient (cbow_gradient);
+                                                         else word2vec.c's b_i = 1 for the mean, 1/m for the sum)
 
 Compiled on first use with torch.utils.cpp_extension and cached ($TORCH_EXTENSIONS_DIR); if that
 fails, `load()` returns None, `reason` says why, and word2vec uses the batched torch path.
@@ -33,7 +34,7 @@ SOURCE = r"""
 
 static void sgns_range(torch::Tensor U, torch::Tensor V, torch::Tensor centres, torch::Tensor contexts,
                        torch::Tensor negatives, double alpha, double min_alpha, int64_t seen, int64_t expected,
-                       bool cbow_mean, int64_t begin, int64_t end) {
+                       bool cbow_mean, bool cbow_gradient, int64_t begin, int64_t end) {
   const int64_t E = U.size(1), K = negatives.size(1);
   const bool cbow = contexts.dim() == 2;
   const int64_t C = cbow ? contexts.size(1) : 1;
@@ -46,7 +47,7 @@ static void sgns_range(torch::Tensor U, torch::Tensor V, torch::Tensor centres, 
   for (int64_t p = begin; p < end; ++p) {
     const float lr = alpha - (alpha - min_alpha) * std::min(double(seen + p) / double(expected), 1.0);
     int64_t target;
-    float a = 1.0f;
+    float a = 1.0f, b = 1.0f;  // h = Σ a u_c;  u_c -= lr b dh
     std::fill(h.begin(), h.end(), 0.0f);
     if (!cbow) {
       target = ctx[p];
@@ -56,6 +57,7 @@ static void sgns_range(torch::Tensor U, torch::Tensor V, torch::Tensor centres, 
       int64_t m = 0;
       for (int64_t i = 0; i < C; ++i) m += ctx[p * C + i] >= 0;
       a = cbow_mean ? 1.0f / float(m) : 1.0f;
+      b = cbow_gradient ? a : (cbow_mean ? 1.0f : 1.0f / float(m));
       for (int64_t i = 0; i < C; ++i) {
         const int64_t c = ctx[p * C + i];
         if (c < 0) continue;
@@ -84,7 +86,7 @@ static void sgns_range(torch::Tensor U, torch::Tensor V, torch::Tensor centres, 
         const int64_t c = ctx[p * C + i];
         if (c < 0) continue;
         float* uc = u + c * E;
-        for (int64_t e = 0; e < E; ++e) uc[e] -= lr * a * dh[e];
+        for (int64_t e = 0; e < E; ++e) uc[e] -= lr * b * dh[e];
       }
     }
   }
@@ -94,7 +96,7 @@ static void sgns_range(torch::Tensor U, torch::Tensor V, torch::Tensor centres, 
 // does; the result then depends on timing. workers = 1 is exactly reproducible.
 void sgns_pairs(torch::Tensor U, torch::Tensor V, torch::Tensor centres, torch::Tensor contexts,
                 torch::Tensor negatives, double alpha, double min_alpha, int64_t seen, int64_t expected,
-                bool cbow_mean, int64_t workers) {
+                bool cbow_mean, bool cbow_gradient, int64_t workers) {
   // the loop reads raw memory, in threads (where an error would end the process): checked here, once
   TORCH_CHECK(U.dim() == 2 && U.sizes() == V.sizes() && U.dtype() == torch::kFloat32 &&
               V.dtype() == torch::kFloat32 && U.is_contiguous() && V.is_contiguous() && U.is_cpu() && V.is_cpu(),
@@ -115,7 +117,7 @@ void sgns_pairs(torch::Tensor U, torch::Tensor V, torch::Tensor centres, torch::
     for (int64_t i = 0; i < workers; ++i) {
       const int64_t begin = P * i / workers, end = P * (i + 1) / workers;
       threads.emplace_back(sgns_range, U, V, centres, contexts, negatives, alpha, min_alpha, seen,
-                           expected, cbow_mean, begin, end);
+                           expected, cbow_mean, cbow_gradient, begin, end);
     }
   } catch (const std::system_error& e) {
     // a thread that could not start (the system's limit): the vector's joinable threads, destroyed unjoined,

@@ -12,10 +12,12 @@ Frequent words are subsampled: a word with count f among T keeps each occurrence
 (sqrt(f / (sT)) + 1) · sT / f (word2vec.c's formula, threshold s). The window is drawn per centre
 word uniformly from 1..window, so near words count more. The learning rate decays linearly from
 alpha to min_alpha, each epoch over its own pairs (as gensim's does).
-CBOW with the mean follows the gradient exactly: each of the m context vectors moves by (1/m) dJ/dh.
-word2vec.c and gensim move each by the whole dJ/dh, so at the same learning rate rnnkit's context
-vectors move m times less for the same dJ/dh. With the sum (cbow_mean=False) each moves by the whole
-dJ/dh too, the exact gradient; gensim's cbow_mean=0 divides the error by m there, so the two differ.
+CBOW moves its m context vectors as word2vec.c and gensim do (cbow_update="word2vec", the default): with the
+mean each by the whole dJ/dh, m times its gradient (1/m) dJ/dh, and with the sum each by (1/m) dJ/dh, 1/m of
+its gradient dJ/dh. cbow_update="gradient" follows the gradient of J exactly, moving them by dJ/du_{w_i}: with
+the mean they learn m times slower. On PTB (5 epochs, negative 5, window 5, 2 seeds) WordSim-353 Spearman read
+0.10-0.11 with the gradient, 0.15-0.16 with word2vec's rule, 0.16 with gensim at alpha 0.025; 0.11-0.16, 0.21-0.24
+and 0.21-0.23 at alpha 0.05 (word2vec.c's CBOW default).
 
 Training is SGD over shuffled (centre, context) pairs with hand-written gradients, by one of two
 backends: "torch" takes minibatches (gather rows of U and V_out, compute the gradient of J, add it back
@@ -84,6 +86,7 @@ class Word2VecConfig:
     alpha: float = 0.025  # learning rate, decayed linearly to min_alpha
     min_alpha: float = 1e-4
     cbow_mean: bool = True
+    cbow_update: str = "word2vec"  # CBOW's context vectors: as word2vec.c and gensim, or "gradient" (exact)
     batch_size: int = 2048  # (centre, context) pairs per SGD step of the batched torch path (<= 16 per word)
     backend: str = "auto"  # "native" (compiled per-pair loop, negative sampling), "torch" (batched), "auto"
     workers: int = 1  # native threads; > 1 is Hogwild, fast but not bit-reproducible
@@ -106,6 +109,8 @@ class Word2Vec:
             raise RnnkitError(
                 f"model must be skip-gram|cbow and loss negative|softmax, got {c.model}, {c.loss}"
             )
+        if c.cbow_update not in ("word2vec", "gradient"):
+            raise RnnkitError(f"cbow_update must be word2vec or gradient, got {c.cbow_update!r}")
         if c.backend not in ("auto", "native", "torch"):
             raise RnnkitError(f"backend must be auto, native or torch, got {c.backend!r}")
         for name in ("dimension", "window", "min_count", "epochs", "batch_size", "workers", "negative"):
@@ -302,8 +307,8 @@ class Word2Vec:
     def _pairs(self, ids: np.ndarray, sent: np.ndarray):
         """Subsample, draw each centre's window b ~ U{1..window}, and list the pairs within one sentence.
 
-        Returns centres (P,) and contexts: (P,) for skip-gram, (P, 2·reach) padded with -1 for CBOW (reach: the
-        window cut to the longest sentence).
+        Returns centres (P,) and contexts: (P,) for skip-gram, (P, 2·reach) with -1 in the unused places for CBOW
+        (reach: the window cut to the longest sentence).
         """
         c, rng = self.config, self.rng
         if c.sample > 0:
@@ -311,10 +316,12 @@ class Word2Vec:
             keep = rng.random(len(ids)) < (np.sqrt(f / sT) + 1) * sT / f
             ids, sent = ids[keep], sent[keep]
         b = rng.integers(1, c.window + 1, len(ids))
-        centre, context = [], []
         # no pair is farther apart than the longest sentence is long: window=10**9 looped over empty distances for hours,
         # and cut to the corpus's length, over as many distances as the corpus has words (its length squared in all)
         reach = max(1, min(c.window, int(np.bincount(sent).max(initial=1)) - 1))
+        if c.model == "cbow":
+            return self._cbow_windows(ids, sent, b, reach)
+        centre, context = [], []
         for o in range(1, reach + 1):
             i, j = np.arange(len(ids) - o), np.arange(o, len(ids))
             same = sent[i] == sent[j]
@@ -323,24 +330,22 @@ class Word2Vec:
                 centre.append(a[use])
                 context.append(z[use])
         centre, context = np.concatenate(centre), np.concatenate(context)
-        if c.model == "skip-gram":
-            order = rng.permutation(len(centre))
-            return ids[centre[order]], ids[context[order]]
-        return self._cbow_windows(ids, centre, context, reach)
+        order = rng.permutation(len(centre))
+        return ids[centre[order]], ids[context[order]]
 
-    def _cbow_windows(self, ids, centre, context, reach):
-        """Group the context positions of each centre into a row padded with -1: (P, 2·reach), reach the window cut
-        to the longest sentence."""
-        order = np.lexsort((context, centre))
-        centre, context = centre[order], context[order]
-        starts = np.searchsorted(centre, np.unique(centre))
-        slot = np.arange(len(centre)) - np.repeat(starts, np.diff(np.append(starts, len(centre))))
-        # as in _pairs: no more contexts than the longest sentence has (rows of 2·window for window=10**9 did not fit,
-        # nor rows as wide as the corpus: 6.4 GB for 4,000 sentences of 10 words)
-        rows = np.full((len(starts), 2 * reach), -1, np.int64)
-        rows[np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(centre)))), slot] = ids[context]
-        perm = self.rng.permutation(len(starts))
-        return ids[centre[starts]][perm], rows[perm]
+    def _cbow_windows(self, ids, sent, b, reach):
+        """Each centre's context words as a row, position -reach..-1, +1..+reach, -1 where a position is out of its
+        sentence or its window b: (P, 2·reach), the centres that have a context (reach: the window cut to the longest
+        sentence, as in _pairs: rows of 2·window for window=10**9 did not fit)."""
+        n = len(ids)
+        rows = np.full((n, 2 * reach), -1, np.int64)
+        for k, o in enumerate([*range(-reach, 0), *range(1, reach + 1)]):
+            lo, hi = max(0, -o), n - max(0, o)  # centres a in [lo, hi), contexts a + o
+            use = (sent[lo:hi] == sent[lo + o : hi + o]) & (abs(o) <= b[lo:hi])
+            rows[lo:hi, k] = np.where(use, ids[lo + o : hi + o], -1)
+        has = np.flatnonzero((rows >= 0).any(1))
+        has = has[self.rng.permutation(len(has))]
+        return ids[has], rows[has]
 
     def resolved_backend(self) -> str:
         """ "native" or "torch": the backend fit will use (config.backend, "auto" resolved)."""
@@ -383,7 +388,8 @@ class Word2Vec:
                 neg = self._negatives(len(w))
                 # at most a thread a pair: more had nothing to do (2**62 of them aborted the process)
                 self.native.sgns_pairs(self.U, self.V_out, w, ctx, neg, c.alpha, c.min_alpha, self.seen,
-                                       self.expected, c.cbow_mean, min(c.workers, len(w)))  # fmt: skip
+                                       self.expected, c.cbow_mean, c.cbow_update == "gradient",
+                                       min(c.workers, len(w)))  # fmt: skip
             else:
                 need_loss = start // step % 100 == 0
                 J = self._step(w, ctx, lr, need_loss)
@@ -398,13 +404,16 @@ class Word2Vec:
 
     def _step(self, w: torch.Tensor, ctx: torch.Tensor, lr: float, need_loss: bool) -> float | None:
         """One SGD step on a batch: skip-gram (h = u_w, target ctx) or CBOW (h = mean u_ctx, target w)."""
-        B, E = len(w), self.config.dimension
-        if self.config.model == "skip-gram":
-            h_rows, h_weight, target = w[:, None], None, ctx
+        c = self.config
+        B, E = len(w), c.dimension
+        if c.model == "skip-gram":
+            h_rows, u_weight, target = w[:, None], None, ctx
             h = self.U.index_select(0, w)  # (B, E)
-        else:
+        else:  # h = Σ a_i u_{c_i}, u_{c_i} -= lr b_i dh (a_i = b_i: the gradient; else as word2vec.c)
             mask = (ctx >= 0).float()
-            h_weight = mask / mask.sum(1, keepdim=True) if self.config.cbow_mean else mask
+            mean = mask / mask.sum(1, keepdim=True)
+            h_weight = mean if c.cbow_mean else mask
+            u_weight = h_weight if c.cbow_update == "gradient" else mask if c.cbow_mean else mean
             h_rows, target = ctx.clamp(min=0), w
             h = (self.U.index_select(0, h_rows.reshape(-1)).view(B, -1, E) * h_weight[:, :, None]).sum(1)
         if self.config.loss == "softmax":
@@ -418,7 +427,7 @@ class Word2Vec:
             J, dh, dv = negative_sampling_loss_grads(h, v, mask, need_loss)
             self.V_out.index_add_(0, targets, dv.view(-1, E), alpha=-lr)
         dU = (
-            dh if h_weight is None else (dh[:, None, :] * h_weight[:, :, None]).view(-1, E)
+            dh if u_weight is None else (dh[:, None, :] * u_weight[:, :, None]).view(-1, E)
         )  # each row's share
         self.U.index_add_(0, h_rows.reshape(-1), dU, alpha=-lr)
         return None if J is None else float(J)

@@ -3,7 +3,7 @@
     .venv/bin/python bench/text.py [--data DIR] [--epochs 5] [--max-order 10] [--repeats 2] [--skip-torch]
 
 word2vec: skip-gram, negative sampling 5, window 5, 100 dimensions, 5 epochs, sample 1e-3, min_count 5,
-alpha 0.025 for both; words/s = corpus words x epochs / wall time of training (vocabulary included).
+alpha 0.025 for both (CBOW: the same at alpha 0.05, word2vec.c's CBOW default); words/s = corpus words x epochs / wall time of training (vocabulary included).
 Quality with the same code for both (rnnkit.text.WordVectors): WordSim-353 Spearman and Google analogy
 accuracy (the files inside gensim), on the pairs / questions whose words both vocabularies hold, an
 analogy answered by the nearest word of those both hold.
@@ -30,7 +30,10 @@ DATA = os.environ.get("RNNKIT_DATA") or str(ROOT.parent / "shared" / "data")
 SETTINGS = dict(dimension=100, window=5, negative=5, sample=1e-3, min_count=5, alpha=0.025, min_alpha=1e-4)
 
 
-def word2vec_rows(data: pathlib.Path, epochs: int, skip_torch: bool, repeats: int):
+def word2vec_rows(data: pathlib.Path, epochs: int, skip_torch: bool, repeats: int, model: str = "skip-gram"):
+    """Skip-gram: gensim and rnnkit's native loop on 1 and 2 workers, and the torch backend. CBOW (the mean, alpha
+    0.05, word2vec.c's CBOW default): gensim and rnnkit's native loop on 1 worker, with word2vec.c's update of the
+    context vectors and with the exact gradient."""
     import gensim
     from gensim.models import Word2Vec as GensimWord2Vec
     from gensim.test.utils import datapath
@@ -38,20 +41,27 @@ def word2vec_rows(data: pathlib.Path, epochs: int, skip_torch: bool, repeats: in
     sentences = [line.split() for line in (data / "ptb" / "ptb.train.txt").read_text().splitlines()]
     words = sum(len(s) for s in sentences) * epochs
     w2v_native.load()  # compile outside the timing
+    settings = SETTINGS | ({"alpha": 0.05} if model == "cbow" else {})
 
     def train_gensim(workers):
-        g = GensimWord2Vec(sentences, sg=1, hs=0, vector_size=100, window=5, negative=5, sample=1e-3,
-                           min_count=5, alpha=0.025, min_alpha=1e-4, epochs=epochs, workers=workers, seed=1)  # fmt: skip
+        g = GensimWord2Vec(sentences, sg=int(model == "skip-gram"), cbow_mean=1, hs=0, vector_size=100, window=5,
+                           negative=5, sample=1e-3, min_count=5, alpha=settings["alpha"], min_alpha=1e-4,
+                           epochs=epochs, workers=workers, seed=1)  # fmt: skip
         return WordVectors(g.wv.index_to_key, g.wv.vectors)
 
-    def train_rnnkit(backend, workers):
-        m = Word2Vec(
-            model="skip-gram", loss="negative", epochs=epochs, backend=backend, workers=workers, **SETTINGS
-        )
+    def train_rnnkit(backend, workers, update="word2vec"):
+        m = Word2Vec(model=model, loss="negative", epochs=epochs, backend=backend, workers=workers,
+                     cbow_update=update, **settings)  # fmt: skip
         return m.fit(sentences).wv
 
-    configs = [(f"gensim {gensim.__version__} (workers={w})", train_gensim, (w,)) for w in (1, 2)]
-    configs += [(f"rnnkit native (workers={w})", train_rnnkit, ("native", w)) for w in (1, 2)]
+    if model == "cbow":
+        configs = [(f"gensim {gensim.__version__} (workers=1)", train_gensim, (1,)),
+                   ("rnnkit native (workers=1)", train_rnnkit, ("native", 1)),
+                   ("rnnkit native, exact gradient (workers=1)", train_rnnkit, ("native", 1, "gradient"))]  # fmt: skip
+        skip_torch = True
+    else:
+        configs = [(f"gensim {gensim.__version__} (workers={w})", train_gensim, (w,)) for w in (1, 2)]
+        configs += [(f"rnnkit native (workers={w})", train_rnnkit, ("native", w)) for w in (1, 2)]
     best, vectors = {}, {}
     for r in range(repeats):  # interleaved, best time of `repeats`: the machine is shared
         for name, train, a in configs + (
@@ -125,6 +135,7 @@ def main() -> int:
         parser.error("gensim is not installed (the word2vec baseline); pip install gensim")
     ngram = ngram_rows(data, args.max_order)
     w2v = word2vec_rows(data, args.epochs, args.skip_torch, args.repeats)
+    cbow = word2vec_rows(data, args.epochs, args.skip_torch, args.repeats, "cbow")
     md = "\n\n".join([
         "## Text baselines (bench/text.py)",
         machine_line() + f" (shared machine, {os.cpu_count()} cores; other jobs may run alongside)",
@@ -141,6 +152,10 @@ def main() -> int:
         "word they all hold. PTB is a small corpus (0.9M words), "
         "so both scores are low for every model and differ between seeds by about as much as between models.",
         markdown_table(["model", "train s", "words/s", "WordSim-353 Spearman", "pairs", "analogy acc %", "questions"], w2v),
+        "CBOW, the same but for alpha 0.05 (word2vec.c's CBOW default) and h the mean of the context vectors: "
+        "rnnkit moves each context vector as word2vec.c and gensim do (by the whole dJ/dh, its default), or by its "
+        "exact gradient (1/m of that, cbow_update=\"gradient\").",
+        markdown_table(["model", "train s", "words/s", "WordSim-353 Spearman", "pairs", "analogy acc %", "questions"], cbow),
         "Character n-gram models on Tiny Shakespeare: first 90% train, last 10% val (scored as one stream, "
         "with the end of the training text as history). Interpolated Kneser-Ney (KN, one discount "
         "n1/(n1+2 n2) per order) and modified Kneser-Ney (MKN, discounts D1, D2, D3+ per order). "

@@ -506,7 +506,7 @@ def test_text_py_with_rows_left_out_leaves_its_section_whole(tmp_path, monkeypat
     monkeypatch.setattr(
         text_py,
         "word2vec_rows",
-        lambda data, epochs, skip, repeats: [["gensim"]] + ([] if skip else [["torch"]]),
+        lambda data, epochs, skip, repeats, model="skip-gram": [["gensim"]] + ([] if skip else [["torch"]]),
     )
     for options in (["--skip-torch"], ["--max-order", "3"]):
         monkeypatch.setattr(sys, "argv", ["text.py", "--data", str(tmp_path), *options])

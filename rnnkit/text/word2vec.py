@@ -323,12 +323,11 @@ class Word2Vec:
             return self._cbow_windows(ids, sent, b, reach)
         centre, context = [], []
         for o in range(1, reach + 1):
-            i, j = np.arange(len(ids) - o), np.arange(o, len(ids))
-            same = sent[i] == sent[j]
-            for a, z in ((i, j), (j, i)):  # centre a, context z at distance o
-                use = same & (o <= b[a])
-                centre.append(a[use])
-                context.append(z[use])
+            same = sent[:-o] == sent[o:]  # positions p and p + o in one sentence
+            for a, z, b_a in ((0, o, b[:-o]), (o, 0, b[o:])):  # centre p + a, context p + z at distance o
+                p = np.flatnonzero(same & (o <= b_a))
+                centre.append(p + a)
+                context.append(p + z)
         centre, context = np.concatenate(centre), np.concatenate(context)
         order = rng.permutation(len(centre))
         return ids[centre[order]], ids[context[order]]

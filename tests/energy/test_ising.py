@@ -171,3 +171,21 @@ def test_exact_averages_at_a_tiny_temperature_are_the_ground_states(h):
     for T in (1e-307, 5e-324):
         got = ising.exact_averages(4, T, h=h)
         assert got == {"abs_magnetisation": 1.0, "energy": -2.0 - h}
+
+
+def test_metropolis_far_above_tc_warns_and_names_the_heat_bath():
+    """Far above T_c Metropolis takes nearly every flip, so its checkerboard sweeps flip nearly every site each
+    time: 32 x 32 at T = 1000 read <e> = -0.022 (it is -0.002; T = 1e9 stayed in the ground state, e = -2),
+    silently. It now warns where it takes over 90% of every flip (T > 8 / ln(1/0.9) = 75.9 for J = 1, h = 0);
+    the heat bath's averages are right there."""
+    with pytest.warns(
+        UserWarning, match=r"Metropolis at T = 80 and up takes over 90% of every flip.*heat-bath"
+    ):
+        ising.Ising(8, [2.0, 1000.0, 80.0])
+    with pytest.warns(UserWarning, match=r"Metropolis at T = 80 takes"):
+        ising.Ising(8, [80.0], h=0.0)
+    ising.Ising(8, [75.0, 2.0])  # just under: no warning (warnings are errors here)
+    ising.Ising(8, [1000.0], update="heat-bath")
+    ising.Ising(8, [1000.0], J=0.0)  # no coupling, no field: every flip is free, taken with probability 1/2
+    hb = ising.Ising(16, [1000.0] * 8, update="heat-bath", generator=gen(3)).run(400, 100)
+    assert hb["energy"].mean().item() == pytest.approx(-2 * np.tanh(1 / 1000), abs=0.003)

@@ -169,6 +169,11 @@ def _check_thresholds(thresholds, num_units: int) -> torch.Tensor:
         ) from None
     if theta.numel() != num_units:
         raise RnnkitError(f"thresholds need one value per unit: {num_units}, got {theta.numel()}")
+    # (2, 2) for 4 units was read row by row: a table, not a (1, N) row
+    if sum(d > 1 for d in theta.shape) > 1:
+        raise RnnkitError(
+            f"thresholds must be a vector of {num_units} numbers, got shape {tuple(theta.shape)}"
+        )
     if not torch.isfinite(theta).all():
         raise RnnkitError("thresholds contain NaN or infinite values; give finite numbers")
     return theta.reshape(num_units)

@@ -134,6 +134,7 @@ def test_thresholds_enter_the_rule_and_the_energy():
         lambda: Hopfield(4, thresholds=[0.0, 0.0, 0.0]),
         lambda: Hopfield(4, thresholds="0 0 0 0"),
         lambda: Hopfield(4, thresholds=[[0.0, 0.0], "a"]),
+        lambda: Hopfield(4, thresholds=[[0.0, 0.0], [0.0, 0.0]]),  # a table, read row by row as 4 thresholds
         lambda: Hopfield(4).store([[1, -1, 1, -1]]).energy([[1, -1, 1]]),
     ],
 )

@@ -500,7 +500,8 @@ def ising_sweep(args) -> None:
     tc = ising.onsager_tc(args.coupling) if args.field == 0 and args.coupling > 0 else None
     keys = ("temperature", "abs_magnetisation", "energy", "specific_heat", "susceptibility")
     for t, *row in zip(*(results[k].tolist() for k in keys)):
-        t = f"{t:.3f}" if t >= 1e-3 else f"{t:.3g}"  # (below a thousandth every row read T=0.000)
+        # (below a thousandth every row read T=0.000; 1e30 as 31 digits)
+        t = f"{t:.3f}" if 1e-3 <= t < 1e6 else f"{t:.3g}"
         print(f"T={t}  " + "|m|={:.3f}  e={:.3f}  C={:.3f}  χ={:.3f}".format(*row))
     onsager = (lambda t: ising.onsager_magnetisation(t, args.coupling)) if tc else None
     _wrote(plots.ising_figure(results, out / "ising.png", tc, onsager))

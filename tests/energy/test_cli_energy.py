@@ -219,13 +219,24 @@ def test_ising_sweep_shows_a_bar_of_sweeps_on_stderr(tmp_path, capsys):
     assert "sweeps/s" in captured.err
 
 
-def test_temperatures_below_a_thousandth_are_printed_as_given(tmp_path, capsys):
-    # every row read "T=0.000" (three decimals), the sweep's rows told apart by nothing
-    assert (
-        main(["ising", "sweep", "--dry-run", "--temperatures", "1e-4", "1e-5", "--out", str(tmp_path)]) == 0
-    )
+def test_temperatures_below_a_thousandth_or_huge_are_printed_as_given(tmp_path, capsys):
+    # every row read "T=0.000" (three decimals), the sweep's rows told apart by nothing; 1e30 read
+    # T=1000000015047466219876688855040.000
+    temps = ["1e-4", "1e-5", "1e30", "2.5"]
+    args = [
+        "ising",
+        "sweep",
+        "--dry-run",
+        "--update",
+        "heat-bath",
+        "--temperatures",
+        *temps,
+        "--out",
+        str(tmp_path),
+    ]
+    assert main(args) == 0
     rows = capsys.readouterr().out.splitlines()
-    assert rows[0].startswith("T=0.0001 ") and rows[1].startswith("T=1e-05 "), rows[:2]
+    assert [r.split()[0] for r in rows[:4]] == ["T=0.0001", "T=1e-05", "T=1e+30", "T=2.500"], rows[:4]
 
 
 @pytest.mark.parametrize("interrupt", [False, True])

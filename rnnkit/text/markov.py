@@ -23,6 +23,7 @@ from rnnkit._io import bar_options
 from rnnkit.errors import RnnkitError, check_seed
 
 ESTIMATE_CHUNK = 1 << 20  # symbols counted at a time where estimate() draws a bar
+GTH_BLOCK = 64  # states censored at a time in stationary() (_gth)
 
 
 class MarkovChain:
@@ -258,14 +259,25 @@ class MarkovChain:
         return pi / pi.sum()
 
 
-def _gth(P: np.ndarray) -> np.ndarray:
+def _gth(P: np.ndarray, block: int = GTH_BLOCK) -> np.ndarray:
     """The stationary π of an irreducible chain P by GTH state reduction: states n-1 .. 1 are censored in turn
     (P[i, j] += P[i, n] P[n, j] / Σ_{j<n} P[n, j]), then π rebuilt from state 0; no subtraction, so links of
-    1e-300 give π to a few ulps (P's diagonal is never read)."""
+    1e-300 give π to a few ulps (P's diagonal is never read).
+
+    Blocked, as LU is: `block` states are censored at a time, their rows and columns updated as each goes, and the
+    states before them once, by one product P[:lo, lo:n] @ P[lo:n, :lo] of the censored states' columns and rows
+    (sums of products >= 0, as before: K^3/3 products in a GEMM, where a rank-1 update of the K x K table a state
+    took 46 s for the 3,000 characters of a Chinese text)."""
     P = P.copy()
-    for n in range(len(P) - 1, 0, -1):
-        P[:n, n] /= P[n, :n].sum()
-        P[:n, :n] += np.outer(P[:n, n], P[n, :n])
+    n = len(P)
+    while n > 1:  # states lo .. n-1 censored now, the ones before them (R = :lo) updated once after
+        lo = max(1, n - block)
+        for k in range(n - 1, lo - 1, -1):
+            P[:k, k] /= P[k, :k].sum()
+            P[lo:k, :k] += np.outer(P[lo:k, k], P[k, :k])  # the block's rows still to censor
+            P[:lo, lo:k] += np.outer(P[:lo, k], P[k, lo:k])  # R's columns of them
+        P[:lo, :lo] += P[:lo, lo:n] @ P[lo:n, :lo]  # R x R: every censored state's path at once
+        n = lo
     pi = np.zeros(len(P))
     pi[0] = 1.0
     for j in range(1, len(P)):

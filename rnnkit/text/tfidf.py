@@ -201,7 +201,8 @@ class TfidfIndex:
         return self.weigh(self.counts(docs, terms), [len(t) for t in terms])
 
     def search(self, query: str, top: int = 10) -> list[tuple[int, float]]:
-        """Documents by cosine similarity to the query: [(document index, cosine)], best first."""
+        """Documents by cosine similarity to the query: [(document index, cosine)], best first; equal cosines (to 12
+        decimals) in document order."""
         if isinstance(top, bool) or not isinstance(top, numbers.Integral) or top < 1:
             raise RnnkitError(f"top (how many documents to return) must be a whole number >= 1, got {top!r}")
         q = self.transform([query])
@@ -221,7 +222,9 @@ class TfidfIndex:
         if self.config.norm is None:  # cosine needs unit vectors
             norms = np.sqrt(np.asarray(self.matrix.multiply(self.matrix).sum(axis=1)).ravel())
             cos = cos / np.where(norms > 0, norms, 1) / np.sqrt(q.multiply(q).sum())
-        best = np.argsort(-cos, kind="stable")[:top]
+        # equal cosines by document order: a document and itself three times over (one direction, its norm rounded
+        # otherwise) ranked by their last bits, the repeated one first as often as not
+        best = np.argsort(-np.round(cos, 12), kind="stable")[:top]
         return [(int(i), float(cos[i])) for i in best if cos[i] > 0]
 
     def save(self, directory) -> None:

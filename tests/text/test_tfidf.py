@@ -92,6 +92,17 @@ def test_search_ranks_by_cosine_and_round_trips(tmp_path):
         TfidfIndex.load(tmp_path / "missing")
 
 
+def test_equal_cosines_rank_in_document_order():
+    """A document and the same document three (or seven) times over point one way, their cosines equal but for the
+    rounding of their norms: the repeated one was ranked first in 170 of 900 such pairs of PTB's lines (its 'the
+    senate bill ... abuses' and it seven times: 0.40824829046386313 over 0.408248290463863 for 'the senate')."""
+    line = "the senate bill would force the cftc to suspend dual trading if an exchange ca n't show that its oversight"
+    for k in (3, 5, 7):
+        index = TfidfIndex().fit([line, " ".join([line] * k), "zzz qqq"])
+        for query in ("the senate", "dual trading", "the"):
+            assert [i for i, _ in index.search(query)] == [0, 1], (k, query)
+
+
 def test_frequency_tf_divides_by_the_whole_document_length_unknown_terms_included():
     # TF(x, d) = c(x, d) / |d|: a new document's words that the index lacks still count in |d|
     index = TfidfIndex(TfidfConfig(tf="frequency", norm=None)).fit(["cat dog", "dog fish"])

@@ -535,10 +535,18 @@ def _documents(path, limit=None) -> tuple[list[str], list[str]]:
         if not files:  # (else fit's 'no documents to index; give at least one non-empty document')
             raise RnnkitError(f"{p} holds no .txt file (tfidf index reads the .txt files directly in a folder, not "
                               "in its subfolders); give a folder of .txt files, or a file with one document a line")  # fmt: skip
-        named = [(f.name, read_text(f, empty=True)) for f in files]
+        named = [(_shown(f.name), read_text(f, empty=True)) for f in files]
         return [n for n, t in named if t.strip()], [t for _, t in named if t.strip()]
     numbered = [(n, line) for n, line in enumerate(read_text(p).split("\n"), 1) if line.strip()][:limit]
-    return [f"{p.name}:{n}" for n, _ in numbered], [line for _, line in numbered]
+    return [f"{_shown(p.name)}:{n}" for n, _ in numbered], [line for _, line in numbered]
+
+
+def _shown(name: str) -> str:
+    """A file name as documents.json can hold it: bytes that are not UTF-8 (a Latin-1 'caf\\xe9.txt' unpacked from an old
+    archive, read by Python as a lone surrogate) written as \\xe9, as ls -b does. They stopped the index at
+    documents.json, the last of its files ('the output holds characters ('\\udce9') that its encoding, utf-8, can't
+    write; set PYTHONIOENCODING=utf-8'), which no setting fixed, and search refused the half index."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def cmd_tfidf_index(args) -> int:

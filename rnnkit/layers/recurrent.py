@@ -373,6 +373,11 @@ class Recurrent(OwnParametersModule):
             if cell not in ("rnn_tanh", "rnn_relu") or phi not in ("tanh", "relu"):
                 raise RnnkitError(f"nonlinearity={phi!r} is torch.nn.RNN's option; here the cell names it: "
                                   "Recurrent('rnn_tanh', ...) or Recurrent('rnn_relu', ...)")  # fmt: skip
+            # rnn_tanh is torch.nn.RNN's default, which nonlinearity="relu" changes; rnn_relu named relu itself
+            # (its "tanh" built a tanh layer in silence, where rnnkit.cells.RNNReLU(..., nonlinearity="tanh") refuses)
+            if cell == "rnn_relu" and phi == "tanh":
+                raise RnnkitError("Recurrent('rnn_relu', ..., nonlinearity='tanh') names two nonlinearities; "
+                                  "Recurrent('rnn_tanh', ...) for tanh, or leave nonlinearity out")  # fmt: skip
             cell = f"rnn_{phi}"
         Cell = CELLS.get(cell) if isinstance(cell, str) else cell
         if Cell is None:

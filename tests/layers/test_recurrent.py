@@ -495,6 +495,7 @@ def test_bad_construction():
     assert type(Recurrent("rnn_tanh", 3, 4, nonlinearity="relu").cells[0]) is CELLS["rnn_relu"]
     with pytest.raises(RnnkitError, match="nonlinearity='relu' is torch.nn.RNN's option"):
         Recurrent("gru", 3, 4, nonlinearity="relu")
+    assert type(Recurrent("rnn_relu", 3, 4, nonlinearity="relu").cells[0]) is CELLS["rnn_relu"]
     with pytest.raises(RnnkitError, match="hidden_size must be a positive integer"):
         Recurrent("lstm", 3, 0)
     for kw in (dict(input_size=True), dict(num_layers=True), dict(cond_size=True), dict(proj_size=True)):
@@ -2227,3 +2228,11 @@ def test_numpy_bools_are_switches_as_python_bools_are():
     assert layer.bidirectional is True and layer.cells[0].bias is False and layer.cells[0].learn_alpha is True
     with pytest.raises(RnnkitError, match="bidirectional must be True or False, got 'False'"):
         Recurrent("lstm", 3, 4, bidirectional="False")
+
+
+def test_rnn_relu_with_nonlinearity_tanh_is_refused_not_a_tanh_layer():
+    # the relu cell named, torch.nn.RNN's nonlinearity="tanh" beside it: a tanh layer was built in silence
+    with pytest.raises(
+        RnnkitError, match="names two nonlinearities; Recurrent\\('rnn_tanh', ...\\) for tanh"
+    ):
+        Recurrent("rnn_relu", 3, 4, nonlinearity="tanh")

@@ -1254,6 +1254,15 @@ class Recurrent(OwnParametersModule):
                 got = f"the class {'torch.nn.' if torch_nn else ''}{got}"
                 if issubclass(kind, nn.RNNBase):
                     hint = f"; give a module of it, m = {'nn.' if torch_nn else ''}{kind.__name__}(...)"
+            elif isinstance(m, nn.RNNCellBase):
+                # one step: rnnkit's cell of the same function takes its state_dict (the README's way for torch's cells)
+                name = next(
+                    (n for c, n in ((nn.GRUCell, "GRU"), (nn.LSTMCell, "LSTM")) if isinstance(m, c)), None
+                )
+                name = name or ("RNNReLU" if getattr(m, "nonlinearity", None) == "relu" else "RNNTanh")
+                bias = "" if m.bias else ", bias=False"
+                hint = (f", which runs one step: rnnkit.cells.{name}({m.input_size}, {m.hidden_size}{bias}) is that "
+                        "step, taking its weights with cell.load_state_dict(m.state_dict())")  # fmt: skip
             raise RnnkitError(f"from_torch takes torch.nn.RNN, LSTM or GRU, got {got}{hint}")
         # a subclass's (or the module's own) forward computes something else: only the weights carry over
         base = next(c for c in type(m).__mro__ if c.__module__ == nn.RNNBase.__module__)

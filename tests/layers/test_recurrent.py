@@ -2236,3 +2236,18 @@ def test_rnn_relu_with_nonlinearity_tanh_is_refused_not_a_tanh_layer():
         RnnkitError, match="names two nonlinearities; Recurrent\\('rnn_tanh', ...\\) for tanh"
     ):
         Recurrent("rnn_relu", 3, 4, nonlinearity="tanh")
+
+
+def test_from_torch_of_a_torch_cell_names_rnnkit_cell_that_takes_its_weights():
+    # "from_torch takes torch.nn.RNN, LSTM or GRU, got GRUCell" said no way on for a model built of torch's cells
+    m = torch.nn.GRUCell(3, 4, bias=False)
+    with pytest.raises(
+        RnnkitError, match=r"got GRUCell, which runs one step: rnnkit.cells.GRU\(3, 4, bias=False\)"
+    ):
+        Recurrent.from_torch(m)
+    cell = CELLS["gru"](3, 4, bias=False)
+    cell.load_state_dict(m.state_dict())  # the way the line names
+    x = torch.randn(2, 3)
+    assert torch.equal(cell(x), m(x))
+    with pytest.raises(RnnkitError, match=r"rnnkit.cells.RNNReLU\(3, 4\) is that step"):
+        Recurrent.from_torch(torch.nn.RNNCell(3, 4, nonlinearity="relu"))

@@ -342,6 +342,13 @@ def restore(ckpt, model, optimizer, batches, path="latest.pt") -> Progress:
     if whole:  # copied into the model in silence, and trained on
         raise RnnkitError(f"{path} is damaged (its weights {', '.join(whole[:3])} are {ckpt['model'][whole[0]].dtype}: "
                           f"whole numbers or bools; a model's are floating-point); {_instead(path, True)}")  # fmt: skip
+    # (training never saves them: the resume's first step said 'loss became nan ...; a lower --lr', of a damaged file)
+    broken = [
+        n for n, w in ckpt["model"].items() if isinstance(w, torch.Tensor) and not bool(w.isfinite().all())
+    ]
+    if broken:
+        raise RnnkitError(f"{path} is damaged (its weights {', '.join(broken[:3])} hold NaN or infinite values); "
+                          f"{_instead(path, True)}")  # fmt: skip
     carry = ckpt["carry"]
     n, shape = CELLS[model.cfg.cell].num_states, (model.cfg.num_layers, batches.B, model.cfg.hidden_size)
     if carry and (

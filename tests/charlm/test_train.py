@@ -1132,6 +1132,10 @@ def test_resume_from_a_checkpoint_with_a_damaged_progress_is_one_line(tmp_path, 
             lambda c: c["model"].update({"head.weight": c["model"]["head.weight"].long()}),
             r"its weights head\.weight are torch\.int64: whole numbers or bools; a model's are floating-point",
         ),
+        (  # the first step's 'loss became nan ...; start again with --force and a lower --lr'
+            lambda c: c["model"]["head.bias"].fill_(math.nan),
+            r"its weights head\.bias hold NaN or infinite values",
+        ),
         (  # KeyError: 'betas' from Adam's first step
             lambda c: c["optimizer"]["param_groups"][0].pop("betas"),
             r"its optimizer state lacks the settings betas",

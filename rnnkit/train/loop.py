@@ -458,7 +458,8 @@ def _saved_progress(saved, windows: int, path) -> Progress:
     # NaN or inf: elapsed < budget was never true, and every resume said 'done' without a step (exit 0); a NaN
     # initial loss turned the explosion test off
     numbers = (progress.elapsed, progress.initial_loss, progress.smooth_loss)
-    if not all(0 <= v < math.inf for v in numbers) or math.isnan(progress.best_val):
+    # (a negative epoch: the first step's 'epoch must be a number >= 0 (the epochs completed), got -3', no file named)
+    if not all(0 <= v < math.inf for v in numbers) or math.isnan(progress.best_val) or progress.epoch < 0:
         raise RnnkitError(
             f"{path} is damaged (its progress is malformed: {str(saved)[:100]}); {_instead(path, True)}"
         )

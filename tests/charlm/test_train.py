@@ -1098,6 +1098,8 @@ def test_resume_from_a_checkpoint_of_another_shape_names_the_mismatch(tmp_path, 
         ({"elapsed": math.nan}, "its progress is malformed"),
         ({"elapsed": math.inf}, "its progress is malformed"),
         ({"initial_loss": math.nan}, "its progress is malformed"),  # the explosion test turned off
+        # lr_at_epoch's 'epoch must be a number >= 0 (the epochs completed), got -3', no file named
+        ({"epoch": -3}, "its progress is malformed"),
     ],
 )
 def test_resume_from_a_checkpoint_with_a_damaged_progress_is_one_line(tmp_path, corpus, progress, message):

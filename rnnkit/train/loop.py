@@ -380,6 +380,13 @@ def restore(ckpt, model, optimizer, batches, path="latest.pt") -> Progress:
         if lacking:
             raise RnnkitError(f"{path} is damaged (its optimizer state lacks the settings {', '.join(lacking)}); "
                               f"{_instead(path, True)}")  # fmt: skip
+        # and one of another kind (betas (0.9,): 'not enough values to unpack' from inside the first step); the lr
+        # is set anew at every step
+        odd = next(((k, group[k], v) for group in optimizer.param_groups for k, v in optimizer.defaults.items()
+                    if k != "lr" and not _same_kind(group[k], v)), None)  # fmt: skip
+        if odd:
+            raise RnnkitError(f"{path} is damaged (its optimizer setting {odd[0]} is {odd[1]!r}, where the run's "
+                              f"optimizer takes a value like {odd[2]!r}); {_instead(path, True)}")  # fmt: skip
         # and a parameter's moments it lacks (exp_avg) were a KeyError traceback from inside the first step
         need = _state_keys(optimizer)
         for name, p in model.named_parameters():
@@ -395,6 +402,20 @@ def restore(ckpt, model, optimizer, batches, path="latest.pt") -> Progress:
     model.state = None if not carry else tuple(carry) if len(carry) == 2 else carry[0]
     torch.set_rng_state(ckpt["rng"])
     return progress
+
+
+def _same_kind(value, default) -> bool:
+    """Whether an optimizer setting read from a checkpoint is of its default's kind: a finite number for a number
+    (a one-element float tensor too, as torch takes a rate), a tuple or list of as many for a tuple (betas). Other
+    settings (the switches, foreach and fused, which older runs may hold otherwise) are torch's to read."""
+    if isinstance(default, tuple):
+        ok = isinstance(value, tuple | list) and len(value) == len(default)
+        return ok and all(_same_kind(x, d) for x, d in zip(value, default, strict=True))
+    if isinstance(default, bool) or not isinstance(default, int | float):
+        return True
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point():
+        value = value.item()
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _state_keys(optimizer) -> set:

@@ -1142,6 +1142,10 @@ def test_resume_from_a_checkpoint_with_a_damaged_progress_is_one_line(tmp_path, 
             lambda c: c["optimizer"]["param_groups"][0].pop("betas"),
             r"its optimizer state lacks the settings betas",
         ),
+        (  # 'ValueError: not enough values to unpack (expected 2, got 1)' from Adam's first step
+            lambda c: c["optimizer"]["param_groups"][0].update(betas=(0.9,)),
+            r"its optimizer setting betas is \(0\.9,\), where the run's optimizer takes a value like \(0\.9, 0\.999\)",
+        ),
         (  # KeyError: 'exp_avg' from Adam's first step
             lambda c: [state.pop("exp_avg") for state in c["optimizer"]["state"].values()],
             r"its optimizer state of [\w.]+ lacks exp_avg",

@@ -356,6 +356,9 @@ def restore(ckpt, model, optimizer, batches, path="latest.pt") -> Progress:
     ):
         raise RnnkitError(f"{path} is damaged (its carried state is not {n} tensor{'s' if n > 1 else ''} of shape "
                           f"{shape}); {_instead(path, True)}")  # fmt: skip
+    # (never saved: a step whose state went NaN has a NaN loss, and the run stops before its checkpoint)
+    if any(bool(s.isnan().any()) for s in carry):
+        raise RnnkitError(f"{path} is damaged (its carried state holds NaN); {_instead(path, True)}")
     kept = torch.get_rng_state()
     try:  # (of another size: said as a configuration that does not fit, to resume 'without changing' options)
         torch.set_rng_state(ckpt["rng"])  # tried, and put back until the rest has passed
@@ -394,6 +397,13 @@ def restore(ckpt, model, optimizer, batches, path="latest.pt") -> Progress:
             missing = sorted(need - set(optimizer.state.get(p) or need))
             if missing:
                 raise RnnkitError(f"{path} is damaged (its optimizer state of {name} lacks {', '.join(missing)}); "
+                                  f"{_instead(path, True)}")  # fmt: skip
+            # (never saved: a step whose gradient is not finite is not taken; the first step's weights became NaN)
+            if any(
+                isinstance(v, torch.Tensor) and not bool(v.isfinite().all())
+                for v in optimizer.state.get(p, {}).values()
+            ):
+                raise RnnkitError(f"{path} is damaged (its optimizer state of {name} holds NaN or infinite values); "
                                   f"{_instead(path, True)}")  # fmt: skip
     except BaseException:
         model.load_state_dict(weights)

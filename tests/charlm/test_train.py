@@ -1146,6 +1146,14 @@ def test_resume_from_a_checkpoint_with_a_damaged_progress_is_one_line(tmp_path, 
             lambda c: c["optimizer"]["param_groups"][0].update(betas=(0.9,)),
             r"its optimizer setting betas is \(0\.9,\), where the run's optimizer takes a value like \(0\.9, 0\.999\)",
         ),
+        (  # the first step's 'the weights became NaN or infinite at step 3; ...; start again with ... a lower --lr'
+            lambda c: c["optimizer"]["state"][0]["exp_avg"].fill_(math.nan),
+            r"its optimizer state of [\w.]+ holds NaN or infinite values",
+        ),
+        (  # the first step's 'loss became nan at step 3 (initial ...); ...; start again with ... a lower --lr'
+            lambda c: c["carry"][0].fill_(math.nan),
+            r"its carried state holds NaN",
+        ),
         (  # KeyError: 'exp_avg' from Adam's first step
             lambda c: [state.pop("exp_avg") for state in c["optimizer"]["state"].values()],
             r"its optimizer state of [\w.]+ lacks exp_avg",

@@ -90,7 +90,9 @@ def save_checkpoint(path, payload: dict):
             torch.save(payload, f)
         except RuntimeError as e:  # a write that failed (a full disk), which torch's zip writer says as
             # '[enforce fail at inline_container.cc:672] . unexpected pos 7936 vs 7864': the OSError it came from
-            if isinstance(e.__context__, OSError):
+            # (and a Ctrl-C inside it, raised by the zip writer's close as 'unexpected pos 46 vs 0': a traceback,
+            # exit 1, where the command says 'interrupted')
+            if isinstance(e.__context__, OSError | KeyboardInterrupt):
                 raise e.__context__ from None
             raise
 

@@ -857,6 +857,9 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
             _redraw_stale_plot(out)
         raise
     except KeyboardInterrupt:  # a Ctrl-C after the step, or a second one inside it
+        # the checkpoint below is what --resume continues from: one more Ctrl-C (or SIGTERM) while it is written cut it
+        # (a traceback, or 'rnnkit: interrupted', the steps since the last checkpoint lost)
+        stop.finishing = True
         if not stepped:  # the window under way is read again on --resume, from the same state and masks
             model.state = carried
             torch.set_rng_state(rng)
@@ -864,7 +867,7 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
             metrics.write(**row)  # stopped between its validation and its row: the step itself is done
         bar.close()
         save("latest.pt")
-        # the plot is drawn at validations only: none before the first (a second Ctrl-C here leaves it undrawn)
+        # the plot is drawn at validations only: none before the first
         with contextlib.suppress(KeyboardInterrupt):
             _redraw_stale_plot(out)
         if progress.corpus_id.startswith(DRY_RUN_ID):  # which --resume refuses
@@ -950,8 +953,8 @@ class _StopAfterStep:
     finishes the step under way (its optimizer step, validation, checkpoint and metrics row) and then stops, so that
     --resume continues exactly
     as an uninterrupted run would; a second one stops at once (the step under way is then undone unless its
-    optimizer step was taken), or inside `held()` once its block is done. `asked`: the signal's number, 0 before
-    one. A signal the process was started ignoring stays ignored. Main thread only: elsewhere Python delivers no signals, and both keep their defaults."""
+    optimizer step was taken), or inside `held()` once its block is done; once stopping (`finishing`), none cuts the
+    checkpoint then saved. `asked`: the signal's number, 0 before one. A signal the process was started ignoring stays ignored. Main thread only: elsewhere Python delivers no signals, and both keep their defaults."""
 
     # SIGHUP: the terminal closed, an ssh connection dropped (it killed the run, the steps since the last checkpoint
     # lost; `nohup` ignores it, and an ignored one stays so); none on Windows
@@ -959,13 +962,18 @@ class _StopAfterStep:
 
     def __init__(self, say):
         self.asked, self.say, self.previous = 0, say, {}
-        self.holding, self.deferred = False, False
+        self.holding, self.deferred, self.finishing = False, False, False
         if threading.current_thread() is threading.main_thread():
             # a signal ignored when the run started (its parent's choice) stays ignored
             kept = [s for s in self.SIGNALS if signal.getsignal(s) is not signal.SIG_IGN]
             self.previous = {s: signal.signal(s, self._handler) for s in kept}
 
     def _handler(self, signum, frame):
+        if self.finishing:  # stopping already, its checkpoint being saved: nothing to cut
+            if not self.deferred:
+                self.say("saving the checkpoint, then stopping")
+            self.deferred = True
+            return
         if self.asked and self.holding:
             if not self.deferred:
                 self.say("stopping as soon as this step's update, validation or row is done")

@@ -717,8 +717,9 @@ def _finished(cfg, progress, batches, out) -> str | None:
             "a larger --max-epochs (0: no limit)",
         )
     elif t.time_budget and progress.elapsed >= t.time_budget * 60:
+        # (a budget under 6 s read '(0.0 trained)')
         where = (
-            f"the end of its --time-budget of {t.time_budget:g} minutes ({progress.elapsed / 60:.1f} trained)"
+            f"the end of its --time-budget of {t.time_budget:g} minutes ({progress.elapsed / 60:.3g} trained)"
         )
         fix = "a larger --time-budget (minutes of training in all, across restarts; 0: no limit)"
     else:

@@ -1182,11 +1182,17 @@ class Recurrent(OwnParametersModule):
                 return (h0, *zeros[1:])
             return zeros
         _check_state_type(state, self.num_states)
-        got = f"a tuple of {len(state)}" if isinstance(state, tuple | list) else "one tensor"
+        got = f"a {type(state).__name__} of {len(state)}" if isinstance(state, tuple | list) else "one tensor"
         state = state if isinstance(state, tuple | list) else (state,)
         what = "a tuple (h, c)" if self.num_states == 2 else "h"
         if len(state) != self.num_states:
-            raise RnnkitError(f"state for {self.cell_name} must be {what}, got {got}")
+            # one state per layer (Keras's way): torch.nn's is one tensor of them all, as torch.stack makes it
+            layers = self.num_layers * self.dirs
+            per_layer = self.num_states == 1 and len(state) == layers > 1
+            hint = (
+                f" (one per layer? h is one tensor ({layers}, B, H): torch.stack them)" if per_layer else ""
+            )
+            raise RnnkitError(f"state for {self.cell_name} must be {what}, got {got}{hint}")
         for s, shape, name in zip(state, shapes, ("h", "c")):
             if tuple(s.shape) != shape:
                 width = "proj_size" if self.proj_size and name == "h" else "H"

@@ -25,6 +25,16 @@ def test_every_cell_stacked_bidirectional(name):
     assert all(s.shape == (4, 2, 4) for s in states)
 
 
+def test_a_state_given_one_tensor_per_layer_says_to_stack_them():
+    """[h_layer0, h_layer1] (Keras's states, one per layer) for a 2-layer gru said 'got a tuple of 2', of a list."""
+    layer, x = Recurrent("gru", 3, 4, num_layers=2, bidirectional=True), torch.randn(2, 5, 3)
+    with pytest.raises(RnnkitError, match=r"^state for gru must be h, got a list of 4 \(one per layer\? h is one "
+                       r"tensor \(4, B, H\): torch.stack them\)$"):  # fmt: skip
+        layer(x, [torch.zeros(2, 4)] * 4)
+    with pytest.raises(RnnkitError, match=r"^state for gru must be h, got a tuple of 3$"):
+        layer(x, (torch.zeros(2, 4),) * 3)
+
+
 def test_dropout_only_in_training():
     layer = Recurrent("gru", 3, 4, num_layers=2, dropout=0.5, backend="python").eval()
     x = torch.randn(2, 5, 3)

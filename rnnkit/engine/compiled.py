@@ -233,8 +233,9 @@ def recurrence_backward(
     dstate = [d.contiguous() for d in dstate]
     # contiguous: a saved-tensor hook's unpack may hand them back with other strides (see NativeRecurrence.backward)
     saved = [t.contiguous() for t in saved]
+    # (need [], every gradient: the operator's backward is asked for all its P)
     out = native.load().backward(cell, saved, X, flat, m, reverse, dhs.contiguous(), dstate, False, batch_first,
-                                 False, False)  # fmt: skip
+                                 False, False, [])  # fmt: skip
     native.keep_plans_soon()
     n = len(dstate)
     dP = out[2 + n : 2 + n + len(flat)]

@@ -660,17 +660,16 @@ class NativeRecurrence(torch.autograd.Function):
         ]
         if torch.is_grad_enabled() or not _plain(dhs, *dstateT):  # create_graph=True, or batched gradients
             return (None,) * 8 + NativeRecurrence._differentiable(ctx, all_saved, dhs, dstateT)
-        probe = ctx.probe
+        probe, n = ctx.probe, ctx.n_state
+        needs = ctx.needs_input_grad[8 + 2 + n :]  # (the others' GEMMs not run: a frozen W_hh)
         out = load().backward(
             ctx.cell_id, saved, ctx.X, flat, ctx.mask, ctx.reverse, dhs.contiguous(), dstateT,
-            probe is not None, ctx.batch_first, ctx.raw, ctx.xt,
+            probe is not None, ctx.batch_first, ctx.raw, ctx.xt, list(needs),
         )  # fmt: skip
         keep_plans_soon()
-        n = ctx.n_state
         dxw, dxt, dstate0, dP = out[0], out[1], out[2 : 2 + n], out[2 + n : 2 + n + len(flat)]
         if probe is not None:
             probe.record(out[-1])
-        needs = ctx.needs_input_grad[8 + 2 + n :]
         # (a traced cell's EXTRAS gradient comes as (H,): a (1, H) parameter's is the same numbers, reshaped; one of
         # the parameter's shape as it is, no view: autograd may then keep it as .grad without a copy)
         dP = [(g if g.shape == s else g.reshape(s) if g.numel() == s.numel() else g.sum_to_size(s))

@@ -73,9 +73,10 @@ def forward_loop(cell, xw, state0, P, mask, reverse, keep):
     return hs, state, caches, stacked
 
 
-def backward_loop(cell, dhs, dstateT, caches, us, P, mask, reverse, probe, xw_width=None):
+def backward_loop(cell, dhs, dstateT, caches, us, P, mask, reverse, probe, xw_width=None, needs=None):
     """BPTT: returns dxw (T, B, G·H), dstate_0, and the gradients of the recurrent parameters P. xw_width: G·H,
-    which a cell of one's own's dxw_t is held to (see check_step_backward)."""
+    which a cell of one's own's dxw_t is held to (see check_step_backward); needs: which of P want a gradient
+    (None: all), the others' None and their GEMMs not run."""
     T, B = dhs.shape[:2]
     G = [u.shape[-1] for u in us]
     dxw = None
@@ -113,20 +114,23 @@ def backward_loop(cell, dhs, dstateT, caches, us, P, mask, reverse, probe, xw_wi
         dstate = dprev if mask is None else tuple(torch.where(live[t], a, b) for a, b in zip(dprev, dpass))
     if probe is not None:
         probe.record(dh_record)
-    return dxw, dstate, _param_grads(cell, P, dpres, us, G, dextras)
+    return dxw, dstate, _param_grads(cell, P, dpres, us, G, dextras, needs)
 
 
-def _param_grads(cell, P, dpres, us, G, dextras):
-    """dU_k = Σ_t dpre_kᵀ u_k as one GEMM; db_k = Σ dpre_k; extras summed over steps."""
+def _param_grads(cell, P, dpres, us, G, dextras, needs=None):
+    """dU_k = Σ_t dpre_kᵀ u_k as one GEMM; db_k = Σ dpre_k; extras summed over steps. Only those `needs` asks for
+    (a frozen W_hh's GEMM is as long as the loop's own recurrent products)."""
     grads = [None] * len(P)
+    needs = [True] * len(P) if needs is None else needs
     for (w, b), dpre, u, g in zip(cell.GEMMS, dpres, us, G):
         dpre2 = dpre.flatten(
             0, -2
         )  # (T·B, width): flatten, not reshape(-1, ·), which B = H = 0 left ambiguous
-        dW = dpre2.t() @ u.reshape(dpre2.shape[0], g)
         i = cell.REC_PARAMS.index(w)
-        grads[i] = dW if grads[i] is None else grads[i] + dW
-        if b is not None and P[cell.REC_PARAMS.index(b)] is not None:
+        if needs[i]:
+            dW = dpre2.t() @ u.reshape(dpre2.shape[0], g)
+            grads[i] = dW if grads[i] is None else grads[i] + dW
+        if b is not None and P[cell.REC_PARAMS.index(b)] is not None and needs[cell.REC_PARAMS.index(b)]:
             j = cell.REC_PARAMS.index(b)  # (a bias of two entries: the sums added, as U's products are)
             db = _shaped(dpre2.sum(0), P[j].shape)
             grads[j] = db if grads[j] is None else grads[j] + db
@@ -257,8 +261,9 @@ class PythonRecurrence(torch.autograd.Function):
             with _replayed(ctx.rng):
                 grads = higher_order_grads([xw, *tensors], rerun, (dhs, *dstateT), ctx.needs_input_grad[5:])
             return (None,) * 5 + tuple(grads)
+        needs = ctx.needs_input_grad[6 + ctx.n_state :]  # (P's: a frozen W_hh's GEMM is not run)
         dxw, dstate0, dP = backward_loop(
-            cell, dhs, dstateT, caches, us, P, ctx.mask, ctx.reverse, ctx.probe, ctx.xw_width
+            cell, dhs, dstateT, caches, us, P, ctx.mask, ctx.reverse, ctx.probe, ctx.xw_width, needs
         )
         dP = [None if p is None or not p.requires_grad else g for p, g in zip(P, dP)]
         return (None, None, None, None, None, dxw, *dstate0, *dP)

@@ -1,5 +1,6 @@
 """The engine: gradcheck for every cell and backend, backends equal to the autograd reference."""
 
+import contextlib
 import gc
 import os
 import pathlib
@@ -1167,3 +1168,49 @@ def test_an_extras_gradient_in_bfloat16_is_summed_over_the_steps_in_float32_by_a
     assert torch.equal(torch.stack(outs), hs) and alpha.grad.dtype == bf
     unit_roundoff = 2**-8  # bfloat16's
     assert ((alpha.grad.double() - exact.grad).abs() <= unit_roundoff * exact.grad.abs()).all()
+
+
+@pytest.mark.parametrize("backend", ["python", "native"])
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_a_frozen_recurrent_weight_has_its_gradient_product_skipped(name, backend, monkeypatch):
+    """W_hh and b_hh that require no grad (a frozen recurrence, the input projection trained): the python and native
+    loops still ran dW_hh = Σ_t dpreᵀ h_{t-1}, a GEMM as long as the loop's own products, and threw it away (native:
+    an lstm 128 -> 256, T 100, B 16 took the same backward frozen or not). It is no longer run; the other gradients
+    are autograd's."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from rnnkit.engine import native
+
+    cell, xw, state0, P, _ = setup(name)
+    if backend == "native" and native.unsupported(cell, xw) is not None:
+        pytest.skip("the native loop is not built here")
+    W_hh, b_hh = (p.detach() for p in P)  # frozen
+    products = []  # the (G·H, H) products the backward ran, or the native loop's dW_hh and db_hh
+
+    class Products(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func is torch.ops.aten.mm.default and out.shape == W_hh.shape:
+                products.append(out)
+            return out
+
+    real = native.load()
+
+    class Recording:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def backward(self, *args):
+            out = real.backward(*args)
+            products.extend(d for d in out[2 + len(state0) : 4 + len(state0)] if d is not None)
+            return out
+
+    monkeypatch.setattr(native, "load", lambda: Recording())
+    got, want = [], []
+    for be, into in ((backend, got), ("autograd", want)):
+        hs, state = run(cell, xw, state0, (W_hh, b_hh), backend=be)
+        with Products() if be == "python" else contextlib.nullcontext():
+            into.extend(torch.autograd.grad((hs**2).sum() + state[0].sum(), (xw, *state0)))
+    assert products == []
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)

@@ -424,11 +424,12 @@ at::Tensor t_mm(const at::Tensor& a, const at::Tensor& b) {
   return c;
 }
 
-// saved = [HH, (CC), caches...]; returns [dxw, dx̃ (xt; else undefined), dh_0, (dc_0), dP..., (probe dh)]
+// saved = [HH, (CC), caches...]; returns [dxw, dx̃ (xt; else undefined), dh_0, (dc_0), dP..., (probe dh)]; need[k]:
+// whether P[k] wants its gradient (a frozen W_hh's GEMM dU = dpreᵀ u is as long as the loop's own; else undefined)
 template <typename T, typename Cell>
 Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optional<at::Tensor>>& P,
                  const c10::optional<at::Tensor>& mask, bool reverse, const at::Tensor& dhs,
-                 const Tensors& dstate, bool probe, bool batch_first, bool raw, bool xt) {
+                 const Tensors& dstate, bool probe, bool batch_first, bool raw, bool xt, const std::vector<bool>& need) {
   const at::Tensor& HH = saved[0];
   const bool lstm = dstate.size() == 2;
   Tensors keepalive;
@@ -503,12 +504,15 @@ Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optiona
   // the sequence's last step: 0 · inf made every weight gradient NaN (torch.nn's packed run has no padded steps;
   // the python loops run a padded step on a zero state). Those rows of u are taken as 0.
   const at::Tensor live = mask ? mask->reshape({T_ * B, 1}) != 0 : at::Tensor();
+  auto wanted = [&](int64_t k) { return P[k] && (static_cast<size_t>(k) >= need.size() || need[k]); };
   for (const GradSpec& g : grad_specs<T, Cell>(r)) {  // dU = dpreᵀ u: ONE GEMM over all T·B rows
     at::Tensor dpre = (g.from_dhw ? dhw : dxw).reshape({T_ * B, -1}).narrow(1, g.col0, g.width);
-    at::Tensor u = g.u < 0 ? h_prev : saved[first + g.u].reshape({T_ * B, -1});
-    if (live.defined()) u = at::where(live, u, at::zeros({}, u.options()));
-    if (P[g.param]) dP[g.param] = t_mm<T>(dpre, u);
-    if (g.bias >= 0 && P[g.bias]) dP[g.bias] = dpre.sum(0);
+    if (wanted(g.param)) {
+      at::Tensor u = g.u < 0 ? h_prev : saved[first + g.u].reshape({T_ * B, -1});
+      if (live.defined()) u = at::where(live, u, at::zeros({}, u.options()));
+      dP[g.param] = t_mm<T>(dpre, u);
+    }
+    if (g.bias >= 0 && wanted(g.bias)) dP[g.bias] = dpre.sum(0);
   }
   if (std::is_same_v<Cell, Leaky<T>> && P[2]) dP[2] = dalpha.sum(0);  // leaky: α's gradient, summed over steps and rows
   if constexpr (traced<T, Cell>()) {  // the EXTRAS' accumulators, summed over threads (Python sums to their shapes)
@@ -560,11 +564,13 @@ Tensors forward_py(int64_t cell, const at::Tensor& xw, const Tensors& state0,
 
 Tensors backward_py(int64_t cell, const Tensors& saved, int64_t X, const std::vector<c10::optional<at::Tensor>>& P,
                     const c10::optional<at::Tensor>& mask, bool reverse, const at::Tensor& dhs,
-                    const Tensors& dstate, bool probe, bool batch_first, bool raw, bool xt) {
+                    const Tensors& dstate, bool probe, bool batch_first, bool raw, bool xt,
+                    const std::vector<bool>& need) {
   at::NoGradGuard no_grad;
   return AT_DISPATCH_FLOATING_TYPES(dhs.scalar_type(), "rnnkit_backward", [&] {
     return with_cell<scalar_t>(cell, [&](auto c) {
-      return backward<scalar_t, decltype(c)>(saved, X, P, mask, reverse, dhs, dstate, probe, batch_first, raw, xt);
+      return backward<scalar_t, decltype(c)>(saved, X, P, mask, reverse, dhs, dstate, probe, batch_first, raw, xt,
+                                             need);
     });
   });
 }

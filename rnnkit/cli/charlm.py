@@ -103,8 +103,8 @@ def add_commands(sub):
     p.add_argument(
         "corpus",
         nargs="?",
-        help="text file, 'shakespeare', or omitted: the Python standard library's source; with --resume, "
-        "the run's own text in a new place (omitted: where it was)",
+        help="text file, 'shakespeare', or omitted: the Python standard library's source (with --preset "
+        "shakespeare: Tiny Shakespeare); with --resume, the run's own text in a new place (omitted: where it was)",
     )
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--preset", help="min-char-rnn, char-rnn, shakespeare or default (the one used without a "

@@ -1190,3 +1190,19 @@ def test_a_full_disk_at_config_json_leaves_no_folder_train_made(cli, corpus, tmp
     (tmp_path / "kept").mkdir()
     code, _, err = cli("train", corpus, "--out", tmp_path / "kept", *TINY, "--max-steps", 2)
     assert code == 2 and (tmp_path / "kept").is_dir(), err
+
+
+def test_train_help_says_which_corpus_an_omitted_corpus_reads():
+    """train --help said an omitted CORPUS is the Python standard library's source, but --preset shakespeare without
+    one trains on Tiny Shakespeare (its preset's corpus; downloaded where not found). The help says so, for every
+    preset whose corpus is not the standard library's."""
+    from rnnkit.cli import build_parser
+    from rnnkit.cli.charlm import train_config
+    from rnnkit.presets import PRESETS
+
+    train = build_parser().commands["train"]
+    (text,) = [a.help for a in train._actions if a.dest == "corpus"]
+    for name in PRESETS:
+        read = train_config(build_parser().parse_args(["train", "--out", "x", "--preset", name])).data.corpus
+        if read not in (None, "stdlib", "default"):
+            assert f"--preset {name}" in " ".join(text.split()), (name, read)

@@ -268,7 +268,11 @@ class Word2Vec:
             # (the batch that ran: 'a smaller --batch-size (2048 here)' of 40 words, whose batches were 640 pairs,
             # diverged the same at 1024 and 700)
             size, step = self.config.batch_size, self._batch_pairs()
-            ran = "" if step == size else f", the batch here (--batch-size {size}, capped at 16 pairs a word)"
+            ran = (
+                ""
+                if step == size
+                else f", the batch here (--batch-size {size}, capped at 16 pairs a word or 256)"
+            )
             return (f"; or a --batch-size below {step}{ran}: {why}, and with the softmax each pair updates every "
                     "word's output vector")  # fmt: skip
         return (f"; or the native backend (--backend native), which updates after each pair as word2vec.c does, where "

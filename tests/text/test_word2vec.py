@@ -1231,3 +1231,20 @@ def test_compressed_vectors_from_a_pipe_are_named(tmp_path):
             WordVectors.load(fifo)
     finally:
         writer.join()
+
+
+def test_word2vec_batch_size_help_states_the_cap_that_runs():
+    """word2vec --help said the torch backend's batch holds at most 16 pairs a word of the vocabulary, but it never
+    falls below 256 pairs: a 9-word corpus at --batch-size 2048 ran batches of 256 (28 a word, not 144). The help
+    says 'at most 16 a word of the vocabulary or 256, whichever is more'."""
+    from rnnkit.cli import build_parser
+
+    (text,) = [
+        a.help for a in build_parser().commands["word2vec"]._actions if "--batch-size" in a.option_strings
+    ]
+    sentences = [[f"w{i}" for i in range(9)]] * 4
+    m = Word2Vec(min_count=1, epochs=1, dimension=4, sample=0, batch_size=2048, backend="torch").fit(
+        sentences
+    )
+    assert m._batch_pairs() == max(256, 16 * 9) == 256
+    assert "16 a word of the vocabulary or 256, whichever is more" in " ".join(text.split())

@@ -717,10 +717,10 @@ def _finished(cfg, progress, batches, out) -> str | None:
             "a larger --max-epochs (0: no limit)",
         )
     elif t.time_budget and progress.elapsed >= t.time_budget * 60:
-        # (a budget under 6 s read '(0.0 trained)')
-        where = (
-            f"the end of its --time-budget of {t.time_budget:g} minutes ({progress.elapsed / 60:.3g} trained)"
-        )
+        # (a budget under 6 s read '(0.0 trained)'; in 3 significant digits throughout, a day's run '1.44e+03 trained')
+        minutes = progress.elapsed / 60
+        trained = f"{minutes:.1f}" if minutes >= 1 else f"{minutes:.3g}"
+        where = f"the end of its --time-budget of {t.time_budget:g} minutes ({trained} trained)"
         fix = "a larger --time-budget (minutes of training in all, across restarts; 0: no limit)"
     else:
         return None

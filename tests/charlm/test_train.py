@@ -257,6 +257,22 @@ def test_resume_of_a_run_at_its_limit_says_so(tmp_path, corpus):
     assert read_metrics(run / "metrics.csv")[-1]["step"] == "4"
 
 
+def test_resume_of_a_long_run_at_its_time_budget_says_its_minutes_in_full(corpus):
+    """The minutes trained went to 3 significant digits (for a budget under 6 s, once '0.0'), so a day's run read
+    'the end of its --time-budget of 1440 minutes (1.44e+03 trained)'. Minutes from 1 on are said to a tenth again,
+    those below in 3 significant digits."""
+    from rnnkit.train.loop import Progress, _finished
+
+    for budget, minutes, said in (
+        (1440, 1440.3, "1440.3"),
+        (999.9, 999.96, "1000.0"),
+        (1e-6, 0.0203, "0.0203"),
+    ):
+        cfg = tiny_config(corpus, max_steps=0, time_budget=budget)
+        line = _finished(cfg, Progress(step=3, elapsed=minutes * 60), None, "run")
+        assert f"--time-budget of {budget:g} minutes ({said} trained)" in line, line
+
+
 def test_out_folder_with_a_run_is_refused(tmp_path, corpus):
     train(tiny_config(corpus, max_steps=2), tmp_path / "run", log=lambda s: None)
     with pytest.raises(RnnkitError, match="already holds a run.*--resume.*--force"):

@@ -380,6 +380,7 @@ class Word2Vec:
         # the batched path adds a batch's gradients up per word (index_add_): in a batch much larger than the
         # vocabulary each word moved by hundreds of times the learning rate at once, which diverged on a toy
         # corpus (9 words, batch 2048: loss 3.7 -> 931); at most 16 pairs a word on average (at least 256)
+        self._width = contexts.shape[1] if contexts.dim() == 2 else 1  # CBOW's context slots a row
         step = 100_000 if self.native else self._batch_pairs()
         for start in range(0, len(centres), step):
             progress = min(self.seen / self.expected, 1.0)
@@ -402,8 +403,14 @@ class Word2Vec:
             bar.update(len(w))
 
     def _batch_pairs(self) -> int:
-        """The pairs of a torch batch: --batch-size, at most 16 pairs a word on average (at least 256)."""
-        return min(self.config.batch_size, max(256, 16 * self.U.shape[0]))
+        """The pairs of a torch batch: --batch-size, at most 16 pairs a word on average (at least 256). A CBOW row
+        that moves each of its m context vectors by the whole dJ/dh (word2vec's rule with the mean) or its output
+        vectors by m times a pair's (the sum h = Σ u) counts as m pairs, m its context slots (2·reach): 256 rows of a
+        3-word vocabulary diverged (loss 3.02 -> inf)."""
+        c, pairs = self.config, max(256, 16 * self.U.shape[0])
+        if c.model == "cbow" and (c.cbow_update == "word2vec" or not c.cbow_mean):
+            pairs = max(1, pairs // getattr(self, "_width", 1))
+        return min(c.batch_size, pairs)
 
     def _step(self, w: torch.Tensor, ctx: torch.Tensor, lr: float, need_loss: bool) -> float | None:
         """One SGD step on a batch: skip-gram (h = u_w, target ctx) or CBOW (h = mean u_ctx, target w)."""

@@ -86,6 +86,19 @@ def test_cbow_moves_its_context_vectors_by_the_rule_asked_for(mean, update):
     torch.testing.assert_close(m.U.double(), U_expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("mean", [True, False])
+def test_cbow_with_word2vecs_update_trains_a_tiny_vocabulary_on_the_torch_backend(mean):
+    """word2vec's rule moves each of a row's m context vectors by the whole dJ/dh (the mean; the sum moves the output
+    vectors by m times a pair's): batches of 256 rows, the floor for pairs, summed m times a pair's updates per word
+    on a 3-word vocabulary, and the default settings diverged ('loss rose from 3.02 to inf'). Such a row counts as
+    m pairs in the batch now."""
+    rng = np.random.default_rng(0)
+    sentences = [[f"w{i}" for i in rng.integers(0, 3, 10)] for _ in range(300)]
+    m = Word2Vec(model="cbow", backend="torch", min_count=1, dimension=10, epochs=3, sample=0, cbow_mean=mean)
+    assert m.fit(sentences).loss_is_finite() and m.loss_history[-1] < m.loss_history[0]
+    assert m._batch_pairs() == 256 // 10  # rows of 10 context slots (window 5)
+
+
 def test_the_cbow_options_are_refused_without_cbow(tmp_path):
     corpus = tmp_path / "c.txt"
     corpus.write_text("a b c\n")

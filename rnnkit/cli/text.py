@@ -53,7 +53,7 @@ def add_commands(sub) -> None:
                    help="native: compiled per-pair loop (negative sampling); torch: batched minibatches "
                    "(default: auto; torch with --dry-run)")  # fmt: skip
     p.add_argument("--batch-size", type=int,
-                   help="pairs per SGD step of the torch backend (default: 2048, at most 16 a word of the vocabulary or 256, whichever is more; the native one takes pairs one by one)")  # fmt: skip
+                   help="pairs per SGD step of the torch backend (default: 2048, at most 16 a word of the vocabulary or 256, whichever is more, a CBOW row of m context words counted as m pairs where it moves them by m times a pair's step; the native one takes pairs one by one)")  # fmt: skip
     p.add_argument("--workers", type=int,
                    help="threads of the native backend (default: 1; > 1: Hogwild, not bit-reproducible)")  # fmt: skip
     p.add_argument("--lower", action="store_true", help="lower-case the corpus")

@@ -293,7 +293,11 @@ def _check_state_type(state, num_states):
                               f"({missing[0]} of zeros for a start at zeros), or state=None for zeros of both")  # fmt: skip
         what = "a tuple (h, c) of tensors" if num_states == 2 else "a tensor h"
         got = ", ".join(type(s).__name__ for s in given)
-        raise RnnkitError(f"state must be {what} (or None for zeros), got {got}")
+        # [(h0, c0), (h1, c1)]: one (h, c) per layer (Keras's way); torch.nn's h and c hold every layer
+        pairs = num_states == 2 and all(isinstance(s, tuple | list) and len(s) == 2 for s in given)
+        hint = "; one (h, c) per layer? h and c are each one tensor (layers, B, H): torch.stack the layers'"
+        hint = hint if pairs else ""
+        raise RnnkitError(f"state must be {what} (or None for zeros), got {got}{hint}")
     for s, name in zip(given, "hc"):
         _refuse_layout(s, "state must be dense tensors,", "make them dense (.to_dense())")
         # layer(x, lengths): the lengths by position took the state's place, and were said to be a state of the

@@ -33,6 +33,12 @@ def test_a_state_given_one_tensor_per_layer_says_to_stack_them():
         layer(x, [torch.zeros(2, 4)] * 4)
     with pytest.raises(RnnkitError, match=r"^state for gru must be h, got a tuple of 3$"):
         layer(x, (torch.zeros(2, 4),) * 3)
+    lstm = Recurrent(
+        "lstm", 3, 4, num_layers=3
+    )  # [(h0, c0), (h1, c1), (h2, c2)]: said 'got tuple, tuple, tuple'
+    with pytest.raises(RnnkitError, match=r"got tuple, tuple, tuple; one \(h, c\) per layer\? h and c are each one "
+                       r"tensor \(layers, B, H\): torch.stack the layers'$"):  # fmt: skip
+        lstm(x, [(torch.zeros(2, 4), torch.zeros(2, 4))] * 3)
 
 
 def test_dropout_only_in_training():

@@ -2,6 +2,7 @@
 when its class is defined and run by every backend with the right gradients (the native loop through its traced
 kernels, tests/engine/test_native_own_cell.py)."""
 
+import re
 import warnings
 
 import pytest
@@ -654,6 +655,25 @@ def test_check_cell_names_an_input_step_backward_changes_in_place():
 
     Cumulative.step_backward = staticmethod(pure)
     check_cell(Cumulative)
+
+
+@pytest.mark.parametrize("where", ["state[1]", "xw_t", "P[0]"])
+def test_check_cell_names_an_input_step_changes_in_place(where):
+    """A step writing into its c_{t-1}, xw_t or W_hh in place: check_cell, whose one step takes leaves that require
+    grad, ended in torch's 'a leaf Variable that requires grad is being used in an in-place operation', naming neither
+    step nor the input, where the layer's first step names both."""
+    from rnnkit.cells import check_cell
+
+    def step(xw_t, state, P):
+        {"state[1]": state[1], "xw_t": xw_t, "P[0]": P[0]}[where].mul_(1.0)
+        return cumulative_step(xw_t, state, P)
+
+    Cumulative = cumulative_cell()
+    Cumulative.step = staticmethod(step)
+    with pytest.raises(
+        RnnkitError, match=rf"^Cumulative.step changed its input {re.escape(where)} in place: .*pure"
+    ):
+        check_cell(Cumulative)
 
 
 def test_a_step_backward_changing_its_input_in_place_is_named_at_its_first_step():

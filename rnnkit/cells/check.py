@@ -119,12 +119,16 @@ def _one_step(model, name, B, rtol, atol):
     Cls = type(model)
     xw = model.project_input(torch.randn(B, model.input_size, dtype=torch.float64)).detach().requires_grad_()
     state = tuple(torch.randn_like(s).requires_grad_() for s in model.init_state(B))
-    P = tuple(p if p is None else p.detach().requires_grad_() for p in model.rec_params())
+    # (a boolean mask among them, a buffer the loops run with, has no gradient: requires_grad_() failed on it, in
+    # torch's "only Tensors of floating point dtype can require gradients")
+    P = tuple(
+        p if p is None else p.detach().requires_grad_(p.is_floating_point()) for p in model.rec_params()
+    )
     got = _pure(Cls, "step", Cls.step, (xw, state, P))
     check_step(Cls, got, xw, state, P)
     new, us, cache = got
     dnew = tuple(torch.randn_like(s) for s in new)
-    inputs = [xw, *state, *(p for p in P if p is not None)]
+    inputs = [xw, *state, *(p for p in P if p is not None and p.requires_grad)]
     auto = torch.autograd.grad(sum((s * d).sum() for s, d in zip(new, dnew)), inputs, allow_unused=True)
     back = _pure(Cls, "step_backward", Cls.step_backward, (dnew, cache, P))
     check_step_backward(Cls, back, dnew, P, xw.shape[1])
@@ -145,7 +149,8 @@ def _one_step(model, name, B, rtol, atol):
     # dU_k = dpre_kᵀ u_k: a wrong u_k in step's us (h_t for h_{t-1}) gives a wrong dU_k as a wrong dpre_k does
     Us = {w for w, _ in Cls.GEMMS}
     hand += [(f"{n} (one step)", grads[n], f"step_backward's dpres or the u_k that step returns in us for {n}"
-              if n in Us else "step_backward") for n, p in zip(Cls.REC_PARAMS, P) if p is not None]  # fmt: skip
+              if n in Us else "step_backward") for n, p in zip(Cls.REC_PARAMS, P)
+             if p is not None and p.requires_grad]  # fmt: skip
     for (what, h, fix), a in zip(hand, auto):
         _differs(name, what, h, a, rtol, atol, fix)
 

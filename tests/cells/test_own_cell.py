@@ -392,6 +392,50 @@ def test_check_cell_passes_rnnkits_own_cells(name):
     check_cell(name)
 
 
+def masked_step(xw_t, state, P):
+    """Only the units a boolean buffer keeps move: h_t = where(keep, tanh(xw_t + h_{t-1} W_hhᵀ + b_hh), h_{t-1})."""
+    (h_prev,) = state
+    W_hh, b_hh, keep = P
+    hc = torch.tanh(xw_t + linear(h_prev, W_hh, b_hh))
+    return (torch.where(keep, hc, h_prev),), (h_prev,), (hc,)
+
+
+def masked_step_backward(dstate, cache, P, kept_units_pass=True):
+    (dh_t,), (hc,) = dstate, cache
+    W_hh, _, keep = P
+    da = torch.where(keep, dh_t, 0.0) * (1 - hc * hc)
+    dh_prev = da @ W_hh + (torch.where(keep, 0.0, dh_t) if kept_units_pass else 0.0)
+    return da, (dh_prev,), (da,), (torch.zeros(keep.shape),)
+
+
+class Masked(Cell):
+    """A boolean buffer among the recurrent parameters (EXTRAS: it has no gradient), which the loops run with."""
+
+    REC_PARAMS = ("W_hh", "b_hh", "keep")
+    EXTRAS = ("keep",)
+    step = staticmethod(masked_step)
+    step_backward = staticmethod(masked_step_backward)
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__(input_size, hidden_size, bias)
+        recurrent_weights(self, ("W_hh", (hidden_size, hidden_size)), ("b_hh", (hidden_size,)))
+        self.register_buffer("keep", torch.arange(hidden_size) % 2 == 0)
+        self.reset_parameters()
+
+
+def test_check_cell_takes_a_boolean_buffer_among_the_parameters():
+    """check_cell made every recurrent parameter require grad and failed on the mask in torch's "only Tensors of
+    floating point dtype can require gradients", where every backend runs the cell; it checks the rest, and still
+    names a term the backward leaves out."""
+    check_cell(Masked)
+    Wrong = type("Wrong", (Masked,), {"step_backward": staticmethod(
+        lambda dstate, cache, P: masked_step_backward(dstate, cache, P, kept_units_pass=False))})  # fmt: skip
+    with pytest.raises(
+        RnnkitError, match=r"^Wrong: the gradient of the state's entry 0 at t-1 .* fix step_backward"
+    ):
+        check_cell(Wrong)
+
+
 def test_a_recurrent_matrix_of_another_name_than_W_is_drawn_by_reset_parameters():
     """reset_parameters drew the weights named W_* and b_* only: a cell of one's own naming its recurrent matrix U
     (as papers often do), listed in GEMMS, kept torch.empty's memory as its initial weights, whatever it held."""

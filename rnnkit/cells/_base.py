@@ -695,6 +695,13 @@ def check_step_backward(cell, got, dstate, P, xw_width):
     _check_tensors(
         where, ("dstate_prev", lambda k: "", " as the state (B, ·)"), dprev, [tuple(d.shape) for d in dstate]
     )
+    # (as check_step's state_t: a float64 dh_{t-1} in a float32 run failed at the next step's da @ W_hh, "expected
+    # m1 and m2 to have the same dtype", and a bfloat16 one ran, every gradient rounded to it: 1e-3 off, in silence)
+    for k, (d, d0) in enumerate(zip(dprev, dstate)):
+        if d.dtype != d0.dtype and not autocast_on(d0.device):
+            raise RnnkitError(f"{where} returned dstate_prev[{k}] in {d.dtype} for a state gradient in {d0.dtype}; "
+                              f"the loops feed it back as the next step's dstate_t, which keeps its dtype: compute "
+                              f"it in {d0.dtype} (no .float(), .half() or .double() of it)")  # fmt: skip
     _per_gemm(
         cell,
         where,

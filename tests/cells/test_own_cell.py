@@ -274,6 +274,30 @@ def test_a_step_returning_its_state_in_another_dtype_is_said_in_one_line_at_its_
         layer(torch.randn(2, 5, 3, dtype=torch.float64))[0].pow(2).sum().backward()
 
 
+@pytest.mark.parametrize("backend", ["python", "native"])
+@pytest.mark.parametrize("cast", [torch.float64, torch.bfloat16])
+def test_a_step_backward_returning_its_dstate_prev_in_another_dtype_is_said_in_one_line(backend, cast):
+    """A float32 run whose step_backward returns dh_{t-1} in float64 failed at the next step inside its own
+    da_t @ W_hh ("expected m1 and m2 to have the same dtype, but got: double != float"), and one returning it in
+    bfloat16 ran, every gradient rounded to bfloat16 (x's 9e-4 off), in silence. Both say so, as check_step says a
+    state_t of another dtype; check_cell too."""
+
+    def cast_back(dstate, cache, P):
+        dxw, (dh_prev,), dpres, dextras = gain_step_backward(dstate, cache, P)
+        return dxw, (dh_prev.to(cast),), dpres, dextras
+
+    Bad = type("GainBad", (GainRNN,), dict(step_backward=staticmethod(cast_back)))
+    layer = Recurrent(Bad, 3, 4, backend=backend, dtype=torch.float32)
+    with pytest.raises(RnnkitError, match=rf"^GainBad.step_backward returned dstate_prev\[0\] in {cast} for a state "
+                                          r"gradient in torch.float32; .*compute it in torch.float32"):  # fmt: skip
+        layer(torch.randn(2, 5, 3, dtype=torch.float32))[0].pow(2).sum().backward()
+    if cast == torch.bfloat16:  # (check_cell runs in float64: a float64 dh_{t-1} is right there)
+        with pytest.raises(
+            RnnkitError, match=r"^GainBad.step_backward returned dstate_prev\[0\] in torch.bfloat16"
+        ):
+            check_cell(Bad)
+
+
 def diag_step(xw_t, state, P):
     """IndRNN (Li et al. 2018): h_t = relu(xw_t + u ⊙ h_{t-1}), u one recurrent weight per unit."""
     (h_prev,), (u,) = state, P

@@ -725,6 +725,23 @@ def check_step_backward(cell, got, dstate, P, xw_width):
             got_ = f"shape {tuple(d.shape)}" if isinstance(d, torch.Tensor) else f"a {type(d).__name__}"
             raise RnnkitError(f"{where} returned dextras[{k}] of {got_} for {e} {tuple(p.shape)}; it must be "
                               f"{tuple(p.shape)}, this step's gradient summed over the batch")  # fmt: skip
+    # (a boolean mask among the EXTRAS has no gradient to round: its dextra is not looked at)
+    floats = [isinstance(P[cell.REC_PARAMS.index(e)], torch.Tensor) and P[cell.REC_PARAMS.index(e)].is_floating_point()
+              for e in extras]  # fmt: skip
+    _check_not_narrower(where, dstate[0], [("dxw_t", dxw), *((f"dpres[{k}]", d) for k, d in enumerate(dpres)),
+                                           *((f"dextras[{k}]", d) for k, d in enumerate(dextras) if floats[k])])  # fmt: skip
+
+
+def _check_not_narrower(where, dstate_t, named):
+    """A one-line error where a gradient step_backward returned is in a dtype narrower than the run's (a bfloat16
+    dxw_t in a float32 run: the loops took it, every gradient rounded to bfloat16, 2e-3 off, in silence). A wider one
+    (float64) is rounded back as it is stored: no loss."""
+    run = dstate_t.dtype
+    for name, d in named:
+        narrow = d.dtype != run and torch.promote_types(d.dtype, run) != d.dtype
+        if narrow and not autocast_on(dstate_t.device):
+            raise RnnkitError(f"{where} returned {name} in {d.dtype} in a {run} run, every gradient through it rounded "
+                              f"to {d.dtype}: compute it in {run} (no .half() or .to({d.dtype}) of it)")  # fmt: skip
 
 
 AUTOCAST_DTYPES = {torch.float32, torch.float16, torch.bfloat16}  # what torch.autocast casts between

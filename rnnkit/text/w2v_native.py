@@ -112,6 +112,8 @@ void sgns_pairs(torch::Tensor U, torch::Tensor V, torch::Tensor centres, torch::
     TORCH_CHECK(t->numel() == 0 || (t->min().item<int64_t>() >= low && t->max().item<int64_t>() < words),
                 "sgns_pairs: a word index outside [0, ", words, ") (-1 pads the rows of CBOW's contexts)");
   }
+  // the loop reads no Python object: without the GIL, word2vec's other threads draw the next chunk meanwhile
+  pybind11::gil_scoped_release no_gil;
   std::vector<std::thread> threads;
   try {
     for (int64_t i = 0; i < workers; ++i) {

@@ -28,7 +28,9 @@ same gradient pair by pair in a compiled loop (w2v_native.py), as word2vec.c doe
 import dataclasses
 import math
 import numbers
+import threading
 from collections.abc import Hashable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -229,7 +231,10 @@ class Word2Vec:
             threads = torch.get_num_threads()
             torch.set_num_threads(1)  # each step is small: a thread pool's barriers cost more than they give
             try:
-                for epoch in range(c.epochs):
+                if self.native:  # (in a list it empties: a name here held epoch 0's pairs to the end)
+                    first, pairs = [pairs], None
+                    pairs = self._native_epochs(ids, sent, first, bar)
+                for epoch in range(0 if self.native else c.epochs):  # the torch path's
                     # each epoch draws its own windows: the bar's total follows them (it overran by a few %), shown
                     # at its next update (a refresh() here wrote a log line every epoch, not every LOG_EVERY s)
                     if epoch:
@@ -374,31 +379,72 @@ class Word2Vec:
             w2v_native.warn_fallback()
         return ext
 
+    def _native_epochs(self, ids: np.ndarray, sent: np.ndarray, first: list, bar):
+        """The native backend's epochs, pipelined: a thread runs an epoch's chunks through the compiled loop (which
+        runs without the GIL), another draws the next chunk's negatives meanwhile, and this one the next epoch's pairs
+        (here, as the large arrays were: in another thread they took another allocator arena, +180 MB on PTB). Each
+        draws from its own generator (torch's, numpy's) in the serial order, so workers=1 is bit-identical to running
+        them one after the other. `first` holds the first epoch's pairs; returns the last one's."""
+        c, pairs, stop = self.config, first.pop(), threading.Event()
+        # leaving the block (Ctrl-C, an error) stops the epoch at its chunk's end and waits: no thread left running
+        with ThreadPoolExecutor(2, thread_name_prefix="word2vec") as pool:
+            try:
+                for epoch in range(c.epochs):
+                    self.seen, self.expected = epoch * len(pairs[0]), c.epochs * len(pairs[0])
+                    running = pool.submit(self._native_epoch, *pairs, bar, pool, stop)
+                    upcoming = self._pairs(ids, sent) if epoch + 1 < c.epochs else None
+                    running.result()
+                    if upcoming:  # each epoch draws its own windows: the bar's total follows them (see fit)
+                        pairs = upcoming
+                        bar.total = bar.n + len(pairs[0]) * (c.epochs - epoch - 1)
+            finally:
+                stop.set()
+        return pairs
+
+    def _native_epoch(self, centres: np.ndarray, contexts: np.ndarray, bar, pool, stop) -> None:
+        """One epoch of the compiled loop, 100k pairs a call, until `stop` is set; chunk i + 1's negatives are drawn
+        (in `pool`) while chunk i runs."""
+        c, step = self.config, 100_000
+        centres, contexts = torch.from_numpy(centres), torch.from_numpy(contexts)
+        starts = range(0, len(centres), step)
+
+        def draw(i):  # the loss probe's negatives (every 10th chunk) before the chunk's, as they were drawn
+            B = min(step, len(centres) - starts[i])
+            return self._negatives(min(B, 256)) if i % 10 == 0 else None, self._negatives(B)
+
+        drawn = pool.submit(draw, 0) if starts else None
+        for i, start in enumerate(starts):
+            probe, neg = drawn.result()
+            if stop.is_set():
+                return
+            if i + 1 < len(starts):
+                drawn = pool.submit(draw, i + 1)
+            w, ctx = centres[start : start + step], contexts[start : start + step]
+            if probe is not None:  # the loss on a few pairs, to watch (lr 0: no update)
+                self.loss_history.append(self._step(w[:256], ctx[:256], 0.0, True, probe) / len(probe))
+            # at most a thread a pair: more had nothing to do (2**62 of them aborted the process)
+            self.native.sgns_pairs(self.U, self.V_out, w, ctx, neg, c.alpha, c.min_alpha, self.seen, self.expected,
+                                   c.cbow_mean, c.cbow_update == "gradient", min(c.workers, len(w)))  # fmt: skip
+            self.seen += len(w)
+            bar.update(len(w))
+
     def _epoch(self, centres: np.ndarray, contexts: np.ndarray, bar) -> None:
+        """One epoch of the batched torch path."""
         c = self.config
         centres, contexts = torch.from_numpy(centres), torch.from_numpy(contexts)
         # the batched path adds a batch's gradients up per word (index_add_): in a batch much larger than the
         # vocabulary each word moved by hundreds of times the learning rate at once, which diverged on a toy
         # corpus (9 words, batch 2048: loss 3.7 -> 931); at most 16 pairs a word on average (at least 256)
         self._width = contexts.shape[1] if contexts.dim() == 2 else 1  # CBOW's context slots a row
-        step = 100_000 if self.native else self._batch_pairs()
+        step = self._batch_pairs()
         for start in range(0, len(centres), step):
             progress = min(self.seen / self.expected, 1.0)
             lr = c.alpha - (c.alpha - c.min_alpha) * progress
             w, ctx = centres[start : start + step], contexts[start : start + step]
-            if self.native:
-                if start // step % 10 == 0:  # the loss on a few pairs, to watch (lr 0: no update)
-                    self.loss_history.append(self._step(w[:256], ctx[:256], 0.0, True) / len(w[:256]))
-                neg = self._negatives(len(w))
-                # at most a thread a pair: more had nothing to do (2**62 of them aborted the process)
-                self.native.sgns_pairs(self.U, self.V_out, w, ctx, neg, c.alpha, c.min_alpha, self.seen,
-                                       self.expected, c.cbow_mean, c.cbow_update == "gradient",
-                                       min(c.workers, len(w)))  # fmt: skip
-            else:
-                need_loss = start // step % 100 == 0
-                J = self._step(w, ctx, lr, need_loss)
-                if need_loss:
-                    self.loss_history.append(J / len(w))
+            need_loss = start // step % 100 == 0
+            J = self._step(w, ctx, lr, need_loss)
+            if need_loss:
+                self.loss_history.append(J / len(w))
             self.seen += len(w)
             bar.update(len(w))
 
@@ -412,8 +458,9 @@ class Word2Vec:
             pairs = max(1, pairs // getattr(self, "_width", 1))
         return min(c.batch_size, pairs)
 
-    def _step(self, w: torch.Tensor, ctx: torch.Tensor, lr: float, need_loss: bool) -> float | None:
-        """One SGD step on a batch: skip-gram (h = u_w, target ctx) or CBOW (h = mean u_ctx, target w)."""
+    def _step(self, w: torch.Tensor, ctx: torch.Tensor, lr: float, need_loss: bool, neg=None) -> float | None:
+        """One SGD step on a batch: skip-gram (h = u_w, target ctx) or CBOW (h = mean u_ctx, target w); `neg`, the
+        negatives (B, K) drawn beforehand, or None to draw them here."""
         c = self.config
         B, E = len(w), c.dimension
         if c.model == "skip-gram":
@@ -430,7 +477,7 @@ class Word2Vec:
             J, dh, dV = softmax_loss_grads(h, self.V_out, target)
             self.V_out -= lr * dV
         else:
-            neg = self._negatives(B)
+            neg = self._negatives(B) if neg is None else neg
             targets = torch.cat([target[:, None], neg], 1).reshape(-1)  # (B·(1+K),)
             mask = torch.cat([torch.ones(B, 1, dtype=torch.float32), (neg != target[:, None]).float()], 1)
             v = self.V_out.index_select(0, targets).view(B, -1, E)

@@ -163,6 +163,7 @@ class Word2Vec:
         # as Python ints (c is our copy): a narrow numpy type's arithmetic (np.int8 epochs) overflowed in fit
         for name in ("dimension", "window", "min_count", "epochs", "batch_size", "workers", "negative"):
             setattr(c, name, int(getattr(c, name)))
+        self._width = 1  # a torch batch row's context slots (CBOW: 2·reach, set by _epoch); see _batch_pairs
 
     def build_vocab(self, sentences: list[list[str]]) -> None:
         try:
@@ -455,7 +456,7 @@ class Word2Vec:
         3-word vocabulary diverged (loss 3.02 -> inf)."""
         c, pairs = self.config, max(256, 16 * self.U.shape[0])
         if c.model == "cbow" and (c.cbow_update == "word2vec" or not c.cbow_mean):
-            pairs = max(1, pairs // getattr(self, "_width", 1))
+            pairs = max(1, pairs // self._width)
         return min(c.batch_size, pairs)
 
     def _step(self, w: torch.Tensor, ctx: torch.Tensor, lr: float, need_loss: bool, neg=None) -> float | None:

@@ -257,27 +257,64 @@ def load_file(path, name=None, memmap_path=None, what="corpus") -> Corpus:
     anonymous = memmap_path is None and path.stat().st_size > MEMMAP_BYTES
     if anonymous:
         memmap_path = _anonymous_file()
-    if memmap_path is not None:
-        memmap_path = pathlib.Path(memmap_path)
-        tokens = _open_memmap(memmap_path, dtype, n, path, what, anonymous)
-        if anonymous:
-            _unlink_quietly(memmap_path)  # the mapping stays valid; the file vanishes with the process
-    else:
-        tokens = np.empty(n, dtype=dtype)
+    given = None if memmap_path is None or anonymous else pathlib.Path(os.path.realpath(memmap_path))
+    if given is not None:
+        # written to a file of its own that replaces memmap_path once whole: written in place, a memmap_path given
+        # again (another corpus, or the same file) truncated the file an earlier Corpus still maps, whose tokens
+        # became the new ones in silence, or a Bus error at its first read past the new file's end
+        memmap_path = _file_beside(given, memmap_path)
+    try:
+        if memmap_path is not None:
+            memmap_path = pathlib.Path(memmap_path)
+            tokens = _open_memmap(memmap_path, dtype, n, path, what, anonymous)
+            if anonymous:
+                _unlink_quietly(memmap_path)  # the mapping stays valid; the file vanishes with the process
+        else:
+            tokens = np.empty(n, dtype=dtype)
+        _write_tokens(tokens, path, chars, what)
+        if given is not None:
+            try:  # (the mode of the file it replaces, else as any file the user writes; mkstemp's is 0600)
+                mode = os.stat(given).st_mode & 0o7777
+            except FileNotFoundError:
+                mode = 0o666 & ~UMASK
+            os.chmod(memmap_path, mode)
+            os.replace(memmap_path, given)
+    except BaseException:
+        if given is not None:
+            _unlink_quietly(memmap_path)
+        raise
+    return Corpus(name or str(path), chars, tokens)
+
+
+def _write_tokens(tokens, path, chars, what) -> None:
+    """Pass 2 of load_file: the file's tokens into `tokens`, of the length pass 1 counted."""
     i = 0
     for text in _read_chunks(path):
         # a file written to meanwhile (a text still downloading, a log): longer failed in numpy's broadcast, new
         # characters were 'never seen', and shorter left the last tokens as np.empty made them, read as text
-        if i + len(text) > n:
+        if i + len(text) > len(tokens):
             raise _changed(path, what)
         try:
             tokens[i : i + len(text)] = encode(text, chars)
         except RnnkitError:  # characters the first pass did not see
             raise _changed(path, what) from None
         i += len(text)
-    if i != n:
+    if i != len(tokens):
         raise _changed(path, what)
-    return Corpus(name or str(path), chars, tokens)
+
+
+def _file_beside(target: pathlib.Path, given) -> pathlib.Path:
+    """A new, empty file in target's folder, named after it (a folder at target is said up front, as open() says it:
+    its rename failed once the whole corpus was read, naming the new file)."""
+    if target.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(given))
+    try:
+        fd, name = tempfile.mkstemp(dir=target.parent, prefix=target.name[:200] + ".", suffix=".tmp")
+    except OSError as e:  # a missing folder: named by the path given, not the temporary one
+        e.filename = str(given)
+        raise
+    os.close(fd)
+    return pathlib.Path(name)
 
 
 def _changed(path, what) -> RnnkitError:

@@ -1,5 +1,6 @@
 import errno
 import hashlib
+import os
 import socket
 import threading
 
@@ -52,6 +53,28 @@ def test_a_memmap_path_given_is_kept_whatever_its_name(tmp_path):
     given = tmp_path / "rnnkit-tokens-mine.npy"
     c = load_file(path, memmap_path=given)
     assert given.exists() and np.array_equal(np.load(given), c.tokens)
+
+
+def test_a_memmap_path_given_again_leaves_the_corpus_that_maps_it_as_it_was(tmp_path):
+    """load_file wrote the tokens into memmap_path in place: given again (a second corpus, a cell run again), it
+    truncated the file an earlier Corpus still mapped, whose tokens became the new corpus's in silence ('abab...'
+    read 'baba...'), or, of a shorter text, a Bus error at its first read past the new file's end. The tokens are
+    written to a file of their own that replaces memmap_path once whole."""
+    (tmp_path / "a.txt").write_text("ab" * 500)
+    (tmp_path / "c.txt").write_text("dc" * 500)
+    given = tmp_path / "tokens.npy"
+    a = load_file(tmp_path / "a.txt", memmap_path=given)
+    c = load_file(tmp_path / "c.txt", memmap_path=given)
+    assert "".join(a.chars[i] for i in a.tokens) == "ab" * 500  # (read 'ba' * 500 in silence)
+    assert "".join(c.chars[i] for i in c.tokens) == "dc" * 500
+    (tmp_path / "short.txt").write_text("xy")
+    short = load_file(tmp_path / "short.txt", memmap_path=given)
+    assert "".join(a.chars[i] for i in a.tokens[-4:]) == "abab"  # (a Bus error)
+    assert np.array_equal(np.load(given), short.tokens) and sorted(os.listdir(tmp_path)) == [
+        "a.txt", "c.txt", "short.txt", "tokens.npy"]  # fmt: skip
+    assert oct(os.stat(given).st_mode & 0o777) == oct(0o666 & ~UMASK)
+    with pytest.raises(IsADirectoryError, match=f"Is a directory: '{tmp_path}'$"):
+        load_file(tmp_path / "a.txt", memmap_path=tmp_path)
 
 
 def test_big_files_are_memory_mapped(tmp_path, monkeypatch):

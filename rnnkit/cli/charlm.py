@@ -466,6 +466,19 @@ def cmd_complete(args) -> int:
     return 0
 
 
+def _mapped(tokens, table):
+    """table[tokens], written over the file's own tokens a block at a time where they are of table's dtype (as a
+    file's and a model's of up to 256 characters are): the gather made a second array of the file's length, in RAM
+    where load_file had memory-mapped a file over 64 MB."""
+    from rnnkit.data.corpus import ENCODE_BLOCK
+
+    if tokens.dtype != table.dtype or not tokens.flags.writeable:
+        return table[tokens]
+    for i in range(0, len(tokens), ENCODE_BLOCK):
+        tokens[i : i + ENCODE_BLOCK] = table[tokens[i : i + ENCODE_BLOCK]]
+    return tokens
+
+
 def cmd_eval(args) -> int:
     import numpy as np
     import torch
@@ -481,7 +494,7 @@ def cmd_eval(args) -> int:
     # file's own characters, mapped to the model's
     corpus = load_file(args.file, what="file")
     ours = encode("".join(corpus.chars), chars, args.file)
-    corpus_tokens = np.array(ours, dtype=token_dtype(len(chars)))[corpus.tokens]
+    corpus_tokens = _mapped(corpus.tokens, np.array(ours, dtype=token_dtype(len(chars))))
     if len(corpus_tokens) < 2:
         raise RnnkitError(f"{args.file} needs at least 2 characters to evaluate")
     data = model.run_config.data

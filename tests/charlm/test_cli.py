@@ -920,6 +920,31 @@ def test_eval_holds_the_file_in_a_few_bytes_a_character(trained, corpus, tmp_pat
     assert peak < 4 * 615_000, f"{peak / 615_000:.1f} bytes a character"
 
 
+def test_eval_maps_a_memory_mapped_file_in_place(trained, corpus, tmp_path, cli, monkeypatch):
+    """eval mapped the file's tokens to the model's indices by a gather, a second array of the file's length in RAM:
+    a file over 64 MB, which load_file memory-maps, was held in RAM after all (an 80 MB file: 80 MB more). The
+    tokens are mapped in place, a block at a time, where the two vocabularies' tokens are of one dtype."""
+    import numpy as np
+
+    import rnnkit.data.bptt
+    import rnnkit.data.corpus
+
+    big = tmp_path / "big.txt"
+    big.write_text(corpus.read_text() * 10)  # 61,500 characters
+    want = json.loads(cli("eval", trained, big, "--json", "--streams", "50")[1])  # (in RAM: under 64 MB)
+    monkeypatch.setattr(rnnkit.data.corpus, "MEMMAP_BYTES", 1000)
+    read, streams = [], rnnkit.data.bptt.eval_streams
+
+    def spy(tokens, *args):
+        read.append(tokens)
+        return streams(tokens, *args)
+
+    monkeypatch.setattr(rnnkit.data.bptt, "eval_streams", spy)
+    code, out, err = cli("eval", trained, big, "--json", "--streams", "50")
+    assert code == 0 and json.loads(out) == want, err
+    assert isinstance(read[0], np.memmap)  # (an ndarray in RAM)
+
+
 def test_a_run_whose_output_is_closed_is_not_reported_a_success(tmp_path, corpus, capsys, monkeypatch):
     """`rnnkit train ... | head` (or a tee that went away): the run stopped at the first line it could not write
     and exited 0, in silence, as `sample | head` does, so that a script or a restart loop took a run cut short

@@ -256,13 +256,15 @@ class CharLM(nn.Module):
             ids = ids.tolist()
         elif isinstance(ids, Iterable) and not isinstance(ids, str):
             ids = list(ids)  # a generator is read once, here: the checks below read it twice
-        if (
-            isinstance(ids, str)
-            or not isinstance(ids, Iterable)
-            or not all(isinstance(c, numbers.Integral) and not isinstance(c, bool) for c in ids)
-        ):
-            raise RnnkitError(f"{what} takes character indices (ints), got {ids!r}; encode text with "
-                              "rnnkit.models.charlm.encode(text, chars, ...)")  # fmt: skip
+        fix = "; encode text with rnnkit.models.charlm.encode(text, chars, ...)"
+        if isinstance(ids, str) or not isinstance(ids, Iterable):
+            raise RnnkitError(f"{what} takes character indices (ints), got {_quoted(ids)}{fix}")
+        odd = next(
+            (i for i, c in enumerate(ids) if isinstance(c, bool) or not isinstance(c, numbers.Integral)), None
+        )
+        if odd is not None:  # (which one: a long list's quoted start showed only ints)
+            raise RnnkitError(f"{what} takes character indices (ints), got {_quoted(ids)}, whose item {odd:,} is "
+                              f"{_quoted(ids[odd])}{fix}")  # fmt: skip
         bad = [int(c) for c in ids if not 0 <= c < V]
         if bad:
             raise RnnkitError(f"{what}: indices {bad[:5]} lie outside the vocabulary [0, {V}){_ENCODE_FIX}")
@@ -273,7 +275,7 @@ class CharLM(nn.Module):
         """One step: character index (or (B,) indices) -> (B, V) log-probabilities, new state."""
         xs = torch.as_tensor(c_t)
         if xs.is_floating_point() or xs.is_complex() or xs.dtype == torch.bool or xs.dim() > 1:
-            raise RnnkitError(f"step takes a character index or a (B,) tensor of them, got {c_t!r}")
+            raise RnnkitError(f"step takes a character index or a (B,) tensor of them, got {_quoted(c_t)}")
         self._check_ids(xs.reshape(-1).tolist(), "step")
         return self._step(xs, state)
 
@@ -431,6 +433,17 @@ def _type_name(v) -> str:
     in 'generator must be a torch.Generator ..., got Generator', as if it were one)."""
     t = type(v)
     return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
+def _quoted(v, most=60) -> str:
+    """repr(v), its start only where it is long, with its length: text or floats given as indices were quoted whole,
+    a 100,000-character error line for sample("ab" * 50_000, 3)."""
+    r = repr(v)
+    if len(r) <= most:
+        return r
+    if not hasattr(v, "__len__"):
+        return r[:most] + "..."
+    return f"{r[:most]}... ({len(v):,} {'characters' if isinstance(v, str) else 'items'})"
 
 
 def _as_ids(t):
@@ -686,7 +699,7 @@ def score_text(model, chars, text: str, what: str = "TEXT") -> dict:
     line, if the model knows a newline); a model without one takes the text's first character as context
     only and scores the rest (`first_is_context` in the result). what: the text's name in an error."""
     if not isinstance(text, str):
-        raise RnnkitError(f"score_text scores a str, got {type(text).__name__} {text!r}")
+        raise RnnkitError(f"score_text scores a str, got {type(text).__name__} {_quoted(text)}")
     V = model.cfg.vocab_size
     if len(chars) != V or len(set(chars)) != len(chars):
         raise RnnkitError(f"chars must be the model's vocabulary, {V} distinct characters (load_run gives both), "

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from rnnkit.data.bptt import Window
 from rnnkit.errors import RnnkitError
-from rnnkit.models.charlm import CharLM, CharLMConfig
+from rnnkit.models.charlm import CharLM, CharLMConfig, score_text
 
 V = 7
 
@@ -319,6 +319,32 @@ def test_one_character_api_checks_its_ids_and_options():
     # refused as not > 0)
     assert lm.sample([1, 2], np.int64(4), np.float32(1.0), generator=seeded()) == want
     assert lm.beam_complete([1], np.int64(3), np.int64(2)) == lm.beam_complete([1], 3, 2)
+
+
+@pytest.mark.parametrize(
+    "call, said",
+    [
+        (lambda lm: lm.sample("ab" * 50_000, 3), "got 'abab"),  # the text itself, not encoded
+        (lambda lm: lm.log_probs([1.0] * 100_000, [1]), "(100,000 items), whose item 0 is 1.0; encode"),
+        # one float, at the end: named (the list's start shows only ints)
+        (lambda lm: lm.sample([1] * 99_999 + [1.5], 3), "(100,000 items), whose item 99,999 is 1.5; encode"),
+        (lambda lm: lm.beam_complete([[1, 2]] * 50_000, 3), "(50,000 items), whose item 0 is [1, 2]; encode"),
+        (lambda lm: lm.step([[1, 2]] * 50_000), "step takes a character index or a (B,) tensor"),
+        (
+            lambda lm: score_text(lm, list("abcdef\n"), [1] * 100_000),
+            "score_text scores a str, got list [1, 1",
+        ),
+    ],
+)
+def test_a_long_text_or_list_given_as_indices_is_quoted_short(call, said):
+    """Text (or floats) given where character indices go: the error quoted all of it, a 100,000-character line for
+    sample("ab" * 50_000, 3) (500,000 for 100,000 floats). It quotes its start, says how long it is and names the
+    first item that is no int."""
+    with pytest.raises(RnnkitError) as e:
+        call(model())
+    message = str(e.value)
+    assert len(message) < 300 and ("100,000" in message or "50,000" in message), message[:300]
+    assert said in message, message
 
 
 @pytest.mark.parametrize("generator", [0, np.random.default_rng(0)])

@@ -537,15 +537,17 @@ def _need_context(ids, what):
 
 
 def encode(text: str, chars: list, what: str) -> list:
-    """Character indices of `text` in the vocabulary `chars`; one error naming every unseen character."""
+    """Character indices of `text` in the vocabulary `chars`; one error naming the unseen characters (the first 40,
+    and how many more)."""
     if not isinstance(text, str):
         decode = "; decode it first, e.g. data.decode('utf-8')" if isinstance(text, bytes | bytearray) else ""
         raise RnnkitError(f"{what} must be text (a str), got {type(text).__name__}{decode}")
     index = {c: i for i, c in enumerate(chars)}
     unseen = sorted({c for c in text if c not in index})
-    if unseen:
+    if unseen:  # (the first 40: a text in another script quoted its thousands, a 9,000-character line)
+        more = f" and {len(unseen) - 40:,} more" if len(unseen) > 40 else ""
         raise RnnkitError(
-            f"{what} has characters the model never saw: {''.join(unseen)!r}; remove or replace them"
+            f"{what} has characters the model never saw: {''.join(unseen[:40])!r}{more}; remove or replace them"
             f"{line_ends_hint(unseen, chars)}{normal_form_hint(unseen, chars)}{bytes_hint(unseen)}"
         )
     return [index[c] for c in text]

@@ -474,6 +474,25 @@ def test_encode_takes_text():
     assert encode("ab\n", chars, "TEXT") == [0, 1, 2]
 
 
+def test_a_text_of_thousands_of_unseen_characters_names_a_few_and_counts_the_rest():
+    """A text in another script (3,000 distinct CJK characters scored or evaluated by an ASCII model) was refused
+    with every one of them quoted: a 9,000-character error line. The first 40 are named, and how many more."""
+    from rnnkit.models.charlm import encode
+
+    text = "".join(chr(0x4E00 + i) for i in range(3000)) + "ab"
+    with pytest.raises(RnnkitError) as e:
+        encode(text, list("ab\n"), "file.txt")
+    said = str(e.value)
+    assert len(said) < 300, said[:300]
+    want = (
+        f"file.txt has characters the model never saw: {text[:40]!r} and 2,960 more; remove or replace them"
+    )
+    assert said.startswith(want), said
+    # a few: all of them, as before
+    with pytest.raises(RnnkitError, match=r"never saw: 'cd'; remove or replace them$"):
+        encode("abcd", list("ab\n"), "TEXT")
+
+
 def test_forward_of_a_tensor_says_what_it_takes():
     """model(xs) with a (B, T) tensor, as a torch.nn model is called, failed with "'Tensor' object has no attribute
     'xs'"; one line names the window it takes and model.run for logits alone."""

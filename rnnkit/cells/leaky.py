@@ -280,6 +280,8 @@ class Leaky(Cell):
         # tensor having no values to show; a fixed α loaded from another cell's state_dict as it is
         if given is not None and (a is None or a.is_meta or torch.equal(given.to(a.dtype), a.cpu())):
             a = given
+        if a is not None:  # (a number set by hand, shape (): a[0] failed, and print(model) with it)
+            a = a.reshape(-1)
         shown = (
             "" if a is None else f", alpha={a[0].item():g}" if bool((a == a[0]).all()) else ", alpha=per unit"
         )

@@ -312,6 +312,19 @@ def test_leaky_repr_shows_the_alpha_given():
     assert repr(cell) == "Leaky(3, 4, alpha=0.25)"
 
 
+def test_leaky_repr_of_a_fixed_alpha_set_as_a_number():
+    """A fixed α set by hand as one number, shape () (which the cell and a layer run, as they take (1,) and (H,)):
+    repr(cell) and print(model) failed, "IndexError: invalid index of a 0-dim tensor"."""
+    cell = CELLS["leaky"](3, 4, alpha=0.3)
+    cell.alpha_fixed = torch.tensor(0.25)
+    assert repr(cell) == "Leaky(3, 4, alpha=0.25)"
+    cell.alpha_fixed = torch.tensor([0.5])
+    assert repr(cell) == "Leaky(3, 4, alpha=0.5)"
+    layer = Recurrent("leaky", 3, 4, alpha=0.3)
+    layer.cells[0].alpha_fixed = torch.tensor(0.25)
+    assert "Leaky(3, 4, alpha=0.25)" in repr(layer)
+
+
 @pytest.mark.parametrize("learn_alpha", [False, True])
 def test_leaky_alpha_is_checked_in_the_dtype_given(learn_alpha):
     """An α that is 0 in the cell's dtype is refused; the check read the default dtype (float32), not dtype=:

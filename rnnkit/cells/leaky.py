@@ -106,6 +106,12 @@ class Leaky(Cell):
             a0 = torch.as_tensor(alpha, dtype=torch.float64, device="cpu").detach()
         except (TypeError, ValueError, RuntimeError):
             a0 = None
+        # (a tensor made under `with torch.device("meta")` has no values to copy: it was said to be of the wrong shape,
+        # "must be a number or 4 values, ..., got tensor(..., device='meta', size=(4,))")
+        if isinstance(alpha, torch.Tensor) and alpha.is_meta:
+            raise ValueError(f"leaky alpha is a tensor on the meta device (made under `with torch.device('meta')`?), "
+                             f"which holds no values; give a number, a list of {H} or a tensor made on the CPU "
+                             f"(torch.full(({H},), a, device='cpu'))")  # fmt: skip
         # (True ran as α = 1, a plain tanh RNN, where forget_bias=True is refused)
         if isinstance(alpha, bool) or (isinstance(alpha, torch.Tensor) and alpha.dtype == torch.bool):
             a0 = None

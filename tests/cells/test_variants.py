@@ -223,6 +223,20 @@ def test_leaky_alpha_after_deferred_initialisation(learn_alpha):
     torch.testing.assert_close(layer.cells[1].alpha, torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64))
 
 
+def test_leaky_alpha_tensor_made_on_meta_is_said_so():
+    """A per-unit α made under `with torch.device("meta")` (deferred initialisation) has no values: it was refused as
+    of the wrong shape, "must be a number or 4 values, ... got tensor(..., device='meta', size=(4,))"."""
+    with (
+        torch.device("meta"),
+        pytest.raises(ValueError, match=r"alpha is a tensor on the meta device.*no values"),
+    ):
+        Recurrent("leaky", 3, 4, alpha=torch.full((4,), 0.3))
+    with torch.device("meta"):  # (made on the CPU: taken, and reset_parameters puts it back after to_empty)
+        layer = Recurrent("leaky", 3, 4, alpha=torch.full((4,), 0.3, device="cpu"))
+    layer.to_empty(device="cpu").reset_parameters()
+    assert torch.equal(layer.cells[0].alpha, torch.full((4,), 0.3))
+
+
 def test_leaky_learn_alpha_not_a_switch_is_one_line():
     """learn_alpha="False" (a config file's string) was taken for True: α learned, in silence."""
     with pytest.raises(ValueError, match=r"^leaky learn_alpha must be True or False, got 'False'$"):

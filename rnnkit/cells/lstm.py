@@ -80,6 +80,10 @@ class LSTM(Cell):
                              "drop forget_bias or use bias=True")  # fmt: skip
         super().__init__(input_size, hidden_size, bias)
         recurrent_weights(self, *self._recurrent_shapes(hidden_size, bias))
+        # (a numpy scalar from a parameter grid, np.float32(2.0), failed in reset_parameters' slice assignment:
+        # "TypeError: can't assign a numpy.float32 to a torch.FloatTensor")
+        if forget_bias is not None and type(forget_bias) not in (int, float):
+            forget_bias = float(forget_bias)
         self.forget_bias = forget_bias
         self._place(device, dtype)
         self.reset_parameters()  # (once: a second draw gave other weights than torch.nn's for the same seed)

@@ -1,5 +1,8 @@
 """Conventions the lectures disagree on, and the choices documented in the cell files."""
 
+from fractions import Fraction
+
+import numpy as np
 import pytest
 import torch
 
@@ -120,6 +123,20 @@ def test_lstm_forget_bias_not_a_number_is_one_line():
     for forget_bias in ("1.0", float("nan"), float("inf"), True):
         with pytest.raises(ValueError, match=r"^lstm forget_bias must be a finite number .*got"):
             Recurrent("lstm", 3, 4, forget_bias=forget_bias)
+
+
+@pytest.mark.parametrize("forget_bias", [np.float32(2.0), np.float16(2.0), Fraction(2), np.int64(2)])
+def test_lstm_forget_bias_of_a_numpy_scalar_is_taken(forget_bias):
+    """A number of a parameter grid (np.arange(..., dtype=np.float32)) or a Fraction passed the check and failed in
+    reset_parameters: "TypeError: can't assign a numpy.float32 to a torch.FloatTensor"."""
+    for make in (
+        lambda: CELLS["lstm"](3, 4, forget_bias=forget_bias),
+        lambda: Recurrent("lstm", 3, 4, forget_bias=forget_bias).cells[0],
+    ):
+        cell = make()
+        assert torch.equal(cell.b_xh[4:8], torch.full((4,), 2.0)) and cell.forget_bias == 2.0
+        cell.reset_parameters()
+        assert torch.equal(cell.b_xh[4:8], torch.full((4,), 2.0))
 
 
 def test_lstm_forget_bias_without_a_bias_is_one_line():

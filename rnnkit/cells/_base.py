@@ -310,7 +310,13 @@ class Cell(OwnParametersModule):
             pairs = list(self._torch_pairs().items())
             renamed = False
             for theirs, ours in pairs:
-                if prefix + theirs in state_dict and prefix + ours not in state_dict:
+                # (not into a weight the cell lacks, a bias of bias=False: torch's error then named b_xh, b_hh as
+                # unexpected, keys the caller never wrote, where a layer names bias_ih_l0)
+                if (
+                    prefix + theirs in state_dict
+                    and prefix + ours not in state_dict
+                    and getattr(self, ours) is not None
+                ):
                     state_dict[prefix + ours] = state_dict.pop(prefix + theirs)
                     self.__dict__.setdefault("_torch_keys", {})[ours] = prefix + theirs
                     renamed = True

@@ -62,6 +62,16 @@ def test_a_torch_cells_state_dict_loads(name, bias):
 
 
 @pytest.mark.parametrize("name", list(TORCH_CELLS))
+def test_a_torch_cells_biases_into_a_cell_without_them_are_named_as_given(name):
+    """torch.nn.LSTMCell(4, 5)'s state_dict into a cell with bias=False: the error named the keys "b_xh", "b_hh" as
+    unexpected, the cell's names for weights it lacks and keys the caller never wrote (a layer names torch.nn.LSTM's
+    bias_ih_l0). They are left under torch's names."""
+    with pytest.raises(RuntimeError, match=r'Unexpected key\(s\) in state_dict: "bias_ih", "bias_hh"\.') as e:
+        CELLS[name](4, 5, bias=False).load_state_dict(TORCH_CELLS[name](4, 5).state_dict())
+    assert "b_xh" not in str(e.value)
+
+
+@pytest.mark.parametrize("name", list(TORCH_CELLS))
 def test_functional_call_with_a_torch_cells_keys_runs_those_weights(name):
     """torch.func.functional_call(cell, torch_cell.state_dict(), x) with torch.nn.LSTMCell's keys (weight_ih, ...)
     set attributes the cell never read: it ran its own weights, in silence. A cell torch has takes torch's names

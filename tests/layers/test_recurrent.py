@@ -1518,6 +1518,32 @@ def test_leaky_fixed_alpha_of_another_dtype_is_refused(backend):
 
 
 @pytest.mark.parametrize("backend", [None, "python", "autograd"])
+def test_leaky_fixed_alpha_on_another_device_is_refused(backend):
+    """A fixed α (the buffer alpha_fixed) set to a tensor on another device than the weights went unchecked, where a
+    learned α's alpha_logit is refused: on meta, torch's 'Tensor on device cpu is not on the expected device meta!'
+    (python, autograd, a cell called alone), naming no tensor, and the native loop's many-line 'its data is not
+    allocated yet' (whose loops read its memory as the CPU's). One line naming it now, for a layer and a cell."""
+    layer = Recurrent("leaky", 3, 4, num_layers=2, backend=backend)
+    layer.cells[1].alpha_fixed = torch.full((4,), 0.3, device="meta")
+    for grad in (False, True):
+        with (
+            torch.set_grad_enabled(grad),
+            pytest.raises(
+                RnnkitError,
+                match=r"^layer\.cells\[1\]\.alpha_fixed is on meta but the cell's other weights are on cpu",
+            ),
+        ):
+            layer(torch.randn(2, 3, 3))
+    for learn_alpha in (False, True):
+        cell = CELLS["leaky"](3, 4, learn_alpha=learn_alpha)
+        name = "alpha_logit" if learn_alpha else "alpha_fixed"
+        alpha = torch.full((4,), 0.3, device="meta")
+        setattr(cell, name, torch.nn.Parameter(alpha) if learn_alpha else alpha)
+        with pytest.raises(RnnkitError, match=rf"^cell\.{name} is on meta but the cell's weights are on cpu"):
+            cell(torch.randn(2, 3))
+
+
+@pytest.mark.parametrize("backend", [None, "python", "autograd"])
 def test_leaky_fixed_alpha_of_another_shape_or_outside_0_1_is_refused(backend):
     """A fixed α set by hand to another shape than (), (1,) or (H,) failed inside torch ('The expanded size of the
     tensor (4) must match the existing size (5)' from the native engine, a broadcast's error on the others), and

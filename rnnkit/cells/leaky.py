@@ -164,7 +164,16 @@ class Leaky(Cell):
             elif a is not None and self.learn_alpha:
                 self.alpha_logit.copy_(torch.logit(a.clamp(max=1 - 1e-4)))
             elif a is not None:
-                self.alpha_fixed.copy_(a)
+                # (a fixed α set by hand as one number, shape () or (1,), which the cell runs: copy_ of the H values
+                # failed, "output with shape [] doesn't match the broadcast shape [4]")
+                fixed = self.alpha_fixed
+                if fixed.shape == a.shape or bool((a == a[0]).all()):
+                    fixed.copy_(a if fixed.shape == a.shape else a[0])
+                elif isinstance(fixed, nn.Parameter):  # (replaced, an optimizer would step the old one)
+                    raise ValueError(f"cell.alpha_fixed has shape {tuple(fixed.shape)}, which can't hold the {a.numel()} "
+                                     f"values of the alpha given; give it shape ({a.numel()},) before reset_parameters")  # fmt: skip
+                else:
+                    self.alpha_fixed = a.to(device=fixed.device, dtype=fixed.dtype)
 
     def _load_from_state_dict(self, state_dict, prefix, *args):
         """Cell's, refusing a fixed α outside (0, 1] as __init__ does: a state_dict's alpha_fixed of 1.5 or NaN

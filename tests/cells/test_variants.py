@@ -240,6 +240,25 @@ def test_leaky_alpha_after_deferred_initialisation(learn_alpha):
     torch.testing.assert_close(layer.cells[1].alpha, torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64))
 
 
+@pytest.mark.parametrize("shape", [(), (1,)])
+@pytest.mark.parametrize("parameter", [False, True])
+def test_leaky_reset_parameters_of_a_fixed_alpha_set_as_a_number(shape, parameter):
+    """A fixed α set by hand as one number, shape () or (1,) (a buffer, or a Parameter to learn α itself), runs; then
+    reset_parameters() failed, "output with shape [] doesn't match the broadcast shape [4]". It puts the alpha
+    given back: as that number, or a buffer replaced by the per-unit values."""
+    for given in (0.3, [0.1, 0.2, 0.3, 0.4]):
+        cell = CELLS["leaky"](3, 4, alpha=given)
+        a = torch.full(shape, 0.25)
+        cell.alpha_fixed = torch.nn.Parameter(a) if parameter else a
+        if parameter and given != 0.3:
+            with pytest.raises(ValueError, match=r"^cell.alpha_fixed has shape .* can't hold the 4 values"):
+                cell.reset_parameters()
+            continue
+        cell.reset_parameters()
+        torch.testing.assert_close(cell.alpha.expand(4), torch.tensor(given).expand(4), rtol=0, atol=0)
+        assert cell(torch.randn(2, 3)).shape == (2, 4)
+
+
 def test_leaky_alpha_tensor_made_on_meta_is_said_so():
     """A per-unit α made under `with torch.device("meta")` (deferred initialisation) has no values: it was refused as
     of the wrong shape, "must be a number or 4 values, ... got tensor(..., device='meta', size=(4,))"."""

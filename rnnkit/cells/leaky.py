@@ -223,9 +223,8 @@ class Leaky(Cell):
         a cell of 4, "The size of tensor a (5) must match the size of tensor b (4)")."""
         checked = super()._checked_step(x_t, state, unbatched)
         a, W = self.alpha_logit if self.learn_alpha else self.alpha_fixed, self.W_hh
-        if (
-            a.device != W.device
-        ):  # (torch's 'Tensor on device cpu is not on the expected device meta!', naming none)
+        # (torch's 'Tensor on device cpu is not on the expected device meta!', naming none)
+        if a.device != W.device:
             name = "alpha_logit" if self.learn_alpha else "alpha_fixed"
             raise RnnkitError(f"cell.{name} is on {a.device} but the cell's weights are on {W.device}; move it there "
                               f"(cell.to({str(W.device)!r}) moves it with the rest)")  # fmt: skip

@@ -877,15 +877,13 @@ class Recurrent(OwnParametersModule):
         # one weight moved alone (all of them: leaky's alpha_logit, mut1's W_xp): a W_hh on meta gave wrong numbers
         # (torch's linear of a cpu and a meta tensor is a cpu one); native read its memory as the CPU's
         devices, own = {}, {**own, **plain} if plain else own
-        if (
-            cell._buffers and type(cell) in _BUILT_IN_CELLS
-        ):  # leaky's fixed α: read as a weight is, by every loop
-            # (on meta: torch's 'Tensor on device cpu is not on the expected device meta!' naming no tensor, and the
-            # native loop's many-line 'its data is not allocated yet'; the native loop reads its memory as the CPU's)
+        # leaky's fixed α, read as a weight is by every loop (on meta: torch's 'Tensor on device cpu is not on the
+        # expected device meta!' naming no tensor, and the native loop's many-line 'its data is not allocated yet';
+        # the native loop reads its memory as the CPU's)
+        if cell._buffers and type(cell) in _BUILT_IN_CELLS:
             own = {**own, **cell._buffers}
-        for (
-            p
-        ) in own.values():  # (all on the CPU, the common case: is_cpu alone, a third of the time of .device)
+        # (all on the CPU, the common case: is_cpu alone, a third of the time of .device)
+        for p in own.values():
             if p is not None and not p.is_cpu:
                 for name, p in own.items():
                     if p is not None:

@@ -465,6 +465,9 @@ def fix(e: BaseException, why: str, folder: str | None, damaged: bool = False,
     """What the user can do about the failure `e` (whose cause is `why`)."""
     if isinstance(e, OSError) and e.errno in UNWRITABLE or "Read-only file system" in why:
         return f"set {cache} to a writable folder"
+    if isinstance(e, FileNotFoundError) and (link := _dangling_link(e.filename or folder)):
+        return (f"{link} is a link to {os.readlink(link)}, which is not there: create that folder or set {cache} to "
+                "another")  # fmt: skip
     if "failed to map segment" in why:  # dlopen on a noexec mount: built afresh, it fails again
         return f"its folder's file system can't load libraries (mounted noexec?): set {cache} to a folder on another"
     torch_lib = os.path.join(os.path.dirname(os.path.abspath(torch.__file__)), "lib")
@@ -486,6 +489,19 @@ def fix(e: BaseException, why: str, folder: str | None, damaged: bool = False,
     if "error:" in why:
         return "set CXX to a recent g++ (or clang++) that compiles it"
     return "install a C++ compiler (g++) and ninja (pip install ninja)"
+
+
+def _dangling_link(path) -> str | None:
+    """The link on the way to `path` that points to nothing (a cache on a disk not mounted, a folder removed), or
+    None: the build's folder can't be made through it, FileNotFoundError ('install a C++ compiler' was said)."""
+    if not isinstance(path, str):
+        return None
+    path = os.path.abspath(path)
+    while path != os.path.dirname(path):
+        if os.path.islink(path) and not os.path.exists(path):
+            return path
+        path = os.path.dirname(path)
+    return None
 
 
 def failure(what: str, e: BaseException, folder: str | None, damaged: bool = False, **kw) -> str:

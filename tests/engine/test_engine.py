@@ -1214,3 +1214,20 @@ def test_a_frozen_recurrent_weight_has_its_gradient_product_skipped(name, backen
     assert products == []
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w)
+
+
+def test_an_extensions_dir_that_links_to_a_missing_folder_is_named_with_its_fix(monkeypatch, tmp_path):
+    """TORCH_EXTENSIONS_DIR (or ~/.cache) a link to a folder that isn't there (a scratch disk not mounted, a folder
+    removed): the build failed 'FileNotFoundError: ... No such file or directory' and told the user to 'install a C++
+    compiler (g++) and ninja', which were there all along. The reason names the link and where it points."""
+    from rnnkit import _native_build
+
+    link = tmp_path / "cache"
+    link.symlink_to(tmp_path / "scratch" / "ext")
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(link))
+    monkeypatch.setenv("RNNKIT_NATIVE", "1")
+    module, reason = _native_build.build("the test extension", "some_ext", lambda: "module")
+    assert module is None and "install a C++ compiler" not in reason
+    assert f"{link} is a link to {tmp_path / 'scratch' / 'ext'}, which is not there" in reason
+    (tmp_path / "scratch" / "ext").mkdir(parents=True)  # the fix it names
+    assert _native_build.build("the test extension", "some_ext", lambda: "module") == ("module", None)

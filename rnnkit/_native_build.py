@@ -463,11 +463,11 @@ def cause(e: BaseException) -> str:
 def fix(e: BaseException, why: str, folder: str | None, damaged: bool = False,
         cache: str = "TORCH_EXTENSIONS_DIR") -> str:  # fmt: skip
     """What the user can do about the failure `e` (whose cause is `why`)."""
-    if isinstance(e, OSError) and e.errno in UNWRITABLE or "Read-only file system" in why:
-        return f"set {cache} to a writable folder"
-    if isinstance(e, FileNotFoundError) and (link := _dangling_link(e.filename or folder)):
+    if isinstance(e, FileNotFoundError | FileExistsError) and (link := _dangling_link(e.filename or folder)):
         return (f"{link} is a link to {os.readlink(link)}, which is not there: create that folder or set {cache} to "
                 "another")  # fmt: skip
+    if isinstance(e, OSError) and e.errno in UNWRITABLE or "Read-only file system" in why:
+        return f"set {cache} to a writable folder"
     if "failed to map segment" in why:  # dlopen on a noexec mount: built afresh, it fails again
         return f"its folder's file system can't load libraries (mounted noexec?): set {cache} to a folder on another"
     torch_lib = os.path.join(os.path.dirname(os.path.abspath(torch.__file__)), "lib")
@@ -493,7 +493,8 @@ def fix(e: BaseException, why: str, folder: str | None, damaged: bool = False,
 
 def _dangling_link(path) -> str | None:
     """The link on the way to `path` that points to nothing (a cache on a disk not mounted, a folder removed), or
-    None: the build's folder can't be made through it, FileNotFoundError ('install a C++ compiler' was said)."""
+    None: the build's folder can't be made through it, FileNotFoundError ('install a C++ compiler' was said), or
+    is that link, FileExistsError ('set TORCH_EXTENSIONS_DIR to a writable folder', which it was)."""
     if not isinstance(path, str):
         return None
     path = os.path.abspath(path)

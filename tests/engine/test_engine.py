@@ -1216,18 +1216,30 @@ def test_a_frozen_recurrent_weight_has_its_gradient_product_skipped(name, backen
         torch.testing.assert_close(g, w)
 
 
-def test_an_extensions_dir_that_links_to_a_missing_folder_is_named_with_its_fix(monkeypatch, tmp_path):
+@pytest.mark.parametrize("where", ["cache", "build folder"])
+def test_an_extensions_dir_that_links_to_a_missing_folder_is_named_with_its_fix(monkeypatch, tmp_path, where):
     """TORCH_EXTENSIONS_DIR (or ~/.cache) a link to a folder that isn't there (a scratch disk not mounted, a folder
     removed): the build failed 'FileNotFoundError: ... No such file or directory' and told the user to 'install a C++
-    compiler (g++) and ninja', which were there all along. The reason names the link and where it points."""
+    compiler (g++) and ninja', which were there all along; the build's folder in it such a link (a cache copied with
+    its links), 'FileExistsError' and 'set TORCH_EXTENSIONS_DIR to a writable folder', which it was. The reason names
+    the link and where it points."""
+    from torch.utils import cpp_extension
+
     from rnnkit import _native_build
 
-    link = tmp_path / "cache"
-    link.symlink_to(tmp_path / "scratch" / "ext")
-    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(link))
+    gone = tmp_path / "scratch" / "ext"
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(cache))
     monkeypatch.setenv("RNNKIT_NATIVE", "1")
+    if where == "cache":
+        link = cache
+    else:
+        cache.mkdir()
+        link = cache / "some_ext"
+    link.symlink_to(gone)
     module, reason = _native_build.build("the test extension", "some_ext", lambda: "module")
-    assert module is None and "install a C++ compiler" not in reason
-    assert f"{link} is a link to {tmp_path / 'scratch' / 'ext'}, which is not there" in reason
-    (tmp_path / "scratch" / "ext").mkdir(parents=True)  # the fix it names
+    assert module is None and "install a C++ compiler" not in reason and "writable" not in reason
+    assert f"{link} is a link to {gone}, which is not there" in reason
+    gone.mkdir(parents=True)  # the fix it names
+    assert cpp_extension._get_build_directory("some_ext", False).startswith(str(cache))
     assert _native_build.build("the test extension", "some_ext", lambda: "module") == ("module", None)

@@ -70,7 +70,7 @@ import numpy as np
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from rnnkit._native_build import _cxx_command, cxx_line_fix
+from rnnkit._native_build import _cxx_command, _dangling_link, cxx_line_fix
 from rnnkit.cells._base import check_step, check_step_backward
 
 FALLBACK = "which the native loop can't fuse; it runs on the python loop"
@@ -1523,6 +1523,9 @@ def _load_symbols(source, name, symbols):
             ) from None
         what = f"no C++ compiler {cxx!r}" if compiler else f"{e.filename!r}"
         fix = "" if compiler else "; set TORCH_EXTENSIONS_DIR to a writable folder"  # (a read-only cache)
+        if not compiler and (link := _dangling_link(e.filename)):  # (File exists: a writable folder, said so)
+            fix = (f"; {link} is a link to {os.readlink(link)}, which is not there: create that folder or set "
+                   "TORCH_EXTENSIONS_DIR to another")  # fmt: skip
         raise Untraceable(f"{name}'s kernels can't be compiled: {what} ({e.strerror}){fix}; it runs on the python "
                           "loop") from None  # fmt: skip
     try:

@@ -784,6 +784,24 @@ def test_a_cache_that_cant_be_written_is_refused_naming_the_fix(tmp_path, monkey
         trace_cell(ReluRNN, 4, params_of(ReluRNN(2, 4)), torch.float64)
 
 
+def test_a_kernels_folder_that_links_to_a_missing_folder_is_named_with_its_fix(tmp_path, monkeypatch):
+    """The kernels' folder in the cache a link to a folder that isn't there (a cache copied with its links): said as
+    "can't be compiled: '.../rnnkit_traced' (File exists); set TORCH_EXTENSIONS_DIR to a writable folder", which it
+    was. The reason names the link and where it points, as the engine's build does."""
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(traced, "_traced", {})
+    gone = tmp_path / "gone"
+    (tmp_path / "rnnkit_traced").symlink_to(gone)
+    with pytest.raises(Untraceable, match=rf"^ReluRNN's kernels can't be compiled: .*; {tmp_path / 'rnnkit_traced'} "
+                                          rf"is a link to {gone}, which is not there: create that folder or set "
+                                          r"TORCH_EXTENSIONS_DIR to another; it runs on the python loop$"):  # fmt: skip
+        trace_cell(ReluRNN, 4, params_of(ReluRNN(2, 4)), torch.float64)
+    gone.mkdir()  # the fix it names (in a later process: a reason is kept for the process)
+    monkeypatch.setattr(traced, "_traced", {})
+    trace_cell(ReluRNN, 4, params_of(ReluRNN(2, 4)), torch.float64)
+    assert len(list(gone.glob("*.so"))) == 1
+
+
 @pytest.mark.parametrize("line", ["{cxx} -w", "FOO=1 {cxx}"])
 def test_a_cxx_with_arguments_is_refused_as_the_engine_build_refuses_it(tmp_path, monkeypatch, line):
     """torch's build quotes CXX into its compile line (shlex.join): one program's name, so CXX='g++ -w' builds no

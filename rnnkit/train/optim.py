@@ -54,10 +54,21 @@ def fused_or_not(Optimizer, params, **kw):
     tensors = _tensors(params)
     if tensors and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in tensors):
         try:
-            return Optimizer(params, fused=True, **kw)
+            optimizer = Optimizer(params, fused=True, **kw)
         except (RuntimeError, TypeError, ValueError):  # a torch without the fused kernel for this device
             pass
+        else:
+            optimizer.register_step_pre_hook(_unfused_if_sparse)
+            return optimizer
     return Optimizer(params, **kw)
+
+
+def _unfused_if_sparse(optimizer, args, kwargs):
+    """A group with a sparse gradient (nn.Embedding(sparse=True)) takes the plain step from then on, as torch's
+    Adagrad and SGD do: their fused kernels refused it ("`fused` does not support sparse grad or complex param")."""
+    for group in optimizer.param_groups:
+        if group.get("fused") and any(p.grad is not None and p.grad.is_sparse for p in group["params"]):
+            group["fused"] = False
 
 
 def _listed(group):

@@ -953,6 +953,33 @@ def test_make_optimizer_takes_param_groups_and_named_parameters_as_torch_optim_d
         assert optimizer.param_groups[0]["params"] == [m.weight, m.bias]
 
 
+def test_make_optimizer_steps_a_sparse_embedding_as_torch_optim_does():
+    """torch's Adagrad and SGD step an nn.Embedding(sparse=True) (min-char-rnn's Adagrad on a word embedding); their
+    fused kernels, which make_optimizer chose, refused it at the first step: "RuntimeError: `fused` does not support
+    sparse grad or complex param" (adagrad), "`_fused_sgd` does not support sparse gradients" (sgd). Such a step is
+    now the plain one, as torch.optim's own; dense steps before it stay fused."""
+    from rnnkit.train.config import TrainConfig
+    from rnnkit.train.optim import make_optimizer
+
+    def model():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Embedding(10, 3, sparse=True), torch.nn.Linear(3, 2))
+
+    for name, Torch in [("adagrad", torch.optim.Adagrad), ("sgd", torch.optim.SGD)]:
+        ours, theirs = model(), model()
+        optimizers = [make_optimizer(ours.parameters(), TrainConfig(optimizer=name, lr=0.1)),
+                      Torch(theirs.parameters(), lr=0.1, **({"eps": 1e-8} if name == "adagrad" else {}))]  # fmt: skip
+        for ids in ([1, 2], [2, 5, 5], [0]):
+            for m, optimizer in zip((ours, theirs), optimizers):
+                optimizer.zero_grad()
+                # checks on: with them off (the default) torch warns so, and a warning fails a test
+                with torch.sparse.check_sparse_tensor_invariants(enable=True):
+                    m(torch.tensor(ids)).square().sum().backward()
+                    optimizer.step()
+        for p, q in zip(ours.parameters(), theirs.parameters()):
+            torch.testing.assert_close(p, q, msg=name)
+
+
 def test_clip_gradients_refuses_a_limit_that_is_no_number_ge_0():
     """clip_gradients(params, nan, 0) and a negative limit left the gradients unclipped in silence, True clipped at
     1 and "5" failed in "'>' not supported between instances of 'str' and 'int'"; each is one line now."""

@@ -5,6 +5,7 @@ Overrides are typed; an unknown key is an error. Presets (rnnkit.presets) are sm
 
 import dataclasses
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
 
@@ -94,9 +95,23 @@ def _check_types(cfg: RunConfig):
                 for k in kinds
                 if k is not type(None)
             )
-            if not ok:
+            if not ok and (number := _as_number(value, kinds)) is not None:
+                setattr(part, f.name, number)
+            elif not ok:
                 want = " or ".join(KINDS.get(k, "none") for k in kinds)
                 raise RnnkitError(f"option {section}.{f.name} must be {want}, got {value!r}")
+
+
+def _as_number(value, kinds):
+    """A numpy (or other numbers.Real) scalar as the Python int or float its field declares, else None:
+    np.int64(64) from np.arange was refused as 'must be a whole number', and config.json can't hold it."""
+    if isinstance(value, bool):  # (an int to Python, not a number here)
+        return None
+    if int in kinds and isinstance(value, numbers.Integral):
+        return int(value)
+    if float in kinds and isinstance(value, numbers.Real):
+        return float(value)
+    return None
 
 
 def validate(cfg: RunConfig):

@@ -814,6 +814,26 @@ def test_config_options_of_the_wrong_kind_are_one_line(overrides, message):
     )  # ints where floats are declared: fine
 
 
+def test_config_takes_numpy_numbers_as_the_numbers_they_are():
+    """A sweep over np.arange(...) or np.float32 rates was refused: "option model.hidden_size must be a whole number,
+    got np.int64(16)" (a whole number), "option train.lr must be a number, got np.float32(0.01)". They are taken
+    as Python's int and float, which config.json and the checkpoints hold."""
+    import numpy as np
+
+    from rnnkit.train.config import validate
+
+    cfg = RunConfig.from_dict({"model": {"hidden_size": np.int64(16)}, "data": {"seq_len": np.int16(10)},
+                               "train": {"lr": np.float32(0.25), "max_epochs": np.int32(3)}})  # fmt: skip
+    validate(cfg)
+    values = (cfg.model.hidden_size, cfg.data.seq_len, cfg.train.lr, cfg.train.max_epochs)
+    assert values == (16, 10, 0.25, 3.0) and [type(v) for v in values] == [int, int, float, float]
+    json.dumps(cfg.to_dict())
+    with pytest.raises(RnnkitError, match=r"hidden_size must be a whole number, got np.float64\(16.0\)"):
+        validate(RunConfig.from_dict({"model": {"hidden_size": np.float64(16.0)}}))
+    with pytest.raises(RnnkitError, match=r"model.torch_rnn must be true or false, got np.int64\(1\)"):
+        validate(RunConfig.from_dict({"model": {"torch_rnn": np.int64(1)}}))
+
+
 def test_save_checkpoint_refuses_what_loading_would_refuse(tmp_path):
     """A numpy array or a config object saved fine and then loaded as 'corrupt or of another format' (loading
     reads weights only); a missing folder was a FileNotFoundError on a temporary name."""

@@ -38,7 +38,7 @@ from rnnkit.data.bptt import StreamBatches, eval_streams, split
 from rnnkit.data.corpus import load_corpus
 from rnnkit.engine import native
 from rnnkit.errors import RnnkitError
-from rnnkit.models.charlm import CharLM, weights_misfit
+from rnnkit.models.charlm import _IGNORE, CharLM, _as_ids, weights_misfit
 from rnnkit.train.checkpoint import _instead, load_checkpoint, mismatch, save_checkpoint
 from rnnkit.train.config import RunConfig, validate
 from rnnkit.train.metrics import LN2, MetricsLog, plot_losses
@@ -241,7 +241,8 @@ def clear_out(out: pathlib.Path, force: bool):
 
 
 def evaluate(model, batches, progress: bool = False) -> float:
-    """Mean loss in nats per character over every window, from a fresh state; the training state is kept.
+    """Mean loss in nats per character over every window (each character scored once; a padded target, -100, is
+    none), from a fresh state; the training state is kept.
     `progress`: a bar on stderr counting the characters predicted, with their rate and an ETA (`rnnkit eval`)."""
     carried, was_training = model.state, model.training
     model.eval()
@@ -256,9 +257,12 @@ def evaluate(model, batches, progress: bool = False) -> float:
         with torch.no_grad():
             for batch in batches:
                 _, loss = model(batch)
-                total += float(loss) * batch.ys.numel()
-                n += batch.ys.numel()
-                bar.update(batch.ys.numel())
+                # the characters the window's mean loss is over: a target of _IGNORE (padding) is none of them
+                scored = int((_as_ids(batch.ys) != _IGNORE).sum())
+                if scored:  # (padding alone: a mean loss of NaN)
+                    total += float(loss) * scored
+                n += scored
+                bar.update(scored)
     finally:  # also on Ctrl-C, so that the checkpoint then saved carries the training state
         bar.close()
         model.state = carried

@@ -9,6 +9,7 @@ import zipfile
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from rnnkit.errors import RnnkitError
 from rnnkit.train import checkpoint as ckpt_mod
@@ -1968,6 +1969,32 @@ def test_evaluate_of_no_windows_says_so_in_one_line():
 
     with pytest.raises(RnnkitError, match="^evaluate was given no windows"):
         evaluate(CharLM(CharLMConfig(vocab_size=5, hidden_size=4, num_layers=1)), [])
+
+
+def test_evaluate_counts_the_characters_a_padded_window_scores():
+    """CharLM(batch) leaves a target of -100 (cross_entropy's ignore_index, torch's padding) out of its mean loss, and
+    evaluate weighted that mean by every target, padding too: 1.538 where the scored characters' mean is 1.570 (a
+    stream that ended, padded), and NaN after a window of padding alone. It counts the scored characters now."""
+    from rnnkit.data.bptt import Window
+    from rnnkit.models.charlm import CharLM, CharLMConfig
+    from rnnkit.train.loop import evaluate
+
+    torch.manual_seed(0)
+    model = CharLM(CharLMConfig(vocab_size=5, hidden_size=4, num_layers=1))
+    xs, ys = torch.randint(0, 5, (2, 6)), torch.randint(0, 5, (2, 6))
+    padded = ys[:, 3:].clone()
+    padded[1] = -100  # the second stream ended after 3 characters
+    windows = [
+        Window(xs[:, :3], ys[:, :3]),
+        Window(xs[:, 3:], padded),
+        Window(xs[:, 3:], torch.full_like(padded, -100)),
+    ]
+    model.eval()
+    with torch.no_grad():  # the scored characters' mean, each from the state the windows before left
+        logits = model.run(xs)[0][:, :6].flatten(0, 1)
+        targets = torch.cat([ys[:, :3], padded], 1).flatten()
+        want = F.cross_entropy(logits, targets, reduction="sum", ignore_index=-100) / 9
+    assert evaluate(model, windows) == pytest.approx(want.item(), rel=1e-6)
 
 
 def _spanning_disks(data: bytes) -> bytes:

@@ -409,6 +409,10 @@ def restore(ckpt, model, optimizer, batches, path="latest.pt") -> Progress:
             ):
                 raise RnnkitError(f"{path} is damaged (its optimizer state of {name} holds NaN or infinite values); "
                                   f"{_instead(path, True)}")  # fmt: skip
+        # the optimizer's own settings over the file's, which load_state_dict took: a resume from Python with another
+        # weight_decay (written to config.json) stepped with the run's old one; the moments stay the file's
+        for group, own in zip(optimizer.param_groups, moments["param_groups"], strict=True):
+            group.update({k: v for k, v in own.items() if k != "params"})
     except BaseException:
         model.load_state_dict(weights)
         optimizer.load_state_dict(moments)

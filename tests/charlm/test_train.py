@@ -225,6 +225,17 @@ def test_resume_from_python_takes_the_given_lr_and_refuses_other_windows(tmp_pat
         train(cfg, run, resume=True, log=quiet)
 
 
+def test_resume_from_python_steps_with_the_given_weight_decay(tmp_path, corpus):
+    """A resume from Python with another weight_decay wrote it to config.json and stepped with the run's old one, which
+    the optimizer's state in latest.pt carried (load_state_dict takes a group's settings from the file; only the lr
+    was set anew at each step). The optimizer's settings are the cfg's now, its moments the file's."""
+    run, quiet = tmp_path / "run", (lambda s: None)
+    assert train(tiny_config(corpus, max_steps=2, weight_decay=0.5), run, log=quiet) == 0
+    assert train(tiny_config(corpus, max_steps=3, weight_decay=0.0), run, resume=True, log=quiet) == 0
+    assert json.loads((run / "config.json").read_text())["train"]["weight_decay"] == 0.0
+    assert load_checkpoint(run / "latest.pt")["optimizer"]["param_groups"][0]["weight_decay"] == 0.0
+
+
 def test_resume_of_a_run_at_its_limit_says_so(tmp_path, corpus):
     """--resume with --max-steps at or below the run's step (or the run's own limit reached) took no step, said
     'done: 3 steps' and rewrote config.json with the lower limit, in silence: it says where the run is and what

@@ -2,6 +2,7 @@
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import pathlib
@@ -188,20 +189,33 @@ def _threads_option(p):
     p.add_argument("--threads", type=int, default=0, help=THREADS_HELP)
 
 
-def _use_threads(n: int) -> None:
-    """--threads of sample, score, complete and eval, as train's: on a machine other work keeps busy, threads
-    that wait for each other ran 10-40x slower (a one-step call of a 2x32 LSTM on 5 rows: 2.4 ms at 2 threads,
-    61 us at 1; `complete --beam 5` 5.1 s against 0.13 s)."""
-    import torch
+def _with_threads(cmd):
+    """--threads of sample, score, complete and eval, as train's, for the command only (the caller's count back
+    after it, as train() does): on a machine other work keeps busy, threads that wait for each other ran 10-40x
+    slower (a one-step call of a 2x32 LSTM on 5 rows: 2.4 ms at 2 threads, 61 us at 1; `complete --beam 5` 9.6 s
+    against 0.11 s)."""
 
-    from rnnkit.train.config import MAX_THREADS
+    @functools.wraps(cmd)
+    def run(args) -> int:
+        import torch
 
-    if not 0 <= n <= MAX_THREADS:
-        raise RnnkitError(
-            f"--threads must be a whole number from 0 (torch's default) to {MAX_THREADS}, got {n}"
-        )
-    if n:
+        from rnnkit.train.config import MAX_THREADS
+
+        n = args.threads
+        if not 0 <= n <= MAX_THREADS:
+            raise RnnkitError(
+                f"--threads must be a whole number from 0 (torch's default) to {MAX_THREADS}, got {n}"
+            )
+        if not n:
+            return cmd(args)
+        before = torch.get_num_threads()
         torch.set_num_threads(n)
+        try:
+            return cmd(args)
+        finally:
+            torch.set_num_threads(before)
+
+    return run
 
 
 CORPUS_NAMES = ("shakespeare", "stdlib", "default")  # the built-in corpora's names (load_corpus)
@@ -436,10 +450,10 @@ def _positive(name, value):
         raise RnnkitError(f"{name} must be > 0, got {value}")
 
 
+@_with_threads
 def cmd_sample(args) -> int:
     import torch
 
-    _use_threads(args.threads)
     _positive("--length", args.length)
     if not args.greedy and not args.temperature > 0:  # NaN too
         raise RnnkitError(
@@ -455,8 +469,8 @@ def cmd_sample(args) -> int:
     return 0
 
 
+@_with_threads
 def cmd_score(args) -> int:
-    _use_threads(args.threads)
     model, chars = load_model(args.run)
     n = len(args.texts)  # (of several, an error names which: 'TEXT 2 of 3 ('xyz')')
     named = ((t, "TEXT" if n == 1 else f"TEXT {i} of {n} ({t!r:.40})") for i, t in enumerate(args.texts, 1))
@@ -473,8 +487,8 @@ def cmd_score(args) -> int:
     return 0
 
 
+@_with_threads
 def cmd_complete(args) -> int:
-    _use_threads(args.threads)
     _positive("--length", args.length)
     _positive("--beam", args.beam)
     model, chars = load_model(args.run)
@@ -509,6 +523,7 @@ def _mapped(tokens, table):
     return tokens
 
 
+@_with_threads
 def cmd_eval(args) -> int:
     import numpy as np
     import torch
@@ -519,7 +534,6 @@ def cmd_eval(args) -> int:
 
     if args.streams < 0:
         raise RnnkitError(f"--streams must be >= 0 (0: the run's batch size), got {args.streams}")
-    _use_threads(args.threads)
     model, chars = load_model(args.run)
     # read as training reads (\r\n stays, no BOM), 1-4 bytes a character or memory-mapped; its tokens index the
     # file's own characters, mapped to the model's

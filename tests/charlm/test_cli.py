@@ -1247,10 +1247,10 @@ def test_the_commands_that_use_a_model_take_threads_as_train_does(
         "complete": ["the", "--length", "3"],
         "eval": [text],
     }
-    asked = []
+    asked, before = [], torch.get_num_threads()
     monkeypatch.setattr(torch, "set_num_threads", asked.append)  # (the test process keeps its own count)
     assert cli(command, trained, *rest[command], "--threads", "1")[0] == 0
-    assert asked == [1]
-    assert cli(command, trained, *rest[command])[0] == 0 and asked == [1]  # 0, the default: torch's as it is
+    assert asked == [1, before]  # for the command only, the caller's count back after it (as train)
+    assert cli(command, trained, *rest[command])[0] == 0 and asked == [1, before]  # 0, the default: torch's
     code, _, err = cli(command, trained, *rest[command], "--threads", "-1")
     assert code == 2 and err.count("\n") == 1 and "--threads must be a whole number from 0" in err, err

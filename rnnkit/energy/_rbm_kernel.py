@@ -122,7 +122,10 @@ def _built() -> tuple[ctypes.CDLL | None, str | None]:
         lib.rbm_cd_work_size.restype = ctypes.c_long
         return lib, None
     _, e, why = next((f for f in failures if f[1] is not None), failures[0])  # the first that ran says most
-    if isinstance(e, OSError) and e.errno in _native_build.UNWRITABLE:
+    link = _native_build._dangling_link(getattr(e, "filename", None) or str(_cache_dir()))
+    if isinstance(e, FileNotFoundError | FileExistsError) and link:  # (a cache on a disk not mounted)
+        fix = f"{link} is a link to {os.readlink(link)}, which is not there: create that folder or set XDG_CACHE_HOME to another"
+    elif isinstance(e, OSError) and e.errno in _native_build.UNWRITABLE:
         fix = f"set XDG_CACHE_HOME to a writable folder (the kernel is kept in {_cache_dir()})"
     elif "failed to map segment" in why:  # dlopen on a noexec mount
         fix = (f"{_cache_dir()}'s file system can't load libraries (mounted noexec?): set XDG_CACHE_HOME to a "

@@ -369,6 +369,18 @@ def test_a_kernel_that_cannot_be_built_is_warned_of_once(fresh_kernel, monkeypat
     assert _rbm_kernel.load() is None and _rbm_kernel.unavailable().startswith("switched off")
 
 
+def test_a_cache_that_links_to_a_missing_folder_is_named_with_its_fix(fresh_kernel, monkeypatch, tmp_path):
+    """XDG_CACHE_HOME a link to a folder that isn't there (a disk not mounted, a folder removed): the warning said
+    'FileExistsError ...; set XDG_CACHE_HOME to a writable folder', which it was. It names the link and its fix,
+    as the native engine's build does."""
+    (tmp_path / "cache").symlink_to(tmp_path / "nowhere" / "deeper")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.warns(
+        RuntimeWarning, match=r"cache is a link to .*nowhere/deeper, which is not there: create that"
+    ):
+        assert _rbm_kernel.load() is None
+
+
 def test_a_user_without_a_home_is_told_where_to_keep_the_kernel(fresh_kernel, monkeypatch):
     """HOME unset for a user without a home in the password database (a container's `docker run -u 1234`): the
     warning said "RuntimeError: Could not determine home directory.; install a C compiler (cc or gcc) or set CC to

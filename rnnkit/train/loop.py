@@ -247,7 +247,7 @@ def evaluate(model, batches, progress: bool = False) -> float:
     carried, was_training = model.state, model.training
     model.eval()
     model.reset_state()
-    total, n = 0.0, 0
+    total, n, windows = 0.0, 0, 0
     # the characters a StreamBatches predicts: B streams of L (all its windows, the last one ragged or dropped)
     chars = (
         batches.B * min(len(batches) * batches.T, batches.L) if isinstance(batches, StreamBatches) else None
@@ -261,7 +261,7 @@ def evaluate(model, batches, progress: bool = False) -> float:
                 scored = int((_as_ids(batch.ys) != _IGNORE).sum())
                 if scored:  # (padding alone: a mean loss of NaN)
                     total += float(loss) * scored
-                n += scored
+                n, windows = n + scored, windows + 1
                 bar.update(scored)
     finally:  # also on Ctrl-C, so that the checkpoint then saved carries the training state
         bar.close()
@@ -270,6 +270,8 @@ def evaluate(model, batches, progress: bool = False) -> float:
     if not n:  # (a ZeroDivisionError)
         raise RnnkitError(
             "evaluate was given no windows: give the batches of a split with at least one window"
+            if windows == 0
+            else f"evaluate was given {windows} window(s) whose targets are all padding (-100): none is scored"
         )
     return total / n
 

@@ -2006,6 +2006,10 @@ def test_evaluate_counts_the_characters_a_padded_window_scores():
         targets = torch.cat([ys[:, :3], padded], 1).flatten()
         want = F.cross_entropy(logits, targets, reduction="sum", ignore_index=-100) / 9
     assert evaluate(model, windows) == pytest.approx(want.item(), rel=1e-6)
+    with pytest.raises(RnnkitError, match=r"given 1 window\(s\) whose targets are all padding"):
+        evaluate(model, windows[2:])  # (it said 'given no windows')
+    with pytest.raises(RnnkitError, match="given no windows"):
+        evaluate(model, [])
 
 
 def _spanning_disks(data: bytes) -> bytes:

@@ -186,7 +186,7 @@ THREADS_HELP = OPTION_HELP["--threads"]
 
 
 def _threads_option(p):
-    p.add_argument("--threads", type=int, default=0, help=THREADS_HELP)
+    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)  # (None: 0, which the help says)
 
 
 def _with_threads(cmd):
@@ -201,7 +201,7 @@ def _with_threads(cmd):
 
         from rnnkit.train.config import MAX_THREADS
 
-        n = args.threads
+        n = args.threads or 0
         if not 0 <= n <= MAX_THREADS:
             raise RnnkitError(
                 f"--threads must be a whole number from 0 (torch's default) to {MAX_THREADS}, got {n}"

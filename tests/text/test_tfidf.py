@@ -77,6 +77,31 @@ def test_stemming_and_stop_words():
     assert "run" in index.column  # running, runs -> run
 
 
+def test_each_distinct_word_is_stemmed_once(monkeypatch):
+    """The Snowball stemmer (pure Python) ran on every token: 6/7 of `tfidf index --stem`'s time on PTB (20 s for 3 s
+    without it); each distinct word is stemmed once now, to the same terms."""
+    import snowballstemmer
+
+    real, seen = snowballstemmer.stemmer("english"), []
+
+    class Counting:
+        def stemWord(self, word):
+            seen.append(word)
+            return real.stemWord(word)
+
+        def stemWords(self, words):
+            return [self.stemWord(w) for w in words]
+
+    monkeypatch.setattr(snowballstemmer, "stemmer", lambda language: Counting())
+    docs = DOCS * 3
+    index = TfidfIndex(TfidfConfig(stem=True)).fit(docs)
+    words = [w for d in docs for w in TfidfIndex().analyzer(d)]
+    assert sorted(seen) == sorted(set(words))
+    assert index.terms == sorted({real.stemWord(w) for w in words})
+    assert index.transform(["running cats quickly"]).nnz == 2  # 'quickly', one new word, stemmed once more
+    assert len(seen) == len(set(words)) + 1
+
+
 def test_search_ranks_by_cosine_and_round_trips(tmp_path):
     index = TfidfIndex(TfidfConfig(stop_words=True, stem=True)).fit(DOCS)
     hits = index.search("share market")

@@ -90,6 +90,34 @@ def test_probabilities_sum_to_one_for_every_context(smoothing, n):
 
 
 @pytest.mark.parametrize("smoothing", ["kneser-ney", "modified-kneser-ney", "add-k"])
+def test_next_distribution_searches_one_block_per_order(smoothing):
+    """A context's m-grams are one block of the sorted keys: next_distribution (each step of sample and complete)
+    binary-searched every one of the V tokens in each order's keys (2.4 ms a word of a PTB 5-gram, 12 ms with 57k
+    words); two searches an order now, to the same probabilities bit for bit."""
+
+    class Counting(np.ndarray):
+        searched = 0
+
+        def searchsorted(self, v, *args, **kwargs):
+            Counting.searched += np.size(v)
+            return np.asarray(self).searchsorted(v, *args, **kwargs)
+
+    words = " ".join(f"w{i % 37} w{i % 11} w{i % 5}" for i in range(600))
+    lm = NGramLM(3, smoothing, level="word").fit(words)
+    V = len(lm.vocab)
+    for history in ([], [lm.vocab.stoi["w3"]], list(lm.encode("w1 w2 w9")), [0, V - 1]):
+        h = np.array(history[-2:], np.int64)
+        ctxs = [None] + [c[-1:] for c in lm._contexts(np.concatenate([h, [0]]))[1:]]
+        before = lm._prob(ctxs, np.arange(V), np.array(len(h) + 1))  # every token looked up, as it was
+        lm.keys = [None] + [k.view(Counting) for k in lm.keys[1:]]
+        Counting.searched = 0
+        p = lm.next_distribution(history)
+        assert Counting.searched <= 3 * (len(h) + 1) + 2 * 3 < V
+        assert p.tobytes() == before.tobytes()
+        lm.keys = [None] + [np.asarray(k) for k in lm.keys[1:]]
+
+
+@pytest.mark.parametrize("smoothing", ["kneser-ney", "modified-kneser-ney", "add-k"])
 def test_stream_scores_agree_with_next_distribution(smoothing):
     lm = NGramLM(4, smoothing=smoothing).fit(TEXT)
     x = lm.encode("the cat sat on a log")

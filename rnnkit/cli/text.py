@@ -74,7 +74,7 @@ def add_commands(sub) -> None:
         dest="ngram", required=True, metavar="ACTION"
     )
     p = ngram.add_parser("train", help="count n-grams of a text file")
-    p.add_argument("corpus", help="a UTF-8 text file")
+    p.add_argument("corpus", help="a UTF-8 text file (or one compressed with gzip)")
     p.add_argument("--out", required=True, help="model file (.npz)")
     p.add_argument("-n", "--order", type=int, default=5)
     p.add_argument(
@@ -106,7 +106,7 @@ def add_commands(sub) -> None:
                          description="The file is read at the start of a line (after a newline, <eos> to a word "
                          "model), as score reads a text.")  # fmt: skip
     p.add_argument("model", help="a model file that `rnnkit ngram train --out` wrote (.npz)")
-    p.add_argument("file", help="a UTF-8 text file")
+    p.add_argument("file", help="a UTF-8 text file (or one compressed with gzip)")
     p.add_argument("--json", action="store_true",
                    help="one JSON object: file, log_prob, nats, chars (or words), nats_per_char, bits_per_char "
                    "(or _word), perplexity")  # fmt: skip
@@ -238,7 +238,7 @@ def _add_markov(sub) -> None:
 
 
 def read_text(path, limit: int | None = None, empty: bool = False) -> str:
-    """A UTF-8 text file, its byte-order mark dropped (it was the first word's first character); UTF-16 or UTF-32
+    """A UTF-8 text file, or one compressed with gzip, its byte-order mark dropped (it was the first word's first character); UTF-16 or UTF-32
     text and binary files are one error each, as the character models' corpora are (they were read as text). A file
     of white space alone is an error too, unless `empty`. `limit`: the first `limit` characters, of the file's first
     4 `limit` bytes only (a dry run read the whole corpus: 690 MB of memory for 20,000 characters of 232 MB)."""
@@ -248,8 +248,12 @@ def read_text(path, limit: int | None = None, empty: bool = False) -> str:
     most = None if limit is None else 4 * limit  # (UTF-8: at most 4 bytes a character)
     try:
         raw = read_bytes(path, most=most)  # a pipe or a device (/dev/zero) read without end
+        cut = most is not None and len(raw) >= most  # the file goes on
+        if raw[:2] == b"\x1f\x8b":  # gzip, as shared/data's Multi30k is shipped: its text
+            raw = _gunzip(path, raw, most)
+            cut = cut or most is not None and len(raw) >= most
         refuse_wide(path, raw[:256])
-        if most is not None and len(raw) >= most:  # the file goes on: a character cut at the end is left out
+        if cut:  # a character cut at the end is left out
             decoder = codecs.getincrementaldecoder("utf-8")("ignore")
             decoder.decode(raw[-3:], final=False)
             raw = raw[: len(raw) - len(decoder.getstate()[0])]
@@ -266,6 +270,21 @@ def read_text(path, limit: int | None = None, empty: bool = False) -> str:
     if not text.strip() and not empty:
         raise RnnkitError(f"{path} is empty; give a file with text")
     return text
+
+
+def _gunzip(path, raw: bytes, most: int | None) -> bytes:
+    """The text a gzip file holds (every member, as gunzip writes it), or its first `most` bytes from the start of
+    the file `raw`. It was 'cannot read ...: 'utf-8' codec can't decode byte 0x8b in position 1'."""
+    import gzip
+    import zlib
+
+    try:
+        if most is None:
+            return gzip.decompress(raw)
+        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(raw, most)
+    except (OSError, EOFError, zlib.error) as e:
+        raise RnnkitError(f"cannot read {path}: it is a damaged gzip file ({e}); give a UTF-8 text file, or its "
+                          "whole .gz") from None  # fmt: skip
 
 
 def _positive(**values) -> None:

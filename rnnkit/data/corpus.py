@@ -258,6 +258,10 @@ def load_file(path, name=None, memmap_path=None, what="corpus") -> Corpus:
     if anonymous:
         memmap_path = _anonymous_file()
     given = None if memmap_path is None or anonymous else pathlib.Path(os.path.realpath(memmap_path))
+    # (the text itself, or a link to it: replaced by its tokens in silence)
+    if given is not None and given.is_file() and os.path.samefile(given, path):
+        raise RnnkitError(f"memmap_path {memmap_path} is the {what} {path} itself, which its tokens would replace; "
+                          "give another file for them (e.g. tokens.npy)")  # fmt: skip
     if given is not None:
         # written to a file of its own that replaces memmap_path once whole: written in place, a memmap_path given
         # again (another corpus, or the same file) truncated the file an earlier Corpus still maps, whose tokens

@@ -77,6 +77,19 @@ def test_a_memmap_path_given_again_leaves_the_corpus_that_maps_it_as_it_was(tmp_
         load_file(tmp_path / "a.txt", memmap_path=tmp_path)
 
 
+def test_a_memmap_path_that_is_the_text_itself_is_refused(tmp_path):
+    """load_file(path, memmap_path=path), or a link to it, replaced the user's text by the .npy of its tokens in
+    silence (os.replace once they were written): it is refused in one line, the text left as it was."""
+    text = tmp_path / "a.txt"
+    text.write_text("ab" * 50)
+    (tmp_path / "link.npy").symlink_to(text)
+    said = r"^memmap_path .* is the corpus .*a.txt itself, which its tokens would replace"
+    for given in (text, tmp_path / "link.npy"):
+        with pytest.raises(RnnkitError, match=said):
+            load_file(text, memmap_path=given)
+    assert text.read_text() == "ab" * 50 and sorted(os.listdir(tmp_path)) == ["a.txt", "link.npy"]
+
+
 def test_big_files_are_memory_mapped(tmp_path, monkeypatch):
     monkeypatch.setattr(corpus_mod, "MEMMAP_BYTES", 10)
     path = tmp_path / "big.txt"

@@ -104,7 +104,7 @@ def add_commands(sub):
     p.add_argument(
         "corpus",
         nargs="?",
-        help="text file, 'shakespeare', or omitted: the Python standard library's source (with --preset "
+        help="text file (UTF-8, or gzip of it), 'shakespeare', or omitted: the Python standard library's source (with --preset "
         "shakespeare: Tiny Shakespeare); with --resume, the run's own text in a new place (omitted: where it was)",
     )
     p.add_argument("--out", required=True, help="run folder")
@@ -171,7 +171,7 @@ def add_commands(sub):
         "out. --streams 1 reads the file as one text (every character after the first predicted, slower).",
     )
     p.add_argument("run", help=RUN_HELP)
-    p.add_argument("file", help="UTF-8 text file (only characters the model knows)")
+    p.add_argument("file", help="UTF-8 text file, or gzip of it (only characters the model knows)")
     p.add_argument(
         "--streams", type=int, default=0, help="parallel streams (default 0: the run's batch size)"
     )

@@ -17,6 +17,7 @@ file and memory-mapped).
 
 import codecs
 import errno
+import gzip
 import hashlib
 import http.client
 import os
@@ -27,6 +28,7 @@ import sysconfig
 import tempfile
 import unicodedata
 import urllib.request
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -196,13 +198,26 @@ def refuse_wide(path, head: bytes) -> None:
                           f"it to UTF-8: iconv -f {wide} -t UTF-8 {shlex.quote(str(path))} > NEW_FILE")  # fmt: skip
 
 
+def is_gzip(path) -> bool:
+    """Whether the file starts with gzip's magic bytes (shared/data's Multi30k is shipped so)."""
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
 def _read_chunks(path: pathlib.Path):
-    """Yield the file's text chunk by chunk; bad UTF-8 or binary input is one clear error."""
+    """Yield the file's text chunk by chunk (a gzip file's: the text it holds); bad UTF-8, binary input or a damaged
+    gzip file is one clear error (a .gz was 'looks binary (NUL byte at byte offset 9)')."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset = 0
-    with open(path, "rb") as f:
+    gz = is_gzip(path)
+    with gzip.open(path, "rb") if gz else open(path, "rb") as f:
         while True:
-            raw = f.read(CHUNK_BYTES)
+            try:
+                raw = f.read(CHUNK_BYTES)
+            except (EOFError, zlib.error, gzip.BadGzipFile) as e:  # (a truncated or damaged .gz)
+                raise RnnkitError(
+                    f"{path} is a damaged gzip file ({e}); give a UTF-8 text file or its whole .gz"
+                ) from None
             if offset == 0:
                 refuse_wide(path, raw)
             nul = raw.find(b"\0")
@@ -254,7 +269,8 @@ def load_file(path, name=None, memmap_path=None, what="corpus") -> Corpus:
     chars = sorted(vocab)
     dtype = token_dtype(len(chars))
     # (anonymous: made here; told by its name, a memmap_path the caller gave named rnnkit-tokens-... was deleted)
-    anonymous = memmap_path is None and path.stat().st_size > MEMMAP_BYTES
+    # (a .gz: by the characters it holds, not its compressed size)
+    anonymous = memmap_path is None and (n if is_gzip(path) else path.stat().st_size) > MEMMAP_BYTES
     if anonymous:
         memmap_path = _anonymous_file()
     given = None if memmap_path is None or anonymous else pathlib.Path(os.path.realpath(memmap_path))

@@ -299,6 +299,7 @@ def load_file(path, name=None, memmap_path=None, what="corpus") -> Corpus:
                 mode = 0o666 & ~UMASK
             os.chmod(memmap_path, mode)
             os.replace(memmap_path, given)
+            tokens.filename = str(given)  # (np.memmap's name of its file: the temporary one, gone)
     except BaseException:
         if given is not None:
             _unlink_quietly(memmap_path)

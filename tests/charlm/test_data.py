@@ -73,6 +73,7 @@ def test_a_memmap_path_given_again_leaves_the_corpus_that_maps_it_as_it_was(tmp_
     assert np.array_equal(np.load(given), short.tokens) and sorted(os.listdir(tmp_path)) == [
         "a.txt", "c.txt", "short.txt", "tokens.npy"]  # fmt: skip
     assert oct(os.stat(given).st_mode & 0o777) == oct(0o666 & ~UMASK)
+    assert short.tokens.filename == str(given)  # (named the temporary file, gone)
     with pytest.raises(IsADirectoryError, match=f"Is a directory: '{tmp_path}'$"):
         load_file(tmp_path / "a.txt", memmap_path=tmp_path)
 

@@ -19,6 +19,9 @@ from rnnkit.errors import RnnkitError, check_seed
 
 # module name -> what it provides; each module registers its own subcommands.
 COMMAND_MODULES = ["charlm", "energy", "text"]
+# the commands that run without torch: main() imports it (see _import_torch) for every other one, and for none where
+# there is no command (`rnnkit --help`) or one of these (it was 1.4 s and 225 MB of `rnnkit ngram score`'s 2 s)
+TORCH_FREE = ("ngram", "tfidf", "markov")
 
 
 def out_folder(path) -> pathlib.Path:
@@ -85,12 +88,24 @@ def made_out_folder(path):
         raise
 
 
-def build_parser() -> argparse.ArgumentParser:
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose `fill(parser)`, where given, adds the parts that import torch (train's table of presets,
+    hopfield's options): build_parser calls it for the command that runs only, so that the others' parsers, and
+    `rnnkit --help`, are built without torch."""
+
+    def __init__(self, *args, fill=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fill = fill
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, each one whole (command None), or that of `command` only (the others without
+    what their `fill` adds; '': none, for `rnnkit --help` and `rnnkit --version`)."""
     import importlib
 
     from rnnkit import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="rnnkit",
         description="Recurrent neural networks as the lectures teach them, and the methods around them. "
         "`rnnkit COMMAND --help` lists a command's options.",
@@ -106,8 +121,30 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.add_commands(sub)
+    for name, p in parser.commands.items():
+        if command in (None, name):
+            _fill(p)
     _show_defaults(parser)
     return parser
+
+
+def _fill(parser) -> None:
+    if parser.fill:
+        parser.fill(parser)
+        parser.fill = None
+        _show_defaults(parser)
+
+
+def _command(argv) -> str:
+    """The command that `rnnkit ARGV` runs: its first word that is not an option (rnnkit's own options, --help and
+    --version, take no value), '' where there is none."""
+    return next((word for word in argv if not word.startswith("-")), "")
+
+
+def _asks_help(argv) -> bool:
+    """Whether `rnnkit ARGV` only says a help (-h or --help before any `--`)."""
+    words = argv[: argv.index("--")] if "--" in argv else argv
+    return "-h" in words or "--help" in words
 
 
 def _show_defaults(parser):
@@ -263,8 +300,6 @@ def main(argv=None) -> int:
     if term:
         signal.signal(signal.SIGTERM, _terminate)
     try:
-        if argv is None:
-            _import_torch()
         return _main(argv)
     except (
         KeyboardInterrupt
@@ -283,8 +318,15 @@ def main(argv=None) -> int:
 
 
 def _main(argv) -> int:
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    command = _command(words)
+    parser = build_parser("")
+    if own := parser.commands.get(command):
+        # torch imported now, the guarded way, where the command runs on it or its parser's fill needs it
+        if argv is None and command not in TORCH_FREE and (own.fill or not _asks_help(words)):
+            _import_torch()
+        _fill(own)
+    args, extra = parser.parse_known_args(words)
     if extra:  # said by the action's parser (its usage) in two-level commands, else by the command's
         own = getattr(args, "_parser", None) or parser.commands.get(getattr(args, "command", None), parser)
         own.error(f"unrecognized arguments: {' '.join(extra)}")

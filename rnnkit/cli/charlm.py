@@ -77,7 +77,7 @@ def _preset_table() -> str:
     from rnnkit.train.config import RunConfig
 
     names = ["default", *(name for name in PRESETS if name != "default"), "CORPUS"]
-    configs = [RunConfig() for _ in names]  # one per column, built once (this runs at every start of the CLI)
+    configs = [RunConfig() for _ in names]  # one per column, built once (this runs at every start of train)
     for cfg, name in zip(configs, names, strict=True):
         cfg.update(PRESETS.get(name, {}))
     rows = [["", *names]]
@@ -94,12 +94,16 @@ def _preset_table() -> str:
     )
 
 
+def _add_preset_table(p) -> None:
+    p.epilog = _preset_table()
+
+
 def add_commands(sub):
     p = sub.add_parser(
         "train",
         help="train a character language model",
-        epilog=_preset_table(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        fill=_add_preset_table,  # (RunConfig imports torch: the table is made where train runs or says its help)
     )
     p.add_argument(
         "corpus",

@@ -15,12 +15,12 @@ import json
 import math
 import pathlib
 
-import torch
-
 from rnnkit._io import write_text
 from rnnkit.cli import out_folder, refuse_overwrite
-from rnnkit.energy._checks import as_spins, fraction, positive_float, positive_int
 from rnnkit.errors import RnnkitError
+
+# torch and rnnkit.energy (which imports it) are imported by each command: `rnnkit --help` and the text commands
+# register these commands' parsers, and use no torch
 
 # hopfield recall: N units need N² float32 weights, and recall works on a float64 copy (12 N² bytes and
 # more: 2.2 GB measured at this size), and one asynchronous sweep is N small steps.
@@ -63,6 +63,8 @@ def _check_integers(args) -> None:
 
 def _setup(args):
     """Check --device, make --out, and seed a generator on --device: once every option is checked."""
+    import torch
+
     _check_numbers(args)
     _check_integers(args)
     _check_device(args.device)
@@ -90,6 +92,8 @@ def _no_empty_out(command):
 
 
 def _check_device(name: str) -> None:
+    import torch
+
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -146,6 +150,7 @@ def _plural(count: int, word: str) -> str:
 # Hopfield.
 def hopfield_recall(args) -> None:
     from rnnkit.energy import hopfield, patterns_io, plots
+    from rnnkit.energy._checks import as_spins, fraction, positive_int
 
     _check_numbers(args)
     source = next((f"--{k}" for k in ("patterns", "images", "digits") if getattr(args, k) is not None), None)
@@ -203,6 +208,7 @@ def hopfield_recall(args) -> None:
 
 def hopfield_capacity(args) -> None:
     from rnnkit.energy import capacity, plots
+    from rnnkit.energy._checks import fraction, positive_int
 
     _check_numbers(args)
     d = capacity.CapacityConfig()
@@ -268,6 +274,8 @@ def _crossing(rows, crossings, key, half=None) -> str:
 
 # RBM.
 def _digits_split(args):
+    import torch
+
     from rnnkit.energy.digits import load_digits
 
     x, y = load_digits()
@@ -316,6 +324,7 @@ def _diverged(e, visible="bernoulli"):
 
 def rbm_train(args) -> None:
     from rnnkit.energy import ais, plots
+    from rnnkit.energy._checks import positive_int
     from rnnkit.energy.rbm import RBM
     from rnnkit.energy.rbm_train import TrainingDiverged
 
@@ -370,6 +379,7 @@ def rbm_dbn(args) -> None:
     from threadpoolctl import threadpool_limits
 
     from rnnkit.energy import plots
+    from rnnkit.energy._checks import positive_float, positive_int
     from rnnkit.energy.dbn import DBN
     from rnnkit.energy.rbm_train import TrainingDiverged
 
@@ -403,7 +413,10 @@ def rbm_dbn(args) -> None:
 
 
 def rbm_cd_check(args) -> None:
+    import torch
+
     from rnnkit.energy import plots, rbm_exact
+    from rnnkit.energy._checks import positive_int
     from rnnkit.energy.rbm import RBM
 
     _check_numbers(args)
@@ -446,7 +459,10 @@ def rbm_cd_check(args) -> None:
 
 # Ising.
 def ising_sweep(args) -> None:
+    import torch
+
     from rnnkit.energy import ising, plots
+    from rnnkit.energy._checks import positive_int
 
     _check_numbers(args)
     t_min, t_max = 1.0 if args.t_min is None else args.t_min, 4.0 if args.t_max is None else args.t_max
@@ -509,7 +525,8 @@ def ising_sweep(args) -> None:
 
 def add_commands(sub) -> None:
     """Each action's parser is also its `_parser` default: unrecognized arguments are said with its usage."""
-    _add_hopfield(sub.add_parser("hopfield", help="Hopfield networks: recall, capacity"))
+    # (hopfield's options take their defaults from CapacityConfig, whose module imports torch: built where it runs)
+    sub.add_parser("hopfield", help="Hopfield networks: recall, capacity", fill=_add_hopfield)
     _add_rbm(sub.add_parser("rbm", help="restricted Boltzmann machines on digits"))
     _add_ising(sub.add_parser("ising", help="the 2-D Ising model"))
 

@@ -3,7 +3,7 @@
 CELLS, GradProbe and Recurrent (and the subpackages) are imported on first use, not with the package: the command
 line (`rnnkit`, `python -m rnnkit`) imports torch inside its main, so that a Ctrl-C in torch's import, the first
 second of every command that uses it, is its one line 'rnnkit: interrupted', not Python's traceback from
-`import rnnkit`; the commands that use none (ngram, tfidf, markov, and the help) don't import it.
+`import rnnkit`; the commands that use none (ngram, tfidf, markov, neighbours, the help) don't import it.
 """
 
 import importlib

@@ -144,12 +144,14 @@ def test_the_commands_without_torch_and_every_help_import_none_of_it(tmp_path):
     the help of rnnkit and of those commands, run without it; so does `import rnnkit.text`, its names still there."""
     (tmp_path / "c.txt").write_text("the cat sat on the mat\nthe dog sat on the log\n" * 20)
     (tmp_path / "docs.txt").write_text("the cat sat\na dog ran\ncats and dogs\n")
+    (tmp_path / "v.txt").write_text("3 2\ncat 1 0\ndog 0.9 0.1\ncar 0 1\n")
     runs = [
         ["ngram", "train", "c.txt", "--level", "word", "-n", "2", "--out", "m.npz"],
         ["ngram", "score", "m.npz", "the cat sat"],
         ["tfidf", "index", "docs.txt", "--out", "ix"],
         ["tfidf", "search", "ix", "cat"],
         ["markov", "sample", "--length", "5"],
+        ["neighbours", "v.txt", "cat"],
         *(
             [*c, "--help"]
             for c in ([], ["ngram"], ["ngram", "score"], ["tfidf", "search"], ["markov"], ["word2vec"])

@@ -21,7 +21,7 @@ from rnnkit.errors import RnnkitError, check_seed
 COMMAND_MODULES = ["charlm", "energy", "text"]
 # the commands that run without torch: main() imports it (see _import_torch) for every other one, and for none where
 # there is no command (`rnnkit --help`) or one of these (it was 1.4 s and 225 MB of `rnnkit ngram score`'s 2 s)
-TORCH_FREE = ("ngram", "tfidf", "markov")
+TORCH_FREE = ("ngram", "tfidf", "markov", "neighbours")
 
 
 def out_folder(path) -> pathlib.Path:

@@ -1,8 +1,8 @@
 """Text representations and the classical baselines: vocabularies, one-hot and embeddings, bag of words,
 TF-IDF, n-gram language models, Markov chains, word2vec (decks 002, 003, 004).
 
-Each name is imported on first use, not with the package, as `rnnkit`'s are: `rnnkit ngram|tfidf|markov` use no
-torch, which word2vec and the embeddings import (it was 1.4 s and 225 MB of every such command)."""
+Each name is imported on first use, not with the package, as `rnnkit`'s are: `rnnkit ngram|tfidf|markov|neighbours`
+use no torch, which word2vec and the embeddings import (it was 1.4 s and 225 MB of every such command)."""
 
 import importlib
 

@@ -23,14 +23,15 @@ from rnnkit.energy._util import logmeanexp, single_thread, uniform
 from rnnkit.errors import RnnkitError
 
 
-def _free_energy(v, W, b, c, gaussian: bool):
-    hidden = softplus(v @ W.T + b).sum(-1)
-    return (0.5 * ((v - c) ** 2).sum(-1) if gaussian else -v @ c) - hidden
+def _free_energy(v, x, c, gaussian: bool):
+    """F(v) from the hidden pre-activations x = v Wᵀ + b (B, H)."""
+    return (0.5 * ((v - c) ** 2).sum(-1) if gaussian else -v @ c) - softplus(x).sum(-1)
 
 
-def _gibbs_step(v, W, b, c, gaussian: bool, generator):
+def _gibbs_step(v, x, W, c, gaussian: bool, generator):
+    """v -> h -> v' at (W, c), from v's pre-activations x = v Wᵀ + b (shared with F(v))."""
     kw = dict(generator=generator, device=v.device, dtype=v.dtype)
-    ph = torch.sigmoid(v @ W.T + b)
+    ph = torch.sigmoid(x)
     h = (uniform(ph.shape, **kw) < ph).to(v.dtype)
     mean = h @ W + c
     if gaussian:
@@ -75,10 +76,16 @@ def log_partition(rbm, num_chains=100, num_betas=2000, data=None, generator=None
 
     log_w = torch.zeros(num_chains, **{k: kw[k] for k in ("device", "dtype")})
     betas = torch.linspace(0, 1, num_betas + 1).tolist()
+    W_prev, b_prev, c_prev = params(betas[0])
     with single_thread():
-        for beta_prev, beta in zip(betas, betas[1:]):
-            log_w += _free_energy(v, *params(beta_prev), gaussian) - _free_energy(v, *params(beta), gaussian)
-            v = _gibbs_step(v, *params(beta), gaussian, generator)
+        # each β's parameters are made once, and v W_βᵀ + b_β once for both F_β(v) and the Gibbs step at β
+        for beta in betas[1:]:
+            W_b, b_b, c_b = params(beta)
+            x = v @ W_b.T + b_b  # (chains, H)
+            x_prev = v @ W_prev.T + b_prev
+            log_w += _free_energy(v, x_prev, c_prev, gaussian) - _free_energy(v, x, c_b, gaussian)
+            v = _gibbs_step(v, x, W_b, c_b, gaussian, generator)
+            W_prev, b_prev, c_prev = W_b, b_b, c_b
     estimate = log_Z_A + logmeanexp(log_w).item()
     w = torch.exp(log_w - log_w.max())
     std_error = (w.std() / w.mean() / math.sqrt(num_chains)).item()  # relative error of Z ≈ error of log Z

@@ -14,6 +14,7 @@ import functools
 import json
 import math
 import pathlib
+import sys
 
 from rnnkit._io import write_text
 from rnnkit.cli import out_folder, refuse_overwrite
@@ -244,12 +245,23 @@ def hopfield_capacity(args) -> None:
         args.seed,
     ).check()  # fmt: skip
     out, _ = _setup(args)
+    done = []
 
     def progress(r):
         print(f"N={r['N']:5d} P/N={r['load']:.3f} overlap={r['mean_overlap']:.3f} recalled={r['recalled']:.2f} "
               f"perfect={r['perfect']:.2f} spurious={r['spurious']:.2f} mixtures={r['mixture']:.2f} ({r['seconds']:.1f}s)")  # fmt: skip
+        # on disk as each point comes: a Ctrl-C (or a kill) an hour into a run lost every point
+        done.append(r)
+        write_text(
+            out / "capacity.json", json.dumps({"rows": done, "crossings": capacity.crossings(done)}, indent=1)
+        )
 
-    rows = capacity.capacity_experiment(cfg, args.device, progress)
+    try:
+        rows = capacity.capacity_experiment(cfg, args.device, progress)
+    except KeyboardInterrupt:
+        if done:
+            print(f"{out / 'capacity.json'} holds the {_plural(len(done), 'point')} done", file=sys.stderr)
+        raise
     summary = capacity.crossings(rows)
     for c in summary:
         show = functools.partial(_crossing, [r for r in rows if r["N"] == c["N"]], c)

@@ -1,3 +1,4 @@
+import json
 import pathlib
 import re
 import sys
@@ -639,3 +640,24 @@ def test_capacity_summary_tells_recall_below_half_throughout_from_above_half_thr
     assert "half recalled at P/N>0.050" in low and "overlap 1/2 at P/N>0.050" in low and "none" not in low, (
         low
     )
+
+
+def test_capacity_keeps_the_points_done_when_interrupted(tmp_path, monkeypatch, capsys):
+    # capacity.json was written only at the end: a Ctrl-C after hours of points left nothing but the printed lines
+    from rnnkit.energy import capacity
+
+    point, calls = capacity.capacity_point, []
+
+    def interrupted_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return point(*args, **kwargs)
+
+    monkeypatch.setattr(capacity, "capacity_point", interrupted_second)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        main(["hopfield", "capacity", "--sizes", "40", "--dry-run", "--out", str(out)])
+    rows = json.loads((out / "capacity.json").read_text())["rows"]
+    assert [(r["N"], r["P"]) for r in rows] == [(40, 2)]
+    assert "capacity.json holds the 1 point done" in capsys.readouterr().err

@@ -312,6 +312,13 @@ def _standardise(x_train, x_test):
 
 
 LR = {"bernoulli": 0.06, "gaussian": 0.005}  # --lr when not given, by --visible
+FILTERS_SHOWN = 100  # hidden units drawn in a filters figure (10 x 10)
+
+
+def _shown(hidden: int) -> str:
+    """The part of a filters title that says how many of the hidden units it draws: with --hidden 500 the figure
+    showed 100 filters and read as all of them."""
+    return f", the first {FILTERS_SHOWN} of {hidden:,}" if hidden > FILTERS_SHOWN else ""
 
 
 def _train_config(args, visible="bernoulli"):
@@ -375,8 +382,8 @@ def rbm_train(args) -> None:
         )
     scored = "test digits" if gaussian else "binarised test digits"
     print(f"AIS log Z = {log_Z:.2f} ± {err:.2f}; log-likelihood of {scored} {log_p:.2f} per image")
-    title = "RBM filters: rows of W (hidden x 64 pixels)"
-    _wrote(plots.image_grid(rbm.W[:100], out / "filters.png", title, (8, 8), symmetric=True))
+    title = f"RBM filters: rows of W (hidden x 64 pixels){_shown(hidden)}"
+    _wrote(plots.image_grid(rbm.W[:FILTERS_SHOWN], out / "filters.png", title, (8, 8), symmetric=True))
     _, means = rbm.sample(50, steps, generator=g)
     if gaussian:  # back from standardised units to pixels
         means = mean + std * means
@@ -420,8 +427,8 @@ def rbm_dbn(args) -> None:
         print(
             f"logistic regression on DBN features ({which} layer{'s' if which == 'all' else ''}): accuracy {acc:.4f}"
         )
-    W = dbn.rbms[0].W[:100]
-    _wrote(plots.image_grid(W, out / "dbn_filters.png", "first-layer filters", (8, 8), symmetric=True))
+    W, title = dbn.rbms[0].W[:FILTERS_SHOWN], f"first-layer filters{_shown(layers[0])}"
+    _wrote(plots.image_grid(W, out / "dbn_filters.png", title, (8, 8), symmetric=True))
 
 
 def rbm_cd_check(args) -> None:

@@ -661,3 +661,23 @@ def test_capacity_keeps_the_points_done_when_interrupted(tmp_path, monkeypatch, 
     rows = json.loads((out / "capacity.json").read_text())["rows"]
     assert [(r["N"], r["P"]) for r in rows] == [(40, 2)]
     assert "capacity.json holds the 1 point done" in capsys.readouterr().err
+
+
+def test_a_filters_figure_says_it_draws_100_of_more_hidden_units(tmp_path, monkeypatch):
+    # --hidden 500 drew 100 filters under 'RBM filters: rows of W (hidden x 64 pixels)', read as all of them
+    from rnnkit.energy import plots
+
+    titles, grid = {}, plots.image_grid
+
+    def recording_grid(images, path, title="", *args, **kwargs):
+        titles[path.name] = (len(images), title)
+        return grid(images[:2], path, title, *args, **kwargs)  # (two are enough to draw)
+
+    monkeypatch.setattr(plots, "image_grid", recording_grid)
+    common = ["--dry-run", "--epochs", "1", "--out"]
+    assert main(["rbm", "dbn", "--layers", "101", "4", *common, str(tmp_path / "b")]) == 0
+    assert main(["rbm", "train", "--hidden", "100", *common, str(tmp_path / "c")]) == 0
+    assert titles["filters.png"] == (100, "RBM filters: rows of W (hidden x 64 pixels)")
+    assert titles["dbn_filters.png"] == (100, "first-layer filters, the first 100 of 101")
+    assert main(["rbm", "train", "--hidden", "120", *common, str(tmp_path / "d")]) == 0
+    assert titles["filters.png"] == (100, "RBM filters: rows of W (hidden x 64 pixels), the first 100 of 120")

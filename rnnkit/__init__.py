@@ -6,27 +6,11 @@ second of every command that uses it, is its one line 'rnnkit: interrupted', not
 `import rnnkit`; the commands that use none (ngram, tfidf, markov, neighbours, the help) don't import it.
 """
 
-import importlib
+from rnnkit._lazy import lazy_names
 
 __version__ = "0.1.0"
 __all__ = ["CELLS", "GradProbe", "Recurrent"]
-_WHERE = {"CELLS": "rnnkit.cells", "GradProbe": "rnnkit.engine", "Recurrent": "rnnkit.layers"}
+_WHERE = {"CELLS": "cells", "GradProbe": "engine", "Recurrent": "layers"}
 
 
-def __getattr__(name):
-    if name in _WHERE:
-        value = getattr(importlib.import_module(_WHERE[name]), name)
-        globals()[name] = value
-        return value
-    # rnnkit.cells, rnnkit.layers, ... as `import rnnkit` once loaded them (a name only: 'cells.gru' is none)
-    if name.isidentifier() and not name.startswith("__"):
-        try:
-            return importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.{name}":
-                raise
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_names(__name__, _WHERE, globals())

@@ -4,7 +4,7 @@ TF-IDF, n-gram language models, Markov chains, word2vec (decks 002, 003, 004).
 Each name is imported on first use, not with the package, as `rnnkit`'s are: `rnnkit ngram|tfidf|markov|neighbours`
 use no torch, which word2vec and the embeddings import (it was 1.4 s and 225 MB of every such command)."""
 
-import importlib
+from rnnkit._lazy import lazy_names
 
 _WHERE = {
     "Embedding": "embedding",
@@ -31,20 +31,4 @@ _WHERE = {
 __all__ = sorted(_WHERE)
 
 
-def __getattr__(name):
-    if name in _WHERE:
-        value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-        globals()[name] = value
-        return value
-    # rnnkit.text.ngram, rnnkit.text.vocab, ... as the package's import once loaded them (a name only)
-    if name.isidentifier() and not name.startswith("__"):
-        try:
-            return importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.{name}":
-                raise
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_names(__name__, _WHERE, globals())

@@ -536,15 +536,29 @@ def ising_sweep(args) -> None:
         temps = torch.linspace(t_min, t_max, chains).tolist()
     out, g = _setup(args)
     model = ising.Ising(size, temps, args.coupling, args.field, args.update, args.start, g, args.device)
-    results = model.run(sweeps, burn_in, progress=True)
+    # a Ctrl-C an hour into a large sweep lost every temperature: past two measured sweeps it ends the run there
+    results = model.run(sweeps, burn_in, progress=True, interruptible=True)
+    stopped = model.measured < sweeps
+    if stopped:
+        print(f"interrupted after {model.measured:,} of {sweeps:,} measured sweeps: the averages below are of those",
+              file=sys.stderr)  # fmt: skip
     tc = ising.onsager_tc(args.coupling) if args.field == 0 and args.coupling > 0 else None
     keys = ("temperature", "abs_magnetisation", "energy", "specific_heat", "susceptibility")
-    for t, *row in zip(*(results[k].tolist() for k in keys)):
-        # (below a thousandth every row read T=0.000; 1e30 as 31 digits)
+    rows = [dict(zip(keys, row)) for row in zip(*(results[k].tolist() for k in keys))]
+    for r in rows:
+        t = r["temperature"]  # (below a thousandth every row read T=0.000; 1e30 as 31 digits)
         t = f"{t:.3f}" if 1e-3 <= t < 1e6 else f"{t:.3g}"
-        print(f"T={t}  " + "|m|={:.3f}  e={:.3f}  C={:.3f}  χ={:.3f}".format(*row))
+        print(f"T={t}  |m|={r['abs_magnetisation']:.3f}  e={r['energy']:.3f}  C={r['specific_heat']:.3f}  "
+              f"χ={r['susceptibility']:.3f}")  # fmt: skip
+    settings = {"size": size, "coupling": args.coupling, "field": args.field, "update": args.update,
+                "start": args.start, "burn_in": burn_in, "sweeps": sweeps, "measured": model.measured,
+                "seed": args.seed}  # fmt: skip
+    write_text(out / "ising.json", json.dumps({**settings, "onsager_tc": tc, "rows": rows}, indent=1))
+    _wrote(out / "ising.json")
     onsager = (lambda t: ising.onsager_magnetisation(t, args.coupling)) if tc else None
     _wrote(plots.ising_figure(results, out / "ising.png", tc, onsager))
+    if stopped:
+        raise KeyboardInterrupt  # (exit status 130, as any interrupted command)
 
 
 def add_commands(sub) -> None:

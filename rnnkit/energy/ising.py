@@ -157,24 +157,34 @@ class Ising:
                 new = torch.where(u < torch.sigmoid(2 * field / T), 1.0, -1.0).to(self.spins.dtype)
                 self.spins = torch.where(mask, new, self.spins)
 
-    def run(self, sweeps: int, burn_in: int, progress: bool = False) -> dict:
+    def run(self, sweeps: int, burn_in: int, progress: bool = False, interruptible: bool = False) -> dict:
         """`burn_in` sweeps to equilibrate, then `sweeps` measured ones: observables (T,) as float64. `progress`: a
-        bar on stderr of the sweeps (burn-in and measured), their rate and an ETA (`rnnkit ising sweep`)."""
+        bar on stderr of the sweeps (burn-in and measured), their rate and an ETA (`rnnkit ising sweep`).
+        `interruptible`: a Ctrl-C (KeyboardInterrupt) once two or more sweeps are measured ends the run there, with
+        the averages of those; `self.measured` is how many sweeps the last run measured."""
         positive_int("sweeps", sweeps)
         if not whole_number(burn_in) or burn_in < 0:
             raise RnnkitError(f"burn-in must be a whole number of sweeps >= 0, got {burn_in!r}")
         small = self.spins.device.type == "cpu" and self.spins.numel() < 1 << 20
         m, e = [], []
+        self.measured = 0
         bar = tqdm(total=burn_in + sweeps, desc="ising", unit=" sweeps", **bar_options(progress))
-        with bar, single_thread() if small else contextlib.nullcontext():
-            for _ in range(burn_in):
-                self.sweep()
-                bar.update()
-            for _ in range(sweeps):
-                self.sweep()
-                bar.update()
-                m.append(self.spins.mean((-2, -1)))
-                e.append(energy_per_site(self.spins, self.J, self.h))
+        try:
+            with bar, single_thread() if small else contextlib.nullcontext():
+                for _ in range(burn_in):
+                    self.sweep()
+                    bar.update()
+                for _ in range(sweeps):
+                    self.sweep()
+                    m_t, e_t = self.spins.mean((-2, -1)), energy_per_site(self.spins, self.J, self.h)
+                    m.append(m_t)
+                    e.append(e_t)
+                    self.measured += 1
+                    bar.update()
+        except KeyboardInterrupt:
+            if not interruptible or self.measured < 2:
+                raise
+            del m[self.measured :], e[self.measured :]  # (a sweep's m appended, its e not)
         return observables(torch.stack(m).double(), torch.stack(e).double(), self.T.double(), self.size**2)
 
 

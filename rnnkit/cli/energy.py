@@ -378,7 +378,7 @@ def rbm_train(args) -> None:
         pl = rbm.pseudo_likelihood(x_scored, per_unit=True).mean().item()
         print(f"pseudo-likelihood of binarised test digits: {pl:.4f} per pixel, {pl * 64:.2f} per image")
     chains, betas = (10, 50) if args.dry_run else (100, 2000)
-    log_Z, err = ais.log_partition(rbm, chains, betas, x_train, g)
+    log_Z, err = ais.log_partition(rbm, chains, betas, x_train, g, progress=True)
     log_p = rbm.log_likelihood(x_scored, log_Z)
     if not (math.isfinite(log_Z) and math.isfinite(log_p)):
         raise RnnkitError(

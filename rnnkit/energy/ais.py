@@ -17,7 +17,9 @@ import math
 
 import torch
 from torch.nn.functional import softplus
+from tqdm import tqdm
 
+from rnnkit._io import bar_options
 from rnnkit.energy._checks import positive_int
 from rnnkit.energy._util import logmeanexp, single_thread, uniform
 from rnnkit.errors import RnnkitError
@@ -28,12 +30,12 @@ def _free_energy(v, x, c, gaussian: bool):
     return (0.5 * ((v - c) ** 2).sum(-1) if gaussian else -v @ c) - softplus(x).sum(-1)
 
 
-def _gibbs_step(v, x, W, c, gaussian: bool, generator):
-    """v -> h -> v' at (W, c), from v's pre-activations x = v Wᵀ + b (shared with F(v))."""
+def _gibbs_step(v, x, W, c, gaussian: bool, generator, beta=1.0):
+    """v -> h -> v' at (β W, c), from v's pre-activations x = β (v Wᵀ + b) (shared with F(v))."""
     kw = dict(generator=generator, device=v.device, dtype=v.dtype)
     ph = torch.sigmoid(x)
     h = (uniform(ph.shape, **kw) < ph).to(v.dtype)
-    mean = h @ W + c
+    mean = beta * (h @ W) + c
     if gaussian:
         return mean + torch.randn(mean.shape, **kw)
     return (uniform(mean.shape, **kw) < torch.sigmoid(mean)).to(v.dtype)
@@ -52,8 +54,9 @@ def base_visible_bias(rbm, data=None) -> torch.Tensor:
 
 
 @torch.no_grad()
-def log_partition(rbm, num_chains=100, num_betas=2000, data=None, generator=None):
-    """Returns (log Z estimate, its standard error from the spread of the importance weights)."""
+def log_partition(rbm, num_chains=100, num_betas=2000, data=None, generator=None, progress=False):
+    """Returns (log Z estimate, its standard error from the spread of the importance weights). `progress`: a bar
+    of the temperatures on stderr (`rnnkit rbm train`; 784 x 500 units at 2,000 temperatures take half a minute)."""
     if positive_int("number of AIS chains", num_chains) < 2:  # one weight has no spread: std() gave NaN
         raise RnnkitError(
             "AIS needs at least 2 chains: its standard error is the spread of their weights; got 1"
@@ -71,21 +74,19 @@ def log_partition(rbm, num_chains=100, num_betas=2000, data=None, generator=None
         log_Z_A = softplus(c_A).sum().item() + H * math.log(2)
         v = (uniform((num_chains, V), **kw) < torch.sigmoid(c_A)).double()
 
-    def params(beta):
-        return beta * W, beta * b, (1 - beta) * c_A + beta * c
-
     log_w = torch.zeros(num_chains, **{k: kw[k] for k in ("device", "dtype")})
     betas = torch.linspace(0, 1, num_betas + 1).tolist()
-    W_prev, b_prev, c_prev = params(betas[0])
-    with single_thread():
-        # each β's parameters are made once, and v W_βᵀ + b_β once for both F_β(v) and the Gibbs step at β
-        for beta in betas[1:]:
-            W_b, b_b, c_b = params(beta)
-            x = v @ W_b.T + b_b  # (chains, H)
-            x_prev = v @ W_prev.T + b_prev
-            log_w += _free_energy(v, x_prev, c_prev, gaussian) - _free_energy(v, x, c_b, gaussian)
-            v = _gibbs_step(v, x, W_b, c_b, gaussian, generator)
-            W_prev, b_prev, c_prev = W_b, b_b, c_b
+    bar = tqdm(total=num_betas, desc="AIS", unit=" temperatures", **bar_options(progress))
+    with bar, single_thread():
+        # v's pre-activation at β is β (v Wᵀ + b), so one product a = v Wᵀ + b gives both F_βk-1(v) and F_βk(v)
+        # and the Gibbs step's p(h | v), and h W_βk = β_k (h W): two products a temperature, and W_β never made
+        for beta_prev, beta in zip(betas, betas[1:]):
+            a = v @ W.T + b  # (chains, H)
+            c_prev, c_b = (1 - beta_prev) * c_A + beta_prev * c, (1 - beta) * c_A + beta * c
+            x = beta * a
+            log_w += _free_energy(v, beta_prev * a, c_prev, gaussian) - _free_energy(v, x, c_b, gaussian)
+            v = _gibbs_step(v, x, W, c_b, gaussian, generator, beta)
+            bar.update()
     estimate = log_Z_A + logmeanexp(log_w).item()
     w = torch.exp(log_w - log_w.max())
     std_error = (w.std() / w.mean() / math.sqrt(num_chains)).item()  # relative error of Z ≈ error of log Z

@@ -282,9 +282,10 @@ def test_bernoulli_weights_too_large_for_ais_stop_with_one_line_naming_lr(tmp_pa
     model with finite weights, in the compiled loop as in the torch loop (the compiled sigmoid's NaN for
     pre-activations below -88 used to report it as diverged); weights near float32's limit stop at AIS."""
     assert main(["rbm", "train", "--lr", "1e37", "--dry-run", "--out", str(tmp_path)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("rnnkit: error: the AIS estimate of log Z is ") and err.count("\n") == 1
-    assert "the weights grew too large" in err and "try a lower --lr than 1e+37" in err
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("rnnkit: error: the AIS estimate of log Z is ") and err[0].startswith("AIS: ")
+    assert all(line.startswith("AIS: ") for line in err[:-1])  # (its bar of temperatures above the error)
+    assert "the weights grew too large" in err[-1] and "try a lower --lr than 1e+37" in err[-1]
 
 
 def test_gaussian_visibles_train_with_their_default_lr(tmp_path, capsys):
@@ -752,3 +753,11 @@ def test_ising_run_interrupted_before_two_measured_sweeps_raises(done):
     with pytest.raises(KeyboardInterrupt):  # and without interruptible, always
         calls.clear()
         model.run(10, 0)
+
+
+def test_rbm_train_shows_a_bar_of_the_ais_temperatures(tmp_path, capsys):
+    # AIS ran with nothing on screen (half a minute at 784 x 500 units and 2,000 temperatures): a bar now, on stderr
+    assert main(["rbm", "train", "--dry-run", "--out", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert "AIS log Z = " in captured.out and "temperatures/s" not in captured.out
+    assert "AIS: 100%" in captured.err and "50/50" in captured.err and "temperatures/s" in captured.err

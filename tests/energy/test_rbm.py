@@ -504,9 +504,10 @@ def test_ais_estimates_log_z_of_a_model_too_wide_to_enumerate_visibly(visible):
 
 
 @pytest.mark.parametrize("visible", ["bernoulli", "gaussian"])
-def test_ais_makes_three_matrix_products_per_temperature_with_the_same_estimate(visible):
-    """v W_βᵀ + b_β is shared by F_β(v) and the Gibbs step at β: four products a temperature were one too many
-    (a quarter of AIS's time at 784 x 500); the numbers are the same to the bit as the plain loop's."""
+def test_ais_makes_two_matrix_products_per_temperature_with_the_same_estimate(visible):
+    """a = v Wᵀ + b gives F_βk-1(v) (β_k-1 a), F_βk(v) and the Gibbs step's p(h | v) (β_k a), and h W_β = β (h W):
+    four products a temperature were two too many (784 x 500: 41.5 s with three, 25.4 s with two); the numbers are
+    the plain loop's to float64 rounding."""
     rbm = model(12, 5, visible, scale=0.5)
     data, K = torch.rand(20, 12), 30
     counted = []
@@ -519,7 +520,7 @@ def test_ais_makes_three_matrix_products_per_temperature_with_the_same_estimate(
 
     with Count():
         got = ais.log_partition(rbm, 4, K, data, torch.Generator().manual_seed(1))
-    assert sum(counted) <= 3 * K + 2
+    assert sum(counted) <= 2 * K + 2
     # the plain loop: F_β'(v) - F_β(v) and a Gibbs step, each from the parameters at its β
     gen, gaussian = torch.Generator().manual_seed(1), visible == "gaussian"
     W, b, c, c_A = rbm.W, rbm.b, rbm.c, ais.base_visible_bias(rbm, data)
@@ -550,7 +551,7 @@ def test_ais_makes_three_matrix_products_per_temperature_with_the_same_estimate(
     log_Z_A = (
         0.5 * 12 * math.log(2 * math.pi) if gaussian else torch.nn.functional.softplus(c_A).sum().item()
     ) + 5 * math.log(2)
-    assert got[0] == log_Z_A + ais.logmeanexp(log_w).item()
+    assert math.isclose(got[0], log_Z_A + ais.logmeanexp(log_w).item(), rel_tol=1e-13)
 
 
 def test_transform_sample_and_scikit_learn_round_trip():

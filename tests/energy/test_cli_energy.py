@@ -761,3 +761,12 @@ def test_rbm_train_shows_a_bar_of_the_ais_temperatures(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "AIS log Z = " in captured.out and "temperatures/s" not in captured.out
     assert "AIS: 100%" in captured.err and "50/50" in captured.err and "temperatures/s" in captured.err
+
+
+def test_hopfield_recall_of_many_cues_prints_a_summary_of_the_overlaps(tmp_path, capsys):
+    # --random 1000 printed the 1,000 overlaps on one line of 6,000 characters
+    args = "hopfield recall --random 30 --units 200 --noise 0.1 --out".split()
+    assert main([*args, str(tmp_path)]) == 0
+    line = next(li for li in capsys.readouterr().out.splitlines() if li.startswith("final overlap"))
+    assert re.match(r"final overlap with the stored pattern: mean \d\.\d{3}, lowest -?\d\.\d{3}, \d+ of 30 recalled exactly; "
+                    r"the first 20: (-?\d\.\d{3} ){19}-?\d\.\d{3}$", line), line  # fmt: skip

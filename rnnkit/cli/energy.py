@@ -36,8 +36,8 @@ MAX_ISING_BYTES = 4e9
 CD_MAX_VISIBLE, CD_MAX_UNITS = 12, 24
 
 
-def _common(p, action: str):
-    p.add_argument("--out", default=f"runs/{action}", help="folder for the figures (default: %(default)s)")
+def _common(p, action: str, writes: str = "the figures"):
+    p.add_argument("--out", default=f"runs/{action}", help=f"folder for {writes} (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed in [0, 2^32) (default: 0)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument(
@@ -619,7 +619,7 @@ def _add_hopfield(group) -> None:
         "--min-patterns", type=int, help=f"recalls per point (default: {d.min_patterns}; 8 with --dry-run)"
     )
     p.add_argument("--max-sweeps", type=int, help=f"default: {d.max_sweeps}; 5 with --dry-run")
-    _common(p, "hopfield-capacity")
+    _common(p, "hopfield-capacity", "the figure and capacity.json")
     p.set_defaults(func=_no_empty_out(hopfield_capacity), _parser=p)
 
 
@@ -682,5 +682,5 @@ def _add_ising(group) -> None:
     p.add_argument("--start", default="ordered", choices=["ordered", "random"])
     p.add_argument("--coupling", type=float, default=1.0, help="J")
     p.add_argument("--field", type=float, default=0.0, help="h")
-    _common(p, "ising")
+    _common(p, "ising", "the figure and ising.json")
     p.set_defaults(func=_no_empty_out(ising_sweep), _parser=p)

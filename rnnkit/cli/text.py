@@ -68,6 +68,9 @@ def add_commands(sub) -> None:
     p.add_argument("--analogy", action="store_true", help="the words nearest to A - B + C")
     p.add_argument("--format", choices=["auto", "text", "binary"], default="auto",
                    help="word2vec file format (default: guessed from the file)")  # fmt: skip
+    p.add_argument("--unicode-errors", choices=["strict", "replace", "ignore"], default="strict",
+                   help="a word that is not UTF-8 (word2vec.c cuts words at 100 bytes, inside a character): an "
+                   "error (default), or its bad bytes replaced by U+FFFD or dropped, as gensim's unicode_errors")  # fmt: skip
     p.set_defaults(func=cmd_neighbours)
 
     ngram = sub.add_parser("ngram", help="n-gram language models").add_subparsers(
@@ -371,7 +374,8 @@ def cmd_neighbours(args) -> int:
     from rnnkit.text import WordVectors
 
     _positive(topn=args.topn)
-    wv = WordVectors.load(args.vectors, binary={"auto": None, "text": False, "binary": True}[args.format])
+    binary = {"auto": None, "text": False, "binary": True}[args.format]
+    wv = WordVectors.load(args.vectors, binary, args.unicode_errors)
     if args.analogy:
         if len(args.words) != 3:
             raise RnnkitError(

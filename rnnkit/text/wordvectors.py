@@ -279,11 +279,14 @@ class WordVectors:
                     f.write((w + " " + " ".join(f"{v:.9g}" for v in x.tolist()) + "\n").encode())
 
     @classmethod
-    def load(cls, path, binary: bool | None = None) -> "WordVectors":
+    def load(cls, path, binary: bool | None = None, unicode_errors: str = "strict") -> "WordVectors":
         """Read either format, compressed with gzip or bzip2 or not (as gensim reads a .gz or .bz2); `binary=None`
-        guesses from the file. `path` may also be the folder that `rnnkit word2vec --out` writes: its vectors.bin
+        guesses from the file. Words are UTF-8; `unicode_errors` ("strict", "replace", "ignore", as gensim's) says
+        what becomes of a word that is not (word2vec.c cuts words at 100 bytes, inside a character's bytes). `path` may also be the folder that `rnnkit word2vec --out` writes: its vectors.bin
         is read (vectors.txt with `binary=False`, or where there is no vectors.bin), checked against the sizes and
         sha256 its config.json records (a folder without them loads as before)."""
+        if unicode_errors not in ("strict", "replace", "ignore"):
+            raise RnnkitError(f"unicode_errors must be strict, replace or ignore, got {unicode_errors!r}")
         path = pathlib.Path(path)
         record = {}
         if path.is_dir():
@@ -338,7 +341,8 @@ class WordVectors:
             elif not binary and not looks_text and _is_binary(rest, V, E):
                 wrong = ("text", "binary")
             if not wrong:
-                words, vectors = _read_binary(rest, V, E) if binary else _read_text(rest, V, E)
+                read = _read_binary if binary else _read_text
+                words, vectors = read(rest, V, E, unicode_errors)
         except (ValueError, UnicodeDecodeError) as e:
             raise RnnkitError(
                 f"malformed word2vec file {path}: {e}; expected a 'V E' header then V vectors"
@@ -450,10 +454,10 @@ def _is_text(rest: bytes, V: int, E: int, records: int = 5) -> bool:
     for _ in range(min(V, records)):
         end = rest.find(b"\n", pos)
         end = len(rest) if end < 0 else end
-        try:
-            parts = rest[pos:end].decode("utf-8").rstrip().split(" ")
+        try:  # (a word of other bytes than UTF-8's, as word2vec.c may write, is said when read)
+            parts = rest[pos:end].decode("utf-8", "replace").rstrip().split(" ")
             [float(v) for v in parts[1:]]
-        except (UnicodeDecodeError, ValueError):
+        except ValueError:
             return False
         if len(parts) != E + 1:
             return False
@@ -462,25 +466,34 @@ def _is_text(rest: bytes, V: int, E: int, records: int = 5) -> bool:
 
 
 def _is_binary(rest: bytes, V: int, E: int, records: int = 5) -> bool:
-    """Whether the first records are binary: "word " (UTF-8, no white space) then exactly 4 E bytes."""
+    """Whether the first records are binary: "word " (no white space) then exactly 4 E bytes."""
     pos = 0
     for _ in range(min(V, records)):
         space = rest.find(b" ", pos)
         word = rest[pos:space].lstrip(b"\n")  # the newline after the previous vector, if written
         if space < 0 or not word or len(word.split()) != 1 or space + 1 + 4 * E > len(rest):
             return False
-        try:
-            word.decode("utf-8")
-        except UnicodeDecodeError:
-            return False
         pos = space + 1 + 4 * E
     return True
 
 
-def _read_text(rest: bytes, V: int, E: int):
+def _word(raw: bytes, i: int, errors: str) -> str:
+    """Vector i's word from its bytes, or a ValueError that names it: a word of the C tool, cut at 100 bytes inside
+    a character, or of a corpus in another encoding, was 'can't decode byte 0xbf in position 5' of no word."""
+    try:
+        return raw.decode("utf-8", errors)
+    except UnicodeDecodeError as e:
+        word = raw.decode("utf-8", "backslashreplace")
+        word = repr(word if len(word) <= 40 else word[:40] + "...")
+        raise ValueError(f"the word of vector {i + 1}, {word}, is not UTF-8 ({e.reason} at byte {e.start}: word2vec.c "
+                         "cuts words at 100 bytes, inside a character, or its corpus was in another encoding); load "
+                         "it with unicode_errors='replace' (--unicode-errors replace) or 'ignore'") from None  # fmt: skip
+
+
+def _read_text(rest: bytes, V: int, E: int, errors: str = "strict"):
     """Line by line into a (V, E) float32 array: a list of V E Python floats took 3 times the file's size."""
     lines = rest.count(b"\n") + 1  # those of rest.split(b"\n") (not splitlines: a word may hold \x85 or \x0c)
-    if not rest[rest.rfind(b"\n") + 1 :].decode("utf-8").strip():  # the last line's newline
+    if not rest[rest.rfind(b"\n") + 1 :].strip():  # the last line's newline
         lines -= 1
     if lines < V:
         raise ValueError(f"header says {V} words, file has {lines} lines")
@@ -489,10 +502,10 @@ def _read_text(rest: bytes, V: int, E: int):
     for n in range(2, V + 2):
         end = rest.find(b"\n", pos)
         end = len(rest) if end < 0 else end
-        parts = rest[pos:end].decode("utf-8").rstrip().split(" ")
+        parts = rest[pos:end].rstrip().split(b" ")
         if len(parts) != E + 1:
             raise ValueError(f"line {n} has {len(parts) - 1} numbers, expected {E}")
-        words.append(parts[0])
+        words.append(_word(parts[0], n - 2, errors))
         with np.errstate(over="ignore"):  # past float32's ±3.4e38: said by WordVectors, in one line
             vectors[n - 2] = [float(v) for v in parts[1:]]
         pos = end + 1
@@ -513,14 +526,14 @@ def _check_size(rest: bytes, V: int, E: int, least: int) -> None:
                          f"{len(rest):,} bytes hold")  # fmt: skip
 
 
-def _read_binary(rest: bytes, V: int, E: int):
+def _read_binary(rest: bytes, V: int, E: int, errors: str = "strict"):
     _check_size(rest, V, E, 4 * E)  # 4 bytes per number
     words, vectors, pos = [], np.empty((V, E), np.float32), 0
     for i in range(V):
         space = rest.find(b" ", pos)
         if space < 0:  # (rest.index said "subsection not found")
             raise ValueError(f"file ends after {i} of its {V} vectors")
-        words.append(rest[pos:space].decode("utf-8").lstrip("\n"))
+        words.append(_word(rest[pos:space].lstrip(b"\n"), i, errors))
         end = space + 1 + 4 * E
         if end > len(rest):
             raise ValueError(f"file ends inside the vector of word {i + 1} of {V}")

@@ -191,6 +191,16 @@ def test_neighbours_format_flag(tmp_path, capsys):
     _one_error_line(capsys, "v.bin is not in word2vec text format; try --format binary")
 
 
+def test_neighbours_unicode_errors_flag_reads_a_word_cut_inside_a_character(tmp_path, capsys):
+    """A binary file of word2vec.c with a word cut at 100 bytes inside a character did not load, nor had a flag to."""
+    path = tmp_path / "v.bin"
+    path.write_bytes(b"2 1\nthe \x00\x00\x80\x3f\ncaf\xc3 \x00\x00\x80\x3f\n")
+    assert main(["neighbours", str(path), "the"]) == 2
+    _one_error_line(capsys, "the word of vector 2, 'caf\\\\xc3', is not UTF-8")
+    assert main(["neighbours", str(path), "the", "--unicode-errors", "replace"]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == "  1.0000  caf\ufffd"
+
+
 def test_tfidf_index_counts_under_its_bar_and_saves_under_a_second_one(tmp_path, corpus, capsys, monkeypatch):
     """tfidf index's bar covered the analysis alone: the counting (a Python pass over every token) and the save
     (compressing tfidf.npz) came after its 100%, the command silent for seconds (12 MB of documents: 3 s of counting

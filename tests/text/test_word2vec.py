@@ -1305,3 +1305,26 @@ def test_word2vec_batch_size_help_states_the_cap_that_runs():
     )
     assert m._batch_pairs() == max(256, 16 * 9) == 256
     assert "16 a word of the vocabulary or 256, whichever is more" in " ".join(text.split())
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_a_word_that_is_not_utf8_is_named_and_loads_with_unicode_errors(tmp_path, binary):
+    """word2vec.c cuts a word at 100 bytes, inside a character: such a file (or one of a latin-1 corpus) did not load,
+    'malformed ...: can't decode byte 0xbf in position 5' of no word (its binary file was guessed to be text).
+    Now the error names the word and unicode_errors (gensim's), which loads it."""
+    raw = [b"the", b"caf\xe9", ("é" * 50).encode()[:99]]
+    x = np.array([[1, 0], [0.6, 0.8], [0, 1]], np.float32)
+    if binary:
+        body = b"".join(w + b" " + v.astype("<f4").tobytes() + b"\n" for w, v in zip(raw, x))
+    else:
+        body = b"".join(w + b" " + b" ".join(b"%f" % f for f in v) + b" \n" for w, v in zip(raw, x))
+    path = tmp_path / "v"
+    path.write_bytes(b"3 2\n" + body)
+    with pytest.raises(
+        RnnkitError, match=r"the word of vector 2, 'caf\\\\xe9', is not UTF-8 .*unicode_errors='replace'"
+    ):
+        WordVectors.load(path)
+    wv = WordVectors.load(path, unicode_errors="replace")
+    assert wv.words == ["the", "caf\ufffd", "é" * 49 + "\ufffd"]
+    np.testing.assert_array_equal(wv.vectors, x)
+    assert WordVectors.load(path, binary, "ignore").words == ["the", "caf", "é" * 49]

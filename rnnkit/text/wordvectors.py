@@ -311,7 +311,10 @@ class WordVectors:
             if path.is_file():
                 packer, opener = _packer(path)
                 with opener(path, "rb") as f:
-                    header, rest = f.readline(), f.read()
+                    header = f.readline()
+                    # a plain file's rest unbuffered, in one read: read() after readline() joined the buffered bytes
+                    # to the others, a second copy of the file at the peak (a 286 MB file took 590 MB to load)
+                    rest = f.read() if packer else _read_from(path, len(header))
             else:  # a pipe or a device: its first line may never end (/dev/zero)
                 header, _, rest = read_bytes(path, text=False).partition(b"\n")
         except (OSError, EOFError, zlib.error) as e:
@@ -349,6 +352,8 @@ class WordVectors:
             ) from None
         if wrong:
             raise RnnkitError(f"{path} is not in word2vec {wrong[0]} format; try --format {wrong[1]}")
+        # the file's bytes, read: held while the unit vectors were made, they were one file's size more at the peak
+        del rest
         return cls(words, vectors)
 
 
@@ -391,6 +396,13 @@ def _packer(path):
 
         return "bzip2", bz2.open
     return None, open
+
+
+def _read_from(path, start: int) -> bytes:
+    """A file's bytes from `start` to its end."""
+    with open(path, "rb", buffering=0) as f:
+        f.seek(start)
+        return f.readall()
 
 
 def _lines(path) -> list[str]:

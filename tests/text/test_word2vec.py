@@ -1328,3 +1328,24 @@ def test_a_word_that_is_not_utf8_is_named_and_loads_with_unicode_errors(tmp_path
     assert wv.words == ["the", "caf\ufffd", "é" * 49 + "\ufffd"]
     np.testing.assert_array_equal(wv.vectors, x)
     assert WordVectors.load(path, binary, "ignore").words == ["the", "caf", "é" * 49]
+
+
+@pytest.mark.parametrize("binary, most", [(False, 1.8), (True, 4.7)])
+def test_load_frees_the_file_read_before_the_unit_vectors_are_made(tmp_path, binary, most):
+    """The file's bytes were held while the unit vectors were made (one file's size more at the peak), and a plain
+    file's read() after its header line joined the buffered bytes to the others (a second copy): 100k x 300 loaded
+    in 590 MB from text (286 MB), 422 MB from binary (121 MB), a numpy reader and the constructor in 305 MB.
+    Peaks here: text 2.37 -> 1.38 times the file's size, binary 5.2 -> 4.2 times the vectors' (unit vectors and a
+    float64 block of 4096 rows of them included)."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "v"
+    WordVectors([f"w{i}" for i in range(5000)], rng.standard_normal((5000, 100)).astype(np.float32)).save(
+        path, binary
+    )
+    tracemalloc.start()
+    try:
+        wv = WordVectors.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < most * (wv.vectors.nbytes if binary else path.stat().st_size)

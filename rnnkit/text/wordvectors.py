@@ -3,6 +3,7 @@ text and binary file formats (the ones gensim's `KeyedVectors.load_word2vec_form
 
     similarity(a, b) = cos(x_a, x_b) = x_a·x_b / (|x_a| |x_b|)
     analogy a - b + c:  argmax_w cos(x_w, x̂_a - x̂_b + x̂_c) over w ∉ {a, b, c}   (x̂ = x / |x|)
+                        (3CosAdd; most_similar(positive, negative) as gensim's, and its 3CosMul)
 
 Formats:  text:    "V E\\n" then "word x_1 ... x_E\\n" per word
           binary:  "V E\\n" then "word " + E little-endian float32 + "\\n" per word
@@ -118,8 +119,7 @@ class WordVectors:
 
     def nearest(self, query: np.ndarray, topn: int = 10, exclude=()) -> list[tuple[str, float]]:
         """The topn words w of largest cos(x_w, query), best first; `exclude`: words (or their row ids) never listed."""
-        if isinstance(topn, bool) or not isinstance(topn, numbers.Integral) or topn < 1:
-            raise RnnkitError(f"topn (how many words to list) must be a whole number >= 1, got {topn!r}")
+        _check_topn(topn)
         E = self.vectors.shape[1]
         if hasattr(query, "detach"):  # a torch tensor (numpy's @ refused it: "unsupported operand")
             query = query.detach().cpu().double().numpy()
@@ -135,19 +135,23 @@ class WordVectors:
         q = q / max(np.abs(q).max(initial=0.0), np.finfo(np.float64).tiny)
         # the unit query in the vectors' float32: a float64 one made @ copy all of them to float64 on every query
         cos = self.unit @ (q / max(np.linalg.norm(q), 1e-12)).astype(self.unit.dtype)
-        keep = np.ones(len(cos), bool)
+        return self._best(cos, topn, exclude)
+
+    def _best(self, score: np.ndarray, topn: int, exclude) -> list[tuple[str, float]]:
+        """The topn words of largest score (V,), best first, none of `exclude` (words or row ids)."""
+        keep = np.ones(len(score), bool)
         ids = [self._ids([x])[0] if isinstance(x, str) else x for x in exclude]  # words gave an IndexError
         bad = [
             i
             for i in ids
-            if isinstance(i, bool) or not isinstance(i, numbers.Integral) or not 0 <= i < len(cos)
+            if isinstance(i, bool) or not isinstance(i, numbers.Integral) or not 0 <= i < len(score)
         ]
         if bad:
-            raise RnnkitError(f"exclude takes words, or row ids 0..{len(cos) - 1}; got {bad[0]!r}")
+            raise RnnkitError(f"exclude takes words, or row ids 0..{len(score) - 1}; got {bad[0]!r}")
         keep[ids] = False  # never listed, however large topn is
         ids = np.flatnonzero(keep)
-        best = ids[np.argsort(-cos[ids], kind="stable")[:topn]]
-        return [(self.words[i], float(cos[i])) for i in best]
+        best = ids[np.argsort(-score[ids], kind="stable")[:topn]]
+        return [(self.words[i], float(score[i])) for i in best]
 
     def neighbours(self, word: str, topn: int = 10) -> list[tuple[str, float]]:
         (i,) = self._ids([word])
@@ -157,6 +161,27 @@ class WordVectors:
         """Words w nearest to a - b + c (king - man + woman -> queen)."""
         ids = self._ids([a, b, c])
         return self.nearest(self.unit[ids[0]] - self.unit[ids[1]] + self.unit[ids[2]], topn, exclude=ids)
+
+    def most_similar(self, positive=(), negative=(), topn: int = 10) -> list[tuple[str, float]]:
+        """3CosAdd, as gensim's most_similar: the words w of largest cos(x_w, Σ_p x̂_p - Σ_n x̂_n), none of those
+        given; most_similar(["king", "woman"], ["man"]) is analogy("king", "man", "woman")."""
+        ids, P = self._query_words(positive, negative)
+        return self.nearest(self.unit[ids[:P]].sum(0) - self.unit[ids[P:]].sum(0), topn, exclude=ids)
+
+    def most_similar_cosmul(self, positive=(), negative=(), topn: int = 10) -> list[tuple[str, float]]:
+        """3CosMul (Levy & Goldberg 2014), as gensim's most_similar_cosmul: the words w of largest
+        Π_p c(w, p) / (Π_n c(w, n) + 1e-6), c = (1 + cos) / 2 in [0, 1], none of those given."""
+        _check_topn(topn)
+        ids, P = self._query_words(positive, negative)
+        c = (1 + self.unit @ self.unit[ids].T) / 2  # (V, P + N)
+        return self._best(c[:, :P].prod(1) / (c[:, P:].prod(1) + 1e-6), topn, ids)
+
+    def _query_words(self, positive, negative) -> tuple[list[int], int]:
+        """The rows of the positive words then the negative ones (a str: one word), and how many are positive."""
+        positive, negative = ([w] if isinstance(w, str) else list(w) for w in (positive, negative))
+        if not positive and not negative:
+            raise RnnkitError("most_similar needs a word: give positive=[...] and/or negative=[...] words")
+        return self._ids(positive + negative), len(positive)
 
     # ---- evaluation ---------------------------------------------------------------------------------
     # Both evaluations match words case-insensitively, as gensim's (case_insensitive=True): a word of the test file
@@ -355,6 +380,11 @@ class WordVectors:
         # the file's bytes, read: held while the unit vectors were made, they were one file's size more at the peak
         del rest
         return cls(words, vectors)
+
+
+def _check_topn(topn) -> None:
+    if isinstance(topn, bool) or not isinstance(topn, numbers.Integral) or topn < 1:
+        raise RnnkitError(f"topn (how many words to list) must be a whole number >= 1, got {topn!r}")
 
 
 def _packed(raw, path):

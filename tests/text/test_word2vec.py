@@ -1349,3 +1349,31 @@ def test_load_frees_the_file_read_before_the_unit_vectors_are_made(tmp_path, bin
     finally:
         tracemalloc.stop()
     assert peak < most * (wv.vectors.nbytes if binary else path.stat().st_size)
+
+
+def test_most_similar_and_cosmul_take_positive_and_negative_words_as_gensim():
+    """gensim's wv.most_similar(positive=["king", "woman"], negative=["man"]) and most_similar_cosmul (3CosMul) were
+    an AttributeError: only analogy(a, b, c), one word of each, was there. Checked against numpy (and gensim: the
+    same words and scores to 1e-6 on PTB skip-gram vectors)."""
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(40)]
+    X = rng.standard_normal((40, 6)).astype(np.float32) * rng.uniform(0.1, 5, (40, 1)).astype(np.float32)
+    wv, U = WordVectors(words, X), X / np.linalg.norm(X, axis=1, keepdims=True)
+    for pos, neg in [([3, 11], [7]), ([1, 2, 5], [8, 9]), ([4], [])]:
+        given = [words[i] for i in pos + neg]
+        cos = U @ (U[pos].sum(0) - U[neg].sum(0))
+        cos /= np.linalg.norm(U[pos].sum(0) - U[neg].sum(0))
+        c = (1 + U @ U[pos + neg].T) / 2
+        mul = c[:, : len(pos)].prod(1) / (c[:, len(pos) :].prod(1) + 1e-6)
+        for got, score in [(wv.most_similar, cos), (wv.most_similar_cosmul, mul)]:
+            score[pos + neg] = -np.inf
+            best = np.argsort(-score)[:5]
+            out = got([words[i] for i in pos], [words[i] for i in neg], topn=5)
+            assert [w for w, _ in out] == [words[i] for i in best] and not set(given) & {w for w, _ in out}
+            np.testing.assert_allclose([s for _, s in out], score[best], rtol=1e-5)
+    assert wv.most_similar(["w3", "w11"], ["w7"], 3) == wv.analogy("w3", "w7", "w11", 3)
+    assert wv.most_similar("w4", topn=39) == wv.neighbours("w4", 39)  # a str is one word; all the others
+    with pytest.raises(RnnkitError, match="unknown word.*'nope'"):
+        wv.most_similar(["w1"], ["nope"])
+    with pytest.raises(RnnkitError, match="most_similar needs a word"):
+        wv.most_similar_cosmul()

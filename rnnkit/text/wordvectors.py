@@ -582,5 +582,9 @@ def _read_binary(rest: bytes, V: int, E: int, errors: str = "strict"):
         vectors[i] = np.frombuffer(rest[space + 1 : end], dtype="<f4")
         pos = end
     if rest[pos:].strip():  # a binary file ends after its V-th vector (and a newline)
-        raise ValueError(f"{len(rest) - pos} bytes follow the last of the {V} vectors; is it binary?")
+        more = len(rest) - pos
+        if _is_binary(rest[pos:], 1, E):  # (a vector appended under the old header was 'is it binary?')
+            raise ValueError(f"{more} bytes of more vectors follow the last of its {V}; is the header's count of "
+                             "words right?")  # fmt: skip
+        raise ValueError(f"{more} bytes follow the last of the {V} vectors; is it binary?")
     return words, vectors

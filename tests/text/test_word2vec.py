@@ -1377,3 +1377,16 @@ def test_most_similar_and_cosmul_take_positive_and_negative_words_as_gensim():
         wv.most_similar(["w1"], ["nope"])
     with pytest.raises(RnnkitError, match="most_similar needs a word"):
         wv.most_similar_cosmul()
+
+
+def test_a_binary_file_with_more_vectors_than_its_header_says_names_the_count(tmp_path):
+    """A vector appended under the old header ('2 2' over 3 vectors) read '... 14 bytes follow the last of the 2
+    vectors; is it binary?' of a binary file; its text twin names the header's count, and so does it now."""
+    rng = np.random.default_rng(0)
+    WordVectors(["the", "cat", "sat"], rng.normal(size=(3, 2))).save(tmp_path / "v.bin", binary=True)
+    data = (tmp_path / "v.bin").read_bytes()
+    (tmp_path / "v.bin").write_bytes(b"2 2" + data[3:])
+    with pytest.raises(
+        RnnkitError, match="14 bytes of more vectors follow the last of its 2; is the header's count"
+    ):
+        WordVectors.load(tmp_path / "v.bin")

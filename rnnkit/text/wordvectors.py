@@ -360,7 +360,10 @@ class WordVectors:
                 raise ValueError(
                     f"its header '{V} {E}' promises no vectors (V words of E numbers, both >= 1)"
                 )
-            looks_text = _is_text(rest, V, E)
+            # its first line "word x_1 ... x_E" makes it text: all of the first 5 were asked, and a word with a
+            # space among them ('new york 0.1 ...') made a text file binary, 'N bytes follow the last of the 4
+            # vectors; is it binary?', and with --format text 'try --format binary'
+            looks_text = _is_text(rest, E)
             wrong = None  # read in the wrong format, a file gives garbage vectors or a puzzling error
             if binary is None:
                 binary = not looks_text and _is_binary(rest, V, E)
@@ -487,24 +490,19 @@ def _no_header(header: bytes, rest: bytes) -> str:
     return f"; no header line (as GloVe writes)? add the line '{V} {len(parts) - 1}' at its top"
 
 
-def _is_text(rest: bytes, V: int, E: int, records: int = 5) -> bool:
-    """Whether the first records are text lines "word x_1 ... x_E": E + 1 fields, the last E numbers.
+def _is_text(rest: bytes, E: int) -> bool:
+    """Whether the first record is a text line "word x_1 ... x_E": E + 1 fields, the last E numbers.
 
     Raw float32 bytes (zero vectors are all NUL bytes, which decode as UTF-8) almost never split so.
     """
-    pos = 0
-    for _ in range(min(V, records)):
-        end = rest.find(b"\n", pos)
-        end = len(rest) if end < 0 else end
-        try:  # (a word of other bytes than UTF-8's, as word2vec.c may write, is said when read)
-            parts = rest[pos:end].decode("utf-8", "replace").rstrip().split(" ")
-            [float(v) for v in parts[1:]]
-        except ValueError:
-            return False
-        if len(parts) != E + 1:
-            return False
-        pos = end + 1
-    return True
+    end = rest.find(b"\n")
+    # (a word of other bytes than UTF-8's, as word2vec.c may write, is said when read)
+    parts = rest[: len(rest) if end < 0 else end].rstrip().split(b" ")
+    try:
+        [float(v) for v in parts[1:]]
+    except ValueError:
+        return False
+    return len(parts) == E + 1
 
 
 def _is_binary(rest: bytes, V: int, E: int, records: int = 5) -> bool:
@@ -546,7 +544,11 @@ def _read_text(rest: bytes, V: int, E: int, errors: str = "strict"):
         end = len(rest) if end < 0 else end
         parts = rest[pos:end].rstrip().split(b" ")
         if len(parts) != E + 1:
-            raise ValueError(f"line {n} has {len(parts) - 1} numbers, expected {E}")
+            spaced = (
+                b" ".join(parts[: len(parts) - E]).decode("utf-8", "replace") if len(parts) > E + 1 else ""
+            )
+            raise ValueError(f"line {n} has {len(parts) - 1} numbers, expected {E}" + (
+                f" (is {spaced!r} one word? the format holds no word with a space)" if " " in spaced else ""))  # fmt: skip
         words.append(_word(parts[0], n - 2, errors))
         with np.errstate(over="ignore"):  # past float32's ±3.4e38: said by WordVectors, in one line
             vectors[n - 2] = [float(v) for v in parts[1:]]

@@ -1390,3 +1390,19 @@ def test_a_binary_file_with_more_vectors_than_its_header_says_names_the_count(tm
         RnnkitError, match="14 bytes of more vectors follow the last of its 2; is the header's count"
     ):
         WordVectors.load(tmp_path / "v.bin")
+
+
+@pytest.mark.parametrize("binary", [None, False])
+def test_a_text_file_with_a_word_of_two_words_is_text_and_says_which_line(tmp_path, binary):
+    """gensim writes the word 'new york' as it is: read, its text file was guessed binary ('81 bytes follow the last
+    of the 4 vectors; is it binary?'), and with --format text it said 'not in word2vec text format; try --format
+    binary'. The first line is text, so the file is, and the line that is not is named."""
+    path = tmp_path / "v.txt"
+    path.write_text(
+        "4 3\nthe 0.12573022 -0.13210486 0.64042264\nnew york 0.104900114 -0.5356694 0.36159506\n"
+        "cat 1.304 0.94708097 -0.70373523\ndog -1.2654215 -0.62327445 0.04132598\n"
+    )
+    with pytest.raises(RnnkitError, match=r"line 3 has 4 numbers, expected 3 \(is 'new york' one word\?"):
+        WordVectors.load(path, binary)
+    with pytest.raises(RnnkitError, match="not in word2vec binary format; try --format text"):
+        WordVectors.load(path, binary=True)

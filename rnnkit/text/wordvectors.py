@@ -92,6 +92,10 @@ class WordVectors:
     def __contains__(self, word: str) -> bool:
         return word in self.index
 
+    def __len__(self) -> int:
+        """The number of words, V (as len() of gensim's KeyedVectors: it was 'object of type ... has no len()')."""
+        return len(self.words)
+
     def __getitem__(self, word) -> np.ndarray:
         """The vector (E,) of a word, or the vectors (n, E) of a list of words (as gensim's KeyedVectors gives them)."""
         if isinstance(word, list):  # (a list is no word: it was 'unhashable type' from the lookup)

@@ -1373,6 +1373,7 @@ def test_most_similar_and_cosmul_take_positive_and_negative_words_as_gensim():
             np.testing.assert_allclose([s for _, s in out], score[best], rtol=1e-5)
     assert wv.most_similar(["w3", "w11"], ["w7"], 3) == wv.analogy("w3", "w7", "w11", 3)
     assert wv.most_similar("w4", topn=39) == wv.neighbours("w4", 39)  # a str is one word; all the others
+    assert len(wv) == 40  # gensim's len(wv) was "object of type 'WordVectors' has no len()"
     with pytest.raises(RnnkitError, match="unknown word.*'nope'"):
         wv.most_similar(["w1"], ["nope"])
     with pytest.raises(RnnkitError, match="most_similar needs a word"):

@@ -510,12 +510,13 @@ def _is_text(rest: bytes, E: int) -> bool:
 
 
 def _is_binary(rest: bytes, V: int, E: int, records: int = 5) -> bool:
-    """Whether the first records are binary: "word " (no white space) then exactly 4 E bytes."""
+    """Whether the first records are binary: "word " (no space, tab, newline or CR: word2vec.c's words have none, but
+    may hold a form feed or a vertical tab, which made its file not binary) then exactly 4 E bytes."""
     pos = 0
     for _ in range(min(V, records)):
         space = rest.find(b" ", pos)
         word = rest[pos:space].lstrip(b"\n")  # the newline after the previous vector, if written
-        if space < 0 or not word or len(word.split()) != 1 or space + 1 + 4 * E > len(rest):
+        if space < 0 or not word or any(c in word for c in b"\t\n\r") or space + 1 + 4 * E > len(rest):
             return False
         pos = space + 1 + 4 * E
     return True

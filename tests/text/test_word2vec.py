@@ -1407,3 +1407,16 @@ def test_a_text_file_with_a_word_of_two_words_is_text_and_says_which_line(tmp_pa
         WordVectors.load(path, binary)
     with pytest.raises(RnnkitError, match="not in word2vec binary format; try --format text"):
         WordVectors.load(path, binary=True)
+
+
+def test_a_binary_file_with_a_form_feed_in_a_word_is_binary(tmp_path):
+    """word2vec.c splits words on space, tab and newline only: a word with a form feed or a vertical tab (a corpus's
+    page break) is its own, written so in its binary file, which gensim reads. Guessed not binary (its check split the
+    word on any white space), it was 'malformed ...: line 2 has 1 numbers, expected 3'."""
+    x = np.array([[1, 0], [0.6, 0.8], [0, 1]], np.float32)
+    words = [b"the", b"page\x0cbreak", b"v\x0bt"]
+    data = b"3 2\n" + b"".join(w + b" " + v.astype("<f4").tobytes() + b"\n" for w, v in zip(words, x))
+    (tmp_path / "v.bin").write_bytes(data)
+    wv = WordVectors.load(tmp_path / "v.bin")
+    assert wv.words == ["the", "page\x0cbreak", "v\x0bt"]
+    np.testing.assert_array_equal(wv.vectors, x)

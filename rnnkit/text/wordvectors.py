@@ -288,7 +288,8 @@ class WordVectors:
             other = others[0]
             raise RnnkitError(f"cannot save the word {other!r} ({type(other).__name__}) in word2vec format: words must "
                               "be str; make them so first (WordVectors([str(w) for w in wv.words], wv.vectors))")  # fmt: skip
-        bad = next((w for w in self.words if not w or any(c in w for c in " \t\n\r\v\f")), None)
+        # (a form feed or a vertical tab, which word2vec.c keeps in a word and both formats read back, was refused)
+        bad = next((w for w in self.words if not w or any(c in w for c in " \t\n\r")), None)
         if bad is not None:  # the file would not read back, here or in gensim
             raise RnnkitError(f"cannot save the word {bad!r} in word2vec format, where a space ends the word: "
                               "words must be non-empty, without spaces, tabs or newlines (join phrases with _)")  # fmt: skip

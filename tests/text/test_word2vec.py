@@ -1420,3 +1420,19 @@ def test_a_binary_file_with_a_form_feed_in_a_word_is_binary(tmp_path):
     wv = WordVectors.load(tmp_path / "v.bin")
     assert wv.words == ["the", "page\x0cbreak", "v\x0bt"]
     np.testing.assert_array_equal(wv.vectors, x)
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_words_with_a_form_feed_or_a_vertical_tab_save_and_load_back(tmp_path, binary):
+    """Such a word of word2vec.c's file (loaded) was refused by save, 'where a space ends the word', though both
+    formats, here and in gensim, read it back."""
+    wv = WordVectors(["the", "page\x0cbreak", "v\x0bt", "\x0cx\x0b"], np.eye(4, 3, dtype=np.float32))
+    wv.save(tmp_path / "v", binary=binary)
+    again = WordVectors.load(tmp_path / "v")
+    assert again.words == wv.words
+    np.testing.assert_array_equal(again.vectors, wv.vectors)
+    gensim_models = pytest.importorskip("gensim.models", reason="gensim is not installed (dev extra)")
+    assert (
+        gensim_models.KeyedVectors.load_word2vec_format(str(tmp_path / "v"), binary=binary).index_to_key
+        == wv.words
+    )

@@ -312,9 +312,10 @@ class WordVectors:
     def load(cls, path, binary: bool | None = None, unicode_errors: str = "strict") -> "WordVectors":
         """Read either format, compressed with gzip or bzip2 or not (as gensim reads a .gz or .bz2); `binary=None`
         guesses from the file. Words are UTF-8; `unicode_errors` ("strict", "replace", "ignore", as gensim's) says
-        what becomes of a word that is not (word2vec.c cuts words at 100 bytes, inside a character's bytes). `path` may also be the folder that `rnnkit word2vec --out` writes: its vectors.bin
-        is read (vectors.txt with `binary=False`, or where there is no vectors.bin), checked against the sizes and
-        sha256 its config.json records (a folder without them loads as before)."""
+        what becomes of a word that is not (word2vec.c cuts words at 100 bytes, inside a character's bytes). `path`
+        may also be the folder that `rnnkit word2vec --out` writes: its vectors.bin is read (vectors.txt with
+        `binary=False`, or where there is no vectors.bin), checked against the sizes and sha256 its config.json
+        records (a folder without them loads as before)."""
         if unicode_errors not in ("strict", "replace", "ignore"):
             raise RnnkitError(f"unicode_errors must be strict, replace or ignore, got {unicode_errors!r}")
         path = pathlib.Path(path)
@@ -498,7 +499,7 @@ def _no_header(header: bytes, rest: bytes) -> str:
 def _is_text(rest: bytes, E: int) -> bool:
     """Whether the first record is a text line "word x_1 ... x_E": E + 1 fields, the last E numbers.
 
-    Raw float32 bytes (zero vectors are all NUL bytes, which decode as UTF-8) almost never split so.
+    Raw float32 bytes (zero vectors are all NUL bytes) almost never split so.
     """
     end = rest.find(b"\n")
     # (a word of other bytes than UTF-8's, as word2vec.c may write, is said when read)

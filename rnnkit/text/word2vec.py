@@ -245,7 +245,7 @@ class Word2Vec:
                     self.seen, self.expected = epoch * len(pairs[0]), c.epochs * len(pairs[0])
                     self._epoch(*pairs, bar)
                 if len(pairs[0]):  # the loss at the end, on a few of the last epoch's pairs (lr 0: no update)
-                    w, ctx = torch.from_numpy(pairs[0][:256]), torch.from_numpy(pairs[1][:256])
+                    w, ctx = torch.from_numpy(pairs[0][:256]).long(), torch.from_numpy(pairs[1][:256]).long()
                     self.loss_history.append(self._step(w, ctx, 0.0, True) / len(w))
             finally:
                 torch.set_num_threads(threads)
@@ -287,8 +287,8 @@ class Word2Vec:
     def _encode(self, sentences):
         stoi = self.vocab.stoi
         encoded = [[stoi[w] for w in s if w in stoi] for s in sentences]
-        ids = np.fromiter((i for s in encoded for i in s), dtype=np.int64)
-        sent = np.repeat(np.arange(len(encoded)), [len(s) for s in encoded])
+        ids = np.fromiter((i for s in encoded for i in s), dtype=_index_dtype(len(stoi)))
+        sent = np.repeat(np.arange(len(encoded), dtype=_index_dtype(len(encoded))), [len(s) for s in encoded])
         return ids, sent
 
     def _noise_distribution(self) -> None:
@@ -318,7 +318,9 @@ class Word2Vec:
         """Subsample, draw each centre's window b ~ U{1..window}, and list the pairs within one sentence.
 
         Returns centres (P,) and contexts: (P,) for skip-gram, (P, 2·reach) with -1 in the unused places for CBOW
-        (reach: the window cut to the longest sentence).
+        (reach: the window cut to the longest sentence), as word ids of ids' dtype: int32 below 2^31 words, each
+        chunk widened to int64 where it is used (int64 pairs, 16 bytes each and 55 at their making, took 300 MB a
+        million words of corpus: PTB four times over peaked at 1.37 GB).
         """
         c, rng = self.config, self.rng
         if c.sample > 0:
@@ -331,29 +333,32 @@ class Word2Vec:
         reach = max(1, min(c.window, int(np.bincount(sent).max(initial=1)) - 1))
         if c.model == "cbow":
             return self._cbow_windows(ids, sent, b, reach)
+        at = _index_dtype(len(ids))  # positions in the corpus
         centre, context = [], []
         for o in range(1, reach + 1):
             same = sent[:-o] == sent[o:]  # positions p and p + o in one sentence
             for a, z, b_a in ((0, o, b[:-o]), (o, 0, b[o:])):  # centre p + a, context p + z at distance o
-                p = np.flatnonzero(same & (o <= b_a))
-                centre.append(p + a)
-                context.append(p + z)
+                p = np.flatnonzero(same & (o <= b_a)).astype(at)
+                centre.append(p + at(a))
+                context.append(p + at(z))
         centre, context = np.concatenate(centre), np.concatenate(context)
-        order = rng.permutation(len(centre))
-        return ids[centre[order]], ids[context[order]]
+        order = np.arange(len(centre), dtype=at)  # rng.permutation(P)'s order, in the positions' dtype
+        rng.shuffle(order)
+        centre, context = ids[centre[order]], ids[context[order]]
+        return centre, context
 
     def _cbow_windows(self, ids, sent, b, reach):
         """Each centre's context words as a row, position -reach..-1, +1..+reach, -1 where a position is out of its
         sentence or its window b: (P, 2·reach), the centres that have a context (reach: the window cut to the longest
         sentence, as in _pairs: rows of 2·window for window=10**9 did not fit)."""
         n = len(ids)
-        rows = np.full((n, 2 * reach), -1, np.int64)
+        rows = np.full((n, 2 * reach), -1, ids.dtype)
         for k, o in enumerate([*range(-reach, 0), *range(1, reach + 1)]):
             lo, hi = max(0, -o), n - max(0, o)  # centres a in [lo, hi), contexts a + o
             use = (sent[lo:hi] == sent[lo + o : hi + o]) & (abs(o) <= b[lo:hi])
             rows[lo:hi, k] = np.where(use, ids[lo + o : hi + o], -1)
-        has = np.flatnonzero((rows >= 0).any(1))
-        has = has[self.rng.permutation(len(has))]
+        has = np.flatnonzero((rows >= 0).any(1)).astype(_index_dtype(n))
+        self.rng.shuffle(has)  # (as has[rng.permutation(len(has))])
         return ids[has], rows[has]
 
     def resolved_backend(self) -> str:
@@ -420,7 +425,7 @@ class Word2Vec:
                 return
             if i + 1 < len(starts):
                 drawn = pool.submit(draw, i + 1)
-            w, ctx = centres[start : start + step], contexts[start : start + step]
+            w, ctx = centres[start : start + step].long(), contexts[start : start + step].long()
             if probe is not None:  # the loss on a few pairs, to watch (lr 0: no update)
                 self.loss_history.append(self._step(w[:256], ctx[:256], 0.0, True, probe) / len(probe))
             # at most a thread a pair: more had nothing to do (2**62 of them aborted the process)
@@ -441,7 +446,7 @@ class Word2Vec:
         for start in range(0, len(centres), step):
             progress = min(self.seen / self.expected, 1.0)
             lr = c.alpha - (c.alpha - c.min_alpha) * progress
-            w, ctx = centres[start : start + step], contexts[start : start + step]
+            w, ctx = centres[start : start + step].long(), contexts[start : start + step].long()
             need_loss = start // step % 100 == 0
             J = self._step(w, ctx, lr, need_loss)
             if need_loss:
@@ -492,3 +497,8 @@ class Word2Vec:
 
     def loss_is_finite(self) -> bool:
         return all(math.isfinite(x) for x in self.loss_history)
+
+
+def _index_dtype(n: int):
+    """int32 for indices below n where they fit (half int64's memory), else int64."""
+    return np.int32 if n <= np.iinfo(np.int32).max else np.int64

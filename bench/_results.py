@@ -188,6 +188,18 @@ def name_list(choices):
     return parse
 
 
+def out_folder(parser: argparse.ArgumentParser, out: pathlib.Path) -> None:
+    """Make the --out folder and a folder in it (removed again), or stop with argparse's one line: an --out that cannot
+    be made (/proc/x) or that takes nothing new (/proc, a read-only mount), which a check of its permissions passes
+    as root, failed in a traceback at the first run folder or figure, after minutes of work (charlm.py: its sampling
+    timed first; energy.py: every part run)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(dir=out, prefix=".rnnkit-bench-"))
+    except OSError as e:
+        parser.error(f"cannot write in the --out folder {out}: {e.strerror}; give another folder")
+
+
 def add_no_write(parser: argparse.ArgumentParser, section: str):
     """--no-write: print the tables only (every script has it)."""
     parser.add_argument(

@@ -33,6 +33,7 @@ from _results import (  # noqa: E402
     machine_line,
     markdown_table,
     name_list,
+    out_folder,
     plural,
     update_results,
 )
@@ -171,6 +172,7 @@ def main():
                 check_out(out / name, resume=False, force=True)
         except RnnkitError as e:
             p.error(str(e))
+        out_folder(p, out)
     torch.set_num_threads(THREADS)
     speeds = sampling_speeds()
     for name in args.only:

@@ -6,6 +6,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 BENCH = pathlib.Path(__file__).resolve().parents[1] / "bench"
 
 
@@ -538,3 +540,23 @@ def test_energy_py_on_a_gpu_does_not_say_its_rbm_ran_the_compiled_cpu_loop(monke
     heading = energy.bench_rbm(1, "cuda:0").splitlines()[0]
     assert "compiled CPU loop" not in heading and "the torch loop on cuda:0" in heading, heading
     assert "the compiled CPU loop (rbm_cd.c)" in energy.bench_rbm(1, "cpu").splitlines()[0]
+
+
+@pytest.mark.skipif(not pathlib.Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+@pytest.mark.parametrize("out", ["/proc/x", "/proc"])
+def test_charlm_py_stops_at_once_on_an_out_folder_it_cannot_write_in(tmp_path, monkeypatch, capsys, out):
+    """--out /proc/x (not to be made) or /proc (a folder that takes no new ones), which check_out's permission check
+    passes as root: charlm.py timed its sampling, then failed in a traceback at the first model's run folder
+    (RnnkitError: cannot make the --out folder /proc/x/lstm). It stops before any work, in argparse's one line."""
+    charlm = _bench_script(monkeypatch, "charlm")
+    work = []
+    (tmp_path / "tinyshakespeare.txt").write_text("First Citizen:\n")
+    monkeypatch.setattr(charlm, "DATA", tmp_path)
+    monkeypatch.setattr(charlm, "train", lambda *a, **k: work.append("train"))
+    monkeypatch.setattr(charlm, "sampling_speeds", lambda: work.append("sampling"))
+    monkeypatch.setattr(sys, "argv", ["charlm.py", "--preset-budget", "0", "--out", out, "--no-write"])
+    with pytest.raises(SystemExit) as stop:
+        charlm.main()
+    assert stop.value.code == 2 and work == []
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith(f"charlm.py: error: cannot write in the --out folder {out}: "), err

@@ -24,7 +24,15 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # rnnkit without an install
-from _results import add_no_write, int_at_least, machine_line, markdown_table, plural, update_results  # noqa: E402
+from _results import (  # noqa: E402
+    add_no_write,
+    int_at_least,
+    machine_line,
+    markdown_table,
+    out_folder,
+    plural,
+    update_results,
+)
 
 from rnnkit.energy import _rbm_kernel, capacity, ising, plots  # noqa: E402
 from rnnkit.energy.rbm import RBM  # noqa: E402
@@ -319,10 +327,7 @@ def main() -> None:
     if out.exists() and not out.is_dir():
         parser.error(f"--out {out} is a file; give a folder")
     if {"hopfield", "ising"} - set(args.skip):  # only they write figures
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            parser.error(f"cannot make the --out folder {out}: {e.strerror}")
+        out_folder(parser, out)
     sections = [f"## Energy models: {machine_line()}, device {args.device}"]
     if "rbm" not in args.skip:
         sections.append(bench_rbm(args.seeds, args.device))

@@ -560,3 +560,21 @@ def test_charlm_py_stops_at_once_on_an_out_folder_it_cannot_write_in(tmp_path, m
     assert stop.value.code == 2 and work == []
     err = capsys.readouterr().err.splitlines()
     assert err[-1].startswith(f"charlm.py: error: cannot write in the --out folder {out}: "), err
+
+
+@pytest.mark.skipif(not pathlib.Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_energy_py_stops_at_once_on_an_out_folder_that_takes_no_figures(monkeypatch, capsys):
+    """--out /proc: a folder, so mkdir(exist_ok=True) passed it, that takes no files: energy.py ran every part and then
+    failed in a traceback at the first figure (FileNotFoundError: '/proc/ising_metropolis.png'). It stops before any
+    work, in argparse's one line."""
+    energy = _bench_script(monkeypatch, "energy")
+    work = []
+    monkeypatch.setattr(energy, "bench_ising", lambda out, device: work.append("ising") or "the Ising table")
+    monkeypatch.setattr(
+        sys, "argv", ["energy.py", "--skip", "rbm", "hopfield", "--out", "/proc", "--no-write"]
+    )
+    with pytest.raises(SystemExit) as stop:
+        energy.main()
+    assert stop.value.code == 2 and work == []
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("energy.py: error: cannot write in the --out folder /proc: "), err

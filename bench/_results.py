@@ -123,6 +123,25 @@ def _update(name: str, markdown: str) -> None:
     write_text(RESULTS, text)  # a kill or a failed write leaves the old file whole, and no temporary file
 
 
+def check_results(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Before any work, unless --no-write: RESULTS.md must read as UTF-8 and its folder take a new file (the write's
+    temporary one), else argparse's one line. A RESULTS.md saved in another encoding (a '±' as Latin-1), or a
+    checkout that is read-only, failed in a traceback at the end of the run, after all its timings."""
+    if args.no_write:
+        return
+    try:
+        if RESULTS.exists():
+            RESULTS.read_bytes().decode("utf-8")
+        fd, probe = tempfile.mkstemp(dir=os.path.dirname(os.path.realpath(RESULTS)), prefix=".rnnkit-bench-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        parser.error(f"cannot write {RESULTS}: {e.strerror}; give --no-write to print the tables only")
+    except UnicodeDecodeError as e:
+        parser.error(f"{RESULTS} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); save it as "
+                     "UTF-8, or give --no-write to print the tables only")  # fmt: skip
+
+
 def markdown_table(header: list[str], rows: list[list]) -> str:
     """A Markdown table; a | inside a cell (|m|) is escaped, else it splits the cell and the table breaks."""
 

@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))  # this checkout's rnnkit (before _results imports
 
 from _results import (  # noqa: E402
     add_no_write,
+    check_results,
     finite_float,
     machine_line,
     markdown_table,
@@ -153,6 +154,7 @@ def main():
     )
     add_no_write(p, "charlm")
     args = p.parse_args()
+    check_results(p, args)
     out = pathlib.Path(args.out)
     names = [*args.only, *(["preset"] if args.preset_budget else [])]
     if out.exists() and not out.is_dir():

@@ -36,6 +36,7 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 from _results import (  # noqa: E402
     add_no_write,
+    check_results,
     cpu_key,
     int_at_least,
     machine_line,
@@ -130,6 +131,7 @@ def main():
                     help="also time compile's unrolled loop (backend='autograd'; a minute of compiling per length)")  # fmt: skip
     add_no_write(ap, "compile")
     args = ap.parse_args()
+    check_results(ap, args)
     reason = native.unsupported(native.CELLS["lstm"], torch.zeros(1))
     if reason:
         sys.exit(f"native backend unavailable: {reason}")

@@ -26,6 +26,7 @@ import torch
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # rnnkit without an install
 from _results import (  # noqa: E402
     add_no_write,
+    check_results,
     int_at_least,
     machine_line,
     markdown_table,
@@ -315,6 +316,7 @@ def main() -> None:
     )
     add_no_write(parser, "energy")
     args = parser.parse_args()
+    check_results(parser, args)
     if set(PARTS) <= set(args.skip):
         parser.error(f"--skip {' '.join(args.skip)} leaves nothing to run")
     if "rbm" not in args.skip:

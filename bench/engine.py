@@ -25,6 +25,7 @@ from torch import nn
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 from _results import (
     add_no_write,
+    check_results,
     cpu_key,
     int_at_least,
     machine_line,
@@ -426,6 +427,7 @@ def main():
     )
     add_no_write(ap, "engine")
     args = ap.parse_args()
+    check_results(ap, args)
     reason = native.unsupported(native.CELLS["lstm"], torch.zeros(1))
     if reason:
         sys.exit(f"native backend unavailable: {reason}")

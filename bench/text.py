@@ -20,7 +20,15 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from _results import add_no_write, int_at_least, machine_line, markdown_table, plural, update_results  # noqa: E402
+from _results import (  # noqa: E402
+    add_no_write,
+    check_results,
+    int_at_least,
+    machine_line,
+    markdown_table,
+    plural,
+    update_results,
+)
 
 from rnnkit.text import NGramLM, Word2Vec, WordVectors, w2v_native  # noqa: E402
 
@@ -127,6 +135,7 @@ def main() -> int:
     )
     add_no_write(parser, "text")
     args = parser.parse_args()
+    check_results(parser, args)
     data = pathlib.Path(args.data)
     missing = [name for name in ("ptb/ptb.train.txt", "tinyshakespeare.txt") if not (data / name).is_file()]
     if missing:

@@ -578,3 +578,39 @@ def test_energy_py_stops_at_once_on_an_out_folder_that_takes_no_figures(monkeypa
     assert stop.value.code == 2 and work == []
     err = capsys.readouterr().err.splitlines()
     assert err[-1].startswith("energy.py: error: cannot write in the --out folder /proc: "), err
+
+
+def test_a_results_md_that_cannot_be_written_stops_a_script_before_any_work(tmp_path, monkeypatch, capsys):
+    """RESULTS.md saved in another encoding (a '±' as Latin-1), a RESULTS.md that is a folder, a folder that takes no
+    new file (a read-only checkout): every script ran its whole benchmark (engine.py: tens of minutes) and then
+    failed in a traceback at the write ('UnicodeDecodeError: 'utf-8' codec can't decode byte 0xb1 in position 53633'
+    from charlm.py --report-only). Each stops before any work in argparse's one line, unless --no-write."""
+    engine = _bench_script(monkeypatch, "engine")
+    import _results
+
+    work = []
+    monkeypatch.setattr(engine.native, "unsupported", lambda *a: work.append("native") or None)
+    monkeypatch.setattr(engine, "gemm_peak", lambda rounds: work.append("peak") or 1 / 0)
+    latin1 = tmp_path / "RESULTS.md"
+    latin1.write_bytes(b"# Benchmark results\n\n<!-- a:begin -->\n1.00 \xb1 0.01\n<!-- a:end -->\n")
+    (tmp_path / "folder" / "RESULTS.md").mkdir(parents=True)
+    cases = [
+        (latin1, "is not UTF-8 text (byte 0xb1 at offset 43)"),
+        (tmp_path / "folder" / "RESULTS.md", "Is a"),
+    ]
+    if pathlib.Path("/proc/self").is_dir():
+        cases.append((pathlib.Path("/proc/RESULTS.md"), "No such file or directory"))
+    for results, why in cases:
+        monkeypatch.setattr(_results, "RESULTS", results)
+        monkeypatch.setattr(sys, "argv", ["engine.py", "--rounds", "1"])
+        with pytest.raises(SystemExit) as stop:
+            engine.main()
+        err = capsys.readouterr().err.splitlines()
+        assert stop.value.code == 2 and work == [] and why in err[-1], (results, err)
+        assert err[-1].startswith("engine.py: error: ") and "--no-write" in err[-1], err
+    monkeypatch.setattr(sys, "argv", ["engine.py", "--rounds", "1", "--no-write"])
+    with pytest.raises(ZeroDivisionError):
+        engine.main()
+    assert work == ["native", "peak"]
+    for script in ("engine", "compile", "charlm", "energy", "text"):
+        assert "check_results(" in (BENCH / f"{script}.py").read_text(encoding="utf-8"), script

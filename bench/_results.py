@@ -78,8 +78,10 @@ def update_results(name: str, markdown: str, partial: str | None = None) -> None
     marker whose end is missing (an edit that cut it, a merge) is replaced up to the next section's begin marker or
     the end of the file: the block was appended after it before, and an end marker before its begin failed. An end
     marker after the next section's begin is not this one's (a later copy of the section), and was taken for it:
-    the sections between went with the old block. A lock file that cannot be opened (another user's, in a shared
-    /tmp) failed the run at its end, the section not written: it is written without the lock, said in one line."""
+    the sections between went with the old block. Later copies of the section (a merge that kept both sides' blocks)
+    are removed: re-running the benchmark left them, stale, beside the new table. A lock file that cannot be opened
+    (another user's, in a shared /tmp) failed the run at its end, the section not written: it is written without the
+    lock, said in one line."""
     if partial:
         print(f"bench/RESULTS.md is left as it is: {partial} runs part of the {name} table, which would replace the "
               "whole section; run without it to write the section (or give --no-write)", file=sys.stderr)  # fmt: skip
@@ -107,20 +109,35 @@ def _update(name: str, markdown: str) -> None:
     )
     nl = "\r\n" if "\r\n" in text else "\n"  # the file's line endings
     block = f"{begin}\n{markdown.rstrip()}\n{end}".replace("\r\n", "\n").replace("\n", nl)
-    i = text.find(begin)
-    if i < 0:
+    # later copies of the section (a merge that kept both sides' blocks) are older runs of it: re-running it left
+    # them in place, two tables of the same benchmark and machine, one of them stale
+    while len(spans := _spans(text, begin, end)) > 1:
+        i, j = spans[-1]
+        head, tail = text[:i].rstrip("\r\n"), text[j:].lstrip("\r\n")
+        text = head + (nl + nl + tail if tail else nl)
+    if not spans:
         text = text.rstrip() + nl + nl + block + nl
     else:
-        following = re.search(r"<!-- [^>]*:begin -->", text[i + len(begin) :])
-        stop = i + len(begin) + following.start() if following else len(text)
-        j = text.find(end, i, stop)  # (an end past the next begin is a later copy's, not this one's)
-        if j >= 0:
-            j += len(end)
-        else:
-            j = stop
-            block += nl + nl if following else nl
+        i, j = spans[0]
+        if not text.startswith(end, j - len(end)):  # cut: up to the next begin, and kept apart from it
+            block += nl + nl if j < len(text) else nl
         text = text[:i] + block + text[j:]
     write_text(RESULTS, text)  # a kill or a failed write leaves the old file whole, and no temporary file
+
+
+def _spans(text: str, begin: str, end: str) -> list[tuple[int, int]]:
+    """Where each copy of a section lies, (start, stop): from its begin marker to its end marker, or, where the end
+    is missing, to the next section's begin marker or the end of the file (an end past the next begin is a later
+    copy's, not this one's)."""
+    spans, i = [], text.find(begin)
+    while i >= 0:
+        following = re.search(r"<!-- [^>]*:begin -->", text[i + len(begin) :])
+        stop = i + len(begin) + following.start() if following else len(text)
+        j = text.find(end, i, stop)
+        j = j + len(end) if j >= 0 else stop
+        spans.append((i, j))
+        i = text.find(begin, j)
+    return spans
 
 
 def check_results(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

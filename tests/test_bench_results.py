@@ -614,3 +614,30 @@ def test_a_results_md_that_cannot_be_written_stops_a_script_before_any_work(tmp_
     assert work == ["native", "peak"]
     for script in ("engine", "compile", "charlm", "energy", "text"):
         assert "check_results(" in (BENCH / f"{script}.py").read_text(encoding="utf-8"), script
+
+
+def test_a_later_copy_of_a_section_goes_when_the_section_is_written(tmp_path, monkeypatch):
+    """A RESULTS.md holding a section twice (a merge that kept both sides' blocks, or the copy the old update_results
+    appended where an end marker was cut): re-running the benchmark replaced the first copy only, the stale second
+    table of the same benchmark and machine left below the other sections. Later copies, whole or cut, go; the
+    sections between and after them stay as they were."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import _results
+
+    results = tmp_path / "RESULTS.md"
+    monkeypatch.setattr(_results, "RESULTS", results)
+    b, c = "<!-- b:begin -->\nB\n<!-- b:end -->", "<!-- c:begin -->\nC\n<!-- c:end -->"
+    for before in (
+        f"# R\n\n<!-- a:begin -->\nold\n<!-- a:end -->\n\n{b}\n\n<!-- a:begin -->\nolder\n<!-- a:end -->\n\n{c}\n",
+        f"# R\n\n<!-- a:begin -->\nold\n\n{b}\n\n<!-- a:begin -->\nolder\n<!-- a:end -->\n\n{c}\n",
+        f"# R\n\n<!-- a:begin -->\nold\n<!-- a:end -->\n\n{b}\n\n<!-- a:begin -->\nolder\n\n{c}\n",
+    ):
+        results.write_text(before, encoding="utf-8")
+        _results.update_results("a", "new")
+        after = f"# R\n\n<!-- a:begin -->\nnew\n<!-- a:end -->\n\n{b}\n\n{c}\n"
+        assert results.read_text(encoding="utf-8") == after, before
+    results.write_text(
+        "# R\n\n<!-- a:begin -->\nold\n\n<!-- a:begin -->\nolder\n<!-- a:end -->\n", encoding="utf-8"
+    )
+    _results.update_results("a", "new")
+    assert results.read_text(encoding="utf-8") == "# R\n\n<!-- a:begin -->\nnew\n<!-- a:end -->\n"

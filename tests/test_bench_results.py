@@ -9,6 +9,8 @@ import sys
 import pytest
 
 BENCH = pathlib.Path(__file__).resolve().parents[1] / "bench"
+# a stand-in tinyshakespeare.txt, long enough for the windows of every charlm.py run (it reads the corpus before any)
+CORPUS = "First Citizen:\n" * 300
 
 
 def test_a_failed_write_of_results_md_leaves_it_whole_and_no_temporary_file(tmp_path):
@@ -222,7 +224,7 @@ def test_charlm_py_stops_at_a_run_stopped_by_ctrl_c_and_writes_no_table(tmp_path
     its budget (the budget column '3' over a few seconds of training)."""
     charlm = _bench_script(monkeypatch, "charlm")
     (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "tinyshakespeare.txt").write_text("First Citizen:\n")
+    (tmp_path / "data" / "tinyshakespeare.txt").write_text(CORPUS)
     trained, written = [], []
     monkeypatch.setattr(charlm, "DATA", tmp_path / "data")
     monkeypatch.setattr(charlm, "train", _one_row_train(130, trained))
@@ -314,7 +316,7 @@ def test_energy_and_charlm_print_their_tables_before_writing_results_md(tmp_path
 
     charlm = load("charlm")
     (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "tinyshakespeare.txt").write_text("First Citizen:\n")
+    (tmp_path / "data" / "tinyshakespeare.txt").write_text(CORPUS)
 
     monkeypatch.setattr(charlm, "DATA", tmp_path / "data")
     monkeypatch.setattr(charlm, "train", _one_row_train(0))
@@ -409,7 +411,7 @@ def test_charlm_py_without_its_preset_run_leaves_the_preset_rows_whole(tmp_path,
     charlm = _bench_script(monkeypatch, "charlm")
     results, before = _results_md(tmp_path, monkeypatch, "charlm", "| `shakespeare` preset | 20 |\n")
     (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "tinyshakespeare.txt").write_text("First Citizen:\n")
+    (tmp_path / "data" / "tinyshakespeare.txt").write_text(CORPUS)
     monkeypatch.setattr(charlm, "DATA", tmp_path / "data")
     monkeypatch.setattr(charlm, "train", _one_row_train(0))
     monkeypatch.setattr(charlm, "sampling_speeds", lambda: {"rnnkit": 1.0})
@@ -450,7 +452,7 @@ def test_charlm_py_preset_stopped_leaves_the_sections_preset_row(tmp_path, monke
     charlm = _bench_script(monkeypatch, "charlm")
     results, before = _results_md(tmp_path, monkeypatch, "charlm", "| `shakespeare` preset | 20 |\n")
     (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "tinyshakespeare.txt").write_text("First Citizen:\n")
+    (tmp_path / "data" / "tinyshakespeare.txt").write_text(CORPUS)
     monkeypatch.setattr(charlm, "DATA", tmp_path / "data")
     finished, stopped = _one_row_train(0), _one_row_train(130)
     monkeypatch.setattr(
@@ -550,7 +552,7 @@ def test_charlm_py_stops_at_once_on_an_out_folder_it_cannot_write_in(tmp_path, m
     (RnnkitError: cannot make the --out folder /proc/x/lstm). It stops before any work, in argparse's one line."""
     charlm = _bench_script(monkeypatch, "charlm")
     work = []
-    (tmp_path / "tinyshakespeare.txt").write_text("First Citizen:\n")
+    (tmp_path / "tinyshakespeare.txt").write_text(CORPUS)
     monkeypatch.setattr(charlm, "DATA", tmp_path)
     monkeypatch.setattr(charlm, "train", lambda *a, **k: work.append("train"))
     monkeypatch.setattr(charlm, "sampling_speeds", lambda: work.append("sampling"))
@@ -641,3 +643,23 @@ def test_a_later_copy_of_a_section_goes_when_the_section_is_written(tmp_path, mo
     )
     _results.update_results("a", "new")
     assert results.read_text(encoding="utf-8") == "# R\n\n<!-- a:begin -->\nnew\n<!-- a:end -->\n"
+
+
+@pytest.mark.parametrize("corpus", ["", "First Citizen:\n"])
+def test_charlm_py_stops_at_once_on_a_corpus_its_runs_cannot_train_on(tmp_path, monkeypatch, capsys, corpus):
+    """An empty tinyshakespeare.txt (a download that failed) or one too short for the runs' windows: charlm.py timed
+    its sampling, then failed in a traceback from the first run ('RnnkitError: corpus .../tinyshakespeare.txt is
+    empty; ...', '... too few for 32 streams of windows of 64 ...'). It stops before any work, in argparse's one
+    line naming the corpus's problem."""
+    charlm = _bench_script(monkeypatch, "charlm")
+    (tmp_path / "tinyshakespeare.txt").write_text(corpus)
+    work = []
+    monkeypatch.setattr(charlm, "DATA", tmp_path)
+    monkeypatch.setattr(charlm, "train", lambda *a, **k: work.append("train"))
+    monkeypatch.setattr(charlm, "sampling_speeds", lambda: work.append("sampling"))
+    monkeypatch.setattr(sys, "argv", ["charlm.py", "--out", str(tmp_path / "runs"), "--no-write"])
+    with pytest.raises(SystemExit) as stop:
+        charlm.main()
+    assert stop.value.code == 2 and work == []
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith("charlm.py: error: ") and ("is empty" if not corpus else "too few") in err, err

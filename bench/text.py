@@ -17,6 +17,7 @@ import os
 import pathlib
 import sys
 import time
+from collections import Counter
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
@@ -108,6 +109,25 @@ def ngram_rows(data: pathlib.Path, max_order: int):
     return rows
 
 
+def data_problem(data: pathlib.Path) -> str | None:
+    """What leaves the tables nothing to train on, found before any work (an empty or cut file: the n-gram table failed
+    in rnnkit's traceback, 'empty training text', and a PTB of too few words in gensim's, 'you must first build
+    vocabulary before training the model', after the n-gram table); None if nothing."""
+    shakespeare = data / "tinyshakespeare.txt"
+    n = len(shakespeare.read_text())
+    if int(0.9 * n) in (0, n):  # (split as ngram_rows splits it)
+        return f"{shakespeare} holds {plural(n, 'character')}, too few to split into train and val for the n-grams"
+    ptb = data / "ptb" / "ptb.train.txt"
+    counts = Counter(ptb.read_text().split())
+    frequent = sum(c >= SETTINGS["min_count"] for c in counts.values())
+    if frequent < 2:  # (rnnkit's word2vec needs two distinct words, gensim's one)
+        return (
+            f"{ptb}: {plural(frequent, 'word')} of {len(counts):,} occur {SETTINGS['min_count']} times or more, "
+            "too few for word2vec; give the whole PTB training set"
+        )
+    return None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -140,6 +160,9 @@ def main() -> int:
     missing = [name for name in ("ptb/ptb.train.txt", "tinyshakespeare.txt") if not (data / name).is_file()]
     if missing:
         parser.error(f"no {', '.join(missing)} under {data}; set --data or RNNKIT_DATA")
+    problem = data_problem(data)
+    if problem:
+        parser.error(problem)
     if importlib.util.find_spec("gensim") is None:
         parser.error("gensim is not installed (the word2vec baseline); pip install gensim")
     ngram = ngram_rows(data, args.max_order)

@@ -503,7 +503,7 @@ def test_text_py_with_rows_left_out_leaves_its_section_whole(tmp_path, monkeypat
     text_py = _bench_script(monkeypatch, "text")
     results, before = _results_md(tmp_path, monkeypatch, "text", "| rnnkit torch (batched) |\n| 10 |\n")
     (tmp_path / "ptb").mkdir()
-    (tmp_path / "ptb" / "ptb.train.txt").write_text("a b\n")
+    (tmp_path / "ptb" / "ptb.train.txt").write_text("a b\n" * 5)  # (2 words of min_count 5)
     (tmp_path / "tinyshakespeare.txt").write_text("ab\n")
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())  # (gensim not needed)
     monkeypatch.setattr(text_py, "ngram_rows", lambda data, max_order: [[n] for n in range(1, max_order + 1)])
@@ -663,3 +663,28 @@ def test_charlm_py_stops_at_once_on_a_corpus_its_runs_cannot_train_on(tmp_path, 
     assert stop.value.code == 2 and work == []
     err = capsys.readouterr().err.splitlines()[-1]
     assert err.startswith("charlm.py: error: ") and ("is empty" if not corpus else "too few") in err, err
+
+
+@pytest.mark.parametrize(
+    "shakespeare, ptb, why",
+    [("", "a b\n" * 5, "holds 0 characters"), ("ab\n", "a b c d\n", "0 words of 4 occur 5 times or more")],
+)
+def test_text_py_stops_at_once_on_data_it_cannot_train_on(
+    tmp_path, monkeypatch, capsys, shakespeare, ptb, why
+):
+    """An empty tinyshakespeare.txt, or a ptb.train.txt cut short (a failed download): text.py failed in rnnkit's
+    traceback ('RnnkitError: empty training text; ...') or, after the n-gram table, in gensim's ('RuntimeError: you
+    must first build vocabulary before training the model'). It stops before any work, in one line saying which."""
+    text_py = _bench_script(monkeypatch, "text")
+    (tmp_path / "ptb").mkdir()
+    (tmp_path / "ptb" / "ptb.train.txt").write_text(ptb)
+    (tmp_path / "tinyshakespeare.txt").write_text(shakespeare)
+    work = []
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())  # (gensim not needed)
+    monkeypatch.setattr(text_py, "ngram_rows", lambda *a: work.append("ngram"))
+    monkeypatch.setattr(text_py, "word2vec_rows", lambda *a: work.append("word2vec"))
+    monkeypatch.setattr(sys, "argv", ["text.py", "--data", str(tmp_path), "--no-write"])
+    with pytest.raises(SystemExit) as stop:
+        text_py.main()
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert stop.value.code == 2 and work == [] and err.startswith("text.py: error: ") and why in err, err

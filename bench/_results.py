@@ -140,11 +140,12 @@ def _spans(text: str, begin: str, end: str) -> list[tuple[int, int]]:
     return spans
 
 
-def check_results(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Before any work, unless --no-write: RESULTS.md must read as UTF-8 and its folder take a new file (the write's
-    temporary one), else argparse's one line. A RESULTS.md saved in another encoding (a '±' as Latin-1), or a
-    checkout that is read-only, failed in a traceback at the end of the run, after all its timings."""
-    if args.no_write:
+def check_results(parser: argparse.ArgumentParser, args: argparse.Namespace, partial: str | None) -> None:
+    """Before any work, unless --no-write or a partial run (update_results's `partial`, which writes nothing):
+    RESULTS.md must read as UTF-8 and its folder take a new file (the write's temporary one), else argparse's one
+    line. A RESULTS.md saved in another encoding (a '±' as Latin-1), or a checkout that is read-only, failed in a
+    traceback at the end of the run, after all its timings."""
+    if args.no_write or partial:
         return
     try:
         if RESULTS.exists():

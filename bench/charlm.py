@@ -162,7 +162,7 @@ def main():
     )
     add_no_write(p, "charlm")
     args = p.parse_args()
-    check_results(p, args)
+    check_results(p, args, partial_run(args))
     out = pathlib.Path(args.out)
     names = [*args.only, *(["preset"] if args.preset_budget else [])]
     if out.exists() and not out.is_dir():
@@ -201,6 +201,13 @@ def main():
         if not args.report_only:
             run_model("preset", args.preset_budget, out)
         report(out, [*args.only, "preset"], speeds, args)
+
+
+def partial_run(args) -> str | None:
+    """The options that run part of the section's table (update_results's `partial`), or None."""
+    left_out = [] if set(args.only) == set(MODELS) else [f"--only {','.join(args.only)}"]
+    left_out += [] if args.preset_budget else ["--preset-budget 0"]
+    return " ".join(left_out) or None
 
 
 def summary(metrics):
@@ -316,15 +323,7 @@ def report(out, names, speeds, args, write=True) -> str:
     print(md, flush=True)  # first: a write that fails loses no table
     # (--preset-budget 0: the section's preset row and sample, not run, would be lost)
     if write and not args.no_write:
-        update_results(
-            "charlm",
-            md,
-            " ".join(
-                ([] if set(args.only) == set(MODELS) else [f"--only {','.join(args.only)}"])
-                + ([] if args.preset_budget else ["--preset-budget 0"])
-            )
-            or None,
-        )
+        update_results("charlm", md, partial_run(args))
     return md
 
 

@@ -131,7 +131,10 @@ def main():
                     help="also time compile's unrolled loop (backend='autograd'; a minute of compiling per length)")  # fmt: skip
     add_no_write(ap, "compile")
     args = ap.parse_args()
-    check_results(ap, args)
+    # (the default cells at 1x128, the default size: their rows are every run's; more cells add rows)
+    only = [] if not args.only or set(DEFAULT_CELLS) <= set(args.only) else [f"--only {','.join(args.only)}"]
+    partial = " ".join(only + ([] if "1x128" in args.sizes else [f"--sizes {','.join(args.sizes)}"])) or None
+    check_results(ap, args, partial)
     reason = native.unsupported(native.CELLS["lstm"], torch.zeros(1))
     if reason:
         sys.exit(f"native backend unavailable: {reason}")
@@ -164,20 +167,7 @@ def main():
     ])  # fmt: skip
     print(md)
     if not args.no_write:
-        update_results(
-            f"compile-{cpu_key()}",
-            md,
-            " ".join(
-                # (the default cells at 1x128, the default size: their rows are every run's; more cells add rows)
-                (
-                    []
-                    if set(DEFAULT_CELLS) <= set(args.only or ()) or not args.only
-                    else [f"--only {','.join(args.only)}"]
-                )
-                + ([] if "1x128" in args.sizes else [f"--sizes {','.join(args.sizes)}"])
-            )
-            or None,
-        )
+        update_results(f"compile-{cpu_key()}", md, partial)
 
 
 if __name__ == "__main__":

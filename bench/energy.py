@@ -316,7 +316,8 @@ def main() -> None:
     )
     add_no_write(parser, "energy")
     args = parser.parse_args()
-    check_results(parser, args)
+    partial = f"--skip {' '.join(args.skip)}" if args.skip else None  # (a part of the section: not written)
+    check_results(parser, args, partial)
     if set(PARTS) <= set(args.skip):
         parser.error(f"--skip {' '.join(args.skip)} leaves nothing to run")
     if "rbm" not in args.skip:
@@ -339,9 +340,7 @@ def main() -> None:
         sections.append(bench_ising(out, args.device))
     print("\n\n".join(sections), flush=True)  # first: a write that fails loses no table
     if not args.no_write:
-        update_results(
-            "energy", "\n\n".join(sections), f"--skip {' '.join(args.skip)}" if args.skip else None
-        )
+        update_results("energy", "\n\n".join(sections), partial)
 
 
 if __name__ == "__main__":

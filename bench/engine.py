@@ -427,7 +427,8 @@ def main():
     )
     add_no_write(ap, "engine")
     args = ap.parse_args()
-    check_results(ap, args)
+    partial = f"--only {','.join(args.only)}" if args.only else None  # (a part of the table: not written)
+    check_results(ap, args, partial)
     reason = native.unsupported(native.CELLS["lstm"], torch.zeros(1))
     if reason:
         sys.exit(f"native backend unavailable: {reason}")
@@ -524,9 +525,7 @@ def main():
     print(md)
     if not args.no_write:
         threads = f"-{args.threads}thread" if args.threads else ""
-        update_results(
-            f"engine{threads}-{cpu_key()}", md, f"--only {','.join(args.only)}" if args.only else None
-        )
+        update_results(f"engine{threads}-{cpu_key()}", md, partial)
 
 
 if __name__ == "__main__":

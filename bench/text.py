@@ -155,7 +155,10 @@ def main() -> int:
     )
     add_no_write(parser, "text")
     args = parser.parse_args()
-    check_results(parser, args)
+    # a run that left rows out would lose the section's copies of them: not written
+    left_out = [f"--max-order {args.max_order}"] if args.max_order < parser.get_default("max_order") else []
+    left_out += ["--skip-torch"] if args.skip_torch else []
+    check_results(parser, args, " ".join(left_out) or None)
     data = pathlib.Path(args.data)
     missing = [name for name in ("ptb/ptb.train.txt", "tinyshakespeare.txt") if not (data / name).is_file()]
     if missing:
@@ -196,11 +199,7 @@ def main() -> int:
                         "train s (MKN)", "distinct 1..n-grams"], ngram),
     ])  # fmt: skip
     print(md)
-    if not args.no_write:  # a run that left rows out would lose the section's copies of them: not written
-        left_out = (
-            [f"--max-order {args.max_order}"] if args.max_order < parser.get_default("max_order") else []
-        )
-        left_out += ["--skip-torch"] if args.skip_torch else []
+    if not args.no_write:
         update_results("text", md, " ".join(left_out) or None)
     return 0
 

@@ -14,6 +14,8 @@ Data: RNNKIT_DATA or ../shared/data (tinyshakespeare.txt).
 """
 
 import argparse
+import contextlib
+import errno
 import json
 import math
 import os
@@ -23,6 +25,11 @@ import sys
 import time
 
 import torch
+
+try:  # (no flock on Windows: no lock)
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's rnnkit (before _results imports it), not an installed one
@@ -189,18 +196,43 @@ def main():
         except RnnkitError as e:
             p.error(str(e))
         out_folder(p, out)
-    torch.set_num_threads(THREADS)
-    speeds = sampling_speeds()
-    for name in args.only:
-        if not args.report_only:
-            run_model(name, args.budget, out)
-    # printed now; written with the preset's row: a section written now and the preset stopped (Ctrl-C) or failed
-    # had no preset row, the one there from the run before lost
-    report(out, args.only, speeds, args, write=not args.preset_budget)
-    if args.preset_budget:
-        if not args.report_only:
-            run_model("preset", args.preset_budget, out)
-        report(out, [*args.only, "preset"], speeds, args)
+    with holding(p, out):
+        torch.set_num_threads(THREADS)
+        speeds = sampling_speeds()
+        for name in args.only:
+            if not args.report_only:
+                run_model(name, args.budget, out)
+        # printed now; written with the preset's row: a section written now and the preset stopped (Ctrl-C) or
+        # failed had no preset row, the one there from the run before lost
+        report(out, args.only, speeds, args, write=not args.preset_budget)
+        if args.preset_budget:
+            if not args.report_only:
+                run_model("preset", args.preset_budget, out)
+            report(out, [*args.only, "preset"], speeds, args)
+
+
+@contextlib.contextmanager
+def holding(p, out: pathlib.Path):
+    """An flock on the --out folder while the benchmark runs (train locks only the run it trains). A second charlm.py
+    in the same folder (started twice, or a --report-only beside a run) timed its sampling and then failed in a
+    traceback at a run the first one was training ('RnnkitError: another run is writing to ...'), or, where that
+    run was done, replaced it with its own, the first one's table then read from it; it stops in one line."""
+    try:
+        fd = os.open(out, os.O_RDONLY)
+    except OSError:  # (a folder that can't be opened to read: no lock, as train's)
+        fd = None
+    if fcntl is None or fd is None:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                p.error(f"another charlm.py is running in {out}; wait for it to end, or give another --out")
+        yield
+    finally:
+        os.close(fd)
 
 
 def partial_run(args) -> str | None:

@@ -691,3 +691,39 @@ def test_text_py_stops_at_once_on_data_it_cannot_train_on(
         text_py.main()
     err = capsys.readouterr().err.splitlines()[-1]
     assert stop.value.code == 2 and work == [] and err.startswith("text.py: error: ") and why in err, err
+
+
+def test_a_second_charlm_py_in_the_same_out_folder_stops_at_once(tmp_path, monkeypatch, capsys):
+    """Two charlm.py in one --out folder (started twice): the second timed its sampling and then failed in a traceback
+    at the run the first one was training ('RnnkitError: another run is writing to .../rnn_tanh'), or replaced the
+    first one's finished run with its own, which the first one's table then read. It stops before any work, in one
+    line; the folder is free again once the first one ends."""
+    import fcntl
+    import os
+
+    charlm = _bench_script(monkeypatch, "charlm")
+    (tmp_path / "tinyshakespeare.txt").write_text(CORPUS)
+    out = tmp_path / "runs"
+    out.mkdir()
+    trained = []
+    monkeypatch.setattr(charlm, "DATA", tmp_path)
+    monkeypatch.setattr(charlm, "train", _one_row_train(0, trained))
+    monkeypatch.setattr(charlm, "sampling_speeds", lambda: {"rnnkit": 1.0})
+    monkeypatch.setattr(
+        sys, "argv", ["charlm.py", "--only", "gru", "--preset-budget", "0", "--out", str(out)]
+    )
+    first = os.open(out, os.O_RDONLY)  # (the first charlm.py's lock)
+    try:
+        fcntl.flock(first, fcntl.LOCK_EX)
+        with pytest.raises(SystemExit) as stop:
+            charlm.main()
+    finally:
+        os.close(first)
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert stop.value.code == 2 and trained == [], err
+    assert (
+        err
+        == f"charlm.py: error: another charlm.py is running in {out}; wait for it to end, or give another --out"
+    )
+    charlm.main()
+    assert trained == ["gru"]

@@ -727,3 +727,25 @@ def test_a_second_charlm_py_in_the_same_out_folder_stops_at_once(tmp_path, monke
     )
     charlm.main()
     assert trained == ["gru"]
+
+
+def test_engine_py_only_with_every_row_writes_its_section(tmp_path, monkeypatch, capsys):
+    """engine.py --only naming all 13 rows ran the whole table (tens of minutes) and took it for a part of it: 'RESULTS.md
+    is left as it is: --only lstm,gru,... runs part of the engine-... table', every timing lost, where compile.py
+    writes an --only holding its default cells. Such a run is the whole table: its section is written (so RESULTS.md
+    is checked first, as for a run without --only)."""
+    engine = _bench_script(monkeypatch, "engine")
+    import _results
+
+    work = []
+    monkeypatch.setattr(engine.native, "unsupported", lambda *a: work.append("native") or None)
+    monkeypatch.setattr(engine, "gemm_peak", lambda rounds: work.append("peak") or 1 / 0)
+    results = tmp_path / "RESULTS.md"
+    results.write_bytes(b"# Benchmark results\n\n1.00 \xb1 0.01\n")  # (not UTF-8: a run that writes stops)
+    monkeypatch.setattr(_results, "RESULTS", results)
+    monkeypatch.setattr(
+        sys, "argv", ["engine.py", "--rounds", "1", "--only", ",".join(reversed(engine.ROWS))]
+    )
+    with pytest.raises(SystemExit) as stop:
+        engine.main()
+    assert stop.value.code == 2 and work == [] and "is not UTF-8" in capsys.readouterr().err

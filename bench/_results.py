@@ -203,6 +203,15 @@ def finite_float(low: float, strict: bool):
     return parse
 
 
+def folder(text: str) -> str:
+    """argparse type: a folder's path, not empty. An empty one (`--out "$OUT"` with OUT unset) is the current folder
+    to pathlib: charlm.py's runs and energy.py's figures went there in silence, where rnnkit's own commands refuse
+    it ('--out is empty')."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty; give a folder (`.` for the current one)")
+    return text
+
+
 def name_list(choices):
     """argparse type: comma-separated names, each one of `choices`, none twice; returns the list."""
 

@@ -38,6 +38,7 @@ from _results import (  # noqa: E402
     add_no_write,
     check_results,
     finite_float,
+    folder,
     machine_line,
     markdown_table,
     name_list,
@@ -152,6 +153,7 @@ def main():
     )
     p.add_argument(
         "--out",
+        type=folder,
         default=str(ROOT / "runs" / "bench-charlm"),
         help="folder of the runs, one subfolder per model (and preset/); runs already there are replaced "
         "(default: runs/bench-charlm in the repository)",

@@ -27,6 +27,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # rnnkit w
 from _results import (  # noqa: E402
     add_no_write,
     check_results,
+    folder,
     int_at_least,
     machine_line,
     markdown_table,
@@ -298,6 +299,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--out",
+        type=folder,
         default="runs/bench-energy",
         help="folder for the Hopfield and Ising figures (default: runs/bench-energy in the current folder)",
     )

@@ -24,6 +24,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from _results import (  # noqa: E402
     add_no_write,
     check_results,
+    folder,
     int_at_least,
     machine_line,
     markdown_table,
@@ -132,6 +133,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--data",
+        type=folder,
         default=DATA,
         help="folder holding ptb/ptb.train.txt and tinyshakespeare.txt (default: RNNKIT_DATA, else ../shared/data)",
     )

@@ -749,3 +749,26 @@ def test_engine_py_only_with_every_row_writes_its_section(tmp_path, monkeypatch,
     with pytest.raises(SystemExit) as stop:
         engine.main()
     assert stop.value.code == 2 and work == [] and "is not UTF-8" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script, option", [("charlm", "--out"), ("energy", "--out"), ("text", "--data")])
+def test_an_empty_folder_option_is_refused(monkeypatch, capsys, script, option):
+    """--out "" (`--out "$OUT"` with OUT unset) was the current folder to pathlib: charlm.py trained its runs into
+    ./rnn_tanh and the like, energy.py drew its figures into ./, in silence, where rnnkit's own commands refuse an
+    empty --out. The scripts refuse it in argparse's one line, before any work."""
+    module = _bench_script(monkeypatch, script)
+
+    def work(*args, **kwargs):
+        raise AssertionError("the benchmark ran")
+
+    for name in ("sampling_speeds", "train", "bench_rbm", "bench_hopfield", "bench_ising", "ngram_rows"):
+        if hasattr(module, name):
+            monkeypatch.setattr(module, name, work)
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", option, "", "--no-write"])
+    with pytest.raises(SystemExit) as stop:
+        module.main()
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert (
+        stop.value.code == 2
+        and err == f"{script}.py: error: argument {option}: empty; give a folder (`.` for the current one)"
+    )

@@ -246,6 +246,16 @@ def out_folder(parser: argparse.ArgumentParser, out: pathlib.Path) -> None:
         parser.error(f"cannot write in the --out folder {out}: {e.strerror}; give another folder")
 
 
+def run_main(main):
+    """main() of a benchmark script, a Ctrl-C (KeyboardInterrupt) ending it in one line and exit status 130 instead
+    of Python's traceback: RESULTS.md, written whole at the end of a run (atomically), is then as it was."""
+    try:
+        return main()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; {RESULTS.name} is as it was", file=sys.stderr)
+        sys.exit(130)
+
+
 def add_no_write(parser: argparse.ArgumentParser, section: str):
     """--no-write: print the tables only (every script has it)."""
     parser.add_argument(

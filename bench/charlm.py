@@ -44,6 +44,7 @@ from _results import (  # noqa: E402
     name_list,
     out_folder,
     plural,
+    run_main,
     update_results,
 )
 
@@ -362,4 +363,4 @@ def report(out, names, speeds, args, write=True) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

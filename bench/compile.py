@@ -43,6 +43,7 @@ from _results import (  # noqa: E402
     markdown_table,
     name_list,
     plural,
+    run_main,
     update_results,
 )  # noqa: E402,I001
 from engine import SIZES, TORCH, calls_per_round, interleaved, make, train_step  # noqa: E402
@@ -171,4 +172,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -33,6 +33,7 @@ from _results import (  # noqa: E402
     markdown_table,
     out_folder,
     plural,
+    run_main,
     update_results,
 )
 
@@ -346,4 +347,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

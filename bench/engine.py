@@ -32,6 +32,7 @@ from _results import (
     markdown_table,
     name_list,
     plural,
+    run_main,
     update_results,
 )  # noqa: E402
 
@@ -530,4 +531,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -29,6 +29,7 @@ from _results import (  # noqa: E402
     machine_line,
     markdown_table,
     plural,
+    run_main,
     update_results,
 )
 
@@ -207,4 +208,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -772,3 +772,20 @@ def test_an_empty_folder_option_is_refused(monkeypatch, capsys, script, option):
         stop.value.code == 2
         and err == f"{script}.py: error: argument {option}: empty; give a folder (`.` for the current one)"
     )
+
+
+def test_a_ctrl_c_ends_a_benchmark_in_one_line(monkeypatch, capsys):
+    """Ctrl-C in engine.py, compile.py, energy.py or text.py was Python's KeyboardInterrupt traceback; it is one line
+    and exit status 130 (RESULTS.md, written whole at the end of a run, as it was)."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import _results
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as e:
+        _results.run_main(interrupted)
+    assert e.value.code == 130 and capsys.readouterr().err == "\ninterrupted; RESULTS.md is as it was\n"
+    assert _results.run_main(lambda: 3) == 3
+    for script in ("charlm", "compile", "energy", "engine", "text"):
+        assert "run_main(main)" in (BENCH / f"{script}.py").read_text().rsplit("__main__", 1)[1], script

@@ -990,9 +990,14 @@ class Recurrent(OwnParametersModule):
         order = order.to(out.device)
         valid = torch.ones(T, B, dtype=torch.bool, device=out.device) if mask is None else mask[..., 0] != 0
         valid = valid[:, order]  # in the packed order: row t holds the batch_sizes[t] longest first
-        kept = F.dropout(out[:, order][valid], self.dropout)
+        # the valid rows' places once, as numbers: a boolean index put back (index_put) ran a nonzero in its graph,
+        # which under torch.compile warned "Backend compiler `inductor` failed with aten.nonzero" and "Error detected
+        # in IndexPutBackward0" at every compile; nonzero here is one graph break, as torch.nn's packing has
+        places = valid.reshape(-1).nonzero().squeeze(1)  # (n,) of T·B
+        flat = out[:, order].reshape(T * B, -1)
+        kept = F.dropout(flat.index_select(0, places), self.dropout)
         with autocast_off(out):  # (see joined)
-            dropped = out.new_zeros(out.shape).index_put((valid,), kept)
+            dropped = flat.new_zeros(flat.shape).index_copy(0, places, kept).reshape(out.shape)
         return dropped[:, torch.argsort(order)]
 
     def _forward_packed(self, packed, state, lengths, cond, probe):

@@ -577,6 +577,29 @@ def test_torch_compile_same_numbers(name, backend):
     torch.testing.assert_close(dx_c, dx)
 
 
+def test_torch_compile_of_packed_sequences_with_dropout_warns_of_no_failure():
+    """Dropout between layers over a PackedSequence put its kept values back through a boolean index (index_put):
+    under torch.compile its nonzero failed in the compiler, "Error detected in IndexPutBackward0" (aot_eager) and
+    "Backend compiler `inductor` failed with aten.nonzero.default" at every compile, where torch.nn.GRU's was
+    silent. The same numbers and gradients as eager, with no such warning."""
+    torch.manual_seed(0)
+    layer = Recurrent("gru", 3, 4, num_layers=2, dropout=0.5)
+    x, lengths = torch.randn(3, 5, 3), torch.tensor([5, 2, 4])
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    torch.manual_seed(1)
+    h = layer(packed)[1]
+    (dW,) = torch.autograd.grad(h.sum(), layer.cells[0].W_hh)
+    torch._dynamo.reset()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.manual_seed(1)
+        h_c = torch.compile(lambda p: layer(p)[1], backend="aot_eager")(packed)
+        (dW_c,) = torch.autograd.grad(h_c.sum(), layer.cells[0].W_hh)
+    assert not [str(w.message)[:60] for w in caught if "Error detected" in str(w.message)]
+    torch.testing.assert_close(h_c, h, rtol=0, atol=0)
+    torch.testing.assert_close(dW_c, dW, rtol=0, atol=0)
+
+
 def test_torch_compile_fullgraph_with_the_python_backend():
     """backend="python" under torch.compile (the unrolled loop) warned through warnings.warn, a graph break: the
     first fullgraph=True compile in a process failed ("Attempted to call function marked as skipped")."""

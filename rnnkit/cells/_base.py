@@ -287,8 +287,8 @@ class Cell(OwnParametersModule):
         switch("bias", bias)
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bool(bias)
         H, G = hidden_size, self.gates
-        self.W_xh = nn.Parameter(torch.empty(G * H, input_size))
-        self.b_xh = nn.Parameter(torch.empty(G * H)) if bias else None
+        self.W_xh = nn.Parameter(undrawn(self, (G * H, input_size)))
+        self.b_xh = nn.Parameter(undrawn(self, (G * H,))) if bias else None
 
     def _place(self, device=None, dtype=None) -> None:
         """torch.nn's factory arguments (`LSTM(64, 128, device=..., dtype=torch.float64)`): the parameters and buffers
@@ -975,13 +975,37 @@ _REPARAMETRIZE_CODE = getattr(
 )
 
 
+def undrawn(cell: Cell, shape) -> torch.Tensor:
+    """A parameter's tensor before reset_parameters draws it: for a cell of one's own NaN, not torch.empty's memory, so
+    that one left undrawn is seen (check_drawn), as torch's deterministic mode fills torch.empty with NaN; rnnkit's own
+    cells draw theirs, and take torch.empty (the fill cost 20% of building a 2x2048 lstm layer)."""
+    return torch.full(shape, math.nan) if type(cell)._checked_steps else torch.empty(shape)
+
+
+def check_drawn(cell: Cell) -> None:
+    """A one-line error where a cell of one's own holds a parameter that is all NaN, as Cell.__init__ and
+    recurrent_weights make them: its __init__ never called reset_parameters, or that left one undrawn. Such a cell
+    ran on torch.empty's memory (NaN, 1e37), NaN from the first step with no word of why."""
+    from torch._subclasses.fake_tensor import is_fake
+
+    if not type(cell)._checked_steps:  # (rnnkit's own cells draw theirs)
+        return
+    names = [n for n, p in cell.named_parameters()
+             if p.is_floating_point() and p.numel() and not p.is_meta and not is_fake(p) and bool(p.isnan().all())]  # fmt: skip
+    if names:
+        raise RnnkitError(f"{type(cell).__name__}'s {', '.join(names)} {'was' if len(names) == 1 else 'were'} never "
+                          "drawn (still NaN, as Cell.__init__ and recurrent_weights make them): end __init__ with "
+                          "self.reset_parameters(), which draws W_xh, b_xh and every W_*, b_* and GEMMS parameter; "
+                          "one of another name (an EXTRAS parameter) is the cell's own to draw there")  # fmt: skip
+
+
 def recurrent_weights(cell: Cell, *shapes_and_names):
     """Create the recurrent parameters `name: shape` on `cell` (None shape = absent bias). A cell torch.nn has
     lists its parameters in torch.nn's order (TORCH_ORDER): code that pairs parameters by position, such as
     vector_to_parameters(parameters_to_vector(lstm.parameters()), layer.parameters()) or an optimizer state
     of a torch.nn model, then gives the same weights, not b_xh's values in W_hh."""
     for name, shape in shapes_and_names:  # (torch.empty(*()) of a 0-dim one failed: "missing ... 'size'")
-        setattr(cell, name, nn.Parameter(torch.empty(shape)) if shape is not None else None)
+        setattr(cell, name, nn.Parameter(undrawn(cell, shape)) if shape is not None else None)
     if cell.torch_mode is not None:
         params = cell._parameters
         rank = {name: i for i, name in enumerate(TORCH_ORDER)}

@@ -9,7 +9,7 @@ import numbers
 
 import torch
 
-from rnnkit.cells._base import Cell, check_step, check_step_backward, check_unchanged, versions
+from rnnkit.cells._base import Cell, check_drawn, check_step, check_step_backward, check_unchanged, versions
 from rnnkit.errors import RnnkitError
 
 
@@ -105,7 +105,9 @@ def check_cell(
             raise RnnkitError(f"check_cell's {what} must be an integer >= 1, got {n!r}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = Cls(input_size, hidden_size, **cell_kwargs).double()
+        model = Cls(input_size, hidden_size, **cell_kwargs)
+        check_drawn(model)  # (before the noise below: a NaN weight failed as a gradient that differs)
+        model = model.double()
         with torch.no_grad():
             for p in model.parameters():
                 p.add_(0.1 * torch.randn_like(p))

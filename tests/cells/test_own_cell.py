@@ -406,6 +406,33 @@ def test_a_REC_PARAMS_attribute_the_cell_never_created_is_said_when_the_layer_is
         Recurrent(Forgot, 3, 4)
 
 
+def test_a_cell_whose_weights_were_never_drawn_is_said_when_the_layer_is_built():
+    """A cell of one's own whose __init__ forgot self.reset_parameters() ran on torch.empty's memory: NaN (or 1e37)
+    weights, NaN outputs from the first step, no word of why. So too a parameter made by recurrent_weights that its
+    own reset_parameters leaves undrawn (a per-unit peephole weight in EXTRAS). Both are one line when the layer is
+    built, and in check_cell."""
+
+    class NoReset(GainRNN):
+        def __init__(self, input_size, hidden_size, bias=True):
+            Cell.__init__(self, input_size, hidden_size, bias)
+            recurrent_weights(self, ("W_hh", (hidden_size, hidden_size)), ("b_hh", (hidden_size,)))
+            self.g = nn.Parameter(torch.tensor(1.3))
+
+    class Undrawn(GainRNN):  # g made as the GEMMS weights are, and left to reset_parameters, which forgets it
+        def __init__(self, input_size, hidden_size, bias=True):
+            Cell.__init__(self, input_size, hidden_size, bias)
+            recurrent_weights(self, ("W_hh", (hidden_size, hidden_size)), ("b_hh", (hidden_size,)), ("g", ()))
+            self.reset_parameters()
+
+    for Cls, names in ((NoReset, "W_xh, b_xh, W_hh, b_hh"), (Undrawn, "g")):
+        with pytest.raises(RnnkitError, match=rf"{Cls.__name__}'s {names} (was|were) never drawn") as got:
+            Recurrent(Cls, 3, 4)
+        assert "\n" not in str(got.value) and "reset_parameters" in str(got.value)
+        with pytest.raises(RnnkitError, match=rf"{Cls.__name__}'s {names} (was|were) never drawn"):
+            check_cell(Cls)
+    Recurrent(GainRNN, 3, 4)  # (drawn: built as before)
+
+
 def _softsign_step(xw_t, state, P):
     """h_t = a_t / (1 + |a_t|), a_t = xw_t + h_{t-1} W_hhᵀ + b_hh."""
     (h_prev,) = state

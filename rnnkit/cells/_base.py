@@ -999,6 +999,25 @@ def check_drawn(cell: Cell) -> None:
                           "one of another name (an EXTRAS parameter) is the cell's own to draw there")  # fmt: skip
 
 
+def check_listed(cell: Cell) -> None:
+    """A one-line error where a cell of one's own (a Cell subclass of its own, whose projection and rec_params are
+    Cell's) holds a parameter that is neither W_xh, b_xh nor in REC_PARAMS: P never gives it to step and
+    step_backward, and it never trained (no gradient), or a step that unpacks it failed deep in the loop."""
+    cls = type(cell)
+    rnnkits = [k for k in cls.__mro__[1:] if issubclass(k, Cell) and k.__module__.startswith("rnnkit.cells.")]
+    if not cls._checked_steps or rnnkits != [Cell]:
+        return  # (rnnkit's cells, and one's own subclass of them, hold parameters of their own: leaky's alpha_logit)
+    if any(getattr(cls, f) is not getattr(Cell, f) for f in ("project_input", "input_affine", "rec_params")):
+        return  # (a projection, or recurrent parameters, computed of its own may read them)
+    listed = {"W_xh", "b_xh", *cls.REC_PARAMS}
+    names = [n for n, _ in cell.named_parameters() if n not in listed]
+    if names:
+        what = f"a parameter {names[0]}" if len(names) == 1 else f"parameters {', '.join(names)}"
+        raise RnnkitError(f"{cls.__name__} has {what} that REC_PARAMS does not list: step and step_backward get only "
+                          "REC_PARAMS (in P), so it never reaches them and never trains; add it to REC_PARAMS and to "
+                          "GEMMS (a recurrent product u Uᵀ + b) or EXTRAS (a gradient step_backward returns)")  # fmt: skip
+
+
 def recurrent_weights(cell: Cell, *shapes_and_names):
     """Create the recurrent parameters `name: shape` on `cell` (None shape = absent bias). A cell torch.nn has
     lists its parameters in torch.nn's order (TORCH_ORDER): code that pairs parameters by position, such as

@@ -9,7 +9,15 @@ import numbers
 
 import torch
 
-from rnnkit.cells._base import Cell, check_drawn, check_step, check_step_backward, check_unchanged, versions
+from rnnkit.cells._base import (
+    Cell,
+    check_drawn,
+    check_listed,
+    check_step,
+    check_step_backward,
+    check_unchanged,
+    versions,
+)
 from rnnkit.errors import RnnkitError
 
 
@@ -107,6 +115,7 @@ def check_cell(
         torch.manual_seed(seed)
         model = Cls(input_size, hidden_size, **cell_kwargs)
         check_drawn(model)  # (before the noise below: a NaN weight failed as a gradient that differs)
+        check_listed(model)
         model = model.double()
         with torch.no_grad():
             for p in model.parameters():

@@ -47,6 +47,7 @@ from rnnkit.cells._base import (
     autocast_on,
     cell_class,
     check_drawn,
+    check_listed,
     fx_call,
     joined,
     make_fx_tracing,
@@ -491,6 +492,7 @@ class Recurrent(OwnParametersModule):
         self.num_states = Cell.num_states
         self.cells[0].rec_params()  # a REC_PARAMS attribute a cell of one's own never created, said here
         check_drawn(self.cells[0])  # (so too weights it never drew)
+        check_listed(self.cells[0])  # (and parameters it doesn't list)
         self._weight_shapes = [_weight_shapes(c) for c in self.cells]
         if device is not None or dtype is not None:  # the conditioning weights, a cell of one's own
             self.to(device=device, dtype=dtype)

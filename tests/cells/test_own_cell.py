@@ -433,6 +433,37 @@ def test_a_cell_whose_weights_were_never_drawn_is_said_when_the_layer_is_built()
     Recurrent(GainRNN, 3, 4)  # (drawn: built as before)
 
 
+def test_a_parameter_REC_PARAMS_does_not_list_is_said_when_the_layer_is_built():
+    """step and step_backward get only REC_PARAMS in P: a parameter of the cell not listed there (a layer norm's β
+    left out, a torch.nn.LayerNorm held as a submodule) never reached them. A step that unpacks it failed at the first
+    forward in "ValueError: not enough values to unpack (expected 4, got 3)", 13 frames deep in the tracer; one that
+    doesn't read it left it without a gradient, untrained, in silence."""
+
+    class Beta(GainRNN):
+        def __init__(self, input_size, hidden_size, bias=True):
+            super().__init__(input_size, hidden_size, bias)
+            self.beta = nn.Parameter(torch.zeros(hidden_size))
+
+    class Held(GainRNN):
+        def __init__(self, input_size, hidden_size, bias=True):
+            super().__init__(input_size, hidden_size, bias)
+            self.ln = nn.LayerNorm(hidden_size)
+
+    for Cls, names in ((Beta, "a parameter beta"), (Held, "parameters ln.weight, ln.bias")):
+        with pytest.raises(
+            RnnkitError, match=rf"{Cls.__name__} has {names} that REC_PARAMS does not list"
+        ) as got:
+            Recurrent(Cls, 3, 4)
+        assert "\n" not in str(got.value) and "EXTRAS" in str(got.value)
+
+    class Projected(Beta):  # (a projection of its own may read it: not asked)
+        def project_input(self, xs):
+            return super().project_input(xs) + self.beta
+
+    Recurrent(Projected, 3, 4)
+    Recurrent(GainRNN, 3, 4)
+
+
 def _softsign_step(xw_t, state, P):
     """h_t = a_t / (1 + |a_t|), a_t = xw_t + h_{t-1} W_hhᵀ + b_hh."""
     (h_prev,) = state

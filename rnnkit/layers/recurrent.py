@@ -470,11 +470,19 @@ class Recurrent(OwnParametersModule):
         # cast to float64 after gave other weights than torch.nn.GRU(..., dtype=torch.float64) for the same seed
         factory = {"device": device, "dtype": dtype} if _takes_factory_kwargs(Cell) else {}
         _check_cell_options(Cell, cell, cell_kwargs)
+        # (a cell of one's own may take no bias, __init__(self, input_size, hidden_size): passed bias=True, given or
+        # not, it failed in "TypeError: __init__() got an unexpected keyword argument 'bias'", check_cell so too)
+        if _takes_option(Cell, "bias"):
+            factory["bias"] = bias
+        elif not bias:
+            raise RnnkitError(f"{Cell.__name__}'s __init__ takes no bias, so bias=False can't reach it: give it one "
+                              "(__init__(self, input_size, hidden_size, bias=True), passed on to Cell.__init__), or "
+                              "leave bias out")  # fmt: skip
         self.cells = nn.ModuleList()  # index ℓ·dirs + direction
         for layer in range(num_layers):
             d_in = input_size if layer == 0 else Hout * dirs + (input_size if skip_input else 0)
             for _ in range(dirs):
-                self.cells.append(Cell(d_in, H, bias=bias, **factory, **cell_kwargs))
+                self.cells.append(Cell(d_in, H, **factory, **cell_kwargs))
         if self.cells[0].output_size != Hout:  # a cell of one's own whose h_t is narrower than H (as LSTMP's)
             raise RnnkitError(f"{Cell.__name__}'s h_t has {self.cells[0].output_size} units, but a layer feeds back "
                               f"and outputs proj_size or hidden_size = {Hout}; only the lstm's proj_size makes h_t "

@@ -464,6 +464,26 @@ def test_a_parameter_REC_PARAMS_does_not_list_is_said_when_the_layer_is_built():
     Recurrent(GainRNN, 3, 4)
 
 
+def test_a_cell_whose_init_takes_no_bias_runs_in_a_layer_and_check_cell():
+    """A cell of one's own written as __init__(self, input_size, hidden_size) (the README asks no bias option of it)
+    built by itself, but Recurrent passed it bias=True, given or not: "TypeError: NoBias.__init__() got an unexpected
+    keyword argument 'bias'", and check_cell, which builds such layers, failed so too. bias=False, which it can't take,
+    is one line."""
+
+    class NoBias(GainRNN):
+        def __init__(self, input_size, hidden_size):
+            super().__init__(input_size, hidden_size)
+
+    check_cell(NoBias)
+    out, _ = Recurrent(NoBias, 3, 4, num_layers=2)(torch.randn(2, 5, 3))
+    assert out.shape == (2, 5, 4)
+    with pytest.raises(
+        RnnkitError, match=r"NoBias's __init__ takes no bias, so bias=False can't reach it"
+    ) as got:
+        Recurrent(NoBias, 3, 4, bias=False)
+    assert "\n" not in str(got.value)
+
+
 def _softsign_step(xw_t, state, P):
     """h_t = a_t / (1 + |a_t|), a_t = xw_t + h_{t-1} W_hhᵀ + b_hh."""
     (h_prev,) = state

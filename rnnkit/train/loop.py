@@ -41,7 +41,7 @@ from rnnkit.errors import RnnkitError
 from rnnkit.models.charlm import _IGNORE, CharLM, _as_ids, weights_misfit
 from rnnkit.train.checkpoint import _instead, load_checkpoint, mismatch, save_checkpoint
 from rnnkit.train.config import RunConfig, validate
-from rnnkit.train.metrics import LN2, MetricsLog, plot_losses
+from rnnkit.train.metrics import LN2, MetricsLog, load_plotting, plot_losses
 from rnnkit.train.optim import clip_gradients, lr_at_epoch, make_optimizer, set_lr
 
 RUN_FILES = ["config.json", "vocab.json", "metrics.csv", "loss.png", "latest.pt", "best.pt"]
@@ -690,6 +690,7 @@ def _train(cfg, out, resume, force, dry_run, log):
         )
         metrics = MetricsLog(out / "metrics.csv", resume_step=progress.step if ckpt is not None else None)
         native.load()  # a first run compiles the engine here, before the clock of --time-budget starts
+        load_plotting()  # where a Ctrl-C stops the run as in the build (in the loop, a second one cut it half-way)
         return _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, metrics, log)
 
 
@@ -878,8 +879,10 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
             metrics.write(**row)  # stopped between its validation and its row: the step itself is done
         bar.close()
         save("latest.pt")
-        # the plot is drawn at validations only: none before the first
-        with contextlib.suppress(KeyboardInterrupt):
+        # the plot is drawn at validations only: none before the first. Its failure costs the run nothing saved: a
+        # second Ctrl-C that cut the first plot's import of matplotlib left it half-imported, and this redraw's
+        # AttributeError was a traceback, exit 1, after latest.pt was saved
+        with contextlib.suppress(Exception, KeyboardInterrupt):
             _redraw_stale_plot(out)
         if progress.corpus_id.startswith(DRY_RUN_ID):  # which --resume refuses
             say(f"interrupted at step {progress.step} of a dry run (not resumed); run it, or the run itself, again "

@@ -1,6 +1,7 @@
 """Metrics of a run: one CSV row per step (validation loss where measured) and a loss-curve PNG."""
 
 import csv
+import io
 import math
 import numbers
 import pathlib
@@ -111,6 +112,17 @@ def _whole(row) -> bool:
 
 def _number(v) -> float:
     return float(v) if v != "" else math.nan  # (NaN: no point drawn)
+
+
+def load_plotting():
+    """Import what plot_losses imports (matplotlib, its Agg backend, PIL's image plugins: about 180 modules, 0.5-1.5 s
+    the first time) by drawing an empty figure in memory. The training loop calls it before its first step: at the
+    first validation a second Ctrl-C (stop now) cut those imports half-way, and the stopped run's redraw of loss.png
+    then failed in them ('ImportError: initialization failed', "module 'matplotlib' has no attribute 'colors'"): a
+    traceback and exit 1."""
+    from matplotlib.figure import Figure
+
+    Figure(figsize=(1, 1)).savefig(io.BytesIO(), format="png")
 
 
 def plot_losses(rows: list, path):

@@ -573,6 +573,60 @@ def test_second_ctrl_c_inside_a_step_undoes_it(tmp_path, corpus, monkeypatch):
     _interrupted_then_resumed_equals_whole(tmp_path, corpus, monkeypatch, interrupt)
 
 
+def test_a_second_ctrl_c_that_cuts_the_first_plot_still_stops_saved(tmp_path, corpus, monkeypatch):
+    """Ctrl-C twice at the first validation: the second one cut the plot's first import of matplotlib, left
+    half-imported, and the stopped run's redraw of loss.png then failed in it ("module 'matplotlib' has no
+    attribute 'colors'"): a traceback and exit 1 after latest.pt was saved, no 'interrupted' line. Here the plot
+    receives both signals, then fails as that half-imported matplotlib does."""
+    from rnnkit.train import loop
+
+    calls = []
+
+    def plot(rows, path):
+        calls.append(path)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # stop after this step
+            os.kill(os.getpid(), signal.SIGINT)  # stop now
+        raise AttributeError("module 'matplotlib' has no attribute 'colors'")
+
+    monkeypatch.setattr(loop, "plot_losses", plot)
+    lines = []
+    assert train(tiny_config(corpus, max_steps=9, eval_every=2), tmp_path / "run", log=lines.append) == 130
+    assert load_checkpoint(tmp_path / "run" / "latest.pt")["progress"]["step"] == 2
+    assert lines[-1].startswith("interrupted at step 2; saved"), lines[-1]
+
+
+def test_the_loop_imports_nothing_a_second_ctrl_c_could_cut_half_way(tmp_path, corpus):
+    """The first loss.png imports matplotlib, its Agg backend and PIL's plugins (180 modules, 0.5-1.5 s): a second
+    Ctrl-C there cut an import half-way ('ImportError: initialization failed' of a C extension, or a half-made
+    matplotlib: 'no attribute colors'), a traceback and exit 1. They are imported before the loop, where a Ctrl-C
+    stops the run as the engine's build does. A fresh process: here they were imported long ago."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, signal, sys\n"
+        "from rnnkit.train.loop import train\n"
+        "from tests.charlm.test_train import tiny_config\n"
+        "cut = []\n"
+        "class Cut:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('matplotlib', 'PIL') and signal.getsignal(signal.SIGINT) is not "
+        "signal.default_int_handler and not cut:\n"
+        "            cut.append(name)\n"
+        "            os.kill(os.getpid(), signal.SIGINT)\n"
+        "            os.kill(os.getpid(), signal.SIGINT)\n"
+        "sys.meta_path.insert(0, Cut())\n"
+        f"code = train(tiny_config({str(corpus)!r}, max_steps=2, eval_every=2), {str(tmp_path / 'run')!r}, "
+        "log=lambda s: None)\n"
+        "print(code, cut)\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0 and out.stdout.split() == ["0", "[]"], out.stdout + out.stderr[-2000:]
+
+
 def test_files_a_kill_left_half_written_are_removed(tmp_path, corpus):
     """A kill -9 inside an atomic write leaves its temporary file; a checkpoint's was removed when the run
     started again, those of loss.png (rewritten at every validation), metrics.csv and config.json stayed for good."""

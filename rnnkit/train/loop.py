@@ -856,7 +856,9 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
                 )
             if evaluated:
                 plot_losses(metrics.rows, out / "loss.png")
-            if stop.asked:  # Ctrl-C or SIGTERM during the step: stopped here, where the run resumes exactly
+            # Ctrl-C or SIGTERM during the step: stopped here, where the run resumes exactly; in its last step the
+            # run is done (it said 'interrupted ...; continue with --resume', and --resume 'nothing to do')
+            if stop.asked and not last:
                 raise KeyboardInterrupt
             if closed:
                 if not evaluated:

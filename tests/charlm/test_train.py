@@ -573,6 +573,28 @@ def test_second_ctrl_c_inside_a_step_undoes_it(tmp_path, corpus, monkeypatch):
     _interrupted_then_resumed_equals_whole(tmp_path, corpus, monkeypatch, interrupt)
 
 
+def test_ctrl_c_in_the_last_step_ends_the_run_done(tmp_path, corpus, monkeypatch):
+    """Ctrl-C (or SIGTERM) inside the run's last step: the step, its validation and checkpoint were done, and the
+    run said 'interrupted at step 6; saved ...; continue with --resume' (exit 130), where --resume then said 'already
+    at step 6 (--max-steps 6): nothing to do'. The run is done, and says so."""
+    from rnnkit.train import loop
+
+    calls = []
+    real = loop.clip_gradients
+
+    def interrupt_at_6(*a):
+        calls.append(1)
+        if len(calls) == 6:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*a)
+
+    monkeypatch.setattr(loop, "clip_gradients", interrupt_at_6)
+    lines = []
+    assert train(tiny_config(corpus, max_steps=6), tmp_path / "run", log=lines.append) == 0
+    assert lines[-1].startswith("done: 6 steps"), lines[-1]
+    assert load_checkpoint(tmp_path / "run" / "latest.pt")["progress"]["step"] == 6
+
+
 def test_a_second_ctrl_c_that_cuts_the_first_plot_still_stops_saved(tmp_path, corpus, monkeypatch):
     """Ctrl-C twice at the first validation: the second one cut the plot's first import of matplotlib, left
     half-imported, and the stopped run's redraw of loss.png then failed in it ("module 'matplotlib' has no

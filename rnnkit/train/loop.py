@@ -806,7 +806,7 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
             # a step stopped half-way is undone to here: its state, and the random stream its dropout drew from
             carried, rng, stepped, row = model.state, torch.get_rng_state(), False, None
             set_lr(optimizer, lr_at_epoch(t, progress.epoch))
-            t0 = time.perf_counter()
+            stop.continued, t0, cpu0 = False, time.perf_counter(), time.process_time()
             window = progress.window
             _, loss = model(batches.window(window))
             optimizer.zero_grad(set_to_none=True)
@@ -825,6 +825,8 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
                 progress.window = (progress.window + 1) % len(batches)
                 progress.epoch += progress.window == 0
                 dt = time.perf_counter() - t0
+                if stop.continued:  # stopped in the step (Ctrl-Z, then fg): the time stopped is no training
+                    dt = sum(recent) / len(recent) if recent else time.process_time() - cpu0
                 progress.elapsed += dt
                 speed = chars_per_step / max(dt, 1e-9)
                 recent.append(dt)
@@ -970,7 +972,8 @@ class _StopAfterStep:
     --resume continues exactly
     as an uninterrupted run would; a second one stops at once (the step under way is then undone unless its
     optimizer step was taken), or inside `held()` once its block is done; once stopping (`finishing`), none cuts the
-    checkpoint then saved. `asked`: the signal's number, 0 before one. A signal the process was started ignoring stays ignored. Main thread only: elsewhere Python delivers no signals, and both keep their defaults."""
+    checkpoint then saved. `asked`: the signal's number, 0 before one. A signal the process was started ignoring stays ignored. Main thread only: elsewhere Python delivers no signals, and both keep their defaults.
+    `continued`: a SIGCONT came (the process was stopped, Ctrl-Z, and runs on); the loop clears it at each step."""
 
     # SIGHUP: the terminal closed, an ssh connection dropped (it killed the run, the steps since the last checkpoint
     # lost; `nohup` ignores it, and an ignored one stays so); none on Windows
@@ -978,11 +981,17 @@ class _StopAfterStep:
 
     def __init__(self, say):
         self.asked, self.say, self.previous = 0, say, {}
-        self.holding, self.deferred, self.finishing = False, False, False
+        self.holding, self.deferred, self.finishing, self.continued = False, False, False, False
         if threading.current_thread() is threading.main_thread():
             # a signal ignored when the run started (its parent's choice) stays ignored
             kept = [s for s in self.SIGNALS if signal.getsignal(s) is not signal.SIG_IGN]
             self.previous = {s: signal.signal(s, self._handler) for s in kept}
+            # a step's clock ran on while the process was stopped: an hour's Ctrl-Z was an hour of --time-budget
+            if hasattr(signal, "SIGCONT"):
+                self.previous[signal.SIGCONT] = signal.signal(signal.SIGCONT, self._continued)
+
+    def _continued(self, signum, frame):
+        self.continued = True
 
     def _handler(self, signum, frame):
         if self.finishing:  # stopping already, its checkpoint being saved: nothing to cut

@@ -15,6 +15,9 @@ LN2 = math.log(2)
 
 # the train loss's points a long run's plot keeps (every validation point is kept)
 MAX_TRAIN_POINTS = 4000
+# validation points drawn as markers up to this many (300 of them, a 60,000-step run's at --eval-every 200, were one
+# band of markers over the train curve); more are a line
+MARKED_VAL_POINTS = 100
 
 
 class MetricsLog:
@@ -143,7 +146,12 @@ def plot_losses(rows: list, path):
         if train:
             ax.plot([t[i] for t in train], [t[2] for t in train], lw=0.8, label="train")
         if val:
-            ax.plot([v[i] for v in val], [v[2] for v in val], "o-", label="val")
+            ax.plot(
+                [v[i] for v in val],
+                [v[2] for v in val],
+                "o-" if len(val) <= MARKED_VAL_POINTS else "-",
+                label="val",
+            )
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("loss (nats/char)")

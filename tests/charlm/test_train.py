@@ -1195,6 +1195,24 @@ def test_the_loss_plot_draws_rows_without_their_training_time_against_steps(tmp_
     assert all(math.isnan(x) for line in by_time.get_lines() for x in line.get_xdata())
 
 
+def test_the_loss_plot_marks_its_validation_points_only_where_they_are_few(tmp_path, monkeypatch):
+    """Every validation point was drawn with a marker: a 60,000-step run validated every 200 steps (the default
+    preset's) drew 300 markers, one orange band that hid the train curve under it for the first 10,000 steps (every
+    7 steps: the whole curve). Past 100 points the validation loss is a line; up to 100, points on a line as before."""
+    from rnnkit.train import metrics
+
+    figures = []
+    monkeypatch.setattr(metrics, "save_figure", lambda fig, path, dpi: figures.append(fig))
+    for n in (100, 101):
+        rows = [
+            {"step": str(s), "wall_s": str(s / 10), "train_loss": "2", "val_loss": "2.1"}
+            for s in range(1, n + 1)
+        ]
+        metrics.plot_losses(rows, tmp_path / "loss.png")
+    few, many = (fig.axes[0].get_lines()[1] for fig in figures)
+    assert few.get_marker() == "o" and many.get_marker() in ("None", "", None)
+
+
 def test_resume_survives_a_metrics_row_cut_short(tmp_path, corpus):
     """A row cut short in metrics.csv (a full disk or a kill while it was written) is left out on resume; it
     made every later resume fail at its first plot."""

@@ -496,19 +496,24 @@ def _no_header(header: bytes, rest: bytes) -> str:
     return f"; no header line (as GloVe writes)? add the line '{V} {len(parts) - 1}' at its top"
 
 
+def _numbers(fields: list[bytes]) -> bool:
+    try:
+        [float(v) for v in fields]
+    except ValueError:
+        return False
+    return True
+
+
 def _is_text(rest: bytes, E: int) -> bool:
-    """Whether the first record is a text line "word x_1 ... x_E": E + 1 fields, the last E numbers.
+    """Whether the first record is a text line "word x_1 ... x_E": a word, then E numbers that end the line (a word
+    with a space, 'new york 0.1 ...', as gensim writes it, is still text: the reader names its line).
 
     Raw float32 bytes (zero vectors are all NUL bytes) almost never split so.
     """
     end = rest.find(b"\n")
     # (a word of other bytes than UTF-8's, as word2vec.c may write, is said when read)
     parts = rest[: len(rest) if end < 0 else end].rstrip().split(b" ")
-    try:
-        [float(v) for v in parts[1:]]
-    except ValueError:
-        return False
-    return len(parts) == E + 1
+    return len(parts) >= E + 1 and _numbers(parts[-E:])
 
 
 def _is_binary(rest: bytes, V: int, E: int, records: int = 5) -> bool:
@@ -554,6 +559,8 @@ def _read_text(rest: bytes, V: int, E: int, errors: str = "strict"):
             spaced = (
                 b" ".join(parts[: len(parts) - E]).decode("utf-8", "replace") if len(parts) > E + 1 else ""
             )
+            if _numbers(parts[1 : len(parts) - E]):  # 'the 1 2 3' under '2 2': no word with a space
+                spaced = ""
             raise ValueError(f"line {n} has {len(parts) - 1} numbers, expected {E}" + (
                 f" (is {spaced!r} one word? the format holds no word with a space)" if " " in spaced else ""))  # fmt: skip
         words.append(_word(parts[0], n - 2, errors))

@@ -445,11 +445,13 @@ def test_a_text_file_read_as_binary_is_not_binary(tmp_path):
     WordVectors(["the", "cat", "sat"], rng.normal(size=(3, 5))).save(tmp_path / "v.txt")
     with pytest.raises(RnnkitError, match="not in word2vec binary format; try --format text"):
         WordVectors.load(tmp_path / "v.txt", binary=True)
-    (tmp_path / "odd.txt").write_text(
-        "2 2\nthe 1 2 3\ncat 4 5 6\ndog 7 8 9\n"
-    )  # not text (3 numbers) nor binary
-    with pytest.raises(RnnkitError, match="bytes follow the last of the 2 vectors"):
+    # text lines of 3 numbers under a header of 2: text, whose reader names the line (it was '8 bytes follow the last
+    # of the 2 vectors; is it binary?', and with --format text 'not in word2vec text format; try --format binary')
+    (tmp_path / "odd.txt").write_text("2 2\nthe 1 2 3\ncat 4 5 6\ndog 7 8 9\n")
+    with pytest.raises(RnnkitError, match="not in word2vec binary format; try --format text"):
         WordVectors.load(tmp_path / "odd.txt", binary=True)
+    with pytest.raises(RnnkitError, match=r"line 2 has 3 numbers, expected 2; expected"):
+        WordVectors.load(tmp_path / "odd.txt", binary=False)
 
 
 def _native_skip_reason():
@@ -1407,6 +1409,18 @@ def test_a_text_file_with_a_word_of_two_words_is_text_and_says_which_line(tmp_pa
         WordVectors.load(path, binary)
     with pytest.raises(RnnkitError, match="not in word2vec binary format; try --format text"):
         WordVectors.load(path, binary=True)
+
+
+@pytest.mark.parametrize("binary", [None, False])
+def test_a_text_file_whose_first_word_has_a_space_is_text_and_says_which_line(tmp_path, binary):
+    """'new york' on the first line (10 numbers a word): guessed binary, '... bytes of more vectors follow the last of
+    its 3; is the header's count of words right?', and with --format text 'not in word2vec text format; try --format
+    binary'. A first line that ends in E numbers after its word is text, and the line is named."""
+    x = np.random.default_rng(0).standard_normal((3, 10))
+    lines = [w + " " + " ".join(f"{v:.6f}" for v in r) for w, r in zip(["new york", "the", "cat"], x)]
+    (tmp_path / "v.txt").write_text("3 10\n" + "\n".join(lines) + "\n")
+    with pytest.raises(RnnkitError, match=r"line 2 has 11 numbers, expected 10 \(is 'new york' one word\?"):
+        WordVectors.load(tmp_path / "v.txt", binary)
 
 
 def test_a_binary_file_with_a_form_feed_in_a_word_is_binary(tmp_path):

@@ -181,8 +181,12 @@ class WordVectors:
         return self._best(c[:, :P].prod(1) / (c[:, P:].prod(1) + 1e-6), topn, ids)
 
     def _query_words(self, positive, negative) -> tuple[list[int], int]:
-        """The rows of the positive words then the negative ones (a str: one word), and how many are positive."""
-        positive, negative = ([w] if isinstance(w, str) else list(w) for w in (positive, negative))
+        """The rows of the positive words then the negative ones (a str: one word; None: none, as gensim's default),
+        and how many are positive."""
+        given = (positive, negative)
+        positive, negative = ([] if w is None else [w] if isinstance(w, str) else list(w) for w in given)
+        if any(hasattr(w, "shape") for w in [*given, *positive, *negative]):  # (it was 'unhashable type')
+            raise RnnkitError("most_similar takes words, not vectors: for a vector x use nearest(x)")
         if not positive and not negative:
             raise RnnkitError("most_similar needs a word: give positive=[...] and/or negative=[...] words")
         return self._ids(positive + negative), len(positive)

@@ -1382,6 +1382,19 @@ def test_most_similar_and_cosmul_take_positive_and_negative_words_as_gensim():
         wv.most_similar_cosmul()
 
 
+def test_most_similar_takes_none_as_gensim_and_names_a_vector_given_for_a_word():
+    """gensim's signature is most_similar(positive=None, negative=None): most_similar(None, ["w1"]) was 'TypeError:
+    'NoneType' object is not iterable', and a vector for a word (gensim takes one) 'unhashable type:
+    'numpy.ndarray''."""
+    X = np.random.default_rng(0).standard_normal((6, 3)).astype(np.float32)
+    wv = WordVectors([f"w{i}" for i in range(6)], X)
+    assert wv.most_similar(None, ["w1"], 3) == wv.most_similar(negative=["w1"], topn=3)
+    assert wv.most_similar_cosmul(["w2"], None, 3) == wv.most_similar_cosmul(["w2"], topn=3)
+    for positive in (X[2], [X[2]]):
+        with pytest.raises(RnnkitError, match=r"takes words, not vectors: for a vector x use nearest\(x\)"):
+            wv.most_similar(positive)
+
+
 def test_a_binary_file_with_more_vectors_than_its_header_says_names_the_count(tmp_path):
     """A vector appended under the old header ('2 2' over 3 vectors) read '... 14 bytes follow the last of the 2
     vectors; is it binary?' of a binary file; its text twin names the header's count, and so does it now."""

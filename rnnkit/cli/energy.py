@@ -546,7 +546,7 @@ def ising_sweep(args) -> None:
     model = ising.Ising(size, temps, args.coupling, args.field, args.update, args.start, g, args.device)
     # a Ctrl-C an hour into a large sweep lost every temperature: past two measured sweeps it ends the run there
     results = model.run(sweeps, burn_in, progress=True, interruptible=True)
-    stopped = model.measured < sweeps
+    stopped = model.interrupted
     if stopped:
         print(f"interrupted after {model.measured:,} of {sweeps:,} measured sweeps: the averages below are of those",
               file=sys.stderr)  # fmt: skip
@@ -565,8 +565,8 @@ def ising_sweep(args) -> None:
     _wrote(out / "ising.json")
     onsager = (lambda t: ising.onsager_magnetisation(t, args.coupling)) if tc else None
     _wrote(plots.ising_figure(results, out / "ising.png", tc, onsager))
-    if stopped:
-        raise KeyboardInterrupt  # (exit status 130, as any interrupted command)
+    if stopped:  # the same one: a Ctrl-C exits 130, a SIGTERM 143 (a new KeyboardInterrupt made it 130)
+        raise stopped
 
 
 def add_commands(sub) -> None:

@@ -161,13 +161,14 @@ class Ising:
         """`burn_in` sweeps to equilibrate, then `sweeps` measured ones: observables (T,) as float64. `progress`: a
         bar on stderr of the sweeps (burn-in and measured), their rate and an ETA (`rnnkit ising sweep`).
         `interruptible`: a Ctrl-C (KeyboardInterrupt) once two or more sweeps are measured ends the run there, with
-        the averages of those; `self.measured` is how many sweeps the last run measured."""
+        the averages of those; `self.measured` is how many sweeps the last run measured, `self.interrupted` the
+        KeyboardInterrupt that ended it (or None), for the caller to raise again once the averages are kept."""
         positive_int("sweeps", sweeps)
         if not whole_number(burn_in) or burn_in < 0:
             raise RnnkitError(f"burn-in must be a whole number of sweeps >= 0, got {burn_in!r}")
         small = self.spins.device.type == "cpu" and self.spins.numel() < 1 << 20
         m, e = [], []
-        self.measured = 0
+        self.measured, self.interrupted = 0, None
         bar = tqdm(total=burn_in + sweeps, desc="ising", unit=" sweeps", **bar_options(progress))
         try:
             with bar, single_thread() if small else contextlib.nullcontext():
@@ -181,9 +182,10 @@ class Ising:
                     e.append(e_t)
                     self.measured += 1
                     bar.update()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             if not interruptible or self.measured < 2:
                 raise
+            self.interrupted = stop  # (a SIGTERM the CLI raises as one, to end as terminated)
             del m[self.measured :], e[self.measured :]  # (a sweep's m appended, its e not)
         return observables(torch.stack(m).double(), torch.stack(e).double(), self.T.double(), self.size**2)
 

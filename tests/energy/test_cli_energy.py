@@ -733,6 +733,29 @@ def test_ising_sweep_keeps_the_sweeps_measured_when_interrupted(tmp_path, monkey
     assert [r["energy"] for r in saved["rows"]] == expected["energy"].tolist()
 
 
+def test_ising_sweep_stopped_by_sigterm_ends_as_terminated(tmp_path, monkeypatch, capsys):
+    # SIGTERM (a job scheduler, timeout) is raised as a Ctrl-C is (_Terminated): the run kept its averages, then ended
+    # as a Ctrl-C, 'rnnkit: interrupted' and exit status 130, not 'terminated' and 143
+    from rnnkit.cli import _Terminated
+    from rnnkit.energy import ising
+
+    sweep, calls = ising.Ising.sweep, []
+
+    def terminated_sixth(self):
+        calls.append(1)
+        if len(calls) == 6:  # 2 burn-in sweeps, 3 measured
+            raise _Terminated
+        sweep(self)
+
+    monkeypatch.setattr(ising.Ising, "sweep", terminated_sixth)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        main(["ising", "sweep", *"--temperatures 2 --sweeps 50 --burn-in 2 --size 4 --out".split(), str(out)])
+    assert isinstance(stopped.value, _Terminated)  # (main() of the command line: 'rnnkit: terminated', 143)
+    assert "after 3 of 50 measured sweeps" in capsys.readouterr().err
+    assert json.loads((out / "ising.json").read_text())["measured"] == 3
+
+
 @pytest.mark.parametrize("done", [0, 1])
 def test_ising_run_interrupted_before_two_measured_sweeps_raises(done):
     from rnnkit.energy import ising

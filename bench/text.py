@@ -115,12 +115,17 @@ def data_problem(data: pathlib.Path) -> str | None:
     """What leaves the tables nothing to train on, found before any work (an empty or cut file: the n-gram table failed
     in rnnkit's traceback, 'empty training text', and a PTB of too few words in gensim's, 'you must first build
     vocabulary before training the model', after the n-gram table); None if nothing."""
-    shakespeare = data / "tinyshakespeare.txt"
-    n = len(shakespeare.read_text())
+    shakespeare, ptb = data / "tinyshakespeare.txt", data / "ptb" / "ptb.train.txt"
+    text = {}
+    for path in (shakespeare, ptb):
+        try:  # (read as the tables read them: a file saved as Latin-1 was a UnicodeDecodeError traceback)
+            text[path] = path.read_text()
+        except UnicodeDecodeError as e:
+            return f"{path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); save it as UTF-8"
+    n = len(text[shakespeare])
     if int(0.9 * n) in (0, n):  # (split as ngram_rows splits it)
         return f"{shakespeare} holds {plural(n, 'character')}, too few to split into train and val for the n-grams"
-    ptb = data / "ptb" / "ptb.train.txt"
-    counts = Counter(ptb.read_text().split())
+    counts = Counter(text[ptb].split())
     frequent = sum(c >= SETTINGS["min_count"] for c in counts.values())
     if frequent < 2:  # (rnnkit's word2vec needs two distinct words, gensim's one)
         return (

@@ -693,6 +693,23 @@ def test_text_py_stops_at_once_on_data_it_cannot_train_on(
     assert stop.value.code == 2 and work == [] and err.startswith("text.py: error: ") and why in err, err
 
 
+@pytest.mark.parametrize("latin1", ["tinyshakespeare.txt", "ptb/ptb.train.txt"])
+def test_text_py_stops_at_once_on_data_that_is_not_utf8(tmp_path, monkeypatch, capsys, latin1):
+    """A data file saved as Latin-1 ('café' as b'caf\\xe9'): data_problem's read ended text.py in a UnicodeDecodeError
+    traceback; it stops in one line naming the file and the byte."""
+    text_py = _bench_script(monkeypatch, "text")
+    (tmp_path / "ptb").mkdir()
+    (tmp_path / "ptb" / "ptb.train.txt").write_text("a b\n" * 5)
+    (tmp_path / "tinyshakespeare.txt").write_text("First Citizen:\n" * 20)
+    (tmp_path / latin1).write_bytes(b"caf\xe9 a b\n" * 5)
+    monkeypatch.setattr(sys, "argv", ["text.py", "--data", str(tmp_path), "--no-write"])
+    with pytest.raises(SystemExit) as stop:
+        text_py.main()
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert stop.value.code == 2 and err.startswith("text.py: error: "), err
+    assert f"{latin1} is not UTF-8 text (byte 0xe9 at offset 3)" in err, err
+
+
 def test_a_second_charlm_py_in_the_same_out_folder_stops_at_once(tmp_path, monkeypatch, capsys):
     """Two charlm.py in one --out folder (started twice): the second timed its sampling and then failed in a traceback
     at the run the first one was training ('RnnkitError: another run is writing to .../rnn_tanh'), or replaced the

@@ -106,17 +106,20 @@ def clip_gradients(params, clip_norm: float, clip_value: float) -> float:
     if isinstance(params, torch.Tensor):
         params = [params]
     params = [p for p in params if p.grad is not None]
+    # the norm read once, as a float: each torch.isfinite(norm) tested was five more ops a step (abs, eq, ne, mul,
+    # is_nonzero), and the clamps one op a parameter (10 for a 2-layer LSTM): a min-char-rnn step is about 1 ms
     norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-    if not torch.isfinite(norm):  # the float32 sum of squares overflows from gradients of about 1e19 on
+    value = float(norm)
+    if not math.isfinite(value):  # the float32 sum of squares overflows from gradients of about 1e19 on
         norm = torch.nn.utils.get_total_norm([p.grad.double() for p in params])
-    if not torch.isfinite(norm):
-        return float(norm)
+        value = float(norm)
+    if not math.isfinite(value):
+        return value
     if clip_norm > 0:
         torch.nn.utils.clip_grads_with_norm_(params, clip_norm, norm)
     if clip_value > 0:
-        for p in params:
-            p.grad.clamp_(-clip_value, clip_value)
-    return float(norm)
+        torch.nn.utils.clip_grad_value_(params, clip_value)  # (one foreach clamp per device and dtype)
+    return value
 
 
 def lr_at_epoch(cfg, epoch: int) -> float:

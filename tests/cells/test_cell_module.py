@@ -442,3 +442,32 @@ def test_a_step_by_hand_compiles_in_one_graph_at_a_new_batch_size(name):
     for B in (2, 3):
         x, state = torch.randn(B, 3, 3), cell.init_state(B)
         torch.testing.assert_close(compiled(x, state), decode(x, state))
+
+
+@pytest.mark.parametrize("name", list(TORCH_CELLS))
+@pytest.mark.parametrize("unbatched", [False, True])
+def test_a_step_with_its_state_fed_back_checks_it_in_one_loop(name, unbatched):
+    """A decoder's step (the state fed back) read each weight through nn.Module.__getattr__ (5 reads) and checked the
+    state with the error's closures and generators: 10 µs of a 26 µs rnn_tanh step at B = 1, H = 64. Same numbers."""
+    import sys
+
+    from rnnkit.cells import _base
+
+    torch.manual_seed(0)
+    m = TORCH_CELLS[name](4, 5)
+    cell = copy_from(CELLS[name](4, 5), m)
+    x = torch.randn(4) if unbatched else torch.randn(3, 4)
+    state, want = cell(x), m(x)
+    calls, files = [], (_base.__file__, nn.Module.__getattr__.__code__.co_filename)
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code.co_filename in files:
+            calls.append(frame.f_code.co_name)
+
+    sys.setprofile(profile)
+    try:
+        state = cell(x, state)
+    finally:
+        sys.setprofile(None)
+    assert calls.count("__getattr__") == 0 and not {"<genexpr>", "want", "clash"} & set(calls), calls
+    torch.testing.assert_close(state, m(x, want), rtol=0, atol=0)

@@ -15,7 +15,6 @@ Data: RNNKIT_DATA or ../shared/data (tinyshakespeare.txt).
 
 import argparse
 import contextlib
-import errno
 import json
 import math
 import os
@@ -25,11 +24,6 @@ import sys
 import time
 
 import torch
-
-try:  # (no flock on Windows: no lock)
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's rnnkit (before _results imports it), not an installed one
@@ -52,7 +46,7 @@ from rnnkit.errors import RnnkitError  # noqa: E402
 from rnnkit.models.charlm import CharLM  # noqa: E402
 from rnnkit.presets import PRESETS  # noqa: E402
 from rnnkit.train.config import RunConfig  # noqa: E402
-from rnnkit.train.loop import check_out, load_data, train  # noqa: E402
+from rnnkit.train.loop import _locked, check_out, load_data, train  # noqa: E402
 from rnnkit.train.metrics import read_metrics  # noqa: E402
 
 # (RNNKIT_DATA empty is unset, as rnnkit's corpus reader takes it)
@@ -216,26 +210,17 @@ def main():
 
 @contextlib.contextmanager
 def holding(p, out: pathlib.Path):
-    """An flock on the --out folder while the benchmark runs (train locks only the run it trains). A second charlm.py
-    in the same folder (started twice, or a --report-only beside a run) timed its sampling and then failed in a
-    traceback at a run the first one was training ('RnnkitError: another run is writing to ...'), or, where that
+    """train's flock on the --out folder while the benchmark runs (train locks only the run it trains). A second
+    charlm.py in the same folder (started twice, or a --report-only beside a run) timed its sampling and then failed in
+    a traceback at a run the first one was training ('RnnkitError: another run is writing to ...'), or, where that
     run was done, replaced it with its own, the first one's table then read from it; it stops in one line."""
-    try:
-        fd = os.open(out, os.O_RDONLY)
-    except OSError:  # (a folder that can't be opened to read: no lock, as train's)
-        fd = None
-    if fcntl is None or fd is None:
-        yield
-        return
-    try:
+    with contextlib.ExitStack() as stack:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                p.error(f"another charlm.py is running in {out}; wait for it to end, or give another --out")
+            stack.enter_context(_locked(out, f"another charlm.py is running in {out}; wait for it to end, or give "
+                                             "another --out"))  # fmt: skip
+        except RnnkitError as e:
+            p.error(str(e))
         yield
-    finally:
-        os.close(fd)
 
 
 def partial_run(args) -> str | None:

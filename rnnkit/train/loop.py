@@ -204,8 +204,8 @@ def _writing(out: pathlib.Path):
 
 
 @contextlib.contextmanager
-def _locked(out: pathlib.Path):
-    """_writing's flock on the folder `out`."""
+def _locked(out: pathlib.Path, busy: str | None = None):
+    """_writing's flock on the folder `out`; held elsewhere, an RnnkitError of `busy` (default: another run's)."""
     try:
         import fcntl
     except ImportError:
@@ -221,8 +221,8 @@ def _locked(out: pathlib.Path):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
             if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise RnnkitError(f"another run is writing to {out}; wait for it to end (then --resume), or give "
-                                  "another --out folder") from None  # fmt: skip
+                raise RnnkitError(busy or f"another run is writing to {out}; wait for it to end (then --resume), or "
+                                  "give another --out folder") from None  # fmt: skip
         yield
     finally:
         os.close(fd)

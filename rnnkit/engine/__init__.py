@@ -59,10 +59,19 @@ class GradProbe:
     being the latest record (of a lone run: its own; of chunks: the first chunk's). An unbatched sequence (T, D)
     records (T, 1, H). A pass records only where gradients flow: a run none of whose inputs or weights needs one (a
     frozen first layer of a stack fed data) records nothing, as `retain_grad` of such a tensor gets nothing. Under vmap and batched gradients (is_grads_batched,
-    jacobian(vectorize=True)) it records nothing (with a warning): those gradients are not plain tensors."""
+    jacobian(vectorize=True)) it records nothing (with a warning): those gradients are not plain tensors.
 
-    def __init__(self):
-        self.dh, self.history, self._pass = None, [], (None, {})
+    `keep`: the most records `history` holds, the oldest dropped first (`GradProbe(keep=1)`: one probe reused at
+    every training step holds only the latest); None keeps them all, and says so once they pass 1 GiB."""
+
+    WARN_BYTES = 2**30
+
+    def __init__(self, keep: int | None = None):
+        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
+            raise ValueError(
+                f"GradProbe(keep=...) must be a whole number of records >= 1 (or None: all), got {keep!r}"
+            )
+        self.dh, self.history, self._pass, self.keep, self._warned = None, [], (None, {}), keep, False
 
     def record(self, dh, call=None):
         """Add dh as this pass's record; `call` names the run it comes from: a second record of the same run in
@@ -83,7 +92,22 @@ class GradProbe:
             dh = self.history[i] = self.history[i] + dh
         else:
             self.history.append(dh)
+            self._bound()
         self._pass[1][call], self.dh = dh, dh
+
+    def _bound(self):
+        """history within `keep`; without one, a word once it holds more than WARN_BYTES (a probe given to every
+        training step keeps every step's dh: 100k steps of (100, 32, 512) float32 are 650 GB)."""
+        if self.keep is not None:
+            del self.history[: -self.keep]
+        elif not self._warned and len(self.history) % 16 == 0:
+            held = sum(r.nelement() * r.element_size() for r in self.history)
+            if held > self.WARN_BYTES:
+                self._warned = True
+                warnings.warn(
+                    f"rnnkit GradProbe holds {len(self.history)} records of dL/dh_t ({held / 2**30:.1f} GiB) in "
+                    "probe.history: give a fresh GradProbe() to each step, call probe.history.clear(), or make it "
+                    "GradProbe(keep=1) to hold only the latest", RuntimeWarning, stacklevel=2)  # fmt: skip
 
 
 def warn_batched():

@@ -115,6 +115,29 @@ def test_probe_records_each_backward_pass_once(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_a_probe_reused_at_every_step_is_bounded_or_says_so(backend):
+    """A probe given to every training step kept every step's dh without a word (a slow leak: 100k steps of
+    (100, 32, 512) are 650 GB). keep=k holds the latest k; without it, a warning once history passes WARN_BYTES."""
+    cell, xw, state0, P, _ = setup("gru", T=5)
+    kept, every = GradProbe(keep=2), GradProbe()
+    every.WARN_BYTES = 16 * 5 * 3 * 4 * 8 - 1  # under 16 records of (5, 3, 4) float64
+    for k in range(40):
+        for probe in (kept, every):
+            hs, _ = run(cell, xw, state0, P, None, False, backend, probe)
+            if probe is every and len(every.history) == 15:
+                with pytest.warns(RuntimeWarning, match=r"holds 16 records .* GradProbe\(keep=1\)"):
+                    ((k + 1) * hs).sum().backward()
+            else:
+                ((k + 1) * hs).sum().backward()
+    assert len(kept.history) == 2 and kept.dh is kept.history[-1] and len(every.history) == 40
+    torch.testing.assert_close(kept.history[0] * 40 / 39, kept.history[1])
+    torch.testing.assert_close(kept.dh, every.dh)
+    for bad in (0, -1, 1.5, True, "1"):
+        with pytest.raises(ValueError, match=r"GradProbe\(keep=...\) must be a whole number"):
+            GradProbe(keep=bad)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_probe_records_a_pass_that_misses_a_step(backend):
     """A loss on c_T alone never reaches h_T: the autograd backend's hooks waited for every step and recorded
     nothing, and a next pass (retain_graph) then recorded steps of both passes mixed (1.35 off)."""

@@ -920,9 +920,11 @@ def affine_input(xs, W, b, tail=0, ident=None):
     if tail and (kept or plain_ops_only() or torch.jit.is_tracing()):
         pre = tanh_of_tail(pre, tail)
         return pre if b is None else pre + b
+    if tail and not recording():  # TanhTail's ops without an autograd.Function (20-30 µs of a step)
+        pre[..., -tail:].tanh_()
+        return pre if b is None else pre.add_(b)
     if tail:
-        with contextlib.nullcontext() if recording() else torch.no_grad():  # (see recording)
-            return TanhTail.apply(pre, tail, b)
+        return TanhTail.apply(pre, tail, b)
     if b is None:
         return pre
     return pre + b if kept else pre.add_(b)  # in place on the concatenation: one pass less

@@ -56,7 +56,8 @@ def learned_alpha(a):
     half = a.dtype in (torch.float16, torch.bfloat16)
     wide = a.float() if half else a
     lo, hi = _held(wide.dtype)
-    if (torch.is_grad_enabled() and wide.requires_grad) or plain_ops_only():
+    # (traced by torch.jit.trace: one graph, with and without grad mode, whose check reruns it under no_grad)
+    if (torch.is_grad_enabled() and wide.requires_grad) or plain_ops_only() or torch.jit.is_tracing():
         # (the gradient as of a itself, 0 where a is inf or NaN: inf - inf would make α NaN)
         kept = wide.detach()
         wide = kept.clamp(lo, hi) + (wide - kept).nan_to_num(0.0, 0.0, 0.0)

@@ -471,3 +471,21 @@ def test_a_step_with_its_state_fed_back_checks_it_in_one_loop(name, unbatched):
         sys.setprofile(None)
     assert calls.count("__getattr__") == 0 and not {"<genexpr>", "want", "clash"} & set(calls), calls
     torch.testing.assert_close(state, m(x, want), rtol=0, atol=0)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_jit_trace_of_a_leaky_step_learning_alpha_passes_its_check():
+    """torch.jit.trace checks a trace by tracing again under torch.no_grad(): a learned α = σ(a) took its
+    straight-through ops with gradients and two plain ones without, so the trace of a leaky cell with
+    learn_alpha=True failed, 'TracingCheckError: Graphs differed across invocations!', where every other cell (and
+    torch's) traces. Traced, α takes the straight-through ops: the same values and gradients as the cell's."""
+    torch.manual_seed(0)
+    cell = CELLS["leaky"](3, 4, alpha=[0.1, 0.2, 0.3, 0.4], learn_alpha=True)
+    x, h = torch.randn(2, 3), torch.randn(2, 4)
+    traced = torch.jit.trace(cell, (x, h))
+    x2, h2 = torch.randn(5, 3, requires_grad=True), torch.randn(5, 4)
+    want, got = cell(x2, h2), traced(x2, h2)
+    torch.testing.assert_close(got, want)
+    for a, b in zip(torch.autograd.grad(got.sum(), (x2, *cell.parameters())),
+                    torch.autograd.grad(want.sum(), (x2, *cell.parameters()))):  # fmt: skip
+        torch.testing.assert_close(a, b)

@@ -1386,12 +1386,42 @@ class Recurrent(OwnParametersModule):
         self.__dict__.setdefault("proj_size", 0)
         self.__dict__.setdefault("bias", self.cells[0].bias)
 
-    def _load_from_state_dict(self, state_dict, prefix, *args):
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        """nn.Module's, with the layout in the state_dict's metadata (bidirectional: what cells.1 is), for the load."""
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        meta = getattr(destination, "_metadata", {}).get(prefix[:-1])
+        if meta is not None:
+            meta["bidirectional"] = self.bidirectional
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
         """nn.Module's, after renaming torch.nn's keys (_load_torch_state_dict). Not a registered pre-hook: that is a
         bound method in the module, which pickles as getattr, and a saved layer could not be loaded with
         torch.load(weights_only=True) whatever safe_globals allowed (torch.nn's RNNs can)."""
         self._load_torch_state_dict(self, state_dict, prefix)
-        super()._load_from_state_dict(state_dict, prefix, *args)
+        self._check_layout(state_dict, prefix, local_metadata, errors)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, unexpected, errors)
+
+    def _check_layout(self, state_dict, prefix, local_metadata, errors):
+        """cells.i is layer i // 2, direction i % 2 in a bidirectional layer, layer i in another: a bidirectional
+        layer's state_dict loaded into a 2-layer one (D = H: the same keys and shapes) in silence, its reverse cell
+        taken for layer 1, where torch.nn's keys (weight_ih_l0_reverse, weight_ih_l1) don't fit. Said as torch's size
+        mismatches are, where a key would so land in a cell of another layer or direction (cells.0 never does)."""
+        given = local_metadata.get("bidirectional")
+        if given is None or bool(given) == self.bidirectional:
+            return  # (a state_dict saved before, or a plain dict: not known)
+        taken = [
+            i
+            for i in range(1, len(self.cells))
+            if any(k.startswith(f"{prefix}cells.{i}.") for k in state_dict)
+        ]
+        if not taken:
+            return
+        i, way = taken[0], ("forward", "reverse")[taken[0] % 2]
+        theirs, ours = (f"layer {i // 2}'s {way} cell", f"layer {i}'s") if given else (
+            f"layer {i}'s cell", f"layer {i // 2}'s {way} one")  # fmt: skip
+        was, now = ("bidirectional", "unidirectional") if given else ("unidirectional", "bidirectional")
+        errors.append(f"{prefix}cells.{i} in this state_dict is {theirs} (a {was} layer's), where this {now} layer's "
+                      f"cells.{i} is {ours}; build the layer with bidirectional={bool(given)} to load it")  # fmt: skip
 
     def _load_torch_state_dict(self, module, state_dict, prefix, *_):
         """_load_from_state_dict's renaming (a pre-hook in layers saved before): a state_dict of the

@@ -2316,3 +2316,31 @@ def test_from_torch_of_a_torch_cell_names_rnnkit_cell_that_takes_its_weights():
     assert torch.equal(cell(x), m(x))
     with pytest.raises(RnnkitError, match=r"rnnkit.cells.RNNReLU\(3, 4\) is that step"):
         Recurrent.from_torch(torch.nn.RNNCell(3, 4, nonlinearity="relu"))
+
+
+def test_a_bidirectional_layers_state_dict_into_a_stacked_one_is_refused():
+    """cells.1 is layer 0's reverse cell in a bidirectional layer and layer 1 in a stacked one: with D = H a
+    bidirectional layer's state_dict loaded into a 2-layer one (and back) in silence, the reverse cell run as layer
+    1, where torch.nn's keys don't fit (weight_ih_l0_reverse, weight_ih_l1). It is one line of torch's load error,
+    also through torch.save/torch.load(weights_only=True) and strict=False; a load that puts no cell in another's
+    place (a unidirectional layer into a bidirectional one's forward cell, strict=False) goes on as before."""
+    torch.manual_seed(0)
+    bi, stacked = Recurrent("gru", 4, 4, bidirectional=True), Recurrent("gru", 4, 4, num_layers=2)
+    buf = io.BytesIO()
+    torch.save(bi.state_dict(), buf)
+    buf.seek(0)
+    for strict in (True, False):
+        with pytest.raises(RuntimeError, match=r"\n\tcells.1 in this state_dict is layer 0's reverse cell \(a "
+                           r"bidirectional layer's\), where this unidirectional layer's cells.1 is layer 1's; build "
+                           r"the layer with bidirectional=True to load it$"):  # fmt: skip
+            stacked.load_state_dict(torch.load(buf, weights_only=True), strict=strict)
+        buf.seek(0)
+    with pytest.raises(
+        RuntimeError, match=r"cells.1 in this state_dict is layer 1's cell .* bidirectional=False"
+    ):
+        bi.load_state_dict(stacked.state_dict())
+    one = Recurrent("gru", 4, 4)
+    assert bi.load_state_dict(one.state_dict(), strict=False).missing_keys == [f"cells.1.{n}" for n in
+                                                                                ("W_xh", "W_hh", "b_xh", "b_hh")]  # fmt: skip
+    torch.testing.assert_close(bi.cells[0].W_hh, one.cells[0].W_hh, rtol=0, atol=0)
+    Recurrent("gru", 4, 4, bidirectional=True).load_state_dict(bi.state_dict())

@@ -421,6 +421,15 @@ class Cell(OwnParametersModule):
         None if the cell's projection is not of that form. The native engine runs it in recycled buffers."""
         return own(self, "W_xh"), own(self, "b_xh")
 
+    def weight_like(self) -> torch.Tensor:
+        """A weight of the cell, for its device and dtype, read without computing one that is parametrized: a step's
+        checks computed a spectral_norm'd W_xh (or leaky's W_hh) once more, its power iteration run twice a step."""
+        for name in ("W_xh", "W_hh"):
+            p = self._parameters.get(name)
+            if p is not None:
+                return p
+        return own(self, "W_xh")
+
     @property
     def output_size(self) -> int:
         """Width of h_t, the state fed back and the output: H (a projection's P in LSTMP)."""
@@ -504,7 +513,7 @@ class Cell(OwnParametersModule):
         if x_t.dim() not in (1, 2) or x_t.shape[-1] != D:
             raise RnnkitError(f"{name} runs one step: x_t must be (B, {D}), or ({D},) for one sequence, got shape "
                               f"{tuple(x_t.shape)}; a sequence (B, T, D) runs with rnnkit.Recurrent")  # fmt: skip
-        W = own(self, "W_xh")
+        W = self.weight_like()
         if x_t.device != W.device or (
             x_t.dtype != W.dtype and not (autocast_on(x_t.device) and {x_t.dtype, W.dtype} <= AUTOCAST_DTYPES)
         ):

@@ -223,14 +223,14 @@ class Leaky(Cell):
         alpha_logit so too, its shape (H,) as a layer takes it (a float64 one gave float64 states; one of 5 values in
         a cell of 4, "The size of tensor a (5) must match the size of tensor b (4)")."""
         checked = super()._checked_step(x_t, state, unbatched)
-        a, W = self.alpha_logit if self.learn_alpha else self.alpha_fixed, self.W_hh
+        a, W = self.alpha_logit if self.learn_alpha else self.alpha_fixed, self.weight_like()
         # (torch's 'Tensor on device cpu is not on the expected device meta!', naming none)
         if a.device != W.device:
             name = "alpha_logit" if self.learn_alpha else "alpha_fixed"
             raise RnnkitError(f"cell.{name} is on {a.device} but the cell's weights are on {W.device}; move it there "
                               f"(cell.to({str(W.device)!r}) moves it with the rest)")  # fmt: skip
         if self.learn_alpha:
-            a, dtype, H = self.alpha_logit, self.W_hh.dtype, self.hidden_size
+            a, dtype, H = self.alpha_logit, W.dtype, self.hidden_size
             if a.shape != (H,):
                 raise RnnkitError(f"cell.alpha_logit has shape {tuple(a.shape)}, but a leaky cell of {H} units "
                                   f"learning α needs ({H},), one per unit; give it a tensor of that shape")  # fmt: skip
@@ -240,7 +240,7 @@ class Leaky(Cell):
         else:
             from rnnkit.layers.recurrent import _check_alpha  # (rnnkit.layers imports the cells)
 
-            a, dtype = self.alpha_fixed, self.W_hh.dtype
+            a, dtype = self.alpha_fixed, W.dtype
             if a.dtype != dtype:
                 raise RnnkitError(f"cell.alpha_fixed is {a.dtype} but the cell's weights are {dtype}; give it a "
                                   f"tensor of their dtype (or convert the whole cell: cell.to({a.dtype}))")  # fmt: skip

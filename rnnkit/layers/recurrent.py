@@ -1099,7 +1099,8 @@ class Recurrent(OwnParametersModule):
         # (not ModuleList's [0] nor nn.Module.__getattr__ for W_xh: 2 µs)
         lead = next(iter(self._modules["cells"]))
         w = lead._parameters.get("W_xh")
-        w = lead.W_xh if w is None else w  # (one computed by a parametrization)
+        if w is None and "W_xh" not in lead._parameters:  # parametrized: computed once, in the run
+            w = lead.weight_like()
         if w is None:  # set to None: said in _check_weights' line
             self._check_weights(0, lead)
         # (both conversions named, as torch.nn's RNNs name them: "convert one" named neither)

@@ -489,3 +489,29 @@ def test_jit_trace_of_a_leaky_step_learning_alpha_passes_its_check():
     for a, b in zip(torch.autograd.grad(got.sum(), (x2, *cell.parameters())),
                     torch.autograd.grad(want.sum(), (x2, *cell.parameters()))):  # fmt: skip
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("weight", ["W_xh", "W_hh"])
+@pytest.mark.parametrize("name", ["gru", "leaky"])
+def test_a_parametrized_weight_is_computed_once_a_step(name, weight):
+    """A step's checks read W_xh (leaky's W_hh too) for its dtype and device, computing a parametrized one each time:
+    spectral_norm's power iteration ran two or three times a step where torch.nn's cells run it once."""
+    from torch.nn.utils import parametrize
+
+    class Counted(nn.Module):
+        calls = 0
+
+        def forward(self, W):
+            Counted.calls += 1
+            return 2 * W
+
+    cell = CELLS[name](3, 4, **({"learn_alpha": True} if name == "leaky" else {}))
+    plain = {k: v.clone() for k, v in cell.state_dict().items()}
+    parametrize.register_parametrization(cell, weight, Counted())
+    x, h = torch.randn(2, 3), torch.randn(2, 4)
+    Counted.calls = 0
+    got = cell(x, h)
+    assert Counted.calls == 1
+    ref = CELLS[name](3, 4, **({"learn_alpha": True} if name == "leaky" else {}))
+    ref.load_state_dict({**plain, weight: 2 * plain[weight]})
+    torch.testing.assert_close(got, ref(x, h), rtol=0, atol=0)

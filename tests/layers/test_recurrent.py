@@ -2344,3 +2344,22 @@ def test_a_bidirectional_layers_state_dict_into_a_stacked_one_is_refused():
                                                                                 ("W_xh", "W_hh", "b_xh", "b_hh")]  # fmt: skip
     torch.testing.assert_close(bi.cells[0].W_hh, one.cells[0].W_hh, rtol=0, atol=0)
     Recurrent("gru", 4, 4, bidirectional=True).load_state_dict(bi.state_dict())
+
+
+def test_a_parametrized_W_xh_is_computed_once_a_forward():
+    """The layer's input check read cells[0].W_xh for its device and dtype, computing a parametrized one a second
+    time a forward (spectral_norm's power iteration run twice where torch.nn's RNNs run it once)."""
+    from torch.nn.utils import parametrize
+
+    class Counted(torch.nn.Module):
+        calls = 0
+
+        def forward(self, W):
+            Counted.calls += 1
+            return 2 * W
+
+    layer = Recurrent("gru", 3, 4, backend="python")
+    parametrize.register_parametrization(layer.cells[0], "W_xh", Counted())
+    Counted.calls = 0
+    layer(torch.randn(2, 5, 3))
+    assert Counted.calls == 1

@@ -866,9 +866,7 @@ class Recurrent(OwnParametersModule):
                 raise RnnkitError(f"{self._weight_label(i, cell, name)} has shape {tuple(p.shape)}, but this layer's "
                                   f"{self.cell_name} cell needs {tuple(want)}; give it a tensor of that shape")  # fmt: skip
             if dtype is not None and p.dtype != dtype:
-                raise RnnkitError(f"{self._weight_label(i, cell, name)} is {p.dtype} but the cell's other weights are "
-                                  f"{dtype}; give it a tensor of their dtype (or convert the whole layer: "
-                                  f"layer.to({p.dtype}))")  # fmt: skip
+                raise self._odd_dtype(i, cell, [n for n, _ in shapes[i]])
             dtype = p.dtype
         # a buffer rnnkit's cell reads as a weight (leaky's fixed α) of another dtype (a float64 one from numpy):
         # "expected scalar type Float but found Double" from inside the engine, or a matmul's error, else
@@ -912,6 +910,18 @@ class Recurrent(OwnParametersModule):
         if lead is not None and (seen.dtype, seen.device) != (lead.dtype, lead.device):
             raise RnnkitError(f"layer.cells[{i}] is {seen.dtype} on {seen.device} but layer.cells[0] is {lead.dtype} "
                               f"on {lead.device}; convert or move the whole layer (layer.to(...)), not one cell")  # fmt: skip
+
+    def _odd_dtype(self, i, cell, names):
+        """_check_weights' line for a cell whose weights differ in dtype, naming the one that differs from the most of
+        them (the first of a tie): it named the second weight read where the first, W_xh, was the odd one ('b_xh is
+        torch.float32 but the cell's other weights are torch.bfloat16', of a float32 cell with a bfloat16 W_xh)."""
+        own = {n: cell._parameters[n] if n in cell._parameters else cell.__dict__.get(n) for n in names}
+        weights = [(n, p) for n, p in own.items() if isinstance(p, torch.Tensor)]
+        dtypes = [p.dtype for _, p in weights]
+        most = max(dtypes, key=dtypes.count)  # (max keeps the first of equal counts)
+        name, p = next((n, p) for n, p in weights if p.dtype != most)
+        return RnnkitError(f"{self._weight_label(i, cell, name)} is {p.dtype} but the cell's other weights are {most}; "
+                           f"give it a tensor of their dtype (or convert the whole layer: layer.to({p.dtype}))")  # fmt: skip
 
     def _check_computed(self, i, cell, weights):
         """The weights a parametrization computed for this call ((name, tensor) pairs: rec_params' P, the native

@@ -1413,6 +1413,19 @@ def test_weight_of_another_shape_is_refused(backend):
         layer(x)
 
 
+@pytest.mark.parametrize("name", ["W_xh", "b_xh", "W_hh", "b_hh"])
+def test_a_weight_of_another_dtype_is_the_one_named(name):
+    """One weight of a float32 cell converted alone (cells[1].W_xh.data = W_xh.data.bfloat16()): the line named the
+    weight read after the first, W_xh, as the odd one where W_xh was it ('cells[1].b_xh (bias_ih_l1) is
+    torch.float32 but the cell's other weights are torch.bfloat16'). It names the one that differs from the others."""
+    layer = Recurrent("lstm", 4, 5, num_layers=2)
+    weight = getattr(layer.cells[1], name)
+    weight.data = weight.data.bfloat16()
+    match = rf"^layer\.cells\[1\]\.{name} \(\w+\) is torch.bfloat16 but the cell's other weights are torch.float32; "
+    with pytest.raises(RnnkitError, match=match):
+        layer(torch.randn(2, 3, 4))
+
+
 @pytest.mark.parametrize("backend", ["autograd", "python", "native"])
 @pytest.mark.parametrize("T", [3, 9])
 def test_a_computed_weight_of_another_shape_or_dtype_is_refused(backend, T):

@@ -362,8 +362,12 @@ def check_inputs(cell, xw, state0, P, mask, xtilde=None):
                 )
         _check_sizes(cell, xw, states, P, xtilde)
     tensors = [xw, *states, *(p for p in P if p is not None)]
-    # (autocast lets the dtypes differ, the loop casts them, never the devices: the loops read one device's memory)
-    mixed = any(t.dtype != xw.dtype for t in tensors) and not autocast_on(xw.device)
+    # (autocast lets the dtypes differ, the loop casts them, never the devices: the loops read one device's memory;
+    # nor to whole numbers or complex ones, which the cast leaves: torch's 'mat1 and mat2 must have the same dtype'
+    # from inside the python loop, and the native one took an integer state cast to float in silence)
+    mixed = any(t.dtype != xw.dtype for t in tensors) and (
+        not autocast_on(xw.device) or not all(t.is_floating_point() for t in tensors)
+    )
     if mixed or any(t.device != xw.device for t in tensors):
         kinds = sorted({f"{t.dtype} on {t.device}" for t in tensors})
         raise RnnkitError(

@@ -897,6 +897,7 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
         return 128 + (stop.asked or signal.SIGINT)
     finally:
         bar.close()  # also before an error, whose line then starts a line of its own
+        metrics.close()
         stop.restore()
         warnings.showwarning = shown
     save("latest.pt")

@@ -1215,6 +1215,41 @@ def test_metrics_log_refuses_a_column_it_has_not_and_a_row_without_its_step(tmp_
     ]
 
 
+def test_the_metrics_log_opens_its_file_once_and_each_row_outlives_a_kill(tmp_path, monkeypatch):
+    """MetricsLog.write opened and closed metrics.csv for every row: 20 of the 30 µs a row took, at every training
+    step (a min-char-rnn step is about 1.5 ms). It is opened once and flushed after each row: a row written is in
+    the file at once (a kill -9 right after it keeps it, as the close did), and a file removed meanwhile is made
+    again by its name, as before."""
+    import builtins
+    import subprocess
+    import sys
+
+    from rnnkit.train import metrics
+
+    opened = []
+    monkeypatch.setattr(
+        metrics, "open", lambda *a, **k: opened.append(a[0]) or builtins.open(*a, **k), raising=False
+    )
+    path = tmp_path / "m.csv"
+    log = metrics.MetricsLog(path)
+    for step in range(1, 6):
+        log.write(step=step, train_loss=2.5)
+        assert path.read_text().splitlines()[-1].startswith(f"{step},")  # in the file, not in a buffer
+    assert opened == [path]
+    path.unlink()
+    log.write(step=6, train_loss=2.4)
+    assert path.read_text() == "6,,,,2.4,,,\n" and len(opened) == 2
+    log.close()
+    # a row, then kill -9: the row is on disk
+    code = ("import os, signal, sys; from rnnkit.train.metrics import MetricsLog; log = MetricsLog(sys.argv[1]); "
+            "log.write(step=1, train_loss=2.5); os.kill(os.getpid(), signal.SIGKILL)")  # fmt: skip
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    killed = subprocess.run([sys.executable, "-c", code, str(tmp_path / "k.csv")], env=env, timeout=120)
+    assert killed.returncode == -signal.SIGKILL
+    assert [r["train_loss"] for r in read_metrics(tmp_path / "k.csv")] == ["2.5"]
+
+
 def test_the_loss_plot_draws_rows_without_their_training_time_against_steps(tmp_path, monkeypatch):
     """plot_losses of a MetricsLog's rows written with step and losses only (a loop of one's own) failed in
     "ValueError: could not convert string to float: ''" (wall_s); those rows are drawn against steps alone."""

@@ -784,6 +784,8 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
 
     chars_per_step = batches.B * batches.T
     recent = collections.deque(maxlen=SPEED_STEPS)  # the last steps' seconds, for the bar's chars_s
+    # listed once: walking model.parameters() (its modules' generators) at every step's clip took 12-19 µs
+    params = list(model.parameters())
     model.train()
     # a good checkpoint exists before the first step can go wrong; saved before the bar is drawn (an error saving
     # it was said at the end of the bar's line)
@@ -811,7 +813,7 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
             _, loss = model(batches.window(window))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = clip_gradients(model.parameters(), t.clip_norm, t.clip_value)
+            grad_norm = clip_gradients(params, t.clip_norm, t.clip_value)
             loss = loss.detach().item()
             smooth = _check_loss(loss, progress, out, grad_norm, _retry(t))
             # held from the update to the step's row, written: a second Ctrl-C in the update, or before it is counted,

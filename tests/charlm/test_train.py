@@ -1215,6 +1215,21 @@ def test_metrics_log_refuses_a_column_it_has_not_and_a_row_without_its_step(tmp_
     ]
 
 
+def test_the_loop_lists_the_models_parameters_once_not_at_every_clip(tmp_path, corpus, monkeypatch):
+    """Each step's clip_gradients was given model.parameters(), a generator walked through the model's modules
+    again at every step (12-19 µs of a min-char-rnn step of about 1.5 ms); the loop lists them once and gives
+    that list, every parameter in the model's order."""
+    from rnnkit.train import loop
+
+    given, real = [], loop.clip_gradients
+    monkeypatch.setattr(loop, "clip_gradients", lambda params, *a: given.append(params) or real(params, *a))
+    assert train(tiny_config(corpus, max_steps=3), tmp_path / "run", log=lambda s: None) == 0
+    assert len(given) == 3 and all(p is given[0] for p in given) and isinstance(given[0], list)
+    assert [p.shape for p in given[0]] == [
+        w.shape for w in load_checkpoint(tmp_path / "run")["model"].values()
+    ]
+
+
 def test_the_metrics_log_opens_its_file_once_and_each_row_outlives_a_kill(tmp_path, monkeypatch):
     """MetricsLog.write opened and closed metrics.csv for every row: 20 of the 30 µs a row took, at every training
     step (a min-char-rnn step is about 1.5 ms). It is opened once and flushed after each row: a row written is in

@@ -1052,6 +1052,41 @@ def test_clip_gradients_runs_torchs_clipping_ops_and_reads_the_norm_once():
             assert ops(clip_gradients, n_params, *limits) <= want, (limits, n_params)
 
 
+def test_clip_gradients_of_one_device_and_dtype_runs_the_ops_without_torchs_grouping(monkeypatch):
+    """get_total_norm and clip_grad_value_ each grouped the gradients by device and dtype (and entered no_grad) before
+    their one foreach op: 17-30 µs of a min-char-rnn step's clip by value. Gradients of one device and dtype (a
+    model's) now go to those ops directly: the same norm and clipped gradients, bit for bit, as torch's functions
+    give; others (two dtypes) through torch's functions as before."""
+    from torch.nn.utils import clip_grad
+
+    from rnnkit.train.optim import clip_gradients
+
+    grouped, real = [], clip_grad._group_tensors_by_device_and_dtype
+    monkeypatch.setattr(
+        clip_grad, "_group_tensors_by_device_and_dtype", lambda *a: grouped.append(1) or real(*a)
+    )
+    for dtypes in ([torch.float32] * 3, [torch.float64] * 2, [torch.float32, torch.float64]):
+        for clip_norm, clip_value in [(0.0, 0.05), (0.5, 0.0), (0.5, 0.05)]:
+            torch.manual_seed(0)
+            params = [torch.nn.Parameter(torch.zeros(5, 3, dtype=d)) for d in dtypes]
+            for p in params:
+                p.grad = torch.randn_like(p)
+            copies = [torch.nn.Parameter(p.detach().clone()) for p in params]
+            for c, p in zip(copies, params):
+                c.grad = p.grad.clone()
+            norm = torch.nn.utils.get_total_norm([c.grad for c in copies])
+            if clip_norm:
+                torch.nn.utils.clip_grads_with_norm_(copies, clip_norm, norm)
+            if clip_value:
+                torch.nn.utils.clip_grad_value_(copies, clip_value)
+            del grouped[:]
+            assert clip_gradients(params, clip_norm, clip_value) == float(norm)
+            assert all(torch.equal(p.grad, c.grad) for p, c in zip(params, copies))
+            # two dtypes: the norm and the clamps grouped, as before (and clip_grads_with_norm_ always)
+            mixed = len(set(dtypes)) > 1
+            assert len(grouped) == mixed + (mixed and clip_value > 0) + (clip_norm > 0)
+
+
 def test_make_optimizer_refuses_a_name_it_does_not_know():
     """make_optimizer(params, TrainConfig(optimizer="adamw")) (or "Adam", torch's spelling) gave SGD, in silence, to
     a loop of one's own (the command line's validate refuses it, make_optimizer did not)."""

@@ -85,9 +85,8 @@ class MetricsLog:
             with contextlib.suppress(OSError):
                 f.close()
 
-    __del__ = (
-        close  # a log dropped without close() (a loop of one's own): no ResourceWarning of its open file
-    )
+    # a log dropped without close() (a loop of one's own): no ResourceWarning of its open file
+    __del__ = close
 
     def _keep(self, row):
         """Add row to `rows`, dropping the one before it where that is a train loss off the stride."""

@@ -118,10 +118,8 @@ def clip_gradients(params, clip_norm: float, clip_value: float) -> float:
         value = float(norm)
     if not math.isfinite(value):
         return value
-    if (
-        clip_norm > 0 and direct
-    ):  # clip_grads_with_norm_'s ops: coefficient min(1, c / (||g|| + 1e-6)), one mul
-        with torch.no_grad():
+    if clip_norm > 0 and direct:
+        with torch.no_grad():  # clip_grads_with_norm_'s ops: coefficient min(1, c / (||g|| + 1e-6)), one mul
             torch._foreach_mul_(grads, torch.clamp(float(clip_norm) / (norm + 1e-6), max=1.0))
     elif clip_norm > 0:
         torch.nn.utils.clip_grads_with_norm_(params, clip_norm, norm)

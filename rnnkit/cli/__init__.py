@@ -20,7 +20,8 @@ from rnnkit.errors import RnnkitError, check_seed
 # module name -> what it provides; each module registers its own subcommands.
 COMMAND_MODULES = ["charlm", "energy", "text"]
 # the commands that run without torch: main() imports it (see _import_torch) for every other one, and for none where
-# there is no command (`rnnkit --help`) or one of these (it was 1.4 s and 225 MB of `rnnkit ngram score`'s 2 s)
+# there is no command (`rnnkit --help`), a help is asked, or one of these (it was 1.4 s and 225 MB of
+# `rnnkit ngram score`'s 2 s)
 TORCH_FREE = ("ngram", "tfidf", "markov", "neighbours")
 
 
@@ -89,9 +90,9 @@ def made_out_folder(path):
 
 
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose `fill(parser)`, where given, adds the parts that import torch (train's table of presets,
-    hopfield's options): build_parser calls it for the command that runs only, so that the others' parsers, and
-    `rnnkit --help`, are built without torch."""
+    """An ArgumentParser whose `fill(parser)`, where given, adds the parts that take more imports (train's table of
+    presets, from its configs): build_parser calls it for the command that runs only, so that the others' parsers, and
+    `rnnkit --help`, are built without them. No fill imports torch: every help is said without it."""
 
     def __init__(self, *args, fill=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -322,8 +323,9 @@ def _main(argv) -> int:
     command = _command(words)
     parser = build_parser("")
     if own := parser.commands.get(command):
-        # torch imported now, the guarded way, where the command runs on it or its parser's fill needs it
-        if argv is None and command not in TORCH_FREE and (own.fill or not _asks_help(words)):
+        # torch imported now, the guarded way, where the command runs on it (not for a help: `train --help` and
+        # `hopfield capacity --help` imported it for their defaults, 3-5 s where the others take 0.2)
+        if argv is None and command not in TORCH_FREE and not _asks_help(words):
             _import_torch()
         _fill(own)
     args, extra = parser.parse_known_args(words)

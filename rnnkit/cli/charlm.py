@@ -103,7 +103,7 @@ def add_commands(sub):
         "train",
         help="train a character language model",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        fill=_add_preset_table,  # (RunConfig imports torch: the table is made where train runs or says its help)
+        fill=_add_preset_table,  # (the table is made where train runs or says its help)
     )
     p.add_argument(
         "corpus",

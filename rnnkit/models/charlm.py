@@ -22,7 +22,6 @@ import re
 import threading
 import weakref
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +31,7 @@ from tqdm import tqdm
 from rnnkit._io import bar_options
 from rnnkit.data.corpus import bytes_hint, line_ends_hint, normal_form_hint
 from rnnkit.errors import RnnkitError, switch
+from rnnkit.models.config import CharLMConfig
 
 _CHUNK = 4096  # characters of known text a call (prime, log_probs): 1 MB of float32 logits for 64 characters
 # seconds before beam_complete draws its bar: a short completion (--length 40) says nothing
@@ -92,19 +92,6 @@ def _inference(fn):
                     calls[1] = []  # (held, they would keep the model, this weak dict's key, alive)
 
     return run
-
-
-@dataclass
-class CharLMConfig:
-    vocab_size: int = 0
-    cell: str = "lstm"
-    hidden_size: int = 128
-    num_layers: int = 2
-    dropout: float = 0.0
-    embedding_size: int = 0  # 0 = one-hot input, as in the lectures
-    forget_bias: float = 1.0  # Jozefowicz et al. 2015; char-rnn initialises it to 1
-    backend: str | None = None  # rnnkit engine backend; None = fastest available
-    torch_rnn: bool = False  # build the recurrent part on torch.nn (for comparison)
 
 
 def detach(state):

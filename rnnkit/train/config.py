@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 
 from rnnkit.errors import RnnkitError, check_seed
-from rnnkit.models.charlm import CharLMConfig
+from rnnkit.models.config import CharLMConfig
 
 MAX_THREADS = 1024  # torch itself crashes on absurd counts (100,000)
 

@@ -306,6 +306,24 @@ def test_lr_help_gives_the_gaussian_default(capsys):
     assert "0.005 with --visible gaussian" in " ".join(capsys.readouterr().out.split())
 
 
+def test_capacity_help_gives_capacity_configs_defaults(capsys):
+    """hopfield capacity's help says CapacityConfig's defaults from a copy (CAPACITY_DEFAULTS: its module imports
+    torch, which the help no longer does), and the command runs on CapacityConfig's own: the two must agree."""
+    import dataclasses
+
+    from rnnkit.cli.energy import CAPACITY_DEFAULTS
+    from rnnkit.energy.capacity import CapacityConfig
+
+    d = CapacityConfig()
+    assert CAPACITY_DEFAULTS == {k: getattr(d, k) for k in CAPACITY_DEFAULTS}
+    assert {f.name for f in dataclasses.fields(d)} - set(CAPACITY_DEFAULTS) == {"loads", "seed"}
+    with pytest.raises(SystemExit):
+        main(["hopfield", "capacity", "--help"])
+    help = " ".join(capsys.readouterr().out.split())
+    assert f"(default: {' '.join(map(str, d.sizes))};" in help and f"(default: {d.random_starts};" in help
+    assert f"(default: {d.loads[0]} to {d.loads[-1]};" in help
+
+
 def _write_images(tmp_path, *shapes):
     import matplotlib.image
     import numpy as np

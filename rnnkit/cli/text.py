@@ -246,7 +246,7 @@ def read_text(path, limit: int | None = None, empty: bool = False) -> str:
     of white space alone is an error too, unless `empty`. `limit`: the first `limit` characters, of the file's first
     4 `limit` bytes only (a dry run read the whole corpus: 690 MB of memory for 20,000 characters of 232 MB)."""
     from rnnkit._io import read_bytes
-    from rnnkit.data.corpus import refuse_wide
+    from rnnkit.data.corpus import not_utf8, refuse_wide
 
     most = None if limit is None else 4 * limit  # (UTF-8: at most 4 bytes a character)
     try:
@@ -263,8 +263,15 @@ def read_text(path, limit: int | None = None, empty: bool = False) -> str:
         text = io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8-sig").read()  # (universal newlines, as open)
     except IsADirectoryError:  # (said as train and eval say it, not "[Errno 21] Is a directory: '...'")
         raise RnnkitError(f"{path} is a folder; give one text file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise RnnkitError(f"cannot read {path}: {e}; give a UTF-8 text file") from None
+    # a missing file and one not UTF-8 as train and eval say them: they were Python's own words, "cannot read c.txt:
+    # [Errno 2] No such file or directory: 'c.txt'" and "'utf-8' codec can't decode byte 0xe9 in position 3: ..."
+    except FileNotFoundError:  # ('': an unset shell variable's "$CORPUS")
+        said = f"{path} not found" if str(path).strip() else f"the file name is empty ({str(path)!r})"
+        raise RnnkitError(f"{said}; give a text file") from None
+    except UnicodeDecodeError as e:  # (its offset in the text after a byte-order mark)
+        raise not_utf8(path, e.start + 3 * raw.startswith(codecs.BOM_UTF8)) from None
+    except OSError as e:
+        raise RnnkitError(f"cannot read {path}: {e.strerror or e}; give a UTF-8 text file") from None
     if "\0" in text:
         raise RnnkitError(
             f"{path} looks binary (a NUL byte at character {text.index(chr(0)):,}); give a text file"
@@ -640,7 +647,9 @@ def cmd_markov(args) -> int:
         for name in ("length", "seed"):
             if hasattr(args, name):
                 raise RnnkitError(f"--{name} is for markov sample, not markov {args.action}; leave it out")
-    if text is not None:  # (--text '', an unset variable's, sampled the abe preset in silence)
+    if text is not None and not text.strip():  # (an unset variable's: it sampled the abe preset in silence)
+        raise RnnkitError("--text is empty; give a text file, or leave --text out for the abe preset")
+    if text is not None:
         body = read_text(text)
         chain = MarkovChain.estimate(
             [body], starts=[line[0] for line in body.split("\n") if line], progress=True

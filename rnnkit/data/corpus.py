@@ -198,6 +198,12 @@ def refuse_wide(path, head: bytes) -> None:
                           f"it to UTF-8: iconv -f {wide} -t UTF-8 {shlex.quote(str(path))} > NEW_FILE")  # fmt: skip
 
 
+def not_utf8(path, at: int) -> RnnkitError:
+    """The error for a text file that is not UTF-8 (its first bad byte at offset `at`), said alike by train and eval
+    and by the text commands (rnnkit.cli.text.read_text)."""
+    return RnnkitError(f"{path} is not UTF-8 text (invalid byte at byte offset {at}); convert it to UTF-8")
+
+
 def is_gzip(path) -> bool:
     """Whether the file starts with gzip's magic bytes (shared/data's Multi30k is shipped so)."""
     with open(path, "rb") as f:
@@ -229,10 +235,7 @@ def _read_chunks(path: pathlib.Path):
             try:
                 text = decoder.decode(raw, final=not raw)
             except UnicodeDecodeError as e:
-                at = offset - pending + e.start
-                raise RnnkitError(
-                    f"{path} is not UTF-8 text (invalid byte at byte offset {at}); convert it to UTF-8"
-                ) from None
+                raise not_utf8(path, offset - pending + e.start) from None
             if offset == 0 and text.startswith("\ufeff"):
                 text = text[1:]  # a byte-order mark says how the file is encoded; it is not part of the text
             offset += len(raw)

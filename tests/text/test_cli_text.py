@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import re
 import shutil
 import sys
 
@@ -277,7 +278,10 @@ def test_markov_empty_text_is_an_error_not_the_preset(capsys):
     for argv in (["markov", "sample", "--text", ""], ["markov", "--text", "", "stationary"]):
         assert main(argv) == 2
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and err.startswith("rnnkit: error: cannot read ")
+        assert (
+            err
+            == "rnnkit: error: --text is empty; give a text file, or leave --text out for the abe preset\n"
+        )
     assert main(["markov", "--preset", "abe", "check", "--text", "", "AB"]) == 2
     _one_error_line(capsys, "give --preset or --text, not both")
 
@@ -841,7 +845,7 @@ def test_char_ngram_sample_and_complete_start_a_line_as_score_reads_it(tmp_path,
         assert capsys.readouterr().out == "q\n"
 
 
-@pytest.mark.parametrize("name, said", [("missing.txt", "cannot read"), ("empty.txt", "is empty")])
+@pytest.mark.parametrize("name, said", [("missing.txt", "missing.txt not found"), ("empty.txt", "is empty")])
 def test_word2vec_reads_its_corpus_before_compiling_its_loop(tmp_path, capsys, monkeypatch, name, said):
     # a first run compiled the native loop (about a minute) and only then said the corpus was missing or empty
     from rnnkit.text import w2v_native
@@ -1317,13 +1321,40 @@ def test_binary_and_other_encodings_keep_their_error(tmp_path, capsys):
     png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x10\x00\x00\x00\x10\x08\x06\x00\x00\x00\x1f\xf3\xffa"
     noise = random.Random(0).randbytes(4096)
     for data, said in [(png, "binary"), (gzip.compress(png), "binary"), (noise, "rnnkit: error: "),
-                       ((JAPANESE * 4).encode("shift_jis"), "give a UTF-8 text file"),
-                       ((CHINESE * 8).encode("gbk"), "give a UTF-8 text file"),
-                       ("café crème brûlée à la française\n".encode("latin-1") * 8, "give a UTF-8 text file")]:  # fmt: skip
+                       ((JAPANESE * 4).encode("shift_jis"), "is not UTF-8 text (invalid byte at byte offset 0)"),
+                       ((CHINESE * 8).encode("gbk"), "is not UTF-8 text (invalid byte at byte offset 0)"),
+                       ("café crème brûlée à la française\n".encode("latin-1") * 8, "is not UTF-8 text (invalid byte "
+                        "at byte offset 3); convert it to UTF-8")]:  # fmt: skip
         (path := tmp_path / "corpus.txt").write_bytes(data)
         assert main(["ngram", "train", str(path), "--out", str(tmp_path / "m")]) == 2
         err = capsys.readouterr().err
         assert said in err and "UTF-16" not in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
+def test_a_missing_file_or_one_not_utf8_is_said_as_train_and_eval_say_it(tmp_path, capsys, corpus, bom):
+    """The text commands said these in Python's words: 'cannot read c.txt: [Errno 2] No such file or directory:
+    'c.txt'; give a UTF-8 text file' and 'cannot read c.txt: 'utf-8' codec can't decode byte 0xe9 in position 3:
+    invalid continuation byte; give a UTF-8 text file', where train and eval (load_file) say 'corpus c.txt not
+    found; give a text file' and 'c.txt is not UTF-8 text (invalid byte at byte offset 3); convert it to UTF-8'."""
+    from rnnkit.data.corpus import load_file
+    from rnnkit.errors import RnnkitError
+
+    missing, latin = tmp_path / "nowhere.txt", tmp_path / "latin.txt"
+    latin.write_bytes(bom + "the café\n".encode("latin-1"))
+    said = f"{latin} is not UTF-8 text (invalid byte at byte offset {len(bom) + 7}); convert it to UTF-8"
+    with pytest.raises(RnnkitError, match=re.escape(said)):
+        load_file(latin)
+    model = tmp_path / "m.npz"
+    assert main(["ngram", "train", str(corpus), "--out", str(model), "--dry-run"]) == 0
+    capsys.readouterr()
+    for argv in (["ngram", "train", "{}", "--out", str(tmp_path / "m2")], ["ngram", "eval", str(model), "{}"],
+                 ["markov", "sample", "--text", "{}"], ["tfidf", "index", "{}", "--out", str(tmp_path / "ix")],
+                 ["word2vec", "{}", "--out", str(tmp_path / "w")]):  # fmt: skip
+        assert main([a.format(missing) for a in argv]) == 2
+        _one_error_line(capsys, f"rnnkit: error: {missing} not found; give a text file\n")
+        assert main([a.format(latin) for a in argv]) == 2
+        _one_error_line(capsys, f"rnnkit: error: {said}\n")
 
 
 @pytest.mark.parametrize("command", [["word2vec"], ["ngram", "train"]])

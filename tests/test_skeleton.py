@@ -181,6 +181,29 @@ def test_the_commands_without_torch_and_every_help_import_none_of_it(tmp_path):
     assert out.stdout.splitlines() == [f"{argv[:2]} 0 True False" for argv in runs], out.stderr[-3000:]
 
 
+def test_a_usage_error_of_a_command_on_torch_is_said_without_it():
+    """main() imported torch, for the commands that run on it, before it parsed their arguments: a mistyped option
+    or a missing argument (`rnnkit sample RUN --length abc`, `rnnkit train` without --out) took 3-5 s to say
+    argparse's line. Torch is imported once the arguments are parsed."""
+    runs = [["sample", "run", "--length", "abc"], ["train"], ["train", "--out", "x", "--bogus"],
+            ["hopfield", "recall", "--mode", "foo"], ["rbm"], ["eval", "run"], ["ising", "sweep", "--size", "1.5"]]  # fmt: skip
+    code = (
+        "import sys, contextlib, io\n"
+        "from rnnkit.cli import main\n"
+        f"for argv in {runs!r}:\n"
+        "    sys.argv = ['rnnkit', *argv]\n"
+        "    with contextlib.redirect_stderr(io.StringIO()) as err:\n"
+        "        try:\n"
+        "            code = main()\n"
+        "        except SystemExit as e:\n"
+        "            code = e.code\n"
+        "    print(argv[0], code, 'error:' in err.getvalue(), 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.splitlines() == [f"{argv[0]} 2 True False" for argv in runs]
+
+
 def test_a_command_on_torch_imports_it_before_its_work_the_guarded_way():
     """main() imports torch with a Ctrl-C held (_import_torch) for the commands that need it, not for their help
     (`train --help`'s table of presets is made without it); a program's main(argv) leaves the signals alone."""

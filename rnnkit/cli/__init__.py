@@ -142,12 +142,6 @@ def _command(argv) -> str:
     return next((word for word in argv if not word.startswith("-")), "")
 
 
-def _asks_help(argv) -> bool:
-    """Whether `rnnkit ARGV` only says a help (-h or --help before any `--`)."""
-    words = argv[: argv.index("--")] if "--" in argv else argv
-    return "-h" in words or "--help" in words
-
-
 def _show_defaults(parser):
     """Every option's help ends with its default, where it has one and the help doesn't say it already (as
     argparse's ArgumentDefaultsHelpFormatter, which skips options without a help text and shows None)."""
@@ -323,10 +317,6 @@ def _main(argv) -> int:
     command = _command(words)
     parser = build_parser("")
     if own := parser.commands.get(command):
-        # torch imported now, the guarded way, where the command runs on it (not for a help: `train --help` and
-        # `hopfield capacity --help` imported it for their defaults, 3-5 s where the others take 0.2)
-        if argv is None and command not in TORCH_FREE and not _asks_help(words):
-            _import_torch()
         _fill(own)
     args, extra = parser.parse_known_args(words)
     if extra:  # said by the action's parser (its usage) in two-level commands, else by the command's
@@ -335,6 +325,10 @@ def _main(argv) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    # torch imported now, the guarded way, where the command runs on it: once its arguments are parsed, so that a
+    # help or a usage error is said without it (`train --help`, `sample RUN --length abc`: 3-5 s, where 0.2 s)
+    if argv is None and args.command not in TORCH_FREE:
+        _import_torch()
     try:
         check_seed(getattr(args, "seed", None))  # one range for every command's --seed
         return args.func(args) or 0

@@ -253,6 +253,11 @@ class TfidfIndex:
     @classmethod
     def load(cls, directory) -> "TfidfIndex":
         d = pathlib.Path(directory)
+        # (said in Python's words: "cannot read a TF-IDF index in ix: [Errno 2] No such file or directory:
+        # 'ix/index.json'", and "[Errno 20] Not a directory" for a file)
+        if not d.is_dir():
+            said = f"{d} is a file" if d.exists() else f"{d} not found"
+            raise RnnkitError(f"{said}; give the folder that `rnnkit tfidf index --out` wrote")
         try:
             meta = json.loads((d / "index.json").read_text(encoding="utf-8-sig"))  # (a BOM: no edit)
             # an option no rnnkit so far saves is a newer one's (TfidfConfig's TypeError said to build an index)
@@ -298,8 +303,13 @@ class TfidfIndex:
         # (zipfile's NotImplementedError, RuntimeError: a byte of the .npz made another compression or 'encrypted')
         except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, NotImplementedError,
                 RuntimeError) as e:  # fmt: skip
+            why = e  # an OSError not as "[Errno 2] No such file or directory: 'ix/index.json'"
+            if isinstance(e, OSError) and e.strerror:
+                name = pathlib.Path(e.filename or "").name
+                missing = isinstance(e, FileNotFoundError) and name
+                why = f"it holds no {name}" if missing else f"{name}: {e.strerror}" if name else e.strerror
             raise RnnkitError(
-                f"cannot read a TF-IDF index in {d}: {e}; build one with `rnnkit tfidf index`"
+                f"cannot read a TF-IDF index in {d}: {why}; build one with `rnnkit tfidf index`"
             ) from None
         # an index saved before words kept their combining marks (no word_marks; none in its terms) is searched as
         # it was built: queries analysed the new way missed its terms ('हिन्दी' was 'ह', 'न', 'द' there)

@@ -1357,6 +1357,19 @@ def test_a_missing_file_or_one_not_utf8_is_said_as_train_and_eval_say_it(tmp_pat
         _one_error_line(capsys, f"rnnkit: error: {said}\n")
 
 
+def test_tfidf_search_of_no_index_says_what_it_was_given(tmp_path, corpus, capsys):
+    """A missing index folder, a file, or a folder without an index were said in Python's words: 'cannot read a
+    TF-IDF index in ix: [Errno 2] No such file or directory: 'ix/index.json'; build one ...' ([Errno 20] Not a
+    directory for a file)."""
+    missing, folder = tmp_path / "ix", tmp_path / "docs"
+    folder.mkdir()
+    for given, said in [(missing, f"{missing} not found; give the folder that `rnnkit tfidf index --out` wrote"),
+                        (corpus, f"{corpus} is a file; give the folder that `rnnkit tfidf index --out` wrote"),
+                        (folder, f"cannot read a TF-IDF index in {folder}: it holds no index.json; build one")]:  # fmt: skip
+        assert main(["tfidf", "search", str(given), "cat"]) == 2
+        _one_error_line(capsys, f"rnnkit: error: {said}")
+
+
 @pytest.mark.parametrize("command", [["word2vec"], ["ngram", "train"]])
 def test_a_folder_given_as_the_corpus_is_said_as_a_folder(tmp_path, capsys, command):
     # "cannot read D: [Errno 21] Is a directory: 'D'; give a UTF-8 text file"; train and eval say it so

@@ -22,8 +22,12 @@ def read_patterns(path) -> tuple:
         )  # UTF-16/32 (a NUL after every digit): the iconv line, not "cannot read '1\x00'"
         text = raw.decode("utf-8-sig")  # a BOM is no value
         lines = [line.strip() for line in text.splitlines() if line.strip()]
+    except FileNotFoundError:  # (as a missing text file is said, naming the fix)
+        raise RnnkitError(f"patterns file {path} not found; give a text file of ±1 patterns") from None
     except OSError as e:
-        raise RnnkitError(f"cannot read patterns file {path}: {e.strerror}") from None
+        raise RnnkitError(
+            f"cannot read patterns file {path}: {e.strerror}; give a text file of ±1 patterns"
+        ) from None
     except UnicodeDecodeError:
         raise RnnkitError(
             f"cannot read patterns file {path}: it is not UTF-8 text; give a text file of ±1 patterns"
@@ -63,8 +67,12 @@ def read_images(paths) -> tuple:
     for path in paths:
         try:
             array = imread(path)
+        except (
+            FileNotFoundError
+        ):  # (it was "cannot read image a.png: [Errno 2] No such file or directory: 'a.png'")
+            raise RnnkitError(f"image {path} not found; give PNG or JPEG images") from None
         except (OSError, ValueError, SyntaxError) as e:
-            raise RnnkitError(f"cannot read image {path}: {e}") from None
+            raise RnnkitError(f"cannot read image {path}: {e}; give PNG or JPEG images") from None
         scale = np.iinfo(array.dtype).max if array.dtype.kind in "iu" else 1.0
         image = torch.tensor(array, dtype=torch.float32) / scale
         has_alpha = image.dim() == 3 and image.shape[-1] in (2, 4)  # grey or RGB, then α

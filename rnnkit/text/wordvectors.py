@@ -353,6 +353,9 @@ class WordVectors:
             else:  # a pipe or a device: its first line may never end (/dev/zero)
                 header, _, rest = read_bytes(path, text=False).partition(b"\n")
         except (OSError, EOFError, zlib.error) as e:
+            if isinstance(e, FileNotFoundError):  # (as a missing run or text file is said, naming the fix)
+                raise RnnkitError(f"vectors {path} not found; give a word2vec file or the folder that `rnnkit "
+                                  "word2vec --out` wrote") from None  # fmt: skip
             # (a damaged gzip or bzip2 file: an OSError without strerror, an EOFError or zlib's error)
             why = getattr(e, "strerror", None) or str(e)
             why += f" (a damaged {packer} file?)" if packer else ""

@@ -94,7 +94,15 @@ def test_a_patterns_file_saved_with_a_byte_order_mark_reads(tmp_path, text):
             ["hopfield", "recall", "--patterns", "{blank}"],
             "{blank} holds no patterns; give one ±1 pattern a line",
         ),
-        (["hopfield", "recall", "--patterns", "{missing}"], "cannot read patterns file"),
+        # a missing file was 'cannot read patterns file X: No such file or directory' and, for an image, '[Errno 2] ...'
+        (
+            ["hopfield", "recall", "--patterns", "{missing}"],
+            "patterns file {missing} not found; give a text file of",
+        ),
+        (
+            ["hopfield", "recall", "--images", "{missing}"],
+            "image {missing} not found; give PNG or JPEG images",
+        ),
         (["hopfield", "recall", "--patterns", "{latin1}"], "is not UTF-8 text"),
         (["hopfield", "recall", "--digits", "0"], "--digits takes 1 to 10 classes, got 0"),
         (["hopfield", "recall", "--device", "bogus"], "unknown --device 'bogus'; use cpu or cuda"),

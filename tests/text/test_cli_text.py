@@ -1357,6 +1357,14 @@ def test_a_missing_file_or_one_not_utf8_is_said_as_train_and_eval_say_it(tmp_pat
         _one_error_line(capsys, f"rnnkit: error: {said}\n")
 
 
+def test_neighbours_of_missing_vectors_names_the_fix(tmp_path, capsys):
+    # it was 'cannot read vectors v.txt: No such file or directory', the only missing input said without a fix
+    for name in ("v.txt", "v.bin.gz"):
+        assert main(["neighbours", str(tmp_path / name), "cat"]) == 2
+        _one_error_line(capsys, f"rnnkit: error: vectors {tmp_path / name} not found; give a word2vec file or the "
+                        "folder that `rnnkit word2vec --out` wrote")  # fmt: skip
+
+
 def test_tfidf_search_of_no_index_says_what_it_was_given(tmp_path, corpus, capsys):
     """A missing index folder, a file, or a folder without an index were said in Python's words: 'cannot read a
     TF-IDF index in ix: [Errno 2] No such file or directory: 'ix/index.json'; build one ...' ([Errno 20] Not a

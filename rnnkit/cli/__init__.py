@@ -312,6 +312,13 @@ def main(argv=None) -> int:
             _forget_unhandled_interrupt()
 
 
+def _named(args) -> str:
+    """The command that ran, with its action where it has one: 'hopfield capacity', 'ngram train' (the action's
+    dest is `action`, or the group's name for ngram and tfidf)."""
+    action = getattr(args, "action", None) or getattr(args, args.command, None)
+    return f"{args.command} {action}" if isinstance(action, str) else args.command
+
+
 def _main(argv) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
     command = _command(words)
@@ -366,7 +373,7 @@ def _main(argv) -> int:
             return 2
         if getattr(args, "out", None):  # a command that writes files: cut short, those may be missing
             with contextlib.suppress(OSError):
-                print(f"rnnkit: error: the output was closed (its reader went away) before `rnnkit {args.command}` "
+                print(f"rnnkit: error: the output was closed (its reader went away) before `rnnkit {_named(args)}` "
                       "finished; what it writes to --out may be missing: run it again with its output kept "
                       "(> log.txt)", file=sys.stderr)  # fmt: skip
             return 2

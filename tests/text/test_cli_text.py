@@ -1002,7 +1002,10 @@ def test_a_command_that_writes_files_whose_output_is_closed_says_so(tmp_path, co
         def write(self, s):
             raise BrokenPipeError(errno.EPIPE, "Broken pipe")
 
+    # (the command said with its action: it was `rnnkit ngram`)
     for args, code in [(["ngram", "train", str(corpus), "--out", str(tmp_path / "m.npz")], 2),
+                       (["tfidf", "index", str(corpus), "--out", str(tmp_path / "ix")], 2),
+                       (["word2vec", str(corpus), "--out", str(tmp_path / "w"), "--dry-run"], 2),
                        (["markov", "sample", "--preset", "abe", "--length", "5"], 0)]:  # fmt: skip
         closed = Closed()
         monkeypatch.setattr(sys, "stdout", closed)
@@ -1012,7 +1015,8 @@ def test_a_command_that_writes_files_whose_output_is_closed_says_so(tmp_path, co
         monkeypatch.undo()
         err = capsys.readouterr().err
         assert got == code, err
-        said = "rnnkit: error: the output was closed (its reader went away) before `rnnkit ngram` finished"
+        named = " ".join(args[: 1 if args[0] == "word2vec" else 2])
+        said = f"rnnkit: error: the output was closed (its reader went away) before `rnnkit {named}` finished"
         assert (said in err) == (code == 2), err
 
 

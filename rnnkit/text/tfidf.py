@@ -225,7 +225,11 @@ class TfidfIndex:
                 # (it said no term is in the index, as if the words were missing from the documents)
                 raise RnnkitError(f"the query {query!r} holds only stop words, which this index drops (it was built "
                                   "with stop_words, --stop-words); try other words")  # fmt: skip
-            raise RnnkitError(f"no term of the query {query!r} is in the index; try other words")
+            from rnnkit.data.corpus import bytes_hint  # (a Latin-1 terminal's 'café', read 'caf\udce9')
+
+            raise RnnkitError(
+                f"no term of the query {query!r} is in the index; try other words{bytes_hint(query)}"
+            )
         cos = (self.matrix @ q.T).toarray().ravel()
         if self.config.norm is None:  # cosine needs unit vectors
             norms = np.sqrt(np.asarray(self.matrix.multiply(self.matrix).sum(axis=1)).ravel())

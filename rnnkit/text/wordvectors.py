@@ -111,9 +111,12 @@ class WordVectors:
                 folded.setdefault(w.casefold() if isinstance(w, str) else w, w)
             near = [folded.get(w.casefold() if isinstance(w, str) else w) for w in missing]
             hint = ", ".join(f"{n!r} for {w!r}" for w, n in zip(missing, near) if n is not None)
+            from rnnkit.data.corpus import bytes_hint  # (a Latin-1 terminal's 'café', read 'caf\udce9')
+
             raise RnnkitError(
                 f"unknown word(s) {', '.join(map(repr, missing))}: not in the {len(self.words)}-word vocabulary"
                 + (f" (words are case-sensitive; it holds {hint})" if hint else "")
+                + bytes_hint("".join(w for w in missing if isinstance(w, str)))
             )
         return [self.index[w] for w in words]
 

@@ -1369,6 +1369,23 @@ def test_neighbours_of_missing_vectors_names_the_fix(tmp_path, capsys):
                         "folder that `rnnkit word2vec --out` wrote")  # fmt: skip
 
 
+def test_a_word_of_bytes_that_are_not_utf8_is_said_so(tmp_path, capsys):
+    """A Latin-1 terminal's 'café' reaches the command as 'caf\\udce9' (b'caf\\xe9'): neighbours said "unknown
+    word(s) 'caf\\udce9'" and tfidf search "no term of the query 'caf\\udce9' is in the index", a character no one
+    typed, where sample, score and complete say what it stands for."""
+    (tmp_path / "v.txt").write_text("2 2\ncafé 1 0\ntea 0 1\n")
+    (tmp_path / "docs.txt").write_text("café au lait\ntea for two\n")
+    assert main(["tfidf", "index", str(tmp_path / "docs.txt"), "--out", str(tmp_path / "ix")]) == 0
+    capsys.readouterr()
+    said = "(\\udce9 stands for the byte 0xe9: the text is not UTF-8; set the terminal to UTF-8"
+    for argv in (
+        ["neighbours", str(tmp_path / "v.txt"), "caf\udce9"],
+        ["tfidf", "search", str(tmp_path / "ix"), "caf\udce9"],
+    ):
+        assert main(argv) == 2
+        _one_error_line(capsys, said)
+
+
 def test_tfidf_search_of_no_index_says_what_it_was_given(tmp_path, corpus, capsys):
     """A missing index folder, a file, or a folder without an index were said in Python's words: 'cannot read a
     TF-IDF index in ix: [Errno 2] No such file or directory: 'ix/index.json'; build one ...' ([Errno 20] Not a

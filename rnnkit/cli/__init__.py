@@ -312,6 +312,22 @@ def main(argv=None) -> int:
             _forget_unhandled_interrupt()
 
 
+# the options that name a file or folder (markov's --text: its chain's file), each expanded as the shell would
+PATH_OPTIONS = ("out", "patterns", "images", "data_dir", "text")
+
+
+def _expand_user(args) -> None:
+    """~ at the start of a path option given as one word, `--out=~/runs` (the shell expands a ~ only at a word's
+    start): a folder named '~' was made in the current one and said as '~/runs', read as the home folder (--data-dir
+    alone was expanded, by train). Expanded here, for every command, as `--out ~/runs` is by the shell."""
+    for name in PATH_OPTIONS:
+        value = getattr(args, name, None)
+        if isinstance(value, str):
+            setattr(args, name, os.path.expanduser(value))
+        elif isinstance(value, list):
+            setattr(args, name, [os.path.expanduser(v) if isinstance(v, str) else v for v in value])
+
+
 def _named(args) -> str:
     """The command that ran, with its action where it has one: 'hopfield capacity', 'ngram train' (the action's
     dest is `action`, or the group's name for ngram and tfidf)."""
@@ -336,6 +352,7 @@ def _main(argv) -> int:
     # help or a usage error is said without it (`train --help`, `sample RUN --length abc`: 3-5 s, where 0.2 s)
     if argv is None and args.command not in TORCH_FREE:
         _import_torch()
+    _expand_user(args)
     try:
         check_seed(getattr(args, "seed", None))  # one range for every command's --seed
         return args.func(args) or 0

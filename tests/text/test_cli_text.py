@@ -1386,6 +1386,21 @@ def test_a_word_of_bytes_that_are_not_utf8_is_said_so(tmp_path, capsys):
         _one_error_line(capsys, said)
 
 
+def test_a_path_option_given_as_one_word_expands_a_tilde(tmp_path, capsys, monkeypatch):
+    """`--out=~/m.npz` (the shell expands ~ only at a word's start) made a folder named '~' in the current one and
+    said '-> ~/m.npz', read as the home folder; `--text=~/c.txt` was 'not found'."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir(), work.mkdir()
+    (home / "c.txt").write_text(CORPUS)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    assert main(["ngram", "train", str(home / "c.txt"), "--out=~/m.npz", "-n", "2"]) == 0
+    assert main(["tfidf", "index", str(home / "c.txt"), "--out=~/ix"]) == 0
+    assert main(["markov", "--text=~/c.txt", "stationary"]) == 0
+    assert (home / "m.npz").is_file() and (home / "ix" / "index.json").is_file()
+    assert not (work / "~").exists() and f"-> {home / 'm.npz'}" in capsys.readouterr().out
+
+
 def test_tfidf_search_of_no_index_says_what_it_was_given(tmp_path, corpus, capsys):
     """A missing index folder, a file, or a folder without an index were said in Python's words: 'cannot read a
     TF-IDF index in ix: [Errno 2] No such file or directory: 'ix/index.json'; build one ...' ([Errno 20] Not a

@@ -244,5 +244,9 @@ def bar_style(file=None) -> dict:
 def bar_options(progress: bool = True, live: dict | None = None) -> dict:
     """tqdm's options for one of the library's bars: bar_style's (`live`'s on a terminal), and disabled where
     progress is off or there is no stderr (closed: `2>&-`, pythonw, a service: sys.stderr is None), where the bar's
-    first write failed inside tqdm ('NoneType' object has no attribute 'write')."""
-    return dict(bar_style() or live or {}, disable=not progress or sys.stderr is None)
+    first write failed inside tqdm ('NoneType' object has no attribute 'write'). Elsewhere `disable` is left to
+    tqdm, whose TQDM_DISABLE=1 then turns every bar off, as it does tqdm's own (disable=False, given, overrode it)."""
+    options = dict(bar_style() or live or {})
+    if not progress or sys.stderr is None:
+        options["disable"] = True
+    return options

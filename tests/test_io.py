@@ -2,6 +2,8 @@ import errno
 import io
 import os
 import stat
+import subprocess
+import sys
 import time
 
 import pytest
@@ -100,6 +102,27 @@ def test_a_command_a_notebook_cell_runs_keeps_its_live_bar(monkeypatch, tmp_path
             assert bar_style(pipe) == {}
             assert bar_style(log) != {} and bar_style(io.StringIO()) != {}
             monkeypatch.delenv(name)
+
+
+def test_tqdm_disable_turns_the_bars_off():
+    """TQDM_DISABLE=1, tqdm's own switch for every bar (read when tqdm is imported), left rnnkit's on: bar_options
+    gave disable=False, which overrides it. It is left to tqdm now; progress=False still turns a bar off."""
+    code = (
+        "from tqdm import tqdm\n"
+        "from rnnkit._io import bar_options\n"
+        "for options in (bar_options(), bar_options(live={'ncols': 60}), bar_options(progress=False)):\n"
+        "    with tqdm(total=2, desc='bar', **options) as bar:\n"
+        "        bar.update(2)\n"
+    )
+    said = []
+    for env in ({"TQDM_DISABLE": "1"}, {}):
+        env = {**{k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}, **env}
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        said.append(out.stderr.count("bar: 100%"))
+    assert said == [0, 2]
 
 
 @pytest.mark.parametrize("model", ["ngram", "tfidf", "word2vec"])

@@ -88,6 +88,10 @@ class GradProbe:
         # only to the record right before left partial ones
         ours = self._pass[1].get(call) if now != -1 and call is not None else None
         i = next((i for i, r in enumerate(self.history) if r is ours), None) if ours is not None else None
+        # its record dropped by `keep` since (a newer run's came after it): its other path stays out too (appended,
+        # it was a partial record kept in the newer one's place)
+        if ours is not None and i is None:
+            return
         if i is not None:
             dh = self.history[i] = self.history[i] + dh
         else:

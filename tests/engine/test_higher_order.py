@@ -337,3 +337,21 @@ def test_a_second_order_pass_records_once_per_run_of_a_shared_probe(backend):
     assert len(records[backend]) == len(records["autograd"]) == 2
     for a, g in zip(records["autograd"], records[backend]):
         torch.testing.assert_close(g, a, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_second_order_pass_through_a_probe_keeping_one_record_keeps_the_whole_latest(backend):
+    """GradProbe(keep=1) shared by two chunks, a second-order pass whose records come (run 2, run 1, run 1, run 2):
+    run 2's record, dropped when run 1's came, was appended again with its second path alone, so the probe held a
+    partial record of run 2 (python and native) where autograd's holds run 1's whole one."""
+    cell, xw, state0, P, _ = engine_inputs("rnn_tanh", T=6)
+    kept = {}
+    for b in ("autograd", backend):
+        probe = GradProbe(keep=1)
+        hs1, s1 = run(cell, xw[:2], state0, P, None, False, b, probe)
+        hs2, _ = run(cell, xw[2:], s1, P, None, False, b, probe)
+        (g,) = torch.autograd.grad(hs1.square().sum() + hs2.square().sum(), xw, create_graph=True)
+        g.square().sum().backward()
+        kept[b] = probe.history
+    assert len(kept[backend]) == len(kept["autograd"]) == 1
+    torch.testing.assert_close(kept[backend][0], kept["autograd"][0], rtol=1e-10, atol=1e-12)

@@ -66,9 +66,10 @@ class MetricsLog:
         self._keep(row)
         # opened once, not for every row (its open and close were 20 of the 30 µs a row took, at every step), and
         # flushed after each: a row written is in the file, as the close put it there, whatever kills the run after.
-        # A file removed or replaced meanwhile (no link left to the one held) is opened again by its name, as before
+        # A file removed, moved or replaced meanwhile (metrics.csv no longer the one held: a link left elsewhere, a
+        # snapshot's or a rename's, kept taking the rows) is opened again by its name, as before
         try:
-            if self._file is None or os.fstat(self._file.fileno()).st_nlink == 0:
+            if self._file is None or not self._held_is_named():
                 self.close()
                 self._file = open(self.path, "a", newline="")
                 self._writer = csv.DictWriter(self._file, FIELDS)
@@ -77,6 +78,13 @@ class MetricsLog:
         except BaseException:  # (a full disk): closed, as each row's file was; the next row opens it again
             self.close()
             raise
+
+    def _held_is_named(self) -> bool:
+        """Whether the file held is the one `path` names now."""
+        try:
+            return os.path.samestat(os.fstat(self._file.fileno()), os.stat(self.path))
+        except FileNotFoundError:
+            return False
 
     def close(self):
         """Let metrics.csv go (the next row opens it again); what was written is in the file already."""

@@ -1300,6 +1300,30 @@ def test_the_metrics_log_opens_its_file_once_and_each_row_outlives_a_kill(tmp_pa
     assert [r["train_loss"] for r in read_metrics(tmp_path / "k.csv")] == ["2.5"]
 
 
+def test_the_metrics_log_writes_to_the_file_its_path_names_after_a_move_or_a_replacement(tmp_path):
+    """The log kept metrics.csv open and reopened it only where no link to the file held was left: metrics.csv
+    moved aside took the next rows under its new name (metrics.csv gone), and replaced by a resume's MetricsLog
+    while a hard link (a snapshot) kept the old file, the rows went to the snapshot, metrics.csv never got them."""
+    from rnnkit.train import metrics
+
+    path = tmp_path / "metrics.csv"
+    log = metrics.MetricsLog(path)
+    log.write(step=1, train_loss=2.5)
+    os.rename(path, tmp_path / "moved.csv")
+    log.write(step=2, train_loss=2.4)
+    assert path.read_text() == "2,,,,2.4,,,\n"  # (made again by its name, as before: no header)
+    assert [r["step"] for r in read_metrics(tmp_path / "moved.csv")] == ["1"]
+    log.close()
+    path, log = tmp_path / "b.csv", metrics.MetricsLog(tmp_path / "b.csv")
+    log.write(step=1, train_loss=2.5)
+    os.link(path, tmp_path / "snapshot.csv")
+    metrics.MetricsLog(path, resume_step=1).close()  # b.csv replaced, the snapshot keeps the old file
+    log.write(step=2, train_loss=2.3)
+    log.close()
+    assert [r["step"] for r in read_metrics(path)] == ["1", "2"]
+    assert [r["step"] for r in read_metrics(tmp_path / "snapshot.csv")] == ["1"]
+
+
 def test_the_loss_plot_draws_rows_without_their_training_time_against_steps(tmp_path, monkeypatch):
     """plot_losses of a MetricsLog's rows written with step and losses only (a loop of one's own) failed in
     "ValueError: could not convert string to float: ''" (wall_s); those rows are drawn against steps alone."""

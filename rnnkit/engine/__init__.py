@@ -97,7 +97,8 @@ class GradProbe:
         else:
             self.history.append(dh)
             self._bound()
-        self._pass[1][call], self.dh = dh, dh
+        # dh the latest record: the one added to may be an older run's (python and native left dh the last chunk's)
+        self._pass[1][call], self.dh = dh, self.history[-1]
 
     def _bound(self):
         """history within `keep`; without one, a word once it holds more than WARN_BYTES (a probe given to every

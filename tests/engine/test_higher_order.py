@@ -355,3 +355,18 @@ def test_a_second_order_pass_through_a_probe_keeping_one_record_keeps_the_whole_
         kept[b] = probe.history
     assert len(kept[backend]) == len(kept["autograd"]) == 1
     torch.testing.assert_close(kept[backend][0], kept["autograd"][0], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_second_order_pass_over_chunks_leaves_dh_the_latest_record(backend):
+    """probe.dh is the latest record (of chunks: the first chunk's); a second-order pass whose records come (run 2,
+    run 1, run 1, run 2) left dh run 2's record on python and native (the record last added to), run 1's on
+    autograd."""
+    cell, xw, state0, P, _ = engine_inputs("rnn_tanh", T=6)
+    for b in ("autograd", backend):
+        probe = GradProbe()
+        hs1, s1 = run(cell, xw[:2], state0, P, None, False, b, probe)
+        hs2, _ = run(cell, xw[2:], s1, P, None, False, b, probe)
+        (g,) = torch.autograd.grad(hs1.square().sum() + hs2.square().sum(), xw, create_graph=True)
+        g.square().sum().backward()
+        assert probe.dh is probe.history[-1] and len(probe.dh) == 2, b

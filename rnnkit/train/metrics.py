@@ -73,6 +73,9 @@ class MetricsLog:
                 self.close()
                 self._file = open(self.path, "a", newline="")
                 self._writer = csv.DictWriter(self._file, FIELDS)
+                # made again (removed mid-run): its header, or its first row was read as one
+                if self._file.tell() == 0:
+                    self._writer.writeheader()
             self._writer.writerow(row)
             self._file.flush()
         except BaseException:  # (a full disk): closed, as each row's file was; the next row opens it again

@@ -29,6 +29,15 @@ def callback_or_none(value, called: str):
     return value
 
 
+def generator_or_none(generator):
+    """A torch.Generator or None: a seed (3) or numpy's Generator failed at the first draw inside torch, with
+    "rand() received an invalid combination of arguments" and its table of overloads (Ising's at its first sweep)."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise RnnkitError(f"generator must be a torch.Generator (or None), got {type(generator).__name__} "
+                          f"{generator!r:.40}; for a seed give generator=torch.Generator().manual_seed(seed)")  # fmt: skip
+    return generator
+
+
 def positive_float(name: str, value) -> float:
     if (
         isinstance(value, bool)

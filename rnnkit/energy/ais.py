@@ -20,7 +20,7 @@ from torch.nn.functional import softplus
 from tqdm import tqdm
 
 from rnnkit._io import bar_options
-from rnnkit.energy._checks import positive_int
+from rnnkit.energy._checks import generator_or_none, positive_int
 from rnnkit.energy._util import logmeanexp, single_thread, uniform
 from rnnkit.errors import RnnkitError
 
@@ -62,6 +62,7 @@ def log_partition(rbm, num_chains=100, num_betas=2000, data=None, generator=None
             "AIS needs at least 2 chains: its standard error is the spread of their weights; got 1"
         )
     positive_int("number of AIS temperatures", num_betas)
+    generator_or_none(generator)
     gaussian = rbm.visible == "gaussian"
     W, b, c = rbm.W.double(), rbm.b.double(), rbm.c.double()
     c_A = base_visible_bias(rbm, data)

@@ -21,6 +21,7 @@ from rnnkit.energy._checks import (
     callback_or_none,
     drawn_weights,
     finite_float,
+    generator_or_none,
     positive_float,
     positive_int,
     sampler_dtype,
@@ -50,6 +51,7 @@ class BoltzmannMachine:
         )  # as torch.nn's modules: float32 unless set otherwise
         init_scale = finite_float("init_scale (the standard deviation of the weights)", init_scale)
         # one draw per pair above the diagonal, mirrored: (A + Aᵀ) gave std √2 · init_scale
+        generator_or_none(generator)
         W = (torch.randn(N, N, generator=generator, device=device, dtype=dtype) * init_scale).triu(1)
         drawn_weights("init_scale (the standard deviation of the weights)", W, init_scale)
         self.W = W + W.T  # symmetric, zero diagonal
@@ -76,6 +78,7 @@ class BoltzmannMachine:
             raise RnnkitError(f"states are resampled in place: give a tensor of the model's {self.W.dtype} on "
                               f"{self.W.device}, got {what}; e.g. torch.as_tensor(x, dtype=bm.W.dtype)")  # fmt: skip
         units_match("states", as_bits(x, "states"), N)
+        generator_or_none(generator)
         if isinstance(units, torch.Tensor):  # torch.arange(V, N): its entries, 0-d tensors, were no index
             units = units.tolist()
         try:
@@ -100,7 +103,7 @@ class BoltzmannMachine:
         """`count` uniformly random 0/1 states (count, N)."""
         if not whole_number(count) or count < 0:  # (-1, 2.5: torch's own error on a shape)
             raise RnnkitError(f"count must be an integer >= 0 (the number of states), got {count!r}")
-        shape = (int(count), self.num_units)
+        shape, generator = (int(count), self.num_units), generator_or_none(generator)
         return torch.randint(0, 2, shape, generator=generator, device=self.W.device).to(self.W.dtype)
 
     def sample(self, num_chains: int, sweeps: int, generator=None) -> torch.Tensor:
@@ -138,6 +141,7 @@ class BoltzmannMachine:
     ) -> "BoltzmannMachine":
         """Stochastic gradient ascent on the log-likelihood; `callback(epoch)` after each epoch."""
         callback_or_none(callback, "callback(epoch)")
+        generator_or_none(generator)
         v = as_bits(data).to(self.W)
         units_match("data", v, self.num_visible)
         lr, batch_size = positive_float("learning rate", lr), positive_int("batch size", batch_size)

@@ -19,7 +19,16 @@ from dataclasses import dataclass
 
 import torch
 
-from rnnkit.energy._checks import as_spins, choice, float_dtype, fraction, positive_int, switch, units_match
+from rnnkit.energy._checks import (
+    as_spins,
+    choice,
+    float_dtype,
+    fraction,
+    generator_or_none,
+    positive_int,
+    switch,
+    units_match,
+)
 from rnnkit.energy._util import single_thread
 from rnnkit.errors import RnnkitError
 
@@ -223,6 +232,7 @@ class Hopfield:
         units_match("cues", s, self.num_units)
         choice("mode", mode, ("async", "sync"))
         positive_int("max_steps", max_steps)
+        generator_or_none(generator)
         record = switch("record", record)  # (record="False" recorded)
         if mode == "async":
             out = run_async(self.W[None], self.theta[None], s[None], max_steps, generator, record)
@@ -234,6 +244,7 @@ class Hopfield:
 
 def random_patterns(count: int, num_units: int, generator=None, device=None, batch=()) -> torch.Tensor:
     """Independent ±1 patterns with equal odds: (*batch, count, num_units)."""
+    generator_or_none(generator)
     bits = torch.randint(0, 2, (*batch, count, num_units), generator=generator, device=device)
     return bits.float() * 2 - 1
 
@@ -243,7 +254,7 @@ def corrupt(patterns: torch.Tensor, noise: float, generator=None, erase: bool = 
     N = patterns.shape[-1]
     k = round(fraction("noise", noise) * N)
     erase = switch("erase", erase)  # (erase="False" zeroed the units it was to flip)
-    u = torch.rand(patterns.shape, generator=generator, device=patterns.device)
+    u = torch.rand(patterns.shape, generator=generator_or_none(generator), device=patterns.device)
     hit = u.argsort(-1).argsort(-1) < k  # exactly k units per pattern
     return torch.where(hit, torch.zeros_like(patterns) if erase else -patterns, patterns)
 

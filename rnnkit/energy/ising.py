@@ -34,7 +34,7 @@ import torch
 from tqdm import tqdm
 
 from rnnkit._io import bar_options
-from rnnkit.energy._checks import choice, float_dtype, positive_int, whole_number
+from rnnkit.energy._checks import choice, float_dtype, generator_or_none, positive_int, whole_number
 from rnnkit.energy._util import single_thread
 from rnnkit.energy.exact import binary_states
 from rnnkit.errors import RnnkitError, user_stacklevel
@@ -129,7 +129,7 @@ class Ising:
                           "flip: its checkerboard sweeps flip nearly every site each time and the averages come out "
                           "wrong; use update='heat-bath' (--update heat-bath) there",
                           stacklevel=user_stacklevel())  # fmt: skip
-        self.generator = generator
+        self.generator = generator_or_none(generator)  # (a seed failed only at the first sweep)
         shape = (len(self.T), size, size)
         if choice("start", start, ("ordered", "random")) == "ordered":
             # no stripes at low T; along h, since against it below T_c the phase is metastable and stays

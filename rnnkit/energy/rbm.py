@@ -29,6 +29,7 @@ from rnnkit.energy._checks import (
     choice,
     drawn_weights,
     finite_float,
+    generator_or_none,
     positive_int,
     sampler_dtype,
     switch,
@@ -76,6 +77,7 @@ class RBM(nn.Module):
         self.visible = choice("visible units", visible, VISIBLE_TYPES)
         dtype = sampler_dtype("an RBM", dtype)  # as torch.nn's modules: float32 unless set otherwise
         init_scale = finite_float("init_scale (the standard deviation of W)", init_scale)
+        generator_or_none(generator)
         W = torch.randn(num_hidden, num_visible, generator=generator, device=device, dtype=dtype) * init_scale
         self.register_buffer("W", drawn_weights("init_scale (the standard deviation of W)", W, init_scale))
         self.register_buffer("b", torch.zeros(num_hidden, device=device, dtype=dtype))
@@ -139,17 +141,17 @@ class RBM(nn.Module):
 
     def sample_hidden(self, v, generator=None) -> torch.Tensor:
         """h ~ P(h | v) for visible states v (B, V) -> (B, H); a 1-D v is one state -> (1, H)."""
-        return self._sample_hidden(self.check(v, "visible states"), generator)
+        return self._sample_hidden(self.check(v, "visible states"), generator_or_none(generator))
 
     def sample_visible(self, h, generator=None) -> torch.Tensor:
         """v ~ P(v | h) for hidden states h (B, H) -> (B, V); a 1-D h is one state -> (1, V)."""
-        return self._sample_visible(self.check_hidden(h), generator)
+        return self._sample_visible(self.check_hidden(h), generator_or_none(generator))
 
     def gibbs(self, v, steps: int = 1, generator=None) -> torch.Tensor:
         """`steps` rounds of v -> h -> v from visible states (B, V) -> (B, V); a 1-D v -> (1, V)."""
         if not whole_number(steps) or steps < 0:
             raise RnnkitError(f"Gibbs steps must be an integer >= 0, got {steps!r}")
-        return self._gibbs(self.check(v, "visible states"), steps, generator)
+        return self._gibbs(self.check(v, "visible states"), steps, generator_or_none(generator))
 
     @torch.no_grad()
     def sample(self, num_samples=None, steps=1000, init=None, generator=None):
@@ -158,6 +160,7 @@ class RBM(nn.Module):
         Returns (samples (B, V), visible means of the last step (B, V)).
         """
         positive_int("steps", steps)
+        generator_or_none(generator)
         if init is None:
             shape = (positive_int("number of samples", num_samples), self.num_visible)
             kw = dict(generator=generator, device=self.W.device, dtype=self.W.dtype)

@@ -24,7 +24,13 @@ from dataclasses import dataclass
 import torch
 
 from rnnkit.energy import _rbm_kernel
-from rnnkit.energy._checks import callback_or_none, positive_float, positive_int, whole_number
+from rnnkit.energy._checks import (
+    callback_or_none,
+    generator_or_none,
+    positive_float,
+    positive_int,
+    whole_number,
+)
 from rnnkit.energy._checks import switch as check_switch
 from rnnkit.energy._util import single_thread, uniform
 from rnnkit.errors import RnnkitError
@@ -154,7 +160,7 @@ def cd_gradient(rbm, v0, k=1, chain=None, generator=None):
     """A fresh CD-k gradient estimate (or PCD-k from `chain`) for data v0 (B, V): ((dW, db, dc), chain)."""
     if not whole_number(k) or k < 1:  # k = 0 left no negative phase to read
         raise RnnkitError(f"k (Gibbs steps) must be an integer >= 1, got {k!r}")
-    v0 = rbm.check(v0)
+    v0, generator = rbm.check(v0), generator_or_none(generator)
     chain = None if chain is None else rbm.check_hidden(chain, "persistent chain (hidden states)")
     B, Bc = len(v0), len(v0) if chain is None else len(chain)
     u0, u = draw_noise(rbm, 1, B, Bc, k, chain is not None, generator)
@@ -201,6 +207,7 @@ def fit(rbm, data, cfg: RBMTrainConfig, generator=None, callback=None):
     """
     cfg.check()
     callback_or_none(callback, "callback(epoch, rbm)")
+    generator_or_none(generator)
     if cfg.lr > torch.finfo(rbm.W.dtype).max:  # inf in the kernel; torch's add_(alpha=lr) raised deep inside
         raise RnnkitError(f"learning rate {cfg.lr:g} is beyond the range of {rbm.W.dtype} (the model's dtype, at "
                           f"most {torch.finfo(rbm.W.dtype).max:g}); give a lower one")  # fmt: skip

@@ -9,8 +9,10 @@ from scipy.integrate import quad
 from sklearn.neural_network import BernoulliRBM
 
 from rnnkit.energy import _rbm_kernel, ais, exact, rbm_exact, rbm_train
+from rnnkit.energy import hopfield as hop
 from rnnkit.energy.boltzmann import BoltzmannMachine
 from rnnkit.energy.dbn import DBN
+from rnnkit.energy.hopfield import Hopfield
 from rnnkit.energy.ising import Ising
 from rnnkit.energy.rbm import RBM
 from rnnkit.energy.rbm_train import RBMTrainConfig
@@ -926,3 +928,35 @@ def test_a_uniform_of_zero_switches_no_unlikely_unit_on_in_training(monkeypatch,
     cfg = RBMTrainConfig(epochs=1, lr=1.0, persistent=persistent, shuffle=False, use_kernel=use_kernel)
     rbm.fit(torch.ones(10, 4), cfg)
     assert torch.equal(rbm.c, torch.full((4,), -68.0))
+
+
+@pytest.mark.parametrize("seed", [3, np.random.default_rng(0)])
+@pytest.mark.parametrize(
+    "draw",
+    [
+        lambda g: RBM(4, 3, generator=g),
+        lambda g: RBM(4, 3).sample(2, steps=1, generator=g),
+        lambda g: RBM(4, 3).sample_hidden(torch.ones(1, 4), generator=g),
+        lambda g: RBM(4, 3).sample_visible(torch.ones(1, 3), generator=g),
+        lambda g: RBM(4, 3).gibbs(torch.ones(1, 4), generator=g),
+        lambda g: RBM(4, 3).fit(torch.ones(5, 4), RBMTrainConfig(epochs=1), generator=g),
+        lambda g: RBM(4, 3).log_partition("ais", num_betas=2, generator=g),
+        lambda g: rbm_train.cd_gradient(RBM(4, 3), torch.ones(2, 4), generator=g),
+        lambda g: BoltzmannMachine(3, 1, generator=g),
+        lambda g: BoltzmannMachine(3, 1).sample(2, 1, generator=g),
+        lambda g: BoltzmannMachine(3, 1).fit([[0, 1, 1]], epochs=1, generator=g),
+        lambda g: BoltzmannMachine(3, 1).gibbs_sweep(torch.zeros(1, 4), generator=g),
+        lambda g: DBN([4, 3], generator=g),
+        lambda g: DBN([4, 3]).fit(torch.ones(5, 4), RBMTrainConfig(epochs=1), generator=g),
+        lambda g: Ising(4, 2.0, generator=g).run(1, 0),
+        lambda g: Hopfield(3).recall([[1, 1, 1]], generator=g),
+        lambda g: hop.random_patterns(2, 3, generator=g),
+        lambda g: hop.corrupt(torch.ones(2, 3), 0.5, generator=g),
+    ],
+)
+def test_a_seed_given_as_the_generator_is_one_line_with_the_fix(draw, seed):
+    # (a seed, or numpy's Generator, failed at the first draw inside torch: "randn() received an invalid combination
+    # of arguments", or Ising's only at its first sweep)
+    with pytest.raises(RnnkitError, match=r"generator must be a torch.Generator .*manual_seed") as e:
+        draw(seed)
+    assert "\n" not in str(e.value)

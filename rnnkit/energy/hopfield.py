@@ -249,8 +249,17 @@ def random_patterns(count: int, num_units: int, generator=None, device=None, bat
     return bits.float() * 2 - 1
 
 
-def corrupt(patterns: torch.Tensor, noise: float, generator=None, erase: bool = False) -> torch.Tensor:
-    """Flip (or, with erase, zero out: a partial cue) round(noise * N) random units of each pattern."""
+def _as_tensor(x, name: str) -> torch.Tensor:
+    """Tensors as they are (batches (M, P, N) too); lists and arrays as `store` reads them, (P, N) of ±1 or 0."""
+    return x if isinstance(x, torch.Tensor) else as_spins(x, name, allow_zero=True)
+
+
+def corrupt(patterns, noise: float, generator=None, erase: bool = False) -> torch.Tensor:
+    """Flip (or, with erase, zero out: a partial cue) round(noise * N) random units of each pattern.
+
+    patterns: a tensor (..., P, N), or a list or array of ±1 rows as `Hopfield.store` takes them."""
+    # (a list failed "'list' object has no attribute 'shape'", an array inside torch.where)
+    patterns = _as_tensor(patterns, "patterns")
     N = patterns.shape[-1]
     k = round(fraction("noise", noise) * N)
     erase = switch("erase", erase)  # (erase="False" zeroed the units it was to flip)
@@ -259,8 +268,9 @@ def corrupt(patterns: torch.Tensor, noise: float, generator=None, erase: bool = 
     return torch.where(hit, torch.zeros_like(patterns) if erase else -patterns, patterns)
 
 
-def overlap(states: torch.Tensor, patterns: torch.Tensor) -> torch.Tensor:
+def overlap(states, patterns) -> torch.Tensor:
     """m = s·ξ / N for (..., B, N) states and (..., P, N) patterns -> (..., B, P), in the wider of their dtypes
     (a float64 network's states against random_patterns' float32 ones failed in matmul: 'double != float')."""
+    states, patterns = _as_tensor(states, "states"), _as_tensor(patterns, "patterns")  # (lists: no .dtype)
     dtype = torch.promote_types(states.dtype, patterns.dtype)
     return states.to(dtype) @ patterns.to(dtype).mT / patterns.shape[-1]

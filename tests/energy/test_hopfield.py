@@ -331,6 +331,23 @@ def test_overlap_of_float64_states_with_float32_patterns():
     assert torch.equal(hop.overlap(xi, result.states), m.T)
 
 
+@pytest.mark.parametrize("as_given", [lambda x: x, np.array], ids=["list", "array"])
+def test_corrupt_and_overlap_take_lists_and_arrays_as_store_does(as_given):
+    """store and recall read a list or array of ±1 rows; corrupt failed on the same list with "'list' object has
+    no attribute 'shape'" (an array inside torch.where), overlap with "'list' object has no attribute 'dtype'"."""
+    rows = [[1, -1, 1, 1, -1, -1, 1, -1], [-1, -1, 1, 1, 1, -1, -1, 1]]
+    xi = torch.tensor(rows, dtype=torch.float32)
+    cues = hop.corrupt(as_given(rows), 0.25, gen(1))
+    assert torch.equal(cues, hop.corrupt(xi, 0.25, gen(1)))
+    assert torch.equal(
+        hop.corrupt(as_given(rows), 0.5, gen(1), erase=True), hop.corrupt(xi, 0.5, gen(1), erase=True)
+    )
+    assert torch.equal(hop.overlap(as_given(rows), as_given(rows)), hop.overlap(xi, xi))
+    assert hop.overlap(cues, as_given(rows)).diagonal().tolist() == [0.5, 0.5]
+    with pytest.raises(RnnkitError, match="patterns must be binary"):
+        hop.corrupt(as_given([[1, 2]]), 0.5)
+
+
 def test_single_thread_in_overlapping_users_leaves_the_main_threads_count():
     """Two samplers overlapping in two threads (recall, CD training, Ising in threads) left the main thread at 1
     thread for good (torch's count is process-wide for a thread that starts using torch meanwhile); users in the

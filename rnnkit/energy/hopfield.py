@@ -245,6 +245,8 @@ class Hopfield:
 def random_patterns(count: int, num_units: int, generator=None, device=None, batch=()) -> torch.Tensor:
     """Independent ±1 patterns with equal odds: (*batch, count, num_units)."""
     generator_or_none(generator)
+    # (-1 failed in torch "Trying to create tensor with negative dimension", 2.5 or "3" in randint's overloads)
+    count, num_units = positive_int("count (of patterns)", count), positive_int("number of units", num_units)
     bits = torch.randint(0, 2, (*batch, count, num_units), generator=generator, device=device)
     return bits.float() * 2 - 1
 

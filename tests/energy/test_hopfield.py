@@ -331,6 +331,16 @@ def test_overlap_of_float64_states_with_float32_patterns():
     assert torch.equal(hop.overlap(xi, result.states), m.T)
 
 
+@pytest.mark.parametrize("count, units", [(-1, 5), (2.5, 5), ("3", 5), (0, 5), (2, 0), (2, np.float64(4))])
+def test_random_patterns_of_a_bad_count_or_size_is_one_line(count, units):
+    # (-1 failed inside torch "Trying to create tensor with negative dimension", 2.5 in randint's overloads, and
+    # 0 gave an empty tensor that store refuses later)
+    with pytest.raises(RnnkitError, match="must be a positive integer") as e:
+        hop.random_patterns(count, units)
+    assert "\n" not in str(e.value)
+    assert hop.random_patterns(np.int64(2), 3, gen()).shape == (2, 3)
+
+
 @pytest.mark.parametrize("as_given", [lambda x: x, np.array], ids=["list", "array"])
 def test_corrupt_and_overlap_take_lists_and_arrays_as_store_does(as_given):
     """store and recall read a list or array of ±1 rows; corrupt failed on the same list with "'list' object has

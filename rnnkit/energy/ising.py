@@ -34,7 +34,14 @@ import torch
 from tqdm import tqdm
 
 from rnnkit._io import bar_options
-from rnnkit.energy._checks import choice, float_dtype, generator_or_none, positive_int, whole_number
+from rnnkit.energy._checks import (
+    choice,
+    float_dtype,
+    generator_or_none,
+    positive_float,
+    positive_int,
+    whole_number,
+)
 from rnnkit.energy._util import single_thread
 from rnnkit.energy.exact import binary_states
 from rnnkit.errors import RnnkitError, user_stacklevel
@@ -43,7 +50,13 @@ UPDATES = ("metropolis", "heat-bath")
 
 
 def onsager_tc(J: float = 1.0) -> float:
-    return 2 * J / math.log(1 + math.sqrt(2))
+    """T_c = 2J / ln(1 + √2) of the ferromagnet (J > 0) on the infinite square lattice (Onsager 1944)."""
+    if isinstance(J, numbers.Real) and not isinstance(J, bool) and J < 0:
+        # (-2.27 was returned, and onsager_magnetisation then 0 at every temperature)
+        raise RnnkitError(f"onsager_tc is the ferromagnet's (J > 0), got J = {J!r}: the antiferromagnet of the square "
+                          f"lattice orders at onsager_tc({-J!r}), its staggered magnetisation onsager_magnetisation"
+                          f"(T, {-J!r}); its uniform one is 0")  # fmt: skip
+    return 2 * positive_float("J", J) / math.log(1 + math.sqrt(2))
 
 
 def onsager_magnetisation(T: float, J: float = 1.0) -> float:

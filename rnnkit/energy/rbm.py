@@ -161,6 +161,11 @@ class RBM(nn.Module):
         """
         positive_int("steps", steps)
         generator_or_none(generator)
+        if (
+            init is not None and num_samples is not None
+        ):  # (the count was dropped in silence: init's rows ran)
+            raise RnnkitError("give num_samples (chains from noise) or init (chains from its rows), not both: "
+                              "sample(init=x) runs one chain a row of x")  # fmt: skip
         if init is None:
             shape = (positive_int("number of samples", num_samples), self.num_visible)
             kw = dict(generator=generator, device=self.W.device, dtype=self.W.dtype)
@@ -225,6 +230,9 @@ class RBM(nn.Module):
         """log Z by `method`: "exact" (V or H <= 20, enumerated), "ais" (annealed importance sampling,
         with ais_options), or "auto": exact when V or H is small enough to enumerate, else AIS."""
         choice("method", method, LOG_PARTITION_METHODS)
+        if method == "exact" and ais_options:  # (dropped in silence)
+            raise RnnkitError(f"log_partition('exact') takes no AIS options, got {', '.join(sorted(ais_options))}; "
+                              "they are for method='ais' (or 'auto' where the model is too big to enumerate)")  # fmt: skip
         if method == "exact" or (method == "auto" and rbm_exact.can_enumerate(self)):
             return rbm_exact.log_partition(self)
         return ais.log_partition(self, **ais_options)[0]

@@ -960,3 +960,21 @@ def test_a_seed_given_as_the_generator_is_one_line_with_the_fix(draw, seed):
     with pytest.raises(RnnkitError, match=r"generator must be a torch.Generator .*manual_seed") as e:
         draw(seed)
     assert "\n" not in str(e.value)
+
+
+def test_options_that_cannot_act_are_refused_not_dropped():
+    """RBM.sample(5, init=x) ran x's rows and dropped the 5; log_partition('exact', num_chains=10) dropped the AIS
+    options; onsager_tc(-1) gave T_c = -2.27 (and onsager_magnetisation 0 at every temperature)."""
+    from rnnkit.energy import ising
+
+    rbm = RBM(6, 3)
+    with pytest.raises(RnnkitError, match=r"num_samples .* or init .*, not both"):
+        rbm.sample(5, init=torch.ones(2, 6))
+    with pytest.raises(RnnkitError, match=r"log_partition\('exact'\) takes no AIS options, got num_chains"):
+        rbm.log_partition("exact", num_chains=10)
+    assert rbm.log_partition("exact") == pytest.approx(rbm_exact.log_partition(rbm))
+    with pytest.raises(RnnkitError, match=r"ferromagnet's \(J > 0\), got J = -1: .* onsager_tc\(1\)"):
+        ising.onsager_tc(-1)
+    with pytest.raises(RnnkitError, match="J must be a positive number, got 0"):
+        ising.onsager_tc(0)
+    assert ising.onsager_tc(2.0) == pytest.approx(2 * ising.onsager_tc())

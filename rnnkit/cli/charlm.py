@@ -133,7 +133,9 @@ def add_commands(sub):
                    help="text to start from, read as the start of a line as score reads it (default: a newline, or the "
                    "model's first character if it has none)")  # fmt: skip
     p.add_argument("--seed", type=int, default=None, help="random seed in [0, 2^32) (default: a fresh one)")
-    p.add_argument("--greedy", action="store_true", help="always the most probable character")
+    p.add_argument("--greedy", action="store_true",
+                   help="always the most probable character; --temperature is taken with it (0 is its limit; any T "
+                   "keeps the most probable), --top-k and --seed do nothing and are warned of")  # fmt: skip
     _threads_option(p)
     p.set_defaults(func=cmd_sample)
 
@@ -465,6 +467,12 @@ def cmd_sample(args) -> int:
         )
     if args.top_k < 0:
         raise RnnkitError(f"--top-k must be >= 0, got {args.top_k}")
+    # the argmax is among the top k, and no draw takes the seed: both were ignored in silence
+    if args.greedy:
+        given = [f for f, v in (("--top-k", args.top_k), ("--seed", args.seed is not None)) if v]
+        for flag in given:
+            print(f"rnnkit: warning: {flag} does nothing with --greedy (no character is drawn: each is the most "
+                  f"probable); leave out {flag} or --greedy", file=sys.stderr)  # fmt: skip
     model, chars = load_model(args.run)
     ids = context(args.prime, chars, "--prime") if args.prime else [chars.index("\n") if "\n" in chars else 0]
     gen = torch.Generator().manual_seed(args.seed) if args.seed is not None else None

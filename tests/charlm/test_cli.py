@@ -1254,3 +1254,16 @@ def test_the_commands_that_use_a_model_take_threads_as_train_does(
     assert cli(command, trained, *rest[command])[0] == 0 and asked == [1, before]  # 0, the default: torch's
     code, _, err = cli(command, trained, *rest[command], "--threads", "-1")
     assert code == 2 and err.count("\n") == 1 and "--threads must be a whole number from 0" in err, err
+
+
+def test_greedy_warns_of_top_k_and_seed(trained, cli):
+    """`sample --greedy --top-k 3 --seed 1` ignored --top-k and --seed in silence (no draw takes either); each is now
+    one warning line, the text the same as without them (--temperature stays accepted: 50e74ea)."""
+    plain = cli("sample", trained, "--greedy", "--length", "5")
+    code, out, err = cli("sample", trained, "--greedy", "--length", "5", "--top-k", "3", "--seed", "1")
+    assert (code, out) == (0, plain[1]) and plain[2] == ""
+    lines = err.splitlines()
+    assert len(lines) == 2 and all(line.startswith("rnnkit: warning: ") for line in lines)
+    assert "--top-k does nothing with --greedy" in lines[0]
+    assert "--seed does nothing with --greedy" in lines[1]
+    assert cli("sample", trained, "--greedy", "--length", "5", "--temperature", "0.5")[2] == ""

@@ -31,7 +31,7 @@ def out_folder(path) -> pathlib.Path:
         raise RnnkitError("--out is empty; give a folder (`--out .` for this one)")
     out = pathlib.Path(path)
     if out.exists() and not out.is_dir():
-        raise RnnkitError(f"--out {out} is a file; give a folder")
+        raise RnnkitError(f"--out {out} is {kind_of(out)}; give a folder")
     if dead := dead_link(out):
         raise RnnkitError(dead)
     check_writable(out)
@@ -40,6 +40,19 @@ def out_folder(path) -> pathlib.Path:
     except OSError as e:
         raise RnnkitError(f"cannot make the --out folder {out}: {e.strerror}; give another folder") from None
     return out
+
+
+def kind_of(path) -> str:
+    """What an existing path that is no folder is, for an --out error: 'a file', or what it is where it is no
+    regular file (`--out /dev/null` is a device, not a file to save into)."""
+    import stat
+
+    mode = os.stat(path).st_mode
+    if stat.S_ISREG(mode):
+        return "a file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device, not a file"
+    return "a pipe (FIFO), not a file" if stat.S_ISFIFO(mode) else "a socket, not a file"
 
 
 def check_writable(out, folder=None) -> None:

@@ -13,6 +13,7 @@ from rnnkit._io import write_text
 from rnnkit.cli import (
     check_writable,
     finite_or_null,
+    kind_of,
     made_out_folder,
     out_folder,
     print_pieces,
@@ -313,6 +314,9 @@ def _out_file(path, make: bool = True) -> pathlib.Path:
     out = pathlib.Path(path)
     if out.is_dir() or str(path).endswith(("/", os.sep)):  # models/ names a folder (pathlib drops the slash)
         raise RnnkitError(f"--out {path} is a folder; give a file name, e.g. {out / 'model.npz'}")
+    # (`--out /dev/null`: the model was saved as /dev/null.npz, a new file among the devices, as root)
+    if out.exists() and not out.is_file():
+        raise RnnkitError(f"--out {path} is {kind_of(out)}; give a file name, e.g. model.npz")
     if out.parent.exists() and not out.parent.is_dir():
         raise RnnkitError(f"--out {out}: {out.parent} is a file, not a folder; give another path")
     check_writable(out, out.parent)

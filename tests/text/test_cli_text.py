@@ -1575,3 +1575,17 @@ def test_streamed_samples_are_the_texts_of_the_python_api(tmp_path, capsys, leve
             )
         main(["markov", "sample", "--length", "40", "--seed", str(seed)])
         assert capsys.readouterr().out == PRESETS["abe"]().sample(40, seed) + "\n"
+
+
+def test_an_out_that_is_a_device_or_a_pipe_is_refused(tmp_path, corpus, capsys):
+    """`ngram train c.txt --out /dev/null` saved the model as /dev/null.npz (as root: a new file among the devices),
+    exit 0; a FIFO as --out was replaced by the model. Both are one line now, and the folder commands say what the
+    path is rather than 'is a file'."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for out, kind in (("/dev/null", "a device, not a file"), (str(fifo), "a pipe (FIFO), not a file")):
+        assert main(["ngram", "train", str(corpus), "--out", out]) == 2
+        _one_error_line(capsys, f"--out {out} is {kind}; give a file name, e.g. model.npz")
+        assert main(["tfidf", "index", str(corpus), "--out", out]) == 2
+        _one_error_line(capsys, f"--out {out} is {kind}; give a folder")
+    assert fifo.exists() and not fifo.is_file() and not pathlib.Path("/dev/null.npz").exists()

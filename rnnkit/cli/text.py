@@ -469,6 +469,7 @@ def _load_lm(path):
 
 
 def cmd_ngram_score(args) -> int:
+    from rnnkit.data.corpus import bytes_hint
     from rnnkit.text.ngram import text_tokens
 
     lm = _load_lm(args.model)
@@ -493,7 +494,8 @@ def cmd_ngram_score(args) -> int:
                 )
             )
             continue
-        note = f"  (unknown, scored as <unk>: {unknown})" if unknown else ""
+        # (a Latin-1 terminal's 'café', read 'caf\udce9': the hint sample, score and complete give)
+        note = f"  (unknown, scored as <unk>: {unknown}){bytes_hint(unknown)}" if unknown else ""
         print(f"{rank}. log p = {s.log_prob:.3f} nats  {s.nats_per_token:.4f} nats/{unit}  "
               f"{s.bits_per_token:.4f} bits/{unit}  perplexity {s.perplexity:.3f}  {text!r}{note}")  # fmt: skip
     return 0

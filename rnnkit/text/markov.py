@@ -205,7 +205,9 @@ class MarkovChain:
                 if all(case(x) in alphabet for x in symbols) and "".join(symbols) != case("".join(symbols)):
                     reason += f"; they are {case.__name__} case: try {case(''.join(symbols))!r}"
                     break
-            return reason
+            from rnnkit.data.corpus import bytes_hint  # (a Latin-1 terminal's 'café', read 'caf\udce9')
+
+            return reason + bytes_hint(unknown)
         if not symbols:
             return None
         alpha = self.start * self._emits(symbols[0])

@@ -1589,3 +1589,20 @@ def test_an_out_that_is_a_device_or_a_pipe_is_refused(tmp_path, corpus, capsys):
         assert main(["tfidf", "index", str(corpus), "--out", out]) == 2
         _one_error_line(capsys, f"--out {out} is {kind}; give a folder")
     assert fifo.exists() and not fifo.is_file() and not pathlib.Path("/dev/null.npz").exists()
+
+
+def test_ngram_score_and_markov_check_say_a_text_that_is_not_utf8(tmp_path, capsys):
+    """A Latin-1 terminal's 'café' reaches Python as 'caf\\udce9': ngram score listed '\\udce9' among the unknown
+    tokens and markov check among the symbols it lacks, without the hint that sample, score and complete give."""
+    text = tmp_path / "c.txt"
+    text.write_text("the cat sat\non the mat\n")
+    model = tmp_path / "m.npz"
+    assert main(["ngram", "train", str(text), "--out", str(model)]) == 0
+    hint = "(\\udce9 stands for the byte 0xe9: the text is not UTF-8"
+    capsys.readouterr()
+    assert main(["ngram", "score", str(model), "caf\udce9"]) == 0
+    assert hint in capsys.readouterr().out
+    from rnnkit.text.markov import PRESETS  # (markov check prints its reason beside the STRING, as typed)
+
+    assert hint in PRESETS["abe"]().why_not("caf\udce9")
+    assert main(["ngram", "score", str(model), "cat"]) == 0 and "stands for" not in capsys.readouterr().out

@@ -384,8 +384,14 @@ def _main(argv) -> int:
         out = sys.stdout.encoding or "utf-8"
         if codecs.lookup(e.encoding).name != codecs.lookup(out).name:
             raise
-        print(f"rnnkit: error: the output holds characters ({e.object[e.start : e.end]!r}) that its encoding, {out}, "
-              "can't write; set PYTHONIOENCODING=utf-8 (or PYTHONUTF8=1)", file=sys.stderr)  # fmt: skip
+        held = e.object[e.start : e.end]
+        # a byte that is not UTF-8, typed in a Latin-1 terminal ('caf\udce9'): no encoding writes it, and
+        # PYTHONIOENCODING=utf-8, said as the fix, was the setting it failed under
+        from rnnkit.data.corpus import bytes_hint
+
+        fix = bytes_hint(held).strip(" ()") or "set PYTHONIOENCODING=utf-8 (or PYTHONUTF8=1)"
+        print(f"rnnkit: error: the output holds characters ({held!r}) that its encoding, {out}, can't write; {fix}",
+              file=sys.stderr)  # fmt: skip
         return 2
     except BrokenPipeError as e:  # the reader went away (`rnnkit sample ... | head`): not an error of ours
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (no second error when Python flushes stdout at exit)

@@ -1606,3 +1606,13 @@ def test_ngram_score_and_markov_check_say_a_text_that_is_not_utf8(tmp_path, caps
 
     assert hint in PRESETS["abe"]().why_not("caf\udce9")
     assert main(["ngram", "score", str(model), "cat"]) == 0 and "stands for" not in capsys.readouterr().out
+
+
+def test_output_of_bytes_that_are_not_utf8_names_the_bytes_not_an_encoding(capsys):
+    """`markov check` prints its STRING as typed; where stdout is strict UTF-8 (PYTHONIOENCODING=utf-8) a Latin-1
+    terminal's 'caf\\udce9' could not be written, and the line said 'set PYTHONIOENCODING=utf-8', the setting it
+    failed under. It says what the byte is now."""
+    assert main(["markov", "check", "caf\udce9"]) == 2
+    _one_error_line(
+        capsys, "can't write; \\udce9 stands for the byte 0xe9: the text is not UTF-8; set the terminal"
+    )

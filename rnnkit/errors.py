@@ -25,6 +25,12 @@ class RnnkitError(ValueError):
     """Bad input from the user: a one-line message naming what is wrong and what to do."""
 
 
+def count_error(name: str, value, note: str = "") -> RnnkitError:
+    """A bad count (a length, a size, a number of steps), in the one wording of every command: it was said 'must be
+    > 0' (sample), 'must be >= 1' (ngram, markov, word2vec) and 'must be a positive integer' (the energy commands)."""
+    return RnnkitError(f"{name} must be an integer >= 1{note}, got {value!r}")
+
+
 def check_seed(seed, name="--seed"):
     """Seeds in [0, 2^32); None: no seed given. torch's CPU generator (a Mersenne twister) keeps only the low
     32 bits of the 64 it accepts, so 0 and 2^32 would give the same numbers; numpy refuses negative seeds.

@@ -10,7 +10,7 @@ import re
 import sys
 
 from rnnkit.cli import finite_or_null, print_pieces
-from rnnkit.errors import RnnkitError
+from rnnkit.errors import RnnkitError, count_error
 
 # flag -> (config section, field, type); every default is None so that only given flags override
 TRAIN_OPTIONS = {
@@ -452,8 +452,8 @@ def context(text: str, chars: list, what: str) -> list:
 
 
 def _positive(name, value):
-    if value <= 0:
-        raise RnnkitError(f"{name} must be > 0, got {value}")
+    if value < 1:
+        raise count_error(name, value)
 
 
 @_with_threads

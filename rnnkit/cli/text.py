@@ -19,7 +19,7 @@ from rnnkit.cli import (
     print_pieces,
     refuse_overwrite,
 )
-from rnnkit.errors import RnnkitError
+from rnnkit.errors import RnnkitError, count_error
 
 DRY_RUN_CHARS = 20_000
 MARKOV_LENGTH = 30  # markov sample --length when not given
@@ -301,7 +301,7 @@ def _gunzip(path, raw: bytes, most: int | None) -> bytes:
 def _positive(**values) -> None:
     for name, value in values.items():
         if isinstance(value, int) and value < 1:  # a count
-            raise RnnkitError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+            raise count_error(f"--{name.replace('_', '-')}", value)
         if not math.isfinite(value) or value <= 0:
             raise RnnkitError(f"--{name.replace('_', '-')} must be a finite number > 0, got {value}")
 
@@ -424,9 +424,9 @@ def cmd_ngram_train(args) -> int:
             "leave it out or use --smoothing add-k"
         )
     if args.order < 1:
-        raise RnnkitError(f"-n/--order (the n-gram order) must be >= 1, got {args.order}")
+        raise count_error("-n/--order (the n-gram order)", args.order)
     if args.min_freq < 1:
-        raise RnnkitError(f"--min-freq must be >= 1 (1 keeps every token), got {args.min_freq}")
+        raise count_error("--min-freq", args.min_freq, " (1 keeps every token)")
     out = _out_file(args.out, make=False)
     out = out if out.suffix == ".npz" else out.with_name(out.name + ".npz")  # as numpy names it
     refuse_overwrite(args.out, [out], [args.corpus], "CORPUS")

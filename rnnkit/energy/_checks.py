@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from rnnkit.errors import RnnkitError, switch  # noqa: F401 (switch: the energy models' import)
+from rnnkit.errors import RnnkitError, count_error, switch  # noqa: F401 (switch: the energy models' import)
 
 
 def whole_number(value) -> bool:
@@ -16,7 +16,7 @@ def whole_number(value) -> bool:
 
 def positive_int(name: str, value) -> int:
     if not whole_number(value) or value <= 0:
-        raise RnnkitError(f"{name} must be a positive integer, got {value!r}")
+        raise count_error(name, value)
     return int(value)
 
 

@@ -38,7 +38,7 @@ import torch
 from tqdm import tqdm
 
 from rnnkit._io import bar_options
-from rnnkit.errors import RnnkitError, switch
+from rnnkit.errors import RnnkitError, count_error, switch
 from rnnkit.text import w2v_native
 from rnnkit.text.vocab import Vocabulary
 from rnnkit.text.wordvectors import WordVectors
@@ -134,10 +134,10 @@ class Word2Vec:
             )
         for name in ("dimension", "window", "min_count", "epochs", "batch_size", "workers"):
             if getattr(c, name) < 1:  # named as the command line's flag (--min-count for min_count)
-                raise RnnkitError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(c, name)}")
+                raise count_error(f"--{name.replace('_', '-')}", getattr(c, name))
         if c.loss == "negative" and c.negative < 1:  # K = 0 would only pull every pair together
             raise RnnkitError(
-                f"--negative (noise words per pair) must be >= 1 for negative sampling, got {c.negative}; "
+                f"--negative (noise words per pair) must be an integer >= 1 for negative sampling, got {c.negative}; "
                 "for the full softmax, which needs none, use --loss softmax"
             )
         # sizes and counts past a 64-bit integer (--dimension 10**30) ended in torch's or numpy's traceback in fit

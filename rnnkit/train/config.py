@@ -9,7 +9,7 @@ import numbers
 import os
 from dataclasses import dataclass, field
 
-from rnnkit.errors import RnnkitError, check_seed
+from rnnkit.errors import RnnkitError, check_seed, count_error
 from rnnkit.models.config import CharLMConfig
 
 MAX_THREADS = 1024  # torch itself crashes on absurd counts (100,000)
@@ -141,8 +141,8 @@ def validate(cfg: RunConfig):
         ("--hidden-size", m.hidden_size), ("--num-layers", m.num_layers),
         ("--seq-len", d.seq_len), ("--batch-size", d.batch_size),
     ]:  # fmt: skip
-        if value <= 0:
-            raise RnnkitError(f"{name} must be > 0, got {value}")
+        if value < 1:
+            raise count_error(name, value)
     for name, value in [
         ("--embedding-size", m.embedding_size), ("--max-steps", t.max_steps), ("--max-epochs", t.max_epochs),
         ("--time-budget", t.time_budget), ("--clip-norm", t.clip_norm), ("--clip-value", t.clip_value),
@@ -158,7 +158,7 @@ def validate(cfg: RunConfig):
     if not 0 <= m.dropout < 1:
         raise RnnkitError(f"--dropout must be in [0, 1), got {m.dropout}")
     if t.eval_every <= 0:
-        raise RnnkitError(f"--eval-every must be > 0, got {t.eval_every}")
+        raise count_error("--eval-every", t.eval_every)
     if t.optimizer not in ("adam", "rmsprop", "adagrad", "sgd"):
         raise RnnkitError(f"unknown --optimizer '{t.optimizer}'; choose adam, rmsprop, adagrad or sgd")
     if t.sample_temperature <= 0:

@@ -284,9 +284,9 @@ def test_run_folder_without_validation_and_unmakeable(tmp_path, corpus, cli):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--hidden-size", "0"], "--hidden-size must be > 0"),
-        (["--seq-len", "-3"], "--seq-len must be > 0"),
-        (["--batch-size", "0"], "--batch-size must be > 0"),
+        (["--hidden-size", "0"], "--hidden-size must be an integer >= 1"),
+        (["--seq-len", "-3"], "--seq-len must be an integer >= 1"),
+        (["--batch-size", "0"], "--batch-size must be an integer >= 1"),
         (["--lr", "0"], "--lr must be > 0"),
         (["--cell", "nope"], "unknown --cell"),
         (["--preset", "nope"], "unknown --preset"),
@@ -351,7 +351,7 @@ def test_bad_sampling_options(trained, cli):
     for args, message in [
         (["--temperature", "0"], "--greedy"),
         (["--temperature", "-1"], "--greedy"),
-        (["--length", "0"], "--length must be > 0"),
+        (["--length", "0"], "--length must be an integer >= 1"),
         (["--prime", "the ÆØ"], "never saw: 'ÆØ'"),
         (["--top-k", "-1"], "--top-k"),
         (["--temperature", "nan"], "--greedy"),
@@ -359,7 +359,7 @@ def test_bad_sampling_options(trained, cli):
     ]:
         code, _, err = cli("sample", trained, *args)
         assert code == 2 and message in err, err
-    assert "--beam must be > 0" in cli("complete", trained, "the", "--beam", "0")[2]
+    assert "--beam must be an integer >= 1" in cli("complete", trained, "the", "--beam", "0")[2]
     assert "never saw" in cli("score", trained, "Ωmega")[2]
     # of several texts, the error names which: it said 'TEXT has characters ...' of any of them
     err = cli("score", trained, "the", "Ωmega", "and")[2]

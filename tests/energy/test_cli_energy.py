@@ -82,7 +82,7 @@ def test_a_patterns_file_saved_with_a_byte_order_mark_reads(tmp_path, text):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["hopfield", "recall", "--units", "0"], "--units (number of units N) must be a positive integer"),
+        (["hopfield", "recall", "--units", "0"], "--units (number of units N) must be an integer >= 1"),
         # the value errors named no file ("patterns must be binary")
         (["hopfield", "recall", "--patterns", "{bad}"], "--patterns {bad}: patterns must be binary"),
         (
@@ -114,7 +114,7 @@ def test_a_patterns_file_saved_with_a_byte_order_mark_reads(tmp_path, text):
         (["ising", "sweep", "--field", "inf"], "--field must be a finite number, got inf"),
         (["ising", "sweep", "--coupling", "1e39"], "must keep the local field J n_i + h"),  # -inf energies
         (["ising", "sweep", "--temperatures", "1", "nan"], "--temperatures must be a finite number"),
-        (["hopfield", "capacity", "--sizes", "0"], "--sizes (N) must be a positive integer, got 0"),
+        (["hopfield", "capacity", "--sizes", "0"], "--sizes (N) must be an integer >= 1, got 0"),
         (["hopfield", "capacity", "--sizes", "1"], "--sizes (N) must be 2 or more"),  # 1 / (2 ln 1) crashed
         (
             ["ising", "sweep", "--temperatures", "1e-50"],
@@ -123,7 +123,7 @@ def test_a_patterns_file_saved_with_a_byte_order_mark_reads(tmp_path, text):
         (["rbm", "train", "--k", "0"], "--k (Gibbs steps per update) must be an integer >= 1"),
         (["ising", "sweep", "--temperatures", "0", "1"], "--temperatures must be positive"),
         (["ising", "sweep", "--t-min", "-1"], "--t-min and --t-max: temperatures must be positive"),
-        (["ising", "sweep", "--size", "0"], "--size (lattice side L) must be a positive integer"),
+        (["ising", "sweep", "--size", "0"], "--size (lattice side L) must be an integer >= 1"),
     ],
 )
 def test_bad_input_is_one_line_and_a_nonzero_exit(args, message, tmp_path, capsys):
@@ -163,24 +163,27 @@ def test_cuda_asked_for_on_a_machine_without_it(monkeypatch, tmp_path, capsys):
     "args, message",
     [
         (["hopfield", "recall", "--noise", "1.5"], "--noise must be between 0 and 1, got 1.5"),
-        (["hopfield", "recall", "--max-steps", "0"], "--max-steps must be a positive integer, got 0"),
-        (["hopfield", "recall", "--random", "0"], "--random (number of patterns P) must be a positive"),
-        (["hopfield", "capacity", "--sizes", "0", "--dry-run"], "--sizes (N) must be a positive integer"),
+        (["hopfield", "recall", "--max-steps", "0"], "--max-steps must be an integer >= 1, got 0"),
+        (["hopfield", "recall", "--random", "0"], "--random (number of patterns P) must be an integer >= 1"),
+        (["hopfield", "capacity", "--sizes", "0", "--dry-run"], "--sizes (N) must be an integer >= 1"),
         (["hopfield", "capacity", "--loads", "1.5", "--dry-run"], "--loads (P/N) must be in (0, 1]"),
         (["hopfield", "capacity", "--noise", "2"], "--noise must be between 0 and 1, got 2.0"),
-        (["hopfield", "capacity", "--max-sweeps", "0"], "--max-sweeps must be a positive integer"),
-        (["rbm", "train", "--gibbs-steps", "0"], "--gibbs-steps must be a positive integer, got 0"),
-        (["rbm", "train", "--gibbs-steps", "0", "--dry-run"], "--gibbs-steps must be a positive integer"),
-        (["rbm", "train", "--hidden", "0", "--dry-run"], "--hidden must be a positive integer, got 0"),
-        (["rbm", "train", "--epochs", "0"], "--epochs must be a positive integer, got 0"),
+        (["hopfield", "capacity", "--max-sweeps", "0"], "--max-sweeps must be an integer >= 1"),
+        (["rbm", "train", "--gibbs-steps", "0"], "--gibbs-steps must be an integer >= 1, got 0"),
+        (["rbm", "train", "--gibbs-steps", "0", "--dry-run"], "--gibbs-steps must be an integer >= 1"),
+        (["rbm", "train", "--hidden", "0", "--dry-run"], "--hidden must be an integer >= 1, got 0"),
+        (["rbm", "train", "--epochs", "0"], "--epochs must be an integer >= 1, got 0"),
         (["rbm", "train", "--lr", "0"], "--lr must be a positive number, got 0.0"),
         (["rbm", "train", "--momentum", "1"], "--momentum must be in [0, 1), got 1.0"),
-        (["rbm", "dbn", "--layers", "16", "0", "--dry-run"], "--layers (hidden sizes) must be a positive"),
-        (["rbm", "dbn", "--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
-        (["rbm", "cd-check", "--hidden-units", "0"], "--hidden-units must be a positive integer, got 0"),
+        (
+            ["rbm", "dbn", "--layers", "16", "0", "--dry-run"],
+            "--layers (hidden sizes) must be an integer >= 1",
+        ),
+        (["rbm", "dbn", "--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
+        (["rbm", "cd-check", "--hidden-units", "0"], "--hidden-units must be an integer >= 1, got 0"),
         (["ising", "sweep", "--size", "7", "--dry-run"], "--size (lattice side L) must be even"),
         (["ising", "sweep", "--burn-in", "-1"], "--burn-in must be an integer >= 0, got -1"),
-        (["ising", "sweep", "--count", "0"], "--count (number of temperatures) must be a positive integer"),
+        (["ising", "sweep", "--count", "0"], "--count (number of temperatures) must be an integer >= 1"),
         # the range options were ignored without a word beside --temperatures: 4 temperatures swept, not 10
         (
             ["ising", "sweep", "--temperatures", "2", "3", "--count", "10"],

@@ -168,7 +168,10 @@ def test_an_out_that_is_a_file_is_refused_before_any_work(tmp_path, corpus, caps
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--negative", "-1"], "--negative (noise words per pair) must be >= 1 for negative sampling"),
+        (
+            ["--negative", "-1"],
+            "--negative (noise words per pair) must be an integer >= 1 for negative sampling",
+        ),
         (["--alpha", "0"], "alpha (the learning rate) must be a number > 0"),
     ],
 )
@@ -383,12 +386,14 @@ def test_ngram_model_that_is_not_one_is_one_line_without_numpy_words(tmp_path, c
 )
 def test_word2vec_names_the_size_that_is_wrong(tmp_path, corpus, capsys, flag):
     assert main(["word2vec", str(corpus), "--out", str(tmp_path / "w"), flag, "0"]) == 2
-    _one_error_line(capsys, f"{flag} must be >= 1, got 0")
+    _one_error_line(capsys, f"{flag} must be an integer >= 1, got 0")
 
 
 def test_word2vec_negative_zero_is_refused_for_negative_sampling(tmp_path, corpus, capsys):
     assert main(["word2vec", str(corpus), "--out", str(tmp_path / "w"), "--negative", "0"]) == 2
-    _one_error_line(capsys, "--negative (noise words per pair) must be >= 1 for negative sampling, got 0")
+    _one_error_line(
+        capsys, "--negative (noise words per pair) must be an integer >= 1 for negative sampling, got 0"
+    )
     args = ["--loss", "softmax", "--dimension", "4", "--min-count", "1", "--epochs", "1"]
     assert main(["word2vec", str(corpus), "--out", str(tmp_path / "w"), *args]) == 0  # softmax needs none
 
@@ -582,7 +587,7 @@ def test_count_options_say_at_least_one(tmp_path, corpus, capsys):
     assert main(["ngram", "train", str(corpus), "--out", str(model), "-n", "2"]) == 0
     capsys.readouterr()
     assert main(["ngram", "sample", str(model), "--length", "0"]) == 2
-    _one_error_line(capsys, "--length must be >= 1, got 0")
+    _one_error_line(capsys, "--length must be an integer >= 1, got 0")
 
 
 @pytest.mark.parametrize(
@@ -630,19 +635,25 @@ def test_each_action_parser_is_known_for_its_own_usage(args):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["word2vec", "{corpus}", "--out", "{out}", "--dimension", "0"], "--dimension must be >= 1"),
-        (["word2vec", "{corpus}", "--out", "{out}", "--dry-run", "--epochs", "0"], "--epochs must be >= 1"),
+        (
+            ["word2vec", "{corpus}", "--out", "{out}", "--dimension", "0"],
+            "--dimension must be an integer >= 1",
+        ),
+        (
+            ["word2vec", "{corpus}", "--out", "{out}", "--dry-run", "--epochs", "0"],
+            "--epochs must be an integer >= 1",
+        ),
         (
             ["word2vec", "{corpus}", "--out", "{out}", "--loss", "softmax", "--negative", "3"],
             "--negative is the number of noise words of --loss negative, not used by --loss softmax",
         ),  # fmt: skip
         (
             ["ngram", "train", "{corpus}", "--out", "{out}/m.npz", "-n", "0"],
-            "-n/--order (the n-gram order) must be >= 1",
+            "-n/--order (the n-gram order) must be an integer >= 1",
         ),
         (
             ["ngram", "train", "{corpus}", "--out", "{out}/m.npz", "--min-freq", "0"],
-            "--min-freq must be >= 1",
+            "--min-freq must be an integer >= 1",
         ),
         (
             ["ngram", "train", "{corpus}", "--out", "{out}/m.npz", "--level", "word", "--min-freq", "500"],
@@ -1616,3 +1627,17 @@ def test_output_of_bytes_that_are_not_utf8_names_the_bytes_not_an_encoding(capsy
     _one_error_line(
         capsys, "can't write; \\udce9 stands for the byte 0xe9: the text is not UTF-8; set the terminal"
     )
+
+
+def test_a_bad_count_is_worded_one_way_by_every_command(tmp_path, capsys):
+    """--length 0 was 'must be > 0' (sample), 'must be >= 1' (ngram, markov) and 'must be a positive integer'
+    (hopfield's --max-steps): one wording now, errors.count_error's."""
+    missing = str(tmp_path / "none")
+    for args, flag in [
+        (["sample", missing, "--length", "0"], "--length"),
+        (["ngram", "sample", missing, "--length", "0"], "--length"),
+        (["markov", "sample", "--length", "0"], "--length"),
+        (["hopfield", "recall", "--max-steps", "0", "--out", missing], "--max-steps"),
+    ]:
+        assert main(args) == 2
+        _one_error_line(capsys, f"{flag} must be an integer >= 1, got 0")

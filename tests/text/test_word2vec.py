@@ -399,7 +399,7 @@ def test_overrides_apply_on_top_of_a_config():
 
     w2v = Word2Vec(Word2VecConfig(window=3), dimension=7)
     assert (w2v.config.dimension, w2v.config.window) == (7, 3)
-    with pytest.raises(RnnkitError, match="--dimension must be >= 1"):
+    with pytest.raises(RnnkitError, match="--dimension must be an integer >= 1"):
         Word2Vec(Word2VecConfig(), dimension=0)
 
 
@@ -434,7 +434,9 @@ def test_bad_sizes_and_rates(bad, message):
 
 def test_no_negative_samples_is_refused_for_negative_sampling_only():
     # K = 0 noise words would only pull every (centre, context) pair together: nothing is learnt
-    with pytest.raises(RnnkitError, match="--negative .* must be >= 1 for negative sampling, got 0"):
+    with pytest.raises(
+        RnnkitError, match="--negative .* must be an integer >= 1 for negative sampling, got 0"
+    ):
         Word2Vec(negative=0)
     w2v = Word2Vec(dimension=4, min_count=1, epochs=1, negative=0, loss="softmax", backend="torch")
     assert w2v.fit(planted_corpus()).loss_is_finite()  # the full softmax samples no noise words

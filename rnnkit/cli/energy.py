@@ -597,9 +597,14 @@ def _add_hopfield(group) -> None:
         "--noise", type=float, default=0.2, help="fraction of each cue's units flipped (default: %(default)s)"
     )
     p.add_argument("--erase", action="store_true", help="set those units to 0 (unknown) instead")
-    p.add_argument("--mode", default="async", choices=["async", "sync"])
-    p.add_argument("--rule", default="hebbian", choices=["hebbian", "storkey"])
-    p.add_argument("--max-steps", type=int, default=100)
+    p.add_argument("--mode", default="async", choices=["async", "sync"],
+                   help="async: one unit at a time, in a fresh random order each sweep; sync: every unit at once "
+                   "(may enter a 2-cycle)")  # fmt: skip
+    p.add_argument("--rule", default="hebbian", choices=["hebbian", "storkey"],
+                   help="how the patterns set the weights: hebbian (outer products, zero diagonal) or storkey (Storkey's "
+                   "incremental rule, a larger capacity)")  # fmt: skip
+    p.add_argument("--max-steps", type=int, default=100,
+                   help="sweeps (async) or synchronous updates before a recall that has not settled stops")  # fmt: skip
     _common(p, "hopfield-recall")
     p.set_defaults(func=_no_empty_out(hopfield_recall), _parser=p)
 
@@ -614,7 +619,9 @@ def _add_hopfield(group) -> None:
     )
     p.add_argument("--loads", type=float, nargs="+", metavar="P/N",
                    help="loads P/N (default: 0.02 to 0.25; 0.05 0.15 0.25 with --dry-run)")  # fmt: skip
-    p.add_argument("--rule", default=d.rule, choices=["hebbian", "storkey"])
+    p.add_argument("--rule", default=d.rule, choices=["hebbian", "storkey"],
+                   help="how the patterns set the weights: hebbian (outer products, zero diagonal) or storkey (Storkey's "
+                   "incremental rule, a larger capacity)")  # fmt: skip
     p.add_argument("--noise", type=float, default=d.cue_noise, help="fraction of bits flipped in each cue")
     p.add_argument(
         "--random-starts", type=int, help=f"per network (default: {d.random_starts}; 4 with --dry-run)"
@@ -622,19 +629,24 @@ def _add_hopfield(group) -> None:
     p.add_argument(
         "--min-patterns", type=int, help=f"recalls per point (default: {d.min_patterns}; 8 with --dry-run)"
     )
-    p.add_argument("--max-sweeps", type=int, help=f"default: {d.max_sweeps}; 5 with --dry-run")
+    p.add_argument("--max-sweeps", type=int, help="asynchronous sweeps before a recall that has not settled "
+                   f"stops (default: {d.max_sweeps}; 5 with --dry-run)")  # fmt: skip
     _common(p, "hopfield-capacity", "the figure and capacity.json")
     p.set_defaults(func=_no_empty_out(hopfield_capacity), _parser=p)
 
 
 def _training_options(p, lr_help=f"learning rate (default: {LR['bernoulli']})") -> None:
-    p.add_argument("--epochs", type=int, help="default: 10; 1 with --dry-run")
-    p.add_argument("--batch-size", type=int, default=10)
+    p.add_argument(
+        "--epochs", type=int, help="passes over the training digits (default: 10; 1 with --dry-run)"
+    )
+    p.add_argument("--batch-size", type=int, default=10, help="digits per gradient step")
     p.add_argument("--lr", type=float, help=lr_help)
     p.add_argument("--k", type=int, default=1, help="Gibbs steps per update")
     p.add_argument("--cd", action="store_true", help="CD-k from the data instead of persistent chains")
-    p.add_argument("--momentum", type=float, default=0.0)
-    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--momentum", type=float, default=0.0,
+                   help="in [0, 1): m <- momentum m + lr (g - weight_decay W); W <- W + m")  # fmt: skip
+    p.add_argument("--weight-decay", type=float, default=0.0,
+                   help="L2 penalty on the weights W (not the biases), subtracted from the gradient")  # fmt: skip
 
 
 def _add_rbm(group) -> None:
@@ -662,8 +674,11 @@ def _add_rbm(group) -> None:
     p.set_defaults(func=_no_empty_out(rbm_dbn), _parser=p)
 
     p = actions.add_parser("cd-check", help="CD-k against the exact gradient of a tiny RBM")
-    p.add_argument("--visible-units", type=int, default=8)
-    p.add_argument("--hidden-units", type=int, default=6)
+    p.add_argument("--visible-units", type=int, default=8,
+                   help=f"V of the tiny RBM (at most {CD_MAX_VISIBLE}: its 2^V states are enumerated)")  # fmt: skip
+    p.add_argument(
+        "--hidden-units", type=int, default=6, help=f"H of the tiny RBM (V + H at most {CD_MAX_UNITS})"
+    )
     p.add_argument("--weight-scale", type=float, default=2.0, help="std of the random weights (slow mixing)")
     p.add_argument(
         "--ks", type=int, nargs="+", help="Gibbs steps to try (default: 1 2 4 ... 128; 1 2 4 with --dry-run)"
@@ -676,15 +691,18 @@ def _add_ising(group) -> None:
     actions = group.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = actions.add_parser("sweep", help="magnetisation, energy, C and χ against temperature")
     p.add_argument("--size", type=int, help="lattice side L, even (default: 64; 8 with --dry-run)")
-    p.add_argument("--t-min", type=float, help="default: 1.0")
-    p.add_argument("--t-max", type=float, help="default: 4.0")
+    p.add_argument("--t-min", type=float, help="lowest of --count evenly spaced temperatures (default: 1.0)")
+    p.add_argument("--t-max", type=float, help="highest of --count evenly spaced temperatures (default: 4.0)")
     p.add_argument("--count", type=int, help="number of temperatures (default: 32; 4 with --dry-run)")
     p.add_argument("--temperatures", type=float, nargs="+", help="explicit temperatures instead")
     p.add_argument("--sweeps", type=int, help="measured sweeps (default: 1000; 20 with --dry-run)")
-    p.add_argument("--burn-in", type=int, help="default: 500; 10 with --dry-run")
-    p.add_argument("--update", default="metropolis", choices=["metropolis", "heat-bath"])
-    p.add_argument("--start", default="ordered", choices=["ordered", "random"])
-    p.add_argument("--coupling", type=float, default=1.0, help="J")
-    p.add_argument("--field", type=float, default=0.0, help="h")
+    p.add_argument("--burn-in", type=int,
+                   help="sweeps run before the measured ones, not averaged (default: 500; 10 with --dry-run)")  # fmt: skip
+    p.add_argument("--update", default="metropolis", choices=["metropolis", "heat-bath"],
+                   help="the checkerboard's spin update: Metropolis, or the heat bath (Gibbs sampling)")  # fmt: skip
+    p.add_argument("--start", default="ordered", choices=["ordered", "random"],
+                   help="spins all aligned (along --field), or random ±1")  # fmt: skip
+    p.add_argument("--coupling", type=float, default=1.0, help="J of H = -J Σ σ_i σ_j - h Σ σ_i")
+    p.add_argument("--field", type=float, default=0.0, help="h of H = -J Σ σ_i σ_j - h Σ σ_i")
     _common(p, "ising", "the figure and ising.json")
     p.set_defaults(func=_no_empty_out(ising_sweep), _parser=p)

@@ -31,7 +31,9 @@ def add_commands(sub) -> None:
     )
     p.add_argument("corpus", help="a UTF-8 text file, one sentence a line")
     p.add_argument("--out", required=True, help="folder for vectors.txt, vectors.bin and config.json")
-    p.add_argument("--model", choices=["skip-gram", "cbow"], default="skip-gram")
+    p.add_argument("--model", choices=["skip-gram", "cbow"], default="skip-gram",
+                   help="skip-gram predicts each context word from the centre word; cbow the centre word from its "
+                   "context")  # fmt: skip
     p.add_argument("--cbow-sum", action="store_true",
                    help="CBOW's h is the sum of the context vectors, as deck 003 writes it (default: their mean)")  # fmt: skip
     p.add_argument("--cbow-update", choices=["word2vec", "gradient"],
@@ -41,15 +43,18 @@ def add_commands(sub) -> None:
                    help="negative sampling (default), or the exact full softmax (small vocabularies)")  # fmt: skip
     p.add_argument("--negative", type=int,
                    help="noise words per pair for --loss negative, >= 1 (default: 5; not for --loss softmax)")  # fmt: skip
-    for flag, kind, default in [("--dimension", int, 100), ("--window", int, 5),
-                                ("--sample", float, 1e-3), ("--alpha", float, 0.025), ("--min-alpha", float, 1e-4),
-                                ("--seed", int, 0)]:  # fmt: skip
+    for flag, kind, default, what in [
+        ("--dimension", int, 100, "size of each word vector"),
+        ("--window", int, 5, "most words on each side of the centre word (drawn from 1 to it per centre word)"),
+        ("--sample", float, 1e-3, "subsampling threshold of frequent words (0: off)"),
+        ("--alpha", float, 0.025, "initial learning rate"),
         # (--min-alpha: an --alpha below its default was refused naming it, a flag the command did not have)
-        p.add_argument(flag, type=kind, default=default, help=f"default: {default}" + (
-            "; in [0, 2^32)" if flag == "--seed" else "; --alpha decays linearly to it" if flag == "--min-alpha"
-            else ""))  # fmt: skip
+        ("--min-alpha", float, 1e-4, "the learning rate at the end: --alpha decays linearly to it"),
+        ("--seed", int, 0, "random seed in [0, 2^32)"),
+    ]:  # fmt: skip
+        p.add_argument(flag, type=kind, default=default, help=f"{what} (default: {default})")
     p.add_argument("--min-count", type=int, help="rarer words are dropped (default: 5; 1 with --dry-run)")
-    p.add_argument("--epochs", type=int, help="default: 5; 1 with --dry-run")
+    p.add_argument("--epochs", type=int, help="passes over the corpus (default: 5; 1 with --dry-run)")
     p.add_argument("--backend", choices=["auto", "native", "torch"],
                    help="native: compiled per-pair loop (negative sampling); torch: batched minibatches "
                    "(default: auto; torch with --dry-run)")  # fmt: skip
@@ -65,7 +70,7 @@ def add_commands(sub) -> None:
     p = sub.add_parser("neighbours", help="nearest words of word vectors (word2vec text or binary format)")
     p.add_argument("vectors", help="a word2vec file, or the folder that `rnnkit word2vec --out` wrote")
     p.add_argument("words", nargs="+", metavar="WORD", help="words; with --analogy: A B C for A - B + C")
-    p.add_argument("--topn", type=int, default=10)
+    p.add_argument("--topn", type=int, default=10, help="nearest words listed for each WORD (or the analogy)")
     p.add_argument("--analogy", action="store_true", help="the words nearest to A - B + C")
     p.add_argument("--format", choices=["auto", "text", "binary"], default="auto",
                    help="word2vec file format (default: guessed from the file)")  # fmt: skip
@@ -80,16 +85,21 @@ def add_commands(sub) -> None:
     p = ngram.add_parser("train", help="count n-grams of a text file")
     p.add_argument("corpus", help="a UTF-8 text file (or one compressed with gzip)")
     p.add_argument("--out", required=True, help="model file (.npz)")
-    p.add_argument("-n", "--order", type=int, default=5)
     p.add_argument(
-        "--smoothing", choices=["kneser-ney", "modified-kneser-ney", "add-k"], default="kneser-ney"
+        "-n", "--order", type=int, default=5, help="n: each token is predicted from the n-1 before it"
     )
+    p.add_argument("--smoothing", choices=["kneser-ney", "modified-kneser-ney", "add-k"], default="kneser-ney",
+                   help="interpolated Kneser-Ney (one discount per order), modified Kneser-Ney (D1, D2, D3+), or "
+                   "add-k")  # fmt: skip
     p.add_argument("--k", type=float, default=None, help="add-k pseudo-count (add-k only; default: 1)")
     p.add_argument("--discount", type=float, default=None,
                    help="fixed discount in [0, 1] (kneser-ney only; default: estimated from the counts)")  # fmt: skip
-    p.add_argument("--level", choices=["char", "word"], default="char")
+    p.add_argument("--level", choices=["char", "word"], default="char",
+                   help="tokens are characters, or words split at white space")  # fmt: skip
     p.add_argument("--lower", action="store_true", help="lower-case the corpus (words or characters)")
-    p.add_argument("--min-freq", type=int, default=1)
+    p.add_argument(
+        "--min-freq", type=int, default=1, help="tokens seen fewer times become <unk> (1 keeps every one)"
+    )
     p.add_argument("--dry-run", action="store_true", help="the first 20k characters only (smoke test)")
     p.set_defaults(func=cmd_ngram_train, _parser=p)
     p = ngram.add_parser("score", help="log-probability of texts, ranked (as `rnnkit score` for the RNN LM)")
@@ -119,8 +129,9 @@ def add_commands(sub) -> None:
                          description="A char model's sample starts a line: it reads --prime (or nothing) after a "
                          "newline, as score reads a text.")  # fmt: skip
     p.add_argument("model", help="a model file that `rnnkit ngram train --out` wrote (.npz)")
-    p.add_argument("--length", type=int, default=500)
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--length", type=int, default=500, help="tokens to write")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="p ∝ p_model^(1/T): below 1 safer, above 1 more varied")  # fmt: skip
     p.add_argument("--prime", default="", help="text to start from")
     p.add_argument("--seed", type=int, default=0, help="random seed in [0, 2^32) (default: 0)")
     p.set_defaults(func=cmd_ngram_sample, _parser=p)
@@ -129,7 +140,7 @@ def add_commands(sub) -> None:
                          "reads a text.")  # fmt: skip
     p.add_argument("model", help="a model file that `rnnkit ngram train --out` wrote (.npz)")
     p.add_argument("prefix", help="text to continue (quote it)")
-    p.add_argument("--length", type=int, default=40)
+    p.add_argument("--length", type=int, default=40, help="tokens to add")
     p.set_defaults(func=cmd_ngram_complete, _parser=p)
 
     tfidf = sub.add_parser("tfidf", help="TF-IDF index and search").add_subparsers(
@@ -144,7 +155,8 @@ def add_commands(sub) -> None:
         "document a line",
     )
     p.add_argument("--out", required=True, help="index folder")
-    p.add_argument("--tf", choices=["count", "frequency", "log"], default="count")
+    p.add_argument("--tf", choices=["count", "frequency", "log"], default="count",
+                   help="term frequency: the count c, c / the document's length, or 1 + log c")  # fmt: skip
     p.add_argument(
         "--smooth-idf", action="store_true", help="1 + log((1 + N) / (1 + df)) instead of 1 + log(N / df)"
     )
@@ -155,7 +167,7 @@ def add_commands(sub) -> None:
     p = tfidf.add_parser("search", help="documents ranked by cosine similarity to a query")
     p.add_argument("index", help="the folder that `rnnkit tfidf index --out` wrote")
     p.add_argument("query", help="words to search for (quote them)")
-    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--top", type=int, default=10, help="documents listed, the most similar first")
     p.set_defaults(func=cmd_tfidf_search, _parser=p)
 
     _add_markov(sub)

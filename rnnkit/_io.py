@@ -133,6 +133,17 @@ def _unlink_unless_held(path: str) -> None:
         os.close(fd)
 
 
+def kind_of(path) -> str:
+    """What an existing path that is no folder is, for an --out error: 'a file', or what it is where it is no
+    regular file (`--out /dev/null` is a device, not a file to save into)."""
+    mode = os.stat(path).st_mode
+    if stat.S_ISREG(mode):
+        return "a file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device, not a file"
+    return "a pipe (FIFO), not a file" if stat.S_ISFIFO(mode) else "a socket, not a file"
+
+
 def dead_link(out) -> str | None:
     """The line for an --out that is a symbolic link leading to no file (its target missing: a run folder moved
     away; or a loop of links), which mkdir said as 'File exists' of a path `ls` shows no folder at; else None."""

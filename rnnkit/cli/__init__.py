@@ -14,7 +14,7 @@ import pathlib
 import re
 import sys
 
-from rnnkit._io import dead_link
+from rnnkit._io import dead_link, kind_of
 from rnnkit.errors import RnnkitError, check_seed
 
 # module name -> what it provides; each module registers its own subcommands.
@@ -40,19 +40,6 @@ def out_folder(path) -> pathlib.Path:
     except OSError as e:
         raise RnnkitError(f"cannot make the --out folder {out}: {e.strerror}; give another folder") from None
     return out
-
-
-def kind_of(path) -> str:
-    """What an existing path that is no folder is, for an --out error: 'a file', or what it is where it is no
-    regular file (`--out /dev/null` is a device, not a file to save into)."""
-    import stat
-
-    mode = os.stat(path).st_mode
-    if stat.S_ISREG(mode):
-        return "a file"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device, not a file"
-    return "a pipe (FIFO), not a file" if stat.S_ISFIFO(mode) else "a socket, not a file"
 
 
 def check_writable(out, folder=None) -> None:

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from rnnkit._io import bar_options, dead_link, write_text
+from rnnkit._io import bar_options, dead_link, kind_of, write_text
 from rnnkit.data.bptt import StreamBatches, eval_streams, split
 from rnnkit.data.corpus import load_corpus
 from rnnkit.engine import native
@@ -79,7 +79,7 @@ def check_out(out, resume: bool, force: bool) -> pathlib.Path:
     if resume and force:
         raise RnnkitError("give --resume (continue the run) or --force (replace it), not both")
     if out.exists() and not out.is_dir():
-        raise RnnkitError(f"--out {out} is a file; give a folder")
+        raise RnnkitError(f"--out {out} is {kind_of(out)}; give a folder")
     if dead := dead_link(out):
         raise RnnkitError(dead)
     base = out.absolute()

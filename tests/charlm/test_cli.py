@@ -1267,3 +1267,9 @@ def test_greedy_warns_of_top_k_and_seed(trained, cli):
     assert "--top-k does nothing with --greedy" in lines[0]
     assert "--seed does nothing with --greedy" in lines[1]
     assert cli("sample", trained, "--greedy", "--length", "5", "--temperature", "0.5")[2] == ""
+
+
+def test_train_out_that_is_a_device_says_so(cli):
+    """`train --out /dev/null` said '--out /dev/null is a file; give a folder', as the other commands did."""
+    code, _, err = cli("train", "--out", "/dev/null", "--dry-run")
+    assert code == 2 and err == "rnnkit: error: --out /dev/null is a device, not a file; give a folder\n", err

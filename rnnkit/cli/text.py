@@ -667,6 +667,12 @@ def cmd_markov(args) -> int:
                 raise RnnkitError(f"--{name} is for markov sample, not markov {args.action}; leave it out")
     if text is not None and not text.strip():  # (an unset variable's: it sampled the abe preset in silence)
         raise RnnkitError("--text is empty; give a text file, or leave --text out for the abe preset")
+    length = getattr(args, "length", MARKOV_LENGTH)
+    # before --text is read and counted (a bad --length, or no STRING, was said after that work)
+    if args.action == "sample":
+        _positive(length=length)
+    if args.action == "check" and not args.strings:
+        raise RnnkitError("markov check needs at least one STRING to check")
     if text is not None:
         body = read_text(text)
         chain = MarkovChain.estimate(
@@ -675,12 +681,8 @@ def cmd_markov(args) -> int:
     else:
         chain = PRESETS[preset or "abe"]()
     if args.action == "sample":
-        length = getattr(args, "length", MARKOV_LENGTH)
-        _positive(length=length)
         print_pieces(chain.iter_sample(length, getattr(args, "seed", 0)))
     elif args.action == "check":
-        if not args.strings:
-            raise RnnkitError("markov check needs at least one STRING to check")
         starts = f"no line of {text} starts with" if text else "the chain never starts with"
         for s in args.strings:
             reason = chain.why_not(s, starts)

@@ -1641,3 +1641,12 @@ def test_a_bad_count_is_worded_one_way_by_every_command(tmp_path, capsys):
     ]:
         assert main(args) == 2
         _one_error_line(capsys, f"{flag} must be an integer >= 1, got 0")
+
+
+def test_markov_checks_its_options_before_reading_the_text(tmp_path, capsys):
+    """`markov --text big.txt sample --length 0` (and `check` without a STRING) read and counted the whole file (its
+    bar) before refusing; a missing file was said first. Both are checked before any work now."""
+    assert main(["markov", "--text", str(tmp_path / "none.txt"), "sample", "--length", "0"]) == 2
+    _one_error_line(capsys, "--length must be an integer >= 1, got 0")
+    assert main(["markov", "--text", str(tmp_path / "none.txt"), "check"]) == 2
+    _one_error_line(capsys, "markov check needs at least one STRING to check")

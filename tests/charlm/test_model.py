@@ -805,3 +805,44 @@ def test_a_model_on_the_gpu_samples_with_a_cpu_generator():
     drawn = [lm.sample([1, 2], 20, generator=torch.Generator().manual_seed(3)) for _ in range(2)]
     assert drawn[0] == drawn[1] and len(drawn[0]) == 20
     assert len(lm.sample([1], 5, generator=torch.Generator("cuda").manual_seed(3))) == 5
+
+
+@pytest.mark.parametrize("cell", ["lstm", "rnn_tanh"])
+def test_a_window_asks_once_whether_its_ids_can_be_read_and_keeps_a_state_already_in_place(cell, monkeypatch):
+    """At every training window CharLM(batch) asked twice (for xs and ys) whether it ran under a tracer or a transform,
+    an import and four calls each, and moved the carried state to the head's dtype and device with Tensor.to even where
+    it was there (1.5-2 µs a window, to get the same tensor back). Now once, and a state in place is kept as it is;
+    one of another dtype is still moved, and ids outside the vocabulary are refused as before."""
+    import sys
+
+    from torch.overrides import TorchFunctionMode
+
+    import rnnkit.cells._base as base
+
+    asked, moved = [], []
+
+    def plain_ops_only(f=base.plain_ops_only):
+        asked.append(sys._getframe(1).f_globals["__name__"])
+        return f()
+
+    monkeypatch.setattr(base, "plain_ops_only", plain_ops_only)
+
+    class Moves(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func is torch.Tensor.to and isinstance(args[1] if len(args) > 1 else None, torch.Tensor):
+                moved.append(args[0].dtype)
+            return func(*args, **(kwargs or {}))
+
+    lm, xs = model(cell), torch.tensor([[1, 2, 3], [3, 0, 1]])
+    lm(Window(xs, xs))
+    asked.clear()
+    with Moves():
+        lm(Window(xs, xs))
+    assert (asked.count("rnnkit.models.charlm"), moved) == (1, [])
+    lm.state = tuple(s.double() for s in lm.state) if isinstance(lm.state, tuple) else lm.state.double()
+    with Moves():
+        lm(Window(xs, xs))
+    assert moved == [torch.float64] * (2 if cell == "lstm" else 1)
+    for bad in (Window(xs + V - 3, xs), Window(xs, xs + V - 3)):
+        with pytest.raises(RnnkitError, match=rf"index {V} lies outside the vocabulary of {V} characters"):
+            lm(bad)

@@ -48,6 +48,7 @@ RUN_FILES = ["config.json", "vocab.json", "metrics.csv", "loss.png", "latest.pt"
 EXPLODE = 3.0  # char-rnn aborts when the loss exceeds 3x the initial loss
 DRY_RUN_STEPS = 4
 DRY_RUN_ID = "dry-run:"  # before the corpus id of a dry run's checkpoints
+POSTFIX_EVERY = 0.1  # seconds between settings of the bar's numbers (a live bar is drawn every 0.5 s at most)
 SPEED_STEPS = 100  # the bar's chars_s: the mean speed of the last steps (one step's ranged 9,400 to 262,281)
 
 
@@ -799,6 +800,7 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
     )  # (`2>&1 | head`: as the lines' stdout)
     bar = tqdm(total=total, initial=progress.step, unit="step", **style)
     carried, rng, stepped, row = model.state, None, True, None
+    postfix_at = -math.inf  # when the bar's numbers were last set (perf_counter's seconds)
     stop = _StopAfterStep(say)
     shown = _warnings_above()
     try:
@@ -834,18 +836,22 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
                 recent.append(dt)
                 row = dict(step=progress.step, epoch=progress.epoch + progress.window / len(batches),
                            wall_s=progress.elapsed, lr=optimizer.param_groups[0]["lr"], train_loss=loss, chars_per_s=speed)  # fmt: skip
-                left = (
-                    {"budget_left": f"{max(budget - progress.elapsed, 0) / 60:.1f}min"}
-                    if budget < math.inf
-                    else {}
-                )
-                mean_speed = chars_per_step * len(recent) / max(sum(recent), 1e-9)
-                bar.set_postfix(loss=f"{loss:.3f}", chars_s=f"{mean_speed:,.0f}", **left, refresh=False)
-                bar.update(1)
                 last = (total is not None and progress.step >= total) or progress.elapsed >= budget
                 evaluated = (
                     progress.step % t.eval_every == 0 or last
                 )  # with --val-frac 0: checkpoint and plot only
+                # the bar's numbers set a few times a second (tqdm draws it at most every mininterval), at a
+                # validation (its lines redraw the bar) and at the run's last step: at every step they took 3-8 µs
+                if not bar.disable and (t0 - postfix_at >= POSTFIX_EVERY or evaluated):
+                    postfix_at = t0
+                    left = (
+                        {"budget_left": f"{max(budget - progress.elapsed, 0) / 60:.1f}min"}
+                        if budget < math.inf
+                        else {}
+                    )
+                    mean_speed = chars_per_step * len(recent) / max(sum(recent), 1e-9)
+                    bar.set_postfix(loss=f"{loss:.3f}", chars_s=f"{mean_speed:,.0f}", **left, refresh=False)
+                bar.update(1)
                 if evaluated:
                     _validate(model, val_batches, progress, row, save, say, out,
                               lambda w=window, s=carried: window_loss(model, batches.window(w), s),

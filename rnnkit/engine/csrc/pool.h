@@ -11,7 +11,10 @@
 // What sits idle is bounded by what the loops use: at most 1.25x the most bytes ever handed out at once
 // (at least 64 MB, at most 1 GB), so a fixed-shape training loop finds all its buffers again, while varying
 // shapes don't pile up blocks of every size met: beyond the bound the block idle longest goes back to the
-// system first. `release()` returns every idle block (rnnkit.engine.native.release_memory()).
+// system first. The bound holds for idle and handed-out blocks together whenever a new block is mapped: bounded
+// only when blocks came back, a no-grad forward of a new length mapped its buffers beside a full bound of idle
+// blocks of other lengths (a 1x128 LSTM, B 32, lengths of 2000-5000: peak RSS 1.14 GB, 0.80 GB now, torch.nn
+// 0.53 GB). `release()` returns every idle block (rnnkit.engine.native.release_memory()).
 #pragma once
 #include <ATen/ATen.h>
 #include <c10/core/CPUAllocator.h>
@@ -65,6 +68,14 @@ struct Pool {
         return b.p;
       }
     }
+    // none fits: before new memory is mapped, the blocks idle longest go back to the system until what the pool
+    // holds, idle and handed out, stays within the bound (a fixed-shape loop never gets here after its first call)
+    std::vector<Block> drop;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      while (!lru.empty() && idle_bytes + live_bytes + bytes > idle_cap()) drop.push_back(evict_oldest());
+    }
+    for (const Block& b : drop) unmap(b.p, b.bytes);
     void* p = map(bytes);
     TORCH_CHECK(p != nullptr, "rnnkit native: out of memory allocating ", bytes, " bytes");
     got = bytes;

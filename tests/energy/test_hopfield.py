@@ -335,7 +335,7 @@ def test_overlap_of_float64_states_with_float32_patterns():
 def test_random_patterns_of_a_bad_count_or_size_is_one_line(count, units):
     # (-1 failed inside torch "Trying to create tensor with negative dimension", 2.5 in randint's overloads, and
     # 0 gave an empty tensor that store refuses later)
-    with pytest.raises(RnnkitError, match="must be a positive integer") as e:
+    with pytest.raises(RnnkitError, match="must be an integer >= 1") as e:
         hop.random_patterns(count, units)
     assert "\n" not in str(e.value)
     assert hop.random_patterns(np.int64(2), 3, gen()).shape == (2, 3)

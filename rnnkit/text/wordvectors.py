@@ -15,6 +15,7 @@ import json
 import math
 import numbers
 import pathlib
+import re
 import warnings
 import zlib
 
@@ -319,7 +320,8 @@ class WordVectors:
     def load(cls, path, binary: bool | None = None, unicode_errors: str = "strict") -> "WordVectors":
         """Read either format, compressed with gzip or bzip2 or not (as gensim reads a .gz or .bz2); `binary=None`
         guesses from the file. Words are UTF-8; `unicode_errors` ("strict", "replace", "ignore", as gensim's) says
-        what becomes of a word that is not (word2vec.c cuts words at 100 bytes, inside a character's bytes). `path`
+        what becomes of a word that is not (word2vec.c cuts words at 100 bytes, inside a character's bytes); a binary
+        file's word with a space ('new york', which gensim writes as it is) is one error whatever it says. `path`
         may also be the folder that `rnnkit word2vec --out` writes: its vectors.bin is read (vectors.txt with
         `binary=False`, or where there is no vectors.bin), checked against the sizes and sha256 its config.json
         records (a folder without them loads as before)."""
@@ -530,11 +532,13 @@ def _is_binary(rest: bytes, V: int, E: int, records: int = 5) -> bool:
     """Whether the first records are binary: "word " (no space, tab, newline or CR: word2vec.c's words have none, but
     may hold a form feed or a vertical tab, which made its file not binary) then exactly 4 E bytes."""
     pos = 0
-    for _ in range(min(V, records)):
+    for k in range(min(V, records)):
         space = rest.find(b" ", pos)
         word = rest[pos:space].lstrip(b"\n")  # the newline after the previous vector, if written
         if space < 0 or not word or any(c in word for c in b"\t\n\r") or space + 1 + 4 * E > len(rest):
-            return False
+            # binary still where a word of two ('new york') put the vector's last bytes before the next word and
+            # its newline (_read_binary says so; this file was read as text, 'line 2 has 1 numbers')
+            return space > 0 and k > 0 and _odd(word) and _spaced_word(rest, pos - 4 * E, E, "") is not None
         pos = space + 1 + 4 * E
     return True
 
@@ -594,6 +598,45 @@ def _check_size(rest: bytes, V: int, E: int, least: int) -> None:
                          f"{len(rest):,} bytes hold")  # fmt: skip
 
 
+# control characters no word holds (a form feed or a vertical tab may: word2vec.c splits at space, tab and newline);
+# bytes, as UTF-8 puts none of them inside another character
+_CONTROL = re.compile(rb"[\x00-\x0a\x0d-\x1f\x7f]")
+
+
+def _odd(raw: bytes) -> bool:
+    """Whether a binary record's word is no word: not UTF-8, or holding a control character (two scans in C for
+    the usual word)."""
+    if _CONTROL.search(raw):
+        return True
+    if raw.isascii():
+        return False
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def _spaced_word(rest: bytes, start: int, E: int, word: str) -> str | None:
+    """'new york' where a binary file held that word (gensim writes it as it is): the reader ends the word at its
+    space, 'new', reads its vector (at `start` of `rest`) from 'york ' on, and the next word begins with the
+    vector's last bytes, no UTF-8 or holding a control character (_odd). The whole word ('new york'), where the
+    vector read begins with a rest of a word and a space, and the record read past them ends before a word that is
+    not _odd; else None. (A vector alone may begin so, one in a few hundred: a word of word2vec.c's cut at 100
+    bytes inside a character, which is not UTF-8, is then told by its cut character still there.)"""
+    cut = rest.find(b" ", start, start + 4 * E)
+    if cut <= start:
+        return None
+    try:
+        tail = rest[start:cut].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    after = cut + 1 + 4 * E  # where the word's vector ends, read past its rest and space
+    space = rest.find(b" ", after)
+    following = rest[after:space].lstrip(b"\n") if space > after else b""
+    return f"{word} {tail}" if tail.isprintable() and following and not _odd(following) else None
+
+
 def _read_binary(rest: bytes, V: int, E: int, errors: str = "strict"):
     _check_size(rest, V, E, 4 * E)  # 4 bytes per number
     words, vectors, pos = [], np.empty((V, E), np.float32), 0
@@ -601,7 +644,17 @@ def _read_binary(rest: bytes, V: int, E: int, errors: str = "strict"):
         space = rest.find(b" ", pos)
         if space < 0:  # (rest.index said "subsection not found")
             raise ValueError(f"file ends after {i} of its {V} vectors")
-        words.append(_word(rest[pos:space].lstrip(b"\n"), i, errors))
+        raw = rest[pos:space].lstrip(b"\n")
+        try:  # (decoded once here: _word's again cost the check below)
+            word, odd = raw.decode("utf-8"), _CONTROL.search(raw) is not None
+        except UnicodeDecodeError:
+            word, odd = None, True
+        spaced = _spaced_word(rest, pos - 4 * E, E, words[-1]) if i and odd else None
+        if spaced:
+            raise ValueError(f"vector {i}'s word may be {spaced!r}: a binary file ends a word at its first space, "
+                             "so its vector was read from the word's rest, and this format holds no word with a "
+                             "space; write such words without one (new_york), or use the text format")  # fmt: skip
+        words.append(_word(raw, i, errors) if word is None else word)
         end = space + 1 + 4 * E
         if end > len(rest):
             raise ValueError(f"file ends inside the vector of word {i + 1} of {V}")

@@ -1486,3 +1486,36 @@ def test_pairs_are_held_as_int32_with_the_same_training(model, backend, monkeypa
     wide = Word2Vec(**kw).fit(sentences)
     assert wide._pairs(*wide._encode(sentences))[0].dtype == np.int64
     assert torch.equal(w.U, wide.U) and w.loss_history == wide.loss_history
+
+
+# gensim's records, and word2vec.c's (a newline after each vector)
+@pytest.mark.parametrize("newline", [b"", b"\n"])
+@pytest.mark.parametrize("errors", ["strict", "replace", "ignore"])
+def test_a_binary_file_with_a_word_of_two_words_says_so(tmp_path, newline, errors):
+    """gensim writes the word 'new york' as it is, and a binary file ends a word at its space: 'new' took 'york '
+    and the first bytes of its vector for numbers, and the next word began with the vector's last bytes. Where
+    those were ASCII (':\\x00\\x00P@' here) the file loaded in silence, 'new' with the vector (2.9e+26, 2.0,
+    8.8e-44, -4.3e-37) and ':\\x00\\x00P@café' for 'café'; where not, the word was said to be no UTF-8
+    ('word2vec.c cuts words at 100 bytes'), with the advice to load it with unicode_errors='replace', which
+    loaded the same garbage. A binary file of word2vec.c's (newlines) was read as text: 'line 2 has 1 numbers'."""
+    for vector in ([0.75, -0.5, 1e-3, 3.25], [0.75, -0.5, 0.2, -0.6]):  # last bytes ASCII; not UTF-8
+        x = np.array([[1.0, 2.0, 3.0, 4.0], vector, [-1.0, 0.5, 0.25, 2.0]], dtype="<f4")
+        records = [w.encode() + b" " + v.tobytes() + newline for w, v in zip(["the", "new york", "café"], x)]
+        (tmp_path / "v.bin").write_bytes(b"3 4\n" + b"".join(records))
+        for binary in (None, True):
+            with pytest.raises(RnnkitError, match=r"vector 2's word may be 'new york'.* no word"):
+                WordVectors.load(tmp_path / "v.bin", binary, unicode_errors=errors)
+
+
+def test_a_cut_word_after_a_vector_that_reads_as_text_is_no_word_of_two(tmp_path):
+    """A vector may begin with bytes of text and a space (b'ab c', one in a few hundred), and word2vec.c's next word
+    be cut at 100 bytes inside a character: that file is no 'new york' (the cut word read past b'c ' is still not
+    UTF-8): said as before, and read with unicode_errors='replace'."""
+    first = np.frombuffer(b"ab c" + np.array([1.0, 2.0], "<f4").tobytes(), "<f4")
+    cut = "é".encode() * 49 + b"\xc3"  # 99 bytes, its last character cut
+    data = b"2 3\n" + b"the " + first.tobytes() + b"\n" + cut + b" " + np.ones(3, "<f4").tobytes() + b"\n"
+    (tmp_path / "v.bin").write_bytes(data)
+    with pytest.raises(RnnkitError, match="the word of vector 2, .* is not UTF-8"):
+        WordVectors.load(tmp_path / "v.bin")
+    wv = WordVectors.load(tmp_path / "v.bin", unicode_errors="replace")
+    assert wv.words == ["the", "é" * 49 + "\ufffd"] and np.array_equal(wv.vectors[0], first)

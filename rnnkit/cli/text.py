@@ -29,7 +29,7 @@ def add_commands(sub) -> None:
     p = sub.add_parser(
         "word2vec", help="train word vectors (CBOW or skip-gram) on a text file, one sentence a line"
     )
-    p.add_argument("corpus", help="a UTF-8 text file, one sentence a line")
+    p.add_argument("corpus", help="a UTF-8 text file (or one compressed with gzip), one sentence a line")
     p.add_argument("--out", required=True, help="folder for vectors.txt, vectors.bin and config.json")
     p.add_argument("--model", choices=["skip-gram", "cbow"], default="skip-gram",
                    help="skip-gram predicts each context word from the centre word; cbow the centre word from its "
@@ -152,7 +152,7 @@ def add_commands(sub) -> None:
     p.add_argument(
         "documents",
         help="a folder of .txt files, one document each (those directly in it, not hidden), or a text file of one "
-        "document a line",
+        "document a line (UTF-8, or one compressed with gzip)",
     )
     p.add_argument("--out", required=True, help="index folder")
     p.add_argument("--tf", choices=["count", "frequency", "log"], default="count",
@@ -203,7 +203,7 @@ def _add_markov(sub) -> None:
         source.add_argument("--preset", choices=["abe", "i-before-e"], default=argparse.SUPPRESS,
                             help="one of deck 004's machines (default: abe)")  # fmt: skip
         source.add_argument("--text", metavar="FILE", default=argparse.SUPPRESS,
-                            help="estimate a character chain from this file instead")  # fmt: skip
+                            help="estimate a character chain from this file (UTF-8, or gzip of it) instead")  # fmt: skip
 
     def sample_options(p, note="") -> None:  # sample's own options, also accepted before the action
         p.add_argument("--length", type=int, default=argparse.SUPPRESS,

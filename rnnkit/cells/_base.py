@@ -311,6 +311,32 @@ class Cell(OwnParametersModule):
         if device is not None or dtype is not None:
             self.to(device=device, dtype=dtype)
 
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        """nn.Module's, with the cell's kind (its name in rnnkit.CELLS: cell_kind) in the state_dict's metadata, for
+        the load (_check_kind)."""
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        meta = getattr(destination, "_metadata", {}).get(prefix[:-1])
+        kind = cell_kind(self)
+        if meta is not None and kind is not None:
+            meta["cell"] = kind
+
+    def _check_kind(self, state_dict, prefix, local_metadata, errors):
+        """An rnn_relu cell's weights loaded into an rnn_tanh cell (the same keys and shapes) in silence, and with
+        strict=False a gru_cho's W_xh and b_xh into a gru (or a leaky cell's into an rnn_tanh): another function run
+        on them. Said as torch's size mismatches are, where the state_dict's metadata names another kind (one saved
+        before, a plain dict or torch.nn's has none: loaded as before)."""
+        given, kind = local_metadata.get("cell"), cell_kind(self)
+        if not isinstance(given, str) or kind is None or given == kind:
+            return
+        if not any(k.startswith(prefix) for k in state_dict):
+            return
+        from rnnkit.cells import CELLS
+
+        where = prefix[:-1] or "this cell"
+        cls = f" (rnnkit.cells.{CELLS[given].__name__})" if given in CELLS else ""
+        errors.append(f"the weights for {where} in this state_dict are a {given!r} cell's, where {where} is a "
+                      f"{kind!r} cell ({type(self).__name__}); build it with cell={given!r}{cls} to load them")  # fmt: skip
+
     def _load_from_state_dict(self, state_dict, prefix, *args):
         """nn.Module's, after renaming the keys of torch.nn.LSTMCell/GRUCell/RNNCell (weight_ih, weight_hh, bias_ih,
         bias_hh) to this cell's (W_xh, ...) where torch has the cell: `cell.load_state_dict(torch_cell.state_dict())`
@@ -335,6 +361,7 @@ class Cell(OwnParametersModule):
                     self.__dict__["_torch_keys"].setdefault(ours, prefix + theirs)
         given, errors = self.__dict__.pop("_torch_keys", {}), args[-1]  # (a torch key renamed: by its name)
         missing, n = args[-3], len(errors)
+        self._check_kind(state_dict, prefix, args[0], errors)
         super()._load_from_state_dict(state_dict, prefix, *args)
         missing[:] = [given.get(k[len(prefix) :], k) if k.startswith(prefix) else k for k in missing]
         for k in range(n, len(errors)):
@@ -857,6 +884,19 @@ def same_math(cls):
         c = c.__bases__[0]
     _math_of[cls] = (c, tuple(names)) if c in own and c is not cls else None
     return c if c in own else cls
+
+
+def cell_kind(cell):
+    """The name in rnnkit.CELLS of the rnnkit cell that `cell` computes as (cell_class: a parametrized cell, a subclass
+    that only draws its weights another way), "lstm" for LSTMP; None for a cell of one's own."""
+    from rnnkit.cells import CELLS, LSTMP
+
+    cls = cell_class(cell)
+    if cls is LSTMP:
+        return "lstm"
+    if not cls.__module__.startswith("rnnkit.cells."):
+        return None
+    return next((name for name, c in CELLS.items() if c is cls), None)
 
 
 def plain_ops_only():

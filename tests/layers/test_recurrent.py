@@ -2376,3 +2376,36 @@ def test_a_parametrized_W_xh_is_computed_once_a_forward():
     Counted.calls = 0
     layer(torch.randn(2, 5, 3))
     assert Counted.calls == 1
+
+
+def test_a_state_dict_of_another_cell_kind_is_refused():
+    """rnn_tanh and rnn_relu layers have the same keys and shapes: one's state_dict loaded into the other in silence
+    (and with strict=False a gru_cho's W_xh, b_xh into a gru), another function run on the weights. A cell records its
+    kind in the state_dict's metadata and a load of another kind is one line of torch's load error, through
+    torch.save/torch.load(weights_only=True) too; a dict without it (a plain dict, torch.nn's) loads as before."""
+    torch.manual_seed(0)
+    names = list(CELLS)
+    sds = {n: Recurrent(n, 4, 4, num_layers=2).state_dict() for n in names}
+    shapes = {n: {k: v.shape for k, v in sd.items()} for n, sd in sds.items()}
+    pairs = [(a, b) for a in names for b in names if a != b and shapes[a] == shapes[b]]
+    assert ("rnn_tanh", "rnn_relu") in pairs
+    for a, b in pairs:
+        buf = io.BytesIO()
+        torch.save(sds[a], buf)
+        buf.seek(0)
+        with pytest.raises(RuntimeError, match=rf"\n\tthe weights for cells.0 in this state_dict are a '{a}' cell's, "
+                           rf"where cells.0 is a '{b}' cell \(\w+\); build it with cell='{a}' \(rnnkit.cells.\w+\) "
+                           r"to load them\n"):  # fmt: skip
+            Recurrent(b, 4, 4, num_layers=2).load_state_dict(torch.load(buf, weights_only=True))
+    layer = Recurrent("rnn_tanh", 4, 4, num_layers=2)
+    layer.load_state_dict(dict(sds["rnn_relu"]))  # (no metadata: not known)
+    layer.load_state_dict(Recurrent("rnn_relu", 4, 4, num_layers=2).to_torch().state_dict())
+    layer.load_state_dict(sds["rnn_tanh"])
+    with pytest.raises(RuntimeError, match=r"are a 'gru_cho' cell's, where cells.0 is a 'gru' cell"):
+        Recurrent("gru", 4, 4).load_state_dict(Recurrent("gru_cho", 4, 4).state_dict(), strict=False)
+    cell = CELLS["rnn_tanh"](3, 4)
+    with pytest.raises(
+        RuntimeError, match=r"the weights for this cell in this state_dict are a 'rnn_relu' cell's"
+    ):
+        cell.load_state_dict(CELLS["rnn_relu"](3, 4).state_dict())
+    cell.load_state_dict(torch.nn.RNNCell(3, 4, nonlinearity="relu").state_dict())

@@ -189,6 +189,33 @@ class CharLM(nn.Module):
         self.head = nn.Linear(cfg.hidden_size, V)  # W_hy, b_y
         self.state = None  # carried across truncated-BPTT windows
 
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        """nn.Module's, with the cell and whether torch.nn runs it in the state_dict's metadata, for the load."""
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        meta = getattr(destination, "_metadata", {}).get(prefix[:-1])
+        if meta is not None:
+            meta.update(cell=self.cfg.cell, torch_rnn=bool(self.cfg.torch_rnn))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
+        """nn.Module's, after renaming an rnnkit model's layer keys (rnn.cells.0.W_xh) to torch.nn's (rnn.weight_ih_l0)
+        for a torch_rnn model: it refused them ("Missing key(s): rnn.weight_ih_l0, ..."), where an rnnkit model takes
+        torch.nn's. A model of another cell is refused here where torch.nn runs either (rnnkit's cells say it
+        themselves): an rnn_relu model's weights loaded into an rnn_tanh one in silence."""
+        given = local_metadata.get("cell")
+        theirs = local_metadata.get("torch_rnn")
+        if isinstance(given, str) and given != self.cfg.cell and (self.cfg.torch_rnn or theirs):
+            errors.append(f"this state_dict is a {given!r} model's, where this model's cell is {self.cfg.cell!r}; build "
+                          f"it with cell={given!r} to load it")  # fmt: skip
+        if self.cfg.torch_rnn:
+            torch_names = {"W_xh": "weight_ih", "W_hh": "weight_hh", "b_xh": "bias_ih", "b_hh": "bias_hh"}
+            ours = re.compile(re.escape(prefix) + r"rnn\.cells\.(\d+)\.(W_xh|W_hh|b_xh|b_hh)")
+            for key in [k for k in state_dict if ours.fullmatch(k)]:
+                i, name = ours.fullmatch(key).groups()
+                new = f"{prefix}rnn.{torch_names[name]}_l{i}"
+                if new not in state_dict:
+                    state_dict[new] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, unexpected, errors)
+
     def inputs(self, xs: torch.Tensor) -> torch.Tensor:
         """(B, T) indices -> (B, T, D): an embedding lookup, or one-hot vectors (min-char-rnn)."""
         if self.embedding is not None:

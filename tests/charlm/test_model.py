@@ -846,3 +846,28 @@ def test_a_window_asks_once_whether_its_ids_can_be_read_and_keeps_a_state_alread
     for bad in (Window(xs + V - 3, xs), Window(xs, xs + V - 3)):
         with pytest.raises(RnnkitError, match=rf"index {V} lies outside the vocabulary of {V} characters"):
             lm(bad)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh", "rnn_relu"])
+def test_a_torch_rnn_model_and_an_rnnkit_one_load_each_others_state_dict(cell):
+    """CharLM(torch_rnn=True) refused an rnnkit CharLM's state_dict ("Missing key(s): rnn.weight_ih_l0, ...",
+    "Unexpected key(s): rnn.cells.0.W_xh, ..."), though the reverse loaded. Both directions load (through
+    torch.save/torch.load(weights_only=True) too) and give the same logits; a model of another cell is refused in
+    one line either way."""
+    import io
+
+    xs = torch.randint(0, V, (2, 6))
+    for torch_rnn in (False, True):
+        src, dst = model(cell, torch_rnn=torch_rnn), model(cell, torch_rnn=not torch_rnn)
+        buf = io.BytesIO()
+        torch.save(src.state_dict(), buf)
+        buf.seek(0)
+        dst.load_state_dict(torch.load(buf, weights_only=True))
+        torch.testing.assert_close(dst.run(xs)[0], src.run(xs)[0], rtol=1e-5, atol=1e-6)
+    other = "rnn_relu" if cell == "rnn_tanh" else "rnn_tanh"
+    for src_torch, dst_torch in ((True, False), (False, True), (True, True)):
+        with pytest.raises(RuntimeError, match=rf"\n\tthis state_dict is a '{other}' model's, where this model's "
+                           rf"cell is '{cell}'; build it with cell='{other}' to load it"):  # fmt: skip
+            model(cell, torch_rnn=dst_torch).load_state_dict(
+                model(other, torch_rnn=src_torch).state_dict(), strict=False
+            )

@@ -34,7 +34,7 @@ from torch.nn.utils._named_member_accessor import NamedMemberAccessor
 from torch.nn.utils._named_member_accessor import swap_tensor as _swap_tensor
 from torch.nn.utils.parametrize import register_parametrization as _register_parametrization
 
-from rnnkit.errors import RnnkitError, switch
+from rnnkit.errors import RnnkitError, count_error, switch
 
 SCRIPT_ERROR = (
     "torch.jit.script can't compile rnnkit's cells and layers (their loop is a call TorchScript can't see "
@@ -291,7 +291,7 @@ class Cell(OwnParametersModule):
         # (True is an int: width 1; np.int64, an array's shape or a parameter grid's, was said not to be one)
         for name, size in (("input_size", input_size), ("hidden_size", hidden_size)):
             if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {size!r}")
+                raise count_error(name, size)
         input_size, hidden_size = int(input_size), int(hidden_size)
         # as Recurrent says it: bias="False" (a config file's string) built the biases, in silence
         switch("bias", bias)
@@ -630,7 +630,7 @@ def _check_declarations(cls):
                               "may lack as well: rec_params() gives None for it), or leave it out")  # fmt: skip
     if isinstance(cls.gates, bool) or not isinstance(cls.gates, int) or cls.gates < 1:
         raise RnnkitError(f"{name}.gates = {cls.gates!r}: the number of H-wide blocks of the input projection, "
-                          "a positive integer")  # fmt: skip
+                          "an integer >= 1")  # fmt: skip
     for attr in ("step", "step_backward"):
         if inspect.isfunction(vars(cls).get(attr)):
             raise RnnkitError(f"{name}.{attr} is a plain function in the class body, which cell(x_t) would call "

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rnnkit.errors import RnnkitError
+from rnnkit.errors import RnnkitError, count_error
 
 
 @dataclass
@@ -39,7 +39,7 @@ def _check_sizes(batch_size, seq_len) -> tuple[int, int]:
     arithmetic into its type, where k * T wrapped (an empty last window) or the text's length overflowed it."""
     for name, n in (("batch size (streams)", batch_size), ("seq_len (window length)", seq_len)):
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-            raise RnnkitError(f"{name} must be a whole number >= 1, got {n!r}")
+            raise count_error(name, n)
     return int(batch_size), int(seq_len)
 
 

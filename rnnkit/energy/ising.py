@@ -178,7 +178,7 @@ class Ising:
         KeyboardInterrupt that ended it (or None), for the caller to raise again once the averages are kept."""
         positive_int("sweeps", sweeps)
         if not whole_number(burn_in) or burn_in < 0:
-            raise RnnkitError(f"burn-in must be a whole number of sweeps >= 0, got {burn_in!r}")
+            raise RnnkitError(f"burn-in (sweeps) must be an integer >= 0, got {burn_in!r}")
         small = self.spins.device.type == "cpu" and self.spins.numel() < 1 << 20
         m, e = [], []
         self.measured, self.interrupted = 0, None

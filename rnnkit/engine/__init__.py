@@ -23,7 +23,7 @@ from rnnkit.engine import compiled
 from rnnkit.engine.python import PythonRecurrence
 from rnnkit.engine.python import forward_only as python_forward_only
 from rnnkit.engine.reference import autograd_loop, scan_loop
-from rnnkit.errors import RnnkitError, user_stacklevel
+from rnnkit.errors import RnnkitError, count_error, user_stacklevel
 
 BACKENDS = ("autograd", "python", "native")
 TRACE_ERROR = (
@@ -68,9 +68,7 @@ class GradProbe:
 
     def __init__(self, keep: int | None = None):
         if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
-            raise ValueError(
-                f"GradProbe(keep=...) must be a whole number of records >= 1 (or None: all), got {keep!r}"
-            )
+            raise count_error("GradProbe(keep=...) (records kept)", keep, " (or None: all)")
         self.dh, self.history, self._pass, self.keep, self._warned = None, [], (None, {}), keep, False
 
     def record(self, dh, call=None):

@@ -56,7 +56,7 @@ from rnnkit.cells._base import (
 from rnnkit.cells._base import Cell as BaseCell
 from rnnkit.engine import BACKENDS, GradProbe, refuse_jit_trace, resolve_backend, run
 from rnnkit.engine.compiled import transformed
-from rnnkit.errors import RnnkitError, switch, user_stacklevel
+from rnnkit.errors import RnnkitError, count_error, switch, user_stacklevel
 
 TORCH_MODES = {"RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu", "LSTM": "lstm", "GRU": "gru"}
 
@@ -397,7 +397,7 @@ class Recurrent(OwnParametersModule):
         # (a numpy integer too, np.int64 from an array's shape or a parameter grid: it was said not to be one)
         for name, v in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
             if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v <= 0:
-                raise RnnkitError(f"{name} must be a positive integer, got {v!r}")
+                raise count_error(name, v)
         input_size, hidden_size, num_layers = int(input_size), int(hidden_size), int(num_layers)
         # a switch that is not one (batch_first="False" from a config file) was taken for its truth value: the
         # layout, or bias, bidirectional, ..., silently the opposite of what was meant

@@ -607,7 +607,7 @@ def load_run(run):
     for key, what in (("batch_size", "number of streams"), ("seq_len", "window length")):
         n = getattr(cfg.data, key)  # (eval reads its windows with them: an error named no file)
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise RnnkitError(f"{bad}: its config's data.{key} {n!r} is no {what} (a whole number >= 1)")
+            raise RnnkitError(f"{bad}: its config's data.{key} {n!r} is no {what} (an integer >= 1)")
     if cfg.model.cell not in CELLS:
         raise RnnkitError(
             f"{bad}: its cell {cfg.model.cell!r} is not one of this rnnkit's ({', '.join(CELLS)})"

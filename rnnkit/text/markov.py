@@ -304,7 +304,7 @@ def _gth(P: np.ndarray, block: int = GTH_BLOCK) -> np.ndarray:
 
 def _check_length(n, what: str) -> None:
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
-        raise RnnkitError(f"{what} must be a whole number >= 0, got {n!r}")
+        raise RnnkitError(f"{what} must be an integer >= 0, got {n!r}")
 
 
 def _show(symbols: list[str], limit: int = 20) -> str:

@@ -32,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from rnnkit._io import atomic_open, bar_options, is_zip
-from rnnkit.errors import RnnkitError, check_seed, switch
+from rnnkit.errors import RnnkitError, check_seed, count_error, switch
 from rnnkit.text.lmscore import LMScore, pick_next
 from rnnkit.text.vocab import UNK, Vocabulary, refuse_surrogate_pairs, tokenize
 
@@ -94,7 +94,7 @@ class NGramLM:
         self, n: int, smoothing="kneser-ney", k=1.0, discount=None, level="char", lower=False, min_freq=1
     ):
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-            raise RnnkitError(f"n-gram order must be a whole number >= 1, got n={n!r}")
+            raise count_error("n (the n-gram order)", n)
         if smoothing not in ("kneser-ney", "modified-kneser-ney", "add-k"):
             raise RnnkitError(
                 f"unknown smoothing {smoothing!r}; use kneser-ney, modified-kneser-ney or add-k"
@@ -406,7 +406,7 @@ class NGramLM:
                 f"{self.min_freq}); train it again with a lower --min-freq"
             )
         if isinstance(length, bool) or not isinstance(length, numbers.Integral) or length < 0:
-            raise RnnkitError(f"length must be a whole number >= 0, got {length!r}")
+            raise RnnkitError(f"length must be an integer >= 0, got {length!r}")
         if alpha is not None and not (_number(alpha) and np.isfinite(alpha) and alpha > 0):
             raise RnnkitError(
                 f"alpha (the sharpening power) must be a number > 0, or None for greedy; got {alpha!r}"

@@ -26,7 +26,7 @@ import scipy.sparse as sp
 from tqdm import tqdm
 
 from rnnkit._io import atomic_open, bar_options, is_zip, write_text
-from rnnkit.errors import RnnkitError, switch
+from rnnkit.errors import RnnkitError, count_error, switch
 from rnnkit.text.vocab import _WORD_AND_PUNCT, word_tokenize
 
 
@@ -212,7 +212,7 @@ class TfidfIndex:
         """Documents by cosine similarity to the query: [(document index, cosine)], best first; equal cosines (to 12
         decimals) in document order."""
         if isinstance(top, bool) or not isinstance(top, numbers.Integral) or top < 1:
-            raise RnnkitError(f"top (how many documents to return) must be a whole number >= 1, got {top!r}")
+            raise count_error("top (how many documents to return)", top)
         q = self.transform([query])
         if q.nnz == 0:
             if (

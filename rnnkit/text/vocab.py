@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from numbers import Integral, Real
 
 from rnnkit._io import write_text
-from rnnkit.errors import RnnkitError, switch
+from rnnkit.errors import RnnkitError, count_error, switch
 
 UNK = "<unk>"
 _WORD_AND_PUNCT = re.compile(r"\w+(?:'\w+)?|[^\w\s]")
@@ -119,8 +119,9 @@ class Vocabulary:
         if max_size is not None:
             if isinstance(max_size, bool) or not isinstance(max_size, Integral) or max_size < 1:
                 # 0 or -1 gave a vocabulary of one id (<unk>), more than asked for; 2.5 a slicing TypeError
-                raise RnnkitError(f"max_size (ids in all, <unk> included) must be a whole number >= 1, or None for "
-                                  f"no limit; got {max_size!r}")  # fmt: skip
+                raise count_error(
+                    "max_size (ids in all, <unk> included)", max_size, " (or None for no limit)"
+                )
             kept = kept[: max_size - int(unk)]
         self.unk = unk
         self.itos = ([UNK] if unk else []) + [t for t, _ in kept]

@@ -22,7 +22,7 @@ import zlib
 import numpy as np
 
 from rnnkit._io import atomic_open, read_bytes
-from rnnkit.errors import RnnkitError
+from rnnkit.errors import RnnkitError, count_error
 
 
 def file_record(path) -> dict:
@@ -405,7 +405,7 @@ class WordVectors:
 
 def _check_topn(topn) -> None:
     if isinstance(topn, bool) or not isinstance(topn, numbers.Integral) or topn < 1:
-        raise RnnkitError(f"topn (how many words to list) must be a whole number >= 1, got {topn!r}")
+        raise count_error("topn (how many words to list)", topn)
 
 
 def _packed(raw, path):

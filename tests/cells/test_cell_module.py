@@ -183,7 +183,7 @@ def test_wrong_input_or_state_is_one_line(name):
 @pytest.mark.parametrize("sizes", [(True, 4), (4, True), (0, 4), (4, 2.0)])
 def test_sizes_that_are_not_positive_integers_are_refused(name, sizes):
     """As Recurrent refuses them: True was taken as an int, a cell of width 1."""
-    with pytest.raises(ValueError, match="must be a positive integer"):
+    with pytest.raises(ValueError, match="must be an integer >= 1, got"):
         CELLS[name](*sizes)
 
 

@@ -388,9 +388,9 @@ def test_stream_batches_check_their_sizes_and_tokens():
     ids silently and a window past the end was empty."""
     toks = np.arange(100, dtype=np.uint8)
     for call, message in [
-        (lambda: StreamBatches(toks, 0, 5), r"batch size \(streams\) must be a whole number >= 1, got 0"),
+        (lambda: StreamBatches(toks, 0, 5), r"batch size \(streams\) must be an integer >= 1, got 0"),
         (lambda: StreamBatches(toks, -1, 5), "got -1"),
-        (lambda: StreamBatches(toks, 2, 0), r"seq_len \(window length\) must be a whole number >= 1"),
+        (lambda: StreamBatches(toks, 2, 0), r"seq_len \(window length\) must be an integer >= 1"),
         (lambda: eval_streams(toks, 4, 0), "seq_len"),
         (lambda: StreamBatches(np.linspace(0, 3, 100), 2, 5), "integer token ids, got float64"),
     ]:

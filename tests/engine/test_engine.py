@@ -133,7 +133,10 @@ def test_a_probe_reused_at_every_step_is_bounded_or_says_so(backend):
     torch.testing.assert_close(kept.history[0] * 40 / 39, kept.history[1])
     torch.testing.assert_close(kept.dh, every.dh)
     for bad in (0, -1, 1.5, True, "1"):
-        with pytest.raises(ValueError, match=r"GradProbe\(keep=...\) must be a whole number"):
+        with pytest.raises(
+            ValueError,
+            match=r"GradProbe\(keep=...\) \(records kept\) must be an integer >= 1 \(or None: all\)",
+        ):
             GradProbe(keep=bad)
 
 

@@ -181,7 +181,7 @@ def test_the_cell_refuses_a_proj_size_of_true_in_one_line():
 def test_the_cell_names_a_hidden_size_that_is_no_number(hidden_size):
     """LSTMP compared proj_size with hidden_size before checking it: None or "4" failed with "'<' not supported
     between instances of 'int' and 'NoneType'", where LSTM(3, None) names hidden_size."""
-    with pytest.raises(ValueError, match=r"^hidden_size must be a positive integer"):
+    with pytest.raises(ValueError, match=r"^hidden_size must be an integer >= 1, got"):
         LSTMP(3, hidden_size, proj_size=2)
 
 

@@ -512,7 +512,7 @@ def test_bad_construction():
     with pytest.raises(RnnkitError, match="nonlinearity='relu' is torch.nn.RNN's option"):
         Recurrent("gru", 3, 4, nonlinearity="relu")
     assert type(Recurrent("rnn_relu", 3, 4, nonlinearity="relu").cells[0]) is CELLS["rnn_relu"]
-    with pytest.raises(RnnkitError, match="hidden_size must be a positive integer"):
+    with pytest.raises(RnnkitError, match="hidden_size must be an integer >= 1, got"):
         Recurrent("lstm", 3, 0)
     for kw in (dict(input_size=True), dict(num_layers=True), dict(cond_size=True), dict(proj_size=True)):
         with pytest.raises(RnnkitError, match="must be"):  # a bool is not a size (isinstance(True, int))
@@ -2409,3 +2409,23 @@ def test_a_state_dict_of_another_cell_kind_is_refused():
     ):
         cell.load_state_dict(CELLS["rnn_relu"](3, 4).state_dict())
     cell.load_state_dict(torch.nn.RNNCell(3, 4, nonlinearity="relu").state_dict())
+
+
+@pytest.mark.parametrize(
+    "make, name, value",
+    [
+        (lambda: Recurrent("gru", 0, 4), "input_size", 0),
+        (lambda: Recurrent("gru", 3, -1), "hidden_size", -1),
+        (lambda: Recurrent("gru", 3, 4, num_layers=0), "num_layers", 0),
+        (lambda: CELLS["lstm"](3, 2.5), "hidden_size", 2.5),
+        (lambda: CELLS["mut1"](True, 4), "input_size", True),
+        (lambda: GradProbe(keep=0), r"GradProbe\(keep=...\) \(records kept\)", 0),
+    ],
+)
+def test_a_bad_size_is_said_as_the_command_line_says_a_bad_count(make, name, value):
+    """The library said 'hidden_size must be a positive integer' (layers, cells), 'GradProbe(keep=...) must be a whole
+    number of records >= 1', where the command line's one wording for a bad count is 'must be an integer >= 1'."""
+    with pytest.raises(
+        RnnkitError, match=rf"^{name} must be an integer >= 1(, got| \(or None: all\), got) {value!r}$"
+    ):
+        make()

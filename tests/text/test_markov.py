@@ -187,9 +187,9 @@ def test_zero_and_negative_lengths():
     assert m.sample(0) == "" and len(m.sample(1)) == 1
     assert m.simulate(0).shape == (0,)
     for bad in (-2, 1.5):
-        with pytest.raises(RnnkitError, match="sample length must be a whole number >= 0"):
+        with pytest.raises(RnnkitError, match="sample length must be an integer >= 0"):
             m.sample(bad)
-        with pytest.raises(RnnkitError, match="simulate steps must be a whole number >= 0"):
+        with pytest.raises(RnnkitError, match="simulate steps must be an integer >= 0"):
             m.simulate(bad)
 
 

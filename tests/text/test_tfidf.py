@@ -43,7 +43,9 @@ def test_a_bare_str_is_refused_as_scikit_learn_does():
 
 @pytest.mark.parametrize("top", [0, -1, 1.5])
 def test_search_refuses_top_below_one(top):
-    with pytest.raises(RnnkitError, match="top .* must be a whole number >= 1"):
+    with pytest.raises(
+        RnnkitError, match=r"top \(how many documents to return\) must be an integer >= 1, got"
+    ):
         TfidfIndex().fit(DOCS).search("cat", top=top)  # top=-1 once dropped the last hit
 
 

@@ -126,11 +126,11 @@ def test_a_vocabulary_or_embedding_size_that_is_no_whole_number_is_one_line(size
     """Embedding(4.0, 2) failed inside torch ('empty(): argument 'size' failed to unpack ...'), Embedding(True, 2) with
     'empty() takes 1 positional argument but 2 were given', Embedding(4, -2) 'negative dimension'; one_hot(ids, 2.5)
     in torch.zeros, one_hot(ids, '4') in a comparison, and one_hot([0], True) ran as V = 1."""
-    with pytest.raises(RnnkitError, match="V \\(the vocabulary size\\) must be a whole number >= 0, got"):
+    with pytest.raises(RnnkitError, match="V \\(the vocabulary size\\) must be an integer >= 0, got"):
         one_hot([0], size)
-    with pytest.raises(RnnkitError, match="V \\(the vocabulary size\\) must be a whole number"):
+    with pytest.raises(RnnkitError, match="V \\(the vocabulary size\\) must be an integer >= 0, got"):
         Embedding(size, 2)
-    with pytest.raises(RnnkitError, match="E \\(the embedding size\\) must be a whole number"):
+    with pytest.raises(RnnkitError, match="E \\(the embedding size\\) must be an integer >= 0, got"):
         Embedding(4, size)
     assert one_hot([1], np.int64(3)).shape == (1, 3) and one_hot([1], torch.tensor(3)).shape == (1, 3)
     assert Embedding(np.int64(4), torch.tensor(2)).weight.shape == (4, 2)
@@ -176,7 +176,9 @@ def test_one_hot_follows_torchs_default_dtype_and_embedding_takes_lists():
 def test_vocabulary_max_size_below_one_is_refused():
     """max_size=0 (or -1) came back as a vocabulary of one id, <unk>: more ids than asked for."""
     for max_size in (0, -1, 2.5):
-        with pytest.raises(RnnkitError, match="max_size .* must be a whole number >= 1"):
+        with pytest.raises(
+            RnnkitError, match=r"max_size .* must be an integer >= 1 \(or None for no limit\), got"
+        ):
             Vocabulary.build("a a b".split(), max_size=max_size)
     assert Vocabulary.build("a a b".split(), max_size=1).itos == ["<unk>"]
     assert Vocabulary.build("a a b".split(), max_size=1, unk=False).itos == ["a"]
@@ -285,7 +287,7 @@ def test_svd_k_that_is_no_whole_number_is_refused_in_one_line(k):
     here), k='2' with "'<=' not supported", and k=True factorised with one dimension in silence."""
     D = document_word_matrix([[0, 1], [1, 2], [2, 0], [0, 0]], 3)
     with pytest.raises(
-        RnnkitError, match=r"^k must be a whole number in 1\.\.2 for a 4 x 3 document-word matrix"
+        RnnkitError, match=r"^k must be an integer in 1\.\.2 for a 4 x 3 document-word matrix"
     ):
         svd_embeddings(D, k)
     assert svd_embeddings(D, np.int64(2))[0].shape == (4, 2)

@@ -15,6 +15,8 @@ import tempfile
 import time
 import zipfile
 
+from rnnkit.errors import RnnkitError
+
 try:  # an advisory lock marks a temporary file a writer holds (_remove_stale); Windows has none: the age alone
     import fcntl
 except ImportError:  # pragma: no cover
@@ -33,6 +35,9 @@ def atomic_open(path, mode: str = "w", **kw):
     """open(path, mode) for writing, whose content replaces `path` only once the block ends without error."""
     path = pathlib.Path(path)
     target = pathlib.Path(os.path.realpath(path))  # through a link, its file: the rename replaced the link
+    if target.exists() and not target.is_file() and not target.is_dir():  # (a folder: the rename's own error)
+        # a link to /dev/null (or a FIFO): the rename replaced the device itself with a regular file, as root
+        raise RnnkitError(f"cannot write {path}: it is {kind_of(target)}; give another path")
     # the name, cut to leave room for mkstemp's '.' + 8 characters + '.tmp': a name of 244 bytes or more (80 CJK
     # characters and '.npz'), which the folder takes, failed with 'File name too long' once the work was done
     name = target.name

@@ -10,6 +10,7 @@ import pytest
 
 from rnnkit import _io
 from rnnkit._io import LOG_EVERY, NOTEBOOK_ENV, UMASK, atomic_open, bar_style, write_text
+from rnnkit.errors import RnnkitError
 
 
 def test_a_replaced_file_keeps_its_mode_and_a_new_one_takes_the_umask(tmp_path):
@@ -240,3 +241,17 @@ def test_a_writers_lock_is_seen_where_flock_is_a_posix_lock(tmp_path, monkeypatc
         write_text(target, "quick\n")
         assert held.exists()
     assert target.read_text() == "slow\n"
+
+
+def test_a_write_through_a_link_to_a_device_or_a_pipe_is_refused(tmp_path):
+    """atomic_open writes a link's file (the rename replaces it, not the link): a link to /dev/null made the rename
+    replace /dev/null itself with a regular file (as root; found so, by `ngram train --out m` with m.npz such a link),
+    a link to a FIFO the FIFO. Refused in one line, the target left as it was (a FIFO here: /dev/null is shared)."""
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "link").symlink_to(tmp_path / "pipe")
+    for path in (tmp_path / "pipe", tmp_path / "link"):
+        with pytest.raises(
+            RnnkitError, match=rf"^cannot write {path}: it is a pipe \(FIFO\), not a file; give another "
+        ):
+            write_text(path, "x")
+    assert stat.S_ISFIFO(os.stat(tmp_path / "pipe").st_mode) and not list(tmp_path.glob("*.tmp"))

@@ -56,7 +56,16 @@ def check_writable(out, folder=None) -> None:
 def refuse_overwrite(out, outputs, inputs, what: str) -> None:
     """One error, before any work, where a file the command writes (`outputs`, into --out `out`) is a file it reads
     (`inputs`: its path, a link to it or a hard link): `rnnkit word2vec out/vectors.txt --out out` wrote its vectors
-    over the corpus it had read, the corpus lost. `what` names an input in the error (CORPUS, --patterns)."""
+    over the corpus it had read, the corpus lost. `what` names an input in the error (CORPUS, --patterns).
+    And where a file it writes is no file to write: a folder (the command failed once its work was done, "Is a
+    directory: m.npz"), a device, a pipe or a socket (a link to /dev/null or a FIFO replaced by a file): `ngram train
+    --out m` writes m.npz, which the check of the name given (m) never saw."""
+    for path in map(pathlib.Path, outputs):
+        if path.is_dir() or (path.exists() and not path.is_file()):
+            kind = "a folder" if path.is_dir() else kind_of(path)
+            raise RnnkitError(
+                f"--out {out}: it writes {path}, which is {kind}; remove it or give another --out"
+            )
     for given in inputs:
         for path in outputs:
             try:

@@ -1650,3 +1650,38 @@ def test_markov_checks_its_options_before_reading_the_text(tmp_path, capsys):
     _one_error_line(capsys, "--length must be an integer >= 1, got 0")
     assert main(["markov", "--text", str(tmp_path / "none.txt"), "check"]) == 2
     _one_error_line(capsys, "markov check needs at least one STRING to check")
+
+
+def test_an_out_whose_written_file_is_a_folder_a_device_or_a_pipe_is_refused(tmp_path, corpus, capsys):
+    """`ngram train c.txt --out m` writes m.npz: where m.npz was a folder the command failed once its work was done
+    ('Is a directory: m.npz'), and a FIFO m.npz or a link to /dev/null was replaced by the model, where --out m.npz
+    itself is refused (so word2vec's and tfidf index's files in their --out folder); through a link to /dev/null the
+    device itself was replaced by a regular file (as root). One line before any work now."""
+    (tmp_path / "m.npz").mkdir()
+    os.mkfifo(tmp_path / "f.npz")
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "d.npz").symlink_to(
+        tmp_path / "pipe"
+    )  # (as a link to /dev/null: the old code replaced the device)
+    (tmp_path / "w" / "vectors.txt").mkdir(parents=True)
+    (tmp_path / "t").mkdir()
+    os.mkfifo(tmp_path / "t" / "index.json")
+    cases = [
+        (["ngram", "train", str(corpus)], "m", "m.npz", "a folder"),
+        (["ngram", "train", str(corpus)], "f", "f.npz", "a pipe (FIFO), not a file"),
+        (["ngram", "train", str(corpus)], "d", "d.npz", "a pipe (FIFO), not a file"),
+        (["word2vec", str(corpus), "--backend", "torch"], "w", "w/vectors.txt", "a folder"),
+        (["tfidf", "index", str(corpus)], "t", "t/index.json", "a pipe (FIFO), not a file"),
+    ]
+    for args, out, written, kind in cases:
+        out, written = tmp_path / out, tmp_path / written
+        assert main([*args, "--out", str(out)]) == 2
+        _one_error_line(
+            capsys, f"--out {out}: it writes {written}, which is {kind}; remove it or give another --out"
+        )
+    assert (
+        (tmp_path / "d.npz").is_symlink()
+        and not (tmp_path / "pipe").is_file()
+        and not (tmp_path / "f.npz").is_file()
+    )
+    assert not (tmp_path / "t" / "index.json").is_file()

@@ -65,13 +65,16 @@ def _check_integers(args) -> None:
                                   "give a smaller one")  # fmt: skip
 
 
-def _setup(args):
-    """Check --device, make --out, and seed a generator on --device: once every option is checked."""
+def _setup(args, writes=()):
+    """Check --device, make --out, and seed a generator on --device: once every option is checked. `writes`: the
+    files the command writes into --out, each refused where it is a folder, a device or a pipe (a folder failed the
+    command once its work was done)."""
     import torch
 
     _check_numbers(args)
     _check_integers(args)
     _check_device(args.device)
+    refuse_overwrite(args.out, [pathlib.Path(args.out) / name for name in writes], [], "")
     out = out_folder(args.out)
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     return out, generator
@@ -190,7 +193,7 @@ def hopfield_recall(args) -> None:
             f"--erase with --noise {args.noise:g} erases no unit of {_plural(n, 'unit')} (round(noise x N) = 0); "
             "give a larger --noise with it, or leave --erase out"
         )
-    out, g = _setup(args)
+    out, g = _setup(args, ("recall.png", "energy.png"))
     if xi is None:
         xi = hopfield.random_patterns(count, units, g, args.device)
     xi = xi.to(args.device)
@@ -258,7 +261,7 @@ def hopfield_capacity(args) -> None:
         positive_int("--max-sweeps", _pick(args, "max_sweeps", d.max_sweeps, 5)),
         args.seed,
     ).check()  # fmt: skip
-    out, _ = _setup(args)
+    out, _ = _setup(args, ("capacity.json", "capacity.png"))
     done = []
 
     def progress(r):
@@ -365,7 +368,7 @@ def rbm_train(args) -> None:
     cfg = _train_config(args, args.visible)
     hidden = positive_int("--hidden", _pick(args, "hidden", 100, 16))
     steps = positive_int("--gibbs-steps", _pick(args, "gibbs_steps", 1000, 10))
-    out, g = _setup(args)
+    out, g = _setup(args, ("filters.png", "samples.png"))
     gaussian = args.visible == "gaussian"
     x_train, _, x_test, _ = _digits_split(args)
     if gaussian:
@@ -422,7 +425,7 @@ def rbm_dbn(args) -> None:
     layers = _pick(args, "layers", [256, 128], [16, 8])
     for n in layers:
         positive_int("--layers (hidden sizes)", n)
-    out, g = _setup(args)
+    out, g = _setup(args, ("dbn_filters.png",))
     x_train, y_train, x_test, y_test = _digits_split(args)
     dbn = DBN([64, *layers], generator=g, device=args.device)
     try:
@@ -474,7 +477,7 @@ def rbm_cd_check(args) -> None:
     if 10 * args.weight_scale > torch.finfo(torch.float32).max:  # draws of ±inf weights: nan for every k
         raise RnnkitError(f"--weight-scale {args.weight_scale:g} is beyond the range of float32 (the weights' "
                           "type, at most 3.4e+38 a weight); give a smaller one")  # fmt: skip
-    out, g = _setup(args)
+    out, g = _setup(args, ("cd_check.png",))
     rbm = RBM(V, H, init_scale=args.weight_scale, generator=g, device=args.device)
     data = (torch.rand(200, V, generator=g, device=args.device) < 0.3).float()
     exact = torch.cat([t.flatten() for t in rbm_exact.exact_gradient(rbm, data)])
@@ -543,7 +546,7 @@ def ising_sweep(args) -> None:
         )
     if not args.temperatures:  # made only now: --count is within the limit
         temps = torch.linspace(t_min, t_max, chains).tolist()
-    out, g = _setup(args)
+    out, g = _setup(args, ("ising.json", "ising.png"))
     model = ising.Ising(size, temps, args.coupling, args.field, args.update, args.start, g, args.device)
     # a Ctrl-C an hour into a large sweep lost every temperature: past two measured sweeps it ends the run there
     results = model.run(sweeps, burn_in, progress=True, interruptible=True)

@@ -822,3 +822,25 @@ def test_hopfield_recall_of_many_cues_prints_a_summary_of_the_overlaps(tmp_path,
     line = next(li for li in capsys.readouterr().out.splitlines() if li.startswith("final overlap"))
     assert re.match(r"final overlap with the stored pattern: mean \d\.\d{3}, lowest -?\d\.\d{3}, \d+ of 30 recalled exactly; "
                     r"the first 20: (-?\d\.\d{3} ){19}-?\d\.\d{3}$", line), line  # fmt: skip
+
+
+def test_a_file_the_command_writes_that_is_a_folder_or_a_pipe_is_refused_before_its_work(tmp_path, capsys):
+    """`ising sweep --out o` with o/ising.json a folder ran every sweep, then failed ('Is a directory: o/ising.json'),
+    and a FIFO at o/capacity.png was replaced by the figure once `hopfield capacity` had run all its points (then
+    refused there, by atomic_open). Each command's files in --out are checked as ngram train's are, before any work."""
+    import os
+
+    (tmp_path / "i" / "ising.json").mkdir(parents=True)
+    (tmp_path / "c").mkdir()
+    os.mkfifo(tmp_path / "c" / "capacity.png")
+    for args, out, written, kind in [
+        (["ising", "sweep", "--dry-run"], "i", "ising.json", "a folder"),
+        (["hopfield", "capacity", "--dry-run"], "c", "capacity.png", "a pipe (FIFO), not a file"),
+    ]:
+        out = tmp_path / out
+        assert main([*args, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert (
+            err
+            == f"rnnkit: error: --out {out}: it writes {out / written}, which is {kind}; remove it or give another --out\n"
+        )

@@ -418,6 +418,51 @@ class Cell(OwnParametersModule):
         own = ("W_xh", "b_xh", *type(self).REC_PARAMS)
         return {theirs: ours for theirs, ours in zip(TORCH_NAMES, TORCH_ORDER) if ours in own}
 
+    @classmethod
+    def from_torch(cls, m: nn.Module) -> "Cell":
+        """rnnkit's cell of torch.nn.RNNCell, LSTMCell or GRUCell m's function, holding copies of its weights, on its
+        device and in its dtype, frozen ones frozen, in its train or eval mode (the RNG left as it was); to_torch goes
+        back. Called on Cell, the class follows m (RNNCell's nonlinearity too); on a cell class, m must be of its kind."""
+        from rnnkit.cells import CELLS
+
+        kind = next((k for k, (M, kw) in TORCH_CELLS.items() if type(m) is M and getattr(m, "nonlinearity", None)
+                     == kw.get("nonlinearity")), None)  # fmt: skip
+        if kind is None:
+            raise RnnkitError(f"from_torch takes torch.nn.RNNCell, LSTMCell or GRUCell, got {type(m).__name__}; a "
+                              "torch.nn.RNN, LSTM or GRU converts with rnnkit.Recurrent.from_torch")  # fmt: skip
+        if cls is not Cell and cell_kind(cls) != kind:
+            raise RnnkitError(f"{cls.__name__}.from_torch: m is a torch.nn.{type(m).__name__} of the {kind} cell; use "
+                              f"rnnkit.cells.{CELLS[kind].__name__}.from_torch(m), or Cell.from_torch(m)")  # fmt: skip
+        p = m.weight_ih
+        # (its draw is copied over: the caller's stream goes on as it was)
+        with torch.random.fork_rng(devices=[]):
+            cell = (CELLS[kind] if cls is Cell else cls)(
+                m.input_size, m.hidden_size, bias=m.bias, device=p.device, dtype=p.dtype
+            )
+        for theirs, ours in cell._torch_pairs().items():
+            _copy_weight(getattr(m, theirs), getattr(cell, ours))
+        return cell.train(m.training)
+
+    def to_torch(self) -> nn.Module:
+        """torch.nn's cell of this cell's function (RNNCell, LSTMCell, GRUCell), holding copies of its weights, on its
+        device and in its dtype, frozen ones frozen, in its train or eval mode (a layer's: Recurrent.to_torch)."""
+        kind = cell_kind(self)
+        if kind not in TORCH_CELLS or getattr(self, "proj_size", 0):
+            raise RnnkitError(f"torch.nn has no cell of {type(self).__name__}'s function; to_torch converts rnn_tanh, "
+                              "rnn_relu, lstm and gru cells (torch.nn.LSTMCell has no proj_size)")  # fmt: skip
+        pairs = self._torch_pairs()
+        computed = next((ours for ours in pairs.values() if ours not in self._parameters and own(self, ours) is not None), None)  # fmt: skip
+        if computed:
+            raise RnnkitError(f"to_torch: {computed} is computed from other parameters (a parametrization or pruning), "
+                              "which the copy would take once as it is now; remove that first")  # fmt: skip
+        Module, kw = TORCH_CELLS[kind]
+        p = self.weight_like()
+        with torch.random.fork_rng(devices=[]):
+            m = Module(self.input_size, self.hidden_size, self.bias, device=p.device, dtype=p.dtype, **kw)
+        for theirs, ours in pairs.items():
+            _copy_weight(getattr(self, ours), getattr(m, theirs))
+        return m.train(self.training)
+
     def extra_repr(self) -> str:
         """Sizes as torch.nn prints them: `LSTM(64, 128)`, `Leaky(64, 128, alpha=0.5)`."""
         return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
@@ -884,6 +929,22 @@ def same_math(cls):
         c = c.__bases__[0]
     _math_of[cls] = (c, tuple(names)) if c in own and c is not cls else None
     return c if c in own else cls
+
+
+# rnnkit's name of a cell -> the torch.nn cell of its function and that cell's options
+TORCH_CELLS = {
+    "rnn_tanh": (nn.RNNCell, {"nonlinearity": "tanh"}),
+    "rnn_relu": (nn.RNNCell, {"nonlinearity": "relu"}),
+    "lstm": (nn.LSTMCell, {}),
+    "gru": (nn.GRUCell, {}),
+}
+
+
+def _copy_weight(w, into) -> None:
+    """into.copy_(w) (None: a bias the cells lack), frozen where w is."""
+    if w is not None:
+        with torch.no_grad():
+            into.copy_(w).requires_grad_(w.requires_grad)
 
 
 def cell_kind(cell):

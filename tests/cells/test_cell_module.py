@@ -515,3 +515,38 @@ def test_a_parametrized_weight_is_computed_once_a_step(name, weight):
     ref = CELLS[name](3, 4, **({"learn_alpha": True} if name == "leaky" else {}))
     ref.load_state_dict({**plain, weight: 2 * plain[weight]})
     torch.testing.assert_close(got, ref(x, h), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_a_cell_converts_to_and_from_torchs_cell(name, bias):
+    """A layer had Recurrent.to_torch/from_torch, a cell neither (as the project's style asks of a cell torch has):
+    torch.nn.GRUCell().load_state_dict(cell.state_dict()) fails on rnnkit's names (W_xh), so an rnnkit cell had no way
+    to torch's. cell.to_torch() and Cell.from_torch(m) (or CELL.from_torch(m)) copy every weight, dtype, device, frozen
+    weights and train mode, drawing nothing from the caller's RNG; another function is refused in one line."""
+    from rnnkit.cells._base import Cell
+
+    torch.manual_seed(0)
+    cell = CELLS[name](3, 4, bias=bias, dtype=torch.float64).eval()
+    cell.W_hh.requires_grad_(False)
+    rng = torch.random.get_rng_state()
+    m = cell.to_torch()
+    back, same = Cell.from_torch(m), type(cell).from_torch(m)
+    assert torch.equal(rng, torch.random.get_rng_state())
+    assert type(m) is {"lstm": torch.nn.LSTMCell, "gru": torch.nn.GRUCell}.get(name, torch.nn.RNNCell)
+    assert getattr(m, "nonlinearity", name[4:]) == name[4:] and m.bias == bias and not m.training
+    assert m.weight_hh.dtype == torch.float64 and not m.weight_hh.requires_grad and m.weight_ih.requires_grad
+    assert type(back) is type(cell) is type(same) and not back.W_hh.requires_grad and not back.training
+    x = torch.randn(2, 3, dtype=torch.float64)
+    for other in (m, back):
+        got, want = other(x), cell(x)
+        for g, w in zip(got if name == "lstm" else (got,), want if name == "lstm" else (want,)):
+            torch.testing.assert_close(g, w, rtol=0, atol=0)
+    wrong = "rnn_tanh" if name != "rnn_tanh" else "rnn_relu"
+    with pytest.raises(
+        RnnkitError,
+        match=rf"^{type(CELLS[wrong](3, 4)).__name__}.from_torch: m is a torch.nn.\w+ of the {name} cell",
+    ):
+        CELLS[wrong].from_torch(m)
+    with pytest.raises(RnnkitError, match=r"^torch.nn has no cell of MUT1's function"):
+        CELLS["mut1"](3, 4).to_torch()

@@ -100,6 +100,13 @@ def check_out(out, resume: bool, force: bool) -> pathlib.Path:
         how = "copy the run's best.pt to latest.pt to resume from there, or " if best else ""
         raise RnnkitError(f"{out / 'latest.pt'} is a folder, not a checkpoint; remove it, then {how}start anew "
                           "with --force")  # fmt: skip
+    # a run file that is a folder (or a device, a pipe) failed once the run wrote it, after config.json and vocab.json
+    # (metrics.csv: "Is a directory"), or in --force's unlink
+    for name in RUN_FILES:
+        if (out / name).exists() and not (out / name).is_file():
+            what = "a folder" if (out / name).is_dir() else kind_of(out / name)
+            raise RnnkitError(f"{out / name} is {what}, where the run writes its {name}; remove it, or give another "
+                              "--out folder")  # fmt: skip
     config = out / "config.json"
     other = config.exists() and not _run_config(config)  # another command's (word2vec's --out has one)
     if other and not (latest or best) and not force:

@@ -720,6 +720,18 @@ def test_resume_with_a_folder_in_place_of_latest_pt_says_to_remove_it(tmp_path, 
     assert f"{run / 'latest.pt'} is a folder, not a checkpoint; remove it" in err and "--out" not in err, err
 
 
+def test_a_run_file_that_is_a_folder_is_refused_before_any_work(tmp_path, corpus, cli):
+    """run/metrics.csv a folder: train wrote config.json and vocab.json, then failed at the first row ('Is a
+    directory'); with --force, in the unlink of the old run's files. One line, nothing written."""
+    run = tmp_path / "run"
+    (run / "metrics.csv").mkdir(parents=True)
+    for extra in ([], ["--force"]):
+        code, _, err = cli("train", corpus, "--out", run, *TINY, "--max-steps", "2", *extra)
+        assert code == 2 and err.count("\n") == 1, err
+        assert f"{run / 'metrics.csv'} is a folder, where the run writes its metrics.csv" in err, err
+        assert sorted(p.name for p in run.iterdir()) == ["metrics.csv"]
+
+
 def test_every_command_checks_its_seed_and_empty_out(tmp_path, trained, cli):
     for args in (["markov", "sample", "--seed", "-1"], ["sample", trained, "--seed", str(2**32)],
                  ["hopfield", "recall", "--dry-run", "--out", tmp_path / "h", "--seed", str(2**64)]):  # fmt: skip

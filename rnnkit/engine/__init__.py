@@ -4,7 +4,8 @@
 - `python`:   hand-written BPTT, time loop in Python; any device and dtype;
 - `native`:   the same BPTT with the time loop in C++ (built on first use); CPU float32/float64.
 
-`run(...)` picks `native` when it is available and applies, else `python`.
+`run(...)` picks `native` when it is available and applies, else `python`. Tensors of a half type (float16,
+bfloat16) run in float32 on every backend (`_in_float32`), outputs and gradients cast back to their dtypes.
 
 Higher-order gradients (backward with create_graph=True) work on all three: `python` and `native`
 then compute their gradients through a rerun of the forward as an autograd loop
@@ -26,6 +27,7 @@ from rnnkit.engine.reference import autograd_loop, scan_loop
 from rnnkit.errors import RnnkitError, count_error, user_stacklevel
 
 BACKENDS = ("autograd", "python", "native")
+HALF = (torch.float16, torch.bfloat16)  # run in float32 (_in_float32)
 TRACE_ERROR = (
     "torch.jit.trace can't record rnnkit's recurrent loop (it runs outside the ops the tracer sees, so the "
     "trace would replay garbage; torch.jit is deprecated): use torch.export.export(model, (x,)) or "
@@ -223,8 +225,8 @@ def native_fits(cell, xw, state0, P):
 def _no_autocast(run, cell, xw, state0, P, mask, reverse, backend, probe, batch_first, **fold):
     """`run` under torch.autocast: autocast would run the step's GEMMs in bfloat16/float16 while the state
     and the pointwise math stay in float32 (a dtype clash inside the step), and a recurrence compounds the
-    rounding of every step. So the loop runs with autocast off, in the dtype of its parameters (float32),
-    and returns that dtype; the layers around it still run under autocast. Parameters of mixed dtypes (a bfloat16
+    rounding of every step. So the loop runs with autocast off, in the dtype of its parameters (float32;
+    float16 and bfloat16 ones in float32 too, _in_float32), and returns that dtype; the layers around it still run under autocast. Parameters of mixed dtypes (a bfloat16
     b_hh beside a float32 W_hh) run in the dtype they promote to, each cast to it (the loops failed inside on them)."""
     floats = [p.dtype for p in P if p is not None and p.is_floating_point()]
     dtype = functools.reduce(torch.promote_types, floats) if floats else xw.dtype
@@ -236,6 +238,22 @@ def _no_autocast(run, cell, xw, state0, P, mask, reverse, backend, probe, batch_
         fold = {k: cast(v) if isinstance(v, torch.Tensor) else v for k, v in fold.items()}
         return run(cell, cast(xw), tuple(cast(s) for s in state0), tuple(cast(p) for p in P), cast(mask), reverse,
                    backend, probe, batch_first, check=False, **fold)  # fmt: skip
+
+
+def _in_float32(run, cell, xw, state0, P, mask, reverse, backend, probe, batch_first, **fold):
+    """`run` of float16 or bfloat16 tensors: the loop (recurrent GEMMs, gate math, caches, BPTT) runs in float32 on
+    every backend, as torch.nn.LSTM's oneDNN loop computes its gates, and the outputs and final state are cast back
+    to their dtypes once; autograd casts each gradient back to its tensor's dtype (.float()'s backward). In bfloat16
+    a 200-step lstm's outputs came 5.5e-3 off float64's (torch.nn.LSTM: 2.6e-3), and the loop's rounding grows with
+    T. The caches are float32: twice a half loop's memory."""
+
+    def wide(t):
+        return t.float() if isinstance(t, torch.Tensor) and t.dtype in HALF else t
+
+    fold = {k: wide(v) for k, v in fold.items()}
+    hs, state = run(cell, wide(xw), tuple(wide(s) for s in state0), tuple(wide(p) for p in P), wide(mask), reverse,
+                    backend, probe, batch_first, check=False, **fold)  # fmt: skip
+    return hs.to(xw.dtype), tuple(s.to(s0.dtype) for s, s0 in zip(state, state0))
 
 
 def _check_sizes(cell, xw, states, P, xtilde):
@@ -510,6 +528,9 @@ def run(
     if autocast_on(xw.device):  # the loop runs in its parameters' dtype, see _no_autocast
         return _no_autocast(run, cell, xw, state0, P, mask, reverse, backend, probe, batch_first, xbias=xbias,
                             raw_tail=raw_tail, xtilde=xtilde, inner=inner)  # fmt: skip
+    if xw.dtype in HALF:  # the loop runs in float32, see _in_float32
+        return _in_float32(run, cell, xw, state0, P, mask, reverse, backend, probe, batch_first, xbias=xbias,
+                           raw_tail=raw_tail, xtilde=xtilde, inner=inner)  # fmt: skip
     # a cell of one's own given sizes its trace doesn't take: python's checks say what is wrong (asked before tracing
     # it: the trace's sample step, at H = U's columns, failed first with torch's error on shapes the user never gave)
     fits = native_fits(cell, xw, state0, P)

@@ -439,8 +439,9 @@ def unsupported_kind(device_type, dtype):
     engine.compiled.wanted)."""
     if device_type != "cpu":
         return f"{device_type} tensors (the native backend is CPU-only)"
-    if dtype not in (torch.float32, torch.float64):
-        return f"dtype {dtype} (the native backend runs float32 and float64)"
+    # (float16 and bfloat16 reach the loop as float32: engine._in_float32)
+    if dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+        return f"dtype {dtype} (the native backend runs float32 and float64, float16 and bfloat16 in float32)"
     return None
 
 

@@ -54,7 +54,7 @@ from rnnkit.cells._base import (
     plain_ops_only,
 )
 from rnnkit.cells._base import Cell as BaseCell
-from rnnkit.engine import BACKENDS, GradProbe, refuse_jit_trace, resolve_backend, run
+from rnnkit.engine import BACKENDS, HALF, GradProbe, refuse_jit_trace, resolve_backend, run
 from rnnkit.engine.compiled import transformed
 from rnnkit.errors import RnnkitError, count_error, switch, user_stacklevel
 
@@ -162,6 +162,11 @@ def _own_params(cell):
             return None
         got.append(p)
     return tuple(got)
+
+
+def _widened(tensors):
+    """Each half-type tensor (float16, bfloat16) of tensors (or None) in float32, its gradient cast back by autograd."""
+    return tuple(t.float() if t is not None and t.dtype in HALF else t for t in tensors)
 
 
 def _input_affine(cell):
@@ -600,6 +605,11 @@ class Recurrent(OwnParametersModule):
         if mask is not None:
             xs = xs.masked_fill(mask == 0, 0)
         state0 = self._initial_state(state, cond, B, xs)
+        half = self._half_type()
+        # a float16 or bfloat16 layer runs in float32 (see _project), its results cast back
+        if half is not None:
+            xs, state0 = xs.float(), tuple(s.float() for s in state0)
+            mask = None if mask is None else mask.float()
         probes = self._probes(probe)
         conditioned = "W_vh" in self._modules  # not hasattr: a miss on a Module raises, 3 µs
         below, prev, finals = xs, None, []
@@ -612,7 +622,7 @@ class Recurrent(OwnParametersModule):
                 cell = cells[i]
                 # (T, B, G·H): all steps in one GEMM; a conditioning term adds to xw after any tanh in it
                 self._check_weights(i, cell)
-                xw, P, fold = self._project(cell, below, raw_ok=not conditioned)
+                xw, P, fold = self._project(cell, below, raw_ok=not conditioned, half=half)
                 if conditioned:
                     xw = xw + self.W_vh[i](cond)[None]  # once per sequence, broadcast over T
                 s0 = tuple(s[i] for s in state0)
@@ -638,7 +648,17 @@ class Recurrent(OwnParametersModule):
         # (a stack even of one layer's: a tensor of its own, as torch.nn's h_n, which h_n.detach_() and h_n.mul_(2)
         # before backward take; a view of the final state refused both)
         stacked = tuple(joined(torch.stack, [f[k] for f in finals]) for k in range(self.num_states))
+        if half is not None:
+            out, stacked = out.to(half), tuple(s.to(half) for s in stacked)
         return out, (stacked if self.num_states == 2 else stacked[0])
+
+    def _half_type(self):
+        """The layer's dtype where it is float16 or bfloat16 (its first cell's, which every cell shares:
+        _check_weights), else None."""
+        lead = next(iter(self._modules["cells"]))
+        w = lead._parameters.get("W_xh")
+        w = lead.weight_like() if w is None else w
+        return w.dtype if w is not None and w.dtype in HALF else None
 
     def _forward_fast(self, x, state):
         """forward where nothing is asked of it but the loop: no gradient recorded (sampling, evaluation under
@@ -772,9 +792,14 @@ class Recurrent(OwnParametersModule):
                         "the input with a pre-hook on the layer itself (layer.register_forward_pre_hook)"
                     )
 
-    def _project(self, cell, xs, raw_ok=True):
+    def _project(self, cell, xs, raw_ok=True, half=None):
         """(xw, P, fold): cell.project_input(xs), the recurrent parameters cell.rec_params(), and what
         `run` needs to know of a projection the loop finishes (its xbias, raw_tail).
+
+        half: the layer's dtype, float16 or bfloat16, with xs in float32: the weights are read in float32 (one cast
+        per call, autograd casting their gradients back), so that the projection and the loop run in float32 on every
+        backend, as torch.nn.LSTM computes its gates in float32 (in bfloat16 a 200-step lstm's outputs came 5.5e-3 off
+        float64's, torch.nn.LSTM's 2.6e-3, every step's GEMMs and gate math rounded to 8 bits).
 
         The native engine runs the plain projection in its recycled buffers and leaves b_xh to the loop:
         where b_xh and b_hh add to the same pre-activation (Elman, leaky, LSTM), the loop adds b_xh + b_hh
@@ -788,12 +813,16 @@ class Recurrent(OwnParametersModule):
         if parametrized:  # (checked as computed, before b_hh + b_xh are folded below)
             i = next(i for i, c in enumerate(self._modules["cells"]) if c is cell)
             self._check_computed(i, cell, zip(type(cell).REC_PARAMS, P))
+        if half is not None:
+            P = _widened(P)
         # long enough to pay; under torch.autocast the projection is an F.linear like any other (in bfloat16
         # or float16), so that every backend gets the same xw; and under torch.compile, which compiles F.linear
         # with what is around it (the loop is an operator there, engine/compiled.py), without asking T (a guard
         # that compiled a third graph for lengths under 8)
         long = not torch.compiler.is_compiling() and xs.shape[0] >= 8 and not autocast_on(xs.device)
         affine = _input_affine(cell) if long else None
+        if half is not None and affine is not None:
+            affine = _widened(affine)
         # a W or b of a tensor subclass (a wrapper, a tagged tensor) makes xw one, which the engine leaves to the
         # python loop (native.unsupported); the native projection read its memory ('data is not allocated yet')
         plain = affine is not None and all(
@@ -827,9 +856,13 @@ class Recurrent(OwnParametersModule):
             return project(xs, W, b, cell.tanh_tail, ident), P, native
         # (python: run need not ask again, which keys a cell of one's own by all it reads a second time)
         fold = {"resolved": "python"} if chosen == "python" else {}
-        affine = _input_affine(cell) if affine is None else affine
+        if affine is None:
+            affine = _input_affine(cell)
+            affine = _widened(affine) if half is not None and affine is not None else affine
         if affine is None:  # a projection of the cell's own: rebuilt from xw itself (saved_input)
-            return cell.project_input(xs), P, fold
+            # (in the cell's own dtype: its weights are read there)
+            xw = cell.project_input(xs) if half is None else cell.project_input(xs.to(half)).float()
+            return xw, P, fold
         W, b = affine
         tail, ident = cell.tanh_tail, cell.input_identity
         xw = affine_input(xs, W, b, tail, ident)  # cell.project_input(xs), its weights taken once

@@ -383,17 +383,23 @@ def test_a_failed_build_is_warned_of_under_compile_too(monkeypatch):
 
 
 def test_a_dtype_the_operator_declines_is_said_under_compile_too(monkeypatch):
-    """backend="native" with float16 (which the native loop doesn't run): eagerly one line says the python loop
-    runs instead; under torch.compile `wanted` declined the operator and dynamo unrolled the python loop in silence.
-    Said once, as eager code says it (a second call, compiled or eager, says nothing)."""
+    """backend="native" with a dtype the native loop doesn't run (float16 was one; now none on a CPU is but GPU
+    tensors', so float64 is declined here): eagerly one line says the python loop runs instead; under torch.compile
+    `wanted` declined the operator and dynamo unrolled the python loop in silence. Said once, as eager code says it (a
+    second call, compiled or eager, says nothing)."""
     from rnnkit import engine
+    from rnnkit.engine import native
 
     monkeypatch.setattr(engine, "_warned", set())
+    declined = "dtype torch.float64 (declined here)"
+    monkeypatch.setattr(
+        native, "unsupported_kind", lambda device, dtype: declined if dtype == torch.float64 else None
+    )
     torch._dynamo.reset()
-    layer = Recurrent("rnn_tanh", 3, 4, backend="native", dtype=torch.float16)
-    x = torch.randn(2, 3, 3, dtype=torch.float16)
+    layer = Recurrent("rnn_tanh", 3, 4, backend="native", dtype=torch.float64)
+    x = torch.randn(2, 3, 3, dtype=torch.float64)
     with pytest.warns(
-        RuntimeWarning, match=r"native backend unavailable \(dtype torch.float16 .*python backend$"
+        RuntimeWarning, match=r"native backend unavailable \(dtype torch.float64 .*python backend$"
     ):
         got, _ = torch.compile(layer, backend="eager", fullgraph=True)(x)
     torch.testing.assert_close(got, layer(x)[0])  # (eager: no second warning; warnings are errors here)

@@ -372,7 +372,9 @@ def test_a_subclass_of_a_cell_registered_in_CELLS_still_runs_as_its_base(monkeyp
 def test_resolve_backend():
     xw = torch.zeros(1, 1, 4)
     assert resolve_backend(None, CELLS["gru"], xw) == "native"
-    assert resolve_backend(None, CELLS["gru"], xw.to(torch.bfloat16)) == "python"
+    # (float16 and bfloat16 run in float32: engine._in_float32)
+    assert resolve_backend(None, CELLS["gru"], xw.to(torch.bfloat16)) == "native"
+    assert resolve_backend(None, CELLS["gru"], xw.to("meta")) == "python"
 
     class Mine(CELLS["rnn_tanh"]):  # a user-defined cell: python runs its own step, quietly by default
         step = staticmethod(CELLS["rnn_tanh"].step)

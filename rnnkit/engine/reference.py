@@ -8,6 +8,9 @@ autograd's own, run in whatever autocast state `backward()` is called in: a loss
 autocast block runs the backward's GEMMs in bfloat16, gradients about 0.7% off those of a backward outside it
 (the python and native loops, whose BPTT turns autocast off, give the same bits either way). Call backward outside
 the block, as torch's autocast documentation asks; outside it the three backends agree to float32 rounding.
+
+float16 and bfloat16 tensors reach it in float32 (engine._in_float32, the layer's _project), as they reach the
+other loops: it is the reference in float32 for them too.
 """
 
 import threading
@@ -20,8 +23,6 @@ from rnnkit.cells._base import (
     changed_in_place,
     check_step,
     check_unchanged,
-    make_fx_tracing,
-    plain_ops_only,
     versions,
 )
 from rnnkit.errors import RnnkitError
@@ -41,7 +42,6 @@ def autograd_loop(cell, xw, state0, P, mask, reverse, probe=None):
     # overflowed to inf (a growing relu state, float16) made the kept state NaN (0·inf), its output too
     live = None if mask is None else mask != 0
     check = cell._checked_steps  # (a cell of one's own: its first step's outputs, see check_step)
-    wide = _wide_extras(cell, P)
     for t in order:
         # a padded step runs on a zero state (its result is discarded): the state kept there may be inf (a relu state
         # that overflowed at the sequence's last step), and the step's zero gradient times it made every weight
@@ -49,11 +49,9 @@ def autograd_loop(cell, xw, state0, P, mask, reverse, probe=None):
         run_on = state if mask is None else tuple(torch.where(live[t], s, 0) for s in state)
         # (not while torch.compile traces the loop: version counters are no values of its graph, and reading them
         # there failed in dynamo)
-        # (the P the step reads: a half-type parameter's alias from _narrow changed in place is named as any input)
-        P_t = P if wide is None else _narrow(wide, P)
-        seen = versions(xw_t=xw, state=run_on, P=P_t) if check and not torch.compiler.is_compiling() else None
+        seen = versions(xw_t=xw, state=run_on, P=P) if check and not torch.compiler.is_compiling() else None
         try:
-            got = cell.step(xw_t[t], run_on, P_t)
+            got = cell.step(xw_t[t], run_on, P)
         except (
             RuntimeError
         ) as e:  # xw_t.mul_(...) under grad: torch's 'Output 0 of UnbindBackward0 is a view and is
@@ -80,46 +78,6 @@ def autograd_loop(cell, xw, state0, P, mask, reverse, probe=None):
     if probe is not None:
         _watch(probe, hooks, raws, live, [s for s in state[1:] if s.requires_grad])
     return _tied_to_input(cell, xw, torch.stack(outs), state, P)
-
-
-def _wide_extras(cell, P):
-    """The recurrent parameters of a half type that require grad (W_hh, b_hh, an EXTRAS α), each in float32 (None
-    for the others) for the steps to read in its own dtype, the same values (_narrow): autograd sums a parameter's
-    gradient over its T uses in its dtype, and past 2⁸ steps of bfloat16 a step's term is lost in the sum: 200 steps
-    of an lstm gave db_hh 5% off and dW_hh 2% where torch.nn.LSTM and the python loop are 0.2% off, and a leaky
-    layer's dα over 1000 steps 1-4%. Summed in float32 (as torch's GEMMs accumulate dW_hh), cast once. None where
-    there are none (float32, float64)."""
-    if not torch.is_grad_enabled():
-        return None
-    half = (torch.float16, torch.bfloat16)
-    got = [None] * len(P)
-    for i, p in enumerate(P):
-        if isinstance(p, torch.Tensor) and p.dtype in half and p.requires_grad:
-            got[i] = p.float()
-    return got if any(w is not None for w in got) else None
-
-
-class _Widened(torch.autograd.Function):
-    """p for one step, p itself (p.detach(): its memory and version counter, no copy; a matrix cast at every step was
-    T copies of W_hh kept for backward), its gradient passed on in float32 to `wide`, p.float(), where autograd sums
-    the T steps' gradients."""
-
-    @staticmethod
-    def forward(ctx, wide, p):
-        return p.detach()
-
-    @staticmethod
-    def backward(ctx, dp):
-        return dp.float(), None
-
-
-def _narrow(wide, P):
-    """P for one step, from _wide_extras' float32 copies: each parameter itself, its gradient reaching its copy in
-    float32 (_Widened); under torch.func's transforms, torch.compile and make_fx (whose autograd.Functions lack the
-    rules) a vector is read as its copy cast back, and a matrix as itself (T casts would be T copies of it)."""
-    if plain_ops_only() or torch.compiler.is_compiling() or make_fx_tracing():
-        return tuple(p if w is None or p.dim() > 1 else w.to(p.dtype) for w, p in zip(wide, P))
-    return tuple(p if w is None else _Widened.apply(w, p.detach()) for w, p in zip(wide, P))
 
 
 def _tied_to_input(cell, xw, hs, state, P):

@@ -931,9 +931,10 @@ def test_a_step_changing_its_xw_t_in_place_is_one_line_on_every_backend(backend,
 
 
 def test_a_step_changing_a_half_type_extras_parameter_in_place_is_refused_by_the_autograd_loop():
-    """g.mul_(1.0) in a step, g a bfloat16 EXTRAS parameter: the autograd loop (since f868689) hands the steps a copy
+    """g.mul_(1.0) in a step, g a bfloat16 EXTRAS parameter: the autograd loop (since f868689) handed the steps a copy
     of g cast from float32, and such a step ran on in silence, where in float32 torch refuses it (a leaf changed in
-    place) and the python loop names it. It is the python loop's line."""
+    place) and the python loop names it. It is the python loop's line (the steps read the layer's float32 copy of g
+    now: a half layer computes in float32)."""
 
     class InPlaceGain(GainRNN):
         @staticmethod

@@ -442,8 +442,7 @@ def cmd_ngram_train(args) -> int:
     out = _out_file(args.out, make=False)
     out = out if out.suffix == ".npz" else out.with_name(out.name + ".npz")  # as numpy names it
     refuse_overwrite(args.out, [out], [args.corpus], "CORPUS")
-    k = 1.0 if args.k is None else args.k
-    lm = NGramLM(args.order, args.smoothing, k, args.discount, args.level, args.lower, args.min_freq)
+    lm = NGramLM(args.order, args.smoothing, args.k, args.discount, args.level, args.lower, args.min_freq)
     text = read_text(args.corpus, DRY_RUN_CHARS if args.dry_run else None)
     lm.fit(text, progress=True)
     if not lm.knows_tokens():  # it could only ever write <unk>

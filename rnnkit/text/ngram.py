@@ -78,20 +78,34 @@ def _number(x) -> bool:
     return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
+def _options(meta: dict) -> dict:
+    """A saved model's options as NGramLM takes them: every file holds k, and one saved by an older rnnkit may hold a
+    discount its smoothing did not use (ignored then: add-k's), or one discount with modified-kneser-ney, which
+    made it kneser-ney's model, bit for bit (read so)."""
+    options = {k: v for k, v in meta.items() if k != "vocab"}
+    if options["smoothing"] != "add-k":
+        options["k"] = None
+    elif options["discount"] is not None:
+        options["discount"] = None
+    if options["smoothing"] == "modified-kneser-ney" and options["discount"] is not None:
+        options["smoothing"] = "kneser-ney"
+    return options
+
+
 class NGramLM:
     """An n-gram language model over characters or words.
 
     Args:
         n: order (1 = unigram).
         smoothing: "kneser-ney", "modified-kneser-ney" or "add-k".
-        k: the add-k pseudo-count.
-        discount: a fixed Kneser-Ney discount D for every order; None estimates D_m = n1 / (n1 + 2 n2).
+        k: the add-k pseudo-count (add-k only; None: 1).
+        discount: a fixed discount D for every order (kneser-ney only); None estimates D_m = n1 / (n1 + 2 n2).
         level: "char" or "word"; lower: lower-case the text; min_freq: rarer tokens become `<unk>` (a word
             model's `<eos>` keeps its id: the line end is no rare word).
     """
 
     def __init__(
-        self, n: int, smoothing="kneser-ney", k=1.0, discount=None, level="char", lower=False, min_freq=1
+        self, n: int, smoothing="kneser-ney", k=None, discount=None, level="char", lower=False, min_freq=1
     ):
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
             raise count_error("n (the n-gram order)", n)
@@ -99,6 +113,23 @@ class NGramLM:
             raise RnnkitError(
                 f"unknown smoothing {smoothing!r}; use kneser-ney, modified-kneser-ney or add-k"
             )
+        # options the smoothing does not use were ignored in silence (modified-kneser-ney with one discount for every
+        # count is kneser-ney's model, bit for bit), as the CLI refuses them
+        if smoothing != "add-k" and k is not None:
+            raise RnnkitError(
+                f"k is the add-k pseudo-count, not used by smoothing={smoothing!r}; "
+                "leave it out or use smoothing='add-k'"
+            )
+        if smoothing == "add-k" and discount is not None:
+            raise RnnkitError(
+                "discount is for Kneser-Ney smoothing, not smoothing='add-k'; leave it out or use k"
+            )
+        if smoothing == "modified-kneser-ney" and discount is not None:
+            raise RnnkitError(
+                "discount fixes one discount for every count, which makes modified-kneser-ney plain kneser-ney; "
+                "give smoothing='kneser-ney' with it, or leave it out to estimate D1, D2 and D3+"
+            )
+        k = 1.0 if k is None else k
         # (a string failed with "'<' not supported", True ran as 1; lower="False", a config file's string, lower-cased)
         if isinstance(k, bool) or not isinstance(k, numbers.Real):
             raise RnnkitError(f"k (add-k's pseudo-count) must be a number, got {k!r}")
@@ -501,7 +532,7 @@ class NGramLM:
                 # an option every rnnkit so far saves none of: a newer one's (TypeError from cls(**meta) before)
                 newer = [k for k in meta if k not in (*OPTIONS, "vocab")] if isinstance(meta, dict) else []
                 if not lacks and not newer:
-                    model = cls(**{k: v for k, v in meta.items() if k != "vocab"})
+                    model = cls(**_options(meta))
                     model.vocab = Vocabulary.from_dict(meta["vocab"])
                     model.keys, model.count = [None], [None]
                     for m in range(1, model.n + 1):  # up to its first order with no m-grams (see _orders)

@@ -165,6 +165,11 @@ class Word2Vec:
             setattr(c, name, int(getattr(c, name)))
         self._width = 1  # a torch batch row's context slots (CBOW: 2·reach, set by _epoch); see _batch_pairs
 
+    def __getstate__(self) -> dict:
+        """The model as pickle and copy.deepcopy take it: without the compiled loop, a module, which they can't write
+        (a model trained on the native backend failed with "cannot pickle 'module' object"); fit loads it again."""
+        return {**self.__dict__, "native": None}
+
     def build_vocab(self, sentences: list[list[str]]) -> None:
         try:
             self.vocab = Vocabulary.build(

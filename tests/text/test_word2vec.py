@@ -1521,3 +1521,17 @@ def test_a_cut_word_after_a_vector_that_reads_as_text_is_no_word_of_two(tmp_path
         WordVectors.load(tmp_path / "v.bin")
     wv = WordVectors.load(tmp_path / "v.bin", unicode_errors="replace")
     assert wv.words == ["the", "é" * 49 + "\ufffd"] and np.array_equal(wv.vectors[0], first)
+
+
+@native
+def test_a_model_trained_on_the_native_backend_pickles_and_copies():
+    """pickle.dumps and copy.deepcopy of a Word2Vec trained by the compiled loop failed with "TypeError: cannot
+    pickle 'module' object" (the loop kept as self.native). The copy holds the same vectors, and trains again."""
+    import copy
+    import pickle
+
+    config = dict(dimension=8, window=2, min_count=1, epochs=1, sample=0, backend="native")
+    w2v = Word2Vec(**config).fit(planted_corpus())
+    for again in (pickle.loads(pickle.dumps(w2v)), copy.deepcopy(w2v)):
+        assert np.array_equal(again.wv.vectors, w2v.wv.vectors)
+        assert np.array_equal(again.fit(planted_corpus()).wv.vectors, w2v.wv.vectors)

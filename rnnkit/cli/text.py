@@ -445,11 +445,14 @@ def cmd_ngram_train(args) -> int:
     lm = NGramLM(args.order, args.smoothing, args.k, args.discount, args.level, args.lower, args.min_freq)
     text = read_text(args.corpus, DRY_RUN_CHARS if args.dry_run else None)
     lm.fit(text, progress=True)
-    if not lm.knows_tokens():  # it could only ever write <unk>
+    if not lm.knows_tokens() and lm.min_freq > 1 and lm.vocab.counts[0] > 0:  # it could only ever write <unk>
         raise RnnkitError(
             f"with --min-freq {args.min_freq} the model knows no {args.level} but <unk> (none occurs "
             f"{args.min_freq} times in {args.corpus}); lower --min-freq"
         )
+    if not lm.knows_tokens():  # (lowering --min-freq, at 1, could not help)
+        raise RnnkitError(f"{args.corpus} holds no {args.level} but line ends and <unk>; give a text with "
+                          f"{args.level}s")  # fmt: skip
     out_folder(out.parent)  # made once every option and the corpus are checked
     with _saving(1) as bar:
         lm.save(out)

@@ -432,10 +432,7 @@ class NGramLM:
         prints it as it comes, and memory stays flat (only the last N-1 ids are kept) however long it runs."""
         self._fitted()
         if not self.knows_tokens():
-            raise RnnkitError(
-                f"the model knows no {self.level} but <unk> (every one was rarer than its min_freq "
-                f"{self.min_freq}); train it again with a lower --min-freq"
-            )
+            raise RnnkitError(f"the model knows no {self.level} but <unk> ({self._why_no_tokens()})")
         if isinstance(length, bool) or not isinstance(length, numbers.Integral) or length < 0:
             raise RnnkitError(f"length must be an integer >= 0, got {length!r}")
         if alpha is not None and not (_number(alpha) and np.isfinite(alpha) and alpha > 0):
@@ -472,6 +469,14 @@ class NGramLM:
     def knows_tokens(self) -> bool:
         """Whether the vocabulary has a token to write besides <unk> (and a word model's <eos>)."""
         return any(t not in (UNK, EOS) for t in self.vocab.itos)
+
+    def _why_no_tokens(self) -> str:
+        """The end of iter_generate's line for a model that knows no token, why and the fix: its min_freq dropped
+        them, or its text held none (blank lines, or only the word <unk>: 'a lower --min-freq' at min_freq 1)."""
+        if self.min_freq > 1 and self.vocab.counts[0] > 0:
+            return f"every one was rarer than its min_freq {self.min_freq}); train it again with a lower --min-freq"
+        return (f"its training text holds no {self.level} but line ends and <unk>); train it on a text with "
+                f"{self.level}s")  # fmt: skip
 
     def complete(self, prefix: str, length: int) -> str:
         """Greedy completion: repeatedly append argmax_w P(w | prefix so far)."""

@@ -1685,3 +1685,23 @@ def test_an_out_whose_written_file_is_a_folder_a_device_or_a_pipe_is_refused(tmp
         and not (tmp_path / "f.npz").is_file()
     )
     assert not (tmp_path / "t" / "index.json").is_file()
+
+
+def test_ngram_train_of_a_text_with_no_words_does_not_say_lower_min_freq(tmp_path, capsys):
+    """`ngram train unk.txt --level word` of a text of only the word <unk> said 'with --min-freq 1 the model knows
+    no word but <unk> (none occurs 1 times in unk.txt); lower --min-freq': it has no word to keep at any --min-freq."""
+    (tmp_path / "unk.txt").write_text("<unk> <unk>\n\n<unk>\n")
+    args = [
+        "ngram",
+        "train",
+        str(tmp_path / "unk.txt"),
+        "--out",
+        str(tmp_path / "m.npz"),
+        "--level",
+        "word",
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err.splitlines()[-1]  # after the counting bar
+    assert err.startswith("rnnkit: error: ") and err.endswith(
+        "unk.txt holds no word but line ends and <unk>; give a text with words"
+    ), err

@@ -640,3 +640,18 @@ def test_options_the_smoothing_does_not_use_are_refused_and_old_files_read_as_be
     again = NGramLM.load(tmp_path / "old.npz")
     assert again.score("the cat sat").log_prob == old.score("the cat sat").log_prob
     assert NGramLM(3, smoothing="add-k", level="word").k == 1.0  # k=None: add-one
+
+
+@pytest.mark.parametrize("text", ["\n\n", "<unk> <unk>\n"])
+def test_a_model_of_a_text_with_no_words_does_not_say_lower_min_freq(text):
+    """A word model of blank lines (or of the word <unk> alone) said 'every one was rarer than its min_freq 1; train
+    it again with a lower --min-freq', a fix there is none of. It names the text now; min_freq's case is as before."""
+    lm = NGramLM(2, level="word").fit(text)
+    with pytest.raises(
+        RnnkitError, match=r"knows no word but <unk> \(its training text holds no word but line ends"
+    ):
+        lm.sample(3)
+    with pytest.raises(
+        RnnkitError, match=r"rarer than its min_freq 5\); train it again with a lower --min-freq"
+    ):
+        NGramLM(2, level="word", min_freq=5).fit("a b\n").sample(3)

@@ -79,6 +79,11 @@ def tokenize(text: str, level: str = "word", lower: bool = False, punctuation: b
     raise RnnkitError(f"unknown token level {level!r}; use 'char' or 'word'")
 
 
+def _plain(count):
+    """A count as a Python int or float, which JSON writes (numpy's int64 or float32 it does not)."""
+    return int(count) if isinstance(count, Integral) else float(count)
+
+
 class Vocabulary:
     """Token <-> id. Ids are assigned by descending count (ties: first seen), after `<unk>` = 0.
 
@@ -113,8 +118,8 @@ class Vocabulary:
         # unk=-1 or 2 built counts one id off the tokens (<unk>'s written over a token's), "False" an <unk>
         switch("unk", unk)
         unk = bool(unk)
-        # a Counter's most_common (a plain dict of counts has none); numpy's int64 counts are no JSON numbers
-        kept = [(t, int(c) if isinstance(c, Integral) else c) for t, c in Counter(counts).most_common()
+        # a Counter's most_common (a plain dict of counts has none); numpy's int64 or float32 counts are no JSON numbers
+        kept = [(t, _plain(c)) for t, c in Counter(counts).most_common()
                 if c >= min_freq and not (unk and t == UNK)]  # fmt: skip
         if max_size is not None:
             if isinstance(max_size, bool) or not isinstance(max_size, Integral) or max_size < 1:
@@ -129,7 +134,7 @@ class Vocabulary:
         self.counts = [0] * int(unk) + [c for _, c in kept]
         if unk:  # <unk> counts every occurrence of the tokens it replaces
             total = sum(counts.values())
-            self.counts[0] = (int(total) if isinstance(total, Integral) else total) - sum(self.counts)
+            self.counts[0] = _plain(total) - sum(self.counts)
 
     @classmethod
     def build(cls, tokens: Iterable[str], **kwargs) -> "Vocabulary":

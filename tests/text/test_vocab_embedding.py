@@ -361,3 +361,14 @@ def test_one_hot_is_made_on_its_ids_device_as_torchs_is(device):
         x = one_hot(ids, 4)
     assert x.device == ids.device and torch.equal(x, torch.nn.functional.one_hot(ids, 4).float())
     assert torch.equal(one_hot(ids, 4), torch.nn.functional.one_hot(ids, 4).float())
+
+
+def test_a_vocabulary_of_float32_counts_saves_and_loads(tmp_path):
+    """Counts as numpy float32 (weighted counts, a column of a float32 table) were kept as they came, and save raised
+    "TypeError: Object of type float32 is not JSON serializable" (numpy's int64 counts were made ints already)."""
+    import numpy as np
+
+    vocab = Vocabulary({"a": np.float32(3.5), "b": np.float32(2), "c": 1})
+    vocab.save(tmp_path / "v.json")
+    again = Vocabulary.load(tmp_path / "v.json")
+    assert again.itos == ["<unk>", "a", "b", "c"] and again.counts == vocab.counts == [0.0, 3.5, 2.0, 1]

@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from rnnkit.errors import RnnkitError
+from rnnkit.errors import RnnkitError, check_seed
 
 
 def check_ids(ids: torch.Tensor, V: int) -> None:
@@ -115,8 +115,10 @@ def svd_embeddings(D, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         raise RnnkitError(
             f"k must be an integer in 1..{min(n, d) - 1} for a {n} x {d} document-word matrix, got {k!r}"
         )
+    # (-1 or "a" was scikit-learn's "The 'random_state' parameter of TruncatedSVD must be ...", True ran as seed 1)
+    seed = check_seed(seed, "seed")
     from sklearn.decomposition import TruncatedSVD  # (imported here: scikit-learn takes a second or two)
 
-    svd = TruncatedSVD(n_components=int(k), random_state=seed)
+    svd = TruncatedSVD(n_components=int(k), random_state=None if seed is None else int(seed))
     U = svd.fit_transform(D)
     return U, svd.components_

@@ -372,3 +372,13 @@ def test_a_vocabulary_of_float32_counts_saves_and_loads(tmp_path):
     vocab.save(tmp_path / "v.json")
     again = Vocabulary.load(tmp_path / "v.json")
     assert again.itos == ["<unk>", "a", "b", "c"] and again.counts == vocab.counts == [0.0, 3.5, 2.0, 1]
+
+
+@pytest.mark.parametrize("seed", [-1, "a", True, 2**32])
+def test_svd_seed_that_is_no_seed_is_refused_naming_it(seed):
+    """seed=-1 or 'a' failed in scikit-learn naming its own parameter ("The 'random_state' parameter of TruncatedSVD
+    must be an int in the range [0, 4294967295] ..."), and seed=True ran as seed 1 in silence."""
+    D = document_word_matrix([[0, 1], [1, 2], [2, 0], [0, 0]], 3)
+    with pytest.raises(RnnkitError, match=r"^seed must"):
+        svd_embeddings(D, 2, seed=seed)
+    assert np.array_equal(svd_embeddings(D, 2, seed=np.int64(1))[0], svd_embeddings(D, 2, seed=1)[0])

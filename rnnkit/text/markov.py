@@ -143,6 +143,13 @@ class MarkovChain:
 
     def sample(self, length: int, seed: int = 0) -> str:
         """A string of `length` symbols: s_1 ~ π_0, s_t ~ P[s_{t-1}, :]; "" for length 0."""
+        other = next((e for e in self.emits if not isinstance(e, str)), None)
+        if (
+            other is not None
+        ):  # ("".join's TypeError, after the draws: 'sequence item 0: expected str instance')
+            raise RnnkitError(f"sample joins the symbols into one str, and this chain writes {other!r} "
+                              f"({type(other).__name__}); for its symbols use list(chain.iter_sample(length)), for "
+                              "state ids chain.simulate(length)")  # fmt: skip
         return "".join(self.iter_sample(length, seed))
 
     def iter_sample(self, length: int, seed: int = 0):
@@ -201,13 +208,13 @@ class MarkovChain:
         if unknown:
             reason = (f"{', '.join(map(repr, unknown))} {'is' if len(unknown) == 1 else 'are'} not among "
                       f"its symbols {_show(alphabet)}")  # fmt: skip
-            for case in (str.upper, str.lower):
+            for case in (str.upper, str.lower) if all(isinstance(x, str) for x in symbols) else ():
                 if all(case(x) in alphabet for x in symbols) and "".join(symbols) != case("".join(symbols)):
                     reason += f"; they are {case.__name__} case: try {case(''.join(symbols))!r}"
                     break
             from rnnkit.data.corpus import bytes_hint  # (a Latin-1 terminal's 'café', read 'caf\udce9')
 
-            return reason + bytes_hint(unknown)
+            return reason + bytes_hint([x for x in unknown if isinstance(x, str)])
         if not symbols:
             return None
         alpha = self.start * self._emits(symbols[0])
@@ -217,7 +224,7 @@ class MarkovChain:
         for i, x in enumerate(symbols[1:], 1):
             alpha = (alpha @ self.P) * self._emits(x)
             if alpha.sum() == 0:
-                return f"it cannot write {x!r} after {''.join(symbols[:i])!r}"
+                return f"it cannot write {x!r} after {_joined(symbols[:i])}"
             alpha = alpha / alpha.sum()
         return None
 
@@ -307,9 +314,17 @@ def _check_length(n, what: str) -> None:
         raise RnnkitError(f"{what} must be an integer >= 0, got {n!r}")
 
 
+def _joined(symbols: list) -> str:
+    """Symbols written so far, for a message: 'AAB' where each is one character, else their list ['the', 'cat'] (a
+    chain over words or numbers: 'thecat', and ''.join's TypeError for numbers)."""
+    if all(isinstance(x, str) and len(x) == 1 for x in symbols):
+        return repr("".join(symbols))
+    return repr(list(symbols))
+
+
 def _show(symbols: list[str], limit: int = 20) -> str:
-    """Symbols for a message: "A B E", or quoted when some are white space or longer than one character."""
-    plain = all(len(x) == 1 and not x.isspace() for x in symbols)
+    """Symbols for a message: "A B E", or quoted when some are white space, longer than one character or no str."""
+    plain = all(isinstance(x, str) and len(x) == 1 and not x.isspace() for x in symbols)
     shown = (" " if plain else ", ").join(symbols[:limit] if plain else map(repr, symbols[:limit]))
     return shown + (f" … ({len(symbols)} in all)" if len(symbols) > limit else "")
 

@@ -333,3 +333,19 @@ def test_a_transition_table_that_is_no_matrix_is_refused_in_one_line(P, said):
         match=r"^the transition table must be 2 x 2, non-negative, rows summing to 1, got " + said,
     ):
         MarkovChain(["a", "b"], P)
+
+
+def test_a_chain_over_numbers_or_words_samples_and_says_why_not_in_one_line():
+    """A chain of states 0, 1 (or estimated from lists of numbers) failed in sample after its draws with "TypeError:
+    sequence item 0: expected str instance, int found", and why_not with "object of type 'int' has no len()" or the
+    join's TypeError; a chain over words said 'after 'thethe''. sample names what gives the symbols now, why_not
+    lists them."""
+    chain = MarkovChain([0, 1], [[0.0, 1.0], [1.0, 0.0]])
+    with pytest.raises(RnnkitError, match=r"writes 0 \(int\); for its symbols use list\(chain\.iter_sample"):
+        chain.sample(3)
+    assert list(chain.iter_sample(3, seed=0)) in ([0, 1, 0], [1, 0, 1])
+    assert chain.why_not([2]) == "2 is not among its symbols 0, 1"
+    assert chain.why_not([0, 0]) == "it cannot write 0 after [0]"
+    words = MarkovChain.estimate([["the", "cat", "the", "dog"]])
+    assert words.why_not(["the", "cat", "cat"]) == "it cannot write 'cat' after ['the', 'cat']"
+    assert abe_machine().why_not("ABBA") == "it cannot write 'B' after 'AB'"  # one character each: as before

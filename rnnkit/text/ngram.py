@@ -152,7 +152,7 @@ class NGramLM:
         self.n, self.smoothing, self.k = int(n), smoothing, float(k)
         self.discount = None if discount is None else float(discount)
         self.level, self.lower = level, bool(lower)
-        self.min_freq = int(min_freq) if isinstance(min_freq, numbers.Integral) else min_freq
+        self.min_freq = int(min_freq) if isinstance(min_freq, numbers.Integral) else float(min_freq)
 
     # ---- training ---------------------------------------------------------------------------------
     def fit(self, text: str, progress: bool = False) -> "NGramLM":

@@ -306,6 +306,9 @@ def test_numpy_numbers_as_options_save_and_load(tmp_path):
     again = NGramLM.load(tmp_path / "m.npz")
     assert (again.n, again.discount, again.lower, again.min_freq) == (3, 0.5, True, 1)
     assert again.score("abc").log_prob == m.score("abc").log_prob
+    # a float32 min_freq was kept as it came, and save failed: 'Object of type float32 is not JSON serializable'
+    NGramLM(2, min_freq=np.float32(1.5)).fit("aabbc").save(tmp_path / "f.npz")
+    assert NGramLM.load(tmp_path / "f.npz").min_freq == 1.5
 
 
 @pytest.mark.parametrize("change", [lambda z: z["keys2"].astype(np.float64), lambda z: z["keys2"][:-1]])

@@ -165,6 +165,15 @@ class Word2Vec:
             setattr(c, name, int(getattr(c, name)))
         self._width = 1  # a torch batch row's context slots (CBOW: 2·reach, set by _epoch); see _batch_pairs
 
+    def __getattr__(self, name: str):
+        """Only for an attribute not set: what fit makes, asked before it, is said so (it was "'Word2Vec' object has
+        no attribute 'wv'"); an AttributeError still, as hasattr and pickle expect."""
+        if name in ("wv", "vocab", "counts", "U", "V_out", "loss_history"):
+            raise AttributeError(
+                f"this Word2Vec is not trained yet, so it has no {name}: call fit(sentences) first"
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def __getstate__(self) -> dict:
         """The model as pickle and copy.deepcopy take it: without the compiled loop, a module, which they can't write
         (a model trained on the native backend failed with "cannot pickle 'module' object"); fit loads it again."""

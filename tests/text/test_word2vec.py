@@ -1535,3 +1535,13 @@ def test_a_model_trained_on_the_native_backend_pickles_and_copies():
     for again in (pickle.loads(pickle.dumps(w2v)), copy.deepcopy(w2v)):
         assert np.array_equal(again.wv.vectors, w2v.wv.vectors)
         assert np.array_equal(again.fit(planted_corpus()).wv.vectors, w2v.wv.vectors)
+
+
+def test_what_fit_makes_asked_before_fit_says_to_fit():
+    """Word2Vec().wv (gensim's habit: model.wv.most_similar) was "AttributeError: 'Word2Vec' object has no attribute
+    'wv'", and loss_is_finite() the same of loss_history, where NGramLM and TfidfIndex say to call fit first."""
+    with pytest.raises(AttributeError, match=r"^this Word2Vec is not trained yet, so it has no wv: call fit"):
+        Word2Vec().wv.most_similar("king")
+    with pytest.raises(AttributeError, match="has no loss_history: call fit"):
+        Word2Vec().loss_is_finite()
+    assert not hasattr(Word2Vec(), "wv") and not hasattr(Word2Vec(), "no_such_name")

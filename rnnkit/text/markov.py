@@ -109,7 +109,17 @@ class MarkovChain:
         sequences = [list(s) for s in sequences if len(s) > 0]
         if not sequences:
             raise RnnkitError("cannot estimate a Markov chain from an empty corpus")
-        states = sorted(set().union(*sequences))
+        try:
+            states = set().union(*sequences)
+        except TypeError:  # (Python's "unhashable type: 'list'": sequences of sequences)
+            raise RnnkitError("the symbols of the sequences must be hashable (str, numbers, tuples); a sequence of "
+                              "lists holds none: give sequences of symbols") from None  # fmt: skip
+        try:
+            states = sorted(states)
+        except (
+            TypeError
+        ):  # symbols of several kinds ('<' not supported between 'NoneType' and 'str'): as first seen
+            states = list(dict.fromkeys(itertools.chain.from_iterable(sequences)))
         starts = [s[0] for s in sequences] if starts is None else list(starts)
         try:
             unknown = not starts or not set(starts) <= set(states)

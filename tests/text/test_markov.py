@@ -349,3 +349,16 @@ def test_a_chain_over_numbers_or_words_samples_and_says_why_not_in_one_line():
     words = MarkovChain.estimate([["the", "cat", "the", "dog"]])
     assert words.why_not(["the", "cat", "cat"]) == "it cannot write 'cat' after ['the', 'cat']"
     assert abe_machine().why_not("ABBA") == "it cannot write 'B' after 'AB'"  # one character each: as before
+
+
+def test_estimate_takes_symbols_of_several_kinds_and_says_unhashable_ones():
+    """Symbols of two kinds (None marking an end beside str) failed with "TypeError: '<' not supported between
+    instances of 'NoneType' and 'str'", and a sequence of lists with "unhashable type: 'list'". The first are states in
+    the order first seen now, the second one line."""
+    chain = MarkovChain.estimate([["a", None, "b"], ["b", "a"]])
+    assert chain.states == ["a", None, "b"]
+    assert chain.P[0].tolist() == [0.0, 1.0, 0.0] and chain.log_prob(["b", "a", None]) == pytest.approx(
+        np.log(0.5)
+    )
+    with pytest.raises(RnnkitError, match="symbols of the sequences must be hashable"):
+        MarkovChain.estimate([[[1], [2]]])

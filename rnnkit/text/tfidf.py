@@ -161,20 +161,22 @@ class TfidfIndex:
         if not docs:
             raise RnnkitError("no documents to index; give at least one non-empty document")
         # (the split of a loaded older index, which load sets, is not for new documents)
-        self.analyzer = Analyzer(self.config)
+        analyzer = Analyzer(self.config)
         # each document's terms counted under the bar, as ids in the order the terms first come (their columns,
         # the alphabetical order, known only at the end: the counting after the bar took twice the analysis's time)
         first_seen, ids, lengths = {}, [], []
         for doc in tqdm(docs, desc="tf-idf", unit=" docs", **bar_options(progress)):
-            doc_terms = self.analyzer(doc)
+            doc_terms = analyzer(doc)
             ids.append(np.fromiter([first_seen.setdefault(t, len(first_seen)) for t in doc_terms], np.int64))
             lengths.append(len(doc_terms))
-        self.terms = sorted(first_seen)
-        if not self.terms:
+        if not first_seen:  # (said before any attribute changes: a fitted index refitted so kept its old one)
             dropped = "punctuation and stop words" if self.config.stop_words else "punctuation"
             raise RnnkitError(
                 f"the documents hold no terms (with {dropped} dropped); give documents with words"
             )
+        # (set here, once every document is read: its terms were set before the check above, and an index that
+        # failed to refit had no terms but its old matrix, which search failed on and save wrote)
+        self.analyzer, self.terms = analyzer, sorted(first_seen)
         self.column = {t: j for j, t in enumerate(self.terms)}
         column = np.fromiter(map(self.column.__getitem__, first_seen), np.int64, len(first_seen))
         rows = np.repeat(np.arange(len(docs)), lengths)

@@ -452,3 +452,17 @@ def test_an_index_of_a_newer_rnnkit_is_one_line_saying_so(tmp_path):
     (tmp_path / "i" / "index.json").write_text(json.dumps(meta))
     with pytest.raises(RnnkitError, match="cannot read a TF-IDF index in"):
         TfidfIndex.load(tmp_path / "i")
+
+
+@pytest.mark.parametrize("docs", [["...", "!"], ["a dog", None]])
+def test_a_refit_that_fails_leaves_the_index_as_it_was(tmp_path, docs):
+    """fit(['...']) on a fitted index said 'the documents hold no terms' after setting its terms to []: the old
+    matrix stayed, search('cat') failed in scipy ('axis 1 index 1 exceeds matrix dimension 0') and save wrote an
+    index of no terms and 2 columns. A failed fit now changes nothing."""
+    index = TfidfIndex().fit(["the cat", "a dog"])
+    before = index.search("cat")
+    with pytest.raises(RnnkitError):
+        index.fit(docs)
+    assert index.terms == ["a", "cat", "dog", "the"] and index.search("cat") == before
+    index.save(tmp_path / "ix")
+    assert TfidfIndex.load(tmp_path / "ix").search("cat") == before

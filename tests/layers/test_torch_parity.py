@@ -67,6 +67,32 @@ def test_parity(name, layers, bidir, lengths, dtype, backend):
         torch.testing.assert_close(b, a, **TOL[dtype])
 
 
+@pytest.mark.parametrize("backend", ["python", "native"])
+@pytest.mark.parametrize("name", list(MODULES))
+def test_an_inf_recurrent_weight_with_padding_gives_torchs_gradients(name, backend):
+    """W_hh[0, 0] = inf, a saturated tanh or sigmoid past it, and variable lengths: native's padded steps ran the
+    BPTT GEMM with da = 0, 0 · inf = NaN in the dL/dh carried through the padding, NaN in dx and dh_0 (rnn_tanh:
+    10 and 9 where torch.nn's packed run, which takes no padded step, had 6 and 7; rnn_relu's weight gradients too).
+    Both directions: in reverse the padding is reached last and its dh is dh_0's."""
+    torch.manual_seed(0)
+    ref = MODULES[name](2, 3, batch_first=True, bidirectional=True)
+    with torch.no_grad():
+        ref.weight_hh_l0[0, 0] = ref.weight_hh_l0_reverse[0, 0] = float("inf")
+    ours = Recurrent.from_torch(ref, backend=backend)
+    x, lengths = torch.randn(3, 3, 2), [3, 1, 2]
+    state = tuple(torch.rand(2, 3, 3) + 0.5 for _ in range(2 if name == "lstm" else 1))
+    results = []
+    for m in (ref, ours):
+        xi, si = x.clone().requires_grad_(), tuple(s.clone().requires_grad_() for s in state)
+        s_in = si if name == "lstm" else si[0]
+        out, st = run_torch(m, xi, s_in, lengths) if m is ref else m(xi, s_in, lengths=torch.tensor(lengths))
+        loss = out.sum() + sum(s.sum() for s in (st if isinstance(st, tuple) else (st,)))
+        params = [p for _, p in (m.named_parameters() if m is ref else ours._torch_names())]
+        results.append(torch.autograd.grad(loss, [xi, *si, *params]))
+    for a, b in zip(*results):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5, equal_nan=True)
+
+
 @pytest.mark.parametrize("name", list(MODULES))
 @pytest.mark.parametrize("batch_first", [True, False])
 def test_round_trip_keeps_every_weight(name, batch_first):

@@ -398,16 +398,27 @@ Tensors forward(const at::Tensor& xw, const Tensors& state0, const std::vector<c
   return out;
 }
 
+// Whether row b was padded at the step BPTT took before step t (t + 1, or t - 1 in reverse): its dh passed through
+// as it was, still in r.dh. Its dH is that dh plus 0 · W_hh from the step's GEMM, NaN where W_hh holds an inf.
+template <typename T>
+bool passed(const Run<T>& r, int64_t t, int64_t b) {
+  const int64_t before = r.reverse ? t - 1 : t + 1;
+  return before >= 0 && before < r.T_ && !r.m(before, b);
+}
+
 template <typename T>
 void total_dh(Run<T>& r, int64_t t, int64_t j0, int64_t j1) {  // dh = dH + m_t ⊙ dhs[t]  (units [j0, j1))
   const int64_t BH = r.B * r.H;
   for (int64_t b = r.b0; b < r.b1; ++b) {
     const T m = r.m(t, b) ? T(1) : T(0);
     const T* __restrict dhs = r.dout(t, b) - b * r.H;
+    // after a padded step its dh, not dH: an inf in W_hh made the padded rows' dH NaN (0 · inf) and with them the
+    // gradients of x and h_0 where torch.nn's packed run, which takes no padded step, has numbers
+    const T* carried = passed(r, t, b) ? r.dh : r.dH;
     RNNKIT_SIMD
     // a select, not m · dhs: a padded step's output is 0 whatever came before, so dL/dout there reaches nothing
     // (a masked loss's NaN there, sqrt(Σ out²) at 0, made every gradient NaN; torch.nn's packed run drops it)
-    for (int64_t j = b * r.H + j0; j < b * r.H + j1; ++j) r.dh[j] = r.dH[j] + (m != T(0) ? dhs[j] : T(0));
+    for (int64_t j = b * r.H + j0; j < b * r.H + j1; ++j) r.dh[j] = carried[j] + (m != T(0) ? dhs[j] : T(0));
     if (r.probe != nullptr) std::copy(r.dh + b * r.H + j0, r.dh + b * r.H + j1, r.probe + t * BH + b * r.H + j0);
   }
 }
@@ -495,6 +506,10 @@ Tensors backward(const Tensors& saved, int64_t X, const std::vector<c10::optiona
   } else {
     run(T_ >= kPrepareSteps);
   }
+  // dL/dh_0 of a row padded at the step taken last (reverse, or length 0): its dh passed through (see passed)
+  const int64_t taken_last = reverse ? T_ - 1 : 0;
+  for (int64_t b = 0; mask && T_ > 0 && b < B; ++b)
+    if (!r.m(taken_last, b)) std::copy(r.dh + b * H, r.dh + (b + 1) * H, r.dH + b * H);
   Tensors out{dxw, dxt, dH};
   if (lstm) out.push_back(dC);
   Tensors dP(P.size());

@@ -321,7 +321,8 @@ class WordVectors:
         """Read either format, compressed with gzip or bzip2 or not (as gensim reads a .gz or .bz2); `binary=None`
         guesses from the file. Words are UTF-8; `unicode_errors` ("strict", "replace", "ignore", as gensim's) says
         what becomes of a word that is not (word2vec.c cuts words at 100 bytes, inside a character's bytes); a binary
-        file's word with a space ('new york', which gensim writes as it is) is one error whatever it says. `path`
+        file's word with a space ('new york', which gensim writes as it is) is one error whatever it says (where no
+        other word is odd, as a file of another encoding's are). `path`
         may also be the folder that `rnnkit word2vec --out` writes: its vectors.bin is read (vectors.txt with
         `binary=False`, or where there is no vectors.bin), checked against the sizes and sha256 its config.json
         records (a folder without them loads as before)."""
@@ -640,6 +641,7 @@ def _spaced_word(rest: bytes, start: int, E: int, word: str) -> str | None:
 def _read_binary(rest: bytes, V: int, E: int, errors: str = "strict"):
     _check_size(rest, V, E, 4 * E)  # 4 bytes per number
     words, vectors, pos = [], np.empty((V, E), np.float32), 0
+    first, unexplained, bad = None, False, None  # the first record read as 'new york'; another odd word
     for i in range(V):
         space = rest.find(b" ", pos)
         if space < 0:  # (rest.index said "subsection not found")
@@ -650,16 +652,27 @@ def _read_binary(rest: bytes, V: int, E: int, errors: str = "strict"):
         except UnicodeDecodeError:
             word, odd = None, True
         spaced = _spaced_word(rest, pos - 4 * E, E, words[-1]) if i and odd else None
-        if spaced:
-            raise ValueError(f"vector {i}'s word may be {spaced!r}: a binary file ends a word at its first space, "
-                             "so its vector was read from the word's rest, and this format holds no word with a "
-                             "space; write such words without one (new_york), or use the text format")  # fmt: skip
+        # said after the last vector, where no other word is odd: a file of control characters or another
+        # encoding in its words (gensim reads them) holds some after a vector that begins as text, one in 400
+        first = first or (spaced and (i, spaced))
+        unexplained = unexplained or (odd and not spaced)
+        if word is None and spaced:  # not UTF-8: said below where the file is no 'new york'
+            try:
+                word = _word(raw, i, errors)
+            except ValueError as e:
+                word, bad = raw.decode("utf-8", "replace"), bad or e
         words.append(_word(raw, i, errors) if word is None else word)
         end = space + 1 + 4 * E
         if end > len(rest):
             raise ValueError(f"file ends inside the vector of word {i + 1} of {V}")
         vectors[i] = np.frombuffer(rest[space + 1 : end], dtype="<f4")
         pos = end
+    if first and not unexplained:
+        raise ValueError(f"vector {first[0]}'s word may be {first[1]!r}: a binary file ends a word at its first "
+                         "space, so its vector was read from the word's rest, and this format holds no word with a "
+                         "space; write such words without one (new_york), or use the text format")  # fmt: skip
+    if bad:
+        raise bad
     if rest[pos:].strip():  # a binary file ends after its V-th vector (and a newline)
         more = len(rest) - pos
         if _is_binary(rest[pos:], 1, E):  # (a vector appended under the old header was 'is it binary?')

@@ -1545,3 +1545,23 @@ def test_what_fit_makes_asked_before_fit_says_to_fit():
     with pytest.raises(AttributeError, match="has no loss_history: call fit"):
         Word2Vec().loss_is_finite()
     assert not hasattr(Word2Vec(), "wv") and not hasattr(Word2Vec(), "no_such_name")
+
+
+# a control character; words of Latin-1
+@pytest.mark.parametrize("odd, other", [(b"a\x00b948", b"q\x01"), (b"\xe9cole", b"caf\xe9")])
+def test_a_file_of_odd_words_after_a_vector_that_reads_as_text_loads_as_gensim_reads_it(tmp_path, odd, other):
+    """A vector may begin with bytes of text and a space (b'ri ', one in a few hundred), and the next word hold a
+    control character or be of another encoding near its start, as gensim writes and reads them: read past b'ri ',
+    its rest ('948', 'ole') was a clean word, and this good file was refused, 'vector 1's word may be 'the ri''.
+    Where another word is odd too, that is the file's nature: it loads as before (not UTF-8: said, or replaced)."""
+    first = np.frombuffer(b"ri \xc2" + np.array([1.0, 2.0], "<f4").tobytes(), "<f4")
+    vectors = np.stack([first, np.ones(3, "<f4"), -np.ones(3, "<f4")]).astype("<f4")
+    data = b"3 3\n" + b"".join(w + b" " + v.tobytes() for w, v in zip([b"the", odd, other], vectors))
+    (tmp_path / "v.bin").write_bytes(data)
+    errors = "strict" if odd.isascii() else "replace"
+    wv = WordVectors.load(tmp_path / "v.bin", unicode_errors=errors)
+    assert wv.words == ["the", odd.decode("utf-8", "replace"), other.decode("utf-8", "replace")]
+    assert np.array_equal(wv.vectors[0], first) and np.array_equal(wv.vectors[2], -np.ones(3))
+    if not odd.isascii():
+        with pytest.raises(RnnkitError, match="the word of vector 3, 'caf.*', is not UTF-8"):
+            WordVectors.load(tmp_path / "v.bin")

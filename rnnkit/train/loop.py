@@ -101,9 +101,9 @@ def check_out(out, resume: bool, force: bool) -> pathlib.Path:
         raise RnnkitError(f"{out / 'latest.pt'} is a folder, not a checkpoint; remove it, then {how}start anew "
                           "with --force")  # fmt: skip
     # a run file that is a folder (or a device, a pipe) failed once the run wrote it, after config.json and vocab.json
-    # (metrics.csv: "Is a directory"), or in --force's unlink
+    # (metrics.csv: "Is a directory"), or in --force's unlink; a link --force removes (not its target) is no matter
     for name in RUN_FILES:
-        if (out / name).exists() and not (out / name).is_file():
+        if (out / name).exists() and not (out / name).is_file() and not (force and (out / name).is_symlink()):
             what = "a folder" if (out / name).is_dir() else kind_of(out / name)
             raise RnnkitError(f"{out / name} is {what}, where the run writes its {name}; remove it, or give another "
                               "--out folder")  # fmt: skip

@@ -1,8 +1,10 @@
 import csv
 import json
 import math
+import os
 import re
 import shutil
+import stat
 import struct
 import sys
 import zipfile
@@ -730,6 +732,24 @@ def test_a_run_file_that_is_a_folder_is_refused_before_any_work(tmp_path, corpus
         assert code == 2 and err.count("\n") == 1, err
         assert f"{run / 'metrics.csv'} is a folder, where the run writes its metrics.csv" in err, err
         assert sorted(p.name for p in run.iterdir()) == ["metrics.csv"]
+
+
+def test_force_replaces_a_run_file_that_is_a_link_to_a_folder_or_a_pipe(tmp_path, corpus, cli):
+    """--force removes the old run's files, a link as a link (its target untouched), and wrote the new ones: a
+    loss.png linked to a FIFO (or to /dev/null) or a metrics.csv linked to a folder was refused since a3e7d46 ('is
+    a pipe (FIFO), not a file, where the run writes its loss.png'). Without --force it is refused, as it was."""
+    run, fifo, folder = tmp_path / "run", tmp_path / "fifo", tmp_path / "folder"
+    for d in (run, folder):
+        d.mkdir()
+    os.mkfifo(fifo)
+    (run / "loss.png").symlink_to(fifo)
+    (run / "metrics.csv").symlink_to(folder)
+    code, _, err = cli("train", corpus, "--out", run, *TINY, "--max-steps", "2")
+    assert code == 2 and "is a folder, where the run writes its metrics.csv" in err, err
+    code, _, err = cli("train", corpus, "--out", run, *TINY, "--max-steps", "2", "--force")
+    assert code == 0, err
+    assert (run / "metrics.csv").is_file() and not (run / "loss.png").is_symlink()
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and folder.is_dir() and not any(folder.iterdir())
 
 
 def test_every_command_checks_its_seed_and_empty_out(tmp_path, trained, cli):

@@ -618,13 +618,14 @@ def _odd(raw: bytes) -> bool:
     return False
 
 
-def _spaced_word(rest: bytes, start: int, E: int, word: str) -> str | None:
+def _spaced_word(rest: bytes, start: int, E: int, word: str, newline: bool = False) -> str | None:
     """'new york' where a binary file held that word (gensim writes it as it is): the reader ends the word at its
     space, 'new', reads its vector (at `start` of `rest`) from 'york ' on, and the next word begins with the
     vector's last bytes, no UTF-8 or holding a control character (_odd). The whole word ('new york'), where the
     vector read begins with a rest of a word and a space, and the record read past them ends before a word that is
     not _odd; else None. (A vector alone may begin so, one in a few hundred: a word of word2vec.c's cut at 100
-    bytes inside a character, which is not UTF-8, is then told by its cut character still there.)"""
+    bytes inside a character, which is not UTF-8, is then told by its cut character still there. In word2vec.c's
+    layout, `newline` after each vector, the word's vector read so ends at a newline, where a word is read past one.)"""
     cut = rest.find(b" ", start, start + 4 * E)
     if cut <= start:
         return None
@@ -633,6 +634,8 @@ def _spaced_word(rest: bytes, start: int, E: int, word: str) -> str | None:
     except UnicodeDecodeError:
         return None
     after = cut + 1 + 4 * E  # where the word's vector ends, read past its rest and space
+    if newline and rest[after : after + 1] != b"\n":
+        return None
     space = rest.find(b" ", after)
     following = rest[after:space].lstrip(b"\n") if space > after else b""
     return f"{word} {tail}" if tail.isprintable() and following and not _odd(following) else None
@@ -642,6 +645,9 @@ def _read_binary(rest: bytes, V: int, E: int, errors: str = "strict"):
     _check_size(rest, V, E, 4 * E)  # 4 bytes per number
     words, vectors, pos = [], np.empty((V, E), np.float32), 0
     first, unexplained, bad = None, False, None  # the first record read as 'new york'; another odd word
+    # the first vector's end: a newline there is word2vec.c's layout (no word holds one)
+    after = rest.find(b" ") + 1 + 4 * E
+    newline = rest[after : after + 1] == b"\n"
     for i in range(V):
         space = rest.find(b" ", pos)
         if space < 0:  # (rest.index said "subsection not found")
@@ -651,7 +657,7 @@ def _read_binary(rest: bytes, V: int, E: int, errors: str = "strict"):
             word, odd = raw.decode("utf-8"), _CONTROL.search(raw) is not None
         except UnicodeDecodeError:
             word, odd = None, True
-        spaced = _spaced_word(rest, pos - 4 * E, E, words[-1]) if i and odd else None
+        spaced = _spaced_word(rest, pos - 4 * E, E, words[-1], newline) if i and odd else None
         # said after the last vector, where no other word is odd: a file of control characters or another
         # encoding in its words (gensim reads them) holds some after a vector that begins as text, one in 400
         first = first or (spaced and (i, spaced))

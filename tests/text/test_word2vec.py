@@ -1565,3 +1565,15 @@ def test_a_file_of_odd_words_after_a_vector_that_reads_as_text_loads_as_gensim_r
     if not odd.isascii():
         with pytest.raises(RnnkitError, match="the word of vector 3, 'caf.*', is not UTF-8"):
             WordVectors.load(tmp_path / "v.bin")
+
+
+def test_a_word2vec_c_file_of_one_odd_word_after_a_vector_that_reads_as_text_loads(tmp_path):
+    """word2vec.c writes a newline after each vector: a word of two ('new york') read as 'new' ends its vector read
+    past 'york ' at that newline, where a word of its own (b'a\\x00b948', after a vector that begins b'ri ') is read
+    past one. That good file, its one odd word, was refused: "vector 1's word may be 'the ri'"."""
+    first = np.frombuffer(b"ri \xc2" + np.array([1.0, 2.0], "<f4").tobytes(), "<f4")
+    vectors = np.stack([first, np.ones(3, "<f4")]).astype("<f4")
+    records = [w + b" " + v.tobytes() + b"\n" for w, v in zip([b"the", b"a\x00b948"], vectors)]
+    (tmp_path / "v.bin").write_bytes(b"2 3\n" + b"".join(records))
+    wv = WordVectors.load(tmp_path / "v.bin")
+    assert wv.words == ["the", "a\x00b948"] and np.array_equal(wv.vectors[0], first)

@@ -169,6 +169,16 @@ def _widened(tensors):
     return tuple(t.float() if t is not None and t.dtype in HALF else t for t in tensors)
 
 
+def _conditioning(w, cond, half):
+    """w(cond), W v + b of a conditioning Linear; for a half layer (half: its dtype) in float32, as its input
+    projection: a bfloat16 W_vh v rounded once added its error to every step's pre-activation (a 200-step layer's
+    outputs 2.0e-3 off float64's, 1.6e-3 its float32 copy's cast)."""
+    if half is None:
+        return w(cond)
+    b = None if w.bias is None else w.bias.float()
+    return F.linear(cond.float(), w.weight.float(), b)
+
+
 def _input_affine(cell):
     """cell.input_affine(), unless a subclass overrides project_input below where input_affine is defined
     (then its projection is its own: the native engine calls project_input as it is)."""
@@ -624,7 +634,7 @@ class Recurrent(OwnParametersModule):
                 self._check_weights(i, cell)
                 xw, P, fold = self._project(cell, below, raw_ok=not conditioned, half=half)
                 if conditioned:
-                    xw = xw + self.W_vh[i](cond)[None]  # once per sequence, broadcast over T
+                    xw = xw + _conditioning(self.W_vh[i], cond, half)[None]  # once per sequence, over T
                 s0 = tuple(s[i] for s in state0)
                 # the last layer's outputs straight in the caller's layout, contiguous (B, T, H) on every backend
                 # (no transpose and copy after, in the layer or in a Linear after it; and dropout after the layer,
@@ -1247,7 +1257,7 @@ class Recurrent(OwnParametersModule):
         if state is None:
             zeros = tuple(xs.new_zeros(shape) for shape in shapes)
             if "W_vs" in self._modules:
-                h0 = torch.stack([torch.tanh(w(cond)) for w in self.W_vs])
+                h0 = torch.stack([torch.tanh(_conditioning(w, cond, self._half_type())) for w in self.W_vs])
                 return (h0, *zeros[1:])
             return zeros
         _check_state_type(state, self.num_states)

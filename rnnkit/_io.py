@@ -80,6 +80,32 @@ def atomic_open(path, mode: str = "w", **kw):
             os.unlink(tmp)
 
 
+def check_save_path(path, folder: bool = False) -> pathlib.Path:
+    """One error, before any work, for a path a library save() can't write: every save creates its file (a TF-IDF
+    index its folder) and never the folders above it, as torch.save, numpy.save and gensim's save do (NGramLM.save
+    and TfidfIndex.save made them, the other saves failed with a bare FileNotFoundError on a temporary name, and a
+    TF-IDF index saved at a file with FileExistsError). `folder`: the path is a folder to write files into."""
+    path = pathlib.Path(path)
+    target = pathlib.Path(os.path.realpath(path))  # (through a link, where its file goes)
+    parent = target.parent
+    if not parent.exists():
+        raise RnnkitError(
+            f"cannot save {path}: the folder {parent} does not exist; create it first (os.makedirs)"
+        )
+    if not parent.is_dir():
+        raise RnnkitError(
+            f"cannot save {path}: {parent} is {kind_of(parent)}, not a folder; give a path in a folder"
+        )
+    if folder and target.exists() and not target.is_dir():
+        raise RnnkitError(f"cannot save into {path}: it is {kind_of(target)}, not a folder; give a folder")
+    if not folder and target.is_dir():
+        raise RnnkitError(f"cannot save {path}: it is a folder; give the path of a file in it")
+    where = target if folder and target.is_dir() else parent
+    if not os.access(where, os.W_OK | os.X_OK):
+        raise RnnkitError(f"cannot save {path}: the folder {where} is not writable; give another path")
+    return path
+
+
 def _sync_folder(folder: pathlib.Path) -> None:
     """fsync the folder after a rename in it: the rename itself is then on disk, not only the file's bytes (a power
     cut after a checkpoint's rename could otherwise bring back the old name's content, or no file where there was

@@ -255,3 +255,44 @@ def test_a_write_through_a_link_to_a_device_or_a_pipe_is_refused(tmp_path):
         ):
             write_text(path, "x")
     assert stat.S_ISFIFO(os.stat(tmp_path / "pipe").st_mode) and not list(tmp_path.glob("*.tmp"))
+
+
+def test_every_save_creates_no_folder_and_says_a_path_it_cannot_write_in_one_line(tmp_path):
+    """NGramLM.save and TfidfIndex.save made missing folders while Vocabulary.save and WordVectors.save failed with a
+    bare FileNotFoundError (naming a temporary file), and a TF-IDF index saved at a file raised FileExistsError.
+    Every save now creates its file (an index its folder) and no folder above it, as torch.save, numpy.save and
+    gensim do (and save_checkpoint did), and says a path it can't write in one RnnkitError naming it."""
+    import numpy as np
+
+    from rnnkit.energy.plots import line_figure
+    from rnnkit.text import NGramLM, TfidfIndex, Vocabulary, WordVectors
+    from rnnkit.train.checkpoint import save_checkpoint
+
+    saves = {
+        "vocab.json": Vocabulary({"a": 2, "b": 1}).save,
+        "v.txt": WordVectors(["a"], np.ones((1, 2), np.float32)).save,
+        "m.npz": NGramLM(2).fit("ab ab").save,
+        "c.pt": lambda p: save_checkpoint(p, {"x": 1}),
+        "f.png": lambda p: line_figure([0, 1], {"y": [0, 1]}, p, "x", "y"),
+        "index": TfidfIndex().fit(["cat dog"]).save,
+    }
+    (a_file := tmp_path / "a_file").write_text("x")
+    for name, save in saves.items():
+        missing = tmp_path / "missing" / name
+        with pytest.raises(
+            RnnkitError, match=f"^cannot save {missing}: the folder {missing.parent} does not exist;"
+        ):
+            save(missing)
+        inside_a_file = a_file / name
+        with pytest.raises(
+            RnnkitError, match=f"^cannot save {inside_a_file}: {a_file} is a file, not a folder;"
+        ):
+            save(inside_a_file)
+        save(tmp_path / name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*saves, "a_file"])
+    with pytest.raises(
+        RnnkitError, match=f"^cannot save into {a_file}: it is a file, not a folder; give a folder"
+    ):
+        saves["index"](a_file)
+    with pytest.raises(RnnkitError, match=f"^cannot save {tmp_path / 'index'}: it is a folder;"):
+        saves["m.npz"](tmp_path / "index")

@@ -6,7 +6,7 @@ import math
 import torch
 from matplotlib.figure import Figure
 
-from rnnkit._io import save_figure
+from rnnkit._io import check_save_path, save_figure
 from rnnkit.energy.capacity import ALPHA_C
 
 
@@ -19,6 +19,7 @@ def image_shape(units: int, shape=None) -> tuple:
 
 
 def _save(fig, path) -> str:
+    check_save_path(path)
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
     return str(path)

@@ -31,7 +31,7 @@ from collections import Counter
 import numpy as np
 from tqdm import tqdm
 
-from rnnkit._io import atomic_open, bar_options, is_zip
+from rnnkit._io import atomic_open, bar_options, check_save_path, is_zip
 from rnnkit.errors import RnnkitError, check_seed, count_error, switch
 from rnnkit.text.lmscore import LMScore, pick_next
 from rnnkit.text.vocab import UNK, Vocabulary, refuse_surrogate_pairs, tokenize
@@ -498,8 +498,7 @@ class NGramLM:
     # ---- save / load ------------------------------------------------------------------------------
     def save(self, path) -> None:
         self._fitted()
-        path = pathlib.Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = check_save_path(path)
         arrays = {
             f"{name}{m}": getattr(self, name)[m]
             for m in range(1, self._orders() + 1)

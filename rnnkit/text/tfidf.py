@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm import tqdm
 
-from rnnkit._io import atomic_open, bar_options, is_zip, write_text
+from rnnkit._io import atomic_open, bar_options, check_save_path, is_zip, write_text
 from rnnkit.errors import RnnkitError, count_error, switch
 from rnnkit.text.vocab import _WORD_AND_PUNCT, word_tokenize
 
@@ -245,13 +245,13 @@ class TfidfIndex:
         """tfidf.npz (the matrix), then index.json (config, terms, IDF and the sha256 of that tfidf.npz: a save
         stopped between the two leaves a pair that load refuses, not a new matrix read with old terms)."""
         self._fitted()
-        d = pathlib.Path(directory)
+        d = check_save_path(directory, folder=True)
         npz = io.BytesIO()
         sp.save_npz(npz, self.matrix)
         self.sha256 = hashlib.sha256(npz.getvalue()).hexdigest()
         meta = json.dumps({"config": asdict(self.config), "terms": self.terms, "idf": self.idf.tolist(),
                            "tfidf_sha256": self.sha256, "word_marks": self.analyzer.marks})  # fmt: skip
-        d.mkdir(parents=True, exist_ok=True)  # the JSON first: a failure there wrote no half index
+        d.mkdir(exist_ok=True)  # the JSON first: a failure there wrote no half index
         with atomic_open(d / "tfidf.npz", "wb") as f:  # each file whole or the old one (rnnkit._io)
             f.write(npz.getvalue())
         write_text(d / "index.json", meta)

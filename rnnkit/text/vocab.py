@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from numbers import Integral, Real
 
-from rnnkit._io import write_text
+from rnnkit._io import check_save_path, write_text
 from rnnkit.errors import RnnkitError, count_error, switch
 
 UNK = "<unk>"
@@ -214,6 +214,7 @@ class Vocabulary:
             other = others[0]
             raise RnnkitError(f"cannot save a vocabulary of tokens other than str (such as {other!r}, a "
                               f"{type(other).__name__}): its file holds str tokens; build it of str tokens")  # fmt: skip
+        check_save_path(path)
         text = json.dumps(self.to_dict(), ensure_ascii=False)
         if not text.isascii() and re.search("[\ud800-\udfff]", text):
             # a lone surrogate (U+D800..U+DFFF), which UTF-8 has none of: as JSON's \ud800 (ensure_ascii), which

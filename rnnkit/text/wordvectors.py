@@ -21,7 +21,7 @@ import zlib
 
 import numpy as np
 
-from rnnkit._io import atomic_open, read_bytes
+from rnnkit._io import atomic_open, check_save_path, read_bytes
 from rnnkit.errors import RnnkitError, count_error
 
 
@@ -308,6 +308,7 @@ class WordVectors:
             raise RnnkitError(f"cannot save the word {lone!r} in word2vec format: UTF-8, the format's, has no code "
                               "for its lone surrogate (of bytes read with errors='surrogateescape'); read the text in "
                               "its own encoding, or with errors='replace'")  # fmt: skip
+        check_save_path(path)
         with atomic_open(path, "wb") as raw, _packed(raw, path) as f:  # (failed: the old file as it was)
             f.write(f"{V} {E}\n".encode())
             for w, x in zip(self.words, self.vectors):

@@ -23,7 +23,7 @@ import zipfile
 
 import torch
 
-from rnnkit._io import atomic_open, is_zip
+from rnnkit._io import atomic_open, check_save_path, is_zip
 from rnnkit.errors import RnnkitError
 
 FORMAT = "rnnkit-charlm"
@@ -75,8 +75,7 @@ def save_checkpoint(path, payload: dict):
     if bad:
         raise RnnkitError(f"a checkpoint holds tensors, numbers, strings, dtypes and dicts/lists of them only; {bad} "
                           "is not one (convert it: torch.as_tensor(array), dataclasses.asdict(config))")  # fmt: skip
-    if not path.parent.is_dir():
-        raise RnnkitError(f"cannot write {path}: folder {path.parent} does not exist; create it first")
+    check_save_path(path)
     # a payload's own "format" or "version" ({"version": "v1.2"} of one's own loop) was written, and the file was then
     # refused by load_checkpoint as damaged, of another format or newer; a loaded checkpoint saved again keeps its own
     version = payload.get("version", VERSION)

@@ -198,6 +198,18 @@ class Word2Vec:
         self.counts = np.array(self.vocab.counts, dtype=np.float64)
 
     def fit(self, sentences: list[list[str]], progress: bool = False) -> "Word2Vec":
+        # a fit that fails (too few words, no pairs after subsampling, diverged, Ctrl-C) leaves the model as it was:
+        # it left the failed corpus's vocab and U beside the old wv. fit sets new objects, never changes the old ones
+        # in place, so the attributes as they were are enough
+        before = dict(self.__dict__)
+        try:
+            return self._fit(sentences, progress)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
+
+    def _fit(self, sentences: list[list[str]], progress: bool) -> "Word2Vec":
         c = self.config
         # a generator: read once; bytes: iterated, their byte values were trained on as words in silence
         sentences = sentences if isinstance(sentences, str | bytes | list) else list(sentences)

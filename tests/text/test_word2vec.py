@@ -275,6 +275,31 @@ def test_subsampling_that_leaves_no_pairs_says_so():
     Word2Vec(dimension=4, min_count=1, epochs=1, sample=0).fit(sentences)
 
 
+def test_a_refit_that_fails_leaves_the_model_as_it_was():
+    """A refit that failed (no pairs after subsampling; too few words) left the failed corpus's vocab, counts and U
+    beside the old wv: vocab.itos was the 3 new words and U (3, 4) while wv held the 100 old words."""
+    m = Word2Vec(dimension=4, min_count=1, epochs=1, backend="torch")
+    m.fit([[f"w{i}" for i in range(j, j + 10)] for j in range(0, 100, 10)])
+    before = {k: getattr(m, k) for k in ("wv", "vocab", "counts", "U", "V_out", "loss_history")}
+    U = m.U.clone()
+    for sentences, said in [
+        (
+            [["héllo", "wörld", "日本"], ["日本", "héllo"], ["wörld", "日本", "héllo"]],
+            "left after subsampling",
+        ),
+        ([["a", "a"]], "only 1 word"),
+    ]:
+        with pytest.raises(RnnkitError, match=said):
+            m.fit(sentences)
+        assert all(getattr(m, k) is v for k, v in before.items())
+        assert torch.equal(m.U, U) and m.vocab.itos == m.wv.words and np.array_equal(m.wv.vectors, U.numpy())
+    untrained = Word2Vec(min_count=1)  # a first fit that fails: still untrained
+    with pytest.raises(RnnkitError):
+        untrained.fit([["a"]])
+    with pytest.raises(AttributeError, match="not trained yet"):
+        untrained.vocab  # noqa: B018
+
+
 @pytest.mark.parametrize("E", [1, 4, 50])
 def test_binary_files_whose_first_vectors_are_zero_are_read_as_binary(tmp_path, E):
     # zero vectors are NUL bytes, valid UTF-8: the format is guessed from the records, not the encoding

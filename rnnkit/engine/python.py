@@ -103,6 +103,9 @@ def backward_loop(cell, dhs, dstateT, caches, us, P, mask, reverse, probe, xw_wi
             check_step_backward(cell, got, dnew, P, xw_width)
             check = False
         dxw_t, dprev, dpre, dextra = got
+        # no gradient of a padded step's input, see autograd_loop (0·NaN where W_hh holds inf)
+        if mask is not None:
+            dxw_t = torch.where(live[t], dxw_t, 0)
         if dxw is None:
             dxw = dhs.new_empty(T, B, dxw_t.shape[1])
         dxw[t] = dxw_t

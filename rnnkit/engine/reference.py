@@ -47,11 +47,18 @@ def autograd_loop(cell, xw, state0, P, mask, reverse, probe=None):
         # that overflowed at the sequence's last step), and the step's zero gradient times it made every weight
         # gradient NaN, where torch.nn's packed run has no padded steps
         run_on = state if mask is None else tuple(torch.where(live[t], s, 0) for s in state)
+        # and its xw_t gets no gradient, as in torch.nn's packed run, which takes no step there: the step's zero
+        # gradient times its pre-activation, NaN where the zero state met an inf in W_hh (0·inf), was NaN in dxw
+        x_t = xw_t[t] if mask is None else torch.where(live[t], xw_t[t], xw_t[t].detach())
         # (not while torch.compile traces the loop: version counters are no values of its graph, and reading them
         # there failed in dynamo)
-        seen = versions(xw_t=xw, state=run_on, P=P) if check and not torch.compiler.is_compiling() else None
+        seen = (
+            versions(xw_t=xw if mask is None else x_t, state=run_on, P=P)
+            if check and not torch.compiler.is_compiling()
+            else None
+        )
         try:
-            got = cell.step(xw_t[t], run_on, P)
+            got = cell.step(x_t, run_on, P)
         except (
             RuntimeError
         ) as e:  # xw_t.mul_(...) under grad: torch's 'Output 0 of UnbindBackward0 is a view and is
@@ -63,7 +70,7 @@ def autograd_loop(cell, xw, state0, P, mask, reverse, probe=None):
         if check:
             if seen is not None:
                 check_unchanged(cell, "step", seen)
-            check_step(cell, got, xw_t[t], run_on, P)
+            check_step(cell, got, x_t, run_on, P)
             check = False
         new = raw = got[0]
         if mask is not None:

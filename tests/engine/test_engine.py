@@ -58,6 +58,43 @@ def test_python_equals_autograd_float32(name):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
 
 
+def _packed_rnn_tanh(xw, h_0, W_hh, b_hh, lengths, reverse):
+    """torch.nn.RNN's packed run, written out: each sequence runs its own steps only (no padded step); hs 0 past them."""
+    hs, h_T = [], []
+    for b, n in enumerate(lengths):
+        h, out = h_0[b], [None] * n
+        for t in range(n - 1, -1, -1) if reverse else range(n):
+            h = out[t] = torch.tanh(xw[t, b] + W_hh @ h + b_hh)
+        hs.append(torch.stack(out + [torch.zeros_like(h)] * (xw.shape[0] - n)))
+        h_T.append(h)
+    return torch.stack(hs, 1), torch.stack(h_T)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ["rnn_tanh", "lstm", "gru"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_an_inf_recurrent_weight_gives_padded_inputs_no_gradient(name, backend, reverse):
+    """run with a mask and W_hh[0, 0] = inf: a padded step ran on a zero state, 0·inf = NaN in its pre-activation,
+    and its zero gradient times that made dxw NaN at padded steps ([[1, 0, 1], [1, 1, 0], [0, 1, 1]] per (t, b) for
+    rnn_tanh, where torch.nn's packed run and the native loop have NaN at [[1, 0, 1], [1, 0, 0], [0, 0, 0]]). Padded
+    inputs get a gradient of 0 (+0.0, as torch.nn's), and rnn_tanh's gradients are the packed run's."""
+    lengths = [3, 1, 2]
+    cell, xw, state0, P, mask = setup(name, T=3, B=3, D=2, H=3, lengths=lengths)
+    # h_0 > 0: tanh(inf) = 1, the forward finite
+    state0 = tuple((torch.rand_like(s) + 0.5).requires_grad_() for s in state0)
+    with torch.no_grad():
+        P[0][0, 0] = float("inf")
+    hs, state = run(cell, xw, state0, P, mask, reverse, backend)
+    (dxw,) = torch.autograd.grad(hs.sum() + sum(s.sum() for s in state), xw)
+    padded = (mask == 0).expand_as(dxw)
+    assert (dxw[padded] == 0).all() and not dxw[padded].signbit().any()
+    assert dxw[~padded].isnan().any()  # (the inf reaches the valid steps: the case is the one torch.nn has)
+    if name == "rnn_tanh":
+        hs, h_T = _packed_rnn_tanh(xw, state0[0], *P, lengths, reverse)
+        (want,) = torch.autograd.grad(hs.sum() + h_T.sum(), xw)
+        torch.testing.assert_close(dxw, want, rtol=1e-12, atol=1e-12, equal_nan=True)
+
+
 @pytest.mark.parametrize("name", ["gru", "lstm", "mut1"])
 @pytest.mark.parametrize("reverse,lengths", [(False, None), (True, [4, 2, 1])])
 def test_a_state0_of_batch_one_is_broadcast_by_every_backend(name, reverse, lengths):

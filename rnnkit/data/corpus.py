@@ -95,8 +95,9 @@ def line_ends_hint(unseen, chars) -> str:
 def bytes_hint(unseen) -> str:
     """What to say of the stand-ins U+DC80..U+DCFF that Python decodes a command line's bytes that are not UTF-8
     into (a Latin-1 terminal's 'café' is b'caf\\xe9', read 'caf\\udce9'): 'never saw '\\udce9'' named a character
-    no one typed."""
-    raw = [ord(c) - 0xDC00 for c in unseen if 0xDC80 <= ord(c) <= 0xDCFF]
+    no one typed. `unseen`: characters, or tokens of any length (a word model's unknown words: 'ord() expected a
+    character, but string of length 5 found')."""
+    raw = [ord(c) - 0xDC00 for c in "".join(unseen) if 0xDC80 <= ord(c) <= 0xDCFF]
     if not raw:
         return ""
     return (f" (\\u{raw[0] + 0xDC00:x} stands for the byte 0x{raw[0]:x}: the text is not UTF-8; set the terminal to "

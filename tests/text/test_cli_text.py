@@ -1619,6 +1619,27 @@ def test_ngram_score_and_markov_check_say_a_text_that_is_not_utf8(tmp_path, caps
     assert main(["ngram", "score", str(model), "cat"]) == 0 and "stands for" not in capsys.readouterr().out
 
 
+def test_ngram_score_of_a_word_model_lists_unknown_words_and_says_bytes_that_are_not_utf8(tmp_path, capsys):
+    """A word model's score of a text with a word it never saw ended in a traceback, "TypeError: ord() expected a
+    character, but string of length 5 found": the hint for bytes that are not UTF-8 read the unknown tokens as
+    characters. It lists the words, and says a word's byte that is not UTF-8 ('caf\\udce9'), as a char model does."""
+    text = tmp_path / "c.txt"
+    text.write_text("the cat sat\nthe dog sat\n")
+    model = tmp_path / "m.npz"
+    assert main(["ngram", "train", str(text), "--out", str(model), "--level", "word", "-n", "2"]) == 0
+    capsys.readouterr()
+    assert main(["ngram", "score", str(model), "the zebra sat"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        out.endswith("'the zebra sat'  (unknown, scored as <unk>: ['zebra'])\n") and "stands for" not in out
+    )
+    assert main(["ngram", "score", str(model), "the caf\udce9 sat"]) == 0
+    assert (
+        "<unk>: ['caf\\udce9']) (\\udce9 stands for the byte 0xe9: the text is not UTF-8"
+        in capsys.readouterr().out
+    )
+
+
 def test_output_of_bytes_that_are_not_utf8_names_the_bytes_not_an_encoding(capsys):
     """`markov check` prints its STRING as typed; where stdout is strict UTF-8 (PYTHONIOENCODING=utf-8) a Latin-1
     terminal's 'caf\\udce9' could not be written, and the line said 'set PYTHONIOENCODING=utf-8', the setting it

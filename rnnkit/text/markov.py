@@ -151,8 +151,22 @@ class MarkovChain:
         first = np.bincount([idx[x] for x in starts], minlength=len(states))
         return cls(states, P, start=first / first.sum())
 
+    @property
+    def separator(self) -> str:
+        """What a text of the chain's symbols holds between two of them: nothing for a chain of characters (every
+        symbol it writes one character), one space for a chain over words (estimated from lists of words), as
+        NGramLM's word models write theirs. sample() joins its symbols with it; log_prob, allows and why_not read a
+        str given to a chain over words (a symbol of several characters) as its words, split at white space."""
+        return "" if all(isinstance(e, str) and len(e) == 1 for e in self.emits) else " "
+
+    def _symbols(self, string) -> list:
+        """The symbols of `string`: a str's characters (its words, to a chain over words), a list's items."""
+        words = any(isinstance(e, str) and len(e) > 1 for e in self.emits)  # (not a chain over numbers)
+        return string.split() if isinstance(string, str) and words else list(string)
+
     def sample(self, length: int, seed: int = 0) -> str:
-        """A string of `length` symbols: s_1 ~ π_0, s_t ~ P[s_{t-1}, :]; "" for length 0."""
+        """A string of `length` symbols: s_1 ~ π_0, s_t ~ P[s_{t-1}, :]; "" for length 0. A chain over words writes
+        them one space apart ('the cat sat'); iter_sample gives the words themselves."""
         other = next((e for e in self.emits if not isinstance(e, str)), None)
         if (
             other is not None
@@ -160,7 +174,7 @@ class MarkovChain:
             raise RnnkitError(f"sample joins the symbols into one str, and this chain writes {other!r} "
                               f"({type(other).__name__}); for its symbols use list(chain.iter_sample(length)), for "
                               "state ids chain.simulate(length)")  # fmt: skip
-        return "".join(self.iter_sample(length, seed))
+        return self.separator.join(self.iter_sample(length, seed))
 
     def iter_sample(self, length: int, seed: int = 0):
         """sample()'s symbols one at a time, as each is drawn (the CLI prints them as they come)."""
@@ -190,7 +204,7 @@ class MarkovChain:
 
     def log_prob(self, string) -> float:
         """log P(string) summed over every state path that emits it (forward algorithm); -inf if none."""
-        symbols = list(string)
+        symbols = self._symbols(string)
         if not symbols:
             return 0.0
         alpha = self.start * self._emits(symbols[0])
@@ -212,7 +226,7 @@ class MarkovChain:
         """None when the machine can write `string`, else why not: a symbol it never writes, a first
         symbol it cannot start with (said as `starts` {symbol!r}), or the first symbol it cannot write
         after the ones before."""
-        symbols = list(string)
+        symbols = self._symbols(string)
         alphabet = list(dict.fromkeys(self.emits))
         unknown = [x for x in dict.fromkeys(symbols) if x not in alphabet]
         if unknown:
@@ -220,7 +234,10 @@ class MarkovChain:
                       f"its symbols {_show(alphabet)}")  # fmt: skip
             for case in (str.upper, str.lower) if all(isinstance(x, str) for x in symbols) else ():
                 if all(case(x) in alphabet for x in symbols) and "".join(symbols) != case("".join(symbols)):
-                    reason += f"; they are {case.__name__} case: try {case(''.join(symbols))!r}"
+                    cased = [case(x) for x in symbols]  # (words as given: 'the cat', or a list of them)
+                    listed = self.separator and not isinstance(string, str)
+                    tried = cased if listed else self.separator.join(cased)
+                    reason += f"; they are {case.__name__} case: try {tried!r}"
                     break
             from rnnkit.data.corpus import bytes_hint  # (a Latin-1 terminal's 'café', read 'caf\udce9')
 

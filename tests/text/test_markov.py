@@ -362,3 +362,25 @@ def test_estimate_takes_symbols_of_several_kinds_and_says_unhashable_ones():
     )
     with pytest.raises(RnnkitError, match="symbols of the sequences must be hashable"):
         MarkovChain.estimate([[[1], [2]]])
+
+
+def test_a_chain_over_words_writes_them_one_space_apart_and_reads_its_own_samples():
+    """A chain estimated from lists of words joined its sample with nothing, 'thecatsatonthematonthe', which its own
+    allows() refused (a str was read as characters), and why_not's case hint said "try 'thecat'". Words are one space
+    apart now, as NGramLM's word models write theirs, a str is read back as its words, and a chain of characters is
+    as before."""
+    sentences = [["the", "cat", "sat", "on", "the", "mat"], ["a", "dog", "sat"]]
+    chain = MarkovChain.estimate(sentences)
+    words = list(chain.iter_sample(8, seed=0))  # the words themselves
+    assert len(words) == 8 and set(words) <= set(sentences[0] + sentences[1])
+    assert chain.sample(8, seed=0) == " ".join(words) and chain.separator == " "
+    assert chain.allows(chain.sample(8, seed=0))
+    assert chain.log_prob("the cat") == chain.log_prob(["the", "cat"])
+    assert chain.log_prob("the cat") == pytest.approx(np.log(1 / 2 * 1 / 2))  # π_0(the) P(cat | the)
+    assert chain.why_not("the cat on") == "it cannot write 'on' after ['the', 'cat']"
+    assert chain.why_not("THE CAT").endswith("they are lower case: try 'the cat'")
+    assert chain.why_not(["THE", "CAT"]).endswith("they are lower case: try ['the', 'cat']")
+    characters = MarkovChain.estimate(["the cat sat"])
+    for m in (abe_machine(), i_before_e_machine(), characters):  # characters: as before
+        assert m.separator == "" and m.sample(30, seed=3) == "".join(m.iter_sample(30, seed=3))
+    assert characters.allows("the cat") and characters.log_prob("the cat") < 0

@@ -180,8 +180,10 @@ class Word2Vec:
         return {**self.__dict__, "native": None}
 
     def build_vocab(self, sentences: list[list[str]]) -> None:
+        """vocab (the words occurring >= min_count times) and their counts; one that fails (fewer than 2 words) leaves
+        the model as it was, as fit does (it replaced vocab, of a trained model or one not trained, before failing)."""
         try:
-            self.vocab = Vocabulary.build(
+            vocab = Vocabulary.build(
                 (w for s in sentences for w in s), min_freq=self.config.min_count, unk=False
             )
         except TypeError:  # Counter's 'unhashable type: list': fit([sentences]), a list of sentences as one
@@ -190,12 +192,12 @@ class Word2Vec:
                 raise
             raise RnnkitError(f"a word is a {type(word).__name__} ({word!r:.40}), not a str: sentences are lists of "
                               "words; are they nested one level too deep (fit([sentences]))?") from None  # fmt: skip
-        if len(self.vocab) < 2:
+        if len(vocab) < 2:
             raise RnnkitError(
-                f"only {len(self.vocab)} word(s) occur >= {self.config.min_count} times; a window needs at least 2 "
+                f"only {len(vocab)} word(s) occur >= {self.config.min_count} times; a window needs at least 2 "
                 "distinct words: give a larger corpus or lower --min-count"
             )
-        self.counts = np.array(self.vocab.counts, dtype=np.float64)
+        self.vocab, self.counts = vocab, np.array(vocab.counts, dtype=np.float64)
 
     def fit(self, sentences: list[list[str]], progress: bool = False) -> "Word2Vec":
         # a fit that fails (too few words, no pairs after subsampling, diverged, Ctrl-C) leaves the model as it was:

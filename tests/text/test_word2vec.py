@@ -300,6 +300,30 @@ def test_a_refit_that_fails_leaves_the_model_as_it_was():
         untrained.vocab  # noqa: B018
 
 
+def test_a_build_vocab_that_fails_leaves_the_model_as_it_was():
+    """build_vocab called alone (not through fit) on a trained model replaced vocab before failing 'only 1 word(s)
+    occur ...': vocab was the failed corpus's 1 word beside the 100 words of wv and counts; on a model not trained
+    it was left with a vocab. Both are as they were now, as after a fit that fails."""
+    m = Word2Vec(dimension=4, min_count=1, epochs=1, backend="torch")
+    m.fit([[f"w{i}" for i in range(j, j + 10)] for j in range(0, 100, 10)])
+    before = {k: getattr(m, k) for k in ("wv", "vocab", "counts", "U", "V_out", "loss_history")}
+    for sentences, said in [
+        ([["a", "a"]], "only 1 word"),
+        ([[]], "only 0 word"),
+        ([[["a"]]], "a word is a list"),
+    ]:
+        with pytest.raises(RnnkitError, match=said):
+            m.build_vocab(sentences)
+        assert all(getattr(m, k) is v for k, v in before.items()) and len(m.vocab) == 100
+    untrained = Word2Vec(min_count=1)
+    with pytest.raises(RnnkitError, match="only 1 word"):
+        untrained.build_vocab([["a"]])
+    with pytest.raises(AttributeError, match="not trained yet"):
+        untrained.vocab  # noqa: B018
+    m.build_vocab([["a", "b", "a"]])  # one that succeeds sets both
+    assert m.vocab.itos == ["a", "b"] and m.counts.tolist() == [2.0, 1.0]
+
+
 @pytest.mark.parametrize("E", [1, 4, 50])
 def test_binary_files_whose_first_vectors_are_zero_are_read_as_binary(tmp_path, E):
     # zero vectors are NUL bytes, valid UTF-8: the format is guessed from the records, not the encoding

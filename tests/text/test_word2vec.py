@@ -1615,7 +1615,7 @@ def test_a_file_of_odd_words_after_a_vector_that_reads_as_text_loads_as_gensim_r
     assert wv.words == ["the", odd.decode("utf-8", "replace"), other.decode("utf-8", "replace")]
     assert np.array_equal(wv.vectors[0], first) and np.array_equal(wv.vectors[2], -np.ones(3))
     if not odd.isascii():
-        with pytest.raises(RnnkitError, match="the word of vector 3, 'caf.*', is not UTF-8"):
+        with pytest.raises(RnnkitError, match=r"the word of vector 2, '\\\\xe9cole', is not UTF-8"):
             WordVectors.load(tmp_path / "v.bin")
 
 
@@ -1629,3 +1629,27 @@ def test_a_word2vec_c_file_of_one_odd_word_after_a_vector_that_reads_as_text_loa
     (tmp_path / "v.bin").write_bytes(b"2 3\n" + b"".join(records))
     wv = WordVectors.load(tmp_path / "v.bin")
     assert wv.words == ["the", "a\x00b948"] and np.array_equal(wv.vectors[0], first)
+
+
+def test_a_gensim_file_of_one_odd_word_after_a_vector_that_reads_as_text_loads(tmp_path):
+    """gensim writes no newline after a vector: a vector that begins with text and a space (b'ri ', b'u4\xc2\xbd ',
+    about one in 400) read past it, as a word of two ('new york') is, ends in the next word, and where that word's
+    only oddity (a control character, a Latin-1 byte) lay in the bytes read past, the file of that one odd word was
+    refused: "vector 1's word may be 'the ri'" (17 of 20,000 random files; gensim loads them). The numbers tell the
+    readings apart now: as read, a word vector's; read past the text, shifted, far out of range. A true 'new york'
+    is said as before (test_a_binary_file_with_a_word_of_two_words_says_so)."""
+    text_first = [
+        (b"ri \xc2" + np.array([1.0, 2.0], "<f4").tobytes(), b"a\x00b948"),
+        (b"u4\xc3\xbd \xcb\xe4>", b"ge\x1ezqlr12"),  # (-0.0953, 0.4469), drawn from N(0, 0.3^2)
+        (b"Y \x9a\xbdC\xdb/\xbe", b"\xe9cole"),  # (-0.0753, -0.1717)
+    ]
+    for first, odd in text_first:
+        E = len(first) // 4
+        vectors = np.stack([np.frombuffer(first, "<f4"), np.ones(E, "<f4"), -np.ones(E, "<f4")]).astype("<f4")
+        data = f"3 {E}\n".encode() + b"".join(
+            w + b" " + v.tobytes() for w, v in zip([b"the", odd, b"cat"], vectors)
+        )
+        (tmp_path / "v.bin").write_bytes(data)
+        wv = WordVectors.load(tmp_path / "v.bin", unicode_errors="replace")
+        assert wv.words == ["the", odd.decode("utf-8", "replace"), "cat"]
+        assert np.array_equal(wv.vectors, vectors)

@@ -377,7 +377,9 @@ def cmd_word2vec(args) -> int:
         raise RnnkitError(f"{flag} has no effect on the {backend} backend ({why}); leave it out "
                           f"or add --backend {other}")  # fmt: skip
     with made_out_folder(args.out) as out:  # made before training; gone again if the corpus has no pairs
-        sentences = [(line.lower() if args.lower else line).split() for line in text.splitlines()]
+        # one sentence a line, a line as word2vec.c, gensim's LineSentence and ngram and tfidf end it: at a newline
+        # (read_text makes \r\n and \r one), not at splitlines' U+2028, U+0085 or form feed inside a line
+        sentences = [(line.lower() if args.lower else line).split() for line in text.split("\n")]
         w2v.fit(sentences, progress=True)
         # config.json first without the files' record ("files": null), last with the size and sha256 of each vectors
         # file: load refuses a folder a run stopped in (the new vectors.txt beside the old vectors.bin)

@@ -7,6 +7,7 @@ import re
 import shutil
 import sys
 
+import numpy as np
 import pytest
 
 from rnnkit.cli import main
@@ -157,6 +158,27 @@ def test_ngram_train_makes_the_out_folder_and_a_short_text_scores(tmp_path, caps
     assert main(["ngram", "train", str(tiny), "--out", str(bare)]) == 0
     assert capsys.readouterr().out.rstrip().endswith("bare.npz")
     assert main(["ngram", "score", str(bare), "ab"]) == 0
+
+
+def test_word2vec_reads_one_sentence_a_line_as_gensim_does_not_a_sentence_at_each_line_separator(tmp_path):
+    """word2vec split its corpus with str.splitlines, which also ends a line at U+2028, U+2029, U+0085, a form feed,
+    a vertical tab and \x1c-\x1e: a line 'the cat\u2028sat on' was two sentences, no window across them, where
+    word2vec.c, gensim's LineSentence (and ngram and tfidf) read one line. Its vectors are those of the sentences
+    text.split('\\n') now (CRLF is one line end, as read_text reads it)."""
+    from rnnkit.text import Word2Vec, WordVectors
+
+    words = "the cat sat on a mat dog ran far".split()
+    rng = np.random.default_rng(0)
+    lines = [" ".join(rng.choice(words, 6)) for _ in range(40)]
+    seps = ["\u2028", "\x0c", "\x85", " "]
+    text = "\r\n".join(line.replace(" ", seps[i % 4], 1) for i, line in enumerate(lines)) + "\r\n"
+    (tmp_path / "c.txt").write_text(text, encoding="utf-8", newline="")
+    flags = ["--min-count", "1", "--dimension", "4", "--sample", "0", "--epochs", "1", "--backend", "torch"]
+    assert main(["word2vec", str(tmp_path / "c.txt"), "--out", str(tmp_path / "w"), *flags]) == 0
+    config = dict(min_count=1, dimension=4, sample=0, epochs=1, backend="torch")
+    want = Word2Vec(**config).fit([line.split() for line in text.replace("\r\n", "\n").split("\n")]).wv
+    got = WordVectors.load(tmp_path / "w" / "vectors.bin")
+    assert got.words == want.words and np.array_equal(got.vectors, want.vectors)
 
 
 def test_an_out_that_is_a_file_is_refused_before_any_work(tmp_path, corpus, capsys):

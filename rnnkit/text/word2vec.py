@@ -182,6 +182,8 @@ class Word2Vec:
     def build_vocab(self, sentences: list[list[str]]) -> None:
         """vocab (the words occurring >= min_count times) and their counts; one that fails (fewer than 2 words) leaves
         the model as it was, as fit does (it replaced vocab, of a trained model or one not trained, before failing)."""
+        # (str sentences were counted as characters, bytes as numbers)
+        sentences = _sentences(sentences, "build_vocab")
         try:
             vocab = Vocabulary.build(
                 (w for s in sentences for w in s), min_freq=self.config.min_count, unk=False
@@ -213,20 +215,7 @@ class Word2Vec:
 
     def _fit(self, sentences: list[list[str]], progress: bool) -> "Word2Vec":
         c = self.config
-        # a generator: read once; bytes: iterated, their byte values were trained on as words in silence
-        sentences = sentences if isinstance(sentences, str | bytes | list) else list(sentences)
-        if isinstance(sentences, bytes) or any(isinstance(s, bytes) for s in sentences):
-            raise RnnkitError(
-                "Word2Vec.fit takes sentences as lists of words, not bytes: decode them first "
-                "([s.decode().split() for s in lines])"
-            )
-        if isinstance(sentences, str) or any(isinstance(s, str) for s in sentences):
-            raise RnnkitError(
-                "Word2Vec.fit takes sentences as lists of words, not str: split them first "
-                "([s.split() for s in texts])"
-            )
-        # each sentence read once, as a list: a numpy array's truth value is an error, an iterator runs dry
-        sentences = [s if isinstance(s, list) else list(s) for s in sentences]
+        sentences = _sentences(sentences, "fit")
         if not any(sentences):
             raise RnnkitError("empty corpus: no words to train on")
         self.build_vocab(sentences)
@@ -525,6 +514,24 @@ class Word2Vec:
 
     def loss_is_finite(self) -> bool:
         return all(math.isfinite(x) for x in self.loss_history)
+
+
+def _sentences(sentences, method: str) -> list[list]:
+    """The sentences as a list of lists of words, each read once (a generator is; a numpy array's truth value is an
+    error, an iterator runs dry); a str or bytes, or sentences of them, one RnnkitError: iterated, their characters
+    or byte values were taken for words in silence."""
+    sentences = sentences if isinstance(sentences, str | bytes | list) else list(sentences)
+    if isinstance(sentences, bytes) or any(isinstance(s, bytes) for s in sentences):
+        raise RnnkitError(
+            f"Word2Vec.{method} takes sentences as lists of words, not bytes: decode them first "
+            "([s.decode().split() for s in lines])"
+        )
+    if isinstance(sentences, str) or any(isinstance(s, str) for s in sentences):
+        raise RnnkitError(
+            f"Word2Vec.{method} takes sentences as lists of words, not str: split them first "
+            "([s.split() for s in texts])"
+        )
+    return [s if isinstance(s, list) else list(s) for s in sentences]
 
 
 def _index_dtype(n: int):

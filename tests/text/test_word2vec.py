@@ -324,6 +324,23 @@ def test_a_build_vocab_that_fails_leaves_the_model_as_it_was():
     assert m.vocab.itos == ["a", "b"] and m.counts.tolist() == [2.0, 1.0]
 
 
+@pytest.mark.parametrize(
+    "sentences, said",
+    [(["the cat", "a dog"], "not str"), ("the cat", "not str"), ([b"the cat"], "not bytes")],
+)
+def test_build_vocab_refuses_sentences_that_are_not_lists_of_words_as_fit_does(sentences, said):
+    """build_vocab called alone counted a str sentence's characters as words (['t', ' ', 'a', 'h', ...]) and a bytes
+    one's byte values (116, 32, ...), in silence, where fit refuses both in one line. It says so as fit does now."""
+    m = Word2Vec(min_count=1)
+    with pytest.raises(RnnkitError, match=f"^Word2Vec.build_vocab takes sentences as lists of words, {said}"):
+        m.build_vocab(sentences)
+    assert not hasattr(m, "vocab")
+    with pytest.raises(RnnkitError, match=f"^Word2Vec.fit takes sentences as lists of words, {said}"):
+        m.fit(sentences)
+    m.build_vocab(iter([iter(["a", "b"]), ("b", "c")]))  # any iterables of words, as before
+    assert m.vocab.itos == ["b", "a", "c"]
+
+
 @pytest.mark.parametrize("E", [1, 4, 50])
 def test_binary_files_whose_first_vectors_are_zero_are_read_as_binary(tmp_path, E):
     # zero vectors are NUL bytes, valid UTF-8: the format is guessed from the records, not the encoding

@@ -19,8 +19,6 @@ import math
 import numbers
 import os
 import re
-import threading
-import weakref
 from collections.abc import Iterable
 
 import torch
@@ -40,56 +38,32 @@ PROGRESS_DELAY = 1.0
 TORCH_RNNS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": nn.RNN, "rnn_relu": nn.RNN}
 
 
-# model -> [the threads of its _inference calls running now (one entry a call), its modules that were in train mode
-# before them]
-_calls, _calls_lock = weakref.WeakKeyDictionary(), threading.Lock()
-
-
-def _after_fork():
-    """A child forked while another thread was inside a call inherits _calls_lock held by a thread it doesn't have
-    (its first sample waited forever), and that call counted, which no thread of its own returns from (its model
-    kept in eval mode for good). The child starts with a fresh lock and its own thread's calls: a model none of them
-    is in gets its train mode back."""
-    global _calls_lock
-    _calls_lock, me = threading.Lock(), threading.get_ident()
-    for calls in list(_calls.values()):
-        calls[0] = [t for t in calls[0] if t == me]
-        if not calls[0]:
-            for module in calls[1]:
-                module.training = True
-            calls[1] = []
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork)
+def _eval_view(module: nn.Module) -> nn.Module:
+    """The module in eval mode without changing it: a copy of it and of each module inside, each in eval mode, that
+    holds the same parameters, buffers and hooks (its own dicts' entries, not copies of the tensors). Setting eval mode
+    on the model itself (model.eval(), then its modes put back) switched dropout off under a thread that trained the
+    same model meanwhile, and a train() from that thread switched it on under the sampling one."""
+    view = object.__new__(type(module))
+    view.__dict__.update(module.__dict__)
+    view.__dict__["training"] = False
+    view.__dict__["_modules"] = {k: None if m is None else _eval_view(m) for k, m in module._modules.items()}
+    # (module.compile()'s call is the module's own bound _call_impl: it would run the module itself, in its mode)
+    if view.__dict__.get("_compiled_call_impl") is not None:
+        view.__dict__["_compiled_call_impl"] = None
+    return view
 
 
 def _inference(fn):
     """fn under torch.no_grad() and in eval mode (dropout off), as char-rnn's sample.lua and Keras' predict run: a
     model left in train mode sampled, scored and completed with dropout, drawing on the global RNG, so a seeded
-    generator did not reproduce. The model's mode is restored after, by the last of the calls running at once (in
-    threads: one that returned first put train mode back under the others, which went on with dropout). Each module
-    gets its own mode back: a part of a model in train mode that was left in eval mode stays in eval mode."""
+    generator did not reproduce. A model in train mode runs as its _eval_view, its own mode and its modules' left
+    alone: threads that sample, score or train the model at once each keep theirs. A model in eval mode runs as it
+    is (a part of it left in train mode too)."""
 
     @functools.wraps(fn)
     def run(self, *args, **kwargs):
-        with _calls_lock:
-            calls = _calls.setdefault(self, [[], []])
-            if not calls[0]:
-                calls[1] = [m for m in self.modules() if m.training] if self.training else []
-                if calls[1]:
-                    self.eval()
-            calls[0].append(threading.get_ident())
-        try:
-            with torch.no_grad():
-                return fn(self, *args, **kwargs)
-        finally:
-            with _calls_lock:
-                calls[0].remove(threading.get_ident())
-                if not calls[0]:
-                    for module in calls[1]:  # each as it was (a part left in eval mode stays so)
-                        module.training = True
-                    calls[1] = []  # (held, they would keep the model, this weak dict's key, alive)
+        with torch.no_grad():
+            return fn(_eval_view(self) if self.training else self, *args, **kwargs)
 
     return run
 

@@ -906,6 +906,43 @@ def test_threads_hold_for_the_run_only(tmp_path, corpus):
     assert torch.get_num_threads() == before
 
 
+def test_runs_overlapping_in_threads_put_back_the_thread_count_of_before_both(tmp_path, corpus):
+    """Each train() read torch's thread count as it started and put its reading back as it ended: a run started in a
+    thread while another held its threads=N read N (a new thread takes the count last set), and, ending last, left
+    every thread started after on N threads (here 2 where 1 was set before). The count of before the first of the
+    runs under way is put back."""
+    import threading
+
+    before = torch.get_num_threads()
+    other = 1 if before > 1 else 2
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+
+    def run(name):
+        def log(line):  # a holds until b has started, b until a has ended
+            if line.startswith("corpus"):
+                (a_in if name == "a" else b_in).set()
+                (b_in if name == "a" else a_out).wait(30)
+
+        try:
+            train(tiny_config(corpus, max_steps=1, threads=other), tmp_path / name, log=log)
+        finally:
+            if name == "a":
+                a_out.set()
+
+    a = threading.Thread(target=run, args=("a",))
+    a.start()
+    assert a_in.wait(30)
+    b = threading.Thread(target=run, args=("b",))
+    b.start()
+    a.join(60), b.join(60)
+    assert (tmp_path / "a" / "latest.pt").is_file() and (tmp_path / "b" / "latest.pt").is_file()
+    seen = []
+    fresh = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    fresh.start()
+    fresh.join()
+    assert (torch.get_num_threads(), seen) == (before, [before])
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [

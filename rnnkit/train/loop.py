@@ -224,6 +224,7 @@ def _locked(out: pathlib.Path, busy: str | None = None):
     except OSError:  # a folder that can't be opened to read (write-only): no lock
         yield
         return
+    _held_fds.add(fd)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -233,7 +234,29 @@ def _locked(out: pathlib.Path, busy: str | None = None):
                                   "give another --out folder") from None  # fmt: skip
         yield
     finally:
-        os.close(fd)
+        if (
+            fd in _held_fds
+        ):  # (not in a child forked inside the block: it closed its copy, and the number may be reused)
+            _held_fds.discard(fd)
+            os.close(fd)
+
+
+# The run folders' descriptors _locked holds open. A child forked meanwhile (by another thread: a program's worker)
+# had a copy of each, which kept the folder's flock held for as long as the child lived: once the run had ended, its
+# --resume was refused ('another run is writing to ...'). The child closes its copies at once (the lock stays the
+# parent's), as rnnkit._native_build does with its build locks.
+_held_fds: set = set()
+
+
+def _close_held_fds():
+    for fd in list(_held_fds):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _held_fds.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_held_fds)
 
 
 def clear_out(out: pathlib.Path, force: bool):

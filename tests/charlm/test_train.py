@@ -2112,6 +2112,40 @@ def test_a_second_run_in_a_folder_a_run_is_writing_is_refused(tmp_path, corpus):
     assert train(tiny_config(corpus, max_steps=6, eval_every=2), run, resume=True, log=lambda s: None) == 0
 
 
+@pytest.mark.skipif(not hasattr(os, "register_at_fork"), reason="no fork here")
+def test_a_child_forked_during_a_run_does_not_hold_its_folder_after_it(tmp_path, corpus):
+    """A child forked while a run held its folder's flock (a program's worker, forked by another thread or, here, by
+    the run's log) had a copy of the folder's descriptor, which kept the lock for as long as the child lived: once
+    the run had ended, its resume was refused 'another run is writing to ...'. The child closes its copy at once."""
+    import warnings
+
+    run, children = tmp_path / "run", []
+    read, write = os.pipe()
+
+    def log(line):
+        if line.startswith("corpus "):  # inside the run, its folder locked
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # (a multi-threaded process forked)
+                pid = os.fork()
+            if pid == 0:  # alive until the test is done with it
+                os.close(write)
+                os.read(read, 1)
+                os._exit(0)
+            children.append(pid)
+
+    try:
+        assert train(tiny_config(corpus, max_steps=2, eval_every=2), run, log=log) == 0
+        assert (
+            train(tiny_config(corpus, max_steps=4, eval_every=2), run, resume=True, log=lambda s: None) == 0
+        )
+    finally:
+        os.close(write)
+        os.close(read)
+        for pid in children:
+            os.waitpid(pid, 0)
+    assert [r["step"] for r in read_metrics(run / "metrics.csv")] == ["1", "2", "3", "4"]
+
+
 def test_a_resume_of_a_finished_run_while_a_run_writes_there_is_refused(tmp_path, corpus):
     """A --resume whose limit the running run's latest.pt had passed (--max-steps 2 at its step 2) was answered
     from that checkpoint while the run still wrote there: 'the run in OUT is already at step 2 (--max-steps 2):

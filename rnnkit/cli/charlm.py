@@ -203,8 +203,7 @@ def _with_threads(cmd):
 
     @functools.wraps(cmd)
     def run(args) -> int:
-        import torch
-
+        from rnnkit._threads import threads_for_the_work
         from rnnkit.train.config import MAX_THREADS
 
         n = args.threads or 0
@@ -214,12 +213,8 @@ def _with_threads(cmd):
             )
         if not n:
             return cmd(args)
-        before = torch.get_num_threads()
-        torch.set_num_threads(n)
-        try:
+        with threads_for_the_work(n):  # (commands overlapping in a program's threads: see rnnkit._threads)
             return cmd(args)
-        finally:
-            torch.set_num_threads(before)
 
     return run
 

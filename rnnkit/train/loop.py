@@ -34,6 +34,7 @@ import torch
 from tqdm import tqdm
 
 from rnnkit._io import bar_options, dead_link, kind_of, write_text
+from rnnkit._threads import threads_for_the_work
 from rnnkit.data.bptt import StreamBatches, eval_streams, split
 from rnnkit.data.corpus import load_corpus
 from rnnkit.engine import native
@@ -616,24 +617,9 @@ def train(cfg: RunConfig, out, resume=False, force=False, dry_run=False, log=pri
     optimizer must be the run's (else a one-line RnnkitError); the other settings are taken from `cfg` as given (a
     lower lr or another clip norm to go on with, say), and config.json is rewritten with them. `rnnkit train --resume` instead keeps
     the run's own config.json and refuses flags that change it."""
-    with _runs_lock:  # the count before the first of the runs under way (see _runs)
-        if not _runs["count"]:
-            _runs["threads"] = torch.get_num_threads()
-        _runs["count"] += 1
-        threads = _runs["threads"]
-    try:
+    # (the count of before the first of the runs under way in the process, put back: see rnnkit._threads)
+    with threads_for_the_work():
         return _train(cfg, out, resume, force, dry_run, log)
-    finally:
-        with _runs_lock:
-            _runs["count"] -= 1
-            torch.set_num_threads(threads)
-
-
-# the train() calls under way in this process, and torch's thread count before the first of them: each run puts that
-# count back as it ends. Each put back its own reading: one started in a thread while another run held its
-# cfg.train.threads (1) read that (torch's count is per thread, new threads taking the last one set), and, ending
-# last, left the process's new threads on 1 thread for good
-_runs, _runs_lock = {"count": 0, "threads": None}, threading.Lock()
 
 
 def _train(cfg, out, resume, force, dry_run, log):

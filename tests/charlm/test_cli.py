@@ -1288,6 +1288,50 @@ def test_the_commands_that_use_a_model_take_threads_as_train_does(
     assert code == 2 and err.count("\n") == 1 and "--threads must be a whole number from 0" in err, err
 
 
+def test_commands_overlapping_in_threads_put_back_the_thread_count_of_before_both(trained, monkeypatch):
+    """A command's --threads read torch's count as it started and put its reading back as it ended: a program running
+    `sample --threads N` in two threads at once, the second started while the first held N, had the second read N
+    (a new thread takes the count last set) and, ending last, leave every thread started after on N threads. The
+    count of before the first of them is put back (as train() does)."""
+    import threading
+
+    from rnnkit.cli import charlm as cli_charlm
+
+    before = torch.get_num_threads()
+    other = 1 if before > 1 else 2
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    printed = cli_charlm.print_pieces
+
+    def held(
+        pieces, first=""
+    ):  # inside the command, its threads set: a holds until b is in, b until a is out
+        name = threading.current_thread().name
+        (a_in if name == "a" else b_in).set()
+        (b_in if name == "a" else a_out).wait(30)
+        printed(pieces, first)
+
+    monkeypatch.setattr(cli_charlm, "print_pieces", held)
+
+    def run():
+        try:
+            main(["sample", str(trained), "--length", "3", "--threads", str(other)])
+        finally:
+            if threading.current_thread().name == "a":
+                a_out.set()
+
+    a = threading.Thread(target=run, name="a")
+    a.start()
+    assert a_in.wait(30)
+    b = threading.Thread(target=run, name="b")
+    b.start()
+    a.join(60), b.join(60)
+    seen = []
+    fresh = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    fresh.start()
+    fresh.join()
+    assert (torch.get_num_threads(), seen) == (before, [before])
+
+
 def test_greedy_warns_of_top_k_and_seed(trained, cli):
     """`sample --greedy --top-k 3 --seed 1` ignored --top-k and --seed in silence (no draw takes either); each is now
     one warning line, the text the same as without them (--temperature stays accepted: 50e74ea)."""

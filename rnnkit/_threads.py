@@ -1,0 +1,32 @@
+"""torch's thread count set for one piece of work (a training run, a command's --threads) and put back after it.
+
+torch's count is per thread, and a thread started later takes the count last set: a run started in a thread while
+another held its count read that count as "before", and, ending last, put it back for good (every thread started
+after ran on it). So the works under way in this process are counted, and each puts back, as it ends, the count of
+before the first of them."""
+
+import contextlib
+import threading
+
+_held, _lock = {"works": 0, "before": None}, threading.Lock()
+
+
+@contextlib.contextmanager
+def threads_for_the_work(n: int = 0):
+    """torch.set_num_threads(n) for the block (0: the count as it is), the count of before the first of the works
+    under way put back after it (in the thread that ran the block, and for threads started after)."""
+    import torch
+
+    with _lock:
+        if not _held["works"]:
+            _held["before"] = torch.get_num_threads()
+        _held["works"] += 1
+        before = _held["before"]
+    try:
+        if n:
+            torch.set_num_threads(n)
+        yield
+    finally:
+        with _lock:
+            _held["works"] -= 1
+            torch.set_num_threads(before)

@@ -190,17 +190,29 @@ def resolve_backend(backend, cell, xw, P=None, fits=True):
     if reason is None:
         return "native"
     if backend == "native" and reason != "quiet":
-        _warn_once(f"rnnkit native backend unavailable ({reason}); using the python backend")
+        if not native.build_failed(reason) or _said_build_failed(reason):
+            _warn_once(f"rnnkit native backend unavailable ({reason}); using the python backend")
     elif backend is None and native.build_failed(reason):  # the default too: 2-3x slower deserves a word
         warn_build_failed(reason)
     return "python"
 
 
+def _said_build_failed(reason):
+    """True the first time a failed build (reason) is to be said, whichever of its two lines says it: a process
+    whose layers took the default backend and asked for native was told of the one failure twice."""
+    key = ("build failed", reason)  # (kept in _warned: clearing that, as the tests do, says it again)
+    if key in _warned:
+        return False
+    _warned.add(key)
+    return True
+
+
 def warn_build_failed(reason):
     """The default backend's word, once, on an extension that failed to build (also from compiled.native_ready:
     dynamo drops a warnings.warn it traces, and a compiled model ran the python loop in silence)."""
-    _warn_once(f"rnnkit native backend unavailable ({reason}); using the python backend, 2-3x slower on small "
-               "models (or set RNNKIT_NATIVE=0 to choose python quietly)")  # fmt: skip
+    if _said_build_failed(reason):
+        _warn_once(f"rnnkit native backend unavailable ({reason}); using the python backend, 2-3x slower on "
+                   "small models (or set RNNKIT_NATIVE=0 to choose python quietly)")  # fmt: skip
 
 
 def native_fits(cell, xw, state0, P):

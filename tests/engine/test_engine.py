@@ -1320,3 +1320,21 @@ def test_an_extensions_dir_that_links_to_a_missing_folder_is_named_with_its_fix(
     gone.mkdir(parents=True)  # the fix it names
     assert cpp_extension._get_build_directory("some_ext", False).startswith(str(cache))
     assert _native_build.build("the test extension", "some_ext", lambda: "module") == ("module", None)
+
+
+@pytest.mark.parametrize("first", [None, "native"])
+def test_a_failed_build_is_warned_of_once_whichever_backend_asks_first(monkeypatch, first):
+    """One failed build, one warning: a process whose layers take the default backend and ask for native (in either
+    order) was told of the same failure twice, once as "2-3x slower" and once as "native backend unavailable"."""
+    from rnnkit.engine import _warned, native, resolve_backend
+
+    cell, xw, *_ = setup("lstm", dtype=torch.float32)
+    monkeypatch.setattr(native, "_ext", None)
+    monkeypatch.setattr(native, "_reason", "could not build the C++ extension: RuntimeError: no compiler")
+    _warned.clear()
+    second = "native" if first is None else None
+    with pytest.warns(RuntimeWarning, match="no compiler") as said:
+        assert resolve_backend(first, cell, xw) == "python"
+    assert len(said) == 1
+    assert resolve_backend(second, cell, xw) == "python"  # no second warning (warnings are errors here)
+    assert resolve_backend(first, cell, xw) == "python"

@@ -7,14 +7,14 @@ averages at least `min_patterns` recalls); each network runs asynchronously from
     mean overlap        m = s·ξ/N of the final state with the pattern it started from
     recalled            fraction of patterns ending with < 1 % of bits wrong   (m > 0.98)
     perfect             fraction ending exactly on the pattern                  (m = 1)
-    unfinished          fraction of patterns whose state still moved in the last allowed sweep
+    unfinished          fraction of patterns not at a fixed point when the last allowed sweep ends
     spurious            fraction of random starts that reach a fixed point away from every ±pattern
                         (max |m| <= 0.98)
     mixture             ... of those, mixture states: clearly correlated (|m| >= max(0.2, 3/√N)) with
                         two or more stored patterns; the rest are spin-glass-like
     three_mixture       ... and among the mixtures, symmetric 3-mixtures sgn(±ξ1 ± ξ2 ± ξ3), whose
                         three overlaps are 1/2 (Amit, Gutfreund, Sompolinsky 1985)
-    starts_unfinished   fraction of random starts still moving after `max_sweeps`
+    starts_unfinished   fraction of random starts not at a fixed point after `max_sweeps`
     spurious_of_settled spurious / (1 - starts_unfinished): the share among the starts that settled
 
 Theory: retrieval collapses near α_c ≈ 0.138 (Amit, Gutfreund, Sompolinsky 1985); a stored pattern is a

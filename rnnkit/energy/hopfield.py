@@ -97,7 +97,9 @@ def run_async(W, theta, s, max_sweeps=100, generator=None, record=True):
     h = s W. The fields follow every flip (W is symmetric, so flipping unit i of a state by Δ adds
     Δ W[i] to that state's fields): a step costs O(N) per flip and O(B) otherwise.
 
-    Returns (states (M, B, N), energies (M, B, U) or None, status (M, B), sweeps run).
+    Returns (states (M, B, N), energies (M, B, U) or None, status (M, B), sweeps run); status is
+    FIXED_POINT for every state the rule leaves as it is when the run ends (reached in the last allowed
+    sweep too), UNFINISHED for the others.
     """
     M, B, N = s.shape
     dtype, (W, threshold) = s.dtype, _tie_safe(W, theta)
@@ -123,6 +125,9 @@ def run_async(W, theta, s, max_sweeps=100, generator=None, record=True):
                 if record:
                     trace.append(E.clone())
             sweeps += 1
+    if changed.any():  # the budget ended the run: a state that moved in its last sweep may have landed on a
+        # fixed point there; it has converged if the rule flips no unit now (what one more sweep would find)
+        changed &= (_updated(fields, threshold[:, None]) != s).any(-1)
     status = torch.where(changed, UNFINISHED, FIXED_POINT)
     return s.to(dtype), (torch.stack(trace, -1).to(dtype) if record else None), status, sweeps
 

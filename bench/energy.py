@@ -223,8 +223,8 @@ def bench_hopfield(out: pathlib.Path, device: str) -> str:
                 ["N", "recalled (< 1% bits wrong)", "recalled perfectly", "mean overlap", "1/(2 ln N)"], cross
             ),
             "Random starts, as fractions of all of them: ending on a spurious fixed point (away from every "
-            "±pattern), on a mixture state (|m| >= max(0.2, 3/√N) with two or more patterns), on a symmetric "
-            "3-mixture sgn(±ξ1 ± ξ2 ± ξ3) (three overlaps 1/2), and still moving after the last sweep:",
+            "±pattern), on a mixture state (within 1 % of the bits of sgn(Σ m_μ ξ^μ) over its 2 to 7 largest "
+            "overlaps; the rest are spin-glass states), on a symmetric 3-mixture sgn(±ξ1 ± ξ2 ± ξ3) (three overlaps 1/2), and still moving after the last sweep:",
             markdown_table(header, spurious),
         ]
     )

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from rnnkit.energy import capacity
+from rnnkit.energy import capacity, hopfield
 from rnnkit.energy.hopfield import random_patterns
 from rnnkit.errors import RnnkitError
 
@@ -94,3 +94,23 @@ def test_sizes_and_loads_of_a_generator_or_tensor_run_every_point(make):
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in got] == [
         {k: v for k, v in r.items() if k != "seconds"} for r in expected
     ]
+
+
+def test_spin_glass_states_are_not_counted_as_mixtures():
+    """Every spurious state from a random start at P/N = 0.1 counted as a mixture: a fixed point's overlaps
+    spread as sqrt(r / N), r ~ 5 to 14, so two of them were always >= max(0.2, 3/√N); they decay smoothly over
+    many patterns (spin-glass states, AGS 1987), while a relaxed 3-mixture at low load stays one."""
+    cfg = capacity.CapacityConfig(
+        sizes=(300,), loads=(0.1,), random_starts=24, min_patterns=30, max_sweeps=100
+    )
+    (row,) = capacity.capacity_experiment(cfg)
+    assert row["starts_unfinished"] == 0 and row["spurious"] > 0.5
+    assert row["mixture"] == 0 and row["three_mixture"] == 0
+    g = torch.Generator().manual_seed(1)
+    xi = random_patterns(6, 301, g)[None]  # P/N = 0.02: 3-mixtures are stable
+    starts = torch.stack(
+        [torch.sign(xi[0, 0] + xi[0, 1] - xi[0, 2]), torch.sign(xi[0, 3] - xi[0, 4] + xi[0, 5])]
+    )
+    states, _, status, _ = hopfield.run_async(hopfield.hebbian(xi), torch.zeros(1, 301), starts[None], 50, g)
+    out = capacity.classify_random_starts(states, xi, status == hopfield.FIXED_POINT)
+    assert out["spurious"] == out["mixture"] == out["three_mixture"] == 1.0

@@ -135,7 +135,9 @@ def run_async(W, theta, s, max_sweeps=100, generator=None, record=True):
 def run_sync(W, theta, s, max_steps=100, record=True):
     """Synchronous dynamics until a fixed point (s_t+1 = s_t) or a 2-cycle (s_t+1 = s_t-1).
 
-    A state stops moving once it is classified; the others go on. Same returns as `run_async`.
+    A state stops moving once it is classified; the others go on. Same returns as `run_async`; when the
+    budget ends the run, a state the rule leaves as it is counts as FIXED_POINT and one it brings back in two
+    updates as TWO_CYCLE, however late it got there.
     """
     M, B, N = s.shape
     dtype, (W, threshold), theta = s.dtype, _tie_safe(W, theta), theta.double()
@@ -153,6 +155,13 @@ def run_sync(W, theta, s, max_steps=100, record=True):
         steps += 1
         if record:
             trace.append(energy(W, theta, s))
+    active = status == UNFINISHED
+    if active.any():  # the budget ended the run: a state may be on a fixed point or a 2-cycle already, which
+        # the loop would see only a step or two later; say what each is now (the states stay as they are)
+        once = _updated(s @ W, threshold[:, None])
+        twice = _updated(once @ W, threshold[:, None])
+        fixed = active & (once == s).all(-1)
+        status[fixed], status[active & ~fixed & (twice == s).all(-1)] = FIXED_POINT, TWO_CYCLE
     return s.to(dtype), (torch.stack(trace, -1).to(dtype) if record else None), status, steps
 
 

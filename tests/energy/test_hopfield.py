@@ -424,3 +424,27 @@ def test_an_asynchronous_recall_that_reaches_a_fixed_point_in_its_last_sweep_has
         fixed = (np.where(s @ W >= 0, 1.0, -1.0) == s).all(-1)  # the update rule changes no unit
         assert 0 < fixed.sum() < len(s)
         assert (result.status.numpy() == FIXED_POINT).tolist() == fixed.tolist()
+
+
+def test_a_synchronous_recall_says_what_each_state_is_when_its_budget_ends():
+    """A state that reached a fixed point or a 2-cycle in the last allowed steps was 'unfinished': Hopfield(3)
+    storing (1, 1, 1) went from (1, 1, -1) to (1, 1, 1) in one step, '1 unfinished'."""
+    net = Hopfield(3).store([[1, 1, 1]])
+    assert net.recall([[1, 1, -1]], mode="sync", max_steps=1).summary() == "1 fixed point"
+    assert Hopfield(2).store([[1, 1]]).recall([[1, -1]], mode="sync", max_steps=1).summary() == "1 2-cycle"
+    N, P = 60, 12
+    xi = hop.random_patterns(P, N, gen(5))
+    net = Hopfield(N, dtype=torch.float64).store(xi)
+    W = (net.W.numpy() * P).round()  # Σ_μ ξ_i ξ_j: integer fields, no rounding in the sign
+
+    def F(s):  # one synchronous update
+        return np.where(s @ W >= 0, 1.0, -1.0)
+
+    starts = hop.random_patterns(64, N, gen(6)).double()
+    for steps in (1, 2, 3, 4):
+        result = net.recall(starts, mode="sync", max_steps=steps, record=False)
+        s = result.states.numpy()
+        fixed = (F(s) == s).all(-1)
+        cycle = ~fixed & (F(F(s)) == s).all(-1)
+        expected = np.where(fixed, FIXED_POINT, np.where(cycle, TWO_CYCLE, hop.UNFINISHED))
+        assert result.status.tolist() == expected.tolist()

@@ -119,7 +119,9 @@ def scan_loop(cell, xw, state0, P, mask, reverse):
     def combine(state, inputs):  # (scan forbids outputs that alias inputs or each other: hence the clones)
         live = inputs[1] if mask is not None else None  # (a padded step on a zero state: see autograd_loop)
         run_on = state if live is None else tuple(torch.where(live, s, 0) for s in state)
-        new = tuple(cell.step(inputs[0], run_on, P)[0])
+        # and its xw_t no gradient (0·NaN where the zero state met an inf in W_hh), as in autograd_loop
+        x_t = inputs[0] if live is None else torch.where(live, inputs[0], inputs[0].detach())
+        new = tuple(cell.step(x_t, run_on, P)[0])
         if mask is not None:
             return tuple(torch.where(live, n, s) for n, s in zip(new, state)), torch.where(live, new[0], 0)
         new = tuple(n.clone() if any(n is s for s in state) else n for n in new)

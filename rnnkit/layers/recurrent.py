@@ -169,6 +169,12 @@ def _widened(tensors):
     return tuple(t.float() if t is not None and t.dtype in HALF else t for t in tensors)
 
 
+def _narrowed(got, half):
+    """A layer's (out, state) in float32 cast back to its half type, as forward casts them."""
+    out, state = got
+    return out.to(half), (tuple(s.to(half) for s in state) if isinstance(state, tuple) else state.to(half))
+
+
 def _conditioning(w, cond, half):
     """w(cond), W v + b of a conditioning Linear; for a half layer (half: its dtype) in float32, as its input
     projection: a bfloat16 W_vh v rounded once added its error to every step's pre-activation (a 200-step layer's
@@ -677,8 +683,13 @@ class Recurrent(OwnParametersModule):
         redefines none of the full path's pieces (_FULL_PATH_PIECES), the state None or
         of the right shapes. The same calls, in the same order, as the full path below, without its per-call questions
         that can't change the answer here (some 40 µs of a 70 µs one-step call of a small GRU). None where anything
-        else holds: the full path runs then, and says what is wrong where something is."""
-        if torch.is_grad_enabled() or x.dim() != 3 or not x.is_cpu or x.dtype not in _NATIVE_DTYPES:
+        else holds: the full path runs then, and says what is wrong where something is. A float16 or bfloat16 layer
+        runs as the full path runs it: x, the state and the weights cast to float32 once, outputs and states cast back
+        (the same bits; a one-step call of a bfloat16 1x128 LSTM took 3x float32's time on the full path)."""
+        if torch.is_grad_enabled() or x.dim() != 3 or not x.is_cpu:
+            return None
+        half = x.dtype if x.dtype in HALF else None
+        if half is None and x.dtype not in _NATIVE_DTYPES:
             return None
         if self.dirs != 1 or self.backend not in (None, "native") or self.cond_size or self.skip_input:
             return None
@@ -719,10 +730,12 @@ class Recurrent(OwnParametersModule):
         if native.load() is None:  # (the full path says why, once)
             return None
         widths = (self.output_size, self.hidden_size)[: self.num_states]
+        if half is not None:  # (as forward: in float32, see _project)
+            x, state = x.float(), None if state is None else tuple(s.float() for s in state)
         if x.shape[1 if self.batch_first else 0] < 8:  # (short: _project's F.linear, see there)
-            got = self._forward_stack(native, cells, kinds, x, state, widths)
+            got = self._forward_stack(native, cells, kinds, x, state, widths, half)
             if got is not False:
-                return got
+                return got if got is None or half is None else _narrowed(got, half)
         below = x.transpose(0, 1).contiguous() if self.batch_first else x.contiguous()  # (T, B, D)
         finals, short = [], below.shape[0] < 8
         for i, cell in enumerate(cells):
@@ -730,10 +743,12 @@ class Recurrent(OwnParametersModule):
             if short:  # (nothing kept for a backward: no xw._rnnkit_rebuild)
                 got = _own_params(cell)
                 W, b, *P = got if got is not None else (*_input_affine(cell), *cell.rec_params())
+                if half is not None:
+                    W, b, *P = _widened((W, b, *P))
                 xw = affine_input(below, W, b, cell.tanh_tail, cell.input_identity)
                 fold = {}
             else:
-                xw, P, fold = self._project(cell, below)
+                xw, P, fold = self._project(cell, below, half=half)
             # (a weight of a tensor subclass makes xw one, or is one of P: the python loop's, see native.unsupported)
             if type(xw) is not torch.Tensor:
                 return None
@@ -748,14 +763,16 @@ class Recurrent(OwnParametersModule):
             below, sT = native.forward_only(kinds[i], None, False, bf, raw, xw, xt, s0, P)
             finals.append(sT)
         stacked = tuple(torch.stack([f[k] for f in finals]) for k in range(self.num_states))
-        return below, (stacked if self.num_states == 2 else stacked[0])
+        got = below, (stacked if self.num_states == 2 else stacked[0])
+        return got if half is None else _narrowed(got, half)
 
-    def _forward_stack(self, native, cells, kinds, x, state, widths):
+    def _forward_stack(self, native, cells, kinds, x, state, widths, half=None):
         """_forward_fast's loop over the layers of a short sequence as one engine call (native.forward_stack: per
         layer xw = linear(below, W_xh, b_xh) and the loop, then h_n stacked; the same calls on the same tensors as
         the loop in _forward_fast, without its Python per layer). None where a weight is not a plain tensor (the
         python loop's, see native.unsupported); False where a cell's projection is more than x W_xhᵀ + b (MUT1's
-        tanh(x̃), x̃ = x): _forward_fast's own loop then."""
+        tanh(x̃), x̃ = x): _forward_fast's own loop then. half: a float16 or bfloat16 layer's dtype, x and the state
+        given in float32: the weights are read in float32 (the results are returned in float32)."""
         ids, Ws, bs, Ps = [], [], [], []
         for i, (cell, kind) in enumerate(zip(cells, kinds)):
             if cell.tanh_tail or cell.input_identity is not None:
@@ -766,6 +783,8 @@ class Recurrent(OwnParametersModule):
             for p in (W, b, *P):
                 if p is not None and type(p) not in _PLAIN:
                     return None
+            if half is not None:  # (x and the state are float32 already)
+                W, b, *P = _widened((W, b, *P))
             ids.append(native.CELL_IDS[kind])
             Ws.append(W)
             bs.append(b)

@@ -2074,6 +2074,44 @@ def test_no_grad_fast_path_gives_the_full_paths_numbers_bit_for_bit(cell, monkey
                 assert torch.equal(u, v)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("cell", sorted(CELLS) + ["lstmp"])
+def test_no_grad_fast_path_of_a_half_layer_gives_the_full_paths_bits(cell, dtype, monkeypatch):
+    """A float16 or bfloat16 layer under torch.no_grad or torch.inference_mode took the full path (a one-step call of
+    a bfloat16 1x128 LSTM 3x float32's time): it takes the fast path as float32 does, x, the state and the weights
+    cast to float32 once and the results cast back, the full path's bits and dtypes (T = 1: the stack in one engine
+    call, MUT1's and MUT2's loop of layer calls; T = 9: the native projection)."""
+    from rnnkit.engine import native
+
+    if native.load() is None:
+        pytest.skip("the native backend is unavailable here; the fast path is native only")
+    taken, fast = [], Recurrent._forward_fast
+
+    def watched(self, x, state):
+        taken.append(fast(self, x, state))
+        return taken[-1]
+
+    monkeypatch.setattr(Recurrent, "_forward_fast", watched)
+    torch.manual_seed(0)
+    name, options = ("lstm", {"proj_size": 3}) if cell == "lstmp" else (cell, {})
+    for layers, batch_first, T, mode in [(2, True, 1, torch.no_grad), (1, False, 1, torch.inference_mode),
+                                         (2, False, 9, torch.no_grad), (1, True, 9, torch.inference_mode)]:  # fmt: skip
+        layer = Recurrent(name, 5, 5, num_layers=layers, batch_first=batch_first, **options).to(dtype).eval()
+        x = torch.randn((3, T, 5) if batch_first else (T, 3, 5)).to(dtype)
+        with mode():
+            got, state = layer(x)
+            got2, state2 = layer(x, state)
+        assert taken[-2] is not None and taken[-1] is not None
+        with monkeypatch.context() as m, mode():
+            _full_path_only(m)
+            want, want_state = layer(x)
+            want2, want_state2 = layer(x, want_state)
+        for a, b in [(got, want), (got2, want2), (state, want_state), (state2, want_state2)]:
+            for u, v in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
+                assert u.dtype == v.dtype == dtype and u.shape == v.shape and u.stride() == v.stride()
+                assert torch.equal(u, v)
+
+
 @pytest.mark.parametrize("cell", sorted(CELLS) + ["lstmp"])
 def test_no_grad_short_sequence_runs_the_whole_stack_in_one_engine_call(cell, monkeypatch):
     """A one-step call (T < 8) under torch.no_grad runs all layers in one engine call (native.forward_stack: each

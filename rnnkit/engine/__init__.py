@@ -12,12 +12,15 @@ then compute their gradients through a rerun of the forward as an autograd loop
 (`reference.higher_order_grads`), since their hand-written BPTT reads caches that carry no graph.
 """
 
+import contextlib
 import functools
 import operator
 import warnings
 
 import torch
+from torch._ops import _len_torch_dispatch_stack_pre_dispatch
 from torch._subclasses.fake_tensor import is_fake
+from torch.utils._python_dispatch import _disable_current_modes, _len_torch_dispatch_stack
 
 from rnnkit.cells._base import Cell, autocast_on, cell_class, make_fx_tracing, plain_ops_only, recording
 from rnnkit.engine import compiled
@@ -307,9 +310,14 @@ def _size_error(cell, X, widths, shapes, split) -> str | None:
         return None
     build = (lambda: cell(1, c, proj_size=h)) if cell is LSTMP else (lambda: cell(1, c))
     # built outside torch.func's transforms: under vmap its weight draws failed ("vmap: called random operation
-    # while in randomness error mode"), where the loops themselves run
+    # while in randomness error mode"), where the loops themselves run; and outside the modes torch.export traces
+    # with (fake tensors, the graph's proxies): leaky's check of its alpha (a CPU tensor of its own) was traced as
+    # data-dependent there, and every export of run(leaky, ...) failed ("Could not guard on data-dependent expression")
+    # (only where one is on: the context costs more than the question)
+    traced = _len_torch_dispatch_stack() or _len_torch_dispatch_stack_pre_dispatch()
+    untraced = _disable_current_modes() if traced else contextlib.nullcontext()
     try:
-        with torch.device("meta"), torch._C._DisableFuncTorch():
+        with untraced, torch.device("meta"), torch._C._DisableFuncTorch():
             model = build()
     except Exception:  # noqa: BLE001  (a cell of the user's own with other arguments)
         if cell in CELLS.values():

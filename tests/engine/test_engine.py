@@ -130,6 +130,46 @@ def test_an_inf_recurrent_weight_gives_padded_inputs_no_gradient_in_a_program_ex
     torch.testing.assert_close(dxw, want, rtol=1e-12, atol=1e-12, equal_nan=True)
 
 
+# (torch's own, from the inductor its scan's backward imports)
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_run_of_a_leaky_cell_exports(dynamic):
+    """torch.export of a module that calls run(leaky, ...) failed, T static or dynamic: "Could not guard on
+    data-dependent expression Eq(u0, 1)", from the size check's leaky built on the meta device inside the trace (its
+    alpha check, a CPU tensor's bool(), traced as data). The check builds its cell outside torch.export's modes: the
+    program gives eager's outputs and input gradient, reversed with lengths, and an xw of the wrong width is still the
+    check's one line."""
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cell = CELLS["leaky"](3, 4, alpha=0.3).double()
+
+        def forward(self, x, h_0, lengths):
+            mask = (torch.arange(x.shape[0])[:, None] < lengths[None]).double()[..., None]
+            return run(
+                self.cell, self.cell.project_input(x), (h_0,), tuple(self.cell.rec_params()), mask, True
+            )[0]
+
+    torch.manual_seed(0)
+    model, lengths = Model(), torch.tensor([5, 3])
+    x, h_0 = torch.randn(5, 2, 3, dtype=torch.float64), torch.randn(2, 4, dtype=torch.float64)
+    shapes = ({0: torch.export.Dim("T", min=2, max=16)}, None, None) if dynamic else None
+    program = torch.export.export(model, (x, h_0, lengths), dynamic_shapes=shapes)
+    x = torch.randn(7 if dynamic else 5, 2, 3, dtype=torch.float64, requires_grad=True)
+    got, want = program.module()(x, h_0, lengths), model(x, h_0, lengths)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    (g,), (w,) = torch.autograd.grad(got.sum(), x), torch.autograd.grad(want.sum(), x)
+    torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+
+    class Wide(torch.nn.Module):  # (xw of 5 columns for H = 4)
+        def forward(self, xw, h_0):
+            return run(model.cell, xw, (h_0,), tuple(model.cell.rec_params()))[0]
+
+    with pytest.raises(RnnkitError, match=r"run\(Leaky\): xw must be \(T, B, 4\) for H = 4"):
+        torch.export.export(Wide(), (torch.randn(5, 2, 5, dtype=torch.float64), h_0))
+
+
 @pytest.mark.parametrize("name", ["gru", "lstm", "mut1"])
 @pytest.mark.parametrize("reverse,lengths", [(False, None), (True, [4, 2, 1])])
 def test_a_state0_of_batch_one_is_broadcast_by_every_backend(name, reverse, lengths):

@@ -456,7 +456,12 @@ def _checked_mask(name, mask, T, B, device):
     xw's a torch error from inside the python loop, or (native) its memory read as the CPU's."""
     if mask is None:
         return None
-    if not isinstance(mask, torch.Tensor) or tuple(mask.shape) not in ((T, B), (T, B, 1)):
+    # (each size compared by itself: dynamo, under torch.compile(dynamic=True) with T = B = H, found (3, 3, 1) not in
+    # ((T, B), (T, B, 1)) once _check_sizes had made H, and with it T and B, a number, and took the raise)
+    fits = (
+        isinstance(mask, torch.Tensor) and mask.dim() in (2, 3) and mask.shape[0] == T and mask.shape[1] == B
+    )
+    if not (fits and (mask.dim() == 2 or mask.shape[2] == 1)):
         got = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
         raise RnnkitError(
             f"run({name}): mask must be (T, B, 1) (or (T, B)) = ({T}, {B}, 1) of 0/1, got {got}"

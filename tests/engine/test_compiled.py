@@ -483,6 +483,32 @@ def test_state_widths_that_do_not_fit_are_refused_under_compile_too(widths):
         torch.testing.assert_close(g(xw, state0), run(cell, xw, state0, P)[0])
 
 
+def test_run_with_a_mask_compiles_in_one_graph_with_dynamic_shapes_where_t_b_and_h_are_equal():
+    """torch.compile(dynamic=True) of run(cell, xw, state0, P, mask) with T = B = H (3): _check_sizes made H a number,
+    and with it T and B (one symbol, dynamo's duck sizing), and dynamo then found the mask's (3, 3, 1) not in
+    ((T, B), (T, B, 1)) and took the raise ("mask must be (T, B, 1) (or (T, B)) = (3, 3, 1) of 0/1, got (3, 3, 1)"):
+    fullgraph=True failed, and without it the graph broke there and the operator, reached in a frame of its own with
+    its cell id made symbolic, failed ("unhashable type: non-nested SymInt"). The sizes are compared one by one."""
+    torch.manual_seed(0)
+    cell = CELLS["rnn_tanh"](2, 3).double()
+    P = tuple(p.detach().requires_grad_() for p in cell.rec_params())
+    xw = torch.randn(3, 3, 3, dtype=torch.float64, requires_grad=True)
+    h_0 = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
+    mask = (torch.arange(3)[:, None] < torch.tensor([3, 1, 2])[None]).double()[..., None]
+    torch._dynamo.reset()
+
+    def f(xw, mask, h_0):
+        return run(cell, xw, (h_0,), P, mask, True)[0]
+
+    got, want = (
+        torch.compile(f, backend="eager", dynamic=True, fullgraph=True)(xw, mask, h_0),
+        f(xw, mask, h_0),
+    )
+    torch.testing.assert_close(got, want)
+    for g, w in zip(torch.autograd.grad(got.sum(), (xw, h_0)), torch.autograd.grad(want.sum(), (xw, h_0))):
+        torch.testing.assert_close(g, w)
+
+
 def test_run_compiles_in_one_graph_with_dynamic_shapes_and_still_refuses_widths_that_do_not_fit():
     """run(cell, ...) under torch.compile(dynamic=True): dynamo shows a symbolic size as an int, so the size check
     handed xw's columns, symbolic, to _size_error, a constant of the graph: fullgraph=True failed ("assume_constant_result

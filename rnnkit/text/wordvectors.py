@@ -625,6 +625,17 @@ def _numbers_like(raw: bytes) -> int:
     return int(((x == 0) | ((x >= 2.0**-30) & (x <= 2.0**30))).sum())
 
 
+def _no_vector(raw: bytes) -> bool:
+    """Whether the float32 numbers in `raw` are no word vector's, small or not: one is inf, NaN, past 2^30 or
+    subnormal, or their sizes (0 aside) span more than 2^40. A vector of numbers all below 2^-30 (1e-11 each) is a
+    small vector, not bytes shifted off their floats."""
+    x = np.abs(np.frombuffer(raw[: len(raw) // 4 * 4], "<f4"))
+    if not np.isfinite(x).all() or (x > 2.0**30).any():
+        return True
+    x = x[x > 0]
+    return x.size > 0 and (x.min() < 2.0**-126 or x.max() > 2.0**40 * x.min())
+
+
 def _spaced_word(rest: bytes, start: int, E: int, word: str, newline: bool = False) -> str | None:
     """'new york' where a binary file held that word (gensim writes it as it is): the reader ends the word at its
     space, 'new', reads its vector (at `start` of `rest`) from 'york ' on, and the next word begins with the
@@ -648,7 +659,8 @@ def _spaced_word(rest: bytes, start: int, E: int, word: str, newline: bool = Fal
     if newline and rest[after : after + 1] != b"\n":
         return None
     if not newline and _numbers_like(rest[start : start + 4 * E]) == E > _numbers_like(rest[cut + 1 : after]):
-        return None  # numbers as a word vector's as read, not read past the text: a good vector
+        if _no_vector(rest[cut + 1 : after]):  # (numbers merely small are a small vector's: 'new york' still)
+            return None  # numbers as a word vector's as read, not read past the text: a good vector
     space = rest.find(b" ", after)
     following = rest[after:space].lstrip(b"\n") if space > after else b""
     return f"{word} {tail}" if tail.isprintable() and following and not _odd(following) else None

@@ -1670,3 +1670,18 @@ def test_a_gensim_file_of_one_odd_word_after_a_vector_that_reads_as_text_loads(t
         wv = WordVectors.load(tmp_path / "v.bin", unicode_errors="replace")
         assert wv.words == ["the", odd.decode("utf-8", "replace"), "cat"]
         assert np.array_equal(wv.vectors, vectors)
+
+
+def test_a_word_of_two_words_with_a_small_vector_is_still_said(tmp_path):
+    """A true 'new 2024' (or 'new YORK') whose vector is small, numbers all below 2^-30 (1e-11 each), was taken for
+    a good 'new' whose vector begins as text: read as 'new', the vector ('2024' is 1.7e-07, then bytes shifted) was
+    within 2^-30..2^30, read past the text not, and the file loaded 'new' with that garbage and the word '-\\x1eh\\u066ccat'
+    for 'cat' in silence (strict too), or said the next word is not UTF-8, 'load it with unicode_errors='replace'',
+    which loaded the garbage. Numbers merely small are a small vector's: said as 'may be ...' again."""
+    for tail, vector in ((b"2024", "699e302d1e68d9ac"), (b"YORK", "16f3b02bcbebb9ab")):
+        x = np.stack([np.ones(2), np.frombuffer(bytes.fromhex(vector), "<f4"), -np.ones(2)]).astype("<f4")
+        records = [w + b" " + v.tobytes() for w, v in zip([b"the", b"new " + tail, b"cat"], x)]
+        (tmp_path / "v.bin").write_bytes(b"3 2\n" + b"".join(records))
+        for errors in ("strict", "replace"):
+            with pytest.raises(RnnkitError, match=f"vector 2's word may be 'new {tail.decode()}'"):
+                WordVectors.load(tmp_path / "v.bin", unicode_errors=errors)

@@ -9,14 +9,20 @@ import contextlib
 import threading
 
 _held, _lock = {"works": 0, "before": None}, threading.Lock()
+_nested = (
+    threading.local()
+)  # .works: this thread's works under way (one inside another: a run's log callback)
 
 
 @contextlib.contextmanager
 def threads_for_the_work(n: int = 0):
     """torch.set_num_threads(n) for the block (0: the count as it is), the count of before the first of the works
-    under way put back after it (in the thread that ran the block, and for threads started after)."""
+    under way put back after it (in the thread that ran the block, and for threads started after); a work inside
+    another of the same thread puts back the count it found, the outer one's."""
     import torch
 
+    mine, depth = torch.get_num_threads(), getattr(_nested, "works", 0)
+    _nested.works = depth + 1
     with _lock:
         if not _held["works"]:
             _held["before"] = torch.get_num_threads()
@@ -27,6 +33,7 @@ def threads_for_the_work(n: int = 0):
             torch.set_num_threads(n)
         yield
     finally:
+        _nested.works = depth
         with _lock:
             _held["works"] -= 1
-            torch.set_num_threads(before)
+            torch.set_num_threads(mine if depth else before)

@@ -2688,3 +2688,24 @@ def test_the_bars_numbers_are_set_a_few_times_a_second_not_at_every_step(tmp_pat
     assert train(tiny_config(corpus, max_steps=7, eval_every=4), tmp_path / "run", log=lambda s: None) == 0
     rows = read_metrics(tmp_path / "run" / "metrics.csv")
     assert shown == [(step, f"{float(rows[step - 1]['train_loss']):.3f}") for step in (1, 4, 7)]
+
+
+def test_a_work_inside_another_of_the_same_thread_leaves_the_outer_ones_thread_count():
+    """A command's --threads inside a run's log callback (or one work inside another in one thread) put back, as it
+    ended, the count of before the first work, so the outer work went on with it: with the process at 2, an outer
+    work at 1 read 2 after an inner one at 1 ended (before 3c71137 each put back its own reading, 1). The inner puts
+    back the count it found now; the outer, ending, the count of before, as before."""
+    import torch
+
+    from rnnkit._threads import threads_for_the_work
+
+    start = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with threads_for_the_work(1):
+            with threads_for_the_work(1):
+                pass
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(start)

@@ -162,7 +162,14 @@ class MarkovChain:
     def _symbols(self, string) -> list:
         """The symbols of `string`: a str's characters (its words, to a chain over words), a list's items."""
         words = any(isinstance(e, str) and len(e) > 1 for e in self.emits)  # (not a chain over numbers)
-        return string.split() if isinstance(string, str) and words else list(string)
+        if not (isinstance(string, str) and words):
+            return list(string)
+        # (split at white space, a word 'new york' was 'new', 'york': its own sample not allowed)
+        spaced = next((e for e in self.emits if isinstance(e, str) and any(c.isspace() for c in e)), None)
+        if spaced is not None:
+            raise RnnkitError(f"a str can't be read as this chain's words: its word {spaced!r} holds white space; "
+                              f"give the words as a list ([{spaced!r}, ...])")  # fmt: skip
+        return string.split()
 
     def sample(self, length: int, seed: int = 0) -> str:
         """A string of `length` symbols: s_1 ~ π_0, s_t ~ P[s_{t-1}, :]; "" for length 0. A chain over words writes

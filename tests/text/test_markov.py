@@ -384,3 +384,18 @@ def test_a_chain_over_words_writes_them_one_space_apart_and_reads_its_own_sample
     for m in (abe_machine(), i_before_e_machine(), characters):  # characters: as before
         assert m.separator == "" and m.sample(30, seed=3) == "".join(m.iter_sample(30, seed=3))
     assert characters.allows("the cat") and characters.log_prob("the cat") < 0
+
+
+def test_a_chain_over_words_that_hold_spaces_refuses_to_split_a_str():
+    """A str given to a chain over words is split at white space (962ac16), so a chain over 'new york' refused its
+    own sample: sample 'new york big big big new york is', allows() False, why_not "'new', 'york' are not among its
+    symbols". Such a chain can't read a str: one line that says to give the words as a list; a list reads as before."""
+    chain = MarkovChain.estimate([["new york", "is", "big"], ["is", "new york", "big"]])
+    text = chain.sample(6, seed=0)
+    for read in (chain.log_prob, chain.allows, chain.why_not):
+        with pytest.raises(
+            RnnkitError, match=r"its word 'new york' holds white space; give the words as a list"
+        ):
+            read(text)
+    words = list(chain.iter_sample(6, seed=0))
+    assert " ".join(words) == text and chain.allows(words) and chain.why_not(words) is None

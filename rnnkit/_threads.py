@@ -6,6 +6,7 @@ after ran on it). So the works under way in this process are counted, and each p
 before the first of them."""
 
 import contextlib
+import os
 import threading
 
 _held, _lock = {"works": 0, "before": None}, threading.Lock()
@@ -37,3 +38,16 @@ def threads_for_the_work(n: int = 0):
         with _lock:
             _held["works"] -= 1
             torch.set_num_threads(mine if depth else before)
+
+
+def _after_fork():
+    """A child forked while another thread held _lock (a work putting its count back, set_num_threads under it)
+    inherited it held by a thread it doesn't have: its first run or --threads command waited forever. The child takes
+    a fresh lock, and counts only the works of the thread that forked it (the others' threads are not in it)."""
+    global _lock
+    _lock = threading.Lock()
+    _held["works"] = getattr(_nested, "works", 0)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)

@@ -2709,3 +2709,62 @@ def test_a_work_inside_another_of_the_same_thread_leaves_the_outer_ones_thread_c
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(start)
+
+
+@pytest.mark.skipif(not hasattr(os, "register_at_fork"), reason="no fork here")
+def test_a_child_forked_while_a_thread_puts_back_its_thread_count_can_set_its_own(monkeypatch):
+    """rnnkit._threads' lock is held while a work puts back torch's count (set_num_threads, under it): a child forked
+    by another thread just then inherited it held by a thread it doesn't have, and its first run or --threads command
+    waited forever. The child starts with a fresh lock, its own thread's works counted."""
+    import threading
+    import time
+    import warnings
+
+    import torch
+
+    from rnnkit import _threads
+
+    inside, go, real = threading.Event(), threading.Event(), torch.set_num_threads
+    worker = []
+
+    def held(n):  # the worker thread putting its count back, under the lock, until the fork is done
+        if threading.current_thread() is worker[0] and not inside.is_set():
+            inside.set()
+            go.wait(30)
+        real(n)
+
+    monkeypatch.setattr(torch, "set_num_threads", held)
+    start = torch.get_num_threads()
+
+    def work():
+        with _threads.threads_for_the_work():
+            pass
+
+    worker.append(threading.Thread(target=work))
+    worker[0].start()
+    try:
+        assert inside.wait(30)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # (a multi-threaded process forked)
+            pid = os.fork()
+        if pid == 0:  # the child: a work of its own
+            try:
+                with _threads.threads_for_the_work(1):
+                    pass
+                os._exit(0)
+            finally:
+                os._exit(3)
+        for _ in range(100):  # 10 s
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            status = None
+        assert status == 0, "the child's threads_for_the_work waited forever on the lock"
+    finally:
+        go.set()
+        worker[0].join(30)
+        real(start)

@@ -47,10 +47,23 @@ def _eval_view(module: nn.Module) -> nn.Module:
     view.__dict__.update(module.__dict__)
     view.__dict__["training"] = False
     view.__dict__["_modules"] = {k: None if m is None else _eval_view(m) for k, m in module._modules.items()}
+    # a forward (pre-)hook gets the module itself, not the view, as it does in eval mode: one that kept its output on
+    # the module (setattr(module, 'last', out)) lost it with the view, one that looked modules up by identity missed
+    # (under the same ids: the with_kwargs and always_called flags, keyed by them, still hold)
+    for hooks in ("_forward_hooks", "_forward_pre_hooks"):
+        if module.__dict__.get(hooks):
+            view.__dict__[hooks] = type(module.__dict__[hooks])(
+                (k, functools.partial(_hook_of, module, h)) for k, h in module.__dict__[hooks].items()
+            )
     # (module.compile()'s call is the module's own bound _call_impl: it would run the module itself, in its mode)
     if view.__dict__.get("_compiled_call_impl") is not None:
         view.__dict__["_compiled_call_impl"] = None
     return view
+
+
+def _hook_of(module, hook, _view, *args):
+    """`hook` called with `module` where nn.Module calls it with the module's _eval_view."""
+    return hook(module, *args)
 
 
 def _inference(fn):

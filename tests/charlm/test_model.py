@@ -239,6 +239,38 @@ def test_sampling_in_one_thread_leaves_the_mode_of_a_thread_that_trains_the_mode
     assert all(mod.training for mod in m.modules())
 
 
+def test_hooks_of_a_model_sampled_in_train_mode_get_its_own_modules():
+    """Sampling a model in train mode runs on an eval-mode view of it (d47a6b2), and its forward hooks were called
+    with the view's copies of its modules: a hook that kept the output on its module (setattr) lost it, and one that
+    looked its module up by identity missed, where in eval mode both worked. Hooks get the model's own modules."""
+    m = model(dropout=0.5, embedding_size=5)
+    names = {mod: name for name, mod in m.named_modules()}
+    seen, pre = [], []
+
+    def keep(module, args, out):
+        module.last_out = out
+        seen.append(names.get(module))
+
+    def before(module, args, kwargs):
+        pre.append(names.get(module))
+
+    handles = [m.head.register_forward_hook(keep), m.head.register_forward_pre_hook(before, with_kwargs=True)]
+    try:
+        for mode in (m.eval, m.train):
+            mode()
+            m.__dict__.pop("last_out", None)
+            m.head.__dict__.pop("last_out", None)
+            seen.clear()
+            pre.clear()
+            m.sample([2], 4, generator=torch.Generator().manual_seed(3))
+            assert isinstance(m.head.__dict__.get("last_out"), torch.Tensor), mode.__name__
+            assert seen and set(seen) == {"head"} and set(pre) == {"head"}, mode.__name__
+        assert all(mod.training for mod in m.modules())
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def test_beam_search():
     m = model()
     greedy = m.sample([2, 3], 6, greedy=True)

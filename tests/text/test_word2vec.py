@@ -524,6 +524,30 @@ def test_a_text_file_read_as_binary_is_not_binary(tmp_path):
         WordVectors.load(tmp_path / "odd.txt", binary=False)
 
 
+def test_a_text_file_whose_first_line_is_malformed_is_not_loaded_as_binary_garbage(tmp_path):
+    """A text line that is not 'word x_1 ... x_E' (two spaces in a row, a decimal comma) whose numbers are 4 E bytes
+    long reads as a binary record: '1 2\\nab 1.0  2.0\\n' loaded in silence as 'ab' with (1.5e-19, 6.3e-10), the
+    floats of b'1.0 ' and b' 2.0', and with --format text was 'not in word2vec text format; try --format binary'.
+    The bytes of numbers written as text are no word vector's float32 numbers: it is text, and its line is said."""
+    for data, said in [
+        (b"1 2\nab 1.0  2.0\n", r"line 2 has 3 numbers, expected 2"),
+        (b"2 2\nab 1.0  2.0\ncd 3.5 4.5\n", r"line 2 has 3 numbers, expected 2"),
+        (b"1 2\nab 1,50 2,5\n", r"b'1,50'"),
+    ]:
+        (tmp_path / "v.txt").write_bytes(data)
+        for binary in (None, False):
+            with pytest.raises(RnnkitError, match=said):
+                WordVectors.load(tmp_path / "v.txt", binary)
+    # a binary file of vectors of the same sizes still is one
+    x = np.array([[0.5, -1.25], [3.0, 0.0]], "<f4")
+    for newline in (b"", b"\n"):
+        (tmp_path / "v.bin").write_bytes(
+            b"2 2\n" + b"".join(w + b" " + v.tobytes() + newline for w, v in zip([b"ab", b"cd"], x))
+        )
+        wv = WordVectors.load(tmp_path / "v.bin")
+        assert wv.words == ["ab", "cd"] and np.array_equal(wv.vectors, x)
+
+
 def _native_skip_reason():
     # Builds the loop on first use (about a minute on a fresh machine, cached after): CI exercises it.
     return None if w2v_native.load() is not None else f"native word2vec loop unavailable: {w2v_native.reason}"

@@ -9,6 +9,7 @@ Formats:  text:    "V E\\n" then "word x_1 ... x_E\\n" per word
           binary:  "V E\\n" then "word " + E little-endian float32 + "\\n" per word
 """
 
+import codecs
 import contextlib
 import hashlib
 import json
@@ -534,31 +535,47 @@ def _is_text(rest: bytes, E: int) -> bool:
 _NUMBER_TEXT = re.compile(rb"[0-9.,+\-eEnNaAiIfFtTyY \t\n\r\x0b\x0c]*")
 
 
+def _reads_as_text(raw: bytes) -> bool:
+    """Whether bytes read as a vector are UTF-8 text (a character cut at their end, white space), as a text file's
+    line read across its lines is: a few in a hundred vectors of one number, about none of more, are."""
+    try:
+        text = codecs.getincrementaldecoder("utf-8")().decode(raw)  # (not final: a character cut at the end)
+    except UnicodeDecodeError:
+        return False
+    return "".join(text.split()).isprintable()
+
+
 def _is_binary(rest: bytes, V: int, E: int, records: int = 5) -> bool:
-    """Whether the first records are binary: "word " (no space, tab, newline or CR: word2vec.c's words have none, but
-    may hold a form feed or a vertical tab, which made its file not binary) then exactly 4 E bytes,
+    """Whether the first records are binary: "word " (no space or newline: word2vec.c's words have none, but may hold
+    a form feed or a vertical tab, and gensim's a tab or a CR, which made its file not binary) then exactly 4 E bytes,
     not all of them those of numbers written as text: a text file whose first line is not "word x_1 ... x_E" (two
     spaces in a row, '1,5'), its numbers 4 E bytes long, read as such records and loaded as garbage (b'1.0 ' is
     1.5e-19). A word vector's float32 numbers are not: the last byte of one, its sign and exponent, is a digit, a
     sign, a point, white space or a letter of 'e', 'nan' or 'inf' only where 0 < x < 4.9e-4, 8 <= x < 32 or
     x >= 2048 (that of a negative number or 0 never)."""
     pos, text = 0, True  # whether every vector read is text
+    tab = some_text = False  # whether a word holds a tab or a CR; whether a vector reads as text
     for k in range(min(V, records)):
         space = rest.find(b" ", pos)
         word = rest[pos:space].lstrip(b"\n")  # the newline after the previous vector, if written
-        if space < 0 or not word or any(c in word for c in b"\t\n\r") or space + 1 + 4 * E > len(rest):
+        if space < 0 or not word or b"\n" in word or space + 1 + 4 * E > len(rest):
             # binary still where a word of two ('new york') put the vector's last bytes before the next word and
             # its newline (_read_binary says so; this file was read as text, 'line 2 has 1 numbers')
             return (
                 space > 0
                 and k > 0
                 and not text
+                and not (tab and some_text)
                 and _odd(word)
                 and _spaced_word(rest, pos - 4 * E, E, "") is not None
             )
-        text = text and _NUMBER_TEXT.fullmatch(rest, space + 1, space + 1 + 4 * E) is not None
+        vector = rest[space + 1 : space + 1 + 4 * E]
+        text = text and _NUMBER_TEXT.fullmatch(vector) is not None
+        tab = tab or b"\t" in word or b"\r" in word
+        some_text = some_text or _reads_as_text(vector)
         pos = space + 1 + 4 * E
-    return not text
+    # a word with a tab or a CR among vectors that read as text: a text file's line (no 'word x_1 ... x_E') read across
+    return not text and not (tab and some_text)
 
 
 def _word(raw: bytes, i: int, errors: str) -> str:

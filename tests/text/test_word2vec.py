@@ -1546,6 +1546,24 @@ def test_a_binary_file_with_a_form_feed_in_a_word_is_binary(tmp_path):
     np.testing.assert_array_equal(wv.vectors, x)
 
 
+@pytest.mark.parametrize("newline", [b"", b"\n"])
+def test_a_binary_file_with_a_tab_or_a_cr_in_a_word_is_binary(tmp_path, newline):
+    """gensim writes a word as it is, a tab or a CR in it too, and reads it back from its binary file; guessed not
+    binary (a binary word held no tab or CR), that file was 'header says 4 words, file has 1 lines' (word2vec.c's
+    layout: 'line 2 has 1 numbers, expected 3'), where --format binary read it. A text file's line read across its
+    lines, its tab in a 'word' of vectors that read as text, is still not binary."""
+    x = np.array([[0.5, -1.25, 0.1], [0.3, 0.2, -0.7], [1.0, 0.0, -2.0], [-0.4, 0.9, 0.25]], "<f4")
+    for odd in [b"a\tb", b"a\rb", b"ab\r", b"\tab"]:
+        words = [b"the", odd, b"cat", b"dog"]
+        data = b"4 3\n" + b"".join(w + b" " + v.tobytes() + newline for w, v in zip(words, x))
+        (tmp_path / "v.bin").write_bytes(data)
+        wv = WordVectors.load(tmp_path / "v.bin")
+        assert wv.words == [w.decode() for w in words] and np.array_equal(wv.vectors, x)
+    (tmp_path / "v.txt").write_bytes(b"2 1\nkjf\rq\t0.073713 \ng1 0.233216 1.5 \n")
+    with pytest.raises(RnnkitError, match="line 2 has 0 numbers, expected 1"):
+        WordVectors.load(tmp_path / "v.txt")
+
+
 @pytest.mark.parametrize("binary", [False, True])
 def test_words_with_a_form_feed_or_a_vertical_tab_save_and_load_back(tmp_path, binary):
     """Such a word of word2vec.c's file (loaded) was refused by save, 'where a space ends the word', though both

@@ -462,9 +462,11 @@ def _read_from(path, start: int) -> bytes:
 def _lines(path) -> list[str]:
     """The lines of a UTF-8 pairs or questions file, its byte-order mark (an editor's) dropped: it was read as part of
     the first word, whose line was skipped in silence; a file in another encoding is one line, not a
-    UnicodeDecodeError naming no file."""
+    UnicodeDecodeError naming no file. A line ends at a newline (\\r\\n and \\r one), as gensim's evaluations read
+    their files (in binary, line by line), not at str.splitlines' U+2028, U+0085 or form feed inside a line, which
+    made 'a b\\u2028c d' two lines of no question."""
     try:
-        return read_bytes(path).decode("utf-8-sig").splitlines()
+        return read_bytes(path).decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n").split("\n")
     except UnicodeDecodeError as e:
         raise RnnkitError(f"cannot read {path}: {e}; give a UTF-8 text file") from None
 

@@ -1170,6 +1170,24 @@ def test_evaluation_files_with_a_byte_order_mark_or_not_utf8(tmp_path):
             evaluate(path)
 
 
+def test_evaluation_files_end_a_line_at_a_newline_only_as_gensim_reads_them(tmp_path):
+    """gensim's evaluate_word_analogies and evaluate_word_pairs read their files line by line in binary: a line ends
+    at b'\\n' only, and its words are split at white space, U+2028, U+0085 and a form feed among it. str.splitlines
+    ended a line at those too: 'king man queen woman\\u2028# note' (6 words, no question to gensim) was a question and
+    a line of no question, 'paris france rome\\u2028italy' two lines of no question: 1 question scored of gensim's 2."""
+    rng = np.random.default_rng(0)
+    wv = WordVectors(
+        ["king", "man", "queen", "woman", "paris", "france", "rome", "italy"], rng.normal(size=(8, 5))
+    )
+    text = "king man queen woman\u2028# note\r\nparis france rome\u2028italy\nman king woman\x85queen\n: x\x0cy\n"
+    (tmp_path / "q.txt").write_text(text, encoding="utf-8", newline="")
+    want = [q for q in (line.lower().split() for line in text.split("\n")) if len(q) == 4]  # gensim's
+    assert len(want) == 2 and wv.evaluate_analogies(tmp_path / "q.txt")[1] == 2
+    pairs = "king\tqueen\t8.5\nman\twoman\t7.0\x0c\nparis\u2028france 6\r\nrome\titaly\t5.5\n"
+    (tmp_path / "p.txt").write_text(pairs, encoding="utf-8", newline="")
+    assert wv.evaluate_similarity(tmp_path / "p.txt")[1] == 4
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
 def test_word_vectors_of_an_embedding_layers_weight(dtype):
     """WordVectors(vocab.itos, embedding.weight), the vectors a model learnt: a weight that requires grad failed in

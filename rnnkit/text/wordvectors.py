@@ -606,6 +606,10 @@ def _read_text(rest: bytes, V: int, E: int, errors: str = "strict"):
         end = rest.find(b"\n", pos)
         end = len(rest) if end < 0 else end
         parts = rest[pos:end].rstrip().split(b" ")
+        if (
+            b"" in parts and len(parts) - parts.count(b"") == E + 1
+        ):  # ('has 3 numbers', or 'is 'the ' one word?')
+            raise ValueError(_space_too_many(n))
         if len(parts) != E + 1:
             spaced = (
                 b" ".join(parts[: len(parts) - E]).decode("utf-8", "replace") if len(parts) > E + 1 else ""
@@ -615,8 +619,16 @@ def _read_text(rest: bytes, V: int, E: int, errors: str = "strict"):
             raise ValueError(f"line {n} has {len(parts) - 1} numbers, expected {E}" + (
                 f" (is {spaced!r} one word? the format holds no word with a space)" if " " in spaced else ""))  # fmt: skip
         words.append(_word(parts[0], n - 2, errors))
-        with np.errstate(over="ignore"):  # past float32's ±3.4e38: said by WordVectors, in one line
-            vectors[n - 2] = [float(v) for v in parts[1:]]
+        try:
+            with np.errstate(over="ignore"):  # past float32's ±3.4e38: said by WordVectors, in one line
+                vectors[n - 2] = [float(v) for v in parts[1:]]
+        except ValueError:  # (it was float's "could not convert string to float: b'0,5'", of no line)
+            bad = next(v for v in parts[1:] if not _numbers([v]))
+            if not bad:
+                raise ValueError(_space_too_many(n)) from None
+            bad = bad.decode("utf-8", "replace")
+            raise ValueError(f"line {n}: {bad if len(bad) <= 40 else bad[:40] + '...'!r} is no number (numbers are "
+                             "written as -0.25 or 1.5e-05, with a point)") from None  # fmt: skip
         pos = end + 1
     # (a vector past the V-th, a word appended by hand under the old header, was dropped in silence)
     tail = rest[pos:]
@@ -625,6 +637,11 @@ def _read_text(rest: bytes, V: int, E: int, errors: str = "strict"):
         raise ValueError(f"lines follow the last of its {V} vectors (line {line} on); is the header's count of words "
                          "right?")  # fmt: skip
     return words, vectors
+
+
+def _space_too_many(n: int) -> str:
+    return (f"line {n} has a space too many (two in a row, or one at its start): the format puts one space between "
+            "its word and each number")  # fmt: skip
 
 
 def _check_size(rest: bytes, V: int, E: int, least: int) -> None:

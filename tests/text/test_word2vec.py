@@ -528,11 +528,13 @@ def test_a_text_file_whose_first_line_is_malformed_is_not_loaded_as_binary_garba
     """A text line that is not 'word x_1 ... x_E' (two spaces in a row, a decimal comma) whose numbers are 4 E bytes
     long reads as a binary record: '1 2\\nab 1.0  2.0\\n' loaded in silence as 'ab' with (1.5e-19, 6.3e-10), the
     floats of b'1.0 ' and b' 2.0', and with --format text was 'not in word2vec text format; try --format binary'.
-    The bytes of numbers written as text are no word vector's float32 numbers: it is text, and its line is said."""
+    The bytes of numbers written as text are no word vector's float32 numbers: it is text, and its line is said.
+    (Line 2 was 'line 2 has 3 numbers, expected 2', an empty field counted, and "could not convert string to float:
+    b'1,50'" of no line before test_a_text_line_of_a_space_too_many_or_no_number_is_named.)"""
     for data, said in [
-        (b"1 2\nab 1.0  2.0\n", r"line 2 has 3 numbers, expected 2"),
-        (b"2 2\nab 1.0  2.0\ncd 3.5 4.5\n", r"line 2 has 3 numbers, expected 2"),
-        (b"1 2\nab 1,50 2,5\n", r"b'1,50'"),
+        (b"1 2\nab 1.0  2.0\n", r"line 2 has a space too many"),
+        (b"2 2\nab 1.0  2.0\ncd 3.5 4.5\n", r"line 2 has a space too many"),
+        (b"1 2\nab 1,50 2,5\n", r"line 2: '1,50' is no number"),
     ]:
         (tmp_path / "v.txt").write_bytes(data)
         for binary in (None, False):
@@ -1562,6 +1564,32 @@ def test_a_binary_file_with_a_form_feed_in_a_word_is_binary(tmp_path):
     wv = WordVectors.load(tmp_path / "v.bin")
     assert wv.words == ["the", "page\x0cbreak", "v\x0bt"]
     np.testing.assert_array_equal(wv.vectors, x)
+
+
+def test_a_text_line_of_a_space_too_many_or_no_number_is_named(tmp_path):
+    """A text file's line with two spaces in a row was 'line 3 has 3 numbers, expected 2' (the empty field counted as a
+    number), or 'is 'cat ' one word?' after the word, and a number with a decimal comma "could not convert string to
+    float: b'0,5'", of no line (gensim: 'invalid vector on line 1'; 'could not convert string to float: '0,5'')."""
+    for line, said in [
+        (
+            b"cat 1.0  2.0",
+            r"line 3 has a space too many \(two in a row, or one at its start\): the format puts one space",
+        ),
+        (b"cat  1.0 2.0", "line 3 has a space too many"),
+        (b" cat 1.0 2.0", "line 3 has a space too many"),
+        (
+            b"cat 1.0 0,5",
+            r"line 3: '0,5' is no number \(numbers are written as -0.25 or 1.5e-05, with a point\)",
+        ),
+        (b"cat \xd9\xa3 2", r"line 3: '\u0663' is no number"),
+        (b"cat 1 " + b"9" * 60 + b"x", r"line 3: '9{40}\.\.\.' is no number"),
+    ]:
+        (tmp_path / "v.txt").write_bytes(b"2 2\nthe 0.5 1.5\n" + line + b"\n")
+        with pytest.raises(RnnkitError, match=said):
+            WordVectors.load(tmp_path / "v.txt")
+    (tmp_path / "v.txt").write_bytes(b"2 2\nthe 0.5 1.5\ncat 1 2 3\n")  # a number too many: said as before
+    with pytest.raises(RnnkitError, match="line 3 has 3 numbers, expected 2;"):
+        WordVectors.load(tmp_path / "v.txt")
 
 
 @pytest.mark.parametrize("newline", [b"", b"\n"])

@@ -386,15 +386,25 @@ class WordVectors:
             # vectors; is it binary?', and with --format text 'try --format binary'
             looks_text = _is_text(rest, E)
             wrong = None  # read in the wrong format, a file gives garbage vectors or a puzzling error
+            cut = False  # a binary file cut short in its first records, guessed text: said if the text fails
             if binary is None:
                 binary = not looks_text and _is_binary(rest, V, E)
+                cut = not binary and not looks_text
             elif binary and looks_text:
                 wrong = ("binary", "text")
             elif not binary and not looks_text and _is_binary(rest, V, E):
                 wrong = ("text", "binary")
             if not wrong:
                 read = _read_binary if binary else _read_text
-                words, vectors = read(rest, V, E, unicode_errors)
+                try:
+                    words, vectors = read(rest, V, E, unicode_errors)
+                except (
+                    ValueError
+                ) as e:  # (it was 'header says 4 words, file has 1 lines' of 3 binary vectors)
+                    if cut and _is_binary(rest, V, E, cut=True):
+                        raise ValueError(f"{e} (or is it a binary file cut short, or of fewer vectors than its header "
+                                         "says? --format binary reads it as binary)") from None  # fmt: skip
+                    raise
         except (ValueError, UnicodeDecodeError) as e:
             raise RnnkitError(
                 f"malformed word2vec file {path}: {e}; expected a 'V E' header then V vectors"
@@ -537,6 +547,14 @@ def _is_text(rest: bytes, E: int) -> bool:
 _NUMBER_TEXT = re.compile(rb"[0-9.,+\-eEnNaAiIfFtTyY \t\n\r\x0b\x0c]*")
 
 
+def _utf8(raw: bytes) -> bool:
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(raw)  # (not final: a character cut at the end)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _reads_as_text(raw: bytes) -> bool:
     """Whether bytes read as a vector are UTF-8 text (a character cut at their end, white space), as a text file's
     line read across its lines is: a few in a hundred vectors of one number, about none of more, are."""
@@ -547,20 +565,23 @@ def _reads_as_text(raw: bytes) -> bool:
     return "".join(text.split()).isprintable()
 
 
-def _is_binary(rest: bytes, V: int, E: int, records: int = 5) -> bool:
+def _is_binary(rest: bytes, V: int, E: int, records: int = 5, cut: bool = False) -> bool:
     """Whether the first records are binary: "word " (no space or newline: word2vec.c's words have none, but may hold
     a form feed or a vertical tab, and gensim's a tab or a CR, which made its file not binary) then exactly 4 E bytes,
     not all of them those of numbers written as text: a text file whose first line is not "word x_1 ... x_E" (two
     spaces in a row, '1,5'), its numbers 4 E bytes long, read as such records and loaded as garbage (b'1.0 ' is
     1.5e-19). A word vector's float32 numbers are not: the last byte of one, its sign and exponent, is a digit, a
     sign, a point, white space or a letter of 'e', 'nan' or 'inf' only where 0 < x < 4.9e-4, 8 <= x < 32 or
-    x >= 2048 (that of a negative number or 0 never)."""
-    pos, text = 0, True  # whether every vector read is text
+    x >= 2048 (that of a negative number or 0 never). `cut`: also where the file ends in its first records, after
+    vectors none of which is UTF-8 (a binary file cut short, or of fewer vectors than its header says)."""
+    pos, text, utf8 = 0, True, False  # whether every vector read is text
     tab = some_text = False  # whether a word holds a tab or a CR; whether a vector reads as text
     for k in range(min(V, records)):
         space = rest.find(b" ", pos)
         word = rest[pos:space].lstrip(b"\n")  # the newline after the previous vector, if written
         if space < 0 or not word or b"\n" in word or space + 1 + 4 * E > len(rest):
+            if cut and k > 0 and not utf8 and (space < 0 or space + 1 + 4 * E > len(rest)):
+                return True
             # binary still where a word of two ('new york') put the vector's last bytes before the next word and
             # its newline (_read_binary says so; this file was read as text, 'line 2 has 1 numbers')
             return (
@@ -575,6 +596,7 @@ def _is_binary(rest: bytes, V: int, E: int, records: int = 5) -> bool:
         text = text and _NUMBER_TEXT.fullmatch(vector) is not None
         tab = tab or b"\t" in word or b"\r" in word
         some_text = some_text or _reads_as_text(vector)
+        utf8 = utf8 or (cut and _utf8(vector))
         pos = space + 1 + 4 * E
     # a word with a tab or a CR among vectors that read as text: a text file's line (no 'word x_1 ... x_E') read across
     return not text and not (tab and some_text)

@@ -1566,6 +1566,26 @@ def test_a_binary_file_with_a_form_feed_in_a_word_is_binary(tmp_path):
     np.testing.assert_array_equal(wv.vectors, x)
 
 
+@pytest.mark.parametrize("newline", [b"", b"\n"])
+def test_a_binary_file_cut_short_in_its_first_vectors_says_to_read_it_as_binary(tmp_path, newline):
+    """A binary file that ends within its first 5 records (a header of 4 over 3 vectors, a download cut after 2 of
+    GoogleNews's 3 million) is guessed text, and was 'header says 4 words, file has 1 lines' or 'line 2 has 1
+    numbers, expected 4', of a file that is binary (--format binary says where it ends)."""
+    x = np.random.default_rng(0).normal(0, 0.3, (3, 4)).astype("<f4")
+    records = b"".join(w + b" " + v.tobytes() + newline for w, v in zip([b"the", b"cat", b"dog"], x))
+    for data in [b"4 4\n" + records, b"3 4\n" + records[:-6], b"3000000 4\n" + records]:
+        (tmp_path / "v.bin").write_bytes(data)
+        with pytest.raises(
+            RnnkitError, match=r"\(or is it a binary file cut short, .*--format binary reads it as"
+        ):
+            WordVectors.load(tmp_path / "v.bin")
+        with pytest.raises(RnnkitError, match=r"file ends|more than its \d+ bytes hold"):
+            WordVectors.load(tmp_path / "v.bin", binary=True)
+    (tmp_path / "v.txt").write_bytes(b"3 2\nthe 1 2\ncat 3 4\n")  # a text file of fewer lines: said as before
+    with pytest.raises(RnnkitError, match=r"header says 3 words, file has 2 lines; expected"):
+        WordVectors.load(tmp_path / "v.txt")
+
+
 def test_a_text_line_of_a_space_too_many_or_no_number_is_named(tmp_path):
     """A text file's line with two spaces in a row was 'line 3 has 3 numbers, expected 2' (the empty field counted as a
     number), or 'is 'cat ' one word?' after the word, and a number with a decimal comma "could not convert string to

@@ -760,7 +760,10 @@ def _read_binary(rest: bytes, V: int, E: int, errors: str = "strict"):
         # said after the last vector, where no other word is odd: a file of control characters or another
         # encoding in its words (gensim reads them) holds some after a vector that begins as text, one in 400
         first = first or (spaced and (i, spaced))
-        unexplained = unexplained or (odd and not spaced)
+        # (a tab or a CR alone is a word as gensim writes it, no other encoding's: it vouches for no 'new york')
+        unexplained = unexplained or (
+            odd and not spaced and (word is None or _CONTROL.search(raw.translate(None, b"\t\r")) is not None)
+        )
         if word is None and spaced:  # not UTF-8: said below where the file is no 'new york'
             try:
                 word = _word(raw, i, errors)

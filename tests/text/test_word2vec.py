@@ -1630,6 +1630,22 @@ def test_a_binary_file_with_a_tab_or_a_cr_in_a_word_is_binary(tmp_path, newline)
         WordVectors.load(tmp_path / "v.txt")
 
 
+@pytest.mark.parametrize("newline", [b"", b"\n"])
+def test_a_word_of_two_words_beside_a_word_with_a_tab_is_still_said(tmp_path, newline):
+    """A word with a tab or a CR, gensim's as it writes it (7622e55), is no evidence of a file of odd words: beside
+    one, a true 'new york' loaded 'new' with 'york' and shifted bytes for its vector and '?\x00\x00\ufffd?cat' for
+    'cat' (where fd471ed's guess refused the file as text)."""
+    x = np.arange(1, 16, dtype="<f4").reshape(5, 3) / 4
+    for words in ([b"the", b"new york", b"cat", b"a\tb", b"dog"], [b"the", b"new york", b"cat", b"a\rb"]):
+        data = f"{len(words)} 3\n".encode() + b"".join(
+            w + b" " + v.tobytes() + newline for w, v in zip(words, x)
+        )
+        (tmp_path / "v.bin").write_bytes(data)
+        for binary in (None, True):
+            with pytest.raises(RnnkitError, match="vector 2's word may be 'new york'"):
+                WordVectors.load(tmp_path / "v.bin", binary=binary, unicode_errors="replace")
+
+
 @pytest.mark.parametrize("binary", [False, True])
 def test_words_with_a_form_feed_or_a_vertical_tab_save_and_load_back(tmp_path, binary):
     """Such a word of word2vec.c's file (loaded) was refused by save, 'where a space ends the word', though both

@@ -22,8 +22,8 @@ def threads_for_the_work(n: int = 0):
     another of the same thread puts back the count it found, the outer one's."""
     import torch
 
-    mine, depth = torch.get_num_threads(), getattr(_nested, "works", 0)
-    _nested.works = depth + 1
+    mine = torch.get_num_threads()
+    _nested.works = getattr(_nested, "works", 0) + 1
     with _lock:
         if not _held["works"]:
             _held["before"] = torch.get_num_threads()
@@ -34,10 +34,12 @@ def threads_for_the_work(n: int = 0):
             torch.set_num_threads(n)
         yield
     finally:
-        _nested.works = depth
+        # one fewer, not the depth found: works ended out of their order (an ExitStack, generators) set the depth
+        # found by the last to start, which stayed, and the thread's later works put back the count they found
+        _nested.works = max(getattr(_nested, "works", 0) - 1, 0)  # (0: closed in another thread)
         with _lock:
             _held["works"] -= 1
-            torch.set_num_threads(mine if depth else before)
+            torch.set_num_threads(mine if _nested.works else before)
 
 
 def _after_fork():

@@ -2711,6 +2711,37 @@ def test_a_work_inside_another_of_the_same_thread_leaves_the_outer_ones_thread_c
         torch.set_num_threads(start)
 
 
+def test_works_ended_out_of_their_order_leave_the_thread_as_before():
+    """Two works of one thread ended out of their order (an ExitStack, two generators) left its depth at 1 for good
+    after e979f8c: with the thread at 2, works at 1 then 3, the first ended first, it read 1 after both (not 2), and
+    a later work alone at 1 left it at 1 too (3c71137: 2 and 2)."""
+    import contextlib
+    import threading
+
+    import torch
+
+    from rnnkit._threads import threads_for_the_work
+
+    read = []
+
+    def work():  # (in a thread of its own: a depth left over would stay in the test's thread)
+        torch.set_num_threads(2)
+        first, second = contextlib.ExitStack(), contextlib.ExitStack()
+        first.enter_context(threads_for_the_work(1))
+        second.enter_context(threads_for_the_work(3))
+        first.close()
+        second.close()
+        read.append(torch.get_num_threads())
+        with threads_for_the_work(1):
+            pass
+        read.append(torch.get_num_threads())
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    assert read == [2, 2]
+
+
 @pytest.mark.skipif(not hasattr(os, "register_at_fork"), reason="no fork here")
 def test_a_child_forked_while_a_thread_puts_back_its_thread_count_can_set_its_own(monkeypatch):
     """rnnkit._threads' lock is held while a work puts back torch's count (set_num_threads, under it): a child forked

@@ -51,10 +51,8 @@ def _eval_view(module: nn.Module) -> nn.Module:
     # the module (setattr(module, 'last', out)) lost it with the view, one that looked modules up by identity missed
     # (under the same ids: the with_kwargs and always_called flags, keyed by them, still hold)
     for hooks in ("_forward_hooks", "_forward_pre_hooks"):
-        if module.__dict__.get(hooks):
-            view.__dict__[hooks] = type(module.__dict__[hooks])(
-                (k, functools.partial(_hook_of, module, h)) for k, h in module.__dict__[hooks].items()
-            )
+        if hooks in module.__dict__:
+            view.__dict__[hooks] = _HooksOf(module, module.__dict__[hooks])
     # (module.compile()'s call is the module's own bound _call_impl: it would run the module itself, in its mode)
     if view.__dict__.get("_compiled_call_impl") is not None:
         view.__dict__["_compiled_call_impl"] = None
@@ -64,6 +62,22 @@ def _eval_view(module: nn.Module) -> nn.Module:
 def _hook_of(module, hook, _view, *args):
     """`hook` called with `module` where nn.Module calls it with the module's _eval_view."""
     return hook(module, *args)
+
+
+class _HooksOf:
+    """A module's forward (pre-)hooks as its _eval_view calls them (len and items, what nn.Module reads), each with the
+    module itself: its own dict read at each call, so a hook removed or added while sampling (a one-shot hook that
+    removes its handle) is so in the view too, as in eval mode (a copy of the dict called a removed hook on at each
+    step, and never one added)."""
+
+    def __init__(self, module: nn.Module, hooks: dict):
+        self._module, self._hooks = module, hooks
+
+    def __len__(self) -> int:
+        return len(self._hooks)
+
+    def items(self):
+        return [(k, functools.partial(_hook_of, self._module, h)) for k, h in self._hooks.items()]
 
 
 def _inference(fn):

@@ -239,6 +239,36 @@ def test_sampling_in_one_thread_leaves_the_mode_of_a_thread_that_trains_the_mode
     assert all(mod.training for mod in m.modules())
 
 
+def test_hooks_removed_or_added_while_a_model_in_train_mode_samples_are_so():
+    """The eval-mode view held a copy of each module's hooks taken as sampling began (7433d52): in train mode a
+    one-shot hook (it removes its handle) ran at each of 7 steps, and a hook one added was never called, where eval
+    mode (and d47a6b2's view, which shared the dicts) ran them 1 and 6 times."""
+    m = model(dropout=0.5, embedding_size=5)
+
+    def sample():  # the calls of a one-shot hook, of a hook added by another
+        once, added = [], []
+
+        def one_shot(module, args, out):
+            once.append(module)
+            handle.remove()
+
+        def adder(module, args, out):
+            if not added:
+                added.append(module.register_forward_hook(lambda *a: added.append(1)))
+
+        handle, other = m.head.register_forward_hook(one_shot), m.head.register_forward_hook(adder)
+        try:
+            m.sample([2], 6, generator=torch.Generator().manual_seed(3))
+        finally:
+            other.remove()
+            added[0].remove()
+        return once, len(added) - 1
+
+    for mode in (m.eval, m.train):
+        mode()
+        assert sample() == ([m.head], 6), mode.__name__
+
+
 def test_hooks_of_a_model_sampled_in_train_mode_get_its_own_modules():
     """Sampling a model in train mode runs on an eval-mode view of it (d47a6b2), and its forward hooks were called
     with the view's copies of its modules: a hook that kept the output on its module (setattr) lost it, and one that

@@ -228,6 +228,8 @@ class CharLM(nn.Module):
     def run(self, xs: torch.Tensor, state=None):
         """(B, T) indices and a state -> (B, T, V) logits and the final state."""
         _check_range(xs, self.cfg.vocab_size, "run's xs")
+        if isinstance(xs, torch.Tensor) and xs.dim() in (1, 2):  # (1: one stream unbatched, its state (L, H))
+            self._check_state(state, xs.shape[0] if xs.dim() == 2 else None, "run")
         return self._run(xs, state)
 
     def _run(self, xs, state=None):
@@ -287,6 +289,25 @@ class CharLM(nn.Module):
             raise RnnkitError(f"{what}: indices {bad[:5]} lie outside the vocabulary [0, {V}){_ENCODE_FIX}")
         return [int(c) for c in ids]
 
+    def _check_state(self, state, B, what) -> None:
+        """A state given to run, step or prime of the shape this model makes for B streams, (num_layers, B, H) (an
+        LSTM's h and c each; B None: run's one unbatched stream, (num_layers, H)), or one line: a state of another
+        number of streams (prime's one, to step B characters) was the layer's error advising batch_first=False, which
+        a CharLM does not take, and on torch.nn torch's RuntimeError ('Expected hidden size ...'). Anything else is
+        left to the layer's own errors."""
+        parts = state if isinstance(state, tuple) else (state,)
+        if state is None or not all(isinstance(s, torch.Tensor) for s in parts):
+            return
+        L, H = self.cfg.num_layers, self.cfg.hidden_size
+        want = (L, H) if B is None else (L, B, H)
+        got = next((tuple(s.shape) for s in parts if tuple(s.shape) != want), None)
+        if got is not None:
+            n = "one unbatched stream (xs of shape (T,))" if B is None else f"{B} stream{'s' * (B != 1)}"
+            axes = "(num_layers, hidden_size)" if B is None else "(num_layers, streams, hidden_size)"
+            raise RnnkitError(f"{what}: the state given has shape {got}, where this model's for {n} is {want} {axes}; "
+                              "give the state a call with as many streams returned, or None to start from a zero "
+                              "state")  # fmt: skip
+
     @_inference
     def step(self, c_t: int | torch.Tensor, state=None):
         """One step: character index (or (B,) indices) -> (B, V) log-probabilities, new state."""
@@ -294,6 +315,7 @@ class CharLM(nn.Module):
         if xs.is_floating_point() or xs.is_complex() or xs.dtype == torch.bool or xs.dim() > 1:
             raise RnnkitError(f"step takes a character index or a (B,) tensor of them, got {_quoted(c_t)}")
         self._check_ids(xs.reshape(-1).tolist(), "step")
+        self._check_state(state, xs.numel(), "step")
         return self._step(xs, state)
 
     def _step(self, c_t, state, least=torch.float32):
@@ -323,6 +345,7 @@ class CharLM(nn.Module):
         """Feed a prefix (in chunks of _CHUNK characters); returns the log-probabilities after it and the state."""
         ids = self._check_ids(ids, "prime")
         _need_context(ids, "prime")
+        self._check_state(state, 1, "prime")
         return self._prime(ids, state)
 
     @_inference

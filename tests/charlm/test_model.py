@@ -976,3 +976,30 @@ def test_a_torch_rnn_model_and_an_rnnkit_one_load_each_others_state_dict(cell):
             model(cell, torch_rnn=dst_torch).load_state_dict(
                 model(other, torch_rnn=src_torch).state_dict(), strict=False
             )
+
+
+@pytest.mark.parametrize("torch_rnn", [False, True])
+def test_a_state_of_another_number_of_streams_is_said_in_one_line(torch_rnn):
+    """prime's state (one stream) given to step with two characters failed in the layer, advising batch_first=False,
+    which a CharLM does not take (torch.nn: torch's RuntimeError 'Expected hidden size ...'). run, step and prime
+    say the state's shape and the model's in one line (run of one unbatched stream too: torch.nn's 'hx and cx should
+    also be 2-D'); a state of the right shape runs as before."""
+    lm = model("gru", torch_rnn=torch_rnn)
+    _, one = lm.prime([1, 2, 3])
+    _, two = lm.step(torch.tensor([1, 2]))
+    for call in (lambda: lm.step(torch.tensor([1, 2]), one), lambda: lm.prime([1, 2], two),
+                 lambda: lm.run(torch.tensor([[1, 2]]), two)):  # fmt: skip
+        with pytest.raises(
+            RnnkitError, match=r"the state given has shape \(2, \d, 12\), where this model's"
+        ) as e:
+            call()
+        assert "batch_first" not in str(e.value) and "\n" not in str(e.value)
+    logp, _ = lm.step(torch.tensor([4, 5]), two)
+    with torch.no_grad():
+        logits, _ = lm.run(torch.tensor([[4], [5]]), two)
+    torch.testing.assert_close(logp, F.log_softmax(logits[:, -1], -1))
+    x = torch.tensor([1, 2])  # one stream unbatched: its state (num_layers, H)
+    _, flat = lm.run(x)
+    with pytest.raises(RnnkitError, match=r"shape \(2, 1, 12\), where this model's for one unbatched stream"):
+        lm.run(x, two[:, :1])
+    torch.testing.assert_close(lm.run(x, flat)[0], lm.run(x[None], flat[:, None])[0][0])

@@ -227,6 +227,7 @@ class CharLM(nn.Module):
 
     def run(self, xs: torch.Tensor, state=None):
         """(B, T) indices and a state -> (B, T, V) logits and the final state."""
+        _check_tensor(xs, "run's xs", "a (B, T) tensor of character indices")
         _check_range(xs, self.cfg.vocab_size, "run's xs")
         if isinstance(xs, torch.Tensor) and xs.dim() in (1, 2):  # (1: one stream unbatched, its state (L, H))
             self._check_state(state, xs.shape[0] if xs.dim() == 2 else None, "run")
@@ -554,6 +555,8 @@ def _check_read(ids, V: int, what: str, ignore=None) -> None:
 def _check_window(xs, ys) -> None:
     """xs and ys of one shape (B, T): ys of another shape with as many elements (ys.T) was flattened to xs's length and
     scored against the wrong characters in silence, and 1-D xs failed inside cross_entropy."""
+    for name, t in (("xs", xs), ("ys", ys)):
+        _check_tensor(t, f"CharLM(batch)'s {name}", "a (B, T) tensor of character indices")
     shape = tuple(getattr(xs, "shape", ()))
     if len(shape) != 2:
         raise RnnkitError(f"CharLM(batch) takes xs of shape (B, T) (streams, characters), got xs of shape {shape}; "
@@ -561,6 +564,16 @@ def _check_window(xs, ys) -> None:
     if tuple(getattr(ys, "shape", ())) != shape:
         raise RnnkitError(f"CharLM(batch) takes ys of xs's shape (each next character), got ys of shape "
                           f"{tuple(getattr(ys, 'shape', ()))} for xs of shape {shape}")  # fmt: skip
+
+
+def _check_tensor(t, what, takes) -> None:
+    """t a torch tensor, or one line naming its type and the conversion: a list of lists was 'xs of shape ()' (a list
+    has no shape) with the advice xs.unsqueeze(0), a numpy array (a user's own np.reshape of a corpus's tokens) torch's
+    TypeError from deep in one_hot or the embedding ('must be Tensor, not numpy.ndarray')."""
+    if not isinstance(t, torch.Tensor):
+        raise RnnkitError(
+            f"{what} must be {takes}, got a {_type_name(t)}; convert it with torch.as_tensor(...)"
+        )
 
 
 def _check_drawable(logp, n) -> None:

@@ -1003,3 +1003,22 @@ def test_a_state_of_another_number_of_streams_is_said_in_one_line(torch_rnn):
     with pytest.raises(RnnkitError, match=r"shape \(2, 1, 12\), where this model's for one unbatched stream"):
         lm.run(x, two[:, :1])
     torch.testing.assert_close(lm.run(x, flat)[0], lm.run(x[None], flat[:, None])[0][0])
+
+
+@pytest.mark.parametrize("embedding_size", [0, 5])
+def test_a_window_or_run_of_lists_or_numpy_arrays_is_said_in_one_line(embedding_size):
+    """Window(xs, ys) of a list of lists said "got xs of shape ()" (a list has no shape) and advised xs.unsqueeze(0);
+    of numpy arrays (a user's own reshape of a corpus's tokens) it failed deep in one_hot or the embedding with
+    torch's TypeError ('must be Tensor, not numpy.ndarray'), and so did run(xs). One line names the type and the
+    conversion; tensors run as before."""
+    xs = np.array([[1, 2, 3], [4, 5, 6]])
+    lm = model(embedding_size=embedding_size)
+    for call, what in ((lambda: lm(Window(xs, xs)), r"CharLM\(batch\)'s xs"),
+                       (lambda: lm(Window(torch.from_numpy(xs), xs)), r"CharLM\(batch\)'s ys"),
+                       (lambda: lm(Window(xs.tolist(), xs.tolist())), r"CharLM\(batch\)'s xs"),
+                       (lambda: lm.run(xs), "run's xs"), (lambda: lm.run(xs.tolist()), "run's xs")):  # fmt: skip
+        with pytest.raises(RnnkitError, match=what + r" must be a \(B, T\) tensor .*torch.as_tensor"):
+            call()
+    lm.reset_state()
+    logits, loss = lm(Window(torch.as_tensor(xs), torch.as_tensor(xs)))
+    torch.testing.assert_close(logits, lm.run(torch.as_tensor(xs))[0])

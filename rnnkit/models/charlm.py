@@ -127,8 +127,10 @@ def _torch_recurrent(cfg: CharLMConfig, input_size: int) -> nn.Module:
         raise ValueError(f"torch.nn has no '{cfg.cell}' layer; torch_rnn supports {sorted(TORCH_RNNS)}")
     kw = {"nonlinearity": cfg.cell[4:]} if cfg.cell.startswith("rnn_") else {}
     dropout = cfg.dropout if cfg.num_layers > 1 else 0.0  # between layers only, as rnnkit's Recurrent
+    # (as ints: torch.nn refused a numpy integer, "hidden_size should be of type int, got: int64", which CharLM
+    # checks as a count and rnnkit's Recurrent takes; the sizes are checked before this is called)
     rnn = TORCH_RNNS[cfg.cell](
-        input_size, cfg.hidden_size, cfg.num_layers, batch_first=True, dropout=dropout, **kw
+        input_size, int(cfg.hidden_size), int(cfg.num_layers), batch_first=True, dropout=dropout, **kw
     )
     fb = cfg.forget_bias
     if cfg.cell == "lstm" and fb is not None:  # (None: torch's draw, as rnnkit's LSTM takes it)

@@ -1022,3 +1022,18 @@ def test_a_window_or_run_of_lists_or_numpy_arrays_is_said_in_one_line(embedding_
     lm.reset_state()
     logits, loss = lm(Window(torch.as_tensor(xs), torch.as_tensor(xs)))
     torch.testing.assert_close(logits, lm.run(torch.as_tensor(xs))[0])
+
+
+def test_a_torch_rnn_model_takes_numpy_sizes_as_rnnkits_does():
+    """CharLMConfig(hidden_size=np.int64(12), num_layers=np.int64(2)) (sizes from np.arange or a parameter grid) built
+    an rnnkit model, its sizes checked as counts, while torch_rnn=True failed in torch.nn's TypeError ('hidden_size
+    should be of type int, got: int64'). Both build, and the same weights give the same logits."""
+    sizes = dict(
+        vocab_size=np.int64(V), hidden_size=np.int64(12), num_layers=np.int64(2), embedding_size=np.int64(3)
+    )
+    torch.manual_seed(0)
+    ours = CharLM(CharLMConfig(cell="gru", **sizes)).eval()
+    theirs = CharLM(CharLMConfig(cell="gru", torch_rnn=True, **sizes)).eval()
+    theirs.load_state_dict(ours.state_dict())
+    xs = torch.tensor([[1, 2, 3, 4]])
+    torch.testing.assert_close(theirs.run(xs)[0], ours.run(xs)[0])

@@ -38,6 +38,7 @@ import torch
 from tqdm import tqdm
 
 from rnnkit._io import bar_options
+from rnnkit._threads import threads_for_the_work
 from rnnkit.errors import RnnkitError, count_error, switch
 from rnnkit.text import w2v_native
 from rnnkit.text.vocab import Vocabulary
@@ -246,9 +247,9 @@ class Word2Vec:
         # a live bar on a terminal, a line every 30 s in a log, none without stderr
         style = bar_options(progress)
         with tqdm(total=total, desc="word2vec", unit=" pairs", unit_scale=True, **style) as bar:
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)  # each step is small: a thread pool's barriers cost more than they give
-            try:
+            # each step is small: a thread pool's barriers cost more than they give (one thread, the count of before
+            # the first of the works under way put back: see rnnkit._threads)
+            with threads_for_the_work(1):
                 if self.native:  # (in a list it empties: a name here held epoch 0's pairs to the end)
                     first, pairs = [pairs], None
                     pairs = self._native_epochs(ids, sent, first, bar)
@@ -264,8 +265,6 @@ class Word2Vec:
                 if len(pairs[0]):  # the loss at the end, on a few of the last epoch's pairs (lr 0: no update)
                     w, ctx = torch.from_numpy(pairs[0][:256]).long(), torch.from_numpy(pairs[1][:256]).long()
                     self.loss_history.append(self._step(w, ctx, 0.0, True) / len(w))
-            finally:
-                torch.set_num_threads(threads)
         # said as WordVectors says it, it named a word, not the cause; vectors that blew up but stayed finite (the
         # torch backend on 3 words: a loss of 3e34, vectors of 3e17) were returned in silence: the loss at the end
         # past 10 times its start (V_out = 0's, which predicts nothing) diverged too

@@ -1809,3 +1809,45 @@ def test_a_word_of_two_words_with_a_small_vector_is_still_said(tmp_path):
         for errors in ("strict", "replace"):
             with pytest.raises(RnnkitError, match=f"vector 2's word may be 'new {tail.decode()}'"):
                 WordVectors.load(tmp_path / "v.bin", unicode_errors=errors)
+
+
+def test_fits_overlapping_in_threads_put_back_the_thread_count_of_before_both(monkeypatch):
+    """fit read torch's thread count as it started, ran on 1 thread and put its reading back as it ended: a fit
+    started in a thread while another held 1 read 1 (a new thread takes the count last set) and, ending last, left
+    every thread started after on 1 (a fresh thread's torch.get_num_threads() 1 where 2 was set before). The count of
+    before the first of the works under way is put back (rnnkit._threads)."""
+    threads = torch.get_num_threads()
+    entered = {"a": threading.Event(), "b": threading.Event()}
+    a_out = threading.Event()
+    epoch = Word2Vec._epoch
+
+    def held_epoch(self, *args):  # a holds until b has started, b until a has ended
+        name = threading.current_thread().name
+        entered[name].set()
+        (entered["b"] if name == "a" else a_out).wait(30)
+        return epoch(self, *args)
+
+    def fit(name):
+        try:
+            Word2Vec(min_count=1, epochs=1, sample=0, dimension=4, backend="torch").fit([["a", "b", "c"]] * 5)
+        finally:
+            if name == "a":
+                a_out.set()
+
+    monkeypatch.setattr(Word2Vec, "_epoch", held_epoch)
+    torch.set_num_threads(2)
+    try:
+        a = threading.Thread(target=fit, args=("a",), name="a")
+        a.start()
+        assert entered["a"].wait(30)
+        b = threading.Thread(target=fit, args=("b",), name="b")
+        b.start()
+        a.join(60), b.join(60)
+        assert entered["b"].is_set() and a_out.is_set()
+        seen = []
+        fresh = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        fresh.start()
+        fresh.join()
+        assert (torch.get_num_threads(), seen) == (2, [2])
+    finally:
+        torch.set_num_threads(threads)

@@ -5,8 +5,10 @@ import threading
 
 import torch
 
-# The main thread's users of single_thread inside it, and its thread count before the first of them.
-_single = {"depth": 0, "previous": None}
+from rnnkit._threads import threads_for_the_work
+
+# The main thread's users of single_thread inside it, and the threads_for_the_work(1) the first of them entered.
+_single = {"depth": 0, "held": None}
 
 
 @contextlib.contextmanager
@@ -21,21 +23,25 @@ def single_thread():
     Only the main thread changes the count, the first one in saving it and the last one out restoring it:
     torch.set_num_threads is process-wide for threads that start using torch meanwhile and per-thread
     (OpenMP) after, so a sampler in another thread left the main thread at 1 thread for good. Other
-    threads run with the count as it is.
+    threads run with the count as it is. The first one in takes the count through rnnkit._threads, as a training
+    run or a word2vec fit in another thread does: a work started in a thread meanwhile read the main thread's 1 as
+    its count of before and, ending last, left every thread started after on 1.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     if _single["depth"] == 0:
-        _single["previous"] = torch.get_num_threads()
-        torch.set_num_threads(1)
+        held = threads_for_the_work(1)
+        held.__enter__()
+        _single["held"] = held
     _single["depth"] += 1
     try:
         yield
     finally:
         _single["depth"] -= 1
         if _single["depth"] == 0:
-            torch.set_num_threads(_single["previous"])
+            held, _single["held"] = _single["held"], None
+            held.__exit__(None, None, None)
 
 
 def uniform(shape, generator=None, device=None, dtype=None) -> torch.Tensor:

@@ -396,6 +396,41 @@ def test_single_thread_in_overlapping_users_leaves_the_main_threads_count():
         torch.set_num_threads(threads)
 
 
+def test_single_thread_and_a_work_in_another_thread_put_back_the_thread_count_of_before_both():
+    """A sampler in the main thread (single_thread: 1 thread) while a training run or a word2vec fit started in a
+    thread (rnnkit._threads.threads_for_the_work): the work read the main thread's 1 as its count of before (a new
+    thread takes the count last set) and, ending last, left every thread started after on 1 (the process at 2)."""
+    import threading
+
+    from rnnkit._threads import threads_for_the_work
+    from rnnkit.energy._util import single_thread
+
+    threads = torch.get_num_threads()
+    work_in, main_out = threading.Event(), threading.Event()
+
+    def work():  # as Word2Vec.fit, or train() with threads=1
+        with threads_for_the_work(1):
+            work_in.set()
+            main_out.wait(30)
+
+    torch.set_num_threads(2)
+    try:
+        with single_thread():
+            t = threading.Thread(target=work)
+            t.start()
+            assert work_in.wait(30) and torch.get_num_threads() == 1
+        main_out.set()
+        t.join(30)
+        seen = []
+        fresh = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        fresh.start()
+        fresh.join()
+        assert (torch.get_num_threads(), seen) == (2, [2])
+    finally:
+        main_out.set()
+        torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_a_half_precision_network_is_one_clear_error(dtype):
     """In bfloat16 the tie tolerance, eps (1 + Σ_j |w_ij|), reached 0.63 at N = 1000, P = 100 (fields in steps of

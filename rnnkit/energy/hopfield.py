@@ -177,7 +177,8 @@ class RecallResult:
     def summary(self) -> str:
         counts = torch.bincount(self.status.flatten().cpu(), minlength=len(STATUS_NAMES))
         names = zip(counts.tolist(), STATUS_NAMES, STATUS_PLURALS)
-        return ", ".join(f"{n} {name if n == 1 else plural}" for n, name, plural in names if n)
+        # (with thousands separators, as the commands' other counts: '1,000 patterns ...: 1000 unfinished')
+        return ", ".join(f"{n:,} {name if n == 1 else plural}" for n, name, plural in names if n)
 
 
 def _check_thresholds(thresholds, num_units: int) -> torch.Tensor:

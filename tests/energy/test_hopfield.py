@@ -396,6 +396,14 @@ def test_single_thread_in_overlapping_users_leaves_the_main_threads_count():
         torch.set_num_threads(threads)
 
 
+def test_the_summary_counts_with_thousands_separators_as_the_commands_do():
+    """'1,000 patterns of 2,000 units, hebbian rule, async updates: 1000 unfinished': the summary's counts lacked the
+    separators of the command's other counts."""
+    net = Hopfield(4).store([[1, 1, -1, -1]])
+    assert net.recall(torch.tensor([[1.0, 1, -1, -1]]).repeat(1234, 1)).summary() == "1,234 fixed points"
+    assert net.recall([[1, 1, -1, -1]]).summary() == "1 fixed point"
+
+
 def test_single_thread_and_a_work_in_another_thread_put_back_the_thread_count_of_before_both():
     """A sampler in the main thread (single_thread: 1 thread) while a training run or a word2vec fit started in a
     thread (rnnkit._threads.threads_for_the_work): the work read the main thread's 1 as its count of before (a new

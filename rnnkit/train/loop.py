@@ -831,7 +831,7 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
     carried, rng, stepped, row = model.state, None, True, None
     postfix_at = -math.inf  # when the bar's numbers were last set (perf_counter's seconds)
     stop = _StopAfterStep(say)
-    shown = _warnings_above()
+    put_back = _warnings_above()
     try:
         while (total is None or progress.step < total) and progress.elapsed < budget:
             if progress.window == 0:
@@ -936,7 +936,7 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
         bar.close()  # also before an error, whose line then starts a line of its own
         metrics.close()
         stop.restore()
-        warnings.showwarning = shown
+        put_back()
     save("latest.pt")
     log(
         f"done: {progress.step} steps in {_seconds(progress.elapsed)} s of training; best val {_nats(progress.best_val)}; run folder {out}"
@@ -944,18 +944,37 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
     return 0
 
 
+# The runs under way in this process (in threads) that _warnings_above's showwarning is installed for, and the
+# showwarning of before the first of them.
+_shown, _shown_lock = {"runs": 0, "before": None}, threading.Lock()
+
+
 def _warnings_above():
     """Warnings said while the bar is drawn (the native engine that can't be built, said at the first step) on lines of
     their own, the bar cleared and drawn again below them, as the loop's own lines: they came at the end of the bar's
-    line, '0/5 [00:00<?, ?step/s]rnnkit: warning: ...'. Returns the showwarning to put back."""
-    shown = warnings.showwarning
+    line, '0/5 [00:00<?, ?step/s]rnnkit: warning: ...'. Returns the function that puts warnings.showwarning back.
+    The runs under way in the process share one such showwarning (tqdm's write mode clears every bar): the first run
+    installs it and the last to end puts back the showwarning of before the first. Each used to put back its own
+    reading: a run started in a thread while another's was installed read that one and, ending last, left it
+    installed for good."""
+    with _shown_lock:
+        if not _shown["runs"]:
+            shown = warnings.showwarning
 
-    def show(*args, **kwargs):
-        with tqdm.external_write_mode():
-            shown(*args, **kwargs)
+            def show(*args, **kwargs):
+                with tqdm.external_write_mode():
+                    shown(*args, **kwargs)
 
-    warnings.showwarning = show
-    return shown
+            _shown["before"], warnings.showwarning = shown, show
+        _shown["runs"] += 1
+
+    def put_back():
+        with _shown_lock:
+            _shown["runs"] -= 1
+            if not _shown["runs"]:
+                warnings.showwarning, _shown["before"] = _shown["before"], None
+
+    return put_back
 
 
 def _as_closed(e: OSError) -> BrokenPipeError:

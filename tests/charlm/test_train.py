@@ -943,6 +943,43 @@ def test_runs_overlapping_in_threads_put_back_the_thread_count_of_before_both(tm
     assert (torch.get_num_threads(), seen) == (before, [before])
 
 
+def test_runs_overlapping_in_threads_put_back_the_showwarning_of_before_both(tmp_path, corpus, monkeypatch):
+    """Each run put warnings' showwarning (the one that says warnings above its bar) back to its own reading: a run
+    started in a thread while another's was installed read that one and, ending last, left it installed for good; and
+    the first to end put back the original while the other still drew its bar. One is installed while any run is under
+    way, and the showwarning of before the first is put back after the last."""
+    import threading
+    import warnings
+
+    from rnnkit.train import loop
+
+    original, set_lr = warnings.showwarning, loop.set_lr
+    reached, a_out, seen = {"a": threading.Event(), "b": threading.Event()}, threading.Event(), []
+
+    def held_set_lr(*args):  # (in the loop, with no lock held) a holds until b is there, b until a has ended
+        name = threading.current_thread().name
+        reached[name].set()
+        (reached["b"] if name == "a" else a_out).wait(30)
+        seen.append((name, warnings.showwarning is original))
+        return set_lr(*args)
+
+    def run(name):
+        try:
+            train(tiny_config(corpus, max_steps=1), tmp_path / name, log=lambda line: None)
+        finally:
+            if name == "a":
+                a_out.set()
+
+    monkeypatch.setattr(loop, "set_lr", held_set_lr)
+    a = threading.Thread(target=run, args=("a",), name="a")
+    a.start()
+    assert reached["a"].wait(30)
+    b = threading.Thread(target=run, args=("b",), name="b")
+    b.start()
+    a.join(60), b.join(60)
+    assert seen == [("a", False), ("b", False)] and warnings.showwarning is original
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [

@@ -188,6 +188,16 @@ def hopfield_recall(args) -> None:
     )  # (the file named)
     xi = None if patterns is None else as_spins(patterns, name)  # a bad file is an error before --out is made
     n = units if xi is None else xi.shape[1]
+    if n < 2:  # as hopfield capacity: W is 0, and every state went to +1 whatever was stored
+        given = (
+            "--units 1"
+            if xi is None
+            else f"{source} {args.patterns or ''}".strip() + " has patterns of 1 unit"
+        )
+        raise RnnkitError(
+            f"{given}: a Hopfield network needs 2 or more units (one unit has no weights: W's diagonal is zero); "
+            f"give {'--units 2' if xi is None else 'patterns of 2'} or more"
+        )
     if args.erase and round(args.noise * n) == 0:  # (corrupt's count of units: the cues were the patterns)
         raise RnnkitError(
             f"--erase with --noise {args.noise:g} erases no unit of {_plural(n, 'unit')} (round(noise x N) = 0); "

@@ -116,6 +116,12 @@ def test_a_patterns_file_saved_with_a_byte_order_mark_reads(tmp_path, text):
         (["ising", "sweep", "--temperatures", "1", "nan"], "--temperatures must be a finite number"),
         (["hopfield", "capacity", "--sizes", "0"], "--sizes (N) must be an integer >= 1, got 0"),
         (["hopfield", "capacity", "--sizes", "1"], "--sizes (N) must be 2 or more"),  # 1 / (2 ln 1) crashed
+        # recall ran a network of 1 unit (W = 0): every state went to +1, whatever was stored
+        (["hopfield", "recall", "--units", "1"], "--units 1: a Hopfield network needs 2 or more units"),
+        (
+            ["hopfield", "recall", "--patterns", "{one}"],
+            "{one} has patterns of 1 unit: a Hopfield network needs 2",
+        ),
         (
             ["ising", "sweep", "--temperatures", "1e-50"],
             "temperatures must be positive numbers that torch.float32",
@@ -127,7 +133,7 @@ def test_a_patterns_file_saved_with_a_byte_order_mark_reads(tmp_path, text):
     ],
 )
 def test_bad_input_is_one_line_and_a_nonzero_exit(args, message, tmp_path, capsys):
-    files = {"bad": "1 -1 0.5\n", "ragged": "1 -1 1\n1 -1\n", "blank": "\n  \n"}
+    files = {"bad": "1 -1 0.5\n", "ragged": "1 -1 1\n1 -1\n", "blank": "\n  \n", "one": "1\n-1\n"}
     for name, text in files.items():
         (tmp_path / name).write_text(text)
     (tmp_path / "latin1").write_bytes(b"caf\xe9 1 -1\n")  # (not FF FE: a UTF-16 byte-order mark)
@@ -525,9 +531,7 @@ def test_recall_of_one_pattern_says_pattern(tmp_path, capsys):
         == 0
     )
     assert capsys.readouterr().out.startswith("1 pattern of 64 units,")
-    # one unit (a 1x1 image, --units 1) was '1 pattern of 1 units'
-    assert main(["hopfield", "recall", "--random", "1", "--units", "1", "--out", str(tmp_path)]) == 0
-    assert capsys.readouterr().out.startswith("1 pattern of 1 unit,")
+    # (one unit, a 1x1 image or --units 1, was '1 pattern of 1 units'; recall now refuses it: test_bad_input_...)
 
 
 def test_gaussian_pixels_are_standardised_with_the_training_split_only(tmp_path, monkeypatch, capsys):

@@ -593,7 +593,7 @@ def add_commands(sub) -> None:
 # hopfield capacity's defaults, said in its help: CapacityConfig's, whose module imports torch (3-5 s for a help that
 # takes 0.2 without it); the command runs on CapacityConfig's own, and a test holds the two equal
 CAPACITY_DEFAULTS = {"sizes": (100, 200, 500, 1000), "rule": "hebbian", "cue_noise": 0.0, "random_starts": 32,
-                     "min_patterns": 200, "max_sweeps": 20}  # fmt: skip
+                     "min_patterns": 200, "max_sweeps": 200}  # fmt: skip
 
 
 def _add_hopfield(group) -> None:

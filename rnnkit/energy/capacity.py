@@ -46,7 +46,7 @@ class CapacityConfig:
     cue_noise: float = 0.0  # fraction of bits flipped in each starting pattern
     random_starts: int = 32  # per network, to count spurious states
     min_patterns: int = 200  # recalls averaged per point
-    max_sweeps: int = 20
+    max_sweeps: int = 200  # async dynamics settle in 45 to 75 sweeps at N = 1000 (15 to 43 at 500); 20 left half the starts moving
     seed: int = 0
 
     def check(self) -> "CapacityConfig":

@@ -98,6 +98,12 @@ def _mixture(states: torch.Tensor, patterns: torch.Tensor, m: torch.Tensor) -> t
     overlap with the sign of its top 2 to 9 patterns is 0.46 to 0.94, a mixture state's (3-, 5- and
     7-mixtures relaxed at P/N = 0.01 to 0.03) above 0.98; above P/N ≈ 0.03 the 3-mixtures are no longer
     stable (AGS 1987) and random starts end on spin-glass states.
+
+    Two limits (found reviewing the rule): with P <= 7 patterns every spurious fixed point counts as a mixture
+    (a fixed point is s ≈ sgn(Σ_μ m_μ ξ^μ) over all of them, and k reaches P; with finitely many patterns every
+    spurious state is a mixture of them, as theory says), and near P ≈ 10 the cut at k = 7 is arbitrary: at
+    N = 500, P = 10 the number of patterns a spurious state needs runs 3 to 10 with no gap, and some states of
+    a spin-glass-like overlap profile (0.44, 0.42, 0.32, ... over 7 patterns) reach the rule at k = 7.
     """
     M, R, P = m.shape
     found = torch.zeros(M, R, dtype=torch.bool, device=m.device)

@@ -949,6 +949,18 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
 _shown, _shown_lock = {"runs": 0, "before": None}, threading.Lock()
 
 
+def _shown_after_fork():
+    """A child forked while another thread held _shown_lock (a run starting or ending) inherited it held by a thread
+    it doesn't have: its first run waited forever. The child takes a fresh lock (the count as inherited: a wrapper
+    installed stays, as a run's own reading of it left it before)."""
+    global _shown_lock
+    _shown_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_shown_after_fork)
+
+
 def _warnings_above():
     """Warnings said while the bar is drawn (the native engine that can't be built, said at the first step) on lines of
     their own, the bar cleared and drawn again below them, as the loop's own lines: they came at the end of the bar's

@@ -2836,3 +2836,48 @@ def test_a_child_forked_while_a_thread_puts_back_its_thread_count_can_set_its_ow
         go.set()
         worker[0].join(30)
         real(start)
+
+
+def test_a_child_forked_while_a_thread_holds_the_showwarning_lock_can_run():
+    """train()'s shared showwarning (_warnings_above, 7a3dcb1) is counted under a lock: a child forked by one thread
+    while another held it (a run starting or ending, preempted inside the block) inherited it held by a thread it
+    doesn't have, and its first train() waited forever. The child starts with a fresh lock."""
+    import threading
+    import time
+    import warnings
+
+    from rnnkit.train import loop
+
+    inside, go = threading.Event(), threading.Event()
+
+    def hold():  # another thread's run inside the block, preempted there until the fork is done
+        with loop._shown_lock:
+            inside.set()
+            go.wait(30)
+
+    worker = threading.Thread(target=hold)
+    worker.start()
+    try:
+        assert inside.wait(30)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # (a multi-threaded process forked)
+            pid = os.fork()
+        if pid == 0:  # the child: a run of its own installs and puts back the showwarning
+            try:
+                loop._warnings_above()()
+                os._exit(0)
+            finally:
+                os._exit(3)
+        for _ in range(100):  # 10 s
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            status = None
+        assert status == 0, "the child's _warnings_above waited forever on the lock"
+    finally:
+        go.set()
+        worker.join(30)

@@ -2785,7 +2785,6 @@ def test_a_child_forked_while_a_thread_puts_back_its_thread_count_can_set_its_ow
     by another thread just then inherited it held by a thread it doesn't have, and its first run or --threads command
     waited forever. The child starts with a fresh lock, its own thread's works counted."""
     import threading
-    import time
     import warnings
 
     import torch
@@ -2822,15 +2821,7 @@ def test_a_child_forked_while_a_thread_puts_back_its_thread_count_can_set_its_ow
                 os._exit(0)
             finally:
                 os._exit(3)
-        for _ in range(100):  # 10 s
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            time.sleep(0.1)
-        else:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            status = None
+        status = _child_status(pid)
         assert status == 0, "the child's threads_for_the_work waited forever on the lock"
     finally:
         go.set()
@@ -2843,7 +2834,6 @@ def test_a_child_forked_while_a_thread_holds_the_showwarning_lock_can_run():
     while another held it (a run starting or ending, preempted inside the block) inherited it held by a thread it
     doesn't have, and its first train() waited forever. The child starts with a fresh lock."""
     import threading
-    import time
     import warnings
 
     from rnnkit.train import loop
@@ -2868,16 +2858,22 @@ def test_a_child_forked_while_a_thread_holds_the_showwarning_lock_can_run():
                 os._exit(0)
             finally:
                 os._exit(3)
-        for _ in range(100):  # 10 s
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            time.sleep(0.1)
-        else:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            status = None
+        status = _child_status(pid)
         assert status == 0, "the child's _warnings_above waited forever on the lock"
     finally:
         go.set()
         worker.join(30)
+
+
+def _child_status(pid, seconds=10):
+    """The exit status of the forked child pid, or None where it has not ended in `seconds` (then killed)."""
+    import time
+
+    for _ in range(int(seconds * 10)):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return None

@@ -2030,17 +2030,9 @@ def test_an_option_of_another_cell_is_named_in_one_line(cell, option, said):
         Recurrent(cell, 3, 4, **{option: 1})
 
 
-def _full_path_only(monkeypatch):
-    """Recurrent's forward without its no-grad fast path (the path every other call takes)."""
-    monkeypatch.setattr(Recurrent, "_forward_fast", lambda self, x, state: None)
-
-
-@pytest.mark.parametrize("cell", sorted(CELLS) + ["lstmp"])
-def test_no_grad_fast_path_gives_the_full_paths_numbers_bit_for_bit(cell, monkeypatch):
-    """Under torch.no_grad a plain layer on the native backend takes a short path (one-step sampling loops): the
-    same numbers, to the last bit, as the full path, for every cell, 1-2 layers, either layout, T = 1 (one step,
-    its projection by F.linear) and T = 9 (the native projection), float32 and float64, the state None or given,
-    dropout set but in eval mode."""
+def _watch_fast_path(monkeypatch) -> list:
+    """What each call's _forward_fast returned (None: the full path ran), in a list that grows as the layer is called;
+    the test skipped where the native backend, which the fast path needs, is unavailable."""
     from rnnkit.engine import native
 
     if native.load() is None:
@@ -2052,6 +2044,21 @@ def test_no_grad_fast_path_gives_the_full_paths_numbers_bit_for_bit(cell, monkey
         return taken[-1]
 
     monkeypatch.setattr(Recurrent, "_forward_fast", watched)
+    return taken
+
+
+def _full_path_only(monkeypatch):
+    """Recurrent's forward without its no-grad fast path (the path every other call takes)."""
+    monkeypatch.setattr(Recurrent, "_forward_fast", lambda self, x, state: None)
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS) + ["lstmp"])
+def test_no_grad_fast_path_gives_the_full_paths_numbers_bit_for_bit(cell, monkeypatch):
+    """Under torch.no_grad a plain layer on the native backend takes a short path (one-step sampling loops): the
+    same numbers, to the last bit, as the full path, for every cell, 1-2 layers, either layout, T = 1 (one step,
+    its projection by F.linear) and T = 9 (the native projection), float32 and float64, the state None or given,
+    dropout set but in eval mode."""
+    taken = _watch_fast_path(monkeypatch)
     torch.manual_seed(0)
     name, options = ("lstm", {"proj_size": 3}) if cell == "lstmp" else (cell, {})
     for layers, batch_first, T, dtype in [(1, True, 1, torch.float32), (2, False, 1, torch.float64),
@@ -2081,17 +2088,7 @@ def test_no_grad_fast_path_of_a_half_layer_gives_the_full_paths_bits(cell, dtype
     a bfloat16 1x128 LSTM 3x float32's time): it takes the fast path as float32 does, x, the state and the weights
     cast to float32 once and the results cast back, the full path's bits and dtypes (T = 1: the stack in one engine
     call, MUT1's and MUT2's loop of layer calls; T = 9: the native projection)."""
-    from rnnkit.engine import native
-
-    if native.load() is None:
-        pytest.skip("the native backend is unavailable here; the fast path is native only")
-    taken, fast = [], Recurrent._forward_fast
-
-    def watched(self, x, state):
-        taken.append(fast(self, x, state))
-        return taken[-1]
-
-    monkeypatch.setattr(Recurrent, "_forward_fast", watched)
+    taken = _watch_fast_path(monkeypatch)
     torch.manual_seed(0)
     name, options = ("lstm", {"proj_size": 3}) if cell == "lstmp" else (cell, {})
     for layers, batch_first, T, mode in [(2, True, 1, torch.no_grad), (1, False, 1, torch.inference_mode),

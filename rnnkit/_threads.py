@@ -10,9 +10,8 @@ import os
 import threading
 
 _held, _lock = {"works": 0, "before": None}, threading.Lock()
-_nested = (
-    threading.local()
-)  # .works: this thread's works under way (one inside another: a run's log callback)
+# .works: this thread's works under way (one inside another: a run's log callback)
+_nested = threading.local()
 
 
 @contextlib.contextmanager

@@ -235,9 +235,8 @@ def _locked(out: pathlib.Path, busy: str | None = None):
                                   "give another --out folder") from None  # fmt: skip
         yield
     finally:
-        if (
-            fd in _held_fds
-        ):  # (not in a child forked inside the block: it closed its copy, and the number may be reused)
+        # (not in a child forked inside the block: it closed its copy, and the number may be reused)
+        if fd in _held_fds:
             _held_fds.discard(fd)
             os.close(fd)
 

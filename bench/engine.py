@@ -3,8 +3,8 @@
     Embedding(65, 64) -> Recurrent(cell, 64, H, L) -> Linear(H, 65) -> cross-entropy;  Adam (fused, as rnnkit's trainer)
 
 One train step = forward + backward + Adam step on a (B, T) batch of characters (random: the timing
-does not depend on the text). Times are medians over interleaved rounds (rnnkit, reference, rnnkit,
-...), so load from other processes hits both sides alike. GEMM FLOPs of a step = 6·T·B·Σ|W| over
+does not depend on the text). Times are medians over interleaved rounds (every model once a round,
+in a new shuffled order each round), so load from other processes hits both sides alike. GEMM FLOPs of a step = 6·T·B·Σ|W| over
 the weight matrices (forward, dx and dW of every GEMM); the machine's GEMM peak is measured here too.
 
     .venv/bin/python bench/engine.py [--rounds 6] [--only lstm,gru,lstmp,own,eval,step] [--threads N] [--no-write]

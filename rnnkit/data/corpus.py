@@ -401,7 +401,8 @@ def stdlib_text(limit=None) -> str:
         n += len(parts[-1])
         if n >= limit:
             break
-    if n < 100_000:
+    # (a stdlib of under 100,000 characters is not there; a limit below that said so of one that is)
+    if n < min(limit, 100_000):
         raise RnnkitError(
             f"the standard library's source is not installed at {root}; name a text file to train on"
         )

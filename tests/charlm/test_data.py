@@ -180,6 +180,16 @@ def test_default_corpus_is_the_standard_library(monkeypatch):
     assert c.vocab_size < 100  # ASCII only
 
 
+def test_a_default_corpus_below_100_000_characters_is_read_not_said_missing(monkeypatch):
+    """stdlib_text(limit) with a limit under 100,000 (or STDLIB_CHARS lowered so, for a quick corpus) said 'the
+    standard library's source is not installed': its check of an installed stdlib counted the characters read up to
+    the limit."""
+    monkeypatch.setattr(corpus_mod, "STDLIB_CHARS", 5_000)
+    c = load_corpus(None)
+    assert c.name == "stdlib" and len(c.tokens) == 5_000
+    assert corpus_mod.stdlib_text(20_000) == corpus_mod.stdlib_text(200_000)[:20_000]
+
+
 def test_shakespeare_download_is_checked_and_cached(tmp_path, monkeypatch):
     src = tmp_path / "input.txt"
     src.write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n")

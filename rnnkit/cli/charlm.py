@@ -443,7 +443,8 @@ def context(text: str, chars: list, what: str) -> list:
     """The ids a prefix is read from: a newline, then the text (its first character starts a line, from a zero
     state, as score reads each text; a model without a newline reads the text alone), so that complete's log p
     of a continuation is score(PREFIX + continuation) - score(PREFIX), and sample --prime continues as complete."""
-    return encode(("\n" if "\n" in chars else "") + text, chars, what)
+    # (the newline put before the text apart: in the text, a prime's \r alone was said to be Windows line ends)
+    return ([chars.index("\n")] if "\n" in chars else []) + encode(text, chars, what)
 
 
 def _positive(name, value):

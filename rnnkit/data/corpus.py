@@ -79,17 +79,26 @@ def encode(text: str, chars: list) -> np.ndarray:
             unseen = sorted(set(text) - set(chars))  # (not set(chars) built again for each character)
             raise RnnkitError(
                 f"characters the model never saw: {''.join(unseen)!r}; use only characters of its vocabulary"
-                f"{line_ends_hint(unseen, chars)}{normal_form_hint(unseen, chars)}{bytes_hint(unseen)}"
+                f"{line_ends_hint(unseen, chars, text)}{normal_form_hint(unseen, chars)}{bytes_hint(unseen)}"
             )
         tokens[i : i + len(codes)] = idx
     return tokens
 
 
-def line_ends_hint(unseen, chars) -> str:
-    """What to say of a '\\r' a model trained on '\\n' line ends never saw: the text has Windows line ends."""
-    if "\r" in unseen and "\n" in chars:
-        return " (the text has Windows line ends, \\r\\n, and the model knows \\n only: convert them, e.g. dos2unix)"
-    return ""
+def line_ends_hint(unseen, chars, text) -> str:
+    """What to say of a '\\r' a model trained on '\\n' line ends never saw: the text has Windows line ends, or, where
+    it holds no '\\n' at all, classic Mac OS's '\\r' alone (an Excel for Mac CSV), which dos2unix leaves as they are
+    (it said 'Windows line ends ... dos2unix' of them too). `text`: what was read (eval's, the file's characters)."""
+    if "\r" not in unseen or "\n" not in chars:
+        return ""
+    if "\n" not in text:
+        return (
+            " (the text's line ends are \\r alone, as classic Mac OS wrote them, and the model knows \\n only: "
+            "convert them, e.g. mac2unix, or tr '\\r' '\\n')"
+        )
+    return (
+        " (the text has Windows line ends, \\r\\n, and the model knows \\n only: convert them, e.g. dos2unix)"
+    )
 
 
 def bytes_hint(unseen) -> str:

@@ -614,7 +614,7 @@ def encode(text: str, chars: list, what: str) -> list:
         more = f" and {len(unseen) - 40:,} more" if len(unseen) > 40 else ""
         raise RnnkitError(
             f"{what} has characters the model never saw: {''.join(unseen[:40])!r}{more}; remove or replace them"
-            f"{line_ends_hint(unseen, chars)}{normal_form_hint(unseen, chars)}{bytes_hint(unseen)}"
+            f"{line_ends_hint(unseen, chars, text)}{normal_form_hint(unseen, chars)}{bytes_hint(unseen)}"
         )
     return [index[c] for c in text]
 

@@ -346,6 +346,29 @@ def test_unknown_carriage_returns_are_named_as_windows_line_ends():
         encode("a\nz", ["\n", "a"])
 
 
+def test_unknown_carriage_returns_alone_are_named_as_old_mac_line_ends():
+    """A text whose line ends are \\r alone (classic Mac OS, an Excel for Mac CSV) was said to have Windows line ends,
+    to convert with dos2unix, which leaves a lone \\r as it is; with no \\n in it, it is told mac2unix. Eval reads the
+    file's characters (sorted: \\n before \\r), a prime is read after a newline put before it."""
+    from rnnkit.cli.charlm import context
+    from rnnkit.models.charlm import encode as encode_ids
+
+    chars = ["\n", "a", "b"]
+    for read in (
+        lambda t: encode(t, chars),
+        lambda t: encode_ids(t, chars, "text"),
+        lambda t: context(t, chars, "p"),
+    ):
+        with pytest.raises(RnnkitError, match=r"line ends are \\r alone.*mac2unix") as lone:
+            read("a\rb\r")
+        assert "Windows" not in str(lone.value)
+    # eval's: the characters of a file with \r\n line ends, and of one with \r alone
+    with pytest.raises(RnnkitError, match="Windows line ends.*dos2unix"):
+        encode_ids("".join(sorted(set("a\r\nb"))), chars, "f.txt")
+    with pytest.raises(RnnkitError, match=r"\\r alone.*mac2unix"):
+        encode_ids("".join(sorted(set("a\rb"))), chars, "f.txt")
+
+
 def test_unknown_combining_marks_are_named_as_another_normal_form():
     """A text whose accented letters are decomposed (NFD: 'e' + U+0301, as a copy from a PDF or a macOS file name
     gives) read by a model trained on composed ones (NFC: 'é') was told it held an unseen character shown as a bare

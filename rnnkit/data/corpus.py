@@ -515,6 +515,12 @@ def load_corpus(corpus=None, data_dir=None, memmap_path=None) -> Corpus:
     # (a file of the name, ./default or ./stdlib, is that file, as ./shakespeare is: it was the built-in corpus)
     if corpus in (None, "") or (corpus in ("stdlib", "default") and not pathlib.Path(corpus).is_file()):
         text = stdlib_text()
+        # (its tokens to the file asked for, as a file's are: the corpus was kept in RAM in silence)
+        if memmap_path is not None:
+            with tempfile.TemporaryDirectory(prefix="rnnkit-stdlib-") as folder:
+                source = pathlib.Path(folder, "stdlib.txt")
+                source.write_text(text, encoding="utf-8", newline="")
+                return load_file(source, name="stdlib", memmap_path=memmap_path)
         chars = sorted(set(text))
         return Corpus("stdlib", chars, encode(text, chars))
     if corpus == "shakespeare" and not pathlib.Path(corpus).is_file():  # (a run folder may be called so)

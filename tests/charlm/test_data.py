@@ -190,6 +190,17 @@ def test_a_default_corpus_below_100_000_characters_is_read_not_said_missing(monk
     assert corpus_mod.stdlib_text(20_000) == corpus_mod.stdlib_text(200_000)[:20_000]
 
 
+def test_a_memmap_path_given_with_the_default_corpus_holds_its_tokens(tmp_path, monkeypatch):
+    """load_corpus(None, memmap_path=...) kept the built-in corpus in RAM and wrote no file, where the module says
+    the tokens are written to memmap_path when it is given (as a file's are)."""
+    monkeypatch.setattr(corpus_mod, "STDLIB_CHARS", 20_000)
+    given = tmp_path / "tokens.npy"
+    c, ram = load_corpus(None, memmap_path=given), load_corpus(None)
+    assert isinstance(c.tokens, np.memmap) and given.is_file() and c.name == "stdlib"
+    assert c.chars == ram.chars and np.array_equal(np.load(given), ram.tokens)
+    assert np.asarray(c.tokens).dtype == ram.tokens.dtype
+
+
 def test_shakespeare_download_is_checked_and_cached(tmp_path, monkeypatch):
     src = tmp_path / "input.txt"
     src.write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n")

@@ -550,6 +550,32 @@ def test_a_text_file_whose_first_line_is_malformed_is_not_loaded_as_binary_garba
         assert wv.words == ["ab", "cd"] and np.array_equal(wv.vectors, x)
 
 
+def test_a_text_line_of_one_number_that_is_no_number_is_not_loaded_as_binary_garbage(tmp_path):
+    """E = 1: a text line whose field is no number ('N/A', 'abc') or missing ('ab ' then CRLF) reads as a binary record
+    of 4 bytes: b'N/A\r' (CRLF), b'abc\n' or b'\r\ncd' (a line read across). They loaded in silence as 5.9e-31,
+    1.1e-32 and 2.7e+23, and with --format text were 'not in word2vec text format; try --format binary' (gensim
+    refuses the line: 'invalid vector on line 0'). Bytes that all read as text, one a line end, whose numbers are no
+    word vector's are a text line read across: it is text, and its line is said."""
+    for data, said in [
+        (b"2 1\r\nab N/A\r\ncd 2.0\r\n", r"line 2: 'N/A' is no number"),
+        (b"1 1\nab abc\n", r"line 2: 'abc' is no number"),
+        (b"2 1\r\nab \r\ncdef 2.5\r\n", r"line 2 has 0 numbers, expected 1"),
+    ]:
+        (tmp_path / "v.txt").write_bytes(data)
+        for binary in (None, False):
+            with pytest.raises(RnnkitError, match=said):
+                WordVectors.load(tmp_path / "v.txt", binary)
+    # binary files of one number a word whose bytes hold a newline or a CR still are binary (both layouts)
+    x = np.array([[0.25], [-1.5]], "<f4")
+    x[0].view(np.uint8)[0], x[1].view(np.uint8)[1] = 0x0A, 0x0D
+    for newline in (b"", b"\n"):
+        (tmp_path / "v.bin").write_bytes(
+            b"2 1\n" + b"".join(w + b" " + v.tobytes() + newline for w, v in zip([b"ab", b"cd"], x))
+        )
+        wv = WordVectors.load(tmp_path / "v.bin")
+        assert wv.words == ["ab", "cd"] and np.array_equal(wv.vectors, x)
+
+
 def _native_skip_reason():
     # Builds the loop on first use (about a minute on a fresh machine, cached after): CI exercises it.
     return None if w2v_native.load() is not None else f"native word2vec loop unavailable: {w2v_native.reason}"

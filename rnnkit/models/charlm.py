@@ -19,6 +19,8 @@ import math
 import numbers
 import os
 import re
+import types
+import weakref
 from collections.abc import Iterable
 
 import torch
@@ -53,9 +55,10 @@ def _eval_view(module: nn.Module) -> nn.Module:
     for hooks in ("_forward_hooks", "_forward_pre_hooks"):
         if hooks in module.__dict__:
             view.__dict__[hooks] = _HooksOf(module, module.__dict__[hooks])
-    # (module.compile()'s call is the module's own bound _call_impl: it would run the module itself, in its mode)
-    if view.__dict__.get("_compiled_call_impl") is not None:
-        view.__dict__["_compiled_call_impl"] = None
+    # the view is called through _view_call, where torch's global forward (pre-)hooks get the module itself too (a
+    # weak reference: no cycle of the view and its call); module.compile()'s call, the module's own bound _call_impl,
+    # would run the module itself, in its mode
+    view.__dict__["_compiled_call_impl"] = functools.partial(_view_call, weakref.ref(view), module)
     return view
 
 
@@ -68,7 +71,7 @@ class _HooksOf:
     """A module's forward (pre-)hooks as its _eval_view calls them (len and items, what nn.Module reads), each with the
     module itself: its own dict read at each call, so a hook removed or added while sampling (a one-shot hook that
     removes its handle) is so in the view too, as in eval mode (a copy of the dict called a removed hook on at each
-    step, and never one added)."""
+    step, and never one added). torch's global ones likewise (_view_call)."""
 
     def __init__(self, module: nn.Module, hooks: dict):
         self._module, self._hooks = module, hooks
@@ -78,6 +81,25 @@ class _HooksOf:
 
     def items(self):
         return [(k, functools.partial(_hook_of, self._module, h)) for k, h in self._hooks.items()]
+
+
+_GLOBAL_HOOKS = ("_global_forward_pre_hooks", "_global_forward_hooks")
+
+
+def _view_call(view, module, *args, **kwargs):
+    """A call of an _eval_view (nn.Module's __call__ calls it for the view): nn.Module._call_impl on the view, as it
+    was, where no global forward (pre-)hook is registered; else that same code, run with torch's module namespace in
+    which those two dicts read as _HooksOf of the module: a global hook got the view's copy of the module, which a
+    hook that looked modules up by identity (names of model.named_modules()) missed, where eval mode gives the
+    module itself. Backward hooks are the view's (sampling runs under no_grad: none is called)."""
+    view, torch_globals = view(), torch.nn.modules.module.__dict__
+    impl = type(view)._call_impl
+    if impl is not nn.Module._call_impl or not any(torch_globals.get(name) for name in _GLOBAL_HOOKS):
+        return impl(view, *args, **kwargs)
+    namespace = dict(torch_globals)
+    for name in _GLOBAL_HOOKS:
+        namespace[name] = _HooksOf(module, torch_globals[name])
+    return types.FunctionType(impl.__code__, namespace, impl.__name__)(view, *args, **kwargs)
 
 
 def _inference(fn):

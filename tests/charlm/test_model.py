@@ -301,6 +301,42 @@ def test_hooks_of_a_model_sampled_in_train_mode_get_its_own_modules():
             h.remove()
 
 
+def test_global_hooks_of_a_model_sampled_in_train_mode_get_its_own_modules():
+    """torch's global forward hooks (register_module_forward_hook, register_module_forward_pre_hook) were called with
+    the eval-mode view's copies of the modules where a model in train mode sampled: a hook that named its module from
+    model.named_modules() got None for 'rnn', 'drop' and 'head', where in eval mode it named each. They get the
+    model's own modules, and what they return counts as in eval mode (the same seeded sample)."""
+    from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+
+    m = model(dropout=0.5, embedding_size=5)
+    names = {mod: name for name, mod in m.named_modules()}
+    seen, pre = [], []
+
+    def after(module, args, kwargs, out):  # with kwargs; scales the head's logits
+        seen.append(names.get(module))
+        return out * 2 if module is m.head else None
+
+    def before(module, args):
+        pre.append(names.get(module))
+
+    handles = [
+        register_module_forward_hook(after, with_kwargs=True),
+        register_module_forward_pre_hook(before),
+    ]
+    try:
+        got = {}
+        for mode in (m.eval, m.train):
+            mode()
+            seen.clear()
+            pre.clear()
+            got[mode.__name__] = m.sample([2], 8, generator=torch.Generator().manual_seed(3))
+            assert set(seen) == set(pre) == {"embedding", "rnn", "drop", "head"}, mode.__name__
+        assert got["train"] == got["eval"] and all(mod.training for mod in m.modules())
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def test_beam_search():
     m = model()
     greedy = m.sample([2, 3], 6, greedy=True)

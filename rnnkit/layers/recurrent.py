@@ -1044,7 +1044,9 @@ class Recurrent(OwnParametersModule):
                                   f"{tuple(lengths.shape)}")  # fmt: skip
             lengths = lengths.reshape(1)
         _check_cond_type(cond)
-        if (cond is not None or self._needs_cond(state)) and (
+        # (a layer without conditioning given cond: the batched call's line, not "cond must have shape (C,) = (0,)",
+        # which a cond of shape (0,) then met with that line anyway)
+        if (self.cond_size and (cond is not None or self._needs_cond(state))) and (
             cond is None or cond.shape not in ((self.cond_size,), (1, self.cond_size))
         ):
             raise RnnkitError(f"for one unbatched sequence (T, D) cond must have shape (C,) = ({self.cond_size},), "

@@ -101,6 +101,25 @@ def test_conditioning(mode):
         Recurrent("gru", 3, 4, cond_size=-1)
 
 
+def test_cond_given_to_an_unconditioned_layer_unbatched_says_the_layer_has_none():
+    """cond given to a layer built with cond_size=0: a batch is told so, but one unbatched sequence (T, D) and a step of
+    one (D,) were told "cond must have shape (C,) = (0,)", and a cond of shape (0,) then met the batch's line anyway."""
+    layer = Recurrent("gru", 3, 4)
+    said = r"^cond was given but the layer was built with cond_size=0$"
+    for x, v in [(torch.randn(5, 3), torch.randn(2)), (torch.randn(5, 3), torch.randn(1, 2)),
+                 (torch.randn(5, 3), torch.randn(0)), (torch.randn(2, 5, 3), torch.randn(2, 2))]:  # fmt: skip
+        with pytest.raises(RnnkitError, match=said):
+            layer(x, cond=v)
+    with pytest.raises(RnnkitError, match=said):
+        layer.step(torch.randn(3), cond=torch.randn(2))
+    conditioned = Recurrent("gru", 3, 4, cond_size=2)  # (its own unbatched line is kept)
+    with pytest.raises(
+        RnnkitError,
+        match=r"^for one unbatched sequence \(T, D\) cond must have shape \(C,\) = \(2,\), got \(3,\)$",
+    ):
+        conditioned(torch.randn(5, 3), cond=torch.randn(3))
+
+
 def test_truncated_bptt_state_carry_equals_full_sequence():
     layer = Recurrent("lstm", 3, 4, backend="python")
     x = torch.randn(2, 10, 3)

@@ -1249,7 +1249,8 @@ class Recurrent(OwnParametersModule):
         _check_cond_type(cond)
         if cond is not None or self._needs_cond(state):
             if not self.cond_size:
-                raise RnnkitError("cond was given but the layer was built with cond_size=0")
+                raise RnnkitError("cond was given but the layer was built with cond_size=0; build it with "
+                                  "cond_size=C (the size of v) to condition on v, or leave cond out")  # fmt: skip
             if cond is None or cond.shape != (B, self.cond_size):
                 got = "none: give the vector v, layer(x, cond=v)" if cond is None else tuple(cond.shape)
                 raise RnnkitError(f"cond must have shape ({B}, {self.cond_size}), got {got}")

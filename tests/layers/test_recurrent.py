@@ -105,7 +105,7 @@ def test_cond_given_to_an_unconditioned_layer_unbatched_says_the_layer_has_none(
     """cond given to a layer built with cond_size=0: a batch is told so, but one unbatched sequence (T, D) and a step of
     one (D,) were told "cond must have shape (C,) = (0,)", and a cond of shape (0,) then met the batch's line anyway."""
     layer = Recurrent("gru", 3, 4)
-    said = r"^cond was given but the layer was built with cond_size=0$"
+    said = r"^cond was given but the layer was built with cond_size=0; build it with cond_size=C .* or leave cond out$"
     for x, v in [(torch.randn(5, 3), torch.randn(2)), (torch.randn(5, 3), torch.randn(1, 2)),
                  (torch.randn(5, 3), torch.randn(0)), (torch.randn(2, 5, 3), torch.randn(2, 2))]:  # fmt: skip
         with pytest.raises(RnnkitError, match=said):

@@ -241,7 +241,7 @@ def train_config(args):
     if resuming:
         cfg = _resumed_config(out)
         _check_types(cfg)  # (an edited corpus of 5 was a traceback from its reading below)
-        if args.preset:
+        if args.preset is not None:  # ('' too: an unset "$PRESET" is no preset name)
             _refuse_another_preset(cfg, args)
         # the built-in corpus by its name (a file's path is kept absolute): a ./stdlib where it resumed was read
         if not args.corpus and cfg.data.corpus in ("stdlib", "default"):
@@ -252,7 +252,9 @@ def train_config(args):
                               f"rnnkit train NEW_PATH --out {out} --resume")  # fmt: skip
     else:
         cfg = RunConfig()
-        cfg.update(preset(args.preset or "default") if args.preset or not args.corpus else {})
+        # ('' is refused by preset(): an unset "$PRESET" trained the default preset, or a CORPUS's, in silence)
+        given = args.preset is not None
+        cfg.update(preset(args.preset if given else "default") if given or not args.corpus else {})
     # the built-in shakespeare by its name (a preset's, a run's: a file is kept by its absolute path), read as the
     # file ./shakespeare by load_corpus
     if not args.corpus and cfg.data.corpus == "shakespeare" and pathlib.Path("shakespeare").is_file():

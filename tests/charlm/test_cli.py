@@ -292,6 +292,8 @@ def test_run_folder_without_validation_and_unmakeable(tmp_path, corpus, cli):
         (["--lr", "0"], "--lr must be > 0"),
         (["--cell", "nope"], "unknown --cell"),
         (["--preset", "nope"], "unknown --preset"),
+        # "$PRESET" unset: '' was no preset, the CORPUS's settings (or without one the default preset) run in silence
+        (["--preset", ""], "unknown --preset ''; choose one of min-char-rnn, char-rnn"),
         (["--dropout", "1.5"], "--dropout"),
         # it counted the training part alone: "5,842 characters are too few" of a corpus of 6,150
         (

@@ -500,6 +500,10 @@ def cmd_score(args) -> int:
 @_with_threads
 def cmd_complete(args) -> int:
     _positive("--length", args.length)
+    if args.length >= 2**63:  # (beam_complete's own line names its argument, length)
+        raise RnnkitError(
+            f"--length {args.length} is too large (past a 64-bit integer, 2^63); give a smaller one"
+        )
     _positive("--beam", args.beam)
     model, chars = load_model(args.run)
     if not args.prefix:

@@ -465,6 +465,11 @@ class CharLM(nn.Module):
         ids = self._check_ids(ids, "beam_complete")
         _need_context(ids, "beam_complete")
         length, beam = _check_count(length, "length", 0), _check_count(beam, "beam", 1)
+        # (its bar's len(range(length)) overflowed, a traceback; no list holds so many steps)
+        if length >= 2**63:
+            raise RnnkitError(
+                f"length {length} is too large (past a 64-bit integer, 2^63); give a smaller one"
+            )
         logp, state = self._prime(ids, least=torch.float64)  # (1, V)
         # each step's (beam it came from, character) per beam kept, read back from the best at the end: copying
         # every beam's characters at each step made a long search quadratic (--beam 5, 40,000 characters: 13.3 s)

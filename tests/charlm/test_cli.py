@@ -364,6 +364,9 @@ def test_bad_sampling_options(trained, cli):
         code, _, err = cli("sample", trained, *args)
         assert code == 2 and message in err, err
     assert "--beam must be an integer >= 1" in cli("complete", trained, "the", "--beam", "0")[2]
+    # a --length past 2^63 was tqdm's traceback, 'OverflowError: Python int too large to convert to C ssize_t'
+    code, _, err = cli("complete", trained, "the", "--length", str(10**30))
+    assert code == 2 and f"--length {10**30} is too large (past a 64-bit integer, 2^63)" in err, err
     assert "never saw" in cli("score", trained, "Ωmega")[2]
     # of several texts, the error names which: it said 'TEXT has characters ...' of any of them
     err = cli("score", trained, "the", "Ωmega", "and")[2]

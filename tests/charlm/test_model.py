@@ -448,6 +448,7 @@ def test_one_character_api_checks_its_ids_and_options():
         (lambda: lm.prime([]), "prime needs at least one character of context"),  # was (None, None)
         (lambda: score_text(lm, list("abcdef\n"), 5), "score_text scores a str, got int 5"),
         (lambda: lm.beam_complete([1], 3, beam=2.5), "beam must be an integer >= 1, got 2.5"),
+        (lambda: lm.beam_complete([1], 2**63), f"length {2**63} is too large"),  # (was tqdm's OverflowError)
         (lambda: CharLM(CharLMConfig(vocab_size=V, cell="lstmm")), "unknown cell 'lstmm'; choose one of"),
         (lambda: score_text(lm, list("abc\n"), "ab"), f"chars must be the model's vocabulary, {V} distinct"),
         (lambda: score_text(lm, list("aabcde\n"), "ab"), r"got 7 \(6 distinct\)"),

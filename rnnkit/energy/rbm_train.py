@@ -107,6 +107,18 @@ class RBMTrainConfig:
             raise RnnkitError(f"{name['momentum']} must be in [0, 1), got {self.momentum!r}")
         if not _number(self.weight_decay) or self.weight_decay < 0:
             raise RnnkitError(f"{name['weight_decay']} must be >= 0, got {self.weight_decay!r}")
+        # the decay alone, m <- momentum m - lr weight_decay W; W <- W + m, has the roots z of
+        # z² - (1 + momentum - lr wd) z + momentum: inside the unit circle iff lr wd < 2 (1 + momentum). Past that W
+        # swings from sign to sign growing, whatever the data: NaN in a long run (whose advice, a 10x lower lr, could
+        # still be past it), log-likelihoods of -5e16 and exit 0 in a short one
+        limit = 2 * (1 + self.momentum)
+        if self.lr * self.weight_decay >= limit:
+            raise RnnkitError(
+                f"{name['weight_decay']} {self.weight_decay:g} with {name['lr']} {self.lr:g} grows the weights "
+                f"without bound: the decay step overshoots where lr x weight decay >= 2 (1 + momentum) "
+                f"({self.lr * self.weight_decay:g} here, {limit:g} the limit); give a {name['weight_decay']} below "
+                f"{limit / self.lr:.4g}, or a lower {name['lr']}"
+            )
         for switch in ("persistent", "shuffle", "use_kernel"):  # (persistent="False", a config file's: PCD-k)
             check_switch(switch, getattr(self, switch))
         if self.num_chains is not None:

@@ -181,6 +181,14 @@ def test_cuda_asked_for_on_a_machine_without_it(monkeypatch, tmp_path, capsys):
         (["rbm", "train", "--epochs", "0"], "--epochs must be an integer >= 1, got 0"),
         (["rbm", "train", "--lr", "0"], "--lr must be a positive number, got 0.0"),
         (["rbm", "train", "--momentum", "1"], "--momentum must be in [0, 1), got 1.0"),
+        # lr x weight decay >= 2 (1 + momentum): W grew each step whatever the data; a dry run ended, exit 0, with a
+        # log-likelihood of -5e16 per image, a long one diverged advising a 10x lower --lr, still past the limit
+        (
+            ["rbm", "train", "--weight-decay", "1000", "--lr", "0.006", "--dry-run"],
+            "--weight-decay 1000 with --lr 0.006 grows the weights without bound: the decay step overshoots where "
+            "lr x weight decay >= 2 (1 + momentum) (6 here, 2 the limit); give a --weight-decay below 333.3",
+        ),
+        (["rbm", "dbn", "--weight-decay", "50", "--momentum", "0.5"], "(3 here, 3 the limit)"),
         (
             ["rbm", "dbn", "--layers", "16", "0", "--dry-run"],
             "--layers (hidden sizes) must be an integer >= 1",

@@ -23,6 +23,7 @@ of the pair (id of its (m-1)-gram prefix, last token), found by sorting the keys
 
 import json
 import numbers
+import os
 import pathlib
 import zipfile
 import zlib
@@ -39,6 +40,9 @@ from rnnkit.text.vocab import UNK, Vocabulary, refuse_surrogate_pairs, tokenize
 EOS = "<eos>"
 OPTIONS = ("n", "smoothing", "k", "discount", "level", "lower", "min_freq")  # saved in every model's meta
 SCORE_CHUNK = 1 << 18  # tokens scored at a time where score() draws a bar (about 0.1 s each)
+# the least memory an n-gram of a fitted model takes: its key, count, suffix and continuation count, int64 each (55
+# bytes measured with the per-context totals and the counting's temporaries)
+NGRAM_BYTES = 32
 # what np.load and reading the arrays raise on a file that is not one of our models (zipfile's NotImplementedError
 # and RuntimeError: a byte of a member's entry changed to another compression method, or to 'encrypted')
 _NOT_A_MODEL = (
@@ -71,6 +75,41 @@ def text_tokens(text: str, level: str, lower: bool = False) -> list[str]:
     lines = text.split("\n")
     tokens = [t for line in lines[:-1] for t in [*tokenize(line, "word", lower=lower), EOS]]
     return tokens + tokenize(lines[-1], "word", lower=lower)
+
+
+def _memory() -> int | None:
+    """This machine's memory in bytes (None where it can't be read)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _least(m: int, top: int, k: int, held: int) -> int:
+    """The fewest n-grams of orders 1..top, where orders 1..m hold `held` and order m `k` distinct ones: an m-gram
+    that occurs past the text's first m tokens extends to an (m+1)-gram, so each order holds at most one distinct
+    n-gram fewer than the one below (once every m-gram is distinct, each higher order as many as the text's tokens)."""
+    rest = top - m
+    return held + (rest * k - rest * (rest + 1) // 2 if rest < k else k * (k - 1) // 2)
+
+
+def _fits(m, top, k, held) -> bool:
+    total = _memory()
+    return total is None or NGRAM_BYTES * _least(m, top, k, held) <= total
+
+
+def _too_many(n, m, top, k, held, tokens):
+    """n so large that the n-grams of its orders can't fit in memory: -n 1000 of Tiny Shakespeare (1.1 MB) grew past
+    8 GB in 131 s (every order past ~10 holds about as many n-grams as the text has characters: memory ~ n x the
+    text's length), and ran on until the allocator or the system's out-of-memory killer stopped it."""
+
+    def size(b):
+        return f"{b / 2**30:,.1f} GiB" if b >= 2**30 else f"{b / 2**20:,.1f} MiB"
+
+    need, total = NGRAM_BYTES * _least(m, top, k, held), _memory()
+    raise RnnkitError(f"n = {n} (the n-gram order) counts orders up to {top:,} of a text of {tokens:,} tokens, at "
+                      f"least {_least(m, top, k, held):,} n-grams ({k:,} at order {m:,} alone): {size(need)} or "
+                      f"more, and this machine has {size(total)}; give a smaller n")  # fmt: skip
 
 
 def _number(x) -> bool:
@@ -186,12 +225,15 @@ class NGramLM:
         else:
             after = None
         V = len(self.vocab)
+        # (a fit's counts, put back where _too_many refuses n: a model fitted before still scores)
+        before = {a: vars(self)[a] for a in ("keys", "count", "cont") if a in vars(self)}
         self.keys, self.count, self.cont = [None], [None], [None]
         ctx, suffixes, prev_gram = np.zeros(len(x), np.int64), [None], None
         bar = dict(desc="counting n-grams", unit=" orders", **bar_options(progress))
         # no m-grams past m = len(x) + 1, the first order with none: the orders past it are not counted (each cost
         # ~ len(x), and a model file's arrays: -n 1000000 of a 2,400-character text ran for minutes)
-        for _m in tqdm(range(1, min(self.n, len(x) + 1) + 1), **bar):
+        top, held = min(self.n, len(x) + 1), 0
+        for _m in tqdm(range(1, top + 1), **bar):
             valid = ctx >= 0
             keys, inv, cnt = np.unique(ctx[valid] * V + x[valid], return_inverse=True, return_counts=True)
             gram = np.full(len(x), -1, np.int64)
@@ -199,6 +241,11 @@ class NGramLM:
             suffix = np.zeros(len(keys), np.int64)  # the (m-1)-gram that drops the first token
             if prev_gram is not None:
                 suffix[inv] = prev_gram[valid]
+            held += len(keys)
+            if not _fits(_m, top, len(keys), held):
+                for a in ("keys", "count", "cont"):
+                    setattr(self, a, before[a]) if a in before else delattr(self, a)
+                _too_many(self.n, _m, top, len(keys), held, len(x))
             self.keys.append(keys)
             self.count.append(cnt)
             suffixes.append(suffix)

@@ -732,6 +732,27 @@ def test_counts_are_plural_and_have_thousands_separators(tmp_path, capsys):
     assert "1,100 words x 2 dimensions" in capsys.readouterr().out
 
 
+def test_ngram_train_of_an_order_whose_counts_cannot_fit_in_memory_is_one_line(tmp_path, capsys, monkeypatch):
+    """-n 1000 of Tiny Shakespeare grew past 8 GB in 131 s (every order past ~10 holds about as many n-grams as the
+    text has characters: memory ~ n x its length) and ran on until the allocator or the out-of-memory killer stopped
+    it. The counting stops at the first order that shows the n-grams can't fit, in one line naming n; here on a
+    machine of 1 MB, where a 3-gram model of the same text fits."""
+    from rnnkit.text import ngram
+
+    monkeypatch.setattr(ngram, "_memory", lambda: 2**20, raising=False)
+    text = tmp_path / "t.txt"
+    draw = np.random.default_rng(0).integers(0, 26, 1500)
+    text.write_text("".join(chr(97 + int(i)) for i in draw))  # (its 4-grams nearly all distinct)
+    out = tmp_path / "m.npz"
+    assert main(["ngram", "train", str(text), "--out", str(out), "-n", "200"]) == 2
+    err = capsys.readouterr().err.splitlines()  # (below the counting's bar)
+    said = "rnnkit: error: n = 200 (the n-gram order) counts orders up to 200 of a text of 1,500 tokens, at least "
+    assert err[-1].startswith(said), err
+    assert "and this machine has 1.0 MiB; give a smaller n" in err[-1], err
+    assert not out.exists()
+    assert main(["ngram", "train", str(text), "--out", str(out), "-n", "3"]) == 0
+
+
 def test_ngram_train_refuses_an_empty_out(tmp_path, capsys):
     text = tmp_path / "t.txt"
     text.write_text("to be or not to be\n" * 20)

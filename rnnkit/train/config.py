@@ -161,5 +161,13 @@ def validate(cfg: RunConfig):
         raise count_error("--eval-every", t.eval_every)
     if t.optimizer not in ("adam", "rmsprop", "adagrad", "sgd"):
         raise RnnkitError(f"unknown --optimizer '{t.optimizer}'; choose adam, rmsprop, adagrad or sgd")
+    # sgd's step θ <- θ - lr (g + wd θ) = (1 - lr wd) θ - lr g: from lr wd = 2 on, the decay alone grows θ from sign
+    # to sign whatever the data (adam, rmsprop and adagrad scale the whole step), and the blow-up's advice, set
+    # --clip-norm, could not help: the decay is added to the clipped gradient. (A decaying lr only lowers lr wd.)
+    if t.optimizer == "sgd" and t.lr * t.weight_decay >= 2:
+        factor = 1 - t.lr * t.weight_decay
+        raise RnnkitError(f"--weight-decay {t.weight_decay:g} with --optimizer sgd at --lr {t.lr:g} grows the weights "
+                          f"without bound: each step multiplies them by 1 - lr x weight decay = {factor:g}, -1 or "
+                          f"below, whatever the data; give a --weight-decay below {2 / t.lr:.4g}, or a lower --lr")  # fmt: skip
     if t.sample_temperature <= 0:
         raise RnnkitError("sample temperature must be > 0")

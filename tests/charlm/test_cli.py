@@ -319,6 +319,12 @@ def test_run_folder_without_validation_and_unmakeable(tmp_path, corpus, cli):
         # with the CORPUS default's --lr-decay 1 no rate ever decayed, in silence
         (["--lr-decay-after", "3"], "--lr-decay-after .* --lr-decay is 1 .*drop --lr-decay-after"),
         (["--lr-decay", "1", "--lr-decay-after", "3"], "--lr-decay is 1"),
+        # sgd with lr x weight decay >= 2: the loss blew up advising 'set --clip-norm', after which the decay is added
+        (
+            ["--optimizer", "sgd", "--lr", "1", "--weight-decay", "5"],
+            r"--weight-decay 5 with --optimizer sgd at --lr 1 grows the weights without bound: each step multiplies "
+            r"them by 1 - lr x weight decay = -4, -1 or below, whatever the data; give a --weight-decay below 2,",
+        ),
     ],
 )
 def test_bad_train_options(tmp_path, corpus, cli, args, message):

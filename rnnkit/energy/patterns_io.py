@@ -71,8 +71,9 @@ def read_images(paths) -> tuple:
             FileNotFoundError
         ):  # (it was "cannot read image a.png: [Errno 2] No such file or directory: 'a.png'")
             raise RnnkitError(f"image {path} not found; give PNG or JPEG images") from None
-        except (OSError, ValueError, SyntaxError) as e:
-            raise RnnkitError(f"cannot read image {path}: {e}; give PNG or JPEG images") from None
+        except (OSError, ValueError, SyntaxError) as e:  # (a folder was "[Errno 21] Is a directory: 'd'")
+            reason = getattr(e, "strerror", None) or e
+            raise RnnkitError(f"cannot read image {path}: {reason}; give PNG or JPEG images") from None
         scale = np.iinfo(array.dtype).max if array.dtype.kind in "iu" else 1.0
         image = torch.tensor(array, dtype=torch.float32) / scale
         has_alpha = image.dim() == 3 and image.shape[-1] in (2, 4)  # grey or RGB, then α

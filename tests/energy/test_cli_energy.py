@@ -130,6 +130,11 @@ def test_a_patterns_file_saved_with_a_byte_order_mark_reads(tmp_path, text):
         (["ising", "sweep", "--temperatures", "0", "1"], "--temperatures must be positive"),
         (["ising", "sweep", "--t-min", "-1"], "--t-min and --t-max: temperatures must be positive"),
         (["ising", "sweep", "--size", "0"], "--size (lattice side L) must be an integer >= 1"),
+        # (it was Python's "[Errno 21] Is a directory: '...'", as --patterns of a folder says it no longer)
+        (
+            ["hopfield", "recall", "--images", "{folder}"],
+            "cannot read image {folder}: Is a directory; give PNG",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_a_nonzero_exit(args, message, tmp_path, capsys):
@@ -137,7 +142,7 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(args, message, tmp_path, capsy
     for name, text in files.items():
         (tmp_path / name).write_text(text)
     (tmp_path / "latin1").write_bytes(b"caf\xe9 1 -1\n")  # (not FF FE: a UTF-16 byte-order mark)
-    paths = {name: str(tmp_path / name) for name in [*files, "latin1", "missing"]}
+    paths = {name: str(tmp_path / name) for name in [*files, "latin1", "missing"]} | {"folder": str(tmp_path)}
     args, message = [a.format(**paths) for a in args], message.format(**paths)
     assert main([*args, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err

@@ -170,6 +170,13 @@ def hopfield_recall(args) -> None:
     _check_device(args.device)
     written = [pathlib.Path(args.out) / name for name in ("recall.png", "energy.png")]
     refuse_overwrite(args.out, written, [args.patterns] if args.patterns else args.images or [], source)
+    # ('' from an unset shell variable, "$PATTERNS": it was said 'patterns file  not found', or 'image  not found')
+    if args.patterns is not None and not args.patterns.strip():
+        raise RnnkitError(
+            "--patterns is empty; give a text file of ±1 patterns, or leave it out for random patterns"
+        )
+    if args.images and not all(name.strip() for name in args.images):
+        raise RnnkitError(f"--images holds an empty name ({args.images!r}); give PNG or JPEG images")
     if args.patterns is not None:
         patterns, shape = patterns_io.read_patterns(args.patterns)
         n = len(patterns[0]) if patterns else 0

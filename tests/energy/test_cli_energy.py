@@ -135,6 +135,12 @@ def test_a_patterns_file_saved_with_a_byte_order_mark_reads(tmp_path, text):
             ["hopfield", "recall", "--images", "{folder}"],
             "cannot read image {folder}: Is a directory; give PNG",
         ),
+        # "$PATTERNS" unset: it was 'patterns file  not found', 'image  not found'
+        (
+            ["hopfield", "recall", "--patterns", ""],
+            "--patterns is empty; give a text file of ±1 patterns, or leave",
+        ),
+        (["hopfield", "recall", "--images", "{one}", " "], "--images holds an empty name (["),
     ],
 )
 def test_bad_input_is_one_line_and_a_nonzero_exit(args, message, tmp_path, capsys):

@@ -604,6 +604,11 @@ def _shown(name: str) -> str:
 def cmd_tfidf_index(args) -> int:
     from rnnkit.text import TfidfConfig, TfidfIndex
 
+    # ("$DOCS" unset in a script: pathlib reads '' as '.', and the current folder's .txt files were indexed in silence)
+    if not args.documents.strip():
+        raise RnnkitError(
+            "DOCUMENTS is empty; give a folder of .txt files, or a text file of one document a line"
+        )
     written = [pathlib.Path(args.out) / name for name in ("tfidf.npz", "index.json", "documents.json")]
     if pathlib.Path(args.documents).is_dir():  # (the .txt files _documents reads)
         refuse_overwrite(args.out, written, pathlib.Path(args.documents).glob("*.txt"), "the document")

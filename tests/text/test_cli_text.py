@@ -1093,6 +1093,18 @@ def test_tfidf_index_of_a_folder_skips_an_empty_file_as_a_blank_line(tmp_path, c
     assert "no documents to index" in capsys.readouterr().err
 
 
+def test_tfidf_index_of_an_empty_documents_name_is_refused(tmp_path, capsys, monkeypatch):
+    """An empty DOCUMENTS ("$DOCS" unset in a script) is '.' to pathlib: the current folder's .txt files were indexed
+    in silence, exit 0; it is one line, as an empty CORPUS is."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.txt").write_text("the cat sat\n")
+    assert main(["tfidf", "index", "", "--out", str(tmp_path / "idx")]) == 2
+    _one_error_line(
+        capsys, "DOCUMENTS is empty; give a folder of .txt files, or a text file of one document a line"
+    )
+    assert not (tmp_path / "idx").exists()
+
+
 def test_tfidf_index_of_a_folder_skips_a_subfolder_named_txt(tmp_path, capsys):
     """A subfolder whose name ends in .txt (notes.txt/) was read as a document and stopped the whole index: 'cannot
     read docs/notes.txt: [Errno 21] Is a directory'; the index reads the folder's .txt files, and skips it."""

@@ -426,6 +426,11 @@ def load_model(run):
     """rnnkit.models.charlm.load_run (the Python API; imported here when needed, with torch)."""
     from rnnkit.models.charlm import load_run
 
+    # ("$RUN" unset in a script: pathlib reads '' as '.', and the run in the current folder, if any, was read in silence)
+    if not str(run).strip():
+        raise RnnkitError(
+            "RUN is empty; give a run folder or a checkpoint file (`.` for the run in this folder)"
+        )
     return load_run(run)
 
 

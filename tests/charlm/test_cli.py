@@ -379,6 +379,25 @@ def test_bad_sampling_options(trained, cli):
     assert "TEXT 2 of 3 ('Ωmega') has characters the model never saw: 'Ω'" in err, err
 
 
+@pytest.mark.parametrize("command", ["sample", "score", "complete", "eval"])
+def test_an_empty_run_is_refused_not_read_as_the_current_folder(trained, corpus, cli, command, monkeypatch):
+    """An empty RUN ("$RUN" unset in a script) is '.' to pathlib: in a run folder, `rnnkit sample ''` sampled that run
+    in silence, exit 0; it is one line, as an empty CORPUS is."""
+    monkeypatch.chdir(trained)
+    more = {
+        "sample": ["--length", "3"],
+        "score": ["the"],
+        "complete": ["the", "--length", "2"],
+        "eval": [corpus],
+    }
+    code, out, err = cli(command, "", *more[command])
+    assert code == 2 and out == "", out
+    assert (
+        err
+        == "rnnkit: error: RUN is empty; give a run folder or a checkpoint file (`.` for the run in this folder)\n"
+    )
+
+
 def test_bad_checkpoint_from_the_command_line(tmp_path, cli):
     (tmp_path / "junk.pt").write_bytes(b"PK\x03\x04 not really a zip")
     code, _, err = cli("sample", tmp_path / "junk.pt")

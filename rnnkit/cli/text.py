@@ -310,6 +310,13 @@ def _gunzip(path, raw: bytes, most: int | None) -> bytes:
                           "whole .gz") from None  # fmt: skip
 
 
+def _not_empty(path: str, name: str, what: str) -> None:
+    """An empty path ("$VECTORS" unset in a script) is '.' to pathlib: in a folder that holds one, the word vectors
+    or the index there were read in silence; one line, as an empty CORPUS is."""
+    if not path.strip():
+        raise RnnkitError(f"{name} is empty; give {what} (`.` for this folder)")
+
+
 def _positive(**values) -> None:
     for name, value in values.items():
         if isinstance(value, int) and value < 1:  # a count
@@ -399,6 +406,7 @@ def cmd_neighbours(args) -> int:
     from rnnkit.text import WordVectors
 
     _positive(topn=args.topn)
+    _not_empty(args.vectors, "VECTORS", "a word2vec file, or the folder that `rnnkit word2vec --out` wrote")
     binary = {"auto": None, "text": False, "binary": True}[args.format]
     wv = WordVectors.load(args.vectors, binary, args.unicode_errors)
     if args.analogy:
@@ -638,6 +646,7 @@ def cmd_tfidf_search(args) -> int:
     from rnnkit.text import TfidfIndex
 
     _positive(top=args.top)
+    _not_empty(args.index, "INDEX", "the folder that `rnnkit tfidf index --out` wrote")
     index = TfidfIndex.load(args.index)
     path = pathlib.Path(args.index) / "documents.json"
     try:

@@ -1105,6 +1105,24 @@ def test_tfidf_index_of_an_empty_documents_name_is_refused(tmp_path, capsys, mon
     assert not (tmp_path / "idx").exists()
 
 
+def test_neighbours_and_tfidf_search_of_an_empty_name_are_refused(tmp_path, corpus, capsys, monkeypatch):
+    """An empty VECTORS or INDEX ("$VECTORS" unset in a script) is '.' to pathlib: in the folder word2vec or tfidf
+    index wrote, its vectors or index were read in silence, exit 0; each is one line, as an empty CORPUS is."""
+    out = tmp_path / "out"
+    assert main(["word2vec", str(corpus), "--out", str(out), "--dry-run", "--dimension", "4"]) == 0
+    assert main(["tfidf", "index", str(corpus), "--out", str(out)]) == 0
+    capsys.readouterr()
+    monkeypatch.chdir(out)
+    assert main(["neighbours", "", "cat"]) == 2
+    _one_error_line(
+        capsys, "VECTORS is empty; give a word2vec file, or the folder that `rnnkit word2vec --out`"
+    )
+    assert main(["tfidf", "search", "", "cat"]) == 2
+    _one_error_line(
+        capsys, "INDEX is empty; give the folder that `rnnkit tfidf index --out` wrote (`.` for this"
+    )
+
+
 def test_tfidf_index_of_a_folder_skips_a_subfolder_named_txt(tmp_path, capsys):
     """A subfolder whose name ends in .txt (notes.txt/) was read as a document and stopped the whole index: 'cannot
     read docs/notes.txt: [Errno 21] Is a directory'; the index reads the folder's .txt files, and skips it."""

@@ -393,9 +393,12 @@ def restore(ckpt, model, optimizer, batches, path="latest.pt") -> Progress:
     ):
         raise RnnkitError(f"{path} is damaged (its carried state is not {n} tensor{'s' if n > 1 else ''} of shape "
                           f"{shape}); {_instead(path, True)}")  # fmt: skip
-    # (never saved: a step whose state went NaN has a NaN loss, and the run stops before its checkpoint)
-    if any(bool(s.isnan().any()) for s in carry):
-        raise RnnkitError(f"{path} is damaged (its carried state holds NaN); {_instead(path, True)}")
+    # (never saved: a step whose state went NaN or infinite has a NaN loss, and the run stops before its checkpoint;
+    # an infinite one was taken, and the first step said 'loss became nan ...; a lower --lr', of a damaged file)
+    if any(not bool(s.isfinite().all()) for s in carry):
+        raise RnnkitError(
+            f"{path} is damaged (its carried state holds NaN or infinite values); {_instead(path, True)}"
+        )
     kept = torch.get_rng_state()
     try:  # (of another size: said as a configuration that does not fit, to resume 'without changing' options)
         torch.set_rng_state(ckpt["rng"])  # tried, and put back until the rest has passed

@@ -1578,6 +1578,14 @@ def test_resume_from_a_checkpoint_with_a_damaged_progress_is_one_line(tmp_path, 
             lambda c: c["carry"][0].fill_(math.nan),
             r"its carried state holds NaN",
         ),
+        (  # an infinite one too: 'loss became nan at step 3' (h), 'the gradient norm became nan at step 3' (c)
+            lambda c: c["carry"][0].fill_(math.inf),
+            r"its carried state holds NaN or infinite values",
+        ),
+        (
+            lambda c: c["carry"][1][0, 0, 0].fill_(-math.inf),
+            r"its carried state holds NaN or infinite values",
+        ),
         (  # KeyError: 'exp_avg' from Adam's first step
             lambda c: [state.pop("exp_avg") for state in c["optimizer"]["state"].values()],
             r"its optimizer state of [\w.]+ lacks exp_avg",

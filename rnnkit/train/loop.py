@@ -445,6 +445,16 @@ def restore(ckpt, model, optimizer, batches, path="latest.pt") -> Progress:
             ):
                 raise RnnkitError(f"{path} is damaged (its optimizer state of {name} holds NaN or infinite values); "
                                   f"{_instead(path, True)}")  # fmt: skip
+            # (never saved either: a count of steps, or a sum or mean of squared gradients, below 0; the update's root or
+            # bias correction turned the weights NaN, said 'loss became nan at step 4 ...; a lower --lr')
+            negative = sorted(
+                k
+                for k, v in optimizer.state.get(p, {}).items()
+                if k in NON_NEGATIVE and isinstance(v, torch.Tensor) and bool((v < 0).any())
+            )
+            if negative:
+                raise RnnkitError(f"{path} is damaged (its optimizer state of {name} has a negative "
+                                  f"{', '.join(negative)}); {_instead(path, True)}")  # fmt: skip
         # the optimizer's own settings over the file's, which load_state_dict took: a resume from Python with another
         # weight_decay (written to config.json) stepped with the run's old one; the moments stay the file's
         for group, own in zip(optimizer.param_groups, moments["param_groups"], strict=True):
@@ -456,6 +466,11 @@ def restore(ckpt, model, optimizer, batches, path="latest.pt") -> Progress:
     model.state = None if not carry else tuple(carry) if len(carry) == 2 else carry[0]
     torch.set_rng_state(ckpt["rng"])
     return progress
+
+
+# the optimizer state that is never below 0: the steps taken (each optimizer's step), Adam's second moments (and their
+# maximum), RMSprop's mean of squared gradients and Adagrad's sum of them
+NON_NEGATIVE = {"step", "exp_avg_sq", "max_exp_avg_sq", "square_avg", "sum"}
 
 
 def _same_kind(value, default) -> bool:

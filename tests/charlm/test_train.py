@@ -1586,6 +1586,14 @@ def test_resume_from_a_checkpoint_with_a_damaged_progress_is_one_line(tmp_path, 
             lambda c: c["carry"][1][0, 0, 0].fill_(-math.inf),
             r"its carried state holds NaN or infinite values",
         ),
+        (  # the sqrt of a negative second moment: 'loss became nan at step 4 (initial ...); ... a lower --lr'
+            lambda c: c["optimizer"]["state"][0]["exp_avg_sq"].sub_(1),
+            r"its optimizer state of [\w.]+ has a negative exp_avg_sq",
+        ),
+        (  # Adam's bias correction of step -3: the same 'loss became nan at step 4'
+            lambda c: c["optimizer"]["state"][1].update(step=-c["optimizer"]["state"][1]["step"] - 1),
+            r"its optimizer state of [\w.]+ has a negative step",
+        ),
         (  # KeyError: 'exp_avg' from Adam's first step
             lambda c: [state.pop("exp_avg") for state in c["optimizer"]["state"].values()],
             r"its optimizer state of [\w.]+ lacks exp_avg",

@@ -69,6 +69,7 @@ from numbers import Number
 import numpy as np
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
+from torch.fx.passes.dialect.common.cse_pass import CSEPass
 
 from rnnkit._native_build import _cxx_command, _dangling_link, cxx_line_fix
 from rnnkit.cells._base import check_step, check_step_backward
@@ -618,9 +619,9 @@ def _trace(fn, where, args):
     refused as the others, but memory or recursion, raised as it is, not kept as the cell's reason."""
     try:  # (fails with GuardOnDataDependentSymNode, DataDependentOutputException, an op fake tensors can't run)
         try:
-            return make_fx(fn, tracing_mode="fake")(*args)
+            return _merged(make_fx(fn, tracing_mode="fake")(*args))
         except (ImportError, AttributeError, MemoryError, RecursionError, OSError):
-            return make_fx(fn, tracing_mode="fake")(*args)
+            return _merged(make_fx(fn, tracing_mode="fake")(*args))
     except (MemoryError, RecursionError):
         raise
     except Exception as e:
@@ -632,6 +633,15 @@ def _trace(fn, where, args):
                               "natively; it runs on the python loop") from None  # fmt: skip
         raise Untraceable(f"{where} can't be traced on fake tensors ({type(e).__name__}: {first}; control flow on a "
                           "tensor's value?), so the native loop can't fuse it; it runs on the python loop") from None  # fmt: skip
+
+
+def _merged(gm):
+    """gm with its equal computations merged into one node (torch.fx's CSEPass; random ops are kept apart, in-place
+    ops are refused later): the analysis knows a value by its node, so a step_backward that wrote dpre twice, once
+    returned in dpres and once in dstate_prev's product (torch.cat((da_r, da_z, da_n * r), 1) @ U), was refused as
+    'dstate_prev[0] is not dpres[0] U', which it is. A graph with nothing to merge is gm itself (the same source)."""
+    done = CSEPass()(gm)
+    return done.graph_module if done.modified else gm
 
 
 # --- analyse ------------------------------------------------------------------------------------------

@@ -1826,3 +1826,27 @@ def test_a_step_whose_trace_raises_an_attribute_error_every_time_runs_on_the_pyt
     layer.backend = "python"
     torch.testing.assert_close(out, layer(x)[0], rtol=0, atol=0)
     torch.testing.assert_close(again, out, rtol=0, atol=0)
+
+
+def gru_twice_step_backward(dstate, cache, P):
+    """gru_step_backward with dpre written twice, once for dpres and once in dh_prev's product: the same value."""
+    (dh_t,), (r, z, n, h_n, h_prev) = dstate, cache
+    da_n = dh_t * (1 - z) * (1 - n * n)
+    da_r = da_n * h_n * r * (1 - r)
+    da_z = dh_t * (h_prev - n) * z * (1 - z)
+    dh_prev = dh_t * z + torch.cat((da_r, da_z, da_n * r), 1) @ P[0]
+    return torch.cat((da_r, da_z, da_n), 1), (dh_prev,), (torch.cat((da_r, da_z, da_n * r), 1),), ()
+
+
+class GRUTwice(OwnGRU):
+    step_backward = staticmethod(gru_twice_step_backward)
+
+
+def test_a_dpre_computed_twice_runs_natively():
+    """The tracer knows a value by its node: equal computations are one (it said 'dstate_prev[0] is not dpres[0] U'
+    and ran the python loop)."""
+    got = _run_layer(GRUTwice, "native", torch.float64)
+    ids = list(native._traced.get(GRUTwice, {}).values())
+    assert ids and all(isinstance(v, int) for v in ids), ids
+    for g, w in zip(got, _run_layer(GRUTwice, "autograd", torch.float64), strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)

@@ -634,7 +634,8 @@ class FourProducts(Cell):
 
 
 class TwiceByOneMatrix(Cell):
-    """Two GEMMS entries, and step_backward multiplies dpre_1 by W_b twice (once pointwise, once into dh_prev)."""
+    """Two GEMMS entries, and step_backward multiplies by W_b twice (dpre_1 and 2 dpre_1: two products; the same
+    product written twice is one, traced)."""
 
     gates = 1
     REC_PARAMS = ("W_a", "W_b")
@@ -656,7 +657,7 @@ class TwiceByOneMatrix(Cell):
     def step_backward(dstate, cache, P):
         (dh,), (h_t, _) = dstate, cache
         da = dh * (1 - h_t * h_t)
-        return da, ((da @ P[1]) * (da @ P[1]),), (da, da), ()
+        return da, ((da @ P[1]) * ((2 * da) @ P[1]),), (da, da), ()
 
 
 class OneValueGain(Cell):

@@ -80,7 +80,9 @@ class _HooksOf:
         return len(self._hooks)
 
     def items(self):
-        return [(k, functools.partial(_hook_of, self._module, h)) for k, h in self._hooks.items()]
+        # list() copies the dict in one step, as torch's (*d.items(),) does: a hook registered meanwhile by another
+        # thread broke the loop over the live dict ('OrderedDict mutated during iteration')
+        return [(k, functools.partial(_hook_of, self._module, h)) for k, h in list(self._hooks.items())]
 
 
 _GLOBAL_HOOKS = ("_global_forward_pre_hooks", "_global_forward_hooks")

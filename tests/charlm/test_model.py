@@ -337,6 +337,39 @@ def test_global_hooks_of_a_model_sampled_in_train_mode_get_its_own_modules():
             h.remove()
 
 
+def test_hooks_registered_by_another_thread_while_a_model_in_train_mode_samples():
+    """The eval-mode view read a module's forward hooks, and torch's global ones, by looping over the live dict: a
+    hook registered by another thread meanwhile (two threads sampling, a third registering a global hook) broke the
+    sample with 'OrderedDict mutated during iteration', where eval mode (torch's (*d.items(),), one step) does not.
+    The thread switch is made here by a trace function that registers a hook at each step of that loop."""
+    import sys
+
+    from torch.nn.modules.module import register_module_forward_hook
+
+    from rnnkit.models.charlm import _HooksOf
+
+    m, items = model(dropout=0.5).train(), _HooksOf.items.__code__
+    handles = [register_module_forward_hook(lambda mod, i, o: None) for _ in range(3)]
+
+    # a hook at each step of items() (its list comprehension's frame, or inlined)
+    def trace(frame, event, arg):
+        if items in (frame.f_code, frame.f_back and frame.f_back.f_code):
+            frame.f_trace_opcodes = True
+            if event == "opcode" and len(handles) < 50:
+                handles.append(register_module_forward_hook(lambda mod, i, o: None))
+        return trace
+
+    old = sys.gettrace()
+    sys.settrace(trace)
+    try:
+        assert len(m.sample([2], 3)) == 3
+    finally:
+        sys.settrace(old)
+        for h in handles:
+            h.remove()
+    assert len(handles) == 50
+
+
 def test_beam_search():
     m = model()
     greedy = m.sample([2, 3], 6, greedy=True)

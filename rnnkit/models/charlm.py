@@ -96,12 +96,16 @@ def _view_call(view, module, *args, **kwargs):
     module itself. Backward hooks are the view's (sampling runs under no_grad: none is called)."""
     view, torch_globals = view(), torch.nn.modules.module.__dict__
     impl = type(view)._call_impl
-    if impl is not nn.Module._call_impl or not any(torch_globals.get(name) for name in _GLOBAL_HOOKS):
+    # (a _call_impl with a closure, as another torch may write it, can't be rebuilt on a namespace: hooks get the view)
+    plain = impl is nn.Module._call_impl and not impl.__code__.co_freevars
+    if not plain or not any(torch_globals.get(name) for name in _GLOBAL_HOOKS):
         return impl(view, *args, **kwargs)
     namespace = dict(torch_globals)
     for name in _GLOBAL_HOOKS:
         namespace[name] = _HooksOf(module, torch_globals[name])
-    return types.FunctionType(impl.__code__, namespace, impl.__name__)(view, *args, **kwargs)
+    call = types.FunctionType(impl.__code__, namespace, impl.__name__, impl.__defaults__)
+    call.__kwdefaults__ = impl.__kwdefaults__
+    return call(view, *args, **kwargs)
 
 
 def _inference(fn):

@@ -199,13 +199,21 @@ class NGramLM:
         if not tokens:
             raise RnnkitError("empty training text; give a corpus with at least one token")
         counts = Counter(tokens)
+        # (put back with the counts where fit_ids refuses the text: a model fitted before read its old counts
+        # through the new text's ids, another vocabulary, and scored wrong numbers in silence)
+        kept = {"vocab": vars(self)["vocab"]} if "vocab" in vars(self) else {}
         self.vocab = Vocabulary(counts, min_freq=self.min_freq)
         if EOS in counts and EOS not in self.vocab:  # the line end is no rare word (it was scored as <unk>)
             d = self.vocab.to_dict()
             d["itos"].append(EOS)
             d["counts"] = [d["counts"][0] - counts[EOS], *d["counts"][1:], counts[EOS]]
             self.vocab = Vocabulary.from_dict(d)
-        return self.fit_ids(np.array(self.vocab.encode(tokens), dtype=np.int64), progress)
+        try:
+            return self.fit_ids(np.array(self.vocab.encode(tokens), dtype=np.int64), progress)
+        except RnnkitError:  # (fit_ids has put its counts back: n too large for memory)
+            self.__dict__.pop("vocab", None)
+            self.__dict__.update(kept)
+            raise
 
     def fit_ids(self, x: np.ndarray, progress: bool = False) -> "NGramLM":
         """Count every m-gram, m = 1..n, of the id stream x (ids < len(self.vocab)); `self.vocab` must be set

@@ -658,3 +658,22 @@ def test_a_model_of_a_text_with_no_words_does_not_say_lower_min_freq(text):
         RnnkitError, match=r"rarer than its min_freq 5\); train it again with a lower --min-freq"
     ):
         NGramLM(2, level="word", min_freq=5).fit("a b\n").sample(3)
+
+
+def test_a_fit_refused_for_memory_keeps_the_model_fitted_before_whole(monkeypatch):
+    """A fit whose n-grams can't fit in memory puts the counts of the model fitted before back; fit had already
+    replaced the vocabulary by the new text's, so the old counts were read through other ids: 'the cat' scored
+    -25.05 nats where the model fitted before (and one fitted afresh on its text) says -3.65."""
+    from rnnkit.text import ngram
+
+    a, b = "the cat sat on the mat\n" * 3, "zebra yak xylophone walrus vole " * 40
+    lm, ref = NGramLM(n=3).fit(a), NGramLM(n=3).fit(a)
+    monkeypatch.setattr(ngram, "_memory", lambda: 100)
+    with pytest.raises(RnnkitError, match="give a smaller n"):
+        lm.fit(b)
+    assert lm.vocab.itos == ref.vocab.itos
+    assert lm.score("the cat") == ref.score("the cat")
+    fresh = NGramLM(n=3)
+    with pytest.raises(RnnkitError, match="give a smaller n"):
+        fresh.fit(b)
+    assert getattr(fresh, "vocab", None) is None  # (as before any fit: fit_ids says to set it)

@@ -553,6 +553,9 @@ def cmd_eval(args) -> int:
 
     if args.streams < 0:
         raise RnnkitError(f"--streams must be >= 0 (0: the run's batch size), got {args.streams}")
+    # ("$FILE" unset in a script: pathlib reads '' as '.', said as 'file . is a folder', a '.' never typed)
+    if not str(args.file).strip():
+        raise RnnkitError("FILE is empty; give a UTF-8 text file (or gzip of it) to evaluate")
     model, chars = load_model(args.run)
     # read as training reads (\r\n stays, no BOM), 1-4 bytes a character or memory-mapped; its tokens index the
     # file's own characters, mapped to the model's

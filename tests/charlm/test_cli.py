@@ -398,6 +398,18 @@ def test_an_empty_run_is_refused_not_read_as_the_current_folder(trained, corpus,
     )
 
 
+@pytest.mark.parametrize("name", ["", " "])
+def test_eval_of_an_empty_file_name_is_refused_not_read_as_the_current_folder(
+    trained, cli, name, monkeypatch
+):
+    """An empty FILE ("$FILE" unset in a script) is '.' to pathlib: `rnnkit eval RUN ''` said 'file . is a folder', a
+    '.' never typed (and ' ', 'file   not found'); it is one line, as an empty RUN or CORPUS is."""
+    monkeypatch.chdir(trained)
+    code, out, err = cli("eval", trained, name)
+    assert code == 2 and out == "", out
+    assert err == "rnnkit: error: FILE is empty; give a UTF-8 text file (or gzip of it) to evaluate\n"
+
+
 def test_bad_checkpoint_from_the_command_line(tmp_path, cli):
     (tmp_path / "junk.pt").write_bytes(b"PK\x03\x04 not really a zip")
     code, _, err = cli("sample", tmp_path / "junk.pt")

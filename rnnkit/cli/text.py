@@ -489,6 +489,9 @@ def _saving(files: int):
 def _load_lm(path):
     from rnnkit.text import NGramLM
 
+    # ("$MODEL" unset in a script: pathlib reads '' as '.', said as 'cannot read n-gram model .: Is a directory')
+    if not str(path).strip():
+        raise RnnkitError("MODEL is empty; give a model file that `rnnkit ngram train --out` wrote (.npz)")
     return NGramLM.load(path)
 
 

@@ -1105,6 +1105,22 @@ def test_tfidf_index_of_an_empty_documents_name_is_refused(tmp_path, capsys, mon
     assert not (tmp_path / "idx").exists()
 
 
+@pytest.mark.parametrize("name", ["", " "])
+@pytest.mark.parametrize(
+    "action", [["score", "the"], ["eval", "FILE"], ["sample", "--length", "3"], ["complete", "the"]]
+)
+def test_ngram_of_an_empty_model_name_is_refused_not_read_as_the_current_folder(
+    tmp_path, corpus, capsys, monkeypatch, action, name
+):
+    """An empty MODEL ("$MODEL" unset in a script) is '.' to pathlib: `rnnkit ngram score '' the` said 'cannot read
+    n-gram model .: Is a directory', a '.' never typed (and ' ', 'cannot read n-gram model  : No such file or
+    directory'); it is one line, as an empty VECTORS, INDEX or RUN is."""
+    monkeypatch.chdir(tmp_path)
+    args = [str(corpus) if a == "FILE" else a for a in action]
+    assert main(["ngram", args[0], name, *args[1:]]) == 2
+    _one_error_line(capsys, "MODEL is empty; give a model file that `rnnkit ngram train --out` wrote (.npz)")
+
+
 def test_neighbours_and_tfidf_search_of_an_empty_name_are_refused(tmp_path, corpus, capsys, monkeypatch):
     """An empty VECTORS or INDEX ("$VECTORS" unset in a script) is '.' to pathlib: in the folder word2vec or tfidf
     index wrote, its vectors or index were read in silence, exit 0; each is one line, as an empty CORPUS is."""

@@ -78,11 +78,25 @@ def text_tokens(text: str, level: str, lower: bool = False) -> list[str]:
 
 
 def _memory() -> int | None:
-    """This machine's memory in bytes (None where it can't be read)."""
+    """This machine's memory and swap in bytes (None where its memory can't be read): the counts of the lower orders
+    are swapped out while the higher ones are counted, so a fit that fits in the two together runs to its end (the
+    memory alone refused such fits, which ran before)."""
     try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") + _swap()
     except (ValueError, OSError, AttributeError):
         return None
+
+
+def _swap(meminfo="/proc/meminfo") -> int:
+    """The swap space in bytes, Linux's SwapTotal (0 where there is none, or no /proc/meminfo)."""
+    try:
+        with open(meminfo, encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("SwapTotal:"):
+                    return int(line.split()[1]) * 1024  # (kB)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def _least(m: int, top: int, k: int, held: int) -> int:

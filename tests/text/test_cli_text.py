@@ -753,6 +753,33 @@ def test_ngram_train_of_an_order_whose_counts_cannot_fit_in_memory_is_one_line(t
     assert main(["ngram", "train", str(text), "--out", str(out), "-n", "3"]) == 0
 
 
+def test_ngram_train_counts_the_swap_with_the_memory(tmp_path, capsys, monkeypatch):
+    """The counts of the lower orders are swapped out while the higher ones are counted, so a fit that fits in memory
+    and swap together runs to its end, as it did before the bound: on a machine of 1 MiB and 1 GiB of swap, -n 200
+    of 1,500 random letters (3.0 MiB of n-grams at least) was refused, 'this machine has 1.0 MiB'."""
+    import os
+
+    from rnnkit.text import ngram
+
+    pages = {"SC_PHYS_PAGES": 2**20 // 4096, "SC_PAGE_SIZE": 4096}
+    monkeypatch.setattr(os, "sysconf", lambda name: pages[name])
+    monkeypatch.setattr(ngram, "_swap", lambda: 2**30, raising=False)
+    text = tmp_path / "t.txt"
+    draw = np.random.default_rng(0).integers(0, 26, 1500)
+    text.write_text("".join(chr(97 + int(i)) for i in draw))
+    assert main(["ngram", "train", str(text), "--out", str(tmp_path / "m.npz"), "-n", "200"]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(ngram, "_swap", lambda: 0)  # (no swap: refused as before)
+    assert main(["ngram", "train", str(text), "--out", str(tmp_path / "m2.npz"), "-n", "200"]) == 2
+    err = capsys.readouterr().err.splitlines()  # (below the counting's bar)
+    assert err[-1].endswith("3.0 MiB or more, and this machine has 1.0 MiB; give a smaller n"), err
+    monkeypatch.undo()  # (Linux's SwapTotal, read from its /proc/meminfo)
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:           1024 kB\nSwapFree:    1048576 kB\nSwapTotal:    1048576 kB\n")
+    assert ngram._swap(meminfo) == 2**30
+    assert ngram._swap(tmp_path / "none") == 0  # (no /proc/meminfo: the memory alone)
+
+
 def test_ngram_train_refuses_an_empty_out(tmp_path, capsys):
     text = tmp_path / "t.txt"
     text.write_text("to be or not to be\n" * 20)

@@ -4,6 +4,7 @@ It subclasses ValueError, so library callers can catch the usual exception; the 
 catches it and prints the line without a traceback.
 """
 
+import math
 import os
 import sys
 
@@ -29,6 +30,15 @@ def count_error(name: str, value, note: str = "") -> RnnkitError:
     """A bad count (a length, a size, a number of steps), in the one wording of every command: it was said 'must be
     > 0' (sample), 'must be >= 1' (ngram, markov, word2vec) and 'must be a positive integer' (the energy commands)."""
     return RnnkitError(f"{name} must be an integer >= 1{note}, got {value!r}")
+
+
+def below(limit: float) -> str:
+    """A limit > 0 said to 4 significant digits, rounded down, for an advice 'give a value below it': rounded to the
+    nearest (:.4g) 66.67 said the limit 66.666...; 66.668, below what it said, was refused by the same line."""
+    said = float(f"{limit:.4g}")
+    if said > limit:  # one unit of its 4th digit lower
+        said -= 10.0 ** (math.floor(math.log10(said)) - 3)
+    return f"{said:.4g}"
 
 
 def check_seed(seed, name="--seed"):

@@ -33,7 +33,7 @@ from rnnkit.energy._checks import (
 )
 from rnnkit.energy._checks import switch as check_switch
 from rnnkit.energy._util import single_thread, uniform
-from rnnkit.errors import RnnkitError
+from rnnkit.errors import RnnkitError, below
 
 NOISE_PER_CHUNK = 1 << 22  # random numbers drawn at once
 
@@ -117,7 +117,7 @@ class RBMTrainConfig:
                 f"{name['weight_decay']} {self.weight_decay:g} with {name['lr']} {self.lr:g} grows the weights "
                 f"without bound: the decay step overshoots where lr x weight decay >= 2 (1 + momentum) "
                 f"({self.lr * self.weight_decay:g} here, {limit:g} the limit); give a {name['weight_decay']} below "
-                f"{limit / self.lr:.4g}, or a lower {name['lr']}"
+                f"{below(limit / self.lr)}, or a lower {name['lr']}"
             )
         for switch in ("persistent", "shuffle", "use_kernel"):  # (persistent="False", a config file's: PCD-k)
             check_switch(switch, getattr(self, switch))

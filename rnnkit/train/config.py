@@ -9,7 +9,7 @@ import numbers
 import os
 from dataclasses import dataclass, field
 
-from rnnkit.errors import RnnkitError, check_seed, count_error
+from rnnkit.errors import RnnkitError, below, check_seed, count_error
 from rnnkit.models.config import CharLMConfig
 
 MAX_THREADS = 1024  # torch itself crashes on absurd counts (100,000)
@@ -168,6 +168,6 @@ def validate(cfg: RunConfig):
         factor = 1 - t.lr * t.weight_decay
         raise RnnkitError(f"--weight-decay {t.weight_decay:g} with --optimizer sgd at --lr {t.lr:g} grows the weights "
                           f"without bound: each step multiplies them by 1 - lr x weight decay = {factor:g}, -1 or "
-                          f"below, whatever the data; give a --weight-decay below {2 / t.lr:.4g}, or a lower --lr")  # fmt: skip
+                          f"below, whatever the data; give a --weight-decay below {below(2 / t.lr)}, or a lower --lr")  # fmt: skip
     if t.sample_temperature <= 0:
         raise RnnkitError("sample temperature must be > 0")

@@ -1006,6 +1006,18 @@ def test_config_options_of_the_wrong_kind_are_one_line(overrides, message):
     )  # ints where floats are declared: fine
 
 
+def test_the_sgd_weight_decay_limit_advised_is_below_the_limit():
+    """sgd's line for lr x weight decay >= 2 advises a --weight-decay below 2 / lr, said to 4 digits: rounded to the
+    nearest, --lr 3 said 'below 0.6667' (the limit 0.666...), and 0.66668, below it, was refused by the same line.
+    It is rounded down now: what it says is below is taken."""
+    from rnnkit.train.config import validate
+
+    cfg = RunConfig.from_dict({"train": {"optimizer": "sgd", "lr": 3, "weight_decay": 0.66668}})
+    with pytest.raises(RnnkitError, match=r"give a --weight-decay below 0\.6666, or a lower --lr"):
+        validate(cfg)
+    validate(RunConfig.from_dict({"train": {"optimizer": "sgd", "lr": 3, "weight_decay": 0.6666}}))
+
+
 def test_config_takes_numpy_numbers_as_the_numbers_they_are():
     """A sweep over np.arange(...) or np.float32 rates was refused: "option model.hidden_size must be a whole number,
     got np.int64(16)" (a whole number), "option train.lr must be a number, got np.float32(0.01)". They are taken

@@ -978,3 +978,14 @@ def test_options_that_cannot_act_are_refused_not_dropped():
     with pytest.raises(RnnkitError, match="J must be a positive number, got 0"):
         ising.onsager_tc(0)
     assert ising.onsager_tc(2.0) == pytest.approx(2 * ising.onsager_tc())
+
+
+def test_the_weight_decay_limit_advised_is_below_the_limit():
+    """The line refusing lr x weight decay >= 2 (1 + momentum) advises a weight decay below the limit, said to 4
+    digits: rounded to the nearest, lr 0.03 said 'below 66.67' (the limit 66.666...), and 66.668, below it, was
+    refused by the same line. It is rounded down now: what it says is below is taken."""
+    with pytest.raises(RnnkitError, match=r"give a weight decay below 66\.66, or a lower learning rate"):
+        RBMTrainConfig(lr=0.03, weight_decay=66.668).check()
+    RBMTrainConfig(lr=0.03, weight_decay=66.66).check()
+    with pytest.raises(RnnkitError, match=r"below 333\.3, or"):  # (rounded down already: as it was)
+        RBMTrainConfig(lr=0.006, weight_decay=1000).check()

@@ -69,7 +69,6 @@ from numbers import Number
 import numpy as np
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
-from torch.fx.passes.dialect.common.cse_pass import CSEPass
 
 from rnnkit._native_build import _cxx_command, _dangling_link, cxx_line_fix
 from rnnkit.cells._base import check_step, check_step_backward
@@ -636,12 +635,51 @@ def _trace(fn, where, args):
 
 
 def _merged(gm):
-    """gm with its equal computations merged into one node (torch.fx's CSEPass; random ops are kept apart, in-place
-    ops are refused later): the analysis knows a value by its node, so a step_backward that wrote dpre twice, once
-    returned in dpres and once in dstate_prev's product (torch.cat((da_r, da_z, da_n * r), 1) @ U), was refused as
-    'dstate_prev[0] is not dpres[0] U', which it is. A graph with nothing to merge is gm itself (the same source)."""
-    done = CSEPass()(gm)
-    return done.graph_module if done.modified else gm
+    """gm with its equal computations merged into one node: the analysis knows a value by its node, so a
+    step_backward that wrote dpre twice, once returned in dpres and once in dstate_prev's product
+    (torch.cat((da_r, da_z, da_n * r), 1) @ U), was refused as 'dstate_prev[0] is not dpres[0] U', which it is. Two
+    nodes are one where they call the same op on the same nodes and the same Python numbers, of the same type and
+    sign (x * -0.0 is not x * 0.0: 1 / it is -inf, not inf; torch.fx's CSEPass took them as one, 0.0 == -0.0, and
+    the kernels gave the python loop's numbers 2.4 off); a random op (two rand_like are two draws) is never merged,
+    and a graph that changes a tensor in place (add_, copy_, out=) is kept as traced: a value read before and after
+    the change is two values (the analysis refuses such a graph, as it did). Nothing merged: gm as it was."""
+    nodes = [nd for nd in gm.graph.nodes if nd.op == "call_function"]
+    if any(isinstance(nd.target, torch._ops.OpOverload) and nd.target._schema.is_mutable for nd in nodes):
+        return gm
+    first, merged = {}, False
+    for nd in nodes:
+        op = nd.target
+        if op is not operator.getitem and (
+            not isinstance(op, torch._ops.OpOverload) or torch.Tag.nondeterministic_seeded in op.tags
+        ):
+            continue
+        key = (op, _same_key(nd.args), _same_key(nd.kwargs))
+        if key in first:
+            nd.replace_all_uses_with(first[key])
+            gm.graph.erase_node(nd)
+            merged = True
+        else:
+            first[key] = nd
+    if merged:
+        gm.recompile()
+    return gm
+
+
+def _same_key(a):
+    """A node's argument as a key equal only for the same value: a Python number by its type and its float's bits
+    (0.0 == -0.0 == False, and 1 == 1.0 == True, are different arguments), containers by their items; a node by
+    itself. Anything unhashable (no such aten argument is known) is a key equal to nothing."""
+    if isinstance(a, list | tuple):
+        return type(a), tuple(_same_key(x) for x in a)
+    if isinstance(a, dict):
+        return dict, tuple((k, _same_key(v)) for k, v in a.items())
+    if isinstance(a, float):
+        return float, struct.pack("<d", a)
+    try:
+        hash(a)
+    except TypeError:
+        return object()
+    return type(a), a
 
 
 # --- analyse ------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.fx.experimental.proxy_tensor import make_fx
 
 from rnnkit import GradProbe, Recurrent
 from rnnkit.cells._base import Cell, linear, recurrent_weights
@@ -1850,3 +1851,53 @@ def test_a_dpre_computed_twice_runs_natively():
     assert ids and all(isinstance(v, int) for v in ids), ids
     for g, w in zip(got, _run_layer(GRUTwice, "autograd", torch.float64), strict=True):
         torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+class SignedZeros(Cell):
+    """h_t = tanh(xw + pre) + clamp(1 / (-0.0 h_{t-1}), -1, 1) - clamp(1 / (0.0 h_{t-1}), -1, 1): the reciprocals of
+    the signed zeros are -inf and inf (for h > 0), so h_t = tanh(xw + pre) - 2 sign(h_{t-1}); the two taken as one, 0."""
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__(input_size, hidden_size, bias)
+        recurrent_weights(
+            self, ("W_hh", (hidden_size, hidden_size)), ("b_hh", (hidden_size,) if bias else None)
+        )
+        self.reset_parameters()
+
+    @staticmethod
+    def step(xw_t, state, P):
+        (h,), (W_hh, b_hh) = state, P
+        a = torch.tanh(xw_t + linear(h, W_hh, b_hh))
+        h_t = a + torch.clamp(1 / (h * -0.0), -1, 1) - torch.clamp(1 / (h * 0.0), -1, 1)
+        return (h_t,), (h,), (a,)
+
+    @staticmethod
+    def step_backward(dstate, cache, P):
+        (dh,), (a,) = dstate, cache
+        da = dh * (1 - a * a)
+        return da, (da @ P[0],), (da,), ()
+
+
+def test_equal_computations_merged_are_only_those_of_the_same_numbers():
+    """x * -0.0 and x * 0.0 are two values (0.0 == -0.0 merged them: the native loop's outputs 2.4 off the python
+    loop's); two random draws are two, and a graph that changes a tensor in place is kept as traced."""
+    torch.manual_seed(0)
+    layer = Recurrent(SignedZeros, 3, 4, backend="native")
+    x = torch.randn(2, 3, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the native loop runs it
+        out = layer(x)[0]
+    layer.backend = "python"
+    torch.testing.assert_close(out, layer(x)[0], rtol=1e-6, atol=1e-6)
+
+    def draws(x):
+        return torch.rand_like(x), torch.rand_like(x)
+
+    def in_place(x):
+        a = x * 2
+        x.mul_(3)
+        return a, x * 2
+
+    for fn, kept in ((draws, "rand_like"), (in_place, "mul.Tensor")):
+        gm = traced._merged(make_fx(fn, tracing_mode="fake")(torch.ones(2, 3)))
+        assert sum(kept in str(nd.target) for nd in gm.graph.nodes) == 2, gm.graph

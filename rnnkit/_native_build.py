@@ -100,6 +100,71 @@ def _ninja_on_path():
             os.environ["PATH"] = path
 
 
+# What torch's build runs as `ninja` on Linux (see _ninja_guard): argv is this process's pid, the real ninja and
+# ninja's own arguments.
+_GUARD = """import ctypes, os, signal, sys
+parent, ninja, args = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+prctl = ctypes.CDLL(None, use_errno=True).prctl
+def tie(to):  # SIGTERM to us when `to`, our parent, dies (PR_SET_PDEATHSIG); gone already: stop
+    prctl(1, signal.SIGTERM)
+    if os.getppid() != to:
+        os._exit(143)
+tie(parent)
+child = None
+def forward(signum, frame):
+    if child is not None:
+        os.kill(child, signum)
+for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(s, forward)
+me = os.getpid()
+child = os.fork()
+if child == 0:
+    tie(me)
+    os.execv(ninja, [ninja, *args])
+while True:
+    _, status = os.waitpid(child, 0)
+    if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+        break
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
+@contextlib.contextmanager
+def _ninja_guard(folder: str):
+    """torch's build runs ninja as its child, and each compile as ninja's (in a process group of its own). Stopped
+    by a KeyboardInterrupt (a Ctrl-C sent to python alone: `kill -INT`, a notebook's interrupt; rnnkit's CLI takes
+    SIGTERM so too), torch's subprocess.run killed ninja with SIGKILL, which can't stop its compiles: they ran on,
+    orphaned, for a minute or two; and a python killed outright (SIGTERM without a handler, SIGKILL) left ninja
+    itself to finish the build, beside the next process's. On Linux the `ninja` torch runs is a guard (a few lines
+    of python, in the build's folder) between them: the guard gets SIGTERM when this process dies, ninja gets it
+    when the guard dies, and ninja stops its compiles on SIGTERM (and removes what they had half-written).
+    Elsewhere, or with no ninja on PATH (torch says so), the build is as it was."""
+    real = shutil.which("ninja")
+    if not sys.platform.startswith("linux") or real is None:
+        yield
+        return
+    bin_dir = os.path.join(folder, "rnnkit-ninja")
+    os.makedirs(bin_dir, exist_ok=True)
+    guard, script, q = os.path.join(bin_dir, "guard.py"), os.path.join(bin_dir, "ninja"), shlex.quote
+    line = f'#!/bin/sh\nexec {q(sys.executable)} -I -S {q(guard)} {os.getpid()} {q(real)} "$@"\n'
+    for file, text in ((guard, _GUARD), (script, line)):
+        with contextlib.suppress(OSError), open(file, encoding="utf-8") as f:
+            if f.read() == text:
+                continue
+        write_text(file, text)
+    os.chmod(script, 0o755)
+    path = os.environ.get("PATH")
+    os.environ["PATH"] = os.pathsep.join([bin_dir, *([path] if path else [])])
+    try:
+        yield
+    finally:
+        if path is None:
+            os.environ.pop("PATH", None)
+        else:
+            os.environ["PATH"] = path
+
+
 def built_path(name: str) -> str:
     """Where torch's build puts extension `name`: `name`.so in its folder of the extensions directory."""
     from torch.utils import cpp_extension
@@ -388,7 +453,7 @@ def build(what: str, name: str, compile_fn) -> tuple[object, str | None]:
                     file=sys.stderr,
                 )
             # the build's own warnings are not the user's business
-            with warnings.catch_warnings(), _ninja_on_path(), _torch_logs_off():
+            with warnings.catch_warnings(), _ninja_on_path(), _ninja_guard(folder), _torch_logs_off():
                 warnings.simplefilter("ignore")
                 module = compile_fn()
             if os.path.exists(path) and (before is None or _stat(path) != before):  # built (again) just now

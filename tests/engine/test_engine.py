@@ -4,6 +4,10 @@ import contextlib
 import gc
 import os
 import pathlib
+import signal
+import subprocess
+import sys
+import time
 import weakref
 
 import pytest
@@ -427,7 +431,6 @@ def test_the_build_runs_the_pinned_ninja_before_a_system_one(monkeypatch, tmp_pa
     """With ninja's folder added after PATH, a system ninja (another version) built where the virtual environment
     was not activated and pip's where it was: each discarded the other's build log and rebuilt everything."""
     ninja = pytest.importorskip("ninja", reason="the ninja package (a dependency) is not installed here")
-    import shutil
 
     from rnnkit import _native_build
 
@@ -437,11 +440,70 @@ def test_the_build_runs_the_pinned_ninja_before_a_system_one(monkeypatch, tmp_pa
     (system / "ninja").chmod(0o755)
     monkeypatch.setenv("RNNKIT_NATIVE", "1")
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    pinned = subprocess.run(
+        [os.path.join(ninja.BIN_DIR, "ninja"), "--version"], capture_output=True, text=True
+    )
     for path in (str(system), os.pathsep.join([str(system), ninja.BIN_DIR])):  # not activated, activated last
         monkeypatch.setenv("PATH", path)
-        module, reason = _native_build.build("a test", "rnnkit_no_such_ext", lambda: shutil.which("ninja"))
-        assert reason is None and os.path.dirname(module) == ninja.BIN_DIR
+        module, reason = (
+            _native_build.build(  # (the `ninja` on PATH: the pinned one, or the guard running it)
+                "a test",
+                "rnnkit_no_such_ext",
+                lambda: subprocess.run(["ninja", "--version"], capture_output=True, text=True),
+            )
+        )
+        assert reason is None and module.returncode == 0 and module.stdout == pinned.stdout != ""
         assert os.environ["PATH"] == path
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the guard is Linux's (PR_SET_PDEATHSIG)")
+@pytest.mark.parametrize("how", ["SIGINT", "SIGKILL"])
+def test_a_build_stopped_in_python_stops_its_compiles(how, tmp_path):
+    """A build's python stopped by a KeyboardInterrupt (SIGINT sent to it alone) or killed outright left ninja's
+    compiles running on, orphaned, for a minute or two (torch's subprocess.run killed ninja with SIGKILL; a python
+    killed left ninja itself to go on). A slow "compiler" (sleep, in a process group of its own as ninja runs each
+    command) stands for one: it is gone within seconds of python."""
+    pytest.importorskip("ninja", reason="the ninja package (a dependency) is not installed here")
+    pids = tmp_path / "pids"
+    code = (
+        "import os, sys\nimport torch.utils.cpp_extension as ce\nfrom rnnkit import _native_build as nb\n"
+        "def compile_fn():\n    folder = ce._get_build_directory('rnnkit_slow_ext', False)\n"
+        f"    open(os.path.join(folder, 'build.ninja'), 'w').write('rule cc\\n  command = sh -c \"echo $$$$ >> {pids}; "
+        "exec sleep 60\"\\nbuild a.o: cc\\nbuild b.o: cc\\n')\n"
+        "    ce._run_ninja_build(folder, False, 'Error building extension')\n"
+        "print(nb.build('a test', 'rnnkit_slow_ext', compile_fn))\n"
+    )
+    env = dict(os.environ, TORCH_EXTENSIONS_DIR=str(tmp_path / "ext"), RNNKIT_NATIVE="1")
+    p = subprocess.Popen(
+        [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(pids.read_text().split() if pids.exists() else []) < 2:  # both compiles running
+            assert p.poll() is None and time.monotonic() < deadline, p.communicate()
+            time.sleep(0.05)
+        os.kill(p.pid, getattr(signal, how))
+        p.communicate(timeout=30)
+        running = [int(pid) for pid in pids.read_text().split()]
+        deadline = time.monotonic() + 10
+        while running and time.monotonic() < deadline:
+            running = [pid for pid in running if _alive(pid)]
+            time.sleep(0.05)
+        assert not running, f"compiles left running after python stopped by {how}"
+    finally:
+        p.kill()
+        for pid in pids.read_text().split() if pids.exists() else []:
+            with contextlib.suppress(OSError):
+                os.kill(int(pid), signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process pid runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_a_build_leaves_the_warning_filters_path_and_torch_logs_as_they_were(monkeypatch, tmp_path):

@@ -16,6 +16,8 @@ import pathlib
 import platform
 import shlex
 import shutil
+import signal
+import subprocess
 import sys
 import warnings
 
@@ -163,6 +165,29 @@ def _ninja_guard(folder: str):
             os.environ.pop("PATH", None)
         else:
             os.environ["PATH"] = path
+
+
+def run_compiler(command: list[str], **kw) -> subprocess.CompletedProcess:
+    """subprocess.run(command, capture_output=True, text=True, **kw) for a compile that rnnkit runs itself (the
+    traced kernels, the RBM kernel), in a process group of its own that is stopped whole (SIGTERM, whereon gcc's
+    driver removes its temporary files) where this process is interrupted meanwhile: subprocess.run killed the
+    driver alone (SIGKILL), and its compiler proper (cc1plus, cc1) ran on, orphaned, its /tmp/cc*.s left behind."""
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True, **kw) as p:  # fmt: skip
+        try:
+            out, err = p.communicate()
+        except BaseException:
+            if not hasattr(os, "killpg"):  # (Windows: no process groups)
+                p.kill()
+                raise
+            for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, None)):
+                with contextlib.suppress(OSError):
+                    os.killpg(p.pid, sig)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.wait(wait)
+                    break
+            raise
+    return subprocess.CompletedProcess(command, p.returncode, out, err)
 
 
 def built_path(name: str) -> str:

@@ -15,7 +15,6 @@ import hashlib
 import os
 import pathlib
 import shutil
-import subprocess
 import tempfile
 import warnings
 
@@ -80,7 +79,7 @@ def _build(compiler: str) -> pathlib.Path:
             built, obj = pathlib.Path(tmp) / target.name, pathlib.Path(tmp) / "rbm_cd.o"
             for command in ([compiler, *FLAGS, "-c", str(SOURCE), "-o", str(obj)],
                             [compiler, *LINK, str(obj), "-o", str(built), "-lm"]):  # fmt: skip
-                done = subprocess.run(command, capture_output=True, text=True, errors="replace")
+                done = _native_build.run_compiler(command, errors="replace")
                 if done.returncode != 0:
                     raise RuntimeError(f"Error compiling {SOURCE.name}: {compiler} exited with status "
                                        f"{done.returncode}\n{done.stderr}")  # fmt: skip

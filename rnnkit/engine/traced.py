@@ -57,7 +57,6 @@ import os
 import random
 import re
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
@@ -70,7 +69,7 @@ import numpy as np
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from rnnkit._native_build import _cxx_command, _dangling_link, cxx_line_fix
+from rnnkit._native_build import _cxx_command, _dangling_link, cxx_line_fix, run_compiler
 from rnnkit.cells._base import check_step, check_step_backward
 
 FALLBACK = "which the native loop can't fuse; it runs on the python loop"
@@ -1652,7 +1651,7 @@ def _compiled(source, cxx, flags, stem, name):
         # CXX is one program's name, as torch's build runs it (quoted into its compile line): the engine and the
         # kernels build with the same CXX or neither does ('g++ -w' built the kernels alone)
         command = _cxx_command() or [cxx]  # (None: a quote left open, under a torch that doesn't quote CXX)
-        done = subprocess.run([*command, *flags, cpp, "-o", tmp], capture_output=True, text=True)
+        done = run_compiler([*command, *flags, cpp, "-o", tmp])
         if done.returncode:
             said = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
             first = next((s for s in said if "error" in s), said[0])

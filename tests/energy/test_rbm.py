@@ -1,6 +1,8 @@
+import contextlib
 import copy
 import itertools
 import math
+import os
 
 import numpy as np
 import pytest
@@ -989,3 +991,50 @@ def test_the_weight_decay_limit_advised_is_below_the_limit():
     RBMTrainConfig(lr=0.03, weight_decay=66.66).check()
     with pytest.raises(RnnkitError, match=r"below 333\.3, or"):  # (rounded down already: as it was)
         RBMTrainConfig(lr=0.006, weight_decay=1000).check()
+
+
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="no process groups here")
+def test_a_build_interrupted_in_python_stops_the_compiler_under_its_driver(tmp_path):
+    """A KeyboardInterrupt (SIGINT sent to python alone: `kill -INT`, a notebook's interrupt; rnnkit's CLI takes
+    SIGTERM so too) during the kernel's compile killed the compiler driver alone, and its compiler proper ran on,
+    orphaned (its /tmp/cc*.s left behind). CC here is a driver whose "compiler" (sleep) is its child: it is gone
+    within seconds of python. (The traced kernels compile through the same run_compiler.)"""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pids, cc = tmp_path / "pids", tmp_path / "slowcc"
+    # (its pid said a second in: python is in the compile's wait by then, not still starting it)
+    cc.write_text(f"#!/bin/sh\nsleep 60 &\nsleep 1\necho $! >> {pids}\nwait\n")
+    cc.chmod(0o755)
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), CC=str(cc), RNNKIT_NATIVE="1")
+    code = "from rnnkit.energy import _rbm_kernel as k\nprint(k.unavailable())"
+    p = subprocess.Popen(
+        [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (pids.exists() and pids.read_text().strip()):
+            assert p.poll() is None and time.monotonic() < deadline, p.communicate()
+            time.sleep(0.05)
+        os.kill(p.pid, signal.SIGINT)
+        assert b"KeyboardInterrupt" in p.communicate(timeout=30)[1]
+        pid, deadline = int(pids.read_text().split()[0]), time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(pid), "the compiler was left running after python was interrupted"
+    finally:
+        p.kill()
+        for pid in pids.read_text().split() if pids.exists() else []:
+            with contextlib.suppress(OSError):
+                os.kill(int(pid), signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process pid runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False

@@ -731,7 +731,7 @@ def test_a_second_trace_is_a_dict_look_up_and_the_library_is_reused_from_disk(tm
         raise AssertionError("compiled again")
 
     monkeypatch.setattr(traced, "_traced", {})  # a fresh process: traced again, the .so taken from disk
-    monkeypatch.setattr(traced.subprocess, "run", no_compiler)
+    monkeypatch.setattr(traced, "run_compiler", no_compiler)
     again = trace_cell(GainRNN, 6, P, torch.float32)
     assert again is not first and again.source == first.source and again.fwd_f32 == first.fwd_f32
     assert sorted(os.listdir(tmp_path / "rnnkit_traced")) == built

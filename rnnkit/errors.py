@@ -4,9 +4,9 @@ It subclasses ValueError, so library callers can catch the usual exception; the 
 catches it and prints the line without a traceback.
 """
 
-import math
 import os
 import sys
+from decimal import Decimal
 
 
 def user_stacklevel() -> int:
@@ -36,8 +36,10 @@ def below(limit: float) -> str:
     """A limit > 0 said to 4 significant digits, rounded down, for an advice 'give a value below it': rounded to the
     nearest (:.4g) 66.67 said the limit 66.666...; 66.668, below what it said, was refused by the same line."""
     said = float(f"{limit:.4g}")
-    if said > limit:  # one unit of its 4th digit lower
-        said -= 10.0 ** (math.floor(math.log10(said)) - 3)
+    # one unit of the limit's 4th digit lower (Decimal: its exponent exact); said's was a digit too high where :.4g
+    # rounded up to a power of ten, 9.99975 to 10: 'below 9.99', where 9.999 is taken
+    if said > limit:
+        said -= 10.0 ** (Decimal(limit).adjusted() - 3)
     return f"{said:.4g}"
 
 

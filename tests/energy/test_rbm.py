@@ -4,6 +4,9 @@ import itertools
 import math
 import os
 
+
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -1038,3 +1041,17 @@ def _alive(pid: int) -> bool:
             return f.read().rpartition(")")[2].split()[0] != "Z"
     except OSError:
         return False
+
+
+@pytest.mark.parametrize(
+    "lr, said", [(0.200005, "9.999"), (0.0200003, "99.99"), (200001.0, "9.999e-06"), (0.2, "10")]
+)
+def test_the_weight_decay_limit_advised_keeps_4_digits_where_it_rounds_to_a_power_of_ten(lr, said):
+    """The limit 2 / lr = 9.99975 (lr 0.200005) is 10 to 4 digits, rounded up: the 4th digit of 10.00 taken off said
+    'below 9.99', one digit short, where 9.999 (the limit rounded down to 4 digits) is taken as well."""
+    with pytest.raises(
+        RnnkitError, match=rf"give a weight decay below {re.escape(said)}, or a lower learning rate"
+    ):
+        RBMTrainConfig(lr=lr, weight_decay=1e6).check()
+    if said != "10":
+        RBMTrainConfig(lr=lr, weight_decay=float(said)).check()

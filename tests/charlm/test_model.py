@@ -370,6 +370,29 @@ def test_hooks_registered_by_another_thread_while_a_model_in_train_mode_samples(
     assert len(handles) == 50
 
 
+def test_global_hooks_of_a_model_sampled_in_train_mode_under_a_call_impl_with_a_closure(monkeypatch):
+    """A torch whose nn.Module._call_impl has a closure (one wrapped by a decorator, as another torch may write it)
+    can't have it rebuilt on a namespace of its own: _view_call rebuilt it, and sampling a model in train mode with a
+    global forward hook registered raised 'TypeError: arg 5 (closure) must be tuple'. It takes the plain call
+    there (the hooks get the view, as before a0ef7cb)."""
+    from torch.nn.modules.module import register_module_forward_hook
+
+    def wrapped(impl):
+        def _call_impl(self, *args, **kwargs):
+            return impl(self, *args, **kwargs)
+
+        return _call_impl
+
+    monkeypatch.setattr(torch.nn.Module, "_call_impl", wrapped(torch.nn.Module._call_impl))
+    m, seen = model(dropout=0.5).train(), []
+    handle = register_module_forward_hook(lambda mod, i, o: seen.append(mod))
+    try:
+        assert len(m.sample([2], 3)) == 3
+    finally:
+        handle.remove()
+    assert seen and m.training
+
+
 def test_beam_search():
     m = model()
     greedy = m.sample([2, 3], 6, greedy=True)

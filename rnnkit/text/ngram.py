@@ -99,6 +99,9 @@ def _swap(meminfo="/proc/meminfo") -> int:
     return 0
 
 
+_FITTED = ("keys", "count", "cont", "total", "mass", "raw_total", "D")  # what fit_ids sets (with fit's vocab)
+
+
 def _least(m: int, top: int, k: int, held: int) -> int:
     """The fewest n-grams of orders 1..top, where orders 1..m hold `held` and order m `k` distinct ones: an m-gram
     that occurs past the text's first m tokens extends to an (m+1)-gram, so each order holds at most one distinct
@@ -224,7 +227,7 @@ class NGramLM:
             self.vocab = Vocabulary.from_dict(d)
         try:
             return self.fit_ids(np.array(self.vocab.encode(tokens), dtype=np.int64), progress)
-        except RnnkitError:  # (fit_ids has put its counts back: n too large for memory)
+        except BaseException:  # (fit_ids has put its counts back: n too large for memory, a MemoryError, ^C)
             self.__dict__.pop("vocab", None)
             self.__dict__.update(kept)
             raise
@@ -246,9 +249,20 @@ class NGramLM:
             x = np.concatenate([[after], x])
         else:
             after = None
+        # (a fit's counts and statistics, put back where _too_many refuses n, and where the counting fails, a
+        # MemoryError past that bound, the fewest n-grams, or is interrupted: a model fitted before still scores; it
+        # was left half counted, score's IndexError)
+        before = {a: vars(self)[a] for a in _FITTED if a in vars(self)}
+        try:
+            return self._count(x, after, progress)
+        except BaseException:
+            for a in _FITTED:
+                setattr(self, a, before[a]) if a in before else self.__dict__.pop(a, None)
+            raise
+
+    def _count(self, x: np.ndarray, after, progress: bool) -> "NGramLM":
+        """fit_ids' counting of x (after: the line end's id x starts with, or None) and its statistics."""
         V = len(self.vocab)
-        # (a fit's counts, put back where _too_many refuses n: a model fitted before still scores)
-        before = {a: vars(self)[a] for a in ("keys", "count", "cont") if a in vars(self)}
         self.keys, self.count, self.cont = [None], [None], [None]
         ctx, suffixes, prev_gram = np.zeros(len(x), np.int64), [None], None
         bar = dict(desc="counting n-grams", unit=" orders", **bar_options(progress))
@@ -265,8 +279,6 @@ class NGramLM:
                 suffix[inv] = prev_gram[valid]
             held += len(keys)
             if not _fits(_m, top, len(keys), held):
-                for a in ("keys", "count", "cont"):
-                    setattr(self, a, before[a]) if a in before else delattr(self, a)
                 _too_many(self.n, _m, top, len(keys), held, len(x))
             self.keys.append(keys)
             self.count.append(cnt)

@@ -677,3 +677,30 @@ def test_a_fit_refused_for_memory_keeps_the_model_fitted_before_whole(monkeypatc
     with pytest.raises(RnnkitError, match="give a smaller n"):
         fresh.fit(b)
     assert getattr(fresh, "vocab", None) is None  # (as before any fit: fit_ids says to set it)
+
+
+@pytest.mark.parametrize("error", [MemoryError, KeyboardInterrupt])
+def test_a_fit_that_fails_while_counting_keeps_the_model_fitted_before_whole(monkeypatch, error):
+    """A fit whose counting fails past the memory bound (a MemoryError: the bound is the fewest n-grams) or is
+    interrupted (^C) puts the model fitted before back, as one refused for memory does: it was left half counted, the
+    new text's vocabulary over one order of its counts, and score raised IndexError."""
+    from rnnkit.text import ngram
+
+    a, b = "the cat sat on the mat\n" * 3, "zebra yak xylophone walrus vole " * 40
+    lm, ref, fresh = NGramLM(n=3).fit(a), NGramLM(n=3).fit(a), NGramLM(n=3)
+    unique, calls = np.unique, []
+
+    def failing(*args, **kwargs):  # (the second order's counting fails)
+        calls.append(1)
+        if len(calls) % 2 == 0:
+            raise error
+        return unique(*args, **kwargs)
+
+    monkeypatch.setattr(ngram.np, "unique", failing)
+    for m in (lm, fresh):
+        with pytest.raises(error):
+            m.fit(b)
+    monkeypatch.undo()
+    assert lm.vocab.itos == ref.vocab.itos
+    assert lm.score("the cat") == ref.score("the cat")
+    assert not {"vocab", "keys", "count", "cont", "total"} & set(vars(fresh))

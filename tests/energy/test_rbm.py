@@ -3,8 +3,6 @@ import copy
 import itertools
 import math
 import os
-
-
 import re
 
 import numpy as np

@@ -42,6 +42,17 @@ def pipe(tmp_path):
     return make
 
 
+@pytest.fixture(autouse=True)
+def _no_global_module_hook_left():
+    """A test that leaves one of torch's global module hooks (or the with_kwargs flag torch 2.13's handle.remove()
+    leaves behind) fails here, at its own teardown: it made every later torch.compile(module) of the session warn
+    of global hooks, 7 failures far from their cause under -W error."""
+    yield
+    from torch.nn.modules import module
+
+    assert not module._has_any_global_hook(), "a global module hook was left registered by this test"
+
+
 def pytest_configure(config):
     """The native engine keeps its timed GEMM and rows-or-units choices in a file beside its build, which later
     processes read (rnnkit/engine/native.py). Tests plant choices of their own (a "units" split that is slower on

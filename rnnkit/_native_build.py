@@ -89,6 +89,14 @@ def _ninja_on_path():
         bin_dir = ninja.BIN_DIR
     except (ImportError, AttributeError):
         bin_dir = None
+    with _first_on_path(bin_dir):
+        yield
+
+
+@contextlib.contextmanager
+def _first_on_path(bin_dir: str | None):
+    """bin_dir first on PATH (once) for the block (None: PATH as it is); the caller's PATH put back after it,
+    whatever the block did to it."""
     path = os.environ.get("PATH")
     entries = path.split(os.pathsep) if path else []
     try:
@@ -156,15 +164,8 @@ def _ninja_guard(folder: str):
                 continue
         write_text(file, text)
     os.chmod(script, 0o755)
-    path = os.environ.get("PATH")
-    os.environ["PATH"] = os.pathsep.join([bin_dir, *([path] if path else [])])
-    try:
+    with _first_on_path(bin_dir):
         yield
-    finally:
-        if path is None:
-            os.environ.pop("PATH", None)
-        else:
-            os.environ["PATH"] = path
 
 
 def run_compiler(command: list[str], **kw) -> subprocess.CompletedProcess:

@@ -42,6 +42,20 @@ def pipe(tmp_path):
     return make
 
 
+@pytest.fixture
+def alive():
+    """alive(pid): whether process pid runs (a zombie, dead but not yet reaped, does not); Linux's /proc."""
+
+    def running(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rpartition(")")[2].split()[0] != "Z"
+        except OSError:
+            return False
+
+    return running
+
+
 @pytest.fixture(autouse=True)
 def _no_global_module_hook_left():
     """A test that leaves one of torch's global module hooks (or the with_kwargs flag torch 2.13's handle.remove()

@@ -995,7 +995,7 @@ def test_the_weight_decay_limit_advised_is_below_the_limit():
 
 
 @pytest.mark.skipif(not hasattr(os, "killpg"), reason="no process groups here")
-def test_a_build_interrupted_in_python_stops_the_compiler_under_its_driver(tmp_path):
+def test_a_build_interrupted_in_python_stops_the_compiler_under_its_driver(tmp_path, alive):
     """A KeyboardInterrupt (SIGINT sent to python alone: `kill -INT`, a notebook's interrupt; rnnkit's CLI takes
     SIGTERM so too) during the kernel's compile killed the compiler driver alone, and its compiler proper ran on,
     orphaned (its /tmp/cc*.s left behind). CC here is a driver whose "compiler" (sleep) is its child: it is gone
@@ -1022,23 +1022,14 @@ def test_a_build_interrupted_in_python_stops_the_compiler_under_its_driver(tmp_p
         os.kill(p.pid, signal.SIGINT)
         assert b"KeyboardInterrupt" in p.communicate(timeout=30)[1]
         pid, deadline = int(pids.read_text().split()[0]), time.monotonic() + 10
-        while _alive(pid) and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _alive(pid), "the compiler was left running after python was interrupted"
+        assert not alive(pid), "the compiler was left running after python was interrupted"
     finally:
         p.kill()
         for pid in pids.read_text().split() if pids.exists() else []:
             with contextlib.suppress(OSError):
                 os.kill(int(pid), signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    """Whether process pid runs (a zombie, dead but not yet reaped, does not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 @pytest.mark.parametrize(

@@ -458,7 +458,7 @@ def test_the_build_runs_the_pinned_ninja_before_a_system_one(monkeypatch, tmp_pa
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the guard is Linux's (PR_SET_PDEATHSIG)")
 @pytest.mark.parametrize("how", ["SIGINT", "SIGKILL"])
-def test_a_build_stopped_in_python_stops_its_compiles(how, tmp_path):
+def test_a_build_stopped_in_python_stops_its_compiles(how, tmp_path, alive):
     """A build's python stopped by a KeyboardInterrupt (SIGINT sent to it alone) or killed outright left ninja's
     compiles running on, orphaned, for a minute or two (torch's subprocess.run killed ninja with SIGKILL; a python
     killed left ninja itself to go on). A slow "compiler" (sleep, in a process group of its own as ninja runs each
@@ -487,7 +487,7 @@ def test_a_build_stopped_in_python_stops_its_compiles(how, tmp_path):
         running = [int(pid) for pid in pids.read_text().split()]
         deadline = time.monotonic() + 10
         while running and time.monotonic() < deadline:
-            running = [pid for pid in running if _alive(pid)]
+            running = [pid for pid in running if alive(pid)]
             time.sleep(0.05)
         assert not running, f"compiles left running after python stopped by {how}"
     finally:
@@ -495,15 +495,6 @@ def test_a_build_stopped_in_python_stops_its_compiles(how, tmp_path):
         for pid in pids.read_text().split() if pids.exists() else []:
             with contextlib.suppress(OSError):
                 os.kill(int(pid), signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    """Whether process pid runs (a zombie, dead but not yet reaped, does not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_a_build_leaves_the_warning_filters_path_and_torch_logs_as_they_were(monkeypatch, tmp_path):

@@ -7,7 +7,8 @@ does not depend on the text). Times are medians over interleaved rounds (every m
 in a new shuffled order each round), so load from other processes hits both sides alike. GEMM FLOPs of a step = 6·T·B·Σ|W| over
 the weight matrices (forward, dx and dW of every GEMM); the machine's GEMM peak is measured here too.
 
-    .venv/bin/python bench/engine.py [--rounds 6] [--only lstm,gru,lstmp,own,eval,step] [--threads N] [--no-write]
+    .venv/bin/python bench/engine.py [--rounds 6] [--only lstm,gru,lstmp,own,eval,step] [--threads N] [--plans kept]
+                                     [--no-write]
 """
 
 import argparse
@@ -49,6 +50,13 @@ TARGETS = {("lstm", "2x512"): 1.0, ("gru", "2x512"): 1.1, ("rnn_tanh", "2x512"):
 OTHERS = ("mut1", "mut2", "mut3", "leaky", "gru_cho")
 OWN = ("lstm", "gru", "rnn_tanh", "leaky", "gru_cho", "mut2")  # written as cells of one's own: "own" rows
 ROWS = (*TORCH, *OTHERS, "lstmp", "own", "eval", "step", "short")  # what --only picks from
+# --plans: a choice kept in the plan file is never timed again, and one timed while other jobs loaded the machine
+# stays wrong: a 2x512 MUT1 split over the units (kept) read 0.76x the LSTM's GEMM rate, and 0.91x over the rows,
+# timed afresh on the idle machine minutes later (AMD Zen 4, 2 threads)
+PLANS = {
+    "fresh": "its GEMM and thread-split choices timed in this run",
+    "kept": "its choices from the plan file",
+}
 READING = """
 How to read it: the speed-up is the reference's time over rnnkit's (above 1x: rnnkit faster), same run, interleaved rounds.
 The other cells are compared with a Python loop through autograd (target 1.5x) and, by GEMM FLOP
@@ -426,8 +434,18 @@ def main():
         default=0,
         help="torch threads; 0 = torch's choice; N > 0 writes the section engine-Nthread-CPU (default: 0)",
     )
+    ap.add_argument(
+        "--plans",
+        choices=("fresh", "kept"),
+        default="fresh",
+        help="fresh: the native engine times its GEMM and thread-split choices in this run (RNNKIT_GEMM_PLANS "
+        "empty), as on a machine new to this build; kept: it takes the choices in this machine's plan file, "
+        "timed by the processes before it, on a machine that may have been loaded then (default: fresh)",
+    )
     add_no_write(ap, "engine")
     args = ap.parse_args()
+    if args.plans == "fresh":  # (read when the engine loads, below)
+        os.environ["RNNKIT_GEMM_PLANS"] = ""
     # (a part of the table: not written; every row named is the whole table)
     partial = f"--only {','.join(args.only)}" if args.only and set(args.only) != set(ROWS) else None
     check_results(ap, args, partial)
@@ -522,7 +540,7 @@ def main():
         " -> CE",
         "", f"{machine_line()}; GEMM peak {peak / 1e9:.1f} GFLOP/s ({peak_how}; same run); "
         f"{'median' if args.rounds == 1 else 'medians'} of {plural(args.rounds, 'interleaved round')}; "
-        "rnnkit backend: native.", "", markdown_table(header, rows), *notes,
+        f"rnnkit backend: native, {PLANS[args.plans]}.", "", markdown_table(header, rows), *notes,
     ])  # fmt: skip
     print(md)
     if not args.no_write:

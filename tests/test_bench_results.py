@@ -1,6 +1,7 @@
 """bench/_results.py: the one file the benchmarks write, bench/RESULTS.md, shared by all of them."""
 
 import importlib.util
+import os
 import pathlib
 import signal
 import subprocess
@@ -124,6 +125,13 @@ def test_an_empty_rnnkit_data_is_unset_as_rnnkit_takes_it():
 def _bench_script(monkeypatch, name: str):
     """bench/NAME.py loaded as a module (bench/ on sys.path for its own imports, as when it runs)."""
     monkeypatch.syspath_prepend(str(BENCH))
+    # engine.py's main sets RNNKIT_GEMM_PLANS (--plans fresh): back as it was after the test, set or not
+    was = os.environ.get("RNNKIT_GEMM_PLANS")
+    monkeypatch.setenv("RNNKIT_GEMM_PLANS", "")  # (remembers `was`, None too)
+    if was is not None:
+        monkeypatch.setenv("RNNKIT_GEMM_PLANS", was)
+    else:
+        monkeypatch.delenv("RNNKIT_GEMM_PLANS")
     spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sigterm = signal.getsignal(signal.SIGTERM)
@@ -806,3 +814,22 @@ def test_a_ctrl_c_ends_a_benchmark_in_one_line(monkeypatch, capsys):
     assert _results.run_main(lambda: 3) == 3
     for script in ("charlm", "compile", "energy", "engine", "text"):
         assert "run_main(main)" in (BENCH / f"{script}.py").read_text().rsplit("__main__", 1)[1], script
+
+
+@pytest.mark.parametrize(
+    "plans, kept", [([], False), (["--plans", "fresh"], False), (["--plans", "kept"], True)]
+)
+def test_engine_py_times_the_engine_choices_afresh_unless_told_to_keep_them(monkeypatch, plans, kept):
+    """The native engine keeps its GEMM and thread-split choices in a plan file and never times them again: a
+    2x512 MUT1's split over the units, kept from a process that ran while other jobs loaded the machine, read 0.76x
+    the LSTM's GEMM rate, and 0.91x over the rows timed afresh on the idle machine. engine.py times them in its own
+    run (RNNKIT_GEMM_PLANS empty, before the engine loads) unless --plans kept."""
+    engine = _bench_script(monkeypatch, "engine")
+    monkeypatch.setenv("RNNKIT_GEMM_PLANS", "/some/plans.json")
+    seen = []
+    monkeypatch.setattr(engine.native, "unsupported", lambda *a: seen.append(os.environ["RNNKIT_GEMM_PLANS"]))
+    monkeypatch.setattr(engine, "gemm_peak", lambda rounds: 1 / 0)
+    monkeypatch.setattr(sys, "argv", ["engine.py", "--rounds", "1", "--no-write", *plans])
+    with pytest.raises(ZeroDivisionError):
+        engine.main()
+    assert seen == ["/some/plans.json" if kept else ""]

@@ -56,17 +56,14 @@ def read_patterns(path) -> tuple:
 def read_images(paths) -> tuple:
     """Images as ±1 patterns: dark pixels +1, light -1 (threshold at mid-grey).
 
-    Brightness in [0, 1]: PNGs read as such, 8-bit (JPEG) and 16-bit images are divided by their type's
-    largest value (dividing by the brightest pixel made a dark-grey drawing on black read as light);
-    a transparent pixel shows the background, white: grey = α · mean(R, G, B) + (1 - α).
+    Brightness in [0, 1]: 8-bit and 16-bit images are divided by their type's largest value (dividing by the
+    brightest pixel made a dark-grey drawing on black read as light); a transparent pixel shows the background,
+    white: grey = α · mean(R, G, B) + (1 - α).
     """
-    import numpy as np
-    from matplotlib.image import imread
-
     rows, shapes = [], {}
     for path in paths:
         try:
-            array = imread(path)
+            array = _pixels(path)
         except (
             FileNotFoundError
         ):  # (it was "cannot read image a.png: [Errno 2] No such file or directory: 'a.png'")
@@ -74,8 +71,7 @@ def read_images(paths) -> tuple:
         except (OSError, ValueError, SyntaxError) as e:  # (a folder was "[Errno 21] Is a directory: 'd'")
             reason = getattr(e, "strerror", None) or e
             raise RnnkitError(f"cannot read image {path}: {reason}; give PNG or JPEG images") from None
-        scale = np.iinfo(array.dtype).max if array.dtype.kind in "iu" else 1.0
-        image = torch.tensor(array, dtype=torch.float32) / scale
+        image = torch.from_numpy(array)
         has_alpha = image.dim() == 3 and image.shape[-1] in (2, 4)  # grey or RGB, then α
         grey = (image[..., :-1] if has_alpha else image).mean(-1) if image.dim() == 3 else image
         if has_alpha:  # transparent: the white background shows
@@ -89,6 +85,26 @@ def read_images(paths) -> tuple:
             )
         rows.append(torch.where(grey < 0.5, 1.0, -1.0).flatten())
     return torch.stack(rows), next(iter(shapes))
+
+
+def _pixels(path):
+    """An image as values in [0, 1] (float32): (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA.
+
+    Read by Pillow as it decodes it, each value divided by its type's largest (255; 65535 for 16-bit grey; a 1-bit
+    image 0 or 1); a palette, grey with α, CMYK... image as RGBA. (matplotlib's imread divided a 2- or 4-bit grey
+    PNG, which Pillow gives as 8-bit, by 3 or 15, so that its dark greys read as light.)
+    """
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        if im.mode not in ("1", "L", "I;16", "I;16B", "I;16L", "RGB", "RGBA"):
+            im = im.convert("RGBA")
+        array = np.asarray(im)
+    array = array.astype(array.dtype.newbyteorder("="))
+    scale = np.iinfo(array.dtype).max if array.dtype.kind in "iu" else 1
+    return array.astype(np.float32) / np.float32(scale)
 
 
 def digit_patterns(count: int) -> tuple:

@@ -197,6 +197,31 @@ def test_images_threshold_at_mid_grey_not_at_half_the_brightest_pixel(tmp_path):
     assert x.view(4, 4)[1].eq(1).all() and (x.sum() == 4 - 12)
 
 
+def _png(path, width, bit_depth, colour_type, row: bytes, trns: bytes | None = None):
+    """A one-row PNG written chunk by chunk (Pillow writes no 2- or 4-bit grey, nor a grey or RGB tRNS key here)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, 1, bit_depth, colour_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + (chunk(b"tRNS", trns) if trns else b"")
+                     + chunk(b"IDAT", zlib.compress(b"\0" + row)) + chunk(b"IEND", b""))  # fmt: skip
+    return path
+
+
+def test_2_and_4_bit_grey_pngs_are_read_at_their_brightness(tmp_path):
+    """matplotlib's imread divided a 2- or 4-bit grey PNG, which Pillow gives as 0..255, by 3 or 15: brightness
+    1/3 read as 28, and every grey but black as light (-1)."""
+    from rnnkit.energy.patterns_io import read_images
+
+    two = _png(tmp_path / "2bit.png", 4, 2, 0, bytes([0b00011011]))  # 0, 1, 2, 3: brightness 0, 1/3, 2/3, 1
+    four = _png(tmp_path / "4bit.png", 4, 4, 0, bytes([0x03, 0x7C]))  # 0, 3, 7, 12: 0, 0.2, 0.47, 0.8
+    assert read_images([two])[0].tolist() == [[1, 1, -1, -1]]
+    assert read_images([four])[0].tolist() == [[1, 1, 1, -1]]
+
+
 def test_a_list_of_1d_tensors_or_arrays_is_a_pattern_matrix():
     # a list of patterns as tensors was refused: "could not be read as a matrix of numbers"
     import numpy as np

@@ -88,23 +88,39 @@ def read_images(paths) -> tuple:
 
 
 def _pixels(path):
-    """An image as values in [0, 1] (float32): (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA.
+    """An image as values in [0, 1] (float32): (H, W) grey, (H, W, 2) grey and α, (H, W, 3) RGB or (H, W, 4) RGBA.
 
     Read by Pillow as it decodes it, each value divided by its type's largest (255; 65535 for 16-bit grey; a 1-bit
-    image 0 or 1); a palette, grey with α, CMYK... image as RGBA. (matplotlib's imread divided a 2- or 4-bit grey
-    PNG, which Pillow gives as 8-bit, by 3 or 15, so that its dark greys read as light.)
+    image 0 or 1); a palette, grey with α, CMYK... image as RGBA. A grey or RGB PNG may name one colour transparent
+    (its tRNS chunk, as PNG optimisers write an RGBA image whose transparent pixels share a colour): α is 0 there.
+    (matplotlib's imread divided a 2- or 4-bit grey PNG, which Pillow gives as 8-bit, by 3 or 15, so that its
+    dark greys read as light, and it dropped the transparent colour: a transparent background read as its colour.)
     """
     import numpy as np
     from PIL import Image
 
     with Image.open(path) as im:
+        # (the file's own pixel format: a transparent value is in its bits, where Pillow's pixels are 8-bit)
+        raw = im.tile[0][3] if im.format == "PNG" and im.tile else None
         im.load()
+        key = im.info.get("transparency") if im.mode in ("1", "L", "I;16", "I;16B", "RGB") else None
         if im.mode not in ("1", "L", "I;16", "I;16B", "I;16L", "RGB", "RGBA"):
             im = im.convert("RGBA")
         array = np.asarray(im)
     array = array.astype(array.dtype.newbyteorder("="))
     scale = np.iinfo(array.dtype).max if array.dtype.kind in "iu" else 1
-    return array.astype(np.float32) / np.float32(scale)
+    values = array.astype(np.float32) / np.float32(scale)
+    if isinstance(key, (int, tuple)):  # (a palette's is its transparent index, in Pillow's RGBA already)
+        if array.dtype == bool:  # (Pillow gives a 1-bit image's transparent value as 0 or 255)
+            key = bool(key)
+        elif raw in ("L;2", "L;4"):
+            key *= 255 // (3 if raw == "L;2" else 15)
+        elif raw == "RGB;16B":  # (Pillow keeps a 16-bit colour's high byte)
+            key = tuple(k >> 8 for k in key)
+        clear = array == np.asarray(key)  # (a key past 8 bits in an 8-bit file: no pixel)
+        alpha = ~(clear.all(-1) if array.ndim == 3 else clear)
+        values = np.concatenate([values.reshape(*alpha.shape, -1), alpha[..., None].astype(np.float32)], -1)
+    return values
 
 
 def digit_patterns(count: int) -> tuple:

@@ -222,6 +222,27 @@ def test_2_and_4_bit_grey_pngs_are_read_at_their_brightness(tmp_path):
     assert read_images([four])[0].tolist() == [[1, 1, 1, -1]]
 
 
+def test_the_transparent_colour_of_a_grey_or_rgb_png_shows_the_white_background(tmp_path):
+    """A grey or RGB PNG names its one transparent colour in a tRNS chunk (PNG optimisers write an RGBA icon whose
+    transparent pixels share a colour so): matplotlib's imread dropped it, and a transparent black background read
+    as black (+1), where the same picture as RGBA (and a palette PNG's transparent index) read as white."""
+    import struct
+
+    from rnnkit.energy.patterns_io import read_images
+
+    black_key = struct.pack(">H", 0)
+    grey = _png(tmp_path / "grey.png", 4, 8, 0, bytes([0, 40, 200, 255]), black_key)
+    rgb = _png(tmp_path / "rgb.png", 3, 8, 2, bytes([0, 0, 0, 40, 40, 40, 255, 255, 255]), black_key * 3)
+    grey16 = _png(tmp_path / "grey16.png", 2, 16, 0, struct.pack(">HH", 0, 9000), black_key)
+    two = _png(
+        tmp_path / "2bit.png", 4, 2, 0, bytes([0b00011011]), struct.pack(">H", 1)
+    )  # the 1/3 grey clear
+    assert read_images([grey])[0].tolist() == [[-1, 1, -1, -1]]
+    assert read_images([rgb])[0].tolist() == [[-1, 1, -1]]
+    assert read_images([grey16])[0].tolist() == [[-1, 1]]
+    assert read_images([two])[0].tolist() == [[1, -1, -1, -1]]
+
+
 def test_a_list_of_1d_tensors_or_arrays_is_a_pattern_matrix():
     # a list of patterns as tensors was refused: "could not be read as a matrix of numbers"
     import numpy as np

@@ -60,6 +60,8 @@ def read_images(paths) -> tuple:
     brightest pixel made a dark-grey drawing on black read as light); a transparent pixel shows the background,
     white: grey = α · mean(R, G, B) + (1 - α).
     """
+    from PIL import Image
+
     rows, shapes = [], {}
     for path in paths:
         try:
@@ -68,6 +70,10 @@ def read_images(paths) -> tuple:
             FileNotFoundError
         ):  # (it was "cannot read image a.png: [Errno 2] No such file or directory: 'a.png'")
             raise RnnkitError(f"image {path} not found; give PNG or JPEG images") from None
+        except (
+            Image.DecompressionBombError
+        ) as e:  # (more than twice Pillow's MAX_IMAGE_PIXELS: it was a traceback)
+            raise RnnkitError(f"cannot read image {path}: {str(e).rstrip('.')}; resize it") from None
         except (OSError, ValueError, SyntaxError) as e:  # (a folder was "[Errno 21] Is a directory: 'd'")
             reason = getattr(e, "strerror", None) or e
             raise RnnkitError(f"cannot read image {path}: {reason}; give PNG or JPEG images") from None

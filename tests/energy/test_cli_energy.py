@@ -386,6 +386,22 @@ def test_images_too_big_for_the_weights_are_one_line_before_allocating(tmp_path,
     assert "a 400,000² weight matrix (640 GB) is too big" in capsys.readouterr().err
 
 
+def test_an_image_past_pillows_decompression_bomb_limit_is_one_line(tmp_path, capsys, monkeypatch):
+    """An image of more than twice Pillow's MAX_IMAGE_PIXELS (179 million: a 20,000 x 10,000 scan) ended in the
+    traceback of PIL.Image.DecompressionBombError, which is no OSError; the limit is lowered here to 2 x 20."""
+    from PIL import Image
+
+    paths = _write_images(tmp_path, (6, 8))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20)
+    out = tmp_path / "out"
+    assert main(["hopfield", "recall", "--images", *paths, "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"rnnkit: error: cannot read image {paths[0]}: Image size (48 pixels) exceeds limit of 40 pixels, could be "
+        "decompression bomb DOS attack; resize it\n"
+    )
+    assert not out.exists()
+
+
 def test_images_of_different_sizes_are_named(tmp_path, capsys):
     paths = _write_images(tmp_path, (4, 6), (6, 4))
     assert main(["hopfield", "recall", "--images", *paths, "--out", str(tmp_path / "out")]) == 2

@@ -4,6 +4,7 @@ Each reader returns (rows, image shape or None); rows are lists or a tensor of Â
 `Hopfield.store` (non-binary values and mixed lengths are one-line errors there).
 """
 
+import os
 import re
 
 import torch
@@ -62,6 +63,11 @@ def read_images(paths) -> tuple:
     """
     from PIL import Image
 
+    # (one path, a str, was read a character at a time: 'image a not found' for 'a.png'; [] was torch.stack's error)
+    if isinstance(paths, (str, bytes, os.PathLike)) or not paths:
+        raise RnnkitError(
+            f"read_images takes a list of image paths, got {paths!r}; give [path] for one image"
+        )
     rows, shapes = [], {}
     for path in paths:
         try:

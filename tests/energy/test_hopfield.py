@@ -197,6 +197,20 @@ def test_images_threshold_at_mid_grey_not_at_half_the_brightest_pixel(tmp_path):
     assert x.view(4, 4)[1].eq(1).all() and (x.sum() == 4 - 12)
 
 
+def test_read_images_takes_a_list_of_paths():
+    """One path, a str, was read a character at a time ('image a not found' for 'a.png'); an empty list was
+    torch.stack's 'stack expects a non-empty TensorList'."""
+    import pathlib
+
+    from rnnkit.energy.patterns_io import read_images
+
+    for paths in ("a.png", pathlib.Path("a.png"), []):
+        with pytest.raises(
+            RnnkitError, match=r"^read_images takes a list of image paths, got .*; give \[path\]"
+        ):
+            read_images(paths)
+
+
 def _png(path, width, bit_depth, colour_type, row: bytes, trns: bytes | None = None):
     """A one-row PNG written chunk by chunk (Pillow writes no 2- or 4-bit grey, nor a grey or RGB tRNS key here)."""
     import struct

@@ -30,9 +30,19 @@ UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it), 
 os.umask(UMASK)
 
 
+def refuse_empty(path, give: str) -> None:
+    """An empty path ('' or spaces: a script's "$VECTORS" unset) is '.' to pathlib, the current folder: a load read
+    the word vectors, the TF-IDF index or the run there in silence, and TfidfIndex.save wrote its index into it. One
+    line instead, as the command line says it ('RUN is empty; give ...'). `give`: what to give, e.g. 'a word2vec
+    file'; a path object is left be (pathlib.Path('') is '.', which was typed as such)."""
+    if isinstance(path, str | bytes) and not path.strip():
+        raise RnnkitError(f"the path is empty ({path!r}); give {give}")
+
+
 @contextlib.contextmanager
 def atomic_open(path, mode: str = "w", **kw):
     """open(path, mode) for writing, whose content replaces `path` only once the block ends without error."""
+    refuse_empty(path, "a file name")
     path = pathlib.Path(path)
     target = pathlib.Path(os.path.realpath(path))  # through a link, its file: the rename replaced the link
     if target.exists() and not target.is_file() and not target.is_dir():  # (a folder: the rename's own error)
@@ -85,6 +95,7 @@ def check_save_path(path, folder: bool = False) -> pathlib.Path:
     index its folder) and never the folders above it, as torch.save, numpy.save and gensim's save do (NGramLM.save
     and TfidfIndex.save made them, the other saves failed with a bare FileNotFoundError on a temporary name, and a
     TF-IDF index saved at a file with FileExistsError). `folder`: the path is a folder to write files into."""
+    refuse_empty(path, "a folder to save into (`.` for this one)" if folder else "a file name")
     path = pathlib.Path(path)
     target = pathlib.Path(os.path.realpath(path))  # (through a link, where its file goes)
     parent = target.parent

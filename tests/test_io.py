@@ -296,3 +296,51 @@ def test_every_save_creates_no_folder_and_says_a_path_it_cannot_write_in_one_lin
         saves["index"](a_file)
     with pytest.raises(RnnkitError, match=f"^cannot save {tmp_path / 'index'}: it is a folder;"):
         saves["m.npz"](tmp_path / "index")
+
+
+def test_an_empty_path_is_refused_by_every_load_and_save_not_read_as_the_current_folder(
+    tmp_path, monkeypatch
+):
+    """'' ("$VECTORS" unset in a script) is '.' to pathlib: in a folder holding them, WordVectors.load('') and
+    TfidfIndex.load('') read the vectors and the index there in silence, TfidfIndex.save('') wrote its index into it,
+    and the other loads and saves said '.' (a path never typed) as a folder, or a bare FileNotFoundError. One line
+    each, as the command line's "RUN is empty; give ...", from rnnkit._io.refuse_empty."""
+    import numpy as np
+
+    from rnnkit.data.corpus import load_file
+    from rnnkit.energy.patterns_io import read_images, read_patterns
+    from rnnkit.models.charlm import load_run
+    from rnnkit.text import NGramLM, TfidfIndex, WordVectors
+    from rnnkit.text.vocab import Vocabulary
+    from rnnkit.train.checkpoint import load_checkpoint, save_checkpoint
+    from rnnkit.train.metrics import read_metrics
+
+    monkeypatch.chdir(tmp_path)
+    wv = WordVectors(["a", "b"], np.ones((2, 3), np.float32))
+    wv.save("vectors.txt")
+    index = TfidfIndex().fit(["the cat sat", "a dog ran"])
+    index.save(".")
+    before = sorted(os.listdir("."))
+    calls = [
+        lambda p: WordVectors.load(p),
+        lambda p: TfidfIndex.load(p),
+        lambda p: NGramLM.load(p),
+        lambda p: Vocabulary.load(p),
+        lambda p: load_run(p),
+        lambda p: load_checkpoint(p),
+        lambda p: read_metrics(p),
+        lambda p: load_file(p),
+        lambda p: read_patterns(p),
+        lambda p: read_images([p]),
+        lambda p: wv.save(p),
+        lambda p: index.save(p),
+        lambda p: NGramLM(n=2).fit("ab ab ab\n").save(p),
+        lambda p: save_checkpoint(p, {"step": 1}),
+        lambda p: write_text(p, "x"),
+    ]
+    for call in calls:
+        for path in ("", " "):
+            with pytest.raises(RnnkitError, match=r"^the path is empty \('\s?'\); give \S"):
+                call(path)
+    assert sorted(os.listdir(".")) == before  # nothing written here
+    assert len(WordVectors.load(".").words) == 2  # '.' typed is this folder, as before

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rnnkit._io import UMASK
+from rnnkit._io import UMASK, refuse_empty
 from rnnkit.errors import RnnkitError
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -258,6 +258,7 @@ def _read_chunks(path: pathlib.Path):
 def load_file(path, name=None, memmap_path=None, what="corpus") -> Corpus:
     """Read a UTF-8 text file into a Corpus: pass 1 finds the vocabulary, pass 2 writes the tokens.
     what: the file's role in error messages ("corpus" for training, else a file given to another command)."""
+    refuse_empty(path, f"a text file for the {what}")
     path = pathlib.Path(path)
     if path.is_dir():
         raise RnnkitError(f"{what} {path} is a folder; give one text file (join several with cat)")

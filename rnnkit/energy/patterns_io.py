@@ -9,13 +9,14 @@ import re
 
 import torch
 
-from rnnkit._io import read_bytes
+from rnnkit._io import read_bytes, refuse_empty
 from rnnkit.data.corpus import refuse_wide
 from rnnkit.errors import RnnkitError
 
 
 def read_patterns(path) -> tuple:
     """A text file, one pattern per line: values -1/1 (spaces or commas) or a string of + and -."""
+    refuse_empty(path, "a text file of ±1 patterns")
     try:  # (read_bytes: a pipe or a device such as /dev/zero was read without end)
         raw = read_bytes(path)
         refuse_wide(
@@ -70,6 +71,7 @@ def read_images(paths) -> tuple:
         )
     rows, shapes = [], {}
     for path in paths:
+        refuse_empty(path, "PNG or JPEG images")
         try:
             array = _pixels(path)
         except (

@@ -32,7 +32,7 @@ from collections import Counter
 import numpy as np
 from tqdm import tqdm
 
-from rnnkit._io import atomic_open, bar_options, check_save_path, is_zip
+from rnnkit._io import atomic_open, bar_options, check_save_path, is_zip, refuse_empty
 from rnnkit.errors import RnnkitError, check_seed, count_error, switch
 from rnnkit.text.lmscore import LMScore, pick_next
 from rnnkit.text.vocab import UNK, Vocabulary, refuse_surrogate_pairs, tokenize
@@ -594,6 +594,7 @@ class NGramLM:
 
     @classmethod
     def load(cls, path) -> "NGramLM":
+        refuse_empty(path, "a model file that NGramLM.save or `rnnkit ngram train --out` wrote (.npz)")
         path = pathlib.Path(path)
         if not path.exists() and path.with_name(path.name + ".npz").exists():  # saved without the ending
             path = path.with_name(path.name + ".npz")

@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm import tqdm
 
-from rnnkit._io import atomic_open, bar_options, check_save_path, is_zip, write_text
+from rnnkit._io import atomic_open, bar_options, check_save_path, is_zip, refuse_empty, write_text
 from rnnkit.errors import RnnkitError, count_error, switch
 from rnnkit.text.vocab import _WORD_AND_PUNCT, word_tokenize
 
@@ -258,6 +258,7 @@ class TfidfIndex:
 
     @classmethod
     def load(cls, directory) -> "TfidfIndex":
+        refuse_empty(directory, "the folder that `rnnkit tfidf index --out` wrote (`.` for this folder)")
         d = pathlib.Path(directory)
         # (said in Python's words: "cannot read a TF-IDF index in ix: [Errno 2] No such file or directory:
         # 'ix/index.json'", and "[Errno 20] Not a directory" for a file)

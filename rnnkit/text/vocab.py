@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from numbers import Integral, Real
 
-from rnnkit._io import check_save_path, write_text
+from rnnkit._io import check_save_path, refuse_empty, write_text
 from rnnkit.errors import RnnkitError, count_error, switch
 
 UNK = "<unk>"
@@ -225,6 +225,7 @@ class Vocabulary:
 
     @classmethod
     def load(cls, path) -> "Vocabulary":
+        refuse_empty(path, "a file that Vocabulary.save wrote")
         try:
             # (utf-8-sig: a byte-order mark an editor wrote failed as 'Unexpected UTF-8 BOM', as JSON it is not)
             return cls.from_dict(json.loads(pathlib.Path(path).read_text(encoding="utf-8-sig")))

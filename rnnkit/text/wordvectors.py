@@ -22,7 +22,7 @@ import zlib
 
 import numpy as np
 
-from rnnkit._io import atomic_open, check_save_path, read_bytes
+from rnnkit._io import atomic_open, check_save_path, read_bytes, refuse_empty
 from rnnkit.errors import RnnkitError, count_error
 
 
@@ -330,6 +330,9 @@ class WordVectors:
         records (a folder without them loads as before)."""
         if unicode_errors not in ("strict", "replace", "ignore"):
             raise RnnkitError(f"unicode_errors must be strict, replace or ignore, got {unicode_errors!r}")
+        refuse_empty(
+            path, "a word2vec file or the folder that `rnnkit word2vec --out` wrote (`.` for this folder)"
+        )
         path = pathlib.Path(path)
         record = {}
         if path.is_dir():

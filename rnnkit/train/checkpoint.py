@@ -23,7 +23,7 @@ import zipfile
 
 import torch
 
-from rnnkit._io import atomic_open, check_save_path, is_zip
+from rnnkit._io import atomic_open, check_save_path, is_zip, refuse_empty
 from rnnkit.errors import RnnkitError
 
 FORMAT = "rnnkit-charlm"
@@ -70,6 +70,7 @@ def _unloadable(x, where="payload"):
 def save_checkpoint(path, payload: dict):
     """Write `payload` to `path` atomically (a temporary file, then a rename), in a form that loading reads back
     without executing code from it (weights_only): tensors, numbers, strings and containers of them."""
+    refuse_empty(path, "a file name")
     path = pathlib.Path(path)
     bad = _unloadable(payload)
     if bad:
@@ -101,6 +102,7 @@ RUN_FILES = ("config.json", "vocab.json", "metrics.csv", "loss.png")  # a run's 
 
 def resolve(run) -> pathlib.Path:
     """RUN is a checkpoint file or a run folder (its best.pt, else latest.pt)."""
+    refuse_empty(run, "a run folder or a checkpoint file (`.` for the run in this folder)")
     run = pathlib.Path(run)
     if run.is_dir():
         for name in ("best.pt", "latest.pt"):

@@ -8,7 +8,7 @@ import numbers
 import os
 import pathlib
 
-from rnnkit._io import atomic_open, save_figure
+from rnnkit._io import atomic_open, refuse_empty, save_figure
 from rnnkit.errors import RnnkitError
 
 FIELDS = ["step", "epoch", "wall_s", "lr", "train_loss", "val_loss", "val_bpc", "chars_per_s"]
@@ -132,6 +132,7 @@ def read_metrics(path) -> list:
     """The rows of metrics.csv that are whole: a row cut short (a full disk, a kill while writing it) or
     otherwise damaged is left out, so that a resumed run still plots and continues. The columns are FIELDS, read
     by position: a damaged header (chars_per_s with a byte changed) named a column MetricsLog can't write again."""
+    refuse_empty(path, "a run's metrics.csv")
     with open(path, newline="", encoding="utf-8", errors="replace") as f:
         next(f, None)  # the header MetricsLog writes
         return [r for r in csv.DictReader(f, FIELDS) if _whole(r)]

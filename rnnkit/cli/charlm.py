@@ -542,6 +542,34 @@ def _mapped(tokens, table):
     return tokens
 
 
+def _chars_and_line_ends(corpus) -> str:
+    """The file's characters, and one of each kind of line end it holds, '\\n' alone, '\\r\\n', '\\r' alone, in that
+    order (read back as such), for the error of a '\\r' the model never saw, whose line_ends_hint tells them apart:
+    the characters alone (sorted, '\\n' before '\\r') told '\\r' alone among '\\n' line ends as Windows' '\\r\\n'.
+    Counted over the tokens a block at a time (a memory-mapped file's too)."""
+    import numpy as np
+
+    from rnnkit.data.corpus import ENCODE_BLOCK
+
+    chars = corpus.chars
+    if "\r" not in chars or "\n" not in chars:
+        return "".join(chars)
+    cr, lf, tokens = chars.index("\r"), chars.index("\n"), corpus.tokens
+    crlf = lone_cr = lone_lf = False
+    for i in range(
+        0, len(tokens) - 1, ENCODE_BLOCK
+    ):  # the pairs (tokens[j], tokens[j + 1]) of j in the block
+        block = np.asarray(tokens[i : i + ENCODE_BLOCK + 1])
+        a, b = block[:-1] == cr, block[1:] == lf
+        crlf |= bool((a & b).any())
+        lone_cr |= bool((a & ~b).any())
+        lone_lf |= bool((b & ~a).any())
+    lone_cr |= int(tokens[-1]) == cr  # (the file's last character, which no pair starts)
+    lone_lf |= int(tokens[0]) == lf  # (its first, which no pair ends)
+    ends = "\n" * lone_lf + "\r\n" * crlf + "\r" * lone_cr
+    return "".join(c for c in chars if c not in "\r\n") + ends
+
+
 @_with_threads
 def cmd_eval(args) -> int:
     import numpy as np
@@ -560,6 +588,8 @@ def cmd_eval(args) -> int:
     # read as training reads (\r\n stays, no BOM), 1-4 bytes a character or memory-mapped; its tokens index the
     # file's own characters, mapped to the model's
     corpus = load_file(args.file, what="file")
+    if "\r" in corpus.chars and "\r" not in chars:  # the error, with what the file's line ends are
+        encode(_chars_and_line_ends(corpus), chars, args.file)
     ours = encode("".join(corpus.chars), chars, args.file)
     corpus_tokens = _mapped(corpus.tokens, np.array(ours, dtype=token_dtype(len(chars))))
     if len(corpus_tokens) < 2:

@@ -86,18 +86,29 @@ def encode(text: str, chars: list) -> np.ndarray:
 
 
 def line_ends_hint(unseen, chars, text) -> str:
-    """What to say of a '\\r' a model trained on '\\n' line ends never saw: the text has Windows line ends, or, where
-    it holds no '\\n' at all, classic Mac OS's '\\r' alone (an Excel for Mac CSV), which dos2unix leaves as they are
-    (it said 'Windows line ends ... dos2unix' of them too). `text`: what was read (eval's, the file's characters)."""
+    """What to say of a '\\r' a model trained on '\\n' line ends never saw: the text has Windows line ends (every '\\r'
+    before a '\\n'), or, where it holds no '\\n' at all, classic Mac OS's '\\r' alone (an Excel for Mac CSV), which
+    dos2unix leaves as they are (it said 'Windows line ends ... dos2unix' of them too); '\\r' alone among '\\n' line
+    ends, or among '\\r\\n' ones, was said to be Windows line ends too, which dos2unix left as they were. `text`: what
+    was read (eval's: the file's characters and one of each kind of line end it holds, see cli.charlm.cmd_eval)."""
     if "\r" not in unseen or "\n" not in chars:
         return ""
+    crlf = text.count("\r\n")
+    if crlf == text.count("\r"):  # (some \n alone too: Windows' \r\n all the same, which dos2unix converts)
+        return " (the text has Windows line ends, \\r\\n, and the model knows \\n only: convert them, e.g. dos2unix)"
     if "\n" not in text:
         return (
             " (the text's line ends are \\r alone, as classic Mac OS wrote them, and the model knows \\n only: "
             "convert them, e.g. mac2unix, or tr '\\r' '\\n')"
         )
+    if not crlf:
+        return (
+            " (the text's line ends are \\n, with \\r alone, as classic Mac OS wrote them, among them, and the model "
+            "knows \\n only: convert the \\r, e.g. mac2unix, or tr '\\r' '\\n')"
+        )
     return (
-        " (the text has Windows line ends, \\r\\n, and the model knows \\n only: convert them, e.g. dos2unix)"
+        " (the text's line ends are Windows' \\r\\n, and \\r alone, as classic Mac OS wrote them, among them, and the "
+        "model knows \\n only: convert both, e.g. dos2unix, then mac2unix)"
     )
 
 

@@ -373,11 +373,46 @@ def test_unknown_carriage_returns_alone_are_named_as_old_mac_line_ends():
         with pytest.raises(RnnkitError, match=r"line ends are \\r alone.*mac2unix") as lone:
             read("a\rb\r")
         assert "Windows" not in str(lone.value)
-    # eval's: the characters of a file with \r\n line ends, and of one with \r alone
+    # eval's: the characters of a file with \r\n line ends, and of one with \r alone, with its kinds of line ends
     with pytest.raises(RnnkitError, match="Windows line ends.*dos2unix"):
-        encode_ids("".join(sorted(set("a\r\nb"))), chars, "f.txt")
+        encode_ids("ab\r\n", chars, "f.txt")
     with pytest.raises(RnnkitError, match=r"\\r alone.*mac2unix"):
-        encode_ids("".join(sorted(set("a\rb"))), chars, "f.txt")
+        encode_ids("ab\r", chars, "f.txt")
+
+
+LINE_ENDS = {  # a text's line ends: what the error of its unseen \r must say of them, and the fix
+    "only \r\n": ("a\r\nb\r\n", r"Windows line ends, \\r\\n, .*: convert them, e\.g\. dos2unix\)"),
+    "only \r": ("a\rb\r", r"line ends are \\r alone, .*: convert them, e\.g\. mac2unix, or tr"),
+    "\n and \r alone": ("a\nb\rc\n", r"line ends are \\n, with \\r alone, .*: convert the \\r, e\.g\. mac2unix, or tr"),
+    "\r\n and \n": ("a\r\nb\nc\r\n", r"Windows line ends, \\r\\n, .*: convert them, e\.g\. dos2unix\)"),
+    "\r\n and \r alone": ("a\r\nb\rc\r\n", r"line ends are Windows' \\r\\n, and \\r alone.*: convert both, e\.g\. dos2unix, then mac2unix\)"),
+    "all three": ("\na\r\nb\rc", r"line ends are Windows' \\r\\n, and \\r alone.*: convert both, e\.g\. dos2unix, then mac2unix\)"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", LINE_ENDS)
+def test_unknown_carriage_returns_among_other_line_ends_are_named_as_they_are(kind, tmp_path, monkeypatch):
+    """A text of \\n line ends with \\r alone among them (or of \\r\\n ones with \\r alone) was said to have Windows line
+    ends, to convert with dos2unix, which leaves a lone \\r as it is: encode('a\\nb\\rc\\n', ['\\n', 'a', 'b', 'c'])
+    said '(the text has Windows line ends, \\r\\n, ...: convert them, e.g. dos2unix)'. Each says what the text has and
+    what converts it; eval, which reads the file's characters, says the same of the file."""
+    from rnnkit.cli.charlm import _chars_and_line_ends, context
+    from rnnkit.data.corpus import load_file
+    from rnnkit.models.charlm import encode as encode_ids
+
+    monkeypatch.setattr("rnnkit.data.corpus.ENCODE_BLOCK", 2)  # eval's file read in blocks: a pair across two
+    text, said = LINE_ENDS[kind]
+    chars = ["\n", "a", "b", "c"]
+    path = tmp_path / "f.txt"
+    path.write_bytes(text.encode())
+    for read in (
+        lambda: encode(text, chars),
+        lambda: encode_ids(text, chars, "text"),
+        lambda: context(text, chars, "p"),
+        lambda: encode_ids(_chars_and_line_ends(load_file(path, what="file")), chars, "f.txt"),
+    ):
+        with pytest.raises(RnnkitError, match=said):
+            read()
 
 
 def test_unknown_combining_marks_are_named_as_another_normal_form():

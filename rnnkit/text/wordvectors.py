@@ -579,8 +579,9 @@ def _is_binary(rest: bytes, V: int, E: int, records: int = 5, cut: bool = False)
     vectors none of which is UTF-8 (a binary file cut short, or of fewer vectors than its header says)."""
     pos, text, utf8 = 0, True, False  # whether every vector read is text
     tab = some_text = False  # whether a word holds a tab or a CR; whether a vector reads as text
-    # whether every vector reads as text; whether one holds a line end and numbers no word vector's
-    all_text, line_end = True, False
+    # whether every vector reads as text; whether one holds a line end and numbers no word vector's; whether one holds
+    # a number past 2^30, as a float's last byte of a letter from 'O' on makes it (b'none' 7.0e22, b'null' 1.1e27)
+    all_text, line_end, huge = True, False, False
     for k in range(min(V, records)):
         space = rest.find(b" ", pos)
         word = rest[pos:space].lstrip(b"\n")  # the newline after the previous vector, if written
@@ -594,7 +595,7 @@ def _is_binary(rest: bytes, V: int, E: int, records: int = 5, cut: bool = False)
                 and k > 0
                 and not text
                 and not (tab and some_text)
-                and not (all_text and line_end)
+                and not (all_text and (line_end or huge))
                 and _odd(word)
                 and _spaced_word(rest, pos - 4 * E, E, "") is not None
             )
@@ -604,12 +605,15 @@ def _is_binary(rest: bytes, V: int, E: int, records: int = 5, cut: bool = False)
         as_text = _reads_as_text(vector)
         some_text, all_text = some_text or as_text, all_text and as_text
         line_end = line_end or (b"\n" in vector or b"\r" in vector) and _numbers_like(vector) < E
+        huge = huge or as_text and bool((np.abs(np.frombuffer(vector, "<f4")) > 2.0**30).any())
         utf8 = utf8 or (cut and _utf8(vector))
         pos = space + 1 + 4 * E
     # a word with a tab or a CR among vectors that read as text, or vectors that all read as text, one holding a line
     # end and numbers no word vector's (b'N/A\r' 6e-31, b'\r\ncd' 2e22): a text file's line (no 'word x_1 ... x_E')
-    # read across; a word vector's bytes read so almost never (none of 300,000 files of 1 to 5 words of one number)
-    return not text and not (tab and some_text) and not (all_text and line_end)
+    # read across; a word vector's bytes read so almost never (none of 300,000 files of 1 to 5 words of one number).
+    # Or one holding a number past 2^30, no line end: a text field of 4 E bytes ending in a letter ('2 1\nab none\n'),
+    # which a word vector's numbers (|x| <= 2^30, as _numbers_like has them) never are
+    return not text and not (tab and some_text) and not (all_text and (line_end or huge))
 
 
 def _word(raw: bytes, i: int, errors: str) -> str:

@@ -576,6 +576,36 @@ def test_a_text_line_of_one_number_that_is_no_number_is_not_loaded_as_binary_gar
         assert wv.words == ["ab", "cd"] and np.array_equal(wv.vectors, x)
 
 
+def test_a_text_field_of_four_letters_is_not_loaded_as_binary_garbage(tmp_path):
+    """E = 1: a text line whose field is 4 bytes of letters and no line end ('none', 'null', 'cdef') is a binary record
+    of 4 bytes too: '2 1\\nab none\\ncd null\\n' loaded in silence as (7.0e+22, 1.1e+27) (the float32 numbers of
+    b'none', b'null'), and with --format text was 'not in word2vec text format; try --format binary' (gensim's text
+    reader refuses the line). Bytes that all read as text, one of a number past 2^30 (a float's last byte a letter from
+    'O' on), which no word vector holds, are a text line: it is read as text, and its line is said."""
+    for data, said in [
+        (b"2 1\nab none\ncd null\n", r"line 2: 'none' is no number"),
+        (b"2 1\r\nab cdef\r\ngh ijkl\r\n", r"line 2: 'cdef' is no number"),
+        (b"1 1\nab true\n", r"line 2: 'true' is no number"),
+    ]:
+        (tmp_path / "v.txt").write_bytes(data)
+        for binary in (None, False):
+            with pytest.raises(RnnkitError, match=said):
+                WordVectors.load(tmp_path / "v.txt", binary)
+    # binary files of one number a word whose bytes read as text still are binary (both layouts), and --format binary
+    # reads such a text file's bytes as asked
+    x = np.frombuffer(b"ab1>xyz@", "<f4").reshape(
+        2, 1
+    )  # (0.17 and 3.9: bytes of text, a word vector's numbers)
+    for newline in (b"", b"\n"):
+        (tmp_path / "v.bin").write_bytes(
+            b"2 1\n" + b"".join(w + b" " + v.tobytes() + newline for w, v in zip([b"ab", b"cd"], x))
+        )
+        wv = WordVectors.load(tmp_path / "v.bin")
+        assert wv.words == ["ab", "cd"] and np.array_equal(wv.vectors, x)
+    (tmp_path / "v.txt").write_bytes(b"1 1\nab none\n")
+    assert WordVectors.load(tmp_path / "v.txt", binary=True).vectors[0, 0] == np.frombuffer(b"none", "<f4")[0]
+
+
 def _native_skip_reason():
     # Builds the loop on first use (about a minute on a fresh machine, cached after): CI exercises it.
     return None if w2v_native.load() is not None else f"native word2vec loop unavailable: {w2v_native.reason}"

@@ -333,6 +333,8 @@ def test_an_empty_path_is_refused_by_every_load_and_save_not_read_as_the_current
         lambda p: read_patterns(p),
         lambda p: read_images([p]),
         lambda p: wv.save(p),
+        lambda p: wv.evaluate_similarity(p),
+        lambda p: wv.evaluate_analogies(p),
         lambda p: index.save(p),
         lambda p: NGramLM(n=2).fit("ab ab ab\n").save(p),
         lambda p: save_checkpoint(p, {"step": 1}),

@@ -478,6 +478,7 @@ def _lines(path) -> list[str]:
     UnicodeDecodeError naming no file. A line ends at a newline (\\r\\n and \\r one), as gensim's evaluations read
     their files (in binary, line by line), not at str.splitlines' U+2028, U+0085 or form feed inside a line, which
     made 'a b\\u2028c d' two lines of no question."""
+    refuse_empty(path, "a UTF-8 text file of word pairs or questions")
     try:
         return read_bytes(path).decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n").split("\n")
     except UnicodeDecodeError as e:

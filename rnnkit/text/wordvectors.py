@@ -500,6 +500,10 @@ def _header(header: bytes, rest: bytes) -> tuple[int, int]:
     except ValueError:
         if not header.strip() and not rest.strip():
             raise ValueError("it is empty, with no 'V E' header") from None
+        # a 'V E' header ended by a \r alone: the whole file one line ('its first line is binary data', of text)
+        if re.fullmatch(rb" *[0-9]+ +[0-9]+ *", header.partition(b"\r")[0]):
+            raise ValueError("its line ends are \\r alone, as classic Mac OS wrote them, where the format's lines end "
+                             "at \\n; convert them, e.g. mac2unix, or tr '\\r' '\\n'") from None  # fmt: skip
         line = header[:40].decode("utf-8", "replace").strip()
         shown = repr(line) if line.isprintable() else "binary data"
         raise ValueError(

@@ -606,6 +606,19 @@ def test_a_text_field_of_four_letters_is_not_loaded_as_binary_garbage(tmp_path):
     assert WordVectors.load(tmp_path / "v.txt", binary=True).vectors[0, 0] == np.frombuffer(b"none", "<f4")[0]
 
 
+def test_a_text_file_of_classic_mac_line_ends_is_said_so_not_binary_data(tmp_path):
+    """A word2vec text file whose line ends are \\r alone (classic Mac OS's), '3 1\\ra 0.5\\rb -1\\rc 2\\r', is one line
+    to the format (gensim's reader, too, ends lines at \\n and refuses it): it was 'its first line is binary data, not
+    the 'V E' header', of a text file. It is said what it is, and how to convert it."""
+    for data in (b"3 1\ra 0.5\rb -1\rc 2\r", b"2 3\ra 1 2 3\rb 4 5 6"):
+        (tmp_path / "v.txt").write_bytes(data)
+        for binary in (None, False, True):
+            with pytest.raises(
+                RnnkitError, match=r"line ends are \\r alone, .*; convert them, e\.g\. mac2unix"
+            ):
+                WordVectors.load(tmp_path / "v.txt", binary)
+
+
 def _native_skip_reason():
     # Builds the loop on first use (about a minute on a fresh machine, cached after): CI exercises it.
     return None if w2v_native.load() is not None else f"native word2vec loop unavailable: {w2v_native.reason}"

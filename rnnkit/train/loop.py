@@ -721,6 +721,13 @@ def _train(cfg, out, resume, force, dry_run, log):
             _redraw_stale_plot(out)
             log(done)  # exit status 0: a restart loop that resumes a finished run sees it done, not failed
             return 0
+        if resume and math.isfinite(progress.best_val) and not (out / "best.pt").exists():
+            # (deleted, or latest.pt copied into a folder of its own: no file held the best the run recorded, the
+            # closing line named its val, and no later validation, all worse, wrote best.pt again; Keras's
+            # ModelCheckpoint(save_best_only) after a restart likewise writes its file at the first validation)
+            log(f"{out / 'best.pt'} is missing: the run's best (val {_nats(progress.best_val)}) is gone with it; "
+                "the next validation writes best.pt again")  # fmt: skip
+            progress.best_val = math.inf
         write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
         write_text(out / "vocab.json", json.dumps(chars, ensure_ascii=False) + "\n")
         n_params = sum(p.numel() for p in model.parameters())

@@ -2905,3 +2905,26 @@ def _child_status(pid, seconds=10):
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     return None
+
+
+def test_a_resume_without_best_pt_writes_it_again_at_the_next_validation(tmp_path, corpus):
+    """best.pt deleted (or latest.pt copied into a folder of its own) and the run resumed: the run still compared
+    against the best it recorded, so no later validation, all worse, wrote best.pt again, and the closing line named
+    a best val that no file held. Now the resume says so, and the next validation writes best.pt (as Keras's
+    ModelCheckpoint(save_best_only) after a restart); the run's closing best is that of best.pt."""
+    lines = []
+    run = tmp_path / "run"
+    train(tiny_config(corpus, max_steps=10, eval_every=5), run, log=lambda s: None)
+    before = load_checkpoint(run / "latest.pt")["progress"]["best_val"]
+    (run / "best.pt").unlink()
+    train(tiny_config(corpus, max_steps=15, eval_every=5), run, resume=True, log=lines.append)
+    assert any("best.pt is missing: the run's best (val" in line for line in lines), lines
+    best = load_checkpoint(run / "best.pt")["progress"]
+    assert (
+        best["step"] == 15 and best["best_val"] == load_checkpoint(run / "latest.pt")["progress"]["best_val"]
+    )
+    assert f"best val {best['best_val']:.4f}" in lines[-1] and math.isfinite(before)
+    (run / "best.pt").unlink()  # a finished run resumed: no validation comes, and none is promised
+    lines.clear()
+    assert train(tiny_config(corpus, max_steps=15, eval_every=5), run, resume=True, log=lines.append) == 0
+    assert "nothing to do" in lines[-1] and not any("missing" in line for line in lines), lines

@@ -42,8 +42,8 @@ class BoltzmannMachine:
 
     def __init__(self, num_visible, num_hidden=0, init_scale=0.01, generator=None, device=None, dtype=None):
         self.num_visible = positive_int("number of visible units", num_visible)
-        if not whole_number(num_hidden) or num_hidden < 0:
-            positive_int("number of hidden units", num_hidden)
+        if not whole_number(num_hidden) or num_hidden < 0:  # 0 is a model of visible units only (the default)
+            raise RnnkitError(f"number of hidden units must be an integer >= 0, got {num_hidden!r}")
         self.num_hidden = int(num_hidden)
         N = self.num_visible + self.num_hidden
         dtype = sampler_dtype(

@@ -136,6 +136,14 @@ def test_numpy_integer_sizes_work_and_booleans_are_refused():
         BoltzmannMachine(3, True)
 
 
+@pytest.mark.parametrize("hidden", [-1, 1.5, True])
+def test_a_bad_number_of_hidden_units_says_that_zero_is_allowed(hidden):
+    """0 hidden units is the default (a visible-only machine): the error said 'must be an integer >= 1'."""
+    with pytest.raises(RnnkitError, match=r"^number of hidden units must be an integer >= 0, got "):
+        BoltzmannMachine(3, hidden)
+    assert BoltzmannMachine(3, 0).W.shape == (3, 3)
+
+
 @pytest.mark.parametrize(
     "states, units",
     [

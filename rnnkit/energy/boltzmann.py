@@ -167,8 +167,12 @@ class BoltzmannMachine:
         return self
 
     def update(self, pos: torch.Tensor, neg: torch.Tensor, lr: float) -> None:
-        """w += lr (<x xᵀ>_pos - <x xᵀ>_neg) off the diagonal, b += lr (<x>_pos - <x>_neg)."""
+        """w += lr (<x xᵀ>_pos - <x xᵀ>_neg) off the diagonal, b += lr (<x>_pos - <x>_neg).
+
+        dW is made symmetric: a float32 pᵀp of unit probabilities (mean-field statistics) is not symmetric to the
+        bit (B, N = 100, 10), and W drifted from symmetric; of 0/1 states it is, and ½(dW + dWᵀ) is dW to the bit."""
         dW = pos.T @ pos / len(pos) - neg.T @ neg / len(neg)
+        dW = 0.5 * (dW + dW.T)
         self.W += lr * (dW - torch.diag(torch.diagonal(dW)))
         self.b += lr * (pos.mean(0) - neg.mean(0))
 

@@ -294,3 +294,19 @@ def test_a_uniform_of_zero_switches_no_unlikely_unit_on(monkeypatch):
     monkeypatch.setattr(torch, "rand", lambda *shape, generator=None, **kw: torch.zeros(*shape, **kw))
     assert not bm.gibbs_sweep(torch.ones(4, 5)).any()
     assert not bm.sample(4, sweeps=2).any()
+
+
+def test_an_update_from_unit_probabilities_keeps_w_symmetric():
+    """update() of mean-field statistics (probabilities, not 0/1 states): a float32 pᵀp is not symmetric to the bit,
+    and W drifted from symmetric (W != Wᵀ after one update, B, N = 100, 10). Of 0/1 states the update is the same
+    bits as before."""
+    g = torch.Generator().manual_seed(0)
+    bm = BoltzmannMachine(6, 4, generator=g)
+    pos, neg = torch.rand(100, 10, generator=g), torch.rand(37, 10, generator=g)
+    bm.update(pos, neg, lr=0.1)
+    assert torch.equal(bm.W, bm.W.T) and not bm.W.diagonal().any()
+    states = (torch.rand(100, 10, generator=g) < 0.5).float(), (torch.rand(37, 10, generator=g) < 0.5).float()
+    W = bm.W.clone()
+    bm.update(*states, lr=0.1)
+    dW = states[0].T @ states[0] / 100 - states[1].T @ states[1] / 37
+    assert torch.equal(bm.W, W + 0.1 * (dW - torch.diag(torch.diagonal(dW))))

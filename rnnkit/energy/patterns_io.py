@@ -117,11 +117,14 @@ def _pixels(path):
         # (the file's own pixel format: a transparent value is in its bits, where Pillow's pixels are 8-bit)
         raw = im.tile[0][3] if im.format == "PNG" and im.tile else None
         im.load()
-        key = im.info.get("transparency") if im.mode in ("1", "L", "I;16", "I;16B", "RGB") else None
-        if im.mode not in ("1", "L", "I;16", "I;16B", "I;16L", "RGB", "RGBA"):
+        # (Pillow before 10.3 gives a 16-bit grey PNG as mode I, 32-bit: its values 0..65535, which convert('RGBA')
+        # clips at 255, so that every grey above 255 / 65535 read as white)
+        grey16 = im.mode == "I" and raw == "I;16B"
+        key = im.info.get("transparency") if grey16 or im.mode in ("1", "L", "I;16", "I;16B", "RGB") else None
+        if not grey16 and im.mode not in ("1", "L", "I;16", "I;16B", "I;16L", "RGB", "RGBA"):
             im = im.convert("RGBA")
         array = np.asarray(im)
-    array = array.astype(array.dtype.newbyteorder("="))
+    array = array.astype(np.uint16 if grey16 else array.dtype.newbyteorder("="))
     scale = np.iinfo(array.dtype).max if array.dtype.kind in "iu" else 1
     values = array.astype(np.float32) / np.float32(scale)
     if isinstance(key, (int, tuple)):  # (a palette's is its transparent index, in Pillow's RGBA already)

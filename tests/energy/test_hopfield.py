@@ -257,6 +257,23 @@ def test_the_transparent_colour_of_a_grey_or_rgb_png_shows_the_white_background(
     assert read_images([two])[0].tolist() == [[1, -1, -1, -1]]
 
 
+def test_a_16_bit_grey_png_is_read_at_its_brightness_as_pillow_before_10_3_opens_it(tmp_path, monkeypatch):
+    """Pillow before 10.3 (matplotlib >= 3.7 takes Pillow 8 or 9 on) opens a 16-bit grey PNG as mode I, 32-bit, not
+    I;16: read_images converted it to RGBA, which clips at 255, so that every grey above 255 / 65535 read as white
+    (-1); matplotlib's imread divided it by 65535. Pillow's table of PNG modes is set here as it was before 10.3."""
+    import numpy as np
+    from PIL import Image, PngImagePlugin
+
+    from rnnkit.energy.patterns_io import read_images
+
+    path = tmp_path / "grey16.png"
+    Image.fromarray(np.array([[0, 30000, 40000, 65535]], dtype=np.uint16)).save(path)  # 0, 0.46, 0.61, 1
+    monkeypatch.setitem(PngImagePlugin._MODES, (16, 0), ("I", "I;16B"))
+    with Image.open(path) as im:
+        assert im.mode == "I"
+    assert read_images([path])[0].tolist() == [[1, 1, -1, -1]]
+
+
 def test_a_list_of_1d_tensors_or_arrays_is_a_pattern_matrix():
     # a list of patterns as tensors was refused: "could not be read as a matrix of numbers"
     import numpy as np

@@ -6,6 +6,7 @@ Each reader returns (rows, image shape or None); rows are lists or a tensor of Â
 
 import os
 import re
+from collections.abc import Iterable
 
 import torch
 
@@ -65,9 +66,12 @@ def read_images(paths) -> tuple:
     from PIL import Image
 
     # (one path, a str, was read a character at a time: 'image a not found' for 'a.png'; [] was torch.stack's error)
-    if isinstance(paths, (str, bytes, os.PathLike)) or not paths:
+    # (a numpy array or a pandas Series of paths has no truth value, and an iterator's is no count: as a list)
+    one = isinstance(paths, (str, bytes, os.PathLike)) or not isinstance(paths, Iterable)  # (None too)
+    given, paths = paths, [] if one else list(paths)
+    if not paths:
         raise RnnkitError(
-            f"read_images takes a list of image paths, got {paths!r}; give [path] for one image"
+            f"read_images takes a list of image paths, got {given!r}; give [path] for one image"
         )
     rows, shapes = [], {}
     for path in paths:

@@ -204,11 +204,29 @@ def test_read_images_takes_a_list_of_paths():
 
     from rnnkit.energy.patterns_io import read_images
 
-    for paths in ("a.png", pathlib.Path("a.png"), []):
+    for paths in ("a.png", pathlib.Path("a.png"), [], None):
         with pytest.raises(
             RnnkitError, match=r"^read_images takes a list of image paths, got .*; give \[path\]"
         ):
             read_images(paths)
+
+
+def test_read_images_takes_an_array_or_an_iterator_of_paths(tmp_path):
+    """The argument check (bdc6980) asked `not paths`, which a numpy array of paths (or a pandas Series) answers
+    with 'The truth value of an array with more than one element is ambiguous', where it was read as a list; an
+    empty iterator was torch.stack's 'stack expects a non-empty TensorList'."""
+    import numpy as np
+    from PIL import Image
+
+    from rnnkit.energy.patterns_io import read_images
+
+    paths = [str(tmp_path / f"{i}.png") for i in range(2)]
+    for path in paths:
+        Image.fromarray(np.array([[0, 255]], dtype=np.uint8)).save(path)
+    assert read_images(np.array(paths))[0].tolist() == [[1, -1], [1, -1]]
+    assert read_images(iter(paths))[0].tolist() == [[1, -1], [1, -1]]
+    with pytest.raises(RnnkitError, match=r"^read_images takes a list of image paths, got .*; give \[path\]"):
+        read_images(iter([]))
 
 
 def _png(path, width, bit_depth, colour_type, row: bytes, trns: bytes | None = None):

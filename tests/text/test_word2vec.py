@@ -524,6 +524,27 @@ def test_a_text_file_read_as_binary_is_not_binary(tmp_path):
         WordVectors.load(tmp_path / "odd.txt", binary=False)
 
 
+def _said_as_text(tmp_path, cases):
+    """Each (data, said): the file loaded with the format guessed and as text is refused in a line matching said."""
+    for data, said in cases:
+        (tmp_path / "v.txt").write_bytes(data)
+        for binary in (None, False):
+            with pytest.raises(RnnkitError, match=said):
+                WordVectors.load(tmp_path / "v.txt", binary)
+
+
+def _loads_as_binary(tmp_path, x):
+    """x (2, E) float32, the vectors of words ab and cd in a binary file (with and without a newline after each
+    vector), loads as itself with the format guessed."""
+    for newline in (b"", b"\n"):
+        (tmp_path / "v.bin").write_bytes(
+            f"2 {x.shape[1]}\n".encode()
+            + b"".join(w + b" " + v.tobytes() + newline for w, v in zip([b"ab", b"cd"], x))
+        )
+        wv = WordVectors.load(tmp_path / "v.bin")
+        assert wv.words == ["ab", "cd"] and np.array_equal(wv.vectors, x)
+
+
 def test_a_text_file_whose_first_line_is_malformed_is_not_loaded_as_binary_garbage(tmp_path):
     """A text line that is not 'word x_1 ... x_E' (two spaces in a row, a decimal comma) whose numbers are 4 E bytes
     long reads as a binary record: '1 2\\nab 1.0  2.0\\n' loaded in silence as 'ab' with (1.5e-19, 6.3e-10), the
@@ -531,23 +552,17 @@ def test_a_text_file_whose_first_line_is_malformed_is_not_loaded_as_binary_garba
     The bytes of numbers written as text are no word vector's float32 numbers: it is text, and its line is said.
     (Line 2 was 'line 2 has 3 numbers, expected 2', an empty field counted, and "could not convert string to float:
     b'1,50'" of no line before test_a_text_line_of_a_space_too_many_or_no_number_is_named.)"""
-    for data, said in [
-        (b"1 2\nab 1.0  2.0\n", r"line 2 has a space too many"),
-        (b"2 2\nab 1.0  2.0\ncd 3.5 4.5\n", r"line 2 has a space too many"),
-        (b"1 2\nab 1,50 2,5\n", r"line 2: '1,50' is no number"),
-    ]:
-        (tmp_path / "v.txt").write_bytes(data)
-        for binary in (None, False):
-            with pytest.raises(RnnkitError, match=said):
-                WordVectors.load(tmp_path / "v.txt", binary)
+    _said_as_text(
+        tmp_path,
+        [
+            (b"1 2\nab 1.0  2.0\n", r"line 2 has a space too many"),
+            (b"2 2\nab 1.0  2.0\ncd 3.5 4.5\n", r"line 2 has a space too many"),
+            (b"1 2\nab 1,50 2,5\n", r"line 2: '1,50' is no number"),
+        ],
+    )
     # a binary file of vectors of the same sizes still is one
     x = np.array([[0.5, -1.25], [3.0, 0.0]], "<f4")
-    for newline in (b"", b"\n"):
-        (tmp_path / "v.bin").write_bytes(
-            b"2 2\n" + b"".join(w + b" " + v.tobytes() + newline for w, v in zip([b"ab", b"cd"], x))
-        )
-        wv = WordVectors.load(tmp_path / "v.bin")
-        assert wv.words == ["ab", "cd"] and np.array_equal(wv.vectors, x)
+    _loads_as_binary(tmp_path, x)
 
 
 def test_a_text_line_of_one_number_that_is_no_number_is_not_loaded_as_binary_garbage(tmp_path):
@@ -556,24 +571,18 @@ def test_a_text_line_of_one_number_that_is_no_number_is_not_loaded_as_binary_gar
     1.1e-32 and 2.7e+23, and with --format text were 'not in word2vec text format; try --format binary' (gensim
     refuses the line: 'invalid vector on line 0'). Bytes that all read as text, one a line end, whose numbers are no
     word vector's are a text line read across: it is text, and its line is said."""
-    for data, said in [
-        (b"2 1\r\nab N/A\r\ncd 2.0\r\n", r"line 2: 'N/A' is no number"),
-        (b"1 1\nab abc\n", r"line 2: 'abc' is no number"),
-        (b"2 1\r\nab \r\ncdef 2.5\r\n", r"line 2 has 0 numbers, expected 1"),
-    ]:
-        (tmp_path / "v.txt").write_bytes(data)
-        for binary in (None, False):
-            with pytest.raises(RnnkitError, match=said):
-                WordVectors.load(tmp_path / "v.txt", binary)
+    _said_as_text(
+        tmp_path,
+        [
+            (b"2 1\r\nab N/A\r\ncd 2.0\r\n", r"line 2: 'N/A' is no number"),
+            (b"1 1\nab abc\n", r"line 2: 'abc' is no number"),
+            (b"2 1\r\nab \r\ncdef 2.5\r\n", r"line 2 has 0 numbers, expected 1"),
+        ],
+    )
     # binary files of one number a word whose bytes hold a newline or a CR still are binary (both layouts)
     x = np.array([[0.25], [-1.5]], "<f4")
     x[0].view(np.uint8)[0], x[1].view(np.uint8)[1] = 0x0A, 0x0D
-    for newline in (b"", b"\n"):
-        (tmp_path / "v.bin").write_bytes(
-            b"2 1\n" + b"".join(w + b" " + v.tobytes() + newline for w, v in zip([b"ab", b"cd"], x))
-        )
-        wv = WordVectors.load(tmp_path / "v.bin")
-        assert wv.words == ["ab", "cd"] and np.array_equal(wv.vectors, x)
+    _loads_as_binary(tmp_path, x)
 
 
 def test_a_text_field_of_four_letters_is_not_loaded_as_binary_garbage(tmp_path):
@@ -582,26 +591,20 @@ def test_a_text_field_of_four_letters_is_not_loaded_as_binary_garbage(tmp_path):
     b'none', b'null'), and with --format text was 'not in word2vec text format; try --format binary' (gensim's text
     reader refuses the line). Bytes that all read as text, one of a number past 2^30 (a float's last byte a letter from
     'O' on), which no word vector holds, are a text line: it is read as text, and its line is said."""
-    for data, said in [
-        (b"2 1\nab none\ncd null\n", r"line 2: 'none' is no number"),
-        (b"2 1\r\nab cdef\r\ngh ijkl\r\n", r"line 2: 'cdef' is no number"),
-        (b"1 1\nab true\n", r"line 2: 'true' is no number"),
-    ]:
-        (tmp_path / "v.txt").write_bytes(data)
-        for binary in (None, False):
-            with pytest.raises(RnnkitError, match=said):
-                WordVectors.load(tmp_path / "v.txt", binary)
+    _said_as_text(
+        tmp_path,
+        [
+            (b"2 1\nab none\ncd null\n", r"line 2: 'none' is no number"),
+            (b"2 1\r\nab cdef\r\ngh ijkl\r\n", r"line 2: 'cdef' is no number"),
+            (b"1 1\nab true\n", r"line 2: 'true' is no number"),
+        ],
+    )
     # binary files of one number a word whose bytes read as text still are binary (both layouts), and --format binary
     # reads such a text file's bytes as asked
     x = np.frombuffer(b"ab1>xyz@", "<f4").reshape(
         2, 1
     )  # (0.17 and 3.9: bytes of text, a word vector's numbers)
-    for newline in (b"", b"\n"):
-        (tmp_path / "v.bin").write_bytes(
-            b"2 1\n" + b"".join(w + b" " + v.tobytes() + newline for w, v in zip([b"ab", b"cd"], x))
-        )
-        wv = WordVectors.load(tmp_path / "v.bin")
-        assert wv.words == ["ab", "cd"] and np.array_equal(wv.vectors, x)
+    _loads_as_binary(tmp_path, x)
     (tmp_path / "v.txt").write_bytes(b"1 1\nab none\n")
     assert WordVectors.load(tmp_path / "v.txt", binary=True).vectors[0, 0] == np.frombuffer(b"none", "<f4")[0]
 

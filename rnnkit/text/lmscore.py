@@ -10,9 +10,12 @@ so α = 1 samples the model, larger α is greedier and α -> ∞ is the argmax (
 """
 
 import math
+import sys
 from dataclasses import dataclass
 
 import numpy as np
+
+_MAX_EXP = math.log(sys.float_info.max)  # 709.78...
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,8 @@ class LMScore:
 
     @property
     def perplexity(self) -> float:
-        return math.exp(self.nats_per_token) if self.nats_per_token < 709 else math.inf  # exp(710) overflows
+        # infinite past the largest x whose exp(x) is a float (and for NaN): a cut at 709 said inf of exp(709.5) = 1.35e308
+        return math.exp(self.nats_per_token) if self.nats_per_token <= _MAX_EXP else math.inf
 
     def as_dict(self, unit: str = "token") -> dict:
         """The keys of `rnnkit score --json` for the RNN LM, with tokens called `unit`s: for "char",

@@ -912,6 +912,25 @@ def test_a_state_overflowed_to_nan_is_one_line_in_score_text():
         score_text(m, chars, "ab" * 60, "TEXT 2 of 2 ('" + "ab" * 20 + "')")
 
 
+def test_a_perplexity_a_float_holds_is_finite_and_one_past_it_infinite():
+    """score_text cut the perplexity at 709 nats/char: a text whose character has log p = -709.5 (exp(709.5) =
+    1.35e308, a float) read perplexity inf. It is exp(nats/char) up to log of the largest float, 709.78..., inf past
+    it; rnnkit.text's LMScore alike."""
+    from rnnkit.text.lmscore import LMScore
+
+    m = CharLM(CharLMConfig(vocab_size=2, cell="rnn_tanh", hidden_size=2, num_layers=1)).double()
+    for bias, want in [(-709.5, math.exp(709.5)), (-709.79, math.inf)]:
+        with torch.no_grad():
+            m.head.weight.zero_()
+            m.head.bias.copy_(torch.tensor([0.0, bias], dtype=torch.float64))
+        r = score_text(m, list("\na"), "a")
+        assert r["perplexity"] == pytest.approx(
+            math.exp(r["nats_per_char"]) if want < math.inf else want, rel=1e-12
+        )
+        assert LMScore(bias, 1).perplexity == want
+    assert math.isinf(LMScore(math.nan, 1).perplexity)  # (as before)
+
+
 def test_greedy_picks_the_most_probable_character_as_beam_1_does():
     """greedy took the argmax of float32 log-probabilities: logits 0 and 1e-8 (the second the more probable) round
     to one log-probability there, -0.95802009, and the tie went to the first; beam_complete (beam 1, documented as

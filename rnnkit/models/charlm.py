@@ -19,7 +19,6 @@ import math
 import numbers
 import os
 import re
-import sys
 import types
 import weakref
 from collections.abc import Iterable
@@ -33,10 +32,8 @@ from rnnkit._io import bar_options
 from rnnkit.data.corpus import bytes_hint, line_ends_hint, normal_form_hint
 from rnnkit.errors import RnnkitError, switch
 from rnnkit.models.config import CharLMConfig
+from rnnkit.text.lmscore import perplexity
 
-# the largest x whose exp(x) is a float (709.78...): a perplexity above it is infinite, one below it finite (a cut
-# at 709 said inf of exp(709.5) = 1.35e308)
-_MAX_EXP = math.log(sys.float_info.max)
 _CHUNK = 4096  # characters of known text a call (prime, log_probs): 1 MB of float32 logits for 64 characters
 # seconds before beam_complete draws its bar: a short completion (--length 40) says nothing
 PROGRESS_DELAY = 1.0
@@ -839,7 +836,7 @@ def score_text(model, chars, text: str, what: str = "TEXT") -> dict:
         "first_is_context": not newline,
         "nats_per_char": nats / n,
         "bits_per_char": nats / n / math.log(2),
-        "perplexity": math.exp(nats / n) if nats / n <= _MAX_EXP else math.inf,
+        "perplexity": perplexity(nats / n),
     }
 
 

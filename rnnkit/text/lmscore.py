@@ -15,7 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-_MAX_EXP = math.log(sys.float_info.max)  # 709.78...
+_MAX_EXP = math.log(sys.float_info.max)  # 709.78...: the largest x whose exp(x) is a float
+
+
+def perplexity(nats_per_token: float) -> float:
+    """exp(nats/token), infinite past the largest x whose exp(x) is a float (and for NaN): a cut at 709 said inf of
+    exp(709.5) = 1.35e308."""
+    return math.exp(nats_per_token) if nats_per_token <= _MAX_EXP else math.inf
 
 
 @dataclass(frozen=True)
@@ -33,8 +39,7 @@ class LMScore:
 
     @property
     def perplexity(self) -> float:
-        # infinite past the largest x whose exp(x) is a float (and for NaN): a cut at 709 said inf of exp(709.5) = 1.35e308
-        return math.exp(self.nats_per_token) if self.nats_per_token <= _MAX_EXP else math.inf
+        return perplexity(self.nats_per_token)
 
     def as_dict(self, unit: str = "token") -> dict:
         """The keys of `rnnkit score --json` for the RNN LM, with tokens called `unit`s: for "char",

@@ -295,6 +295,10 @@ def main(argv=None) -> int:
 
     if sys.stderr is None:  # closed (`2>&-`, pythonw): a bar's first write stopped the command, unsaid
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (the process's stderr from here on)
+    # stdout closed (`>&-`, pythonw): print() writes nowhere, and the samplers' own writes (print_pieces) ended in a
+    # traceback, exit 1; their text goes nowhere too
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (the process's stdout from here on)
     format_warning, warnings.formatwarning = warnings.formatwarning, _warning_line
     term = (  # a SIGTERM ignored or handled by whoever started the process is left so
         argv is None

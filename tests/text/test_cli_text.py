@@ -1272,6 +1272,20 @@ def test_a_command_without_stderr_runs(tmp_path, corpus, monkeypatch):
     sys.stderr.close()  # (the null device main opened: the process's own until it exits)
 
 
+@pytest.mark.parametrize(
+    "argv", [["markov", "sample", "--length", "5"], ["ngram", "sample", "MODEL", "--length", "5"]]
+)
+def test_a_sample_without_stdout_runs(tmp_path, corpus, monkeypatch, argv):
+    """Started with stdout closed (`>&-`, pythonw: sys.stdout is None), the samplers stopped with a traceback,
+    'NoneType' object has no attribute 'isatty' (print_pieces), exit 1, where every other command's print() writes
+    nowhere: their text goes nowhere too."""
+    model = tmp_path / "m.npz"
+    assert main(["ngram", "train", str(corpus), "--out", str(model), "-n", "2"]) == 0
+    monkeypatch.setattr("sys.stdout", None)
+    assert main([str(model) if word == "MODEL" else word for word in argv]) == 0
+    sys.stdout.close()  # (the null device main opened: the process's own until it exits)
+
+
 def test_progress_bars_in_a_log_are_whole_lines(tmp_path, corpus, capsys):
     """With stderr no terminal (`2> log.txt`, `| tee`; capsys here) each bar's updates were written as '\\r' and the
     bar again, run together on one line of the log. They are whole lines: the bar's start and end."""

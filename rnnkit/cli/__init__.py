@@ -282,6 +282,23 @@ def _forget_unhandled_interrupt() -> None:
     exec("")
 
 
+def _names_as_bytes(out) -> bool:
+    """Write the bytes of a name that is not UTF-8 as they are, as Python itself does on a C-locale stdout and as ls
+    and cat do: where stdout is strict (a UTF-8 locale such as en_US.UTF-8, PYTHONIOENCODING=utf-8), a file or folder
+    named in Latin-1 ('caf\\xe9.txt', read by Python as 'caf\\udce9.txt') stopped every command at its first line
+    that names it, 'the output holds characters ('\\udce9') ...; convert the text, e.g. with iconv', exit 2: train
+    before its first step, ngram train, word2vec and tfidf index with their files written. Only those stand-ins
+    (U+DC80..U+DCFF) are written so; any other character the encoding lacks is still refused. Whether it was
+    strict (main puts it back)."""
+    if getattr(out, "errors", None) != "strict" or not hasattr(out, "reconfigure"):
+        return False
+    try:
+        out.reconfigure(errors="surrogateescape")
+    except (OSError, ValueError):  # (a closed or detached stream: left as it is)
+        return False
+    return True
+
+
 def main(argv=None) -> int:
     """Run `rnnkit ARGS`, returning its exit status. main() reads sys.argv (the `rnnkit` script, python -m rnnkit):
     a Ctrl-C is said as 'rnnkit: interrupted', exit 130, no traceback, and a SIGTERM as 'rnnkit: terminated', exit
@@ -299,6 +316,8 @@ def main(argv=None) -> int:
     # traceback, exit 1; their text goes nowhere too
     if sys.stdout is None:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (the process's stdout from here on)
+    # (the command line's own stdout only: a program calling main(argv) keeps its stream as it set it up)
+    strict = sys.stdout if argv is None and _names_as_bytes(sys.stdout) else None
     format_warning, warnings.formatwarning = warnings.formatwarning, _warning_line
     term = (  # a SIGTERM ignored or handled by whoever started the process is left so
         argv is None
@@ -319,6 +338,9 @@ def main(argv=None) -> int:
         return 143 if terminated else 130
     finally:
         warnings.formatwarning = format_warning
+        if strict is not None:
+            with contextlib.suppress(OSError, ValueError):  # (a closed pipe: its BrokenPipeError is said)
+                strict.reconfigure(errors="strict")
         if term:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if argv is None:  # the process's exit status is ours: see _forget_unhandled_interrupt

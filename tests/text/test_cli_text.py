@@ -1,5 +1,6 @@
 """Smoke tests of every text subcommand, in-process through the dispatcher on tiny files."""
 
+import io
 import json
 import os
 import pathlib
@@ -1214,6 +1215,23 @@ def test_tfidf_index_of_a_file_named_in_latin_1_names_it_by_its_bytes(tmp_path, 
     capsys.readouterr()
     assert main(["tfidf", "search", str(tmp_path / "idx2"), "hello"]) == 0
     assert "caf\\xe9 lines.txt:1" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(sys.getfilesystemencoding() != "utf-8", reason="a name of bytes that are not UTF-8")
+def test_a_file_named_in_latin_1_is_written_by_its_bytes_on_a_strict_utf8_stdout(tmp_path, monkeypatch):
+    """Where stdout is strict UTF-8 (en_US.UTF-8, PYTHONIOENCODING=utf-8; C.UTF-8 is not), a corpus named in Latin-1
+    ('caf\\xe9.txt', read 'caf\\udce9.txt') stopped `rnnkit ngram train` at its last line, its model written, exit 2:
+    'the output holds characters ('\\udce9') ...; convert the text, e.g. with iconv' (and `rnnkit train` before its
+    first step). The command line writes the name's bytes as they are, as on a C-locale stdout."""
+    corpus = tmp_path / os.fsdecode(b"caf\xe9.txt")
+    corpus.write_text(CORPUS)
+    model = tmp_path / os.fsdecode(b"caf\xe9.npz")
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict", write_through=True)
+    monkeypatch.setattr("sys.stdout", out)
+    monkeypatch.setattr("sys.argv", ["rnnkit", "ngram", "train", str(corpus), "--out", str(model), "-n", "2"])
+    assert main() == 0
+    assert out.buffer.getvalue().endswith(b"n-grams -> " + os.fsencode(model) + b"\n")
+    assert out.errors == "strict"  # (put back)
 
 
 def test_tfidf_index_of_a_folder_without_txt_files_says_so(tmp_path, capsys):

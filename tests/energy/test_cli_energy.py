@@ -1,3 +1,4 @@
+import io
 import json
 import pathlib
 import re
@@ -883,3 +884,20 @@ def test_a_file_the_command_writes_that_is_a_folder_or_a_pipe_is_refused_before_
             err
             == f"rnnkit: error: --out {out}: it writes {out / written}, which is {kind}; remove it or give another --out\n"
         )
+
+
+def test_ising_sweep_on_an_ascii_stdout_writes_its_symbols_escaped_and_its_files(tmp_path, monkeypatch):
+    """On an ASCII stdout (PYTHONIOENCODING=ascii, a C locale without UTF-8 mode) the first row's χ stopped the
+    sweep with every temperature done, 'the output holds characters ('\\u03c7') ...', exit 2, and nothing written
+    (the --out folder removed again); a --out named in another language stopped it at its first 'wrote' line. The
+    rows say \\u03c7, the names are escaped, and both files are written."""
+    out = io.TextIOWrapper(io.BytesIO(), encoding="ascii", errors="strict", write_through=True)
+    monkeypatch.setattr("sys.stdout", out)
+    folder = tmp_path / "résumé"
+    args = ["--temperatures", "1.5", "--sweeps", "7", "--burn-in", "5", "--size", "4", "--out", str(folder)]
+    assert main(["ising", "sweep", *args]) == 0
+    said = out.buffer.getvalue().decode("ascii")
+    assert (
+        said.startswith("T=1.500 ") and "\\u03c7=" in said and "wrote " in said and "r\\xe9sum\\xe9" in said
+    )
+    assert (folder / "ising.json").is_file() and (folder / "ising.png").is_file()

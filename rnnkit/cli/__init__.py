@@ -221,6 +221,19 @@ def _warning_line(message, category, filename, lineno, line=None) -> str:
     return f"rnnkit: warning: {str(message).removeprefix('rnnkit: ')}\n"
 
 
+def say(line: str) -> None:
+    """print(line), a character the output's encoding lacks written escaped ('\\u03c7'), as the train loop writes a
+    sample: the commands' own symbols (χ, α_c, ±) and a --out named in any language stopped the command on an ASCII
+    stdout (PYTHONIOENCODING=ascii, a C locale without UTF-8 mode) with its work done and nothing written after the
+    line ('the output holds characters ('\\u03c7') ...', exit 2): every temperature of ising sweep, rbm train's
+    figures, the files after the first of --out; and a summary line naming a --out in another language made ngram
+    train, word2vec and tfidf index exit 2 after their files were written."""
+    try:
+        print(line)
+    except UnicodeEncodeError as e:  # (nothing of the line was written: it is encoded whole first)
+        print(line.encode(e.encoding, "backslashreplace").decode(e.encoding))
+
+
 def print_pieces(pieces, first: str = "") -> None:
     """Print `first`, then each piece of a text as it is drawn, then a newline: a long --length shows its text at
     once (as char-rnn's sample.lua writes), and Ctrl-C keeps what was written (it came out all at the end, after

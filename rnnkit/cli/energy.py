@@ -18,7 +18,7 @@ import pathlib
 import sys
 
 from rnnkit._io import write_text
-from rnnkit.cli import out_folder, refuse_overwrite
+from rnnkit.cli import out_folder, refuse_overwrite, say
 from rnnkit.errors import RnnkitError
 
 # torch and rnnkit.energy (which imports it) are imported by each command: `rnnkit --help` and the text commands
@@ -115,20 +115,8 @@ def _check_device(name: str) -> None:
         )
 
 
-def _say(line: str) -> None:
-    """print(line), a character the output's encoding lacks written escaped ('\\u03c7'), as the train loop writes a
-    sample: the commands' own symbols (χ, α_c, ±) and a --out named in any language stopped the command on an ASCII
-    stdout (PYTHONIOENCODING=ascii, a C locale without UTF-8 mode) with its work done and nothing written after the
-    line ('the output holds characters ('\\u03c7') ...', exit 2): every temperature of ising sweep, rbm train's
-    figures, the files after the first of --out."""
-    try:
-        print(line)
-    except UnicodeEncodeError as e:  # (nothing of the line was written: it is encoded whole first)
-        print(line.encode(e.encoding, "backslashreplace").decode(e.encoding))
-
-
 def _wrote(path) -> None:
-    _say(f"wrote {path}")
+    say(f"wrote {path}")
 
 
 def _pick(args, name: str, default, dry):
@@ -311,7 +299,7 @@ def hopfield_capacity(args) -> None:
     summary = capacity.crossings(rows)
     for c in summary:
         show = functools.partial(_crossing, [r for r in rows if r["N"] == c["N"]], c)
-        _say(f"N={c['N']}: half recalled at P/N{show('recalled')} (α_c={c['alpha_c']}), half "
+        say(f"N={c['N']}: half recalled at P/N{show('recalled')} (α_c={c['alpha_c']}), half "
              f"perfect at P/N{show('perfect')} (1/(2 ln N)={c['perfect_bound']:.3f}), "
              f"overlap 1/2 at P/N{show('mean_overlap', 'overlap_half')}")  # fmt: skip
     write_text(out / "capacity.json", json.dumps({"rows": rows, "crossings": summary}, indent=1))
@@ -427,7 +415,7 @@ def rbm_train(args) -> None:
             f"(largest |W| {rbm.W.abs().max().item():.3g}); try a lower --lr than {cfg.lr:g}"
         )
     scored = "test digits" if gaussian else "binarised test digits"
-    _say(f"AIS log Z = {log_Z:.2f} ± {err:.2f}; log-likelihood of {scored} {log_p:.2f} per image")
+    say(f"AIS log Z = {log_Z:.2f} ± {err:.2f}; log-likelihood of {scored} {log_p:.2f} per image")
     title = f"RBM filters: rows of W (hidden x 64 pixels){_shown(hidden)}"
     _wrote(plots.image_grid(rbm.W[:FILTERS_SHOWN], out / "filters.png", title, (8, 8), symmetric=True))
     _, means = rbm.sample(50, steps, generator=g)
@@ -589,7 +577,7 @@ def ising_sweep(args) -> None:
     for r in rows:
         t = r["temperature"]  # (below a thousandth every row read T=0.000; 1e30 as 31 digits)
         t = f"{t:.3f}" if 1e-3 <= t < 1e6 else f"{t:.3g}"
-        _say(f"T={t}  |m|={r['abs_magnetisation']:.3f}  e={r['energy']:.3f}  C={r['specific_heat']:.3f}  "
+        say(f"T={t}  |m|={r['abs_magnetisation']:.3f}  e={r['energy']:.3f}  C={r['specific_heat']:.3f}  "
              f"χ={r['susceptibility']:.3f}")  # fmt: skip
     settings = {"size": size, "coupling": args.coupling, "field": args.field, "update": args.update,
                 "start": args.start, "burn_in": burn_in, "sweeps": sweeps, "measured": model.measured,

@@ -18,6 +18,7 @@ from rnnkit.cli import (
     out_folder,
     print_pieces,
     refuse_overwrite,
+    say,
 )
 from rnnkit.errors import RnnkitError, count_error
 
@@ -398,7 +399,7 @@ def cmd_word2vec(args) -> int:
             files = {name: file_record(out / name) for name in ("vectors.txt", "vectors.bin")}
             write_text(out / "config.json", json.dumps({**asdict(config), "files": files}, indent=2))
             bar.update()
-    print(f"{len(w2v.vocab):,} words x {config.dimension:,} dimensions -> {out}/vectors.txt, vectors.bin")
+    say(f"{len(w2v.vocab):,} words x {config.dimension:,} dimensions -> {out}/vectors.txt, vectors.bin")
     return 0
 
 
@@ -468,8 +469,8 @@ def cmd_ngram_train(args) -> int:
         lm.save(out)
         bar.update()
     n_tokens = len(lm.vocab)
-    print(f"{args.order}-gram {args.level} model, {n_tokens:,} token{'' if n_tokens == 1 else 's'}, "
-          f"{sum(len(k) for k in lm.keys[1:]):,} n-grams -> {out}")  # fmt: skip
+    say(f"{args.order}-gram {args.level} model, {n_tokens:,} token{'' if n_tokens == 1 else 's'}, "
+        f"{sum(len(k) for k in lm.keys[1:]):,} n-grams -> {out}")  # fmt: skip
     return 0
 
 
@@ -639,9 +640,7 @@ def cmd_tfidf_index(args) -> int:
             docs = {"tfidf_sha256": index.sha256, "documents": docs}
             write_text(out / "documents.json", json.dumps(docs, ensure_ascii=False))
             bar.update()
-    print(
-        f"{len(texts):,} document{'s' if len(texts) != 1 else ''}, {len(index.terms):,} terms -> {args.out}"
-    )
+    say(f"{len(texts):,} document{'s' if len(texts) != 1 else ''}, {len(index.terms):,} terms -> {args.out}")
     return 0
 
 

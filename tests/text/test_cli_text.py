@@ -1874,3 +1874,26 @@ def test_ngram_train_of_a_text_with_no_words_does_not_say_lower_min_freq(tmp_pat
     assert err.startswith("rnnkit: error: ") and err.endswith(
         "unk.txt holds no word but line ends and <unk>; give a text with words"
     ), err
+
+
+@pytest.mark.parametrize("command", ["ngram", "tfidf", "word2vec"])
+def test_a_summary_naming_an_out_in_another_language_is_escaped_on_an_ascii_stdout(
+    tmp_path, monkeypatch, command
+):
+    """On an ASCII stdout (PYTHONIOENCODING=ascii, a C locale without UTF-8 mode) ngram train, tfidf index and word2vec
+    wrote their model to an --out named 'résumé' and then failed at the summary line naming it: 'the output holds
+    characters ('\\xe9') ...', exit 2, for a command whose work was done. The name is written escaped, exit 0."""
+    out = io.TextIOWrapper(io.BytesIO(), encoding="ascii", errors="strict", write_through=True)
+    monkeypatch.setattr("sys.stdout", out)
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat sat on the mat\nthe dog sat on the log\n" * 20, encoding="utf-8")
+    folder = tmp_path / "résumé"
+    argv = {
+        "ngram": ["ngram", "train", str(corpus), "--out", str(folder), "-n", "2"],
+        "tfidf": ["tfidf", "index", str(corpus), "--out", str(folder)],
+        "word2vec": ["word2vec", str(corpus), "--out", str(folder), "--dimension", "4", "--epochs", "1",
+                     "--min-count", "1", "--workers", "1"],
+    }[command]  # fmt: skip
+    assert main(argv) == 0
+    assert "r\\xe9sum\\xe9" in out.buffer.getvalue().decode("ascii")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("résumé")]  # (ngram's: résumé.npz)

@@ -1076,3 +1076,32 @@ def test_create_graph_through_a_step_that_draws_replays_the_forwards_draws():
     for want in (got["autograd", False], got["python", False]):
         for g, w in zip(got["python", True], want, strict=True):
             torch.testing.assert_close(g.detach(), w, rtol=1e-10, atol=1e-12)
+
+
+def _lstm_step_c32(xw_t, state, P):
+    """The LSTM's step, its cache keeping c_{t-1} in float32 ("to save memory"): df_t = dc ⊙ c_{t-1} rounded."""
+    from rnnkit.cells.lstm import lstm_step
+
+    new, us, (i_t, f_t, g_t, o_t, c_prev, tanh_c) = lstm_step(xw_t, state, P)
+    return new, us, (i_t, f_t, g_t, o_t, c_prev.float(), tanh_c)
+
+
+def test_check_cell_names_a_step_backward_that_is_only_float32_accurate():
+    """check_cell compared with rtol 1e-7, atol 1e-9, where a right step_backward agrees to 1e-15 in float64: an LSTM
+    of one's own whose cache kept c_{t-1} in float32 passed for every seed, its float64 gradients 1e-8 off autograd's
+    (a term rounded to float32, which a float32 run can't tell from rounding), though rnnkit's own cells are held to
+    1e-12 (test_step_backward)."""
+    from rnnkit.cells import LSTM
+    from rnnkit.cells.lstm import lstm_step_backward
+
+    C32 = type(
+        "C32",
+        (LSTM,),
+        dict(step=staticmethod(_lstm_step_c32), step_backward=staticmethod(lstm_step_backward)),
+    )
+    for seed in (0, 1):
+        with pytest.raises(RnnkitError, match=r"^C32: the gradient of .* differs from autograd's through step by up to "
+                                              r"[0-9.]+e-0[89] .*: fix step_backward$"):  # fmt: skip
+            check_cell(C32, seed=seed)
+    check_cell("lstm", 5, 1, batch=1, steps=12)
+    check_cell("leaky", 2, 6, learn_alpha=True, alpha=0.999, steps=12)

@@ -784,6 +784,32 @@ def changed_in_place(cell, fn_name, name) -> RnnkitError:
                        "..., not d_t.add_(...) or d_t += ...)")  # fmt: skip
 
 
+def refused_in_place(cls, fn_name, fn, args, names):
+    """Where fn failed, fn run again on detached copies of its arguments, without gradients: if it changes one of
+    those in place, the error of one line that names it (else None). check_cell's step takes leaves that require
+    grad, and so does the autograd loop's (the parameters, an initial state given), on which torch refuses
+    s.mul_(...) itself: they ended in torch's 'a leaf Variable that requires grad is being used in an in-place
+    operation', naming neither the function nor the input."""
+
+    def copy(a):
+        if isinstance(a, tuple | list):
+            return tuple(map(copy, a))
+        return a.detach().clone() if isinstance(a, torch.Tensor) else a
+
+    copies = tuple(map(copy, args))
+    seen = versions(**dict(zip(names, copies)))
+    try:
+        with torch.no_grad():
+            fn(*copies)
+    except Exception:  # noqa: BLE001  (it fails otherwise: the first error is the one to see)
+        return None
+    try:
+        check_unchanged(cls, fn_name, seen)
+    except RnnkitError as e:
+        return e
+    return None
+
+
 def check_step_backward(cell, got, dstate, P, xw_width):
     """What a cell of one's own's step_backward returned, checked at the first step of the backward loop (see
     check_step): a missing dpres left a weight gradient as the loop's empty buffer, whatever the memory held, and a

@@ -16,6 +16,7 @@ from rnnkit.cells._base import (
     check_step,
     check_step_backward,
     check_unchanged,
+    refused_in_place,
     versions,
 )
 from rnnkit.errors import RnnkitError
@@ -51,36 +52,11 @@ def _pure(cls, fn_name, fn, args):
         got = fn(*args)
     except RuntimeError:
         # (torch refuses x.add_(...) of a leaf that requires grad itself: its own message named no input)
-        if (refused := _refused_in_place(cls, fn_name, fn, args, names)) is not None:
+        if (refused := refused_in_place(cls, fn_name, fn, args, names)) is not None:
             raise refused from None
         raise
     check_unchanged(cls, fn_name, seen)
     return got
-
-
-def _refused_in_place(cls, fn_name, fn, args, names):
-    """Where fn failed, fn run again on detached copies of its arguments, without gradients: if it changes one of
-    those in place, the error of one line that names it (else None). check_cell's step takes leaves that require
-    grad, on which torch refuses s.mul_(...) itself: check_cell ended in torch's 'a leaf Variable that requires grad
-    is being used in an in-place operation', naming neither the function nor the input."""
-
-    def copy(a):
-        if isinstance(a, tuple | list):
-            return tuple(map(copy, a))
-        return a.detach().clone() if isinstance(a, torch.Tensor) else a
-
-    copies = tuple(map(copy, args))
-    seen = versions(**dict(zip(names, copies)))
-    try:
-        with torch.no_grad():
-            fn(*copies)
-    except Exception:  # noqa: BLE001  (it fails otherwise: the first error is the one to see)
-        return None
-    try:
-        check_unchanged(cls, fn_name, seen)
-    except RnnkitError as e:
-        return e
-    return None
 
 
 def check_cell(

@@ -23,6 +23,7 @@ from rnnkit.cells._base import (
     changed_in_place,
     check_step,
     check_unchanged,
+    refused_in_place,
     versions,
 )
 from rnnkit.errors import RnnkitError
@@ -66,6 +67,12 @@ def autograd_loop(cell, xw, state0, P, mask, reverse, probe=None):
                 e
             ):  # being modified inplace' traceback, as python's one line
                 raise changed_in_place(cell, "step", "xw_t") from None
+            # (a parameter, or an initial state given, is a leaf that requires grad: torch refused b_hh.mul_(...) in
+            # its own 'a leaf Variable that requires grad is being used in an in-place operation', naming neither)
+            if check and not torch.compiler.is_compiling():
+                refused = refused_in_place(cell, "step", cell.step, (x_t, run_on, P), ("xw_t", "state", "P"))
+                if refused is not None:
+                    raise refused from None
             raise
         if check:
             if seen is not None:

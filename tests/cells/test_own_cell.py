@@ -930,6 +930,29 @@ def test_a_step_changing_its_xw_t_in_place_is_one_line_on_every_backend(backend,
             Recurrent(InPlace, 3, 5, backend=backend)(x)
 
 
+@pytest.mark.parametrize("backend", ["autograd", "python", "native"])
+@pytest.mark.parametrize("where", ["state[1]", "P[1]"])
+def test_a_step_changing_a_parameter_or_a_given_state_in_place_is_one_line_on_every_backend(backend, where):
+    """b_hh.mul_(1.0), or c_{t-1}.mul_(1.0) of an initial state that requires grad, in a step: the python and native
+    loops named it, the autograd loop ended in torch's 'a leaf Variable (or a view of one) that requires grad is
+    being used in an in-place operation', naming neither step nor the input (as check_cell did before c3f54cb)."""
+
+    def step(xw_t, state, P):
+        {"state[1]": state[1], "P[1]": P[1]}[where].mul_(1.0)
+        return cumulative_step(xw_t, state, P)
+
+    Cumulative = cumulative_cell()
+    Cumulative.step = staticmethod(step)
+    h0, c0 = (torch.zeros(1, 2, 5, requires_grad=True) for _ in range(2))
+    with pytest.raises(
+        RnnkitError,
+        match=rf"^Cumulative.step changed its input {re.escape(where)} in place: .*pure functions",
+    ):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (native: the python loop's, with a warning that it falls back)
+            Recurrent(Cumulative, 3, 5, backend=backend)(torch.randn(2, 4, 3), (h0, c0))
+
+
 def test_a_step_changing_a_half_type_extras_parameter_in_place_is_refused_by_the_autograd_loop():
     """g.mul_(1.0) in a step, g a bfloat16 EXTRAS parameter: the autograd loop (since f868689) handed the steps a copy
     of g cast from float32, and such a step ran on in silence, where in float32 torch refuses it (a leaf changed in

@@ -42,6 +42,19 @@ def _differs(name, what, hand, auto, rtol, atol, fix="step_backward"):
                           f"(autograd's largest {scale:.3g}): fix {fix}")  # fmt: skip
 
 
+def _finite(name, tensors):
+    """A one-line error naming step where what it computed from check_cell's finite inputs holds a NaN or an inf: the
+    gradients through it are NaN on both sides, and the comparison said 'fix step_backward' of a right one (the
+    derivative of a sqrt or log step, where its argument went negative)."""
+    for label, t in tensors:
+        if not bool(torch.isfinite(t).all()):
+            bad = "NaN" if bool(t.isnan().any()) else "inf"
+            raise RnnkitError(f"{name}.step returned {bad} in {label} from finite inputs (check_cell's random xw_t, "
+                              "state and parameters), where no gradient can be compared: make step finite for "
+                              "every input (a sqrt or log of a value that can be negative, a division by one that "
+                              "can be 0)")  # fmt: skip
+
+
 def _pure(cls, fn_name, fn, args):
     """fn(*args), with a one-line error where it changed a tensor among its arguments in place (its version counter
     moved: nothing is copied). On the python backend such a step_backward changed the caller's own gradient tensor
@@ -117,6 +130,7 @@ def _one_step(model, name, B, rtol, atol):
     got = _pure(Cls, "step", Cls.step, (xw, state, P))
     check_step(Cls, got, xw, state, P)
     new, us, cache = got
+    _finite(name, [(f"state_t[{k}] (one step)", s) for k, s in enumerate(new)])
     dnew = tuple(torch.randn_like(s) for s in new)
     inputs = [xw, *state, *(p for p in P if p is not None and p.requires_grad)]
     auto = torch.autograd.grad(sum((s * d).sum() for s, d in zip(new, dnew)), inputs, allow_unused=True)
@@ -163,6 +177,8 @@ def _sequence(Recurrent, Cls, model, name, D, H, B, T, rtol, atol, cell_kwargs):
         torch.set_rng_state(draws)
         out, sT = layer(xs, s0 if Cls.num_states == 2 else s0[0], lengths=lengths)
         sT = sT if isinstance(sT, tuple) else (sT,)
+        _finite(name, [("the layer's output (a sequence)", out), *((f"the final state's entry {k} (a sequence)", s)
+                                                                  for k, s in enumerate(sT))])  # fmt: skip
         loss = (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)).sum()
         loss = loss + sum((s * s.detach().cos()).sum() for s in sT)
         loss.backward()

@@ -1128,3 +1128,36 @@ def test_check_cell_names_a_step_backward_that_is_only_float32_accurate():
             check_cell(C32, seed=seed)
     check_cell("lstm", 5, 1, batch=1, steps=12)
     check_cell("leaky", 2, 6, learn_alpha=True, alpha=0.999, steps=12)
+
+
+def _sqrt_step(xw_t, state, P):
+    """h_t = √a_t, a_t = xw_t + h_{t-1} W_hhᵀ + b_hh: NaN where a_t < 0."""
+    (h_prev,) = state
+    h_t = torch.sqrt(xw_t + linear(h_prev, *P))
+    return (h_t,), (h_prev,), (h_t,)
+
+
+def _sqrt_step_backward(dstate, cache, P):
+    """da_t = dh_t / (2 h_t): the right derivative, where the step is defined."""
+    (dh_t,), (h_t,) = dstate, cache
+    da = dh_t / (2 * h_t)
+    return da, (da @ P[0],), (da,), ()
+
+
+def test_check_cell_names_a_step_that_returns_nan_not_its_step_backward():
+    """A step that is NaN at check_cell's random inputs (√ of a negative pre-activation) with the right derivative:
+    check_cell said 'Sqrt: the gradient of dxw_t (one step) differs from autograd's through step by up to nan
+    (autograd's largest nan): fix step_backward', both sides NaN, and sent the user to the function that is right."""
+
+    class Sqrt(Cell):
+        step = staticmethod(_sqrt_step)
+        step_backward = staticmethod(_sqrt_step_backward)
+
+        def __init__(self, input_size, hidden_size, bias=True):
+            super().__init__(input_size, hidden_size, bias)
+            recurrent_weights(self, ("W_hh", (hidden_size, hidden_size)), ("b_hh", (hidden_size,)))
+            self.reset_parameters()
+
+    with pytest.raises(RnnkitError, match=r"^Sqrt.step returned NaN in state_t\[0\] \(one step\) from finite inputs "
+                                          r"\(check_cell's .*: make step finite for every input .*\)$"):  # fmt: skip
+        check_cell(Sqrt)

@@ -201,9 +201,7 @@ GENERATORS = (random.Random, np.random.Generator, np.random.RandomState)
 def _generators(cls):
     """The random generators of the step's own that baked's walk reaches (RNG = random.Random(0) a global, self.rng
     of a bound step): a draw from one was baked into the kernels as one number, as from the global ones."""
-    numbers, seen = _Found(), _Seen()
-    for fn in (cls.step, cls.step_backward):
-        _numbers(fn, numbers, seen, DEPTH)
+    numbers = _walk((cls.step, cls.step_backward))
     return [g for g in numbers.generators if not isinstance(g, random.SystemRandom)]  # (no state to read)
 
 
@@ -213,14 +211,33 @@ def baked(cls):
     Python numbers (strings, functions) they read (a global SCALE changed between runs: the python
     loop reads the new value, the kernels kept the old one): from their globals, closures and bound objects (self.k
     of a bound method given as step), from the attributes they name of an object found there (a class attribute
-    MyCell.K, a module's config.K, and theirs: SETTINGS.candidate.scale), from a dict, list or tuple found there (CFG["k"]), from their
-    default arguments, and likewise in the functions they call (a helper reading a global), DEPTH calls and
-    attributes down; and the class's layout (_layout)."""
+    MyCell.K, a module's config.K, and theirs: SETTINGS.candidate.scale; named by any function reached, see _walk),
+    from a dict, list or tuple found there (CFG["k"]), from their default arguments, and likewise in the functions
+    they call (a helper reading a global), DEPTH calls and attributes down; and the class's layout (_layout)."""
     fns = (cls.step, cls.step_backward)
+    numbers = _walk(fns)
+    return (*map(_weak, fns), tuple(map(_weak, numbers)), _layout(cls), tuple(numbers.tensors))
+
+
+def _walk(fns):
+    """baked's walk: the functions and what they read (_numbers), then the objects found on the way (a class, a
+    module, a configuration), each read for the attributes that any function the walk reached names: a helper
+    reading cfg.scale of the CONFIG that step passes it (scaled(a, CONFIG)) names scale, which step's own code
+    doesn't, and CONFIG.scale changed between runs ran the old kernels (outputs 0.75 off) where the python loop read
+    the new. A method found on an object names more: the objects are read again with those, until none is new."""
     numbers, seen = _Found(), _Seen()
     for fn in fns:
         _numbers(fn, numbers, seen, DEPTH)
-    return (*map(_weak, fns), tuple(map(_weak, numbers)), _layout(cls), tuple(numbers.tensors))
+    read = None
+    while numbers.objects and read != numbers.names:
+        read = set(numbers.names)
+        names = tuple(sorted(read))
+        k = 0
+        while k < len(numbers.objects):  # (reading one may find more)
+            v, depth = numbers.objects[k]
+            _attributes(v, names, numbers, seen, depth)
+            k += 1
+    return numbers
 
 
 def _weak(x):
@@ -258,6 +275,8 @@ class _Found(list):
     def __init__(self):
         super().__init__()
         self.tensors, self.generators = [], []  # (generators: see _generators)
+        # (what the functions name, and the objects to read for those names: see _walk)
+        self.names, self.objects = set(), []
 
 
 DEPTH = 8  # calls and attributes followed from step (a global read 4 helpers down was missed at 3: outputs 10 off)
@@ -299,6 +318,7 @@ def _numbers(fn, numbers, seen, depth):
     seen.see(id(fn), fn)
     numbers.append(code)  # (%autoreload edits a function in place: a new __code__, the same function object)
     glob, names = getattr(fn, "__globals__", {}), _names(code)
+    numbers.names.update(names)
     found = [glob[n] for n in names if n in glob]
     found += [*(fn.__defaults__ or ()), *(fn.__kwdefaults__ or {}).values()]  # (def step(..., k=0.5))
     found += [_contents(c) for c in fn.__closure__ or ()]
@@ -352,8 +372,8 @@ def _value(v, names, numbers, seen, depth):
             _value(x, names, numbers, seen, depth - 1)
     elif isinstance(v, GENERATORS):  # (its state's numbers are no key: a step drawing from it is not traced)
         numbers.generators.append(v)
-    elif _object(v):  # a class, a module: what it names
-        _attributes(v, names, numbers, seen, depth)
+    elif _object(v):  # a class, a module: what the functions name of it, once they are all found (_walk)
+        numbers.objects.append((v, depth))
 
 
 def _digest(v):

@@ -7,6 +7,7 @@ can't take runs on the python loop, said only where backend="native" was asked f
 import os
 import pickle
 import random
+import types
 import warnings
 
 import numpy as np
@@ -750,6 +751,50 @@ def test_a_number_read_through_a_class_a_dict_or_a_helper_is_traced_again(knob):
             _native_is_autograd(Cls)
     finally:
         Knobs.K, KNOBS["k"], GAIN = 1.0, 1.0, 1.0
+
+
+CONFIG = types.SimpleNamespace(scale=1.0)
+
+
+class Settings:
+    """A configuration class: its attribute scale, read by a helper that step passes the class to."""
+
+    scale = 1.0
+
+
+def _scaled(a, cfg):
+    """cfg.scale · a: the attribute read by the helper, of whatever step passes it."""
+    return cfg.scale * a
+
+
+def passed_step(xw_t, state, P):
+    """tanh(a) · CONFIG.scale · Settings.scale, each read by _scaled of the object step passes it."""
+    (h_prev,) = state
+    y = _scaled(_scaled(torch.tanh(xw_t + linear(h_prev, *P)), CONFIG), Settings)
+    return (y,), (h_prev,), (y,)
+
+
+def passed_step_backward(dstate, cache, P):
+    (dh_t,), (y,) = dstate, cache
+    s = _scaled(_scaled(1.0, CONFIG), Settings)
+    da = dh_t * s * (1 - (y / s) ** 2)
+    return da, (da @ P[0],), (da,), ()
+
+
+@pytest.mark.parametrize("knob", ["namespace", "class"])
+def test_a_number_a_helper_reads_of_an_object_step_passes_it_is_traced_again(knob):
+    """_scaled(a, CONFIG) with def _scaled(a, cfg): return cfg.scale * a: the key read the attributes of CONFIG that
+    step's own code names, and scale is named by the helper only; CONFIG.scale changed between runs ran the old
+    kernels (outputs 0.75 off) where the python loop read the new."""
+    fns = {"step": staticmethod(passed_step), "step_backward": staticmethod(passed_step_backward)}
+    Cls = type("Passed", (OwnReLU,), fns)
+    holder = CONFIG if knob == "namespace" else Settings
+    try:
+        for value in (1.0, 0.5):
+            holder.scale = value
+            _native_is_autograd(Cls)
+    finally:
+        CONFIG.scale = Settings.scale = 1.0
 
 
 def test_a_recurrent_matrix_of_the_wrong_shape_fails_as_on_the_python_loop():

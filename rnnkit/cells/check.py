@@ -103,7 +103,9 @@ def check_cell(
     for what, n in (("batch", batch), ("steps", steps)):
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
             raise RnnkitError(f"check_cell's {what} must be an integer >= 1, got {n!r}")
-    with torch.random.fork_rng(devices=[]):
+    # (its own tensors, differentiated whatever the caller's mode: under torch.no_grad() or inference_mode() it failed
+    # in torch's 'element 0 of tensors does not require grad and does not have a grad_fn', naming nothing)
+    with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad():
         torch.manual_seed(seed)
         model = Cls(input_size, hidden_size, **cell_kwargs)
         check_drawn(model)  # (before the noise below: a NaN weight failed as a gradient that differs)

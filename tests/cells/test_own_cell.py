@@ -1161,3 +1161,26 @@ def test_check_cell_names_a_step_that_returns_nan_not_its_step_backward():
     with pytest.raises(RnnkitError, match=r"^Sqrt.step returned NaN in state_t\[0\] \(one step\) from finite inputs "
                                           r"\(check_cell's .*: make step finite for every input .*\)$"):  # fmt: skip
         check_cell(Sqrt)
+
+
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_check_cell_runs_under_no_grad_and_inference_mode(mode):
+    """check_cell called inside torch.no_grad() or torch.inference_mode() (an evaluation script's) failed in torch's
+    'element 0 of tensors does not require grad and does not have a grad_fn', naming nothing: it differentiates
+    tensors of its own, whatever the caller's mode, which it leaves as it was."""
+    from rnnkit.cells import LSTM
+    from rnnkit.cells.lstm import lstm_step, lstm_step_backward
+
+    def doubled(dstate, cache, P):
+        dxw, dprev, dpres, dextras = lstm_step_backward(dstate, cache, P)
+        return 2 * dxw, dprev, dpres, dextras
+
+    Doubled = type(
+        "Doubled", (LSTM,), dict(step=staticmethod(lstm_step), step_backward=staticmethod(doubled))
+    )
+    with mode():
+        check_cell("gru")
+        with pytest.raises(RnnkitError, match=r"^Doubled: the gradient of dxw_t \(one step\) differs"):
+            check_cell(Doubled)
+        assert not torch.is_grad_enabled()
+        assert torch.is_inference_mode_enabled() == (mode is torch.inference_mode)

@@ -566,12 +566,31 @@ class Cell(OwnParametersModule):
             if state is None:
                 state = self.init_state(x_t.shape[0], x_t.dtype, x_t.device)
             xw_t, P = self.project_input(x_t), self.rec_params()
-        got = self.step(xw_t, state, P)
-        if self._checked_steps:
-            check_step(cell_class(self), got, xw_t, state, P)
+        got = self._step_checked(xw_t, state, P) if self._checked_steps else self.step(xw_t, state, P)
         new = got[0]
         new = tuple([s[0] for s in new]) if unbatched else tuple(new)
         return new if self.num_states == 2 else new[0]
+
+    def _step_checked(self, xw_t, state, P):
+        """step of a cell of one's own, checked as the loops check its first step: what it returns (check_step), and
+        that it leaves its inputs as they were (check_unchanged). A step writing into h_{t-1} in place changed the
+        caller's own state tensor in silence (cell(x_t, h): h halved), or ended in torch's 'a leaf Variable that
+        requires grad is being used in an in-place operation' for an h that requires grad, naming neither."""
+        cls, names = cell_class(self), ("xw_t", "state", "P")
+        # (version counters are no values of a graph torch.compile traces: not read there, as in the autograd loop)
+        seen = None if torch.compiler.is_compiling() else versions(xw_t=xw_t, state=state, P=P)
+        try:
+            got = self.step(xw_t, state, P)
+        except RuntimeError:
+            if seen is not None and (
+                refused := refused_in_place(cls, "step", self.step, (xw_t, state, P), names)
+            ):
+                raise refused from None
+            raise
+        if seen is not None:
+            check_unchanged(cls, "step", seen)
+        check_step(cls, got, xw_t, state, P)
+        return got
 
     def _checked_step(self, x_t, state, unbatched):
         """(x_t, state) as (B, D) and a tuple of (B, ·), or a one-line error naming what is wrong: the step's

@@ -1184,3 +1184,28 @@ def test_check_cell_runs_under_no_grad_and_inference_mode(mode):
             check_cell(Doubled)
         assert not torch.is_grad_enabled()
         assert torch.is_inference_mode_enabled() == (mode is torch.inference_mode)
+
+
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize("unbatched", [False, True])
+def test_a_step_changing_its_state_in_place_is_one_line_in_a_one_step_call(grad, unbatched):
+    """cell(x_t, (h, c)) as torch.nn's cells are called: a step writing into c_{t-1} in place halved the caller's c
+    in silence (the layers name it at their first step), or ended in torch's 'a leaf Variable that requires grad is
+    being used in an in-place operation' for a c that requires grad."""
+
+    def step(xw_t, state, P):
+        state[1].mul_(0.5)
+        return cumulative_step(xw_t, state, P)
+
+    Cumulative = cumulative_cell()
+    Cumulative.step = staticmethod(step)
+    cell = Cumulative(3, 4)
+    lead = () if unbatched else (2,)
+    h, c = torch.zeros(*lead, 4), torch.ones(*lead, 4, requires_grad=grad)
+    with pytest.raises(
+        RnnkitError, match=r"^Cumulative.step changed its input state\[1\] in place: .*pure functions"
+    ):
+        cell(torch.randn(*lead, 3), (h, c))
+    Cumulative.step = staticmethod(cumulative_step)  # the same call of a pure step: as before
+    h_t, c_t = cell(torch.randn(*lead, 3), (h, torch.ones(*lead, 4)))
+    assert h_t.shape == c_t.shape == (*lead, 4)

@@ -97,7 +97,20 @@ def check_cell(
 
     Cls = CELLS.get(cell) if isinstance(cell, str) else cell
     if not (isinstance(Cls, type) and issubclass(Cls, Cell)):
-        raise RnnkitError(f"check_cell takes a Cell class or a name in rnnkit.CELLS, got {cell!r}")
+        # (a cell itself was said as its repr, many lines for one holding a submodule, with no word of the fix)
+        if isinstance(cell, Cell):
+            raise RnnkitError(f"check_cell takes a Cell class, not a cell: check_cell(type(cell)) "
+                              f"({type(cell).__name__}), its options as keyword arguments; it builds and checks cells "
+                              "of its own")  # fmt: skip
+        if isinstance(cell, str):
+            raise RnnkitError(f"check_cell: unknown cell {cell!r}; choose one of: {', '.join(CELLS)}, or give a Cell "
+                              "class")  # fmt: skip
+        kind = cell if isinstance(cell, type) else type(cell)
+        got, shown = f"{kind.__module__}.{kind.__qualname__}", repr(cell)
+        if not isinstance(cell, type):  # (a torch.nn module's repr, a 2-D array's: many lines)
+            one_line = len(shown) <= 80 and "\n" not in shown and not isinstance(cell, torch.nn.Module)
+            got = shown if one_line else f"a {got}"
+        raise RnnkitError(f"check_cell takes a Cell class or a name in rnnkit.CELLS, got {got}")
     name = Cls.__name__
     # (batch=0 failed in an IndexError from the lengths made below, steps=0 in the layer's 'input has no time steps')
     for what, n in (("batch", batch), ("steps", steps)):

@@ -1209,3 +1209,39 @@ def test_a_step_changing_its_state_in_place_is_one_line_in_a_one_step_call(grad,
     Cumulative.step = staticmethod(cumulative_step)  # the same call of a pure step: as before
     h_t, c_t = cell(torch.randn(*lead, 3), (h, torch.ones(*lead, 4)))
     assert h_t.shape == c_t.shape == (*lead, 4)
+
+
+class _Normed(GainRNN):
+    """A cell holding a submodule: its repr is many lines."""
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__(input_size, hidden_size, bias)
+        self.norm = nn.LayerNorm(hidden_size)
+
+
+@pytest.mark.parametrize(
+    "given, said",
+    [
+        (
+            lambda: _Normed(3, 4),
+            r"check_cell takes a Cell class, not a cell: check_cell\(type\(cell\)\) \(_Normed\), .*",
+        ),
+        (
+            lambda: "lsmt",
+            r"check_cell: unknown cell 'lsmt'; choose one of: rnn_tanh, .*leaky, or give a Cell class",
+        ),
+        (
+            lambda: nn.LSTM(3, 4),
+            r"check_cell takes a Cell class or a name in rnnkit.CELLS, got a torch\.nn\..*\.LSTM",
+        ),
+        (
+            lambda: nn.LSTM,
+            r"check_cell takes a Cell class or a name in rnnkit.CELLS, got torch\.nn\.modules\.rnn\.LSTM",
+        ),
+    ],
+)
+def test_check_cell_of_something_else_than_a_cell_class_is_one_line_naming_the_fix(given, said):
+    """A cell itself (check_cell(MyCell(3, 4))) was said as its repr, many lines for one holding a submodule and with
+    no word of the fix; torch.nn's LSTM read as 'got LSTM(3, 4)', as rnnkit's own; a name that is not one listed none."""
+    with pytest.raises(RnnkitError, match=rf"^{said}$"):
+        check_cell(given())

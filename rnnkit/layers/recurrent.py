@@ -413,8 +413,10 @@ class Recurrent(OwnParametersModule):
             hint = (f"the class, type(cell) = {type(cell).__name__}" if isinstance(cell, BaseCell)
                     else "Recurrent.from_torch(m) converts a torch.nn module" if isinstance(cell, type | nn.Module)
                     else "Recurrent('lstm', input_size, hidden_size, ...): the cell comes first")  # fmt: skip
+            # (a module's repr is many lines where it holds a submodule: a cell with a LayerNorm, an nn.Sequential)
+            shown = repr(cell) if "\n" not in repr(cell) else f"a {type(cell).__name__}"
             raise RnnkitError(f"cell must be a name in rnnkit.CELLS ({', '.join(CELLS)}) or a Cell class, got "
-                              f"{cell!r}; {hint}")  # fmt: skip
+                              f"{shown}; {hint}")  # fmt: skip
         # (a numpy integer too, np.int64 from an array's shape or a parameter grid: it was said not to be one)
         for name, v in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
             if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v <= 0:

@@ -1245,3 +1245,10 @@ def test_check_cell_of_something_else_than_a_cell_class_is_one_line_naming_the_f
     no word of the fix; torch.nn's LSTM read as 'got LSTM(3, 4)', as rnnkit's own; a name that is not one listed none."""
     with pytest.raises(RnnkitError, match=rf"^{said}$"):
         check_cell(given())
+
+
+def test_a_cell_given_to_the_layer_instead_of_its_class_is_one_line():
+    """Recurrent(MyCell(3, 4), 3, 4) of a cell holding a submodule said the cell as its repr, four lines."""
+    with pytest.raises(RnnkitError, match=r"^cell must be a name in rnnkit.CELLS \(.*\) or a Cell class, got a _Normed; "
+                                          r"the class, type\(cell\) = _Normed$"):  # fmt: skip
+        Recurrent(_Normed(3, 4), 3, 4)

@@ -163,7 +163,8 @@ def _is_dry_run(path) -> bool:
 def _recorded_best(path, corpus_id) -> float:
     """The val best.pt records as its own (its progress's best_val), read memory-mapped; inf where it can't be read
     or is another corpus's. A kill between a validation's best.pt and its latest.pt left latest.pt recording the best
-    of before, and a resume's worse validation then replaced the better best.pt."""
+    of before: higher, and a resume's worse validation then replaced the better best.pt; lower (the best of a best.pt
+    since deleted), and a resume's better validation did not replace the worse one."""
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["progress"]
         val = float(saved["best_val"]) if saved["corpus_id"] == corpus_id else math.inf
@@ -714,8 +715,11 @@ def _train(cfg, out, resume, force, dry_run, log):
                               "--resume again to continue from it")  # fmt: skip
         # before a finished run's return too: a kill inside its last writes left their temporary files
         clear_out(out, force)
-        if resume:
-            progress.best_val = min(progress.best_val, _recorded_best(out / "best.pt", progress.corpus_id))
+        if resume:  # the val best.pt holds, where it says: a new best is one better than that file's model
+            # (not the lower of the two: a kill between the first best.pt of a resume without one and its latest.pt
+            # left latest.pt recording the lost best, lower, and better validations than best.pt's were not kept)
+            recorded = _recorded_best(out / "best.pt", progress.corpus_id)
+            progress.best_val = recorded if math.isfinite(recorded) else progress.best_val
         # (under the lock: a run writing there still was taken as finished from its latest.pt, exit 0)
         if ckpt is not None and (done := _finished(cfg, progress, batches, out)):
             _redraw_stale_plot(out)

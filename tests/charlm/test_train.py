@@ -2928,3 +2928,19 @@ def test_a_resume_without_best_pt_writes_it_again_at_the_next_validation(tmp_pat
     lines.clear()
     assert train(tiny_config(corpus, max_steps=15, eval_every=5), run, resume=True, log=lines.append) == 0
     assert "nothing to do" in lines[-1] and not any("missing" in line for line in lines), lines
+
+
+def test_a_resume_compares_its_validations_with_the_val_best_pt_holds(tmp_path, corpus):
+    """A kill between the first best.pt of a resume without one (254c6cc) and its latest.pt left latest.pt recording
+    the best of the deleted best.pt, lower than the new one's: the next resume took the lower of the two, so a later
+    validation better than best.pt's model did not replace it, and the closing line named a best no file held (a run
+    on random characters: step 30's val 2.0808 not kept over best.pt's 2.0811 of step 25, 'best val 2.0803'). The
+    val that best.pt records is the one compared; here latest.pt records a best of 0 that no file holds."""
+    run, lines = tmp_path / "run", []
+    train(tiny_config(corpus, max_steps=10, eval_every=5), run, log=lambda s: None)
+    latest = load_checkpoint(run / "latest.pt")
+    latest["progress"]["best_val"] = 0.0
+    save_checkpoint(run / "latest.pt", latest)
+    train(tiny_config(corpus, max_steps=15, eval_every=5), run, resume=True, log=lines.append)
+    best = load_checkpoint(run / "best.pt")["progress"]
+    assert best["step"] == 15 and f"best val {best['best_val']:.4f}" in lines[-1], lines

@@ -67,7 +67,9 @@ def read_images(paths) -> tuple:
 
     # (one path, a str, was read a character at a time: 'image a not found' for 'a.png'; [] was torch.stack's error)
     # (a numpy array or a pandas Series of paths has no truth value, and an iterator's is no count: as a list)
+    # (a 0-d array, np.array('a.png'), is one path, whose iteration was numpy's 'iteration over a 0-d array')
     one = isinstance(paths, (str, bytes, os.PathLike)) or not isinstance(paths, Iterable)  # (None too)
+    one = one or getattr(paths, "ndim", None) == 0
     given, paths = paths, [] if one else list(paths)
     if not paths:
         raise RnnkitError(

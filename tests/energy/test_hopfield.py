@@ -229,6 +229,19 @@ def test_read_images_takes_an_array_or_an_iterator_of_paths(tmp_path):
         read_images(iter([]))
 
 
+def test_read_images_takes_a_0_d_array_as_the_one_path_it_is():
+    """A 0-d numpy array of a path (np.array('a.png'), an element taken of an array as an array) is one path, as a str
+    is: read_images (0c7af72) listed it, and numpy said 'TypeError: iteration over a 0-d array', no line."""
+    import numpy as np
+
+    from rnnkit.energy.patterns_io import read_images
+
+    with pytest.raises(
+        RnnkitError, match=r"^read_images takes a list of image paths, got .*a\.png.*; give \[path\]"
+    ):
+        read_images(np.array("a.png"))
+
+
 def _png(path, width, bit_depth, colour_type, row: bytes, trns: bytes | None = None):
     """A one-row PNG written chunk by chunk (Pillow writes no 2- or 4-bit grey, nor a grey or RGB tRNS key here)."""
     import struct

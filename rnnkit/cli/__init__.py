@@ -79,8 +79,8 @@ def refuse_overwrite(out, outputs, inputs, what: str) -> None:
 
 def finite_or_null(values: dict) -> dict:
     """For --json: JSON has no infinity (json.dumps writes Infinity, which parsers refuse), so a value that is
-    not finite is null: the perplexity of a text a model finds next to impossible (beyond exp(709)) or of
-    probability 0 (an n-gram model without smoothing)."""
+    not finite is null: the perplexity of a text a model finds next to impossible (past 709.78 nats a token, the
+    log of the largest float) or of probability 0 (an n-gram model without smoothing)."""
     return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in values.items()}
 
 

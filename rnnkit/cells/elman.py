@@ -2,6 +2,7 @@
 
     a_t = W_xh x_t + b_xh + W_hh h_{t-1} + b_hh
     h_t = φ(a_t)                        φ = tanh (`rnn_tanh`) or max(0, ·) (`rnn_relu`)
+                                        (deck 004 writes h_t = σ(...); no logistic-sigmoid cell here: deck 002's tanh)
 
 Backward, with dh_t the total gradient reaching h_t (from the output and from step t+1):
 

@@ -231,7 +231,10 @@ def say(line: str) -> None:
     try:
         print(line)
     except UnicodeEncodeError as e:  # (nothing of the line was written: it is encoded whole first)
-        print(line.encode(e.encoding, "backslashreplace").decode(e.encoding))
+        # the stream's own encoding: the error names an 8-bit code page's codec as 'charmap' (cp1251, koi8-r, cp437),
+        # which is Latin-1, so 'é' went through unescaped and was refused again
+        encoding = getattr(sys.stdout, "encoding", None) or e.encoding
+        print(line.encode(encoding, "backslashreplace").decode(encoding))
 
 
 def print_pieces(pieces, first: str = "") -> None:

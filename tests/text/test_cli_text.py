@@ -1897,3 +1897,18 @@ def test_a_summary_naming_an_out_in_another_language_is_escaped_on_an_ascii_stdo
     assert main(argv) == 0
     assert "r\\xe9sum\\xe9" in out.buffer.getvalue().decode("ascii")
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("résumé")]  # (ngram's: résumé.npz)
+
+
+@pytest.mark.parametrize("encoding", ["cp1251", "koi8-r"])
+def test_a_summary_naming_an_out_in_another_language_is_escaped_on_a_code_page_stdout(
+    tmp_path, monkeypatch, encoding
+):
+    """On a stdout of an 8-bit code page without 'é' (cp1251, a Russian Windows' redirected output; koi8-r) the
+    escaped line was refused again: the encoder's error names such a codec 'charmap', which is Latin-1 and keeps
+    'é', and ngram train exited 2 with its model written. The line is escaped in the stream's own encoding."""
+    out = io.TextIOWrapper(io.BytesIO(), encoding=encoding, errors="strict", write_through=True)
+    monkeypatch.setattr("sys.stdout", out)
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat sat on the mat\nthe dog sat on the log\n" * 20, encoding="utf-8")
+    assert main(["ngram", "train", str(corpus), "--out", str(tmp_path / "résumé"), "-n", "2"]) == 0
+    assert "r\\xe9sum\\xe9" in out.buffer.getvalue().decode(encoding)

@@ -330,8 +330,10 @@ def main(argv=None) -> int:
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (the process's stderr from here on)
     # stdout closed (`>&-`, pythonw): print() writes nowhere, and the samplers' own writes (print_pieces) ended in a
     # traceback, exit 1; their text goes nowhere too
+    # (in UTF-8 and surrogatepass, which write any character: in the locale's encoding, ASCII under LC_ALL=C, a line
+    # of 'é' that goes nowhere stopped the command, exit 2, where print() to no stdout had written nothing)
     if sys.stdout is None:
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (the process's stdout from here on)
+        sys.stdout = open(os.devnull, "w", encoding="utf-8", errors="surrogatepass")  # noqa: SIM115 (the process's)
     # (the command line's own stdout only: a program calling main(argv) keeps its stream as it set it up)
     strict = sys.stdout if argv is None and _names_as_bytes(sys.stdout) else None
     format_warning, warnings.formatwarning = warnings.formatwarning, _warning_line

@@ -1912,3 +1912,21 @@ def test_a_summary_naming_an_out_in_another_language_is_escaped_on_a_code_page_s
     corpus.write_text("the cat sat on the mat\nthe dog sat on the log\n" * 20, encoding="utf-8")
     assert main(["ngram", "train", str(corpus), "--out", str(tmp_path / "résumé"), "-n", "2"]) == 0
     assert "r\\xe9sum\\xe9" in out.buffer.getvalue().decode(encoding)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a POSIX shell's >&-")
+def test_a_command_without_stdout_writes_any_character_nowhere_in_a_c_locale(tmp_path):
+    """With stdout closed (`>&-`) main puts the null device there; opened in the locale's encoding, ASCII under
+    LC_ALL=C, markov stationary of a text of 'é' stopped, 'the output holds characters ('\\xe8') that its encoding,
+    ANSI_X3.4-1968, can't write', exit 2, where print() to no stdout had written nothing, exit 0."""
+    import subprocess
+
+    text = tmp_path / "fr.txt"
+    text.write_text("café crème brûlée\n" * 10, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHONIOENCODING", "LC_", "LANG"))}
+    env.update(LC_ALL="C", PYTHONUTF8="0", PYTHONPATH=str(pathlib.Path(__file__).parents[2]))
+    command = f'exec "{sys.executable}" -m rnnkit markov stationary --text "{text}" >&-'
+    done = subprocess.run(
+        ["sh", "-c", command], env=env, capture_output=False, stderr=subprocess.PIPE, text=True
+    )
+    assert done.returncode == 0, done.stderr

@@ -486,7 +486,9 @@ def _object(v):
 def _attributes(v, names, numbers, seen, depth):
     """The numbers (strings, functions) of the attributes of v that names name, and of theirs, depth levels down
     (SETTINGS.candidate.scale: only SETTINGS' own were read), appended to numbers."""
-    if (id(v), names) in seen or depth < 0:
+    # (as a container's entries: an object whose __getattr__ makes a new one for any name, read for every name any
+    # function reached names, was 10 million objects, 48 s and gigabytes, DEPTH levels down)
+    if (id(v), names) in seen or depth < 0 or len(seen) > 4096:
         return
     seen.see((id(v), names), v)  # (step_backward may name others of its attributes)
     _numbers(_call(v), numbers, seen, depth - 1)

@@ -797,6 +797,42 @@ def test_a_number_a_helper_reads_of_an_object_step_passes_it_is_traced_again(kno
         CONFIG.scale = Settings.scale = 1.0
 
 
+class Grows:
+    """A configuration whose __getattr__ makes a new, empty one for any name it lacks (as auto-vivifying configs do),
+    counting its reads: past 100,000 the walk is reading what it made itself."""
+
+    reads = 0
+
+    def __init__(self, **numbers):
+        self.__dict__.update(numbers)
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        Grows.reads += 1
+        if Grows.reads > 100_000:
+            raise RuntimeError("the key's walk read 100,000 attributes a __getattr__ made")
+        return Grows()
+
+
+GROWS = Grows(scale=1.0)
+
+
+def test_a_config_whose_getattr_makes_attributes_is_keyed_in_a_bounded_walk():
+    """GROWS.scale read by step, GROWS a config whose __getattr__ makes a child for every name it lacks: the key read
+    every name any function reached names on each child, DEPTH levels down, 10 million objects and 48 s before
+    a first step; the walk stops at 4096 as a container's does, and GROWS.scale is keyed."""
+
+    def step(xw_t, state, P):
+        (h_prev,) = state
+        return (torch.tanh(xw_t + linear(h_prev, *P)) * GROWS.scale,), (h_prev,), (h_prev,)
+
+    fns = {"step": staticmethod(step), "step_backward": staticmethod(relu_step_backward)}
+    Grows.reads = 0
+    key = traced.baked(type("Grown", (OwnReLU,), fns))
+    assert ("scale", 1.0) in key[2], key[2]
+
+
 def test_a_recurrent_matrix_of_the_wrong_shape_fails_as_on_the_python_loop():
     """W_hh given transposed, (H, 3H): the trace's sample step, at H = its 3H columns, failed first with torch's
     'The expanded size of the tensor (4) must match ...' about shapes the user never gave; now the python loop

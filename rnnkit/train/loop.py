@@ -824,7 +824,10 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
                 try:
                     log(line)
                 except UnicodeEncodeError as e:
-                    log(str(line).encode(e.encoding, "backslashreplace").decode(e.encoding))
+                    # (print's stream's own encoding: the error names an 8-bit code page's codec 'charmap' (cp1251),
+                    # which is Latin-1, and a sample's 'é' was refused again, the run stopped)
+                    encoding = (getattr(sys.stdout, "encoding", None) if log is print else None) or e.encoding
+                    log(str(line).encode(encoding, "backslashreplace").decode(encoding))
             except (
                 OSError
             ) as e:  # (`| head`, a pager quit; EIO: the terminal hung up): the run stops after this

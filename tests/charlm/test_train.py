@@ -2452,6 +2452,21 @@ def test_a_sample_the_output_cant_encode_is_written_escaped(tmp_path):
     assert any(line.startswith("done: 4 steps") for line in lines), lines
 
 
+def test_a_sample_a_code_page_stdout_cant_encode_is_written_escaped(tmp_path, monkeypatch):
+    """On a stdout of an 8-bit code page without 'é' (cp1251, a Russian Windows' redirected output) a sample's 'é'
+    was escaped as Latin-1, the codec the encoder's error names ('charmap'), which keeps it: refused again, the run
+    stopped with the steps since the last checkpoint lost. It is escaped in the stream's own encoding."""
+    import io
+
+    out = io.TextIOWrapper(io.BytesIO(), encoding="cp1251", errors="strict", write_through=True)
+    monkeypatch.setattr("sys.stdout", out)
+    corpus = tmp_path / "fr.txt"
+    corpus.write_text("café crème, brûlée à côté.\n" * 200, encoding="utf-8")
+    cfg = tiny_config(corpus, max_steps=4, eval_every=2, sample_every=2, sample_length=200)
+    assert train(cfg, tmp_path / "run") == 0
+    assert "done: 4 steps" in out.buffer.getvalue().decode("cp1251")
+
+
 class _Batches:
     """What restore reads of a run's batches: B streams, len windows an epoch."""
 

@@ -493,7 +493,12 @@ def _attributes(v, names, numbers, seen, depth):
     seen.see((id(v), names), v)  # (step_backward may name others of its attributes)
     _numbers(_call(v), numbers, seen, depth - 1)
     for n in names:
-        x = getattr(v, n, None)
+        # (names come from every function reached: a helper's a.size(1) read DATA.size, a property raising 'load()
+        # first', and the native forward failed in it; one that raises holds no number step can read)
+        try:
+            x = getattr(v, n, None)
+        except Exception:  # noqa: BLE001
+            continue
         if _keyed(x):
             numbers.append((n, x))
         _value(x, names, numbers, seen, depth - 1)

@@ -833,6 +833,36 @@ def test_a_config_whose_getattr_makes_attributes_is_keyed_in_a_bounded_walk():
     assert ("scale", 1.0) in key[2], key[2]
 
 
+class Dataset:
+    """A user's object of a number step reads (scale) and a property that raises until it is loaded."""
+
+    scale = 1.0
+
+    @property
+    def size(self):
+        raise RuntimeError("Dataset.size: call load() first")
+
+
+DATASET = Dataset()
+
+
+def test_a_property_that_raises_of_a_name_a_helper_names_is_no_error_of_the_key():
+    """step reads DATASET.scale and calls a helper whose a.size(1) names size: the key read DATASET.size too, for
+    every name any function reached, and the property's RuntimeError failed the native forward of a cell that reads
+    no such thing (f164ec3 read only step's own names). A property that raises is no number of the key."""
+
+    def helper(a):
+        return a * a.size(1) / a.size(1)
+
+    def step(xw_t, state, P):
+        (h_prev,) = state
+        return (helper(torch.tanh(xw_t + linear(h_prev, *P))) * DATASET.scale,), (h_prev,), (h_prev,)
+
+    fns = {"step": staticmethod(step), "step_backward": staticmethod(relu_step_backward)}
+    key = traced.baked(type("Loaded", (OwnReLU,), fns))
+    assert ("scale", 1.0) in key[2], key[2]
+
+
 def test_a_recurrent_matrix_of_the_wrong_shape_fails_as_on_the_python_loop():
     """W_hh given transposed, (H, 3H): the trace's sample step, at H = its 3H columns, failed first with torch's
     'The expanded size of the tensor (4) must match ...' about shapes the user never gave; now the python loop

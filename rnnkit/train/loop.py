@@ -160,17 +160,24 @@ def _is_dry_run(path) -> bool:
         return False
 
 
-def _recorded_best(path, corpus_id) -> float:
-    """The val best.pt records as its own (its progress's best_val), read memory-mapped; inf where it can't be read
-    or is another corpus's. A kill between a validation's best.pt and its latest.pt left latest.pt recording the best
-    of before: higher, and a resume's worse validation then replaced the better best.pt; lower (the best of a best.pt
-    since deleted), and a resume's better validation did not replace the worse one."""
+def _recorded_best(path, corpus_id) -> tuple[float, str]:
+    """The val best.pt records as its own (its progress's best_val), read memory-mapped, and ""; or inf and what is
+    wrong with the file: missing, can't be read (damaged, truncated), a dry run's or another corpus's. A kill between
+    a validation's best.pt and its latest.pt left latest.pt recording the best of before: higher, and a resume's worse
+    validation then replaced the better best.pt; lower (the best of a best.pt since deleted), and a resume's better
+    validation did not replace the worse one."""
+    if not os.path.exists(path):
+        return math.inf, "is missing"
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["progress"]
-        val = float(saved["best_val"]) if saved["corpus_id"] == corpus_id else math.inf
+        if saved["corpus_id"] != corpus_id:
+            return math.inf, "is a dry run's" if saved[
+                "corpus_id"
+            ] == DRY_RUN_ID + corpus_id else "is another corpus's"
+        val = float(saved["best_val"])
     except Exception:
-        return math.inf
-    return val if val >= 0 else math.inf  # (NaN, negative: a damaged record)
+        return math.inf, "can't be read"
+    return (val, "") if val >= 0 else (math.inf, "can't be read")  # (NaN, negative: a damaged record)
 
 
 def _file_id(path):
@@ -718,18 +725,19 @@ def _train(cfg, out, resume, force, dry_run, log):
         if resume:  # the val best.pt holds, where it says: a new best is one better than that file's model
             # (not the lower of the two: a kill between the first best.pt of a resume without one and its latest.pt
             # left latest.pt recording the lost best, lower, and better validations than best.pt's were not kept)
-            recorded = _recorded_best(out / "best.pt", progress.corpus_id)
+            recorded, unusable = _recorded_best(out / "best.pt", progress.corpus_id)
             progress.best_val = recorded if math.isfinite(recorded) else progress.best_val
         # (under the lock: a run writing there still was taken as finished from its latest.pt, exit 0)
         if ckpt is not None and (done := _finished(cfg, progress, batches, out)):
             _redraw_stale_plot(out)
             log(done)  # exit status 0: a restart loop that resumes a finished run sees it done, not failed
             return 0
-        if resume and math.isfinite(progress.best_val) and not (out / "best.pt").exists():
-            # (deleted, or latest.pt copied into a folder of its own: no file held the best the run recorded, the
-            # closing line named its val, and no later validation, all worse, wrote best.pt again; Keras's
-            # ModelCheckpoint(save_best_only) after a restart likewise writes its file at the first validation)
-            log(f"{out / 'best.pt'} is missing: the run's best (val {_nats(progress.best_val)}) is gone with it; "
+        if resume and math.isfinite(progress.best_val) and unusable:
+            # (deleted, or latest.pt copied into a folder of its own; damaged, truncated, another corpus's: no file
+            # held the best the run recorded, the closing line named its val, and no later validation, all worse,
+            # wrote best.pt again; Keras's ModelCheckpoint(save_best_only) after a restart likewise writes its file
+            # at the first validation)
+            log(f"{out / 'best.pt'} {unusable}: the run's best (val {_nats(progress.best_val)}) is gone with it; "
                 "the next validation writes best.pt again")  # fmt: skip
             progress.best_val = math.inf
         write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")

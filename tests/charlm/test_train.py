@@ -2950,6 +2950,32 @@ def test_a_resume_without_best_pt_writes_it_again_at_the_next_validation(tmp_pat
     assert "nothing to do" in lines[-1] and not any("missing" in line for line in lines), lines
 
 
+@pytest.mark.parametrize("damage", ["truncated", "another corpus's"])
+def test_a_resume_with_an_unusable_best_pt_writes_it_again_at_the_next_validation(tmp_path, corpus, damage):
+    """A best.pt that is there but can't be used (truncated, another corpus's) was taken as no record, and the resume
+    compared against latest.pt's recorded best: no later validation, all worse, replaced the unusable file, nothing
+    was said, and the closing line named a best no file held. Now it is told as a missing best.pt is (254c6cc), and
+    the next validation writes best.pt; latest.pt records a best of 0 that no validation reaches."""
+    run, lines = tmp_path / "run", []
+    train(tiny_config(corpus, max_steps=10, eval_every=5), run, log=lambda s: None)
+    if damage == "truncated":
+        data = (run / "best.pt").read_bytes()
+        (run / "best.pt").write_bytes(data[: len(data) // 2])
+    else:
+        best = load_checkpoint(run / "best.pt")
+        best["progress"]["corpus_id"] = "another corpus"
+        save_checkpoint(run / "best.pt", best)
+    latest = load_checkpoint(run / "latest.pt")
+    latest["progress"]["best_val"] = 0.0
+    save_checkpoint(run / "latest.pt", latest)
+    train(tiny_config(corpus, max_steps=15, eval_every=5), run, resume=True, log=lines.append)
+    said = "can't be read" if damage == "truncated" else "is another corpus's"
+    assert any(f"best.pt {said}: the run's best (val 0.0000" in line for line in lines), lines
+    best = load_checkpoint(run / "best.pt")["progress"]
+    assert best["step"] == 15 and best["corpus_id"] == latest["progress"]["corpus_id"]
+    assert f"best val {best['best_val']:.4f}" in lines[-1], lines
+
+
 def test_a_resume_compares_its_validations_with_the_val_best_pt_holds(tmp_path, corpus):
     """A kill between the first best.pt of a resume without one (254c6cc) and its latest.pt left latest.pt recording
     the best of the deleted best.pt, lower than the new one's: the next resume took the lower of the two, so a later

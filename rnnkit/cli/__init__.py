@@ -241,11 +241,13 @@ def print_pieces(pieces, first: str = "") -> None:
     """Print `first`, then each piece of a text as it is drawn, then a newline: a long --length shows its text at
     once (as char-rnn's sample.lua writes), and Ctrl-C keeps what was written (it came out all at the end, after
     memory for all of it: --length 10**20 printed nothing and grew until stopped)."""
-    out, live = sys.stdout, sys.stdout.isatty()
+    out, live, written = sys.stdout, sys.stdout.isatty(), False
     try:
         out.write(first)
+        written = bool(first)
         for piece in pieces:
             out.write(piece)
+            written = written or bool(piece)
             if live:
                 out.flush()
     except KeyboardInterrupt:  # the line ended, so that 'rnnkit: interrupted' and the prompt start their own
@@ -254,6 +256,15 @@ def print_pieces(pieces, first: str = "") -> None:
             out.flush()
         except (OSError, ValueError, KeyboardInterrupt):
             pass
+        raise
+    except UnicodeEncodeError:
+        # a piece the output's encoding lacks (nothing of it written: it is encoded whole first): the text so far
+        # ends its line, so that main's 'rnnkit: error: the output holds characters ...' has its own (it was joined
+        # to the text, 'la cafrnnkit: error: ...', on a terminal and in a 2>&1 log)
+        if written:
+            with contextlib.suppress(OSError, ValueError):
+                out.write("\n")
+                out.flush()
         raise
     out.write("\n")
 

@@ -1304,6 +1304,34 @@ def test_a_sample_without_stdout_runs(tmp_path, corpus, monkeypatch, argv):
     sys.stdout.close()  # (the null device main opened: the process's own until it exits)
 
 
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["markov", "--text", "TEXT", "sample", "--length", "40"], True),
+        (["ngram", "sample", "MODEL", "--length", "40"], True),
+        (["ngram", "sample", "MODEL", "--length", "40", "--prime", "thé"], False),
+    ],
+)
+def test_a_sample_its_output_cannot_write_ends_its_line_before_the_error(
+    tmp_path, monkeypatch, capsys, argv, line
+):
+    """Sampled to an ASCII stdout (PYTHONIOENCODING=ascii), the text before the first 'é' stayed on an open line and
+    the error line was written after it: 'la cafrnnkit: error: the output holds characters ...' on a terminal and in
+    a 2>&1 log. The text ends its line first; a --prime the output can't write leaves no empty line."""
+    text = tmp_path / "fr.txt"
+    text.write_text("le café est très bon et le thé aussi.\n" * 30)
+    model = tmp_path / "m.npz"
+    assert main(["ngram", "train", str(text), "--out", str(model), "-n", "3"]) == 0
+    buffer = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(buffer, encoding="ascii"))
+    capsys.readouterr()
+    assert main([{"TEXT": str(text), "MODEL": str(model)}.get(word, word) for word in argv]) == 2
+    assert "its encoding, ascii, can't write" in capsys.readouterr().err
+    sys.stdout.flush()
+    written = buffer.getvalue()
+    assert (written.endswith(b"\n") and written.count(b"\n") == 1) if line else written == b"", written
+
+
 def test_progress_bars_in_a_log_are_whole_lines(tmp_path, corpus, capsys):
     """With stderr no terminal (`2> log.txt`, `| tee`; capsys here) each bar's updates were written as '\\r' and the
     bar again, run together on one line of the log. They are whole lines: the bar's start and end."""

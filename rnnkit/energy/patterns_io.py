@@ -24,7 +24,10 @@ def read_patterns(path) -> tuple:
             path, raw[:256]
         )  # UTF-16/32 (a NUL after every digit): the iconv line, not "cannot read '1\x00'"
         text = raw.decode("utf-8-sig")  # a BOM is no value
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        # a line ends at a newline (\r\n and \r one), as numpy.loadtxt and rnnkit's other text readers end it, not at
+        # str.splitlines' form feed, \x85 or \u2028 inside a line: '1 -1\f1 -1' was two patterns of 2, not one of 4
+        lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        lines = [line.strip() for line in lines if line.strip()]
     except FileNotFoundError:  # (as a missing text file is said, naming the fix)
         raise RnnkitError(f"patterns file {path} not found; give a text file of ±1 patterns") from None
     except OSError as e:

@@ -70,6 +70,25 @@ def test_patterns_file_lines_may_end_with_a_separator(tmp_path):
         read_patterns(path)
 
 
+@pytest.mark.parametrize("within", ["\f", "\x85", "\u2028", "\x1c", "\v"])
+def test_a_patterns_file_line_ends_at_a_newline_only(tmp_path, within):
+    """str.splitlines ended a line at a form feed, \\x85, \\u2028 (and \\v, \\x1c-\\x1e) inside it: '1 -1\\f1 -1'
+    was two patterns of 2 where numpy.loadtxt reads one of 4 (those characters are whitespace between its values),
+    as the pairs files of word vectors end their lines at \\n, \\r\\n and \\r only."""
+    import numpy as np
+
+    from rnnkit.energy.patterns_io import read_patterns
+
+    path = tmp_path / "patterns.txt"
+    path.write_bytes(f"1 -1{within}1 -1\r\n-1 1 -1 1\r-1 -1{within}1 1\n".encode())
+    rows, _ = read_patterns(path)
+    assert rows == np.loadtxt(path).tolist() == [[1, -1, 1, -1], [-1, 1, -1, 1], [-1, -1, 1, 1]]
+    # (a string of + and - holds no separator: such a line is refused, as a line of two strings is)
+    path.write_bytes(f"+-+{within}-+-\n".encode())
+    with pytest.raises(RnnkitError, match="cannot read the line"):
+        read_patterns(path)
+
+
 @pytest.mark.parametrize("text", ["+-+\n-+-\n", "1 -1 1\n-1 1 -1\n"])
 def test_a_patterns_file_saved_with_a_byte_order_mark_reads(tmp_path, text):
     # Notepad's "UTF-8 with BOM": the first line read "\ufeff+-+", refused as "cannot read the line as numbers"

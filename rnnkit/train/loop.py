@@ -171,9 +171,8 @@ def _recorded_best(path, corpus_id) -> tuple[float, str]:
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["progress"]
         if saved["corpus_id"] != corpus_id:
-            return math.inf, "is a dry run's" if saved[
-                "corpus_id"
-            ] == DRY_RUN_ID + corpus_id else "is another corpus's"
+            dry = saved["corpus_id"] == DRY_RUN_ID + corpus_id
+            return math.inf, "is a dry run's" if dry else "is another corpus's"
         val = float(saved["best_val"])
     except Exception:
         return math.inf, "can't be read"

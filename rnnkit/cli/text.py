@@ -7,6 +7,7 @@ import json
 import math
 import os
 import pathlib
+import re
 from dataclasses import asdict
 
 from rnnkit._io import write_text
@@ -675,6 +676,13 @@ def cmd_tfidf_search(args) -> int:
     return 0
 
 
+def line_starts(text: str) -> list[str]:
+    """The first character of each line of text that has one (lines end at a newline, as read_text leaves them),
+    found in place: the list of every line that text.split("\\n") made for it cost the text's size again and 49 bytes
+    a line (`rnnkit markov --text` of a 112 MB text peaked at 495 MB, 371 MB without it)."""
+    return re.findall(r"^.", text, re.MULTILINE)
+
+
 def cmd_markov(args) -> int:
     from rnnkit.text.markov import PRESETS, MarkovChain
 
@@ -695,9 +703,7 @@ def cmd_markov(args) -> int:
         raise RnnkitError("markov check needs at least one STRING to check")
     if text is not None:
         body = read_text(text)
-        chain = MarkovChain.estimate(
-            [body], starts=[line[0] for line in body.split("\n") if line], progress=True
-        )
+        chain = MarkovChain.estimate([body], starts=line_starts(body), progress=True)
     else:
         chain = PRESETS[preset or "abe"]()
     if args.action == "sample":

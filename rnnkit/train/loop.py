@@ -834,7 +834,11 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
                     # (print's stream's own encoding: the error names an 8-bit code page's codec 'charmap' (cp1251),
                     # which is Latin-1, and a sample's 'é' was refused again, the run stopped)
                     encoding = (getattr(sys.stdout, "encoding", None) if log is print else None) or e.encoding
-                    log(str(line).encode(encoding, "backslashreplace").decode(encoding))
+                    try:
+                        log(str(line).encode(encoding, "backslashreplace").decode(encoding))
+                    # (a log of its own on such a stream: the error's 'charmap' kept 'é', refused again)
+                    except UnicodeEncodeError:
+                        log(str(line).encode("ascii", "backslashreplace").decode("ascii"))
             except (
                 OSError
             ) as e:  # (`| head`, a pager quit; EIO: the terminal hung up): the run stops after this

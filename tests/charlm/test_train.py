@@ -2467,6 +2467,20 @@ def test_a_sample_a_code_page_stdout_cant_encode_is_written_escaped(tmp_path, mo
     assert "done: 4 steps" in out.buffer.getvalue().decode("cp1251")
 
 
+def test_a_sample_a_log_of_its_own_on_a_code_page_stream_cant_encode_is_written_escaped(tmp_path):
+    """A log of one's own writing to a cp1251 stream: the fallback escaped in the error's codec, 'charmap' (Latin-1),
+    which keeps 'é', and the run stopped on the second UnicodeEncodeError. It is escaped in ASCII then."""
+    import io
+
+    out = io.TextIOWrapper(io.BytesIO(), encoding="cp1251", errors="strict", write_through=True)
+    corpus = tmp_path / "fr.txt"
+    corpus.write_text("café crème, brûlée à côté.\n" * 200, encoding="utf-8")
+    cfg = tiny_config(corpus, max_steps=4, eval_every=2, sample_every=2, sample_length=200)
+    assert train(cfg, tmp_path / "run", log=lambda s: print(s, file=out)) == 0
+    written = out.buffer.getvalue().decode("cp1251")
+    assert "done: 4 steps" in written and "\\xe9" in written
+
+
 class _Batches:
     """What restore reads of a run's batches: B streams, len windows an epoch."""
 

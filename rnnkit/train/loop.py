@@ -170,8 +170,10 @@ def _recorded_best(path, corpus_id) -> tuple[float, str]:
         return math.inf, "is missing"
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["progress"]
-        if saved["corpus_id"] != corpus_id:
-            dry = saved["corpus_id"] == DRY_RUN_ID + corpus_id
+        # (a run saved before the corpus's id was kept: its best.pt is this corpus's, as _check_corpus takes its latest.pt)
+        saved_id = saved.get("corpus_id") or corpus_id
+        if saved_id != corpus_id:
+            dry = saved_id == DRY_RUN_ID + corpus_id
             return math.inf, "is a dry run's" if dry else "is another corpus's"
         val = float(saved["best_val"])
     except Exception:

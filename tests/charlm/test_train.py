@@ -2990,6 +2990,24 @@ def test_a_resume_with_an_unusable_best_pt_writes_it_again_at_the_next_validatio
     assert f"best val {best['best_val']:.4f}" in lines[-1], lines
 
 
+def test_a_resume_of_a_run_saved_before_its_corpus_id_was_kept_keeps_its_best_pt(tmp_path, corpus):
+    """A run whose checkpoints record no corpus id (saved before it was kept; _check_corpus resumes it unchecked) had
+    its best.pt called 'can't be read' (_recorded_best's KeyError) and replaced by the next validation, worse too.
+    It is this corpus's best.pt; here it records a best of 0 that no validation reaches, so it stays."""
+    run, lines = tmp_path / "run", []
+    train(tiny_config(corpus, max_steps=10, eval_every=5), run, log=lambda s: None)
+    for name, best_val in (("latest.pt", None), ("best.pt", 0.0)):
+        ckpt = load_checkpoint(run / name)
+        del ckpt["progress"]["corpus_id"]
+        if best_val is not None:
+            ckpt["progress"]["best_val"] = best_val
+        save_checkpoint(run / name, ckpt)
+    train(tiny_config(corpus, max_steps=15, eval_every=5), run, resume=True, log=lines.append)
+    assert not any("best.pt" in line for line in lines[:-1]), lines
+    best = load_checkpoint(run / "best.pt")["progress"]
+    assert best["step"] == 10 and best["best_val"] == 0.0 and "best val 0.0000" in lines[-1], lines
+
+
 def test_a_resume_compares_its_validations_with_the_val_best_pt_holds(tmp_path, corpus):
     """A kill between the first best.pt of a resume without one (254c6cc) and its latest.pt left latest.pt recording
     the best of the deleted best.pt, lower than the new one's: the next resume took the lower of the two, so a later

@@ -21,6 +21,7 @@ back as a newline; a literal `<unk>` is the unknown word (as PTB's text writes i
 of the pair (id of its (m-1)-gram prefix, last token), found by sorting the keys prefix_id · V + w.
 """
 
+import itertools
 import json
 import numbers
 import os
@@ -75,6 +76,50 @@ def text_tokens(text: str, level: str, lower: bool = False) -> list[str]:
     lines = text.split("\n")
     tokens = [t for line in lines[:-1] for t in [*tokenize(line, "word", lower=lower), EOS]]
     return tokens + tokenize(lines[-1], "word", lower=lower)
+
+
+def _char_ids(text: str, vocab: Vocabulary) -> np.ndarray:
+    """The ids (int32) of text's characters, looked up by code point (UTF-32) in numpy; a character with no id of its
+    own is <unk>'s 0. list(text) took 8 bytes a character and the list of ids 8 more (36 past id 255)."""
+    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), np.uint32)
+    table = np.zeros(int(codes.max(initial=0)) + 1, np.int32)
+    for t, i in vocab.stoi.items():
+        if len(t) == 1 and ord(t) < len(table):
+            table[ord(t)] = i
+    return table[codes]
+
+
+def _keys(x: np.ndarray, prev_gram, V: int) -> np.ndarray:
+    """The keys of the m-grams ending at positions m-1 .. len(x)-1: (id of the (m-1)-gram before x[i]) · V + x[i]
+    (x itself for m = 1); prev_gram: the ids of the (m-1)-grams ending at m-2 .. len(x)-1."""
+    if prev_gram is None:
+        return x.astype(np.int64)
+    key = prev_gram[:-1].astype(np.int64)
+    key *= V
+    key += x[len(x) - len(key) :]
+    return key
+
+
+def _unique(key: np.ndarray, gid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """np.unique(key, return_inverse=True, return_counts=True) (the sorted keys, their counts, each key's index in
+    them, as `gid`), in about 17 bytes a key where np.unique took 41."""
+    perm = np.argsort(key)
+    ordered = key[perm]
+    size = len(key)
+    del key  # (the caller's: passed as _unique(_keys(...)))
+    first = np.empty(size, bool)  # where a new key starts in the sorted ones
+    first[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    keys = ordered[first]
+    del ordered
+    starts = np.flatnonzero(first)
+    count = np.diff(starts, append=size).astype(np.int64)
+    ids = np.cumsum(first, dtype=gid)
+    ids -= 1
+    del first
+    inverse = np.empty(size, gid)
+    inverse[perm] = ids
+    return keys, count, inverse
 
 
 def _memory() -> int | None:
@@ -212,7 +257,12 @@ class NGramLM:
 
     # ---- training ---------------------------------------------------------------------------------
     def fit(self, text: str, progress: bool = False) -> "NGramLM":
-        tokens = text_tokens(text, self.level, self.lower)
+        if self.level == "char":  # counted and encoded as the str it is: list(text) took 8 bytes a character
+            if not isinstance(text, str):
+                text_tokens(text, "char")  # (its error)
+            tokens = text.lower() if self.lower else text
+        else:
+            tokens = text_tokens(text, self.level, self.lower)
         if not tokens:
             raise RnnkitError("empty training text; give a corpus with at least one token")
         counts = Counter(tokens)
@@ -226,11 +276,19 @@ class NGramLM:
             d["counts"] = [d["counts"][0] - counts[EOS], *d["counts"][1:], counts[EOS]]
             self.vocab = Vocabulary.from_dict(d)
         try:
-            return self.fit_ids(np.array(self.vocab.encode(tokens), dtype=np.int64), progress)
+            # (not the list of ids Vocabulary.encode makes: 36 bytes a word past id 255; passed, not kept here, so
+            # that fit_ids frees them once it has put the line end before them)
+            return self.fit_ids(self._ids(tokens), progress)
         except BaseException:  # (fit_ids has put its counts back: n too large for memory, a MemoryError, ^C)
             self.__dict__.pop("vocab", None)
             self.__dict__.update(kept)
             raise
+
+    def _ids(self, tokens) -> np.ndarray:
+        """fit's ids of its tokens (a str of characters: int32)."""
+        if isinstance(tokens, str):
+            return _char_ids(tokens, self.vocab)
+        return np.fromiter(map(self.vocab.stoi.get, tokens, itertools.repeat(0)), np.int64, len(tokens))
 
     def fit_ids(self, x: np.ndarray, progress: bool = False) -> "NGramLM":
         """Count every m-gram, m = 1..n, of the id stream x (ids < len(self.vocab)); `self.vocab` must be set
@@ -240,13 +298,13 @@ class NGramLM:
         discount 0 a text that begins as the training text does, read after a line end, was at log p = -inf."""
         if getattr(self, "vocab", None) is None:
             raise RnnkitError("fit_ids counts ids of a vocabulary: set model.vocab first (or call fit(text))")
-        x = self._check_ids(x, "fit_ids's x")
+        x = self._check_ids(x, "fit_ids's x", cast=False)  # (counted in its own dtype: int32 from fit)
         if not len(x):  # (numpy's IndexError deep in the counting, the model left half counted)
             raise RnnkitError("fit_ids's x holds no token ids; give at least one (as fit needs a token)")
         line_end = EOS if self.level == "word" else "\n"
         after = self.vocab.stoi.get(line_end) if line_end in self.vocab else None
         if after is not None and np.any(x == after):  # (a model that knows no line end reads after nothing)
-            x = np.concatenate([[after], x])
+            x = np.concatenate([np.array([after], x.dtype), x])
         else:
             after = None
         # (a fit's counts and statistics, put back where _too_many refuses n, and where the counting fails, a
@@ -264,38 +322,43 @@ class NGramLM:
         """fit_ids' counting of x (after: the line end's id x starts with, or None) and its statistics."""
         V = len(self.vocab)
         self.keys, self.count, self.cont = [None], [None], [None]
-        ctx, suffixes, prev_gram = np.zeros(len(x), np.int64), [None], None
+        if x.dtype == np.uint64:  # (uint64 plus the int64 keys is float64)
+            x = x.astype(np.int64)
+        gid = np.int32 if len(x) < 2**31 else np.int64  # an m-gram's id is below len(x)
+        prev_gram = None  # ids of the (m-1)-grams ending at positions m-2 .. len(x)-1
         bar = dict(desc="counting n-grams", unit=" orders", **bar_options(progress))
         # no m-grams past m = len(x) + 1, the first order with none: the orders past it are not counted (each cost
         # ~ len(x), and a model file's arrays: -n 1000000 of a 2,400-character text ran for minutes)
         top, held = min(self.n, len(x) + 1), 0
         for _m in tqdm(range(1, top + 1), **bar):
-            valid = ctx >= 0
-            keys, inv, cnt = np.unique(ctx[valid] * V + x[valid], return_inverse=True, return_counts=True)
-            gram = np.full(len(x), -1, np.int64)
-            gram[valid] = inv
+            # the m-grams end at positions i = m-1 .. len(x)-1: key (id of the (m-1)-gram ending at i-1) · V + x[i],
+            # a slice, not a full-length context array and mask (an order's temporaries were ~90 bytes a token)
+            keys, cnt, gram = _unique(_keys(x, prev_gram, V), gid)  # (the keys freed in _unique once sorted)
             suffix = np.zeros(len(keys), np.int64)  # the (m-1)-gram that drops the first token
             if prev_gram is not None:
-                suffix[inv] = prev_gram[valid]
+                suffix[gram] = prev_gram[1:]
             held += len(keys)
             if not _fits(_m, top, len(keys), held):
                 _too_many(self.n, _m, top, len(keys), held, len(x))
             self.keys.append(keys)
             self.count.append(cnt)
-            suffixes.append(suffix)
-            ctx, prev_gram = np.concatenate([[-1], gram[:-1]]), gram
-        if after is not None:  # x's history, not a token of it (its unigram key is its id)
-            self.count[1][np.searchsorted(self.keys[1], after)] -= 1
-        for m in range(1, self._orders()):  # N1+(• g): distinct (m+1)-grams whose suffix is g
-            cont = np.bincount(suffixes[m + 1], minlength=len(self.keys[m]))
-            # the m-gram the text begins with, if nowhere else, has no token before it: its raw count, 1 (it
-            # had 0, and P = 0 with discount 0: the training text's first token or n-gram at log p = -inf)
-            cont = np.where(cont > 0, cont, self.count[m])
-            # a text shorter than n tokens has no (m+1)-grams: order m is its top order, with raw counts
-            self.cont.append(cont if len(self.keys[m + 1]) else self.count[m])
+            if _m == 1 and after is not None:  # x's history, not a token of it (its unigram key is its id)
+                self.count[1][np.searchsorted(self.keys[1], after)] -= 1
+            if _m > 1:  # N1+(• g) of order m-1 now, its suffixes not kept for every order
+                self._continuation(_m - 1, suffix)
+            prev_gram = gram
         self.cont.append(self.count[-1])
         self._statistics()
         return self
+
+    def _continuation(self, m: int, suffix: np.ndarray) -> None:
+        """cont[m], N1+(• g): distinct (m+1)-grams whose suffix is g (suffix: each (m+1)-gram's)."""
+        cont = np.bincount(suffix, minlength=len(self.keys[m]))
+        # the m-gram the text begins with, if nowhere else, has no token before it: its raw count, 1 (it
+        # had 0, and P = 0 with discount 0: the training text's first token or n-gram at log p = -inf)
+        cont = np.where(cont > 0, cont, self.count[m])
+        # a text shorter than n tokens has no (m+1)-grams: order m is its top order, with raw counts
+        self.cont.append(cont if len(suffix) else self.count[m])
 
     def _statistics(self) -> None:
         """Per order: context totals c(h•), the discounted mass Σ_w D(c(h w)) of each context, discounts."""
@@ -445,14 +508,16 @@ class NGramLM:
         order = np.minimum(np.arange(len(full)) + 1, self.n)
         return self._prob(self._contexts(full), full, order, log=True)[len(history) :]
 
-    def _check_ids(self, ids, name: str) -> np.ndarray:
-        """ids as a 1-D integer array, each a token id 0..V-1."""
+    def _check_ids(self, ids, name: str, cast: bool = True) -> np.ndarray:
+        """ids as a 1-D integer array, each a token id 0..V-1 (int64 with `cast`, else in their own integer type)."""
         ids, V = np.asarray(ids), len(self.vocab)
         if ids.ndim != 1 or ids.size and (ids.dtype.kind not in "iu" or ids.min() < 0 or ids.max() >= V):
             raise RnnkitError(
                 f"{name} must be a 1-D array of integer token ids in 0..{V - 1} for this {V}-token vocabulary; "
                 "turn text into ids with model.encode(text)"
             )
+        if not cast:
+            return ids if ids.size else ids.astype(np.int64)
         return ids.astype(np.int64, copy=False)  # uint64 ids plus int64 keys would be float64
 
     def next_distribution(self, history: list[int]) -> np.ndarray:

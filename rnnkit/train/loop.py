@@ -50,6 +50,7 @@ EXPLODE = 3.0  # char-rnn aborts when the loss exceeds 3x the initial loss
 DRY_RUN_STEPS = 4
 DRY_RUN_ID = "dry-run:"  # before the corpus id of a dry run's checkpoints
 POSTFIX_EVERY = 0.1  # seconds between settings of the bar's numbers (a live bar is drawn every 0.5 s at most)
+VAL_BAR_DELAY = 2.0  # seconds a validation runs before its bar is drawn (a short one draws none)
 SPEED_STEPS = 100  # the bar's chars_s: the mean speed of the last steps (one step's ranged 9,400 to 262,281)
 
 
@@ -280,10 +281,12 @@ def clear_out(out: pathlib.Path, force: bool):
             tmp.unlink(missing_ok=True)
 
 
-def evaluate(model, batches, progress: bool = False) -> float:
+def evaluate(model, batches, progress: bool = False, bar: dict | None = None) -> float:
     """Mean loss in nats per character over every window (each character scored once; a padded target, -100, is
     none), from a fresh state; the training state is kept.
-    `progress`: a bar on stderr counting the characters predicted, with their rate and an ETA (`rnnkit eval`)."""
+    `progress`: a bar on stderr counting the characters predicted, with their rate and an ETA (`rnnkit eval`).
+    `bar`: tqdm's options for that bar instead (a run's validation: drawn after a delay, cleared at its end), which
+    also shows the mean loss so far."""
     carried, was_training = model.state, model.training
     model.eval()
     model.reset_state()
@@ -292,7 +295,9 @@ def evaluate(model, batches, progress: bool = False) -> float:
     chars = (
         batches.B * min(len(batches) * batches.T, batches.L) if isinstance(batches, StreamBatches) else None
     )
-    bar = tqdm(total=chars, desc="eval", unit=" chars", unit_scale=True, **bar_options(progress))
+    options, loss_shown = (bar_options(progress), False) if bar is None else (bar, True)
+    bar = tqdm(total=chars, desc="eval", unit=" chars", unit_scale=True, **options)
+    loss_shown, shown_at = loss_shown and not bar.disable, -math.inf
     try:
         with torch.no_grad():
             for batch in batches:
@@ -302,6 +307,12 @@ def evaluate(model, batches, progress: bool = False) -> float:
                 if scored:  # (padding alone: a mean loss of NaN)
                     total += float(loss) * scored
                 n, windows = n + scored, windows + 1
+                # the loss so far set once in POSTFIX_EVERY s (by tqdm's clock), once the bar is drawn (after its
+                # delay): a short validation sets it never, as the step bar's numbers are set (3-8 µs each)
+                now = bar._time() if loss_shown and n else None
+                if now is not None and now >= bar.start_t + bar.delay and now - shown_at >= POSTFIX_EVERY:
+                    shown_at = now
+                    bar.set_postfix(loss=f"{total / n:.3f}", refresh=False)
                 bar.update(scored)
     finally:  # also on Ctrl-C, so that the checkpoint then saved carries the training state
         bar.close()
@@ -868,7 +879,11 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
     # no bar where there is no stderr (closed: `2>&-`, pythonw): its first write stopped the run, unsaid, exit 1
     # on a terminal a live bar; in a log (stderr no terminal) a line every LOG_EVERY s, not '\r' updates run together
     style = bar_options(live=dict(dynamic_ncols=True, mininterval=0.5))
-    style["file"] = _Closable(
+    # a validation's own bar (40 s for 5% of 112 MB, the step bar still): drawn once it has run VAL_BAR_DELAY s,
+    # below the step bar, and cleared at its end; in a log a line every LOG_EVERY s, at the log's left (a bar
+    # below another is drawn with the terminal's cursor-up codes, which a log keeps as garbage)
+    val_style = dict(style, leave=False, delay=VAL_BAR_DELAY, **({"position": 0} if "file" in style else {}))
+    style["file"] = val_style["file"] = _Closable(
         style.get("file") or sys.stderr, closed
     )  # (`2>&1 | head`: as the lines' stdout)
     bar = tqdm(total=total, initial=progress.step, unit="step", **style)
@@ -928,7 +943,7 @@ def _loop(cfg, out, model, optimizer, progress, batches, val_batches, chars, met
                 if evaluated:
                     _validate(model, val_batches, progress, row, save, say, out,
                               lambda w=window, s=carried: window_loss(model, batches.window(w), s),
-                              _retry(t))  # fmt: skip
+                              _retry(t), val_style)  # fmt: skip
                 metrics.write(**row)
                 row = None
             if evaluated:  # after the step's row: a kill between the two resumes from the checkpoint before
@@ -1166,15 +1181,15 @@ def _check_loss(loss: float, progress: Progress, out, grad_norm: float = 0.0, re
     return smooth
 
 
-def _validate(model, val_batches, progress, row, save, say, out, train_loss_now, retry=RETRY):
+def _validate(model, val_batches, progress, row, save, say, out, train_loss_now, retry=RETRY, bar=None):
     """Validate after a step and save best.pt (the caller saves latest.pt after the step's metrics row, so that a
     kill between the two leaves no checkpoint without its row). The step's update may have blown the weights up
     after its loss was checked: a validation loss that is not finite, or over 3x the initial train loss while the
     window just trained on also reads over 3x with the new weights (`train_loss_now()`, the train loss char-rnn's
     test reads at the next step), stops before the checkpoints. A high validation loss alone is overfitting, not a blow-up:
-    it is recorded, best.pt keeps the best model, and training goes on."""
+    it is recorded, best.pt keeps the best model, and training goes on. `bar`: tqdm's options for its bar (none)."""
     if val_batches is not None:
-        val = evaluate(model, val_batches)
+        val = evaluate(model, val_batches, bar=bar or dict(disable=True))
         limit = EXPLODE * progress.initial_loss
         now = train_loss_now() if math.isfinite(val) and val > limit else None
         if not math.isfinite(val) or now is not None and not now <= limit:  # the update just taken blew up

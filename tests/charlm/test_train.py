@@ -1820,7 +1820,7 @@ def test_a_ctrl_c_inside_best_pt_save_keeps_the_old_best(monkeypatch):
     the old best.pt doesn't hold, and a later, slightly worse validation then didn't replace best.pt."""
     from rnnkit.train import loop
 
-    monkeypatch.setattr(loop, "evaluate", lambda model, batches: 1.5)
+    monkeypatch.setattr(loop, "evaluate", lambda model, batches, **bar: 1.5)
     progress = loop.Progress(best_val=2.0, initial_loss=4.0)
 
     def save(name):
@@ -2337,12 +2337,12 @@ def test_a_second_ctrl_c_inside_validation_keeps_the_validation(tmp_path, corpus
     train(cfg, tmp_path / "whole", log=quiet)
     real, calls = loop.evaluate, []
 
-    def twice_in_the_second(model, batches):
+    def twice_in_the_second(model, batches, **bar):
         calls.append(1)
         if len(calls) == 2:
             os.kill(os.getpid(), signal.SIGINT)
             os.kill(os.getpid(), signal.SIGINT)
-        return real(model, batches)
+        return real(model, batches, **bar)
 
     monkeypatch.setattr(loop, "evaluate", twice_in_the_second)
     split = _stopped_and_resumed_as_whole(cfg, tmp_path, monkeypatch)
@@ -3022,3 +3022,62 @@ def test_a_resume_compares_its_validations_with_the_val_best_pt_holds(tmp_path, 
     train(tiny_config(corpus, max_steps=15, eval_every=5), run, resume=True, log=lines.append)
     best = load_checkpoint(run / "best.pt")["progress"]
     assert best["step"] == 15 and f"best val {best['best_val']:.4f}" in lines[-1], lines
+
+
+def _slow_validations(monkeypatch, seconds):
+    """tqdm's clock, which runs `seconds` at each read while a validation is under way (and stands still else)."""
+    import tqdm.std
+
+    from rnnkit.train import loop
+
+    now, validating, evaluate = [0.0], [False], loop.evaluate
+
+    def clock():
+        now[0] += seconds if validating[0] else 0.0
+        return now[0]
+
+    def slow(*args, **kwargs):
+        validating[0] = True
+        try:
+            return evaluate(*args, **kwargs)
+        finally:
+            validating[0] = False
+
+    monkeypatch.setattr(tqdm.std, "time", clock)
+    monkeypatch.setattr(loop, "evaluate", slow)
+
+
+def test_a_long_validation_has_its_own_bar_in_a_log_as_whole_lines(tmp_path, corpus, capsys, monkeypatch):
+    """`rnnkit train` validated with its bar off: on 5% of 112 MB (40 s) the step bar sat still and nothing said what
+    ran. A validation of more than VAL_BAR_DELAY s draws its own bar, with the loss so far; in a log (stderr no
+    terminal) as the step bar: whole lines, one every LOG_EVERY s, at the left (no cursor-up codes). A short one
+    draws none (the run's log is as before)."""
+    assert train(tiny_config(corpus, max_steps=2, eval_every=2), tmp_path / "short", log=lambda s: None) == 0
+    assert "eval" not in capsys.readouterr().err
+    _slow_validations(monkeypatch, 10.0)  # 10 s at each read of tqdm's clock: 5 windows, 40 s or more
+    assert train(tiny_config(corpus, max_steps=2, eval_every=2), tmp_path / "run", log=lambda s: None) == 0
+    err = capsys.readouterr().err
+    evals = [line for line in err.splitlines() if line.startswith("eval:")]
+    assert evals and len(evals) <= 3 and all("loss=" in line and " chars" in line for line in evals), err
+    assert "\r" not in err and "\x1b" not in err and err.endswith("\n"), err
+    assert "2/2 [" in err.splitlines()[-1], err
+
+
+def test_a_long_validations_bar_is_drawn_below_the_step_bar_and_cleared(tmp_path, corpus, monkeypatch):
+    """On a terminal a long validation's bar is drawn below the step bar (tqdm's position 1) and cleared at its end
+    (leave=False): the step bar is the terminal's last line again."""
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    _slow_validations(monkeypatch, 10.0)
+    assert train(tiny_config(corpus, max_steps=2, eval_every=2), tmp_path / "run", log=lambda s: None) == 0
+    drawn = terminal.getvalue()
+    at = drawn.index("eval:")
+    assert drawn[:at].endswith("\n\r") and "loss=" in drawn[at:], repr(drawn)  # a line below, then up again
+    cleared = drawn.rindex("\x1b[A")
+    assert "eval:" not in drawn[cleared:] and "2/2 [" in drawn[cleared:], repr(drawn)

@@ -256,6 +256,18 @@ def test_a_probe_reused_at_every_step_is_bounded_or_says_so(backend):
             GradProbe(keep=bad)
 
 
+def test_a_probe_says_it_passed_warn_bytes_at_the_record_that_passes_it():
+    """The bound was asked every 16 records only: records of (1000, 64, 1024) float32 passed 1 GiB at the 5th and were
+    said at the 16th, 3.9 GiB held. Here 4 records of (5, 3, 4) float64 pass it, and the 4th says so."""
+    cell, xw, state0, P, _ = setup("gru", T=5)
+    probe = GradProbe()
+    probe.WARN_BYTES = 4 * 5 * 3 * 4 * 8 - 1
+    for _ in range(3):  # (no word yet: -W error)
+        run(cell, xw, state0, P, None, False, "python", probe)[0].sum().backward()
+    with pytest.warns(RuntimeWarning, match=r"holds 4 records .* GradProbe\(keep=1\)"):
+        run(cell, xw, state0, P, None, False, "python", probe)[0].sum().backward()
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_probe_records_a_pass_that_misses_a_step(backend):
     """A loss on c_T alone never reaches h_T: the autograd backend's hooks waited for every step and recorded

@@ -575,3 +575,23 @@ def test_the_readmes_log_of_the_progress_bar_takes_stderr():
     text = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
     tees = re.findall(r"`[^`]*\| tee[^`]*`", text)
     assert tees and [t for t in tees if "2>&1 | tee" not in t] == []
+
+
+def test_no_docstring_holds_a_surrogate_that_python_3_13_cannot_compile():
+    """Python 3.13 cleans docstrings' indentation at compile time through UTF-8, and a docstring holding a lone
+    surrogate (an escape such as '\\ud83d' written with one backslash) failed to compile there: `import rnnkit.text`
+    raised "UnicodeEncodeError: 'utf-8' codec can't encode character '\\ud83d' ... surrogates not allowed" on Python
+    3.13.0, which pyproject's requires-python (>= 3.10) admits. Every docstring of the package, its tests and bench
+    must be text that UTF-8 can encode."""
+    import ast
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    found = []
+    for p in sorted([*root.joinpath("rnnkit").rglob("*.py"), *root.joinpath("tests").rglob("*.py"),
+                     *root.joinpath("bench").rglob("*.py")]):  # fmt: skip
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                doc = ast.get_docstring(node, clean=False)
+                if doc and any("\ud800" <= c <= "\udfff" for c in doc):
+                    found.append(f"{p.relative_to(root)}: {getattr(node, 'name', '<module>')}")
+    assert not found, f"docstrings holding surrogates (write the escape with two backslashes): {found}"

@@ -26,7 +26,7 @@ _WORD_AND_PUNCT = re.compile(r"\w+(?:'\w+)?|[^\w\s]")
 
 
 def refuse_surrogate_pairs(tokens) -> None:
-    """A token holding a high surrogate before a low one ('\ud83d\ude00', text decoded with errors='surrogatepass')
+    """A token holding a high surrogate before a low one ('\\ud83d\\ude00', text decoded with errors='surrogatepass')
     is written by JSON as two escapes, which it reads back as one character ('😀'): another token in silence (or a
     load refused where both were kept). One line instead."""
     pair = next((t for t in tokens if isinstance(t, str) and _SURROGATE_PAIR.search(t)), None)

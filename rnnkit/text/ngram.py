@@ -21,14 +21,16 @@ back as a newline; a literal `<unk>` is the unknown word (as PTB's text writes i
 of the pair (id of its (m-1)-gram prefix, last token), found by sorting the keys prefix_id · V + w.
 """
 
+import functools
 import itertools
 import json
 import numbers
 import os
 import pathlib
+import re
 import zipfile
 import zlib
-from collections import Counter
+from collections import Counter, defaultdict
 
 import numpy as np
 from tqdm import tqdm
@@ -41,6 +43,9 @@ from rnnkit.text.vocab import UNK, Vocabulary, refuse_surrogate_pairs, tokenize
 EOS = "<eos>"
 OPTIONS = ("n", "smoothing", "k", "discount", "level", "lower", "min_freq")  # saved in every model's meta
 SCORE_CHUNK = 1 << 18  # tokens scored at a time where score() draws a bar (about 0.1 s each)
+# characters of a long line split into words at a time, cut at white space (a text of one line, as text8 is, was one
+# list of all its words)
+WORD_PIECE = 1 << 20
 # the least memory an n-gram of a fitted model takes: its key, count, suffix and continuation count, int64 each (55
 # bytes measured with the per-context totals and the counting's temporaries)
 NGRAM_BYTES = 32
@@ -87,6 +92,41 @@ def _char_ids(text: str, vocab: Vocabulary) -> np.ndarray:
         if len(t) == 1 and ord(t) < len(table):
             table[ord(t)] = i
     return table[codes]
+
+
+_SPACE = re.compile(r"\s")  # (str.split's white space: \s is str.isspace, character for character)
+
+
+def _word_lines(text: str, lower: bool = False):
+    """text_tokens(text, "word", lower) a line at a time: each line's words, with <eos> where a newline ends it, found
+    in place (not text.split("\n")'s list of lines); a line longer than WORD_PIECE characters in pieces cut at white
+    space (words of their own either way, and lower-cased alike)."""
+    start, size = 0, len(text)
+    while start <= size:
+        end = text.find("\n", start)
+        end = size if end < 0 else end
+        while end - start > WORD_PIECE and (cut := _SPACE.search(text, start + WORD_PIECE, end)):
+            yield tokenize(text[start : cut.start()], "word", lower=lower)
+            start = cut.start()
+        tokens = tokenize(text[start:end], "word", lower=lower)
+        if end < size:
+            tokens.append(EOS)
+        yield tokens
+        start = end + 1
+
+
+def _word_ids(text: str, lower: bool, ids_of, dtype) -> np.ndarray:
+    """The ids of text_tokens(text, "word", lower) in one array (dtype), each line's words turned into ids by
+    ids_of(tokens) as the line is read: the list of the text's words took ~60 bytes a word, its ids 8 to 36 more."""
+    return np.fromiter(itertools.chain.from_iterable(map(ids_of, _word_lines(text, lower))), dtype)
+
+
+def _first_seen(text: str, lower: bool) -> tuple[np.ndarray, Counter]:
+    """A word text's tokens numbered as first seen (int32), and Counter(text_tokens(text, "word", lower)): the same
+    counts in the same order (a token's first occurrence), from a bincount of the numbers."""
+    number = defaultdict(itertools.count().__next__)  # token -> its number, given where it is first seen
+    ids = _word_ids(text, lower, functools.partial(map, number.__getitem__), np.int32)
+    return ids, Counter(dict(zip(number, np.bincount(ids, minlength=len(number)).tolist())))
 
 
 def _keys(x: np.ndarray, prev_gram, V: int) -> np.ndarray:
@@ -257,15 +297,17 @@ class NGramLM:
 
     # ---- training ---------------------------------------------------------------------------------
     def fit(self, text: str, progress: bool = False) -> "NGramLM":
+        if not isinstance(text, str):
+            text_tokens(text, self.level)  # (its error)
         if self.level == "char":  # counted and encoded as the str it is: list(text) took 8 bytes a character
-            if not isinstance(text, str):
-                text_tokens(text, "char")  # (its error)
             tokens = text.lower() if self.lower else text
-        else:
-            tokens = text_tokens(text, self.level, self.lower)
-        if not tokens:
+            counts = Counter(tokens)
+        else:  # numbered line by line as read, and counted from the numbers: the list of words was ~60 bytes a word
+            first, counts = _first_seen(text, self.lower)
+            tokens = [first]  # (taken by _ids: not held here while fit_ids counts)
+            del first
+        if not counts:
             raise RnnkitError("empty training text; give a corpus with at least one token")
-        counts = Counter(tokens)
         # (put back with the counts where fit_ids refuses the text: a model fitted before read its old counts
         # through the new text's ids, another vocabulary, and scored wrong numbers in silence)
         kept = {"vocab": vars(self)["vocab"]} if "vocab" in vars(self) else {}
@@ -278,17 +320,20 @@ class NGramLM:
         try:
             # (not the list of ids Vocabulary.encode makes: 36 bytes a word past id 255; passed, not kept here, so
             # that fit_ids frees them once it has put the line end before them)
-            return self.fit_ids(self._ids(tokens), progress)
+            return self.fit_ids(self._ids(tokens, counts), progress)
         except BaseException:  # (fit_ids has put its counts back: n too large for memory, a MemoryError, ^C)
             self.__dict__.pop("vocab", None)
             self.__dict__.update(kept)
             raise
 
-    def _ids(self, tokens) -> np.ndarray:
-        """fit's ids of its tokens (a str of characters: int32)."""
+    def _ids(self, tokens, counts: Counter) -> np.ndarray:
+        """fit's ids (int32) of its tokens: a str of characters, or [the words numbered as first seen] (taken out of
+        the list), the numbers of the tokens of counts (_first_seen's) in its order."""
         if isinstance(tokens, str):
             return _char_ids(tokens, self.vocab)
-        return np.fromiter(map(self.vocab.stoi.get, tokens, itertools.repeat(0)), np.int64, len(tokens))
+        first = tokens.pop()
+        table = np.fromiter(map(self.vocab.stoi.get, counts, itertools.repeat(0)), np.int32, len(counts))
+        return table[first]
 
     def fit_ids(self, x: np.ndarray, progress: bool = False) -> "NGramLM":
         """Count every m-gram, m = 1..n, of the id stream x (ids < len(self.vocab)); `self.vocab` must be set

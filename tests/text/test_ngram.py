@@ -724,3 +724,45 @@ def test_a_char_fit_counts_in_about_40_bytes_a_character_not_100():
     ids = np.array([lm.vocab.stoi[c] for c in "\n" + text])  # (counted after a line end)
     keys, counts = np.unique(np.lib.stride_tricks.sliding_window_view(ids, 5), axis=0, return_counts=True)
     assert len(lm.keys[5]) == len(keys) and sorted(lm.count[5].tolist()) == sorted(counts.tolist())
+
+
+def test_a_word_fit_numbers_the_words_as_read_not_in_a_list_of_every_word():
+    """A word fit made the list of every word of the text (a str and a pointer each, ~60 bytes a word; Python's
+    list of lines beside it), counted it and looked every word up: Penn Treebank's train file 5 times (4.6M words)
+    peaked at 594 MB of RSS, 128 bytes a word. The words are numbered line by line as they are read, into an int32
+    array, and counted from it; the vocabulary and the n-grams are those of the words' list."""
+    import tracemalloc
+
+    words = [f"w{i * 7919 % 3001}" for i in range(40_000)] + ["Σίσυφος", "中文", "<unk>", "<EOS>"]
+    text = "\n".join(" ".join(words[i : i + 20]) for i in range(0, len(words), 20)) + "\r\n\n the end"
+    *lines, last = text.split("\n")
+    tokens = [t for line in lines for t in [*line.split(), "<eos>"]] + last.split()
+    tracemalloc.start()
+    try:
+        lm = NGramLM(3, level="word").fit(text)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 75 * len(tokens), f"{peak:,} bytes, {peak / len(tokens):.1f} a word"
+    counts = collections.Counter(tokens)  # (ids by descending count, ties as first seen; <unk> is 0)
+    assert lm.vocab.itos == ["<unk>", *sorted((t for t in counts if t != "<unk>"), key=lambda t: -counts[t])]
+    assert lm.vocab.counts == [counts["<unk>"], *(counts[t] for t in lm.vocab.itos[1:])]
+    trigrams = collections.Counter(zip(["<eos>", *tokens], tokens, tokens[1:]))  # (counted after a line end)
+    assert sorted(lm.count[3].tolist()) == sorted(trigrams.values())
+
+
+def test_a_long_line_is_split_into_words_in_pieces_as_it_is_whole(monkeypatch):
+    """A line longer than WORD_PIECE characters is split into words a piece at a time, cut at white space: the same
+    words, lower-cased alike (Greek's final sigma looks at the letters beside it), as text_tokens makes of it."""
+    from rnnkit.text import ngram
+
+    text = "ΟΔΥΣΣΕΥΣ  İstanbul\tσΣ a\u2028b\x1cc ΣΑΣ\r\n<EOS> x" * 5 + "\n\nΣ"
+    want = {lower: NGramLM(3, level="word", lower=lower).fit(text) for lower in (False, True)}
+    monkeypatch.setattr(ngram, "WORD_PIECE", 3)
+    for lower, ref in want.items():
+        words = [t for line in ngram._word_lines(text, lower) for t in line]
+        assert words == ngram.text_tokens(text, "word", lower)
+        lm = NGramLM(3, level="word", lower=lower).fit(text)
+        assert lm.vocab.to_dict() == ref.vocab.to_dict()
+        for m in (1, 2, 3):
+            assert np.array_equal(lm.keys[m], ref.keys[m]) and np.array_equal(lm.count[m], ref.count[m])

@@ -83,11 +83,11 @@ def text_tokens(text: str, level: str, lower: bool = False) -> list[str]:
     return tokens + tokenize(lines[-1], "word", lower=lower)
 
 
-def _char_ids(text: str, vocab: Vocabulary) -> np.ndarray:
-    """The ids (int32) of text's characters, looked up by code point (UTF-32) in numpy; a character with no id of its
-    own is <unk>'s 0. list(text) took 8 bytes a character and the list of ids 8 more (36 past id 255)."""
+def _char_ids(text: str, vocab: Vocabulary, dtype=np.int32) -> np.ndarray:
+    """The ids (int32, or dtype) of text's characters, looked up by code point (UTF-32) in numpy; a character with no
+    id of its own is <unk>'s 0. list(text) took 8 bytes a character and the list of ids 8 more (36 past id 255)."""
     codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), np.uint32)
-    table = np.zeros(int(codes.max(initial=0)) + 1, np.int32)
+    table = np.zeros(int(codes.max(initial=0)) + 1, dtype)
     for t, i in vocab.stoi.items():
         if len(t) == 1 and ord(t) < len(table):
             table[ord(t)] = i
@@ -577,8 +577,20 @@ class NGramLM:
 
     # ---- the language-model interface: score, complete, sample --------------------------------------
     def encode(self, text: str) -> np.ndarray:
+        """The ids (int64) of text's tokens, an unknown one <unk>'s 0: in numpy, as fit reads its text (the lists of
+        tokens and of ids took ~90 bytes a word, 24 a character)."""
         self._fitted()
-        return np.array(self.vocab.encode(text_tokens(text, self.level, self.lower)), np.int64)
+        return self._encode(text, np.int64)
+
+    def _encode(self, text: str, dtype) -> np.ndarray:
+        """encode(text) in dtype (score's int32: log_probs reads each part of it as int64)."""
+        # (a text that is no str: its error; a vocabulary without <unk>: its error for unknown tokens)
+        if not isinstance(text, str) or not self.vocab.unk:
+            return np.array(self.vocab.encode(text_tokens(text, self.level, self.lower)), dtype)
+        if self.level == "char":
+            return _char_ids(text.lower() if self.lower else text, self.vocab, dtype)
+        stoi, zeros = self.vocab.stoi, itertools.repeat(0)
+        return _word_ids(text, self.lower, lambda tokens: map(stoi.get, tokens, zeros), dtype)
 
     def decode(self, ids) -> str:
         """Characters as they are; words one space apart, each <eos> a newline with no space beside it."""
@@ -595,19 +607,26 @@ class NGramLM:
         """log P(text | context) in nats over the tokens of `text`. `progress`: a bar on stderr of the tokens
         scored (`rnnkit ngram eval` of a big file), which reads them SCORE_CHUNK at a time, each with the n-1
         tokens before it: the same log p's, summed as one array."""
-        x = self.encode(text)
+        self._fitted()
+        ids = np.int32 if len(self.vocab) <= 2**31 else np.int64
+        x = self._encode(text, ids)
         if len(x) == 0:
             raise RnnkitError("nothing to score: the text has no tokens")
-        full = np.concatenate([self.encode(context), x])
-        start, parts = len(full) - len(x), []
+        # (not context + x in one array, and each part's log p's written in place, not concatenated at the end: two
+        # copies of the text's ids and of its log p's; the sum is of the same array)
+        before, k = self._encode(context, ids), self.n - 1
+        log_p = np.empty(len(x))
         bar = dict(desc="scoring", unit=f" {self.level}s", unit_scale=True, **bar_options(progress))
         with tqdm(total=len(x), **bar) as bar:
-            for i in range(start, len(full), SCORE_CHUNK):
-                # (all of it where it is shorter: as one call reads it)
-                history = full[max(0, i - (self.n - 1)) : i]
-                parts.append(self.log_probs(full[i : i + SCORE_CHUNK], history))
-                bar.update(len(parts[-1]))
-        return LMScore(float(np.concatenate(parts).sum()), len(x))
+            for i in range(0, len(x), SCORE_CHUNK):
+                # the k tokens before x[i] (all of them where there are fewer: as one call reads it)
+                history = x[max(0, i - k) : i]
+                if i < k:  # context's before x's
+                    history = np.concatenate([before[max(0, len(before) + i - k) :], history])
+                part = log_p[i : i + SCORE_CHUNK]
+                part[:] = self.log_probs(x[i : i + SCORE_CHUNK], history)
+                bar.update(len(part))
+        return LMScore(float(log_p.sum()), len(x))
 
     def generate(self, prefix: str, length: int, alpha: float | None = 1.0, seed: int = 0) -> str:
         """Continue `prefix` by `length` tokens: sampled from p^α (deck 004), or greedy when alpha is None.

@@ -44,6 +44,8 @@ from rnnkit.text import w2v_native
 from rnnkit.text.vocab import Vocabulary
 from rnnkit.text.wordvectors import WordVectors
 
+DRAW_CHUNK = 1 << 20  # words a piece, where _pairs draws and makes its arrays a piece at a time
+
 
 def softmax_loss_grads(h: torch.Tensor, V_out: torch.Tensor, target: torch.Tensor):
     """Full softmax: J = Σ_b -log softmax(h_b V_out^T)[target_b].
@@ -334,48 +336,76 @@ class Word2Vec:
         """Subsample, draw each centre's window b ~ U{1..window}, and list the pairs within one sentence.
 
         Returns centres (P,) and contexts: (P,) for skip-gram, (P, 2·reach) with -1 in the unused places for CBOW
-        (reach: the window cut to the longest sentence), as word ids of ids' dtype: int32 below 2^31 words, each
-        chunk widened to int64 where it is used (int64 pairs, 16 bytes each and 55 at their making, took 300 MB a
-        million words of corpus: PTB four times over peaked at 1.37 GB).
+        (reach: the window cut to the longest sentence), as word ids of ids' dtype (int32 below 2^31 words, each
+        chunk widened to int64 where it is used), shuffled: views of one (P, 2) or (P, 1 + 2·reach) array, each row
+        a pair, made in place in the order of old and shuffled as rows. Its draws are the old ones, in their order
+        (rng.random(n), rng.integers(1, window + 1, n), rng.shuffle of P items: numpy draws a shuffle's swaps from
+        its length alone, and a draw of n in pieces is the draw of n), so the pairs are too. The positions of the
+        pairs, their shuffled order and the gathered copies, 30 bytes a pair at the peak (skip-gram, int32), took
+        110 bytes a word of corpus: PTB twice over (1.8M words) peaked at 196 MB to make 53 MB of pairs.
         """
         c, rng = self.config, self.rng
         if c.sample > 0:
-            f, sT = self.counts[ids], c.sample * self.counts.sum()
-            keep = rng.random(len(ids)) < (np.sqrt(f / sT) + 1) * sT / f
+            sT, keep = c.sample * self.counts.sum(), np.empty(len(ids), bool)
+            # a piece at a time: f and its formula in float64 took 40 bytes a word at once
+            for i in range(0, len(ids), DRAW_CHUNK):
+                f = self.counts[ids[i : i + DRAW_CHUNK]]
+                keep[i : i + DRAW_CHUNK] = rng.random(len(f)) < (np.sqrt(f / sT) + 1) * sT / f
             ids, sent = ids[keep], sent[keep]
-        b = rng.integers(1, c.window + 1, len(ids))
         # no pair is farther apart than the longest sentence is long: window=10**9 looped over empty distances for hours,
         # and cut to the corpus's length, over as many distances as the corpus has words (its length squared in all)
         reach = max(1, min(c.window, int(np.bincount(sent).max(initial=1)) - 1))
+        # b as drawn, cut to reach (no distance is farther), in the smallest type that holds it: int64 took 8 bytes a word
+        b = np.empty(len(ids), np.min_scalar_type(reach))
+        for i in range(0, len(ids), DRAW_CHUNK):
+            piece = b[i : i + DRAW_CHUNK]
+            piece[:] = np.minimum(rng.integers(1, c.window + 1, len(piece)), reach)
         if c.model == "cbow":
             return self._cbow_windows(ids, sent, b, reach)
-        at = _index_dtype(len(ids))  # positions in the corpus
-        centre, context = [], []
+        n, groups = len(ids), []  # centre p + a, context p + z at distance o: (o, a, z, pairs)
+
+        def use(o, a):  # the positions p whose pair (p + a, p + (o - a)) is within a sentence and the window
+            return (sent[:-o] == sent[o:]) & (o <= b[a : a + n - o])
+
         for o in range(1, reach + 1):
-            same = sent[:-o] == sent[o:]  # positions p and p + o in one sentence
-            for a, z, b_a in ((0, o, b[:-o]), (o, 0, b[o:])):  # centre p + a, context p + z at distance o
-                p = np.flatnonzero(same & (o <= b_a)).astype(at)
-                centre.append(p + at(a))
-                context.append(p + at(z))
-        centre, context = np.concatenate(centre), np.concatenate(context)
-        order = np.arange(len(centre), dtype=at)  # rng.permutation(P)'s order, in the positions' dtype
-        rng.shuffle(order)
-        centre, context = ids[centre[order]], ids[context[order]]
-        return centre, context
+            groups += [(o, a, o - a, np.count_nonzero(use(o, a))) for a in (0, o)]
+        pairs, at = np.empty((sum(g[3] for g in groups), 2), ids.dtype), 0
+        for o, a, z, count in groups:  # the masks again, one at a time (a list of them is n bytes each)
+            mask = use(o, a)
+            pairs[at : at + count, 0] = ids[a : a + n - o][mask]
+            pairs[at : at + count, 1] = ids[z : z + n - o][mask]
+            at += count
+        _shuffle_rows(rng, pairs)
+        return pairs[:, 0], pairs[:, 1]
 
     def _cbow_windows(self, ids, sent, b, reach):
         """Each centre's context words as a row, position -reach..-1, +1..+reach, -1 where a position is out of its
         sentence or its window b: (P, 2·reach), the centres that have a context (reach: the window cut to the longest
-        sentence, as in _pairs: rows of 2·window for window=10**9 did not fit)."""
-        n = len(ids)
-        rows = np.full((n, 2 * reach), -1, ids.dtype)
-        for k, o in enumerate([*range(-reach, 0), *range(1, reach + 1)]):
-            lo, hi = max(0, -o), n - max(0, o)  # centres a in [lo, hi), contexts a + o
-            use = (sent[lo:hi] == sent[lo + o : hi + o]) & (abs(o) <= b[lo:hi])
-            rows[lo:hi, k] = np.where(use, ids[lo + o : hi + o], -1)
-        has = np.flatnonzero((rows >= 0).any(1)).astype(_index_dtype(n))
-        self.rng.shuffle(has)  # (as has[rng.permutation(len(has))])
-        return ids[has], rows[has]
+        sentence, as in _pairs: rows of 2·window for window=10**9 did not fit). The rows are made a piece of the corpus
+        at a time, of the centres that have a context only, beside their centres, and shuffled as rows: every word's
+        row (n of them) and the shuffled copy of the kept ones were 2 x 40 bytes a word at once (int32, window 5)."""
+        n, offsets = len(ids), [*range(-reach, 0), *range(1, reach + 1)]
+        has = np.zeros(n, bool)  # a centre with a context at distance o on one side or the other
+        for o in range(1, reach + 1):
+            same = sent[:-o] == sent[o:]
+            has[:-o] |= same & (o <= b[:-o])
+            has[o:] |= same & (o <= b[o:])
+        out, at = np.empty((np.count_nonzero(has), 1 + 2 * reach), ids.dtype), 0
+        step = max(1, DRAW_CHUNK // (2 * reach))
+        for i in range(0, n, step):  # the rows of centres i .. j - 1, then those that have a context
+            j = min(n, i + step)
+            rows = np.full((j - i, 2 * reach), -1, ids.dtype)
+            for k, o in enumerate(offsets):
+                lo, hi = max(i, -o), min(j, n - max(0, o))  # centres a in [lo, hi), contexts a + o
+                if lo < hi:
+                    use = (sent[lo:hi] == sent[lo + o : hi + o]) & (abs(o) <= b[lo:hi])
+                    rows[lo - i : hi - i, k] = np.where(use, ids[lo + o : hi + o], -1)
+            kept = has[i:j]
+            count = np.count_nonzero(kept)
+            out[at : at + count, 0], out[at : at + count, 1:] = ids[i:j][kept], rows[kept]
+            at += count
+        _shuffle_rows(self.rng, out)  # (as ids[has], rows[has] of has shuffled: the same draws)
+        return out[:, 0], out[:, 1:]
 
     def resolved_backend(self) -> str:
         """ "native" or "torch": the backend fit will use (config.backend, "auto" resolved)."""
@@ -441,7 +471,9 @@ class Word2Vec:
                 return
             if i + 1 < len(starts):
                 drawn = pool.submit(draw, i + 1)
-            w, ctx = centres[start : start + step].long(), contexts[start : start + step].long()
+            # (contiguous: the pairs are columns of one array of rows, which .long() of int64 ones keeps as they are)
+            w = centres[start : start + step].long().contiguous()
+            ctx = contexts[start : start + step].long().contiguous()
             if probe is not None:  # the loss on a few pairs, to watch (lr 0: no update)
                 self.loss_history.append(self._step(w[:256], ctx[:256], 0.0, True, probe) / len(probe))
             # at most a thread a pair: more had nothing to do (2**62 of them aborted the process)
@@ -531,6 +563,12 @@ def _sentences(sentences, method: str) -> list[list]:
             "([s.split() for s in texts])"
         )
     return [s if isinstance(s, list) else list(s) for s in sentences]
+
+
+def _shuffle_rows(rng: np.random.Generator, rows: np.ndarray) -> None:
+    """rng.shuffle of a C-contiguous array's rows, in place, as one array of their bytes: the draws of rng.shuffle
+    of any 1-D array as long (numpy shuffles a 2-D one a row at a time through a buffer row, 40 times slower)."""
+    rng.shuffle(rows.view(np.dtype((np.void, rows.shape[1] * rows.itemsize))).reshape(len(rows)))
 
 
 def _index_dtype(n: int):

@@ -1923,3 +1923,63 @@ def test_fits_overlapping_in_threads_put_back_the_thread_count_of_before_both(mo
         assert (torch.get_num_threads(), seen) == (2, [2])
     finally:
         torch.set_num_threads(threads)
+
+
+def _pairs_as_listed_in_full(w, ids, sent):
+    """The (centre, context) pairs of _pairs made the plain way, with the same draws in the same order: every
+    position's pairs listed for each distance, each list shuffled through a permutation of its length."""
+    c, rng = w.config, w.rng
+    if c.sample > 0:
+        f, sT = w.counts[ids], c.sample * w.counts.sum()
+        keep = rng.random(len(ids)) < (np.sqrt(f / sT) + 1) * sT / f
+        ids, sent = ids[keep], sent[keep]
+    b, n = rng.integers(1, c.window + 1, len(ids)), len(ids)
+    reach = max(1, min(c.window, int(np.bincount(sent).max(initial=1)) - 1))
+    if c.model == "cbow":
+        rows = np.full((n, 2 * reach), -1, np.int64)
+        for k, o in enumerate([*range(-reach, 0), *range(1, reach + 1)]):
+            for a in range(max(0, -o), n - max(0, o)):
+                if sent[a] == sent[a + o] and abs(o) <= b[a]:
+                    rows[a, k] = ids[a + o]
+        has = np.flatnonzero((rows >= 0).any(1))
+        has = has[rng.permutation(len(has))]
+        return ids[has], rows[has]
+    centre = [p + a for o in range(1, reach + 1) for a in (0, o) for p in range(n - o)
+              if sent[p] == sent[p + o] and o <= b[p + a]]  # fmt: skip
+    context = [p + (o - a) for o in range(1, reach + 1) for a in (0, o) for p in range(n - o)
+               if sent[p] == sent[p + o] and o <= b[p + a]]  # fmt: skip
+    order = rng.permutation(len(centre))
+    return ids[np.array(centre)[order]], ids[np.array(context)[order]]
+
+
+@pytest.mark.parametrize("model", ["skip-gram", "cbow"])
+def test_the_pairs_are_made_in_place_in_little_more_memory_than_they_take(model, monkeypatch):
+    """_pairs listed the pairs' positions for each distance, joined them, shuffled an index of them and gathered
+    the words: 30 bytes a pair at the peak for 8 bytes of pairs (int32), 110 bytes a word of PTB (196 MB of 1.8M
+    words); CBOW made every word's row of 2·window contexts, then the copy of the kept ones. The pairs are now made
+    in place, a piece of the corpus at a time, and shuffled as rows: the same draws, the same pairs."""
+    from rnnkit.text import word2vec
+
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in rng.integers(0, 300, 40_000)]  # each 0.3 % of the words: 15 % subsampled
+    cut = np.sort(rng.choice(len(words), 2_000, replace=False))
+    sentences = [s.tolist() for s in np.split(np.array(words, dtype=object), cut)]
+    monkeypatch.setattr(
+        word2vec, "DRAW_CHUNK", 1_000, raising=False
+    )  # pieces: 40 of them, of a sentence's middle
+    w = Word2Vec(model=model, min_count=1, window=5, sample=1e-3, dimension=4, epochs=1)
+    w.build_vocab(sentences)
+    ids, sent = w._encode(sentences)
+    w.rng = np.random.default_rng(3)
+    tracemalloc.start()
+    try:
+        centres, contexts = w._pairs(ids, sent)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    w.rng = np.random.default_rng(3)
+    want_centres, want_contexts = _pairs_as_listed_in_full(w, ids, sent)
+    np.testing.assert_array_equal(centres, want_centres)
+    np.testing.assert_array_equal(contexts, want_contexts)
+    held = centres.nbytes + contexts.nbytes  # (the old code's pairs, int32, as the new ones)
+    assert peak < held + 20 * len(ids), f"{peak:,} bytes to make {held:,} bytes of {len(centres):,} pairs"

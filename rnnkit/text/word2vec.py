@@ -303,11 +303,16 @@ class Word2Vec:
                 f"{why} (a few words' vocabulary diverges so first)")  # fmt: skip
 
     def _encode(self, sentences):
+        """The corpus's word ids, the words not in the vocabulary left out, and the number of each one's sentence:
+        read into arrays as they are looked up (-1 for a word left out), int16 ids below 2^15 words (_word_dtype).
+        The ids were lists first, a list a sentence (8 bytes a word), then an int32 array."""
         stoi = self.vocab.stoi
-        encoded = [[stoi[w] for w in s if w in stoi] for s in sentences]
-        ids = np.fromiter((i for s in encoded for i in s), dtype=_index_dtype(len(stoi)))
-        sent = np.repeat(np.arange(len(encoded), dtype=_index_dtype(len(encoded))), [len(s) for s in encoded])
-        return ids, sent
+        lengths = np.fromiter(map(len, sentences), np.int64, len(sentences))
+        words = (stoi.get(w, -1) for s in sentences for w in s)
+        ids = np.fromiter(words, _word_dtype(len(stoi)), int(lengths.sum()))
+        sent = np.repeat(np.arange(len(sentences), dtype=_index_dtype(len(sentences))), lengths)
+        known = ids >= 0
+        return (ids, sent) if known.all() else (ids[known], sent[known])
 
     def _noise_distribution(self) -> None:
         """Walker's alias table of P(j) ∝ count_j^0.75 (Vose's construction): word j keeps a uniform draw of slot j
@@ -336,13 +341,14 @@ class Word2Vec:
         """Subsample, draw each centre's window b ~ U{1..window}, and list the pairs within one sentence.
 
         Returns centres (P,) and contexts: (P,) for skip-gram, (P, 2·reach) with -1 in the unused places for CBOW
-        (reach: the window cut to the longest sentence), as word ids of ids' dtype (int32 below 2^31 words, each
-        chunk widened to int64 where it is used), shuffled: views of one (P, 2) or (P, 1 + 2·reach) array, each row
-        a pair, made in place in the order of old and shuffled as rows. Its draws are the old ones, in their order
-        (rng.random(n), rng.integers(1, window + 1, n), rng.shuffle of P items: numpy draws a shuffle's swaps from
-        its length alone, and a draw of n in pieces is the draw of n), so the pairs are too. The positions of the
-        pairs, their shuffled order and the gathered copies, 30 bytes a pair at the peak (skip-gram, int32), took
-        110 bytes a word of corpus: PTB twice over (1.8M words) peaked at 196 MB to make 53 MB of pairs.
+        (reach: the window cut to the longest sentence), as word ids of ids' dtype (int16 below 2^15 words, int32
+        below 2^31: _word_dtype; each chunk widened to int64 where it is used), shuffled: views of one (P, 2) or
+        (P, 1 + 2·reach) array, each row a pair, made in place in the order of old and shuffled as rows. Its draws
+        are the old ones, in their order (rng.random(n), rng.integers(1, window + 1, n), rng.shuffle of P items:
+        numpy draws a shuffle's swaps from its length alone, and a draw of n in pieces is the draw of n), so the
+        pairs are too. The positions of the pairs, their shuffled order and the gathered copies, 30 bytes a pair at
+        the peak (skip-gram, int32), took 110 bytes a word of corpus: PTB twice over (1.8M words) peaked at 196 MB
+        to make 53 MB of pairs.
         """
         c, rng = self.config, self.rng
         if c.sample > 0:
@@ -569,6 +575,12 @@ def _shuffle_rows(rng: np.random.Generator, rows: np.ndarray) -> None:
     """rng.shuffle of a C-contiguous array's rows, in place, as one array of their bytes: the draws of rng.shuffle
     of any 1-D array as long (numpy shuffles a 2-D one a row at a time through a buffer row, 40 times slower)."""
     rng.shuffle(rows.view(np.dtype((np.void, rows.shape[1] * rows.itemsize))).reshape(len(rows)))
+
+
+def _word_dtype(words: int):
+    """The type of the ids of a vocabulary of `words`: int16 where they fit (with -1, CBOW's pad), else as _index_dtype.
+    Its pairs are an epoch's largest arrays: int16 holds them in half int32's memory (PTB's 10,000 words)."""
+    return np.int16 if words <= 2**15 else _index_dtype(words)
 
 
 def _index_dtype(n: int):

@@ -1736,10 +1736,11 @@ def test_words_with_a_form_feed_or_a_vertical_tab_save_and_load_back(tmp_path, b
 
 @pytest.mark.parametrize("backend", ["torch", pytest.param("native", marks=native)])
 @pytest.mark.parametrize("model", ["skip-gram", "cbow"])
-def test_pairs_are_held_as_int32_with_the_same_training(model, backend, monkeypatch):
+def test_pairs_are_held_as_int16_or_int32_with_the_same_training(model, backend, monkeypatch):
     """Every epoch's (centre, context) pairs were int64 arrays, 16 bytes a pair and 55 at their making: 300 MB a
     million words of corpus (PTB four times over peaked at 1.37 GB, now 1.0 GB). They are int32 below 2^31 words and
-    positions, widened a chunk at a time where used: the vectors are the int64 pairs' to the bit."""
+    positions, int16 below 2^15 words, widened a chunk at a time where used: the vectors are the int64 pairs' to the
+    bit."""
     import rnnkit.text.word2vec as w2v
 
     sentences = [
@@ -1748,7 +1749,8 @@ def test_pairs_are_held_as_int32_with_the_same_training(model, backend, monkeypa
     kw = dict(model=model, backend=backend, dimension=8, epochs=2, min_count=1, seed=1, workers=1)
     w = Word2Vec(**kw).fit(sentences)
     centres, contexts = w._pairs(*w._encode(sentences))
-    assert centres.dtype == contexts.dtype == np.int32
+    assert centres.dtype == contexts.dtype == np.int16
+    monkeypatch.setattr(w2v, "_word_dtype", lambda n: np.int64)
     monkeypatch.setattr(w2v, "_index_dtype", lambda n: np.int64)
     wide = Word2Vec(**kw).fit(sentences)
     assert wide._pairs(*wide._encode(sentences))[0].dtype == np.int64
@@ -1981,5 +1983,31 @@ def test_the_pairs_are_made_in_place_in_little_more_memory_than_they_take(model,
     want_centres, want_contexts = _pairs_as_listed_in_full(w, ids, sent)
     np.testing.assert_array_equal(centres, want_centres)
     np.testing.assert_array_equal(contexts, want_contexts)
-    held = centres.nbytes + contexts.nbytes  # (the old code's pairs, int32, as the new ones)
+    held = centres.nbytes + contexts.nbytes
     assert peak < held + 20 * len(ids), f"{peak:,} bytes to make {held:,} bytes of {len(centres):,} pairs"
+
+
+def test_the_corpus_is_encoded_into_arrays_without_a_list_of_ids_and_in_int16_below_32768_words():
+    """_encode made a list of each sentence's ids (8 bytes a word) before its int32 array (17 bytes a word at the
+    peak here), and the pairs, the largest arrays, took the ids' int32 for PTB's 10,000 words: the ids are read
+    straight into an array now, int16 below 2^15 words (half the pairs' memory), the words left out (rarer than
+    min_count) as before."""
+    rng = np.random.default_rng(0)
+    sentences = [[f"w{i}" for i in rng.integers(0, 1_200, rng.integers(0, 40))] for _ in range(2_000)]
+    w = Word2Vec(min_count=30, dimension=4, epochs=1)  # 768 words of 1,200 kept
+    w.build_vocab(sentences)
+    tracemalloc.start()
+    try:
+        ids, sent = w._encode(sentences)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    words = sum(map(len, sentences))
+    assert peak < 14 * words, f"{peak:,} bytes to encode {words:,} words"
+    kept = [(w.vocab.stoi[x], k) for k, s in enumerate(sentences) for x in s if x in w.vocab.stoi]
+    assert 500 < len(w.vocab) < len(set(x for s in sentences for x in s)) and ids.dtype == np.int16
+    np.testing.assert_array_equal(ids, [i for i, _ in kept])
+    np.testing.assert_array_equal(sent, [k for _, k in kept])
+    big = Word2Vec(min_count=1)
+    big.build_vocab([[f"w{i}" for i in range(2**15 + 1)]])
+    assert big._encode([["w0", "w32768"]])[0].tolist() == [0, 32768]  # past int16: int32

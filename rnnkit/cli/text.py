@@ -388,7 +388,12 @@ def cmd_word2vec(args) -> int:
     with made_out_folder(args.out) as out:  # made before training; gone again if the corpus has no pairs
         # one sentence a line, a line as word2vec.c, gensim's LineSentence and ngram and tfidf end it: at a newline
         # (read_text makes \r\n and \r one), not at splitlines' U+2028, U+0085 or form feed inside a line
-        sentences = [(line.lower() if args.lower else line).split() for line in text.split("\n")]
+        # each word one str for all its occurrences (a dict's): split made a str of each, 60 bytes a word of the
+        # corpus beside the list's 8 (110 MB of PTB twice over); and none of it held here while fit runs: the text
+        # let go once split into lines, the sentences given as a generator, whose lists fit lets go of once encoded
+        lines, shared = (line.lower() if args.lower else line for line in text.split("\n")), {}
+        del text
+        sentences = (list(map(shared.setdefault, words, words)) for words in map(str.split, lines))
         w2v.fit(sentences, progress=True)
         # config.json first without the files' record ("files": null), last with the size and sha256 of each vectors
         # file: load refuses a folder a run stopped in (the new vectors.txt beside the old vectors.bin)

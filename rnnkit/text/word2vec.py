@@ -223,6 +223,8 @@ class Word2Vec:
             raise RnnkitError("empty corpus: no words to train on")
         self.build_vocab(sentences)
         ids, sent = self._encode(sentences)
+        # the lists of words let go of, where fit was given a generator of them (as the command line gives them)
+        del sentences
         self.generator = torch.Generator().manual_seed(int(c.seed))  # torch refuses a numpy integer
         self.rng = np.random.default_rng(c.seed)
         V, E = len(self.vocab), c.dimension

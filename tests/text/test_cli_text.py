@@ -1988,3 +1988,34 @@ def test_markov_text_finds_its_line_starts_in_place_not_in_a_list_of_its_lines(t
     assert capsys.readouterr().out == "".join(
         f"{s!r}\t{p:.6f}\n" for s, p in zip(chain.states, chain.stationary())
     )
+
+
+def test_word2vec_holds_its_words_as_one_str_each_and_lets_go_of_them_once_encoded(tmp_path, capsys):
+    """The command split each line into a list of new str, about 60 bytes for each word of the corpus beside the
+    list's 8 (110 MB of PTB's train file twice over, 1.8M words), and held them and the text to the end of the
+    training, beside the pairs: each word is one shared str now, and fit lets go of the lists once it has the ids.
+    The vectors are those of Word2Vec.fit on the lines split."""
+    import tracemalloc
+
+    from rnnkit.text import Word2Vec, WordVectors
+
+    rng = np.random.default_rng(0)
+    lines = [" ".join(f"word{i}" for i in rng.integers(0, 400, rng.integers(1, 30))) for _ in range(4_000)]
+    text = "\n".join(lines) + "\n"
+    (tmp_path / "c.txt").write_text(text, encoding="utf-8")
+    (tmp_path / "w.txt").write_text("\n".join(lines[:100]), encoding="utf-8")
+    flags = ["--epochs", "1", "--dimension", "4", "--min-count", "1", "--backend", "torch", "--seed", "3"]
+    assert main(["word2vec", str(tmp_path / "w.txt"), "--out", str(tmp_path / "w"), *flags]) == 0  # (imports)
+    tracemalloc.start()
+    try:
+        assert main(["word2vec", str(tmp_path / "c.txt"), "--out", str(tmp_path / "out"), *flags]) == 0
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    words = len(text.split())
+    assert peak < 70 * words, f"{peak:,} bytes for {words:,} words"  # (its pairs about 25 of them)
+    want = Word2Vec(epochs=1, dimension=4, min_count=1, backend="torch", seed=3).fit(
+        [line.split() for line in text.split("\n")]
+    )
+    got = WordVectors.load(tmp_path / "out" / "vectors.bin")
+    assert got.words == want.wv.words and np.array_equal(got.vectors, want.wv.vectors)

@@ -75,6 +75,7 @@ class GradProbe:
         if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
             raise count_error("GradProbe(keep=...) (records kept)", keep, " (or None: all)")
         self.dh, self.history, self._pass, self.keep, self._warned = None, [], (None, {}), keep, False
+        self._held = 0  # at least history's bytes: those last summed and each record's since
 
     def record(self, dh, call=None):
         """Add dh as this pass's record; `call` names the run it comes from: a second record of the same run in
@@ -109,13 +110,16 @@ class GradProbe:
         if self.keep is not None:
             del self.history[: -self.keep]
         elif not self._warned:
-            # summed every 16 records (the sum runs over all of them), and at once where as many records as the latest
-            # would pass the bound: every 16 alone said it late, records of (1000, 64, 1024) float32 passing 1 GiB at
-            # the 5th and said at the 16th, 3.9 GiB held
-            n, last = len(self.history), self.history[-1]
-            if n % 16 and n * last.nelement() * last.element_size() <= self.WARN_BYTES:
+            # summed every 16 records (the sum runs over all of them), and at once where the bytes summed last and
+            # every record's since would pass the bound (history.clear() or del only hold less): every 16 alone said
+            # it late, records of (1000, 64, 1024) float32 passing 1 GiB at the 5th and said at the 16th, 3.9 GiB
+            # held; as many records as the latest, records of varying sizes late (3 of 300 bytes and one of 200
+            # passing 1000 bytes said at the 16th)
+            last = self.history[-1]
+            self._held += last.nelement() * last.element_size()
+            if len(self.history) % 16 and self._held <= self.WARN_BYTES:
                 return
-            held = sum(r.nelement() * r.element_size() for r in self.history)
+            held = self._held = sum(r.nelement() * r.element_size() for r in self.history)
             if held > self.WARN_BYTES:
                 self._warned = True
                 warnings.warn(

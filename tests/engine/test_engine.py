@@ -268,6 +268,27 @@ def test_a_probe_says_it_passed_warn_bytes_at_the_record_that_passes_it():
         run(cell, xw, state0, P, None, False, "python", probe)[0].sum().backward()
 
 
+def test_a_probe_of_records_of_varying_sizes_says_it_passed_warn_bytes_at_the_record_that_passes_it():
+    """532b539 summed history where as many records as the latest would pass the bound: 3 records of (5, 3, 4) and one
+    of (2, 3, 4) float64 (1,632 bytes) passed a bound of 1,631 at the 4th, where 4 of the latest (768) did not, and
+    were said at the 16th. The bytes summed last plus each record's since are at least those held."""
+    long, short = setup("gru", T=5), setup("gru", T=2)
+    probe = GradProbe()
+    probe.WARN_BYTES = 3 * 5 * 3 * 4 * 8 + 2 * 3 * 4 * 8 - 1
+    for _ in range(3):  # (no word yet: -W error)
+        run(*long[:4], None, False, "python", probe)[0].sum().backward()
+    with pytest.warns(RuntimeWarning, match=r"holds 4 records .* GradProbe\(keep=1\)"):
+        run(*short[:4], None, False, "python", probe)[0].sum().backward()
+    probe = GradProbe()  # history.clear() holds less: said where what is held passes the bound, not before
+    probe.WARN_BYTES = 4 * 5 * 3 * 4 * 8 - 1
+    for k in range(6):
+        run(*long[:4], None, False, "python", probe)[0].sum().backward()
+        if k == 2:
+            probe.history.clear()
+    with pytest.warns(RuntimeWarning, match=r"holds 4 records"):
+        run(*long[:4], None, False, "python", probe)[0].sum().backward()
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_probe_records_a_pass_that_misses_a_step(backend):
     """A loss on c_T alone never reaches h_T: the autograd backend's hooks waited for every step and recorded

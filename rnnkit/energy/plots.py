@@ -91,9 +91,12 @@ def capacity_figure(rows, path, alpha_c=ALPHA_C) -> str:
             )
             if key == "perfect" and N > 1:
                 ax.axvline(1 / (2 * math.log(N)), color=line[0].get_color(), ls=":", lw=1)
-    for ax, (_, label) in zip(axes.flat, panels):
+    for ax, (key, label) in zip(axes.flat, panels):
         ax.axvline(alpha_c, color="k", ls="--", lw=1)
-        ax.set(xlabel="load P / N", ylabel=label, ylim=(-0.02, 1.02))
+        # m = s·ξ/N lies in [-1, 1]: cues flipped past half their bits (--noise 0.9) end near -ξ, m = -1, which the
+        # fractions' (0, 1) left off the panel, drawn empty
+        low = min([-0.02] + [r[key] - 0.02 for r in rows if key == "mean_overlap"])
+        ax.set(xlabel="load P / N", ylabel=label, ylim=(low, 1.02))
     axes[0, 0].legend()
     axes[0, 0].set_title(f"dashed: α_c = {alpha_c}; dotted: 1 / (2 ln N)", fontsize=9)
     return _save(fig, path)

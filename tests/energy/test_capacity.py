@@ -123,3 +123,24 @@ def test_the_default_sweeps_let_the_random_starts_settle():
     cfg = capacity.CapacityConfig(sizes=(500,), loads=(0.1,), random_starts=16, min_patterns=50)
     row = capacity.capacity_point(500, 0.1, cfg.check(), torch.Generator().manual_seed(0))
     assert row["starts_unfinished"] == 0 and row["unfinished"] == 0 and row["sweeps"] > 20
+
+
+def test_the_overlap_panel_draws_negative_overlaps(tmp_path, monkeypatch):
+    """Cues flipped past half their bits (hopfield capacity --noise 0.9) end near -ξ: mean overlaps of -1.0 to -0.57,
+    printed, drawn under the fractions' y range (-0.02, 1.02), an empty panel."""
+    from rnnkit.energy import plots
+
+    figures, save = [], plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, *a, **k: figures.append(fig) or save(fig, *a, **k))
+    zero = dict.fromkeys(("recalled", "perfect", "spurious_of_settled"), 0.0)
+    rows = [dict(N=32, load=load, mean_overlap=m, **zero) for load, m in [(0.06, -1.0), (0.25, -0.57)]]
+    plots.capacity_figure(rows, tmp_path / "capacity.png")
+    overlap, recalled = figures[0].axes[:2]
+    assert overlap.get_ylabel() == "mean final overlap m"
+    assert list(overlap.get_lines()[0].get_ydata()) == [-1.0, -0.57]
+    low, high = overlap.get_ylim()
+    assert low <= -1.0 and high == 1.02
+    assert recalled.get_ylim() == (-0.02, 1.02)  # the fractions' panels as before
+    rows = [{**r, "mean_overlap": 1.0} for r in rows]  # overlaps in [0, 1]: the range as before
+    plots.capacity_figure(rows, tmp_path / "capacity.png")
+    assert figures[1].axes[0].get_ylim() == (-0.02, 1.02)

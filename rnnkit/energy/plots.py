@@ -83,8 +83,10 @@ def capacity_figure(rows, path, alpha_c=ALPHA_C) -> str:
     ]
     fig = Figure(figsize=(10, 7))
     axes = fig.subplots(2, 2)
+    firsts = []  # each N's overlap at its lowest load
     for N in sorted({r["N"] for r in rows}):
         mine = sorted((r for r in rows if r["N"] == N), key=lambda r: r["load"])
+        firsts.append(mine[0]["mean_overlap"])
         for ax, (key, _) in zip(axes.flat, panels):
             line = ax.plot(
                 [r["load"] for r in mine], [r[key] for r in mine], marker="o", ms=3, label=f"N = {N}"
@@ -97,7 +99,9 @@ def capacity_figure(rows, path, alpha_c=ALPHA_C) -> str:
         # fractions' (0, 1) left off the panel, drawn empty
         low = min([-0.02] + [r[key] - 0.02 for r in rows if key == "mean_overlap"])
         ax.set(xlabel="load P / N", ylabel=label, ylim=(low, 1.02))
-    axes[0, 0].legend()
+    # the curves start near m = 1 at the low loads and fall to the right, under the upper left, where 'best' put the
+    # legend over them (it counts the points' centres alone, which lay on its top edge): the lower left is empty
+    axes[0, 0].legend(loc="lower left" if firsts and min(firsts) > 0.5 else "best")
     axes[0, 0].set_title(f"dashed: α_c = {alpha_c}; dotted: 1 / (2 ln N)", fontsize=9)
     return _save(fig, path)
 

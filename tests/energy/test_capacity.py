@@ -144,3 +144,31 @@ def test_the_overlap_panel_draws_negative_overlaps(tmp_path, monkeypatch):
     rows = [{**r, "mean_overlap": 1.0} for r in rows]  # overlaps in [0, 1]: the range as before
     plots.capacity_figure(rows, tmp_path / "capacity.png")
     assert figures[1].axes[0].get_ylim() == (-0.02, 1.02)
+
+
+@pytest.mark.parametrize("first", [1.0, 0.1, -1.0])
+def test_the_legend_of_the_capacity_figure_covers_no_point(first, tmp_path, monkeypatch):
+    """The legend ('N = 32', ...) sat in the upper left of the overlap panel, over the curves at m = 1 of the low
+    loads (matplotlib's 'best' counts the points' centres alone, which lay at its top edge): the first points of
+    `hopfield capacity --sizes 32 64 128 --loads 0.02 ...` were hidden under it."""
+    from rnnkit.energy import plots
+
+    figures, save = [], plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, *a, **k: figures.append(fig) or save(fig, *a, **k))
+    zero = dict.fromkeys(("recalled", "perfect", "spurious_of_settled"), 0.0)
+    start = [(0.02, first), (0.05, first), (0.1, first), (0.14, 0.99 * first)]
+    ends = {
+        32: [(0.2, 0.99), (0.25, 0.84)],
+        64: [(0.2, 0.92), (0.25, 0.89)],
+        128: [(0.2, 0.64), (0.25, 0.57)],
+    }
+    rows = [dict(N=N, load=load, mean_overlap=m, **zero) for N in ends for load, m in start + ends[N]]
+    plots.capacity_figure(rows, tmp_path / "capacity.png")
+    ax = figures[0].axes[0]
+    box = ax.get_legend().get_window_extent().padded(3)  # (pixels; a marker's radius and the line's width)
+    curves = [
+        ax.transData.transform(line.get_xydata()) for line in ax.get_lines() if line.get_label()[0] != "_"
+    ]
+    t = np.linspace(0, 1, 50)[:, None]  # the points and the segments between them
+    drawn = [(1 - t) * a + t * b for c in curves for a, b in zip(c[:-1], c[1:])]
+    assert len(curves) == 3 and not any(box.contains(x, y) for p in drawn for x, y in p)

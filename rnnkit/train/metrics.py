@@ -181,7 +181,9 @@ def plot_losses(rows: list, path):
     axes = fig.subplots(1, 2, sharey=True)
     for ax, i, label in [(axes[0], 0, "step"), (axes[1], 1, "training time (s)")]:
         if train:
-            ax.plot([t[i] for t in train], [t[2] for t in train], lw=0.8, label="train")
+            # one point (a run of one step, or --val-frac 0 and one row) drawn as a line alone was no mark at all
+            dot = dict(marker="o", ms=3) if len(train) == 1 else {}
+            ax.plot([t[i] for t in train], [t[2] for t in train], lw=0.8, label="train", **dot)
         if val:
             ax.plot(
                 [v[i] for v in val],

@@ -56,6 +56,27 @@ def test_the_loss_plot_says_its_time_axis_is_training_time(tmp_path, monkeypatch
     assert [list(line.get_xdata()) for line in by_time.get_lines()] == [[0.5, 0.9], [0.9]]
 
 
+def test_a_loss_plot_of_one_train_loss_marks_its_point(tmp_path, monkeypatch):
+    """`rnnkit train --max-steps 1 --val-frac 0` drew loss.png with a legend and no mark: one train loss, drawn as a
+    line of one point, which draws nothing."""
+    from rnnkit.train import metrics
+
+    figures = []
+    monkeypatch.setattr(metrics, "save_figure", lambda fig, path, dpi: figures.append(fig))
+    metrics.plot_losses(
+        [{"step": "1", "wall_s": "0.21", "train_loss": "2.84", "val_loss": ""}], tmp_path / "a.png"
+    )
+    two = [{"step": str(s), "wall_s": str(s / 10), "train_loss": "2.84", "val_loss": ""} for s in (1, 2)]
+    metrics.plot_losses(two, tmp_path / "b.png")
+    for ax, x in zip(figures[0].axes, (1, 0.21)):
+        (line,) = ax.get_lines()
+        assert list(line.get_xdata()) == [x] and list(line.get_ydata()) == [2.84] and line.get_marker() == "o"
+    assert [line.get_marker() for ax in figures[1].axes for line in ax.get_lines()] == [
+        "None",
+        "None",
+    ]  # as before
+
+
 def test_the_bars_speed_is_the_mean_of_the_last_steps(tmp_path, corpus, monkeypatch):
     """The bar's chars_s was the speed of the one step before its refresh: steps of 1 ms and 10 ms in turn showed
     128,000 or 12,800 chars/s for a run at 23,273 (one run's steps ranged 9,400 to 262,281 about a mean of 97,772).

@@ -57,7 +57,9 @@ def recall_figure(patterns, cues, states, path, shape=None, title="") -> str:
             axes[row, col].imshow(
                 image.view(h, w).numpy(), vmin=-1, vmax=1, cmap="gray_r", interpolation="nearest"
             )
-            axes[row, col].axis("off")
+            # framed, without ticks: off, the axes left a pattern's -1 pixels white on white, so that a constant
+            # pattern (a white image) was an empty space, and tall patterns ran into the row below
+            axes[row, col].set(xticks=[], yticks=[])
             if row == 0:
                 axes[row, col].set_title(name)
     fig.suptitle(title)

@@ -920,3 +920,23 @@ def test_ising_sweep_on_an_ascii_stdout_writes_its_symbols_escaped_and_its_files
         said.startswith("T=1.500 ") and "\\u03c7=" in said and "wrote " in said and "r\\xe9sum\\xe9" in said
     )
     assert (folder / "ising.json").is_file() and (folder / "ising.png").is_file()
+
+
+def test_recall_figure_frames_each_pattern(tmp_path, monkeypatch):
+    """recall.png drew its patterns with the axes off: a -1 pixel is white on the white page, so that a white image
+    (a constant pattern) was an empty space under 'stored' and 'recalled', and tall images ran into the row below.
+    Each is now framed, without ticks."""
+    from rnnkit.energy import plots
+
+    figures, save = [], plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, *a, **k: figures.append(fig) or save(fig, *a, **k))
+    white = -torch.ones(1, 60)
+    cue = white.clone()
+    cue[0, :6] = 0  # erased
+    plots.recall_figure(white, cue, white, tmp_path / "recall.png", (3, 20))
+    axes = figures[0].axes
+    assert [ax.get_title() for ax in axes] == ["stored", "cue", "recalled"]
+    for ax in axes:
+        assert ax.axison and all(spine.get_visible() for spine in ax.spines.values())
+        assert list(ax.get_xticks()) == [] and list(ax.get_yticks()) == []
+        assert ax.get_images()[0].get_array().shape == (3, 20)

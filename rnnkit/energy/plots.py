@@ -4,18 +4,36 @@ needed, and the user's backend stays as it is)."""
 import math
 
 import torch
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from rnnkit._io import check_save_path, save_figure
 from rnnkit.energy.capacity import ALPHA_C
 
+NO_UNIT = "#f2b8b8"  # the cells of recall.png's short last row (pink: -1 is white, 0 grey, +1 black)
+# a factorisation of N wider than this many times its height is drawn as rows of ⌈√N⌉ units instead
+MAX_ASPECT = 4
+
 
 def image_shape(units: int, shape=None) -> tuple:
-    """The given (height, width), or the most square factorisation of `units`."""
+    """The given (height, width), or the most square factorisation of `units`; where that is more than MAX_ASPECT
+    times as wide as high, rows of w = ⌈√N⌉ units, the last one short (h·w >= N): a prime N = 97 was one row of 97,
+    1.5 pixels high in recall.png, a line."""
     if shape:
         return tuple(shape)
     h = max(d for d in range(1, math.isqrt(units) + 1) if units % d == 0)
+    if units // h > MAX_ASPECT * h:
+        w = math.isqrt(units - 1) + 1  # ⌈√N⌉
+        return -(-units // w), w
     return h, units // h
+
+
+def _picture(image, h, w):
+    """A pattern (V,) as its (h, w) picture; the cells past V, where h·w > V (image_shape's short last row), NaN:
+    drawn in the colour map's 'bad' colour, no unit."""
+    if h * w > len(image):
+        image = torch.cat([image, image.new_full((h * w - len(image),), math.nan)])
+    return image.view(h, w).numpy()
 
 
 def _save(fig, path) -> str:
@@ -40,7 +58,7 @@ def image_grid(images, path, title="", shape=None, columns=10, symmetric=False, 
         kw = dict(vmin=-limit, vmax=limit, cmap="RdBu_r") if symmetric else dict(cmap="gray_r")
         if value_range is not None:
             kw.update(vmin=value_range[0], vmax=value_range[1])
-        ax.imshow(image.view(h, w).numpy(), interpolation="nearest", **kw)
+        ax.imshow(_picture(image, h, w), interpolation="nearest", **kw)
     fig.suptitle(title)
     return _save(fig, path)
 
@@ -50,13 +68,18 @@ def recall_figure(patterns, cues, states, path, shape=None, title="") -> str:
     n = len(cues)
     h, w = image_shape(cues.shape[1], shape)
     patterns, cues, states = (torch.as_tensor(t).detach().cpu().float() for t in (patterns, cues, states))
+    units, cmap = cues.shape[1], colormaps["gray_r"].with_extremes(bad=NO_UNIT)
+    if h * w > units:  # (image_shape's short last row)
+        left = h * w - units
+        short = f"{units} units in rows of {w}:\n" + (
+            "the last cell (pink) is no unit" if left == 1 else f"the last {left} cells (pink) are no unit"
+        )
+        title = f"{title}\n{short}" if title else short
     fig = Figure(figsize=(4.5, 1.5 * n + 0.5))
     axes = fig.subplots(n, 3, squeeze=False)
     for row, images in enumerate(zip(patterns, cues, states)):
         for col, (image, name) in enumerate(zip(images, ("stored", "cue", "recalled"))):
-            axes[row, col].imshow(
-                image.view(h, w).numpy(), vmin=-1, vmax=1, cmap="gray_r", interpolation="nearest"
-            )
+            axes[row, col].imshow(_picture(image, h, w), vmin=-1, vmax=1, cmap=cmap, interpolation="nearest")
             # framed, without ticks: off, the axes left a pattern's -1 pixels white on white, so that a constant
             # pattern (a white image) was an empty space, and tall patterns ran into the row below
             axes[row, col].set(xticks=[], yticks=[])

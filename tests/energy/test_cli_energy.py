@@ -4,6 +4,7 @@ import pathlib
 import re
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -940,3 +941,35 @@ def test_recall_figure_frames_each_pattern(tmp_path, monkeypatch):
         assert ax.axison and all(spine.get_visible() for spine in ax.spines.values())
         assert list(ax.get_xticks()) == [] and list(ax.get_yticks()) == []
         assert ax.get_images()[0].get_array().shape == (3, 20)
+
+
+@pytest.mark.parametrize(
+    "units, shape", [(97, (10, 10)), (94, (10, 10)), (5, (2, 3)), (100, (10, 10)), (48, (6, 8))]
+)
+def test_recall_figure_draws_a_pattern_of_prime_length_in_rows(units, shape, tmp_path, monkeypatch):
+    """`hopfield recall --units 97` drew each pattern as the most square factorisation of 97, one row of 97 units
+    1.5 pixels high: a line. A factorisation over 4 times as wide as high is drawn as rows of ⌈√N⌉ units, the last
+    row's missing cells NaN (the colour map's 'bad' colour, pink), said in the title."""
+    from matplotlib.colors import to_rgba
+
+    from rnnkit.energy import plots
+
+    figures, save = [], plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, *a, **k: figures.append(fig) or save(fig, *a, **k))
+    xi = torch.where(torch.rand(2, units, generator=torch.Generator().manual_seed(0)) < 0.5, 1.0, -1.0)
+    plots.recall_figure(xi, xi, xi, tmp_path / "recall.png")
+    for ax, image in zip(figures[0].axes, [xi[0]] * 3 + [xi[1]] * 3):
+        drawn = ax.get_images()[0].get_array()
+        assert drawn.shape == shape and tuple(ax.get_images()[0].get_cmap().get_bad()) == to_rgba(
+            plots.NO_UNIT
+        )
+        assert drawn.ravel()[:units].tolist() == image.tolist() and all(
+            np.ma.getmaskarray(drawn).ravel()[units:]
+        )
+    missing = shape[0] * shape[1] - units
+    said = {0: "", 1: "the last cell (pink) is no unit", 3: "the last 3 cells (pink) are no unit"}
+    said[6] = "the last 6 cells (pink) are no unit"
+    assert (
+        figures[0].get_suptitle()
+        == (f"{units} units in rows of {shape[1]}:\n" if missing else "") + said[missing]
+    )

@@ -145,7 +145,12 @@ def ising_figure(results, path, tc=None, onsager=None) -> str:
             ax.axvline(tc, color="k", ls="--", lw=1, label=f"Onsager T_c = {tc:.3f}")
         ax.set(xlabel="temperature T", ylabel=label)
     if onsager:
-        fine = torch.linspace(float(T.min()), float(T.max()), 200)
+        low, high = float(T.min()), float(T.max())
+        if (
+            low == high and tc
+        ):  # one temperature: a curve of 200 copies of one point, in the legend and not drawn
+            low, high = min(low, tc), max(high, tc)  # (the x range reaches T_c, its dashed line)
+        fine = torch.linspace(low, high, 200)
         axes[0, 0].plot(
             fine.numpy(), [onsager(t) for t in fine.tolist()], "k:", lw=1, label="Onsager, infinite lattice"
         )

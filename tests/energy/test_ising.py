@@ -154,6 +154,27 @@ def test_the_figure_draws_temperatures_given_out_of_order_as_curves(tmp_path, mo
         assert x == sorted(x)
 
 
+@pytest.mark.parametrize("T", [2.0, 3.0])
+def test_the_onsager_curve_of_one_temperature_is_drawn_up_to_the_critical_one(T, tmp_path, monkeypatch):
+    """`ising sweep --temperatures 2.0` drew the Onsager curve over [T, T], 200 copies of one point: named in the
+    legend ('Onsager, infinite lattice'), nothing drawn. It now runs from T to T_c, whose dashed line is drawn."""
+    from rnnkit.energy import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or str(path))
+    results = ising.Ising(4, [T], generator=gen()).run(5, 0)
+    tc = ising.onsager_tc()
+    plots.ising_figure(results, tmp_path / "ising.png", tc, ising.onsager_magnetisation)
+    (curve,) = [line for line in figures[0].axes[0].lines if line.get_label() == "Onsager, infinite lattice"]
+    x, y = curve.get_xdata(), curve.get_ydata()
+    assert (min(x), max(x)) == pytest.approx(sorted([T, tc]))
+    assert y[list(x).index(min(x))] == pytest.approx(ising.onsager_magnetisation(min(x)))
+    results = ising.Ising(4, [1.5, 2.0], generator=gen()).run(5, 0)  # two: over their range, as before
+    plots.ising_figure(results, tmp_path / "ising.png", tc, ising.onsager_magnetisation)
+    (curve,) = [line for line in figures[1].axes[0].lines if line.get_label() == "Onsager, infinite lattice"]
+    assert (min(curve.get_xdata()), max(curve.get_xdata())) == pytest.approx((1.5, 2.0))
+
+
 def test_numpy_numbers_work_as_python_numbers():
     """Ising(np.int64(4), ...), run(np.int64(2), ...) and onsager_magnetisation(np.float32(2.0)) were refused."""
     expected = ising.Ising(4, 2.0, generator=gen()).run(3, 2)["energy"]

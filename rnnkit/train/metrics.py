@@ -193,6 +193,11 @@ def plot_losses(rows: list, path):
             )
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
+    if (train or val) and all(math.isnan(t[1]) for t in train + val):
+        # (a loop of one's own that writes no wall_s: an empty panel of training times about 0, -0.04 to 0.04 s)
+        axes[1].set_xticks([])
+        axes[1].text(0.5, 0.5, "no training time (wall_s) in metrics.csv", transform=axes[1].transAxes,
+                     ha="center", va="center", color="0.4")  # fmt: skip
     axes[0].set_ylabel("loss (nats/char)")
     if train or val:  # (no rows: matplotlib's warning 'No artists with labels found to put in legend')
         axes[0].legend()

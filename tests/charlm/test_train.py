@@ -77,6 +77,24 @@ def test_a_loss_plot_of_one_train_loss_marks_its_point(tmp_path, monkeypatch):
     ]  # as before
 
 
+def test_a_loss_plot_without_training_times_says_so_in_their_panel(tmp_path, monkeypatch):
+    """A loop of one's own that writes step and train_loss only drew an empty 'training time (s)' panel about 0,
+    its ticks -0.04 to 0.04 s, as if the times were there and nothing was drawn. The panel now says why it is empty."""
+    from rnnkit.train import metrics
+
+    figures = []
+    monkeypatch.setattr(metrics, "save_figure", lambda fig, path, dpi: figures.append(fig))
+    rows = [{"step": str(s), "wall_s": "", "train_loss": str(2 / s), "val_loss": ""} for s in range(1, 20)]
+    metrics.plot_losses(rows, tmp_path / "a.png")
+    rows[5]["wall_s"] = "0.3"  # one time: drawn, as before
+    metrics.plot_losses(rows, tmp_path / "b.png")
+    (by_step, by_time), (_, by_time_b) = figures[0].axes, figures[1].axes
+    assert list(by_step.get_lines()[0].get_xdata()) == list(range(1, 20))  # the steps' panel as before
+    assert [t.get_text() for t in by_time.texts] == ["no training time (wall_s) in metrics.csv"]
+    assert list(by_time.get_xticks()) == []
+    assert list(by_time_b.texts) == [] and len(by_time_b.get_xticks()) > 0
+
+
 def test_the_bars_speed_is_the_mean_of_the_last_steps(tmp_path, corpus, monkeypatch):
     """The bar's chars_s was the speed of the one step before its refresh: steps of 1 ms and 10 ms in turn showed
     128,000 or 12,800 chars/s for a run at 23,273 (one run's steps ranged 9,400 to 262,281 about a mean of 97,772).

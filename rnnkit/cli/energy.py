@@ -237,8 +237,12 @@ def hopfield_recall(args) -> None:
         print(f"final overlap with the stored pattern: mean {sum(m) / len(m):.3f}, lowest {min(m):.3f}, "
               f"{exact:,} of {len(m):,} recalled exactly; the first {MAX_LISTED}: "
               + " ".join(f"{v:.3f}" for v in m[:MAX_LISTED]))  # fmt: skip
-    _wrote(plots.recall_figure(xi[:SHOWN], cues[:SHOWN], result.states[:SHOWN], out / "recall.png", shape))
-    _wrote(plots.energy_figure(energies, out / "energy.png", f"energy, {args.mode} updates"))
+    # (200 patterns drew 8 rows, read as all of them, as a filters figure of 100 of 500 hidden units was)
+    shown = f"the first {SHOWN} of {len(xi):,}" if len(xi) > SHOWN else ""
+    drawn = xi[:SHOWN], cues[:SHOWN], result.states[:SHOWN]
+    _wrote(plots.recall_figure(*drawn, out / "recall.png", shape, f"{shown} patterns" if shown else ""))
+    title = f"energy, {args.mode} updates" + (f", {shown} cues" if shown else "")
+    _wrote(plots.energy_figure(energies, out / "energy.png", title))
 
 
 def hopfield_capacity(args) -> None:

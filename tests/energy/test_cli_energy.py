@@ -973,3 +973,27 @@ def test_recall_figure_draws_a_pattern_of_prime_length_in_rows(units, shape, tmp
         figures[0].get_suptitle()
         == (f"{units} units in rows of {shape[1]}:\n" if missing else "") + said[missing]
     )
+
+
+def test_recall_figures_say_they_draw_8_of_more_patterns(tmp_path, monkeypatch):
+    """`hopfield recall --random 200` drew 8 rows in recall.png and 8 energies in energy.png under no word of the
+    other 192 (the summary above said 200 patterns), read as all of them, as the filters figures were."""
+    from rnnkit.energy import plots
+
+    titles, recall, energy = {}, plots.recall_figure, plots.energy_figure
+
+    def recording_recall(*args):  # (patterns, cues, states, path, shape[, title])
+        titles["recall.png"] = (len(args[0]), args[5] if len(args) > 5 else "")
+        return recall(*args)
+
+    def recording_energy(energies, path, title):
+        titles["energy.png"] = (len(energies), title)
+        return energy(energies, path, title)
+
+    monkeypatch.setattr(plots, "recall_figure", recording_recall)
+    monkeypatch.setattr(plots, "energy_figure", recording_energy)
+    assert main(["hopfield", "recall", "--units", "16", "--random", "9", "--out", str(tmp_path / "a")]) == 0
+    assert titles == {"recall.png": (8, "the first 8 of 9 patterns"),
+                      "energy.png": (8, "energy, async updates, the first 8 of 9 cues")}  # fmt: skip
+    assert main(["hopfield", "recall", "--units", "16", "--random", "8", "--out", str(tmp_path / "b")]) == 0
+    assert titles == {"recall.png": (8, ""), "energy.png": (8, "energy, async updates")}  # as before

@@ -49,7 +49,7 @@ def image_grid(images, path, title="", shape=None, columns=10, symmetric=False, 
     images = torch.as_tensor(images).detach().cpu().float()
     h, w = image_shape(images.shape[1], shape)
     rows = math.ceil(len(images) / columns)
-    fig = Figure(figsize=(columns * 0.8, rows * 0.8 + 0.4))
+    fig = Figure(figsize=(columns * 0.8, rows * 0.8 + 0.65))  # (0.25 of it for the key under the title)
     axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
@@ -59,7 +59,15 @@ def image_grid(images, path, title="", shape=None, columns=10, symmetric=False, 
         if value_range is not None:
             kw.update(vmin=value_range[0], vmax=value_range[1])
         ax.imshow(_picture(image, h, w), interpolation="nearest", **kw)
-    fig.suptitle(title)
+    # the colours' key (no colour bar: a filter's scale is its own): the filters were drawn red and blue under no
+    # word of which is positive, or that a filter of weights near 0 is stretched as far as the largest
+    if value_range is not None:
+        key = f"white {value_range[0]:g} to black {value_range[1]:g}"
+    elif symmetric:
+        key = "red > 0 > blue, each on its own scale"
+    else:
+        key = "white (lowest) to black (highest), each on its own scale"
+    fig.suptitle(f"{title}\n{key}" if title else key)
     return _save(fig, path)
 
 

@@ -997,3 +997,25 @@ def test_recall_figures_say_they_draw_8_of_more_patterns(tmp_path, monkeypatch):
                       "energy.png": (8, "energy, async updates, the first 8 of 9 cues")}  # fmt: skip
     assert main(["hopfield", "recall", "--units", "16", "--random", "8", "--out", str(tmp_path / "b")]) == 0
     assert titles == {"recall.png": (8, ""), "energy.png": (8, "energy, async updates")}  # as before
+
+
+def test_image_grids_say_what_their_colours_are(tmp_path, monkeypatch):
+    """filters.png and dbn_filters.png drew the weights red and blue with no colour bar and no word of which sign is
+    which, or that each filter is stretched over its own largest |w| (a filter of weights near 0 looked as strong
+    as the largest); samples.png's grey had no scale either. The title's second line says it."""
+    from rnnkit.energy import plots
+
+    figures, save = [], plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, *a, **k: figures.append(fig) or save(fig, *a, **k))
+    W = torch.tensor([[0.01, -0.02, 0.0, 0.005], [3.0, -1.0, 2.0, 0.0]])
+    plots.image_grid(W, tmp_path / "f.png", "RBM filters", (2, 2), symmetric=True)
+    plots.image_grid(W.abs() / 3, tmp_path / "s.png", "samples", (2, 2), value_range=(0, 1))
+    plots.image_grid(W, tmp_path / "g.png", shape=(2, 2))
+    assert [f.get_suptitle() for f in figures] == [
+        "RBM filters\nred > 0 > blue, each on its own scale",
+        "samples\nwhite 0 to black 1",
+        "white (lowest) to black (highest), each on its own scale",
+    ]
+    images = [ax.get_images()[0] for ax in figures[0].axes[:2]]
+    assert [im.get_clim() for im in images] == [pytest.approx((-0.02, 0.02)), (-3.0, 3.0)]  # each its own
+    assert images[1].get_array().tolist() == [[3.0, -1.0], [2.0, 0.0]]

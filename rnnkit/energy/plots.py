@@ -6,6 +6,7 @@ import math
 import torch
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from rnnkit._io import check_save_path, save_figure
 from rnnkit.energy.capacity import ALPHA_C
@@ -34,6 +35,11 @@ def _picture(image, h, w):
     if h * w > len(image):
         image = torch.cat([image, image.new_full((h * w - len(image),), math.nan)])
     return image.view(h, w).numpy()
+
+
+def _counted_ticks():
+    """The ticks of a counted axis (updates, k): matplotlib's AutoLocator's, whole numbers only."""
+    return MaxNLocator(nbins="auto", steps=[1, 2, 2.5, 5, 10], integer=True, min_n_ticks=1)
 
 
 def _save(fig, path) -> str:
@@ -103,6 +109,7 @@ def energy_figure(energies, path, title="energy after each update") -> str:
     for trace in torch.as_tensor(energies).cpu():
         ax.plot(trace.numpy(), lw=1)
     ax.set(xlabel="update", ylabel="E", title=title)
+    ax.xaxis.set_major_locator(_counted_ticks())  # updates are counted: 18 of them were ticked 2.5, 7.5, ...
     return _save(fig, path)
 
 
@@ -175,6 +182,8 @@ def line_figure(x, ys: dict, path, xlabel, ylabel, title="", logy=False) -> str:
     for label, y in ys.items():
         ax.plot([x[i] for i in order], [y[i] for i in order], marker="o", ms=3, label=label)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if all(isinstance(v, int) for v in x):  # a count (k Gibbs steps): ticked 1.5, 2.5, ... over k = 1, 2, 4
+        ax.xaxis.set_major_locator(_counted_ticks())
     if logy and any(v > 0 for y in ys.values() for v in y):  # all zero (an exact match): no log scale to draw
         ax.set_yscale("log")
     ax.legend()

@@ -170,6 +170,7 @@ def plot_losses(rows: list, path):
     steps themselves over every session (validation, samples and checkpoints not counted, as in --time-budget)."""
     # a Figure of its own, not pyplot's: the user's backend stays as it is, and no display is needed
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     # a row without its wall_s (a loop of one's own that writes step and loss only) is drawn against steps alone:
     # it failed in "could not convert string to float: ''"
@@ -198,6 +199,10 @@ def plot_losses(rows: list, path):
         axes[1].set_xticks([])
         axes[1].text(0.5, 0.5, "no training time (wall_s) in metrics.csv", transform=axes[1].transAxes,
                      ha="center", va="center", color="0.4")  # fmt: skip
+    # steps are counted (one step was ticked 0.96 to 1.04): matplotlib's AutoLocator, whole numbers only
+    axes[0].xaxis.set_major_locator(
+        MaxNLocator(nbins="auto", steps=[1, 2, 2.5, 5, 10], integer=True, min_n_ticks=1)
+    )
     axes[0].set_ylabel("loss (nats/char)")
     if train or val:  # (no rows: matplotlib's warning 'No artists with labels found to put in legend')
         axes[0].legend()

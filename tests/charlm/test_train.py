@@ -95,6 +95,26 @@ def test_a_loss_plot_without_training_times_says_so_in_their_panel(tmp_path, mon
     assert list(by_time_b.texts) == [] and len(by_time_b.get_xticks()) > 0
 
 
+def test_the_loss_plot_ticks_whole_steps(tmp_path, monkeypatch):
+    """A loss.png of one step (or a few) ticked its step axis 0.96, 0.98, 1.00, 1.02, 1.04: steps that do not
+    exist. The steps' ticks are whole numbers, where a run's were already (0 to 60 by 10: the same)."""
+    from rnnkit.train import metrics
+
+    figures, save = [], metrics.save_figure
+    monkeypatch.setattr(
+        metrics, "save_figure", lambda fig, *a, **k: figures.append(fig) or save(fig, *a, **k)
+    )
+    for steps in (1, 3, 60):
+        rows = [
+            {"step": str(s), "wall_s": str(s / 10), "train_loss": "2.8", "val_loss": ""}
+            for s in range(1, steps + 1)
+        ]
+        metrics.plot_losses(rows, tmp_path / "loss.png")
+    ticks = [[t for t in fig.axes[0].get_xticks() if fig.axes[0].get_xlim()[0] <= t <= fig.axes[0].get_xlim()[1]]
+             for fig in figures]  # fmt: skip
+    assert ticks == [[1], [1, 2, 3], [0, 10, 20, 30, 40, 50, 60]]
+
+
 def test_the_bars_speed_is_the_mean_of_the_last_steps(tmp_path, corpus, monkeypatch):
     """The bar's chars_s was the speed of the one step before its refresh: steps of 1 ms and 10 ms in turn showed
     128,000 or 12,800 chars/s for a run at 23,273 (one run's steps ranged 9,400 to 262,281 about a mean of 97,772).

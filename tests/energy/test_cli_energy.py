@@ -1019,3 +1019,24 @@ def test_image_grids_say_what_their_colours_are(tmp_path, monkeypatch):
     images = [ax.get_images()[0] for ax in figures[0].axes[:2]]
     assert [im.get_clim() for im in images] == [pytest.approx((-0.02, 0.02)), (-3.0, 3.0)]  # each its own
     assert images[1].get_array().tolist() == [[3.0, -1.0], [2.0, 0.0]]
+
+
+def test_counted_axes_are_ticked_in_whole_numbers(tmp_path, monkeypatch):
+    """energy.png of 18 synchronous updates ticked 'update' 0, 2.5, 5, 7.5, ...; cd_check.png of --ks 1 2 4 ticked
+    'k (Gibbs steps)' 1.0, 1.5, 2.0, ...: counts that do not exist. Both are whole numbers now."""
+    from rnnkit.energy import plots
+
+    figures, save = [], plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, *a, **k: figures.append(fig) or save(fig, *a, **k))
+    plots.energy_figure(-torch.arange(19.0)[None], tmp_path / "energy.png")
+    plots.line_figure([1, 2, 4], {"CD-k": [0.3, 0.2, 0.08]}, tmp_path / "cd.png", "k", "error", logy=True)
+    plots.line_figure(
+        [0.5, 1.0, 1.5], {"y": [1, 2, 3]}, tmp_path / "x.png", "x", "y"
+    )  # not counts: as before
+    shown = [
+        [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        for f in figures
+        for ax in f.axes
+    ]
+    assert shown[:2] == [[0, 5, 10, 15], [1, 2, 3, 4]]
+    assert any(t != round(t) for t in shown[2])

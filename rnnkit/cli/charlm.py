@@ -188,7 +188,12 @@ def add_commands(sub):
     p.set_defaults(func=cmd_eval)
 
 
-THREADS_HELP = OPTION_HELP["--threads"]
+# sample, score, complete and eval: one-step calls of a small model, where waiting threads cost far more than in
+# train's big products (see _with_threads)
+THREADS_HELP = (
+    "torch threads (0: torch's default; 1 on a machine other work keeps busy, where threads that wait "
+    "for each other ran these one-step calls 10-90x slower)"
+)
 
 
 def _threads_option(p):

@@ -114,7 +114,7 @@ def add_commands(sub) -> None:
         "model knows one)",
     )
     p.add_argument("--json", action="store_true",
-                   help="one JSON object per text, with the keys of `rnnkit score --json` (text, rank, log_prob, "
+                   help="one JSON object per text, with the keys of `rnnkit score --json` but first_is_context (text, rank, log_prob, "
                    "nats, chars, nats_per_char, bits_per_char, perplexity; a word model says words, nats_per_word, "
                    "bits_per_word) and unknown: the tokens scored as <unk> (--context's first)")  # fmt: skip
     p.set_defaults(func=cmd_ngram_score, _parser=p)

@@ -4,7 +4,7 @@ needed, and the user's backend stays as it is)."""
 import math
 
 import torch
-from matplotlib import colormaps
+from matplotlib import colormaps, rcParams
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -93,10 +93,16 @@ def recall_figure(patterns, cues, states, path, shape=None, title="") -> str:
     axes = fig.subplots(n, 3, squeeze=False)
     for row, images in enumerate(zip(patterns, cues, states)):
         for col, (image, name) in enumerate(zip(images, ("stored", "cue", "recalled"))):
-            axes[row, col].imshow(_picture(image, h, w), vmin=-1, vmax=1, cmap=cmap, interpolation="nearest")
+            # above its frame (zorder 3 over the spines' 2.5), the frame twice as wide so that its outer half is
+            # matplotlib's: the frame drawn over the pixels covered a pattern's edge, a 1 x 64 image's top row
+            axes[row, col].imshow(
+                _picture(image, h, w), vmin=-1, vmax=1, cmap=cmap, interpolation="nearest", zorder=3
+            )
             # framed, without ticks: off, the axes left a pattern's -1 pixels white on white, so that a constant
             # pattern (a white image) was an empty space, and tall patterns ran into the row below
             axes[row, col].set(xticks=[], yticks=[])
+            for spine in axes[row, col].spines.values():
+                spine.set_linewidth(2 * rcParams["axes.linewidth"])
             if row == 0:
                 axes[row, col].set_title(name)
     fig.suptitle(title)

@@ -943,6 +943,31 @@ def test_recall_figure_frames_each_pattern(tmp_path, monkeypatch):
         assert ax.get_images()[0].get_array().shape == (3, 20)
 
 
+def test_recall_figure_frames_cover_no_pixel(tmp_path, monkeypatch):
+    """The frames recall.png gained were drawn over the patterns' edge pixels: an image of 1 x 64 (--images of one
+    row, a given shape), 2 pixels high at 110 dpi, kept one row of them, the other all frame. The image is now drawn
+    above its frame: every pixel row of it shows the pattern (a third dark, two thirds light), framed above and
+    below by a dark row."""
+    from matplotlib.image import imread
+
+    from rnnkit.energy import plots
+
+    figures, save = [], plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, *a, **k: figures.append(fig) or save(fig, *a, **k))
+    wide = -torch.ones(1, 64)
+    wide[0, ::3] = 1
+    plots.recall_figure(wide, wide, wide, tmp_path / "recall.png", (1, 64))
+    gray = imread(tmp_path / "recall.png")[..., :3].mean(-1)
+    for ax in figures[0].axes:
+        box = ax.get_position()  # (figure fractions; the PNG's rows are counted from the top)
+        left, right = round(box.x0 * gray.shape[1]) + 3, round(box.x1 * gray.shape[1]) - 3
+        top, bottom = round((1 - box.y1) * gray.shape[0]), round((1 - box.y0) * gray.shape[0])
+        light = [(gray[y, left:right] > 0.6).mean() for y in range(top - 3, bottom + 3)]
+        pattern = [y for y, f in enumerate(light) if 0.6 < f < 0.75]
+        assert len(pattern) == round(box.height * gray.shape[0]) == 2, light
+        assert light[pattern[0] - 1] == light[pattern[-1] + 1] == 0.0, light  # the frame, outside them
+
+
 @pytest.mark.parametrize(
     "units, shape", [(97, (10, 10)), (94, (10, 10)), (5, (2, 3)), (100, (10, 10)), (48, (6, 8))]
 )

@@ -14,6 +14,8 @@ from rnnkit.energy.capacity import ALPHA_C
 NO_UNIT = "#f2b8b8"  # the cells of recall.png's short last row (pink: -1 is white, 0 grey, +1 black)
 # a factorisation of N wider than this many times its height is drawn as rows of ⌈√N⌉ units instead
 MAX_ASPECT = 4
+# the Onsager curve of one temperature T spans T ± this fraction of it at least (matplotlib's view of one point)
+ONE_POINT_MARGIN = 0.05
 
 
 def image_shape(units: int, shape=None) -> tuple:
@@ -167,10 +169,15 @@ def ising_figure(results, path, tc=None, onsager=None) -> str:
         ax.set(xlabel="temperature T", ylabel=label)
     if onsager:
         low, high = float(T.min()), float(T.max())
-        if (
-            low == high and tc
-        ):  # one temperature: a curve of 200 copies of one point, in the legend and not drawn
-            low, high = min(low, tc), max(high, tc)  # (the x range reaches T_c, its dashed line)
+        if low == high:  # one temperature: a curve of 200 copies of one point, in the legend and not drawn
+            t = low
+            if tc:
+                low, high = min(low, tc), max(high, tc)  # (the x range reaches T_c, its dashed line)
+            # at least matplotlib's own view of one point, T ± 5%: T = T_c (float32 of it, 1e-8 under) drew the
+            # curve over [T, T_c], 1e-8 long, unseen, and the panel's x axis 1e-8 wide
+            margin = ONE_POINT_MARGIN * abs(t)
+            if high - low < 2 * margin:
+                low, high = min(low, t - margin), max(high, t + margin)
         fine = torch.linspace(low, high, 200)
         axes[0, 0].plot(
             fine.numpy(), [onsager(t) for t in fine.tolist()], "k:", lw=1, label="Onsager, infinite lattice"

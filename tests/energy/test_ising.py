@@ -175,6 +175,27 @@ def test_the_onsager_curve_of_one_temperature_is_drawn_up_to_the_critical_one(T,
     assert (min(curve.get_xdata()), max(curve.get_xdata())) == pytest.approx((1.5, 2.0))
 
 
+@pytest.mark.parametrize("T", ["tc", 2.25, 2.3])
+def test_the_onsager_curve_of_one_temperature_at_the_critical_one_is_seen(T, tmp_path, monkeypatch):
+    """`ising sweep --temperatures 2.269185314213022` (T_c itself, held as float32: 1e-8 under it) drew the Onsager
+    curve from T to T_c, 1e-8 long: named in the legend, not seen, and the |m| panel's x axis 1e-8 wide. The curve
+    of one temperature now spans T ± 5% at least (matplotlib's own view of one point), T_c included."""
+    from rnnkit.energy import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or str(path))
+    tc = ising.onsager_tc()
+    T = tc if T == "tc" else T
+    results = ising.Ising(4, [T], generator=gen()).run(5, 0)
+    plots.ising_figure(results, tmp_path / "ising.png", tc, ising.onsager_magnetisation)
+    ax = figures[0].axes[0]
+    (curve,) = [line for line in ax.lines if line.get_label() == "Onsager, infinite lattice"]
+    x, y = curve.get_xdata(), curve.get_ydata()
+    assert min(x) == pytest.approx(min(0.95 * T, tc)) and max(x) == pytest.approx(max(1.05 * T, tc))
+    assert list(y) == pytest.approx([ising.onsager_magnetisation(t) for t in x])
+    assert ax.get_xlim()[1] - ax.get_xlim()[0] > 0.2  # not 1e-8
+
+
 def test_numpy_numbers_work_as_python_numbers():
     """Ising(np.int64(4), ...), run(np.int64(2), ...) and onsager_magnetisation(np.float32(2.0)) were refused."""
     expected = ising.Ising(4, 2.0, generator=gen()).run(3, 2)["energy"]

@@ -181,15 +181,18 @@ def plot_losses(rows: list, path):
     fig = Figure(figsize=(10, 4))
     axes = fig.subplots(1, 2, sharey=True)
     for ax, i, label in [(axes[0], 0, "step"), (axes[1], 1, "training time (s)")]:
-        if train:
+        # the time panel draws the rows with a wall_s alone: a row without one, NaN, broke the line there, so that
+        # wall_s on every other row (or on one) drew no point of it, an empty panel under its ticks
+        trains, vals = ([r for r in rs if i == 0 or not math.isnan(r[1])] for rs in (train, val))
+        if trains:
             # one point (a run of one step, or --val-frac 0 and one row) drawn as a line alone was no mark at all
-            dot = dict(marker="o", ms=3) if len(train) == 1 else {}
-            ax.plot([t[i] for t in train], [t[2] for t in train], lw=0.8, label="train", **dot)
-        if val:
+            dot = dict(marker="o", ms=3) if len(trains) == 1 else {}
+            ax.plot([t[i] for t in trains], [t[2] for t in trains], lw=0.8, label="train", **dot)
+        if vals:
             ax.plot(
-                [v[i] for v in val],
-                [v[2] for v in val],
-                "o-" if len(val) <= MARKED_VAL_POINTS else "-",
+                [v[i] for v in vals],
+                [v[2] for v in vals],
+                "o-" if len(vals) <= MARKED_VAL_POINTS else "-",
                 label="val",
             )
         ax.set_xlabel(label)

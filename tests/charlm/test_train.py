@@ -95,6 +95,35 @@ def test_a_loss_plot_without_training_times_says_so_in_their_panel(tmp_path, mon
     assert list(by_time_b.texts) == [] and len(by_time_b.get_xticks()) > 0
 
 
+def test_a_loss_plot_with_training_times_on_some_rows_draws_them(tmp_path, monkeypatch):
+    """metrics.csv with wall_s on some rows only (a loop of one's own timing every other step, or one) drew an empty
+    'training time (s)' panel under ticks 0.25 to 1.75 s: each row was drawn against its wall_s, NaN where it had
+    none, and a line breaks at NaN, so that no point between two NaN was drawn. The time panel now draws the rows
+    with a wall_s (joined; one of them marked), the steps' panel every row as before."""
+    from rnnkit.train import metrics
+
+    figures = []
+    monkeypatch.setattr(metrics, "save_figure", lambda fig, path, dpi: figures.append(fig))
+    rows = [
+        {"step": str(s), "wall_s": f"{s / 10}" if s % 2 else "", "train_loss": str(2 / s), "val_loss": ""}
+        for s in range(1, 20)
+    ]
+    rows[4]["val_loss"], rows[5]["val_loss"] = "1.5", "1.4"  # (steps 5, timed, and 6, not)
+    metrics.plot_losses(rows, tmp_path / "a.png")
+    for row in rows[1:]:
+        row["wall_s"] = ""  # the first row's time alone
+    metrics.plot_losses(rows, tmp_path / "b.png")
+    (by_step, by_time), (_, by_time_b) = figures[0].axes, figures[1].axes
+    train, val = by_time.get_lines()
+    assert list(train.get_xdata()) == pytest.approx([s / 10 for s in range(1, 20, 2)])
+    assert list(train.get_ydata()) == pytest.approx([2 / s for s in range(1, 20, 2)])
+    assert list(val.get_xdata()) == [0.5] and list(val.get_ydata()) == [1.5] and val.get_marker() == "o"
+    assert list(by_step.get_lines()[0].get_xdata()) == list(range(1, 20))  # every row by step
+    assert list(by_step.get_lines()[1].get_xdata()) == [5, 6]
+    (train_b,) = by_time_b.get_lines()
+    assert list(train_b.get_xdata()) == [0.1] and train_b.get_marker() == "o"  # one point: marked
+
+
 def test_the_loss_plot_ticks_whole_steps(tmp_path, monkeypatch):
     """A loss.png of one step (or a few) ticked its step axis 0.96, 0.98, 1.00, 1.02, 1.04: steps that do not
     exist. The steps' ticks are whole numbers, where a run's were already (0 to 60 by 10: the same)."""

@@ -172,3 +172,29 @@ def test_the_legend_of_the_capacity_figure_covers_no_point(first, tmp_path, monk
     t = np.linspace(0, 1, 50)[:, None]  # the points and the segments between them
     drawn = [(1 - t) * a + t * b for c in curves for a, b in zip(c[:-1], c[1:])]
     assert len(curves) == 3 and not any(box.contains(x, y) for p in drawn for x, y in p)
+
+
+def test_the_legend_of_the_capacity_figure_covers_no_point_of_steep_curves(tmp_path, monkeypatch):
+    """`hopfield capacity --sizes 32 64 --loads 0.02 0.15 0.2 0.25 1.0 --noise 0.4` (m = 1.0 at the lowest loads,
+    0.27 and 0.21 at 0.19 and 0.2) put the legend in the lower left, over the points at 0.19 to 0.25 and the curves
+    between: the lower left was taken as empty wherever the curves start over 1/2. It now goes to the first corner
+    whose box covers no point and no segment of them (here the upper right)."""
+    from rnnkit.energy import plots
+
+    figures, save = [], plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, *a, **k: figures.append(fig) or save(fig, *a, **k))
+    zero = dict.fromkeys(("recalled", "perfect", "spurious_of_settled"), 0.0)
+    curves = {
+        32: [(0.031, 1.0), (0.156, 0.45), (0.188, 0.271), (0.25, 0.25), (1.0, 0.023)],
+        64: [(0.016, 1.0), (0.156, 0.334), (0.203, 0.214), (0.25, 0.176), (1.0, 0.129)],
+    }
+    rows = [dict(N=N, load=load, mean_overlap=m, **zero) for N in curves for load, m in curves[N]]
+    plots.capacity_figure(rows, tmp_path / "capacity.png")
+    ax = figures[0].axes[0]
+    box = ax.get_legend().get_window_extent().padded(3)
+    lines = [
+        ax.transData.transform(line.get_xydata()) for line in ax.get_lines() if line.get_label()[0] != "_"
+    ]
+    t = np.linspace(0, 1, 50)[:, None]
+    drawn = [(1 - t) * a + t * b for c in lines for a, b in zip(c[:-1], c[1:])]
+    assert len(lines) == 2 and not any(box.contains(x, y) for p in drawn for x, y in p)

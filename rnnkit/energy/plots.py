@@ -13,6 +13,7 @@ from rnnkit._io import check_save_path, save_figure
 from rnnkit.energy.capacity import ALPHA_C
 
 NO_UNIT = "#f2b8b8"  # the cells of recall.png's short last row (pink: -1 is white, 0 grey, +1 black)
+NO_UNIT_RED_BLUE = "0.55"  # those of a red and blue image_grid (grey: RdBu_r runs through white, not grey)
 # a factorisation of N wider than this many times its height is drawn as rows of ⌈√N⌉ units instead
 MAX_ASPECT = 4
 # the Onsager curve of one temperature T spans T ± this fraction of it at least (matplotlib's view of one point)
@@ -65,9 +66,13 @@ def image_grid(images, path, title="", shape=None, columns=10, symmetric=False, 
     axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
+    # the cells past V (image_shape's short last row) in a colour of their own: transparent, they were white, the
+    # lowest value of gray_r and 0 of RdBu_r (whose light reds are near NO_UNIT's pink: grey there)
+    bad, colour = ("grey", NO_UNIT_RED_BLUE) if symmetric else ("pink", NO_UNIT)
+    cmap = colormaps["RdBu_r" if symmetric else "gray_r"].with_extremes(bad=colour)
     for ax, image in zip(axes.flat, images):
         limit = image.abs().max().item() or 1.0
-        kw = dict(vmin=-limit, vmax=limit, cmap="RdBu_r") if symmetric else dict(cmap="gray_r")
+        kw = dict(vmin=-limit, vmax=limit, cmap=cmap) if symmetric else dict(cmap=cmap)
         if value_range is not None:
             kw.update(vmin=value_range[0], vmax=value_range[1])
         ax.imshow(_picture(image, h, w), interpolation="nearest", **kw)
@@ -79,6 +84,15 @@ def image_grid(images, path, title="", shape=None, columns=10, symmetric=False, 
         key = "red > 0 > blue, each on its own scale"
     else:
         key = "white (lowest) to black (highest), each on its own scale"
+    if (
+        h * w > images.shape[1]
+    ):  # (image_shape's short last row: cells of no unit, not of the lowest value or 0)
+        left = h * w - images.shape[1]
+        key += (
+            f"; the last {left} cells ({bad}) are no unit"
+            if left > 1
+            else f"; the last cell ({bad}) is no unit"
+        )
     fig.suptitle(f"{title}\n{key}" if title else key)
     return _save(fig, path)
 

@@ -1024,6 +1024,27 @@ def test_recall_figures_say_they_draw_8_of_more_patterns(tmp_path, monkeypatch):
     assert titles == {"recall.png": (8, ""), "energy.png": (8, "energy, async updates")}  # as before
 
 
+@pytest.mark.parametrize("symmetric, colour, word", [(False, "#f2b8b8", "pink"), (True, "0.55", "grey")])
+def test_image_grid_draws_the_cells_of_no_unit_in_a_colour_of_their_own(
+    symmetric, colour, word, tmp_path, monkeypatch
+):
+    """image_grid of 97 pixels, no shape given, draws rows of 10, the last 3 cells past the 97 NaN: transparent,
+    they were white, the lowest value of gray_r ('white (lowest)') and 0 of RdBu_r, under a key that said nothing
+    of them. They are drawn in a colour of their own, which the key names."""
+    from matplotlib.colors import to_rgba
+
+    from rnnkit.energy import plots
+
+    figures, save = [], plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, *a, **k: figures.append(fig) or save(fig, *a, **k))
+    plots.image_grid(torch.randn(2, 97, generator=torch.Generator().manual_seed(0)), tmp_path / "g.png", "97",
+                     symmetric=symmetric)  # fmt: skip
+    (image,) = figures[0].axes[0].get_images()
+    assert image.get_array().shape == (10, 10) and image.get_array().mask.sum() == 3
+    assert image.get_cmap().get_bad() == pytest.approx(to_rgba(colour))
+    assert figures[0].get_suptitle().endswith(f"; the last 3 cells ({word}) are no unit")
+
+
 def test_image_grids_say_what_their_colours_are(tmp_path, monkeypatch):
     """filters.png and dbn_filters.png drew the weights red and blue with no colour bar and no word of which sign is
     which, or that each filter is stretched over its own largest |w| (a filter of weights near 0 looked as strong

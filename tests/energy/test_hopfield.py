@@ -1,5 +1,8 @@
 import itertools
+import pathlib
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -599,3 +602,19 @@ def test_a_synchronous_recall_says_what_each_state_is_when_its_budget_ends():
         cycle = ~fixed & (F(F(s)) == s).all(-1)
         expected = np.where(fixed, FIXED_POINT, np.where(cycle, TWO_CYCLE, hop.UNFINISHED))
         assert result.status.tolist() == expected.tolist()
+
+
+def test_hebbian_weights_take_no_more_memory_than_themselves():
+    # N = 4,000: 64 MB of float32 weights; the quotient and W - diag_embed(diag W) made three more (M, N, N)
+    # tensors, a peak of about 4 x W (1.6 GB for N = 10,000). In a fresh process, the peak resident set's growth.
+    script = (
+        "import resource, sys, torch\n"
+        f"sys.path.insert(0, {str(pathlib.Path(hop.__file__).parents[2])!r})\n"
+        "from rnnkit.energy import hopfield\n"
+        "xi = hopfield.random_patterns(20, 4000, torch.Generator().manual_seed(0), batch=(1,))\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "W = hopfield.hebbian(xi)\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024 / (W.numel() * 4))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert float(out) < 1.8, f"peak memory {float(out):.2f} x the weights'"

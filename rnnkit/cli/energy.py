@@ -217,7 +217,7 @@ def hopfield_recall(args) -> None:
     net = hopfield.Hopfield(xi.shape[1], args.rule, device=args.device).store(xi)
     cues = hopfield.corrupt(xi, args.noise, g, erase=args.erase)
     order = g.get_state()  # (async: each sweep's order of units, the same for every cue)
-    result = net.recall(cues, args.mode, args.max_steps, g, record=False)
+    result = net.recall(cues, args.mode, args.max_steps, g, record=False, progress=True)
     # the energies of the cues drawn, on their own with the same orders (the same states): recording every cue kept a
     # (cues, N x sweeps) float64 trace, twice over, for a figure of 8 (7.8 GB for 800 cues of 4,000 units)
     energies = net.recall(cues[:SHOWN], args.mode, args.max_steps, g.set_state(order)).energies

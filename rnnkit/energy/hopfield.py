@@ -18,7 +18,9 @@ Shapes: the functions run M independent networks at once, each on B states.
 from dataclasses import dataclass
 
 import torch
+from tqdm import tqdm
 
+from rnnkit._io import bar_options
 from rnnkit.energy._checks import (
     as_spins,
     choice,
@@ -94,7 +96,7 @@ def _updated(h: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
     return torch.where(h >= threshold, 1.0, -1.0).to(h.dtype)
 
 
-def run_async(W, theta, s, max_sweeps=100, generator=None, record=True):
+def run_async(W, theta, s, max_sweeps=100, generator=None, record=True, progress=False):
     """Asynchronous dynamics until a whole sweep changes nothing.
 
     Each sweep visits the units in a fresh random order, one unit at a time; all B states (of all M
@@ -104,7 +106,8 @@ def run_async(W, theta, s, max_sweeps=100, generator=None, record=True):
 
     Returns (states (M, B, N), energies (M, B, U) or None, status (M, B), sweeps run); status is
     FIXED_POINT for every state the rule leaves as it is when the run ends (reached in the last allowed
-    sweep too), UNFINISHED for the others.
+    sweep too), UNFINISHED for the others. `progress`: a bar on stderr of the units updated, their rate, and how many
+    states the last sweep moved (`rnnkit hopfield recall`; 10,000 units took 80 s with none).
     """
     M, B, N = s.shape
     dtype, (W, threshold) = s.dtype, _tie_safe(W, theta)
@@ -114,7 +117,8 @@ def run_async(W, theta, s, max_sweeps=100, generator=None, record=True):
     trace = [E.clone()] if record else None
     changed = torch.ones(M, B, dtype=torch.bool, device=s.device)
     sweeps = 0
-    with single_thread():
+    bar = tqdm(desc="recall", unit=" units", unit_scale=True, **bar_options(progress))
+    with single_thread(), bar:
         while changed.any() and sweeps < max_sweeps:
             changed.zero_()
             for i in torch.randperm(N, generator=generator, device=s.device).tolist():
@@ -129,7 +133,10 @@ def run_async(W, theta, s, max_sweeps=100, generator=None, record=True):
                     changed[m, b] = True
                 if record:
                     trace.append(E.clone())
+                bar.update()
             sweeps += 1
+            if not bar.disable:
+                bar.set_postfix_str(f"sweep {sweeps} moved {int(changed.sum()):,} of {M * B:,} states", False)
     if changed.any():  # the budget ended the run: a state that moved in its last sweep may have landed on a
         # fixed point there; it has converged if the rule flips no unit now (what one more sweep would find)
         changed &= (_updated(fields, threshold[:, None]) != s).any(-1)
@@ -246,16 +253,20 @@ class Hopfield:
         units_match("states", s, self.num_units)
         return energy(self.W[None], self.theta[None], s[None])[0]
 
-    def recall(self, cues, mode="async", max_steps=100, generator=None, record=True) -> RecallResult:
-        """Run the dynamics from each cue. max_steps counts sweeps (async) or synchronous updates."""
+    def recall(
+        self, cues, mode="async", max_steps=100, generator=None, record=True, progress=False
+    ) -> RecallResult:
+        """Run the dynamics from each cue. max_steps counts sweeps (async) or synchronous updates. progress: a bar
+        on stderr of the units updated (async)."""
         s = as_spins(cues, "cues", allow_zero=True).to(self.W)
         units_match("cues", s, self.num_units)
         choice("mode", mode, ("async", "sync"))
         positive_int("max_steps", max_steps)
         generator_or_none(generator)
         record = switch("record", record)  # (record="False" recorded)
+        progress = switch("progress", progress)
         if mode == "async":
-            out = run_async(self.W[None], self.theta[None], s[None], max_steps, generator, record)
+            out = run_async(self.W[None], self.theta[None], s[None], max_steps, generator, record, progress)
         else:
             out = run_sync(self.W[None], self.theta[None], s[None], max_steps, record)
         states, energies, status, steps = out

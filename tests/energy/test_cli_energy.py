@@ -780,9 +780,9 @@ def test_hopfield_recall_records_energies_only_of_the_cues_it_draws(tmp_path, mo
 
     recorded, drawn, run = [], [], hopfield.run_async
 
-    def recording_run(W, theta, s, max_sweeps, generator, record):
+    def recording_run(W, theta, s, max_sweeps, generator, record, *progress):
         recorded.append((s.shape[1], record))
-        return run(W, theta, s, max_sweeps, generator, record)
+        return run(W, theta, s, max_sweeps, generator, record, *progress)
 
     monkeypatch.setattr(hopfield, "run_async", recording_run)
     figure = plots.energy_figure
@@ -1086,3 +1086,15 @@ def test_counted_axes_are_ticked_in_whole_numbers(tmp_path, monkeypatch):
     ]
     assert shown[:2] == [[0, 5, 10, 15], [1, 2, 3, 4]]
     assert any(t != round(t) for t in shown[2])
+
+
+def test_hopfield_recall_shows_a_bar_of_units_on_stderr(tmp_path, capsys):
+    # --units 10000 --random 500 ran 83 s with nothing on screen until its results; a bar of units updated now
+    args = ["--units", "40", "--random", "3", "--noise", "0.3", "--seed", "1", "--out", str(tmp_path)]
+    assert main(["hopfield", "recall", *args]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("3 patterns of 40 units") and "units/s" not in captured.out
+    last = captured.err.splitlines()[-1]
+    assert last.startswith("recall: ") and "units/s" in last and last.endswith(" moved 0 of 3 states]")
+    sweeps = int(last.split("sweep ")[1].split(" ")[0])  # the last one moved none: every state settled
+    assert float(last.split()[1]) == 40 * sweeps  # every unit of every sweep run

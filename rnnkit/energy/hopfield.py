@@ -75,6 +75,9 @@ def energy(W: torch.Tensor, theta: torch.Tensor, s: torch.Tensor) -> torch.Tenso
     return -0.5 * ((s @ W) * s).sum(-1) + (s * theta[:, None]).sum(-1)
 
 
+ROWS_PER_BLOCK = 1024  # of W, in _tie_safe
+
+
 def _tie_safe(W: torch.Tensor, theta: torch.Tensor):
     """float64 weights and the thresholds less a rounding tolerance per unit, (M, N, N) and (M, N).
 
@@ -87,7 +90,10 @@ def _tie_safe(W: torch.Tensor, theta: torch.Tensor):
     eps = max(1e-9, torch.finfo(W.dtype).eps)
     W, theta = W.double(), theta.double()
     # one per unit: the largest row's (θ_0 = 1e10 made it 10 for every unit, a field of -2 read as a tie)
-    tol = eps * (1 + W.abs().sum(-1) + theta.abs())  # (M, N)
+    # Σ_j |w_ij| a block of rows at a time: W.abs() whole was a second float64 (M, N, N), 800 MB for N = 10,000 and the
+    # peak of a recall (each row's sum is the same, bit for bit)
+    row_sums = torch.cat([rows.abs().sum(-1) for rows in W.split(ROWS_PER_BLOCK, dim=-2)], -1)
+    tol = eps * (1 + row_sums + theta.abs())  # (M, N)
     return W, theta - tol
 
 

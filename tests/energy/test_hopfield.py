@@ -618,3 +618,19 @@ def test_hebbian_weights_take_no_more_memory_than_themselves():
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert float(out) < 1.8, f"peak memory {float(out):.2f} x the weights'"
+
+
+def test_a_recall_takes_no_more_memory_than_its_float64_weights():
+    # N = 4,000: 64 MB of float32 weights, 128 MB in float64 for the tie-safe comparison; W.abs().sum(-1) made another
+    # 128 MB float64 (M, N, N) for the tolerance, the peak of a recall (2.4 GB for N = 10,000)
+    script = (
+        "import resource, sys, torch\n"
+        f"sys.path.insert(0, {str(pathlib.Path(hop.__file__).parents[2])!r})\n"
+        "from rnnkit.energy import hopfield\n"
+        "W = hopfield.hebbian(hopfield.random_patterns(20, 4000, torch.Generator().manual_seed(0), batch=(1,)))\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "W64, threshold = hopfield._tie_safe(W, torch.zeros(1, 4000))\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024 / (W64.numel() * 8))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert float(out) < 1.4, f"peak memory {float(out):.2f} x the float64 weights'"

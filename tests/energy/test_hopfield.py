@@ -604,33 +604,40 @@ def test_a_synchronous_recall_says_what_each_state_is_when_its_budget_ends():
         assert result.status.tolist() == expected.tolist()
 
 
-def test_hebbian_weights_take_no_more_memory_than_themselves():
-    # N = 4,000: 64 MB of float32 weights; the quotient and W - diag_embed(diag W) made three more (M, N, N)
-    # tensors, a peak of about 4 x W (1.6 GB for N = 10,000). In a fresh process, the peak resident set's growth.
+def _peak_growth(setup: str, measured: str, nbytes: str) -> float:
+    """In a fresh process: the growth of the peak resident set over `measured` (a line of Python after `setup`'s),
+    over `nbytes` (an expression of the bytes it should take)."""
     script = (
         "import resource, sys, torch\n"
         f"sys.path.insert(0, {str(pathlib.Path(hop.__file__).parents[2])!r})\n"
         "from rnnkit.energy import hopfield\n"
-        "xi = hopfield.random_patterns(20, 4000, torch.Generator().manual_seed(0), batch=(1,))\n"
+        f"{setup}\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "W = hopfield.hebbian(xi)\n"
-        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024 / (W.numel() * 4))\n"
+        f"{measured}\n"
+        f"print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024 / ({nbytes}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
-    assert float(out) < 1.8, f"peak memory {float(out):.2f} x the weights'"
+    return float(
+        subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    )
+
+
+def test_hebbian_weights_take_no_more_memory_than_themselves():
+    # N = 4,000: 64 MB of float32 weights; the quotient and W - diag_embed(diag W) made three more (M, N, N)
+    # tensors, a peak of about 4 x W (1.6 GB for N = 10,000). In a fresh process, the peak resident set's growth.
+    growth = _peak_growth(
+        "xi = hopfield.random_patterns(20, 4000, torch.Generator().manual_seed(0), batch=(1,))",
+        "W = hopfield.hebbian(xi)",
+        "W.numel() * 4",
+    )
+    assert growth < 1.8, f"peak memory {growth:.2f} x the weights'"
 
 
 def test_a_recall_takes_no_more_memory_than_its_float64_weights():
     # N = 4,000: 64 MB of float32 weights, 128 MB in float64 for the tie-safe comparison; W.abs().sum(-1) made another
     # 128 MB float64 (M, N, N) for the tolerance, the peak of a recall (2.4 GB for N = 10,000)
-    script = (
-        "import resource, sys, torch\n"
-        f"sys.path.insert(0, {str(pathlib.Path(hop.__file__).parents[2])!r})\n"
-        "from rnnkit.energy import hopfield\n"
-        "W = hopfield.hebbian(hopfield.random_patterns(20, 4000, torch.Generator().manual_seed(0), batch=(1,)))\n"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "W64, threshold = hopfield._tie_safe(W, torch.zeros(1, 4000))\n"
-        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024 / (W64.numel() * 8))\n"
+    growth = _peak_growth(
+        "W = hopfield.hebbian(hopfield.random_patterns(20, 4000, torch.Generator().manual_seed(0), batch=(1,)))",
+        "W64, threshold = hopfield._tie_safe(W, torch.zeros(1, 4000))",
+        "W64.numel() * 8",
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
-    assert float(out) < 1.4, f"peak memory {float(out):.2f} x the float64 weights'"
+    assert growth < 1.4, f"peak memory {growth:.2f} x the float64 weights'"

@@ -524,6 +524,16 @@ def test_a_text_file_read_as_binary_is_not_binary(tmp_path):
         WordVectors.load(tmp_path / "odd.txt", binary=False)
 
 
+def _traced_peak(compute):
+    """compute()'s value and the peak of the memory Python allocated (tracemalloc) while it ran."""
+    tracemalloc.start()
+    try:
+        value = compute()
+        return value, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def _said_as_text(tmp_path, cases):
     """Each (data, said): the file loaded with the format guessed and as text is refused in a line matching said."""
     for data, said in cases:
@@ -1050,12 +1060,7 @@ def test_a_text_file_loads_in_about_twice_its_size_of_memory(tmp_path):
     path = tmp_path / "v.txt"
     rng = np.random.default_rng(0)
     WordVectors([f"w{i}" for i in range(500)], rng.standard_normal((500, 100)).astype(np.float32)).save(path)
-    tracemalloc.start()
-    try:
-        wv = WordVectors.load(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    wv, peak = _traced_peak(lambda: WordVectors.load(path))
     assert wv.vectors.shape == (500, 100) and peak < 3 * path.stat().st_size
 
 
@@ -1090,15 +1095,8 @@ def test_nearest_reads_the_direction_of_a_query_whose_float32_norm_overflows_or_
 def test_nearest_makes_no_float64_copy_of_the_vectors():
     """nearest's query in float64 (4dfd367) made `unit @ q` copy every vector to float64 on each query: 2x the
     vectors' memory and 27x the time (a 400,000 x 100 vocabulary: 0.71 s a neighbours for 0.026)."""
-    import tracemalloc
-
     wv = WordVectors([f"w{i}" for i in range(20_000)], np.random.default_rng(0).standard_normal((20_000, 50)))
-    tracemalloc.start()
-    try:
-        near = wv.neighbours("w5", topn=3)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    near, peak = _traced_peak(lambda: wv.neighbours("w5", topn=3))
     assert peak < wv.unit.nbytes  # (a float64 copy alone is twice it)
     cos = wv.unit @ wv.unit[5].astype(np.float64)
     cos[5] = -np.inf
@@ -1400,12 +1398,7 @@ def test_analogy_evaluation_scores_in_chunks_of_bounded_memory(tmp_path):
     wv = WordVectors([f"w{i}" for i in range(V)], rng.standard_normal((V, 4)).astype(np.float32))
     quads = rng.integers(0, V, (600, 4))
     questions, want = _analogy_questions(tmp_path, wv, quads)
-    tracemalloc.start()
-    try:
-        accuracy, n = wv.evaluate_analogies(questions)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    (accuracy, n), peak = _traced_peak(lambda: wv.evaluate_analogies(questions))
     assert n == 600 and accuracy == want / 600
     assert peak < 150e6, peak  # (was 270 MB; now the 64 MB buffer and the dictionaries of 100,000 words)
 
@@ -1533,12 +1526,7 @@ def test_load_frees_the_file_read_before_the_unit_vectors_are_made(tmp_path, bin
     WordVectors([f"w{i}" for i in range(5000)], rng.standard_normal((5000, 100)).astype(np.float32)).save(
         path, binary
     )
-    tracemalloc.start()
-    try:
-        wv = WordVectors.load(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    wv, peak = _traced_peak(lambda: WordVectors.load(path))
     assert peak < most * (wv.vectors.nbytes if binary else path.stat().st_size)
 
 
@@ -1973,12 +1961,7 @@ def test_the_pairs_are_made_in_place_in_little_more_memory_than_they_take(model,
     w.build_vocab(sentences)
     ids, sent = w._encode(sentences)
     w.rng = np.random.default_rng(3)
-    tracemalloc.start()
-    try:
-        centres, contexts = w._pairs(ids, sent)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    (centres, contexts), peak = _traced_peak(lambda: w._pairs(ids, sent))
     w.rng = np.random.default_rng(3)
     want_centres, want_contexts = _pairs_as_listed_in_full(w, ids, sent)
     np.testing.assert_array_equal(centres, want_centres)
@@ -1996,12 +1979,7 @@ def test_the_corpus_is_encoded_into_arrays_without_a_list_of_ids_and_in_int16_be
     sentences = [[f"w{i}" for i in rng.integers(0, 1_200, rng.integers(0, 40))] for _ in range(2_000)]
     w = Word2Vec(min_count=30, dimension=4, epochs=1)  # 768 words of 1,200 kept
     w.build_vocab(sentences)
-    tracemalloc.start()
-    try:
-        ids, sent = w._encode(sentences)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    (ids, sent), peak = _traced_peak(lambda: w._encode(sentences))
     words = sum(map(len, sentences))
     assert peak < 14 * words, f"{peak:,} bytes to encode {words:,} words"
     kept = [(w.vocab.stoi[x], k) for k, s in enumerate(sentences) for x in s if x in w.vocab.stoi]

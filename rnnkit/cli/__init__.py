@@ -399,6 +399,23 @@ def _named(args) -> str:
     return f"{args.command} {action}" if isinstance(action, str) else args.command
 
 
+def _refused_by(e: UnicodeEncodeError, encoding: str) -> bool:
+    """Whether `e` is the error of writing its text in `encoding` (the output's): the codec it names is that
+    encoding's, or 'charmap', the codec of every 8-bit code page (cp1252, cp1251, cp437, koi8-r), where `encoding`
+    refuses its characters too: `rnnkit sample` on a cp1252 stdout (Windows' redirected output,
+    PYTHONIOENCODING=cp1252) of a model that writes 中 ended in a traceback, exit 1, where an ASCII or Latin-1
+    stdout is one line, exit 2."""
+    if codecs.lookup(e.encoding).name == codecs.lookup(encoding).name:
+        return True
+    if e.encoding != "charmap":
+        return False
+    try:
+        e.object[e.start : e.end].encode(encoding)
+    except UnicodeEncodeError as again:
+        return again.encoding == "charmap"
+    return False
+
+
 def _main(argv) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
     command = _command(words)
@@ -433,7 +450,7 @@ def _main(argv) -> int:
         UnicodeEncodeError
     ) as e:  # text the output's encoding lacks (a latin-1 locale, a redirect on Windows)
         out = sys.stdout.encoding or "utf-8"
-        if codecs.lookup(e.encoding).name != codecs.lookup(out).name:
+        if not _refused_by(e, out):
             raise
         held = e.object[e.start : e.end]
         # a byte that is not UTF-8, typed in a Latin-1 terminal ('caf\udce9'): no encoding writes it, and

@@ -969,6 +969,24 @@ def test_output_its_encoding_cannot_write_is_one_line(tmp_path, corpus, capsys, 
     assert err.count("\n") == 1 and "its encoding, ascii, can't write; set PYTHONIOENCODING=utf-8" in err, err
 
 
+def test_output_an_8_bit_code_page_cannot_write_is_one_line(tmp_path, corpus, capsys, monkeypatch):
+    """A model that writes 中 sampled to a cp1252 output (Windows' redirected output), cp1251, cp437 or koi8-r ended in
+    a UnicodeEncodeError traceback, exit 1: their codec is called 'charmap', which main took for another stream's."""
+    import io
+
+    text = tmp_path / "text.txt"
+    text.write_text(corpus.read_text().replace("e", "中"), encoding="utf-8")
+    assert main(["train", str(text), "--out", str(tmp_path / "run"), *TINY, "--dry-run"]) == 0
+    capsys.readouterr()
+    for encoding in ("cp1252", "cp1251", "cp437", "koi8-r"):
+        monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(io.BytesIO(), encoding=encoding))
+        assert main(["sample", str(tmp_path / "run"), "--prime", "th中", "--length", "3"]) == 2, encoding
+        err = capsys.readouterr().err
+        assert (
+            err.count("\n") == 1 and f"its encoding, {encoding}, can't write; set PYTHONIOENCODING" in err
+        ), err
+
+
 def test_eval_holds_the_file_in_a_few_bytes_a_character(trained, corpus, tmp_path, cli, monkeypatch):
     """eval read the file a second time as one str and encoded it through UTF-32 and int64 indices: about 17 bytes
     a character at its peak (1 GB of text, which training memory-maps, took 17 GB), where training holds 1-4 bytes

@@ -13,7 +13,7 @@ One interface for the training loop, `forward(batch) -> (logits, loss)`. For tru
 the model carries its hidden state from one window to the next, detached (`self.state`;
 `reset_state()` starts afresh). Sampling and completion feed the state back one character at a
 time (T = 1 calls); known text (a prime, a context, a text scored) is read in chunks of _CHUNK
-characters, one call each, the state carried.
+characters (fewer of a vocabulary over 256: _CHUNK_LOGITS logits a chunk), one call each, the state carried.
 """
 
 import collections
@@ -39,6 +39,9 @@ from rnnkit.models.config import CharLMConfig
 from rnnkit.text.lmscore import perplexity
 
 _CHUNK = 4096  # characters of known text a call (prime, log_probs): 1 MB of float32 logits for 64 characters
+# logits of known text a call at most: _CHUNK characters of a vocabulary of up to 256, fewer of a bigger one (4096 of
+# 10,000 characters held 164 MB of logits a call, and their float64 log-softmax 655 MB more)
+_CHUNK_LOGITS = 1 << 20
 # seconds before beam_complete draws its bar: a short completion (--length 40) says nothing
 PROGRESS_DELAY = 1.0
 
@@ -364,10 +367,13 @@ class CharLM(nn.Module):
 
     def _feed(self, ids, state=None):
         """Run known characters through the model, _CHUNK of them a call (a (1, n) window, the state carried):
-        one engine call a character took 0.4 ms each, 7 minutes to score a 1 MB text. Yields each chunk's
-        (1, n, V) logits and the state after it."""
-        for i in range(0, len(ids), _CHUNK):
-            xs = torch.tensor([ids[i : i + _CHUNK]], dtype=torch.long, device=self.head.weight.device)
+        one engine call a character took 0.4 ms each, 7 minutes to score a 1 MB text. Fewer a call where V is over
+        256, so that a call's (1, n, V) logits hold _CHUNK_LOGITS at most: n = 4096 of a vocabulary of 10,000 CJK
+        characters, emoji and the like held 782 MB at the peak of scoring a text (46 MB at V = 100), its peak growing
+        with V. Yields each chunk's (1, n, V) logits and the state after it."""
+        n = max(1, min(_CHUNK, _CHUNK_LOGITS // self.cfg.vocab_size))
+        for i in range(0, len(ids), n):
+            xs = torch.tensor([ids[i : i + n]], dtype=torch.long, device=self.head.weight.device)
             logits, state = self._run(xs, state)
             yield logits, state
 

@@ -237,6 +237,20 @@ def say(line: str) -> None:
         print(line.encode(encoding, "backslashreplace").decode(encoding))
 
 
+def say_json(values: dict) -> None:
+    """print() of `values` as a line of JSON, its characters as they are, or, where the output's encoding lacks one
+    (PYTHONIOENCODING=ascii, a C locale without UTF-8 mode, a cp1252 redirect), in JSON's own escapes ('\\u4e2d', an
+    emoji as its surrogate pair), which every JSON reader reads back as the same text: `rnnkit score --json` of a
+    Chinese text, or complete --json, scored or completed it and then stopped, 'the output holds characters ...',
+    exit 2, where eval --json, written in escapes always, wrote its line."""
+    import json
+
+    try:
+        print(json.dumps(values, ensure_ascii=False))
+    except UnicodeEncodeError:  # (nothing of the line was written: it is encoded whole first)
+        print(json.dumps(values))
+
+
 def print_pieces(pieces, first: str = "") -> None:
     """Print `first`, then each piece of a text as it is drawn, then a newline: a long --length shows its text at
     once (as char-rnn's sample.lua writes), and Ctrl-C keeps what was written (it came out all at the end, after

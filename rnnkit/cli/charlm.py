@@ -9,7 +9,7 @@ import pathlib
 import re
 import sys
 
-from rnnkit.cli import finite_or_null, print_pieces
+from rnnkit.cli import finite_or_null, print_pieces, say, say_json
 from rnnkit.errors import RnnkitError, count_error
 
 # flag -> (config section, field, type); every default is None so that only given flags override
@@ -500,10 +500,10 @@ def cmd_score(args) -> int:
               file=sys.stderr)  # fmt: skip
     for rank, r in enumerate(results, 1):
         if args.json:
-            print(json.dumps(finite_or_null({"rank": rank, **r}), ensure_ascii=False))
-        else:
-            print(f"{rank}. log p = {r['log_prob']:.3f} nats  {r['nats_per_char']:.4f} nats/char  "
-                  f"{r['bits_per_char']:.4f} bits/char  perplexity {r['perplexity']:.3f}  {r['text']!r}")  # fmt: skip
+            say_json(finite_or_null({"rank": rank, **r}))
+        else:  # (the text quoted as repr quotes it: escaped where the output lacks a character, as ascii() writes it)
+            say(f"{rank}. log p = {r['log_prob']:.3f} nats  {r['nats_per_char']:.4f} nats/char  "
+                f"{r['bits_per_char']:.4f} bits/char  perplexity {r['perplexity']:.3f}  {r['text']!r}")  # fmt: skip
     return 0
 
 
@@ -523,13 +523,8 @@ def cmd_complete(args) -> int:
     )
     completion = "".join(chars[i] for i in ids)
     if args.json:
-        print(
-            json.dumps(
-                finite_or_null({"prefix": args.prefix, "completion": completion, "log_prob": log_prob}),
-                ensure_ascii=False,
-            )
-        )
-    else:
+        say_json(finite_or_null({"prefix": args.prefix, "completion": completion, "log_prob": log_prob}))
+    else:  # (the text itself, which is not written altered: main's one line where the output can't write it)
         print(args.prefix + completion)
     return 0
 
@@ -610,7 +605,8 @@ def cmd_eval(args) -> int:
         "nats_per_char": nats,
         "bits_per_char": nats / math.log(2),
     }
-    print(json.dumps(finite_or_null(result)) if args.json else f"{args.file}: {nats:.4f} nats/char, {nats / math.log(2):.4f} bits/char "
-          f"({result['chars']:,} character{'s' if result['chars'] > 1 else ''} predicted in {streams.B} "
-          f"stream{'s' if streams.B > 1 else ''})")  # fmt: skip
+    # (a FILE named in another language: escaped where the output lacks its characters, as say() writes a --out)
+    say(json.dumps(finite_or_null(result)) if args.json else f"{args.file}: {nats:.4f} nats/char, {nats / math.log(2):.4f} bits/char "
+        f"({result['chars']:,} character{'s' if result['chars'] > 1 else ''} predicted in {streams.B} "
+        f"stream{'s' if streams.B > 1 else ''})")  # fmt: skip
     return 0

@@ -969,22 +969,59 @@ def test_output_its_encoding_cannot_write_is_one_line(tmp_path, corpus, capsys, 
     assert err.count("\n") == 1 and "its encoding, ascii, can't write; set PYTHONIOENCODING=utf-8" in err, err
 
 
-def test_output_an_8_bit_code_page_cannot_write_is_one_line(tmp_path, corpus, capsys, monkeypatch):
+@pytest.fixture(scope="module")
+def trained_cjk(tmp_path_factory, corpus):
+    """A dry run on the pangrams with every 'e' written 中 (in no 8-bit code page) and 'o' written 😀 (an astral
+    character: a surrogate pair in JSON's escapes); its text file beside it, named 中文.txt."""
+    folder = tmp_path_factory.mktemp("cjk")
+    text = folder / "中文.txt"
+    text.write_text(corpus.read_text().replace("e", "中").replace("o", "😀"), encoding="utf-8")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    assert main(["train", str(text), "--out", str(folder / "run"), *TINY, "--dry-run"]) == 0
+    torch.set_num_threads(n)
+    return folder / "run", text
+
+
+def test_output_an_8_bit_code_page_cannot_write_is_one_line(trained_cjk, capsys, monkeypatch):
     """A model that writes 中 sampled to a cp1252 output (Windows' redirected output), cp1251, cp437 or koi8-r ended in
     a UnicodeEncodeError traceback, exit 1: their codec is called 'charmap', which main took for another stream's."""
     import io
 
-    text = tmp_path / "text.txt"
-    text.write_text(corpus.read_text().replace("e", "中"), encoding="utf-8")
-    assert main(["train", str(text), "--out", str(tmp_path / "run"), *TINY, "--dry-run"]) == 0
     capsys.readouterr()
     for encoding in ("cp1252", "cp1251", "cp437", "koi8-r"):
         monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(io.BytesIO(), encoding=encoding))
-        assert main(["sample", str(tmp_path / "run"), "--prime", "th中", "--length", "3"]) == 2, encoding
+        assert main(["sample", str(trained_cjk[0]), "--prime", "th中", "--length", "3"]) == 2, encoding
         err = capsys.readouterr().err
         assert (
             err.count("\n") == 1 and f"its encoding, {encoding}, can't write; set PYTHONIOENCODING" in err
         ), err
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "cp1252"])
+def test_scores_on_an_output_without_their_characters_are_written_in_escapes(
+    trained_cjk, monkeypatch, encoding
+):
+    """score (--json too), complete --json and eval of a file named in Chinese scored the text, then stopped on an
+    ASCII or cp1252 output, 'the output holds characters ...', exit 2. Their lines are written with the characters
+    escaped: JSON's escapes (read back as the same text), repr's for score's quoted text, say()'s for a file's name.
+    complete's and sample's text itself is still refused (test_output_its_encoding_cannot_write_is_one_line)."""
+    import io
+
+    run, text = trained_cjk
+
+    def stdout_of(*args):
+        out = io.BytesIO()
+        monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(out, encoding=encoding))
+        assert main([str(a) for a in args]) == 0
+        sys.stdout.flush()
+        return out.getvalue().decode("ascii")
+
+    rows = [json.loads(line) for line in stdout_of("score", run, "th中 f😀x", "t中", "--json").splitlines()]
+    assert {r["text"] for r in rows} == {"t中", "th中 f😀x"}
+    assert stdout_of("score", run, "th中 f😀x").rstrip().endswith("'th\\u4e2d f\\U0001f600x'")
+    assert json.loads(stdout_of("complete", run, "th中", "--json", "--length", "3"))["prefix"] == "th中"
+    assert stdout_of("eval", run, text).startswith(f"{str(text)[:-6]}\\u4e2d\\u6587.txt: ")
 
 
 def test_eval_holds_the_file_in_a_few_bytes_a_character(trained, corpus, tmp_path, cli, monkeypatch):

@@ -499,9 +499,13 @@ class CharLM(nn.Module):
             _check_drawable(logp, len(ids) + k)
             total = scores[:, None] + logp.double()  # (K, V)
             V = total.shape[1]
-            # a stable sort: ties go to the earlier beam and the lower character, as argmax's (topk's order is unspecified)
-            values, indices = total.flatten().sort(descending=True, stable=True)
-            values, indices = values[:beam], indices[:beam]
+            # a stable sort: ties go to the earlier beam and the lower character, as argmax's (topk's order is unspecified);
+            # of the candidates at or above the beam-th largest only, which are the sorted K·V's first `beam` in their
+            # order (a sort of all K·V took 6.2 ms a step at V = 10,000, beam 5: 60% of complete's time)
+            flat = total.flatten()
+            top = (flat >= flat.topk(beam).values[-1]).nonzero()[:, 0] if beam < flat.numel() else None
+            values, indices = (flat if top is None else flat[top]).sort(descending=True, stable=True)
+            values, indices = values[:beam], (indices if top is None else top[indices])[:beam]
             rows, cols = indices // V, indices % V
             back.append((rows.tolist(), cols.tolist()))
             scores = values

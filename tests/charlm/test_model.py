@@ -772,6 +772,48 @@ def test_beam_search_breaks_ties_as_greedy_does():
             assert m.beam_complete([1], 4, beam)[0] == m.sample([1], 4, greedy=True) == [0, 0, 0, 0]
 
 
+def test_beam_search_sorts_its_candidates_not_every_beam_and_character(monkeypatch):
+    """Each step sorted all K x V scores to keep the K best: at V = 10,000 and beam 5, 6.2 ms of a 10 ms step (complete
+    ran at 90 chars/s, 200 without). It sorts those at or above the K-th largest only, in the same stable order: the
+    same continuation and log p as a stable sort of all of them (written out here), ties included."""
+
+    def reference(m, ids, n, beam):  # beam search with the full stable sort
+        logp, state = m._prime(ids, least=torch.float64)
+        scores, seqs = torch.zeros(1, dtype=torch.float64), [[]]
+        for _ in range(n):
+            total = scores[:, None] + logp
+            values, indices = total.flatten().sort(descending=True, stable=True)
+            rows, cols = indices[:beam] // total.shape[1], indices[:beam] % total.shape[1]
+            scores, seqs = (
+                values[:beam],
+                [seqs[r] + [c] for r, c in zip(rows.tolist(), cols.tolist(), strict=True)],
+            )
+            logp, state = m._step(cols, tuple(s[:, rows] for s in state), torch.float64)
+        return seqs[int(scores.argmax())], float(scores.max())
+
+    sorted_sizes, sort = [], torch.Tensor.sort
+
+    def counted_sort(t, *args, **kwargs):
+        sorted_sizes.append(t.numel())
+        return sort(t, *args, **kwargs)
+
+    for ties in (False, True):
+        torch.manual_seed(0)
+        m = CharLM(CharLMConfig(vocab_size=3000, hidden_size=4, num_layers=1, embedding_size=4)).eval()
+        if ties:  # every seventh character (429 of them) equally likely, the rest less
+            with torch.no_grad():
+                m.head.weight.zero_()
+                m.head.bias.zero_()
+                m.head.bias[::7] = 1.0
+        with torch.no_grad():
+            want = [reference(m, [1, 2], 4, beam) for beam in (1, 3)]
+        sorted_sizes.clear()
+        monkeypatch.setattr(torch.Tensor, "sort", counted_sort)
+        assert [m.beam_complete([1, 2], 4, beam) for beam in (1, 3)] == want
+        monkeypatch.undo()
+        assert max(sorted_sizes) <= (3 * 429 if ties else 3), sorted_sizes
+
+
 @pytest.mark.parametrize("greedy", ["False", None, 2, 0.5, float("nan")])
 def test_sample_greedy_that_is_no_switch_is_refused(greedy):
     """greedy was taken for its truth value: greedy='False' (a config file's string) or nan gave the argmax text,

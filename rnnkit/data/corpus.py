@@ -78,11 +78,24 @@ def encode(text: str, chars: list) -> np.ndarray:
         if (idx < 0).any():
             unseen = sorted(set(text) - set(chars))  # (not set(chars) built again for each character)
             raise RnnkitError(
-                f"characters the model never saw: {''.join(unseen)!r}; use only characters of its vocabulary"
+                f"characters the model never saw: {quoted_chars(''.join(unseen))}; use only characters of its vocabulary"
                 f"{line_ends_hint(unseen, chars, text)}{normal_form_hint(unseen, chars)}{bytes_hint(unseen)}"
             )
         tokens[i : i + len(codes)] = idx
     return tokens
+
+
+def quoted_chars(chars: str) -> str:
+    """repr(chars) for an error line, with the marks that show nothing by themselves (Unicode categories Mn and Me:
+    the variation selector U+FE0F of an emoji such as '❤️', a combining accent U+0301) written as escapes, as repr
+    writes U+200D: 'never saw: '️'' named an invisible character between quotes, of a text whose hearts the model
+    knew without it, and an accent sat on the quote."""
+    return "".join(
+        (f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}")
+        if unicodedata.category(c) in ("Mn", "Me")
+        else c
+        for c in repr(chars)
+    )
 
 
 def line_ends_hint(unseen, chars, text) -> str:

@@ -33,7 +33,7 @@ from torch import nn
 from tqdm import tqdm
 
 from rnnkit._io import bar_options
-from rnnkit.data.corpus import bytes_hint, line_ends_hint, normal_form_hint
+from rnnkit.data.corpus import bytes_hint, line_ends_hint, normal_form_hint, quoted_chars
 from rnnkit.errors import RnnkitError, switch
 from rnnkit.models.config import CharLMConfig
 from rnnkit.text.lmscore import perplexity
@@ -661,7 +661,7 @@ def encode(text: str, chars: list, what: str) -> list:
     if unseen:  # (the first 40: a text in another script quoted its thousands, a 9,000-character line)
         more = f" and {len(unseen) - 40:,} more" if len(unseen) > 40 else ""
         raise RnnkitError(
-            f"{what} has characters the model never saw: {''.join(unseen[:40])!r}{more}; remove or replace them"
+            f"{what} has characters the model never saw: {quoted_chars(''.join(unseen[:40]))}{more}; remove or replace them"
             f"{line_ends_hint(unseen, chars, text)}{normal_form_hint(unseen, chars)}{bytes_hint(unseen)}"
         )
     return [index[c] for c in text]

@@ -434,6 +434,20 @@ def test_unknown_combining_marks_are_named_as_another_normal_form():
             enc("cafz", nfc)
 
 
+def test_unknown_marks_that_show_nothing_are_named_by_their_escapes():
+    """The emoji variation selector U+FE0F ('❤️' of a social-media text, where the model knew '❤' alone) was quoted as
+    it is, 'never saw: '️'', an invisible character between quotes, and a lone accent (U+0301) sat on the quote;
+    they are written as repr writes U+200D, with the visible characters as they were."""
+    from rnnkit.models.charlm import encode as encode_ids
+
+    chars = ["\n", "丁", "❤"]
+    for enc in (lambda t: encode(t, chars), lambda t: encode_ids(t, chars, "TEXT")):
+        with pytest.raises(RnnkitError, match=r"never saw: '\\ufe0f'; "):
+            enc("丁❤\ufe0f")
+        with pytest.raises(RnnkitError, match=r"never saw: 'x\\u0301\\u200d\\ufe0f😀\\U000e0100'; "):
+            enc("丁x\u0301\u200d\ufe0f😀\U000e0100")
+
+
 def test_shakespeare_sources_say_what_is_wrong(tmp_path, monkeypatch):
     """A --data-dir without the file is an error (a typo must not download); a stale cache copy is named; a
     folder called shakespeare (a run folder) does not stand in for the dataset."""

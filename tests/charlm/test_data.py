@@ -448,6 +448,23 @@ def test_unknown_marks_that_show_nothing_are_named_by_their_escapes():
             enc("丁x\u0301\u200d\ufe0f😀\U000e0100")
 
 
+def test_unknown_marks_are_looked_up_in_a_big_vocabulary_once(monkeypatch):
+    """normal_form_hint decomposed every known character again for each unseen combining mark: 112 marks against a
+    vocabulary of 70,001 CJK characters took 1.6 s of the error (7.8 million decompositions). The known characters are
+    decomposed once; the hint is the same."""
+    import unicodedata
+
+    chars = ["\n", "é", *map(chr, range(0x4E00, 0x4E00 + 3000))]
+    text = "丁e" + "".join(
+        map(chr, range(0x300, 0x370))
+    )  # e (unseen) and 112 marks, U+0301 (in é) among them
+    calls, normalize = [], unicodedata.normalize
+    monkeypatch.setattr(unicodedata, "normalize", lambda form, s: calls.append(s) or normalize(form, s))
+    with pytest.raises(RnnkitError, match=r"U\+0301 is a combining mark.*composed \(NFC\)"):
+        encode(text, chars)
+    assert len(calls) <= 2 * (len(chars) + 113), len(calls)
+
+
 def test_shakespeare_sources_say_what_is_wrong(tmp_path, monkeypatch):
     """A --data-dir without the file is an error (a typo must not download); a stale cache copy is named; a
     folder called shakespeare (a run folder) does not stand in for the dataset."""

@@ -20,6 +20,7 @@ from rnnkit.cli import (
     print_pieces,
     refuse_overwrite,
     say,
+    say_json,
 )
 from rnnkit.errors import RnnkitError, count_error
 
@@ -520,18 +521,14 @@ def cmd_ngram_score(args) -> int:
     before = text_tokens(context, lm.level, lm.lower)  # its unknown tokens read as <unk> too (were unsaid)
     for rank, (text, s) in enumerate(results, 1):
         unknown = lm.vocab.unknown([*before, *text_tokens(text, lm.level, lm.lower)])
-        if args.json:
-            print(
-                json.dumps(
-                    finite_or_null({"rank": rank, "text": text, **s.as_dict(lm.level), "unknown": unknown}),
-                    ensure_ascii=False,
-                )
-            )
+        if args.json:  # (in JSON's escapes where the output lacks a character, as rnnkit score --json)
+            say_json(finite_or_null({"rank": rank, "text": text, **s.as_dict(lm.level), "unknown": unknown}))
             continue
         # (a Latin-1 terminal's 'café', read 'caf\udce9': the hint sample, score and complete give)
         note = f"  (unknown, scored as <unk>: {unknown}){bytes_hint(unknown)}" if unknown else ""
-        print(f"{rank}. log p = {s.log_prob:.3f} nats  {s.nats_per_token:.4f} nats/{unit}  "
-              f"{s.bits_per_token:.4f} bits/{unit}  perplexity {s.perplexity:.3f}  {text!r}{note}")  # fmt: skip
+        # (the text quoted as repr quotes it: escaped where the output lacks a character, as ascii() writes it)
+        say(f"{rank}. log p = {s.log_prob:.3f} nats  {s.nats_per_token:.4f} nats/{unit}  "
+            f"{s.bits_per_token:.4f} bits/{unit}  perplexity {s.perplexity:.3f}  {text!r}{note}")  # fmt: skip
     return 0
 
 
@@ -540,8 +537,9 @@ def cmd_ngram_eval(args) -> int:
     # the file starts a line, as fit counts its text
     s = lm.score(read_text(args.file), _line_start(lm), progress=True)
     result = {"file": args.file, **s.as_dict(lm.level)}
-    print(json.dumps(finite_or_null(result)) if args.json else f"{args.file}: {s.nats_per_token:.4f} nats/{lm.level}, "
-          f"{s.bits_per_token:.4f} bits/{lm.level}, perplexity {s.perplexity:.3f} ({s.tokens:,} tokens)")  # fmt: skip
+    # (a FILE named in another language: escaped where the output lacks its characters, as rnnkit eval writes it)
+    say(json.dumps(finite_or_null(result)) if args.json else f"{args.file}: {s.nats_per_token:.4f} nats/{lm.level}, "
+        f"{s.bits_per_token:.4f} bits/{lm.level}, perplexity {s.perplexity:.3f} ({s.tokens:,} tokens)")  # fmt: skip
     return 0
 
 

@@ -2019,3 +2019,33 @@ def test_word2vec_holds_its_words_as_one_str_each_and_lets_go_of_them_once_encod
     )
     got = WordVectors.load(tmp_path / "out" / "vectors.bin")
     assert got.words == want.wv.words and np.array_equal(got.vectors, want.wv.vectors)
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "cp1252"])
+def test_ngram_scores_on_an_output_without_their_characters_are_written_in_escapes(
+    tmp_path, monkeypatch, encoding
+):
+    """ngram score (--json too) of a Chinese text and ngram eval of a file named in Chinese scored it, then stopped on
+    an ASCII or cp1252 output, 'the output holds characters ('\\u4e2d\\u6587') ...', exit 2, with no score, as rnnkit
+    score and eval did before f1269fe. Their lines are written as rnnkit score's: JSON's escapes (read back as the same
+    text), repr's for the quoted text, say()'s for the file's name. ngram sample's text itself is still refused."""
+    text = tmp_path / "中文.txt"
+    text.write_text("中文 café 世界 🙂\n" * 30, encoding="utf-8")
+    model = tmp_path / "m.npz"
+    assert main(["ngram", "train", str(text), "--out", str(model), "-n", "3"]) == 0
+
+    def stdout_of(*args):
+        out = io.BytesIO()
+        monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(out, encoding=encoding))
+        assert main([str(a) for a in args]) == 0
+        sys.stdout.flush()
+        return out.getvalue().decode(encoding)
+
+    rows = [
+        json.loads(line)
+        for line in stdout_of("ngram", "score", model, "中文 🙂", "café", "--json").splitlines()
+    ]
+    assert {r["text"] for r in rows} == {"中文 🙂", "café"}
+    assert "'\\u4e2d\\u6587 \\U0001f642'" in stdout_of("ngram", "score", model, "中文 🙂", "café")
+    assert stdout_of("ngram", "eval", model, text).startswith(f"{str(text)[:-6]}\\u4e2d\\u6587.txt: ")
+    assert json.loads(stdout_of("ngram", "eval", model, text, "--json"))["file"] == str(text)

@@ -675,7 +675,8 @@ def cmd_tfidf_search(args) -> int:
             f"cannot read {path}: {reason}; rebuild the index with `rnnkit tfidf index`"
         ) from None
     for rank, (i, cos) in enumerate(index.search(args.query, args.top), 1):
-        print(f"{rank}. {cos:.4f}  {docs[i]['name']}  {docs[i]['preview']}")
+        # (a document named or written in another language: escaped where the output lacks its characters)
+        say(f"{rank}. {cos:.4f}  {docs[i]['name']}  {docs[i]['preview']}")
     return 0
 
 

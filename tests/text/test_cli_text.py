@@ -2049,3 +2049,23 @@ def test_ngram_scores_on_an_output_without_their_characters_are_written_in_escap
     assert "'\\u4e2d\\u6587 \\U0001f642'" in stdout_of("ngram", "score", model, "中文 🙂", "café")
     assert stdout_of("ngram", "eval", model, text).startswith(f"{str(text)[:-6]}\\u4e2d\\u6587.txt: ")
     assert json.loads(stdout_of("ngram", "eval", model, text, "--json"))["file"] == str(text)
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "cp1252"])
+def test_tfidf_search_results_on_an_output_without_their_characters_are_written_in_escapes(
+    tmp_path, monkeypatch, encoding
+):
+    """tfidf search of documents named or written in Chinese found them, then stopped on an ASCII or cp1252 output at
+    the first result, 'the output holds characters ('\\u6587\\u6863') ...', exit 2. Its result lines are its own
+    report, written as say() writes them: the characters the output lacks escaped."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "文档.txt").write_text("中文 世界 café\n", encoding="utf-8")
+    (docs / "b.txt").write_text("hello world\n", encoding="utf-8")
+    assert main(["tfidf", "index", str(docs), "--out", str(tmp_path / "index")]) == 0
+    out = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(out, encoding=encoding))
+    assert main(["tfidf", "search", str(tmp_path / "index"), "café world"]) == 0
+    sys.stdout.flush()
+    lines = out.getvalue().decode(encoding).splitlines()
+    assert len(lines) == 2 and "\\u6587\\u6863.txt  \\u4e2d\\u6587 \\u4e16\\u754c caf" in lines[1]

@@ -424,14 +424,15 @@ def cmd_neighbours(args) -> int:
             )
         a, b, c = args.words
         results = [wv.analogy(a, b, c, args.topn)]  # an unknown word is an error before any output
-        print(f"{a} - {b} + {c}:")
+        say(f"{a} - {b} + {c}:")
     else:
         results = [wv.neighbours(w, args.topn) for w in args.words]
+    # (words of another language: escaped where the output lacks their characters, as say() writes a report)
     for word, near in zip(args.words, results):
         if not args.analogy:
-            print(f"{word}:")
+            say(f"{word}:")
         for w, cos in near:
-            print(f"  {cos:.4f}  {w}")
+            say(f"  {cos:.4f}  {w}")
     return 0
 
 

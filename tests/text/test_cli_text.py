@@ -2069,3 +2069,27 @@ def test_tfidf_search_results_on_an_output_without_their_characters_are_written_
     sys.stdout.flush()
     lines = out.getvalue().decode(encoding).splitlines()
     assert len(lines) == 2 and "\\u6587\\u6863.txt  \\u4e2d\\u6587 \\u4e16\\u754c caf" in lines[1]
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "cp1252"])
+def test_neighbours_on_an_output_without_their_characters_are_written_in_escapes(
+    tmp_path, monkeypatch, encoding
+):
+    """neighbours of a word of vectors of Chinese and accented words found them, then stopped on an ASCII or
+    cp1252 output at the first word it lacks, 'the output holds characters ('\\u4e2d\\u6587') ...', exit 2 (the
+    analogy's head line, 'café - ...', on ASCII before any result). Its lines are its own report, written as say()
+    writes them: the characters the output lacks escaped."""
+    vectors = tmp_path / "v.txt"
+    vectors.write_text("4 2\n中文 1 0\ncafé 0.9 0.1\nthé 0 1\n世界 1 1\n", encoding="utf-8")
+    out = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(out, encoding=encoding))
+    assert main(["neighbours", str(vectors), "中文", "--topn", "1"]) == 0
+    assert main(["neighbours", str(vectors), "中文", "thé", "café", "--analogy", "--topn", "1"]) == 0
+    sys.stdout.flush()
+    e = "\\xe9" if encoding == "ascii" else "é"
+    assert out.getvalue().decode(encoding).splitlines() == [
+        "\\u4e2d\\u6587:",
+        f"  0.9939  caf{e}",
+        f"\\u4e2d\\u6587 - th{e} + caf{e}:",
+        "  0.3577  \\u4e16\\u754c",
+    ]

@@ -717,8 +717,8 @@ def cmd_markov(args) -> int:
         starts = f"no line of {text} starts with" if text else "the chain never starts with"
         for s in args.strings:
             reason = chain.why_not(s, starts)
-            print(f"allowed: {s}" if reason is None else f"not allowed: {s}  ({reason})")
-    else:
+            say(f"allowed: {s}" if reason is None else f"not allowed: {s}  ({reason})")
+    else:  # (check's lines and these, its report: escaped where the output lacks a character, as say() writes them)
         for state, p in zip(chain.states, chain.stationary()):
-            print(f"{state!r}\t{p:.6f}")
+            say(f"{state!r}\t{p:.6f}")
     return 0

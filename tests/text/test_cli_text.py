@@ -1816,14 +1816,21 @@ def test_ngram_score_of_a_word_model_lists_unknown_words_and_says_bytes_that_are
     )
 
 
-def test_output_of_bytes_that_are_not_utf8_names_the_bytes_not_an_encoding(capsys):
-    """`markov check` prints its STRING as typed; where stdout is strict UTF-8 (PYTHONIOENCODING=utf-8) a Latin-1
-    terminal's 'caf\\udce9' could not be written, and the line said 'set PYTHONIOENCODING=utf-8', the setting it
-    failed under. It says what the byte is now."""
-    assert main(["markov", "check", "caf\udce9"]) == 2
+def test_output_of_bytes_that_are_not_utf8_names_the_bytes_not_an_encoding(tmp_path, corpus, capsys):
+    """Where stdout is strict UTF-8 (PYTHONIOENCODING=utf-8, a program's stream) a Latin-1 terminal's 'caf\\udce9'
+    could not be written, and the line said 'set PYTHONIOENCODING=utf-8', the setting it failed under. It says what
+    the byte is now: main's error for a text that is the command's data (ngram complete's), and markov check's
+    answer, its own report written as say() writes it (escaped), in its reason."""
+    model = tmp_path / "m.npz"
+    assert main(["ngram", "train", str(corpus), "--out", str(model), "-n", "2"]) == 0
+    capsys.readouterr()
+    assert main(["ngram", "complete", str(model), "caf\udce9", "--length", "3"]) == 2
     _one_error_line(
         capsys, "can't write; \\udce9 stands for the byte 0xe9: the text is not UTF-8; set the terminal"
     )
+    assert main(["markov", "check", "caf\udce9"]) == 0
+    said = capsys.readouterr().out
+    assert said.startswith("not allowed: caf\\udce9  (") and "\\udce9 stands for the byte 0xe9" in said, said
 
 
 def test_a_bad_count_is_worded_one_way_by_every_command(tmp_path, capsys):
@@ -2092,4 +2099,32 @@ def test_neighbours_on_an_output_without_their_characters_are_written_in_escapes
         f"  0.9939  caf{e}",
         f"\\u4e2d\\u6587 - th{e} + caf{e}:",
         "  0.3577  \\u4e16\\u754c",
+    ]
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "cp1252"])
+def test_markov_check_and_stationary_on_an_output_without_their_characters_are_written_in_escapes(
+    tmp_path, monkeypatch, encoding
+):
+    """markov check of a string of Chinese and markov stationary of a text of Chinese and emoji worked out their
+    answer, then stopped on an ASCII or cp1252 output at the first line holding a character it lacks ('the output
+    holds characters ('\\u4e2d\\u6587') ...', exit 2), stationary with half its table written. Their lines are their
+    own report, written as say() writes them; markov sample's text itself is still refused."""
+    text = tmp_path / "t.txt"
+    text.write_text("中文é🙂\n" * 5, encoding="utf-8")
+    out = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(out, encoding=encoding))
+    assert main(["markov", "--text", str(text), "check", "中文", "文中"]) == 0
+    assert main(["markov", "--text", str(text), "stationary"]) == 0
+    sys.stdout.flush()
+    e = "\\xe9" if encoding == "ascii" else "é"
+    lines = out.getvalue().decode(encoding).splitlines()
+    assert lines[:2] == ["allowed: \\u4e2d\\u6587", f"not allowed: \\u6587\\u4e2d  (no line of {text} starts with "
+                         "'\\u6587'; the first symbol can be \\u4e2d)"]  # fmt: skip
+    assert [line.split("\t")[0] for line in lines[2:]] == [
+        "'\\n'",
+        f"'{e}'",
+        "'\\u4e2d'",
+        "'\\u6587'",
+        "'\\U0001f642'",
     ]

@@ -920,6 +920,42 @@ def test_the_loop_lets_other_python_threads_run():
     assert longest < 0.5 * (t1 - t0), (longest, t1 - t0)  # held: no tick at all while it ran
 
 
+def test_a_threads_torch_count_stays_its_own_through_its_first_native_forward():
+    """The first call of the loop in each Python thread set that thread's torch count to the one set last by any
+    thread (the extension's own copy of torch's lazy init, in at::parallel_for, ran at::init_num_threads): a thread
+    at 3 threads (a --threads 3 work) ran at 1 after its first forward where the main thread had set 1 meanwhile, as
+    torch's own ops and the python backend do not. Rows split over the thread's 3 threads: a parallel loop."""
+    import threading
+
+    layer, x = Recurrent("lstm", 8, 32, backend="native"), torch.randn(16, 10, 8)
+    with torch.no_grad():
+        layer(x)  # the extension loaded and run in this thread
+    before = torch.get_num_threads()
+    entered, asked, seen = threading.Event(), threading.Event(), []
+
+    def work():
+        torch.get_num_threads()  # (this thread's count taken from torch's, then its own)
+        torch.set_num_threads(3)
+        entered.set()
+        asked.wait(30)
+        with torch.no_grad():
+            layer(x)
+        seen.append(torch.get_num_threads())
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    try:
+        assert entered.wait(30)
+        torch.set_num_threads(1)  # this thread's count, the one set last
+        asked.set()
+        thread.join(60)
+    finally:
+        asked.set()
+        torch.set_num_threads(before)
+    assert not thread.is_alive()
+    assert seen == [3]
+
+
 def test_first_calls_time_their_gemms_on_any_cpu():
     """On a CPU without AVX-512 (an AVX2 AMD EPYC) torch's oneDNN matmul refuses float32 ("mkldnn_matmul bf16
     path needs the cpu support ..."), and timing it made every first call of a big enough shape fail: a 2x512

@@ -285,7 +285,7 @@ void over_rows(const Run<T>& r, int64_t nt, F&& loop) {
     loop(s, k);
   };
   if (nt == 1) return slice(0);
-  at::parallel_for(0, nt, 1, [&](int64_t a, int64_t e) {
+  parallel_for(0, nt, 1, [&](int64_t a, int64_t e) {
     const int one = 1;  // single-threaded BLAS inside (a nested team only oversubscribes), then each thread's
     const int before = mkl_set_num_threads_local_ ? mkl_set_num_threads_local_(&one) : 0;  // own setting back
     for (int64_t k = a; k < e; ++k) slice(k);
@@ -678,7 +678,7 @@ Tensors project(const at::Tensor& x, const at::Tensor& W, const c10::optional<at
     T* th = tail ? t.data_ptr<T>() : nullptr;
     const T* bias = b ? b->data_ptr<T>() : nullptr;
     const int64_t g0 = G - tail;
-    at::parallel_for(0, N, 64, [&](int64_t n0, int64_t n1) {
+    parallel_for(0, N, 64, [&](int64_t n0, int64_t n1) {
       for (int64_t n = n0; n < n1; ++n) {
         T* __restrict row = out + n * G;
         if (ident >= 0) std::copy(xp + n * D, xp + (n + 1) * D, row + ident);
@@ -718,7 +718,7 @@ Tensors project_backward(const at::Tensor& dxw, const at::Tensor& x, const at::T
       at::Tensor part = db_ ? at::zeros({chunks, G}, x.options()) : at::Tensor();
       const T* th = t->data_ptr<T>();
       T *d = dtail.data_ptr<T>(), *ps = db_ ? part.data_ptr<T>() : nullptr;
-      at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+      parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
         for (int64_t c = c0; c < c1; ++c)
           for (int64_t n = N * c / chunks; n < N * (c + 1) / chunks; ++n) {
             const T* __restrict gr = g + n * G;

@@ -44,6 +44,31 @@ void blas(char ta, char tb, int m, int n, int k, T alpha, const T* a, int lda, c
 
 inline bool have_blas() { return sgemm_ != nullptr && dgemm_ != nullptr; }
 
+// at::parallel_for(begin, end, grain, f) on the calling thread's torch count as torch keeps it. at::parallel_for first
+// runs at::internal::lazy_init_num_threads, an inline function whose thread_local "done" flag is this extension's own
+// copy (libtorch does not export its own): the first call of it in each thread ran at::init_num_threads, which sets
+// that thread's count to the one set last by any thread, and a Python thread's --threads 3 work (threads_for_the_work)
+// ran at 1, and stayed at 1, after its first forward where the main thread had set 1 meanwhile (torch's own ops, and
+// the python backend, keep 3). at::get_num_threads() initializes a thread through libtorch's own flag, as every op of
+// torch does; the rest is at::parallel_for's.
+template <class F>
+void parallel_for(int64_t begin, int64_t end, int64_t grain, const F& f) {
+  if (begin >= end) return;
+#ifdef INTRA_OP_PARALLEL
+  const int64_t n = end - begin;
+  if (n > grain && n > 1 && !at::in_parallel_region() && at::get_num_threads() > 1) {
+    at::internal::invoke_parallel(begin, end, grain, [&](int64_t a, int64_t e) {
+      c10::ParallelGuard guard(true);
+      f(a, e);
+    });
+    return;
+  }
+#endif
+  at::internal::ThreadIdGuard tid_guard(0);
+  c10::ParallelGuard guard(true);
+  f(begin, end);
+}
+
 extern "C" {  // MKL's packed GEMM (inside libtorch_cpu with MKL; weak, so absent elsewhere)
 size_t SGEMM_PACK_GET_SIZE(const char*, const int*, const int*, const int*) __attribute__((weak));
 void SGEMM_PACK(const char*, const char*, const int*, const int*, const int*, const float*, const float*, const int*,
@@ -161,7 +186,7 @@ at::Tensor dense_rows(const at::Tensor& m) {
   at::Tensor d = pooled_empty({rows, cols}, m.options());
   const T* src = m.data_ptr<T>();
   T* dst = d.data_ptr<T>();
-  at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(cols, 1)), [&](int64_t r0, int64_t r1) {
+  parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(cols, 1)), [&](int64_t r0, int64_t r1) {
     for (int64_t i = r0; i < r1; ++i) std::copy(src + i * ld, src + i * ld + cols, dst + i * cols);
   });
   return d;

@@ -2028,6 +2028,16 @@ def test_word2vec_holds_its_words_as_one_str_each_and_lets_go_of_them_once_encod
     assert got.words == want.wv.words and np.array_equal(got.vectors, want.wv.vectors)
 
 
+def _printed_in(monkeypatch, encoding, *commands):
+    """What the commands (each an argv, each exit 0) print on a stdout in `encoding`, decoded."""
+    out = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(out, encoding=encoding))
+    for argv in commands:
+        assert main([str(a) for a in argv]) == 0
+    sys.stdout.flush()
+    return out.getvalue().decode(encoding)
+
+
 @pytest.mark.parametrize("encoding", ["ascii", "cp1252"])
 def test_ngram_scores_on_an_output_without_their_characters_are_written_in_escapes(
     tmp_path, monkeypatch, encoding
@@ -2042,11 +2052,7 @@ def test_ngram_scores_on_an_output_without_their_characters_are_written_in_escap
     assert main(["ngram", "train", str(text), "--out", str(model), "-n", "3"]) == 0
 
     def stdout_of(*args):
-        out = io.BytesIO()
-        monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(out, encoding=encoding))
-        assert main([str(a) for a in args]) == 0
-        sys.stdout.flush()
-        return out.getvalue().decode(encoding)
+        return _printed_in(monkeypatch, encoding, args)
 
     rows = [
         json.loads(line)
@@ -2070,11 +2076,9 @@ def test_tfidf_search_results_on_an_output_without_their_characters_are_written_
     (docs / "文档.txt").write_text("中文 世界 café\n", encoding="utf-8")
     (docs / "b.txt").write_text("hello world\n", encoding="utf-8")
     assert main(["tfidf", "index", str(docs), "--out", str(tmp_path / "index")]) == 0
-    out = io.BytesIO()
-    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(out, encoding=encoding))
-    assert main(["tfidf", "search", str(tmp_path / "index"), "café world"]) == 0
-    sys.stdout.flush()
-    lines = out.getvalue().decode(encoding).splitlines()
+    lines = _printed_in(
+        monkeypatch, encoding, ["tfidf", "search", tmp_path / "index", "café world"]
+    ).splitlines()
     assert len(lines) == 2 and "\\u6587\\u6863.txt  \\u4e2d\\u6587 \\u4e16\\u754c caf" in lines[1]
 
 
@@ -2088,13 +2092,12 @@ def test_neighbours_on_an_output_without_their_characters_are_written_in_escapes
     writes them: the characters the output lacks escaped."""
     vectors = tmp_path / "v.txt"
     vectors.write_text("4 2\n中文 1 0\ncafé 0.9 0.1\nthé 0 1\n世界 1 1\n", encoding="utf-8")
-    out = io.BytesIO()
-    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(out, encoding=encoding))
-    assert main(["neighbours", str(vectors), "中文", "--topn", "1"]) == 0
-    assert main(["neighbours", str(vectors), "中文", "thé", "café", "--analogy", "--topn", "1"]) == 0
-    sys.stdout.flush()
+    printed = _printed_in(
+        monkeypatch, encoding, ["neighbours", vectors, "中文", "--topn", "1"],
+        ["neighbours", vectors, "中文", "thé", "café", "--analogy", "--topn", "1"],
+    )  # fmt: skip
     e = "\\xe9" if encoding == "ascii" else "é"
-    assert out.getvalue().decode(encoding).splitlines() == [
+    assert printed.splitlines() == [
         "\\u4e2d\\u6587:",
         f"  0.9939  caf{e}",
         f"\\u4e2d\\u6587 - th{e} + caf{e}:",
@@ -2112,13 +2115,14 @@ def test_markov_check_and_stationary_on_an_output_without_their_characters_are_w
     own report, written as say() writes them; markov sample's text itself is still refused."""
     text = tmp_path / "t.txt"
     text.write_text("中文é🙂\n" * 5, encoding="utf-8")
-    out = io.BytesIO()
-    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(out, encoding=encoding))
-    assert main(["markov", "--text", str(text), "check", "中文", "文中"]) == 0
-    assert main(["markov", "--text", str(text), "stationary"]) == 0
-    sys.stdout.flush()
+    printed = _printed_in(
+        monkeypatch,
+        encoding,
+        ["markov", "--text", text, "check", "中文", "文中"],
+        ["markov", "--text", text, "stationary"],
+    )
     e = "\\xe9" if encoding == "ascii" else "é"
-    lines = out.getvalue().decode(encoding).splitlines()
+    lines = printed.splitlines()
     assert lines[:2] == ["allowed: \\u4e2d\\u6587", f"not allowed: \\u6587\\u4e2d  (no line of {text} starts with "
                          "'\\u6587'; the first symbol can be \\u4e2d)"]  # fmt: skip
     assert [line.split("\t")[0] for line in lines[2:]] == [

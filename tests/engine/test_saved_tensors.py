@@ -2,6 +2,7 @@
 hooks see it, torch.utils.checkpoint drops it, backward frees it, and the gradients use what forward saw; and
 the native engine's recycled buffers and GEMM plans stay bounded when shapes vary."""
 
+import json
 import os
 import random
 
@@ -210,14 +211,76 @@ def test_onednn_gemms_over_many_row_counts_meet_a_few_shapes():
         pytest.skip("oneDNN's matmul doesn't run float32 on this CPU")
     torch.manual_seed(0)
     W = torch.randn(48, 24)  # (N = 48, K = 24: met nowhere else)
-    ext.gemm_run(1, False, True, torch.randn(3000, 24), W, 0.0, torch.empty(3000, 48))
-    before = _malloc_in_use()
-    for i in range(24):
-        x = torch.randn(2048 + 40 * i, 24)
-        C = ext.gemm_run(1, False, True, x, W, 0.0, torch.empty(len(x), 48))
-        for rows in (slice(0, 1000), slice(len(x) - 1000, len(x))):  # (under 2,048 rows: one call)
-            assert torch.equal(C[rows], ext.gemm_run(1, False, True, x[rows], W, 0.0, torch.empty(1000, 48)))
-    assert _malloc_in_use() - before < 4 << 20
+    ext.set_gemm("dnnl")  # (every shape by oneDNN, however many this process has run: see the next test)
+    try:
+        ext.gemm_run(1, False, True, torch.randn(3000, 24), W, 0.0, torch.empty(3000, 48))
+        before = _malloc_in_use()
+        for i in range(24):
+            x = torch.randn(2048 + 40 * i, 24)
+            C = ext.gemm_run(1, False, True, x, W, 0.0, torch.empty(len(x), 48))
+            for rows in (slice(0, 1000), slice(len(x) - 1000, len(x))):  # (under 2,048 rows: one call)
+                assert torch.equal(
+                    C[rows], ext.gemm_run(1, False, True, x[rows], W, 0.0, torch.empty(1000, 48))
+                )
+        assert _malloc_in_use() - before < 4 << 20
+    finally:
+        ext.set_gemm(os.environ.get("RNNKIT_GEMM", "auto"))
+
+
+@needs_native
+@needs_mallinfo
+def test_onednn_runs_a_bounded_number_of_shapes_then_mkl():
+    """Where sizes follow the data (rows under 2,048, a projection adding its bias, a weight gradient's sum over
+    T·B), every new T·B was a new oneDNN shape, about 0.6 MB each in oneDNN's and ideep's caches (a 1x64 LSTM on
+    random B and T held 1,065 MB after 1,000 steps and 1,289 after 2,000; MKL alone 391). oneDNN runs at most
+    dnnl_shapes()[1] call shapes in a process now, the first met, and later ones by MKL: the same numbers within
+    float32's rounding, the same bits at every call of a shape, and no more memory. A GEMM class timed then is not
+    given to later processes (the plan file), which time it with oneDNN offered."""
+    import subprocess
+    import sys
+
+    code = (
+        "import ctypes, json, torch\n"
+        "from rnnkit.engine import native\n"
+        "class Info(ctypes.Structure):\n"
+        "    _fields_ = [(n, ctypes.c_size_t) for n in 'a b c d hblkhd f g uordblks i j'.split()]\n"
+        "info = ctypes.CDLL(None).mallinfo2\n"
+        "info.restype = Info\n"
+        "def in_use():\n"
+        "    i = info()\n"
+        "    return i.uordblks + i.hblkhd\n"
+        "ext = native.load()\n"
+        "if not ext.have_dnnl():\n"
+        "    print(json.dumps('no dnnl')); raise SystemExit\n"
+        "torch.manual_seed(0)\n"
+        "W, x = torch.randn(40, 24), torch.randn(1000, 24)\n"
+        "def run(M):  # (its bits and its largest error, C dropped)\n"
+        "    C = ext.gemm_run(1, False, True, x[:M], W, 0.0, torch.empty(M, 40))\n"
+        "    return hash(C.numpy().tobytes()), float((C - x[:M] @ W.T).abs().max())\n"
+        "shapes = getattr(ext, 'dnnl_shapes', lambda: (None, 256))  # (None: a build that ran every shape)\n"
+        "cap = shapes()[1]\n"
+        "first = {M: run(M) for M in range(300, 300 + cap)}\n"
+        "before = in_use()\n"
+        "later = {M: run(M) for M in range(300 + cap, 400 + cap)}\n"
+        "grown = in_use() - before\n"
+        "err = max(e for _, e in [*first.values(), *later.values()])\n"
+        "same = all(run(M) == C for M, C in {**first, **later}.items())\n"
+        "w = torch.randn(301, 37)\n"
+        "native.project(torch.randn(3000, 1, 37), w, None)  # (a new class timed, oneDNN not offered: no room)\n"
+        "kept = [k for k, _ in ext.gemm_plans() if k[1] == 320 and k[2] == 37]\n"
+        "print(json.dumps([grown, err, same, shapes(), kept]))\n"
+    )
+    env = {**os.environ, "RNNKIT_GEMM": "auto", "RNNKIT_GEMM_PLANS": ""}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.splitlines()[-1])
+    if result == "no dnnl":
+        pytest.skip("oneDNN's matmul doesn't run float32 on this CPU")
+    grown, err, same, (shapes, cap), kept = result
+    assert grown < 4 << 20, f"{grown / 2**20:.1f} MB more for 100 new shapes"
+    assert err < 1e-4 and same
+    assert shapes == cap
+    assert kept == []
 
 
 @needs_native

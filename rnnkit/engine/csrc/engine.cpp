@@ -792,8 +792,10 @@ void lock_for_fork() {
   native_ext::g_plan_mutex.lock();
   Pool::get().mutex.lock();
   g_traced_mutex.lock();
+  native_ext::g_dnnl_mutex.lock();
 }
 void unlock_after_fork() {
+  native_ext::g_dnnl_mutex.unlock();
   g_traced_mutex.unlock();
   Pool::get().mutex.unlock();
   native_ext::g_plan_mutex.unlock();
@@ -846,6 +848,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           std::lock_guard<std::mutex> lock(rnnkit::native_ext::g_plan_mutex);
           return int64_t(rnnkit::native_ext::g_plan.size());
         }, "how many choices are known", nogil);  // (no GIL while waiting for the table: see below)
+  m.def("dnnl_shapes", [] {
+          std::lock_guard<std::mutex> lock(rnnkit::native_ext::g_dnnl_mutex);
+          return std::make_pair(int64_t(rnnkit::native_ext::g_dnnl_shapes.size()), int64_t(rnnkit::native_ext::kDnnlShapes));
+        }, "(the call shapes oneDNN has run with the timed choices, the most it runs: run.h dnnl_admits)", nogil);
   m.def("set_split", [](int64_t on) { rnnkit::g_split = on; }, "1: split an LSTM's hidden units over threads");
   m.def("project", &rnnkit::project, "[xw = x W_xhᵀ + b (tanh before b on a tail; an identity block), t] into recycled buffers", nogil);
   m.def("project_backward", &rnnkit::project_backward, "[dx, dW_xh, db] of project", nogil);

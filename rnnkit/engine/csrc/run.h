@@ -22,6 +22,7 @@
 #include <chrono>
 #include <map>
 #include <mutex>
+#include <set>
 #include <vector>
 
 extern "C" {  // BLAS inside libtorch_cpu (MKL); weak, so a build without it falls back to ATen
@@ -123,6 +124,7 @@ enum class GemmMode { Auto, Blas, Dnnl, Packed, Own };
 inline GemmMode g_gemm_mode = GemmMode::Auto;
 using GemmKey = std::array<int64_t, 10>;
 inline std::map<GemmKey, int> g_plan;  // shape -> the fastest option
+inline std::map<GemmKey, int> g_plan_here;  // the same, chosen without oneDNN for want of room: this process only
 inline std::mutex g_plan_mutex;
 inline constexpr int64_t kSmall = int64_t(1) << 18;  // multiply-adds below which plain BLAS always wins
 // Under torch.use_deterministic_algorithms(True) nothing is timed: a fixed choice for every shape (MKL, its
@@ -136,12 +138,17 @@ inline bool fixed_choice() { return at::globalContext().deterministicAlgorithms(
 // and all take the choice kept first: every thread runs the same option, the same bits.
 inline int known_plan(const GemmKey& key) {  // -1: not timed yet
   std::lock_guard<std::mutex> lock(g_plan_mutex);
-  const auto it = g_plan.find(key);
-  return it == g_plan.end() ? -1 : it->second;
+  if (const auto it = g_plan.find(key); it != g_plan.end()) return it->second;
+  const auto it = g_plan_here.find(key);
+  return it == g_plan_here.end() ? -1 : it->second;
 }
-inline int keep_plan(const GemmKey& key, int option) {  // the choice kept for key: option, or an earlier one
+// The choice kept for key: option, or an earlier one. here: for this process only (g_plan_here), not given to
+// later processes (gemm_plans, the plan file: native.py), which time it again with oneDNN offered.
+inline int keep_plan(const GemmKey& key, int option, bool here = false) {
   std::lock_guard<std::mutex> lock(g_plan_mutex);
-  return g_plan.emplace(key, option).first->second;
+  if (const auto it = g_plan.find(key); it != g_plan.end()) return it->second;
+  if (const auto it = g_plan_here.find(key); it != g_plan_here.end()) return it->second;
+  return (here ? g_plan_here : g_plan).emplace(key, option).first->second;
 }
 // A GEMM's shape class not timed yet that lies between two timed classes of the same GEMM, differing from both
 // in one size only (M, N or K: the one that follows the data, T·B), at most 4x apart, takes their choice where
@@ -205,6 +212,38 @@ inline int64_t dnnl_rows(int64_t M, bool ta, bool beta) {
   return std::min<int64_t>(4096, int64_t(1) << (63 - __builtin_clzll(uint64_t(M / 8))));
 }
 
+// oneDNN's matmul keeps what it makes for each call shape it meets, a primitive in oneDNN's cache and its
+// descriptor in ideep's (about 0.6 MB a shape, up to 1,024 shapes each): where the sizes follow the data (the T·B
+// rows of a projection under 2,048, of a projection that adds its bias in C, of a weight gradient's sum), every new
+// T·B made a new shape, and a 1x64 LSTM trained on random B (4-32) and T (1-300) held 1,065 MB after 1,000 steps,
+// 1,289 after 2,000, where MKL alone held 391. So with the timed choices (RNNKIT_GEMM=auto) oneDNN runs at most
+// kDnnlShapes call shapes in a process, the first it meets: a training of fixed shapes (its batches, the last one,
+// validation's) runs as before, one call each, the same bits; a shape met after that runs by MKL, every time (a
+// shape's library is decided at its first call, once). Timing counts as a call; once no shape is left, timing
+// offers oneDNN no more, and the choice it makes without oneDNN is kept for this process only (gemm_plan).
+// RNNKIT_GEMM=dnnl runs every shape by oneDNN.
+namespace native_ext {
+inline constexpr size_t kDnnlShapes = 256;
+using DnnlShape = std::array<int64_t, 7>;  // rows, N, K, ta, tb, beta, ldc (the operands are dense: dense_rows)
+inline std::set<DnnlShape> g_dnnl_shapes;
+inline std::mutex g_dnnl_mutex;
+}  // namespace native_ext
+inline bool dnnl_admits(const native_ext::DnnlShape& shape) {
+  using namespace native_ext;
+  if (g_gemm_mode != GemmMode::Auto) return true;
+  std::lock_guard<std::mutex> lock(g_dnnl_mutex);
+  if (g_dnnl_shapes.count(shape)) return true;
+  if (g_dnnl_shapes.size() >= kDnnlShapes) return false;
+  g_dnnl_shapes.insert(shape);
+  return true;
+}
+// Whether a shape not met yet may still run by oneDNN (the timing offers it).
+inline bool dnnl_room() {
+  using namespace native_ext;
+  std::lock_guard<std::mutex> lock(g_dnnl_mutex);
+  return g_gemm_mode != GemmMode::Auto || g_dnnl_shapes.size() < kDnnlShapes;
+}
+
 template <typename T>
 void gemm_with(bool dnnl, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
                int64_t ldb, T beta, T* C, int64_t ldc) {
@@ -218,7 +257,8 @@ void gemm_with(bool dnnl, bool ta, bool tb, int64_t M, int64_t N, int64_t K, con
   // the Fortran BLAS takes int sizes: past 2^31 - 1 (T·B rows of a projection over a long signal) they wrapped
   // and the GEMM computed part of it, or nothing; ATen's path takes int64
   const bool fits = std::max({M, N, K, lda, ldb, ldc}) <= int64_t(std::numeric_limits<int>::max());
-  dnnl = dnnl && have_dnnl();
+  const int64_t rows = dnnl ? dnnl_rows(M, ta, beta != T(0)) : M;
+  dnnl = dnnl && have_dnnl() && dnnl_admits({rows, N, K, ta, tb, beta != T(0), ldc});
   if (have_blas() && !dnnl && fits) {  // row-major C = op(A) op(B)  <=>  column-major Cᵀ = op(B)ᵀ op(A)ᵀ
     blas<T>(tb ? 'T' : 'N', ta ? 'T' : 'N', N, M, K, T(1), B, ldb, A, lda, beta, C, ldc);
     return;
@@ -228,7 +268,6 @@ void gemm_with(bool dnnl, bool ta, bool tb, int64_t M, int64_t N, int64_t K, con
   auto c = at::from_blob(C, {M, N}, {ldc, 1}, o);
   if (dnnl) {
     a = dense_rows<T>(a), b = dense_rows<T>(b);
-    const int64_t rows = dnnl_rows(M, ta, beta != T(0));
     for (int64_t r = 0; r < M; r += rows) {
       const int64_t r0 = std::min(r, M - rows);  // (the last block ends at M, rows before it written again, alike)
       at::native::mkldnn_matmul(ta ? a.t() : a.narrow(0, r0, rows), tb ? b.t() : b, c.narrow(0, r0, rows),
@@ -353,10 +392,11 @@ inline int gemm_plan(bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_t 
   }
   auto A = timing_operand<float>(ta ? K : M, lda), B = timing_operand<float>(tb ? N : K, ldb);
   auto C = at::zeros({M, ldc});
+  const bool room = dnnl_room();
   return keep_plan(key, fastest(beta ? 2 : 3, [&](int k) {
     gemm_run<float>(k, ta, tb, M, N, K, A.data_ptr<float>(), lda, B.data_ptr<float>(), ldb, beta ? 1.f : 0.f,
                     C.data_ptr<float>(), ldc);
-  }, [](int k) { return k != 1 || have_dnnl(); }));
+  }, [&](int k) { return k != 1 || (have_dnnl() && room); }), have_dnnl() && !room);
 }
 
 // C (M×N, row-major, ldc) = op(A) op(B) + beta·C with op(A) M×K, op(B) K×N.
@@ -443,9 +483,10 @@ StepW<T> step_weight(const T* W, bool tw, int64_t N, int64_t K, int64_t M, int64
   const GemmKey key{M, N, K, tw, lda, ldc, beta, at::get_num_threads(), -1, -1};
   if (const int known = known_plan(key); known >= 0) return StepW<T>::make(known, W, tw, N, K, M);
   std::vector<StepW<T>> options;
+  const bool room = dnnl_room();
   for (int k = 0; k < 5; ++k)
     if ((k != 2 || tw) && (k != 3 || have_packed()) && (k != 4 || RNNKIT_OWN_GEMM) &&
-        ((k != 1 && k != 2) || have_dnnl()))
+        ((k != 1 && k != 2) || (have_dnnl() && room)))
       options.push_back(StepW<T>::make(k, W, tw, N, K, M));
   auto A = timing_operand<T>(M, lda);
   auto C = at::zeros({M, ldc}, A.options());
@@ -454,7 +495,7 @@ StepW<T> step_weight(const T* W, bool tw, int64_t N, int64_t K, int64_t M, int64
   });
   const Lib lib = options[best].lib;
   const int option = lib == Lib::Own ? 4 : lib == Lib::Packed ? 3 : lib == Lib::Blas ? 0 : options[best].tw == tw ? 1 : 2;
-  const int kept = keep_plan(key, option);
+  const int kept = keep_plan(key, option, have_dnnl() && !room);
   return kept == option ? options[best] : StepW<T>::make(kept, W, tw, N, K, M);
 }
 

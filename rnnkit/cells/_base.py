@@ -433,12 +433,15 @@ class Cell(OwnParametersModule):
         if cls is not Cell and cell_kind(cls) != kind:
             raise RnnkitError(f"{cls.__name__}.from_torch: m is a torch.nn.{type(m).__name__} of the {kind} cell; use "
                               f"rnnkit.cells.{CELLS[kind].__name__}.from_torch(m), or Cell.from_torch(m)")  # fmt: skip
-        p = m.weight_ih
+        from rnnkit.layers.recurrent import _takes_option  # (rnnkit.layers imports the cells)
+
+        p, Made = m.weight_ih, CELLS[kind] if cls is Cell else cls
+        # forget_bias None, as Recurrent.from_torch gives it: reset_parameters draws the forget gate's bias as
+        # torch.nn.LSTMCell does (the default 1.0 set it to 1, and the repr said so of torch's drawn bias)
+        options = {"forget_bias": None} if kind == "lstm" and _takes_option(Made, "forget_bias") else {}
         # (its draw is copied over: the caller's stream goes on as it was)
         with torch.random.fork_rng(devices=[]):
-            cell = (CELLS[kind] if cls is Cell else cls)(
-                m.input_size, m.hidden_size, bias=m.bias, device=p.device, dtype=p.dtype
-            )
+            cell = Made(m.input_size, m.hidden_size, bias=m.bias, device=p.device, dtype=p.dtype, **options)
         for theirs, ours in cell._torch_pairs().items():
             _copy_weight(getattr(m, theirs), getattr(cell, ours))
         return cell.train(m.training)

@@ -550,3 +550,22 @@ def test_a_cell_converts_to_and_from_torchs_cell(name, bias):
         CELLS[wrong].from_torch(m)
     with pytest.raises(RnnkitError, match=r"^torch.nn has no cell of MUT1's function"):
         CELLS["mut1"](3, 4).to_torch()
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_an_lstm_cell_from_torch_draws_its_forget_bias_as_torchs_cell_on_reset(bias):
+    """Cell.from_torch(nn.LSTMCell) kept forget_bias=1.0, where Recurrent.from_torch(nn.LSTM) gives None: the cell's
+    reset_parameters (model.apply of it, a re-initialisation) set the forget gate's bias to 1 where torch's cell draws
+    it, and its repr, LSTM(3, 4), said a forget bias of 1 it never had. It now draws as torch.nn.LSTMCell, seed for
+    seed, as the layer does."""
+    from rnnkit.cells._base import Cell
+
+    m = nn.LSTMCell(3, 4, bias=bias)
+    for cell in (Cell.from_torch(m), CELLS["lstm"].from_torch(m)):
+        assert cell.forget_bias is None and "forget_bias=None" in repr(cell)
+        torch.manual_seed(3)
+        m.reset_parameters()
+        torch.manual_seed(3)
+        cell.reset_parameters()
+        for name, w in m.state_dict().items():
+            assert torch.equal(getattr(cell, name), w), name

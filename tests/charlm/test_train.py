@@ -1535,6 +1535,35 @@ def test_the_loss_plot_marks_its_validation_points_only_where_they_are_few(tmp_p
     assert few.get_marker() == "o" and many.get_marker() in ("None", "", None)
 
 
+@pytest.mark.parametrize("collecting", [True, False])
+def test_the_loss_plot_leaves_no_dead_figure_to_the_cyclic_collector(tmp_path, collecting):
+    """Each plot_losses left its figure, reference cycles moved to the collector's oldest generation by the
+    collections during the drawing, to Python's next full collection (7,000 objects and 2.4 MB at 4,000 points,
+    a full collection only every few dozen plots in a process holding torch): a run redrawing loss.png at every
+    validation held 20-50 MB of dead figures at a time, and its heap grew with each validation. The figure is freed
+    by the plot itself now, and the collector is left on or off as it was."""
+    import gc
+
+    from matplotlib.figure import Figure
+
+    from rnnkit.train import metrics
+
+    rows = [{"step": str(s), "wall_s": str(s / 10), "train_loss": "2", "val_loss": "2.1" if s % 50 == 0 else ""}
+            for s in range(1, 501)]  # fmt: skip
+    was = gc.isenabled()
+    gc.collect()
+    (gc.enable if collecting else gc.disable)()
+    try:
+        metrics.plot_losses(rows, tmp_path / "loss.png")
+        # (type, not isinstance: isinstance asks each object its __class__, and torch's deprecated reduce_op warns)
+        left = sum(type(o) is Figure for o in gc.get_objects())
+        assert gc.isenabled() == collecting
+    finally:
+        (gc.enable if was else gc.disable)()
+    assert left == 0
+    assert (tmp_path / "loss.png").stat().st_size > 0
+
+
 def test_resume_survives_a_metrics_row_cut_short(tmp_path, corpus):
     """A row cut short in metrics.csv (a full disk or a kill while it was written) is left out on resume; it
     made every later resume fail at its first plot."""

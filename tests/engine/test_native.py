@@ -745,6 +745,31 @@ def test_bad_engine_setting_is_a_one_line_error(var, value):
     assert len(lines) == 1 and var in lines[0] and value in lines[0], out.stdout + out.stderr
 
 
+def test_a_float32_layer_runs_where_the_default_dtype_is_float64():
+    """Timing a float32 GEMM's options made its output buffer in the default dtype: after
+    torch.set_default_dtype(torch.float64), a float32 GRU's first call of a shape not timed yet stopped with
+    "expected scalar type Float but found Double" (on native, the default backend). Now the python backend's
+    numbers."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, rnnkit\n"
+        "torch.set_default_dtype(torch.float64)\n"
+        "torch.manual_seed(0)\n"
+        "x = torch.randn(8, 20, 48, dtype=torch.float32)\n"
+        "layers = [rnnkit.Recurrent('gru', 48, 64, dtype=torch.float32, backend=b) for b in ('native', 'python')]\n"
+        "layers[1].load_state_dict(layers[0].state_dict())\n"
+        "outs = [layer(x)[0] for layer in layers]\n"
+        "print(outs[0].dtype, float((outs[0] - outs[1]).abs().max()))\n"
+    )
+    env = {**__import__("os").environ, "RNNKIT_GEMM": "auto", "RNNKIT_GEMM_PLANS": ""}  # (timed in the run)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    dtype, err = out.stdout.split()
+    assert dtype == "torch.float32" and float(err) < 1e-5
+
+
 def test_engine_setting_in_capitals_runs():
     """RNNKIT_GEMM=BLAS was refused while RNNKIT_NATIVE=OFF and RNNKIT_ROW_THREADS=AUTO ran: any case now."""
     import subprocess

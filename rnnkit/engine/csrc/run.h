@@ -391,7 +391,7 @@ inline int gemm_plan(bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_t 
     longest = (longest + 1) / 2;
   }
   auto A = timing_operand<float>(ta ? K : M, lda), B = timing_operand<float>(tb ? N : K, ldb);
-  auto C = at::zeros({M, ldc});
+  auto C = at::zeros({M, ldc}, at::kFloat);  // (float32 GEMMs only: not the default dtype, which may be float64)
   const bool room = dnnl_room();
   return keep_plan(key, fastest(beta ? 2 : 3, [&](int k) {
     gemm_run<float>(k, ta, tb, M, N, K, A.data_ptr<float>(), lda, B.data_ptr<float>(), ldb, beta ? 1.f : 0.f,

@@ -31,7 +31,7 @@ def make_optimizer(params, cfg):
     if name == "adam":
         return fused_or_not(torch.optim.Adam, params, lr=lr, weight_decay=wd)
     if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, alpha=0.95, eps=1e-8, weight_decay=wd, foreach=True)
+        return _made(torch.optim.RMSprop, params, lr=lr, alpha=0.95, eps=1e-8, weight_decay=wd, foreach=True)
     if name == "adagrad":
         return fused_or_not(torch.optim.Adagrad, params, lr=lr, eps=1e-8, weight_decay=wd)
     return fused_or_not(torch.optim.SGD, params, lr=lr, weight_decay=wd)
@@ -54,13 +54,32 @@ def fused_or_not(Optimizer, params, **kw):
     tensors = _tensors(params)
     if tensors and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in tensors):
         try:
-            optimizer = Optimizer(params, fused=True, **kw)
+            optimizer = _made(Optimizer, params, fused=True, **kw)
         except (RuntimeError, TypeError, ValueError):  # a torch without the fused kernel for this device
             pass
         else:
             optimizer.register_step_pre_hook(_unfused_if_sparse)
             return optimizer
-    return Optimizer(params, **kw)
+    return _made(Optimizer, params, **kw)
+
+
+def _made(Optimizer, params, **kw):
+    """Optimizer(params, **kw), a Ctrl-C (or the command line's SIGTERM) that came meanwhile raised as the
+    KeyboardInterrupt it is. The first optimizer a process makes imports torch._dynamo (1-2 s, hundreds of dataclasses
+    made), and Python 3.10 and 3.11 raise an interrupt that comes while a class is made (in a field's __set_name__)
+    as RuntimeError('Error calling __set_name__ ...') from it: fused_or_not took that for a torch without the fused
+    kernel and made the plain optimizer, the Ctrl-C lost (the run trained on to its end), and RMSprop's ended in a
+    traceback, exit 1, where the command says 'interrupted'."""
+    try:
+        return Optimizer(params, **kw)
+    except Exception as e:
+        cause, seen = e, set()
+        while cause is not None and id(cause) not in seen and not isinstance(cause, KeyboardInterrupt):
+            seen.add(id(cause))
+            cause = cause.__cause__
+        if not isinstance(cause, KeyboardInterrupt):
+            raise
+        raise cause from None
 
 
 def _unfused_if_sparse(optimizer, args, kwargs):

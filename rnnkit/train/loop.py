@@ -1110,6 +1110,7 @@ class _StopAfterStep:
     def __init__(self, say):
         self.asked, self.say, self.previous = 0, say, {}
         self.holding, self.deferred, self.finishing, self.continued = False, False, False, False
+        self.saying, self.pending = False, 0  # the handler writing its line; a signal that came meanwhile
         if threading.current_thread() is threading.main_thread():
             # a signal ignored when the run started (its parent's choice) stays ignored
             kept = [s for s in self.SIGNALS if signal.getsignal(s) is not signal.SIG_IGN]
@@ -1122,21 +1123,38 @@ class _StopAfterStep:
         self.continued = True
 
     def _handler(self, signum, frame):
+        if self.saying:  # a signal while the handler writes its line: handled once the line is written
+            self.pending = signum
+            return
         if self.finishing:  # stopping already, its checkpoint being saved: nothing to cut
-            if not self.deferred:
-                self.say("saving the checkpoint, then stopping")
-            self.deferred = True
+            said, self.deferred = self.deferred, True
+            if not said:
+                self._say("saving the checkpoint, then stopping", frame)
             return
         if self.asked and self.holding:
-            if not self.deferred:
-                self.say("stopping as soon as this step's update, validation or row is done")
-            self.deferred = True
+            said, self.deferred = self.deferred, True
+            if not said:
+                self._say("stopping as soon as this step's update, validation or row is done", frame)
             return
         if self.asked:
             raise KeyboardInterrupt
         self.asked = signum
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-        self.say(f"{name}: stopping after this step ({name} again to stop now)")
+        self._say(f"{name}: stopping after this step ({name} again to stop now)", frame)
+
+    def _say(self, line, frame):
+        """say(line) from the handler; a signal that comes meanwhile is handled once the line is written. A second
+        Ctrl-C at once (two sent together: a wrapper that passes the terminal's on, a script's kill -INT twice) raised
+        its KeyboardInterrupt inside tqdm's taking of its lock for the first one's line, whose clean-up then released
+        the lock it had not taken: 'RuntimeError: cannot release un-acquired lock', a traceback, exit 1, the steps
+        since the last checkpoint lost, where a second Ctrl-C stops the run saved."""
+        self.saying, self.pending = True, 0
+        try:
+            self.say(line)
+        finally:
+            self.saying = False
+        if self.pending:
+            self._handler(self.pending, frame)
 
     @contextlib.contextmanager
     def held(self):

@@ -664,6 +664,45 @@ def test_second_ctrl_c_inside_a_step_undoes_it(tmp_path, corpus, monkeypatch):
     _interrupted_then_resumed_equals_whole(tmp_path, corpus, monkeypatch, interrupt)
 
 
+def test_a_second_ctrl_c_while_the_first_ones_line_is_written_stops_the_run_saved(
+    tmp_path, corpus, monkeypatch
+):
+    """Two SIGINTs at once (a wrapper that passes the terminal's Ctrl-C on, a script's kill -INT twice): the second
+    came while the first one's handler wrote 'Ctrl-C: stopping after this step', as tqdm took its lock for the line,
+    and its KeyboardInterrupt there was replaced by tqdm's clean-up, 'RuntimeError: cannot release un-acquired lock':
+    a traceback, exit 1, the run stopped unsaved. Now it stops at once, as a second Ctrl-C does: the step undone,
+    saved, 130, and --resume goes on as an uninterrupted run."""
+    from tqdm import tqdm
+
+    lock = tqdm.get_lock()
+
+    class SignalledWhileTaken:  # the second SIGINT comes as tqdm takes its lock for the first one's line
+        armed = False
+
+        def acquire(self, *args, **kwargs):
+            if SignalledWhileTaken.armed:
+                SignalledWhileTaken.armed = False
+                os.kill(os.getpid(), signal.SIGINT)
+            return lock.acquire(*args, **kwargs)
+
+        def release(self):
+            lock.release()
+
+        def __enter__(self):
+            self.acquire()
+
+        def __exit__(self, *exc):
+            self.release()
+
+    monkeypatch.setattr(tqdm, "_lock", SignalledWhileTaken())
+
+    def twice():
+        SignalledWhileTaken.armed = True
+        os.kill(os.getpid(), signal.SIGINT)
+
+    _interrupted_then_resumed_equals_whole(tmp_path, corpus, monkeypatch, twice)
+
+
 def test_ctrl_c_in_the_last_step_ends_the_run_done(tmp_path, corpus, monkeypatch):
     """Ctrl-C (or SIGTERM) inside the run's last step: the step, its validation and checkpoint were done, and the
     run said 'interrupted at step 6; saved ...; continue with --resume' (exit 130), where --resume then said 'already

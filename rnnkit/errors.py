@@ -22,6 +22,20 @@ def user_stacklevel() -> int:
     return level
 
 
+def interrupt_behind(e: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt (a Ctrl-C, or the command line's SIGTERM) that `e` was raised from, or None. Python 3.10
+    and 3.11 raise an interrupt that comes while a class is made (a field's __set_name__: the hundreds of
+    dataclasses that torch._dynamo, matplotlib and others make as they are imported, a command's first seconds) as
+    RuntimeError('Error calling __set_name__ ...') from it."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return e
+        seen.add(id(e))
+        e = e.__cause__
+    return None
+
+
 class RnnkitError(ValueError):
     """Bad input from the user: a one-line message naming what is wrong and what to do."""
 

@@ -15,7 +15,7 @@ import re
 import sys
 
 from rnnkit._io import dead_link, kind_of
-from rnnkit.errors import RnnkitError, check_seed
+from rnnkit.errors import RnnkitError, check_seed, interrupt_behind
 
 # module name -> what it provides; each module registers its own subcommands.
 COMMAND_MODULES = ["charlm", "energy", "text"]
@@ -370,7 +370,14 @@ def main(argv=None) -> int:
     if term:
         signal.signal(signal.SIGTERM, _terminate)
     try:
-        return _main(argv)
+        # an interrupt that Python raised as another error (errors.interrupt_behind) is said as the interrupt it is:
+        # it ended in a traceback, exit 1, where a Ctrl-C says 'rnnkit: interrupted', exit 130
+        try:
+            return _main(argv)
+        except Exception as e:
+            if (interrupt := interrupt_behind(e)) is None:
+                raise
+            raise interrupt from None
     except (
         KeyboardInterrupt
     ) as e:  # in the commands' imports (torch's, the first second of each) or their work

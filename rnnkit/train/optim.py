@@ -15,7 +15,7 @@ import numbers
 
 import torch
 
-from rnnkit.errors import RnnkitError
+from rnnkit.errors import RnnkitError, interrupt_behind
 
 OPTIMIZERS = ("adam", "rmsprop", "adagrad", "sgd")
 
@@ -73,13 +73,9 @@ def _made(Optimizer, params, **kw):
     try:
         return Optimizer(params, **kw)
     except Exception as e:
-        cause, seen = e, set()
-        while cause is not None and id(cause) not in seen and not isinstance(cause, KeyboardInterrupt):
-            seen.add(id(cause))
-            cause = cause.__cause__
-        if not isinstance(cause, KeyboardInterrupt):
+        if (interrupt := interrupt_behind(e)) is None:
             raise
-        raise cause from None
+        raise interrupt from None
 
 
 def _unfused_if_sparse(optimizer, args, kwargs):

@@ -901,6 +901,37 @@ def test_ctrl_c_at_start_up_is_one_line(tmp_path, corpus, capsys, monkeypatch):
     assert (code, *capsys.readouterr()) == (130, "", "rnnkit: interrupted\n")
 
 
+@pytest.mark.parametrize("program", [False, True])
+def test_ctrl_c_raised_as_another_error_is_said_as_the_interrupt(
+    tmp_path, corpus, capsys, monkeypatch, program
+):
+    """Python 3.10 and 3.11 raise a Ctrl-C that comes while a class is made (a dataclass's field, as the imports of a
+    command's first seconds make hundreds) as RuntimeError('Error calling __set_name__ ...') from it: a traceback,
+    exit 1. It is the interrupt: 'rnnkit: interrupted', exit 130 (a program's main(argv): the KeyboardInterrupt)."""
+    import sys
+
+    import rnnkit.train.loop
+    from rnnkit.cli import main
+
+    def interrupted(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as e:
+            raise RuntimeError(
+                "Error calling __set_name__ on '_FieldDescriptor' instance 'x' in 'Made'"
+            ) from e
+
+    monkeypatch.setattr(rnnkit.train.loop, "load_corpus", interrupted)
+    argv = ["train", str(corpus), "--out", str(tmp_path / "run"), *TINY]
+    if program:
+        with pytest.raises(KeyboardInterrupt):
+            main(argv)
+        return
+    monkeypatch.setattr(sys, "argv", ["rnnkit", *argv])
+    code = main()
+    assert (code, *capsys.readouterr()) == (130, "", "rnnkit: interrupted\n")
+
+
 def test_train_help_table_is_what_train_runs_with(capsys):
     """train --help's table of each preset's values holds what train_config builds for each column."""
     import argparse

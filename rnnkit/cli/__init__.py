@@ -271,10 +271,11 @@ def print_pieces(pieces, first: str = "") -> None:
         except (OSError, ValueError, KeyboardInterrupt):
             pass
         raise
-    except UnicodeEncodeError:
-        # a piece the output's encoding lacks (nothing of it written: it is encoded whole first): the text so far
-        # ends its line, so that main's 'rnnkit: error: the output holds characters ...' has its own (it was joined
-        # to the text, 'la cafrnnkit: error: ...', on a terminal and in a 2>&1 log)
+    except Exception:
+        # a piece the output's encoding lacks (nothing of it written: it is encoded whole first), or the model's
+        # error while drawing (log-probabilities of NaN, a beam out of memory): the text so far ends its line, so
+        # that main's 'rnnkit: error: ...' has its own (it was joined to the text, 'la cafrnnkit: error: ...', on a
+        # terminal and in a 2>&1 log)
         if written:
             with contextlib.suppress(OSError, ValueError):
                 out.write("\n")

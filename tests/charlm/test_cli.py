@@ -41,6 +41,26 @@ def test_sample_prints_as_it_draws_so_ctrl_c_keeps_a_huge_lengths_text(trained, 
     assert out.text.startswith("the ") and len(out.text) >= 40 and out.text.endswith("\n")
 
 
+def test_an_error_while_sampling_ends_the_line_of_text_so_far(trained, monkeypatch, capsys):
+    """A model's error in the middle of sample's text (log-probabilities of NaN once its state overflowed) left the
+    text without its newline: 'the abrnnkit: error: ...' on a terminal and in a 2>&1 log. The line is ended first."""
+    from rnnkit.models.charlm import CharLM
+
+    step, calls = CharLM._step, [0]
+
+    def failing(self, *args, **kwargs):
+        calls[0] += 1
+        if calls[0] > 5:
+            raise RnnkitError("the model's log-probabilities are NaN after 9 characters")
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(CharLM, "_step", failing)
+    assert main(["sample", str(trained), "--prime", "the ", "--length", "50", "--seed", "1"]) == 2
+    out, err = capsys.readouterr()
+    assert out.startswith("the ") and len(out) == 10 and out.endswith("\n"), repr(out)
+    assert err.startswith("rnnkit: error: the model's log-probabilities are NaN")
+
+
 def test_sample(trained, cli):
     code, out, _ = cli("sample", trained, "--length", "30", "--seed", "1", "--prime", "the ")
     assert code == 0 and out.startswith("the ") and len(out.rstrip("\n")) >= 30

@@ -518,14 +518,18 @@ def cmd_complete(args) -> int:
     model, chars = load_model(args.run)
     if not args.prefix:
         raise RnnkitError("PREFIX is empty; give some text to complete")
-    ids, log_prob = model.beam_complete(
-        context(args.prefix, chars, "PREFIX"), args.length, args.beam, progress=True
-    )
-    completion = "".join(chars[i] for i in ids)
-    if args.json:
+    ids = context(args.prefix, chars, "PREFIX")
+    if args.json:  # (one object, written whole once the search is done)
+        ids, log_prob = model.beam_complete(ids, args.length, args.beam, progress=True)
+        completion = "".join(chars[i] for i in ids)
         say_json(finite_or_null({"prefix": args.prefix, "completion": completion, "log_prob": log_prob}))
-    else:  # (the text itself, which is not written altered: main's one line where the output can't write it)
-        print(args.prefix + completion)
+        return 0
+    # the text as the search settles it, as sample prints its draws: a huge --length shows its text at once and runs
+    # in bounded memory until stopped (it printed at the end, after memory for every step: --length 2^63-1 grew until
+    # memory was gone); the bar only where the text goes elsewhere than a terminal, which the text itself keeps busy
+    # (the text itself is not written altered: main's one line where the output can't write it)
+    found = model.iter_complete(ids, args.length, args.beam, progress=not sys.stdout.isatty())
+    print_pieces((chars[i] for i in found), args.prefix)
     return 0
 
 

@@ -478,7 +478,24 @@ class CharLM(nn.Module):
         Beam search keeps the K best partial continuations by total log-probability; the K
         beams advance together as a batch of K streams, one character per step. `progress`: a bar on stderr of
         the characters chosen, once the search has run for a second (`rnnkit complete --length 100000`).
+        Returns (ids, log p in nats); iter_complete gives the ids as the search settles them.
         """
+        found = self.iter_complete(ids, length, beam, progress)
+        seq = []
+        while True:
+            try:
+                seq.append(next(found))
+            except StopIteration as done:
+                return seq, done.value
+
+    @_inference
+    def iter_complete(self, ids: list, length: int, beam: int = 1, progress: bool = False):
+        """beam_complete's ids one at a time, each as soon as the search has settled it: once every beam kept
+        descends from one beam of that step, no later step can change it (with beam 1, at once), so that `rnnkit
+        complete` prints its text as it is found and a huge --length runs in bounded memory until stopped (it kept
+        every step's beams to the end, then printed: --length 2^63-1 printed nothing and grew until memory was
+        gone). The generator's return value (StopIteration.value) is the log p of the whole continuation. The
+        arguments are checked and the context read at the call, before the first id is asked for."""
         ids = self._check_ids(ids, "beam_complete")
         _need_context(ids, "beam_complete")
         length, beam = _check_count(length, "length", 0), _check_count(beam, "beam", 1)
@@ -488,35 +505,55 @@ class CharLM(nn.Module):
                 f"length {length} is too large (past a 64-bit integer, 2^63); give a smaller one"
             )
         logp, state = self._prime(ids, least=torch.float64)  # (1, V)
-        # each step's (beam it came from, character) per beam kept, read back from the best at the end: copying
-        # every beam's characters at each step made a long search quadratic (--beam 5, 40,000 characters: 13.3 s)
-        back = []
+        return self._searched(logp, state, len(ids), length, beam, progress)
+
+    def _searched(self, logp, state, n, length, beam, progress):
+        """The generator of iter_complete (n: characters read so far, for _check_drawable's message)."""
+        # the steps not settled yet, each as (beam it came from, character) per beam kept, read back from the best
+        # at the end: copying every beam's characters at each step made a long search quadratic (--beam 5, 40,000
+        # characters: 13.3 s); and for each, the set of its beams that a beam kept now descends from (only shrinks)
+        back, live = collections.deque(), collections.deque()
         scores = torch.zeros(1, dtype=torch.float64, device=logp.device)  # summed in float64, as score's fsum
         bar = dict(
             desc="complete", unit=" chars", unit_scale=True, delay=PROGRESS_DELAY, **bar_options(progress)
         )
         for k in tqdm(range(length), **bar):
-            _check_drawable(logp, len(ids) + k)
-            total = scores[:, None] + logp.double()  # (K, V)
-            V = total.shape[1]
-            # a stable sort: ties go to the earlier beam and the lower character, as argmax's (topk's order is unspecified);
-            # of the candidates at or above the beam-th largest only, which are the sorted K·V's first `beam` in their
-            # order (a sort of all K·V took 6.2 ms a step at V = 10,000, beam 5: 60% of complete's time)
-            flat = total.flatten()
-            top = (flat >= flat.topk(beam).values[-1]).nonzero()[:, 0] if beam < flat.numel() else None
-            values, indices = (flat if top is None else flat[top]).sort(descending=True, stable=True)
-            values, indices = values[:beam], (indices if top is None else top[indices])[:beam]
-            rows, cols = indices // V, indices % V
-            back.append((rows.tolist(), cols.tolist()))
-            scores = values
-            state = _select(state, rows)
-            logp, state = self._step(cols, state, torch.float64)
+            rows, cols, scores, logp, state = self._beam_step(scores, logp, state, beam, n + k)
+            back.append((rows, cols))
+            live.append(set(range(len(rows))))
+            for j in range(len(back) - 1, 0, -1):  # each older step's beams, until one is as it was
+                parents = {back[j][0][b] for b in live[j]}
+                if parents == live[j - 1]:
+                    break
+                live[j - 1] = parents
+            while live and len(live[0]) == 1:  # one beam of the oldest step left: its character is settled
+                (b,) = live.popleft()
+                yield back.popleft()[1][b]
         best = int(scores.argmax())
         seq, b = [], best
         for rows, cols in reversed(back):
             seq.append(cols[b])
             b = rows[b]
-        return seq[::-1], float(scores[best])
+        yield from reversed(seq)
+        return float(scores[best])
+
+    @_inference
+    def _beam_step(self, scores, logp, state, beam, n):
+        """One step of the beam search: the `beam` best of every kept beam's continuations by one character."""
+        _check_drawable(logp, n)
+        total = scores[:, None] + logp.double()  # (K, V)
+        V = total.shape[1]
+        # a stable sort: ties go to the earlier beam and the lower character, as argmax's (topk's order is unspecified);
+        # of the candidates at or above the beam-th largest only, which are the sorted K·V's first `beam` in their
+        # order (a sort of all K·V took 6.2 ms a step at V = 10,000, beam 5: 60% of complete's time)
+        flat = total.flatten()
+        top = (flat >= flat.topk(beam).values[-1]).nonzero()[:, 0] if beam < flat.numel() else None
+        values, indices = (flat if top is None else flat[top]).sort(descending=True, stable=True)
+        values, indices = values[:beam], (indices if top is None else top[indices])[:beam]
+        rows, cols = indices // V, indices % V
+        state = _select(state, rows)
+        logp, state = self._step(cols, state, torch.float64)
+        return rows.tolist(), cols.tolist(), values, logp, state
 
 
 def _type_name(v) -> str:

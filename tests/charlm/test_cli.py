@@ -1,4 +1,5 @@
 import csv
+import io
 import json
 import math
 import os
@@ -59,6 +60,46 @@ def test_an_error_while_sampling_ends_the_line_of_text_so_far(trained, monkeypat
     out, err = capsys.readouterr()
     assert out.startswith("the ") and len(out) == 10 and out.endswith("\n"), repr(out)
     assert err.startswith("rnnkit: error: the model's log-probabilities are NaN")
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_complete_prints_as_the_search_settles_so_ctrl_c_keeps_a_huge_lengths_text(
+    trained, monkeypatch, beam, ctrl_c_after
+):
+    """complete printed its text at the end, after every step's beams were kept: --length 2^63-1 printed nothing and
+    grew until memory was gone. Each character is printed once the search has settled it (every beam kept descends
+    from one of that step's), as sample prints its draws: the same text as --json's."""
+    from rnnkit.models.charlm import CharLM
+
+    steps, at_write = [0], []
+    step = CharLM._step
+
+    def counted(self, *args, **kwargs):
+        steps[0] += 1
+        return step(self, *args, **kwargs)
+
+    class Out(io.StringIO):
+        def write(self, s):
+            at_write.append((steps[0], s))
+            return super().write(s)
+
+    monkeypatch.setattr(CharLM, "_step", counted)
+    monkeypatch.setattr(sys, "stdout", Out())
+    assert main(["complete", str(trained), "the", "--length", "200", "--beam", str(beam)]) == 0
+    text, start = (
+        sys.stdout.getvalue(),
+        steps[0] - 200,
+    )  # (the steps before the search's: the prime's, if any)
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    assert main(["complete", str(trained), "the", "--length", "200", "--beam", str(beam), "--json"]) == 0
+    assert text == "the" + json.loads(sys.stdout.getvalue())["completion"] + "\n"
+    first = next(n for n, s in at_write if s and s != "the")
+    assert first - start < 100, f"the first character was printed after {first - start} of 200 steps"
+    out = ctrl_c_after(40)
+    monkeypatch.setattr(sys, "stdout", out)
+    with pytest.raises(KeyboardInterrupt):
+        main(["complete", str(trained), "the", "--length", str(2**63 - 1), "--beam", str(beam)])
+    assert out.text.startswith("the") and len(out.text) >= 40 and out.text.endswith("\n")
 
 
 def test_sample(trained, cli):

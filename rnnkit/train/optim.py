@@ -138,11 +138,16 @@ def clip_gradients(params, clip_norm: float, clip_value: float) -> float:
             torch._foreach_mul_(grads, torch.clamp(float(clip_norm) / (norm + 1e-6), max=1.0))
     elif clip_norm > 0:
         torch.nn.utils.clip_grads_with_norm_(params, clip_norm, norm)
-    if clip_value > 0 and direct:
+    # a limit at or past the largest value of a gradient's dtype clips nothing of it (finite here), and torch's clamp
+    # refused to convert it: --clip-value 1e308 of float32 gradients stopped the run at its first step, "value cannot
+    # be converted to type float without overflow" (clip_grad_value_'s own error); those gradients are left alone
+    if clip_value > 0 and not direct:
+        params = [p for p in params if clip_value < torch.finfo(p.grad.dtype).max]
+    if clip_value > 0 and direct and clip_value < torch.finfo(grads[0].dtype).max:
         with torch.no_grad():
             torch._foreach_clamp_min_(grads, -float(clip_value))
             torch._foreach_clamp_max_(grads, float(clip_value))
-    elif clip_value > 0:
+    elif clip_value > 0 and not direct and params:
         torch.nn.utils.clip_grad_value_(params, clip_value)  # (one foreach clamp per device and dtype)
     return value
 

@@ -1228,6 +1228,23 @@ def test_clipping_by_value_survives_gradients_whose_float32_norm_overflows():
     assert torch.equal(p.grad, torch.full((1000,), 5.0))
 
 
+@pytest.mark.parametrize("dtypes", [[torch.float32], [torch.float32, torch.float64]])
+def test_clipping_by_a_value_past_the_gradients_dtype_clips_nothing(dtypes):
+    """--clip-value 1e308 stopped training at its first step in a traceback, torch's "value cannot be converted to type
+    float without overflow": the clamp of float32 gradients took a limit float32 lacks. A limit past a dtype's largest
+    value clips nothing of its gradients (finite, as they are where clipped); float64 gradients are still clamped."""
+    from rnnkit.train.optim import clip_gradients
+
+    params = [torch.nn.Parameter(torch.zeros(3, dtype=d)) for d in dtypes]
+    for p, big in zip(params, (3e38, 1e100)):
+        p.grad = torch.tensor([big, -big, 0.5], dtype=p.dtype)
+    want = [p.grad.clone() for p in params]
+    if len(dtypes) > 1:
+        want[1] = torch.tensor([1e39, -1e39, 0.5], dtype=torch.float64)
+    clip_gradients(params, 0.0, 1e39 if len(dtypes) > 1 else 1e308)
+    assert all(torch.equal(p.grad, w) for p, w in zip(params, want))
+
+
 def test_clip_gradients_runs_torchs_clipping_ops_and_reads_the_norm_once():
     """A training step's clipping ran one clamp op per parameter and tested the norm with torch.isfinite twice (5 ops
     each): 26 ops for 12 parameters clipped by value where torch's clip_grad_value_ runs 2, on steps of about 1 ms

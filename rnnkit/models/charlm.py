@@ -174,6 +174,11 @@ def _torch_recurrent(cfg: CharLMConfig, input_size: int) -> nn.Module:
         if isinstance(fb, bool) or not isinstance(fb, numbers.Real) or not math.isfinite(fb):
             raise RnnkitError(f"lstm forget_bias must be a finite number (or None: drawn as the other biases), got "
                               f"{fb!r}")  # fmt: skip
+        # (past its dtype's largest value: torch's "cannot be converted ... without overflow", as rnnkit's LSTM says)
+        top = torch.finfo(rnn.bias_ih_l0.dtype).max
+        if abs(fb) > top:
+            raise RnnkitError(f"lstm forget_bias {fb:g} is past the largest value of its bias's dtype, "
+                              f"{str(rnn.bias_ih_l0.dtype).removeprefix('torch.')} ({top:.6g}); give a smaller one")  # fmt: skip
         # gate order i, f, g, o: the forget-gate bias is the second quarter
         H = cfg.hidden_size
         with torch.no_grad():

@@ -114,6 +114,19 @@ def _as_number(value, kinds):
     return None
 
 
+def _dtype_name() -> str:
+    import torch
+
+    return str(torch.get_default_dtype()).removeprefix("torch.")
+
+
+def _largest() -> float:
+    """The largest value of the dtype the model is built in (torch's default: float32)."""
+    import torch
+
+    return torch.finfo(torch.get_default_dtype()).max
+
+
 def validate(cfg: RunConfig):
     """Reject impossible settings up front, each with one line."""
     from rnnkit import CELLS
@@ -157,6 +170,11 @@ def validate(cfg: RunConfig):
         raise RnnkitError(f"--lr-decay must be in (0, 1], got {t.lr_decay}")
     if not 0 <= m.dropout < 1:
         raise RnnkitError(f"--dropout must be in [0, 1), got {m.dropout}")
+    # (1e308, past float32's largest value, was said as the sizes' error: "--hidden-size 8 and --embedding-size 0
+    # make no model: a weight would be larger than any tensor")
+    if m.cell == "lstm" and abs(m.forget_bias) > _largest():
+        raise RnnkitError(f"--forget-bias must lie in [-{_largest():.6g}, {_largest():.6g}], the range of the model's "
+                          f"{_dtype_name()} weights, got {m.forget_bias:g}")  # fmt: skip
     if t.eval_every <= 0:
         raise count_error("--eval-every", t.eval_every)
     if t.optimizer not in ("adam", "rmsprop", "adagrad", "sgd"):

@@ -126,6 +126,22 @@ def test_lstm_forget_bias_not_a_number_is_one_line():
             Recurrent("lstm", 3, 4, forget_bias=forget_bias)
 
 
+def test_lstm_forget_bias_past_its_dtypes_largest_value_is_one_line():
+    """1e308 failed in reset_parameters' assignment to a float32 bias, torch's "RuntimeError: value cannot be converted
+    to type float without overflow" (rnnkit train said it as its sizes' error); a float64 cell takes it."""
+    f32 = dict(dtype=torch.float32)
+    for make in (
+        lambda: CELLS["lstm"](3, 4, forget_bias=-1e308, **f32),
+        lambda: Recurrent("lstm", 3, 4, forget_bias=1e39, **f32),
+    ):
+        with pytest.raises(ValueError, match=r"^lstm forget_bias -?1e\+(308|39) is past the largest value of its "
+                           r"bias's dtype, float32 \(3.40282e\+38\)"):  # fmt: skip
+            make()
+    cell = CELLS["lstm"](3, 4, forget_bias=1e308, dtype=torch.float64)
+    assert torch.equal(cell.b_xh[4:8], torch.full((4,), 1e308, dtype=torch.float64))
+    assert torch.equal(CELLS["lstm"](3, 4, forget_bias=3e38, **f32).b_xh[4:8], torch.full((4,), 3e38, **f32))
+
+
 @pytest.mark.parametrize("forget_bias", [np.float32(2.0), np.float16(2.0), Fraction(2), np.int64(2)])
 def test_lstm_forget_bias_of_a_numpy_scalar_is_taken(forget_bias):
     """A number of a parameter grid (np.arange(..., dtype=np.float32)) or a Fraction passed the check and failed in

@@ -374,6 +374,11 @@ def test_run_folder_without_validation_and_unmakeable(tmp_path, corpus, cli):
         ),
         (["--data-dir", ""], "--data-dir is empty"),  # "$DATA" unset: it was ignored, and the text downloaded
         (["--cell", "gru", "--forget-bias", "3"], "--forget-bias .* has none"),  # was ignored in silence
+        # past float32's largest value: said as the sizes' "--hidden-size 16 and --embedding-size 8 make no model"
+        (
+            ["--forget-bias", "1e308"],
+            r"--forget-bias must lie in \[-3.40282e\+38, 3.40282e\+38\], .* got 1e\+308",
+        ),
         # only the shakespeare corpus is looked for there: with a text file it was ignored in silence
         (["--data-dir", "."], "--data-dir is where the shakespeare corpus is found; .*drop --data-dir"),
         (["--lr-decay-after", "-2"], "--lr-decay-after must be >= 0"),  # was taken as 1

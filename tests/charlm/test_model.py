@@ -831,6 +831,16 @@ def test_torch_rnn_forget_bias_is_checked_as_rnnkits(forget_bias):
         model(torch_rnn=True, forget_bias=forget_bias)
 
 
+@pytest.mark.parametrize("torch_rnn", [False, True])
+def test_a_forget_bias_past_float32_is_one_line(torch_rnn):
+    """forget_bias 1e308 failed in the bias's assignment with torch's "value cannot be converted to type float without
+    overflow" (rnnkit's LSTM and torch.nn.LSTM alike)."""
+    with pytest.raises(
+        ValueError, match=r"lstm forget_bias 1e\+308 is past the largest value of its bias's dtype"
+    ):
+        model(torch_rnn=torch_rnn, forget_bias=1e308)
+
+
 def test_torch_rnn_forget_bias_none_keeps_torchs_draw():
     """forget_bias=None (rnnkit's layer: the forget bias drawn as the other biases) failed with torch_rnn: "can't
     assign a NoneType to a torch.FloatTensor"."""

@@ -484,8 +484,11 @@ class Word2Vec:
             ctx = contexts[start : start + step].long().contiguous()
             if probe is not None:  # the loss on a few pairs, to watch (lr 0: no update)
                 self.loss_history.append(self._step(w[:256], ctx[:256], 0.0, True, probe) / len(probe))
+            # (its counts are 64-bit integers: --epochs 2**63 - 1 made expected larger, pybind11's "TypeError:
+            # sgns_pairs(): incompatible function arguments"; at 2**63 - 1, lr = α to float32's precision, as it is)
+            seen, expected = min(self.seen, 2**63 - 1), min(self.expected, 2**63 - 1)
             # at most a thread a pair: more had nothing to do (2**62 of them aborted the process)
-            self.native.sgns_pairs(self.U, self.V_out, w, ctx, neg, c.alpha, c.min_alpha, self.seen, self.expected,
+            self.native.sgns_pairs(self.U, self.V_out, w, ctx, neg, c.alpha, c.min_alpha, seen, expected,
                                    c.cbow_mean, c.cbow_update == "gradient", min(c.workers, len(w)))  # fmt: skip
             self.seen += len(w)
             bar.update(len(w))

@@ -1989,3 +1989,31 @@ def test_the_corpus_is_encoded_into_arrays_without_a_list_of_ids_and_in_int16_be
     big = Word2Vec(min_count=1)
     big.build_vocab([[f"w{i}" for i in range(2**15 + 1)]])
     assert big._encode([["w0", "w32768"]])[0].tolist() == [0, 32768]  # past int16: int32
+
+
+@native
+def test_the_native_loop_takes_epochs_whose_pair_count_is_past_64_bits(monkeypatch):
+    """--epochs 2**63 - 1 (train until stopped, as train's --max-steps 0) ended in pybind11's "TypeError: sgns_pairs():
+    incompatible function arguments" at the first chunk: the schedule's count of pairs, epochs x pairs an epoch, was
+    past a 64-bit integer. It is taken at 2**63 - 1, where lr = α to float32's precision, as it is: the first chunk
+    moves the vectors as one of --epochs 10**9 does."""
+    words = [s.split() for s in ["the cat sat on the mat", "the dog sat on the log"] * 10]
+    config = dict(min_count=1, dimension=4, backend="native", sample=0, workers=1, seed=3)
+    ext, calls = w2v_native.load(), []
+
+    class Stop(Exception):
+        pass
+
+    class Once:
+        def sgns_pairs(self, *args):
+            ext.sgns_pairs(*args)
+            calls.append((args[8], args[0].clone()))  # expected, U after the chunk
+            raise Stop
+
+    monkeypatch.setattr(Word2Vec, "_native", lambda self: Once())
+    for epochs in (2**63 - 1, 10**9):
+        with pytest.raises(Stop):
+            Word2Vec(**config, epochs=epochs).fit(words)
+    (huge, U), (billion, want) = calls
+    assert huge == 2**63 - 1 and billion % 10**9 == 0
+    assert torch.equal(U, want)

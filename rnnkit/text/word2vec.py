@@ -28,6 +28,8 @@ same gradient pair by pair in a compiled loop (w2v_native.py), as word2vec.c doe
 import dataclasses
 import math
 import numbers
+import os
+import re
 import threading
 from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
@@ -488,8 +490,17 @@ class Word2Vec:
             # sgns_pairs(): incompatible function arguments"; at 2**63 - 1, lr = α to float32's precision, as it is)
             seen, expected = min(self.seen, 2**63 - 1), min(self.expected, 2**63 - 1)
             # at most a thread a pair: more had nothing to do (2**62 of them aborted the process)
-            self.native.sgns_pairs(self.U, self.V_out, w, ctx, neg, c.alpha, c.min_alpha, seen, expected,
-                                   c.cbow_mean, c.cbow_update == "gradient", min(c.workers, len(w)))  # fmt: skip
+            try:
+                self.native.sgns_pairs(self.U, self.V_out, w, ctx, neg, c.alpha, c.min_alpha, seen, expected,
+                                       c.cbow_mean, c.cbow_update == "gradient", min(c.workers, len(w)))  # fmt: skip
+            # (the system's limit on threads or their stacks' memory: --workers 2**31 ended in a traceback,
+            # "RuntimeError: the word2vec loop could not start thread 225 of 339 (Resource temporarily unavailable)")
+            except RuntimeError as e:
+                said = re.match(r"the word2vec loop (could not start thread .*); use fewer workers$", str(e))
+                if said is None:
+                    raise
+                raise RnnkitError(f"--workers {c.workers}: the word2vec loop {said[1]}; give fewer --workers (this "
+                                  f"machine has {os.cpu_count()} CPUs)") from None  # fmt: skip
             self.seen += len(w)
             bar.update(len(w))
 

@@ -2017,3 +2017,33 @@ def test_the_native_loop_takes_epochs_whose_pair_count_is_past_64_bits(monkeypat
     (huge, U), (billion, want) = calls
     assert huge == 2**63 - 1 and billion % 10**9 == 0
     assert torch.equal(U, want)
+
+
+def test_workers_the_system_cannot_start_are_one_line(tmp_path, monkeypatch, capsys):
+    """--workers 2**31 ended in a traceback where the system could not start so many threads (its limit, or their
+    stacks' memory): "RuntimeError: the word2vec loop could not start thread 225 of 339 (Resource temporarily
+    unavailable); use fewer workers". It is one line naming --workers, exit 2; the loop's other errors are as they were."""
+    from rnnkit.cli import main
+
+    class Failing:
+        def __init__(self, message):
+            self.message = message
+
+        def sgns_pairs(self, *args):
+            raise RuntimeError(self.message)
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat sat on the mat\nthe dog sat on the log\n" * 10)
+    args = ["word2vec", str(corpus), "--out", str(tmp_path / "out"), "--min-count", "1", "--dimension", "4"]
+    start = "the word2vec loop could not start thread 225 of 339 (Resource temporarily unavailable)"
+    monkeypatch.setattr(Word2Vec, "_native", lambda self: Failing(start + "; use fewer workers"))
+    assert main([*args, "--workers", str(2**31)]) == 2
+    (line,) = [
+        line for line in capsys.readouterr().err.splitlines() if not line.startswith("word2vec:")
+    ]  # (its bar)
+    assert line.startswith(
+        f"rnnkit: error: --workers {2**31}: {start}; give fewer --workers (this machine has "
+    )
+    monkeypatch.setattr(Word2Vec, "_native", lambda self: Failing("sgns_pairs: a word index outside [0, 9)"))
+    with pytest.raises(RuntimeError, match="a word index outside"):
+        main(args)

@@ -356,7 +356,9 @@ class Word2Vec:
         """
         c, rng = self.config, self.rng
         if c.sample > 0:
-            sT, keep = c.sample * self.counts.sum(), np.empty(len(ids), bool)
+            # (a Python float: numpy's scalar warned "overflow encountered in scalar multiply" past 1.8e308, --sample
+            # 1e308, and raised it under -W error; inf keeps every word, as the formula does for a threshold that large)
+            sT, keep = c.sample * float(self.counts.sum()), np.empty(len(ids), bool)
             # a piece at a time: f and its formula in float64 took 40 bytes a word at once
             for i in range(0, len(ids), DRAW_CHUNK):
                 f = self.counts[ids[i : i + DRAW_CHUNK]]

@@ -4,6 +4,7 @@ import sys
 import threading
 import time
 import tracemalloc
+import warnings
 
 import numpy as np
 import pytest
@@ -2047,3 +2048,15 @@ def test_workers_the_system_cannot_start_are_one_line(tmp_path, monkeypatch, cap
     monkeypatch.setattr(Word2Vec, "_native", lambda self: Failing("sgns_pairs: a word index outside [0, 9)"))
     with pytest.raises(RuntimeError, match="a word index outside"):
         main(args)
+
+
+def test_a_subsampling_threshold_past_floats_range_keeps_every_word_without_a_warning():
+    """sample=1e308 (--sample 1e308) warned "overflow encountered in scalar multiply" (numpy's, said by the command
+    line as 'rnnkit: warning: ...'), a RuntimeWarning raised under -W error, where the threshold times the corpus's
+    count overflowed: it keeps every word, as sample 0 (off) does, in silence now."""
+    words = [s.split() for s in ["the cat sat on the mat", "the dog sat on the log"] * 10]
+    config = dict(min_count=1, dimension=4, epochs=1, backend="torch", seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        huge = Word2Vec(**config, sample=1e308).fit(words).wv.vectors
+    np.testing.assert_array_equal(huge, Word2Vec(**config, sample=1e300).fit(words).wv.vectors)

@@ -176,7 +176,12 @@ def _show_defaults(parser):
 
 
 # the sizes to make smaller, by command (the character models' commands: their model's and batch's, see below)
-_SIZES = {"word2vec": "--dimension, --batch-size, or a larger --min-count (a smaller vocabulary)"}
+_SIZES = {
+    "word2vec": "--dimension, --batch-size, or a larger --min-count (a smaller vocabulary)",
+    # (each beam kept holds the model's state and its scores; a run's sizes are its own: complete --beam 2**31 named
+    # the training's --hidden-size, --batch-size and --seq-len)
+    "complete": "--beam",
+}
 _CHARLM = ("train", "sample", "score", "complete", "eval")
 
 

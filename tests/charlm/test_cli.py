@@ -148,6 +148,25 @@ def test_complete_shows_a_bar_of_characters_once_it_takes_a_while(trained, cli, 
     assert err.splitlines()[-1].startswith("complete: 100%") and "30.0/30.0" in err and "chars/s" in err
 
 
+def test_a_beam_too_wide_for_memory_names_beam(trained, cli, monkeypatch):
+    """complete --beam 2147483648 ran out of memory once its beams had grown (1.2 GiB at 3 GB), said as "choose smaller
+    sizes (the model's --hidden-size/--num-layers, --batch-size, --seq-len or the command's own)": a trained run's
+    sizes, which complete can't change. It names --beam. (Raised by hand: a real one could page the machine.)"""
+    from rnnkit.models.charlm import CharLM
+
+    def too_big(*args, **kwargs):
+        raise RuntimeError(
+            "DefaultCPUAllocator: can't allocate memory: you tried to allocate 1288490188 bytes."
+        )
+
+    monkeypatch.setattr(CharLM, "_step", too_big)
+    code, out, err = cli("complete", trained, "the", "--beam", str(2**31))
+    assert code == 2 and out in ("", "the\n") and err.count("\n") == 1, (out, err)
+    assert (
+        "out of memory: an allocation of 1.2 GiB failed" in err and "choose smaller sizes (--beam)" in err
+    ), err
+
+
 def test_eval(trained, corpus, cli):
     code, out, _ = cli("eval", trained, corpus, "--json")
     result = json.loads(out)

@@ -231,3 +231,42 @@ def test_metropolis_far_above_tc_warns_and_names_the_heat_bath():
     ising.Ising(8, [1000.0], J=0.0)  # no coupling, no field: every flip is free, taken with probability 1/2
     hb = ising.Ising(16, [1000.0] * 8, update="heat-bath", generator=gen(3)).run(400, 100)
     assert hb["energy"].mean().item() == pytest.approx(-2 * np.tanh(1 / 1000), abs=0.003)
+
+
+def test_a_long_run_keeps_a_bounded_number_of_sweeps_measurements(monkeypatch):
+    """Every measured sweep's m and e, two (T,) tensors, were kept to the end of the run: 1.1 KB a sweep, a GB for a
+    million sweeps, and `rnnkit ising sweep --sweeps 9223372036854775807` grew until memory was gone. Past
+    MEASURED_AT_ONCE sweeps the run keeps each block's moments only: the same averages to float64's rounding (the
+    same bits up to MEASURED_AT_ONCE sweeps), and a Ctrl-C still ends it with the averages of the sweeps done."""
+    import weakref
+
+    measured, most, stop_at, energy_per_site = [], [0], [0], ising.energy_per_site
+
+    def energy(*args):  # each sweep's e, watched: how many are alive at once
+        e = energy_per_site(*args)
+        measured.append(weakref.ref(e))
+        most[0] = max(most[0], sum(r() is not None for r in measured))
+        if len(measured) == stop_at[0]:
+            raise KeyboardInterrupt
+        return e
+
+    def run(sweeps, at_once, stop=0):
+        monkeypatch.setattr(ising, "MEASURED_AT_ONCE", at_once, raising=False)
+        measured.clear()
+        most[0], stop_at[0] = 0, stop
+        torch.manual_seed(3)
+        model = ising.Ising(6, [1.5, 2.27, 3.5])
+        return model.run(sweeps, 5, interruptible=True), model
+
+    monkeypatch.setattr(ising, "energy_per_site", energy)
+    whole, _ = run(100, 1000)
+    assert most[0] >= 100  # (all kept: one block)
+    blocks, _ = run(100, 8)
+    assert most[0] <= 8 + 1
+    for k in whole:
+        torch.testing.assert_close(blocks[k], whole[k], rtol=1e-12, atol=1e-14)
+    cut, model = run(100, 8, stop=21)  # a Ctrl-C in the 21st measurement: 20 sweeps, two blocks and 4 more
+    assert model.measured == 20 and model.interrupted is not None
+    first, _ = run(20, 1000)
+    for k in whole:
+        torch.testing.assert_close(cut[k], first[k], rtol=1e-12, atol=1e-14)

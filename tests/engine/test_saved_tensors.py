@@ -284,6 +284,44 @@ def test_onednn_runs_a_bounded_number_of_shapes_then_mkl():
 
 
 @needs_native
+def test_a_step_class_timed_with_room_for_one_of_its_two_onednn_shapes_is_kept_for_the_process_only():
+    """A step's weight W_hh times oneDNN on W as stored and on its transposed copy: two call shapes. With one shape
+    left of oneDNN's bound, the first took it and the second ran by MKL, timed as oneDNN, and the class went to the
+    plan file as if oneDNN had been timed. The timing takes its shapes before it times, all or none: with room for
+    one only it offers oneDNN no more, takes none, and keeps its choice for this process only."""
+    import subprocess
+    import sys
+
+    code = (
+        "import json, torch, rnnkit\n"
+        "from rnnkit.engine import native\n"
+        "torch.set_num_threads(1)\n"
+        "ext = native.load()\n"
+        "if not ext.have_dnnl():\n"
+        "    print(json.dumps('no dnnl')); raise SystemExit\n"
+        "torch.manual_seed(0)\n"
+        "m = rnnkit.Recurrent('lstm', 16, 64, backend='native')\n"
+        "m(torch.randn(16, 200, 16))  # (the projection's class and shape: 3,200 rows)\n"
+        "W, x = torch.randn(40, 24), torch.randn(1000, 24)\n"
+        "M, cap = 300, ext.dnnl_shapes()[1]\n"
+        "while ext.dnnl_shapes()[0] < cap - 1:  # (one shape left)\n"
+        "    ext.gemm_run(1, False, True, x[:M], W, 0.0, torch.empty(M, 40)); M += 1\n"
+        "m(torch.randn(20, 160, 16))  # (the same projection, a new step class: h_{t-1} W_hh^T over 20 rows)\n"
+        "kept = [k for k, _ in ext.gemm_plans() if k[0] == 20 and k[8] == -1]\n"
+        "print(json.dumps([ext.dnnl_shapes(), kept]))\n"
+    )
+    env = {**os.environ, "RNNKIT_GEMM": "auto", "RNNKIT_GEMM_PLANS": ""}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.splitlines()[-1])
+    if result == "no dnnl":
+        pytest.skip("oneDNN's matmul doesn't run float32 on this CPU")
+    (shapes, cap), kept = result
+    assert kept == []
+    assert shapes == cap - 1  # (none taken)
+
+
+@needs_native
 def test_gemm_plans_are_kept_per_shape_class():
     """A new (T, B) no longer times three GEMM options (10-20x the call): sizes share a plan by eighths of an
     octave, timed on the first shape of the class met, and the same input gives the same bits every call."""

@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <array>
+#include <initializer_list>
 #include <limits>
 #include <memory>
 #include <chrono>
@@ -219,8 +220,9 @@ inline int64_t dnnl_rows(int64_t M, bool ta, bool beta) {
 // 1,289 after 2,000, where MKL alone held 391. So with the timed choices (RNNKIT_GEMM=auto) oneDNN runs at most
 // kDnnlShapes call shapes in a process, the first it meets: a training of fixed shapes (its batches, the last one,
 // validation's) runs as before, one call each, the same bits; a shape met after that runs by MKL, every time (a
-// shape's library is decided at its first call, once). Timing counts as a call; once no shape is left, timing
-// offers oneDNN no more, and the choice it makes without oneDNN is kept for this process only (gemm_plan).
+// shape's library is decided at its first call, once). Timing counts as a call: it takes the shapes its oneDNN
+// options run before it times them (dnnl_room), all of them or none, and where they don't all fit it offers
+// oneDNN no more, and the choice it makes without oneDNN is kept for this process only (gemm_plan, step_weight).
 // RNNKIT_GEMM=dnnl runs every shape by oneDNN.
 namespace native_ext {
 inline constexpr size_t kDnnlShapes = 256;
@@ -237,11 +239,19 @@ inline bool dnnl_admits(const native_ext::DnnlShape& shape) {
   g_dnnl_shapes.insert(shape);
   return true;
 }
-// Whether a shape not met yet may still run by oneDNN (the timing offers it).
-inline bool dnnl_room() {
+// Whether a timing may offer oneDNN: the call shapes its oneDNN options run are each met already or all taken now
+// (none where they don't all fit). Checking for room and letting the timed calls take it was not enough: a step's
+// weight times oneDNN on W and on its transposed copy, two shapes, and with one left the second ran by MKL, timed
+// as oneDNN, and the class went to the plan file (so did a class whose one shape another thread took meanwhile).
+inline bool dnnl_room(std::initializer_list<native_ext::DnnlShape> shapes) {
   using namespace native_ext;
+  if (g_gemm_mode != GemmMode::Auto) return true;
   std::lock_guard<std::mutex> lock(g_dnnl_mutex);
-  return g_gemm_mode != GemmMode::Auto || g_dnnl_shapes.size() < kDnnlShapes;
+  size_t missing = 0;
+  for (const auto& shape : shapes) missing += !g_dnnl_shapes.count(shape);
+  if (g_dnnl_shapes.size() + missing > kDnnlShapes) return false;
+  g_dnnl_shapes.insert(shapes.begin(), shapes.end());
+  return true;
 }
 
 template <typename T>
@@ -392,11 +402,11 @@ inline int gemm_plan(bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_t 
   }
   auto A = timing_operand<float>(ta ? K : M, lda), B = timing_operand<float>(tb ? N : K, ldb);
   auto C = at::zeros({M, ldc}, at::kFloat);  // (float32 GEMMs only: not the default dtype, which may be float64)
-  const bool room = dnnl_room();
+  const bool room = have_dnnl() && dnnl_room({{dnnl_rows(M, ta, beta), N, K, ta, tb, beta, ldc}});  // (option 1's)
   return keep_plan(key, fastest(beta ? 2 : 3, [&](int k) {
     gemm_run<float>(k, ta, tb, M, N, K, A.data_ptr<float>(), lda, B.data_ptr<float>(), ldb, beta ? 1.f : 0.f,
                     C.data_ptr<float>(), ldc);
-  }, [&](int k) { return k != 1 || (have_dnnl() && room); }), have_dnnl() && !room);
+  }, [&](int k) { return k != 1 || room; }), have_dnnl() && !room);
 }
 
 // C (M×N, row-major, ldc) = op(A) op(B) + beta·C with op(A) M×K, op(B) K×N.
@@ -483,10 +493,11 @@ StepW<T> step_weight(const T* W, bool tw, int64_t N, int64_t K, int64_t M, int64
   const GemmKey key{M, N, K, tw, lda, ldc, beta, at::get_num_threads(), -1, -1};
   if (const int known = known_plan(key); known >= 0) return StepW<T>::make(known, W, tw, N, K, M);
   std::vector<StepW<T>> options;
-  const bool room = dnnl_room();
+  const int64_t rows = dnnl_rows(M, false, beta);  // options 1 (W as stored) and 2 (its K×N copy, where tw)
+  const bool room = have_dnnl() && (tw ? dnnl_room({{rows, N, K, 0, 1, beta, ldc}, {rows, N, K, 0, 0, beta, ldc}})
+                                       : dnnl_room({{rows, N, K, 0, 0, beta, ldc}}));
   for (int k = 0; k < 5; ++k)
-    if ((k != 2 || tw) && (k != 3 || have_packed()) && (k != 4 || RNNKIT_OWN_GEMM) &&
-        ((k != 1 && k != 2) || (have_dnnl() && room)))
+    if ((k != 2 || tw) && (k != 3 || have_packed()) && (k != 4 || RNNKIT_OWN_GEMM) && ((k != 1 && k != 2) || room))
       options.push_back(StepW<T>::make(k, W, tw, N, K, M));
   auto A = timing_operand<T>(M, lda);
   auto C = at::zeros({M, ldc}, A.options());

@@ -284,6 +284,54 @@ def test_onednn_runs_a_bounded_number_of_shapes_then_mkl():
 
 
 @needs_native
+@needs_mallinfo
+def test_onednn_shapes_are_counted_per_thread_count():
+    """oneDNN makes a primitive per call shape and thread count: the 256 shapes of the bound run at 1 thread and then
+    at 2 held 137 MB more, where dnnl_shapes() said 256 all the while. A shape at another thread count is one more
+    of the bound's, and past it runs by MKL: no more memory, the same bits at every call."""
+    import subprocess
+    import sys
+
+    code = (
+        "import ctypes, json, torch\n"
+        "from rnnkit.engine import native\n"
+        "class Info(ctypes.Structure):\n"
+        "    _fields_ = [(n, ctypes.c_size_t) for n in 'a b c d hblkhd f g uordblks i j'.split()]\n"
+        "info = ctypes.CDLL(None).mallinfo2\n"
+        "info.restype = Info\n"
+        "def in_use():\n"
+        "    i = info()\n"
+        "    return i.uordblks + i.hblkhd\n"
+        "ext = native.load()\n"
+        "if not ext.have_dnnl():\n"
+        "    print(json.dumps('no dnnl')); raise SystemExit\n"
+        "torch.manual_seed(0)\n"
+        "W, x = torch.randn(64, 64), torch.randn(1000, 64)\n"
+        "def sweep(threads):  # (the bits of every shape)\n"
+        "    torch.set_num_threads(threads)\n"
+        "    return [hash(ext.gemm_run(1, False, True, x[:M], W, 0.0, torch.empty(M, 64)).numpy().tobytes())\n"
+        "            for M in range(300, 300 + ext.dnnl_shapes()[1])]\n"
+        "first = sweep(1)\n"
+        "torch.set_num_threads(2)  # (2 threads' own memory: OpenMP's, MKL's)\n"
+        "ext.gemm_run(0, False, True, x, W, 0.0, torch.empty(1000, 64))\n"
+        "before = in_use()\n"
+        "two = sweep(2)\n"
+        "grown = in_use() - before\n"
+        "same = sweep(2) == two and sweep(1) == first\n"
+        "print(json.dumps([grown, same]))\n"
+    )
+    env = {**os.environ, "RNNKIT_GEMM": "auto", "RNNKIT_GEMM_PLANS": ""}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.splitlines()[-1])
+    if result == "no dnnl":
+        pytest.skip("oneDNN's matmul doesn't run float32 on this CPU")
+    grown, same = result
+    assert grown < 4 << 20, f"{grown / 2**20:.1f} MB more for the same shapes at 2 threads"
+    assert same
+
+
+@needs_native
 def test_a_step_class_timed_with_room_for_one_of_its_two_onednn_shapes_is_kept_for_the_process_only():
     """A step's weight W_hh times oneDNN on W as stored and on its transposed copy: two call shapes. With one shape
     left of oneDNN's bound, the first took it and the second ran by MKL, timed as oneDNN, and the class went to the

@@ -226,10 +226,16 @@ inline int64_t dnnl_rows(int64_t M, bool ta, bool beta) {
 // RNNKIT_GEMM=dnnl runs every shape by oneDNN.
 namespace native_ext {
 inline constexpr size_t kDnnlShapes = 256;
-using DnnlShape = std::array<int64_t, 7>;  // rows, N, K, ta, tb, beta, ldc (the operands are dense: dense_rows)
+// rows, N, K, ta, tb, beta, ldc (the operands are dense: dense_rows), and the calling thread's torch threads: oneDNN
+// makes a primitive per thread count too (the same 256 shapes run at 1 thread and then at 2 held 137 MB more, the
+// count at 256 all the while)
+using DnnlShape = std::array<int64_t, 8>;
 inline std::set<DnnlShape> g_dnnl_shapes;
 inline std::mutex g_dnnl_mutex;
 }  // namespace native_ext
+inline native_ext::DnnlShape dnnl_shape(int64_t rows, int64_t N, int64_t K, bool ta, bool tb, bool beta, int64_t ldc) {
+  return {rows, N, K, ta, tb, beta, ldc, at::get_num_threads()};
+}
 inline bool dnnl_admits(const native_ext::DnnlShape& shape) {
   using namespace native_ext;
   if (g_gemm_mode != GemmMode::Auto) return true;
@@ -268,7 +274,7 @@ void gemm_with(bool dnnl, bool ta, bool tb, int64_t M, int64_t N, int64_t K, con
   // and the GEMM computed part of it, or nothing; ATen's path takes int64
   const bool fits = std::max({M, N, K, lda, ldb, ldc}) <= int64_t(std::numeric_limits<int>::max());
   const int64_t rows = dnnl ? dnnl_rows(M, ta, beta != T(0)) : M;
-  dnnl = dnnl && have_dnnl() && dnnl_admits({rows, N, K, ta, tb, beta != T(0), ldc});
+  dnnl = dnnl && have_dnnl() && dnnl_admits(dnnl_shape(rows, N, K, ta, tb, beta != T(0), ldc));
   if (have_blas() && !dnnl && fits) {  // row-major C = op(A) op(B)  <=>  column-major Cᵀ = op(B)ᵀ op(A)ᵀ
     blas<T>(tb ? 'T' : 'N', ta ? 'T' : 'N', N, M, K, T(1), B, ldb, A, lda, beta, C, ldc);
     return;
@@ -402,7 +408,8 @@ inline int gemm_plan(bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_t 
   }
   auto A = timing_operand<float>(ta ? K : M, lda), B = timing_operand<float>(tb ? N : K, ldb);
   auto C = at::zeros({M, ldc}, at::kFloat);  // (float32 GEMMs only: not the default dtype, which may be float64)
-  const bool room = have_dnnl() && dnnl_room({{dnnl_rows(M, ta, beta), N, K, ta, tb, beta, ldc}});  // (option 1's)
+  // (option 1's shape)
+  const bool room = have_dnnl() && dnnl_room({dnnl_shape(dnnl_rows(M, ta, beta), N, K, ta, tb, beta, ldc)});
   return keep_plan(key, fastest(beta ? 2 : 3, [&](int k) {
     gemm_run<float>(k, ta, tb, M, N, K, A.data_ptr<float>(), lda, B.data_ptr<float>(), ldb, beta ? 1.f : 0.f,
                     C.data_ptr<float>(), ldc);
@@ -494,8 +501,9 @@ StepW<T> step_weight(const T* W, bool tw, int64_t N, int64_t K, int64_t M, int64
   if (const int known = known_plan(key); known >= 0) return StepW<T>::make(known, W, tw, N, K, M);
   std::vector<StepW<T>> options;
   const int64_t rows = dnnl_rows(M, false, beta);  // options 1 (W as stored) and 2 (its K×N copy, where tw)
-  const bool room = have_dnnl() && (tw ? dnnl_room({{rows, N, K, 0, 1, beta, ldc}, {rows, N, K, 0, 0, beta, ldc}})
-                                       : dnnl_room({{rows, N, K, 0, 0, beta, ldc}}));
+  const bool room = have_dnnl() && (tw ? dnnl_room({dnnl_shape(rows, N, K, 0, 1, beta, ldc),
+                                                     dnnl_shape(rows, N, K, 0, 0, beta, ldc)})
+                                       : dnnl_room({dnnl_shape(rows, N, K, 0, 0, beta, ldc)}));
   for (int k = 0; k < 5; ++k)
     if ((k != 2 || tw) && (k != 3 || have_packed()) && (k != 4 || RNNKIT_OWN_GEMM) && ((k != 1 && k != 2) || room))
       options.push_back(StepW<T>::make(k, W, tw, N, K, M));

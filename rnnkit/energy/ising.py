@@ -199,9 +199,8 @@ class Ising:
                     self.measured += 1
                     bar.update()
                     if len(e) == MEASURED_AT_ONCE:
-                        block = _moments(m, e)
-                        m, e = [], []
-                        blocks.append(block)
+                        blocks.append(_moments(m, e))  # (kept before m and e are emptied: a Ctrl-C between
+                        m, e = [], []  # the two finds the block's sweeps in one place, never in none)
         except KeyboardInterrupt as stop:
             if not interruptible or self.measured < 2:
                 raise

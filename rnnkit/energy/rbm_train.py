@@ -13,7 +13,9 @@ One update, from a minibatch v0 (B, V):
     m <- momentum m + lr (g - weight_decay W);   W <- W + m                (b, c without decay)
 
 The noise (uniforms, or normals for Gaussian visible samples) is drawn up front for a chunk of steps,
-so the torch loop here and the compiled CPU loop (rbm_cd.c) consume identical random numbers.
+so the torch loop here and the compiled CPU loop (rbm_cd.c) consume identical random numbers. An update whose noise
+is past STREAMED_PAST numbers (a huge k) draws its Gibbs steps' noise NOISE_PER_CHUNK numbers at a time instead, in
+the torch loop (streamed_pass): memory stays bounded however large k is.
 """
 
 import contextlib
@@ -36,6 +38,10 @@ from rnnkit.energy._util import single_thread, uniform
 from rnnkit.errors import RnnkitError, below
 
 NOISE_PER_CHUNK = 1 << 22  # random numbers drawn at once
+# one update's noise past this many numbers (256 MB in float32: a huge k, Gibbs steps an update) is drawn
+# NOISE_PER_CHUNK numbers at a time in the torch loop, as its steps need it: it was drawn whole, k·Bc·(V+H) numbers
+# (--k 10^5 on 10 rows of 64 digits' pixels held 610 MB more, --k 10^7 could not start), where a step needs Bc·(V+H)
+STREAMED_PAST = 1 << 26
 
 
 class TrainingDiverged(RnnkitError):
@@ -158,11 +164,11 @@ def cd_gradient_from_noise(rbm, v0, chain, u0, u, k):
     V, H = rbm.num_visible, rbm.num_hidden
     ph0 = rbm.hidden_probs(v0)
     h = chain if u0 is None else (u0.view(len(v0), H) < ph0).to(ph0.dtype)
-    for t in range(k):
+    for _, u_t in zip(range(k), u):  # (u: (k, Bc*(V+H)), or its rows as they are drawn: _streamed_noise)
         n = len(h)
-        v = rbm.visible_from_noise(h, u[t, : n * V].view(n, V))
+        v = rbm.visible_from_noise(h, u_t[: n * V].view(n, V))
         ph = rbm.hidden_probs(v)
-        h = (u[t, n * V :].view(n, H) < ph).to(ph.dtype)
+        h = (u_t[n * V :].view(n, H) < ph).to(ph.dtype)
     dW = ph0.T @ v0 / len(v0) - ph.T @ v / len(v)
     return (dW, ph0.mean(0) - ph.mean(0), v0.mean(0) - v.mean(0)), h
 
@@ -175,6 +181,10 @@ def cd_gradient(rbm, v0, k=1, chain=None, generator=None):
     v0, generator = rbm.check(v0), generator_or_none(generator)
     chain = None if chain is None else rbm.check_hidden(chain, "persistent chain (hidden states)")
     B, Bc = len(v0), len(v0) if chain is None else len(chain)
+    if k * Bc * (rbm.num_visible + rbm.num_hidden) > STREAMED_PAST:  # (its Gibbs noise as the steps need it)
+        kw = dict(generator=generator, device=rbm.W.device, dtype=rbm.W.dtype)
+        u0 = None if chain is not None else uniform((B * rbm.num_hidden,), **kw)
+        return cd_gradient_from_noise(rbm, v0, chain, u0, _streamed_noise(rbm, Bc, k, generator), k)
     u0, u = draw_noise(rbm, 1, B, Bc, k, chain is not None, generator)
     return cd_gradient_from_noise(rbm, v0, chain, None if u0 is None else u0[0], u[0], k)
 
@@ -189,6 +199,28 @@ def torch_pass(rbm, xs, u0, u, state: TrainState, cfg: RBMTrainConfig) -> None:
     """S updates from minibatches xs (S, B, V) with their noise; the specification of rbm_cd.c."""
     for s in range(len(xs)):
         grads, h = cd_gradient_from_noise(rbm, xs[s], state.chain, None if u0 is None else u0[s], u[s], cfg.k)
+        apply_update(rbm, grads, state, cfg)
+        if cfg.persistent:
+            state.chain = h
+
+
+def _streamed_noise(rbm, Bc: int, k: int, generator=None):
+    """One update's Gibbs noise, u (k, Bc*(V+H)) as draw_noise's, row by row: NOISE_PER_CHUNK numbers drawn at once."""
+    piece = max(1, NOISE_PER_CHUNK // (Bc * (rbm.num_visible + rbm.num_hidden)))
+    for a in range(0, k, piece):
+        yield from draw_noise(rbm, 1, 0, Bc, min(piece, k - a), True, generator)[1][0]
+
+
+def streamed_pass(rbm, xs, state: TrainState, cfg: RBMTrainConfig, generator=None) -> None:
+    """torch_pass for updates whose noise is too large to draw whole (past STREAMED_PAST numbers): each update's u0,
+    then its Gibbs steps' noise as they need it."""
+    B, H = xs.shape[1], rbm.num_hidden
+    Bc = len(state.chain) if cfg.persistent else B
+    kw = dict(generator=generator, device=rbm.W.device, dtype=rbm.W.dtype)
+    for s in range(len(xs)):
+        u0 = None if cfg.persistent else uniform((B * H,), **kw)
+        noise = _streamed_noise(rbm, Bc, cfg.k, generator)
+        grads, h = cd_gradient_from_noise(rbm, xs[s], state.chain, u0, noise, cfg.k)
         apply_update(rbm, grads, state, cfg)
         if cfg.persistent:
             state.chain = h
@@ -239,10 +271,14 @@ def fit(rbm, data, cfg: RBMTrainConfig, generator=None, callback=None):
             order = torch.randperm(len(x), generator=generator, device=x.device) if cfg.shuffle else None
             for xs in _minibatches(x if order is None else x[order], cfg.batch_size, chunk):
                 S, B = xs.shape[:2]
-                noise = draw_noise(
-                    rbm, S, B, num_chains if cfg.persistent else B, cfg.k, cfg.persistent, generator
-                )
-                run(rbm, xs, *noise, state, cfg)
+                if noise_per_step > STREAMED_PAST:  # (chunk is 1 here)
+                    streamed_pass(rbm, xs, state, cfg, generator)
+                else:
+                    noise = draw_noise(
+                        rbm, S, B, num_chains if cfg.persistent else B, cfg.k, cfg.persistent, generator
+                    )
+                    run(rbm, xs, *noise, state, cfg)
+                    del noise  # (not held while the next chunk's is drawn)
                 if not _finite(rbm):
                     raise TrainingDiverged(epoch, cfg.lr)
             if callback:

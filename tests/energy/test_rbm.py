@@ -1044,3 +1044,56 @@ def test_the_weight_decay_limit_advised_keeps_4_digits_where_it_rounds_to_a_powe
         RBMTrainConfig(lr=lr, weight_decay=1e6).check()
     if said != "10":
         RBMTrainConfig(lr=lr, weight_decay=float(said)).check()
+
+
+@pytest.mark.parametrize("persistent, visible", [(False, "bernoulli"), (True, "gaussian")])
+def test_a_huge_k_draws_its_gibbs_noise_a_chunk_at_a_time(monkeypatch, persistent, visible):
+    """fit drew an update's noise whole, k·Bc·(V+H) numbers: --k 10^5 on 10 rows of the digits held 610 MB more, and
+    --k 10^7 could not start, where a Gibbs step needs Bc·(V+H). Past STREAMED_PAST numbers an update's steps draw
+    theirs NOISE_PER_CHUNK at a time: the torch loop on the same numbers, and no draw larger."""
+    monkeypatch.setattr(rbm_train, "NOISE_PER_CHUNK", 200)  # 4 Gibbs steps of 5 chains, 6 + 4 units
+    monkeypatch.setattr(rbm_train, "STREAMED_PAST", 1000, raising=False)
+    drawn, uniform = [], rbm_train.uniform
+
+    def watched(shape, **kw):
+        drawn.append(math.prod(shape))
+        return uniform(shape, **kw)
+
+    monkeypatch.setattr(rbm_train, "uniform", watched)
+    g = torch.Generator().manual_seed(5)
+    data = (torch.rand(10, 6, generator=g) < 0.5).double()
+    ours = RBM(6, 4, visible, init_scale=0.5, generator=g, dtype=torch.float64)
+    twin = copy.deepcopy(ours)
+    cfg = RBMTrainConfig(epochs=1, batch_size=5, k=41, persistent=persistent, shuffle=False, momentum=0.5)
+    ours.fit(data, cfg, torch.Generator().manual_seed(6))
+    assert max(drawn) <= 200
+    g, state = torch.Generator().manual_seed(6), rbm_train.TrainState.start(twin, 5)
+    for xs in data.view(2, 1, 5, 6):  # the same draws, whole, by the torch loop
+        u0 = None if persistent else uniform((1, 20), generator=g, dtype=torch.float64)
+        u = torch.cat(
+            [rbm_train.draw_noise(twin, 1, 0, 5, min(4, 41 - a), True, g)[1][0] for a in range(0, 41, 4)]
+        )
+        rbm_train.torch_pass(twin, xs, u0, u[None], state, cfg)
+    for a, b in zip((ours.W, ours.b, ours.c), (twin.W, twin.b, twin.c)):
+        assert torch.equal(a, b)
+
+
+def test_a_huge_k_gradient_estimate_draws_its_noise_a_chunk_at_a_time(monkeypatch):
+    """cd_gradient drew its k Gibbs steps' noise whole too (rnnkit rbm cd-check --ks): the same bound as fit's."""
+    monkeypatch.setattr(rbm_train, "NOISE_PER_CHUNK", 200)
+    monkeypatch.setattr(rbm_train, "STREAMED_PAST", 1000, raising=False)
+    drawn, uniform = [], rbm_train.uniform
+    monkeypatch.setattr(
+        rbm_train, "uniform", lambda shape, **kw: drawn.append(math.prod(shape)) or uniform(shape, **kw)
+    )
+    g = torch.Generator().manual_seed(5)
+    rbm, v0 = RBM(6, 4, generator=g, dtype=torch.float64), (torch.rand(5, 6, generator=g) < 0.5).double()
+    grads, h = rbm_train.cd_gradient(rbm, v0, 41, generator=torch.Generator().manual_seed(6))
+    assert max(drawn) <= 200
+    g = torch.Generator().manual_seed(6)
+    u0 = uniform((20,), generator=g, dtype=torch.float64)
+    u = torch.cat(
+        [rbm_train.draw_noise(rbm, 1, 0, 5, min(4, 41 - a), True, g)[1][0] for a in range(0, 41, 4)]
+    )
+    want, chain = rbm_train.cd_gradient_from_noise(rbm, v0, None, u0, u, 41)
+    assert all(torch.equal(a, b) for a, b in zip((*grads, h), (*want, chain)))

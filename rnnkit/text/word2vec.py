@@ -357,8 +357,10 @@ class Word2Vec:
         c, rng = self.config, self.rng
         if c.sample > 0:
             # (a Python float: numpy's scalar warned "overflow encountered in scalar multiply" past 1.8e308, --sample
-            # 1e308, and raised it under -W error; inf keeps every word, as the formula does for a threshold that large)
-            sT, keep = c.sample * float(self.counts.sum()), np.empty(len(ids), bool)
+            # 1e308, and raised it under -W error; inf keeps every word, as the formula does for a threshold that large;
+            # the sample too, which a program may give as a numpy scalar: np.float64(1e308) warned, and np.float32's
+            # product with a float is a float32, where numpy's count made it a float64)
+            sT, keep = float(c.sample) * float(self.counts.sum()), np.empty(len(ids), bool)
             # a piece at a time: f and its formula in float64 took 40 bytes a word at once
             for i in range(0, len(ids), DRAW_CHUNK):
                 f = self.counts[ids[i : i + DRAW_CHUNK]]

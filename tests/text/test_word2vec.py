@@ -2060,3 +2060,18 @@ def test_a_subsampling_threshold_past_floats_range_keeps_every_word_without_a_wa
         warnings.simplefilter("error")
         huge = Word2Vec(**config, sample=1e308).fit(words).wv.vectors
     np.testing.assert_array_equal(huge, Word2Vec(**config, sample=1e300).fit(words).wv.vectors)
+
+
+@pytest.mark.parametrize("sample", [np.float64(1e308), np.float32(3e38)])
+def test_a_subsampling_threshold_given_as_a_numpy_scalar_past_the_products_range_keeps_every_word_in_silence(
+    sample,
+):
+    """The threshold times the corpus's count is a Python float (6dde087), the threshold as well: one given as a
+    numpy scalar still warned "overflow encountered in scalar multiply" (np.float64(1e308), np.float32(3e38), whose
+    product with a float stays a float32), raised under -W error."""
+    words = [s.split() for s in ["the cat sat on the mat", "the dog sat on the log"] * 10]
+    config = dict(min_count=1, dimension=4, epochs=1, backend="torch", seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        huge = Word2Vec(**config, sample=sample).fit(words).wv.vectors
+    np.testing.assert_array_equal(huge, Word2Vec(**config, sample=1e308).fit(words).wv.vectors)

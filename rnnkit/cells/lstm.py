@@ -86,12 +86,6 @@ class LSTM(Cell):
             forget_bias = float(forget_bias)
         self.forget_bias = forget_bias
         self._place(device, dtype)
-        # a value past the largest of the bias's dtype (float32's 3.4e38) failed in reset_parameters' assignment, in
-        # torch's "value cannot be converted to type float without overflow"
-        if bias and forget_bias is not None and abs(forget_bias) > torch.finfo(self.b_xh.dtype).max:
-            raise ValueError(f"lstm forget_bias {forget_bias:g} is past the largest value of its bias's dtype, "
-                             f"{str(self.b_xh.dtype).removeprefix('torch.')} ({torch.finfo(self.b_xh.dtype).max:.6g}); "
-                             "give a smaller one")  # fmt: skip
         self.reset_parameters()  # (once: a second draw gave other weights than torch.nn's for the same seed)
 
     def _recurrent_shapes(self, H, bias):
@@ -103,6 +97,17 @@ class LSTM(Cell):
         return super().extra_repr() + fb
 
     def reset_parameters(self):
+        # a value past the largest of the bias's dtype (float32's 3.4e38) failed in the assignment below, in torch's
+        # "value cannot be converted to type float without overflow"; checked here, before any draw, as the bias is
+        # now: a float64 cell of 1e308 made float32 (.float()) failed so when reset
+        if (
+            self.bias
+            and self.forget_bias is not None
+            and abs(self.forget_bias) > torch.finfo(self.b_xh.dtype).max
+        ):
+            raise ValueError(f"lstm forget_bias {self.forget_bias:g} is past the largest value of its bias's dtype, "
+                             f"{str(self.b_xh.dtype).removeprefix('torch.')} ({torch.finfo(self.b_xh.dtype).max:.6g}); "
+                             "give a smaller one")  # fmt: skip
         super().reset_parameters()
         if self.bias and self.forget_bias is not None:
             H = self.hidden_size

@@ -142,6 +142,18 @@ def test_lstm_forget_bias_past_its_dtypes_largest_value_is_one_line():
     assert torch.equal(CELLS["lstm"](3, 4, forget_bias=3e38, **f32).b_xh[4:8], torch.full((4,), 3e38, **f32))
 
 
+def test_lstm_forget_bias_past_its_dtypes_largest_value_is_one_line_when_reset_in_another_dtype():
+    """A float64 cell takes forget_bias 1e308; made float32 (.float()) and reset, it failed in reset_parameters'
+    assignment, torch's "RuntimeError: value cannot be converted to type float without overflow": the check was made
+    at construction only. The reset says the one line, its weights left as they were."""
+    cell = CELLS["lstm"](3, 4, forget_bias=1e308, dtype=torch.float64).float()
+    before = {k: v.clone() for k, v in cell.state_dict().items()}
+    with pytest.raises(ValueError, match=r"^lstm forget_bias 1e\+308 is past the largest value of its bias's dtype, "
+                       r"float32 \(3.40282e\+38\); give a smaller one$"):  # fmt: skip
+        cell.reset_parameters()
+    assert all(torch.equal(before[k], v) for k, v in cell.state_dict().items())
+
+
 @pytest.mark.parametrize("forget_bias", [np.float32(2.0), np.float16(2.0), Fraction(2), np.int64(2)])
 def test_lstm_forget_bias_of_a_numpy_scalar_is_taken(forget_bias):
     """A number of a parameter grid (np.arange(..., dtype=np.float32)) or a Fraction passed the check and failed in

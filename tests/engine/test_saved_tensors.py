@@ -227,20 +227,15 @@ def test_onednn_gemms_over_many_row_counts_meet_a_few_shapes():
         ext.set_gemm(os.environ.get("RNNKIT_GEMM", "auto"))
 
 
-@needs_native
-@needs_mallinfo
-def test_onednn_runs_a_bounded_number_of_shapes_then_mkl():
-    """Where sizes follow the data (rows under 2,048, a projection adding its bias, a weight gradient's sum over
-    T·B), every new T·B was a new oneDNN shape, about 0.6 MB each in oneDNN's and ideep's caches (a 1x64 LSTM on
-    random B and T held 1,065 MB after 1,000 steps and 1,289 after 2,000; MKL alone 391). oneDNN runs at most
-    dnnl_shapes()[1] call shapes in a process now, the first met, and later ones by MKL: the same numbers within
-    float32's rounding, the same bits at every call of a shape, and no more memory. A GEMM class timed then is not
-    given to later processes (the plan file), which time it with oneDNN offered."""
+def _in_a_fresh_process(code: str):
+    """What `code` prints last, as JSON, run in a process of its own: a fresh count of oneDNN's shapes, the GEMM
+    choices timed there (no plan file), torch, rnnkit, native, ext = native.load() and in_use() (malloc's bytes in
+    use) at hand, torch's seed 0. Skips where oneDNN's matmul doesn't run float32."""
     import subprocess
     import sys
 
-    code = (
-        "import ctypes, json, torch\n"
+    head = (
+        "import ctypes, json, torch, rnnkit\n"
         "from rnnkit.engine import native\n"
         "class Info(ctypes.Structure):\n"
         "    _fields_ = [(n, ctypes.c_size_t) for n in 'a b c d hblkhd f g uordblks i j'.split()]\n"
@@ -253,6 +248,28 @@ def test_onednn_runs_a_bounded_number_of_shapes_then_mkl():
         "if not ext.have_dnnl():\n"
         "    print(json.dumps('no dnnl')); raise SystemExit\n"
         "torch.manual_seed(0)\n"
+    )
+    env = {**os.environ, "RNNKIT_GEMM": "auto", "RNNKIT_GEMM_PLANS": ""}
+    run = subprocess.run(
+        [sys.executable, "-c", head + code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.splitlines()[-1])
+    if result == "no dnnl":
+        pytest.skip("oneDNN's matmul doesn't run float32 on this CPU")
+    return result
+
+
+@needs_native
+@needs_mallinfo
+def test_onednn_runs_a_bounded_number_of_shapes_then_mkl():
+    """Where sizes follow the data (rows under 2,048, a projection adding its bias, a weight gradient's sum over
+    T·B), every new T·B was a new oneDNN shape, about 0.6 MB each in oneDNN's and ideep's caches (a 1x64 LSTM on
+    random B and T held 1,065 MB after 1,000 steps and 1,289 after 2,000; MKL alone 391). oneDNN runs at most
+    dnnl_shapes()[1] call shapes in a process now, the first met, and later ones by MKL: the same numbers within
+    float32's rounding, the same bits at every call of a shape, and no more memory. A GEMM class timed then is not
+    given to later processes (the plan file), which time it with oneDNN offered."""
+    result = _in_a_fresh_process(
         "W, x = torch.randn(40, 24), torch.randn(1000, 24)\n"
         "def run(M):  # (its bits and its largest error, C dropped)\n"
         "    C = ext.gemm_run(1, False, True, x[:M], W, 0.0, torch.empty(M, 40))\n"
@@ -270,12 +287,6 @@ def test_onednn_runs_a_bounded_number_of_shapes_then_mkl():
         "kept = [k for k, _ in ext.gemm_plans() if k[1] == 320 and k[2] == 37]\n"
         "print(json.dumps([grown, err, same, shapes(), kept]))\n"
     )
-    env = {**os.environ, "RNNKIT_GEMM": "auto", "RNNKIT_GEMM_PLANS": ""}
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert run.returncode == 0, run.stderr
-    result = json.loads(run.stdout.splitlines()[-1])
-    if result == "no dnnl":
-        pytest.skip("oneDNN's matmul doesn't run float32 on this CPU")
     grown, err, same, (shapes, cap), kept = result
     assert grown < 4 << 20, f"{grown / 2**20:.1f} MB more for 100 new shapes"
     assert err < 1e-4 and same
@@ -289,23 +300,7 @@ def test_onednn_shapes_are_counted_per_thread_count():
     """oneDNN makes a primitive per call shape and thread count: the 256 shapes of the bound run at 1 thread and then
     at 2 held 137 MB more, where dnnl_shapes() said 256 all the while. A shape at another thread count is one more
     of the bound's, and past it runs by MKL: no more memory, the same bits at every call."""
-    import subprocess
-    import sys
-
-    code = (
-        "import ctypes, json, torch\n"
-        "from rnnkit.engine import native\n"
-        "class Info(ctypes.Structure):\n"
-        "    _fields_ = [(n, ctypes.c_size_t) for n in 'a b c d hblkhd f g uordblks i j'.split()]\n"
-        "info = ctypes.CDLL(None).mallinfo2\n"
-        "info.restype = Info\n"
-        "def in_use():\n"
-        "    i = info()\n"
-        "    return i.uordblks + i.hblkhd\n"
-        "ext = native.load()\n"
-        "if not ext.have_dnnl():\n"
-        "    print(json.dumps('no dnnl')); raise SystemExit\n"
-        "torch.manual_seed(0)\n"
+    result = _in_a_fresh_process(
         "W, x = torch.randn(64, 64), torch.randn(1000, 64)\n"
         "def sweep(threads):  # (the bits of every shape)\n"
         "    torch.set_num_threads(threads)\n"
@@ -320,12 +315,6 @@ def test_onednn_shapes_are_counted_per_thread_count():
         "same = sweep(2) == two and sweep(1) == first\n"
         "print(json.dumps([grown, same]))\n"
     )
-    env = {**os.environ, "RNNKIT_GEMM": "auto", "RNNKIT_GEMM_PLANS": ""}
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert run.returncode == 0, run.stderr
-    result = json.loads(run.stdout.splitlines()[-1])
-    if result == "no dnnl":
-        pytest.skip("oneDNN's matmul doesn't run float32 on this CPU")
     grown, same = result
     assert grown < 4 << 20, f"{grown / 2**20:.1f} MB more for the same shapes at 2 threads"
     assert same
@@ -337,17 +326,8 @@ def test_a_step_class_timed_with_room_for_one_of_its_two_onednn_shapes_is_kept_f
     left of oneDNN's bound, the first took it and the second ran by MKL, timed as oneDNN, and the class went to the
     plan file as if oneDNN had been timed. The timing takes its shapes before it times, all or none: with room for
     one only it offers oneDNN no more, takes none, and keeps its choice for this process only."""
-    import subprocess
-    import sys
-
-    code = (
-        "import json, torch, rnnkit\n"
-        "from rnnkit.engine import native\n"
+    result = _in_a_fresh_process(
         "torch.set_num_threads(1)\n"
-        "ext = native.load()\n"
-        "if not ext.have_dnnl():\n"
-        "    print(json.dumps('no dnnl')); raise SystemExit\n"
-        "torch.manual_seed(0)\n"
         "m = rnnkit.Recurrent('lstm', 16, 64, backend='native')\n"
         "m(torch.randn(16, 200, 16))  # (the projection's class and shape: 3,200 rows)\n"
         "W, x = torch.randn(40, 24), torch.randn(1000, 24)\n"
@@ -358,12 +338,6 @@ def test_a_step_class_timed_with_room_for_one_of_its_two_onednn_shapes_is_kept_f
         "kept = [k for k, _ in ext.gemm_plans() if k[0] == 20 and k[8] == -1]\n"
         "print(json.dumps([ext.dnnl_shapes(), kept]))\n"
     )
-    env = {**os.environ, "RNNKIT_GEMM": "auto", "RNNKIT_GEMM_PLANS": ""}
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert run.returncode == 0, run.stderr
-    result = json.loads(run.stdout.splitlines()[-1])
-    if result == "no dnnl":
-        pytest.skip("oneDNN's matmul doesn't run float32 on this CPU")
     (shapes, cap), kept = result
     assert kept == []
     assert shapes == cap - 1  # (none taken)

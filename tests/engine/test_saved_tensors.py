@@ -351,7 +351,9 @@ def test_gemm_plans_are_kept_per_shape_class():
     W = torch.randn(301, 37)
 
     def mine():  # the plans of this test's projection: K = 37 and N = 301 occur nowhere else
-        return [k for k, _ in ext.gemm_plans() if k[1] == 320 and k[2] == 37]  # N = 301: class [289, 320]
+        return [
+            k for k, _ in ext.gemm_plans(here=True) if k[1] == 320 and k[2] == 37
+        ]  # N = 301: class [289, 320]
 
     ext.set_gemm("auto")
     try:
@@ -376,12 +378,12 @@ def test_a_class_between_two_agreeing_plans_takes_their_choice_untimed():
     W = torch.randn(293, 41)  # N = 293 (class 320), K = 41: occur nowhere else
 
     def mine():
-        return {k[0]: v for k, v in ext.gemm_plans() if k[1] == 320 and k[2] == 41}
+        return {k[0]: v for k, v in ext.gemm_plans(here=True) if k[1] == 320 and k[2] == 41}
 
     ext.set_gemm("auto")
     try:
         native.project(torch.randn(300, 1, 41), W, None)  # timed: the key of this GEMM
-        (key,) = [k for k, _ in ext.gemm_plans() if k[1] == 320 and k[2] == 41]
+        (key,) = [k for k, _ in ext.gemm_plans(here=True) if k[1] == 320 and k[2] == 41]
         assert ext.add_gemm_plans([([M, *key[1:]], 2) for M in (2048, 4096, 16384 * 4 + 8192)]) == 3
         for M, kept in ((3000, 2), (2900, 2)):  # classes 3072 and 3072: between 2048 and 4096
             x = torch.randn(M, 1, 41)
@@ -414,7 +416,7 @@ def test_weight_gradients_run_by_the_timed_gemm_plan():
         for a, b in zip(*grads):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
         dW_hh = [208, 52, 384, 1, 0]  # (4H × H) = dpreᵀ h_prev, K = 371 (class 384)
-        planned = [k for k, _ in ext.gemm_plans() if k[:5] == dW_hh]
+        planned = [k for k, _ in ext.gemm_plans(here=True) if k[:5] == dW_hh]
         assert planned, "dW_hh was not run by a GEMM plan"
     finally:
         ext.set_gemm(os.environ.get("RNNKIT_GEMM", "auto"))

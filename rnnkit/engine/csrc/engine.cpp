@@ -826,12 +826,17 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           TORCH_CHECK(it != names.end(), "RNNKIT_GEMM: auto, blas, dnnl, packed or own, not ", mode);
           rnnkit::native_ext::g_gemm_mode = GemmMode(it - names.begin());
         }, "float32 GEMMs: auto (time each option once per shape, keep the fastest), blas, dnnl, packed or own");
-  m.def("gemm_plans", [] {
+  m.def("gemm_plans", [](bool here) {
           std::vector<std::pair<std::vector<int64_t>, int>> out;
           std::lock_guard<std::mutex> lock(rnnkit::native_ext::g_plan_mutex);
           for (auto& [k, v] : rnnkit::native_ext::g_plan) out.emplace_back(std::vector<int64_t>(k.begin(), k.end()), v);
+          if (here)
+            for (auto& [k, v] : rnnkit::native_ext::g_plan_here)
+              out.emplace_back(std::vector<int64_t>(k.begin(), k.end()), v);
           return out;
-        }, "the timed choices so far: ([M, N, K, trans, lda, ldc/ldb, ..., threads, ...], option)", nogil);
+        }, py::arg("here") = false,
+        "the timed choices so far: ([M, N, K, trans, lda, ldc/ldb, ..., threads, ...], option), those for the plan "
+        "file; here=True: also those kept for this process only (timed past oneDNN's shape bound: run.h)", nogil);
   m.def("add_gemm_plans", [](const std::vector<std::pair<std::vector<int64_t>, int>>& plans) {
           // choices timed by an earlier process (native.py keeps them in a file): same choices, same bits
           std::lock_guard<std::mutex> lock(rnnkit::native_ext::g_plan_mutex);

@@ -137,18 +137,20 @@ inline bool fixed_choice() { return at::globalContext().deterministicAlgorithms(
 // Python (a TorchDispatchMode) and wait for the GIL, while a thread that holds the GIL waits for the lock in
 // fork (engine.cpp: lock_for_fork), and the two froze. Threads that meet a new shape together time it each,
 // and all take the choice kept first: every thread runs the same option, the same bits.
-inline int known_plan(const GemmKey& key) {  // -1: not timed yet
-  std::lock_guard<std::mutex> lock(g_plan_mutex);
+inline int plan_of(const GemmKey& key) {  // -1: not timed yet (g_plan_mutex held)
   if (const auto it = g_plan.find(key); it != g_plan.end()) return it->second;
   const auto it = g_plan_here.find(key);
   return it == g_plan_here.end() ? -1 : it->second;
+}
+inline int known_plan(const GemmKey& key) {  // -1: not timed yet
+  std::lock_guard<std::mutex> lock(g_plan_mutex);
+  return plan_of(key);
 }
 // The choice kept for key: option, or an earlier one. here: for this process only (g_plan_here), not given to
 // later processes (gemm_plans, the plan file: native.py), which time it again with oneDNN offered.
 inline int keep_plan(const GemmKey& key, int option, bool here = false) {
   std::lock_guard<std::mutex> lock(g_plan_mutex);
-  if (const auto it = g_plan.find(key); it != g_plan.end()) return it->second;
-  if (const auto it = g_plan_here.find(key); it != g_plan_here.end()) return it->second;
+  if (const int known = plan_of(key); known >= 0) return known;
   return (here ? g_plan_here : g_plan).emplace(key, option).first->second;
 }
 // A GEMM's shape class not timed yet that lies between two timed classes of the same GEMM, differing from both
@@ -236,15 +238,6 @@ inline std::mutex g_dnnl_mutex;
 inline native_ext::DnnlShape dnnl_shape(int64_t rows, int64_t N, int64_t K, bool ta, bool tb, bool beta, int64_t ldc) {
   return {rows, N, K, ta, tb, beta, ldc, at::get_num_threads()};
 }
-inline bool dnnl_admits(const native_ext::DnnlShape& shape) {
-  using namespace native_ext;
-  if (g_gemm_mode != GemmMode::Auto) return true;
-  std::lock_guard<std::mutex> lock(g_dnnl_mutex);
-  if (g_dnnl_shapes.count(shape)) return true;
-  if (g_dnnl_shapes.size() >= kDnnlShapes) return false;
-  g_dnnl_shapes.insert(shape);
-  return true;
-}
 // Whether a timing may offer oneDNN: the call shapes its oneDNN options run are each met already or all taken now
 // (none where they don't all fit). Checking for room and letting the timed calls take it was not enough: a step's
 // weight times oneDNN on W and on its transposed copy, two shapes, and with one left the second ran by MKL, timed
@@ -259,6 +252,8 @@ inline bool dnnl_room(std::initializer_list<native_ext::DnnlShape> shapes) {
   g_dnnl_shapes.insert(shapes.begin(), shapes.end());
   return true;
 }
+// Whether a call of this shape runs by oneDNN: met already, or taken now where the bound has room.
+inline bool dnnl_admits(const native_ext::DnnlShape& shape) { return dnnl_room({shape}); }
 
 template <typename T>
 void gemm_with(bool dnnl, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,

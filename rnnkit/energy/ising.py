@@ -205,11 +205,9 @@ class Ising:
             if not interruptible or self.measured < 2:
                 raise
             self.interrupted = stop  # (a SIGTERM the CLI raises as one, to end as terminated)
+            # (a sweep's m appended, its e not; or its block kept, m and e not yet emptied)
             kept = self.measured - sum(b[0] for b in blocks)
-            del (
-                m[kept:],
-                e[kept:],
-            )  # (a sweep's m appended, its e not; or its block kept, m and e not yet emptied)
+            del m[kept:], e[kept:]
         if m:
             blocks.append(_moments(m, e))
         return _observed(_combined(blocks), self.T.double(), self.size**2)

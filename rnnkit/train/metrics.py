@@ -180,8 +180,9 @@ def plot_losses(rows: list, path):
     stay in the youngest generation, which one collection of that generation alone (milliseconds, not the 0.2-0.4 s
     of a full one) then frees."""
     enabled = gc.isenabled()
-    gc.disable()
     try:
+        # (inside the try: a Ctrl-C landing as disable() returned, before the try, left the collector off for good)
+        gc.disable()
         _draw_losses(rows, path)
     finally:
         if enabled:

@@ -1645,6 +1645,34 @@ def test_the_loss_plot_leaves_no_dead_figure_to_the_cyclic_collector(tmp_path, c
     assert (tmp_path / "loss.png").stat().st_size > 0
 
 
+def test_a_ctrl_c_as_the_loss_plot_pauses_the_collector_leaves_it_on(tmp_path, monkeypatch):
+    """plot_losses paused the cyclic collector before its try, so that a Ctrl-C landing as gc.disable() returned (a
+    signal is handled once a call returns) left the collector off for the rest of the process: a program training
+    in-process then kept every reference cycle it dropped. It is back on whatever interrupts the plot."""
+    import gc
+
+    from rnnkit.train import metrics
+
+    disable = gc.disable
+
+    def interrupted():
+        disable()
+        raise KeyboardInterrupt  # (as a SIGINT that came during the call)
+
+    was = gc.isenabled()
+    gc.enable()
+    monkeypatch.setattr(gc, "disable", interrupted)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            metrics.plot_losses([{"step": "1", "wall_s": "0.1", "train_loss": "2", "val_loss": "2.1"}],
+                                tmp_path / "loss.png")  # fmt: skip
+        on = gc.isenabled()
+    finally:
+        monkeypatch.undo()
+        (gc.enable if was else gc.disable)()
+    assert on, "the collector was left off"
+
+
 def test_resume_survives_a_metrics_row_cut_short(tmp_path, corpus):
     """A row cut short in metrics.csv (a full disk or a kill while it was written) is left out on resume; it
     made every later resume fail at its first plot."""

@@ -1583,6 +1583,23 @@ def test_a_state_of_no_units_takes_an_xw_of_no_columns_only():
     assert hs.shape == (T, B, 0) and h.shape == (B, 0)
 
 
+@pytest.mark.parametrize("name", ["rnn_tanh", "lstm", "gru"])
+def test_a_state_of_no_units_runs_forward_and_backward_without_a_null_memcpy(name):
+    """The loop copied state_0 into its slot and h_T (c_T) out of it with memcpy, given an empty tensor's data
+    pointer, null, at 0 units: undefined behaviour even for 0 bytes (UBSan: 'null pointer passed as argument 1,
+    which is declared to never be null', engine.cpp's put and take). Shows only under -fsanitize=undefined."""
+    T, B = 3, 2
+    for grad in (False, True):
+        P = tuple(torch.zeros(s).requires_grad_(grad) for s in ((0, 0), (0,)))
+        xw = torch.randn(T, B, 0, requires_grad=grad)
+        s0 = tuple(torch.zeros(B, 0, requires_grad=grad) for _ in range(2 if name == "lstm" else 1))
+        hs, sT = run(CELLS[name], xw, s0, P, backend="native")
+        assert hs.shape == (T, B, 0) and all(s.shape == (B, 0) for s in sT)
+        if grad:
+            (hs.sum() + sum(s.sum() for s in sT)).backward()
+            assert xw.grad.shape == xw.shape and all(s.grad.shape == s.shape for s in s0)
+
+
 @pytest.mark.parametrize(
     "args",
     [

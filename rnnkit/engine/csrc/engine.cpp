@@ -320,6 +320,7 @@ Tensors forward(const at::Tensor& xw, const Tensors& state0, const std::vector<c
   // select and copy_ through the dispatcher cost more than the step), else copy_
   auto put = [](const at::Tensor& to, int64_t slot, const at::Tensor& s) {
     const int64_t n = to.size(1) * to.size(2);
+    if (n == 0 && s.numel() == 0) return;  // (0 units: null data pointers, which memcpy must not get, even for 0 bytes)
     if (s.is_contiguous() && s.scalar_type() == to.scalar_type() && s.numel() == n)
       std::memcpy(to.data_ptr<T>() + slot * n, s.data_ptr<T>(), size_t(n) * sizeof(T));
     else
@@ -386,7 +387,7 @@ Tensors forward(const at::Tensor& xw, const Tensors& state0, const std::vector<c
   auto take = [&](const at::Tensor& from) {  // slot last, as a (B, width) tensor of its own
     const int64_t n = from.size(1) * from.size(2);
     at::Tensor got = at::empty({from.size(1), from.size(2)}, from.options());
-    std::memcpy(got.data_ptr<T>(), from.data_ptr<T>() + last * n, size_t(n) * sizeof(T));
+    if (n > 0) std::memcpy(got.data_ptr<T>(), from.data_ptr<T>() + last * n, size_t(n) * sizeof(T));  // (as put)
     return got;
   };
   Tensors out{hs, take(HH)};

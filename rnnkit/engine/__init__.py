@@ -228,9 +228,11 @@ def warn_build_failed(reason):
                    "small models (or set RNNKIT_NATIVE=0 to choose python quietly)")  # fmt: skip
 
 
-def native_fits(cell, xw, state0, P):
+def native_fits(cell, xw, state0, P, widths=None):
     """Whether the sizes fit what the native loop reads: rnnkit's own cells are checked by check_inputs; a cell of
-    one's own (traced, native.traced_id) needs an xw of gates·H columns and states H wide, H = U's columns."""
+    one's own (traced, native.traced_id) needs an xw of gates·H columns and states H wide, H = U's columns.
+    widths: (xw's width, the states' widths) in place of xw and state0, for a caller that asks before it has made
+    them (Recurrent's projection)."""
     from rnnkit.engine import native
 
     if cell in native.CELL_IDS:
@@ -244,7 +246,8 @@ def native_fits(cell, xw, state0, P):
     if not isinstance(U, torch.Tensor) or U.dim() != 2:
         return False
     H = U.shape[1]
-    return xw.shape[-1] == cell.gates * H and all(s.shape[-1] == H for s in state0)
+    width, states = widths if widths is not None else (xw.shape[-1], [s.shape[-1] for s in state0])
+    return width == cell.gates * H and all(w == H for w in states)
 
 
 def _no_autocast(run, cell, xw, state0, P, mask, reverse, backend, probe, batch_first, **fold):

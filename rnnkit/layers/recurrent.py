@@ -54,7 +54,7 @@ from rnnkit.cells._base import (
     plain_ops_only,
 )
 from rnnkit.cells._base import Cell as BaseCell
-from rnnkit.engine import BACKENDS, HALF, GradProbe, refuse_jit_trace, resolve_backend, run
+from rnnkit.engine import BACKENDS, HALF, GradProbe, native_fits, refuse_jit_trace, resolve_backend, run
 from rnnkit.engine.compiled import transformed
 from rnnkit.errors import RnnkitError, count_error, switch, user_stacklevel
 
@@ -859,7 +859,11 @@ class Recurrent(OwnParametersModule):
         plain = affine is not None and all(
             type(t) in (torch.Tensor, nn.Parameter) for t in affine if t is not None
         )
-        chosen = resolve_backend(self.backend, cell, xs, P) if plain else None
+        # a cell of one's own whose states its traced kernels don't take (an LSTMP subclass's h_t, proj_size wide):
+        # python, as run sends it at T < 8 (asked here without the widths, its trace's sample step failed in torch's
+        # 'The size of tensor a (4) must match the size of tensor b (12)')
+        fits = not plain or type(cell) in _BUILT_IN_CELLS or self._native_fits(cell, P)
+        chosen = resolve_backend(self.backend, cell, xs, P, fits=fits) if plain else None
         if chosen == "native":
             from rnnkit.engine.native import folds_input_bias, loop_adds_input_bias, project
 
@@ -901,6 +905,12 @@ class Recurrent(OwnParametersModule):
         # attributes at backward time (functional_call has put the module's own back by then)
         xw._rnnkit_rebuild = (lambda xs, W, b: affine_input(xs, W, b, tail, ident)), (xs, W, b)
         return xw, P, fold
+
+    def _native_fits(self, cell, P):
+        """engine.native_fits for this layer's cell, from the widths its xw and states will have."""
+        kind = cell_class(cell)
+        widths = (kind.gates * self.hidden_size, (self.output_size, self.hidden_size)[: kind.num_states])
+        return native_fits(kind, None, None, P, widths)
 
     def _check_weights(self, i, cell):
         """A weight replaced by one of another shape (layer.weight_hh_l0 = ..., functional_call, cells[i].W_hh = ...)

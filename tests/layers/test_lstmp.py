@@ -252,6 +252,33 @@ def test_a_layer_takes_a_subclass_of_the_projected_cell(backend):
         Recurrent(Mine, 3, 4)
 
 
+@pytest.mark.parametrize("backend", [None, "native"])
+def test_a_subclass_of_the_projected_cell_with_its_own_step_runs_a_sequence_of_8_steps(backend):
+    """A subclass of LSTMP with step functions of its own (a cell of one's own, which the native loop traces) failed
+    on a sequence of 8 steps or more, with and without gradients: Recurrent(Own, 2, 3, proj_size=1)(x (1, 8, 2))
+    raised torch's 'The size of tensor a (4) must match the size of tensor b (12)' from the trace's sample step,
+    where 7 steps ran (on the python loop, whose states may be of two widths). Found by a random search of layer
+    configurations (helper h416)."""
+
+    class Own(LSTMP):
+        step = staticmethod(LSTMP.step)
+        step_backward = staticmethod(LSTMP.step_backward)
+
+    torch.manual_seed(0)
+    layer = Recurrent(Own, 2, 3, proj_size=1, backend=backend, dtype=torch.float64)
+    ref = Recurrent("lstm", 2, 3, proj_size=1, backend="autograd", dtype=torch.float64)
+    ref.load_state_dict(layer.state_dict())
+    x = torch.randn(1, 8, 2, dtype=torch.float64, requires_grad=True)
+    got, want = layer(x), ref(x)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    g = torch.autograd.grad(got[0].sum(), [x, *layer.parameters()])
+    torch.testing.assert_close(
+        g, torch.autograd.grad(want[0].sum(), [x, *ref.parameters()]), rtol=1e-12, atol=1e-12
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), want, rtol=1e-12, atol=1e-12)
+
+
 def test_an_unbatched_state_of_the_wrong_width_names_proj_size():
     """For one sequence (T, D) a wrong state was said to need "(num_layers*dirs, H) = (1, 2), (1, 4)": h's width
     called H where H is 4 and h has proj_size = 2 units (the batched line names proj_size)."""

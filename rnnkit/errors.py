@@ -4,6 +4,8 @@ It subclasses ValueError, so library callers can catch the usual exception; the 
 catches it and prints the line without a traceback.
 """
 
+import math
+import numbers
 import os
 import sys
 from decimal import Decimal
@@ -38,6 +40,18 @@ def interrupt_behind(e: BaseException) -> KeyboardInterrupt | None:
 
 class RnnkitError(ValueError):
     """Bad input from the user: a one-line message naming what is wrong and what to do."""
+
+
+def finite_real(value) -> bool:
+    """A real number, not a bool, that is finite as a float. math.isfinite alone raised OverflowError ("int too
+    large to convert to float") for a Python int past float's range (10**400, -10**400) or such a Fraction, where
+    each check meant to say the bad number in one line; such a number is not finite here."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def count_error(name: str, value, note: str = "") -> RnnkitError:

@@ -20,12 +20,10 @@ The forget-gate bias starts at `forget_bias` (default 1.0: Gers et al. 2000; Joz
 2015 found it closes most of the gap to the GRU).
 """
 
-import math
-import numbers
-
 import torch
 
 from rnnkit.cells._base import Cell, linear, recurrent_weights
+from rnnkit.errors import finite_real
 
 
 def lstm_step(xw_t, state, P):
@@ -68,11 +66,7 @@ class LSTM(Cell):
     def __init__(self, input_size, hidden_size, bias=True, forget_bias: float = 1.0, device=None, dtype=None):
         # said in one line: a string failed in fill_ below with torch's many-line TypeError, a NaN (or inf) made
         # every output NaN from the first step
-        if forget_bias is not None and (
-            isinstance(forget_bias, bool)
-            or not isinstance(forget_bias, numbers.Real)
-            or not math.isfinite(forget_bias)
-        ):
+        if forget_bias is not None and not finite_real(forget_bias):
             raise ValueError(f"lstm forget_bias must be a finite number (or None: drawn as the other biases), got "
                              f"{forget_bias!r}")  # fmt: skip
         if not bias and forget_bias not in (None, 1.0):  # (1.0: the default) ignored, yet shown by the repr
@@ -112,7 +106,8 @@ class LSTM(Cell):
         if self.bias and self.forget_bias is not None:
             H = self.hidden_size
             with torch.no_grad():  # split the forget bias over the two bias vectors torch keeps
-                for name, value in (("b_xh", self.forget_bias), ("b_hh", 0.0)):
+                # (as a float: an int kept for the repr, 2**63, failed in torch's "Overflow when unpacking long long")
+                for name, value in (("b_xh", float(self.forget_bias)), ("b_hh", 0.0)):
                     getattr(self, name)[H : 2 * H] = value
                     # pruned or parametrized, the bias is computed anew from the tensor that keeps it, which is
                     # where torch.nn's reset_parameters draws (a value written only into the computed one was lost)

@@ -1,12 +1,11 @@
 """Input checks shared by the energy models: each failure is one RnnkitError line naming the fix."""
 
-import math
 import numbers
 from collections.abc import Sequence
 
 import torch
 
-from rnnkit.errors import RnnkitError, count_error, switch  # noqa: F401 (switch: the energy models' import)
+from rnnkit.errors import RnnkitError, count_error, finite_real, switch  # noqa: F401 (switch: the energy models' import)
 
 
 def whole_number(value) -> bool:
@@ -39,12 +38,7 @@ def generator_or_none(generator):
 
 
 def positive_float(name: str, value) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
+    if not finite_real(value) or value <= 0:
         raise RnnkitError(f"{name} must be a positive number, got {value!r}")
     return float(value)
 
@@ -52,7 +46,7 @@ def positive_float(name: str, value) -> float:
 def finite_float(name: str, value) -> float:
     if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.dtype.is_complex:
         value = value.item()  # (a 0-d tensor, as torch.nn's init functions take a number)
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+    if not finite_real(value):
         raise RnnkitError(f"{name} must be a finite number, got {value!r}")
     return float(value)
 

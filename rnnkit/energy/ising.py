@@ -75,7 +75,7 @@ def check_temperatures(temperatures) -> torch.Tensor:
         raise RnnkitError(f"temperatures must be positive numbers, got {temperatures!r}")
     try:
         t = torch.as_tensor(temperatures, dtype=torch.float64).flatten()
-    except (TypeError, ValueError, RuntimeError):
+    except (TypeError, ValueError, RuntimeError, OverflowError):
         raise RnnkitError(f"temperatures must be positive numbers, got {temperatures!r}") from None
     if t.numel() == 0 or not torch.isfinite(t).all() or (t <= 0).any():
         raise RnnkitError(f"temperatures must be positive numbers, got {t.tolist()}")
@@ -97,7 +97,7 @@ def check_coupling(J, h) -> tuple[float, float]:
         ):  # float("3") and float(True) ran as numbers
             raise TypeError
         J, h = float(J), float(h)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # (OverflowError: an int past float's range, 10**400)
         raise RnnkitError(f"coupling J and field h must be finite numbers, got J={J!r}, h={h!r}") from None
     if not (math.isfinite(J) and math.isfinite(h)):
         raise RnnkitError(f"coupling J and field h must be finite numbers, got J={J}, h={h}")

@@ -19,8 +19,6 @@ the torch loop (streamed_pass): memory stays bounded however large k is.
 """
 
 import contextlib
-import math
-import numbers
 from dataclasses import dataclass
 
 import torch
@@ -35,7 +33,7 @@ from rnnkit.energy._checks import (
 )
 from rnnkit.energy._checks import switch as check_switch
 from rnnkit.energy._util import single_thread, uniform
-from rnnkit.errors import RnnkitError, below
+from rnnkit.errors import RnnkitError, below, finite_real
 
 NOISE_PER_CHUNK = 1 << 22  # random numbers drawn at once
 # one update's noise past this many numbers (256 MB in float32: a huge k, Gibbs steps an update) is drawn
@@ -80,7 +78,7 @@ def _own_parameters(rbm) -> None:
 
 
 def _number(x) -> bool:
-    return not isinstance(x, bool) and isinstance(x, numbers.Real) and math.isfinite(x)
+    return finite_real(x)
 
 
 @dataclass

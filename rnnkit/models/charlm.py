@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from rnnkit._io import bar_options
 from rnnkit.data.corpus import bytes_hint, line_ends_hint, normal_form_hint, quoted_chars
-from rnnkit.errors import RnnkitError, switch
+from rnnkit.errors import RnnkitError, finite_real, switch
 from rnnkit.models.config import CharLMConfig
 from rnnkit.text.lmscore import perplexity
 
@@ -171,7 +171,7 @@ def _torch_recurrent(cfg: CharLMConfig, input_size: int) -> nn.Module:
     fb = cfg.forget_bias
     if cfg.cell == "lstm" and fb is not None:  # (None: torch's draw, as rnnkit's LSTM takes it)
         # checked as rnnkit's LSTM checks it: NaN made every output NaN, a string failed in the assignment below
-        if isinstance(fb, bool) or not isinstance(fb, numbers.Real) or not math.isfinite(fb):
+        if not finite_real(fb):
             raise RnnkitError(f"lstm forget_bias must be a finite number (or None: drawn as the other biases), got "
                               f"{fb!r}")  # fmt: skip
         # (past its dtype's largest value: torch's "cannot be converted ... without overflow", as rnnkit's LSTM says)
@@ -184,7 +184,7 @@ def _torch_recurrent(cfg: CharLMConfig, input_size: int) -> nn.Module:
         with torch.no_grad():
             for name, b in rnn.named_parameters():
                 if name.startswith("bias_ih"):
-                    b[H : 2 * H] = fb
+                    b[H : 2 * H] = float(fb)  # (an int past 64 bits, 2**63, failed in torch's unpacking)
                 elif name.startswith("bias_hh"):
                     b[H : 2 * H] = 0.0
     return rnn

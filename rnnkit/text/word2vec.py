@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from rnnkit._io import bar_options
 from rnnkit._threads import threads_for_the_work
-from rnnkit.errors import RnnkitError, count_error, switch
+from rnnkit.errors import RnnkitError, count_error, finite_real, switch
 from rnnkit.text import w2v_native
 from rnnkit.text.vocab import Vocabulary
 from rnnkit.text.wordvectors import WordVectors
@@ -151,7 +151,7 @@ class Word2Vec:
             if getattr(c, name) >= 2**63:
                 raise RnnkitError(f"--{name.replace('_', '-')} {getattr(c, name)} is too large (past a 64-bit "
                                   "integer, 2^63); give a smaller one")  # fmt: skip
-        if not (math.isfinite(c.alpha) and c.alpha > 0):
+        if not (finite_real(c.alpha) and c.alpha > 0):
             raise RnnkitError(f"--alpha (the learning rate) must be a number > 0, got {c.alpha}")
         # (beyond float32, the step's alpha=-lr was torch's 'cannot be converted' error)
         if c.alpha > torch.finfo(torch.float32).max:
@@ -161,7 +161,7 @@ class Word2Vec:
             raise RnnkitError(
                 f"--min-alpha (the final learning rate) must lie in [0, alpha = {c.alpha}], got {c.min_alpha}"
             )
-        if not (math.isfinite(c.sample) and c.sample >= 0):
+        if not (finite_real(c.sample) and c.sample >= 0):
             raise RnnkitError(
                 f"--sample (subsampling threshold) must be >= 0 (0 turns it off), got {c.sample}"
             )

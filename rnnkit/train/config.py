@@ -4,12 +4,11 @@ Overrides are typed; an unknown key is an error. Presets (rnnkit.presets) are sm
 """
 
 import dataclasses
-import math
 import numbers
 import os
 from dataclasses import dataclass, field
 
-from rnnkit.errors import RnnkitError, below, check_seed, count_error
+from rnnkit.errors import RnnkitError, below, check_seed, count_error, finite_real
 from rnnkit.models.config import CharLMConfig
 
 MAX_THREADS = 1024  # torch itself crashes on absurd counts (100,000)
@@ -139,7 +138,7 @@ def validate(cfg: RunConfig):
         ("--dropout", m.dropout), ("--forget-bias", m.forget_bias), ("--val-frac", d.val_frac),
         ("sample temperature", t.sample_temperature),
     ]:  # fmt: skip
-        if not math.isfinite(value):
+        if not finite_real(value):  # (types checked above: bools refused there)
             raise RnnkitError(f"{name} must be a finite number, got {value}")
     if m.backend not in (None, "autograd", "python", "native"):
         raise RnnkitError(f"unknown --backend '{m.backend}'; choose autograd, python or native")

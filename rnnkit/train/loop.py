@@ -38,7 +38,7 @@ from rnnkit._threads import threads_for_the_work
 from rnnkit.data.bptt import StreamBatches, eval_streams, split
 from rnnkit.data.corpus import load_corpus
 from rnnkit.engine import native
-from rnnkit.errors import RnnkitError
+from rnnkit.errors import RnnkitError, finite_real
 from rnnkit.models.charlm import _IGNORE, CharLM, _as_ids, weights_misfit
 from rnnkit.train.checkpoint import _instead, load_checkpoint, mismatch, save_checkpoint
 from rnnkit.train.config import RunConfig, validate
@@ -504,7 +504,7 @@ def _same_kind(value, default) -> bool:
         return True
     if isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point():
         value = value.item()
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, int | float) and finite_real(value)  # (an int past float's range: not one)
 
 
 def _state_keys(optimizer) -> set:

@@ -569,3 +569,21 @@ def test_an_lstm_cell_from_torch_draws_its_forget_bias_as_torchs_cell_on_reset(b
         cell.reset_parameters()
         for name, w in m.state_dict().items():
             assert torch.equal(getattr(cell, name), w), name
+
+
+@pytest.mark.parametrize("value", [10**400, -(10**400)], ids=["10**400", "-10**400"])
+def test_a_number_past_floats_range_is_refused_in_one_line_by_the_cells(value):
+    """A Python int is a Real: LSTM(3, 4, forget_bias=10**400) raised a bare "OverflowError: int too large to convert
+    to float" from math.isfinite, and Leaky's alpha=10**400 from torch.as_tensor; each says the option in one line."""
+    with pytest.raises(ValueError, match="forget_bias must be a finite number"):
+        CELLS["lstm"](3, 4, forget_bias=value)
+    with pytest.raises(ValueError, match=r"alpha must lie in \(0, 1\]"):
+        CELLS["leaky"](3, 4, alpha=value)
+
+
+def test_an_int_forget_bias_past_64_bits_is_set_as_its_float():
+    """forget_bias=2**63, finite and below float32's largest value, failed in reset_parameters' assignment with
+    torch's "Overflow when unpacking long long" (an int is kept as given, for the repr); it is set as float(2**63)."""
+    cell = CELLS["lstm"](3, 4, forget_bias=2**63)
+    assert cell.b_xh[4:8].tolist() == [float(torch.tensor(float(2**63)))] * 4
+    assert cell.b_hh[4:8].tolist() == [0.0] * 4

@@ -3307,3 +3307,25 @@ def test_a_long_validations_bar_is_drawn_below_the_step_bar_and_cleared(tmp_path
     assert drawn[:at].endswith("\n\r") and "loss=" in drawn[at:], repr(drawn)  # a line below, then up again
     cleared = drawn.rindex("\x1b[A")
     assert "eval:" not in drawn[cleared:] and "2/2 [" in drawn[cleared:], repr(drawn)
+
+
+@pytest.mark.parametrize("value", [10**400, -(10**400)], ids=["10**400", "-10**400"])
+def test_a_number_past_floats_range_is_refused_in_one_line_by_validate_and_charlm(value):
+    """A Python int is a Real: validate() of a RunConfig filled in Python with lr=10**400 (or any of the float
+    options) raised a bare "OverflowError: int too large to convert to float" from math.isfinite, as did CharLM's
+    forget_bias with torch_rnn=True; each says the option in one line."""
+    from rnnkit.models.charlm import CharLM, CharLMConfig
+    from rnnkit.train.config import validate
+
+    for section, name in [("train", "lr"), ("train", "clip_norm"), ("train", "sample_temperature"),
+                          ("data", "val_frac"), ("model", "dropout"), ("model", "forget_bias")]:  # fmt: skip
+        cfg = RunConfig()
+        cfg.data.corpus = "tiny"
+        setattr(getattr(cfg, section), name, value)
+        with pytest.raises(RnnkitError, match="must be a finite number"):
+            validate(cfg)
+    with pytest.raises(RnnkitError, match="forget_bias must be a finite number"):
+        CharLM(CharLMConfig(vocab_size=5, hidden_size=4, num_layers=1, forget_bias=value, torch_rnn=True))
+    # 2**63, finite and below float32's largest value, failed in the assignment ("Overflow when unpacking long long")
+    m = CharLM(CharLMConfig(vocab_size=5, hidden_size=4, num_layers=1, forget_bias=2**63, torch_rnn=True))
+    assert m.rnn.bias_ih_l0[4:8].tolist() == [float(2**63)] * 4

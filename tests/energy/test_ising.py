@@ -316,3 +316,15 @@ def test_a_ctrl_c_at_any_line_of_a_long_run_keeps_every_measured_sweep(monkeypat
             torch.testing.assert_close(
                 cut[k], done[k], rtol=1e-12, atol=1e-14, msg=f"a Ctrl-C at line {line}"
             )
+
+
+@pytest.mark.parametrize("value", [10**400, -(10**400)], ids=["10**400", "-10**400"])
+def test_a_number_past_floats_range_is_refused_in_one_line_by_ising(value):
+    """A Python int is a Real: Ising(J=10**400), h=10**400 or temperatures=[10**400] raised a bare "OverflowError: int
+    too large to convert to float" from float() and torch.as_tensor; each says what it takes in one line."""
+    with pytest.raises(RnnkitError, match="J and field h must be finite numbers"):
+        ising.Ising(4, [2.0], J=value)
+    with pytest.raises(RnnkitError, match="J and field h must be finite numbers"):
+        ising.Ising(4, [2.0], h=value)
+    with pytest.raises(RnnkitError, match="temperatures must be positive numbers"):
+        ising.Ising(4, [value])

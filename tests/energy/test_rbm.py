@@ -1097,3 +1097,15 @@ def test_a_huge_k_gradient_estimate_draws_its_noise_a_chunk_at_a_time(monkeypatc
     )
     want, chain = rbm_train.cd_gradient_from_noise(rbm, v0, None, u0, u, 41)
     assert all(torch.equal(a, b) for a, b in zip((*grads, h), (*want, chain)))
+
+
+@pytest.mark.parametrize("value", [10**400, -(10**400)], ids=["10**400", "-10**400"])
+def test_a_number_past_floats_range_is_refused_in_one_line_by_the_energy_checks(value):
+    """A Python int is a Real: RBM(init_scale=10**400) (finite_float), BoltzmannMachine's, and RBMTrainConfig's lr
+    raised a bare "OverflowError: int too large to convert to float" from math.isfinite; each says the option."""
+    with pytest.raises(RnnkitError, match="must be a finite number"):
+        RBM(3, 2, init_scale=value)
+    with pytest.raises(RnnkitError, match="init_scale"):
+        BoltzmannMachine(3, 1, init_scale=value)
+    with pytest.raises(RnnkitError, match="learning rate must be a positive number"):
+        RBM(3, 2).fit(torch.tensor([[1.0, 0, 1]]), rbm_train.RBMTrainConfig(epochs=1, lr=value))

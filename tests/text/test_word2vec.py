@@ -2075,3 +2075,13 @@ def test_a_subsampling_threshold_given_as_a_numpy_scalar_past_the_products_range
         warnings.simplefilter("error")
         huge = Word2Vec(**config, sample=sample).fit(words).wv.vectors
     np.testing.assert_array_equal(huge, Word2Vec(**config, sample=1e308).fit(words).wv.vectors)
+
+
+@pytest.mark.parametrize("value", [10**400, -(10**400)], ids=["10**400", "-10**400"])
+def test_a_number_past_floats_range_is_refused_in_one_line_by_word2vec(value):
+    """A Python int is a Real: Word2Vec(alpha=10**400) or sample=10**400 raised a bare "OverflowError: int too large
+    to convert to float" from math.isfinite; each says the option in one line."""
+    with pytest.raises(RnnkitError, match="--alpha"):
+        Word2Vec(alpha=value)
+    with pytest.raises(RnnkitError, match="--sample"):
+        Word2Vec(sample=value)

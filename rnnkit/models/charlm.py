@@ -417,7 +417,12 @@ class CharLM(nn.Module):
                 raise RnnkitError(
                     f"temperature must be > 0, got {temperature!r}; for the most probable text use greedy"
                 )
-            temperature = float(temperature)
+            # (a Python int past float's range, 10**400, raised float's OverflowError; inf samples uniformly)
+            try:
+                temperature = float(temperature)
+            except OverflowError:
+                raise RnnkitError(f"temperature {temperature} is past float's range; give inf to sample uniformly, "
+                                  "or a smaller one") from None  # fmt: skip
             # (a seed given as the generator failed at the first draw, inside torch: "must be torch.Generator, not int")
             if generator is not None and not isinstance(generator, torch.Generator):
                 raise RnnkitError(f"generator must be a torch.Generator (or None), got {_type_name(generator)}; for "

@@ -36,7 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 from rnnkit._io import atomic_open, bar_options, check_save_path, is_zip, refuse_empty
-from rnnkit.errors import RnnkitError, check_seed, count_error, switch
+from rnnkit.errors import RnnkitError, check_seed, count_error, finite_real, switch
 from rnnkit.text.lmscore import LMScore, pick_next
 from rnnkit.text.vocab import UNK, Vocabulary, refuse_surrogate_pairs, tokenize
 
@@ -274,7 +274,7 @@ class NGramLM:
         # (a string failed with "'<' not supported", True ran as 1; lower="False", a config file's string, lower-cased)
         if isinstance(k, bool) or not isinstance(k, numbers.Real):
             raise RnnkitError(f"k (add-k's pseudo-count) must be a number, got {k!r}")
-        if not 0 < k < np.inf and smoothing == "add-k":
+        if not (finite_real(k) and k > 0) and smoothing == "add-k":  # (10**400: past float)
             raise RnnkitError(f"add-k needs a finite k > 0, got {k}")
         if discount is not None and (isinstance(discount, bool) or not isinstance(discount, numbers.Real)):
             raise RnnkitError(f"the Kneser-Ney discount must be a number between 0 and 1, got {discount!r}")
@@ -645,7 +645,7 @@ class NGramLM:
             raise RnnkitError(f"the model knows no {self.level} but <unk> ({self._why_no_tokens()})")
         if isinstance(length, bool) or not isinstance(length, numbers.Integral) or length < 0:
             raise RnnkitError(f"length must be an integer >= 0, got {length!r}")
-        if alpha is not None and not (_number(alpha) and np.isfinite(alpha) and alpha > 0):
+        if alpha is not None and not (finite_real(alpha) and alpha > 0):
             raise RnnkitError(
                 f"alpha (the sharpening power) must be a number > 0, or None for greedy; got {alpha!r}"
             )
@@ -694,7 +694,7 @@ class NGramLM:
 
     def sample(self, length: int, prefix: str = "", temperature: float = 1.0, seed: int = 0) -> str:
         """`length` tokens after `prefix`, sampled from p^(1/temperature): 1 samples the model, lower is greedier."""
-        if not (_number(temperature) and np.isfinite(temperature) and temperature > 0):
+        if not (finite_real(temperature) and temperature > 0):
             raise RnnkitError(
                 f"temperature must be a number > 0, got {temperature!r}; for greedy text use complete()"
             )

@@ -15,7 +15,7 @@ import numbers
 
 import torch
 
-from rnnkit.errors import RnnkitError, interrupt_behind
+from rnnkit.errors import RnnkitError, finite_real, interrupt_behind
 
 OPTIMIZERS = ("adam", "rmsprop", "adagrad", "sgd")
 
@@ -114,7 +114,13 @@ def clip_gradients(params, clip_norm: float, clip_value: float) -> float:
     gradients are then left as they are, not scaled by a NaN factor). A limit of 0 is off."""
     for name, v in (("clip_norm", clip_norm), ("clip_value", clip_value)):
         # (NaN or a negative limit was off in silence, True clipped at 1, a string failed in "'>' not supported")
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or math.isnan(v) or v < 0:
+        # (an int past float's range, 10**400, raised math.isnan's OverflowError; inf is no limit, and taken)
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, numbers.Real)
+            or not (finite_real(v) or v == math.inf)
+            or v < 0
+        ):
             raise RnnkitError(f"{name} must be a number >= 0 (0: off), got {v!r}")
     # one parameter, as torch's clip_grad_norm_ takes it (its rows were read, none with a gradient: norm 0, nothing
     # clipped)

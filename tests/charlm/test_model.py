@@ -1224,3 +1224,22 @@ def test_a_torch_rnn_model_takes_numpy_sizes_as_rnnkits_does():
     theirs.load_state_dict(ours.state_dict())
     xs = torch.tensor([[1, 2, 3, 4]])
     torch.testing.assert_close(theirs.run(xs)[0], ours.run(xs)[0])
+
+
+def test_a_number_past_floats_range_is_refused_in_one_line_by_sample_and_clipping():
+    """A Python int is a Real: CharLM.sample(temperature=10**400) failed in float() and clip_gradients(clip_norm=
+    10**400) in math.isnan, each with a bare "OverflowError: int too large to convert to float"; both are one line
+    now, and inf (uniform sampling; no limit) is taken as before."""
+    from rnnkit.train.optim import clip_gradients
+
+    lm = model()
+    with pytest.raises(RnnkitError, match="temperature .* is past float's range"):
+        lm.sample([2], 3, temperature=10**400)
+    assert len(lm.sample([2], 3, temperature=math.inf)) == 3
+    p = torch.nn.Parameter(torch.ones(3))
+    p.grad = torch.full((3,), 5.0)
+    for name in ("clip_norm", "clip_value"):
+        kw = {"clip_norm": 0.0, "clip_value": 0.0, name: 10**400}
+        with pytest.raises(RnnkitError, match=f"{name} must be a number >= 0"):
+            clip_gradients([p], **kw)
+    assert clip_gradients([p], math.inf, math.inf) == pytest.approx(75**0.5) and p.grad.tolist() == [5.0] * 3

@@ -796,3 +796,19 @@ def test_score_reads_a_big_text_through_numpy_not_lists_of_tokens_and_ids(monkey
     assert lm.encode(text).dtype == np.int64 and np.array_equal(lm.encode(text), ids)
     want = lm.log_probs(ids, lm.encode("\n")).sum()
     assert (s.tokens, s.log_prob.hex()) == (len(tokens), float(want).hex())
+
+
+@pytest.mark.parametrize("value", [10**400, -(10**400)], ids=["10**400", "-10**400"])
+def test_a_number_past_floats_range_is_refused_in_one_line_by_ngram(value):
+    """A Python int is a Real: NGramLM(smoothing='add-k', k=10**400) passed 0 < k < inf and failed in float(k) with a
+    bare "OverflowError: int too large to convert to float"; sample(temperature=10**400) and generate(alpha=10**400)
+    failed in numpy's isfinite with "ufunc 'isfinite' not supported for the input types". Each is one line now, and a
+    temperature of 2**64, which a float holds, samples (near uniformly) as 1e19 does."""
+    with pytest.raises(RnnkitError, match="add-k needs a finite k > 0"):
+        NGramLM(2, smoothing="add-k", k=value)
+    lm = NGramLM(2).fit("abcabcabd")
+    with pytest.raises(RnnkitError, match="temperature must be a number > 0"):
+        lm.sample(3, temperature=value)
+    with pytest.raises(RnnkitError, match="alpha .* must be a number > 0"):
+        lm.generate("a", 3, alpha=value)
+    assert lm.sample(20, temperature=2**64, seed=1) == lm.sample(20, temperature=float(2**64), seed=1)

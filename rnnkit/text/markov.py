@@ -43,7 +43,8 @@ class MarkovChain:
             raise RnnkitError("a Markov chain needs at least one state; got none")
         try:
             self.P = np.asarray(P, dtype=np.float64)
-        except (TypeError, ValueError):  # numpy's "inhomogeneous shape" or "could not convert" named no table
+        # numpy's "inhomogeneous shape" or "could not convert" named no table; OverflowError: an int past float's range
+        except (TypeError, ValueError, OverflowError):
             hint = "; for a table {state: {next state: p}} use MarkovChain.from_table(table)"
             raise RnnkitError(f"the transition table must be {K} x {K}, non-negative, rows summing to 1, got "
                               f"{P!r:.60}{hint if isinstance(P, Mapping) else ''}") from None  # fmt: skip

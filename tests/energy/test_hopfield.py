@@ -641,3 +641,11 @@ def test_a_recall_takes_no_more_memory_than_its_float64_weights():
         "W64.numel() * 8",
     )
     assert growth < 1.4, f"peak memory {growth:.2f} x the float64 weights'"
+
+
+def test_a_threshold_past_floats_range_is_refused_in_one_line():
+    """A Python int past float's range (10**400) in thresholds failed in torch.as_tensor with a bare "OverflowError:
+    int too large to convert to float"; it is one line, as inf's is."""
+    for theta in (10**400, [0.0, -(10**400), 0.0, 0.0]):
+        with pytest.raises(RnnkitError, match="thresholds contain a number past float's range"):
+            Hopfield(4, thresholds=theta)

@@ -419,3 +419,11 @@ def test_estimate_counts_a_text_in_place_not_as_a_list_of_its_characters(monkeyp
     assert peak < 2 * len(text), f"{peak:,} bytes for a text of {len(text):,} characters"
     a, b = chain.states.index("t"), chain.states.index("h")
     assert chain.P[a, b] == 1.0 and chain.start[a] == 1.0
+
+
+def test_a_number_past_floats_range_in_the_table_is_refused_in_one_line():
+    """A Python int past float's range in P (10**400) failed in np.asarray with a bare "OverflowError: int too large
+    to convert to float"; it is the table's one line, as inf is."""
+    for P in ([[10**400, 0.5], [0.5, 0.5]], [[-(10**400), 0.5], [0.5, 0.5]]):
+        with pytest.raises(RnnkitError, match="the transition table must be 2 x 2"):
+            MarkovChain(["a", "b"], P)

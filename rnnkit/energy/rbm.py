@@ -57,7 +57,12 @@ def _number(name: str, value) -> float:
             else ""
         )
         raise RnnkitError(f"{name} must be a number, got {type(value).__name__} {value!r:.60}{hint}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # (a Python int past float's range, 10**400: "int too large to convert to float")
+        raise RnnkitError(
+            f"{name} {value!r:.30} is past float's range; give a number a float holds"
+        ) from None
 
 
 class RBM(nn.Module):

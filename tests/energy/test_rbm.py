@@ -1109,3 +1109,12 @@ def test_a_number_past_floats_range_is_refused_in_one_line_by_the_energy_checks(
         BoltzmannMachine(3, 1, init_scale=value)
     with pytest.raises(RnnkitError, match="learning rate must be a positive number"):
         RBM(3, 2).fit(torch.tensor([[1.0, 0, 1]]), rbm_train.RBMTrainConfig(epochs=1, lr=value))
+
+
+def test_a_log_z_past_floats_range_is_refused_in_one_line():
+    """log_likelihood(v, log_Z=10**400), a Python int past float's range, failed in float() with a bare
+    "OverflowError: int too large to convert to float"; it is one line."""
+    rbm = RBM(3, 2)
+    for log_Z in (10**400, -(10**400)):
+        with pytest.raises(RnnkitError, match="log_Z .* is past float's range"):
+            rbm.log_likelihood(torch.tensor([[1.0, 0, 1]]), log_Z=log_Z)

@@ -107,9 +107,8 @@ class Leaky(Cell):
             a0 = torch.as_tensor(alpha, dtype=torch.float64, device="cpu").detach()
         except (TypeError, ValueError, RuntimeError):
             a0 = None
-        except (
-            OverflowError
-        ):  # (a Python int past float's range, 10**400: torch's "int too large to convert")
+        except OverflowError:
+            # (a Python int past float's range, 10**400: torch's "int too large to convert")
             raise ValueError(f"leaky alpha must lie in (0, 1], got {alpha!r}") from None
         # (a tensor made under `with torch.device("meta")` has no values to copy: it was said to be of the wrong shape,
         # "must be a number or 4 values, ..., got tensor(..., device='meta', size=(4,))")

@@ -205,9 +205,8 @@ def _check_thresholds(thresholds, num_units: int) -> torch.Tensor:
         raise RnnkitError(f"thresholds must be {num_units} numbers (a list, array or tensor), got a string")
     try:
         theta = torch.as_tensor(thresholds, dtype=torch.float64)
-    except (
-        OverflowError
-    ):  # (a Python int past float's range, 10**400: torch's "int too large to convert to float")
+    except OverflowError:
+        # (a Python int past float's range, 10**400: torch's "int too large to convert to float")
         raise RnnkitError("thresholds contain a number past float's range; give finite numbers") from None
     except (TypeError, ValueError, RuntimeError):
         raise RnnkitError(

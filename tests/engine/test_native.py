@@ -636,6 +636,26 @@ def test_projection_with_tanh_tail_and_identity_block(tail, ident, bias):
         torch.testing.assert_close(c, a, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("tail, ident", [(6, -1), (0, 6), (6, 12)])
+def test_projection_with_tanh_tail_or_identity_block_broadcasts_a_one_value_bias(tail, ident):
+    """A bias of one value, b (1,), broadcast over the G columns as F.linear and Cell.project_input take it: with a
+    tanh tail or an identity block the projection read b[j] for every column j, past its one value (AddressSanitizer:
+    heap-buffer-overflow), and gave other numbers than the reference; without either it was right already."""
+    from rnnkit.cells._base import affine_input
+
+    torch.manual_seed(0)
+    D, G = 6, 18
+    x = torch.randn(9, 4, D, dtype=torch.float64, requires_grad=True)
+    W = torch.randn(G - (D if ident >= 0 else 0), D, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(1, dtype=torch.float64, requires_grad=True)
+    want = affine_input(x, W, b, tail, None if ident < 0 else ident)
+    got = native.project(x, W, b, tail, ident)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    g = torch.randn(9, 4, G, dtype=torch.float64)
+    for a, c in zip(torch.autograd.grad(want, (x, W, b), g), torch.autograd.grad(got, (x, W, b), g)):
+        torch.testing.assert_close(c, a, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("name", list(NATIVE))
 def test_batch_first_outputs(name):
     """batch_first: the native loop writes hs as (B, T, H) and reads dL/dhs so; the same numbers as

@@ -677,7 +677,10 @@ Tensors project(const at::Tensor& x, const at::Tensor& W, const c10::optional<at
     if (plain) return;
     if (tail) t = pooled_empty({N, tail}, x.options());
     T* th = tail ? t.data_ptr<T>() : nullptr;
-    const T* bias = b ? b->data_ptr<T>() : nullptr;
+    // b as a row of G values: it broadcasts over the columns as F.linear's (and the plain path's copy_ above) does; a
+    // b of one value was read at every column j, past its end (AddressSanitizer: heap-buffer-overflow)
+    const at::Tensor row_b = b ? b->expand({1, G}).contiguous() : at::Tensor();
+    const T* bias = b ? row_b.data_ptr<T>() : nullptr;
     const int64_t g0 = G - tail;
     parallel_for(0, N, 64, [&](int64_t n0, int64_t n1) {
       for (int64_t n = n0; n < n1; ++n) {

@@ -266,6 +266,24 @@ def test_evaluation_one_step_and_gradprobe_run_natively():
     torch.testing.assert_close(probes["native"], probes["autograd"], rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("name", ["relu", "cifg"])
+def test_a_cell_of_ones_own_of_no_units_runs_as_the_python_loop(name):
+    """H = 0 (xw of no columns, the states (B, 0), as the built-in cells run natively): the tracer's U.shape[0] % H
+    raised ZeroDivisionError out of run, with backend="native" and by default; now python's loop runs it, quietly,
+    and its empty outputs and gradients come back."""
+    Cls = OWN[name]
+    P = [torch.zeros(0, 0), torch.zeros(0)]
+    xw = torch.randn(3, 2, 0, requires_grad=True)
+    state = tuple(torch.zeros(2, 0, requires_grad=True) for _ in range(Cls.num_states))
+    for backend in ("native", None):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            hs, final = run(Cls, xw, state, P, backend=backend)
+        hs.sum().backward()
+        assert hs.shape == (3, 2, 0) and [f.shape for f in final] == [(2, 0)] * Cls.num_states
+        assert xw.grad.shape == xw.shape and all(s.grad.shape == (2, 0) for s in state)
+
+
 def test_a_cell_the_tracer_cannot_take_runs_on_the_python_loop():
     """A mean over the units (layer normalisation) is no per-unit kernel: the python loop runs it, quietly by default
     and with one line naming why where backend="native" was asked for; the numbers are autograd's either way."""

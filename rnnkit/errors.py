@@ -60,6 +60,25 @@ def count_error(name: str, value, note: str = "") -> RnnkitError:
     return RnnkitError(f"{name} must be an integer >= 1{note}, got {value!r}")
 
 
+class TooLarge(RnnkitError):
+    """A size or count of 2^63 or more (fits_int64's): its own class, so that the training command can say it as
+    its flags' line ('--hidden-size ... make no model')."""
+
+
+def fits_int64(name: str, value):
+    """value, a whole number already checked, or TooLarge where it is 2^63 or more, in Word2Vec's wording: a size or
+    count that torch or numpy allocates is a 64-bit signed integer there, and past it failed deep inside them with a
+    traceback ("Overflow when unpacking long long", "Storage size calculation overflowed", numpy's "Maximum allowed
+    dimension exceeded"). A number past str()'s 4,300 digits is said by its bits."""
+    if value < 2**63:
+        return value
+    try:
+        shown = str(int(value))  # (in full, as Word2Vec's and the energy commands' line)
+    except ValueError:  # (past str()'s 4,300 digits: "Exceeds the limit ... for integer string conversion")
+        shown = f"of {int(value).bit_length():,} bits"
+    raise TooLarge(f"{name} {shown} is too large (past a 64-bit integer, 2^63); give a smaller one")
+
+
 def below(limit: float) -> str:
     """A limit > 0 said to 4 significant digits, rounded down, for an advice 'give a value below it': rounded to the
     nearest (:.4g) 66.67 said the limit 66.666...; 66.668, below what it said, was refused by the same line."""

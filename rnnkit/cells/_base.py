@@ -34,7 +34,7 @@ from torch.nn.utils._named_member_accessor import NamedMemberAccessor
 from torch.nn.utils._named_member_accessor import swap_tensor as _swap_tensor
 from torch.nn.utils.parametrize import register_parametrization as _register_parametrization
 
-from rnnkit.errors import RnnkitError, count_error, switch
+from rnnkit.errors import RnnkitError, count_error, fits_int64, switch
 
 SCRIPT_ERROR = (
     "torch.jit.script can't compile rnnkit's cells and layers (their loop is a call TorchScript can't see "
@@ -292,6 +292,7 @@ class Cell(OwnParametersModule):
         for name, size in (("input_size", input_size), ("hidden_size", hidden_size)):
             if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size <= 0:
                 raise count_error(name, size)
+            fits_int64(name, size)  # (2**63: "Overflow when unpacking long long" in torch's empty())
         input_size, hidden_size = int(input_size), int(hidden_size)
         # as Recurrent says it: bias="False" (a config file's string) built the biases, in silence
         switch("bias", bias)

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 
 import torch
 
-from rnnkit.errors import RnnkitError, count_error, finite_real, switch  # noqa: F401 (switch: the energy models' import)
+from rnnkit.errors import RnnkitError, count_error, finite_real, fits_int64, switch  # noqa: F401 (switch: the energy models' import)
 
 
 def whole_number(value) -> bool:
@@ -17,6 +17,13 @@ def positive_int(name: str, value) -> int:
     if not whole_number(value) or value <= 0:
         raise count_error(name, value)
     return int(value)
+
+
+def positive_size(name: str, value) -> int:
+    """positive_int for a size torch allocates (units, chains, rows), below 2^63: 2**63 hidden units or AIS chains
+    failed inside torch with "Overflow when unpacking long long". (A count of steps or sweeps is only looped over:
+    any is taken, as Hopfield's recall(max_steps=2**63), which stops when the state is stable.)"""
+    return fits_int64(name, positive_int(name, value))
 
 
 def callback_or_none(value, called: str):

@@ -20,7 +20,7 @@ from torch.nn.functional import softplus
 from tqdm import tqdm
 
 from rnnkit._io import bar_options
-from rnnkit.energy._checks import generator_or_none, positive_int
+from rnnkit.energy._checks import generator_or_none, positive_size
 from rnnkit.energy._util import logmeanexp, single_thread, uniform
 from rnnkit.errors import RnnkitError
 
@@ -57,11 +57,11 @@ def base_visible_bias(rbm, data=None) -> torch.Tensor:
 def log_partition(rbm, num_chains=100, num_betas=2000, data=None, generator=None, progress=False):
     """Returns (log Z estimate, its standard error from the spread of the importance weights). `progress`: a bar
     of the temperatures on stderr (`rnnkit rbm train`; 784 x 500 units at 2,000 temperatures take half a minute)."""
-    if positive_int("number of AIS chains", num_chains) < 2:  # one weight has no spread: std() gave NaN
+    if positive_size("number of AIS chains", num_chains) < 2:  # one weight has no spread: std() gave NaN
         raise RnnkitError(
             "AIS needs at least 2 chains: its standard error is the spread of their weights; got 1"
         )
-    positive_int("number of AIS temperatures", num_betas)
+    positive_size("number of AIS temperatures", num_betas)
     generator_or_none(generator)
     gaussian = rbm.visible == "gaussian"
     W, b, c = rbm.W.double(), rbm.b.double(), rbm.c.double()

@@ -24,12 +24,13 @@ from rnnkit.energy._checks import (
     generator_or_none,
     positive_float,
     positive_int,
+    positive_size,
     sampler_dtype,
     units_match,
     whole_number,
 )
 from rnnkit.energy._util import single_thread, uniform
-from rnnkit.errors import RnnkitError
+from rnnkit.errors import RnnkitError, fits_int64
 
 
 class BoltzmannMachine:
@@ -41,10 +42,10 @@ class BoltzmannMachine:
     """
 
     def __init__(self, num_visible, num_hidden=0, init_scale=0.01, generator=None, device=None, dtype=None):
-        self.num_visible = positive_int("number of visible units", num_visible)
+        self.num_visible = positive_size("number of visible units", num_visible)
         if not whole_number(num_hidden) or num_hidden < 0:  # 0 is a model of visible units only (the default)
             raise RnnkitError(f"number of hidden units must be an integer >= 0, got {num_hidden!r}")
-        self.num_hidden = int(num_hidden)
+        self.num_hidden = int(fits_int64("number of hidden units", num_hidden))
         N = self.num_visible + self.num_hidden
         dtype = sampler_dtype(
             "a Boltzmann machine", dtype
@@ -103,12 +104,13 @@ class BoltzmannMachine:
         """`count` uniformly random 0/1 states (count, N)."""
         if not whole_number(count) or count < 0:  # (-1, 2.5: torch's own error on a shape)
             raise RnnkitError(f"count must be an integer >= 0 (the number of states), got {count!r}")
-        shape, generator = (int(count), self.num_units), generator_or_none(generator)
+        count = int(fits_int64("count (the number of states)", count))
+        shape, generator = (count, self.num_units), generator_or_none(generator)
         return torch.randint(0, 2, shape, generator=generator, device=self.W.device).to(self.W.dtype)
 
     def sample(self, num_chains: int, sweeps: int, generator=None) -> torch.Tensor:
         """Independent chains from random states after `sweeps` full sweeps: (num_chains, N)."""
-        x = self.random_states(positive_int("number of chains", num_chains), generator)
+        x = self.random_states(positive_size("number of chains", num_chains), generator)
         with single_thread():
             for _ in range(positive_int("sweeps", sweeps)):
                 self._gibbs_sweep(x, generator=generator)
@@ -152,7 +154,7 @@ class BoltzmannMachine:
         positive_int("sweeps (Gibbs sweeps of the free chains per update)", sweeps)
         positive_int("positive_sweeps (Gibbs sweeps of the clamped hidden units)", positive_sweeps)
         if self.chains is None or len(self.chains) != num_chains:
-            self.chains = self.random_states(positive_int("number of chains", num_chains), generator)
+            self.chains = self.random_states(positive_size("number of chains", num_chains), generator)
         with single_thread():
             for epoch in range(positive_int("epochs", epochs)):
                 order = torch.randperm(len(v), generator=generator, device=v.device)

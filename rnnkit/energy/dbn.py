@@ -12,7 +12,7 @@ The first RBM may have Gaussian visible units; the others are Bernoulli (they se
 
 import torch
 
-from rnnkit.energy._checks import callback_or_none, choice, positive_int
+from rnnkit.energy._checks import callback_or_none, choice, positive_size
 from rnnkit.energy.rbm import RBM
 from rnnkit.energy.rbm_train import RBMTrainConfig
 from rnnkit.errors import RnnkitError
@@ -26,7 +26,7 @@ class DBN:
         if len(sizes) < 2:
             raise RnnkitError(f"a DBN needs the visible size and at least one hidden size, got {list(sizes)}")
         for n in sizes:
-            positive_int("layer size", n)
+            positive_size("layer size", n)
         self.rbms = [
             RBM(
                 n_in,

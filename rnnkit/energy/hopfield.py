@@ -28,6 +28,7 @@ from rnnkit.energy._checks import (
     fraction,
     generator_or_none,
     positive_int,
+    positive_size,
     switch,
     units_match,
 )
@@ -235,7 +236,7 @@ class Hopfield:
     """
 
     def __init__(self, num_units: int, rule: str = "hebbian", thresholds=None, device=None, dtype=None):
-        self.num_units = positive_int("number of units N", num_units)
+        self.num_units = positive_size("number of units N", num_units)
         self.rule = choice("rule", rule, RULES)
         dtype = float_dtype(dtype)  # as torch.nn's modules: float32 unless set otherwise
         if torch.finfo(dtype).eps > torch.finfo(torch.float32).eps:
@@ -286,7 +287,10 @@ def random_patterns(count: int, num_units: int, generator=None, device=None, bat
     """Independent ±1 patterns with equal odds: (*batch, count, num_units)."""
     generator_or_none(generator)
     # (-1 failed in torch "Trying to create tensor with negative dimension", 2.5 or "3" in randint's overloads)
-    count, num_units = positive_int("count (of patterns)", count), positive_int("number of units", num_units)
+    count, num_units = (
+        positive_size("count (of patterns)", count),
+        positive_size("number of units", num_units),
+    )
     bits = torch.randint(0, 2, (*batch, count, num_units), generator=generator, device=device)
     return bits.float() * 2 - 1
 

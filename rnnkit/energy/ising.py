@@ -40,6 +40,7 @@ from rnnkit.energy._checks import (
     generator_or_none,
     positive_float,
     positive_int,
+    positive_size,
     whole_number,
 )
 from rnnkit.energy._util import single_thread
@@ -118,7 +119,7 @@ def energy_per_site(s: torch.Tensor, J: float, h: float) -> torch.Tensor:
 class Ising:
     def __init__(self, size, temperatures, J=1.0, h=0.0, update="metropolis", start="ordered",
                  generator=None, device=None, dtype=None):  # fmt: skip
-        self.size = positive_int("lattice size L", size)
+        self.size = positive_size("lattice size L", size)
         if size % 2:
             raise RnnkitError(f"lattice size L must be even for the checkerboard update, got {size}")
         dtype = float_dtype(dtype)  # as torch.nn's modules: float32 unless set otherwise

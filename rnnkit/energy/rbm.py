@@ -31,6 +31,7 @@ from rnnkit.energy._checks import (
     finite_float,
     generator_or_none,
     positive_int,
+    positive_size,
     sampler_dtype,
     switch,
     units_match,
@@ -77,8 +78,8 @@ class RBM(nn.Module):
     def __init__(self, num_visible, num_hidden, visible="bernoulli", init_scale=0.01, generator=None,
                  device=None, dtype=None):  # fmt: skip
         super().__init__()
-        self.num_visible = positive_int("number of visible units", num_visible)
-        self.num_hidden = positive_int("number of hidden units", num_hidden)
+        self.num_visible = positive_size("number of visible units", num_visible)
+        self.num_hidden = positive_size("number of hidden units", num_hidden)
         self.visible = choice("visible units", visible, VISIBLE_TYPES)
         dtype = sampler_dtype("an RBM", dtype)  # as torch.nn's modules: float32 unless set otherwise
         init_scale = finite_float("init_scale (the standard deviation of W)", init_scale)
@@ -172,7 +173,7 @@ class RBM(nn.Module):
             raise RnnkitError("give num_samples (chains from noise) or init (chains from its rows), not both: "
                               "sample(init=x) runs one chain a row of x")  # fmt: skip
         if init is None:
-            shape = (positive_int("number of samples", num_samples), self.num_visible)
+            shape = (positive_size("number of samples", num_samples), self.num_visible)
             kw = dict(generator=generator, device=self.W.device, dtype=self.W.dtype)
             init = (
                 torch.rand(shape, **kw).round() if self.visible == "bernoulli" else torch.randn(shape, **kw)

@@ -29,11 +29,12 @@ from rnnkit.energy._checks import (
     generator_or_none,
     positive_float,
     positive_int,
+    positive_size,
     whole_number,
 )
 from rnnkit.energy._checks import switch as check_switch
 from rnnkit.energy._util import single_thread, uniform
-from rnnkit.errors import RnnkitError, below, finite_real
+from rnnkit.errors import RnnkitError, below, finite_real, fits_int64
 
 NOISE_PER_CHUNK = 1 << 22  # random numbers drawn at once
 # one update's noise past this many numbers (256 MB in float32: a huge k, Gibbs steps an update) is drawn
@@ -126,10 +127,13 @@ class RBMTrainConfig:
         for switch in ("persistent", "shuffle", "use_kernel"):  # (persistent="False", a config file's: PCD-k)
             check_switch(switch, getattr(self, switch))
         if self.num_chains is not None:
-            self.num_chains = positive_int(name["num_chains"], self.num_chains)
+            self.num_chains = positive_size(name["num_chains"], self.num_chains)
             if not self.persistent:  # CD-k runs one chain per data row: the setting did nothing
                 raise RnnkitError(f"{name['num_chains']} is for persistent CD (PCD-k); CD-k starts one chain "
                                   "at each row of the minibatch; leave it out or use persistent=True")  # fmt: skip
+        else:  # the batch size is the number of chains (fit's state), which torch allocates; with num_chains given,
+            # a batch size past the data's rows is one batch of them all, and any is taken
+            fits_int64(name["batch_size"], self.batch_size)
         return self
 
 

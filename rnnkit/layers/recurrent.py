@@ -56,7 +56,7 @@ from rnnkit.cells._base import (
 from rnnkit.cells._base import Cell as BaseCell
 from rnnkit.engine import BACKENDS, HALF, GradProbe, native_fits, refuse_jit_trace, resolve_backend, run
 from rnnkit.engine.compiled import transformed
-from rnnkit.errors import RnnkitError, count_error, switch, user_stacklevel
+from rnnkit.errors import RnnkitError, count_error, fits_int64, switch, user_stacklevel
 
 TORCH_MODES = {"RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu", "LSTM": "lstm", "GRU": "gru"}
 
@@ -421,6 +421,7 @@ class Recurrent(OwnParametersModule):
         for name, v in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
             if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v <= 0:
                 raise count_error(name, v)
+            fits_int64(name, v)  # (a size of 2**63: "Overflow when unpacking long long" in torch)
         input_size, hidden_size, num_layers = int(input_size), int(hidden_size), int(num_layers)
         # a switch that is not one (batch_first="False" from a config file) was taken for its truth value: the
         # layout, or bias, bidirectional, ..., silently the opposite of what was meant
@@ -454,7 +455,7 @@ class Recurrent(OwnParametersModule):
         proj_size = int(proj_size)
         if isinstance(cond_size, bool) or not isinstance(cond_size, numbers.Integral) or cond_size < 0:
             raise RnnkitError(f"cond_size must be an integer >= 0 (0: no conditioning), got {cond_size!r}")
-        cond_size = int(cond_size)
+        cond_size = int(fits_int64("cond_size", cond_size))
         if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0.0 <= dropout <= 1.0:
             raise RnnkitError(
                 f"dropout must be a number in [0, 1] (the probability of zeroing), got {dropout!r}"

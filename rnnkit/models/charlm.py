@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from rnnkit._io import bar_options
 from rnnkit.data.corpus import bytes_hint, line_ends_hint, normal_form_hint, quoted_chars
-from rnnkit.errors import RnnkitError, finite_real, switch
+from rnnkit.errors import RnnkitError, TooLarge, finite_real, fits_int64, switch
 from rnnkit.models.config import CharLMConfig
 from rnnkit.text.lmscore import perplexity
 
@@ -200,12 +200,13 @@ class CharLM(nn.Module):
     def __init__(self, cfg: CharLMConfig):
         super().__init__()
         self.cfg = cfg
-        V = _check_count(cfg.vocab_size, "vocab_size", 1)  # (0: CharLMConfig's placeholder, training sets it)
-        E = _check_count(cfg.embedding_size, "embedding_size", 0)
+        # (vocab_size 0: CharLMConfig's placeholder, training sets it)
+        V = _check_count(cfg.vocab_size, "vocab_size", 1, size=True)
+        E = _check_count(cfg.embedding_size, "embedding_size", 0, size=True)
         # (the dropout below asked num_layers > 1 first: None failed with "'>' not supported"; and torch_rnn's
         # torch.nn.LSTM took hidden_size=True, an int, for one unit)
-        _check_count(cfg.num_layers, "num_layers", 1)
-        _check_count(cfg.hidden_size, "hidden_size", 1)
+        _check_count(cfg.num_layers, "num_layers", 1)  # (too many: _check_layers_fit says it)
+        _check_count(cfg.hidden_size, "hidden_size", 1, size=True)
         # (one layer's dropout is only self.drop's, which took True for p = 1, every output zeroed in training)
         p = cfg.dropout
         if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
@@ -683,11 +684,12 @@ def _check_drawable(logp, n) -> None:
                           "or use a model whose state stays finite")  # fmt: skip
 
 
-def _check_count(n, name, least) -> int:
-    """n as an int (a numpy integer too), or one error."""
+def _check_count(n, name, least, size=False) -> int:
+    """n as an int (a numpy integer too), or one error; a size (of a weight) below 2^63 too: 2**63 failed in torch's
+    empty() with "Overflow when unpacking long long". (A length or beam is any: a sample's runs until stopped.)"""
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < least:
         raise RnnkitError(f"{name} must be an integer >= {least}, got {n!r}")
-    return int(n)
+    return int(fits_int64(name, n) if size else n)
 
 
 def _need_context(ids, what):
@@ -800,7 +802,11 @@ def _check_layers_fit(L: int, H: int):
         return
     need = L * H * H * 4
     if need > total:
-        raise RnnkitError(f"num_layers {L} of hidden_size {H} need at least {need / 2**30:,.0f} GiB of weights (each "
+        try:
+            gib = f"{need / 2**30:,.0f}"
+        except OverflowError:  # (past float's range, num_layers 10**400: "integer division result too large")
+            gib = f"about 10^{math.floor(math.log10(need) - 30 * math.log10(2))}"
+        raise RnnkitError(f"num_layers {L} of hidden_size {H} need at least {gib} GiB of weights (each "
                           f"layer's W_hh alone), more than this machine's {total / 2**30:,.1f} GiB; choose fewer "
                           "layers or units")  # fmt: skip
 
@@ -819,7 +825,7 @@ def weights_misfit(cfg: CharLMConfig, state: dict) -> str | None:
             want = CharLM(cfg).state_dict()
     # sizes no tensor holds (hidden_size 10**9: 'Storage size calculation overflowed'; 10**19, past 2^63 rows:
     # 'Overflow when unpacking long long', a TypeError, which ended in torch's traceback)
-    except (RuntimeError, TypeError) as e:
+    except (RuntimeError, TypeError, TooLarge) as e:  # (TooLarge: a size of 2^63 or more, said by CharLM)
         return f"its sizes make no model: {str(e).splitlines()[0][:80]}"
     for name, w in want.items():
         if name not in state:

@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from rnnkit.errors import RnnkitError, check_seed
+from rnnkit.errors import RnnkitError, check_seed, fits_int64
 
 
 def check_ids(ids: torch.Tensor, V: int) -> None:
@@ -35,7 +35,7 @@ def check_ids(ids: torch.Tensor, V: int) -> None:
 
 def _size(value, what: str) -> int:
     """A whole number >= 0 (a float, bool or negative size failed inside torch: 'empty() takes 1 positional
-    argument but 2 were given'; True ran as 1)."""
+    argument but 2 were given'; True ran as 1), below 2^63 (2**63: torch's "Overflow when unpacking long long")."""
     try:
         if isinstance(value, bool) or getattr(value, "dtype", None) == torch.bool:
             raise TypeError
@@ -44,7 +44,7 @@ def _size(value, what: str) -> int:
         size = -1
     if size < 0:
         raise RnnkitError(f"{what} must be an integer >= 0, got {value!r}")
-    return size
+    return fits_int64(what, size)
 
 
 def _as_ids(ids) -> torch.Tensor:

@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from rnnkit._io import bar_options
-from rnnkit.errors import RnnkitError, check_seed
+from rnnkit.errors import RnnkitError, check_seed, fits_int64
 
 ESTIMATE_CHUNK = 1 << 20  # symbols counted at a time where estimate() draws a bar
 GTH_BLOCK = 64  # states censored at a time in stationary() (_gth)
@@ -200,6 +200,7 @@ class MarkovChain:
     def simulate(self, steps: int, seed: int = 0) -> np.ndarray:
         """State ids of one long run of `steps` states (vectorised by inverse-CDF sampling); empty for 0."""
         _check_length(steps, "simulate steps")
+        fits_int64("simulate steps", steps)  # (one array of draws: "Maximum allowed dimension exceeded")
         if steps == 0:
             return np.empty(0, np.int64)
         rng = np.random.default_rng(check_seed(seed, "seed"))

@@ -38,7 +38,7 @@ from rnnkit._threads import threads_for_the_work
 from rnnkit.data.bptt import StreamBatches, eval_streams, split
 from rnnkit.data.corpus import load_corpus
 from rnnkit.engine import native
-from rnnkit.errors import RnnkitError, finite_real
+from rnnkit.errors import RnnkitError, TooLarge, finite_real
 from rnnkit.models.charlm import _IGNORE, CharLM, _as_ids, weights_misfit
 from rnnkit.train.checkpoint import _instead, load_checkpoint, mismatch, save_checkpoint
 from rnnkit.train.config import RunConfig, validate
@@ -706,8 +706,8 @@ def _train(cfg, out, resume, force, dry_run, log):
         model = CharLM(cfg.model)
     # sizes no tensor holds (--hidden-size 10**17: 'Storage size calculation overflowed'; 10**19: 'Overflow when
     # unpacking long long') ended in torch's traceback; an allocation that fails is out of memory, said by the CLI
-    except (RuntimeError, TypeError) as e:
-        if "overflow" not in str(e).lower():
+    except (RuntimeError, TypeError, TooLarge) as e:  # (TooLarge: CharLM's line for a size of 2^63 or more)
+        if not isinstance(e, TooLarge) and "overflow" not in str(e).lower():
             raise
         m = cfg.model
         raise RnnkitError(f"--hidden-size {m.hidden_size} and --embedding-size {m.embedding_size} make no model: a "

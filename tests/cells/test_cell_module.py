@@ -587,3 +587,18 @@ def test_an_int_forget_bias_past_64_bits_is_set_as_its_float():
     cell = CELLS["lstm"](3, 4, forget_bias=2**63)
     assert cell.b_xh[4:8].tolist() == [float(torch.tensor(float(2**63)))] * 4
     assert cell.b_hh[4:8].tolist() == [0.0] * 4
+
+
+@pytest.mark.parametrize("big", [2**63, np.uint64(2**63), 10**400])
+def test_sizes_past_a_64_bit_integer_are_refused_in_one_line(big):
+    """input_size, hidden_size or Recurrent's cond_size of 2**63 or more failed in torch's empty() with "Overflow
+    when unpacking long long"."""
+    from rnnkit.layers import Recurrent
+
+    calls = {"input_size": lambda: CELLS["lstm"](big, 4), "hidden_size": lambda: CELLS["gru"](3, big),
+             "cond_size": lambda: Recurrent("lstm", 3, 4, cond_size=big)}  # fmt: skip
+    for name, call in calls.items():
+        with pytest.raises(RnnkitError, match=name + r" \S+.* is too large \(past a 64-bit integer, 2\^63\)"):
+            call()
+    with pytest.raises(RnnkitError, match=r"hidden_size \S+.* is too large"):
+        Recurrent("rnn_tanh", 3, big)

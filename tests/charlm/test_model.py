@@ -1243,3 +1243,17 @@ def test_a_number_past_floats_range_is_refused_in_one_line_by_sample_and_clippin
         with pytest.raises(RnnkitError, match=f"{name} must be a number >= 0"):
             clip_gradients([p], **kw)
     assert clip_gradients([p], math.inf, math.inf) == pytest.approx(75**0.5) and p.grad.tolist() == [5.0] * 3
+
+
+@pytest.mark.parametrize("big", [2**63, np.uint64(2**63), 10**400])
+def test_sizes_past_a_64_bit_integer_are_refused_in_one_line(big):
+    """vocab_size, embedding_size or hidden_size of 2**63 or more failed in torch's empty() ("Overflow when unpacking
+    long long"); hidden_size or num_layers 10**400 in _check_layers_fit's GiB ("integer division result too large")."""
+    for name in ("vocab_size", "embedding_size", "hidden_size"):
+        for torch_rnn in (False, True):
+            cfg = {"vocab_size": 5, "embedding_size": 4, "hidden_size": 4, name: big, "torch_rnn": torch_rnn}
+            with pytest.raises(RnnkitError, match=name + r" \S+.* is too large \(past a 64-bit integer"):
+                CharLM(CharLMConfig(**cfg))
+    if isinstance(big, int):
+        with pytest.raises(RnnkitError, match=r"need at least .* GiB of weights"):
+            CharLM(CharLMConfig(vocab_size=5, hidden_size=4, num_layers=big))

@@ -1118,3 +1118,30 @@ def test_a_log_z_past_floats_range_is_refused_in_one_line():
     for log_Z in (10**400, -(10**400)):
         with pytest.raises(RnnkitError, match="log_Z .* is past float's range"):
             rbm.log_likelihood(torch.tensor([[1.0, 0, 1]]), log_Z=log_Z)
+
+
+@pytest.mark.parametrize("big", [2**63, np.uint64(2**63), 10**400])
+def test_sizes_past_a_64_bit_integer_are_refused_in_one_line_by_the_energy_models(big):
+    """Units, chains, rows or temperatures of 2**63 or more failed inside torch with "Overflow when unpacking long
+    long" (numpy's uint64 too). A count only looped over is any (recall(max_steps=2**63) stops when stable), and a
+    batch size past the data, with num_chains given, is one batch of it all: both still run."""
+    data, rbm = torch.randint(0, 2, (6, 4)).float(), RBM(4, 3)
+    calls = {
+        "number of visible units": lambda: RBM(big, 3), "number of hidden units": lambda: BoltzmannMachine(3, big),
+        "number of samples": lambda: rbm.sample(num_samples=big, steps=1), "layer size": lambda: DBN([4, big]),
+        "number of chains": lambda: BoltzmannMachine(3).sample(big, 1),
+        "batch size": lambda: RBM(4, 3).fit(data, RBMTrainConfig(epochs=1, batch_size=big)),
+        "number of AIS chains": lambda: ais.log_partition(rbm, num_chains=big, num_betas=2),
+        "number of AIS temperatures": lambda: ais.log_partition(rbm, num_chains=2, num_betas=big),
+        "lattice size L": lambda: Ising(big, [2.0]), "number of units N": lambda: Hopfield(big),
+        "count (of patterns)": lambda: hop.random_patterns(big, 4),
+    }  # fmt: skip
+    for name, call in calls.items():
+        with pytest.raises(
+            RnnkitError, match=re.escape(name) + r" \S+.* is too large \(past a 64-bit integer"
+        ):
+            call()
+    with pytest.raises(RnnkitError, match="number of chains .* is too large"):
+        RBM(4, 3).fit(data, RBMTrainConfig(epochs=1, num_chains=big))
+    RBM(4, 3).fit(data, RBMTrainConfig(epochs=1, batch_size=big, num_chains=3))  # (runs, as before)
+    Hopfield(4).store([[1, -1, 1, -1]]).recall([[1, 1, 1, -1]], max_steps=big)

@@ -427,3 +427,15 @@ def test_a_number_past_floats_range_in_the_table_is_refused_in_one_line():
     for P in ([[10**400, 0.5], [0.5, 0.5]], [[-(10**400), 0.5], [0.5, 0.5]]):
         with pytest.raises(RnnkitError, match="the transition table must be 2 x 2"):
             MarkovChain(["a", "b"], P)
+
+
+@pytest.mark.parametrize("big", [2**63, 10**400])
+def test_simulate_steps_past_a_64_bit_integer_are_refused_in_one_line(big):
+    """simulate(2**63) failed in numpy with "Maximum allowed dimension exceeded" (its draws are one array); a sample
+    of any length is drawn one symbol at a time, and taken as before."""
+    chain = MarkovChain(["a", "b"], [[0.5, 0.5], [0.5, 0.5]])
+    with pytest.raises(
+        RnnkitError, match=r"simulate steps \S+.* is too large \(past a 64-bit integer, 2\^63\)"
+    ):
+        chain.simulate(big)
+    assert len(list(zip(range(3), chain.iter_sample(big)))) == 3

@@ -382,3 +382,14 @@ def test_svd_seed_that_is_no_seed_is_refused_naming_it(seed):
     with pytest.raises(RnnkitError, match=r"^seed must"):
         svd_embeddings(D, 2, seed=seed)
     assert np.array_equal(svd_embeddings(D, 2, seed=np.int64(1))[0], svd_embeddings(D, 2, seed=1)[0])
+
+
+@pytest.mark.parametrize("big", [2**63, np.uint64(2**63), 10**400])
+def test_sizes_past_a_64_bit_integer_are_refused_in_one_line(big):
+    """Embedding's V or E and one_hot's V of 2**63 or more failed in torch ("Overflow when unpacking long long")."""
+    for call, name in [(lambda: Embedding(big, 3), "V"), (lambda: Embedding(3, big), "E"),
+                       (lambda: one_hot(torch.tensor([0]), big), "V")]:  # fmt: skip
+        with pytest.raises(
+            RnnkitError, match=rf"{name} \(the .* is too large \(past a 64-bit integer, 2\^63\)"
+        ):
+            call()

@@ -205,15 +205,17 @@ class CharLM(nn.Module):
         E = _check_count(cfg.embedding_size, "embedding_size", 0, size=True)
         # (the dropout below asked num_layers > 1 first: None failed with "'>' not supported"; and torch_rnn's
         # torch.nn.LSTM took hidden_size=True, an int, for one unit)
-        _check_count(cfg.num_layers, "num_layers", 1)  # (too many: _check_layers_fit says it)
-        _check_count(cfg.hidden_size, "hidden_size", 1, size=True)
+        L = _check_count(cfg.num_layers, "num_layers", 1)  # (too many: _check_layers_fit says it)
+        H = _check_count(cfg.hidden_size, "hidden_size", 1, size=True)
         # (one layer's dropout is only self.drop's, which took True for p = 1, every output zeroed in training)
         p = cfg.dropout
         if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
             raise RnnkitError(f"dropout must be a number in [0, 1] (the probability of zeroing), got {p!r}")
         # (taken for its truth value: torch_rnn="False", a config file's string, built the model on torch.nn)
         switch("torch_rnn", cfg.torch_rnn)
-        _check_layers_fit(cfg.num_layers, cfg.hidden_size)
+        # (as Python ints: numpy's int64 sizes wrapped around in its product, L·H·H·4 = 2^63 read as negative, and
+        # the layers were built until the memory ran out)
+        _check_layers_fit(L, H)
         self.embedding = nn.Embedding(V, E) if E > 0 else None
         input_size = E if E > 0 else V
         if cfg.torch_rnn:

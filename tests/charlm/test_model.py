@@ -1257,3 +1257,13 @@ def test_sizes_past_a_64_bit_integer_are_refused_in_one_line(big):
     if isinstance(big, int):
         with pytest.raises(RnnkitError, match=r"need at least .* GiB of weights"):
             CharLM(CharLMConfig(vocab_size=5, hidden_size=4, num_layers=big))
+
+
+def test_numpy_sizes_whose_weights_overflow_int64_are_refused_by_the_memory_check():
+    """num_layers and hidden_size as numpy int64 (a parameter grid's): _check_layers_fit's L·H·H·4 wrapped around in
+    int64 (2 · 2^31 · 2^31 · 4 = 2^65 read as 0) and passed, and the layers were built until the memory ran out; as
+    Python ints the product is exact, and the check says it in one line."""
+    with pytest.raises(
+        RnnkitError, match=r"num_layers 2 of hidden_size 2147483648 need at least .* GiB of weights"
+    ):
+        CharLM(CharLMConfig(vocab_size=5, hidden_size=np.int64(2**31), num_layers=np.int64(2)))

@@ -828,7 +828,9 @@ def weights_misfit(cfg: CharLMConfig, state: dict) -> str | None:
     # sizes no tensor holds (hidden_size 10**9: 'Storage size calculation overflowed'; 10**19, past 2^63 rows:
     # 'Overflow when unpacking long long', a TypeError, which ended in torch's traceback)
     except (RuntimeError, TypeError, TooLarge) as e:  # (TooLarge: a size of 2^63 or more, said by CharLM)
-        return f"its sizes make no model: {str(e).splitlines()[0][:80]}"
+        # (torch's lines cut at 80 characters; rnnkit's own one whole: it was cut mid-word, "...2^63); giv")
+        said = str(e) if isinstance(e, TooLarge) else str(e).splitlines()[0][:80]
+        return f"its sizes make no model: {said}"
     for name, w in want.items():
         if name not in state:
             return f"it lacks {name}"

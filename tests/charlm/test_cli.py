@@ -693,7 +693,8 @@ def _damage(path, how, tmp_path):
          r"its weights do not fit its config \(its sizes make no model: Storage size calculation overflowed"),
         # past 2^63 rows: 'Overflow when unpacking long long', a TypeError's traceback
         (lambda c: c.update(config=c["config"].replace('"hidden_size": 16', '"hidden_size": 10000000000000000000')),
-         r"its weights do not fit its config \(its sizes make no model: empty\(\): argument 'size' failed to unpack"),
+         r"its weights do not fit its config \(its sizes make no model: hidden_size 10000000000000000000 is too large "
+         r"\(past a 64-bit integer, 2\^63\); give a smaller one\)"),
         # eval read its windows with it: "batch size (streams) must be a whole number >= 1, got 0", naming no file
         (lambda c: c.update(config=c["config"].replace('"batch_size": 4', '"batch_size": 0')),
          r"bad\.pt is not a usable rnnkit checkpoint: its config's data\.batch_size 0 is no number of streams"),

@@ -10,7 +10,7 @@ import re
 import sys
 
 from rnnkit.cli import finite_or_null, print_pieces, say, say_json
-from rnnkit.errors import RnnkitError, count_error
+from rnnkit.errors import RnnkitError, count_error, fits_int64
 
 # flag -> (config section, field, type); every default is None so that only given flags override
 TRAIN_OPTIONS = {
@@ -510,10 +510,7 @@ def cmd_score(args) -> int:
 @_with_threads
 def cmd_complete(args) -> int:
     _positive("--length", args.length)
-    if args.length >= 2**63:  # (beam_complete's own line names its argument, length)
-        raise RnnkitError(
-            f"--length {args.length} is too large (past a 64-bit integer, 2^63); give a smaller one"
-        )
+    fits_int64("--length", args.length)  # (beam_complete's own line names its argument, length)
     _positive("--beam", args.beam)
     model, chars = load_model(args.run)
     if not args.prefix:

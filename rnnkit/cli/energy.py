@@ -19,7 +19,7 @@ import sys
 
 from rnnkit._io import write_text
 from rnnkit.cli import out_folder, refuse_overwrite, say
-from rnnkit.errors import RnnkitError
+from rnnkit.errors import RnnkitError, fits_int64
 
 # torch and rnnkit.energy (which imports it) are imported by each command: `rnnkit --help` and the text commands
 # register these commands' parsers, and use no torch
@@ -60,9 +60,8 @@ def _check_integers(args) -> None:
     or --sweeps 10**30 ran without end. Checked in _setup, after each command's own checks (which name a fix)."""
     for name, value in vars(args).items():
         for v in value if isinstance(value, list) else [value]:
-            if isinstance(v, int) and not isinstance(v, bool) and v >= 2**63:
-                raise RnnkitError(f"--{name.replace('_', '-')} {v} is too large (past a 64-bit integer, 2^63); "
-                                  "give a smaller one")  # fmt: skip
+            if isinstance(v, int) and not isinstance(v, bool):
+                fits_int64(f"--{name.replace('_', '-')}", v)
 
 
 def _setup(args, writes=()):

@@ -213,8 +213,8 @@ class CharLM(nn.Module):
             raise RnnkitError(f"dropout must be a number in [0, 1] (the probability of zeroing), got {p!r}")
         # (taken for its truth value: torch_rnn="False", a config file's string, built the model on torch.nn)
         switch("torch_rnn", cfg.torch_rnn)
-        # (as Python ints: numpy's int64 sizes wrapped around in its product, L·H·H·4 = 2^63 read as negative, and
-        # the layers were built until the memory ran out)
+        # (as Python ints: numpy's int64 sizes wrapped around in its product, L·H·H·4 of 2 layers of 2^31 units read
+        # as 0, and the layers were built until the memory ran out)
         _check_layers_fit(L, H)
         self.embedding = nn.Embedding(V, E) if E > 0 else None
         input_size = E if E > 0 else V
@@ -513,10 +513,7 @@ class CharLM(nn.Module):
         _need_context(ids, "beam_complete")
         length, beam = _check_count(length, "length", 0), _check_count(beam, "beam", 1)
         # (its bar's len(range(length)) overflowed, a traceback; no list holds so many steps)
-        if length >= 2**63:
-            raise RnnkitError(
-                f"length {length} is too large (past a 64-bit integer, 2^63); give a smaller one"
-            )
+        fits_int64("length", length)
         logp, state = self._prime(ids, least=torch.float64)  # (1, V)
         return self._searched(logp, state, len(ids), length, beam, progress)
 

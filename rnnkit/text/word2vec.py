@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from rnnkit._io import bar_options
 from rnnkit._threads import threads_for_the_work
-from rnnkit.errors import RnnkitError, count_error, finite_real, switch
+from rnnkit.errors import RnnkitError, count_error, finite_real, fits_int64, switch
 from rnnkit.text import w2v_native
 from rnnkit.text.vocab import Vocabulary
 from rnnkit.text.wordvectors import WordVectors
@@ -148,9 +148,7 @@ class Word2Vec:
         # sizes and counts past a 64-bit integer (--dimension 10**30) ended in torch's or numpy's traceback in fit
         # (min_count, batch_size and workers are compared or capped, not sized: any is taken)
         for name in ("dimension", "window", "negative", "epochs"):
-            if getattr(c, name) >= 2**63:
-                raise RnnkitError(f"--{name.replace('_', '-')} {getattr(c, name)} is too large (past a 64-bit "
-                                  "integer, 2^63); give a smaller one")  # fmt: skip
+            fits_int64(f"--{name.replace('_', '-')}", getattr(c, name))
         if not (finite_real(c.alpha) and c.alpha > 0):
             raise RnnkitError(f"--alpha (the learning rate) must be a number > 0, got {c.alpha}")
         # (beyond float32, the step's alpha=-lr was torch's 'cannot be converted' error)

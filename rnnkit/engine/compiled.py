@@ -121,7 +121,9 @@ def wanted(cell, xw, backend, probe, P=None, fits=False) -> int | None:
     if P is None or not fits:
         return None
     got = own_cell_id(cell, xw, P)
-    if isinstance(got, str) and backend == "native":
+    # ("quiet": nothing to say, as resolve_backend says nothing of it eagerly; a cell of no units said
+    # 'unavailable (quiet)' here)
+    if isinstance(got, str) and got != "quiet" and backend == "native":
         _unavailable(got)
     return got if isinstance(got, int) else None
 

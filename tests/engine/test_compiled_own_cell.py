@@ -3,6 +3,8 @@ loop's kernels (rnnkit/engine/traced.py) the compiled graph calls the `rnnkit::r
 id, as for rnnkit's cells, and gives the eager native loop's numbers; one that doesn't trace is still compiled (dynamo
 unrolls the python loop) with its numbers, and with the reason where backend="native" was asked for."""
 
+import warnings
+
 import pytest
 import torch
 
@@ -158,6 +160,26 @@ def test_the_compiled_call_itself_says_why_a_cell_does_not_trace():
     torch._dynamo.reset()
     with pytest.warns(RuntimeWarning, match=r"native backend unavailable \(CentredCompiledOnly.step .*mean"):
         torch.compile(loss, backend="aot_eager")(x)
+
+
+def test_a_cell_of_ones_own_of_no_units_is_compiled_without_a_word(monkeypatch):
+    """H = 0 with backend="native" under torch.compile: the tracer's "quiet" (nothing to run fast, as eagerly) was
+    said as a reason, 'rnnkit native backend unavailable (quiet); using the python backend'; now nothing is said, as
+    eagerly, and the empty outputs and gradients come back."""
+    from rnnkit import engine
+
+    monkeypatch.setattr(engine, "_warned", set())
+    Cls, P = OWN["lstm"], (torch.zeros(0, 0), torch.zeros(0))
+    xw = torch.randn(3, 2, 0, requires_grad=True)
+    state = (torch.zeros(2, 0), torch.zeros(2, 0))
+    torch._dynamo.reset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        hs, final = torch.compile(
+            lambda xw: engine.run(Cls, xw, state, P, backend="native"), backend="eager"
+        )(xw)
+    hs.sum().backward()
+    assert hs.shape == (3, 2, 0) and [f.shape for f in final] == [(2, 0)] * 2 and xw.grad.shape == xw.shape
 
 
 SCALE = 1.0

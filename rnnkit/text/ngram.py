@@ -650,6 +650,8 @@ class NGramLM:
                 f"alpha (the sharpening power) must be a number > 0, or None for greedy; got {alpha!r}"
             )
         rng = np.random.default_rng(check_seed(seed, "seed"))
+        # (as a float: a Fraction, a Real a float holds, made alpha·log p an array of objects, which np.exp can't take)
+        alpha = None if alpha is None else float(alpha)
         return self._drawn(list(self.encode(prefix)), int(length), alpha, rng)
 
     def _drawn(self, ids: list, length: int, alpha, rng):

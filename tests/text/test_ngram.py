@@ -3,6 +3,7 @@ import io
 import itertools
 import json
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -812,3 +813,12 @@ def test_a_number_past_floats_range_is_refused_in_one_line_by_ngram(value):
     with pytest.raises(RnnkitError, match="alpha .* must be a number > 0"):
         lm.generate("a", 3, alpha=value)
     assert lm.sample(20, temperature=2**64, seed=1) == lm.sample(20, temperature=float(2**64), seed=1)
+
+
+def test_generate_takes_an_alpha_of_any_real_a_float_holds():
+    """alpha=Fraction(1, 3), a Real that finite_real takes (4771df8), reached pick_next as a Fraction: alpha·log p was
+    an array of objects and np.exp failed with "TypeError: loop of ufunc does not support argument 0 of type float
+    which has no callable exp method". It samples as its float does (np.float32's too, as before)."""
+    lm = NGramLM(2).fit("abcabcabd")
+    for alpha in (Fraction(1, 3), np.float32(0.5), np.int64(2), 2**64):
+        assert lm.generate("a", 20, alpha=alpha, seed=1) == lm.generate("a", 20, alpha=float(alpha), seed=1)

@@ -109,7 +109,10 @@ def _as_number(value, kinds):
     if int in kinds and isinstance(value, numbers.Integral):
         return int(value)
     if float in kinds and isinstance(value, numbers.Real):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # (a Fraction past float's range, kept as given: validate says it in one line)
+            return value
     return None
 
 

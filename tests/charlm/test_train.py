@@ -6,6 +6,7 @@ import re
 import shutil
 import signal
 import zipfile
+from fractions import Fraction
 
 import pytest
 import torch
@@ -3309,11 +3310,16 @@ def test_a_long_validations_bar_is_drawn_below_the_step_bar_and_cleared(tmp_path
     assert "eval:" not in drawn[cleared:] and "2/2 [" in drawn[cleared:], repr(drawn)
 
 
-@pytest.mark.parametrize("value", [10**400, -(10**400)], ids=["10**400", "-10**400"])
+@pytest.mark.parametrize(
+    "value",
+    [10**400, -(10**400), Fraction(10**400), Fraction(-(10**400), 3)],
+    ids=["10**400", "-10**400", "Fraction(10**400)", "Fraction(-10**400, 3)"],
+)
 def test_a_number_past_floats_range_is_refused_in_one_line_by_validate_and_charlm(value):
     """A Python int is a Real: validate() of a RunConfig filled in Python with lr=10**400 (or any of the float
     options) raised a bare "OverflowError: int too large to convert to float" from math.isfinite, as did CharLM's
-    forget_bias with torch_rnn=True; each says the option in one line."""
+    forget_bias with torch_rnn=True; each says the option in one line. A Fraction past float's range failed before
+    that, in _check_types' float() ("OverflowError: integer division result too large for a float")."""
     from rnnkit.models.charlm import CharLM, CharLMConfig
     from rnnkit.train.config import validate
 

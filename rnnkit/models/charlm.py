@@ -23,6 +23,7 @@ import math
 import numbers
 import os
 import re
+import threading
 import types
 import weakref
 from collections.abc import Iterable
@@ -762,7 +763,12 @@ def load_run(run):
     try:  # its random initial weights are overwritten: the caller's stream (torch.manual_seed, then sampling)
         with torch.random.fork_rng(devices=[]):  # is left as it was
             misfit = weights_misfit(cfg.model, state) if state else None
-            model = None if misfit else CharLM(cfg.model)
+            if state:
+                model = None if misfit else CharLM(cfg.model)
+            else:  # no weights to load ({}, or no mapping): load_state_dict says so below, of a model that holds
+                # no memory (built for real, a config's hidden_size 10**6 was 'out of memory: an allocation of
+                # 14,901.2 GiB failed; choose smaller sizes', and sizes the memory holds were allocated and drawn)
+                model, misfit = _model_of_no_memory(cfg.model)
     except (RnnkitError, ValueError, TypeError) as e:  # sizes or a dropout no training run saves
         raise RnnkitError(f"{bad}: its config makes no model ({str(e).splitlines()[0][:100]})") from None
     if misfit:
@@ -788,12 +794,16 @@ def load_run(run):
     return model.eval(), list(chars)
 
 
+# .on: _model_of_no_memory's build, bounded on the meta device as a real one
+_meta_bounded = threading.local()
+
+
 def _check_layers_fit(L: int, H: int):
     """num_layers whose weights can't fit this machine's memory, in one line before any layer is made:
     --num-layers 10**20 made layers (each small enough to allocate) until the machine ran out, a hang. The bound: each
     layer's H x H W_hh alone, in float32. (One layer too big is its allocation's error; a model built on the meta
-    device, holding no memory, is not bounded.)"""
-    if L == 1 or torch.get_default_device().type == "meta":
+    device, holding no memory, is not bounded, except by _model_of_no_memory.)"""
+    if L == 1 or torch.get_default_device().type == "meta" and not getattr(_meta_bounded, "on", False):
         return
     try:
         total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -808,6 +818,21 @@ def _check_layers_fit(L: int, H: int):
         raise RnnkitError(f"num_layers {L} of hidden_size {H} need at least {gib} GiB of weights (each "
                           f"layer's W_hh alone), more than this machine's {total / 2**30:,.1f} GiB; choose fewer "
                           "layers or units")  # fmt: skip
+
+
+def _model_of_no_memory(cfg: CharLMConfig):
+    """(model, None): CharLM(cfg) on the meta device, for a checkpoint that holds no weights to load, whose
+    load_state_dict then says what it lacks; or (None, why) for sizes no tensor holds (weights_misfit's line). Its
+    checks are a real model's, in their order, the number of layers bounded by the memory as there (a meta build of
+    10**9 layers is as long as a real one's)."""
+    _meta_bounded.on = True
+    try:
+        with torch.device("meta"):
+            return CharLM(cfg), None
+    except RuntimeError as e:  # ('Storage size calculation overflowed', hidden_size 2**31: 4H x H rows)
+        return None, f"its sizes make no model: {str(e).splitlines()[0][:80]}"
+    finally:
+        _meta_bounded.on = False
 
 
 def weights_misfit(cfg: CharLMConfig, state: dict) -> str | None:

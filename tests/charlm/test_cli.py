@@ -688,6 +688,15 @@ def _damage(path, how, tmp_path):
         # the model built first (11 TB): 'out of memory; choose smaller sizes (the model's --hidden-size ...)'
         (lambda c: c.update(config=c["config"].replace('"hidden_size": 16', '"hidden_size": 1000000')),
          r"bad\.pt is not a usable rnnkit checkpoint: its weights do not fit its config \(size mismatch for rnn"),
+        # no weights to load ({} or not a mapping): the config's model was built for real first, 'out of memory: an
+        # allocation of 14,901.2 GiB failed ...; choose smaller sizes (the model's --hidden-size ...)'
+        (lambda c: c.update(model={}, config=c["config"].replace('"hidden_size": 16', '"hidden_size": 1000000')),
+         r"bad\.pt is not a usable rnnkit checkpoint: its weights do not fit its config \(Missing key\(s\) in state_dict: "
+         '"embedding.weight"'),
+        (lambda c: c.update(model=[], config=c["config"].replace('"hidden_size": 16', '"hidden_size": 1000000')),
+         r"its weights do not fit its config \(Expected state_dict to be dict-like, got <class 'list'>\.\)"),
+        (lambda c: c.update(model={}, config=c["config"].replace('"hidden_size": 16', '"hidden_size": 2147483648')),
+         r"its weights do not fit its config \(its sizes make no model: Storage size calculation overflowed"),
         # a size no tensor holds: torch's 'Storage size calculation overflowed' traceback
         (lambda c: c.update(config=c["config"].replace('"hidden_size": 16', '"hidden_size": 1000000000')),
          r"its weights do not fit its config \(its sizes make no model: Storage size calculation overflowed"),

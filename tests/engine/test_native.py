@@ -656,6 +656,27 @@ def test_projection_with_tanh_tail_or_identity_block_broadcasts_a_one_value_bias
         torch.testing.assert_close(c, a, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("shape", [(1, 18), (1, 1)])
+@pytest.mark.parametrize("ident", [-1, 6])
+def test_projection_gives_a_two_dimensional_bias_its_gradient_in_its_shape(shape, ident):
+    """A bias of F.linear's broadcast shapes (1, G) or (1, 1): the forward took it, but backward returned Σ dxw as
+    (G,), and autograd refused it ('NativeProjectionBackward returned an invalid gradient at index 2 - got [18] but
+    expected shape compatible with [1, 18]'); it is summed to b's shape now, as affine_input's gradient."""
+    from rnnkit.cells._base import affine_input
+
+    torch.manual_seed(0)
+    D, G = 6, 18
+    x = torch.randn(9, 4, D, dtype=torch.float64, requires_grad=True)
+    W = torch.randn(G - (D if ident >= 0 else 0), D, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    want = affine_input(x, W, b, 0, None if ident < 0 else ident)
+    got = native.project(x, W, b, 0, ident)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    g = torch.randn(9, 4, G, dtype=torch.float64)
+    for a, c in zip(torch.autograd.grad(want, (x, W, b), g), torch.autograd.grad(got, (x, W, b), g)):
+        torch.testing.assert_close(c, a, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("name", list(NATIVE))
 def test_batch_first_outputs(name):
     """batch_first: the native loop writes hs as (B, T, H) and reads dL/dhs so; the same numbers as

@@ -753,10 +753,9 @@ class NativeProjection(torch.autograd.Function):
             ctx.ident, dx0 if need[0] else None,
         )  # fmt: skip
         keep_plans_soon()
-        if (
-            need[2] and db.shape != ctx.b_shape
-        ):  # Σ dxw of a b broadcast to its row, summed to b's shape: a b (1, G) or
-            # (1, 1), which F.linear takes, failed autograd's check ('invalid gradient at index 2 - got [G]')
+        # Σ dxw of a b broadcast to its row, summed to b's shape: a b (1, G) or (1, 1), which F.linear takes,
+        # failed autograd's check ('invalid gradient at index 2 - got [G]')
+        if need[2] and db.shape != ctx.b_shape:
             db = db.view(*[1] * (len(ctx.b_shape) - 1), -1).sum_to_size(ctx.b_shape)
         return (dx.view(ctx.shape) if need[0] else None, dW if need[1] else None,
                 db if need[2] else None, None, None, None)  # fmt: skip

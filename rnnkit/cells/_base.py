@@ -1100,8 +1100,8 @@ def outputs_kept():
 
 
 class TanhTail(torch.autograd.Function):
-    """xw[..., -n:] <- tanh(xw[..., -n:]), then xw += b (b: (G,) or None), in place on the GEMM's output:
-    MUT1's tanh(x̃_t) + b_h block without concatenating a separate tanh term.
+    """xw[..., -n:] <- tanh(xw[..., -n:]), then xw += b (b: (G,) or None; F.linear's (1, G) or (1, 1) too), in place
+    on the GEMM's output: MUT1's tanh(x̃_t) + b_h block without concatenating a separate tanh term.
 
     Backward: dL/d(pre) = g, times (1 - tanh²) on the last n columns; db = Σ g over rows. Under
     backward(create_graph=True) it reads tanh from the output (xw - b), so that it differentiates again."""
@@ -1122,8 +1122,12 @@ class TanhTail(torch.autograd.Function):
         t, out, b = ctx.saved_tensors
         n = ctx.n
         db = g.reshape(-1, g.shape[-1]).sum(0) if ctx.needs_input_grad[2] else None
+        # Σ g of a b broadcast to its row, summed to b's shape: a b (1, G) or (1, 1), which F.linear takes,
+        # failed autograd's check ('invalid gradient at index 1 - got [G]'), as NativeProjection's did
+        if db is not None and db.shape != b.shape:
+            db = db.view(*[1] * (b.dim() - 1), -1).sum_to_size(b.shape)
         if torch.is_grad_enabled():  # t from the output, which autograd can differentiate
-            t = out[..., -n:] if b is None else out[..., -n:] - b[-n:]
+            t = out[..., -n:] if b is None else out[..., -n:] - b[..., -n:]
             return torch.cat((g[..., :-n], g[..., -n:] * (1 - t * t)), dim=-1), None, db
         dpre = g.clone()
         dpre[..., -n:].mul_(1 - t * t)

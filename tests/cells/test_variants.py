@@ -223,6 +223,39 @@ def test_mut1_without_autograd_projects_as_with_it_bit_for_bit(D, monkeypatch):
             assert torch.equal(out, want_out) and torch.equal(h_n, want_h)
 
 
+@pytest.mark.parametrize("shape", [(1, 18), (1, 1)])
+@pytest.mark.parametrize("create_graph", [False, True])
+def test_affine_input_with_a_tanh_tail_gives_a_two_dimensional_bias_its_gradient_in_its_shape(
+    shape, create_graph
+):
+    """The python backend's projection with a tanh tail (TanhTail) took a bias of F.linear's broadcast shapes
+    (1, G) or (1, 1) forward, but its backward returned Σ g as (G,), which autograd refused ('returned an invalid
+    gradient at index 1 - got [18] but expected shape compatible with [1, 18]'), and under create_graph read b's
+    tail as b[-n:], its rows. Against F.linear and torch.tanh under autograd, to the second derivative."""
+    from rnnkit.cells._base import affine_input
+
+    torch.manual_seed(0)
+    D, G, n = 6, 18, 5
+    x = torch.randn(9, 4, D, dtype=torch.float64, requires_grad=True)
+    W = torch.randn(G, D, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    pre = torch.nn.functional.linear(x, W)
+    want = torch.cat((pre[..., :-n], torch.tanh(pre[..., -n:])), dim=-1) + b
+    got = affine_input(x, W, b, n)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    g = torch.randn(9, 4, G, dtype=torch.float64)
+    dgot = torch.autograd.grad(got, (x, W, b), g, create_graph=create_graph)
+    dwant = torch.autograd.grad(want, (x, W, b), g, create_graph=create_graph)
+    for u, v in zip(dgot, dwant):
+        assert u.shape == v.shape
+        torch.testing.assert_close(u, v, rtol=1e-12, atol=1e-12)
+    if create_graph:
+        d2got = torch.autograd.grad(sum((u * u).sum() for u in dgot), (x, W))
+        d2want = torch.autograd.grad(sum((v * v).sum() for v in dwant), (x, W))
+        for u, v in zip(d2got, d2want):
+            torch.testing.assert_close(u, v, rtol=1e-12, atol=1e-12)
+
+
 def test_leaky_reset_parameters_puts_a_learned_alpha_back():
     """reset_parameters() drew the weights afresh but left a learned α where training had taken it."""
     layer = Recurrent("leaky", 3, 4, alpha=0.3, learn_alpha=True)

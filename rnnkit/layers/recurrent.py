@@ -19,9 +19,12 @@ outputs and feeds back h of P units: out (B, T, P·dirs), h (num_layers·dirs, B
 
 import contextlib
 import inspect
+import math
 import numbers
+import os
 import re
 import sys
+import threading
 import warnings
 import weakref
 
@@ -370,6 +373,42 @@ def _check_cond_type(cond):
         )
 
 
+# .on: a build on the meta device bounded as a real one (charlm's _model_of_no_memory)
+meta_bounded = threading.local()
+
+
+def check_layers_fit(L: int, H: int, layer_bytes: int | None = None, device=None, held: str = "W_hh alone"):
+    """num_layers whose weights can't fit this machine's memory, in one line before any layer is made:
+    --num-layers 10**20 made layers (each small enough to allocate) until the machine ran out, a hang. The bound: each
+    layer's H x H W_hh alone, in float32 (CharLM's), or `layer_bytes` a layer holds at least, `held` (Recurrent's: its
+    W_hh in its dtype, both directions). The memory: the host's, or the GPU's where `device` is one with more. (One layer
+    too big is its allocation's error; a model built on the meta device, holding no memory, is not bounded, except
+    where meta_bounded.on.)"""
+    if L == 1:
+        return
+    try:
+        device = torch.device(device) if device is not None else torch.get_default_device()
+    except (RuntimeError, TypeError):  # (not a device: said where the weights are made)
+        return
+    if device.type == "meta" and not getattr(meta_bounded, "on", False):
+        return
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    if device.type == "cuda" and torch.cuda.is_available():
+        total = max(total, torch.cuda.get_device_properties(device).total_memory)
+    need = L * (H * H * 4 if layer_bytes is None else layer_bytes)
+    if need > total:
+        try:
+            gib = f"{need / 2**30:,.0f}"
+        except OverflowError:  # (past float's range, num_layers 10**400: "integer division result too large")
+            gib = f"about 10^{math.floor(math.log10(need) - 30 * math.log10(2))}"
+        raise RnnkitError(f"num_layers {L} of hidden_size {H} need at least {gib} GiB of weights (each "
+                          f"layer's {held}), more than this machine's {total / 2**30:,.1f} GiB; choose fewer "
+                          "layers or units")  # fmt: skip
+
+
 class Recurrent(OwnParametersModule):
     """A stack of recurrent layers of one cell type.
 
@@ -502,6 +541,12 @@ class Recurrent(OwnParametersModule):
             raise RnnkitError(f"{Cell.__name__}'s __init__ takes no bias, so bias=False can't reach it: give it one "
                               "(__init__(self, input_size, hidden_size, bias=True), passed on to Cell.__init__), or "
                               "leave bias out")  # fmt: skip
+        # (num_layers 10**9 or np.int64(2**62) built layers until the memory ran out, a hang; rnnkit's own cells hold
+        # an H x Hout W_hh each, any cell at least its module: 2 KiB, an empty nn.Module's Python objects)
+        w_hh = H * Hout * (dtype or torch.get_default_dtype()).itemsize
+        w_hh = w_hh if Cell in CELLS.values() or Cell is LSTMP else 0
+        check_layers_fit(num_layers, H, dirs * max(w_hh, 2048), device,
+                         "W_hh alone" if w_hh >= 2048 else "cell module alone")  # fmt: skip
         self.cells = nn.ModuleList()  # index ℓ·dirs + direction
         for layer in range(num_layers):
             d_in = input_size if layer == 0 else Hout * dirs + (input_size if skip_input else 0)

@@ -21,9 +21,7 @@ import functools
 import inspect
 import math
 import numbers
-import os
 import re
-import threading
 import types
 import weakref
 from collections.abc import Iterable
@@ -36,6 +34,7 @@ from tqdm import tqdm
 from rnnkit._io import bar_options
 from rnnkit.data.corpus import bytes_hint, line_ends_hint, normal_form_hint, quoted_chars
 from rnnkit.errors import RnnkitError, TooLarge, finite_real, fits_int64, switch
+from rnnkit.layers.recurrent import check_layers_fit, meta_bounded
 from rnnkit.models.config import CharLMConfig
 from rnnkit.text.lmscore import perplexity
 
@@ -206,7 +205,7 @@ class CharLM(nn.Module):
         E = _check_count(cfg.embedding_size, "embedding_size", 0, size=True)
         # (the dropout below asked num_layers > 1 first: None failed with "'>' not supported"; and torch_rnn's
         # torch.nn.LSTM took hidden_size=True, an int, for one unit)
-        L = _check_count(cfg.num_layers, "num_layers", 1)  # (too many: _check_layers_fit says it)
+        L = _check_count(cfg.num_layers, "num_layers", 1)  # (too many: check_layers_fit says it)
         H = _check_count(cfg.hidden_size, "hidden_size", 1, size=True)
         # (one layer's dropout is only self.drop's, which took True for p = 1, every output zeroed in training)
         p = cfg.dropout
@@ -216,7 +215,7 @@ class CharLM(nn.Module):
         switch("torch_rnn", cfg.torch_rnn)
         # (as Python ints: numpy's int64 sizes wrapped around in its product, L·H·H·4 of 2 layers of 2^31 units read
         # as 0, and the layers were built until the memory ran out)
-        _check_layers_fit(L, H)
+        check_layers_fit(L, H)
         self.embedding = nn.Embedding(V, E) if E > 0 else None
         input_size = E if E > 0 else V
         if cfg.torch_rnn:
@@ -794,45 +793,19 @@ def load_run(run):
     return model.eval(), list(chars)
 
 
-# .on: _model_of_no_memory's build, bounded on the meta device as a real one
-_meta_bounded = threading.local()
-
-
-def _check_layers_fit(L: int, H: int):
-    """num_layers whose weights can't fit this machine's memory, in one line before any layer is made:
-    --num-layers 10**20 made layers (each small enough to allocate) until the machine ran out, a hang. The bound: each
-    layer's H x H W_hh alone, in float32. (One layer too big is its allocation's error; a model built on the meta
-    device, holding no memory, is not bounded, except by _model_of_no_memory.)"""
-    if L == 1 or torch.get_default_device().type == "meta" and not getattr(_meta_bounded, "on", False):
-        return
-    try:
-        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return
-    need = L * H * H * 4
-    if need > total:
-        try:
-            gib = f"{need / 2**30:,.0f}"
-        except OverflowError:  # (past float's range, num_layers 10**400: "integer division result too large")
-            gib = f"about 10^{math.floor(math.log10(need) - 30 * math.log10(2))}"
-        raise RnnkitError(f"num_layers {L} of hidden_size {H} need at least {gib} GiB of weights (each "
-                          f"layer's W_hh alone), more than this machine's {total / 2**30:,.1f} GiB; choose fewer "
-                          "layers or units")  # fmt: skip
-
-
 def _model_of_no_memory(cfg: CharLMConfig):
     """(model, None): CharLM(cfg) on the meta device, for a checkpoint that holds no weights to load, whose
     load_state_dict then says what it lacks; or (None, why) for sizes no tensor holds (weights_misfit's line). Its
     checks are a real model's, in their order, the number of layers bounded by the memory as there (a meta build of
     10**9 layers is as long as a real one's)."""
-    _meta_bounded.on = True
+    meta_bounded.on = True
     try:
         with torch.device("meta"):
             return CharLM(cfg), None
     except RuntimeError as e:  # ('Storage size calculation overflowed', hidden_size 2**31: 4H x H rows)
         return None, f"its sizes make no model: {str(e).splitlines()[0][:80]}"
     finally:
-        _meta_bounded.on = False
+        meta_bounded.on = False
 
 
 def weights_misfit(cfg: CharLMConfig, state: dict) -> str | None:

@@ -1248,7 +1248,7 @@ def test_a_number_past_floats_range_is_refused_in_one_line_by_sample_and_clippin
 @pytest.mark.parametrize("big", [2**63, np.uint64(2**63), 10**400])
 def test_sizes_past_a_64_bit_integer_are_refused_in_one_line(big):
     """vocab_size, embedding_size or hidden_size of 2**63 or more failed in torch's empty() ("Overflow when unpacking
-    long long"); hidden_size or num_layers 10**400 in _check_layers_fit's GiB ("integer division result too large")."""
+    long long"); hidden_size or num_layers 10**400 in check_layers_fit's GiB ("integer division result too large")."""
     for name in ("vocab_size", "embedding_size", "hidden_size"):
         for torch_rnn in (False, True):
             cfg = {"vocab_size": 5, "embedding_size": 4, "hidden_size": 4, name: big, "torch_rnn": torch_rnn}
@@ -1260,7 +1260,7 @@ def test_sizes_past_a_64_bit_integer_are_refused_in_one_line(big):
 
 
 def test_numpy_sizes_whose_weights_overflow_int64_are_refused_by_the_memory_check():
-    """num_layers and hidden_size as numpy int64 (a parameter grid's): _check_layers_fit's L·H·H·4 wrapped around in
+    """num_layers and hidden_size as numpy int64 (a parameter grid's): check_layers_fit's L·H·H·4 wrapped around in
     int64 (2 · 2^31 · 2^31 · 4 = 2^65 read as 0) and passed, and the layers were built until the memory ran out; as
     Python ints the product is exact, and the check says it in one line."""
     with pytest.raises(

@@ -562,6 +562,24 @@ def test_bad_construction():
         Recurrent("lstm", 3, 4, num_layers=2, skip_input=True, residual=True).to_torch()
 
 
+@pytest.mark.parametrize("L", [np.int64(2**62), 10**9])
+def test_a_number_of_layers_past_the_memory_is_refused_in_one_line_before_any_is_built(L):
+    """Recurrent(num_layers=10**9) or np.int64(2**62) built layers (each small) until the memory ran out, a hang, where
+    CharLM's num_layers was bounded; Recurrent takes the same bound (check_layers_fit), with each layer's cell module
+    (2 KiB) at the least, so a small hidden_size or a cell of one's own is bounded too. Sizes that fit still build."""
+    for cell, H, kw in (
+        ("lstm", 8, {}),
+        ("rnn_tanh", 1, {"bidirectional": True}),
+        ("lstm", 8, {"proj_size": 2}),
+    ):
+        with pytest.raises(RnnkitError, match=rf"^num_layers {L} of hidden_size {H} need at least .* GiB"):
+            Recurrent(cell, 3, H, num_layers=L, **kw)
+    own = type("OwnGRU", (CELLS["gru"],), {})  # (a cell of one's own: its weights unknown before it is built)
+    with pytest.raises(RnnkitError, match="each layer's cell module alone"):
+        Recurrent(own, 3, 4, num_layers=L, dtype=torch.float64)
+    assert len(Recurrent("rnn_tanh", 3, 1, num_layers=np.int64(300), bidirectional=True).cells) == 600
+
+
 def test_repr_shows_sizes_and_options():
     """Printed like torch.nn.LSTM: the cell, D, H and the options that differ from the defaults."""
     layer = Recurrent("lstm", 4, 6, num_layers=2, bidirectional=True, dropout=0.1, bias=False)

@@ -54,10 +54,28 @@ def finite_real(value) -> bool:
         return False
 
 
+def said(value, spec: str = "r") -> str:
+    """A user's value as an error message shows it: f"{value!r}" (spec "r") or f"{value}" (spec ""). An integer past
+    str()'s 4,300 digits (10**5000) failed while its own message was formatted, and the caller got Python's "Exceeds
+    the limit (4300 digits) for integer string conversion; use sys.set_int_max_str_digits()", the wrong fix; such a
+    number is said by its bits ('an integer of 16,610 bits'), a Fraction of such an integer so too."""
+    try:
+        return repr(value) if spec == "r" else format(value, spec)
+    except ValueError as e:
+        if "string conversion" not in str(e):
+            raise
+    if isinstance(value, numbers.Integral):
+        return f"{'a negative' if value < 0 else 'an'} integer of {abs(int(value)).bit_length():,} bits"
+    if isinstance(value, numbers.Rational):
+        bits = max(abs(int(value.numerator)).bit_length(), int(value.denominator).bit_length())
+        return f"{'a negative' if value < 0 else 'a'} {type(value).__name__} of {bits:,}-bit terms"
+    return f"a {type(value).__name__} past str()'s 4,300 digits"
+
+
 def count_error(name: str, value, note: str = "") -> RnnkitError:
     """A bad count (a length, a size, a number of steps), in the one wording of every command: it was said 'must be
     > 0' (sample), 'must be >= 1' (ngram, markov, word2vec) and 'must be a positive integer' (the energy commands)."""
-    return RnnkitError(f"{name} must be an integer >= 1{note}, got {value!r}")
+    return RnnkitError(f"{name} must be an integer >= 1{note}, got {said(value)}")
 
 
 class TooLarge(RnnkitError):
@@ -72,10 +90,8 @@ def fits_int64(name: str, value):
     dimension exceeded"). A number past str()'s 4,300 digits is said by its bits."""
     if value < 2**63:
         return value
-    try:
-        shown = str(int(value))  # (in full, as Word2Vec's and the energy commands' line)
-    except ValueError:  # (past str()'s 4,300 digits: "Exceeds the limit ... for integer string conversion")
-        shown = f"of {int(value).bit_length():,} bits"
+    # (in full, as Word2Vec's and the energy commands' line; past str()'s 4,300 digits by its bits, said's words)
+    shown = said(int(value), "").removeprefix("an integer ")
     raise TooLarge(f"{name} {shown} is too large (past a 64-bit integer, 2^63); give a smaller one")
 
 
@@ -97,10 +113,10 @@ def check_seed(seed, name="--seed"):
     import numbers
 
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-        raise RnnkitError(f"{name} must be a whole number in [0, 2^32), got {seed!r}")
+        raise RnnkitError(f"{name} must be a whole number in [0, 2^32), got {said(seed)}")
     if seed is not None and not 0 <= seed < 2**32:
         raise RnnkitError(
-            f"{name} must lie in [0, 2^32) (torch's generator keeps 32 bits; one range for every command), got {seed}"
+            f"{name} must lie in [0, 2^32) (torch's generator keeps 32 bits; one range for every command), got {said(seed, '')}"
         )
     return seed
 
@@ -113,5 +129,5 @@ def switch(name: str, value) -> bool:
     import numpy as np
 
     if not (isinstance(value, bool | np.bool_) or (isinstance(value, numbers.Integral) and value in (0, 1))):
-        raise RnnkitError(f"{name} must be True or False, got {value!r}")
+        raise RnnkitError(f"{name} must be True or False, got {said(value)}")
     return bool(value)

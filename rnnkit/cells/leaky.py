@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from rnnkit.cells._base import Cell, linear, plain_ops_only, recurrent_weights
-from rnnkit.errors import RnnkitError, switch
+from rnnkit.errors import RnnkitError, said, switch
 
 
 def _zero_in(dtype, a, where=""):
@@ -109,7 +109,7 @@ class Leaky(Cell):
             a0 = None
         except OverflowError:
             # (a Python int past float's range, 10**400: torch's "int too large to convert")
-            raise ValueError(f"leaky alpha must lie in (0, 1], got {alpha!r}") from None
+            raise ValueError(f"leaky alpha must lie in (0, 1], got {said(alpha)}") from None
         # (a tensor made under `with torch.device("meta")` has no values to copy: it was said to be of the wrong shape,
         # "must be a number or 4 values, ..., got tensor(..., device='meta', size=(4,))")
         if isinstance(alpha, torch.Tensor) and alpha.is_meta:
@@ -130,7 +130,7 @@ class Leaky(Cell):
         # let alpha=1e-8 with dtype=torch.float16 run at α = 0. A dtype that is no floating dtype: _place says so)
         given = dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else made.dtype
         if not bool(((a0 > 0) & (a0 <= 1)).all()):
-            raise ValueError(f"leaky alpha must lie in (0, 1], got {alpha!r}")
+            raise ValueError(f"leaky alpha must lie in (0, 1], got {said(alpha)}")
         if not bool((a0.to(given) > 0).all()):  # (it said "must lie in (0, 1], got 1e-08", which it does)
             raise ValueError(_zero_in(given, a0[a0.to(given) == 0].min().item()))
         # what reset_parameters() puts α back to, kept on the CPU out of the buffers: to_empty() (after building on
@@ -146,7 +146,7 @@ class Leaky(Cell):
         learned = torch.sigmoid(torch.logit(self._alpha_given.to(given).clamp(max=1 - 1e-4)))
         if learn_alpha and not bool((learned > 0).all()):
             raise ValueError(f"leaky alpha must lie in (0, 1] and, learned as σ(a), be above 0 in {given}; "
-                             f"got {alpha!r}")  # fmt: skip
+                             f"got {said(alpha)}")  # fmt: skip
         self.learn_alpha = learn_alpha
         if learn_alpha:  # α = σ(a): start from the given α
             self.alpha_logit = nn.Parameter(torch.logit(a0.clamp(max=1 - 1e-4)))

@@ -23,7 +23,7 @@ The forget-gate bias starts at `forget_bias` (default 1.0: Gers et al. 2000; Joz
 import torch
 
 from rnnkit.cells._base import Cell, linear, recurrent_weights
-from rnnkit.errors import finite_real
+from rnnkit.errors import finite_real, said
 
 
 def lstm_step(xw_t, state, P):
@@ -68,7 +68,7 @@ class LSTM(Cell):
         # every output NaN from the first step
         if forget_bias is not None and not finite_real(forget_bias):
             raise ValueError(f"lstm forget_bias must be a finite number (or None: drawn as the other biases), got "
-                             f"{forget_bias!r}")  # fmt: skip
+                             f"{said(forget_bias)}")  # fmt: skip
         if not bias and forget_bias not in (None, 1.0):  # (1.0: the default) ignored, yet shown by the repr
             raise ValueError(f"lstm forget_bias={forget_bias} sets the forget gate's bias, and bias=False has none; "
                              "drop forget_bias or use bias=True")  # fmt: skip

@@ -24,6 +24,7 @@ import torch
 
 from rnnkit.cells._base import _torch_name
 from rnnkit.cells.lstm import LSTM, lstm_step, lstm_step_backward
+from rnnkit.errors import said
 
 
 def lstmp_step(xw_t, state, P):
@@ -69,7 +70,7 @@ class LSTMP(LSTM):
             or not 0 < proj_size < hidden_size
         ):
             raise ValueError(
-                f"proj_size must be an integer in [1, hidden_size) = [1, {hidden_size}), got {proj_size!r}"
+                f"proj_size must be an integer in [1, hidden_size) = [1, {hidden_size}), got {said(proj_size)}"
             )
         self.proj_size = int(proj_size) if isinstance(proj_size, numbers.Integral) else proj_size
         super().__init__(input_size, hidden_size, bias, forget_bias, device, dtype)

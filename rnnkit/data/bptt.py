@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rnnkit.errors import RnnkitError, count_error
+from rnnkit.errors import RnnkitError, count_error, said
 
 
 @dataclass
@@ -78,7 +78,7 @@ class StreamBatches:
 
     def window(self, k: int) -> Window:
         if isinstance(k, bool) or not isinstance(k, numbers.Integral):  # (True was window 1)
-            raise TypeError(f"window index must be an integer, got {k!r}")
+            raise TypeError(f"window index must be an integer, got {said(k)}")
         k = int(k)  # (a narrow numpy k wrapped k * T)
         if not 0 <= k < len(self):
             raise IndexError(f"window {k} out of range: there are {len(self)}")
@@ -106,7 +106,7 @@ def split(tokens: np.ndarray, val_frac: float):
     """First (1 - val_frac) for training, the rest for validation (nanoGPT's split)."""
     # (a string or None, a config's, failed in "'<=' not supported between instances of 'float' and 'str'")
     if isinstance(val_frac, bool) or not isinstance(val_frac, numbers.Real) or not 0.0 <= val_frac < 1.0:
-        raise RnnkitError(f"--val-frac must be a number in [0, 1), got {val_frac!r}")
+        raise RnnkitError(f"--val-frac must be a number in [0, 1), got {said(val_frac)}")
     n_val = int(round(len(tokens) * val_frac))
     if val_frac > 0 and n_val < 2:
         least = 2 / max(len(tokens), 1)  # (a value .2g rounds still holds out round(1.9) = 2)

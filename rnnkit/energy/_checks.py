@@ -5,7 +5,7 @@ from collections.abc import Sequence
 
 import torch
 
-from rnnkit.errors import RnnkitError, count_error, finite_real, fits_int64, switch  # noqa: F401 (switch: the energy models' import)
+from rnnkit.errors import RnnkitError, count_error, finite_real, fits_int64, said, switch  # noqa: F401 (switch: the energy models' import)
 
 
 def whole_number(value) -> bool:
@@ -46,7 +46,7 @@ def generator_or_none(generator):
 
 def positive_float(name: str, value) -> float:
     if not finite_real(value) or value <= 0:
-        raise RnnkitError(f"{name} must be a positive number, got {value!r}")
+        raise RnnkitError(f"{name} must be a positive number, got {said(value)}")
     return float(value)
 
 
@@ -54,7 +54,7 @@ def finite_float(name: str, value) -> float:
     if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.dtype.is_complex:
         value = value.item()  # (a 0-d tensor, as torch.nn's init functions take a number)
     if not finite_real(value):
-        raise RnnkitError(f"{name} must be a finite number, got {value!r}")
+        raise RnnkitError(f"{name} must be a finite number, got {said(value)}")
     return float(value)
 
 
@@ -69,7 +69,7 @@ def drawn_weights(name: str, W: torch.Tensor, init_scale: float) -> torch.Tensor
 
 def fraction(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
-        raise RnnkitError(f"{name} must be between 0 and 1, got {value!r}")
+        raise RnnkitError(f"{name} must be between 0 and 1, got {said(value)}")
     return float(value)
 
 

@@ -30,7 +30,7 @@ from rnnkit.energy._checks import (
     whole_number,
 )
 from rnnkit.energy._util import single_thread, uniform
-from rnnkit.errors import RnnkitError, fits_int64
+from rnnkit.errors import RnnkitError, fits_int64, said
 
 
 class BoltzmannMachine:
@@ -44,7 +44,7 @@ class BoltzmannMachine:
     def __init__(self, num_visible, num_hidden=0, init_scale=0.01, generator=None, device=None, dtype=None):
         self.num_visible = positive_size("number of visible units", num_visible)
         if not whole_number(num_hidden) or num_hidden < 0:  # 0 is a model of visible units only (the default)
-            raise RnnkitError(f"number of hidden units must be an integer >= 0, got {num_hidden!r}")
+            raise RnnkitError(f"number of hidden units must be an integer >= 0, got {said(num_hidden)}")
         self.num_hidden = int(fits_int64("number of hidden units", num_hidden))
         N = self.num_visible + self.num_hidden
         dtype = sampler_dtype(
@@ -88,7 +88,7 @@ class BoltzmannMachine:
             units = [units]
         for i in units:
             if not whole_number(i) or not 0 <= i < N:
-                raise RnnkitError(f"units must be unit indices in 0..{N - 1}, got {i!r}")
+                raise RnnkitError(f"units must be unit indices in 0..{N - 1}, got {said(i)}")
         self._gibbs_sweep(x if x.dim() == 2 else x[None], units, generator)
         return x
 
@@ -103,7 +103,7 @@ class BoltzmannMachine:
     def random_states(self, count: int, generator=None) -> torch.Tensor:
         """`count` uniformly random 0/1 states (count, N)."""
         if not whole_number(count) or count < 0:  # (-1, 2.5: torch's own error on a shape)
-            raise RnnkitError(f"count must be an integer >= 0 (the number of states), got {count!r}")
+            raise RnnkitError(f"count must be an integer >= 0 (the number of states), got {said(count)}")
         count = int(fits_int64("count (the number of states)", count))
         shape, generator = (count, self.num_units), generator_or_none(generator)
         return torch.randint(0, 2, shape, generator=generator, device=self.W.device).to(self.W.dtype)

@@ -32,7 +32,7 @@ import torch
 
 from rnnkit.energy._checks import choice, fraction, positive_int, whole_number
 from rnnkit.energy.hopfield import RULES, UNFINISHED, corrupt, overlap, random_patterns, run_async
-from rnnkit.errors import RnnkitError
+from rnnkit.errors import RnnkitError, said
 
 ALPHA_C = 0.138
 RECALL_OVERLAP = 0.98  # < 1 % of the bits wrong: (1 - m) / 2 < 0.01
@@ -63,11 +63,11 @@ class CapacityConfig:
         for n in self.sizes:
             if positive_int("N", n) < 2:
                 raise RnnkitError(
-                    f"sizes N must be 2 or more (one unit has no weights: W's diagonal is zero), got {n}"
+                    f"sizes N must be 2 or more (one unit has no weights: W's diagonal is zero), got {said(n, '')}"
                 )
         for load in self.loads:
             if isinstance(load, bool) or not isinstance(load, numbers.Real) or not 0 < load <= 1:
-                raise RnnkitError(f"loads P/N must be in (0, 1], got {load}")
+                raise RnnkitError(f"loads P/N must be in (0, 1], got {said(load, '')}")
         choice("rule", self.rule, RULES)
         fraction("cue noise", self.cue_noise)
         positive_int("random starts", self.random_starts)
@@ -76,7 +76,7 @@ class CapacityConfig:
         # torch.Generator.manual_seed's range; '0' or 1.5 failed inside it with 'expected a long'
         if not whole_number(self.seed) or not -(2**63) <= self.seed < 2**64:
             raise RnnkitError(
-                f"seed must be an integer (a torch.Generator seed, below 2^64), got {self.seed!r}"
+                f"seed must be an integer (a torch.Generator seed, below 2^64), got {said(self.seed)}"
             )
         return self
 

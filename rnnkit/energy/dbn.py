@@ -15,14 +15,14 @@ import torch
 from rnnkit.energy._checks import callback_or_none, choice, positive_size
 from rnnkit.energy.rbm import RBM
 from rnnkit.energy.rbm_train import RBMTrainConfig
-from rnnkit.errors import RnnkitError
+from rnnkit.errors import RnnkitError, said
 
 
 class DBN:
     def __init__(self, sizes, visible="bernoulli", generator=None, device=None, dtype=None):
         """sizes: [V, H_1, H_2, ...], at least one hidden layer; dtype: torch's default unless given."""
         if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
-            raise RnnkitError(f"DBN sizes must be a list [V, H_1, ...] of layer sizes, got {sizes!r}")
+            raise RnnkitError(f"DBN sizes must be a list [V, H_1, ...] of layer sizes, got {said(sizes)}")
         if len(sizes) < 2:
             raise RnnkitError(f"a DBN needs the visible size and at least one hidden size, got {list(sizes)}")
         for n in sizes:

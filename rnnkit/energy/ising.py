@@ -45,7 +45,7 @@ from rnnkit.energy._checks import (
 )
 from rnnkit.energy._util import single_thread
 from rnnkit.energy.exact import binary_states
-from rnnkit.errors import RnnkitError, user_stacklevel
+from rnnkit.errors import RnnkitError, said, user_stacklevel
 
 UPDATES = ("metropolis", "heat-bath")
 
@@ -73,11 +73,11 @@ def onsager_magnetisation(T: float, J: float = 1.0) -> float:
 def check_temperatures(temperatures) -> torch.Tensor:
     # (True, or a bool tensor, ran at T = 1: a switch taken for a temperature, as one_temperature refuses it)
     if isinstance(temperatures, bool) or str(getattr(temperatures, "dtype", "")) in ("torch.bool", "bool"):
-        raise RnnkitError(f"temperatures must be positive numbers, got {temperatures!r}")
+        raise RnnkitError(f"temperatures must be positive numbers, got {said(temperatures)}")
     try:
         t = torch.as_tensor(temperatures, dtype=torch.float64).flatten()
     except (TypeError, ValueError, RuntimeError, OverflowError):
-        raise RnnkitError(f"temperatures must be positive numbers, got {temperatures!r}") from None
+        raise RnnkitError(f"temperatures must be positive numbers, got {said(temperatures)}") from None
     if t.numel() == 0 or not torch.isfinite(t).all() or (t <= 0).any():
         raise RnnkitError(f"temperatures must be positive numbers, got {t.tolist()}")
     return t
@@ -121,7 +121,9 @@ class Ising:
                  generator=None, device=None, dtype=None):  # fmt: skip
         self.size = positive_size("lattice size L", size)
         if size % 2:
-            raise RnnkitError(f"lattice size L must be even for the checkerboard update, got {size}")
+            raise RnnkitError(
+                f"lattice size L must be even for the checkerboard update, got {said(size, '')}"
+            )
         dtype = float_dtype(dtype)  # as torch.nn's modules: float32 unless set otherwise
         if torch.finfo(dtype).eps > torch.finfo(torch.float32).eps:  # uniforms in steps of 2^-8 (bfloat16)
             raise RnnkitError(f"the Ising sampler runs in float32 or float64, got {dtype}: its uniforms (steps of "
@@ -179,7 +181,7 @@ class Ising:
         KeyboardInterrupt that ended it (or None), for the caller to raise again once the averages are kept."""
         positive_int("sweeps", sweeps)
         if not whole_number(burn_in) or burn_in < 0:
-            raise RnnkitError(f"burn-in (sweeps) must be an integer >= 0, got {burn_in!r}")
+            raise RnnkitError(f"burn-in (sweeps) must be an integer >= 0, got {said(burn_in)}")
         small = self.spins.device.type == "cpu" and self.spins.numel() < 1 << 20
         # the sweeps' m and e, MEASURED_AT_ONCE sweeps at a time, each full block then kept as its moments only
         # (every sweep's two (T,) tensors were kept to the end: 1.1 KB a sweep, a GB for a million sweeps, and a huge

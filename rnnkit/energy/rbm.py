@@ -38,7 +38,7 @@ from rnnkit.energy._checks import (
     whole_number,
 )
 from rnnkit.energy._util import single_thread, uniform
-from rnnkit.errors import RnnkitError
+from rnnkit.errors import RnnkitError, said
 
 VISIBLE_TYPES = ("bernoulli", "gaussian")
 LOG_PARTITION_METHODS = ("auto", "exact", "ais")
@@ -156,7 +156,7 @@ class RBM(nn.Module):
     def gibbs(self, v, steps: int = 1, generator=None) -> torch.Tensor:
         """`steps` rounds of v -> h -> v from visible states (B, V) -> (B, V); a 1-D v -> (1, V)."""
         if not whole_number(steps) or steps < 0:
-            raise RnnkitError(f"Gibbs steps must be an integer >= 0, got {steps!r}")
+            raise RnnkitError(f"Gibbs steps must be an integer >= 0, got {said(steps)}")
         return self._gibbs(self.check(v, "visible states"), steps, generator_or_none(generator))
 
     @torch.no_grad()

@@ -16,7 +16,7 @@ from torch.nn.functional import logsigmoid, softplus
 
 from rnnkit.energy import exact
 from rnnkit.energy._checks import whole_number
-from rnnkit.errors import RnnkitError
+from rnnkit.errors import RnnkitError, said
 
 
 def _params(rbm):
@@ -120,7 +120,7 @@ def _gibbs_steps(q: torch.Tensor, T: torch.Tensor, k: int) -> torch.Tensor:
 def cd_gradient_expected(rbm, data, k: int):
     """The expectation of the CD-k gradient (dW, db, dc) from binary data, float64."""
     if not whole_number(k) or k < 1:
-        raise RnnkitError(f"k (Gibbs steps) must be an integer >= 1, got {k!r}")
+        raise RnnkitError(f"k (Gibbs steps) must be an integer >= 1, got {said(k)}")
     states = exact.binary_states(rbm.num_visible, device=rbm.W.device)
     q = data_distribution(rbm, data)
     pos = statistics(rbm, q, states)

@@ -34,7 +34,7 @@ from rnnkit.energy._checks import (
 )
 from rnnkit.energy._checks import switch as check_switch
 from rnnkit.energy._util import single_thread, uniform
-from rnnkit.errors import RnnkitError, below, finite_real, fits_int64
+from rnnkit.errors import RnnkitError, below, finite_real, fits_int64, said
 
 NOISE_PER_CHUNK = 1 << 22  # random numbers drawn at once
 # one update's noise past this many numbers (256 MB in float32: a huge k, Gibbs steps an update) is drawn
@@ -106,12 +106,14 @@ class RBMTrainConfig:
         self.batch_size = positive_int(name["batch_size"], self.batch_size)
         positive_float(name["lr"], self.lr)
         if not whole_number(self.k) or self.k < 1:
-            raise RnnkitError(f"{name['k']} (Gibbs steps per update) must be an integer >= 1, got {self.k!r}")
+            raise RnnkitError(
+                f"{name['k']} (Gibbs steps per update) must be an integer >= 1, got {said(self.k)}"
+            )
         self.k = int(self.k)
         if not _number(self.momentum) or not 0 <= self.momentum < 1:
-            raise RnnkitError(f"{name['momentum']} must be in [0, 1), got {self.momentum!r}")
+            raise RnnkitError(f"{name['momentum']} must be in [0, 1), got {said(self.momentum)}")
         if not _number(self.weight_decay) or self.weight_decay < 0:
-            raise RnnkitError(f"{name['weight_decay']} must be >= 0, got {self.weight_decay!r}")
+            raise RnnkitError(f"{name['weight_decay']} must be >= 0, got {said(self.weight_decay)}")
         # the decay alone, m <- momentum m - lr weight_decay W; W <- W + m, has the roots z of
         # z² - (1 + momentum - lr wd) z + momentum: inside the unit circle iff lr wd < 2 (1 + momentum). Past that W
         # swings from sign to sign growing, whatever the data: NaN in a long run (whose advice, a 10x lower lr, could
@@ -179,7 +181,7 @@ def cd_gradient_from_noise(rbm, v0, chain, u0, u, k):
 def cd_gradient(rbm, v0, k=1, chain=None, generator=None):
     """A fresh CD-k gradient estimate (or PCD-k from `chain`) for data v0 (B, V): ((dW, db, dc), chain)."""
     if not whole_number(k) or k < 1:  # k = 0 left no negative phase to read
-        raise RnnkitError(f"k (Gibbs steps) must be an integer >= 1, got {k!r}")
+        raise RnnkitError(f"k (Gibbs steps) must be an integer >= 1, got {said(k)}")
     v0, generator = rbm.check(v0), generator_or_none(generator)
     chain = None if chain is None else rbm.check_hidden(chain, "persistent chain (hidden states)")
     B, Bc = len(v0), len(v0) if chain is None else len(chain)

@@ -59,7 +59,7 @@ from rnnkit.cells._base import (
 from rnnkit.cells._base import Cell as BaseCell
 from rnnkit.engine import BACKENDS, HALF, GradProbe, native_fits, refuse_jit_trace, resolve_backend, run
 from rnnkit.engine.compiled import transformed
-from rnnkit.errors import RnnkitError, count_error, fits_int64, switch, user_stacklevel
+from rnnkit.errors import RnnkitError, count_error, fits_int64, said, switch, user_stacklevel
 
 TORCH_MODES = {"RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu", "LSTM": "lstm", "GRU": "gru"}
 
@@ -489,15 +489,17 @@ class Recurrent(OwnParametersModule):
                 or not 0 < proj_size < hidden_size
             ):
                 raise RnnkitError(f"proj_size must be an integer in [1, hidden_size) = [1, {hidden_size}), "
-                                  f"got {proj_size!r}")  # fmt: skip
+                                  f"got {said(proj_size)}")  # fmt: skip
             Cell, cell_kwargs = Cell if projected else LSTMP, {**cell_kwargs, "proj_size": int(proj_size)}
         proj_size = int(proj_size)
         if isinstance(cond_size, bool) or not isinstance(cond_size, numbers.Integral) or cond_size < 0:
-            raise RnnkitError(f"cond_size must be an integer >= 0 (0: no conditioning), got {cond_size!r}")
+            raise RnnkitError(
+                f"cond_size must be an integer >= 0 (0: no conditioning), got {said(cond_size)}"
+            )
         cond_size = int(fits_int64("cond_size", cond_size))
         if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0.0 <= dropout <= 1.0:
             raise RnnkitError(
-                f"dropout must be a number in [0, 1] (the probability of zeroing), got {dropout!r}"
+                f"dropout must be a number in [0, 1] (the probability of zeroing), got {said(dropout)}"
             )
         if dropout > 0 and num_layers == 1:  # torch.nn's RNNs warn the same
             warnings.warn(f"dropout={dropout} does nothing with num_layers=1: it applies between layers only "

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from rnnkit._io import bar_options
 from rnnkit.data.corpus import bytes_hint, line_ends_hint, normal_form_hint, quoted_chars
-from rnnkit.errors import RnnkitError, TooLarge, finite_real, fits_int64, switch
+from rnnkit.errors import RnnkitError, TooLarge, finite_real, fits_int64, said, switch
 from rnnkit.layers.recurrent import check_layers_fit, meta_bounded
 from rnnkit.models.config import CharLMConfig
 from rnnkit.text.lmscore import perplexity
@@ -173,7 +173,7 @@ def _torch_recurrent(cfg: CharLMConfig, input_size: int) -> nn.Module:
         # checked as rnnkit's LSTM checks it: NaN made every output NaN, a string failed in the assignment below
         if not finite_real(fb):
             raise RnnkitError(f"lstm forget_bias must be a finite number (or None: drawn as the other biases), got "
-                              f"{fb!r}")  # fmt: skip
+                              f"{said(fb)}")  # fmt: skip
         # (past its dtype's largest value: torch's "cannot be converted ... without overflow", as rnnkit's LSTM says)
         top = torch.finfo(rnn.bias_ih_l0.dtype).max
         if abs(fb) > top:
@@ -210,7 +210,9 @@ class CharLM(nn.Module):
         # (one layer's dropout is only self.drop's, which took True for p = 1, every output zeroed in training)
         p = cfg.dropout
         if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
-            raise RnnkitError(f"dropout must be a number in [0, 1] (the probability of zeroing), got {p!r}")
+            raise RnnkitError(
+                f"dropout must be a number in [0, 1] (the probability of zeroing), got {said(p)}"
+            )
         # (taken for its truth value: torch_rnn="False", a config file's string, built the model on torch.nn)
         switch("torch_rnn", cfg.torch_rnn)
         # (as Python ints: numpy's int64 sizes wrapped around in its product, L·H·H·4 of 2 layers of 2^31 units read
@@ -415,10 +417,10 @@ class CharLM(nn.Module):
         switch("greedy", greedy)
         if not greedy:
             if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-                raise RnnkitError(f"temperature must be a number > 0, got {temperature!r}")
+                raise RnnkitError(f"temperature must be a number > 0, got {said(temperature)}")
             if not temperature > 0:  # (NaN too)
                 raise RnnkitError(
-                    f"temperature must be > 0, got {temperature!r}; for the most probable text use greedy"
+                    f"temperature must be > 0, got {said(temperature)}; for the most probable text use greedy"
                 )
             # (a Python int past float's range, 10**400, raised float's OverflowError; inf samples uniformly)
             try:
@@ -687,7 +689,7 @@ def _check_count(n, name, least, size=False) -> int:
     """n as an int (a numpy integer too), or one error; a size (of a weight) below 2^63 too: 2**63 failed in torch's
     empty() with "Overflow when unpacking long long". (A length or beam is any: a sample's runs until stopped.)"""
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < least:
-        raise RnnkitError(f"{name} must be an integer >= {least}, got {n!r}")
+        raise RnnkitError(f"{name} must be an integer >= {least}, got {said(n)}")
     return int(fits_int64(name, n) if size else n)
 
 

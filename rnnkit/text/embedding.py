@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from rnnkit.errors import RnnkitError, check_seed, fits_int64
+from rnnkit.errors import RnnkitError, check_seed, fits_int64, said
 
 
 def check_ids(ids: torch.Tensor, V: int) -> None:
@@ -43,7 +43,7 @@ def _size(value, what: str) -> int:
     except TypeError:
         size = -1
     if size < 0:
-        raise RnnkitError(f"{what} must be an integer >= 0, got {value!r}")
+        raise RnnkitError(f"{what} must be an integer >= 0, got {said(value)}")
     return fits_int64(what, size)
 
 
@@ -113,7 +113,7 @@ def svd_embeddings(D, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     # (1.5 failed in scikit-learn naming its n_components, "2" in '<=', True ran as 1)
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k < min(n, d):
         raise RnnkitError(
-            f"k must be an integer in 1..{min(n, d) - 1} for a {n} x {d} document-word matrix, got {k!r}"
+            f"k must be an integer in 1..{min(n, d) - 1} for a {n} x {d} document-word matrix, got {said(k)}"
         )
     # (-1 or "a" was scikit-learn's "The 'random_state' parameter of TruncatedSVD must be ...", True ran as seed 1)
     seed = check_seed(seed, "seed")

@@ -36,7 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 from rnnkit._io import atomic_open, bar_options, check_save_path, is_zip, refuse_empty
-from rnnkit.errors import RnnkitError, check_seed, count_error, finite_real, switch
+from rnnkit.errors import RnnkitError, check_seed, count_error, finite_real, said, switch
 from rnnkit.text.lmscore import LMScore, pick_next
 from rnnkit.text.vocab import UNK, Vocabulary, refuse_surrogate_pairs, tokenize
 
@@ -273,14 +273,16 @@ class NGramLM:
         k = 1.0 if k is None else k
         # (a string failed with "'<' not supported", True ran as 1; lower="False", a config file's string, lower-cased)
         if isinstance(k, bool) or not isinstance(k, numbers.Real):
-            raise RnnkitError(f"k (add-k's pseudo-count) must be a number, got {k!r}")
+            raise RnnkitError(f"k (add-k's pseudo-count) must be a number, got {said(k)}")
         if not (finite_real(k) and k > 0) and smoothing == "add-k":  # (10**400: past float)
-            raise RnnkitError(f"add-k needs a finite k > 0, got {k}")
+            raise RnnkitError(f"add-k needs a finite k > 0, got {said(k, '')}")
         if discount is not None and (isinstance(discount, bool) or not isinstance(discount, numbers.Real)):
-            raise RnnkitError(f"the Kneser-Ney discount must be a number between 0 and 1, got {discount!r}")
+            raise RnnkitError(
+                f"the Kneser-Ney discount must be a number between 0 and 1, got {said(discount)}"
+            )
         if discount is not None and not 0 <= discount <= 1:  # D > 1 or D < 0: P no longer sums to 1
             raise RnnkitError(
-                f"the Kneser-Ney discount must be between 0 and 1, got {discount}; "
+                f"the Kneser-Ney discount must be between 0 and 1, got {said(discount, '')}; "
                 "leave it out to estimate it"
             )
         if level not in ("char", "word"):
@@ -288,7 +290,9 @@ class NGramLM:
         switch("lower", lower)
         # said here, not at fit (NaN: a model of <unk> alone), as Vocabulary says it
         if isinstance(min_freq, bool) or not isinstance(min_freq, numbers.Real) or not 1 <= min_freq < np.inf:
-            raise RnnkitError(f"min_freq must be a number >= 1 (the count a token needs), got {min_freq!r}")
+            raise RnnkitError(
+                f"min_freq must be a number >= 1 (the count a token needs), got {said(min_freq)}"
+            )
         # plain Python numbers: save() writes them as JSON, which has no numpy int64, float32 or bool_
         self.n, self.smoothing, self.k = int(n), smoothing, float(k)
         self.discount = None if discount is None else float(discount)
@@ -644,10 +648,10 @@ class NGramLM:
         if not self.knows_tokens():
             raise RnnkitError(f"the model knows no {self.level} but <unk> ({self._why_no_tokens()})")
         if isinstance(length, bool) or not isinstance(length, numbers.Integral) or length < 0:
-            raise RnnkitError(f"length must be an integer >= 0, got {length!r}")
+            raise RnnkitError(f"length must be an integer >= 0, got {said(length)}")
         if alpha is not None and not (finite_real(alpha) and alpha > 0):
             raise RnnkitError(
-                f"alpha (the sharpening power) must be a number > 0, or None for greedy; got {alpha!r}"
+                f"alpha (the sharpening power) must be a number > 0, or None for greedy; got {said(alpha)}"
             )
         rng = np.random.default_rng(check_seed(seed, "seed"))
         # (as a float: a Fraction, a Real a float holds, made alpha·log p an array of objects, which np.exp can't take)
@@ -698,7 +702,7 @@ class NGramLM:
         """`length` tokens after `prefix`, sampled from p^(1/temperature): 1 samples the model, lower is greedier."""
         if not (finite_real(temperature) and temperature > 0):
             raise RnnkitError(
-                f"temperature must be a number > 0, got {temperature!r}; for greedy text use complete()"
+                f"temperature must be a number > 0, got {said(temperature)}; for greedy text use complete()"
             )
         if not np.isfinite(1.0 / temperature):  # alpha = 1/temperature would be inf
             raise RnnkitError(

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from numbers import Integral, Real
 
 from rnnkit._io import check_save_path, refuse_empty, write_text
-from rnnkit.errors import RnnkitError, count_error, switch
+from rnnkit.errors import RnnkitError, count_error, said, switch
 
 UNK = "<unk>"
 _WORD_AND_PUNCT = re.compile(r"\w+(?:'\w+)?|[^\w\s]")
@@ -114,7 +114,9 @@ class Vocabulary:
                               f"{bad!r}")  # fmt: skip
         # (NaN or inf kept no token, in silence: a vocabulary of <unk> alone; "2" failed with "'<' not supported")
         if isinstance(min_freq, bool) or not isinstance(min_freq, Real) or not 1 <= min_freq < float("inf"):
-            raise RnnkitError(f"min_freq must be a number >= 1 (the count a token needs), got {min_freq!r}")
+            raise RnnkitError(
+                f"min_freq must be a number >= 1 (the count a token needs), got {said(min_freq)}"
+            )
         # unk=-1 or 2 built counts one id off the tokens (<unk>'s written over a token's), "False" an <unk>
         switch("unk", unk)
         unk = bool(unk)

@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from rnnkit._io import bar_options
 from rnnkit._threads import threads_for_the_work
-from rnnkit.errors import RnnkitError, count_error, finite_real, fits_int64, switch
+from rnnkit.errors import RnnkitError, count_error, finite_real, fits_int64, said, switch
 from rnnkit.text import w2v_native
 from rnnkit.text.vocab import Vocabulary
 from rnnkit.text.wordvectors import WordVectors
@@ -135,14 +135,14 @@ class Word2Vec:
         # keeps the low 32 bits of the others: seed 2**32 + 3 drew seed 3's initial vectors and noise words
         if isinstance(c.seed, bool) or not isinstance(c.seed, numbers.Integral) or not 0 <= c.seed < 2**32:
             raise RnnkitError(
-                f"--seed must be a whole number >= 0 and < 2**32 (as the command line's), got {c.seed!r}"
+                f"--seed must be a whole number >= 0 and < 2**32 (as the command line's), got {said(c.seed)}"
             )
         for name in ("dimension", "window", "min_count", "epochs", "batch_size", "workers"):
             if getattr(c, name) < 1:  # named as the command line's flag (--min-count for min_count)
                 raise count_error(f"--{name.replace('_', '-')}", getattr(c, name))
         if c.loss == "negative" and c.negative < 1:  # K = 0 would only pull every pair together
             raise RnnkitError(
-                f"--negative (noise words per pair) must be an integer >= 1 for negative sampling, got {c.negative}; "
+                f"--negative (noise words per pair) must be an integer >= 1 for negative sampling, got {said(c.negative, '')}; "
                 "for the full softmax, which needs none, use --loss softmax"
             )
         # sizes and counts past a 64-bit integer (--dimension 10**30) ended in torch's or numpy's traceback in fit
@@ -150,18 +150,18 @@ class Word2Vec:
         for name in ("dimension", "window", "negative", "epochs"):
             fits_int64(f"--{name.replace('_', '-')}", getattr(c, name))
         if not (finite_real(c.alpha) and c.alpha > 0):
-            raise RnnkitError(f"--alpha (the learning rate) must be a number > 0, got {c.alpha}")
+            raise RnnkitError(f"--alpha (the learning rate) must be a number > 0, got {said(c.alpha, '')}")
         # (beyond float32, the step's alpha=-lr was torch's 'cannot be converted' error)
         if c.alpha > torch.finfo(torch.float32).max:
             raise RnnkitError(f"--alpha {c.alpha:g} is beyond the range of float32 (the vectors' type, at most "
                               f"{torch.finfo(torch.float32).max:.3g}); give a smaller one, such as the default 0.025")  # fmt: skip
         if not 0 <= c.min_alpha <= c.alpha:  # the rate decays linearly from alpha to min_alpha
             raise RnnkitError(
-                f"--min-alpha (the final learning rate) must lie in [0, alpha = {c.alpha}], got {c.min_alpha}"
+                f"--min-alpha (the final learning rate) must lie in [0, alpha = {said(c.alpha, '')}], got {said(c.min_alpha, '')}"
             )
         if not (finite_real(c.sample) and c.sample >= 0):
             raise RnnkitError(
-                f"--sample (subsampling threshold) must be >= 0 (0 turns it off), got {c.sample}"
+                f"--sample (subsampling threshold) must be >= 0 (0 turns it off), got {said(c.sample, '')}"
             )
         # as Python ints (c is our copy): a narrow numpy type's arithmetic (np.int8 epochs) overflowed in fit
         for name in ("dimension", "window", "min_count", "epochs", "batch_size", "workers", "negative"):

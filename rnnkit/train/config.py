@@ -8,7 +8,7 @@ import numbers
 import os
 from dataclasses import dataclass, field
 
-from rnnkit.errors import RnnkitError, below, check_seed, count_error, finite_real
+from rnnkit.errors import RnnkitError, below, check_seed, count_error, finite_real, said
 from rnnkit.models.config import CharLMConfig
 
 MAX_THREADS = 1024  # torch itself crashes on absurd counts (100,000)
@@ -98,7 +98,7 @@ def _check_types(cfg: RunConfig):
                 setattr(part, f.name, number)
             elif not ok:
                 want = " or ".join(KINDS.get(k, "none") for k in kinds)
-                raise RnnkitError(f"option {section}.{f.name} must be {want}, got {value!r}")
+                raise RnnkitError(f"option {section}.{f.name} must be {want}, got {said(value)}")
 
 
 def _as_number(value, kinds):
@@ -142,13 +142,13 @@ def validate(cfg: RunConfig):
         ("sample temperature", t.sample_temperature),
     ]:  # fmt: skip
         if not finite_real(value):  # (types checked above: bools refused there)
-            raise RnnkitError(f"{name} must be a finite number, got {value}")
+            raise RnnkitError(f"{name} must be a finite number, got {said(value, '')}")
     if m.backend not in (None, "autograd", "python", "native"):
         raise RnnkitError(f"unknown --backend '{m.backend}'; choose autograd, python or native")
     check_seed(t.seed)
     if t.threads > MAX_THREADS:
         raise RnnkitError(
-            f"--threads must be at most {MAX_THREADS}, got {t.threads} (this machine has {os.cpu_count()} CPUs)"
+            f"--threads must be at most {MAX_THREADS}, got {said(t.threads, '')} (this machine has {os.cpu_count()} CPUs)"
         )
     if m.cell not in CELLS:
         raise RnnkitError(f"unknown --cell '{m.cell}'; choose one of {', '.join(sorted(CELLS))}")
@@ -165,13 +165,13 @@ def validate(cfg: RunConfig):
         ("sample length", t.sample_length), ("--lr-decay-after", t.lr_decay_after),
     ]:  # fmt: skip
         if value < 0:
-            raise RnnkitError(f"{name} must be >= 0, got {value}")
+            raise RnnkitError(f"{name} must be >= 0, got {said(value, '')}")
     if t.lr <= 0:
-        raise RnnkitError(f"--lr must be > 0, got {t.lr}")
+        raise RnnkitError(f"--lr must be > 0, got {said(t.lr, '')}")
     if not 0 < t.lr_decay <= 1:
-        raise RnnkitError(f"--lr-decay must be in (0, 1], got {t.lr_decay}")
+        raise RnnkitError(f"--lr-decay must be in (0, 1], got {said(t.lr_decay, '')}")
     if not 0 <= m.dropout < 1:
-        raise RnnkitError(f"--dropout must be in [0, 1), got {m.dropout}")
+        raise RnnkitError(f"--dropout must be in [0, 1), got {said(m.dropout, '')}")
     # (1e308, past float32's largest value, was said as the sizes' error: "--hidden-size 8 and --embedding-size 0
     # make no model: a weight would be larger than any tensor")
     if m.cell == "lstm" and abs(m.forget_bias) > _largest():

@@ -10,7 +10,7 @@ import os
 import pathlib
 
 from rnnkit._io import atomic_open, refuse_empty, save_figure
-from rnnkit.errors import RnnkitError
+from rnnkit.errors import RnnkitError, said
 
 FIELDS = ["step", "epoch", "wall_s", "lr", "train_loss", "val_loss", "val_bpc", "chars_per_s"]
 LN2 = math.log(2)
@@ -62,7 +62,7 @@ class MetricsLog:
         step = row.get("step")
         # (a row without one was lost on reading)
         if isinstance(step, bool) or not isinstance(step, numbers.Integral):
-            raise RnnkitError(f"a metrics row needs its step, a whole number, got {step!r}")
+            raise RnnkitError(f"a metrics row needs its step, a whole number, got {said(step)}")
         row = {k: _fmt(k, row.get(k)) for k in FIELDS}
         self._keep(row)
         # opened once, not for every row (its open and close were 20 of the 30 µs a row took, at every step), and

@@ -15,7 +15,7 @@ import numbers
 
 import torch
 
-from rnnkit.errors import RnnkitError, finite_real, interrupt_behind
+from rnnkit.errors import RnnkitError, finite_real, interrupt_behind, said
 
 OPTIMIZERS = ("adam", "rmsprop", "adagrad", "sgd")
 
@@ -43,7 +43,7 @@ def _rate(name, v):
     float, which torch.optim takes as a rate, is checked by its value and given as it is."""
     x = v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 and v.is_floating_point() else v
     if isinstance(x, bool) or not isinstance(x, numbers.Real) or not 0 <= x < math.inf:
-        raise RnnkitError(f"{name} must be a finite number >= 0, got {v!r}")
+        raise RnnkitError(f"{name} must be a finite number >= 0, got {said(v)}")
     return v
 
 
@@ -121,7 +121,7 @@ def clip_gradients(params, clip_norm: float, clip_value: float) -> float:
             or not (finite_real(v) or v == math.inf)
             or v < 0
         ):
-            raise RnnkitError(f"{name} must be a number >= 0 (0: off), got {v!r}")
+            raise RnnkitError(f"{name} must be a number >= 0 (0: off), got {said(v)}")
     # one parameter, as torch's clip_grad_norm_ takes it (its rows were read, none with a gradient: norm 0, nothing
     # clipped)
     if isinstance(params, torch.Tensor):
@@ -180,7 +180,7 @@ def lr_at_epoch(cfg, epoch: int) -> float:
     epoch (step / windows per epoch) counts its completed epochs: the rate of that point of the run."""
     # (2.5 decayed by 0.5 ** 1.5 where char-rnn's rate is 0.5 ** 1; -1, NaN and True were taken)
     if isinstance(epoch, bool) or not isinstance(epoch, numbers.Real) or not 0 <= epoch < math.inf:
-        raise RnnkitError(f"epoch must be a number >= 0 (the epochs completed), got {epoch!r}")
+        raise RnnkitError(f"epoch must be a number >= 0 (the epochs completed), got {said(epoch)}")
     # a fractional lr_decay_after (char-rnn's check takes 1.5: the first decay at the end of epoch 2) decayed by
     # 0.5 ** 0.5 after epoch 1
     if cfg.lr_decay_after == math.inf:  # never (math.ceil(inf) failed in "OverflowError")

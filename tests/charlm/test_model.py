@@ -1259,6 +1259,67 @@ def test_sizes_past_a_64_bit_integer_are_refused_in_one_line(big):
             CharLM(CharLMConfig(vocab_size=5, hidden_size=4, num_layers=big))
 
 
+@pytest.mark.parametrize("sign", [1, -1])
+def test_a_number_past_strs_4300_digits_is_said_by_its_bits_in_each_check(sign):
+    """An int of more than 4,300 digits (10**5000) or a Fraction of one, given where a one-line check refuses it,
+    failed while that line was formatted: Python's "ValueError: Exceeds the limit (4300 digits) for integer string
+    conversion; use sys.set_int_max_str_digits()", the wrong fix. Each line says it by its bits now (errors.said),
+    the rest of its words as before."""
+    from fractions import Fraction
+
+    from rnnkit import CELLS, Recurrent
+    from rnnkit.energy._checks import positive_float
+    from rnnkit.energy.boltzmann import BoltzmannMachine
+    from rnnkit.errors import check_seed, fits_int64, switch
+    from rnnkit.text.markov import MarkovChain
+    from rnnkit.text.ngram import NGramLM
+    from rnnkit.text.word2vec import Word2Vec
+    from rnnkit.train.config import RunConfig, validate
+    from rnnkit.train.optim import clip_gradients
+
+    def lr(v):
+        cfg = RunConfig()
+        cfg.train.lr = v
+        validate(cfg)
+
+    def clip(v):
+        p = torch.nn.Parameter(torch.ones(2))
+        p.grad = torch.ones(2)
+        clip_gradients([p], v, 0.0)
+
+    sites = {
+        "lstm forget_bias must be a finite number": lambda v: CELLS["lstm"](3, 4, forget_bias=v),
+        "hidden_size must be an integer >= 1": lambda v: CELLS["gru"](3, -abs(v)),
+        "dropout must be a number in [0, 1]": lambda v: Recurrent("gru", 3, 4, dropout=v),
+        "cond_size must be an integer >= 0": lambda v: Recurrent("gru", 3, 4, cond_size=-abs(v)),
+        "num_layers must be an integer >= 1": lambda v: CharLM(
+            CharLMConfig(vocab_size=5, num_layers=-abs(v))
+        ),
+        "--lr must be a finite number": lr,
+        "--alpha (the learning rate) must be a number > 0": lambda v: Word2Vec(alpha=-abs(v)),
+        "n (the n-gram order) must be an integer >= 1": lambda v: NGramLM(-abs(v)),
+        "alpha (the sharpening power) must be": lambda v: (
+            NGramLM(2).fit("abcab").generate("a", 3, alpha=-abs(v))
+        ),
+        "number of hidden units must be an integer >= 0": lambda v: BoltzmannMachine(4, -abs(v)),
+        "beta must be a positive number": lambda v: positive_float("beta", -abs(v)),
+        "clip_norm must be a number >= 0": clip,
+        "simulate steps must be an integer >= 0": lambda v: MarkovChain(["a", "b"], [[0.5] * 2] * 2).simulate(
+            -abs(v)
+        ),
+        "--seed must": check_seed,
+        "x must be True or False": lambda v: switch("x", v),
+    }
+    for big in (sign * 10**5000, Fraction(sign * 10**5000, 3)):
+        for line, site in sites.items():
+            with pytest.raises(ValueError) as e:
+                site(big)
+            assert str(e.value).startswith(line), (line, str(e.value)[:200])
+            assert "16,610" in str(e.value) and "\n" not in str(e.value), str(e.value)[:200]
+    with pytest.raises(RnnkitError, match=r"^x of 16,610 bits is too large \(past a 64-bit integer"):
+        fits_int64("x", 10**5000)
+
+
 def test_numpy_sizes_whose_weights_overflow_int64_are_refused_by_the_memory_check():
     """num_layers and hidden_size as numpy int64 (a parameter grid's): check_layers_fit's L·H·H·4 wrapped around in
     int64 (2 · 2^31 · 2^31 · 4 = 2^65 read as 0) and passed, and the layers were built until the memory ran out; as

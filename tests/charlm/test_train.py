@@ -247,6 +247,15 @@ def test_resume_equals_uninterrupted(tmp_path, corpus):
     assert [r["val_loss"] for r in whole] == [r["val_loss"] for r in split]
 
 
+def test_the_metrics_val_bpc_is_the_validation_loss_in_bits_per_character(tmp_path, corpus):
+    """metrics.csv's val_bpc is val_loss / ln 2 (nats to bits); no test read the column: val_loss · ln 2 passed."""
+    train(tiny_config(corpus, max_steps=2, eval_every=2), tmp_path / "run", log=lambda s: None)
+    rows = [r for r in read_metrics(tmp_path / "run" / "metrics.csv") if r["val_loss"]]
+    assert rows
+    for r in rows:  # (written to 6 significant digits)
+        assert float(r["val_bpc"]) == pytest.approx(float(r["val_loss"]) / math.log(2), rel=1e-5)
+
+
 def test_an_output_closed_at_a_validation_line_keeps_the_steps_up_to_it(tmp_path, corpus):
     """`rnnkit train ... | head` (a pager quit): the BrokenPipeError of the validation line at step 10 stopped the run
     before that step's checkpoint, latest.pt left at step 0 and the 10 steps lost ('continue with --resume' went on
@@ -1019,6 +1028,16 @@ def test_explosion_test_reads_a_running_average():
     assert progress.step <= 4
     with pytest.raises(RnnkitError, match="became nan"):
         _check_loss(float("nan"), Progress(initial_loss=4.0, smooth_loss=4.0), "run")
+
+
+def test_the_explosion_tests_running_average_weighs_a_new_loss_by_0_3():
+    """smooth <- 0.7·smooth + 0.3·loss: one window at 4x the start (16 after 4) reads 7.6, no blow-up; weighed the
+    other way round (0.3·smooth + 0.7·loss, 12.4 > 3 x 4) that one window stopped the run."""
+    from rnnkit.train.loop import Progress, _check_loss
+
+    progress = Progress()
+    progress.smooth_loss = _check_loss(4.0, progress, "run")
+    assert _check_loss(16.0, progress, "run") == pytest.approx(0.7 * 4.0 + 0.3 * 16.0)
 
 
 def test_threads_hold_for_the_run_only(tmp_path, corpus):

@@ -146,6 +146,15 @@ def test_estimate_recovers_the_table():
     np.testing.assert_allclose(learned.P[np.ix_(order, order)], m.P, atol=0.02)
 
 
+def test_log_prob_of_one_symbol_is_its_start_probability():
+    """log P(s_1) = log π_0(s_1): the forward pass's last normaliser is the whole probability of a one-symbol string
+    (of a longer one, 1), so leaving it out gave 0 (P = 1) for every single symbol, and no test saw it."""
+    m = MarkovChain(["a", "b"], [[0.5, 0.5], [0.9, 0.1]], start=[0.25, 0.75])
+    assert m.log_prob("b") == pytest.approx(np.log(0.75))
+    assert m.log_prob("a") == pytest.approx(np.log(0.25))
+    assert m.log_prob("ba") == pytest.approx(np.log(0.75 * 0.9))
+
+
 def test_bad_tables():
     with pytest.raises(RnnkitError):
         MarkovChain(["a", "b"], [[0.5, 0.4], [1, 0]])

@@ -120,6 +120,17 @@ def test_search_ranks_by_cosine_and_round_trips(tmp_path):
         TfidfIndex.load(tmp_path / "missing")
 
 
+def test_search_of_an_index_without_norm_gives_the_cosines():
+    """With norm=None the rows are not unit vectors: search divides by both norms, the document's and the query's,
+    so that it gives cosines (a query equal to a document: 1); without the query's norm it gave numbers past 1."""
+    index = TfidfIndex(TfidfConfig(norm=None)).fit(DOCS)
+    X, q = index.matrix.toarray(), index.transform(["the dog barked at the cat"]).toarray()[0]
+    want = X @ q / np.linalg.norm(X, axis=1) / np.linalg.norm(q)
+    hits = index.search("the dog barked at the cat")
+    assert hits and all(score == pytest.approx(want[i]) for i, score in hits)
+    assert index.search(DOCS[1])[0] == (1, pytest.approx(1.0))
+
+
 def test_fit_holds_a_few_bytes_a_token_not_a_coo_of_every_token():
     """fit kept an int64 array per document and built the COO of every token (int64 rows and columns, float64
     ones) before summing them: 54 bytes a token at its peak here, `tfidf index` of PTB 5 times over 428 MB of RSS

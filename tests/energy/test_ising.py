@@ -82,6 +82,26 @@ def test_energy_counts_each_bond_once():
     assert ising.energy_per_site(checker[None], J=1.0, h=0.0).item() == pytest.approx(2.0)
 
 
+def test_specific_heat_and_susceptibility_are_the_fluctuation_formulas(monkeypatch):
+    """C = N (<e²> - <e>²) / T² and χ = N (<m²> - <|m|>²) / T over the measured sweeps, here from each sweep's m and e
+    recorded as the run measures them; no test read either (C over T, χ over T² or χ of <m²> alone passed)."""
+    seen, energy_per_site = [], ising.energy_per_site
+
+    def energy(s, J, h):  # each measured sweep's m and e
+        e = energy_per_site(s, J, h)
+        seen.append((s.mean((-2, -1)).double(), e.double()))
+        return e
+
+    monkeypatch.setattr(ising, "energy_per_site", energy)
+    temperatures = [1.5, 2.5, 4.0]
+    got = ising.Ising(4, temperatures, update="heat-bath", start="random", generator=gen(1)).run(100, 5)
+    m, e = (torch.stack(x) for x in zip(*seen))
+    T, N = torch.tensor(temperatures, dtype=torch.float64), 16
+    torch.testing.assert_close(got["specific_heat"], N * ((e**2).mean(0) - e.mean(0) ** 2) / T**2)
+    torch.testing.assert_close(got["susceptibility"], N * ((m**2).mean(0) - m.abs().mean(0) ** 2) / T)
+    assert (got["susceptibility"] > 0).all() and (got["specific_heat"] > 0).all()
+
+
 def test_onsager():
     assert ising.onsager_tc() == pytest.approx(2.269185, abs=1e-6)
     assert ising.onsager_magnetisation(1.0) == pytest.approx(0.99927, abs=1e-5)

@@ -17,7 +17,18 @@ def make(name, D=4, H=5, **kw):
 
 @pytest.mark.parametrize("name", list(CELLS))
 def test_step_backward_matches_autograd(name):
-    cell = make(name)
+    assert_step_backward_is_autograds(make(name))
+
+
+@pytest.mark.parametrize("learn_alpha", [False, True])
+def test_leaky_step_backward_matches_autograd_where_alpha_is_not_one_half(learn_alpha):
+    """Every other gradient test runs leaky at its default α = 0.5, where α = 1 - α: a step_backward with the two
+    swapped (da = dh (1 - α)(1 - h̃²), or dh_{t-1}'s direct part dh α) passed them all. Per-unit α here."""
+    alpha = [0.1, 0.3, 0.6, 0.8, 0.95]
+    assert_step_backward_is_autograds(make("leaky", alpha=alpha, learn_alpha=learn_alpha))
+
+
+def assert_step_backward_is_autograds(cell):
     B, H = 3, cell.hidden_size
     xw = cell.project_input(torch.randn(B, cell.input_size)).detach().requires_grad_()
     state = tuple(torch.randn(B, H, requires_grad=True) for _ in range(cell.num_states))

@@ -75,6 +75,23 @@ def test_native_equals_python(name, dtype, B):
                 torch.testing.assert_close(b, a, rtol=TOL[dtype], atol=TOL[dtype])
 
 
+@pytest.mark.parametrize("learn_alpha", [False, True])
+def test_native_leaky_equals_python_where_alpha_is_not_one_half(learn_alpha):
+    """test_native_equals_python runs leaky at α = 0.5, where α = 1 - α: a native backward with the two swapped
+    (dh_{t-1}'s direct part dh α) passed it. Per-unit α here, padded rows and both directions."""
+    torch.manual_seed(0)
+    cell = CELLS["leaky"](4, 5, alpha=[0.1, 0.3, 0.6, 0.8, 0.95], learn_alpha=learn_alpha).double()
+    T, B = 6, 3
+    x, s0 = torch.randn(T, B, 4, dtype=torch.float64), states(cell, B, torch.float64)
+    mask = (torch.arange(T)[:, None] < torch.tensor([6, 2, 4])[None]).double()[..., None]
+    weights = torch.randn(T, B, 5, dtype=torch.float64)
+    for reverse in (False, True):
+        want = grads_of(cell, "python", x, s0, mask, reverse, weights)
+        got = grads_of(cell, "native", x, s0, mask, reverse, weights)
+        for a, b in zip(want, got):
+            torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("name", list(NATIVE))
 def test_gradcheck(name):
     """The native Function against finite differences (T=4, B=3, non-zero initial state)."""

@@ -370,3 +370,20 @@ def test_a_second_order_pass_over_chunks_leaves_dh_the_latest_record(backend):
         (g,) = torch.autograd.grad(hs1.square().sum() + hs2.square().sum(), xw, create_graph=True)
         g.square().sum().backward()
         assert probe.dh is probe.history[-1] and len(probe.dh) == 2, b
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("D", [3, 2])  # x̃ = W_xp x, and x̃ = x (D = H)
+def test_mut1_first_order_gradients_under_create_graph_equal_autograds(backend, D):
+    """gradgradcheck checks the second derivative against the first one a backward gives, not that first one: the
+    projection's tanh(x̃) backward without its (1 - tanh²) under create_graph=True (TanhTail's path that reads tanh
+    from the output) passed test_layer_gradgradcheck. The gradients a gradient penalty starts from, here against the
+    autograd backend's."""
+    torch.manual_seed(0)
+    layer = rnnkit.Recurrent("mut1", D, 2, backend="autograd").double()
+    x = torch.randn(2, 5, D, dtype=torch.float64, requires_grad=True)
+    want = torch.autograd.grad(layer(x)[0].pow(2).sum(), (x, *layer.parameters()))
+    layer.backend = backend
+    got = torch.autograd.grad(layer(x)[0].pow(2).sum(), (x, *layer.parameters()), create_graph=True)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)

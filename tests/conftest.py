@@ -67,6 +67,28 @@ def _no_global_module_hook_left():
     assert not module._has_any_global_hook(), "a global module hook was left registered by this test"
 
 
+@pytest.fixture(autouse=True)
+def _no_warned_once_forgotten():
+    """The engine warns once a process (engine._warned, native._plan_warnings): a test that cleared the real set to see
+    a warning again (`engine._warned.clear()`) made the rest of the session warn anew what had been said, and hid from
+    the tests after it the state a process is in; such a test takes a set of its own with monkeypatch.setattr, and
+    fails here, at its own teardown, if it empties the process's."""
+    import sys
+
+    def sets():
+        engine, native = sys.modules.get("rnnkit.engine"), sys.modules.get("rnnkit.engine.native")
+        return [(name, s, set(s)) for name, s in (("engine._warned", getattr(engine, "_warned", None)),
+                ("native._plan_warnings", getattr(native, "_plan_warnings", None))) if s is not None]  # fmt: skip
+
+    before = sets()
+    yield
+    now = {name: s for name, s, _ in sets()}
+    for name, s, items in before:
+        assert now[name] is s and items <= s, (
+            f"rnnkit.{name} lost what it held: this test emptied it (monkeypatch it)"
+        )
+
+
 def pytest_configure(config):
     """The native engine keeps its timed GEMM and rows-or-units choices in a file beside its build, which later
     processes read (rnnkit/engine/native.py). Tests plant choices of their own (a "units" split that is slower on

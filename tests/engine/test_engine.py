@@ -368,18 +368,19 @@ def test_no_grad_forward_matches():
 def test_failed_build_warns_once_with_the_default_backend(monkeypatch):
     """A machine where the extension can't build runs python 2-3x slower: the default backend says so once;
     RNNKIT_NATIVE=0 (a choice) and tensors native doesn't run (meta here, as a GPU's) stay quiet."""
-    from rnnkit.engine import _warned, native, resolve_backend
+    from rnnkit import engine
+    from rnnkit.engine import native, resolve_backend
 
     cell, xw, *_ = setup("lstm", dtype=torch.float32)
     monkeypatch.setattr(native, "_ext", None)
     monkeypatch.setattr(native, "_reason", "could not build the C++ extension: RuntimeError: no compiler")
-    _warned.clear()
+    monkeypatch.setattr(engine, "_warned", set())
     with pytest.warns(RuntimeWarning, match="no compiler.*RNNKIT_NATIVE=0"):
         assert resolve_backend(None, cell, xw) == "python"
     assert resolve_backend(None, cell, xw) == "python"  # once: no second warning (warnings are errors here)
     assert resolve_backend(None, cell, xw.to("meta")) == "python"
     monkeypatch.setattr(native, "_reason", "switched off by RNNKIT_NATIVE=0")
-    _warned.clear()
+    monkeypatch.setattr(engine, "_warned", set())
     assert resolve_backend(None, cell, xw) == "python"
 
 
@@ -1487,12 +1488,13 @@ def test_an_extensions_dir_that_links_to_a_missing_folder_is_named_with_its_fix(
 def test_a_failed_build_is_warned_of_once_whichever_backend_asks_first(monkeypatch, first):
     """One failed build, one warning: a process whose layers take the default backend and ask for native (in either
     order) was told of the same failure twice, once as "2-3x slower" and once as "native backend unavailable"."""
-    from rnnkit.engine import _warned, native, resolve_backend
+    from rnnkit import engine
+    from rnnkit.engine import native, resolve_backend
 
     cell, xw, *_ = setup("lstm", dtype=torch.float32)
     monkeypatch.setattr(native, "_ext", None)
     monkeypatch.setattr(native, "_reason", "could not build the C++ extension: RuntimeError: no compiler")
-    _warned.clear()
+    monkeypatch.setattr(engine, "_warned", set())
     second = "native" if first is None else None
     with pytest.warns(RuntimeWarning, match="no compiler") as said:
         assert resolve_backend(first, cell, xw) == "python"

@@ -8,8 +8,7 @@ from torch import nn
 from torch.autograd import forward_ad
 from torch.func import functional_call, grad, jacrev, jvp, vmap
 
-from rnnkit import Recurrent
-from rnnkit.engine import _warned
+from rnnkit import Recurrent, engine
 from rnnkit.errors import RnnkitError
 
 
@@ -49,10 +48,10 @@ def test_jacrev_equals_rows_of_backward():
     torch.testing.assert_close(J, torch.stack(rows), rtol=1e-10, atol=1e-12)
 
 
-def test_asked_for_backend_warns_inside_a_transform():
+def test_asked_for_backend_warns_inside_a_transform(monkeypatch):
     layer, params, x, lengths = setup("gru")
     layer.backend = "python"
-    _warned.clear()  # the warning comes once per process
+    monkeypatch.setattr(engine, "_warned", set())  # the warning comes once per process
     with pytest.warns(RuntimeWarning, match="torch.func transform"):
         grad(loss_of(layer))(params, x, lengths)
 

@@ -637,12 +637,12 @@ def test_torch_compile_of_packed_sequences_with_dropout_warns_of_no_failure():
     torch.testing.assert_close(dW_c, dW, rtol=0, atol=0)
 
 
-def test_torch_compile_fullgraph_with_the_python_backend():
+def test_torch_compile_fullgraph_with_the_python_backend(monkeypatch):
     """backend="python" under torch.compile (the unrolled loop) warned through warnings.warn, a graph break: the
     first fullgraph=True compile in a process failed ("Attempted to call function marked as skipped")."""
     from rnnkit import engine
 
-    engine._warned.clear()  # (a warning given once before would hide it)
+    monkeypatch.setattr(engine, "_warned", set())  # (a warning given once before would hide it)
     torch.manual_seed(0)
     layer, x = Recurrent("gru", 4, 5, backend="python"), torch.randn(2, 6, 4)
     torch._dynamo.reset()
@@ -2017,13 +2017,13 @@ def test_final_state_is_a_tensor_of_its_own_as_torchs(backend):
 
 
 @pytest.mark.parametrize("strict", [False, True])
-def test_torch_export_of_a_native_layer_says_nothing(strict):
+def test_torch_export_of_a_native_layer_says_nothing(strict, monkeypatch):
     """backend="native" exported: the program is torch's ops, as the README says, strict or not; a non-strict
     export (FakeTensors) warned 'native backend unavailable (FakeTensor tensors ...)' where a strict one said
     nothing, and a user's export test with warnings as errors failed on it."""
     from rnnkit import engine
 
-    engine._warned.clear()  # (a warning given once before would hide it)
+    monkeypatch.setattr(engine, "_warned", set())  # (a warning given once before would hide it)
     torch.manual_seed(0)
     layer, x = Recurrent("lstm", 4, 5, backend="native").eval(), torch.randn(2, 6, 4)
     program = torch.export.export(layer, (x,), strict=strict)  # (pytest: a warning is an error)

@@ -68,6 +68,20 @@ def _no_global_module_hook_left():
 
 
 @pytest.fixture(autouse=True)
+def _no_thread_count_left():
+    """A test that leaves torch's thread count changed (a bench script's main() run in this process sets its own)
+    fails here, at its own teardown: every later test of the session ran on that count, and the native engine's tests
+    of a split over threads skip on one thread."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    assert torch.get_num_threads() == threads, (
+        f"torch's thread count was left at {torch.get_num_threads()} (was {threads})"
+    )
+
+
+@pytest.fixture(autouse=True)
 def _no_warned_once_forgotten():
     """The engine warns once a process (engine._warned, native._plan_warnings): a test that cleared the real set to see
     a warning again (`engine._warned.clear()`) made the rest of the session warn anew what had been said, and hid from

@@ -122,6 +122,17 @@ def test_an_empty_rnnkit_data_is_unset_as_rnnkit_takes_it():
     assert done.stdout.splitlines() == [str(shared)] * 2
 
 
+@pytest.fixture(autouse=True)
+def _thread_count_put_back():
+    """The bench scripts' main() sets torch's thread count for its process (charlm.py: 1, engine.py: --threads); run
+    here, in the test process, it stayed for every later test of the session. It is put back after each test."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def _bench_script(monkeypatch, name: str):
     """bench/NAME.py loaded as a module (bench/ on sys.path for its own imports, as when it runs)."""
     monkeypatch.syspath_prepend(str(BENCH))

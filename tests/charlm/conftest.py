@@ -49,6 +49,8 @@ def trained(tmp_path_factory, corpus):
     out = tmp_path_factory.mktemp("trained") / "run"
     n = torch.get_num_threads()
     torch.set_num_threads(1)
-    assert main(["train", str(corpus), "--out", str(out), *TINY, "--dry-run"]) == 0
-    torch.set_num_threads(n)
+    try:  # (a failed dry run left the session on 1 thread)
+        assert main(["train", str(corpus), "--out", str(out), *TINY, "--dry-run"]) == 0
+    finally:
+        torch.set_num_threads(n)
     return out

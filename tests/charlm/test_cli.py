@@ -1104,8 +1104,10 @@ def trained_cjk(tmp_path_factory, corpus):
     text.write_text(corpus.read_text().replace("e", "中").replace("o", "😀"), encoding="utf-8")
     n = torch.get_num_threads()
     torch.set_num_threads(1)
-    assert main(["train", str(text), "--out", str(folder / "run"), *TINY, "--dry-run"]) == 0
-    torch.set_num_threads(n)
+    try:  # (a failed dry run left the session on 1 thread)
+        assert main(["train", str(text), "--out", str(folder / "run"), *TINY, "--dry-run"]) == 0
+    finally:
+        torch.set_num_threads(n)
     return folder / "run", text
 
 

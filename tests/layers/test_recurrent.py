@@ -566,7 +566,7 @@ def test_bad_construction():
 def test_a_number_of_layers_past_the_memory_is_refused_in_one_line_before_any_is_built(L):
     """Recurrent(num_layers=10**9) or np.int64(2**62) built layers (each small) until the memory ran out, a hang, where
     CharLM's num_layers was bounded; Recurrent takes the same bound (check_layers_fit), with each layer's cell module
-    (2 KiB) at the least, so a small hidden_size or a cell of one's own is bounded too. Sizes that fit still build."""
+    (1 KiB) at the least, so a small hidden_size or a cell of one's own is bounded too. Sizes that fit still build."""
     for cell, H, kw in (
         ("lstm", 8, {}),
         ("rnn_tanh", 1, {"bidirectional": True}),

@@ -1099,6 +1099,13 @@ def outputs_kept():
     return not torch.compiler.is_compiling() and torch._C._len_torch_dispatch_stack() > 0
 
 
+def bias_grad(db, shape):
+    """db (G,), the Σ over rows of a bias added to every row of G columns, summed to the bias's shape: (G,) as it is,
+    or one of F.linear's broadcast shapes, (1,), (1, G) or (1, 1). Of a 2-D bias, autograd refused the (G,) one
+    ('invalid gradient at index 2 - got [G]'), in TanhTail and NativeProjection."""
+    return db if db.shape == shape else db.view(*[1] * (len(shape) - 1), -1).sum_to_size(shape)
+
+
 class TanhTail(torch.autograd.Function):
     """xw[..., -n:] <- tanh(xw[..., -n:]), then xw += b (b: (G,) or None; F.linear's (1, G) or (1, 1) too), in place
     on the GEMM's output: MUT1's tanh(x̃_t) + b_h block without concatenating a separate tanh term.
@@ -1121,11 +1128,7 @@ class TanhTail(torch.autograd.Function):
     def backward(ctx, g):
         t, out, b = ctx.saved_tensors
         n = ctx.n
-        db = g.reshape(-1, g.shape[-1]).sum(0) if ctx.needs_input_grad[2] else None
-        # Σ g of a b broadcast to its row, summed to b's shape: a b (1, G) or (1, 1), which F.linear takes,
-        # failed autograd's check ('invalid gradient at index 1 - got [G]'), as NativeProjection's did
-        if db is not None and db.shape != b.shape:
-            db = db.view(*[1] * (b.dim() - 1), -1).sum_to_size(b.shape)
+        db = bias_grad(g.reshape(-1, g.shape[-1]).sum(0), b.shape) if ctx.needs_input_grad[2] else None
         if torch.is_grad_enabled():  # t from the output, which autograd can differentiate
             t = out[..., -n:] if b is None else out[..., -n:] - b[..., -n:]
             return torch.cat((g[..., :-n], g[..., -n:] * (1 - t * t)), dim=-1), None, db

@@ -90,7 +90,15 @@ from rnnkit._native_build import (
     vector_flags,
 )
 from rnnkit.cells import CELLS, LSTMP
-from rnnkit.cells._base import affine_input, autocast_on, cell_class, make_fx_tracing, recording, tanh_of_tail
+from rnnkit.cells._base import (
+    affine_input,
+    autocast_on,
+    bias_grad,
+    cell_class,
+    make_fx_tracing,
+    recording,
+    tanh_of_tail,
+)
 from rnnkit.engine.reference import autograd_loop, higher_order_grads, restored_input, saved_input
 from rnnkit.errors import RnnkitError, user_stacklevel
 
@@ -753,10 +761,8 @@ class NativeProjection(torch.autograd.Function):
             ctx.ident, dx0 if need[0] else None,
         )  # fmt: skip
         keep_plans_soon()
-        # Σ dxw of a b broadcast to its row, summed to b's shape: a b (1, G) or (1, 1), which F.linear takes,
-        # failed autograd's check ('invalid gradient at index 2 - got [G]')
-        if need[2] and db.shape != ctx.b_shape:
-            db = db.view(*[1] * (len(ctx.b_shape) - 1), -1).sum_to_size(ctx.b_shape)
+        if need[2]:  # (Σ dxw, in a 2-D bias's shape too)
+            db = bias_grad(db, ctx.b_shape)
         return (dx.view(ctx.shape) if need[0] else None, dW if need[1] else None,
                 db if need[2] else None, None, None, None)  # fmt: skip
 

@@ -22,7 +22,7 @@ from rnnkit.cli import (
     say,
     say_json,
 )
-from rnnkit.errors import RnnkitError, count_error
+from rnnkit.errors import RnnkitError, count_error, fits_int64
 
 DRY_RUN_CHARS = 20_000
 MARKOV_LENGTH = 30  # markov sample --length when not given
@@ -456,6 +456,7 @@ def cmd_ngram_train(args) -> int:
         )
     if args.order < 1:
         raise count_error("-n/--order (the n-gram order)", args.order)
+    fits_int64("-n/--order (the n-gram order)", args.order)
     if args.min_freq < 1:
         raise count_error("--min-freq", args.min_freq, " (1 keeps every token)")
     out = _out_file(args.out, make=False)

@@ -36,7 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 from rnnkit._io import atomic_open, bar_options, check_save_path, is_zip, refuse_empty
-from rnnkit.errors import RnnkitError, check_seed, count_error, finite_real, said, switch
+from rnnkit.errors import RnnkitError, check_seed, count_error, finite_real, fits_int64, said, switch
 from rnnkit.text.lmscore import LMScore, pick_next
 from rnnkit.text.vocab import UNK, Vocabulary, refuse_surrogate_pairs, tokenize
 
@@ -250,6 +250,8 @@ class NGramLM:
     ):
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
             raise count_error("n (the n-gram order)", n)
+        # (2**64 was taken and fitted, then scoring failed in numpy: "Python int too large to convert to C long")
+        fits_int64("n (the n-gram order)", n)
         if smoothing not in ("kneser-ney", "modified-kneser-ney", "add-k"):
             raise RnnkitError(
                 f"unknown smoothing {smoothing!r}; use kneser-ney, modified-kneser-ney or add-k"

@@ -754,6 +754,18 @@ def test_ngram_train_of_an_order_whose_counts_cannot_fit_in_memory_is_one_line(t
     assert main(["ngram", "train", str(text), "--out", str(out), "-n", "3"]) == 0
 
 
+def test_ngram_train_of_an_order_past_a_64_bit_integer_is_one_line(tmp_path, capsys):
+    """-n 18446744073709551616 trained and saved a model whose `ngram score` was a numpy traceback."""
+    text = tmp_path / "t.txt"
+    text.write_text("hello world\n")
+    out = tmp_path / "m.npz"
+    assert main(["ngram", "train", str(text), "--out", str(out), "-n", str(2**64)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["rnnkit: error: -n/--order (the n-gram order) 18446744073709551616 is too large (past a 64-bit "
+                   "integer, 2^63); give a smaller one"], err  # fmt: skip
+    assert not out.exists()
+
+
 def test_ngram_train_counts_the_swap_with_the_memory(tmp_path, capsys, monkeypatch):
     """The counts of the lower orders are swapped out while the higher ones are counted, so a fit that fits in memory
     and swap together runs to its end, as it did before the bound: on a machine of 1 MiB and 1 GiB of swap, -n 200

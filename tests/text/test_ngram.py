@@ -573,6 +573,20 @@ def test_an_order_far_past_the_texts_length_counts_no_empty_orders(smoothing, tm
     assert again.n == 10**4 and again.score("abcabcab").log_prob == ref.score("abcabcab").log_prob
 
 
+def test_an_order_past_a_64_bit_integer_is_refused_where_it_is_given():
+    """NGramLM(2**64) was taken, fitted and saved, and scoring it failed inside numpy ('Python int too large to
+    convert to C long'); 2**63 - 1, the largest order numpy holds, scores as any order past the text's length."""
+    text = "abcab"
+    for n in (2**63, 2**64, 10**5000):
+        with pytest.raises(
+            RnnkitError, match=r"^n \(the n-gram order\) .* is too large \(past a 64-bit integer"
+        ):
+            NGramLM(n)
+    lm, ref = NGramLM(2**63 - 1).fit(text), NGramLM(len(text) + 1).fit(text)
+    assert lm.score("abcabcab", "ba").log_prob == ref.score("abcabcab", "ba").log_prob
+    assert lm.complete("ab", 9) == ref.complete("ab", 9)
+
+
 class _NoLineEnd:
     """A vocabulary as fit_ids saw one before 3615df4: no line end to count the text's start after."""
 

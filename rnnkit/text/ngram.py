@@ -24,6 +24,7 @@ of the pair (id of its (m-1)-gram prefix, last token), found by sorting the keys
 import functools
 import itertools
 import json
+import math
 import numbers
 import os
 import pathlib
@@ -278,6 +279,9 @@ class NGramLM:
             raise RnnkitError(f"k (add-k's pseudo-count) must be a number, got {said(k)}")
         if not (finite_real(k) and k > 0) and smoothing == "add-k":  # (10**400: past float)
             raise RnnkitError(f"add-k needs a finite k > 0, got {said(k, '')}")
+        # (a Real > 0 below float's least, Fraction(1, 10**400), made add-0 of float(k))
+        if smoothing == "add-k" and float(k) == 0:
+            raise RnnkitError(f"add-k's k {said(k)} is too small: it is 0 as a float; give 1e-300 or more")
         if discount is not None and (isinstance(discount, bool) or not isinstance(discount, numbers.Real)):
             raise RnnkitError(
                 f"the Kneser-Ney discount must be a number between 0 and 1, got {said(discount)}"
@@ -657,7 +661,10 @@ class NGramLM:
             )
         rng = np.random.default_rng(check_seed(seed, "seed"))
         # (as a float: a Fraction, a Real a float holds, made alpha·log p an array of objects, which np.exp can't take)
-        alpha = None if alpha is None else float(alpha)
+        given, alpha = alpha, None if alpha is None else float(alpha)
+        if alpha == 0:  # a Real > 0 below float's least (Fraction(1, 10**400)): 0·(-inf) in pick_next, NaN
+            raise RnnkitError(f"alpha {said(given)} is too small: it is 0 as a float; give 1e-300 or more, "
+                              "or None for greedy")  # fmt: skip
         return self._drawn(list(self.encode(prefix)), int(length), alpha, rng)
 
     def _drawn(self, ids: list, length: int, alpha, rng):
@@ -706,12 +713,19 @@ class NGramLM:
             raise RnnkitError(
                 f"temperature must be a number > 0, got {said(temperature)}; for greedy text use complete()"
             )
-        if not np.isfinite(1.0 / temperature):  # alpha = 1/temperature would be inf
+        # alpha = 1/temperature, past float64 for a temperature that small: inf, said below (of a numpy scalar without
+        # numpy's overflow warning; a Real > 0 that is 0 as a float, Fraction(1, 10**400), is no ZeroDivisionError)
+        try:
+            with np.errstate(over="ignore"):
+                alpha = 1.0 / temperature
+        except ZeroDivisionError:
+            alpha = math.inf
+        if not finite_real(alpha):  # (np.longdouble's 1/1e-320 is finite, a float's inf)
             raise RnnkitError(
-                f"temperature {temperature} is too small: 1/temperature is beyond float64; give 1e-300 or more, "
-                "or use complete() for greedy text"
+                f"temperature {said(temperature, '')} is too small: 1/temperature is beyond float64; give 1e-300 or "
+                "more, or use complete() for greedy text"
             )
-        return self.generate(prefix, length, alpha=1.0 / temperature, seed=seed)
+        return self.generate(prefix, length, alpha=alpha, seed=seed)
 
     # ---- save / load ------------------------------------------------------------------------------
     def save(self, path) -> None:

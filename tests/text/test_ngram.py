@@ -836,3 +836,29 @@ def test_generate_takes_an_alpha_of_any_real_a_float_holds():
     lm = NGramLM(2).fit("abcabcabd")
     for alpha in (Fraction(1, 3), np.float32(0.5), np.int64(2), 2**64):
         assert lm.generate("a", 20, alpha=alpha, seed=1) == lm.generate("a", 20, alpha=float(alpha), seed=1)
+
+
+@pytest.mark.parametrize(
+    "tiny", [Fraction(1, 10**400), np.longdouble("1e-400")], ids=["Fraction", "longdouble"]
+)
+def test_a_positive_number_that_is_0_as_a_float_is_refused_in_one_line(tiny):
+    """A Real > 0 below float's least passed the checks of k, alpha and temperature, which read it exactly, and was
+    then taken as its float, 0: add-k with k = 0 (-inf scores, NaN after an unseen history), generate's
+    0·(-inf) = NaN ('ValueError: Probabilities contain NaN'), and sample's 1.0 / temperature a ZeroDivisionError
+    (of a Fraction; a numpy scalar's 1/temperature overflowed with numpy's warning, an error under -W error, or
+    was said as alpha, which the caller never gave). Each is one line naming the number as too small."""
+    with pytest.raises(
+        RnnkitError, match=r"add-k's k .* is too small: it is 0 as a float; give 1e-300 or more$"
+    ):
+        NGramLM(2, smoothing="add-k", k=tiny)
+    lm = NGramLM(2).fit("abcabcabd")
+    with pytest.raises(
+        RnnkitError, match=r"^alpha .* is too small: it is 0 as a float; give 1e-300 or more, or None"
+    ):
+        lm.generate("a", 3, alpha=tiny)
+    for temperature in (tiny, np.float64(1e-320), np.longdouble("1e-320")):
+        with pytest.raises(
+            RnnkitError, match=r"^temperature .* is too small: 1/temperature is beyond float64"
+        ):
+            lm.sample(3, temperature=temperature)
+    assert lm.sample(20, temperature=np.float32(0.3), seed=1) == lm.generate("", 20, 1.0 / np.float32(0.3), 1)

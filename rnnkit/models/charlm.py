@@ -725,7 +725,7 @@ def load_run(run):
     import json
 
     from rnnkit import CELLS
-    from rnnkit.train.checkpoint import load_checkpoint, mismatch, resolve
+    from rnnkit.train.checkpoint import _instead, hollow_weights, load_checkpoint, mismatch, resolve
     from rnnkit.train.config import RunConfig
 
     ckpt, path = load_checkpoint(run), resolve(run)
@@ -774,6 +774,9 @@ def load_run(run):
         raise RnnkitError(f"{bad}: its config makes no model ({str(e).splitlines()[0][:100]})") from None
     if misfit:
         raise RnnkitError(f"{bad}: its weights do not fit its config ({misfit})")
+    hollow = hollow_weights(state)
+    if hollow:  # (meta or sparse: load_state_dict's line, cut, named neither)
+        raise RnnkitError(f"{bad}: {hollow}; {_instead(path)}")
     complex_ = [name for name, w in state.items() if isinstance(w, torch.Tensor) and w.is_complex()]
     if complex_:  # load_state_dict kept the real part, with only torch's warning
         raise RnnkitError(

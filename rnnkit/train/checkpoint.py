@@ -222,6 +222,20 @@ def _damaged_member(path) -> str | None:
     return None if bad is None else bad.split("/", 1)[-1]
 
 
+def hollow_weights(state: dict) -> str | None:
+    """What is wrong with a checkpoint's weights that hold no values a model can copy: tensors of the meta device
+    (shapes without data, as a model built there saves them) or sparse ones; None where every tensor is dense. Such
+    a weight reached load_state_dict, whose line (cut) named neither ('While copying the parameter named
+    "head.weight", whose dimensions in the model are torch.Size([30, 16]) and ... torch.Size([3'), and --resume's
+    checks, which said 'Tensor.item() cannot be called on meta tensors; resume without changing model options'."""
+    for hollow, what in ((lambda w: w.is_meta, "hold no values (meta tensors: their shapes only)"),
+                         (lambda w: w.layout != torch.strided, "are sparse ({}); a model's are dense")):  # fmt: skip
+        found = [(str(n), w) for n, w in state.items() if isinstance(w, torch.Tensor) and hollow(w)]
+        if found:
+            return f"its weights {', '.join(n for n, _ in found[:3])} {what.format(found[0][1].layout)}"
+    return None
+
+
 def mismatch(e: Exception, limit: int = 160) -> str:
     """The line of a load_state_dict error that names what does not fit (its first line only says "Error(s) in
     loading state_dict for CharLM:"), cut to `limit` characters."""

@@ -40,7 +40,7 @@ from rnnkit.data.corpus import load_corpus
 from rnnkit.engine import native
 from rnnkit.errors import RnnkitError, TooLarge, finite_real
 from rnnkit.models.charlm import _IGNORE, CharLM, _as_ids, weights_misfit
-from rnnkit.train.checkpoint import _instead, load_checkpoint, mismatch, save_checkpoint
+from rnnkit.train.checkpoint import _instead, hollow_weights, load_checkpoint, mismatch, save_checkpoint
 from rnnkit.train.config import RunConfig, validate
 from rnnkit.train.metrics import LN2, MetricsLog, load_plotting, plot_losses
 from rnnkit.train.optim import clip_gradients, lr_at_epoch, make_optimizer, set_lr
@@ -391,6 +391,10 @@ def restore(ckpt, model, optimizer, batches, path="latest.pt") -> Progress:
 
     # (the default, a str, failed in the damaged-checkpoint line: 'str' object has no attribute 'name')
     path = pathlib.Path(path)
+    hollow = hollow_weights(ckpt["model"])
+    # (meta or sparse: 'Tensor.item() cannot be called on meta tensors; resume without changing model options')
+    if hollow:
+        raise RnnkitError(f"{path} is damaged ({hollow}); {_instead(path, True)}")
     complex_ = [name for name, w in ckpt["model"].items() if isinstance(w, torch.Tensor) and w.is_complex()]
     if complex_:  # load_state_dict kept the real part, with only torch's warning (as load_run says it)
         raise RnnkitError(f"{path} is damaged (its weights {', '.join(complex_[:3])} are complex numbers; a model's "

@@ -712,6 +712,13 @@ def _damage(path, how, tmp_path):
         # 100,000 layers built on the meta device first: 20-30 s before the line
         (lambda c: c.update(config=c["config"].replace('"num_layers": 1', '"num_layers": 100000')),
          r"its weights do not fit its config \(num_layers 100000 needs a layer's weights for each, it holds \d+ "),
+        # weights without values: load_state_dict's line, cut at 160 characters, named neither ('While copying the
+        # parameter named "head.weight", whose dimensions in the model are torch.Size([30, 16]) and ... torch.Size([3')
+        (lambda c: c["model"].update({"head.weight": c["model"]["head.weight"].to("meta")}),
+         r"bad\.pt is not a usable rnnkit checkpoint: its weights head\.weight hold no values \(meta tensors: their "
+         r"shapes only\); retrain or use another file$"),
+        (lambda c: c["model"].update({"head.weight": c["model"]["head.weight"].to_sparse()}),
+         r"its weights head\.weight are sparse \(torch\.sparse_coo\); a model's are dense; retrain or use another file$"),
         # copied into the model in silence: another model's scores and samples
         (lambda c: c["model"].update({"head.weight": c["model"]["head.weight"] > 0}),
          r"bad\.pt is not a usable rnnkit checkpoint: its weights head\.weight are torch\.bool .*floating-point"),

@@ -1812,6 +1812,15 @@ def test_resume_from_a_checkpoint_with_a_damaged_progress_is_one_line(tmp_path, 
             lambda c: c["model"].update({"head.weight": c["model"]["head.weight"] * (1 + 1j)}),
             r"its weights head\.weight are complex numbers; a model's are real",
         ),
+        (  # 'does not fit this configuration (Tensor.item() cannot be called on meta tensors); resume without changing
+            # model options', of options never changed (sparse: "Could not run 'aten::ne.Scalar' ...")
+            lambda c: c["model"].update({"head.weight": c["model"]["head.weight"].to("meta")}),
+            r"its weights head\.weight hold no values \(meta tensors: their shapes only\)\)",
+        ),
+        (
+            lambda c: c["model"].update({"head.weight": c["model"]["head.weight"].to_sparse()}),
+            r"its weights head\.weight are sparse \(torch\.sparse_coo\); a model's are dense\)",
+        ),
         (  # copied into the model in silence, and trained on
             lambda c: c["model"].update({"head.weight": c["model"]["head.weight"].long()}),
             r"its weights head\.weight are torch\.int64: whole numbers or bools; a model's are floating-point",

@@ -78,6 +78,8 @@ class RunConfig:
 
 
 KINDS = {int: "a whole number", float: "a number", str: "a string", bool: "true or false"}
+# the float options that 0 turns off
+ZERO_IS_NO_LIMIT = ("max_epochs", "time_budget", "clip_norm", "clip_value")
 
 
 def _check_types(cfg: RunConfig):
@@ -95,6 +97,11 @@ def _check_types(cfg: RunConfig):
                 if k is not type(None)
             )
             if not ok and (number := _as_number(value, kinds)) is not None:
+                # a Real > 0 below float's least (Fraction(1, 10**400)) reads as 0, which is no limit to these: a run
+                # of max_epochs 1/10^400, one step, had none (elsewhere 0 is as near as a float gets, as before)
+                if number == 0 and value != 0 and f.name in ZERO_IS_NO_LIMIT:
+                    raise RnnkitError(f"option {section}.{f.name} {said(value)} is too small for a float: it reads as 0, "
+                                      "which is no limit; give 1e-300 or more, or 0 for none")  # fmt: skip
                 setattr(part, f.name, number)
             elif not ok:
                 want = " or ".join(KINDS.get(k, "none") for k in kinds)

@@ -8,6 +8,7 @@ import signal
 import zipfile
 from fractions import Fraction
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -3363,3 +3364,25 @@ def test_a_number_past_floats_range_is_refused_in_one_line_by_validate_and_charl
     # 2**63, finite and below float32's largest value, failed in the assignment ("Overflow when unpacking long long")
     m = CharLM(CharLMConfig(vocab_size=5, hidden_size=4, num_layers=1, forget_bias=2**63, torch_rnn=True))
     assert m.rnn.bias_ih_l0[4:8].tolist() == [float(2**63)] * 4
+
+
+@pytest.mark.parametrize(
+    "tiny", [Fraction(1, 10**400), np.longdouble("1e-400")], ids=["Fraction", "longdouble"]
+)
+def test_a_limit_that_is_0_as_a_float_is_refused_not_taken_as_none(tiny):
+    """A Real > 0 below float's least became 0.0 in validate's type check, and 0 is no limit to max_epochs,
+    time_budget, clip_norm and clip_value: max_epochs=Fraction(1, 10**400), a run of one step, had no epoch limit,
+    and such a clip_norm clipped nothing. Each is one line now; elsewhere (dropout) it is 0.0 as before."""
+    from rnnkit.train.config import validate
+
+    for name in ("max_epochs", "time_budget", "clip_norm", "clip_value"):
+        cfg = RunConfig()
+        setattr(cfg.train, name, tiny)
+        with pytest.raises(
+            RnnkitError, match=rf"^option train\.{name} .* is too small for a float: it reads as 0, "
+        ):
+            validate(cfg)
+    cfg = RunConfig()
+    cfg.model.dropout = tiny
+    validate(cfg)
+    assert cfg.model.dropout == 0.0 and type(cfg.model.dropout) is float

@@ -6,6 +6,8 @@ import threading
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
 from rnnkit._io import UMASK
 from rnnkit.data import corpus as corpus_mod
@@ -101,12 +103,35 @@ def test_big_files_are_memory_mapped(tmp_path, monkeypatch):
 
 def test_token_dtype_is_compact():
     assert token_dtype(200) == np.uint8 and token_dtype(300) == np.uint16 and token_dtype(70000) == np.int32
+    # the bounds: 256 indices (0..255) fit a byte, 65,536 two
+    assert [token_dtype(v) for v in (256, 257, 65536, 65537)] == [np.uint8, np.uint16, np.uint16, np.int32]
 
 
 def test_bad_utf8_names_the_byte_offset(tmp_path):
     path = tmp_path / "bad.txt"
     path.write_bytes("héllo ".encode() + b"\xff rest")
     with pytest.raises(RnnkitError, match="byte offset 7"):
+        load_file(path)
+
+
+def test_bad_utf8_after_a_character_split_across_chunks_names_its_byte_offset(tmp_path, monkeypatch):
+    """The offset counts the bytes of a character a chunk's end split (held by the decoder) once: 'h' + 'é' cut
+    after its first byte, then 0xff, is byte 3 of the file."""
+    monkeypatch.setattr(corpus_mod, "CHUNK_BYTES", 2)
+    path = tmp_path / "bad.txt"
+    path.write_bytes(b"h\xc3\xa9\xff")
+    with pytest.raises(RnnkitError, match="invalid byte at byte offset 3\\)"):
+        load_file(path)
+
+
+def test_a_file_that_ends_inside_a_character_is_not_utf8(tmp_path):
+    """A UTF-8 file cut inside its last character (a copy cut short): b'abc\\xc3' is no UTF-8 text, as bytes.decode
+    says (the incomplete character at byte 3), not the text 'abc' with the byte dropped."""
+    path = tmp_path / "cut.txt"
+    path.write_bytes(b"abc\xc3")
+    with pytest.raises(UnicodeDecodeError):
+        path.read_bytes().decode("utf-8")
+    with pytest.raises(RnnkitError, match="is not UTF-8 text \\(invalid byte at byte offset 3\\)"):
         load_file(path)
 
 
@@ -275,6 +300,7 @@ def test_stream_batches_follow_the_diagram():
 def test_eval_streams_keep_the_ragged_end():
     b = eval_streams(np.arange(23), batch_size=8, seq_len=5)  # 4 streams of 5
     assert sum(w.ys.numel() for w in b) == b.B * b.L
+    assert (b.B, b.L) == (4, 5)  # (streams of at least T: 8 of 2 characters each passed the line above)
 
 
 def test_too_short_for_one_window_says_the_minimum():
@@ -285,6 +311,31 @@ def test_too_short_for_one_window_says_the_minimum():
 def test_split_is_first_and_last():
     train, val = split(np.arange(100), 0.1)
     assert train.tolist() == list(range(90)) and val.tolist() == list(range(90, 100))
+
+
+def test_split_holds_out_the_nearest_whole_number_of_characters():
+    """val_frac 0.29 of 10 characters holds out round(2.9) = 3, as load_data's message counts them (int() held out 2)."""
+    train, val = split(np.arange(10), 0.29)
+    assert train.tolist() == list(range(7)) and val.tolist() == [7, 8, 9]
+
+
+def test_windows_are_int64_as_plain_torch_takes_targets_and_one_hot_indices():
+    """Window documents xs and ys as int64: torch's cross_entropy refuses int32 targets ("expected target dtype to
+    be Long") and one_hot int32 indices, so a loop of one's own on the windows needs them so."""
+    w = StreamBatches(np.arange(103, dtype=np.uint8), batch_size=4, seq_len=5).window(1)
+    assert w.xs.dtype == w.ys.dtype == torch.int64
+    F.cross_entropy(torch.zeros(20, 103), w.ys.flatten())
+    assert F.one_hot(w.xs, 103).shape == (4, 5, 103)
+
+
+def test_the_window_after_the_last_is_out_of_range_not_the_dropped_partial_one():
+    """window(len(b)) is an IndexError as any index past the end: for training batches it would be the partial last
+    window that training drops (2 characters of 27 a stream), or an empty one where T divides L."""
+    for n, left in [(110, 2), (103, 0)]:  # L = 27 or 25 a stream, T = 5: 5 windows either way
+        b = StreamBatches(np.arange(n), batch_size=4, seq_len=5)
+        assert len(b) == 5 and b.L % b.T == left
+        with pytest.raises(IndexError, match="window 5 out of range: there are 5"):
+            b.window(5)
 
 
 def test_a_validation_split_too_small_names_val_frac_not_the_corpus():

@@ -611,6 +611,20 @@ def test_python_api_checks_its_input(trained):
         model.sample([1], 3, temperature=-1.0)
 
 
+def test_a_run_loads_in_eval_mode(trained, tmp_path):
+    """load_run gives the model in eval mode, as it says: its own calls (model.run) of a run trained with dropout
+    drop nothing, as a torch.nn model after .eval()."""
+    model, _ = load_model(trained)
+    assert not any(m.training for m in model.modules())
+    ckpt = torch.load(trained / "latest.pt", weights_only=True)
+    config = json.loads(ckpt["config"])
+    config["model"]["dropout"] = 0.5
+    torch.save({**ckpt, "config": json.dumps(config)}, tmp_path / "dropout.pt")
+    model, _ = load_model(tmp_path / "dropout.pt")
+    xs = torch.arange(model.cfg.vocab_size)[None]
+    assert torch.equal(model.run(xs)[0], model.run(xs)[0])
+
+
 def test_loading_a_run_leaves_the_random_stream_alone(trained):
     """load_run builds the model (random initial weights) and then loads its weights: the initialisation drew
     from torch's generator, so torch.manual_seed(s) followed by load_run sampled another stream than s's."""

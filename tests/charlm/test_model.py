@@ -38,6 +38,34 @@ def test_state_is_carried_across_windows_and_detached():
     assert all(not s.requires_grad for s in m.state)
 
 
+def test_a_window_of_another_number_of_streams_starts_from_a_zero_state():
+    """The state carried is that of B streams: a window of another B (a model trained on 2 streams, then run on 3)
+    starts afresh, as after reset_state(), where the state of 2 streams given to 3 fails in the layer."""
+    m = model()
+    two, three = (torch.randint(0, V, (b, 6), generator=torch.Generator().manual_seed(b)) for b in (2, 3))
+    m(Window(two, two))
+    after, _ = m(Window(three, three))
+    m.reset_state()
+    fresh, _ = m(Window(three, three))
+    torch.testing.assert_close(after, fresh, rtol=0, atol=0)
+
+
+def test_the_embedding_is_trained_as_a_plain_torch_models():
+    """x_t = E[c_t]: the loss's gradient reaches the embedding E as it does through torch.nn.Embedding, torch.nn's
+    LSTM of the same weights and the same head (the one-hot model is checked against a plain loop in test_train)."""
+    m = model(embedding_size=5).train()
+    xs, ys = (torch.randint(0, V, (3, 6), generator=torch.Generator().manual_seed(s)) for s in (3, 4))
+    _, loss = m(Window(xs, ys))
+    loss.backward()
+    E, rnn, head = torch.nn.Embedding(V, 5), m.rnn.to_torch(), torch.nn.Linear(12, V)
+    E.load_state_dict(m.embedding.state_dict())
+    head.load_state_dict(m.head.state_dict())
+    hs, _ = rnn(E(xs))
+    F.cross_entropy(head(hs).flatten(0, 1), ys.flatten()).backward()
+    assert E.weight.grad.abs().sum() > 0
+    torch.testing.assert_close(m.embedding.weight.grad, E.weight.grad, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("torch_rnn", [False, True])
 def test_training_goes_on_after_an_evaluation_under_inference_mode(torch_rnn):
     """model(batch) under torch.inference_mode() carried a state made there into the next training window, which
@@ -87,6 +115,20 @@ def test_one_step_at_a_time_equals_the_whole_sequence():
         logp, state = m.step(c, state)
         steps.append(logp)
     assert torch.allclose(torch.cat(steps), F.log_softmax(logits[0], -1), atol=1e-5)
+
+
+def test_a_sample_draws_each_character_from_the_whole_text_before_it():
+    """Each character is drawn from p(c | context and every character drawn so far): the state is carried from one
+    draw to the next. The reference reads the whole text so far in one pass at each draw, with the same generator;
+    with the state after the context reused at every draw (only the last character fed) the draws differ."""
+    m = model()
+    got = m.sample([1, 2], 20, generator=torch.Generator().manual_seed(5))
+    seq, g = [1, 2], torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for _ in range(20):
+            logits, _ = m.run(torch.tensor([seq]))
+            seq.append(int(torch.multinomial(logits[0, -1].double().softmax(-1), 1, generator=g)))
+    assert got == seq[2:]
 
 
 def test_log_probs_equal_the_independent_sum():

@@ -248,6 +248,20 @@ def test_resume_equals_uninterrupted(tmp_path, corpus):
     assert [r["val_loss"] for r in whole] == [r["val_loss"] for r in split]
 
 
+def test_resume_of_a_torch_rnn_gru_equals_uninterrupted(tmp_path, corpus):
+    """A GRU's carried state is one tensor, an LSTM's two (h, c): latest.pt's carry of one is put back as the tensor
+    itself, which torch.nn.GRU takes (a 1-tuple of it: "'tuple' object has no attribute 'dim'" at the first step)."""
+    cfg = tiny_config(corpus, max_steps=10, eval_every=5)
+    cfg.model.cell, cfg.model.torch_rnn = "gru", True
+    train(cfg, tmp_path / "whole", log=lambda s: None)
+    cfg.train.max_steps = 5
+    train(cfg, tmp_path / "split", log=lambda s: None)
+    cfg.train.max_steps = 10
+    train(cfg, tmp_path / "split", resume=True, log=lambda s: None)
+    whole, split = (read_metrics(tmp_path / run / "metrics.csv") for run in ("whole", "split"))
+    assert [r["train_loss"] for r in split] == [r["train_loss"] for r in whole] and len(whole) == 10
+
+
 def test_the_metrics_val_bpc_is_the_validation_loss_in_bits_per_character(tmp_path, corpus):
     """metrics.csv's val_bpc is val_loss / ln 2 (nats to bits); no test read the column: val_loss · ln 2 passed."""
     train(tiny_config(corpus, max_steps=2, eval_every=2), tmp_path / "run", log=lambda s: None)
@@ -1220,6 +1234,10 @@ def test_save_checkpoint_refuses_a_format_or_version_of_ones_own_that_loading_re
     ckpt = load_checkpoint(tmp_path / "c.pt")
     save_checkpoint(tmp_path / "c.pt", {**ckpt, "step": 4})
     assert load_checkpoint(tmp_path / "c.pt")["step"] == 4
+    # a version-1 checkpoint (no param_names) saved again is still one: its version is its content's, not the writer's
+    save_checkpoint(tmp_path / "c.pt", {"model": w, "version": 1})
+    save_checkpoint(tmp_path / "c.pt", {**load_checkpoint(tmp_path / "c.pt"), "step": 5})
+    assert load_checkpoint(tmp_path / "c.pt")["version"] == 1
 
 
 def test_save_checkpoint_takes_what_a_weights_only_load_reads(tmp_path):

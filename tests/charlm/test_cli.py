@@ -119,6 +119,22 @@ def test_sample(trained, cli):
         torch.set_flush_denormal(False)
 
 
+def test_sample_draws_what_the_python_api_draws_with_its_options(trained, tmp_path, cli):
+    """`sample --prime P --seed S --temperature T --top-k K` writes P and what model.sample draws from a newline and
+    P with a generator seeded S at temperature T among the top K: each option reaches the model (the seed, not a
+    fixed one; top-k, not all; the prime read from the start of a line). The dry run's weights times 3: a state
+    that shows in the draws (the prime read without its newline drew the same 80 characters from the dry run's)."""
+    ckpt = torch.load(trained / "latest.pt", weights_only=True)
+    ckpt["model"] = {k: 3 * w for k, w in ckpt["model"].items()}
+    torch.save(ckpt, tmp_path / "model.pt")
+    model, chars = load_model(tmp_path / "model.pt")
+    args = ["--prime", "the ", "--length", "80", "--seed", "3", "--temperature", "0.7", "--top-k", "5"]
+    code, out, _ = cli("sample", tmp_path / "model.pt", *args)
+    ids = [chars.index(c) for c in "\nthe "]
+    drawn = model.sample(ids, 80, 0.7, 5, generator=torch.Generator().manual_seed(3))
+    assert code == 0 and out == "the " + "".join(chars[i] for i in drawn) + "\n"
+
+
 def test_score_ranks_and_matches_the_model(trained, cli):
     code, out, _ = cli("score", trained, "the lazy dog", "dgo yzal eht", "--json")
     assert code == 0
@@ -1072,6 +1088,27 @@ def test_train_help_table_is_what_train_runs_with(capsys):
             section, name, _ = TRAIN_OPTIONS[flag]
             value = getattr(getattr(cfg, section), name)
             assert (f"{value:g}" if isinstance(value, float) else str(value)) == cells[k], (column, flag)
+
+
+def test_each_train_flag_given_reaches_the_option_of_its_name():
+    """`train --threads 3` sets the run's train.threads (which train() sets torch's thread count from), `--seed 29`
+    its train.seed, and so on: each flag the config option named as it is, whatever the preset's value."""
+    from rnnkit.cli import build_parser
+    from rnnkit.cli.charlm import train_config
+
+    given = {"--cell": "lstm", "--hidden-size": 11, "--num-layers": 2, "--dropout": 0.25, "--embedding-size": 13,
+             "--forget-bias": 1.5, "--backend": "python", "--seq-len": 17, "--batch-size": 19, "--val-frac": 0.125,
+             "--optimizer": "sgd", "--lr": 0.0625, "--lr-decay": 0.5, "--lr-decay-after": 3, "--clip-norm": 2.5,
+             "--clip-value": 0.75, "--weight-decay": 0.001, "--max-steps": 23, "--max-epochs": 4.5,
+             "--time-budget": 6.5, "--seed": 29, "--eval-every": 31, "--sample-every": 37, "--threads": 3}  # fmt: skip
+    args = build_parser().parse_args(
+        ["train", "some.txt", "--out", "x", *(str(a) for kv in given.items() for a in kv)]
+    )
+    cfg = train_config(args)
+    for flag, value in given.items():
+        name = flag[2:].replace("-", "_")
+        (where,) = [part for part in (cfg.data, cfg.model, cfg.train) if hasattr(part, name)]
+        assert getattr(where, name) == value, flag
 
 
 def test_a_next_to_impossible_text_scores_with_an_infinite_perplexity(trained, tmp_path, cli):

@@ -466,6 +466,40 @@ def test_hidden_units_split_over_threads(name, dtype):
         torch.set_num_threads(threads)
 
 
+def test_hidden_units_split_over_fewer_threads_than_slabs():
+    """The units are cut into as many slabs as torch has threads, and OpenMP may give the team fewer (here
+    OMP_THREAD_LIMIT=2 under torch.set_num_threads(3)): a thread then prepares and runs several slabs (split.h:
+    k = id, id + got, ...). The python backend's numbers, forward and backward, one-GEMM and gated cells (float64)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\nfrom rnnkit.cells import CELLS\nfrom rnnkit.engine import run\n"
+        "torch.set_num_threads(3)\n"
+        "for name, H in (('lstm', 100), ('gru_cho', 300)):\n"
+        "    torch.manual_seed(0)\n"
+        "    cell = CELLS[name](7, H).double()\n"
+        "    x = torch.randn(9, 5, 7, dtype=torch.float64, requires_grad=True)\n"
+        "    s0 = [torch.randn(5, H, dtype=torch.float64) for _ in range(cell.num_states)]\n"
+        "    got = []\n"
+        "    for backend in ('python', 'native'):\n"
+        "        x.grad = None\n"
+        "        cell.zero_grad()\n"
+        "        hs, sT = run(cell, cell.project_input(x), s0, cell.rec_params(), backend=backend)\n"
+        "        (hs * hs).sum().backward()\n"
+        "        got.append([hs.detach(), *sT, x.grad, *[p.grad for p in cell.parameters()]])\n"
+        "    print(name, max(float((a - b).abs().max()) for a, b in zip(*got)))\n"
+    )
+    # (RNNKIT_ROW_THREADS=1: the units split, not the rows)
+    env = {**os.environ, "OMP_THREAD_LIMIT": "2", "RNNKIT_ROW_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    lines = out.stdout.split("\n")
+    assert out.returncode == 0 and len(lines) >= 2, out.stdout + out.stderr
+    for line in lines[:2]:
+        name, diff = line.split()
+        assert float(diff) < 1e-10, out.stdout + out.stderr
+
+
 def test_recycled_buffers_never_alias_live_tensors():
     """Big buffers come back from a pool (csrc/pool.h) only once nothing holds them: outputs kept from one
     call are not overwritten by the next, and a freed buffer's reuse gives the same numbers."""
@@ -603,6 +637,31 @@ def test_layer_loop_adds_input_bias_gradcheck(name, D):
         return torch.func.functional_call(layer, dict(zip(names, ps)), (x,))[0]
 
     torch.autograd.gradcheck(f, (x, *[p.detach().requires_grad_() for p in layer.parameters()]))
+
+
+@pytest.mark.parametrize("name", GATED)
+def test_layer_loop_adds_input_bias_with_the_rows_split_over_threads(name):
+    """The loop sums b_xh's gradient per thread, one row of partial sums each (rows split over threads: B = 9, two
+    threads, small weights), and the rows are summed after it: the python backend's gradient, not thread 0's part.
+    (test_layer_loop_adds_input_bias's batch of 3 never splits the rows: a thread takes 4 rows at least.)"""
+    if torch.get_num_threads() < 2:
+        pytest.skip("one thread: nothing to split")
+    torch.manual_seed(0)
+    layer = Recurrent(name, 5, 12, bidirectional=True).double()
+    ref = Recurrent(name, 5, 12, bidirectional=True).double()
+    ref.load_state_dict(layer.state_dict())
+    layer.backend, ref.backend = "native", "python"
+    x = torch.randn(9, 9, 5, dtype=torch.float64)
+    assert layer._project(layer.cells[0], x.transpose(0, 1), raw_ok=True)[2]["xbias"] is not None  # folded
+    lengths = torch.tensor([9, 4, 8, 9, 1, 6, 9, 2, 7])
+    with setting(native.load().set_row_threads, 0, 0):
+        grads = []
+        for m in (layer, ref):
+            out, h = m(x, lengths=lengths)
+            (out.pow(2).sum() + h.pow(2).sum()).backward()
+            grads.append([p.grad for p in m.parameters()])
+    for (n, _), a, b in zip(layer.named_parameters(), *grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=n)
 
 
 @pytest.mark.parametrize("name", ["mut1", "mut2", "lstm"])

@@ -1287,6 +1287,99 @@ def test_preparing_the_weights_is_timed_for_short_calls_of_big_weights():
                 assert tuple(key(T, 8 if B == 5 else B)) not in {tuple(k) for k, _ in ext.gemm_plans()}
 
 
+# (shapes timed nowhere else in the tests)
+@pytest.mark.parametrize(
+    "name, H, B, kind", [("gru", 328, 1, -4), ("lstm", 296, 1, -4), ("lstm", 400, 9, -3)]
+)
+def test_a_timed_forward_without_grad_starts_each_run_from_the_initial_state(name, H, B, kind):
+    """A forward that times two ways of running its loop (to prepare the weights or not: 8-63 steps, up to 4 rows,
+    weights past 1 MB; rows or units: past L2) runs the loop several times. Without a backward to follow the states
+    are a ring of a few slots that overwrites h_0's (c_0's) slot, so each run after the first puts the initial state
+    back first: a loop that did not began every later run from a state of the run before. The python backend's
+    outputs and final states, and the choice timed."""
+    ext = native.load()
+    if kind == -3 and torch.get_num_threads() < 2:
+        pytest.skip("one thread: nothing to split")
+    cell_id, gates = {"gru": (3, 3), "lstm": (2, 4)}[name]
+    key = [cell_id, 16 if B == 9 else B, H, gates * H * H * 4, torch.get_num_threads(), 0, 0, 0, kind, kind]
+    if kind == -4:
+        key[6] = 3  # 9 steps: the octave 8-15
+    torch.manual_seed(0)
+    layer = Recurrent(name, 16, H)
+    x = torch.randn(B, 9, 16)
+    state = torch.randn(1, B, H) if name == "gru" else (torch.randn(1, B, H), torch.randn(1, B, H))
+    results = []
+    with setting(ext.set_gemm, "auto", os.environ.get("RNNKIT_GEMM", "auto")):
+        with setting(ext.set_row_threads, 0, 0):
+            for backend in ("native", "python"):
+                layer.backend = backend
+                with torch.no_grad():
+                    out, final = layer(x, state)
+                results.append([out, *(final if isinstance(final, tuple) else (final,))])
+    assert tuple(key) in {tuple(k) for k, _ in ext.gemm_plans()}, "the way to run the loop was not timed"
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+# (shapes timed nowhere else in the tests)
+@pytest.mark.parametrize("name, H, cell_id", [("lstm", 304, 2), ("leaky", 520, 8), ("gru_cho", 304, 4)])
+def test_a_timed_backward_starts_each_run_from_the_final_states_gradient(name, H, cell_id):
+    """The backward of a short call of big weights (8-63 steps, up to 4 rows, past 1 MB) times its loop prepared
+    and as stored, six runs: each starts again from dL/dh_T and dL/dc_T (the loop carries dL/dstate down to dh_0 in
+    the same buffers) and from zero sums of the parameters summed over steps (a leaky unit's α, a gated cell's b_xh
+    folded into the loop). The python backend's gradients, the final states' included."""
+    ext = native.load()
+    torch.manual_seed(0)
+    layer = Recurrent(name, 16, H, **({"learn_alpha": True} if name == "leaky" else {}))
+    x = torch.randn(1, 9, 16)
+    n_states = 2 if name == "lstm" else 1
+    state = [torch.randn(1, 1, H) for _ in range(n_states)]
+    results = []
+    with setting(ext.set_gemm, "auto", os.environ.get("RNNKIT_GEMM", "auto")):
+        with setting(ext.set_row_threads, 0, 0):
+            for backend in ("native", "python"):
+                layer.backend = backend
+                layer.zero_grad()
+                s = [t.clone().requires_grad_() for t in state]
+                out, final = layer(x, tuple(s) if n_states == 2 else s[0])
+                final = final if n_states == 2 else (final,)
+                ((out * out).sum() + sum((f * f).sum() for f in final)).backward()
+                results.append([*(t.grad for t in s), *(p.grad for p in layer.parameters())])
+    wbytes = {"lstm": 4, "leaky": 1, "gru_cho": 3}[name] * H * H * 4
+    key = (cell_id, 1, H, wbytes, torch.get_num_threads(), 0, 3, 0, -5, -5)  # 9 steps: the octave 8-15
+    assert {tuple(k): v for k, v in ext.gemm_plans()}.get(key) in (0, 1), "the backward was not timed"
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_a_timed_call_gives_the_bits_of_the_way_it_keeps():
+    """A call that times two ways of running its loop runs them alternately, and where the last run was the way not
+    kept it runs the kept one again: its results are the kept way's bits, those of every later call (prepared and
+    as-stored weights give other last bits). The rerun is needed where the way tried first is kept: as stored, which
+    a 1x1000 GRU at batch 1 and 8 steps runs faster (engine.cpp: 1.3 ms against 3.5 ms prepared on an AMD Zen 4),
+    where the GRU of test_preparing_the_weights_is_timed_for_short_calls_of_big_weights took the way run last."""
+    ext = native.load()
+    H = 1000  # a GRU's W_hh: 12 MB
+
+    def run():
+        torch.manual_seed(0)
+        layer = Recurrent("gru", 16, H)
+        x = torch.randn(1, 8, 16, requires_grad=True)
+        h0 = torch.randn(1, 1, H)
+        out, h = layer(x, h0)
+        ((out * out).sum() + (h * h).sum()).backward()
+        return [out, h, x.grad, *[p.grad for p in layer.parameters()]]
+
+    with setting(ext.set_gemm, "auto", os.environ.get("RNNKIT_GEMM", "auto")):
+        with setting(ext.set_row_threads, 0, 0):
+            first, again = run(), run()
+    kept = {tuple(k): v for k, v in ext.gemm_plans()}
+    for kind in (-4, -5):  # the forward's choice and the backward's
+        assert kept.get((3, 1, H, 3 * H * H * 4, torch.get_num_threads(), 0, 3, 0, kind, kind)) in (0, 1)
+    for a, b in zip(first, again):
+        assert torch.equal(a, b)
+
+
 def test_the_tests_keep_their_gemm_choices_out_of_the_users_file():
     """Tests plant choices of their own (test_rows_or_units_past_l2_is_timed_once_and_kept: "units" for an LSTM
     2x512 at B 17-32, slower on an AMD Zen 4), and a choice already in the user's file stood against the planted

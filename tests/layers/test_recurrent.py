@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from torch.nn.utils import prune
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnkit import CELLS, GradProbe, Recurrent
 from rnnkit.cells._base import Cell
@@ -57,6 +57,66 @@ def test_skip_input_and_residual():
     assert out.shape == (2, 5, 4)
     out.sum().backward()
     assert x.grad.abs().sum() > 0
+
+
+TORCH_RNN = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
+
+
+def _torch_layer(layer, level, extra=None):
+    """Layer `level` of a Recurrent as a one-layer torch.nn module of its weights (direction d: cells[level·dirs + d]);
+    extra: per direction a (G·H, C) block appended to weight_ih (the conditioning W_vh, read as input [x_t, v])."""
+    dirs = layer.dirs
+    cells = [layer.cells[level * dirs + d] for d in range(dirs)]
+    d_in = cells[0].W_xh.shape[1] + (0 if extra is None else extra[0].shape[1])
+    m = TORCH_RNN[layer.cell_name](d_in, layer.hidden_size, bidirectional=dirs == 2).double()
+    with torch.no_grad():
+        for d, cell in enumerate(cells):
+            sfx = "_l0" + ("_reverse" if d else "")
+            w_ih = cell.W_xh if extra is None else torch.cat([cell.W_xh, extra[d]], 1)
+            getattr(m, "weight_ih" + sfx).copy_(w_ih)
+            getattr(m, "weight_hh" + sfx).copy_(cell.W_hh)
+            getattr(m, "bias_ih" + sfx).copy_(cell.b_xh)
+            getattr(m, "bias_hh" + sfx).copy_(cell.b_hh)
+    return m
+
+
+def _run_torch(m, x, lengths, state=None):
+    """m over x (T, B, D) time-major with `lengths`, packed as torch.nn takes variable lengths: out (T, B, ·), h_n."""
+    packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+    out, h_n = m(packed, state)
+    return pad_packed_sequence(out, total_length=x.shape[0])[0], h_n
+
+
+@pytest.mark.parametrize(("skip", "dropout", "bidir"), [(True, 0.0, True), (True, 1.0, True), (False, 1.0, True),
+                                                        (False, 0.0, False)])  # fmt: skip
+def test_skip_input_and_residual_join_torch_nn_layers_as_documented(skip, dropout, bidir):
+    """input^ℓ = [h^{ℓ-1}, x] with skip_input (the output below first), out^ℓ = h^ℓ + out^{ℓ-1} with residual from the
+    second layer on (the output below without its dropout), 3 layers, against one torch.nn.LSTM per layer holding
+    that layer's weights, joined by hand: bidirectional with variable lengths; in training with dropout=1 the layers
+    above see zeros from below (x alone through the skip) and the residual still adds the undropped output; one
+    direction in eval, also under torch.no_grad (the layer's no-grad fast path, which leaves residual layers alone)."""
+    torch.manual_seed(0)
+    T, B, D, H = 6, 3, 2, 3
+    layer = Recurrent("lstm", D, H, num_layers=3, bidirectional=bidir, skip_input=skip, residual=True,
+                      dropout=dropout, batch_first=False).double()  # fmt: skip
+    layer.train(dropout > 0)
+    x = torch.randn(T, B, D, dtype=torch.float64)
+    lengths = torch.tensor([6, 2, 4]) if bidir else torch.tensor([T] * B)
+    results = [layer(x, lengths=lengths) if bidir else layer(x)]
+    if not bidir:
+        with torch.no_grad():
+            results.append(layer(x))
+    x0 = x * (torch.arange(T)[:, None] < lengths)[..., None]
+    below, prev, hs, cs = x0, None, [], []
+    for level in range(3):
+        o, (h, c) = _run_torch(_torch_layer(layer, level), below, lengths)
+        o = o if prev is None else o + prev
+        prev, below = o, torch.cat([o * (1 - dropout), *[x0] * skip], -1)
+        hs.append(h)
+        cs.append(c)
+    for out, state in results:
+        torch.testing.assert_close(out, prev, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(state, (torch.cat(hs), torch.cat(cs)), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("backend", ["autograd", "python", "native"])

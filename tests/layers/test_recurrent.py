@@ -161,6 +161,50 @@ def test_conditioning(mode):
         Recurrent("gru", 3, 4, cond_size=-1)
 
 
+@pytest.mark.parametrize("mode", ["input", "state", "both"])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_conditioning_is_torch_nn_given_v_as_input_and_tanh_of_it_as_h0(cell, mode):
+    """Conditioning on v (B, C) as documented, against torch.nn per layer: "input" adds W_vh v to every step's input
+    projection, the same as torch.nn fed [x_t, v] with weight_ih = [W_xh, W_vh]; "state" starts each layer and
+    direction from h_0 = tanh(W_vs v + b) (an lstm's c_0 = 0); "both" does both, with the W_vh and W_vs of each
+    layer·direction in h_n's order. 2 bidirectional layers, variable lengths."""
+    torch.manual_seed(0)
+    T, B, D, H, C = 5, 3, 2, 3, 2
+    layer = Recurrent(cell, D, H, num_layers=2, bidirectional=True, cond_size=C, cond_mode=mode,
+                      batch_first=False).double()  # fmt: skip
+    x, v = torch.randn(T, B, D, dtype=torch.float64), torch.randn(B, C, dtype=torch.float64)
+    lengths = torch.tensor([5, 1, 3])
+    out, state = layer(x, lengths=lengths, cond=v)
+    below, finals = x, []
+    for level in range(2):
+        i = [2 * level, 2 * level + 1]
+        extra = [layer.W_vh[k].weight for k in i] if mode != "state" else None
+        m = _torch_layer(layer, level, extra)
+        h0 = torch.zeros(2, B, H, dtype=torch.float64)
+        if mode != "input":
+            h0 = torch.stack([torch.tanh(v @ layer.W_vs[k].weight.T + layer.W_vs[k].bias) for k in i])
+        s0 = (h0, torch.zeros_like(h0)) if cell == "lstm" else h0
+        inp = below if extra is None else torch.cat([below, v.expand(T, B, C)], -1)
+        below, s = _run_torch(m, inp, lengths, s0)
+        finals.append(s)
+    torch.testing.assert_close(out, below, rtol=1e-12, atol=1e-12)
+    if cell == "lstm":
+        want = tuple(torch.cat([f[k] for f in finals]) for k in range(2))
+    else:
+        want = torch.cat(finals)
+    torch.testing.assert_close(state, want, rtol=1e-12, atol=1e-12)
+
+
+def test_reset_parameters_draws_the_conditioning_weights_too():
+    """reset_parameters draws every weight afresh as at construction: W_vh and W_vs (cond_mode "both") too."""
+    layer = Recurrent("gru", 3, 4, num_layers=2, cond_size=2, cond_mode="both")
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.zero_()
+    layer.reset_parameters()
+    assert [name for name, p in layer.named_parameters() if not p.any()] == []
+
+
 def test_cond_given_to_an_unconditioned_layer_unbatched_says_the_layer_has_none():
     """cond given to a layer built with cond_size=0: a batch is told so, but one unbatched sequence (T, D) and a step of
     one (D,) were told "cond must have shape (C,) = (0,)", and a cond of shape (0,) then met the batch's line anyway."""

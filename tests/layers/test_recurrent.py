@@ -1510,6 +1510,16 @@ def test_converters_keep_mode_and_frozen_weights():
     assert back.training and not back.weight_hh_l0.requires_grad
 
 
+def test_to_torch_of_a_layer_in_eval_mode_is_a_module_in_eval_mode():
+    """to_torch keeps the mode, as from_torch does: an eval() layer with dropout between layers converts to a torch.nn
+    module in eval mode, which computes the layer's outputs (a module in training mode drops out)."""
+    layer = Recurrent("gru", 3, 4, num_layers=2, dropout=0.5).eval()
+    m = layer.to_torch()
+    assert not m.training
+    x = torch.randn(2, 5, 3)
+    torch.testing.assert_close(m(x)[0], layer(x)[0])
+
+
 def test_unbatched_input_errors_say_unbatched():
     layer = Recurrent("lstm", 3, 4)
     with pytest.raises(RnnkitError, match=r"one sequence \(T, D\) = \(T, 3\), got \(5, 7\)"):

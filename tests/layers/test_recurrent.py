@@ -59,7 +59,7 @@ def test_skip_input_and_residual():
     assert x.grad.abs().sum() > 0
 
 
-TORCH_RNN = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
+TORCH_RNN = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn_tanh": torch.nn.RNN}
 
 
 def _torch_layer(layer, level, extra=None):
@@ -340,6 +340,28 @@ def test_probe_per_layer():
     probes = [GradProbe(), GradProbe()]
     layer(torch.randn(2, 5, 3), probe=probes)[0].sum().backward()
     assert all(p.dh.shape == (5, 2, 4) for p in probes)
+
+
+def test_one_probe_watches_layer_0_forward():
+    """A single GradProbe (not a list) watches layer 0's forward direction, as forward's docstring says: its dh is the
+    total gradient reaching that direction's h_t, against plain torch: layer 0 forward unrolled by hand with each h_t's
+    grad retained, its reverse direction and layer 1 as torch.nn.RNN modules of the layer's weights."""
+    torch.manual_seed(0)
+    T, B, D, H = 5, 2, 3, 4
+    layer = Recurrent("rnn_tanh", D, H, num_layers=2, bidirectional=True, batch_first=False).double()
+    x = torch.randn(T, B, D, dtype=torch.float64)
+    g = torch.randn(T, B, 2 * H, dtype=torch.float64)
+    probe = GradProbe()
+    (layer(x, probe=probe)[0] * g).sum().backward()
+    c = layer.cells[0]
+    h, hs = torch.zeros(B, H, dtype=torch.float64), []
+    for t in range(T):
+        h = torch.tanh(x[t] @ c.W_xh.T + c.b_xh + h @ c.W_hh.T + c.b_hh)
+        h.retain_grad()
+        hs.append(h)
+    below = torch.cat([torch.stack(hs), _torch_layer(layer, 0)(x)[0][..., H:]], -1)
+    (_torch_layer(layer, 1)(below)[0] * g).sum().backward()
+    torch.testing.assert_close(probe.dh, torch.stack([h.grad for h in hs]), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("probe", [GradProbe, ["oops", None], "ab", 3])

@@ -467,6 +467,30 @@ def test_sigmoid_backward_multiplies_in_torchs_order(dtype):
     assert (want[1][0, :2] == 0).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_comparisons_at_a_tie_and_the_masks_made_of_them_as_torchs(dtype):
+    """Each comparison at its tie (pre = 0 exactly, as relu's output is in half its units): >= and >, <= and <, ==
+    and != differ only there, and so does threshold_backward's x <= threshold (torch's relu backward: the gradient
+    is 0 at 0); the logical ops on such masks, a float read as a bool (true for a negative one too), x ** -1 and a
+    -inf constant. Each mask weighs a power of 2 in da, so one that differs in one unit is seen."""
+    values = [0.0, -0.0, 1.0, -1.0, 0.5, -2.0, 3.0, -0.25]
+
+    def fn(a):
+        return torch.where(a > 0, a, float("-inf")) + (a + 3) ** -1
+
+    def back(dh, a):
+        masks = (a >= 0, a > 0, a <= 0, a < 0, a == 0, a != 0, torch.logical_and(a >= 0, a <= 0),
+                 torch.logical_or(a > 0, a < 0), a.bool())  # fmt: skip
+        da = torch.ops.aten.threshold_backward(dh, a, 0.0)
+        for k, m in enumerate(masks):
+            da = da + dh * m.to(dh.dtype) * 2.0 ** (k + 1)
+        return da
+
+    got, want = on_values(fn, back, values, dtype)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=0, atol=0)
+
+
 # --- what is refused ----------------------------------------------------------------------------------
 
 

@@ -395,6 +395,22 @@ def on_values(fn, back, values, dtype, dh=None):
     return (h, da), (h_t, Cls.step_backward((dh,), cache, P)[0])
 
 
+class SumOfTheLastButOne(LeakyAlpha):
+    """dα summed over the rows as d.sum(-2): the rows' dim counted from the end, one of the two forms of an EXTRAS
+    gradient (d.sum(0)) the kernels sum."""
+
+    @staticmethod
+    def step_backward(dstate, cache, P):
+        (dh_t,), (hc, h_prev, _) = dstate, cache
+        da, dprev, dpres, _ = LeakyAlpha.step_backward(dstate, cache, P)
+        return da, dprev, dpres, ((dh_t * (hc - h_prev)).sum(-2),)
+
+
+def test_an_extras_gradient_summed_over_dim_minus_two():
+    tr = check_kernels(SumOfTheLastButOne, 5, params_of(SumOfTheLastButOne(2, 5)), torch.float64)
+    assert tr.extras == ((2, 1),)
+
+
 NAN, INF = float("nan"), float("inf")
 
 
@@ -552,6 +568,16 @@ class NoProductInBackward(LeakyAlpha):
         return da, (dstate[0] * (1 - cache[2]),), dpres, dextras
 
 
+class OtherProductInBackward(LeakyAlpha):
+    """dstate_prev[0] with a product of another value than dpres[0] (2 da, where dpres[0] is da): the engine's GEMM
+    forms dpres[0] U, so the native loop would give dh_{t-1} the product da U, which the python loop doesn't."""
+
+    @staticmethod
+    def step_backward(dstate, cache, P):
+        da, _, dpres, dextras = LeakyAlpha.step_backward(dstate, cache, P)
+        return da, (dstate[0] * (1 - cache[2]) + (2 * da) @ P[0],), dpres, dextras
+
+
 class MatrixAfterFour(LeakyAlpha):
     """Its recurrent matrix after four other parameters: the loop registered it and refused it there, in words that
     named nothing ("rnnkit native: a traced cell's sizes are out of range")."""
@@ -603,6 +629,8 @@ class OneValueAlpha(LeakyAlpha):
                           "the native loop can't fuse"),
         (NoProductInBackward, r"NoProductInBackward.step_backward's dstate_prev\[0\] is not dpres\[0\] U \(\+ the "
                               r"other terms\), the product the native loop forms with its GEMM; it runs on the python"),
+        (OtherProductInBackward, r"OtherProductInBackward.step_backward's dstate_prev\[0\] is not dpres\[0\] U "
+                                 r"\(\+ the other terms\), the product the native loop forms with its GEMM"),
         (Doubled, r"Doubled.step's us\[0\] is not h_\{t-1\} \(state\[0\]\) itself, the vector the native loop "
                   "multiplies by Uᵀ; it runs on the python loop"),
         (MatrixAfterFour, r"MatrixAfterFour's W_hh is REC_PARAMS\[4\], and the native loop takes its recurrent matrix "
@@ -684,6 +712,36 @@ class TwiceByOneMatrix(Cell):
         return da, ((da @ P[1]) * ((2 * da) @ P[1]),), (da, da), ()
 
 
+class OtherOperand(Cell):
+    """Two GEMMS entries, and us[1] is 2u where the step multiplies u by W_bᵀ: the python loop's dW_b is Σ dpreᵀ
+    us[1], the engine's would be Σ dpreᵀ u, the vector its GEMM multiplied (half of it)."""
+
+    gates = 1
+    REC_PARAMS = ("W_a", "W_b")
+    GEMMS = (("W_a", None), ("W_b", None))
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__(input_size, hidden_size, bias)
+        recurrent_weights(self, ("W_a", (hidden_size, hidden_size)), ("W_b", (hidden_size, hidden_size)))
+        self.reset_parameters()
+
+    @staticmethod
+    def step(xw_t, state, P):
+        (h,) = state
+        s = torch.sigmoid(h @ P[0].t())
+        u = s * h
+        h_t = torch.tanh(xw_t + u @ P[1].t())
+        return (h_t,), (h, 2 * u), (h_t, s, h)
+
+    @staticmethod
+    def step_backward(dstate, cache, P):
+        (dh,), (h_t, s, h) = dstate, cache
+        da = dh * (1 - h_t * h_t)
+        du = da @ P[1]
+        ds = du * h * s * (1 - s)
+        return da, (du * s + ds @ P[0],), (ds, da), ()
+
+
 class OneValueGain(Cell):
     """Two GEMMS entries and a gain g of shape (1,) (see OneValueAlpha)."""
 
@@ -721,6 +779,8 @@ class OneValueGain(Cell):
                            r"fuse"),
         (OneValueGain, re.escape("OneValueGain.step takes g of shape (1,), not a vector of units (or a scalar) beside "
                                  "its recurrent matrices, which the native loop can't fuse")),
+        (OtherOperand, re.escape("OtherOperand.step's us[1] is not the vector it multiplies by W_bᵀ, which the native "
+                                 "loop can't fuse; it runs on the python loop")),
     ],
 )  # fmt: skip
 def test_a_cell_of_several_products_outside_what_the_native_loop_stages_is_refused(Cls, said):

@@ -104,6 +104,36 @@ class ScaledCandidate(ResetBefore):
     step_backward = staticmethod(scaled_step_backward)
 
 
+def scaled_update_step(xw_t, state, P):
+    """ResetBefore with the update gate's recurrent term scaled by 0.5: the gates' dpre is [da_r, 0.5 da_z], whose
+    first block is dxw's first and whose second is not dxw's second, so it is no slice of dxw (dhw keeps it)."""
+    (h,) = state
+    W_g, b_g, W_h = P
+    H = h.shape[1]
+    p = linear(h, W_g, b_g)
+    g = torch.sigmoid(xw_t[:, : 2 * H] + torch.cat((p[:, :H], 0.5 * p[:, H:]), 1))
+    r, z = g.split(H, 1)
+    u = r * h
+    n = torch.tanh(xw_t[:, 2 * H :] + u @ W_h.t())
+    return ((1 - z) * n + z * h,), (h, u), (g, n, h)
+
+
+def scaled_update_step_backward(dstate, cache, P):
+    (dh,), (g, n, h) = dstate, cache
+    H = dh.shape[1]
+    r, z = g[:, :H], g[:, H:]
+    da_n = dh * (1 - z) * (1 - n * n)
+    du = da_n @ P[2]
+    da_r, da_z = du * h * r * (1 - r), dh * (h - n) * z * (1 - z)
+    dpre = torch.cat((da_r, 0.5 * da_z), 1)
+    return torch.cat((da_r, da_z, da_n), 1), (dh * z + du * r + dpre @ P[0],), (dpre, da_n), ()
+
+
+class ScaledUpdate(ResetBefore):
+    step = staticmethod(scaled_update_step)
+    step_backward = staticmethod(scaled_update_step_backward)
+
+
 def reset_lstm_step(xw_t, state, P):
     """An LSTM whose output gate reads (r ⊙ h_{t-1}) W_oᵀ, r a fourth gate: two states, two dependent products."""
     h, c = state
@@ -221,6 +251,17 @@ def test_a_dpre_that_is_no_block_of_dxw():
     got = _run_layer(ScaledCandidate, "native", torch.float64)
     _ran_natively(ScaledCandidate)
     want = _run_layer(ScaledCandidate, "autograd", torch.float64)
+    _same(got, want)
+
+
+def test_a_dpre_whose_first_block_only_is_one_of_dxw():
+    """The gates' dpre [da_r, 0.5 da_z] begins as dxw does: it is kept in dhw, not read from dxw's blocks (where its
+    second would be da_z: W_g's and b_g's gradients of z and dh_prev off)."""
+    t = trace_cell(ScaledUpdate, 4, [p.detach() for p in ScaledUpdate(3, 4).rec_params()], torch.float64)
+    assert t.dhw_blocks == 2 and t.gemms[0][6:8] == (1, 0)  # in dhw, from its first block
+    got = _run_layer(ScaledUpdate, "native", torch.float64)
+    _ran_natively(ScaledUpdate)
+    want = _run_layer(ScaledUpdate, "autograd", torch.float64)
     _same(got, want)
 
 

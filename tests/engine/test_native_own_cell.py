@@ -584,6 +584,54 @@ def test_an_extras_parameter_of_shape_1_by_h():
         torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
 
 
+def gains_step(xw_t, state, P):
+    """[a_1, a_2] = s · v ⊙ (xw_t + h_{t-1} W_hhᵀ + b_hh);  h_t = tanh(a_1) ⊙ σ(a_2): v a gain per unit of both
+    blocks (2H,), s one scalar gain, both EXTRAS."""
+    (h_prev,) = state
+    W_hh, b_hh, v, s = P
+    H = h_prev.shape[1]
+    z = xw_t + linear(h_prev, W_hh, b_hh)
+    a = s * v * z
+    t, g = torch.tanh(a[:, :H]), torch.sigmoid(a[:, H:])
+    return (t * g,), (h_prev,), (z, t, g)
+
+
+def gains_step_backward(dstate, cache, P):
+    (dh_t,), (z, t, g) = dstate, cache
+    _, _, v, s = P
+    da = torch.cat((dh_t * g * (1 - t * t), dh_t * t * g * (1 - g)), 1)
+    dz = da * v * s
+    return dz, (dz @ P[0],), (dz,), ((da * z * s).sum(0), (da * z * v).sum())
+
+
+class Gains(Cell):
+    gates = 2
+    REC_PARAMS = ("W_hh", "b_hh", "v", "s")
+    EXTRAS = ("v", "s")
+    step = staticmethod(gains_step)
+    step_backward = staticmethod(gains_step_backward)
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__(input_size, hidden_size, bias)
+        H = hidden_size
+        recurrent_weights(self, ("W_hh", (2 * H, H)), ("b_hh", (2 * H,) if bias else None))
+        self.v, self.s = nn.Parameter(torch.empty(2 * H)), nn.Parameter(torch.empty(()))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        super().reset_parameters()
+        nn.init.uniform_(self.v, 0.5, 1.5)
+        nn.init.constant_(self.s, 0.8)
+
+
+def test_extras_of_two_blocks_beside_a_scalar_one():
+    """v (2H,) and s (): s's gradient is the sum of a row value of 2 blocks (the kernels add every block of it, not
+    the first), and its accumulator comes after v's 2H numbers (the loop points each one past the widths before it)."""
+    _native_is_autograd(Gains)
+    ids = list(native._traced.get(Gains, {}).values())
+    assert ids and all(isinstance(v, int) for v in ids), ids  # traced, not the python loop
+
+
 SCALE = 1.0
 
 

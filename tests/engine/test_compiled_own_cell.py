@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rnnkit import Recurrent
-from rnnkit.cells._base import linear
+from rnnkit.cells._base import Cell, linear, recurrent_weights
 from rnnkit.engine import compiled, native
 from rnnkit.errors import RnnkitError
 
@@ -93,6 +93,50 @@ def test_float32():
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
     assert _ops(graphs).count(OP) == 1, _ops(graphs)
+
+
+def gain_step(xw_t, state, P):
+    """h_t = h_{t-1} + α ⊙ (tanh(s · (xw_t + h_{t-1} W_hhᵀ + b_hh)) - h_{t-1}): α of shape (1, H), s one scalar."""
+    (h_prev,) = state
+    W_hh, b_hh, alpha, s = P
+    z = xw_t + linear(h_prev, W_hh, b_hh)
+    hc = torch.tanh(s * z)
+    return (h_prev + alpha * (hc - h_prev),), (h_prev,), (hc, h_prev, z)
+
+
+def gain_step_backward(dstate, cache, P):
+    (dh_t,), (hc, h_prev, z) = dstate, cache
+    _, _, alpha, s = P
+    dy = dh_t * alpha * (1 - hc * hc)
+    da = dy * s
+    dalpha, ds = (dh_t * (hc - h_prev)).sum(0, keepdim=True), (dy * z).sum()
+    return da, (dh_t * (1 - alpha) + da @ P[0],), (da,), (dalpha, ds)
+
+
+class RowAlphaGain(Cell):
+    REC_PARAMS = ("W_hh", "b_hh", "alpha", "s")
+    EXTRAS = ("alpha", "s")
+    step = staticmethod(gain_step)
+    step_backward = staticmethod(gain_step_backward)
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__(input_size, hidden_size, bias)
+        H = hidden_size
+        recurrent_weights(self, ("W_hh", (H, H)), ("b_hh", (H,) if bias else None))
+        self.reset_parameters()
+        self.alpha = torch.nn.Parameter(torch.rand(1, H) * 0.6 + 0.2)
+        self.s = torch.nn.Parameter(torch.tensor(0.8))
+
+
+def test_extras_of_shape_1_by_h_and_of_none_under_compile():
+    """α (1, H) named alpha, as the built-in leaky cell's (H,) one, and a scalar s: the operator's gradients have
+    their parameters' shapes (its fake function sized α's as the built-in cell's (H,)) and s's is the sum over
+    every unit, as the eager native loop gives them."""
+    layer, x, loss = _layer_and_loss(RowAlphaGain, torch.float64)
+    got, want, graphs = _compiled_and_eager(layer, x, loss)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    assert _ops(graphs).count(OP) == 2, _ops(graphs)
 
 
 @pytest.mark.parametrize("name", sorted(OWN))

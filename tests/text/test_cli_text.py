@@ -218,6 +218,26 @@ def test_neighbours_format_flag(tmp_path, capsys):
     _one_error_line(capsys, "v.bin is not in word2vec text format; try --format binary")
 
 
+def test_neighbours_and_analogy_list_what_the_python_api_lists_with_topn(tmp_path, capsys):
+    """`neighbours --topn 3` lists WordVectors.neighbours(word, 3) and `--analogy A B C --topn 2` its analogy(A, B, C,
+    2), in order (a mutant that passed the analogy 10 whatever --topn said passed every test: their vocabularies had
+    fewer words than 10 to list)."""
+    from rnnkit.text import WordVectors
+
+    words = [f"w{i}" for i in range(16)]
+    vectors = np.random.default_rng(0).standard_normal((16, 5)).astype(np.float32)
+    WordVectors(words, vectors).save(tmp_path / "v.txt")
+    wv = WordVectors.load(tmp_path / "v.txt")
+    assert main(["neighbours", str(tmp_path / "v.txt"), "w1", "w2", "--topn", "3"]) == 0
+    expected = [
+        line for w in ("w1", "w2") for line in [f"{w}:", *(f"  {c:.4f}  {n}" for n, c in wv.neighbours(w, 3))]
+    ]
+    assert capsys.readouterr().out.splitlines() == expected
+    assert main(["neighbours", str(tmp_path / "v.txt"), "--analogy", "w3", "w4", "w5", "--topn", "2"]) == 0
+    expected = ["w3 - w4 + w5:", *(f"  {c:.4f}  {n}" for n, c in wv.analogy("w3", "w4", "w5", 2))]
+    assert capsys.readouterr().out.splitlines() == expected
+
+
 def test_neighbours_unicode_errors_flag_reads_a_word_cut_inside_a_character(tmp_path, capsys):
     """A binary file of word2vec.c with a word cut at 100 bytes inside a character did not load, nor had a flag to."""
     path = tmp_path / "v.bin"
@@ -257,6 +277,35 @@ def test_ngram_train_saves_its_model_under_a_bar_after_the_counting(tmp_path, co
     assert bars == ["counting n-grams:   0%", "counting n-grams: 100%", "saving:   0%", "saving: 100%"], bars
     lm = NGramLM.load(tmp_path / "m.npz")
     assert out.endswith(f"-> {tmp_path / 'm.npz'}\n") and lm.score("the cat").log_prob < 0
+
+
+def test_each_tfidf_flag_given_reaches_the_option_of_its_name_and_search_ranks_as_the_python_api(
+    tmp_path, capsys
+):
+    """`tfidf index --smooth-idf` sets the index's smooth_idf and `tfidf search --top 3` lists 3 documents, as
+    TfidfIndex of the same options fitted to the same documents ranks them (mutants that dropped --smooth-idf or
+    --top passed every test: no test indexed with the one or searched a corpus of more than --top matches)."""
+    from rnnkit.text import TfidfConfig, TfidfIndex
+
+    lines = [
+        f"the {a} {b} sat on the mats"
+        for a in ("cat", "dog", "cats", "market")
+        for b in ("fell", "rose", "ran")
+    ]
+    (tmp_path / "d.txt").write_text("\n".join(lines) + "\n")
+    index = tmp_path / "idx"
+    flags = ["--tf", "log", "--smooth-idf", "--stop-words", "--stem"]
+    assert main(["tfidf", "index", str(tmp_path / "d.txt"), "--out", str(index), *flags]) == 0
+    config = TfidfConfig(tf="log", smooth_idf=True, stop_words=True, stem=True)
+    assert TfidfIndex.load(index).config == config
+    ref = TfidfIndex(config).fit(lines)
+    capsys.readouterr()
+    query = "cats fell on the mat"
+    assert main(["tfidf", "search", str(index), query, "--top", "3"]) == 0
+    expected = [
+        f"{r}. {cos:.4f}  d.txt:{i + 1}  {lines[i]}" for r, (i, cos) in enumerate(ref.search(query, 3), 1)
+    ]
+    assert capsys.readouterr().out.splitlines() == expected
 
 
 def test_tfidf_search_without_documents_json(tmp_path, corpus, capsys):
@@ -487,6 +536,37 @@ def test_ngram_complete_and_sample_never_write_unk(tmp_path, capsys):
     assert "<unk>" not in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    "given",
+    [
+        {"--order": 2, "--smoothing": "add-k", "--k": 0.5, "--level": "word", "--min-freq": 2},
+        {"--order": 3, "--smoothing": "kneser-ney", "--discount": 0.25, "--level": "char", "--min-freq": 3},
+        {"--order": 3, "--smoothing": "modified-kneser-ney", "--level": "word", "--min-freq": 1},
+    ],
+)
+def test_each_ngram_train_flag_given_reaches_the_option_of_its_name(tmp_path, capsys, given):
+    """`ngram train --lower` lower-cases the corpus, `--k 0.5` sets add-k's k, and so on: the saved model holds each
+    flag's value under the option of its name and scores as NGramLM of the same options fitted to the same text (a
+    mutant that dropped --lower passed every test: no test trained a model with it)."""
+    from rnnkit.text.ngram import NGramLM
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(CORPUS.replace("the cat", "The Cat").replace("dog", "DOG"))
+    model = tmp_path / "m.npz"
+    flags = [str(a) for kv in given.items() for a in kv]
+    assert main(["ngram", "train", str(corpus), "--out", str(model), *flags, "--lower"]) == 0
+    lm = NGramLM.load(model)
+    options = {flag[2:].replace("-", "_"): value for flag, value in given.items()}
+    assert {name: getattr(lm, "n" if name == "order" else name) for name in options} == options and lm.lower
+    n, smoothing = options.pop("order"), options.pop("smoothing")
+    ref = NGramLM(n, smoothing, **options, lower=True)
+    ref.fit(corpus.read_text())
+    cat = "cat" if lm.level == "word" else "c"
+    assert lm.vocab.itos == ref.vocab.itos and cat in lm.vocab and cat.upper() not in lm.vocab
+    for text in ("the cat sat", "a dog and the mat"):
+        assert lm.score(text, "\n").log_prob == ref.score(text, "\n").log_prob
+
+
 def test_ngram_score_json_has_the_keys_of_rnnkit_score(tmp_path, corpus, capsys):
     import json
 
@@ -581,6 +661,8 @@ def test_ngram_eval_reads_its_file_as_score_reads_a_text(tmp_path, capsys, level
     scored = json.loads(capsys.readouterr().out)
     assert evaluated["log_prob"] == pytest.approx(scored["log_prob"], rel=1e-12)
     assert evaluated["perplexity"] == pytest.approx(scored["perplexity"], rel=1e-12)
+    # in the model's own unit, as score says it: a word model's words, nats_per_word, bits_per_word
+    assert set(evaluated) == {"file", *scored} - {"rank", "text", "unknown"} and f"{level}s" in evaluated
 
 
 @pytest.mark.parametrize("level", ["word", "char"])
@@ -1634,6 +1716,34 @@ def test_word2vec_takes_min_alpha_so_an_alpha_below_its_default_can_run(tmp_path
     assert main([*argv, "--min-alpha", "1e-6"]) == 0
     config = json.loads((out / "config.json").read_text())
     assert (config["alpha"], config["min_alpha"]) == (5e-5, 1e-6)
+
+
+def test_each_word2vec_flag_given_reaches_the_option_of_its_name_and_trains_as_the_python_api(
+    tmp_path, capsys
+):
+    """`word2vec --cbow-sum` sets cbow_mean False, `--cbow-update gradient` cbow_update, `--lower` lower-cases the
+    sentences, and so on: config.json holds each flag's value under the option of its name, and the vectors are those
+    Word2Vec(config) trains on the same sentences (a mutant that dropped --cbow-sum, --cbow-update or --lower passed
+    every test: the smoke tests ran with none of them)."""
+    from dataclasses import asdict
+
+    from rnnkit.text import Word2Vec, Word2VecConfig
+    from rnnkit.text.wordvectors import WordVectors
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(CORPUS.replace("the cat", "The cat").replace("dog sat", "Dog sat"))
+    given = {"--model": "cbow", "--cbow-update": "gradient", "--dimension": 6, "--window": 2, "--sample": 0.0,
+             "--alpha": 0.05, "--min-alpha": 0.001, "--seed": 7, "--min-count": 2, "--epochs": 2,
+             "--backend": "torch", "--batch-size": 64, "--negative": 3}  # fmt: skip
+    flags = [str(a) for kv in given.items() for a in kv]
+    assert main(["word2vec", str(corpus), "--out", str(tmp_path / "o"), *flags, "--cbow-sum", "--lower"]) == 0
+    options = Word2VecConfig(**{flag[2:].replace("-", "_"): v for flag, v in given.items()}, cbow_mean=False)
+    config = json.loads((tmp_path / "o" / "config.json").read_text())
+    assert {k: v for k, v in config.items() if k != "files"} == asdict(options)
+    ref = Word2Vec(options).fit([line.lower().split() for line in corpus.read_text().split("\n")])
+    wv = WordVectors.load(tmp_path / "o" / "vectors.txt")
+    assert wv.words == ref.wv.words and "the" in wv.words and "The" not in wv.words
+    np.testing.assert_array_equal(wv.vectors, ref.wv.vectors)
 
 
 @pytest.mark.parametrize("target", ["loop", "nowhere/x"])

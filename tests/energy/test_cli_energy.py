@@ -37,6 +37,148 @@ def test_every_subcommand_runs_dry_and_writes_its_figures(command, tmp_path, cap
         assert "DBN features (top layer): accuracy" in out and "DBN features (all layers): accuracy" in out
 
 
+@pytest.mark.parametrize("erase", [False, True])
+def test_hopfield_recall_recalls_as_the_python_api_with_each_flag_given(tmp_path, capsys, erase):
+    """`hopfield recall --rule storkey --mode sync --max-steps 2 --noise 0.3 --erase --seed 5` stores, corrupts and
+    recalls as Hopfield(N, "storkey"), corrupt(xi, 0.3, g, erase) and recall(cues, "sync", 2, g) of a generator seeded
+    5 do (mutants that stored by the Hebbian rule or recalled asynchronously whatever --rule and --mode said passed
+    every test: the smoke test of those flags checks that the figures are written)."""
+    from rnnkit.energy import hopfield
+
+    flags = ["--random", "6", "--units", "24", "--noise", "0.3", "--mode", "sync", "--rule", "storkey"]
+    flags += ["--max-steps", "2", "--seed", "5", *(["--erase"] if erase else [])]
+    assert main(["hopfield", "recall", *flags, "--out", str(tmp_path)]) == 0
+    g = torch.Generator().manual_seed(5)
+    xi = hopfield.random_patterns(6, 24, g, "cpu")
+    cues = hopfield.corrupt(xi, 0.3, g, erase=erase)
+    result = hopfield.Hopfield(24, "storkey").store(xi).recall(cues, "sync", 2, g, record=False)
+    m = " ".join(f"{v:.3f}" for v in hopfield.overlap(result.states, xi).diagonal().tolist())
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"6 patterns of 24 units, storkey rule, sync updates: {result.summary()}"
+    assert f"final overlap with the stored pattern: {m}" in out
+
+
+def test_hopfield_capacity_runs_the_python_apis_experiment_with_each_flag_given(tmp_path, capsys):
+    """capacity.json's rows are capacity_experiment's of CapacityConfig(sizes, loads, "storkey", 0.1, random_starts 2,
+    min_patterns 4, max_sweeps 3, seed 7), each flag reaching the field of its name (the tests ran --sizes and
+    --loads alone: a mutant that dropped any other flag passed them all)."""
+    from rnnkit.energy import capacity
+
+    flags = ["--sizes", "16", "24", "--loads", "0.1", "0.3", "--rule", "storkey", "--noise", "0.1"]
+    flags += ["--random-starts", "2", "--min-patterns", "4", "--max-sweeps", "3", "--seed", "7"]
+    assert main(["hopfield", "capacity", *flags, "--out", str(tmp_path)]) == 0
+    cfg = capacity.CapacityConfig((16, 24), (0.1, 0.3), "storkey", 0.1, 2, 4, 3, 7)
+    rows = json.loads((tmp_path / "capacity.json").read_text())["rows"]
+    expected = json.loads(json.dumps(capacity.capacity_experiment(cfg)))  # (tuples as JSON lists)
+    assert [{**r, "seconds": 0} for r in rows] == [{**r, "seconds": 0} for r in expected]
+
+
+@pytest.mark.parametrize("action", ["train", "dbn"])
+def test_each_rbm_training_flag_given_reaches_the_option_of_its_name(action):
+    """`rbm train --cd` trains by CD-k (persistent False), `--momentum 0.5` sets momentum, and so on: each flag,
+    parsed by the real parser, the RBMTrainConfig field of its name (mutants that dropped --cd, --momentum,
+    --weight-decay, --batch-size or --k passed every test: the smoke tests check the figures are written)."""
+    from rnnkit.cli import build_parser
+    from rnnkit.cli.energy import _train_config
+
+    given = {
+        "--epochs": 3,
+        "--batch-size": 7,
+        "--lr": 0.02,
+        "--k": 2,
+        "--momentum": 0.5,
+        "--weight-decay": 0.001,
+    }
+    flags = [str(a) for kv in given.items() for a in kv]
+    cfg = _train_config(build_parser().parse_args(["rbm", action, *flags, "--cd"]))
+    for flag, value in given.items():
+        assert getattr(cfg, flag[2:].replace("-", "_")) == value, flag
+    assert cfg.persistent is False
+
+
+def test_ising_sweep_runs_the_python_apis_model_with_each_flag_given(tmp_path, capsys):
+    """ising.json's settings and rows are those of Ising(6, [1.5, 2.5], 0.5, 0.25, "heat-bath", "random", generator
+    seeded 3).run(5, 4): each flag reaching the argument of its name (the heat bath's smoke test checks the figure is
+    written, and no test gave --start)."""
+    from rnnkit.energy import ising
+
+    flags = ["--size", "6", "--temperatures", "1.5", "2.5", "--coupling", "0.5", "--field", "0.25"]
+    flags += ["--update", "heat-bath", "--start", "random", "--sweeps", "5", "--burn-in", "4", "--seed", "3"]
+    assert main(["ising", "sweep", *flags, "--out", str(tmp_path)]) == 0
+    written = json.loads((tmp_path / "ising.json").read_text())
+    settings = {"size": 6, "coupling": 0.5, "field": 0.25, "update": "heat-bath", "start": "random", "burn_in": 4,
+                "sweeps": 5, "measured": 5, "seed": 3, "onsager_tc": None}  # fmt: skip
+    assert {k: v for k, v in written.items() if k != "rows"} == settings
+    g = torch.Generator().manual_seed(3)
+    results = ising.Ising(6, [1.5, 2.5], 0.5, 0.25, "heat-bath", "random", g).run(5, 4)
+    for i, row in enumerate(written["rows"]):
+        assert row == {k: results[k][i].item() for k in row}
+
+
+def test_cd_check_measures_the_python_apis_errors_with_each_flag_given(tmp_path, capsys):
+    """`rbm cd-check --visible-units 4 --hidden-units 3 --weight-scale 0.5 --ks 1 3 --seed 2` says the errors of
+    cd_gradient_expected against exact_gradient for RBM(4, 3, init_scale=0.5) and its data, drawn from a generator
+    seeded 2 (a mutant that drew the weights at the default scale 2 whatever --weight-scale said passed every test)."""
+    from rnnkit.energy import rbm_exact
+    from rnnkit.energy.rbm import RBM
+
+    flags = [
+        "--visible-units",
+        "4",
+        "--hidden-units",
+        "3",
+        "--weight-scale",
+        "0.5",
+        "--ks",
+        "1",
+        "3",
+        "--seed",
+        "2",
+    ]
+    assert main(["rbm", "cd-check", *flags, "--out", str(tmp_path)]) == 0
+    g = torch.Generator().manual_seed(2)
+    rbm = RBM(4, 3, init_scale=0.5, generator=g)
+    data = (torch.rand(200, 4, generator=g) < 0.3).float()
+    exact = torch.cat([t.flatten() for t in rbm_exact.exact_gradient(rbm, data)])
+    expected = []
+    for k in (1, 3):
+        cd = torch.cat([t.flatten() for t in rbm_exact.cd_gradient_expected(rbm, data, k)])
+        error = ((cd - exact).norm() / exact.norm()).item()
+        expected.append(f"k={k:4d}: |E[CD-k gradient] - exact gradient| / |exact| = {error:.2e}")
+    assert capsys.readouterr().out.splitlines()[:2] == expected
+
+
+def test_rbm_gibbs_steps_and_dbn_c_reach_the_functions_they_name(tmp_path, capsys, monkeypatch):
+    """`rbm train --gibbs-steps 3` draws its samples figure by RBM.sample(50, 3) and `rbm dbn --C 0.5` fits
+    LogisticRegression(C=0.5) (mutants that passed 10 and 100.0 whatever the flags said passed every test)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from rnnkit.energy.rbm import RBM
+
+    steps, cs = [], []
+    sample, fit = RBM.sample, LogisticRegression.fit
+    monkeypatch.setattr(RBM, "sample", lambda self, n, k, **kw: steps.append(k) or sample(self, n, k, **kw))
+    monkeypatch.setattr(LogisticRegression, "fit", lambda self, *a: cs.append(self.C) or fit(self, *a))
+    assert main(["rbm", "train", "--dry-run", "--gibbs-steps", "3", "--out", str(tmp_path / "t")]) == 0
+    assert main(["rbm", "dbn", "--dry-run", "--C", "0.5", "--out", str(tmp_path / "d")]) == 0
+    assert steps == [3] and cs == [0.5, 0.5, 0.5]  # (raw pixels, the top layer's features, all layers')
+
+
+@pytest.mark.parametrize("action", ["train", "dbn"])
+def test_rbm_digits_are_split_in_the_order_of_seed(action):
+    """--seed 4 shuffles the digits by torch.randperm of a generator seeded 4 before the split (a mutant that shuffled
+    them by seed 0 whatever --seed said passed every test); under --dry-run the first 300, 80% to training."""
+    from rnnkit.cli import build_parser
+    from rnnkit.cli.energy import _digits_split
+    from rnnkit.energy.digits import load_digits
+
+    x, y = load_digits()
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(4))[:300]
+    args = build_parser().parse_args(["rbm", action, "--seed", "4", "--dry-run"])
+    x_train, y_train, x_test, y_test = _digits_split(args)
+    assert torch.equal(x_train, x[order[:240]]) and torch.equal(y_test, y[order[240:]])
+
+
 def test_patterns_from_a_text_file(tmp_path, capsys):
     path = tmp_path / "patterns.txt"
     path.write_text("+-+-+-+-\n1 1 1 1 -1 -1 -1 -1\n")

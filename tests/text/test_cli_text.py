@@ -308,6 +308,18 @@ def test_each_tfidf_flag_given_reaches_the_option_of_its_name_and_search_ranks_a
     assert capsys.readouterr().out.splitlines() == expected
 
 
+def test_tfidf_index_dry_run_indexes_the_first_100_documents(tmp_path, capsys):
+    """--dry-run indexes the first 100 documents, as its help says (a mutant that indexed every one passed every
+    test: none gave --dry-run more than 100)."""
+    from rnnkit.text import TfidfIndex
+
+    (tmp_path / "d.txt").write_text("".join(f"document number {i}\n" for i in range(150)))
+    assert main(["tfidf", "index", str(tmp_path / "d.txt"), "--out", str(tmp_path / "idx"), "--dry-run"]) == 0
+    assert TfidfIndex.load(tmp_path / "idx").matrix.shape[0] == 100
+    names = [d["name"] for d in json.loads((tmp_path / "idx" / "documents.json").read_text())["documents"]]
+    assert names == [f"d.txt:{n}" for n in range(1, 101)]
+
+
 def test_tfidf_search_without_documents_json(tmp_path, corpus, capsys):
     index = tmp_path / "idx"
     assert main(["tfidf", "index", str(corpus), "--out", str(index)]) == 0

@@ -392,6 +392,9 @@ def test_resolve_backend():
     # (float16 and bfloat16 run in float32: engine._in_float32)
     assert resolve_backend(None, CELLS["gru"], xw.to(torch.bfloat16)) == "native"
     assert resolve_backend(None, CELLS["gru"], xw.to("meta")) == "python"
+    # a backend named is the one that runs, where native would (the python loop: its own bits, any device)
+    assert resolve_backend("python", CELLS["gru"], xw) == "python"
+    assert resolve_backend("autograd", CELLS["gru"], xw) == "autograd"
 
     class Mine(CELLS["rnn_tanh"]):  # a user-defined cell: python runs its own step, quietly by default
         step = staticmethod(CELLS["rnn_tanh"].step)
@@ -778,6 +781,71 @@ def test_batch_first_outputs(name):
                 results.append([hs, *sT, xr.grad, *[p.grad for p in cell.parameters()], probe.dh])
             for a, b in zip(*results):
                 torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+
+
+def plain_rnn_tanh(xw, h0, W_hh, b_hh, mask=None):
+    """The reference: h_t = tanh(xw_t + h_{t-1} W_hhᵀ + b_hh), kept where m_t = 1 (outputs 0 at padding)."""
+    h, hs = h0, []
+    for t in range(xw.shape[0]):
+        new = torch.tanh(xw[t] + h @ W_hh.T + b_hh)
+        m = 1 if mask is None else mask[t].reshape(-1, 1)
+        h = m * new + (1 - m) * h
+        hs.append(m * new)
+    return torch.stack(hs), h
+
+
+def test_a_gradient_of_xw_alone_reaches_it():
+    """Only xw needs a gradient (a frozen layer fed by a trainable one below it, or dL/dx of a trained model): the
+    loop keeps its caches for backward all the same (a loop keeping them only for the state's and the weights'
+    gradients fails there with an IndexError). Reference: plain_rnn_tanh, float64."""
+    cell, B = make("rnn_tanh", torch.float64), 3
+    xw = cell.project_input(torch.randn(6, B, 4, dtype=torch.float64)).detach()
+    (h0,), (W_hh, b_hh) = states(cell, B, torch.float64), [p.detach() for p in cell.rec_params()]
+    w = torch.randn(6, B, 5, dtype=torch.float64)
+    got, want = xw.clone().requires_grad_(), xw.clone().requires_grad_()
+    hs, (hT,) = run(cell, got, (h0,), (W_hh, b_hh), backend="native")
+    ref, refT = plain_rnn_tanh(want, h0, W_hh, b_hh)
+    (dgot,) = torch.autograd.grad((hs * w).sum() + hT.sum(), got)
+    (dwant,) = torch.autograd.grad((ref * w).sum() + refT.sum(), want)
+    torch.testing.assert_close(dgot, dwant, rtol=1e-12, atol=1e-12)
+
+
+def test_a_mask_or_weight_laid_out_column_major_is_read_as_its_values():
+    """A mask (T, B) or a W_hh laid out column-major (a transposed tensor's .T, as m.T.contiguous().T makes
+    them) is read as its values: the C++ loop reads flat row-major memory (read so, a mask of lengths
+    [5, 2, 3] gives outputs 0.86 off, a W_hh 0.43 off). Reference: plain_rnn_tanh, float64."""
+    cell, B = make("rnn_tanh", torch.float64), 3
+    xw = cell.project_input(torch.randn(5, B, 4, dtype=torch.float64)).detach()
+    (h0,), (W_hh, b_hh) = states(cell, B, torch.float64), [p.detach() for p in cell.rec_params()]
+    mask = (torch.arange(5)[:, None] < torch.tensor([5, 2, 3])).double()
+    want = plain_rnn_tanh(xw, h0, W_hh, b_hh, mask)
+    for m, W in ((mask.T.contiguous().T, W_hh), (mask, W_hh.T.contiguous().T)):
+        assert not (m.is_contiguous() and W.is_contiguous())
+        hs, (hT,) = run(cell, xw, (h0,), (W, b_hh), m, backend="native")
+        torch.testing.assert_close((hs, hT), want, rtol=1e-12, atol=1e-12)
+
+
+def test_a_gradient_of_mut1s_xtilde_alone_reaches_it():
+    """run(mut1, xw, ..., raw_tail=True, xtilde=x) (Recurrent's D = H path: the loop reads x̃ = x in place) where
+    x alone needs a gradient (xw, the state and the weights frozen): the loop is recorded for backward (run
+    without it, hs has no grad_fn). Reference: the autograd loop over [xw, tanh(x)] + b_xh."""
+    torch.manual_seed(0)
+    H, B = 4, 3
+    cell = CELLS["mut1"](H, H).double()
+    P = tuple(p.detach() for p in cell.rec_params())
+    xw, b = torch.randn(5, B, 2 * H, dtype=torch.float64), torch.randn(3 * H, dtype=torch.float64)
+    h0, w = torch.randn(B, H, dtype=torch.float64), torch.randn(5, B, H, dtype=torch.float64)
+    x = torch.randn(5, B, H, dtype=torch.float64, requires_grad=True)
+    hs, _ = run(cell, xw, (h0,), P, backend="native", xbias=b, raw_tail=True, xtilde=x)
+    ref, _ = run(cell, torch.cat((xw, torch.tanh(x)), -1) + b, (h0,), P, backend="autograd")
+    torch.testing.assert_close(hs, ref, rtol=1e-12, atol=1e-12)
+    assert hs.requires_grad
+    torch.testing.assert_close(
+        torch.autograd.grad((hs * w).sum(), x)[0],
+        torch.autograd.grad((ref * w).sum(), x)[0],
+        rtol=1e-12,
+        atol=1e-12,
+    )
 
 
 def test_projection_backward_of_the_bias_alone():

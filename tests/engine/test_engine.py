@@ -1165,6 +1165,31 @@ def test_run_under_autocast_takes_parameters_of_mixed_dtypes(backend, name):
 
 
 @pytest.mark.parametrize("backend", [*BACKENDS, "native"])
+def test_run_under_autocast_runs_in_the_parameters_dtype_whatever_xws(backend):
+    """Under torch.autocast xw comes bfloat16 (the layer's projection runs under it) beside float32 weights: the
+    loop runs in the parameters' float32 (_no_autocast), the float32 run of that xw; not in xw's bfloat16 (hs
+    bfloat16, 3.5e-3 off)."""
+    cell, xw, state0, P, _ = setup("gru", T=5, B=3, H=4, dtype=torch.float32)
+    xw = xw.detach().bfloat16()
+    want, _ = run(cell, xw.float(), state0, P, backend=backend)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        hs, state = run(cell, xw, state0, P, backend=backend)
+    assert hs.dtype == state[0].dtype == torch.float32
+    torch.testing.assert_close(hs, want)
+
+
+@pytest.mark.parametrize("backend", [*BACKENDS, "native"])
+def test_batch_first_outputs_are_contiguous_on_every_backend(backend):
+    """run's docstring: with batch_first hs is (B, T, H) contiguous (the native loop writes it so, the others
+    copy), not a transposed view."""
+    cell, xw, state0, P, _ = setup("gru")
+    hs, _ = run(cell, xw, state0, P, None, False, backend, None, True)
+    want, _ = run(cell, xw, state0, P, None, False, backend)
+    assert hs.is_contiguous()
+    assert torch.equal(hs, want.transpose(0, 1))
+
+
+@pytest.mark.parametrize("backend", [*BACKENDS, "native"])
 @pytest.mark.parametrize("shape", ["T,B", "T,B,1"])
 def test_the_callers_mask_changed_after_forward_changes_no_gradient(backend, shape):
     """run keeps its own copy of the mask for backward: the caller's, refilled in place in between (the next

@@ -944,6 +944,22 @@ def test_a_recurrent_matrix_of_the_wrong_shape_fails_as_on_the_python_loop():
     assert errors[1] == errors[0], errors
 
 
+def test_a_state_of_another_width_than_the_recurrent_matrix_reads_fails_as_on_the_python_loop():
+    """A c_0 6 wide beside an h_0 and a W_hh of 4 (the xw of 4·3 columns right): the native loop reads every state H
+    wide, so the python loop runs it and says what is wrong, as with backend="python" (native_fits reads the
+    states' widths; run natively it raised nothing, c_0 read as 4 wide)."""
+    torch.manual_seed(0)
+    W, b = CIFG(3, 4).double().rec_params()
+    xw = torch.randn(5, 2, 12, dtype=torch.float64)
+    state = (torch.zeros(2, 4, dtype=torch.float64), torch.zeros(2, 6, dtype=torch.float64))
+    errors = []
+    for backend in ("python", "native"):
+        with pytest.raises(RuntimeError) as e:
+            run(CIFG, xw, state, (W, b), backend=backend)
+        errors.append(str(e.value))
+    assert errors[1] == errors[0], errors
+
+
 NP_SCALE = np.float64(1.0)
 
 

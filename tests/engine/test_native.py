@@ -1630,6 +1630,47 @@ def test_row_threads_take_a_count_or_auto(monkeypatch, rows, threads):
     assert native._row_threads() == threads
 
 
+@pytest.mark.parametrize(
+    "rows, split, gemm, want", [("3", "0", " Packed", (3, 0, "packed")), ("auto", "1", "", (0, 1, "auto"))]
+)
+def test_the_engine_settings_reach_the_extension(monkeypatch, tmp_path, rows, split, gemm, want):
+    """RNNKIT_ROW_THREADS, RNNKIT_SPLIT and RNNKIT_GEMM, read at the first load, are handed to the extension as
+    parsed, and the kept GEMM choices of RNNKIT_GEMM_PLANS with them (the other tests parse them alone, or set the
+    extension's settings themselves): an extension that records what it is given."""
+    got = {}
+
+    class Ext:
+        __file__ = str(tmp_path / "ext.so")
+
+        def set_row_threads(self, n):
+            got["rows"] = n
+
+        def set_split(self, on):
+            got["split"] = on
+
+        def set_gemm(self, mode):
+            got["gemm"] = mode
+
+        def add_gemm_plans(self, plans):
+            got["plans"] = plans
+
+        def gemm_plan_count(self):
+            return len(got["plans"])
+
+    plans = tmp_path / "plans.json"
+    plans.write_text("[[[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 2]]\n")
+    for var, value in (("RNNKIT_ROW_THREADS", rows), ("RNNKIT_SPLIT", split), ("RNNKIT_GEMM", gemm)):
+        monkeypatch.setenv(var, value)
+    monkeypatch.setenv("RNNKIT_GEMM_PLANS", str(plans))
+    monkeypatch.delenv("RNNKIT_NATIVE", raising=False)
+    for name, value in (("_ext", None), ("_reason", None), ("_kept", native._kept)):
+        monkeypatch.setattr(native, name, value)
+    monkeypatch.setattr(native, "build", lambda *a: (Ext(), None))
+    assert isinstance(native._load(), Ext)
+    assert (got["rows"], got["split"], got["gemm"]) == want
+    assert got["plans"] == [([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 2)] and native._kept == 1
+
+
 @pytest.mark.parametrize("var", ["RNNKIT_GEMM", "RNNKIT_ROW_THREADS"])
 def test_an_empty_engine_setting_is_its_default(monkeypatch, var):
     """RNNKIT_GEMM= and RNNKIT_ROW_THREADS= (set empty to unset them, as RNNKIT_NATIVE=, RNNKIT_SPLIT= and

@@ -218,6 +218,29 @@ def test_probe_same_in_both_backends():
     torch.testing.assert_close(out["python"], out["autograd"])
 
 
+@pytest.mark.parametrize("backend", [*BACKENDS, "native"])
+def test_probe_with_lengths_records_the_gradient_the_state_carries_past_a_sequences_end(backend):
+    """GradProbe's docstring: where a sequence has ended (t >= its length) row t holds the gradient the carried
+    state passes through, dL/dh_T for a loss on the final state; before it, the step's own h_t's. (test_probe_same_
+    in_both_backends' loss reads hs alone, 0 past the end either way.) Reference: a plain torch loop of rnn_tanh
+    with retain_grad on each step's h_t and on the state carried."""
+    cell, xw, state0, P, mask = setup("rnn_tanh", T=5, lengths=[5, 3, 1])
+    w = torch.linspace(-1, 1, 5 * 3 * 4, dtype=torch.float64).reshape(5, 3, 4)
+    probe = GradProbe()
+    hs, (hT,) = run(cell, xw, state0, P, mask, False, backend, probe)
+    ((hs * w).sum() + (hT * hT).sum()).backward()
+    W_hh, b_hh, h, steps, carried = P[0].detach().requires_grad_(), P[1].detach(), state0[0].detach(), [], []
+    for t in range(5):
+        new = torch.tanh(xw[t].detach() + h @ W_hh.T + b_hh)
+        h = mask[t] * new + (1 - mask[t]) * h
+        new.retain_grad(), h.retain_grad()
+        steps.append(new), carried.append(h)
+    loss = sum((mask[t] * steps[t] * w[t]).sum() for t in range(5)) + (h * h).sum()
+    loss.backward()
+    want = torch.stack([torch.where(mask[t] != 0, steps[t].grad, carried[t].grad) for t in range(5)])
+    torch.testing.assert_close(probe.dh, want, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_probe_records_each_backward_pass_once(backend):
     """Two backward passes over one graph (retain_graph): two records, the second of that pass alone."""

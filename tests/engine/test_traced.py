@@ -712,18 +712,9 @@ class TwiceByOneMatrix(Cell):
         return da, ((da @ P[1]) * ((2 * da) @ P[1]),), (da, da), ()
 
 
-class OtherOperand(Cell):
-    """Two GEMMS entries, and us[1] is 2u where the step multiplies u by W_bᵀ: the python loop's dW_b is Σ dpreᵀ
-    us[1], the engine's would be Σ dpreᵀ u, the vector its GEMM multiplied (half of it)."""
-
-    gates = 1
-    REC_PARAMS = ("W_a", "W_b")
-    GEMMS = (("W_a", None), ("W_b", None))
-
-    def __init__(self, input_size, hidden_size, bias=True):
-        super().__init__(input_size, hidden_size, bias)
-        recurrent_weights(self, ("W_a", (hidden_size, hidden_size)), ("W_b", (hidden_size, hidden_size)))
-        self.reset_parameters()
+class OtherOperand(TwiceByOneMatrix):
+    """TwiceByOneMatrix's weights, and us[1] is 2u where the step multiplies u by W_bᵀ: the python loop's dW_b is
+    Σ dpreᵀ us[1], the engine's would be Σ dpreᵀ u, the vector its GEMM multiplied (half of it)."""
 
     @staticmethod
     def step(xw_t, state, P):

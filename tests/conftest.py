@@ -60,25 +60,32 @@ def alive():
 def _no_global_module_hook_left():
     """A test that leaves one of torch's global module hooks (or the with_kwargs flag torch 2.13's handle.remove()
     leaves behind) fails here, at its own teardown: it made every later torch.compile(module) of the session warn
-    of global hooks, 7 failures far from their cause under -W error."""
+    of global hooks, 7 failures far from their cause under -W error. The hooks are cleared first, so that the tests
+    after it run as they would have."""
     yield
     from torch.nn.modules import module
 
-    assert not module._has_any_global_hook(), "a global module hook was left registered by this test"
+    left = bool(module._has_any_global_hook())
+    for hooks in (module._global_backward_pre_hooks, module._global_backward_hooks, module._global_forward_pre_hooks,
+                  module._global_forward_hooks, module._global_forward_hooks_always_called,
+                  module._global_forward_hooks_with_kwargs):  # fmt: skip
+        hooks.clear()
+    assert not left, "a global module hook was left registered by this test"
 
 
 @pytest.fixture(autouse=True)
 def _no_thread_count_left():
     """A test that leaves torch's thread count changed (a bench script's main() run in this process sets its own)
     fails here, at its own teardown: every later test of the session ran on that count, and the native engine's tests
-    of a split over threads skip on one thread."""
+    of a split over threads skip on one thread. The count is put back first, for the tests after it."""
     import torch
 
     threads = torch.get_num_threads()
     yield
-    assert torch.get_num_threads() == threads, (
-        f"torch's thread count was left at {torch.get_num_threads()} (was {threads})"
-    )
+    left = torch.get_num_threads()
+    if left != threads:
+        torch.set_num_threads(threads)
+    assert left == threads, f"torch's thread count was left at {left} (was {threads})"
 
 
 @pytest.fixture(autouse=True)
@@ -86,21 +93,24 @@ def _no_warned_once_forgotten():
     """The engine warns once a process (engine._warned, native._plan_warnings): a test that cleared the real set to see
     a warning again (`engine._warned.clear()`) made the rest of the session warn anew what had been said, and hid from
     the tests after it the state a process is in; such a test takes a set of its own with monkeypatch.setattr, and
-    fails here, at its own teardown, if it empties the process's."""
+    fails here, at its own teardown, if it empties the process's. What it held is put back first, for the tests
+    after it."""
     import sys
 
     def sets():
         engine, native = sys.modules.get("rnnkit.engine"), sys.modules.get("rnnkit.engine.native")
-        return [(name, s, set(s)) for name, s in (("engine._warned", getattr(engine, "_warned", None)),
-                ("native._plan_warnings", getattr(native, "_plan_warnings", None))) if s is not None]  # fmt: skip
+        return [(module, name, getattr(module, name), set(getattr(module, name)))
+                for module, name in ((engine, "_warned"), (native, "_plan_warnings"))
+                if hasattr(module, name)]  # fmt: skip
 
     before = sets()
     yield
-    now = {name: s for name, s, _ in sets()}
-    for name, s, items in before:
-        assert now[name] is s and items <= s, (
-            f"rnnkit.{name} lost what it held: this test emptied it (monkeypatch it)"
-        )
+    lost = [f"{module.__name__}.{name}" for module, name, s, items in before
+            if not (getattr(module, name) is s and items <= s)]  # fmt: skip
+    for module, name, s, items in before:
+        setattr(module, name, s)
+        s |= items
+    assert not lost, f"{lost[0]} lost what it held: this test emptied it (monkeypatch it)"
 
 
 def pytest_configure(config):

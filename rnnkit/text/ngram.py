@@ -670,7 +670,7 @@ class NGramLM:
     def _drawn(self, ids: list, length: int, alpha, rng):
         """The generator of iter_generate: each token's text as decode() writes it after the ones before."""
         n = self._orders() - 1  # the history the model reads
-        ids, line_start = ids[len(ids) - n :] if n else [], True
+        ids, line_start = ids[max(len(ids) - n, 0) :] if n else [], True
         for _ in range(length):
             # k tokens of history; fewer where <unk> takes all the mass
             for k in range(n, -1, -1):

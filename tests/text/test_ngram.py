@@ -862,3 +862,34 @@ def test_a_positive_number_that_is_0_as_a_float_is_refused_in_one_line(tiny):
         ):
             lm.sample(3, temperature=temperature)
     assert lm.sample(20, temperature=np.float32(0.3), seed=1) == lm.generate("", 20, 1.0 / np.float32(0.3), 1)
+
+
+def _drawn(lm, prefix, length, alpha, seed):
+    """generate's reference: each token from P(w | the last n-1 ids) of next_distribution, <unk> left out and the
+    rest renormalised, its argmax (alpha None) or pick_next's draw."""
+    from rnnkit.text.lmscore import pick_next
+
+    ids, out, rng = list(lm.encode(prefix)), [], np.random.default_rng(seed)
+    for _ in range(length):
+        p = lm.next_distribution(ids[max(len(ids) - (lm.n - 1), 0) :] if lm.n > 1 else [])
+        p[0] = 0.0
+        ids.append(int(np.argmax(p)) if alpha is None else pick_next(p / p.sum(), alpha, rng))
+        out.append(ids[-1])
+    return lm.decode(out)
+
+
+def test_complete_and_generate_read_the_whole_prefix_however_short():
+    """complete appends argmax_w P(w | the n-1 tokens before) at each step, generate draws from it: a prefix of
+    fewer than n-1 tokens is all history (ids[len(ids) - (n-1):] of 'ec' and n = 4 was ids[-1:], 'c' alone:
+    complete('ec', 3) was complete('c', 3), 'aab', where P(c | ec) = 0.29 is the likeliest), and the history grows
+    to n-1 tokens as they are written; complete is greedy, not a sample."""
+    text = "".join(np.random.default_rng(0).choice(list("abcde"), 400, p=[0.4, 0.2, 0.2, 0.1, 0.1]))
+    for n in (2, 3, 4):
+        lm = NGramLM(n).fit(text)
+        for prefix in ("", "a", "ec", "bdca"):
+            assert lm.complete(prefix, 20) == _drawn(lm, prefix, 20, None, 0), (n, prefix)
+            assert lm.generate(prefix, 20, 0.7, seed=3) == _drawn(lm, prefix, 20, 0.7, 3), (n, prefix)
+    lm = NGramLM(4).fit(text)
+    assert lm.complete("ec", 1) == "c" and lm.complete("c", 1) == "a"
+    # (a sample of this model is no argmax chain)
+    assert lm.complete("", 20) != lm.generate("", 20, alpha=1.0)

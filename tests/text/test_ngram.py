@@ -893,3 +893,18 @@ def test_complete_and_generate_read_the_whole_prefix_however_short():
     assert lm.complete("ec", 1) == "c" and lm.complete("c", 1) == "a"
     # (a sample of this model is no argmax chain)
     assert lm.complete("", 20) != lm.generate("", 20, alpha=1.0)
+
+
+@pytest.mark.parametrize("smoothing", ["kneser-ney", "modified-kneser-ney"])
+def test_discounts_of_counts_no_m_gram_has_are_y_a_half_where_n1_and_n2_are_0(smoothing):
+    """With n1 = n2 = 0 (every bigram of 'abab...' occurs 9 or 10 times) Y = n1 / (n1 + 2 n2) is taken as 0.5, as
+    the docstring says, and a modified discount D_r whose n_r = 0 is Y: each 0.5 here (1.0, clipped to 0.95, and the
+    bound 0.05 are what a Y of 1 or a D_r of 0 give)."""
+    lm = NGramLM(2, smoothing).fit("ab" * 10)
+    assert sorted(lm.count[2].tolist()) == [9, 10]
+    assert lm.D[2].tolist() == [0.0, 0.5, 0.5, 0.5]
+    lm = NGramLM(2, smoothing).fit("aaaaaabab")  # ab twice, ba once, aa 5 times: n1 = n2 = 1, n3 = n4 = 0
+    assert sorted(lm.count[2].tolist()) == [1, 2, 5]
+    Y = 1 / 3  # D1 = 1 - 2Y n2/n1, D2 = 2 - 3Y n3/n2, D3+ = Y (n3 = 0)
+    want = [Y] * 3 if smoothing == "kneser-ney" else [1 - 2 * Y, 2 - 3 * Y * 0, Y]
+    assert lm.D[2][1:] == pytest.approx(np.clip(want, 0.05, [0.95, 1.95, 2.95]))

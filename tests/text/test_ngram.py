@@ -908,3 +908,13 @@ def test_discounts_of_counts_no_m_gram_has_are_y_a_half_where_n1_and_n2_are_0(sm
     Y = 1 / 3  # D1 = 1 - 2Y n2/n1, D2 = 2 - 3Y n3/n2, D3+ = Y (n3 = 0)
     want = [Y] * 3 if smoothing == "kneser-ney" else [1 - 2 * Y, 2 - 3 * Y * 0, Y]
     assert lm.D[2][1:] == pytest.approx(np.clip(want, 0.05, [0.95, 1.95, 2.95]))
+
+
+def test_add_k_of_a_context_longer_than_the_text_is_uniform():
+    """add-k reads the n-1 tokens before w however short the training text: a context of 2 tokens that 'ab' never
+    had is (0 + k) / (0 + k V) = 1/V for every w (not the bigram's estimate, which a backoff would give)."""
+    lm = NGramLM(5, "add-k").fit("ab")
+    a, b = lm.vocab.stoi["a"], lm.vocab.stoi["b"]
+    V = len(lm.vocab)
+    np.testing.assert_allclose(lm.next_distribution([b, a]), 1 / V, rtol=1e-15)
+    np.testing.assert_allclose(np.exp(lm.log_probs(np.array([a, b, a, b]))[2:]), 1 / V, rtol=1e-15)

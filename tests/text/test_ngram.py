@@ -918,3 +918,13 @@ def test_add_k_of_a_context_longer_than_the_text_is_uniform():
     V = len(lm.vocab)
     np.testing.assert_allclose(lm.next_distribution([b, a]), 1 / V, rtol=1e-15)
     np.testing.assert_allclose(np.exp(lm.log_probs(np.array([a, b, a, b]))[2:]), 1 / V, rtol=1e-15)
+
+
+def test_a_generated_word_text_starts_each_line_without_a_space():
+    """generate writes its words as decode writes them: one space apart, and none after a line end (' the' began
+    each line after the first)."""
+    lm = NGramLM(3, level="word").fit(TEXT)
+    for seed in range(3):
+        s = lm.sample(40, seed=seed)
+        assert "\n" in s and "\n " not in s and not s.startswith(" ")
+        assert lm.decode(lm.encode(s)) == s

@@ -928,3 +928,11 @@ def test_a_generated_word_text_starts_each_line_without_a_space():
         s = lm.sample(40, seed=seed)
         assert "\n" in s and "\n " not in s and not s.startswith(" ")
         assert lm.decode(lm.encode(s)) == s
+
+
+def test_a_word_model_with_lower_lower_cases_the_text_it_scores():
+    """lower=True lower-cases the words of a text scored as those of the training text: 'The Cat' is 'the cat'."""
+    lm = NGramLM(2, level="word", lower=True).fit("The cat sat\nthe Cat ran\n")
+    assert "The" not in lm.vocab and "cat" in lm.vocab
+    assert list(lm.encode("The CAT")) == list(lm.encode("the cat")) == lm.vocab.encode(["the", "cat"])
+    assert lm.score("The CAT sat").log_prob == lm.score("the cat sat").log_prob

@@ -936,3 +936,16 @@ def test_a_word_model_with_lower_lower_cases_the_text_it_scores():
     assert "The" not in lm.vocab and "cat" in lm.vocab
     assert list(lm.encode("The CAT")) == list(lm.encode("the cat")) == lm.vocab.encode(["the", "cat"])
     assert lm.score("The CAT sat").log_prob == lm.score("the cat sat").log_prob
+
+
+def test_fit_ids_of_ids_without_the_line_end_counts_them_after_nothing():
+    """fit_ids counts x after a line end only where x holds one: a vocabulary that knows '\\n' and ids without it
+    are counted from their start as they are (one more '\\n' before them was counted, and taken off again)."""
+    ref = NGramLM(2).fit("ab\nba\n")
+    m = NGramLM(2)
+    m.vocab = ref.vocab
+    x = np.array(ref.vocab.encode(list("abba")))
+    m.fit_ids(x)
+    assert m.keys[1].tolist() == sorted(set(x.tolist()))
+    assert m.count[1].tolist() == [2, 2]
+    assert sorted(m.count[2].tolist()) == [1, 1, 1]  # ab, bb, ba

@@ -497,3 +497,11 @@ def test_a_refit_that_fails_leaves_the_index_as_it_was(tmp_path, docs):
     assert index.terms == ["a", "cat", "dog", "the"] and index.search("cat") == before
     index.save(tmp_path / "ix")
     assert TfidfIndex.load(tmp_path / "ix").search("cat") == before
+
+
+def test_search_returns_at_most_top_documents():
+    index = TfidfIndex().fit(DOCS)
+    every = index.search("the cat sat on shares", top=len(DOCS))
+    assert sorted(i for i, _ in every) == [0, 1, 2, 3, 4]
+    for top in (1, 2, 3, 4):
+        assert index.search("the cat sat on shares", top=top) == every[:top]

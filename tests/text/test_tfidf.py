@@ -505,3 +505,17 @@ def test_search_returns_at_most_top_documents():
     assert sorted(i for i, _ in every) == [0, 1, 2, 3, 4]
     for top in (1, 2, 3, 4):
         assert index.search("the cat sat on shares", top=top) == every[:top]
+
+
+def test_without_lower_terms_keep_their_case_and_stop_words_go_in_any_case():
+    """lower=False keeps 'Cats' and 'cat' as two terms; a stop word goes whatever its case ('The', 'THE')."""
+    index = TfidfIndex(TfidfConfig(lower=False, stop_words=True)).fit(DOCS + ["THE END"])
+    assert {"Cats", "cat", "Stock", "END"} <= set(index.terms)
+    assert not {"The", "the", "THE", "cats", "stock"} & set(index.terms)
+
+
+def test_stop_words_are_scikit_learns_english_list():
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    index = TfidfIndex(TfidfConfig(stop_words=True))
+    assert index.analyzer(" ".join(sorted(ENGLISH_STOP_WORDS)) + " zebra") == ["zebra"]

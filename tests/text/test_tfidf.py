@@ -519,3 +519,16 @@ def test_stop_words_are_scikit_learns_english_list():
 
     index = TfidfIndex(TfidfConfig(stop_words=True))
     assert index.analyzer(" ".join(sorted(ENGLISH_STOP_WORDS)) + " zebra") == ["zebra"]
+
+
+def test_a_loaded_index_analyses_queries_with_the_config_it_was_built_with(tmp_path):
+    """A loaded index reads a query as the one saved does: its own lower, stop words and stemming."""
+    index = TfidfIndex(TfidfConfig(tf="log", lower=False, stop_words=True, stem=True)).fit(DOCS)
+    index.save(tmp_path / "idx")
+    again = TfidfIndex.load(tmp_path / "idx")
+    assert again.config == index.config
+    queries = ["The Cats running", "the MARKET for shares", "dogs barked and the cat ran"]
+    for query in queries:
+        assert again.analyzer(query) == index.analyzer(query)
+        assert abs(again.transform([query]) - index.transform([query])).max() == 0
+        assert again.search(query) == index.search(query)

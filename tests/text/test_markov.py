@@ -448,3 +448,43 @@ def test_simulate_steps_past_a_64_bit_integer_are_refused_in_one_line(big):
     ):
         chain.simulate(big)
     assert len(list(zip(range(3), chain.iter_sample(big)))) == 3
+
+
+def test_simulate_maps_a_draw_of_exactly_0_to_the_first_state_of_probability_above_0(monkeypatch):
+    """Inverse-CDF sampling takes state j for cdf[j-1] <= u < cdf[j]: u = 0.0, which numpy's random() can draw, is
+    the first state whose P > 0, never a state of probability 0 before it (cdf 0 there too)."""
+    m = MarkovChain(
+        ["a", "b", "c"], [[0.0, 0.5, 0.5], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]], start=[0.0, 1.0, 0.0]
+    )
+    real = np.random.default_rng
+
+    class ZeroDraws:
+        def __init__(self, seed):
+            self.rng = real(seed)
+
+        def random(self, n):
+            return np.zeros(n)
+
+        def choice(self, *args, **kwargs):
+            return self.rng.choice(*args, **kwargs)
+
+    monkeypatch.setattr(np.random, "default_rng", ZeroDraws)
+    assert m.simulate(6).tolist() == [1, 2, 1, 2, 1, 2]
+
+
+def test_estimate_restarts_uniformly_from_a_symbol_nothing_follows():
+    """A symbol that only ends the sequences has no transitions counted: its row is uniform (a dead end restarts
+    uniformly), not a self-loop or a row of zeros."""
+    chain = MarkovChain.estimate(["ab", "aab"])
+    assert chain.states == ["a", "b"]
+    np.testing.assert_array_equal(chain.P, [[1 / 3, 2 / 3], [0.5, 0.5]])
+
+
+def test_a_chain_over_words_reads_a_str_split_at_any_white_space():
+    """A str given to a chain over words is its words split as str.split() splits: at tabs, newlines and runs of
+    spaces too (split(' ') made 'the\\tcat' one word, and '' a word between two spaces)."""
+    chain = MarkovChain.estimate([["the", "cat", "sat"], ["the", "dog", "sat"]])
+    want = chain.log_prob(["the", "cat", "sat"])
+    assert want == pytest.approx(np.log(1 * 1 / 2 * 1))
+    for text in ("the\tcat sat", "the  cat\nsat", " the cat sat\n"):
+        assert chain.log_prob(text) == want and chain.allows(text) and chain.why_not(text) is None

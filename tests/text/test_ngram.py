@@ -949,3 +949,29 @@ def test_fit_ids_of_ids_without_the_line_end_counts_them_after_nothing():
     assert m.keys[1].tolist() == sorted(set(x.tolist()))
     assert m.count[1].tolist() == [2, 2]
     assert sorted(m.count[2].tolist()) == [1, 1, 1]  # ab, bb, ba
+
+
+def test_a_model_of_line_ends_alone_does_not_say_min_freq_whatever_min_freq():
+    """A word model of blank lines knows no word whatever its min_freq: no word was rarer than it (<unk> counts
+    none), so the error names the text, not min_freq, at min_freq 3 as at 1."""
+    lm = NGramLM(2, level="word", min_freq=3).fit("\n\n\n\n")
+    assert lm.vocab.counts[0] == 0
+    with pytest.raises(RnnkitError, match=r"its training text holds no word but line ends and <unk>\)"):
+        lm.sample(3)
+
+
+@pytest.mark.parametrize("level, want", [("char", list("ab c\n")), ("word", ["ab", "c", "<eos>", "d"])])
+def test_text_tokens_lower_cases_at_either_level(level, want):
+    from rnnkit.text.ngram import text_tokens
+
+    assert text_tokens("AB C\nD" if level == "word" else "AB C\n", level, lower=True) == want
+    assert text_tokens("Ab", level) == (["A", "b"] if level == "char" else ["Ab"])
+
+
+def test_a_tiny_temperature_samples_among_tokens_equally_likely():
+    """p^(1/T) with T = 1e-308 leaves the likeliest tokens, each as likely as the others where they tie: a uniform
+    unigram model's sample holds several of them, not the first one's argmax again and again."""
+    lm = NGramLM(1).fit("abcd" * 10)
+    for temperature in (1e-308, 1e-200):
+        s = lm.sample(40, temperature=temperature, seed=0)
+        assert len(set(s)) >= 3 and set(s) <= set("abcd")

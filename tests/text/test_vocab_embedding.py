@@ -393,3 +393,8 @@ def test_sizes_past_a_64_bit_integer_are_refused_in_one_line(big):
             RnnkitError, match=rf"{name} \(the .* is too large \(past a 64-bit integer, 2\^63\)"
         ):
             call()
+
+
+def test_unknown_lists_each_unknown_token_once_in_order():
+    vocab = Vocabulary.build("a b".split())
+    assert vocab.unknown(["x", "a", "y", "x", "<unk>", "y"]) == ["x", "y"]

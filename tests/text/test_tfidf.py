@@ -532,3 +532,14 @@ def test_a_loaded_index_analyses_queries_with_the_config_it_was_built_with(tmp_p
         assert again.analyzer(query) == index.analyzer(query)
         assert abs(again.transform([query]) - index.transform([query])).max() == 0
         assert again.search(query) == index.search(query)
+
+
+def test_a_query_of_punctuation_alone_says_no_term_not_stop_words():
+    """With stop_words, a query that has no term even with its stop words kept ('?!', '...') says that no term of it
+    is in the index, not that it holds only stop words."""
+    index = TfidfIndex(TfidfConfig(stop_words=True)).fit(DOCS)
+    for query in ("?!", "...", ""):
+        with pytest.raises(RnnkitError, match=r"^no term of the query .* is in the index; try other words"):
+            index.search(query)
+    with pytest.raises(RnnkitError, match="holds only stop words"):
+        index.search("the, and a")

@@ -488,3 +488,11 @@ def test_a_chain_over_words_reads_a_str_split_at_any_white_space():
     assert want == pytest.approx(np.log(1 * 1 / 2 * 1))
     for text in ("the\tcat sat", "the  cat\nsat", " the cat sat\n"):
         assert chain.log_prob(text) == want and chain.allows(text) and chain.why_not(text) is None
+
+
+def test_sample_and_simulate_depend_on_their_seed():
+    m = abe_machine()
+    assert m.sample(40, seed=0) == m.sample(40, seed=0) != m.sample(40, seed=1)
+    assert (
+        m.simulate(40, seed=0).tolist() == m.simulate(40, seed=0).tolist() != m.simulate(40, seed=1).tolist()
+    )

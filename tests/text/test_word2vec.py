@@ -1293,6 +1293,39 @@ def test_a_window_wider_than_the_sentences_reaches_across_the_longest_sentence_o
         assert contexts.shape == (2000, 8) and ((contexts >= 0).sum(1) == 4).all()
 
 
+@pytest.mark.parametrize("model", ["skip-gram", "cbow"])
+def test_each_centre_takes_a_window_drawn_from_1_to_window_on_both_sides_within_its_sentence(model):
+    """word2vec.c's reduced window: each centre draws b uniformly from 1..window and takes the words at distances 1..b
+    on both sides, not past its sentence's first or last word. Each word of this corpus occurs once, so a pair's words
+    give their positions: a centre's contexts must be exactly those at -b..-1 and 1..b within its sentence, with b
+    (the farthest taken; 30-word sentences leave room on one side at least) taking each of 1..5 about 1/5 of the
+    time; a centre with no context (a sentence of one word) has no pair."""
+    sentences = [[f"s{k}w{i}" for i in range(30)] for k in range(12)] + [["alone"]]
+    w = Word2Vec(model=model, window=5, min_count=1, sample=0, dimension=4, epochs=1)
+    w.build_vocab(sentences)
+    w.rng = np.random.default_rng(0)
+    centres, contexts = w._pairs(*w._encode(sentences))
+    where = {i: tuple(int(x) for x in s[1:].split("w")) for i, s in enumerate(w.vocab.itos) if s != "alone"}
+    taken = {}  # centre -> the offsets of its contexts
+    if model == "skip-gram":
+        for c, x in zip(centres.tolist(), contexts.tolist()):
+            assert where[c][0] == where[x][0]  # (KeyError: "alone" in a pair)
+            taken.setdefault(c, []).append(where[x][1] - where[c][1])
+    else:  # a row a centre: slots -reach..-1, 1..reach (reach 5), -1 where unused
+        offsets = [*range(-5, 0), *range(1, 6)]
+        assert contexts.shape[1] == 10 and len(set(centres.tolist())) == len(centres)
+        for c, row in zip(centres.tolist(), contexts.tolist()):
+            taken[c] = [o for o, x in zip(offsets, row) if x >= 0]
+            assert all(where[x] == (where[c][0], where[c][1] + o) for o, x in zip(offsets, row) if x >= 0)
+    assert sorted(taken) == sorted(where)  # every word of a sentence of two or more is a centre
+    reach = []
+    for c, got in taken.items():
+        b, at = max(map(abs, got)), where[c][1]
+        assert sorted(got) == [o for o in range(-b, b + 1) if o and 0 <= at + o < 30], (c, got)
+        reach.append(b)
+    assert sorted(set(reach)) == [1, 2, 3, 4, 5] and all(40 <= reach.count(b) <= 110 for b in range(1, 6))
+
+
 @pytest.mark.parametrize("words, shape", [([], (0, 3)), (["the", "cat"], (2, 0))])
 def test_save_refuses_vectors_of_no_words_or_no_numbers(tmp_path, words, shape):
     """They were saved under the header '0 3' or '2 0', which load refuses as one that promises no vectors: a file

@@ -774,6 +774,27 @@ def test_the_native_loop_runs_while_the_next_chunk_and_epoch_are_drawn(monkeypat
     assert seen[0] == (3, 2)
 
 
+def test_the_native_backends_rate_runs_on_across_an_epochs_chunks(monkeypatch):
+    """The compiled loop runs pair p of a call at α - (α - α_min) min((seen + p) / expected, 1): an epoch of more than
+    one chunk (100k pairs) must hand each chunk the pairs seen before it, so that the rate decays over the epoch's
+    pairs and the last pair ends at min_alpha, not start every chunk where its epoch starts."""
+    calls = []  # (seen, pairs, expected) of each call
+
+    def sgns_pairs(loop, U, V_out, w, ctx, neg, alpha, min_alpha, seen, expected, *rest):  # (a loop's method)
+        calls.append((seen, len(w), expected))
+
+    _fake_loop_on_two_chunks(monkeypatch, sgns_pairs)
+    i = 0
+    for epoch in range(2):  # epoch e: from e / 2 of its own pairs' count times 2 (expected) to (e + 1) / 2
+        seen, _, expected = calls[i]
+        assert seen == epoch * expected // 2 and expected % 2 == 0
+        while seen < (epoch + 1) * expected // 2:
+            assert calls[i][0::2] == (seen, expected), (epoch, calls)
+            seen, i = seen + calls[i][1], i + 1
+        assert seen == (epoch + 1) * expected // 2  # the last epoch's last pair at min_alpha
+    assert i == len(calls) > 2  # (more than one chunk an epoch)
+
+
 def test_ctrl_c_in_the_native_loop_leaves_no_thread_running(monkeypatch):
     calls = []
 

@@ -168,6 +168,38 @@ def test_excluded_words_are_never_listed_however_large_topn():
     assert [w for w, _ in wv.analogy("king", "man", "woman", topn=4)] == ["queen"]
 
 
+def test_the_given_words_are_never_listed_by_most_similar_or_cosmul_however_large_topn():
+    """most_similar and most_similar_cosmul leave out every word given, positive and negative (as gensim's), even where
+    topn asks for the whole vocabulary: a word given as negative is still a word of the list's vocabulary."""
+    rng = np.random.default_rng(1)
+    words = [f"w{i}" for i in range(12)]
+    wv = WordVectors(words, rng.standard_normal((12, 5)))
+    for positive, negative in [(["w3", "w5"], ["w7"]), (["w0"], ["w1", "w2"]), ([], ["w4"])]:
+        for method in (wv.most_similar, wv.most_similar_cosmul):
+            listed = [w for w, _ in method(positive, negative, topn=12)]
+            assert sorted(listed) == sorted(set(words) - {*positive, *negative}), (method.__name__, listed)
+
+
+def test_words_of_equal_cosine_are_listed_in_the_vocabularys_order():
+    """Words whose vectors point the same way tie: they are listed in the order of the vocabulary (its more frequent
+    word first), as evaluate_analogies' argmax takes the earlier of tied words, whatever the number of words (numpy's
+    default sort, not stable, mixes tied entries past 16)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((10, 4))[rng.permutation(np.repeat(np.arange(10), 4))]  # 40 words, 4 a vector
+    wv = WordVectors([f"w{i}" for i in range(40)], X)
+    for listed in (wv.nearest(X[0] + 0.1 * X[1], topn=40), wv.neighbours("w5", topn=39)):
+        order = [(-score, int(w[1:])) for w, score in listed]
+        assert order == sorted(order)
+
+
+def test_neighbours_and_analogy_list_gensims_default_counts():
+    """Without topn, neighbours, most_similar and most_similar_cosmul list 10 words (gensim's topn=10) and analogy its
+    one answer (the word of a - b + c)."""
+    wv = WordVectors([f"w{i}" for i in range(20)], np.random.default_rng(2).standard_normal((20, 4)))
+    assert len(wv.neighbours("w0")) == len(wv.most_similar("w0")) == len(wv.most_similar_cosmul("w0")) == 10
+    assert len(wv.nearest(wv["w0"])) == 10 and len(wv.analogy("w0", "w1", "w2")) == 1
+
+
 def test_a_list_of_words_gives_their_vectors_as_rows():
     """wv[["queen", "king"]] (as gensim's KeyedVectors takes it) was 'unhashable type: list' from the lookup."""
     words = ["king", "queen", "man", "woman"]

@@ -71,6 +71,21 @@ def test_one_hot_times_W_selects_a_column_equal_to_the_embedding_lookup():
     assert torch.equal((W @ one_hot(torch.tensor(4), V)), W[:, 4])
 
 
+def test_embedding_backward_adds_each_positions_gradient_into_its_ids_row():
+    """x_t = W e_{id_t}, so dL/dW = Σ_t g_t e_{id_t}^T: each row of the weight gets the gradients of the positions
+    holding its id, added up (id 1, three times here), and the rows of ids not used get none; checked against the
+    one-hot product. Its weight starts as torch.nn.Embedding's, N(0, 1)."""
+    torch.manual_seed(0)
+    emb, ids = Embedding(6, 3), torch.tensor([[1, 4, 1], [0, 1, 5]])
+    g = torch.randn(2, 3, 3)
+    (emb(ids) * g).sum().backward()
+    want = one_hot(ids, 6).reshape(-1, 6).T @ g.reshape(-1, 3)  # (V, E): Σ_t e_{id_t} g_t^T, as rows
+    torch.testing.assert_close(emb.weight.grad, want)
+    assert not emb.weight.grad[[2, 3]].any()
+    w = Embedding(1000, 100).weight.detach()
+    assert abs(float(w.mean())) < 0.01 and abs(float(w.std()) - 1) < 0.01
+
+
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32])
 def test_ids_of_any_integer_dtype_select_their_rows(dtype):
     """uint8 ids (bytes, a character vocabulary) indexed the weight as a boolean mask: the rows of the non-zero ids'

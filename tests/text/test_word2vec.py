@@ -150,6 +150,21 @@ def test_seeded_runs_are_reproducible():
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 
+def test_the_seed_draws_the_initial_vectors_and_the_windows(monkeypatch):
+    """The seed seeds both generators: torch's, which draws the initial vectors u ~ (U[0, 1) - 0.5) / E (word2vec.c's
+    init, read here after a run at a rate of 1e-30, which leaves them as they were), and numpy's, which draws the
+    windows and the order of the pairs. Another seed draws other vectors and other pairs; the same seed the same."""
+    drawn, pairs = [], Word2Vec._pairs
+    monkeypatch.setattr(Word2Vec, "_pairs", lambda self, *a: drawn.append(pairs(self, *a)) or drawn[-1])
+    config = dict(min_count=1, dimension=8, epochs=1, sample=0, alpha=1e-30, min_alpha=0, backend="torch")
+    U = [Word2Vec(**config, seed=seed).fit(planted_corpus()).U for seed in (3, 3, 4)]
+    assert torch.equal(U[0], U[1]) and not torch.equal(U[0], U[2])
+    x = U[0] * 8  # E u: uniform on [-0.5, 0.5), of standard deviation 1 / sqrt(12)
+    assert 0.49 < x.abs().max() <= 0.5 and abs(float(x.std()) * 12**0.5 - 1) < 0.1
+    same, other = (all(np.array_equal(a, b) for a, b in zip(drawn[0], d)) for d in drawn[1:])
+    assert same and not other
+
+
 def test_analogy_similarity_and_unknown_words():
     words = ["king", "queen", "man", "woman", "apple"]
     X = np.array([[1, 1, 0], [1, 0, 1], [0, 1, 0], [0, 0, 1], [5, -3, -3]], dtype=np.float32)

@@ -767,6 +767,29 @@ def test_the_native_loop_refuses_arguments_it_would_misread(changes):
 
 
 @native
+@pytest.mark.parametrize("cbow", [False, True])
+def test_the_native_loops_threads_run_every_pair(cbow):
+    """workers > 1 splits the pairs among threads (Hogwild): every pair must run, in one thread or another. Pairs whose
+    words are all different (pair p: rows 5p..5p+4) share no row, so no thread's update meets another's: the vectors
+    after 2 or 4 workers are those of 1 worker, bit for bit (pair p's rate follows seen + p in any thread)."""
+    P, E = 8, 4
+    words = torch.arange(5 * P).view(P, 5)
+    centres, negatives = words[:, 0].contiguous(), words[:, 3:].contiguous()
+    contexts = words[:, 1:3].contiguous() if cbow else words[:, 1].contiguous()
+    start = torch.randn(5 * P, E, generator=torch.Generator().manual_seed(0)) * 0.3
+    done = []
+    for workers in (1, 2, 4):
+        U, V_out = start.clone(), start.flip(0).contiguous()
+        w2v_native.load().sgns_pairs(
+            U, V_out, centres, contexts, negatives, 0.1, 0.001, 3, 20, True, False, workers
+        )
+        assert not torch.equal(U, start) and not torch.equal(V_out, start.flip(0))
+        done.append((U, V_out))
+    for U, V_out in done[1:]:
+        assert torch.equal(U, done[0][0]) and torch.equal(V_out, done[0][1])
+
+
+@native
 def test_native_training_finds_the_planted_neighbours_reproducibly():
     config = dict(dimension=16, window=3, min_count=1, epochs=5, sample=0, alpha=0.05, backend="native")
     w2v = Word2Vec(**config).fit(planted_corpus())

@@ -1055,6 +1055,18 @@ def test_restrict_limits_the_analogy_answers_too(tmp_path):
     assert wv.evaluate_analogies(path, restrict=set(words[:4])) == (1.0, 1)
 
 
+def test_a_folder_of_both_formats_loads_its_binary_file_unless_text_is_asked_for(tmp_path):
+    """A folder that `rnnkit word2vec --out` wrote holds vectors.bin and vectors.txt: load(folder) reads vectors.bin,
+    load(folder, binary=False) vectors.txt (told apart here by different vectors, with no config.json to check)."""
+    rng = np.random.default_rng(0)
+    binary, text = (WordVectors(["the", "cat"], rng.standard_normal((2, 3))) for _ in range(2))
+    binary.save(tmp_path / "vectors.bin", binary=True)
+    text.save(tmp_path / "vectors.txt")
+    assert np.array_equal(WordVectors.load(tmp_path).vectors, binary.vectors)
+    assert np.array_equal(WordVectors.load(tmp_path, binary=True).vectors, binary.vectors)
+    assert np.array_equal(WordVectors.load(tmp_path, binary=False).vectors, text.vectors)
+
+
 def test_a_save_into_a_missing_folder_names_the_file_asked_for(tmp_path):
     """The error named the temporary file the write begins with (v.txt.x1y2z3.tmp), which the user never asked for."""
     wv = WordVectors(["a", "b"], np.ones((2, 3), np.float32))

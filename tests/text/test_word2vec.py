@@ -1311,6 +1311,22 @@ def test_training_whose_vectors_blow_up_but_stay_finite_is_said_to_diverge():
     assert not hasattr(m, "wv")
 
 
+@pytest.mark.parametrize("end, diverged", [(9.0, False), (11.0, True)])
+def test_a_loss_that_ends_past_ten_times_its_start_is_said_to_diverge(end, diverged, monkeypatch):
+    """fit reads the loss at the end against its start (that of V_out = 0, which predicts nothing): past 10 times it,
+    training diverged, however finite the vectors; below it, it trained. Each step's loss here is 1 a pair, the one at
+    the end (rate 0) `end`."""
+    monkeypatch.setattr(Word2Vec, "_step", lambda self, w, ctx, lr, need_loss, neg=None: (
+        float(len(w)) * (1.0 if lr else end) if need_loss else None))  # fmt: skip
+    m = Word2Vec(min_count=1, dimension=4, epochs=1, sample=0, backend="torch")
+    sentences = [s.split() for s in ["the cat sat on the mat", "a dog sat on a log"]]
+    if diverged:
+        with pytest.raises(RnnkitError, match=r"training diverged: its loss rose from 1 to 11 a pair; give"):
+            m.fit(sentences)
+    else:
+        assert m.fit(sentences).loss_history[-1] == end
+
+
 @pytest.mark.parametrize("tail, line", [("dog 7 8 9\n", 4), ("dog 7 8 9", 4), ("\n \ndog 7 8 9\n\n", 6)])
 def test_a_text_file_with_more_vectors_than_its_header_says_is_refused(tmp_path, tail, line):
     """A text file of 3 vectors under a header of 2 (a word appended by hand, the header left): the third was

@@ -1234,6 +1234,20 @@ def test_negatives_are_drawn_from_the_unigram_distribution_to_the_three_quarters
         assert chi2 < 18.5  # the 0.999 quantile of chi-square with 4 degrees of freedom
 
 
+@pytest.mark.parametrize("counts", [[100, 100, 1, 1], [40, 30, 20, 10, 3, 2, 1], [7, 7, 7]])
+def test_the_noise_alias_table_holds_the_unigram_distribution_to_the_three_quarters_exactly(counts):
+    """Walker's alias table gives word j slot j's share keep_j and every slot i aliased to it its share 1 - keep_i, of
+    V equal slots: P(j) = (keep_j + Σ_{i: alias_i = j} (1 - keep_i)) / V must be count_j^0.75 / Σ_k count_k^0.75
+    exactly (to rounding). Vocabularies of several frequent words, whose slots fall below one as they fill others'."""
+    m = Word2Vec(negative=5)
+    m.counts = np.array(counts, np.float64)
+    m._noise_distribution()
+    keep, alias = m.noise_keep.numpy(), m.noise_alias.numpy()
+    P = (keep + np.bincount(alias, weights=1 - keep, minlength=len(counts))) / len(counts)
+    np.testing.assert_allclose(P, m.counts**0.75 / (m.counts**0.75).sum(), rtol=1e-12, atol=1e-15)
+    assert ((0 <= keep) & (keep <= 1)).all()
+
+
 def test_save_refuses_words_that_are_not_str(tmp_path):
     """Word2Vec trains on tokens of any kind (ids as ints, here), and saving its vectors then failed inside the check
     of the words' characters: "TypeError: argument of type 'int' is not iterable"."""

@@ -1248,6 +1248,17 @@ def test_the_noise_alias_table_holds_the_unigram_distribution_to_the_three_quart
     assert ((0 <= keep) & (keep <= 1)).all()
 
 
+@pytest.mark.parametrize("backend", ["torch", "native"])
+def test_each_epoch_draws_its_own_pairs(backend, monkeypatch):
+    """Each epoch subsamples and draws its windows anew, as word2vec.c and gensim do: three epochs, three draws of
+    pairs, each another (a torch run that kept epoch 0's pairs for epoch 1 would draw two)."""
+    drawn, pairs = [], Word2Vec._pairs
+    monkeypatch.setattr(Word2Vec, "_pairs", lambda self, *a: drawn.append(pairs(self, *a)) or drawn[-1])
+    Word2Vec(min_count=1, dimension=4, epochs=3, backend=backend).fit(planted_corpus())
+    assert len(drawn) == 3
+    assert not any(np.array_equal(a[0], b[0]) for i, a in enumerate(drawn) for b in drawn[i + 1 :])
+
+
 def test_save_refuses_words_that_are_not_str(tmp_path):
     """Word2Vec trains on tokens of any kind (ids as ints, here), and saving its vectors then failed inside the check
     of the words' characters: "TypeError: argument of type 'int' is not iterable"."""

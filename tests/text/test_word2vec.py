@@ -1259,6 +1259,29 @@ def test_each_epoch_draws_its_own_pairs(backend, monkeypatch):
     assert not any(np.array_equal(a[0], b[0]) for i, a in enumerate(drawn) for b in drawn[i + 1 :])
 
 
+def test_the_torch_backends_negative_sampling_step_is_sgd_on_the_gradient_of_the_batchs_loss():
+    """One step of the batched torch path moves U and V_out by -lr times the gradient of the batch's loss
+    J = Σ_b [-log σ(u_{w_b}·v_{c_b}) - Σ_k log σ(-u_{w_b}·v_{n_bk})] (a negative equal to its target left out), rows
+    shared by pairs moved by the sum of their gradients: checked against autograd, for U and V_out both."""
+    g = torch.Generator().manual_seed(0)
+    V, E, lr = 7, 4, 0.1
+    m = Word2Vec(model="skip-gram", backend="torch", dimension=E, negative=2)
+    m.U, m.V_out = torch.randn(V, E, generator=g), torch.randn(V, E, generator=g)
+    w, ctx = torch.tensor([0, 1, 0, 3]), torch.tensor([1, 2, 4, 1])
+    neg = torch.tensor([[5, 6], [2, 5], [6, 3], [0, 0]])  # pair 1's 2 is its target, left out
+    U, V_out = m.U.double().requires_grad_(), m.V_out.double().requires_grad_()
+    s_pos = (U[w] * V_out[ctx]).sum(1)
+    s_neg = (U[w][:, None, :] * V_out[neg]).sum(2)
+    J = (
+        -torch.nn.functional.logsigmoid(s_pos).sum()
+        - (torch.nn.functional.logsigmoid(-s_neg) * (neg != ctx[:, None])).sum()
+    )
+    dU, dV = torch.autograd.grad(J, (U, V_out))
+    m._step(w, ctx, lr, False, neg)
+    torch.testing.assert_close(m.U.double(), (U - lr * dU).detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(m.V_out.double(), (V_out - lr * dV).detach(), rtol=1e-5, atol=1e-6)
+
+
 def test_save_refuses_words_that_are_not_str(tmp_path):
     """Word2Vec trains on tokens of any kind (ids as ints, here), and saving its vectors then failed inside the check
     of the words' characters: "TypeError: argument of type 'int' is not iterable"."""

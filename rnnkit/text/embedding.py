@@ -110,10 +110,11 @@ def svd_embeddings(D, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         V: (k, d), columns are word embeddings (= V_k^T).
     """
     n, d = D.shape
-    # (1.5 failed in scikit-learn naming its n_components, "2" in '<=', True ran as 1)
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k < min(n, d):
+    # (1.5 failed in scikit-learn naming its n_components, "2" in '<=', True ran as 1; k = min(n, d), which the
+    # randomized solver factorises exactly, was refused; a k past n gave n columns, not k, in silence)
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= min(n, d):
         raise RnnkitError(
-            f"k must be an integer in 1..{min(n, d) - 1} for a {n} x {d} document-word matrix, got {said(k)}"
+            f"k must be an integer in 1..{min(n, d)} for a {n} x {d} document-word matrix, got {said(k)}"
         )
     # (-1 or "a" was scikit-learn's "The 'random_state' parameter of TruncatedSVD must be ...", True ran as seed 1)
     seed = check_seed(seed, "seed")

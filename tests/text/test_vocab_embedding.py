@@ -302,10 +302,23 @@ def test_svd_k_that_is_no_whole_number_is_refused_in_one_line(k):
     here), k='2' with "'<=' not supported", and k=True factorised with one dimension in silence."""
     D = document_word_matrix([[0, 1], [1, 2], [2, 0], [0, 0]], 3)
     with pytest.raises(
-        RnnkitError, match=r"^k must be an integer in 1\.\.2 for a 4 x 3 document-word matrix"
+        RnnkitError, match=r"^k must be an integer in 1\.\.3 for a 4 x 3 document-word matrix"
     ):
         svd_embeddings(D, k)
     assert svd_embeddings(D, np.int64(2))[0].shape == (4, 2)
+
+
+@pytest.mark.parametrize("n, d", [(6, 4), (4, 6), (5, 5)])
+def test_svd_k_of_the_matrixs_rank_factorises_it_exactly_and_past_it_is_refused(n, d):
+    """k = min(n, d) is the whole factorisation (U V = D to rounding), which the randomized solver gives; it was
+    refused (k in 1..min(n, d) - 1). k past n gave n columns, not k, in silence: refused."""
+    docs = [list(np.random.default_rng(i).integers(0, d, 8)) for i in range(n)]
+    D = document_word_matrix(docs, d)
+    U, V = svd_embeddings(D, min(n, d))
+    assert U.shape == (n, min(n, d)) and V.shape == (min(n, d), d)
+    np.testing.assert_allclose(U @ V, D.toarray(), atol=1e-12)
+    with pytest.raises(RnnkitError, match=rf"^k must be an integer in 1\.\.{min(n, d)} for a {n} x {d} "):
+        svd_embeddings(D, min(n, d) + 1)
 
 
 @pytest.mark.parametrize("tokens", [[1, 2, 2], [("a", "b"), ("a", "b")], ["a", None]])

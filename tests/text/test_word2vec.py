@@ -1353,8 +1353,9 @@ def test_training_whose_vectors_blow_up_but_stay_finite_is_said_to_diverge():
     m = Word2Vec(model="cbow", backend="torch", min_count=1, dimension=10, epochs=3, alpha=0.05, sample=0,
                  cbow_update="gradient")  # fmt: skip
     with pytest.raises(
-        RnnkitError, match=r"training diverged: its loss rose from 3.02 to 2.8e\+34 a pair; give a smaller"
-    ):
+        RnnkitError,
+        match=r"training diverged: its loss rose from 3\.\d+ to \d\.\de\+\d\d a pair; give a smaller",
+    ):  # (figures not pinned: they follow the order of the random draws, which other tests check)
         m.fit(sentences)
     assert not hasattr(m, "wv")
 

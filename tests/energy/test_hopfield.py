@@ -649,3 +649,65 @@ def test_a_threshold_past_floats_range_is_refused_in_one_line():
     for theta in (10**400, [0.0, -(10**400), 0.0, 0.0]):
         with pytest.raises(RnnkitError, match="thresholds contain a number past float's range"):
             Hopfield(4, thresholds=theta)
+
+
+def test_float32_hebbian_ties_of_few_patterns_go_to_plus_one():
+    """With P = 3 a weight is ±1 or ±1/3, and float32's 1/3 is 1e-8 off: a tied field Σ_j w_ij s_j = 0 over
+    ~75 weights of ±1/3 reads up to a few 1e-7 off, past float32's eps alone (1.2e-7), which is why the tie
+    tolerance grows with Σ_j |w_ij|. One synchronous update from random states is the integer rule's."""
+    N, P = 301, 3  # odd N: each field a sum of an even number of odd terms, so ties happen
+    xi = hop.random_patterns(P, N, gen(11))
+    K = xi.T.double() @ xi.double()  # P w in exact integers
+    K.fill_diagonal_(0)
+    starts = hop.random_patterns(64, N, gen(12))
+    expected = torch.where(starts.double() @ K >= 0, 1.0, -1.0)
+    assert ((starts.double() @ K) == 0).sum() > 100  # ties enough to test the rule on
+    result = Hopfield(N).store(xi).recall(starts, mode="sync", max_steps=1, record=False)
+    assert torch.equal(result.states.double(), expected)
+
+
+def test_the_asynchronous_order_is_a_fresh_random_permutation_of_the_generator():
+    """Each sweep visits every unit once in a random order drawn from `generator`: the same seed gives the same
+    order, another seed another. Read from the energy trace: with W = 0 and θ_i = -(i + 1), every unit flips
+    from -1 to +1 when visited and lowers E by exactly 2 (i + 1)."""
+    N = 12
+    net = Hopfield(N, thresholds=[-(i + 1.0) for i in range(N)], dtype=torch.float64)
+
+    def order(seed):
+        result = net.recall([[-1.0] * N], generator=gen(seed))
+        assert result.states.tolist() == [[1.0] * N] and result.steps == 2  # the second sweep moves nothing
+        steps = -result.energies[0].diff() / 2 - 1  # the unit visited at each step
+        assert steps[N:].tolist() == [-1.0] * N  # (nothing flips in the second sweep: ΔE = 0)
+        return steps[:N].long().tolist()
+
+    first = order(0)
+    assert sorted(first) == list(range(N))
+    assert order(0) == first and order(1) != first and first != list(range(N))
+
+
+@pytest.mark.parametrize("mode", ["async", "sync"])
+def test_a_recall_runs_no_more_than_max_steps(mode):
+    """max_steps counts sweeps (async) or synchronous updates: a recall whose budget ends before a fixed point runs
+    that many and records the first energy and one per unit updated (async) or per update (sync)."""
+    W, theta = random_network(N=40, seed=3)
+    net = Hopfield(40, dtype=torch.float64)
+    net.W, net.theta = W[0].double(), theta[0].double()
+    starts = hop.random_patterns(16, 40, gen(13))
+    for max_steps in (1, 2):
+        result = net.recall(starts, mode=mode, max_steps=max_steps, generator=gen(14))
+        assert (result.status == hop.UNFINISHED).any()
+        assert result.steps == max_steps
+        assert result.energies.shape == (16, 1 + max_steps * (40 if mode == "async" else 1))
+
+
+def test_a_state_classified_by_synchronous_recall_stops_where_it_is():
+    """A state stops moving once it is a fixed point or in a 2-cycle, whatever the others in the batch do:
+    each cue's final state and status are the same recalled alone as among 64 cues that take longer."""
+    N = 60
+    net = Hopfield(N).store(hop.random_patterns(12, N, gen(5)))
+    cues = hop.random_patterns(64, N, gen(6))
+    together = net.recall(cues, mode="sync", max_steps=200)
+    assert (together.status == TWO_CYCLE).sum() > 4
+    for cue, state, status in zip(cues, together.states, together.status):
+        alone = net.recall(cue[None], mode="sync", max_steps=200)
+        assert torch.equal(alone.states[0], state) and alone.status[0] == status

@@ -711,3 +711,20 @@ def test_a_state_classified_by_synchronous_recall_stops_where_it_is():
     for cue, state, status in zip(cues, together.states, together.status):
         alone = net.recall(cue[None], mode="sync", max_steps=200)
         assert torch.equal(alone.states[0], state) and alone.status[0] == status
+
+
+def test_corrupt_flips_round_noise_times_n_units():
+    """round(noise N) units of each pattern, not its floor: 0.29 of 10 units is 3 (2.9), 0.15 of 20 is 3; noise 1 flips all."""
+    for noise, N in ((0.29, 10), (0.15, 20), (0.96, 10)):
+        xi = hop.random_patterns(50, N, gen(15))
+        assert (hop.corrupt(xi, noise, gen(16)) != xi).sum(-1).eq(round(noise * N)).all()
+        assert (hop.corrupt(xi, noise, gen(16), erase=True) == 0).sum(-1).eq(round(noise * N)).all()
+    assert torch.equal(hop.corrupt(xi, 1.0, gen(17)), -xi)  # noise 1: every unit
+
+
+def test_stored_patterns_may_not_hold_the_unknown_units_a_cue_may():
+    """0 (an unknown unit) is for cues and states only: a stored pattern of ±1 values is what the rules are."""
+    with pytest.raises(RnnkitError, match=r"patterns must be binary \(-1 or \+1\); found 0 ") as e:
+        Hopfield(3).store([[1, 0, -1]])
+    assert "\n" not in str(e.value)
+    assert Hopfield(3).store([[1, 1, -1]]).recall([[1, 0, -1]], mode="sync").states.tolist() == [[1, 1, -1]]

@@ -198,3 +198,79 @@ def test_the_legend_of_the_capacity_figure_covers_no_point_of_steep_curves(tmp_p
     t = np.linspace(0, 1, 50)[:, None]
     drawn = [(1 - t) * a + t * b for c in lines for a, b in zip(c[:-1], c[1:])]
     assert len(lines) == 2 and not any(box.contains(x, y) for p in drawn for x, y in p)
+
+
+def test_a_capacity_point_counts_each_recall_and_random_start_as_documented(monkeypatch):
+    """One row's fractions from final states set by hand (the dynamics replaced): N = 200, P = 4, M = 2, R = 3.
+    Recalled: m > 0.98 (< 1 % of the bits wrong: 2 wrong of 200 is not); perfect: m = 1; unfinished: of the
+    patterns' runs only; spurious: settled random starts away from every ±ξ; spurious_of_settled over the settled
+    ones; a cue noise of 0.1 flips 20 bits of each cue (m = 0.8 where the dynamics move nothing)."""
+
+    def settle(W, theta, s0, max_sweeps, generator, record):
+        assert max_sweeps == 9 and record is False
+        states, status = s0.clone(), torch.full(s0.shape[:2], hopfield.FIXED_POINT)
+        if moved:
+            states[0, 1, :2] *= -1  # m = 0.98: not recalled
+            states[0, 2] *= -1  # -ξ: m = -1
+            states[0, 3, :60] *= -1  # m = 0.4, and still moving
+            status[0, 3] = hopfield.UNFINISHED
+            states[1, 0, :1] *= -1  # m = 0.99: recalled, not perfect
+            states[0, 4] = -s0[0, 1]  # a random start that ended on -ξ²: no spurious state
+            status[0, 6] = hopfield.UNFINISHED  # a random start still moving
+        return states, None, status, 7
+
+    monkeypatch.setattr(capacity, "run_async", settle)
+    cfg = capacity.CapacityConfig(random_starts=3, min_patterns=8, max_sweeps=9).check()
+    moved = True
+    row = capacity.capacity_point(200, 0.02, cfg, torch.Generator().manual_seed(0))
+    assert (row["N"], row["P"], row["networks"], row["load"], row["sweeps"]) == (200, 4, 2, 0.02, 7)
+    assert row["recalled"] == 5 / 8 and row["perfect"] == 4 / 8 and row["unfinished"] == 1 / 8
+    assert row["mean_overlap"] == pytest.approx((1 + 0.98 - 1 + 0.4 + 0.99 + 3) / 8)
+    assert row["spurious"] == pytest.approx(4 / 6) and row["spurious_of_settled"] == pytest.approx(4 / 5)
+    assert row["starts_unfinished"] == pytest.approx(1 / 6)
+    moved = False
+    noisy = capacity.capacity_point(
+        200,
+        0.02,
+        capacity.CapacityConfig(random_starts=3, min_patterns=8, max_sweeps=9, cue_noise=0.1).check(),
+        torch.Generator().manual_seed(0),
+    )
+    assert noisy["mean_overlap"] == pytest.approx(0.8) and noisy["recalled"] == 0
+    row = capacity.capacity_point(100, 0.29, cfg, torch.Generator().manual_seed(0))  # 0.29 * 100 = 28.999...
+    assert (row["P"], row["load"]) == (29, 0.29)
+
+
+def test_mixtures_are_found_by_their_largest_overlaps_whatever_their_signs():
+    """A mixture state is told by its k = 2..7 largest |overlaps|: sgn(-ξ1 - ξ2 - ξ3), the mirror of a 3-mixture,
+    has overlaps -1/2 (the smallest of 12 signed ones), a 7-mixture needs k = 7, and with P = 3 a 3-mixture needs
+    k = P; s and -s are one attractor."""
+    g = torch.Generator().manual_seed(2)
+    xi = random_patterns(12, 301, g)  # odd N: no ties in the sign
+    three, seven = torch.sign(xi[:3].sum(0)), torch.sign(xi[:7].sum(0))
+    states = torch.stack([three, -three, seven])[None]
+    out = capacity.classify_random_starts(states, xi[None], torch.ones(1, 3, dtype=torch.bool))
+    assert out["spurious"] == out["mixture"] == 1.0
+    assert out["three_mixture"] == pytest.approx(2 / 3) and out["distinct_spurious"] == 2
+    out = capacity.classify_random_starts(three[None, None], xi[None, :3], torch.ones(1, 1, dtype=torch.bool))
+    assert out["spurious"] == out["mixture"] == out["three_mixture"] == 1.0
+
+
+def test_a_symmetric_three_mixture_has_three_overlaps_of_one_half_and_no_fourth_above_a_quarter():
+    """Three |overlaps| within the random spread of 1/2 (2/√N, at least 0.1) and none other above 1/4."""
+    m = torch.tensor(
+        [
+            [0.5, 0.45, 0.55, 0.1, 0.0],
+            [0.5, 0.5, 0.5, 0.3, 0.0],
+            [0.65, 0.5, 0.4, 0.2, 0.1],
+            [0.5, 0.5, 0.5, 0.24, 0.26],
+        ]
+    )
+    assert capacity._three_mixture(m, 10_000).tolist() == [True, False, False, False]
+    assert capacity._three_mixture(m, 100).tolist() == [True, False, True, False]  # 2/√100 = 0.2
+
+
+def test_a_point_runs_enough_networks_for_min_patterns_recalls():
+    """M networks of P = round(load N) patterns each make at least min_patterns recalls, and M - 1 fewer."""
+    for N, load, min_patterns in ((100, 0.03, 200), (1000, 0.138, 200), (200, 0.3, 40), (50, 0.02, 1)):
+        M, P = capacity.networks_per_point(N, load, min_patterns), max(1, round(load * N))
+        assert M * P >= min_patterns and (M - 1) * P < min_patterns

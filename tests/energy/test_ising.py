@@ -348,3 +348,18 @@ def test_a_number_past_floats_range_is_refused_in_one_line_by_ising(value):
         ising.Ising(4, [2.0], h=value)
     with pytest.raises(RnnkitError, match="temperatures must be positive numbers"):
         ising.Ising(4, [value])
+
+
+def test_a_run_sweeps_burn_in_times_before_it_measures():
+    """run(sweeps, burn_in) equilibrates for burn_in unmeasured sweeps, then measures `sweeps` more: the averages are
+    those of sweeps burn_in + 1 .. burn_in + sweeps of the same seeded chain, and its spins those after them all."""
+    for update in ising.UPDATES:
+        run = ising.Ising(8, [2.0, 3.0], update=update, start="random", generator=gen(7))
+        out = run.run(2, 5)
+        chain, e = ising.Ising(8, [2.0, 3.0], update=update, start="random", generator=gen(7)), []
+        for t in range(7):
+            chain.sweep()
+            if t >= 5:
+                e.append(ising.energy_per_site(chain.spins, 1.0, 0.0))
+        assert torch.equal(run.spins, chain.spins)
+        torch.testing.assert_close(out["energy"], torch.stack(e).double().mean(0))

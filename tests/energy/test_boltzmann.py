@@ -310,3 +310,26 @@ def test_an_update_from_unit_probabilities_keeps_w_symmetric():
     bm.update(*states, lr=0.1)
     dW = states[0].T @ states[0] / 100 - states[1].T @ states[1] / 37
     assert torch.equal(bm.W, W + 0.1 * (dW - torch.diag(torch.diagonal(dW))))
+
+
+def test_fit_runs_the_sweeps_asked_and_keeps_its_free_chains_between_fits(monkeypatch):
+    """Per update, positive_sweeps sweeps of the clamped hidden units and `sweeps` sweeps of the persistent free
+    chains (Tieleman 2008), which a second fit takes up where the first left them: 8 rows in batches of 4 are
+    2 updates an epoch."""
+    bm = machine(3, 2, seed=5)
+    calls, sweep = [], BoltzmannMachine._gibbs_sweep
+
+    def counted(self, x, units=None, generator=None):
+        calls.append((x, units))
+        return sweep(self, x, units, generator)
+
+    monkeypatch.setattr(BoltzmannMachine, "_gibbs_sweep", counted)
+    data = (torch.rand(8, 3, generator=torch.Generator().manual_seed(6)) < 0.5).float()
+    g = torch.Generator().manual_seed(7)
+    bm.fit(data, epochs=1, batch_size=4, num_chains=5, sweeps=3, positive_sweeps=2, generator=g)
+    free = [x for x, units in calls if units is None]
+    assert [list(u) for _, u in calls if u is not None] == [[3, 4]] * 4 and len(free) == 6
+    assert all(x is bm.chains for x in free)
+    chains, calls[:] = bm.chains, []
+    bm.fit(data, epochs=1, batch_size=4, num_chains=5, sweeps=1, positive_sweeps=1, generator=g)
+    assert len(calls) == 4 and bm.chains is chains and calls[1][0] is chains

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -363,3 +365,14 @@ def test_a_run_sweeps_burn_in_times_before_it_measures():
                 e.append(ising.energy_per_site(chain.spins, 1.0, 0.0))
         assert torch.equal(run.spins, chain.spins)
         torch.testing.assert_close(out["energy"], torch.stack(e).double().mean(0))
+
+
+def test_onsagers_magnetisation_depends_on_t_over_j_alone():
+    """m(T, J) = (1 - sinh(2J/T)^-4)^(1/8) below T_c = 2J / ln(1 + √2): a lattice of J = 2 at T = 2 is one of
+    J = 1 at T = 1, and orders up to T = 4.5."""
+    for T in (0.5, 1.0, 2.0, 2.2):
+        assert ising.onsager_magnetisation(2 * T, 2.0) == pytest.approx(
+            ising.onsager_magnetisation(T), rel=1e-12
+        )
+    assert ising.onsager_magnetisation(4.0, 2.0) == pytest.approx((1 - math.sinh(1.0) ** -4) ** 0.125)
+    assert ising.onsager_magnetisation(4.6, 2.0) == 0.0

@@ -333,3 +333,12 @@ def test_fit_runs_the_sweeps_asked_and_keeps_its_free_chains_between_fits(monkey
     chains, calls[:] = bm.chains, []
     bm.fit(data, epochs=1, batch_size=4, num_chains=5, sweeps=1, positive_sweeps=1, generator=g)
     assert len(calls) == 4 and bm.chains is chains and calls[1][0] is chains
+
+
+def test_kl_from_refuses_a_target_that_sums_to_more_than_rounding_off_one():
+    """Within 1e-4 of 1 a target is rounded numbers and normalised; 1.005 is not a probability vector."""
+    bm = machine(3, 1)
+    p = bm.visible_log_probs().exp()
+    for total in (1.005, 0.995):
+        with pytest.raises(RnnkitError, match=f"target probabilities must sum to 1, got {total:g}"):
+            bm.kl_from(p * total)

@@ -274,3 +274,23 @@ def test_a_point_runs_enough_networks_for_min_patterns_recalls():
     for N, load, min_patterns in ((100, 0.03, 200), (1000, 0.138, 200), (200, 0.3, 40), (50, 0.02, 1)):
         M, P = capacity.networks_per_point(N, load, min_patterns), max(1, round(load * N))
         assert M * P >= min_patterns and (M - 1) * P < min_patterns
+
+
+def test_crossings_read_each_sizes_rows_in_order_of_load():
+    """Rows given out of order (a table sorted by recall, points run in parallel) are one curve by load."""
+    rows = [
+        dict(N=N, load=load, recalled=r, perfect=r, mean_overlap=r)
+        for N in (100, 200)
+        for load, r in ((0.1, 1.0), (0.2, 0.6), (0.3, 0.2))
+    ]
+    (c,) = capacity.crossings(rows[:3])
+    assert c["recalled_half"] == pytest.approx(0.225)
+    assert capacity.crossings(rows[::-1]) == capacity.crossings(rows)
+
+
+def test_a_network_of_one_unit_is_refused_in_one_line():
+    """One unit has no weights (W's diagonal is zero): N = 1 is refused, N = 2 runs."""
+    with pytest.raises(RnnkitError, match="sizes N must be 2 or more") as e:
+        capacity.CapacityConfig(sizes=(1, 100)).check()
+    assert "\n" not in str(e.value)
+    assert capacity.CapacityConfig(sizes=(2,)).check().sizes == (2,)

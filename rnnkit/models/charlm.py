@@ -725,7 +725,14 @@ def load_run(run):
     import json
 
     from rnnkit import CELLS
-    from rnnkit.train.checkpoint import _instead, hollow_weights, load_checkpoint, mismatch, resolve
+    from rnnkit.train.checkpoint import (
+        _instead,
+        hollow_weights,
+        load_checkpoint,
+        malformed_weights,
+        mismatch,
+        resolve,
+    )
     from rnnkit.train.config import RunConfig
 
     ckpt, path = load_checkpoint(run), resolve(run)
@@ -761,6 +768,9 @@ def load_run(run):
                           f"({cfg.model.vocab_size} characters)")  # fmt: skip
     _check_vocab_json(path, chars)
     state = ckpt["model"] if isinstance(ckpt["model"], dict) else {}  # (not a dict: said by load_state_dict)
+    malformed = malformed_weights(state)
+    if malformed:  # (an int key: load_state_dict's "'int' object has no attribute 'startswith'")
+        raise RnnkitError(f"{bad}: {malformed}; {_instead(path)}")
     try:  # its random initial weights are overwritten: the caller's stream (torch.manual_seed, then sampling)
         with torch.random.fork_rng(devices=[]):  # is left as it was
             misfit = weights_misfit(cfg.model, state) if state else None

@@ -24,7 +24,7 @@ import zipfile
 import torch
 
 from rnnkit._io import atomic_open, check_save_path, is_zip, refuse_empty
-from rnnkit.errors import RnnkitError
+from rnnkit.errors import RnnkitError, said
 
 FORMAT = "rnnkit-charlm"
 VERSION = 2
@@ -220,6 +220,23 @@ def _damaged_member(path) -> str | None:
     except Exception:  # a damaged directory or header: torch.load says what it can't read
         return None
     return None if bad is None else bad.split("/", 1)[-1]
+
+
+def malformed_weights(state: dict) -> str | None:
+    """What is wrong with a checkpoint's weights that are no state_dict: a key that is no weight's name (an int, a
+    tuple, None) or a value that is no tensor (None, a string, a dict, a number); None where every key is a str and
+    every value a tensor. An int key reached load_state_dict, whose line was "'int' object has no attribute
+    'startswith'" ("does not fit this configuration ...; resume without changing model options" on --resume), and a
+    value its 'expected torch.Tensor or Tensor-like object from checkpoint', advice of options never changed."""
+    keys = [k for k in state if not isinstance(k, str)]
+    if keys:
+        shown = ", ".join(said(k)[:40] + f" ({type(k).__name__})" for k in keys[:3])
+        return f"its weights are keyed by {shown}, not by names; a model's weights are named by strings"
+    values = [k for k, w in state.items() if not isinstance(w, torch.Tensor)]
+    if values:
+        return (f"its weights {', '.join(values[:3])} are not tensors ({type(state[values[0]]).__name__}); "
+                "a model's weights are tensors")  # fmt: skip
+    return None
 
 
 def hollow_weights(state: dict) -> str | None:

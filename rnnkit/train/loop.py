@@ -40,7 +40,14 @@ from rnnkit.data.corpus import load_corpus
 from rnnkit.engine import native
 from rnnkit.errors import RnnkitError, TooLarge, finite_real
 from rnnkit.models.charlm import _IGNORE, CharLM, _as_ids, weights_misfit
-from rnnkit.train.checkpoint import _instead, hollow_weights, load_checkpoint, mismatch, save_checkpoint
+from rnnkit.train.checkpoint import (
+    _instead,
+    hollow_weights,
+    load_checkpoint,
+    malformed_weights,
+    mismatch,
+    save_checkpoint,
+)
 from rnnkit.train.config import RunConfig, validate
 from rnnkit.train.metrics import LN2, MetricsLog, load_plotting, plot_losses
 from rnnkit.train.optim import clip_gradients, lr_at_epoch, make_optimizer, set_lr
@@ -380,6 +387,9 @@ def _check_resumable(ckpt, path):
     if bad:
         raise RnnkitError(f"{path} is damaged (its {', '.join(bad)} {'is' if len(bad) == 1 else 'are'} missing or "
                           f"malformed); {_instead(path, True)}")  # fmt: skip
+    malformed = malformed_weights(ckpt["model"])
+    if malformed:  # (an int key: "does not fit this configuration ('int' object has no attribute ...)")
+        raise RnnkitError(f"{path} is damaged ({malformed}); {_instead(path, True)}")
 
 
 def restore(ckpt, model, optimizer, batches, path="latest.pt") -> Progress:

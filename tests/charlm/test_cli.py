@@ -749,6 +749,19 @@ def _damage(path, how, tmp_path):
          r"shapes only\); retrain or use another file$"),
         (lambda c: c["model"].update({"head.weight": c["model"]["head.weight"].to_sparse()}),
          r"its weights head\.weight are sparse \(torch\.sparse_coo\); a model's are dense; retrain or use another file$"),
+        # weights keyed by no name: load_state_dict's "'int' object has no attribute 'startswith'"
+        (lambda c: c["model"].update({0: c["model"]["head.weight"]}),
+         r"bad\.pt is not a usable rnnkit checkpoint: its weights are keyed by 0 \(int\), not by names; a model's "
+         r"weights are named by strings; retrain or use another file$"),
+        (lambda c: c.update(model={(k, 1): w for k, w in c["model"].items()}),
+         r"its weights are keyed by \('embedding\.weight', 1\) \(tuple\), \('rnn\.cells.*, not by names"),
+        (lambda c: c["model"].update({None: c["model"].pop("head.bias")}), r"its weights are keyed by None \(NoneType\)"),
+        # a value no tensor: 'While copying the parameter named "head.weight", expected torch.Tensor or ...'
+        (lambda c: c["model"].update({"head.weight": None}),
+         r"bad\.pt is not a usable rnnkit checkpoint: its weights head\.weight are not tensors \(NoneType\); a "
+         r"model's weights are tensors; retrain or use another file$"),
+        (lambda c: c["model"].update({"head.bias": {"data": c["model"]["head.bias"]}, "head.weight": "w"}),
+         r"its weights head\.weight, head\.bias are not tensors \(str\)"),
         # copied into the model in silence: another model's scores and samples
         (lambda c: c["model"].update({"head.weight": c["model"]["head.weight"] > 0}),
          r"bad\.pt is not a usable rnnkit checkpoint: its weights head\.weight are torch\.bool .*floating-point"),

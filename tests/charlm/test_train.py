@@ -1884,6 +1884,15 @@ def test_resume_from_a_checkpoint_with_a_damaged_progress_is_one_line(tmp_path, 
             lambda c: [state.pop("exp_avg") for state in c["optimizer"]["state"].values()],
             r"its optimizer state of [\w.]+ lacks exp_avg",
         ),
+        (  # 'does not fit this configuration (While copying the parameter named "head.weight", expected
+            # torch.Tensor or Tensor-like object from checkpoint but ...); resume without changing model options'
+            lambda c: c["model"].update({"head.weight": None}),
+            r"its weights head\.weight are not tensors \(NoneType\); a model's weights are tensors",
+        ),
+        (
+            lambda c: c["model"].update({"head.bias": [0.0] * 30}),
+            r"its weights head\.bias are not tensors \(list\)",
+        ),
         (  # set_rng_state's RuntimeError, said as 'does not fit this configuration; resume without changing ...'
             lambda c: c.update(rng=c["rng"][:100]),
             r"its rng is not a state of torch's random generator",
@@ -1903,16 +1912,20 @@ def test_resume_from_a_checkpoint_missing_a_part_is_one_line(tmp_path, corpus, d
         train(tiny_config(corpus, max_steps=4), run, resume=True, log=quiet)
 
 
-def test_resume_from_a_checkpoint_whose_weights_are_keyed_by_numbers_is_one_line(tmp_path, corpus):
+@pytest.mark.parametrize("keyed", [lambda w: dict(enumerate(w.values())), lambda w: {**w, 0: w["head.bias"]}])
+def test_resume_from_a_checkpoint_whose_weights_are_keyed_by_numbers_is_one_line(tmp_path, corpus, keyed):
     """load_state_dict of {0: W_xh, 1: ...} (a damaged or hand-made file) ended in its AttributeError traceback,
-    "'int' object has no attribute 'startswith'", where load_run says the weights do not fit."""
+    "'int' object has no attribute 'startswith'", then was said as 'does not fit this configuration (it lacks
+    embedding.weight)' or ('int' object has no attribute 'startswith') with the advice to resume 'without changing
+    model options', of options never changed: the file is damaged, as load_run says it."""
     quiet = lambda s: None  # noqa: E731
     run = tmp_path / "run"
     train(tiny_config(corpus, max_steps=2), run, log=quiet)
     ckpt = dict(load_checkpoint(run / "latest.pt"))
-    ckpt["model"] = dict(enumerate(ckpt["model"].values()))
+    ckpt["model"] = keyed(ckpt["model"])
     save_checkpoint(run / "latest.pt", {k: v for k, v in ckpt.items() if k not in ("format", "version")})
-    with pytest.raises(RnnkitError, match=r"latest\.pt does not fit this configuration"):
+    with pytest.raises(RnnkitError, match=r"latest\.pt is damaged \(its weights are keyed by 0 \(int\), .*not by "
+                       r"names; a model's weights are named by strings\); to resume from the run's best\.pt"):  # fmt: skip
         train(tiny_config(corpus, max_steps=4), run, resume=True, log=quiet)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from rnnkit._io import bar_options
-from rnnkit.errors import RnnkitError, check_seed, fits_int64, said
+from rnnkit.errors import RnnkitError, check_seed, finite_real, fits_int64, said
 
 ESTIMATE_CHUNK = 1 << 20  # symbols counted at a time where estimate() draws a bar
 GTH_BLOCK = 64  # states censored at a time in stationary() (_gth)
@@ -101,14 +101,20 @@ class MarkovChain:
         """
         if isinstance(sequences, str):
             raise RnnkitError("MarkovChain.estimate takes a list of sequences, not one str: wrap it ([text])")
+        # (finite_real, not np.isfinite: a Fraction, or an int past 2^64, was numpy's TypeError "ufunc 'isfinite' not
+        # supported for the input types"; np.longdouble('1e400'), finite as itself, was float inf, a table of NaN)
         if (
             isinstance(smoothing, bool)  # (True ran as 1 pseudo-count)
             or not isinstance(smoothing, numbers.Real)
-            or not (np.isfinite(smoothing) and smoothing >= 0)
+            or not (finite_real(smoothing) and smoothing >= 0)
         ):
             raise RnnkitError(
-                f"smoothing (pseudo-counts per transition) must be >= 0, got {said(smoothing, '')}"
+                f"smoothing (pseudo-counts per transition) must be >= 0 and finite, got {said(smoothing)}"
             )
+        # (Fraction(1, 10**400) was float 0: no pseudo-counts, the unseen transitions it was to allow impossible)
+        if smoothing > 0 and float(smoothing) == 0:
+            raise RnnkitError(f"smoothing {said(smoothing)} is too small: it is 0 as a float; give 1e-300 or more, "
+                              "or 0 for none")  # fmt: skip
         # (a str read in place: as a list of its characters it cost 8 bytes a character, 1.1 GB for a 112 MB text)
         sequences = [s if isinstance(s, str) else list(s) for s in sequences if len(s) > 0]
         if not sequences:
@@ -148,7 +154,11 @@ class MarkovChain:
                 C[pairs // K, pairs % K] += c
                 prev = ids[-1:]
                 bar.update(len(ids))
-        rows = C.sum(axis=1, keepdims=True)
+        with np.errstate(over="ignore"):
+            rows = C.sum(axis=1, keepdims=True)
+        if not np.isfinite(rows).all():  # (smoothing 1e308: a row summed to inf, its P 0 or NaN)
+            raise RnnkitError(f"smoothing {said(float(smoothing), '')} is too large: a state's {K:,} pseudo-counts sum "
+                              "past float's range; give a smaller one")  # fmt: skip
         P = np.where(
             rows > 0, C / np.where(rows > 0, rows, 1), 1.0 / len(states)
         )  # a dead end restarts uniformly

@@ -1,3 +1,5 @@
+from fractions import Fraction
+
 import numpy as np
 import pytest
 
@@ -229,6 +231,32 @@ def test_estimate_refuses_a_smoothing_that_is_not_a_number():
         MarkovChain.estimate(["AB"], smoothing="1")
     with pytest.raises(RnnkitError, match="smoothing"):  # ran as 1 pseudo-count in silence
         MarkovChain.estimate(["AB"], smoothing=True)
+
+
+def test_estimate_takes_any_real_smoothing_a_float_holds_and_refuses_the_others_in_one_line():
+    """smoothing was checked by np.isfinite, which fails on a Fraction or an int past 2^64 (numpy's TypeError "ufunc
+    'isfinite' not supported for the input types"), and used as its float: np.longdouble('1e400') passed as finite
+    and was inf, 1e308 summed to an infinite row (numpy's overflow and divide warnings, then 'the transition table
+    must be 2 x 2, ...'), and Fraction(1, 10**400) was 0 pseudo-counts, the unseen transitions impossible."""
+    seqs = ["AB", "BA", "AAB"]
+    want = MarkovChain.estimate(seqs, smoothing=0.5).P
+    for half in (Fraction(1, 2), np.float32(0.5), np.longdouble("0.5")):
+        np.testing.assert_array_equal(MarkovChain.estimate(seqs, smoothing=half).P, want)
+    assert MarkovChain.estimate(seqs, smoothing=2**64).allows("BB")
+    for big in (10**400, Fraction(10**400), np.longdouble("1e400")):
+        with pytest.raises(
+            RnnkitError, match=r"^smoothing \(pseudo-counts per transition\) must be >= 0 and finite"
+        ):
+            MarkovChain.estimate(seqs, smoothing=big)
+    with pytest.raises(RnnkitError, match=r"^smoothing 1e\+308 is too large: a state's 2 pseudo-counts sum past "
+                       "float's range; give a smaller one$"):  # fmt: skip
+        MarkovChain.estimate(seqs, smoothing=1e308)
+    for tiny in (Fraction(1, 10**400), np.longdouble("1e-400")):
+        with pytest.raises(
+            RnnkitError, match=r"is too small: it is 0 as a float; give 1e-300 or more, or 0 for none$"
+        ):
+            MarkovChain.estimate(seqs, smoothing=tiny)
+    assert MarkovChain.estimate(seqs, smoothing=1e-300).allows("BB")
 
 
 def test_rows_rounded_to_six_digits_still_sample():

@@ -151,6 +151,11 @@ class Word2Vec:
             fits_int64(f"--{name.replace('_', '-')}", getattr(c, name))
         if not (finite_real(c.alpha) and c.alpha > 0):
             raise RnnkitError(f"--alpha (the learning rate) must be a number > 0, got {said(c.alpha, '')}")
+        # (a Real > 0 below float's least, Fraction(1, 10**400), trained at a rate of 0.0: the vectors as drawn)
+        if float(c.alpha) == 0:
+            raise RnnkitError(
+                f"--alpha {said(c.alpha)} is too small: it is 0 as a float; give 1e-300 or more"
+            )
         # (beyond float32, the step's alpha=-lr was torch's 'cannot be converted' error)
         if c.alpha > torch.finfo(torch.float32).max:
             raise RnnkitError(f"--alpha {c.alpha:g} is beyond the range of float32 (the vectors' type, at most "
@@ -163,6 +168,10 @@ class Word2Vec:
             raise RnnkitError(
                 f"--sample (subsampling threshold) must be >= 0 (0 turns it off), got {said(c.sample, '')}"
             )
+        # (one that is 0 as a float, Fraction(1, 10**400), was a threshold sT = 0: numpy's 'divide by zero' warning)
+        if c.sample > 0 and float(c.sample) == 0:
+            raise RnnkitError(f"--sample {said(c.sample)} is too small: it is 0 as a float, which turns subsampling "
+                              "off; give 1e-300 or more, or 0 for none")  # fmt: skip
         # as Python ints (c is our copy): a narrow numpy type's arithmetic (np.int8 epochs) overflowed in fit
         for name in ("dimension", "window", "min_count", "epochs", "batch_size", "workers", "negative"):
             setattr(c, name, int(getattr(c, name)))

@@ -548,6 +548,26 @@ def test_bad_sizes_and_rates(bad, message):
         Word2Vec(**bad)
 
 
+def test_an_alpha_or_sample_that_is_0_as_a_float_is_refused_in_one_line():
+    """alpha and sample were checked > 0 as the number given and then used as its float, 0 for one below float's
+    least: alpha=Fraction(1, 10**400) trained at a learning rate of 0.0 (the vectors as drawn), and sample=Fraction(1,
+    10**400) or np.longdouble('1e-400') made the subsampling threshold sT = 0 (numpy's 'divide by zero encountered in
+    divide', a traceback under -W error), where 0 is refused (alpha) or turns subsampling off (sample)."""
+    from fractions import Fraction
+
+    for tiny in (Fraction(1, 10**400), np.longdouble("1e-400")):
+        with pytest.raises(
+            RnnkitError, match=r"^--alpha .* is too small: it is 0 as a float; give 1e-300 or more$"
+        ):
+            Word2Vec(alpha=tiny, min_alpha=0)
+        with pytest.raises(RnnkitError, match=r"^--sample .* is too small: it is 0 as a float, which turns "
+                           "subsampling off; give 1e-300 or more, or 0 for none$"):  # fmt: skip
+            Word2Vec(sample=tiny)
+    # a tiny number a float holds, and 0, as before
+    assert Word2Vec(alpha=1e-300, min_alpha=0, sample=1e-300).config.sample == 1e-300
+    assert Word2Vec(sample=0, min_alpha=Fraction(1, 10**400)).config.sample == 0
+
+
 def test_no_negative_samples_is_refused_for_negative_sampling_only():
     # K = 0 noise words would only pull every (centre, context) pair together: nothing is learnt
     with pytest.raises(

@@ -47,6 +47,9 @@ def generator_or_none(generator):
 def positive_float(name: str, value) -> float:
     if not finite_real(value) or value <= 0:
         raise RnnkitError(f"{name} must be a positive number, got {said(value)}")
+    # (a Real > 0 below float's least, Fraction(1, 10**400), was 0.0: a Boltzmann machine trained at learning rate 0)
+    if float(value) == 0:
+        raise RnnkitError(f"{name} {said(value)} is too small: it is 0 as a float; give 1e-300 or more")
     return float(value)
 
 

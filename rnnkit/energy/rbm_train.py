@@ -104,7 +104,9 @@ class RBMTrainConfig:
         # as Python ints: a narrow numpy type's arithmetic (np.int16 batch size) overflowed in fit's chunk sizes
         self.epochs = positive_int(name["epochs"], self.epochs)
         self.batch_size = positive_int(name["batch_size"], self.batch_size)
-        positive_float(name["lr"], self.lr)
+        # as Python floats: a Fraction lr, momentum or weight decay failed inside torch's update, "add_(): argument
+        # 'alpha' must be Number, not Fraction"
+        self.lr = positive_float(name["lr"], self.lr)
         if not whole_number(self.k) or self.k < 1:
             raise RnnkitError(
                 f"{name['k']} (Gibbs steps per update) must be an integer >= 1, got {said(self.k)}"
@@ -114,6 +116,7 @@ class RBMTrainConfig:
             raise RnnkitError(f"{name['momentum']} must be in [0, 1), got {said(self.momentum)}")
         if not _number(self.weight_decay) or self.weight_decay < 0:
             raise RnnkitError(f"{name['weight_decay']} must be >= 0, got {said(self.weight_decay)}")
+        self.momentum, self.weight_decay = float(self.momentum), float(self.weight_decay)
         # the decay alone, m <- momentum m - lr weight_decay W; W <- W + m, has the roots z of
         # z² - (1 + momentum - lr wd) z + momentum: inside the unit circle iff lr wd < 2 (1 + momentum). Past that W
         # swings from sign to sign growing, whatever the data: NaN in a long run (whose advice, a 10x lower lr, could

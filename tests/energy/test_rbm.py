@@ -649,6 +649,34 @@ def test_a_learning_rate_beyond_the_models_float_range_is_one_error(visible, use
         rbm.fit(torch.ones(4, 6), RBMTrainConfig(epochs=1, lr=1e39, use_kernel=use_kernel))
 
 
+@pytest.mark.parametrize("use_kernel", [True, False])
+def test_a_rational_lr_momentum_and_weight_decay_train_as_their_floats(use_kernel):
+    """RBMTrainConfig's check read lr, momentum and weight_decay as any finite Real and kept them as given: a Fraction
+    then failed inside torch's update, "TypeError: add_(): argument 'alpha' must be Number, not Fraction", and an lr
+    below float's least, Fraction(1, 10**400), passed as positive and trained at 0.0 (the weights left as drawn).
+    Each is now its float (the same run, bit for bit), and an lr that is 0 as a float is one line, as Boltzmann's."""
+    from fractions import Fraction
+
+    data = (torch.rand(40, 6, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+
+    def trained(**options):
+        rbm = RBM(6, 4, generator=torch.Generator().manual_seed(0))
+        rbm.fit(data, RBMTrainConfig(epochs=2, batch_size=10, use_kernel=use_kernel, **options),
+                torch.Generator().manual_seed(2))  # fmt: skip
+        return rbm.W
+
+    want = trained(lr=0.1, momentum=0.5, weight_decay=0.25)
+    got = trained(lr=Fraction(1, 10), momentum=Fraction(1, 2), weight_decay=np.longdouble("0.25"))
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    for tiny in (Fraction(1, 10**400), np.longdouble("1e-400")):
+        with pytest.raises(
+            RnnkitError, match=r"^learning rate .* is too small: it is 0 as a float; give 1e-300 or more$"
+        ):
+            trained(lr=tiny)
+        with pytest.raises(RnnkitError, match=r"^learning rate .* is too small: it is 0 as a float"):
+            BoltzmannMachine(6, 2).fit(data, epochs=1, lr=tiny)
+
+
 def test_the_default_lr_for_gaussian_visibles_trains_on_all_the_digits():
     from rnnkit.cli import build_parser
     from rnnkit.cli.energy import _digits_split, _standardise, _train_config

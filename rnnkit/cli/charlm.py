@@ -467,6 +467,10 @@ def _positive(name, value):
 @_with_threads
 def cmd_sample(args) -> int:
     import torch
+    from tqdm import tqdm
+
+    from rnnkit._io import bar_options
+    from rnnkit.models import charlm
 
     _positive("--length", args.length)
     if not args.greedy and not args.temperature > 0:  # NaN too
@@ -485,7 +489,12 @@ def cmd_sample(args) -> int:
     ids = context(args.prime, chars, "--prime") if args.prime else [chars.index("\n") if "\n" in chars else 0]
     gen = torch.Generator().manual_seed(args.seed) if args.seed is not None else None
     out = model.iter_sample(ids, args.length, args.temperature, args.top_k, args.greedy, gen)
-    print_pieces((chars[i] for i in out), args.prime or "")
+    # complete's bar, where the text goes elsewhere than a terminal: `sample RUN --length 100000000 > out.txt` ran for
+    # hours with nothing on screen, where complete shows the characters found and their rate (on a terminal the text
+    # itself is the progress)
+    bar = dict(desc="sample", unit=" chars", unit_scale=True, delay=charlm.PROGRESS_DELAY, total=args.length)
+    with tqdm(out, **bar, **bar_options(not sys.stdout.isatty())) as drawn:
+        print_pieces((chars[i] for i in drawn), args.prime or "")
     return 0
 
 

@@ -164,6 +164,20 @@ def test_complete_shows_a_bar_of_characters_once_it_takes_a_while(trained, cli, 
     assert err.splitlines()[-1].startswith("complete: 100%") and "30.0/30.0" in err and "chars/s" in err
 
 
+def test_sample_shows_complete_s_bar_where_its_text_goes_elsewhere_than_a_terminal(trained, cli, monkeypatch):
+    """`rnnkit sample RUN --length 100000000 > out.txt` ran for hours with nothing on screen, where complete shows a
+    bar of the characters found and their rate on stderr (the text on a terminal is its own progress): sample has
+    complete's bar, after the same PROGRESS_DELAY, and writes the same text with it."""
+    from rnnkit.models import charlm
+
+    code, text, err = cli("sample", trained, "--length", "30", "--seed", "4")
+    assert code == 0 and err == ""  # a short one says nothing
+    monkeypatch.setattr(charlm, "PROGRESS_DELAY", 0.0, raising=False)
+    code, out, err = cli("sample", trained, "--length", "30", "--seed", "4")
+    assert code == 0 and out == text and len(out) == 31
+    assert err.splitlines()[-1].startswith("sample: 100%") and "30.0/30.0" in err and "chars/s" in err
+
+
 def test_a_beam_too_wide_for_memory_names_beam(trained, cli, monkeypatch):
     """complete --beam 2147483648 ran out of memory once its beams had grown (1.2 GiB at 3 GB), said as "choose smaller
     sizes (the model's --hidden-size/--num-layers, --batch-size, --seq-len or the command's own)": a trained run's

@@ -19,6 +19,7 @@ import errno
 import hashlib
 import json
 import math
+import numbers
 import os
 import pathlib
 import re
@@ -384,6 +385,20 @@ def _check_resumable(ckpt, path):
     """One error for a checkpoint that lacks a part --resume reads, or holds one of another kind."""
     bad = [key for key, kind in RESUME_PARTS.items() if not isinstance(ckpt.get(key), kind)]
     bad += ["rng"] if isinstance(ckpt.get("rng"), torch.Tensor) and ckpt["rng"].dtype != torch.uint8 else []
+    # tensors without values (meta, sparse) and an optimizer state_dict of other containers, which reached torch's
+    # loaders: 'does not fit this configuration (Cannot copy out of meta tensor; no data!); resume without changing
+    # model options' ('NoneType' object is not iterable, of param_groups None), of options never changed
+    hollow = lambda t: isinstance(t, torch.Tensor) and (t.is_meta or t.layout != torch.strided)  # noqa: E731
+    bad += ["rng"] if hollow(ckpt.get("rng")) else []
+    bad += (
+        ["carry"] if isinstance(ckpt.get("carry"), list | tuple) and any(map(hollow, ckpt["carry"])) else []
+    )
+    if isinstance(ckpt.get("optimizer"), dict):
+        states, groups = ckpt["optimizer"].get("state", {}), ckpt["optimizer"].get("param_groups", [])
+        if (not isinstance(states, dict) or not all(isinstance(s, dict) for s in states.values())
+                or not isinstance(groups, list | tuple) or not all(isinstance(g, dict) for g in groups)
+                or any(hollow(v) for s in states.values() for v in s.values())):  # fmt: skip
+            bad.append("optimizer")
     if bad:
         raise RnnkitError(f"{path} is damaged (its {', '.join(bad)} {'is' if len(bad) == 1 else 'are'} missing or "
                           f"malformed); {_instead(path, True)}")  # fmt: skip
@@ -472,6 +487,13 @@ def restore(ckpt, model, optimizer, batches, path="latest.pt") -> Progress:
             if missing:
                 raise RnnkitError(f"{path} is damaged (its optimizer state of {name} lacks {', '.join(missing)}); "
                                   f"{_instead(path, True)}")  # fmt: skip
+            # (exp_avg None: "expected Tensor as element 0 in argument 2, but got NoneType" from the first step's
+            # fused kernel, a traceback)
+            odd = sorted(k for k, v in (optimizer.state.get(p) or {}).items() if k in need and
+                         not isinstance(v, torch.Tensor | numbers.Real))  # fmt: skip
+            if odd:
+                raise RnnkitError(f"{path} is damaged (its optimizer state of {name} holds no tensor as "
+                                  f"{', '.join(odd)}); {_instead(path, True)}")  # fmt: skip
             # (never saved: a step whose gradient is not finite is not taken; the first step's weights became NaN)
             if any(
                 isinstance(v, torch.Tensor) and not bool(v.isfinite().all())

@@ -1893,6 +1893,21 @@ def test_resume_from_a_checkpoint_with_a_damaged_progress_is_one_line(tmp_path, 
             lambda c: c["model"].update({"head.bias": [0.0] * 30}),
             r"its weights head\.bias are not tensors \(list\)",
         ),
+        (  # "TypeError: expected Tensor as element 0 in argument 2, but got NoneType" from the first step, a traceback
+            lambda c: c["optimizer"]["state"][0].update(exp_avg=None),
+            r"its optimizer state of [\w.]+ holds no tensor as exp_avg",
+        ),
+        # tensors without values, and containers of another kind: 'does not fit this configuration (Cannot copy out of
+        # meta tensor; no data!); resume without changing model options', options never changed
+        (
+            lambda c: c["optimizer"]["state"][1].update(
+                exp_avg_sq=c["optimizer"]["state"][1]["exp_avg_sq"].to("meta")
+            ),
+            r"its optimizer is missing or malformed",
+        ),
+        (lambda c: c["optimizer"].update(param_groups=None), r"its optimizer is missing or malformed"),
+        (lambda c: c.update(carry=[s.to_sparse() for s in c["carry"]]), r"its carry is missing or malformed"),
+        (lambda c: c.update(rng=c["rng"].to("meta")), r"its rng is missing or malformed"),
         (  # set_rng_state's RuntimeError, said as 'does not fit this configuration; resume without changing ...'
             lambda c: c.update(rng=c["rng"][:100]),
             r"its rng is not a state of torch's random generator",

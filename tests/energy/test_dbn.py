@@ -41,3 +41,31 @@ def test_an_empty_list_of_configs_is_an_error_not_the_defaults():
     for the default 10 epochs instead of saying the count was wrong."""
     with pytest.raises(RnnkitError, match="got 0 training configs for 2 layers"):
         DBN([8, 4, 2]).fit(torch.rand(10, 8), [])
+
+
+def test_each_layer_trains_on_the_hidden_probabilities_of_the_layer_below():
+    """Greedy stacking: layer 2 is fitted to P(h_1 = 1 | x) (layer 1's transform, probabilities, not samples) after
+    layer 1 is fitted to the data, with the one generator carried through; layers above the first are Bernoulli."""
+    import copy
+
+    x = torch.rand(30, 6, generator=torch.Generator().manual_seed(0))
+    dbn = DBN([6, 4, 3], generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    first, second = copy.deepcopy(dbn.rbms)
+    cfg = RBMTrainConfig(epochs=2, batch_size=5, lr=0.1)
+    dbn.fit(x, cfg, torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(2)
+    first.fit(x, cfg, g)
+    second.fit(first.transform(x), cfg, g)
+    for ours, ref in zip(dbn.rbms, (first, second)):
+        for a, b in zip((ours.W, ours.b, ours.c), (ref.W, ref.b, ref.c)):
+            assert torch.equal(a, b)
+    assert [r.visible for r in DBN([6, 4, 3], "gaussian").rbms] == ["gaussian", "bernoulli"]
+
+
+def test_digits_are_scikit_learns_pixels_over_16():
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    x, y = load_digits()
+    pixels, labels = sklearn_digits(return_X_y=True)
+    assert x.dtype == torch.float32 and x.shape == (1797, 64) and y.tolist() == labels.tolist()
+    assert torch.equal(x * 16, torch.tensor(pixels, dtype=torch.float32))

@@ -557,6 +557,8 @@ def test_ais_makes_two_matrix_products_per_temperature_with_the_same_estimate(vi
         0.5 * 12 * math.log(2 * math.pi) if gaussian else torch.nn.functional.softplus(c_A).sum().item()
     ) + 5 * math.log(2)
     assert math.isclose(got[0], log_Z_A + ais.logmeanexp(log_w).item(), rel_tol=1e-13)
+    w = torch.exp(log_w)  # the standard error of log Z: Z's relative one, std(w) / mean(w) / sqrt(chains)
+    assert math.isclose(got[1], (w.std() / w.mean() / math.sqrt(4)).item(), rel_tol=1e-9)
 
 
 def test_transform_sample_and_scikit_learn_round_trip():
@@ -1173,3 +1175,16 @@ def test_sizes_past_a_64_bit_integer_are_refused_in_one_line_by_the_energy_model
         RBM(4, 3).fit(data, RBMTrainConfig(epochs=1, num_chains=big))
     RBM(4, 3).fit(data, RBMTrainConfig(epochs=1, batch_size=big, num_chains=3))  # (runs, as before)
     Hopfield(4).store([[1, -1, 1, -1]]).recall([[1, 1, 1, -1]], max_steps=big)
+
+
+@pytest.mark.parametrize("visible", ["bernoulli", "gaussian"])
+def test_ais_base_is_the_datas_marginals(visible):
+    """c_A: Gaussian units' data means; Bernoulli units' logits log p / (1 - p) of the means smoothed as
+    p = (Σ v + 1) / (n + 2)."""
+    rbm, data = RBM(4, 3, visible), torch.tensor([[1.0, 0, 1, 0], [1, 0, 0, 0], [1, 1, 0, 0]])
+    if visible == "gaussian":
+        expected = data.mean(0)
+    else:
+        p = (data.sum(0) + 1) / (len(data) + 2)
+        expected = torch.log(p / (1 - p))
+    torch.testing.assert_close(ais.base_visible_bias(rbm, data), expected.double())

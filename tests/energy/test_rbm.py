@@ -923,6 +923,8 @@ def test_half_precision_rbm_is_refused_not_sampled_with_coarse_uniforms(dtype):
     r = RBM(1, 1).to(dtype)
     with pytest.raises(RnnkitError, match="samples in float32 or float64"):
         r.sample_visible(torch.zeros(5, 1))
+    with pytest.raises(RnnkitError, match="samples in float32 or float64"):
+        r.sample_hidden(torch.zeros(5, 1))
 
 
 def _unlikely_units(dtype=torch.float32):
@@ -1177,6 +1179,70 @@ def test_sizes_past_a_64_bit_integer_are_refused_in_one_line_by_the_energy_model
     Hopfield(4).store([[1, -1, 1, -1]]).recall([[1, 1, 1, -1]], max_steps=big)
 
 
+def _histogram(v: torch.Tensor) -> torch.Tensor:
+    return torch.bincount(exact.state_index(v), minlength=2 ** v.shape[1]).double() / len(v)
+
+
+def test_gibbs_and_sample_draw_the_distribution_of_their_number_of_steps():
+    """gibbs(v, s) and sample(init=v, steps=s) draw δ_v Tˢ, sample(n, steps=s) from binary noise (uniform over the
+    states) draws uniform Tˢ, T the exact Gibbs transition matrix; sample's visible means are E[v | h] of its last
+    hidden sample h, one of the 2^H rows of visible_mean, whose mean over chains is Σ_h P(h | v) E[v | h]."""
+    rbm, g, n = model(3, 2, scale=2.0), torch.Generator().manual_seed(0), 100_000
+    T, hs, start = (
+        rbm_exact.transition_matrix(rbm),
+        exact.binary_states(2),
+        torch.tensor([[1.0, 0, 1]]).double(),
+    )
+    from_start, from_noise = _histogram(start), torch.full((8,), 1 / 8, dtype=torch.float64)
+    means_of_h = rbm.visible_mean(hs)  # (2^H, V)
+    for steps in (1, 2, 3):
+        Ts = torch.linalg.matrix_power(T, steps)
+        init, means = rbm.sample(init=start.repeat(n, 1), steps=steps, generator=g)
+        noise, _ = rbm.sample(n, steps=steps, generator=g)
+        for drawn, expected in ((rbm.gibbs(start.repeat(n, 1), steps, g), from_start @ Ts),
+                                (init, from_start @ Ts), (noise, from_noise @ Ts)):  # fmt: skip
+            assert (_histogram(drawn) - expected).abs().max() < 0.01, (steps, _histogram(drawn), expected)
+        assert (means[:, None, :] - means_of_h).abs().amax(-1).amin(1).max() < 1e-12
+        if steps == 1:
+            ph = rbm.hidden_probs(start)
+            p_h = (ph**hs * (1 - ph) ** (1 - hs)).prod(1)  # P(h | start) of each hidden state
+            torch.testing.assert_close(means.mean(0), p_h @ means_of_h, rtol=0, atol=0.008)
+
+
+def test_gaussian_visible_samples_are_their_mean_plus_unit_noise():
+    rbm, g = model(4, 3, "gaussian", scale=0.7), torch.Generator().manual_seed(0)
+    h = torch.tensor([[1.0, 0, 1]], dtype=torch.float64)
+    v = rbm.sample_visible(h.repeat(100_000, 1), g)
+    torch.testing.assert_close(v.mean(0), (rbm.c + h @ rbm.W)[0], rtol=0, atol=0.02)
+    torch.testing.assert_close(v.var(0), torch.ones(4, dtype=torch.float64), rtol=0, atol=0.03)
+
+
+@pytest.mark.parametrize("visible", ["bernoulli", "gaussian"])
+def test_reconstruction_error_is_the_mean_square_of_an_up_down_pass_through_probabilities(visible):
+    rbm, g = model(5, 3, visible), torch.Generator().manual_seed(1)
+    x = torch.rand(7, 5, generator=g, dtype=torch.float64)
+    up = torch.sigmoid(x @ rbm.W.T + rbm.b)
+    down = up @ rbm.W + rbm.c
+    down = torch.sigmoid(down) if visible == "bernoulli" else down
+    assert rbm.reconstruction_error(x) == pytest.approx(((x - down) ** 2).mean().item(), rel=1e-12)
+
+
+def test_pseudo_likelihood_in_chunks_is_that_of_all_rows_at_once():
+    rbm = model(5, 3)  # V H = 15 numbers a row
+    v = exact.binary_states(5)[[1, 4, 9, 14, 22, 27, 31]]
+    whole = rbm.pseudo_likelihood(v)
+    for chunk in (1, 15, 30, 44, 45, 106):
+        torch.testing.assert_close(rbm.pseudo_likelihood(v, chunk_elements=chunk), whole, rtol=1e-14, atol=0)
+
+
+def test_auto_log_partition_enumerates_up_to_20_units_and_is_ais_with_its_options_past_that():
+    rbm = model(25, 20, scale=0.1)  # 2^20 hidden states
+    assert rbm.log_partition() == rbm_exact.log_partition(rbm)
+    rbm = model(21, 21, scale=0.1)
+    got = rbm.log_partition(num_chains=2, num_betas=3, generator=torch.Generator().manual_seed(0))
+    assert got == ais.log_partition(rbm, 2, 3, generator=torch.Generator().manual_seed(0))[0]
+
+
 @pytest.mark.parametrize("visible", ["bernoulli", "gaussian"])
 def test_ais_base_is_the_datas_marginals(visible):
     """c_A: Gaussian units' data means; Bernoulli units' logits log p / (1 - p) of the means smoothed as
@@ -1188,3 +1254,20 @@ def test_ais_base_is_the_datas_marginals(visible):
         p = (data.sum(0) + 1) / (len(data) + 2)
         expected = torch.log(p / (1 - p))
     torch.testing.assert_close(ais.base_visible_bias(rbm, data), expected.double())
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+@pytest.mark.parametrize("use_kernel", [True, False])
+def test_a_uniform_equal_to_p_leaves_the_unit_off_in_both_loops(monkeypatch, persistent, use_kernel):
+    """A unit is on where u < p, strictly (rbm_cd.c's header, the torch loop): with every uniform 0.5 and every
+    p = σ(0) = 0.5 (W, b, c = 0) no unit comes on, in the samplers, cd_gradient's chain and fit, where one step of
+    lr 1 moves c by <v>_data - <v>_model = 1 - 0."""
+    rbm = RBM(4, 3, init_scale=0)
+    monkeypatch.setattr(torch, "rand", lambda *shape, generator=None, **kw: torch.zeros(*shape, **kw) + 0.5)
+    cfg = RBMTrainConfig(epochs=1, lr=1.0, persistent=persistent, shuffle=False, use_kernel=use_kernel)
+    ones = torch.ones(2, 4)
+    assert not rbm.sample_hidden(ones).any() and not rbm.sample_visible(torch.ones(2, 3)).any()
+    (_, _, dc), h = rbm_train.cd_gradient(rbm, ones, k=2, chain=torch.ones(2, 3) if persistent else None)
+    assert not h.any() and torch.equal(dc, torch.ones(4))
+    rbm.fit(torch.ones(10, 4), cfg)
+    torch.testing.assert_close(rbm.c, torch.ones(4))  # (rbm_cd.c sums ten rows of 1 × 0.1f: 1 + 1.2e-7)

@@ -1243,6 +1243,59 @@ def test_auto_log_partition_enumerates_up_to_20_units_and_is_ais_with_its_option
     assert got == ais.log_partition(rbm, 2, 3, generator=torch.Generator().manual_seed(0))[0]
 
 
+@pytest.mark.parametrize("persistent", [True, False])
+@pytest.mark.parametrize("path", ["torch", "kernel", "streamed"])
+def test_fit_is_cd_k_updates_with_momentum_from_chains_at_h_0_over_every_row(monkeypatch, persistent, path):
+    """One epoch of fit, unshuffled, is cd_gradient on each minibatch in turn, the last one short (7 rows in batches
+    of 3; 4 rows for CD), each update m <- momentum m + lr (g - weight_decay W), W <- W + m from m = 0, and PCD's
+    chains start at h = 0 (as scikit-learn's) and carry each update's last hidden states to the next; on each
+    loop: the torch one, the compiled one, and the one that streams a huge k's noise."""
+    if path == "kernel" and _rbm_kernel.unavailable() is not None:
+        pytest.skip(_rbm_kernel.unavailable())
+    if path == "streamed":
+        monkeypatch.setattr(rbm_train, "STREAMED_PAST", 0)
+    dtype = torch.float32 if path == "kernel" else torch.float64
+    g = torch.Generator().manual_seed(0)
+    data = (torch.rand(7 if persistent else 4, 6, generator=g) < 0.5).to(dtype)
+    ours = RBM(6, 4, init_scale=1.0, generator=g, dtype=dtype)
+    ref = copy.deepcopy(ours)
+    cfg = RBMTrainConfig(epochs=1, batch_size=3, lr=0.1, k=2, persistent=persistent, momentum=0.5,
+                         weight_decay=0.01, shuffle=False, use_kernel=path == "kernel")  # fmt: skip
+    ours.fit(data, cfg, torch.Generator().manual_seed(1))
+    g, chain = torch.Generator().manual_seed(1), torch.zeros(3, 4, dtype=dtype) if persistent else None
+    velocity = [torch.zeros_like(p) for p in (ref.W, ref.b, ref.c)]
+    for a in range(0, len(data), 3):
+        grads, h = rbm_train.cd_gradient(ref, data[a : a + 3], 2, chain, g)
+        for p, grad, m, decay in zip((ref.W, ref.b, ref.c), grads, velocity, (0.01, 0.0, 0.0)):
+            m.copy_(0.5 * m + 0.1 * (grad - decay * p))
+            p += m
+        chain = h if persistent else None
+    for a, b in zip((ours.W, ours.b, ours.c), (ref.W, ref.b, ref.c)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_weight_decay_is_refused_exactly_where_the_decay_alone_grows_the_weights():
+    """m <- momentum m - lr wd W, W <- W + m multiplies W by the roots z of z² - (1 + momentum - lr wd) z + momentum:
+    the config is refused iff the larger |z| is 1 or more (np.roots), lr wd >= 2 (1 + momentum)."""
+    for momentum in (0.0, 0.5, 0.9):
+        for product in (0.5, 1.9, 2.1, 2.9, 3.1, 3.7, 3.9):
+            radius = max(abs(np.roots([1.0, -(1 + momentum - product), momentum])))
+            config = RBMTrainConfig(lr=0.5, weight_decay=product / 0.5, momentum=momentum)
+            if radius < 1:
+                config.check()
+            else:
+                with pytest.raises(RnnkitError, match="grows the weights without bound"):
+                    config.check()
+
+
+@pytest.mark.parametrize("use_kernel", [True, False])
+def test_use_kernel_chooses_the_compiled_loop_or_the_torch_one(monkeypatch, use_kernel):
+    ran, cd_pass = [], _rbm_kernel.cd_pass
+    monkeypatch.setattr(_rbm_kernel, "cd_pass", lambda *args: ran.append(1) or cd_pass(*args))
+    RBM(6, 3).fit(torch.ones(10, 6), RBMTrainConfig(epochs=1, use_kernel=use_kernel))
+    assert bool(ran) == (use_kernel and _rbm_kernel.unavailable() is None)
+
+
 @pytest.mark.parametrize("visible", ["bernoulli", "gaussian"])
 def test_ais_base_is_the_datas_marginals(visible):
     """c_A: Gaussian units' data means; Bernoulli units' logits log p / (1 - p) of the means smoothed as

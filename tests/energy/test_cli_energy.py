@@ -1240,3 +1240,29 @@ def test_hopfield_recall_shows_a_bar_of_units_on_stderr(tmp_path, capsys):
     assert last.startswith("recall: ") and "units/s" in last and last.endswith(" moved 0 of 3 states]")
     sweeps = int(last.split("sweep ")[1].split(" ")[0])  # the last one moved none: every state settled
     assert float(last.split()[1]) == 40 * sweeps  # every unit of every sweep run
+
+
+def test_rbm_train_scores_the_test_digits_binarised_above_one_half_from_an_ais_base_of_the_training_digits(
+    tmp_path, monkeypatch
+):
+    """The Bernoulli model's scores read the test digits as x > 0.5 (a pixel of 8/16 is off), and AIS starts from the
+    training digits' marginals (ais.base_visible_bias(rbm, x_train)); under --dry-run, the split of
+    test_rbm_digits_are_split_in_the_order_of_seed."""
+    from rnnkit.cli import build_parser
+    from rnnkit.cli.energy import _digits_split
+    from rnnkit.energy import ais
+    from rnnkit.energy.rbm import RBM
+
+    scored, based, log_partition, pseudo_likelihood = [], [], ais.log_partition, RBM.pseudo_likelihood
+    monkeypatch.setattr(
+        RBM, "pseudo_likelihood", lambda self, x, **kw: scored.append(x) or pseudo_likelihood(self, x, **kw)
+    )
+    monkeypatch.setattr(
+        ais, "log_partition", lambda rbm, *a, **kw: based.append(a[2]) or log_partition(rbm, *a, **kw)
+    )
+    assert main(["rbm", "train", "--dry-run", "--seed", "4", "--out", str(tmp_path)]) == 0
+    x_train, _, x_test, _ = _digits_split(
+        build_parser().parse_args(["rbm", "train", "--seed", "4", "--dry-run"])
+    )
+    assert (x_test == 0.5).any()  # (a pixel that >= 0.5 would turn on)
+    assert torch.equal(scored[0], (x_test > 0.5).float()) and torch.equal(based[0], x_train)

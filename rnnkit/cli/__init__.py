@@ -289,6 +289,24 @@ def print_pieces(pieces, first: str = "") -> None:
     out.write("\n")
 
 
+PROGRESS_DELAY = 1.0  # seconds before drawn_bar draws its bar: a short text says nothing
+
+
+@contextlib.contextmanager
+def drawn_bar(pieces, desc: str, unit: str, total: int, delay: float | None = None):
+    """`pieces` (of a text being drawn: sample, complete) counted by a bar on stderr where stdout is no terminal (on
+    one the text is its own progress), after `delay` seconds (PROGRESS_DELAY): `sample --length 100000000 > out.txt`
+    ran for hours with nothing on screen."""
+    from tqdm import tqdm
+
+    from rnnkit._io import bar_options
+
+    delay = PROGRESS_DELAY if delay is None else delay
+    bar = dict(desc=desc, unit=unit, unit_scale=True, delay=delay, total=total)
+    with tqdm(pieces, **bar, **bar_options(not sys.stdout.isatty())) as drawn:
+        yield drawn
+
+
 class _Terminated(KeyboardInterrupt):
     """SIGTERM (kill, timeout, a job scheduler, docker stop), raised as a Ctrl-C is: the same clean-up runs."""
 

@@ -9,7 +9,7 @@ import pathlib
 import re
 import sys
 
-from rnnkit.cli import finite_or_null, print_pieces, say, say_json
+from rnnkit.cli import drawn_bar, finite_or_null, print_pieces, say, say_json
 from rnnkit.errors import RnnkitError, count_error, fits_int64
 
 # flag -> (config section, field, type); every default is None so that only given flags override
@@ -467,9 +467,7 @@ def _positive(name, value):
 @_with_threads
 def cmd_sample(args) -> int:
     import torch
-    from tqdm import tqdm
 
-    from rnnkit._io import bar_options
     from rnnkit.models import charlm
 
     _positive("--length", args.length)
@@ -489,11 +487,8 @@ def cmd_sample(args) -> int:
     ids = context(args.prime, chars, "--prime") if args.prime else [chars.index("\n") if "\n" in chars else 0]
     gen = torch.Generator().manual_seed(args.seed) if args.seed is not None else None
     out = model.iter_sample(ids, args.length, args.temperature, args.top_k, args.greedy, gen)
-    # complete's bar, where the text goes elsewhere than a terminal: `sample RUN --length 100000000 > out.txt` ran for
-    # hours with nothing on screen, where complete shows the characters found and their rate (on a terminal the text
-    # itself is the progress)
-    bar = dict(desc="sample", unit=" chars", unit_scale=True, delay=charlm.PROGRESS_DELAY, total=args.length)
-    with tqdm(out, **bar, **bar_options(not sys.stdout.isatty())) as drawn:
+    # complete's bar, where the text goes elsewhere than a terminal
+    with drawn_bar(out, "sample", " chars", args.length, charlm.PROGRESS_DELAY) as drawn:
         print_pieces((chars[i] for i in drawn), args.prime or "")
     return 0
 

@@ -13,6 +13,7 @@ from dataclasses import asdict
 from rnnkit._io import write_text
 from rnnkit.cli import (
     check_writable,
+    drawn_bar,
     finite_or_null,
     kind_of,
     made_out_folder,
@@ -554,9 +555,9 @@ def cmd_ngram_sample(args) -> int:
         )
     lm = _load_lm(args.model)
     alpha = 1.0 / args.temperature
-    _print_after(
-        lm, args.prime, lm.iter_generate(_line_start(lm) + args.prime, args.length, alpha, args.seed)
-    )
+    pieces = lm.iter_generate(_line_start(lm) + args.prime, args.length, alpha, args.seed)
+    with drawn_bar(pieces, "ngram sample", f" {lm.level}s", args.length) as drawn:
+        _print_after(lm, args.prime, drawn)
     return 0
 
 
@@ -589,7 +590,9 @@ def cmd_ngram_complete(args) -> int:
     if not args.prefix:
         raise RnnkitError("PREFIX is empty; give some text to complete")
     lm = _load_lm(args.model)
-    _print_after(lm, args.prefix, lm.iter_generate(_line_start(lm) + args.prefix, args.length, alpha=None))
+    pieces = lm.iter_generate(_line_start(lm) + args.prefix, args.length, alpha=None)
+    with drawn_bar(pieces, "ngram complete", f" {lm.level}s", args.length) as drawn:
+        _print_after(lm, args.prefix, drawn)
     return 0
 
 
@@ -713,7 +716,10 @@ def cmd_markov(args) -> int:
     else:
         chain = PRESETS[preset or "abe"]()
     if args.action == "sample":
-        print_pieces(chain.iter_sample(length, getattr(args, "seed", 0)))
+        with drawn_bar(
+            chain.iter_sample(length, getattr(args, "seed", 0)), "markov sample", " symbols", length
+        ) as drawn:
+            print_pieces(drawn)
     elif args.action == "check":
         starts = f"no line of {text} starts with" if text else "the chain never starts with"
         for s in args.strings:

@@ -2266,3 +2266,38 @@ def test_markov_check_and_stationary_on_an_output_without_their_characters_are_w
         "'\\u6587'",
         "'\\U0001f642'",
     ]
+
+
+@pytest.mark.parametrize(
+    "command, unit",
+    [
+        (["ngram", "sample", "{model}", "--length", "30", "--seed", "2"], "chars"),
+        (["ngram", "complete", "{model}", "a", "--length", "30"], "chars"),
+        (["ngram", "sample", "{words}", "--length", "30", "--seed", "2"], "words"),
+        (["markov", "sample", "--length", "30", "--seed", "2"], "symbols"),
+    ],
+)
+def test_ngram_and_markov_samples_show_a_bar_where_their_text_goes_elsewhere_than_a_terminal(
+    tmp_path, capsys, monkeypatch, command, unit
+):
+    """`ngram sample MODEL --length 100000000 > out.txt` (and ngram complete, markov sample) ran for hours with nothing
+    on screen: each has rnnkit sample's bar on stderr where stdout is no terminal (on one the text is its own
+    progress), after PROGRESS_DELAY seconds, and writes the same text with it."""
+    import rnnkit.cli
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat sat on the mat\nthe dog sat on the log\n" * 5)
+    paths = {"model": tmp_path / "m.npz", "words": tmp_path / "w.npz"}
+    assert main(["ngram", "train", str(corpus), "--out", str(paths["model"]), "-n", "3"]) == 0
+    assert main(["ngram", "train", str(corpus), "--out", str(paths["words"]), "--level", "word"]) == 0
+    command = [a.format(**{k: str(v) for k, v in paths.items()}) for a in command]
+    capsys.readouterr()
+    assert main(command) == 0
+    text, err = capsys.readouterr()
+    assert err == ""  # a short one says nothing
+    monkeypatch.setattr(rnnkit.cli, "PROGRESS_DELAY", 0.0)
+    assert main(command) == 0
+    out, err = capsys.readouterr()
+    assert out == text
+    last = err.splitlines()[-1]
+    assert last.startswith(f"{command[0]} {command[1]}: 100%") and "30.0/30.0" in last and f"{unit}/s" in last

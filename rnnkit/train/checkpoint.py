@@ -239,15 +239,20 @@ def malformed_weights(state: dict) -> str | None:
     return None
 
 
+def hollow(t) -> bool:
+    """Whether t is a tensor that holds no values to copy: of the meta device (its shape only) or sparse."""
+    return isinstance(t, torch.Tensor) and (t.is_meta or t.layout != torch.strided)
+
+
 def hollow_weights(state: dict) -> str | None:
     """What is wrong with a checkpoint's weights that hold no values a model can copy: tensors of the meta device
     (shapes without data, as a model built there saves them) or sparse ones; None where every tensor is dense. Such
     a weight reached load_state_dict, whose line (cut) named neither ('While copying the parameter named
     "head.weight", whose dimensions in the model are torch.Size([30, 16]) and ... torch.Size([3'), and --resume's
     checks, which said 'Tensor.item() cannot be called on meta tensors; resume without changing model options'."""
-    for hollow, what in ((lambda w: w.is_meta, "hold no values (meta tensors: their shapes only)"),
-                         (lambda w: w.layout != torch.strided, "are sparse ({}); a model's are dense")):  # fmt: skip
-        found = [(str(n), w) for n, w in state.items() if isinstance(w, torch.Tensor) and hollow(w)]
+    for kind, what in ((lambda w: w.is_meta, "hold no values (meta tensors: their shapes only)"),
+                       (lambda w: w.layout != torch.strided, "are sparse ({}); a model's are dense")):  # fmt: skip
+        found = [(str(n), w) for n, w in state.items() if isinstance(w, torch.Tensor) and kind(w)]
         if found:
             return f"its weights {', '.join(n for n, _ in found[:3])} {what.format(found[0][1].layout)}"
     return None

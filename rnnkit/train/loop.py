@@ -43,6 +43,7 @@ from rnnkit.errors import RnnkitError, TooLarge, finite_real
 from rnnkit.models.charlm import _IGNORE, CharLM, _as_ids, weights_misfit
 from rnnkit.train.checkpoint import (
     _instead,
+    hollow,
     hollow_weights,
     load_checkpoint,
     malformed_weights,
@@ -388,7 +389,6 @@ def _check_resumable(ckpt, path):
     # tensors without values (meta, sparse) and an optimizer state_dict of other containers, which reached torch's
     # loaders: 'does not fit this configuration (Cannot copy out of meta tensor; no data!); resume without changing
     # model options' ('NoneType' object is not iterable, of param_groups None), of options never changed
-    hollow = lambda t: isinstance(t, torch.Tensor) and (t.is_meta or t.layout != torch.strided)  # noqa: E731
     bad += ["rng"] if hollow(ckpt.get("rng")) else []
     bad += (
         ["carry"] if isinstance(ckpt.get("carry"), list | tuple) and any(map(hollow, ckpt["carry"])) else []
@@ -416,10 +416,10 @@ def restore(ckpt, model, optimizer, batches, path="latest.pt") -> Progress:
 
     # (the default, a str, failed in the damaged-checkpoint line: 'str' object has no attribute 'name')
     path = pathlib.Path(path)
-    hollow = hollow_weights(ckpt["model"])
+    valueless = hollow_weights(ckpt["model"])
     # (meta or sparse: 'Tensor.item() cannot be called on meta tensors; resume without changing model options')
-    if hollow:
-        raise RnnkitError(f"{path} is damaged ({hollow}); {_instead(path, True)}")
+    if valueless:
+        raise RnnkitError(f"{path} is damaged ({valueless}); {_instead(path, True)}")
     complex_ = [name for name, w in ckpt["model"].items() if isinstance(w, torch.Tensor) and w.is_complex()]
     if complex_:  # load_state_dict kept the real part, with only torch's warning (as load_run says it)
         raise RnnkitError(f"{path} is damaged (its weights {', '.join(complex_[:3])} are complex numbers; a model's "
